@@ -1,1 +1,70 @@
-//! Placeholder: this crate is being written.
+//! An SSD slice allocator: carves devices into right-sized, aligned slices, grows them in place,
+//! reports capacity and fragmentation, and keeps its state crash-safe.
+//!
+//! Composers that split large SSDs into volumes need more than "total free space": a volume
+//! fits only if some device has a large enough *contiguous* extent, and which device a slice
+//! lands on matters more than the algorithm inside one device. This crate makes the device
+//! choice an explicit [`DevicePolicy`], keeps per-device free extents indexed by offset and by
+//! `(length, offset)`, and keeps a cross-device index of each device's largest allocatable
+//! extent, so `allocate` and `free` are O(log n) and never scan all devices.
+//!
+//! It is pure computation: no async runtime, no clock (callers pass `now` to
+//! reservation calls), no files (the journal is written to a `std::io::Write` you pass and
+//! decoded from a `&[u8]`). Use it from a CSI controller, a simulator or a test.
+//!
+//! # Example
+//! ```
+//! use slice_alloc::{Allocator, AllocatorConfig, Constraints, DeviceId, DeviceSpec, GIB};
+//!
+//! let mut a = Allocator::new(AllocatorConfig::default())?;
+//! a.add_device(DeviceSpec::new(DeviceId::new(1), 100 * GIB)?)?;
+//! a.add_device(DeviceSpec::new(DeviceId::new(2), 40 * GIB)?)?;
+//!
+//! // 30.5 GiB rounds up to 31 GiB; best fit picks device 2, whose largest extent fits best.
+//! let s = a.allocate(30 * GIB + GIB / 2, &Constraints::any())?;
+//! assert_eq!((s.device, s.size()), (DeviceId::new(2), 31 * GIB));
+//!
+//! // Grow in place while the space after the slice is free; the error says what is possible.
+//! a.grow(s.id, 35 * GIB)?;
+//! let err = a.grow(s.id, 45 * GIB).unwrap_err();
+//! assert!(err.to_string().contains("5368709120 bytes are free directly after it"));
+//!
+//! // What CSI GetCapacity's maximum_volume_size needs.
+//! assert_eq!(a.largest_allocatable(), Some((DeviceId::new(1), 100 * GIB)));
+//! # Ok::<(), slice_alloc::Error>(())
+//! ```
+//!
+//! # Main pieces
+//! - [`Allocator`]: devices, [`allocate`](Allocator::allocate), [`free`](Allocator::free),
+//!   [`grow`](Allocator::grow), [`shrink`](Allocator::shrink),
+//!   [`allocate_at`](Allocator::allocate_at), two-phase [`reserve`](Allocator::reserve) →
+//!   [`commit`](Allocator::commit) / [`release`](Allocator::release) with
+//!   [`expire`](Allocator::expire), and reports ([`DeviceReport`], [`Histogram`],
+//!   [`Fragmentation`], [`ceph_fragmentation_score`]).
+//! - [`Journaled`], [`Snapshot`], [`recover`]: durable state as a serde snapshot plus an
+//!   append-only checksummed journal (format in the [`journal`] module docs).
+//!
+//! # Features
+//! - `proptest`: implements `proptest::arbitrary::Arbitrary` for the public value types and
+//!   exposes the [`strategies`] module, so you can property-test code that uses this crate.
+
+mod alloc;
+mod device;
+mod error;
+pub mod journal;
+mod report;
+#[cfg(feature = "proptest")]
+pub mod strategies;
+mod types;
+
+pub use alloc::Allocator;
+pub use error::Error;
+pub use journal::{
+    DecodedJournal, DeviceSnapshot, JournalEntry, Journaled, Record, Recovered, SliceSnapshot,
+    Snapshot, decode_journal, encode_record, recover,
+};
+pub use report::{DeviceReport, Fragmentation, Histogram, ceph_fragmentation_score};
+pub use types::{
+    AllocatorConfig, Constraints, DeviceId, DevicePolicy, DeviceSpec, Extent, GIB, Reservation,
+    Slice, SliceId,
+};

@@ -1,0 +1,820 @@
+//! The allocator: devices, slices, reservations and the cross-device indexes that let
+//! `allocate` and `free` run in O(log n) without scanning devices.
+
+use std::collections::{BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
+
+use crate::device::Device;
+use crate::{
+    AllocatorConfig, Constraints, DeviceId, DevicePolicy, DeviceSpec, Error, Extent, Reservation,
+    Slice, SliceId,
+};
+
+/// Multiplicative hasher for the sequential `u64` ids used as map keys: the ids are not
+/// attacker-chosen, and SipHash would cost a noticeable share of an allocation.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+pub(crate) type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+
+/// Extents of one slice in granules; the common single-extent case needs no heap allocation.
+#[derive(Clone, Debug)]
+pub(crate) enum Exts {
+    One((u64, u64)),
+    Many(Vec<(u64, u64)>),
+}
+
+impl Exts {
+    pub(crate) fn as_slice(&self) -> &[(u64, u64)] {
+        match self {
+            Exts::One(e) => std::slice::from_ref(e),
+            Exts::Many(v) => v,
+        }
+    }
+    fn from_vec(mut v: Vec<(u64, u64)>) -> Self {
+        if v.len() == 1 {
+            Exts::One(v.pop().unwrap_or_default())
+        } else {
+            Exts::Many(v)
+        }
+    }
+    fn units(&self) -> u64 {
+        self.as_slice().iter().map(|e| e.1).sum()
+    }
+    /// Appends `(off, len)`, merging it into the last extent when contiguous.
+    fn push(&mut self, off: u64, len: u64) {
+        match self {
+            Exts::One(last) if last.0 + last.1 == off => last.1 += len,
+            Exts::One(last) => *self = Exts::Many(vec![*last, (off, len)]),
+            Exts::Many(v) => match v.last_mut() {
+                Some(last) if last.0 + last.1 == off => last.1 += len,
+                _ => v.push((off, len)),
+            },
+        }
+    }
+    fn last_mut(&mut self) -> &mut (u64, u64) {
+        match self {
+            Exts::One(e) => e,
+            Exts::Many(v) => v.last_mut().expect("a slice always has an extent"),
+        }
+    }
+    fn pop_last(&mut self) {
+        if let Exts::Many(v) = self {
+            v.pop();
+            if v.len() == 1 {
+                *self = Exts::One(v[0]);
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Entry {
+    pub(crate) device: u32,
+    pub(crate) exts: Exts,
+    /// `Some(t)` for a reservation expiring at `t`; `None` for a committed slice.
+    pub(crate) expires: Option<u64>,
+}
+
+/// An SSD slice allocator over many devices. See the [crate docs](crate) for an overview.
+///
+/// # Invariants
+/// Every slice lies inside its device, is aligned to the device's granularity and overlaps no
+/// other slice or reservation; for every device, free + allocated = usable capacity. Every
+/// public method either succeeds or returns an error leaving the allocator exactly as it was
+/// (except [`commit`](Self::commit) of an expired reservation, which releases it as documented).
+#[derive(Clone, Debug)]
+pub struct Allocator {
+    pub(crate) config: AllocatorConfig,
+    pub(crate) devices: Vec<Option<Device>>,
+    pub(crate) by_id: IdMap<DeviceId, u32>,
+    pub(crate) by_allocatable: BTreeSet<(u64, u32)>,
+    by_free: BTreeSet<(u64, u32)>,
+    by_frag: BTreeSet<(u32, u32)>,
+    pub(crate) slices: IdMap<SliceId, Entry>,
+    expiry: BTreeSet<(u64, SliceId)>,
+    pub(crate) next_id: u64,
+    capacity: u64,
+    free: u64,
+}
+
+impl Allocator {
+    /// An allocator without devices.
+    pub fn new(config: AllocatorConfig) -> Result<Self, Error> {
+        if config.growth_headroom_percent > 100 {
+            return Err(Error::InvalidArgument {
+                field: "config.growth_headroom_percent",
+                rule: format!("{} is above 100", config.growth_headroom_percent),
+            });
+        }
+        Ok(Self {
+            config,
+            devices: Vec::new(),
+            by_id: IdMap::default(),
+            by_allocatable: BTreeSet::new(),
+            by_free: BTreeSet::new(),
+            by_frag: BTreeSet::new(),
+            slices: IdMap::default(),
+            expiry: BTreeSet::new(),
+            next_id: 1,
+            capacity: 0,
+            free: 0,
+        })
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &AllocatorConfig {
+        &self.config
+    }
+
+    /// Adds an empty device.
+    pub fn add_device(&mut self, spec: DeviceSpec) -> Result<(), Error> {
+        if self.by_id.contains_key(&spec.id()) {
+            return Err(Error::DuplicateDevice(spec.id()));
+        }
+        let idx = u32::try_from(self.devices.len()).map_err(|_| Error::InvalidArgument {
+            field: "device",
+            rule: "more than u32::MAX devices".into(),
+        })?;
+        let d = Device::new(spec);
+        let k = d.keys;
+        self.by_allocatable.insert((k.allocatable, idx));
+        self.by_free.insert((k.free, idx));
+        self.by_frag.insert((k.frag_ppm, idx));
+        self.capacity += d.units * d.gran();
+        self.free += k.free;
+        self.by_id.insert(d.spec.id(), idx);
+        self.devices.push(Some(d));
+        Ok(())
+    }
+
+    /// Removes a device that holds no slices or reservations, returning its spec.
+    pub fn remove_device(&mut self, id: DeviceId) -> Result<DeviceSpec, Error> {
+        let idx = self.idx(id)?;
+        let d = self.dev(idx);
+        if d.slices > 0 {
+            return Err(Error::DeviceInUse {
+                device: id,
+                slices: d.slices,
+            });
+        }
+        let d = self.devices[idx as usize]
+            .take()
+            .expect("indexed device exists");
+        let k = d.keys;
+        self.by_allocatable.remove(&(k.allocatable, idx));
+        self.by_free.remove(&(k.free, idx));
+        self.by_frag.remove(&(k.frag_ppm, idx));
+        self.capacity -= d.units * d.gran();
+        self.free -= k.free;
+        self.by_id.remove(&id);
+        Ok(d.spec)
+    }
+
+    /// The specs of all devices, in the order they were added.
+    pub fn devices(&self) -> impl Iterator<Item = &DeviceSpec> + '_ {
+        self.devices.iter().flatten().map(|d| &d.spec)
+    }
+
+    /// Allocates a slice of at least `size` bytes (rounded up to the chosen device's
+    /// granularity) on a device chosen by the policy among the candidates.
+    ///
+    /// Never fails while some candidate device has a single free extent of the rounded size
+    /// that leaves its reserved headroom intact. On failure the error says how close the best
+    /// candidate came.
+    pub fn allocate(&mut self, size: u64, constraints: &Constraints<'_>) -> Result<Slice, Error> {
+        self.place(size, constraints, None)
+    }
+
+    fn place(
+        &mut self,
+        size: u64,
+        c: &Constraints<'_>,
+        expires: Option<u64>,
+    ) -> Result<Slice, Error> {
+        if size == 0 {
+            return Err(Error::InvalidArgument {
+                field: "size",
+                rule: "must be greater than zero".into(),
+            });
+        }
+        let (idx, plan) = match self.choose(size, c) {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::debug!(size, error = %e, "allocation failed");
+                return Err(e);
+            }
+        };
+        let id = SliceId::new(self.next_id);
+        self.next_id += 1;
+        self.insert_planned(id, idx, plan, expires);
+        tracing::trace!(
+            size,
+            slice = id.get(),
+            device = self.dev(idx).spec.id().get(),
+            "allocated"
+        );
+        Ok(self.to_slice(id, &self.slices[&id]))
+    }
+
+    /// Allocates exactly `[offset, offset + size)` (size rounded up to the granularity) on
+    /// `device`, for restoring state recorded elsewhere.
+    pub fn allocate_at(
+        &mut self,
+        device: DeviceId,
+        offset: u64,
+        size: u64,
+    ) -> Result<Slice, Error> {
+        let id = SliceId::new(self.next_id);
+        let idx = self.idx(device)?;
+        let g = self.dev(idx).gran();
+        if size == 0 {
+            return Err(Error::InvalidArgument {
+                field: "size",
+                rule: "must be greater than zero".into(),
+            });
+        }
+        let len = size
+            .div_ceil(g)
+            .checked_mul(g)
+            .ok_or(Error::InvalidArgument {
+                field: "size",
+                rule: format!("{size} overflows when rounded up to the granularity {g}"),
+            })?;
+        let ext = Extent::new(offset, len)?;
+        self.restore(id, device, &[ext], None)?;
+        self.next_id += 1;
+        Ok(self.to_slice(id, &self.slices[&id]))
+    }
+
+    /// Places a slice with a known id and extents (recovery, `allocate_at`). Checks alignment,
+    /// range and overlaps, naming the offending slice; changes nothing on error.
+    pub(crate) fn restore(
+        &mut self,
+        id: SliceId,
+        device: DeviceId,
+        extents: &[Extent],
+        expires: Option<u64>,
+    ) -> Result<(), Error> {
+        if self.slices.contains_key(&id) {
+            return Err(Error::DuplicateSlice(id));
+        }
+        if extents.is_empty() {
+            return Err(Error::InvalidArgument {
+                field: "extents",
+                rule: format!("{id} has no extents"),
+            });
+        }
+        let idx = self.idx(device)?;
+        let d = self.dev(idx);
+        let (g, units) = (d.gran(), d.units);
+        let mut plan = Vec::with_capacity(extents.len());
+        for e in extents {
+            let bad = |rule: String| Error::BadExtent {
+                slice: id,
+                device,
+                offset: e.offset(),
+                end: e.end(),
+                rule,
+            };
+            if e.offset() % g != 0 || e.len() % g != 0 {
+                return Err(bad(format!("not aligned to the granularity of {g} bytes")));
+            }
+            if e.end() / g > units {
+                return Err(bad(format!(
+                    "extends past the usable capacity of {} bytes",
+                    units * g
+                )));
+            }
+            plan.push((e.offset() / g, e.len() / g));
+        }
+        let d = self.dev_mut(idx);
+        for (i, &(o, l)) in plan.iter().enumerate() {
+            if !d.take(o, l) {
+                for &(po, pl) in &plan[..i] {
+                    d.release(po, pl);
+                }
+                let other = plan[..i]
+                    .iter()
+                    .any(|&(po, pl)| po < o + l && o < po + pl)
+                    .then_some(id)
+                    .or_else(|| self.owner(idx, o, l));
+                return Err(Error::Overlap {
+                    slice: id,
+                    device,
+                    offset: o * g,
+                    end: (o + l) * g,
+                    other,
+                });
+            }
+        }
+        let d = self.dev_mut(idx);
+        d.slices += 1;
+        let exts = Exts::from_vec(plan);
+        if let Some(t) = expires {
+            self.expiry.insert((t, id));
+        }
+        self.slices.insert(
+            id,
+            Entry {
+                device: idx,
+                exts,
+                expires,
+            },
+        );
+        self.next_id = self.next_id.max(id.get() + 1);
+        self.reindex(idx);
+        Ok(())
+    }
+
+    /// The slice or reservation holding any unit of `[o, o+l)` on device `idx` (error path only:
+    /// linear in the number of slices).
+    fn owner(&self, idx: u32, o: u64, l: u64) -> Option<SliceId> {
+        self.slices
+            .iter()
+            .filter(|(_, e)| e.device == idx)
+            .find(|(_, e)| {
+                e.exts
+                    .as_slice()
+                    .iter()
+                    .any(|&(so, sl)| so < o + l && o < so + sl)
+            })
+            .map(|(&id, _)| id)
+    }
+
+    /// Frees a committed slice, returning what it held.
+    pub fn free(&mut self, id: SliceId) -> Result<Slice, Error> {
+        self.expect_state(id, false)?;
+        Ok(self.remove_entry(id))
+    }
+
+    /// Grows a committed slice to `new_size` bytes (rounded up to the granularity): in place
+    /// when the space right after its last extent is free; otherwise, when
+    /// [`AllocatorConfig::multi_extent`] allows, by taking what is free after it and adding
+    /// extents elsewhere on the same device; otherwise fails saying what the device could give.
+    /// Growth may use the device's reserved headroom. A `new_size` equal to the current size is
+    /// a no-op.
+    pub fn grow(&mut self, id: SliceId, new_size: u64) -> Result<Slice, Error> {
+        let entry = self.expect_state(id, false)?;
+        let idx = entry.device;
+        let cur = entry.exts.units();
+        let end = {
+            let &(o, l) = entry
+                .exts
+                .as_slice()
+                .last()
+                .expect("a slice always has an extent");
+            o + l
+        };
+        let d = self.dev(idx);
+        let g = d.gran();
+        let new_units = new_size.div_ceil(g);
+        if new_units < cur {
+            return Err(Error::InvalidArgument {
+                field: "new_size",
+                rule: format!(
+                    "{new_size} bytes is below the current {} bytes of {id}; use shrink",
+                    cur * g
+                ),
+            });
+        }
+        if new_units == cur {
+            return Ok(self.to_slice(id, &self.slices[&id]));
+        }
+        let extra = new_units - cur;
+        let in_place = d.free_after(end);
+        let multi = self.config.multi_extent;
+        if in_place < extra && !(multi && d.free_units >= extra) {
+            let e = Error::GrowNoSpace {
+                slice: id,
+                device: d.spec.id(),
+                needed: extra * g,
+                in_place: in_place * g,
+                device_free: d.free_units * g,
+                free_extents: d.free_by_off.len(),
+                largest_extent: d.largest() * g,
+                multi_extent: multi,
+            };
+            tracing::debug!(error = %e, "grow failed");
+            return Err(e);
+        }
+        let d = self.dev_mut(idx);
+        let mut added = Vec::new();
+        let first = in_place.min(extra);
+        if first > 0 {
+            let ok = d.take(end, first);
+            debug_assert!(ok);
+            added.push((end, first));
+        }
+        if extra > first {
+            for (o, l) in d.plan_multi(extra - first) {
+                let ok = d.take(o, l);
+                debug_assert!(ok);
+                added.push((o, l));
+            }
+        }
+        let entry = self.slices.get_mut(&id).expect("checked above");
+        for (o, l) in added {
+            entry.exts.push(o, l);
+        }
+        self.reindex(idx);
+        Ok(self.to_slice(id, &self.slices[&id]))
+    }
+
+    /// Shrinks a committed slice to `new_size` bytes (rounded up to the granularity), giving
+    /// back space from its end. The new size must be at least one granule (use
+    /// [`free`](Self::free) to drop a slice) and not above the current size.
+    pub fn shrink(&mut self, id: SliceId, new_size: u64) -> Result<Slice, Error> {
+        let entry = self.expect_state(id, false)?;
+        let idx = entry.device;
+        let cur = entry.exts.units();
+        let g = self.dev(idx).gran();
+        let new_units = new_size.div_ceil(g);
+        if new_units == 0 || new_units > cur {
+            return Err(Error::InvalidArgument {
+                field: "new_size",
+                rule: format!(
+                    "{new_size} bytes must be between 1 and the current {} bytes of {id}",
+                    cur * g
+                ),
+            });
+        }
+        let mut drop = cur - new_units;
+        let entry = self.slices.get_mut(&id).expect("checked above");
+        let dev = self.devices[idx as usize]
+            .as_mut()
+            .expect("slice device exists");
+        while drop > 0 {
+            let last = entry.exts.last_mut();
+            let cut = last.1.min(drop);
+            dev.release(last.0 + last.1 - cut, cut);
+            drop -= cut;
+            if cut == last.1 {
+                entry.exts.pop_last();
+            } else {
+                last.1 -= cut;
+            }
+        }
+        self.reindex(idx);
+        Ok(self.to_slice(id, &self.slices[&id]))
+    }
+
+    /// Sets `size` bytes aside until `now + ttl` (caller's clock, any unit). Reservations are
+    /// not journaled: they vanish on restart, so a crash can never leak them. Calls
+    /// [`expire`](Self::expire) with `now` first.
+    pub fn reserve(
+        &mut self,
+        size: u64,
+        constraints: &Constraints<'_>,
+        now: u64,
+        ttl: u64,
+    ) -> Result<Reservation, Error> {
+        self.expire(now);
+        let expires_at = now.saturating_add(ttl);
+        let slice = self.place(size, constraints, Some(expires_at))?;
+        Ok(Reservation { slice, expires_at })
+    }
+
+    /// Turns a reservation into a committed slice. If it has expired (`now >= expires_at`) its
+    /// space is released and [`Error::ReservationExpired`] returned.
+    pub fn commit(&mut self, id: SliceId, now: u64) -> Result<Slice, Error> {
+        let entry = self.expect_state(id, true)?;
+        let t = entry.expires.expect("reservation");
+        if now >= t {
+            self.remove_entry(id);
+            return Err(Error::ReservationExpired {
+                slice: id,
+                expired_at: t,
+                now,
+            });
+        }
+        self.expiry.remove(&(t, id));
+        let entry = self.slices.get_mut(&id).expect("checked above");
+        entry.expires = None;
+        Ok(self.to_slice(id, &self.slices[&id]))
+    }
+
+    /// Releases a reservation, returning the space it held.
+    pub fn release(&mut self, id: SliceId) -> Result<Slice, Error> {
+        self.expect_state(id, true)?;
+        Ok(self.remove_entry(id))
+    }
+
+    /// Releases every reservation with `expires_at <= now`, returning their ids. O(k log n) for
+    /// k expired reservations.
+    pub fn expire(&mut self, now: u64) -> Vec<SliceId> {
+        let mut out = Vec::new();
+        while let Some(&(t, id)) = self.expiry.first() {
+            if t > now {
+                break;
+            }
+            self.remove_entry(id);
+            out.push(id);
+        }
+        out
+    }
+
+    /// A committed slice or reservation by id.
+    pub fn slice(&self, id: SliceId) -> Option<Slice> {
+        self.slices.get(&id).map(|e| self.to_slice(id, e))
+    }
+
+    /// Whether `id` is a pending reservation (as opposed to a committed slice or nothing).
+    pub fn is_reservation(&self, id: SliceId) -> bool {
+        self.slices.get(&id).is_some_and(|e| e.expires.is_some())
+    }
+
+    /// All committed slices and reservations, in no particular order.
+    pub fn slices(&self) -> impl Iterator<Item = Slice> + '_ {
+        self.slices.iter().map(|(&id, e)| self.to_slice(id, e))
+    }
+
+    /// Number of committed slices plus reservations.
+    pub fn slice_count(&self) -> usize {
+        self.slices.len()
+    }
+
+    /// Bytes free on the device directly after the slice's last extent: how far it can grow in
+    /// place.
+    pub fn growth_room(&self, id: SliceId) -> Result<u64, Error> {
+        let e = self.slices.get(&id).ok_or(Error::UnknownSlice(id))?;
+        let d = self.dev(e.device);
+        let &(o, l) = e
+            .exts
+            .as_slice()
+            .last()
+            .expect("a slice always has an extent");
+        Ok(d.free_after(o + l) * d.gran())
+    }
+
+    /// Total usable capacity in bytes over all devices.
+    pub fn total_capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Total free bytes over all devices (including reserved headroom).
+    pub fn total_free(&self) -> u64 {
+        self.free
+    }
+
+    // ---- internals ----
+
+    pub(crate) fn idx(&self, id: DeviceId) -> Result<u32, Error> {
+        self.by_id.get(&id).copied().ok_or(Error::UnknownDevice(id))
+    }
+
+    pub(crate) fn dev(&self, idx: u32) -> &Device {
+        self.devices[idx as usize]
+            .as_ref()
+            .expect("indexed device exists")
+    }
+
+    pub(crate) fn dev_mut(&mut self, idx: u32) -> &mut Device {
+        self.devices[idx as usize]
+            .as_mut()
+            .expect("indexed device exists")
+    }
+
+    fn expect_state(&self, id: SliceId, reservation: bool) -> Result<&Entry, Error> {
+        let e = self.slices.get(&id).ok_or(Error::UnknownSlice(id))?;
+        match (e.expires.is_some(), reservation) {
+            (false, true) => Err(Error::WrongState {
+                slice: id,
+                actual: "a committed slice",
+                expected: "a reservation",
+            }),
+            (true, false) => Err(Error::WrongState {
+                slice: id,
+                actual: "a reservation",
+                expected: "a committed slice",
+            }),
+            _ => Ok(e),
+        }
+    }
+
+    pub(crate) fn to_slice(&self, id: SliceId, e: &Entry) -> Slice {
+        let d = self.dev(e.device);
+        let g = d.gran();
+        Slice {
+            id,
+            device: d.spec.id(),
+            extents: e
+                .exts
+                .as_slice()
+                .iter()
+                .map(|&(o, l)| Extent::new(o * g, l * g).expect("in-range extent"))
+                .collect(),
+        }
+    }
+
+    /// Refreshes device `idx` in the cross-device indexes after its free space changed.
+    fn reindex(&mut self, idx: u32) {
+        let d = self.devices[idx as usize]
+            .as_mut()
+            .expect("indexed device exists");
+        let old = d.keys;
+        let new = d.compute_keys();
+        d.keys = new;
+        if old.allocatable != new.allocatable {
+            self.by_allocatable.remove(&(old.allocatable, idx));
+            self.by_allocatable.insert((new.allocatable, idx));
+        }
+        if old.free != new.free {
+            self.by_free.remove(&(old.free, idx));
+            self.by_free.insert((new.free, idx));
+            self.free = self.free - old.free + new.free;
+        }
+        if old.frag_ppm != new.frag_ppm {
+            self.by_frag.remove(&(old.frag_ppm, idx));
+            self.by_frag.insert((new.frag_ppm, idx));
+        }
+    }
+
+    fn insert_planned(
+        &mut self,
+        id: SliceId,
+        idx: u32,
+        plan: Vec<(u64, u64)>,
+        expires: Option<u64>,
+    ) {
+        let d = self.dev_mut(idx);
+        for &(o, l) in &plan {
+            let ok = d.take(o, l);
+            debug_assert!(ok, "planned extent is free");
+        }
+        d.slices += 1;
+        if let Some(t) = expires {
+            self.expiry.insert((t, id));
+        }
+        self.slices.insert(
+            id,
+            Entry {
+                device: idx,
+                exts: Exts::from_vec(plan),
+                expires,
+            },
+        );
+        self.reindex(idx);
+    }
+
+    pub(crate) fn remove_entry(&mut self, id: SliceId) -> Slice {
+        let e = self
+            .slices
+            .remove(&id)
+            .expect("caller checked the slice exists");
+        let s = self.to_slice(id, &e);
+        if let Some(t) = e.expires {
+            self.expiry.remove(&(t, id));
+        }
+        let d = self.dev_mut(e.device);
+        for &(o, l) in e.exts.as_slice() {
+            d.release(o, l);
+        }
+        d.slices -= 1;
+        self.reindex(e.device);
+        s
+    }
+
+    fn headroom(&self, units: u64) -> u64 {
+        (units * u64::from(self.config.growth_headroom_percent)).div_ceil(100)
+    }
+
+    /// Picks a device and the extents to take there.
+    fn choose(&self, size: u64, c: &Constraints<'_>) -> Result<(u32, Vec<(u64, u64)>), Error> {
+        let policy = c.policy.unwrap_or(self.config.policy);
+        let multi = c.multi_extent.unwrap_or(self.config.multi_extent);
+        let pick = match c.candidates {
+            None => self.choose_indexed(size, policy),
+            Some(list) => self.choose_among(size, policy, list)?,
+        };
+        if let Some(idx) = pick {
+            let d = self.dev(idx);
+            let units = size.div_ceil(d.gran());
+            let off = d
+                .pick(units, self.headroom(units))
+                .expect("index says an extent fits");
+            return Ok((idx, vec![(off, units)]));
+        }
+        if multi {
+            let fits = |d: &Device| d.allocatable_total() >= size.div_ceil(d.gran());
+            let idx = match c.candidates {
+                None => self
+                    .by_free
+                    .iter()
+                    .rev()
+                    .map(|&(_, i)| i)
+                    .find(|&i| fits(self.dev(i))),
+                Some(list) => list
+                    .iter()
+                    .filter_map(|id| self.by_id.get(id).copied())
+                    .filter(|&i| fits(self.dev(i)))
+                    .max_by_key(|&i| (self.dev(i).keys.free, std::cmp::Reverse(i))),
+            };
+            if let Some(idx) = idx {
+                let d = self.dev(idx);
+                return Ok((idx, d.plan_multi(size.div_ceil(d.gran()))));
+            }
+        }
+        Err(self.exhausted(size, c, multi))
+    }
+
+    fn choose_indexed(&self, size: u64, policy: DevicePolicy) -> Option<u32> {
+        let fits = |i: u32| self.dev(i).keys.allocatable >= size;
+        match policy {
+            DevicePolicy::BestFitLargestExtent => self
+                .by_allocatable
+                .range((size, 0)..)
+                .next()
+                .map(|&(_, i)| i),
+            DevicePolicy::SpreadWithHeadroom => self
+                .by_allocatable
+                .last()
+                .filter(|&&(a, _)| a >= size)
+                .map(|&(_, i)| i),
+            DevicePolicy::MostFree => self
+                .by_free
+                .iter()
+                .rev()
+                .take_while(|&&(f, _)| f >= size)
+                .map(|&(_, i)| i)
+                .find(|&i| fits(i)),
+            DevicePolicy::LeastFragmented => {
+                self.by_frag.iter().map(|&(_, i)| i).find(|&i| fits(i))
+            }
+        }
+    }
+
+    fn choose_among(
+        &self,
+        size: u64,
+        policy: DevicePolicy,
+        list: &[DeviceId],
+    ) -> Result<Option<u32>, Error> {
+        let mut best: Option<(u32, (u64, u64))> = None;
+        for &id in list {
+            let i = self.idx(id)?;
+            let k = self.dev(i).keys;
+            if k.allocatable < size {
+                continue;
+            }
+            // Smaller key wins.
+            let key = match policy {
+                DevicePolicy::BestFitLargestExtent => (k.allocatable, 0),
+                DevicePolicy::SpreadWithHeadroom => (u64::MAX - k.allocatable, 0),
+                DevicePolicy::MostFree => (u64::MAX - k.free, 0),
+                DevicePolicy::LeastFragmented => (u64::from(k.frag_ppm), 0),
+            };
+            if best.is_none_or(|(_, bk)| key < bk) {
+                best = Some((i, key));
+            }
+        }
+        Ok(best.map(|(i, _)| i))
+    }
+
+    fn exhausted(&self, size: u64, c: &Constraints<'_>, multi: bool) -> Error {
+        let idxs: Vec<u32> = match c.candidates {
+            None => self.by_id.values().copied().collect(),
+            Some(list) => list
+                .iter()
+                .filter_map(|id| self.by_id.get(id).copied())
+                .collect(),
+        };
+        let mut largest = (0, None);
+        let mut fit_no_headroom = 0;
+        let mut total_free = 0;
+        for &i in &idxs {
+            let d = self.dev(i);
+            let g = d.gran();
+            if d.keys.allocatable > largest.0 {
+                largest = (d.keys.allocatable, Some(d.spec.id()));
+            }
+            if d.largest() * g >= size && d.keys.allocatable < size {
+                fit_no_headroom += 1;
+            }
+            total_free += d.keys.free;
+        }
+        Error::Exhausted {
+            needed: size,
+            candidates: idxs.len(),
+            largest_extent: largest.0,
+            largest_on: largest.1,
+            fit_no_headroom,
+            total_free,
+            multi_extent: multi,
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! Per-device free-space bookkeeping in allocation units (granules): the free extents indexed
+//! by offset (for coalescing and in-place growth) and by `(length, offset)` (for best fit).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::DeviceSpec;
+
+#[derive(Clone, Debug)]
+pub(crate) struct Device {
+    pub(crate) spec: DeviceSpec,
+    pub(crate) units: u64,
+    pub(crate) reserved_units: u64,
+    /// offset -> length, coalesced: no two entries touch.
+    pub(crate) free_by_off: BTreeMap<u64, u64>,
+    /// (length, offset) for every entry of `free_by_off`.
+    pub(crate) free_by_len: BTreeSet<(u64, u64)>,
+    pub(crate) free_units: u64,
+    /// Slices and reservations on this device.
+    pub(crate) slices: usize,
+    /// The keys under which the allocator's cross-device indexes currently hold this device.
+    pub(crate) keys: Keys,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Keys {
+    pub(crate) allocatable: u64,
+    pub(crate) free: u64,
+    pub(crate) frag_ppm: u32,
+}
+
+impl Device {
+    pub(crate) fn new(spec: DeviceSpec) -> Self {
+        let units = spec.units();
+        let reserved_units = spec.reserved_units().min(units);
+        let mut d = Device {
+            spec,
+            units,
+            reserved_units,
+            free_by_off: BTreeMap::new(),
+            free_by_len: BTreeSet::new(),
+            free_units: 0,
+            slices: 0,
+            keys: Keys {
+                allocatable: 0,
+                free: 0,
+                frag_ppm: 0,
+            },
+        };
+        d.insert_raw(0, units);
+        d.keys = d.compute_keys();
+        d
+    }
+
+    pub(crate) fn gran(&self) -> u64 {
+        self.spec.granularity()
+    }
+
+    pub(crate) fn largest(&self) -> u64 {
+        self.free_by_len.last().map_or(0, |&(l, _)| l)
+    }
+
+    /// Largest single extent a *new* allocation may take without breaking reserved headroom.
+    pub(crate) fn allocatable(&self) -> u64 {
+        self.largest()
+            .min(self.free_units.saturating_sub(self.reserved_units))
+    }
+
+    /// Free units new allocations may use in total (multi-extent).
+    pub(crate) fn allocatable_total(&self) -> u64 {
+        self.free_units.saturating_sub(self.reserved_units)
+    }
+
+    pub(crate) fn compute_keys(&self) -> Keys {
+        let g = self.gran();
+        Keys {
+            allocatable: self.allocatable() * g,
+            free: self.free_units * g,
+            frag_ppm: frag_ppm(self.largest(), self.free_units),
+        }
+    }
+
+    fn insert_raw(&mut self, off: u64, len: u64) {
+        debug_assert!(len > 0);
+        self.free_by_off.insert(off, len);
+        self.free_by_len.insert((len, off));
+        self.free_units += len;
+    }
+
+    fn remove_raw(&mut self, off: u64, len: u64) {
+        self.free_by_off.remove(&off);
+        self.free_by_len.remove(&(len, off));
+        self.free_units -= len;
+    }
+
+    /// The free extent containing unit `off`, if any.
+    pub(crate) fn free_containing(&self, off: u64) -> Option<(u64, u64)> {
+        let (&o, &l) = self.free_by_off.range(..=off).next_back()?;
+        (off < o + l).then_some((o, l))
+    }
+
+    /// Marks `[off, off+len)` used. Returns `false` (and changes nothing) unless the whole range
+    /// is free.
+    pub(crate) fn take(&mut self, off: u64, len: u64) -> bool {
+        let Some((o, l)) = self.free_containing(off) else {
+            return false;
+        };
+        if off + len > o + l {
+            return false;
+        }
+        self.remove_raw(o, l);
+        if off > o {
+            self.insert_raw(o, off - o);
+        }
+        if off + len < o + l {
+            self.insert_raw(off + len, o + l - off - len);
+        }
+        true
+    }
+
+    /// Returns `[off, off+len)` to the free set, coalescing with neighbours. The caller
+    /// guarantees the range is currently used.
+    pub(crate) fn release(&mut self, off: u64, len: u64) {
+        let mut start = off;
+        let mut end = off + len;
+        if let Some((&po, &pl)) = self.free_by_off.range(..off).next_back()
+            && po + pl == off
+        {
+            self.remove_raw(po, pl);
+            start = po;
+        }
+        if let Some(&nl) = self.free_by_off.get(&end) {
+            self.remove_raw(end, nl);
+            end += nl;
+        }
+        self.insert_raw(start, end - start);
+    }
+
+    /// Free units directly after unit `end` (0 if `end` is not the start of a free extent).
+    pub(crate) fn free_after(&self, end: u64) -> u64 {
+        self.free_by_off.get(&end).copied().unwrap_or(0)
+    }
+
+    /// Best fit with growth headroom: an exact fit, else the smallest extent leaving at least
+    /// `headroom` units after the slice, else the smallest extent that fits. Returns the offset.
+    pub(crate) fn pick(&self, units: u64, headroom: u64) -> Option<u64> {
+        let mut fit = self.free_by_len.range((units, 0)..);
+        let &(first_len, first_off) = fit.next()?;
+        if first_len == units || headroom == 0 {
+            return Some(first_off);
+        }
+        if first_len >= units + headroom {
+            return Some(first_off);
+        }
+        Some(
+            self.free_by_len
+                .range((units + headroom, 0)..)
+                .next()
+                .map_or(first_off, |&(_, o)| o),
+        )
+    }
+
+    /// Extents (offset, len) covering `units` (at most the free total) without taking them:
+    /// one best-fit extent if any fits, else the largest extents first.
+    pub(crate) fn plan_multi(&self, units: u64) -> Vec<(u64, u64)> {
+        if let Some(&(_, o)) = self.free_by_len.range((units, 0)..).next() {
+            return vec![(o, units)];
+        }
+        let mut out = Vec::new();
+        let mut left = units;
+        for &(l, o) in self.free_by_len.iter().rev() {
+            if left == 0 {
+                break;
+            }
+            let take = l.min(left);
+            out.push((o, take));
+            left -= take;
+        }
+        out
+    }
+
+    pub(crate) fn free_extents(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.free_by_off.iter().map(|(&o, &l)| (o, l))
+    }
+}
+
+/// `1 - largest/free` in parts per million (0 when nothing is free).
+pub(crate) fn frag_ppm(largest: u64, free: u64) -> u32 {
+    if free == 0 {
+        return 0;
+    }
+    (1_000_000 - (largest as u128 * 1_000_000 / free as u128) as u64) as u32
+}

@@ -1,0 +1,211 @@
+//! Capacity and fragmentation reporting: what a CSI `GetCapacity` (`available_capacity`,
+//! `maximum_volume_size`) needs, plus the figures an operator uses to see fragmentation.
+
+use serde::{Deserialize, Serialize};
+
+use crate::device::Device;
+use crate::{Allocator, DeviceId, Error};
+
+/// One device's capacity figures, in bytes unless stated.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeviceReport {
+    /// The device.
+    pub id: DeviceId,
+    /// Usable capacity (rounded down to the granularity).
+    pub capacity: u64,
+    /// Allocation granularity.
+    pub granularity: u64,
+    /// Free bytes, including the reserved headroom.
+    pub free: u64,
+    /// Bytes held by committed slices and reservations (`capacity - free`).
+    pub allocated: u64,
+    /// Reserved headroom (rounded up to the granularity).
+    pub reserved_headroom: u64,
+    /// Largest free extent.
+    pub largest_free_extent: u64,
+    /// Largest slice a new allocation could get here (largest extent, limited by headroom).
+    pub largest_allocatable: u64,
+    /// Number of free extents.
+    pub free_extents: usize,
+    /// `1 - largest_free_extent / free` (0 when nothing is free).
+    pub fragmentation: f64,
+    /// Ceph BlueStore's fragmentation score over the free extents, in allocation units.
+    pub ceph_score: f64,
+}
+
+/// Fragmentation over all devices: each per-device figure weighted by the device's free bytes,
+/// i.e. the fragmentation seen by an average free byte.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Fragmentation {
+    /// Free-weighted mean of `1 - largest/free` per device.
+    pub free_ratio: f64,
+    /// Free-weighted mean of the per-device Ceph fragmentation score.
+    pub ceph_score: f64,
+    /// Worst per-device Ceph score.
+    pub worst_ceph_score: f64,
+}
+
+/// Free extents by size class: bucket `i` counts extents of `[2^i, 2^(i+1))` allocation units.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Histogram {
+    /// `(extent count, total units)` per power-of-two bucket, index = floor(log2(units)).
+    pub buckets: Vec<(u64, u64)>,
+}
+
+impl Histogram {
+    fn add(&mut self, units: u64) {
+        let b = units.ilog2() as usize;
+        if self.buckets.len() <= b {
+            self.buckets.resize(b + 1, (0, 0));
+        }
+        self.buckets[b].0 += 1;
+        self.buckets[b].1 += units;
+    }
+}
+
+/// Ceph BlueStore's fragmentation score (`Allocator::get_fragmentation_score`) over free extent
+/// lengths given in allocation units: 0 when all free space is one extent, 1 when every free
+/// extent is a single unit. Each extent of length `v` is worth `score(v)`, which grows like
+/// `v * 1.2^log2(v)` (a chunk twice as large is worth 1.2 times two chunks; between 2^20 and
+/// 2^27 units the factor falls linearly to 1.15, above it is 1.15, exactly as in Ceph); the
+/// result is `(score(sum) - Σ score(v)) / (score(sum) - sum * score(1))`.
+pub fn ceph_fragmentation_score(free_extent_units: impl IntoIterator<Item = u64>) -> f64 {
+    const SMALL: f64 = 1.2;
+    const HUGE: f64 = 1.15;
+    const SMALL_P2: usize = 20;
+    const HUGE_P2: usize = 27;
+    let mut scales = vec![1.0f64];
+    let mut score = |v: u64| -> f64 {
+        let sc = v.ilog2() as usize;
+        while scales.len() <= sc + 1 {
+            let ss = scales.len();
+            let scale = if ss >= HUGE_P2 {
+                HUGE
+            } else if ss > SMALL_P2 {
+                (SMALL * (HUGE_P2 - ss) as f64 + HUGE * (ss - SMALL_P2) as f64)
+                    / (HUGE_P2 - SMALL_P2) as f64
+            } else {
+                SMALL
+            };
+            let last = scales[ss - 1];
+            scales.push(last * scale);
+        }
+        let base = (1u64 << sc) as f64;
+        let x = (v as f64 - base) / base;
+        base * scales[sc] * (1.0 - x) + base * 2.0 * scales[sc + 1] * x
+    };
+    let mut sum_score = 0.0;
+    let mut sum = 0u64;
+    for v in free_extent_units {
+        if v == 0 {
+            continue;
+        }
+        sum_score += score(v);
+        sum += v;
+    }
+    if sum <= 1 {
+        return 0.0;
+    }
+    let ideal = score(sum);
+    let terrible = sum as f64 * score(1);
+    ((ideal - sum_score) / (ideal - terrible)).clamp(0.0, 1.0)
+}
+
+impl Device {
+    pub(crate) fn report(&self) -> DeviceReport {
+        let g = self.gran();
+        let free = self.free_units;
+        DeviceReport {
+            id: self.spec.id(),
+            capacity: self.units * g,
+            granularity: g,
+            free: free * g,
+            allocated: (self.units - free) * g,
+            reserved_headroom: self.reserved_units * g,
+            largest_free_extent: self.largest() * g,
+            largest_allocatable: self.allocatable() * g,
+            free_extents: self.free_by_off.len(),
+            fragmentation: if free == 0 {
+                0.0
+            } else {
+                1.0 - self.largest() as f64 / free as f64
+            },
+            ceph_score: ceph_fragmentation_score(self.free_extents().map(|(_, l)| l)),
+        }
+    }
+}
+
+impl Allocator {
+    /// Capacity figures for one device. O(free extents on the device).
+    pub fn device_report(&self, id: DeviceId) -> Result<DeviceReport, Error> {
+        Ok(self.dev(self.idx(id)?).report())
+    }
+
+    /// Capacity figures for every device, in the order they were added.
+    pub fn device_reports(&self) -> impl Iterator<Item = DeviceReport> + '_ {
+        self.devices.iter().flatten().map(Device::report)
+    }
+
+    /// The largest slice a new allocation could get, and on which device (`None` without
+    /// devices or free space). This is CSI's `maximum_volume_size`. O(log n).
+    pub fn largest_allocatable(&self) -> Option<(DeviceId, u64)> {
+        self.by_allocatable
+            .last()
+            .filter(|&&(a, _)| a > 0)
+            .map(|&(a, i)| (self.dev(i).spec.id(), a))
+    }
+
+    /// The largest slice a new allocation could get on `id`.
+    pub fn largest_allocatable_on(&self, id: DeviceId) -> Result<u64, Error> {
+        Ok(self.dev(self.idx(id)?).keys.allocatable)
+    }
+
+    /// Histogram of free extents over all devices (in each device's allocation units).
+    pub fn histogram(&self) -> Histogram {
+        let mut h = Histogram::default();
+        for d in self.devices.iter().flatten() {
+            for (_, l) in d.free_extents() {
+                h.add(l);
+            }
+        }
+        h
+    }
+
+    /// Histogram of free extents on one device.
+    pub fn device_histogram(&self, id: DeviceId) -> Result<Histogram, Error> {
+        let mut h = Histogram::default();
+        for (_, l) in self.dev(self.idx(id)?).free_extents() {
+            h.add(l);
+        }
+        Ok(h)
+    }
+
+    /// Both fragmentation figures over all devices (see [`Fragmentation`]).
+    pub fn fragmentation(&self) -> Fragmentation {
+        let mut weight = 0f64;
+        let (mut ratio, mut ceph, mut worst) = (0f64, 0f64, 0f64);
+        for d in self.devices.iter().flatten() {
+            if d.free_units == 0 {
+                continue;
+            }
+            let r = d.report();
+            let w = r.free as f64;
+            weight += w;
+            ratio += r.fragmentation * w;
+            ceph += r.ceph_score * w;
+            worst = worst.max(r.ceph_score);
+        }
+        if weight == 0.0 {
+            return Fragmentation {
+                free_ratio: 0.0,
+                ceph_score: 0.0,
+                worst_ceph_score: 0.0,
+            };
+        }
+        Fragmentation {
+            free_ratio: ratio / weight,
+            ceph_score: ceph / weight,
+            worst_ceph_score: worst,
+        }
+    }
+}
