@@ -1,0 +1,219 @@
+//! Typed requests and responses of the GroupController service.
+
+use std::time::SystemTime;
+
+use crate::capabilities::GroupControllerCapabilities;
+use crate::ids::{GroupSnapshotId, GroupSnapshotName, SnapshotId, VolumeId};
+use crate::proto;
+use crate::redact::Secrets;
+use crate::types::{FromProto, Map, Snapshot, at, id_list, non_empty_list, required, timestamp};
+use crate::validate;
+use crate::CsiError;
+
+/// `GroupControllerGetCapabilities` request (empty).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GroupControllerGetCapabilitiesRequest {}
+
+/// `GroupControllerGetCapabilities` response.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GroupControllerGetCapabilitiesResponse {
+    /// The advertised capabilities.
+    pub capabilities: GroupControllerCapabilities,
+}
+
+impl TryFrom<proto::GroupControllerGetCapabilitiesResponse> for GroupControllerGetCapabilitiesResponse {
+    type Error = CsiError;
+    fn try_from(p: proto::GroupControllerGetCapabilitiesResponse) -> Result<Self, CsiError> {
+        Ok(GroupControllerGetCapabilitiesResponse {
+            capabilities: GroupControllerCapabilities::from_proto(&p.capabilities),
+        })
+    }
+}
+
+impl From<GroupControllerGetCapabilitiesResponse> for proto::GroupControllerGetCapabilitiesResponse {
+    fn from(r: GroupControllerGetCapabilitiesResponse) -> Self {
+        proto::GroupControllerGetCapabilitiesResponse {
+            capabilities: r.capabilities.to_proto(),
+        }
+    }
+}
+
+/// `CreateVolumeGroupSnapshot` request: snapshot several volumes at one instant,
+/// idempotently by `name`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreateVolumeGroupSnapshotRequest {
+    /// The CO's name for the group snapshot; the idempotency key.
+    pub name: GroupSnapshotName,
+    /// The volumes; at least one.
+    pub source_volume_ids: Vec<VolumeId>,
+    /// Secrets for the storage system.
+    pub secrets: Secrets,
+    /// Opaque VolumeGroupSnapshotClass parameters.
+    pub parameters: Map,
+}
+
+impl TryFrom<proto::CreateVolumeGroupSnapshotRequest> for CreateVolumeGroupSnapshotRequest {
+    type Error = CsiError;
+    fn try_from(p: proto::CreateVolumeGroupSnapshotRequest) -> Result<Self, CsiError> {
+        Ok(CreateVolumeGroupSnapshotRequest {
+            name: GroupSnapshotName::parse("name", p.name)?,
+            source_volume_ids: id_list("source_volume_ids", p.source_volume_ids, true, VolumeId::parse)?,
+            secrets: Secrets::parse("secrets", p.secrets)?,
+            parameters: validate::map("parameters", p.parameters)?,
+        })
+    }
+}
+
+impl From<CreateVolumeGroupSnapshotRequest> for proto::CreateVolumeGroupSnapshotRequest {
+    fn from(r: CreateVolumeGroupSnapshotRequest) -> Self {
+        proto::CreateVolumeGroupSnapshotRequest {
+            name: r.name.into_string(),
+            source_volume_ids: r.source_volume_ids.into_iter().map(String::from).collect(),
+            secrets: r.secrets.into_inner(),
+            parameters: r.parameters,
+        }
+    }
+}
+
+/// A snapshot of a group of volumes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VolumeGroupSnapshot {
+    /// Its id. REQUIRED.
+    pub group_snapshot_id: GroupSnapshotId,
+    /// One snapshot per source volume; at least one. Each carries `group_snapshot_id`.
+    pub snapshots: Vec<Snapshot>,
+    /// When it was cut. REQUIRED.
+    pub creation_time: SystemTime,
+    /// Whether every member is ready to use.
+    pub ready_to_use: bool,
+}
+
+impl FromProto<proto::VolumeGroupSnapshot> for VolumeGroupSnapshot {
+    fn from_proto(field: &str, p: proto::VolumeGroupSnapshot) -> Result<Self, CsiError> {
+        Ok(VolumeGroupSnapshot {
+            group_snapshot_id: GroupSnapshotId::parse(&at(field, "group_snapshot_id"), p.group_snapshot_id)?,
+            snapshots: non_empty_list(&at(field, "snapshots"), p.snapshots)?,
+            creation_time: timestamp(&at(field, "creation_time"), p.creation_time)?,
+            ready_to_use: p.ready_to_use,
+        })
+    }
+}
+
+impl From<VolumeGroupSnapshot> for proto::VolumeGroupSnapshot {
+    fn from(g: VolumeGroupSnapshot) -> Self {
+        proto::VolumeGroupSnapshot {
+            group_snapshot_id: g.group_snapshot_id.into_string(),
+            snapshots: g.snapshots.into_iter().map(Into::into).collect(),
+            creation_time: Some(g.creation_time.into()),
+            ready_to_use: g.ready_to_use,
+        }
+    }
+}
+
+/// `CreateVolumeGroupSnapshot` response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreateVolumeGroupSnapshotResponse {
+    /// The group snapshot. REQUIRED.
+    pub group_snapshot: VolumeGroupSnapshot,
+}
+
+/// `DeleteVolumeGroupSnapshot` request. Deleting one that does not exist succeeds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeleteVolumeGroupSnapshotRequest {
+    /// The group snapshot.
+    pub group_snapshot_id: GroupSnapshotId,
+    /// Its member snapshots, as the CO knows them; at least one.
+    pub snapshot_ids: Vec<SnapshotId>,
+    /// Secrets for the storage system.
+    pub secrets: Secrets,
+}
+
+/// `DeleteVolumeGroupSnapshot` response (empty).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeleteVolumeGroupSnapshotResponse {}
+
+/// `GetVolumeGroupSnapshot` request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GetVolumeGroupSnapshotRequest {
+    /// The group snapshot.
+    pub group_snapshot_id: GroupSnapshotId,
+    /// Its member snapshots, as the CO knows them; at least one.
+    pub snapshot_ids: Vec<SnapshotId>,
+    /// Secrets for the storage system.
+    pub secrets: Secrets,
+}
+
+/// `GetVolumeGroupSnapshot` response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GetVolumeGroupSnapshotResponse {
+    /// The group snapshot. REQUIRED.
+    pub group_snapshot: VolumeGroupSnapshot,
+}
+
+macro_rules! group_id_request {
+    ($($typed:ident => $wire:ty),*) => {
+        $(
+            impl TryFrom<$wire> for $typed {
+                type Error = CsiError;
+                fn try_from(p: $wire) -> Result<Self, CsiError> {
+                    Ok($typed {
+                        group_snapshot_id: GroupSnapshotId::parse("group_snapshot_id", p.group_snapshot_id)?,
+                        snapshot_ids: id_list("snapshot_ids", p.snapshot_ids, true, SnapshotId::parse)?,
+                        secrets: Secrets::parse("secrets", p.secrets)?,
+                    })
+                }
+            }
+
+            impl From<$typed> for $wire {
+                fn from(r: $typed) -> Self {
+                    Self {
+                        group_snapshot_id: r.group_snapshot_id.into_string(),
+                        snapshot_ids: r.snapshot_ids.into_iter().map(String::from).collect(),
+                        secrets: r.secrets.into_inner(),
+                    }
+                }
+            }
+        )*
+    };
+}
+
+group_id_request!(
+    DeleteVolumeGroupSnapshotRequest => proto::DeleteVolumeGroupSnapshotRequest,
+    GetVolumeGroupSnapshotRequest => proto::GetVolumeGroupSnapshotRequest
+);
+
+macro_rules! group_snapshot_response {
+    ($($typed:ident => $wire:ty),*) => {
+        $(
+            impl $typed {
+                /// A response for a group snapshot.
+                pub fn new(group_snapshot: VolumeGroupSnapshot) -> Self {
+                    $typed { group_snapshot }
+                }
+            }
+
+            impl TryFrom<$wire> for $typed {
+                type Error = CsiError;
+                fn try_from(p: $wire) -> Result<Self, CsiError> {
+                    Ok($typed { group_snapshot: required("group_snapshot", p.group_snapshot)? })
+                }
+            }
+
+            impl From<$typed> for $wire {
+                fn from(r: $typed) -> Self {
+                    Self { group_snapshot: Some(r.group_snapshot.into()) }
+                }
+            }
+        )*
+    };
+}
+
+group_snapshot_response!(
+    CreateVolumeGroupSnapshotResponse => proto::CreateVolumeGroupSnapshotResponse,
+    GetVolumeGroupSnapshotResponse => proto::GetVolumeGroupSnapshotResponse
+);
+
+crate::messages::empty_messages! {
+    GroupControllerGetCapabilitiesRequest => proto::GroupControllerGetCapabilitiesRequest,
+    DeleteVolumeGroupSnapshotResponse => proto::DeleteVolumeGroupSnapshotResponse,
+}

@@ -1,0 +1,142 @@
+//! Typed requests and responses of the Identity service.
+
+use crate::capabilities::PluginCapabilities;
+use crate::ids::PluginName;
+use crate::proto;
+use crate::types::{Map, at};
+use crate::validate;
+use crate::CsiError;
+
+/// `GetPluginInfo` request (empty).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GetPluginInfoRequest {}
+
+/// `GetPluginInfo` response.
+///
+/// ```
+/// use csi_types::{GetPluginInfoResponse, PluginName};
+/// let r = GetPluginInfoResponse::new(PluginName::new("local.csi.example.com").unwrap(), "0.1.0")
+///     .unwrap()
+///     .with_manifest("commit", "abc123");
+/// let wire: csi_types::proto::GetPluginInfoResponse = r.into();
+/// assert_eq!(wire.name, "local.csi.example.com");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GetPluginInfoResponse {
+    /// The plugin's name. REQUIRED.
+    pub name: PluginName,
+    /// The plugin's version, opaque to the CO. REQUIRED (non-empty).
+    pub vendor_version: String,
+    /// Opaque build information.
+    pub manifest: Map,
+}
+
+impl GetPluginInfoResponse {
+    /// A response with every REQUIRED field; fails if `vendor_version` is empty or too long.
+    pub fn new(name: PluginName, vendor_version: impl Into<String>) -> Result<Self, CsiError> {
+        let vendor_version = vendor_version.into();
+        validate::required("vendor_version", &vendor_version)?;
+        validate::string("vendor_version", &vendor_version)?;
+        Ok(GetPluginInfoResponse {
+            name,
+            vendor_version,
+            manifest: Map::new(),
+        })
+    }
+
+    /// Adds a manifest entry.
+    pub fn with_manifest(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.manifest.insert(key.into(), value.into());
+        self
+    }
+}
+
+/// `GetPluginCapabilities` request (empty).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GetPluginCapabilitiesRequest {}
+
+/// `GetPluginCapabilities` response.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GetPluginCapabilitiesResponse {
+    /// The advertised capabilities.
+    pub capabilities: PluginCapabilities,
+}
+
+/// `Probe` request (empty).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProbeRequest {}
+
+/// `Probe` response.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProbeResponse {
+    /// Whether the plugin is ready; `None` means the plugin does not say
+    /// (the CO treats that as ready).
+    pub ready: Option<bool>,
+}
+
+impl ProbeResponse {
+    /// A plugin that is ready.
+    pub fn ready() -> Self {
+        ProbeResponse { ready: Some(true) }
+    }
+
+    /// A plugin that is still starting.
+    pub fn not_ready() -> Self {
+        ProbeResponse { ready: Some(false) }
+    }
+}
+
+crate::messages::empty_messages! {
+    GetPluginInfoRequest => proto::GetPluginInfoRequest,
+    GetPluginCapabilitiesRequest => proto::GetPluginCapabilitiesRequest,
+    ProbeRequest => proto::ProbeRequest,
+}
+
+impl TryFrom<proto::GetPluginInfoResponse> for GetPluginInfoResponse {
+    type Error = CsiError;
+    fn try_from(p: proto::GetPluginInfoResponse) -> Result<Self, CsiError> {
+        let mut r = GetPluginInfoResponse::new(PluginName::parse("name", p.name)?, p.vendor_version)?;
+        r.manifest = validate::map(&at("", "manifest"), p.manifest)?;
+        Ok(r)
+    }
+}
+
+impl From<GetPluginInfoResponse> for proto::GetPluginInfoResponse {
+    fn from(r: GetPluginInfoResponse) -> Self {
+        proto::GetPluginInfoResponse {
+            name: r.name.into_string(),
+            vendor_version: r.vendor_version,
+            manifest: r.manifest,
+        }
+    }
+}
+
+impl TryFrom<proto::GetPluginCapabilitiesResponse> for GetPluginCapabilitiesResponse {
+    type Error = CsiError;
+    fn try_from(p: proto::GetPluginCapabilitiesResponse) -> Result<Self, CsiError> {
+        Ok(GetPluginCapabilitiesResponse {
+            capabilities: PluginCapabilities::from_proto(&p.capabilities),
+        })
+    }
+}
+
+impl From<GetPluginCapabilitiesResponse> for proto::GetPluginCapabilitiesResponse {
+    fn from(r: GetPluginCapabilitiesResponse) -> Self {
+        proto::GetPluginCapabilitiesResponse {
+            capabilities: r.capabilities.to_proto(),
+        }
+    }
+}
+
+impl TryFrom<proto::ProbeResponse> for ProbeResponse {
+    type Error = CsiError;
+    fn try_from(p: proto::ProbeResponse) -> Result<Self, CsiError> {
+        Ok(ProbeResponse { ready: p.ready })
+    }
+}
+
+impl From<ProbeResponse> for proto::ProbeResponse {
+    fn from(r: ProbeResponse) -> Self {
+        proto::ProbeResponse { ready: r.ready }
+    }
+}

@@ -1,0 +1,296 @@
+//! Newtypes for the identifiers and names of CSI. Each is validated once, at
+//! construction, so a handler never re-checks it.
+
+use std::fmt;
+
+use crate::validate;
+use crate::CsiError;
+
+macro_rules! string_newtype {
+    (
+        $(#[$meta:meta])*
+        $name:ident, field = $field:literal, check = $check:path
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Validates the value; the error names the field this type usually fills.
+            pub fn new(value: impl Into<String>) -> Result<Self, CsiError> {
+                Self::parse($field, value.into())
+            }
+
+            /// Validates the value, naming `field` in the error.
+            pub(crate) fn parse(field: &str, value: String) -> Result<Self, CsiError> {
+                $check(field, &value)?;
+                Ok(Self(value))
+            }
+
+            /// The value as a string slice.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+
+            /// Consumes the newtype, returning the string.
+            pub fn into_string(self) -> String {
+                self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({:?})", stringify!($name), self.0)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(v: $name) -> String {
+                v.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = CsiError;
+            fn try_from(v: String) -> Result<Self, CsiError> {
+                Self::new(v)
+            }
+        }
+
+        impl TryFrom<&str> for $name {
+            type Error = CsiError;
+            fn try_from(v: &str) -> Result<Self, CsiError> {
+                Self::new(v)
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = CsiError;
+            fn from_str(v: &str) -> Result<Self, CsiError> {
+                Self::new(v)
+            }
+        }
+    };
+}
+
+fn id(field: &str, v: &str) -> Result<(), CsiError> {
+    validate::required(field, v)?;
+    validate::string(field, v)
+}
+
+fn name(field: &str, v: &str) -> Result<(), CsiError> {
+    validate::required(field, v)?;
+    validate::string(field, v)?;
+    validate::no_banned_controls(field, v)
+}
+
+fn node_id(field: &str, v: &str) -> Result<(), CsiError> {
+    validate::required(field, v)?;
+    validate::max_bytes(field, v, validate::MAX_NODE_ID_BYTES)
+}
+
+fn plugin_name(field: &str, v: &str) -> Result<(), CsiError> {
+    validate::domain_name(field, "the plugin name", v, false)
+}
+
+fn path(field: &str, v: &str) -> Result<(), CsiError> {
+    validate::path(field, v)
+}
+
+fn topology_key(field: &str, v: &str) -> Result<(), CsiError> {
+    let (prefix, name) = match v.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, v),
+    };
+    if let Some(prefix) = prefix {
+        validate::domain_name(field, "the topology key prefix", prefix, true)?;
+    }
+    validate::label(field, "the topology key name", name)
+}
+
+fn topology_value(field: &str, v: &str) -> Result<(), CsiError> {
+    validate::label(field, "a topology segment", v)
+}
+
+string_newtype! {
+    /// The identifier of a volume, chosen by the plugin.
+    ///
+    /// # Invariants
+    /// Non-empty and at most 128 bytes.
+    VolumeId, field = "volume_id", check = id
+}
+
+string_newtype! {
+    /// The identifier of a snapshot, chosen by the plugin.
+    ///
+    /// # Invariants
+    /// Non-empty and at most 128 bytes.
+    SnapshotId, field = "snapshot_id", check = id
+}
+
+string_newtype! {
+    /// The identifier of a volume group snapshot, chosen by the plugin.
+    ///
+    /// # Invariants
+    /// Non-empty and at most 128 bytes.
+    GroupSnapshotId, field = "group_snapshot_id", check = id
+}
+
+string_newtype! {
+    /// The identifier of a node, as returned by `NodeGetInfo`.
+    ///
+    /// # Invariants
+    /// Non-empty and at most 256 bytes (the spec's override of the general limit).
+    NodeId, field = "node_id", check = node_id
+}
+
+string_newtype! {
+    /// The CO's name for a volume to create: the key of `CreateVolume` idempotency.
+    ///
+    /// # Invariants
+    /// Non-empty, at most 128 bytes, and free of the control characters the
+    /// spec bans (U+0000-U+0008, U+000B, U+000C, U+000E-U+001F, U+007F-U+009F).
+    VolumeName, field = "name", check = name
+}
+
+string_newtype! {
+    /// The CO's name for a snapshot to create: the key of `CreateSnapshot` idempotency.
+    ///
+    /// # Invariants
+    /// As [`VolumeName`].
+    SnapshotName, field = "name", check = name
+}
+
+string_newtype! {
+    /// The CO's name for a volume group snapshot to create.
+    ///
+    /// # Invariants
+    /// As [`VolumeName`].
+    GroupSnapshotName, field = "name", check = name
+}
+
+string_newtype! {
+    /// The plugin's name, returned by `GetPluginInfo`.
+    ///
+    /// # Invariants
+    /// Domain name notation: at most 63 characters, beginning and ending with
+    /// an ASCII alphanumeric, with `-`, `.` and alphanumerics between.
+    ///
+    /// ```
+    /// use csi_types::PluginName;
+    /// assert!(PluginName::new("local.csi.example.com").is_ok());
+    /// assert!(PluginName::new("-bad").is_err());
+    /// ```
+    PluginName, field = "name", check = plugin_name
+}
+
+string_newtype! {
+    /// A path on the node: `target_path`, `staging_target_path` or `volume_path`.
+    ///
+    /// # Invariants
+    /// Non-empty, absolute, at most 4096 bytes, no NUL byte.
+    NodePath, field = "target_path", check = path
+}
+
+string_newtype! {
+    /// A topology key such as `zone` or `topology.example.com/rack`.
+    ///
+    /// # Invariants
+    /// An optional prefix (lower-case domain name, at most 63 characters) and
+    /// `/`, then a name of at most 63 characters that begins and ends with an
+    /// ASCII alphanumeric with `-`, `_`, `.` or alphanumerics between.
+    TopologyKey, field = "segments", check = topology_key
+}
+
+string_newtype! {
+    /// A topology segment value such as `zone-1`.
+    ///
+    /// # Invariants
+    /// At most 63 characters, beginning and ending with an ASCII alphanumeric,
+    /// with `-`, `_`, `.` or alphanumerics between.
+    TopologyValue, field = "segments", check = topology_value
+}
+
+impl NodePath {
+    /// The path as a [`std::path::Path`].
+    pub fn as_path(&self) -> &std::path::Path {
+        std::path::Path::new(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_enforce_length_and_presence() {
+        assert!(VolumeId::new("v").is_ok());
+        assert!(VolumeId::new("x".repeat(128)).is_ok());
+        let e = VolumeId::new("x".repeat(129)).unwrap_err();
+        assert_eq!(e.to_string(), "invalid `volume_id`: must be at most 128 bytes, got 129");
+        assert!(VolumeId::new("").is_err());
+        assert!(NodeId::new("n".repeat(256)).is_ok());
+        assert!(NodeId::new("n".repeat(257)).is_err());
+    }
+
+    #[test]
+    fn names_reject_banned_controls_but_allow_whitespace() {
+        assert!(VolumeName::new("pvc-1\twith tab\nand newline\r").is_ok());
+        for bad in ["a\u{0}", "a\u{b}", "a\u{c}", "a\u{1f}", "a\u{7f}", "a\u{9f}"] {
+            let e = VolumeName::new(bad).unwrap_err();
+            assert!(e.to_string().contains("control character"), "{e}");
+        }
+        assert!(VolumeName::new("ünïcödé ✓").is_ok());
+    }
+
+    #[test]
+    fn plugin_names_follow_domain_notation() {
+        assert!(PluginName::new("a").is_ok());
+        assert!(PluginName::new("Local.CSI-driver.example.com").is_ok());
+        assert!(PluginName::new("x".repeat(63)).is_ok());
+        assert!(PluginName::new("x".repeat(64)).is_err());
+        assert!(PluginName::new("a_b").is_err());
+        assert!(PluginName::new("a.").is_err());
+        assert!(PluginName::new("").is_err());
+    }
+
+    #[test]
+    fn topology_keys_and_values() {
+        assert!(TopologyKey::new("zone").is_ok());
+        assert!(TopologyKey::new("topology.example.com/rack_1").is_ok());
+        assert!(TopologyKey::new("Topology.example.com/rack").is_err());
+        assert!(TopologyKey::new("example.com/").is_err());
+        assert!(TopologyKey::new("/zone").is_err());
+        assert!(TopologyKey::new("a/b/c").is_err());
+        assert!(TopologyValue::new("Z1").is_ok());
+        assert!(TopologyValue::new("z-1.a_b").is_ok());
+        assert!(TopologyValue::new("-z").is_err());
+        assert!(TopologyValue::new("").is_err());
+    }
+
+    #[test]
+    fn paths_must_be_absolute() {
+        assert!(NodePath::new("/var/lib/kubelet/x").is_ok());
+        assert!(NodePath::new("relative").is_err());
+        assert!(NodePath::new(format!("/{}", "p".repeat(300))).is_ok());
+        assert!(NodePath::new("/a\0b").is_err());
+    }
+}

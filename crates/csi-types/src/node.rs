@@ -1,0 +1,461 @@
+//! Typed requests and responses of the Node service.
+
+use crate::capabilities::NodeCapabilities;
+use crate::ids::{NodeId, NodePath, VolumeId};
+use crate::proto;
+use crate::redact::Secrets;
+use crate::types::{CapacityRange, FromProto, Map, Topology, VolumeCapability, VolumeCondition, at, list, optional, required};
+use crate::validate;
+use crate::CsiError;
+
+fn optional_path(field: &str, p: String) -> Result<Option<NodePath>, CsiError> {
+    if p.is_empty() { Ok(None) } else { NodePath::parse(field, p).map(Some) }
+}
+
+/// `NodeStageVolume` request: make a volume available at a per-node staging path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeStageVolumeRequest {
+    /// The volume.
+    pub volume_id: VolumeId,
+    /// The context `ControllerPublishVolume` returned.
+    pub publish_context: Map,
+    /// Where to stage it; the CO creates the directory.
+    pub staging_target_path: NodePath,
+    /// How it will be used.
+    pub volume_capability: VolumeCapability,
+    /// Secrets for the storage system.
+    pub secrets: Secrets,
+    /// The volume's context from `CreateVolume`.
+    pub volume_context: Map,
+}
+
+impl TryFrom<proto::NodeStageVolumeRequest> for NodeStageVolumeRequest {
+    type Error = CsiError;
+    fn try_from(p: proto::NodeStageVolumeRequest) -> Result<Self, CsiError> {
+        Ok(NodeStageVolumeRequest {
+            volume_id: VolumeId::parse("volume_id", p.volume_id)?,
+            publish_context: validate::map("publish_context", p.publish_context)?,
+            staging_target_path: NodePath::parse("staging_target_path", p.staging_target_path)?,
+            volume_capability: required("volume_capability", p.volume_capability)?,
+            secrets: Secrets::parse("secrets", p.secrets)?,
+            volume_context: validate::map("volume_context", p.volume_context)?,
+        })
+    }
+}
+
+impl From<NodeStageVolumeRequest> for proto::NodeStageVolumeRequest {
+    fn from(r: NodeStageVolumeRequest) -> Self {
+        proto::NodeStageVolumeRequest {
+            volume_id: r.volume_id.into_string(),
+            publish_context: r.publish_context,
+            staging_target_path: r.staging_target_path.into_string(),
+            volume_capability: Some(r.volume_capability.into()),
+            secrets: r.secrets.into_inner(),
+            volume_context: r.volume_context,
+        }
+    }
+}
+
+/// `NodeStageVolume` response (empty).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeStageVolumeResponse {}
+
+/// `NodeUnstageVolume` request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeUnstageVolumeRequest {
+    /// The volume.
+    pub volume_id: VolumeId,
+    /// Where it was staged.
+    pub staging_target_path: NodePath,
+}
+
+impl TryFrom<proto::NodeUnstageVolumeRequest> for NodeUnstageVolumeRequest {
+    type Error = CsiError;
+    fn try_from(p: proto::NodeUnstageVolumeRequest) -> Result<Self, CsiError> {
+        Ok(NodeUnstageVolumeRequest {
+            volume_id: VolumeId::parse("volume_id", p.volume_id)?,
+            staging_target_path: NodePath::parse("staging_target_path", p.staging_target_path)?,
+        })
+    }
+}
+
+impl From<NodeUnstageVolumeRequest> for proto::NodeUnstageVolumeRequest {
+    fn from(r: NodeUnstageVolumeRequest) -> Self {
+        proto::NodeUnstageVolumeRequest {
+            volume_id: r.volume_id.into_string(),
+            staging_target_path: r.staging_target_path.into_string(),
+        }
+    }
+}
+
+/// `NodeUnstageVolume` response (empty).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeUnstageVolumeResponse {}
+
+/// `NodePublishVolume` request: make a volume available at a workload's target path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodePublishVolumeRequest {
+    /// The volume.
+    pub volume_id: VolumeId,
+    /// The context `ControllerPublishVolume` returned.
+    pub publish_context: Map,
+    /// Where it was staged, for plugins with `STAGE_UNSTAGE_VOLUME`.
+    pub staging_target_path: Option<NodePath>,
+    /// Where to publish it; the plugin creates it.
+    pub target_path: NodePath,
+    /// How it will be used.
+    pub volume_capability: VolumeCapability,
+    /// Publish read-only.
+    pub readonly: bool,
+    /// Secrets for the storage system.
+    pub secrets: Secrets,
+    /// The volume's context from `CreateVolume`.
+    pub volume_context: Map,
+}
+
+impl TryFrom<proto::NodePublishVolumeRequest> for NodePublishVolumeRequest {
+    type Error = CsiError;
+    fn try_from(p: proto::NodePublishVolumeRequest) -> Result<Self, CsiError> {
+        Ok(NodePublishVolumeRequest {
+            volume_id: VolumeId::parse("volume_id", p.volume_id)?,
+            publish_context: validate::map("publish_context", p.publish_context)?,
+            staging_target_path: optional_path("staging_target_path", p.staging_target_path)?,
+            target_path: NodePath::parse("target_path", p.target_path)?,
+            volume_capability: required("volume_capability", p.volume_capability)?,
+            readonly: p.readonly,
+            secrets: Secrets::parse("secrets", p.secrets)?,
+            volume_context: validate::map("volume_context", p.volume_context)?,
+        })
+    }
+}
+
+impl From<NodePublishVolumeRequest> for proto::NodePublishVolumeRequest {
+    fn from(r: NodePublishVolumeRequest) -> Self {
+        proto::NodePublishVolumeRequest {
+            volume_id: r.volume_id.into_string(),
+            publish_context: r.publish_context,
+            staging_target_path: r.staging_target_path.map(String::from).unwrap_or_default(),
+            target_path: r.target_path.into_string(),
+            volume_capability: Some(r.volume_capability.into()),
+            readonly: r.readonly,
+            secrets: r.secrets.into_inner(),
+            volume_context: r.volume_context,
+        }
+    }
+}
+
+/// `NodePublishVolume` response (empty).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodePublishVolumeResponse {}
+
+/// `NodeUnpublishVolume` request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeUnpublishVolumeRequest {
+    /// The volume.
+    pub volume_id: VolumeId,
+    /// Where it was published; the plugin removes it.
+    pub target_path: NodePath,
+}
+
+impl TryFrom<proto::NodeUnpublishVolumeRequest> for NodeUnpublishVolumeRequest {
+    type Error = CsiError;
+    fn try_from(p: proto::NodeUnpublishVolumeRequest) -> Result<Self, CsiError> {
+        Ok(NodeUnpublishVolumeRequest {
+            volume_id: VolumeId::parse("volume_id", p.volume_id)?,
+            target_path: NodePath::parse("target_path", p.target_path)?,
+        })
+    }
+}
+
+impl From<NodeUnpublishVolumeRequest> for proto::NodeUnpublishVolumeRequest {
+    fn from(r: NodeUnpublishVolumeRequest) -> Self {
+        proto::NodeUnpublishVolumeRequest {
+            volume_id: r.volume_id.into_string(),
+            target_path: r.target_path.into_string(),
+        }
+    }
+}
+
+/// `NodeUnpublishVolume` response (empty).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeUnpublishVolumeResponse {}
+
+/// `NodeGetVolumeStats` request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeGetVolumeStatsRequest {
+    /// The volume.
+    pub volume_id: VolumeId,
+    /// A path where it is published or staged.
+    pub volume_path: NodePath,
+    /// Where it is staged, if the CO says.
+    pub staging_target_path: Option<NodePath>,
+}
+
+impl TryFrom<proto::NodeGetVolumeStatsRequest> for NodeGetVolumeStatsRequest {
+    type Error = CsiError;
+    fn try_from(p: proto::NodeGetVolumeStatsRequest) -> Result<Self, CsiError> {
+        Ok(NodeGetVolumeStatsRequest {
+            volume_id: VolumeId::parse("volume_id", p.volume_id)?,
+            volume_path: NodePath::parse("volume_path", p.volume_path)?,
+            staging_target_path: optional_path("staging_target_path", p.staging_target_path)?,
+        })
+    }
+}
+
+impl From<NodeGetVolumeStatsRequest> for proto::NodeGetVolumeStatsRequest {
+    fn from(r: NodeGetVolumeStatsRequest) -> Self {
+        proto::NodeGetVolumeStatsRequest {
+            volume_id: r.volume_id.into_string(),
+            volume_path: r.volume_path.into_string(),
+            staging_target_path: r.staging_target_path.map(String::from).unwrap_or_default(),
+        }
+    }
+}
+
+/// The unit of a [`VolumeUsage`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UsageUnit {
+    /// Bytes.
+    Bytes,
+    /// Inodes.
+    Inodes,
+}
+
+/// One usage figure of a volume.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VolumeUsage {
+    /// What is counted. REQUIRED.
+    pub unit: UsageUnit,
+    /// The total. REQUIRED.
+    pub total: u64,
+    /// Free, if known.
+    pub available: u64,
+    /// Used, if known.
+    pub used: u64,
+}
+
+impl FromProto<proto::VolumeUsage> for VolumeUsage {
+    fn from_proto(field: &str, p: proto::VolumeUsage) -> Result<Self, CsiError> {
+        use proto::volume_usage::Unit;
+        let unit = match Unit::try_from(p.unit) {
+            Ok(Unit::Bytes) => UsageUnit::Bytes,
+            Ok(Unit::Inodes) => UsageUnit::Inodes,
+            _ => return Err(CsiError::invalid(at(field, "unit"), "this field is REQUIRED: BYTES or INODES")),
+        };
+        Ok(VolumeUsage {
+            unit,
+            total: validate::non_negative(&at(field, "total"), p.total)?,
+            available: validate::non_negative(&at(field, "available"), p.available)?,
+            used: validate::non_negative(&at(field, "used"), p.used)?,
+        })
+    }
+}
+
+impl From<VolumeUsage> for proto::VolumeUsage {
+    fn from(u: VolumeUsage) -> Self {
+        use proto::volume_usage::Unit;
+        proto::VolumeUsage {
+            available: validate::to_i64(u.available),
+            total: validate::to_i64(u.total),
+            used: validate::to_i64(u.used),
+            unit: match u.unit {
+                UsageUnit::Bytes => Unit::Bytes as i32,
+                UsageUnit::Inodes => Unit::Inodes as i32,
+            },
+        }
+    }
+}
+
+/// `NodeGetVolumeStats` response.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeGetVolumeStatsResponse {
+    /// Usage figures.
+    pub usage: Vec<VolumeUsage>,
+    /// Health, for `VOLUME_CONDITION` capable plugins.
+    pub volume_condition: Option<VolumeCondition>,
+}
+
+impl TryFrom<proto::NodeGetVolumeStatsResponse> for NodeGetVolumeStatsResponse {
+    type Error = CsiError;
+    fn try_from(p: proto::NodeGetVolumeStatsResponse) -> Result<Self, CsiError> {
+        Ok(NodeGetVolumeStatsResponse {
+            usage: list("usage", p.usage)?,
+            volume_condition: optional("volume_condition", p.volume_condition)?,
+        })
+    }
+}
+
+impl From<NodeGetVolumeStatsResponse> for proto::NodeGetVolumeStatsResponse {
+    fn from(r: NodeGetVolumeStatsResponse) -> Self {
+        proto::NodeGetVolumeStatsResponse {
+            usage: r.usage.into_iter().map(Into::into).collect(),
+            volume_condition: r.volume_condition.map(Into::into),
+        }
+    }
+}
+
+/// `NodeExpandVolume` request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeExpandVolumeRequest {
+    /// The volume.
+    pub volume_id: VolumeId,
+    /// A path where it is published or staged.
+    pub volume_path: NodePath,
+    /// The new capacity, if the CO says.
+    pub capacity_range: Option<CapacityRange>,
+    /// Where it is staged, if the CO says.
+    pub staging_target_path: Option<NodePath>,
+    /// How it is used, if the CO says.
+    pub volume_capability: Option<VolumeCapability>,
+    /// Secrets for the storage system.
+    pub secrets: Secrets,
+}
+
+impl TryFrom<proto::NodeExpandVolumeRequest> for NodeExpandVolumeRequest {
+    type Error = CsiError;
+    fn try_from(p: proto::NodeExpandVolumeRequest) -> Result<Self, CsiError> {
+        Ok(NodeExpandVolumeRequest {
+            volume_id: VolumeId::parse("volume_id", p.volume_id)?,
+            volume_path: NodePath::parse("volume_path", p.volume_path)?,
+            capacity_range: optional("capacity_range", p.capacity_range)?,
+            staging_target_path: optional_path("staging_target_path", p.staging_target_path)?,
+            volume_capability: optional("volume_capability", p.volume_capability)?,
+            secrets: Secrets::parse("secrets", p.secrets)?,
+        })
+    }
+}
+
+impl From<NodeExpandVolumeRequest> for proto::NodeExpandVolumeRequest {
+    fn from(r: NodeExpandVolumeRequest) -> Self {
+        proto::NodeExpandVolumeRequest {
+            volume_id: r.volume_id.into_string(),
+            volume_path: r.volume_path.into_string(),
+            capacity_range: r.capacity_range.map(Into::into),
+            staging_target_path: r.staging_target_path.map(String::from).unwrap_or_default(),
+            volume_capability: r.volume_capability.map(Into::into),
+            secrets: r.secrets.into_inner(),
+        }
+    }
+}
+
+/// `NodeExpandVolume` response.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeExpandVolumeResponse {
+    /// The new capacity, if known.
+    pub capacity_bytes: Option<u64>,
+}
+
+impl TryFrom<proto::NodeExpandVolumeResponse> for NodeExpandVolumeResponse {
+    type Error = CsiError;
+    fn try_from(p: proto::NodeExpandVolumeResponse) -> Result<Self, CsiError> {
+        let bytes = validate::non_negative("capacity_bytes", p.capacity_bytes)?;
+        Ok(NodeExpandVolumeResponse {
+            capacity_bytes: (bytes != 0).then_some(bytes),
+        })
+    }
+}
+
+impl From<NodeExpandVolumeResponse> for proto::NodeExpandVolumeResponse {
+    fn from(r: NodeExpandVolumeResponse) -> Self {
+        proto::NodeExpandVolumeResponse {
+            capacity_bytes: r.capacity_bytes.map(validate::to_i64).unwrap_or(0),
+        }
+    }
+}
+
+/// `NodeGetCapabilities` request (empty).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeGetCapabilitiesRequest {}
+
+/// `NodeGetCapabilities` response.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeGetCapabilitiesResponse {
+    /// The advertised capabilities.
+    pub capabilities: NodeCapabilities,
+}
+
+impl TryFrom<proto::NodeGetCapabilitiesResponse> for NodeGetCapabilitiesResponse {
+    type Error = CsiError;
+    fn try_from(p: proto::NodeGetCapabilitiesResponse) -> Result<Self, CsiError> {
+        Ok(NodeGetCapabilitiesResponse {
+            capabilities: NodeCapabilities::from_proto(&p.capabilities),
+        })
+    }
+}
+
+impl From<NodeGetCapabilitiesResponse> for proto::NodeGetCapabilitiesResponse {
+    fn from(r: NodeGetCapabilitiesResponse) -> Self {
+        proto::NodeGetCapabilitiesResponse {
+            capabilities: r.capabilities.to_proto(),
+        }
+    }
+}
+
+/// `NodeGetInfo` request (empty).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeGetInfoRequest {}
+
+/// `NodeGetInfo` response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeGetInfoResponse {
+    /// The node's id. REQUIRED.
+    pub node_id: NodeId,
+    /// How many volumes may be published here; `None` means no limit.
+    pub max_volumes_per_node: Option<u64>,
+    /// Where the node is.
+    pub accessible_topology: Option<Topology>,
+}
+
+impl NodeGetInfoResponse {
+    /// A response with every REQUIRED field.
+    pub fn new(node_id: NodeId) -> Self {
+        NodeGetInfoResponse {
+            node_id,
+            max_volumes_per_node: None,
+            accessible_topology: None,
+        }
+    }
+
+    /// Sets the attach limit.
+    pub fn with_max_volumes(mut self, n: u64) -> Self {
+        self.max_volumes_per_node = Some(n);
+        self
+    }
+
+    /// Sets the node's topology.
+    pub fn with_topology(mut self, t: Topology) -> Self {
+        self.accessible_topology = Some(t);
+        self
+    }
+}
+
+impl TryFrom<proto::NodeGetInfoResponse> for NodeGetInfoResponse {
+    type Error = CsiError;
+    fn try_from(p: proto::NodeGetInfoResponse) -> Result<Self, CsiError> {
+        let max = validate::non_negative("max_volumes_per_node", p.max_volumes_per_node)?;
+        Ok(NodeGetInfoResponse {
+            node_id: NodeId::parse("node_id", p.node_id)?,
+            max_volumes_per_node: (max != 0).then_some(max),
+            accessible_topology: optional("accessible_topology", p.accessible_topology)?,
+        })
+    }
+}
+
+impl From<NodeGetInfoResponse> for proto::NodeGetInfoResponse {
+    fn from(r: NodeGetInfoResponse) -> Self {
+        proto::NodeGetInfoResponse {
+            node_id: r.node_id.into_string(),
+            max_volumes_per_node: r.max_volumes_per_node.map(validate::to_i64).unwrap_or(0),
+            accessible_topology: r.accessible_topology.map(Into::into),
+        }
+    }
+}
+
+crate::messages::empty_messages! {
+    NodeStageVolumeResponse => proto::NodeStageVolumeResponse,
+    NodeUnstageVolumeResponse => proto::NodeUnstageVolumeResponse,
+    NodePublishVolumeResponse => proto::NodePublishVolumeResponse,
+    NodeUnpublishVolumeResponse => proto::NodeUnpublishVolumeResponse,
+    NodeGetCapabilitiesRequest => proto::NodeGetCapabilitiesRequest,
+    NodeGetInfoRequest => proto::NodeGetInfoRequest,
+}

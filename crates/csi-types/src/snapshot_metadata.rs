@@ -1,0 +1,176 @@
+//! Typed requests and responses of the SnapshotMetadata service (alpha):
+//! allocated and changed block ranges of snapshots, streamed.
+
+use crate::ids::SnapshotId;
+use crate::proto;
+use crate::redact::Secrets;
+use crate::types::{FromProto, at, list};
+use crate::validate;
+use crate::CsiError;
+
+/// How the block ranges of a response are sized.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BlockMetadataType {
+    /// Every range has the same size.
+    FixedLength,
+    /// Ranges have any size.
+    VariableLength,
+}
+
+/// One range of a snapshot's blocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockMetadata {
+    /// Where the range starts, in bytes.
+    pub byte_offset: u64,
+    /// Its length, in bytes.
+    pub size_bytes: u64,
+}
+
+impl FromProto<proto::BlockMetadata> for BlockMetadata {
+    fn from_proto(field: &str, p: proto::BlockMetadata) -> Result<Self, CsiError> {
+        Ok(BlockMetadata {
+            byte_offset: validate::non_negative(&at(field, "byte_offset"), p.byte_offset)?,
+            size_bytes: validate::non_negative(&at(field, "size_bytes"), p.size_bytes)?,
+        })
+    }
+}
+
+impl From<BlockMetadata> for proto::BlockMetadata {
+    fn from(b: BlockMetadata) -> Self {
+        proto::BlockMetadata {
+            byte_offset: validate::to_i64(b.byte_offset),
+            size_bytes: validate::to_i64(b.size_bytes),
+        }
+    }
+}
+
+fn block_metadata_type(field: &str, v: i32) -> Result<BlockMetadataType, CsiError> {
+    match proto::BlockMetadataType::try_from(v) {
+        Ok(proto::BlockMetadataType::FixedLength) => Ok(BlockMetadataType::FixedLength),
+        Ok(proto::BlockMetadataType::VariableLength) => Ok(BlockMetadataType::VariableLength),
+        _ => Err(CsiError::invalid(field, "this field is REQUIRED: FIXED_LENGTH or VARIABLE_LENGTH")),
+    }
+}
+
+fn block_metadata_type_to_proto(t: BlockMetadataType) -> i32 {
+    match t {
+        BlockMetadataType::FixedLength => proto::BlockMetadataType::FixedLength as i32,
+        BlockMetadataType::VariableLength => proto::BlockMetadataType::VariableLength as i32,
+    }
+}
+
+/// `GetMetadataAllocated` request: the allocated ranges of one snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GetMetadataAllocatedRequest {
+    /// The snapshot.
+    pub snapshot_id: SnapshotId,
+    /// Start at this byte offset.
+    pub starting_offset: u64,
+    /// At most this many ranges per response message; `None` lets the plugin choose.
+    pub max_results: Option<u32>,
+    /// Secrets for the storage system.
+    pub secrets: Secrets,
+}
+
+impl TryFrom<proto::GetMetadataAllocatedRequest> for GetMetadataAllocatedRequest {
+    type Error = CsiError;
+    fn try_from(p: proto::GetMetadataAllocatedRequest) -> Result<Self, CsiError> {
+        Ok(GetMetadataAllocatedRequest {
+            snapshot_id: SnapshotId::parse("snapshot_id", p.snapshot_id)?,
+            starting_offset: validate::non_negative("starting_offset", p.starting_offset)?,
+            max_results: validate::optional_count("max_results", p.max_results)?,
+            secrets: Secrets::parse("secrets", p.secrets)?,
+        })
+    }
+}
+
+impl From<GetMetadataAllocatedRequest> for proto::GetMetadataAllocatedRequest {
+    fn from(r: GetMetadataAllocatedRequest) -> Self {
+        proto::GetMetadataAllocatedRequest {
+            snapshot_id: r.snapshot_id.into_string(),
+            starting_offset: validate::to_i64(r.starting_offset),
+            max_results: r.max_results.map(|n| n.min(i32::MAX as u32) as i32).unwrap_or(0),
+            secrets: r.secrets.into_inner(),
+        }
+    }
+}
+
+/// `GetMetadataDelta` request: the ranges that differ between two snapshots.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GetMetadataDeltaRequest {
+    /// The older snapshot.
+    pub base_snapshot_id: SnapshotId,
+    /// The newer snapshot.
+    pub target_snapshot_id: SnapshotId,
+    /// Start at this byte offset.
+    pub starting_offset: u64,
+    /// At most this many ranges per response message; `None` lets the plugin choose.
+    pub max_results: Option<u32>,
+    /// Secrets for the storage system.
+    pub secrets: Secrets,
+}
+
+impl TryFrom<proto::GetMetadataDeltaRequest> for GetMetadataDeltaRequest {
+    type Error = CsiError;
+    fn try_from(p: proto::GetMetadataDeltaRequest) -> Result<Self, CsiError> {
+        Ok(GetMetadataDeltaRequest {
+            base_snapshot_id: SnapshotId::parse("base_snapshot_id", p.base_snapshot_id)?,
+            target_snapshot_id: SnapshotId::parse("target_snapshot_id", p.target_snapshot_id)?,
+            starting_offset: validate::non_negative("starting_offset", p.starting_offset)?,
+            max_results: validate::optional_count("max_results", p.max_results)?,
+            secrets: Secrets::parse("secrets", p.secrets)?,
+        })
+    }
+}
+
+impl From<GetMetadataDeltaRequest> for proto::GetMetadataDeltaRequest {
+    fn from(r: GetMetadataDeltaRequest) -> Self {
+        proto::GetMetadataDeltaRequest {
+            base_snapshot_id: r.base_snapshot_id.into_string(),
+            target_snapshot_id: r.target_snapshot_id.into_string(),
+            starting_offset: validate::to_i64(r.starting_offset),
+            max_results: r.max_results.map(|n| n.min(i32::MAX as u32) as i32).unwrap_or(0),
+            secrets: r.secrets.into_inner(),
+        }
+    }
+}
+
+/// One message of a `GetMetadataAllocated` or `GetMetadataDelta` stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockMetadataResponse {
+    /// How the ranges are sized. REQUIRED.
+    pub block_metadata_type: BlockMetadataType,
+    /// The size of the volume the snapshot was taken of. REQUIRED.
+    pub volume_capacity_bytes: u64,
+    /// The ranges, in ascending offset order.
+    pub block_metadata: Vec<BlockMetadata>,
+}
+
+macro_rules! block_metadata_response {
+    ($($wire:ty),*) => {
+        $(
+            impl TryFrom<$wire> for BlockMetadataResponse {
+                type Error = CsiError;
+                fn try_from(p: $wire) -> Result<Self, CsiError> {
+                    Ok(BlockMetadataResponse {
+                        block_metadata_type: block_metadata_type("block_metadata_type", p.block_metadata_type)?,
+                        volume_capacity_bytes: validate::non_negative("volume_capacity_bytes", p.volume_capacity_bytes)?,
+                        block_metadata: list("block_metadata", p.block_metadata)?,
+                    })
+                }
+            }
+
+            impl From<BlockMetadataResponse> for $wire {
+                fn from(r: BlockMetadataResponse) -> Self {
+                    Self {
+                        block_metadata_type: block_metadata_type_to_proto(r.block_metadata_type),
+                        volume_capacity_bytes: validate::to_i64(r.volume_capacity_bytes),
+                        block_metadata: r.block_metadata.into_iter().map(Into::into).collect(),
+                    }
+                }
+            }
+        )*
+    };
+}
+
+block_metadata_response!(proto::GetMetadataAllocatedResponse, proto::GetMetadataDeltaResponse);

@@ -1,0 +1,785 @@
+//! Typed versions of the messages shared by several RPCs: volume
+//! capabilities, capacity ranges, topology, content sources, volumes and
+//! snapshots.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use crate::ids::{GroupSnapshotId, SnapshotId, TopologyKey, TopologyValue, VolumeId};
+use crate::proto;
+use crate::validate::{self, index, join};
+use crate::CsiError;
+
+/// A `map<string, string>` field such as `parameters` or `volume_context`.
+pub type Map = BTreeMap<String, String>;
+
+/// Names a child field of `parent` (`parent.child`, or `child` at the root).
+pub(crate) fn at(parent: &str, child: &str) -> String {
+    if parent.is_empty() {
+        child.to_string()
+    } else {
+        join(parent, child)
+    }
+}
+
+/// Converts a nested wire message into its typed form, naming fields from `field`.
+pub(crate) trait FromProto<P>: Sized {
+    fn from_proto(field: &str, p: P) -> Result<Self, CsiError>;
+}
+
+pub(crate) fn required<P, T: FromProto<P>>(field: &str, p: Option<P>) -> Result<T, CsiError> {
+    match p {
+        Some(p) => T::from_proto(field, p),
+        None => Err(CsiError::missing(field)),
+    }
+}
+
+pub(crate) fn optional<P, T: FromProto<P>>(field: &str, p: Option<P>) -> Result<Option<T>, CsiError> {
+    p.map(|p| T::from_proto(field, p)).transpose()
+}
+
+pub(crate) fn list<P, T: FromProto<P>>(field: &str, ps: Vec<P>) -> Result<Vec<T>, CsiError> {
+    ps.into_iter()
+        .enumerate()
+        .map(|(i, p)| T::from_proto(&index(field, i), p))
+        .collect()
+}
+
+pub(crate) fn non_empty_list<P, T: FromProto<P>>(field: &str, ps: Vec<P>) -> Result<Vec<T>, CsiError> {
+    if ps.is_empty() {
+        return Err(CsiError::invalid(field, "this field is REQUIRED: at least one entry"));
+    }
+    list(field, ps)
+}
+
+/// A list of ids, each validated by `parse`.
+pub(crate) fn id_list<T>(
+    field: &str,
+    ids: Vec<String>,
+    non_empty: bool,
+    parse: fn(&str, String) -> Result<T, CsiError>,
+) -> Result<Vec<T>, CsiError> {
+    if non_empty && ids.is_empty() {
+        return Err(CsiError::invalid(field, "this field is REQUIRED: at least one entry"));
+    }
+    ids.into_iter()
+        .enumerate()
+        .map(|(i, s)| parse(&index(field, i), s))
+        .collect()
+}
+
+/// How a volume is accessed by nodes (`VolumeCapability.AccessMode.Mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AccessMode {
+    /// Published on one node at a time, read-write.
+    SingleNodeWriter,
+    /// Published on one node at a time, read-only.
+    SingleNodeReaderOnly,
+    /// Published on many nodes, read-only.
+    MultiNodeReaderOnly,
+    /// Published on many nodes; only one of them may write.
+    MultiNodeSingleWriter,
+    /// Published on many nodes, all may write.
+    MultiNodeMultiWriter,
+    /// Published on one node, by one workload, read-write (alpha).
+    SingleNodeSingleWriter,
+    /// Published on one node, by many workloads there, read-write (alpha).
+    SingleNodeMultiWriter,
+}
+
+impl AccessMode {
+    /// Every mode, in wire order.
+    pub const ALL: [AccessMode; 7] = [
+        AccessMode::SingleNodeWriter,
+        AccessMode::SingleNodeReaderOnly,
+        AccessMode::MultiNodeReaderOnly,
+        AccessMode::MultiNodeSingleWriter,
+        AccessMode::MultiNodeMultiWriter,
+        AccessMode::SingleNodeSingleWriter,
+        AccessMode::SingleNodeMultiWriter,
+    ];
+
+    /// Whether the volume may be published on only one node at a time.
+    pub fn is_single_node(self) -> bool {
+        matches!(
+            self,
+            AccessMode::SingleNodeWriter
+                | AccessMode::SingleNodeReaderOnly
+                | AccessMode::SingleNodeSingleWriter
+                | AccessMode::SingleNodeMultiWriter
+        )
+    }
+
+    /// Whether the mode grants only read access.
+    pub fn is_read_only(self) -> bool {
+        matches!(self, AccessMode::SingleNodeReaderOnly | AccessMode::MultiNodeReaderOnly)
+    }
+
+    fn to_proto(self) -> proto::volume_capability::access_mode::Mode {
+        use proto::volume_capability::access_mode::Mode;
+        match self {
+            AccessMode::SingleNodeWriter => Mode::SingleNodeWriter,
+            AccessMode::SingleNodeReaderOnly => Mode::SingleNodeReaderOnly,
+            AccessMode::MultiNodeReaderOnly => Mode::MultiNodeReaderOnly,
+            AccessMode::MultiNodeSingleWriter => Mode::MultiNodeSingleWriter,
+            AccessMode::MultiNodeMultiWriter => Mode::MultiNodeMultiWriter,
+            AccessMode::SingleNodeSingleWriter => Mode::SingleNodeSingleWriter,
+            AccessMode::SingleNodeMultiWriter => Mode::SingleNodeMultiWriter,
+        }
+    }
+}
+
+impl FromProto<proto::volume_capability::AccessMode> for AccessMode {
+    fn from_proto(field: &str, p: proto::volume_capability::AccessMode) -> Result<Self, CsiError> {
+        use proto::volume_capability::access_mode::Mode;
+        let field = at(field, "mode");
+        match Mode::try_from(p.mode) {
+            Ok(Mode::SingleNodeWriter) => Ok(AccessMode::SingleNodeWriter),
+            Ok(Mode::SingleNodeReaderOnly) => Ok(AccessMode::SingleNodeReaderOnly),
+            Ok(Mode::MultiNodeReaderOnly) => Ok(AccessMode::MultiNodeReaderOnly),
+            Ok(Mode::MultiNodeSingleWriter) => Ok(AccessMode::MultiNodeSingleWriter),
+            Ok(Mode::MultiNodeMultiWriter) => Ok(AccessMode::MultiNodeMultiWriter),
+            Ok(Mode::SingleNodeSingleWriter) => Ok(AccessMode::SingleNodeSingleWriter),
+            Ok(Mode::SingleNodeMultiWriter) => Ok(AccessMode::SingleNodeMultiWriter),
+            Ok(Mode::Unknown) => Err(CsiError::invalid(field, "this field is REQUIRED: the mode must not be UNKNOWN")),
+            Err(_) => Err(CsiError::invalid(field, format!("unknown access mode {}", p.mode))),
+        }
+    }
+}
+
+impl From<AccessMode> for proto::volume_capability::AccessMode {
+    fn from(m: AccessMode) -> Self {
+        proto::volume_capability::AccessMode {
+            mode: m.to_proto() as i32,
+        }
+    }
+}
+
+/// A filesystem volume's mount options (`VolumeCapability.MountVolume`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MountVolume {
+    /// The filesystem type; `None` lets the plugin choose.
+    pub fs_type: Option<String>,
+    /// Mount options. They MAY be sensitive; together at most 4 KiB.
+    pub mount_flags: Vec<String>,
+    /// The group that should own the volume (`VOLUME_MOUNT_GROUP`), if any.
+    pub volume_mount_group: Option<String>,
+}
+
+impl FromProto<proto::volume_capability::MountVolume> for MountVolume {
+    fn from_proto(field: &str, p: proto::volume_capability::MountVolume) -> Result<Self, CsiError> {
+        let flags_bytes: usize = p.mount_flags.iter().map(String::len).sum();
+        if flags_bytes > validate::MAX_MOUNT_FLAGS_BYTES {
+            return Err(CsiError::invalid(
+                at(field, "mount_flags"),
+                format!(
+                    "the flags together must be at most {} bytes, got {flags_bytes}",
+                    validate::MAX_MOUNT_FLAGS_BYTES
+                ),
+            ));
+        }
+        Ok(MountVolume {
+            fs_type: validate::optional_string(&at(field, "fs_type"), p.fs_type)?,
+            mount_flags: p.mount_flags,
+            volume_mount_group: validate::optional_string(&at(field, "volume_mount_group"), p.volume_mount_group)?,
+        })
+    }
+}
+
+impl From<MountVolume> for proto::volume_capability::MountVolume {
+    fn from(m: MountVolume) -> Self {
+        proto::volume_capability::MountVolume {
+            fs_type: m.fs_type.unwrap_or_default(),
+            mount_flags: m.mount_flags,
+            volume_mount_group: m.volume_mount_group.unwrap_or_default(),
+        }
+    }
+}
+
+/// Whether a volume is used as a raw block device or a mounted filesystem.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AccessType {
+    /// A raw block device.
+    Block,
+    /// A mounted filesystem.
+    Mount(MountVolume),
+}
+
+/// How a volume will be used: access type and access mode.
+///
+/// ```
+/// use csi_types::{AccessMode, VolumeCapability};
+/// let cap = VolumeCapability::mount(AccessMode::SingleNodeWriter).with_fs_type("ext4");
+/// assert!(cap.is_mount());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VolumeCapability {
+    /// Block or mount.
+    pub access_type: AccessType,
+    /// How nodes may access it.
+    pub access_mode: AccessMode,
+}
+
+impl VolumeCapability {
+    /// A raw block capability.
+    pub fn block(mode: AccessMode) -> Self {
+        VolumeCapability {
+            access_type: AccessType::Block,
+            access_mode: mode,
+        }
+    }
+
+    /// A filesystem capability with default mount options.
+    pub fn mount(mode: AccessMode) -> Self {
+        VolumeCapability {
+            access_type: AccessType::Mount(MountVolume::default()),
+            access_mode: mode,
+        }
+    }
+
+    /// Sets the filesystem type (mount capabilities only; no effect on block).
+    pub fn with_fs_type(mut self, fs_type: impl Into<String>) -> Self {
+        if let AccessType::Mount(m) = &mut self.access_type {
+            m.fs_type = Some(fs_type.into());
+        }
+        self
+    }
+
+    /// Whether this is a block capability.
+    pub fn is_block(&self) -> bool {
+        matches!(self.access_type, AccessType::Block)
+    }
+
+    /// Whether this is a mount capability.
+    pub fn is_mount(&self) -> bool {
+        matches!(self.access_type, AccessType::Mount(_))
+    }
+
+    /// The mount options, for a mount capability.
+    pub fn mount_options(&self) -> Option<&MountVolume> {
+        match &self.access_type {
+            AccessType::Mount(m) => Some(m),
+            AccessType::Block => None,
+        }
+    }
+}
+
+impl FromProto<proto::VolumeCapability> for VolumeCapability {
+    fn from_proto(field: &str, p: proto::VolumeCapability) -> Result<Self, CsiError> {
+        use proto::volume_capability::AccessType as Wire;
+        let access_type = match p.access_type {
+            Some(Wire::Block(_)) => AccessType::Block,
+            Some(Wire::Mount(m)) => AccessType::Mount(MountVolume::from_proto(&at(field, "mount"), m)?),
+            None => {
+                return Err(CsiError::invalid(
+                    at(field, "access_type"),
+                    "exactly one of `block` or `mount` must be set",
+                ));
+            }
+        };
+        let access_mode = required(&at(field, "access_mode"), p.access_mode)?;
+        Ok(VolumeCapability {
+            access_type,
+            access_mode,
+        })
+    }
+}
+
+impl From<VolumeCapability> for proto::VolumeCapability {
+    fn from(c: VolumeCapability) -> Self {
+        use proto::volume_capability::AccessType as Wire;
+        proto::VolumeCapability {
+            access_type: Some(match c.access_type {
+                AccessType::Block => Wire::Block(proto::volume_capability::BlockVolume {}),
+                AccessType::Mount(m) => Wire::Mount(m.into()),
+            }),
+            access_mode: Some(c.access_mode.into()),
+        }
+    }
+}
+
+/// The capacity a volume must have.
+///
+/// # Invariants
+/// Both bounds are non-negative; when both are set, `limit_bytes >= required_bytes`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CapacityRange {
+    /// The volume must be at least this large; `None` means no lower bound.
+    pub required_bytes: Option<u64>,
+    /// The volume must be at most this large; `None` means no upper bound.
+    pub limit_bytes: Option<u64>,
+}
+
+impl CapacityRange {
+    /// A range with the given bounds, checked.
+    ///
+    /// ```
+    /// use csi_types::CapacityRange;
+    /// let r = CapacityRange::new(Some(1 << 30), Some(2 << 30)).unwrap();
+    /// assert!(r.contains(1 << 30));
+    /// assert_eq!(r.choose(4096, 1 << 20), Some(1 << 30));
+    /// assert!(CapacityRange::new(Some(2), Some(1)).is_err());
+    /// ```
+    pub fn new(required_bytes: Option<u64>, limit_bytes: Option<u64>) -> Result<Self, CsiError> {
+        let r = CapacityRange {
+            required_bytes,
+            limit_bytes,
+        };
+        r.check("capacity_range")?;
+        Ok(r)
+    }
+
+    /// Exactly `bytes`.
+    pub fn exactly(bytes: u64) -> Self {
+        CapacityRange {
+            required_bytes: Some(bytes),
+            limit_bytes: Some(bytes),
+        }
+    }
+
+    fn check(&self, field: &str) -> Result<(), CsiError> {
+        for (name, v) in [("required_bytes", self.required_bytes), ("limit_bytes", self.limit_bytes)] {
+            if let Some(v) = v
+                && v > i64::MAX as u64
+            {
+                return Err(CsiError::invalid(at(field, name), "must fit in an int64"));
+            }
+        }
+        if let (Some(req), Some(lim)) = (self.required_bytes, self.limit_bytes)
+            && lim < req
+        {
+            return Err(CsiError::invalid(
+                at(field, "limit_bytes"),
+                format!("must be at least required_bytes ({req}), got {lim}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether `bytes` lies within the range.
+    pub fn contains(&self, bytes: u64) -> bool {
+        self.required_bytes.is_none_or(|r| bytes >= r) && self.limit_bytes.is_none_or(|l| bytes <= l)
+    }
+
+    /// The size to provision: `required_bytes` (or `default` when unset)
+    /// rounded up to a multiple of `granularity`, if that lies within the range.
+    /// `None` means the range cannot be honoured (answer `OUT_OF_RANGE`).
+    pub fn choose(&self, default: u64, granularity: u64) -> Option<u64> {
+        let want = self.required_bytes.unwrap_or(default);
+        let want = match self.limit_bytes {
+            Some(l) if self.required_bytes.is_none() => want.min(l),
+            _ => want,
+        };
+        let g = granularity.max(1);
+        let size = want.div_ceil(g).checked_mul(g)?;
+        let size = if size == 0 { g } else { size };
+        self.contains(size).then_some(size)
+    }
+}
+
+impl FromProto<proto::CapacityRange> for CapacityRange {
+    fn from_proto(field: &str, p: proto::CapacityRange) -> Result<Self, CsiError> {
+        let required_bytes = validate::non_negative(&at(field, "required_bytes"), p.required_bytes)?;
+        let limit_bytes = validate::non_negative(&at(field, "limit_bytes"), p.limit_bytes)?;
+        let r = CapacityRange {
+            required_bytes: (required_bytes != 0).then_some(required_bytes),
+            limit_bytes: (limit_bytes != 0).then_some(limit_bytes),
+        };
+        r.check(field)?;
+        Ok(r)
+    }
+}
+
+impl From<CapacityRange> for proto::CapacityRange {
+    fn from(r: CapacityRange) -> Self {
+        proto::CapacityRange {
+            required_bytes: r.required_bytes.map(validate::to_i64).unwrap_or(0),
+            limit_bytes: r.limit_bytes.map(validate::to_i64).unwrap_or(0),
+        }
+    }
+}
+
+/// A topological position: segment values by topology key.
+///
+/// # Invariants
+/// Every key and value follows the spec's topology rules, and no two keys
+/// differ only in case.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Topology {
+    segments: BTreeMap<TopologyKey, TopologyValue>,
+}
+
+impl Topology {
+    /// A topology from checked segments.
+    ///
+    /// ```
+    /// use csi_types::Topology;
+    /// let t = Topology::new([("topology.example.com/zone", "z1")]).unwrap();
+    /// assert_eq!(t.get("topology.example.com/zone"), Some("z1"));
+    /// assert!(Topology::new([("Zone", "a"), ("zone", "b")]).is_err());
+    /// ```
+    pub fn new<K: Into<String>, V: Into<String>>(segments: impl IntoIterator<Item = (K, V)>) -> Result<Self, CsiError> {
+        Self::parse(
+            "segments",
+            segments.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
+        )
+    }
+
+    fn parse(field: &str, segments: BTreeMap<String, String>) -> Result<Self, CsiError> {
+        validate::map_size(field, &segments)?;
+        let mut out = BTreeMap::new();
+        let mut lower = std::collections::BTreeSet::new();
+        for (k, v) in segments {
+            let kf = format!("{field}[{k:?}]");
+            if !lower.insert(k.to_ascii_lowercase()) {
+                return Err(CsiError::invalid(kf, "topology keys are case-insensitive and must be unique"));
+            }
+            let key = TopologyKey::parse(&kf, k)?;
+            let value = TopologyValue::parse(&kf, v)?;
+            out.insert(key, value);
+        }
+        Ok(Topology { segments: out })
+    }
+
+    /// The segment value for a key.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.segments.get(key).map(TopologyValue::as_str)
+    }
+
+    /// The segments.
+    pub fn segments(&self) -> &BTreeMap<TopologyKey, TopologyValue> {
+        &self.segments
+    }
+
+    /// Whether every segment of `self` appears with the same value in `other`.
+    pub fn is_subset_of(&self, other: &Topology) -> bool {
+        self.segments.iter().all(|(k, v)| other.segments.get(k) == Some(v))
+    }
+}
+
+impl FromProto<proto::Topology> for Topology {
+    fn from_proto(field: &str, p: proto::Topology) -> Result<Self, CsiError> {
+        Topology::parse(&at(field, "segments"), p.segments)
+    }
+}
+
+impl From<Topology> for proto::Topology {
+    fn from(t: Topology) -> Self {
+        proto::Topology {
+            segments: t
+                .segments
+                .into_iter()
+                .map(|(k, v)| (k.into_string(), v.into_string()))
+                .collect(),
+        }
+    }
+}
+
+/// Where a new volume must be accessible from.
+///
+/// # Invariants
+/// When `requisite` is non-empty, every `preferred` entry is also in `requisite`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TopologyRequirement {
+    /// The volume MUST be accessible from at least one of these.
+    pub requisite: Vec<Topology>,
+    /// The plugin SHOULD try these first, in order.
+    pub preferred: Vec<Topology>,
+}
+
+impl FromProto<proto::TopologyRequirement> for TopologyRequirement {
+    fn from_proto(field: &str, p: proto::TopologyRequirement) -> Result<Self, CsiError> {
+        let requisite: Vec<Topology> = list(&at(field, "requisite"), p.requisite)?;
+        let preferred: Vec<Topology> = list(&at(field, "preferred"), p.preferred)?;
+        if !requisite.is_empty() {
+            for (i, t) in preferred.iter().enumerate() {
+                if !requisite.contains(t) {
+                    return Err(CsiError::invalid(
+                        index(&at(field, "preferred"), i),
+                        "every preferred topology must also be requisite",
+                    ));
+                }
+            }
+        }
+        Ok(TopologyRequirement { requisite, preferred })
+    }
+}
+
+impl From<TopologyRequirement> for proto::TopologyRequirement {
+    fn from(t: TopologyRequirement) -> Self {
+        proto::TopologyRequirement {
+            requisite: t.requisite.into_iter().map(Into::into).collect(),
+            preferred: t.preferred.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+/// What a new volume is created from.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum VolumeContentSource {
+    /// Restore a snapshot.
+    Snapshot(SnapshotId),
+    /// Clone a volume.
+    Volume(VolumeId),
+}
+
+impl FromProto<proto::VolumeContentSource> for VolumeContentSource {
+    fn from_proto(field: &str, p: proto::VolumeContentSource) -> Result<Self, CsiError> {
+        use proto::volume_content_source::Type;
+        match p.r#type {
+            Some(Type::Snapshot(s)) => Ok(VolumeContentSource::Snapshot(SnapshotId::parse(
+                &at(field, "snapshot.snapshot_id"),
+                s.snapshot_id,
+            )?)),
+            Some(Type::Volume(v)) => Ok(VolumeContentSource::Volume(VolumeId::parse(
+                &at(field, "volume.volume_id"),
+                v.volume_id,
+            )?)),
+            None => Err(CsiError::invalid(
+                at(field, "type"),
+                "exactly one of `snapshot` or `volume` must be set",
+            )),
+        }
+    }
+}
+
+impl From<VolumeContentSource> for proto::VolumeContentSource {
+    fn from(s: VolumeContentSource) -> Self {
+        use proto::volume_content_source::{SnapshotSource, Type, VolumeSource};
+        proto::VolumeContentSource {
+            r#type: Some(match s {
+                VolumeContentSource::Snapshot(id) => Type::Snapshot(SnapshotSource {
+                    snapshot_id: id.into_string(),
+                }),
+                VolumeContentSource::Volume(id) => Type::Volume(VolumeSource {
+                    volume_id: id.into_string(),
+                }),
+            }),
+        }
+    }
+}
+
+/// A provisioned volume, as returned by `CreateVolume`, `ListVolumes` and `ControllerGetVolume`.
+///
+/// ```
+/// use csi_types::{Volume, VolumeId};
+/// let v = Volume::new(VolumeId::new("vol-1").unwrap(), 1 << 30).with_context("node", "n1");
+/// assert_eq!(v.capacity_bytes, 1 << 30);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Volume {
+    /// Its id. REQUIRED.
+    pub volume_id: VolumeId,
+    /// Its size; 0 means unknown.
+    pub capacity_bytes: u64,
+    /// Opaque context the CO passes back in later calls.
+    pub volume_context: Map,
+    /// What it was created from.
+    pub content_source: Option<VolumeContentSource>,
+    /// Where it is accessible from.
+    pub accessible_topology: Vec<Topology>,
+}
+
+impl Volume {
+    /// A volume with an id and a size.
+    pub fn new(volume_id: VolumeId, capacity_bytes: u64) -> Self {
+        Volume {
+            volume_id,
+            capacity_bytes,
+            volume_context: Map::new(),
+            content_source: None,
+            accessible_topology: Vec::new(),
+        }
+    }
+
+    /// Adds a volume context entry.
+    pub fn with_context(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.volume_context.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets the content source.
+    pub fn with_content_source(mut self, source: VolumeContentSource) -> Self {
+        self.content_source = Some(source);
+        self
+    }
+
+    /// Adds an accessible topology.
+    pub fn with_accessible_topology(mut self, topology: Topology) -> Self {
+        self.accessible_topology.push(topology);
+        self
+    }
+}
+
+impl FromProto<proto::Volume> for Volume {
+    fn from_proto(field: &str, p: proto::Volume) -> Result<Self, CsiError> {
+        Ok(Volume {
+            volume_id: VolumeId::parse(&at(field, "volume_id"), p.volume_id)?,
+            capacity_bytes: validate::non_negative(&at(field, "capacity_bytes"), p.capacity_bytes)?,
+            volume_context: validate::map(&at(field, "volume_context"), p.volume_context)?,
+            content_source: optional(&at(field, "content_source"), p.content_source)?,
+            accessible_topology: list(&at(field, "accessible_topology"), p.accessible_topology)?,
+        })
+    }
+}
+
+impl From<Volume> for proto::Volume {
+    fn from(v: Volume) -> Self {
+        proto::Volume {
+            capacity_bytes: validate::to_i64(v.capacity_bytes),
+            volume_id: v.volume_id.into_string(),
+            volume_context: v.volume_context,
+            content_source: v.content_source.map(Into::into),
+            accessible_topology: v.accessible_topology.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+/// A volume's health, as reported by `VOLUME_CONDITION` capable plugins.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VolumeCondition {
+    /// Whether the volume is abnormal.
+    pub abnormal: bool,
+    /// A description of the condition. REQUIRED (non-empty).
+    pub message: String,
+}
+
+impl VolumeCondition {
+    /// A healthy volume.
+    pub fn healthy(message: impl Into<String>) -> Self {
+        VolumeCondition {
+            abnormal: false,
+            message: message.into(),
+        }
+    }
+
+    /// An abnormal volume.
+    pub fn abnormal(message: impl Into<String>) -> Self {
+        VolumeCondition {
+            abnormal: true,
+            message: message.into(),
+        }
+    }
+}
+
+impl FromProto<proto::VolumeCondition> for VolumeCondition {
+    fn from_proto(field: &str, p: proto::VolumeCondition) -> Result<Self, CsiError> {
+        validate::required(&at(field, "message"), &p.message)?;
+        Ok(VolumeCondition {
+            abnormal: p.abnormal,
+            message: p.message,
+        })
+    }
+}
+
+impl From<VolumeCondition> for proto::VolumeCondition {
+    fn from(c: VolumeCondition) -> Self {
+        proto::VolumeCondition {
+            abnormal: c.abnormal,
+            message: c.message,
+        }
+    }
+}
+
+pub(crate) fn timestamp(field: &str, t: Option<prost_types::Timestamp>) -> Result<SystemTime, CsiError> {
+    let t = t.ok_or_else(|| CsiError::missing(field))?;
+    SystemTime::try_from(t).map_err(|e| CsiError::invalid(field, format!("not a valid timestamp: {e}")))
+}
+
+/// A snapshot of a volume.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Its id. REQUIRED.
+    pub snapshot_id: SnapshotId,
+    /// The volume it was taken from. REQUIRED.
+    pub source_volume_id: VolumeId,
+    /// Its size; 0 means unknown.
+    pub size_bytes: u64,
+    /// When it was cut. REQUIRED.
+    pub creation_time: SystemTime,
+    /// Whether it can be used as a volume content source.
+    pub ready_to_use: bool,
+    /// The group snapshot it belongs to, if any.
+    pub group_snapshot_id: Option<GroupSnapshotId>,
+}
+
+impl Snapshot {
+    /// A snapshot with every REQUIRED field.
+    pub fn new(
+        snapshot_id: SnapshotId,
+        source_volume_id: VolumeId,
+        size_bytes: u64,
+        creation_time: SystemTime,
+        ready_to_use: bool,
+    ) -> Self {
+        Snapshot {
+            snapshot_id,
+            source_volume_id,
+            size_bytes,
+            creation_time,
+            ready_to_use,
+            group_snapshot_id: None,
+        }
+    }
+
+    /// Marks the snapshot as a member of a group snapshot.
+    pub fn with_group_snapshot_id(mut self, id: GroupSnapshotId) -> Self {
+        self.group_snapshot_id = Some(id);
+        self
+    }
+}
+
+impl FromProto<proto::Snapshot> for Snapshot {
+    fn from_proto(field: &str, p: proto::Snapshot) -> Result<Self, CsiError> {
+        Ok(Snapshot {
+            snapshot_id: SnapshotId::parse(&at(field, "snapshot_id"), p.snapshot_id)?,
+            source_volume_id: VolumeId::parse(&at(field, "source_volume_id"), p.source_volume_id)?,
+            size_bytes: validate::non_negative(&at(field, "size_bytes"), p.size_bytes)?,
+            creation_time: timestamp(&at(field, "creation_time"), p.creation_time)?,
+            ready_to_use: p.ready_to_use,
+            group_snapshot_id: if p.group_snapshot_id.is_empty() {
+                None
+            } else {
+                Some(GroupSnapshotId::parse(&at(field, "group_snapshot_id"), p.group_snapshot_id)?)
+            },
+        })
+    }
+}
+
+impl From<Snapshot> for proto::Snapshot {
+    fn from(s: Snapshot) -> Self {
+        proto::Snapshot {
+            size_bytes: validate::to_i64(s.size_bytes),
+            snapshot_id: s.snapshot_id.into_string(),
+            source_volume_id: s.source_volume_id.into_string(),
+            creation_time: Some(s.creation_time.into()),
+            ready_to_use: s.ready_to_use,
+            group_snapshot_id: s.group_snapshot_id.map(String::from).unwrap_or_default(),
+        }
+    }
+}
+
+/// Implements the public `TryFrom<wire>` for a typed message with a root field path.
+macro_rules! try_from_proto {
+    ($($typed:ty => $wire:ty),* $(,)?) => {
+        $(
+            impl TryFrom<$wire> for $typed {
+                type Error = CsiError;
+                fn try_from(p: $wire) -> Result<Self, CsiError> {
+                    <$typed as $crate::types::FromProto<$wire>>::from_proto("", p)
+                }
+            }
+        )*
+    };
+}
+
+try_from_proto! {
+    VolumeCapability => proto::VolumeCapability,
+    CapacityRange => proto::CapacityRange,
+    Topology => proto::Topology,
+    TopologyRequirement => proto::TopologyRequirement,
+    VolumeContentSource => proto::VolumeContentSource,
+    Volume => proto::Volume,
+    VolumeCondition => proto::VolumeCondition,
+    Snapshot => proto::Snapshot,
+}

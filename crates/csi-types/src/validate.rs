@@ -1,0 +1,204 @@
+//! The spec's field rules, in one place. Every typed conversion calls these,
+//! so a rule is written once and every violation names its field.
+
+use std::collections::BTreeMap;
+
+use crate::CsiError;
+
+/// The general size limit of a string field (CSI "Size Limits").
+pub const MAX_STRING_BYTES: usize = 128;
+/// The general size limit of a `map<string, string>` field, keys and values together.
+pub const MAX_MAP_BYTES: usize = 4096;
+/// The size limit of `node_id`, which overrides the general limit.
+pub const MAX_NODE_ID_BYTES: usize = 256;
+/// The longest path accepted for `target_path`, `staging_target_path` and
+/// `volume_path` (Linux `PATH_MAX`); the spec asks for at least 128 bytes and
+/// recommends the OS limit.
+pub const MAX_PATH_BYTES: usize = 4096;
+/// The total size limit of `mount_flags`.
+pub const MAX_MOUNT_FLAGS_BYTES: usize = 4096;
+/// The limit of a DNS label style name (plugin name, topology key parts and values).
+pub const MAX_LABEL_CHARS: usize = 63;
+
+pub(crate) fn required(field: &str, value: &str) -> Result<(), CsiError> {
+    if value.is_empty() {
+        Err(CsiError::missing(field))
+    } else {
+        Ok(())
+    }
+}
+
+pub(crate) fn max_bytes(field: &str, value: &str, max: usize) -> Result<(), CsiError> {
+    if value.len() > max {
+        Err(CsiError::invalid(
+            field,
+            format!("must be at most {max} bytes, got {}", value.len()),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// A string field with the general 128-byte limit.
+pub(crate) fn string(field: &str, value: &str) -> Result<(), CsiError> {
+    max_bytes(field, value, MAX_STRING_BYTES)
+}
+
+/// Rejects the control characters the spec bans in names:
+/// U+0000-U+0008, U+000B, U+000C, U+000E-U+001F, U+007F-U+009F.
+pub(crate) fn no_banned_controls(field: &str, value: &str) -> Result<(), CsiError> {
+    if let Some(c) = value.chars().find(|&c| {
+        matches!(c, '\u{0}'..='\u{8}' | '\u{b}' | '\u{c}' | '\u{e}'..='\u{1f}' | '\u{7f}'..='\u{9f}')
+    }) {
+        Err(CsiError::invalid(
+            field,
+            format!("must not contain the control character U+{:04X}", c as u32),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+pub(crate) fn map_size(field: &str, map: &BTreeMap<String, String>) -> Result<(), CsiError> {
+    let total: usize = map.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if total > MAX_MAP_BYTES {
+        Err(CsiError::invalid(
+            field,
+            format!("keys and values together must be at most {MAX_MAP_BYTES} bytes, got {total}"),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+pub(crate) fn secret_key(field: &str, key: &str) -> Result<(), CsiError> {
+    if key.is_empty() {
+        return Err(CsiError::invalid(field, "secret keys must not be empty"));
+    }
+    if let Some(c) = key
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Err(CsiError::invalid(
+            format!("{field}[{key:?}]"),
+            format!("secret keys may contain only ASCII alphanumerics, '-', '_' and '.', found {c:?}"),
+        ));
+    }
+    Ok(())
+}
+
+/// An absolute path of at most [`MAX_PATH_BYTES`] without NUL bytes.
+pub(crate) fn path(field: &str, value: &str) -> Result<(), CsiError> {
+    required(field, value)?;
+    max_bytes(field, value, MAX_PATH_BYTES)?;
+    if value.contains('\0') {
+        return Err(CsiError::invalid(field, "must not contain a NUL byte"));
+    }
+    if !std::path::Path::new(value).is_absolute() {
+        return Err(CsiError::invalid(field, "must be an absolute path"));
+    }
+    Ok(())
+}
+
+/// The DNS-label style rule shared by topology key names and segment values:
+/// at most 63 characters, beginning and ending with an ASCII alphanumeric,
+/// with `-`, `_`, `.` or alphanumerics between.
+pub(crate) fn label(field: &str, what: &str, value: &str) -> Result<(), CsiError> {
+    if value.is_empty() {
+        return Err(CsiError::invalid(field, format!("{what} must not be empty")));
+    }
+    if value.chars().count() > MAX_LABEL_CHARS {
+        return Err(CsiError::invalid(
+            field,
+            format!("{what} must be at most {MAX_LABEL_CHARS} characters"),
+        ));
+    }
+    let ok_inner = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    let first = value.chars().next().unwrap_or(' ');
+    let last = value.chars().last().unwrap_or(' ');
+    if !first.is_ascii_alphanumeric() || !last.is_ascii_alphanumeric() || !value.chars().all(ok_inner) {
+        return Err(CsiError::invalid(
+            field,
+            format!(
+                "{what} must begin and end with an ASCII alphanumeric and contain only alphanumerics, '-', '_' or '.' (got {value:?})"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A DNS subdomain (RFC 1035 section 2.3.1 style, as the spec uses it for the
+/// plugin name and topology key prefixes): at most 63 characters, beginning
+/// and ending with an alphanumeric, with `-`, `.` and alphanumerics between.
+/// `lower_only` additionally demands lower case (topology key prefixes).
+pub(crate) fn domain_name(field: &str, what: &str, value: &str, lower_only: bool) -> Result<(), CsiError> {
+    if value.is_empty() {
+        return Err(CsiError::invalid(field, format!("{what} must not be empty")));
+    }
+    if value.chars().count() > MAX_LABEL_CHARS {
+        return Err(CsiError::invalid(
+            field,
+            format!("{what} must be at most {MAX_LABEL_CHARS} characters"),
+        ));
+    }
+    let alnum = |c: char| {
+        if lower_only {
+            c.is_ascii_lowercase() || c.is_ascii_digit()
+        } else {
+            c.is_ascii_alphanumeric()
+        }
+    };
+    let first = value.chars().next().unwrap_or(' ');
+    let last = value.chars().last().unwrap_or(' ');
+    if !alnum(first) || !alnum(last) || !value.chars().all(|c| alnum(c) || matches!(c, '-' | '.')) {
+        let case = if lower_only { "lower-case " } else { "" };
+        return Err(CsiError::invalid(
+            field,
+            format!(
+                "{what} must follow domain name notation: begin and end with a {case}alphanumeric and contain only {case}alphanumerics, '-' or '.' (got {value:?})"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Joins a parent field path and a child name.
+pub(crate) fn join(parent: &str, child: &str) -> String {
+    format!("{parent}.{child}")
+}
+
+/// A field path with an index.
+pub(crate) fn index(parent: &str, i: usize) -> String {
+    format!("{parent}[{i}]")
+}
+
+/// A plain `map<string, string>` field: size limit only.
+pub(crate) fn map(field: &str, map: BTreeMap<String, String>) -> Result<BTreeMap<String, String>, CsiError> {
+    map_size(field, &map)?;
+    Ok(map)
+}
+
+/// A non-negative int64 that must be set (non-zero is not required: 0 is a valid size).
+pub(crate) fn non_negative(field: &str, value: i64) -> Result<u64, CsiError> {
+    u64::try_from(value).map_err(|_| CsiError::invalid(field, format!("must not be negative, got {value}")))
+}
+
+/// An `int32` count where 0 means "unset".
+pub(crate) fn optional_count(field: &str, value: i32) -> Result<Option<u32>, CsiError> {
+    match value {
+        0 => Ok(None),
+        n if n < 0 => Err(CsiError::invalid(field, format!("must not be negative, got {n}"))),
+        n => Ok(Some(n as u32)),
+    }
+}
+
+/// Converts a u64 that the typed layer guarantees fits back to int64, saturating.
+pub(crate) fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// An empty string means "unset".
+pub(crate) fn optional_string(field: &str, value: String) -> Result<Option<String>, CsiError> {
+    string(field, &value)?;
+    Ok((!value.is_empty()).then_some(value))
+}
