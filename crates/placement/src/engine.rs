@@ -1,0 +1,1581 @@
+//! The placement engine: per-class score indexes, request compilation, the filter → score →
+//! select search (window fast path, then a complete backtracking search), explanations of
+//! failure, and volume bookkeeping (place, expand, replace, remove, batch).
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::inventory::{Inventory, NONE, VolumeSpec};
+use crate::model::{DriveId, DriveKind, Health, Transports, VolumeId};
+use crate::request::{Mode, Pin, Request, Shape};
+
+/// Default bound on backtracking steps for one search before giving up with
+/// [`PlacementError::SearchExhausted`]. Small inventories never come near it.
+pub const DEFAULT_SEARCH_BUDGET: u64 = 2_000_000;
+
+/// Why a request could not be placed, or was rejected.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlacementError {
+    /// The request is malformed or refers to unknown names.
+    #[error("request '{request}': {field} {reason}")]
+    InvalidRequest {
+        /// Request label.
+        request: String,
+        /// Offending field, e.g. `separation[1].level`.
+        field: String,
+        /// The rule broken.
+        reason: String,
+    },
+    /// No placement satisfies the hard constraints.
+    #[error("cannot place '{}': {}", .0.request, .0)]
+    Unsatisfiable(Box<Explanation>),
+    /// The search hit its step budget without finding a placement (large, tightly
+    /// constrained inputs only); the explanation is as for [`PlacementError::Unsatisfiable`].
+    #[error("cannot place '{}': search gave up after {nodes} steps; {explanation}", explanation.request)]
+    SearchExhausted {
+        /// Steps taken.
+        nodes: u64,
+        /// What is known about why.
+        explanation: Box<Explanation>,
+    },
+    /// No volume with this id is placed.
+    #[error("unknown volume '{0}'")]
+    UnknownVolume(VolumeId),
+    /// A volume with this id is already placed.
+    #[error("volume '{0}' already exists")]
+    VolumeExists(VolumeId),
+    /// The evacuation/drain target names neither a drive nor a failure domain.
+    #[error("unknown drive or failure domain '{0}'")]
+    UnknownTarget(String),
+    /// A plan no longer fits the current state (something changed since it was made).
+    #[error("stale plan: {0}")]
+    StalePlan(String),
+}
+
+/// Drives removed by one filter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FilterCount {
+    /// Filter name (`health`, `kind`, `min_rpm`, ...).
+    pub filter: &'static str,
+    /// Drives it removed (each drive is counted by the first filter that removes it).
+    pub removed: usize,
+}
+
+/// Why a request could not be placed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Explanation {
+    /// Request label.
+    pub request: String,
+    /// Drives in the inventory.
+    pub drives: usize,
+    /// Drives removed per filter, in filter order (filters that removed none are omitted).
+    pub removed: Vec<FilterCount>,
+    /// Drives passing every filter.
+    pub eligible: usize,
+    /// Members that had to be placed (pinned members excluded).
+    pub needed: usize,
+    /// Constraints that cannot be met, with the level or kind and the numbers.
+    pub blocked: Vec<String>,
+    /// Single relaxations under which the request would be satisfiable.
+    pub relaxations: Vec<String>,
+}
+
+impl fmt::Display for Explanation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} drives", self.drives)?;
+        if !self.removed.is_empty() {
+            let parts: Vec<String> = self
+                .removed
+                .iter()
+                .map(|c| format!("{} {}", c.filter, c.removed))
+                .collect();
+            write!(f, "; removed by filter: {}", parts.join(", "))?;
+        }
+        write!(f, "; {} eligible for {} members", self.eligible, self.needed)?;
+        for b in &self.blocked {
+            write!(f, "; {b}")?;
+        }
+        if self.relaxations.is_empty() {
+            write!(f, "; no single relaxation helps")
+        } else {
+            write!(f, "; {}", self.relaxations.join("; "))
+        }
+    }
+}
+
+/// A soft constraint a placement does not honour.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SoftViolation {
+    /// The constraint, e.g. `separation at level 'rack'`.
+    pub constraint: String,
+    /// What happened, e.g. `group 0: 2 members in 'r1'`.
+    pub detail: String,
+}
+
+/// Where one member went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MemberPlacement {
+    /// Member index.
+    pub member: usize,
+    /// Redundancy group (mirror set / stripe / parity set).
+    pub group: usize,
+    /// Chosen drive.
+    pub drive: DriveId,
+    /// Whether the member was pinned rather than chosen.
+    pub pinned: bool,
+}
+
+/// A successful placement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Placement {
+    /// Request label.
+    pub request: String,
+    /// One entry per member, in member order.
+    pub members: Vec<MemberPlacement>,
+    /// Soft constraints not honoured (empty when all were).
+    pub soft_violations: Vec<SoftViolation>,
+}
+
+impl Placement {
+    /// The drives in member order.
+    pub fn drives(&self) -> Vec<DriveId> {
+        self.members.iter().map(|m| m.drive.clone()).collect()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ClassKey {
+    kind: DriveKind,
+    rpm: u32,
+    tags: Vec<u32>,
+    transports: Transports,
+    group: u32,
+    health: Health,
+}
+
+#[derive(Debug, Clone)]
+struct Class {
+    key: ClassKey,
+    /// Drives of the class ordered by `(utilization key, seeded tie-break)`.
+    set: BTreeSet<(u64, u32)>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Vol {
+    pub(crate) spec: VolumeSpec,
+    pub(crate) drives: Vec<u32>,
+}
+
+/// The stateful placement engine. See the crate docs for an example.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    pub(crate) inv: Inventory,
+    tiebreak: Vec<u32>,
+    drive_class: Vec<u32>,
+    drive_key: Vec<u64>,
+    classes: Vec<Class>,
+    class_lookup: HashMap<ClassKey, u32>,
+    pub(crate) volumes: Vec<Option<Vol>>,
+    pub(crate) vol_index: HashMap<VolumeId, u32>,
+    /// `(volume slot, member)` of every member on each drive.
+    pub(crate) drive_members: Vec<Vec<(u32, u32)>>,
+    search_budget: u64,
+}
+
+/// The filters, in the order they are applied and reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Filter {
+    Health,
+    Kind,
+    MinRpm,
+    RequireTags,
+    ExcludeTags,
+    StorageGroup,
+    Transport,
+    ExcludedDrive,
+    Requisite,
+    Reachability,
+    Capacity,
+    Bandwidth,
+    GroupQuota,
+}
+
+const FILTERS: [Filter; 13] = [
+    Filter::Health,
+    Filter::Kind,
+    Filter::MinRpm,
+    Filter::RequireTags,
+    Filter::ExcludeTags,
+    Filter::StorageGroup,
+    Filter::Transport,
+    Filter::ExcludedDrive,
+    Filter::Requisite,
+    Filter::Reachability,
+    Filter::Capacity,
+    Filter::Bandwidth,
+    Filter::GroupQuota,
+];
+
+impl Filter {
+    fn name(self) -> &'static str {
+        match self {
+            Filter::Health => "health",
+            Filter::Kind => "kind",
+            Filter::MinRpm => "min_rpm",
+            Filter::RequireTags => "require_tags",
+            Filter::ExcludeTags => "exclude_tags",
+            Filter::StorageGroup => "storage_group",
+            Filter::Transport => "transport",
+            Filter::ExcludedDrive => "exclude_drives",
+            Filter::Requisite => "requisite_topology",
+            Filter::Reachability => "attach_server_reachability",
+            Filter::Capacity => "capacity",
+            Filter::Bandwidth => "bandwidth_headroom",
+            Filter::GroupQuota => "storage_group_quota",
+        }
+    }
+}
+
+/// A request resolved against the inventory.
+#[derive(Debug, Clone)]
+pub(crate) struct Compiled {
+    label: String,
+    n: usize,
+    group_size: usize,
+    cap: u32,
+    size: u64,
+    demand: u64,
+    /// `(level, hard)`.
+    seps: Vec<(u16, bool)>,
+    /// `(bandwidth kind, max per domain, hard)`.
+    spreads: Vec<(u16, u32, bool)>,
+    kinds: Vec<DriveKind>,
+    min_rpm: Option<u32>,
+    /// `None` when a required tag exists on no drive (nothing can match).
+    require_tags: Option<Vec<u32>>,
+    exclude_tags: Vec<u32>,
+    groups: Option<Vec<u32>>,
+    transports: Option<Transports>,
+    requisite: Vec<Vec<(u16, u32)>>,
+    preferred: Vec<Vec<(u16, u32)>>,
+    server: u32,
+    pins: Vec<u32>,
+    /// Whether pinned members' size and bandwidth are already charged.
+    pins_loaded: bool,
+    exclude: Vec<u32>,
+    class_ok: Vec<bool>,
+}
+
+impl Compiled {
+    fn has_soft(&self) -> bool {
+        self.seps.iter().any(|s| !s.1) || self.spreads.iter().any(|s| !s.2)
+    }
+    fn free_members(&self) -> usize {
+        self.pins.iter().filter(|&&p| p == NONE).count()
+    }
+}
+
+enum Outcome {
+    Found(Vec<u32>),
+    NotFound { exhausted: bool, nodes: u64 },
+}
+
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+impl Engine {
+    /// Builds an engine over a validated inventory. `seed` fixes the tie-breaking between
+    /// equally good drives, so the same inventory, seed and requests give the same placements.
+    ///
+    /// Fails if a stored volume's request does not compile against the inventory or lists a
+    /// drive twice.
+    pub fn new(inv: Inventory, seed: u64) -> Result<Self, PlacementError> {
+        let n = inv.spec.drives.len();
+        let mut e = Engine {
+            tiebreak: (0..n)
+                .map(|i| (splitmix(seed ^ splitmix(i as u64)) >> 32) as u32)
+                .collect(),
+            drive_class: vec![NONE; n],
+            drive_key: vec![0; n],
+            classes: Vec::new(),
+            class_lookup: HashMap::new(),
+            volumes: Vec::new(),
+            vol_index: HashMap::new(),
+            drive_members: vec![Vec::new(); n],
+            search_budget: DEFAULT_SEARCH_BUDGET,
+            inv,
+        };
+        for d in 0..n as u32 {
+            let c = e.class_for(d);
+            e.drive_class[d as usize] = c;
+            let k = e.compute_key(d);
+            e.drive_key[d as usize] = k;
+            e.classes[c as usize].set.insert((k, d));
+        }
+        let vols = std::mem::take(&mut e.inv.spec.volumes);
+        for v in vols {
+            let label = format!("volume '{}'", v.id);
+            e.compile(&v.request, None, true)
+                .map_err(|err| match err {
+                    PlacementError::InvalidRequest { field, reason, .. } => {
+                        PlacementError::InvalidRequest {
+                            request: label.clone(),
+                            field: format!("request.{field}"),
+                            reason,
+                        }
+                    }
+                    other => other,
+                })?;
+            let drives: Vec<u32> = v
+                .members
+                .iter()
+                .map(|m| e.inv.drive_index[m])
+                .collect();
+            let mut sorted = drives.clone();
+            sorted.sort_unstable();
+            if sorted.windows(2).any(|w| w[0] == w[1]) {
+                return Err(PlacementError::InvalidRequest {
+                    request: label,
+                    field: "members".into(),
+                    reason: "lists a drive twice".into(),
+                });
+            }
+            if e.vol_index.contains_key(&v.id) {
+                return Err(PlacementError::VolumeExists(v.id));
+            }
+            e.insert_volume(v, drives);
+        }
+        Ok(e)
+    }
+
+    /// Sets the step budget of the complete search (default [`DEFAULT_SEARCH_BUDGET`]).
+    pub fn set_search_budget(&mut self, steps: u64) {
+        self.search_budget = steps.max(1);
+    }
+
+    /// The inventory, reflecting every committed placement.
+    pub fn inventory(&self) -> &Inventory {
+        &self.inv
+    }
+
+    /// The current state as an inventory (with volumes), e.g. to save it with
+    /// [`Inventory::to_toml`].
+    pub fn snapshot(&self) -> Inventory {
+        let mut inv = self.inv.clone();
+        inv.spec.volumes = self.volumes.iter().flatten().map(|v| v.spec.clone()).collect();
+        inv
+    }
+
+    /// The placed volume with this id.
+    pub fn volume(&self, id: &VolumeId) -> Option<&VolumeSpec> {
+        self.vol_index
+            .get(id)
+            .and_then(|&s| self.volumes[s as usize].as_ref())
+            .map(|v| &v.spec)
+    }
+
+    /// All placed volumes.
+    pub fn volumes(&self) -> impl Iterator<Item = &VolumeSpec> {
+        self.volumes.iter().flatten().map(|v| &v.spec)
+    }
+
+    /// Fraction of a drive's capacity in use.
+    pub fn utilization(&self, id: &DriveId) -> Option<f64> {
+        self.inv.drive(id).map(|d| 1.0 - d.free.0 as f64 / d.capacity.0 as f64)
+    }
+
+    pub(crate) fn insert_volume(&mut self, spec: VolumeSpec, drives: Vec<u32>) {
+        let slot = self.volumes.len() as u32;
+        for (m, &d) in drives.iter().enumerate() {
+            self.drive_members[d as usize].push((slot, m as u32));
+        }
+        self.vol_index.insert(spec.id.clone(), slot);
+        self.volumes.push(Some(Vol { spec, drives }));
+    }
+
+    // ---------------------------------------------------------------- indexes
+
+    fn class_for(&mut self, d: u32) -> u32 {
+        let s = &self.inv.spec.drives[d as usize];
+        let key = ClassKey {
+            kind: s.kind,
+            rpm: s.rpm,
+            tags: self.inv.drive_tags[d as usize].clone(),
+            transports: s.transports,
+            group: self.inv.drive_group[d as usize],
+            health: s.health,
+        };
+        if let Some(&c) = self.class_lookup.get(&key) {
+            return c;
+        }
+        let c = self.classes.len() as u32;
+        self.classes.push(Class {
+            key: key.clone(),
+            set: BTreeSet::new(),
+        });
+        self.class_lookup.insert(key, c);
+        c
+    }
+
+    fn compute_key(&self, d: u32) -> u64 {
+        let s = &self.inv.spec.drives[d as usize];
+        let used = s.capacity.0 - s.free.0;
+        let util = ((used as u128) << 30) / s.capacity.0 as u128;
+        ((util as u64) << 32) | self.tiebreak[d as usize] as u64
+    }
+
+    fn reindex(&mut self, d: u32) {
+        let c = self.drive_class[d as usize];
+        let old = self.drive_key[d as usize];
+        self.classes[c as usize].set.remove(&(old, d));
+        let nc = self.class_for(d);
+        let k = self.compute_key(d);
+        self.drive_class[d as usize] = nc;
+        self.drive_key[d as usize] = k;
+        self.classes[nc as usize].set.insert((k, d));
+    }
+
+    pub(crate) fn set_health(&mut self, d: u32, h: Health) {
+        if self.inv.spec.drives[d as usize].health != h {
+            self.inv.spec.drives[d as usize].health = h;
+            self.reindex(d);
+        }
+    }
+
+    /// Charges (`sign = true`) or releases one member on drive `d`.
+    pub(crate) fn charge(&mut self, d: u32, size: u64, demand: u64, add: bool) {
+        let s = &mut self.inv.spec.drives[d as usize];
+        s.free.0 = if add {
+            s.free.0.saturating_sub(size)
+        } else {
+            (s.free.0 + size).min(s.capacity.0)
+        };
+        for &b in &self.inv.drive_bw[d as usize] {
+            let l = &mut self.inv.spec.bandwidth_domains[b as usize].load.0;
+            *l = if add {
+                l.saturating_add(demand)
+            } else {
+                l.saturating_sub(demand)
+            };
+        }
+        let g = self.inv.drive_group[d as usize];
+        if g != NONE {
+            let u = &mut self.inv.spec.storage_groups[g as usize].used.0;
+            *u = if add {
+                u.saturating_add(size)
+            } else {
+                u.saturating_sub(size)
+            };
+        }
+        self.reindex(d);
+    }
+
+    // ---------------------------------------------------------------- compile
+
+    pub(crate) fn compile(
+        &self,
+        req: &Request,
+        pins_override: Option<Vec<u32>>,
+        pins_loaded: bool,
+    ) -> Result<Compiled, PlacementError> {
+        let inv = &self.inv;
+        let label = req.label();
+        let bad = |field: String, reason: String| PlacementError::InvalidRequest {
+            request: label.clone(),
+            field,
+            reason,
+        };
+        req.shape.validate().map_err(|r| bad("shape".into(), r))?;
+        let (groups, group_size) = req.shape.groups();
+        let n = groups * group_size;
+        if req.size.0 == 0 {
+            return Err(bad("size".into(), "must be positive".into()));
+        }
+        let mut seps = Vec::new();
+        for (i, s) in req.separation.iter().enumerate() {
+            let l = *inv.level_index.get(&s.level).ok_or_else(|| {
+                bad(
+                    format!("separation[{i}].level"),
+                    format!("'{}' is not a failure-domain level (levels: {})", s.level, inv.levels.join(", ")),
+                )
+            })?;
+            match seps.iter_mut().find(|x: &&mut (u16, bool)| x.0 == l) {
+                Some(x) => x.1 |= s.mode == Mode::Hard,
+                None => seps.push((l, s.mode == Mode::Hard)),
+            }
+        }
+        let mut spreads = Vec::new();
+        for (i, s) in req.bandwidth_spread.iter().enumerate() {
+            let k = *inv.bw_kind_index.get(&s.kind).ok_or_else(|| {
+                bad(
+                    format!("bandwidth_spread[{i}].kind"),
+                    format!("'{}' is not a bandwidth-domain kind (kinds: {})", s.kind, inv.bw_kinds.join(", ")),
+                )
+            })?;
+            if s.max_per_domain == 0 {
+                return Err(bad(format!("bandwidth_spread[{i}].max_per_domain"), "must be at least 1".into()));
+            }
+            spreads.push((k, s.max_per_domain, s.mode == Mode::Hard));
+        }
+        let mut kinds = req.kinds.clone();
+        if kinds.is_empty() && req.shape == Shape::Slice {
+            kinds = vec![DriveKind::Ssd, DriveKind::Nvme];
+        }
+        let require_tags = req
+            .require_tags
+            .iter()
+            .map(|t| inv.tag_index.get(t).copied())
+            .collect::<Option<Vec<u32>>>();
+        let exclude_tags = req
+            .exclude_tags
+            .iter()
+            .filter_map(|t| inv.tag_index.get(t).copied())
+            .collect();
+        let groups_allowed = if req.storage_groups.is_empty() {
+            None
+        } else {
+            let mut v = Vec::new();
+            for (i, g) in req.storage_groups.iter().enumerate() {
+                v.push(*inv.group_index.get(g).ok_or_else(|| {
+                    bad(format!("storage_groups[{i}]"), format!("unknown storage group '{g}'"))
+                })?);
+            }
+            Some(v)
+        };
+        let segs = |list: &[crate::request::Segment], field: &str| -> Result<Vec<Vec<(u16, u32)>>, PlacementError> {
+            let mut out = Vec::new();
+            for (i, seg) in list.iter().enumerate() {
+                let mut v = Vec::new();
+                for (k, val) in seg {
+                    let l = *inv.level_index.get(k).ok_or_else(|| {
+                        bad(format!("{field}[{i}].{k}"), format!("'{k}' is not a failure-domain level"))
+                    })?;
+                    let dom = crate::model::DomainId::new(val.as_str())
+                        .ok()
+                        .and_then(|id| inv.dom_index.get(&id).copied())
+                        .filter(|&x| inv.dom_level[x as usize] == l)
+                        .ok_or_else(|| {
+                            bad(format!("{field}[{i}].{k}"), format!("no '{k}' domain named '{val}'"))
+                        })?;
+                    v.push((l, dom));
+                }
+                out.push(v);
+            }
+            Ok(out)
+        };
+        let requisite = segs(&req.requisite, "requisite")?;
+        let preferred = segs(&req.preferred, "preferred")?;
+        let server = match &req.attach_server {
+            None => NONE,
+            Some(s) => *inv
+                .server_index
+                .get(s)
+                .ok_or_else(|| bad("attach_server".into(), format!("unknown server '{s}'")))?,
+        };
+        let pins = match pins_override {
+            Some(p) => p,
+            None => {
+                let mut p = vec![NONE; n];
+                for (i, Pin { member, drive }) in req.pinned.iter().enumerate() {
+                    if *member >= n {
+                        return Err(bad(format!("pinned[{i}].member"), format!("{member} is out of range (volume has {n} members)")));
+                    }
+                    let &d = inv.drive_index.get(drive).ok_or_else(|| {
+                        bad(format!("pinned[{i}].drive"), format!("unknown drive '{drive}'"))
+                    })?;
+                    if p[*member] != NONE {
+                        return Err(bad(format!("pinned[{i}].member"), format!("member {member} is pinned twice")));
+                    }
+                    if p.contains(&d) {
+                        return Err(bad(format!("pinned[{i}].drive"), format!("drive '{drive}' is pinned to two members")));
+                    }
+                    p[*member] = d;
+                }
+                p
+            }
+        };
+        let mut exclude = Vec::new();
+        for (i, x) in req.exclude_drives.iter().enumerate() {
+            exclude.push(*inv.drive_index.get(x).ok_or_else(|| {
+                bad(format!("exclude_drives[{i}]"), format!("unknown drive '{x}'"))
+            })?);
+        }
+        exclude.sort_unstable();
+        let mut c = Compiled {
+            label: label.clone(),
+            n,
+            group_size,
+            cap: req.shape.per_domain_cap(),
+            size: req.size.0,
+            demand: req.bandwidth.0,
+            seps,
+            spreads,
+            kinds,
+            min_rpm: req.min_rpm,
+            require_tags,
+            exclude_tags,
+            groups: groups_allowed,
+            transports: req.transports,
+            requisite,
+            preferred,
+            server,
+            pins,
+            pins_loaded,
+            exclude,
+            class_ok: Vec::new(),
+        };
+        c.class_ok = self
+            .classes
+            .iter()
+            .map(|cl| self.class_filter(&c, &cl.key).is_none())
+            .collect();
+        Ok(c)
+    }
+
+    fn class_filter(&self, c: &Compiled, k: &ClassKey) -> Option<Filter> {
+        if k.health != Health::Healthy {
+            return Some(Filter::Health);
+        }
+        if !c.kinds.is_empty() && !c.kinds.contains(&k.kind) {
+            return Some(Filter::Kind);
+        }
+        if let Some(r) = c.min_rpm {
+            if k.kind == DriveKind::Hdd && k.rpm < r {
+                return Some(Filter::MinRpm);
+            }
+        }
+        match &c.require_tags {
+            None => return Some(Filter::RequireTags),
+            Some(req) => {
+                if req.iter().any(|t| k.tags.binary_search(t).is_err()) {
+                    return Some(Filter::RequireTags);
+                }
+            }
+        }
+        if c.exclude_tags.iter().any(|t| k.tags.binary_search(t).is_ok()) {
+            return Some(Filter::ExcludeTags);
+        }
+        if let Some(g) = &c.groups {
+            if !g.contains(&k.group) {
+                return Some(Filter::StorageGroup);
+            }
+        }
+        if let Some(t) = c.transports {
+            if !k.transports.intersects(t) {
+                return Some(Filter::Transport);
+            }
+        }
+        None
+    }
+
+    /// Per-drive filters that depend on the drive rather than its class.
+    #[inline]
+    fn drive_filter(&self, c: &Compiled, d: u32) -> Option<Filter> {
+        let inv = &self.inv;
+        if !c.exclude.is_empty() && c.exclude.binary_search(&d).is_ok() {
+            return Some(Filter::ExcludedDrive);
+        }
+        if !c.requisite.is_empty()
+            && !c
+                .requisite
+                .iter()
+                .any(|seg| seg.iter().all(|&(l, x)| inv.anc(d, l) == x))
+        {
+            return Some(Filter::Requisite);
+        }
+        if c.server != NONE {
+            let sb = &inv.server_bw[c.server as usize];
+            if !sb.is_empty() && !inv.drive_bw[d as usize].iter().any(|b| sb.binary_search(b).is_ok()) {
+                return Some(Filter::Reachability);
+            }
+        }
+        let s = &inv.spec.drives[d as usize];
+        if s.free.0 < c.size {
+            return Some(Filter::Capacity);
+        }
+        if c.demand > 0 {
+            for &b in &inv.drive_bw[d as usize] {
+                let bd = &inv.spec.bandwidth_domains[b as usize];
+                if bd.load.0.saturating_add(c.demand) > bd.capacity.0 {
+                    return Some(Filter::Bandwidth);
+                }
+            }
+        }
+        let g = inv.drive_group[d as usize];
+        if g != NONE {
+            if let Some(q) = inv.spec.storage_groups[g as usize].quota {
+                if inv.spec.storage_groups[g as usize].used.0.saturating_add(c.size) > q.0 {
+                    return Some(Filter::GroupQuota);
+                }
+            }
+        }
+        None
+    }
+
+    #[inline]
+    fn is_candidate(&self, c: &Compiled, d: u32) -> bool {
+        c.class_ok[self.drive_class[d as usize] as usize] && self.drive_filter(c, d).is_none()
+    }
+
+    /// Lower is better: utilization, bandwidth load, minus locality and preference bonuses.
+    fn score(&self, c: &Compiled, d: u32) -> f64 {
+        let inv = &self.inv;
+        let s = &inv.spec.drives[d as usize];
+        let mut v = 1.0 - s.free.0 as f64 / s.capacity.0 as f64;
+        let mut bw: f64 = 0.0;
+        for &b in &inv.drive_bw[d as usize] {
+            let bd = &inv.spec.bandwidth_domains[b as usize];
+            if bd.capacity.0 > 0 {
+                bw = bw.max(bd.load.0 as f64 / bd.capacity.0 as f64);
+            } else {
+                bw = 1.0;
+            }
+        }
+        v += 0.5 * bw;
+        if c.server != NONE {
+            let sd = inv.server_dom[c.server as usize];
+            if sd != NONE {
+                let mut shared = 0;
+                let mut x = sd;
+                while x != NONE {
+                    if inv.anc(d, inv.dom_level[x as usize]) == x {
+                        shared += 1;
+                    }
+                    x = inv.dom_parent[x as usize];
+                }
+                v -= 0.3 * shared as f64 / inv.levels.len().max(1) as f64;
+            }
+        }
+        for (i, seg) in c.preferred.iter().enumerate() {
+            if seg.iter().all(|&(l, x)| inv.anc(d, l) == x) {
+                v -= 1.0 / (1 + i) as f64;
+                break;
+            }
+        }
+        v
+    }
+
+    fn sort_by_score(&self, c: &Compiled, v: &mut Vec<u32>) {
+        let mut scored: Vec<(f64, u64, u32)> = v
+            .iter()
+            .map(|&d| (self.score(c, d), self.drive_key[d as usize], d))
+            .collect();
+        scored.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        v.clear();
+        v.extend(scored.into_iter().map(|x| x.2));
+    }
+
+    /// Fast path: the best `want` candidates by index order, plus the best local ones when the
+    /// request has locality preferences, scanning a bounded number of index entries.
+    fn window(&self, c: &Compiled, want: usize) -> Vec<u32> {
+        let mut iters: Vec<_> = self
+            .classes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| c.class_ok[*i])
+            .map(|(_, cl)| cl.set.iter().peekable())
+            .collect();
+        let mut out = Vec::with_capacity(want + 8);
+        let mut scanned = 0usize;
+        let scan_max = want * 16 + 256;
+        while out.len() < want && scanned < scan_max {
+            let mut best: Option<(usize, u64)> = None;
+            for (i, it) in iters.iter_mut().enumerate() {
+                if let Some(&&(k, _)) = it.peek() {
+                    if best.is_none_or(|(_, bk)| k < bk) {
+                        best = Some((i, k));
+                    }
+                }
+            }
+            let Some((i, _)) = best else { break };
+            let Some(&(_, d)) = iters[i].next() else { break };
+            scanned += 1;
+            if self.drive_filter(c, d).is_none() {
+                out.push(d);
+            }
+        }
+        // Locality: the preferred segments' and the attach server's domains.
+        let mut local_doms = Vec::new();
+        for seg in &c.preferred {
+            if let Some(&(_, x)) = seg
+                .iter()
+                .max_by_key(|&&(l, x)| (usize::MAX - self.inv.dom_drives[x as usize].len(), l))
+            {
+                local_doms.push(x);
+            }
+        }
+        if c.server != NONE && self.inv.server_dom[c.server as usize] != NONE {
+            local_doms.push(self.inv.server_dom[c.server as usize]);
+        }
+        if !local_doms.is_empty() {
+            for x in local_doms {
+                let mut local: Vec<u32> = self.inv.dom_drives[x as usize]
+                    .iter()
+                    .copied()
+                    .filter(|&d| self.is_candidate(c, d))
+                    .collect();
+                local.sort_by_key(|&d| self.drive_key[d as usize]);
+                local.truncate(want);
+                out.extend(local);
+            }
+            out.sort_unstable();
+            out.dedup();
+        }
+        self.sort_by_score(c, &mut out);
+        out
+    }
+
+    /// Every candidate, best first.
+    fn all_candidates(&self, c: &Compiled) -> Vec<u32> {
+        let mut out: Vec<u32> = if c.requisite.is_empty() {
+            self.classes
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| c.class_ok[*i])
+                .flat_map(|(_, cl)| cl.set.iter().map(|&(_, d)| d))
+                .filter(|&d| self.drive_filter(c, d).is_none())
+                .collect()
+        } else {
+            let mut v: Vec<u32> = c
+                .requisite
+                .iter()
+                .filter_map(|seg| seg.first().map(|&(_, x)| x))
+                .flat_map(|x| self.inv.dom_drives[x as usize].iter().copied())
+                .filter(|&d| self.is_candidate(c, d))
+                .collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        };
+        self.sort_by_score(c, &mut out);
+        out
+    }
+
+    // ---------------------------------------------------------------- search
+
+    fn solve(&self, c: &Compiled, budget: u64) -> Outcome {
+        let n_free = c.free_members();
+        if n_free == 0 {
+            return Outcome::Found(c.pins.clone());
+        }
+        let strict_first = c.has_soft();
+        // Stage 1: window, soft constraints honoured.
+        let want = 2 * n_free + 8;
+        let win = self.window(c, want);
+        let mut s = Search::new(self, c, &win, true, true, false, budget.min(20_000));
+        if s.run(0) {
+            return Outcome::Found(s.assign);
+        }
+        let all = self.all_candidates(c);
+        if all.len() <= win.len() && !s.exhausted && !strict_first {
+            // The window already held every candidate and the search was complete.
+            return Outcome::NotFound {
+                exhausted: false,
+                nodes: s.nodes,
+            };
+        }
+        // Stage 2: all candidates, soft constraints honoured (bounded effort).
+        if strict_first {
+            let mut s = Search::new(self, c, &all, true, true, false, budget.min(100_000));
+            if s.run(0) {
+                return Outcome::Found(s.assign);
+            }
+        }
+        // Stage 3: complete search over hard constraints, preferring soft-clean choices.
+        let mut s = Search::new(self, c, &all, false, !strict_first, strict_first, budget);
+        if s.run(0) {
+            return Outcome::Found(s.assign);
+        }
+        Outcome::NotFound {
+            exhausted: s.exhausted,
+            nodes: s.nodes,
+        }
+    }
+
+    fn soft_violations(&self, c: &Compiled, assign: &[u32]) -> Vec<SoftViolation> {
+        let inv = &self.inv;
+        let mut out = Vec::new();
+        for &(l, hard) in &c.seps {
+            if hard {
+                continue;
+            }
+            for g in 0..c.n / c.group_size {
+                let mut counts: HashMap<u32, u32> = HashMap::new();
+                for &d in &assign[g * c.group_size..(g + 1) * c.group_size] {
+                    let x = inv.anc(d, l);
+                    if x != NONE {
+                        *counts.entry(x).or_default() += 1;
+                    }
+                }
+                let mut over: Vec<_> = counts.into_iter().filter(|&(_, k)| k > c.cap).collect();
+                over.sort_unstable();
+                for (x, k) in over {
+                    out.push(SoftViolation {
+                        constraint: format!("separation at level '{}'", inv.levels[l as usize]),
+                        detail: format!(
+                            "group {g}: {k} members in '{}' (at most {})",
+                            inv.spec.domains[x as usize].id, c.cap
+                        ),
+                    });
+                }
+            }
+        }
+        for &(k, max, hard) in &c.spreads {
+            if hard {
+                continue;
+            }
+            let mut counts: HashMap<u32, u32> = HashMap::new();
+            for &d in assign {
+                let b = inv.bw_of_kind(d, k);
+                if b != NONE {
+                    *counts.entry(b).or_default() += 1;
+                }
+            }
+            let mut over: Vec<_> = counts.into_iter().filter(|&(_, n)| n > max).collect();
+            over.sort_unstable();
+            for (b, n) in over {
+                out.push(SoftViolation {
+                    constraint: format!("bandwidth spreading over '{}'", inv.bw_kinds[k as usize]),
+                    detail: format!(
+                        "{n} members behind '{}' (at most {max})",
+                        inv.spec.bandwidth_domains[b as usize].id
+                    ),
+                });
+            }
+        }
+        out
+    }
+
+    fn to_placement(&self, c: &Compiled, assign: &[u32]) -> Placement {
+        Placement {
+            request: c.label.clone(),
+            members: assign
+                .iter()
+                .enumerate()
+                .map(|(i, &d)| MemberPlacement {
+                    member: i,
+                    group: i / c.group_size,
+                    drive: self.inv.spec.drives[d as usize].id.clone(),
+                    pinned: c.pins[i] != NONE,
+                })
+                .collect(),
+            soft_violations: self.soft_violations(c, assign),
+        }
+    }
+
+    pub(crate) fn plan_compiled(&self, req: &Request, c: &Compiled) -> Result<(Placement, Vec<u32>), PlacementError> {
+        let _span = tracing::debug_span!("placement.plan", request = %c.label, members = c.n).entered();
+        match self.solve(c, self.search_budget) {
+            Outcome::Found(assign) => Ok((self.to_placement(c, &assign), assign)),
+            Outcome::NotFound { exhausted, nodes } => {
+                let explanation = Box::new(self.explain(req, c));
+                tracing::debug!(%explanation, "placement failed");
+                if exhausted {
+                    Err(PlacementError::SearchExhausted { nodes, explanation })
+                } else {
+                    Err(PlacementError::Unsatisfiable(explanation))
+                }
+            }
+        }
+    }
+
+    /// Finds a placement for `req` without changing any state.
+    pub fn plan(&self, req: &Request) -> Result<Placement, PlacementError> {
+        let c = self.compile(req, None, false)?;
+        self.plan_compiled(req, &c).map(|x| x.0)
+    }
+
+    /// Places a new volume and commits it: members take their size from their drives, their
+    /// bandwidth demand from their bandwidth domains, and their size from storage-group quotas.
+    /// Pinned members are charged too (they become part of this new volume).
+    ///
+    /// On error nothing changes.
+    pub fn place(&mut self, id: VolumeId, req: &Request) -> Result<Placement, PlacementError> {
+        if self.vol_index.contains_key(&id) {
+            return Err(PlacementError::VolumeExists(id));
+        }
+        let c = self.compile(req, None, false)?;
+        for (i, &p) in c.pins.iter().enumerate() {
+            if p != NONE {
+                if let Some(f) = self.drive_filter(&c, p).or_else(|| {
+                    (self.inv.spec.drives[p as usize].health != Health::Healthy).then_some(Filter::Health)
+                }) {
+                    return Err(PlacementError::InvalidRequest {
+                        request: c.label.clone(),
+                        field: format!("pinned member {i}"),
+                        reason: format!(
+                            "drive '{}' fails the {} filter",
+                            self.inv.spec.drives[p as usize].id,
+                            f.name()
+                        ),
+                    });
+                }
+            }
+        }
+        let (placement, assign) = self.plan_compiled(req, &c)?;
+        for &d in &assign {
+            self.charge(d, c.size, c.demand, true);
+        }
+        let spec = VolumeSpec {
+            id,
+            request: req.clone(),
+            members: placement.drives(),
+        };
+        self.insert_volume(spec, assign);
+        Ok(placement)
+    }
+
+    /// Places many volumes, committing each. Larger volumes (members × size) go first so that
+    /// small ones fill the gaps; results come back in input order.
+    pub fn place_batch(&mut self, items: &[(VolumeId, Request)]) -> Vec<Result<Placement, PlacementError>> {
+        let mut order: Vec<usize> = (0..items.len()).collect();
+        order.sort_by_key(|&i| {
+            let r = &items[i].1;
+            std::cmp::Reverse(r.shape.member_count() as u128 * r.size.0 as u128)
+        });
+        let mut out: Vec<Option<Result<Placement, PlacementError>>> = vec![None; items.len()];
+        for i in order {
+            out[i] = Some(self.place(items[i].0.clone(), &items[i].1));
+        }
+        out.into_iter().flatten().collect()
+    }
+
+    /// Removes a volume, releasing its members' space, bandwidth and quota.
+    pub fn remove(&mut self, id: &VolumeId) -> Result<VolumeSpec, PlacementError> {
+        let slot = self
+            .vol_index
+            .remove(id)
+            .ok_or_else(|| PlacementError::UnknownVolume(id.clone()))?;
+        let vol = self.volumes[slot as usize]
+            .take()
+            .ok_or_else(|| PlacementError::UnknownVolume(id.clone()))?;
+        for &d in &vol.drives {
+            self.drive_members[d as usize].retain(|&(s, _)| s != slot);
+            self.charge(d, vol.spec.request.size.0, vol.spec.request.bandwidth.0, false);
+        }
+        Ok(vol.spec)
+    }
+
+    /// Re-places the listed members of a placed volume under its original request, keeping
+    /// every other member where it is and avoiding the listed members' current drives. Commits.
+    pub fn replace_members(&mut self, id: &VolumeId, members: &[usize]) -> Result<Placement, PlacementError> {
+        let (c, req, old) = self.compile_replacement(id, members)?;
+        let (placement, assign) = self.plan_compiled(&req, &c)?;
+        self.commit_moves(id, &c, &old, &assign);
+        Ok(placement)
+    }
+
+    pub(crate) fn compile_replacement(
+        &self,
+        id: &VolumeId,
+        members: &[usize],
+    ) -> Result<(Compiled, Request, Vec<u32>), PlacementError> {
+        let &slot = self
+            .vol_index
+            .get(id)
+            .ok_or_else(|| PlacementError::UnknownVolume(id.clone()))?;
+        let vol = self.volumes[slot as usize]
+            .as_ref()
+            .ok_or_else(|| PlacementError::UnknownVolume(id.clone()))?;
+        let mut pins = vol.drives.clone();
+        let mut req = vol.spec.request.clone();
+        req.pinned.clear();
+        for &m in members {
+            if m >= pins.len() {
+                return Err(PlacementError::InvalidRequest {
+                    request: id.to_string(),
+                    field: "members".into(),
+                    reason: format!("{m} is out of range (volume has {} members)", pins.len()),
+                });
+            }
+            pins[m] = NONE;
+            req.exclude_drives
+                .push(self.inv.spec.drives[vol.drives[m] as usize].id.clone());
+        }
+        let c = self.compile(&req, Some(pins), true)?;
+        Ok((c, req, vol.drives.clone()))
+    }
+
+    /// Moves members to `assign` (members whose drive is unchanged stay).
+    pub(crate) fn commit_moves(&mut self, id: &VolumeId, c: &Compiled, old: &[u32], assign: &[u32]) {
+        let slot = self.vol_index[id];
+        for (m, (&o, &n)) in old.iter().zip(assign).enumerate() {
+            if o == n {
+                continue;
+            }
+            self.charge(o, c.size, c.demand, false);
+            self.drive_members[o as usize].retain(|&x| x != (slot, m as u32));
+            self.charge(n, c.size, c.demand, true);
+            self.drive_members[n as usize].push((slot, m as u32));
+        }
+        if let Some(v) = self.volumes[slot as usize].as_mut() {
+            v.drives = assign.to_vec();
+            v.spec.members = assign
+                .iter()
+                .map(|&d| self.inv.spec.drives[d as usize].id.clone())
+                .collect();
+        }
+    }
+
+    /// Grows a placed volume to `new_request`, whose shape must keep the existing members at
+    /// the same indices (more mirror legs, more stripes, more parity sets); existing members
+    /// stay, new ones are placed and charged.
+    pub fn expand(&mut self, id: &VolumeId, new_request: &Request) -> Result<Placement, PlacementError> {
+        let &slot = self
+            .vol_index
+            .get(id)
+            .ok_or_else(|| PlacementError::UnknownVolume(id.clone()))?;
+        let vol = self.volumes[slot as usize]
+            .as_ref()
+            .ok_or_else(|| PlacementError::UnknownVolume(id.clone()))?;
+        let old = vol.drives.clone();
+        let old_shape = vol.spec.request.shape.clone();
+        let n = new_request.shape.member_count();
+        let compatible = match (&old_shape, &new_request.shape) {
+            (Shape::Mirror { .. } | Shape::Single, Shape::Mirror { .. }) => true,
+            (Shape::Raid10 { mirrors: a, .. }, Shape::Raid10 { mirrors: b, .. }) => a == b,
+            (Shape::Parity { k: a, m: b, .. }, Shape::Parity { k: c, m: d, .. }) => a == c && b == d,
+            (a, b) => a == b,
+        };
+        if !compatible || n < old.len() || new_request.size != vol.spec.request.size {
+            return Err(PlacementError::InvalidRequest {
+                request: id.to_string(),
+                field: "shape".into(),
+                reason: format!(
+                    "cannot grow {:?} to {:?} with the same member size (existing members must keep their index)",
+                    old_shape, new_request.shape
+                ),
+            });
+        }
+        let mut pins = vec![NONE; n];
+        pins[..old.len()].copy_from_slice(&old);
+        let mut req = new_request.clone();
+        req.pinned.clear();
+        let c = self.compile(&req, Some(pins), true)?;
+        let (placement, assign) = self.plan_compiled(&req, &c)?;
+        for (m, &d) in assign.iter().enumerate().skip(old.len()) {
+            self.charge(d, c.size, c.demand, true);
+            self.drive_members[d as usize].push((slot, m as u32));
+        }
+        if let Some(v) = self.volumes[slot as usize].as_mut() {
+            v.drives = assign;
+            v.spec.members = placement.drives();
+            v.spec.request = req;
+        }
+        Ok(placement)
+    }
+
+    // ---------------------------------------------------------------- explain
+
+    fn explain(&self, req: &Request, c: &Compiled) -> Explanation {
+        let inv = &self.inv;
+        let mut counts = [0usize; FILTERS.len()];
+        let mut eligible = Vec::new();
+        for d in 0..inv.spec.drives.len() as u32 {
+            let f = self
+                .class_filter(c, &self.classes[self.drive_class[d as usize] as usize].key)
+                .or_else(|| self.drive_filter(c, d));
+            match f {
+                Some(f) => counts[FILTERS.iter().position(|&x| x == f).unwrap_or(0)] += 1,
+                None => {
+                    if !c.pins.contains(&d) {
+                        eligible.push(d)
+                    }
+                }
+            }
+        }
+        let needed = c.free_members();
+        let mut blocked = Vec::new();
+        if eligible.len() < needed {
+            blocked.push(format!(
+                "only {} eligible drives for {} members",
+                eligible.len(),
+                needed
+            ));
+        }
+        // Separation: room per group at each hard level.
+        for &(l, hard) in &c.seps {
+            if !hard {
+                continue;
+            }
+            for g in 0..c.n / c.group_size {
+                let range = g * c.group_size..(g + 1) * c.group_size;
+                let need = range.clone().filter(|&i| c.pins[i] == NONE).count();
+                if need == 0 {
+                    continue;
+                }
+                let mut per: HashMap<u32, u32> = HashMap::new();
+                let mut unconstrained = 0usize;
+                for &d in &eligible {
+                    let x = inv.anc(d, l);
+                    if x == NONE {
+                        unconstrained += 1;
+                    } else {
+                        *per.entry(x).or_default() += 1;
+                    }
+                }
+                let mut used: HashMap<u32, u32> = HashMap::new();
+                for i in range.clone() {
+                    if c.pins[i] != NONE {
+                        let x = inv.anc(c.pins[i], l);
+                        if x != NONE {
+                            *used.entry(x).or_default() += 1;
+                        }
+                    }
+                }
+                let room: usize = unconstrained
+                    + per
+                        .iter()
+                        .map(|(x, &k)| k.min(c.cap.saturating_sub(*used.get(x).unwrap_or(&0))) as usize)
+                        .sum::<usize>();
+                if room < need {
+                    blocked.push(format!(
+                        "hard separation at level '{}' cannot be met: eligible drives span {} '{}' domain(s), room for {} of the {} members of group {} (at most {} per domain)",
+                        inv.levels[l as usize],
+                        per.len(),
+                        inv.levels[l as usize],
+                        room,
+                        need,
+                        g,
+                        c.cap
+                    ));
+                    break;
+                }
+            }
+        }
+        for &(k, max, hard) in &c.spreads {
+            if !hard {
+                continue;
+            }
+            let mut per: HashMap<u32, u32> = HashMap::new();
+            let mut unconstrained = 0usize;
+            for &d in &eligible {
+                let b = inv.bw_of_kind(d, k);
+                if b == NONE {
+                    unconstrained += 1;
+                } else {
+                    *per.entry(b).or_default() += 1;
+                }
+            }
+            let mut used: HashMap<u32, u32> = HashMap::new();
+            for &p in c.pins.iter().filter(|&&p| p != NONE) {
+                let b = inv.bw_of_kind(p, k);
+                if b != NONE {
+                    *used.entry(b).or_default() += 1;
+                }
+            }
+            let room: usize = unconstrained
+                + per
+                    .iter()
+                    .map(|(b, &n)| n.min(max.saturating_sub(*used.get(b).unwrap_or(&0))) as usize)
+                    .sum::<usize>();
+            if room < needed {
+                blocked.push(format!(
+                    "hard bandwidth spreading over '{}' cannot be met: eligible drives sit behind {} such domain(s), room for {} of {} members (at most {} per domain)",
+                    inv.bw_kinds[k as usize],
+                    per.len(),
+                    room,
+                    needed,
+                    max
+                ));
+            }
+        }
+        if blocked.is_empty() {
+            blocked.push(
+                "no combination of eligible drives meets all hard constraints together".to_string(),
+            );
+        }
+        // Closest feasible relaxations: one constraint at a time.
+        let mut tries: Vec<(String, Request)> = Vec::new();
+        for (i, s) in req.separation.iter().enumerate() {
+            if s.mode == Mode::Hard {
+                let mut r = req.clone();
+                r.separation[i].mode = Mode::Soft;
+                tries.push((format!("satisfiable if {} separation were soft", s.level), r));
+            }
+        }
+        for (i, s) in req.bandwidth_spread.iter().enumerate() {
+            if s.mode == Mode::Hard {
+                let mut r = req.clone();
+                r.bandwidth_spread[i].mode = Mode::Soft;
+                tries.push((format!("satisfiable if {} bandwidth spreading were soft", s.kind), r));
+            }
+        }
+        let removed = |f: Filter| counts[FILTERS.iter().position(|&x| x == f).unwrap_or(0)] > 0;
+        let mut drop = |f: Filter, msg: &str, edit: &dyn Fn(&mut Request)| {
+            if removed(f) {
+                let mut r = req.clone();
+                edit(&mut r);
+                tries.push((format!("satisfiable without the {msg}"), r));
+            }
+        };
+        drop(Filter::Kind, "drive-kind filter", &|r| r.kinds = vec![DriveKind::Hdd, DriveKind::Ssd, DriveKind::Nvme]);
+        drop(Filter::MinRpm, "min_rpm filter", &|r| r.min_rpm = None);
+        drop(Filter::RequireTags, "require_tags filter", &|r| r.require_tags.clear());
+        drop(Filter::ExcludeTags, "exclude_tags filter", &|r| r.exclude_tags.clear());
+        drop(Filter::StorageGroup, "storage_groups filter", &|r| r.storage_groups.clear());
+        drop(Filter::Transport, "transports filter", &|r| r.transports = None);
+        drop(Filter::Requisite, "requisite topology", &|r| r.requisite.clear());
+        drop(Filter::Reachability, "attach_server constraint", &|r| r.attach_server = None);
+        drop(Filter::Bandwidth, "bandwidth demand", &|r| r.bandwidth.0 = 0);
+        if req.bandwidth.0 > 0 && !removed(Filter::Bandwidth) {
+            let mut r = req.clone();
+            r.bandwidth.0 = 0;
+            tries.push(("satisfiable without the bandwidth demand".into(), r));
+        }
+        let mut relaxations = Vec::new();
+        for (msg, r) in &tries {
+            if let Ok(rc) = self.relaxed(r, c) {
+                if let Outcome::Found(_) = self.solve(&rc, 200_000) {
+                    relaxations.push(msg.clone());
+                }
+            }
+        }
+        let hard_seps = req.separation.iter().filter(|s| s.mode == Mode::Hard).count();
+        if relaxations.is_empty() && hard_seps > 1 {
+            let mut r = req.clone();
+            for s in &mut r.separation {
+                s.mode = Mode::Soft;
+            }
+            if let Ok(rc) = self.relaxed(&r, c) {
+                if let Outcome::Found(_) = self.solve(&rc, 200_000) {
+                    relaxations.push("satisfiable if all separation constraints were soft".into());
+                }
+            }
+        }
+        Explanation {
+            request: c.label.clone(),
+            drives: inv.spec.drives.len(),
+            removed: FILTERS
+                .iter()
+                .zip(counts)
+                .filter(|(_, k)| *k > 0)
+                .map(|(f, k)| FilterCount {
+                    filter: f.name(),
+                    removed: k,
+                })
+                .collect(),
+            eligible: eligible.len(),
+            needed,
+            blocked,
+            relaxations,
+        }
+    }
+
+    fn relaxed(&self, r: &Request, orig: &Compiled) -> Result<Compiled, PlacementError> {
+        let mut rc = self.compile(r, Some(orig.pins.clone()), orig.pins_loaded)?;
+        rc.exclude = orig.exclude.clone();
+        Ok(rc)
+    }
+}
+
+/// Backtracking search over a candidate list.
+struct Search<'a> {
+    eng: &'a Engine,
+    c: &'a Compiled,
+    cands: &'a [u32],
+    /// Treat soft constraints as hard.
+    strict: bool,
+    /// Legs of one group take candidates in increasing list order (symmetry breaking).
+    ordered: bool,
+    /// Try soft-clean candidates before soft-violating ones at every step.
+    two_pass: bool,
+    assign: Vec<u32>,
+    pos: Vec<usize>,
+    order: Vec<usize>,
+    nodes: u64,
+    budget: u64,
+    exhausted: bool,
+}
+
+impl<'a> Search<'a> {
+    fn new(
+        eng: &'a Engine,
+        c: &'a Compiled,
+        cands: &'a [u32],
+        strict: bool,
+        ordered: bool,
+        two_pass: bool,
+        budget: u64,
+    ) -> Self {
+        Search {
+            eng,
+            c,
+            cands,
+            strict,
+            ordered,
+            two_pass,
+            assign: c.pins.clone(),
+            pos: vec![usize::MAX; c.n],
+            order: (0..c.n).filter(|&i| c.pins[i] == NONE).collect(),
+            nodes: 0,
+            budget,
+            exhausted: false,
+        }
+    }
+
+    /// Whether drive `d` may take member `i` given the members assigned so far.
+    #[inline]
+    fn feasible(&self, d: u32, i: usize, strict: bool) -> bool {
+        let inv = &self.eng.inv;
+        let c = self.c;
+        if self.assign.contains(&d) {
+            return false;
+        }
+        let g0 = (i / c.group_size) * c.group_size;
+        let group = &self.assign[g0..g0 + c.group_size];
+        for &(l, hard) in &c.seps {
+            if !hard && !strict {
+                continue;
+            }
+            let x = inv.anc(d, l);
+            if x == NONE {
+                continue;
+            }
+            let k = group
+                .iter()
+                .filter(|&&a| a != NONE && inv.anc(a, l) == x)
+                .count() as u32;
+            if k >= c.cap {
+                return false;
+            }
+        }
+        for &(kind, max, hard) in &c.spreads {
+            if !hard && !strict {
+                continue;
+            }
+            let b = inv.bw_of_kind(d, kind);
+            if b == NONE {
+                continue;
+            }
+            let k = self
+                .assign
+                .iter()
+                .filter(|&&a| a != NONE && inv.bw_of_kind(a, kind) == b)
+                .count() as u32;
+            if k >= max {
+                return false;
+            }
+        }
+        let unloaded = |j: usize| c.pins[j] == NONE || !c.pins_loaded;
+        if c.demand > 0 {
+            for &b in &inv.drive_bw[d as usize] {
+                let k = 1 + self
+                    .assign
+                    .iter()
+                    .enumerate()
+                    .filter(|&(j, &a)| a != NONE && unloaded(j) && inv.drive_bw[a as usize].contains(&b))
+                    .count() as u64;
+                let bd = &inv.spec.bandwidth_domains[b as usize];
+                if bd.load.0.saturating_add(c.demand.saturating_mul(k)) > bd.capacity.0 {
+                    return false;
+                }
+            }
+        }
+        let g = inv.drive_group[d as usize];
+        if g != NONE {
+            let gs = &inv.spec.storage_groups[g as usize];
+            if let Some(q) = gs.quota {
+                let k = 1 + self
+                    .assign
+                    .iter()
+                    .enumerate()
+                    .filter(|&(j, &a)| a != NONE && unloaded(j) && inv.drive_group[a as usize] == g)
+                    .count() as u64;
+                if gs.used.0.saturating_add(c.size.saturating_mul(k)) > q.0 {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Everything about a drive that the constraints can see; drives with equal signatures are
+    /// interchangeable, so once one fails at a step, the others need not be tried there.
+    fn signature(&self, d: u32) -> Vec<u32> {
+        let inv = &self.eng.inv;
+        let c = self.c;
+        let mut s = Vec::with_capacity(c.seps.len() + c.spreads.len() + 4);
+        for &(l, _) in &c.seps {
+            s.push(inv.anc(d, l));
+        }
+        for &(k, _, _) in &c.spreads {
+            s.push(inv.bw_of_kind(d, k));
+        }
+        if c.demand > 0 {
+            s.push(NONE);
+            s.extend_from_slice(&inv.drive_bw[d as usize]);
+        }
+        let g = inv.drive_group[d as usize];
+        if g != NONE && inv.spec.storage_groups[g as usize].quota.is_some() {
+            s.push(NONE - 1);
+            s.push(g);
+        }
+        s
+    }
+
+    fn run(&mut self, k: usize) -> bool {
+        if k == self.order.len() {
+            return true;
+        }
+        let i = self.order[k];
+        let start = if self.ordered && k > 0 {
+            let prev = self.order[k - 1];
+            if prev / self.c.group_size == i / self.c.group_size {
+                self.pos[prev] + 1
+            } else {
+                0
+            }
+        } else {
+            0
+        };
+        let mut failed: HashSet<Vec<u32>> = HashSet::new();
+        let passes = if self.two_pass { 2 } else { 1 };
+        for pass in 0..passes {
+            for p in start..self.cands.len() {
+                let d = self.cands[p];
+                if !self.feasible(d, i, self.strict) {
+                    continue;
+                }
+                if self.two_pass {
+                    let clean = self.feasible(d, i, true);
+                    if clean != (pass == 0) {
+                        continue;
+                    }
+                }
+                let sig = if failed.is_empty() {
+                    None
+                } else {
+                    let s = self.signature(d);
+                    if failed.contains(&s) {
+                        continue;
+                    }
+                    Some(s)
+                };
+                self.nodes += 1;
+                if self.nodes > self.budget {
+                    self.exhausted = true;
+                    return false;
+                }
+                self.assign[i] = d;
+                self.pos[i] = p;
+                if self.run(k + 1) {
+                    return true;
+                }
+                self.assign[i] = NONE;
+                if self.exhausted {
+                    return false;
+                }
+                failed.insert(sig.unwrap_or_else(|| self.signature(d)));
+            }
+        }
+        false
+    }
+}

@@ -1,0 +1,710 @@
+//! The inventory: failure domains, bandwidth domains, storage groups, drives, servers and placed
+//! volumes; its TOML file format; and validation with errors that name the offending entry.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{
+    BwDomainId, Bytes, DomainId, DriveId, DriveKind, GroupId, Health, RawSize, ServerId,
+    Transports, VolumeId,
+};
+use crate::request::Request;
+
+/// Marker for "no index".
+pub(crate) const NONE: u32 = u32::MAX;
+
+/// Why an inventory (or request file) was rejected. Every variant names the entry at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InventoryError {
+    /// The text is not valid TOML or does not match the format.
+    #[error("parse error: {message}")]
+    Parse {
+        /// The parser's message (with line and column).
+        message: String,
+    },
+    /// Two entries of one kind share an id.
+    #[error("duplicate {kind} id '{id}'")]
+    DuplicateId {
+        /// Entry kind (`drive`, `domain`, ...).
+        kind: &'static str,
+        /// The repeated id.
+        id: String,
+    },
+    /// An entry refers to an id that does not exist.
+    #[error("{entry}: {field} refers to unknown {target} '{id}'")]
+    UnknownReference {
+        /// The entry, e.g. `drive 'd1'`.
+        entry: String,
+        /// The field holding the reference.
+        field: &'static str,
+        /// What kind of thing was expected.
+        target: &'static str,
+        /// The missing id.
+        id: String,
+    },
+    /// Failure domains' parent links form a cycle.
+    #[error("failure-domain cycle: {}", path.join(" -> "))]
+    Cycle {
+        /// The domains on the cycle, repeating the first at the end.
+        path: Vec<String>,
+    },
+    /// A field breaks a rule.
+    #[error("{entry}: {field} {reason}")]
+    Invalid {
+        /// The entry, e.g. `drive 'd1'`.
+        entry: String,
+        /// The field.
+        field: &'static str,
+        /// The rule broken.
+        reason: String,
+    },
+}
+
+fn invalid(entry: String, field: &'static str, reason: impl Into<String>) -> InventoryError {
+    InventoryError::Invalid {
+        entry,
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// A failure domain: a node in the hierarchy (zone, row, rack, JBOD, server, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainSpec {
+    /// Unique id (shared namespace with drives).
+    pub id: DomainId,
+    /// Level name; separation constraints refer to it.
+    pub level: String,
+    /// Enclosing domain (absent for a root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<DomainId>,
+}
+
+/// A bandwidth domain: a switch, uplink or port that members' traffic crosses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BwDomainSpec {
+    /// Unique id.
+    pub id: BwDomainId,
+    /// Kind name; spreading constraints refer to it.
+    pub kind: String,
+    /// Capacity in bytes/s.
+    pub capacity: Bytes,
+    /// Current load in bytes/s.
+    pub load: Bytes,
+}
+
+/// A storage group, optionally with a quota on bytes placed in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GroupSpec {
+    /// Unique id.
+    pub id: GroupId,
+    /// Maximum bytes of members in the group (absent: unlimited).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quota: Option<Bytes>,
+    /// Bytes of members currently in the group.
+    pub used: Bytes,
+}
+
+/// A drive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DriveSpec {
+    /// Unique id (shared namespace with failure domains).
+    pub id: DriveId,
+    /// Medium.
+    pub kind: DriveKind,
+    /// Capacity in bytes (positive).
+    pub capacity: Bytes,
+    /// Free bytes (at most `capacity`).
+    pub free: Bytes,
+    /// Spindle speed (0 for solid-state).
+    pub rpm: u32,
+    /// Free-form tags.
+    pub tags: Vec<String>,
+    /// Transports the drive can be exported over.
+    pub transports: Transports,
+    /// Operational state.
+    pub health: Health,
+    /// The innermost failure domain holding the drive.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain: Option<DomainId>,
+    /// Storage group.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<GroupId>,
+    /// Bandwidth domains the drive's traffic crosses (at most one per kind).
+    pub bandwidth_domains: Vec<BwDomainId>,
+}
+
+/// A server volumes attach to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSpec {
+    /// Unique id.
+    pub id: ServerId,
+    /// The failure domain the server sits in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<DomainId>,
+    /// Bandwidth domains through which it reaches drives (empty: reaches every drive).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bandwidth_domains: Vec<BwDomainId>,
+}
+
+/// A placed volume: its request and the drive of each member (in member order).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeSpec {
+    /// Unique id.
+    pub id: VolumeId,
+    /// The request it was placed under (repairs re-place under it).
+    pub request: Request,
+    /// Drive of each member.
+    pub members: Vec<DriveId>,
+}
+
+/// The whole inventory as plain data: what the TOML file holds.
+///
+/// Drive `free`, bandwidth `load` and group `used` already include the volumes listed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct InventorySpec {
+    /// Failure domains.
+    #[serde(rename = "domain")]
+    pub domains: Vec<DomainSpec>,
+    /// Bandwidth domains.
+    #[serde(rename = "bandwidth_domain")]
+    pub bandwidth_domains: Vec<BwDomainSpec>,
+    /// Storage groups.
+    #[serde(rename = "storage_group")]
+    pub storage_groups: Vec<GroupSpec>,
+    /// Drives.
+    #[serde(rename = "drive")]
+    pub drives: Vec<DriveSpec>,
+    /// Servers.
+    #[serde(rename = "server")]
+    pub servers: Vec<ServerSpec>,
+    /// Placed volumes.
+    #[serde(rename = "volume")]
+    pub volumes: Vec<VolumeSpec>,
+}
+
+// ---- raw file structs: sizes kept as written so errors can name the entry ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBw {
+    id: BwDomainId,
+    kind: String,
+    capacity: RawSize,
+    #[serde(default)]
+    load: Option<RawSize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGroup {
+    id: GroupId,
+    #[serde(default)]
+    quota: Option<RawSize>,
+    #[serde(default)]
+    used: Option<RawSize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDrive {
+    id: DriveId,
+    kind: DriveKind,
+    capacity: RawSize,
+    #[serde(default)]
+    free: Option<RawSize>,
+    #[serde(default)]
+    rpm: Option<i64>,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    transports: Option<Transports>,
+    #[serde(default)]
+    health: Health,
+    #[serde(default)]
+    domain: Option<DomainId>,
+    #[serde(default)]
+    group: Option<GroupId>,
+    #[serde(default)]
+    bandwidth_domains: Vec<BwDomainId>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInventory {
+    #[serde(default)]
+    domain: Vec<DomainSpec>,
+    #[serde(default)]
+    bandwidth_domain: Vec<RawBw>,
+    #[serde(default)]
+    storage_group: Vec<RawGroup>,
+    #[serde(default)]
+    drive: Vec<RawDrive>,
+    #[serde(default)]
+    server: Vec<ServerSpec>,
+    #[serde(default)]
+    volume: Vec<VolumeSpec>,
+}
+
+fn size(entry: impl Fn() -> String, field: &'static str, raw: &RawSize) -> Result<Bytes, InventoryError> {
+    raw.resolve().map(Bytes).map_err(|r| invalid(entry(), field, r))
+}
+
+impl RawInventory {
+    fn into_spec(self) -> Result<InventorySpec, InventoryError> {
+        let mut spec = InventorySpec {
+            domains: self.domain,
+            servers: self.server,
+            volumes: self.volume,
+            ..Default::default()
+        };
+        for b in self.bandwidth_domain {
+            let e = || format!("bandwidth_domain '{}'", b.id);
+            spec.bandwidth_domains.push(BwDomainSpec {
+                capacity: size(e, "capacity", &b.capacity)?,
+                load: match &b.load {
+                    Some(l) => size(e, "load", l)?,
+                    None => Bytes(0),
+                },
+                id: b.id,
+                kind: b.kind,
+            });
+        }
+        for g in self.storage_group {
+            let e = || format!("storage_group '{}'", g.id);
+            spec.storage_groups.push(GroupSpec {
+                quota: match &g.quota {
+                    Some(q) => Some(size(e, "quota", q)?),
+                    None => None,
+                },
+                used: match &g.used {
+                    Some(u) => size(e, "used", u)?,
+                    None => Bytes(0),
+                },
+                id: g.id,
+            });
+        }
+        for d in self.drive {
+            let e = || format!("drive '{}'", d.id);
+            let capacity = size(e, "capacity", &d.capacity)?;
+            let rpm = match d.rpm {
+                Some(r) if r < 0 => return Err(invalid(e(), "rpm", format!("must not be negative (got {r})"))),
+                Some(r) if r > u32::MAX as i64 => return Err(invalid(e(), "rpm", "is too large")),
+                Some(r) => r as u32,
+                None => 0,
+            };
+            spec.drives.push(DriveSpec {
+                free: match &d.free {
+                    Some(f) => size(e, "free", f)?,
+                    None => capacity,
+                },
+                capacity,
+                rpm,
+                kind: d.kind,
+                tags: d.tags,
+                transports: d.transports.unwrap_or(Transports::all()),
+                health: d.health,
+                domain: d.domain,
+                group: d.group,
+                bandwidth_domains: d.bandwidth_domains,
+                id: d.id,
+            });
+        }
+        Ok(spec)
+    }
+}
+
+/// A validated, indexed inventory.
+///
+/// Build it with [`Inventory::from_toml`] or [`Inventory::from_spec`]; both check ids, references,
+/// cycles and sizes. Read the data back with [`Inventory::spec`]; save with [`Inventory::to_toml`].
+#[derive(Debug, Clone)]
+pub struct Inventory {
+    pub(crate) spec: InventorySpec,
+    pub(crate) levels: Vec<String>,
+    pub(crate) level_index: HashMap<String, u16>,
+    pub(crate) dom_index: HashMap<DomainId, u32>,
+    pub(crate) dom_level: Vec<u16>,
+    pub(crate) dom_parent: Vec<u32>,
+    /// Drives under each domain (any depth), in drive order.
+    pub(crate) dom_drives: Vec<Vec<u32>>,
+    pub(crate) drive_index: HashMap<DriveId, u32>,
+    /// `drive_anc[d * levels + l]`: the drive's ancestor at level `l`, or `NONE`.
+    pub(crate) drive_anc: Vec<u32>,
+    pub(crate) bw_kinds: Vec<String>,
+    pub(crate) bw_kind_index: HashMap<String, u16>,
+    pub(crate) bw_index: HashMap<BwDomainId, u32>,
+    pub(crate) bw_kind_of: Vec<u16>,
+    pub(crate) drive_bw: Vec<Vec<u32>>,
+    pub(crate) group_index: HashMap<GroupId, u32>,
+    pub(crate) drive_group: Vec<u32>,
+    pub(crate) server_index: HashMap<ServerId, u32>,
+    pub(crate) server_bw: Vec<Vec<u32>>,
+    pub(crate) server_dom: Vec<u32>,
+    pub(crate) tag_index: HashMap<String, u32>,
+    pub(crate) drive_tags: Vec<Vec<u32>>,
+}
+
+impl Inventory {
+    /// Parses and validates a TOML inventory.
+    pub fn from_toml(text: &str) -> Result<Self, InventoryError> {
+        let raw: RawInventory = toml::from_str(text).map_err(|e| InventoryError::Parse {
+            message: e.to_string(),
+        })?;
+        Self::from_spec(raw.into_spec()?)
+    }
+
+    /// Serializes the current state (including volumes) as TOML that [`Inventory::from_toml`]
+    /// reads back to an equal inventory.
+    pub fn to_toml(&self) -> String {
+        // Serializing plain data with string keys cannot fail; fall back to an empty document
+        // rather than panic if a future field breaks that.
+        toml::to_string(&self.spec).unwrap_or_default()
+    }
+
+    /// The inventory as plain data.
+    pub fn spec(&self) -> &InventorySpec {
+        &self.spec
+    }
+
+    /// The failure-domain level names, in order of first appearance.
+    pub fn levels(&self) -> &[String] {
+        &self.levels
+    }
+
+    /// Looks a drive up by id.
+    pub fn drive(&self, id: &DriveId) -> Option<&DriveSpec> {
+        self.drive_index
+            .get(id)
+            .map(|&i| &self.spec.drives[i as usize])
+    }
+
+    /// The ancestor of a drive at a level, if it has one.
+    pub fn drive_domain_at(&self, drive: &DriveId, level: &str) -> Option<&DomainId> {
+        let d = *self.drive_index.get(drive)?;
+        let l = *self.level_index.get(level)?;
+        let a = self.anc(d, l);
+        (a != NONE).then(|| &self.spec.domains[a as usize].id)
+    }
+
+    /// Ids of the drives in a failure domain (any depth), or the drive itself for a drive id.
+    pub fn drives_in(&self, target: &str) -> Option<Vec<DriveId>> {
+        self.target_drives(target)
+            .map(|v| v.iter().map(|&d| self.spec.drives[d as usize].id.clone()).collect())
+    }
+
+    pub(crate) fn target_drives(&self, target: &str) -> Option<Vec<u32>> {
+        if let Ok(id) = DriveId::new(target) {
+            if let Some(&d) = self.drive_index.get(&id) {
+                return Some(vec![d]);
+            }
+        }
+        let id = DomainId::new(target).ok()?;
+        let &x = self.dom_index.get(&id)?;
+        Some(self.dom_drives[x as usize].clone())
+    }
+
+    #[inline]
+    pub(crate) fn anc(&self, d: u32, level: u16) -> u32 {
+        self.drive_anc[d as usize * self.levels.len() + level as usize]
+    }
+
+    /// The drive's bandwidth domain of a kind, or `NONE`.
+    #[inline]
+    pub(crate) fn bw_of_kind(&self, d: u32, kind: u16) -> u32 {
+        for &b in &self.drive_bw[d as usize] {
+            if self.bw_kind_of[b as usize] == kind {
+                return b;
+            }
+        }
+        NONE
+    }
+
+    /// Validates plain data and builds the indexes.
+    pub fn from_spec(spec: InventorySpec) -> Result<Self, InventoryError> {
+        let mut inv = Inventory {
+            spec: InventorySpec::default(),
+            levels: Vec::new(),
+            level_index: HashMap::new(),
+            dom_index: HashMap::new(),
+            dom_level: Vec::new(),
+            dom_parent: Vec::new(),
+            dom_drives: Vec::new(),
+            drive_index: HashMap::new(),
+            drive_anc: Vec::new(),
+            bw_kinds: Vec::new(),
+            bw_kind_index: HashMap::new(),
+            bw_index: HashMap::new(),
+            bw_kind_of: Vec::new(),
+            drive_bw: Vec::new(),
+            group_index: HashMap::new(),
+            drive_group: Vec::new(),
+            server_index: HashMap::new(),
+            server_bw: Vec::new(),
+            server_dom: Vec::new(),
+            tag_index: HashMap::new(),
+            drive_tags: Vec::new(),
+        };
+        // Failure domains.
+        for (i, d) in spec.domains.iter().enumerate() {
+            if inv.dom_index.insert(d.id.clone(), i as u32).is_some() {
+                return Err(InventoryError::DuplicateId {
+                    kind: "domain",
+                    id: d.id.to_string(),
+                });
+            }
+            if d.level.trim().is_empty() {
+                return Err(invalid(format!("domain '{}'", d.id), "level", "must not be empty"));
+            }
+            let next = inv.levels.len() as u16;
+            let l = *inv.level_index.entry(d.level.clone()).or_insert(next);
+            if l == next {
+                inv.levels.push(d.level.clone());
+            }
+            inv.dom_level.push(l);
+        }
+        for d in &spec.domains {
+            let p = match &d.parent {
+                None => NONE,
+                Some(p) => *inv.dom_index.get(p).ok_or_else(|| InventoryError::UnknownReference {
+                    entry: format!("domain '{}'", d.id),
+                    field: "parent",
+                    target: "domain",
+                    id: p.to_string(),
+                })?,
+            };
+            inv.dom_parent.push(p);
+        }
+        // Cycles, and a level may appear only once on any path to the root.
+        let n_dom = spec.domains.len();
+        let mut state = vec![0u8; n_dom]; // 0 unvisited, 1 on stack, 2 done
+        for start in 0..n_dom {
+            let mut path = Vec::new();
+            let mut x = start as u32;
+            while x != NONE && state[x as usize] == 0 {
+                state[x as usize] = 1;
+                path.push(x);
+                x = inv.dom_parent[x as usize];
+            }
+            if x != NONE && state[x as usize] == 1 {
+                let from = path.iter().position(|&p| p == x).unwrap_or(0);
+                let mut names: Vec<String> =
+                    path[from..].iter().map(|&p| spec.domains[p as usize].id.to_string()).collect();
+                names.push(spec.domains[x as usize].id.to_string());
+                return Err(InventoryError::Cycle { path: names });
+            }
+            for p in path {
+                state[p as usize] = 2;
+            }
+        }
+        let n_levels = inv.levels.len();
+        // Ancestor-per-level table for every domain.
+        let mut dom_anc = vec![NONE; n_dom * n_levels];
+        for i in 0..n_dom {
+            let mut x = i as u32;
+            while x != NONE {
+                let l = inv.dom_level[x as usize] as usize;
+                let slot = &mut dom_anc[i * n_levels + l];
+                if *slot != NONE {
+                    return Err(invalid(
+                        format!("domain '{}'", spec.domains[i].id),
+                        "parent",
+                        format!(
+                            "chain holds two '{}' domains ('{}' and '{}'); a level may appear once per path",
+                            inv.levels[l], spec.domains[*slot as usize].id, spec.domains[x as usize].id
+                        ),
+                    ));
+                }
+                *slot = x;
+                x = inv.dom_parent[x as usize];
+            }
+        }
+        // Bandwidth domains.
+        for (i, b) in spec.bandwidth_domains.iter().enumerate() {
+            if inv.bw_index.insert(b.id.clone(), i as u32).is_some() {
+                return Err(InventoryError::DuplicateId {
+                    kind: "bandwidth_domain",
+                    id: b.id.to_string(),
+                });
+            }
+            if b.kind.trim().is_empty() {
+                return Err(invalid(format!("bandwidth_domain '{}'", b.id), "kind", "must not be empty"));
+            }
+            let next = inv.bw_kinds.len() as u16;
+            let k = *inv.bw_kind_index.entry(b.kind.clone()).or_insert(next);
+            if k == next {
+                inv.bw_kinds.push(b.kind.clone());
+            }
+            inv.bw_kind_of.push(k);
+        }
+        // Storage groups.
+        for (i, g) in spec.storage_groups.iter().enumerate() {
+            if inv.group_index.insert(g.id.clone(), i as u32).is_some() {
+                return Err(InventoryError::DuplicateId {
+                    kind: "storage_group",
+                    id: g.id.to_string(),
+                });
+            }
+        }
+        // Drives.
+        inv.dom_drives = vec![Vec::new(); n_dom];
+        for (i, d) in spec.drives.iter().enumerate() {
+            let entry = || format!("drive '{}'", d.id);
+            if inv.drive_index.insert(d.id.clone(), i as u32).is_some() {
+                return Err(InventoryError::DuplicateId {
+                    kind: "drive",
+                    id: d.id.to_string(),
+                });
+            }
+            if DomainId::new(d.id.as_str()).is_ok_and(|x| inv.dom_index.contains_key(&x)) {
+                return Err(invalid(entry(), "id", "also names a failure domain; drive and domain ids share one namespace"));
+            }
+            if d.capacity.0 == 0 {
+                return Err(invalid(entry(), "capacity", "must be positive"));
+            }
+            if d.free > d.capacity {
+                return Err(invalid(
+                    entry(),
+                    "free",
+                    format!("({}) exceeds capacity ({})", d.free, d.capacity),
+                ));
+            }
+            match &d.domain {
+                None => inv.drive_anc.extend(std::iter::repeat_n(NONE, n_levels)),
+                Some(x) => {
+                    let &xi = inv.dom_index.get(x).ok_or_else(|| InventoryError::UnknownReference {
+                        entry: entry(),
+                        field: "domain",
+                        target: "domain",
+                        id: x.to_string(),
+                    })?;
+                    let row = &dom_anc[xi as usize * n_levels..(xi as usize + 1) * n_levels];
+                    inv.drive_anc.extend_from_slice(row);
+                    for &a in row {
+                        if a != NONE {
+                            inv.dom_drives[a as usize].push(i as u32);
+                        }
+                    }
+                }
+            }
+            let g = match &d.group {
+                None => NONE,
+                Some(g) => *inv.group_index.get(g).ok_or_else(|| InventoryError::UnknownReference {
+                    entry: entry(),
+                    field: "group",
+                    target: "storage_group",
+                    id: g.to_string(),
+                })?,
+            };
+            inv.drive_group.push(g);
+            let mut bws = Vec::new();
+            for b in &d.bandwidth_domains {
+                let &bi = inv.bw_index.get(b).ok_or_else(|| InventoryError::UnknownReference {
+                    entry: entry(),
+                    field: "bandwidth_domains",
+                    target: "bandwidth_domain",
+                    id: b.to_string(),
+                })?;
+                if let Some(&other) = bws
+                    .iter()
+                    .find(|&&o: &&u32| inv.bw_kind_of[o as usize] == inv.bw_kind_of[bi as usize])
+                {
+                    return Err(invalid(
+                        entry(),
+                        "bandwidth_domains",
+                        format!(
+                            "lists two domains of kind '{}' ('{}' and '{}'); at most one per kind",
+                            spec.bandwidth_domains[bi as usize].kind,
+                            spec.bandwidth_domains[other as usize].id,
+                            b
+                        ),
+                    ));
+                }
+                bws.push(bi);
+            }
+            inv.drive_bw.push(bws);
+            let mut tags = Vec::new();
+            for t in &d.tags {
+                let next = inv.tag_index.len() as u32;
+                let ti = *inv.tag_index.entry(t.clone()).or_insert(next);
+                tags.push(ti);
+            }
+            tags.sort_unstable();
+            tags.dedup();
+            inv.drive_tags.push(tags);
+        }
+        // Servers.
+        for (i, s) in spec.servers.iter().enumerate() {
+            let entry = || format!("server '{}'", s.id);
+            if inv.server_index.insert(s.id.clone(), i as u32).is_some() {
+                return Err(InventoryError::DuplicateId {
+                    kind: "server",
+                    id: s.id.to_string(),
+                });
+            }
+            let dom = match &s.domain {
+                None => NONE,
+                Some(x) => *inv.dom_index.get(x).ok_or_else(|| InventoryError::UnknownReference {
+                    entry: entry(),
+                    field: "domain",
+                    target: "domain",
+                    id: x.to_string(),
+                })?,
+            };
+            inv.server_dom.push(dom);
+            let mut bws = Vec::new();
+            for b in &s.bandwidth_domains {
+                bws.push(*inv.bw_index.get(b).ok_or_else(|| InventoryError::UnknownReference {
+                    entry: entry(),
+                    field: "bandwidth_domains",
+                    target: "bandwidth_domain",
+                    id: b.to_string(),
+                })?);
+            }
+            bws.sort_unstable();
+            inv.server_bw.push(bws);
+        }
+        // Volumes: references and member counts; requests are checked when compiled.
+        let mut seen = std::collections::HashSet::new();
+        for v in &spec.volumes {
+            let entry = || format!("volume '{}'", v.id);
+            if !seen.insert(v.id.clone()) {
+                return Err(InventoryError::DuplicateId {
+                    kind: "volume",
+                    id: v.id.to_string(),
+                });
+            }
+            if let Err(r) = v.request.shape.validate() {
+                return Err(invalid(entry(), "request", r));
+            }
+            if v.members.len() != v.request.shape.member_count() {
+                return Err(invalid(
+                    entry(),
+                    "members",
+                    format!(
+                        "has {} drives but the shape has {} members",
+                        v.members.len(),
+                        v.request.shape.member_count()
+                    ),
+                ));
+            }
+            for m in &v.members {
+                if !inv.drive_index.contains_key(m) {
+                    return Err(InventoryError::UnknownReference {
+                        entry: entry(),
+                        field: "members",
+                        target: "drive",
+                        id: m.to_string(),
+                    });
+                }
+            }
+        }
+        inv.spec = spec;
+        Ok(inv)
+    }
+}

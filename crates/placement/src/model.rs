@@ -1,0 +1,352 @@
+//! Identifier and unit newtypes, drive kinds, transports and health: the vocabulary shared by the
+//! inventory, the requests and the engine.
+
+use std::fmt;
+use std::str::FromStr;
+
+use bitflags::bitflags;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Why a string is not a valid identifier.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid identifier {value:?}: {reason}")]
+pub struct IdError {
+    /// The rejected text.
+    pub value: String,
+    /// The rule it broke.
+    pub reason: &'static str,
+}
+
+fn check_id(s: &str) -> Result<(), &'static str> {
+    if s.is_empty() {
+        return Err("must not be empty");
+    }
+    if s.len() > 253 {
+        return Err("must be at most 253 bytes");
+    }
+    if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("must not contain whitespace or control characters");
+    }
+    Ok(())
+}
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        ///
+        /// # Invariants
+        /// Non-empty, at most 253 bytes, no whitespace or control characters.
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Validates and wraps an identifier.
+            pub fn new(s: impl Into<String>) -> Result<Self, IdError> {
+                let s = s.into();
+                match check_id(&s) {
+                    Ok(()) => Ok(Self(s)),
+                    Err(reason) => Err(IdError { value: s, reason }),
+                }
+            }
+            /// The identifier text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                Self::new(s).map_err(serde::de::Error::custom)
+            }
+        }
+
+        #[cfg(feature = "proptest")]
+        impl proptest::arbitrary::Arbitrary for $name {
+            type Parameters = ();
+            type Strategy = proptest::strategy::BoxedStrategy<Self>;
+            fn arbitrary_with(_: ()) -> Self::Strategy {
+                use proptest::strategy::Strategy;
+                "[a-z][a-z0-9_.-]{0,15}".prop_map(|s| Self(s)).boxed()
+            }
+        }
+    };
+}
+
+id_type!(
+    /// Identifier of a drive.
+    DriveId
+);
+id_type!(
+    /// Identifier of a failure domain (zone, row, rack, JBOD, server, ...).
+    DomainId
+);
+id_type!(
+    /// Identifier of a bandwidth domain (switch, uplink, enclosure port, ...).
+    BwDomainId
+);
+id_type!(
+    /// Identifier of a server (a compute node volumes attach to).
+    ServerId
+);
+id_type!(
+    /// Identifier of a storage group.
+    GroupId
+);
+id_type!(
+    /// Identifier of a placed volume.
+    VolumeId
+);
+
+/// A non-negative quantity of bytes (or bytes per second for bandwidth).
+///
+/// Deserializes from a non-negative integer or from a string with a unit: `"512"`, `"4 KiB"`,
+/// `"12TB"`, `"1.5 GiB"`, `"200 MB/s"` (decimal `K M G T P E` and binary `Ki Mi Gi Ti Pi Ei`,
+/// with optional `B` and `/s`). Serializes as a plain integer.
+///
+/// # Invariants
+/// Any `u64`; the value is exact bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Bytes(pub u64);
+
+impl Bytes {
+    /// The raw number of bytes.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Parses a size with an optional unit; see [`Bytes`].
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let t = t.strip_suffix("/s").unwrap_or(t).trim_end();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '_' || c == '-' || c == '+'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let num: String = num.chars().filter(|&c| c != '_').collect();
+    let unit = unit.trim();
+    let mult: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "m" | "mb" => 1_000_000,
+        "g" | "gb" => 1_000_000_000,
+        "t" | "tb" => 1_000_000_000_000,
+        "p" | "pb" => 1_000_000_000_000_000,
+        "e" | "eb" => 1_000_000_000_000_000_000,
+        "ki" | "kib" => 1 << 10,
+        "mi" | "mib" => 1 << 20,
+        "gi" | "gib" => 1 << 30,
+        "ti" | "tib" => 1 << 40,
+        "pi" | "pib" => 1 << 50,
+        "ei" | "eib" => 1 << 60,
+        _ => return Err(format!("unknown unit {unit:?} in size {text:?}")),
+    };
+    if num.starts_with('-') {
+        return Err(format!("size {text:?} is negative"));
+    }
+    if num.is_empty() {
+        return Err(format!("size {text:?} has no number"));
+    }
+    if let Ok(n) = num.parse::<u64>() {
+        return n
+            .checked_mul(mult)
+            .ok_or_else(|| format!("size {text:?} overflows 64 bits"));
+    }
+    let f: f64 = num
+        .parse()
+        .map_err(|_| format!("size {text:?} is not a number"))?;
+    let v = f * mult as f64;
+    if !v.is_finite() || v >= u64::MAX as f64 {
+        return Err(format!("size {text:?} overflows 64 bits"));
+    }
+    Ok(v.round() as u64)
+}
+
+impl FromStr for Bytes {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        parse_size(s).map(Bytes)
+    }
+}
+
+impl Serialize for Bytes {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
+    }
+}
+
+/// A size exactly as written in a file, kept raw so that validation can name the entry that holds
+/// a negative or malformed value.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawSize {
+    Int(i64),
+    Text(String),
+}
+
+impl RawSize {
+    pub(crate) fn resolve(&self) -> Result<u64, String> {
+        match self {
+            RawSize::Int(i) if *i < 0 => Err(format!("must not be negative (got {i})")),
+            RawSize::Int(i) => Ok(*i as u64),
+            RawSize::Text(t) => parse_size(t),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Bytes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = RawSize::deserialize(d)?;
+        raw.resolve().map(Bytes).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(feature = "proptest")]
+impl proptest::arbitrary::Arbitrary for Bytes {
+    type Parameters = ();
+    type Strategy = proptest::strategy::BoxedStrategy<Self>;
+    fn arbitrary_with(_: ()) -> Self::Strategy {
+        use proptest::strategy::Strategy;
+        proptest::num::u64::ANY.prop_map(Bytes).boxed()
+    }
+}
+
+/// The medium of a drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DriveKind {
+    /// Spinning disk.
+    Hdd,
+    /// SATA/SAS solid-state drive.
+    Ssd,
+    /// NVMe solid-state drive.
+    Nvme,
+}
+
+/// Operational state of a drive. Only [`Health::Healthy`] drives receive new members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    /// In service.
+    #[default]
+    Healthy,
+    /// Serving but suspect (e.g. reallocated sectors): keeps its members, takes no new ones.
+    Degraded,
+    /// Being emptied on purpose: keeps serving reads, takes no new members.
+    Draining,
+    /// Gone: its members must be rebuilt elsewhere.
+    Failed,
+}
+
+bitflags! {
+    /// Storage transports over which a drive can be exported.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+    pub struct Transports: u8 {
+        /// iSCSI.
+        const ISCSI = 1;
+        /// NVMe over TCP.
+        const NVME_TCP = 2;
+        /// NVMe over RDMA (RoCE).
+        const ROCE = 4;
+    }
+}
+
+impl Transports {
+    /// The file-format name of a single transport flag.
+    fn name_of(flag: Transports) -> &'static str {
+        if flag == Transports::ISCSI {
+            "iscsi"
+        } else if flag == Transports::NVME_TCP {
+            "nvme-tcp"
+        } else {
+            "roce"
+        }
+    }
+
+    /// Parses one transport name (`iscsi`, `nvme-tcp`, `roce`; case-insensitive).
+    pub fn parse_one(s: &str) -> Result<Transports, String> {
+        match s.to_ascii_lowercase().replace('_', "-").as_str() {
+            "iscsi" => Ok(Transports::ISCSI),
+            "nvme-tcp" | "nvmetcp" | "tcp" => Ok(Transports::NVME_TCP),
+            "roce" | "nvme-roce" | "rdma" | "nvme-rdma" => Ok(Transports::ROCE),
+            _ => Err(format!(
+                "unknown transport {s:?} (expected iscsi, nvme-tcp or roce)"
+            )),
+        }
+    }
+}
+
+impl Serialize for Transports {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(self.iter().count()))?;
+        for f in self.iter() {
+            seq.serialize_element(Transports::name_of(f))?;
+        }
+        seq.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Transports {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let names = Vec::<String>::deserialize(d)?;
+        let mut t = Transports::empty();
+        for n in names {
+            t |= Transports::parse_one(&n).map_err(serde::de::Error::custom)?;
+        }
+        Ok(t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_size("512").unwrap(), 512);
+        assert_eq!(parse_size("4 KiB").unwrap(), 4096);
+        assert_eq!(parse_size("12TB").unwrap(), 12_000_000_000_000);
+        assert_eq!(parse_size("1.5 GiB").unwrap(), 1_610_612_736);
+        assert_eq!(parse_size("200 MB/s").unwrap(), 200_000_000);
+        assert_eq!(parse_size("1_000").unwrap(), 1000);
+        assert!(parse_size("-5 GB").unwrap_err().contains("negative"));
+        assert!(parse_size("5 XB").unwrap_err().contains("unknown unit"));
+        assert!(parse_size("GB").is_err());
+        assert!(parse_size("99999999999 EB").is_err());
+    }
+
+    #[test]
+    fn ids_reject_bad_text() {
+        assert!(DriveId::new("d-1").is_ok());
+        assert_eq!(DriveId::new("").unwrap_err().reason, "must not be empty");
+        assert!(DomainId::new("rack 1").is_err());
+    }
+
+    #[test]
+    fn transports_round_trip() {
+        let t: Transports = serde_json::from_str(r#"["iscsi","NVMe-TCP"]"#).unwrap();
+        assert_eq!(t, Transports::ISCSI | Transports::NVME_TCP);
+        assert_eq!(serde_json::to_string(&t).unwrap(), r#"["iscsi","nvme-tcp"]"#);
+        assert!(serde_json::from_str::<Transports>(r#"["fc"]"#).is_err());
+    }
+}

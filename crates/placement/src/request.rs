@@ -1,0 +1,262 @@
+//! Volume requests: the shape of a volume, the size of each member, and the constraints that
+//! decide which drives may hold which member.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Bytes, DriveId, DriveKind, GroupId, ServerId, Transports};
+
+/// The layout of a volume. Members are numbered group by group: redundancy group 0's members
+/// first, then group 1's, and so on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Shape {
+    /// One member on one drive.
+    Single,
+    /// `legs` mirror legs: one redundancy group of `legs` members.
+    Mirror {
+        /// Number of legs (at least 1).
+        legs: u32,
+    },
+    /// RAID10: `stripes` redundancy groups, each a mirror of `mirrors` legs.
+    Raid10 {
+        /// Number of stripes (at least 1).
+        stripes: u32,
+        /// Legs per stripe (at least 1).
+        mirrors: u32,
+    },
+    /// A slice of one solid-state drive (one member; drive kinds default to SSD and NVMe).
+    Slice,
+    /// `sets` parity sets of `k` data + `m` parity members. Separation allows at most `m`
+    /// members of one set in one domain, so losing that domain loses at most `m` members.
+    Parity {
+        /// Data members per set (at least 1).
+        k: u32,
+        /// Parity members per set (at least 1).
+        m: u32,
+        /// Number of sets (default 1).
+        #[serde(default = "one")]
+        sets: u32,
+    },
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl Shape {
+    /// Total number of members.
+    pub fn member_count(&self) -> usize {
+        let (g, s) = self.groups();
+        g * s
+    }
+
+    /// `(number of redundancy groups, members per group)`.
+    pub fn groups(&self) -> (usize, usize) {
+        match *self {
+            Shape::Single | Shape::Slice => (1, 1),
+            Shape::Mirror { legs } => (1, legs as usize),
+            Shape::Raid10 { stripes, mirrors } => (stripes as usize, mirrors as usize),
+            Shape::Parity { k, m, sets } => (sets as usize, (k + m) as usize),
+        }
+    }
+
+    /// How many members of one redundancy group a single failure domain may hold under a
+    /// separation constraint: 1 for mirrors, `m` for parity sets.
+    pub fn per_domain_cap(&self) -> u32 {
+        match *self {
+            Shape::Parity { m, .. } => m,
+            _ => 1,
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        let bad = |f: &str| Err(format!("shape.{f} must be at least 1"));
+        match *self {
+            Shape::Mirror { legs: 0 } => bad("legs"),
+            Shape::Raid10 { stripes: 0, .. } => bad("stripes"),
+            Shape::Raid10 { mirrors: 0, .. } => bad("mirrors"),
+            Shape::Parity { k: 0, .. } => bad("k"),
+            Shape::Parity { m: 0, .. } => bad("m"),
+            Shape::Parity { sets: 0, .. } => bad("sets"),
+            _ if self.member_count() > 4096 => {
+                Err("shape has more than 4096 members".to_string())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Whether a constraint must hold or is only preferred.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Never violated: placement fails instead.
+    #[default]
+    Hard,
+    /// Honoured when possible; a placement that violates it reports the violation.
+    Soft,
+}
+
+/// Failure-domain separation at one hierarchy level, applied within each redundancy group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Separation {
+    /// The level name, as in the inventory's domains (`rack`, `jbod`, ...).
+    pub level: String,
+    /// Hard or soft.
+    #[serde(default)]
+    pub mode: Mode,
+}
+
+/// Spreading of a volume's members across bandwidth domains of one kind (whole volume).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spread {
+    /// The bandwidth-domain kind (`uplink`, `port`, ...).
+    pub kind: String,
+    /// Hard or soft.
+    #[serde(default)]
+    pub mode: Mode,
+    /// At most this many members of the volume behind one bandwidth domain of this kind.
+    #[serde(default = "one")]
+    pub max_per_domain: u32,
+}
+
+/// A CSI-style topology segment: level name to failure-domain id, e.g. `{ rack = "r1" }`.
+/// A drive matches when, for every entry, its ancestor at that level is that domain.
+pub type Segment = BTreeMap<String, String>;
+
+/// A member fixed to a drive (expansion, replacing one member).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pin {
+    /// Member index (see [`Shape`] for numbering).
+    pub member: usize,
+    /// The drive holding it.
+    pub drive: DriveId,
+}
+
+/// A volume request: shape, per-member size and constraints.
+///
+/// Every field but `shape` and `size` is optional; absent means "no constraint".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Request {
+    /// Free-form label echoed in results and explanations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Layout.
+    pub shape: Shape,
+    /// Bytes each member takes from its drive.
+    pub size: Bytes,
+    /// Allowed drive kinds (empty: any, except [`Shape::Slice`] which defaults to SSD and NVMe).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kinds: Vec<DriveKind>,
+    /// Minimum spindle speed; applies to HDDs only (solid-state drives have no spindle).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_rpm: Option<u32>,
+    /// Tags a drive must all carry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub require_tags: Vec<String>,
+    /// Tags a drive must carry none of.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_tags: Vec<String>,
+    /// Allowed storage groups (empty: any drive, grouped or not).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub storage_groups: Vec<GroupId>,
+    /// Allowed transports: a drive must support at least one (absent: any).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transports: Option<Transports>,
+    /// Failure-domain separation per level.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub separation: Vec<Separation>,
+    /// Bandwidth demand per member in bytes/s; every bandwidth domain a member's drive sits
+    /// behind must have this much headroom (for all members of the volume behind it). Hard.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub bandwidth: Bytes,
+    /// Spreading across bandwidth domains.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bandwidth_spread: Vec<Spread>,
+    /// The server the volume attaches to: drives must be reachable through one of its
+    /// bandwidth domains (if it lists any); drives near it are preferred.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attach_server: Option<ServerId>,
+    /// Accessibility requirement: a drive must match at least one segment (empty: any).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requisite: Vec<Segment>,
+    /// Preferred segments, best first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preferred: Vec<Segment>,
+    /// Members fixed to drives.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pinned: Vec<Pin>,
+    /// Drives that must not be used.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_drives: Vec<DriveId>,
+}
+
+fn is_zero(b: &Bytes) -> bool {
+    b.0 == 0
+}
+
+impl Request {
+    /// A request with the given shape and member size and no constraints.
+    pub fn new(shape: Shape, size: u64) -> Self {
+        Request {
+            name: None,
+            shape,
+            size: Bytes(size),
+            kinds: Vec::new(),
+            min_rpm: None,
+            require_tags: Vec::new(),
+            exclude_tags: Vec::new(),
+            storage_groups: Vec::new(),
+            transports: None,
+            separation: Vec::new(),
+            bandwidth: Bytes(0),
+            bandwidth_spread: Vec::new(),
+            attach_server: None,
+            requisite: Vec::new(),
+            preferred: Vec::new(),
+            pinned: Vec::new(),
+            exclude_drives: Vec::new(),
+        }
+    }
+
+    /// Adds a separation constraint at `level` (builder style).
+    pub fn separate(mut self, level: &str, mode: Mode) -> Self {
+        self.separation.push(Separation {
+            level: level.to_string(),
+            mode,
+        });
+        self
+    }
+
+    /// A label for messages: the name, or the shape.
+    pub fn label(&self) -> String {
+        match &self.name {
+            Some(n) => n.clone(),
+            None => format!("{:?}", self.shape).to_lowercase(),
+        }
+    }
+}
+
+/// A file of requests, as read by the `place` example: `[[request]]` tables.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestFile {
+    /// The requests, in order.
+    #[serde(default, rename = "request")]
+    pub requests: Vec<Request>,
+}
+
+impl RequestFile {
+    /// Parses a TOML request file.
+    pub fn from_toml(text: &str) -> Result<Self, crate::InventoryError> {
+        toml::from_str(text).map_err(|e| crate::InventoryError::Parse {
+            message: e.to_string(),
+        })
+    }
+}
