@@ -26,3 +26,5 @@ pub use group_controller::*;
 pub use identity::*;
 pub use node::*;
 pub use snapshot_metadata::*;
+#[cfg(feature = "proptest")]
+pub mod arbitrary;

@@ -1,0 +1,1 @@
+//! proptest strategies for the typed messages (feature `proptest`). Being written.
