@@ -1,0 +1,844 @@
+//! Array geometry and address mapping, ported from md's own arithmetic.
+//!
+//! * RAID0: `create_strip_zones`, `find_zone` and `map_sector` of
+//!   `drivers/md/raid0.c` (both multi-zone layouts).
+//! * RAID4/5/6: `raid5_compute_sector` of `drivers/md/raid5.c`, and the
+//!   syndrome source order of `set_syndrome_sources` / `raid6_d0` /
+//!   `raid6_idx_to_slot`.
+//! * RAID10: `__raid10_find_phys`, `raid10_find_virt`, `calc_sectors` and
+//!   `raid10_size` of `drivers/md/raid10.c`.
+//!
+//! All addresses are 512-byte sectors. Member sectors are relative to the
+//! start of the member's data area (md adds the superblock's data offset).
+
+use std::collections::HashMap;
+use std::ops::Deref;
+
+use crate::error::{RaidError, Result, geom_err};
+use crate::layout::{Layout, ParityAlgorithm, Raid0Layout, Raid10Layout};
+
+/// Largest member count accepted (md's limit for v1.x superblocks).
+pub const MAX_MEMBERS: usize = 1920;
+/// Largest RAID6 member count: Q coefficients are powers of a generator of
+/// order 255, so at most 255 distinct slots exist.
+pub const MAX_RAID6_MEMBERS: usize = 255;
+
+/// A place on a member: member index (its md `raid_disk` slot) and sector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Location {
+    /// Member index, `0..members`.
+    pub member: usize,
+    /// Sector within the member's data area.
+    pub sector: u64,
+}
+
+const INLINE_COPIES: usize = 4;
+
+/// The data copies of one logical sector, in md's order (the first copy is
+/// the one md reads by default). Dereferences to `[Location]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Copies {
+    len: usize,
+    inline: [Location; INLINE_COPIES],
+    heap: Vec<Location>,
+}
+
+impl Copies {
+    fn new() -> Self {
+        Copies {
+            len: 0,
+            inline: [Location::default(); INLINE_COPIES],
+            heap: Vec::new(),
+        }
+    }
+    fn with_capacity(n: usize) -> Self {
+        let mut c = Copies::new();
+        if n > INLINE_COPIES {
+            c.heap.reserve_exact(n);
+        }
+        c
+    }
+    #[inline]
+    fn push(&mut self, l: Location) {
+        if self.heap.capacity() == 0 && self.len < INLINE_COPIES {
+            self.inline[self.len] = l;
+        } else {
+            if self.heap.is_empty() {
+                self.heap.extend_from_slice(&self.inline[..self.len]);
+            }
+            self.heap.push(l);
+        }
+        self.len += 1;
+    }
+}
+
+impl Deref for Copies {
+    type Target = [Location];
+    #[inline]
+    fn deref(&self) -> &[Location] {
+        if self.heap.is_empty() {
+            &self.inline[..self.len]
+        } else {
+            &self.heap
+        }
+    }
+}
+
+/// Parity information of the stripe a sector belongs to (RAID4/5/6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StripeParity {
+    /// Stripe number; the stripe occupies member sectors
+    /// `stripe * chunk .. (stripe + 1) * chunk` on every member.
+    pub stripe: u64,
+    /// Member holding P.
+    pub p: usize,
+    /// Member holding Q (RAID6).
+    pub q: Option<usize>,
+    /// The sector's chunk index among the stripe's data chunks, in logical order.
+    pub data_index: usize,
+}
+
+/// Where one logical sector lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mapping {
+    /// The logical sector that was mapped.
+    pub logical: u64,
+    /// Every copy of the sector's data.
+    pub copies: Copies,
+    /// For RAID4/5/6, the stripe's parity members (same member sector as the data).
+    pub parity: Option<StripeParity>,
+}
+
+/// What a member sector holds (the inverse of [`Geometry::map`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberContent {
+    /// Copy `copy` (index into [`Mapping::copies`]) of logical sector `logical`.
+    Data {
+        /// Logical sector.
+        logical: u64,
+        /// Which copy this is.
+        copy: usize,
+    },
+    /// P parity of a stripe.
+    P {
+        /// Stripe number.
+        stripe: u64,
+    },
+    /// Q syndrome of a stripe.
+    Q {
+        /// Stripe number.
+        stripe: u64,
+    },
+    /// Space md does not use (beyond the array's end on this member).
+    Unused,
+}
+
+/// A contiguous run of a logical extent on one member (see [`Geometry::map_range`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberExtent {
+    /// Member index.
+    pub member: usize,
+    /// First member sector.
+    pub member_sector: u64,
+    /// First logical sector.
+    pub logical: u64,
+    /// Length in sectors (the same on the member and in the array).
+    pub sectors: u64,
+    /// Copy index.
+    pub copy: usize,
+}
+
+/// The roles of the members in one RAID4/5/6 stripe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StripeLayout {
+    /// Stripe number.
+    pub stripe: u64,
+    /// Member holding P.
+    pub p: usize,
+    /// Member holding Q (RAID6).
+    pub q: Option<usize>,
+    /// Data members in logical order: `data[i]` holds the stripe's i-th data chunk.
+    pub data: Vec<usize>,
+    /// For RAID6, the Q coefficient exponent of each member:
+    /// Q = Σ g^`q_exponent[m]` · D_m over data members `m` (g = 2 in
+    /// GF(2^8)/0x11d); `None` for the P and Q members. md numbers data
+    /// members in member order starting just after Q; DDF layouts use the raw
+    /// member index. Empty for RAID4/5.
+    pub q_exponent: Vec<Option<u8>>,
+}
+
+#[derive(Debug, Clone)]
+struct Zone {
+    /// End of the zone in array sectors (exclusive).
+    zone_end: u64,
+    /// Start of the zone on each of its members.
+    dev_start: u64,
+    /// Members of the zone in member order.
+    devs: Vec<usize>,
+}
+
+/// A validated md array geometry.
+///
+/// # Invariants
+/// * Members: RAID0/1 ≥ 1, RAID4/5 ≥ 2, RAID6 4..=255, RAID10 ≥ copies;
+///   at most [`MAX_MEMBERS`].
+/// * Chunk (sectors): RAID0 a positive multiple of 8 (4 KiB); RAID4/5/6/10
+///   a power of two ≥ 8; ignored (stored as 0) for RAID1.
+/// * Every member holds at least one chunk and the array is non-empty.
+#[derive(Debug, Clone)]
+pub struct Geometry {
+    layout: Layout,
+    chunk: u64,
+    member_sectors: Vec<u64>,
+    /// Sectors used on each member (RAID0: its own rounded size; others: common size).
+    used: Vec<u64>,
+    array_sectors: u64,
+    shift: u32,
+    pow2: bool,
+    zones: Vec<Zone>,
+    /// RAID10 distance between far copies on a member.
+    stride: u64,
+}
+
+impl Geometry {
+    /// Build a geometry from md's parameters: the layout, the chunk size in
+    /// sectors and the size of each member's data area in sectors (the
+    /// component size; see [`crate::mdadm`] to derive it from drive sizes).
+    pub fn new(layout: Layout, chunk_sectors: u64, member_sectors: &[u64]) -> Result<Self> {
+        let n = member_sectors.len();
+        let min_members = match layout {
+            Layout::Raid0(_) | Layout::Raid1 => 1,
+            Layout::Raid4 | Layout::Raid5(_) => 2,
+            Layout::Raid6(_) => 4,
+            Layout::Raid10(r) => r.copies(),
+        };
+        let max_members = if matches!(layout, Layout::Raid6(_)) {
+            MAX_RAID6_MEMBERS
+        } else {
+            MAX_MEMBERS
+        };
+        if n < min_members || n > max_members {
+            return Err(geom_err(
+                "members",
+                format!("{layout} needs {min_members}..={max_members} members, got {n}"),
+            ));
+        }
+        if let Layout::Raid5(a) = layout
+            && a.raid6_only()
+        {
+            return Err(geom_err(
+                "layout",
+                format!("{} exists only for raid6", a.mdadm_name()),
+            ));
+        }
+        if let Some(i) = member_sectors.iter().position(|&s| s == 0) {
+            return Err(geom_err(format!("member_sectors[{i}]"), "must be positive"));
+        }
+        let chunk = match layout {
+            Layout::Raid1 => 0,
+            Layout::Raid0(_) => {
+                if chunk_sectors == 0 || chunk_sectors % 8 != 0 {
+                    return Err(geom_err(
+                        "chunk_sectors",
+                        format!("raid0 needs a positive multiple of 8 sectors (4 KiB), got {chunk_sectors}"),
+                    ));
+                }
+                chunk_sectors
+            }
+            _ => {
+                if chunk_sectors < 8 || !chunk_sectors.is_power_of_two() {
+                    return Err(geom_err(
+                        "chunk_sectors",
+                        format!("{} needs a power of two of at least 8 sectors (4 KiB), got {chunk_sectors}", layout.level()),
+                    ));
+                }
+                chunk_sectors
+            }
+        };
+        if chunk > 0
+            && let Some(i) = member_sectors.iter().position(|&s| s < chunk)
+        {
+            return Err(geom_err(
+                format!("member_sectors[{i}]"),
+                format!(
+                    "{} sectors is smaller than one chunk ({chunk} sectors)",
+                    member_sectors[i]
+                ),
+            ));
+        }
+        let pow2 = chunk.is_power_of_two();
+        let shift = if pow2 { chunk.trailing_zeros() } else { 0 };
+        let min = *member_sectors.iter().min().unwrap_or(&0);
+        let mut g = Geometry {
+            layout,
+            chunk,
+            member_sectors: member_sectors.to_vec(),
+            used: Vec::new(),
+            array_sectors: 0,
+            shift,
+            pow2,
+            zones: Vec::new(),
+            stride: 0,
+        };
+        match layout {
+            Layout::Raid0(_) => {
+                let rounded: Vec<u64> = member_sectors.iter().map(|s| s / chunk * chunk).collect();
+                let mut prev_end = 0;
+                let mut cur_start = 0;
+                loop {
+                    let devs: Vec<usize> = (0..n).filter(|&i| rounded[i] > cur_start).collect();
+                    let Some(smallest) = devs.iter().map(|&i| rounded[i]).min() else {
+                        break;
+                    };
+                    let zone_end = prev_end + (smallest - cur_start) * devs.len() as u64;
+                    g.zones.push(Zone {
+                        zone_end,
+                        dev_start: cur_start,
+                        devs,
+                    });
+                    prev_end = zone_end;
+                    cur_start = smallest;
+                }
+                g.array_sectors = prev_end;
+                g.used = rounded;
+            }
+            Layout::Raid1 => {
+                g.array_sectors = min;
+                g.used = vec![min; n];
+            }
+            Layout::Raid4 | Layout::Raid5(_) | Layout::Raid6(_) => {
+                let comp = min / chunk * chunk;
+                g.array_sectors = comp * g.data_disks() as u64;
+                g.used = vec![comp; n];
+            }
+            Layout::Raid10(r) => {
+                // calc_sectors(): array chunks, then used chunks per member
+                // rounded up, then the far stride.
+                let nc = u64::from(r.near());
+                let fc = u64::from(r.far());
+                let disks = n as u64;
+                let array_chunks = (min >> shift) / fc * disks / nc;
+                let per_dev = (array_chunks * r.copies() as u64).div_ceil(disks);
+                let dev_sectors = per_dev << shift;
+                g.stride = if r.offset() {
+                    chunk
+                } else {
+                    (per_dev / fc) << shift
+                };
+                // raid10_size() recomputed from dev_sectors, as md does.
+                g.array_sectors = ((dev_sectors >> shift) / fc * disks / nc) << shift;
+                g.used = vec![dev_sectors; n];
+            }
+        }
+        if g.array_sectors == 0 {
+            return Err(geom_err(
+                "member_sectors",
+                "the members are too small to hold any data in this layout",
+            ));
+        }
+        Ok(g)
+    }
+
+    /// The layout.
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+    /// Number of members.
+    pub fn members(&self) -> usize {
+        self.member_sectors.len()
+    }
+    /// Chunk size in sectors (0 for RAID1).
+    pub fn chunk_sectors(&self) -> u64 {
+        self.chunk
+    }
+    /// The member data-area sizes the geometry was built from.
+    pub fn member_sectors(&self) -> &[u64] {
+        &self.member_sectors
+    }
+    /// Sectors md uses on each member (`used_sectors()[m]`), the rest is idle.
+    pub fn used_sectors(&self) -> &[u64] {
+        &self.used
+    }
+    /// Usable array size in sectors.
+    pub fn array_sectors(&self) -> u64 {
+        self.array_sectors
+    }
+    /// Usable array size in bytes.
+    pub fn array_bytes(&self) -> u64 {
+        self.array_sectors * 512
+    }
+    /// Data members per stripe for RAID4/5/6 (members − parity members).
+    pub fn data_disks(&self) -> usize {
+        let n = self.members();
+        match self.layout {
+            Layout::Raid4 | Layout::Raid5(_) => n - 1,
+            Layout::Raid6(_) => n - 2,
+            Layout::Raid0(_) => n,
+            Layout::Raid1 => 1,
+            Layout::Raid10(r) => n / r.copies(),
+        }
+    }
+    /// Number of data copies of every sector.
+    pub fn copies(&self) -> usize {
+        match self.layout {
+            Layout::Raid1 => self.members(),
+            Layout::Raid10(r) => r.copies(),
+            _ => 1,
+        }
+    }
+    /// Number of stripes (RAID4/5/6), i.e. chunk rows per member.
+    pub fn stripes(&self) -> u64 {
+        if self.chunk == 0 {
+            0
+        } else {
+            self.used[0] / self.chunk
+        }
+    }
+    /// RAID10 distance in sectors between far copies on a member (0 otherwise).
+    pub fn raid10_stride(&self) -> u64 {
+        self.stride
+    }
+
+    #[inline]
+    fn split_chunk(&self, s: u64) -> (u64, u64) {
+        if self.pow2 {
+            (s >> self.shift, s & (self.chunk - 1))
+        } else {
+            (s / self.chunk, s % self.chunk)
+        }
+    }
+
+    fn check_logical(&self, logical: u64) -> Result<()> {
+        if logical >= self.array_sectors {
+            return Err(RaidError::OutOfRange {
+                what: "logical sector".into(),
+                value: logical,
+                limit: self.array_sectors,
+            });
+        }
+        Ok(())
+    }
+
+    /// Map a logical sector to every copy of its data (and its stripe's
+    /// parity members for RAID4/5/6).
+    #[inline]
+    pub fn map(&self, logical: u64) -> Result<Mapping> {
+        self.check_logical(logical)?;
+        let mut copies = Copies::with_capacity(self.copies());
+        let mut parity = None;
+        match self.layout {
+            Layout::Raid0(l) => copies.push(self.raid0_map(l, logical)),
+            Layout::Raid1 => {
+                for m in 0..self.members() {
+                    copies.push(Location {
+                        member: m,
+                        sector: logical,
+                    });
+                }
+            }
+            Layout::Raid4 | Layout::Raid5(_) | Layout::Raid6(_) => {
+                let (chunk_number, off) = self.split_chunk(logical);
+                let dd_n = self.data_disks() as u64;
+                let stripe = chunk_number / dd_n;
+                let dd = (chunk_number % dd_n) as usize;
+                let (dev, p, q) = self.r5_roles(stripe, dd);
+                copies.push(Location {
+                    member: dev,
+                    sector: (stripe << self.shift) + off,
+                });
+                parity = Some(StripeParity {
+                    stripe,
+                    p,
+                    q,
+                    data_index: dd,
+                });
+            }
+            Layout::Raid10(r) => self.raid10_map(r, logical, &mut copies),
+        }
+        Ok(Mapping {
+            logical,
+            copies,
+            parity,
+        })
+    }
+
+    #[inline]
+    fn raid0_map(&self, layout: Raid0Layout, logical: u64) -> Location {
+        // find_zone(): first zone whose end is beyond the sector.
+        let mut zi = 0;
+        while logical >= self.zones[zi].zone_end {
+            zi += 1;
+        }
+        let z = &self.zones[zi];
+        let zone_off = if zi == 0 {
+            logical
+        } else {
+            logical - self.zones[zi - 1].zone_end
+        };
+        // map_sector(): the member index comes from the array-relative chunk
+        // number in the original layout, from the zone-relative one in the
+        // alternate layout; the chunk row always from the zone offset.
+        let sel = match layout {
+            Raid0Layout::Original => logical,
+            Raid0Layout::Alternate => zone_off,
+        };
+        let nb = z.devs.len() as u64;
+        let (chunk_no, in_chunk) = self.split_chunk(sel);
+        let row = zone_off / (self.chunk * nb);
+        Location {
+            member: z.devs[(chunk_no % nb) as usize],
+            sector: z.dev_start + row * self.chunk + in_chunk,
+        }
+    }
+
+    /// `raid5_compute_sector()`'s parity selection: for stripe `stripe` and
+    /// logical data index `dd`, the data member, P and Q.
+    #[inline]
+    fn r5_roles(&self, stripe: u64, dd: usize) -> (usize, usize, Option<usize>) {
+        use ParityAlgorithm::*;
+        let disks = self.members();
+        let data = self.data_disks();
+        let m = |k: usize| (stripe % k as u64) as usize;
+        match self.layout {
+            Layout::Raid4 => (dd, data, None),
+            Layout::Raid5(alg) => {
+                let (dev, pd) = match alg {
+                    LeftAsymmetric => {
+                        let pd = data - m(disks);
+                        (if dd >= pd { dd + 1 } else { dd }, pd)
+                    }
+                    RightAsymmetric => {
+                        let pd = m(disks);
+                        (if dd >= pd { dd + 1 } else { dd }, pd)
+                    }
+                    LeftSymmetric => {
+                        let pd = data - m(disks);
+                        ((pd + 1 + dd) % disks, pd)
+                    }
+                    RightSymmetric => {
+                        let pd = m(disks);
+                        ((pd + 1 + dd) % disks, pd)
+                    }
+                    ParityFirst => (dd + 1, 0),
+                    // ParityLast; RAID6-only algorithms are rejected in new().
+                    _ => (dd, data),
+                };
+                (dev, pd, None)
+            }
+            Layout::Raid6(alg) => {
+                // The asymmetric and DDF-restart cases share md's
+                // "Q D D D P" / "D D P Q D" placement.
+                let asym = |pd: usize| {
+                    if pd == disks - 1 {
+                        (dd + 1, pd, 0)
+                    } else if dd >= pd {
+                        (dd + 2, pd, pd + 1)
+                    } else {
+                        (dd, pd, pd + 1)
+                    }
+                };
+                let (dev, pd, qd) = match alg {
+                    LeftAsymmetric => asym(disks - 1 - m(disks)),
+                    RightAsymmetric | DdfZeroRestart => asym(m(disks)),
+                    DdfNRestart => asym(disks - 1 - ((stripe + 1) % disks as u64) as usize),
+                    LeftSymmetric => {
+                        let pd = disks - 1 - m(disks);
+                        ((pd + 2 + dd) % disks, pd, (pd + 1) % disks)
+                    }
+                    RightSymmetric => {
+                        let pd = m(disks);
+                        ((pd + 2 + dd) % disks, pd, (pd + 1) % disks)
+                    }
+                    ParityFirst => (dd + 2, 0, 1),
+                    ParityLast => (dd, data, data + 1),
+                    DdfNContinue => {
+                        let pd = disks - 1 - m(disks);
+                        ((pd + 1 + dd) % disks, pd, (pd + disks - 1) % disks)
+                    }
+                    LeftAsymmetric6 => {
+                        let pd = data - m(disks - 1);
+                        (if dd >= pd { dd + 1 } else { dd }, pd, disks - 1)
+                    }
+                    RightAsymmetric6 => {
+                        let pd = m(disks - 1);
+                        (if dd >= pd { dd + 1 } else { dd }, pd, disks - 1)
+                    }
+                    LeftSymmetric6 => {
+                        let pd = data - m(disks - 1);
+                        ((pd + 1 + dd) % (disks - 1), pd, disks - 1)
+                    }
+                    RightSymmetric6 => {
+                        let pd = m(disks - 1);
+                        ((pd + 1 + dd) % (disks - 1), pd, disks - 1)
+                    }
+                    ParityFirst6 => (dd + 1, 0, disks - 1),
+                };
+                (dev, pd, Some(qd))
+            }
+            _ => unreachable!("r5_roles is only called for RAID4/5/6"),
+        }
+    }
+
+    #[inline]
+    fn raid10_map(&self, r: Raid10Layout, logical: u64, out: &mut Copies) {
+        // __raid10_find_phys() with far_set_size == raid_disks.
+        let disks = self.members();
+        let nc = usize::from(r.near());
+        let fc = usize::from(r.far());
+        let (chunk, off) = self.split_chunk(logical);
+        let c = chunk * nc as u64;
+        let mut stripe = c / disks as u64;
+        let mut dev = (c % disks as u64) as usize;
+        if r.offset() {
+            stripe *= fc as u64;
+        }
+        let mut sector = off + (stripe << self.shift);
+        for _ in 0..nc {
+            let mut d = dev;
+            let mut s = sector;
+            out.push(Location {
+                member: d,
+                sector: s,
+            });
+            for _ in 1..fc {
+                d = (d + nc) % disks;
+                s += self.stride;
+                out.push(Location {
+                    member: d,
+                    sector: s,
+                });
+            }
+            dev += 1;
+            if dev >= disks {
+                dev = 0;
+                sector += self.chunk;
+            }
+        }
+    }
+
+    /// The roles of every member in stripe `stripe` (RAID4/5/6 only).
+    pub fn stripe_layout(&self, stripe: u64) -> Result<StripeLayout> {
+        if !matches!(
+            self.layout,
+            Layout::Raid4 | Layout::Raid5(_) | Layout::Raid6(_)
+        ) {
+            return Err(geom_err(
+                "layout",
+                format!("{} has no parity stripes", self.layout),
+            ));
+        }
+        if stripe >= self.stripes() {
+            return Err(RaidError::OutOfRange {
+                what: "stripe".into(),
+                value: stripe,
+                limit: self.stripes(),
+            });
+        }
+        let data_n = self.data_disks();
+        let mut data = Vec::with_capacity(data_n);
+        let (mut p, mut q) = (0, None);
+        for dd in 0..data_n {
+            let (dev, pd, qd) = self.r5_roles(stripe, dd);
+            data.push(dev);
+            p = pd;
+            q = qd;
+        }
+        let mut q_exponent = Vec::new();
+        if let (Layout::Raid6(alg), Some(qd)) = (self.layout, q) {
+            let disks = self.members();
+            q_exponent = vec![None; disks];
+            if alg.is_ddf() {
+                for &d in &data {
+                    q_exponent[d] = Some(d as u8);
+                }
+            } else {
+                // raid6_d0(): md starts just after the Q block.
+                let d0 = if qd == disks - 1 { 0 } else { qd + 1 };
+                let mut slot = 0u8;
+                for k in 0..disks {
+                    let i = (d0 + k) % disks;
+                    if i != p && i != qd {
+                        q_exponent[i] = Some(slot);
+                        slot += 1;
+                    }
+                }
+            }
+        }
+        Ok(StripeLayout {
+            stripe,
+            p,
+            q,
+            data,
+            q_exponent,
+        })
+    }
+
+    /// What member sector `sector` of member `member` holds: the inverse of
+    /// [`Geometry::map`] (and `Unused` for space md leaves idle).
+    pub fn unmap(&self, member: usize, sector: u64) -> Result<MemberContent> {
+        if member >= self.members() {
+            return Err(RaidError::OutOfRange {
+                what: "member".into(),
+                value: member as u64,
+                limit: self.members() as u64,
+            });
+        }
+        if sector >= self.member_sectors[member] {
+            return Err(RaidError::OutOfRange {
+                what: format!("sector of member {member}"),
+                value: sector,
+                limit: self.member_sectors[member],
+            });
+        }
+        if sector >= self.used[member] {
+            return Ok(MemberContent::Unused);
+        }
+        Ok(match self.layout {
+            Layout::Raid0(l) => self.raid0_unmap(l, member, sector),
+            Layout::Raid1 => MemberContent::Data {
+                logical: sector,
+                copy: member,
+            },
+            Layout::Raid4 | Layout::Raid5(_) | Layout::Raid6(_) => {
+                let (stripe, off) = self.split_chunk(sector);
+                let sl = self.stripe_layout(stripe)?;
+                if sl.p == member {
+                    MemberContent::P { stripe }
+                } else if sl.q == Some(member) {
+                    MemberContent::Q { stripe }
+                } else {
+                    let i = sl.data.iter().position(|&d| d == member).unwrap_or(0);
+                    let chunk_no = stripe * self.data_disks() as u64 + i as u64;
+                    MemberContent::Data {
+                        logical: (chunk_no << self.shift) + off,
+                        copy: 0,
+                    }
+                }
+            }
+            Layout::Raid10(r) => self.raid10_unmap(r, member, sector),
+        })
+    }
+
+    fn raid0_unmap(&self, layout: Raid0Layout, member: usize, sector: u64) -> MemberContent {
+        for (zi, z) in self.zones.iter().enumerate() {
+            let zone_start = if zi == 0 {
+                0
+            } else {
+                self.zones[zi - 1].zone_end
+            };
+            let nb = z.devs.len() as u64;
+            let per_dev = (z.zone_end - zone_start) / nb;
+            if sector < z.dev_start || sector >= z.dev_start + per_dev {
+                continue;
+            }
+            let Some(k) = z.devs.iter().position(|&d| d == member) else {
+                continue;
+            };
+            let rel = sector - z.dev_start;
+            let (row, in_chunk) = (rel / self.chunk, rel % self.chunk);
+            // The member index is chosen as (base + zone chunk) mod nb,
+            // with base the zone's first array chunk (original) or 0 (alternate).
+            let base = match layout {
+                Raid0Layout::Original => (zone_start / self.chunk) % nb,
+                Raid0Layout::Alternate => 0,
+            };
+            let c = row * nb + (k as u64 + nb - base) % nb;
+            return MemberContent::Data {
+                logical: zone_start + c * self.chunk + in_chunk,
+                copy: 0,
+            };
+        }
+        MemberContent::Unused
+    }
+
+    fn raid10_unmap(&self, r: Raid10Layout, member: usize, sector: u64) -> MemberContent {
+        // raid10_find_virt() with far_set_size == raid_disks, then a forward
+        // check so that sectors md never maps report Unused.
+        let disks = self.members() as u64;
+        let nc = u64::from(r.near());
+        let fc = u64::from(r.far());
+        let mut dev = member as u64;
+        let offset = sector & (self.chunk - 1);
+        let chunk;
+        if r.offset() {
+            let row = sector >> self.shift;
+            let f = row % fc;
+            chunk = row / fc;
+            let back = (f * nc) % disks;
+            dev = (dev + disks - back) % disks;
+        } else {
+            let mut s = sector;
+            if s >= self.stride * fc {
+                return MemberContent::Unused;
+            }
+            while s >= self.stride {
+                s -= self.stride;
+                dev = (dev + disks - nc % disks) % disks;
+            }
+            chunk = s >> self.shift;
+        }
+        let vchunk = (chunk * disks + dev) / nc;
+        let logical = (vchunk << self.shift) + offset;
+        if logical >= self.array_sectors {
+            return MemberContent::Unused;
+        }
+        let mut copies = Copies::new();
+        self.raid10_map(r, logical, &mut copies);
+        match copies
+            .iter()
+            .position(|l| l.member == member && l.sector == sector)
+        {
+            Some(copy) => MemberContent::Data { logical, copy },
+            None => MemberContent::Unused,
+        }
+    }
+
+    /// Split the logical extent `start .. start + sectors` into contiguous
+    /// per-member extents, one set per copy, in logical order. Pieces that
+    /// continue the previous piece of the same copy on the same member are
+    /// merged.
+    pub fn map_range(&self, start: u64, sectors: u64) -> Result<Vec<MemberExtent>> {
+        if sectors == 0 {
+            return Ok(Vec::new());
+        }
+        let end = start.checked_add(sectors).unwrap_or(u64::MAX);
+        if end > self.array_sectors {
+            return Err(RaidError::OutOfRange {
+                what: "end of logical range".into(),
+                value: end,
+                limit: self.array_sectors + 1,
+            });
+        }
+        let mut out: Vec<MemberExtent> = Vec::new();
+        let mut last: HashMap<(usize, usize), usize> = HashMap::new();
+        let mut pos = start;
+        while pos < end {
+            let piece_end = if self.chunk == 0 {
+                end
+            } else {
+                ((pos / self.chunk + 1) * self.chunk).min(end)
+            };
+            let len = piece_end - pos;
+            let m = self.map(pos)?;
+            for (copy, loc) in m.copies.iter().enumerate() {
+                if let Some(&i) = last.get(&(copy, loc.member)) {
+                    let e = &mut out[i];
+                    if e.logical + e.sectors == pos && e.member_sector + e.sectors == loc.sector {
+                        e.sectors += len;
+                        continue;
+                    }
+                }
+                last.insert((copy, loc.member), out.len());
+                out.push(MemberExtent {
+                    member: loc.member,
+                    member_sector: loc.sector,
+                    logical: pos,
+                    sectors: len,
+                    copy,
+                });
+            }
+            pos = piece_end;
+        }
+        Ok(out)
+    }
+}
