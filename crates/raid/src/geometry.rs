@@ -231,6 +231,22 @@ impl Geometry {
                 format!("{} exists only for raid6", a.mdadm_name()),
             ));
         }
+        if let Layout::Raid10(r) = layout
+            && r.offset()
+            && r.near() > 1
+            && n % usize::from(r.near()) != 0
+        {
+            // __raid10_find_phys() moves a near copy that wraps past the last
+            // member one chunk down, which in an offset layout is the row of
+            // the far copies: md would store two chunks in one place.
+            return Err(geom_err(
+                "members",
+                format!(
+                    "{layout} (near copies with offset) needs a member count divisible by {}, got {n}",
+                    r.near()
+                ),
+            ));
+        }
         if let Some(i) = member_sectors.iter().position(|&s| s == 0) {
             return Err(geom_err(format!("member_sectors[{i}]"), "must be positive"));
         }

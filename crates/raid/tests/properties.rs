@@ -1,0 +1,335 @@
+//! Property tests: mapping invariants, parity round trips, SIMD equals
+//! scalar, failure analysis against brute force, layout choice.
+//!
+//! Case counts are kept small for debug builds; set `RAID_PROPTEST_CASES`
+//! to run more.
+
+use std::collections::{BTreeSet, HashSet};
+
+use bytes::{Bytes, BytesMut};
+use proptest::prelude::*;
+use raid::{
+    Backend, FailureModel, Geometry, Layout, LayoutRequest, MemberContent, ParityAlgorithm, ParityEngine,
+    Raid0Layout, Raid10Layout, choose_layout,
+};
+
+fn cases(default: u32) -> ProptestConfig {
+    let n = std::env::var("RAID_PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default);
+    ProptestConfig::with_cases(n)
+}
+
+const ALGS: [ParityAlgorithm; 14] = [
+    ParityAlgorithm::LeftAsymmetric,
+    ParityAlgorithm::RightAsymmetric,
+    ParityAlgorithm::LeftSymmetric,
+    ParityAlgorithm::RightSymmetric,
+    ParityAlgorithm::ParityFirst,
+    ParityAlgorithm::ParityLast,
+    ParityAlgorithm::DdfZeroRestart,
+    ParityAlgorithm::DdfNRestart,
+    ParityAlgorithm::DdfNContinue,
+    ParityAlgorithm::LeftAsymmetric6,
+    ParityAlgorithm::RightAsymmetric6,
+    ParityAlgorithm::LeftSymmetric6,
+    ParityAlgorithm::RightSymmetric6,
+    ParityAlgorithm::ParityFirst6,
+];
+
+/// Any layout md accepts, with a member count that suits it.
+fn layout_and_members() -> impl Strategy<Value = (Layout, usize)> {
+    prop_oneof![
+        (any::<bool>(), 1usize..7).prop_map(|(alt, n)| (
+            Layout::Raid0(if alt { Raid0Layout::Alternate } else { Raid0Layout::Original }),
+            n
+        )),
+        (1usize..5).prop_map(|n| (Layout::Raid1, n)),
+        (2usize..8).prop_map(|n| (Layout::Raid4, n)),
+        (0usize..6, 2usize..9).prop_map(|(a, n)| (Layout::Raid5(ALGS[a]), n)),
+        (0usize..14, 4usize..10).prop_map(|(a, n)| (Layout::Raid6(ALGS[a]), n)),
+        raid10_layout_and_members(),
+    ]
+}
+
+/// A small geometry: chunk 8 or 16 sectors (24 for some RAID0), members
+/// of a few chunks each, unequal sizes allowed.
+fn small_geometry() -> impl Strategy<Value = Geometry> {
+    geometry_from(layout_and_members())
+}
+
+fn raid10_layout_and_members() -> impl Strategy<Value = (Layout, usize)> {
+    (1u8..4, 1u8..4, any::<bool>(), 0usize..4).prop_filter_map("copies", |(nc, fc, o, extra)| {
+        let r = Raid10Layout::new(nc, fc, o && fc > 1).ok()?;
+        Some((Layout::Raid10(r), r.copies() + extra))
+    })
+}
+
+fn geometry_from(layouts: impl Strategy<Value = (Layout, usize)>) -> impl Strategy<Value = Geometry> {
+    (layouts, 0usize..3, prop::collection::vec(2u64..12, 16))
+        .prop_filter_map("valid geometry", |((layout, n), c, sizes)| {
+            let chunk = match (layout, c) {
+                (Layout::Raid0(_), 2) => 24,
+                (_, 1) => 16,
+                _ => 8,
+            };
+            let members: Vec<u64> = sizes[..n].iter().map(|s| s * chunk + (s % 3)).collect();
+            Geometry::new(layout, chunk, &members).ok()
+        })
+}
+
+proptest! {
+    #![proptest_config(cases(96))]
+
+    /// Every logical sector maps to distinct members for its copies, the
+    /// reverse map is the inverse, and no two logical sectors (or a sector
+    /// and a parity block) share a member sector.
+    #[test]
+    fn mapping_is_a_bijection(g in small_geometry()) {
+        let mut used: HashSet<(usize, u64)> = HashSet::new();
+        for l in 0..g.array_sectors() {
+            let m = g.map(l).unwrap();
+            prop_assert_eq!(m.copies.len(), g.copies());
+            let members: BTreeSet<usize> = m.copies.iter().map(|c| c.member).collect();
+            prop_assert_eq!(members.len(), m.copies.len(), "copies of {} share a member", l);
+            for (i, c) in m.copies.iter().enumerate() {
+                prop_assert!(c.sector < g.used_sectors()[c.member]);
+                prop_assert!(used.insert((c.member, c.sector)), "member sector {:?} used twice", c);
+                prop_assert_eq!(g.unmap(c.member, c.sector).unwrap(), MemberContent::Data { logical: l, copy: i });
+            }
+            if let Some(p) = m.parity {
+                let d = m.copies[0];
+                prop_assert!(p.p != d.member && p.q != Some(d.member) && p.q != Some(p.p));
+                prop_assert_eq!(g.unmap(p.p, d.sector).unwrap(), MemberContent::P { stripe: p.stripe });
+                if let Some(q) = p.q {
+                    prop_assert_eq!(g.unmap(q, d.sector).unwrap(), MemberContent::Q { stripe: p.stripe });
+                }
+                let sl = g.stripe_layout(p.stripe).unwrap();
+                prop_assert_eq!(sl.data[p.data_index], d.member);
+            }
+        }
+        // Every member sector is either data of exactly the sector found
+        // above, parity, or unused.
+        for m in 0..g.members() {
+            for s in 0..g.member_sectors()[m] {
+                match g.unmap(m, s).unwrap() {
+                    MemberContent::Data { .. } => prop_assert!(used.contains(&(m, s))),
+                    _ => prop_assert!(!used.contains(&(m, s))),
+                }
+            }
+        }
+        prop_assert_eq!(used.len() as u64, g.array_sectors() * g.copies() as u64);
+    }
+
+    /// Range mapping covers the range once per copy and agrees with `map`.
+    #[test]
+    fn range_mapping_agrees(g in small_geometry(), a in 0u64..10_000, b in 0u64..10_000) {
+        let n = g.array_sectors();
+        let (start, end) = ((a % n).min(b % n), (a % n).max(b % n) + 1);
+        let ext = g.map_range(start, end - start).unwrap();
+        for copy in 0..g.copies() {
+            let total: u64 = ext.iter().filter(|e| e.copy == copy).map(|e| e.sectors).sum();
+            prop_assert_eq!(total, end - start);
+        }
+        for e in &ext {
+            for k in [0, e.sectors - 1] {
+                let m = g.map(e.logical + k).unwrap();
+                prop_assert_eq!(m.copies[e.copy].member, e.member);
+                prop_assert_eq!(m.copies[e.copy].sector, e.member_sector + k);
+            }
+        }
+    }
+
+    /// A RAID10 failure set loses data exactly when every copy of some
+    /// chunk is on it (brute force over all chunks).
+    #[test]
+    fn raid10_loss_matches_brute_force(g in geometry_from(raid10_layout_and_members()), mask in any::<u16>()) {
+        let fm = FailureModel::new(&g);
+        let failed: Vec<usize> = (0..g.members()).filter(|m| mask & (1 << m) != 0).collect();
+        let chunk = g.chunk_sectors();
+        let brute = (0..g.array_sectors() / chunk).any(|c| {
+            g.map(c * chunk).unwrap().copies.iter().all(|l| failed.contains(&l.member))
+        });
+        prop_assert_eq!(fm.loses_data(&failed).unwrap(), brute);
+        let (sets, _) = fm.minimal_fatal_sets(3, 1000);
+        for s in sets {
+            prop_assert!(fm.loses_data(&s).unwrap());
+            for i in 0..s.len() {
+                let mut sub = s.clone();
+                sub.remove(i);
+                prop_assert!(!fm.loses_data(&sub).unwrap());
+            }
+        }
+    }
+}
+
+fn random_stripe(layout: Layout, members: usize, len: usize, stripe: u64, seed: &[u8]) -> (raid::StripeLayout, Vec<Bytes>) {
+    let g = Geometry::new(layout, 8, &vec![8 * (stripe + 1); members]).unwrap();
+    let sl = g.stripe_layout(stripe).unwrap();
+    let mut bufs: Vec<BytesMut> = (0..members)
+        .map(|m| {
+            BytesMut::from(
+                &(0..len)
+                    .map(|i| seed[(i * 7 + m * 13) % seed.len()].wrapping_mul(m as u8 + 1) ^ (i as u8))
+                    .collect::<Vec<u8>>()[..],
+            )
+        })
+        .collect();
+    ParityEngine::with_backend(Backend::Reference)
+        .unwrap()
+        .encode_stripe(&sl, &mut bufs)
+        .unwrap();
+    (sl, bufs.into_iter().map(BytesMut::freeze).collect())
+}
+
+proptest! {
+    #![proptest_config(cases(48))]
+
+    /// Generate, drop any one (RAID5) or any two (RAID6) members,
+    /// reconstruct: the result equals the original, on every backend.
+    #[test]
+    fn parity_round_trip(
+        raid6 in any::<bool>(),
+        alg in 0usize..14,
+        members in 3usize..=32,
+        len in 1usize..700,
+        stripe in 0u64..40,
+        seed in prop::collection::vec(any::<u8>(), 1..64),
+        drop_a in any::<usize>(),
+        drop_b in any::<usize>(),
+    ) {
+        let members = if raid6 { members.max(4) } else { members };
+        let layout = if raid6 { Layout::Raid6(ALGS[alg]) } else { Layout::Raid5(ALGS[alg % 6]) };
+        let (sl, original) = random_stripe(layout, members, len, stripe, &seed);
+        let a = drop_a % members;
+        let b = if raid6 { drop_b % members } else { a };
+        for backend in Backend::all_available() {
+            let engine = ParityEngine::with_backend(backend).unwrap();
+            let mut damaged: Vec<Option<Bytes>> = original.iter().cloned().map(Some).collect();
+            damaged[a] = None;
+            damaged[b] = None;
+            let rebuilt = engine.reconstruct_stripe(&sl, &damaged).unwrap();
+            prop_assert_eq!(&rebuilt, &original, "backend {:?} dropped {} {}", backend, a, b);
+            // Re-encoding with this backend gives the reference parity.
+            let mut bufs: Vec<BytesMut> = original.iter().map(|b| BytesMut::from(&b[..])).collect();
+            bufs[sl.p].fill(0);
+            engine.encode_stripe(&sl, &mut bufs).unwrap();
+            prop_assert_eq!(&bufs[sl.p][..], &original[sl.p][..]);
+            if let Some(q) = sl.q {
+                prop_assert_eq!(&bufs[q][..], &original[q][..]);
+            }
+        }
+    }
+
+    /// SIMD kernels equal the reference on random sparse syndromes and
+    /// two-block recovery, including unaligned lengths.
+    #[test]
+    fn simd_equals_reference(
+        blocks in prop::collection::vec(prop::option::weighted(0.8, prop::collection::vec(any::<u8>(), 300)), 1..40),
+        len in 0usize..300,
+        a in any::<usize>(),
+        b in any::<usize>(),
+    ) {
+        let slots: Vec<Option<&[u8]>> = blocks.iter().map(|b| b.as_deref().map(|v| &v[..len])).collect();
+        let reference = ParityEngine::with_backend(Backend::Reference).unwrap();
+        let (mut p0, mut q0) = (vec![0u8; len], vec![0u8; len]);
+        reference.gen_syndrome(&slots, &mut p0, &mut q0).unwrap();
+        for backend in Backend::all_available() {
+            let e = ParityEngine::with_backend(backend).unwrap();
+            let (mut p, mut q) = (vec![1u8; len], vec![2u8; len]);
+            e.gen_syndrome(&slots, &mut p, &mut q).unwrap();
+            prop_assert_eq!(&p, &p0, "P {:?}", backend);
+            prop_assert_eq!(&q, &q0, "Q {:?}", backend);
+            if slots.len() >= 2 {
+                let (x, y) = (a % slots.len(), b % slots.len());
+                if x != y {
+                    let (dx, dy) = e.recover_two_data(&slots, x, y, &p0, &q0).unwrap();
+                    let zero = vec![0u8; len];
+                    prop_assert_eq!(&dx[..], slots[x].unwrap_or(&zero[..]));
+                    prop_assert_eq!(&dy[..], slots[y].unwrap_or(&zero[..]));
+                }
+                let dx = e.recover_data_from_q(&slots, a % slots.len(), &q0).unwrap();
+                let zero = vec![0u8; len];
+                prop_assert_eq!(&dx[..], slots[a % slots.len()].unwrap_or(&zero[..]));
+            }
+        }
+    }
+
+    /// Layout choice: the answer holds the request, respects the limits and
+    /// the redundancy requirement; an error happens only when no option fits.
+    #[test]
+    fn layout_choice_is_sound(
+        drives in prop::collection::vec(1u64..64, 1..20),
+        size in 1u64..400,
+        redundancy in any::<bool>(),
+        striping in any::<bool>(),
+        max_drives in 1usize..17,
+    ) {
+        const GIB: u64 = 1 << 30;
+        let mut req = LayoutRequest::new(size * GIB / 4, drives.iter().map(|d| d * GIB).collect());
+        req.redundancy = redundancy;
+        req.striping = striping;
+        req.max_drives = max_drives;
+        match choose_layout(&req) {
+            Ok(c) => {
+                prop_assert!(c.usable_bytes >= req.size_bytes);
+                prop_assert!(c.drives.len() <= max_drives);
+                let distinct: BTreeSet<_> = c.drives.iter().collect();
+                prop_assert_eq!(distinct.len(), c.drives.len());
+                if let Some(g) = &c.geometry {
+                    prop_assert_eq!(g.array_bytes(), c.usable_bytes);
+                    let fm = FailureModel::new(g);
+                    if redundancy {
+                        for m in 0..g.members() {
+                            prop_assert!(!fm.loses_data(&[m]).unwrap());
+                        }
+                    }
+                    let paths: Vec<String> = c.drives.iter().map(|d| format!("/dev/d{d}")).collect();
+                    let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
+                    let args = c.mdadm_create_args("/dev/md/v", &refs).unwrap().unwrap();
+                    let want = format!("--raid-devices={}", g.members());
+                    prop_assert!(args.contains(&want));
+                } else {
+                    prop_assert!(!redundancy && c.drives.len() == 1);
+                }
+                if !striping {
+                    prop_assert!(c.drives.len() <= 2);
+                }
+            }
+            Err(e) => {
+                // Nothing fits: no single drive (or pair) holds the request
+                // without striping; with striping even the largest allowed
+                // set is too small.
+                let largest = drives.iter().max().unwrap() * GIB;
+                if !redundancy {
+                    prop_assert!(largest < req.size_bytes, "{}", e);
+                }
+                prop_assert!(!e.to_string().is_empty());
+            }
+        }
+    }
+}
+
+#[test]
+fn mttdl_matches_closed_forms() {
+    let p = raid::ReliabilityParams { mttf_hours: 1.0e6, mttr_hours: 24.0 };
+    let n = 8.0;
+    let g5 = Geometry::new(Layout::Raid5(ParityAlgorithm::LeftSymmetric), 8, &[64; 8]).unwrap();
+    let m5 = FailureModel::new(&g5).mttdl(p).unwrap().hours;
+    let approx5 = p.mttf_hours.powi(2) / (n * (n - 1.0) * p.mttr_hours);
+    assert!((m5 / approx5 - 1.0).abs() < 0.01, "raid5 {m5} vs {approx5}");
+    let g6 = Geometry::new(Layout::Raid6(ParityAlgorithm::LeftSymmetric), 8, &[64; 8]).unwrap();
+    let m6 = FailureModel::new(&g6).mttdl(p).unwrap().hours;
+    let approx6 = p.mttf_hours.powi(3) / (n * (n - 1.0) * (n - 2.0) * p.mttr_hours.powi(2));
+    assert!((m6 / approx6 - 1.0).abs() < 0.01, "raid6 {m6} vs {approx6}");
+    // RAID10 n2 on 4 members: after one failure, 1 of 3 survivors is fatal.
+    let g10 = Geometry::new(Layout::Raid10(Raid10Layout::new(2, 1, false).unwrap()), 8, &[64; 4]).unwrap();
+    let e10 = FailureModel::new(&g10).mttdl(p).unwrap();
+    assert!((e10.fatal_fraction[1] - 1.0 / 3.0).abs() < 1e-12);
+    let approx10 = p.mttf_hours.powi(2) / (4.0 * 1.0 * p.mttr_hours);
+    assert!((e10.hours / approx10 - 1.0).abs() < 0.01, "raid10 {} vs {approx10}", e10.hours);
+    let g0 = Geometry::new(Layout::Raid0(Raid0Layout::Original), 8, &[64; 4]).unwrap();
+    let m0 = FailureModel::new(&g0).mttdl(p).unwrap().hours;
+    assert!((m0 - p.mttf_hours / 4.0).abs() < 1e-6);
+}
