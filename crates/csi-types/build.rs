@@ -45,7 +45,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_transport(client)
         .btree_map(".")
         .skip_debug(secret_messages.iter().map(|m| format!(".csi.v1.{m}")))
-        .compile_with_config(config, &[PathBuf::from(proto)], &[PathBuf::from("proto"), include])?;
+        .compile_with_config(
+            config,
+            &[PathBuf::from(proto)],
+            &[PathBuf::from("proto"), include],
+        )?;
     Ok(())
 }
 
@@ -104,7 +108,9 @@ fn redacted_debug(
     for message in secret_messages {
         let fields = &model.messages[*message].fields;
         let _ = writeln!(out, "impl ::core::fmt::Debug for {} {{", rust_path(message));
-        out.push_str("    fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {\n");
+        out.push_str(
+            "    fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {\n",
+        );
         let short = message.rsplit('.').next().unwrap_or(message);
         let _ = writeln!(out, "        f.debug_struct({short:?})");
         let mut seen_oneofs = Vec::new();
@@ -112,7 +118,11 @@ fn redacted_debug(
             if let Some(oneof) = &field.oneof {
                 if !seen_oneofs.contains(oneof) {
                     seen_oneofs.push(oneof.clone());
-                    let _ = writeln!(out, "            .field({oneof:?}, &self.{})", rust_ident(oneof));
+                    let _ = writeln!(
+                        out,
+                        "            .field({oneof:?}, &self.{})",
+                        rust_ident(oneof)
+                    );
                 }
                 continue;
             }
@@ -123,7 +133,12 @@ fn redacted_debug(
                     field.name
                 );
             } else {
-                let _ = writeln!(out, "            .field({:?}, &self.{})", field.name, rust_ident(&field.name));
+                let _ = writeln!(
+                    out,
+                    "            .field({:?}, &self.{})",
+                    field.name,
+                    rust_ident(&field.name)
+                );
             }
         }
         out.push_str("            .finish()\n    }\n}\n\n");

@@ -340,7 +340,11 @@ impl Parser {
         let mut label = "singular";
         let mut t = self.next()?;
         if t == "repeated" || t == "optional" {
-            label = if t == "repeated" { "repeated" } else { "optional" };
+            label = if t == "repeated" {
+                "repeated"
+            } else {
+                "optional"
+            };
             t = self.next()?;
         }
         let ty = if t == "map" {

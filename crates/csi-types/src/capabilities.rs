@@ -186,8 +186,12 @@ impl PluginCapabilities {
                 Some(Type::Service(s)) if (1..=4).contains(&s.r#type) => {
                     flags |= PluginCapabilities::from_bits_truncate(1 << (s.r#type - 1));
                 }
-                Some(Type::VolumeExpansion(e)) if e.r#type == 1 => flags |= Self::VOLUME_EXPANSION_ONLINE,
-                Some(Type::VolumeExpansion(e)) if e.r#type == 2 => flags |= Self::VOLUME_EXPANSION_OFFLINE,
+                Some(Type::VolumeExpansion(e)) if e.r#type == 1 => {
+                    flags |= Self::VOLUME_EXPANSION_ONLINE
+                }
+                Some(Type::VolumeExpansion(e)) if e.r#type == 2 => {
+                    flags |= Self::VOLUME_EXPANSION_OFFLINE
+                }
                 _ => {}
             }
         }
@@ -203,7 +207,10 @@ impl PluginCapabilities {
                 r#type: Some(Type::Service(Service { r#type: i + 1 })),
             })
             .collect();
-        for (flag, wire) in [(Self::VOLUME_EXPANSION_ONLINE, 1), (Self::VOLUME_EXPANSION_OFFLINE, 2)] {
+        for (flag, wire) in [
+            (Self::VOLUME_EXPANSION_ONLINE, 1),
+            (Self::VOLUME_EXPANSION_OFFLINE, 2),
+        ] {
             if self.contains(flag) {
                 out.push(proto::PluginCapability {
                     r#type: Some(Type::VolumeExpansion(VolumeExpansion { r#type: wire })),
@@ -225,7 +232,10 @@ mod tests {
             ControllerCapabilities::all()
         );
         assert_eq!(ControllerCapabilities::all().to_proto().len(), 15);
-        assert_eq!(NodeCapabilities::from_proto(&NodeCapabilities::all().to_proto()), NodeCapabilities::all());
+        assert_eq!(
+            NodeCapabilities::from_proto(&NodeCapabilities::all().to_proto()),
+            NodeCapabilities::all()
+        );
         assert_eq!(
             GroupControllerCapabilities::from_proto(&GroupControllerCapabilities::all().to_proto()),
             GroupControllerCapabilities::all()
@@ -247,7 +257,9 @@ mod tests {
         assert_eq!(
             ControllerCapabilities::from_proto(&[proto::ControllerServiceCapability {
                 r#type: Some(proto::controller_service_capability::Type::Rpc(
-                    proto::controller_service_capability::Rpc { r#type: Type::GetSnapshot as i32 }
+                    proto::controller_service_capability::Rpc {
+                        r#type: Type::GetSnapshot as i32
+                    }
                 )),
             }]),
             ControllerCapabilities::GET_SNAPSHOT
@@ -257,10 +269,13 @@ mod tests {
     #[test]
     fn unknown_values_are_ignored() {
         let list = vec![proto::NodeServiceCapability {
-            r#type: Some(proto::node_service_capability::Type::Rpc(proto::node_service_capability::Rpc {
-                r#type: 99,
-            })),
+            r#type: Some(proto::node_service_capability::Type::Rpc(
+                proto::node_service_capability::Rpc { r#type: 99 },
+            )),
         }];
-        assert_eq!(NodeCapabilities::from_proto(&list), NodeCapabilities::empty());
+        assert_eq!(
+            NodeCapabilities::from_proto(&list),
+            NodeCapabilities::empty()
+        );
     }
 }

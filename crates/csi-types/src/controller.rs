@@ -1,15 +1,16 @@
 //! Typed requests and responses of the Controller service.
 
+use crate::CsiError;
 use crate::capabilities::ControllerCapabilities;
 use crate::ids::{NodeId, SnapshotId, SnapshotName, VolumeId, VolumeName};
 use crate::proto;
 use crate::redact::Secrets;
 use crate::types::{
-    CapacityRange, FromProto, Map, Snapshot, Topology, TopologyRequirement, Volume, VolumeCapability,
-    VolumeCondition, VolumeContentSource, at, list, non_empty_list, optional, required,
+    CapacityRange, FromProto, Map, Snapshot, Topology, TopologyRequirement, Volume,
+    VolumeCapability, VolumeCondition, VolumeContentSource, at, list, non_empty_list, optional,
+    required,
 };
 use crate::validate;
-use crate::CsiError;
 
 /// `CreateVolume` request: provision a volume, idempotently by `name`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,7 +43,10 @@ impl TryFrom<proto::CreateVolumeRequest> for CreateVolumeRequest {
             parameters: validate::map("parameters", p.parameters)?,
             secrets: Secrets::parse("secrets", p.secrets)?,
             volume_content_source: optional("volume_content_source", p.volume_content_source)?,
-            accessibility_requirements: optional("accessibility_requirements", p.accessibility_requirements)?,
+            accessibility_requirements: optional(
+                "accessibility_requirements",
+                p.accessibility_requirements,
+            )?,
             mutable_parameters: validate::map("mutable_parameters", p.mutable_parameters)?,
         })
     }
@@ -307,12 +311,21 @@ impl ValidateVolumeCapabilitiesResponse {
 }
 
 impl FromProto<proto::validate_volume_capabilities_response::Confirmed> for Confirmed {
-    fn from_proto(field: &str, p: proto::validate_volume_capabilities_response::Confirmed) -> Result<Self, CsiError> {
+    fn from_proto(
+        field: &str,
+        p: proto::validate_volume_capabilities_response::Confirmed,
+    ) -> Result<Self, CsiError> {
         Ok(Confirmed {
             volume_context: validate::map(&at(field, "volume_context"), p.volume_context)?,
-            volume_capabilities: non_empty_list(&at(field, "volume_capabilities"), p.volume_capabilities)?,
+            volume_capabilities: non_empty_list(
+                &at(field, "volume_capabilities"),
+                p.volume_capabilities,
+            )?,
             parameters: validate::map(&at(field, "parameters"), p.parameters)?,
-            mutable_parameters: validate::map(&at(field, "mutable_parameters"), p.mutable_parameters)?,
+            mutable_parameters: validate::map(
+                &at(field, "mutable_parameters"),
+                p.mutable_parameters,
+            )?,
         })
     }
 }
@@ -330,11 +343,17 @@ impl TryFrom<proto::ValidateVolumeCapabilitiesResponse> for ValidateVolumeCapabi
 impl From<ValidateVolumeCapabilitiesResponse> for proto::ValidateVolumeCapabilitiesResponse {
     fn from(r: ValidateVolumeCapabilitiesResponse) -> Self {
         proto::ValidateVolumeCapabilitiesResponse {
-            confirmed: r.confirmed.map(|c| proto::validate_volume_capabilities_response::Confirmed {
-                volume_context: c.volume_context,
-                volume_capabilities: c.volume_capabilities.into_iter().map(Into::into).collect(),
-                parameters: c.parameters,
-                mutable_parameters: c.mutable_parameters,
+            confirmed: r.confirmed.map(|c| {
+                proto::validate_volume_capabilities_response::Confirmed {
+                    volume_context: c.volume_context,
+                    volume_capabilities: c
+                        .volume_capabilities
+                        .into_iter()
+                        .map(Into::into)
+                        .collect(),
+                    parameters: c.parameters,
+                    mutable_parameters: c.mutable_parameters,
+                }
             }),
             message: r.message,
         }
@@ -363,7 +382,10 @@ impl TryFrom<proto::ListVolumesRequest> for ListVolumesRequest {
 impl From<ListVolumesRequest> for proto::ListVolumesRequest {
     fn from(r: ListVolumesRequest) -> Self {
         proto::ListVolumesRequest {
-            max_entries: r.max_entries.map(|n| n.min(i32::MAX as u32) as i32).unwrap_or(0),
+            max_entries: r
+                .max_entries
+                .map(|n| n.min(i32::MAX as u32) as i32)
+                .unwrap_or(0),
             starting_token: r.starting_token.unwrap_or_default(),
         }
     }
@@ -397,7 +419,10 @@ impl VolumeStatus {
 
     fn into_parts(self) -> (Vec<String>, Option<proto::VolumeCondition>) {
         (
-            self.published_node_ids.into_iter().map(String::from).collect(),
+            self.published_node_ids
+                .into_iter()
+                .map(String::from)
+                .collect(),
             self.volume_condition.map(Into::into),
         )
     }
@@ -427,7 +452,13 @@ impl FromProto<proto::list_volumes_response::Entry> for ListVolumesEntry {
             volume: required(&at(field, "volume"), p.volume)?,
             status: p
                 .status
-                .map(|s| VolumeStatus::parse(&at(field, "status"), s.published_node_ids, s.volume_condition))
+                .map(|s| {
+                    VolumeStatus::parse(
+                        &at(field, "status"),
+                        s.published_node_ids,
+                        s.volume_condition,
+                    )
+                })
                 .transpose()?,
         })
     }
@@ -511,7 +542,11 @@ impl TryFrom<proto::ControllerGetVolumeResponse> for ControllerGetVolumeResponse
         let status = p.status.ok_or_else(|| CsiError::missing("status"))?;
         Ok(ControllerGetVolumeResponse {
             volume: required("volume", p.volume)?,
-            status: VolumeStatus::parse("status", status.published_node_ids, status.volume_condition)?,
+            status: VolumeStatus::parse(
+                "status",
+                status.published_node_ids,
+                status.volume_condition,
+            )?,
         })
     }
 }
@@ -783,7 +818,10 @@ impl TryFrom<proto::ListSnapshotsRequest> for ListSnapshotsRequest {
 impl From<ListSnapshotsRequest> for proto::ListSnapshotsRequest {
     fn from(r: ListSnapshotsRequest) -> Self {
         proto::ListSnapshotsRequest {
-            max_entries: r.max_entries.map(|n| n.min(i32::MAX as u32) as i32).unwrap_or(0),
+            max_entries: r
+                .max_entries
+                .map(|n| n.min(i32::MAX as u32) as i32)
+                .unwrap_or(0),
             starting_token: r.starting_token.unwrap_or_default(),
             source_volume_id: r.source_volume_id.map(String::from).unwrap_or_default(),
             snapshot_id: r.snapshot_id.map(String::from).unwrap_or_default(),

@@ -2,13 +2,13 @@
 
 use std::time::SystemTime;
 
+use crate::CsiError;
 use crate::capabilities::GroupControllerCapabilities;
 use crate::ids::{GroupSnapshotId, GroupSnapshotName, SnapshotId, VolumeId};
 use crate::proto;
 use crate::redact::Secrets;
 use crate::types::{FromProto, Map, Snapshot, at, id_list, non_empty_list, required, timestamp};
 use crate::validate;
-use crate::CsiError;
 
 /// `GroupControllerGetCapabilities` request (empty).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -21,7 +21,9 @@ pub struct GroupControllerGetCapabilitiesResponse {
     pub capabilities: GroupControllerCapabilities,
 }
 
-impl TryFrom<proto::GroupControllerGetCapabilitiesResponse> for GroupControllerGetCapabilitiesResponse {
+impl TryFrom<proto::GroupControllerGetCapabilitiesResponse>
+    for GroupControllerGetCapabilitiesResponse
+{
     type Error = CsiError;
     fn try_from(p: proto::GroupControllerGetCapabilitiesResponse) -> Result<Self, CsiError> {
         Ok(GroupControllerGetCapabilitiesResponse {
@@ -30,7 +32,9 @@ impl TryFrom<proto::GroupControllerGetCapabilitiesResponse> for GroupControllerG
     }
 }
 
-impl From<GroupControllerGetCapabilitiesResponse> for proto::GroupControllerGetCapabilitiesResponse {
+impl From<GroupControllerGetCapabilitiesResponse>
+    for proto::GroupControllerGetCapabilitiesResponse
+{
     fn from(r: GroupControllerGetCapabilitiesResponse) -> Self {
         proto::GroupControllerGetCapabilitiesResponse {
             capabilities: r.capabilities.to_proto(),
@@ -57,7 +61,12 @@ impl TryFrom<proto::CreateVolumeGroupSnapshotRequest> for CreateVolumeGroupSnaps
     fn try_from(p: proto::CreateVolumeGroupSnapshotRequest) -> Result<Self, CsiError> {
         Ok(CreateVolumeGroupSnapshotRequest {
             name: GroupSnapshotName::parse("name", p.name)?,
-            source_volume_ids: id_list("source_volume_ids", p.source_volume_ids, true, VolumeId::parse)?,
+            source_volume_ids: id_list(
+                "source_volume_ids",
+                p.source_volume_ids,
+                true,
+                VolumeId::parse,
+            )?,
             secrets: Secrets::parse("secrets", p.secrets)?,
             parameters: validate::map("parameters", p.parameters)?,
         })
@@ -91,7 +100,10 @@ pub struct VolumeGroupSnapshot {
 impl FromProto<proto::VolumeGroupSnapshot> for VolumeGroupSnapshot {
     fn from_proto(field: &str, p: proto::VolumeGroupSnapshot) -> Result<Self, CsiError> {
         Ok(VolumeGroupSnapshot {
-            group_snapshot_id: GroupSnapshotId::parse(&at(field, "group_snapshot_id"), p.group_snapshot_id)?,
+            group_snapshot_id: GroupSnapshotId::parse(
+                &at(field, "group_snapshot_id"),
+                p.group_snapshot_id,
+            )?,
             snapshots: non_empty_list(&at(field, "snapshots"), p.snapshots)?,
             creation_time: timestamp(&at(field, "creation_time"), p.creation_time)?,
             ready_to_use: p.ready_to_use,

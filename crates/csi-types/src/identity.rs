@@ -1,11 +1,11 @@
 //! Typed requests and responses of the Identity service.
 
+use crate::CsiError;
 use crate::capabilities::PluginCapabilities;
 use crate::ids::PluginName;
 use crate::proto;
 use crate::types::{Map, at};
 use crate::validate;
-use crate::CsiError;
 
 /// `GetPluginInfo` request (empty).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -95,7 +95,8 @@ crate::messages::empty_messages! {
 impl TryFrom<proto::GetPluginInfoResponse> for GetPluginInfoResponse {
     type Error = CsiError;
     fn try_from(p: proto::GetPluginInfoResponse) -> Result<Self, CsiError> {
-        let mut r = GetPluginInfoResponse::new(PluginName::parse("name", p.name)?, p.vendor_version)?;
+        let mut r =
+            GetPluginInfoResponse::new(PluginName::parse("name", p.name)?, p.vendor_version)?;
         r.manifest = validate::map(&at("", "manifest"), p.manifest)?;
         Ok(r)
     }

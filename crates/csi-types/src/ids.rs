@@ -3,8 +3,8 @@
 
 use std::fmt;
 
-use crate::validate;
 use crate::CsiError;
+use crate::validate;
 
 macro_rules! string_newtype {
     (
@@ -245,7 +245,10 @@ mod tests {
         assert!(VolumeId::new("v").is_ok());
         assert!(VolumeId::new("x".repeat(128)).is_ok());
         let e = VolumeId::new("x".repeat(129)).unwrap_err();
-        assert_eq!(e.to_string(), "invalid `volume_id`: must be at most 128 bytes, got 129");
+        assert_eq!(
+            e.to_string(),
+            "invalid `volume_id`: must be at most 128 bytes, got 129"
+        );
         assert!(VolumeId::new("").is_err());
         assert!(NodeId::new("n".repeat(256)).is_ok());
         assert!(NodeId::new("n".repeat(257)).is_err());
@@ -254,7 +257,9 @@ mod tests {
     #[test]
     fn names_reject_banned_controls_but_allow_whitespace() {
         assert!(VolumeName::new("pvc-1\twith tab\nand newline\r").is_ok());
-        for bad in ["a\u{0}", "a\u{b}", "a\u{c}", "a\u{1f}", "a\u{7f}", "a\u{9f}"] {
+        for bad in [
+            "a\u{0}", "a\u{b}", "a\u{c}", "a\u{1f}", "a\u{7f}", "a\u{9f}",
+        ] {
             let e = VolumeName::new(bad).unwrap_err();
             assert!(e.to_string().contains("control character"), "{e}");
         }

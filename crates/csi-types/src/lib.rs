@@ -1,30 +1,130 @@
-//! Typed, validated CSI v1.12 messages, driver traits, spec error codes and
-//! gRPC serving. (Crate docs are completed below.)
+//! Typed, validated CSI v1.12 messages, driver traits, the spec's error codes
+//! and gRPC serving on a unix socket: the base of a Kubernetes CSI driver.
+//!
+//! A driver author implements the traits of [`driver`] with typed requests
+//! that have already been validated against the spec, bundles them into a
+//! [`Plugin`], and serves it. Everything else a CSI plugin must do the same
+//! way every time is done here: field rules and size limits, capability
+//! advertisement that agrees with what is implemented, `UNIMPLEMENTED` for
+//! what is not, `ABORTED` for a second operation on a volume in flight,
+//! panics isolated to one call, secrets never logged, stale sockets removed,
+//! graceful shutdown.
+//!
+//! # Example: a minimal plugin
+//!
+//! ```
+//! use std::sync::Arc;
+//! use async_trait::async_trait;
+//! use csi_types::*;
+//!
+//! struct Hello;
+//!
+//! #[async_trait]
+//! impl Identity for Hello {
+//!     async fn get_plugin_info(&self, _: GetPluginInfoRequest) -> Result<GetPluginInfoResponse, CsiError> {
+//!         GetPluginInfoResponse::new(PluginName::new("hello.csi.example.com")?, "0.1.0")
+//!     }
+//! }
+//!
+//! #[async_trait]
+//! impl Node for Hello {
+//!     async fn node_publish_volume(&self, req: NodePublishVolumeRequest) -> Result<NodePublishVolumeResponse, CsiError> {
+//!         Err(CsiError::not_found(format!("volume {} does not exist", req.volume_id)))
+//!     }
+//!     async fn node_unpublish_volume(&self, _: NodeUnpublishVolumeRequest) -> Result<NodeUnpublishVolumeResponse, CsiError> {
+//!         Ok(NodeUnpublishVolumeResponse {})
+//!     }
+//!     async fn node_get_info(&self, _: NodeGetInfoRequest) -> Result<NodeGetInfoResponse, CsiError> {
+//!         Ok(NodeGetInfoResponse::new(NodeId::new("node-1")?))
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), CsiError> {
+//! let hello = Arc::new(Hello);
+//! let plugin = Plugin::builder(hello.clone()).node(hello).build()?;
+//!
+//! // Call it in process, typed (a `client::Client` offers the same calls over a socket) ...
+//! let info = Csi::node_get_info(&plugin, NodeGetInfoRequest {}).await?;
+//! assert_eq!(info.node_id.as_str(), "node-1");
+//!
+//! // ... or at the wire level, where a bad request never reaches the driver.
+//! let err = RawCsi::node_publish_volume(&plugin, proto::NodePublishVolumeRequest::default()).await.unwrap_err();
+//! assert_eq!(err.code(), Code::InvalidArgument);
+//! assert_eq!(err.to_string(), "invalid `volume_id`: this field is REQUIRED");
+//!
+//! // What is not registered is not advertised, and answers UNIMPLEMENTED.
+//! assert!(plugin.node_capabilities().is_empty());
+//! let err = RawCsi::create_volume(&plugin, proto::CreateVolumeRequest::default()).await.unwrap_err();
+//! assert_eq!(err.code(), Code::Unimplemented);
+//! # Ok(()) }
+//! ```
+//!
+//! To serve it on a unix socket until SIGTERM or SIGINT (feature `server`):
+//!
+//! ```no_run
+//! # async fn run(plugin: csi_types::Plugin) -> Result<(), csi_types::server::ServeError> {
+//! csi_types::server::serve(plugin, "unix:///csi/csi.sock", csi_types::server::shutdown_signal()).await
+//! # }
+//! ```
+//!
+//! # Layers
+//!
+//! - [`proto`]: the raw wire types, generated from the project's
+//!   `proto/csi.proto` (written from the CSI v1.12.0 specification).
+//! - Typed messages ([`controller`], [`node`], [`identity`],
+//!   [`group_controller`], [`snapshot_metadata`], shared [`types`]), built
+//!   from the wire with `TryFrom` (validating) and converted back with `From`.
+//!   Responses are built with constructors that take every REQUIRED field.
+//! - [`driver`]: the traits a driver implements; [`Plugin`]: the bundle.
+//! - [`RawCsi`] / [`Csi`]: every RPC, wire-level or typed, implemented by
+//!   [`Plugin`] and by `client::Client`.
+//! - [`server`] and [`client`]: tonic serving and dialing.
+//!
+//! # Features
+//!
+//! - `server` (default): [`server::serve`] over tonic on `unix://` or `tcp://`.
+//! - `client` (default): `client::Client`, a [`RawCsi`] over gRPC.
+//! - `mock`: mockall mocks of every driver trait (`MockIdentity`,
+//!   `MockProvisioner`, …), for code built around a driver.
+//! - `proptest`: `Arbitrary` for every typed request, response and newtype.
 
+pub mod api;
 pub mod capabilities;
+#[cfg(feature = "client")]
+pub mod client;
+pub mod controller;
+pub mod driver;
+pub mod endpoint;
 pub mod error;
+pub mod group_controller;
+pub mod identity;
 pub mod ids;
+mod messages;
+pub mod node;
+pub mod plugin;
 pub mod proto;
 pub mod redact;
+#[cfg(feature = "server")]
+pub mod server;
+pub mod snapshot_metadata;
 pub mod types;
 mod validate;
 
-pub use capabilities::*;
-pub use error::{Code, CsiError};
-pub use ids::*;
-pub use redact::{Secrets, STRIPPED};
-pub use types::*;
-pub mod controller;
-pub mod group_controller;
-pub mod identity;
-mod messages;
-pub mod node;
-pub mod snapshot_metadata;
-
-pub use controller::*;
-pub use group_controller::*;
-pub use identity::*;
-pub use node::*;
-pub use snapshot_metadata::*;
 #[cfg(feature = "proptest")]
 pub mod arbitrary;
+
+pub use api::{Csi, RawCsi};
+pub use capabilities::*;
+pub use controller::*;
+pub use driver::*;
+pub use error::{Code, CsiError};
+pub use group_controller::*;
+pub use identity::*;
+pub use ids::*;
+pub use node::*;
+pub use plugin::{Plugin, PluginBuilder};
+pub use redact::{STRIPPED, Secrets};
+pub use snapshot_metadata::*;
+pub use types::*;
+pub use validate::{MAX_MAP_BYTES, MAX_NODE_ID_BYTES, MAX_PATH_BYTES, MAX_STRING_BYTES};

@@ -1,15 +1,22 @@
 //! Typed requests and responses of the Node service.
 
+use crate::CsiError;
 use crate::capabilities::NodeCapabilities;
 use crate::ids::{NodeId, NodePath, VolumeId};
 use crate::proto;
 use crate::redact::Secrets;
-use crate::types::{CapacityRange, FromProto, Map, Topology, VolumeCapability, VolumeCondition, at, list, optional, required};
+use crate::types::{
+    CapacityRange, FromProto, Map, Topology, VolumeCapability, VolumeCondition, at, list, optional,
+    required,
+};
 use crate::validate;
-use crate::CsiError;
 
 fn optional_path(field: &str, p: String) -> Result<Option<NodePath>, CsiError> {
-    if p.is_empty() { Ok(None) } else { NodePath::parse(field, p).map(Some) }
+    if p.is_empty() {
+        Ok(None)
+    } else {
+        NodePath::parse(field, p).map(Some)
+    }
 }
 
 /// `NodeStageVolume` request: make a volume available at a per-node staging path.
@@ -240,7 +247,12 @@ impl FromProto<proto::VolumeUsage> for VolumeUsage {
         let unit = match Unit::try_from(p.unit) {
             Ok(Unit::Bytes) => UsageUnit::Bytes,
             Ok(Unit::Inodes) => UsageUnit::Inodes,
-            _ => return Err(CsiError::invalid(at(field, "unit"), "this field is REQUIRED: BYTES or INODES")),
+            _ => {
+                return Err(CsiError::invalid(
+                    at(field, "unit"),
+                    "this field is REQUIRED: BYTES or INODES",
+                ));
+            }
         };
         Ok(VolumeUsage {
             unit,

@@ -15,7 +15,13 @@
 
 // Generated code: its items are documented by the proto comments where the
 // spec gives them, and clippy's style lints do not apply to it.
-#![allow(missing_docs, clippy::all, rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags, rustdoc::bare_urls)]
+#![allow(
+    missing_docs,
+    clippy::all,
+    rustdoc::broken_intra_doc_links,
+    rustdoc::invalid_html_tags,
+    rustdoc::bare_urls
+)]
 
 include!(concat!(env!("OUT_DIR"), "/csi.v1.rs"));
 include!(concat!(env!("OUT_DIR"), "/redacted_debug.rs"));

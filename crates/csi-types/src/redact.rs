@@ -47,7 +47,10 @@ impl Secrets {
         Self::parse("secrets", map)
     }
 
-    pub(crate) fn parse(field: &str, map: BTreeMap<String, String>) -> Result<Self, crate::CsiError> {
+    pub(crate) fn parse(
+        field: &str,
+        map: BTreeMap<String, String>,
+    ) -> Result<Self, crate::CsiError> {
         crate::validate::map_size(field, &map)?;
         for key in map.keys() {
             crate::validate::secret_key(field, key)?;

@@ -1,12 +1,12 @@
 //! Typed requests and responses of the SnapshotMetadata service (alpha):
 //! allocated and changed block ranges of snapshots, streamed.
 
+use crate::CsiError;
 use crate::ids::SnapshotId;
 use crate::proto;
 use crate::redact::Secrets;
 use crate::types::{FromProto, at, list};
 use crate::validate;
-use crate::CsiError;
 
 /// How the block ranges of a response are sized.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -48,7 +48,10 @@ fn block_metadata_type(field: &str, v: i32) -> Result<BlockMetadataType, CsiErro
     match proto::BlockMetadataType::try_from(v) {
         Ok(proto::BlockMetadataType::FixedLength) => Ok(BlockMetadataType::FixedLength),
         Ok(proto::BlockMetadataType::VariableLength) => Ok(BlockMetadataType::VariableLength),
-        _ => Err(CsiError::invalid(field, "this field is REQUIRED: FIXED_LENGTH or VARIABLE_LENGTH")),
+        _ => Err(CsiError::invalid(
+            field,
+            "this field is REQUIRED: FIXED_LENGTH or VARIABLE_LENGTH",
+        )),
     }
 }
 
@@ -89,7 +92,10 @@ impl From<GetMetadataAllocatedRequest> for proto::GetMetadataAllocatedRequest {
         proto::GetMetadataAllocatedRequest {
             snapshot_id: r.snapshot_id.into_string(),
             starting_offset: validate::to_i64(r.starting_offset),
-            max_results: r.max_results.map(|n| n.min(i32::MAX as u32) as i32).unwrap_or(0),
+            max_results: r
+                .max_results
+                .map(|n| n.min(i32::MAX as u32) as i32)
+                .unwrap_or(0),
             secrets: r.secrets.into_inner(),
         }
     }
@@ -129,7 +135,10 @@ impl From<GetMetadataDeltaRequest> for proto::GetMetadataDeltaRequest {
             base_snapshot_id: r.base_snapshot_id.into_string(),
             target_snapshot_id: r.target_snapshot_id.into_string(),
             starting_offset: validate::to_i64(r.starting_offset),
-            max_results: r.max_results.map(|n| n.min(i32::MAX as u32) as i32).unwrap_or(0),
+            max_results: r
+                .max_results
+                .map(|n| n.min(i32::MAX as u32) as i32)
+                .unwrap_or(0),
             secrets: r.secrets.into_inner(),
         }
     }
@@ -173,4 +182,7 @@ macro_rules! block_metadata_response {
     };
 }
 
-block_metadata_response!(proto::GetMetadataAllocatedResponse, proto::GetMetadataDeltaResponse);
+block_metadata_response!(
+    proto::GetMetadataAllocatedResponse,
+    proto::GetMetadataDeltaResponse
+);

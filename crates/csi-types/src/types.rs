@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
+use crate::CsiError;
 use crate::ids::{GroupSnapshotId, SnapshotId, TopologyKey, TopologyValue, VolumeId};
 use crate::proto;
 use crate::validate::{self, index, join};
-use crate::CsiError;
 
 /// A `map<string, string>` field such as `parameters` or `volume_context`.
 pub type Map = BTreeMap<String, String>;
@@ -34,7 +34,10 @@ pub(crate) fn required<P, T: FromProto<P>>(field: &str, p: Option<P>) -> Result<
     }
 }
 
-pub(crate) fn optional<P, T: FromProto<P>>(field: &str, p: Option<P>) -> Result<Option<T>, CsiError> {
+pub(crate) fn optional<P, T: FromProto<P>>(
+    field: &str,
+    p: Option<P>,
+) -> Result<Option<T>, CsiError> {
     p.map(|p| T::from_proto(field, p)).transpose()
 }
 
@@ -45,9 +48,15 @@ pub(crate) fn list<P, T: FromProto<P>>(field: &str, ps: Vec<P>) -> Result<Vec<T>
         .collect()
 }
 
-pub(crate) fn non_empty_list<P, T: FromProto<P>>(field: &str, ps: Vec<P>) -> Result<Vec<T>, CsiError> {
+pub(crate) fn non_empty_list<P, T: FromProto<P>>(
+    field: &str,
+    ps: Vec<P>,
+) -> Result<Vec<T>, CsiError> {
     if ps.is_empty() {
-        return Err(CsiError::invalid(field, "this field is REQUIRED: at least one entry"));
+        return Err(CsiError::invalid(
+            field,
+            "this field is REQUIRED: at least one entry",
+        ));
     }
     list(field, ps)
 }
@@ -60,7 +69,10 @@ pub(crate) fn id_list<T>(
     parse: fn(&str, String) -> Result<T, CsiError>,
 ) -> Result<Vec<T>, CsiError> {
     if non_empty && ids.is_empty() {
-        return Err(CsiError::invalid(field, "this field is REQUIRED: at least one entry"));
+        return Err(CsiError::invalid(
+            field,
+            "this field is REQUIRED: at least one entry",
+        ));
     }
     ids.into_iter()
         .enumerate()
@@ -112,7 +124,10 @@ impl AccessMode {
 
     /// Whether the mode grants only read access.
     pub fn is_read_only(self) -> bool {
-        matches!(self, AccessMode::SingleNodeReaderOnly | AccessMode::MultiNodeReaderOnly)
+        matches!(
+            self,
+            AccessMode::SingleNodeReaderOnly | AccessMode::MultiNodeReaderOnly
+        )
     }
 
     fn to_proto(self) -> proto::volume_capability::access_mode::Mode {
@@ -141,8 +156,14 @@ impl FromProto<proto::volume_capability::AccessMode> for AccessMode {
             Ok(Mode::MultiNodeMultiWriter) => Ok(AccessMode::MultiNodeMultiWriter),
             Ok(Mode::SingleNodeSingleWriter) => Ok(AccessMode::SingleNodeSingleWriter),
             Ok(Mode::SingleNodeMultiWriter) => Ok(AccessMode::SingleNodeMultiWriter),
-            Ok(Mode::Unknown) => Err(CsiError::invalid(field, "this field is REQUIRED: the mode must not be UNKNOWN")),
-            Err(_) => Err(CsiError::invalid(field, format!("unknown access mode {}", p.mode))),
+            Ok(Mode::Unknown) => Err(CsiError::invalid(
+                field,
+                "this field is REQUIRED: the mode must not be UNKNOWN",
+            )),
+            Err(_) => Err(CsiError::invalid(
+                field,
+                format!("unknown access mode {}", p.mode),
+            )),
         }
     }
 }
@@ -181,7 +202,10 @@ impl FromProto<proto::volume_capability::MountVolume> for MountVolume {
         Ok(MountVolume {
             fs_type: validate::optional_string(&at(field, "fs_type"), p.fs_type)?,
             mount_flags: p.mount_flags,
-            volume_mount_group: validate::optional_string(&at(field, "volume_mount_group"), p.volume_mount_group)?,
+            volume_mount_group: validate::optional_string(
+                &at(field, "volume_mount_group"),
+                p.volume_mount_group,
+            )?,
         })
     }
 }
@@ -269,7 +293,9 @@ impl FromProto<proto::VolumeCapability> for VolumeCapability {
         use proto::volume_capability::AccessType as Wire;
         let access_type = match p.access_type {
             Some(Wire::Block(_)) => AccessType::Block,
-            Some(Wire::Mount(m)) => AccessType::Mount(MountVolume::from_proto(&at(field, "mount"), m)?),
+            Some(Wire::Mount(m)) => {
+                AccessType::Mount(MountVolume::from_proto(&at(field, "mount"), m)?)
+            }
             None => {
                 return Err(CsiError::invalid(
                     at(field, "access_type"),
@@ -338,7 +364,10 @@ impl CapacityRange {
     }
 
     fn check(&self, field: &str) -> Result<(), CsiError> {
-        for (name, v) in [("required_bytes", self.required_bytes), ("limit_bytes", self.limit_bytes)] {
+        for (name, v) in [
+            ("required_bytes", self.required_bytes),
+            ("limit_bytes", self.limit_bytes),
+        ] {
             if let Some(v) = v
                 && v > i64::MAX as u64
             {
@@ -358,7 +387,8 @@ impl CapacityRange {
 
     /// Whether `bytes` lies within the range.
     pub fn contains(&self, bytes: u64) -> bool {
-        self.required_bytes.is_none_or(|r| bytes >= r) && self.limit_bytes.is_none_or(|l| bytes <= l)
+        self.required_bytes.is_none_or(|r| bytes >= r)
+            && self.limit_bytes.is_none_or(|l| bytes <= l)
     }
 
     /// The size to provision: `required_bytes` (or `default` when unset)
@@ -379,7 +409,8 @@ impl CapacityRange {
 
 impl FromProto<proto::CapacityRange> for CapacityRange {
     fn from_proto(field: &str, p: proto::CapacityRange) -> Result<Self, CsiError> {
-        let required_bytes = validate::non_negative(&at(field, "required_bytes"), p.required_bytes)?;
+        let required_bytes =
+            validate::non_negative(&at(field, "required_bytes"), p.required_bytes)?;
         let limit_bytes = validate::non_negative(&at(field, "limit_bytes"), p.limit_bytes)?;
         let r = CapacityRange {
             required_bytes: (required_bytes != 0).then_some(required_bytes),
@@ -418,10 +449,15 @@ impl Topology {
     /// assert_eq!(t.get("topology.example.com/zone"), Some("z1"));
     /// assert!(Topology::new([("Zone", "a"), ("zone", "b")]).is_err());
     /// ```
-    pub fn new<K: Into<String>, V: Into<String>>(segments: impl IntoIterator<Item = (K, V)>) -> Result<Self, CsiError> {
+    pub fn new<K: Into<String>, V: Into<String>>(
+        segments: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<Self, CsiError> {
         Self::parse(
             "segments",
-            segments.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
+            segments
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
         )
     }
 
@@ -432,7 +468,10 @@ impl Topology {
         for (k, v) in segments {
             let kf = format!("{field}[{k:?}]");
             if !lower.insert(k.to_ascii_lowercase()) {
-                return Err(CsiError::invalid(kf, "topology keys are case-insensitive and must be unique"));
+                return Err(CsiError::invalid(
+                    kf,
+                    "topology keys are case-insensitive and must be unique",
+                ));
             }
             let key = TopologyKey::parse(&kf, k)?;
             let value = TopologyValue::parse(&kf, v)?;
@@ -453,7 +492,9 @@ impl Topology {
 
     /// Whether every segment of `self` appears with the same value in `other`.
     pub fn is_subset_of(&self, other: &Topology) -> bool {
-        self.segments.iter().all(|(k, v)| other.segments.get(k) == Some(v))
+        self.segments
+            .iter()
+            .all(|(k, v)| other.segments.get(k) == Some(v))
     }
 }
 
@@ -501,7 +542,10 @@ impl FromProto<proto::TopologyRequirement> for TopologyRequirement {
                 }
             }
         }
-        Ok(TopologyRequirement { requisite, preferred })
+        Ok(TopologyRequirement {
+            requisite,
+            preferred,
+        })
     }
 }
 
@@ -681,9 +725,13 @@ impl From<VolumeCondition> for proto::VolumeCondition {
     }
 }
 
-pub(crate) fn timestamp(field: &str, t: Option<prost_types::Timestamp>) -> Result<SystemTime, CsiError> {
+pub(crate) fn timestamp(
+    field: &str,
+    t: Option<prost_types::Timestamp>,
+) -> Result<SystemTime, CsiError> {
     let t = t.ok_or_else(|| CsiError::missing(field))?;
-    SystemTime::try_from(t).map_err(|e| CsiError::invalid(field, format!("not a valid timestamp: {e}")))
+    SystemTime::try_from(t)
+        .map_err(|e| CsiError::invalid(field, format!("not a valid timestamp: {e}")))
 }
 
 /// A snapshot of a volume.
@@ -740,7 +788,10 @@ impl FromProto<proto::Snapshot> for Snapshot {
             group_snapshot_id: if p.group_snapshot_id.is_empty() {
                 None
             } else {
-                Some(GroupSnapshotId::parse(&at(field, "group_snapshot_id"), p.group_snapshot_id)?)
+                Some(GroupSnapshotId::parse(
+                    &at(field, "group_snapshot_id"),
+                    p.group_snapshot_id,
+                )?)
             },
         })
     }

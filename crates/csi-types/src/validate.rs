@@ -81,7 +81,9 @@ pub(crate) fn secret_key(field: &str, key: &str) -> Result<(), CsiError> {
     {
         return Err(CsiError::invalid(
             format!("{field}[{key:?}]"),
-            format!("secret keys may contain only ASCII alphanumerics, '-', '_' and '.', found {c:?}"),
+            format!(
+                "secret keys may contain only ASCII alphanumerics, '-', '_' and '.', found {c:?}"
+            ),
         ));
     }
     Ok(())
@@ -105,7 +107,10 @@ pub(crate) fn path(field: &str, value: &str) -> Result<(), CsiError> {
 /// with `-`, `_`, `.` or alphanumerics between.
 pub(crate) fn label(field: &str, what: &str, value: &str) -> Result<(), CsiError> {
     if value.is_empty() {
-        return Err(CsiError::invalid(field, format!("{what} must not be empty")));
+        return Err(CsiError::invalid(
+            field,
+            format!("{what} must not be empty"),
+        ));
     }
     if value.chars().count() > MAX_LABEL_CHARS {
         return Err(CsiError::invalid(
@@ -116,7 +121,10 @@ pub(crate) fn label(field: &str, what: &str, value: &str) -> Result<(), CsiError
     let ok_inner = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
     let first = value.chars().next().unwrap_or(' ');
     let last = value.chars().last().unwrap_or(' ');
-    if !first.is_ascii_alphanumeric() || !last.is_ascii_alphanumeric() || !value.chars().all(ok_inner) {
+    if !first.is_ascii_alphanumeric()
+        || !last.is_ascii_alphanumeric()
+        || !value.chars().all(ok_inner)
+    {
         return Err(CsiError::invalid(
             field,
             format!(
@@ -131,9 +139,17 @@ pub(crate) fn label(field: &str, what: &str, value: &str) -> Result<(), CsiError
 /// plugin name and topology key prefixes): at most 63 characters, beginning
 /// and ending with an alphanumeric, with `-`, `.` and alphanumerics between.
 /// `lower_only` additionally demands lower case (topology key prefixes).
-pub(crate) fn domain_name(field: &str, what: &str, value: &str, lower_only: bool) -> Result<(), CsiError> {
+pub(crate) fn domain_name(
+    field: &str,
+    what: &str,
+    value: &str,
+    lower_only: bool,
+) -> Result<(), CsiError> {
     if value.is_empty() {
-        return Err(CsiError::invalid(field, format!("{what} must not be empty")));
+        return Err(CsiError::invalid(
+            field,
+            format!("{what} must not be empty"),
+        ));
     }
     if value.chars().count() > MAX_LABEL_CHARS {
         return Err(CsiError::invalid(
@@ -173,21 +189,28 @@ pub(crate) fn index(parent: &str, i: usize) -> String {
 }
 
 /// A plain `map<string, string>` field: size limit only.
-pub(crate) fn map(field: &str, map: BTreeMap<String, String>) -> Result<BTreeMap<String, String>, CsiError> {
+pub(crate) fn map(
+    field: &str,
+    map: BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, CsiError> {
     map_size(field, &map)?;
     Ok(map)
 }
 
 /// A non-negative int64 that must be set (non-zero is not required: 0 is a valid size).
 pub(crate) fn non_negative(field: &str, value: i64) -> Result<u64, CsiError> {
-    u64::try_from(value).map_err(|_| CsiError::invalid(field, format!("must not be negative, got {value}")))
+    u64::try_from(value)
+        .map_err(|_| CsiError::invalid(field, format!("must not be negative, got {value}")))
 }
 
 /// An `int32` count where 0 means "unset".
 pub(crate) fn optional_count(field: &str, value: i32) -> Result<Option<u32>, CsiError> {
     match value {
         0 => Ok(None),
-        n if n < 0 => Err(CsiError::invalid(field, format!("must not be negative, got {n}"))),
+        n if n < 0 => Err(CsiError::invalid(
+            field,
+            format!("must not be negative, got {n}"),
+        )),
         n => Ok(Some(n as u32)),
     }
 }

@@ -1,0 +1,167 @@
+//! [`RawCsi`]: every CSI RPC at the wire level, and [`Csi`]: the same RPCs
+//! with typed requests and validated typed responses.
+//!
+//! Both an in-process [`crate::Plugin`] and a remote `Client` (feature
+//! `client`) implement [`RawCsi`], so tools and conformance tests written
+//! against it run the same way in `cargo test` and over a socket. [`Csi`] is
+//! implemented for every [`RawCsi`]; it refuses a response that breaks the
+//! spec (a missing REQUIRED field, a negative size) with `INTERNAL`, naming
+//! the field, so a non-conformant plugin is caught at the first call.
+
+use async_trait::async_trait;
+use futures::stream::{BoxStream, StreamExt};
+
+use crate::CsiError;
+use crate::controller::*;
+use crate::group_controller::*;
+use crate::identity::*;
+use crate::node::*;
+use crate::proto;
+use crate::snapshot_metadata::*;
+
+/// A stream of wire-level block metadata messages.
+pub type RawStream<T> = BoxStream<'static, Result<T, CsiError>>;
+
+/// Calls `$m!` with the list of unary RPCs: (method, wire name, request, response).
+macro_rules! for_each_unary_rpc {
+    ($m:ident) => {
+        $m! {
+            (get_plugin_info, "GetPluginInfo", GetPluginInfoRequest, GetPluginInfoResponse),
+            (get_plugin_capabilities, "GetPluginCapabilities", GetPluginCapabilitiesRequest, GetPluginCapabilitiesResponse),
+            (probe, "Probe", ProbeRequest, ProbeResponse),
+            (create_volume, "CreateVolume", CreateVolumeRequest, CreateVolumeResponse),
+            (delete_volume, "DeleteVolume", DeleteVolumeRequest, DeleteVolumeResponse),
+            (controller_publish_volume, "ControllerPublishVolume", ControllerPublishVolumeRequest, ControllerPublishVolumeResponse),
+            (controller_unpublish_volume, "ControllerUnpublishVolume", ControllerUnpublishVolumeRequest, ControllerUnpublishVolumeResponse),
+            (validate_volume_capabilities, "ValidateVolumeCapabilities", ValidateVolumeCapabilitiesRequest, ValidateVolumeCapabilitiesResponse),
+            (list_volumes, "ListVolumes", ListVolumesRequest, ListVolumesResponse),
+            (get_capacity, "GetCapacity", GetCapacityRequest, GetCapacityResponse),
+            (controller_get_capabilities, "ControllerGetCapabilities", ControllerGetCapabilitiesRequest, ControllerGetCapabilitiesResponse),
+            (create_snapshot, "CreateSnapshot", CreateSnapshotRequest, CreateSnapshotResponse),
+            (delete_snapshot, "DeleteSnapshot", DeleteSnapshotRequest, DeleteSnapshotResponse),
+            (list_snapshots, "ListSnapshots", ListSnapshotsRequest, ListSnapshotsResponse),
+            (get_snapshot, "GetSnapshot", GetSnapshotRequest, GetSnapshotResponse),
+            (controller_expand_volume, "ControllerExpandVolume", ControllerExpandVolumeRequest, ControllerExpandVolumeResponse),
+            (controller_get_volume, "ControllerGetVolume", ControllerGetVolumeRequest, ControllerGetVolumeResponse),
+            (controller_modify_volume, "ControllerModifyVolume", ControllerModifyVolumeRequest, ControllerModifyVolumeResponse),
+            (group_controller_get_capabilities, "GroupControllerGetCapabilities", GroupControllerGetCapabilitiesRequest, GroupControllerGetCapabilitiesResponse),
+            (create_volume_group_snapshot, "CreateVolumeGroupSnapshot", CreateVolumeGroupSnapshotRequest, CreateVolumeGroupSnapshotResponse),
+            (delete_volume_group_snapshot, "DeleteVolumeGroupSnapshot", DeleteVolumeGroupSnapshotRequest, DeleteVolumeGroupSnapshotResponse),
+            (get_volume_group_snapshot, "GetVolumeGroupSnapshot", GetVolumeGroupSnapshotRequest, GetVolumeGroupSnapshotResponse),
+            (node_stage_volume, "NodeStageVolume", NodeStageVolumeRequest, NodeStageVolumeResponse),
+            (node_unstage_volume, "NodeUnstageVolume", NodeUnstageVolumeRequest, NodeUnstageVolumeResponse),
+            (node_publish_volume, "NodePublishVolume", NodePublishVolumeRequest, NodePublishVolumeResponse),
+            (node_unpublish_volume, "NodeUnpublishVolume", NodeUnpublishVolumeRequest, NodeUnpublishVolumeResponse),
+            (node_get_volume_stats, "NodeGetVolumeStats", NodeGetVolumeStatsRequest, NodeGetVolumeStatsResponse),
+            (node_expand_volume, "NodeExpandVolume", NodeExpandVolumeRequest, NodeExpandVolumeResponse),
+            (node_get_capabilities, "NodeGetCapabilities", NodeGetCapabilitiesRequest, NodeGetCapabilitiesResponse),
+            (node_get_info, "NodeGetInfo", NodeGetInfoRequest, NodeGetInfoResponse),
+        }
+    };
+}
+
+macro_rules! define_apis {
+    ($(($method:ident, $rpc:literal, $req:ident, $resp:ident)),* $(,)?) => {
+        /// Every CSI RPC at the wire level: raw prost requests in, raw prost
+        /// responses or a [`CsiError`] out.
+        ///
+        /// Implemented by [`crate::Plugin`] (in process) and by the gRPC
+        /// `Client` (feature `client`).
+        #[async_trait]
+        pub trait RawCsi: Send + Sync {
+            $(
+                #[doc = concat!("`", $rpc, "`.")]
+                async fn $method(&self, req: proto::$req) -> Result<proto::$resp, CsiError>;
+            )*
+
+            /// `GetMetadataAllocated` (server streaming).
+            async fn get_metadata_allocated(
+                &self,
+                req: proto::GetMetadataAllocatedRequest,
+            ) -> Result<RawStream<proto::GetMetadataAllocatedResponse>, CsiError>;
+
+            /// `GetMetadataDelta` (server streaming).
+            async fn get_metadata_delta(
+                &self,
+                req: proto::GetMetadataDeltaRequest,
+            ) -> Result<RawStream<proto::GetMetadataDeltaResponse>, CsiError>;
+        }
+
+        /// Every CSI RPC with typed requests and validated typed responses,
+        /// for any [`RawCsi`].
+        ///
+        /// A response that breaks the spec is refused with `INTERNAL`, naming
+        /// the RPC and the field.
+        #[async_trait]
+        pub trait Csi: RawCsi {
+            $(
+                #[doc = concat!("`", $rpc, "`, typed.")]
+                async fn $method(&self, req: $req) -> Result<$resp, CsiError> {
+                    let resp = RawCsi::$method(self, req.into()).await?;
+                    $resp::try_from(resp).map_err(|e| invalid_response($rpc, e))
+                }
+            )*
+
+            /// `GetMetadataAllocated`, typed.
+            async fn get_metadata_allocated(
+                &self,
+                req: GetMetadataAllocatedRequest,
+            ) -> Result<BoxStream<'static, Result<BlockMetadataResponse, CsiError>>, CsiError> {
+                let stream = RawCsi::get_metadata_allocated(self, req.into()).await?;
+                Ok(stream
+                    .map(|r| r.and_then(|m| BlockMetadataResponse::try_from(m).map_err(|e| invalid_response("GetMetadataAllocated", e))))
+                    .boxed())
+            }
+
+            /// `GetMetadataDelta`, typed.
+            async fn get_metadata_delta(
+                &self,
+                req: GetMetadataDeltaRequest,
+            ) -> Result<BoxStream<'static, Result<BlockMetadataResponse, CsiError>>, CsiError> {
+                let stream = RawCsi::get_metadata_delta(self, req.into()).await?;
+                Ok(stream
+                    .map(|r| r.and_then(|m| BlockMetadataResponse::try_from(m).map_err(|e| invalid_response("GetMetadataDelta", e))))
+                    .boxed())
+            }
+        }
+    };
+}
+
+for_each_unary_rpc!(define_apis);
+
+impl<T: RawCsi + ?Sized> Csi for T {}
+
+fn invalid_response(rpc: &str, e: CsiError) -> CsiError {
+    CsiError::internal(format!("the plugin's {rpc} response breaks the spec: {e}"))
+}
+
+macro_rules! forward_raw {
+    ($(($method:ident, $rpc:literal, $req:ident, $resp:ident)),* $(,)?) => {
+        /// An `Arc` of a [`RawCsi`] is one too, so a plugin can be shared
+        /// between a server and in-process callers.
+        #[async_trait]
+        impl<T: RawCsi + ?Sized> RawCsi for std::sync::Arc<T> {
+            $(
+                async fn $method(&self, req: proto::$req) -> Result<proto::$resp, CsiError> {
+                    RawCsi::$method(&**self, req).await
+                }
+            )*
+
+            async fn get_metadata_allocated(
+                &self,
+                req: proto::GetMetadataAllocatedRequest,
+            ) -> Result<RawStream<proto::GetMetadataAllocatedResponse>, CsiError> {
+                RawCsi::get_metadata_allocated(&**self, req).await
+            }
+
+            async fn get_metadata_delta(
+                &self,
+                req: proto::GetMetadataDeltaRequest,
+            ) -> Result<RawStream<proto::GetMetadataDeltaResponse>, CsiError> {
+                RawCsi::get_metadata_delta(&**self, req).await
+            }
+        }
+    };
+}
+
+for_each_unary_rpc!(forward_raw);

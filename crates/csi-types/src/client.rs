@@ -1,0 +1,171 @@
+//! A gRPC client for any CSI endpoint (feature `client`), for tests and tools.
+//!
+//! [`Client`] implements [`RawCsi`], and through it the typed [`crate::Csi`],
+//! so the same code drives an in-process [`crate::Plugin`] or a plugin in
+//! another process, written in any language.
+
+use async_trait::async_trait;
+use futures::stream::StreamExt;
+use tonic::transport::{Channel, Endpoint as TonicEndpoint};
+
+use crate::CsiError;
+use crate::api::{RawCsi, RawStream};
+use crate::endpoint::{Endpoint, EndpointError};
+use crate::proto;
+use crate::proto::controller_client::ControllerClient;
+use crate::proto::group_controller_client::GroupControllerClient;
+use crate::proto::identity_client::IdentityClient;
+use crate::proto::node_client::NodeClient;
+use crate::proto::snapshot_metadata_client::SnapshotMetadataClient;
+
+/// Why a client could not connect.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The endpoint string is malformed.
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+    /// The connection failed.
+    #[error("connecting to {endpoint}: {source}")]
+    Transport {
+        /// Where.
+        endpoint: String,
+        /// Why.
+        source: tonic::transport::Error,
+    },
+}
+
+/// A connection to a CSI endpoint, with a client for each of the five services.
+///
+/// ```no_run
+/// use csi_types::{Csi, GetPluginInfoRequest};
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let client = csi_types::client::Client::connect("unix:///run/csi/csi.sock").await?;
+/// let info = client.get_plugin_info(GetPluginInfoRequest {}).await?;
+/// println!("{} {}", info.name, info.vendor_version);
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Client {
+    identity: IdentityClient<Channel>,
+    controller: ControllerClient<Channel>,
+    group_controller: GroupControllerClient<Channel>,
+    node: NodeClient<Channel>,
+    snapshot_metadata: SnapshotMetadataClient<Channel>,
+}
+
+impl Client {
+    /// Connects to `unix:///path` or `tcp://ip:port`.
+    pub async fn connect(endpoint: &str) -> Result<Client, ConnectError> {
+        let parsed: Endpoint = endpoint.parse()?;
+        let transport = |source| ConnectError::Transport {
+            endpoint: endpoint.to_string(),
+            source,
+        };
+        let channel = match parsed {
+            Endpoint::Unix(path) => {
+                // The URI is required by tonic but unused: the connector dials the socket.
+                TonicEndpoint::from_static("http://[::1]:50051")
+                    .connect_with_connector(tower::service_fn(move |_: http::Uri| {
+                        let path = path.clone();
+                        async move {
+                            let stream = tokio::net::UnixStream::connect(path).await?;
+                            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+                        }
+                    }))
+                    .await
+                    .map_err(transport)?
+            }
+            Endpoint::Tcp(addr) => TonicEndpoint::from_shared(format!("http://{addr}"))
+                .map_err(transport)?
+                .connect()
+                .await
+                .map_err(transport)?,
+        };
+        Ok(Client::from_channel(channel))
+    }
+
+    /// A client over an existing channel.
+    pub fn from_channel(channel: Channel) -> Client {
+        Client {
+            identity: IdentityClient::new(channel.clone()),
+            controller: ControllerClient::new(channel.clone()),
+            group_controller: GroupControllerClient::new(channel.clone()),
+            node: NodeClient::new(channel.clone()),
+            snapshot_metadata: SnapshotMetadataClient::new(channel),
+        }
+    }
+}
+
+macro_rules! client_calls {
+    ($($field:ident: [$($method:ident: $req:ident => $resp:ident),* $(,)?]),* $(,)?) => {
+        #[async_trait]
+        impl RawCsi for Client {
+            $($(
+                async fn $method(&self, req: proto::$req) -> Result<proto::$resp, CsiError> {
+                    let mut c = self.$field.clone();
+                    Ok(c.$method(req).await?.into_inner())
+                }
+            )*)*
+
+            async fn get_metadata_allocated(
+                &self,
+                req: proto::GetMetadataAllocatedRequest,
+            ) -> Result<RawStream<proto::GetMetadataAllocatedResponse>, CsiError> {
+                let mut c = self.snapshot_metadata.clone();
+                let stream = c.get_metadata_allocated(req).await?.into_inner();
+                Ok(stream.map(|r| r.map_err(CsiError::from)).boxed())
+            }
+
+            async fn get_metadata_delta(
+                &self,
+                req: proto::GetMetadataDeltaRequest,
+            ) -> Result<RawStream<proto::GetMetadataDeltaResponse>, CsiError> {
+                let mut c = self.snapshot_metadata.clone();
+                let stream = c.get_metadata_delta(req).await?.into_inner();
+                Ok(stream.map(|r| r.map_err(CsiError::from)).boxed())
+            }
+        }
+    };
+}
+
+client_calls! {
+    identity: [
+        get_plugin_info: GetPluginInfoRequest => GetPluginInfoResponse,
+        get_plugin_capabilities: GetPluginCapabilitiesRequest => GetPluginCapabilitiesResponse,
+        probe: ProbeRequest => ProbeResponse,
+    ],
+    controller: [
+        create_volume: CreateVolumeRequest => CreateVolumeResponse,
+        delete_volume: DeleteVolumeRequest => DeleteVolumeResponse,
+        controller_publish_volume: ControllerPublishVolumeRequest => ControllerPublishVolumeResponse,
+        controller_unpublish_volume: ControllerUnpublishVolumeRequest => ControllerUnpublishVolumeResponse,
+        validate_volume_capabilities: ValidateVolumeCapabilitiesRequest => ValidateVolumeCapabilitiesResponse,
+        list_volumes: ListVolumesRequest => ListVolumesResponse,
+        get_capacity: GetCapacityRequest => GetCapacityResponse,
+        controller_get_capabilities: ControllerGetCapabilitiesRequest => ControllerGetCapabilitiesResponse,
+        create_snapshot: CreateSnapshotRequest => CreateSnapshotResponse,
+        delete_snapshot: DeleteSnapshotRequest => DeleteSnapshotResponse,
+        list_snapshots: ListSnapshotsRequest => ListSnapshotsResponse,
+        get_snapshot: GetSnapshotRequest => GetSnapshotResponse,
+        controller_expand_volume: ControllerExpandVolumeRequest => ControllerExpandVolumeResponse,
+        controller_get_volume: ControllerGetVolumeRequest => ControllerGetVolumeResponse,
+        controller_modify_volume: ControllerModifyVolumeRequest => ControllerModifyVolumeResponse,
+    ],
+    group_controller: [
+        group_controller_get_capabilities: GroupControllerGetCapabilitiesRequest => GroupControllerGetCapabilitiesResponse,
+        create_volume_group_snapshot: CreateVolumeGroupSnapshotRequest => CreateVolumeGroupSnapshotResponse,
+        delete_volume_group_snapshot: DeleteVolumeGroupSnapshotRequest => DeleteVolumeGroupSnapshotResponse,
+        get_volume_group_snapshot: GetVolumeGroupSnapshotRequest => GetVolumeGroupSnapshotResponse,
+    ],
+    node: [
+        node_stage_volume: NodeStageVolumeRequest => NodeStageVolumeResponse,
+        node_unstage_volume: NodeUnstageVolumeRequest => NodeUnstageVolumeResponse,
+        node_publish_volume: NodePublishVolumeRequest => NodePublishVolumeResponse,
+        node_unpublish_volume: NodeUnpublishVolumeRequest => NodeUnpublishVolumeResponse,
+        node_get_volume_stats: NodeGetVolumeStatsRequest => NodeGetVolumeStatsResponse,
+        node_expand_volume: NodeExpandVolumeRequest => NodeExpandVolumeResponse,
+        node_get_capabilities: NodeGetCapabilitiesRequest => NodeGetCapabilitiesResponse,
+        node_get_info: NodeGetInfoRequest => NodeGetInfoResponse,
+    ],
+}

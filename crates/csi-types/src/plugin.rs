@@ -1,0 +1,981 @@
+//! [`Plugin`]: a driver's trait objects bundled into one CSI plugin, with
+//! request validation, derived capabilities, a per-volume operation guard,
+//! panic isolation and a tracing span per RPC.
+
+use std::collections::HashSet;
+use std::fmt::Debug;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use async_trait::async_trait;
+use futures::FutureExt;
+use futures::stream::StreamExt;
+use tracing::Instrument;
+
+use crate::CsiError;
+use crate::api::{RawCsi, RawStream};
+use crate::capabilities::{
+    ControllerCapabilities, GroupControllerCapabilities, NodeCapabilities, PluginCapabilities,
+};
+use crate::controller::*;
+use crate::driver::*;
+use crate::group_controller::*;
+use crate::identity::*;
+use crate::node::*;
+use crate::proto;
+
+/// A CSI plugin: the driver's service implementations, ready to be served
+/// (feature `server`) or called in process through [`RawCsi`] / [`crate::Csi`].
+///
+/// Built with [`Plugin::builder`]. Every call:
+/// - is validated into its typed request (a bad field answers
+///   `INVALID_ARGUMENT` naming the field, without reaching the driver);
+/// - answers `UNIMPLEMENTED` when the trait that serves it was not
+///   registered, and the capabilities RPCs report exactly what was registered;
+/// - holds a per-object guard, so a second operation on the same volume (or
+///   volume name, snapshot, snapshot name, group snapshot) while one is in
+///   flight answers `ABORTED`, as the spec recommends;
+/// - turns a panic in the driver into `INTERNAL` for that call;
+/// - runs in a `csi` tracing span with the RPC name, logging the request
+///   (secrets stripped) at debug level and the outcome at info level.
+#[derive(Clone)]
+pub struct Plugin {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    identity: Arc<dyn Identity>,
+    controller: Option<Arc<dyn Controller>>,
+    provisioner: Option<Arc<dyn Provisioner>>,
+    publisher: Option<Arc<dyn ControllerPublisher>>,
+    volume_lister: Option<Arc<dyn VolumeLister>>,
+    capacity_reporter: Option<Arc<dyn CapacityReporter>>,
+    snapshotter: Option<Arc<dyn Snapshotter>>,
+    snapshot_lister: Option<Arc<dyn SnapshotLister>>,
+    snapshot_getter: Option<Arc<dyn SnapshotGetter>>,
+    controller_expander: Option<Arc<dyn ControllerExpander>>,
+    volume_getter: Option<Arc<dyn VolumeGetter>>,
+    modifier: Option<Arc<dyn VolumeModifier>>,
+    node: Option<Arc<dyn Node>>,
+    stager: Option<Arc<dyn NodeStager>>,
+    node_stats: Option<Arc<dyn NodeVolumeStats>>,
+    node_expander: Option<Arc<dyn NodeExpander>>,
+    group_controller: Option<Arc<dyn GroupController>>,
+    snapshot_metadata: Option<Arc<dyn SnapshotMetadata>>,
+    plugin_capabilities: PluginCapabilities,
+    controller_capabilities: ControllerCapabilities,
+    node_capabilities: NodeCapabilities,
+    guard: Option<InFlight>,
+}
+
+/// Builds a [`Plugin`] from a driver's trait implementations.
+///
+/// Register each part the driver implements; the advertised capabilities
+/// follow from what was registered. One driver struct usually implements
+/// several traits and is registered as several `Arc` clones.
+pub struct PluginBuilder {
+    inner: Inner,
+}
+
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident: $trait:ident),* $(,)?) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(mut self, part: Arc<dyn $trait>) -> Self {
+                self.inner.$name = Some(part);
+                self
+            }
+        )*
+    };
+}
+
+impl Plugin {
+    /// Starts a plugin with its Identity service, the one service every plugin serves.
+    pub fn builder(identity: Arc<dyn Identity>) -> PluginBuilder {
+        PluginBuilder {
+            inner: Inner {
+                identity,
+                controller: None,
+                provisioner: None,
+                publisher: None,
+                volume_lister: None,
+                capacity_reporter: None,
+                snapshotter: None,
+                snapshot_lister: None,
+                snapshot_getter: None,
+                controller_expander: None,
+                volume_getter: None,
+                modifier: None,
+                node: None,
+                stager: None,
+                node_stats: None,
+                node_expander: None,
+                group_controller: None,
+                snapshot_metadata: None,
+                plugin_capabilities: PluginCapabilities::empty(),
+                controller_capabilities: ControllerCapabilities::empty(),
+                node_capabilities: NodeCapabilities::empty(),
+                guard: Some(InFlight::default()),
+            },
+        }
+    }
+
+    /// What `GetPluginCapabilities` advertises.
+    pub fn plugin_capabilities(&self) -> PluginCapabilities {
+        self.inner.plugin_capabilities
+    }
+
+    /// What `ControllerGetCapabilities` advertises.
+    pub fn controller_capabilities(&self) -> ControllerCapabilities {
+        self.inner.controller_capabilities
+    }
+
+    /// What `NodeGetCapabilities` advertises.
+    pub fn node_capabilities(&self) -> NodeCapabilities {
+        self.inner.node_capabilities
+    }
+
+    /// What `GroupControllerGetCapabilities` advertises.
+    pub fn group_controller_capabilities(&self) -> GroupControllerCapabilities {
+        if self.inner.group_controller.is_some() {
+            GroupControllerCapabilities::CREATE_DELETE_GET_VOLUME_GROUP_SNAPSHOT
+        } else {
+            GroupControllerCapabilities::empty()
+        }
+    }
+}
+
+impl PluginBuilder {
+    setters! {
+        /// The Controller service's mandatory part (`ValidateVolumeCapabilities`).
+        controller: Controller,
+        /// `CreateVolume`/`DeleteVolume`: advertises `CREATE_DELETE_VOLUME`.
+        provisioner: Provisioner,
+        /// `ControllerPublishVolume`/`ControllerUnpublishVolume`: advertises `PUBLISH_UNPUBLISH_VOLUME`.
+        publisher: ControllerPublisher,
+        /// `ListVolumes`: advertises `LIST_VOLUMES`.
+        volume_lister: VolumeLister,
+        /// `GetCapacity`: advertises `GET_CAPACITY`.
+        capacity_reporter: CapacityReporter,
+        /// `CreateSnapshot`/`DeleteSnapshot`: advertises `CREATE_DELETE_SNAPSHOT`.
+        snapshotter: Snapshotter,
+        /// `ListSnapshots`: advertises `LIST_SNAPSHOTS`.
+        snapshot_lister: SnapshotLister,
+        /// `GetSnapshot`: advertises `GET_SNAPSHOT`.
+        snapshot_getter: SnapshotGetter,
+        /// `ControllerExpandVolume`: advertises the controller's `EXPAND_VOLUME`.
+        controller_expander: ControllerExpander,
+        /// `ControllerGetVolume`: advertises `GET_VOLUME`.
+        volume_getter: VolumeGetter,
+        /// `ControllerModifyVolume`: advertises `MODIFY_VOLUME`.
+        modifier: VolumeModifier,
+        /// The Node service's mandatory part (publish, unpublish, info).
+        node: Node,
+        /// `NodeStageVolume`/`NodeUnstageVolume`: advertises `STAGE_UNSTAGE_VOLUME`.
+        stager: NodeStager,
+        /// `NodeGetVolumeStats`: advertises `GET_VOLUME_STATS`.
+        node_stats: NodeVolumeStats,
+        /// `NodeExpandVolume`: advertises the node's `EXPAND_VOLUME`.
+        node_expander: NodeExpander,
+        /// The GroupController service: advertises `GROUP_CONTROLLER_SERVICE`
+        /// and `CREATE_DELETE_GET_VOLUME_GROUP_SNAPSHOT`.
+        group_controller: GroupController,
+        /// The SnapshotMetadata service: advertises `SNAPSHOT_METADATA_SERVICE`.
+        snapshot_metadata: SnapshotMetadata,
+    }
+
+    /// Turns the per-object operation guard on (the default) or off, for a
+    /// driver that serialises operations itself.
+    pub fn operation_guard(mut self, on: bool) -> Self {
+        self.inner.guard = on.then(InFlight::default);
+        self
+    }
+
+    /// Derives the capabilities and checks that every declared feature has
+    /// the RPCs it needs. The error names the capability and what is missing.
+    pub fn build(mut self) -> Result<Plugin, CsiError> {
+        let i = &mut self.inner;
+        let missing = |cap: &str, need: &str| {
+            CsiError::invalid(
+                "feature_capabilities",
+                format!("{cap} is declared but {need} is not registered"),
+            )
+        };
+
+        let has_controller_part = i.provisioner.is_some()
+            || i.publisher.is_some()
+            || i.volume_lister.is_some()
+            || i.capacity_reporter.is_some()
+            || i.snapshotter.is_some()
+            || i.snapshot_lister.is_some()
+            || i.snapshot_getter.is_some()
+            || i.controller_expander.is_some()
+            || i.volume_getter.is_some()
+            || i.modifier.is_some();
+        if has_controller_part && i.controller.is_none() {
+            return Err(CsiError::invalid(
+                "controller",
+                "Controller parts are registered but no Controller (ValidateVolumeCapabilities is mandatory)",
+            ));
+        }
+        let has_node_part =
+            i.stager.is_some() || i.node_stats.is_some() || i.node_expander.is_some();
+        if has_node_part && i.node.is_none() {
+            return Err(CsiError::invalid(
+                "node",
+                "Node parts are registered but no Node (NodePublishVolume, NodeUnpublishVolume and NodeGetInfo are mandatory)",
+            ));
+        }
+
+        type C = ControllerCapabilities;
+        let mut cc = C::empty();
+        if let Some(controller) = &i.controller {
+            let rpc_bits = [
+                (i.provisioner.is_some(), C::CREATE_DELETE_VOLUME),
+                (i.publisher.is_some(), C::PUBLISH_UNPUBLISH_VOLUME),
+                (i.volume_lister.is_some(), C::LIST_VOLUMES),
+                (i.capacity_reporter.is_some(), C::GET_CAPACITY),
+                (i.snapshotter.is_some(), C::CREATE_DELETE_SNAPSHOT),
+                (i.snapshot_lister.is_some(), C::LIST_SNAPSHOTS),
+                (i.snapshot_getter.is_some(), C::GET_SNAPSHOT),
+                (i.controller_expander.is_some(), C::EXPAND_VOLUME),
+                (i.volume_getter.is_some(), C::GET_VOLUME),
+                (i.modifier.is_some(), C::MODIFY_VOLUME),
+            ];
+            for (present, bit) in rpc_bits {
+                cc.set(bit, present);
+            }
+            let features = controller.feature_capabilities()
+                & (C::CLONE_VOLUME
+                    | C::PUBLISH_READONLY
+                    | C::LIST_VOLUMES_PUBLISHED_NODES
+                    | C::VOLUME_CONDITION
+                    | C::SINGLE_NODE_MULTI_WRITER);
+            if features.contains(C::CLONE_VOLUME) && i.provisioner.is_none() {
+                return Err(missing("CLONE_VOLUME", "a Provisioner"));
+            }
+            if features.contains(C::PUBLISH_READONLY) && i.publisher.is_none() {
+                return Err(missing("PUBLISH_READONLY", "a ControllerPublisher"));
+            }
+            if features.contains(C::LIST_VOLUMES_PUBLISHED_NODES) && i.volume_lister.is_none() {
+                return Err(missing("LIST_VOLUMES_PUBLISHED_NODES", "a VolumeLister"));
+            }
+            if features.contains(C::VOLUME_CONDITION)
+                && i.volume_lister.is_none()
+                && i.volume_getter.is_none()
+            {
+                return Err(missing(
+                    "the controller's VOLUME_CONDITION",
+                    "a VolumeLister or VolumeGetter",
+                ));
+            }
+            cc |= features;
+        }
+
+        type N = NodeCapabilities;
+        let mut nc = N::empty();
+        if let Some(node) = &i.node {
+            nc.set(N::STAGE_UNSTAGE_VOLUME, i.stager.is_some());
+            nc.set(N::GET_VOLUME_STATS, i.node_stats.is_some());
+            nc.set(N::EXPAND_VOLUME, i.node_expander.is_some());
+            let features = node.feature_capabilities()
+                & (N::VOLUME_CONDITION | N::SINGLE_NODE_MULTI_WRITER | N::VOLUME_MOUNT_GROUP);
+            if features.contains(N::VOLUME_CONDITION) && i.node_stats.is_none() {
+                return Err(missing("the node's VOLUME_CONDITION", "a NodeVolumeStats"));
+            }
+            nc |= features;
+        }
+
+        type P = PluginCapabilities;
+        let mut pc = i.identity.plugin_capabilities()
+            & (P::VOLUME_ACCESSIBILITY_CONSTRAINTS
+                | P::VOLUME_EXPANSION_ONLINE
+                | P::VOLUME_EXPANSION_OFFLINE);
+        if pc.contains(P::VOLUME_EXPANSION_ONLINE | P::VOLUME_EXPANSION_OFFLINE) {
+            return Err(CsiError::invalid(
+                "plugin_capabilities",
+                "VOLUME_EXPANSION_ONLINE and VOLUME_EXPANSION_OFFLINE exclude each other",
+            ));
+        }
+        if pc.intersects(P::VOLUME_EXPANSION_ONLINE | P::VOLUME_EXPANSION_OFFLINE)
+            && i.controller_expander.is_none()
+            && i.node_expander.is_none()
+        {
+            return Err(missing(
+                "VOLUME_EXPANSION",
+                "a ControllerExpander or NodeExpander",
+            ));
+        }
+        pc.set(P::CONTROLLER_SERVICE, i.controller.is_some());
+        pc.set(P::GROUP_CONTROLLER_SERVICE, i.group_controller.is_some());
+        pc.set(P::SNAPSHOT_METADATA_SERVICE, i.snapshot_metadata.is_some());
+
+        i.plugin_capabilities = pc;
+        i.controller_capabilities = cc;
+        i.node_capabilities = nc;
+        Ok(Plugin {
+            inner: Arc::new(self.inner),
+        })
+    }
+}
+
+/// Keys of the operations in flight; a second operation on a key answers `ABORTED`.
+#[derive(Default)]
+struct InFlight(Arc<Mutex<HashSet<String>>>);
+
+struct InFlightToken {
+    set: Arc<Mutex<HashSet<String>>>,
+    key: String,
+}
+
+impl InFlight {
+    fn acquire(&self, key: String, rpc: &str) -> Result<InFlightToken, CsiError> {
+        let mut set = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if !set.insert(key.clone()) {
+            return Err(CsiError::aborted(format!(
+                "{rpc}: an operation on {key} is already in progress; retry later"
+            )));
+        }
+        Ok(InFlightToken {
+            set: Arc::clone(&self.0),
+            key,
+        })
+    }
+}
+
+impl Drop for InFlightToken {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
+    }
+}
+
+fn unimplemented(rpc: &str, capability: &str) -> CsiError {
+    CsiError::unimplemented(format!(
+        "{rpc} is not implemented by this plugin (it does not advertise {capability})"
+    ))
+}
+
+fn part<T: ?Sized>(part: &Option<Arc<T>>, rpc: &str, capability: &str) -> Result<Arc<T>, CsiError> {
+    part.clone().ok_or_else(|| unimplemented(rpc, capability))
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a non-string panic payload".to_string()
+    }
+}
+
+impl Plugin {
+    /// The common path of every unary RPC: validate, guard, call with panic
+    /// isolation, log, convert.
+    async fn unary<H, P, T, R, W, Fut>(
+        &self,
+        rpc: &'static str,
+        req: P,
+        handler: Result<H, CsiError>,
+        key: impl FnOnce(&T) -> Option<String>,
+        call: impl FnOnce(H, T) -> Fut,
+    ) -> Result<W, CsiError>
+    where
+        P: Debug,
+        T: TryFrom<P, Error = CsiError>,
+        Fut: Future<Output = Result<R, CsiError>>,
+        W: From<R> + Debug,
+    {
+        let span = tracing::info_span!("csi", rpc);
+        async move {
+            tracing::debug!(request = ?req, "request");
+            let start = Instant::now();
+            let result = async {
+                // An RPC the plugin does not offer answers UNIMPLEMENTED
+                // whatever its fields hold.
+                let handler = handler?;
+                let typed = T::try_from(req)?;
+                let _token = match (&self.inner.guard, key(&typed)) {
+                    (Some(guard), Some(k)) => Some(guard.acquire(k, rpc)?),
+                    _ => None,
+                };
+                match AssertUnwindSafe(call(handler, typed)).catch_unwind().await {
+                    Ok(r) => r.map(W::from),
+                    Err(payload) => Err(CsiError::internal(format!(
+                        "the driver panicked in {rpc}: {}",
+                        panic_message(&*payload)
+                    ))),
+                }
+            }
+            .await;
+            let elapsed_ms = start.elapsed().as_secs_f64() * 1e3;
+            match &result {
+                Ok(resp) => {
+                    tracing::debug!(response = ?resp, "response");
+                    tracing::info!(code = "OK", elapsed_ms, "done");
+                }
+                Err(e) => tracing::info!(code = %e.code(), error = %e, elapsed_ms, "failed"),
+            }
+            result
+        }
+        .instrument(span)
+        .await
+    }
+
+    fn controller(&self, rpc: &str) -> Result<Arc<dyn Controller>, CsiError> {
+        self.inner.controller.clone().ok_or_else(|| {
+            CsiError::unimplemented(format!(
+                "{rpc}: this plugin does not serve the Controller service"
+            ))
+        })
+    }
+
+    fn node(&self, rpc: &str) -> Result<Arc<dyn Node>, CsiError> {
+        self.inner.node.clone().ok_or_else(|| {
+            CsiError::unimplemented(format!(
+                "{rpc}: this plugin does not serve the Node service"
+            ))
+        })
+    }
+
+    fn group_controller(&self, rpc: &str) -> Result<Arc<dyn GroupController>, CsiError> {
+        self.inner.group_controller.clone().ok_or_else(|| {
+            CsiError::unimplemented(format!(
+                "{rpc}: this plugin does not serve the GroupController service"
+            ))
+        })
+    }
+
+    fn snapshot_metadata(&self, rpc: &str) -> Result<Arc<dyn SnapshotMetadata>, CsiError> {
+        self.inner.snapshot_metadata.clone().ok_or_else(|| {
+            CsiError::unimplemented(format!(
+                "{rpc}: this plugin does not serve the SnapshotMetadata service"
+            ))
+        })
+    }
+}
+
+fn no_key<T>(_: &T) -> Option<String> {
+    None
+}
+
+fn volume_key(id: &crate::VolumeId) -> Option<String> {
+    Some(format!("volume {id:?}"))
+}
+
+#[async_trait]
+impl RawCsi for Plugin {
+    async fn get_plugin_info(
+        &self,
+        req: proto::GetPluginInfoRequest,
+    ) -> Result<proto::GetPluginInfoResponse, CsiError> {
+        self.unary(
+            "GetPluginInfo",
+            req,
+            Ok(Arc::clone(&self.inner.identity)),
+            no_key,
+            |h, r| async move { h.get_plugin_info(r).await },
+        )
+        .await
+    }
+
+    async fn get_plugin_capabilities(
+        &self,
+        req: proto::GetPluginCapabilitiesRequest,
+    ) -> Result<proto::GetPluginCapabilitiesResponse, CsiError> {
+        self.unary(
+            "GetPluginCapabilities",
+            req,
+            Ok(self.plugin_capabilities()),
+            no_key,
+            |capabilities, _: GetPluginCapabilitiesRequest| async move {
+                Ok(GetPluginCapabilitiesResponse { capabilities })
+            },
+        )
+        .await
+    }
+
+    async fn probe(&self, req: proto::ProbeRequest) -> Result<proto::ProbeResponse, CsiError> {
+        self.unary(
+            "Probe",
+            req,
+            Ok(Arc::clone(&self.inner.identity)),
+            no_key,
+            |h, r| async move { h.probe(r).await },
+        )
+        .await
+    }
+
+    async fn create_volume(
+        &self,
+        req: proto::CreateVolumeRequest,
+    ) -> Result<proto::CreateVolumeResponse, CsiError> {
+        const RPC: &str = "CreateVolume";
+        self.unary(
+            RPC,
+            req,
+            self.controller(RPC)
+                .and_then(|_| part(&self.inner.provisioner, RPC, "CREATE_DELETE_VOLUME")),
+            |r: &CreateVolumeRequest| Some(format!("volume name {:?}", r.name.as_str())),
+            |h, r| async move { h.create_volume(r).await },
+        )
+        .await
+    }
+
+    async fn delete_volume(
+        &self,
+        req: proto::DeleteVolumeRequest,
+    ) -> Result<proto::DeleteVolumeResponse, CsiError> {
+        const RPC: &str = "DeleteVolume";
+        self.unary(
+            RPC,
+            req,
+            self.controller(RPC)
+                .and_then(|_| part(&self.inner.provisioner, RPC, "CREATE_DELETE_VOLUME")),
+            |r: &DeleteVolumeRequest| volume_key(&r.volume_id),
+            |h, r| async move { h.delete_volume(r).await },
+        )
+        .await
+    }
+
+    async fn controller_publish_volume(
+        &self,
+        req: proto::ControllerPublishVolumeRequest,
+    ) -> Result<proto::ControllerPublishVolumeResponse, CsiError> {
+        const RPC: &str = "ControllerPublishVolume";
+        self.unary(
+            RPC,
+            req,
+            self.controller(RPC)
+                .and_then(|_| part(&self.inner.publisher, RPC, "PUBLISH_UNPUBLISH_VOLUME")),
+            |r: &ControllerPublishVolumeRequest| volume_key(&r.volume_id),
+            |h, r| async move { h.controller_publish_volume(r).await },
+        )
+        .await
+    }
+
+    async fn controller_unpublish_volume(
+        &self,
+        req: proto::ControllerUnpublishVolumeRequest,
+    ) -> Result<proto::ControllerUnpublishVolumeResponse, CsiError> {
+        const RPC: &str = "ControllerUnpublishVolume";
+        self.unary(
+            RPC,
+            req,
+            self.controller(RPC)
+                .and_then(|_| part(&self.inner.publisher, RPC, "PUBLISH_UNPUBLISH_VOLUME")),
+            |r: &ControllerUnpublishVolumeRequest| volume_key(&r.volume_id),
+            |h, r| async move { h.controller_unpublish_volume(r).await },
+        )
+        .await
+    }
+
+    async fn validate_volume_capabilities(
+        &self,
+        req: proto::ValidateVolumeCapabilitiesRequest,
+    ) -> Result<proto::ValidateVolumeCapabilitiesResponse, CsiError> {
+        const RPC: &str = "ValidateVolumeCapabilities";
+        self.unary(RPC, req, self.controller(RPC), no_key, |h, r| async move {
+            h.validate_volume_capabilities(r).await
+        })
+        .await
+    }
+
+    async fn list_volumes(
+        &self,
+        req: proto::ListVolumesRequest,
+    ) -> Result<proto::ListVolumesResponse, CsiError> {
+        const RPC: &str = "ListVolumes";
+        self.unary(
+            RPC,
+            req,
+            self.controller(RPC)
+                .and_then(|_| part(&self.inner.volume_lister, RPC, "LIST_VOLUMES")),
+            no_key,
+            |h, r| async move { h.list_volumes(r).await },
+        )
+        .await
+    }
+
+    async fn get_capacity(
+        &self,
+        req: proto::GetCapacityRequest,
+    ) -> Result<proto::GetCapacityResponse, CsiError> {
+        const RPC: &str = "GetCapacity";
+        self.unary(
+            RPC,
+            req,
+            self.controller(RPC)
+                .and_then(|_| part(&self.inner.capacity_reporter, RPC, "GET_CAPACITY")),
+            no_key,
+            |h, r| async move { h.get_capacity(r).await },
+        )
+        .await
+    }
+
+    async fn controller_get_capabilities(
+        &self,
+        req: proto::ControllerGetCapabilitiesRequest,
+    ) -> Result<proto::ControllerGetCapabilitiesResponse, CsiError> {
+        const RPC: &str = "ControllerGetCapabilities";
+        self.unary(
+            RPC,
+            req,
+            self.controller(RPC).map(|_| self.controller_capabilities()),
+            no_key,
+            |c, _: ControllerGetCapabilitiesRequest| async move {
+                Ok(ControllerGetCapabilitiesResponse { capabilities: c })
+            },
+        )
+        .await
+    }
+
+    async fn create_snapshot(
+        &self,
+        req: proto::CreateSnapshotRequest,
+    ) -> Result<proto::CreateSnapshotResponse, CsiError> {
+        const RPC: &str = "CreateSnapshot";
+        self.unary(
+            RPC,
+            req,
+            self.controller(RPC)
+                .and_then(|_| part(&self.inner.snapshotter, RPC, "CREATE_DELETE_SNAPSHOT")),
+            |r: &CreateSnapshotRequest| Some(format!("snapshot name {:?}", r.name.as_str())),
+            |h, r| async move { h.create_snapshot(r).await },
+        )
+        .await
+    }
+
+    async fn delete_snapshot(
+        &self,
+        req: proto::DeleteSnapshotRequest,
+    ) -> Result<proto::DeleteSnapshotResponse, CsiError> {
+        const RPC: &str = "DeleteSnapshot";
+        self.unary(
+            RPC,
+            req,
+            self.controller(RPC)
+                .and_then(|_| part(&self.inner.snapshotter, RPC, "CREATE_DELETE_SNAPSHOT")),
+            |r: &DeleteSnapshotRequest| Some(format!("snapshot {:?}", r.snapshot_id.as_str())),
+            |h, r| async move { h.delete_snapshot(r).await },
+        )
+        .await
+    }
+
+    async fn list_snapshots(
+        &self,
+        req: proto::ListSnapshotsRequest,
+    ) -> Result<proto::ListSnapshotsResponse, CsiError> {
+        const RPC: &str = "ListSnapshots";
+        self.unary(
+            RPC,
+            req,
+            self.controller(RPC)
+                .and_then(|_| part(&self.inner.snapshot_lister, RPC, "LIST_SNAPSHOTS")),
+            no_key,
+            |h, r| async move { h.list_snapshots(r).await },
+        )
+        .await
+    }
+
+    async fn get_snapshot(
+        &self,
+        req: proto::GetSnapshotRequest,
+    ) -> Result<proto::GetSnapshotResponse, CsiError> {
+        const RPC: &str = "GetSnapshot";
+        self.unary(
+            RPC,
+            req,
+            self.controller(RPC)
+                .and_then(|_| part(&self.inner.snapshot_getter, RPC, "GET_SNAPSHOT")),
+            no_key,
+            |h, r| async move { h.get_snapshot(r).await },
+        )
+        .await
+    }
+
+    async fn controller_expand_volume(
+        &self,
+        req: proto::ControllerExpandVolumeRequest,
+    ) -> Result<proto::ControllerExpandVolumeResponse, CsiError> {
+        const RPC: &str = "ControllerExpandVolume";
+        self.unary(
+            RPC,
+            req,
+            self.controller(RPC)
+                .and_then(|_| part(&self.inner.controller_expander, RPC, "EXPAND_VOLUME")),
+            |r: &ControllerExpandVolumeRequest| volume_key(&r.volume_id),
+            |h, r| async move { h.controller_expand_volume(r).await },
+        )
+        .await
+    }
+
+    async fn controller_get_volume(
+        &self,
+        req: proto::ControllerGetVolumeRequest,
+    ) -> Result<proto::ControllerGetVolumeResponse, CsiError> {
+        const RPC: &str = "ControllerGetVolume";
+        self.unary(
+            RPC,
+            req,
+            self.controller(RPC)
+                .and_then(|_| part(&self.inner.volume_getter, RPC, "GET_VOLUME")),
+            no_key,
+            |h, r| async move { h.controller_get_volume(r).await },
+        )
+        .await
+    }
+
+    async fn controller_modify_volume(
+        &self,
+        req: proto::ControllerModifyVolumeRequest,
+    ) -> Result<proto::ControllerModifyVolumeResponse, CsiError> {
+        const RPC: &str = "ControllerModifyVolume";
+        self.unary(
+            RPC,
+            req,
+            self.controller(RPC)
+                .and_then(|_| part(&self.inner.modifier, RPC, "MODIFY_VOLUME")),
+            |r: &ControllerModifyVolumeRequest| volume_key(&r.volume_id),
+            |h, r| async move { h.controller_modify_volume(r).await },
+        )
+        .await
+    }
+
+    async fn group_controller_get_capabilities(
+        &self,
+        req: proto::GroupControllerGetCapabilitiesRequest,
+    ) -> Result<proto::GroupControllerGetCapabilitiesResponse, CsiError> {
+        const RPC: &str = "GroupControllerGetCapabilities";
+        self.unary(
+            RPC,
+            req,
+            self.group_controller(RPC)
+                .map(|_| self.group_controller_capabilities()),
+            no_key,
+            |c, _: GroupControllerGetCapabilitiesRequest| async move {
+                Ok(GroupControllerGetCapabilitiesResponse { capabilities: c })
+            },
+        )
+        .await
+    }
+
+    async fn create_volume_group_snapshot(
+        &self,
+        req: proto::CreateVolumeGroupSnapshotRequest,
+    ) -> Result<proto::CreateVolumeGroupSnapshotResponse, CsiError> {
+        const RPC: &str = "CreateVolumeGroupSnapshot";
+        self.unary(
+            RPC,
+            req,
+            self.group_controller(RPC),
+            |r: &CreateVolumeGroupSnapshotRequest| {
+                Some(format!("group snapshot name {:?}", r.name.as_str()))
+            },
+            |h, r| async move { h.create_volume_group_snapshot(r).await },
+        )
+        .await
+    }
+
+    async fn delete_volume_group_snapshot(
+        &self,
+        req: proto::DeleteVolumeGroupSnapshotRequest,
+    ) -> Result<proto::DeleteVolumeGroupSnapshotResponse, CsiError> {
+        const RPC: &str = "DeleteVolumeGroupSnapshot";
+        self.unary(
+            RPC,
+            req,
+            self.group_controller(RPC),
+            |r: &DeleteVolumeGroupSnapshotRequest| {
+                Some(format!("group snapshot {:?}", r.group_snapshot_id.as_str()))
+            },
+            |h, r| async move { h.delete_volume_group_snapshot(r).await },
+        )
+        .await
+    }
+
+    async fn get_volume_group_snapshot(
+        &self,
+        req: proto::GetVolumeGroupSnapshotRequest,
+    ) -> Result<proto::GetVolumeGroupSnapshotResponse, CsiError> {
+        const RPC: &str = "GetVolumeGroupSnapshot";
+        self.unary(
+            RPC,
+            req,
+            self.group_controller(RPC),
+            no_key,
+            |h, r| async move { h.get_volume_group_snapshot(r).await },
+        )
+        .await
+    }
+
+    async fn node_stage_volume(
+        &self,
+        req: proto::NodeStageVolumeRequest,
+    ) -> Result<proto::NodeStageVolumeResponse, CsiError> {
+        const RPC: &str = "NodeStageVolume";
+        self.unary(
+            RPC,
+            req,
+            self.node(RPC)
+                .and_then(|_| part(&self.inner.stager, RPC, "STAGE_UNSTAGE_VOLUME")),
+            |r: &NodeStageVolumeRequest| volume_key(&r.volume_id),
+            |h, r| async move { h.node_stage_volume(r).await },
+        )
+        .await
+    }
+
+    async fn node_unstage_volume(
+        &self,
+        req: proto::NodeUnstageVolumeRequest,
+    ) -> Result<proto::NodeUnstageVolumeResponse, CsiError> {
+        const RPC: &str = "NodeUnstageVolume";
+        self.unary(
+            RPC,
+            req,
+            self.node(RPC)
+                .and_then(|_| part(&self.inner.stager, RPC, "STAGE_UNSTAGE_VOLUME")),
+            |r: &NodeUnstageVolumeRequest| volume_key(&r.volume_id),
+            |h, r| async move { h.node_unstage_volume(r).await },
+        )
+        .await
+    }
+
+    async fn node_publish_volume(
+        &self,
+        req: proto::NodePublishVolumeRequest,
+    ) -> Result<proto::NodePublishVolumeResponse, CsiError> {
+        const RPC: &str = "NodePublishVolume";
+        self.unary(
+            RPC,
+            req,
+            self.node(RPC),
+            |r: &NodePublishVolumeRequest| volume_key(&r.volume_id),
+            |h, r| async move { h.node_publish_volume(r).await },
+        )
+        .await
+    }
+
+    async fn node_unpublish_volume(
+        &self,
+        req: proto::NodeUnpublishVolumeRequest,
+    ) -> Result<proto::NodeUnpublishVolumeResponse, CsiError> {
+        const RPC: &str = "NodeUnpublishVolume";
+        self.unary(
+            RPC,
+            req,
+            self.node(RPC),
+            |r: &NodeUnpublishVolumeRequest| volume_key(&r.volume_id),
+            |h, r| async move { h.node_unpublish_volume(r).await },
+        )
+        .await
+    }
+
+    async fn node_get_volume_stats(
+        &self,
+        req: proto::NodeGetVolumeStatsRequest,
+    ) -> Result<proto::NodeGetVolumeStatsResponse, CsiError> {
+        const RPC: &str = "NodeGetVolumeStats";
+        self.unary(
+            RPC,
+            req,
+            self.node(RPC)
+                .and_then(|_| part(&self.inner.node_stats, RPC, "GET_VOLUME_STATS")),
+            no_key,
+            |h, r| async move { h.node_get_volume_stats(r).await },
+        )
+        .await
+    }
+
+    async fn node_expand_volume(
+        &self,
+        req: proto::NodeExpandVolumeRequest,
+    ) -> Result<proto::NodeExpandVolumeResponse, CsiError> {
+        const RPC: &str = "NodeExpandVolume";
+        self.unary(
+            RPC,
+            req,
+            self.node(RPC)
+                .and_then(|_| part(&self.inner.node_expander, RPC, "EXPAND_VOLUME")),
+            |r: &NodeExpandVolumeRequest| volume_key(&r.volume_id),
+            |h, r| async move { h.node_expand_volume(r).await },
+        )
+        .await
+    }
+
+    async fn node_get_capabilities(
+        &self,
+        req: proto::NodeGetCapabilitiesRequest,
+    ) -> Result<proto::NodeGetCapabilitiesResponse, CsiError> {
+        const RPC: &str = "NodeGetCapabilities";
+        self.unary(
+            RPC,
+            req,
+            self.node(RPC).map(|_| self.node_capabilities()),
+            no_key,
+            |c, _: NodeGetCapabilitiesRequest| async move {
+                Ok(NodeGetCapabilitiesResponse { capabilities: c })
+            },
+        )
+        .await
+    }
+
+    async fn node_get_info(
+        &self,
+        req: proto::NodeGetInfoRequest,
+    ) -> Result<proto::NodeGetInfoResponse, CsiError> {
+        const RPC: &str = "NodeGetInfo";
+        self.unary(RPC, req, self.node(RPC), no_key, |h, r| async move {
+            h.node_get_info(r).await
+        })
+        .await
+    }
+
+    async fn get_metadata_allocated(
+        &self,
+        req: proto::GetMetadataAllocatedRequest,
+    ) -> Result<RawStream<proto::GetMetadataAllocatedResponse>, CsiError> {
+        const RPC: &str = "GetMetadataAllocated";
+        let stream: BlockStream = self
+            .unary(
+                RPC,
+                req,
+                self.snapshot_metadata(RPC),
+                no_key,
+                |h, r| async move { h.get_metadata_allocated(r).await.map(BlockStream) },
+            )
+            .await?;
+        Ok(stream.0.map(|r| r.map(Into::into)).boxed())
+    }
+
+    async fn get_metadata_delta(
+        &self,
+        req: proto::GetMetadataDeltaRequest,
+    ) -> Result<RawStream<proto::GetMetadataDeltaResponse>, CsiError> {
+        const RPC: &str = "GetMetadataDelta";
+        let stream: BlockStream = self
+            .unary(
+                RPC,
+                req,
+                self.snapshot_metadata(RPC),
+                no_key,
+                |h, r| async move { h.get_metadata_delta(r).await.map(BlockStream) },
+            )
+            .await?;
+        Ok(stream.0.map(|r| r.map(Into::into)).boxed())
+    }
+}
+
+/// Lets a stream pass through [`Plugin::unary`], which logs its response with `Debug`.
+struct BlockStream(BlockMetadataStream);
+
+impl Debug for BlockStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<stream of block metadata>")
+    }
+}

@@ -1,0 +1,251 @@
+//! Serving a [`RawCsi`] (usually a [`crate::Plugin`]) over gRPC with tonic
+//! (feature `server`).
+//!
+//! All five CSI services are registered; a service the plugin does not offer
+//! answers `UNIMPLEMENTED` with a message saying so, and so does a method
+//! that no CSI service has. On a unix socket a stale socket file left by a
+//! dead process is removed before binding (a live one is an error), and the
+//! socket file is removed again after a graceful shutdown.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::stream::StreamExt;
+use tonic::{Request, Response, Status};
+
+use crate::api::RawCsi;
+use crate::endpoint::{Endpoint, EndpointError};
+use crate::proto;
+
+/// Why a server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The endpoint string is malformed.
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+    /// Another process is serving on the unix socket.
+    #[error("{0}: another process is listening on this socket")]
+    SocketInUse(PathBuf),
+    /// The path exists and is not a socket; it is not removed.
+    #[error("{0}: exists and is not a unix socket")]
+    NotASocket(PathBuf),
+    /// Binding or preparing the listener failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The gRPC transport failed.
+    #[error("gRPC transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// The tonic services over one shared [`RawCsi`].
+#[derive(Clone)]
+struct Services(Arc<dyn RawCsi>);
+
+macro_rules! unary_service {
+    ($trait:path { $($method:ident: $req:ident => $resp:ident),* $(,)? }) => {
+        #[tonic::async_trait]
+        impl $trait for Services {
+            $(
+                async fn $method(&self, request: Request<proto::$req>) -> Result<Response<proto::$resp>, Status> {
+                    RawCsi::$method(&*self.0, request.into_inner())
+                        .await
+                        .map(Response::new)
+                        .map_err(Status::from)
+                }
+            )*
+        }
+    };
+}
+
+unary_service!(proto::identity_server::Identity {
+    get_plugin_info: GetPluginInfoRequest => GetPluginInfoResponse,
+    get_plugin_capabilities: GetPluginCapabilitiesRequest => GetPluginCapabilitiesResponse,
+    probe: ProbeRequest => ProbeResponse,
+});
+
+unary_service!(proto::controller_server::Controller {
+    create_volume: CreateVolumeRequest => CreateVolumeResponse,
+    delete_volume: DeleteVolumeRequest => DeleteVolumeResponse,
+    controller_publish_volume: ControllerPublishVolumeRequest => ControllerPublishVolumeResponse,
+    controller_unpublish_volume: ControllerUnpublishVolumeRequest => ControllerUnpublishVolumeResponse,
+    validate_volume_capabilities: ValidateVolumeCapabilitiesRequest => ValidateVolumeCapabilitiesResponse,
+    list_volumes: ListVolumesRequest => ListVolumesResponse,
+    get_capacity: GetCapacityRequest => GetCapacityResponse,
+    controller_get_capabilities: ControllerGetCapabilitiesRequest => ControllerGetCapabilitiesResponse,
+    create_snapshot: CreateSnapshotRequest => CreateSnapshotResponse,
+    delete_snapshot: DeleteSnapshotRequest => DeleteSnapshotResponse,
+    list_snapshots: ListSnapshotsRequest => ListSnapshotsResponse,
+    get_snapshot: GetSnapshotRequest => GetSnapshotResponse,
+    controller_expand_volume: ControllerExpandVolumeRequest => ControllerExpandVolumeResponse,
+    controller_get_volume: ControllerGetVolumeRequest => ControllerGetVolumeResponse,
+    controller_modify_volume: ControllerModifyVolumeRequest => ControllerModifyVolumeResponse,
+});
+
+unary_service!(proto::group_controller_server::GroupController {
+    group_controller_get_capabilities: GroupControllerGetCapabilitiesRequest => GroupControllerGetCapabilitiesResponse,
+    create_volume_group_snapshot: CreateVolumeGroupSnapshotRequest => CreateVolumeGroupSnapshotResponse,
+    delete_volume_group_snapshot: DeleteVolumeGroupSnapshotRequest => DeleteVolumeGroupSnapshotResponse,
+    get_volume_group_snapshot: GetVolumeGroupSnapshotRequest => GetVolumeGroupSnapshotResponse,
+});
+
+unary_service!(proto::node_server::Node {
+    node_stage_volume: NodeStageVolumeRequest => NodeStageVolumeResponse,
+    node_unstage_volume: NodeUnstageVolumeRequest => NodeUnstageVolumeResponse,
+    node_publish_volume: NodePublishVolumeRequest => NodePublishVolumeResponse,
+    node_unpublish_volume: NodeUnpublishVolumeRequest => NodeUnpublishVolumeResponse,
+    node_get_volume_stats: NodeGetVolumeStatsRequest => NodeGetVolumeStatsResponse,
+    node_expand_volume: NodeExpandVolumeRequest => NodeExpandVolumeResponse,
+    node_get_capabilities: NodeGetCapabilitiesRequest => NodeGetCapabilitiesResponse,
+    node_get_info: NodeGetInfoRequest => NodeGetInfoResponse,
+});
+
+type StatusStream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl proto::snapshot_metadata_server::SnapshotMetadata for Services {
+    type GetMetadataAllocatedStream = StatusStream<proto::GetMetadataAllocatedResponse>;
+    type GetMetadataDeltaStream = StatusStream<proto::GetMetadataDeltaResponse>;
+
+    async fn get_metadata_allocated(
+        &self,
+        request: Request<proto::GetMetadataAllocatedRequest>,
+    ) -> Result<Response<Self::GetMetadataAllocatedStream>, Status> {
+        let stream = RawCsi::get_metadata_allocated(&*self.0, request.into_inner()).await?;
+        Ok(Response::new(
+            stream.map(|r| r.map_err(Status::from)).boxed(),
+        ))
+    }
+
+    async fn get_metadata_delta(
+        &self,
+        request: Request<proto::GetMetadataDeltaRequest>,
+    ) -> Result<Response<Self::GetMetadataDeltaStream>, Status> {
+        let stream = RawCsi::get_metadata_delta(&*self.0, request.into_inner()).await?;
+        Ok(Response::new(
+            stream.map(|r| r.map_err(Status::from)).boxed(),
+        ))
+    }
+}
+
+/// A request for a path that no CSI service has.
+async fn unknown_method(uri: http::Uri) -> http::Response<tonic::body::Body> {
+    Status::unimplemented(format!(
+        "unknown method {}: this endpoint serves the csi.v1 services Identity, Controller, GroupController, Node and SnapshotMetadata",
+        uri.path()
+    ))
+    .into_http()
+}
+
+/// The tonic routes for all five CSI services over `api`.
+pub fn routes(api: Arc<dyn RawCsi>) -> tonic::service::Routes {
+    let s = Services(api);
+    let mut routes =
+        tonic::service::Routes::new(proto::identity_server::IdentityServer::new(s.clone()))
+            .add_service(proto::controller_server::ControllerServer::new(s.clone()))
+            .add_service(proto::group_controller_server::GroupControllerServer::new(
+                s.clone(),
+            ))
+            .add_service(proto::node_server::NodeServer::new(s.clone()))
+            .add_service(proto::snapshot_metadata_server::SnapshotMetadataServer::new(s));
+    let router = std::mem::take(routes.axum_router_mut());
+    *routes.axum_router_mut() = router.fallback(unknown_method);
+    routes
+}
+
+/// Removes a socket file left by a process that is gone; refuses a live one.
+fn prepare_socket(path: &Path) -> Result<(), ServeError> {
+    use std::os::unix::fs::FileTypeExt;
+    let io = |context: String| move |source| ServeError::Io { context, source };
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(ServeError::SocketInUse(path.to_path_buf()));
+            }
+            tracing::info!(path = %path.display(), "removing a stale socket");
+            std::fs::remove_file(path)
+                .map_err(io(format!("removing stale socket {}", path.display())))?;
+        }
+        Ok(_) => return Err(ServeError::NotASocket(path.to_path_buf())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(format!("inspecting {}", path.display()))(e)),
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+    }
+    Ok(())
+}
+
+/// Serves `api` on `endpoint` (`unix:///path` or `tcp://ip:port`) until
+/// `shutdown` completes, then drains in-flight calls and returns.
+///
+/// ```no_run
+/// # async fn run(plugin: csi_types::Plugin) -> Result<(), csi_types::server::ServeError> {
+/// csi_types::server::serve(plugin, "unix:///run/csi/csi.sock", csi_types::server::shutdown_signal()).await
+/// # }
+/// ```
+pub async fn serve(
+    api: impl RawCsi + 'static,
+    endpoint: &str,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let endpoint: Endpoint = endpoint.parse()?;
+    let routes = routes(Arc::new(api));
+    let server = tonic::transport::Server::builder().add_routes(routes);
+    match &endpoint {
+        Endpoint::Unix(path) => {
+            prepare_socket(path)?;
+            let listener =
+                tokio::net::UnixListener::bind(path).map_err(|source| ServeError::Io {
+                    context: format!("binding {}", path.display()),
+                    source,
+                })?;
+            tracing::info!(%endpoint, "serving CSI");
+            let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+            let result = server
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await;
+            let _ = std::fs::remove_file(path);
+            result?;
+        }
+        Endpoint::Tcp(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Io {
+                    context: format!("binding {addr}"),
+                    source,
+                })?;
+            tracing::info!(%endpoint, "serving CSI");
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            server
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await?;
+        }
+    }
+    tracing::info!(%endpoint, "stopped");
+    Ok(())
+}
+
+/// Completes on SIGTERM or SIGINT: the shutdown signal for [`serve`].
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; waiting for SIGINT only");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+    }
+}
