@@ -1,0 +1,1937 @@
+//! Properties of the typed layer (feature `proptest`):
+//!
+//! 1. validation never panics, whatever the wire carries: structured raw
+//!    requests with wild strings, maps, numbers, enum values and missing
+//!    submessages, and mutated or random encodings of every message;
+//! 2. typed → proto → typed is the identity for every request and response,
+//!    and the proto survives a prost encode/decode unchanged;
+//! 3. every invalid field is reported with its field path: each request is
+//!    generated valid, one field is broken in one specific way, and the
+//!    `InvalidArgument` error must name exactly that field.
+//!
+//! 64 cases per property by default; set `PROPTEST_CASES` for more.
+#![cfg(feature = "proptest")]
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::rc::Rc;
+
+use csi_types::{proto, *};
+use proptest::collection::vec;
+use proptest::prelude::*;
+use proptest::sample::{Index, select};
+use proptest::test_runner::TestRunner;
+
+/// 64 cases unless `PROPTEST_CASES` says otherwise.
+fn config() -> ProptestConfig {
+    let mut c = ProptestConfig::default();
+    if std::env::var_os("PROPTEST_CASES").is_none() {
+        c.cases = 64;
+    }
+    c
+}
+
+fn run<S: Strategy>(what: &str, strategy: S, test: impl Fn(S::Value) -> Result<(), TestCaseError>) {
+    let mut runner = TestRunner::new(config());
+    if let Err(e) = runner.run(&strategy, test) {
+        panic!("{what}: {e}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 2. typed -> proto -> typed is the identity.
+
+fn round_trip<T, P>()
+where
+    T: Arbitrary + Clone + Debug + PartialEq + Into<P> + TryFrom<P, Error = CsiError>,
+    P: prost::Message + Default + Clone + PartialEq,
+{
+    run(std::any::type_name::<T>(), any::<T>(), |typed| {
+        let wire: P = typed.clone().into();
+        let decoded = P::decode(wire.encode_to_vec().as_slice())
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert!(
+            decoded == wire,
+            "prost encode/decode changed the wire message"
+        );
+        prop_assert_eq!(T::try_from(decoded), Ok(typed));
+        Ok(())
+    });
+}
+
+#[test]
+fn identity_round_trips() {
+    round_trip::<GetPluginInfoRequest, proto::GetPluginInfoRequest>();
+    round_trip::<GetPluginInfoResponse, proto::GetPluginInfoResponse>();
+    round_trip::<GetPluginCapabilitiesRequest, proto::GetPluginCapabilitiesRequest>();
+    round_trip::<GetPluginCapabilitiesResponse, proto::GetPluginCapabilitiesResponse>();
+    round_trip::<ProbeRequest, proto::ProbeRequest>();
+    round_trip::<ProbeResponse, proto::ProbeResponse>();
+}
+
+#[test]
+fn controller_round_trips() {
+    round_trip::<CreateVolumeRequest, proto::CreateVolumeRequest>();
+    round_trip::<CreateVolumeResponse, proto::CreateVolumeResponse>();
+    round_trip::<DeleteVolumeRequest, proto::DeleteVolumeRequest>();
+    round_trip::<DeleteVolumeResponse, proto::DeleteVolumeResponse>();
+    round_trip::<ControllerPublishVolumeRequest, proto::ControllerPublishVolumeRequest>();
+    round_trip::<ControllerPublishVolumeResponse, proto::ControllerPublishVolumeResponse>();
+    round_trip::<ControllerUnpublishVolumeRequest, proto::ControllerUnpublishVolumeRequest>();
+    round_trip::<ControllerUnpublishVolumeResponse, proto::ControllerUnpublishVolumeResponse>();
+    round_trip::<ValidateVolumeCapabilitiesRequest, proto::ValidateVolumeCapabilitiesRequest>();
+    round_trip::<ValidateVolumeCapabilitiesResponse, proto::ValidateVolumeCapabilitiesResponse>();
+    round_trip::<ListVolumesRequest, proto::ListVolumesRequest>();
+    round_trip::<ListVolumesResponse, proto::ListVolumesResponse>();
+    round_trip::<ControllerGetVolumeRequest, proto::ControllerGetVolumeRequest>();
+    round_trip::<ControllerGetVolumeResponse, proto::ControllerGetVolumeResponse>();
+    round_trip::<ControllerModifyVolumeRequest, proto::ControllerModifyVolumeRequest>();
+    round_trip::<ControllerModifyVolumeResponse, proto::ControllerModifyVolumeResponse>();
+    round_trip::<GetCapacityRequest, proto::GetCapacityRequest>();
+    round_trip::<GetCapacityResponse, proto::GetCapacityResponse>();
+    round_trip::<ControllerGetCapabilitiesRequest, proto::ControllerGetCapabilitiesRequest>();
+    round_trip::<ControllerGetCapabilitiesResponse, proto::ControllerGetCapabilitiesResponse>();
+    round_trip::<CreateSnapshotRequest, proto::CreateSnapshotRequest>();
+    round_trip::<CreateSnapshotResponse, proto::CreateSnapshotResponse>();
+    round_trip::<DeleteSnapshotRequest, proto::DeleteSnapshotRequest>();
+    round_trip::<DeleteSnapshotResponse, proto::DeleteSnapshotResponse>();
+    round_trip::<ListSnapshotsRequest, proto::ListSnapshotsRequest>();
+    round_trip::<ListSnapshotsResponse, proto::ListSnapshotsResponse>();
+    round_trip::<GetSnapshotRequest, proto::GetSnapshotRequest>();
+    round_trip::<GetSnapshotResponse, proto::GetSnapshotResponse>();
+    round_trip::<ControllerExpandVolumeRequest, proto::ControllerExpandVolumeRequest>();
+    round_trip::<ControllerExpandVolumeResponse, proto::ControllerExpandVolumeResponse>();
+}
+
+#[test]
+fn node_round_trips() {
+    round_trip::<NodeStageVolumeRequest, proto::NodeStageVolumeRequest>();
+    round_trip::<NodeStageVolumeResponse, proto::NodeStageVolumeResponse>();
+    round_trip::<NodeUnstageVolumeRequest, proto::NodeUnstageVolumeRequest>();
+    round_trip::<NodeUnstageVolumeResponse, proto::NodeUnstageVolumeResponse>();
+    round_trip::<NodePublishVolumeRequest, proto::NodePublishVolumeRequest>();
+    round_trip::<NodePublishVolumeResponse, proto::NodePublishVolumeResponse>();
+    round_trip::<NodeUnpublishVolumeRequest, proto::NodeUnpublishVolumeRequest>();
+    round_trip::<NodeUnpublishVolumeResponse, proto::NodeUnpublishVolumeResponse>();
+    round_trip::<NodeGetVolumeStatsRequest, proto::NodeGetVolumeStatsRequest>();
+    round_trip::<NodeGetVolumeStatsResponse, proto::NodeGetVolumeStatsResponse>();
+    round_trip::<NodeExpandVolumeRequest, proto::NodeExpandVolumeRequest>();
+    round_trip::<NodeExpandVolumeResponse, proto::NodeExpandVolumeResponse>();
+    round_trip::<NodeGetCapabilitiesRequest, proto::NodeGetCapabilitiesRequest>();
+    round_trip::<NodeGetCapabilitiesResponse, proto::NodeGetCapabilitiesResponse>();
+    round_trip::<NodeGetInfoRequest, proto::NodeGetInfoRequest>();
+    round_trip::<NodeGetInfoResponse, proto::NodeGetInfoResponse>();
+}
+
+#[test]
+fn group_controller_and_snapshot_metadata_round_trips() {
+    round_trip::<GroupControllerGetCapabilitiesRequest, proto::GroupControllerGetCapabilitiesRequest>(
+    );
+    round_trip::<
+        GroupControllerGetCapabilitiesResponse,
+        proto::GroupControllerGetCapabilitiesResponse,
+    >();
+    round_trip::<CreateVolumeGroupSnapshotRequest, proto::CreateVolumeGroupSnapshotRequest>();
+    round_trip::<CreateVolumeGroupSnapshotResponse, proto::CreateVolumeGroupSnapshotResponse>();
+    round_trip::<DeleteVolumeGroupSnapshotRequest, proto::DeleteVolumeGroupSnapshotRequest>();
+    round_trip::<DeleteVolumeGroupSnapshotResponse, proto::DeleteVolumeGroupSnapshotResponse>();
+    round_trip::<GetVolumeGroupSnapshotRequest, proto::GetVolumeGroupSnapshotRequest>();
+    round_trip::<GetVolumeGroupSnapshotResponse, proto::GetVolumeGroupSnapshotResponse>();
+    round_trip::<GetMetadataAllocatedRequest, proto::GetMetadataAllocatedRequest>();
+    round_trip::<GetMetadataDeltaRequest, proto::GetMetadataDeltaRequest>();
+    round_trip::<BlockMetadataResponse, proto::GetMetadataAllocatedResponse>();
+    round_trip::<BlockMetadataResponse, proto::GetMetadataDeltaResponse>();
+}
+
+#[test]
+fn shared_types_round_trip() {
+    round_trip::<VolumeCapability, proto::VolumeCapability>();
+    round_trip::<CapacityRange, proto::CapacityRange>();
+    round_trip::<Topology, proto::Topology>();
+    round_trip::<TopologyRequirement, proto::TopologyRequirement>();
+    round_trip::<VolumeContentSource, proto::VolumeContentSource>();
+    round_trip::<Volume, proto::Volume>();
+    round_trip::<VolumeCondition, proto::VolumeCondition>();
+    round_trip::<Snapshot, proto::Snapshot>();
+    run(
+        "capability sets",
+        any::<(
+            PluginCapabilities,
+            ControllerCapabilities,
+            NodeCapabilities,
+            GroupControllerCapabilities,
+        )>(),
+        |(p, c, n, g)| {
+            prop_assert_eq!(PluginCapabilities::from_proto(&p.to_proto()), p);
+            prop_assert_eq!(ControllerCapabilities::from_proto(&c.to_proto()), c);
+            prop_assert_eq!(NodeCapabilities::from_proto(&n.to_proto()), n);
+            prop_assert_eq!(GroupControllerCapabilities::from_proto(&g.to_proto()), g);
+            Ok(())
+        },
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 1. Validation never panics on any wire input.
+
+/// Strings of every kind the rules care about: empty, short, long, exactly
+/// around the limits, Unicode, control characters, NULs, relative and
+/// absolute paths, topology-looking keys.
+fn wild_string() -> BoxedStrategy<String> {
+    prop_oneof![
+        3 => Just(String::new()),
+        4 => "[a-z0-9-]{1,12}",
+        2 => ".{0,24}",
+        1 => any::<String>(),
+        1 => "[a-z]{126,130}",
+        1 => "é{62,66}",
+        1 => "[a-z]{250,260}",
+        1 => "/x{4090,4100}",
+        2 => select(vec![
+            "/var/lib/kubelet/x", "rel/path", "\0", "a\u{7}b", "\u{85}", "\u{7f}", "Zone", "-x", "a/b/c", "/a\0b",
+            "topology.example.com/rack", "Topology.example.com/rack", "example.com/", "/zone", "pass word", "ключ",
+            " ", "\t\n",
+        ])
+        .prop_map(String::from),
+    ]
+    .boxed()
+}
+
+/// Maps small and huge, with keys that break the secret and topology rules.
+fn wild_map() -> BoxedStrategy<BTreeMap<String, String>> {
+    prop_oneof![
+        6 => vec((wild_string(), wild_string()), 0..=5).prop_map(|kv| kv.into_iter().collect()),
+        1 => ("[a-z]{1,4}", "v{4090,4100}").prop_map(|(k, v)| [(k, v)].into()),
+    ]
+    .boxed()
+}
+
+fn wild_i64() -> BoxedStrategy<i64> {
+    prop_oneof![
+        Just(0i64),
+        Just(-1),
+        Just(i64::MIN),
+        Just(i64::MAX),
+        -10i64..10,
+        any::<i64>()
+    ]
+    .boxed()
+}
+
+fn wild_i32() -> BoxedStrategy<i32> {
+    prop_oneof![
+        Just(0i32),
+        Just(-1),
+        Just(i32::MIN),
+        Just(i32::MAX),
+        -3i32..20,
+        any::<i32>()
+    ]
+    .boxed()
+}
+
+fn wild_capability() -> BoxedStrategy<proto::VolumeCapability> {
+    use proto::volume_capability::{AccessMode, AccessType, BlockVolume, MountVolume};
+    let mount = (
+        wild_string(),
+        vec(wild_string(), 0..=3),
+        wild_string(),
+        proptest::option::of("x{4097}"),
+    )
+        .prop_map(|(fs_type, mut mount_flags, volume_mount_group, huge)| {
+            mount_flags.extend(huge);
+            MountVolume {
+                fs_type,
+                mount_flags,
+                volume_mount_group,
+            }
+        });
+    let access_type = proptest::option::of(prop_oneof![
+        Just(AccessType::Block(BlockVolume {})),
+        mount.prop_map(AccessType::Mount),
+    ]);
+    let access_mode = proptest::option::of(wild_i32().prop_map(|mode| AccessMode { mode }));
+    (access_type, access_mode)
+        .prop_map(|(access_type, access_mode)| proto::VolumeCapability {
+            access_type,
+            access_mode,
+        })
+        .boxed()
+}
+
+fn wild_capabilities() -> BoxedStrategy<Vec<proto::VolumeCapability>> {
+    vec(wild_capability(), 0..=3).boxed()
+}
+
+fn wild_capacity() -> BoxedStrategy<Option<proto::CapacityRange>> {
+    proptest::option::of(
+        (wild_i64(), wild_i64()).prop_map(|(required_bytes, limit_bytes)| proto::CapacityRange {
+            required_bytes,
+            limit_bytes,
+        }),
+    )
+    .boxed()
+}
+
+fn wild_topology() -> BoxedStrategy<proto::Topology> {
+    let key = prop_oneof![
+        wild_string(),
+        select(vec![
+            "zone",
+            "ZONE",
+            "Zone",
+            "topology.example.com/zone",
+            "UPPER.example.com/z",
+            "a/b/c",
+            ""
+        ])
+        .prop_map(String::from),
+    ];
+    let value = prop_oneof![
+        wild_string(),
+        select(vec!["z1", "-z", "z_1.a", ""]).prop_map(String::from)
+    ];
+    vec((key, value), 0..=4)
+        .prop_map(|kv| proto::Topology {
+            segments: kv.into_iter().collect(),
+        })
+        .boxed()
+}
+
+fn wild_requirement() -> BoxedStrategy<Option<proto::TopologyRequirement>> {
+    proptest::option::of(
+        (vec(wild_topology(), 0..=2), vec(wild_topology(), 0..=2)).prop_map(
+            |(requisite, preferred)| proto::TopologyRequirement {
+                requisite,
+                preferred,
+            },
+        ),
+    )
+    .boxed()
+}
+
+fn wild_source() -> BoxedStrategy<Option<proto::VolumeContentSource>> {
+    use proto::volume_content_source::{SnapshotSource, Type, VolumeSource};
+    proptest::option::of(
+        proptest::option::of(prop_oneof![
+            wild_string().prop_map(|snapshot_id| Type::Snapshot(SnapshotSource { snapshot_id })),
+            wild_string().prop_map(|volume_id| Type::Volume(VolumeSource { volume_id })),
+        ])
+        .prop_map(|r#type| proto::VolumeContentSource { r#type }),
+    )
+    .boxed()
+}
+
+fn no_panic<T, P>(what: &str, strategy: impl Strategy<Value = P>)
+where
+    T: TryFrom<P, Error = CsiError> + Debug,
+    P: Debug,
+{
+    run(what, strategy, |p| {
+        // Errors are fine; a panic fails the property. An error must say something.
+        if let Err(e) = T::try_from(p) {
+            prop_assert!(!e.to_string().is_empty());
+            if let CsiError::InvalidArgument { field, rule } = &e {
+                prop_assert!(!field.is_empty() && !rule.is_empty(), "{e:?}");
+            }
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn controller_validation_never_panics() {
+    no_panic::<CreateVolumeRequest, _>(
+        "CreateVolumeRequest",
+        (
+            wild_string(),
+            wild_capacity(),
+            wild_capabilities(),
+            wild_map(),
+            wild_map(),
+            wild_source(),
+            wild_requirement(),
+            wild_map(),
+        )
+            .prop_map(
+                |(
+                    name,
+                    capacity_range,
+                    volume_capabilities,
+                    parameters,
+                    secrets,
+                    src,
+                    req,
+                    mutable,
+                )| {
+                    proto::CreateVolumeRequest {
+                        name,
+                        capacity_range,
+                        volume_capabilities,
+                        parameters,
+                        secrets,
+                        volume_content_source: src,
+                        accessibility_requirements: req,
+                        mutable_parameters: mutable,
+                    }
+                },
+            ),
+    );
+    no_panic::<DeleteVolumeRequest, _>(
+        "DeleteVolumeRequest",
+        (wild_string(), wild_map())
+            .prop_map(|(volume_id, secrets)| proto::DeleteVolumeRequest { volume_id, secrets }),
+    );
+    no_panic::<ControllerPublishVolumeRequest, _>(
+        "ControllerPublishVolumeRequest",
+        (
+            wild_string(),
+            wild_string(),
+            proptest::option::of(wild_capability()),
+            any::<bool>(),
+            wild_map(),
+            wild_map(),
+        )
+            .prop_map(
+                |(volume_id, node_id, volume_capability, readonly, secrets, volume_context)| {
+                    proto::ControllerPublishVolumeRequest {
+                        volume_id,
+                        node_id,
+                        volume_capability,
+                        readonly,
+                        secrets,
+                        volume_context,
+                    }
+                },
+            ),
+    );
+    no_panic::<ControllerUnpublishVolumeRequest, _>(
+        "ControllerUnpublishVolumeRequest",
+        (wild_string(), wild_string(), wild_map()).prop_map(|(volume_id, node_id, secrets)| {
+            proto::ControllerUnpublishVolumeRequest {
+                volume_id,
+                node_id,
+                secrets,
+            }
+        }),
+    );
+    no_panic::<ValidateVolumeCapabilitiesRequest, _>(
+        "ValidateVolumeCapabilitiesRequest",
+        (
+            wild_string(),
+            wild_map(),
+            wild_capabilities(),
+            wild_map(),
+            wild_map(),
+            wild_map(),
+        )
+            .prop_map(
+                |(
+                    volume_id,
+                    volume_context,
+                    volume_capabilities,
+                    parameters,
+                    secrets,
+                    mutable_parameters,
+                )| {
+                    proto::ValidateVolumeCapabilitiesRequest {
+                        volume_id,
+                        volume_context,
+                        volume_capabilities,
+                        parameters,
+                        secrets,
+                        mutable_parameters,
+                    }
+                },
+            ),
+    );
+    no_panic::<ListVolumesRequest, _>(
+        "ListVolumesRequest",
+        (wild_i32(), wild_string()).prop_map(|(max_entries, starting_token)| {
+            proto::ListVolumesRequest {
+                max_entries,
+                starting_token,
+            }
+        }),
+    );
+    no_panic::<ControllerGetVolumeRequest, _>(
+        "ControllerGetVolumeRequest",
+        wild_string().prop_map(|volume_id| proto::ControllerGetVolumeRequest { volume_id }),
+    );
+    no_panic::<ControllerModifyVolumeRequest, _>(
+        "ControllerModifyVolumeRequest",
+        (wild_string(), wild_map(), wild_map()).prop_map(
+            |(volume_id, secrets, mutable_parameters)| proto::ControllerModifyVolumeRequest {
+                volume_id,
+                secrets,
+                mutable_parameters,
+            },
+        ),
+    );
+    no_panic::<GetCapacityRequest, _>(
+        "GetCapacityRequest",
+        (
+            wild_capabilities(),
+            wild_map(),
+            proptest::option::of(wild_topology()),
+        )
+            .prop_map(|(volume_capabilities, parameters, accessible_topology)| {
+                proto::GetCapacityRequest {
+                    volume_capabilities,
+                    parameters,
+                    accessible_topology,
+                }
+            }),
+    );
+    no_panic::<CreateSnapshotRequest, _>(
+        "CreateSnapshotRequest",
+        (wild_string(), wild_string(), wild_map(), wild_map()).prop_map(
+            |(source_volume_id, name, secrets, parameters)| proto::CreateSnapshotRequest {
+                source_volume_id,
+                name,
+                secrets,
+                parameters,
+            },
+        ),
+    );
+    no_panic::<DeleteSnapshotRequest, _>(
+        "DeleteSnapshotRequest",
+        (wild_string(), wild_map()).prop_map(|(snapshot_id, secrets)| {
+            proto::DeleteSnapshotRequest {
+                snapshot_id,
+                secrets,
+            }
+        }),
+    );
+    no_panic::<ListSnapshotsRequest, _>(
+        "ListSnapshotsRequest",
+        (
+            wild_i32(),
+            wild_string(),
+            wild_string(),
+            wild_string(),
+            wild_map(),
+        )
+            .prop_map(
+                |(max_entries, starting_token, source_volume_id, snapshot_id, secrets)| {
+                    proto::ListSnapshotsRequest {
+                        max_entries,
+                        starting_token,
+                        source_volume_id,
+                        snapshot_id,
+                        secrets,
+                    }
+                },
+            ),
+    );
+    no_panic::<GetSnapshotRequest, _>(
+        "GetSnapshotRequest",
+        (wild_string(), wild_map()).prop_map(|(snapshot_id, secrets)| proto::GetSnapshotRequest {
+            snapshot_id,
+            secrets,
+        }),
+    );
+    no_panic::<ControllerExpandVolumeRequest, _>(
+        "ControllerExpandVolumeRequest",
+        (
+            wild_string(),
+            wild_capacity(),
+            wild_map(),
+            proptest::option::of(wild_capability()),
+        )
+            .prop_map(|(volume_id, capacity_range, secrets, volume_capability)| {
+                proto::ControllerExpandVolumeRequest {
+                    volume_id,
+                    capacity_range,
+                    secrets,
+                    volume_capability,
+                }
+            }),
+    );
+}
+
+#[test]
+fn node_validation_never_panics() {
+    no_panic::<NodeStageVolumeRequest, _>(
+        "NodeStageVolumeRequest",
+        (
+            wild_string(),
+            wild_map(),
+            wild_string(),
+            proptest::option::of(wild_capability()),
+            wild_map(),
+            wild_map(),
+        )
+            .prop_map(
+                |(
+                    volume_id,
+                    publish_context,
+                    staging_target_path,
+                    volume_capability,
+                    secrets,
+                    volume_context,
+                )| {
+                    proto::NodeStageVolumeRequest {
+                        volume_id,
+                        publish_context,
+                        staging_target_path,
+                        volume_capability,
+                        secrets,
+                        volume_context,
+                    }
+                },
+            ),
+    );
+    no_panic::<NodeUnstageVolumeRequest, _>(
+        "NodeUnstageVolumeRequest",
+        (wild_string(), wild_string()).prop_map(|(volume_id, staging_target_path)| {
+            proto::NodeUnstageVolumeRequest {
+                volume_id,
+                staging_target_path,
+            }
+        }),
+    );
+    no_panic::<NodePublishVolumeRequest, _>(
+        "NodePublishVolumeRequest",
+        (
+            wild_string(),
+            wild_map(),
+            wild_string(),
+            wild_string(),
+            proptest::option::of(wild_capability()),
+            any::<bool>(),
+            wild_map(),
+            wild_map(),
+        )
+            .prop_map(
+                |(
+                    volume_id,
+                    publish_context,
+                    staging,
+                    target_path,
+                    volume_capability,
+                    readonly,
+                    secrets,
+                    ctx,
+                )| {
+                    proto::NodePublishVolumeRequest {
+                        volume_id,
+                        publish_context,
+                        staging_target_path: staging,
+                        target_path,
+                        volume_capability,
+                        readonly,
+                        secrets,
+                        volume_context: ctx,
+                    }
+                },
+            ),
+    );
+    no_panic::<NodeUnpublishVolumeRequest, _>(
+        "NodeUnpublishVolumeRequest",
+        (wild_string(), wild_string()).prop_map(|(volume_id, target_path)| {
+            proto::NodeUnpublishVolumeRequest {
+                volume_id,
+                target_path,
+            }
+        }),
+    );
+    no_panic::<NodeGetVolumeStatsRequest, _>(
+        "NodeGetVolumeStatsRequest",
+        (wild_string(), wild_string(), wild_string()).prop_map(
+            |(volume_id, volume_path, staging_target_path)| proto::NodeGetVolumeStatsRequest {
+                volume_id,
+                volume_path,
+                staging_target_path,
+            },
+        ),
+    );
+    no_panic::<NodeExpandVolumeRequest, _>(
+        "NodeExpandVolumeRequest",
+        (
+            wild_string(),
+            wild_string(),
+            wild_capacity(),
+            wild_string(),
+            proptest::option::of(wild_capability()),
+            wild_map(),
+        )
+            .prop_map(
+                |(
+                    volume_id,
+                    volume_path,
+                    capacity_range,
+                    staging_target_path,
+                    volume_capability,
+                    secrets,
+                )| {
+                    proto::NodeExpandVolumeRequest {
+                        volume_id,
+                        volume_path,
+                        capacity_range,
+                        staging_target_path,
+                        volume_capability,
+                        secrets,
+                    }
+                },
+            ),
+    );
+    no_panic::<NodeGetInfoResponse, _>(
+        "NodeGetInfoResponse",
+        (
+            wild_string(),
+            wild_i64(),
+            proptest::option::of(wild_topology()),
+        )
+            .prop_map(|(node_id, max_volumes_per_node, accessible_topology)| {
+                proto::NodeGetInfoResponse {
+                    node_id,
+                    max_volumes_per_node,
+                    accessible_topology,
+                }
+            }),
+    );
+}
+
+#[test]
+fn group_controller_and_snapshot_metadata_validation_never_panics() {
+    no_panic::<CreateVolumeGroupSnapshotRequest, _>(
+        "CreateVolumeGroupSnapshotRequest",
+        (
+            wild_string(),
+            vec(wild_string(), 0..=3),
+            wild_map(),
+            wild_map(),
+        )
+            .prop_map(|(name, source_volume_ids, secrets, parameters)| {
+                proto::CreateVolumeGroupSnapshotRequest {
+                    name,
+                    source_volume_ids,
+                    secrets,
+                    parameters,
+                }
+            }),
+    );
+    no_panic::<DeleteVolumeGroupSnapshotRequest, _>(
+        "DeleteVolumeGroupSnapshotRequest",
+        (wild_string(), vec(wild_string(), 0..=3), wild_map()).prop_map(
+            |(group_snapshot_id, snapshot_ids, secrets)| proto::DeleteVolumeGroupSnapshotRequest {
+                group_snapshot_id,
+                snapshot_ids,
+                secrets,
+            },
+        ),
+    );
+    no_panic::<GetVolumeGroupSnapshotRequest, _>(
+        "GetVolumeGroupSnapshotRequest",
+        (wild_string(), vec(wild_string(), 0..=3), wild_map()).prop_map(
+            |(group_snapshot_id, snapshot_ids, secrets)| proto::GetVolumeGroupSnapshotRequest {
+                group_snapshot_id,
+                snapshot_ids,
+                secrets,
+            },
+        ),
+    );
+    no_panic::<GetMetadataAllocatedRequest, _>(
+        "GetMetadataAllocatedRequest",
+        (wild_string(), wild_i64(), wild_i32(), wild_map()).prop_map(
+            |(snapshot_id, starting_offset, max_results, secrets)| {
+                proto::GetMetadataAllocatedRequest {
+                    snapshot_id,
+                    starting_offset,
+                    max_results,
+                    secrets,
+                }
+            },
+        ),
+    );
+    no_panic::<GetMetadataDeltaRequest, _>(
+        "GetMetadataDeltaRequest",
+        (
+            wild_string(),
+            wild_string(),
+            wild_i64(),
+            wild_i32(),
+            wild_map(),
+        )
+            .prop_map(
+                |(base_snapshot_id, target_snapshot_id, starting_offset, max_results, secrets)| {
+                    proto::GetMetadataDeltaRequest {
+                        base_snapshot_id,
+                        target_snapshot_id,
+                        starting_offset,
+                        max_results,
+                        secrets,
+                    }
+                },
+            ),
+    );
+    no_panic::<BlockMetadataResponse, _>(
+        "GetMetadataDeltaResponse",
+        (wild_i32(), wild_i64(), vec((wild_i64(), wild_i64()), 0..=3)).prop_map(
+            |(t, cap, ranges)| proto::GetMetadataDeltaResponse {
+                block_metadata_type: t,
+                volume_capacity_bytes: cap,
+                block_metadata: ranges
+                    .into_iter()
+                    .map(|(byte_offset, size_bytes)| proto::BlockMetadata {
+                        byte_offset,
+                        size_bytes,
+                    })
+                    .collect(),
+            },
+        ),
+    );
+    // Timestamps anywhere in i64 seconds and i32 nanos, through a group snapshot.
+    no_panic::<GetVolumeGroupSnapshotResponse, _>(
+        "GetVolumeGroupSnapshotResponse",
+        (wild_string(), any::<i64>(), any::<i32>(), any::<Snapshot>()).prop_map(
+            |(id, seconds, nanos, snapshot)| {
+                let mut member = proto::Snapshot::from(snapshot);
+                member.creation_time = Some(prost_types::Timestamp {
+                    seconds,
+                    nanos: nanos.wrapping_neg(),
+                });
+                proto::GetVolumeGroupSnapshotResponse {
+                    group_snapshot: Some(proto::VolumeGroupSnapshot {
+                        group_snapshot_id: id,
+                        snapshots: vec![member],
+                        creation_time: Some(prost_types::Timestamp { seconds, nanos }),
+                        ready_to_use: true,
+                    }),
+                }
+            },
+        ),
+    );
+}
+
+/// Encodes a valid message, damages the bytes, and feeds whatever prost
+/// still decodes to the validation; also decodes pure noise.
+fn mutated_bytes_never_panic<T, P>()
+where
+    T: Arbitrary + Into<P> + TryFrom<P, Error = CsiError> + Debug,
+    P: prost::Message + Default,
+{
+    let strategy = (
+        any::<T>(),
+        vec((any::<Index>(), any::<u8>()), 1..=4),
+        any::<Option<Index>>(),
+        vec(any::<u8>(), 0..=48),
+    );
+    run(
+        std::any::type_name::<T>(),
+        strategy,
+        |(typed, edits, cut, noise)| {
+            let wire: P = typed.into();
+            let mut bytes = wire.encode_to_vec();
+            if !bytes.is_empty() {
+                for (at, b) in edits {
+                    let i = at.index(bytes.len());
+                    bytes[i] = b;
+                }
+                if let Some(cut) = cut {
+                    bytes.truncate(cut.index(bytes.len()));
+                }
+            }
+            for input in [bytes, noise] {
+                if let Ok(p) = P::decode(input.as_slice()) {
+                    let _ = T::try_from(p);
+                }
+            }
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn damaged_encodings_never_panic() {
+    mutated_bytes_never_panic::<GetPluginInfoResponse, proto::GetPluginInfoResponse>();
+    mutated_bytes_never_panic::<GetPluginCapabilitiesResponse, proto::GetPluginCapabilitiesResponse>(
+    );
+    mutated_bytes_never_panic::<ProbeResponse, proto::ProbeResponse>();
+    mutated_bytes_never_panic::<CreateVolumeRequest, proto::CreateVolumeRequest>();
+    mutated_bytes_never_panic::<CreateVolumeResponse, proto::CreateVolumeResponse>();
+    mutated_bytes_never_panic::<
+        ControllerPublishVolumeRequest,
+        proto::ControllerPublishVolumeRequest,
+    >();
+    mutated_bytes_never_panic::<
+        ValidateVolumeCapabilitiesRequest,
+        proto::ValidateVolumeCapabilitiesRequest,
+    >();
+    mutated_bytes_never_panic::<
+        ValidateVolumeCapabilitiesResponse,
+        proto::ValidateVolumeCapabilitiesResponse,
+    >();
+    mutated_bytes_never_panic::<ListVolumesResponse, proto::ListVolumesResponse>();
+    mutated_bytes_never_panic::<ControllerGetVolumeResponse, proto::ControllerGetVolumeResponse>();
+    mutated_bytes_never_panic::<GetCapacityRequest, proto::GetCapacityRequest>();
+    mutated_bytes_never_panic::<GetCapacityResponse, proto::GetCapacityResponse>();
+    mutated_bytes_never_panic::<
+        ControllerGetCapabilitiesResponse,
+        proto::ControllerGetCapabilitiesResponse,
+    >();
+    mutated_bytes_never_panic::<CreateSnapshotResponse, proto::CreateSnapshotResponse>();
+    mutated_bytes_never_panic::<ListSnapshotsRequest, proto::ListSnapshotsRequest>();
+    mutated_bytes_never_panic::<ListSnapshotsResponse, proto::ListSnapshotsResponse>();
+    mutated_bytes_never_panic::<ControllerExpandVolumeRequest, proto::ControllerExpandVolumeRequest>(
+    );
+    mutated_bytes_never_panic::<
+        ControllerExpandVolumeResponse,
+        proto::ControllerExpandVolumeResponse,
+    >();
+    mutated_bytes_never_panic::<NodePublishVolumeRequest, proto::NodePublishVolumeRequest>();
+    mutated_bytes_never_panic::<NodeGetVolumeStatsResponse, proto::NodeGetVolumeStatsResponse>();
+    mutated_bytes_never_panic::<NodeExpandVolumeRequest, proto::NodeExpandVolumeRequest>();
+    mutated_bytes_never_panic::<NodeExpandVolumeResponse, proto::NodeExpandVolumeResponse>();
+    mutated_bytes_never_panic::<NodeGetCapabilitiesResponse, proto::NodeGetCapabilitiesResponse>();
+    mutated_bytes_never_panic::<NodeGetInfoResponse, proto::NodeGetInfoResponse>();
+    mutated_bytes_never_panic::<
+        GroupControllerGetCapabilitiesResponse,
+        proto::GroupControllerGetCapabilitiesResponse,
+    >();
+    mutated_bytes_never_panic::<
+        CreateVolumeGroupSnapshotRequest,
+        proto::CreateVolumeGroupSnapshotRequest,
+    >();
+    mutated_bytes_never_panic::<
+        CreateVolumeGroupSnapshotResponse,
+        proto::CreateVolumeGroupSnapshotResponse,
+    >();
+    mutated_bytes_never_panic::<
+        GetVolumeGroupSnapshotResponse,
+        proto::GetVolumeGroupSnapshotResponse,
+    >();
+    mutated_bytes_never_panic::<GetMetadataDeltaRequest, proto::GetMetadataDeltaRequest>();
+    mutated_bytes_never_panic::<BlockMetadataResponse, proto::GetMetadataAllocatedResponse>();
+}
+
+// ---------------------------------------------------------------------------
+// 3. Every invalid field is reported with its field path.
+
+/// One way to break a message: what it does, the field path the error must
+/// name, and the edit.
+struct Break<S> {
+    what: String,
+    field: String,
+    apply: Rc<dyn Fn(&mut S)>,
+}
+
+fn brk<S>(what: &str, field: &str, apply: impl Fn(&mut S) + 'static) -> Break<S> {
+    Break {
+        what: what.to_string(),
+        field: field.to_string(),
+        apply: Rc::new(apply),
+    }
+}
+
+/// `prefix` + `field`, as the typed layer writes paths.
+fn join(prefix: &str, field: &str) -> String {
+    if field.is_empty() {
+        prefix.to_string()
+    } else if field.starts_with('[') {
+        format!("{prefix}{field}")
+    } else {
+        format!("{prefix}.{field}")
+    }
+}
+
+/// Applies the breaks of a part `S` of a message `P`, reached by `with`.
+fn lift<P: 'static, S: 'static>(
+    prefix: &str,
+    with: impl Fn(&mut P, &dyn Fn(&mut S)) + 'static,
+    subs: Vec<Break<S>>,
+) -> Vec<Break<P>> {
+    let with = Rc::new(with);
+    subs.into_iter()
+        .map(|b| {
+            let with = with.clone();
+            let apply = b.apply.clone();
+            Break {
+                what: format!("{prefix}: {}", b.what),
+                field: join(prefix, &b.field),
+                apply: Rc::new(move |p: &mut P| with(p, &*apply)),
+            }
+        })
+        .collect()
+}
+
+fn set_string(what: &str, v: impl Into<String>) -> Break<String> {
+    let v = v.into();
+    brk(what, "", move |s: &mut String| *s = v.clone())
+}
+
+/// A REQUIRED id: missing, and over 128 bytes (ASCII and multi-byte).
+fn id_breaks() -> Vec<Break<String>> {
+    vec![
+        set_string("empty", ""),
+        set_string("129 bytes", "x".repeat(129)),
+        set_string("130 bytes of é", "é".repeat(65)),
+    ]
+}
+
+/// An optional id: only the size can be wrong.
+fn optional_id_breaks() -> Vec<Break<String>> {
+    vec![set_string("129 bytes", "x".repeat(129))]
+}
+
+/// A name: missing, too long, or with a banned control character.
+fn name_breaks() -> Vec<Break<String>> {
+    vec![
+        set_string("empty", ""),
+        set_string("129 bytes", "n".repeat(129)),
+        set_string("BEL", "pvc-\u{7}"),
+        set_string("NUL", "\0"),
+        set_string("DEL", "a\u{7f}"),
+        set_string("NEL (C1)", "a\u{85}b"),
+        set_string("ESC", "\u{1b}[31m"),
+    ]
+}
+
+fn node_id_breaks() -> Vec<Break<String>> {
+    vec![
+        set_string("empty", ""),
+        set_string("257 bytes", "n".repeat(257)),
+    ]
+}
+
+fn path_breaks() -> Vec<Break<String>> {
+    vec![
+        set_string("empty", ""),
+        set_string("relative", "var/lib/x"),
+        set_string("NUL", "/a\0b"),
+        set_string("4097 bytes", format!("/{}", "p".repeat(4096))),
+    ]
+}
+
+fn optional_path_breaks() -> Vec<Break<String>> {
+    vec![set_string("relative", "x"), set_string("NUL", "/a\0b")]
+}
+
+fn count_breaks() -> Vec<Break<i32>> {
+    vec![
+        brk("-1", "", |n: &mut i32| *n = -1),
+        brk("i32::MIN", "", |n: &mut i32| *n = i32::MIN),
+    ]
+}
+
+fn non_negative_breaks() -> Vec<Break<i64>> {
+    vec![
+        brk("-1", "", |n: &mut i64| *n = -1),
+        brk("i64::MIN", "", |n: &mut i64| *n = i64::MIN),
+    ]
+}
+
+type WireMap = BTreeMap<String, String>;
+
+/// A map over 4 KiB, by one value and by many entries.
+fn map_breaks() -> Vec<Break<WireMap>> {
+    vec![
+        brk("one 4097-byte value", "", |m: &mut WireMap| {
+            m.clear();
+            m.insert("k".into(), "v".repeat(4096));
+        }),
+        brk("4097 bytes over many entries", "", |m: &mut WireMap| {
+            m.clear();
+            for i in 0..40 {
+                m.insert(format!("key-{i:03}"), "v".repeat(95));
+            }
+            m.insert("z".into(), "v".repeat(4097 - 40 * 102 - 1));
+        }),
+    ]
+}
+
+/// Secrets: bad key characters (the error names the key), an empty key, too big.
+fn secret_breaks() -> Vec<Break<WireMap>> {
+    let mut v = vec![
+        brk("space in key", "[\"pass word\"]", |m: &mut WireMap| {
+            m.insert("pass word".into(), "x".into());
+        }),
+        brk("cyrillic key", "[\"ключ\"]", |m: &mut WireMap| {
+            m.insert("ключ".into(), "x".into());
+        }),
+        brk("slash in key", "[\"a/b\"]", |m: &mut WireMap| {
+            m.insert("a/b".into(), "x".into());
+        }),
+        brk("empty key", "", |m: &mut WireMap| {
+            m.insert(String::new(), "x".into());
+        }),
+    ];
+    // The key breaks must not also break the size: start from a small map.
+    for b in &mut v {
+        let apply = b.apply.clone();
+        b.apply = Rc::new(move |m: &mut WireMap| {
+            m.clear();
+            m.insert("ok-key".into(), "v".into());
+            apply(m);
+        });
+    }
+    v.extend(map_breaks());
+    v
+}
+
+fn valid_capability() -> proto::VolumeCapability {
+    VolumeCapability::mount(AccessMode::SingleNodeWriter).into()
+}
+
+fn capability_breaks() -> Vec<Break<proto::VolumeCapability>> {
+    use proto::volume_capability::{AccessMode as WireMode, AccessType, MountVolume};
+    fn mount(c: &mut proto::VolumeCapability, f: impl FnOnce(&mut MountVolume)) {
+        let mut m = MountVolume::default();
+        f(&mut m);
+        c.access_type = Some(AccessType::Mount(m));
+    }
+    vec![
+        brk(
+            "no access type",
+            "access_type",
+            |c: &mut proto::VolumeCapability| c.access_type = None,
+        ),
+        brk(
+            "no access mode",
+            "access_mode",
+            |c: &mut proto::VolumeCapability| c.access_mode = None,
+        ),
+        brk(
+            "UNKNOWN mode",
+            "access_mode.mode",
+            |c: &mut proto::VolumeCapability| c.access_mode = Some(WireMode { mode: 0 }),
+        ),
+        brk(
+            "mode 99",
+            "access_mode.mode",
+            |c: &mut proto::VolumeCapability| c.access_mode = Some(WireMode { mode: 99 }),
+        ),
+        brk(
+            "negative mode",
+            "access_mode.mode",
+            |c: &mut proto::VolumeCapability| c.access_mode = Some(WireMode { mode: -1 }),
+        ),
+        brk(
+            "129-byte fs_type",
+            "mount.fs_type",
+            |c: &mut proto::VolumeCapability| mount(c, |m| m.fs_type = "f".repeat(129)),
+        ),
+        brk(
+            "mount flags over 4 KiB",
+            "mount.mount_flags",
+            |c: &mut proto::VolumeCapability| {
+                mount(c, |m| m.mount_flags = vec!["ro".into(), "o".repeat(4095)])
+            },
+        ),
+        brk(
+            "129-byte volume_mount_group",
+            "mount.volume_mount_group",
+            |c: &mut proto::VolumeCapability| mount(c, |m| m.volume_mount_group = "g".repeat(129)),
+        ),
+    ]
+}
+
+fn capacity_breaks() -> Vec<Break<proto::CapacityRange>> {
+    vec![
+        brk(
+            "negative required",
+            "required_bytes",
+            |r: &mut proto::CapacityRange| {
+                *r = proto::CapacityRange {
+                    required_bytes: -1,
+                    limit_bytes: 0,
+                }
+            },
+        ),
+        brk(
+            "negative limit",
+            "limit_bytes",
+            |r: &mut proto::CapacityRange| {
+                *r = proto::CapacityRange {
+                    required_bytes: 0,
+                    limit_bytes: i64::MIN,
+                }
+            },
+        ),
+        brk(
+            "limit < required",
+            "limit_bytes",
+            |r: &mut proto::CapacityRange| {
+                *r = proto::CapacityRange {
+                    required_bytes: 10 << 30,
+                    limit_bytes: (10 << 30) - 1,
+                }
+            },
+        ),
+    ]
+}
+
+fn topology_breaks() -> Vec<Break<proto::Topology>> {
+    fn set(kv: &[(&str, &str)]) -> impl Fn(&mut proto::Topology) + 'static {
+        let segments: WireMap = kv
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |t: &mut proto::Topology| t.segments = segments.clone()
+    }
+    let long_label = "l".repeat(64);
+    vec![
+        brk(
+            "upper-case prefix",
+            "segments[\"Zone.example.com/x\"]",
+            set(&[("Zone.example.com/x", "a")]),
+        ),
+        brk(
+            "key with two slashes",
+            "segments[\"a/b/c\"]",
+            set(&[("a/b/c", "a")]),
+        ),
+        brk(
+            "empty key name",
+            "segments[\"example.com/\"]",
+            set(&[("example.com/", "a")]),
+        ),
+        brk("empty key", "segments[\"\"]", set(&[("", "a")])),
+        brk(
+            "key name starting with '-'",
+            "segments[\"-zone\"]",
+            set(&[("-zone", "a")]),
+        ),
+        brk(
+            "value starting with '-'",
+            "segments[\"zone\"]",
+            set(&[("zone", "-z1")]),
+        ),
+        brk("empty value", "segments[\"zone\"]", set(&[("zone", "")])),
+        brk("64-char value", "segments[\"zone\"]", {
+            let v = long_label.clone();
+            move |t: &mut proto::Topology| t.segments = [("zone".to_string(), v.clone())].into()
+        }),
+        // "ZONE" sorts first, so the second spelling is the one reported.
+        brk(
+            "keys equal but for case",
+            "segments[\"zone\"]",
+            set(&[("ZONE", "a"), ("zone", "b")]),
+        ),
+        brk(
+            "segments over 4 KiB",
+            "segments",
+            |t: &mut proto::Topology| {
+                t.segments = (0..40)
+                    .map(|i| (format!("k{i:02}-{}", "k".repeat(56)), "v".repeat(63)))
+                    .collect()
+            },
+        ),
+    ]
+}
+
+fn id_list_breaks(len: usize, at: Index) -> Vec<Break<Vec<String>>> {
+    let mut v = vec![brk("empty list", "", |l: &mut Vec<String>| l.clear())];
+    if len > 0 {
+        let i = at.index(len);
+        v.push(brk(
+            "empty entry",
+            &format!("[{i}]"),
+            move |l: &mut Vec<String>| l[i].clear(),
+        ));
+        v.push(brk(
+            "129-byte entry",
+            &format!("[{i}]"),
+            move |l: &mut Vec<String>| l[i] = "x".repeat(129),
+        ));
+    }
+    v
+}
+
+/// Breaks of a REQUIRED non-empty capability list.
+fn capability_list_breaks(len: usize, at: Index) -> Vec<Break<Vec<proto::VolumeCapability>>> {
+    let mut v = vec![brk(
+        "empty list",
+        "",
+        |l: &mut Vec<proto::VolumeCapability>| l.clear(),
+    )];
+    if len > 0 {
+        let i = at.index(len);
+        v.extend(lift(
+            &format!("[{i}]"),
+            move |l: &mut Vec<proto::VolumeCapability>, f| f(&mut l[i]),
+            capability_breaks(),
+        ));
+    }
+    v
+}
+
+/// Breaks a typed-valid request in every listed way; each must fail naming its field.
+fn check<T, P>(valid: T, breaks: Vec<Break<P>>) -> Result<(), TestCaseError>
+where
+    T: TryFrom<P, Error = CsiError> + Into<P> + Debug,
+    P: Clone + Debug,
+{
+    let wire: P = valid.into();
+    prop_assert!(
+        T::try_from(wire.clone()).is_ok(),
+        "the unbroken request must be valid: {wire:?}"
+    );
+    prop_assert!(!breaks.is_empty());
+    for b in &breaks {
+        let mut p = wire.clone();
+        (b.apply)(&mut p);
+        match T::try_from(p) {
+            Err(CsiError::InvalidArgument { field, rule }) => {
+                prop_assert_eq!(&field, &b.field, "{} (rule: {})", b.what, rule);
+                prop_assert!(!rule.is_empty());
+            }
+            other => prop_assert!(
+                false,
+                "{}: expected InvalidArgument on `{}`, got {:?}",
+                b.what,
+                b.field,
+                other
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// Shorthand for lifting the breaks of one field reached by a place expression.
+macro_rules! field {
+    ($ty:ty, $name:literal, |$p:ident| $place:expr, $breaks:expr) => {
+        lift($name, |$p: &mut $ty, f| f($place), $breaks)
+    };
+}
+
+#[test]
+fn controller_errors_name_the_field() {
+    type P = proto::CreateVolumeRequest;
+    run(
+        "CreateVolumeRequest",
+        (any::<CreateVolumeRequest>(), any::<Index>()),
+        |(r, at)| {
+            let n = r.volume_capabilities.len();
+            let mut b = Vec::new();
+            b.extend(field!(P, "name", |p| &mut p.name, name_breaks()));
+            b.extend(field!(
+                P,
+                "capacity_range",
+                |p| p.capacity_range.get_or_insert_default(),
+                capacity_breaks()
+            ));
+            b.extend(field!(
+                P,
+                "volume_capabilities",
+                |p| &mut p.volume_capabilities,
+                capability_list_breaks(n, at)
+            ));
+            b.extend(field!(P, "parameters", |p| &mut p.parameters, map_breaks()));
+            b.extend(field!(P, "secrets", |p| &mut p.secrets, secret_breaks()));
+            b.extend(field!(
+                P,
+                "mutable_parameters",
+                |p| &mut p.mutable_parameters,
+                map_breaks()
+            ));
+            {
+                use proto::volume_content_source::{SnapshotSource, Type, VolumeSource};
+                b.push(brk(
+                    "source without type",
+                    "volume_content_source.type",
+                    |p: &mut P| {
+                        p.volume_content_source = Some(proto::VolumeContentSource { r#type: None })
+                    },
+                ));
+                b.push(brk(
+                    "empty source snapshot id",
+                    "volume_content_source.snapshot.snapshot_id",
+                    |p: &mut P| {
+                        p.volume_content_source = Some(proto::VolumeContentSource {
+                            r#type: Some(Type::Snapshot(SnapshotSource {
+                                snapshot_id: String::new(),
+                            })),
+                        })
+                    },
+                ));
+                b.push(brk(
+                    "129-byte source volume id",
+                    "volume_content_source.volume.volume_id",
+                    |p: &mut P| {
+                        p.volume_content_source = Some(proto::VolumeContentSource {
+                            r#type: Some(Type::Volume(VolumeSource {
+                                volume_id: "v".repeat(129),
+                            })),
+                        })
+                    },
+                ));
+            }
+            b.extend(lift(
+                "accessibility_requirements.requisite[0]",
+                |p: &mut P, f| {
+                    let mut t = proto::Topology::default();
+                    f(&mut t);
+                    p.accessibility_requirements = Some(proto::TopologyRequirement {
+                        requisite: vec![t],
+                        preferred: vec![],
+                    });
+                },
+                topology_breaks(),
+            ));
+            b.extend(lift(
+                "accessibility_requirements.preferred[1]",
+                |p: &mut P, f| {
+                    let ok = proto::Topology {
+                        segments: [("zone".to_string(), "z1".to_string())].into(),
+                    };
+                    let mut t = proto::Topology::default();
+                    f(&mut t);
+                    // No requisite: any preferred topology is allowed, but it must be valid.
+                    p.accessibility_requirements = Some(proto::TopologyRequirement {
+                        requisite: vec![],
+                        preferred: vec![ok, t],
+                    });
+                },
+                topology_breaks(),
+            ));
+            b.push(brk(
+                "preferred not in requisite",
+                "accessibility_requirements.preferred[1]",
+                |p: &mut P| {
+                    let z = |v: &str| proto::Topology {
+                        segments: [("zone".to_string(), v.to_string())].into(),
+                    };
+                    p.accessibility_requirements = Some(proto::TopologyRequirement {
+                        requisite: vec![z("z1"), z("z2")],
+                        preferred: vec![z("z2"), z("z3")],
+                    });
+                },
+            ));
+            check(r, b)
+        },
+    );
+
+    run("DeleteVolumeRequest", any::<DeleteVolumeRequest>(), |r| {
+        type P = proto::DeleteVolumeRequest;
+        let mut b = field!(P, "volume_id", |p| &mut p.volume_id, id_breaks());
+        b.extend(field!(P, "secrets", |p| &mut p.secrets, secret_breaks()));
+        check(r, b)
+    });
+
+    run(
+        "ControllerPublishVolumeRequest",
+        any::<ControllerPublishVolumeRequest>(),
+        |r| {
+            type P = proto::ControllerPublishVolumeRequest;
+            let mut b = field!(P, "volume_id", |p| &mut p.volume_id, id_breaks());
+            b.extend(field!(P, "node_id", |p| &mut p.node_id, node_id_breaks()));
+            b.push(brk("no capability", "volume_capability", |p: &mut P| {
+                p.volume_capability = None
+            }));
+            b.extend(field!(
+                P,
+                "volume_capability",
+                |p| p.volume_capability.get_or_insert_with(valid_capability),
+                capability_breaks()
+            ));
+            b.extend(field!(P, "secrets", |p| &mut p.secrets, secret_breaks()));
+            b.extend(field!(
+                P,
+                "volume_context",
+                |p| &mut p.volume_context,
+                map_breaks()
+            ));
+            check(r, b)
+        },
+    );
+
+    run(
+        "ControllerUnpublishVolumeRequest",
+        any::<ControllerUnpublishVolumeRequest>(),
+        |r| {
+            type P = proto::ControllerUnpublishVolumeRequest;
+            let mut b = field!(P, "volume_id", |p| &mut p.volume_id, id_breaks());
+            b.push(brk("257-byte node id", "node_id", |p: &mut P| {
+                p.node_id = "n".repeat(257)
+            }));
+            b.extend(field!(P, "secrets", |p| &mut p.secrets, secret_breaks()));
+            check(r, b)
+        },
+    );
+
+    run(
+        "ValidateVolumeCapabilitiesRequest",
+        (any::<ValidateVolumeCapabilitiesRequest>(), any::<Index>()),
+        |(r, at)| {
+            type P = proto::ValidateVolumeCapabilitiesRequest;
+            let n = r.volume_capabilities.len();
+            let mut b = field!(P, "volume_id", |p| &mut p.volume_id, id_breaks());
+            b.extend(field!(
+                P,
+                "volume_context",
+                |p| &mut p.volume_context,
+                map_breaks()
+            ));
+            b.extend(field!(
+                P,
+                "volume_capabilities",
+                |p| &mut p.volume_capabilities,
+                capability_list_breaks(n, at)
+            ));
+            b.extend(field!(P, "parameters", |p| &mut p.parameters, map_breaks()));
+            b.extend(field!(P, "secrets", |p| &mut p.secrets, secret_breaks()));
+            b.extend(field!(
+                P,
+                "mutable_parameters",
+                |p| &mut p.mutable_parameters,
+                map_breaks()
+            ));
+            check(r, b)
+        },
+    );
+
+    run("ListVolumesRequest", any::<ListVolumesRequest>(), |r| {
+        type P = proto::ListVolumesRequest;
+        let mut b = field!(P, "max_entries", |p| &mut p.max_entries, count_breaks());
+        b.extend(field!(
+            P,
+            "starting_token",
+            |p| &mut p.starting_token,
+            optional_id_breaks()
+        ));
+        check(r, b)
+    });
+
+    run(
+        "ControllerGetVolumeRequest",
+        any::<ControllerGetVolumeRequest>(),
+        |r| {
+            type P = proto::ControllerGetVolumeRequest;
+            check(r, field!(P, "volume_id", |p| &mut p.volume_id, id_breaks()))
+        },
+    );
+
+    run(
+        "ControllerModifyVolumeRequest",
+        any::<ControllerModifyVolumeRequest>(),
+        |r| {
+            type P = proto::ControllerModifyVolumeRequest;
+            let mut b = field!(P, "volume_id", |p| &mut p.volume_id, id_breaks());
+            b.extend(field!(P, "secrets", |p| &mut p.secrets, secret_breaks()));
+            b.extend(field!(
+                P,
+                "mutable_parameters",
+                |p| &mut p.mutable_parameters,
+                map_breaks()
+            ));
+            b.push(brk(
+                "no mutable parameters",
+                "mutable_parameters",
+                |p: &mut P| p.mutable_parameters.clear(),
+            ));
+            check(r, b)
+        },
+    );
+
+    run(
+        "GetCapacityRequest",
+        (any::<GetCapacityRequest>(), any::<Index>()),
+        |(r, at)| {
+            type P = proto::GetCapacityRequest;
+            let mut b = field!(P, "parameters", |p| &mut p.parameters, map_breaks());
+            b.extend(field!(
+                P,
+                "accessible_topology",
+                |p| p.accessible_topology.get_or_insert_default(),
+                topology_breaks()
+            ));
+            if !r.volume_capabilities.is_empty() {
+                let i = at.index(r.volume_capabilities.len());
+                b.extend(lift(
+                    &format!("volume_capabilities[{i}]"),
+                    move |p: &mut P, f| f(&mut p.volume_capabilities[i]),
+                    capability_breaks(),
+                ));
+            }
+            check(r, b)
+        },
+    );
+
+    run(
+        "CreateSnapshotRequest",
+        any::<CreateSnapshotRequest>(),
+        |r| {
+            type P = proto::CreateSnapshotRequest;
+            let mut b = field!(
+                P,
+                "source_volume_id",
+                |p| &mut p.source_volume_id,
+                id_breaks()
+            );
+            b.extend(field!(P, "name", |p| &mut p.name, name_breaks()));
+            b.extend(field!(P, "secrets", |p| &mut p.secrets, secret_breaks()));
+            b.extend(field!(P, "parameters", |p| &mut p.parameters, map_breaks()));
+            check(r, b)
+        },
+    );
+
+    run(
+        "DeleteSnapshotRequest",
+        any::<DeleteSnapshotRequest>(),
+        |r| {
+            type P = proto::DeleteSnapshotRequest;
+            let mut b = field!(P, "snapshot_id", |p| &mut p.snapshot_id, id_breaks());
+            b.extend(field!(P, "secrets", |p| &mut p.secrets, secret_breaks()));
+            check(r, b)
+        },
+    );
+
+    run("ListSnapshotsRequest", any::<ListSnapshotsRequest>(), |r| {
+        type P = proto::ListSnapshotsRequest;
+        let mut b = field!(P, "max_entries", |p| &mut p.max_entries, count_breaks());
+        b.extend(field!(
+            P,
+            "starting_token",
+            |p| &mut p.starting_token,
+            optional_id_breaks()
+        ));
+        b.extend(field!(
+            P,
+            "source_volume_id",
+            |p| &mut p.source_volume_id,
+            optional_id_breaks()
+        ));
+        b.extend(field!(
+            P,
+            "snapshot_id",
+            |p| &mut p.snapshot_id,
+            optional_id_breaks()
+        ));
+        b.extend(field!(P, "secrets", |p| &mut p.secrets, secret_breaks()));
+        check(r, b)
+    });
+
+    run("GetSnapshotRequest", any::<GetSnapshotRequest>(), |r| {
+        type P = proto::GetSnapshotRequest;
+        let mut b = field!(P, "snapshot_id", |p| &mut p.snapshot_id, id_breaks());
+        b.extend(field!(P, "secrets", |p| &mut p.secrets, secret_breaks()));
+        check(r, b)
+    });
+
+    run(
+        "ControllerExpandVolumeRequest",
+        any::<ControllerExpandVolumeRequest>(),
+        |r| {
+            type P = proto::ControllerExpandVolumeRequest;
+            let mut b = field!(P, "volume_id", |p| &mut p.volume_id, id_breaks());
+            b.push(brk("no capacity range", "capacity_range", |p: &mut P| {
+                p.capacity_range = None
+            }));
+            b.extend(field!(
+                P,
+                "capacity_range",
+                |p| p.capacity_range.get_or_insert_default(),
+                capacity_breaks()
+            ));
+            b.extend(field!(P, "secrets", |p| &mut p.secrets, secret_breaks()));
+            b.extend(field!(
+                P,
+                "volume_capability",
+                |p| p.volume_capability.get_or_insert_with(valid_capability),
+                capability_breaks()
+            ));
+            check(r, b)
+        },
+    );
+}
+
+#[test]
+fn node_errors_name_the_field() {
+    run(
+        "NodeStageVolumeRequest",
+        any::<NodeStageVolumeRequest>(),
+        |r| {
+            type P = proto::NodeStageVolumeRequest;
+            let mut b = field!(P, "volume_id", |p| &mut p.volume_id, id_breaks());
+            b.extend(field!(
+                P,
+                "publish_context",
+                |p| &mut p.publish_context,
+                map_breaks()
+            ));
+            b.extend(field!(
+                P,
+                "staging_target_path",
+                |p| &mut p.staging_target_path,
+                path_breaks()
+            ));
+            b.push(brk("no capability", "volume_capability", |p: &mut P| {
+                p.volume_capability = None
+            }));
+            b.extend(field!(
+                P,
+                "volume_capability",
+                |p| p.volume_capability.get_or_insert_with(valid_capability),
+                capability_breaks()
+            ));
+            b.extend(field!(P, "secrets", |p| &mut p.secrets, secret_breaks()));
+            b.extend(field!(
+                P,
+                "volume_context",
+                |p| &mut p.volume_context,
+                map_breaks()
+            ));
+            check(r, b)
+        },
+    );
+
+    run(
+        "NodeUnstageVolumeRequest",
+        any::<NodeUnstageVolumeRequest>(),
+        |r| {
+            type P = proto::NodeUnstageVolumeRequest;
+            let mut b = field!(P, "volume_id", |p| &mut p.volume_id, id_breaks());
+            b.extend(field!(
+                P,
+                "staging_target_path",
+                |p| &mut p.staging_target_path,
+                path_breaks()
+            ));
+            check(r, b)
+        },
+    );
+
+    run(
+        "NodePublishVolumeRequest",
+        any::<NodePublishVolumeRequest>(),
+        |r| {
+            type P = proto::NodePublishVolumeRequest;
+            let mut b = field!(P, "volume_id", |p| &mut p.volume_id, id_breaks());
+            b.extend(field!(
+                P,
+                "publish_context",
+                |p| &mut p.publish_context,
+                map_breaks()
+            ));
+            b.extend(field!(
+                P,
+                "staging_target_path",
+                |p| &mut p.staging_target_path,
+                optional_path_breaks()
+            ));
+            b.extend(field!(
+                P,
+                "target_path",
+                |p| &mut p.target_path,
+                path_breaks()
+            ));
+            b.push(brk("no capability", "volume_capability", |p: &mut P| {
+                p.volume_capability = None
+            }));
+            b.extend(field!(
+                P,
+                "volume_capability",
+                |p| p.volume_capability.get_or_insert_with(valid_capability),
+                capability_breaks()
+            ));
+            b.extend(field!(P, "secrets", |p| &mut p.secrets, secret_breaks()));
+            b.extend(field!(
+                P,
+                "volume_context",
+                |p| &mut p.volume_context,
+                map_breaks()
+            ));
+            check(r, b)
+        },
+    );
+
+    run(
+        "NodeUnpublishVolumeRequest",
+        any::<NodeUnpublishVolumeRequest>(),
+        |r| {
+            type P = proto::NodeUnpublishVolumeRequest;
+            let mut b = field!(P, "volume_id", |p| &mut p.volume_id, id_breaks());
+            b.extend(field!(
+                P,
+                "target_path",
+                |p| &mut p.target_path,
+                path_breaks()
+            ));
+            check(r, b)
+        },
+    );
+
+    run(
+        "NodeGetVolumeStatsRequest",
+        any::<NodeGetVolumeStatsRequest>(),
+        |r| {
+            type P = proto::NodeGetVolumeStatsRequest;
+            let mut b = field!(P, "volume_id", |p| &mut p.volume_id, id_breaks());
+            b.extend(field!(
+                P,
+                "volume_path",
+                |p| &mut p.volume_path,
+                path_breaks()
+            ));
+            b.extend(field!(
+                P,
+                "staging_target_path",
+                |p| &mut p.staging_target_path,
+                optional_path_breaks()
+            ));
+            check(r, b)
+        },
+    );
+
+    run(
+        "NodeExpandVolumeRequest",
+        any::<NodeExpandVolumeRequest>(),
+        |r| {
+            type P = proto::NodeExpandVolumeRequest;
+            let mut b = field!(P, "volume_id", |p| &mut p.volume_id, id_breaks());
+            b.extend(field!(
+                P,
+                "volume_path",
+                |p| &mut p.volume_path,
+                path_breaks()
+            ));
+            b.extend(field!(
+                P,
+                "capacity_range",
+                |p| p.capacity_range.get_or_insert_default(),
+                capacity_breaks()
+            ));
+            b.extend(field!(
+                P,
+                "staging_target_path",
+                |p| &mut p.staging_target_path,
+                optional_path_breaks()
+            ));
+            b.extend(field!(
+                P,
+                "volume_capability",
+                |p| p.volume_capability.get_or_insert_with(valid_capability),
+                capability_breaks()
+            ));
+            b.extend(field!(P, "secrets", |p| &mut p.secrets, secret_breaks()));
+            check(r, b)
+        },
+    );
+}
+
+#[test]
+fn group_controller_and_snapshot_metadata_errors_name_the_field() {
+    run(
+        "CreateVolumeGroupSnapshotRequest",
+        (any::<CreateVolumeGroupSnapshotRequest>(), any::<Index>()),
+        |(r, at)| {
+            type P = proto::CreateVolumeGroupSnapshotRequest;
+            let n = r.source_volume_ids.len();
+            let mut b = field!(P, "name", |p| &mut p.name, name_breaks());
+            b.extend(field!(
+                P,
+                "source_volume_ids",
+                |p| &mut p.source_volume_ids,
+                id_list_breaks(n, at)
+            ));
+            b.extend(field!(P, "secrets", |p| &mut p.secrets, secret_breaks()));
+            b.extend(field!(P, "parameters", |p| &mut p.parameters, map_breaks()));
+            check(r, b)
+        },
+    );
+
+    run(
+        "DeleteVolumeGroupSnapshotRequest",
+        (any::<DeleteVolumeGroupSnapshotRequest>(), any::<Index>()),
+        |(r, at)| {
+            type P = proto::DeleteVolumeGroupSnapshotRequest;
+            let n = r.snapshot_ids.len();
+            let mut b = field!(
+                P,
+                "group_snapshot_id",
+                |p| &mut p.group_snapshot_id,
+                id_breaks()
+            );
+            b.extend(field!(
+                P,
+                "snapshot_ids",
+                |p| &mut p.snapshot_ids,
+                id_list_breaks(n, at)
+            ));
+            b.extend(field!(P, "secrets", |p| &mut p.secrets, secret_breaks()));
+            check(r, b)
+        },
+    );
+
+    run(
+        "GetVolumeGroupSnapshotRequest",
+        (any::<GetVolumeGroupSnapshotRequest>(), any::<Index>()),
+        |(r, at)| {
+            type P = proto::GetVolumeGroupSnapshotRequest;
+            let n = r.snapshot_ids.len();
+            let mut b = field!(
+                P,
+                "group_snapshot_id",
+                |p| &mut p.group_snapshot_id,
+                id_breaks()
+            );
+            b.extend(field!(
+                P,
+                "snapshot_ids",
+                |p| &mut p.snapshot_ids,
+                id_list_breaks(n, at)
+            ));
+            b.extend(field!(P, "secrets", |p| &mut p.secrets, secret_breaks()));
+            check(r, b)
+        },
+    );
+
+    run(
+        "GetMetadataAllocatedRequest",
+        any::<GetMetadataAllocatedRequest>(),
+        |r| {
+            type P = proto::GetMetadataAllocatedRequest;
+            let mut b = field!(P, "snapshot_id", |p| &mut p.snapshot_id, id_breaks());
+            b.extend(field!(
+                P,
+                "starting_offset",
+                |p| &mut p.starting_offset,
+                non_negative_breaks()
+            ));
+            b.extend(field!(
+                P,
+                "max_results",
+                |p| &mut p.max_results,
+                count_breaks()
+            ));
+            b.extend(field!(P, "secrets", |p| &mut p.secrets, secret_breaks()));
+            check(r, b)
+        },
+    );
+
+    run(
+        "GetMetadataDeltaRequest",
+        any::<GetMetadataDeltaRequest>(),
+        |r| {
+            type P = proto::GetMetadataDeltaRequest;
+            let mut b = field!(
+                P,
+                "base_snapshot_id",
+                |p| &mut p.base_snapshot_id,
+                id_breaks()
+            );
+            b.extend(field!(
+                P,
+                "target_snapshot_id",
+                |p| &mut p.target_snapshot_id,
+                id_breaks()
+            ));
+            b.extend(field!(
+                P,
+                "starting_offset",
+                |p| &mut p.starting_offset,
+                non_negative_breaks()
+            ));
+            b.extend(field!(
+                P,
+                "max_results",
+                |p| &mut p.max_results,
+                count_breaks()
+            ));
+            b.extend(field!(P, "secrets", |p| &mut p.secrets, secret_breaks()));
+            check(r, b)
+        },
+    );
+}
