@@ -47,10 +47,11 @@ use crate::identity::*;
 use crate::node::*;
 use crate::snapshot_metadata::*;
 use crate::{
-    AccessMode, AccessType, CapacityRange, ControllerCapabilities, GroupControllerCapabilities, GroupSnapshotId,
-    GroupSnapshotName, Map, MountVolume, NodeCapabilities, NodeId, NodePath, PluginCapabilities, PluginName, Secrets,
-    Snapshot, SnapshotId, SnapshotName, Topology, TopologyKey, TopologyRequirement, TopologyValue, Volume,
-    VolumeCapability, VolumeCondition, VolumeContentSource, VolumeId, VolumeName,
+    AccessMode, AccessType, CapacityRange, ControllerCapabilities, GroupControllerCapabilities,
+    GroupSnapshotId, GroupSnapshotName, Map, MountVolume, NodeCapabilities, NodeId, NodePath,
+    PluginCapabilities, PluginName, Secrets, Snapshot, SnapshotId, SnapshotName, Topology,
+    TopologyKey, TopologyRequirement, TopologyValue, Volume, VolumeCapability, VolumeCondition,
+    VolumeContentSource, VolumeId, VolumeName,
 };
 
 /// The general string limit of the spec, in bytes.
@@ -161,9 +162,17 @@ fn label(alnum: &'static str, inner: &'static str) -> BoxedStrategy<String> {
     let ends: Vec<char> = alnum.chars().collect();
     let mids: Vec<char> = alnum.chars().chain(inner.chars()).collect();
     let one = select(ends.clone()).prop_map(String::from);
-    let longer = (select(ends.clone()), vec(select(mids.clone()), 0..=MAX_LABEL - 2), select(ends.clone()))
+    let longer = (
+        select(ends.clone()),
+        vec(select(mids.clone()), 0..=MAX_LABEL - 2),
+        select(ends.clone()),
+    )
         .prop_map(|(a, m, b)| format!("{a}{}{b}", collect(m)));
-    let longest = (select(ends.clone()), vec(select(mids), MAX_LABEL - 2), select(ends))
+    let longest = (
+        select(ends.clone()),
+        vec(select(mids), MAX_LABEL - 2),
+        select(ends),
+    )
         .prop_map(|(a, m, b)| format!("{a}{}{b}", collect(m)));
     prop_oneof![2 => one, 6 => longer, 1 => longest].boxed()
 }
@@ -232,7 +241,13 @@ pub fn nonzero_size_bytes() -> BoxedStrategy<u64> {
 
 /// A count that fits the wire's `int32` and is not 0 (which means "unset").
 fn count() -> BoxedStrategy<u32> {
-    prop_oneof![Just(1u32), Just(i32::MAX as u32), 1u32..1000, 1..=i32::MAX as u32].boxed()
+    prop_oneof![
+        Just(1u32),
+        Just(i32::MAX as u32),
+        1u32..1000,
+        1..=i32::MAX as u32
+    ]
+    .boxed()
 }
 
 /// A point in time that a protobuf `Timestamp` can carry (years 1 to 9999),
@@ -810,25 +825,67 @@ mod tests {
     fn sample<T: Arbitrary>(n: usize) -> Vec<T> {
         let mut runner = TestRunner::deterministic();
         let s = any::<T>();
-        (0..n).map(|_| s.new_tree(&mut runner).expect("strategy").current()).collect()
+        (0..n)
+            .map(|_| s.new_tree(&mut runner).expect("strategy").current())
+            .collect()
     }
 
     #[test]
     fn edge_cases_are_reached() {
         let names = sample::<VolumeName>(400);
-        assert!(names.iter().any(|n| n.as_str().len() == 128), "a 128-byte name");
-        assert!(names.iter().any(|n| n.as_str().chars().any(|c| !c.is_ascii())), "a unicode name");
-        assert!(names.iter().any(|n| n.as_str().contains(['\t', '\n', '\r'])), "whitespace in a name");
-        assert!(sample::<NodeId>(400).iter().any(|n| n.as_str().len() == 256), "a 256-byte node id");
-        assert!(sample::<PluginName>(400).iter().any(|n| n.as_str().len() == 63), "a 63-char plugin name");
-        assert!(sample::<TopologyValue>(400).iter().any(|n| n.as_str().len() == 63), "a 63-char segment");
-        assert!(sample::<NodePath>(400).iter().any(|n| n.as_str().len() == 4096), "a 4096-byte path");
         assert!(
-            sample::<Secrets>(400)
+            names.iter().any(|n| n.as_str().len() == 128),
+            "a 128-byte name"
+        );
+        assert!(
+            names
                 .iter()
-                .any(|s| s.expose().iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() == 4096),
+                .any(|n| n.as_str().chars().any(|c| !c.is_ascii())),
+            "a unicode name"
+        );
+        assert!(
+            names
+                .iter()
+                .any(|n| n.as_str().contains(['\t', '\n', '\r'])),
+            "whitespace in a name"
+        );
+        assert!(
+            sample::<NodeId>(400)
+                .iter()
+                .any(|n| n.as_str().len() == 256),
+            "a 256-byte node id"
+        );
+        assert!(
+            sample::<PluginName>(400)
+                .iter()
+                .any(|n| n.as_str().len() == 63),
+            "a 63-char plugin name"
+        );
+        assert!(
+            sample::<TopologyValue>(400)
+                .iter()
+                .any(|n| n.as_str().len() == 63),
+            "a 63-char segment"
+        );
+        assert!(
+            sample::<NodePath>(400)
+                .iter()
+                .any(|n| n.as_str().len() == 4096),
+            "a 4096-byte path"
+        );
+        assert!(
+            sample::<Secrets>(400).iter().any(|s| s
+                .expose()
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+                == 4096),
             "a 4 KiB secrets map"
         );
-        assert!(sample::<CapacityRange>(400).iter().any(|r| r.limit_bytes == Some(i64::MAX as u64)));
+        assert!(
+            sample::<CapacityRange>(400)
+                .iter()
+                .any(|r| r.limit_bytes == Some(i64::MAX as u64))
+        );
     }
 }
