@@ -1,0 +1,238 @@
+//! The in-process Plugin: validation before the driver, derived
+//! capabilities, UNIMPLEMENTED, the operation guard and panic isolation.
+
+mod common_driver;
+
+use std::sync::Arc;
+
+use common_driver::{TestDriver, full_plugin, mount_cap};
+use csi_types::*;
+
+#[tokio::test]
+async fn invalid_requests_never_reach_the_driver() {
+    let plugin = full_plugin(TestDriver::default());
+    let err = RawCsi::create_volume(
+        &plugin,
+        proto::CreateVolumeRequest {
+            name: "v1".into(),
+            volume_capabilities: vec![],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        err,
+        CsiError::invalid("volume_capabilities", "this field is REQUIRED: at least one entry")
+    );
+    assert!(Csi::list_volumes(&plugin, ListVolumesRequest::default()).await.unwrap().entries.is_empty());
+}
+
+#[tokio::test]
+async fn capabilities_follow_what_is_registered() {
+    let plugin = full_plugin(TestDriver {
+        controller_features: ControllerCapabilities::SINGLE_NODE_MULTI_WRITER | ControllerCapabilities::GET_CAPACITY,
+        plugin_caps: PluginCapabilities::VOLUME_ACCESSIBILITY_CONSTRAINTS | PluginCapabilities::CONTROLLER_SERVICE,
+        ..Default::default()
+    });
+    // RPC bits come from the registered traits only: GET_CAPACITY declared as
+    // a feature is ignored because no CapacityReporter is registered.
+    assert_eq!(
+        plugin.controller_capabilities(),
+        ControllerCapabilities::CREATE_DELETE_VOLUME
+            | ControllerCapabilities::LIST_VOLUMES
+            | ControllerCapabilities::SINGLE_NODE_MULTI_WRITER
+    );
+    assert_eq!(
+        plugin.plugin_capabilities(),
+        PluginCapabilities::CONTROLLER_SERVICE
+            | PluginCapabilities::VOLUME_ACCESSIBILITY_CONSTRAINTS
+            | PluginCapabilities::GROUP_CONTROLLER_SERVICE
+            | PluginCapabilities::SNAPSHOT_METADATA_SERVICE
+    );
+    let wire = Csi::controller_get_capabilities(&plugin, ControllerGetCapabilitiesRequest {}).await.unwrap();
+    assert_eq!(wire.capabilities, plugin.controller_capabilities());
+    let wire = Csi::get_plugin_capabilities(&plugin, GetPluginCapabilitiesRequest {}).await.unwrap();
+    assert_eq!(wire.capabilities, plugin.plugin_capabilities());
+    assert!(Csi::node_get_capabilities(&plugin, NodeGetCapabilitiesRequest {}).await.unwrap().capabilities.is_empty());
+}
+
+/// Every advertised RPC capability is served, and every RPC that is not
+/// advertised answers UNIMPLEMENTED: checked by calling each one.
+#[tokio::test]
+async fn advertised_capabilities_agree_with_served_rpcs() {
+    let plugin = full_plugin(TestDriver::default());
+    let caps = plugin.controller_capabilities();
+    let probes: Vec<(ControllerCapabilities, Result<(), CsiError>)> = vec![
+        (
+            ControllerCapabilities::GET_CAPACITY,
+            RawCsi::get_capacity(&plugin, Default::default()).await.map(drop),
+        ),
+        (
+            ControllerCapabilities::LIST_VOLUMES,
+            RawCsi::list_volumes(&plugin, Default::default()).await.map(drop),
+        ),
+        (
+            ControllerCapabilities::LIST_SNAPSHOTS,
+            RawCsi::list_snapshots(&plugin, Default::default()).await.map(drop),
+        ),
+        (
+            ControllerCapabilities::PUBLISH_UNPUBLISH_VOLUME,
+            RawCsi::controller_unpublish_volume(
+                &plugin,
+                proto::ControllerUnpublishVolumeRequest {
+                    volume_id: "v".into(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map(drop),
+        ),
+        (
+            ControllerCapabilities::CREATE_DELETE_SNAPSHOT,
+            RawCsi::delete_snapshot(
+                &plugin,
+                proto::DeleteSnapshotRequest {
+                    snapshot_id: "s".into(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map(drop),
+        ),
+        (
+            ControllerCapabilities::CREATE_DELETE_VOLUME,
+            RawCsi::delete_volume(
+                &plugin,
+                proto::DeleteVolumeRequest {
+                    volume_id: "v".into(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map(drop),
+        ),
+    ];
+    for (cap, result) in probes {
+        let unimplemented = matches!(&result, Err(e) if e.code() == Code::Unimplemented);
+        assert_eq!(caps.contains(cap), !unimplemented, "{cap:?}: {result:?}");
+        if let Err(e) = result
+            && unimplemented
+        {
+            assert!(e.to_string().contains("does not advertise"), "{e}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn unimplemented_wins_over_validation() {
+    let d = Arc::new(TestDriver::default());
+    let plugin = Plugin::builder(d.clone()).build().unwrap();
+    // No Controller service at all: even an empty request is UNIMPLEMENTED.
+    let err = RawCsi::create_volume(&plugin, Default::default()).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented);
+    assert!(err.to_string().contains("does not serve the Controller service"), "{err}");
+    let err = RawCsi::node_get_info(&plugin, Default::default()).await.unwrap_err();
+    assert!(err.to_string().contains("does not serve the Node service"), "{err}");
+}
+
+#[test]
+fn builder_refuses_features_without_their_rpcs() {
+    let d = Arc::new(TestDriver {
+        controller_features: ControllerCapabilities::PUBLISH_READONLY,
+        ..Default::default()
+    });
+    let err = Plugin::builder(d.clone()).controller(d.clone()).build().err().unwrap();
+    assert_eq!(
+        err,
+        CsiError::invalid(
+            "feature_capabilities",
+            "PUBLISH_READONLY is declared but a ControllerPublisher is not registered"
+        )
+    );
+
+    let plain = Arc::new(TestDriver::default());
+    let err = Plugin::builder(plain.clone()).provisioner(plain.clone()).build().err().unwrap();
+    assert!(err.to_string().contains("no Controller"), "{err}");
+
+    let expanding = Arc::new(TestDriver {
+        plugin_caps: PluginCapabilities::VOLUME_EXPANSION_ONLINE,
+        ..Default::default()
+    });
+    let err = Plugin::builder(expanding.clone()).build().err().unwrap();
+    assert!(err.to_string().contains("VOLUME_EXPANSION"), "{err}");
+}
+
+#[tokio::test]
+async fn a_panicking_driver_fails_one_call_only() {
+    let plugin = full_plugin(TestDriver::default());
+    let req = |name: &str| proto::CreateVolumeRequest {
+        name: name.into(),
+        volume_capabilities: vec![mount_cap()],
+        ..Default::default()
+    };
+    let err = RawCsi::create_volume(&plugin, req("panic")).await.unwrap_err();
+    assert_eq!(err.code(), Code::Internal);
+    assert!(err.to_string().contains("panicked in CreateVolume: asked to panic"), "{err}");
+    // The guard was released and the plugin still works.
+    RawCsi::create_volume(&plugin, req("fine")).await.unwrap();
+    let err = RawCsi::create_volume(&plugin, req("panic")).await.unwrap_err();
+    assert_eq!(err.code(), Code::Internal);
+}
+
+#[tokio::test]
+async fn a_second_operation_on_the_same_name_is_aborted() {
+    let plugin = full_plugin(TestDriver::default());
+    let req = proto::CreateVolumeRequest {
+        name: "slow".into(),
+        volume_capabilities: vec![mount_cap()],
+        ..Default::default()
+    };
+    let (a, b) = tokio::join!(RawCsi::create_volume(&plugin, req.clone()), async {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        RawCsi::create_volume(&plugin, req.clone()).await
+    });
+    assert!(a.is_ok(), "{a:?}");
+    let err = b.unwrap_err();
+    assert_eq!(err.code(), Code::Aborted);
+    assert!(err.to_string().contains("already in progress"), "{err}");
+    // Once the first finished, a retry goes through.
+    RawCsi::create_volume(&plugin, req).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_guard_can_be_turned_off() {
+    let d = Arc::new(TestDriver::default());
+    let plugin = Plugin::builder(d.clone())
+        .controller(d.clone())
+        .provisioner(d)
+        .operation_guard(false)
+        .build()
+        .unwrap();
+    let req = proto::CreateVolumeRequest {
+        name: "slow".into(),
+        volume_capabilities: vec![mount_cap()],
+        ..Default::default()
+    };
+    let (a, b) = tokio::join!(RawCsi::create_volume(&plugin, req.clone()), RawCsi::create_volume(&plugin, req));
+    assert!(a.is_ok() && b.is_ok());
+}
+
+#[tokio::test]
+async fn typed_calls_refuse_responses_that_break_the_spec() {
+    // A RawCsi that answers NodeGetInfo without a node_id.
+    struct Broken;
+    #[async_trait::async_trait]
+    impl Identity for Broken {
+        async fn get_plugin_info(&self, _: GetPluginInfoRequest) -> Result<GetPluginInfoResponse, CsiError> {
+            GetPluginInfoResponse::new(PluginName::new("b")?, "1")
+        }
+    }
+    let plugin = full_plugin(TestDriver::default());
+    let wire = RawCsi::node_get_info(&plugin, Default::default()).await.unwrap();
+    let mut broken = wire.clone();
+    broken.node_id.clear();
+    let err = NodeGetInfoResponse::try_from(broken).unwrap_err();
+    assert_eq!(err, CsiError::missing("node_id"));
+    let _ = Broken;
+}

@@ -1,0 +1,238 @@
+//! The gRPC server on a real unix socket: all five services answer, what is
+//! not offered answers UNIMPLEMENTED with a message, stale sockets are
+//! replaced, and secrets never reach the logs.
+
+mod common_driver;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common_driver::{TestDriver, full_plugin, mount_cap};
+use csi_types::client::Client;
+use csi_types::*;
+use futures::StreamExt;
+use tokio::sync::oneshot;
+
+struct Served {
+    endpoint: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), server::ServeError>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Served {
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+async fn serve(plugin: Plugin) -> Served {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sub/csi.sock");
+    let endpoint = format!("unix://{}", path.display());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let ep = endpoint.clone();
+    let task = tokio::spawn(async move {
+        server::serve(plugin, &ep, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    for _ in 0..200 {
+        if path.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Served {
+        endpoint,
+        stop: Some(stop),
+        task,
+        _dir: dir,
+    }
+}
+
+#[tokio::test]
+async fn all_five_services_answer_on_a_unix_socket() {
+    let served = serve(full_plugin(TestDriver::default())).await;
+    let client = Client::connect(&served.endpoint).await.unwrap();
+
+    // Identity
+    let info = Csi::get_plugin_info(&client, GetPluginInfoRequest {}).await.unwrap();
+    assert_eq!((info.name.as_str(), info.vendor_version.as_str()), ("test.csi.example.com", "1.2.3"));
+    assert_eq!(Csi::probe(&client, ProbeRequest {}).await.unwrap(), ProbeResponse::ready());
+
+    // Controller
+    let created = Csi::create_volume(
+        &client,
+        CreateVolumeRequest::try_from(proto::CreateVolumeRequest {
+            name: "vol-a".into(),
+            volume_capabilities: vec![mount_cap()],
+            capacity_range: Some(proto::CapacityRange {
+                required_bytes: 3 << 20,
+                limit_bytes: 0,
+            }),
+            ..Default::default()
+        })
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(created.volume.capacity_bytes, 3 << 20);
+    let listed = Csi::list_volumes(&client, ListVolumesRequest::default()).await.unwrap();
+    assert_eq!(listed.entries.len(), 1);
+
+    // Node
+    let node = Csi::node_get_info(&client, NodeGetInfoRequest {}).await.unwrap();
+    assert_eq!(node.node_id.as_str(), "node-1");
+    assert_eq!(node.max_volumes_per_node, Some(8));
+
+    // GroupController
+    let group = Csi::create_volume_group_snapshot(
+        &client,
+        CreateVolumeGroupSnapshotRequest {
+            name: GroupSnapshotName::new("g").unwrap(),
+            source_volume_ids: vec![VolumeId::new("vol-a").unwrap()],
+            secrets: Secrets::default(),
+            parameters: Default::default(),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(group.group_snapshot.snapshots.len(), 1);
+    let err = Csi::get_volume_group_snapshot(
+        &client,
+        GetVolumeGroupSnapshotRequest {
+            group_snapshot_id: GroupSnapshotId::new("nope").unwrap(),
+            snapshot_ids: vec![SnapshotId::new("s").unwrap()],
+            secrets: Secrets::default(),
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err, CsiError::not_found("group snapshot nope does not exist"));
+
+    // SnapshotMetadata (server streaming)
+    let stream = Csi::get_metadata_allocated(
+        &client,
+        GetMetadataAllocatedRequest {
+            snapshot_id: SnapshotId::new("s").unwrap(),
+            starting_offset: 8192,
+            max_results: None,
+            secrets: Secrets::default(),
+        },
+    )
+    .await
+    .unwrap();
+    let messages: Vec<_> = stream.collect().await;
+    let offsets: Vec<u64> = messages.iter().map(|m| m.as_ref().unwrap().block_metadata[0].byte_offset).collect();
+    assert_eq!(offsets, [8192, 12288, 16384]);
+    let err = Csi::get_metadata_delta(
+        &client,
+        GetMetadataDeltaRequest {
+            base_snapshot_id: SnapshotId::new("a").unwrap(),
+            target_snapshot_id: SnapshotId::new("b").unwrap(),
+            starting_offset: 0,
+            max_results: None,
+            secrets: Secrets::default(),
+        },
+    )
+    .await
+    .err()
+    .unwrap();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+
+    // Errors keep their code and message across the wire.
+    let err = RawCsi::create_volume(&client, proto::CreateVolumeRequest::default()).await.unwrap_err();
+    assert_eq!(err, CsiError::missing("name"));
+
+    served.stop().await;
+}
+
+#[tokio::test]
+async fn unsupported_and_unknown_rpcs_answer_unimplemented_with_a_message() {
+    let d = Arc::new(TestDriver::default());
+    let plugin = Plugin::builder(d.clone()).controller(d).build().unwrap();
+    let served = serve(plugin).await;
+    let client = Client::connect(&served.endpoint).await.unwrap();
+
+    let err = RawCsi::create_volume(&client, Default::default()).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented);
+    assert!(err.to_string().contains("CreateVolume is not implemented"), "{err}");
+    let err = RawCsi::node_get_info(&client, Default::default()).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented);
+    assert!(err.to_string().contains("does not serve the Node service"), "{err}");
+    let err = RawCsi::get_metadata_allocated(&client, Default::default()).await.err().unwrap();
+    assert_eq!(err.code(), Code::Unimplemented);
+
+    // A method no CSI service has, sent by hand.
+    let channel = {
+        let path = served.endpoint.trim_start_matches("unix://").to_string();
+        tonic::transport::Endpoint::from_static("http://[::1]:1")
+            .connect_with_connector(tower::service_fn(move |_: http::Uri| {
+                let path = path.clone();
+                async move {
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(path).await?))
+                }
+            }))
+            .await
+            .unwrap()
+    };
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let status = grpc
+        .unary::<proto::ProbeRequest, proto::ProbeResponse, _>(
+            tonic::Request::new(proto::ProbeRequest {}),
+            http::uri::PathAndQuery::from_static("/csi.v1.Nonexistent/Frobnicate"),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unimplemented);
+    assert!(status.message().contains("unknown method /csi.v1.Nonexistent/Frobnicate"), "{status:?}");
+
+    served.stop().await;
+}
+
+#[tokio::test]
+async fn stale_sockets_are_replaced_and_live_ones_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("csi.sock");
+    // A socket file whose listener is gone.
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    assert!(path.exists());
+    let endpoint = format!("unix://{}", path.display());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let ep = endpoint.clone();
+    let task = tokio::spawn(async move {
+        server::serve(full_plugin(TestDriver::default()), &ep, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    let client = loop {
+        match Client::connect(&endpoint).await {
+            Ok(c) => break c,
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    };
+    Csi::probe(&client, ProbeRequest {}).await.unwrap();
+
+    // A second server on the same live socket is refused.
+    let err = server::serve(full_plugin(TestDriver::default()), &endpoint, async {}).await.unwrap_err();
+    assert!(matches!(err, server::ServeError::SocketInUse(_)), "{err}");
+
+    // A regular file is never removed.
+    let file = dir.path().join("not-a-socket");
+    std::fs::write(&file, b"keep me").unwrap();
+    let err = server::serve(full_plugin(TestDriver::default()), &format!("unix://{}", file.display()), async {})
+        .await
+        .unwrap_err();
+    assert!(matches!(err, server::ServeError::NotASocket(_)), "{err}");
+    assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
+
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+    assert!(!path.exists(), "the socket is removed after a graceful shutdown");
+}
