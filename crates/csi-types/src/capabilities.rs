@@ -113,10 +113,10 @@ impl ControllerCapabilities {
     /// From the wire list (`ControllerGetCapabilitiesResponse.capabilities`).
     pub fn from_proto(list: &[proto::ControllerServiceCapability]) -> Self {
         use proto::controller_service_capability::Type;
-        from_wire_values(list.iter().filter_map(|c| match &c.r#type {
-            Some(Type::Rpc(rpc)) => Some(rpc.r#type),
-            None => None,
-        }))
+        from_wire_values(
+            list.iter()
+                .filter_map(|c| c.r#type.as_ref().map(|Type::Rpc(rpc)| rpc.r#type)),
+        )
     }
 
     /// To the wire list.
@@ -134,10 +134,10 @@ impl NodeCapabilities {
     /// From the wire list (`NodeGetCapabilitiesResponse.capabilities`).
     pub fn from_proto(list: &[proto::NodeServiceCapability]) -> Self {
         use proto::node_service_capability::Type;
-        from_wire_values(list.iter().filter_map(|c| match &c.r#type {
-            Some(Type::Rpc(rpc)) => Some(rpc.r#type),
-            None => None,
-        }))
+        from_wire_values(
+            list.iter()
+                .filter_map(|c| c.r#type.as_ref().map(|Type::Rpc(rpc)| rpc.r#type)),
+        )
     }
 
     /// To the wire list.
@@ -155,10 +155,10 @@ impl GroupControllerCapabilities {
     /// From the wire list (`GroupControllerGetCapabilitiesResponse.capabilities`).
     pub fn from_proto(list: &[proto::GroupControllerServiceCapability]) -> Self {
         use proto::group_controller_service_capability::Type;
-        from_wire_values(list.iter().filter_map(|c| match &c.r#type {
-            Some(Type::Rpc(rpc)) => Some(rpc.r#type),
-            None => None,
-        }))
+        from_wire_values(
+            list.iter()
+                .filter_map(|c| c.r#type.as_ref().map(|Type::Rpc(rpc)| rpc.r#type)),
+        )
     }
 
     /// To the wire list.

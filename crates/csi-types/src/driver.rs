@@ -397,24 +397,27 @@ pub trait SnapshotMetadata: Send + Sync {
 
 // The traits are used as trait objects; keep them object safe.
 const _: () = {
-    fn _object_safe(
-        _: &dyn Identity,
-        _: &dyn Controller,
+    fn _object_safe(_: &dyn Identity, _: &dyn Controller, _: &dyn Node, _: &dyn GroupController) {}
+    fn _object_safe_controller_parts(
         _: &dyn Provisioner,
         _: &dyn ControllerPublisher,
         _: &dyn VolumeLister,
         _: &dyn CapacityReporter,
         _: &dyn Snapshotter,
+    ) {
+    }
+    fn _object_safe_more_controller_parts(
         _: &dyn SnapshotLister,
         _: &dyn SnapshotGetter,
         _: &dyn ControllerExpander,
         _: &dyn VolumeGetter,
         _: &dyn VolumeModifier,
-        _: &dyn Node,
+    ) {
+    }
+    fn _object_safe_node_parts(
         _: &dyn NodeStager,
         _: &dyn NodeVolumeStats,
         _: &dyn NodeExpander,
-        _: &dyn GroupController,
         _: &dyn SnapshotMetadata,
     ) {
     }

@@ -19,7 +19,10 @@ pub struct TestDriver {
 
 #[async_trait]
 impl Identity for TestDriver {
-    async fn get_plugin_info(&self, _: GetPluginInfoRequest) -> Result<GetPluginInfoResponse, CsiError> {
+    async fn get_plugin_info(
+        &self,
+        _: GetPluginInfoRequest,
+    ) -> Result<GetPluginInfoResponse, CsiError> {
         GetPluginInfoResponse::new(PluginName::new("test.csi.example.com")?, "1.2.3")
     }
     fn plugin_capabilities(&self) -> PluginCapabilities {
@@ -33,8 +36,16 @@ impl Controller for TestDriver {
         &self,
         req: ValidateVolumeCapabilitiesRequest,
     ) -> Result<ValidateVolumeCapabilitiesResponse, CsiError> {
-        if !self.volumes.lock().unwrap().contains_key(req.volume_id.as_str()) {
-            return Err(CsiError::not_found(format!("volume {} does not exist", req.volume_id)));
+        if !self
+            .volumes
+            .lock()
+            .unwrap()
+            .contains_key(req.volume_id.as_str())
+        {
+            return Err(CsiError::not_found(format!(
+                "volume {} does not exist",
+                req.volume_id
+            )));
         }
         Ok(ValidateVolumeCapabilitiesResponse::confirm(&req))
     }
@@ -45,7 +56,10 @@ impl Controller for TestDriver {
 
 #[async_trait]
 impl Provisioner for TestDriver {
-    async fn create_volume(&self, req: CreateVolumeRequest) -> Result<CreateVolumeResponse, CsiError> {
+    async fn create_volume(
+        &self,
+        req: CreateVolumeRequest,
+    ) -> Result<CreateVolumeResponse, CsiError> {
         if req.name.as_str() == "panic" {
             panic!("asked to panic");
         }
@@ -57,10 +71,19 @@ impl Provisioner for TestDriver {
             .unwrap_or_default()
             .choose(1 << 20, 1 << 20)
             .ok_or_else(|| CsiError::out_of_range("cannot satisfy the capacity range"))?;
-        self.volumes.lock().unwrap().insert(req.name.to_string(), size);
-        Ok(CreateVolumeResponse::new(Volume::new(VolumeId::new(req.name.as_str())?, size)))
+        self.volumes
+            .lock()
+            .unwrap()
+            .insert(req.name.to_string(), size);
+        Ok(CreateVolumeResponse::new(Volume::new(
+            VolumeId::new(req.name.as_str())?,
+            size,
+        )))
     }
-    async fn delete_volume(&self, req: DeleteVolumeRequest) -> Result<DeleteVolumeResponse, CsiError> {
+    async fn delete_volume(
+        &self,
+        req: DeleteVolumeRequest,
+    ) -> Result<DeleteVolumeResponse, CsiError> {
         self.volumes.lock().unwrap().remove(req.volume_id.as_str());
         Ok(DeleteVolumeResponse {})
     }
@@ -79,16 +102,25 @@ impl VolumeLister for TestDriver {
                 status: None,
             })
             .collect();
-        Ok(ListVolumesResponse { entries, next_token: None })
+        Ok(ListVolumesResponse {
+            entries,
+            next_token: None,
+        })
     }
 }
 
 #[async_trait]
 impl Node for TestDriver {
-    async fn node_publish_volume(&self, _: NodePublishVolumeRequest) -> Result<NodePublishVolumeResponse, CsiError> {
+    async fn node_publish_volume(
+        &self,
+        _: NodePublishVolumeRequest,
+    ) -> Result<NodePublishVolumeResponse, CsiError> {
         Ok(NodePublishVolumeResponse {})
     }
-    async fn node_unpublish_volume(&self, _: NodeUnpublishVolumeRequest) -> Result<NodeUnpublishVolumeResponse, CsiError> {
+    async fn node_unpublish_volume(
+        &self,
+        _: NodeUnpublishVolumeRequest,
+    ) -> Result<NodeUnpublishVolumeResponse, CsiError> {
         Ok(NodeUnpublishVolumeResponse {})
     }
     async fn node_get_info(&self, _: NodeGetInfoRequest) -> Result<NodeGetInfoResponse, CsiError> {
@@ -110,16 +142,20 @@ impl GroupController for TestDriver {
             .source_volume_ids
             .iter()
             .map(|v| {
-                Ok(Snapshot::new(SnapshotId::new(format!("s-{v}"))?, v.clone(), 0, now, true)
-                    .with_group_snapshot_id(group.clone()))
+                Ok(
+                    Snapshot::new(SnapshotId::new(format!("s-{v}"))?, v.clone(), 0, now, true)
+                        .with_group_snapshot_id(group.clone()),
+                )
             })
             .collect::<Result<_, CsiError>>()?;
-        Ok(CreateVolumeGroupSnapshotResponse::new(VolumeGroupSnapshot {
-            group_snapshot_id: group,
-            snapshots,
-            creation_time: now,
-            ready_to_use: true,
-        }))
+        Ok(CreateVolumeGroupSnapshotResponse::new(
+            VolumeGroupSnapshot {
+                group_snapshot_id: group,
+                snapshots,
+                creation_time: now,
+                ready_to_use: true,
+            },
+        ))
     }
     async fn delete_volume_group_snapshot(
         &self,
@@ -131,13 +167,19 @@ impl GroupController for TestDriver {
         &self,
         req: GetVolumeGroupSnapshotRequest,
     ) -> Result<GetVolumeGroupSnapshotResponse, CsiError> {
-        Err(CsiError::not_found(format!("group snapshot {} does not exist", req.group_snapshot_id)))
+        Err(CsiError::not_found(format!(
+            "group snapshot {} does not exist",
+            req.group_snapshot_id
+        )))
     }
 }
 
 #[async_trait]
 impl SnapshotMetadata for TestDriver {
-    async fn get_metadata_allocated(&self, req: GetMetadataAllocatedRequest) -> Result<BlockMetadataStream, CsiError> {
+    async fn get_metadata_allocated(
+        &self,
+        req: GetMetadataAllocatedRequest,
+    ) -> Result<BlockMetadataStream, CsiError> {
         // Three 4 KiB blocks from the starting offset, one message each.
         let start = req.starting_offset;
         Ok(futures::stream::iter((0..3u64).map(move |i| {
@@ -152,8 +194,13 @@ impl SnapshotMetadata for TestDriver {
         }))
         .boxed())
     }
-    async fn get_metadata_delta(&self, _: GetMetadataDeltaRequest) -> Result<BlockMetadataStream, CsiError> {
-        Err(CsiError::failed_precondition("changed block tracking is not enabled"))
+    async fn get_metadata_delta(
+        &self,
+        _: GetMetadataDeltaRequest,
+    ) -> Result<BlockMetadataStream, CsiError> {
+        Err(CsiError::failed_precondition(
+            "changed block tracking is not enabled",
+        ))
     }
 }
 

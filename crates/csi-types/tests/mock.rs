@@ -12,7 +12,9 @@ async fn mocks_stand_in_for_a_driver() {
     identity
         .expect_get_plugin_info()
         .returning(|_| GetPluginInfoResponse::new(PluginName::new("mock.example.com")?, "9"));
-    identity.expect_plugin_capabilities().return_const(PluginCapabilities::empty());
+    identity
+        .expect_plugin_capabilities()
+        .return_const(PluginCapabilities::empty());
 
     let mut controller = MockController::new();
     controller
@@ -24,16 +26,26 @@ async fn mocks_stand_in_for_a_driver() {
         .expect_create_volume()
         .withf(|r| r.name.as_str() == "pvc-1")
         .times(1)
-        .returning(|r| Ok(CreateVolumeResponse::new(Volume::new(VolumeId::new(format!("id-{}", r.name))?, 1 << 30))));
+        .returning(|r| {
+            Ok(CreateVolumeResponse::new(Volume::new(
+                VolumeId::new(format!("id-{}", r.name))?,
+                1 << 30,
+            )))
+        });
 
     let plugin = Plugin::builder(Arc::new(identity))
         .controller(Arc::new(controller))
         .provisioner(Arc::new(provisioner))
         .build()
         .unwrap();
-    assert_eq!(plugin.controller_capabilities(), ControllerCapabilities::CREATE_DELETE_VOLUME);
+    assert_eq!(
+        plugin.controller_capabilities(),
+        ControllerCapabilities::CREATE_DELETE_VOLUME
+    );
 
-    let info = Csi::get_plugin_info(&plugin, GetPluginInfoRequest {}).await.unwrap();
+    let info = Csi::get_plugin_info(&plugin, GetPluginInfoRequest {})
+        .await
+        .unwrap();
     assert_eq!(info.name.as_str(), "mock.example.com");
     let created = RawCsi::create_volume(
         &plugin,

@@ -23,16 +23,27 @@ async fn invalid_requests_never_reach_the_driver() {
     .unwrap_err();
     assert_eq!(
         err,
-        CsiError::invalid("volume_capabilities", "this field is REQUIRED: at least one entry")
+        CsiError::invalid(
+            "volume_capabilities",
+            "this field is REQUIRED: at least one entry"
+        )
     );
-    assert!(Csi::list_volumes(&plugin, ListVolumesRequest::default()).await.unwrap().entries.is_empty());
+    assert!(
+        Csi::list_volumes(&plugin, ListVolumesRequest::default())
+            .await
+            .unwrap()
+            .entries
+            .is_empty()
+    );
 }
 
 #[tokio::test]
 async fn capabilities_follow_what_is_registered() {
     let plugin = full_plugin(TestDriver {
-        controller_features: ControllerCapabilities::SINGLE_NODE_MULTI_WRITER | ControllerCapabilities::GET_CAPACITY,
-        plugin_caps: PluginCapabilities::VOLUME_ACCESSIBILITY_CONSTRAINTS | PluginCapabilities::CONTROLLER_SERVICE,
+        controller_features: ControllerCapabilities::SINGLE_NODE_MULTI_WRITER
+            | ControllerCapabilities::GET_CAPACITY,
+        plugin_caps: PluginCapabilities::VOLUME_ACCESSIBILITY_CONSTRAINTS
+            | PluginCapabilities::CONTROLLER_SERVICE,
         ..Default::default()
     });
     // RPC bits come from the registered traits only: GET_CAPACITY declared as
@@ -50,11 +61,21 @@ async fn capabilities_follow_what_is_registered() {
             | PluginCapabilities::GROUP_CONTROLLER_SERVICE
             | PluginCapabilities::SNAPSHOT_METADATA_SERVICE
     );
-    let wire = Csi::controller_get_capabilities(&plugin, ControllerGetCapabilitiesRequest {}).await.unwrap();
+    let wire = Csi::controller_get_capabilities(&plugin, ControllerGetCapabilitiesRequest {})
+        .await
+        .unwrap();
     assert_eq!(wire.capabilities, plugin.controller_capabilities());
-    let wire = Csi::get_plugin_capabilities(&plugin, GetPluginCapabilitiesRequest {}).await.unwrap();
+    let wire = Csi::get_plugin_capabilities(&plugin, GetPluginCapabilitiesRequest {})
+        .await
+        .unwrap();
     assert_eq!(wire.capabilities, plugin.plugin_capabilities());
-    assert!(Csi::node_get_capabilities(&plugin, NodeGetCapabilitiesRequest {}).await.unwrap().capabilities.is_empty());
+    assert!(
+        Csi::node_get_capabilities(&plugin, NodeGetCapabilitiesRequest {})
+            .await
+            .unwrap()
+            .capabilities
+            .is_empty()
+    );
 }
 
 /// Every advertised RPC capability is served, and every RPC that is not
@@ -66,15 +87,21 @@ async fn advertised_capabilities_agree_with_served_rpcs() {
     let probes: Vec<(ControllerCapabilities, Result<(), CsiError>)> = vec![
         (
             ControllerCapabilities::GET_CAPACITY,
-            RawCsi::get_capacity(&plugin, Default::default()).await.map(drop),
+            RawCsi::get_capacity(&plugin, Default::default())
+                .await
+                .map(drop),
         ),
         (
             ControllerCapabilities::LIST_VOLUMES,
-            RawCsi::list_volumes(&plugin, Default::default()).await.map(drop),
+            RawCsi::list_volumes(&plugin, Default::default())
+                .await
+                .map(drop),
         ),
         (
             ControllerCapabilities::LIST_SNAPSHOTS,
-            RawCsi::list_snapshots(&plugin, Default::default()).await.map(drop),
+            RawCsi::list_snapshots(&plugin, Default::default())
+                .await
+                .map(drop),
         ),
         (
             ControllerCapabilities::PUBLISH_UNPUBLISH_VOLUME,
@@ -129,11 +156,22 @@ async fn unimplemented_wins_over_validation() {
     let d = Arc::new(TestDriver::default());
     let plugin = Plugin::builder(d.clone()).build().unwrap();
     // No Controller service at all: even an empty request is UNIMPLEMENTED.
-    let err = RawCsi::create_volume(&plugin, Default::default()).await.unwrap_err();
+    let err = RawCsi::create_volume(&plugin, Default::default())
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
-    assert!(err.to_string().contains("does not serve the Controller service"), "{err}");
-    let err = RawCsi::node_get_info(&plugin, Default::default()).await.unwrap_err();
-    assert!(err.to_string().contains("does not serve the Node service"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("does not serve the Controller service"),
+        "{err}"
+    );
+    let err = RawCsi::node_get_info(&plugin, Default::default())
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("does not serve the Node service"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -142,7 +180,11 @@ fn builder_refuses_features_without_their_rpcs() {
         controller_features: ControllerCapabilities::PUBLISH_READONLY,
         ..Default::default()
     });
-    let err = Plugin::builder(d.clone()).controller(d.clone()).build().err().unwrap();
+    let err = Plugin::builder(d.clone())
+        .controller(d.clone())
+        .build()
+        .err()
+        .unwrap();
     assert_eq!(
         err,
         CsiError::invalid(
@@ -152,7 +194,11 @@ fn builder_refuses_features_without_their_rpcs() {
     );
 
     let plain = Arc::new(TestDriver::default());
-    let err = Plugin::builder(plain.clone()).provisioner(plain.clone()).build().err().unwrap();
+    let err = Plugin::builder(plain.clone())
+        .provisioner(plain.clone())
+        .build()
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("no Controller"), "{err}");
 
     let expanding = Arc::new(TestDriver {
@@ -171,12 +217,20 @@ async fn a_panicking_driver_fails_one_call_only() {
         volume_capabilities: vec![mount_cap()],
         ..Default::default()
     };
-    let err = RawCsi::create_volume(&plugin, req("panic")).await.unwrap_err();
+    let err = RawCsi::create_volume(&plugin, req("panic"))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Internal);
-    assert!(err.to_string().contains("panicked in CreateVolume: asked to panic"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("panicked in CreateVolume: asked to panic"),
+        "{err}"
+    );
     // The guard was released and the plugin still works.
     RawCsi::create_volume(&plugin, req("fine")).await.unwrap();
-    let err = RawCsi::create_volume(&plugin, req("panic")).await.unwrap_err();
+    let err = RawCsi::create_volume(&plugin, req("panic"))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Internal);
 }
 
@@ -214,7 +268,10 @@ async fn the_guard_can_be_turned_off() {
         volume_capabilities: vec![mount_cap()],
         ..Default::default()
     };
-    let (a, b) = tokio::join!(RawCsi::create_volume(&plugin, req.clone()), RawCsi::create_volume(&plugin, req));
+    let (a, b) = tokio::join!(
+        RawCsi::create_volume(&plugin, req.clone()),
+        RawCsi::create_volume(&plugin, req)
+    );
     assert!(a.is_ok() && b.is_ok());
 }
 
@@ -224,12 +281,17 @@ async fn typed_calls_refuse_responses_that_break_the_spec() {
     struct Broken;
     #[async_trait::async_trait]
     impl Identity for Broken {
-        async fn get_plugin_info(&self, _: GetPluginInfoRequest) -> Result<GetPluginInfoResponse, CsiError> {
+        async fn get_plugin_info(
+            &self,
+            _: GetPluginInfoRequest,
+        ) -> Result<GetPluginInfoResponse, CsiError> {
             GetPluginInfoResponse::new(PluginName::new("b")?, "1")
         }
     }
     let plugin = full_plugin(TestDriver::default());
-    let wire = RawCsi::node_get_info(&plugin, Default::default()).await.unwrap();
+    let wire = RawCsi::node_get_info(&plugin, Default::default())
+        .await
+        .unwrap();
     let mut broken = wire.clone();
     broken.node_id.clear();
     let err = NodeGetInfoResponse::try_from(broken).unwrap_err();

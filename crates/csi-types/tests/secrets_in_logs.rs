@@ -81,7 +81,11 @@ async fn secrets_never_appear_in_logs() {
     let served = serve(full_plugin(TestDriver::default())).await;
     let client = Client::connect(&served.endpoint).await.unwrap();
     let secret = "hunter2-TOP-SECRET";
-    let secrets = || [("password".to_string(), secret.to_string())].into_iter().collect();
+    let secrets = || {
+        [("password".to_string(), secret.to_string())]
+            .into_iter()
+            .collect()
+    };
     RawCsi::create_volume(
         &client,
         proto::CreateVolumeRequest {
@@ -120,11 +124,17 @@ async fn secrets_never_appear_in_logs() {
     served.stop().await;
 
     let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    assert!(log.contains("CreateVolume"), "the calls were logged:\n{log}");
+    assert!(
+        log.contains("CreateVolume"),
+        "the calls were logged:\n{log}"
+    );
     assert!(log.contains("DeleteVolume"), "{log}");
     assert!(log.contains("NodeStageVolume"), "{log}");
     assert!(log.contains(STRIPPED), "{log}");
-    assert!(!log.contains(secret), "a secret leaked into the log:\n{log}");
+    assert!(
+        !log.contains(secret),
+        "a secret leaked into the log:\n{log}"
+    );
     // Typed requests redact too.
     let typed = DeleteVolumeRequest {
         volume_id: VolumeId::new("v").unwrap(),

@@ -59,9 +59,17 @@ async fn all_five_services_answer_on_a_unix_socket() {
     let client = Client::connect(&served.endpoint).await.unwrap();
 
     // Identity
-    let info = Csi::get_plugin_info(&client, GetPluginInfoRequest {}).await.unwrap();
-    assert_eq!((info.name.as_str(), info.vendor_version.as_str()), ("test.csi.example.com", "1.2.3"));
-    assert_eq!(Csi::probe(&client, ProbeRequest {}).await.unwrap(), ProbeResponse::ready());
+    let info = Csi::get_plugin_info(&client, GetPluginInfoRequest {})
+        .await
+        .unwrap();
+    assert_eq!(
+        (info.name.as_str(), info.vendor_version.as_str()),
+        ("test.csi.example.com", "1.2.3")
+    );
+    assert_eq!(
+        Csi::probe(&client, ProbeRequest {}).await.unwrap(),
+        ProbeResponse::ready()
+    );
 
     // Controller
     let created = Csi::create_volume(
@@ -80,11 +88,15 @@ async fn all_five_services_answer_on_a_unix_socket() {
     .await
     .unwrap();
     assert_eq!(created.volume.capacity_bytes, 3 << 20);
-    let listed = Csi::list_volumes(&client, ListVolumesRequest::default()).await.unwrap();
+    let listed = Csi::list_volumes(&client, ListVolumesRequest::default())
+        .await
+        .unwrap();
     assert_eq!(listed.entries.len(), 1);
 
     // Node
-    let node = Csi::node_get_info(&client, NodeGetInfoRequest {}).await.unwrap();
+    let node = Csi::node_get_info(&client, NodeGetInfoRequest {})
+        .await
+        .unwrap();
     assert_eq!(node.node_id.as_str(), "node-1");
     assert_eq!(node.max_volumes_per_node, Some(8));
 
@@ -111,7 +123,10 @@ async fn all_five_services_answer_on_a_unix_socket() {
     )
     .await
     .unwrap_err();
-    assert_eq!(err, CsiError::not_found("group snapshot nope does not exist"));
+    assert_eq!(
+        err,
+        CsiError::not_found("group snapshot nope does not exist")
+    );
 
     // SnapshotMetadata (server streaming)
     let stream = Csi::get_metadata_allocated(
@@ -126,7 +141,10 @@ async fn all_five_services_answer_on_a_unix_socket() {
     .await
     .unwrap();
     let messages: Vec<_> = stream.collect().await;
-    let offsets: Vec<u64> = messages.iter().map(|m| m.as_ref().unwrap().block_metadata[0].byte_offset).collect();
+    let offsets: Vec<u64> = messages
+        .iter()
+        .map(|m| m.as_ref().unwrap().block_metadata[0].byte_offset)
+        .collect();
     assert_eq!(offsets, [8192, 12288, 16384]);
     let err = Csi::get_metadata_delta(
         &client,
@@ -144,7 +162,9 @@ async fn all_five_services_answer_on_a_unix_socket() {
     assert_eq!(err.code(), Code::FailedPrecondition);
 
     // Errors keep their code and message across the wire.
-    let err = RawCsi::create_volume(&client, proto::CreateVolumeRequest::default()).await.unwrap_err();
+    let err = RawCsi::create_volume(&client, proto::CreateVolumeRequest::default())
+        .await
+        .unwrap_err();
     assert_eq!(err, CsiError::missing("name"));
 
     served.stop().await;
@@ -157,13 +177,26 @@ async fn unsupported_and_unknown_rpcs_answer_unimplemented_with_a_message() {
     let served = serve(plugin).await;
     let client = Client::connect(&served.endpoint).await.unwrap();
 
-    let err = RawCsi::create_volume(&client, Default::default()).await.unwrap_err();
+    let err = RawCsi::create_volume(&client, Default::default())
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
-    assert!(err.to_string().contains("CreateVolume is not implemented"), "{err}");
-    let err = RawCsi::node_get_info(&client, Default::default()).await.unwrap_err();
+    assert!(
+        err.to_string().contains("CreateVolume is not implemented"),
+        "{err}"
+    );
+    let err = RawCsi::node_get_info(&client, Default::default())
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
-    assert!(err.to_string().contains("does not serve the Node service"), "{err}");
-    let err = RawCsi::get_metadata_allocated(&client, Default::default()).await.err().unwrap();
+    assert!(
+        err.to_string().contains("does not serve the Node service"),
+        "{err}"
+    );
+    let err = RawCsi::get_metadata_allocated(&client, Default::default())
+        .await
+        .err()
+        .unwrap();
     assert_eq!(err.code(), Code::Unimplemented);
 
     // A method no CSI service has, sent by hand.
@@ -173,7 +206,9 @@ async fn unsupported_and_unknown_rpcs_answer_unimplemented_with_a_message() {
             .connect_with_connector(tower::service_fn(move |_: http::Uri| {
                 let path = path.clone();
                 async move {
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(path).await?))
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                        tokio::net::UnixStream::connect(path).await?,
+                    ))
                 }
             }))
             .await
@@ -190,7 +225,12 @@ async fn unsupported_and_unknown_rpcs_answer_unimplemented_with_a_message() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unimplemented);
-    assert!(status.message().contains("unknown method /csi.v1.Nonexistent/Frobnicate"), "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("unknown method /csi.v1.Nonexistent/Frobnicate"),
+        "{status:?}"
+    );
 
     served.stop().await;
 }
@@ -220,19 +260,28 @@ async fn stale_sockets_are_replaced_and_live_ones_refused() {
     Csi::probe(&client, ProbeRequest {}).await.unwrap();
 
     // A second server on the same live socket is refused.
-    let err = server::serve(full_plugin(TestDriver::default()), &endpoint, async {}).await.unwrap_err();
+    let err = server::serve(full_plugin(TestDriver::default()), &endpoint, async {})
+        .await
+        .unwrap_err();
     assert!(matches!(err, server::ServeError::SocketInUse(_)), "{err}");
 
     // A regular file is never removed.
     let file = dir.path().join("not-a-socket");
     std::fs::write(&file, b"keep me").unwrap();
-    let err = server::serve(full_plugin(TestDriver::default()), &format!("unix://{}", file.display()), async {})
-        .await
-        .unwrap_err();
+    let err = server::serve(
+        full_plugin(TestDriver::default()),
+        &format!("unix://{}", file.display()),
+        async {},
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, server::ServeError::NotASocket(_)), "{err}");
     assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
 
     let _ = stop.send(());
     task.await.unwrap().unwrap();
-    assert!(!path.exists(), "the socket is removed after a graceful shutdown");
+    assert!(
+        !path.exists(),
+        "the socket is removed after a graceful shutdown"
+    );
 }
