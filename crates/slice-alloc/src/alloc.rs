@@ -21,6 +21,9 @@ impl Hasher for IdHasher {
             self.write_u64(u64::from(b));
         }
     }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
     fn write_u64(&mut self, n: u64) {
         self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
     }
@@ -103,8 +106,13 @@ pub struct Allocator {
     pub(crate) devices: Vec<Option<Device>>,
     pub(crate) by_id: IdMap<DeviceId, u32>,
     pub(crate) by_allocatable: BTreeSet<(u64, u32)>,
+    /// Free bytes per device, for `MostFree` and multi-extent allocation. Maintained lazily:
+    /// changed devices are queued in `dirty` and re-keyed when a query needs the index, so the
+    /// default policy does not pay for indexes it never reads.
     by_free: BTreeSet<(u64, u32)>,
+    /// `1 - largest/free` in ppm per device, for `LeastFragmented`; lazy like `by_free`.
     by_frag: BTreeSet<(u32, u32)>,
+    dirty: Vec<u32>,
     pub(crate) slices: IdMap<SliceId, Entry>,
     expiry: BTreeSet<(u64, SliceId)>,
     pub(crate) next_id: u64,
@@ -128,6 +136,7 @@ impl Allocator {
             by_allocatable: BTreeSet::new(),
             by_free: BTreeSet::new(),
             by_frag: BTreeSet::new(),
+            dirty: Vec::new(),
             slices: IdMap::default(),
             expiry: BTreeSet::new(),
             next_id: 1,
@@ -153,8 +162,8 @@ impl Allocator {
         let d = Device::new(spec);
         let k = d.keys;
         self.by_allocatable.insert((k.allocatable, idx));
-        self.by_free.insert((k.free, idx));
-        self.by_frag.insert((k.frag_ppm, idx));
+        self.by_free.insert((d.lazy.0, idx));
+        self.by_frag.insert((d.lazy.1, idx));
         self.capacity += d.units * d.gran();
         self.free += k.free;
         self.by_id.insert(d.spec.id(), idx);
@@ -177,8 +186,8 @@ impl Allocator {
             .expect("indexed device exists");
         let k = d.keys;
         self.by_allocatable.remove(&(k.allocatable, idx));
-        self.by_free.remove(&(k.free, idx));
-        self.by_frag.remove(&(k.frag_ppm, idx));
+        self.by_free.remove(&(d.lazy.0, idx));
+        self.by_frag.remove(&(d.lazy.1, idx));
         self.capacity -= d.units * d.gran();
         self.free -= k.free;
         self.by_id.remove(&id);
@@ -633,14 +642,32 @@ impl Allocator {
             self.by_allocatable.remove(&(old.allocatable, idx));
             self.by_allocatable.insert((new.allocatable, idx));
         }
-        if old.free != new.free {
-            self.by_free.remove(&(old.free, idx));
-            self.by_free.insert((new.free, idx));
-            self.free = self.free - old.free + new.free;
+        self.free = self.free - old.free + new.free;
+        if !d.dirty {
+            d.dirty = true;
+            self.dirty.push(idx);
         }
-        if old.frag_ppm != new.frag_ppm {
-            self.by_frag.remove(&(old.frag_ppm, idx));
-            self.by_frag.insert((new.frag_ppm, idx));
+    }
+
+    /// Brings the lazily maintained indexes up to date: O(d log n) for d devices changed since
+    /// the last refresh.
+    fn refresh_lazy(&mut self) {
+        for idx in self.dirty.drain(..) {
+            let Some(d) = self.devices[idx as usize].as_mut() else {
+                continue;
+            };
+            d.dirty = false;
+            let old = d.lazy;
+            let new = d.lazy_keys();
+            d.lazy = new;
+            if old.0 != new.0 {
+                self.by_free.remove(&(old.0, idx));
+                self.by_free.insert((new.0, idx));
+            }
+            if old.1 != new.1 {
+                self.by_frag.remove(&(old.1, idx));
+                self.by_frag.insert((new.1, idx));
+            }
         }
     }
 
@@ -689,14 +716,36 @@ impl Allocator {
         s
     }
 
+    /// Where to put `units` inside the free extent `(off, len)`. At the start the slice gets
+    /// the leftover as growth room and the slice before the extent (if any) loses it; at the end
+    /// it is the other way round. So: at the start when the leftover lets the new slice grow by
+    /// the headroom share, otherwise at the end, where the leftover may still be enough for the
+    /// slice before it (and costs nothing when it is not). With zero headroom: always the start.
+    fn position(&self, (off, len): (u64, u64), units: u64) -> u64 {
+        let left = len - units;
+        if left >= self.headroom(units) {
+            off
+        } else {
+            off + left
+        }
+    }
+
     fn headroom(&self, units: u64) -> u64 {
         (units * u64::from(self.config.growth_headroom_percent)).div_ceil(100)
     }
 
     /// Picks a device and the extents to take there.
-    fn choose(&self, size: u64, c: &Constraints<'_>) -> Result<(u32, Vec<(u64, u64)>), Error> {
+    fn choose(&mut self, size: u64, c: &Constraints<'_>) -> Result<(u32, Vec<(u64, u64)>), Error> {
         let policy = c.policy.unwrap_or(self.config.policy);
         let multi = c.multi_extent.unwrap_or(self.config.multi_extent);
+        if c.candidates.is_none()
+            && matches!(
+                policy,
+                DevicePolicy::MostFree | DevicePolicy::LeastFragmented
+            )
+        {
+            self.refresh_lazy();
+        }
         let pick = match c.candidates {
             None => self.choose_indexed(size, policy),
             Some(list) => self.choose_among(size, policy, list)?,
@@ -704,12 +753,13 @@ impl Allocator {
         if let Some(idx) = pick {
             let d = self.dev(idx);
             let units = size.div_ceil(d.gran());
-            let off = d
+            let ext = d
                 .pick(units, self.headroom(units))
                 .expect("index says an extent fits");
-            return Ok((idx, vec![(off, units)]));
+            return Ok((idx, vec![(self.position(ext, units), units)]));
         }
         if multi {
+            self.refresh_lazy();
             let fits = |d: &Device| d.allocatable_total() >= size.div_ceil(d.gran());
             let idx = match c.candidates {
                 None => self
@@ -776,7 +826,7 @@ impl Allocator {
                 DevicePolicy::BestFitLargestExtent => (k.allocatable, 0),
                 DevicePolicy::SpreadWithHeadroom => (u64::MAX - k.allocatable, 0),
                 DevicePolicy::MostFree => (u64::MAX - k.free, 0),
-                DevicePolicy::LeastFragmented => (u64::from(k.frag_ppm), 0),
+                DevicePolicy::LeastFragmented => (u64::from(self.dev(i).frag_ppm()), 0),
             };
             if best.is_none_or(|(_, bk)| key < bk) {
                 best = Some((i, key));

@@ -17,15 +17,18 @@ pub(crate) struct Device {
     pub(crate) free_units: u64,
     /// Slices and reservations on this device.
     pub(crate) slices: usize,
-    /// The keys under which the allocator's cross-device indexes currently hold this device.
+    /// The keys under which the allocator's eager index (and free-space total) hold this device.
     pub(crate) keys: Keys,
+    /// The `(free bytes, fragmentation ppm)` under which the lazily maintained indexes hold it.
+    pub(crate) lazy: (u64, u32),
+    /// Whether `lazy` may be stale (the device is queued for the next lazy-index refresh).
+    pub(crate) dirty: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Keys {
     pub(crate) allocatable: u64,
     pub(crate) free: u64,
-    pub(crate) frag_ppm: u32,
 }
 
 impl Device {
@@ -43,11 +46,13 @@ impl Device {
             keys: Keys {
                 allocatable: 0,
                 free: 0,
-                frag_ppm: 0,
             },
+            lazy: (0, 0),
+            dirty: false,
         };
         d.insert_raw(0, units);
         d.keys = d.compute_keys();
+        d.lazy = d.lazy_keys();
         d
     }
 
@@ -75,8 +80,15 @@ impl Device {
         Keys {
             allocatable: self.allocatable() * g,
             free: self.free_units * g,
-            frag_ppm: frag_ppm(self.largest(), self.free_units),
         }
+    }
+
+    pub(crate) fn frag_ppm(&self) -> u32 {
+        frag_ppm(self.largest(), self.free_units)
+    }
+
+    pub(crate) fn lazy_keys(&self) -> (u64, u32) {
+        (self.free_units * self.gran(), self.frag_ppm())
     }
 
     fn insert_raw(&mut self, off: u64, len: u64) {
@@ -141,21 +153,18 @@ impl Device {
     }
 
     /// Best fit with growth headroom: an exact fit, else the smallest extent leaving at least
-    /// `headroom` units after the slice, else the smallest extent that fits. Returns the offset.
-    pub(crate) fn pick(&self, units: u64, headroom: u64) -> Option<u64> {
-        let mut fit = self.free_by_len.range((units, 0)..);
-        let &(first_len, first_off) = fit.next()?;
-        if first_len == units || headroom == 0 {
-            return Some(first_off);
-        }
-        if first_len >= units + headroom {
-            return Some(first_off);
+    /// `headroom` units after the slice, else the smallest extent that fits. Returns the
+    /// extent `(offset, len)`.
+    pub(crate) fn pick(&self, units: u64, headroom: u64) -> Option<(u64, u64)> {
+        let &(first_len, first_off) = self.free_by_len.range((units, 0)..).next()?;
+        if first_len == units || headroom == 0 || first_len >= units + headroom {
+            return Some((first_off, first_len));
         }
         Some(
             self.free_by_len
                 .range((units + headroom, 0)..)
                 .next()
-                .map_or(first_off, |&(_, o)| o),
+                .map_or((first_off, first_len), |&(l, o)| (o, l)),
         )
     }
 

@@ -297,9 +297,7 @@ fn decode_payload(payload: &[u8]) -> Result<(u64, Record), String> {
     let rec = match c.u8()? {
         1 => {
             let (id, cap, gran, res) = (c.u64()?, c.u64()?, c.u64()?, c.u64()?);
-            let spec = DeviceSpec::new(DeviceId::new(id), cap)
-                .and_then(|s| s.with_granularity(gran))
-                .and_then(|s| s.with_reserved(res))
+            let spec = DeviceSpec::from_parts(DeviceId::new(id), cap, gran, res)
                 .map_err(|e| e.to_string())?;
             Record::AddDevice(spec)
         }

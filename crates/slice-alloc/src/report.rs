@@ -67,11 +67,15 @@ impl Histogram {
 /// lengths given in allocation units: 0 when all free space is one extent, 1 when every free
 /// extent is a single unit. Each extent of length `v` is worth `score(v)`, which grows like
 /// `v * 1.2^log2(v)` (a chunk twice as large is worth 1.2 times two chunks; between 2^20 and
-/// 2^27 units the factor falls linearly to 1.15, above it is 1.15, exactly as in Ceph); the
-/// result is `(score(sum) - Σ score(v)) / (score(sum) - sum * score(1))`.
+/// 2^27 the factor falls linearly to 1, above it is 1, with linear interpolation inside each
+/// power of two, as in Ceph's `Allocator::get_score`); the result is
+/// `(score(sum) - Σ score(v)) / (score(sum) - sum * score(1))`. Ceph feeds byte lengths and
+/// scores a single allocation unit as `score(block_size)`; here every length is in allocation
+/// units, so a unit scores `score(1)` and the 1.2 factor applies across the whole range of
+/// realistic device sizes.
 pub fn ceph_fragmentation_score(free_extent_units: impl IntoIterator<Item = u64>) -> f64 {
     const SMALL: f64 = 1.2;
-    const HUGE: f64 = 1.15;
+    const HUGE: f64 = 1.0;
     const SMALL_P2: usize = 20;
     const HUGE_P2: usize = 27;
     let mut scales = vec![1.0f64];

@@ -110,10 +110,7 @@ pub fn device_spec(
     )
         .prop_map(|(id, units, g, pct)| {
             let cap = units.max(1) * g;
-            DeviceSpec::new(id, cap)
-                .and_then(|s| s.with_granularity(g))
-                .and_then(|s| s.with_reserved(cap / 100 * pct))
-                .expect("valid by construction")
+            DeviceSpec::from_parts(id, cap, g, cap / 100 * pct).expect("valid by construction")
         })
 }
 

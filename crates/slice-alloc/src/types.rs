@@ -155,9 +155,7 @@ struct RawDeviceSpec {
 impl TryFrom<RawDeviceSpec> for DeviceSpec {
     type Error = Error;
     fn try_from(raw: RawDeviceSpec) -> Result<Self, Error> {
-        DeviceSpec::new(raw.id, raw.capacity)?
-            .with_granularity(raw.granularity)?
-            .with_reserved(raw.reserved)
+        DeviceSpec::from_parts(raw.id, raw.capacity, raw.granularity, raw.reserved)
     }
 }
 
@@ -170,6 +168,23 @@ impl DeviceSpec {
             capacity,
             granularity: GIB,
             reserved: 0,
+        })
+    }
+
+    /// A device with every field given at once (needed when the capacity is below the default
+    /// 1 GiB granularity).
+    pub fn from_parts(
+        id: DeviceId,
+        capacity: u64,
+        granularity: u64,
+        reserved: u64,
+    ) -> Result<Self, Error> {
+        Self::check(id, capacity, granularity, reserved)?;
+        Ok(Self {
+            id,
+            capacity,
+            granularity,
+            reserved,
         })
     }
 

@@ -1,0 +1,311 @@
+//! Prints the issue-5 fleet figures for slice-alloc and its peers, on the same input in one
+//! run: allocations/s, failed allocations (overall and while a fitting extent existed), both
+//! fragmentation figures, the share of live slices able to grow 10% in place, and resident
+//! memory (each allocator measured in a child process of this same binary, so one allocator's
+//! freed heap does not hide another's).
+//!
+//! ```text
+//! cargo run --release -p slice-alloc --example fleet_report -- [--ops 1000000]
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+#[path = "../benches/common/workload.rs"]
+mod workload;
+
+use slice_alloc::ceph_fragmentation_score;
+use workload::{
+    BestFit, Counts, DEVICE_UNITS, DEVICES, Fleet, OffsetAlloc, Ours, RangeAlloc, Run, TARGET,
+    gaps, layout,
+};
+
+/// Harness-side record of every device's used extents and largest gap, to tell whether a
+/// failed allocation had a fitting extent somewhere (independently of the allocator).
+struct Shadow {
+    used: Vec<BTreeMap<u32, u32>>,
+    largest: BTreeSet<(u32, u32)>,
+    cur: Vec<u32>,
+}
+
+impl Shadow {
+    fn new<F: Fleet>(run: &Run<F>) -> Self {
+        let mut s = Shadow {
+            used: vec![BTreeMap::new(); DEVICES as usize],
+            largest: BTreeSet::new(),
+            cur: vec![0; DEVICES as usize],
+        };
+        for (h, _) in &run.live {
+            let (d, o, l) = run.fleet.extent(h);
+            s.used[d as usize].insert(o, l);
+        }
+        for d in 0..DEVICES {
+            let l = s.gap(d);
+            s.cur[d as usize] = l;
+            s.largest.insert((l, d));
+        }
+        s
+    }
+    fn gap(&self, d: u32) -> u32 {
+        let v: Vec<(u32, u32)> = self.used[d as usize]
+            .iter()
+            .map(|(&o, &l)| (o, l))
+            .collect();
+        gaps(&v).into_iter().max().unwrap_or(0)
+    }
+    fn update(&mut self, d: u32) {
+        let l = self.gap(d);
+        let old = std::mem::replace(&mut self.cur[d as usize], l);
+        self.largest.remove(&(old, d));
+        self.largest.insert((l, d));
+    }
+    fn fits(&self, units: u32) -> bool {
+        self.largest.last().is_some_and(|&(l, _)| l >= units)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Figures {
+    name: &'static str,
+    fill_failures: u64,
+    counts: Counts,
+    failed_while_fit: u64,
+    mixed_ops_per_s: f64,
+    mixed_ops_per_cpu_s: f64,
+    allocs_per_s: f64,
+    allocs_per_cpu_s: f64,
+    free_ratio: f64,
+    ceph: f64,
+    grow_share: f64,
+    live: usize,
+    fill: f64,
+    rss_mib: Option<f64>,
+}
+
+fn measure<F: Fleet>(ops: u64) -> Figures {
+    // Pass 1: classify failures against the shadow layout.
+    let mut run = Run::<F>::filled();
+    let fill_failures = run.fill_failures;
+    let mut shadow = Shadow::new(&run);
+    let mut counts = Counts::default();
+    let mut failed_while_fit = 0;
+    for _ in 0..ops {
+        let before = run.live.len();
+        // Note the extent of a slice about to be freed: replay the stream's choice.
+        let mut probe = run.rng.clone();
+        let _ = probe.size();
+        let pick = probe.next_u64();
+        let freeing = !(run.used < TARGET || run.live.is_empty());
+        let freed = freeing.then(|| {
+            let i = (pick % run.live.len() as u64) as usize;
+            run.fleet.extent(&run.live[i].0)
+        });
+        run.step(&mut counts, &mut |_, size| {
+            if shadow.fits(size) {
+                failed_while_fit += 1;
+            }
+        });
+        if let Some((d, o, _)) = freed {
+            shadow.used[d as usize].remove(&o);
+            shadow.update(d);
+        } else if run.live.len() > before {
+            let (d, o, l) = run.fleet.extent(&run.live.last().unwrap().0);
+            shadow.used[d as usize].insert(o, l);
+            shadow.update(d);
+        }
+    }
+    // Fragmentation and growth from the final layout.
+    let lay = layout(&run);
+    let (mut w, mut ratio, mut ceph) = (0f64, 0f64, 0f64);
+    let (mut growable, mut total) = (0usize, 0usize);
+    for d in 0..DEVICES {
+        let used = lay.get(&d).cloned().unwrap_or_default();
+        let g = gaps(&used);
+        let free: u64 = g.iter().map(|&x| u64::from(x)).sum();
+        if free > 0 {
+            let largest = u64::from(*g.iter().max().unwrap());
+            let f = free as f64;
+            w += f;
+            ratio += (1.0 - largest as f64 / f) * f;
+            ceph += ceph_fragmentation_score(g.iter().map(|&x| u64::from(x))) * f;
+        }
+        for (i, &(o, l)) in used.iter().enumerate() {
+            let next = used.get(i + 1).map_or(DEVICE_UNITS, |n| n.0);
+            total += 1;
+            if next - (o + l) >= l.div_ceil(10) {
+                growable += 1;
+            }
+        }
+    }
+    let live = run.live.len();
+    let fill = run.used as f64 / (u64::from(DEVICES) * u64::from(DEVICE_UNITS)) as f64;
+    drop(run);
+
+    // Pass 2: the same stream, timed, without the shadow.
+    let mut run = Run::<F>::filled();
+    let mut c2 = Counts::default();
+    let (t, c) = (Instant::now(), cpu_s());
+    for _ in 0..ops {
+        run.step(&mut c2, &mut |_, _| {});
+    }
+    let mixed = t.elapsed().as_secs_f64();
+    let mixed_cpu = cpu_s() - c;
+    assert_eq!(
+        c2.allocations, counts.allocations,
+        "the timed pass must replay the same stream"
+    );
+
+    // Pass 3: allocation calls alone at 90% fill (free to 89% untimed, refill timed).
+    let (mut timed, mut timed_cpu) = (0f64, 0f64);
+    let mut done = 0u64;
+    while done < ops / 2 {
+        while run.used > TARGET - TARGET / 100 {
+            let i = (run.rng.next_u64() % run.live.len() as u64) as usize;
+            let (h, size) = run.live.swap_remove(i);
+            run.fleet.free(h);
+            run.used -= u64::from(size);
+        }
+        let sizes: Vec<u32> = (0..512).map(|_| run.rng.size()).collect();
+        let mut k = 0;
+        let (t, c) = (Instant::now(), cpu_s());
+        while run.used < TARGET && k < sizes.len() {
+            if let Some(h) = run.fleet.allocate(sizes[k]) {
+                run.live.push((h, sizes[k]));
+                run.used += u64::from(sizes[k]);
+            }
+            k += 1;
+        }
+        timed += t.elapsed().as_secs_f64();
+        timed_cpu += cpu_s() - c;
+        done += k as u64;
+    }
+
+    Figures {
+        name: F::NAME,
+        fill_failures,
+        counts,
+        failed_while_fit,
+        mixed_ops_per_s: ops as f64 / mixed,
+        mixed_ops_per_cpu_s: ops as f64 / mixed_cpu,
+        allocs_per_s: done as f64 / timed,
+        allocs_per_cpu_s: done as f64 / timed_cpu,
+        free_ratio: ratio / w,
+        ceph: ceph / w,
+        grow_share: growable as f64 / total as f64,
+        live,
+        fill,
+        rss_mib: None,
+    }
+}
+
+/// CPU time this thread has run, in seconds (Linux `/proc/thread-self/schedstat`). On a
+/// shared machine wall time also counts time spent waiting for a core, so both are reported.
+fn cpu_s() -> f64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(f64::NAN, |ns| ns as f64 / 1e9)
+}
+
+fn rss_kib() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Child mode: build, fill and run one allocator, print the resident-memory growth in KiB.
+fn memory_child(name: &str, ops: u64) {
+    fn go<F: Fleet>(ops: u64) -> u64 {
+        let before = rss_kib().unwrap_or(0);
+        let mut run = Run::<F>::filled();
+        let mut c = Counts::default();
+        for _ in 0..ops {
+            run.step(&mut c, &mut |_, _| {});
+        }
+        let after = rss_kib().unwrap_or(0);
+        std::hint::black_box(&run);
+        after.saturating_sub(before)
+    }
+    let kib = match name {
+        "slice-alloc" => go::<Ours>(ops),
+        "offset-allocator" => go::<OffsetAlloc>(ops),
+        "range-alloc" => go::<RangeAlloc>(ops),
+        "pure best fit" => go::<BestFit>(ops),
+        other => panic!("unknown allocator {other}"),
+    };
+    println!("{kib}");
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let ops = args
+        .iter()
+        .position(|a| a == "--ops")
+        .and_then(|i| args.get(i + 1))
+        .map_or(1_000_000, |v| v.parse().expect("--ops takes a number"));
+    if let Some(i) = args.iter().position(|a| a == "--memory-child") {
+        memory_child(&args[i + 1], ops);
+        return;
+    }
+    println!(
+        "workload: {DEVICES} devices x {DEVICE_UNITS} GiB, slices log-uniform 1-2048 GiB, fill 90%, then {ops} mixed ops; \
+         device choice: best fit by largest free extent"
+    );
+    // `--only <name>` measures one allocator (for profiling).
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .map(|i| args[i + 1].clone());
+    let want = |n: &str| only.as_deref().is_none_or(|o| o == n);
+    let mut all = Vec::new();
+    if want(Ours::NAME) {
+        all.push(measure::<Ours>(ops));
+    }
+    if want(OffsetAlloc::NAME) {
+        all.push(measure::<OffsetAlloc>(ops));
+    }
+    if want(RangeAlloc::NAME) {
+        all.push(measure::<RangeAlloc>(ops));
+    }
+    if want(BestFit::NAME) {
+        all.push(measure::<BestFit>(ops));
+    }
+    let exe = std::env::current_exe().expect("own path");
+    for f in &mut all {
+        let out = std::process::Command::new(&exe)
+            .args(["--memory-child", f.name, "--ops", &ops.to_string()])
+            .output()
+            .expect("run child");
+        f.rss_mib = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .map(|k| k / 1024.0);
+    }
+    println!(
+        "\n| allocator | allocations/s at 90% (CPU time / wall) | mixed ops/s (CPU time / wall) | allocation attempts | failed | failed while a fitting extent existed | fill failures | 1 - largest/free | Ceph score | live slices growable 10% in place | live slices | final fill | resident memory |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for f in &all {
+        println!(
+            "| {} | {:.2} M / {:.2} M | {:.2} M / {:.2} M | {} | {} ({:.2}%) | {} | {} | {:.3} | {:.3} | {:.1}% | {} | {:.1}% | {} |",
+            f.name,
+            f.allocs_per_cpu_s / 1e6,
+            f.allocs_per_s / 1e6,
+            f.mixed_ops_per_cpu_s / 1e6,
+            f.mixed_ops_per_s / 1e6,
+            f.counts.allocations,
+            f.counts.failed,
+            100.0 * f.counts.failed as f64 / f.counts.allocations.max(1) as f64,
+            f.failed_while_fit,
+            f.fill_failures,
+            f.free_ratio,
+            f.ceph,
+            100.0 * f.grow_share,
+            f.live,
+            100.0 * f.fill,
+            f.rss_mib
+                .map_or("n/a".to_string(), |m| format!("{m:.1} MiB")),
+        );
+    }
+}
