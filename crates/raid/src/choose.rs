@@ -88,7 +88,11 @@ pub struct LayoutChoice {
 impl LayoutChoice {
     /// `mdadm --create` arguments for this choice; `paths[i]` is the device
     /// path of `drives[i]`. `None` for a single drive (no md array needed).
-    pub fn mdadm_create_args(&self, md_device: &str, paths: &[&str]) -> Result<Option<Vec<String>>> {
+    pub fn mdadm_create_args(
+        &self,
+        md_device: &str,
+        paths: &[&str],
+    ) -> Result<Option<Vec<String>>> {
         match &self.geometry {
             None => Ok(None),
             Some(g) => mdadm::create_args(md_device, g, paths).map(Some),
@@ -104,13 +108,19 @@ fn gib(b: u64) -> String {
 /// says which rule excluded each option.
 pub fn choose_layout(req: &LayoutRequest) -> Result<LayoutChoice> {
     if req.size_bytes == 0 {
-        return Err(RaidError::NoLayoutFits("size_bytes must be positive".into()));
+        return Err(RaidError::NoLayoutFits(
+            "size_bytes must be positive".into(),
+        ));
     }
     if req.drive_bytes.is_empty() {
-        return Err(RaidError::NoLayoutFits("drive_bytes lists no drives".into()));
+        return Err(RaidError::NoLayoutFits(
+            "drive_bytes lists no drives".into(),
+        ));
     }
     if req.max_drives == 0 {
-        return Err(RaidError::NoLayoutFits("max_drives must be at least 1".into()));
+        return Err(RaidError::NoLayoutFits(
+            "max_drives must be at least 1".into(),
+        ));
     }
     let chunk = req.chunk_sectors;
     if chunk < 8 || !chunk.is_power_of_two() {
@@ -123,7 +133,10 @@ pub fn choose_layout(req: &LayoutRequest) -> Result<LayoutChoice> {
     by_size.sort_by_key(|&i| (req.drive_bytes[i], i));
     let largest = req.drive_bytes.iter().copied().max().unwrap_or(0);
     if !req.redundancy {
-        if let Some(&d) = by_size.iter().find(|&&i| req.drive_bytes[i] >= req.size_bytes) {
+        if let Some(&d) = by_size
+            .iter()
+            .find(|&&i| req.drive_bytes[i] >= req.size_bytes)
+        {
             return Ok(LayoutChoice {
                 kind: ChoiceKind::Single,
                 drives: vec![d],
@@ -186,11 +199,17 @@ pub fn choose_layout(req: &LayoutRequest) -> Result<LayoutChoice> {
 
 /// Fewest drives (from `min_count`) of `layout` that hold the request,
 /// using the smallest sufficient drives for that count.
-fn choose_striped(req: &LayoutRequest, by_size: &[usize], layout: Layout, min_count: usize) -> Result<LayoutChoice> {
+fn choose_striped(
+    req: &LayoutRequest,
+    by_size: &[usize],
+    layout: Layout,
+    min_count: usize,
+) -> Result<LayoutChoice> {
     let limit = req.max_drives.min(req.drive_bytes.len());
     let geom = |set: &[usize]| -> Option<Geometry> {
         let sectors: Vec<u64> = set.iter().map(|&i| req.drive_bytes[i] / 512).collect();
-        mdadm::geometry_for_devices(layout, req.chunk_sectors, &sectors, req.data_offset_sectors).ok()
+        mdadm::geometry_for_devices(layout, req.chunk_sectors, &sectors, req.data_offset_sectors)
+            .ok()
     };
     let mut best_at_limit = 0;
     for count in min_count..=limit {

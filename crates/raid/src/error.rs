@@ -21,7 +21,9 @@ pub enum RaidError {
         rule: String,
     },
     /// A RAID level name could not be parsed.
-    #[error("level `{0}` is not one of raid0, raid1, raid4, raid5, raid6, raid10 (also 0/1/4/5/6/10)")]
+    #[error(
+        "level `{0}` is not one of raid0, raid1, raid4, raid5, raid6, raid10 (also 0/1/4/5/6/10)"
+    )]
     BadLevel(String),
     /// A geometry parameter breaks one of md's rules.
     #[error("invalid geometry: {field}: {rule}")]
@@ -45,7 +47,9 @@ pub enum RaidError {
     #[error("parity buffers: {0}")]
     BadBuffers(String),
     /// More members are missing than the layout can reconstruct.
-    #[error("cannot reconstruct: {missing} members missing ({members:?}) but {level} tolerates at most {tolerated}")]
+    #[error(
+        "cannot reconstruct: {missing} members missing ({members:?}) but {level} tolerates at most {tolerated}"
+    )]
     TooManyMissing {
         /// How many members are missing.
         missing: usize,

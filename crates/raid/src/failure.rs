@@ -31,7 +31,9 @@ impl FailureDomains {
     /// names the domain of kind `kinds[k]` that holds member `m`.
     pub fn new(kinds: &[&str], member_paths: Vec<Vec<String>>) -> Result<Self> {
         if kinds.is_empty() {
-            return Err(RaidError::BadDomains("at least one domain kind is needed".into()));
+            return Err(RaidError::BadDomains(
+                "at least one domain kind is needed".into(),
+            ));
         }
         let mut seen = BTreeSet::new();
         for k in kinds {
@@ -182,9 +184,7 @@ impl FailureModel {
             Layout::Raid4 | Layout::Raid5(_) => {
                 (k >= 2).then(|| format!("{k} members failed; single parity recovers one"))
             }
-            Layout::Raid6(_) => {
-                (k >= 3).then(|| format!("{k} members failed; P+Q recover two"))
-            }
+            Layout::Raid6(_) => (k >= 3).then(|| format!("{k} members failed; P+Q recover two")),
             Layout::Raid10(_) => self
                 .copy_sets
                 .iter()
@@ -200,7 +200,11 @@ impl FailureModel {
     }
 
     /// Whether losing the named domains (pairs of kind and name) loses data.
-    pub fn loses_data_domains(&self, domains: &FailureDomains, failed: &[(&str, &str)]) -> Result<bool> {
+    pub fn loses_data_domains(
+        &self,
+        domains: &FailureDomains,
+        failed: &[(&str, &str)],
+    ) -> Result<bool> {
         self.check_domains(domains)?;
         let mut members = Vec::new();
         for (kind, name) in failed {
@@ -368,7 +372,10 @@ impl FailureModel {
     /// The chunk-sized reads that rebuild `plan.target` of a RAID10 array,
     /// in target order, computed lazily (md reads the first surviving copy).
     /// For other levels the plan's [`RebuildPlan::full_ranges`] already list every read.
-    pub fn raid10_rebuild_reads<'a>(&'a self, plan: &'a RebuildPlan) -> impl Iterator<Item = RebuildRead> + 'a {
+    pub fn raid10_rebuild_reads<'a>(
+        &'a self,
+        plan: &'a RebuildPlan,
+    ) -> impl Iterator<Item = RebuildRead> + 'a {
         let g = &self.geometry;
         let chunk = g.chunk_sectors().max(1);
         let rows = if matches!(g.layout(), Layout::Raid10(_)) {
@@ -395,7 +402,12 @@ pub struct RebuildRead {
     pub sectors: u64,
 }
 
-fn raid10_row_source(g: &Geometry, failed: &BTreeSet<usize>, target: usize, row: u64) -> Option<RebuildRead> {
+fn raid10_row_source(
+    g: &Geometry,
+    failed: &BTreeSet<usize>,
+    target: usize,
+    row: u64,
+) -> Option<RebuildRead> {
     let chunk = g.chunk_sectors();
     let s = row * chunk;
     match g.unmap(target, s).ok()? {
@@ -662,7 +674,10 @@ impl FailureModel {
     /// ≈ MTTF³/(n(n−1)(n−2)·MTTR²). An estimate: it ignores UREs
     /// (see [`ure_probability`]), correlated failures and ageing.
     pub fn mttdl(&self, params: ReliabilityParams) -> Result<MttdlEstimate> {
-        for (f, v) in [("mttf_hours", params.mttf_hours), ("mttr_hours", params.mttr_hours)] {
+        for (f, v) in [
+            ("mttf_hours", params.mttf_hours),
+            ("mttr_hours", params.mttr_hours),
+        ] {
             if !(v.is_finite() && v > 0.0) {
                 return Err(RaidError::BadEstimate {
                     field: f.into(),
@@ -807,7 +822,15 @@ mod tests {
     #[test]
     fn raid10_totals_extrapolation_matches_brute_force() {
         use crate::layout::Raid10Layout;
-        for (n, f, o, disks) in [(2u8, 1u8, false, 3usize), (2, 1, false, 5), (1, 2, false, 3), (1, 2, true, 3), (2, 2, false, 5), (1, 3, true, 4), (3, 1, false, 7)] {
+        for (n, f, o, disks) in [
+            (2u8, 1u8, false, 3usize),
+            (2, 1, false, 5),
+            (1, 2, false, 3),
+            (1, 2, true, 3),
+            (2, 2, false, 5),
+            (1, 3, true, 4),
+            (3, 1, false, 7),
+        ] {
             let g = Geometry::new(
                 Layout::Raid10(Raid10Layout::new(n, f, o).unwrap()),
                 8,

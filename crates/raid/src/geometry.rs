@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::ops::Deref;
 
 use crate::error::{RaidError, Result, geom_err};
+use crate::fastdiv::Divisor;
 use crate::layout::{Layout, ParityAlgorithm, Raid0Layout, Raid10Layout};
 
 /// Largest member count accepted (md's limit for v1.x superblocks).
@@ -175,6 +176,10 @@ struct Zone {
     dev_start: u64,
     /// Members of the zone in member order.
     devs: Vec<usize>,
+    /// Divides by the zone's member count.
+    nb: Divisor,
+    /// Divides by chunk × member count (one chunk row of the zone).
+    row: Divisor,
 }
 
 /// A validated md array geometry.
@@ -198,6 +203,13 @@ pub struct Geometry {
     zones: Vec<Zone>,
     /// RAID10 distance between far copies on a member.
     stride: u64,
+    chunk_div: Divisor,
+    /// Divides by the member count.
+    disks_div: Divisor,
+    /// Divides by the member count minus one (RAID6 `-6` layouts).
+    disks1_div: Divisor,
+    /// Divides by the data-member count (RAID4/5/6).
+    data_div: Divisor,
 }
 
 impl Geometry {
@@ -234,7 +246,7 @@ impl Geometry {
         if let Layout::Raid10(r) = layout
             && r.offset()
             && r.near() > 1
-            && n % usize::from(r.near()) != 0
+            && !n.is_multiple_of(usize::from(r.near()))
         {
             // __raid10_find_phys() moves a near copy that wraps past the last
             // member one chunk down, which in an offset layout is the row of
@@ -253,10 +265,12 @@ impl Geometry {
         let chunk = match layout {
             Layout::Raid1 => 0,
             Layout::Raid0(_) => {
-                if chunk_sectors == 0 || chunk_sectors % 8 != 0 {
+                if chunk_sectors == 0 || !chunk_sectors.is_multiple_of(8) {
                     return Err(geom_err(
                         "chunk_sectors",
-                        format!("raid0 needs a positive multiple of 8 sectors (4 KiB), got {chunk_sectors}"),
+                        format!(
+                            "raid0 needs a positive multiple of 8 sectors (4 KiB), got {chunk_sectors}"
+                        ),
                     ));
                 }
                 chunk_sectors
@@ -265,7 +279,10 @@ impl Geometry {
                 if chunk_sectors < 8 || !chunk_sectors.is_power_of_two() {
                     return Err(geom_err(
                         "chunk_sectors",
-                        format!("{} needs a power of two of at least 8 sectors (4 KiB), got {chunk_sectors}", layout.level()),
+                        format!(
+                            "{} needs a power of two of at least 8 sectors (4 KiB), got {chunk_sectors}",
+                            layout.level()
+                        ),
                     ));
                 }
                 chunk_sectors
@@ -295,7 +312,12 @@ impl Geometry {
             pow2,
             zones: Vec::new(),
             stride: 0,
+            chunk_div: Divisor::new(chunk),
+            disks_div: Divisor::new(n as u64),
+            disks1_div: Divisor::new(n as u64 - 1),
+            data_div: Divisor::new(1),
         };
+        g.data_div = Divisor::new(g.data_disks() as u64);
         match layout {
             Layout::Raid0(_) => {
                 let rounded: Vec<u64> = member_sectors.iter().map(|s| s / chunk * chunk).collect();
@@ -307,10 +329,13 @@ impl Geometry {
                         break;
                     };
                     let zone_end = prev_end + (smallest - cur_start) * devs.len() as u64;
+                    let nb = devs.len() as u64;
                     g.zones.push(Zone {
                         zone_end,
                         dev_start: cur_start,
                         devs,
+                        nb: Divisor::new(nb),
+                        row: Divisor::new(chunk * nb),
                     });
                     prev_end = zone_end;
                     cur_start = smallest;
@@ -404,11 +429,7 @@ impl Geometry {
     }
     /// Number of stripes (RAID4/5/6), i.e. chunk rows per member.
     pub fn stripes(&self) -> u64 {
-        if self.chunk == 0 {
-            0
-        } else {
-            self.used[0] / self.chunk
-        }
+        self.used[0].checked_div(self.chunk).unwrap_or(0)
     }
     /// RAID10 distance in sectors between far copies on a member (0 otherwise).
     pub fn raid10_stride(&self) -> u64 {
@@ -420,7 +441,7 @@ impl Geometry {
         if self.pow2 {
             (s >> self.shift, s & (self.chunk - 1))
         } else {
-            (s / self.chunk, s % self.chunk)
+            self.chunk_div.div_rem(s)
         }
     }
 
@@ -454,9 +475,8 @@ impl Geometry {
             }
             Layout::Raid4 | Layout::Raid5(_) | Layout::Raid6(_) => {
                 let (chunk_number, off) = self.split_chunk(logical);
-                let dd_n = self.data_disks() as u64;
-                let stripe = chunk_number / dd_n;
-                let dd = (chunk_number % dd_n) as usize;
+                let (stripe, dd) = self.data_div.div_rem(chunk_number);
+                let dd = dd as usize;
                 let (dev, p, q) = self.r5_roles(stripe, dd);
                 copies.push(Location {
                     member: dev,
@@ -498,11 +518,10 @@ impl Geometry {
             Raid0Layout::Original => logical,
             Raid0Layout::Alternate => zone_off,
         };
-        let nb = z.devs.len() as u64;
         let (chunk_no, in_chunk) = self.split_chunk(sel);
-        let row = zone_off / (self.chunk * nb);
+        let row = z.row.div(zone_off);
         Location {
-            member: z.devs[(chunk_no % nb) as usize],
+            member: z.devs[z.nb.rem(chunk_no) as usize],
             sector: z.dev_start + row * self.chunk + in_chunk,
         }
     }
@@ -514,7 +533,13 @@ impl Geometry {
         use ParityAlgorithm::*;
         let disks = self.members();
         let data = self.data_disks();
-        let m = |k: usize| (stripe % k as u64) as usize;
+        let m = |k: usize| {
+            if k == disks {
+                self.disks_div.rem(stripe) as usize
+            } else {
+                self.disks1_div.rem(stripe) as usize
+            }
+        };
         match self.layout {
             Layout::Raid4 => (dd, data, None),
             Layout::Raid5(alg) => {
@@ -556,7 +581,9 @@ impl Geometry {
                 let (dev, pd, qd) = match alg {
                     LeftAsymmetric => asym(disks - 1 - m(disks)),
                     RightAsymmetric | DdfZeroRestart => asym(m(disks)),
-                    DdfNRestart => asym(disks - 1 - ((stripe + 1) % disks as u64) as usize),
+                    DdfNRestart => {
+                        asym(disks - 1 - self.disks_div.rem(stripe.wrapping_add(1)) as usize)
+                    }
                     LeftSymmetric => {
                         let pd = disks - 1 - m(disks);
                         ((pd + 2 + dd) % disks, pd, (pd + 1) % disks)
@@ -595,6 +622,49 @@ impl Geometry {
         }
     }
 
+    /// The logical data index of data member `m` in stripe `stripe` (whose
+    /// P member is `p`): the inverse of [`Self::r5_roles`].
+    fn r5_data_index(&self, stripe: u64, m: usize, p: usize) -> usize {
+        let guess = self.r5_data_index_formula(m, p);
+        if guess < self.data_disks() && self.r5_roles(stripe, guess).0 == m {
+            return guess;
+        }
+        // Not reached for md's algorithms (a unit test checks every one), but
+        // a search is a safe fallback should a formula ever disagree.
+        (0..self.data_disks())
+            .find(|&dd| self.r5_roles(stripe, dd).0 == m)
+            .unwrap_or(0)
+    }
+
+    /// Closed-form inverse of the data placement of each algorithm.
+    fn r5_data_index_formula(&self, m: usize, p: usize) -> usize {
+        use ParityAlgorithm::*;
+        let n = self.members();
+        let skip1 = |m: usize| if m > p { m - 1 } else { m };
+        match self.layout {
+            Layout::Raid4 => m,
+            Layout::Raid5(LeftAsymmetric | RightAsymmetric) => skip1(m),
+            Layout::Raid5(LeftSymmetric | RightSymmetric) => (m + n - p - 1) % n,
+            Layout::Raid5(ParityFirst) => m.wrapping_sub(1),
+            Layout::Raid6(LeftAsymmetric | RightAsymmetric | DdfZeroRestart | DdfNRestart) => {
+                if p == n - 1 {
+                    m.wrapping_sub(1)
+                } else if m > p {
+                    m - 2
+                } else {
+                    m
+                }
+            }
+            Layout::Raid6(LeftSymmetric | RightSymmetric) => (m + 2 * n - p - 2) % n,
+            Layout::Raid6(ParityFirst) => m.wrapping_sub(2),
+            Layout::Raid6(DdfNContinue) => (m + n - p - 1) % n,
+            Layout::Raid6(LeftAsymmetric6 | RightAsymmetric6) => skip1(m),
+            Layout::Raid6(LeftSymmetric6 | RightSymmetric6) => (m + 2 * (n - 1) - p - 1) % (n - 1),
+            Layout::Raid6(ParityFirst6) => m.wrapping_sub(1),
+            _ => m,
+        }
+    }
+
     #[inline]
     fn raid10_map(&self, r: Raid10Layout, logical: u64, out: &mut Copies) {
         // __raid10_find_phys() with far_set_size == raid_disks.
@@ -602,9 +672,8 @@ impl Geometry {
         let nc = usize::from(r.near());
         let fc = usize::from(r.far());
         let (chunk, off) = self.split_chunk(logical);
-        let c = chunk * nc as u64;
-        let mut stripe = c / disks as u64;
-        let mut dev = (c % disks as u64) as usize;
+        let (mut stripe, dev) = self.disks_div.div_rem(chunk * nc as u64);
+        let mut dev = dev as usize;
         if r.offset() {
             stripe *= fc as u64;
         }
@@ -617,7 +686,11 @@ impl Geometry {
                 sector: s,
             });
             for _ in 1..fc {
-                d = (d + nc) % disks;
+                // nc <= disks, so one conditional subtraction is the modulo.
+                d += nc;
+                if d >= disks {
+                    d -= disks;
+                }
                 s += self.stride;
                 out.push(Location {
                     member: d,
@@ -717,13 +790,13 @@ impl Geometry {
             },
             Layout::Raid4 | Layout::Raid5(_) | Layout::Raid6(_) => {
                 let (stripe, off) = self.split_chunk(sector);
-                let sl = self.stripe_layout(stripe)?;
-                if sl.p == member {
+                let (_, p, q) = self.r5_roles(stripe, 0);
+                if p == member {
                     MemberContent::P { stripe }
-                } else if sl.q == Some(member) {
+                } else if q == Some(member) {
                     MemberContent::Q { stripe }
                 } else {
-                    let i = sl.data.iter().position(|&d| d == member).unwrap_or(0);
+                    let i = self.r5_data_index(stripe, member, p);
                     let chunk_no = stripe * self.data_disks() as u64 + i as u64;
                     MemberContent::Data {
                         logical: (chunk_no << self.shift) + off,
@@ -817,7 +890,7 @@ impl Geometry {
         if sectors == 0 {
             return Ok(Vec::new());
         }
-        let end = start.checked_add(sectors).unwrap_or(u64::MAX);
+        let end = start.saturating_add(sectors);
         if end > self.array_sectors {
             return Err(RaidError::OutOfRange {
                 what: "end of logical range".into(),
@@ -829,10 +902,9 @@ impl Geometry {
         let mut last: HashMap<(usize, usize), usize> = HashMap::new();
         let mut pos = start;
         while pos < end {
-            let piece_end = if self.chunk == 0 {
-                end
-            } else {
-                ((pos / self.chunk + 1) * self.chunk).min(end)
+            let piece_end = match pos.checked_div(self.chunk) {
+                None => end,
+                Some(c) => ((c + 1) * self.chunk).min(end),
             };
             let len = piece_end - pos;
             let m = self.map(pos)?;
@@ -856,5 +928,51 @@ impl Geometry {
             pos = piece_end;
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_index_formula_inverts_every_algorithm() {
+        use ParityAlgorithm::*;
+        let algs = [
+            LeftAsymmetric,
+            RightAsymmetric,
+            LeftSymmetric,
+            RightSymmetric,
+            ParityFirst,
+            ParityLast,
+            DdfZeroRestart,
+            DdfNRestart,
+            DdfNContinue,
+            LeftAsymmetric6,
+            RightAsymmetric6,
+            LeftSymmetric6,
+            RightSymmetric6,
+            ParityFirst6,
+        ];
+        let mut layouts = vec![Layout::Raid4];
+        layouts.extend(algs[..6].iter().map(|&a| Layout::Raid5(a)));
+        layouts.extend(algs.iter().map(|&a| Layout::Raid6(a)));
+        for layout in layouts {
+            for n in 2..12usize {
+                let Ok(g) = Geometry::new(layout, 8, &vec![8 * 30; n]) else {
+                    continue;
+                };
+                for stripe in 0..30 {
+                    for dd in 0..g.data_disks() {
+                        let (m, p, _) = g.r5_roles(stripe, dd);
+                        assert_eq!(
+                            g.r5_data_index_formula(m, p),
+                            dd,
+                            "{layout} n {n} stripe {stripe}"
+                        );
+                    }
+                }
+            }
+        }
     }
 }

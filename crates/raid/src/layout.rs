@@ -126,7 +126,11 @@ const PARITY_NAMES: &[(&str, ParityAlgorithm, bool)] = &[
     ("ddf-n-restart", ParityAlgorithm::DdfNRestart, true),
     ("ddf-n-continue", ParityAlgorithm::DdfNContinue, true),
     ("left-asymmetric-6", ParityAlgorithm::LeftAsymmetric6, true),
-    ("right-asymmetric-6", ParityAlgorithm::RightAsymmetric6, true),
+    (
+        "right-asymmetric-6",
+        ParityAlgorithm::RightAsymmetric6,
+        true,
+    ),
     ("left-symmetric-6", ParityAlgorithm::LeftSymmetric6, true),
     ("right-symmetric-6", ParityAlgorithm::RightSymmetric6, true),
     ("parity-first-6", ParityAlgorithm::ParityFirst6, true),
@@ -177,9 +181,7 @@ impl ParityAlgorithm {
 
     /// Whether md accepts this algorithm only for RAID6.
     pub fn raid6_only(self) -> bool {
-        PARITY_NAMES
-            .iter()
-            .any(|&(_, a, only6)| a == self && only6)
+        PARITY_NAMES.iter().any(|&(_, a, only6)| a == self && only6)
     }
 
     /// Whether this is one of the DDF algorithms, whose Q coefficients follow

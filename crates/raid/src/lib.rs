@@ -63,6 +63,7 @@
 pub mod choose;
 pub mod error;
 pub mod failure;
+mod fastdiv;
 pub mod geometry;
 pub mod layout;
 pub mod mdadm;
@@ -70,7 +71,11 @@ pub mod parity;
 
 pub use choose::{ChoiceKind, LayoutChoice, LayoutRequest, choose_layout};
 pub use error::{RaidError, Result};
-pub use failure::{FailureDomains, FailureModel, RebuildPlan, RebuildRates, ReliabilityParams, Survival};
-pub use geometry::{Geometry, Location, Mapping, MemberContent, MemberExtent, StripeLayout, StripeParity};
+pub use failure::{
+    FailureDomains, FailureModel, RebuildPlan, RebuildRates, ReliabilityParams, Survival,
+};
+pub use geometry::{
+    Geometry, Location, Mapping, MemberContent, MemberExtent, StripeLayout, StripeParity,
+};
 pub use layout::{Layout, Level, ParityAlgorithm, Raid0Layout, Raid10Layout};
 pub use parity::{Backend, ParityEngine};

@@ -63,7 +63,11 @@ pub fn component_sectors(
     chunk_sectors: u64,
     data_offset: Option<u64>,
 ) -> Result<u64> {
-    let chunk = if level == Level::Raid1 { 0 } else { chunk_sectors };
+    let chunk = if level == Level::Raid1 {
+        0
+    } else {
+        chunk_sectors
+    };
     let off = data_offset.unwrap_or_else(|| default_data_offset_v12(dev_sectors, chunk));
     if dev_sectors <= off {
         return Err(geom_err(
@@ -75,7 +79,10 @@ pub fn component_sectors(
     let round = match level {
         Level::Raid1 => 128,
         _ if chunk == 0 => {
-            return Err(geom_err("chunk_sectors", "striped levels need a chunk size"));
+            return Err(geom_err(
+                "chunk_sectors",
+                "striped levels need a chunk size",
+            ));
         }
         _ => chunk,
     };
@@ -99,7 +106,11 @@ pub fn geometry_for_devices(
     dev_sectors: &[u64],
     data_offset: Option<u64>,
 ) -> Result<Geometry> {
-    let chunk = if layout.level() == Level::Raid1 { 0 } else { chunk_sectors };
+    let chunk = if layout.level() == Level::Raid1 {
+        0
+    } else {
+        chunk_sectors
+    };
     let mut comps = Vec::with_capacity(dev_sectors.len());
     for (i, &d) in dev_sectors.iter().enumerate() {
         comps.push(

@@ -9,8 +9,8 @@ use std::collections::{BTreeSet, HashSet};
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 use raid::{
-    Backend, FailureModel, Geometry, Layout, LayoutRequest, MemberContent, ParityAlgorithm, ParityEngine,
-    Raid0Layout, Raid10Layout, choose_layout,
+    Backend, FailureModel, Geometry, Layout, LayoutRequest, MemberContent, ParityAlgorithm,
+    ParityEngine, Raid0Layout, Raid10Layout, choose_layout,
 };
 
 fn cases(default: u32) -> ProptestConfig {
@@ -42,7 +42,11 @@ const ALGS: [ParityAlgorithm; 14] = [
 fn layout_and_members() -> impl Strategy<Value = (Layout, usize)> {
     prop_oneof![
         (any::<bool>(), 1usize..7).prop_map(|(alt, n)| (
-            Layout::Raid0(if alt { Raid0Layout::Alternate } else { Raid0Layout::Original }),
+            Layout::Raid0(if alt {
+                Raid0Layout::Alternate
+            } else {
+                Raid0Layout::Original
+            }),
             n
         )),
         (1usize..5).prop_map(|n| (Layout::Raid1, n)),
@@ -66,9 +70,12 @@ fn raid10_layout_and_members() -> impl Strategy<Value = (Layout, usize)> {
     })
 }
 
-fn geometry_from(layouts: impl Strategy<Value = (Layout, usize)>) -> impl Strategy<Value = Geometry> {
-    (layouts, 0usize..3, prop::collection::vec(2u64..12, 16))
-        .prop_filter_map("valid geometry", |((layout, n), c, sizes)| {
+fn geometry_from(
+    layouts: impl Strategy<Value = (Layout, usize)>,
+) -> impl Strategy<Value = Geometry> {
+    (layouts, 0usize..3, prop::collection::vec(2u64..12, 16)).prop_filter_map(
+        "valid geometry",
+        |((layout, n), c, sizes)| {
             let chunk = match (layout, c) {
                 (Layout::Raid0(_), 2) => 24,
                 (_, 1) => 16,
@@ -76,7 +83,8 @@ fn geometry_from(layouts: impl Strategy<Value = (Layout, usize)>) -> impl Strate
             };
             let members: Vec<u64> = sizes[..n].iter().map(|s| s * chunk + (s % 3)).collect();
             Geometry::new(layout, chunk, &members).ok()
-        })
+        },
+    )
 }
 
 proptest! {
@@ -164,14 +172,22 @@ proptest! {
     }
 }
 
-fn random_stripe(layout: Layout, members: usize, len: usize, stripe: u64, seed: &[u8]) -> (raid::StripeLayout, Vec<Bytes>) {
+fn random_stripe(
+    layout: Layout,
+    members: usize,
+    len: usize,
+    stripe: u64,
+    seed: &[u8],
+) -> (raid::StripeLayout, Vec<Bytes>) {
     let g = Geometry::new(layout, 8, &vec![8 * (stripe + 1); members]).unwrap();
     let sl = g.stripe_layout(stripe).unwrap();
     let mut bufs: Vec<BytesMut> = (0..members)
         .map(|m| {
             BytesMut::from(
                 &(0..len)
-                    .map(|i| seed[(i * 7 + m * 13) % seed.len()].wrapping_mul(m as u8 + 1) ^ (i as u8))
+                    .map(|i| {
+                        seed[(i * 7 + m * 13) % seed.len()].wrapping_mul(m as u8 + 1) ^ (i as u8)
+                    })
                     .collect::<Vec<u8>>()[..],
             )
         })
@@ -313,7 +329,10 @@ proptest! {
 
 #[test]
 fn mttdl_matches_closed_forms() {
-    let p = raid::ReliabilityParams { mttf_hours: 1.0e6, mttr_hours: 24.0 };
+    let p = raid::ReliabilityParams {
+        mttf_hours: 1.0e6,
+        mttr_hours: 24.0,
+    };
     let n = 8.0;
     let g5 = Geometry::new(Layout::Raid5(ParityAlgorithm::LeftSymmetric), 8, &[64; 8]).unwrap();
     let m5 = FailureModel::new(&g5).mttdl(p).unwrap().hours;
@@ -324,11 +343,20 @@ fn mttdl_matches_closed_forms() {
     let approx6 = p.mttf_hours.powi(3) / (n * (n - 1.0) * (n - 2.0) * p.mttr_hours.powi(2));
     assert!((m6 / approx6 - 1.0).abs() < 0.01, "raid6 {m6} vs {approx6}");
     // RAID10 n2 on 4 members: after one failure, 1 of 3 survivors is fatal.
-    let g10 = Geometry::new(Layout::Raid10(Raid10Layout::new(2, 1, false).unwrap()), 8, &[64; 4]).unwrap();
+    let g10 = Geometry::new(
+        Layout::Raid10(Raid10Layout::new(2, 1, false).unwrap()),
+        8,
+        &[64; 4],
+    )
+    .unwrap();
     let e10 = FailureModel::new(&g10).mttdl(p).unwrap();
     assert!((e10.fatal_fraction[1] - 1.0 / 3.0).abs() < 1e-12);
     let approx10 = p.mttf_hours.powi(2) / (4.0 * 1.0 * p.mttr_hours);
-    assert!((e10.hours / approx10 - 1.0).abs() < 0.01, "raid10 {} vs {approx10}", e10.hours);
+    assert!(
+        (e10.hours / approx10 - 1.0).abs() < 0.01,
+        "raid10 {} vs {approx10}",
+        e10.hours
+    );
     let g0 = Geometry::new(Layout::Raid0(Raid0Layout::Original), 8, &[64; 4]).unwrap();
     let m0 = FailureModel::new(&g0).mttdl(p).unwrap().hours;
     assert!((m0 - p.mttf_hours / 4.0).abs() < 1e-6);

@@ -180,7 +180,12 @@ fn run_case(c: &Case) {
         for backend in raid::Backend::all_available() {
             let engine = ParityEngine::with_backend(backend).unwrap();
             engine.encode_stripe(&sl, &mut members).unwrap();
-            assert_eq!(members[sl.p].to_vec(), hex(&p.p), "{}: P ({backend:?})", c.name);
+            assert_eq!(
+                members[sl.p].to_vec(),
+                hex(&p.p),
+                "{}: P ({backend:?})",
+                c.name
+            );
             if let (Some(q), Some(qd)) = (&p.q, sl.q) {
                 assert_eq!(members[qd].to_vec(), hex(q), "{}: Q ({backend:?})", c.name);
             }
@@ -211,7 +216,8 @@ fn reference_cases() {
         for c in &f.component {
             let level: Level = c.level.parse().unwrap();
             assert_eq!(
-                mdadm::component_sectors(level, c.dev_sectors, c.chunk_sectors, c.data_offset).unwrap(),
+                mdadm::component_sectors(level, c.dev_sectors, c.chunk_sectors, c.data_offset)
+                    .unwrap(),
                 c.component_sectors,
                 "{path}: {}",
                 c.name

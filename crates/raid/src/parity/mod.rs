@@ -221,9 +221,7 @@ impl ParityEngine {
     /// on exit `dp = D_a`, `dq = D_b`.
     fn recov2(&self, p: &[u8], q: &[u8], dp: &mut [u8], dq: &mut [u8], pbmul: u8, qmul: u8) {
         match self.backend {
-            Backend::Reference | Backend::Portable => {
-                reference::recov2(p, q, dp, dq, pbmul, qmul)
-            }
+            Backend::Reference | Backend::Portable => reference::recov2(p, q, dp, dq, pbmul, qmul),
             be => simd::recov2(be, p, q, dp, dq, pbmul, qmul),
         }
     }
@@ -262,7 +260,12 @@ impl ParityEngine {
 
     /// Recover the data block in slot `a` from the other slots and Q alone
     /// (used when P is also missing).
-    pub fn recover_data_from_q(&self, slots: &[Option<&[u8]>], a: usize, q: &[u8]) -> Result<Vec<u8>> {
+    pub fn recover_data_from_q(
+        &self,
+        slots: &[Option<&[u8]>],
+        a: usize,
+        q: &[u8],
+    ) -> Result<Vec<u8>> {
         if a >= slots.len() {
             return Err(RaidError::BadBuffers(format!(
                 "missing slot {a} must lie below {}",
@@ -323,7 +326,11 @@ impl ParityEngine {
     /// ones: any one member for RAID4/5, any two for RAID6, P and Q
     /// included. Returns every member's buffer; present ones are returned
     /// as given (a cheap `Bytes` clone).
-    pub fn reconstruct_stripe(&self, layout: &StripeLayout, members: &[Option<Bytes>]) -> Result<Vec<Bytes>> {
+    pub fn reconstruct_stripe(
+        &self,
+        layout: &StripeLayout,
+        members: &[Option<Bytes>],
+    ) -> Result<Vec<Bytes>> {
         let n = layout.data.len() + 1 + usize::from(layout.q.is_some());
         if members.len() != n {
             return Err(RaidError::BadBuffers(format!(
@@ -446,7 +453,11 @@ fn exponent(layout: &StripeLayout, member: usize) -> Result<usize> {
         .copied()
         .flatten()
         .map(usize::from)
-        .ok_or_else(|| RaidError::BadBuffers(format!("member {member} is not a data member of the stripe")))
+        .ok_or_else(|| {
+            RaidError::BadBuffers(format!(
+                "member {member} is not a data member of the stripe"
+            ))
+        })
 }
 
 /// Arrange member buffers into syndrome slots (slot = Q exponent).

@@ -45,7 +45,12 @@ fn check_slots(slots: &[Option<&[u8]>], len: usize) {
 }
 
 /// P (and Q) of `slots`; `None` slots are zero blocks.
-pub(crate) fn gen_pq(backend: Backend, slots: &[Option<&[u8]>], p: &mut [u8], q: Option<&mut [u8]>) {
+pub(crate) fn gen_pq(
+    backend: Backend,
+    slots: &[Option<&[u8]>],
+    p: &mut [u8],
+    q: Option<&mut [u8]>,
+) {
     let len = p.len();
     check_slots(slots, len);
     if let Some(q) = q.as_deref() {
@@ -104,7 +109,15 @@ pub(crate) fn mul_xor(backend: Backend, c: u8, a: &[u8], b: &[u8], dst: &mut [u8
 }
 
 /// Two-data recovery core; see `reference::recov2`.
-pub(crate) fn recov2(backend: Backend, p: &[u8], q: &[u8], dp: &mut [u8], dq: &mut [u8], pbmul: u8, qmul: u8) {
+pub(crate) fn recov2(
+    backend: Backend,
+    p: &[u8],
+    q: &[u8],
+    dp: &mut [u8],
+    dq: &mut [u8],
+    pbmul: u8,
+    qmul: u8,
+) {
     let len = dp.len();
     assert!(
         p.len() >= len && q.len() >= len && dq.len() >= len,
