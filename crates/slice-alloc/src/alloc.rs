@@ -266,7 +266,6 @@ impl Allocator {
             })?;
         let ext = Extent::new(offset, len)?;
         self.restore(id, device, &[ext], None)?;
-        self.next_id += 1;
         Ok(self.to_slice(id, &self.slices[&id]))
     }
 

@@ -279,8 +279,9 @@ pub enum DevicePolicy {
     SpreadWithHeadroom,
 }
 
-/// Allocator-wide settings.
+/// Allocator-wide settings. Missing fields deserialize to their defaults.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct AllocatorConfig {
     /// Default device policy (a call's [`Constraints`] may override it).
     pub policy: DevicePolicy,

@@ -1,0 +1,198 @@
+//! Journal and snapshot behaviour beyond the truncation property: corruption before the tail is
+//! refused with its offset, write failures roll back, condensation and resumption keep every
+//! acknowledged record, and replayed records are checked like live operations.
+
+use std::io::{self, Write};
+
+use slice_alloc::{
+    Allocator, AllocatorConfig, Constraints, DeviceId, DeviceSpec, Error, Extent, GIB, Journaled, Record, SliceId,
+    Snapshot, decode_journal, encode_record, journal::JOURNAL_HEADER, recover,
+};
+
+fn dev(id: u64, gib: u64) -> DeviceSpec {
+    DeviceSpec::new(DeviceId::new(id), gib * GIB).unwrap()
+}
+
+fn sample() -> Journaled<Vec<u8>> {
+    let mut j = Journaled::create(Allocator::new(AllocatorConfig::default()).unwrap(), Vec::new(), 0, 1 << 20).unwrap();
+    j.add_device(dev(1, 100)).unwrap();
+    j.add_device(dev(2, 50)).unwrap();
+    let a = j.allocate(10 * GIB, &Constraints::any()).unwrap();
+    let b = j.allocate(20 * GIB, &Constraints::any()).unwrap();
+    j.grow(b.id, 22 * GIB).unwrap();
+    j.free(a.id).unwrap();
+    j.allocate_at(DeviceId::new(1), 50 * GIB, 5 * GIB).unwrap();
+    j
+}
+
+#[test]
+fn a_damaged_frame_before_the_tail_is_refused_with_its_offset() {
+    let j = sample();
+    let bytes = j.writer().clone();
+    let entries = decode_journal(&bytes).unwrap().entries;
+    assert_eq!(entries.len(), 7);
+    let third = entries[2].offset as usize;
+    let mut bad = bytes.clone();
+    bad[third + 12] ^= 0x40;
+    match recover(None, &bad, AllocatorConfig::default()) {
+        Err(Error::CorruptJournal { offset, reason }) => {
+            assert_eq!(offset, third as u64);
+            assert!(reason.contains("checksum"), "{reason}");
+        }
+        other => panic!("expected CorruptJournal, got {other:?}"),
+    }
+    // The same damage in the last frame is a torn write: dropped, the rest recovered.
+    let last = entries[6].offset as usize;
+    let mut torn = bytes.clone();
+    torn[last + 12] ^= 0x40;
+    let r = recover(None, &torn, AllocatorConfig::default()).unwrap();
+    assert_eq!((r.applied, r.valid_len, r.torn_bytes), (6, last, bytes.len() - last));
+}
+
+#[test]
+fn zero_filled_space_after_a_torn_frame_is_a_torn_tail() {
+    let j = sample();
+    let mut bytes = j.writer().clone();
+    let full = bytes.len();
+    bytes.truncate(full - 10); // loses non-zero bytes of the last record
+    bytes.extend_from_slice(&[0; 4096]);
+    let r = recover(None, &bytes, AllocatorConfig::default()).unwrap();
+    assert_eq!(r.applied, 6);
+    assert_eq!(r.torn_bytes, bytes.len() - r.valid_len);
+}
+
+#[test]
+fn a_foreign_file_is_not_a_journal() {
+    let err = recover(None, b"PK\x03\x04 definitely a zip", AllocatorConfig::default()).unwrap_err();
+    assert!(err.to_string().contains("journal corrupt at byte 0: not a slice-alloc journal"), "{err}");
+    // A partial header is an empty journal that was torn while being created.
+    let r = recover(None, &JOURNAL_HEADER[..5], AllocatorConfig::default()).unwrap();
+    assert_eq!((r.applied, r.valid_len), (0, 0));
+}
+
+#[test]
+fn replayed_records_are_checked_and_the_culprit_named() {
+    let mut bytes = JOURNAL_HEADER.to_vec();
+    let recs = [
+        Record::AddDevice(dev(1, 100)),
+        Record::Allocate { slice: SliceId::new(1), device: DeviceId::new(1), extents: vec![Extent::new(0, 10 * GIB).unwrap()] },
+        Record::Allocate {
+            slice: SliceId::new(2),
+            device: DeviceId::new(1),
+            extents: vec![Extent::new(5 * GIB, 10 * GIB).unwrap()],
+        },
+    ];
+    for (i, r) in recs.iter().enumerate() {
+        encode_record(i as u64 + 1, r, &mut bytes);
+    }
+    let err = recover(None, &bytes, AllocatorConfig::default()).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.starts_with("journal record 3 at byte"), "{msg}");
+    assert!(msg.ends_with("slice 2 extent [5368709120, 16106127360) on device 1 overlaps slice 1"), "{msg}");
+}
+
+#[test]
+fn condensing_keeps_every_acknowledged_record() {
+    let mut j = sample();
+    let snap = j.snapshot();
+    // The snapshot goes through serde like a caller would persist it.
+    let json = serde_json::to_string(&snap).unwrap();
+    let snap: Snapshot = serde_json::from_str(&json).unwrap();
+    let old = j.switch_journal(Vec::new()).unwrap();
+    let s = j.allocate(7 * GIB, &Constraints::any()).unwrap();
+    j.shrink(s.id, 3 * GIB).unwrap();
+    let want = j.snapshot().devices;
+
+    // New journal on top of the snapshot.
+    let r = recover(Some(&snap), j.writer(), AllocatorConfig::default()).unwrap();
+    assert_eq!(r.allocator.snapshot(0).devices, want);
+    assert_eq!(r.last_seq, j.last_seq());
+    // Crash before the old journal was deleted: its records are already in the snapshot.
+    let r = recover(Some(&snap), &old, AllocatorConfig::default()).unwrap();
+    assert_eq!((r.applied, r.allocator.snapshot(0).devices), (0, snap.devices.clone()));
+    // A journal that starts after a gap has lost records: refused.
+    let mut stale = snap.clone();
+    stale.last_seq -= 2;
+    let err = recover(Some(&stale), j.writer(), AllocatorConfig::default()).unwrap_err();
+    assert!(err.to_string().contains("records are missing"), "{err}");
+}
+
+#[test]
+fn recovery_then_resume_appends_to_the_truncated_journal() {
+    let j = sample();
+    let mut bytes = j.writer().clone();
+    bytes.truncate(bytes.len() - 5); // torn last frame
+    let r = recover(None, &bytes, AllocatorConfig::default()).unwrap();
+    bytes.truncate(r.valid_len);
+    let mut j = Journaled::resume(r, bytes, 1 << 20).unwrap();
+    j.allocate(1 * GIB, &Constraints::any()).unwrap();
+    let want = j.snapshot();
+    let r = recover(None, j.writer(), AllocatorConfig::default()).unwrap();
+    assert_eq!(r.allocator.snapshot(want.last_seq), want);
+}
+
+#[test]
+fn reservations_are_not_durable_but_commits_are() {
+    let mut j = Journaled::create(Allocator::new(AllocatorConfig::default()).unwrap(), Vec::new(), 0, 1 << 20).unwrap();
+    j.add_device(dev(1, 100)).unwrap();
+    let kept = j.reserve(10 * GIB, &Constraints::any(), 0, 100).unwrap();
+    let lost = j.reserve(10 * GIB, &Constraints::any(), 0, 100).unwrap();
+    j.commit(kept.slice.id, 1).unwrap();
+    let r = recover(None, j.writer(), AllocatorConfig::default()).unwrap();
+    assert!(r.allocator.slice(kept.slice.id).is_some());
+    assert!(r.allocator.slice(lost.slice.id).is_none());
+    assert_eq!(r.allocator.total_free(), 90 * GIB);
+}
+
+/// A writer that fails after `budget` bytes, leaving a partial frame like a full disk would.
+struct Failing {
+    data: Vec<u8>,
+    budget: usize,
+}
+
+impl Write for Failing {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.budget == 0 {
+            return Err(io::Error::other("disk full"));
+        }
+        let n = buf.len().min(self.budget);
+        self.data.extend_from_slice(&buf[..n]);
+        self.budget -= n;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_failed_journal_write_rolls_back_and_poisons() {
+    let alloc = Allocator::new(AllocatorConfig::default()).unwrap();
+    let mut j = Journaled::create(alloc, Failing { data: Vec::new(), budget: 200 }, 0, 1 << 20).unwrap();
+    j.add_device(dev(1, 100)).unwrap();
+    let a = j.allocate(10 * GIB, &Constraints::any()).unwrap();
+    let before = j.snapshot();
+    let mut failed = None;
+    for _ in 0..10 {
+        match j.grow(a.id, j.allocator().slice(a.id).unwrap().size() + GIB) {
+            Ok(_) => {}
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    let err = failed.expect("the budget runs out");
+    assert!(matches!(err, Error::JournalWrite(_)), "{err:?}");
+    // The in-memory state matches the journal: the failed grow was rolled back.
+    let r = recover(None, &j.writer().data, AllocatorConfig::default()).unwrap();
+    assert_eq!(r.allocator.snapshot(0).devices, j.snapshot().devices);
+    assert!(j.snapshot().last_seq >= before.last_seq);
+    // Further changes are refused until a new journal is started.
+    assert!(matches!(j.free(a.id), Err(Error::JournalPoisoned)));
+    let snap = j.snapshot();
+    j.switch_journal(Failing { data: Vec::new(), budget: usize::MAX }).unwrap();
+    j.free(a.id).unwrap();
+    let r = recover(Some(&snap), &j.writer().data, AllocatorConfig::default()).unwrap();
+    assert_eq!(r.allocator.total_free(), 100 * GIB);
+}
