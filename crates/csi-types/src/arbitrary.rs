@@ -1,4 +1,4 @@
-//! [proptest] strategies for every newtype, shared type, request and
+//! [proptest](mod@proptest) strategies for every newtype, shared type, request and
 //! response of this crate (feature `proptest`).
 //!
 //! Every type implements [`proptest::arbitrary::Arbitrary`], so a driver
