@@ -10,6 +10,10 @@
 //! number is never `Some(0)` and an optional string never `Some("")` where the
 //! wire encodes "unset" as zero or empty, and every size fits in an `int64`.
 //!
+//! Where the specification asks more than the typed layer checks today (an
+//! empty `TopologyRequirement`, a `VolumeCondition` message over 128 bytes),
+//! the strategies follow the specification.
+//!
 //! The strategies lean on edge cases: names and ids of exactly 128 bytes,
 //! node ids of exactly 256 bytes, plugin names, topology labels and prefixes
 //! of exactly 63 characters, paths of exactly 4096 bytes, maps of exactly
@@ -358,10 +362,13 @@ arbitrary! {
             .collect();
         valid("Topology", Topology::new(fit(segments, MAX_MAP)))
     });
+    // The spec: "If TopologyRequirement is specified either requisite or
+    // preferred or both MUST be specified", and every preferred topology is
+    // requisite when requisite is given.
     TopologyRequirement => vec(any::<Topology>(), 0..=3)
         .prop_flat_map(|requisite| {
             let preferred = if requisite.is_empty() {
-                vec(any::<Topology>(), 0..=3).boxed()
+                vec(any::<Topology>(), 1..=3).boxed()
             } else {
                 let pool = requisite.clone();
                 vec(any::<Index>(), 0..=3)
@@ -389,7 +396,8 @@ arbitrary! {
             content_source,
             accessible_topology,
         });
-    VolumeCondition => (any::<bool>(), prop_oneof!["[ -~]{1,64}", ".{1,200}"])
+    // The message is REQUIRED and, as every string, at most 128 bytes.
+    VolumeCondition => (any::<bool>(), prop_oneof!["[ -~]{1,64}", short_string()])
         .prop_map(|(abnormal, message)| VolumeCondition { abnormal, message });
     Snapshot => (
         any::<SnapshotId>(),
@@ -523,7 +531,10 @@ arbitrary! {
         },
     );
     ValidateVolumeCapabilitiesResponse => (proptest::option::of(any::<Confirmed>()), ".{0,64}")
-        .prop_map(|(confirmed, message)| ValidateVolumeCapabilitiesResponse { confirmed, message });
+        .prop_map(|(confirmed, message)| ValidateVolumeCapabilitiesResponse {
+            confirmed,
+            message: truncate(message, MAX_STRING),
+        });
     ListVolumesRequest => (proptest::option::of(count()), proptest::option::of(short_string()))
         .prop_map(|(max_entries, starting_token)| ListVolumesRequest { max_entries, starting_token });
     VolumeStatus => (vec(any::<NodeId>(), 0..=3), proptest::option::of(any::<VolumeCondition>()))
