@@ -1,0 +1,118 @@
+//! The driver's configuration: where it keeps volumes, who the node is, how
+//! much it may provision, and the parsing of the command-line values.
+
+use std::path::PathBuf;
+
+use csi_types::{NodeId, PluginName, Topology};
+
+/// The topology key the driver uses when no `--topology` is given.
+pub const DEFAULT_TOPOLOGY_KEY: &str = "topology.local.csi.example.com/node";
+
+/// The plugin name returned by `GetPluginInfo` unless configured otherwise.
+pub const DEFAULT_DRIVER_NAME: &str = "local.csi.example.com";
+
+/// Everything the driver needs to run.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The plugin name (`GetPluginInfo`).
+    pub driver_name: PluginName,
+    /// The directory holding `state.json`, `volumes/` and `snapshots/`.
+    pub state_dir: PathBuf,
+    /// This node's id (`NodeGetInfo`); `ControllerPublishVolume` accepts only it.
+    pub node_id: NodeId,
+    /// Bytes the driver may provision, volumes and snapshots together.
+    pub capacity: u64,
+    /// The attach limit: volumes controller-published to the node at once (0: no limit).
+    pub max_volumes_per_node: u64,
+    /// Where the node is; empty means no accessibility constraints.
+    pub topology: Topology,
+}
+
+impl Config {
+    /// A configuration with the defaults the demo and the tests use: 10 GiB,
+    /// 16 attachments, node `node-1` at `topology.local.csi.example.com/node=node-1`.
+    pub fn with_state_dir(state_dir: impl Into<PathBuf>) -> Config {
+        Config {
+            driver_name: PluginName::new(DEFAULT_DRIVER_NAME).expect("a valid constant"),
+            state_dir: state_dir.into(),
+            node_id: NodeId::new("node-1").expect("a valid constant"),
+            capacity: 10 << 30,
+            max_volumes_per_node: 16,
+            topology: Topology::new([(DEFAULT_TOPOLOGY_KEY, "node-1")]).expect("a valid constant"),
+        }
+    }
+}
+
+/// Parses a size: plain bytes or a number with a binary (`Ki`, `Mi`, `Gi`,
+/// `Ti`) or decimal (`K`, `M`, `G`, `T`) suffix.
+///
+/// ```
+/// assert_eq!(local::config::parse_size("4096").unwrap(), 4096);
+/// assert_eq!(local::config::parse_size("10Gi").unwrap(), 10 << 30);
+/// assert_eq!(local::config::parse_size("2G").unwrap(), 2_000_000_000);
+/// assert!(local::config::parse_size("ten").is_err());
+/// ```
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, suffix) = s.split_at(split);
+    if num.is_empty() {
+        return Err(format!("{s:?} is not a size: expected digits, e.g. 10Gi"));
+    }
+    let n: u64 = num
+        .parse()
+        .map_err(|e| format!("{s:?} is not a size: {e}"))?;
+    let mult: u64 = match suffix {
+        "" | "B" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        "K" | "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        other => {
+            return Err(format!(
+                "{s:?}: unknown size suffix {other:?} (use Ki, Mi, Gi, Ti, K, M, G or T)"
+            ));
+        }
+    };
+    n.checked_mul(mult)
+        .filter(|v| *v <= i64::MAX as u64)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// Parses `--topology` values (`key=value`, repeated) into a checked topology.
+///
+/// ```
+/// let t = local::config::parse_topology(&["zone=z1".to_string()]).unwrap();
+/// assert_eq!(t.get("zone"), Some("z1"));
+/// assert!(local::config::parse_topology(&["zone".to_string()]).is_err());
+/// ```
+pub fn parse_topology(pairs: &[String]) -> Result<Topology, String> {
+    let mut segments = Vec::new();
+    for p in pairs {
+        let (k, v) = p
+            .split_once('=')
+            .ok_or_else(|| format!("--topology {p:?}: expected key=value"))?;
+        segments.push((k.to_string(), v.to_string()));
+    }
+    Topology::new(segments).map_err(|e| format!("--topology: {e}"))
+}
+
+/// The default topology for a node id: `topology.local.csi.example.com/node=<id>`
+/// when the id is a valid segment value, else none.
+pub fn default_topology(node_id: &NodeId) -> Topology {
+    Topology::new([(DEFAULT_TOPOLOGY_KEY, node_id.as_str())]).unwrap_or_default()
+}
+
+/// The machine's host name, for the default node id.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}

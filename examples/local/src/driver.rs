@@ -1,0 +1,425 @@
+//! [`LocalDriver`]: the driver value, its registration with the SDK, and the
+//! helpers its controller and node halves share.
+//!
+//! Every RPC runs on tokio's blocking pool (it does file and mount I/O) and
+//! holds the driver's one lock while it runs: a reference driver on one node
+//! gains nothing from finer locking, and one lock makes every change of the
+//! state, data and mounts happen in a single order. The SDK's [`Plugin`]
+//! already refuses a second call on the same volume while one is in flight.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use csi_types::*;
+
+use crate::config::Config;
+use crate::fsops;
+use crate::state::{CapRec, Store, VolumeRec};
+
+/// Volume sizes are multiples of this (a loop device needs 512-byte multiples).
+pub const GRANULARITY: u64 = 4096;
+
+/// The size of a volume created without a capacity range or a source.
+pub const DEFAULT_VOLUME_SIZE: u64 = 1 << 30;
+
+/// The mutable parameters `CreateVolume` and `ControllerModifyVolume` accept.
+///
+/// - `iops-class`: one of `low`, `standard`, `high` (a label for the volume's
+///   service class; this driver records and reports it).
+/// - `label`: free text of 1 to 63 characters.
+///
+/// Any other key is `INVALID_ARGUMENT`.
+pub const MUTABLE_PARAMETERS: &[&str] = &["iops-class", "label"];
+
+/// The values `iops-class` may take.
+pub const IOPS_CLASSES: &[&str] = &["low", "standard", "high"];
+
+/// The single-node CSI driver. Cheap to clone; clones share state.
+#[derive(Clone)]
+pub struct LocalDriver {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub cfg: Config,
+    store: Mutex<Store>,
+}
+
+impl LocalDriver {
+    /// Opens the state directory (creating it if needed, and removing data
+    /// left by operations a crash cut short) and returns the driver.
+    pub fn open(cfg: Config) -> Result<LocalDriver, String> {
+        let store = Store::open(&cfg.state_dir)?;
+        tracing::info!(
+            state_dir = %cfg.state_dir.display(),
+            volumes = store.state.volumes.len(),
+            snapshots = store.state.snapshots.len(),
+            "state loaded"
+        );
+        Ok(LocalDriver {
+            inner: Arc::new(Inner {
+                cfg,
+                store: Mutex::new(store),
+            }),
+        })
+    }
+
+    /// The driver's configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.cfg
+    }
+
+    /// Registers every service of the driver with the SDK: Identity,
+    /// Controller (all optional parts), GroupController and Node (stage,
+    /// stats, expand).
+    pub fn plugin(&self) -> Result<Plugin, CsiError> {
+        let d = Arc::new(self.clone());
+        Plugin::builder(d.clone())
+            .controller(d.clone())
+            .provisioner(d.clone())
+            .publisher(d.clone())
+            .volume_lister(d.clone())
+            .capacity_reporter(d.clone())
+            .snapshotter(d.clone())
+            .snapshot_lister(d.clone())
+            .snapshot_getter(d.clone())
+            .controller_expander(d.clone())
+            .volume_getter(d.clone())
+            .modifier(d.clone())
+            .group_controller(d.clone())
+            .node(d.clone())
+            .stager(d.clone())
+            .node_stats(d.clone())
+            .node_expander(d)
+            .build()
+    }
+
+    /// Runs a synchronous operation on the blocking pool.
+    async fn run<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Inner) -> Result<T, CsiError> + Send + 'static,
+    ) -> Result<T, CsiError> {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || op(&inner))
+            .await
+            .map_err(|e| CsiError::internal(format!("the operation did not complete: {e}")))?
+    }
+}
+
+impl Inner {
+    /// The store, locked. A panic in an earlier operation left the state as
+    /// it was (changes are made on a copy), so a poisoned lock is safe to take.
+    pub fn lock(&self) -> MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The volume as CSI shows it.
+    pub fn volume_of(&self, id: &str, v: &VolumeRec) -> Result<Volume, CsiError> {
+        let mut vol = Volume::new(VolumeId::new(id)?, v.capacity)
+            .with_context("kind", if v.block { "block" } else { "mount" });
+        for (k, val) in &v.mutable {
+            vol = vol.with_context(k.clone(), val.clone());
+        }
+        if let Some(src) = &v.source {
+            vol = vol.with_content_source(match src {
+                crate::state::SourceRec::Snapshot(s) => {
+                    VolumeContentSource::Snapshot(SnapshotId::new(s.clone())?)
+                }
+                crate::state::SourceRec::Volume(s) => {
+                    VolumeContentSource::Volume(VolumeId::new(s.clone())?)
+                }
+            });
+        }
+        if !self.cfg.topology.segments().is_empty() {
+            vol = vol.with_accessible_topology(self.cfg.topology.clone());
+        }
+        Ok(vol)
+    }
+}
+
+/// Checks a capability this driver can serve; `field` names it in errors.
+pub(crate) fn check_capability(field: &str, cap: &VolumeCapability) -> Result<(), CsiError> {
+    if let Some(m) = cap.mount_options() {
+        if let Some(flag) = fsops::unsupported_mount_flag(&m.mount_flags) {
+            return Err(CsiError::invalid(
+                format!("{field}.mount.mount_flags"),
+                format!(
+                    "mount flag {flag:?} is not supported; supported: {}",
+                    fsops::SUPPORTED_MOUNT_FLAGS.join(", ")
+                ),
+            ));
+        }
+        if m.volume_mount_group.is_some() {
+            return Err(CsiError::invalid(
+                format!("{field}.mount.volume_mount_group"),
+                "this driver does not advertise VOLUME_MOUNT_GROUP",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Why a capability does not fit a volume, if it does not.
+pub(crate) fn mismatch(cap: &VolumeCapability, block: bool) -> Option<String> {
+    if let Err(e) = check_capability("volume_capability", cap) {
+        return Some(e.to_string());
+    }
+    match (cap.is_block(), block) {
+        (true, false) => Some("the volume is a mount (directory) volume, not a block volume".into()),
+        (false, true) => Some("the volume is a block volume, not a mount volume".into()),
+        _ => None,
+    }
+}
+
+/// Checks mutable parameters against [`MUTABLE_PARAMETERS`].
+pub(crate) fn check_mutable(field: &str, params: &Map) -> Result<(), CsiError> {
+    for (k, v) in params {
+        let f = format!("{field}[{k:?}]");
+        match k.as_str() {
+            "iops-class" => {
+                if !IOPS_CLASSES.contains(&v.as_str()) {
+                    return Err(CsiError::invalid(
+                        f,
+                        format!("must be one of {}, got {v:?}", IOPS_CLASSES.join(", ")),
+                    ));
+                }
+            }
+            "label" => {
+                let n = v.chars().count();
+                if n == 0 || n > 63 {
+                    return Err(CsiError::invalid(f, "must be 1 to 63 characters"));
+                }
+            }
+            _ => {
+                return Err(CsiError::invalid(
+                    f,
+                    format!(
+                        "not a mutable parameter of this driver (supported: {})",
+                        MUTABLE_PARAMETERS.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Opaque list tokens: the last id of the previous page, hex-encoded, with
+/// a CRC so that a token this driver did not issue is recognised.
+pub(crate) mod token {
+    use csi_types::CsiError;
+
+    fn crc(kind: &str, id: &str) -> u32 {
+        let mut h = crc32fast::Hasher::new();
+        h.update(kind.as_bytes());
+        h.update(b"\0");
+        h.update(id.as_bytes());
+        h.finalize()
+    }
+
+    /// The token for continuing after `id` in a `kind` listing.
+    pub fn encode(kind: &str, id: &str) -> String {
+        let hex: String = id.bytes().map(|b| format!("{b:02x}")).collect();
+        format!("{hex}.{:08x}", crc(kind, id))
+    }
+
+    /// The id a token continues after; `ABORTED` for a token not issued here.
+    pub fn decode(kind: &str, token: &str) -> Result<String, CsiError> {
+        let bad = || {
+            CsiError::aborted(format!(
+                "starting_token {token:?} was not issued by this plugin's {kind} listing"
+            ))
+        };
+        let (hex, sum) = token.split_once('.').ok_or_else(bad)?;
+        if hex.len() % 2 != 0 || !hex.is_ascii() {
+            return Err(bad());
+        }
+        let bytes = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16))
+            .collect::<Result<Vec<u8>, _>>()
+            .map_err(|_| bad())?;
+        let id = String::from_utf8(bytes).map_err(|_| bad())?;
+        let sum = u32::from_str_radix(sum, 16).map_err(|_| bad())?;
+        if sum != crc(kind, &id) {
+            return Err(bad());
+        }
+        Ok(id)
+    }
+}
+
+/// One page of `items` (sorted by id): those after the token's id, at most
+/// `max`, and the token of the next page. Ids only grow, so a page sequence
+/// neither repeats nor skips an object that exists throughout it, whatever
+/// is created or deleted meanwhile.
+pub(crate) fn page<'a, T: 'a>(
+    kind: &str,
+    items: impl Iterator<Item = (&'a String, T)>,
+    max: Option<u32>,
+    starting_token: Option<&str>,
+) -> Result<(Vec<(&'a String, T)>, Option<String>), CsiError> {
+    let after = starting_token.map(|t| token::decode(kind, t)).transpose()?;
+    let mut rest = items.filter(|(id, _)| after.as_deref().is_none_or(|a| id.as_str() > a));
+    let max = max.map(|m| m as usize).unwrap_or(usize::MAX);
+    let entries: Vec<_> = rest.by_ref().take(max).collect();
+    let next = match (rest.next(), entries.last()) {
+        (Some(_), Some((last, _))) => Some(token::encode(kind, last)),
+        _ => None,
+    };
+    Ok((entries, next))
+}
+
+#[async_trait]
+impl Identity for LocalDriver {
+    async fn get_plugin_info(
+        &self,
+        _: GetPluginInfoRequest,
+    ) -> Result<GetPluginInfoResponse, CsiError> {
+        Ok(GetPluginInfoResponse::new(
+            self.inner.cfg.driver_name.clone(),
+            env!("CARGO_PKG_VERSION"),
+        )?
+        .with_manifest("sdk", "csi-types"))
+    }
+
+    async fn probe(&self, _: ProbeRequest) -> Result<ProbeResponse, CsiError> {
+        self.run(|d| {
+            let root = d.lock().layout.root.clone();
+            std::fs::metadata(&root).map_err(|e| {
+                CsiError::failed_precondition(format!(
+                    "the state directory {} is not usable: {e}",
+                    root.display()
+                ))
+            })?;
+            Ok(ProbeResponse::ready())
+        })
+        .await
+    }
+
+    fn plugin_capabilities(&self) -> PluginCapabilities {
+        let mut caps = PluginCapabilities::VOLUME_EXPANSION_ONLINE;
+        if !self.inner.cfg.topology.segments().is_empty() {
+            caps |= PluginCapabilities::VOLUME_ACCESSIBILITY_CONSTRAINTS;
+        }
+        caps
+    }
+}
+
+/// Forwards each listed trait method to the synchronous `Inner` method of the same name.
+macro_rules! forward {
+    ($trait:ident { $($method:ident: $req:ident => $resp:ident),* $(,)? } $($extra:item)*) => {
+        #[async_trait]
+        impl $trait for LocalDriver {
+            $(
+                async fn $method(&self, req: $req) -> Result<$resp, CsiError> {
+                    self.run(move |d| d.$method(req)).await
+                }
+            )*
+            $($extra)*
+        }
+    };
+}
+
+forward!(Controller {
+    validate_volume_capabilities: ValidateVolumeCapabilitiesRequest => ValidateVolumeCapabilitiesResponse,
+}
+    fn feature_capabilities(&self) -> ControllerCapabilities {
+        ControllerCapabilities::CLONE_VOLUME
+            | ControllerCapabilities::PUBLISH_READONLY
+            | ControllerCapabilities::LIST_VOLUMES_PUBLISHED_NODES
+            | ControllerCapabilities::VOLUME_CONDITION
+            | ControllerCapabilities::SINGLE_NODE_MULTI_WRITER
+    }
+);
+forward!(Provisioner {
+    create_volume: CreateVolumeRequest => CreateVolumeResponse,
+    delete_volume: DeleteVolumeRequest => DeleteVolumeResponse,
+});
+forward!(ControllerPublisher {
+    controller_publish_volume: ControllerPublishVolumeRequest => ControllerPublishVolumeResponse,
+    controller_unpublish_volume: ControllerUnpublishVolumeRequest => ControllerUnpublishVolumeResponse,
+});
+forward!(VolumeLister { list_volumes: ListVolumesRequest => ListVolumesResponse });
+forward!(CapacityReporter { get_capacity: GetCapacityRequest => GetCapacityResponse });
+forward!(Snapshotter {
+    create_snapshot: CreateSnapshotRequest => CreateSnapshotResponse,
+    delete_snapshot: DeleteSnapshotRequest => DeleteSnapshotResponse,
+});
+forward!(SnapshotLister { list_snapshots: ListSnapshotsRequest => ListSnapshotsResponse });
+forward!(SnapshotGetter { get_snapshot: GetSnapshotRequest => GetSnapshotResponse });
+forward!(ControllerExpander {
+    controller_expand_volume: ControllerExpandVolumeRequest => ControllerExpandVolumeResponse,
+});
+forward!(VolumeGetter {
+    controller_get_volume: ControllerGetVolumeRequest => ControllerGetVolumeResponse,
+});
+forward!(VolumeModifier {
+    controller_modify_volume: ControllerModifyVolumeRequest => ControllerModifyVolumeResponse,
+});
+forward!(GroupController {
+    create_volume_group_snapshot: CreateVolumeGroupSnapshotRequest => CreateVolumeGroupSnapshotResponse,
+    delete_volume_group_snapshot: DeleteVolumeGroupSnapshotRequest => DeleteVolumeGroupSnapshotResponse,
+    get_volume_group_snapshot: GetVolumeGroupSnapshotRequest => GetVolumeGroupSnapshotResponse,
+});
+forward!(Node {
+    node_publish_volume: NodePublishVolumeRequest => NodePublishVolumeResponse,
+    node_unpublish_volume: NodeUnpublishVolumeRequest => NodeUnpublishVolumeResponse,
+    node_get_info: NodeGetInfoRequest => NodeGetInfoResponse,
+}
+    fn feature_capabilities(&self) -> NodeCapabilities {
+        NodeCapabilities::VOLUME_CONDITION | NodeCapabilities::SINGLE_NODE_MULTI_WRITER
+    }
+);
+forward!(NodeStager {
+    node_stage_volume: NodeStageVolumeRequest => NodeStageVolumeResponse,
+    node_unstage_volume: NodeUnstageVolumeRequest => NodeUnstageVolumeResponse,
+});
+forward!(NodeVolumeStats {
+    node_get_volume_stats: NodeGetVolumeStatsRequest => NodeGetVolumeStatsResponse,
+});
+forward!(NodeExpander { node_expand_volume: NodeExpandVolumeRequest => NodeExpandVolumeResponse });
+
+/// A stored capability, for comparisons.
+pub(crate) fn cap_rec(c: &VolumeCapability) -> CapRec {
+    CapRec::from_cap(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip_and_forgeries_abort() {
+        let t = token::encode("volumes", "vol-000000000042");
+        assert_eq!(token::decode("volumes", &t).unwrap(), "vol-000000000042");
+        for bad in ["", "zz", "abc.def", "00.00000000", &t[1..]] {
+            let e = token::decode("volumes", bad).unwrap_err();
+            assert_eq!(e.code(), Code::Aborted, "{bad:?}");
+        }
+        // A snapshot token is not a volume token.
+        let s = token::encode("snapshots", "vol-000000000042");
+        assert_eq!(token::decode("volumes", &s).unwrap_err().code(), Code::Aborted);
+    }
+
+    #[test]
+    fn pages_continue_after_the_token() {
+        let ids: Vec<String> = (0..5).map(|i| format!("v{i}")).collect();
+        let (p1, t1) = page("k", ids.iter().map(|i| (i, ())), Some(2), None).unwrap();
+        assert_eq!(p1.iter().map(|(i, _)| i.as_str()).collect::<Vec<_>>(), ["v0", "v1"]);
+        let (p2, t2) = page("k", ids.iter().map(|i| (i, ())), Some(3), t1.as_deref()).unwrap();
+        assert_eq!(p2.iter().map(|(i, _)| i.as_str()).collect::<Vec<_>>(), ["v2", "v3", "v4"]);
+        assert_eq!(t2, None);
+    }
+
+    #[test]
+    fn mutable_parameters_are_checked() {
+        let ok: Map = [("iops-class".into(), "high".into()), ("label".into(), "x".into())].into();
+        assert!(check_mutable("mutable_parameters", &ok).is_ok());
+        let bad: Map = [("iops".into(), "1".into())].into();
+        let e = check_mutable("mutable_parameters", &bad).unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(e.to_string().contains("mutable_parameters[\"iops\"]"), "{e}");
+        let bad: Map = [("iops-class".into(), "ludicrous".into())].into();
+        assert!(check_mutable("m", &bad).is_err());
+    }
+}

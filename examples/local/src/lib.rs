@@ -1,0 +1,82 @@
+//! `local`: the reference single-node CSI driver of the `csi-types` SDK.
+//!
+//! It serves Identity, Controller, GroupController and Node on one socket
+//! and stores every volume under its state directory: a *mount* volume is a
+//! directory whose size the driver accounts, a *block* volume is a sparse
+//! image of the volume's size. Staging and publishing are real bind mounts
+//! (read-only publishes are read-only bind mounts) and, for block volumes,
+//! loop devices. Snapshots and clones really copy the data. The metadata is
+//! saved atomically (temp file, fsync, rename, fsync of the directory), so a
+//! driver killed at any instant restarts with every volume it acknowledged
+//! and none half made.
+//!
+//! Use it to learn the SDK (the driver is written only against
+//! [`csi_types::driver`]'s traits), as a storage backend for a one-node
+//! cluster or a CI job, and as the subject of the conformance suite. The
+//! binary (`cargo run -p local -- --help`) serves it; `cargo run -p local --
+//! demo` runs it end to end against itself.
+//!
+//! # Example: the driver in process
+//!
+//! ```
+//! use csi_types::*;
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let driver = local::LocalDriver::open(local::Config::with_state_dir(dir.path()))?;
+//! let plugin = driver.plugin()?;
+//!
+//! let req = CreateVolumeRequest {
+//!     name: VolumeName::new("pvc-1")?,
+//!     capacity_range: Some(CapacityRange::exactly(64 << 20)),
+//!     volume_capabilities: vec![VolumeCapability::mount(AccessMode::SingleNodeWriter)],
+//!     parameters: Map::new(),
+//!     secrets: Secrets::default(),
+//!     volume_content_source: None,
+//!     accessibility_requirements: None,
+//!     mutable_parameters: Map::new(),
+//! };
+//! let vol = Csi::create_volume(&plugin, req.clone()).await?.volume;
+//! assert_eq!(vol.capacity_bytes, 64 << 20);
+//! // Idempotent by name.
+//! assert_eq!(Csi::create_volume(&plugin, req).await?.volume, vol);
+//!
+//! let cap = Csi::get_capacity(&plugin, GetCapacityRequest::default()).await?;
+//! assert_eq!(cap.available_capacity, (10 << 30) - (64 << 20));
+//! # Ok(()) }
+//! ```
+//!
+//! Serve it on a socket with [`serve`], or call it over one with
+//! `csi_types::client::Client`.
+//!
+//! # Features
+//!
+//! None: the crate is a binary with its driver exposed as a library for
+//! tests and embedding.
+
+pub mod config;
+mod controller;
+pub mod demo;
+mod driver;
+mod fsops;
+mod node;
+mod state;
+
+pub use config::Config;
+pub use driver::{
+    DEFAULT_VOLUME_SIZE, GRANULARITY, IOPS_CLASSES, LocalDriver, MUTABLE_PARAMETERS,
+};
+pub use fsops::is_root;
+
+/// Serves the driver on `endpoint` (`unix:///path`) until `shutdown`
+/// completes; the socket file is removed on the way out.
+pub async fn serve(
+    driver: &LocalDriver,
+    endpoint: &str,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), String> {
+    let plugin = driver.plugin().map_err(|e| e.to_string())?;
+    csi_types::server::serve(plugin, endpoint, shutdown)
+        .await
+        .map_err(|e| e.to_string())
+}

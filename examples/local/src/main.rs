@@ -1,0 +1,122 @@
+//! The `local` CSI driver binary: `local [OPTIONS]` serves it, `local demo`
+//! runs it end to end against itself.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use csi_types::{NodeId, PluginName};
+use local::config::{self, Config};
+
+/// A single-node CSI driver: volumes are directories and sparse images under
+/// --state-dir, published with bind mounts and loop devices.
+#[derive(Parser, Debug)]
+#[command(name = "local", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    /// Where to serve CSI (unix:///path/to/csi.sock).
+    #[arg(long, env = "CSI_ENDPOINT", default_value = "unix:///run/csi-local/csi.sock")]
+    endpoint: String,
+
+    /// Directory for volume data and the driver's state.
+    #[arg(long, default_value = "/var/lib/csi-local")]
+    state_dir: PathBuf,
+
+    /// This node's id (default: the host name).
+    #[arg(long)]
+    node_id: Option<String>,
+
+    /// Bytes the driver may provision, volumes and snapshots together (e.g. 100Gi).
+    #[arg(long, default_value = "100Gi", value_parser = config::parse_size)]
+    capacity: u64,
+
+    /// The attach limit reported by NodeGetInfo and enforced by ControllerPublishVolume (0: none).
+    #[arg(long, default_value_t = 16)]
+    max_volumes_per_node: u64,
+
+    /// The node's topology, KEY=VALUE, repeatable (default: topology.local.csi.example.com/node=<node-id>).
+    #[arg(long = "topology", value_name = "KEY=VALUE")]
+    topology: Vec<String>,
+
+    /// The plugin name reported by GetPluginInfo.
+    #[arg(long, default_value = config::DEFAULT_DRIVER_NAME)]
+    driver_name: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve the driver (the default).
+    Serve,
+    /// Start the driver on a temporary socket and state directory and drive
+    /// it end to end over gRPC: create, stage, publish, write, snapshot,
+    /// clone, read-only publish, expand, stats, teardown.
+    Demo,
+}
+
+fn logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn config(cli: &Cli) -> Result<Config, String> {
+    let node_id = cli.node_id.clone().unwrap_or_else(config::hostname);
+    let node_id = NodeId::new(node_id).map_err(|e| format!("--node-id: {e}"))?;
+    let topology = if cli.topology.is_empty() {
+        config::default_topology(&node_id)
+    } else {
+        config::parse_topology(&cli.topology)?
+    };
+    Ok(Config {
+        driver_name: PluginName::new(cli.driver_name.clone())
+            .map_err(|e| format!("--driver-name: {e}"))?,
+        state_dir: cli.state_dir.clone(),
+        node_id,
+        capacity: cli.capacity,
+        max_volumes_per_node: cli.max_volumes_per_node,
+        topology,
+    })
+}
+
+async fn serve(cli: Cli) -> Result<(), String> {
+    let cfg = config(&cli)?;
+    let driver = local::LocalDriver::open(cfg)?;
+    tracing::info!(
+        endpoint = %cli.endpoint,
+        node_id = %driver.config().node_id,
+        capacity = driver.config().capacity,
+        "starting the local CSI driver"
+    );
+    local::serve(&driver, &cli.endpoint, csi_types::server::shutdown_signal()).await
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Demo) => {
+            logging("warn");
+            if local::demo::run(&mut std::io::stdout()).await {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Some(Command::Serve) | None => {
+            logging("info");
+            match serve(cli).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    eprintln!("local: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,441 @@
+//! The Node service: staging and publishing with real bind mounts (mount
+//! volumes) and loop devices (block volumes), usage from the filesystem.
+//!
+//! A mount volume is staged by bind-mounting its directory on the staging
+//! path and published by bind-mounting the staging path on the target
+//! (remounted read-only for a read-only publish). A block volume is staged
+//! by checking that loop devices work, and published by attaching its image
+//! to a free loop device (read-only for a read-only publish) and
+//! bind-mounting the device node on the target file.
+//!
+//! Each mount is made before the record of it is saved, and a path that is
+//! mounted without a record (left by a crash between the two) is unmounted
+//! before it is used again, so a retried call never stacks mounts.
+
+use std::fs;
+use std::path::Path;
+
+use csi_types::*;
+
+use crate::driver::{Inner, cap_rec, mismatch};
+use crate::fsops;
+use crate::state::{PublishRec, StageRec, io_err};
+
+fn not_found_volume(id: &str) -> CsiError {
+    CsiError::not_found(format!("volume {id:?} does not exist"))
+}
+
+/// A mount failure. `EPERM` means the driver lacks the privilege to mount.
+fn mount_err(what: String, e: std::io::Error) -> CsiError {
+    if e.kind() == std::io::ErrorKind::PermissionDenied {
+        CsiError::failed_precondition(format!(
+            "{what}: {e} (the node plugin must run as root to mount)"
+        ))
+    } else {
+        io_err(what, e)
+    }
+}
+
+/// Whether a capability's access mode forces a read-only publish.
+fn read_only_mode(cap: &VolumeCapability) -> bool {
+    cap.access_mode.is_read_only()
+}
+
+impl Inner {
+    pub fn node_stage_volume(
+        &self,
+        req: NodeStageVolumeRequest,
+    ) -> Result<NodeStageVolumeResponse, CsiError> {
+        let id = req.volume_id.as_str();
+        let staging = req.staging_target_path.as_path();
+        let mut store = self.lock();
+        let v = store.state.volumes.get(id).ok_or_else(|| not_found_volume(id))?;
+        if let Some(why) = mismatch(&req.volume_capability, v.block) {
+            return Err(CsiError::failed_precondition(format!(
+                "cannot stage volume {id} with this capability: {why}"
+            )));
+        }
+        let rec = StageRec {
+            volume_id: id.to_string(),
+            cap: cap_rec(&req.volume_capability),
+        };
+        let key = req.staging_target_path.to_string();
+        if let Some(existing) = store.state.staged.get(&key) {
+            if *existing != rec {
+                return Err(CsiError::already_exists(format!(
+                    "{key} already has volume {} staged with another capability",
+                    existing.volume_id
+                )));
+            }
+        }
+        let block = v.block;
+        let data = store.layout.volume_path(id, block);
+        if block {
+            if let Some(why) = fsops::loop_unavailable() {
+                return Err(CsiError::failed_precondition(why));
+            }
+        } else {
+            fs::create_dir_all(staging)
+                .map_err(|e| io_err(format!("creating {}", staging.display()), e))?;
+            let mounted = fsops::is_mount_point(staging)
+                .map_err(|e| io_err(format!("inspecting {}", staging.display()), e))?;
+            let recorded = store.state.staged.contains_key(&key);
+            if mounted && !recorded {
+                // A mount left by a crash before its record was saved.
+                fsops::unmount_all(staging)
+                    .map_err(|e| mount_err(format!("unmounting {}", staging.display()), e))?;
+            }
+            if !(mounted && recorded) {
+                fsops::bind_mount(&data, staging, &[], false).map_err(|e| {
+                    mount_err(
+                        format!("bind-mounting {} on {}", data.display(), staging.display()),
+                        e,
+                    )
+                })?;
+            }
+        }
+        if store.state.staged.get(&key) == Some(&rec) {
+            return Ok(NodeStageVolumeResponse {});
+        }
+        let mut next = store.state.clone();
+        next.staged.insert(key, rec);
+        if let Err(e) = store.commit(next) {
+            if !block {
+                let _ = fsops::unmount_all(staging);
+            }
+            return Err(e);
+        }
+        tracing::info!(volume_id = %id, staging = %staging.display(), "volume staged");
+        Ok(NodeStageVolumeResponse {})
+    }
+
+    pub fn node_unstage_volume(
+        &self,
+        req: NodeUnstageVolumeRequest,
+    ) -> Result<NodeUnstageVolumeResponse, CsiError> {
+        let id = req.volume_id.as_str();
+        let key = req.staging_target_path.to_string();
+        let staging = req.staging_target_path.as_path();
+        let mut store = self.lock();
+        let staged_here = store.state.staged.get(&key).is_some_and(|s| s.volume_id == id);
+        if !staged_here {
+            if !store.state.volumes.contains_key(id) {
+                return Err(not_found_volume(id));
+            }
+            return Ok(NodeUnstageVolumeResponse {});
+        }
+        if let Some(target) = store
+            .state
+            .published
+            .iter()
+            .find(|(_, p)| p.volume_id == id && p.staging == key)
+            .map(|(t, _)| t)
+        {
+            return Err(CsiError::failed_precondition(format!(
+                "volume {id} is still published at {target} from {key}; unpublish it first"
+            )));
+        }
+        fsops::unmount_all(staging)
+            .map_err(|e| mount_err(format!("unmounting {}", staging.display()), e))?;
+        let mut next = store.state.clone();
+        next.staged.remove(&key);
+        store.commit(next)?;
+        tracing::info!(volume_id = %id, staging = %key, "volume unstaged");
+        Ok(NodeUnstageVolumeResponse {})
+    }
+
+    pub fn node_publish_volume(
+        &self,
+        req: NodePublishVolumeRequest,
+    ) -> Result<NodePublishVolumeResponse, CsiError> {
+        let id = req.volume_id.as_str();
+        let target = req.target_path.as_path();
+        let key = req.target_path.to_string();
+        let mut store = self.lock();
+        let v = store.state.volumes.get(id).ok_or_else(|| not_found_volume(id))?;
+        let staging = req.staging_target_path.as_ref().ok_or_else(|| {
+            CsiError::failed_precondition(
+                "staging_target_path is not set: this plugin has STAGE_UNSTAGE_VOLUME; call NodeStageVolume first",
+            )
+        })?;
+        if store.state.staged.get(staging.as_str()).is_none_or(|s| s.volume_id != id) {
+            return Err(CsiError::failed_precondition(format!(
+                "volume {id} is not staged at {staging}; call NodeStageVolume first"
+            )));
+        }
+        if let Some(why) = mismatch(&req.volume_capability, v.block) {
+            return Err(CsiError::failed_precondition(format!(
+                "cannot publish volume {id} with this capability: {why}"
+            )));
+        }
+        let controller_ro = v
+            .published
+            .get(self.cfg.node_id.as_str())
+            .is_some_and(|p| p.readonly);
+        let readonly = req.readonly || controller_ro || read_only_mode(&req.volume_capability);
+        let wanted = PublishRec {
+            volume_id: id.to_string(),
+            cap: cap_rec(&req.volume_capability),
+            readonly,
+            staging: staging.to_string(),
+            loop_device: None,
+        };
+        let same = |p: &PublishRec| PublishRec { loop_device: None, ..p.clone() } == wanted;
+        if let Some(existing) = store.state.published.get(&key) {
+            if !same(existing) {
+                return Err(CsiError::already_exists(format!(
+                    "{key} already has volume {} published with other arguments (readonly={})",
+                    existing.volume_id, existing.readonly
+                )));
+            }
+            if fsops::is_mount_point(target).unwrap_or(false) {
+                return Ok(NodePublishVolumeResponse {});
+            }
+            // The record outlived its mount (a reboot, an outside umount): mount again below.
+        }
+        if req.volume_capability.access_mode == AccessMode::SingleNodeSingleWriter && !readonly {
+            if let Some(other) = store
+                .state
+                .published
+                .iter()
+                .find(|(t, p)| p.volume_id == id && !p.readonly && **t != key)
+                .map(|(t, _)| t)
+            {
+                return Err(CsiError::failed_precondition(format!(
+                    "volume {id} is SINGLE_NODE_SINGLE_WRITER and already published read-write at {other}"
+                )));
+            }
+        }
+        let block = v.block;
+        let data = store.layout.volume_path(id, block);
+        let mounted = fsops::is_mount_point(target)
+            .map_err(|e| io_err(format!("inspecting {}", target.display()), e))?;
+        if mounted {
+            fsops::unmount_all(target)
+                .map_err(|e| mount_err(format!("unmounting {}", target.display()), e))?;
+        }
+        let mut rec = wanted;
+        if block {
+            fsops::create_target_file(target)
+                .map_err(|e| io_err(format!("creating {}", target.display()), e))?;
+            let dev = fsops::loop_attach(&data, readonly).map_err(|e| {
+                let _ = fs::remove_file(target);
+                CsiError::failed_precondition(format!(
+                    "cannot attach {} to a loop device: {e}",
+                    data.display()
+                ))
+            })?;
+            if let Err(e) = fsops::bind_mount(Path::new(&dev), target, &[], readonly) {
+                let _ = fsops::loop_detach(&dev);
+                let _ = fs::remove_file(target);
+                return Err(mount_err(format!("bind-mounting {dev} on {}", target.display()), e));
+            }
+            rec.loop_device = Some(dev);
+        } else {
+            match fs::create_dir(target) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && target.is_dir() => {}
+                Err(e) => return Err(io_err(format!("creating {}", target.display()), e)),
+            }
+            let flags = req
+                .volume_capability
+                .mount_options()
+                .map(|m| m.mount_flags.clone())
+                .unwrap_or_default();
+            fsops::bind_mount(staging.as_path(), target, &flags, readonly).map_err(|e| {
+                let _ = fs::remove_dir(target);
+                mount_err(format!("bind-mounting {staging} on {}", target.display()), e)
+            })?;
+        }
+        let mut next = store.state.clone();
+        next.published.insert(key, rec.clone());
+        if let Err(e) = store.commit(next) {
+            undo_publish(target, &rec);
+            return Err(e);
+        }
+        tracing::info!(volume_id = %id, target = %target.display(), readonly, device = ?rec.loop_device, "volume published");
+        Ok(NodePublishVolumeResponse {})
+    }
+
+    pub fn node_unpublish_volume(
+        &self,
+        req: NodeUnpublishVolumeRequest,
+    ) -> Result<NodeUnpublishVolumeResponse, CsiError> {
+        let id = req.volume_id.as_str();
+        let key = req.target_path.to_string();
+        let target = req.target_path.as_path();
+        let mut store = self.lock();
+        let rec = match store.state.published.get(&key) {
+            Some(p) if p.volume_id == id => p.clone(),
+            _ => {
+                if !store.state.volumes.contains_key(id) {
+                    return Err(not_found_volume(id));
+                }
+                return Ok(NodeUnpublishVolumeResponse {});
+            }
+        };
+        fsops::unmount_all(target)
+            .map_err(|e| mount_err(format!("unmounting {}", target.display()), e))?;
+        if let Some(dev) = &rec.loop_device {
+            detach_if_ours(dev, &store.layout.volume_path(id, true));
+        }
+        let removed = if rec.cap.block { fs::remove_file(target) } else { fs::remove_dir(target) };
+        if let Err(e) = removed
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            return Err(io_err(format!("removing {}", target.display()), e));
+        }
+        let mut next = store.state.clone();
+        next.published.remove(&key);
+        store.commit(next)?;
+        tracing::info!(volume_id = %id, target = %key, "volume unpublished");
+        Ok(NodeUnpublishVolumeResponse {})
+    }
+
+    pub fn node_get_volume_stats(
+        &self,
+        req: NodeGetVolumeStatsRequest,
+    ) -> Result<NodeGetVolumeStatsResponse, CsiError> {
+        let id = req.volume_id.as_str();
+        let path = req.volume_path.as_path();
+        let store = self.lock();
+        let v = store.state.volumes.get(id).ok_or_else(|| not_found_volume(id))?;
+        let key = req.volume_path.as_str();
+        let published = store.state.published.get(key).is_some_and(|p| p.volume_id == id);
+        let staged = store.state.staged.get(key).is_some_and(|s| s.volume_id == id);
+        if !published && !staged {
+            return Err(CsiError::not_found(format!(
+                "volume {id} is neither published nor staged at {key}"
+            )));
+        }
+        if !path.exists() {
+            return Err(CsiError::not_found(format!("volume path {key} does not exist")));
+        }
+        let data = store.layout.volume_path(id, v.block);
+        let used = fsops::allocated_bytes(&data)
+            .map_err(|e| io_err(format!("measuring {}", data.display()), e))?;
+        let mut usage = Vec::new();
+        let condition;
+        if v.block {
+            usage.push(VolumeUsage {
+                unit: UsageUnit::Bytes,
+                total: v.capacity,
+                available: v.capacity.saturating_sub(used),
+                used,
+            });
+            condition = if published && !fsops::is_mount_point(path).unwrap_or(false) {
+                VolumeCondition::abnormal(format!("the device is no longer mounted at {key}"))
+            } else {
+                VolumeCondition::healthy(format!("{used} of {} bytes allocated", v.capacity))
+            };
+        } else {
+            let fs = fsops::fs_stats(path)
+                .map_err(|e| io_err(format!("statvfs {}", path.display()), e))?;
+            usage.push(VolumeUsage {
+                unit: UsageUnit::Bytes,
+                total: v.capacity,
+                available: v.capacity.saturating_sub(used).min(fs.bytes_available),
+                used,
+            });
+            usage.push(VolumeUsage {
+                unit: UsageUnit::Inodes,
+                total: fs.inodes_total,
+                available: fs.inodes_free,
+                used: fs.inodes_total.saturating_sub(fs.inodes_free),
+            });
+            condition = if !fsops::is_mount_point(path).unwrap_or(false) {
+                VolumeCondition::abnormal(format!("the volume is no longer mounted at {key}"))
+            } else if used > v.capacity {
+                VolumeCondition::abnormal(format!("uses {used} bytes, over its quota of {} bytes", v.capacity))
+            } else {
+                VolumeCondition::healthy(format!("mounted, {used} of {} bytes used", v.capacity))
+            };
+        }
+        Ok(NodeGetVolumeStatsResponse {
+            usage,
+            volume_condition: Some(condition),
+        })
+    }
+
+    pub fn node_expand_volume(
+        &self,
+        req: NodeExpandVolumeRequest,
+    ) -> Result<NodeExpandVolumeResponse, CsiError> {
+        let id = req.volume_id.as_str();
+        let key = req.volume_path.as_str();
+        let store = self.lock();
+        let v = store.state.volumes.get(id).ok_or_else(|| not_found_volume(id))?;
+        let published = store.state.published.get(key).is_some_and(|p| p.volume_id == id);
+        let staged = store.state.staged.get(key).is_some_and(|s| s.volume_id == id);
+        if !published && !staged {
+            return Err(CsiError::not_found(format!(
+                "volume {id} is neither published nor staged at {key}"
+            )));
+        }
+        if let Some(c) = &req.volume_capability
+            && let Some(why) = mismatch(c, v.block)
+        {
+            return Err(CsiError::invalid("volume_capability", why));
+        }
+        if let Some(r) = &req.capacity_range {
+            if r.required_bytes.is_some_and(|b| b > v.capacity) {
+                return Err(CsiError::out_of_range(format!(
+                    "volume {id} is {} bytes; call ControllerExpandVolume before asking the node for more",
+                    v.capacity
+                )));
+            }
+            if r.limit_bytes.is_some_and(|l| l < v.capacity) {
+                return Err(CsiError::out_of_range(format!(
+                    "volume {id} is already {} bytes, more than limit_bytes",
+                    v.capacity
+                )));
+            }
+        }
+        if v.block {
+            // Every loop device of the volume learns the image's new size.
+            for p in store.state.published.values().filter(|p| p.volume_id == id) {
+                if let Some(dev) = &p.loop_device {
+                    fsops::loop_refresh(dev)
+                        .map_err(|e| io_err(format!("refreshing the size of {dev}"), e))?;
+                }
+            }
+        }
+        Ok(NodeExpandVolumeResponse {
+            capacity_bytes: Some(v.capacity),
+        })
+    }
+
+    pub fn node_get_info(&self, _: NodeGetInfoRequest) -> Result<NodeGetInfoResponse, CsiError> {
+        let mut info = NodeGetInfoResponse::new(self.cfg.node_id.clone());
+        if self.cfg.max_volumes_per_node > 0 {
+            info = info.with_max_volumes(self.cfg.max_volumes_per_node);
+        }
+        if !self.cfg.topology.segments().is_empty() {
+            info = info.with_topology(self.cfg.topology.clone());
+        }
+        Ok(info)
+    }
+}
+
+/// Detaches a loop device if it still serves `image` (it may have been
+/// detached and reused since).
+fn detach_if_ours(dev: &str, image: &Path) {
+    let ours = fsops::loop_backing_file(dev)
+        .is_some_and(|b| fs::canonicalize(image).is_ok_and(|i| i == b) || b == image);
+    if ours {
+        if let Err(e) = fsops::loop_detach(dev) {
+            tracing::warn!(device = dev, error = %e, "could not detach loop device");
+        }
+    }
+}
+
+/// Undoes a publish whose record could not be saved.
+fn undo_publish(target: &Path, rec: &PublishRec) {
+    let _ = fsops::unmount_all(target);
+    if let Some(dev) = &rec.loop_device {
+        let _ = fsops::loop_detach(dev);
+        let _ = fs::remove_file(target);
+    } else {
+        let _ = fs::remove_dir(target);
+    }
+}
