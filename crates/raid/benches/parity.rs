@@ -80,24 +80,36 @@ fn bench_parity(c: &mut Criterion) {
         let mut damaged: Vec<Option<Bytes>> = full.iter().cloned().map(Some).collect();
         damaged[sl.data[1]] = None;
         damaged[sl.data[5]] = None;
+        // In place: the two lost buffers are overwritten, nothing is allocated.
         let mut group = c.benchmark_group(format!("reconstruct_two/{label}"));
         group.throughput(Throughput::Bytes((DATA * len) as u64));
+        let lost = [sl.data[1], sl.data[5]];
         for backend in Backend::all_available() {
             let e = ParityEngine::with_backend(backend).unwrap();
+            let mut bufs: Vec<bytes::BytesMut> =
+                full.iter().map(|b| bytes::BytesMut::from(&b[..])).collect();
             group.bench_function(BenchmarkId::from_parameter(format!("{backend:?}")), |b| {
-                b.iter(|| e.reconstruct_stripe(&sl, black_box(&damaged)).unwrap())
+                b.iter(|| {
+                    e.reconstruct_in_place(&sl, black_box(&mut bufs), &lost)
+                        .unwrap()
+                })
             });
         }
+        // The `Bytes` API, which allocates the rebuilt members.
+        let e = ParityEngine::detect();
+        group.bench_function(BenchmarkId::from_parameter("detected-bytes-api"), |b| {
+            b.iter(|| e.reconstruct_stripe(&sl, black_box(&damaged)).unwrap())
+        });
         rs.encode(&mut shards).unwrap();
-        let mut opt: Vec<Option<Vec<u8>>> = shards.iter().cloned().map(Some).collect();
+        let mut flagged: Vec<(Vec<u8>, bool)> = shards.iter().cloned().map(|s| (s, true)).collect();
         group.bench_function(
             BenchmarkId::from_parameter("reed-solomon-erasure-8+2"),
             |b| {
                 b.iter(|| {
-                    // Like reconstruct_stripe, allocate the two rebuilt shards each time.
-                    opt[1] = None;
-                    opt[5] = None;
-                    rs.reconstruct_data(black_box(&mut opt)).unwrap();
+                    // The (buffer, present) form rebuilds in place, like reconstruct_in_place.
+                    flagged[1].1 = false;
+                    flagged[5].1 = false;
+                    rs.reconstruct_data(black_box(&mut flagged)).unwrap();
                 })
             },
         );

@@ -208,11 +208,11 @@ impl ParityEngine {
         }
     }
 
-    /// `dst = c · (a ⊕ b)` byte-wise in GF(2^8).
-    fn mul_xor(&self, c: u8, a: &[u8], b: &[u8], dst: &mut [u8]) {
+    /// `dst = c · (a ⊕ dst)` byte-wise in GF(2^8).
+    fn mul_xor(&self, c: u8, a: &[u8], dst: &mut [u8]) {
         match self.backend {
-            Backend::Reference | Backend::Portable => reference::mul_xor(c, a, b, dst),
-            be => simd::mul_xor(be, c, a, b, dst),
+            Backend::Reference | Backend::Portable => reference::mul_xor(c, a, dst),
+            be => simd::mul_xor(be, c, a, dst),
         }
     }
 
@@ -276,10 +276,9 @@ impl ParityEngine {
         s[a] = None;
         let len = check_lens(&s, &[q.len()])?;
         let mut px = vec![0u8; len];
-        let mut qx = vec![0u8; len];
-        self.gen_syndrome(&s, &mut px, &mut qx)?;
         let mut out = vec![0u8; len];
-        self.mul_xor(gf_inv(gf_exp(a)), q, &qx, &mut out);
+        self.gen_syndrome(&s, &mut px, &mut out)?;
+        self.mul_xor(gf_inv(gf_exp(a)), q, &mut out);
         Ok(out)
     }
 
@@ -325,20 +324,101 @@ impl ParityEngine {
     /// Rebuild the missing members (`None`) of one stripe from the present
     /// ones: any one member for RAID4/5, any two for RAID6, P and Q
     /// included. Returns every member's buffer; present ones are returned
-    /// as given (a cheap `Bytes` clone).
+    /// as given (a cheap `Bytes` clone), missing ones freshly allocated.
     pub fn reconstruct_stripe(
         &self,
         layout: &StripeLayout,
         members: &[Option<Bytes>],
     ) -> Result<Vec<Bytes>> {
-        let n = layout.data.len() + 1 + usize::from(layout.q.is_some());
-        if members.len() != n {
+        let views: Vec<Option<&[u8]>> = members.iter().map(|m| m.as_deref()).collect();
+        let len = check_stripe(layout, &views)?;
+        let missing: Vec<usize> = (0..views.len()).filter(|&m| views[m].is_none()).collect();
+        let mut bufs: Vec<Vec<u8>> = missing.iter().map(|_| vec![0u8; len]).collect();
+        {
+            let mut outs: Vec<(usize, &mut [u8])> = missing
+                .iter()
+                .copied()
+                .zip(bufs.iter_mut().map(|b| &mut b[..]))
+                .collect();
+            self.reconstruct_core(layout, &views, &mut outs, len)?;
+        }
+        let mut rebuilt = missing.into_iter().zip(bufs).peekable();
+        Ok(members
+            .iter()
+            .enumerate()
+            .map(|(m, present)| match present {
+                Some(b) => b.clone(),
+                None => match rebuilt.next_if(|(i, _)| *i == m) {
+                    Some((_, buf)) => Bytes::from(buf),
+                    None => Bytes::new(),
+                },
+            })
+            .collect())
+    }
+
+    /// Rebuild the members listed in `missing` in place: their buffers in
+    /// `members` are overwritten (their old contents are ignored), the others
+    /// are read. All buffers must have the same length. This form does not
+    /// allocate for data and P/Q-with-data losses, which matters for large
+    /// chunks.
+    pub fn reconstruct_in_place(
+        &self,
+        layout: &StripeLayout,
+        members: &mut [BytesMut],
+        missing: &[usize],
+    ) -> Result<()> {
+        if let Some(&m) = missing.iter().find(|&&m| m >= members.len()) {
             return Err(RaidError::BadBuffers(format!(
-                "stripe has {n} members but {} buffers were given",
+                "missing member {m} is not below the {} buffers given",
                 members.len()
             )));
         }
-        let missing: Vec<usize> = (0..n).filter(|&m| members[m].is_none()).collect();
+        let mut missing: Vec<usize> = missing.to_vec();
+        missing.sort_unstable();
+        missing.dedup();
+        let len = members.first().map_or(0, |b| b.len());
+        if let Some(i) = members.iter().position(|b| b.len() != len) {
+            return Err(RaidError::BadBuffers(format!(
+                "member {i} buffer has {} bytes, member 0 has {len}",
+                members[i].len()
+            )));
+        }
+        // Move the buffers to rebuild out so that the rest can be borrowed
+        // immutably; they are put back whatever happens.
+        let mut taken: Vec<BytesMut> = missing
+            .iter()
+            .map(|&m| std::mem::take(&mut members[m]))
+            .collect();
+        let result = {
+            let views: Vec<Option<&[u8]>> = members
+                .iter()
+                .enumerate()
+                .map(|(i, b)| (!missing.contains(&i)).then_some(&b[..]))
+                .collect();
+            let mut outs: Vec<(usize, &mut [u8])> = missing
+                .iter()
+                .copied()
+                .zip(taken.iter_mut().map(|b| &mut b[..]))
+                .collect();
+            check_stripe(layout, &views)
+                .and_then(|_| self.reconstruct_core(layout, &views, &mut outs, len))
+        };
+        for (&m, b) in missing.iter().zip(taken) {
+            members[m] = b;
+        }
+        result
+    }
+
+    /// Compute the members of `outs` (member, buffer of `len` bytes) from the
+    /// present members in `views` (`None` = missing).
+    fn reconstruct_core(
+        &self,
+        layout: &StripeLayout,
+        views: &[Option<&[u8]>],
+        outs: &mut [(usize, &mut [u8])],
+        len: usize,
+    ) -> Result<()> {
+        let missing: Vec<usize> = outs.iter().map(|(m, _)| *m).collect();
         let tolerated = if layout.q.is_some() { 2 } else { 1 };
         if missing.len() > tolerated {
             return Err(RaidError::TooManyMissing {
@@ -348,53 +428,117 @@ impl ParityEngine {
                 tolerated,
             });
         }
-        let Some(len) = members.iter().flatten().map(|b| b.len()).next() else {
-            return Err(RaidError::BadBuffers("no member buffer present".into()));
-        };
-        if let Some(i) = (0..n).find(|&i| members[i].as_ref().is_some_and(|b| b.len() != len)) {
-            return Err(RaidError::BadBuffers(format!(
-                "member {i} buffer has {} bytes, others have {len}",
-                members[i].as_ref().map_or(0, |b| b.len())
-            )));
+        if missing.is_empty() {
+            return Ok(());
         }
-        let views: Vec<Option<&[u8]>> = members.iter().map(|m| m.as_deref()).collect();
-        let mut rebuilt: Vec<(usize, Vec<u8>)> = Vec::new();
         let is_data = |m: usize| m != layout.p && Some(m) != layout.q;
-        let data_missing: Vec<usize> = missing.iter().copied().filter(|&m| is_data(m)).collect();
-        let p_missing = missing.contains(&layout.p);
-        let q_missing = layout.q.is_some_and(|q| missing.contains(&q));
-        let xor_others = |skip: usize| -> Result<Vec<u8>> {
-            // P ⊕ every other data block, i.e. the missing data block.
-            let mut srcs: Vec<&[u8]> = layout
-                .data
-                .iter()
-                .filter(|&&d| d != skip)
-                .filter_map(|&d| views[d])
-                .collect();
-            if let Some(p) = views[layout.p] {
-                srcs.push(p);
+        let p_idx = missing.iter().position(|&m| m == layout.p);
+        let q_idx = layout.q.and_then(|q| missing.iter().position(|&m| m == q));
+        let data_idx: Vec<usize> = (0..missing.len())
+            .filter(|&i| is_data(missing[i]))
+            .collect();
+        let (first, rest) = outs.split_at_mut(1);
+        let (o0, o1) = (&mut first[0], rest.first_mut());
+        match (data_idx.as_slice(), p_idx, q_idx) {
+            // Parity only: regenerate from the data.
+            ([], _, _) => {
+                let mut scratch = Vec::new();
+                let (pbuf, qbuf): (&mut [u8], Option<&mut [u8]>) = match (p_idx, q_idx, o1) {
+                    (Some(0), Some(1), Some(b)) => (&mut *o0.1, Some(&mut *b.1)),
+                    (Some(1), Some(0), Some(b)) => (&mut *b.1, Some(&mut *o0.1)),
+                    (Some(0), None, _) => (&mut *o0.1, None),
+                    _ => {
+                        // Q alone: P is present, compute it into scratch.
+                        scratch.resize(len, 0);
+                        (&mut scratch[..], Some(&mut *o0.1))
+                    }
+                };
+                match qbuf {
+                    Some(q) => {
+                        let slots = syndrome_slots(layout, views);
+                        self.gen_syndrome(&slots, pbuf, q)?;
+                    }
+                    None => {
+                        let data: Vec<&[u8]> =
+                            layout.data.iter().filter_map(|&d| views[d]).collect();
+                        self.gen_p(&data, pbuf)?;
+                    }
+                }
             }
-            let mut out = vec![0u8; len];
-            self.gen_p(&srcs, &mut out)?;
-            Ok(out)
-        };
-        match (data_missing.as_slice(), p_missing, q_missing) {
-            ([], _, _) => {}
-            ([d], false, _) => rebuilt.push((*d, xor_others(*d)?)),
-            ([d], true, false) => {
-                let slots = syndrome_slots(layout, &views);
-                let a = exponent(layout, *d)?;
+            // One data member with P present: XOR of P and the other data.
+            ([0], None, _) => {
+                let d = o0.1.as_mut();
+                let srcs: Vec<&[u8]> = layout
+                    .data
+                    .iter()
+                    .filter_map(|&m| views[m])
+                    .chain(views[layout.p])
+                    .collect();
+                self.gen_p(&srcs, d)?;
+                if let Some(b) = o1 {
+                    // The other missing member is Q: regenerate it.
+                    let mut full = views.to_vec();
+                    full[o0.0] = Some(&*o0.1);
+                    let slots = syndrome_slots(layout, &full);
+                    let mut scratch = vec![0u8; len];
+                    self.gen_syndrome(&slots, &mut scratch, &mut *b.1)?;
+                }
+            }
+            ([1], None, Some(0)) => {
+                let b =
+                    o1.ok_or_else(|| RaidError::BadBuffers("internal: missing buffer".into()))?;
+                let srcs: Vec<&[u8]> = layout
+                    .data
+                    .iter()
+                    .filter_map(|&m| views[m])
+                    .chain(views[layout.p])
+                    .collect();
+                self.gen_p(&srcs, &mut *b.1)?;
+                let mut full = views.to_vec();
+                full[b.0] = Some(&*b.1);
+                let slots = syndrome_slots(layout, &full);
+                let mut scratch = vec![0u8; len];
+                self.gen_syndrome(&slots, &mut scratch, &mut *o0.1)?;
+            }
+            // One data member and P: Q alone gives the data, then P.
+            ([di], Some(_), None) => {
+                let b =
+                    o1.ok_or_else(|| RaidError::BadBuffers("internal: missing buffer".into()))?;
+                let (d, p): (&mut [u8], &mut [u8]) = if *di == 0 {
+                    (&mut *o0.1, &mut *b.1)
+                } else {
+                    (&mut *b.1, &mut *o0.1)
+                };
+                let dm = missing[*di];
+                let a = exponent(layout, dm)?;
                 let q = views[layout.q.unwrap_or(0)].unwrap_or(&[]);
-                rebuilt.push((*d, self.recover_data_from_q(&slots, a, q)?));
+                let slots = syndrome_slots(layout, views);
+                // Qx (syndrome without the missing block) lands in d, the
+                // P of the rest in p; then d = g^-a · (Q ⊕ Qx).
+                self.gen_syndrome(&slots, p, d)?;
+                self.mul_xor(gf_inv(gf_exp(a)), q, d);
+                let mut full = views.to_vec();
+                full[dm] = Some(&*d);
+                let data: Vec<&[u8]> = layout.data.iter().filter_map(|&m| full[m]).collect();
+                self.gen_p(&data, p)?;
             }
-            ([d1, d2], false, false) => {
-                let slots = syndrome_slots(layout, &views);
-                let (a, b) = (exponent(layout, *d1)?, exponent(layout, *d2)?);
+            // Two data members: lib/raid6/recov.c's data+data recovery.
+            ([_, _], None, None) => {
+                let b =
+                    o1.ok_or_else(|| RaidError::BadBuffers("internal: missing buffer".into()))?;
+                let (ea, eb) = (exponent(layout, o0.0)?, exponent(layout, b.0)?);
+                let ((lo, dlo), (hi, dhi)) = if ea < eb {
+                    ((ea, &mut *o0.1), (eb, &mut *b.1))
+                } else {
+                    ((eb, &mut *b.1), (ea, &mut *o0.1))
+                };
+                let slots = syndrome_slots(layout, views);
+                self.gen_syndrome(&slots, dlo, dhi)?;
                 let p = views[layout.p].unwrap_or(&[]);
                 let q = views[layout.q.unwrap_or(0)].unwrap_or(&[]);
-                let (da, db) = self.recover_two_data(&slots, a, b, p, q)?;
-                rebuilt.push((*d1, da));
-                rebuilt.push((*d2, db));
+                let pbmul = gf_inv(gf_exp(hi - lo) ^ 1);
+                let qmul = gf_inv(gf_exp(lo) ^ gf_exp(hi));
+                self.recov2(p, q, dlo, dhi, pbmul, qmul);
             }
             _ => {
                 return Err(RaidError::TooManyMissing {
@@ -405,45 +549,29 @@ impl ParityEngine {
                 });
             }
         }
-        // Now every data block is known; regenerate missing P/Q.
-        let mut full: Vec<Option<&[u8]>> = views.clone();
-        for (m, buf) in &rebuilt {
-            full[*m] = Some(buf);
-        }
-        let mut p_new = None;
-        let mut q_new = None;
-        if p_missing || q_missing {
-            let mut p = vec![0u8; len];
-            let mut q = vec![0u8; len];
-            if layout.q.is_some() {
-                let slots = syndrome_slots(layout, &full);
-                self.gen_syndrome(&slots, &mut p, &mut q)?;
-            } else {
-                let data: Vec<&[u8]> = layout.data.iter().filter_map(|&d| full[d]).collect();
-                self.gen_p(&data, &mut p)?;
-            }
-            p_new = p_missing.then_some(p);
-            q_new = q_missing.then_some(q);
-        }
-        let mut out: Vec<Bytes> = Vec::with_capacity(n);
-        let mut rebuilt_iter: Vec<Option<Vec<u8>>> = vec![None; n];
-        for (m, buf) in rebuilt {
-            rebuilt_iter[m] = Some(buf);
-        }
-        if let Some(p) = p_new {
-            rebuilt_iter[layout.p] = Some(p);
-        }
-        if let (Some(q), Some(qd)) = (q_new, layout.q) {
-            rebuilt_iter[qd] = Some(q);
-        }
-        for (m, present) in members.iter().enumerate() {
-            out.push(match present {
-                Some(b) => b.clone(),
-                None => Bytes::from(rebuilt_iter[m].take().unwrap_or_default()),
-            });
-        }
-        Ok(out)
+        Ok(())
     }
+}
+
+/// Check member count and equal lengths; returns the common length.
+fn check_stripe(layout: &StripeLayout, views: &[Option<&[u8]>]) -> Result<usize> {
+    let n = layout.data.len() + 1 + usize::from(layout.q.is_some());
+    if views.len() != n {
+        return Err(RaidError::BadBuffers(format!(
+            "stripe has {n} members but {} buffers were given",
+            views.len()
+        )));
+    }
+    let Some(len) = views.iter().flatten().map(|b| b.len()).next() else {
+        return Err(RaidError::BadBuffers("no member buffer present".into()));
+    };
+    if let Some(i) = (0..n).find(|&i| views[i].is_some_and(|b| b.len() != len)) {
+        return Err(RaidError::BadBuffers(format!(
+            "member {i} buffer has {} bytes, others have {len}",
+            views[i].map_or(0, |b| b.len())
+        )));
+    }
+    Ok(len)
 }
 
 fn exponent(layout: &StripeLayout, member: usize) -> Result<usize> {
@@ -503,10 +631,10 @@ pub mod reference {
         }
     }
 
-    /// `dst = c · (a ⊕ b)`.
-    pub fn mul_xor(c: u8, a: &[u8], b: &[u8], dst: &mut [u8]) {
-        for ((d, &x), &y) in dst.iter_mut().zip(a).zip(b) {
-            *d = gf_mul(c, x ^ y);
+    /// `dst = c · (a ⊕ dst)`.
+    pub fn mul_xor(c: u8, a: &[u8], dst: &mut [u8]) {
+        for (d, &x) in dst.iter_mut().zip(a) {
+            *d = gf_mul(c, x ^ *d);
         }
     }
 

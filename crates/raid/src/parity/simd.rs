@@ -82,30 +82,30 @@ pub(crate) fn gen_pq(
     super::portable::gen_pq(slots, p, q)
 }
 
-/// `dst = c · (a ⊕ b)`.
-pub(crate) fn mul_xor(backend: Backend, c: u8, a: &[u8], b: &[u8], dst: &mut [u8]) {
+/// `dst = c · (a ⊕ dst)`.
+pub(crate) fn mul_xor(backend: Backend, c: u8, a: &[u8], dst: &mut [u8]) {
     let len = dst.len();
-    assert!(a.len() >= len && b.len() >= len, "mul_xor: short input");
+    assert!(a.len() >= len, "mul_xor: short input");
     if !available(backend) {
-        return reference::mul_xor(c, a, b, dst);
+        return reference::mul_xor(c, a, dst);
     }
     #[cfg(target_arch = "x86_64")]
     {
         let (lo, hi) = nibble_tables(c);
         let body = match backend {
-            // SAFETY: feature detected by `available`; `a`, `b`, `dst` hold at
+            // SAFETY: feature detected by `available`; `a` and `dst` hold at
             // least `len` bytes and the kernel stays below `len`.
-            Backend::Avx512 => unsafe { x86::mul_xor_avx512(&lo, &hi, a, b, dst, len) },
+            Backend::Avx512 => unsafe { x86::mul_xor_avx512(&lo, &hi, a, dst, len) },
             // SAFETY: as above, for AVX2.
-            Backend::Avx2 => unsafe { x86::mul_xor_avx2(&lo, &hi, a, b, dst, len) },
+            Backend::Avx2 => unsafe { x86::mul_xor_avx2(&lo, &hi, a, dst, len) },
             // SAFETY: as above, for SSSE3.
-            Backend::Ssse3 => unsafe { x86::mul_xor_ssse3(&lo, &hi, a, b, dst, len) },
+            Backend::Ssse3 => unsafe { x86::mul_xor_ssse3(&lo, &hi, a, dst, len) },
             Backend::Reference | Backend::Portable => 0,
         };
-        reference::mul_xor(c, &a[body..len], &b[body..len], &mut dst[body..]);
+        reference::mul_xor(c, &a[body..len], &mut dst[body..]);
     }
     #[cfg(not(target_arch = "x86_64"))]
-    reference::mul_xor(c, a, b, dst)
+    reference::mul_xor(c, a, dst)
 }
 
 /// Two-data recovery core; see `reference::recov2`.
@@ -234,13 +234,12 @@ mod x86 {
     }
 
     /// # Safety
-    /// SSSE3 available; `a`, `b`, `dst` hold at least `len` bytes.
+    /// SSSE3 available; `a` and `dst` hold at least `len` bytes.
     #[target_feature(enable = "ssse3")]
     pub(super) unsafe fn mul_xor_ssse3(
         lo: &[u8; 16],
         hi: &[u8; 16],
         a: &[u8],
-        b: &[u8],
         dst: &mut [u8],
         len: usize,
     ) -> usize {
@@ -258,7 +257,7 @@ mod x86 {
             unsafe {
                 let x = _mm_xor_si128(
                     _mm_loadu_si128(a.as_ptr().add(i).cast()),
-                    _mm_loadu_si128(b.as_ptr().add(i).cast()),
+                    _mm_loadu_si128(dst.as_ptr().add(i).cast()),
                 );
                 _mm_storeu_si128(dst.as_mut_ptr().add(i).cast(), mul_ssse3(lo, hi, x));
             }
@@ -378,13 +377,12 @@ mod x86 {
     }
 
     /// # Safety
-    /// AVX2 available; `a`, `b`, `dst` hold at least `len` bytes.
+    /// AVX2 available; `a` and `dst` hold at least `len` bytes.
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn mul_xor_avx2(
         lo: &[u8; 16],
         hi: &[u8; 16],
         a: &[u8],
-        b: &[u8],
         dst: &mut [u8],
         len: usize,
     ) -> usize {
@@ -396,7 +394,7 @@ mod x86 {
             unsafe {
                 let x = _mm256_xor_si256(
                     _mm256_loadu_si256(a.as_ptr().add(i).cast()),
-                    _mm256_loadu_si256(b.as_ptr().add(i).cast()),
+                    _mm256_loadu_si256(dst.as_ptr().add(i).cast()),
                 );
                 _mm256_storeu_si256(dst.as_mut_ptr().add(i).cast(), mul_avx2(lo, hi, x));
             }
@@ -511,13 +509,12 @@ mod x86 {
     }
 
     /// # Safety
-    /// AVX-512F/BW available; `a`, `b`, `dst` hold at least `len` bytes.
+    /// AVX-512F/BW available; `a` and `dst` hold at least `len` bytes.
     #[target_feature(enable = "avx512f,avx512bw")]
     pub(super) unsafe fn mul_xor_avx512(
         lo: &[u8; 16],
         hi: &[u8; 16],
         a: &[u8],
-        b: &[u8],
         dst: &mut [u8],
         len: usize,
     ) -> usize {
@@ -529,7 +526,7 @@ mod x86 {
             unsafe {
                 let x = _mm512_xor_si512(
                     _mm512_loadu_si512(a.as_ptr().add(i).cast()),
-                    _mm512_loadu_si512(b.as_ptr().add(i).cast()),
+                    _mm512_loadu_si512(dst.as_ptr().add(i).cast()),
                 );
                 _mm512_storeu_si512(dst.as_mut_ptr().add(i).cast(), mul_avx512(lo, hi, x));
             }
