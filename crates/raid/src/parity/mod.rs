@@ -467,7 +467,7 @@ impl ParityEngine {
             }
             // One data member with P present: XOR of P and the other data.
             ([0], None, _) => {
-                let d = o0.1.as_mut();
+                let d = &mut *o0.1;
                 let srcs: Vec<&[u8]> = layout
                     .data
                     .iter()
