@@ -805,6 +805,256 @@ fn group_controller_and_snapshot_metadata_validation_never_panics() {
     );
 }
 
+fn wild_timestamp() -> BoxedStrategy<Option<prost_types::Timestamp>> {
+    proptest::option::of(
+        (
+            prop_oneof![
+                wild_i64(),
+                Just(253_402_300_799i64),
+                Just(-62_135_596_800i64)
+            ],
+            prop_oneof![wild_i32(), Just(999_999_999), Just(1_000_000_000)],
+        )
+            .prop_map(|(seconds, nanos)| prost_types::Timestamp { seconds, nanos }),
+    )
+    .boxed()
+}
+
+fn wild_volume() -> BoxedStrategy<proto::Volume> {
+    (
+        wild_i64(),
+        wild_string(),
+        wild_map(),
+        wild_source(),
+        vec(wild_topology(), 0..=2),
+    )
+        .prop_map(
+            |(capacity_bytes, volume_id, volume_context, content_source, accessible_topology)| {
+                proto::Volume {
+                    capacity_bytes,
+                    volume_id,
+                    volume_context,
+                    content_source,
+                    accessible_topology,
+                }
+            },
+        )
+        .boxed()
+}
+
+fn wild_snapshot() -> BoxedStrategy<proto::Snapshot> {
+    (
+        wild_i64(),
+        wild_string(),
+        wild_string(),
+        wild_timestamp(),
+        any::<bool>(),
+        wild_string(),
+    )
+        .prop_map(
+            |(
+                size_bytes,
+                snapshot_id,
+                source_volume_id,
+                creation_time,
+                ready_to_use,
+                group_snapshot_id,
+            )| {
+                proto::Snapshot {
+                    size_bytes,
+                    snapshot_id,
+                    source_volume_id,
+                    creation_time,
+                    ready_to_use,
+                    group_snapshot_id,
+                }
+            },
+        )
+        .boxed()
+}
+
+fn wild_condition() -> BoxedStrategy<Option<proto::VolumeCondition>> {
+    proptest::option::of(
+        (any::<bool>(), wild_string())
+            .prop_map(|(abnormal, message)| proto::VolumeCondition { abnormal, message }),
+    )
+    .boxed()
+}
+
+#[test]
+fn response_validation_never_panics() {
+    no_panic::<GetPluginInfoResponse, _>(
+        "GetPluginInfoResponse",
+        (wild_string(), wild_string(), wild_map()).prop_map(|(name, vendor_version, manifest)| {
+            proto::GetPluginInfoResponse {
+                name,
+                vendor_version,
+                manifest,
+            }
+        }),
+    );
+    no_panic::<GetPluginCapabilitiesResponse, _>(
+        "GetPluginCapabilitiesResponse",
+        vec((any::<bool>(), wild_i32()), 0..=4).prop_map(|caps| {
+            use proto::plugin_capability::{Service, Type, VolumeExpansion};
+            proto::GetPluginCapabilitiesResponse {
+                capabilities: caps
+                    .into_iter()
+                    .map(|(service, t)| proto::PluginCapability {
+                        r#type: Some(if service {
+                            Type::Service(Service { r#type: t })
+                        } else {
+                            Type::VolumeExpansion(VolumeExpansion { r#type: t })
+                        }),
+                    })
+                    .collect(),
+            }
+        }),
+    );
+    no_panic::<ControllerGetCapabilitiesResponse, _>(
+        "ControllerGetCapabilitiesResponse",
+        vec(proptest::option::of(wild_i32()), 0..=4).prop_map(|caps| {
+            use proto::controller_service_capability::{Rpc, Type};
+            proto::ControllerGetCapabilitiesResponse {
+                capabilities: caps
+                    .into_iter()
+                    .map(|t| proto::ControllerServiceCapability {
+                        r#type: t.map(|t| Type::Rpc(Rpc { r#type: t })),
+                    })
+                    .collect(),
+            }
+        }),
+    );
+    no_panic::<CreateVolumeResponse, _>(
+        "CreateVolumeResponse",
+        proptest::option::of(wild_volume())
+            .prop_map(|volume| proto::CreateVolumeResponse { volume }),
+    );
+    no_panic::<ListVolumesResponse, _>(
+        "ListVolumesResponse",
+        (
+            vec(
+                (
+                    proptest::option::of(wild_volume()),
+                    proptest::option::of((vec(wild_string(), 0..=2), wild_condition())),
+                ),
+                0..=2,
+            ),
+            wild_string(),
+        )
+            .prop_map(|(entries, next_token)| proto::ListVolumesResponse {
+                entries: entries
+                    .into_iter()
+                    .map(|(volume, status)| proto::list_volumes_response::Entry {
+                        volume,
+                        status: status.map(|(published_node_ids, volume_condition)| {
+                            proto::list_volumes_response::VolumeStatus {
+                                published_node_ids,
+                                volume_condition,
+                            }
+                        }),
+                    })
+                    .collect(),
+                next_token,
+            }),
+    );
+    no_panic::<ValidateVolumeCapabilitiesResponse, _>(
+        "ValidateVolumeCapabilitiesResponse",
+        (
+            proptest::option::of((wild_map(), wild_capabilities(), wild_map(), wild_map())),
+            wild_string(),
+        )
+            .prop_map(
+                |(confirmed, message)| proto::ValidateVolumeCapabilitiesResponse {
+                    confirmed: confirmed.map(
+                        |(volume_context, volume_capabilities, parameters, mutable_parameters)| {
+                            proto::validate_volume_capabilities_response::Confirmed {
+                                volume_context,
+                                volume_capabilities,
+                                parameters,
+                                mutable_parameters,
+                            }
+                        },
+                    ),
+                    message,
+                },
+            ),
+    );
+    no_panic::<GetCapacityResponse, _>(
+        "GetCapacityResponse",
+        (
+            wild_i64(),
+            proptest::option::of(wild_i64()),
+            proptest::option::of(wild_i64()),
+        )
+            .prop_map(
+                |(available_capacity, maximum_volume_size, minimum_volume_size)| {
+                    proto::GetCapacityResponse {
+                        available_capacity,
+                        maximum_volume_size,
+                        minimum_volume_size,
+                    }
+                },
+            ),
+    );
+    no_panic::<ListSnapshotsResponse, _>(
+        "ListSnapshotsResponse",
+        (
+            vec(proptest::option::of(wild_snapshot()), 0..=3),
+            wild_string(),
+        )
+            .prop_map(|(entries, next_token)| proto::ListSnapshotsResponse {
+                entries: entries
+                    .into_iter()
+                    .map(|snapshot| proto::list_snapshots_response::Entry { snapshot })
+                    .collect(),
+                next_token,
+            }),
+    );
+    no_panic::<NodeGetVolumeStatsResponse, _>(
+        "NodeGetVolumeStatsResponse",
+        (
+            vec((wild_i64(), wild_i64(), wild_i64(), wild_i32()), 0..=2),
+            wild_condition(),
+        )
+            .prop_map(
+                |(usage, volume_condition)| proto::NodeGetVolumeStatsResponse {
+                    usage: usage
+                        .into_iter()
+                        .map(|(available, total, used, unit)| proto::VolumeUsage {
+                            available,
+                            total,
+                            used,
+                            unit,
+                        })
+                        .collect(),
+                    volume_condition,
+                },
+            ),
+    );
+    no_panic::<CreateVolumeGroupSnapshotResponse, _>(
+        "CreateVolumeGroupSnapshotResponse",
+        proptest::option::of((
+            wild_string(),
+            vec(wild_snapshot(), 0..=2),
+            wild_timestamp(),
+            any::<bool>(),
+        ))
+        .prop_map(|g| proto::CreateVolumeGroupSnapshotResponse {
+            group_snapshot: g.map(
+                |(group_snapshot_id, snapshots, creation_time, ready_to_use)| {
+                    proto::VolumeGroupSnapshot {
+                        group_snapshot_id,
+                        snapshots,
+                        creation_time,
+                        ready_to_use,
+                    }
+                },
+            ),
+        }),
+    );
+}
+
 /// Encodes a valid message, damages the bytes, and feeds whatever prost
 /// still decodes to the validation; also decodes pure noise.
 fn mutated_bytes_never_panic<T, P>()
@@ -1931,6 +2181,503 @@ fn group_controller_and_snapshot_metadata_errors_name_the_field() {
                 count_breaks()
             ));
             b.extend(field!(P, "secrets", |p| &mut p.secrets, secret_breaks()));
+            check(r, b)
+        },
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Responses: a client validating a plugin's answer gets the same precision.
+
+fn volume_breaks() -> Vec<Break<proto::Volume>> {
+    let mut b = field!(
+        proto::Volume,
+        "volume_id",
+        |p| &mut p.volume_id,
+        id_breaks()
+    );
+    b.extend(field!(
+        proto::Volume,
+        "capacity_bytes",
+        |p| &mut p.capacity_bytes,
+        non_negative_breaks()
+    ));
+    b.extend(field!(
+        proto::Volume,
+        "volume_context",
+        |p| &mut p.volume_context,
+        map_breaks()
+    ));
+    b.push(brk(
+        "source without type",
+        "content_source.type",
+        |p: &mut proto::Volume| {
+            p.content_source = Some(proto::VolumeContentSource { r#type: None })
+        },
+    ));
+    b.extend(lift(
+        "accessible_topology[0]",
+        |p: &mut proto::Volume, f| {
+            let mut t = proto::Topology::default();
+            f(&mut t);
+            p.accessible_topology = vec![t];
+        },
+        topology_breaks(),
+    ));
+    b
+}
+
+fn snapshot_breaks() -> Vec<Break<proto::Snapshot>> {
+    type S = proto::Snapshot;
+    let mut b = field!(S, "snapshot_id", |p| &mut p.snapshot_id, id_breaks());
+    b.extend(field!(
+        S,
+        "source_volume_id",
+        |p| &mut p.source_volume_id,
+        id_breaks()
+    ));
+    b.extend(field!(
+        S,
+        "size_bytes",
+        |p| &mut p.size_bytes,
+        non_negative_breaks()
+    ));
+    b.push(brk("no creation time", "creation_time", |p: &mut S| {
+        p.creation_time = None
+    }));
+    b.extend(field!(
+        S,
+        "group_snapshot_id",
+        |p| &mut p.group_snapshot_id,
+        optional_id_breaks()
+    ));
+    b
+}
+
+fn condition_breaks() -> Vec<Break<proto::VolumeCondition>> {
+    vec![brk(
+        "empty message",
+        "message",
+        |c: &mut proto::VolumeCondition| c.message.clear(),
+    )]
+}
+
+fn plugin_name_breaks() -> Vec<Break<String>> {
+    vec![
+        set_string("empty", ""),
+        set_string("leading dash", "-csi.example.com"),
+        set_string("underscore", "csi_driver"),
+        set_string("trailing dot", "csi.example.com."),
+        set_string("64 characters", "p".repeat(64)),
+    ]
+}
+
+#[test]
+fn responses_errors_name_the_field() {
+    run(
+        "GetPluginInfoResponse",
+        any::<GetPluginInfoResponse>(),
+        |r| {
+            type P = proto::GetPluginInfoResponse;
+            let mut b = field!(P, "name", |p| &mut p.name, plugin_name_breaks());
+            b.extend(field!(
+                P,
+                "vendor_version",
+                |p| &mut p.vendor_version,
+                id_breaks()
+            ));
+            b.extend(field!(P, "manifest", |p| &mut p.manifest, map_breaks()));
+            check(r, b)
+        },
+    );
+
+    run("CreateVolumeResponse", any::<CreateVolumeResponse>(), |r| {
+        type P = proto::CreateVolumeResponse;
+        let mut b = vec![brk("no volume", "volume", |p: &mut P| p.volume = None)];
+        b.extend(field!(
+            P,
+            "volume",
+            |p| p.volume.as_mut().unwrap(),
+            volume_breaks()
+        ));
+        check(r, b)
+    });
+
+    run(
+        "ListVolumesResponse",
+        (any::<ListVolumesResponse>(), any::<Index>()),
+        |(r, at)| {
+            type P = proto::ListVolumesResponse;
+            let mut b = field!(P, "next_token", |p| &mut p.next_token, optional_id_breaks());
+            if !r.entries.is_empty() {
+                let i = at.index(r.entries.len());
+                let entry = format!("entries[{i}]");
+                b.push(brk(
+                    "no volume",
+                    &format!("{entry}.volume"),
+                    move |p: &mut P| p.entries[i].volume = None,
+                ));
+                b.extend(lift(
+                    &format!("{entry}.volume"),
+                    move |p: &mut P, f| f(p.entries[i].volume.as_mut().unwrap()),
+                    volume_breaks(),
+                ));
+                b.extend(lift(
+                    &format!("{entry}.status.published_node_ids[0]"),
+                    move |p: &mut P, f| {
+                        let s = p.entries[i].status.get_or_insert_default();
+                        s.published_node_ids = vec![String::new()];
+                        f(&mut s.published_node_ids[0]);
+                    },
+                    node_id_breaks(),
+                ));
+                b.extend(lift(
+                    &format!("{entry}.status.volume_condition"),
+                    move |p: &mut P, f| {
+                        let s = p.entries[i].status.get_or_insert_default();
+                        f(s.volume_condition
+                            .get_or_insert_with(|| VolumeCondition::healthy("ok").into()))
+                    },
+                    condition_breaks(),
+                ));
+            }
+            check(r, b)
+        },
+    );
+
+    run(
+        "ControllerGetVolumeResponse",
+        any::<ControllerGetVolumeResponse>(),
+        |r| {
+            type P = proto::ControllerGetVolumeResponse;
+            let mut b = vec![
+                brk("no volume", "volume", |p: &mut P| p.volume = None),
+                brk("no status", "status", |p: &mut P| p.status = None),
+            ];
+            b.extend(field!(
+                P,
+                "volume",
+                |p| p.volume.as_mut().unwrap(),
+                volume_breaks()
+            ));
+            b.extend(lift(
+                "status.published_node_ids[0]",
+                |p: &mut P, f| {
+                    let s = p.status.as_mut().unwrap();
+                    s.published_node_ids = vec!["node-1".into()];
+                    f(&mut s.published_node_ids[0]);
+                },
+                node_id_breaks(),
+            ));
+            b.extend(lift(
+                "status.volume_condition",
+                |p: &mut P, f| {
+                    f(p.status
+                        .as_mut()
+                        .unwrap()
+                        .volume_condition
+                        .get_or_insert_with(|| VolumeCondition::healthy("ok").into()))
+                },
+                condition_breaks(),
+            ));
+            check(r, b)
+        },
+    );
+
+    run(
+        "ValidateVolumeCapabilitiesResponse",
+        (any::<ValidateVolumeCapabilitiesResponse>(), any::<Index>()),
+        |(r, at)| {
+            let n = r
+                .confirmed
+                .as_ref()
+                .map_or(1, |c| c.volume_capabilities.len());
+            type P = proto::ValidateVolumeCapabilitiesResponse;
+            type C = proto::validate_volume_capabilities_response::Confirmed;
+            fn confirmed(p: &mut P) -> &mut C {
+                p.confirmed.get_or_insert_with(|| C {
+                    volume_capabilities: vec![valid_capability()],
+                    ..Default::default()
+                })
+            }
+            let b = lift("confirmed", move |p: &mut P, f| f(confirmed(p)), {
+                let mut b = field!(C, "volume_context", |p| &mut p.volume_context, map_breaks());
+                b.extend(field!(
+                    C,
+                    "volume_capabilities",
+                    |p| &mut p.volume_capabilities,
+                    capability_list_breaks(n, at)
+                ));
+                b.extend(field!(C, "parameters", |p| &mut p.parameters, map_breaks()));
+                b.extend(field!(
+                    C,
+                    "mutable_parameters",
+                    |p| &mut p.mutable_parameters,
+                    map_breaks()
+                ));
+                b
+            });
+            check(r, b)
+        },
+    );
+
+    run("GetCapacityResponse", any::<GetCapacityResponse>(), |r| {
+        type P = proto::GetCapacityResponse;
+        let mut b = field!(
+            P,
+            "available_capacity",
+            |p| &mut p.available_capacity,
+            non_negative_breaks()
+        );
+        b.extend(field!(
+            P,
+            "maximum_volume_size",
+            |p| p.maximum_volume_size.get_or_insert(0),
+            non_negative_breaks()
+        ));
+        b.extend(field!(
+            P,
+            "minimum_volume_size",
+            |p| p.minimum_volume_size.get_or_insert(0),
+            non_negative_breaks()
+        ));
+        check(r, b)
+    });
+
+    run(
+        "CreateSnapshotResponse",
+        any::<CreateSnapshotResponse>(),
+        |r| {
+            type P = proto::CreateSnapshotResponse;
+            let mut b = vec![brk("no snapshot", "snapshot", |p: &mut P| {
+                p.snapshot = None
+            })];
+            b.extend(field!(
+                P,
+                "snapshot",
+                |p| p.snapshot.as_mut().unwrap(),
+                snapshot_breaks()
+            ));
+            check(r, b)
+        },
+    );
+
+    run("GetSnapshotResponse", any::<GetSnapshotResponse>(), |r| {
+        type P = proto::GetSnapshotResponse;
+        let mut b = vec![brk("no snapshot", "snapshot", |p: &mut P| {
+            p.snapshot = None
+        })];
+        b.extend(field!(
+            P,
+            "snapshot",
+            |p| p.snapshot.as_mut().unwrap(),
+            snapshot_breaks()
+        ));
+        check(r, b)
+    });
+
+    run(
+        "ListSnapshotsResponse",
+        (any::<ListSnapshotsResponse>(), any::<Index>()),
+        |(r, at)| {
+            type P = proto::ListSnapshotsResponse;
+            let mut b = field!(P, "next_token", |p| &mut p.next_token, optional_id_breaks());
+            if !r.entries.is_empty() {
+                let i = at.index(r.entries.len());
+                b.push(brk(
+                    "no snapshot",
+                    &format!("entries[{i}].snapshot"),
+                    move |p: &mut P| p.entries[i].snapshot = None,
+                ));
+                b.extend(lift(
+                    &format!("entries[{i}].snapshot"),
+                    move |p: &mut P, f| f(p.entries[i].snapshot.as_mut().unwrap()),
+                    snapshot_breaks(),
+                ));
+            }
+            check(r, b)
+        },
+    );
+
+    run(
+        "ControllerExpandVolumeResponse",
+        any::<ControllerExpandVolumeResponse>(),
+        |r| {
+            type P = proto::ControllerExpandVolumeResponse;
+            check(
+                r,
+                field!(
+                    P,
+                    "capacity_bytes",
+                    |p| &mut p.capacity_bytes,
+                    non_negative_breaks()
+                ),
+            )
+        },
+    );
+
+    run(
+        "NodeGetVolumeStatsResponse",
+        any::<NodeGetVolumeStatsResponse>(),
+        |r| {
+            type P = proto::NodeGetVolumeStatsResponse;
+            type U = proto::VolumeUsage;
+            fn usage(p: &mut P) -> &mut U {
+                p.usage = vec![
+                    VolumeUsage {
+                        unit: UsageUnit::Bytes,
+                        total: 10,
+                        available: 5,
+                        used: 5,
+                    }
+                    .into(),
+                ];
+                &mut p.usage[0]
+            }
+            let mut b = lift("usage[0]", move |p: &mut P, f| f(usage(p)), {
+                let mut b = vec![
+                    brk("UNKNOWN unit", "unit", |u: &mut U| u.unit = 0),
+                    brk("unit 9", "unit", |u: &mut U| u.unit = 9),
+                ];
+                b.extend(field!(U, "total", |p| &mut p.total, non_negative_breaks()));
+                b.extend(field!(
+                    U,
+                    "available",
+                    |p| &mut p.available,
+                    non_negative_breaks()
+                ));
+                b.extend(field!(U, "used", |p| &mut p.used, non_negative_breaks()));
+                b
+            });
+            b.extend(lift(
+                "volume_condition",
+                |p: &mut P, f| {
+                    f(p.volume_condition
+                        .get_or_insert_with(|| VolumeCondition::abnormal("x").into()))
+                },
+                condition_breaks(),
+            ));
+            check(r, b)
+        },
+    );
+
+    run(
+        "NodeExpandVolumeResponse",
+        any::<NodeExpandVolumeResponse>(),
+        |r| {
+            type P = proto::NodeExpandVolumeResponse;
+            check(
+                r,
+                field!(
+                    P,
+                    "capacity_bytes",
+                    |p| &mut p.capacity_bytes,
+                    non_negative_breaks()
+                ),
+            )
+        },
+    );
+
+    run("NodeGetInfoResponse", any::<NodeGetInfoResponse>(), |r| {
+        type P = proto::NodeGetInfoResponse;
+        let mut b = field!(P, "node_id", |p| &mut p.node_id, node_id_breaks());
+        b.extend(field!(
+            P,
+            "max_volumes_per_node",
+            |p| &mut p.max_volumes_per_node,
+            non_negative_breaks()
+        ));
+        b.extend(field!(
+            P,
+            "accessible_topology",
+            |p| p.accessible_topology.get_or_insert_default(),
+            topology_breaks()
+        ));
+        check(r, b)
+    });
+
+    run(
+        "CreateVolumeGroupSnapshotResponse",
+        (any::<CreateVolumeGroupSnapshotResponse>(), any::<Index>()),
+        |(r, at)| {
+            type P = proto::CreateVolumeGroupSnapshotResponse;
+            type G = proto::VolumeGroupSnapshot;
+            let i = at.index(r.group_snapshot.snapshots.len());
+            let mut g = field!(
+                G,
+                "group_snapshot_id",
+                |p| &mut p.group_snapshot_id,
+                id_breaks()
+            );
+            g.push(brk("no snapshots", "snapshots", |p: &mut G| {
+                p.snapshots.clear()
+            }));
+            g.push(brk("no creation time", "creation_time", |p: &mut G| {
+                p.creation_time = None
+            }));
+            g.extend(lift(
+                &format!("snapshots[{i}]"),
+                move |p: &mut G, f| f(&mut p.snapshots[i]),
+                snapshot_breaks(),
+            ));
+            let mut b = vec![brk("no group snapshot", "group_snapshot", |p: &mut P| {
+                p.group_snapshot = None
+            })];
+            b.extend(field!(
+                P,
+                "group_snapshot",
+                |p| p.group_snapshot.as_mut().unwrap(),
+                g
+            ));
+            check(r, b)
+        },
+    );
+
+    run(
+        "GetMetadataAllocatedResponse",
+        any::<BlockMetadataResponse>(),
+        |r| {
+            type P = proto::GetMetadataAllocatedResponse;
+            type M = proto::BlockMetadata;
+            let mut b = vec![
+                brk("UNKNOWN type", "block_metadata_type", |p: &mut P| {
+                    p.block_metadata_type = 0
+                }),
+                brk("type 3", "block_metadata_type", |p: &mut P| {
+                    p.block_metadata_type = 3
+                }),
+            ];
+            b.extend(field!(
+                P,
+                "volume_capacity_bytes",
+                |p| &mut p.volume_capacity_bytes,
+                non_negative_breaks()
+            ));
+            fn range(p: &mut P) -> &mut M {
+                p.block_metadata.push(M {
+                    byte_offset: 0,
+                    size_bytes: 1,
+                });
+                p.block_metadata.last_mut().unwrap()
+            }
+            let n = r.block_metadata.len();
+            let mut m = field!(
+                M,
+                "byte_offset",
+                |p| &mut p.byte_offset,
+                non_negative_breaks()
+            );
+            m.extend(field!(
+                M,
+                "size_bytes",
+                |p| &mut p.size_bytes,
+                non_negative_breaks()
+            ));
+            b.extend(lift(
+                &format!("block_metadata[{n}]"),
+                move |p: &mut P, f| f(range(p)),
+                m,
+            ));
             check(r, b)
         },
     );
