@@ -1,0 +1,151 @@
+//! Shared test harness: the driver served in process on a unix socket in a
+//! temporary directory, and a `csi_types::client::Client` connected to it.
+
+#![allow(dead_code)] // Each test crate uses a different part of the harness.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use csi_types::client::Client;
+use csi_types::{
+    AccessMode, CapacityRange, Code, CreateVolumeRequest, CsiError, Map, NodePath, Secrets,
+    VolumeCapability, VolumeContentSource, VolumeName,
+};
+use local::{Config, LocalDriver};
+
+/// A served driver. Dropping it stops the server.
+pub struct Served {
+    pub dir: tempfile::TempDir,
+    pub client: Client,
+    pub endpoint: String,
+    pub driver: LocalDriver,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<Result<(), String>>>,
+}
+
+impl Served {
+    /// The driver with the default test configuration, adjusted by `tune`.
+    pub async fn start(tune: impl FnOnce(&mut Config)) -> Served {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config::with_state_dir(dir.path().join("state"));
+        tune(&mut cfg);
+        Self::start_in(dir, cfg).await
+    }
+
+    /// Serves a driver with `cfg` (its state dir inside `dir`).
+    pub async fn start_in(dir: tempfile::TempDir, cfg: Config) -> Served {
+        let driver = LocalDriver::open(cfg).unwrap();
+        let socket = dir.path().join("csi.sock");
+        let endpoint = format!("unix://{}", socket.display());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = {
+            let driver = driver.clone();
+            let endpoint = endpoint.clone();
+            tokio::spawn(async move {
+                local::serve(&driver, &endpoint, async {
+                    let _ = stopped.await;
+                })
+                .await
+            })
+        };
+        let client = connect(&endpoint).await;
+        Served { dir, client, endpoint, driver, stop: Some(stop), server: Some(server) }
+    }
+
+    /// Stops the server and waits for it; returns the temp dir for a restart.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(h) = self.server.take() {
+            h.await.unwrap().unwrap();
+        }
+        let socket = self.dir.path().join("csi.sock");
+        assert!(!socket.exists(), "the socket is removed on shutdown");
+        let dir = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.dir, dir)
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// A fresh directory under the test's temp dir, as a node path.
+    pub fn path(&self, name: &str) -> NodePath {
+        node_path(&self.dir.path().join(name))
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+pub fn node_path(p: &Path) -> NodePath {
+    NodePath::new(p.to_string_lossy().into_owned()).unwrap()
+}
+
+/// Connects, retrying while the server starts.
+pub async fn connect(endpoint: &str) -> Client {
+    for _ in 0..250 {
+        if let Ok(c) = Client::connect(endpoint).await {
+            return c;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("could not connect to {endpoint}");
+}
+
+pub const MIB: u64 = 1 << 20;
+
+/// A mount-volume request of `bytes` (required only).
+pub fn mount_req(name: &str, bytes: u64) -> CreateVolumeRequest {
+    req(name, bytes, VolumeCapability::mount(AccessMode::SingleNodeWriter))
+}
+
+/// A block-volume request of `bytes`.
+pub fn block_req(name: &str, bytes: u64) -> CreateVolumeRequest {
+    req(name, bytes, VolumeCapability::block(AccessMode::SingleNodeWriter))
+}
+
+pub fn req(name: &str, bytes: u64, cap: VolumeCapability) -> CreateVolumeRequest {
+    CreateVolumeRequest {
+        name: VolumeName::new(name).unwrap(),
+        capacity_range: Some(CapacityRange { required_bytes: Some(bytes), limit_bytes: None }),
+        volume_capabilities: vec![cap],
+        parameters: Map::new(),
+        secrets: Secrets::default(),
+        volume_content_source: None,
+        accessibility_requirements: None,
+        mutable_parameters: Map::new(),
+    }
+}
+
+pub fn from(mut r: CreateVolumeRequest, source: VolumeContentSource) -> CreateVolumeRequest {
+    r.volume_content_source = Some(source);
+    r
+}
+
+/// The error code of a result, panicking with the value on success.
+pub fn code<T: std::fmt::Debug>(r: Result<T, CsiError>) -> Code {
+    match r {
+        Ok(v) => panic!("expected an error, got {v:?}"),
+        Err(e) => {
+            assert!(!e.to_string().is_empty());
+            e.code()
+        }
+    }
+}
+
+/// Whether mount tests can run; prints why not when they cannot.
+pub fn can_mount(test: &str) -> bool {
+    if local::is_root() {
+        true
+    } else {
+        eprintln!("skipping {test}: mounts need root and this test runs as uid != 0");
+        false
+    }
+}
