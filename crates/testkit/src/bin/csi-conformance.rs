@@ -1,0 +1,151 @@
+//! `csi-conformance`: runs the csi-testkit suite against a CSI endpoint.
+//!
+//! ```text
+//! csi-conformance --endpoint unix:///csi/csi.sock [--node-endpoint unix:///...]
+//!     [--staging-dir DIR] [--target-dir DIR] [--params k=v ...] [--mutable-params k=v ...]
+//!     [--second-node-id ID] [--volume-size BYTES] [--filter PATTERN] [--cases N] [--junit FILE]
+//! ```
+//!
+//! Prints `PASS name`, `FAIL name: reason` or `SKIP name: reason` per case,
+//! then `N passed, N failed, N skipped`; exits 1 when a case failed and 2
+//! when the suite could not run.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use csi_testkit::{Config, Suite};
+use csi_types::RawCsi;
+use csi_types::client::Client;
+
+/// Run the CSI conformance suite against a plugin's endpoint.
+#[derive(Parser, Debug)]
+#[command(name = "csi-conformance", version)]
+struct Args {
+    /// The controller (and identity) endpoint: `unix:///path` or `tcp://ip:port`.
+    #[arg(long)]
+    endpoint: String,
+    /// The node endpoint, when it differs from `--endpoint`.
+    #[arg(long)]
+    node_endpoint: Option<String>,
+    /// Directory for staging paths (created if missing).
+    #[arg(long)]
+    staging_dir: Option<PathBuf>,
+    /// Directory for target paths (created if missing).
+    #[arg(long)]
+    target_dir: Option<PathBuf>,
+    /// A StorageClass parameter sent with every CreateVolume, as `key=value`.
+    #[arg(long = "params", value_parser = key_value, num_args = 1..)]
+    params: Vec<(String, String)>,
+    /// A mutable parameter the driver accepts in ControllerModifyVolume, as `key=value`.
+    #[arg(long = "mutable-params", value_parser = key_value, num_args = 1..)]
+    mutable_params: Vec<(String, String)>,
+    /// A second node the controller knows, for the publish-to-another-node case.
+    #[arg(long)]
+    second_node_id: Option<String>,
+    /// Size in bytes of the volumes the suite creates.
+    #[arg(long, default_value_t = 1 << 20)]
+    volume_size: u64,
+    /// Run only the cases whose name contains this text.
+    #[arg(long)]
+    filter: Option<String>,
+    /// Random sequences the state-machine property runs.
+    #[arg(long, default_value_t = 32)]
+    cases: u32,
+    /// Concurrent calls in the concurrency cases.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Seconds a case may take before it fails as hung.
+    #[arg(long, default_value_t = 300)]
+    case_timeout: u64,
+    /// Write a JUnit XML report here.
+    #[arg(long)]
+    junit: Option<PathBuf>,
+    /// List the case names and exit.
+    #[arg(long)]
+    list: bool,
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected key=value, got {s:?}")),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if args.list {
+        for c in csi_testkit::all_cases() {
+            println!("{}  {}", c.name, c.about);
+        }
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("csi-conformance: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> ExitCode {
+    let tmp = std::env::temp_dir().join(format!("csi-conformance-{}", std::process::id()));
+    let mut config = Config::new(&tmp);
+    if let Some(d) = args.staging_dir {
+        config.staging_dir = d;
+    }
+    if let Some(d) = args.target_dir {
+        config.target_dir = d;
+    }
+    config.parameters = args.params.into_iter().collect::<BTreeMap<_, _>>();
+    config.mutable_parameters = args.mutable_params.into_iter().collect::<BTreeMap<_, _>>();
+    config.second_node_id = args.second_node_id;
+    config.volume_size = args.volume_size;
+    config.filter = args.filter;
+    config.proptest_cases = args.cases;
+    config.concurrency = args.concurrency;
+    config.case_timeout = std::time::Duration::from_secs(args.case_timeout);
+
+    let controller: Arc<dyn RawCsi> = match Client::connect(&args.endpoint).await {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            eprintln!("csi-conformance: cannot connect to {}: {e}", args.endpoint);
+            return ExitCode::from(2);
+        }
+    };
+    let node: Arc<dyn RawCsi> = match &args.node_endpoint {
+        None => controller.clone(),
+        Some(ep) => match Client::connect(ep).await {
+            Ok(c) => Arc::new(c),
+            Err(e) => {
+                eprintln!("csi-conformance: cannot connect to {ep}: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let report = Suite::new(config, controller, node)
+        .run_with(|r| println!("{r}"))
+        .await;
+    println!("{}", report.summary());
+    if let Some(path) = args.junit
+        && let Err(e) = std::fs::write(&path, report.to_junit("csi-conformance"))
+    {
+        eprintln!("csi-conformance: cannot write {}: {e}", path.display());
+        return ExitCode::from(2);
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+    if report.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}

@@ -1,0 +1,211 @@
+//! Concurrency cases: the same request, or operations on the same volume,
+//! sent at once. Each call must succeed or answer `ABORTED`; the state after
+//! must be what a serial order of the successful calls would leave.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use csi_types::{Code, ControllerCapabilities as CC, CreateVolumeResponse, proto};
+
+use super::{Case, case, list_all_snapshots, list_all_volumes, rw};
+use crate::ctx::{CaseError, Cleanup, Ctx, describe, ensure, fail, ok};
+
+pub(super) fn cases() -> Vec<Case> {
+    vec![
+        case!(
+            "concurrency/create_volume_same_name",
+            "the same CreateVolume sent N times at once makes one volume: every call answers its id or ABORTED",
+            |c| { same_name(c).await }
+        ),
+        case!(
+            "concurrency/same_volume_operations",
+            "expand, snapshot and validate sent at once on one volume each succeed or answer ABORTED, and the volume stays consistent",
+            |c| { same_volume(c).await }
+        ),
+    ]
+}
+
+async fn same_name(c: Ctx) -> Result<(), CaseError> {
+    c.need_controller(CC::CREATE_DELETE_VOLUME, "CREATE_DELETE_VOLUME")?;
+    let listing = c.found().controller.contains(CC::LIST_VOLUMES);
+    let before: BTreeSet<String> = if listing {
+        list_all_volumes(&c, 0).await?.into_iter().collect()
+    } else {
+        BTreeSet::new()
+    };
+    let req = c.create_req(&c.name("race"), c.config().volume_size);
+    let n = c.config().concurrency.max(2);
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let (c, req) = (c.clone(), req.clone());
+            tokio::spawn(async move { c.send_create(req).await })
+        })
+        .collect();
+    let mut ids = BTreeSet::new();
+    for t in tasks {
+        match t.await {
+            Ok(Ok(r)) => {
+                let r: CreateVolumeResponse = ok("CreateVolume (concurrent)", Ok(r))?;
+                ids.insert(r.volume.volume_id.to_string());
+            }
+            Ok(Err(e)) if e.code() == Code::Aborted => {}
+            Ok(Err(e)) => fail!(
+                "CreateVolume (concurrent): expected OK or ABORTED, got {}",
+                describe(&e)
+            ),
+            Err(e) => fail!("a concurrent CreateVolume task died: {e}"),
+        }
+    }
+    ensure!(
+        ids.len() <= 1,
+        "{n} concurrent CreateVolume calls with one name made {} volumes: {ids:?}",
+        ids.len()
+    );
+    // A retry after the race must find the one volume.
+    let mut retried = None;
+    for _ in 0..50 {
+        match c.send_create(req.clone()).await {
+            Ok(r) => {
+                let r: CreateVolumeResponse = ok("CreateVolume (retry after race)", Ok(r))?;
+                retried = Some(r.volume.volume_id.to_string());
+                break;
+            }
+            Err(e) if e.code() == Code::Aborted => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => fail!("CreateVolume (retry after race): {}", describe(&e)),
+        }
+    }
+    let Some(id) = retried else {
+        fail!("CreateVolume still answers ABORTED 50 retries after the race");
+    };
+    if let Some(first) = ids.iter().next() {
+        ensure!(
+            *first == id,
+            "CreateVolume after the race returned {id}, the race returned {first}"
+        );
+    }
+    if listing {
+        let after: BTreeSet<String> = list_all_volumes(&c, 0).await?.into_iter().collect();
+        let new: Vec<_> = after.difference(&before).collect();
+        ensure!(
+            new == vec![&id],
+            "after {n} concurrent CreateVolume calls with one name, ListVolumes shows new volumes {new:?}, expected only {id}"
+        );
+    }
+    Ok(())
+}
+
+async fn same_volume(c: Ctx) -> Result<(), CaseError> {
+    c.need_controller(CC::CREATE_DELETE_VOLUME, "CREATE_DELETE_VOLUME")?;
+    let vol = c.volume("shared").await?;
+    let id = vol.volume_id.to_string();
+    let expand = c.found().controller.contains(CC::EXPAND_VOLUME);
+    let snap = c.found().controller.contains(CC::CREATE_DELETE_SNAPSHOT);
+    let base = vol.capacity_bytes.max(c.config().volume_size);
+    let n = c.config().concurrency.max(3);
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let (c, id) = (c.clone(), id.clone());
+        let kind = i % 3;
+        tasks.push(tokio::spawn(async move {
+            match kind {
+                0 if expand => {
+                    let want = base * (2 + i as u64);
+                    let r = c
+                        .ctl()
+                        .controller_expand_volume(proto::ControllerExpandVolumeRequest {
+                            volume_id: id,
+                            capacity_range: Some(proto::CapacityRange {
+                                required_bytes: want as i64,
+                                limit_bytes: 0,
+                            }),
+                            ..Default::default()
+                        })
+                        .await;
+                    ("ControllerExpandVolume", r.map(|r| (Some(want), Some(r.capacity_bytes as u64), None)))
+                }
+                1 if snap => {
+                    let r = c
+                        .send_snapshot(proto::CreateSnapshotRequest {
+                            source_volume_id: id,
+                            name: c.name("racesnap"),
+                            ..Default::default()
+                        })
+                        .await;
+                    ("CreateSnapshot", r.map(|r| (None, None, r.snapshot.map(|s| s.snapshot_id))))
+                }
+                _ => {
+                    let r = c
+                        .ctl()
+                        .validate_volume_capabilities(proto::ValidateVolumeCapabilitiesRequest {
+                            volume_id: id,
+                            volume_capabilities: vec![rw()],
+                            ..Default::default()
+                        })
+                        .await;
+                    ("ValidateVolumeCapabilities", r.map(|_| (None, None, None)))
+                }
+            }
+        }));
+    }
+    let mut grown_to = 0u64;
+    let mut snaps = BTreeSet::new();
+    for t in tasks {
+        let (rpc, r) = t
+            .await
+            .map_err(|e| CaseError::Fail(format!("a concurrent task died: {e}")))?;
+        match r {
+            Ok((want, got, snap)) => {
+                if let (Some(want), Some(got)) = (want, got) {
+                    ensure!(got >= want, "{rpc} (concurrent) to {want} answered {got}");
+                    grown_to = grown_to.max(want);
+                }
+                if let Some(s) = snap {
+                    snaps.insert(s);
+                }
+            }
+            Err(e) if e.code() == Code::Aborted => {}
+            Err(e) => fail!(
+                "{rpc} (concurrent, same volume): expected OK or ABORTED, got {}",
+                describe(&e)
+            ),
+        }
+    }
+    // The volume must still be there, at least as large as the largest
+    // successful expansion.
+    if c.found().controller.contains(CC::GET_VOLUME) {
+        let g: csi_types::ControllerGetVolumeResponse = ok(
+            "ControllerGetVolume (after the race)",
+            c.ctl()
+                .controller_get_volume(proto::ControllerGetVolumeRequest { volume_id: id.clone() })
+                .await,
+        )?;
+        ensure!(
+            g.volume.capacity_bytes == 0 || g.volume.capacity_bytes >= grown_to,
+            "after concurrent expansions to {grown_to} bytes the volume reports {}",
+            g.volume.capacity_bytes
+        );
+    } else if c.found().controller.contains(CC::LIST_VOLUMES) {
+        let all = list_all_volumes(&c, 0).await?;
+        ensure!(all.contains(&id), "volume {id} vanished from ListVolumes after concurrent operations");
+    }
+    if c.found().controller.contains(CC::LIST_SNAPSHOTS) && !snaps.is_empty() {
+        let listed: BTreeSet<String> = list_all_snapshots(&c, 0).await?.into_iter().collect();
+        for s in &snaps {
+            ensure!(listed.contains(s), "snapshot {s}, created concurrently, is missing from ListSnapshots");
+        }
+    }
+    // Deleting works once the snapshots are gone (the cleanup deletes in reverse order).
+    for s in &snaps {
+        let s2 = s.clone();
+        c.forget(|x| matches!(x, Cleanup::Snapshot(i) if *i == s2));
+        crate::ctx::ok_raw(
+            "DeleteSnapshot",
+            c.ctl()
+                .delete_snapshot(proto::DeleteSnapshotRequest { snapshot_id: s.clone(), ..Default::default() })
+                .await,
+        )?;
+    }
+    Ok(())
+}

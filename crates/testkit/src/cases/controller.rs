@@ -1,0 +1,1011 @@
+//! Controller service cases.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use csi_types::ControllerCapabilities as CC;
+use csi_types::{
+    Code, ControllerExpandVolumeResponse, ControllerGetVolumeResponse,
+    ControllerPublishVolumeResponse, CreateSnapshotResponse, CreateVolumeResponse,
+    GetCapacityResponse, GetSnapshotResponse, ListSnapshotsResponse,
+    ValidateVolumeCapabilitiesResponse, VolumeContentSource, proto,
+};
+
+use super::{Case, UNKNOWN_ID, case, list_all_snapshots, list_all_volumes, rw};
+use crate::ctx::{CaseError, Cleanup, Ctx, code, ensure, fail, ok, ok_raw};
+
+/// A case that sends a request with one REQUIRED field left out and expects
+/// `INVALID_ARGUMENT`.
+macro_rules! missing {
+    ($name:literal, $field:literal, |$c:ident| $need:block, $rpc:literal, $method:ident, $req:expr) => {
+        case!(
+            $name,
+            concat!($rpc, " without `", $field, "` answers INVALID_ARGUMENT"),
+            |$c| {
+                $need;
+                let req = $req;
+                let r = $c.ctl().$method(req).await;
+                code($rpc, r, Code::InvalidArgument)
+            }
+        )
+    };
+}
+
+fn need_create(c: &Ctx) -> Result<(), CaseError> {
+    c.need_controller(CC::CREATE_DELETE_VOLUME, "CREATE_DELETE_VOLUME")
+}
+
+fn need_snap(c: &Ctx) -> Result<(), CaseError> {
+    c.need_controller(CC::CREATE_DELETE_VOLUME, "CREATE_DELETE_VOLUME")?;
+    c.need_controller(CC::CREATE_DELETE_SNAPSHOT, "CREATE_DELETE_SNAPSHOT")
+}
+
+fn need_publish(c: &Ctx) -> Result<(), CaseError> {
+    c.need_controller(CC::CREATE_DELETE_VOLUME, "CREATE_DELETE_VOLUME")?;
+    c.need_controller(CC::PUBLISH_UNPUBLISH_VOLUME, "PUBLISH_UNPUBLISH_VOLUME")
+}
+
+fn publish_req(volume_id: &str, node: &str, readonly: bool) -> proto::ControllerPublishVolumeRequest {
+    proto::ControllerPublishVolumeRequest {
+        volume_id: volume_id.to_string(),
+        node_id: node.to_string(),
+        volume_capability: Some(rw()),
+        readonly,
+        ..Default::default()
+    }
+}
+
+/// Sends a publish and registers it for cleanup when it succeeds.
+async fn send_publish(
+    c: &Ctx,
+    req: proto::ControllerPublishVolumeRequest,
+) -> Result<proto::ControllerPublishVolumeResponse, csi_types::CsiError> {
+    let (v, n) = (req.volume_id.clone(), req.node_id.clone());
+    let r = c.ctl().controller_publish_volume(req).await;
+    if r.is_ok() {
+        c.push(Cleanup::ControllerPublish(v, n));
+    }
+    r
+}
+
+/// Waits (up to 60 s) for a snapshot to become `ready_to_use`.
+async fn wait_ready(c: &Ctx, id: &str) -> Result<(), CaseError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let ready = if c.found().controller.contains(CC::GET_SNAPSHOT) {
+            let r: GetSnapshotResponse = ok(
+                "GetSnapshot",
+                c.ctl()
+                    .get_snapshot(proto::GetSnapshotRequest {
+                        snapshot_id: id.to_string(),
+                        ..Default::default()
+                    })
+                    .await,
+            )?;
+            r.snapshot.ready_to_use
+        } else if c.found().controller.contains(CC::LIST_SNAPSHOTS) {
+            let r: ListSnapshotsResponse = ok(
+                "ListSnapshots",
+                c.ctl()
+                    .list_snapshots(proto::ListSnapshotsRequest {
+                        snapshot_id: id.to_string(),
+                        ..Default::default()
+                    })
+                    .await,
+            )?;
+            ensure!(
+                r.entries.len() == 1,
+                "ListSnapshots(snapshot_id={id}): expected 1 entry, got {}",
+                r.entries.len()
+            );
+            r.entries[0].ready_to_use
+        } else {
+            return Err(CaseError::Skip(
+                "the snapshot is not ready_to_use and neither GET_SNAPSHOT nor LIST_SNAPSHOTS is advertised to wait for it".into(),
+            ));
+        };
+        if ready {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            fail!("snapshot {id} is not ready_to_use after 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+pub(super) fn cases() -> Vec<Case> {
+    vec![
+        case!(
+            "controller/get_capabilities",
+            "ControllerGetCapabilities answers when CONTROLLER_SERVICE is advertised",
+            |c| {
+                if !c
+                    .found()
+                    .plugin
+                    .contains(csi_types::PluginCapabilities::CONTROLLER_SERVICE)
+                {
+                    return Err(CaseError::Skip(
+                        "the plugin does not advertise CONTROLLER_SERVICE".into(),
+                    ));
+                }
+                let _: csi_types::ControllerGetCapabilitiesResponse = ok(
+                    "ControllerGetCapabilities",
+                    c.ctl().controller_get_capabilities(Default::default()).await,
+                )?;
+                Ok(())
+            }
+        ),
+        // ---- CreateVolume / DeleteVolume
+        missing!("controller/create_volume/missing_name", "name", |c| { need_create(&c)? },
+            "CreateVolume", create_volume, {
+                let mut r = c.create_req("", c.config().volume_size);
+                r.name.clear();
+                r
+            }),
+        case!(
+            "controller/create_volume/missing_volume_capabilities",
+            "CreateVolume without `volume_capabilities` answers INVALID_ARGUMENT",
+            |c| {
+                need_create(&c)?;
+                let mut r = c.create_req(&c.name("nocaps"), c.config().volume_size);
+                r.volume_capabilities.clear();
+                code("CreateVolume", c.send_create(r).await, Code::InvalidArgument)
+            }
+        ),
+        case!(
+            "controller/create_volume/idempotent",
+            "CreateVolume sent twice with the same name and arguments returns the same volume",
+            |c| {
+                need_create(&c)?;
+                let req = c.create_req(&c.name("idem"), c.config().volume_size);
+                let a: CreateVolumeResponse = ok("CreateVolume", c.send_create(req.clone()).await)?;
+                let b: CreateVolumeResponse = ok("CreateVolume (retry)", c.send_create(req).await)?;
+                ensure!(
+                    a.volume.volume_id == b.volume.volume_id,
+                    "CreateVolume retried with the same name returned another volume: {} then {}",
+                    a.volume.volume_id,
+                    b.volume.volume_id
+                );
+                ensure!(
+                    a.volume.capacity_bytes == b.volume.capacity_bytes,
+                    "CreateVolume retried returned capacity {} then {}",
+                    a.volume.capacity_bytes,
+                    b.volume.capacity_bytes
+                );
+                ensure!(
+                    a.volume.capacity_bytes == 0 || a.volume.capacity_bytes >= c.config().volume_size,
+                    "CreateVolume: capacity_bytes {} is below required_bytes {}",
+                    a.volume.capacity_bytes,
+                    c.config().volume_size
+                );
+                Ok(())
+            }
+        ),
+        case!(
+            "controller/create_volume/incompatible_existing",
+            "CreateVolume with an existing name and a capacity the volume cannot satisfy answers ALREADY_EXISTS",
+            |c| {
+                need_create(&c)?;
+                let name = c.name("incompat");
+                let size = c.config().volume_size;
+                let a: CreateVolumeResponse = ok("CreateVolume", c.send_create(c.create_req(&name, size)).await)?;
+                let bigger = a.volume.capacity_bytes.max(size) + size;
+                let mut req = c.create_req(&name, bigger);
+                req.capacity_range = Some(proto::CapacityRange {
+                    required_bytes: bigger as i64,
+                    limit_bytes: bigger as i64 + size as i64,
+                });
+                code("CreateVolume (same name, larger capacity)", c.send_create(req).await, Code::AlreadyExists)
+            }
+        ),
+        case!(
+            "controller/create_volume/max_length_name",
+            "CreateVolume accepts a 128-byte name, idempotently",
+            |c| {
+                need_create(&c)?;
+                let base = c.name("max");
+                let name = format!("{base}{}", "x".repeat(128 - base.len().min(128)));
+                let name: String = name.chars().take(128).collect();
+                let req = c.create_req(&name, c.config().volume_size);
+                let a: CreateVolumeResponse = ok("CreateVolume (128-byte name)", c.send_create(req.clone()).await)?;
+                let b: CreateVolumeResponse = ok("CreateVolume (128-byte name, retry)", c.send_create(req).await)?;
+                ensure!(
+                    a.volume.volume_id == b.volume.volume_id,
+                    "CreateVolume retried with a 128-byte name returned another volume: {} then {}",
+                    a.volume.volume_id,
+                    b.volume.volume_id
+                );
+                Ok(())
+            }
+        ),
+        case!(
+            "controller/create_volume/out_of_range",
+            "CreateVolume beyond maximum_volume_size (or 8 EiB when unknown) answers OUT_OF_RANGE",
+            |c| {
+                need_create(&c)?;
+                let mut required = i64::MAX as u64;
+                if c.found().controller.contains(CC::GET_CAPACITY) {
+                    let cap: GetCapacityResponse = ok(
+                        "GetCapacity",
+                        c.ctl()
+                            .get_capacity(proto::GetCapacityRequest {
+                                volume_capabilities: vec![rw()],
+                                parameters: c.config().parameters.clone().into_iter().collect(),
+                                ..Default::default()
+                            })
+                            .await,
+                    )?;
+                    if let Some(max) = cap.maximum_volume_size
+                        && max < i64::MAX as u64
+                    {
+                        required = max + 1;
+                    }
+                }
+                let mut req = c.create_req(&c.name("huge"), required);
+                req.capacity_range = Some(proto::CapacityRange {
+                    required_bytes: required as i64,
+                    limit_bytes: required as i64,
+                });
+                code(&format!("CreateVolume (required_bytes {required})"), c.send_create(req).await, Code::OutOfRange)
+            }
+        ),
+        missing!("controller/delete_volume/missing_volume_id", "volume_id", |c| { need_create(&c)? },
+            "DeleteVolume", delete_volume, proto::DeleteVolumeRequest::default()),
+        case!(
+            "controller/delete_volume/unknown_id",
+            "DeleteVolume of an id that does not exist succeeds",
+            |c| {
+                need_create(&c)?;
+                ok_raw(
+                    "DeleteVolume (unknown id)",
+                    c.ctl()
+                        .delete_volume(proto::DeleteVolumeRequest {
+                            volume_id: UNKNOWN_ID.into(),
+                            ..Default::default()
+                        })
+                        .await,
+                )?;
+                Ok(())
+            }
+        ),
+        case!(
+            "controller/delete_volume/twice",
+            "DeleteVolume succeeds twice on the same volume, which is then gone from ListVolumes",
+            |c| {
+                need_create(&c)?;
+                let v = c.volume("del").await?;
+                let id = v.volume_id.as_str().to_string();
+                let req = proto::DeleteVolumeRequest {
+                    volume_id: id.clone(),
+                    ..Default::default()
+                };
+                ok_raw("DeleteVolume", c.ctl().delete_volume(req.clone()).await)?;
+                ok_raw("DeleteVolume (again)", c.ctl().delete_volume(req).await)?;
+                c.forget(|x| matches!(x, Cleanup::Volume(i) if *i == id));
+                if c.found().controller.contains(CC::LIST_VOLUMES) {
+                    let ids = list_all_volumes(&c, 0).await?;
+                    ensure!(!ids.contains(&id), "ListVolumes still lists deleted volume {id}");
+                }
+                Ok(())
+            }
+        ),
+        // ---- ValidateVolumeCapabilities
+        missing!("controller/validate_volume_capabilities/missing_volume_id", "volume_id",
+            |c| { need_create(&c)? }, "ValidateVolumeCapabilities", validate_volume_capabilities,
+            proto::ValidateVolumeCapabilitiesRequest { volume_capabilities: vec![rw()], ..Default::default() }),
+        case!(
+            "controller/validate_volume_capabilities/missing_volume_capabilities",
+            "ValidateVolumeCapabilities without `volume_capabilities` answers INVALID_ARGUMENT",
+            |c| {
+                need_create(&c)?;
+                let v = c.volume("vvc").await?;
+                let r = c
+                    .ctl()
+                    .validate_volume_capabilities(proto::ValidateVolumeCapabilitiesRequest {
+                        volume_id: v.volume_id.into_string(),
+                        ..Default::default()
+                    })
+                    .await;
+                code("ValidateVolumeCapabilities", r, Code::InvalidArgument)
+            }
+        ),
+        case!(
+            "controller/validate_volume_capabilities/unknown_volume",
+            "ValidateVolumeCapabilities of a volume that does not exist answers NOT_FOUND",
+            |c| {
+                if !c.found().plugin.contains(csi_types::PluginCapabilities::CONTROLLER_SERVICE) {
+                    return Err(CaseError::Skip("the plugin does not advertise CONTROLLER_SERVICE".into()));
+                }
+                let r = c
+                    .ctl()
+                    .validate_volume_capabilities(proto::ValidateVolumeCapabilitiesRequest {
+                        volume_id: UNKNOWN_ID.into(),
+                        volume_capabilities: vec![rw()],
+                        ..Default::default()
+                    })
+                    .await;
+                code("ValidateVolumeCapabilities", r, Code::NotFound)
+            }
+        ),
+        case!(
+            "controller/validate_volume_capabilities/confirms",
+            "ValidateVolumeCapabilities confirms the capability a volume was created with",
+            |c| {
+                need_create(&c)?;
+                let v = c.volume("vvc").await?;
+                let r: ValidateVolumeCapabilitiesResponse = ok(
+                    "ValidateVolumeCapabilities",
+                    c.ctl()
+                        .validate_volume_capabilities(proto::ValidateVolumeCapabilitiesRequest {
+                            volume_id: v.volume_id.into_string(),
+                            volume_context: v.volume_context.into_iter().collect(),
+                            volume_capabilities: vec![rw()],
+                            parameters: c.config().parameters.clone().into_iter().collect(),
+                            ..Default::default()
+                        })
+                        .await,
+                )?;
+                ensure!(
+                    r.confirmed.is_some(),
+                    "ValidateVolumeCapabilities did not confirm the capability the volume was created with: {}",
+                    r.message
+                );
+                Ok(())
+            }
+        ),
+        // ---- ListVolumes
+        case!(
+            "controller/list_volumes/pagination",
+            "ListVolumes in pages of 2 returns every volume exactly once",
+            |c| {
+                need_create(&c)?;
+                c.need_controller(CC::LIST_VOLUMES, "LIST_VOLUMES")?;
+                let mut created = BTreeSet::new();
+                for _ in 0..5 {
+                    created.insert(c.volume("page").await?.volume_id.into_string());
+                }
+                let ids = list_all_volumes(&c, 2).await?;
+                let mut seen = BTreeSet::new();
+                for id in &ids {
+                    ensure!(seen.insert(id.clone()), "ListVolumes returned {id} on two pages");
+                }
+                for id in &created {
+                    ensure!(seen.contains(id), "ListVolumes in pages of 2 lost volume {id}");
+                }
+                let all = list_all_volumes(&c, 0).await?;
+                ensure!(
+                    all.iter().collect::<BTreeSet<_>>() == ids.iter().collect::<BTreeSet<_>>(),
+                    "ListVolumes without max_entries returned other volumes than in pages of 2"
+                );
+                Ok(())
+            }
+        ),
+        case!(
+            "controller/list_volumes/bad_token",
+            "ListVolumes with a starting_token the plugin never issued answers ABORTED",
+            |c| {
+                c.need_controller(CC::LIST_VOLUMES, "LIST_VOLUMES")?;
+                let r = c
+                    .ctl()
+                    .list_volumes(proto::ListVolumesRequest {
+                        max_entries: 1,
+                        starting_token: "csi-testkit-not-a-token".into(),
+                    })
+                    .await;
+                code("ListVolumes (bad token)", r, Code::Aborted)
+            }
+        ),
+        case!(
+            "controller/list_volumes/changes_between_pages",
+            "volumes added and deleted between pages: the next token still works, no volume that stayed is lost or repeated",
+            |c| {
+                need_create(&c)?;
+                c.need_controller(CC::LIST_VOLUMES, "LIST_VOLUMES")?;
+                let mut stay = BTreeSet::new();
+                for _ in 0..4 {
+                    stay.insert(c.volume("chg").await?.volume_id.into_string());
+                }
+                let first: csi_types::ListVolumesResponse = ok(
+                    "ListVolumes",
+                    c.ctl()
+                        .list_volumes(proto::ListVolumesRequest { max_entries: 2, starting_token: String::new() })
+                        .await,
+                )?;
+                let Some(mut token) = first.next_token.clone() else {
+                    fail!("ListVolumes with max_entries 2 and at least 4 volumes returned no next_token");
+                };
+                let mut seen: Vec<String> = first.entries.iter().map(|e| e.volume.volume_id.to_string()).collect();
+                // Delete the last volume of the first page (if it is ours) and add one.
+                if let Some(last) = seen.last().cloned()
+                    && stay.remove(&last)
+                {
+                    ok_raw(
+                        "DeleteVolume",
+                        c.ctl().delete_volume(proto::DeleteVolumeRequest { volume_id: last.clone(), ..Default::default() }).await,
+                    )?;
+                    c.forget(|x| matches!(x, Cleanup::Volume(i) if *i == last));
+                }
+                c.volume("chg-new").await?;
+                for _ in 0..10_000 {
+                    let r: csi_types::ListVolumesResponse = ok(
+                        "ListVolumes (after changes)",
+                        c.ctl()
+                            .list_volumes(proto::ListVolumesRequest { max_entries: 2, starting_token: token.clone() })
+                            .await,
+                    )?;
+                    seen.extend(r.entries.iter().map(|e| e.volume.volume_id.to_string()));
+                    match r.next_token {
+                        Some(t) => token = t,
+                        None => break,
+                    }
+                }
+                let mut uniq = BTreeSet::new();
+                for id in &seen {
+                    ensure!(uniq.insert(id.clone()), "ListVolumes returned {id} twice across pages");
+                }
+                for id in &stay {
+                    ensure!(uniq.contains(id), "ListVolumes lost volume {id}, which existed throughout the listing");
+                }
+                Ok(())
+            }
+        ),
+        // ---- GetCapacity
+        case!(
+            "controller/get_capacity",
+            "GetCapacity answers, and creating a volume does not raise the available capacity",
+            |c| {
+                c.need_controller(CC::GET_CAPACITY, "GET_CAPACITY")?;
+                let req = proto::GetCapacityRequest {
+                    volume_capabilities: vec![rw()],
+                    parameters: c.config().parameters.clone().into_iter().collect(),
+                    ..Default::default()
+                };
+                let before: GetCapacityResponse = ok("GetCapacity", c.ctl().get_capacity(req.clone()).await)?;
+                if let (Some(min), Some(max)) = (before.minimum_volume_size, before.maximum_volume_size) {
+                    ensure!(min <= max, "GetCapacity: minimum_volume_size {min} exceeds maximum_volume_size {max}");
+                }
+                if c.found().controller.contains(CC::CREATE_DELETE_VOLUME) {
+                    c.volume("cap").await?;
+                    let after: GetCapacityResponse = ok("GetCapacity", c.ctl().get_capacity(req).await)?;
+                    ensure!(
+                        after.available_capacity <= before.available_capacity,
+                        "GetCapacity: available capacity rose from {} to {} after creating a volume",
+                        before.available_capacity,
+                        after.available_capacity
+                    );
+                }
+                Ok(())
+            }
+        ),
+        // ---- ControllerGetVolume
+        missing!("controller/get_volume/missing_volume_id", "volume_id",
+            |c| { c.need_controller(CC::GET_VOLUME, "GET_VOLUME")? }, "ControllerGetVolume",
+            controller_get_volume, proto::ControllerGetVolumeRequest::default()),
+        case!(
+            "controller/get_volume/unknown_volume",
+            "ControllerGetVolume of a volume that does not exist answers NOT_FOUND; of one that does, returns it",
+            |c| {
+                c.need_controller(CC::GET_VOLUME, "GET_VOLUME")?;
+                let r = c
+                    .ctl()
+                    .controller_get_volume(proto::ControllerGetVolumeRequest { volume_id: UNKNOWN_ID.into() })
+                    .await;
+                code("ControllerGetVolume", r, Code::NotFound)?;
+                if c.found().controller.contains(CC::CREATE_DELETE_VOLUME) {
+                    let v = c.volume("get").await?;
+                    let g: ControllerGetVolumeResponse = ok(
+                        "ControllerGetVolume",
+                        c.ctl()
+                            .controller_get_volume(proto::ControllerGetVolumeRequest { volume_id: v.volume_id.to_string() })
+                            .await,
+                    )?;
+                    ensure!(g.volume.volume_id == v.volume_id, "ControllerGetVolume returned volume {} for {}", g.volume.volume_id, v.volume_id);
+                }
+                Ok(())
+            }
+        ),
+        // ---- ControllerPublishVolume / ControllerUnpublishVolume
+        missing!("controller/publish/missing_volume_id", "volume_id", |c| { need_publish(&c)? },
+            "ControllerPublishVolume", controller_publish_volume, publish_req("", "node", false)),
+        case!(
+            "controller/publish/missing_node_id",
+            "ControllerPublishVolume without `node_id` answers INVALID_ARGUMENT",
+            |c| {
+                need_publish(&c)?;
+                let v = c.volume("pub").await?;
+                code("ControllerPublishVolume", send_publish(&c, publish_req(v.volume_id.as_str(), "", false)).await, Code::InvalidArgument)
+            }
+        ),
+        case!(
+            "controller/publish/missing_volume_capability",
+            "ControllerPublishVolume without `volume_capability` answers INVALID_ARGUMENT",
+            |c| {
+                need_publish(&c)?;
+                let v = c.volume("pub").await?;
+                let mut req = publish_req(v.volume_id.as_str(), &c.node_id()?, false);
+                req.volume_capability = None;
+                code("ControllerPublishVolume", send_publish(&c, req).await, Code::InvalidArgument)
+            }
+        ),
+        case!(
+            "controller/publish/unknown_volume",
+            "ControllerPublishVolume of a volume that does not exist answers NOT_FOUND",
+            |c| {
+                need_publish(&c)?;
+                let r = send_publish(&c, publish_req(UNKNOWN_ID, &c.node_id()?, false)).await;
+                code("ControllerPublishVolume", r, Code::NotFound)
+            }
+        ),
+        case!(
+            "controller/publish/unknown_node",
+            "ControllerPublishVolume to a node that does not exist answers NOT_FOUND",
+            |c| {
+                need_publish(&c)?;
+                let v = c.volume("pub").await?;
+                let r = send_publish(&c, publish_req(v.volume_id.as_str(), UNKNOWN_ID, false)).await;
+                code("ControllerPublishVolume (unknown node)", r, Code::NotFound)
+            }
+        ),
+        case!(
+            "controller/publish/idempotent",
+            "ControllerPublishVolume sent twice succeeds with the same publish_context; ControllerUnpublishVolume twice succeeds",
+            |c| {
+                need_publish(&c)?;
+                let v = c.volume("pub").await?;
+                let node = c.node_id()?;
+                let req = publish_req(v.volume_id.as_str(), &node, false);
+                let a: ControllerPublishVolumeResponse = ok("ControllerPublishVolume", send_publish(&c, req.clone()).await)?;
+                let b: ControllerPublishVolumeResponse = ok("ControllerPublishVolume (retry)", send_publish(&c, req).await)?;
+                ensure!(
+                    a.publish_context == b.publish_context,
+                    "ControllerPublishVolume retried returned another publish_context: {:?} then {:?}",
+                    a.publish_context,
+                    b.publish_context
+                );
+                let un = proto::ControllerUnpublishVolumeRequest {
+                    volume_id: v.volume_id.to_string(),
+                    node_id: node,
+                    ..Default::default()
+                };
+                ok_raw("ControllerUnpublishVolume", c.ctl().controller_unpublish_volume(un.clone()).await)?;
+                ok_raw("ControllerUnpublishVolume (again)", c.ctl().controller_unpublish_volume(un).await)?;
+                Ok(())
+            }
+        ),
+        case!(
+            "controller/publish/second_node",
+            "ControllerPublishVolume of a SINGLE_NODE_WRITER volume to a second node answers FAILED_PRECONDITION",
+            |c| {
+                need_publish(&c)?;
+                let Some(second) = c.config().second_node_id.clone() else {
+                    return Err(CaseError::Skip("no second node id configured (--second-node-id)".into()));
+                };
+                let v = c.volume("pub2").await?;
+                let _: ControllerPublishVolumeResponse = ok(
+                    "ControllerPublishVolume",
+                    send_publish(&c, publish_req(v.volume_id.as_str(), &c.node_id()?, false)).await,
+                )?;
+                let r = send_publish(&c, publish_req(v.volume_id.as_str(), &second, false)).await;
+                code("ControllerPublishVolume (second node)", r, Code::FailedPrecondition)
+            }
+        ),
+        case!(
+            "controller/publish/attach_limit",
+            "ControllerPublishVolume beyond NodeGetInfo.max_volumes_per_node answers RESOURCE_EXHAUSTED",
+            |c| {
+                need_publish(&c)?;
+                let node = c.node_id()?;
+                let Some(max) = c.found().max_volumes_per_node else {
+                    return Err(CaseError::Skip("NodeGetInfo reports no max_volumes_per_node".into()));
+                };
+                if max > 64 {
+                    return Err(CaseError::Skip(format!("max_volumes_per_node is {max}; the case publishes at most 64 volumes")));
+                }
+                // Volumes published by others count against the limit too, so
+                // publish until the first refusal and check it comes at the limit.
+                for i in 0..=max {
+                    let v = c.volume("lim").await?;
+                    let r = send_publish(&c, publish_req(v.volume_id.as_str(), &node, false)).await;
+                    match r {
+                        Ok(_) if i == max => fail!("ControllerPublishVolume: published {} volumes to {node}, but max_volumes_per_node is {max}", max + 1),
+                        Ok(_) => {}
+                        Err(e) if e.code() == Code::ResourceExhausted => return Ok(()),
+                        Err(e) => fail!("ControllerPublishVolume #{}: expected OK or RESOURCE_EXHAUSTED, got {}", i + 1, crate::ctx::describe(&e)),
+                    }
+                }
+                Ok(())
+            }
+        ),
+        case!(
+            "controller/publish/incompatible",
+            "ControllerPublishVolume again to the same node with another readonly flag answers ALREADY_EXISTS",
+            |c| {
+                need_publish(&c)?;
+                c.need_controller(CC::PUBLISH_READONLY, "PUBLISH_READONLY")?;
+                let v = c.volume("pubx").await?;
+                let node = c.node_id()?;
+                let _: ControllerPublishVolumeResponse = ok(
+                    "ControllerPublishVolume",
+                    send_publish(&c, publish_req(v.volume_id.as_str(), &node, false)).await,
+                )?;
+                let r = send_publish(&c, publish_req(v.volume_id.as_str(), &node, true)).await;
+                code("ControllerPublishVolume (readonly after read-write)", r, Code::AlreadyExists)
+            }
+        ),
+        missing!("controller/unpublish/missing_volume_id", "volume_id", |c| { need_publish(&c)? },
+            "ControllerUnpublishVolume", controller_unpublish_volume,
+            proto::ControllerUnpublishVolumeRequest { node_id: "node".into(), ..Default::default() }),
+        case!(
+            "controller/unpublish/not_published",
+            "ControllerUnpublishVolume of a volume that is not published succeeds",
+            |c| {
+                need_publish(&c)?;
+                let v = c.volume("unpub").await?;
+                ok_raw(
+                    "ControllerUnpublishVolume",
+                    c.ctl()
+                        .controller_unpublish_volume(proto::ControllerUnpublishVolumeRequest {
+                            volume_id: v.volume_id.into_string(),
+                            node_id: c.node_id()?,
+                            ..Default::default()
+                        })
+                        .await,
+                )?;
+                Ok(())
+            }
+        ),
+        // ---- Snapshots
+        missing!("controller/create_snapshot/missing_name", "name", |c| { need_snap(&c)? },
+            "CreateSnapshot", create_snapshot,
+            proto::CreateSnapshotRequest { source_volume_id: UNKNOWN_ID.into(), ..Default::default() }),
+        missing!("controller/create_snapshot/missing_source_volume_id", "source_volume_id", |c| { need_snap(&c)? },
+            "CreateSnapshot", create_snapshot,
+            proto::CreateSnapshotRequest { name: c.name("nosrc"), ..Default::default() }),
+        case!(
+            "controller/create_snapshot/idempotent",
+            "CreateSnapshot sent twice returns the same snapshot, of the right source, which becomes ready_to_use",
+            |c| {
+                need_snap(&c)?;
+                let v = c.volume("snapsrc").await?;
+                let req = proto::CreateSnapshotRequest {
+                    source_volume_id: v.volume_id.to_string(),
+                    name: c.name("snap"),
+                    ..Default::default()
+                };
+                let a: CreateSnapshotResponse = ok("CreateSnapshot", c.send_snapshot(req.clone()).await)?;
+                let b: CreateSnapshotResponse = ok("CreateSnapshot (retry)", c.send_snapshot(req).await)?;
+                ensure!(
+                    a.snapshot.snapshot_id == b.snapshot.snapshot_id,
+                    "CreateSnapshot retried returned another snapshot: {} then {}",
+                    a.snapshot.snapshot_id,
+                    b.snapshot.snapshot_id
+                );
+                ensure!(
+                    a.snapshot.source_volume_id == v.volume_id,
+                    "CreateSnapshot: source_volume_id is {}, expected {}",
+                    a.snapshot.source_volume_id,
+                    v.volume_id
+                );
+                if !a.snapshot.ready_to_use {
+                    wait_ready(&c, a.snapshot.snapshot_id.as_str()).await?;
+                }
+                Ok(())
+            }
+        ),
+        case!(
+            "controller/create_snapshot/incompatible_existing",
+            "CreateSnapshot with an existing name and another source volume answers ALREADY_EXISTS",
+            |c| {
+                need_snap(&c)?;
+                let v1 = c.volume("snapsrc").await?;
+                let v2 = c.volume("snapsrc").await?;
+                let name = c.name("snap");
+                let _: CreateSnapshotResponse = ok(
+                    "CreateSnapshot",
+                    c.send_snapshot(proto::CreateSnapshotRequest { source_volume_id: v1.volume_id.to_string(), name: name.clone(), ..Default::default() }).await,
+                )?;
+                let r = c
+                    .send_snapshot(proto::CreateSnapshotRequest { source_volume_id: v2.volume_id.to_string(), name, ..Default::default() })
+                    .await;
+                code("CreateSnapshot (same name, other source)", r, Code::AlreadyExists)
+            }
+        ),
+        case!(
+            "controller/create_snapshot/max_length_name",
+            "CreateSnapshot accepts a 128-byte name",
+            |c| {
+                need_snap(&c)?;
+                let v = c.volume("snapsrc").await?;
+                let base = c.name("snapmax");
+                let name: String = format!("{base}{}", "s".repeat(128)).chars().take(128).collect();
+                let _: CreateSnapshotResponse = ok(
+                    "CreateSnapshot (128-byte name)",
+                    c.send_snapshot(proto::CreateSnapshotRequest { source_volume_id: v.volume_id.to_string(), name, ..Default::default() }).await,
+                )?;
+                Ok(())
+            }
+        ),
+        missing!("controller/delete_snapshot/missing_snapshot_id", "snapshot_id", |c| { need_snap(&c)? },
+            "DeleteSnapshot", delete_snapshot, proto::DeleteSnapshotRequest::default()),
+        case!(
+            "controller/delete_snapshot/unknown_id",
+            "DeleteSnapshot of an id that does not exist succeeds; of a real snapshot, twice, succeeds",
+            |c| {
+                need_snap(&c)?;
+                ok_raw(
+                    "DeleteSnapshot (unknown id)",
+                    c.ctl().delete_snapshot(proto::DeleteSnapshotRequest { snapshot_id: UNKNOWN_ID.into(), ..Default::default() }).await,
+                )?;
+                let v = c.volume("snapsrc").await?;
+                let s = c.snapshot(v.volume_id.as_str(), "snapdel").await?;
+                let req = proto::DeleteSnapshotRequest { snapshot_id: s.snapshot_id.to_string(), ..Default::default() };
+                ok_raw("DeleteSnapshot", c.ctl().delete_snapshot(req.clone()).await)?;
+                ok_raw("DeleteSnapshot (again)", c.ctl().delete_snapshot(req).await)?;
+                let id = s.snapshot_id.to_string();
+                c.forget(|x| matches!(x, Cleanup::Snapshot(i) if *i == id));
+                Ok(())
+            }
+        ),
+        case!(
+            "controller/list_snapshots/filters",
+            "ListSnapshots by snapshot_id and by source_volume_id returns exactly the matching snapshots; an unknown filter returns none",
+            |c| {
+                need_snap(&c)?;
+                c.need_controller(CC::LIST_SNAPSHOTS, "LIST_SNAPSHOTS")?;
+                let v1 = c.volume("lsrc").await?;
+                let v2 = c.volume("lsrc").await?;
+                let s1 = c.snapshot(v1.volume_id.as_str(), "ls").await?;
+                let s2 = c.snapshot(v2.volume_id.as_str(), "ls").await?;
+                let by_id: ListSnapshotsResponse = ok("ListSnapshots(snapshot_id)", c.ctl().list_snapshots(proto::ListSnapshotsRequest { snapshot_id: s1.snapshot_id.to_string(), ..Default::default() }).await)?;
+                ensure!(
+                    by_id.entries.len() == 1 && by_id.entries[0].snapshot_id == s1.snapshot_id,
+                    "ListSnapshots(snapshot_id={}) returned {:?}",
+                    s1.snapshot_id,
+                    by_id.entries.iter().map(|e| e.snapshot_id.to_string()).collect::<Vec<_>>()
+                );
+                let by_src: ListSnapshotsResponse = ok("ListSnapshots(source_volume_id)", c.ctl().list_snapshots(proto::ListSnapshotsRequest { source_volume_id: v2.volume_id.to_string(), ..Default::default() }).await)?;
+                ensure!(
+                    by_src.entries.iter().any(|e| e.snapshot_id == s2.snapshot_id)
+                        && by_src.entries.iter().all(|e| e.source_volume_id == v2.volume_id),
+                    "ListSnapshots(source_volume_id={}) returned {:?}",
+                    v2.volume_id,
+                    by_src.entries.iter().map(|e| e.snapshot_id.to_string()).collect::<Vec<_>>()
+                );
+                let none: ListSnapshotsResponse = ok("ListSnapshots(unknown snapshot_id)", c.ctl().list_snapshots(proto::ListSnapshotsRequest { snapshot_id: UNKNOWN_ID.into(), ..Default::default() }).await)?;
+                ensure!(none.entries.is_empty(), "ListSnapshots(snapshot_id=<unknown>) returned {} entries", none.entries.len());
+                Ok(())
+            }
+        ),
+        case!(
+            "controller/list_snapshots/pagination",
+            "ListSnapshots in pages of 2 returns every snapshot exactly once",
+            |c| {
+                need_snap(&c)?;
+                c.need_controller(CC::LIST_SNAPSHOTS, "LIST_SNAPSHOTS")?;
+                let v = c.volume("lsrc").await?;
+                let mut created = BTreeSet::new();
+                for _ in 0..5 {
+                    created.insert(c.snapshot(v.volume_id.as_str(), "lp").await?.snapshot_id.into_string());
+                }
+                let ids = list_all_snapshots(&c, 2).await?;
+                let mut seen = BTreeSet::new();
+                for id in &ids {
+                    ensure!(seen.insert(id.clone()), "ListSnapshots returned {id} on two pages");
+                }
+                for id in &created {
+                    ensure!(seen.contains(id), "ListSnapshots in pages of 2 lost snapshot {id}");
+                }
+                Ok(())
+            }
+        ),
+        case!(
+            "controller/list_snapshots/bad_token",
+            "ListSnapshots with a starting_token the plugin never issued answers ABORTED",
+            |c| {
+                c.need_controller(CC::LIST_SNAPSHOTS, "LIST_SNAPSHOTS")?;
+                let r = c.ctl().list_snapshots(proto::ListSnapshotsRequest { max_entries: 1, starting_token: "csi-testkit-not-a-token".into(), ..Default::default() }).await;
+                code("ListSnapshots (bad token)", r, Code::Aborted)
+            }
+        ),
+        case!(
+            "controller/get_snapshot/unknown_id",
+            "GetSnapshot of a snapshot that does not exist answers NOT_FOUND",
+            |c| {
+                c.need_controller(CC::GET_SNAPSHOT, "GET_SNAPSHOT")?;
+                let r = c.ctl().get_snapshot(proto::GetSnapshotRequest { snapshot_id: UNKNOWN_ID.into(), ..Default::default() }).await;
+                code("GetSnapshot", r, Code::NotFound)
+            }
+        ),
+        // ---- Restore and clone
+        case!(
+            "controller/create_volume/from_snapshot",
+            "CreateVolume from a ready snapshot reports the snapshot as content source",
+            |c| {
+                need_snap(&c)?;
+                let v = c.volume("rsrc").await?;
+                let s = c.snapshot(v.volume_id.as_str(), "rsnap").await?;
+                if !s.ready_to_use {
+                    wait_ready(&c, s.snapshot_id.as_str()).await?;
+                }
+                let mut req = c.create_req(&c.name("restore"), c.config().volume_size.max(s.size_bytes));
+                req.volume_content_source = Some(VolumeContentSource::Snapshot(s.snapshot_id.clone()).into());
+                let r: CreateVolumeResponse = ok("CreateVolume (from snapshot)", c.send_create(req).await)?;
+                ensure!(
+                    r.volume.content_source == Some(VolumeContentSource::Snapshot(s.snapshot_id.clone())),
+                    "CreateVolume from snapshot {}: content_source is {:?}",
+                    s.snapshot_id,
+                    r.volume.content_source
+                );
+                ensure!(
+                    r.volume.capacity_bytes == 0 || r.volume.capacity_bytes >= s.size_bytes,
+                    "CreateVolume from a {}-byte snapshot made a {}-byte volume",
+                    s.size_bytes,
+                    r.volume.capacity_bytes
+                );
+                Ok(())
+            }
+        ),
+        case!(
+            "controller/create_volume/from_unknown_snapshot",
+            "CreateVolume from a snapshot that does not exist answers NOT_FOUND",
+            |c| {
+                need_snap(&c)?;
+                let mut req = c.create_req(&c.name("restore"), c.config().volume_size);
+                req.volume_content_source = Some(VolumeContentSource::Snapshot(csi_types::SnapshotId::new(UNKNOWN_ID).expect("valid id")).into());
+                code("CreateVolume (from unknown snapshot)", c.send_create(req).await, Code::NotFound)
+            }
+        ),
+        case!(
+            "controller/create_volume/clone",
+            "CreateVolume from a volume reports the volume as content source",
+            |c| {
+                need_create(&c)?;
+                c.need_controller(CC::CLONE_VOLUME, "CLONE_VOLUME")?;
+                let v = c.volume("csrc").await?;
+                let mut req = c.create_req(&c.name("clone"), c.config().volume_size.max(v.capacity_bytes));
+                req.volume_content_source = Some(VolumeContentSource::Volume(v.volume_id.clone()).into());
+                let r: CreateVolumeResponse = ok("CreateVolume (clone)", c.send_create(req).await)?;
+                ensure!(
+                    r.volume.content_source == Some(VolumeContentSource::Volume(v.volume_id.clone())),
+                    "CreateVolume cloning {}: content_source is {:?}",
+                    v.volume_id,
+                    r.volume.content_source
+                );
+                ensure!(r.volume.volume_id != v.volume_id, "CreateVolume (clone) returned the source volume's id");
+                Ok(())
+            }
+        ),
+        case!(
+            "controller/create_volume/clone_unknown_source",
+            "CreateVolume cloning a volume that does not exist answers NOT_FOUND",
+            |c| {
+                need_create(&c)?;
+                c.need_controller(CC::CLONE_VOLUME, "CLONE_VOLUME")?;
+                let mut req = c.create_req(&c.name("clone"), c.config().volume_size);
+                req.volume_content_source = Some(VolumeContentSource::Volume(csi_types::VolumeId::new(UNKNOWN_ID).expect("valid id")).into());
+                code("CreateVolume (clone of unknown volume)", c.send_create(req).await, Code::NotFound)
+            }
+        ),
+        // ---- ControllerExpandVolume
+        missing!("controller/expand_volume/missing_volume_id", "volume_id",
+            |c| { c.need_controller(CC::EXPAND_VOLUME, "EXPAND_VOLUME")? }, "ControllerExpandVolume",
+            controller_expand_volume, proto::ControllerExpandVolumeRequest {
+                capacity_range: Some(proto::CapacityRange { required_bytes: 1 << 20, limit_bytes: 0 }),
+                ..Default::default()
+            }),
+        case!(
+            "controller/expand_volume/missing_capacity_range",
+            "ControllerExpandVolume without `capacity_range` answers INVALID_ARGUMENT",
+            |c| {
+                c.need_controller(CC::EXPAND_VOLUME, "EXPAND_VOLUME")?;
+                need_create(&c)?;
+                let v = c.volume("exp").await?;
+                let r = c.ctl().controller_expand_volume(proto::ControllerExpandVolumeRequest { volume_id: v.volume_id.to_string(), ..Default::default() }).await;
+                code("ControllerExpandVolume", r, Code::InvalidArgument)
+            }
+        ),
+        case!(
+            "controller/expand_volume/unknown_volume",
+            "ControllerExpandVolume of a volume that does not exist answers NOT_FOUND",
+            |c| {
+                c.need_controller(CC::EXPAND_VOLUME, "EXPAND_VOLUME")?;
+                let r = c.ctl().controller_expand_volume(proto::ControllerExpandVolumeRequest {
+                    volume_id: UNKNOWN_ID.into(),
+                    capacity_range: Some(proto::CapacityRange { required_bytes: c.config().volume_size as i64 * 2, limit_bytes: 0 }),
+                    ..Default::default()
+                }).await;
+                code("ControllerExpandVolume", r, Code::NotFound)
+            }
+        ),
+        case!(
+            "controller/expand_volume/grow",
+            "ControllerExpandVolume grows a volume to at least required_bytes, idempotently",
+            |c| {
+                c.need_controller(CC::EXPAND_VOLUME, "EXPAND_VOLUME")?;
+                need_create(&c)?;
+                let v = c.volume("exp").await?;
+                let want = v.capacity_bytes.max(c.config().volume_size) * 2;
+                let req = proto::ControllerExpandVolumeRequest {
+                    volume_id: v.volume_id.to_string(),
+                    capacity_range: Some(proto::CapacityRange { required_bytes: want as i64, limit_bytes: 0 }),
+                    ..Default::default()
+                };
+                let a: ControllerExpandVolumeResponse = ok("ControllerExpandVolume", c.ctl().controller_expand_volume(req.clone()).await)?;
+                ensure!(a.capacity_bytes >= want, "ControllerExpandVolume to {want} bytes answered capacity_bytes {}", a.capacity_bytes);
+                let b: ControllerExpandVolumeResponse = ok("ControllerExpandVolume (retry)", c.ctl().controller_expand_volume(req).await)?;
+                ensure!(b.capacity_bytes == a.capacity_bytes, "ControllerExpandVolume retried answered {} then {}", a.capacity_bytes, b.capacity_bytes);
+                Ok(())
+            }
+        ),
+        // ---- ControllerModifyVolume
+        missing!("controller/modify_volume/missing_volume_id", "volume_id",
+            |c| { c.need_controller(CC::MODIFY_VOLUME, "MODIFY_VOLUME")? }, "ControllerModifyVolume",
+            controller_modify_volume, proto::ControllerModifyVolumeRequest {
+                mutable_parameters: BTreeMap::from([("csi-testkit-key".to_string(), "v".to_string())]),
+                ..Default::default()
+            }),
+        case!(
+            "controller/modify_volume/missing_mutable_parameters",
+            "ControllerModifyVolume without `mutable_parameters` answers INVALID_ARGUMENT",
+            |c| {
+                c.need_controller(CC::MODIFY_VOLUME, "MODIFY_VOLUME")?;
+                need_create(&c)?;
+                let v = c.volume("mod").await?;
+                let r = c.ctl().controller_modify_volume(proto::ControllerModifyVolumeRequest { volume_id: v.volume_id.to_string(), ..Default::default() }).await;
+                code("ControllerModifyVolume", r, Code::InvalidArgument)
+            }
+        ),
+        case!(
+            "controller/modify_volume/unknown_volume",
+            "ControllerModifyVolume of a volume that does not exist answers NOT_FOUND",
+            |c| {
+                c.need_controller(CC::MODIFY_VOLUME, "MODIFY_VOLUME")?;
+                if c.config().mutable_parameters.is_empty() {
+                    return Err(CaseError::Skip("no mutable parameters configured (--mutable-params)".into()));
+                }
+                let r = c.ctl().controller_modify_volume(proto::ControllerModifyVolumeRequest {
+                    volume_id: UNKNOWN_ID.into(),
+                    mutable_parameters: c.config().mutable_parameters.clone().into_iter().collect(),
+                    ..Default::default()
+                }).await;
+                code("ControllerModifyVolume", r, Code::NotFound)
+            }
+        ),
+        case!(
+            "controller/modify_volume/supported",
+            "ControllerModifyVolume with the configured mutable parameters succeeds, twice",
+            |c| {
+                c.need_controller(CC::MODIFY_VOLUME, "MODIFY_VOLUME")?;
+                need_create(&c)?;
+                if c.config().mutable_parameters.is_empty() {
+                    return Err(CaseError::Skip("no mutable parameters configured (--mutable-params)".into()));
+                }
+                let v = c.volume("mod").await?;
+                let req = proto::ControllerModifyVolumeRequest {
+                    volume_id: v.volume_id.to_string(),
+                    mutable_parameters: c.config().mutable_parameters.clone().into_iter().collect(),
+                    ..Default::default()
+                };
+                ok_raw("ControllerModifyVolume", c.ctl().controller_modify_volume(req.clone()).await)?;
+                ok_raw("ControllerModifyVolume (retry)", c.ctl().controller_modify_volume(req).await)?;
+                Ok(())
+            }
+        ),
+        case!(
+            "controller/modify_volume/unsupported",
+            "ControllerModifyVolume with a parameter the driver does not know answers INVALID_ARGUMENT",
+            |c| {
+                c.need_controller(CC::MODIFY_VOLUME, "MODIFY_VOLUME")?;
+                need_create(&c)?;
+                let v = c.volume("mod").await?;
+                let r = c.ctl().controller_modify_volume(proto::ControllerModifyVolumeRequest {
+                    volume_id: v.volume_id.to_string(),
+                    mutable_parameters: BTreeMap::from([("csi-testkit.example.com/no-such-parameter".to_string(), "1".to_string())]),
+                    ..Default::default()
+                }).await;
+                code("ControllerModifyVolume (unsupported parameter)", r, Code::InvalidArgument)
+            }
+        ),
+    ]
+}

@@ -1,0 +1,186 @@
+//! GroupController service cases.
+
+use std::collections::BTreeSet;
+
+use csi_types::{
+    Code, ControllerCapabilities as CC, CreateVolumeGroupSnapshotResponse,
+    GetVolumeGroupSnapshotResponse, proto,
+};
+
+use super::{Case, UNKNOWN_ID, case};
+use crate::ctx::{CaseError, Cleanup, Ctx, code, ensure, ok, ok_raw};
+
+fn need(c: &Ctx) -> Result<(), CaseError> {
+    c.need_group()?;
+    c.need_controller(CC::CREATE_DELETE_VOLUME, "CREATE_DELETE_VOLUME")
+}
+
+async fn send_create(
+    c: &Ctx,
+    req: proto::CreateVolumeGroupSnapshotRequest,
+) -> Result<proto::CreateVolumeGroupSnapshotResponse, csi_types::CsiError> {
+    let r = c.ctl().create_volume_group_snapshot(req).await;
+    if let Ok(resp) = &r
+        && let Some(g) = &resp.group_snapshot
+    {
+        let id = g.group_snapshot_id.clone();
+        c.forget(|x| matches!(x, Cleanup::GroupSnapshot(i, _) if *i == id));
+        c.push(Cleanup::GroupSnapshot(
+            g.group_snapshot_id.clone(),
+            g.snapshots.iter().map(|s| s.snapshot_id.clone()).collect(),
+        ));
+    }
+    r
+}
+
+pub(super) fn cases() -> Vec<Case> {
+    vec![
+        case!(
+            "group/get_capabilities",
+            "GroupControllerGetCapabilities answers when GROUP_CONTROLLER_SERVICE is advertised",
+            |c| {
+                if !c.found().plugin.contains(csi_types::PluginCapabilities::GROUP_CONTROLLER_SERVICE) {
+                    return Err(CaseError::Skip("the plugin does not advertise GROUP_CONTROLLER_SERVICE".into()));
+                }
+                let _: csi_types::GroupControllerGetCapabilitiesResponse = ok(
+                    "GroupControllerGetCapabilities",
+                    c.ctl().group_controller_get_capabilities(Default::default()).await,
+                )?;
+                Ok(())
+            }
+        ),
+        case!(
+            "group/create/missing_name",
+            "CreateVolumeGroupSnapshot without `name` answers INVALID_ARGUMENT",
+            |c| {
+                need(&c)?;
+                let v = c.volume("gsrc").await?;
+                let r = send_create(&c, proto::CreateVolumeGroupSnapshotRequest { source_volume_ids: vec![v.volume_id.to_string()], ..Default::default() }).await;
+                code("CreateVolumeGroupSnapshot", r, Code::InvalidArgument)
+            }
+        ),
+        case!(
+            "group/create/missing_source_volume_ids",
+            "CreateVolumeGroupSnapshot without `source_volume_ids` answers INVALID_ARGUMENT",
+            |c| {
+                need(&c)?;
+                let r = send_create(&c, proto::CreateVolumeGroupSnapshotRequest { name: c.name("group"), ..Default::default() }).await;
+                code("CreateVolumeGroupSnapshot", r, Code::InvalidArgument)
+            }
+        ),
+        case!(
+            "group/delete/missing_group_snapshot_id",
+            "DeleteVolumeGroupSnapshot without `group_snapshot_id` answers INVALID_ARGUMENT",
+            |c| {
+                c.need_group()?;
+                let r = c.ctl().delete_volume_group_snapshot(proto::DeleteVolumeGroupSnapshotRequest { snapshot_ids: vec![UNKNOWN_ID.into()], ..Default::default() }).await;
+                code("DeleteVolumeGroupSnapshot", r, Code::InvalidArgument)
+            }
+        ),
+        case!(
+            "group/get/missing_group_snapshot_id",
+            "GetVolumeGroupSnapshot without `group_snapshot_id` answers INVALID_ARGUMENT",
+            |c| {
+                c.need_group()?;
+                let r = c.ctl().get_volume_group_snapshot(proto::GetVolumeGroupSnapshotRequest { snapshot_ids: vec![UNKNOWN_ID.into()], ..Default::default() }).await;
+                code("GetVolumeGroupSnapshot", r, Code::InvalidArgument)
+            }
+        ),
+        case!(
+            "group/get/unknown_id",
+            "GetVolumeGroupSnapshot of a group snapshot that does not exist answers NOT_FOUND",
+            |c| {
+                c.need_group()?;
+                let r = c.ctl().get_volume_group_snapshot(proto::GetVolumeGroupSnapshotRequest { group_snapshot_id: UNKNOWN_ID.into(), snapshot_ids: vec![UNKNOWN_ID.into()], ..Default::default() }).await;
+                code("GetVolumeGroupSnapshot", r, Code::NotFound)
+            }
+        ),
+        case!(
+            "group/delete/unknown_id",
+            "DeleteVolumeGroupSnapshot of a group snapshot that does not exist succeeds",
+            |c| {
+                c.need_group()?;
+                ok_raw(
+                    "DeleteVolumeGroupSnapshot (unknown id)",
+                    c.ctl().delete_volume_group_snapshot(proto::DeleteVolumeGroupSnapshotRequest {
+                        group_snapshot_id: UNKNOWN_ID.into(),
+                        snapshot_ids: vec![UNKNOWN_ID.into()],
+                        ..Default::default()
+                    }).await,
+                )?;
+                Ok(())
+            }
+        ),
+        case!(
+            "group/lifecycle",
+            "CreateVolumeGroupSnapshot twice returns the same group with one snapshot per volume; Get returns it; Delete twice succeeds",
+            |c| {
+                need(&c)?;
+                let v1 = c.volume("gsrc").await?;
+                let v2 = c.volume("gsrc").await?;
+                let req = proto::CreateVolumeGroupSnapshotRequest {
+                    name: c.name("group"),
+                    source_volume_ids: vec![v1.volume_id.to_string(), v2.volume_id.to_string()],
+                    ..Default::default()
+                };
+                let a: CreateVolumeGroupSnapshotResponse = ok("CreateVolumeGroupSnapshot", send_create(&c, req.clone()).await)?;
+                let b: CreateVolumeGroupSnapshotResponse = ok("CreateVolumeGroupSnapshot (retry)", send_create(&c, req).await)?;
+                let g = a.group_snapshot;
+                ensure!(
+                    g.group_snapshot_id == b.group_snapshot.group_snapshot_id,
+                    "CreateVolumeGroupSnapshot retried returned another group: {} then {}",
+                    g.group_snapshot_id,
+                    b.group_snapshot.group_snapshot_id
+                );
+                let sources: BTreeSet<String> = g.snapshots.iter().map(|s| s.source_volume_id.to_string()).collect();
+                let wanted: BTreeSet<String> = [v1.volume_id.to_string(), v2.volume_id.to_string()].into();
+                ensure!(sources == wanted, "CreateVolumeGroupSnapshot: the snapshots' sources are {sources:?}, expected {wanted:?}");
+                for s in &g.snapshots {
+                    ensure!(
+                        s.group_snapshot_id.as_ref() == Some(&g.group_snapshot_id),
+                        "snapshot {} of group {} has group_snapshot_id {:?}",
+                        s.snapshot_id,
+                        g.group_snapshot_id,
+                        s.group_snapshot_id
+                    );
+                }
+                let ids: Vec<String> = g.snapshots.iter().map(|s| s.snapshot_id.to_string()).collect();
+                let got: GetVolumeGroupSnapshotResponse = ok(
+                    "GetVolumeGroupSnapshot",
+                    c.ctl().get_volume_group_snapshot(proto::GetVolumeGroupSnapshotRequest {
+                        group_snapshot_id: g.group_snapshot_id.to_string(),
+                        snapshot_ids: ids.clone(),
+                        ..Default::default()
+                    }).await,
+                )?;
+                ensure!(got.group_snapshot.group_snapshot_id == g.group_snapshot_id, "GetVolumeGroupSnapshot returned {}", got.group_snapshot.group_snapshot_id);
+                let del = proto::DeleteVolumeGroupSnapshotRequest {
+                    group_snapshot_id: g.group_snapshot_id.to_string(),
+                    snapshot_ids: ids,
+                    ..Default::default()
+                };
+                ok_raw("DeleteVolumeGroupSnapshot", c.ctl().delete_volume_group_snapshot(del.clone()).await)?;
+                ok_raw("DeleteVolumeGroupSnapshot (again)", c.ctl().delete_volume_group_snapshot(del).await)?;
+                let gid = g.group_snapshot_id.to_string();
+                c.forget(|x| matches!(x, Cleanup::GroupSnapshot(i, _) if *i == gid));
+                Ok(())
+            }
+        ),
+        case!(
+            "group/create/incompatible_existing",
+            "CreateVolumeGroupSnapshot with an existing name and other volumes answers ALREADY_EXISTS",
+            |c| {
+                need(&c)?;
+                let v1 = c.volume("gsrc").await?;
+                let v2 = c.volume("gsrc").await?;
+                let name = c.name("group");
+                let _: CreateVolumeGroupSnapshotResponse = ok(
+                    "CreateVolumeGroupSnapshot",
+                    send_create(&c, proto::CreateVolumeGroupSnapshotRequest { name: name.clone(), source_volume_ids: vec![v1.volume_id.to_string()], ..Default::default() }).await,
+                )?;
+                let r = send_create(&c, proto::CreateVolumeGroupSnapshotRequest { name, source_volume_ids: vec![v2.volume_id.to_string()], ..Default::default() }).await;
+                code("CreateVolumeGroupSnapshot (same name, other volumes)", r, Code::AlreadyExists)
+            }
+        ),
+    ]
+}

@@ -1,0 +1,310 @@
+//! Node service cases.
+
+use std::path::Path;
+
+use csi_types::NodeCapabilities as NC;
+use csi_types::{
+    Code, ControllerCapabilities as CC, NodeExpandVolumeResponse, NodeGetInfoResponse,
+    NodeGetVolumeStatsResponse, PluginCapabilities, proto,
+};
+
+use super::{Case, UNKNOWN_ID, case, rw};
+use crate::ctx::{CaseError, Cleanup, Ctx, code, ensure, fail, ok, ok_raw};
+
+/// A node case that sends a request with one REQUIRED field left out.
+macro_rules! missing {
+    ($name:literal, $field:literal, |$c:ident| $need:block, $rpc:literal, $method:ident, $req:expr) => {
+        case!(
+            $name,
+            concat!($rpc, " without `", $field, "` answers INVALID_ARGUMENT"),
+            |$c| {
+                $need;
+                let req = $req;
+                code($rpc, $c.nd().$method(req).await, Code::InvalidArgument)
+            }
+        )
+    };
+}
+
+fn abs(dir: &Path, leaf: &str) -> String {
+    dir.join(leaf).to_string_lossy().into_owned()
+}
+
+/// Whether a file can be created in `dir`. When the harness runs with
+/// privileges that bypass permission bits (root), a directory whose mode
+/// grants no write permission also counts as read-only, since the kernel
+/// would refuse every unprivileged writer.
+fn writable(dir: &Path) -> Result<bool, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if !meta.is_dir() {
+        return Err(format!("{} is not a directory", dir.display()));
+    }
+    let probe = dir.join(".csi-testkit-write-probe");
+    match std::fs::write(&probe, b"probe") {
+        Ok(()) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(meta.permissions().mode() & 0o222 != 0)
+        }
+        Err(_) => Ok(false),
+    }
+}
+
+async fn unstage_unpublish_order(c: &Ctx, volume_id: &str, target: &str, staging: &Option<String>) -> Result<(), CaseError> {
+    let un = proto::NodeUnpublishVolumeRequest {
+        volume_id: volume_id.to_string(),
+        target_path: target.to_string(),
+    };
+    ok_raw("NodeUnpublishVolume", c.nd().node_unpublish_volume(un.clone()).await)?;
+    ok_raw("NodeUnpublishVolume (again)", c.nd().node_unpublish_volume(un).await)?;
+    let (v, t) = (volume_id.to_string(), target.to_string());
+    c.forget(|x| matches!(x, Cleanup::NodePublish(a, b) if *a == v && *b == t));
+    ensure!(
+        std::fs::symlink_metadata(target).is_err(),
+        "NodeUnpublishVolume left the target path {target} behind (the plugin MUST delete it)"
+    );
+    if let Some(s) = staging {
+        let un = proto::NodeUnstageVolumeRequest {
+            volume_id: volume_id.to_string(),
+            staging_target_path: s.clone(),
+        };
+        ok_raw("NodeUnstageVolume", c.nd().node_unstage_volume(un.clone()).await)?;
+        ok_raw("NodeUnstageVolume (again)", c.nd().node_unstage_volume(un).await)?;
+        let (v, s) = (volume_id.to_string(), s.clone());
+        c.forget(|x| matches!(x, Cleanup::Stage(a, b) if *a == v && *b == s));
+    }
+    Ok(())
+}
+
+pub(super) fn cases() -> Vec<Case> {
+    vec![
+        case!(
+            "node/get_info",
+            "NodeGetInfo answers a valid node_id (and max_volumes_per_node, if any, is positive)",
+            |c| {
+                let r: NodeGetInfoResponse = ok("NodeGetInfo", c.nd().node_get_info(Default::default()).await)?;
+                if let Some(m) = r.max_volumes_per_node {
+                    ensure!(m > 0, "NodeGetInfo: max_volumes_per_node is 0");
+                }
+                Ok(())
+            }
+        ),
+        case!(
+            "node/get_capabilities",
+            "NodeGetCapabilities answers",
+            |c| {
+                let _: csi_types::NodeGetCapabilitiesResponse =
+                    ok("NodeGetCapabilities", c.nd().node_get_capabilities(Default::default()).await)?;
+                Ok(())
+            }
+        ),
+        missing!("node/stage_volume/missing_volume_id", "volume_id",
+            |c| { c.need_node(NC::STAGE_UNSTAGE_VOLUME, "STAGE_UNSTAGE_VOLUME")? }, "NodeStageVolume", node_stage_volume,
+            proto::NodeStageVolumeRequest { staging_target_path: abs(&c.config().staging_dir, "x"), volume_capability: Some(rw()), ..Default::default() }),
+        missing!("node/stage_volume/missing_staging_target_path", "staging_target_path",
+            |c| { c.need_node(NC::STAGE_UNSTAGE_VOLUME, "STAGE_UNSTAGE_VOLUME")? }, "NodeStageVolume", node_stage_volume,
+            proto::NodeStageVolumeRequest { volume_id: UNKNOWN_ID.into(), volume_capability: Some(rw()), ..Default::default() }),
+        missing!("node/stage_volume/missing_volume_capability", "volume_capability",
+            |c| { c.need_node(NC::STAGE_UNSTAGE_VOLUME, "STAGE_UNSTAGE_VOLUME")? }, "NodeStageVolume", node_stage_volume,
+            proto::NodeStageVolumeRequest { volume_id: UNKNOWN_ID.into(), staging_target_path: abs(&c.config().staging_dir, "x"), ..Default::default() }),
+        missing!("node/unstage_volume/missing_volume_id", "volume_id",
+            |c| { c.need_node(NC::STAGE_UNSTAGE_VOLUME, "STAGE_UNSTAGE_VOLUME")? }, "NodeUnstageVolume", node_unstage_volume,
+            proto::NodeUnstageVolumeRequest { staging_target_path: abs(&c.config().staging_dir, "x"), ..Default::default() }),
+        missing!("node/unstage_volume/missing_staging_target_path", "staging_target_path",
+            |c| { c.need_node(NC::STAGE_UNSTAGE_VOLUME, "STAGE_UNSTAGE_VOLUME")? }, "NodeUnstageVolume", node_unstage_volume,
+            proto::NodeUnstageVolumeRequest { volume_id: UNKNOWN_ID.into(), ..Default::default() }),
+        missing!("node/publish_volume/missing_volume_id", "volume_id", |c| {}, "NodePublishVolume", node_publish_volume,
+            proto::NodePublishVolumeRequest { target_path: abs(&c.config().target_dir, "x"), staging_target_path: abs(&c.config().staging_dir, "x"), volume_capability: Some(rw()), ..Default::default() }),
+        missing!("node/publish_volume/missing_target_path", "target_path", |c| {}, "NodePublishVolume", node_publish_volume,
+            proto::NodePublishVolumeRequest { volume_id: UNKNOWN_ID.into(), staging_target_path: abs(&c.config().staging_dir, "x"), volume_capability: Some(rw()), ..Default::default() }),
+        missing!("node/publish_volume/missing_volume_capability", "volume_capability", |c| {}, "NodePublishVolume", node_publish_volume,
+            proto::NodePublishVolumeRequest { volume_id: UNKNOWN_ID.into(), staging_target_path: abs(&c.config().staging_dir, "x"), target_path: abs(&c.config().target_dir, "x"), ..Default::default() }),
+        missing!("node/unpublish_volume/missing_volume_id", "volume_id", |c| {}, "NodeUnpublishVolume", node_unpublish_volume,
+            proto::NodeUnpublishVolumeRequest { target_path: abs(&c.config().target_dir, "x"), ..Default::default() }),
+        missing!("node/unpublish_volume/missing_target_path", "target_path", |c| {}, "NodeUnpublishVolume", node_unpublish_volume,
+            proto::NodeUnpublishVolumeRequest { volume_id: UNKNOWN_ID.into(), ..Default::default() }),
+        missing!("node/get_volume_stats/missing_volume_id", "volume_id",
+            |c| { c.need_node(NC::GET_VOLUME_STATS, "GET_VOLUME_STATS")? }, "NodeGetVolumeStats", node_get_volume_stats,
+            proto::NodeGetVolumeStatsRequest { volume_path: abs(&c.config().target_dir, "x"), ..Default::default() }),
+        missing!("node/get_volume_stats/missing_volume_path", "volume_path",
+            |c| { c.need_node(NC::GET_VOLUME_STATS, "GET_VOLUME_STATS")? }, "NodeGetVolumeStats", node_get_volume_stats,
+            proto::NodeGetVolumeStatsRequest { volume_id: UNKNOWN_ID.into(), ..Default::default() }),
+        missing!("node/expand_volume/missing_volume_id", "volume_id",
+            |c| { c.need_node(NC::EXPAND_VOLUME, "EXPAND_VOLUME")? }, "NodeExpandVolume", node_expand_volume,
+            proto::NodeExpandVolumeRequest { volume_path: abs(&c.config().target_dir, "x"), ..Default::default() }),
+        missing!("node/expand_volume/missing_volume_path", "volume_path",
+            |c| { c.need_node(NC::EXPAND_VOLUME, "EXPAND_VOLUME")? }, "NodeExpandVolume", node_expand_volume,
+            proto::NodeExpandVolumeRequest { volume_id: UNKNOWN_ID.into(), ..Default::default() }),
+        case!(
+            "node/stage_volume/unknown_volume",
+            "NodeStageVolume of a volume that does not exist answers NOT_FOUND",
+            |c| {
+                c.need_node(NC::STAGE_UNSTAGE_VOLUME, "STAGE_UNSTAGE_VOLUME")?;
+                let path = c.staging_path()?;
+                let r = c.nd().node_stage_volume(proto::NodeStageVolumeRequest {
+                    volume_id: UNKNOWN_ID.into(),
+                    staging_target_path: path.clone(),
+                    volume_capability: Some(rw()),
+                    ..Default::default()
+                }).await;
+                if r.is_ok() {
+                    c.push(Cleanup::Stage(UNKNOWN_ID.into(), path));
+                }
+                code("NodeStageVolume (unknown volume)", r, Code::NotFound)
+            }
+        ),
+        case!(
+            "node/publish_volume/unknown_volume",
+            "NodePublishVolume of a volume that does not exist answers NOT_FOUND",
+            |c| {
+                let staging = if c.found().node.contains(NC::STAGE_UNSTAGE_VOLUME) { Some(c.staging_path()?) } else { None };
+                let req = c.node_publish_req(UNKNOWN_ID, &staging, rw(), false, &Default::default())?;
+                code("NodePublishVolume (unknown volume)", c.send_node_publish(req).await, Code::NotFound)
+            }
+        ),
+        case!(
+            "node/get_volume_stats/unknown_volume",
+            "NodeGetVolumeStats of a volume that does not exist answers NOT_FOUND",
+            |c| {
+                c.need_node(NC::GET_VOLUME_STATS, "GET_VOLUME_STATS")?;
+                let r = c.nd().node_get_volume_stats(proto::NodeGetVolumeStatsRequest {
+                    volume_id: UNKNOWN_ID.into(),
+                    volume_path: c.target_path()?,
+                    ..Default::default()
+                }).await;
+                code("NodeGetVolumeStats (unknown volume)", r, Code::NotFound)
+            }
+        ),
+        case!(
+            "node/expand_volume/unknown_volume",
+            "NodeExpandVolume of a volume that does not exist answers NOT_FOUND",
+            |c| {
+                c.need_node(NC::EXPAND_VOLUME, "EXPAND_VOLUME")?;
+                let r = c.nd().node_expand_volume(proto::NodeExpandVolumeRequest {
+                    volume_id: UNKNOWN_ID.into(),
+                    volume_path: c.target_path()?,
+                    ..Default::default()
+                }).await;
+                code("NodeExpandVolume (unknown volume)", r, Code::NotFound)
+            }
+        ),
+        case!(
+            "node/lifecycle",
+            "stage → publish → stats → expand → unpublish → unstage, each call sent twice, succeeds and creates and removes the target",
+            |c| { lifecycle(c).await }
+        ),
+        case!(
+            "node/publish_volume/readonly",
+            "NodePublishVolume with readonly makes a mount target nobody can write to",
+            |c| {
+                let (vol, staging, pctx) = c.ready_for_node_publish(rw()).await?;
+                let req = c.node_publish_req(vol.volume_id.as_str(), &staging, rw(), true, &pctx)?;
+                let target = req.target_path.clone();
+                ok_raw("NodePublishVolume (readonly)", c.send_node_publish(req).await)?;
+                match writable(Path::new(&target)) {
+                    Err(e) => fail!("after NodePublishVolume (readonly): {e}"),
+                    Ok(true) => fail!("NodePublishVolume with readonly=true left the target {target} writable"),
+                    Ok(false) => Ok(()),
+                }
+            }
+        ),
+        case!(
+            "node/publish_volume/incompatible",
+            "NodePublishVolume again at the same target with another readonly flag answers ALREADY_EXISTS",
+            |c| {
+                let (vol, staging, pctx) = c.ready_for_node_publish(rw()).await?;
+                let req = c.node_publish_req(vol.volume_id.as_str(), &staging, rw(), false, &pctx)?;
+                ok_raw("NodePublishVolume", c.send_node_publish(req.clone()).await)?;
+                let mut again = req;
+                again.readonly = true;
+                code("NodePublishVolume (same target, readonly)", c.send_node_publish(again).await, Code::AlreadyExists)
+            }
+        ),
+    ]
+}
+
+async fn lifecycle(c: Ctx) -> Result<(), CaseError> {
+    let (vol, staging, pctx) = c.ready_for_node_publish(rw()).await?;
+    let id = vol.volume_id.to_string();
+    if let Some(s) = &staging {
+        // Staging again with the same arguments is idempotent.
+        ok_raw(
+            "NodeStageVolume (retry)",
+            c.nd()
+                .node_stage_volume(proto::NodeStageVolumeRequest {
+                    volume_id: id.clone(),
+                    publish_context: pctx.clone(),
+                    staging_target_path: s.clone(),
+                    volume_capability: Some(rw()),
+                    ..Default::default()
+                })
+                .await,
+        )?;
+    }
+    let req = c.node_publish_req(&id, &staging, rw(), false, &pctx)?;
+    let target = req.target_path.clone();
+    ensure!(
+        std::fs::symlink_metadata(&target).is_err(),
+        "the harness's target path {target} exists before publish"
+    );
+    ok_raw("NodePublishVolume", c.send_node_publish(req.clone()).await)?;
+    ok_raw("NodePublishVolume (retry)", c.send_node_publish(req).await)?;
+    ensure!(
+        Path::new(&target).is_dir(),
+        "NodePublishVolume of a mount volume did not create the target directory {target}"
+    );
+    if c.found().node.contains(NC::GET_VOLUME_STATS) {
+        let s: NodeGetVolumeStatsResponse = ok(
+            "NodeGetVolumeStats",
+            c.nd()
+                .node_get_volume_stats(proto::NodeGetVolumeStatsRequest {
+                    volume_id: id.clone(),
+                    volume_path: target.clone(),
+                    staging_target_path: staging.clone().unwrap_or_default(),
+                })
+                .await,
+        )?;
+        for u in &s.usage {
+            ensure!(
+                u.used <= u.total && u.available <= u.total,
+                "NodeGetVolumeStats: usage {u:?} has used or available above total"
+            );
+        }
+    }
+    let online = c.found().plugin.contains(PluginCapabilities::VOLUME_EXPANSION_ONLINE);
+    let mut new_size = None;
+    if online && c.found().controller.contains(CC::EXPAND_VOLUME) {
+        let want = vol.capacity_bytes.max(c.config().volume_size) * 2;
+        let r: csi_types::ControllerExpandVolumeResponse = ok(
+            "ControllerExpandVolume (published)",
+            c.ctl()
+                .controller_expand_volume(proto::ControllerExpandVolumeRequest {
+                    volume_id: id.clone(),
+                    capacity_range: Some(proto::CapacityRange { required_bytes: want as i64, limit_bytes: 0 }),
+                    volume_capability: Some(rw()),
+                    ..Default::default()
+                })
+                .await,
+        )?;
+        ensure!(r.capacity_bytes >= want, "ControllerExpandVolume to {want} answered {}", r.capacity_bytes);
+        new_size = Some(want);
+    }
+    if online && c.found().node.contains(NC::EXPAND_VOLUME) {
+        let req = proto::NodeExpandVolumeRequest {
+            volume_id: id.clone(),
+            volume_path: target.clone(),
+            capacity_range: new_size.map(|b| proto::CapacityRange { required_bytes: b as i64, limit_bytes: 0 }),
+            staging_target_path: staging.clone().unwrap_or_default(),
+            volume_capability: Some(rw()),
+            ..Default::default()
+        };
+        let a: NodeExpandVolumeResponse = ok("NodeExpandVolume", c.nd().node_expand_volume(req.clone()).await)?;
+        let b: NodeExpandVolumeResponse = ok("NodeExpandVolume (retry)", c.nd().node_expand_volume(req).await)?;
+        if let (Some(want), Some(got)) = (new_size, a.capacity_bytes) {
+            ensure!(got >= want, "NodeExpandVolume to {want} answered capacity_bytes {got}");
+        }
+        ensure!(a.capacity_bytes == b.capacity_bytes, "NodeExpandVolume retried answered {:?} then {:?}", a.capacity_bytes, b.capacity_bytes);
+    }
+    unstage_unpublish_order(&c, &id, &target, &staging).await?;
+    Ok(())
+}

@@ -1,0 +1,152 @@
+//! A CSI conformance and property-based test harness that any driver can
+//! run: in process from its own `cargo test`, or over a socket with the
+//! `csi-conformance` runner, whatever language the driver is written in.
+//!
+//! The suite has three parts, all run by [`Suite::run`]:
+//!
+//! - **Spec cases** ([`cases`]): named checks derived from the CSI v1.12
+//!   specification for every RPC of Identity, Controller, GroupController and
+//!   Node — REQUIRED fields, not-found codes, idempotency, `ALREADY_EXISTS`,
+//!   128-byte names, `OUT_OF_RANGE`, pagination, publish limits, the node
+//!   lifecycle, read-only publishing, snapshots, clones, expansion,
+//!   `ControllerModifyVolume` and group snapshots. A case whose capability
+//!   the driver does not advertise is skipped, with the reason.
+//! - **A state-machine property** ([`props`]): random sequences of calls
+//!   with duplicates and retries, checked after every step against a model
+//!   of the spec; failures shrink to a minimal list of calls.
+//! - **Concurrency cases**: the same request, or operations on one volume,
+//!   sent at once must succeed or answer `ABORTED` and leave a consistent state.
+//!
+//! Every object a case creates is deleted after it, pass or fail.
+//!
+//! # Example: the whole suite against the in-memory reference driver
+//!
+//! ```
+//! use std::sync::Arc;
+//! use csi_testkit::{Config, Suite, memdriver::{MemDriver, MemDriverConfig}};
+//!
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+//! # async fn main() {
+//! let dir = tempfile::tempdir().unwrap();
+//! let driver = MemDriver::new(MemDriverConfig::default());
+//! let plugin = Arc::new(driver.plugin());
+//!
+//! let mut config = Config::new(dir.path());
+//! config.second_node_id = Some("memdriver-node-2".into());
+//! config.mutable_parameters = [("iops".to_string(), "500".to_string())].into();
+//! config.proptest_cases = 4;
+//!
+//! let report = Suite::new(config, plugin.clone(), plugin).run().await;
+//! for r in &report.results {
+//!     println!("{r}");
+//! }
+//! println!("{}", report.summary());
+//! assert!(report.success(), "{}", report.summary());
+//! # }
+//! ```
+//!
+//! Over a socket, [`csi_types::client::Client`] is a [`RawCsi`] too:
+//! `Suite::new(config, Arc::new(client.clone()), Arc::new(client))`.
+//!
+//! # Features
+//!
+//! None: the crate needs tokio, tonic (through `csi-types`) and proptest.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use csi_types::RawCsi;
+
+pub mod cases;
+mod ctx;
+pub mod memdriver;
+pub mod props;
+mod report;
+
+pub use cases::{Case, all as all_cases};
+pub use ctx::{CaseError, Config, Ctx, Discovered};
+pub use report::{CaseResult, Outcome, Report, xml_escape};
+
+/// The suite over one driver: a controller-side and a node-side endpoint
+/// (often the same object) and a [`Config`].
+pub struct Suite {
+    config: Config,
+    controller: Arc<dyn RawCsi>,
+    node: Arc<dyn RawCsi>,
+}
+
+impl Suite {
+    /// A suite over the given endpoints.
+    pub fn new(config: Config, controller: Arc<dyn RawCsi>, node: Arc<dyn RawCsi>) -> Suite {
+        Suite {
+            config,
+            controller,
+            node,
+        }
+    }
+
+    /// The cases this suite would run (those matching the filter).
+    pub fn cases(&self) -> Vec<Case> {
+        all_cases()
+            .into_iter()
+            .filter(|c| {
+                self.config
+                    .filter
+                    .as_deref()
+                    .is_none_or(|f| c.name.contains(f))
+            })
+            .collect()
+    }
+
+    /// Runs every matching case in order and reports each outcome.
+    pub async fn run(&self) -> Report {
+        self.run_with(|_| {}).await
+    }
+
+    /// As [`Suite::run`], calling `each` as every case finishes (the runner
+    /// prints its line there).
+    pub async fn run_with(&self, mut each: impl FnMut(&CaseResult)) -> Report {
+        let found = Discovered::discover(&*self.controller, &*self.node).await;
+        let mut report = Report::default();
+        for case in self.cases() {
+            let ctx = Ctx::new(
+                self.controller.clone(),
+                self.node.clone(),
+                self.config.clone(),
+                found.clone(),
+                case.name,
+            );
+            let start = Instant::now();
+            let body = tokio::time::timeout(self.config.case_timeout, (case.run)(ctx.clone())).await;
+            let mut outcome = match body {
+                Ok(Ok(())) => Outcome::Pass,
+                Ok(Err(CaseError::Fail(r))) => Outcome::Fail(r),
+                Ok(Err(CaseError::Skip(r))) => Outcome::Skip(r),
+                Err(_) => Outcome::Fail(format!(
+                    "did not finish within {:?}",
+                    self.config.case_timeout
+                )),
+            };
+            let leftovers = ctx.cleanup().await;
+            if !leftovers.is_empty() && !outcome.is_fail() {
+                outcome = Outcome::Fail(format!(
+                    "cleanup failed: {}",
+                    leftovers.join("; ")
+                ));
+            }
+            let result = CaseResult {
+                name: case.name.to_string(),
+                outcome,
+                duration: start.elapsed(),
+            };
+            each(&result);
+            report.results.push(result);
+        }
+        report
+    }
+}
+
+/// Runs the suite: `Suite::new(config.clone(), controller, node).run()`.
+pub async fn run(config: &Config, controller: Arc<dyn RawCsi>, node: Arc<dyn RawCsi>) -> Report {
+    Suite::new(config.clone(), controller, node).run().await
+}

@@ -1,0 +1,853 @@
+//! The state-machine property: random sequences of calls, with duplicates
+//! and retries, checked against a model of what the spec lets a CO observe.
+//!
+//! An [`Op`] names objects by small slot numbers, so sequences shrink well:
+//! proptest drops and simplifies calls until the shortest failing sequence is
+//! left, which the case prints as a numbered list of calls. Only sequences a
+//! CO could send are executed (a call whose precondition the model says is
+//! unmet, such as staging an unpublished volume, is skipped). After every
+//! step the driver's listings must equal the model, nothing deleted may
+//! reappear, and the available capacity may never exceed what it was at the
+//! start of the sequence.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fmt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use csi_types::ControllerCapabilities as CC;
+use csi_types::NodeCapabilities as NC;
+use csi_types::{Code, CsiError, PluginCapabilities, proto};
+use proptest::prelude::*;
+use proptest::test_runner::{RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
+
+use crate::cases::{UNKNOWN_ID, list_all_snapshots, list_all_volumes, rw};
+use crate::ctx::{CaseError, CaseResult, Ctx, describe};
+
+/// One call of a generated sequence. Slots name volumes (`v0`..`v2`) and
+/// snapshots (`s0`, `s1`) within one sequence.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// `CreateVolume` of volume slot `slot` with `required_bytes = mult × volume_size`.
+    Create {
+        /// Volume slot.
+        slot: u8,
+        /// Size multiplier.
+        mult: u8,
+    },
+    /// `CreateVolume` of `slot` cloning volume slot `from`.
+    Clone {
+        /// Volume slot to create.
+        slot: u8,
+        /// Volume slot to clone.
+        from: u8,
+    },
+    /// `CreateVolume` of `slot` restoring snapshot slot `snap`.
+    Restore {
+        /// Volume slot to create.
+        slot: u8,
+        /// Snapshot slot to restore.
+        snap: u8,
+    },
+    /// `DeleteVolume` of the slot's volume (or of its last deleted id).
+    Delete {
+        /// Volume slot.
+        slot: u8,
+    },
+    /// `ControllerPublishVolume` to the node.
+    Publish {
+        /// Volume slot.
+        slot: u8,
+        /// The `readonly` flag (sent only when `PUBLISH_READONLY` is advertised).
+        readonly: bool,
+    },
+    /// `ControllerUnpublishVolume` from the node.
+    Unpublish {
+        /// Volume slot.
+        slot: u8,
+    },
+    /// `NodeStageVolume`.
+    Stage {
+        /// Volume slot.
+        slot: u8,
+    },
+    /// `NodeUnstageVolume`.
+    Unstage {
+        /// Volume slot.
+        slot: u8,
+    },
+    /// `NodePublishVolume`.
+    NodePublish {
+        /// Volume slot.
+        slot: u8,
+        /// The `readonly` flag.
+        readonly: bool,
+    },
+    /// `NodeUnpublishVolume`.
+    NodeUnpublish {
+        /// Volume slot.
+        slot: u8,
+    },
+    /// `CreateSnapshot` of snapshot slot `snap` from volume slot `slot`.
+    Snapshot {
+        /// Snapshot slot.
+        snap: u8,
+        /// Source volume slot.
+        slot: u8,
+    },
+    /// `DeleteSnapshot`.
+    DeleteSnapshot {
+        /// Snapshot slot.
+        snap: u8,
+    },
+    /// `ControllerExpandVolume` to `mult × volume_size`.
+    Expand {
+        /// Volume slot.
+        slot: u8,
+        /// Size multiplier.
+        mult: u8,
+    },
+    /// `ListVolumes` and `ListSnapshots` in pages of one.
+    List,
+    /// The previous call again, verbatim: it must answer the same.
+    Retry,
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Op::Create { slot, mult } => write!(f, "CreateVolume(v{slot}, required={mult}×size)"),
+            Op::Clone { slot, from } => write!(f, "CreateVolume(v{slot}, clone of v{from})"),
+            Op::Restore { slot, snap } => write!(f, "CreateVolume(v{slot}, from snapshot s{snap})"),
+            Op::Delete { slot } => write!(f, "DeleteVolume(v{slot})"),
+            Op::Publish { slot, readonly } => {
+                write!(f, "ControllerPublishVolume(v{slot}, readonly={readonly})")
+            }
+            Op::Unpublish { slot } => write!(f, "ControllerUnpublishVolume(v{slot})"),
+            Op::Stage { slot } => write!(f, "NodeStageVolume(v{slot})"),
+            Op::Unstage { slot } => write!(f, "NodeUnstageVolume(v{slot})"),
+            Op::NodePublish { slot, readonly } => {
+                write!(f, "NodePublishVolume(v{slot}, readonly={readonly})")
+            }
+            Op::NodeUnpublish { slot } => write!(f, "NodeUnpublishVolume(v{slot})"),
+            Op::Snapshot { snap, slot } => write!(f, "CreateSnapshot(s{snap} of v{slot})"),
+            Op::DeleteSnapshot { snap } => write!(f, "DeleteSnapshot(s{snap})"),
+            Op::Expand { slot, mult } => {
+                write!(f, "ControllerExpandVolume(v{slot}, required={mult}×size)")
+            }
+            Op::List => write!(f, "ListVolumes+ListSnapshots(max_entries=1)"),
+            Op::Retry => write!(f, "retry the previous call"),
+        }
+    }
+}
+
+/// Sequences of 1 to 24 calls over 3 volume and 2 snapshot slots.
+pub fn ops() -> impl Strategy<Value = Vec<Op>> {
+    let slot = || 0u8..3;
+    let snap = || 0u8..2;
+    let mult = || 1u8..4;
+    let op = prop_oneof![
+        5 => (slot(), mult()).prop_map(|(slot, mult)| Op::Create { slot, mult }),
+        1 => (slot(), slot()).prop_map(|(slot, from)| Op::Clone { slot, from }),
+        1 => (slot(), snap()).prop_map(|(slot, snap)| Op::Restore { slot, snap }),
+        3 => slot().prop_map(|slot| Op::Delete { slot }),
+        3 => (slot(), any::<bool>()).prop_map(|(slot, readonly)| Op::Publish { slot, readonly }),
+        2 => slot().prop_map(|slot| Op::Unpublish { slot }),
+        3 => slot().prop_map(|slot| Op::Stage { slot }),
+        2 => slot().prop_map(|slot| Op::Unstage { slot }),
+        3 => (slot(), any::<bool>()).prop_map(|(slot, readonly)| Op::NodePublish { slot, readonly }),
+        2 => slot().prop_map(|slot| Op::NodeUnpublish { slot }),
+        2 => (snap(), slot()).prop_map(|(snap, slot)| Op::Snapshot { snap, slot }),
+        1 => snap().prop_map(|snap| Op::DeleteSnapshot { snap }),
+        2 => (slot(), mult()).prop_map(|(slot, mult)| Op::Expand { slot, mult }),
+        1 => Just(Op::List),
+        3 => Just(Op::Retry),
+    ];
+    proptest::collection::vec(op, 1..24)
+}
+
+#[derive(Clone, Debug)]
+struct MVol {
+    id: String,
+    cap: u64,
+    requested: u64,
+    source: Option<String>,
+    published: Option<bool>,
+    publish_context: BTreeMap<String, String>,
+    staged: bool,
+    node_published: Option<bool>,
+}
+
+impl MVol {
+    fn in_use(&self) -> bool {
+        self.published.is_some() || self.staged || self.node_published.is_some()
+    }
+}
+
+#[derive(Clone, Debug)]
+struct MSnap {
+    id: String,
+    source: String,
+    size: u64,
+}
+
+#[derive(Default)]
+struct Model {
+    vols: BTreeMap<u8, MVol>,
+    snaps: BTreeMap<u8, MSnap>,
+    deleted_vols: HashSet<String>,
+    deleted_snaps: HashSet<String>,
+    last_vol: BTreeMap<u8, String>,
+    last_snap: BTreeMap<u8, String>,
+}
+
+/// What a call answered: its code and the id or size it returned.
+type Observed = (Code, Option<String>);
+
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+struct Seq<'a> {
+    c: &'a Ctx,
+    prefix: String,
+    m: Model,
+}
+
+fn expect_ok<T>(what: &str, r: Result<T, CsiError>) -> Result<T, String> {
+    r.map_err(|e| format!("{what}: expected OK, got {}", describe(&e)))
+}
+
+fn expect_code<T>(what: &str, r: Result<T, CsiError>, want: Code) -> Result<Observed, String> {
+    match r {
+        Ok(_) => Err(format!("{what}: expected {want}, got OK")),
+        Err(e) if e.code() == want => Ok((want, None)),
+        Err(e) => Err(format!("{what}: expected {want}, got {}", describe(&e))),
+    }
+}
+
+impl Seq<'_> {
+    fn vname(&self, slot: u8) -> String {
+        format!("{}-v{slot}", self.prefix)
+    }
+
+    fn target(&self, slot: u8) -> String {
+        let dir = &self.c.config().target_dir;
+        dir.join(format!("{}-t{slot}", self.prefix))
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    fn staging(&self, slot: u8) -> String {
+        let dir = &self.c.config().staging_dir;
+        dir.join(format!("{}-st{slot}", self.prefix))
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    fn gone_id(&self, slot: u8) -> String {
+        self.m
+            .last_vol
+            .get(&slot)
+            .cloned()
+            .unwrap_or_else(|| UNKNOWN_ID.to_string())
+    }
+
+    /// A `CreateVolume` whose expected outcome follows from the model.
+    async fn create(
+        &mut self,
+        slot: u8,
+        required: u64,
+        source: Option<(String, proto::VolumeContentSource)>,
+        source_missing: bool,
+    ) -> Result<Option<Observed>, String> {
+        let mut req = self.c.create_req(&self.vname(slot), required);
+        let key = source.as_ref().map(|(k, _)| k.clone());
+        req.volume_content_source = source.map(|(_, s)| s);
+        let what = "CreateVolume";
+        let r = self.c.ctl().create_volume(req).await;
+        if source_missing {
+            if self.m.vols.contains_key(&slot) {
+                // Both NOT_FOUND and ALREADY_EXISTS describe this request.
+                return match r {
+                    Err(e) if matches!(e.code(), Code::NotFound | Code::AlreadyExists) => {
+                        Ok(Some((e.code(), None)))
+                    }
+                    other => expect_code(what, other, Code::NotFound).map(Some),
+                };
+            }
+            return expect_code(what, r, Code::NotFound).map(Some);
+        }
+        match self.m.vols.get(&slot) {
+            Some(v) => {
+                let fits = if v.cap > 0 { v.cap >= required } else { v.requested >= required };
+                if fits && v.source == key {
+                    let resp: csi_types::CreateVolumeResponse =
+                        crate::ctx::ok(what, r).map_err(case_text)?;
+                    if resp.volume.volume_id.as_str() != v.id {
+                        return Err(format!(
+                            "{what}: the name exists as {}, but the call returned {}",
+                            v.id, resp.volume.volume_id
+                        ));
+                    }
+                    Ok(Some((Code::Ok, Some(v.id.clone()))))
+                } else {
+                    expect_code(what, r, Code::AlreadyExists).map(Some)
+                }
+            }
+            None => {
+                let resp: csi_types::CreateVolumeResponse =
+                    crate::ctx::ok(what, r).map_err(case_text)?;
+                let id = resp.volume.volume_id.to_string();
+                if self.m.deleted_vols.contains(&id) {
+                    return Err(format!("{what}: returned {id}, an id deleted earlier"));
+                }
+                if self.m.vols.values().any(|v| v.id == id) {
+                    return Err(format!("{what}: a new name returned {id}, the id of another volume"));
+                }
+                let cap = resp.volume.capacity_bytes;
+                if cap != 0 && cap < required {
+                    return Err(format!("{what}: capacity_bytes {cap} is below required_bytes {required}"));
+                }
+                self.m.vols.insert(
+                    slot,
+                    MVol {
+                        id: id.clone(),
+                        cap,
+                        requested: required,
+                        source: key,
+                        published: None,
+                        publish_context: BTreeMap::new(),
+                        staged: false,
+                        node_published: None,
+                    },
+                );
+                Ok(Some((Code::Ok, Some(id))))
+            }
+        }
+    }
+
+    async fn step(&mut self, op: &Op) -> Result<Option<Observed>, String> {
+        let found = self.c.found().clone();
+        let cc = found.controller;
+        let nc = found.node;
+        let size = self.c.config().volume_size;
+        let node = found.node_id.clone().unwrap_or_default();
+        match *op {
+            Op::Create { slot, mult } => self.create(slot, size * mult as u64, None, false).await,
+            Op::Clone { slot, from } => {
+                if !cc.contains(CC::CLONE_VOLUME) {
+                    return Ok(None);
+                }
+                let (id, cap, missing) = match self.m.vols.get(&from) {
+                    Some(v) => (v.id.clone(), v.cap.max(size), false),
+                    None => (self.gone_id(from), size, true),
+                };
+                let src = proto::VolumeContentSource {
+                    r#type: Some(proto::volume_content_source::Type::Volume(
+                        proto::volume_content_source::VolumeSource { volume_id: id.clone() },
+                    )),
+                };
+                self.create(slot, cap, Some((format!("volume:{id}"), src)), missing).await
+            }
+            Op::Restore { slot, snap } => {
+                if !cc.contains(CC::CREATE_DELETE_SNAPSHOT) {
+                    return Ok(None);
+                }
+                let (id, cap, missing) = match self.m.snaps.get(&snap) {
+                    Some(s) => (s.id.clone(), s.size.max(size), false),
+                    None => (
+                        self.m.last_snap.get(&snap).cloned().unwrap_or_else(|| UNKNOWN_ID.into()),
+                        size,
+                        true,
+                    ),
+                };
+                let src = proto::VolumeContentSource {
+                    r#type: Some(proto::volume_content_source::Type::Snapshot(
+                        proto::volume_content_source::SnapshotSource { snapshot_id: id.clone() },
+                    )),
+                };
+                self.create(slot, cap, Some((format!("snapshot:{id}"), src)), missing).await
+            }
+            Op::Delete { slot } => {
+                let id = match self.m.vols.get(&slot) {
+                    Some(v) if v.in_use() => return Ok(None),
+                    Some(v) => v.id.clone(),
+                    None => self.gone_id(slot),
+                };
+                let r = self
+                    .c
+                    .ctl()
+                    .delete_volume(proto::DeleteVolumeRequest { volume_id: id.clone(), ..Default::default() })
+                    .await;
+                expect_ok(&format!("DeleteVolume({id})"), r)?;
+                if self.m.vols.remove(&slot).is_some() {
+                    self.m.deleted_vols.insert(id.clone());
+                    self.m.last_vol.insert(slot, id);
+                }
+                Ok(Some((Code::Ok, None)))
+            }
+            Op::Publish { slot, readonly } => {
+                if !cc.contains(CC::PUBLISH_UNPUBLISH_VOLUME) {
+                    return Ok(None);
+                }
+                let readonly = readonly && cc.contains(CC::PUBLISH_READONLY);
+                let (id, state) = match self.m.vols.get(&slot) {
+                    Some(v) => (v.id.clone(), Some(v.published)),
+                    None => (self.gone_id(slot), None),
+                };
+                let attached = self.m.vols.values().filter(|v| v.published.is_some()).count() as u64;
+                let r = self
+                    .c
+                    .ctl()
+                    .controller_publish_volume(proto::ControllerPublishVolumeRequest {
+                        volume_id: id.clone(),
+                        node_id: node,
+                        volume_capability: Some(rw()),
+                        readonly,
+                        ..Default::default()
+                    })
+                    .await;
+                let what = "ControllerPublishVolume";
+                match state {
+                    None => expect_code(what, r, Code::NotFound).map(Some),
+                    Some(Some(ro)) if ro != readonly => expect_code(what, r, Code::AlreadyExists).map(Some),
+                    Some(Some(_)) => {
+                        let resp = expect_ok(what, r)?;
+                        let v = self.m.vols.get(&slot).expect("present");
+                        if resp.publish_context != v.publish_context {
+                            return Err(format!(
+                                "{what}: publishing again returned publish_context {:?}, first {:?}",
+                                resp.publish_context, v.publish_context
+                            ));
+                        }
+                        Ok(Some((Code::Ok, None)))
+                    }
+                    Some(None) => {
+                        if let Some(max) = found.max_volumes_per_node
+                            && attached >= max
+                        {
+                            return expect_code(what, r, Code::ResourceExhausted).map(Some);
+                        }
+                        let resp = expect_ok(what, r)?;
+                        let v = self.m.vols.get_mut(&slot).expect("present");
+                        v.published = Some(readonly);
+                        v.publish_context = resp.publish_context;
+                        Ok(Some((Code::Ok, None)))
+                    }
+                }
+            }
+            Op::Unpublish { slot } => {
+                if !cc.contains(CC::PUBLISH_UNPUBLISH_VOLUME) {
+                    return Ok(None);
+                }
+                let Some(v) = self.m.vols.get(&slot) else { return Ok(None) };
+                if v.staged || v.node_published.is_some() {
+                    return Ok(None);
+                }
+                let r = self
+                    .c
+                    .ctl()
+                    .controller_unpublish_volume(proto::ControllerUnpublishVolumeRequest {
+                        volume_id: v.id.clone(),
+                        node_id: node,
+                        ..Default::default()
+                    })
+                    .await;
+                expect_ok("ControllerUnpublishVolume", r)?;
+                self.m.vols.get_mut(&slot).expect("present").published = None;
+                Ok(Some((Code::Ok, None)))
+            }
+            Op::Stage { slot } => {
+                if !nc.contains(NC::STAGE_UNSTAGE_VOLUME) {
+                    return Ok(None);
+                }
+                let Some(v) = self.m.vols.get(&slot) else { return Ok(None) };
+                if cc.contains(CC::PUBLISH_UNPUBLISH_VOLUME) && v.published.is_none() {
+                    return Ok(None);
+                }
+                let r = self
+                    .c
+                    .nd()
+                    .node_stage_volume(proto::NodeStageVolumeRequest {
+                        volume_id: v.id.clone(),
+                        publish_context: v.publish_context.clone(),
+                        staging_target_path: self.staging(slot),
+                        volume_capability: Some(rw()),
+                        ..Default::default()
+                    })
+                    .await;
+                expect_ok("NodeStageVolume", r)?;
+                self.m.vols.get_mut(&slot).expect("present").staged = true;
+                Ok(Some((Code::Ok, None)))
+            }
+            Op::Unstage { slot } => {
+                if !nc.contains(NC::STAGE_UNSTAGE_VOLUME) {
+                    return Ok(None);
+                }
+                let Some(v) = self.m.vols.get(&slot) else { return Ok(None) };
+                if v.node_published.is_some() {
+                    return Ok(None);
+                }
+                let r = self
+                    .c
+                    .nd()
+                    .node_unstage_volume(proto::NodeUnstageVolumeRequest {
+                        volume_id: v.id.clone(),
+                        staging_target_path: self.staging(slot),
+                    })
+                    .await;
+                expect_ok("NodeUnstageVolume", r)?;
+                self.m.vols.get_mut(&slot).expect("present").staged = false;
+                Ok(Some((Code::Ok, None)))
+            }
+            Op::NodePublish { slot, readonly } => {
+                let Some(v) = self.m.vols.get(&slot) else { return Ok(None) };
+                let staged_ok = !nc.contains(NC::STAGE_UNSTAGE_VOLUME) || v.staged;
+                let published_ok = !cc.contains(CC::PUBLISH_UNPUBLISH_VOLUME) || v.published.is_some();
+                if !staged_ok || !published_ok || (v.published == Some(true) && !readonly) {
+                    return Ok(None);
+                }
+                let target = self.target(slot);
+                let r = self
+                    .c
+                    .nd()
+                    .node_publish_volume(proto::NodePublishVolumeRequest {
+                        volume_id: v.id.clone(),
+                        publish_context: v.publish_context.clone(),
+                        staging_target_path: if nc.contains(NC::STAGE_UNSTAGE_VOLUME) { self.staging(slot) } else { String::new() },
+                        target_path: target.clone(),
+                        volume_capability: Some(rw()),
+                        readonly,
+                        ..Default::default()
+                    })
+                    .await;
+                let what = "NodePublishVolume";
+                match v.node_published {
+                    Some(ro) if ro != readonly => expect_code(what, r, Code::AlreadyExists).map(Some),
+                    _ => {
+                        expect_ok(what, r)?;
+                        if !Path::new(&target).exists() {
+                            return Err(format!("{what}: succeeded but {target} does not exist"));
+                        }
+                        self.m.vols.get_mut(&slot).expect("present").node_published = Some(readonly);
+                        Ok(Some((Code::Ok, None)))
+                    }
+                }
+            }
+            Op::NodeUnpublish { slot } => {
+                let Some(v) = self.m.vols.get(&slot) else { return Ok(None) };
+                let target = self.target(slot);
+                let r = self
+                    .c
+                    .nd()
+                    .node_unpublish_volume(proto::NodeUnpublishVolumeRequest {
+                        volume_id: v.id.clone(),
+                        target_path: target.clone(),
+                    })
+                    .await;
+                expect_ok("NodeUnpublishVolume", r)?;
+                if std::fs::symlink_metadata(&target).is_ok() {
+                    return Err(format!("NodeUnpublishVolume: {target} still exists"));
+                }
+                self.m.vols.get_mut(&slot).expect("present").node_published = None;
+                Ok(Some((Code::Ok, None)))
+            }
+            Op::Snapshot { snap, slot } => {
+                if !cc.contains(CC::CREATE_DELETE_SNAPSHOT) {
+                    return Ok(None);
+                }
+                let Some(v) = self.m.vols.get(&slot) else { return Ok(None) };
+                let (vid, vcap) = (v.id.clone(), v.cap);
+                let r = self
+                    .c
+                    .ctl()
+                    .create_snapshot(proto::CreateSnapshotRequest {
+                        source_volume_id: vid.clone(),
+                        name: format!("{}-s{snap}", self.prefix),
+                        ..Default::default()
+                    })
+                    .await;
+                let what = "CreateSnapshot";
+                match self.m.snaps.get(&snap) {
+                    Some(s) if s.source != vid => expect_code(what, r, Code::AlreadyExists).map(Some),
+                    Some(s) => {
+                        let resp: csi_types::CreateSnapshotResponse = crate::ctx::ok(what, r).map_err(case_text)?;
+                        if resp.snapshot.snapshot_id.as_str() != s.id {
+                            return Err(format!("{what}: the name exists as {}, the call returned {}", s.id, resp.snapshot.snapshot_id));
+                        }
+                        Ok(Some((Code::Ok, Some(s.id.clone()))))
+                    }
+                    None => {
+                        let resp: csi_types::CreateSnapshotResponse = crate::ctx::ok(what, r).map_err(case_text)?;
+                        let id = resp.snapshot.snapshot_id.to_string();
+                        if self.m.deleted_snaps.contains(&id) || self.m.snaps.values().any(|s| s.id == id) {
+                            return Err(format!("{what}: a new name returned {id}, an id already used"));
+                        }
+                        let size = if resp.snapshot.size_bytes > 0 { resp.snapshot.size_bytes } else { vcap };
+                        self.m.snaps.insert(snap, MSnap { id: id.clone(), source: vid, size });
+                        Ok(Some((Code::Ok, Some(id))))
+                    }
+                }
+            }
+            Op::DeleteSnapshot { snap } => {
+                if !cc.contains(CC::CREATE_DELETE_SNAPSHOT) {
+                    return Ok(None);
+                }
+                let id = match self.m.snaps.get(&snap) {
+                    Some(s) => s.id.clone(),
+                    None => self.m.last_snap.get(&snap).cloned().unwrap_or_else(|| UNKNOWN_ID.into()),
+                };
+                let r = self
+                    .c
+                    .ctl()
+                    .delete_snapshot(proto::DeleteSnapshotRequest { snapshot_id: id.clone(), ..Default::default() })
+                    .await;
+                expect_ok(&format!("DeleteSnapshot({id})"), r)?;
+                if self.m.snaps.remove(&snap).is_some() {
+                    self.m.deleted_snaps.insert(id.clone());
+                    self.m.last_snap.insert(snap, id);
+                }
+                Ok(Some((Code::Ok, None)))
+            }
+            Op::Expand { slot, mult } => {
+                if !cc.contains(CC::EXPAND_VOLUME) {
+                    return Ok(None);
+                }
+                let required = size * mult as u64;
+                let online = found.plugin.contains(PluginCapabilities::VOLUME_EXPANSION_ONLINE);
+                let (id, old) = match self.m.vols.get(&slot) {
+                    Some(v) if v.in_use() && !online => return Ok(None),
+                    Some(v) => (v.id.clone(), Some(v.cap)),
+                    None => (self.gone_id(slot), None),
+                };
+                let r = self
+                    .c
+                    .ctl()
+                    .controller_expand_volume(proto::ControllerExpandVolumeRequest {
+                        volume_id: id,
+                        capacity_range: Some(proto::CapacityRange { required_bytes: required as i64, limit_bytes: 0 }),
+                        ..Default::default()
+                    })
+                    .await;
+                let what = "ControllerExpandVolume";
+                let Some(old) = old else {
+                    return expect_code(what, r, Code::NotFound).map(Some);
+                };
+                let resp: csi_types::ControllerExpandVolumeResponse = crate::ctx::ok(what, r).map_err(case_text)?;
+                let cap = resp.capacity_bytes;
+                if cap < required || cap < old {
+                    return Err(format!("{what}: to {required} bytes from {old} answered capacity_bytes {cap}"));
+                }
+                self.m.vols.get_mut(&slot).expect("present").cap = cap;
+                Ok(Some((Code::Ok, Some(cap.to_string()))))
+            }
+            Op::List => {
+                if cc.contains(CC::LIST_VOLUMES) {
+                    list_all_volumes(self.c, 1).await.map_err(case_text)?;
+                }
+                if cc.contains(CC::LIST_SNAPSHOTS) {
+                    list_all_snapshots(self.c, 1).await.map_err(case_text)?;
+                }
+                Ok(Some((Code::Ok, None)))
+            }
+            Op::Retry => Ok(None),
+        }
+    }
+
+    async fn check(&self, base_vols: &BTreeSet<String>, base_snaps: &BTreeSet<String>, cap0: Option<u64>) -> Result<(), String> {
+        let cc = self.c.found().controller;
+        if cc.contains(CC::LIST_VOLUMES) {
+            let listed: BTreeSet<String> = list_all_volumes(self.c, 2).await.map_err(case_text)?.into_iter().collect();
+            for id in &listed {
+                if self.m.deleted_vols.contains(id) {
+                    return Err(format!("ListVolumes lists {id}, which was deleted"));
+                }
+            }
+            let ours: BTreeSet<String> = listed.difference(base_vols).cloned().collect();
+            let model: BTreeSet<String> = self.m.vols.values().map(|v| v.id.clone()).collect();
+            if ours != model {
+                return Err(format!(
+                    "ListVolumes disagrees with the model: missing {:?}, unexpected {:?}",
+                    model.difference(&ours).collect::<Vec<_>>(),
+                    ours.difference(&model).collect::<Vec<_>>()
+                ));
+            }
+        }
+        if cc.contains(CC::LIST_SNAPSHOTS) {
+            let listed: BTreeSet<String> = list_all_snapshots(self.c, 2).await.map_err(case_text)?.into_iter().collect();
+            for id in &listed {
+                if self.m.deleted_snaps.contains(id) {
+                    return Err(format!("ListSnapshots lists {id}, which was deleted"));
+                }
+            }
+            let ours: BTreeSet<String> = listed.difference(base_snaps).cloned().collect();
+            let model: BTreeSet<String> = self.m.snaps.values().map(|s| s.id.clone()).collect();
+            if ours != model {
+                return Err(format!(
+                    "ListSnapshots disagrees with the model: missing {:?}, unexpected {:?}",
+                    model.difference(&ours).collect::<Vec<_>>(),
+                    ours.difference(&model).collect::<Vec<_>>()
+                ));
+            }
+        }
+        if let Some(cap0) = cap0 {
+            let now = capacity(self.c).await?;
+            if now > cap0 {
+                return Err(format!("GetCapacity: available capacity {now} exceeds {cap0}, what it was before any volume was created"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Undoes everything the model holds, in the order a CO would.
+    async fn teardown(&mut self) -> Result<(), String> {
+        let mut errors = Vec::new();
+        let node = self.c.found().node_id.clone().unwrap_or_default();
+        for (slot, v) in std::mem::take(&mut self.m.vols) {
+            if v.node_published.is_some()
+                && let Err(e) = self.c.nd().node_unpublish_volume(proto::NodeUnpublishVolumeRequest { volume_id: v.id.clone(), target_path: self.target(slot) }).await
+            {
+                errors.push(format!("NodeUnpublishVolume({}): {}", v.id, describe(&e)));
+            }
+            if v.staged
+                && let Err(e) = self.c.nd().node_unstage_volume(proto::NodeUnstageVolumeRequest { volume_id: v.id.clone(), staging_target_path: self.staging(slot) }).await
+            {
+                errors.push(format!("NodeUnstageVolume({}): {}", v.id, describe(&e)));
+            }
+            if v.published.is_some()
+                && let Err(e) = self.c.ctl().controller_unpublish_volume(proto::ControllerUnpublishVolumeRequest { volume_id: v.id.clone(), node_id: node.clone(), ..Default::default() }).await
+            {
+                errors.push(format!("ControllerUnpublishVolume({}): {}", v.id, describe(&e)));
+            }
+            self.m.vols.insert(slot, v);
+        }
+        for s in std::mem::take(&mut self.m.snaps).into_values() {
+            if let Err(e) = self.c.ctl().delete_snapshot(proto::DeleteSnapshotRequest { snapshot_id: s.id.clone(), ..Default::default() }).await {
+                errors.push(format!("DeleteSnapshot({}): {}", s.id, describe(&e)));
+            }
+        }
+        for v in std::mem::take(&mut self.m.vols).into_values() {
+            if let Err(e) = self.c.ctl().delete_volume(proto::DeleteVolumeRequest { volume_id: v.id.clone(), ..Default::default() }).await {
+                errors.push(format!("DeleteVolume({}): {}", v.id, describe(&e)));
+            }
+        }
+        if errors.is_empty() { Ok(()) } else { Err(format!("cleanup after the sequence failed: {}", errors.join("; "))) }
+    }
+}
+
+fn case_text(e: CaseError) -> String {
+    match e {
+        CaseError::Fail(s) | CaseError::Skip(s) => s,
+    }
+}
+
+async fn capacity(c: &Ctx) -> Result<u64, String> {
+    let r: csi_types::GetCapacityResponse = crate::ctx::ok(
+        "GetCapacity",
+        c.ctl()
+            .get_capacity(proto::GetCapacityRequest {
+                volume_capabilities: vec![rw()],
+                parameters: c.config().parameters.clone().into_iter().collect(),
+                ..Default::default()
+            })
+            .await,
+    )
+    .map_err(case_text)?;
+    Ok(r.available_capacity)
+}
+
+/// Runs one sequence against the driver and the model; `Err` describes the
+/// first disagreement.
+async fn run_sequence(c: &Ctx, ops: &[Op]) -> Result<(), String> {
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    let cc = c.found().controller;
+    let base_vols: BTreeSet<String> = if cc.contains(CC::LIST_VOLUMES) {
+        list_all_volumes(c, 0).await.map_err(case_text)?.into_iter().collect()
+    } else {
+        BTreeSet::new()
+    };
+    let base_snaps: BTreeSet<String> = if cc.contains(CC::LIST_SNAPSHOTS) {
+        list_all_snapshots(c, 0).await.map_err(case_text)?.into_iter().collect()
+    } else {
+        BTreeSet::new()
+    };
+    let cap0 = if cc.contains(CC::GET_CAPACITY) { Some(capacity(c).await?) } else { None };
+    for dir in [&c.config().staging_dir, &c.config().target_dir] {
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    }
+    let mut s = Seq { c, prefix: c.name(&format!("sm{seq}")), m: Model::default() };
+    let mut last: Option<(Op, Observed)> = None;
+    let mut result = Ok(());
+    for (i, op) in ops.iter().enumerate() {
+        let step = async {
+            match op {
+                Op::Retry => {
+                    let Some((prev, first)) = last.clone() else { return Ok(()) };
+                    let again = s.step(&prev).await?;
+                    match again {
+                        Some(again) if again != first => Err(format!(
+                            "retrying {prev} answered {} {:?}, the first call answered {} {:?}",
+                            again.0, again.1, first.0, first.1
+                        )),
+                        _ => Ok(()),
+                    }
+                }
+                op => {
+                    if let Some(obs) = s.step(op).await? {
+                        last = Some((op.clone(), obs));
+                    }
+                    Ok(())
+                }
+            }
+        };
+        let r = match step.await {
+            Ok(()) => s.check(&base_vols, &base_snaps, cap0).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = r {
+            result = Err(format!("at call {} ({op}): {e}", i + 1));
+            break;
+        }
+    }
+    let torn = s.teardown().await;
+    result.and(torn)
+}
+
+/// The `properties/state_machine` case.
+pub(crate) async fn state_machine(c: Ctx) -> CaseResult {
+    c.need_controller(CC::CREATE_DELETE_VOLUME, "CREATE_DELETE_VOLUME")?;
+    let cases = c.config().proptest_cases;
+    if cases == 0 {
+        return Err(CaseError::Skip("the number of property cases is 0 (--cases)".into()));
+    }
+    let handle = tokio::runtime::Handle::current();
+    let ctx = c.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let config = ProptestConfig {
+            cases,
+            failure_persistence: None,
+            max_shrink_iters: 512,
+            ..ProptestConfig::default()
+        };
+        let mut runner =
+            TestRunner::new_with_rng(config, TestRng::deterministic_rng(RngAlgorithm::ChaCha));
+        runner.run(&ops(), |ops| {
+            handle
+                .block_on(run_sequence(&ctx, &ops))
+                .map_err(TestCaseError::fail)
+        })
+    })
+    .await
+    .map_err(|e| CaseError::Fail(format!("the property runner died: {e}")))?;
+    match outcome {
+        Ok(()) => Ok(()),
+        Err(TestError::Fail(reason, ops)) => {
+            let calls: Vec<String> = ops.iter().enumerate().map(|(i, op)| format!("  {}. {op}", i + 1)).collect();
+            Err(CaseError::Fail(format!(
+                "{reason}\nminimal failing sequence ({} calls):\n{}",
+                ops.len(),
+                calls.join("\n")
+            )))
+        }
+        Err(TestError::Abort(reason)) => Err(CaseError::Fail(format!("the property run was aborted: {reason}"))),
+    }
+}

@@ -1,0 +1,89 @@
+//! The whole suite against the in-memory reference driver, in process and
+//! over a real unix socket.
+
+mod common;
+
+use std::sync::Arc;
+
+use csi_testkit::memdriver::{MemDriver, MemDriverConfig};
+use csi_testkit::{Outcome, Suite};
+use csi_types::RawCsi;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memdriver_passes_in_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin: Arc<dyn RawCsi> = Arc::new(MemDriver::new(MemDriverConfig::default()).plugin());
+    let report = Suite::new(common::config(dir.path()), plugin.clone(), plugin)
+        .run()
+        .await;
+    common::assert_all_pass(&report);
+    common::assert_skips_are_explained(&report);
+    // The memdriver implements everything the suite checks: nothing is skipped.
+    assert_eq!(report.skipped(), 0, "{}", report.summary());
+    assert_eq!(report.results.len(), csi_testkit::all_cases().len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memdriver_passes_over_a_unix_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("csi.sock");
+    let endpoint = format!("unix://{}", socket.display());
+    let plugin = MemDriver::new(MemDriverConfig::default()).plugin();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn({
+        let endpoint = endpoint.clone();
+        async move {
+            csi_types::server::serve(plugin, &endpoint, async {
+                let _ = stopped.await;
+            })
+            .await
+        }
+    });
+    let mut client = None;
+    for _ in 0..100 {
+        if let Ok(c) = csi_types::client::Client::connect(&endpoint).await {
+            client = Some(c);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let client: Arc<dyn RawCsi> = Arc::new(client.expect("the server came up"));
+    let mut config = common::config(dir.path());
+    config.proptest_cases = config.proptest_cases.min(8);
+    let report = Suite::new(config, client.clone(), client).run().await;
+    common::assert_all_pass(&report);
+    assert_eq!(report.skipped(), 0, "{}", report.summary());
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driver_without_optional_services_is_skipped_with_reasons() {
+    // Identity and Node only: every controller and group case must skip,
+    // naming the capability, and nothing may fail.
+    let dir = tempfile::tempdir().unwrap();
+    let driver = MemDriver::new(MemDriverConfig::default());
+    let plugin: Arc<dyn RawCsi> = Arc::new(
+        csi_types::Plugin::builder(driver.clone())
+            .node(driver)
+            .build()
+            .unwrap(),
+    );
+    let mut config = common::config(dir.path());
+    config.proptest_cases = 2;
+    let report = Suite::new(config, plugin.clone(), plugin).run().await;
+    common::assert_all_pass(&report);
+    for name in [
+        "controller/create_volume/idempotent",
+        "controller/list_volumes/pagination",
+        "group/lifecycle",
+        "node/lifecycle",
+        "properties/state_machine",
+    ] {
+        match report.outcome(name) {
+            Some(Outcome::Skip(reason)) => assert!(reason.contains("CREATE_DELETE_VOLUME") || reason.contains("GROUP"), "{name}: {reason}"),
+            other => panic!("{name}: expected a skip, got {other:?}"),
+        }
+    }
+    assert_eq!(report.outcome("identity/probe"), Some(&Outcome::Pass));
+}
