@@ -45,6 +45,7 @@ pub struct Copies {
 }
 
 impl Copies {
+    #[inline(always)]
     fn new() -> Self {
         Copies {
             len: 0,
@@ -52,6 +53,7 @@ impl Copies {
             heap: Vec::new(),
         }
     }
+    #[inline(always)]
     fn with_capacity(n: usize) -> Self {
         let mut c = Copies::new();
         if n > INLINE_COPIES {
@@ -59,7 +61,7 @@ impl Copies {
         }
         c
     }
-    #[inline]
+    #[inline(always)]
     fn push(&mut self, l: Location) {
         if self.heap.capacity() == 0 && self.len < INLINE_COPIES {
             self.inline[self.len] = l;
@@ -445,15 +447,22 @@ impl Geometry {
         }
     }
 
+    #[inline(always)]
     fn check_logical(&self, logical: u64) -> Result<()> {
         if logical >= self.array_sectors {
-            return Err(RaidError::OutOfRange {
-                what: "logical sector".into(),
-                value: logical,
-                limit: self.array_sectors,
-            });
+            return Err(self.logical_out_of_range(logical));
         }
         Ok(())
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn logical_out_of_range(&self, logical: u64) -> RaidError {
+        RaidError::OutOfRange {
+            what: "logical sector".into(),
+            value: logical,
+            limit: self.array_sectors,
+        }
     }
 
     /// Map a logical sector to every copy of its data (and its stripe's

@@ -60,6 +60,11 @@
 //! Addresses and sizes are 512-byte sectors unless a name says `bytes`.
 //! Member sectors count from the start of the member's data area.
 
+// Runs the README's code blocks as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 pub mod choose;
 pub mod error;
 pub mod failure;
