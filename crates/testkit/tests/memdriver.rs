@@ -59,13 +59,15 @@ async fn memdriver_passes_over_a_unix_socket() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_driver_without_optional_services_is_skipped_with_reasons() {
-    // Identity and Node only: every controller and group case must skip,
+    // Identity and Node (with expansion) only: every controller and group case must skip,
     // naming the capability, and nothing may fail.
     let dir = tempfile::tempdir().unwrap();
     let driver = MemDriver::new(MemDriverConfig::default());
     let plugin: Arc<dyn RawCsi> = Arc::new(
         csi_types::Plugin::builder(driver.clone())
-            .node(driver)
+            .node(driver.clone())
+            // The memdriver advertises online expansion, which needs an expander.
+            .node_expander(driver)
             .build()
             .unwrap(),
     );
