@@ -1,0 +1,149 @@
+//! The `csi-conformance` runner over a real unix socket: its output format,
+//! exit status and JUnit report.
+
+use std::process::Command;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use csi_testkit::memdriver::{MemDriver, MemDriverConfig};
+use csi_types::*;
+
+/// Serves `plugin` on a socket in `dir` from a background runtime; the
+/// returned sender stops it.
+fn serve(plugin: Plugin, dir: &std::path::Path) -> (String, std::sync::mpsc::Sender<()>) {
+    let endpoint = format!("unix://{}", dir.join("csi.sock").display());
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let (up_tx, up_rx) = std::sync::mpsc::channel::<()>();
+    let ep = endpoint.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            std::thread::spawn(move || {
+                let _ = stop_rx.recv();
+                let _ = tx.send(());
+            });
+            let path = ep.trim_start_matches("unix://").to_string();
+            let server = tokio::spawn(async move {
+                csi_types::server::serve(plugin, &ep, async {
+                    let _ = rx.await;
+                })
+                .await
+            });
+            while !std::path::Path::new(&path).exists() {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            let _ = up_tx.send(());
+            server.await.unwrap().unwrap();
+        });
+    });
+    up_rx.recv().unwrap();
+    (endpoint, stop_tx)
+}
+
+fn runner(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_csi-conformance"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn runner_passes_the_memdriver_and_writes_junit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (endpoint, stop) = serve(MemDriver::new(MemDriverConfig::default()).plugin(), dir.path());
+    let junit = dir.path().join("report.xml");
+    let staging = dir.path().join("staging");
+    let target = dir.path().join("target");
+    let (code, out) = runner(&[
+        "--endpoint", &endpoint,
+        "--staging-dir", staging.to_str().unwrap(),
+        "--target-dir", target.to_str().unwrap(),
+        "--second-node-id", "memdriver-node-2",
+        "--mutable-params", "iops=500",
+        "--params", "tier=fast",
+        "--cases", "4",
+        "--junit", junit.to_str().unwrap(),
+    ]);
+    stop.send(()).unwrap();
+    println!("{out}");
+    assert_eq!(code, 0, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    let (last, cases) = lines.split_last().unwrap();
+    let n = csi_testkit::all_cases().len();
+    assert_eq!(*last, format!("{n} passed, 0 failed, 0 skipped"));
+    assert_eq!(cases.len(), n);
+    assert!(cases.iter().all(|l| l.starts_with("PASS ")), "{out}");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.starts_with("<?xml"));
+    assert!(xml.contains(&format!("tests=\"{n}\" failures=\"0\" errors=\"0\" skipped=\"0\"")), "{xml}");
+    assert_eq!(xml.matches("<testcase ").count(), n);
+}
+
+/// `ListVolumes` that drops the first entry of every page after the first.
+struct LosesPages(Arc<MemDriver>);
+
+#[async_trait]
+impl VolumeLister for LosesPages {
+    async fn list_volumes(&self, req: ListVolumesRequest) -> Result<ListVolumesResponse, CsiError> {
+        let later = req.starting_token.is_some();
+        let mut resp = self.0.list_volumes(req).await?;
+        if later && !resp.entries.is_empty() {
+            resp.entries.remove(0);
+        }
+        Ok(resp)
+    }
+}
+
+#[test]
+fn runner_reports_failures_and_skips_and_exits_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let driver = MemDriver::new(MemDriverConfig::default());
+    let plugin = driver
+        .plugin_builder()
+        .volume_lister(Arc::new(LosesPages(driver.clone())))
+        .build()
+        .unwrap();
+    let (endpoint, stop) = serve(plugin, dir.path());
+    let junit = dir.path().join("report.xml");
+    let (code, out) = runner(&[
+        "--endpoint", &endpoint,
+        "--node-endpoint", &endpoint,
+        "--staging-dir", dir.path().join("s").to_str().unwrap(),
+        "--target-dir", dir.path().join("t").to_str().unwrap(),
+        "--filter", "controller/",
+        "--junit", junit.to_str().unwrap(),
+    ]);
+    stop.send(()).unwrap();
+    println!("{out}");
+    assert_eq!(code, 1, "{out}");
+    assert!(out.lines().any(|l| l.starts_with("FAIL controller/list_volumes/pagination: ")), "{out}");
+    // No --second-node-id and no --mutable-params: those cases skip and say why.
+    assert!(out.contains("SKIP controller/publish/second_node: no second node id configured"), "{out}");
+    assert!(out.contains("SKIP controller/modify_volume/supported: no mutable parameters configured"), "{out}");
+    assert!(!out.contains("PASS node/"), "the filter keeps node cases out");
+    let last = out.lines().last().unwrap();
+    let parts: Vec<&str> = last.split(", ").collect();
+    assert_eq!(parts.len(), 3, "{last}");
+    assert!(parts[1].ends_with(" failed") && parts[1] != "0 failed", "{last}");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains("<failure message=\"ListVolumes in pages of 2 lost volume"), "{xml}");
+}
+
+#[test]
+fn runner_refuses_bad_arguments_and_unreachable_endpoints() {
+    let (code, out) = runner(&["--endpoint", "unix:///nonexistent/csi.sock", "--params", "novalue"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("expected key=value"), "{out}");
+    let (code, out) = runner(&["--endpoint", "unix:///nonexistent/dir/csi.sock"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("cannot connect"), "{out}");
+}
