@@ -43,7 +43,6 @@ fn materialize(final_path: &Path, block: bool, size: u64, source: Option<&Path>)
             if f.metadata()?.len() < size {
                 f.set_len(size)?;
             }
-            f.sync_all()?;
         } else {
             match source {
                 Some(src) => fsops::copy_tree(src, &tmp)?,
@@ -53,6 +52,13 @@ fn materialize(final_path: &Path, block: bool, size: u64, source: Option<&Path>)
                     fs::set_permissions(&tmp, fs::Permissions::from_mode(0o777))?;
                 }
             }
+        }
+        // The data is durable before the rename that makes it visible: one
+        // fsync for an image, one syncfs for a copied tree.
+        if block {
+            fs::File::open(&tmp)?.sync_all()?;
+        } else if source.is_some() {
+            fsops::sync_filesystem(&tmp)?;
         }
         fs::rename(&tmp, final_path)?;
         fsync_dir(final_path.parent().unwrap_or(Path::new("/")))

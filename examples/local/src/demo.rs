@@ -148,6 +148,7 @@ pub async fn run(out: &mut impl Write) -> bool {
         format!("{} step(s) failed", st.failed)
     };
     st.line(if ok { "done" } else { "FAIL" }, "demo", &summary);
+    crate::release_under(tmp.path());
     ok
 }
 

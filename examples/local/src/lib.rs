@@ -66,7 +66,7 @@ pub use config::Config;
 pub use driver::{
     DEFAULT_VOLUME_SIZE, GRANULARITY, IOPS_CLASSES, LocalDriver, MUTABLE_PARAMETERS,
 };
-pub use fsops::is_root;
+pub use fsops::{is_root, release_under};
 
 /// Serves the driver on `endpoint` (`unix:///path`) until `shutdown`
 /// completes; the socket file is removed on the way out.

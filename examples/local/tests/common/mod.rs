@@ -81,6 +81,9 @@ impl Drop for Served {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
+        // A failed test may leave mounts and loop devices behind; never let
+        // the temp dir's removal reach through them.
+        local::release_under(self.dir.path());
     }
 }
 
