@@ -116,7 +116,7 @@ impl From<VolumeGroupSnapshot> for proto::VolumeGroupSnapshot {
         proto::VolumeGroupSnapshot {
             group_snapshot_id: g.group_snapshot_id.into_string(),
             snapshots: g.snapshots.into_iter().map(Into::into).collect(),
-            creation_time: Some(g.creation_time.into()),
+            creation_time: Some(crate::types::to_timestamp(g.creation_time)),
             ready_to_use: g.ready_to_use,
         }
     }

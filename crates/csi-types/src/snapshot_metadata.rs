@@ -62,6 +62,37 @@ fn block_metadata_type_to_proto(t: BlockMetadataType) -> i32 {
     }
 }
 
+/// The spec's rules for the ranges of one message: ascending by offset, not
+/// overlapping, and all of one size when the type is `FIXED_LENGTH`.
+fn check_ranges(r: &BlockMetadataResponse) -> Result<(), CsiError> {
+    for (i, pair) in r.block_metadata.windows(2).enumerate() {
+        let (prev, cur) = (pair[0], pair[1]);
+        let field = format!("block_metadata[{}]", i + 1);
+        if cur.byte_offset < prev.byte_offset.saturating_add(prev.size_bytes) {
+            return Err(CsiError::invalid(
+                field,
+                format!(
+                    "ranges must be in ascending order and must not overlap: starts at {} before the previous range ends at {}",
+                    cur.byte_offset,
+                    prev.byte_offset.saturating_add(prev.size_bytes)
+                ),
+            ));
+        }
+        if r.block_metadata_type == BlockMetadataType::FixedLength
+            && cur.size_bytes != prev.size_bytes
+        {
+            return Err(CsiError::invalid(
+                field,
+                format!(
+                    "FIXED_LENGTH ranges must all have one size: {} after {}",
+                    cur.size_bytes, prev.size_bytes
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// `GetMetadataAllocated` request: the allocated ranges of one snapshot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GetMetadataAllocatedRequest {
@@ -161,11 +192,13 @@ macro_rules! block_metadata_response {
             impl TryFrom<$wire> for BlockMetadataResponse {
                 type Error = CsiError;
                 fn try_from(p: $wire) -> Result<Self, CsiError> {
-                    Ok(BlockMetadataResponse {
+                    let r = BlockMetadataResponse {
                         block_metadata_type: block_metadata_type("block_metadata_type", p.block_metadata_type)?,
                         volume_capacity_bytes: validate::non_negative("volume_capacity_bytes", p.volume_capacity_bytes)?,
                         block_metadata: list("block_metadata", p.block_metadata)?,
-                    })
+                    };
+                    check_ranges(&r)?;
+                    Ok(r)
                 }
             }
 

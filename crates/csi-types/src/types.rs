@@ -530,6 +530,12 @@ pub struct TopologyRequirement {
 
 impl FromProto<proto::TopologyRequirement> for TopologyRequirement {
     fn from_proto(field: &str, p: proto::TopologyRequirement) -> Result<Self, CsiError> {
+        if p.requisite.is_empty() && p.preferred.is_empty() {
+            return Err(CsiError::invalid(
+                field,
+                "when set, at least one of `requisite` or `preferred` must be specified",
+            ));
+        }
         let requisite: Vec<Topology> = list(&at(field, "requisite"), p.requisite)?;
         let preferred: Vec<Topology> = list(&at(field, "preferred"), p.preferred)?;
         if !requisite.is_empty() {
@@ -709,6 +715,7 @@ impl VolumeCondition {
 impl FromProto<proto::VolumeCondition> for VolumeCondition {
     fn from_proto(field: &str, p: proto::VolumeCondition) -> Result<Self, CsiError> {
         validate::required(&at(field, "message"), &p.message)?;
+        validate::string(&at(field, "message"), &p.message)?;
         Ok(VolumeCondition {
             abnormal: p.abnormal,
             message: p.message,
@@ -721,6 +728,45 @@ impl From<VolumeCondition> for proto::VolumeCondition {
         proto::VolumeCondition {
             abnormal: c.abnormal,
             message: c.message,
+        }
+    }
+}
+
+/// Converts a time to the wire, saturating at the limits of a protobuf
+/// `Timestamp` (int64 seconds) instead of panicking as the plain conversion
+/// would; every time a `Timestamp` can express converts exactly.
+pub(crate) fn to_timestamp(t: SystemTime) -> prost_types::Timestamp {
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => match i64::try_from(d.as_secs()) {
+            Ok(seconds) => prost_types::Timestamp {
+                seconds,
+                nanos: d.subsec_nanos() as i32,
+            },
+            Err(_) => prost_types::Timestamp {
+                seconds: i64::MAX,
+                nanos: 999_999_999,
+            },
+        },
+        Err(before) => {
+            let d = before.duration();
+            let (secs, nanos) = if d.subsec_nanos() == 0 {
+                (d.as_secs(), 0)
+            } else {
+                (
+                    d.as_secs().saturating_add(1),
+                    1_000_000_000 - d.subsec_nanos(),
+                )
+            };
+            match i64::try_from(secs) {
+                Ok(s) => prost_types::Timestamp {
+                    seconds: -s,
+                    nanos: nanos as i32,
+                },
+                Err(_) => prost_types::Timestamp {
+                    seconds: i64::MIN,
+                    nanos: 0,
+                },
+            }
         }
     }
 }
@@ -803,7 +849,7 @@ impl From<Snapshot> for proto::Snapshot {
             size_bytes: validate::to_i64(s.size_bytes),
             snapshot_id: s.snapshot_id.into_string(),
             source_volume_id: s.source_volume_id.into_string(),
-            creation_time: Some(s.creation_time.into()),
+            creation_time: Some(to_timestamp(s.creation_time)),
             ready_to_use: s.ready_to_use,
             group_snapshot_id: s.group_snapshot_id.map(String::from).unwrap_or_default(),
         }

@@ -1,11 +1,11 @@
 //! The in-process Plugin: validation before the driver, derived
 //! capabilities, UNIMPLEMENTED, the operation guard and panic isolation.
 
-mod common_driver;
+mod common;
 
 use std::sync::Arc;
 
-use common_driver::{TestDriver, full_plugin, mount_cap};
+use common::{TestDriver, full_plugin, mount_cap};
 use csi_types::*;
 
 #[tokio::test]

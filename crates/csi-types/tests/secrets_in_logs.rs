@@ -3,12 +3,12 @@
 //! per-callsite interest cache must not be shared with tests that run
 //! without one.
 
-mod common_driver;
+mod common;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common_driver::{TestDriver, full_plugin, mount_cap};
+use common::{TestDriver, full_plugin, mount_cap};
 use csi_types::client::Client;
 use csi_types::*;
 use tokio::sync::oneshot;

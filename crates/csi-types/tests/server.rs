@@ -2,12 +2,12 @@
 //! not offered answers UNIMPLEMENTED with a message, stale sockets are
 //! replaced, and secrets never reach the logs.
 
-mod common_driver;
+mod common;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use common_driver::{TestDriver, full_plugin, mount_cap};
+use common::{TestDriver, full_plugin, mount_cap};
 use csi_types::client::Client;
 use csi_types::*;
 use futures::StreamExt;

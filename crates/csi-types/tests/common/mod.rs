@@ -11,6 +11,7 @@ use csi_types::*;
 use futures::StreamExt;
 
 #[derive(Default)]
+/// The test driver's state and what it declares.
 pub struct TestDriver {
     pub volumes: Mutex<BTreeMap<String, u64>>,
     pub plugin_caps: PluginCapabilities,
