@@ -283,6 +283,19 @@ enum Outcome {
     NotFound { exhausted: bool, nodes: u64 },
 }
 
+/// Domains (other than `NONE`) that occur more than `limit` times, with their counts, sorted.
+fn over_limit(domains: impl Iterator<Item = u32>, limit: u32) -> Vec<(u32, u32)> {
+    let mut v: Vec<u32> = domains.filter(|&x| x != NONE).collect();
+    v.sort_unstable();
+    let mut out = Vec::new();
+    for run in v.chunk_by(|a, b| a == b) {
+        if run.len() as u32 > limit {
+            out.push((run[0], run.len() as u32));
+        }
+    }
+    out
+}
+
 fn splitmix(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
     x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -474,7 +487,19 @@ impl Engine {
                 u.saturating_sub(size)
             };
         }
-        self.reindex(d);
+        self.rekey(d);
+    }
+
+    /// Moves a drive within its class's index after its free space changed.
+    fn rekey(&mut self, d: u32) {
+        let old = self.drive_key[d as usize];
+        let k = self.compute_key(d);
+        if k != old {
+            let set = &mut self.classes[self.drive_class[d as usize] as usize].set;
+            set.remove(&(old, d));
+            set.insert((k, d));
+            self.drive_key[d as usize] = k;
+        }
     }
 
     // ---------------------------------------------------------------- compile
@@ -728,7 +753,8 @@ impl Engine {
     fn score(&self, c: &Compiled, d: u32) -> f64 {
         let inv = &self.inv;
         let s = &inv.spec.drives[d as usize];
-        let mut v = 1.0 - s.free.0 as f64 / s.capacity.0 as f64;
+        // Utilization after taking the member: large members prefer large drives.
+        let mut v = 1.0 - s.free.0.saturating_sub(c.size) as f64 / s.capacity.0 as f64;
         let mut bw: f64 = 0.0;
         for &b in &inv.drive_bw[d as usize] {
             let bd = &inv.spec.bandwidth_domains[b as usize];
@@ -774,7 +800,20 @@ impl Engine {
 
     /// Fast path: the best `want` candidates by index order, plus the best local ones when the
     /// request has locality preferences, scanning a bounded number of index entries.
+    ///
+    /// The window is kept diverse: at most as many drives per separation domain (and per
+    /// spread bandwidth domain) as the volume could put there, so that a run of equally
+    /// empty drives in one rack cannot crowd out every other rack.
     fn window(&self, c: &Compiled, want: usize) -> Vec<u32> {
+        let groups = (c.n / c.group_size) as u32;
+        let mut div: Vec<(bool, u16, u32)> = c
+            .seps
+            .iter()
+            .map(|&(l, _)| (false, l, groups.saturating_mul(c.cap).min(c.n as u32)))
+            .collect();
+        div.extend(c.spreads.iter().map(|&(k, max, _)| (true, k, max)));
+        // (constraint index, domain, count): small, so a linear scan beats hashing.
+        let mut per_domain: Vec<(u16, u32, u32)> = Vec::new();
         let mut iters: Vec<_> = self
             .classes
             .iter()
@@ -784,7 +823,7 @@ impl Engine {
             .collect();
         let mut out = Vec::with_capacity(want + 8);
         let mut scanned = 0usize;
-        let scan_max = want * 16 + 256;
+        let scan_max = want * 32 + 4096;
         while out.len() < want && scanned < scan_max {
             let mut best: Option<(usize, u64)> = None;
             for (i, it) in iters.iter_mut().enumerate() {
@@ -797,9 +836,30 @@ impl Engine {
             let Some((i, _)) = best else { break };
             let Some(&(_, d)) = iters[i].next() else { break };
             scanned += 1;
-            if self.drive_filter(c, d).is_none() {
-                out.push(d);
+            let dom_of = |&(bw, x, _): &(bool, u16, u32)| {
+                if bw { self.inv.bw_of_kind(d, x) } else { self.inv.anc(d, x) }
+            };
+            let crowded = div.iter().enumerate().any(|(i, e)| {
+                let dom = dom_of(e);
+                dom != NONE
+                    && per_domain
+                        .iter()
+                        .any(|&(j, x, k)| j == i as u16 && x == dom && k >= e.2)
+            });
+            if crowded || self.drive_filter(c, d).is_some() {
+                continue;
             }
+            for (i, e) in div.iter().enumerate() {
+                let dom = dom_of(e);
+                if dom == NONE {
+                    continue;
+                }
+                match per_domain.iter_mut().find(|(j, x, _)| *j == i as u16 && *x == dom) {
+                    Some(slot) => slot.2 += 1,
+                    None => per_domain.push((i as u16, dom, 1)),
+                }
+            }
+            out.push(d);
         }
         // Locality: the preferred segments' and the attach server's domains.
         let mut local_doms = Vec::new();
@@ -867,18 +927,24 @@ impl Engine {
         }
         let strict_first = c.has_soft();
         // Stage 1: window, soft constraints honoured.
-        let want = 2 * n_free + 8;
-        let win = self.window(c, want);
-        let mut s = Search::new(self, c, &win, true, true, false, budget.min(20_000));
-        if s.run(0) {
-            return Outcome::Found(s.assign);
-        }
+        let mut want = 2 * n_free + 8;
+        let (win_len, win_complete, win_nodes) = loop {
+            let win = self.window(c, want);
+            let mut s = Search::new(self, c, &win, true, true, false, budget.min(20_000));
+            if s.run(0) {
+                return Outcome::Found(s.assign);
+            }
+            if win.len() < want || want >= 1024 {
+                break (win.len(), !s.exhausted, s.nodes);
+            }
+            want *= 8;
+        };
         let all = self.all_candidates(c);
-        if all.len() <= win.len() && !s.exhausted && !strict_first {
+        if all.len() <= win_len && win_complete && !strict_first {
             // The window already held every candidate and the search was complete.
             return Outcome::NotFound {
                 exhausted: false,
-                nodes: s.nodes,
+                nodes: win_nodes,
             };
         }
         // Stage 2: all candidates, soft constraints honoured (bounded effort).
@@ -907,15 +973,12 @@ impl Engine {
                 continue;
             }
             for g in 0..c.n / c.group_size {
-                let mut counts: HashMap<u32, u32> = HashMap::new();
-                for &d in &assign[g * c.group_size..(g + 1) * c.group_size] {
-                    let x = inv.anc(d, l);
-                    if x != NONE {
-                        *counts.entry(x).or_default() += 1;
-                    }
-                }
-                let mut over: Vec<_> = counts.into_iter().filter(|&(_, k)| k > c.cap).collect();
-                over.sort_unstable();
+                let over = over_limit(
+                    assign[g * c.group_size..(g + 1) * c.group_size]
+                        .iter()
+                        .map(|&d| inv.anc(d, l)),
+                    c.cap,
+                );
                 for (x, k) in over {
                     out.push(SoftViolation {
                         constraint: format!("separation at level '{}'", inv.levels[l as usize]),
@@ -931,15 +994,7 @@ impl Engine {
             if hard {
                 continue;
             }
-            let mut counts: HashMap<u32, u32> = HashMap::new();
-            for &d in assign {
-                let b = inv.bw_of_kind(d, k);
-                if b != NONE {
-                    *counts.entry(b).or_default() += 1;
-                }
-            }
-            let mut over: Vec<_> = counts.into_iter().filter(|&(_, n)| n > max).collect();
-            over.sort_unstable();
+            let over = over_limit(assign.iter().map(|&d| inv.bw_of_kind(d, k)), max);
             for (b, n) in over {
                 out.push(SoftViolation {
                     constraint: format!("bandwidth spreading over '{}'", inv.bw_kinds[k as usize]),

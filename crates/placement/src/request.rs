@@ -234,11 +234,18 @@ impl Request {
         self
     }
 
-    /// A label for messages: the name, or the shape.
+    /// A label for messages: the name, or the shape type.
     pub fn label(&self) -> String {
         match &self.name {
             Some(n) => n.clone(),
-            None => format!("{:?}", self.shape).to_lowercase(),
+            None => match self.shape {
+                Shape::Single => "single",
+                Shape::Mirror { .. } => "mirror",
+                Shape::Raid10 { .. } => "raid10",
+                Shape::Slice => "slice",
+                Shape::Parity { .. } => "parity",
+            }
+            .to_string(),
         }
     }
 }
