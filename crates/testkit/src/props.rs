@@ -24,7 +24,7 @@ use proptest::test_runner::{RngAlgorithm, TestCaseError, TestError, TestRng, Tes
 use crate::cases::{UNKNOWN_ID, list_all_snapshots, list_all_volumes, rw};
 use crate::ctx::{CaseError, CaseResult, Ctx, describe};
 
-/// One call of a generated sequence. Slots name volumes (`v0`..`v2`) and
+/// One call of a generated sequence. Slots name volumes (`v0`, `v1`) and
 /// snapshots (`s0`, `s1`) within one sequence.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
@@ -141,21 +141,21 @@ impl fmt::Display for Op {
     }
 }
 
-/// Sequences of 1 to 24 calls over 3 volume and 2 snapshot slots.
+/// Sequences of 1 to 39 calls over 2 volume and 2 snapshot slots.
 pub fn ops() -> impl Strategy<Value = Vec<Op>> {
-    let slot = || 0u8..3;
+    let slot = || 0u8..2;
     let snap = || 0u8..2;
     let mult = || 1u8..4;
     let op = prop_oneof![
-        5 => (slot(), mult()).prop_map(|(slot, mult)| Op::Create { slot, mult }),
+        6 => (slot(), mult()).prop_map(|(slot, mult)| Op::Create { slot, mult }),
         1 => (slot(), slot()).prop_map(|(slot, from)| Op::Clone { slot, from }),
         1 => (slot(), snap()).prop_map(|(slot, snap)| Op::Restore { slot, snap }),
-        3 => slot().prop_map(|slot| Op::Delete { slot }),
-        3 => (slot(), any::<bool>()).prop_map(|(slot, readonly)| Op::Publish { slot, readonly }),
+        2 => slot().prop_map(|slot| Op::Delete { slot }),
+        4 => (slot(), any::<bool>()).prop_map(|(slot, readonly)| Op::Publish { slot, readonly }),
         2 => slot().prop_map(|slot| Op::Unpublish { slot }),
-        3 => slot().prop_map(|slot| Op::Stage { slot }),
+        5 => slot().prop_map(|slot| Op::Stage { slot }),
         2 => slot().prop_map(|slot| Op::Unstage { slot }),
-        3 => (slot(), any::<bool>()).prop_map(|(slot, readonly)| Op::NodePublish { slot, readonly }),
+        6 => (slot(), any::<bool>()).prop_map(|(slot, readonly)| Op::NodePublish { slot, readonly }),
         2 => slot().prop_map(|slot| Op::NodeUnpublish { slot }),
         2 => (snap(), slot()).prop_map(|(snap, slot)| Op::Snapshot { snap, slot }),
         1 => snap().prop_map(|snap| Op::DeleteSnapshot { snap }),
@@ -163,7 +163,7 @@ pub fn ops() -> impl Strategy<Value = Vec<Op>> {
         1 => Just(Op::List),
         3 => Just(Op::Retry),
     ];
-    proptest::collection::vec(op, 1..24)
+    proptest::collection::vec(op, 1..40)
 }
 
 #[derive(Clone, Debug)]
@@ -322,6 +322,54 @@ impl Seq<'_> {
                 );
                 Ok(Some((Code::Ok, Some(id))))
             }
+        }
+    }
+
+    /// Retargets a node-side call to a volume where a CO could send it (the
+    /// named slot if it qualifies, else one picked by the slot number among
+    /// those that do), so deep lifecycles are reached often; `None` when no
+    /// volume qualifies.
+    fn resolve(&self, op: &Op) -> Option<Op> {
+        let cc = self.c.found().controller;
+        let nc = self.c.found().node;
+        let publishes = cc.contains(CC::PUBLISH_UNPUBLISH_VOLUME);
+        let stages = nc.contains(NC::STAGE_UNSTAGE_VOLUME);
+        let pick = |slot: u8, ok: &dyn Fn(&MVol) -> bool| -> Option<u8> {
+            if self.m.vols.get(&slot).is_some_and(ok) {
+                return Some(slot);
+            }
+            let eligible: Vec<u8> =
+                self.m.vols.iter().filter(|(_, v)| ok(v)).map(|(k, _)| *k).collect();
+            (!eligible.is_empty()).then(|| eligible[slot as usize % eligible.len()])
+        };
+        let any = |_: &MVol| true;
+        match *op {
+            // Publishing, snapshotting and expanding go to a volume that
+            // exists when there is one (a slot that has none tests NOT_FOUND).
+            Op::Publish { slot, readonly } => Some(Op::Publish {
+                slot: pick(slot, &|v| v.published.is_none()).or_else(|| pick(slot, &any)).unwrap_or(slot),
+                readonly,
+            }),
+            Op::Snapshot { snap, slot } => pick(slot, &any).map(|slot| Op::Snapshot { snap, slot }),
+            Op::Expand { slot, mult } => Some(Op::Expand { slot: pick(slot, &any).unwrap_or(slot), mult }),
+            Op::Stage { slot } => pick(slot, &|v| (!publishes || v.published.is_some()) && !v.staged)
+                .or_else(|| pick(slot, &|v| !publishes || v.published.is_some()))
+                .map(|slot| Op::Stage { slot }),
+            Op::Unstage { slot } => pick(slot, &|v| v.staged && v.node_published.is_none())
+                .map(|slot| Op::Unstage { slot }),
+            Op::NodePublish { slot, readonly } => pick(slot, &|v| {
+                (!stages || v.staged)
+                    && (!publishes || v.published.is_some())
+                    && !(v.published == Some(true) && !readonly)
+            })
+            .map(|slot| Op::NodePublish { slot, readonly }),
+            Op::NodeUnpublish { slot } => pick(slot, &|v| v.node_published.is_some())
+                .map(|slot| Op::NodeUnpublish { slot }),
+            Op::Unpublish { slot } => pick(slot, &|v| {
+                v.published.is_some() && !v.staged && v.node_published.is_none()
+            })
+            .map(|slot| Op::Unpublish { slot }),
+            ref other => Some(other.clone()),
         }
     }
 
@@ -755,9 +803,40 @@ async fn capacity(c: &Ctx) -> Result<u64, String> {
     Ok(r.available_capacity)
 }
 
+/// What a sequence did: how many calls of each kind ran (not skipped), and
+/// the calls as sent, for the failure report.
+#[derive(Default)]
+struct Observer {
+    stats: BTreeMap<&'static str, usize>,
+    trace: Vec<String>,
+}
+
+impl Op {
+    /// The variant's name, for coverage counts.
+    fn kind(&self) -> &'static str {
+        match self {
+            Op::Create { .. } => "Create",
+            Op::Clone { .. } => "Clone",
+            Op::Restore { .. } => "Restore",
+            Op::Delete { .. } => "Delete",
+            Op::Publish { .. } => "Publish",
+            Op::Unpublish { .. } => "Unpublish",
+            Op::Stage { .. } => "Stage",
+            Op::Unstage { .. } => "Unstage",
+            Op::NodePublish { .. } => "NodePublish",
+            Op::NodeUnpublish { .. } => "NodeUnpublish",
+            Op::Snapshot { .. } => "Snapshot",
+            Op::DeleteSnapshot { .. } => "DeleteSnapshot",
+            Op::Expand { .. } => "Expand",
+            Op::List => "List",
+            Op::Retry => "Retry",
+        }
+    }
+}
+
 /// Runs one sequence against the driver and the model; `Err` describes the
 /// first disagreement.
-async fn run_sequence(c: &Ctx, ops: &[Op]) -> Result<(), String> {
+async fn run_sequence(c: &Ctx, ops: &[Op], obs: &mut Observer) -> Result<(), String> {
     let seq = SEQ.fetch_add(1, Ordering::Relaxed);
     let cc = c.found().controller;
     let base_vols: BTreeSet<String> = if cc.contains(CC::LIST_VOLUMES) {
@@ -778,33 +857,49 @@ async fn run_sequence(c: &Ctx, ops: &[Op]) -> Result<(), String> {
     let mut last: Option<(Op, Observed)> = None;
     let mut result = Ok(());
     for (i, op) in ops.iter().enumerate() {
-        let step = async {
-            match op {
-                Op::Retry => {
-                    let Some((prev, first)) = last.clone() else { return Ok(()) };
-                    let again = s.step(&prev).await?;
-                    match again {
-                        Some(again) if again != first => Err(format!(
+        let (sent, r) = match op {
+            Op::Retry => match last.clone() {
+                None => (None, Ok(())),
+                Some((prev, first)) => {
+                    let r = match s.step(&prev).await {
+                        Ok(Some(again)) if again != first => Err(format!(
                             "retrying {prev} answered {} {:?}, the first call answered {} {:?}",
                             again.0, again.1, first.0, first.1
                         )),
-                        _ => Ok(()),
-                    }
+                        Ok(_) => Ok(()),
+                        Err(e) => Err(e),
+                    };
+                    (Some(format!("{prev} (retry)")), r)
                 }
-                op => {
-                    if let Some(obs) = s.step(op).await? {
-                        last = Some((op.clone(), obs));
-                    }
-                    Ok(())
+            },
+            op => match s.resolve(op) {
+                None => (None, Ok(())),
+                Some(real) => {
+                    let r = match s.step(&real).await {
+                        Ok(Some(o)) => {
+                            last = Some((real.clone(), o));
+                            Ok(())
+                        }
+                        Ok(None) => Ok(()),
+                        Err(e) => Err(e),
+                    };
+                    (Some(real.to_string()), r)
                 }
-            }
+            },
         };
-        let r = match step.await {
+        match &sent {
+            Some(call) => {
+                *obs.stats.entry(op.kind()).or_default() += 1;
+                obs.trace.push(call.clone());
+            }
+            None => obs.trace.push(format!("{op} (skipped: no volume qualifies)")),
+        }
+        let r = match r {
             Ok(()) => s.check(&base_vols, &base_snaps, cap0).await,
             Err(e) => Err(e),
         };
         if let Err(e) = r {
-            result = Err(format!("at call {} ({op}): {e}", i + 1));
+            result = Err(format!("at call {} ({}): {e}", i + 1, sent.unwrap_or_else(|| op.to_string())));
             break;
         }
     }
@@ -832,7 +927,7 @@ pub(crate) async fn state_machine(c: Ctx) -> CaseResult {
             TestRunner::new_with_rng(config, TestRng::deterministic_rng(RngAlgorithm::ChaCha));
         runner.run(&ops(), |ops| {
             handle
-                .block_on(run_sequence(&ctx, &ops))
+                .block_on(run_sequence(&ctx, &ops, &mut Observer::default()))
                 .map_err(TestCaseError::fail)
         })
     })
@@ -841,13 +936,63 @@ pub(crate) async fn state_machine(c: Ctx) -> CaseResult {
     match outcome {
         Ok(()) => Ok(()),
         Err(TestError::Fail(reason, ops)) => {
-            let calls: Vec<String> = ops.iter().enumerate().map(|(i, op)| format!("  {}. {op}", i + 1)).collect();
+            // Replay the shrunk sequence once to list the calls as sent
+            // (node calls retargeted to the volume they went to).
+            let mut obs = Observer::default();
+            let replay = run_sequence(&c, &ops, &mut obs).await;
+            let (reason, calls) = match replay {
+                Err(again) => (again, obs.trace),
+                Ok(()) => (
+                    format!("{reason} (the shrunk sequence passed when replayed: the failure is intermittent)"),
+                    ops.iter().map(|op| op.to_string()).collect(),
+                ),
+            };
+            let calls: Vec<String> = calls.iter().enumerate().map(|(i, call)| format!("  {}. {call}", i + 1)).collect();
             Err(CaseError::Fail(format!(
                 "{reason}\nminimal failing sequence ({} calls):\n{}",
-                ops.len(),
+                calls.len(),
                 calls.join("\n")
             )))
         }
         Err(TestError::Abort(reason)) => Err(CaseError::Fail(format!("the property run was aborted: {reason}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use proptest::strategy::ValueTree;
+
+    use super::*;
+    use crate::memdriver::{MemDriver, MemDriverConfig};
+    use crate::{Config, Discovered};
+
+    /// The model's preconditions must not skip whole kinds of calls: over
+    /// the sequences a normal run generates, every kind is executed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_kind_of_call_is_executed() {
+        let dir = tempfile::tempdir().unwrap();
+        let plugin: Arc<dyn csi_types::RawCsi> =
+            Arc::new(MemDriver::new(MemDriverConfig::default()).plugin());
+        let found = Discovered::discover(&*plugin, &*plugin).await;
+        let c = Ctx::new(plugin.clone(), plugin, Config::new(dir.path()), found, "coverage");
+        let mut runner = TestRunner::new_with_rng(
+            ProptestConfig::default(),
+            TestRng::deterministic_rng(RngAlgorithm::ChaCha),
+        );
+        let mut obs = Observer::default();
+        for _ in 0..32 {
+            let seq = ops().new_tree(&mut runner).unwrap().current();
+            run_sequence(&c, &seq, &mut obs).await.unwrap();
+        }
+        let stats = obs.stats;
+        println!("{stats:?}");
+        for kind in [
+            "Create", "Clone", "Restore", "Delete", "Publish", "Unpublish", "Stage", "Unstage",
+            "NodePublish", "NodeUnpublish", "Snapshot", "DeleteSnapshot", "Expand", "List", "Retry",
+        ] {
+            assert!(stats.get(kind).copied().unwrap_or(0) > 0, "{kind} never ran: {stats:?}");
+        }
     }
 }
