@@ -10,9 +10,9 @@
 //! number is never `Some(0)` and an optional string never `Some("")` where the
 //! wire encodes "unset" as zero or empty, and every size fits in an `int64`.
 //!
-//! Where the specification asks more than the typed layer checks today (an
-//! empty `TopologyRequirement`, a `VolumeCondition` message over 128 bytes),
-//! the strategies follow the specification.
+//! They also keep the rules that the specification states but the typed
+//! layer does not check, such as every member of a `VolumeGroupSnapshot`
+//! naming its group, and the group being ready only when all members are.
 //!
 //! The strategies lean on edge cases: names and ids of exactly 128 bytes,
 //! node ids of exactly 256 bytes, plugin names, topology labels and prefixes
@@ -744,16 +744,18 @@ arbitrary! {
             secrets,
             parameters,
         });
-    // Every member snapshot carries the group's id, as the type documents.
-    VolumeGroupSnapshot => (any::<GroupSnapshotId>(), vec(any::<Snapshot>(), 1..=3), timestamp(), any::<bool>())
-        .prop_map(|(group_snapshot_id, snapshots, creation_time, ready_to_use)| VolumeGroupSnapshot {
+    // Every member snapshot carries the group's id, as the type documents,
+    // and the group is ready exactly when every member is (the spec: MUST be
+    // false if any member is not ready, SHOULD be true if all are).
+    VolumeGroupSnapshot => (any::<GroupSnapshotId>(), vec(any::<Snapshot>(), 1..=3), timestamp())
+        .prop_map(|(group_snapshot_id, snapshots, creation_time)| VolumeGroupSnapshot {
+            ready_to_use: snapshots.iter().all(|s| s.ready_to_use),
             snapshots: snapshots
                 .into_iter()
                 .map(|s| s.with_group_snapshot_id(group_snapshot_id.clone()))
                 .collect(),
             group_snapshot_id,
             creation_time,
-            ready_to_use,
         });
     CreateVolumeGroupSnapshotResponse => any::<VolumeGroupSnapshot>()
         .prop_map(|group_snapshot| CreateVolumeGroupSnapshotResponse { group_snapshot });

@@ -2684,8 +2684,10 @@ fn responses_errors_name_the_field() {
 }
 
 #[test]
-fn generated_values_follow_the_spec_beyond_the_typed_checks() {
-    // The strategies must hold to the rules the typed layer does not (yet) check.
+fn generated_values_follow_the_spec_rules() {
+    // The strategies hold to the spec's rules whether or not the typed layer
+    // checks them (the member snapshots naming their group and the group's
+    // readiness it does not).
     run("TopologyRequirement", any::<TopologyRequirement>(), |t| {
         prop_assert!(!t.requisite.is_empty() || !t.preferred.is_empty());
         Ok(())
@@ -2699,6 +2701,7 @@ fn generated_values_follow_the_spec_beyond_the_typed_checks() {
         for s in &g.snapshots {
             prop_assert_eq!(s.group_snapshot_id.as_ref(), Some(&g.group_snapshot_id));
         }
+        prop_assert_eq!(g.ready_to_use, g.snapshots.iter().all(|s| s.ready_to_use));
         Ok(())
     });
     run(
@@ -2826,6 +2829,54 @@ fn block_metadata_ranges_must_be_ordered_and_disjoint() {
                 assert_eq!(field, "block_metadata[1]", "{what}")
             }
             other => panic!("{what}: expected InvalidArgument on block_metadata[1], got {other:?}"),
+        }
+    }
+}
+
+#[test]
+#[ignore = "typed layer gap: members of a VolumeGroupSnapshot may name another group, and the group may be ready while a member is not"]
+fn group_snapshot_members_agree_with_their_group() {
+    let member = |id: &str, group: &str, ready: bool| proto::Snapshot {
+        size_bytes: 1,
+        snapshot_id: id.into(),
+        source_volume_id: "vol".into(),
+        creation_time: Some(prost_types::Timestamp {
+            seconds: 1,
+            nanos: 0,
+        }),
+        ready_to_use: ready,
+        group_snapshot_id: group.into(),
+    };
+    let response = |snapshots, ready_to_use| proto::CreateVolumeGroupSnapshotResponse {
+        group_snapshot: Some(proto::VolumeGroupSnapshot {
+            group_snapshot_id: "g1".into(),
+            snapshots,
+            creation_time: Some(prost_types::Timestamp {
+                seconds: 1,
+                nanos: 0,
+            }),
+            ready_to_use,
+        }),
+    };
+    // "If this message is inside a VolumeGroupSnapshot message, the value
+    // MUST be the same as the group_snapshot_id in that message."
+    let other_group = response(
+        vec![member("s1", "g1", true), member("s2", "g2", true)],
+        true,
+    );
+    // "If any snapshot in the list of snapshots in this message have
+    // ready_to_use set to false, the SP MUST set this field to false."
+    let not_ready = response(
+        vec![member("s1", "g1", true), member("s2", "g1", false)],
+        true,
+    );
+    for (wire, want) in [
+        (other_group, "group_snapshot.snapshots[1].group_snapshot_id"),
+        (not_ready, "group_snapshot.ready_to_use"),
+    ] {
+        match CreateVolumeGroupSnapshotResponse::try_from(wire) {
+            Err(CsiError::InvalidArgument { field, .. }) => assert_eq!(field, want),
+            other => panic!("expected InvalidArgument on {want}, got {other:?}"),
         }
     }
 }
