@@ -366,8 +366,16 @@ impl Allocator {
 
     /// Frees a committed slice, returning what it held.
     pub fn free(&mut self, id: SliceId) -> Result<Slice, Error> {
-        self.expect_state(id, false)?;
-        Ok(self.remove_entry(id))
+        let e = self.slices.remove(&id).ok_or(Error::UnknownSlice(id))?;
+        if e.expires.is_some() {
+            self.slices.insert(id, e);
+            return Err(Error::WrongState {
+                slice: id,
+                actual: "a reservation",
+                expected: "a committed slice",
+            });
+        }
+        Ok(self.release_entry(id, e))
     }
 
     /// Grows a committed slice to `new_size` bytes (rounded up to the granularity): in place
@@ -670,15 +678,9 @@ impl Allocator {
         }
     }
 
-    fn insert_planned(
-        &mut self,
-        id: SliceId,
-        idx: u32,
-        plan: Vec<(u64, u64)>,
-        expires: Option<u64>,
-    ) {
+    fn insert_planned(&mut self, id: SliceId, idx: u32, exts: Exts, expires: Option<u64>) {
         let d = self.dev_mut(idx);
-        for &(o, l) in &plan {
+        for &(o, l) in exts.as_slice() {
             let ok = d.take(o, l);
             debug_assert!(ok, "planned extent is free");
         }
@@ -690,7 +692,7 @@ impl Allocator {
             id,
             Entry {
                 device: idx,
-                exts: Exts::from_vec(plan),
+                exts,
                 expires,
             },
         );
@@ -702,6 +704,11 @@ impl Allocator {
             .slices
             .remove(&id)
             .expect("caller checked the slice exists");
+        self.release_entry(id, e)
+    }
+
+    /// Gives back the space of an entry already removed from `slices`.
+    fn release_entry(&mut self, id: SliceId, e: Entry) -> Slice {
         let s = self.to_slice(id, &e);
         if let Some(t) = e.expires {
             self.expiry.remove(&(t, id));
@@ -734,7 +741,7 @@ impl Allocator {
     }
 
     /// Picks a device and the extents to take there.
-    fn choose(&mut self, size: u64, c: &Constraints<'_>) -> Result<(u32, Vec<(u64, u64)>), Error> {
+    fn choose(&mut self, size: u64, c: &Constraints<'_>) -> Result<(u32, Exts), Error> {
         let policy = c.policy.unwrap_or(self.config.policy);
         let multi = c.multi_extent.unwrap_or(self.config.multi_extent);
         if c.candidates.is_none()
@@ -755,7 +762,7 @@ impl Allocator {
             let ext = d
                 .pick(units, self.headroom(units))
                 .expect("index says an extent fits");
-            return Ok((idx, vec![(self.position(ext, units), units)]));
+            return Ok((idx, Exts::One((self.position(ext, units), units))));
         }
         if multi {
             self.refresh_lazy();
@@ -775,7 +782,7 @@ impl Allocator {
             };
             if let Some(idx) = idx {
                 let d = self.dev(idx);
-                return Ok((idx, d.plan_multi(size.div_ceil(d.gran()))));
+                return Ok((idx, Exts::from_vec(d.plan_multi(size.div_ceil(d.gran())))));
             }
         }
         Err(self.exhausted(size, c, multi))

@@ -46,7 +46,7 @@
 //!
 //! # Features
 //! - `proptest`: implements `proptest::arbitrary::Arbitrary` for the public value types and
-//!   exposes the [`strategies`] module, so you can property-test code that uses this crate.
+//!   exposes the `strategies` module, so you can property-test code that uses this crate.
 
 mod alloc;
 mod device;

@@ -5,8 +5,8 @@
 use std::io::{self, Write};
 
 use slice_alloc::{
-    Allocator, AllocatorConfig, Constraints, DeviceId, DeviceSpec, Error, Extent, GIB, Journaled, Record, SliceId,
-    Snapshot, decode_journal, encode_record, journal::JOURNAL_HEADER, recover,
+    Allocator, AllocatorConfig, Constraints, DeviceId, DeviceSpec, Error, Extent, GIB, Journaled,
+    Record, SliceId, Snapshot, decode_journal, encode_record, journal::JOURNAL_HEADER, recover,
 };
 
 fn dev(id: u64, gib: u64) -> DeviceSpec {
@@ -14,7 +14,13 @@ fn dev(id: u64, gib: u64) -> DeviceSpec {
 }
 
 fn sample() -> Journaled<Vec<u8>> {
-    let mut j = Journaled::create(Allocator::new(AllocatorConfig::default()).unwrap(), Vec::new(), 0, 1 << 20).unwrap();
+    let mut j = Journaled::create(
+        Allocator::new(AllocatorConfig::default()).unwrap(),
+        Vec::new(),
+        0,
+        1 << 20,
+    )
+    .unwrap();
     j.add_device(dev(1, 100)).unwrap();
     j.add_device(dev(2, 50)).unwrap();
     let a = j.allocate(10 * GIB, &Constraints::any()).unwrap();
@@ -46,7 +52,10 @@ fn a_damaged_frame_before_the_tail_is_refused_with_its_offset() {
     let mut torn = bytes.clone();
     torn[last + 12] ^= 0x40;
     let r = recover(None, &torn, AllocatorConfig::default()).unwrap();
-    assert_eq!((r.applied, r.valid_len, r.torn_bytes), (6, last, bytes.len() - last));
+    assert_eq!(
+        (r.applied, r.valid_len, r.torn_bytes),
+        (6, last, bytes.len() - last)
+    );
 }
 
 #[test]
@@ -63,8 +72,17 @@ fn zero_filled_space_after_a_torn_frame_is_a_torn_tail() {
 
 #[test]
 fn a_foreign_file_is_not_a_journal() {
-    let err = recover(None, b"PK\x03\x04 definitely a zip", AllocatorConfig::default()).unwrap_err();
-    assert!(err.to_string().contains("journal corrupt at byte 0: not a slice-alloc journal"), "{err}");
+    let err = recover(
+        None,
+        b"PK\x03\x04 definitely a zip",
+        AllocatorConfig::default(),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("journal corrupt at byte 0: not a slice-alloc journal"),
+        "{err}"
+    );
     // A partial header is an empty journal that was torn while being created.
     let r = recover(None, &JOURNAL_HEADER[..5], AllocatorConfig::default()).unwrap();
     assert_eq!((r.applied, r.valid_len), (0, 0));
@@ -75,7 +93,11 @@ fn replayed_records_are_checked_and_the_culprit_named() {
     let mut bytes = JOURNAL_HEADER.to_vec();
     let recs = [
         Record::AddDevice(dev(1, 100)),
-        Record::Allocate { slice: SliceId::new(1), device: DeviceId::new(1), extents: vec![Extent::new(0, 10 * GIB).unwrap()] },
+        Record::Allocate {
+            slice: SliceId::new(1),
+            device: DeviceId::new(1),
+            extents: vec![Extent::new(0, 10 * GIB).unwrap()],
+        },
         Record::Allocate {
             slice: SliceId::new(2),
             device: DeviceId::new(1),
@@ -88,7 +110,10 @@ fn replayed_records_are_checked_and_the_culprit_named() {
     let err = recover(None, &bytes, AllocatorConfig::default()).unwrap_err();
     let msg = err.to_string();
     assert!(msg.starts_with("journal record 3 at byte"), "{msg}");
-    assert!(msg.ends_with("slice 2 extent [5368709120, 16106127360) on device 1 overlaps slice 1"), "{msg}");
+    assert!(
+        msg.ends_with("slice 2 extent [5368709120, 16106127360) on device 1 overlaps slice 1"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -109,7 +134,10 @@ fn condensing_keeps_every_acknowledged_record() {
     assert_eq!(r.last_seq, j.last_seq());
     // Crash before the old journal was deleted: its records are already in the snapshot.
     let r = recover(Some(&snap), &old, AllocatorConfig::default()).unwrap();
-    assert_eq!((r.applied, r.allocator.snapshot(0).devices), (0, snap.devices.clone()));
+    assert_eq!(
+        (r.applied, r.allocator.snapshot(0).devices),
+        (0, snap.devices.clone())
+    );
     // A journal that starts after a gap has lost records: refused.
     let mut stale = snap.clone();
     stale.last_seq -= 2;
@@ -125,7 +153,7 @@ fn recovery_then_resume_appends_to_the_truncated_journal() {
     let r = recover(None, &bytes, AllocatorConfig::default()).unwrap();
     bytes.truncate(r.valid_len);
     let mut j = Journaled::resume(r, bytes, 1 << 20).unwrap();
-    j.allocate(1 * GIB, &Constraints::any()).unwrap();
+    j.allocate(GIB, &Constraints::any()).unwrap();
     let want = j.snapshot();
     let r = recover(None, j.writer(), AllocatorConfig::default()).unwrap();
     assert_eq!(r.allocator.snapshot(want.last_seq), want);
@@ -133,7 +161,13 @@ fn recovery_then_resume_appends_to_the_truncated_journal() {
 
 #[test]
 fn reservations_are_not_durable_but_commits_are() {
-    let mut j = Journaled::create(Allocator::new(AllocatorConfig::default()).unwrap(), Vec::new(), 0, 1 << 20).unwrap();
+    let mut j = Journaled::create(
+        Allocator::new(AllocatorConfig::default()).unwrap(),
+        Vec::new(),
+        0,
+        1 << 20,
+    )
+    .unwrap();
     j.add_device(dev(1, 100)).unwrap();
     let kept = j.reserve(10 * GIB, &Constraints::any(), 0, 100).unwrap();
     let lost = j.reserve(10 * GIB, &Constraints::any(), 0, 100).unwrap();
@@ -168,7 +202,16 @@ impl Write for Failing {
 #[test]
 fn a_failed_journal_write_rolls_back_and_poisons() {
     let alloc = Allocator::new(AllocatorConfig::default()).unwrap();
-    let mut j = Journaled::create(alloc, Failing { data: Vec::new(), budget: 200 }, 0, 1 << 20).unwrap();
+    let mut j = Journaled::create(
+        alloc,
+        Failing {
+            data: Vec::new(),
+            budget: 200,
+        },
+        0,
+        1 << 20,
+    )
+    .unwrap();
     j.add_device(dev(1, 100)).unwrap();
     let a = j.allocate(10 * GIB, &Constraints::any()).unwrap();
     let before = j.snapshot();
@@ -191,7 +234,11 @@ fn a_failed_journal_write_rolls_back_and_poisons() {
     // Further changes are refused until a new journal is started.
     assert!(matches!(j.free(a.id), Err(Error::JournalPoisoned)));
     let snap = j.snapshot();
-    j.switch_journal(Failing { data: Vec::new(), budget: usize::MAX }).unwrap();
+    j.switch_journal(Failing {
+        data: Vec::new(),
+        budget: usize::MAX,
+    })
+    .unwrap();
     j.free(a.id).unwrap();
     let r = recover(Some(&snap), &j.writer().data, AllocatorConfig::default()).unwrap();
     assert_eq!(r.allocator.total_free(), 100 * GIB);

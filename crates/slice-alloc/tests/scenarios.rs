@@ -4,8 +4,8 @@
 
 use serde::Deserialize;
 use slice_alloc::{
-    Allocator, AllocatorConfig, Constraints, DeviceId, DevicePolicy, DeviceSpec, GIB, SliceId, Snapshot,
-    ceph_fragmentation_score,
+    Allocator, AllocatorConfig, Constraints, DeviceId, DevicePolicy, DeviceSpec, GIB, SliceId,
+    Snapshot, ceph_fragmentation_score,
 };
 
 mod common;
@@ -67,23 +67,51 @@ fn run_case(c: &Case) -> Result<(), String> {
     for (i, s) in c.step.iter().enumerate() {
         let ctx = |m: String| format!("step {i} ({}): {m}", s.op);
         let size = s.size_bytes.or(s.size_gib.map(|g| g * GIB));
-        let cands: Option<Vec<DeviceId>> = s.candidates.as_ref().map(|v| v.iter().copied().map(DeviceId::new).collect());
-        let cons = Constraints { candidates: cands.as_deref(), policy: s.policy, multi_extent: s.multi_extent };
+        let cands: Option<Vec<DeviceId>> = s
+            .candidates
+            .as_ref()
+            .map(|v| v.iter().copied().map(DeviceId::new).collect());
+        let cons = Constraints {
+            candidates: cands.as_deref(),
+            policy: s.policy,
+            multi_extent: s.multi_extent,
+        };
         let need = |o: Option<u64>, f: &str| o.ok_or_else(|| ctx(format!("missing {f}")));
         let before = a.snapshot(0);
         let result: Result<Option<slice_alloc::Slice>, slice_alloc::Error> = match s.op.as_str() {
             "allocate" => a.allocate(need(size, "size")?, &cons).map(Some),
             "free" => a.free(SliceId::new(need(s.slice, "slice")?)).map(Some),
-            "grow" => a.grow(SliceId::new(need(s.slice, "slice")?), need(size, "size")?).map(Some),
-            "shrink" => a.shrink(SliceId::new(need(s.slice, "slice")?), need(size, "size")?).map(Some),
-            "allocate_at" => a
-                .allocate_at(DeviceId::new(need(s.device, "device")?), need(s.offset_gib, "offset_gib")? * GIB, need(size, "size")?)
+            "grow" => a
+                .grow(SliceId::new(need(s.slice, "slice")?), need(size, "size")?)
                 .map(Some),
-            "reserve" => a.reserve(need(size, "size")?, &cons, need(s.now, "now")?, need(s.ttl, "ttl")?).map(|r| Some(r.slice)),
-            "commit" => a.commit(SliceId::new(need(s.slice, "slice")?), need(s.now, "now")?).map(Some),
+            "shrink" => a
+                .shrink(SliceId::new(need(s.slice, "slice")?), need(size, "size")?)
+                .map(Some),
+            "allocate_at" => a
+                .allocate_at(
+                    DeviceId::new(need(s.device, "device")?),
+                    need(s.offset_gib, "offset_gib")? * GIB,
+                    need(size, "size")?,
+                )
+                .map(Some),
+            "reserve" => a
+                .reserve(
+                    need(size, "size")?,
+                    &cons,
+                    need(s.now, "now")?,
+                    need(s.ttl, "ttl")?,
+                )
+                .map(|r| Some(r.slice)),
+            "commit" => a
+                .commit(SliceId::new(need(s.slice, "slice")?), need(s.now, "now")?)
+                .map(Some),
             "release" => a.release(SliceId::new(need(s.slice, "slice")?)).map(Some),
             "expire" => {
-                let got: Vec<u64> = a.expire(need(s.now, "now")?).into_iter().map(|x| x.get()).collect();
+                let got: Vec<u64> = a
+                    .expire(need(s.now, "now")?)
+                    .into_iter()
+                    .map(|x| x.get())
+                    .collect();
                 if let Some(want) = &s.expect_expired
                     && &got != want
                 {
@@ -95,11 +123,17 @@ fn run_case(c: &Case) -> Result<(), String> {
             other => return Err(ctx(format!("unknown op {other}"))),
         };
         match (&result, &s.expect_error) {
-            (Ok(_), Some(want)) => return Err(ctx(format!("succeeded, expected an error containing {want:?}"))),
+            (Ok(_), Some(want)) => {
+                return Err(ctx(format!(
+                    "succeeded, expected an error containing {want:?}"
+                )));
+            }
             (Err(e), None) => return Err(ctx(format!("failed: {e}"))),
             (Err(e), Some(want)) => {
                 if !e.to_string().contains(want.as_str()) {
-                    return Err(ctx(format!("error {e:?} / \"{e}\" does not contain {want:?}")));
+                    return Err(ctx(format!(
+                        "error {e:?} / \"{e}\" does not contain {want:?}"
+                    )));
                 }
                 // Failed calls lose nothing (an expired commit only drops its reservation,
                 // which snapshots do not hold).
@@ -118,10 +152,17 @@ fn run_case(c: &Case) -> Result<(), String> {
             if let Some(want) = s.expect_device
                 && sl.device.get() != want
             {
-                return Err(ctx(format!("placed on {}, expected device {want}", sl.device)));
+                return Err(ctx(format!(
+                    "placed on {}, expected device {want}",
+                    sl.device
+                )));
             }
             if let Some(want) = &s.expect_extents_gib {
-                let got: Vec<[u64; 2]> = sl.extents.iter().map(|e| [e.offset() / GIB, e.len() / GIB]).collect();
+                let got: Vec<[u64; 2]> = sl
+                    .extents
+                    .iter()
+                    .map(|e| [e.offset() / GIB, e.len() / GIB])
+                    .collect();
                 if &got != want {
                     return Err(ctx(format!("extents {got:?} GiB, expected {want:?}")));
                 }
@@ -130,7 +171,9 @@ fn run_case(c: &Case) -> Result<(), String> {
         if let Some(want) = s.expect_largest_allocatable_gib {
             let got = a.largest_allocatable().map_or(0, |x| x.1 / GIB);
             if got != want {
-                return Err(ctx(format!("largest allocatable {got} GiB, expected {want}")));
+                return Err(ctx(format!(
+                    "largest allocatable {got} GiB, expected {want}"
+                )));
             }
         }
         if let Some(want) = s.expect_free_gib {
@@ -154,9 +197,17 @@ fn load<T: for<'de> Deserialize<'de>>(file: &str) -> T {
 fn allocator_scenarios() {
     let s: Scenarios = load("scenarios.toml");
     assert!(!s.case.is_empty());
-    let failures: Vec<String> =
-        s.case.iter().filter_map(|c| run_case(c).err().map(|e| format!("[{}] {e}", c.name))).collect();
-    assert!(failures.is_empty(), "{} failing case(s):\n{}", failures.len(), failures.join("\n"));
+    let failures: Vec<String> = s
+        .case
+        .iter()
+        .filter_map(|c| run_case(c).err().map(|e| format!("[{}] {e}", c.name)))
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} failing case(s):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[derive(Deserialize)]
@@ -178,13 +229,25 @@ fn snapshot_validation() {
         let r = Allocator::from_snapshot(&c.snapshot, AllocatorConfig::default());
         match (&r, &c.expect_error) {
             (Ok(a), None) => {
-                assert_eq!(a.snapshot(c.snapshot.last_seq).devices, c.snapshot.devices, "[{}] round trip", c.name);
+                assert_eq!(
+                    a.snapshot(c.snapshot.last_seq).devices,
+                    c.snapshot.devices,
+                    "[{}] round trip",
+                    c.name
+                );
                 common::check_invariants(a).unwrap_or_else(|e| panic!("[{}] {e}", c.name));
             }
             (Err(e), Some(want)) => {
-                assert!(e.to_string().contains(want.as_str()), "[{}] error \"{e}\" lacks {want:?}", c.name)
+                assert!(
+                    e.to_string().contains(want.as_str()),
+                    "[{}] error \"{e}\" lacks {want:?}",
+                    c.name
+                )
             }
-            (Ok(_), Some(want)) => panic!("[{}] accepted, expected an error containing {want:?}", c.name),
+            (Ok(_), Some(want)) => panic!(
+                "[{}] accepted, expected an error containing {want:?}",
+                c.name
+            ),
             (Err(e), None) => panic!("[{}] refused: {e}", c.name),
         }
     }
@@ -207,6 +270,11 @@ fn ceph_fragmentation_reference_values() {
     let s: CephCases = load("ceph.toml");
     for c in &s.case {
         let got = ceph_fragmentation_score(c.extents.iter().copied());
-        assert!((got - c.expect).abs() < 1e-9, "[{}] score {got}, expected {}", c.name, c.expect);
+        assert!(
+            (got - c.expect).abs() < 1e-9,
+            "[{}] score {got}, expected {}",
+            c.name,
+            c.expect
+        );
     }
 }
