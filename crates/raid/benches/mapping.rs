@@ -4,7 +4,11 @@
 
 use std::hint::black_box;
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::measurement::Measurement;
+use criterion::{BenchmarkId, Criterion, Throughput};
+
+#[path = "support/cpu_time.rs"]
+mod cpu_time;
 use raid::{Geometry, Layout, Level};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -36,7 +40,7 @@ fn geometries() -> Vec<(&'static str, Geometry)> {
     ]
 }
 
-fn bench_map(c: &mut Criterion) {
+fn bench_map<M: Measurement>(c: &mut Criterion<M>) {
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     let mut group = c.benchmark_group("map");
     group.throughput(Throughput::Elements(BATCH as u64));
@@ -84,5 +88,17 @@ fn bench_map(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_map);
-criterion_main!(benches);
+fn main() {
+    if cpu_time::enabled() {
+        let mut c = Criterion::default()
+            .with_measurement(cpu_time::ThreadCpuTime)
+            .sample_size(30)
+            .configure_from_args();
+        bench_map(&mut c);
+        c.final_summary();
+    } else {
+        let mut c = Criterion::default().configure_from_args();
+        bench_map(&mut c);
+        c.final_summary();
+    }
+}

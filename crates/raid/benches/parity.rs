@@ -7,7 +7,11 @@
 use std::hint::black_box;
 
 use bytes::Bytes;
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::measurement::Measurement;
+use criterion::{BenchmarkId, Criterion, Throughput};
+
+#[path = "support/cpu_time.rs"]
+mod cpu_time;
 use raid::{Backend, Geometry, Layout, Level, ParityEngine};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -26,7 +30,7 @@ fn data(len: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn bench_parity(c: &mut Criterion) {
+fn bench_parity<M: Measurement>(c: &mut Criterion<M>) {
     let rs = ReedSolomon::new(DATA, 2).unwrap();
     for (label, len) in [("64KiB", 64 << 10), ("1MiB", 1 << 20)] {
         let blocks = data(len);
@@ -117,5 +121,17 @@ fn bench_parity(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench_parity);
-criterion_main!(benches);
+fn main() {
+    if cpu_time::enabled() {
+        let mut c = Criterion::default()
+            .with_measurement(cpu_time::ThreadCpuTime)
+            .sample_size(30)
+            .configure_from_args();
+        bench_parity(&mut c);
+        c.final_summary();
+    } else {
+        let mut c = Criterion::default().configure_from_args();
+        bench_parity(&mut c);
+        c.final_summary();
+    }
+}

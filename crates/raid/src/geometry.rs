@@ -54,6 +54,19 @@ impl Copies {
         }
     }
     #[inline(always)]
+    fn one(l: Location) -> Self {
+        Copies {
+            len: 1,
+            inline: [
+                l,
+                Location::default(),
+                Location::default(),
+                Location::default(),
+            ],
+            heap: Vec::new(),
+        }
+    }
+    #[inline(always)]
     fn with_capacity(n: usize) -> Self {
         let mut c = Copies::new();
         if n > INLINE_COPIES {
@@ -470,41 +483,111 @@ impl Geometry {
     #[inline]
     pub fn map(&self, logical: u64) -> Result<Mapping> {
         self.check_logical(logical)?;
-        let mut copies = Copies::with_capacity(self.copies());
-        let mut parity = None;
+        // Single-copy layouts build the result in one expression: writing
+        // the copy list piecewise and then moving it into the result made
+        // the move (a store-forwarding stall) cost more than the arithmetic.
         match self.layout {
-            Layout::Raid0(l) => copies.push(self.raid0_map(l, logical)),
-            Layout::Raid1 => {
-                for m in 0..self.members() {
-                    copies.push(Location {
-                        member: m,
-                        sector: logical,
-                    });
-                }
-            }
+            Layout::Raid0(l) => Ok(Mapping {
+                logical,
+                copies: Copies::one(self.raid0_map(l, logical)),
+                parity: None,
+            }),
             Layout::Raid4 | Layout::Raid5(_) | Layout::Raid6(_) => {
                 let (chunk_number, off) = self.split_chunk(logical);
                 let (stripe, dd) = self.data_div.div_rem(chunk_number);
                 let dd = dd as usize;
                 let (dev, p, q) = self.r5_roles(stripe, dd);
-                copies.push(Location {
-                    member: dev,
-                    sector: (stripe << self.shift) + off,
-                });
-                parity = Some(StripeParity {
-                    stripe,
-                    p,
-                    q,
-                    data_index: dd,
-                });
+                Ok(Mapping {
+                    logical,
+                    copies: Copies::one(Location {
+                        member: dev,
+                        sector: (stripe << self.shift) + off,
+                    }),
+                    parity: Some(StripeParity {
+                        stripe,
+                        p,
+                        q,
+                        data_index: dd,
+                    }),
+                })
             }
-            Layout::Raid10(r) => self.raid10_map(r, logical, &mut copies),
+            Layout::Raid1 if self.members() <= INLINE_COPIES => Ok(Mapping {
+                logical,
+                copies: Copies {
+                    len: self.members(),
+                    inline: std::array::from_fn(|member| Location {
+                        member,
+                        sector: logical,
+                    }),
+                    heap: Vec::new(),
+                },
+                parity: None,
+            }),
+            Layout::Raid10(r) if r.copies() == 2 => {
+                // n2, f2 and o2: the second copy is the next member (near,
+                // wrapping one chunk down) or the far/offset copy.
+                let (dev, sector) = self.raid10_first(r, logical);
+                let disks = self.members();
+                let second = if r.near() == 2 {
+                    if dev + 1 == disks {
+                        Location {
+                            member: 0,
+                            sector: sector + self.chunk,
+                        }
+                    } else {
+                        Location {
+                            member: dev + 1,
+                            sector,
+                        }
+                    }
+                } else {
+                    Location {
+                        member: if dev + 1 == disks { 0 } else { dev + 1 },
+                        sector: sector + self.stride,
+                    }
+                };
+                Ok(Mapping {
+                    logical,
+                    copies: Copies {
+                        len: 2,
+                        inline: [
+                            Location {
+                                member: dev,
+                                sector,
+                            },
+                            second,
+                            Location::default(),
+                            Location::default(),
+                        ],
+                        heap: Vec::new(),
+                    },
+                    parity: None,
+                })
+            }
+            Layout::Raid1 => {
+                let mut copies = Copies::with_capacity(self.members());
+                for member in 0..self.members() {
+                    copies.push(Location {
+                        member,
+                        sector: logical,
+                    });
+                }
+                Ok(Mapping {
+                    logical,
+                    copies,
+                    parity: None,
+                })
+            }
+            Layout::Raid10(r) => {
+                let mut copies = Copies::with_capacity(r.copies());
+                self.raid10_map(r, logical, &mut copies);
+                Ok(Mapping {
+                    logical,
+                    copies,
+                    parity: None,
+                })
+            }
         }
-        Ok(Mapping {
-            logical,
-            copies,
-            parity,
-        })
     }
 
     #[inline]
@@ -674,19 +757,24 @@ impl Geometry {
         }
     }
 
+    /// Member and member sector of the first copy (`__raid10_find_phys`).
+    #[inline(always)]
+    fn raid10_first(&self, r: Raid10Layout, logical: u64) -> (usize, u64) {
+        let (chunk, off) = self.split_chunk(logical);
+        let (mut stripe, dev) = self.disks_div.div_rem(chunk * u64::from(r.near()));
+        if r.offset() {
+            stripe *= u64::from(r.far());
+        }
+        (dev as usize, off + (stripe << self.shift))
+    }
+
     #[inline]
     fn raid10_map(&self, r: Raid10Layout, logical: u64, out: &mut Copies) {
         // __raid10_find_phys() with far_set_size == raid_disks.
         let disks = self.members();
         let nc = usize::from(r.near());
         let fc = usize::from(r.far());
-        let (chunk, off) = self.split_chunk(logical);
-        let (mut stripe, dev) = self.disks_div.div_rem(chunk * nc as u64);
-        let mut dev = dev as usize;
-        if r.offset() {
-            stripe *= fc as u64;
-        }
-        let mut sector = off + (stripe << self.shift);
+        let (mut dev, mut sector) = self.raid10_first(r, logical);
         for _ in 0..nc {
             let mut d = dev;
             let mut s = sector;
