@@ -101,6 +101,7 @@ fn run(specs: Vec<DeviceSpec>, config: AllocatorConfig, ops: Vec<Op>) -> Result<
                         .collect()
                 });
                 let fits = fits_somewhere(&a, size, cands.as_deref());
+                let keys = policy_keys(&a, size, cands.as_deref(), policy);
                 let c = Constraints {
                     candidates: cands.as_deref(),
                     policy: Some(policy),
@@ -110,6 +111,17 @@ fn run(specs: Vec<DeviceSpec>, config: AllocatorConfig, ops: Vec<Op>) -> Result<
                     Ok(s) => {
                         prop_assert!(s.size() >= size);
                         prop_assert!(cands.as_ref().is_none_or(|c| c.contains(&s.device)));
+                        // The chosen device is optimal for the policy (checks the lazily
+                        // maintained indexes against an independent computation).
+                        let best = keys.values().min().copied();
+                        prop_assert_eq!(
+                            keys.get(&s.device).copied(),
+                            best,
+                            "{:?} chose {} among {:?}",
+                            policy,
+                            s.device,
+                            keys
+                        );
                         None
                     }
                     Err(e) => {
@@ -192,6 +204,43 @@ fn run(specs: Vec<DeviceSpec>, config: AllocatorConfig, ops: Vec<Op>) -> Result<
         }
     }
     Ok(())
+}
+
+/// For every candidate device that can take `size` in one extent without breaking its headroom,
+/// the policy's ranking key (smaller is better), computed from the slice list alone.
+fn policy_keys(
+    a: &Allocator,
+    size: u64,
+    cands: Option<&[DeviceId]>,
+    policy: DevicePolicy,
+) -> std::collections::BTreeMap<DeviceId, i128> {
+    let mut out = std::collections::BTreeMap::new();
+    for (id, (spec, gaps)) in common::gaps(a) {
+        if cands.is_some_and(|c| !c.contains(&id)) {
+            continue;
+        }
+        let g = spec.granularity();
+        let free: u64 = gaps.iter().map(|x| x.1).sum();
+        let largest = gaps.iter().map(|x| x.1).max().unwrap_or(0);
+        let allocatable = largest.min(free.saturating_sub(spec.reserved_units() * g));
+        if allocatable < size.div_ceil(g) * g {
+            continue;
+        }
+        let frag_ppm = if free == 0 {
+            0
+        } else {
+            1_000_000 - (largest as u128 * 1_000_000 / free as u128) as i128
+        };
+        let key = match policy {
+            DevicePolicy::BestFitLargestExtent => allocatable as i128,
+            DevicePolicy::SpreadWithHeadroom => -(allocatable as i128),
+            DevicePolicy::MostFree => -(free as i128),
+            DevicePolicy::LeastFragmented => frag_ppm,
+            _ => unreachable!("new policy without a reference key"),
+        };
+        out.insert(id, key);
+    }
+    out
 }
 
 fn config() -> impl Strategy<Value = AllocatorConfig> {
