@@ -15,14 +15,19 @@ use crate::driver::{
 };
 use crate::fsops;
 use crate::state::{
-    ControllerPubRec, GroupRec, Layout, SnapshotRec, SourceRec, Stamp, State, VolumeRec,
-    fsync_dir, io_err,
+    ControllerPubRec, GroupRec, Layout, SnapshotRec, SourceRec, Stamp, State, VolumeRec, fsync_dir,
+    io_err,
 };
 
 /// Creates a volume's or snapshot's data at `final_path`: a copy of `source`
 /// or empty, grown to `size` for block images. The data is built under a
 /// temporary name and renamed into place, so it is either complete or absent.
-fn materialize(final_path: &Path, block: bool, size: u64, source: Option<&Path>) -> Result<(), CsiError> {
+fn materialize(
+    final_path: &Path,
+    block: bool,
+    size: u64,
+    source: Option<&Path>,
+) -> Result<(), CsiError> {
     let tmp = Layout::tmp_for(final_path);
     let what = || format!("creating {}", final_path.display());
     let build = || -> std::io::Result<()> {
@@ -64,7 +69,11 @@ fn materialize(final_path: &Path, block: bool, size: u64, source: Option<&Path>)
         fsync_dir(final_path.parent().unwrap_or(Path::new("/")))
     };
     build().map_err(|e| {
-        let _ = if tmp.is_dir() { fs::remove_dir_all(&tmp) } else { fs::remove_file(&tmp) };
+        let _ = if tmp.is_dir() {
+            fs::remove_dir_all(&tmp)
+        } else {
+            fs::remove_file(&tmp)
+        };
         io_err(what(), e)
     })
 }
@@ -72,7 +81,11 @@ fn materialize(final_path: &Path, block: bool, size: u64, source: Option<&Path>)
 /// Removes data whose metadata is already gone; a failure only leaves
 /// garbage that the next start removes.
 fn remove_data(path: &Path) {
-    let r = if path.is_dir() { fs::remove_dir_all(path) } else { fs::remove_file(path) };
+    let r = if path.is_dir() {
+        fs::remove_dir_all(path)
+    } else {
+        fs::remove_file(path)
+    };
     if let Err(e) = r
         && e.kind() != std::io::ErrorKind::NotFound
     {
@@ -113,27 +126,38 @@ impl Inner {
     fn condition(&self, layout: &Layout, id: &str, v: &VolumeRec) -> VolumeCondition {
         let path = layout.volume_path(id, v.block);
         match fs::metadata(&path) {
-            Err(e) => VolumeCondition::abnormal(format!("backing data {} is missing: {e}", path.display())),
-            Ok(m) if v.block && !m.is_file() => {
-                VolumeCondition::abnormal(format!("backing image {} is not a regular file", path.display()))
-            }
+            Err(e) => VolumeCondition::abnormal(format!(
+                "backing data {} is missing: {e}",
+                path.display()
+            )),
+            Ok(m) if v.block && !m.is_file() => VolumeCondition::abnormal(format!(
+                "backing image {} is not a regular file",
+                path.display()
+            )),
             Ok(m) if v.block && m.len() != v.capacity => VolumeCondition::abnormal(format!(
                 "backing image {} is {} bytes, the volume {}",
                 path.display(),
                 m.len(),
                 v.capacity
             )),
-            Ok(_) if v.block => VolumeCondition::healthy(format!("backing image {} present", path.display())),
-            Ok(m) if !m.is_dir() => {
-                VolumeCondition::abnormal(format!("backing directory {} is not a directory", path.display()))
+            Ok(_) if v.block => {
+                VolumeCondition::healthy(format!("backing image {} present", path.display()))
             }
+            Ok(m) if !m.is_dir() => VolumeCondition::abnormal(format!(
+                "backing directory {} is not a directory",
+                path.display()
+            )),
             Ok(_) => match fsops::allocated_bytes(&path) {
                 Ok(used) if used > v.capacity => VolumeCondition::abnormal(format!(
                     "uses {used} bytes, over its quota of {} bytes",
                     v.capacity
                 )),
-                Ok(used) => VolumeCondition::healthy(format!("uses {used} of {} bytes", v.capacity)),
-                Err(e) => VolumeCondition::abnormal(format!("cannot measure {}: {e}", path.display())),
+                Ok(used) => {
+                    VolumeCondition::healthy(format!("uses {used} of {} bytes", v.capacity))
+                }
+                Err(e) => {
+                    VolumeCondition::abnormal(format!("cannot measure {}: {e}", path.display()))
+                }
             },
         }
     }
@@ -149,7 +173,10 @@ impl Inner {
         })
     }
 
-    pub fn create_volume(&self, req: CreateVolumeRequest) -> Result<CreateVolumeResponse, CsiError> {
+    pub fn create_volume(
+        &self,
+        req: CreateVolumeRequest,
+    ) -> Result<CreateVolumeResponse, CsiError> {
         let block = kind_of(&req.volume_capabilities)?;
         if let Some(k) = req.parameters.keys().next() {
             return Err(CsiError::invalid(
@@ -167,9 +194,15 @@ impl Inner {
         let mut store = self.lock();
         if let Some((id, v)) = store.state.volume_by_name(req.name.as_str()) {
             let why = if v.block != block {
-                Some(format!("it is a {} volume", if v.block { "block" } else { "mount" }))
+                Some(format!(
+                    "it is a {} volume",
+                    if v.block { "block" } else { "mount" }
+                ))
             } else if !range.contains(v.capacity) {
-                Some(format!("its capacity {} is outside the requested range", v.capacity))
+                Some(format!(
+                    "its capacity {} is outside the requested range",
+                    v.capacity
+                ))
             } else if v.source != source {
                 Some(format!("it was created from {:?}", v.source))
             } else if v.parameters != req.parameters {
@@ -188,7 +221,10 @@ impl Inner {
 
         if let Some(reqs) = &req.accessibility_requirements
             && !reqs.requisite.is_empty()
-            && !reqs.requisite.iter().any(|t| t.is_subset_of(&self.cfg.topology))
+            && !reqs
+                .requisite
+                .iter()
+                .any(|t| t.is_subset_of(&self.cfg.topology))
         {
             return Err(CsiError::resource_exhausted(format!(
                 "no requisite topology is satisfied by this node's {:?}",
@@ -209,10 +245,16 @@ impl Inner {
                 if s.block != block {
                     return Err(CsiError::invalid(
                         "volume_content_source.snapshot.snapshot_id",
-                        format!("snapshot {sid} is of a {} volume", if s.block { "block" } else { "mount" }),
+                        format!(
+                            "snapshot {sid} is of a {} volume",
+                            if s.block { "block" } else { "mount" }
+                        ),
                     ));
                 }
-                (Some(layout.snapshot_path(sid.as_str(), s.block)), Some(s.size))
+                (
+                    Some(layout.snapshot_path(sid.as_str(), s.block)),
+                    Some(s.size),
+                )
             }
             Some(VolumeContentSource::Volume(vid)) => {
                 let v = store
@@ -223,10 +265,16 @@ impl Inner {
                 if v.block != block {
                     return Err(CsiError::invalid(
                         "volume_content_source.volume.volume_id",
-                        format!("volume {vid} is a {} volume", if v.block { "block" } else { "mount" }),
+                        format!(
+                            "volume {vid} is a {} volume",
+                            if v.block { "block" } else { "mount" }
+                        ),
                     ));
                 }
-                (Some(layout.volume_path(vid.as_str(), v.block)), Some(v.capacity))
+                (
+                    Some(layout.volume_path(vid.as_str(), v.block)),
+                    Some(v.capacity),
+                )
             }
         };
         let size = range
@@ -282,7 +330,10 @@ impl Inner {
         Ok(CreateVolumeResponse::new(vol))
     }
 
-    pub fn delete_volume(&self, req: DeleteVolumeRequest) -> Result<DeleteVolumeResponse, CsiError> {
+    pub fn delete_volume(
+        &self,
+        req: DeleteVolumeRequest,
+    ) -> Result<DeleteVolumeResponse, CsiError> {
         let id = req.volume_id.as_str();
         let mut store = self.lock();
         let Some(v) = store.state.volumes.get(id) else {
@@ -293,14 +344,27 @@ impl Inner {
                 "volume {id} is published to node {node}; unpublish it first"
             )));
         }
-        if let Some(path) = store.state.published.iter().find(|(_, p)| p.volume_id == id).map(|(t, _)| t)
+        if let Some(path) = store
+            .state
+            .published
+            .iter()
+            .find(|(_, p)| p.volume_id == id)
+            .map(|(t, _)| t)
         {
             return Err(CsiError::failed_precondition(format!(
                 "volume {id} is published at {path} on this node"
             )));
         }
-        if let Some(path) = store.state.staged.iter().find(|(_, s)| s.volume_id == id).map(|(t, _)| t) {
-            return Err(CsiError::failed_precondition(format!("volume {id} is staged at {path}")));
+        if let Some(path) = store
+            .state
+            .staged
+            .iter()
+            .find(|(_, s)| s.volume_id == id)
+            .map(|(t, _)| t)
+        {
+            return Err(CsiError::failed_precondition(format!(
+                "volume {id} is staged at {path}"
+            )));
         }
         let path = store.layout.volume_path(id, v.block);
         let mut next = store.state.clone();
@@ -317,7 +381,11 @@ impl Inner {
     ) -> Result<ControllerPublishVolumeResponse, CsiError> {
         let id = req.volume_id.as_str();
         let mut store = self.lock();
-        let v = store.state.volumes.get(id).ok_or_else(|| not_found_volume(id))?;
+        let v = store
+            .state
+            .volumes
+            .get(id)
+            .ok_or_else(|| not_found_volume(id))?;
         if req.node_id != self.cfg.node_id {
             return Err(CsiError::not_found(format!(
                 "node {:?} does not exist: this driver serves the single node {:?}",
@@ -335,7 +403,9 @@ impl Inner {
         let context: Map = [("readonly".to_string(), req.readonly.to_string())].into();
         if let Some(existing) = v.published.get(req.node_id.as_str()) {
             if *existing == rec {
-                return Ok(ControllerPublishVolumeResponse { publish_context: context });
+                return Ok(ControllerPublishVolumeResponse {
+                    publish_context: context,
+                });
             }
             return Err(CsiError::already_exists(format!(
                 "volume {id} is published to {} with readonly={} and another capability",
@@ -360,7 +430,9 @@ impl Inner {
             v.published.insert(req.node_id.to_string(), rec);
         }
         store.commit(next)?;
-        Ok(ControllerPublishVolumeResponse { publish_context: context })
+        Ok(ControllerPublishVolumeResponse {
+            publish_context: context,
+        })
     }
 
     pub fn controller_unpublish_volume(
@@ -369,7 +441,11 @@ impl Inner {
     ) -> Result<ControllerUnpublishVolumeResponse, CsiError> {
         let id = req.volume_id.as_str();
         let mut store = self.lock();
-        let v = store.state.volumes.get(id).ok_or_else(|| not_found_volume(id))?;
+        let v = store
+            .state
+            .volumes
+            .get(id)
+            .ok_or_else(|| not_found_volume(id))?;
         if let Some(node) = &req.node_id
             && *node != self.cfg.node_id
         {
@@ -401,7 +477,11 @@ impl Inner {
     ) -> Result<ValidateVolumeCapabilitiesResponse, CsiError> {
         let id = req.volume_id.as_str();
         let store = self.lock();
-        let v = store.state.volumes.get(id).ok_or_else(|| not_found_volume(id))?;
+        let v = store
+            .state
+            .volumes
+            .get(id)
+            .ok_or_else(|| not_found_volume(id))?;
         for c in &req.volume_capabilities {
             if let Some(why) = mismatch(c, v.block) {
                 return Ok(ValidateVolumeCapabilitiesResponse::unsupported(why));
@@ -413,7 +493,9 @@ impl Inner {
             ));
         }
         if let Err(e) = check_mutable("mutable_parameters", &req.mutable_parameters) {
-            return Ok(ValidateVolumeCapabilitiesResponse::unsupported(e.to_string()));
+            return Ok(ValidateVolumeCapabilitiesResponse::unsupported(
+                e.to_string(),
+            ));
         }
         Ok(ValidateVolumeCapabilitiesResponse::confirm(&req))
     }
@@ -435,7 +517,10 @@ impl Inner {
                 })
             })
             .collect::<Result<_, CsiError>>()?;
-        Ok(ListVolumesResponse { entries, next_token })
+        Ok(ListVolumesResponse {
+            entries,
+            next_token,
+        })
     }
 
     pub fn controller_get_volume(
@@ -444,7 +529,11 @@ impl Inner {
     ) -> Result<ControllerGetVolumeResponse, CsiError> {
         let id = req.volume_id.as_str();
         let store = self.lock();
-        let v = store.state.volumes.get(id).ok_or_else(|| not_found_volume(id))?;
+        let v = store
+            .state
+            .volumes
+            .get(id)
+            .ok_or_else(|| not_found_volume(id))?;
         Ok(ControllerGetVolumeResponse::new(
             self.volume_of(id, v)?,
             self.status(&store.layout, id, v)?,
@@ -481,7 +570,11 @@ impl Inner {
     ) -> Result<ControllerExpandVolumeResponse, CsiError> {
         let id = req.volume_id.as_str();
         let mut store = self.lock();
-        let v = store.state.volumes.get(id).ok_or_else(|| not_found_volume(id))?;
+        let v = store
+            .state
+            .volumes
+            .get(id)
+            .ok_or_else(|| not_found_volume(id))?;
         if let Some(c) = &req.volume_capability
             && let Some(why) = mismatch(c, v.block)
         {
@@ -503,7 +596,9 @@ impl Inner {
             });
         }
         let size = range.choose(current, GRANULARITY).ok_or_else(|| {
-            CsiError::out_of_range(format!("no size in {range:?} is a multiple of {GRANULARITY} bytes"))
+            CsiError::out_of_range(format!(
+                "no size in {range:?} is a multiple of {GRANULARITY} bytes"
+            ))
         })?;
         let growth = size - current;
         let free = self.free(&store.state);
@@ -540,8 +635,16 @@ impl Inner {
         let id = req.volume_id.as_str();
         check_mutable("mutable_parameters", &req.mutable_parameters)?;
         let mut store = self.lock();
-        let v = store.state.volumes.get(id).ok_or_else(|| not_found_volume(id))?;
-        if req.mutable_parameters.iter().all(|(k, val)| v.mutable.get(k) == Some(val)) {
+        let v = store
+            .state
+            .volumes
+            .get(id)
+            .ok_or_else(|| not_found_volume(id))?;
+        if req
+            .mutable_parameters
+            .iter()
+            .all(|(k, val)| v.mutable.get(k) == Some(val))
+        {
             return Ok(ControllerModifyVolumeResponse {});
         }
         let mut next = store.state.clone();
@@ -566,7 +669,10 @@ impl Inner {
         Ok(snap)
     }
 
-    pub fn create_snapshot(&self, req: CreateSnapshotRequest) -> Result<CreateSnapshotResponse, CsiError> {
+    pub fn create_snapshot(
+        &self,
+        req: CreateSnapshotRequest,
+    ) -> Result<CreateSnapshotResponse, CsiError> {
         if let Some(k) = req.parameters.keys().next() {
             return Err(CsiError::invalid(
                 format!("parameters[{k:?}]"),
@@ -585,7 +691,11 @@ impl Inner {
             }
             return Ok(CreateSnapshotResponse::new(self.snapshot_of(id, s)?));
         }
-        let v = store.state.volumes.get(vid).ok_or_else(|| not_found_volume(vid))?;
+        let v = store
+            .state
+            .volumes
+            .get(vid)
+            .ok_or_else(|| not_found_volume(vid))?;
         let (size, block) = (v.capacity, v.block);
         let free = self.free(&store.state);
         if size > free {
@@ -616,7 +726,10 @@ impl Inner {
         Ok(CreateSnapshotResponse::new(snap))
     }
 
-    pub fn delete_snapshot(&self, req: DeleteSnapshotRequest) -> Result<DeleteSnapshotResponse, CsiError> {
+    pub fn delete_snapshot(
+        &self,
+        req: DeleteSnapshotRequest,
+    ) -> Result<DeleteSnapshotResponse, CsiError> {
         let id = req.snapshot_id.as_str();
         let mut store = self.lock();
         let Some(s) = store.state.snapshots.get(id) else {
@@ -636,37 +749,60 @@ impl Inner {
         Ok(DeleteSnapshotResponse {})
     }
 
-    pub fn list_snapshots(&self, req: ListSnapshotsRequest) -> Result<ListSnapshotsResponse, CsiError> {
+    pub fn list_snapshots(
+        &self,
+        req: ListSnapshotsRequest,
+    ) -> Result<ListSnapshotsResponse, CsiError> {
         let store = self.lock();
         let filtered = store.state.snapshots.iter().filter(|(id, s)| {
-            req.snapshot_id.as_ref().is_none_or(|f| f.as_str() == id.as_str())
-                && req.source_volume_id.as_ref().is_none_or(|f| f.as_str() == s.source_volume)
+            req.snapshot_id
+                .as_ref()
+                .is_none_or(|f| f.as_str() == id.as_str())
+                && req
+                    .source_volume_id
+                    .as_ref()
+                    .is_none_or(|f| f.as_str() == s.source_volume)
         });
-        let (entries, next_token) =
-            page("snapshots", filtered, req.max_entries, req.starting_token.as_deref())?;
+        let (entries, next_token) = page(
+            "snapshots",
+            filtered,
+            req.max_entries,
+            req.starting_token.as_deref(),
+        )?;
         let entries = entries
             .into_iter()
             .map(|(id, s)| self.snapshot_of(id, s))
             .collect::<Result<_, _>>()?;
-        Ok(ListSnapshotsResponse { entries, next_token })
+        Ok(ListSnapshotsResponse {
+            entries,
+            next_token,
+        })
     }
 
     pub fn get_snapshot(&self, req: GetSnapshotRequest) -> Result<GetSnapshotResponse, CsiError> {
         let id = req.snapshot_id.as_str();
         let store = self.lock();
-        let s = store.state.snapshots.get(id).ok_or_else(|| not_found_snapshot(id))?;
+        let s = store
+            .state
+            .snapshots
+            .get(id)
+            .ok_or_else(|| not_found_snapshot(id))?;
         Ok(GetSnapshotResponse::new(self.snapshot_of(id, s)?))
     }
 
-    fn group_of(&self, state: &State, id: &str, g: &GroupRec) -> Result<VolumeGroupSnapshot, CsiError> {
+    fn group_of(
+        &self,
+        state: &State,
+        id: &str,
+        g: &GroupRec,
+    ) -> Result<VolumeGroupSnapshot, CsiError> {
         let snapshots = g
             .snapshots
             .iter()
             .map(|sid| {
-                let s = state
-                    .snapshots
-                    .get(sid)
-                    .ok_or_else(|| CsiError::internal(format!("group {id} names missing snapshot {sid}")))?;
+                let s = state.snapshots.get(sid).ok_or_else(|| {
+                    CsiError::internal(format!("group {id} names missing snapshot {sid}"))
+                })?;
                 self.snapshot_of(sid, s)
             })
             .collect::<Result<_, _>>()?;
@@ -711,7 +847,12 @@ impl Inner {
             }
         }
         let mut store = self.lock();
-        if let Some((id, g)) = store.state.groups.iter().find(|(_, g)| g.name == req.name.as_str()) {
+        if let Some((id, g)) = store
+            .state
+            .groups
+            .iter()
+            .find(|(_, g)| g.name == req.name.as_str())
+        {
             let have: BTreeSet<&str> = g.source_volumes.iter().map(String::as_str).collect();
             if have != seen {
                 return Err(CsiError::already_exists(format!(
@@ -719,11 +860,19 @@ impl Inner {
                     req.name.as_str()
                 )));
             }
-            return Ok(CreateVolumeGroupSnapshotResponse::new(self.group_of(&store.state, id, g)?));
+            return Ok(CreateVolumeGroupSnapshotResponse::new(self.group_of(
+                &store.state,
+                id,
+                g,
+            )?));
         }
         let mut members = Vec::new();
         for v in &req.source_volume_ids {
-            let rec = store.state.volumes.get(v.as_str()).ok_or_else(|| not_found_volume(v.as_str()))?;
+            let rec = store
+                .state
+                .volumes
+                .get(v.as_str())
+                .ok_or_else(|| not_found_volume(v.as_str()))?;
             members.push((v.to_string(), rec.capacity, rec.block));
         }
         let needed: u64 = members.iter().map(|m| m.1).sum();
@@ -744,7 +893,9 @@ impl Inner {
         for (vid, size, block) in &members {
             let sid = next.new_id("snap");
             let path = layout.snapshot_path(&sid, *block);
-            if let Err(e) = materialize(&path, *block, *size, Some(&layout.volume_path(vid, *block))) {
+            if let Err(e) =
+                materialize(&path, *block, *size, Some(&layout.volume_path(vid, *block)))
+            {
                 made.iter().for_each(|p| remove_data(p));
                 return Err(e);
             }
@@ -791,7 +942,13 @@ impl Inner {
         let paths: Vec<PathBuf> = g
             .snapshots
             .iter()
-            .filter_map(|sid| store.state.snapshots.get(sid).map(|s| store.layout.snapshot_path(sid, s.block)))
+            .filter_map(|sid| {
+                store
+                    .state
+                    .snapshots
+                    .get(sid)
+                    .map(|s| store.layout.snapshot_path(sid, s.block))
+            })
             .collect();
         let mut next = store.state.clone();
         if let Some(g) = next.groups.remove(id) {
@@ -810,12 +967,15 @@ impl Inner {
     ) -> Result<GetVolumeGroupSnapshotResponse, CsiError> {
         let id = req.group_snapshot_id.as_str();
         let store = self.lock();
-        let g = store
-            .state
-            .groups
-            .get(id)
-            .ok_or_else(|| CsiError::not_found(format!("group snapshot {id:?} does not exist")))?;
+        let g =
+            store.state.groups.get(id).ok_or_else(|| {
+                CsiError::not_found(format!("group snapshot {id:?} does not exist"))
+            })?;
         Self::check_members(id, g, &req.snapshot_ids)?;
-        Ok(GetVolumeGroupSnapshotResponse::new(self.group_of(&store.state, id, g)?))
+        Ok(GetVolumeGroupSnapshotResponse::new(self.group_of(
+            &store.state,
+            id,
+            g,
+        )?))
     }
 }

@@ -38,7 +38,12 @@ impl<W: Write> Steps<'_, W> {
     }
 
     /// Records a step; returns its value when it succeeded.
-    fn check<T>(&mut self, what: &str, r: Result<T, String>, show: impl FnOnce(&T) -> String) -> Option<T> {
+    fn check<T>(
+        &mut self,
+        what: &str,
+        r: Result<T, String>,
+        show: impl FnOnce(&T) -> String,
+    ) -> Option<T> {
         match r {
             Ok(v) => {
                 let d = show(&v);
@@ -63,7 +68,12 @@ fn s<T>(r: Result<T, CsiError>) -> Result<T, String> {
 }
 
 fn mount_vol(name: &str, bytes: u64, source: Option<VolumeContentSource>) -> CreateVolumeRequest {
-    volume_request(name, bytes, VolumeCapability::mount(AccessMode::SingleNodeWriter), source)
+    volume_request(
+        name,
+        bytes,
+        VolumeCapability::mount(AccessMode::SingleNodeWriter),
+        source,
+    )
 }
 
 fn volume_request(
@@ -97,7 +107,9 @@ pub async fn run(out: &mut impl Write) -> bool {
     let tmp = match tempfile::Builder::new().prefix("csi-local-demo-").tempdir() {
         Ok(t) => t,
         Err(e) => {
-            st.check::<()>("make a temporary directory", Err(e.to_string()), |_| String::new());
+            st.check::<()>("make a temporary directory", Err(e.to_string()), |_| {
+                String::new()
+            });
             return false;
         }
     };
@@ -129,7 +141,9 @@ pub async fn run(out: &mut impl Write) -> bool {
         })
     };
     let client = connect(&endpoint).await;
-    let Some(client) = st.check("connect a csi_types::client::Client", client, |_| endpoint.clone()) else {
+    let Some(client) = st.check("connect a csi_types::client::Client", client, |_| {
+        endpoint.clone()
+    }) else {
         let _ = stop.send(());
         return false;
     };
@@ -165,28 +179,46 @@ async fn connect(endpoint: &str) -> Result<Client, String> {
 }
 
 async fn steps<W: Write>(st: &mut Steps<'_, W>, c: &Client, tmp: &Path, node_id: &NodeId) {
-    st.check("GetPluginInfo", s(c.get_plugin_info(GetPluginInfoRequest {}).await), |r| {
-        format!("{} {}", r.name, r.vendor_version)
-    });
+    st.check(
+        "GetPluginInfo",
+        s(c.get_plugin_info(GetPluginInfoRequest {}).await),
+        |r| format!("{} {}", r.name, r.vendor_version),
+    );
     st.check(
         "ControllerGetCapabilities",
-        s(c.controller_get_capabilities(ControllerGetCapabilitiesRequest {}).await),
+        s(
+            c.controller_get_capabilities(ControllerGetCapabilitiesRequest {})
+                .await,
+        ),
         |r| format!("{:?}", r.capabilities),
     );
 
-    let Some(vol) = st.check("CreateVolume demo-data (64 MiB, mount)", s(c.create_volume(mount_vol("demo-data", 64 * MIB, None)).await), |r| {
-        format!("{} of {} MiB", r.volume.volume_id, r.volume.capacity_bytes / MIB)
-    }) else {
+    let Some(vol) = st.check(
+        "CreateVolume demo-data (64 MiB, mount)",
+        s(c.create_volume(mount_vol("demo-data", 64 * MIB, None))
+            .await),
+        |r| {
+            format!(
+                "{} of {} MiB",
+                r.volume.volume_id,
+                r.volume.capacity_bytes / MIB
+            )
+        },
+    ) else {
         return;
     };
     let vol = vol.volume.volume_id;
-    st.check("GetCapacity", s(c.get_capacity(GetCapacityRequest::default()).await), |r| {
-        format!(
-            "{} MiB available, largest volume {} MiB",
-            r.available_capacity / MIB,
-            r.maximum_volume_size.unwrap_or(0) / MIB
-        )
-    });
+    st.check(
+        "GetCapacity",
+        s(c.get_capacity(GetCapacityRequest::default()).await),
+        |r| {
+            format!(
+                "{} MiB available, largest volume {} MiB",
+                r.available_capacity / MIB,
+                r.maximum_volume_size.unwrap_or(0) / MIB
+            )
+        },
+    );
 
     let root = crate::is_root();
     let mount_cap = VolumeCapability::mount(AccessMode::SingleNodeWriter);
@@ -194,7 +226,17 @@ async fn steps<W: Write>(st: &mut Steps<'_, W>, c: &Client, tmp: &Path, node_id:
     let writer_target = tmp.join("pod-writer");
     let payload = b"hello from the local CSI driver\n";
     if root {
-        publish(st, c, &vol, node_id, &mount_cap, &writer_staging, &writer_target, false).await;
+        publish(
+            st,
+            c,
+            &vol,
+            node_id,
+            &mount_cap,
+            &writer_staging,
+            &writer_target,
+            false,
+        )
+        .await;
         let file = writer_target.join("hello.txt");
         st.check(
             "write hello.txt through the published target",
@@ -218,14 +260,24 @@ async fn steps<W: Write>(st: &mut Steps<'_, W>, c: &Client, tmp: &Path, node_id:
             parameters: Map::new(),
         })
         .await),
-        |r| format!("{} of {}, ready {}", r.snapshot.snapshot_id, r.snapshot.source_volume_id, r.snapshot.ready_to_use),
+        |r| {
+            format!(
+                "{} of {}, ready {}",
+                r.snapshot.snapshot_id, r.snapshot.source_volume_id, r.snapshot.ready_to_use
+            )
+        },
     ) else {
         return;
     };
     let snap = snap.snapshot.snapshot_id;
     let clone = st.check(
         "CreateVolume demo-restore from the snapshot",
-        s(c.create_volume(mount_vol("demo-restore", 64 * MIB, Some(VolumeContentSource::Snapshot(snap.clone())))).await),
+        s(c.create_volume(mount_vol(
+            "demo-restore",
+            64 * MIB,
+            Some(VolumeContentSource::Snapshot(snap.clone())),
+        ))
+        .await),
         |r| format!("{} from {:?}", r.volume.volume_id, r.volume.content_source),
     );
     let clone = clone.map(|r| r.volume.volume_id);
@@ -233,13 +285,27 @@ async fn steps<W: Write>(st: &mut Steps<'_, W>, c: &Client, tmp: &Path, node_id:
     let reader_staging = tmp.join("staging-restore");
     let reader_target = tmp.join("pod-reader");
     if let (true, Some(clone)) = (root, &clone) {
-        publish(st, c, clone, node_id, &mount_cap, &reader_staging, &reader_target, true).await;
+        publish(
+            st,
+            c,
+            clone,
+            node_id,
+            &mount_cap,
+            &reader_staging,
+            &reader_target,
+            true,
+        )
+        .await;
         let read = std::fs::read(reader_target.join("hello.txt")).map_err(|e| e.to_string());
         let read = read.and_then(|b| {
             if b == payload {
                 Ok(b)
             } else {
-                Err(format!("read {:?}, expected {:?}", String::from_utf8_lossy(&b), String::from_utf8_lossy(payload)))
+                Err(format!(
+                    "read {:?}, expected {:?}",
+                    String::from_utf8_lossy(&b),
+                    String::from_utf8_lossy(payload)
+                ))
             }
         });
         st.check("read hello.txt back from the read-only clone", read, |b| {
@@ -250,7 +316,9 @@ async fn steps<W: Write>(st: &mut Steps<'_, W>, c: &Client, tmp: &Path, node_id:
             Err(e) if e.raw_os_error() == Some(30) => Ok(e),
             Err(e) => Err(format!("unexpected error {e}")),
         };
-        st.check("a write to the read-only clone fails", write, |e| e.to_string());
+        st.check("a write to the read-only clone fails", write, |e| {
+            e.to_string()
+        });
     }
 
     st.check(
@@ -262,7 +330,13 @@ async fn steps<W: Write>(st: &mut Steps<'_, W>, c: &Client, tmp: &Path, node_id:
             volume_capability: Some(mount_cap.clone()),
         })
         .await),
-        |r| format!("{} MiB, node expansion required: {}", r.capacity_bytes / MIB, r.node_expansion_required),
+        |r| {
+            format!(
+                "{} MiB, node expansion required: {}",
+                r.capacity_bytes / MIB,
+                r.node_expansion_required
+            )
+        },
     );
     if root {
         st.check(
@@ -292,18 +366,30 @@ async fn steps<W: Write>(st: &mut Steps<'_, W>, c: &Client, tmp: &Path, node_id:
     );
     st.check(
         "ControllerGetVolume",
-        s(c.controller_get_volume(ControllerGetVolumeRequest { volume_id: vol.clone() }).await),
+        s(c.controller_get_volume(ControllerGetVolumeRequest {
+            volume_id: vol.clone(),
+        })
+        .await),
         |r| {
             format!(
                 "{} MiB, published to {:?}, condition {:?}, iops-class {:?}",
                 r.volume.capacity_bytes / MIB,
-                r.status.published_node_ids.iter().map(|n| n.as_str()).collect::<Vec<_>>(),
-                r.status.volume_condition.as_ref().map(|c| c.message.as_str()),
+                r.status
+                    .published_node_ids
+                    .iter()
+                    .map(|n| n.as_str())
+                    .collect::<Vec<_>>(),
+                r.status
+                    .volume_condition
+                    .as_ref()
+                    .map(|c| c.message.as_str()),
                 r.volume.volume_context.get("iops-class")
             )
         },
     );
-    st.check("ListVolumes (2 per page)", list_all(c).await, |ids| format!("{ids:?}"));
+    st.check("ListVolumes (2 per page)", list_all(c).await, |ids| {
+        format!("{ids:?}")
+    });
 
     if root {
         block_steps(st, c, tmp, node_id).await;
@@ -320,19 +406,29 @@ async fn steps<W: Write>(st: &mut Steps<'_, W>, c: &Client, tmp: &Path, node_id:
     }
     st.check(
         "DeleteSnapshot",
-        s(c.delete_snapshot(DeleteSnapshotRequest { snapshot_id: snap, secrets: Secrets::default() }).await),
+        s(c.delete_snapshot(DeleteSnapshotRequest {
+            snapshot_id: snap,
+            secrets: Secrets::default(),
+        })
+        .await),
         |_| "deleted".into(),
     );
     for id in std::iter::once(vol).chain(clone) {
         st.check(
             &format!("DeleteVolume {id}"),
-            s(c.delete_volume(DeleteVolumeRequest { volume_id: id.clone(), secrets: Secrets::default() }).await),
+            s(c.delete_volume(DeleteVolumeRequest {
+                volume_id: id.clone(),
+                secrets: Secrets::default(),
+            })
+            .await),
             |_| "deleted".into(),
         );
     }
-    st.check("GetCapacity after teardown", s(c.get_capacity(GetCapacityRequest::default()).await), |r| {
-        format!("{} MiB available", r.available_capacity / MIB)
-    });
+    st.check(
+        "GetCapacity after teardown",
+        s(c.get_capacity(GetCapacityRequest::default()).await),
+        |r| format!("{} MiB available", r.available_capacity / MIB),
+    );
 }
 
 #[allow(clippy::too_many_arguments)] // One call per demo step; a struct would only rename them.
@@ -373,7 +469,11 @@ async fn publish<W: Write>(
         })
         .await),
         |_| {
-            let kind = if cap.is_block() { "loop devices checked" } else { "bind mount" };
+            let kind = if cap.is_block() {
+                "loop devices checked"
+            } else {
+                "bind mount"
+            };
             format!("{kind} at {}", staging.display())
         },
     );
@@ -407,23 +507,39 @@ async fn unpublish<W: Write>(
 ) {
     st.check(
         &format!("NodeUnpublishVolume {vol}"),
-        s(c.node_unpublish_volume(NodeUnpublishVolumeRequest { volume_id: vol.clone(), target_path: path(target) }).await)
-            .and_then(|_| if target.exists() { Err(format!("{} still exists", target.display())) } else { Ok(()) }),
+        s(c.node_unpublish_volume(NodeUnpublishVolumeRequest {
+            volume_id: vol.clone(),
+            target_path: path(target),
+        })
+        .await)
+        .and_then(|_| {
+            if target.exists() {
+                Err(format!("{} still exists", target.display()))
+            } else {
+                Ok(())
+            }
+        }),
         |_| format!("unmounted, {} removed", target.display()),
     );
     st.check(
         &format!("NodeUnstageVolume {vol}"),
-        s(c.node_unstage_volume(NodeUnstageVolumeRequest { volume_id: vol.clone(), staging_target_path: path(staging) }).await),
+        s(c.node_unstage_volume(NodeUnstageVolumeRequest {
+            volume_id: vol.clone(),
+            staging_target_path: path(staging),
+        })
+        .await),
         |_| "unmounted".into(),
     );
     st.check(
         &format!("ControllerUnpublishVolume {vol}"),
-        s(c.controller_unpublish_volume(ControllerUnpublishVolumeRequest {
-            volume_id: vol.clone(),
-            node_id: Some(node_id.clone()),
-            secrets: Secrets::default(),
-        })
-        .await),
+        s(
+            c.controller_unpublish_volume(ControllerUnpublishVolumeRequest {
+                volume_id: vol.clone(),
+                node_id: Some(node_id.clone()),
+                secrets: Secrets::default(),
+            })
+            .await,
+        ),
         |_| "detached".into(),
     );
 }
@@ -441,12 +557,20 @@ async fn stats<W: Write>(st: &mut Steps<'_, W>, c: &Client, vol: &VolumeId, targ
             let parts: Vec<String> = r
                 .usage
                 .iter()
-                .map(|u| format!("{:?}: {} used / {} total / {} available", u.unit, u.used, u.total, u.available))
+                .map(|u| {
+                    format!(
+                        "{:?}: {} used / {} total / {} available",
+                        u.unit, u.used, u.total, u.available
+                    )
+                })
                 .collect();
             format!(
                 "{}; {}",
                 parts.join("; "),
-                r.volume_condition.as_ref().map(|c| c.message.as_str()).unwrap_or("")
+                r.volume_condition
+                    .as_ref()
+                    .map(|c| c.message.as_str())
+                    .unwrap_or("")
             )
         },
     );
@@ -457,9 +581,16 @@ async fn list_all(c: &Client) -> Result<Vec<String>, String> {
     let mut token = None;
     loop {
         let page = s(c
-            .list_volumes(ListVolumesRequest { max_entries: Some(2), starting_token: token })
+            .list_volumes(ListVolumesRequest {
+                max_entries: Some(2),
+                starting_token: token,
+            })
             .await)?;
-        ids.extend(page.entries.into_iter().map(|e| e.volume.volume_id.to_string()));
+        ids.extend(
+            page.entries
+                .into_iter()
+                .map(|e| e.volume.volume_id.to_string()),
+        );
         match page.next_token {
             Some(t) => token = Some(t),
             None => return Ok(ids),
@@ -472,7 +603,10 @@ async fn block_steps<W: Write>(st: &mut Steps<'_, W>, c: &Client, tmp: &Path, no
     let cap = VolumeCapability::block(AccessMode::SingleNodeWriter);
     let Some(r) = st.check(
         "CreateVolume demo-block (16 MiB, block)",
-        s(c.create_volume(volume_request("demo-block", 16 * MIB, cap.clone(), None)).await),
+        s(
+            c.create_volume(volume_request("demo-block", 16 * MIB, cap.clone(), None))
+                .await,
+        ),
         |r| format!("{} (a sparse image)", r.volume.volume_id),
     ) else {
         return;
@@ -493,10 +627,18 @@ async fn block_steps<W: Write>(st: &mut Steps<'_, W>, c: &Client, tmp: &Path, no
         .await);
     match staged {
         Err(e) if e.contains("FAILED_PRECONDITION") => {
-            st.skip("block volume on a loop device", &format!("this machine cannot: {e}"));
+            st.skip(
+                "block volume on a loop device",
+                &format!("this machine cannot: {e}"),
+            );
         }
         staged => {
-            if st.check("NodeStageVolume demo-block", staged, |_| "loop devices available".into()).is_some() {
+            if st
+                .check("NodeStageVolume demo-block", staged, |_| {
+                    "loop devices available".into()
+                })
+                .is_some()
+            {
                 publish_block(st, c, &vol, &cap, &staging, &target).await;
             }
         }
@@ -504,7 +646,11 @@ async fn block_steps<W: Write>(st: &mut Steps<'_, W>, c: &Client, tmp: &Path, no
     let _ = node_id;
     st.check(
         "DeleteVolume demo-block",
-        s(c.delete_volume(DeleteVolumeRequest { volume_id: vol, secrets: Secrets::default() }).await),
+        s(c.delete_volume(DeleteVolumeRequest {
+            volume_id: vol,
+            secrets: Secrets::default(),
+        })
+        .await),
         |_| "deleted".into(),
     );
 }
@@ -535,7 +681,10 @@ async fn publish_block<W: Write>(
     if published.is_some() {
         let io = || -> std::io::Result<Vec<u8>> {
             use std::io::{Read, Seek, SeekFrom};
-            let mut dev = std::fs::OpenOptions::new().read(true).write(true).open(target)?;
+            let mut dev = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(target)?;
             dev.seek(SeekFrom::Start(MIB))?;
             dev.write_all(b"block data")?;
             dev.sync_all()?;
@@ -547,19 +696,31 @@ async fn publish_block<W: Write>(
         st.check(
             "write and read 10 bytes at 1 MiB through the device",
             io().map_err(|e| e.to_string()).and_then(|b| {
-                if b == b"block data" { Ok(b) } else { Err(format!("read back {b:?}")) }
+                if b == b"block data" {
+                    Ok(b)
+                } else {
+                    Err(format!("read back {b:?}"))
+                }
             }),
             |b| format!("{:?}", String::from_utf8_lossy(b)),
         );
         st.check(
             "NodeUnpublishVolume demo-block",
-            s(c.node_unpublish_volume(NodeUnpublishVolumeRequest { volume_id: vol.clone(), target_path: path(target) }).await),
+            s(c.node_unpublish_volume(NodeUnpublishVolumeRequest {
+                volume_id: vol.clone(),
+                target_path: path(target),
+            })
+            .await),
             |_| "unmounted, loop device detached".into(),
         );
     }
     st.check(
         "NodeUnstageVolume demo-block",
-        s(c.node_unstage_volume(NodeUnstageVolumeRequest { volume_id: vol.clone(), staging_target_path: path(staging) }).await),
+        s(c.node_unstage_volume(NodeUnstageVolumeRequest {
+            volume_id: vol.clone(),
+            staging_target_path: path(staging),
+        })
+        .await),
         |_| "done".into(),
     );
 }

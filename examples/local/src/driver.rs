@@ -165,7 +165,9 @@ pub(crate) fn mismatch(cap: &VolumeCapability, block: bool) -> Option<String> {
         return Some(e.to_string());
     }
     match (cap.is_block(), block) {
-        (true, false) => Some("the volume is a mount (directory) volume, not a block volume".into()),
+        (true, false) => {
+            Some("the volume is a mount (directory) volume, not a block volume".into())
+        }
         (false, true) => Some("the volume is a block volume, not a mount volume".into()),
         _ => None,
     }
@@ -248,6 +250,9 @@ pub(crate) mod token {
     }
 }
 
+/// A page of `(id, item)` pairs and the token of the next page.
+pub(crate) type Page<'a, T> = (Vec<(&'a String, T)>, Option<String>);
+
 /// One page of `items` (sorted by id): those after the token's id, at most
 /// `max`, and the token of the next page. Ids only grow, so a page sequence
 /// neither repeats nor skips an object that exists throughout it, whatever
@@ -257,7 +262,7 @@ pub(crate) fn page<'a, T: 'a>(
     items: impl Iterator<Item = (&'a String, T)>,
     max: Option<u32>,
     starting_token: Option<&str>,
-) -> Result<(Vec<(&'a String, T)>, Option<String>), CsiError> {
+) -> Result<Page<'a, T>, CsiError> {
     let after = starting_token.map(|t| token::decode(kind, t)).transpose()?;
     let mut rest = items.filter(|(id, _)| after.as_deref().is_none_or(|a| id.as_str() > a));
     let max = max.map(|m| m as usize).unwrap_or(usize::MAX);
@@ -398,27 +403,43 @@ mod tests {
         }
         // A snapshot token is not a volume token.
         let s = token::encode("snapshots", "vol-000000000042");
-        assert_eq!(token::decode("volumes", &s).unwrap_err().code(), Code::Aborted);
+        assert_eq!(
+            token::decode("volumes", &s).unwrap_err().code(),
+            Code::Aborted
+        );
     }
 
     #[test]
     fn pages_continue_after_the_token() {
         let ids: Vec<String> = (0..5).map(|i| format!("v{i}")).collect();
         let (p1, t1) = page("k", ids.iter().map(|i| (i, ())), Some(2), None).unwrap();
-        assert_eq!(p1.iter().map(|(i, _)| i.as_str()).collect::<Vec<_>>(), ["v0", "v1"]);
+        assert_eq!(
+            p1.iter().map(|(i, _)| i.as_str()).collect::<Vec<_>>(),
+            ["v0", "v1"]
+        );
         let (p2, t2) = page("k", ids.iter().map(|i| (i, ())), Some(3), t1.as_deref()).unwrap();
-        assert_eq!(p2.iter().map(|(i, _)| i.as_str()).collect::<Vec<_>>(), ["v2", "v3", "v4"]);
+        assert_eq!(
+            p2.iter().map(|(i, _)| i.as_str()).collect::<Vec<_>>(),
+            ["v2", "v3", "v4"]
+        );
         assert_eq!(t2, None);
     }
 
     #[test]
     fn mutable_parameters_are_checked() {
-        let ok: Map = [("iops-class".into(), "high".into()), ("label".into(), "x".into())].into();
+        let ok: Map = [
+            ("iops-class".into(), "high".into()),
+            ("label".into(), "x".into()),
+        ]
+        .into();
         assert!(check_mutable("mutable_parameters", &ok).is_ok());
         let bad: Map = [("iops".into(), "1".into())].into();
         let e = check_mutable("mutable_parameters", &bad).unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument);
-        assert!(e.to_string().contains("mutable_parameters[\"iops\"]"), "{e}");
+        assert!(
+            e.to_string().contains("mutable_parameters[\"iops\"]"),
+            "{e}"
+        );
         let bad: Map = [("iops-class".into(), "ludicrous".into())].into();
         assert!(check_mutable("m", &bad).is_err());
     }

@@ -172,11 +172,11 @@ pub(crate) fn bind_mount(
 ) -> io::Result<()> {
     rustix::mount::mount_bind(src, target)?;
     let flags = mount_flags(options, readonly);
-    if !flags.is_empty() {
-        if let Err(e) = rustix::mount::mount_remount(target, MountFlags::BIND | flags, "") {
-            let _ = rustix::mount::unmount(target, UnmountFlags::empty());
-            return Err(e.into());
-        }
+    if !flags.is_empty()
+        && let Err(e) = rustix::mount::mount_remount(target, MountFlags::BIND | flags, "")
+    {
+        let _ = rustix::mount::unmount(target, UnmountFlags::empty());
+        return Err(e.into());
     }
     Ok(())
 }
@@ -207,7 +207,7 @@ pub(crate) fn is_mount_point(path: &Path) -> io::Result<bool> {
     Ok(info.lines().any(|line| {
         line.split(' ')
             .nth(4)
-            .is_some_and(|mp| PathBuf::from(unescape_mountinfo(mp)) == path)
+            .is_some_and(|mp| unescape_mountinfo(mp) == path)
     }))
 }
 
@@ -219,7 +219,9 @@ fn unescape_mountinfo(s: &str) -> String {
     while i < bytes.len() {
         if bytes[i] == b'\\'
             && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b))
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
         {
             let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
             out.push(v);
@@ -288,7 +290,10 @@ pub(crate) fn loop_refresh(device: &str) -> io::Result<()> {
 
 /// The backing file of a loop device, from sysfs.
 pub(crate) fn loop_backing_file(device: &str) -> Option<PathBuf> {
-    let name = Path::new(device).file_name()?.to_string_lossy().into_owned();
+    let name = Path::new(device)
+        .file_name()?
+        .to_string_lossy()
+        .into_owned();
     let s = fs::read_to_string(format!("/sys/block/{name}/loop/backing_file")).ok()?;
     Some(PathBuf::from(s.trim()))
 }
@@ -296,7 +301,11 @@ pub(crate) fn loop_backing_file(device: &str) -> Option<PathBuf> {
 /// Creates an empty regular file at `path` if nothing is there (a block
 /// publish target), with mode 0600.
 pub(crate) fn create_target_file(path: &Path) -> io::Result<()> {
-    match fs::OpenOptions::new().write(true).create_new(true).open(path) {
+    match fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+    {
         Ok(f) => f.set_permissions(fs::Permissions::from_mode(0o600)),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(e),
@@ -308,11 +317,17 @@ pub(crate) fn create_target_file(path: &Path) -> io::Result<()> {
 /// tests, so that removing a temporary directory never reaches through a
 /// mount left by a failed step. Errors are ignored (best effort).
 pub fn release_under(dir: &Path) {
-    let Ok(dir) = fs::canonicalize(dir) else { return };
+    let Ok(dir) = fs::canonicalize(dir) else {
+        return;
+    };
     let mut points: Vec<PathBuf> = fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()
         .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(|m| PathBuf::from(unescape_mountinfo(m))))
+        .filter_map(|l| {
+            l.split(' ')
+                .nth(4)
+                .map(|m| PathBuf::from(unescape_mountinfo(m)))
+        })
         .filter(|m| m.starts_with(&dir))
         .collect();
     // Deepest (and latest) first.
@@ -320,7 +335,9 @@ pub fn release_under(dir: &Path) {
     for p in points {
         let _ = rustix::mount::unmount(&p, UnmountFlags::DETACH);
     }
-    let Ok(entries) = fs::read_dir("/sys/block") else { return };
+    let Ok(entries) = fs::read_dir("/sys/block") else {
+        return;
+    };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if !name.starts_with("loop") {
@@ -384,7 +401,10 @@ mod tests {
 
     #[test]
     fn mount_flags_are_checked() {
-        assert_eq!(unsupported_mount_flag(&["ro".into(), "noexec".into()]), None);
+        assert_eq!(
+            unsupported_mount_flag(&["ro".into(), "noexec".into()]),
+            None
+        );
         assert_eq!(unsupported_mount_flag(&["discard".into()]), Some("discard"));
     }
 }

@@ -63,9 +63,7 @@ mod node;
 mod state;
 
 pub use config::Config;
-pub use driver::{
-    DEFAULT_VOLUME_SIZE, GRANULARITY, IOPS_CLASSES, LocalDriver, MUTABLE_PARAMETERS,
-};
+pub use driver::{DEFAULT_VOLUME_SIZE, GRANULARITY, IOPS_CLASSES, LocalDriver, MUTABLE_PARAMETERS};
 pub use fsops::{is_root, release_under};
 
 /// Serves the driver on `endpoint` (`unix:///path`) until `shutdown`

@@ -17,7 +17,11 @@ struct Cli {
     command: Option<Command>,
 
     /// Where to serve CSI (unix:///path/to/csi.sock).
-    #[arg(long, env = "CSI_ENDPOINT", default_value = "unix:///run/csi-local/csi.sock")]
+    #[arg(
+        long,
+        env = "CSI_ENDPOINT",
+        default_value = "unix:///run/csi-local/csi.sock"
+    )]
     endpoint: String,
 
     /// Directory for volume data and the driver's state.

@@ -49,7 +49,11 @@ impl Inner {
         let id = req.volume_id.as_str();
         let staging = req.staging_target_path.as_path();
         let mut store = self.lock();
-        let v = store.state.volumes.get(id).ok_or_else(|| not_found_volume(id))?;
+        let v = store
+            .state
+            .volumes
+            .get(id)
+            .ok_or_else(|| not_found_volume(id))?;
         if let Some(why) = mismatch(&req.volume_capability, v.block) {
             return Err(CsiError::failed_precondition(format!(
                 "cannot stage volume {id} with this capability: {why}"
@@ -60,13 +64,13 @@ impl Inner {
             cap: cap_rec(&req.volume_capability),
         };
         let key = req.staging_target_path.to_string();
-        if let Some(existing) = store.state.staged.get(&key) {
-            if *existing != rec {
-                return Err(CsiError::already_exists(format!(
-                    "{key} already has volume {} staged with another capability",
-                    existing.volume_id
-                )));
-            }
+        if let Some(existing) = store.state.staged.get(&key)
+            && *existing != rec
+        {
+            return Err(CsiError::already_exists(format!(
+                "{key} already has volume {} staged with another capability",
+                existing.volume_id
+            )));
         }
         let block = v.block;
         let data = store.layout.volume_path(id, block);
@@ -117,7 +121,11 @@ impl Inner {
         let key = req.staging_target_path.to_string();
         let staging = req.staging_target_path.as_path();
         let mut store = self.lock();
-        let staged_here = store.state.staged.get(&key).is_some_and(|s| s.volume_id == id);
+        let staged_here = store
+            .state
+            .staged
+            .get(&key)
+            .is_some_and(|s| s.volume_id == id);
         if !staged_here {
             if !store.state.volumes.contains_key(id) {
                 return Err(not_found_volume(id));
@@ -152,13 +160,22 @@ impl Inner {
         let target = req.target_path.as_path();
         let key = req.target_path.to_string();
         let mut store = self.lock();
-        let v = store.state.volumes.get(id).ok_or_else(|| not_found_volume(id))?;
+        let v = store
+            .state
+            .volumes
+            .get(id)
+            .ok_or_else(|| not_found_volume(id))?;
         let staging = req.staging_target_path.as_ref().ok_or_else(|| {
             CsiError::failed_precondition(
                 "staging_target_path is not set: this plugin has STAGE_UNSTAGE_VOLUME; call NodeStageVolume first",
             )
         })?;
-        if store.state.staged.get(staging.as_str()).is_none_or(|s| s.volume_id != id) {
+        if store
+            .state
+            .staged
+            .get(staging.as_str())
+            .is_none_or(|s| s.volume_id != id)
+        {
             return Err(CsiError::failed_precondition(format!(
                 "volume {id} is not staged at {staging}; call NodeStageVolume first"
             )));
@@ -180,7 +197,12 @@ impl Inner {
             staging: staging.to_string(),
             loop_device: None,
         };
-        let same = |p: &PublishRec| PublishRec { loop_device: None, ..p.clone() } == wanted;
+        let same = |p: &PublishRec| {
+            PublishRec {
+                loop_device: None,
+                ..p.clone()
+            } == wanted
+        };
         if let Some(existing) = store.state.published.get(&key) {
             if !same(existing) {
                 return Err(CsiError::already_exists(format!(
@@ -193,18 +215,18 @@ impl Inner {
             }
             // The record outlived its mount (a reboot, an outside umount): mount again below.
         }
-        if req.volume_capability.access_mode == AccessMode::SingleNodeSingleWriter && !readonly {
-            if let Some(other) = store
+        if req.volume_capability.access_mode == AccessMode::SingleNodeSingleWriter
+            && !readonly
+            && let Some(other) = store
                 .state
                 .published
                 .iter()
                 .find(|(t, p)| p.volume_id == id && !p.readonly && **t != key)
                 .map(|(t, _)| t)
-            {
-                return Err(CsiError::failed_precondition(format!(
-                    "volume {id} is SINGLE_NODE_SINGLE_WRITER and already published read-write at {other}"
-                )));
-            }
+        {
+            return Err(CsiError::failed_precondition(format!(
+                "volume {id} is SINGLE_NODE_SINGLE_WRITER and already published read-write at {other}"
+            )));
         }
         let block = v.block;
         let data = store.layout.volume_path(id, block);
@@ -228,7 +250,10 @@ impl Inner {
             if let Err(e) = fsops::bind_mount(Path::new(&dev), target, &[], readonly) {
                 let _ = fsops::loop_detach(&dev);
                 let _ = fs::remove_file(target);
-                return Err(mount_err(format!("bind-mounting {dev} on {}", target.display()), e));
+                return Err(mount_err(
+                    format!("bind-mounting {dev} on {}", target.display()),
+                    e,
+                ));
             }
             rec.loop_device = Some(dev);
         } else {
@@ -244,7 +269,10 @@ impl Inner {
                 .unwrap_or_default();
             fsops::bind_mount(staging.as_path(), target, &flags, readonly).map_err(|e| {
                 let _ = fs::remove_dir(target);
-                mount_err(format!("bind-mounting {staging} on {}", target.display()), e)
+                mount_err(
+                    format!("bind-mounting {staging} on {}", target.display()),
+                    e,
+                )
             })?;
         }
         let mut next = store.state.clone();
@@ -279,7 +307,11 @@ impl Inner {
         if let Some(dev) = &rec.loop_device {
             detach_if_ours(dev, &store.layout.volume_path(id, true));
         }
-        let removed = if rec.cap.block { fs::remove_file(target) } else { fs::remove_dir(target) };
+        let removed = if rec.cap.block {
+            fs::remove_file(target)
+        } else {
+            fs::remove_dir(target)
+        };
         if let Err(e) = removed
             && e.kind() != std::io::ErrorKind::NotFound
         {
@@ -299,35 +331,48 @@ impl Inner {
         let id = req.volume_id.as_str();
         let path = req.volume_path.as_path();
         let store = self.lock();
-        let v = store.state.volumes.get(id).ok_or_else(|| not_found_volume(id))?;
+        let v = store
+            .state
+            .volumes
+            .get(id)
+            .ok_or_else(|| not_found_volume(id))?;
         let key = req.volume_path.as_str();
-        let published = store.state.published.get(key).is_some_and(|p| p.volume_id == id);
-        let staged = store.state.staged.get(key).is_some_and(|s| s.volume_id == id);
+        let published = store
+            .state
+            .published
+            .get(key)
+            .is_some_and(|p| p.volume_id == id);
+        let staged = store
+            .state
+            .staged
+            .get(key)
+            .is_some_and(|s| s.volume_id == id);
         if !published && !staged {
             return Err(CsiError::not_found(format!(
                 "volume {id} is neither published nor staged at {key}"
             )));
         }
         if !path.exists() {
-            return Err(CsiError::not_found(format!("volume path {key} does not exist")));
+            return Err(CsiError::not_found(format!(
+                "volume path {key} does not exist"
+            )));
         }
         let data = store.layout.volume_path(id, v.block);
         let used = fsops::allocated_bytes(&data)
             .map_err(|e| io_err(format!("measuring {}", data.display()), e))?;
         let mut usage = Vec::new();
-        let condition;
-        if v.block {
+        let condition = if v.block {
             usage.push(VolumeUsage {
                 unit: UsageUnit::Bytes,
                 total: v.capacity,
                 available: v.capacity.saturating_sub(used),
                 used,
             });
-            condition = if published && !fsops::is_mount_point(path).unwrap_or(false) {
+            if published && !fsops::is_mount_point(path).unwrap_or(false) {
                 VolumeCondition::abnormal(format!("the device is no longer mounted at {key}"))
             } else {
                 VolumeCondition::healthy(format!("{used} of {} bytes allocated", v.capacity))
-            };
+            }
         } else {
             let fs = fsops::fs_stats(path)
                 .map_err(|e| io_err(format!("statvfs {}", path.display()), e))?;
@@ -343,14 +388,17 @@ impl Inner {
                 available: fs.inodes_free,
                 used: fs.inodes_total.saturating_sub(fs.inodes_free),
             });
-            condition = if !fsops::is_mount_point(path).unwrap_or(false) {
+            if !fsops::is_mount_point(path).unwrap_or(false) {
                 VolumeCondition::abnormal(format!("the volume is no longer mounted at {key}"))
             } else if used > v.capacity {
-                VolumeCondition::abnormal(format!("uses {used} bytes, over its quota of {} bytes", v.capacity))
+                VolumeCondition::abnormal(format!(
+                    "uses {used} bytes, over its quota of {} bytes",
+                    v.capacity
+                ))
             } else {
                 VolumeCondition::healthy(format!("mounted, {used} of {} bytes used", v.capacity))
-            };
-        }
+            }
+        };
         Ok(NodeGetVolumeStatsResponse {
             usage,
             volume_condition: Some(condition),
@@ -364,9 +412,21 @@ impl Inner {
         let id = req.volume_id.as_str();
         let key = req.volume_path.as_str();
         let store = self.lock();
-        let v = store.state.volumes.get(id).ok_or_else(|| not_found_volume(id))?;
-        let published = store.state.published.get(key).is_some_and(|p| p.volume_id == id);
-        let staged = store.state.staged.get(key).is_some_and(|s| s.volume_id == id);
+        let v = store
+            .state
+            .volumes
+            .get(id)
+            .ok_or_else(|| not_found_volume(id))?;
+        let published = store
+            .state
+            .published
+            .get(key)
+            .is_some_and(|p| p.volume_id == id);
+        let staged = store
+            .state
+            .staged
+            .get(key)
+            .is_some_and(|s| s.volume_id == id);
         if !published && !staged {
             return Err(CsiError::not_found(format!(
                 "volume {id} is neither published nor staged at {key}"
@@ -422,10 +482,8 @@ impl Inner {
 fn detach_if_ours(dev: &str, image: &Path) {
     let ours = fsops::loop_backing_file(dev)
         .is_some_and(|b| fs::canonicalize(image).is_ok_and(|i| i == b) || b == image);
-    if ours {
-        if let Err(e) = fsops::loop_detach(dev) {
-            tracing::warn!(device = dev, error = %e, "could not detach loop device");
-        }
+    if ours && let Err(e) = fsops::loop_detach(dev) {
+        tracing::warn!(device = dev, error = %e, "could not detach loop device");
     }
 }
 

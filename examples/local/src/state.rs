@@ -17,9 +17,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use csi_types::{AccessType, CsiError, Map, VolumeCapability};
 #[cfg(test)]
 use csi_types::{AccessMode, MountVolume};
+use csi_types::{AccessType, CsiError, Map, VolumeCapability};
 use serde::{Deserialize, Serialize};
 
 /// The format version of `state.json`.
@@ -283,7 +283,11 @@ impl Store {
         let layout = Layout {
             root: root.to_path_buf(),
         };
-        for dir in [layout.root.clone(), layout.volumes_dir(), layout.snapshots_dir()] {
+        for dir in [
+            layout.root.clone(),
+            layout.volumes_dir(),
+            layout.snapshots_dir(),
+        ] {
             fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         }
         let _ = fs::remove_file(layout.state_tmp());
@@ -327,7 +331,8 @@ impl Store {
             (self.layout.volumes_dir(), keep_vol),
             (self.layout.snapshots_dir(), keep_snap),
         ] {
-            let entries = fs::read_dir(&dir).map_err(|e| format!("listing {}: {e}", dir.display()))?;
+            let entries =
+                fs::read_dir(&dir).map_err(|e| format!("listing {}: {e}", dir.display()))?;
             for entry in entries.flatten() {
                 let path = entry.path();
                 if keep.contains(&path) {
@@ -402,7 +407,11 @@ mod tests {
         store.commit(next).unwrap();
         // Leftovers of a cut-short operation.
         fs::create_dir(store.layout.volumes_dir().join(".tmp-vol-000000000009")).unwrap();
-        fs::write(store.layout.snapshots_dir().join("snap-000000000007.img"), b"x").unwrap();
+        fs::write(
+            store.layout.snapshots_dir().join("snap-000000000007.img"),
+            b"x",
+        )
+        .unwrap();
         let reopened = Store::open(dir.path()).unwrap();
         assert_eq!(reopened.state, store.state);
         let names: Vec<_> = fs::read_dir(reopened.layout.volumes_dir())
@@ -410,7 +419,12 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from(id)]);
-        assert_eq!(fs::read_dir(reopened.layout.snapshots_dir()).unwrap().count(), 0);
+        assert_eq!(
+            fs::read_dir(reopened.layout.snapshots_dir())
+                .unwrap()
+                .count(),
+            0
+        );
     }
 
     #[test]
@@ -418,7 +432,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("state.json"), b"{not json").unwrap();
         let err = Store::open(dir.path()).err().unwrap();
-        assert!(err.contains("state.json is not valid driver state"), "{err}");
+        assert!(
+            err.contains("state.json is not valid driver state"),
+            "{err}"
+        );
     }
 
     #[test]

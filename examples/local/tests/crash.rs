@@ -26,9 +26,20 @@ const SEED_FILES: usize = 300;
 const ROUNDS: usize = 4;
 
 fn spawn(state: &Path, endpoint: &str, log: &Path) -> Child {
-    let log = fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
     Command::new(env!("CARGO_BIN_EXE_local"))
-        .args(["--endpoint", endpoint, "--node-id", "node-1", "--capacity", "50Gi"])
+        .args([
+            "--endpoint",
+            endpoint,
+            "--node-id",
+            "node-1",
+            "--capacity",
+            "50Gi",
+        ])
         .arg("--state-dir")
         .arg(state)
         .env("RUST_LOG", "info")
@@ -55,7 +66,10 @@ async fn list_all(c: &Client) -> Vec<csi_types::ListVolumesEntry> {
     let mut token = None;
     loop {
         let page = c
-            .list_volumes(ListVolumesRequest { max_entries: Some(7), starting_token: token })
+            .list_volumes(ListVolumesRequest {
+                max_entries: Some(7),
+                starting_token: token,
+            })
             .await
             .unwrap();
         out.extend(page.entries);
@@ -72,7 +86,10 @@ async fn verify(c: &Client, state: &Path, ledger: &Ledger, seed: &VolumeId) {
     assert_eq!(ids.len(), listed.len(), "no volume listed twice");
     for (name, id) in &ledger.created {
         if !ledger.deleted.contains(id) && !ledger.maybe_deleted.contains(id) {
-            assert!(ids.contains(id), "acknowledged volume {name} ({id}) is gone after the restart");
+            assert!(
+                ids.contains(id),
+                "acknowledged volume {name} ({id}) is gone after the restart"
+            );
             // CreateVolume stays idempotent across the restart.
             let again = c.create_volume(mount_req(name, MIB)).await;
             if let Ok(r) = again {
@@ -86,7 +103,12 @@ async fn verify(c: &Client, state: &Path, ledger: &Ledger, seed: &VolumeId) {
     // Every volume, acknowledged or not, is complete.
     for e in &listed {
         let id = &e.volume.volume_id;
-        let got = c.controller_get_volume(ControllerGetVolumeRequest { volume_id: id.clone() }).await.unwrap();
+        let got = c
+            .controller_get_volume(ControllerGetVolumeRequest {
+                volume_id: id.clone(),
+            })
+            .await
+            .unwrap();
         let cond = got.status.volume_condition.unwrap();
         assert!(!cond.abnormal, "{id}: {}", cond.message);
         if e.volume.content_source == Some(VolumeContentSource::Volume(seed.clone())) {
@@ -104,7 +126,13 @@ async fn verify(c: &Client, state: &Path, ledger: &Ledger, seed: &VolumeId) {
     // On disk: exactly the listed volumes, nothing temporary.
     let on_disk: BTreeSet<String> = fs::read_dir(state.join("volumes"))
         .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().trim_end_matches(".img").to_string())
+        .map(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .trim_end_matches(".img")
+                .to_string()
+        })
         .collect();
     let listed_names: BTreeSet<String> = ids.iter().map(|i| i.to_string()).collect();
     assert_eq!(on_disk, listed_names, "data on disk matches the metadata");
@@ -112,7 +140,13 @@ async fn verify(c: &Client, state: &Path, ledger: &Ledger, seed: &VolumeId) {
 }
 
 /// Creates, clones and deletes until the driver dies; records what was acknowledged.
-async fn workload(c: Client, task: usize, round: usize, seed: VolumeId, ledger: Arc<Mutex<Ledger>>) {
+async fn workload(
+    c: Client,
+    task: usize,
+    round: usize,
+    seed: VolumeId,
+    ledger: Arc<Mutex<Ledger>>,
+) {
     for i in 0.. {
         let name = format!("r{round}-t{task}-{i}");
         let result = match i % 4 {
@@ -122,12 +156,22 @@ async fn workload(c: Client, task: usize, round: usize, seed: VolumeId, ledger: 
                     l.created
                         .values()
                         .rev()
-                        .find(|id| !l.deleted.contains(*id) && !l.maybe_deleted.contains(*id) && **id != seed)
+                        .find(|id| {
+                            !l.deleted.contains(*id)
+                                && !l.maybe_deleted.contains(*id)
+                                && **id != seed
+                        })
                         .cloned()
                 };
                 if let Some(v) = victim {
                     ledger.lock().unwrap().maybe_deleted.insert(v.clone());
-                    match c.delete_volume(DeleteVolumeRequest { volume_id: v.clone(), secrets: Secrets::default() }).await {
+                    match c
+                        .delete_volume(DeleteVolumeRequest {
+                            volume_id: v.clone(),
+                            secrets: Secrets::default(),
+                        })
+                        .await
+                    {
                         Ok(_) => {
                             let mut l = ledger.lock().unwrap();
                             l.maybe_deleted.remove(&v);
@@ -139,7 +183,13 @@ async fn workload(c: Client, task: usize, round: usize, seed: VolumeId, ledger: 
                 }
                 continue;
             }
-            1 | 3 => c.create_volume(from(mount_req(&name, 8 * MIB), VolumeContentSource::Volume(seed.clone()))).await,
+            1 | 3 => {
+                c.create_volume(from(
+                    mount_req(&name, 8 * MIB),
+                    VolumeContentSource::Volume(seed.clone()),
+                ))
+                .await
+            }
             2 => c.create_volume(block_req(&name, 64 * MIB)).await,
             _ => c.create_volume(mount_req(&name, MIB)).await,
         };
@@ -169,7 +219,10 @@ fn died(e: csi_types::CsiError) {
         Code::FailedPrecondition,
         Code::Aborted,
     ];
-    assert!(!own.contains(&e.code()), "the workload failed on its own: {e}");
+    assert!(
+        !own.contains(&e.code()),
+        "the workload failed on its own: {e}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -182,13 +235,22 @@ async fn killed_at_any_moment_restarts_with_every_acknowledged_volume_and_nothin
 
     let mut child = spawn(&state, &endpoint, &log);
     let c = connect(&endpoint).await;
-    let seed = c.create_volume(mount_req("seed", 8 * MIB)).await.unwrap().volume.volume_id;
+    let seed = c
+        .create_volume(mount_req("seed", 8 * MIB))
+        .await
+        .unwrap()
+        .volume
+        .volume_id;
     let seed_dir = state.join("volumes").join(seed.as_str());
     for i in 0..SEED_FILES {
         fs::write(seed_dir.join(format!("f{i}")), vec![b'z'; 16 << 10]).unwrap();
     }
     let ledger = Arc::new(Mutex::new(Ledger::default()));
-    ledger.lock().unwrap().created.insert("seed".into(), seed.clone());
+    ledger
+        .lock()
+        .unwrap()
+        .created
+        .insert("seed".into(), seed.clone());
     let mut rng = rand::rng();
 
     for round in 0..ROUNDS {
@@ -199,7 +261,10 @@ async fn killed_at_any_moment_restarts_with_every_acknowledged_volume_and_nothin
         let before = ledger.lock().unwrap().created.len();
         let start = std::time::Instant::now();
         while ledger.lock().unwrap().created.len() < before + 3 {
-            assert!(start.elapsed() < Duration::from_secs(60), "round {round}: the workload made no progress");
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "round {round}: the workload made no progress"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         tokio::time::sleep(Duration::from_millis(rng.random_range(0..300))).await;
@@ -225,7 +290,11 @@ async fn killed_at_any_moment_restarts_with_every_acknowledged_volume_and_nothin
     drop(c);
 
     // Graceful shutdown: SIGTERM, exit 0, socket removed.
-    rustix::process::kill_process(rustix::process::Pid::from_child(&child), rustix::process::Signal::TERM).unwrap();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
     let status = child.wait().unwrap();
     assert!(status.success(), "exit status {status}");
     assert!(!socket.exists(), "the socket is removed on shutdown");

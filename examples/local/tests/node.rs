@@ -11,8 +11,8 @@ use std::path::Path;
 
 use common::*;
 use csi_types::{
-    AccessMode, CapacityRange, Code, ControllerExpandVolumeRequest, Csi, DeleteVolumeRequest,
-    Map, NodeCapabilities, NodeExpandVolumeRequest, NodeGetCapabilitiesRequest, NodeGetInfoRequest,
+    AccessMode, CapacityRange, Code, ControllerExpandVolumeRequest, Csi, DeleteVolumeRequest, Map,
+    NodeCapabilities, NodeExpandVolumeRequest, NodeGetCapabilitiesRequest, NodeGetInfoRequest,
     NodeGetVolumeStatsRequest, NodePath, NodePublishVolumeRequest, NodeStageVolumeRequest,
     NodeUnpublishVolumeRequest, NodeUnstageVolumeRequest, Secrets, UsageUnit, VolumeCapability,
     VolumeId,
@@ -57,15 +57,25 @@ fn publish(
 }
 
 fn unpublish(v: &VolumeId, target: &NodePath) -> NodeUnpublishVolumeRequest {
-    NodeUnpublishVolumeRequest { volume_id: v.clone(), target_path: target.clone() }
+    NodeUnpublishVolumeRequest {
+        volume_id: v.clone(),
+        target_path: target.clone(),
+    }
 }
 
 fn unstage(v: &VolumeId, staging: &NodePath) -> NodeUnstageVolumeRequest {
-    NodeUnstageVolumeRequest { volume_id: v.clone(), staging_target_path: staging.clone() }
+    NodeUnstageVolumeRequest {
+        volume_id: v.clone(),
+        staging_target_path: staging.clone(),
+    }
 }
 
 fn stats(v: &VolumeId, p: &NodePath) -> NodeGetVolumeStatsRequest {
-    NodeGetVolumeStatsRequest { volume_id: v.clone(), volume_path: p.clone(), staging_target_path: None }
+    NodeGetVolumeStatsRequest {
+        volume_id: v.clone(),
+        volume_path: p.clone(),
+        staging_target_path: None,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -75,8 +85,16 @@ async fn node_info_and_capabilities() {
     assert_eq!(info.node_id.as_str(), "node-1");
     assert_eq!(info.max_volumes_per_node, Some(7));
     let topo = info.accessible_topology.unwrap();
-    assert_eq!(topo.get("topology.local.csi.example.com/node"), Some("node-1"));
-    let caps = s.client.node_get_capabilities(NodeGetCapabilitiesRequest {}).await.unwrap().capabilities;
+    assert_eq!(
+        topo.get("topology.local.csi.example.com/node"),
+        Some("node-1")
+    );
+    let caps = s
+        .client
+        .node_get_capabilities(NodeGetCapabilitiesRequest {})
+        .await
+        .unwrap()
+        .capabilities;
     assert!(caps.contains(
         NodeCapabilities::STAGE_UNSTAGE_VOLUME
             | NodeCapabilities::GET_VOLUME_STATS
@@ -92,22 +110,65 @@ async fn node_errors_that_need_no_mount() {
     let missing = VolumeId::new("vol-nope").unwrap();
     let cap = VolumeCapability::mount(AccessMode::SingleNodeWriter);
     let (staging, target) = (s.path("staging"), s.path("target"));
-    assert_eq!(code(c.node_stage_volume(stage(&missing, &staging, &cap)).await), Code::NotFound);
-    assert_eq!(code(c.node_publish_volume(publish(&missing, Some(&staging), &target, &cap, false)).await), Code::NotFound);
-    assert_eq!(code(c.node_unpublish_volume(unpublish(&missing, &target)).await), Code::NotFound);
-    assert_eq!(code(c.node_unstage_volume(unstage(&missing, &staging)).await), Code::NotFound);
-    assert_eq!(code(c.node_get_volume_stats(stats(&missing, &target)).await), Code::NotFound);
-    let v = c.create_volume(mount_req("v", MIB)).await.unwrap().volume.volume_id;
+    assert_eq!(
+        code(c.node_stage_volume(stage(&missing, &staging, &cap)).await),
+        Code::NotFound
+    );
+    assert_eq!(
+        code(
+            c.node_publish_volume(publish(&missing, Some(&staging), &target, &cap, false))
+                .await
+        ),
+        Code::NotFound
+    );
+    assert_eq!(
+        code(c.node_unpublish_volume(unpublish(&missing, &target)).await),
+        Code::NotFound
+    );
+    assert_eq!(
+        code(c.node_unstage_volume(unstage(&missing, &staging)).await),
+        Code::NotFound
+    );
+    assert_eq!(
+        code(c.node_get_volume_stats(stats(&missing, &target)).await),
+        Code::NotFound
+    );
+    let v = c
+        .create_volume(mount_req("v", MIB))
+        .await
+        .unwrap()
+        .volume
+        .volume_id;
     // Not staged, no staging path, wrong access type.
-    assert_eq!(code(c.node_publish_volume(publish(&v, None, &target, &cap, false)).await), Code::FailedPrecondition);
-    assert_eq!(code(c.node_publish_volume(publish(&v, Some(&staging), &target, &cap, false)).await), Code::FailedPrecondition);
+    assert_eq!(
+        code(
+            c.node_publish_volume(publish(&v, None, &target, &cap, false))
+                .await
+        ),
+        Code::FailedPrecondition
+    );
+    assert_eq!(
+        code(
+            c.node_publish_volume(publish(&v, Some(&staging), &target, &cap, false))
+                .await
+        ),
+        Code::FailedPrecondition
+    );
     let block = VolumeCapability::block(AccessMode::SingleNodeWriter);
-    assert_eq!(code(c.node_stage_volume(stage(&v, &staging, &block)).await), Code::FailedPrecondition);
+    assert_eq!(
+        code(c.node_stage_volume(stage(&v, &staging, &block)).await),
+        Code::FailedPrecondition
+    );
     // Unpublishing or unstaging what is not there succeeds.
-    c.node_unpublish_volume(unpublish(&v, &target)).await.unwrap();
+    c.node_unpublish_volume(unpublish(&v, &target))
+        .await
+        .unwrap();
     c.node_unstage_volume(unstage(&v, &staging)).await.unwrap();
     // Stats of a volume that is not at the path.
-    assert_eq!(code(c.node_get_volume_stats(stats(&v, &target)).await), Code::NotFound);
+    assert_eq!(
+        code(c.node_get_volume_stats(stats(&v, &target)).await),
+        Code::NotFound
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -117,51 +178,96 @@ async fn mount_volume_life_cycle_with_real_bind_mounts() {
     }
     let s = Served::start(|_| {}).await;
     let c = &s.client;
-    let v = c.create_volume(mount_req("v", 8 * MIB)).await.unwrap().volume.volume_id;
+    let v = c
+        .create_volume(mount_req("v", 8 * MIB))
+        .await
+        .unwrap()
+        .volume
+        .volume_id;
     let data = s.state_dir().join("volumes").join(v.as_str());
     let cap = VolumeCapability::mount(AccessMode::SingleNodeWriter);
     let (staging, target, ro_target) = (s.path("staging"), s.path("pod-a"), s.path("pod-b"));
     fs::create_dir(staging.as_path()).unwrap();
 
-    c.node_stage_volume(stage(&v, &staging, &cap)).await.unwrap();
+    c.node_stage_volume(stage(&v, &staging, &cap))
+        .await
+        .unwrap();
     assert!(is_mounted(staging.as_path()));
-    c.node_stage_volume(stage(&v, &staging, &cap)).await.unwrap();
+    c.node_stage_volume(stage(&v, &staging, &cap))
+        .await
+        .unwrap();
     let other = VolumeCapability::mount(AccessMode::SingleNodeReaderOnly);
-    assert_eq!(code(c.node_stage_volume(stage(&v, &staging, &other)).await), Code::AlreadyExists);
+    assert_eq!(
+        code(c.node_stage_volume(stage(&v, &staging, &other)).await),
+        Code::AlreadyExists
+    );
 
-    c.node_publish_volume(publish(&v, Some(&staging), &target, &cap, false)).await.unwrap();
+    c.node_publish_volume(publish(&v, Some(&staging), &target, &cap, false))
+        .await
+        .unwrap();
     assert!(is_mounted(target.as_path()));
     fs::write(target.as_path().join("f.txt"), vec![7u8; 100_000]).unwrap();
-    assert_eq!(fs::read(data.join("f.txt")).unwrap().len(), 100_000, "the write reached the volume");
-    // Same arguments again: OK. Other arguments at the same target: ALREADY_EXISTS.
-    c.node_publish_volume(publish(&v, Some(&staging), &target, &cap, false)).await.unwrap();
     assert_eq!(
-        code(c.node_publish_volume(publish(&v, Some(&staging), &target, &cap, true)).await),
+        fs::read(data.join("f.txt")).unwrap().len(),
+        100_000,
+        "the write reached the volume"
+    );
+    // Same arguments again: OK. Other arguments at the same target: ALREADY_EXISTS.
+    c.node_publish_volume(publish(&v, Some(&staging), &target, &cap, false))
+        .await
+        .unwrap();
+    assert_eq!(
+        code(
+            c.node_publish_volume(publish(&v, Some(&staging), &target, &cap, true))
+                .await
+        ),
         Code::AlreadyExists
     );
 
     // A read-only publish is a read-only bind mount.
-    c.node_publish_volume(publish(&v, Some(&staging), &ro_target, &cap, true)).await.unwrap();
-    assert_eq!(fs::read(ro_target.as_path().join("f.txt")).unwrap().len(), 100_000);
+    c.node_publish_volume(publish(&v, Some(&staging), &ro_target, &cap, true))
+        .await
+        .unwrap();
+    assert_eq!(
+        fs::read(ro_target.as_path().join("f.txt")).unwrap().len(),
+        100_000
+    );
     let err = fs::write(ro_target.as_path().join("g.txt"), b"x").unwrap_err();
     assert_eq!(err.raw_os_error(), Some(30), "EROFS, got {err}");
 
     // Stats from the filesystem: bytes within the quota and inodes.
     let st = c.node_get_volume_stats(stats(&v, &target)).await.unwrap();
-    let bytes = st.usage.iter().find(|u| u.unit == UsageUnit::Bytes).unwrap();
+    let bytes = st
+        .usage
+        .iter()
+        .find(|u| u.unit == UsageUnit::Bytes)
+        .unwrap();
     assert_eq!(bytes.total, 8 * MIB);
     assert!(bytes.used >= 100_000, "{bytes:?}");
     assert!(bytes.available <= 8 * MIB - bytes.used);
-    let inodes = st.usage.iter().find(|u| u.unit == UsageUnit::Inodes).unwrap();
+    let inodes = st
+        .usage
+        .iter()
+        .find(|u| u.unit == UsageUnit::Inodes)
+        .unwrap();
     assert!(inodes.total > 0 && inodes.used > 0, "{inodes:?}");
     assert!(!st.volume_condition.unwrap().abnormal);
     // Staged paths have stats too.
     c.node_get_volume_stats(stats(&v, &staging)).await.unwrap();
 
     // In use: cannot delete, cannot unstage.
-    let del = DeleteVolumeRequest { volume_id: v.clone(), secrets: Secrets::default() };
-    assert_eq!(code(c.delete_volume(del.clone()).await), Code::FailedPrecondition);
-    assert_eq!(code(c.node_unstage_volume(unstage(&v, &staging)).await), Code::FailedPrecondition);
+    let del = DeleteVolumeRequest {
+        volume_id: v.clone(),
+        secrets: Secrets::default(),
+    };
+    assert_eq!(
+        code(c.delete_volume(del.clone()).await),
+        Code::FailedPrecondition
+    );
+    assert_eq!(
+        code(c.node_unstage_volume(unstage(&v, &staging)).await),
+        Code::FailedPrecondition
+    );
 
     // NodeExpandVolume after a controller expansion.
     c.controller_expand_volume(ControllerExpandVolumeRequest {
@@ -175,13 +281,25 @@ async fn mount_volume_life_cycle_with_real_bind_mounts() {
     let expand = |bytes: u64| NodeExpandVolumeRequest {
         volume_id: v.clone(),
         volume_path: target.clone(),
-        capacity_range: Some(CapacityRange { required_bytes: Some(bytes), limit_bytes: None }),
+        capacity_range: Some(CapacityRange {
+            required_bytes: Some(bytes),
+            limit_bytes: None,
+        }),
         staging_target_path: Some(staging.clone()),
         volume_capability: Some(cap.clone()),
         secrets: Secrets::default(),
     };
-    assert_eq!(c.node_expand_volume(expand(16 * MIB)).await.unwrap().capacity_bytes, Some(16 * MIB));
-    assert_eq!(code(c.node_expand_volume(expand(32 * MIB)).await), Code::OutOfRange);
+    assert_eq!(
+        c.node_expand_volume(expand(16 * MIB))
+            .await
+            .unwrap()
+            .capacity_bytes,
+        Some(16 * MIB)
+    );
+    assert_eq!(
+        code(c.node_expand_volume(expand(32 * MIB)).await),
+        Code::OutOfRange
+    );
     let st = c.node_get_volume_stats(stats(&v, &target)).await.unwrap();
     assert_eq!(st.usage[0].total, 16 * MIB);
 
@@ -205,16 +323,30 @@ async fn single_node_single_writer_publishes_once_read_write() {
     let s = Served::start(|_| {}).await;
     let c = &s.client;
     let cap = VolumeCapability::mount(AccessMode::SingleNodeSingleWriter);
-    let v = c.create_volume(req("v", MIB, cap.clone())).await.unwrap().volume.volume_id;
+    let v = c
+        .create_volume(req("v", MIB, cap.clone()))
+        .await
+        .unwrap()
+        .volume
+        .volume_id;
     let (staging, a, b) = (s.path("staging"), s.path("a"), s.path("b"));
-    c.node_stage_volume(stage(&v, &staging, &cap)).await.unwrap();
-    c.node_publish_volume(publish(&v, Some(&staging), &a, &cap, false)).await.unwrap();
+    c.node_stage_volume(stage(&v, &staging, &cap))
+        .await
+        .unwrap();
+    c.node_publish_volume(publish(&v, Some(&staging), &a, &cap, false))
+        .await
+        .unwrap();
     assert_eq!(
-        code(c.node_publish_volume(publish(&v, Some(&staging), &b, &cap, false)).await),
+        code(
+            c.node_publish_volume(publish(&v, Some(&staging), &b, &cap, false))
+                .await
+        ),
         Code::FailedPrecondition
     );
     // A read-only second publish is allowed.
-    c.node_publish_volume(publish(&v, Some(&staging), &b, &cap, true)).await.unwrap();
+    c.node_publish_volume(publish(&v, Some(&staging), &b, &cap, true))
+        .await
+        .unwrap();
     for t in [&a, &b] {
         c.node_unpublish_volume(unpublish(&v, t)).await.unwrap();
     }
@@ -224,9 +356,16 @@ async fn single_node_single_writer_publishes_once_read_write() {
 /// The block device size the kernel reports for a device node, from sysfs.
 fn device_size(dev: &Path) -> (u64, String) {
     let rdev = fs::metadata(dev).unwrap().rdev();
-    let (major, minor) = ((rdev >> 8) & 0xfff, (rdev & 0xff) | ((rdev >> 12) & 0xfff00));
+    let (major, minor) = (
+        (rdev >> 8) & 0xfff,
+        (rdev & 0xff) | ((rdev >> 12) & 0xfff00),
+    );
     let sys = format!("/sys/dev/block/{major}:{minor}");
-    let sectors: u64 = fs::read_to_string(format!("{sys}/size")).unwrap().trim().parse().unwrap();
+    let sectors: u64 = fs::read_to_string(format!("{sys}/size"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     (sectors * 512, sys)
 }
 
@@ -237,7 +376,12 @@ async fn block_volume_is_published_as_a_loop_device() {
     }
     let s = Served::start(|_| {}).await;
     let c = &s.client;
-    let v = c.create_volume(block_req("b", 8 * MIB)).await.unwrap().volume.volume_id;
+    let v = c
+        .create_volume(block_req("b", 8 * MIB))
+        .await
+        .unwrap()
+        .volume
+        .volume_id;
     let img = s.state_dir().join("volumes").join(format!("{v}.img"));
     let cap = VolumeCapability::block(AccessMode::SingleNodeWriter);
     let (staging, target, ro_target) = (s.path("staging"), s.path("dev-rw"), s.path("dev-ro"));
@@ -249,14 +393,24 @@ async fn block_volume_is_published_as_a_loop_device() {
         }
         Err(e) => panic!("{e}"),
     }
-    c.node_publish_volume(publish(&v, Some(&staging), &target, &cap, false)).await.unwrap();
-    c.node_publish_volume(publish(&v, Some(&staging), &target, &cap, false)).await.unwrap();
+    c.node_publish_volume(publish(&v, Some(&staging), &target, &cap, false))
+        .await
+        .unwrap();
+    c.node_publish_volume(publish(&v, Some(&staging), &target, &cap, false))
+        .await
+        .unwrap();
     let meta = fs::metadata(target.as_path()).unwrap();
-    assert!(meta.file_type().is_block_device(), "a device node at the target");
+    assert!(
+        meta.file_type().is_block_device(),
+        "a device node at the target"
+    );
     let (size, sys) = device_size(target.as_path());
     assert_eq!(size, 8 * MIB);
     {
-        let mut dev = fs::OpenOptions::new().write(true).open(target.as_path()).unwrap();
+        let mut dev = fs::OpenOptions::new()
+            .write(true)
+            .open(target.as_path())
+            .unwrap();
         dev.seek(SeekFrom::Start(3 * MIB)).unwrap();
         dev.write_all(b"through the loop").unwrap();
         dev.sync_all().unwrap();
@@ -268,9 +422,15 @@ async fn block_volume_is_published_as_a_loop_device() {
     assert_eq!(&back, b"through the loop");
 
     // Read-only publish: a read-only loop device.
-    c.node_publish_volume(publish(&v, Some(&staging), &ro_target, &cap, true)).await.unwrap();
+    c.node_publish_volume(publish(&v, Some(&staging), &ro_target, &cap, true))
+        .await
+        .unwrap();
     let (_, ro_sys) = device_size(ro_target.as_path());
-    assert_eq!(fs::read_to_string(format!("{ro_sys}/ro")).unwrap().trim(), "1", "a read-only device");
+    assert_eq!(
+        fs::read_to_string(format!("{ro_sys}/ro")).unwrap().trim(),
+        "1",
+        "a read-only device"
+    );
     let write = fs::OpenOptions::new()
         .write(true)
         .open(ro_target.as_path())
@@ -313,11 +473,19 @@ async fn block_volume_is_published_as_a_loop_device() {
     }
     assert!(
         !Path::new(&format!("{sys}/loop/backing_file")).exists()
-            || fs::read_to_string(format!("{sys}/loop/backing_file")).unwrap().trim() != img.to_string_lossy(),
+            || fs::read_to_string(format!("{sys}/loop/backing_file"))
+                .unwrap()
+                .trim()
+                != img.to_string_lossy(),
         "the loop device was detached"
     );
     c.node_unstage_volume(unstage(&v, &staging)).await.unwrap();
-    c.delete_volume(DeleteVolumeRequest { volume_id: v, secrets: Secrets::default() }).await.unwrap();
+    c.delete_volume(DeleteVolumeRequest {
+        volume_id: v,
+        secrets: Secrets::default(),
+    })
+    .await
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -327,21 +495,40 @@ async fn publications_survive_a_driver_restart() {
     }
     let s = Served::start(|_| {}).await;
     let cap = VolumeCapability::mount(AccessMode::SingleNodeWriter);
-    let v = s.client.create_volume(mount_req("v", MIB)).await.unwrap().volume.volume_id;
+    let v = s
+        .client
+        .create_volume(mount_req("v", MIB))
+        .await
+        .unwrap()
+        .volume
+        .volume_id;
     let (staging, target) = (s.path("staging"), s.path("target"));
-    s.client.node_stage_volume(stage(&v, &staging, &cap)).await.unwrap();
-    s.client.node_publish_volume(publish(&v, Some(&staging), &target, &cap, false)).await.unwrap();
+    s.client
+        .node_stage_volume(stage(&v, &staging, &cap))
+        .await
+        .unwrap();
+    s.client
+        .node_publish_volume(publish(&v, Some(&staging), &target, &cap, false))
+        .await
+        .unwrap();
     let dir = s.stop().await;
     let cfg = local::Config::with_state_dir(dir.path().join("state"));
     let s = Served::start_in(dir, cfg).await;
     let c = &s.client;
     // The restarted driver knows the publication: same args OK, other args refused.
-    c.node_publish_volume(publish(&v, Some(&staging), &target, &cap, false)).await.unwrap();
+    c.node_publish_volume(publish(&v, Some(&staging), &target, &cap, false))
+        .await
+        .unwrap();
     assert_eq!(
-        code(c.node_publish_volume(publish(&v, Some(&staging), &target, &cap, true)).await),
+        code(
+            c.node_publish_volume(publish(&v, Some(&staging), &target, &cap, true))
+                .await
+        ),
         Code::AlreadyExists
     );
-    c.node_unpublish_volume(unpublish(&v, &target)).await.unwrap();
+    c.node_unpublish_volume(unpublish(&v, &target))
+        .await
+        .unwrap();
     assert!(!target.as_path().exists());
     c.node_unstage_volume(unstage(&v, &staging)).await.unwrap();
     assert!(!is_mounted(staging.as_path()));

@@ -49,7 +49,14 @@ impl Served {
             })
         };
         let client = connect(&endpoint).await;
-        Served { dir, client, endpoint, driver, stop: Some(stop), server: Some(server) }
+        Served {
+            dir,
+            client,
+            endpoint,
+            driver,
+            stop: Some(stop),
+            server: Some(server),
+        }
     }
 
     /// Stops the server and waits for it; returns the temp dir for a restart.
@@ -106,18 +113,29 @@ pub const MIB: u64 = 1 << 20;
 
 /// A mount-volume request of `bytes` (required only).
 pub fn mount_req(name: &str, bytes: u64) -> CreateVolumeRequest {
-    req(name, bytes, VolumeCapability::mount(AccessMode::SingleNodeWriter))
+    req(
+        name,
+        bytes,
+        VolumeCapability::mount(AccessMode::SingleNodeWriter),
+    )
 }
 
 /// A block-volume request of `bytes`.
 pub fn block_req(name: &str, bytes: u64) -> CreateVolumeRequest {
-    req(name, bytes, VolumeCapability::block(AccessMode::SingleNodeWriter))
+    req(
+        name,
+        bytes,
+        VolumeCapability::block(AccessMode::SingleNodeWriter),
+    )
 }
 
 pub fn req(name: &str, bytes: u64, cap: VolumeCapability) -> CreateVolumeRequest {
     CreateVolumeRequest {
         name: VolumeName::new(name).unwrap(),
-        capacity_range: Some(CapacityRange { required_bytes: Some(bytes), limit_bytes: None }),
+        capacity_range: Some(CapacityRange {
+            required_bytes: Some(bytes),
+            limit_bytes: None,
+        }),
         volume_capabilities: vec![cap],
         parameters: Map::new(),
         secrets: Secrets::default(),
