@@ -5,14 +5,18 @@
 //!    submessages, and mutated or random encodings of every message;
 //! 2. typed → proto → typed is the identity for every request and response,
 //!    and the proto survives a prost encode/decode unchanged;
-//! 3. every invalid field is reported with its field path: each request is
-//!    generated valid, one field is broken in one specific way, and the
-//!    `InvalidArgument` error must name exactly that field.
+//! 3. every invalid field is reported with its field path: each request and
+//!    response is generated valid, one field is broken in one specific way,
+//!    and the `InvalidArgument` error must name exactly that field;
+//! 4. every field the spec's comments mark REQUIRED (read from the spec's
+//!    protobuf when `../shared/reference` is present, else from
+//!    `proto/csi.proto`) is enforced: removed from a valid encoding at any
+//!    depth, it is reported by its path.
 //!
 //! 64 cases per property by default; set `PROPTEST_CASES` for more.
 #![cfg(feature = "proptest")]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::rc::Rc;
 
@@ -2729,6 +2733,399 @@ fn generated_values_follow_the_spec_rules() {
             Ok(())
         },
     );
+}
+
+// ---------------------------------------------------------------------------
+// 4. Every field the spec marks REQUIRED is enforced, and reported by path.
+//
+// The REQUIRED fields are read from the comments of the spec's protobuf (or,
+// without the spec, of `proto/csi.proto`, which carries the same comments).
+// For each generated valid message, each REQUIRED field that is present is
+// removed from the encoded bytes (at any depth), and the typed conversion
+// must fail naming exactly that field. Scalars (`bool`, `int64`) are skipped:
+// their zero value is a valid value on the wire.
+
+#[path = "../build/proto_model.rs"]
+mod proto_model;
+
+type FieldKey = (String, String);
+
+/// (message, field) of every field whose comment says it is REQUIRED.
+fn required_by_comments(src: &str) -> BTreeSet<FieldKey> {
+    let mut out = BTreeSet::new();
+    let mut stack: Vec<(String, String)> = Vec::new();
+    let mut comment = String::new();
+    for line in src.lines() {
+        let l = line.trim();
+        if let Some(c) = l.strip_prefix("//") {
+            comment.push(' ');
+            comment.push_str(c.trim());
+            continue;
+        }
+        if l.is_empty() {
+            continue;
+        }
+        let words: Vec<&str> = l.split_whitespace().collect();
+        let text = std::mem::take(&mut comment);
+        if matches!(
+            words[0],
+            "message" | "enum" | "oneof" | "service" | "extend"
+        ) && l.contains('{')
+        {
+            if !l.contains('}') {
+                stack.push((
+                    words[0].to_string(),
+                    words[1].trim_end_matches('{').to_string(),
+                ));
+            }
+            continue;
+        }
+        if l.starts_with('}') {
+            stack.pop();
+            continue;
+        }
+        if !matches!(stack.last(), Some((k, _)) if k == "message" || k == "oneof") {
+            continue;
+        }
+        // `[repeated|optional] TYPE NAME = N ...;` where TYPE may be `map<K, V>`.
+        let rest = l
+            .strip_prefix("repeated ")
+            .or_else(|| l.strip_prefix("optional "))
+            .unwrap_or(l);
+        let rest = match rest.find('>') {
+            Some(i) if rest.starts_with("map<") => &rest[i + 1..],
+            _ => rest.split_once(' ').map_or("", |(_, r)| r),
+        };
+        let Some(name) = rest.split_whitespace().next() else {
+            continue;
+        };
+        if text.contains("This field is REQUIRED") || text.contains("This is a REQUIRED field") {
+            let message: Vec<&str> = stack
+                .iter()
+                .filter(|(k, _)| k == "message")
+                .map(|(_, n)| n.as_str())
+                .collect();
+            out.insert((message.join("."), name.to_string()));
+        }
+    }
+    out
+}
+
+enum Kind {
+    Message(String),
+    Enum,
+    Scalar,
+}
+
+/// Resolves a field type as protoc does: innermost scope first.
+fn resolve(model: &proto_model::ProtoModel, scope: &str, ty: &str) -> Kind {
+    if ty.starts_with(".google.protobuf.") || ty.starts_with("google.protobuf.") {
+        return Kind::Message(String::new());
+    }
+    let mut scope = scope.to_string();
+    loop {
+        let candidate = if scope.is_empty() {
+            ty.to_string()
+        } else {
+            format!("{scope}.{ty}")
+        };
+        if model.messages.contains_key(&candidate) {
+            return Kind::Message(candidate);
+        }
+        if model.enums.contains_key(&candidate) {
+            return Kind::Enum;
+        }
+        if scope.is_empty() {
+            return Kind::Scalar;
+        }
+        scope = scope
+            .rsplit_once('.')
+            .map_or(String::new(), |(s, _)| s.to_string());
+    }
+}
+
+/// One field occurrence in an encoding: number, byte range, payload range.
+struct WireField {
+    number: u32,
+    start: usize,
+    end: usize,
+    payload: Option<(usize, usize)>,
+}
+
+fn read_varint(b: &[u8], at: &mut usize) -> u64 {
+    let mut v = 0;
+    let mut shift = 0;
+    loop {
+        let byte = b[*at];
+        *at += 1;
+        v |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return v;
+        }
+        shift += 7;
+    }
+}
+
+fn wire_fields(b: &[u8]) -> Vec<WireField> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < b.len() {
+        let start = at;
+        let tag = read_varint(b, &mut at);
+        let payload = match tag & 7 {
+            0 => {
+                read_varint(b, &mut at);
+                None
+            }
+            1 => {
+                at += 8;
+                None
+            }
+            2 => {
+                let n = read_varint(b, &mut at) as usize;
+                at += n;
+                Some((at - n, at))
+            }
+            5 => {
+                at += 4;
+                None
+            }
+            t => panic!("unexpected wire type {t}"),
+        };
+        out.push(WireField {
+            number: (tag >> 3) as u32,
+            start,
+            end: at,
+            payload,
+        });
+    }
+    out
+}
+
+fn without(b: &[u8], number: u32) -> Vec<u8> {
+    wire_fields(b)
+        .iter()
+        .filter(|f| f.number != number)
+        .flat_map(|f| b[f.start..f.end].to_vec())
+        .collect()
+}
+
+/// `b` with the payload of the first occurrence of `number` replaced.
+fn with_first_payload(b: &[u8], number: u32, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut done = false;
+    for f in wire_fields(b) {
+        if f.number == number && !done {
+            done = true;
+            prost::encoding::encode_key(
+                number,
+                prost::encoding::WireType::LengthDelimited,
+                &mut out,
+            );
+            prost::encoding::encode_varint(payload.len() as u64, &mut out);
+            out.extend_from_slice(payload);
+        } else {
+            out.extend_from_slice(&b[f.start..f.end]);
+        }
+    }
+    out
+}
+
+struct Spec {
+    model: proto_model::ProtoModel,
+    required: BTreeSet<FieldKey>,
+}
+
+impl Spec {
+    fn load() -> (Spec, &'static str) {
+        let spec_path = std::fs::canonicalize(env!("CARGO_MANIFEST_DIR"))
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into())
+            .join("../../../shared/reference/csi-spec-v1.12.0.md");
+        let (src, from) = match std::fs::read_to_string(spec_path) {
+            Ok(md) => (proto_model::protobuf_blocks(&md), "the CSI v1.12 spec"),
+            Err(_) => (
+                std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/proto/csi.proto"))
+                    .unwrap(),
+                "proto/csi.proto (the spec is absent)",
+            ),
+        };
+        let model = proto_model::parse(&src).expect("the protobuf parses");
+        let required = required_by_comments(&src);
+        for (m, f) in &required {
+            assert!(
+                model
+                    .messages
+                    .get(m)
+                    .is_some_and(|msg| msg.fields.iter().any(|x| &x.name == f)),
+                "REQUIRED comment on {m}.{f}, which the model does not have"
+            );
+        }
+        (Spec { model, required }, from)
+    }
+
+    /// The REQUIRED fields whose absence is visible on the wire.
+    fn checkable(&self) -> BTreeSet<FieldKey> {
+        self.required
+            .iter()
+            .filter(|(m, f)| {
+                let field = self.model.messages[m]
+                    .fields
+                    .iter()
+                    .find(|x| &x.name == f)
+                    .unwrap();
+                field.label == "repeated"
+                    || field.label == "map"
+                    || field.ty == "string"
+                    || field.ty == "bytes"
+                    || !matches!(resolve(&self.model, m, &field.ty), Kind::Scalar)
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Every way of removing one present REQUIRED field from `bytes` (a
+    /// `message`), as (expected error path, spec field, damaged bytes).
+    fn removals(
+        &self,
+        message: &str,
+        bytes: &[u8],
+        prefix: &str,
+        out: &mut Vec<(String, FieldKey, Vec<u8>)>,
+    ) {
+        let present = wire_fields(bytes);
+        for f in &self.model.messages[message].fields {
+            let Some(first) = present.iter().find(|w| w.number == f.number) else {
+                continue;
+            };
+            let path = if prefix.is_empty() {
+                f.name.clone()
+            } else {
+                format!("{prefix}.{}", f.name)
+            };
+            let key = (message.to_string(), f.name.clone());
+            let kind = resolve(&self.model, message, &f.ty);
+            let scalar = matches!(kind, Kind::Scalar) && f.ty != "string" && f.ty != "bytes";
+            if self.required.contains(&key)
+                && (f.label == "repeated" || f.label == "map" || !scalar)
+            {
+                out.push((path.clone(), key, without(bytes, f.number)));
+            }
+            if let (Kind::Message(child), Some((s, e))) = (kind, first.payload)
+                && !child.is_empty()
+                && f.label != "map"
+            {
+                let child_prefix = if f.label == "repeated" {
+                    format!("{path}[0]")
+                } else {
+                    path
+                };
+                let mut inner = Vec::new();
+                self.removals(&child, &bytes[s..e], &child_prefix, &mut inner);
+                for (p, k, payload) in inner {
+                    out.push((p, k, with_first_payload(bytes, f.number, &payload)));
+                }
+            }
+        }
+    }
+}
+
+fn required_enforced<T, P>(spec: &Spec, seen: &std::cell::RefCell<BTreeSet<FieldKey>>)
+where
+    T: Arbitrary + Into<P> + TryFrom<P, Error = CsiError> + Debug,
+    P: prost::Message + Default,
+{
+    // `csi_types::proto::CreateVolumeRequest` -> `CreateVolumeRequest`.
+    let message = std::any::type_name::<P>().rsplit("::").next().unwrap();
+    assert!(
+        spec.model.messages.contains_key(message),
+        "{message} is not a top-level message"
+    );
+    run(message, any::<T>(), |typed| {
+        let wire: P = typed.into();
+        let mut removals = Vec::new();
+        spec.removals(message, &wire.encode_to_vec(), "", &mut removals);
+        for (path, key, bytes) in removals {
+            let damaged =
+                P::decode(bytes.as_slice()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            match T::try_from(damaged) {
+                Err(CsiError::InvalidArgument { field, .. }) => {
+                    prop_assert_eq!(&field, &path, "{}.{} removed", key.0, key.1)
+                }
+                other => prop_assert!(
+                    false,
+                    "{}.{} removed at {path}: got {other:?}",
+                    key.0,
+                    key.1
+                ),
+            }
+            seen.borrow_mut().insert(key);
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn every_required_field_of_the_spec_is_enforced() {
+    let (spec, from) = Spec::load();
+    let seen = std::cell::RefCell::new(BTreeSet::new());
+    macro_rules! each {
+        ($($typed:ty => $wire:ident),* $(,)?) => {
+            $(required_enforced::<$typed, proto::$wire>(&spec, &seen);)*
+        };
+    }
+    each!(
+        GetPluginInfoResponse => GetPluginInfoResponse,
+        CreateVolumeRequest => CreateVolumeRequest,
+        CreateVolumeResponse => CreateVolumeResponse,
+        DeleteVolumeRequest => DeleteVolumeRequest,
+        ControllerPublishVolumeRequest => ControllerPublishVolumeRequest,
+        ControllerUnpublishVolumeRequest => ControllerUnpublishVolumeRequest,
+        ValidateVolumeCapabilitiesRequest => ValidateVolumeCapabilitiesRequest,
+        ValidateVolumeCapabilitiesResponse => ValidateVolumeCapabilitiesResponse,
+        ListVolumesResponse => ListVolumesResponse,
+        ControllerGetVolumeRequest => ControllerGetVolumeRequest,
+        ControllerGetVolumeResponse => ControllerGetVolumeResponse,
+        ControllerModifyVolumeRequest => ControllerModifyVolumeRequest,
+        GetCapacityRequest => GetCapacityRequest,
+        CreateSnapshotRequest => CreateSnapshotRequest,
+        CreateSnapshotResponse => CreateSnapshotResponse,
+        DeleteSnapshotRequest => DeleteSnapshotRequest,
+        ListSnapshotsResponse => ListSnapshotsResponse,
+        GetSnapshotRequest => GetSnapshotRequest,
+        GetSnapshotResponse => GetSnapshotResponse,
+        ControllerExpandVolumeRequest => ControllerExpandVolumeRequest,
+        NodeStageVolumeRequest => NodeStageVolumeRequest,
+        NodeUnstageVolumeRequest => NodeUnstageVolumeRequest,
+        NodePublishVolumeRequest => NodePublishVolumeRequest,
+        NodeUnpublishVolumeRequest => NodeUnpublishVolumeRequest,
+        NodeGetVolumeStatsRequest => NodeGetVolumeStatsRequest,
+        NodeGetVolumeStatsResponse => NodeGetVolumeStatsResponse,
+        NodeExpandVolumeRequest => NodeExpandVolumeRequest,
+        NodeGetInfoResponse => NodeGetInfoResponse,
+        CreateVolumeGroupSnapshotRequest => CreateVolumeGroupSnapshotRequest,
+        CreateVolumeGroupSnapshotResponse => CreateVolumeGroupSnapshotResponse,
+        DeleteVolumeGroupSnapshotRequest => DeleteVolumeGroupSnapshotRequest,
+        GetVolumeGroupSnapshotRequest => GetVolumeGroupSnapshotRequest,
+        GetVolumeGroupSnapshotResponse => GetVolumeGroupSnapshotResponse,
+        GetMetadataAllocatedRequest => GetMetadataAllocatedRequest,
+        GetMetadataDeltaRequest => GetMetadataDeltaRequest,
+        BlockMetadataResponse => GetMetadataAllocatedResponse,
+        BlockMetadataResponse => GetMetadataDeltaResponse,
+    );
+    let checkable = spec.checkable();
+    let seen = seen.into_inner();
+    println!(
+        "REQUIRED fields from {from}: {} marked, {} visible on the wire, {} removed and reported by path",
+        spec.required.len(),
+        checkable.len(),
+        seen.len()
+    );
+    let missed: Vec<_> = checkable.difference(&seen).collect();
+    assert!(
+        missed.is_empty(),
+        "REQUIRED fields never exercised: {missed:?}"
+    );
+    assert!(seen.len() > 40, "{seen:?}");
 }
 
 // ---------------------------------------------------------------------------
