@@ -78,3 +78,8 @@ pub async fn serve(
         .await
         .map_err(|e| e.to_string())
 }
+
+// The README's Rust examples compile as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
