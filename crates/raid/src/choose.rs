@@ -105,8 +105,29 @@ fn gib(b: u64) -> String {
 }
 
 /// Choose a layout; see the module documentation for the rules. The error
-/// says which rule excluded each option.
+/// says which rule excluded each option. Emits a `tracing` span
+/// `choose_layout` with the request and a debug event with the outcome.
 pub fn choose_layout(req: &LayoutRequest) -> Result<LayoutChoice> {
+    let span = tracing::debug_span!(
+        "choose_layout",
+        size_bytes = req.size_bytes,
+        drives = req.drive_bytes.len(),
+        redundancy = req.redundancy,
+        striping = req.striping,
+        max_drives = req.max_drives
+    );
+    let _guard = span.enter();
+    let result = choose_layout_inner(req);
+    match &result {
+        Ok(c) => {
+            tracing::debug!(kind = ?c.kind, drives = ?c.drives, usable_bytes = c.usable_bytes, "layout chosen")
+        }
+        Err(e) => tracing::debug!(error = %e, "no layout fits"),
+    }
+    result
+}
+
+fn choose_layout_inner(req: &LayoutRequest) -> Result<LayoutChoice> {
     if req.size_bytes == 0 {
         return Err(RaidError::NoLayoutFits(
             "size_bytes must be positive".into(),

@@ -274,6 +274,16 @@ impl Geometry {
                 ),
             ));
         }
+        // Keep every sum and byte count md could form within 64 bits.
+        let total = member_sectors
+            .iter()
+            .try_fold(0u64, |a, &s| a.checked_add(s));
+        if total.is_none_or(|t| t > u64::MAX / 512) {
+            return Err(geom_err(
+                "member_sectors",
+                "the members' total size must stay below 2^55 sectors (2^64 bytes)",
+            ));
+        }
         if let Some(i) = member_sectors.iter().position(|&s| s == 0) {
             return Err(geom_err(format!("member_sectors[{i}]"), "must be positive"));
         }

@@ -369,3 +369,42 @@ fn mttdl_matches_closed_forms() {
     let m0 = FailureModel::new(&g0).mttdl(p).unwrap().hours;
     assert!((m0 - p.mttf_hours / 4.0).abs() < 1e-6);
 }
+
+proptest! {
+    #![proptest_config(cases(256))]
+
+    /// Parsers of untrusted input (StorageClass parameters, CLI arguments)
+    /// return errors, never panic, whatever the text.
+    #[test]
+    fn parsers_never_panic(text in ".{0,24}", digits in "[nfo0-9]{0,8}") {
+        let _ = text.parse::<raid::Level>();
+        for level in [raid::Level::Raid0, raid::Level::Raid1, raid::Level::Raid4, raid::Level::Raid5, raid::Level::Raid6, raid::Level::Raid10] {
+            for t in [&text, &digits] {
+                if let Ok(l) = Layout::parse(level, t) {
+                    prop_assert_eq!(l.level(), level);
+                }
+            }
+        }
+    }
+
+    /// Any numbers given to the geometry constructor and the mapping
+    /// functions produce a value or an error, never a panic.
+    #[test]
+    fn geometry_never_panics(
+        (layout, n) in layout_and_members(),
+        extra in 0usize..3,
+        chunk in prop_oneof![Just(0u64), 1u64..70, Just(u64::MAX)],
+        sizes in prop::collection::vec(prop_oneof![0u64..200, Just(u64::MAX / 2)], 12),
+        probes in prop::collection::vec(any::<u64>(), 4),
+    ) {
+        let members = &sizes[..(n + extra).min(12)];
+        if let Ok(g) = Geometry::new(layout, chunk, members) {
+            for &x in &probes {
+                let _ = g.map(x % (g.array_sectors() + 2));
+                let _ = g.unmap(x as usize % (g.members() + 1), x % 300);
+                let _ = g.map_range(x % 300, x % 50);
+                let _ = g.stripe_layout(x % 40);
+            }
+        }
+    }
+}
