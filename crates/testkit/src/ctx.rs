@@ -130,7 +130,8 @@ impl Discovered {
         {
             d.controller = r.capabilities;
         }
-        if d.plugin.contains(PluginCapabilities::GROUP_CONTROLLER_SERVICE)
+        if d.plugin
+            .contains(PluginCapabilities::GROUP_CONTROLLER_SERVICE)
             && let Ok(r) =
                 Csi::group_controller_get_capabilities(controller, Default::default()).await
         {
@@ -333,7 +334,9 @@ impl Ctx {
         if self.found().node.contains(cap) {
             Ok(())
         } else {
-            Err(CaseError::Skip(format!("the node does not advertise {what}")))
+            Err(CaseError::Skip(format!(
+                "the node does not advertise {what}"
+            )))
         }
     }
 
@@ -397,9 +400,7 @@ pub fn ok_raw<P>(rpc: &str, r: Result<P, CsiError>) -> Result<P, CaseError> {
 /// Passes when the call failed with `want`.
 pub fn code<P>(rpc: &str, r: Result<P, CsiError>, want: Code) -> CaseResult {
     match r {
-        Ok(_) => Err(CaseError::Fail(format!(
-            "{rpc}: expected {want}, got OK"
-        ))),
+        Ok(_) => Err(CaseError::Fail(format!("{rpc}: expected {want}, got OK"))),
         Err(e) if e.code() == want => Ok(()),
         Err(e) => Err(CaseError::Fail(format!(
             "{rpc}: expected {want}, got {}",

@@ -117,7 +117,8 @@ impl Suite {
                 case.name,
             );
             let start = Instant::now();
-            let body = tokio::time::timeout(self.config.case_timeout, (case.run)(ctx.clone())).await;
+            let body =
+                tokio::time::timeout(self.config.case_timeout, (case.run)(ctx.clone())).await;
             let mut outcome = match body {
                 Ok(Ok(())) => Outcome::Pass,
                 Ok(Err(CaseError::Fail(r))) => Outcome::Fail(r),
@@ -129,10 +130,7 @@ impl Suite {
             };
             let leftovers = ctx.cleanup().await;
             if !leftovers.is_empty() && !outcome.is_fail() {
-                outcome = Outcome::Fail(format!(
-                    "cleanup failed: {}",
-                    leftovers.join("; ")
-                ));
+                outcome = Outcome::Fail(format!("cleanup failed: {}", leftovers.join("; ")));
             }
             let result = CaseResult {
                 name: case.name.to_string(),

@@ -182,12 +182,15 @@ pub struct MemDriver {
 /// entries are added or deleted between pages.
 const TOKEN_PREFIX: &str = "after:";
 
+/// One page of entries and the token of the next.
+type Page<T> = (Vec<(String, T)>, Option<String>);
+
 fn page<T: Clone>(
     items: &BTreeMap<String, T>,
     max_entries: Option<u32>,
     token: Option<&str>,
     keep: impl Fn(&str, &T) -> bool,
-) -> Result<(Vec<(String, T)>, Option<String>), CsiError> {
+) -> Result<Page<T>, CsiError> {
     let start = match token {
         None => None,
         Some(t) => match t.strip_prefix(TOKEN_PREFIX) {
@@ -199,9 +202,9 @@ fn page<T: Clone>(
             }
         },
     };
-    let iter = items.iter().filter(|(k, v)| {
-        start.as_deref().is_none_or(|s| k.as_str() > s) && keep(k.as_str(), v)
-    });
+    let iter = items
+        .iter()
+        .filter(|(k, v)| start.as_deref().is_none_or(|s| k.as_str() > s) && keep(k.as_str(), v));
     let max = max_entries.map_or(usize::MAX, |m| m as usize);
     let mut out: Vec<(String, T)> = Vec::new();
     let mut more = false;
@@ -396,13 +399,17 @@ impl Provisioner for MemDriver {
             Some(VolumeContentSource::Snapshot(s)) => {
                 st.snapshots
                     .get(s.as_str())
-                    .ok_or_else(|| CsiError::not_found(format!("source snapshot {s} does not exist")))?
+                    .ok_or_else(|| {
+                        CsiError::not_found(format!("source snapshot {s} does not exist"))
+                    })?
                     .size
             }
             Some(VolumeContentSource::Volume(s)) => {
                 st.volumes
                     .get(s.as_str())
-                    .ok_or_else(|| CsiError::not_found(format!("source volume {s} does not exist")))?
+                    .ok_or_else(|| {
+                        CsiError::not_found(format!("source volume {s} does not exist"))
+                    })?
                     .capacity
             }
         };
@@ -579,7 +586,11 @@ impl Snapshotter for MemDriver {
         req: CreateSnapshotRequest,
     ) -> Result<CreateSnapshotResponse, CsiError> {
         let mut st = self.state();
-        if let Some((id, s)) = st.snapshots.iter().find(|(_, s)| s.name == req.name.as_str()) {
+        if let Some((id, s)) = st
+            .snapshots
+            .iter()
+            .find(|(_, s)| s.name == req.name.as_str())
+        {
             if s.source != req.source_volume_id.as_str() {
                 return Err(CsiError::already_exists(format!(
                     "snapshot {:?} exists as {id} of volume {}",
@@ -741,7 +752,9 @@ impl Node for MemDriver {
         let mut st = self.state();
         let v = st.vol(&req.volume_id)?;
         let staging = req.staging_target_path.as_ref().ok_or_else(|| {
-            CsiError::failed_precondition("staging_target_path is REQUIRED: this plugin stages volumes")
+            CsiError::failed_precondition(
+                "staging_target_path is REQUIRED: this plugin stages volumes",
+            )
         })?;
         if !v.staged.contains_key(staging.as_str()) {
             return Err(CsiError::failed_precondition(format!(
@@ -793,8 +806,10 @@ impl Node for MemDriver {
     }
 
     async fn node_get_info(&self, _: NodeGetInfoRequest) -> Result<NodeGetInfoResponse, CsiError> {
-        Ok(NodeGetInfoResponse::new(NodeId::new(self.config.node_id.clone())?)
-            .with_max_volumes(self.config.max_volumes_per_node))
+        Ok(
+            NodeGetInfoResponse::new(NodeId::new(self.config.node_id.clone())?)
+                .with_max_volumes(self.config.max_volumes_per_node),
+        )
     }
 }
 
@@ -978,12 +993,15 @@ impl GroupController for MemDriver {
         req: GetVolumeGroupSnapshotRequest,
     ) -> Result<GetVolumeGroupSnapshotResponse, CsiError> {
         let st = self.state();
-        let g = st.groups.get(req.group_snapshot_id.as_str()).ok_or_else(|| {
-            CsiError::not_found(format!(
-                "group snapshot {} does not exist",
-                req.group_snapshot_id
-            ))
-        })?;
+        let g = st
+            .groups
+            .get(req.group_snapshot_id.as_str())
+            .ok_or_else(|| {
+                CsiError::not_found(format!(
+                    "group snapshot {} does not exist",
+                    req.group_snapshot_id
+                ))
+            })?;
         check_members(&g.members, &req.snapshot_ids)?;
         Ok(GetVolumeGroupSnapshotResponse::new(
             st.group(req.group_snapshot_id.as_str(), g)?,

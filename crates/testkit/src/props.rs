@@ -13,7 +13,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use csi_types::ControllerCapabilities as CC;
 use csi_types::NodeCapabilities as NC;
@@ -278,7 +279,11 @@ impl Seq<'_> {
         }
         match self.m.vols.get(&slot) {
             Some(v) => {
-                let fits = if v.cap > 0 { v.cap >= required } else { v.requested >= required };
+                let fits = if v.cap > 0 {
+                    v.cap >= required
+                } else {
+                    v.requested >= required
+                };
                 if fits && v.source == key {
                     let resp: csi_types::CreateVolumeResponse =
                         crate::ctx::ok(what, r).map_err(case_text)?;
@@ -301,11 +306,15 @@ impl Seq<'_> {
                     return Err(format!("{what}: returned {id}, an id deleted earlier"));
                 }
                 if self.m.vols.values().any(|v| v.id == id) {
-                    return Err(format!("{what}: a new name returned {id}, the id of another volume"));
+                    return Err(format!(
+                        "{what}: a new name returned {id}, the id of another volume"
+                    ));
                 }
                 let cap = resp.volume.capacity_bytes;
                 if cap != 0 && cap < required {
-                    return Err(format!("{what}: capacity_bytes {cap} is below required_bytes {required}"));
+                    return Err(format!(
+                        "{what}: capacity_bytes {cap} is below required_bytes {required}"
+                    ));
                 }
                 self.m.vols.insert(
                     slot,
@@ -338,8 +347,13 @@ impl Seq<'_> {
             if self.m.vols.get(&slot).is_some_and(ok) {
                 return Some(slot);
             }
-            let eligible: Vec<u8> =
-                self.m.vols.iter().filter(|(_, v)| ok(v)).map(|(k, _)| *k).collect();
+            let eligible: Vec<u8> = self
+                .m
+                .vols
+                .iter()
+                .filter(|(_, v)| ok(v))
+                .map(|(k, _)| *k)
+                .collect();
             (!eligible.is_empty()).then(|| eligible[slot as usize % eligible.len()])
         };
         let any = |_: &MVol| true;
@@ -347,24 +361,32 @@ impl Seq<'_> {
             // Publishing, snapshotting and expanding go to a volume that
             // exists when there is one (a slot that has none tests NOT_FOUND).
             Op::Publish { slot, readonly } => Some(Op::Publish {
-                slot: pick(slot, &|v| v.published.is_none()).or_else(|| pick(slot, &any)).unwrap_or(slot),
+                slot: pick(slot, &|v| v.published.is_none())
+                    .or_else(|| pick(slot, &any))
+                    .unwrap_or(slot),
                 readonly,
             }),
             Op::Snapshot { snap, slot } => pick(slot, &any).map(|slot| Op::Snapshot { snap, slot }),
-            Op::Expand { slot, mult } => Some(Op::Expand { slot: pick(slot, &any).unwrap_or(slot), mult }),
-            Op::Stage { slot } => pick(slot, &|v| (!publishes || v.published.is_some()) && !v.staged)
-                .or_else(|| pick(slot, &|v| !publishes || v.published.is_some()))
-                .map(|slot| Op::Stage { slot }),
+            Op::Expand { slot, mult } => Some(Op::Expand {
+                slot: pick(slot, &any).unwrap_or(slot),
+                mult,
+            }),
+            Op::Stage { slot } => pick(slot, &|v| {
+                (!publishes || v.published.is_some()) && !v.staged
+            })
+            .or_else(|| pick(slot, &|v| !publishes || v.published.is_some()))
+            .map(|slot| Op::Stage { slot }),
             Op::Unstage { slot } => pick(slot, &|v| v.staged && v.node_published.is_none())
                 .map(|slot| Op::Unstage { slot }),
             Op::NodePublish { slot, readonly } => pick(slot, &|v| {
                 (!stages || v.staged)
                     && (!publishes || v.published.is_some())
-                    && !(v.published == Some(true) && !readonly)
+                    && (readonly || v.published != Some(true))
             })
             .map(|slot| Op::NodePublish { slot, readonly }),
-            Op::NodeUnpublish { slot } => pick(slot, &|v| v.node_published.is_some())
-                .map(|slot| Op::NodeUnpublish { slot }),
+            Op::NodeUnpublish { slot } => {
+                pick(slot, &|v| v.node_published.is_some()).map(|slot| Op::NodeUnpublish { slot })
+            }
             Op::Unpublish { slot } => pick(slot, &|v| {
                 v.published.is_some() && !v.staged && v.node_published.is_none()
             })
@@ -391,10 +413,13 @@ impl Seq<'_> {
                 };
                 let src = proto::VolumeContentSource {
                     r#type: Some(proto::volume_content_source::Type::Volume(
-                        proto::volume_content_source::VolumeSource { volume_id: id.clone() },
+                        proto::volume_content_source::VolumeSource {
+                            volume_id: id.clone(),
+                        },
                     )),
                 };
-                self.create(slot, cap, Some((format!("volume:{id}"), src)), missing).await
+                self.create(slot, cap, Some((format!("volume:{id}"), src)), missing)
+                    .await
             }
             Op::Restore { slot, snap } => {
                 if !cc.contains(CC::CREATE_DELETE_SNAPSHOT) {
@@ -403,17 +428,24 @@ impl Seq<'_> {
                 let (id, cap, missing) = match self.m.snaps.get(&snap) {
                     Some(s) => (s.id.clone(), s.size.max(size), false),
                     None => (
-                        self.m.last_snap.get(&snap).cloned().unwrap_or_else(|| UNKNOWN_ID.into()),
+                        self.m
+                            .last_snap
+                            .get(&snap)
+                            .cloned()
+                            .unwrap_or_else(|| UNKNOWN_ID.into()),
                         size,
                         true,
                     ),
                 };
                 let src = proto::VolumeContentSource {
                     r#type: Some(proto::volume_content_source::Type::Snapshot(
-                        proto::volume_content_source::SnapshotSource { snapshot_id: id.clone() },
+                        proto::volume_content_source::SnapshotSource {
+                            snapshot_id: id.clone(),
+                        },
                     )),
                 };
-                self.create(slot, cap, Some((format!("snapshot:{id}"), src)), missing).await
+                self.create(slot, cap, Some((format!("snapshot:{id}"), src)), missing)
+                    .await
             }
             Op::Delete { slot } => {
                 let id = match self.m.vols.get(&slot) {
@@ -424,7 +456,10 @@ impl Seq<'_> {
                 let r = self
                     .c
                     .ctl()
-                    .delete_volume(proto::DeleteVolumeRequest { volume_id: id.clone(), ..Default::default() })
+                    .delete_volume(proto::DeleteVolumeRequest {
+                        volume_id: id.clone(),
+                        ..Default::default()
+                    })
                     .await;
                 expect_ok(&format!("DeleteVolume({id})"), r)?;
                 if self.m.vols.remove(&slot).is_some() {
@@ -442,7 +477,12 @@ impl Seq<'_> {
                     Some(v) => (v.id.clone(), Some(v.published)),
                     None => (self.gone_id(slot), None),
                 };
-                let attached = self.m.vols.values().filter(|v| v.published.is_some()).count() as u64;
+                let attached = self
+                    .m
+                    .vols
+                    .values()
+                    .filter(|v| v.published.is_some())
+                    .count() as u64;
                 let r = self
                     .c
                     .ctl()
@@ -457,7 +497,9 @@ impl Seq<'_> {
                 let what = "ControllerPublishVolume";
                 match state {
                     None => expect_code(what, r, Code::NotFound).map(Some),
-                    Some(Some(ro)) if ro != readonly => expect_code(what, r, Code::AlreadyExists).map(Some),
+                    Some(Some(ro)) if ro != readonly => {
+                        expect_code(what, r, Code::AlreadyExists).map(Some)
+                    }
                     Some(Some(_)) => {
                         let resp = expect_ok(what, r)?;
                         let v = self.m.vols.get(&slot).expect("present");
@@ -487,7 +529,9 @@ impl Seq<'_> {
                 if !cc.contains(CC::PUBLISH_UNPUBLISH_VOLUME) {
                     return Ok(None);
                 }
-                let Some(v) = self.m.vols.get(&slot) else { return Ok(None) };
+                let Some(v) = self.m.vols.get(&slot) else {
+                    return Ok(None);
+                };
                 if v.staged || v.node_published.is_some() {
                     return Ok(None);
                 }
@@ -508,7 +552,9 @@ impl Seq<'_> {
                 if !nc.contains(NC::STAGE_UNSTAGE_VOLUME) {
                     return Ok(None);
                 }
-                let Some(v) = self.m.vols.get(&slot) else { return Ok(None) };
+                let Some(v) = self.m.vols.get(&slot) else {
+                    return Ok(None);
+                };
                 if cc.contains(CC::PUBLISH_UNPUBLISH_VOLUME) && v.published.is_none() {
                     return Ok(None);
                 }
@@ -531,7 +577,9 @@ impl Seq<'_> {
                 if !nc.contains(NC::STAGE_UNSTAGE_VOLUME) {
                     return Ok(None);
                 }
-                let Some(v) = self.m.vols.get(&slot) else { return Ok(None) };
+                let Some(v) = self.m.vols.get(&slot) else {
+                    return Ok(None);
+                };
                 if v.node_published.is_some() {
                     return Ok(None);
                 }
@@ -548,9 +596,12 @@ impl Seq<'_> {
                 Ok(Some((Code::Ok, None)))
             }
             Op::NodePublish { slot, readonly } => {
-                let Some(v) = self.m.vols.get(&slot) else { return Ok(None) };
+                let Some(v) = self.m.vols.get(&slot) else {
+                    return Ok(None);
+                };
                 let staged_ok = !nc.contains(NC::STAGE_UNSTAGE_VOLUME) || v.staged;
-                let published_ok = !cc.contains(CC::PUBLISH_UNPUBLISH_VOLUME) || v.published.is_some();
+                let published_ok =
+                    !cc.contains(CC::PUBLISH_UNPUBLISH_VOLUME) || v.published.is_some();
                 if !staged_ok || !published_ok || (v.published == Some(true) && !readonly) {
                     return Ok(None);
                 }
@@ -561,7 +612,11 @@ impl Seq<'_> {
                     .node_publish_volume(proto::NodePublishVolumeRequest {
                         volume_id: v.id.clone(),
                         publish_context: v.publish_context.clone(),
-                        staging_target_path: if nc.contains(NC::STAGE_UNSTAGE_VOLUME) { self.staging(slot) } else { String::new() },
+                        staging_target_path: if nc.contains(NC::STAGE_UNSTAGE_VOLUME) {
+                            self.staging(slot)
+                        } else {
+                            String::new()
+                        },
                         target_path: target.clone(),
                         volume_capability: Some(rw()),
                         readonly,
@@ -570,19 +625,24 @@ impl Seq<'_> {
                     .await;
                 let what = "NodePublishVolume";
                 match v.node_published {
-                    Some(ro) if ro != readonly => expect_code(what, r, Code::AlreadyExists).map(Some),
+                    Some(ro) if ro != readonly => {
+                        expect_code(what, r, Code::AlreadyExists).map(Some)
+                    }
                     _ => {
                         expect_ok(what, r)?;
                         if !Path::new(&target).exists() {
                             return Err(format!("{what}: succeeded but {target} does not exist"));
                         }
-                        self.m.vols.get_mut(&slot).expect("present").node_published = Some(readonly);
+                        self.m.vols.get_mut(&slot).expect("present").node_published =
+                            Some(readonly);
                         Ok(Some((Code::Ok, None)))
                     }
                 }
             }
             Op::NodeUnpublish { slot } => {
-                let Some(v) = self.m.vols.get(&slot) else { return Ok(None) };
+                let Some(v) = self.m.vols.get(&slot) else {
+                    return Ok(None);
+                };
                 let target = self.target(slot);
                 let r = self
                     .c
@@ -603,7 +663,9 @@ impl Seq<'_> {
                 if !cc.contains(CC::CREATE_DELETE_SNAPSHOT) {
                     return Ok(None);
                 }
-                let Some(v) = self.m.vols.get(&slot) else { return Ok(None) };
+                let Some(v) = self.m.vols.get(&slot) else {
+                    return Ok(None);
+                };
                 let (vid, vcap) = (v.id.clone(), v.cap);
                 let r = self
                     .c
@@ -616,22 +678,44 @@ impl Seq<'_> {
                     .await;
                 let what = "CreateSnapshot";
                 match self.m.snaps.get(&snap) {
-                    Some(s) if s.source != vid => expect_code(what, r, Code::AlreadyExists).map(Some),
+                    Some(s) if s.source != vid => {
+                        expect_code(what, r, Code::AlreadyExists).map(Some)
+                    }
                     Some(s) => {
-                        let resp: csi_types::CreateSnapshotResponse = crate::ctx::ok(what, r).map_err(case_text)?;
+                        let resp: csi_types::CreateSnapshotResponse =
+                            crate::ctx::ok(what, r).map_err(case_text)?;
                         if resp.snapshot.snapshot_id.as_str() != s.id {
-                            return Err(format!("{what}: the name exists as {}, the call returned {}", s.id, resp.snapshot.snapshot_id));
+                            return Err(format!(
+                                "{what}: the name exists as {}, the call returned {}",
+                                s.id, resp.snapshot.snapshot_id
+                            ));
                         }
                         Ok(Some((Code::Ok, Some(s.id.clone()))))
                     }
                     None => {
-                        let resp: csi_types::CreateSnapshotResponse = crate::ctx::ok(what, r).map_err(case_text)?;
+                        let resp: csi_types::CreateSnapshotResponse =
+                            crate::ctx::ok(what, r).map_err(case_text)?;
                         let id = resp.snapshot.snapshot_id.to_string();
-                        if self.m.deleted_snaps.contains(&id) || self.m.snaps.values().any(|s| s.id == id) {
-                            return Err(format!("{what}: a new name returned {id}, an id already used"));
+                        if self.m.deleted_snaps.contains(&id)
+                            || self.m.snaps.values().any(|s| s.id == id)
+                        {
+                            return Err(format!(
+                                "{what}: a new name returned {id}, an id already used"
+                            ));
                         }
-                        let size = if resp.snapshot.size_bytes > 0 { resp.snapshot.size_bytes } else { vcap };
-                        self.m.snaps.insert(snap, MSnap { id: id.clone(), source: vid, size });
+                        let size = if resp.snapshot.size_bytes > 0 {
+                            resp.snapshot.size_bytes
+                        } else {
+                            vcap
+                        };
+                        self.m.snaps.insert(
+                            snap,
+                            MSnap {
+                                id: id.clone(),
+                                source: vid,
+                                size,
+                            },
+                        );
                         Ok(Some((Code::Ok, Some(id))))
                     }
                 }
@@ -642,12 +726,20 @@ impl Seq<'_> {
                 }
                 let id = match self.m.snaps.get(&snap) {
                     Some(s) => s.id.clone(),
-                    None => self.m.last_snap.get(&snap).cloned().unwrap_or_else(|| UNKNOWN_ID.into()),
+                    None => self
+                        .m
+                        .last_snap
+                        .get(&snap)
+                        .cloned()
+                        .unwrap_or_else(|| UNKNOWN_ID.into()),
                 };
                 let r = self
                     .c
                     .ctl()
-                    .delete_snapshot(proto::DeleteSnapshotRequest { snapshot_id: id.clone(), ..Default::default() })
+                    .delete_snapshot(proto::DeleteSnapshotRequest {
+                        snapshot_id: id.clone(),
+                        ..Default::default()
+                    })
                     .await;
                 expect_ok(&format!("DeleteSnapshot({id})"), r)?;
                 if self.m.snaps.remove(&snap).is_some() {
@@ -661,7 +753,9 @@ impl Seq<'_> {
                     return Ok(None);
                 }
                 let required = size * mult as u64;
-                let online = found.plugin.contains(PluginCapabilities::VOLUME_EXPANSION_ONLINE);
+                let online = found
+                    .plugin
+                    .contains(PluginCapabilities::VOLUME_EXPANSION_ONLINE);
                 let (id, old) = match self.m.vols.get(&slot) {
                     Some(v) if v.in_use() && !online => return Ok(None),
                     Some(v) => (v.id.clone(), Some(v.cap)),
@@ -672,7 +766,10 @@ impl Seq<'_> {
                     .ctl()
                     .controller_expand_volume(proto::ControllerExpandVolumeRequest {
                         volume_id: id,
-                        capacity_range: Some(proto::CapacityRange { required_bytes: required as i64, limit_bytes: 0 }),
+                        capacity_range: Some(proto::CapacityRange {
+                            required_bytes: required as i64,
+                            limit_bytes: 0,
+                        }),
                         ..Default::default()
                     })
                     .await;
@@ -680,10 +777,13 @@ impl Seq<'_> {
                 let Some(old) = old else {
                     return expect_code(what, r, Code::NotFound).map(Some);
                 };
-                let resp: csi_types::ControllerExpandVolumeResponse = crate::ctx::ok(what, r).map_err(case_text)?;
+                let resp: csi_types::ControllerExpandVolumeResponse =
+                    crate::ctx::ok(what, r).map_err(case_text)?;
                 let cap = resp.capacity_bytes;
                 if cap < required || cap < old {
-                    return Err(format!("{what}: to {required} bytes from {old} answered capacity_bytes {cap}"));
+                    return Err(format!(
+                        "{what}: to {required} bytes from {old} answered capacity_bytes {cap}"
+                    ));
                 }
                 self.m.vols.get_mut(&slot).expect("present").cap = cap;
                 Ok(Some((Code::Ok, Some(cap.to_string()))))
@@ -701,10 +801,19 @@ impl Seq<'_> {
         }
     }
 
-    async fn check(&self, base_vols: &BTreeSet<String>, base_snaps: &BTreeSet<String>, cap0: Option<u64>) -> Result<(), String> {
+    async fn check(
+        &self,
+        base_vols: &BTreeSet<String>,
+        base_snaps: &BTreeSet<String>,
+        cap0: Option<u64>,
+    ) -> Result<(), String> {
         let cc = self.c.found().controller;
         if cc.contains(CC::LIST_VOLUMES) {
-            let listed: BTreeSet<String> = list_all_volumes(self.c, 2).await.map_err(case_text)?.into_iter().collect();
+            let listed: BTreeSet<String> = list_all_volumes(self.c, 2)
+                .await
+                .map_err(case_text)?
+                .into_iter()
+                .collect();
             for id in &listed {
                 if self.m.deleted_vols.contains(id) {
                     return Err(format!("ListVolumes lists {id}, which was deleted"));
@@ -721,7 +830,11 @@ impl Seq<'_> {
             }
         }
         if cc.contains(CC::LIST_SNAPSHOTS) {
-            let listed: BTreeSet<String> = list_all_snapshots(self.c, 2).await.map_err(case_text)?.into_iter().collect();
+            let listed: BTreeSet<String> = list_all_snapshots(self.c, 2)
+                .await
+                .map_err(case_text)?
+                .into_iter()
+                .collect();
             for id in &listed {
                 if self.m.deleted_snaps.contains(id) {
                     return Err(format!("ListSnapshots lists {id}, which was deleted"));
@@ -740,7 +853,9 @@ impl Seq<'_> {
         if let Some(cap0) = cap0 {
             let now = capacity(self.c).await?;
             if now > cap0 {
-                return Err(format!("GetCapacity: available capacity {now} exceeds {cap0}, what it was before any volume was created"));
+                return Err(format!(
+                    "GetCapacity: available capacity {now} exceeds {cap0}, what it was before any volume was created"
+                ));
             }
         }
         Ok(())
@@ -752,33 +867,82 @@ impl Seq<'_> {
         let node = self.c.found().node_id.clone().unwrap_or_default();
         for (slot, v) in std::mem::take(&mut self.m.vols) {
             if v.node_published.is_some()
-                && let Err(e) = self.c.nd().node_unpublish_volume(proto::NodeUnpublishVolumeRequest { volume_id: v.id.clone(), target_path: self.target(slot) }).await
+                && let Err(e) = self
+                    .c
+                    .nd()
+                    .node_unpublish_volume(proto::NodeUnpublishVolumeRequest {
+                        volume_id: v.id.clone(),
+                        target_path: self.target(slot),
+                    })
+                    .await
             {
                 errors.push(format!("NodeUnpublishVolume({}): {}", v.id, describe(&e)));
             }
             if v.staged
-                && let Err(e) = self.c.nd().node_unstage_volume(proto::NodeUnstageVolumeRequest { volume_id: v.id.clone(), staging_target_path: self.staging(slot) }).await
+                && let Err(e) = self
+                    .c
+                    .nd()
+                    .node_unstage_volume(proto::NodeUnstageVolumeRequest {
+                        volume_id: v.id.clone(),
+                        staging_target_path: self.staging(slot),
+                    })
+                    .await
             {
                 errors.push(format!("NodeUnstageVolume({}): {}", v.id, describe(&e)));
             }
             if v.published.is_some()
-                && let Err(e) = self.c.ctl().controller_unpublish_volume(proto::ControllerUnpublishVolumeRequest { volume_id: v.id.clone(), node_id: node.clone(), ..Default::default() }).await
+                && let Err(e) = self
+                    .c
+                    .ctl()
+                    .controller_unpublish_volume(proto::ControllerUnpublishVolumeRequest {
+                        volume_id: v.id.clone(),
+                        node_id: node.clone(),
+                        ..Default::default()
+                    })
+                    .await
             {
-                errors.push(format!("ControllerUnpublishVolume({}): {}", v.id, describe(&e)));
+                errors.push(format!(
+                    "ControllerUnpublishVolume({}): {}",
+                    v.id,
+                    describe(&e)
+                ));
             }
             self.m.vols.insert(slot, v);
         }
         for s in std::mem::take(&mut self.m.snaps).into_values() {
-            if let Err(e) = self.c.ctl().delete_snapshot(proto::DeleteSnapshotRequest { snapshot_id: s.id.clone(), ..Default::default() }).await {
+            if let Err(e) = self
+                .c
+                .ctl()
+                .delete_snapshot(proto::DeleteSnapshotRequest {
+                    snapshot_id: s.id.clone(),
+                    ..Default::default()
+                })
+                .await
+            {
                 errors.push(format!("DeleteSnapshot({}): {}", s.id, describe(&e)));
             }
         }
         for v in std::mem::take(&mut self.m.vols).into_values() {
-            if let Err(e) = self.c.ctl().delete_volume(proto::DeleteVolumeRequest { volume_id: v.id.clone(), ..Default::default() }).await {
+            if let Err(e) = self
+                .c
+                .ctl()
+                .delete_volume(proto::DeleteVolumeRequest {
+                    volume_id: v.id.clone(),
+                    ..Default::default()
+                })
+                .await
+            {
                 errors.push(format!("DeleteVolume({}): {}", v.id, describe(&e)));
             }
         }
-        if errors.is_empty() { Ok(()) } else { Err(format!("cleanup after the sequence failed: {}", errors.join("; "))) }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "cleanup after the sequence failed: {}",
+                errors.join("; ")
+            ))
+        }
     }
 }
 
@@ -840,20 +1004,36 @@ async fn run_sequence(c: &Ctx, ops: &[Op], obs: &mut Observer) -> Result<(), Str
     let seq = SEQ.fetch_add(1, Ordering::Relaxed);
     let cc = c.found().controller;
     let base_vols: BTreeSet<String> = if cc.contains(CC::LIST_VOLUMES) {
-        list_all_volumes(c, 0).await.map_err(case_text)?.into_iter().collect()
+        list_all_volumes(c, 0)
+            .await
+            .map_err(case_text)?
+            .into_iter()
+            .collect()
     } else {
         BTreeSet::new()
     };
     let base_snaps: BTreeSet<String> = if cc.contains(CC::LIST_SNAPSHOTS) {
-        list_all_snapshots(c, 0).await.map_err(case_text)?.into_iter().collect()
+        list_all_snapshots(c, 0)
+            .await
+            .map_err(case_text)?
+            .into_iter()
+            .collect()
     } else {
         BTreeSet::new()
     };
-    let cap0 = if cc.contains(CC::GET_CAPACITY) { Some(capacity(c).await?) } else { None };
+    let cap0 = if cc.contains(CC::GET_CAPACITY) {
+        Some(capacity(c).await?)
+    } else {
+        None
+    };
     for dir in [&c.config().staging_dir, &c.config().target_dir] {
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     }
-    let mut s = Seq { c, prefix: c.name(&format!("sm{seq}")), m: Model::default() };
+    let mut s = Seq {
+        c,
+        prefix: c.name(&format!("sm{seq}")),
+        m: Model::default(),
+    };
     let mut last: Option<(Op, Observed)> = None;
     let mut result = Ok(());
     for (i, op) in ops.iter().enumerate() {
@@ -892,14 +1072,20 @@ async fn run_sequence(c: &Ctx, ops: &[Op], obs: &mut Observer) -> Result<(), Str
                 *obs.stats.entry(op.kind()).or_default() += 1;
                 obs.trace.push(call.clone());
             }
-            None => obs.trace.push(format!("{op} (skipped: no volume qualifies)")),
+            None => obs
+                .trace
+                .push(format!("{op} (skipped: no volume qualifies)")),
         }
         let r = match r {
             Ok(()) => s.check(&base_vols, &base_snaps, cap0).await,
             Err(e) => Err(e),
         };
         if let Err(e) = r {
-            result = Err(format!("at call {} ({}): {e}", i + 1, sent.unwrap_or_else(|| op.to_string())));
+            result = Err(format!(
+                "at call {} ({}): {e}",
+                i + 1,
+                sent.unwrap_or_else(|| op.to_string())
+            ));
             break;
         }
     }
@@ -912,10 +1098,24 @@ pub(crate) async fn state_machine(c: Ctx) -> CaseResult {
     c.need_controller(CC::CREATE_DELETE_VOLUME, "CREATE_DELETE_VOLUME")?;
     let cases = c.config().proptest_cases;
     if cases == 0 {
-        return Err(CaseError::Skip("the number of property cases is 0 (--cases)".into()));
+        return Err(CaseError::Skip(
+            "the number of property cases is 0 (--cases)".into(),
+        ));
     }
     let handle = tokio::runtime::Handle::current();
     let ctx = c.clone();
+    // proptest is synchronous, so it runs on a blocking thread that drives
+    // each sequence with `block_on`. If the case times out, the guard's drop
+    // tells the remaining sequences to pass at once, so the runner finishes
+    // instead of calling the driver behind the next case's back.
+    struct Cancel(Arc<AtomicBool>);
+    impl Drop for Cancel {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let _cancel = Cancel(cancelled.clone());
     let outcome = tokio::task::spawn_blocking(move || {
         let config = ProptestConfig {
             cases,
@@ -926,6 +1126,9 @@ pub(crate) async fn state_machine(c: Ctx) -> CaseResult {
         let mut runner =
             TestRunner::new_with_rng(config, TestRng::deterministic_rng(RngAlgorithm::ChaCha));
         runner.run(&ops(), |ops| {
+            if cancelled.load(Ordering::Relaxed) {
+                return Ok(());
+            }
             handle
                 .block_on(run_sequence(&ctx, &ops, &mut Observer::default()))
                 .map_err(TestCaseError::fail)
@@ -943,18 +1146,26 @@ pub(crate) async fn state_machine(c: Ctx) -> CaseResult {
             let (reason, calls) = match replay {
                 Err(again) => (again, obs.trace),
                 Ok(()) => (
-                    format!("{reason} (the shrunk sequence passed when replayed: the failure is intermittent)"),
+                    format!(
+                        "{reason} (the shrunk sequence passed when replayed: the failure is intermittent)"
+                    ),
                     ops.iter().map(|op| op.to_string()).collect(),
                 ),
             };
-            let calls: Vec<String> = calls.iter().enumerate().map(|(i, call)| format!("  {}. {call}", i + 1)).collect();
+            let calls: Vec<String> = calls
+                .iter()
+                .enumerate()
+                .map(|(i, call)| format!("  {}. {call}", i + 1))
+                .collect();
             Err(CaseError::Fail(format!(
                 "{reason}\nminimal failing sequence ({} calls):\n{}",
                 calls.len(),
                 calls.join("\n")
             )))
         }
-        Err(TestError::Abort(reason)) => Err(CaseError::Fail(format!("the property run was aborted: {reason}"))),
+        Err(TestError::Abort(reason)) => Err(CaseError::Fail(format!(
+            "the property run was aborted: {reason}"
+        ))),
     }
 }
 
@@ -976,7 +1187,13 @@ mod tests {
         let plugin: Arc<dyn csi_types::RawCsi> =
             Arc::new(MemDriver::new(MemDriverConfig::default()).plugin());
         let found = Discovered::discover(&*plugin, &*plugin).await;
-        let c = Ctx::new(plugin.clone(), plugin, Config::new(dir.path()), found, "coverage");
+        let c = Ctx::new(
+            plugin.clone(),
+            plugin,
+            Config::new(dir.path()),
+            found,
+            "coverage",
+        );
         let mut runner = TestRunner::new_with_rng(
             ProptestConfig::default(),
             TestRng::deterministic_rng(RngAlgorithm::ChaCha),
@@ -989,10 +1206,26 @@ mod tests {
         let stats = obs.stats;
         println!("{stats:?}");
         for kind in [
-            "Create", "Clone", "Restore", "Delete", "Publish", "Unpublish", "Stage", "Unstage",
-            "NodePublish", "NodeUnpublish", "Snapshot", "DeleteSnapshot", "Expand", "List", "Retry",
+            "Create",
+            "Clone",
+            "Restore",
+            "Delete",
+            "Publish",
+            "Unpublish",
+            "Stage",
+            "Unstage",
+            "NodePublish",
+            "NodeUnpublish",
+            "Snapshot",
+            "DeleteSnapshot",
+            "Expand",
+            "List",
+            "Retry",
         ] {
-            assert!(stats.get(kind).copied().unwrap_or(0) > 0, "{kind} never ran: {stats:?}");
+            assert!(
+                stats.get(kind).copied().unwrap_or(0) > 0,
+                "{kind} never ran: {stats:?}"
+            );
         }
     }
 }

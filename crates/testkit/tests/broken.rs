@@ -38,13 +38,22 @@ struct NotIdempotent(Arc<MemDriver>, AtomicU64);
 
 #[async_trait]
 impl Provisioner for NotIdempotent {
-    async fn create_volume(&self, mut req: CreateVolumeRequest) -> Result<CreateVolumeResponse, CsiError> {
+    async fn create_volume(
+        &self,
+        mut req: CreateVolumeRequest,
+    ) -> Result<CreateVolumeResponse, CsiError> {
         let n = self.1.fetch_add(1, Ordering::Relaxed);
-        let name: String = format!("{n}#{}", req.name.as_str()).chars().take(128).collect();
+        let name: String = format!("{n}#{}", req.name.as_str())
+            .chars()
+            .take(128)
+            .collect();
         req.name = VolumeName::new(name)?;
         self.0.create_volume(req).await
     }
-    async fn delete_volume(&self, req: DeleteVolumeRequest) -> Result<DeleteVolumeResponse, CsiError> {
+    async fn delete_volume(
+        &self,
+        req: DeleteVolumeRequest,
+    ) -> Result<DeleteVolumeResponse, CsiError> {
         self.0.delete_volume(req).await
     }
 }
@@ -58,9 +67,20 @@ async fn catches_a_create_volume_that_is_not_idempotent() {
         .build()
         .unwrap();
     let report = run(Arc::new(plugin)).await;
-    assert_fails(&report, "controller/create_volume/idempotent", "returned another volume");
-    assert_fails(&report, "properties/state_machine", "minimal failing sequence");
-    assert_eq!(report.outcome("controller/delete_volume/unknown_id"), Some(&Outcome::Pass));
+    assert_fails(
+        &report,
+        "controller/create_volume/idempotent",
+        "returned another volume",
+    );
+    assert_fails(
+        &report,
+        "properties/state_machine",
+        "minimal failing sequence",
+    );
+    assert_eq!(
+        report.outcome("controller/delete_volume/unknown_id"),
+        Some(&Outcome::Pass)
+    );
 }
 
 /// A wire-level wrapper that answers `INTERNAL` where the plugin answers
@@ -140,9 +160,16 @@ raw_impl! {
 async fn catches_the_wrong_code_for_a_missing_field() {
     let plugin = MemDriver::new(MemDriverConfig::default()).plugin();
     let report = run(Arc::new(WrongCode(plugin))).await;
-    assert_fails(&report, "controller/delete_volume/missing_volume_id", "expected INVALID_ARGUMENT, got INTERNAL");
+    assert_fails(
+        &report,
+        "controller/delete_volume/missing_volume_id",
+        "expected INVALID_ARGUMENT, got INTERNAL",
+    );
     // Only DeleteVolume is broken.
-    assert_eq!(report.outcome("controller/create_volume/missing_name"), Some(&Outcome::Pass));
+    assert_eq!(
+        report.outcome("controller/create_volume/missing_name"),
+        Some(&Outcome::Pass)
+    );
     assert_eq!(report.failed(), 1, "{}", report.summary());
 }
 
@@ -171,7 +198,10 @@ async fn catches_a_volume_lost_by_list_volumes_pagination() {
         .unwrap();
     let report = run(Arc::new(plugin)).await;
     assert_fails(&report, "controller/list_volumes/pagination", "lost volume");
-    assert_eq!(report.outcome("controller/list_volumes/bad_token"), Some(&Outcome::Pass));
+    assert_eq!(
+        report.outcome("controller/list_volumes/bad_token"),
+        Some(&Outcome::Pass)
+    );
 }
 
 /// `NodePublishVolume` that ignores `readonly`.
@@ -179,14 +209,23 @@ struct IgnoresReadonly(Arc<MemDriver>);
 
 #[async_trait]
 impl Node for IgnoresReadonly {
-    async fn node_publish_volume(&self, mut req: NodePublishVolumeRequest) -> Result<NodePublishVolumeResponse, CsiError> {
+    async fn node_publish_volume(
+        &self,
+        mut req: NodePublishVolumeRequest,
+    ) -> Result<NodePublishVolumeResponse, CsiError> {
         req.readonly = false;
         self.0.node_publish_volume(req).await
     }
-    async fn node_unpublish_volume(&self, req: NodeUnpublishVolumeRequest) -> Result<NodeUnpublishVolumeResponse, CsiError> {
+    async fn node_unpublish_volume(
+        &self,
+        req: NodeUnpublishVolumeRequest,
+    ) -> Result<NodeUnpublishVolumeResponse, CsiError> {
         self.0.node_unpublish_volume(req).await
     }
-    async fn node_get_info(&self, req: NodeGetInfoRequest) -> Result<NodeGetInfoResponse, CsiError> {
+    async fn node_get_info(
+        &self,
+        req: NodeGetInfoRequest,
+    ) -> Result<NodeGetInfoResponse, CsiError> {
         self.0.node_get_info(req).await
     }
 }
@@ -211,10 +250,16 @@ struct SnapshotsDieWithVolume(Arc<MemDriver>);
 
 #[async_trait]
 impl Provisioner for SnapshotsDieWithVolume {
-    async fn create_volume(&self, req: CreateVolumeRequest) -> Result<CreateVolumeResponse, CsiError> {
+    async fn create_volume(
+        &self,
+        req: CreateVolumeRequest,
+    ) -> Result<CreateVolumeResponse, CsiError> {
         self.0.create_volume(req).await
     }
-    async fn delete_volume(&self, req: DeleteVolumeRequest) -> Result<DeleteVolumeResponse, CsiError> {
+    async fn delete_volume(
+        &self,
+        req: DeleteVolumeRequest,
+    ) -> Result<DeleteVolumeResponse, CsiError> {
         let snaps = self
             .0
             .list_snapshots(ListSnapshotsRequest {
@@ -227,7 +272,10 @@ impl Provisioner for SnapshotsDieWithVolume {
             .await?;
         for s in snaps.entries {
             self.0
-                .delete_snapshot(DeleteSnapshotRequest { snapshot_id: s.snapshot_id, secrets: Secrets::default() })
+                .delete_snapshot(DeleteSnapshotRequest {
+                    snapshot_id: s.snapshot_id,
+                    secrets: Secrets::default(),
+                })
                 .await?;
         }
         self.0.delete_volume(req).await
@@ -248,11 +296,20 @@ async fn the_state_machine_catches_snapshots_deleted_with_their_volume() {
     config.filter = Some("properties/".into());
     let plugin: Arc<dyn RawCsi> = Arc::new(plugin);
     let report = Suite::new(config, plugin.clone(), plugin).run().await;
-    assert_fails(&report, "properties/state_machine", "ListSnapshots disagrees with the model");
-    let Some(Outcome::Fail(reason)) = report.outcome("properties/state_machine") else { unreachable!() };
+    assert_fails(
+        &report,
+        "properties/state_machine",
+        "ListSnapshots disagrees with the model",
+    );
+    let Some(Outcome::Fail(reason)) = report.outcome("properties/state_machine") else {
+        unreachable!()
+    };
     println!("{reason}");
     // Shrunk to the essence: create a volume, snapshot it, delete the volume.
-    assert!(reason.contains("minimal failing sequence (3 calls)"), "{reason}");
+    assert!(
+        reason.contains("minimal failing sequence (3 calls)"),
+        "{reason}"
+    );
     assert!(reason.contains("1. CreateVolume(v"), "{reason}");
     assert!(reason.contains("2. CreateSnapshot(s"), "{reason}");
     assert!(reason.contains("3. DeleteVolume(v"), "{reason}");

@@ -83,7 +83,10 @@ async fn a_driver_without_optional_services_is_skipped_with_reasons() {
         "properties/state_machine",
     ] {
         match report.outcome(name) {
-            Some(Outcome::Skip(reason)) => assert!(reason.contains("CREATE_DELETE_VOLUME") || reason.contains("GROUP"), "{name}: {reason}"),
+            Some(Outcome::Skip(reason)) => assert!(
+                reason.contains("CREATE_DELETE_VOLUME") || reason.contains("GROUP"),
+                "{name}: {reason}"
+            ),
             other => panic!("{name}: expected a skip, got {other:?}"),
         }
     }

@@ -59,19 +59,30 @@ fn runner(args: &[&str]) -> (i32, String) {
 #[test]
 fn runner_passes_the_memdriver_and_writes_junit() {
     let dir = tempfile::tempdir().unwrap();
-    let (endpoint, stop) = serve(MemDriver::new(MemDriverConfig::default()).plugin(), dir.path());
+    let (endpoint, stop) = serve(
+        MemDriver::new(MemDriverConfig::default()).plugin(),
+        dir.path(),
+    );
     let junit = dir.path().join("report.xml");
     let staging = dir.path().join("staging");
     let target = dir.path().join("target");
     let (code, out) = runner(&[
-        "--endpoint", &endpoint,
-        "--staging-dir", staging.to_str().unwrap(),
-        "--target-dir", target.to_str().unwrap(),
-        "--second-node-id", "memdriver-node-2",
-        "--mutable-params", "iops=500",
-        "--params", "tier=fast",
-        "--cases", "4",
-        "--junit", junit.to_str().unwrap(),
+        "--endpoint",
+        &endpoint,
+        "--staging-dir",
+        staging.to_str().unwrap(),
+        "--target-dir",
+        target.to_str().unwrap(),
+        "--second-node-id",
+        "memdriver-node-2",
+        "--mutable-params",
+        "iops=500",
+        "--params",
+        "tier=fast",
+        "--cases",
+        "4",
+        "--junit",
+        junit.to_str().unwrap(),
     ]);
     stop.send(()).unwrap();
     println!("{out}");
@@ -84,7 +95,12 @@ fn runner_passes_the_memdriver_and_writes_junit() {
     assert!(cases.iter().all(|l| l.starts_with("PASS ")), "{out}");
     let xml = std::fs::read_to_string(&junit).unwrap();
     assert!(xml.starts_with("<?xml"));
-    assert!(xml.contains(&format!("tests=\"{n}\" failures=\"0\" errors=\"0\" skipped=\"0\"")), "{xml}");
+    assert!(
+        xml.contains(&format!(
+            "tests=\"{n}\" failures=\"0\" errors=\"0\" skipped=\"0\""
+        )),
+        "{xml}"
+    );
     assert_eq!(xml.matches("<testcase ").count(), n);
 }
 
@@ -115,32 +131,62 @@ fn runner_reports_failures_and_skips_and_exits_non_zero() {
     let (endpoint, stop) = serve(plugin, dir.path());
     let junit = dir.path().join("report.xml");
     let (code, out) = runner(&[
-        "--endpoint", &endpoint,
-        "--node-endpoint", &endpoint,
-        "--staging-dir", dir.path().join("s").to_str().unwrap(),
-        "--target-dir", dir.path().join("t").to_str().unwrap(),
-        "--filter", "controller/",
-        "--junit", junit.to_str().unwrap(),
+        "--endpoint",
+        &endpoint,
+        "--node-endpoint",
+        &endpoint,
+        "--staging-dir",
+        dir.path().join("s").to_str().unwrap(),
+        "--target-dir",
+        dir.path().join("t").to_str().unwrap(),
+        "--filter",
+        "controller/",
+        "--junit",
+        junit.to_str().unwrap(),
     ]);
     stop.send(()).unwrap();
     println!("{out}");
     assert_eq!(code, 1, "{out}");
-    assert!(out.lines().any(|l| l.starts_with("FAIL controller/list_volumes/pagination: ")), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("FAIL controller/list_volumes/pagination: ")),
+        "{out}"
+    );
     // No --second-node-id and no --mutable-params: those cases skip and say why.
-    assert!(out.contains("SKIP controller/publish/second_node: no second node id configured"), "{out}");
-    assert!(out.contains("SKIP controller/modify_volume/supported: no mutable parameters configured"), "{out}");
-    assert!(!out.contains("PASS node/"), "the filter keeps node cases out");
+    assert!(
+        out.contains("SKIP controller/publish/second_node: no second node id configured"),
+        "{out}"
+    );
+    assert!(
+        out.contains("SKIP controller/modify_volume/supported: no mutable parameters configured"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("PASS node/"),
+        "the filter keeps node cases out"
+    );
     let last = out.lines().last().unwrap();
     let parts: Vec<&str> = last.split(", ").collect();
     assert_eq!(parts.len(), 3, "{last}");
-    assert!(parts[1].ends_with(" failed") && parts[1] != "0 failed", "{last}");
+    assert!(
+        parts[1].ends_with(" failed") && parts[1] != "0 failed",
+        "{last}"
+    );
     let xml = std::fs::read_to_string(&junit).unwrap();
-    assert!(xml.contains("<failure message=\"ListVolumes in pages of 2 lost volume"), "{xml}");
+    assert!(
+        xml.contains("<failure message=\"ListVolumes in pages of 2 lost volume"),
+        "{xml}"
+    );
 }
 
 #[test]
 fn runner_refuses_bad_arguments_and_unreachable_endpoints() {
-    let (code, out) = runner(&["--endpoint", "unix:///nonexistent/csi.sock", "--params", "novalue"]);
+    let (code, out) = runner(&[
+        "--endpoint",
+        "unix:///nonexistent/csi.sock",
+        "--params",
+        "novalue",
+    ]);
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("expected key=value"), "{out}");
     let (code, out) = runner(&["--endpoint", "unix:///nonexistent/dir/csi.sock"]);

@@ -123,7 +123,10 @@ async fn same_volume(c: Ctx) -> Result<(), CaseError> {
                             ..Default::default()
                         })
                         .await;
-                    ("ControllerExpandVolume", r.map(|r| (Some(want), Some(r.capacity_bytes as u64), None)))
+                    (
+                        "ControllerExpandVolume",
+                        r.map(|r| (Some(want), Some(r.capacity_bytes as u64), None)),
+                    )
                 }
                 1 if snap => {
                     let r = c
@@ -133,7 +136,10 @@ async fn same_volume(c: Ctx) -> Result<(), CaseError> {
                             ..Default::default()
                         })
                         .await;
-                    ("CreateSnapshot", r.map(|r| (None, None, r.snapshot.map(|s| s.snapshot_id))))
+                    (
+                        "CreateSnapshot",
+                        r.map(|r| (None, None, r.snapshot.map(|s| s.snapshot_id))),
+                    )
                 }
                 _ => {
                     let r = c
@@ -178,7 +184,9 @@ async fn same_volume(c: Ctx) -> Result<(), CaseError> {
         let g: csi_types::ControllerGetVolumeResponse = ok(
             "ControllerGetVolume (after the race)",
             c.ctl()
-                .controller_get_volume(proto::ControllerGetVolumeRequest { volume_id: id.clone() })
+                .controller_get_volume(proto::ControllerGetVolumeRequest {
+                    volume_id: id.clone(),
+                })
                 .await,
         )?;
         ensure!(
@@ -188,12 +196,18 @@ async fn same_volume(c: Ctx) -> Result<(), CaseError> {
         );
     } else if c.found().controller.contains(CC::LIST_VOLUMES) {
         let all = list_all_volumes(&c, 0).await?;
-        ensure!(all.contains(&id), "volume {id} vanished from ListVolumes after concurrent operations");
+        ensure!(
+            all.contains(&id),
+            "volume {id} vanished from ListVolumes after concurrent operations"
+        );
     }
     if c.found().controller.contains(CC::LIST_SNAPSHOTS) && !snaps.is_empty() {
         let listed: BTreeSet<String> = list_all_snapshots(&c, 0).await?.into_iter().collect();
         for s in &snaps {
-            ensure!(listed.contains(s), "snapshot {s}, created concurrently, is missing from ListSnapshots");
+            ensure!(
+                listed.contains(s),
+                "snapshot {s}, created concurrently, is missing from ListSnapshots"
+            );
         }
     }
     // Deleting works once the snapshots are gone (the cleanup deletes in reverse order).
@@ -203,7 +217,10 @@ async fn same_volume(c: Ctx) -> Result<(), CaseError> {
         crate::ctx::ok_raw(
             "DeleteSnapshot",
             c.ctl()
-                .delete_snapshot(proto::DeleteSnapshotRequest { snapshot_id: s.clone(), ..Default::default() })
+                .delete_snapshot(proto::DeleteSnapshotRequest {
+                    snapshot_id: s.clone(),
+                    ..Default::default()
+                })
                 .await,
         )?;
     }

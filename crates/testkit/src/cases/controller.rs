@@ -45,7 +45,11 @@ fn need_publish(c: &Ctx) -> Result<(), CaseError> {
     c.need_controller(CC::PUBLISH_UNPUBLISH_VOLUME, "PUBLISH_UNPUBLISH_VOLUME")
 }
 
-fn publish_req(volume_id: &str, node: &str, readonly: bool) -> proto::ControllerPublishVolumeRequest {
+fn publish_req(
+    volume_id: &str,
+    node: &str,
+    readonly: bool,
+) -> proto::ControllerPublishVolumeRequest {
     proto::ControllerPublishVolumeRequest {
         volume_id: volume_id.to_string(),
         node_id: node.to_string(),
@@ -131,18 +135,26 @@ pub(super) fn cases() -> Vec<Case> {
                 }
                 let _: csi_types::ControllerGetCapabilitiesResponse = ok(
                     "ControllerGetCapabilities",
-                    c.ctl().controller_get_capabilities(Default::default()).await,
+                    c.ctl()
+                        .controller_get_capabilities(Default::default())
+                        .await,
                 )?;
                 Ok(())
             }
         ),
         // ---- CreateVolume / DeleteVolume
-        missing!("controller/create_volume/missing_name", "name", |c| { need_create(&c)? },
-            "CreateVolume", create_volume, {
+        missing!(
+            "controller/create_volume/missing_name",
+            "name",
+            |c| { need_create(&c)? },
+            "CreateVolume",
+            create_volume,
+            {
                 let mut r = c.create_req("", c.config().volume_size);
                 r.name.clear();
                 r
-            }),
+            }
+        ),
         case!(
             "controller/create_volume/missing_volume_capabilities",
             "CreateVolume without `volume_capabilities` answers INVALID_ARGUMENT",
@@ -150,7 +162,11 @@ pub(super) fn cases() -> Vec<Case> {
                 need_create(&c)?;
                 let mut r = c.create_req(&c.name("nocaps"), c.config().volume_size);
                 r.volume_capabilities.clear();
-                code("CreateVolume", c.send_create(r).await, Code::InvalidArgument)
+                code(
+                    "CreateVolume",
+                    c.send_create(r).await,
+                    Code::InvalidArgument,
+                )
             }
         ),
         case!(
@@ -174,7 +190,8 @@ pub(super) fn cases() -> Vec<Case> {
                     b.volume.capacity_bytes
                 );
                 ensure!(
-                    a.volume.capacity_bytes == 0 || a.volume.capacity_bytes >= c.config().volume_size,
+                    a.volume.capacity_bytes == 0
+                        || a.volume.capacity_bytes >= c.config().volume_size,
                     "CreateVolume: capacity_bytes {} is below required_bytes {}",
                     a.volume.capacity_bytes,
                     c.config().volume_size
@@ -189,14 +206,21 @@ pub(super) fn cases() -> Vec<Case> {
                 need_create(&c)?;
                 let name = c.name("incompat");
                 let size = c.config().volume_size;
-                let a: CreateVolumeResponse = ok("CreateVolume", c.send_create(c.create_req(&name, size)).await)?;
+                let a: CreateVolumeResponse = ok(
+                    "CreateVolume",
+                    c.send_create(c.create_req(&name, size)).await,
+                )?;
                 let bigger = a.volume.capacity_bytes.max(size) + size;
                 let mut req = c.create_req(&name, bigger);
                 req.capacity_range = Some(proto::CapacityRange {
                     required_bytes: bigger as i64,
                     limit_bytes: bigger as i64 + size as i64,
                 });
-                code("CreateVolume (same name, larger capacity)", c.send_create(req).await, Code::AlreadyExists)
+                code(
+                    "CreateVolume (same name, larger capacity)",
+                    c.send_create(req).await,
+                    Code::AlreadyExists,
+                )
             }
         ),
         case!(
@@ -208,8 +232,14 @@ pub(super) fn cases() -> Vec<Case> {
                 let name = format!("{base}{}", "x".repeat(128 - base.len().min(128)));
                 let name: String = name.chars().take(128).collect();
                 let req = c.create_req(&name, c.config().volume_size);
-                let a: CreateVolumeResponse = ok("CreateVolume (128-byte name)", c.send_create(req.clone()).await)?;
-                let b: CreateVolumeResponse = ok("CreateVolume (128-byte name, retry)", c.send_create(req).await)?;
+                let a: CreateVolumeResponse = ok(
+                    "CreateVolume (128-byte name)",
+                    c.send_create(req.clone()).await,
+                )?;
+                let b: CreateVolumeResponse = ok(
+                    "CreateVolume (128-byte name, retry)",
+                    c.send_create(req).await,
+                )?;
                 ensure!(
                     a.volume.volume_id == b.volume.volume_id,
                     "CreateVolume retried with a 128-byte name returned another volume: {} then {}",
@@ -247,11 +277,21 @@ pub(super) fn cases() -> Vec<Case> {
                     required_bytes: required as i64,
                     limit_bytes: required as i64,
                 });
-                code(&format!("CreateVolume (required_bytes {required})"), c.send_create(req).await, Code::OutOfRange)
+                code(
+                    &format!("CreateVolume (required_bytes {required})"),
+                    c.send_create(req).await,
+                    Code::OutOfRange,
+                )
             }
         ),
-        missing!("controller/delete_volume/missing_volume_id", "volume_id", |c| { need_create(&c)? },
-            "DeleteVolume", delete_volume, proto::DeleteVolumeRequest::default()),
+        missing!(
+            "controller/delete_volume/missing_volume_id",
+            "volume_id",
+            |c| { need_create(&c)? },
+            "DeleteVolume",
+            delete_volume,
+            proto::DeleteVolumeRequest::default()
+        ),
         case!(
             "controller/delete_volume/unknown_id",
             "DeleteVolume of an id that does not exist succeeds",
@@ -285,15 +325,26 @@ pub(super) fn cases() -> Vec<Case> {
                 c.forget(|x| matches!(x, Cleanup::Volume(i) if *i == id));
                 if c.found().controller.contains(CC::LIST_VOLUMES) {
                     let ids = list_all_volumes(&c, 0).await?;
-                    ensure!(!ids.contains(&id), "ListVolumes still lists deleted volume {id}");
+                    ensure!(
+                        !ids.contains(&id),
+                        "ListVolumes still lists deleted volume {id}"
+                    );
                 }
                 Ok(())
             }
         ),
         // ---- ValidateVolumeCapabilities
-        missing!("controller/validate_volume_capabilities/missing_volume_id", "volume_id",
-            |c| { need_create(&c)? }, "ValidateVolumeCapabilities", validate_volume_capabilities,
-            proto::ValidateVolumeCapabilitiesRequest { volume_capabilities: vec![rw()], ..Default::default() }),
+        missing!(
+            "controller/validate_volume_capabilities/missing_volume_id",
+            "volume_id",
+            |c| { need_create(&c)? },
+            "ValidateVolumeCapabilities",
+            validate_volume_capabilities,
+            proto::ValidateVolumeCapabilitiesRequest {
+                volume_capabilities: vec![rw()],
+                ..Default::default()
+            }
+        ),
         case!(
             "controller/validate_volume_capabilities/missing_volume_capabilities",
             "ValidateVolumeCapabilities without `volume_capabilities` answers INVALID_ARGUMENT",
@@ -314,8 +365,14 @@ pub(super) fn cases() -> Vec<Case> {
             "controller/validate_volume_capabilities/unknown_volume",
             "ValidateVolumeCapabilities of a volume that does not exist answers NOT_FOUND",
             |c| {
-                if !c.found().plugin.contains(csi_types::PluginCapabilities::CONTROLLER_SERVICE) {
-                    return Err(CaseError::Skip("the plugin does not advertise CONTROLLER_SERVICE".into()));
+                if !c
+                    .found()
+                    .plugin
+                    .contains(csi_types::PluginCapabilities::CONTROLLER_SERVICE)
+                {
+                    return Err(CaseError::Skip(
+                        "the plugin does not advertise CONTROLLER_SERVICE".into(),
+                    ));
                 }
                 let r = c
                     .ctl()
@@ -368,10 +425,16 @@ pub(super) fn cases() -> Vec<Case> {
                 let ids = list_all_volumes(&c, 2).await?;
                 let mut seen = BTreeSet::new();
                 for id in &ids {
-                    ensure!(seen.insert(id.clone()), "ListVolumes returned {id} on two pages");
+                    ensure!(
+                        seen.insert(id.clone()),
+                        "ListVolumes returned {id} on two pages"
+                    );
                 }
                 for id in &created {
-                    ensure!(seen.contains(id), "ListVolumes in pages of 2 lost volume {id}");
+                    ensure!(
+                        seen.contains(id),
+                        "ListVolumes in pages of 2 lost volume {id}"
+                    );
                 }
                 let all = list_all_volumes(&c, 0).await?;
                 ensure!(
@@ -409,20 +472,34 @@ pub(super) fn cases() -> Vec<Case> {
                 let first: csi_types::ListVolumesResponse = ok(
                     "ListVolumes",
                     c.ctl()
-                        .list_volumes(proto::ListVolumesRequest { max_entries: 2, starting_token: String::new() })
+                        .list_volumes(proto::ListVolumesRequest {
+                            max_entries: 2,
+                            starting_token: String::new(),
+                        })
                         .await,
                 )?;
                 let Some(mut token) = first.next_token.clone() else {
-                    fail!("ListVolumes with max_entries 2 and at least 4 volumes returned no next_token");
+                    fail!(
+                        "ListVolumes with max_entries 2 and at least 4 volumes returned no next_token"
+                    );
                 };
-                let mut seen: Vec<String> = first.entries.iter().map(|e| e.volume.volume_id.to_string()).collect();
+                let mut seen: Vec<String> = first
+                    .entries
+                    .iter()
+                    .map(|e| e.volume.volume_id.to_string())
+                    .collect();
                 // Delete the last volume of the first page (if it is ours) and add one.
                 if let Some(last) = seen.last().cloned()
                     && stay.remove(&last)
                 {
                     ok_raw(
                         "DeleteVolume",
-                        c.ctl().delete_volume(proto::DeleteVolumeRequest { volume_id: last.clone(), ..Default::default() }).await,
+                        c.ctl()
+                            .delete_volume(proto::DeleteVolumeRequest {
+                                volume_id: last.clone(),
+                                ..Default::default()
+                            })
+                            .await,
                     )?;
                     c.forget(|x| matches!(x, Cleanup::Volume(i) if *i == last));
                 }
@@ -431,7 +508,10 @@ pub(super) fn cases() -> Vec<Case> {
                     let r: csi_types::ListVolumesResponse = ok(
                         "ListVolumes (after changes)",
                         c.ctl()
-                            .list_volumes(proto::ListVolumesRequest { max_entries: 2, starting_token: token.clone() })
+                            .list_volumes(proto::ListVolumesRequest {
+                                max_entries: 2,
+                                starting_token: token.clone(),
+                            })
                             .await,
                     )?;
                     seen.extend(r.entries.iter().map(|e| e.volume.volume_id.to_string()));
@@ -442,10 +522,16 @@ pub(super) fn cases() -> Vec<Case> {
                 }
                 let mut uniq = BTreeSet::new();
                 for id in &seen {
-                    ensure!(uniq.insert(id.clone()), "ListVolumes returned {id} twice across pages");
+                    ensure!(
+                        uniq.insert(id.clone()),
+                        "ListVolumes returned {id} twice across pages"
+                    );
                 }
                 for id in &stay {
-                    ensure!(uniq.contains(id), "ListVolumes lost volume {id}, which existed throughout the listing");
+                    ensure!(
+                        uniq.contains(id),
+                        "ListVolumes lost volume {id}, which existed throughout the listing"
+                    );
                 }
                 Ok(())
             }
@@ -461,13 +547,20 @@ pub(super) fn cases() -> Vec<Case> {
                     parameters: c.config().parameters.clone().into_iter().collect(),
                     ..Default::default()
                 };
-                let before: GetCapacityResponse = ok("GetCapacity", c.ctl().get_capacity(req.clone()).await)?;
-                if let (Some(min), Some(max)) = (before.minimum_volume_size, before.maximum_volume_size) {
-                    ensure!(min <= max, "GetCapacity: minimum_volume_size {min} exceeds maximum_volume_size {max}");
+                let before: GetCapacityResponse =
+                    ok("GetCapacity", c.ctl().get_capacity(req.clone()).await)?;
+                if let (Some(min), Some(max)) =
+                    (before.minimum_volume_size, before.maximum_volume_size)
+                {
+                    ensure!(
+                        min <= max,
+                        "GetCapacity: minimum_volume_size {min} exceeds maximum_volume_size {max}"
+                    );
                 }
                 if c.found().controller.contains(CC::CREATE_DELETE_VOLUME) {
                     c.volume("cap").await?;
-                    let after: GetCapacityResponse = ok("GetCapacity", c.ctl().get_capacity(req).await)?;
+                    let after: GetCapacityResponse =
+                        ok("GetCapacity", c.ctl().get_capacity(req).await)?;
                     ensure!(
                         after.available_capacity <= before.available_capacity,
                         "GetCapacity: available capacity rose from {} to {} after creating a volume",
@@ -479,9 +572,14 @@ pub(super) fn cases() -> Vec<Case> {
             }
         ),
         // ---- ControllerGetVolume
-        missing!("controller/get_volume/missing_volume_id", "volume_id",
-            |c| { c.need_controller(CC::GET_VOLUME, "GET_VOLUME")? }, "ControllerGetVolume",
-            controller_get_volume, proto::ControllerGetVolumeRequest::default()),
+        missing!(
+            "controller/get_volume/missing_volume_id",
+            "volume_id",
+            |c| { c.need_controller(CC::GET_VOLUME, "GET_VOLUME")? },
+            "ControllerGetVolume",
+            controller_get_volume,
+            proto::ControllerGetVolumeRequest::default()
+        ),
         case!(
             "controller/get_volume/unknown_volume",
             "ControllerGetVolume of a volume that does not exist answers NOT_FOUND; of one that does, returns it",
@@ -489,7 +587,9 @@ pub(super) fn cases() -> Vec<Case> {
                 c.need_controller(CC::GET_VOLUME, "GET_VOLUME")?;
                 let r = c
                     .ctl()
-                    .controller_get_volume(proto::ControllerGetVolumeRequest { volume_id: UNKNOWN_ID.into() })
+                    .controller_get_volume(proto::ControllerGetVolumeRequest {
+                        volume_id: UNKNOWN_ID.into(),
+                    })
                     .await;
                 code("ControllerGetVolume", r, Code::NotFound)?;
                 if c.found().controller.contains(CC::CREATE_DELETE_VOLUME) {
@@ -497,24 +597,41 @@ pub(super) fn cases() -> Vec<Case> {
                     let g: ControllerGetVolumeResponse = ok(
                         "ControllerGetVolume",
                         c.ctl()
-                            .controller_get_volume(proto::ControllerGetVolumeRequest { volume_id: v.volume_id.to_string() })
+                            .controller_get_volume(proto::ControllerGetVolumeRequest {
+                                volume_id: v.volume_id.to_string(),
+                            })
                             .await,
                     )?;
-                    ensure!(g.volume.volume_id == v.volume_id, "ControllerGetVolume returned volume {} for {}", g.volume.volume_id, v.volume_id);
+                    ensure!(
+                        g.volume.volume_id == v.volume_id,
+                        "ControllerGetVolume returned volume {} for {}",
+                        g.volume.volume_id,
+                        v.volume_id
+                    );
                 }
                 Ok(())
             }
         ),
         // ---- ControllerPublishVolume / ControllerUnpublishVolume
-        missing!("controller/publish/missing_volume_id", "volume_id", |c| { need_publish(&c)? },
-            "ControllerPublishVolume", controller_publish_volume, publish_req("", "node", false)),
+        missing!(
+            "controller/publish/missing_volume_id",
+            "volume_id",
+            |c| { need_publish(&c)? },
+            "ControllerPublishVolume",
+            controller_publish_volume,
+            publish_req("", "node", false)
+        ),
         case!(
             "controller/publish/missing_node_id",
             "ControllerPublishVolume without `node_id` answers INVALID_ARGUMENT",
             |c| {
                 need_publish(&c)?;
                 let v = c.volume("pub").await?;
-                code("ControllerPublishVolume", send_publish(&c, publish_req(v.volume_id.as_str(), "", false)).await, Code::InvalidArgument)
+                code(
+                    "ControllerPublishVolume",
+                    send_publish(&c, publish_req(v.volume_id.as_str(), "", false)).await,
+                    Code::InvalidArgument,
+                )
             }
         ),
         case!(
@@ -525,7 +642,11 @@ pub(super) fn cases() -> Vec<Case> {
                 let v = c.volume("pub").await?;
                 let mut req = publish_req(v.volume_id.as_str(), &c.node_id()?, false);
                 req.volume_capability = None;
-                code("ControllerPublishVolume", send_publish(&c, req).await, Code::InvalidArgument)
+                code(
+                    "ControllerPublishVolume",
+                    send_publish(&c, req).await,
+                    Code::InvalidArgument,
+                )
             }
         ),
         case!(
@@ -543,7 +664,8 @@ pub(super) fn cases() -> Vec<Case> {
             |c| {
                 need_publish(&c)?;
                 let v = c.volume("pub").await?;
-                let r = send_publish(&c, publish_req(v.volume_id.as_str(), UNKNOWN_ID, false)).await;
+                let r =
+                    send_publish(&c, publish_req(v.volume_id.as_str(), UNKNOWN_ID, false)).await;
                 code("ControllerPublishVolume (unknown node)", r, Code::NotFound)
             }
         ),
@@ -555,8 +677,14 @@ pub(super) fn cases() -> Vec<Case> {
                 let v = c.volume("pub").await?;
                 let node = c.node_id()?;
                 let req = publish_req(v.volume_id.as_str(), &node, false);
-                let a: ControllerPublishVolumeResponse = ok("ControllerPublishVolume", send_publish(&c, req.clone()).await)?;
-                let b: ControllerPublishVolumeResponse = ok("ControllerPublishVolume (retry)", send_publish(&c, req).await)?;
+                let a: ControllerPublishVolumeResponse = ok(
+                    "ControllerPublishVolume",
+                    send_publish(&c, req.clone()).await,
+                )?;
+                let b: ControllerPublishVolumeResponse = ok(
+                    "ControllerPublishVolume (retry)",
+                    send_publish(&c, req).await,
+                )?;
                 ensure!(
                     a.publish_context == b.publish_context,
                     "ControllerPublishVolume retried returned another publish_context: {:?} then {:?}",
@@ -568,8 +696,14 @@ pub(super) fn cases() -> Vec<Case> {
                     node_id: node,
                     ..Default::default()
                 };
-                ok_raw("ControllerUnpublishVolume", c.ctl().controller_unpublish_volume(un.clone()).await)?;
-                ok_raw("ControllerUnpublishVolume (again)", c.ctl().controller_unpublish_volume(un).await)?;
+                ok_raw(
+                    "ControllerUnpublishVolume",
+                    c.ctl().controller_unpublish_volume(un.clone()).await,
+                )?;
+                ok_raw(
+                    "ControllerUnpublishVolume (again)",
+                    c.ctl().controller_unpublish_volume(un).await,
+                )?;
                 Ok(())
             }
         ),
@@ -579,7 +713,9 @@ pub(super) fn cases() -> Vec<Case> {
             |c| {
                 need_publish(&c)?;
                 let Some(second) = c.config().second_node_id.clone() else {
-                    return Err(CaseError::Skip("no second node id configured (--second-node-id)".into()));
+                    return Err(CaseError::Skip(
+                        "no second node id configured (--second-node-id)".into(),
+                    ));
                 };
                 let v = c.volume("pub2").await?;
                 let _: ControllerPublishVolumeResponse = ok(
@@ -587,7 +723,11 @@ pub(super) fn cases() -> Vec<Case> {
                     send_publish(&c, publish_req(v.volume_id.as_str(), &c.node_id()?, false)).await,
                 )?;
                 let r = send_publish(&c, publish_req(v.volume_id.as_str(), &second, false)).await;
-                code("ControllerPublishVolume (second node)", r, Code::FailedPrecondition)
+                code(
+                    "ControllerPublishVolume (second node)",
+                    r,
+                    Code::FailedPrecondition,
+                )
             }
         ),
         case!(
@@ -597,10 +737,14 @@ pub(super) fn cases() -> Vec<Case> {
                 need_publish(&c)?;
                 let node = c.node_id()?;
                 let Some(max) = c.found().max_volumes_per_node else {
-                    return Err(CaseError::Skip("NodeGetInfo reports no max_volumes_per_node".into()));
+                    return Err(CaseError::Skip(
+                        "NodeGetInfo reports no max_volumes_per_node".into(),
+                    ));
                 };
                 if max > 64 {
-                    return Err(CaseError::Skip(format!("max_volumes_per_node is {max}; the case publishes at most 64 volumes")));
+                    return Err(CaseError::Skip(format!(
+                        "max_volumes_per_node is {max}; the case publishes at most 64 volumes"
+                    )));
                 }
                 // Volumes published by others count against the limit too, so
                 // publish until the first refusal and check it comes at the limit.
@@ -608,10 +752,17 @@ pub(super) fn cases() -> Vec<Case> {
                     let v = c.volume("lim").await?;
                     let r = send_publish(&c, publish_req(v.volume_id.as_str(), &node, false)).await;
                     match r {
-                        Ok(_) if i == max => fail!("ControllerPublishVolume: published {} volumes to {node}, but max_volumes_per_node is {max}", max + 1),
+                        Ok(_) if i == max => fail!(
+                            "ControllerPublishVolume: published {} volumes to {node}, but max_volumes_per_node is {max}",
+                            max + 1
+                        ),
                         Ok(_) => {}
                         Err(e) if e.code() == Code::ResourceExhausted => return Ok(()),
-                        Err(e) => fail!("ControllerPublishVolume #{}: expected OK or RESOURCE_EXHAUSTED, got {}", i + 1, crate::ctx::describe(&e)),
+                        Err(e) => fail!(
+                            "ControllerPublishVolume #{}: expected OK or RESOURCE_EXHAUSTED, got {}",
+                            i + 1,
+                            crate::ctx::describe(&e)
+                        ),
                     }
                 }
                 Ok(())
@@ -630,12 +781,24 @@ pub(super) fn cases() -> Vec<Case> {
                     send_publish(&c, publish_req(v.volume_id.as_str(), &node, false)).await,
                 )?;
                 let r = send_publish(&c, publish_req(v.volume_id.as_str(), &node, true)).await;
-                code("ControllerPublishVolume (readonly after read-write)", r, Code::AlreadyExists)
+                code(
+                    "ControllerPublishVolume (readonly after read-write)",
+                    r,
+                    Code::AlreadyExists,
+                )
             }
         ),
-        missing!("controller/unpublish/missing_volume_id", "volume_id", |c| { need_publish(&c)? },
-            "ControllerUnpublishVolume", controller_unpublish_volume,
-            proto::ControllerUnpublishVolumeRequest { node_id: "node".into(), ..Default::default() }),
+        missing!(
+            "controller/unpublish/missing_volume_id",
+            "volume_id",
+            |c| { need_publish(&c)? },
+            "ControllerUnpublishVolume",
+            controller_unpublish_volume,
+            proto::ControllerUnpublishVolumeRequest {
+                node_id: "node".into(),
+                ..Default::default()
+            }
+        ),
         case!(
             "controller/unpublish/not_published",
             "ControllerUnpublishVolume of a volume that is not published succeeds",
@@ -656,12 +819,28 @@ pub(super) fn cases() -> Vec<Case> {
             }
         ),
         // ---- Snapshots
-        missing!("controller/create_snapshot/missing_name", "name", |c| { need_snap(&c)? },
-            "CreateSnapshot", create_snapshot,
-            proto::CreateSnapshotRequest { source_volume_id: UNKNOWN_ID.into(), ..Default::default() }),
-        missing!("controller/create_snapshot/missing_source_volume_id", "source_volume_id", |c| { need_snap(&c)? },
-            "CreateSnapshot", create_snapshot,
-            proto::CreateSnapshotRequest { name: c.name("nosrc"), ..Default::default() }),
+        missing!(
+            "controller/create_snapshot/missing_name",
+            "name",
+            |c| { need_snap(&c)? },
+            "CreateSnapshot",
+            create_snapshot,
+            proto::CreateSnapshotRequest {
+                source_volume_id: UNKNOWN_ID.into(),
+                ..Default::default()
+            }
+        ),
+        missing!(
+            "controller/create_snapshot/missing_source_volume_id",
+            "source_volume_id",
+            |c| { need_snap(&c)? },
+            "CreateSnapshot",
+            create_snapshot,
+            proto::CreateSnapshotRequest {
+                name: c.name("nosrc"),
+                ..Default::default()
+            }
+        ),
         case!(
             "controller/create_snapshot/idempotent",
             "CreateSnapshot sent twice returns the same snapshot, of the right source, which becomes ready_to_use",
@@ -673,8 +852,10 @@ pub(super) fn cases() -> Vec<Case> {
                     name: c.name("snap"),
                     ..Default::default()
                 };
-                let a: CreateSnapshotResponse = ok("CreateSnapshot", c.send_snapshot(req.clone()).await)?;
-                let b: CreateSnapshotResponse = ok("CreateSnapshot (retry)", c.send_snapshot(req).await)?;
+                let a: CreateSnapshotResponse =
+                    ok("CreateSnapshot", c.send_snapshot(req.clone()).await)?;
+                let b: CreateSnapshotResponse =
+                    ok("CreateSnapshot (retry)", c.send_snapshot(req).await)?;
                 ensure!(
                     a.snapshot.snapshot_id == b.snapshot.snapshot_id,
                     "CreateSnapshot retried returned another snapshot: {} then {}",
@@ -703,12 +884,25 @@ pub(super) fn cases() -> Vec<Case> {
                 let name = c.name("snap");
                 let _: CreateSnapshotResponse = ok(
                     "CreateSnapshot",
-                    c.send_snapshot(proto::CreateSnapshotRequest { source_volume_id: v1.volume_id.to_string(), name: name.clone(), ..Default::default() }).await,
+                    c.send_snapshot(proto::CreateSnapshotRequest {
+                        source_volume_id: v1.volume_id.to_string(),
+                        name: name.clone(),
+                        ..Default::default()
+                    })
+                    .await,
                 )?;
                 let r = c
-                    .send_snapshot(proto::CreateSnapshotRequest { source_volume_id: v2.volume_id.to_string(), name, ..Default::default() })
+                    .send_snapshot(proto::CreateSnapshotRequest {
+                        source_volume_id: v2.volume_id.to_string(),
+                        name,
+                        ..Default::default()
+                    })
                     .await;
-                code("CreateSnapshot (same name, other source)", r, Code::AlreadyExists)
+                code(
+                    "CreateSnapshot (same name, other source)",
+                    r,
+                    Code::AlreadyExists,
+                )
             }
         ),
         case!(
@@ -718,16 +912,30 @@ pub(super) fn cases() -> Vec<Case> {
                 need_snap(&c)?;
                 let v = c.volume("snapsrc").await?;
                 let base = c.name("snapmax");
-                let name: String = format!("{base}{}", "s".repeat(128)).chars().take(128).collect();
+                let name: String = format!("{base}{}", "s".repeat(128))
+                    .chars()
+                    .take(128)
+                    .collect();
                 let _: CreateSnapshotResponse = ok(
                     "CreateSnapshot (128-byte name)",
-                    c.send_snapshot(proto::CreateSnapshotRequest { source_volume_id: v.volume_id.to_string(), name, ..Default::default() }).await,
+                    c.send_snapshot(proto::CreateSnapshotRequest {
+                        source_volume_id: v.volume_id.to_string(),
+                        name,
+                        ..Default::default()
+                    })
+                    .await,
                 )?;
                 Ok(())
             }
         ),
-        missing!("controller/delete_snapshot/missing_snapshot_id", "snapshot_id", |c| { need_snap(&c)? },
-            "DeleteSnapshot", delete_snapshot, proto::DeleteSnapshotRequest::default()),
+        missing!(
+            "controller/delete_snapshot/missing_snapshot_id",
+            "snapshot_id",
+            |c| { need_snap(&c)? },
+            "DeleteSnapshot",
+            delete_snapshot,
+            proto::DeleteSnapshotRequest::default()
+        ),
         case!(
             "controller/delete_snapshot/unknown_id",
             "DeleteSnapshot of an id that does not exist succeeds; of a real snapshot, twice, succeeds",
@@ -735,11 +943,19 @@ pub(super) fn cases() -> Vec<Case> {
                 need_snap(&c)?;
                 ok_raw(
                     "DeleteSnapshot (unknown id)",
-                    c.ctl().delete_snapshot(proto::DeleteSnapshotRequest { snapshot_id: UNKNOWN_ID.into(), ..Default::default() }).await,
+                    c.ctl()
+                        .delete_snapshot(proto::DeleteSnapshotRequest {
+                            snapshot_id: UNKNOWN_ID.into(),
+                            ..Default::default()
+                        })
+                        .await,
                 )?;
                 let v = c.volume("snapsrc").await?;
                 let s = c.snapshot(v.volume_id.as_str(), "snapdel").await?;
-                let req = proto::DeleteSnapshotRequest { snapshot_id: s.snapshot_id.to_string(), ..Default::default() };
+                let req = proto::DeleteSnapshotRequest {
+                    snapshot_id: s.snapshot_id.to_string(),
+                    ..Default::default()
+                };
                 ok_raw("DeleteSnapshot", c.ctl().delete_snapshot(req.clone()).await)?;
                 ok_raw("DeleteSnapshot (again)", c.ctl().delete_snapshot(req).await)?;
                 let id = s.snapshot_id.to_string();
@@ -757,23 +973,65 @@ pub(super) fn cases() -> Vec<Case> {
                 let v2 = c.volume("lsrc").await?;
                 let s1 = c.snapshot(v1.volume_id.as_str(), "ls").await?;
                 let s2 = c.snapshot(v2.volume_id.as_str(), "ls").await?;
-                let by_id: ListSnapshotsResponse = ok("ListSnapshots(snapshot_id)", c.ctl().list_snapshots(proto::ListSnapshotsRequest { snapshot_id: s1.snapshot_id.to_string(), ..Default::default() }).await)?;
+                let by_id: ListSnapshotsResponse = ok(
+                    "ListSnapshots(snapshot_id)",
+                    c.ctl()
+                        .list_snapshots(proto::ListSnapshotsRequest {
+                            snapshot_id: s1.snapshot_id.to_string(),
+                            ..Default::default()
+                        })
+                        .await,
+                )?;
                 ensure!(
                     by_id.entries.len() == 1 && by_id.entries[0].snapshot_id == s1.snapshot_id,
                     "ListSnapshots(snapshot_id={}) returned {:?}",
                     s1.snapshot_id,
-                    by_id.entries.iter().map(|e| e.snapshot_id.to_string()).collect::<Vec<_>>()
+                    by_id
+                        .entries
+                        .iter()
+                        .map(|e| e.snapshot_id.to_string())
+                        .collect::<Vec<_>>()
                 );
-                let by_src: ListSnapshotsResponse = ok("ListSnapshots(source_volume_id)", c.ctl().list_snapshots(proto::ListSnapshotsRequest { source_volume_id: v2.volume_id.to_string(), ..Default::default() }).await)?;
+                let by_src: ListSnapshotsResponse = ok(
+                    "ListSnapshots(source_volume_id)",
+                    c.ctl()
+                        .list_snapshots(proto::ListSnapshotsRequest {
+                            source_volume_id: v2.volume_id.to_string(),
+                            ..Default::default()
+                        })
+                        .await,
+                )?;
                 ensure!(
-                    by_src.entries.iter().any(|e| e.snapshot_id == s2.snapshot_id)
-                        && by_src.entries.iter().all(|e| e.source_volume_id == v2.volume_id),
+                    by_src
+                        .entries
+                        .iter()
+                        .any(|e| e.snapshot_id == s2.snapshot_id)
+                        && by_src
+                            .entries
+                            .iter()
+                            .all(|e| e.source_volume_id == v2.volume_id),
                     "ListSnapshots(source_volume_id={}) returned {:?}",
                     v2.volume_id,
-                    by_src.entries.iter().map(|e| e.snapshot_id.to_string()).collect::<Vec<_>>()
+                    by_src
+                        .entries
+                        .iter()
+                        .map(|e| e.snapshot_id.to_string())
+                        .collect::<Vec<_>>()
                 );
-                let none: ListSnapshotsResponse = ok("ListSnapshots(unknown snapshot_id)", c.ctl().list_snapshots(proto::ListSnapshotsRequest { snapshot_id: UNKNOWN_ID.into(), ..Default::default() }).await)?;
-                ensure!(none.entries.is_empty(), "ListSnapshots(snapshot_id=<unknown>) returned {} entries", none.entries.len());
+                let none: ListSnapshotsResponse = ok(
+                    "ListSnapshots(unknown snapshot_id)",
+                    c.ctl()
+                        .list_snapshots(proto::ListSnapshotsRequest {
+                            snapshot_id: UNKNOWN_ID.into(),
+                            ..Default::default()
+                        })
+                        .await,
+                )?;
+                ensure!(
+                    none.entries.is_empty(),
+                    "ListSnapshots(snapshot_id=<unknown>) returned {} entries",
+                    none.entries.len()
+                );
                 Ok(())
             }
         ),
@@ -786,15 +1044,26 @@ pub(super) fn cases() -> Vec<Case> {
                 let v = c.volume("lsrc").await?;
                 let mut created = BTreeSet::new();
                 for _ in 0..5 {
-                    created.insert(c.snapshot(v.volume_id.as_str(), "lp").await?.snapshot_id.into_string());
+                    created.insert(
+                        c.snapshot(v.volume_id.as_str(), "lp")
+                            .await?
+                            .snapshot_id
+                            .into_string(),
+                    );
                 }
                 let ids = list_all_snapshots(&c, 2).await?;
                 let mut seen = BTreeSet::new();
                 for id in &ids {
-                    ensure!(seen.insert(id.clone()), "ListSnapshots returned {id} on two pages");
+                    ensure!(
+                        seen.insert(id.clone()),
+                        "ListSnapshots returned {id} on two pages"
+                    );
                 }
                 for id in &created {
-                    ensure!(seen.contains(id), "ListSnapshots in pages of 2 lost snapshot {id}");
+                    ensure!(
+                        seen.contains(id),
+                        "ListSnapshots in pages of 2 lost snapshot {id}"
+                    );
                 }
                 Ok(())
             }
@@ -804,16 +1073,37 @@ pub(super) fn cases() -> Vec<Case> {
             "ListSnapshots with a starting_token the plugin never issued answers ABORTED",
             |c| {
                 c.need_controller(CC::LIST_SNAPSHOTS, "LIST_SNAPSHOTS")?;
-                let r = c.ctl().list_snapshots(proto::ListSnapshotsRequest { max_entries: 1, starting_token: "csi-testkit-not-a-token".into(), ..Default::default() }).await;
+                let r = c
+                    .ctl()
+                    .list_snapshots(proto::ListSnapshotsRequest {
+                        max_entries: 1,
+                        starting_token: "csi-testkit-not-a-token".into(),
+                        ..Default::default()
+                    })
+                    .await;
                 code("ListSnapshots (bad token)", r, Code::Aborted)
             }
+        ),
+        missing!(
+            "controller/get_snapshot/missing_snapshot_id",
+            "snapshot_id",
+            |c| { c.need_controller(CC::GET_SNAPSHOT, "GET_SNAPSHOT")? },
+            "GetSnapshot",
+            get_snapshot,
+            proto::GetSnapshotRequest::default()
         ),
         case!(
             "controller/get_snapshot/unknown_id",
             "GetSnapshot of a snapshot that does not exist answers NOT_FOUND",
             |c| {
                 c.need_controller(CC::GET_SNAPSHOT, "GET_SNAPSHOT")?;
-                let r = c.ctl().get_snapshot(proto::GetSnapshotRequest { snapshot_id: UNKNOWN_ID.into(), ..Default::default() }).await;
+                let r = c
+                    .ctl()
+                    .get_snapshot(proto::GetSnapshotRequest {
+                        snapshot_id: UNKNOWN_ID.into(),
+                        ..Default::default()
+                    })
+                    .await;
                 code("GetSnapshot", r, Code::NotFound)
             }
         ),
@@ -828,11 +1118,15 @@ pub(super) fn cases() -> Vec<Case> {
                 if !s.ready_to_use {
                     wait_ready(&c, s.snapshot_id.as_str()).await?;
                 }
-                let mut req = c.create_req(&c.name("restore"), c.config().volume_size.max(s.size_bytes));
-                req.volume_content_source = Some(VolumeContentSource::Snapshot(s.snapshot_id.clone()).into());
-                let r: CreateVolumeResponse = ok("CreateVolume (from snapshot)", c.send_create(req).await)?;
+                let mut req =
+                    c.create_req(&c.name("restore"), c.config().volume_size.max(s.size_bytes));
+                req.volume_content_source =
+                    Some(VolumeContentSource::Snapshot(s.snapshot_id.clone()).into());
+                let r: CreateVolumeResponse =
+                    ok("CreateVolume (from snapshot)", c.send_create(req).await)?;
                 ensure!(
-                    r.volume.content_source == Some(VolumeContentSource::Snapshot(s.snapshot_id.clone())),
+                    r.volume.content_source
+                        == Some(VolumeContentSource::Snapshot(s.snapshot_id.clone())),
                     "CreateVolume from snapshot {}: content_source is {:?}",
                     s.snapshot_id,
                     r.volume.content_source
@@ -852,8 +1146,17 @@ pub(super) fn cases() -> Vec<Case> {
             |c| {
                 need_snap(&c)?;
                 let mut req = c.create_req(&c.name("restore"), c.config().volume_size);
-                req.volume_content_source = Some(VolumeContentSource::Snapshot(csi_types::SnapshotId::new(UNKNOWN_ID).expect("valid id")).into());
-                code("CreateVolume (from unknown snapshot)", c.send_create(req).await, Code::NotFound)
+                req.volume_content_source = Some(
+                    VolumeContentSource::Snapshot(
+                        csi_types::SnapshotId::new(UNKNOWN_ID).expect("valid id"),
+                    )
+                    .into(),
+                );
+                code(
+                    "CreateVolume (from unknown snapshot)",
+                    c.send_create(req).await,
+                    Code::NotFound,
+                )
             }
         ),
         case!(
@@ -863,16 +1166,24 @@ pub(super) fn cases() -> Vec<Case> {
                 need_create(&c)?;
                 c.need_controller(CC::CLONE_VOLUME, "CLONE_VOLUME")?;
                 let v = c.volume("csrc").await?;
-                let mut req = c.create_req(&c.name("clone"), c.config().volume_size.max(v.capacity_bytes));
-                req.volume_content_source = Some(VolumeContentSource::Volume(v.volume_id.clone()).into());
+                let mut req = c.create_req(
+                    &c.name("clone"),
+                    c.config().volume_size.max(v.capacity_bytes),
+                );
+                req.volume_content_source =
+                    Some(VolumeContentSource::Volume(v.volume_id.clone()).into());
                 let r: CreateVolumeResponse = ok("CreateVolume (clone)", c.send_create(req).await)?;
                 ensure!(
-                    r.volume.content_source == Some(VolumeContentSource::Volume(v.volume_id.clone())),
+                    r.volume.content_source
+                        == Some(VolumeContentSource::Volume(v.volume_id.clone())),
                     "CreateVolume cloning {}: content_source is {:?}",
                     v.volume_id,
                     r.volume.content_source
                 );
-                ensure!(r.volume.volume_id != v.volume_id, "CreateVolume (clone) returned the source volume's id");
+                ensure!(
+                    r.volume.volume_id != v.volume_id,
+                    "CreateVolume (clone) returned the source volume's id"
+                );
                 Ok(())
             }
         ),
@@ -883,17 +1194,34 @@ pub(super) fn cases() -> Vec<Case> {
                 need_create(&c)?;
                 c.need_controller(CC::CLONE_VOLUME, "CLONE_VOLUME")?;
                 let mut req = c.create_req(&c.name("clone"), c.config().volume_size);
-                req.volume_content_source = Some(VolumeContentSource::Volume(csi_types::VolumeId::new(UNKNOWN_ID).expect("valid id")).into());
-                code("CreateVolume (clone of unknown volume)", c.send_create(req).await, Code::NotFound)
+                req.volume_content_source = Some(
+                    VolumeContentSource::Volume(
+                        csi_types::VolumeId::new(UNKNOWN_ID).expect("valid id"),
+                    )
+                    .into(),
+                );
+                code(
+                    "CreateVolume (clone of unknown volume)",
+                    c.send_create(req).await,
+                    Code::NotFound,
+                )
             }
         ),
         // ---- ControllerExpandVolume
-        missing!("controller/expand_volume/missing_volume_id", "volume_id",
-            |c| { c.need_controller(CC::EXPAND_VOLUME, "EXPAND_VOLUME")? }, "ControllerExpandVolume",
-            controller_expand_volume, proto::ControllerExpandVolumeRequest {
-                capacity_range: Some(proto::CapacityRange { required_bytes: 1 << 20, limit_bytes: 0 }),
+        missing!(
+            "controller/expand_volume/missing_volume_id",
+            "volume_id",
+            |c| { c.need_controller(CC::EXPAND_VOLUME, "EXPAND_VOLUME")? },
+            "ControllerExpandVolume",
+            controller_expand_volume,
+            proto::ControllerExpandVolumeRequest {
+                capacity_range: Some(proto::CapacityRange {
+                    required_bytes: 1 << 20,
+                    limit_bytes: 0
+                }),
                 ..Default::default()
-            }),
+            }
+        ),
         case!(
             "controller/expand_volume/missing_capacity_range",
             "ControllerExpandVolume without `capacity_range` answers INVALID_ARGUMENT",
@@ -901,7 +1229,13 @@ pub(super) fn cases() -> Vec<Case> {
                 c.need_controller(CC::EXPAND_VOLUME, "EXPAND_VOLUME")?;
                 need_create(&c)?;
                 let v = c.volume("exp").await?;
-                let r = c.ctl().controller_expand_volume(proto::ControllerExpandVolumeRequest { volume_id: v.volume_id.to_string(), ..Default::default() }).await;
+                let r = c
+                    .ctl()
+                    .controller_expand_volume(proto::ControllerExpandVolumeRequest {
+                        volume_id: v.volume_id.to_string(),
+                        ..Default::default()
+                    })
+                    .await;
                 code("ControllerExpandVolume", r, Code::InvalidArgument)
             }
         ),
@@ -910,11 +1244,17 @@ pub(super) fn cases() -> Vec<Case> {
             "ControllerExpandVolume of a volume that does not exist answers NOT_FOUND",
             |c| {
                 c.need_controller(CC::EXPAND_VOLUME, "EXPAND_VOLUME")?;
-                let r = c.ctl().controller_expand_volume(proto::ControllerExpandVolumeRequest {
-                    volume_id: UNKNOWN_ID.into(),
-                    capacity_range: Some(proto::CapacityRange { required_bytes: c.config().volume_size as i64 * 2, limit_bytes: 0 }),
-                    ..Default::default()
-                }).await;
+                let r = c
+                    .ctl()
+                    .controller_expand_volume(proto::ControllerExpandVolumeRequest {
+                        volume_id: UNKNOWN_ID.into(),
+                        capacity_range: Some(proto::CapacityRange {
+                            required_bytes: c.config().volume_size as i64 * 2,
+                            limit_bytes: 0,
+                        }),
+                        ..Default::default()
+                    })
+                    .await;
                 code("ControllerExpandVolume", r, Code::NotFound)
             }
         ),
@@ -928,23 +1268,49 @@ pub(super) fn cases() -> Vec<Case> {
                 let want = v.capacity_bytes.max(c.config().volume_size) * 2;
                 let req = proto::ControllerExpandVolumeRequest {
                     volume_id: v.volume_id.to_string(),
-                    capacity_range: Some(proto::CapacityRange { required_bytes: want as i64, limit_bytes: 0 }),
+                    capacity_range: Some(proto::CapacityRange {
+                        required_bytes: want as i64,
+                        limit_bytes: 0,
+                    }),
                     ..Default::default()
                 };
-                let a: ControllerExpandVolumeResponse = ok("ControllerExpandVolume", c.ctl().controller_expand_volume(req.clone()).await)?;
-                ensure!(a.capacity_bytes >= want, "ControllerExpandVolume to {want} bytes answered capacity_bytes {}", a.capacity_bytes);
-                let b: ControllerExpandVolumeResponse = ok("ControllerExpandVolume (retry)", c.ctl().controller_expand_volume(req).await)?;
-                ensure!(b.capacity_bytes == a.capacity_bytes, "ControllerExpandVolume retried answered {} then {}", a.capacity_bytes, b.capacity_bytes);
+                let a: ControllerExpandVolumeResponse = ok(
+                    "ControllerExpandVolume",
+                    c.ctl().controller_expand_volume(req.clone()).await,
+                )?;
+                ensure!(
+                    a.capacity_bytes >= want,
+                    "ControllerExpandVolume to {want} bytes answered capacity_bytes {}",
+                    a.capacity_bytes
+                );
+                let b: ControllerExpandVolumeResponse = ok(
+                    "ControllerExpandVolume (retry)",
+                    c.ctl().controller_expand_volume(req).await,
+                )?;
+                ensure!(
+                    b.capacity_bytes == a.capacity_bytes,
+                    "ControllerExpandVolume retried answered {} then {}",
+                    a.capacity_bytes,
+                    b.capacity_bytes
+                );
                 Ok(())
             }
         ),
         // ---- ControllerModifyVolume
-        missing!("controller/modify_volume/missing_volume_id", "volume_id",
-            |c| { c.need_controller(CC::MODIFY_VOLUME, "MODIFY_VOLUME")? }, "ControllerModifyVolume",
-            controller_modify_volume, proto::ControllerModifyVolumeRequest {
-                mutable_parameters: BTreeMap::from([("csi-testkit-key".to_string(), "v".to_string())]),
+        missing!(
+            "controller/modify_volume/missing_volume_id",
+            "volume_id",
+            |c| { c.need_controller(CC::MODIFY_VOLUME, "MODIFY_VOLUME")? },
+            "ControllerModifyVolume",
+            controller_modify_volume,
+            proto::ControllerModifyVolumeRequest {
+                mutable_parameters: BTreeMap::from([(
+                    "csi-testkit-key".to_string(),
+                    "v".to_string()
+                )]),
                 ..Default::default()
-            }),
+            }
+        ),
         case!(
             "controller/modify_volume/missing_mutable_parameters",
             "ControllerModifyVolume without `mutable_parameters` answers INVALID_ARGUMENT",
@@ -952,7 +1318,13 @@ pub(super) fn cases() -> Vec<Case> {
                 c.need_controller(CC::MODIFY_VOLUME, "MODIFY_VOLUME")?;
                 need_create(&c)?;
                 let v = c.volume("mod").await?;
-                let r = c.ctl().controller_modify_volume(proto::ControllerModifyVolumeRequest { volume_id: v.volume_id.to_string(), ..Default::default() }).await;
+                let r = c
+                    .ctl()
+                    .controller_modify_volume(proto::ControllerModifyVolumeRequest {
+                        volume_id: v.volume_id.to_string(),
+                        ..Default::default()
+                    })
+                    .await;
                 code("ControllerModifyVolume", r, Code::InvalidArgument)
             }
         ),
@@ -962,13 +1334,23 @@ pub(super) fn cases() -> Vec<Case> {
             |c| {
                 c.need_controller(CC::MODIFY_VOLUME, "MODIFY_VOLUME")?;
                 if c.config().mutable_parameters.is_empty() {
-                    return Err(CaseError::Skip("no mutable parameters configured (--mutable-params)".into()));
+                    return Err(CaseError::Skip(
+                        "no mutable parameters configured (--mutable-params)".into(),
+                    ));
                 }
-                let r = c.ctl().controller_modify_volume(proto::ControllerModifyVolumeRequest {
-                    volume_id: UNKNOWN_ID.into(),
-                    mutable_parameters: c.config().mutable_parameters.clone().into_iter().collect(),
-                    ..Default::default()
-                }).await;
+                let r = c
+                    .ctl()
+                    .controller_modify_volume(proto::ControllerModifyVolumeRequest {
+                        volume_id: UNKNOWN_ID.into(),
+                        mutable_parameters: c
+                            .config()
+                            .mutable_parameters
+                            .clone()
+                            .into_iter()
+                            .collect(),
+                        ..Default::default()
+                    })
+                    .await;
                 code("ControllerModifyVolume", r, Code::NotFound)
             }
         ),
@@ -979,7 +1361,9 @@ pub(super) fn cases() -> Vec<Case> {
                 c.need_controller(CC::MODIFY_VOLUME, "MODIFY_VOLUME")?;
                 need_create(&c)?;
                 if c.config().mutable_parameters.is_empty() {
-                    return Err(CaseError::Skip("no mutable parameters configured (--mutable-params)".into()));
+                    return Err(CaseError::Skip(
+                        "no mutable parameters configured (--mutable-params)".into(),
+                    ));
                 }
                 let v = c.volume("mod").await?;
                 let req = proto::ControllerModifyVolumeRequest {
@@ -987,8 +1371,14 @@ pub(super) fn cases() -> Vec<Case> {
                     mutable_parameters: c.config().mutable_parameters.clone().into_iter().collect(),
                     ..Default::default()
                 };
-                ok_raw("ControllerModifyVolume", c.ctl().controller_modify_volume(req.clone()).await)?;
-                ok_raw("ControllerModifyVolume (retry)", c.ctl().controller_modify_volume(req).await)?;
+                ok_raw(
+                    "ControllerModifyVolume",
+                    c.ctl().controller_modify_volume(req.clone()).await,
+                )?;
+                ok_raw(
+                    "ControllerModifyVolume (retry)",
+                    c.ctl().controller_modify_volume(req).await,
+                )?;
                 Ok(())
             }
         ),
@@ -999,12 +1389,22 @@ pub(super) fn cases() -> Vec<Case> {
                 c.need_controller(CC::MODIFY_VOLUME, "MODIFY_VOLUME")?;
                 need_create(&c)?;
                 let v = c.volume("mod").await?;
-                let r = c.ctl().controller_modify_volume(proto::ControllerModifyVolumeRequest {
-                    volume_id: v.volume_id.to_string(),
-                    mutable_parameters: BTreeMap::from([("csi-testkit.example.com/no-such-parameter".to_string(), "1".to_string())]),
-                    ..Default::default()
-                }).await;
-                code("ControllerModifyVolume (unsupported parameter)", r, Code::InvalidArgument)
+                let r = c
+                    .ctl()
+                    .controller_modify_volume(proto::ControllerModifyVolumeRequest {
+                        volume_id: v.volume_id.to_string(),
+                        mutable_parameters: BTreeMap::from([(
+                            "csi-testkit.example.com/no-such-parameter".to_string(),
+                            "1".to_string(),
+                        )]),
+                        ..Default::default()
+                    })
+                    .await;
+                code(
+                    "ControllerModifyVolume (unsupported parameter)",
+                    r,
+                    Code::InvalidArgument,
+                )
             }
         ),
     ]

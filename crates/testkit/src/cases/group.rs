@@ -39,12 +39,20 @@ pub(super) fn cases() -> Vec<Case> {
             "group/get_capabilities",
             "GroupControllerGetCapabilities answers when GROUP_CONTROLLER_SERVICE is advertised",
             |c| {
-                if !c.found().plugin.contains(csi_types::PluginCapabilities::GROUP_CONTROLLER_SERVICE) {
-                    return Err(CaseError::Skip("the plugin does not advertise GROUP_CONTROLLER_SERVICE".into()));
+                if !c
+                    .found()
+                    .plugin
+                    .contains(csi_types::PluginCapabilities::GROUP_CONTROLLER_SERVICE)
+                {
+                    return Err(CaseError::Skip(
+                        "the plugin does not advertise GROUP_CONTROLLER_SERVICE".into(),
+                    ));
                 }
                 let _: csi_types::GroupControllerGetCapabilitiesResponse = ok(
                     "GroupControllerGetCapabilities",
-                    c.ctl().group_controller_get_capabilities(Default::default()).await,
+                    c.ctl()
+                        .group_controller_get_capabilities(Default::default())
+                        .await,
                 )?;
                 Ok(())
             }
@@ -55,7 +63,14 @@ pub(super) fn cases() -> Vec<Case> {
             |c| {
                 need(&c)?;
                 let v = c.volume("gsrc").await?;
-                let r = send_create(&c, proto::CreateVolumeGroupSnapshotRequest { source_volume_ids: vec![v.volume_id.to_string()], ..Default::default() }).await;
+                let r = send_create(
+                    &c,
+                    proto::CreateVolumeGroupSnapshotRequest {
+                        source_volume_ids: vec![v.volume_id.to_string()],
+                        ..Default::default()
+                    },
+                )
+                .await;
                 code("CreateVolumeGroupSnapshot", r, Code::InvalidArgument)
             }
         ),
@@ -64,7 +79,14 @@ pub(super) fn cases() -> Vec<Case> {
             "CreateVolumeGroupSnapshot without `source_volume_ids` answers INVALID_ARGUMENT",
             |c| {
                 need(&c)?;
-                let r = send_create(&c, proto::CreateVolumeGroupSnapshotRequest { name: c.name("group"), ..Default::default() }).await;
+                let r = send_create(
+                    &c,
+                    proto::CreateVolumeGroupSnapshotRequest {
+                        name: c.name("group"),
+                        ..Default::default()
+                    },
+                )
+                .await;
                 code("CreateVolumeGroupSnapshot", r, Code::InvalidArgument)
             }
         ),
@@ -73,7 +95,28 @@ pub(super) fn cases() -> Vec<Case> {
             "DeleteVolumeGroupSnapshot without `group_snapshot_id` answers INVALID_ARGUMENT",
             |c| {
                 c.need_group()?;
-                let r = c.ctl().delete_volume_group_snapshot(proto::DeleteVolumeGroupSnapshotRequest { snapshot_ids: vec![UNKNOWN_ID.into()], ..Default::default() }).await;
+                let r = c
+                    .ctl()
+                    .delete_volume_group_snapshot(proto::DeleteVolumeGroupSnapshotRequest {
+                        snapshot_ids: vec![UNKNOWN_ID.into()],
+                        ..Default::default()
+                    })
+                    .await;
+                code("DeleteVolumeGroupSnapshot", r, Code::InvalidArgument)
+            }
+        ),
+        case!(
+            "group/delete/missing_snapshot_ids",
+            "DeleteVolumeGroupSnapshot without `snapshot_ids` answers INVALID_ARGUMENT",
+            |c| {
+                c.need_group()?;
+                let r = c
+                    .ctl()
+                    .delete_volume_group_snapshot(proto::DeleteVolumeGroupSnapshotRequest {
+                        group_snapshot_id: UNKNOWN_ID.into(),
+                        ..Default::default()
+                    })
+                    .await;
                 code("DeleteVolumeGroupSnapshot", r, Code::InvalidArgument)
             }
         ),
@@ -82,7 +125,13 @@ pub(super) fn cases() -> Vec<Case> {
             "GetVolumeGroupSnapshot without `group_snapshot_id` answers INVALID_ARGUMENT",
             |c| {
                 c.need_group()?;
-                let r = c.ctl().get_volume_group_snapshot(proto::GetVolumeGroupSnapshotRequest { snapshot_ids: vec![UNKNOWN_ID.into()], ..Default::default() }).await;
+                let r = c
+                    .ctl()
+                    .get_volume_group_snapshot(proto::GetVolumeGroupSnapshotRequest {
+                        snapshot_ids: vec![UNKNOWN_ID.into()],
+                        ..Default::default()
+                    })
+                    .await;
                 code("GetVolumeGroupSnapshot", r, Code::InvalidArgument)
             }
         ),
@@ -91,7 +140,14 @@ pub(super) fn cases() -> Vec<Case> {
             "GetVolumeGroupSnapshot of a group snapshot that does not exist answers NOT_FOUND",
             |c| {
                 c.need_group()?;
-                let r = c.ctl().get_volume_group_snapshot(proto::GetVolumeGroupSnapshotRequest { group_snapshot_id: UNKNOWN_ID.into(), snapshot_ids: vec![UNKNOWN_ID.into()], ..Default::default() }).await;
+                let r = c
+                    .ctl()
+                    .get_volume_group_snapshot(proto::GetVolumeGroupSnapshotRequest {
+                        group_snapshot_id: UNKNOWN_ID.into(),
+                        snapshot_ids: vec![UNKNOWN_ID.into()],
+                        ..Default::default()
+                    })
+                    .await;
                 code("GetVolumeGroupSnapshot", r, Code::NotFound)
             }
         ),
@@ -102,11 +158,13 @@ pub(super) fn cases() -> Vec<Case> {
                 c.need_group()?;
                 ok_raw(
                     "DeleteVolumeGroupSnapshot (unknown id)",
-                    c.ctl().delete_volume_group_snapshot(proto::DeleteVolumeGroupSnapshotRequest {
-                        group_snapshot_id: UNKNOWN_ID.into(),
-                        snapshot_ids: vec![UNKNOWN_ID.into()],
-                        ..Default::default()
-                    }).await,
+                    c.ctl()
+                        .delete_volume_group_snapshot(proto::DeleteVolumeGroupSnapshotRequest {
+                            group_snapshot_id: UNKNOWN_ID.into(),
+                            snapshot_ids: vec![UNKNOWN_ID.into()],
+                            ..Default::default()
+                        })
+                        .await,
                 )?;
                 Ok(())
             }
@@ -123,8 +181,14 @@ pub(super) fn cases() -> Vec<Case> {
                     source_volume_ids: vec![v1.volume_id.to_string(), v2.volume_id.to_string()],
                     ..Default::default()
                 };
-                let a: CreateVolumeGroupSnapshotResponse = ok("CreateVolumeGroupSnapshot", send_create(&c, req.clone()).await)?;
-                let b: CreateVolumeGroupSnapshotResponse = ok("CreateVolumeGroupSnapshot (retry)", send_create(&c, req).await)?;
+                let a: CreateVolumeGroupSnapshotResponse = ok(
+                    "CreateVolumeGroupSnapshot",
+                    send_create(&c, req.clone()).await,
+                )?;
+                let b: CreateVolumeGroupSnapshotResponse = ok(
+                    "CreateVolumeGroupSnapshot (retry)",
+                    send_create(&c, req).await,
+                )?;
                 let g = a.group_snapshot;
                 ensure!(
                     g.group_snapshot_id == b.group_snapshot.group_snapshot_id,
@@ -132,9 +196,17 @@ pub(super) fn cases() -> Vec<Case> {
                     g.group_snapshot_id,
                     b.group_snapshot.group_snapshot_id
                 );
-                let sources: BTreeSet<String> = g.snapshots.iter().map(|s| s.source_volume_id.to_string()).collect();
-                let wanted: BTreeSet<String> = [v1.volume_id.to_string(), v2.volume_id.to_string()].into();
-                ensure!(sources == wanted, "CreateVolumeGroupSnapshot: the snapshots' sources are {sources:?}, expected {wanted:?}");
+                let sources: BTreeSet<String> = g
+                    .snapshots
+                    .iter()
+                    .map(|s| s.source_volume_id.to_string())
+                    .collect();
+                let wanted: BTreeSet<String> =
+                    [v1.volume_id.to_string(), v2.volume_id.to_string()].into();
+                ensure!(
+                    sources == wanted,
+                    "CreateVolumeGroupSnapshot: the snapshots' sources are {sources:?}, expected {wanted:?}"
+                );
                 for s in &g.snapshots {
                     ensure!(
                         s.group_snapshot_id.as_ref() == Some(&g.group_snapshot_id),
@@ -144,23 +216,39 @@ pub(super) fn cases() -> Vec<Case> {
                         s.group_snapshot_id
                     );
                 }
-                let ids: Vec<String> = g.snapshots.iter().map(|s| s.snapshot_id.to_string()).collect();
+                let ids: Vec<String> = g
+                    .snapshots
+                    .iter()
+                    .map(|s| s.snapshot_id.to_string())
+                    .collect();
                 let got: GetVolumeGroupSnapshotResponse = ok(
                     "GetVolumeGroupSnapshot",
-                    c.ctl().get_volume_group_snapshot(proto::GetVolumeGroupSnapshotRequest {
-                        group_snapshot_id: g.group_snapshot_id.to_string(),
-                        snapshot_ids: ids.clone(),
-                        ..Default::default()
-                    }).await,
+                    c.ctl()
+                        .get_volume_group_snapshot(proto::GetVolumeGroupSnapshotRequest {
+                            group_snapshot_id: g.group_snapshot_id.to_string(),
+                            snapshot_ids: ids.clone(),
+                            ..Default::default()
+                        })
+                        .await,
                 )?;
-                ensure!(got.group_snapshot.group_snapshot_id == g.group_snapshot_id, "GetVolumeGroupSnapshot returned {}", got.group_snapshot.group_snapshot_id);
+                ensure!(
+                    got.group_snapshot.group_snapshot_id == g.group_snapshot_id,
+                    "GetVolumeGroupSnapshot returned {}",
+                    got.group_snapshot.group_snapshot_id
+                );
                 let del = proto::DeleteVolumeGroupSnapshotRequest {
                     group_snapshot_id: g.group_snapshot_id.to_string(),
                     snapshot_ids: ids,
                     ..Default::default()
                 };
-                ok_raw("DeleteVolumeGroupSnapshot", c.ctl().delete_volume_group_snapshot(del.clone()).await)?;
-                ok_raw("DeleteVolumeGroupSnapshot (again)", c.ctl().delete_volume_group_snapshot(del).await)?;
+                ok_raw(
+                    "DeleteVolumeGroupSnapshot",
+                    c.ctl().delete_volume_group_snapshot(del.clone()).await,
+                )?;
+                ok_raw(
+                    "DeleteVolumeGroupSnapshot (again)",
+                    c.ctl().delete_volume_group_snapshot(del).await,
+                )?;
                 let gid = g.group_snapshot_id.to_string();
                 c.forget(|x| matches!(x, Cleanup::GroupSnapshot(i, _) if *i == gid));
                 Ok(())
@@ -176,10 +264,30 @@ pub(super) fn cases() -> Vec<Case> {
                 let name = c.name("group");
                 let _: CreateVolumeGroupSnapshotResponse = ok(
                     "CreateVolumeGroupSnapshot",
-                    send_create(&c, proto::CreateVolumeGroupSnapshotRequest { name: name.clone(), source_volume_ids: vec![v1.volume_id.to_string()], ..Default::default() }).await,
+                    send_create(
+                        &c,
+                        proto::CreateVolumeGroupSnapshotRequest {
+                            name: name.clone(),
+                            source_volume_ids: vec![v1.volume_id.to_string()],
+                            ..Default::default()
+                        },
+                    )
+                    .await,
                 )?;
-                let r = send_create(&c, proto::CreateVolumeGroupSnapshotRequest { name, source_volume_ids: vec![v2.volume_id.to_string()], ..Default::default() }).await;
-                code("CreateVolumeGroupSnapshot (same name, other volumes)", r, Code::AlreadyExists)
+                let r = send_create(
+                    &c,
+                    proto::CreateVolumeGroupSnapshotRequest {
+                        name,
+                        source_volume_ids: vec![v2.volume_id.to_string()],
+                        ..Default::default()
+                    },
+                )
+                .await;
+                code(
+                    "CreateVolumeGroupSnapshot (same name, other volumes)",
+                    r,
+                    Code::AlreadyExists,
+                )
             }
         ),
     ]

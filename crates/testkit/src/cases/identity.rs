@@ -13,7 +13,9 @@ pub(super) fn cases() -> Vec<Case> {
             |c| {
                 let r: GetPluginInfoResponse = ok(
                     "GetPluginInfo",
-                    c.ctl().get_plugin_info(proto::GetPluginInfoRequest {}).await,
+                    c.ctl()
+                        .get_plugin_info(proto::GetPluginInfoRequest {})
+                        .await,
                 )?;
                 ensure!(
                     !r.vendor_version.is_empty(),
@@ -57,13 +59,17 @@ pub(super) fn cases() -> Vec<Case> {
                 Ok(())
             }
         ),
-        case!("identity/probe", "Probe answers OK on both endpoints", |c| {
-            let _: ProbeResponse = ok("Probe", c.ctl().probe(proto::ProbeRequest {}).await)?;
-            let _: ProbeResponse = ok(
-                "Probe (node endpoint)",
-                c.nd().probe(proto::ProbeRequest {}).await,
-            )?;
-            Ok(())
-        }),
+        case!(
+            "identity/probe",
+            "Probe answers OK on both endpoints",
+            |c| {
+                let _: ProbeResponse = ok("Probe", c.ctl().probe(proto::ProbeRequest {}).await)?;
+                let _: ProbeResponse = ok(
+                    "Probe (node endpoint)",
+                    c.nd().probe(proto::ProbeRequest {}).await,
+                )?;
+                Ok(())
+            }
+        ),
     ]
 }

@@ -273,10 +273,7 @@ impl Ctx {
 }
 
 /// Lists every volume id, following `next_token` with pages of `page`.
-pub(crate) async fn list_all_volumes(
-    c: &Ctx,
-    page: i32,
-) -> Result<Vec<String>, CaseError> {
+pub(crate) async fn list_all_volumes(c: &Ctx, page: i32) -> Result<Vec<String>, CaseError> {
     let mut ids = Vec::new();
     let mut token = String::new();
     for _ in 0..10_000 {
@@ -295,7 +292,11 @@ pub(crate) async fn list_all_volumes(
                 r.entries.len()
             );
         }
-        ids.extend(r.entries.into_iter().map(|e| e.volume.volume_id.into_string()));
+        ids.extend(
+            r.entries
+                .into_iter()
+                .map(|e| e.volume.volume_id.into_string()),
+        );
         match r.next_token {
             Some(t) => token = t,
             None => return Ok(ids),
@@ -305,10 +306,7 @@ pub(crate) async fn list_all_volumes(
 }
 
 /// Lists every snapshot id, following `next_token` with pages of `page`.
-pub(crate) async fn list_all_snapshots(
-    c: &Ctx,
-    page: i32,
-) -> Result<Vec<String>, CaseError> {
+pub(crate) async fn list_all_snapshots(c: &Ctx, page: i32) -> Result<Vec<String>, CaseError> {
     let mut ids = Vec::new();
     let mut token = String::new();
     for _ in 0..10_000 {

@@ -50,13 +50,24 @@ fn writable(dir: &Path) -> Result<bool, String> {
     }
 }
 
-async fn unstage_unpublish_order(c: &Ctx, volume_id: &str, target: &str, staging: &Option<String>) -> Result<(), CaseError> {
+async fn unstage_unpublish_order(
+    c: &Ctx,
+    volume_id: &str,
+    target: &str,
+    staging: &Option<String>,
+) -> Result<(), CaseError> {
     let un = proto::NodeUnpublishVolumeRequest {
         volume_id: volume_id.to_string(),
         target_path: target.to_string(),
     };
-    ok_raw("NodeUnpublishVolume", c.nd().node_unpublish_volume(un.clone()).await)?;
-    ok_raw("NodeUnpublishVolume (again)", c.nd().node_unpublish_volume(un).await)?;
+    ok_raw(
+        "NodeUnpublishVolume",
+        c.nd().node_unpublish_volume(un.clone()).await,
+    )?;
+    ok_raw(
+        "NodeUnpublishVolume (again)",
+        c.nd().node_unpublish_volume(un).await,
+    )?;
     let (v, t) = (volume_id.to_string(), target.to_string());
     c.forget(|x| matches!(x, Cleanup::NodePublish(a, b) if *a == v && *b == t));
     ensure!(
@@ -68,8 +79,14 @@ async fn unstage_unpublish_order(c: &Ctx, volume_id: &str, target: &str, staging
             volume_id: volume_id.to_string(),
             staging_target_path: s.clone(),
         };
-        ok_raw("NodeUnstageVolume", c.nd().node_unstage_volume(un.clone()).await)?;
-        ok_raw("NodeUnstageVolume (again)", c.nd().node_unstage_volume(un).await)?;
+        ok_raw(
+            "NodeUnstageVolume",
+            c.nd().node_unstage_volume(un.clone()).await,
+        )?;
+        ok_raw(
+            "NodeUnstageVolume (again)",
+            c.nd().node_unstage_volume(un).await,
+        )?;
         let (v, s) = (volume_id.to_string(), s.clone());
         c.forget(|x| matches!(x, Cleanup::Stage(a, b) if *a == v && *b == s));
     }
@@ -82,7 +99,10 @@ pub(super) fn cases() -> Vec<Case> {
             "node/get_info",
             "NodeGetInfo answers a valid node_id (and max_volumes_per_node, if any, is positive)",
             |c| {
-                let r: NodeGetInfoResponse = ok("NodeGetInfo", c.nd().node_get_info(Default::default()).await)?;
+                let r: NodeGetInfoResponse = ok(
+                    "NodeGetInfo",
+                    c.nd().node_get_info(Default::default()).await,
+                )?;
                 if let Some(m) = r.max_volumes_per_node {
                     ensure!(m > 0, "NodeGetInfo: max_volumes_per_node is 0");
                 }
@@ -93,60 +113,191 @@ pub(super) fn cases() -> Vec<Case> {
             "node/get_capabilities",
             "NodeGetCapabilities answers",
             |c| {
-                let _: csi_types::NodeGetCapabilitiesResponse =
-                    ok("NodeGetCapabilities", c.nd().node_get_capabilities(Default::default()).await)?;
+                let _: csi_types::NodeGetCapabilitiesResponse = ok(
+                    "NodeGetCapabilities",
+                    c.nd().node_get_capabilities(Default::default()).await,
+                )?;
                 Ok(())
             }
         ),
-        missing!("node/stage_volume/missing_volume_id", "volume_id",
-            |c| { c.need_node(NC::STAGE_UNSTAGE_VOLUME, "STAGE_UNSTAGE_VOLUME")? }, "NodeStageVolume", node_stage_volume,
-            proto::NodeStageVolumeRequest { staging_target_path: abs(&c.config().staging_dir, "x"), volume_capability: Some(rw()), ..Default::default() }),
-        missing!("node/stage_volume/missing_staging_target_path", "staging_target_path",
-            |c| { c.need_node(NC::STAGE_UNSTAGE_VOLUME, "STAGE_UNSTAGE_VOLUME")? }, "NodeStageVolume", node_stage_volume,
-            proto::NodeStageVolumeRequest { volume_id: UNKNOWN_ID.into(), volume_capability: Some(rw()), ..Default::default() }),
-        missing!("node/stage_volume/missing_volume_capability", "volume_capability",
-            |c| { c.need_node(NC::STAGE_UNSTAGE_VOLUME, "STAGE_UNSTAGE_VOLUME")? }, "NodeStageVolume", node_stage_volume,
-            proto::NodeStageVolumeRequest { volume_id: UNKNOWN_ID.into(), staging_target_path: abs(&c.config().staging_dir, "x"), ..Default::default() }),
-        missing!("node/unstage_volume/missing_volume_id", "volume_id",
-            |c| { c.need_node(NC::STAGE_UNSTAGE_VOLUME, "STAGE_UNSTAGE_VOLUME")? }, "NodeUnstageVolume", node_unstage_volume,
-            proto::NodeUnstageVolumeRequest { staging_target_path: abs(&c.config().staging_dir, "x"), ..Default::default() }),
-        missing!("node/unstage_volume/missing_staging_target_path", "staging_target_path",
-            |c| { c.need_node(NC::STAGE_UNSTAGE_VOLUME, "STAGE_UNSTAGE_VOLUME")? }, "NodeUnstageVolume", node_unstage_volume,
-            proto::NodeUnstageVolumeRequest { volume_id: UNKNOWN_ID.into(), ..Default::default() }),
-        missing!("node/publish_volume/missing_volume_id", "volume_id", |c| {}, "NodePublishVolume", node_publish_volume,
-            proto::NodePublishVolumeRequest { target_path: abs(&c.config().target_dir, "x"), staging_target_path: abs(&c.config().staging_dir, "x"), volume_capability: Some(rw()), ..Default::default() }),
-        missing!("node/publish_volume/missing_target_path", "target_path", |c| {}, "NodePublishVolume", node_publish_volume,
-            proto::NodePublishVolumeRequest { volume_id: UNKNOWN_ID.into(), staging_target_path: abs(&c.config().staging_dir, "x"), volume_capability: Some(rw()), ..Default::default() }),
-        missing!("node/publish_volume/missing_volume_capability", "volume_capability", |c| {}, "NodePublishVolume", node_publish_volume,
-            proto::NodePublishVolumeRequest { volume_id: UNKNOWN_ID.into(), staging_target_path: abs(&c.config().staging_dir, "x"), target_path: abs(&c.config().target_dir, "x"), ..Default::default() }),
-        missing!("node/unpublish_volume/missing_volume_id", "volume_id", |c| {}, "NodeUnpublishVolume", node_unpublish_volume,
-            proto::NodeUnpublishVolumeRequest { target_path: abs(&c.config().target_dir, "x"), ..Default::default() }),
-        missing!("node/unpublish_volume/missing_target_path", "target_path", |c| {}, "NodeUnpublishVolume", node_unpublish_volume,
-            proto::NodeUnpublishVolumeRequest { volume_id: UNKNOWN_ID.into(), ..Default::default() }),
-        missing!("node/get_volume_stats/missing_volume_id", "volume_id",
-            |c| { c.need_node(NC::GET_VOLUME_STATS, "GET_VOLUME_STATS")? }, "NodeGetVolumeStats", node_get_volume_stats,
-            proto::NodeGetVolumeStatsRequest { volume_path: abs(&c.config().target_dir, "x"), ..Default::default() }),
-        missing!("node/get_volume_stats/missing_volume_path", "volume_path",
-            |c| { c.need_node(NC::GET_VOLUME_STATS, "GET_VOLUME_STATS")? }, "NodeGetVolumeStats", node_get_volume_stats,
-            proto::NodeGetVolumeStatsRequest { volume_id: UNKNOWN_ID.into(), ..Default::default() }),
-        missing!("node/expand_volume/missing_volume_id", "volume_id",
-            |c| { c.need_node(NC::EXPAND_VOLUME, "EXPAND_VOLUME")? }, "NodeExpandVolume", node_expand_volume,
-            proto::NodeExpandVolumeRequest { volume_path: abs(&c.config().target_dir, "x"), ..Default::default() }),
-        missing!("node/expand_volume/missing_volume_path", "volume_path",
-            |c| { c.need_node(NC::EXPAND_VOLUME, "EXPAND_VOLUME")? }, "NodeExpandVolume", node_expand_volume,
-            proto::NodeExpandVolumeRequest { volume_id: UNKNOWN_ID.into(), ..Default::default() }),
+        missing!(
+            "node/stage_volume/missing_volume_id",
+            "volume_id",
+            |c| { c.need_node(NC::STAGE_UNSTAGE_VOLUME, "STAGE_UNSTAGE_VOLUME")? },
+            "NodeStageVolume",
+            node_stage_volume,
+            proto::NodeStageVolumeRequest {
+                staging_target_path: abs(&c.config().staging_dir, "x"),
+                volume_capability: Some(rw()),
+                ..Default::default()
+            }
+        ),
+        missing!(
+            "node/stage_volume/missing_staging_target_path",
+            "staging_target_path",
+            |c| { c.need_node(NC::STAGE_UNSTAGE_VOLUME, "STAGE_UNSTAGE_VOLUME")? },
+            "NodeStageVolume",
+            node_stage_volume,
+            proto::NodeStageVolumeRequest {
+                volume_id: UNKNOWN_ID.into(),
+                volume_capability: Some(rw()),
+                ..Default::default()
+            }
+        ),
+        missing!(
+            "node/stage_volume/missing_volume_capability",
+            "volume_capability",
+            |c| { c.need_node(NC::STAGE_UNSTAGE_VOLUME, "STAGE_UNSTAGE_VOLUME")? },
+            "NodeStageVolume",
+            node_stage_volume,
+            proto::NodeStageVolumeRequest {
+                volume_id: UNKNOWN_ID.into(),
+                staging_target_path: abs(&c.config().staging_dir, "x"),
+                ..Default::default()
+            }
+        ),
+        missing!(
+            "node/unstage_volume/missing_volume_id",
+            "volume_id",
+            |c| { c.need_node(NC::STAGE_UNSTAGE_VOLUME, "STAGE_UNSTAGE_VOLUME")? },
+            "NodeUnstageVolume",
+            node_unstage_volume,
+            proto::NodeUnstageVolumeRequest {
+                staging_target_path: abs(&c.config().staging_dir, "x"),
+                ..Default::default()
+            }
+        ),
+        missing!(
+            "node/unstage_volume/missing_staging_target_path",
+            "staging_target_path",
+            |c| { c.need_node(NC::STAGE_UNSTAGE_VOLUME, "STAGE_UNSTAGE_VOLUME")? },
+            "NodeUnstageVolume",
+            node_unstage_volume,
+            proto::NodeUnstageVolumeRequest {
+                volume_id: UNKNOWN_ID.into(),
+                ..Default::default()
+            }
+        ),
+        missing!(
+            "node/publish_volume/missing_volume_id",
+            "volume_id",
+            |c| {},
+            "NodePublishVolume",
+            node_publish_volume,
+            proto::NodePublishVolumeRequest {
+                target_path: abs(&c.config().target_dir, "x"),
+                staging_target_path: abs(&c.config().staging_dir, "x"),
+                volume_capability: Some(rw()),
+                ..Default::default()
+            }
+        ),
+        missing!(
+            "node/publish_volume/missing_target_path",
+            "target_path",
+            |c| {},
+            "NodePublishVolume",
+            node_publish_volume,
+            proto::NodePublishVolumeRequest {
+                volume_id: UNKNOWN_ID.into(),
+                staging_target_path: abs(&c.config().staging_dir, "x"),
+                volume_capability: Some(rw()),
+                ..Default::default()
+            }
+        ),
+        missing!(
+            "node/publish_volume/missing_volume_capability",
+            "volume_capability",
+            |c| {},
+            "NodePublishVolume",
+            node_publish_volume,
+            proto::NodePublishVolumeRequest {
+                volume_id: UNKNOWN_ID.into(),
+                staging_target_path: abs(&c.config().staging_dir, "x"),
+                target_path: abs(&c.config().target_dir, "x"),
+                ..Default::default()
+            }
+        ),
+        missing!(
+            "node/unpublish_volume/missing_volume_id",
+            "volume_id",
+            |c| {},
+            "NodeUnpublishVolume",
+            node_unpublish_volume,
+            proto::NodeUnpublishVolumeRequest {
+                target_path: abs(&c.config().target_dir, "x"),
+                ..Default::default()
+            }
+        ),
+        missing!(
+            "node/unpublish_volume/missing_target_path",
+            "target_path",
+            |c| {},
+            "NodeUnpublishVolume",
+            node_unpublish_volume,
+            proto::NodeUnpublishVolumeRequest {
+                volume_id: UNKNOWN_ID.into(),
+                ..Default::default()
+            }
+        ),
+        missing!(
+            "node/get_volume_stats/missing_volume_id",
+            "volume_id",
+            |c| { c.need_node(NC::GET_VOLUME_STATS, "GET_VOLUME_STATS")? },
+            "NodeGetVolumeStats",
+            node_get_volume_stats,
+            proto::NodeGetVolumeStatsRequest {
+                volume_path: abs(&c.config().target_dir, "x"),
+                ..Default::default()
+            }
+        ),
+        missing!(
+            "node/get_volume_stats/missing_volume_path",
+            "volume_path",
+            |c| { c.need_node(NC::GET_VOLUME_STATS, "GET_VOLUME_STATS")? },
+            "NodeGetVolumeStats",
+            node_get_volume_stats,
+            proto::NodeGetVolumeStatsRequest {
+                volume_id: UNKNOWN_ID.into(),
+                ..Default::default()
+            }
+        ),
+        missing!(
+            "node/expand_volume/missing_volume_id",
+            "volume_id",
+            |c| { c.need_node(NC::EXPAND_VOLUME, "EXPAND_VOLUME")? },
+            "NodeExpandVolume",
+            node_expand_volume,
+            proto::NodeExpandVolumeRequest {
+                volume_path: abs(&c.config().target_dir, "x"),
+                ..Default::default()
+            }
+        ),
+        missing!(
+            "node/expand_volume/missing_volume_path",
+            "volume_path",
+            |c| { c.need_node(NC::EXPAND_VOLUME, "EXPAND_VOLUME")? },
+            "NodeExpandVolume",
+            node_expand_volume,
+            proto::NodeExpandVolumeRequest {
+                volume_id: UNKNOWN_ID.into(),
+                ..Default::default()
+            }
+        ),
         case!(
             "node/stage_volume/unknown_volume",
             "NodeStageVolume of a volume that does not exist answers NOT_FOUND",
             |c| {
                 c.need_node(NC::STAGE_UNSTAGE_VOLUME, "STAGE_UNSTAGE_VOLUME")?;
                 let path = c.staging_path()?;
-                let r = c.nd().node_stage_volume(proto::NodeStageVolumeRequest {
-                    volume_id: UNKNOWN_ID.into(),
-                    staging_target_path: path.clone(),
-                    volume_capability: Some(rw()),
-                    ..Default::default()
-                }).await;
+                let r = c
+                    .nd()
+                    .node_stage_volume(proto::NodeStageVolumeRequest {
+                        volume_id: UNKNOWN_ID.into(),
+                        staging_target_path: path.clone(),
+                        volume_capability: Some(rw()),
+                        ..Default::default()
+                    })
+                    .await;
                 if r.is_ok() {
                     c.push(Cleanup::Stage(UNKNOWN_ID.into(), path));
                 }
@@ -157,9 +308,18 @@ pub(super) fn cases() -> Vec<Case> {
             "node/publish_volume/unknown_volume",
             "NodePublishVolume of a volume that does not exist answers NOT_FOUND",
             |c| {
-                let staging = if c.found().node.contains(NC::STAGE_UNSTAGE_VOLUME) { Some(c.staging_path()?) } else { None };
-                let req = c.node_publish_req(UNKNOWN_ID, &staging, rw(), false, &Default::default())?;
-                code("NodePublishVolume (unknown volume)", c.send_node_publish(req).await, Code::NotFound)
+                let staging = if c.found().node.contains(NC::STAGE_UNSTAGE_VOLUME) {
+                    Some(c.staging_path()?)
+                } else {
+                    None
+                };
+                let req =
+                    c.node_publish_req(UNKNOWN_ID, &staging, rw(), false, &Default::default())?;
+                code(
+                    "NodePublishVolume (unknown volume)",
+                    c.send_node_publish(req).await,
+                    Code::NotFound,
+                )
             }
         ),
         case!(
@@ -167,11 +327,14 @@ pub(super) fn cases() -> Vec<Case> {
             "NodeGetVolumeStats of a volume that does not exist answers NOT_FOUND",
             |c| {
                 c.need_node(NC::GET_VOLUME_STATS, "GET_VOLUME_STATS")?;
-                let r = c.nd().node_get_volume_stats(proto::NodeGetVolumeStatsRequest {
-                    volume_id: UNKNOWN_ID.into(),
-                    volume_path: c.target_path()?,
-                    ..Default::default()
-                }).await;
+                let r = c
+                    .nd()
+                    .node_get_volume_stats(proto::NodeGetVolumeStatsRequest {
+                        volume_id: UNKNOWN_ID.into(),
+                        volume_path: c.target_path()?,
+                        ..Default::default()
+                    })
+                    .await;
                 code("NodeGetVolumeStats (unknown volume)", r, Code::NotFound)
             }
         ),
@@ -180,11 +343,14 @@ pub(super) fn cases() -> Vec<Case> {
             "NodeExpandVolume of a volume that does not exist answers NOT_FOUND",
             |c| {
                 c.need_node(NC::EXPAND_VOLUME, "EXPAND_VOLUME")?;
-                let r = c.nd().node_expand_volume(proto::NodeExpandVolumeRequest {
-                    volume_id: UNKNOWN_ID.into(),
-                    volume_path: c.target_path()?,
-                    ..Default::default()
-                }).await;
+                let r = c
+                    .nd()
+                    .node_expand_volume(proto::NodeExpandVolumeRequest {
+                        volume_id: UNKNOWN_ID.into(),
+                        volume_path: c.target_path()?,
+                        ..Default::default()
+                    })
+                    .await;
                 code("NodeExpandVolume (unknown volume)", r, Code::NotFound)
             }
         ),
@@ -198,12 +364,18 @@ pub(super) fn cases() -> Vec<Case> {
             "NodePublishVolume with readonly makes a mount target nobody can write to",
             |c| {
                 let (vol, staging, pctx) = c.ready_for_node_publish(rw()).await?;
-                let req = c.node_publish_req(vol.volume_id.as_str(), &staging, rw(), true, &pctx)?;
+                let req =
+                    c.node_publish_req(vol.volume_id.as_str(), &staging, rw(), true, &pctx)?;
                 let target = req.target_path.clone();
-                ok_raw("NodePublishVolume (readonly)", c.send_node_publish(req).await)?;
+                ok_raw(
+                    "NodePublishVolume (readonly)",
+                    c.send_node_publish(req).await,
+                )?;
                 match writable(Path::new(&target)) {
                     Err(e) => fail!("after NodePublishVolume (readonly): {e}"),
-                    Ok(true) => fail!("NodePublishVolume with readonly=true left the target {target} writable"),
+                    Ok(true) => fail!(
+                        "NodePublishVolume with readonly=true left the target {target} writable"
+                    ),
                     Ok(false) => Ok(()),
                 }
             }
@@ -213,11 +385,16 @@ pub(super) fn cases() -> Vec<Case> {
             "NodePublishVolume again at the same target with another readonly flag answers ALREADY_EXISTS",
             |c| {
                 let (vol, staging, pctx) = c.ready_for_node_publish(rw()).await?;
-                let req = c.node_publish_req(vol.volume_id.as_str(), &staging, rw(), false, &pctx)?;
+                let req =
+                    c.node_publish_req(vol.volume_id.as_str(), &staging, rw(), false, &pctx)?;
                 ok_raw("NodePublishVolume", c.send_node_publish(req.clone()).await)?;
                 let mut again = req;
                 again.readonly = true;
-                code("NodePublishVolume (same target, readonly)", c.send_node_publish(again).await, Code::AlreadyExists)
+                code(
+                    "NodePublishVolume (same target, readonly)",
+                    c.send_node_publish(again).await,
+                    Code::AlreadyExists,
+                )
             }
         ),
     ]
@@ -271,7 +448,10 @@ async fn lifecycle(c: Ctx) -> Result<(), CaseError> {
             );
         }
     }
-    let online = c.found().plugin.contains(PluginCapabilities::VOLUME_EXPANSION_ONLINE);
+    let online = c
+        .found()
+        .plugin
+        .contains(PluginCapabilities::VOLUME_EXPANSION_ONLINE);
     let mut new_size = None;
     if online && c.found().controller.contains(CC::EXPAND_VOLUME) {
         let want = vol.capacity_bytes.max(c.config().volume_size) * 2;
@@ -280,30 +460,54 @@ async fn lifecycle(c: Ctx) -> Result<(), CaseError> {
             c.ctl()
                 .controller_expand_volume(proto::ControllerExpandVolumeRequest {
                     volume_id: id.clone(),
-                    capacity_range: Some(proto::CapacityRange { required_bytes: want as i64, limit_bytes: 0 }),
+                    capacity_range: Some(proto::CapacityRange {
+                        required_bytes: want as i64,
+                        limit_bytes: 0,
+                    }),
                     volume_capability: Some(rw()),
                     ..Default::default()
                 })
                 .await,
         )?;
-        ensure!(r.capacity_bytes >= want, "ControllerExpandVolume to {want} answered {}", r.capacity_bytes);
+        ensure!(
+            r.capacity_bytes >= want,
+            "ControllerExpandVolume to {want} answered {}",
+            r.capacity_bytes
+        );
         new_size = Some(want);
     }
     if online && c.found().node.contains(NC::EXPAND_VOLUME) {
         let req = proto::NodeExpandVolumeRequest {
             volume_id: id.clone(),
             volume_path: target.clone(),
-            capacity_range: new_size.map(|b| proto::CapacityRange { required_bytes: b as i64, limit_bytes: 0 }),
+            capacity_range: new_size.map(|b| proto::CapacityRange {
+                required_bytes: b as i64,
+                limit_bytes: 0,
+            }),
             staging_target_path: staging.clone().unwrap_or_default(),
             volume_capability: Some(rw()),
             ..Default::default()
         };
-        let a: NodeExpandVolumeResponse = ok("NodeExpandVolume", c.nd().node_expand_volume(req.clone()).await)?;
-        let b: NodeExpandVolumeResponse = ok("NodeExpandVolume (retry)", c.nd().node_expand_volume(req).await)?;
+        let a: NodeExpandVolumeResponse = ok(
+            "NodeExpandVolume",
+            c.nd().node_expand_volume(req.clone()).await,
+        )?;
+        let b: NodeExpandVolumeResponse = ok(
+            "NodeExpandVolume (retry)",
+            c.nd().node_expand_volume(req).await,
+        )?;
         if let (Some(want), Some(got)) = (new_size, a.capacity_bytes) {
-            ensure!(got >= want, "NodeExpandVolume to {want} answered capacity_bytes {got}");
+            ensure!(
+                got >= want,
+                "NodeExpandVolume to {want} answered capacity_bytes {got}"
+            );
         }
-        ensure!(a.capacity_bytes == b.capacity_bytes, "NodeExpandVolume retried answered {:?} then {:?}", a.capacity_bytes, b.capacity_bytes);
+        ensure!(
+            a.capacity_bytes == b.capacity_bytes,
+            "NodeExpandVolume retried answered {:?} then {:?}",
+            a.capacity_bytes,
+            b.capacity_bytes
+        );
     }
     unstage_unpublish_order(&c, &id, &target, &staging).await?;
     Ok(())
