@@ -48,6 +48,11 @@
 //! - `proptest`: implements `proptest::arbitrary::Arbitrary` for the public value types and
 //!   exposes the `strategies` module, so you can property-test code that uses this crate.
 
+// The README's code blocks run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 mod alloc;
 mod device;
 mod error;
