@@ -12,7 +12,8 @@
 //!
 //! They also keep the rules that the specification states but the typed
 //! layer does not check, such as every member of a `VolumeGroupSnapshot`
-//! naming its group, and the group being ready only when all members are.
+//! naming its group, the group being ready only when all members are, and the
+//! topology keys of one message sharing one prefix.
 //!
 //! The strategies lean on edge cases: names and ids of exactly 128 bytes,
 //! node ids of exactly 256 bytes, plugin names, topology labels and prefixes
@@ -273,6 +274,44 @@ pub fn timestamp() -> BoxedStrategy<SystemTime> {
         .boxed()
 }
 
+/// A topology key prefix, or none: a lower-case domain name of at most 63
+/// characters.
+fn topology_prefix() -> BoxedStrategy<Option<String>> {
+    proptest::option::of(label(LOWER_ALNUM, "-.")).boxed()
+}
+
+/// A [`Topology`] whose keys all carry `prefix` (or none), as the spec asks
+/// of the keys one plugin uses ("If a key prefix is specified, it MUST be
+/// identical across all topology keys returned by the SP"). Key names and
+/// values are 1 to 63 characters; no two keys differ only in case.
+pub fn topology_with_prefix(prefix: Option<String>) -> BoxedStrategy<Topology> {
+    vec((label(ALNUM, "-._"), any::<TopologyValue>()), 0..=6)
+        .prop_map(move |segments| {
+            // Keys are case-insensitive: keep the first of any that collide.
+            let mut seen = BTreeSet::new();
+            let segments: BTreeMap<String, String> = segments
+                .into_iter()
+                .map(|(name, v)| {
+                    let key = match &prefix {
+                        Some(p) => format!("{p}/{name}"),
+                        None => name,
+                    };
+                    (key, v.into_string())
+                })
+                .filter(|(k, _)| seen.insert(k.to_ascii_lowercase()))
+                .collect();
+            valid("Topology", Topology::new(fit(segments, MAX_MAP)))
+        })
+        .boxed()
+}
+
+/// A list of topologies sharing one key prefix.
+fn topologies(len: std::ops::RangeInclusive<usize>) -> BoxedStrategy<Vec<Topology>> {
+    topology_prefix()
+        .prop_flat_map(move |prefix| vec(topology_with_prefix(prefix), len.clone()))
+        .boxed()
+}
+
 fn valid<T, E: std::fmt::Debug>(what: &str, r: Result<T, E>) -> T {
     match r {
         Ok(v) => v,
@@ -352,23 +391,15 @@ arbitrary! {
             };
             valid("CapacityRange", CapacityRange::new(required_bytes, limit_bytes))
         });
-    Topology => vec((any::<TopologyKey>(), any::<TopologyValue>()), 0..=6).prop_map(|segments| {
-        // Keys are case-insensitive: keep the first of any that collide.
-        let mut seen = BTreeSet::new();
-        let segments: BTreeMap<String, String> = segments
-            .into_iter()
-            .filter(|(k, _)| seen.insert(k.as_str().to_ascii_lowercase()))
-            .map(|(k, v)| (k.into_string(), v.into_string()))
-            .collect();
-        valid("Topology", Topology::new(fit(segments, MAX_MAP)))
-    });
+    Topology => topology_prefix().prop_flat_map(topology_with_prefix);
     // The spec: "If TopologyRequirement is specified either requisite or
     // preferred or both MUST be specified", and every preferred topology is
     // requisite when requisite is given.
-    TopologyRequirement => vec(any::<Topology>(), 0..=3)
-        .prop_flat_map(|requisite| {
+    TopologyRequirement => topology_prefix()
+        .prop_flat_map(|prefix| (Just(prefix.clone()), vec(topology_with_prefix(prefix), 0..=3)))
+        .prop_flat_map(|(prefix, requisite)| {
             let preferred = if requisite.is_empty() {
-                vec(any::<Topology>(), 1..=3).boxed()
+                vec(topology_with_prefix(prefix), 1..=3).boxed()
             } else {
                 let pool = requisite.clone();
                 vec(any::<Index>(), 0..=3)
@@ -387,7 +418,7 @@ arbitrary! {
         size_bytes(),
         string_map(),
         proptest::option::of(any::<VolumeContentSource>()),
-        vec(any::<Topology>(), 0..=3),
+        topologies(0..=3),
     )
         .prop_map(|(volume_id, capacity_bytes, volume_context, content_source, accessible_topology)| Volume {
             volume_id,

@@ -2692,8 +2692,21 @@ fn generated_values_follow_the_spec_rules() {
     // The strategies hold to the spec's rules whether or not the typed layer
     // checks them (the member snapshots naming their group and the group's
     // readiness it does not).
+    // "If a key prefix is specified, it MUST be identical across all
+    // topology keys returned by the SP": one prefix (or none) per message.
+    fn prefixes<'a>(ts: impl IntoIterator<Item = &'a Topology>) -> BTreeSet<Option<&'a str>> {
+        ts.into_iter()
+            .flat_map(|t| t.segments().keys())
+            .map(|k| k.as_str().split_once('/').map(|(p, _)| p))
+            .collect()
+    }
     run("TopologyRequirement", any::<TopologyRequirement>(), |t| {
         prop_assert!(!t.requisite.is_empty() || !t.preferred.is_empty());
+        prop_assert!(prefixes(t.requisite.iter().chain(&t.preferred)).len() <= 1);
+        Ok(())
+    });
+    run("Volume", any::<Volume>(), |v| {
+        prop_assert!(prefixes(&v.accessible_topology).len() <= 1);
         Ok(())
     });
     run("VolumeCondition", any::<VolumeCondition>(), |c| {
