@@ -3290,3 +3290,17 @@ fn group_snapshot_members_agree_with_their_group() {
         }
     }
 }
+
+#[test]
+#[ignore = "typed layer gap: ValidateVolumeCapabilitiesResponse.message is not limited to 128 bytes"]
+fn a_validate_volume_capabilities_message_is_at_most_128_bytes() {
+    // The general 128-byte string limit; the field does not override it.
+    let wire = proto::ValidateVolumeCapabilitiesResponse {
+        confirmed: None,
+        message: "m".repeat(129),
+    };
+    match ValidateVolumeCapabilitiesResponse::try_from(wire) {
+        Err(CsiError::InvalidArgument { field, .. }) => assert_eq!(field, "message"),
+        other => panic!("expected InvalidArgument on message, got {other:?}"),
+    }
+}
