@@ -98,6 +98,19 @@ impl Suite {
             .collect()
     }
 
+    /// A context for code that drives the endpoints outside a case (such as
+    /// [`props::replay`]): what the driver advertises is discovered afresh.
+    pub(crate) async fn context(&self, name: &str) -> Ctx {
+        let found = Discovered::discover(&*self.controller, &*self.node).await;
+        Ctx::new(
+            self.controller.clone(),
+            self.node.clone(),
+            self.config.clone(),
+            found,
+            name,
+        )
+    }
+
     /// Runs every matching case in order and reports each outcome.
     pub async fn run(&self) -> Report {
         self.run_with(|_| {}).await

@@ -142,6 +142,117 @@ impl fmt::Display for Op {
     }
 }
 
+impl std::str::FromStr for Op {
+    type Err = String;
+
+    /// Parses a call as [`Op`]'s `Display` writes it, so a printed minimal
+    /// sequence can be pasted into a regression test. A trailing
+    /// ` (retry)` makes the call a [`Op::Retry`]; a trailing
+    /// ` (skipped: …)` is ignored.
+    ///
+    /// ```
+    /// use csi_testkit::props::Op;
+    /// let op: Op = "CreateSnapshot(s1 of v0)".parse().unwrap();
+    /// assert_eq!(op, Op::Snapshot { snap: 1, slot: 0 });
+    /// assert_eq!(op.to_string().parse::<Op>().unwrap(), op);
+    /// assert!("CreateVolume(x0)".parse::<Op>().is_err());
+    /// ```
+    fn from_str(text: &str) -> Result<Op, String> {
+        let t = text.trim();
+        if t == "retry the previous call" || t.ends_with(" (retry)") {
+            return Ok(Op::Retry);
+        }
+        let t = match t.find(" (skipped") {
+            Some(i) => &t[..i],
+            None => t,
+        };
+        let bad = |why: &str| format!("cannot read call {text:?}: {why}");
+        let (name, rest) = t
+            .split_once('(')
+            .ok_or_else(|| bad("expected Name(arguments)"))?;
+        let args = rest
+            .strip_suffix(')')
+            .ok_or_else(|| bad("missing the closing parenthesis"))?;
+        let args: Vec<&str> = if args.is_empty() {
+            Vec::new()
+        } else {
+            args.split(", ").collect()
+        };
+        let slot = |a: &str, prefix: char| -> Result<u8, String> {
+            a.strip_prefix(prefix)
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| bad(&format!("expected {prefix}<number>, got {a:?}")))
+        };
+        let flag = |a: &str| -> Result<bool, String> {
+            a.strip_prefix("readonly=")
+                .and_then(|b| b.parse().ok())
+                .ok_or_else(|| bad(&format!("expected readonly=true|false, got {a:?}")))
+        };
+        let mult = |a: &str| -> Result<u8, String> {
+            a.strip_prefix("required=")
+                .and_then(|m| m.strip_suffix("×size"))
+                .and_then(|m| m.parse().ok())
+                .ok_or_else(|| bad(&format!("expected required=<n>×size, got {a:?}")))
+        };
+        let op = match (name, args.as_slice()) {
+            ("CreateVolume", [v, a]) if a.starts_with("required=") => Op::Create {
+                slot: slot(v, 'v')?,
+                mult: mult(a)?,
+            },
+            ("CreateVolume", [v, a]) if a.starts_with("clone of ") => Op::Clone {
+                slot: slot(v, 'v')?,
+                from: slot(&a["clone of ".len()..], 'v')?,
+            },
+            ("CreateVolume", [v, a]) if a.starts_with("from snapshot ") => Op::Restore {
+                slot: slot(v, 'v')?,
+                snap: slot(&a["from snapshot ".len()..], 's')?,
+            },
+            ("DeleteVolume", [v]) => Op::Delete {
+                slot: slot(v, 'v')?,
+            },
+            ("ControllerPublishVolume", [v, r]) => Op::Publish {
+                slot: slot(v, 'v')?,
+                readonly: flag(r)?,
+            },
+            ("ControllerUnpublishVolume", [v]) => Op::Unpublish {
+                slot: slot(v, 'v')?,
+            },
+            ("NodeStageVolume", [v]) => Op::Stage {
+                slot: slot(v, 'v')?,
+            },
+            ("NodeUnstageVolume", [v]) => Op::Unstage {
+                slot: slot(v, 'v')?,
+            },
+            ("NodePublishVolume", [v, r]) => Op::NodePublish {
+                slot: slot(v, 'v')?,
+                readonly: flag(r)?,
+            },
+            ("NodeUnpublishVolume", [v]) => Op::NodeUnpublish {
+                slot: slot(v, 'v')?,
+            },
+            ("CreateSnapshot", [a]) => {
+                let (s, v) = a
+                    .split_once(" of ")
+                    .ok_or_else(|| bad("expected s<n> of v<n>"))?;
+                Op::Snapshot {
+                    snap: slot(s, 's')?,
+                    slot: slot(v, 'v')?,
+                }
+            }
+            ("DeleteSnapshot", [s]) => Op::DeleteSnapshot {
+                snap: slot(s, 's')?,
+            },
+            ("ControllerExpandVolume", [v, a]) => Op::Expand {
+                slot: slot(v, 'v')?,
+                mult: mult(a)?,
+            },
+            ("ListVolumes+ListSnapshots", _) => Op::List,
+            _ => return Err(bad("not a call the state machine makes")),
+        };
+        Ok(op)
+    }
+}
+
 /// Sequences of 1 to 39 calls over 2 volume and 2 snapshot slots.
 pub fn ops() -> impl Strategy<Value = Vec<Op>> {
     let slot = || 0u8..2;
@@ -973,6 +1084,8 @@ async fn capacity(c: &Ctx) -> Result<u64, String> {
 struct Observer {
     stats: BTreeMap<&'static str, usize>,
     trace: Vec<String>,
+    /// Calls (1-based) that were not sent, and why.
+    skipped: Vec<(usize, String)>,
 }
 
 impl Op {
@@ -1060,7 +1173,13 @@ async fn run_sequence(c: &Ctx, ops: &[Op], obs: &mut Observer) -> Result<(), Str
                             last = Some((real.clone(), o));
                             Ok(())
                         }
-                        Ok(None) => Ok(()),
+                        Ok(None) => {
+                            obs.skipped.push((
+                                i + 1,
+                                format!("{real}: the driver does not advertise what it needs"),
+                            ));
+                            Ok(())
+                        }
                         Err(e) => Err(e),
                     };
                     (Some(real.to_string()), r)
@@ -1072,9 +1191,14 @@ async fn run_sequence(c: &Ctx, ops: &[Op], obs: &mut Observer) -> Result<(), Str
                 *obs.stats.entry(op.kind()).or_default() += 1;
                 obs.trace.push(call.clone());
             }
-            None => obs
-                .trace
-                .push(format!("{op} (skipped: no volume qualifies)")),
+            None => {
+                obs.trace
+                    .push(format!("{op} (skipped: no volume qualifies)"));
+                obs.skipped.push((
+                    i + 1,
+                    format!("{op}: no volume qualifies, or nothing to retry"),
+                ));
+            }
         }
         let r = match r {
             Ok(()) => s.check(&base_vols, &base_snaps, cap0).await,
@@ -1166,6 +1290,22 @@ pub(crate) async fn state_machine(c: Ctx) -> CaseResult {
         Err(TestError::Abort(reason)) => Err(CaseError::Fail(format!(
             "the property run was aborted: {reason}"
         ))),
+    }
+}
+
+/// Runs one sequence of calls against the driver and the model, as the
+/// property does, and undoes it afterwards: for regression tests of a shrunk
+/// sequence (parse it with `str::parse::<Op>`). `Err` describes the first
+/// disagreement with the spec's model, or names the first call that could
+/// not be sent (no volume qualified, or the driver lacks the capability).
+pub async fn replay(suite: &crate::Suite, ops: &[Op]) -> Result<(), String> {
+    let c = suite.context("props::replay").await;
+    let mut obs = Observer::default();
+    run_sequence(&c, ops, &mut obs).await?;
+    match obs.skipped.first() {
+        // A regression sequence that is not sent whole tests less than it says.
+        Some((n, why)) => Err(format!("call {n} was not sent: {why}")),
+        None => Ok(()),
     }
 }
 

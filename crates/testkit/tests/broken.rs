@@ -4,13 +4,11 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use async_trait::async_trait;
-use csi_testkit::memdriver::{MemDriver, MemDriverConfig};
 use csi_testkit::{Outcome, Report, Suite};
-use csi_types::api::RawStream;
-use csi_types::*;
+use csi_types::RawCsi;
+
+use common::broken;
 
 async fn run(plugin: Arc<dyn RawCsi>) -> Report {
     let dir = tempfile::tempdir().unwrap();
@@ -33,40 +31,9 @@ fn assert_fails(report: &Report, name: &str, reason_contains: &str) {
     }
 }
 
-/// `CreateVolume` that makes a new volume on every call, retries included.
-struct NotIdempotent(Arc<MemDriver>, AtomicU64);
-
-#[async_trait]
-impl Provisioner for NotIdempotent {
-    async fn create_volume(
-        &self,
-        mut req: CreateVolumeRequest,
-    ) -> Result<CreateVolumeResponse, CsiError> {
-        let n = self.1.fetch_add(1, Ordering::Relaxed);
-        let name: String = format!("{n}#{}", req.name.as_str())
-            .chars()
-            .take(128)
-            .collect();
-        req.name = VolumeName::new(name)?;
-        self.0.create_volume(req).await
-    }
-    async fn delete_volume(
-        &self,
-        req: DeleteVolumeRequest,
-    ) -> Result<DeleteVolumeResponse, CsiError> {
-        self.0.delete_volume(req).await
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catches_a_create_volume_that_is_not_idempotent() {
-    let driver = MemDriver::new(MemDriverConfig::default());
-    let plugin = driver
-        .plugin_builder()
-        .provisioner(Arc::new(NotIdempotent(driver.clone(), AtomicU64::new(0))))
-        .build()
-        .unwrap();
-    let report = run(Arc::new(plugin)).await;
+    let report = run(broken::plugin("not-idempotent")).await;
     assert_fails(
         &report,
         "controller/create_volume/idempotent",
@@ -83,83 +50,9 @@ async fn catches_a_create_volume_that_is_not_idempotent() {
     );
 }
 
-/// A wire-level wrapper that answers `INTERNAL` where the plugin answers
-/// `INVALID_ARGUMENT`, for one RPC.
-struct WrongCode(Plugin);
-
-/// Emits `impl RawCsi for WrongCode` with the given methods written out and
-/// every listed RPC forwarded to the plugin. (The impl is produced whole by
-/// the macro so that `async_trait` sees the expanded methods.)
-macro_rules! raw_impl {
-    ({ $($own:tt)* } $($m:ident($req:ident) -> $resp:ident;)*) => {
-        #[async_trait]
-        impl RawCsi for WrongCode {
-            $($own)*
-            $(
-                async fn $m(&self, req: proto::$req) -> Result<proto::$resp, CsiError> {
-                    RawCsi::$m(&self.0, req).await
-                }
-            )*
-        }
-    };
-}
-
-raw_impl! {
-    {
-    async fn delete_volume(&self, req: proto::DeleteVolumeRequest) -> Result<proto::DeleteVolumeResponse, CsiError> {
-        RawCsi::delete_volume(&self.0, req).await.map_err(|e| {
-            if e.code() == Code::InvalidArgument {
-                CsiError::internal(e.to_string())
-            } else {
-                e
-            }
-        })
-    }
-
-    async fn get_metadata_allocated(&self, req: proto::GetMetadataAllocatedRequest) -> Result<RawStream<proto::GetMetadataAllocatedResponse>, CsiError> {
-        RawCsi::get_metadata_allocated(&self.0, req).await
-    }
-
-    async fn get_metadata_delta(&self, req: proto::GetMetadataDeltaRequest) -> Result<RawStream<proto::GetMetadataDeltaResponse>, CsiError> {
-        RawCsi::get_metadata_delta(&self.0, req).await
-    }
-    }
-
-        get_plugin_info(GetPluginInfoRequest) -> GetPluginInfoResponse;
-        get_plugin_capabilities(GetPluginCapabilitiesRequest) -> GetPluginCapabilitiesResponse;
-        probe(ProbeRequest) -> ProbeResponse;
-        create_volume(CreateVolumeRequest) -> CreateVolumeResponse;
-        controller_publish_volume(ControllerPublishVolumeRequest) -> ControllerPublishVolumeResponse;
-        controller_unpublish_volume(ControllerUnpublishVolumeRequest) -> ControllerUnpublishVolumeResponse;
-        validate_volume_capabilities(ValidateVolumeCapabilitiesRequest) -> ValidateVolumeCapabilitiesResponse;
-        list_volumes(ListVolumesRequest) -> ListVolumesResponse;
-        get_capacity(GetCapacityRequest) -> GetCapacityResponse;
-        controller_get_capabilities(ControllerGetCapabilitiesRequest) -> ControllerGetCapabilitiesResponse;
-        create_snapshot(CreateSnapshotRequest) -> CreateSnapshotResponse;
-        delete_snapshot(DeleteSnapshotRequest) -> DeleteSnapshotResponse;
-        list_snapshots(ListSnapshotsRequest) -> ListSnapshotsResponse;
-        get_snapshot(GetSnapshotRequest) -> GetSnapshotResponse;
-        controller_expand_volume(ControllerExpandVolumeRequest) -> ControllerExpandVolumeResponse;
-        controller_get_volume(ControllerGetVolumeRequest) -> ControllerGetVolumeResponse;
-        controller_modify_volume(ControllerModifyVolumeRequest) -> ControllerModifyVolumeResponse;
-        group_controller_get_capabilities(GroupControllerGetCapabilitiesRequest) -> GroupControllerGetCapabilitiesResponse;
-        create_volume_group_snapshot(CreateVolumeGroupSnapshotRequest) -> CreateVolumeGroupSnapshotResponse;
-        delete_volume_group_snapshot(DeleteVolumeGroupSnapshotRequest) -> DeleteVolumeGroupSnapshotResponse;
-        get_volume_group_snapshot(GetVolumeGroupSnapshotRequest) -> GetVolumeGroupSnapshotResponse;
-        node_stage_volume(NodeStageVolumeRequest) -> NodeStageVolumeResponse;
-        node_unstage_volume(NodeUnstageVolumeRequest) -> NodeUnstageVolumeResponse;
-        node_publish_volume(NodePublishVolumeRequest) -> NodePublishVolumeResponse;
-        node_unpublish_volume(NodeUnpublishVolumeRequest) -> NodeUnpublishVolumeResponse;
-        node_get_volume_stats(NodeGetVolumeStatsRequest) -> NodeGetVolumeStatsResponse;
-        node_expand_volume(NodeExpandVolumeRequest) -> NodeExpandVolumeResponse;
-        node_get_capabilities(NodeGetCapabilitiesRequest) -> NodeGetCapabilitiesResponse;
-        node_get_info(NodeGetInfoRequest) -> NodeGetInfoResponse;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catches_the_wrong_code_for_a_missing_field() {
-    let plugin = MemDriver::new(MemDriverConfig::default()).plugin();
-    let report = run(Arc::new(WrongCode(plugin))).await;
+    let report = run(broken::plugin("wrong-code")).await;
     assert_fails(
         &report,
         "controller/delete_volume/missing_volume_id",
@@ -173,30 +66,9 @@ async fn catches_the_wrong_code_for_a_missing_field() {
     assert_eq!(report.failed(), 1, "{}", report.summary());
 }
 
-/// `ListVolumes` that drops the first entry of every page after the first.
-struct LosesPages(Arc<MemDriver>);
-
-#[async_trait]
-impl VolumeLister for LosesPages {
-    async fn list_volumes(&self, req: ListVolumesRequest) -> Result<ListVolumesResponse, CsiError> {
-        let later_page = req.starting_token.is_some();
-        let mut resp = self.0.list_volumes(req).await?;
-        if later_page && !resp.entries.is_empty() {
-            resp.entries.remove(0);
-        }
-        Ok(resp)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catches_a_volume_lost_by_list_volumes_pagination() {
-    let driver = MemDriver::new(MemDriverConfig::default());
-    let plugin = driver
-        .plugin_builder()
-        .volume_lister(Arc::new(LosesPages(driver.clone())))
-        .build()
-        .unwrap();
-    let report = run(Arc::new(plugin)).await;
+    let report = run(broken::plugin("loses-pages")).await;
     assert_fails(&report, "controller/list_volumes/pagination", "lost volume");
     assert_eq!(
         report.outcome("controller/list_volumes/bad_token"),
@@ -204,97 +76,20 @@ async fn catches_a_volume_lost_by_list_volumes_pagination() {
     );
 }
 
-/// `NodePublishVolume` that ignores `readonly`.
-struct IgnoresReadonly(Arc<MemDriver>);
-
-#[async_trait]
-impl Node for IgnoresReadonly {
-    async fn node_publish_volume(
-        &self,
-        mut req: NodePublishVolumeRequest,
-    ) -> Result<NodePublishVolumeResponse, CsiError> {
-        req.readonly = false;
-        self.0.node_publish_volume(req).await
-    }
-    async fn node_unpublish_volume(
-        &self,
-        req: NodeUnpublishVolumeRequest,
-    ) -> Result<NodeUnpublishVolumeResponse, CsiError> {
-        self.0.node_unpublish_volume(req).await
-    }
-    async fn node_get_info(
-        &self,
-        req: NodeGetInfoRequest,
-    ) -> Result<NodeGetInfoResponse, CsiError> {
-        self.0.node_get_info(req).await
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catches_a_node_publish_that_ignores_readonly() {
-    let driver = MemDriver::new(MemDriverConfig::default());
-    let plugin = driver
-        .plugin_builder()
-        .node(Arc::new(IgnoresReadonly(driver.clone())))
-        .build()
-        .unwrap();
-    let report = run(Arc::new(plugin)).await;
+    let report = run(broken::plugin("ignores-readonly")).await;
     assert_fails(&report, "node/publish_volume/readonly", "writable");
     assert_eq!(report.outcome("node/lifecycle"), Some(&Outcome::Pass));
 }
 
-/// `DeleteVolume` that also deletes the volume's snapshots, which the spec
-/// makes independent of their source. No named case looks for this; the
-/// state machine finds it and shrinks it to three calls.
-struct SnapshotsDieWithVolume(Arc<MemDriver>);
-
-#[async_trait]
-impl Provisioner for SnapshotsDieWithVolume {
-    async fn create_volume(
-        &self,
-        req: CreateVolumeRequest,
-    ) -> Result<CreateVolumeResponse, CsiError> {
-        self.0.create_volume(req).await
-    }
-    async fn delete_volume(
-        &self,
-        req: DeleteVolumeRequest,
-    ) -> Result<DeleteVolumeResponse, CsiError> {
-        let snaps = self
-            .0
-            .list_snapshots(ListSnapshotsRequest {
-                max_entries: None,
-                starting_token: None,
-                source_volume_id: Some(req.volume_id.clone()),
-                snapshot_id: None,
-                secrets: Secrets::default(),
-            })
-            .await?;
-        for s in snaps.entries {
-            self.0
-                .delete_snapshot(DeleteSnapshotRequest {
-                    snapshot_id: s.snapshot_id,
-                    secrets: Secrets::default(),
-                })
-                .await?;
-        }
-        self.0.delete_volume(req).await
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_state_machine_catches_snapshots_deleted_with_their_volume() {
-    let driver = MemDriver::new(MemDriverConfig::default());
-    let plugin = driver
-        .plugin_builder()
-        .provisioner(Arc::new(SnapshotsDieWithVolume(driver.clone())))
-        .build()
-        .unwrap();
+    let plugin = broken::plugin("snapshots-die-with-volume");
     let dir = tempfile::tempdir().unwrap();
     let mut config = common::config(dir.path());
     config.proptest_cases = 64;
     config.filter = Some("properties/".into());
-    let plugin: Arc<dyn RawCsi> = Arc::new(plugin);
     let report = Suite::new(config, plugin.clone(), plugin).run().await;
     assert_fails(
         &report,

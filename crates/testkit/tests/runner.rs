@@ -1,16 +1,19 @@
 //! The `csi-conformance` runner over a real unix socket: its output format,
 //! exit status and JUnit report.
 
-use std::process::Command;
-use std::sync::Arc;
+mod common;
 
-use async_trait::async_trait;
+use std::process::Command;
+
 use csi_testkit::memdriver::{MemDriver, MemDriverConfig};
-use csi_types::*;
+use csi_types::RawCsi;
 
 /// Serves `plugin` on a socket in `dir` from a background runtime; the
 /// returned sender stops it.
-fn serve(plugin: Plugin, dir: &std::path::Path) -> (String, std::sync::mpsc::Sender<()>) {
+fn serve(
+    plugin: impl RawCsi + 'static,
+    dir: &std::path::Path,
+) -> (String, std::sync::mpsc::Sender<()>) {
     let endpoint = format!("unix://{}", dir.join("csi.sock").display());
     let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
     let (up_tx, up_rx) = std::sync::mpsc::channel::<()>();
@@ -104,31 +107,10 @@ fn runner_passes_the_memdriver_and_writes_junit() {
     assert_eq!(xml.matches("<testcase ").count(), n);
 }
 
-/// `ListVolumes` that drops the first entry of every page after the first.
-struct LosesPages(Arc<MemDriver>);
-
-#[async_trait]
-impl VolumeLister for LosesPages {
-    async fn list_volumes(&self, req: ListVolumesRequest) -> Result<ListVolumesResponse, CsiError> {
-        let later = req.starting_token.is_some();
-        let mut resp = self.0.list_volumes(req).await?;
-        if later && !resp.entries.is_empty() {
-            resp.entries.remove(0);
-        }
-        Ok(resp)
-    }
-}
-
 #[test]
 fn runner_reports_failures_and_skips_and_exits_non_zero() {
     let dir = tempfile::tempdir().unwrap();
-    let driver = MemDriver::new(MemDriverConfig::default());
-    let plugin = driver
-        .plugin_builder()
-        .volume_lister(Arc::new(LosesPages(driver.clone())))
-        .build()
-        .unwrap();
-    let (endpoint, stop) = serve(plugin, dir.path());
+    let (endpoint, stop) = serve(common::broken::plugin("loses-pages"), dir.path());
     let junit = dir.path().join("report.xml");
     let (code, out) = runner(&[
         "--endpoint",

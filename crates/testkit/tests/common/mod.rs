@@ -2,6 +2,8 @@
 
 #![allow(dead_code)] // Each test binary uses a different part.
 
+pub mod broken;
+
 use std::path::Path;
 
 use csi_testkit::{Config, Outcome, Report};

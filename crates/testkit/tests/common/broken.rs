@@ -1,0 +1,206 @@
+//! Deliberately broken wrappers of the memdriver, each breaking one rule.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use csi_testkit::memdriver::{MemDriver, MemDriverConfig};
+use csi_types::api::RawStream;
+use csi_types::*;
+
+/// `CreateVolume` that makes a new volume on every call, retries included.
+struct NotIdempotent(Arc<MemDriver>, AtomicU64);
+
+#[async_trait]
+impl Provisioner for NotIdempotent {
+    async fn create_volume(
+        &self,
+        mut req: CreateVolumeRequest,
+    ) -> Result<CreateVolumeResponse, CsiError> {
+        let n = self.1.fetch_add(1, Ordering::Relaxed);
+        let name: String = format!("{n}#{}", req.name.as_str())
+            .chars()
+            .take(128)
+            .collect();
+        req.name = VolumeName::new(name)?;
+        self.0.create_volume(req).await
+    }
+    async fn delete_volume(
+        &self,
+        req: DeleteVolumeRequest,
+    ) -> Result<DeleteVolumeResponse, CsiError> {
+        self.0.delete_volume(req).await
+    }
+}
+
+/// A wire-level wrapper that answers `INTERNAL` where the plugin answers
+/// `INVALID_ARGUMENT`, for one RPC.
+struct WrongCode(Plugin);
+
+/// Emits `impl RawCsi for WrongCode` with the given methods written out and
+/// every listed RPC forwarded to the plugin. (The impl is produced whole by
+/// the macro so that `async_trait` sees the expanded methods.)
+macro_rules! raw_impl {
+    ({ $($own:tt)* } $($m:ident($req:ident) -> $resp:ident;)*) => {
+        #[async_trait]
+        impl RawCsi for WrongCode {
+            $($own)*
+            $(
+                async fn $m(&self, req: proto::$req) -> Result<proto::$resp, CsiError> {
+                    RawCsi::$m(&self.0, req).await
+                }
+            )*
+        }
+    };
+}
+
+raw_impl! {
+    {
+    async fn delete_volume(&self, req: proto::DeleteVolumeRequest) -> Result<proto::DeleteVolumeResponse, CsiError> {
+        RawCsi::delete_volume(&self.0, req).await.map_err(|e| {
+            if e.code() == Code::InvalidArgument {
+                CsiError::internal(e.to_string())
+            } else {
+                e
+            }
+        })
+    }
+
+    async fn get_metadata_allocated(&self, req: proto::GetMetadataAllocatedRequest) -> Result<RawStream<proto::GetMetadataAllocatedResponse>, CsiError> {
+        RawCsi::get_metadata_allocated(&self.0, req).await
+    }
+
+    async fn get_metadata_delta(&self, req: proto::GetMetadataDeltaRequest) -> Result<RawStream<proto::GetMetadataDeltaResponse>, CsiError> {
+        RawCsi::get_metadata_delta(&self.0, req).await
+    }
+    }
+
+        get_plugin_info(GetPluginInfoRequest) -> GetPluginInfoResponse;
+        get_plugin_capabilities(GetPluginCapabilitiesRequest) -> GetPluginCapabilitiesResponse;
+        probe(ProbeRequest) -> ProbeResponse;
+        create_volume(CreateVolumeRequest) -> CreateVolumeResponse;
+        controller_publish_volume(ControllerPublishVolumeRequest) -> ControllerPublishVolumeResponse;
+        controller_unpublish_volume(ControllerUnpublishVolumeRequest) -> ControllerUnpublishVolumeResponse;
+        validate_volume_capabilities(ValidateVolumeCapabilitiesRequest) -> ValidateVolumeCapabilitiesResponse;
+        list_volumes(ListVolumesRequest) -> ListVolumesResponse;
+        get_capacity(GetCapacityRequest) -> GetCapacityResponse;
+        controller_get_capabilities(ControllerGetCapabilitiesRequest) -> ControllerGetCapabilitiesResponse;
+        create_snapshot(CreateSnapshotRequest) -> CreateSnapshotResponse;
+        delete_snapshot(DeleteSnapshotRequest) -> DeleteSnapshotResponse;
+        list_snapshots(ListSnapshotsRequest) -> ListSnapshotsResponse;
+        get_snapshot(GetSnapshotRequest) -> GetSnapshotResponse;
+        controller_expand_volume(ControllerExpandVolumeRequest) -> ControllerExpandVolumeResponse;
+        controller_get_volume(ControllerGetVolumeRequest) -> ControllerGetVolumeResponse;
+        controller_modify_volume(ControllerModifyVolumeRequest) -> ControllerModifyVolumeResponse;
+        group_controller_get_capabilities(GroupControllerGetCapabilitiesRequest) -> GroupControllerGetCapabilitiesResponse;
+        create_volume_group_snapshot(CreateVolumeGroupSnapshotRequest) -> CreateVolumeGroupSnapshotResponse;
+        delete_volume_group_snapshot(DeleteVolumeGroupSnapshotRequest) -> DeleteVolumeGroupSnapshotResponse;
+        get_volume_group_snapshot(GetVolumeGroupSnapshotRequest) -> GetVolumeGroupSnapshotResponse;
+        node_stage_volume(NodeStageVolumeRequest) -> NodeStageVolumeResponse;
+        node_unstage_volume(NodeUnstageVolumeRequest) -> NodeUnstageVolumeResponse;
+        node_publish_volume(NodePublishVolumeRequest) -> NodePublishVolumeResponse;
+        node_unpublish_volume(NodeUnpublishVolumeRequest) -> NodeUnpublishVolumeResponse;
+        node_get_volume_stats(NodeGetVolumeStatsRequest) -> NodeGetVolumeStatsResponse;
+        node_expand_volume(NodeExpandVolumeRequest) -> NodeExpandVolumeResponse;
+        node_get_capabilities(NodeGetCapabilitiesRequest) -> NodeGetCapabilitiesResponse;
+        node_get_info(NodeGetInfoRequest) -> NodeGetInfoResponse;
+}
+
+/// `ListVolumes` that drops the first entry of every page after the first.
+struct LosesPages(Arc<MemDriver>);
+
+#[async_trait]
+impl VolumeLister for LosesPages {
+    async fn list_volumes(&self, req: ListVolumesRequest) -> Result<ListVolumesResponse, CsiError> {
+        let later_page = req.starting_token.is_some();
+        let mut resp = self.0.list_volumes(req).await?;
+        if later_page && !resp.entries.is_empty() {
+            resp.entries.remove(0);
+        }
+        Ok(resp)
+    }
+}
+
+/// `NodePublishVolume` that ignores `readonly`.
+struct IgnoresReadonly(Arc<MemDriver>);
+
+#[async_trait]
+impl Node for IgnoresReadonly {
+    async fn node_publish_volume(
+        &self,
+        mut req: NodePublishVolumeRequest,
+    ) -> Result<NodePublishVolumeResponse, CsiError> {
+        req.readonly = false;
+        self.0.node_publish_volume(req).await
+    }
+    async fn node_unpublish_volume(
+        &self,
+        req: NodeUnpublishVolumeRequest,
+    ) -> Result<NodeUnpublishVolumeResponse, CsiError> {
+        self.0.node_unpublish_volume(req).await
+    }
+    async fn node_get_info(
+        &self,
+        req: NodeGetInfoRequest,
+    ) -> Result<NodeGetInfoResponse, CsiError> {
+        self.0.node_get_info(req).await
+    }
+}
+
+/// `DeleteVolume` that also deletes the volume's snapshots, which the spec
+/// makes independent of their source. No named case looks for this; the
+/// state machine finds it and shrinks it to three calls.
+struct SnapshotsDieWithVolume(Arc<MemDriver>);
+
+#[async_trait]
+impl Provisioner for SnapshotsDieWithVolume {
+    async fn create_volume(
+        &self,
+        req: CreateVolumeRequest,
+    ) -> Result<CreateVolumeResponse, CsiError> {
+        self.0.create_volume(req).await
+    }
+    async fn delete_volume(
+        &self,
+        req: DeleteVolumeRequest,
+    ) -> Result<DeleteVolumeResponse, CsiError> {
+        let snaps = self
+            .0
+            .list_snapshots(ListSnapshotsRequest {
+                max_entries: None,
+                starting_token: None,
+                source_volume_id: Some(req.volume_id.clone()),
+                snapshot_id: None,
+                secrets: Secrets::default(),
+            })
+            .await?;
+        for s in snaps.entries {
+            self.0
+                .delete_snapshot(DeleteSnapshotRequest {
+                    snapshot_id: s.snapshot_id,
+                    secrets: Secrets::default(),
+                })
+                .await?;
+        }
+        self.0.delete_volume(req).await
+    }
+}
+
+/// The memdriver with one part replaced by the named broken wrapper.
+pub fn plugin(kind: &str) -> Arc<dyn RawCsi> {
+    let driver = MemDriver::new(MemDriverConfig::default());
+    let b = driver.plugin_builder();
+    let b = match kind {
+        "not-idempotent" => {
+            b.provisioner(Arc::new(NotIdempotent(driver.clone(), AtomicU64::new(0))))
+        }
+        "snapshots-die-with-volume" => {
+            b.provisioner(Arc::new(SnapshotsDieWithVolume(driver.clone())))
+        }
+        "loses-pages" => b.volume_lister(Arc::new(LosesPages(driver.clone()))),
+        "ignores-readonly" => b.node(Arc::new(IgnoresReadonly(driver.clone()))),
+        "wrong-code" => return Arc::new(WrongCode(driver.plugin())),
+        other => panic!("no broken driver called {other:?}"),
+    };
+    Arc::new(b.build().unwrap())
+}
