@@ -71,8 +71,16 @@ fn inventory() -> Inventory {
             let n = if j == 16 { 40 } else { 60 };
             // Enclosure type: mostly HDD, some SSD and NVMe shelves.
             let (kind, capacity, rpm) = match (r * 17 + j) % 20 {
-                0 | 1 => (DriveKind::Ssd, [3_840 * GB, 7_680 * GB][rng.random_range(0..2)], 0),
-                2 => (DriveKind::Nvme, [3_840 * GB, 7_680 * GB][rng.random_range(0..2)], 0),
+                0 | 1 => (
+                    DriveKind::Ssd,
+                    [3_840 * GB, 7_680 * GB][rng.random_range(0..2)],
+                    0,
+                ),
+                2 => (
+                    DriveKind::Nvme,
+                    [3_840 * GB, 7_680 * GB][rng.random_range(0..2)],
+                    0,
+                ),
                 x => (
                     DriveKind::Hdd,
                     [8 * TB, 12 * TB, 16 * TB, 20 * TB][rng.random_range(0..4)],
@@ -86,7 +94,11 @@ fn inventory() -> Inventory {
                     capacity: Bytes(capacity),
                     free: Bytes(capacity),
                     rpm,
-                    tags: if rng.random_bool(0.3) { vec!["enc".into()] } else { vec![] },
+                    tags: if rng.random_bool(0.3) {
+                        vec!["enc".into()]
+                    } else {
+                        vec![]
+                    },
                     transports: if kind == DriveKind::Hdd {
                         Transports::ISCSI | Transports::NVME_TCP
                     } else {
@@ -115,9 +127,15 @@ fn raid1(size: u64) -> Request {
 }
 
 fn raid10(size: u64) -> Request {
-    let mut r = Request::new(Shape::Raid10 { stripes: 4, mirrors: 2 }, size)
-        .separate("jbod", Mode::Hard)
-        .separate("rack", Mode::Soft);
+    let mut r = Request::new(
+        Shape::Raid10 {
+            stripes: 4,
+            mirrors: 2,
+        },
+        size,
+    )
+    .separate("jbod", Mode::Hard)
+    .separate("rack", Mode::Soft);
     r.kinds = vec![DriveKind::Hdd];
     r.bandwidth_spread.push(Spread {
         kind: "port".into(),
@@ -127,19 +145,30 @@ fn raid10(size: u64) -> Request {
     r
 }
 
-/// A request from a realistic mix, for the drive kind with the most free space left (so every
-/// kind fills at the same pace, as an operator would buy capacity).
+/// A request from a realistic mix; the medium is drawn so that every medium fills at the same
+/// pace (as an operator would buy capacity).
 fn mixed(rng: &mut ChaCha8Rng, free_hdd: u64, free_ssd: u64, free_nvme: u64) -> Request {
+    // Requests per medium in proportion to free bytes / mean request bytes of that medium
+    // (752 GB HDD, 90 GB SSD slice, 233 GB NVMe mirror).
+    let (free_hdd, free_ssd, free_nvme) = (free_hdd / 752, free_ssd / 90, free_nvme / 233);
     let total = (free_hdd + free_ssd + free_nvme).max(1);
     let pick = rng.random_range(0..total);
-    let pick_size = |rng: &mut ChaCha8Rng, sizes: &[u64]| sizes[rng.random_range(0..sizes.len())] * GB;
+    let pick_size =
+        |rng: &mut ChaCha8Rng, sizes: &[u64]| sizes[rng.random_range(0..sizes.len())] * GB;
     if pick < free_hdd {
         match rng.random_range(0..100) {
             0..50 => raid1(pick_size(rng, &[50, 100, 100, 200, 500])),
             50..75 => raid10(pick_size(rng, &[100, 200])),
             _ => {
-                let mut r = Request::new(Shape::Parity { k: 4, m: 2, sets: 1 }, pick_size(rng, &[100, 250]))
-                    .separate("rack", Mode::Hard);
+                let mut r = Request::new(
+                    Shape::Parity {
+                        k: 4,
+                        m: 2,
+                        sets: 1,
+                    },
+                    pick_size(rng, &[100, 250]),
+                )
+                .separate("rack", Mode::Hard);
                 r.kinds = vec![DriveKind::Hdd];
                 r
             }
@@ -181,8 +210,20 @@ fn utilization_stats(e: &Engine) -> (f64, f64, f64) {
 
 fn fill_to(engine: &mut Engine, target: f64) {
     let mut rng = ChaCha8Rng::seed_from_u64(7);
-    let capacity: u64 = engine.inventory().spec().drives.iter().map(|d| d.capacity.0).sum();
-    let mut free: u64 = engine.inventory().spec().drives.iter().map(|d| d.free.0).sum();
+    let capacity: u64 = engine
+        .inventory()
+        .spec()
+        .drives
+        .iter()
+        .map(|d| d.capacity.0)
+        .sum();
+    let mut free: u64 = engine
+        .inventory()
+        .spec()
+        .drives
+        .iter()
+        .map(|d| d.free.0)
+        .sum();
     let mut kinds = free_by_kind(engine);
     let (mut placed, mut failed, mut n) = (0u64, 0u64, 0u64);
     let start = Instant::now();
@@ -259,33 +300,50 @@ fn main() {
     let t = Instant::now();
     let inv = inventory();
     let mut engine = Engine::new(inv, 1).expect("engine");
-    println!("built 100,000-drive inventory and engine in {:.2} s", t.elapsed().as_secs_f64());
+    println!(
+        "built 100,000-drive inventory and engine in {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
 
     let r1 = raid1(10 * GB);
     let r10 = raid10(10 * GB);
-    c.bench_function("empty/plan_raid1", |b| b.iter(|| black_box(engine.plan(black_box(&r1)).is_ok())));
-    c.bench_function("empty/plan_raid10_4x2", |b| b.iter(|| black_box(engine.plan(black_box(&r10)).is_ok())));
+    c.bench_function("empty/plan_raid1", |b| {
+        b.iter(|| black_box(engine.plan(black_box(&r1)).is_ok()))
+    });
+    c.bench_function("empty/plan_raid10_4x2", |b| {
+        b.iter(|| black_box(engine.plan(black_box(&r10)).is_ok()))
+    });
     {
         let mut e = engine.clone();
         let mut n = 0u64;
         c.bench_function("empty/place_raid1", |b| {
             b.iter(|| {
                 n += 1;
-                black_box(e.place(VolumeId::new(format!("a{n}")).expect("id"), &r1).is_ok())
+                black_box(
+                    e.place(VolumeId::new(format!("a{n}")).expect("id"), &r1)
+                        .is_ok(),
+                )
             })
         });
         c.bench_function("empty/place_raid10_4x2", |b| {
             b.iter(|| {
                 n += 1;
-                black_box(e.place(VolumeId::new(format!("a{n}")).expect("id"), &r10).is_ok())
+                black_box(
+                    e.place(VolumeId::new(format!("a{n}")).expect("id"), &r10)
+                        .is_ok(),
+                )
             })
         });
     }
 
     fill_to(&mut engine, 0.90);
 
-    c.bench_function("fill90/plan_raid1", |b| b.iter(|| black_box(engine.plan(black_box(&r1)).is_ok())));
-    c.bench_function("fill90/plan_raid10_4x2", |b| b.iter(|| black_box(engine.plan(black_box(&r10)).is_ok())));
+    c.bench_function("fill90/plan_raid1", |b| {
+        b.iter(|| black_box(engine.plan(black_box(&r1)).is_ok()))
+    });
+    c.bench_function("fill90/plan_raid10_4x2", |b| {
+        b.iter(|| black_box(engine.plan(black_box(&r10)).is_ok()))
+    });
 
     // One full 60-drive HDD JBOD.
     let jbod = "r001-j05";

@@ -50,12 +50,15 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<(), String> {
-    let read = |p: &PathBuf| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
+    let read =
+        |p: &PathBuf| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
     let inv = Inventory::from_toml(&read(&args.inventory)?)
         .map_err(|e| format!("{}: {e}", args.inventory.display()))?;
-    let mut engine = Engine::new(inv, args.seed).map_err(|e| format!("{}: {e}", args.inventory.display()))?;
+    let mut engine =
+        Engine::new(inv, args.seed).map_err(|e| format!("{}: {e}", args.inventory.display()))?;
     if let Some(path) = &args.requests {
-        let file = RequestFile::from_toml(&read(path)?).map_err(|e| format!("{}: {e}", path.display()))?;
+        let file =
+            RequestFile::from_toml(&read(path)?).map_err(|e| format!("{}: {e}", path.display()))?;
         for (i, req) in file.requests.iter().enumerate() {
             let name = req.name.clone().unwrap_or_else(|| format!("request-{i}"));
             let out = match VolumeId::new(name.clone()) {
@@ -70,7 +73,9 @@ fn run(args: Args) -> Result<(), String> {
                     Err(e) => {
                         let explanation = match &e {
                             PlacementError::Unsatisfiable(x) => Some(x.as_ref()),
-                            PlacementError::SearchExhausted { explanation, .. } => Some(explanation.as_ref()),
+                            PlacementError::SearchExhausted { explanation, .. } => {
+                                Some(explanation.as_ref())
+                            }
                             _ => None,
                         };
                         json!({
@@ -94,7 +99,8 @@ fn run(args: Args) -> Result<(), String> {
         println!("{}", json!({ "plan": plan }));
     }
     if let Some(path) = &args.save {
-        std::fs::write(path, engine.snapshot().to_toml()).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::write(path, engine.snapshot().to_toml())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(())
 }

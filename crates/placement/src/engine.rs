@@ -2,8 +2,10 @@
 //! select search (window fast path, then a complete backtracking search), explanations of
 //! failure, and volume bookkeeping (place, expand, replace, remove, batch).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use serde::Serialize;
 
@@ -94,7 +96,11 @@ impl fmt::Display for Explanation {
                 .collect();
             write!(f, "; removed by filter: {}", parts.join(", "))?;
         }
-        write!(f, "; {} eligible for {} members", self.eligible, self.needed)?;
+        write!(
+            f,
+            "; {} eligible for {} members",
+            self.eligible, self.needed
+        )?;
         for b in &self.blocked {
             write!(f, "; {b}")?;
         }
@@ -149,6 +155,9 @@ impl Placement {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct ClassKey {
     kind: DriveKind,
+    /// Capacity is part of the class so that, within a class, the order by utilization now
+    /// is also the order by utilization after taking a member of any size.
+    capacity: u64,
     rpm: u32,
     tags: Vec<u32>,
     transports: Transports,
@@ -174,11 +183,15 @@ pub(crate) struct Vol {
 pub struct Engine {
     pub(crate) inv: Inventory,
     tiebreak: Vec<u32>,
+    /// Free bytes and capacity per drive, mirrored from the spec in compact arrays because the
+    /// hot paths read them for every candidate.
+    free: Vec<u64>,
+    cap: Vec<u64>,
     drive_class: Vec<u32>,
     drive_key: Vec<u64>,
     classes: Vec<Class>,
     class_lookup: HashMap<ClassKey, u32>,
-    pub(crate) volumes: Vec<Option<Vol>>,
+    pub(crate) volumes: Vec<Option<Box<Vol>>>,
     pub(crate) vol_index: HashMap<VolumeId, u32>,
     /// `(volume slot, member)` of every member on each drive.
     pub(crate) drive_members: Vec<Vec<(u32, u32)>>,
@@ -283,6 +296,33 @@ enum Outcome {
     NotFound { exhausted: bool, nodes: u64 },
 }
 
+/// A multiplicative hasher for small integer keys on the hot path (SipHash's DoS resistance is
+/// not needed for keys the engine makes itself).
+#[derive(Default)]
+struct IntHasher(u64);
+
+impl Hasher for IntHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(b as u64);
+        }
+    }
+    fn write_u16(&mut self, n: u16) {
+        self.write_u64(n as u64);
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(n as u64);
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+type FastHash = BuildHasherDefault<IntHasher>;
+
 /// Domains (other than `NONE`) that occur more than `limit` times, with their counts, sorted.
 fn over_limit(domains: impl Iterator<Item = u32>, limit: u32) -> Vec<(u32, u32)> {
     let mut v: Vec<u32> = domains.filter(|&x| x != NONE).collect();
@@ -315,6 +355,8 @@ impl Engine {
             tiebreak: (0..n)
                 .map(|i| (splitmix(seed ^ splitmix(i as u64)) >> 32) as u32)
                 .collect(),
+            free: inv.spec.drives.iter().map(|d| d.free.0).collect(),
+            cap: inv.spec.drives.iter().map(|d| d.capacity.0).collect(),
             drive_class: vec![NONE; n],
             drive_key: vec![0; n],
             classes: Vec::new(),
@@ -335,22 +377,17 @@ impl Engine {
         let vols = std::mem::take(&mut e.inv.spec.volumes);
         for v in vols {
             let label = format!("volume '{}'", v.id);
-            e.compile(&v.request, None, true)
-                .map_err(|err| match err {
-                    PlacementError::InvalidRequest { field, reason, .. } => {
-                        PlacementError::InvalidRequest {
-                            request: label.clone(),
-                            field: format!("request.{field}"),
-                            reason,
-                        }
+            e.compile(&v.request, None, true).map_err(|err| match err {
+                PlacementError::InvalidRequest { field, reason, .. } => {
+                    PlacementError::InvalidRequest {
+                        request: label.clone(),
+                        field: format!("request.{field}"),
+                        reason,
                     }
-                    other => other,
-                })?;
-            let drives: Vec<u32> = v
-                .members
-                .iter()
-                .map(|m| e.inv.drive_index[m])
-                .collect();
+                }
+                other => other,
+            })?;
+            let drives: Vec<u32> = v.members.iter().map(|m| e.inv.drive_index[m]).collect();
             let mut sorted = drives.clone();
             sorted.sort_unstable();
             if sorted.windows(2).any(|w| w[0] == w[1]) {
@@ -382,7 +419,12 @@ impl Engine {
     /// [`Inventory::to_toml`].
     pub fn snapshot(&self) -> Inventory {
         let mut inv = self.inv.clone();
-        inv.spec.volumes = self.volumes.iter().flatten().map(|v| v.spec.clone()).collect();
+        inv.spec.volumes = self
+            .volumes
+            .iter()
+            .flatten()
+            .map(|v| v.spec.clone())
+            .collect();
         inv
     }
 
@@ -401,7 +443,9 @@ impl Engine {
 
     /// Fraction of a drive's capacity in use.
     pub fn utilization(&self, id: &DriveId) -> Option<f64> {
-        self.inv.drive(id).map(|d| 1.0 - d.free.0 as f64 / d.capacity.0 as f64)
+        self.inv
+            .drive(id)
+            .map(|d| 1.0 - d.free.0 as f64 / d.capacity.0 as f64)
     }
 
     pub(crate) fn insert_volume(&mut self, spec: VolumeSpec, drives: Vec<u32>) {
@@ -410,7 +454,7 @@ impl Engine {
             self.drive_members[d as usize].push((slot, m as u32));
         }
         self.vol_index.insert(spec.id.clone(), slot);
-        self.volumes.push(Some(Vol { spec, drives }));
+        self.volumes.push(Some(Box::new(Vol { spec, drives })));
     }
 
     // ---------------------------------------------------------------- indexes
@@ -419,6 +463,7 @@ impl Engine {
         let s = &self.inv.spec.drives[d as usize];
         let key = ClassKey {
             kind: s.kind,
+            capacity: s.capacity.0,
             rpm: s.rpm,
             tags: self.inv.drive_tags[d as usize].clone(),
             transports: s.transports,
@@ -438,9 +483,8 @@ impl Engine {
     }
 
     fn compute_key(&self, d: u32) -> u64 {
-        let s = &self.inv.spec.drives[d as usize];
-        let used = s.capacity.0 - s.free.0;
-        let util = ((used as u128) << 30) / s.capacity.0 as u128;
+        let (free, cap) = (self.free[d as usize], self.cap[d as usize]);
+        let util = (((cap - free) as u128) << 30) / cap as u128;
         ((util as u64) << 32) | self.tiebreak[d as usize] as u64
     }
 
@@ -470,6 +514,7 @@ impl Engine {
         } else {
             (s.free.0 + size).min(s.capacity.0)
         };
+        self.free[d as usize] = s.free.0;
         for &b in &self.inv.drive_bw[d as usize] {
             let l = &mut self.inv.spec.bandwidth_domains[b as usize].load.0;
             *l = if add {
@@ -528,7 +573,11 @@ impl Engine {
             let l = *inv.level_index.get(&s.level).ok_or_else(|| {
                 bad(
                     format!("separation[{i}].level"),
-                    format!("'{}' is not a failure-domain level (levels: {})", s.level, inv.levels.join(", ")),
+                    format!(
+                        "'{}' is not a failure-domain level (levels: {})",
+                        s.level,
+                        inv.levels.join(", ")
+                    ),
                 )
             })?;
             match seps.iter_mut().find(|x: &&mut (u16, bool)| x.0 == l) {
@@ -541,11 +590,18 @@ impl Engine {
             let k = *inv.bw_kind_index.get(&s.kind).ok_or_else(|| {
                 bad(
                     format!("bandwidth_spread[{i}].kind"),
-                    format!("'{}' is not a bandwidth-domain kind (kinds: {})", s.kind, inv.bw_kinds.join(", ")),
+                    format!(
+                        "'{}' is not a bandwidth-domain kind (kinds: {})",
+                        s.kind,
+                        inv.bw_kinds.join(", ")
+                    ),
                 )
             })?;
             if s.max_per_domain == 0 {
-                return Err(bad(format!("bandwidth_spread[{i}].max_per_domain"), "must be at least 1".into()));
+                return Err(bad(
+                    format!("bandwidth_spread[{i}].max_per_domain"),
+                    "must be at least 1".into(),
+                ));
             }
             spreads.push((k, s.max_per_domain, s.mode == Mode::Hard));
         }
@@ -569,25 +625,36 @@ impl Engine {
             let mut v = Vec::new();
             for (i, g) in req.storage_groups.iter().enumerate() {
                 v.push(*inv.group_index.get(g).ok_or_else(|| {
-                    bad(format!("storage_groups[{i}]"), format!("unknown storage group '{g}'"))
+                    bad(
+                        format!("storage_groups[{i}]"),
+                        format!("unknown storage group '{g}'"),
+                    )
                 })?);
             }
             Some(v)
         };
-        let segs = |list: &[crate::request::Segment], field: &str| -> Result<Vec<Vec<(u16, u32)>>, PlacementError> {
+        let segs = |list: &[crate::request::Segment],
+                    field: &str|
+         -> Result<Vec<Vec<(u16, u32)>>, PlacementError> {
             let mut out = Vec::new();
             for (i, seg) in list.iter().enumerate() {
                 let mut v = Vec::new();
                 for (k, val) in seg {
                     let l = *inv.level_index.get(k).ok_or_else(|| {
-                        bad(format!("{field}[{i}].{k}"), format!("'{k}' is not a failure-domain level"))
+                        bad(
+                            format!("{field}[{i}].{k}"),
+                            format!("'{k}' is not a failure-domain level"),
+                        )
                     })?;
                     let dom = crate::model::DomainId::new(val.as_str())
                         .ok()
                         .and_then(|id| inv.dom_index.get(&id).copied())
                         .filter(|&x| inv.dom_level[x as usize] == l)
                         .ok_or_else(|| {
-                            bad(format!("{field}[{i}].{k}"), format!("no '{k}' domain named '{val}'"))
+                            bad(
+                                format!("{field}[{i}].{k}"),
+                                format!("no '{k}' domain named '{val}'"),
+                            )
                         })?;
                     v.push((l, dom));
                 }
@@ -610,16 +677,28 @@ impl Engine {
                 let mut p = vec![NONE; n];
                 for (i, Pin { member, drive }) in req.pinned.iter().enumerate() {
                     if *member >= n {
-                        return Err(bad(format!("pinned[{i}].member"), format!("{member} is out of range (volume has {n} members)")));
+                        return Err(bad(
+                            format!("pinned[{i}].member"),
+                            format!("{member} is out of range (volume has {n} members)"),
+                        ));
                     }
                     let &d = inv.drive_index.get(drive).ok_or_else(|| {
-                        bad(format!("pinned[{i}].drive"), format!("unknown drive '{drive}'"))
+                        bad(
+                            format!("pinned[{i}].drive"),
+                            format!("unknown drive '{drive}'"),
+                        )
                     })?;
                     if p[*member] != NONE {
-                        return Err(bad(format!("pinned[{i}].member"), format!("member {member} is pinned twice")));
+                        return Err(bad(
+                            format!("pinned[{i}].member"),
+                            format!("member {member} is pinned twice"),
+                        ));
                     }
                     if p.contains(&d) {
-                        return Err(bad(format!("pinned[{i}].drive"), format!("drive '{drive}' is pinned to two members")));
+                        return Err(bad(
+                            format!("pinned[{i}].drive"),
+                            format!("drive '{drive}' is pinned to two members"),
+                        ));
                     }
                     p[*member] = d;
                 }
@@ -629,7 +708,10 @@ impl Engine {
         let mut exclude = Vec::new();
         for (i, x) in req.exclude_drives.iter().enumerate() {
             exclude.push(*inv.drive_index.get(x).ok_or_else(|| {
-                bad(format!("exclude_drives[{i}]"), format!("unknown drive '{x}'"))
+                bad(
+                    format!("exclude_drives[{i}]"),
+                    format!("unknown drive '{x}'"),
+                )
             })?);
         }
         exclude.sort_unstable();
@@ -671,10 +753,11 @@ impl Engine {
         if !c.kinds.is_empty() && !c.kinds.contains(&k.kind) {
             return Some(Filter::Kind);
         }
-        if let Some(r) = c.min_rpm {
-            if k.kind == DriveKind::Hdd && k.rpm < r {
-                return Some(Filter::MinRpm);
-            }
+        if let Some(r) = c.min_rpm
+            && k.kind == DriveKind::Hdd
+            && k.rpm < r
+        {
+            return Some(Filter::MinRpm);
         }
         match &c.require_tags {
             None => return Some(Filter::RequireTags),
@@ -684,18 +767,21 @@ impl Engine {
                 }
             }
         }
-        if c.exclude_tags.iter().any(|t| k.tags.binary_search(t).is_ok()) {
+        if c.exclude_tags
+            .iter()
+            .any(|t| k.tags.binary_search(t).is_ok())
+        {
             return Some(Filter::ExcludeTags);
         }
-        if let Some(g) = &c.groups {
-            if !g.contains(&k.group) {
-                return Some(Filter::StorageGroup);
-            }
+        if let Some(g) = &c.groups
+            && !g.contains(&k.group)
+        {
+            return Some(Filter::StorageGroup);
         }
-        if let Some(t) = c.transports {
-            if !k.transports.intersects(t) {
-                return Some(Filter::Transport);
-            }
+        if let Some(t) = c.transports
+            && !k.transports.intersects(t)
+        {
+            return Some(Filter::Transport);
         }
         None
     }
@@ -717,12 +803,15 @@ impl Engine {
         }
         if c.server != NONE {
             let sb = &inv.server_bw[c.server as usize];
-            if !sb.is_empty() && !inv.drive_bw[d as usize].iter().any(|b| sb.binary_search(b).is_ok()) {
+            if !sb.is_empty()
+                && !inv.drive_bw[d as usize]
+                    .iter()
+                    .any(|b| sb.binary_search(b).is_ok())
+            {
                 return Some(Filter::Reachability);
             }
         }
-        let s = &inv.spec.drives[d as usize];
-        if s.free.0 < c.size {
+        if self.free[d as usize] < c.size {
             return Some(Filter::Capacity);
         }
         if c.demand > 0 {
@@ -734,12 +823,15 @@ impl Engine {
             }
         }
         let g = inv.drive_group[d as usize];
-        if g != NONE {
-            if let Some(q) = inv.spec.storage_groups[g as usize].quota {
-                if inv.spec.storage_groups[g as usize].used.0.saturating_add(c.size) > q.0 {
-                    return Some(Filter::GroupQuota);
-                }
-            }
+        if g != NONE
+            && let Some(q) = inv.spec.storage_groups[g as usize].quota
+            && inv.spec.storage_groups[g as usize]
+                .used
+                .0
+                .saturating_add(c.size)
+                > q.0
+        {
+            return Some(Filter::GroupQuota);
         }
         None
     }
@@ -752,9 +844,9 @@ impl Engine {
     /// Lower is better: utilization, bandwidth load, minus locality and preference bonuses.
     fn score(&self, c: &Compiled, d: u32) -> f64 {
         let inv = &self.inv;
-        let s = &inv.spec.drives[d as usize];
         // Utilization after taking the member: large members prefer large drives.
-        let mut v = 1.0 - s.free.0.saturating_sub(c.size) as f64 / s.capacity.0 as f64;
+        let mut v =
+            1.0 - self.free[d as usize].saturating_sub(c.size) as f64 / self.cap[d as usize] as f64;
         let mut bw: f64 = 0.0;
         for &b in &inv.drive_bw[d as usize] {
             let bd = &inv.spec.bandwidth_domains[b as usize];
@@ -793,7 +885,7 @@ impl Engine {
             .iter()
             .map(|&d| (self.score(c, d), self.drive_key[d as usize], d))
             .collect();
-        scored.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        scored.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
         v.clear();
         v.extend(scored.into_iter().map(|x| x.2));
     }
@@ -812,39 +904,49 @@ impl Engine {
             .map(|&(l, _)| (false, l, groups.saturating_mul(c.cap).min(c.n as u32)))
             .collect();
         div.extend(c.spreads.iter().map(|&(k, max, _)| (true, k, max)));
-        // (constraint index, domain, count): small, so a linear scan beats hashing.
-        let mut per_domain: Vec<(u16, u32, u32)> = Vec::new();
+        let mut per_domain: HashMap<(u16, u32), u32, FastHash> =
+            HashMap::with_capacity_and_hasher(2 * want * div.len(), FastHash::default());
+        // Merge the classes by utilization *after* taking the member (keys hold utilization in
+        // 2^-30 units in their high half), so big members go to big drives first.
         let mut iters: Vec<_> = self
             .classes
             .iter()
             .enumerate()
             .filter(|(i, _)| c.class_ok[*i])
-            .map(|(_, cl)| cl.set.iter().peekable())
+            .map(|(_, cl)| {
+                let step = ((c.size as u128) << 30) / cl.key.capacity.max(1) as u128;
+                (cl.set.iter(), step.min(u32::MAX as u128) as u64)
+            })
             .collect();
+        let mut heap: BinaryHeap<Reverse<(u64, u64, u32, usize)>> =
+            BinaryHeap::with_capacity(iters.len());
+        for (i, (it, step)) in iters.iter_mut().enumerate() {
+            if let Some(&(k, d)) = it.next() {
+                heap.push(Reverse(((k >> 32) + *step, k, d, i)));
+            }
+        }
         let mut out = Vec::with_capacity(want + 8);
         let mut scanned = 0usize;
         let scan_max = want * 32 + 4096;
         while out.len() < want && scanned < scan_max {
-            let mut best: Option<(usize, u64)> = None;
-            for (i, it) in iters.iter_mut().enumerate() {
-                if let Some(&&(k, _)) = it.peek() {
-                    if best.is_none_or(|(_, bk)| k < bk) {
-                        best = Some((i, k));
-                    }
-                }
+            let Some(Reverse((_, _, d, i))) = heap.pop() else {
+                break;
+            };
+            let (it, step) = &mut iters[i];
+            if let Some(&(k, d2)) = it.next() {
+                heap.push(Reverse(((k >> 32) + *step, k, d2, i)));
             }
-            let Some((i, _)) = best else { break };
-            let Some(&(_, d)) = iters[i].next() else { break };
             scanned += 1;
             let dom_of = |&(bw, x, _): &(bool, u16, u32)| {
-                if bw { self.inv.bw_of_kind(d, x) } else { self.inv.anc(d, x) }
+                if bw {
+                    self.inv.bw_of_kind(d, x)
+                } else {
+                    self.inv.anc(d, x)
+                }
             };
             let crowded = div.iter().enumerate().any(|(i, e)| {
                 let dom = dom_of(e);
-                dom != NONE
-                    && per_domain
-                        .iter()
-                        .any(|&(j, x, k)| j == i as u16 && x == dom && k >= e.2)
+                dom != NONE && per_domain.get(&(i as u16, dom)).is_some_and(|&k| k >= e.2)
             });
             if crowded || self.drive_filter(c, d).is_some() {
                 continue;
@@ -854,10 +956,7 @@ impl Engine {
                 if dom == NONE {
                     continue;
                 }
-                match per_domain.iter_mut().find(|(j, x, _)| *j == i as u16 && *x == dom) {
-                    Some(slot) => slot.2 += 1,
-                    None => per_domain.push((i as u16, dom, 1)),
-                }
+                *per_domain.entry((i as u16, dom)).or_default() += 1;
             }
             out.push(d);
         }
@@ -1025,8 +1124,13 @@ impl Engine {
         }
     }
 
-    pub(crate) fn plan_compiled(&self, req: &Request, c: &Compiled) -> Result<(Placement, Vec<u32>), PlacementError> {
-        let _span = tracing::debug_span!("placement.plan", request = %c.label, members = c.n).entered();
+    pub(crate) fn plan_compiled(
+        &self,
+        req: &Request,
+        c: &Compiled,
+    ) -> Result<(Placement, Vec<u32>), PlacementError> {
+        let _span =
+            tracing::debug_span!("placement.plan", request = %c.label, members = c.n).entered();
         match self.solve(c, self.search_budget) {
             Outcome::Found(assign) => Ok((self.to_placement(c, &assign), assign)),
             Outcome::NotFound { exhausted, nodes } => {
@@ -1058,20 +1162,21 @@ impl Engine {
         }
         let c = self.compile(req, None, false)?;
         for (i, &p) in c.pins.iter().enumerate() {
-            if p != NONE {
-                if let Some(f) = self.drive_filter(&c, p).or_else(|| {
-                    (self.inv.spec.drives[p as usize].health != Health::Healthy).then_some(Filter::Health)
-                }) {
-                    return Err(PlacementError::InvalidRequest {
-                        request: c.label.clone(),
-                        field: format!("pinned member {i}"),
-                        reason: format!(
-                            "drive '{}' fails the {} filter",
-                            self.inv.spec.drives[p as usize].id,
-                            f.name()
-                        ),
-                    });
-                }
+            if p != NONE
+                && let Some(f) = self.drive_filter(&c, p).or_else(|| {
+                    (self.inv.spec.drives[p as usize].health != Health::Healthy)
+                        .then_some(Filter::Health)
+                })
+            {
+                return Err(PlacementError::InvalidRequest {
+                    request: c.label.clone(),
+                    field: format!("pinned member {i}"),
+                    reason: format!(
+                        "drive '{}' fails the {} filter",
+                        self.inv.spec.drives[p as usize].id,
+                        f.name()
+                    ),
+                });
             }
         }
         let (placement, assign) = self.plan_compiled(req, &c)?;
@@ -1089,7 +1194,10 @@ impl Engine {
 
     /// Places many volumes, committing each. Larger volumes (members × size) go first so that
     /// small ones fill the gaps; results come back in input order.
-    pub fn place_batch(&mut self, items: &[(VolumeId, Request)]) -> Vec<Result<Placement, PlacementError>> {
+    pub fn place_batch(
+        &mut self,
+        items: &[(VolumeId, Request)],
+    ) -> Vec<Result<Placement, PlacementError>> {
         let mut order: Vec<usize> = (0..items.len()).collect();
         order.sort_by_key(|&i| {
             let r = &items[i].1;
@@ -1113,14 +1221,23 @@ impl Engine {
             .ok_or_else(|| PlacementError::UnknownVolume(id.clone()))?;
         for &d in &vol.drives {
             self.drive_members[d as usize].retain(|&(s, _)| s != slot);
-            self.charge(d, vol.spec.request.size.0, vol.spec.request.bandwidth.0, false);
+            self.charge(
+                d,
+                vol.spec.request.size.0,
+                vol.spec.request.bandwidth.0,
+                false,
+            );
         }
         Ok(vol.spec)
     }
 
     /// Re-places the listed members of a placed volume under its original request, keeping
     /// every other member where it is and avoiding the listed members' current drives. Commits.
-    pub fn replace_members(&mut self, id: &VolumeId, members: &[usize]) -> Result<Placement, PlacementError> {
+    pub fn replace_members(
+        &mut self,
+        id: &VolumeId,
+        members: &[usize],
+    ) -> Result<Placement, PlacementError> {
         let (c, req, old) = self.compile_replacement(id, members)?;
         let (placement, assign) = self.plan_compiled(&req, &c)?;
         self.commit_moves(id, &c, &old, &assign);
@@ -1159,7 +1276,13 @@ impl Engine {
     }
 
     /// Moves members to `assign` (members whose drive is unchanged stay).
-    pub(crate) fn commit_moves(&mut self, id: &VolumeId, c: &Compiled, old: &[u32], assign: &[u32]) {
+    pub(crate) fn commit_moves(
+        &mut self,
+        id: &VolumeId,
+        c: &Compiled,
+        old: &[u32],
+        assign: &[u32],
+    ) {
         let slot = self.vol_index[id];
         for (m, (&o, &n)) in old.iter().zip(assign).enumerate() {
             if o == n {
@@ -1182,7 +1305,11 @@ impl Engine {
     /// Grows a placed volume to `new_request`, whose shape must keep the existing members at
     /// the same indices (more mirror legs, more stripes, more parity sets); existing members
     /// stay, new ones are placed and charged.
-    pub fn expand(&mut self, id: &VolumeId, new_request: &Request) -> Result<Placement, PlacementError> {
+    pub fn expand(
+        &mut self,
+        id: &VolumeId,
+        new_request: &Request,
+    ) -> Result<Placement, PlacementError> {
         let &slot = self
             .vol_index
             .get(id)
@@ -1196,7 +1323,9 @@ impl Engine {
         let compatible = match (&old_shape, &new_request.shape) {
             (Shape::Mirror { .. } | Shape::Single, Shape::Mirror { .. }) => true,
             (Shape::Raid10 { mirrors: a, .. }, Shape::Raid10 { mirrors: b, .. }) => a == b,
-            (Shape::Parity { k: a, m: b, .. }, Shape::Parity { k: c, m: d, .. }) => a == c && b == d,
+            (Shape::Parity { k: a, m: b, .. }, Shape::Parity { k: c, m: d, .. }) => {
+                a == c && b == d
+            }
             (a, b) => a == b,
         };
         if !compatible || n < old.len() || new_request.size != vol.spec.request.size {
@@ -1288,7 +1417,9 @@ impl Engine {
                 let room: usize = unconstrained
                     + per
                         .iter()
-                        .map(|(x, &k)| k.min(c.cap.saturating_sub(*used.get(x).unwrap_or(&0))) as usize)
+                        .map(|(x, &k)| {
+                            k.min(c.cap.saturating_sub(*used.get(x).unwrap_or(&0))) as usize
+                        })
                         .sum::<usize>();
                 if room < need {
                     blocked.push(format!(
@@ -1353,14 +1484,20 @@ impl Engine {
             if s.mode == Mode::Hard {
                 let mut r = req.clone();
                 r.separation[i].mode = Mode::Soft;
-                tries.push((format!("satisfiable if {} separation were soft", s.level), r));
+                tries.push((
+                    format!("satisfiable if {} separation were soft", s.level),
+                    r,
+                ));
             }
         }
         for (i, s) in req.bandwidth_spread.iter().enumerate() {
             if s.mode == Mode::Hard {
                 let mut r = req.clone();
                 r.bandwidth_spread[i].mode = Mode::Soft;
-                tries.push((format!("satisfiable if {} bandwidth spreading were soft", s.kind), r));
+                tries.push((
+                    format!("satisfiable if {} bandwidth spreading were soft", s.kind),
+                    r,
+                ));
             }
         }
         let removed = |f: Filter| counts[FILTERS.iter().position(|&x| x == f).unwrap_or(0)] > 0;
@@ -1371,15 +1508,31 @@ impl Engine {
                 tries.push((format!("satisfiable without the {msg}"), r));
             }
         };
-        drop(Filter::Kind, "drive-kind filter", &|r| r.kinds = vec![DriveKind::Hdd, DriveKind::Ssd, DriveKind::Nvme]);
+        drop(Filter::Kind, "drive-kind filter", &|r| {
+            r.kinds = vec![DriveKind::Hdd, DriveKind::Ssd, DriveKind::Nvme]
+        });
         drop(Filter::MinRpm, "min_rpm filter", &|r| r.min_rpm = None);
-        drop(Filter::RequireTags, "require_tags filter", &|r| r.require_tags.clear());
-        drop(Filter::ExcludeTags, "exclude_tags filter", &|r| r.exclude_tags.clear());
-        drop(Filter::StorageGroup, "storage_groups filter", &|r| r.storage_groups.clear());
-        drop(Filter::Transport, "transports filter", &|r| r.transports = None);
-        drop(Filter::Requisite, "requisite topology", &|r| r.requisite.clear());
-        drop(Filter::Reachability, "attach_server constraint", &|r| r.attach_server = None);
-        drop(Filter::Bandwidth, "bandwidth demand", &|r| r.bandwidth.0 = 0);
+        drop(Filter::RequireTags, "require_tags filter", &|r| {
+            r.require_tags.clear()
+        });
+        drop(Filter::ExcludeTags, "exclude_tags filter", &|r| {
+            r.exclude_tags.clear()
+        });
+        drop(Filter::StorageGroup, "storage_groups filter", &|r| {
+            r.storage_groups.clear()
+        });
+        drop(Filter::Transport, "transports filter", &|r| {
+            r.transports = None
+        });
+        drop(Filter::Requisite, "requisite topology", &|r| {
+            r.requisite.clear()
+        });
+        drop(Filter::Reachability, "attach_server constraint", &|r| {
+            r.attach_server = None
+        });
+        drop(Filter::Bandwidth, "bandwidth demand", &|r| {
+            r.bandwidth.0 = 0
+        });
         if req.bandwidth.0 > 0 && !removed(Filter::Bandwidth) {
             let mut r = req.clone();
             r.bandwidth.0 = 0;
@@ -1387,22 +1540,26 @@ impl Engine {
         }
         let mut relaxations = Vec::new();
         for (msg, r) in &tries {
-            if let Ok(rc) = self.relaxed(r, c) {
-                if let Outcome::Found(_) = self.solve(&rc, 200_000) {
-                    relaxations.push(msg.clone());
-                }
+            if let Ok(rc) = self.relaxed(r, c)
+                && let Outcome::Found(_) = self.solve(&rc, 200_000)
+            {
+                relaxations.push(msg.clone());
             }
         }
-        let hard_seps = req.separation.iter().filter(|s| s.mode == Mode::Hard).count();
+        let hard_seps = req
+            .separation
+            .iter()
+            .filter(|s| s.mode == Mode::Hard)
+            .count();
         if relaxations.is_empty() && hard_seps > 1 {
             let mut r = req.clone();
             for s in &mut r.separation {
                 s.mode = Mode::Soft;
             }
-            if let Ok(rc) = self.relaxed(&r, c) {
-                if let Outcome::Found(_) = self.solve(&rc, 200_000) {
-                    relaxations.push("satisfiable if all separation constraints were soft".into());
-                }
+            if let Ok(rc) = self.relaxed(&r, c)
+                && let Outcome::Found(_) = self.solve(&rc, 200_000)
+            {
+                relaxations.push("satisfiable if all separation constraints were soft".into());
             }
         }
         Explanation {
@@ -1526,7 +1683,9 @@ impl<'a> Search<'a> {
                     .assign
                     .iter()
                     .enumerate()
-                    .filter(|&(j, &a)| a != NONE && unloaded(j) && inv.drive_bw[a as usize].contains(&b))
+                    .filter(|&(j, &a)| {
+                        a != NONE && unloaded(j) && inv.drive_bw[a as usize].contains(&b)
+                    })
                     .count() as u64;
                 let bd = &inv.spec.bandwidth_domains[b as usize];
                 if bd.load.0.saturating_add(c.demand.saturating_mul(k)) > bd.capacity.0 {

@@ -251,8 +251,14 @@ struct RawInventory {
     volume: Vec<VolumeSpec>,
 }
 
-fn size(entry: impl Fn() -> String, field: &'static str, raw: &RawSize) -> Result<Bytes, InventoryError> {
-    raw.resolve().map(Bytes).map_err(|r| invalid(entry(), field, r))
+fn size(
+    entry: impl Fn() -> String,
+    field: &'static str,
+    raw: &RawSize,
+) -> Result<Bytes, InventoryError> {
+    raw.resolve()
+        .map(Bytes)
+        .map_err(|r| invalid(entry(), field, r))
 }
 
 impl RawInventory {
@@ -293,7 +299,13 @@ impl RawInventory {
             let e = || format!("drive '{}'", d.id);
             let capacity = size(e, "capacity", &d.capacity)?;
             let rpm = match d.rpm {
-                Some(r) if r < 0 => return Err(invalid(e(), "rpm", format!("must not be negative (got {r})"))),
+                Some(r) if r < 0 => {
+                    return Err(invalid(
+                        e(),
+                        "rpm",
+                        format!("must not be negative (got {r})"),
+                    ));
+                }
                 Some(r) if r > u32::MAX as i64 => return Err(invalid(e(), "rpm", "is too large")),
                 Some(r) => r as u32,
                 None => 0,
@@ -394,15 +406,18 @@ impl Inventory {
 
     /// Ids of the drives in a failure domain (any depth), or the drive itself for a drive id.
     pub fn drives_in(&self, target: &str) -> Option<Vec<DriveId>> {
-        self.target_drives(target)
-            .map(|v| v.iter().map(|&d| self.spec.drives[d as usize].id.clone()).collect())
+        self.target_drives(target).map(|v| {
+            v.iter()
+                .map(|&d| self.spec.drives[d as usize].id.clone())
+                .collect()
+        })
     }
 
     pub(crate) fn target_drives(&self, target: &str) -> Option<Vec<u32>> {
-        if let Ok(id) = DriveId::new(target) {
-            if let Some(&d) = self.drive_index.get(&id) {
-                return Some(vec![d]);
-            }
+        if let Ok(id) = DriveId::new(target)
+            && let Some(&d) = self.drive_index.get(&id)
+        {
+            return Some(vec![d]);
         }
         let id = DomainId::new(target).ok()?;
         let &x = self.dom_index.get(&id)?;
@@ -459,7 +474,11 @@ impl Inventory {
                 });
             }
             if d.level.trim().is_empty() {
-                return Err(invalid(format!("domain '{}'", d.id), "level", "must not be empty"));
+                return Err(invalid(
+                    format!("domain '{}'", d.id),
+                    "level",
+                    "must not be empty",
+                ));
             }
             let next = inv.levels.len() as u16;
             let l = *inv.level_index.entry(d.level.clone()).or_insert(next);
@@ -471,12 +490,16 @@ impl Inventory {
         for d in &spec.domains {
             let p = match &d.parent {
                 None => NONE,
-                Some(p) => *inv.dom_index.get(p).ok_or_else(|| InventoryError::UnknownReference {
-                    entry: format!("domain '{}'", d.id),
-                    field: "parent",
-                    target: "domain",
-                    id: p.to_string(),
-                })?,
+                Some(p) => {
+                    *inv.dom_index
+                        .get(p)
+                        .ok_or_else(|| InventoryError::UnknownReference {
+                            entry: format!("domain '{}'", d.id),
+                            field: "parent",
+                            target: "domain",
+                            id: p.to_string(),
+                        })?
+                }
             };
             inv.dom_parent.push(p);
         }
@@ -493,8 +516,10 @@ impl Inventory {
             }
             if x != NONE && state[x as usize] == 1 {
                 let from = path.iter().position(|&p| p == x).unwrap_or(0);
-                let mut names: Vec<String> =
-                    path[from..].iter().map(|&p| spec.domains[p as usize].id.to_string()).collect();
+                let mut names: Vec<String> = path[from..]
+                    .iter()
+                    .map(|&p| spec.domains[p as usize].id.to_string())
+                    .collect();
                 names.push(spec.domains[x as usize].id.to_string());
                 return Err(InventoryError::Cycle { path: names });
             }
@@ -516,7 +541,9 @@ impl Inventory {
                         "parent",
                         format!(
                             "chain holds two '{}' domains ('{}' and '{}'); a level may appear once per path",
-                            inv.levels[l], spec.domains[*slot as usize].id, spec.domains[x as usize].id
+                            inv.levels[l],
+                            spec.domains[*slot as usize].id,
+                            spec.domains[x as usize].id
                         ),
                     ));
                 }
@@ -533,7 +560,11 @@ impl Inventory {
                 });
             }
             if b.kind.trim().is_empty() {
-                return Err(invalid(format!("bandwidth_domain '{}'", b.id), "kind", "must not be empty"));
+                return Err(invalid(
+                    format!("bandwidth_domain '{}'", b.id),
+                    "kind",
+                    "must not be empty",
+                ));
             }
             let next = inv.bw_kinds.len() as u16;
             let k = *inv.bw_kind_index.entry(b.kind.clone()).or_insert(next);
@@ -562,7 +593,11 @@ impl Inventory {
                 });
             }
             if DomainId::new(d.id.as_str()).is_ok_and(|x| inv.dom_index.contains_key(&x)) {
-                return Err(invalid(entry(), "id", "also names a failure domain; drive and domain ids share one namespace"));
+                return Err(invalid(
+                    entry(),
+                    "id",
+                    "also names a failure domain; drive and domain ids share one namespace",
+                ));
             }
             if d.capacity.0 == 0 {
                 return Err(invalid(entry(), "capacity", "must be positive"));
@@ -577,12 +612,15 @@ impl Inventory {
             match &d.domain {
                 None => inv.drive_anc.extend(std::iter::repeat_n(NONE, n_levels)),
                 Some(x) => {
-                    let &xi = inv.dom_index.get(x).ok_or_else(|| InventoryError::UnknownReference {
-                        entry: entry(),
-                        field: "domain",
-                        target: "domain",
-                        id: x.to_string(),
-                    })?;
+                    let &xi =
+                        inv.dom_index
+                            .get(x)
+                            .ok_or_else(|| InventoryError::UnknownReference {
+                                entry: entry(),
+                                field: "domain",
+                                target: "domain",
+                                id: x.to_string(),
+                            })?;
                     let row = &dom_anc[xi as usize * n_levels..(xi as usize + 1) * n_levels];
                     inv.drive_anc.extend_from_slice(row);
                     for &a in row {
@@ -594,22 +632,29 @@ impl Inventory {
             }
             let g = match &d.group {
                 None => NONE,
-                Some(g) => *inv.group_index.get(g).ok_or_else(|| InventoryError::UnknownReference {
-                    entry: entry(),
-                    field: "group",
-                    target: "storage_group",
-                    id: g.to_string(),
-                })?,
+                Some(g) => {
+                    *inv.group_index
+                        .get(g)
+                        .ok_or_else(|| InventoryError::UnknownReference {
+                            entry: entry(),
+                            field: "group",
+                            target: "storage_group",
+                            id: g.to_string(),
+                        })?
+                }
             };
             inv.drive_group.push(g);
             let mut bws = Vec::new();
             for b in &d.bandwidth_domains {
-                let &bi = inv.bw_index.get(b).ok_or_else(|| InventoryError::UnknownReference {
-                    entry: entry(),
-                    field: "bandwidth_domains",
-                    target: "bandwidth_domain",
-                    id: b.to_string(),
-                })?;
+                let &bi = inv
+                    .bw_index
+                    .get(b)
+                    .ok_or_else(|| InventoryError::UnknownReference {
+                        entry: entry(),
+                        field: "bandwidth_domains",
+                        target: "bandwidth_domain",
+                        id: b.to_string(),
+                    })?;
                 if let Some(&other) = bws
                     .iter()
                     .find(|&&o: &&u32| inv.bw_kind_of[o as usize] == inv.bw_kind_of[bi as usize])
@@ -649,22 +694,30 @@ impl Inventory {
             }
             let dom = match &s.domain {
                 None => NONE,
-                Some(x) => *inv.dom_index.get(x).ok_or_else(|| InventoryError::UnknownReference {
-                    entry: entry(),
-                    field: "domain",
-                    target: "domain",
-                    id: x.to_string(),
-                })?,
+                Some(x) => {
+                    *inv.dom_index
+                        .get(x)
+                        .ok_or_else(|| InventoryError::UnknownReference {
+                            entry: entry(),
+                            field: "domain",
+                            target: "domain",
+                            id: x.to_string(),
+                        })?
+                }
             };
             inv.server_dom.push(dom);
             let mut bws = Vec::new();
             for b in &s.bandwidth_domains {
-                bws.push(*inv.bw_index.get(b).ok_or_else(|| InventoryError::UnknownReference {
-                    entry: entry(),
-                    field: "bandwidth_domains",
-                    target: "bandwidth_domain",
-                    id: b.to_string(),
-                })?);
+                bws.push(
+                    *inv.bw_index
+                        .get(b)
+                        .ok_or_else(|| InventoryError::UnknownReference {
+                            entry: entry(),
+                            field: "bandwidth_domains",
+                            target: "bandwidth_domain",
+                            id: b.to_string(),
+                        })?,
+                );
             }
             bws.sort_unstable();
             inv.server_bw.push(bws);

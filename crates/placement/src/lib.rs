@@ -98,3 +98,8 @@ pub use model::{
 };
 pub use repair::{Move, PlanKind, RepairPlan, Unplaceable};
 pub use request::{Mode, Pin, Request, RequestFile, Segment, Separation, Shape, Spread};
+
+/// The README's Rust examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -243,7 +243,9 @@ pub enum DriveKind {
 }
 
 /// Operational state of a drive. Only [`Health::Healthy`] drives receive new members.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Health {
     /// In service.
@@ -346,7 +348,10 @@ mod tests {
     fn transports_round_trip() {
         let t: Transports = serde_json::from_str(r#"["iscsi","NVMe-TCP"]"#).unwrap();
         assert_eq!(t, Transports::ISCSI | Transports::NVME_TCP);
-        assert_eq!(serde_json::to_string(&t).unwrap(), r#"["iscsi","nvme-tcp"]"#);
+        assert_eq!(
+            serde_json::to_string(&t).unwrap(),
+            r#"["iscsi","nvme-tcp"]"#
+        );
         assert!(serde_json::from_str::<Transports>(r#"["fc"]"#).is_err());
     }
 }

@@ -100,7 +100,10 @@ impl Engine {
         for &d in &drives {
             for &(slot, m) in &self.drive_members[d as usize] {
                 if let Some(v) = &self.volumes[slot as usize] {
-                    affected.entry(v.spec.id.clone()).or_default().push(m as usize);
+                    affected
+                        .entry(v.spec.id.clone())
+                        .or_default()
+                        .push(m as usize);
                 }
             }
         }
@@ -119,10 +122,12 @@ impl Engine {
         for (vid, mut members) in affected {
             members.sort_unstable();
             members.dedup();
-            let attempt = self.compile_replacement(&vid, &members).and_then(|(c, req, old)| {
-                self.plan_compiled(&req, &c)
-                    .map(|(p, assign)| (p, assign, old, req))
-            });
+            let attempt = self
+                .compile_replacement(&vid, &members)
+                .and_then(|(c, req, old)| {
+                    self.plan_compiled(&req, &c)
+                        .map(|(p, assign)| (p, assign, old, req))
+                });
             match attempt {
                 Ok((placement, assign, old, req)) => {
                     for &m in &members {
@@ -180,10 +185,12 @@ impl Engine {
             let vol = self.volumes[slot as usize]
                 .as_ref()
                 .ok_or_else(|| stale(format!("unknown volume '{}'", mv.volume)))?;
-            let cur = *vol
-                .drives
-                .get(mv.member)
-                .ok_or_else(|| stale(format!("volume '{}' has no member {}", mv.volume, mv.member)))?;
+            let cur = *vol.drives.get(mv.member).ok_or_else(|| {
+                stale(format!(
+                    "volume '{}' has no member {}",
+                    mv.volume, mv.member
+                ))
+            })?;
             if self.inv.spec.drives[cur as usize].id != mv.from {
                 return Err(stale(format!(
                     "volume '{}' member {} is on '{}', not '{}'",
@@ -195,11 +202,15 @@ impl Engine {
                 .drive_index
                 .get(&mv.to)
                 .ok_or_else(|| stale(format!("unknown drive '{}'", mv.to)))?;
-            if self.inv.spec.drives[to as usize].health != Health::Healthy || targets.contains(&to) {
+            if self.inv.spec.drives[to as usize].health != Health::Healthy || targets.contains(&to)
+            {
                 return Err(stale(format!("drive '{}' is not healthy", mv.to)));
             }
             if vol.drives.contains(&to) {
-                return Err(stale(format!("volume '{}' already uses drive '{}'", mv.volume, mv.to)));
+                return Err(stale(format!(
+                    "volume '{}' already uses drive '{}'",
+                    mv.volume, mv.to
+                )));
             }
             *need.entry(to).or_default() += vol.spec.request.size.0;
             steps.push((slot, mv.member, to));

@@ -80,9 +80,7 @@ impl Shape {
             Shape::Parity { k: 0, .. } => bad("k"),
             Shape::Parity { m: 0, .. } => bad("m"),
             Shape::Parity { sets: 0, .. } => bad("sets"),
-            _ if self.member_count() > 4096 => {
-                Err("shape has more than 4096 members".to_string())
-            }
+            _ if self.member_count() > 4096 => Err("shape has more than 4096 members".to_string()),
             _ => Ok(()),
         }
     }

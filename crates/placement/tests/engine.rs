@@ -10,7 +10,9 @@ fn grid(racks: usize, per_rack: usize) -> Inventory {
     for r in 0..racks {
         t += &format!("[[domain]]\nid = \"r{r}\"\nlevel = \"rack\"\n");
         for d in 0..per_rack {
-            t += &format!("[[drive]]\nid = \"r{r}d{d}\"\nkind = \"hdd\"\ncapacity = \"1 TB\"\ndomain = \"r{r}\"\n");
+            t += &format!(
+                "[[drive]]\nid = \"r{r}d{d}\"\nkind = \"hdd\"\ncapacity = \"1 TB\"\ndomain = \"r{r}\"\n"
+            );
         }
     }
     Inventory::from_toml(&t).unwrap()
@@ -29,7 +31,11 @@ fn same_seed_same_placements_other_seed_differs() {
     let run = |seed| {
         let mut e = Engine::new(grid(5, 8), seed).unwrap();
         (0..20)
-            .map(|i| e.place(vid(&format!("v{i}")), &mirror(2, 10_000_000_000)).unwrap().drives())
+            .map(|i| {
+                e.place(vid(&format!("v{i}")), &mirror(2, 10_000_000_000))
+                    .unwrap()
+                    .drives()
+            })
             .collect::<Vec<_>>()
     };
     assert_eq!(run(1), run(1));
@@ -41,9 +47,16 @@ fn placements_balance_utilization() {
     let mut e = Engine::new(grid(4, 10), 3).unwrap();
     // 40 drives of 1 TB; 200 mirrors of 2 x 50 GB = 20 TB = 50% fill.
     for i in 0..200 {
-        e.place(vid(&format!("v{i}")), &mirror(2, 50_000_000_000)).unwrap();
+        e.place(vid(&format!("v{i}")), &mirror(2, 50_000_000_000))
+            .unwrap();
     }
-    let u: Vec<f64> = e.inventory().spec().drives.iter().map(|d| 1.0 - d.free.0 as f64 / d.capacity.0 as f64).collect();
+    let u: Vec<f64> = e
+        .inventory()
+        .spec()
+        .drives
+        .iter()
+        .map(|d| 1.0 - d.free.0 as f64 / d.capacity.0 as f64)
+        .collect();
     let max = u.iter().cloned().fold(0.0, f64::max);
     let min = u.iter().cloned().fold(1.0, f64::min);
     assert!(max - min <= 0.05 + 1e-9, "utilization spread {min}..{max}");
@@ -53,16 +66,29 @@ fn placements_balance_utilization() {
 fn pinned_members_stay_and_count_for_separation() {
     let e = Engine::new(grid(3, 2), 0).unwrap();
     let mut req = mirror(3, 1000);
-    req.pinned.push(Pin { member: 1, drive: DriveId::new("r2d1").unwrap() });
+    req.pinned.push(Pin {
+        member: 1,
+        drive: DriveId::new("r2d1").unwrap(),
+    });
     let p = e.plan(&req).unwrap();
     assert_eq!(p.members[1].drive.as_str(), "r2d1");
     assert!(p.members[1].pinned);
-    let racks: HashSet<_> = p.drives().iter().map(|d| e.inventory().drive_domain_at(d, "rack").unwrap().clone()).collect();
+    let racks: HashSet<_> = p
+        .drives()
+        .iter()
+        .map(|d| e.inventory().drive_domain_at(d, "rack").unwrap().clone())
+        .collect();
     assert_eq!(racks.len(), 3);
     let mut bad = req.clone();
-    bad.pinned.push(Pin { member: 7, drive: DriveId::new("r0d0").unwrap() });
+    bad.pinned.push(Pin {
+        member: 7,
+        drive: DriveId::new("r0d0").unwrap(),
+    });
     let err = e.plan(&bad).unwrap_err().to_string();
-    assert!(err.contains("pinned[1].member") && err.contains("out of range"), "{err}");
+    assert!(
+        err.contains("pinned[1].member") && err.contains("out of range"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -79,7 +105,10 @@ fn expand_keeps_existing_members_and_charges_only_new_ones() {
     assert_eq!(e.volume(&vid("v")).unwrap().members.len(), 3);
     // Shrinking or changing the member size is refused and changes nothing.
     let err = e.expand(&vid("v"), &mirror(2, size)).unwrap_err();
-    assert!(matches!(err, PlacementError::InvalidRequest { .. }), "{err}");
+    assert!(
+        matches!(err, PlacementError::InvalidRequest { .. }),
+        "{err}"
+    );
     assert_eq!(e.volume(&vid("v")).unwrap().members.len(), 3);
 }
 
@@ -99,8 +128,14 @@ fn replace_member_moves_only_that_member() {
         e.inventory().drive_domain_at(&old[1], "rack"),
         "only that rack keeps the legs separated"
     );
-    assert_eq!(e.inventory().drive(&old[1]).unwrap().free.0, 1_000_000_000_000);
-    assert_eq!(e.inventory().drive(&new[1]).unwrap().free.0, 1_000_000_000_000 - size);
+    assert_eq!(
+        e.inventory().drive(&old[1]).unwrap().free.0,
+        1_000_000_000_000
+    );
+    assert_eq!(
+        e.inventory().drive(&new[1]).unwrap().free.0,
+        1_000_000_000_000 - size
+    );
 }
 
 #[test]
@@ -108,10 +143,16 @@ fn remove_releases_everything() {
     let mut e = Engine::new(grid(2, 2), 0).unwrap();
     let before = e.inventory().spec().clone();
     e.place(vid("v"), &mirror(2, 5_000)).unwrap();
-    assert!(matches!(e.place(vid("v"), &mirror(2, 5_000)), Err(PlacementError::VolumeExists(_))));
+    assert!(matches!(
+        e.place(vid("v"), &mirror(2, 5_000)),
+        Err(PlacementError::VolumeExists(_))
+    ));
     e.remove(&vid("v")).unwrap();
     assert_eq!(e.inventory().spec(), &before);
-    assert!(matches!(e.remove(&vid("v")), Err(PlacementError::UnknownVolume(_))));
+    assert!(matches!(
+        e.remove(&vid("v")),
+        Err(PlacementError::UnknownVolume(_))
+    ));
 }
 
 #[test]
@@ -135,7 +176,14 @@ fn search_budget_is_reported_not_disguised_as_unsatisfiable() {
     // cannot hold 6; explanation finds it without search. Use a combination that needs search.
     let mut e = Engine::new(grid(6, 2), 0).unwrap();
     e.set_search_budget(1);
-    let mut req = Request::new(Shape::Raid10 { stripes: 6, mirrors: 2 }, 1000).separate("rack", Mode::Hard);
+    let mut req = Request::new(
+        Shape::Raid10 {
+            stripes: 6,
+            mirrors: 2,
+        },
+        1000,
+    )
+    .separate("rack", Mode::Hard);
     req.bandwidth_spread.clear();
     match e.plan(&req) {
         Ok(_) => {}
@@ -150,12 +198,44 @@ fn search_budget_is_reported_not_disguised_as_unsatisfiable() {
 fn invalid_requests_name_the_field() {
     let e = Engine::new(grid(2, 2), 0).unwrap();
     let cases: Vec<(Request, &str)> = vec![
-        (Request::new(Shape::Mirror { legs: 0 }, 1), "shape.legs must be at least 1"),
+        (
+            Request::new(Shape::Mirror { legs: 0 }, 1),
+            "shape.legs must be at least 1",
+        ),
         (Request::new(Shape::Single, 0), "size must be positive"),
-        (Request::new(Shape::Single, 1).separate("row", Mode::Hard), "separation[0].level"),
-        ({ let mut r = Request::new(Shape::Single, 1); r.attach_server = Some(ServerId::new("x").unwrap()); r }, "unknown server 'x'"),
-        ({ let mut r = Request::new(Shape::Single, 1); r.requisite.push([("rack".to_string(), "r9".to_string())].into()); r }, "requisite[0].rack"),
-        ({ let mut r = Request::new(Shape::Single, 1); r.bandwidth_spread.push(Spread { kind: "x".into(), mode: Mode::Hard, max_per_domain: 1 }); r }, "bandwidth_spread[0].kind"),
+        (
+            Request::new(Shape::Single, 1).separate("row", Mode::Hard),
+            "separation[0].level",
+        ),
+        (
+            {
+                let mut r = Request::new(Shape::Single, 1);
+                r.attach_server = Some(ServerId::new("x").unwrap());
+                r
+            },
+            "unknown server 'x'",
+        ),
+        (
+            {
+                let mut r = Request::new(Shape::Single, 1);
+                r.requisite
+                    .push([("rack".to_string(), "r9".to_string())].into());
+                r
+            },
+            "requisite[0].rack",
+        ),
+        (
+            {
+                let mut r = Request::new(Shape::Single, 1);
+                r.bandwidth_spread.push(Spread {
+                    kind: "x".into(),
+                    mode: Mode::Hard,
+                    max_per_domain: 1,
+                });
+                r
+            },
+            "bandwidth_spread[0].kind",
+        ),
     ];
     for (req, want) in cases {
         let err = e.plan(&req).unwrap_err();
@@ -167,8 +247,10 @@ fn invalid_requests_name_the_field() {
 #[test]
 fn example_inventory_and_requests_work() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
-    let inv = Inventory::from_toml(&std::fs::read_to_string(dir.join("inventory.toml")).unwrap()).unwrap();
-    let reqs = RequestFile::from_toml(&std::fs::read_to_string(dir.join("requests.toml")).unwrap()).unwrap();
+    let inv = Inventory::from_toml(&std::fs::read_to_string(dir.join("inventory.toml")).unwrap())
+        .unwrap();
+    let reqs = RequestFile::from_toml(&std::fs::read_to_string(dir.join("requests.toml")).unwrap())
+        .unwrap();
     let mut e = Engine::new(inv, 0).unwrap();
     let mut outcomes = Vec::new();
     for r in &reqs.requests {
@@ -178,15 +260,31 @@ fn example_inventory_and_requests_work() {
     for (name, o) in &outcomes {
         if name == "too-wide" {
             let err = o.as_ref().unwrap_err().to_string();
-            assert!(err.contains("satisfiable if rack separation were soft"), "{err}");
+            assert!(
+                err.contains("satisfiable if rack separation were soft"),
+                "{err}"
+            );
         } else {
             assert!(o.is_ok(), "{name}: {o:?}");
         }
     }
-    let cache = outcomes.iter().find(|o| o.0 == "cache").unwrap().1.as_ref().unwrap();
+    let cache = outcomes
+        .iter()
+        .find(|o| o.0 == "cache")
+        .unwrap()
+        .1
+        .as_ref()
+        .unwrap();
     let d = cache.members[0].drive.as_str();
-    assert!(d == "r1-nvme2" || d == "r1-ssd1", "roce slice reachable from node1 (via tor1), got {d}");
+    assert!(
+        d == "r1-nvme2" || d == "r1-ssd1",
+        "roce slice reachable from node1 (via tor1), got {d}"
+    );
     let plan = e.plan_evacuation("rack1-hdd").unwrap();
     assert!(!plan.moves.is_empty());
-    assert!(plan.moves.iter().all(|m| m.from.as_str().starts_with("r1-hdd")));
+    assert!(
+        plan.moves
+            .iter()
+            .all(|m| m.from.as_str().starts_with("r1-hdd"))
+    );
 }

@@ -69,7 +69,11 @@ fn loads_and_resolves_hierarchy() {
     assert_eq!(d.transports, Transports::ISCSI | Transports::NVME_TCP);
     let d2 = inv.drive(&DriveId::new("d2").unwrap()).unwrap();
     assert_eq!(d2.free, d2.capacity, "free defaults to capacity");
-    assert_eq!(d2.transports, Transports::all(), "transports default to all");
+    assert_eq!(
+        d2.transports,
+        Transports::all(),
+        "transports default to all"
+    );
     assert_eq!(d2.health, Health::Degraded);
     assert_eq!(inv.spec().bandwidth_domains[0].capacity.0, 12_500_000_000);
     let mut in_r1 = inv.drives_in("r1").unwrap();
@@ -94,8 +98,14 @@ fn state_with_volumes_round_trips() {
     engine.place(VolumeId::new("v1").unwrap(), &req).unwrap();
     let saved = engine.snapshot().to_toml();
     let reloaded = Engine::new(Inventory::from_toml(&saved).unwrap(), 1).unwrap();
-    assert_eq!(reloaded.volume(&VolumeId::new("v1").unwrap()), engine.volume(&VolumeId::new("v1").unwrap()));
-    assert_eq!(reloaded.inventory().spec().drives, engine.inventory().spec().drives);
+    assert_eq!(
+        reloaded.volume(&VolumeId::new("v1").unwrap()),
+        engine.volume(&VolumeId::new("v1").unwrap())
+    );
+    assert_eq!(
+        reloaded.inventory().spec().drives,
+        engine.inventory().spec().drives
+    );
     // The stored volume can be repaired after the reload.
     let mut reloaded = reloaded;
     let plan = reloaded.plan_evacuation("d1").unwrap();
@@ -115,41 +125,82 @@ fn duplicate_ids_are_named() {
 #[test]
 fn unknown_references_are_named() {
     let text = BASE.replace("parent = \"r1\"", "parent = \"r9\"");
-    assert_eq!(err(&text), "domain 'j1': parent refers to unknown domain 'r9'");
+    assert_eq!(
+        err(&text),
+        "domain 'j1': parent refers to unknown domain 'r9'"
+    );
     let text = BASE.replace("group = \"gold\"", "group = \"silver\"");
-    assert_eq!(err(&text), "drive 'd1': group refers to unknown storage_group 'silver'");
-    let text = BASE.replace("bandwidth_domains = [\"tor1\"]\n\n[[drive]]", "bandwidth_domains = [\"tor9\"]\n\n[[drive]]");
-    assert_eq!(err(&text), "drive 'd1': bandwidth_domains refers to unknown bandwidth_domain 'tor9'");
-    let text = BASE.replace("id = \"s1\"\ndomain = \"r1\"", "id = \"s1\"\ndomain = \"r7\"");
-    assert_eq!(err(&text), "server 's1': domain refers to unknown domain 'r7'");
+    assert_eq!(
+        err(&text),
+        "drive 'd1': group refers to unknown storage_group 'silver'"
+    );
+    let text = BASE.replace(
+        "bandwidth_domains = [\"tor1\"]\n\n[[drive]]",
+        "bandwidth_domains = [\"tor9\"]\n\n[[drive]]",
+    );
+    assert_eq!(
+        err(&text),
+        "drive 'd1': bandwidth_domains refers to unknown bandwidth_domain 'tor9'"
+    );
+    let text = BASE.replace(
+        "id = \"s1\"\ndomain = \"r1\"",
+        "id = \"s1\"\ndomain = \"r7\"",
+    );
+    assert_eq!(
+        err(&text),
+        "server 's1': domain refers to unknown domain 'r7'"
+    );
 }
 
 #[test]
 fn cycles_are_reported_with_their_path() {
-    let text = BASE.replace("id = \"z1\"\nlevel = \"zone\"", "id = \"z1\"\nlevel = \"zone\"\nparent = \"j1\"");
+    let text = BASE.replace(
+        "id = \"z1\"\nlevel = \"zone\"",
+        "id = \"z1\"\nlevel = \"zone\"\nparent = \"j1\"",
+    );
     let e = err(&text);
     assert!(e.starts_with("failure-domain cycle: "), "{e}");
     for d in ["z1", "r1", "j1"] {
         assert!(e.contains(d), "{e}");
     }
-    let self_loop = BASE.replace("id = \"z1\"\nlevel = \"zone\"", "id = \"z1\"\nlevel = \"zone\"\nparent = \"z1\"");
+    let self_loop = BASE.replace(
+        "id = \"z1\"\nlevel = \"zone\"",
+        "id = \"z1\"\nlevel = \"zone\"\nparent = \"z1\"",
+    );
     assert_eq!(err(&self_loop), "failure-domain cycle: z1 -> z1");
 }
 
 #[test]
 fn negative_and_inconsistent_sizes_are_named() {
     let text = BASE.replace("capacity = \"16 TB\"", "capacity = -5");
-    assert_eq!(err(&text), "drive 'd1': capacity must not be negative (got -5)");
+    assert_eq!(
+        err(&text),
+        "drive 'd1': capacity must not be negative (got -5)"
+    );
     let text = BASE.replace("free = \"12 TB\"", "free = \"-1 TB\"");
-    assert!(err(&text).starts_with("drive 'd1': free size"), "{}", err(&text));
+    assert!(
+        err(&text).starts_with("drive 'd1': free size"),
+        "{}",
+        err(&text)
+    );
     let text = BASE.replace("free = \"12 TB\"", "free = \"17 TB\"");
     assert!(err(&text).contains("drive 'd1': free (17000000000000) exceeds capacity"));
     let text = BASE.replace("load = \"1 GB/s\"", "load = -3");
-    assert_eq!(err(&text), "bandwidth_domain 'tor1': load must not be negative (got -3)");
+    assert_eq!(
+        err(&text),
+        "bandwidth_domain 'tor1': load must not be negative (got -3)"
+    );
     let text = BASE.replace("quota = \"10 TB\"", "quota = \"ten\"");
-    assert!(err(&text).starts_with("storage_group 'gold': quota"), "{}", err(&text));
+    assert!(
+        err(&text).starts_with("storage_group 'gold': quota"),
+        "{}",
+        err(&text)
+    );
     let text = BASE.replace("rpm = 7200", "rpm = -7200");
-    assert_eq!(err(&text), "drive 'd1': rpm must not be negative (got -7200)");
+    assert_eq!(
+        err(&text),
+        "drive 'd1': rpm must not be negative (got -7200)"
+    );
     let text = BASE.replace("capacity = 3840000000000", "capacity = 0");
     assert_eq!(err(&text), "drive 'd2': capacity must be positive");
 }
@@ -160,15 +211,30 @@ fn other_rules() {
     assert!(err(&text).starts_with("parse error"), "{}", err(&text));
     let text = BASE.replace("tags = [\"sas\", \"enc\"]", "tagz = []");
     assert!(err(&text).contains("tagz"), "{}", err(&text));
-    let text = format!(
-        "{BASE}\n[[bandwidth_domain]]\nid = \"tor2\"\nkind = \"switch\"\ncapacity = 1\n"
-    )
-    .replace("bandwidth_domains = [\"tor1\"]\n\n[[drive]]", "bandwidth_domains = [\"tor1\", \"tor2\"]\n\n[[drive]]");
-    assert!(err(&text).contains("drive 'd1': bandwidth_domains lists two domains of kind 'switch'"), "{}", err(&text));
+    let text =
+        format!("{BASE}\n[[bandwidth_domain]]\nid = \"tor2\"\nkind = \"switch\"\ncapacity = 1\n")
+            .replace(
+                "bandwidth_domains = [\"tor1\"]\n\n[[drive]]",
+                "bandwidth_domains = [\"tor1\", \"tor2\"]\n\n[[drive]]",
+            );
+    assert!(
+        err(&text).contains("drive 'd1': bandwidth_domains lists two domains of kind 'switch'"),
+        "{}",
+        err(&text)
+    );
     let text = BASE.replace("level = \"jbod\"", "level = \"zone\"");
-    assert!(err(&text).contains("domain 'j1': parent chain holds two 'zone' domains"), "{}", err(&text));
-    let text = format!("{BASE}\n[[volume]]\nid = \"v\"\nmembers = [\"d1\"]\nrequest = {{ shape = {{ type = \"mirror\", legs = 2 }}, size = 1 }}\n");
-    assert_eq!(err(&text), "volume 'v': members has 1 drives but the shape has 2 members");
+    assert!(
+        err(&text).contains("domain 'j1': parent chain holds two 'zone' domains"),
+        "{}",
+        err(&text)
+    );
+    let text = format!(
+        "{BASE}\n[[volume]]\nid = \"v\"\nmembers = [\"d1\"]\nrequest = {{ shape = {{ type = \"mirror\", legs = 2 }}, size = 1 }}\n"
+    );
+    assert_eq!(
+        err(&text),
+        "volume 'v': members has 1 drives but the shape has 2 members"
+    );
 }
 
 #[test]
@@ -178,7 +244,12 @@ fn volume_requests_are_checked_when_the_engine_loads_them() {
     );
     let inv = Inventory::from_toml(&text).unwrap();
     let e = Engine::new(inv, 0).unwrap_err().to_string();
-    assert!(e.contains("volume 'v'") && e.contains("request.separation[0].level") && e.contains("'row' is not a failure-domain level"), "{e}");
+    assert!(
+        e.contains("volume 'v'")
+            && e.contains("request.separation[0].level")
+            && e.contains("'row' is not a failure-domain level"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -199,8 +270,12 @@ fn request_files_parse_and_reject_typos() {
     assert_eq!(f.requests[0].shape.member_count(), 8);
     assert_eq!(f.requests[0].size.0, 200 << 30);
     assert_eq!(f.requests[0].separation[1].mode, Mode::Soft);
-    let e = RequestFile::from_toml("[[request]]\nshape = { type = \"single\" }\nsize = 1\nseperation = []\n").unwrap_err();
+    let e = RequestFile::from_toml(
+        "[[request]]\nshape = { type = \"single\" }\nsize = 1\nseperation = []\n",
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("seperation"), "{e}");
-    let e = RequestFile::from_toml("[[request]]\nshape = { type = \"single\" }\nsize = -1\n").unwrap_err();
+    let e = RequestFile::from_toml("[[request]]\nshape = { type = \"single\" }\nsize = -1\n")
+        .unwrap_err();
     assert!(e.to_string().contains("negative"), "{e}");
 }

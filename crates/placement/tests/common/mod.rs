@@ -33,7 +33,13 @@ impl Gen {
     }
 
     /// An inventory with `racks` racks of `jbods` JBODs each and `drives` drives.
-    pub fn inventory(&mut self, racks: usize, jbods: usize, drives: usize, full_random: bool) -> InventorySpec {
+    pub fn inventory(
+        &mut self,
+        racks: usize,
+        jbods: usize,
+        drives: usize,
+        full_random: bool,
+    ) -> InventorySpec {
         let r = &mut self.rng;
         let mut spec = InventorySpec::default();
         for i in 0..racks {
@@ -72,7 +78,11 @@ impl Gen {
         for d in 0..drives {
             let kind = [DriveKind::Hdd, DriveKind::Ssd, DriveKind::Nvme][r.random_range(0..3)];
             let capacity = r.random_range(10..=100u64);
-            let free = if full_random { r.random_range(0..=capacity) } else { capacity };
+            let free = if full_random {
+                r.random_range(0..=capacity)
+            } else {
+                capacity
+            };
             let mut tags = Vec::new();
             for t in TAGS {
                 if r.random_bool(0.3) {
@@ -85,9 +95,17 @@ impl Gen {
                     transports |= t;
                 }
             }
-            let health = if full_random && r.random_bool(0.1) { Health::Failed } else { Health::Healthy };
+            let health = if full_random && r.random_bool(0.1) {
+                Health::Failed
+            } else {
+                Health::Healthy
+            };
             let domain = if r.random_bool(0.95) {
-                Some(dom(&format!("r{}j{}", r.random_range(0..racks), r.random_range(0..jbods))))
+                Some(dom(&format!(
+                    "r{}j{}",
+                    r.random_range(0..racks),
+                    r.random_range(0..jbods)
+                )))
             } else {
                 None
             };
@@ -106,7 +124,11 @@ impl Gen {
                 kind,
                 capacity: Bytes(capacity),
                 free: Bytes(free),
-                rpm: if kind == DriveKind::Hdd { [5400, 7200, 10000][r.random_range(0..3)] } else { 0 },
+                rpm: if kind == DriveKind::Hdd {
+                    [5400, 7200, 10000][r.random_range(0..3)]
+                } else {
+                    0
+                },
                 tags,
                 transports,
                 health,
@@ -153,9 +175,19 @@ impl Gen {
     }
 
     /// A random request; `constrained` adds many filters.
-    pub fn request(&mut self, spec: &InventorySpec, max_members: usize, allow_pin: bool) -> Request {
+    pub fn request(
+        &mut self,
+        spec: &InventorySpec,
+        max_members: usize,
+        allow_pin: bool,
+    ) -> Request {
         let shape = self.shape(max_members);
-        let racks = spec.domains.iter().filter(|d| d.level == "rack").count().max(1);
+        let racks = spec
+            .domains
+            .iter()
+            .filter(|d| d.level == "rack")
+            .count()
+            .max(1);
         let r = &mut self.rng;
         let mut req = Request::new(shape, r.random_range(1..=40u64));
         if r.random_bool(0.3) {
@@ -172,14 +204,21 @@ impl Gen {
             req.exclude_tags.push(TAGS[r.random_range(0..3)].into());
         }
         if r.random_bool(0.2) {
-            req.storage_groups.push(GroupId::new(["g1", "g2"][r.random_range(0..2)]).unwrap());
+            req.storage_groups
+                .push(GroupId::new(["g1", "g2"][r.random_range(0..2)]).unwrap());
         }
         if r.random_bool(0.2) {
-            req.transports = Some([Transports::ISCSI, Transports::NVME_TCP, Transports::ROCE][r.random_range(0..3)]);
+            req.transports = Some(
+                [Transports::ISCSI, Transports::NVME_TCP, Transports::ROCE][r.random_range(0..3)],
+            );
         }
         for level in ["rack", "jbod"] {
             if r.random_bool(0.5) {
-                let mode = if r.random_bool(0.5) { Mode::Hard } else { Mode::Soft };
+                let mode = if r.random_bool(0.5) {
+                    Mode::Hard
+                } else {
+                    Mode::Soft
+                };
                 req = req.separate(level, mode);
             }
         }
@@ -189,7 +228,11 @@ impl Gen {
         if r.random_bool(0.3) {
             req.bandwidth_spread.push(Spread {
                 kind: "uplink".into(),
-                mode: if r.random_bool(0.5) { Mode::Hard } else { Mode::Soft },
+                mode: if r.random_bool(0.5) {
+                    Mode::Hard
+                } else {
+                    Mode::Soft
+                },
                 max_per_domain: r.random_range(1..=2),
             });
         }
@@ -207,7 +250,8 @@ impl Gen {
             req.preferred.push(seg);
         }
         if r.random_bool(0.1) && !spec.drives.is_empty() {
-            req.exclude_drives.push(spec.drives[r.random_range(0..spec.drives.len())].id.clone());
+            req.exclude_drives
+                .push(spec.drives[r.random_range(0..spec.drives.len())].id.clone());
         }
         if allow_pin && r.random_bool(0.15) && !spec.drives.is_empty() {
             req.pinned.push(Pin {
@@ -235,16 +279,32 @@ impl<'a> Oracle<'a> {
                 .iter()
                 .map(|d| (d.id.as_str(), d.parent.as_ref().map(|p| p.as_str())))
                 .collect(),
-            level: spec.domains.iter().map(|d| (d.id.as_str(), d.level.as_str())).collect(),
+            level: spec
+                .domains
+                .iter()
+                .map(|d| (d.id.as_str(), d.level.as_str()))
+                .collect(),
         }
     }
 
     pub fn drive(&self, id: &str) -> &'a DriveSpec {
-        self.spec.drives.iter().find(|d| d.id.as_str() == id).unwrap()
+        self.spec
+            .drives
+            .iter()
+            .find(|d| d.id.as_str() == id)
+            .unwrap()
     }
 
     pub fn ancestor(&self, d: &DriveSpec, level: &str) -> Option<&'a str> {
-        let mut x = d.domain.as_ref().map(|x| self.spec.domains.iter().find(|y| y.id == *x).unwrap().id.as_str());
+        let mut x = d.domain.as_ref().map(|x| {
+            self.spec
+                .domains
+                .iter()
+                .find(|y| y.id == *x)
+                .unwrap()
+                .id
+                .as_str()
+        });
         while let Some(cur) = x {
             if self.level[cur] == level {
                 return Some(cur);
@@ -255,7 +315,11 @@ impl<'a> Oracle<'a> {
     }
 
     fn bw(&self, name: &str) -> &'a BwDomainSpec {
-        self.spec.bandwidth_domains.iter().find(|b| b.id.as_str() == name).unwrap()
+        self.spec
+            .bandwidth_domains
+            .iter()
+            .find(|b| b.id.as_str() == name)
+            .unwrap()
     }
 
     fn bw_of_kind(&self, d: &DriveSpec, kind: &str) -> Option<&'a str> {
@@ -267,7 +331,11 @@ impl<'a> Oracle<'a> {
     }
 
     fn group(&self, g: &GroupId) -> &'a GroupSpec {
-        self.spec.storage_groups.iter().find(|x| x.id == *g).unwrap()
+        self.spec
+            .storage_groups
+            .iter()
+            .find(|x| x.id == *g)
+            .unwrap()
     }
 
     /// Per-drive eligibility for a new member.
@@ -288,10 +356,11 @@ impl<'a> Oracle<'a> {
         if !kinds.is_empty() && !kinds.contains(&d.kind) {
             return Some("kind");
         }
-        if let Some(m) = req.min_rpm {
-            if d.kind == DriveKind::Hdd && d.rpm < m {
-                return Some("rpm");
-            }
+        if let Some(m) = req.min_rpm
+            && d.kind == DriveKind::Hdd
+            && d.rpm < m
+        {
+            return Some("rpm");
         }
         if !req.require_tags.iter().all(|t| d.tags.contains(t)) {
             return Some("require_tags");
@@ -299,28 +368,38 @@ impl<'a> Oracle<'a> {
         if req.exclude_tags.iter().any(|t| d.tags.contains(t)) {
             return Some("exclude_tags");
         }
-        if !req.storage_groups.is_empty() && !d.group.as_ref().is_some_and(|g| req.storage_groups.contains(g)) {
+        if !req.storage_groups.is_empty()
+            && !d
+                .group
+                .as_ref()
+                .is_some_and(|g| req.storage_groups.contains(g))
+        {
             return Some("group");
         }
-        if let Some(t) = req.transports {
-            if !d.transports.intersects(t) {
-                return Some("transport");
-            }
+        if let Some(t) = req.transports
+            && !d.transports.intersects(t)
+        {
+            return Some("transport");
         }
         if req.exclude_drives.contains(&d.id) {
             return Some("exclude");
         }
         if !req.requisite.is_empty()
-            && !req
-                .requisite
-                .iter()
-                .any(|seg| seg.iter().all(|(l, v)| self.ancestor(d, l) == Some(v.as_str())))
+            && !req.requisite.iter().any(|seg| {
+                seg.iter()
+                    .all(|(l, v)| self.ancestor(d, l) == Some(v.as_str()))
+            })
         {
             return Some("requisite");
         }
         if let Some(s) = &req.attach_server {
             let s = self.spec.servers.iter().find(|x| x.id == *s).unwrap();
-            if !s.bandwidth_domains.is_empty() && !d.bandwidth_domains.iter().any(|b| s.bandwidth_domains.contains(b)) {
+            if !s.bandwidth_domains.is_empty()
+                && !d
+                    .bandwidth_domains
+                    .iter()
+                    .any(|b| s.bandwidth_domains.contains(b))
+            {
                 return Some("server");
             }
         }
@@ -335,10 +414,10 @@ impl<'a> Oracle<'a> {
         }
         if let Some(g) = &d.group {
             let g = self.group(g);
-            if let Some(q) = g.quota {
-                if g.used.0 + req.size.0 > q.0 {
-                    return Some("quota");
-                }
+            if let Some(q) = g.quota
+                && g.used.0 + req.size.0 > q.0
+            {
+                return Some("quota");
             }
         }
         None
@@ -347,7 +426,12 @@ impl<'a> Oracle<'a> {
     /// Checks the hard constraints of a full assignment (drive ids in member order).
     /// `pinned[i]` marks members that were given; constraints are judged on the domains that
     /// hold at least one newly placed member. Returns the first violation.
-    pub fn check_hard(&self, req: &Request, members: &[&DriveSpec], pinned: &[bool]) -> Result<(), String> {
+    pub fn check_hard(
+        &self,
+        req: &Request,
+        members: &[&DriveSpec],
+        pinned: &[bool],
+    ) -> Result<(), String> {
         let n = req.shape.member_count();
         if members.len() != n {
             return Err(format!("{} members for shape of {n}", members.len()));
@@ -361,7 +445,11 @@ impl<'a> Oracle<'a> {
                 }
             }
             if !pinned[i] && !self.eligible(req, members[i]) {
-                return Err(format!("member {i} on ineligible drive {} ({:?})", members[i].id, self.ineligible(req, members[i])));
+                return Err(format!(
+                    "member {i} on ineligible drive {} ({:?})",
+                    members[i].id,
+                    self.ineligible(req, members[i])
+                ));
             }
         }
         for sep in req.separation.iter().filter(|s| s.mode == Mode::Hard) {
@@ -422,10 +510,11 @@ impl<'a> Oracle<'a> {
         }
         for (g, (k, fresh)) in gcount {
             let gs = self.group(&GroupId::new(g).unwrap());
-            if let Some(q) = gs.quota {
-                if fresh && gs.used.0 + k * req.size.0 > q.0 {
-                    return Err(format!("group {g} quota exceeded by {k} members"));
-                }
+            if let Some(q) = gs.quota
+                && fresh
+                && gs.used.0 + k * req.size.0 > q.0
+            {
+                return Err(format!("group {g} quota exceeded by {k} members"));
             }
         }
         Ok(())
@@ -437,7 +526,9 @@ impl<'a> Oracle<'a> {
         soft.separation.retain(|s| s.mode == Mode::Soft);
         soft.separation.iter_mut().for_each(|s| s.mode = Mode::Hard);
         soft.bandwidth_spread.retain(|s| s.mode == Mode::Soft);
-        soft.bandwidth_spread.iter_mut().for_each(|s| s.mode = Mode::Hard);
+        soft.bandwidth_spread
+            .iter_mut()
+            .for_each(|s| s.mode = Mode::Hard);
         self.check_parts(&soft, members)
     }
 
@@ -480,7 +571,12 @@ impl<'a> Oracle<'a> {
             fixed[p.member] = Some(self.drive(p.drive.as_str()));
         }
         let pinned: Vec<bool> = fixed.iter().map(|f| f.is_some()).collect();
-        let cands: Vec<&DriveSpec> = self.spec.drives.iter().filter(|d| self.eligible(req, d)).collect();
+        let cands: Vec<&DriveSpec> = self
+            .spec
+            .drives
+            .iter()
+            .filter(|d| self.eligible(req, d))
+            .collect();
         let mut cur: Vec<&DriveSpec> = Vec::with_capacity(n);
         self.enumerate(req, &fixed, &pinned, &cands, &mut cur)
     }
