@@ -92,3 +92,41 @@ async fn a_driver_without_optional_services_is_skipped_with_reasons() {
     }
     assert_eq!(report.outcome("identity/probe"), Some(&Outcome::Pass));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memdriver_passes_with_separate_controller_and_node_plugins() {
+    // One driver state, served as two plugins: a controller-only one and a
+    // node-only one, as a driver deployed as a controller Deployment and a
+    // node DaemonSet would be. Every case must still pass.
+    let dir = tempfile::tempdir().unwrap();
+    let d = MemDriver::new(MemDriverConfig::default());
+    let controller = csi_types::Plugin::builder(d.clone())
+        .controller(d.clone())
+        .provisioner(d.clone())
+        .publisher(d.clone())
+        .volume_lister(d.clone())
+        .capacity_reporter(d.clone())
+        .snapshotter(d.clone())
+        .snapshot_lister(d.clone())
+        .snapshot_getter(d.clone())
+        .controller_expander(d.clone())
+        .volume_getter(d.clone())
+        .modifier(d.clone())
+        .group_controller(d.clone())
+        .build()
+        .unwrap();
+    let node = csi_types::Plugin::builder(d.clone())
+        .node(d.clone())
+        .stager(d.clone())
+        .node_stats(d.clone())
+        .node_expander(d)
+        .build()
+        .unwrap();
+    let mut config = common::config(dir.path());
+    config.proptest_cases = 8;
+    let report = Suite::new(config, Arc::new(controller), Arc::new(node))
+        .run()
+        .await;
+    common::assert_all_pass(&report);
+    assert_eq!(report.skipped(), 0, "{}", report.summary());
+}

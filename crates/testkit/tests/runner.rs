@@ -174,4 +174,19 @@ fn runner_refuses_bad_arguments_and_unreachable_endpoints() {
     let (code, out) = runner(&["--endpoint", "unix:///nonexistent/dir/csi.sock"]);
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("cannot connect"), "{out}");
+    let (code, out) = runner(&[]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("--endpoint"), "{out}");
+}
+
+#[test]
+fn runner_lists_the_cases_without_an_endpoint() {
+    let (code, out) = runner(&["--list"]);
+    assert_eq!(code, 0, "{out}");
+    let names: Vec<&str> = out
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    let expected: Vec<&str> = csi_testkit::all_cases().iter().map(|c| c.name).collect();
+    assert_eq!(names, expected);
 }

@@ -25,8 +25,8 @@ use csi_types::client::Client;
 #[command(name = "csi-conformance", version)]
 struct Args {
     /// The controller (and identity) endpoint: `unix:///path` or `tcp://ip:port`.
-    #[arg(long)]
-    endpoint: String,
+    #[arg(long, required_unless_present = "list")]
+    endpoint: Option<String>,
     /// The node endpoint, when it differs from `--endpoint`.
     #[arg(long)]
     node_endpoint: Option<String>,
@@ -115,10 +115,11 @@ async fn run(args: Args) -> ExitCode {
     config.concurrency = args.concurrency;
     config.case_timeout = std::time::Duration::from_secs(args.case_timeout);
 
-    let controller: Arc<dyn RawCsi> = match Client::connect(&args.endpoint).await {
+    let endpoint = args.endpoint.unwrap_or_default();
+    let controller: Arc<dyn RawCsi> = match Client::connect(&endpoint).await {
         Ok(c) => Arc::new(c),
         Err(e) => {
-            eprintln!("csi-conformance: cannot connect to {}: {e}", args.endpoint);
+            eprintln!("csi-conformance: cannot connect to {endpoint}: {e}");
             return ExitCode::from(2);
         }
     };
