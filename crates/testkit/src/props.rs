@@ -301,6 +301,8 @@ struct MSnap {
     id: String,
     source: String,
     size: u64,
+    /// `ready_to_use` as created; a CO restores only ready snapshots.
+    ready: bool,
 }
 
 #[derive(Default)]
@@ -537,6 +539,7 @@ impl Seq<'_> {
                     return Ok(None);
                 }
                 let (id, cap, missing) = match self.m.snaps.get(&snap) {
+                    Some(s) if !s.ready => return Ok(None),
                     Some(s) => (s.id.clone(), s.size.max(size), false),
                     None => (
                         self.m
@@ -825,6 +828,7 @@ impl Seq<'_> {
                                 id: id.clone(),
                                 source: vid,
                                 size,
+                                ready: resp.snapshot.ready_to_use,
                             },
                         );
                         Ok(Some((Code::Ok, Some(id))))
