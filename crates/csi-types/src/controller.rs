@@ -301,11 +301,12 @@ impl ValidateVolumeCapabilitiesResponse {
         }
     }
 
-    /// Declines, saying why.
+    /// Declines, saying why. The message is cut to the spec's 128-byte
+    /// string limit (on a character boundary).
     pub fn unsupported(message: impl Into<String>) -> Self {
         ValidateVolumeCapabilitiesResponse {
             confirmed: None,
-            message: message.into(),
+            message: validate::truncate(message.into(), validate::MAX_STRING_BYTES),
         }
     }
 }
@@ -335,7 +336,10 @@ impl TryFrom<proto::ValidateVolumeCapabilitiesResponse> for ValidateVolumeCapabi
     fn try_from(p: proto::ValidateVolumeCapabilitiesResponse) -> Result<Self, CsiError> {
         Ok(ValidateVolumeCapabilitiesResponse {
             confirmed: optional("confirmed", p.confirmed)?,
-            message: p.message,
+            message: {
+                validate::string("message", &p.message)?;
+                p.message
+            },
         })
     }
 }

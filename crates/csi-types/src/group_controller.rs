@@ -99,12 +99,30 @@ pub struct VolumeGroupSnapshot {
 
 impl FromProto<proto::VolumeGroupSnapshot> for VolumeGroupSnapshot {
     fn from_proto(field: &str, p: proto::VolumeGroupSnapshot) -> Result<Self, CsiError> {
+        let group_snapshot_id =
+            GroupSnapshotId::parse(&at(field, "group_snapshot_id"), p.group_snapshot_id)?;
+        let snapshots: Vec<Snapshot> = non_empty_list(&at(field, "snapshots"), p.snapshots)?;
+        // "If this message is inside a VolumeGroupSnapshot message, the value
+        // MUST be the same as the group_snapshot_id in that message."
+        for (i, s) in snapshots.iter().enumerate() {
+            if s.group_snapshot_id.as_ref() != Some(&group_snapshot_id) {
+                return Err(CsiError::invalid(
+                    format!("{}[{i}].group_snapshot_id", at(field, "snapshots")),
+                    format!("must equal the group's id {:?}", group_snapshot_id.as_str()),
+                ));
+            }
+        }
+        // "If any snapshot in the list of snapshots in this message have
+        // ready_to_use set to false, the SP MUST set this field to false."
+        if p.ready_to_use && snapshots.iter().any(|s| !s.ready_to_use) {
+            return Err(CsiError::invalid(
+                at(field, "ready_to_use"),
+                "must be false while any member snapshot is not ready to use",
+            ));
+        }
         Ok(VolumeGroupSnapshot {
-            group_snapshot_id: GroupSnapshotId::parse(
-                &at(field, "group_snapshot_id"),
-                p.group_snapshot_id,
-            )?,
-            snapshots: non_empty_list(&at(field, "snapshots"), p.snapshots)?,
+            group_snapshot_id,
+            snapshots,
             creation_time: timestamp(&at(field, "creation_time"), p.creation_time)?,
             ready_to_use: p.ready_to_use,
         })

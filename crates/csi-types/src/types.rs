@@ -695,19 +695,21 @@ pub struct VolumeCondition {
 }
 
 impl VolumeCondition {
-    /// A healthy volume.
+    /// A healthy volume. The message is cut to the spec's 128-byte string
+    /// limit (on a character boundary).
     pub fn healthy(message: impl Into<String>) -> Self {
         VolumeCondition {
             abnormal: false,
-            message: message.into(),
+            message: validate::truncate(message.into(), validate::MAX_STRING_BYTES),
         }
     }
 
-    /// An abnormal volume.
+    /// An abnormal volume. The message is cut to the spec's 128-byte string
+    /// limit (on a character boundary).
     pub fn abnormal(message: impl Into<String>) -> Self {
         VolumeCondition {
             abnormal: true,
-            message: message.into(),
+            message: validate::truncate(message.into(), validate::MAX_STRING_BYTES),
         }
     }
 }

@@ -225,3 +225,16 @@ pub(crate) fn optional_string(field: &str, value: String) -> Result<Option<Strin
     string(field, &value)?;
     Ok((!value.is_empty()).then_some(value))
 }
+
+/// Cuts `s` to at most `max` bytes on a character boundary, for free-text
+/// fields a plugin fills (condition and validation messages).
+pub(crate) fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}

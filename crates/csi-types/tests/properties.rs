@@ -3244,7 +3244,6 @@ fn block_metadata_ranges_must_be_ordered_and_disjoint() {
 }
 
 #[test]
-#[ignore = "typed layer gap: members of a VolumeGroupSnapshot may name another group, and the group may be ready while a member is not"]
 fn group_snapshot_members_agree_with_their_group() {
     let member = |id: &str, group: &str, ready: bool| proto::Snapshot {
         size_bytes: 1,
@@ -3292,7 +3291,6 @@ fn group_snapshot_members_agree_with_their_group() {
 }
 
 #[test]
-#[ignore = "typed layer gap: ValidateVolumeCapabilitiesResponse.message is not limited to 128 bytes"]
 fn a_validate_volume_capabilities_message_is_at_most_128_bytes() {
     // The general 128-byte string limit; the field does not override it.
     let wire = proto::ValidateVolumeCapabilitiesResponse {
