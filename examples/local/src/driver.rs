@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use csi_types::*;
+use futures::StreamExt;
 
 use crate::config::Config;
 use crate::fsops;
@@ -70,8 +71,8 @@ impl LocalDriver {
     }
 
     /// Registers every service of the driver with the SDK: Identity,
-    /// Controller (all optional parts), GroupController and Node (stage,
-    /// stats, expand).
+    /// Controller (all optional parts), GroupController, Node (stage, stats,
+    /// expand) and SnapshotMetadata.
     pub fn plugin(&self) -> Result<Plugin, CsiError> {
         let d = Arc::new(self.clone());
         Plugin::builder(d.clone())
@@ -90,7 +91,8 @@ impl LocalDriver {
             .node(d.clone())
             .stager(d.clone())
             .node_stats(d.clone())
-            .node_expander(d)
+            .node_expander(d.clone())
+            .snapshot_metadata(d)
             .build()
     }
 
@@ -383,6 +385,25 @@ forward!(NodeVolumeStats {
     node_get_volume_stats: NodeGetVolumeStatsRequest => NodeGetVolumeStatsResponse,
 });
 forward!(NodeExpander { node_expand_volume: NodeExpandVolumeRequest => NodeExpandVolumeResponse });
+
+#[async_trait]
+impl SnapshotMetadata for LocalDriver {
+    async fn get_metadata_allocated(
+        &self,
+        req: GetMetadataAllocatedRequest,
+    ) -> Result<BlockMetadataStream, CsiError> {
+        let messages = self.run(move |d| d.get_metadata_allocated(req)).await?;
+        Ok(futures::stream::iter(messages.into_iter().map(Ok)).boxed())
+    }
+
+    async fn get_metadata_delta(
+        &self,
+        req: GetMetadataDeltaRequest,
+    ) -> Result<BlockMetadataStream, CsiError> {
+        let messages = self.run(move |d| d.get_metadata_delta(req)).await?;
+        Ok(futures::stream::iter(messages.into_iter().map(Ok)).boxed())
+    }
+}
 
 /// A stored capability, for comparisons.
 pub(crate) fn cap_rec(c: &VolumeCapability) -> CapRec {

@@ -1,6 +1,7 @@
 //! `local`: the reference single-node CSI driver of the `csi-types` SDK.
 //!
-//! It serves Identity, Controller, GroupController and Node on one socket
+//! It serves Identity, Controller, GroupController and Node (and, for
+//! block snapshots, the alpha SnapshotMetadata service) on one socket
 //! and stores every volume under its state directory: a *mount* volume is a
 //! directory whose size the driver accounts, a *block* volume is a sparse
 //! image of the volume's size. Staging and publishing are real bind mounts
@@ -59,6 +60,7 @@ mod controller;
 pub mod demo;
 mod driver;
 mod fsops;
+mod metadata;
 mod node;
 mod state;
 

@@ -21,7 +21,10 @@ const ONE_NODE_SKIPS: &[&str] = &[
 fn config(dir: &std::path::Path) -> csi_testkit::Config {
     let mut c = csi_testkit::Config::new(dir);
     c.mutable_parameters = [("iops-class".to_string(), "high".to_string())].into();
-    c.proptest_cases = std::env::var("LOCAL_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
+    c.proptest_cases = std::env::var("LOCAL_PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
     c
 }
 
@@ -40,15 +43,23 @@ fn check(report: &Report) {
         }
     }
     println!("{}", report.summary());
-    assert!(bad.is_empty(), "{} case(s) failed or skipped:\n{}", bad.len(), bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "{} case(s) failed or skipped:\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn conformance_in_process() {
     let dir = tempfile::tempdir().unwrap();
-    let driver = local::LocalDriver::open(local::Config::with_state_dir(dir.path().join("state"))).unwrap();
+    let driver =
+        local::LocalDriver::open(local::Config::with_state_dir(dir.path().join("state"))).unwrap();
     let plugin: Arc<dyn RawCsi> = Arc::new(driver.plugin().unwrap());
-    let report = Suite::new(config(&dir.path().join("kit")), plugin.clone(), plugin).run().await;
+    let report = Suite::new(config(&dir.path().join("kit")), plugin.clone(), plugin)
+        .run()
+        .await;
     local::release_under(dir.path());
     check(&report);
 }
@@ -57,6 +68,8 @@ async fn conformance_in_process() {
 async fn conformance_over_a_unix_socket() {
     let s = Served::start(|_| {}).await;
     let client: Arc<dyn RawCsi> = Arc::new(s.client.clone());
-    let report = Suite::new(config(&s.dir.path().join("kit")), client.clone(), client).run().await;
+    let report = Suite::new(config(&s.dir.path().join("kit")), client.clone(), client)
+        .run()
+        .await;
     check(&report);
 }
