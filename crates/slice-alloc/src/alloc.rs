@@ -116,8 +116,9 @@ pub struct Allocator {
     pub(crate) slices: IdMap<SliceId, Entry>,
     expiry: BTreeSet<(u64, SliceId)>,
     pub(crate) next_id: u64,
-    capacity: u64,
-    free: u64,
+    /// Totals in u128: the sum over devices may exceed u64 (reported saturated).
+    capacity: u128,
+    free: u128,
 }
 
 impl Allocator {
@@ -164,8 +165,8 @@ impl Allocator {
         self.by_allocatable.insert((k.allocatable, idx));
         self.by_free.insert((d.lazy.0, idx));
         self.by_frag.insert((d.lazy.1, idx));
-        self.capacity += d.units * d.gran();
-        self.free += k.free;
+        self.capacity += u128::from(d.units * d.gran());
+        self.free += u128::from(k.free);
         self.by_id.insert(d.spec.id(), idx);
         self.devices.push(Some(d));
         Ok(())
@@ -188,8 +189,8 @@ impl Allocator {
         self.by_allocatable.remove(&(k.allocatable, idx));
         self.by_free.remove(&(d.lazy.0, idx));
         self.by_frag.remove(&(d.lazy.1, idx));
-        self.capacity -= d.units * d.gran();
-        self.free -= k.free;
+        self.capacity -= u128::from(d.units * d.gran());
+        self.free -= u128::from(k.free);
         self.by_id.remove(&id);
         Ok(d.spec)
     }
@@ -577,14 +578,14 @@ impl Allocator {
         Ok(d.free_after(o + l) * d.gran())
     }
 
-    /// Total usable capacity in bytes over all devices.
+    /// Total usable capacity in bytes over all devices (saturating at `u64::MAX`).
     pub fn total_capacity(&self) -> u64 {
-        self.capacity
+        u64::try_from(self.capacity).unwrap_or(u64::MAX)
     }
 
-    /// Total free bytes over all devices (including reserved headroom).
+    /// Total free bytes over all devices, including reserved headroom (saturating at `u64::MAX`).
     pub fn total_free(&self) -> u64 {
-        self.free
+        u64::try_from(self.free).unwrap_or(u64::MAX)
     }
 
     // ---- internals ----
@@ -649,7 +650,7 @@ impl Allocator {
             self.by_allocatable.remove(&(old.allocatable, idx));
             self.by_allocatable.insert((new.allocatable, idx));
         }
-        self.free = self.free - old.free + new.free;
+        self.free = self.free - u128::from(old.free) + u128::from(new.free);
         if !d.dirty {
             d.dirty = true;
             self.dirty.push(idx);
@@ -737,7 +738,8 @@ impl Allocator {
     }
 
     fn headroom(&self, units: u64) -> u64 {
-        (units * u64::from(self.config.growth_headroom_percent)).div_ceil(100)
+        // u128: `units` may be close to u64::MAX for a request that cannot be met anyway.
+        (u128::from(units) * u128::from(self.config.growth_headroom_percent)).div_ceil(100) as u64
     }
 
     /// Picks a device and the extents to take there.
@@ -861,7 +863,7 @@ impl Allocator {
             if d.largest() * g >= size && d.keys.allocatable < size {
                 fit_no_headroom += 1;
             }
-            total_free += d.keys.free;
+            total_free = d.keys.free.saturating_add(total_free);
         }
         Error::Exhausted {
             needed: size,

@@ -157,12 +157,13 @@ impl Device {
     /// extent `(offset, len)`.
     pub(crate) fn pick(&self, units: u64, headroom: u64) -> Option<(u64, u64)> {
         let &(first_len, first_off) = self.free_by_len.range((units, 0)..).next()?;
-        if first_len == units || headroom == 0 || first_len >= units + headroom {
+        let with_room = units.saturating_add(headroom);
+        if first_len == units || headroom == 0 || first_len >= with_room {
             return Some((first_off, first_len));
         }
         Some(
             self.free_by_len
-                .range((units + headroom, 0)..)
+                .range((with_room, 0)..)
                 .next()
                 .map_or((first_off, first_len), |&(l, o)| (o, l)),
         )

@@ -125,3 +125,21 @@ pub fn devices(
             .collect::<Vec<_>>()
     })
 }
+
+impl Arbitrary for crate::Slice {
+    type Parameters = ();
+    type Strategy = BoxedStrategy<Self>;
+    fn arbitrary_with((): ()) -> Self::Strategy {
+        (
+            any::<SliceId>(),
+            any::<DeviceId>(),
+            proptest::collection::vec(any::<Extent>(), 1..4),
+        )
+            .prop_map(|(id, device, extents)| crate::Slice {
+                id,
+                device,
+                extents,
+            })
+            .boxed()
+    }
+}

@@ -278,3 +278,40 @@ fn ceph_fragmentation_reference_values() {
         );
     }
 }
+
+#[test]
+fn huge_requests_are_refused_without_panicking() {
+    let mut a = Allocator::new(AllocatorConfig {
+        growth_headroom_percent: 100,
+        ..AllocatorConfig::default()
+    })
+    .unwrap();
+    a.add_device(DeviceSpec::from_parts(DeviceId::new(1), u64::MAX, 1, 0).unwrap())
+        .unwrap();
+    a.add_device(DeviceSpec::new(DeviceId::new(2), 100 * GIB).unwrap())
+        .unwrap();
+    let s = a.allocate(u64::MAX - 1, &Constraints::any()).unwrap();
+    assert_eq!(s.device, DeviceId::new(1));
+    let err = a.allocate(u64::MAX, &Constraints::any()).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("no device can hold 18446744073709551615 bytes"),
+        "{err}"
+    );
+    let err = a.grow(s.id, u64::MAX).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("by 1 bytes: 0 bytes are free directly after it"),
+        "{err}"
+    );
+    let err = a.allocate_at(DeviceId::new(2), 0, u64::MAX).unwrap_err();
+    assert!(
+        err.to_string().contains("overflows when rounded up"),
+        "{err}"
+    );
+    assert!(
+        a.allocate(u64::MAX, &Constraints::any().with_multi_extent(true))
+            .is_err()
+    );
+    common::check_invariants(&a).unwrap();
+}

@@ -75,7 +75,7 @@ pub fn check_invariants(a: &Allocator) -> Result<(), String> {
             }
         }
     }
-    let mut total_free = 0;
+    let mut total_free: u128 = 0;
     for (id, (spec, gaps)) in gaps(a) {
         let r = a.device_report(id).map_err(|e| e.to_string())?;
         let cap = spec.units() * spec.granularity();
@@ -97,9 +97,9 @@ pub fn check_invariants(a: &Allocator) -> Result<(), String> {
                 gaps.len()
             ));
         }
-        total_free += r.free;
+        total_free += u128::from(r.free);
     }
-    if total_free != a.total_free() {
+    if u64::try_from(total_free).unwrap_or(u64::MAX) != a.total_free() {
         return Err(format!(
             "total_free {} != sum of devices {total_free}",
             a.total_free()
