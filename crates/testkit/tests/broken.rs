@@ -109,3 +109,22 @@ async fn the_state_machine_catches_snapshots_deleted_with_their_volume() {
     assert!(reason.contains("2. CreateSnapshot(s"), "{reason}");
     assert!(reason.contains("3. DeleteVolume(v"), "{reason}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catches_a_create_volume_race() {
+    let report = run(broken::plugin("racy")).await;
+    assert_fails(
+        &report,
+        "concurrency/create_volume_same_name",
+        "concurrent CreateVolume calls with one name made",
+    );
+    // Called one at a time it looks fine.
+    assert_eq!(
+        report.outcome("controller/create_volume/idempotent"),
+        Some(&Outcome::Pass)
+    );
+    assert_eq!(
+        report.outcome("properties/state_machine"),
+        Some(&Outcome::Pass)
+    );
+}

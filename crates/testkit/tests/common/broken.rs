@@ -186,6 +186,40 @@ impl Provisioner for SnapshotsDieWithVolume {
     }
 }
 
+/// `CreateVolume` with a check-then-create race: it looks the name up,
+/// waits, then creates under a name of its own. Serial retries find the
+/// volume; concurrent calls with one name each make a volume.
+struct Racy {
+    inner: Arc<MemDriver>,
+    names: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    next: AtomicU64,
+}
+
+#[async_trait]
+impl Provisioner for Racy {
+    async fn create_volume(
+        &self,
+        mut req: CreateVolumeRequest,
+    ) -> Result<CreateVolumeResponse, CsiError> {
+        let name = req.name.as_str().to_string();
+        let known = self.names.lock().unwrap().get(&name).cloned();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let internal = known.unwrap_or_else(|| {
+            let n = self.next.fetch_add(1, Ordering::Relaxed);
+            format!("{n}#{name}").chars().take(128).collect()
+        });
+        self.names.lock().unwrap().insert(name, internal.clone());
+        req.name = VolumeName::new(internal)?;
+        self.inner.create_volume(req).await
+    }
+    async fn delete_volume(
+        &self,
+        req: DeleteVolumeRequest,
+    ) -> Result<DeleteVolumeResponse, CsiError> {
+        self.inner.delete_volume(req).await
+    }
+}
+
 /// The memdriver with one part replaced by the named broken wrapper.
 pub fn plugin(kind: &str) -> Arc<dyn RawCsi> {
     let driver = MemDriver::new(MemDriverConfig::default());
@@ -200,6 +234,13 @@ pub fn plugin(kind: &str) -> Arc<dyn RawCsi> {
         "loses-pages" => b.volume_lister(Arc::new(LosesPages(driver.clone()))),
         "ignores-readonly" => b.node(Arc::new(IgnoresReadonly(driver.clone()))),
         "wrong-code" => return Arc::new(WrongCode(driver.plugin())),
+        // Without the plugin's per-name operation guard, which would
+        // otherwise answer ABORTED to the concurrent calls and hide the race.
+        "racy" => b.operation_guard(false).provisioner(Arc::new(Racy {
+            inner: driver.clone(),
+            names: Default::default(),
+            next: AtomicU64::new(0),
+        })),
         other => panic!("no broken driver called {other:?}"),
     };
     Arc::new(b.build().unwrap())
