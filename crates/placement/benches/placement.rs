@@ -336,7 +336,12 @@ fn main() {
         });
     }
 
-    fill_to(&mut engine, 0.90);
+    // PLACEMENT_BENCH_FILL overrides the fill level (for quick looks; the README figures use 0.90).
+    let target = std::env::var("PLACEMENT_BENCH_FILL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.90);
+    fill_to(&mut engine, target);
 
     c.bench_function("fill90/plan_raid1", |b| {
         b.iter(|| black_box(engine.plan(black_box(&r1)).is_ok()))
