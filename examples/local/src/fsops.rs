@@ -298,6 +298,23 @@ pub(crate) fn loop_backing_file(device: &str) -> Option<PathBuf> {
     Some(PathBuf::from(s.trim()))
 }
 
+/// The loop devices whose backing file is `image`.
+pub(crate) fn loops_backed_by(image: &Path) -> Vec<String> {
+    let Ok(image) = fs::canonicalize(image) else {
+        return Vec::new();
+    };
+    let Ok(entries) = fs::read_dir("/sys/block") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("loop"))
+        .map(|n| format!("/dev/{n}"))
+        .filter(|dev| loop_backing_file(dev).is_some_and(|b| b == image))
+        .collect()
+}
+
 /// Creates an empty regular file at `path` if nothing is there (a block
 /// publish target), with mode 0600.
 pub(crate) fn create_target_file(path: &Path) -> io::Result<()> {

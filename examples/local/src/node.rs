@@ -238,6 +238,20 @@ impl Inner {
         }
         let mut rec = wanted;
         if block {
+            // Loop devices of this image that no publication records were
+            // attached by a publish a crash cut short: detach them.
+            let recorded: Vec<&String> = store
+                .state
+                .published
+                .values()
+                .filter_map(|p| p.loop_device.as_ref())
+                .collect();
+            for dev in fsops::loops_backed_by(&data) {
+                if !recorded.contains(&&dev) {
+                    tracing::info!(device = %dev, "detaching a loop device no publication records");
+                    let _ = fsops::loop_detach(&dev);
+                }
+            }
             fsops::create_target_file(target)
                 .map_err(|e| io_err(format!("creating {}", target.display()), e))?;
             let dev = fsops::loop_attach(&data, readonly).map_err(|e| {

@@ -32,8 +32,8 @@ async fn every_call_is_logged_and_secrets_are_not() {
         secrets: Secrets::new([("token".to_string(), secret.to_string())].into()).unwrap(),
     };
     c.delete_volume(del).await.unwrap();
-    let bad = c.create_volume(mount_req("logged", 2 * MIB)).await;
-    assert!(bad.is_ok(), "the name is free again after the delete");
+    let again = c.create_volume(mount_req("logged", 2 * MIB)).await;
+    assert!(again.is_ok(), "the name is free again after the delete");
     drop(c);
     rustix::process::kill_process(
         rustix::process::Pid::from_child(&child),

@@ -533,3 +533,64 @@ async fn publications_survive_a_driver_restart() {
     c.node_unstage_volume(unstage(&v, &staging)).await.unwrap();
     assert!(!is_mounted(staging.as_path()));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_publish_cut_short_by_a_crash_is_redone_cleanly() {
+    if !can_mount("a_publish_cut_short_by_a_crash_is_redone_cleanly") {
+        return;
+    }
+    let s = Served::start(|_| {}).await;
+    let c = &s.client;
+    let v = c
+        .create_volume(block_req("b", 4 * MIB))
+        .await
+        .unwrap()
+        .volume
+        .volume_id;
+    let img = s.state_dir().join("volumes").join(format!("{v}.img"));
+    let cap = VolumeCapability::block(AccessMode::SingleNodeWriter);
+    let (staging, target) = (s.path("staging"), s.path("dev"));
+    if let Err(e) = c.node_stage_volume(stage(&v, &staging, &cap)).await {
+        eprintln!("skipping: {e}");
+        return;
+    }
+    // What a driver killed between attaching and saving its record leaves:
+    // a loop device of the image bound at the target, and no record.
+    let out = std::process::Command::new("losetup")
+        .args(["-f", "--show"])
+        .arg(&img)
+        .output()
+        .unwrap();
+    let stale = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    fs::write(target.as_path(), b"").unwrap();
+    let st = std::process::Command::new("mount")
+        .args(["--bind", &stale])
+        .arg(target.as_path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+
+    c.node_publish_volume(publish(&v, Some(&staging), &target, &cap, false))
+        .await
+        .unwrap();
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let target_canon = fs::canonicalize(target.as_path()).unwrap();
+    let stacked = mounts
+        .lines()
+        .filter(|l| l.split(' ').nth(4).map(Path::new) == Some(target_canon.as_path()))
+        .count();
+    assert_eq!(stacked, 1, "the stale mount was replaced, not stacked on");
+    // Only the new publication's device serves the image (the stale one was
+    // detached; the kernel may hand its number out again).
+    let j = std::process::Command::new("losetup")
+        .arg("-j")
+        .arg(&img)
+        .output()
+        .unwrap();
+    let devices = String::from_utf8(j.stdout).unwrap();
+    assert_eq!(devices.lines().count(), 1, "{devices}");
+    c.node_unpublish_volume(unpublish(&v, &target))
+        .await
+        .unwrap();
+    c.node_unstage_volume(unstage(&v, &staging)).await.unwrap();
+}
