@@ -310,6 +310,7 @@ impl Store {
         };
         let store = Store { layout, state };
         store.collect_garbage()?;
+        store.undo_unacknowledged_growth()?;
         Ok(store)
     }
 
@@ -345,6 +346,31 @@ impl Store {
                     fs::remove_file(&path)
                 };
                 r.map_err(|e| format!("removing {}: {e}", path.display()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// ControllerExpandVolume grows a block image before it saves the new
+    /// size; an image larger than its recorded size is a growth that a crash
+    /// kept from being acknowledged, and is undone (no device has seen it:
+    /// loop devices learn a new size only in NodeExpandVolume, after the
+    /// acknowledgement).
+    fn undo_unacknowledged_growth(&self) -> Result<(), String> {
+        for (id, v) in self.state.volumes.iter().filter(|(_, v)| v.block) {
+            let path = self.layout.volume_path(id, true);
+            let Ok(meta) = fs::metadata(&path) else {
+                continue;
+            };
+            if meta.len() > v.capacity {
+                tracing::info!(volume_id = %id, from = meta.len(), to = v.capacity, "undoing an expansion that was not acknowledged");
+                let f = fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| format!("opening {}: {e}", path.display()))?;
+                f.set_len(v.capacity)
+                    .and_then(|_| f.sync_all())
+                    .map_err(|e| format!("truncating {}: {e}", path.display()))?;
             }
         }
         Ok(())
@@ -425,6 +451,33 @@ mod tests {
                 .count(),
             0
         );
+    }
+
+    #[test]
+    fn an_unacknowledged_growth_is_undone_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let mut next = store.state.clone();
+        let id = next.new_id("vol");
+        next.volumes.insert(
+            id.clone(),
+            VolumeRec {
+                block: true,
+                ..rec("b")
+            },
+        );
+        let img = store.layout.volume_path(&id, true);
+        fs::File::create(&img).unwrap().set_len(4096).unwrap();
+        store.commit(next).unwrap();
+        // ControllerExpandVolume grew the image, then the driver died.
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&img)
+            .unwrap()
+            .set_len(1 << 20)
+            .unwrap();
+        Store::open(dir.path()).unwrap();
+        assert_eq!(fs::metadata(&img).unwrap().len(), 4096);
     }
 
     #[test]
