@@ -5,7 +5,7 @@
 use std::hint::black_box;
 
 use criterion::measurement::Measurement;
-use criterion::{BenchmarkId, Criterion, Throughput};
+use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 
 #[path = "support/cpu_time.rs"]
 mod cpu_time;
@@ -43,6 +43,9 @@ fn geometries() -> Vec<(&'static str, Geometry)> {
 fn bench_map<M: Measurement>(c: &mut Criterion<M>) {
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     let mut group = c.benchmark_group("map");
+    if cpu_time::enabled() {
+        group.sampling_mode(SamplingMode::Flat);
+    }
     group.throughput(Throughput::Elements(BATCH as u64));
     for (name, g) in geometries() {
         let sectors: Vec<u64> = (0..BATCH)
@@ -62,6 +65,9 @@ fn bench_map<M: Measurement>(c: &mut Criterion<M>) {
     group.finish();
 
     let mut group = c.benchmark_group("unmap");
+    if cpu_time::enabled() {
+        group.sampling_mode(SamplingMode::Flat);
+    }
     group.throughput(Throughput::Elements(BATCH as u64));
     for (name, g) in geometries() {
         let locs: Vec<(usize, u64)> = (0..BATCH)

@@ -8,7 +8,7 @@ use std::hint::black_box;
 
 use bytes::Bytes;
 use criterion::measurement::Measurement;
-use criterion::{BenchmarkId, Criterion, Throughput};
+use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 
 #[path = "support/cpu_time.rs"]
 mod cpu_time;
@@ -37,6 +37,9 @@ fn bench_parity<M: Measurement>(c: &mut Criterion<M>) {
         let refs: Vec<&[u8]> = blocks.iter().map(|b| &b[..]).collect();
 
         let mut group = c.benchmark_group(format!("gen_p/{label}"));
+        if cpu_time::enabled() {
+            group.sampling_mode(SamplingMode::Flat);
+        }
         group.throughput(Throughput::Bytes((DATA * len) as u64));
         for backend in Backend::all_available() {
             let e = ParityEngine::with_backend(backend).unwrap();
@@ -48,6 +51,9 @@ fn bench_parity<M: Measurement>(c: &mut Criterion<M>) {
         group.finish();
 
         let mut group = c.benchmark_group(format!("gen_pq/{label}"));
+        if cpu_time::enabled() {
+            group.sampling_mode(SamplingMode::Flat);
+        }
         group.throughput(Throughput::Bytes((DATA * len) as u64));
         for backend in Backend::all_available() {
             let e = ParityEngine::with_backend(backend).unwrap();
@@ -86,6 +92,9 @@ fn bench_parity<M: Measurement>(c: &mut Criterion<M>) {
         damaged[sl.data[5]] = None;
         // In place: the two lost buffers are overwritten, nothing is allocated.
         let mut group = c.benchmark_group(format!("reconstruct_two/{label}"));
+        if cpu_time::enabled() {
+            group.sampling_mode(SamplingMode::Flat);
+        }
         group.throughput(Throughput::Bytes((DATA * len) as u64));
         let lost = [sl.data[1], sl.data[5]];
         for backend in Backend::all_available() {

@@ -444,6 +444,19 @@ impl Geometry {
             Layout::Raid10(r) => n / r.copies(),
         }
     }
+    /// How many members can fail, whichever they are, without losing data
+    /// (RAID10: copies − 1, although some larger sets survive; see
+    /// [`crate::FailureModel`] for the exact answer for a given set).
+    pub fn guaranteed_tolerance(&self) -> usize {
+        match self.layout {
+            Layout::Raid0(_) => 0,
+            Layout::Raid1 => self.members() - 1,
+            Layout::Raid4 | Layout::Raid5(_) => 1,
+            Layout::Raid6(_) => 2,
+            Layout::Raid10(r) => r.copies() - 1,
+        }
+    }
+
     /// Number of data copies of every sector.
     pub fn copies(&self) -> usize {
         match self.layout {

@@ -386,18 +386,6 @@ impl Layout {
             Layout::Raid10(r) => r.md_number(),
         }
     }
-
-    /// How many member failures the layout survives whatever members fail
-    /// (RAID10: copies − 1, although some larger sets are survivable).
-    pub fn guaranteed_tolerance(&self) -> usize {
-        match self {
-            Layout::Raid0(_) => 0,
-            Layout::Raid1 => usize::MAX,
-            Layout::Raid4 | Layout::Raid5(_) => 1,
-            Layout::Raid6(_) => 2,
-            Layout::Raid10(r) => r.copies() - 1,
-        }
-    }
 }
 
 fn parse_raid10(s: &str) -> Option<Raid10Layout> {

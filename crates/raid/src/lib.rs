@@ -52,9 +52,14 @@
 //! ```
 //!
 //! # Features
-//! The crate has no cargo features. SIMD (SSSE3, AVX2, AVX-512BW on
-//! x86-64) is selected at run time; every other target uses the portable
-//! code. The one module with `unsafe` code holds the SIMD kernels.
+//! * `proptest` (off by default): `proptest::arbitrary::Arbitrary` for
+//!   [`Level`], [`Layout`], [`ParityAlgorithm`] and [`Raid10Layout`], and
+//!   `strategies::geometry` for valid geometries of every layout, so that
+//!   users can property-test their own code over all md layouts.
+//!
+//! SIMD (SSSE3, AVX2, AVX-512BW on x86-64) is not a feature: it is selected
+//! at run time, and every other target uses the portable code. The one
+//! module with `unsafe` code holds the SIMD kernels.
 //!
 //! # Units
 //! Addresses and sizes are 512-byte sectors unless a name says `bytes`.
@@ -73,6 +78,8 @@ pub mod geometry;
 pub mod layout;
 pub mod mdadm;
 pub mod parity;
+#[cfg(feature = "proptest")]
+pub mod strategies;
 
 pub use choose::{ChoiceKind, LayoutChoice, LayoutRequest, choose_layout};
 pub use error::{RaidError, Result};

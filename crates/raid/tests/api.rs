@@ -218,6 +218,7 @@ fn failure_domains_and_survival() {
         !fm.loses_data_domains(&domains, &[("drive", "d1"), ("drive", "d2")])
             .unwrap()
     );
+    assert_eq!(n2.guaranteed_tolerance(), 1);
     let (sets, cut) = fm.minimal_fatal_sets(3, 100);
     assert!(!cut);
     assert_eq!(sets, vec![vec![0, 1], vec![2, 3], vec![4, 5], vec![6, 7]]);
@@ -232,6 +233,10 @@ fn failure_domains_and_survival() {
     // RAID6 over the same drives survives any JBOD (2 drives) but not a rack.
     let r6 = Geometry::new(Layout::Raid6(ParityAlgorithm::LeftSymmetric), 8, &[64; 8]).unwrap();
     let fm6 = FailureModel::new(&r6);
+    assert_eq!(r6.guaranteed_tolerance(), 2);
+    // Every set of `guaranteed_tolerance` members survives, and one more can kill.
+    let (sets6, _) = fm6.minimal_fatal_sets(2, 100);
+    assert!(sets6.is_empty());
     assert!(fm6.survives_any_one(&domains, "jbod").unwrap().survives);
     assert!(!fm6.survives_any_one(&domains, "rack").unwrap().survives);
     let (sets, cut) = fm6.minimal_fatal_sets(3, 10);

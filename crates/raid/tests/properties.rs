@@ -408,3 +408,16 @@ proptest! {
         }
     }
 }
+
+#[cfg(feature = "proptest")]
+proptest! {
+    #![proptest_config(cases(32))]
+
+    /// The exported strategies yield valid geometries of every level.
+    #[test]
+    fn exported_strategies_yield_valid_geometries(g in raid::strategies::geometry(8, 6), l in any::<Layout>()) {
+        prop_assert!(g.array_sectors() > 0);
+        prop_assert!(g.map(g.array_sectors() - 1).is_ok());
+        prop_assert!(Layout::parse(l.level(), &l.mdadm_name().unwrap_or_default()).is_ok());
+    }
+}

@@ -5,8 +5,9 @@
 //! thread's on-CPU nanoseconds from `/proc/thread-self/schedstat` (Linux),
 //! which leaves out time spent waiting for a core. The kernel updates that
 //! counter at scheduler ticks and context switches, so each reading may lag
-//! by up to one tick; the error is unbiased and small against samples of
-//! tens of milliseconds. Selected with `RAID_BENCH_CPU_TIME=1`.
+//! by up to one tick: the benches switch to flat sampling in this mode, so
+//! that every sample runs for about 100 ms and the error stays within a few
+//! per cent (and is unbiased). Selected with `RAID_BENCH_CPU_TIME=1`.
 
 use std::time::Duration;
 
