@@ -536,6 +536,74 @@ pub(super) fn cases() -> Vec<Case> {
                 Ok(())
             }
         ),
+        case!(
+            "controller/list_volumes/published_nodes",
+            "with LIST_VOLUMES_PUBLISHED_NODES, ListVolumes reports the node a volume is published to, and not after unpublishing",
+            |c| {
+                need_publish(&c)?;
+                c.need_controller(CC::LIST_VOLUMES, "LIST_VOLUMES")?;
+                c.need_controller(
+                    CC::LIST_VOLUMES_PUBLISHED_NODES,
+                    "LIST_VOLUMES_PUBLISHED_NODES",
+                )?;
+                let v = c.volume("pubnodes").await?;
+                let node = c.node_id()?;
+                let _: ControllerPublishVolumeResponse = ok(
+                    "ControllerPublishVolume",
+                    send_publish(&c, publish_req(v.volume_id.as_str(), &node, false)).await,
+                )?;
+                let nodes_of = |c: Ctx, id: String| async move {
+                    let mut token = String::new();
+                    loop {
+                        let r: csi_types::ListVolumesResponse = ok(
+                            "ListVolumes",
+                            c.ctl()
+                                .list_volumes(proto::ListVolumesRequest {
+                                    max_entries: 0,
+                                    starting_token: token.clone(),
+                                })
+                                .await,
+                        )?;
+                        if let Some(e) =
+                            r.entries.iter().find(|e| e.volume.volume_id.as_str() == id)
+                        {
+                            return Ok::<_, CaseError>(e.status.as_ref().map(|s| {
+                                s.published_node_ids
+                                    .iter()
+                                    .map(|n| n.to_string())
+                                    .collect::<Vec<_>>()
+                            }));
+                        }
+                        match r.next_token {
+                            Some(t) => token = t,
+                            None => fail!("ListVolumes does not list volume {id}"),
+                        }
+                    }
+                };
+                let id = v.volume_id.to_string();
+                let published = nodes_of(c.clone(), id.clone()).await?;
+                ensure!(
+                    published.as_ref().is_some_and(|n| n.contains(&node)),
+                    "ListVolumes reports published_node_ids {published:?} for {id}, published to {node}"
+                );
+                ok_raw(
+                    "ControllerUnpublishVolume",
+                    c.ctl()
+                        .controller_unpublish_volume(proto::ControllerUnpublishVolumeRequest {
+                            volume_id: id.clone(),
+                            node_id: node.clone(),
+                            ..Default::default()
+                        })
+                        .await,
+                )?;
+                let after = nodes_of(c.clone(), id.clone()).await?;
+                ensure!(
+                    !after.unwrap_or_default().contains(&node),
+                    "ListVolumes still reports {id} published to {node} after ControllerUnpublishVolume"
+                );
+                Ok(())
+            }
+        ),
         // ---- GetCapacity
         case!(
             "controller/get_capacity",
