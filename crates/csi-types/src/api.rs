@@ -128,6 +128,7 @@ macro_rules! define_apis {
 }
 
 for_each_unary_rpc!(define_apis);
+pub(crate) use for_each_unary_rpc;
 
 impl<T: RawCsi + ?Sized> Csi for T {}
 

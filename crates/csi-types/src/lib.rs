@@ -75,7 +75,11 @@
 //! - Typed messages ([`controller`], [`node`], [`identity`],
 //!   [`group_controller`], [`snapshot_metadata`], shared [`types`]), built
 //!   from the wire with `TryFrom` (validating) and converted back with `From`.
-//!   Responses are built with constructors that take every REQUIRED field.
+//!   Responses are built with constructors that take every REQUIRED field,
+//!   and [`Plugin`] checks every response against the spec before sending it
+//!   (a driver that sets a public field out of bounds gets `INTERNAL`, not a
+//!   malformed reply). Sizes are `u64`; the wire's `int64` cannot carry more
+//!   than `i64::MAX`, and larger values are sent as `i64::MAX`.
 //! - [`driver`]: the traits a driver implements; [`Plugin`]: the bundle.
 //! - [`RawCsi`] / [`Csi`]: every RPC, wire-level or typed, implemented by
 //!   [`Plugin`] and by `client::Client`.

@@ -25,6 +25,7 @@ use crate::group_controller::*;
 use crate::identity::*;
 use crate::node::*;
 use crate::proto;
+use crate::snapshot_metadata::BlockMetadataResponse;
 
 /// A CSI plugin: the driver's service implementations, ready to be served
 /// (feature `server`) or called in process through [`RawCsi`] / [`crate::Csi`].
@@ -389,7 +390,7 @@ impl Plugin {
         P: Debug,
         T: TryFrom<P, Error = CsiError>,
         Fut: Future<Output = Result<R, CsiError>>,
-        W: From<R> + Debug,
+        W: From<R> + Debug + WireResponse,
     {
         let span = tracing::info_span!("csi", rpc);
         async move {
@@ -405,7 +406,18 @@ impl Plugin {
                     _ => None,
                 };
                 match AssertUnwindSafe(call(handler, typed)).catch_unwind().await {
-                    Ok(r) => r.map(W::from),
+                    Ok(r) => {
+                        let wire = W::from(r?);
+                        // Public fields let a driver build a response the
+                        // spec forbids (an empty condition message, a map
+                        // over 4 KiB); it is refused here, not sent.
+                        wire.check().map_err(|e| {
+                            CsiError::internal(format!(
+                                "the driver's {rpc} response breaks the spec: {e}"
+                            ))
+                        })?;
+                        Ok(wire)
+                    }
                     Err(payload) => Err(CsiError::internal(format!(
                         "the driver panicked in {rpc}: {}",
                         panic_message(&*payload)
@@ -950,7 +962,7 @@ impl RawCsi for Plugin {
                 |h, r| async move { h.get_metadata_allocated(r).await.map(BlockStream) },
             )
             .await?;
-        Ok(stream.0.map(|r| r.map(Into::into)).boxed())
+        Ok(checked_block_messages(RPC, stream))
     }
 
     async fn get_metadata_delta(
@@ -967,8 +979,53 @@ impl RawCsi for Plugin {
                 |h, r| async move { h.get_metadata_delta(r).await.map(BlockStream) },
             )
             .await?;
-        Ok(stream.0.map(|r| r.map(Into::into)).boxed())
+        Ok(checked_block_messages(RPC, stream))
     }
+}
+
+/// A wire response the plugin checks against the spec before sending it.
+trait WireResponse {
+    fn check(&self) -> Result<(), CsiError>;
+}
+
+macro_rules! wire_responses {
+    ($(($method:ident, $rpc:literal, $req:ident, $resp:ident)),* $(,)?) => {
+        $(
+            impl WireResponse for proto::$resp {
+                fn check(&self) -> Result<(), CsiError> {
+                    $resp::try_from(self.clone()).map(drop)
+                }
+            }
+        )*
+    };
+}
+
+crate::api::for_each_unary_rpc!(wire_responses);
+
+impl WireResponse for BlockStream {
+    /// The messages are checked one by one as they are streamed.
+    fn check(&self) -> Result<(), CsiError> {
+        Ok(())
+    }
+}
+
+/// Checks each streamed block-metadata message before it is sent.
+fn checked_block_messages<W>(rpc: &'static str, stream: BlockStream) -> RawStream<W>
+where
+    W: From<BlockMetadataResponse> + Send + 'static,
+    BlockMetadataResponse: TryFrom<W, Error = CsiError>,
+    W: Clone,
+{
+    stream
+        .0
+        .map(move |r| {
+            let wire = W::from(r?);
+            BlockMetadataResponse::try_from(wire.clone()).map_err(|e| {
+                CsiError::internal(format!("the driver's {rpc} stream breaks the spec: {e}"))
+            })?;
+            Ok(wire)
+        })
+        .boxed()
 }
 
 /// Lets a stream pass through [`Plugin::unary`], which logs its response with `Debug`.

@@ -696,21 +696,31 @@ pub struct VolumeCondition {
 
 impl VolumeCondition {
     /// A healthy volume. The message is cut to the spec's 128-byte string
-    /// limit (on a character boundary).
+    /// limit (on a character boundary); an empty one becomes "healthy", as the
+    /// message is REQUIRED.
     pub fn healthy(message: impl Into<String>) -> Self {
         VolumeCondition {
             abnormal: false,
-            message: validate::truncate(message.into(), validate::MAX_STRING_BYTES),
+            message: condition_message(message.into(), "healthy"),
         }
     }
 
     /// An abnormal volume. The message is cut to the spec's 128-byte string
-    /// limit (on a character boundary).
+    /// limit (on a character boundary); an empty one becomes "abnormal", as
+    /// the message is REQUIRED.
     pub fn abnormal(message: impl Into<String>) -> Self {
         VolumeCondition {
             abnormal: true,
-            message: validate::truncate(message.into(), validate::MAX_STRING_BYTES),
+            message: condition_message(message.into(), "abnormal"),
         }
+    }
+}
+
+fn condition_message(message: String, default: &str) -> String {
+    if message.is_empty() {
+        default.to_string()
+    } else {
+        validate::truncate(message, validate::MAX_STRING_BYTES)
     }
 }
 

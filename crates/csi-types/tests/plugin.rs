@@ -298,3 +298,25 @@ async fn typed_calls_refuse_responses_that_break_the_spec() {
     assert_eq!(err, CsiError::missing("node_id"));
     let _ = Broken;
 }
+
+#[tokio::test]
+async fn responses_that_break_the_spec_are_not_sent() {
+    let plugin = full_plugin(TestDriver::default());
+    let err = RawCsi::create_volume(
+        &plugin,
+        proto::CreateVolumeRequest {
+            name: "huge-context".into(),
+            volume_capabilities: vec![mount_cap()],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::Internal);
+    assert!(
+        err.to_string().contains(
+            "the driver's CreateVolume response breaks the spec: invalid `volume.volume_context`"
+        ),
+        "{err}"
+    );
+}

@@ -76,10 +76,12 @@ impl Provisioner for TestDriver {
             .lock()
             .unwrap()
             .insert(req.name.to_string(), size);
-        Ok(CreateVolumeResponse::new(Volume::new(
-            VolumeId::new(req.name.as_str())?,
-            size,
-        )))
+        let mut volume = Volume::new(VolumeId::new(req.name.as_str())?, size);
+        if req.name.as_str() == "huge-context" {
+            // A response the spec forbids: volume_context over 4 KiB.
+            volume = volume.with_context("blob", "x".repeat(5000));
+        }
+        Ok(CreateVolumeResponse::new(volume))
     }
     async fn delete_volume(
         &self,
