@@ -56,6 +56,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use csi_types::RawCsi;
+use futures::FutureExt;
 
 pub mod cases;
 mod ctx;
@@ -130,18 +131,30 @@ impl Suite {
                 case.name,
             );
             let start = Instant::now();
-            let body =
-                tokio::time::timeout(self.config.case_timeout, (case.run)(ctx.clone())).await;
+            // A panic in a case (a harness bug, or a driver panicking in
+            // process) fails that case only.
+            let body = std::panic::AssertUnwindSafe((case.run)(ctx.clone())).catch_unwind();
+            let body = tokio::time::timeout(self.config.case_timeout, body).await;
             let mut outcome = match body {
-                Ok(Ok(())) => Outcome::Pass,
-                Ok(Err(CaseError::Fail(r))) => Outcome::Fail(r),
-                Ok(Err(CaseError::Skip(r))) => Outcome::Skip(r),
+                Ok(Ok(Ok(()))) => Outcome::Pass,
+                Ok(Ok(Err(CaseError::Fail(r)))) => Outcome::Fail(r),
+                Ok(Ok(Err(CaseError::Skip(r)))) => Outcome::Skip(r),
+                Ok(Err(panic)) => {
+                    Outcome::Fail(format!("the case panicked: {}", panic_text(&*panic)))
+                }
                 Err(_) => Outcome::Fail(format!(
                     "did not finish within {:?}",
                     self.config.case_timeout
                 )),
             };
-            let leftovers = ctx.cleanup().await;
+            let leftovers =
+                match tokio::time::timeout(self.config.case_timeout, ctx.cleanup()).await {
+                    Ok(l) => l,
+                    Err(_) => vec![format!(
+                        "did not finish within {:?}",
+                        self.config.case_timeout
+                    )],
+                };
             if !leftovers.is_empty() && !outcome.is_fail() {
                 outcome = Outcome::Fail(format!("cleanup failed: {}", leftovers.join("; ")));
             }
@@ -154,6 +167,16 @@ impl Suite {
             report.results.push(result);
         }
         report
+    }
+}
+
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a non-string panic payload".to_string()
     }
 }
 

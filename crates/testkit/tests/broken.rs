@@ -128,3 +128,14 @@ async fn catches_a_create_volume_race() {
         Some(&Outcome::Pass)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_fails_its_case_only() {
+    let report = run(broken::plugin("panics-on-probe")).await;
+    assert_fails(
+        &report,
+        "identity/probe",
+        "the case panicked: probe exploded",
+    );
+    assert_eq!(report.failed(), 1, "{}", report.summary());
+}

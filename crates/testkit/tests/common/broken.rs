@@ -33,17 +33,25 @@ impl Provisioner for NotIdempotent {
     }
 }
 
-/// A wire-level wrapper that answers `INTERNAL` where the plugin answers
-/// `INVALID_ARGUMENT`, for one RPC.
-struct WrongCode(Plugin);
+/// A wire-level wrapper around a plugin with one fault.
+struct Faulty(Plugin, Fault);
 
-/// Emits `impl RawCsi for WrongCode` with the given methods written out and
+/// What a [`Faulty`] gets wrong.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// `DeleteVolume` answers `INTERNAL` where the plugin answers `INVALID_ARGUMENT`.
+    WrongCodeOnDelete,
+    /// `Probe` panics (possible only in process, where no server catches it).
+    PanicOnProbe,
+}
+
+/// Emits `impl RawCsi for Faulty` with the given methods written out and
 /// every listed RPC forwarded to the plugin. (The impl is produced whole by
 /// the macro so that `async_trait` sees the expanded methods.)
 macro_rules! raw_impl {
     ({ $($own:tt)* } $($m:ident($req:ident) -> $resp:ident;)*) => {
         #[async_trait]
-        impl RawCsi for WrongCode {
+        impl RawCsi for Faulty {
             $($own)*
             $(
                 async fn $m(&self, req: proto::$req) -> Result<proto::$resp, CsiError> {
@@ -57,13 +65,20 @@ macro_rules! raw_impl {
 raw_impl! {
     {
     async fn delete_volume(&self, req: proto::DeleteVolumeRequest) -> Result<proto::DeleteVolumeResponse, CsiError> {
-        RawCsi::delete_volume(&self.0, req).await.map_err(|e| {
-            if e.code() == Code::InvalidArgument {
-                CsiError::internal(e.to_string())
-            } else {
-                e
+        let r = RawCsi::delete_volume(&self.0, req).await;
+        match (self.1, r) {
+            (Fault::WrongCodeOnDelete, Err(e)) if e.code() == Code::InvalidArgument => {
+                Err(CsiError::internal(e.to_string()))
             }
-        })
+            (_, r) => r,
+        }
+    }
+
+    async fn probe(&self, req: proto::ProbeRequest) -> Result<proto::ProbeResponse, CsiError> {
+        if self.1 == Fault::PanicOnProbe {
+            panic!("probe exploded");
+        }
+        RawCsi::probe(&self.0, req).await
     }
 
     async fn get_metadata_allocated(&self, req: proto::GetMetadataAllocatedRequest) -> Result<RawStream<proto::GetMetadataAllocatedResponse>, CsiError> {
@@ -77,7 +92,6 @@ raw_impl! {
 
         get_plugin_info(GetPluginInfoRequest) -> GetPluginInfoResponse;
         get_plugin_capabilities(GetPluginCapabilitiesRequest) -> GetPluginCapabilitiesResponse;
-        probe(ProbeRequest) -> ProbeResponse;
         create_volume(CreateVolumeRequest) -> CreateVolumeResponse;
         controller_publish_volume(ControllerPublishVolumeRequest) -> ControllerPublishVolumeResponse;
         controller_unpublish_volume(ControllerUnpublishVolumeRequest) -> ControllerUnpublishVolumeResponse;
@@ -233,7 +247,8 @@ pub fn plugin(kind: &str) -> Arc<dyn RawCsi> {
         }
         "loses-pages" => b.volume_lister(Arc::new(LosesPages(driver.clone()))),
         "ignores-readonly" => b.node(Arc::new(IgnoresReadonly(driver.clone()))),
-        "wrong-code" => return Arc::new(WrongCode(driver.plugin())),
+        "wrong-code" => return Arc::new(Faulty(driver.plugin(), Fault::WrongCodeOnDelete)),
+        "panics-on-probe" => return Arc::new(Faulty(driver.plugin(), Fault::PanicOnProbe)),
         // Without the plugin's per-name operation guard, which would
         // otherwise answer ABORTED to the concurrent calls and hide the race.
         "racy" => b.operation_guard(false).provisioner(Arc::new(Racy {
