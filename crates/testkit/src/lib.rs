@@ -17,7 +17,22 @@
 //! - **Concurrency cases**: the same request, or operations on one volume,
 //!   sent at once must succeed or answer `ABORTED` and leave a consistent state.
 //!
-//! Every object a case creates is deleted after it, pass or fail.
+//! Every object a case creates is deleted after it, pass or fail. A case
+//! that hangs fails after [`Config::case_timeout`]; one that panics fails
+//! alone.
+//!
+//! # When to use what
+//!
+//! - A driver built on `csi-types`: call [`Suite::run`] from a `cargo test`
+//!   with the driver's [`csi_types::Plugin`] (example below).
+//! - Any driver behind a socket, in any language: the `csi-conformance`
+//!   runner (`--endpoint unix:///…`), which prints one line per case, a
+//!   closing `N passed, N failed, N skipped` line, and optionally JUnit XML
+//!   ([`Report::to_junit`]).
+//! - A shrunk failure kept as a regression test: parse the printed calls
+//!   into [`props::Op`]s and run them with [`props::replay`].
+//! - Trying the harness, or reading how the spec's rules look in code:
+//!   [`memdriver`], the in-memory reference driver that passes every case.
 //!
 //! # Example: the whole suite against the in-memory reference driver
 //!
