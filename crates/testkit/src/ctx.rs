@@ -34,6 +34,9 @@ pub struct Config {
     pub filter: Option<String>,
     /// How many random sequences the state-machine property runs.
     pub proptest_cases: u32,
+    /// The seed of those sequences: the same seed generates the same
+    /// sequences, another seed explores others.
+    pub seed: u64,
     /// How many concurrent calls the concurrency cases send.
     pub concurrency: usize,
     /// The longest a case may take before it fails as hung.
@@ -57,6 +60,7 @@ impl Config {
             second_node_id: None,
             filter: None,
             proptest_cases: 32,
+            seed: 0,
             concurrency: 8,
             case_timeout: std::time::Duration::from_secs(120),
             name_prefix: "csi-testkit".into(),

@@ -1242,6 +1242,7 @@ pub(crate) async fn state_machine(c: Ctx) -> CaseResult {
             self.0.store(true, Ordering::Relaxed);
         }
     }
+    let seed_value = c.config().seed;
     let cancelled = Arc::new(AtomicBool::new(false));
     let _cancel = Cancel(cancelled.clone());
     let outcome = tokio::task::spawn_blocking(move || {
@@ -1251,8 +1252,10 @@ pub(crate) async fn state_machine(c: Ctx) -> CaseResult {
             max_shrink_iters: 512,
             ..ProptestConfig::default()
         };
+        let mut seed = [0u8; 32];
+        seed[..8].copy_from_slice(&seed_value.to_le_bytes());
         let mut runner =
-            TestRunner::new_with_rng(config, TestRng::deterministic_rng(RngAlgorithm::ChaCha));
+            TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &seed));
         runner.run(&ops(), |ops| {
             if cancelled.load(Ordering::Relaxed) {
                 return Ok(());

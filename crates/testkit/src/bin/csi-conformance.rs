@@ -3,7 +3,8 @@
 //! ```text
 //! csi-conformance --endpoint unix:///csi/csi.sock [--node-endpoint unix:///...]
 //!     [--staging-dir DIR] [--target-dir DIR] [--params k=v ...] [--mutable-params k=v ...]
-//!     [--second-node-id ID] [--volume-size BYTES] [--filter PATTERN] [--cases N] [--junit FILE]
+//!     [--second-node-id ID] [--volume-size BYTES] [--filter PATTERN] [--cases N] [--seed N]
+//!     [--junit FILE]
 //! ```
 //!
 //! Prints `PASS name`, `FAIL name: reason` or `SKIP name: reason` per case,
@@ -54,6 +55,9 @@ struct Args {
     /// Random sequences the state-machine property runs.
     #[arg(long, default_value_t = 32)]
     cases: u32,
+    /// Seed of the state machine's random sequences (same seed, same sequences).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
     /// Concurrent calls in the concurrency cases.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
@@ -112,6 +116,7 @@ async fn run(args: Args) -> ExitCode {
     config.volume_size = args.volume_size;
     config.filter = args.filter;
     config.proptest_cases = args.cases;
+    config.seed = args.seed;
     config.concurrency = args.concurrency;
     config.case_timeout = std::time::Duration::from_secs(args.case_timeout);
 

@@ -16,12 +16,21 @@ pub fn proptest_cases() -> u32 {
         .unwrap_or(24)
 }
 
+/// The property seed: 0 by default, another with `CSI_TESTKIT_SEED`.
+pub fn seed() -> u64 {
+    std::env::var("CSI_TESTKIT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
 /// The suite configuration matching `MemDriverConfig::default()`.
 pub fn config(dir: &Path) -> Config {
     let mut c = Config::new(dir);
     c.second_node_id = Some("memdriver-node-2".into());
     c.mutable_parameters = [("iops".to_string(), "500".to_string())].into();
     c.proptest_cases = proptest_cases();
+    c.seed = seed();
     c
 }
 
