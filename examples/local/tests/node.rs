@@ -353,6 +353,29 @@ async fn single_node_single_writer_publishes_once_read_write() {
     c.node_unstage_volume(unstage(&v, &staging)).await.unwrap();
 }
 
+/// How many loop devices serve `image` (`losetup -j`).
+fn loops_of(image: &Path) -> usize {
+    let out = std::process::Command::new("losetup")
+        .arg("-j")
+        .arg(image)
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().lines().count()
+}
+
+/// Whether `cond` holds within 5 s. A detached loop device that udev is
+/// still probing is cleared by the kernel when udev closes it, a moment later.
+fn eventually(cond: impl Fn() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(5) {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    false
+}
+
 /// The block device size the kernel reports for a device node, from sysfs.
 fn device_size(dev: &Path) -> (u64, String) {
     let rdev = fs::metadata(dev).unwrap().rdev();
@@ -404,7 +427,7 @@ async fn block_volume_is_published_as_a_loop_device() {
         meta.file_type().is_block_device(),
         "a device node at the target"
     );
-    let (size, sys) = device_size(target.as_path());
+    let (size, _) = device_size(target.as_path());
     assert_eq!(size, 8 * MIB);
     {
         let mut dev = fs::OpenOptions::new()
@@ -472,12 +495,9 @@ async fn block_volume_is_published_as_a_loop_device() {
         assert!(!t.as_path().exists());
     }
     assert!(
-        !Path::new(&format!("{sys}/loop/backing_file")).exists()
-            || fs::read_to_string(format!("{sys}/loop/backing_file"))
-                .unwrap()
-                .trim()
-                != img.to_string_lossy(),
-        "the loop device was detached"
+        eventually(|| loops_of(&img) == 0),
+        "the loop devices were detached: {:?}",
+        loops_of(&img)
     );
     c.node_unstage_volume(unstage(&v, &staging)).await.unwrap();
     c.delete_volume(DeleteVolumeRequest {
@@ -580,15 +600,13 @@ async fn a_publish_cut_short_by_a_crash_is_redone_cleanly() {
         .filter(|l| l.split(' ').nth(4).map(Path::new) == Some(target_canon.as_path()))
         .count();
     assert_eq!(stacked, 1, "the stale mount was replaced, not stacked on");
-    // Only the new publication's device serves the image (the stale one was
-    // detached; the kernel may hand its number out again).
-    let j = std::process::Command::new("losetup")
-        .arg("-j")
-        .arg(&img)
-        .output()
-        .unwrap();
-    let devices = String::from_utf8(j.stdout).unwrap();
-    assert_eq!(devices.lines().count(), 1, "{devices}");
+    // Only the new publication's device serves the image: the stale one was
+    // detached (the kernel may hand its number out again).
+    assert!(
+        eventually(|| loops_of(&img) == 1),
+        "{} loop devices serve the image",
+        loops_of(&img)
+    );
     c.node_unpublish_volume(unpublish(&v, &target))
         .await
         .unwrap();
