@@ -6,7 +6,8 @@
 //! lands on matters more than the algorithm inside one device. This crate makes the device
 //! choice an explicit [`DevicePolicy`], keeps per-device free extents indexed by offset and by
 //! `(length, offset)`, and keeps a cross-device index of each device's largest allocatable
-//! extent, so `allocate` and `free` are O(log n) and never scan all devices.
+//! extent, so with the default policy `allocate` and `free` are O(log n) in the number of
+//! devices and never scan them.
 //!
 //! It is pure computation: no async runtime, no clock (callers pass `now` to
 //! reservation calls), no files (the journal is written to a `std::io::Write` you pass and
