@@ -231,14 +231,15 @@ impl Allocator {
         };
         let id = SliceId::new(self.next_id);
         self.next_id += 1;
+        let slice = self.slice_of(id, idx, &plan);
         self.insert_planned(id, idx, plan, expires);
         tracing::trace!(
             size,
             slice = id.get(),
-            device = self.dev(idx).spec.id().get(),
+            device = slice.device.get(),
             "allocated"
         );
-        Ok(self.to_slice(id, &self.slices[&id]))
+        Ok(slice)
     }
 
     /// Allocates exactly `[offset, offset + size)` (size rounded up to the granularity) on
@@ -624,13 +625,16 @@ impl Allocator {
     }
 
     pub(crate) fn to_slice(&self, id: SliceId, e: &Entry) -> Slice {
-        let d = self.dev(e.device);
+        self.slice_of(id, e.device, &e.exts)
+    }
+
+    fn slice_of(&self, id: SliceId, idx: u32, exts: &Exts) -> Slice {
+        let d = self.dev(idx);
         let g = d.gran();
         Slice {
             id,
             device: d.spec.id(),
-            extents: e
-                .exts
+            extents: exts
                 .as_slice()
                 .iter()
                 .map(|&(o, l)| Extent::new(o * g, l * g).expect("in-range extent"))
