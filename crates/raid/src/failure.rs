@@ -691,11 +691,16 @@ impl FailureModel {
         // fatal fraction per state
         let mut frac = Vec::new();
         let mut truncated = false;
-        const BUDGET: u128 = 200_000;
+        // Enumeration work for state k: every k-set, every next failure,
+        // every copy set. Beyond this budget the chain is cut.
+        const BUDGET: u128 = 5_000_000;
         for k in 0..n {
             let f = match self.geometry.layout() {
                 Layout::Raid10(_) => {
-                    if binomial(n as u128, k as u128) > BUDGET {
+                    let work = binomial(n as u128, k as u128)
+                        .saturating_mul((n - k) as u128)
+                        .saturating_mul(self.copy_sets.len().max(1) as u128);
+                    if work > BUDGET {
                         truncated = true;
                         break;
                     }

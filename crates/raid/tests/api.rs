@@ -350,6 +350,16 @@ fn ure_and_mttdl_estimates() {
     // Two-way mirror: ≈ MTTF² / (2 · MTTR).
     assert!((e.hours / (1e10 / 20.0) - 1.0).abs() < 0.01, "{}", e.hours);
     assert!(!e.truncated);
+
+    // A large RAID10 is cut where enumeration gets too costly, and says so.
+    let big = Geometry::new(Layout::Raid10(Raid10Layout::new(2, 1, false).unwrap()), 8, &[64; 40]).unwrap();
+    let e = FailureModel::new(&big)
+        .mttdl(ReliabilityParams { mttf_hours: 1e6, mttr_hours: 24.0 })
+        .unwrap();
+    assert!(e.truncated);
+    assert!(e.hours > 0.0 && e.hours.is_finite());
+    // Conservative: no more than the single-partner estimate MTTF²/(n·MTTR).
+    assert!(e.hours <= 1e12 / (40.0 * 24.0) * 1.01, "{}", e.hours);
 }
 
 #[test]
