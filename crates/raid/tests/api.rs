@@ -352,9 +352,17 @@ fn ure_and_mttdl_estimates() {
     assert!(!e.truncated);
 
     // A large RAID10 is cut where enumeration gets too costly, and says so.
-    let big = Geometry::new(Layout::Raid10(Raid10Layout::new(2, 1, false).unwrap()), 8, &[64; 40]).unwrap();
+    let big = Geometry::new(
+        Layout::Raid10(Raid10Layout::new(2, 1, false).unwrap()),
+        8,
+        &[64; 40],
+    )
+    .unwrap();
     let e = FailureModel::new(&big)
-        .mttdl(ReliabilityParams { mttf_hours: 1e6, mttr_hours: 24.0 })
+        .mttdl(ReliabilityParams {
+            mttf_hours: 1e6,
+            mttr_hours: 24.0,
+        })
         .unwrap();
     assert!(e.truncated);
     assert!(e.hours > 0.0 && e.hours.is_finite());
