@@ -297,9 +297,9 @@ impl Layout {
         }
     }
 
-    /// mdadm's default layout for a level: RAID0 `original` (what mdadm
-    /// 4.2+ writes when members differ in size), RAID5/6 `left-symmetric`,
-    /// RAID10 `n2`.
+    /// The default layout for a level: RAID0 `original` (`RAID0_ORIG_LAYOUT`;
+    /// pass `alternate` for multi-zone arrays created by kernels 3.14 to 5.3),
+    /// RAID5/6 `left-symmetric` and RAID10 `n2` (mdadm's defaults).
     pub fn default_for(level: Level) -> Layout {
         match level {
             Level::Raid0 => Layout::Raid0(Raid0Layout::Original),
