@@ -17,7 +17,11 @@ fn raid_map() -> PathBuf {
     let path = dir
         .join("examples")
         .join(format!("raid-map{}", std::env::consts::EXE_SUFFIX));
-    assert!(path.exists(), "{} not built", path.display());
+    assert!(
+        path.exists(),
+        "{} not built: run the whole `cargo test -p raid`, which builds the examples",
+        path.display()
+    );
     path
 }
 
