@@ -9,6 +9,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use serde::Serialize;
 
+use crate::index::{ABSENT, DomainIndex};
 use crate::inventory::{Inventory, NONE, VolumeSpec};
 use crate::model::{DriveId, DriveKind, Health, Transports, VolumeId};
 use crate::request::{Mode, Pin, Request, Shape};
@@ -191,6 +192,10 @@ pub struct Engine {
     drive_key: Vec<u64>,
     classes: Vec<Class>,
     class_lookup: HashMap<ClassKey, u32>,
+    /// Per-domain aggregates over static classes, for the window search.
+    seg: DomainIndex,
+    /// Static class keys of `seg`'s classes (health always `Healthy`).
+    seg_keys: Vec<ClassKey>,
     pub(crate) volumes: Vec<Option<Box<Vol>>>,
     pub(crate) vol_index: HashMap<VolumeId, u32>,
     /// `(volume slot, member)` of every member on each drive.
@@ -361,6 +366,12 @@ impl Engine {
             drive_key: vec![0; n],
             classes: Vec::new(),
             class_lookup: HashMap::new(),
+            seg: DomainIndex {
+                classes: Vec::new(),
+                of: Vec::new(),
+                dom_range: Vec::new(),
+            },
+            seg_keys: Vec::new(),
             volumes: Vec::new(),
             vol_index: HashMap::new(),
             drive_members: vec![Vec::new(); n],
@@ -374,6 +385,9 @@ impl Engine {
             e.drive_key[d as usize] = k;
             e.classes[c as usize].set.insert((k, d));
         }
+        let (seg, seg_keys) = DomainIndex::build(&e.inv, |d| e.static_key(d), |d| e.leaf_value(d));
+        e.seg = seg;
+        e.seg_keys = seg_keys;
         let vols = std::mem::take(&mut e.inv.spec.volumes);
         for v in vols {
             let label = format!("volume '{}'", v.id);
@@ -459,6 +473,28 @@ impl Engine {
 
     // ---------------------------------------------------------------- indexes
 
+    /// The drive's class key ignoring health (the segment index's classes).
+    fn static_key(&self, d: u32) -> ClassKey {
+        let s = &self.inv.spec.drives[d as usize];
+        ClassKey {
+            kind: s.kind,
+            capacity: s.capacity.0,
+            rpm: s.rpm,
+            tags: self.inv.drive_tags[d as usize].clone(),
+            transports: s.transports,
+            group: self.inv.drive_group[d as usize],
+            health: Health::Healthy,
+        }
+    }
+
+    fn leaf_value(&self, d: u32) -> u64 {
+        if self.inv.spec.drives[d as usize].health == Health::Healthy {
+            self.drive_key[d as usize]
+        } else {
+            ABSENT
+        }
+    }
+
     fn class_for(&mut self, d: u32) -> u32 {
         let s = &self.inv.spec.drives[d as usize];
         let key = ClassKey {
@@ -497,6 +533,8 @@ impl Engine {
         self.drive_class[d as usize] = nc;
         self.drive_key[d as usize] = k;
         self.classes[nc as usize].set.insert((k, d));
+        let v = self.leaf_value(d);
+        self.seg.update(d, v);
     }
 
     pub(crate) fn set_health(&mut self, d: u32, h: Health) {
@@ -544,6 +582,8 @@ impl Engine {
             set.remove(&(old, d));
             set.insert((k, d));
             self.drive_key[d as usize] = k;
+            let v = self.leaf_value(d);
+            self.seg.update(d, v);
         }
     }
 
@@ -904,8 +944,52 @@ impl Engine {
             .map(|&(l, _)| (false, l, groups.saturating_mul(c.cap).min(c.n as u32)))
             .collect();
         div.extend(c.spreads.iter().map(|&(k, max, _)| (true, k, max)));
+        let mut out = self
+            .window_by_class(c, want, &div)
+            .unwrap_or_else(|| self.window_by_domain(c, want, &div));
+        // Locality: the preferred segments' and the attach server's domains.
+        let mut local_doms = Vec::new();
+        for seg in &c.preferred {
+            if let Some(&(_, x)) = seg
+                .iter()
+                .max_by_key(|&&(l, x)| (usize::MAX - self.inv.dom_drives[x as usize].len(), l))
+            {
+                local_doms.push(x);
+            }
+        }
+        if c.server != NONE && self.inv.server_dom[c.server as usize] != NONE {
+            local_doms.push(self.inv.server_dom[c.server as usize]);
+        }
+        if !local_doms.is_empty() {
+            for x in local_doms {
+                let mut local: Vec<u32> = self.inv.dom_drives[x as usize]
+                    .iter()
+                    .copied()
+                    .filter(|&d| self.is_candidate(c, d))
+                    .collect();
+                local.sort_by_key(|&d| self.drive_key[d as usize]);
+                local.truncate(want);
+                out.extend(local);
+            }
+            out.sort_unstable();
+            out.dedup();
+        }
+        self.sort_by_score(c, &mut out);
+        out
+    }
+
+    /// Window from the per-class sets, merged best-first. Gives up (`None`) when it has to skip
+    /// many drives of domains that are already full (a "trailing" rack whose drives are all the
+    /// least utilized), where [`Engine::window_by_domain`] prunes whole domains instead.
+    fn window_by_class(
+        &self,
+        c: &Compiled,
+        want: usize,
+        div: &[(bool, u16, u32)],
+    ) -> Option<Vec<u32>> {
         let mut per_domain: HashMap<(u16, u32), u32, FastHash> =
             HashMap::with_capacity_and_hasher(2 * want * div.len(), FastHash::default());
+        let mut crowded_skips = 0usize;
         // Merge the classes by utilization *after* taking the member (keys hold utilization in
         // 2^-30 units in their high half), so big members go to big drives first.
         let mut iters: Vec<_> = self
@@ -948,7 +1032,14 @@ impl Engine {
                 let dom = dom_of(e);
                 dom != NONE && per_domain.get(&(i as u16, dom)).is_some_and(|&k| k >= e.2)
             });
-            if crowded || self.drive_filter(c, d).is_some() {
+            if crowded {
+                crowded_skips += 1;
+                if crowded_skips > 4 * want + 32 {
+                    return None;
+                }
+                continue;
+            }
+            if self.drive_filter(c, d).is_some() {
                 continue;
             }
             for (i, e) in div.iter().enumerate() {
@@ -960,34 +1051,114 @@ impl Engine {
             }
             out.push(d);
         }
-        // Locality: the preferred segments' and the attach server's domains.
-        let mut local_doms = Vec::new();
-        for seg in &c.preferred {
-            if let Some(&(_, x)) = seg
-                .iter()
-                .max_by_key(|&&(l, x)| (usize::MAX - self.inv.dom_drives[x as usize].len(), l))
-            {
-                local_doms.push(x);
+        Some(out)
+    }
+
+    /// Window from the per-domain segment trees: best-first over eligible classes, pruning
+    /// every subtree that lies inside a domain that is already full.
+    fn window_by_domain(&self, c: &Compiled, want: usize, div: &[(bool, u16, u32)]) -> Vec<u32> {
+        let mut per_domain: HashMap<(u16, u32), u32, FastHash> =
+            HashMap::with_capacity_and_hasher(2 * want * div.len(), FastHash::default());
+        // Walk the eligible classes' segment trees best-first by utilization *after* taking the
+        // member (keys hold utilization in 2^-30 units in their high half), so big members go
+        // to big drives first; prune subtrees inside domains that are already full.
+        let mut heap: BinaryHeap<Reverse<(u64, u64, u32, u32)>> = BinaryHeap::new();
+        let mut steps = vec![0u64; self.seg.classes.len()];
+        for (ci, sc) in self.seg.classes.iter().enumerate() {
+            if self.class_filter(c, &self.seg_keys[ci]).is_some() || sc.tree[1] == ABSENT {
+                continue;
             }
+            let step = ((c.size as u128) << 30) / self.seg_keys[ci].capacity.max(1) as u128;
+            steps[ci] = step.min(u32::MAX as u128) as u64;
+            heap.push(Reverse((
+                (sc.tree[1] >> 32) + steps[ci],
+                sc.tree[1],
+                ci as u32,
+                1,
+            )));
         }
-        if c.server != NONE && self.inv.server_dom[c.server as usize] != NONE {
-            local_doms.push(self.inv.server_dom[c.server as usize]);
-        }
-        if !local_doms.is_empty() {
-            for x in local_doms {
-                let mut local: Vec<u32> = self.inv.dom_drives[x as usize]
-                    .iter()
-                    .copied()
-                    .filter(|&d| self.is_candidate(c, d))
-                    .collect();
-                local.sort_by_key(|&d| self.drive_key[d as usize]);
-                local.truncate(want);
-                out.extend(local);
+        let mut excluded: Vec<(u32, u32)> = Vec::new();
+        let mut out = Vec::with_capacity(want + 8);
+        let mut scanned = 0usize;
+        let scan_max = want * 32 + 4096;
+        while out.len() < want && scanned < scan_max {
+            let Some(Reverse((_, _, ci, v))) = heap.pop() else {
+                break;
+            };
+            let sc = &self.seg.classes[ci as usize];
+            // Descend along the smaller child, leaving the other on the heap.
+            let mut v = v as usize;
+            let open = |child: usize| {
+                let val = sc.tree[child];
+                if val == ABSENT {
+                    return None;
+                }
+                let (lo, hi) = sc.range(child);
+                if lo >= hi {
+                    return None;
+                }
+                let (glo, ghi) = (sc.gpos[lo], sc.gpos[hi - 1]);
+                (!excluded.iter().any(|&(a, b)| a <= glo && ghi < b)).then_some(val)
+            };
+            let mut dead = false;
+            while v < sc.size {
+                match (open(2 * v), open(2 * v + 1)) {
+                    (Some(a), Some(b)) => {
+                        let (keep, other, ov) = if a <= b {
+                            (2 * v, 2 * v + 1, b)
+                        } else {
+                            (2 * v + 1, 2 * v, a)
+                        };
+                        heap.push(Reverse((
+                            (ov >> 32) + steps[ci as usize],
+                            ov,
+                            ci,
+                            other as u32,
+                        )));
+                        v = keep;
+                    }
+                    (Some(_), None) => v *= 2,
+                    (None, Some(_)) => v = 2 * v + 1,
+                    (None, None) => {
+                        dead = true;
+                        break;
+                    }
+                }
             }
-            out.sort_unstable();
-            out.dedup();
+            if dead {
+                continue;
+            }
+            let d = sc.drives[v - sc.size];
+            scanned += 1;
+            let dom_of = |&(bw, x, _): &(bool, u16, u32)| {
+                if bw {
+                    self.inv.bw_of_kind(d, x)
+                } else {
+                    self.inv.anc(d, x)
+                }
+            };
+            let crowded = div.iter().enumerate().find(|(i, e)| {
+                let dom = dom_of(e);
+                dom != NONE && per_domain.get(&(*i as u16, dom)).is_some_and(|&k| k >= e.2)
+            });
+            if let Some((_, e)) = crowded {
+                if !e.0 {
+                    excluded.push(self.seg.dom_range[dom_of(e) as usize]);
+                }
+                continue;
+            }
+            if self.drive_filter(c, d).is_some() {
+                continue;
+            }
+            for (i, e) in div.iter().enumerate() {
+                let dom = dom_of(e);
+                if dom == NONE {
+                    continue;
+                }
+                *per_domain.entry((i as u16, dom)).or_default() += 1;
+            }
+            out.push(d);
         }
-        self.sort_by_score(c, &mut out);
         out
     }
 

@@ -79,6 +79,7 @@
 //! File formats (inventory and requests, TOML) are described in the crate README.
 
 mod engine;
+mod index;
 mod inventory;
 mod model;
 mod repair;

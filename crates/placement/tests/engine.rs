@@ -288,3 +288,45 @@ fn example_inventory_and_requests_work() {
             .all(|m| m.from.as_str().starts_with("r1-hdd"))
     );
 }
+
+#[test]
+fn trailing_rack_does_not_hide_other_racks() {
+    // Rack r0 holds 200 empty drives; every other drive is half full. A rack-separated mirror
+    // must take one leg from r0 and the other from the emptiest drive elsewhere, although the
+    // 200 emptiest drives all sit in r0 (this exercises the per-domain index).
+    let mut t = String::new();
+    for r in 0..5 {
+        t += &format!("[[domain]]\nid = \"r{r}\"\nlevel = \"rack\"\n");
+        let n = if r == 0 { 200 } else { 20 };
+        for d in 0..n {
+            let free = if r == 0 {
+                1000
+            } else {
+                500 - (r * 20 + d) as u64
+            };
+            t += &format!(
+                "[[drive]]\nid = \"r{r}d{d}\"\nkind = \"hdd\"\ncapacity = 1000\nfree = {free}\ndomain = \"r{r}\"\n"
+            );
+        }
+    }
+    let e = Engine::new(Inventory::from_toml(&t).unwrap(), 5).unwrap();
+    let p = e.plan(&mirror(2, 10)).unwrap();
+    let racks: Vec<String> = p
+        .drives()
+        .iter()
+        .map(|d| {
+            e.inventory()
+                .drive_domain_at(d, "rack")
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert!(racks.contains(&"r0".to_string()), "{racks:?}");
+    assert_ne!(racks[0], racks[1]);
+    // The other leg is the emptiest drive outside r0: r1d0 (free 480).
+    assert!(
+        p.drives().iter().any(|d| d.as_str() == "r1d0"),
+        "{:?}",
+        p.drives()
+    );
+}
