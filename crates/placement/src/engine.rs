@@ -896,7 +896,9 @@ impl Engine {
                 bw = 1.0;
             }
         }
-        v += 0.5 * bw;
+        // Bandwidth load breaks near-ties in utilization; weighted low so that it cannot pull
+        // members onto much fuller drives (capacity balance comes first).
+        v += 0.05 * bw;
         if c.server != NONE {
             let sd = inv.server_dom[c.server as usize];
             if sd != NONE {
