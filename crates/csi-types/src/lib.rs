@@ -118,6 +118,11 @@ mod validate;
 #[cfg(feature = "proptest")]
 pub mod arbitrary;
 
+/// The workspace README's Rust examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct WorkspaceReadme;
+
 pub use api::{Csi, RawCsi};
 pub use capabilities::*;
 pub use controller::*;
