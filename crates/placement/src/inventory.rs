@@ -374,8 +374,9 @@ impl Inventory {
     /// Serializes the current state (including volumes) as TOML that [`Inventory::from_toml`]
     /// reads back to an equal inventory.
     pub fn to_toml(&self) -> String {
-        // Serializing plain data with string keys cannot fail; fall back to an empty document
-        // rather than panic if a future field breaks that.
+        // Serializing plain data with string keys and sizes validated to fit TOML integers
+        // cannot fail; fall back to an empty document rather than panic if a future field
+        // breaks that.
         toml::to_string(&self.spec).unwrap_or_default()
     }
 
@@ -549,6 +550,40 @@ impl Inventory {
                 }
                 *slot = x;
                 x = inv.dom_parent[x as usize];
+            }
+        }
+        // Sizes must fit TOML's signed 64-bit integers so that the state can always be saved.
+        let too_big = |v: Bytes| v.0 > i64::MAX as u64;
+        let limit = format!("must be at most {} (the TOML integer range)", i64::MAX);
+        for b in &spec.bandwidth_domains {
+            for (field, v) in [("capacity", b.capacity), ("load", b.load)] {
+                if too_big(v) {
+                    return Err(invalid(
+                        format!("bandwidth_domain '{}'", b.id),
+                        field,
+                        limit.clone(),
+                    ));
+                }
+            }
+        }
+        for g in &spec.storage_groups {
+            for (field, v) in [("quota", g.quota.unwrap_or_default()), ("used", g.used)] {
+                if too_big(v) {
+                    return Err(invalid(
+                        format!("storage_group '{}'", g.id),
+                        field,
+                        limit.clone(),
+                    ));
+                }
+            }
+        }
+        for d in &spec.drives {
+            if too_big(d.capacity) {
+                return Err(invalid(
+                    format!("drive '{}'", d.id),
+                    "capacity",
+                    limit.clone(),
+                ));
             }
         }
         // Bandwidth domains.

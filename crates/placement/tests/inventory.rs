@@ -201,6 +201,11 @@ fn negative_and_inconsistent_sizes_are_named() {
         err(&text),
         "drive 'd1': rpm must not be negative (got -7200)"
     );
+    let text = BASE.replace("capacity = \"16 TB\"", "capacity = \"10 EiB\"");
+    assert_eq!(
+        err(&text),
+        "drive 'd1': capacity must be at most 9223372036854775807 (the TOML integer range)"
+    );
     let text = BASE.replace("capacity = 3840000000000", "capacity = 0");
     assert_eq!(err(&text), "drive 'd2': capacity must be positive");
 }
