@@ -7,51 +7,11 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{TestDriver, full_plugin, mount_cap};
+use common::{TestDriver, full_plugin, mount_cap, serve};
 use csi_types::client::Client;
 use csi_types::*;
 use futures::StreamExt;
 use tokio::sync::oneshot;
-
-struct Served {
-    endpoint: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), server::ServeError>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Served {
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.await.unwrap().unwrap();
-    }
-}
-
-async fn serve(plugin: Plugin) -> Served {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("sub/csi.sock");
-    let endpoint = format!("unix://{}", path.display());
-    let (stop, stopped) = oneshot::channel::<()>();
-    let ep = endpoint.clone();
-    let task = tokio::spawn(async move {
-        server::serve(plugin, &ep, async {
-            let _ = stopped.await;
-        })
-        .await
-    });
-    for _ in 0..200 {
-        if path.exists() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    Served {
-        endpoint,
-        stop: Some(stop),
-        task,
-        _dir: dir,
-    }
-}
 
 #[tokio::test]
 async fn all_five_services_answer_on_a_unix_socket() {

@@ -2,6 +2,9 @@
 //! simplest honest way (an in-memory map of volumes), so that each RPC has a
 //! real answer to check.
 
+// Each test binary uses a different part of these helpers.
+#![allow(dead_code)]
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -223,4 +226,48 @@ pub fn full_plugin(driver: TestDriver) -> Plugin {
 
 pub fn mount_cap() -> proto::VolumeCapability {
     VolumeCapability::mount(AccessMode::SingleNodeWriter).into()
+}
+
+/// A plugin served on a unix socket in a temporary directory.
+pub struct Served {
+    /// `unix:///…` of the socket.
+    pub endpoint: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), server::ServeError>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Served {
+    /// Stops the server and checks that it ended without error.
+    pub async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+/// Serves `plugin` and waits until its socket exists.
+pub async fn serve(plugin: Plugin) -> Served {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sub/csi.sock");
+    let endpoint = format!("unix://{}", path.display());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let ep = endpoint.clone();
+    let task = tokio::spawn(async move {
+        server::serve(plugin, &ep, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    for _ in 0..200 {
+        if path.exists() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    Served {
+        endpoint,
+        stop: Some(stop),
+        task,
+        _dir: dir,
+    }
 }
