@@ -22,46 +22,59 @@ use crate::snapshot_metadata::*;
 /// A stream of wire-level block metadata messages.
 pub type RawStream<T> = BoxStream<'static, Result<T, CsiError>>;
 
-/// Calls `$m!` with the list of unary RPCs: (method, wire name, request, response).
+/// Calls `$m!` with every unary RPC, grouped by service:
+/// `[tonic_server_module::ServerTrait, client_field] { (method, wire name, request, response), … }`.
+/// The one list of RPCs from which the call APIs, the server and the client
+/// are generated.
 macro_rules! for_each_unary_rpc {
     ($m:ident) => {
         $m! {
-            (get_plugin_info, "GetPluginInfo", GetPluginInfoRequest, GetPluginInfoResponse),
-            (get_plugin_capabilities, "GetPluginCapabilities", GetPluginCapabilitiesRequest, GetPluginCapabilitiesResponse),
-            (probe, "Probe", ProbeRequest, ProbeResponse),
-            (create_volume, "CreateVolume", CreateVolumeRequest, CreateVolumeResponse),
-            (delete_volume, "DeleteVolume", DeleteVolumeRequest, DeleteVolumeResponse),
-            (controller_publish_volume, "ControllerPublishVolume", ControllerPublishVolumeRequest, ControllerPublishVolumeResponse),
-            (controller_unpublish_volume, "ControllerUnpublishVolume", ControllerUnpublishVolumeRequest, ControllerUnpublishVolumeResponse),
-            (validate_volume_capabilities, "ValidateVolumeCapabilities", ValidateVolumeCapabilitiesRequest, ValidateVolumeCapabilitiesResponse),
-            (list_volumes, "ListVolumes", ListVolumesRequest, ListVolumesResponse),
-            (get_capacity, "GetCapacity", GetCapacityRequest, GetCapacityResponse),
-            (controller_get_capabilities, "ControllerGetCapabilities", ControllerGetCapabilitiesRequest, ControllerGetCapabilitiesResponse),
-            (create_snapshot, "CreateSnapshot", CreateSnapshotRequest, CreateSnapshotResponse),
-            (delete_snapshot, "DeleteSnapshot", DeleteSnapshotRequest, DeleteSnapshotResponse),
-            (list_snapshots, "ListSnapshots", ListSnapshotsRequest, ListSnapshotsResponse),
-            (get_snapshot, "GetSnapshot", GetSnapshotRequest, GetSnapshotResponse),
-            (controller_expand_volume, "ControllerExpandVolume", ControllerExpandVolumeRequest, ControllerExpandVolumeResponse),
-            (controller_get_volume, "ControllerGetVolume", ControllerGetVolumeRequest, ControllerGetVolumeResponse),
-            (controller_modify_volume, "ControllerModifyVolume", ControllerModifyVolumeRequest, ControllerModifyVolumeResponse),
-            (group_controller_get_capabilities, "GroupControllerGetCapabilities", GroupControllerGetCapabilitiesRequest, GroupControllerGetCapabilitiesResponse),
-            (create_volume_group_snapshot, "CreateVolumeGroupSnapshot", CreateVolumeGroupSnapshotRequest, CreateVolumeGroupSnapshotResponse),
-            (delete_volume_group_snapshot, "DeleteVolumeGroupSnapshot", DeleteVolumeGroupSnapshotRequest, DeleteVolumeGroupSnapshotResponse),
-            (get_volume_group_snapshot, "GetVolumeGroupSnapshot", GetVolumeGroupSnapshotRequest, GetVolumeGroupSnapshotResponse),
-            (node_stage_volume, "NodeStageVolume", NodeStageVolumeRequest, NodeStageVolumeResponse),
-            (node_unstage_volume, "NodeUnstageVolume", NodeUnstageVolumeRequest, NodeUnstageVolumeResponse),
-            (node_publish_volume, "NodePublishVolume", NodePublishVolumeRequest, NodePublishVolumeResponse),
-            (node_unpublish_volume, "NodeUnpublishVolume", NodeUnpublishVolumeRequest, NodeUnpublishVolumeResponse),
-            (node_get_volume_stats, "NodeGetVolumeStats", NodeGetVolumeStatsRequest, NodeGetVolumeStatsResponse),
-            (node_expand_volume, "NodeExpandVolume", NodeExpandVolumeRequest, NodeExpandVolumeResponse),
-            (node_get_capabilities, "NodeGetCapabilities", NodeGetCapabilitiesRequest, NodeGetCapabilitiesResponse),
-            (node_get_info, "NodeGetInfo", NodeGetInfoRequest, NodeGetInfoResponse),
+            [identity_server::Identity, identity] {
+                (get_plugin_info, "GetPluginInfo", GetPluginInfoRequest, GetPluginInfoResponse),
+                (get_plugin_capabilities, "GetPluginCapabilities", GetPluginCapabilitiesRequest, GetPluginCapabilitiesResponse),
+                (probe, "Probe", ProbeRequest, ProbeResponse),
+            }
+            [controller_server::Controller, controller] {
+                (create_volume, "CreateVolume", CreateVolumeRequest, CreateVolumeResponse),
+                (delete_volume, "DeleteVolume", DeleteVolumeRequest, DeleteVolumeResponse),
+                (controller_publish_volume, "ControllerPublishVolume", ControllerPublishVolumeRequest, ControllerPublishVolumeResponse),
+                (controller_unpublish_volume, "ControllerUnpublishVolume", ControllerUnpublishVolumeRequest, ControllerUnpublishVolumeResponse),
+                (validate_volume_capabilities, "ValidateVolumeCapabilities", ValidateVolumeCapabilitiesRequest, ValidateVolumeCapabilitiesResponse),
+                (list_volumes, "ListVolumes", ListVolumesRequest, ListVolumesResponse),
+                (get_capacity, "GetCapacity", GetCapacityRequest, GetCapacityResponse),
+                (controller_get_capabilities, "ControllerGetCapabilities", ControllerGetCapabilitiesRequest, ControllerGetCapabilitiesResponse),
+                (create_snapshot, "CreateSnapshot", CreateSnapshotRequest, CreateSnapshotResponse),
+                (delete_snapshot, "DeleteSnapshot", DeleteSnapshotRequest, DeleteSnapshotResponse),
+                (list_snapshots, "ListSnapshots", ListSnapshotsRequest, ListSnapshotsResponse),
+                (get_snapshot, "GetSnapshot", GetSnapshotRequest, GetSnapshotResponse),
+                (controller_expand_volume, "ControllerExpandVolume", ControllerExpandVolumeRequest, ControllerExpandVolumeResponse),
+                (controller_get_volume, "ControllerGetVolume", ControllerGetVolumeRequest, ControllerGetVolumeResponse),
+                (controller_modify_volume, "ControllerModifyVolume", ControllerModifyVolumeRequest, ControllerModifyVolumeResponse),
+            }
+            [group_controller_server::GroupController, group_controller] {
+                (group_controller_get_capabilities, "GroupControllerGetCapabilities", GroupControllerGetCapabilitiesRequest, GroupControllerGetCapabilitiesResponse),
+                (create_volume_group_snapshot, "CreateVolumeGroupSnapshot", CreateVolumeGroupSnapshotRequest, CreateVolumeGroupSnapshotResponse),
+                (delete_volume_group_snapshot, "DeleteVolumeGroupSnapshot", DeleteVolumeGroupSnapshotRequest, DeleteVolumeGroupSnapshotResponse),
+                (get_volume_group_snapshot, "GetVolumeGroupSnapshot", GetVolumeGroupSnapshotRequest, GetVolumeGroupSnapshotResponse),
+            }
+            [node_server::Node, node] {
+                (node_stage_volume, "NodeStageVolume", NodeStageVolumeRequest, NodeStageVolumeResponse),
+                (node_unstage_volume, "NodeUnstageVolume", NodeUnstageVolumeRequest, NodeUnstageVolumeResponse),
+                (node_publish_volume, "NodePublishVolume", NodePublishVolumeRequest, NodePublishVolumeResponse),
+                (node_unpublish_volume, "NodeUnpublishVolume", NodeUnpublishVolumeRequest, NodeUnpublishVolumeResponse),
+                (node_get_volume_stats, "NodeGetVolumeStats", NodeGetVolumeStatsRequest, NodeGetVolumeStatsResponse),
+                (node_expand_volume, "NodeExpandVolume", NodeExpandVolumeRequest, NodeExpandVolumeResponse),
+                (node_get_capabilities, "NodeGetCapabilities", NodeGetCapabilitiesRequest, NodeGetCapabilitiesResponse),
+                (node_get_info, "NodeGetInfo", NodeGetInfoRequest, NodeGetInfoResponse),
+            }
         }
     };
 }
 
 macro_rules! define_apis {
-    ($(($method:ident, $rpc:literal, $req:ident, $resp:ident)),* $(,)?) => {
+    ($([$server:ident :: $service:ident, $field:ident] {
+        $(($method:ident, $rpc:literal, $req:ident, $resp:ident)),* $(,)?
+    })*) => {
         /// Every CSI RPC at the wire level: raw prost requests in, raw prost
         /// responses or a [`CsiError`] out.
         ///
@@ -69,10 +82,10 @@ macro_rules! define_apis {
         /// `Client` (feature `client`).
         #[async_trait]
         pub trait RawCsi: Send + Sync {
-            $(
+            $($(
                 #[doc = concat!("`", $rpc, "`.")]
                 async fn $method(&self, req: proto::$req) -> Result<proto::$resp, CsiError>;
-            )*
+            )*)*
 
             /// `GetMetadataAllocated` (server streaming).
             async fn get_metadata_allocated(
@@ -94,13 +107,13 @@ macro_rules! define_apis {
         /// the RPC and the field.
         #[async_trait]
         pub trait Csi: RawCsi {
-            $(
+            $($(
                 #[doc = concat!("`", $rpc, "`, typed.")]
                 async fn $method(&self, req: $req) -> Result<$resp, CsiError> {
                     let resp = RawCsi::$method(self, req.into()).await?;
                     $resp::try_from(resp).map_err(|e| invalid_response($rpc, e))
                 }
-            )*
+            )*)*
 
             /// `GetMetadataAllocated`, typed.
             async fn get_metadata_allocated(
@@ -137,16 +150,18 @@ fn invalid_response(rpc: &str, e: CsiError) -> CsiError {
 }
 
 macro_rules! forward_raw {
-    ($(($method:ident, $rpc:literal, $req:ident, $resp:ident)),* $(,)?) => {
+    ($([$server:ident :: $service:ident, $field:ident] {
+        $(($method:ident, $rpc:literal, $req:ident, $resp:ident)),* $(,)?
+    })*) => {
         /// An `Arc` of a [`RawCsi`] is one too, so a plugin can be shared
         /// between a server and in-process callers.
         #[async_trait]
         impl<T: RawCsi + ?Sized> RawCsi for std::sync::Arc<T> {
-            $(
+            $($(
                 async fn $method(&self, req: proto::$req) -> Result<proto::$resp, CsiError> {
                     RawCsi::$method(&**self, req).await
                 }
-            )*
+            )*)*
 
             async fn get_metadata_allocated(
                 &self,

@@ -98,7 +98,9 @@ impl Client {
 }
 
 macro_rules! client_calls {
-    ($($field:ident: [$($method:ident: $req:ident => $resp:ident),* $(,)?]),* $(,)?) => {
+    ($([$server:ident :: $service:ident, $field:ident] {
+        $(($method:ident, $rpc:literal, $req:ident, $resp:ident)),* $(,)?
+    })*) => {
         #[async_trait]
         impl RawCsi for Client {
             $($(
@@ -129,43 +131,4 @@ macro_rules! client_calls {
     };
 }
 
-client_calls! {
-    identity: [
-        get_plugin_info: GetPluginInfoRequest => GetPluginInfoResponse,
-        get_plugin_capabilities: GetPluginCapabilitiesRequest => GetPluginCapabilitiesResponse,
-        probe: ProbeRequest => ProbeResponse,
-    ],
-    controller: [
-        create_volume: CreateVolumeRequest => CreateVolumeResponse,
-        delete_volume: DeleteVolumeRequest => DeleteVolumeResponse,
-        controller_publish_volume: ControllerPublishVolumeRequest => ControllerPublishVolumeResponse,
-        controller_unpublish_volume: ControllerUnpublishVolumeRequest => ControllerUnpublishVolumeResponse,
-        validate_volume_capabilities: ValidateVolumeCapabilitiesRequest => ValidateVolumeCapabilitiesResponse,
-        list_volumes: ListVolumesRequest => ListVolumesResponse,
-        get_capacity: GetCapacityRequest => GetCapacityResponse,
-        controller_get_capabilities: ControllerGetCapabilitiesRequest => ControllerGetCapabilitiesResponse,
-        create_snapshot: CreateSnapshotRequest => CreateSnapshotResponse,
-        delete_snapshot: DeleteSnapshotRequest => DeleteSnapshotResponse,
-        list_snapshots: ListSnapshotsRequest => ListSnapshotsResponse,
-        get_snapshot: GetSnapshotRequest => GetSnapshotResponse,
-        controller_expand_volume: ControllerExpandVolumeRequest => ControllerExpandVolumeResponse,
-        controller_get_volume: ControllerGetVolumeRequest => ControllerGetVolumeResponse,
-        controller_modify_volume: ControllerModifyVolumeRequest => ControllerModifyVolumeResponse,
-    ],
-    group_controller: [
-        group_controller_get_capabilities: GroupControllerGetCapabilitiesRequest => GroupControllerGetCapabilitiesResponse,
-        create_volume_group_snapshot: CreateVolumeGroupSnapshotRequest => CreateVolumeGroupSnapshotResponse,
-        delete_volume_group_snapshot: DeleteVolumeGroupSnapshotRequest => DeleteVolumeGroupSnapshotResponse,
-        get_volume_group_snapshot: GetVolumeGroupSnapshotRequest => GetVolumeGroupSnapshotResponse,
-    ],
-    node: [
-        node_stage_volume: NodeStageVolumeRequest => NodeStageVolumeResponse,
-        node_unstage_volume: NodeUnstageVolumeRequest => NodeUnstageVolumeResponse,
-        node_publish_volume: NodePublishVolumeRequest => NodePublishVolumeResponse,
-        node_unpublish_volume: NodeUnpublishVolumeRequest => NodeUnpublishVolumeResponse,
-        node_get_volume_stats: NodeGetVolumeStatsRequest => NodeGetVolumeStatsResponse,
-        node_expand_volume: NodeExpandVolumeRequest => NodeExpandVolumeResponse,
-        node_get_capabilities: NodeGetCapabilitiesRequest => NodeGetCapabilitiesResponse,
-        node_get_info: NodeGetInfoRequest => NodeGetInfoResponse,
-    ],
-}
+crate::api::for_each_unary_rpc!(client_calls);

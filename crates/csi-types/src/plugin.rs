@@ -989,14 +989,16 @@ trait WireResponse {
 }
 
 macro_rules! wire_responses {
-    ($(($method:ident, $rpc:literal, $req:ident, $resp:ident)),* $(,)?) => {
-        $(
+    ($([$server:ident :: $service:ident, $field:ident] {
+        $(($method:ident, $rpc:literal, $req:ident, $resp:ident)),* $(,)?
+    })*) => {
+        $($(
             impl WireResponse for proto::$resp {
                 fn check(&self) -> Result<(), CsiError> {
                     $resp::try_from(self.clone()).map(drop)
                 }
             }
-        )*
+        )*)*
     };
 }
 

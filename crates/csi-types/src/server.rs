@@ -49,63 +49,27 @@ pub enum ServeError {
 #[derive(Clone)]
 struct Services(Arc<dyn RawCsi>);
 
-macro_rules! unary_service {
-    ($trait:path { $($method:ident: $req:ident => $resp:ident),* $(,)? }) => {
-        #[tonic::async_trait]
-        impl $trait for Services {
-            $(
-                async fn $method(&self, request: Request<proto::$req>) -> Result<Response<proto::$resp>, Status> {
-                    RawCsi::$method(&*self.0, request.into_inner())
-                        .await
-                        .map(Response::new)
-                        .map_err(Status::from)
-                }
-            )*
-        }
+macro_rules! unary_services {
+    ($([$server:ident :: $service:ident, $field:ident] {
+        $(($method:ident, $rpc:literal, $req:ident, $resp:ident)),* $(,)?
+    })*) => {
+        $(
+            #[tonic::async_trait]
+            impl proto::$server::$service for Services {
+                $(
+                    async fn $method(&self, request: Request<proto::$req>) -> Result<Response<proto::$resp>, Status> {
+                        RawCsi::$method(&*self.0, request.into_inner())
+                            .await
+                            .map(Response::new)
+                            .map_err(Status::from)
+                    }
+                )*
+            }
+        )*
     };
 }
 
-unary_service!(proto::identity_server::Identity {
-    get_plugin_info: GetPluginInfoRequest => GetPluginInfoResponse,
-    get_plugin_capabilities: GetPluginCapabilitiesRequest => GetPluginCapabilitiesResponse,
-    probe: ProbeRequest => ProbeResponse,
-});
-
-unary_service!(proto::controller_server::Controller {
-    create_volume: CreateVolumeRequest => CreateVolumeResponse,
-    delete_volume: DeleteVolumeRequest => DeleteVolumeResponse,
-    controller_publish_volume: ControllerPublishVolumeRequest => ControllerPublishVolumeResponse,
-    controller_unpublish_volume: ControllerUnpublishVolumeRequest => ControllerUnpublishVolumeResponse,
-    validate_volume_capabilities: ValidateVolumeCapabilitiesRequest => ValidateVolumeCapabilitiesResponse,
-    list_volumes: ListVolumesRequest => ListVolumesResponse,
-    get_capacity: GetCapacityRequest => GetCapacityResponse,
-    controller_get_capabilities: ControllerGetCapabilitiesRequest => ControllerGetCapabilitiesResponse,
-    create_snapshot: CreateSnapshotRequest => CreateSnapshotResponse,
-    delete_snapshot: DeleteSnapshotRequest => DeleteSnapshotResponse,
-    list_snapshots: ListSnapshotsRequest => ListSnapshotsResponse,
-    get_snapshot: GetSnapshotRequest => GetSnapshotResponse,
-    controller_expand_volume: ControllerExpandVolumeRequest => ControllerExpandVolumeResponse,
-    controller_get_volume: ControllerGetVolumeRequest => ControllerGetVolumeResponse,
-    controller_modify_volume: ControllerModifyVolumeRequest => ControllerModifyVolumeResponse,
-});
-
-unary_service!(proto::group_controller_server::GroupController {
-    group_controller_get_capabilities: GroupControllerGetCapabilitiesRequest => GroupControllerGetCapabilitiesResponse,
-    create_volume_group_snapshot: CreateVolumeGroupSnapshotRequest => CreateVolumeGroupSnapshotResponse,
-    delete_volume_group_snapshot: DeleteVolumeGroupSnapshotRequest => DeleteVolumeGroupSnapshotResponse,
-    get_volume_group_snapshot: GetVolumeGroupSnapshotRequest => GetVolumeGroupSnapshotResponse,
-});
-
-unary_service!(proto::node_server::Node {
-    node_stage_volume: NodeStageVolumeRequest => NodeStageVolumeResponse,
-    node_unstage_volume: NodeUnstageVolumeRequest => NodeUnstageVolumeResponse,
-    node_publish_volume: NodePublishVolumeRequest => NodePublishVolumeResponse,
-    node_unpublish_volume: NodeUnpublishVolumeRequest => NodeUnpublishVolumeResponse,
-    node_get_volume_stats: NodeGetVolumeStatsRequest => NodeGetVolumeStatsResponse,
-    node_expand_volume: NodeExpandVolumeRequest => NodeExpandVolumeResponse,
-    node_get_capabilities: NodeGetCapabilitiesRequest => NodeGetCapabilitiesResponse,
-    node_get_info: NodeGetInfoRequest => NodeGetInfoResponse,
-});
+crate::api::for_each_unary_rpc!(unary_services);
 
 type StatusStream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send + 'static>>;
 
