@@ -4,7 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 
-use crate::device::Device;
+use crate::device::{Device, pack, unpack};
 use crate::{
     AllocatorConfig, Constraints, DeviceId, DevicePolicy, DeviceSpec, Error, Extent, Reservation,
     Slice, SliceId,
@@ -105,7 +105,8 @@ pub struct Allocator {
     pub(crate) config: AllocatorConfig,
     pub(crate) devices: Vec<Option<Device>>,
     pub(crate) by_id: IdMap<DeviceId, u32>,
-    pub(crate) by_allocatable: BTreeSet<(u64, u32)>,
+    /// `(largest allocatable bytes, device index)` per device, packed by [`pack`].
+    pub(crate) by_allocatable: BTreeSet<u128>,
     /// Free bytes per device, for `MostFree` and multi-extent allocation. Maintained lazily:
     /// changed devices are queued in `dirty` and re-keyed when a query needs the index, so the
     /// default policy does not pay for indexes it never reads.
@@ -162,7 +163,7 @@ impl Allocator {
         })?;
         let d = Device::new(spec);
         let k = d.keys;
-        self.by_allocatable.insert((k.allocatable, idx));
+        self.by_allocatable.insert(pack(k.allocatable, idx.into()));
         self.by_free.insert((d.lazy.0, idx));
         self.by_frag.insert((d.lazy.1, idx));
         self.capacity += u128::from(d.units * d.gran());
@@ -186,7 +187,7 @@ impl Allocator {
             .take()
             .expect("indexed device exists");
         let k = d.keys;
-        self.by_allocatable.remove(&(k.allocatable, idx));
+        self.by_allocatable.remove(&pack(k.allocatable, idx.into()));
         self.by_free.remove(&(d.lazy.0, idx));
         self.by_frag.remove(&(d.lazy.1, idx));
         self.capacity -= u128::from(d.units * d.gran());
@@ -637,7 +638,7 @@ impl Allocator {
             extents: exts
                 .as_slice()
                 .iter()
-                .map(|&(o, l)| Extent::new(o * g, l * g).expect("in-range extent"))
+                .map(|&(o, l)| Extent::from_valid(o * g, l * g))
                 .collect(),
         }
     }
@@ -651,8 +652,10 @@ impl Allocator {
         let new = d.compute_keys();
         d.keys = new;
         if old.allocatable != new.allocatable {
-            self.by_allocatable.remove(&(old.allocatable, idx));
-            self.by_allocatable.insert((new.allocatable, idx));
+            self.by_allocatable
+                .remove(&pack(old.allocatable, idx.into()));
+            self.by_allocatable
+                .insert(pack(new.allocatable, idx.into()));
         }
         self.free = self.free - u128::from(old.free) + u128::from(new.free);
         if !d.dirty {
@@ -799,14 +802,15 @@ impl Allocator {
         match policy {
             DevicePolicy::BestFitLargestExtent => self
                 .by_allocatable
-                .range((size, 0)..)
+                .range(pack(size, 0)..)
                 .next()
-                .map(|&(_, i)| i),
+                .map(|&k| unpack(k).1 as u32),
             DevicePolicy::SpreadWithHeadroom => self
                 .by_allocatable
                 .last()
-                .filter(|&&(a, _)| a >= size)
-                .map(|&(_, i)| i),
+                .map(|&k| unpack(k))
+                .filter(|&(a, _)| a >= size)
+                .map(|(_, i)| i as u32),
             DevicePolicy::MostFree => self
                 .by_free
                 .iter()

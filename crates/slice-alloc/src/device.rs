@@ -12,8 +12,9 @@ pub(crate) struct Device {
     pub(crate) reserved_units: u64,
     /// offset -> length, coalesced: no two entries touch.
     pub(crate) free_by_off: BTreeMap<u64, u64>,
-    /// (length, offset) for every entry of `free_by_off`.
-    pub(crate) free_by_len: BTreeSet<(u64, u64)>,
+    /// `(length, offset)` for every entry of `free_by_off`, packed by [`pack`] so that the
+    /// B-tree compares one integer per key (the search is a hot path of every allocation).
+    pub(crate) free_by_len: BTreeSet<u128>,
     pub(crate) free_units: u64,
     /// Slices and reservations on this device.
     pub(crate) slices: usize,
@@ -61,7 +62,7 @@ impl Device {
     }
 
     pub(crate) fn largest(&self) -> u64 {
-        self.free_by_len.last().map_or(0, |&(l, _)| l)
+        self.free_by_len.last().map_or(0, |&k| unpack(k).0)
     }
 
     /// Largest single extent a *new* allocation may take without breaking reserved headroom.
@@ -94,13 +95,13 @@ impl Device {
     fn insert_raw(&mut self, off: u64, len: u64) {
         debug_assert!(len > 0);
         self.free_by_off.insert(off, len);
-        self.free_by_len.insert((len, off));
+        self.free_by_len.insert(pack(len, off));
         self.free_units += len;
     }
 
     fn remove_raw(&mut self, off: u64, len: u64) {
         self.free_by_off.remove(&off);
-        self.free_by_len.remove(&(len, off));
+        self.free_by_len.remove(&pack(len, off));
         self.free_units -= len;
     }
 
@@ -156,28 +157,29 @@ impl Device {
     /// `headroom` units after the slice, else the smallest extent that fits. Returns the
     /// extent `(offset, len)`.
     pub(crate) fn pick(&self, units: u64, headroom: u64) -> Option<(u64, u64)> {
-        let &(first_len, first_off) = self.free_by_len.range((units, 0)..).next()?;
+        let (first_len, first_off) = unpack(*self.free_by_len.range(pack(units, 0)..).next()?);
         let with_room = units.saturating_add(headroom);
         if first_len == units || headroom == 0 || first_len >= with_room {
             return Some((first_off, first_len));
         }
-        Some(
-            self.free_by_len
-                .range((with_room, 0)..)
-                .next()
-                .map_or((first_off, first_len), |&(l, o)| (o, l)),
-        )
+        Some(self.free_by_len.range(pack(with_room, 0)..).next().map_or(
+            (first_off, first_len),
+            |&k| {
+                let (l, o) = unpack(k);
+                (o, l)
+            },
+        ))
     }
 
     /// Extents (offset, len) covering `units` (at most the free total) without taking them:
     /// one best-fit extent if any fits, else the largest extents first.
     pub(crate) fn plan_multi(&self, units: u64) -> Vec<(u64, u64)> {
-        if let Some(&(_, o)) = self.free_by_len.range((units, 0)..).next() {
-            return vec![(o, units)];
+        if let Some(&k) = self.free_by_len.range(pack(units, 0)..).next() {
+            return vec![(unpack(k).1, units)];
         }
         let mut out = Vec::new();
         let mut left = units;
-        for &(l, o) in self.free_by_len.iter().rev() {
+        for (l, o) in self.free_by_len.iter().rev().map(|&k| unpack(k)) {
             if left == 0 {
                 break;
             }
@@ -199,4 +201,15 @@ pub(crate) fn frag_ppm(largest: u64, free: u64) -> u32 {
         return 0;
     }
     (1_000_000 - (largest as u128 * 1_000_000 / free as u128) as u64) as u32
+}
+
+/// `(hi, lo)` as one integer ordered like the tuple: B-tree searches then compare one `u128`
+/// per key instead of two fields with a branch between them.
+pub(crate) fn pack(hi: u64, lo: u64) -> u128 {
+    (u128::from(hi) << 64) | u128::from(lo)
+}
+
+/// The inverse of [`pack`].
+pub(crate) fn unpack(k: u128) -> (u64, u64) {
+    ((k >> 64) as u64, k as u64)
 }

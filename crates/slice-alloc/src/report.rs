@@ -155,8 +155,9 @@ impl Allocator {
     pub fn largest_allocatable(&self) -> Option<(DeviceId, u64)> {
         self.by_allocatable
             .last()
-            .filter(|&&(a, _)| a > 0)
-            .map(|&(a, i)| (self.dev(i).spec.id(), a))
+            .map(|&k| crate::device::unpack(k))
+            .filter(|&(a, _)| a > 0)
+            .map(|(a, i)| (self.dev(i as u32).spec.id(), a))
     }
 
     /// The largest slice a new allocation could get on `id`.
