@@ -120,9 +120,15 @@ impl Device {
         if off + len > o + l {
             return false;
         }
-        self.remove_raw(o, l);
         if off > o {
-            self.insert_raw(o, off - o);
+            // The part before the range keeps its offset: shorten it in place in the offset
+            // index instead of removing and re-inserting it.
+            self.free_by_len.remove(&pack(l, o));
+            self.free_by_len.insert(pack(off - o, o));
+            self.free_by_off.insert(o, off - o);
+            self.free_units -= l - (off - o);
+        } else {
+            self.remove_raw(o, l);
         }
         if off + len < o + l {
             self.insert_raw(off + len, o + l - off - len);
@@ -133,19 +139,25 @@ impl Device {
     /// Returns `[off, off+len)` to the free set, coalescing with neighbours. The caller
     /// guarantees the range is currently used.
     pub(crate) fn release(&mut self, off: u64, len: u64) {
-        let mut start = off;
-        let mut end = off + len;
-        if let Some((&po, &pl)) = self.free_by_off.range(..off).next_back()
-            && po + pl == off
+        let end = off + len;
+        let next = self.free_by_off.remove(&end);
+        if let Some(nl) = next {
+            self.free_by_len.remove(&pack(nl, end));
+        }
+        let merged = len + next.unwrap_or(0);
+        if let Some((&po, pl)) = self.free_by_off.range_mut(..off).next_back()
+            && po + *pl == off
         {
-            self.remove_raw(po, pl);
-            start = po;
+            // Merge into the extent before: it keeps its offset, so its offset-index entry is
+            // lengthened in place instead of being removed and re-inserted.
+            self.free_by_len.remove(&pack(*pl, po));
+            *pl += merged;
+            self.free_by_len.insert(pack(*pl, po));
+        } else {
+            self.free_by_off.insert(off, merged);
+            self.free_by_len.insert(pack(merged, off));
         }
-        if let Some(&nl) = self.free_by_off.get(&end) {
-            self.remove_raw(end, nl);
-            end += nl;
-        }
-        self.insert_raw(start, end - start);
+        self.free_units += len;
     }
 
     /// Free units directly after unit `end` (0 if `end` is not the start of a free extent).
