@@ -8,7 +8,7 @@ use crate::redact::Secrets;
 use crate::types::{
     CapacityRange, FromProto, Map, Snapshot, Topology, TopologyRequirement, Volume,
     VolumeCapability, VolumeCondition, VolumeContentSource, at, list, non_empty_list, optional,
-    required,
+    optional_id, required,
 };
 use crate::validate;
 
@@ -197,11 +197,7 @@ impl TryFrom<proto::ControllerUnpublishVolumeRequest> for ControllerUnpublishVol
     fn try_from(p: proto::ControllerUnpublishVolumeRequest) -> Result<Self, CsiError> {
         Ok(ControllerUnpublishVolumeRequest {
             volume_id: VolumeId::parse("volume_id", p.volume_id)?,
-            node_id: if p.node_id.is_empty() {
-                None
-            } else {
-                Some(NodeId::parse("node_id", p.node_id)?)
-            },
+            node_id: optional_id("node_id", p.node_id, NodeId::parse)?,
             secrets: Secrets::parse("secrets", p.secrets)?,
         })
     }
@@ -386,10 +382,7 @@ impl TryFrom<proto::ListVolumesRequest> for ListVolumesRequest {
 impl From<ListVolumesRequest> for proto::ListVolumesRequest {
     fn from(r: ListVolumesRequest) -> Self {
         proto::ListVolumesRequest {
-            max_entries: r
-                .max_entries
-                .map(|n| n.min(i32::MAX as u32) as i32)
-                .unwrap_or(0),
+            max_entries: r.max_entries.map_or(0, validate::count_to_wire),
             starting_token: r.starting_token.unwrap_or_default(),
         }
     }
@@ -804,16 +797,8 @@ impl TryFrom<proto::ListSnapshotsRequest> for ListSnapshotsRequest {
         Ok(ListSnapshotsRequest {
             max_entries: validate::optional_count("max_entries", p.max_entries)?,
             starting_token: validate::optional_string("starting_token", p.starting_token)?,
-            source_volume_id: if p.source_volume_id.is_empty() {
-                None
-            } else {
-                Some(VolumeId::parse("source_volume_id", p.source_volume_id)?)
-            },
-            snapshot_id: if p.snapshot_id.is_empty() {
-                None
-            } else {
-                Some(SnapshotId::parse("snapshot_id", p.snapshot_id)?)
-            },
+            source_volume_id: optional_id("source_volume_id", p.source_volume_id, VolumeId::parse)?,
+            snapshot_id: optional_id("snapshot_id", p.snapshot_id, SnapshotId::parse)?,
             secrets: Secrets::parse("secrets", p.secrets)?,
         })
     }
@@ -822,10 +807,7 @@ impl TryFrom<proto::ListSnapshotsRequest> for ListSnapshotsRequest {
 impl From<ListSnapshotsRequest> for proto::ListSnapshotsRequest {
     fn from(r: ListSnapshotsRequest) -> Self {
         proto::ListSnapshotsRequest {
-            max_entries: r
-                .max_entries
-                .map(|n| n.min(i32::MAX as u32) as i32)
-                .unwrap_or(0),
+            max_entries: r.max_entries.map_or(0, validate::count_to_wire),
             starting_token: r.starting_token.unwrap_or_default(),
             source_volume_id: r.source_volume_id.map(String::from).unwrap_or_default(),
             snapshot_id: r.snapshot_id.map(String::from).unwrap_or_default(),

@@ -7,17 +7,9 @@ use crate::proto;
 use crate::redact::Secrets;
 use crate::types::{
     CapacityRange, FromProto, Map, Topology, VolumeCapability, VolumeCondition, at, list, optional,
-    required,
+    optional_id, required,
 };
 use crate::validate;
-
-fn optional_path(field: &str, p: String) -> Result<Option<NodePath>, CsiError> {
-    if p.is_empty() {
-        Ok(None)
-    } else {
-        NodePath::parse(field, p).map(Some)
-    }
-}
 
 /// `NodeStageVolume` request: make a volume available at a per-node staging path.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -126,7 +118,11 @@ impl TryFrom<proto::NodePublishVolumeRequest> for NodePublishVolumeRequest {
         Ok(NodePublishVolumeRequest {
             volume_id: VolumeId::parse("volume_id", p.volume_id)?,
             publish_context: validate::map("publish_context", p.publish_context)?,
-            staging_target_path: optional_path("staging_target_path", p.staging_target_path)?,
+            staging_target_path: optional_id(
+                "staging_target_path",
+                p.staging_target_path,
+                NodePath::parse,
+            )?,
             target_path: NodePath::parse("target_path", p.target_path)?,
             volume_capability: required("volume_capability", p.volume_capability)?,
             readonly: p.readonly,
@@ -204,7 +200,11 @@ impl TryFrom<proto::NodeGetVolumeStatsRequest> for NodeGetVolumeStatsRequest {
         Ok(NodeGetVolumeStatsRequest {
             volume_id: VolumeId::parse("volume_id", p.volume_id)?,
             volume_path: NodePath::parse("volume_path", p.volume_path)?,
-            staging_target_path: optional_path("staging_target_path", p.staging_target_path)?,
+            staging_target_path: optional_id(
+                "staging_target_path",
+                p.staging_target_path,
+                NodePath::parse,
+            )?,
         })
     }
 }
@@ -330,7 +330,11 @@ impl TryFrom<proto::NodeExpandVolumeRequest> for NodeExpandVolumeRequest {
             volume_id: VolumeId::parse("volume_id", p.volume_id)?,
             volume_path: NodePath::parse("volume_path", p.volume_path)?,
             capacity_range: optional("capacity_range", p.capacity_range)?,
-            staging_target_path: optional_path("staging_target_path", p.staging_target_path)?,
+            staging_target_path: optional_id(
+                "staging_target_path",
+                p.staging_target_path,
+                NodePath::parse,
+            )?,
             volume_capability: optional("volume_capability", p.volume_capability)?,
             secrets: Secrets::parse("secrets", p.secrets)?,
         })

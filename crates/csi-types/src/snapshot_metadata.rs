@@ -123,10 +123,7 @@ impl From<GetMetadataAllocatedRequest> for proto::GetMetadataAllocatedRequest {
         proto::GetMetadataAllocatedRequest {
             snapshot_id: r.snapshot_id.into_string(),
             starting_offset: validate::to_i64(r.starting_offset),
-            max_results: r
-                .max_results
-                .map(|n| n.min(i32::MAX as u32) as i32)
-                .unwrap_or(0),
+            max_results: r.max_results.map_or(0, validate::count_to_wire),
             secrets: r.secrets.into_inner(),
         }
     }
@@ -166,10 +163,7 @@ impl From<GetMetadataDeltaRequest> for proto::GetMetadataDeltaRequest {
             base_snapshot_id: r.base_snapshot_id.into_string(),
             target_snapshot_id: r.target_snapshot_id.into_string(),
             starting_offset: validate::to_i64(r.starting_offset),
-            max_results: r
-                .max_results
-                .map(|n| n.min(i32::MAX as u32) as i32)
-                .unwrap_or(0),
+            max_results: r.max_results.map_or(0, validate::count_to_wire),
             secrets: r.secrets.into_inner(),
         }
     }

@@ -61,6 +61,20 @@ pub(crate) fn non_empty_list<P, T: FromProto<P>>(
     list(field, ps)
 }
 
+/// An optional id or path: the empty string means unset, anything else is
+/// validated by `parse`.
+pub(crate) fn optional_id<T>(
+    field: &str,
+    value: String,
+    parse: fn(&str, String) -> Result<T, CsiError>,
+) -> Result<Option<T>, CsiError> {
+    if value.is_empty() {
+        Ok(None)
+    } else {
+        parse(field, value).map(Some)
+    }
+}
+
 /// A list of ids, each validated by `parse`.
 pub(crate) fn id_list<T>(
     field: &str,
@@ -843,14 +857,11 @@ impl FromProto<proto::Snapshot> for Snapshot {
             size_bytes: validate::non_negative(&at(field, "size_bytes"), p.size_bytes)?,
             creation_time: timestamp(&at(field, "creation_time"), p.creation_time)?,
             ready_to_use: p.ready_to_use,
-            group_snapshot_id: if p.group_snapshot_id.is_empty() {
-                None
-            } else {
-                Some(GroupSnapshotId::parse(
-                    &at(field, "group_snapshot_id"),
-                    p.group_snapshot_id,
-                )?)
-            },
+            group_snapshot_id: optional_id(
+                &at(field, "group_snapshot_id"),
+                p.group_snapshot_id,
+                GroupSnapshotId::parse,
+            )?,
         })
     }
 }

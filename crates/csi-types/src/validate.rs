@@ -215,6 +215,12 @@ pub(crate) fn optional_count(field: &str, value: i32) -> Result<Option<u32>, Csi
     }
 }
 
+/// A count the typed layer keeps as `u32` back to the wire's `int32`,
+/// saturating at `i32::MAX`.
+pub(crate) fn count_to_wire(n: u32) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
 /// Converts a u64 that the typed layer guarantees fits back to int64, saturating.
 pub(crate) fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
