@@ -4,7 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 
-use crate::device::{Device, pack, unpack};
+use crate::device::{Device, ExtentIndex, pack, unpack};
 use crate::{
     AllocatorConfig, Constraints, DeviceId, DevicePolicy, DeviceSpec, Error, Extent, Reservation,
     Slice, SliceId,
@@ -114,6 +114,8 @@ pub struct Allocator {
     /// `1 - largest/free` in ppm per device, for `LeastFragmented`; lazy like `by_free`.
     by_frag: BTreeSet<(u32, u32)>,
     dirty: Vec<u32>,
+    /// Every free extent of every device by length, for `BestFitExtent`.
+    by_extent: ExtentIndex,
     pub(crate) slices: IdMap<SliceId, Entry>,
     expiry: BTreeSet<(u64, SliceId)>,
     pub(crate) next_id: u64,
@@ -139,6 +141,7 @@ impl Allocator {
             by_free: BTreeSet::new(),
             by_frag: BTreeSet::new(),
             dirty: Vec::new(),
+            by_extent: ExtentIndex::default(),
             slices: IdMap::default(),
             expiry: BTreeSet::new(),
             next_id: 1,
@@ -161,7 +164,7 @@ impl Allocator {
             field: "device",
             rule: "more than u32::MAX devices".into(),
         })?;
-        let d = Device::new(spec);
+        let d = Device::new(spec, idx, &mut self.by_extent);
         let k = d.keys;
         self.by_allocatable.insert(pack(k.allocatable, idx.into()));
         self.by_free.insert((d.lazy.0, idx));
@@ -187,6 +190,7 @@ impl Allocator {
             .take()
             .expect("indexed device exists");
         let k = d.keys;
+        d.unindex(&mut self.by_extent);
         self.by_allocatable.remove(&pack(k.allocatable, idx.into()));
         self.by_free.remove(&(d.lazy.0, idx));
         self.by_frag.remove(&(d.lazy.1, idx));
@@ -313,11 +317,11 @@ impl Allocator {
             }
             plan.push((e.offset() / g, e.len() / g));
         }
-        let d = self.dev_mut(idx);
+        let (d, ix) = self.dev_and_index(idx);
         for (i, &(o, l)) in plan.iter().enumerate() {
-            if !d.take(o, l) {
+            if !d.take(o, l, ix) {
                 for &(po, pl) in &plan[..i] {
-                    d.release(po, pl);
+                    d.release(po, pl, ix);
                 }
                 let other = plan[..i]
                     .iter()
@@ -431,17 +435,17 @@ impl Allocator {
             tracing::debug!(error = %e, "grow failed");
             return Err(e);
         }
-        let d = self.dev_mut(idx);
+        let (d, ix) = self.dev_and_index(idx);
         let mut added = Vec::new();
         let first = in_place.min(extra);
         if first > 0 {
-            let ok = d.take(end, first);
+            let ok = d.take(end, first, ix);
             debug_assert!(ok);
             added.push((end, first));
         }
         if extra > first {
             for (o, l) in d.plan_multi(extra - first) {
-                let ok = d.take(o, l);
+                let ok = d.take(o, l, ix);
                 debug_assert!(ok);
                 added.push((o, l));
             }
@@ -480,7 +484,7 @@ impl Allocator {
         while drop > 0 {
             let last = entry.exts.last_mut();
             let cut = last.1.min(drop);
-            dev.release(last.0 + last.1 - cut, cut);
+            dev.release(last.0 + last.1 - cut, cut, &mut self.by_extent);
             drop -= cut;
             if cut == last.1 {
                 entry.exts.pop_last();
@@ -608,6 +612,14 @@ impl Allocator {
             .expect("indexed device exists")
     }
 
+    /// A device and the cross-device extent index that its free-space changes update.
+    fn dev_and_index(&mut self, idx: u32) -> (&mut Device, &mut ExtentIndex) {
+        let d = self.devices[idx as usize]
+            .as_mut()
+            .expect("indexed device exists");
+        (d, &mut self.by_extent)
+    }
+
     fn expect_state(&self, id: SliceId, reservation: bool) -> Result<&Entry, Error> {
         let e = self.slices.get(&id).ok_or(Error::UnknownSlice(id))?;
         match (e.expires.is_some(), reservation) {
@@ -687,9 +699,9 @@ impl Allocator {
     }
 
     fn insert_planned(&mut self, id: SliceId, idx: u32, exts: Exts, expires: Option<u64>) {
-        let d = self.dev_mut(idx);
+        let (d, ix) = self.dev_and_index(idx);
         for &(o, l) in exts.as_slice() {
-            let ok = d.take(o, l);
+            let ok = d.take(o, l, ix);
             debug_assert!(ok, "planned extent is free");
         }
         d.slices += 1;
@@ -721,9 +733,9 @@ impl Allocator {
         if let Some(t) = e.expires {
             self.expiry.remove(&(t, id));
         }
-        let d = self.dev_mut(e.device);
+        let (d, ix) = self.dev_and_index(e.device);
         for &(o, l) in e.exts.as_slice() {
-            d.release(o, l);
+            d.release(o, l, ix);
         }
         d.slices -= 1;
         self.reindex(e.device);
@@ -741,6 +753,16 @@ impl Allocator {
             off
         } else {
             off + left
+        }
+    }
+
+    /// The growth headroom the extent choice inside a device honours: none for
+    /// [`DevicePolicy::BestFitExtent`], whose device choice already names the extent (the
+    /// smallest that fits); the configured share for the other policies.
+    fn extent_headroom(&self, policy: DevicePolicy, units: u64) -> u64 {
+        match policy {
+            DevicePolicy::BestFitExtent => 0,
+            _ => self.headroom(units),
         }
     }
 
@@ -769,7 +791,7 @@ impl Allocator {
             let d = self.dev(idx);
             let units = size.div_ceil(d.gran());
             let ext = d
-                .pick(units, self.headroom(units))
+                .pick(units, self.extent_headroom(policy, units))
                 .expect("index says an extent fits");
             return Ok((idx, Exts::One((self.position(ext, units), units))));
         }
@@ -821,6 +843,11 @@ impl Allocator {
             DevicePolicy::LeastFragmented => {
                 self.by_frag.iter().map(|&(_, i)| i).find(|&i| fits(i))
             }
+            DevicePolicy::BestFitExtent => self
+                .by_extent
+                .at_least(size)
+                .map(|(_, i)| i)
+                .find(|&i| fits(i)),
         }
     }
 
@@ -843,6 +870,13 @@ impl Allocator {
                 DevicePolicy::SpreadWithHeadroom => (u64::MAX - k.allocatable, 0),
                 DevicePolicy::MostFree => (u64::MAX - k.free, 0),
                 DevicePolicy::LeastFragmented => (u64::from(self.dev(i).frag_ppm()), 0),
+                // The device's smallest fitting extent (there is one: `allocatable` fits), ties
+                // to the device added first, as in the cross-device extent index.
+                DevicePolicy::BestFitExtent => {
+                    let d = self.dev(i);
+                    let l = d.smallest_fit(size.div_ceil(d.gran())).unwrap_or(u64::MAX);
+                    (l.saturating_mul(d.gran()), u64::from(i))
+                }
             };
             if best.is_none_or(|(_, bk)| key < bk) {
                 best = Some((i, key));

@@ -1,6 +1,9 @@
 //! Per-device free-space bookkeeping in allocation units (granules): the free extents indexed
-//! by offset (for coalescing and in-place growth) and by `(length, offset)` (for best fit).
+//! by offset (for coalescing and in-place growth) and by `(length, offset)` (for best fit), and
+//! the cross-device [`ExtentIndex`] of every free extent's length, which each change here keeps
+//! up to date.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::DeviceSpec;
@@ -8,6 +11,8 @@ use crate::DeviceSpec;
 #[derive(Clone, Debug)]
 pub(crate) struct Device {
     pub(crate) spec: DeviceSpec,
+    /// This device's position in the allocator, the device part of its [`ExtentIndex`] keys.
+    pub(crate) idx: u32,
     pub(crate) units: u64,
     pub(crate) reserved_units: u64,
     /// offset -> length, coalesced: no two entries touch.
@@ -33,11 +38,13 @@ pub(crate) struct Keys {
 }
 
 impl Device {
-    pub(crate) fn new(spec: DeviceSpec) -> Self {
+    /// An empty device at position `idx`, its one free extent entered in `ix`.
+    pub(crate) fn new(spec: DeviceSpec, idx: u32, ix: &mut ExtentIndex) -> Self {
         let units = spec.units();
         let reserved_units = spec.reserved_units().min(units);
         let mut d = Device {
             spec,
+            idx,
             units,
             reserved_units,
             free_by_off: BTreeMap::new(),
@@ -51,7 +58,7 @@ impl Device {
             lazy: (0, 0),
             dirty: false,
         };
-        d.insert_raw(0, units);
+        d.insert_raw(0, units, ix);
         d.keys = d.compute_keys();
         d.lazy = d.lazy_keys();
         d
@@ -92,17 +99,39 @@ impl Device {
         (self.free_units * self.gran(), self.frag_ppm())
     }
 
-    fn insert_raw(&mut self, off: u64, len: u64) {
+    fn insert_raw(&mut self, off: u64, len: u64, ix: &mut ExtentIndex) {
         debug_assert!(len > 0);
         self.free_by_off.insert(off, len);
         self.free_by_len.insert(pack(len, off));
+        ix.add(len * self.gran(), self.idx);
         self.free_units += len;
     }
 
-    fn remove_raw(&mut self, off: u64, len: u64) {
+    fn remove_raw(&mut self, off: u64, len: u64, ix: &mut ExtentIndex) {
         self.free_by_off.remove(&off);
         self.free_by_len.remove(&pack(len, off));
+        ix.remove(len * self.gran(), self.idx);
         self.free_units -= len;
+    }
+
+    /// Changes the length of the free extent at `off` from `old` to `new` (both non-zero).
+    /// It keeps its offset, so its offset-index entry is updated in place instead of being
+    /// removed and re-inserted.
+    fn resize_raw(&mut self, off: u64, old: u64, new: u64, ix: &mut ExtentIndex) {
+        self.free_by_len.remove(&pack(old, off));
+        self.free_by_len.insert(pack(new, off));
+        self.free_by_off.insert(off, new);
+        let g = self.gran();
+        ix.remove(old * g, self.idx);
+        ix.add(new * g, self.idx);
+        self.free_units = self.free_units - old + new;
+    }
+
+    /// Removes every free extent from `ix` (the device is leaving the allocator).
+    pub(crate) fn unindex(&self, ix: &mut ExtentIndex) {
+        for &len in self.free_by_off.values() {
+            ix.remove(len * self.gran(), self.idx);
+        }
     }
 
     /// The free extent containing unit `off`, if any.
@@ -113,7 +142,7 @@ impl Device {
 
     /// Marks `[off, off+len)` used. Returns `false` (and changes nothing) unless the whole range
     /// is free.
-    pub(crate) fn take(&mut self, off: u64, len: u64) -> bool {
+    pub(crate) fn take(&mut self, off: u64, len: u64, ix: &mut ExtentIndex) -> bool {
         let Some((o, l)) = self.free_containing(off) else {
             return false;
         };
@@ -121,28 +150,26 @@ impl Device {
             return false;
         }
         if off > o {
-            // The part before the range keeps its offset: shorten it in place in the offset
-            // index instead of removing and re-inserting it.
-            self.free_by_len.remove(&pack(l, o));
-            self.free_by_len.insert(pack(off - o, o));
-            self.free_by_off.insert(o, off - o);
-            self.free_units -= l - (off - o);
+            // The part before the range keeps its offset.
+            self.resize_raw(o, l, off - o, ix);
         } else {
-            self.remove_raw(o, l);
+            self.remove_raw(o, l, ix);
         }
         if off + len < o + l {
-            self.insert_raw(off + len, o + l - off - len);
+            self.insert_raw(off + len, o + l - off - len, ix);
         }
         true
     }
 
     /// Returns `[off, off+len)` to the free set, coalescing with neighbours. The caller
     /// guarantees the range is currently used.
-    pub(crate) fn release(&mut self, off: u64, len: u64) {
+    pub(crate) fn release(&mut self, off: u64, len: u64, ix: &mut ExtentIndex) {
+        let (g, dev) = (self.gran(), self.idx);
         let end = off + len;
         let next = self.free_by_off.remove(&end);
         if let Some(nl) = next {
             self.free_by_len.remove(&pack(nl, end));
+            ix.remove(nl * g, dev);
         }
         let merged = len + next.unwrap_or(0);
         if let Some((&po, pl)) = self.free_by_off.range_mut(..off).next_back()
@@ -151,11 +178,14 @@ impl Device {
             // Merge into the extent before: it keeps its offset, so its offset-index entry is
             // lengthened in place instead of being removed and re-inserted.
             self.free_by_len.remove(&pack(*pl, po));
+            ix.remove(*pl * g, dev);
             *pl += merged;
             self.free_by_len.insert(pack(*pl, po));
+            ix.add(*pl * g, dev);
         } else {
             self.free_by_off.insert(off, merged);
             self.free_by_len.insert(pack(merged, off));
+            ix.add(merged * g, dev);
         }
         self.free_units += len;
     }
@@ -163,6 +193,14 @@ impl Device {
     /// Free units directly after unit `end` (0 if `end` is not the start of a free extent).
     pub(crate) fn free_after(&self, end: u64) -> u64 {
         self.free_by_off.get(&end).copied().unwrap_or(0)
+    }
+
+    /// Length in units of the smallest free extent of at least `units`.
+    pub(crate) fn smallest_fit(&self, units: u64) -> Option<u64> {
+        self.free_by_len
+            .range(pack(units, 0)..)
+            .next()
+            .map(|&k| unpack(k).0)
     }
 
     /// Best fit with growth headroom: an exact fit, else the smallest extent leaving at least
@@ -204,6 +242,41 @@ impl Device {
 
     pub(crate) fn free_extents(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         self.free_by_off.iter().map(|(&o, &l)| (o, l))
+    }
+}
+
+/// Every free extent of every device, as a multiset of `(length in bytes, device index)`: the
+/// index behind [`DevicePolicy::BestFitExtent`](crate::DevicePolicy::BestFitExtent), which
+/// needs the smallest fitting extent across all devices in O(log e) for e free extents.
+/// Lengths are in bytes so that devices of different granularities compare correctly.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ExtentIndex(BTreeMap<u128, u32>);
+
+impl ExtentIndex {
+    fn key(len: u64, dev: u32) -> u128 {
+        (u128::from(len) << 32) | u128::from(dev)
+    }
+
+    fn add(&mut self, len: u64, dev: u32) {
+        *self.0.entry(Self::key(len, dev)).or_insert(0) += 1;
+    }
+
+    fn remove(&mut self, len: u64, dev: u32) {
+        match self.0.entry(Self::key(len, dev)) {
+            Entry::Occupied(mut e) if *e.get() > 1 => *e.get_mut() -= 1,
+            Entry::Occupied(e) => {
+                e.remove();
+            }
+            Entry::Vacant(_) => debug_assert!(false, "extent index lacks ({len}, {dev})"),
+        }
+    }
+
+    /// `(length in bytes, device index)` of the free extents at least `len` bytes long,
+    /// shortest first, ties by device index (one entry per distinct length on a device).
+    pub(crate) fn at_least(&self, len: u64) -> impl Iterator<Item = (u64, u32)> + '_ {
+        self.0
+            .range(Self::key(len, 0)..)
+            .map(|(&k, _)| ((k >> 32) as u64, k as u32))
     }
 }
 

@@ -5,9 +5,9 @@
 //! fits only if some device has a large enough *contiguous* extent, and which device a slice
 //! lands on matters more than the algorithm inside one device. This crate makes the device
 //! choice an explicit [`DevicePolicy`], keeps per-device free extents indexed by offset and by
-//! `(length, offset)`, and keeps a cross-device index of each device's largest allocatable
-//! extent, so with the default policy `allocate` and `free` are O(log n) in the number of
-//! devices and never scan them.
+//! `(length, offset)`, and keeps two cross-device indexes, of each device's largest allocatable
+//! extent and of every free extent by length, so with the default policy (best fit over the
+//! free extents of all devices) `allocate` and `free` are O(log n) and never scan devices.
 //!
 //! It is pure computation: no async runtime, no clock (callers pass `now` to
 //! reservation calls), no files (the journal is written to a `std::io::Write` you pass and
@@ -21,7 +21,7 @@
 //! a.add_device(DeviceSpec::new(DeviceId::new(1), 100 * GIB)?)?;
 //! a.add_device(DeviceSpec::new(DeviceId::new(2), 40 * GIB)?)?;
 //!
-//! // 30.5 GiB rounds up to 31 GiB; best fit picks device 2, whose largest extent fits best.
+//! // 30.5 GiB rounds up to 31 GiB; best fit picks device 2, whose free extent fits best.
 //! let s = a.allocate(30 * GIB + GIB / 2, &Constraints::any())?;
 //! assert_eq!((s.device, s.size()), (DeviceId::new(2), 31 * GIB));
 //!

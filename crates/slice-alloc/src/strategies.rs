@@ -89,6 +89,7 @@ impl Arbitrary for Record {
 /// Any device policy.
 pub fn policy() -> impl Strategy<Value = DevicePolicy> {
     prop_oneof![
+        Just(DevicePolicy::BestFitExtent),
         Just(DevicePolicy::BestFitLargestExtent),
         Just(DevicePolicy::MostFree),
         Just(DevicePolicy::LeastFragmented),

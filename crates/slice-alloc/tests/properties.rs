@@ -103,6 +103,7 @@ fn run(specs: Vec<DeviceSpec>, config: AllocatorConfig, ops: Vec<Op>) -> Result<
                 });
                 let fits = fits_somewhere(&a, size, cands.as_deref());
                 let keys = policy_keys(&a, size, cands.as_deref(), policy);
+                let gaps_before = common::gaps(&a);
                 let c = Constraints {
                     candidates: cands.as_deref(),
                     policy: Some(policy),
@@ -123,6 +124,19 @@ fn run(specs: Vec<DeviceSpec>, config: AllocatorConfig, ops: Vec<Op>) -> Result<
                             s.device,
                             keys
                         );
+                        if policy == DevicePolicy::BestFitExtent {
+                            // The slice went into the extent that decided the choice.
+                            let e = s.extents[0];
+                            let (_, gaps) = &gaps_before[&s.device];
+                            let hole = gaps
+                                .iter()
+                                .find(|&&(o, l)| o <= e.offset() && e.end() <= o + l)
+                                .map(|&(_, l)| l);
+                            prop_assert_eq!(
+                                hole.map(|l| i128::from(l) << 32),
+                                best.map(|k| k >> 32 << 32)
+                            );
+                        }
                         None
                     }
                     Err(e) => {
@@ -216,6 +230,9 @@ fn policy_keys(
     policy: DevicePolicy,
 ) -> std::collections::BTreeMap<DeviceId, i128> {
     let mut out = std::collections::BTreeMap::new();
+    // Position in the order devices were added, for ties.
+    let order: std::collections::BTreeMap<DeviceId, usize> =
+        a.devices().enumerate().map(|(i, s)| (s.id(), i)).collect();
     for (id, (spec, gaps)) in common::gaps(a) {
         if cands.is_some_and(|c| !c.contains(&id)) {
             continue;
@@ -232,7 +249,13 @@ fn policy_keys(
         } else {
             1_000_000 - (largest as u128 * 1_000_000 / free as u128) as i128
         };
+        let need = size.div_ceil(g) * g;
         let key = match policy {
+            // The smallest fitting extent, ties to the device added first.
+            DevicePolicy::BestFitExtent => {
+                let smallest = gaps.iter().map(|x| x.1).filter(|&l| l >= need).min();
+                (i128::from(smallest.expect("allocatable fits")) << 32) | order[&id] as i128
+            }
             DevicePolicy::BestFitLargestExtent => allocatable as i128,
             DevicePolicy::SpreadWithHeadroom => -(allocatable as i128),
             DevicePolicy::MostFree => -(free as i128),
