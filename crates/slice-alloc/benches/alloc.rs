@@ -1,6 +1,8 @@
 //! Throughput on the issue-5 fleet workload (see `common/workload.rs`), for slice-alloc and,
 //! in the same process on the same input, offset-allocator, range-alloc and a pure best-fit
-//! packer, all behind the same best-fit-by-largest-extent device choice.
+//! packer, all behind the same device choice: slice-alloc's default, best fit by extent (the
+//! device holding the smallest free extent that fits). `fleet_report` also measures the
+//! best-fit-by-largest-extent policy.
 //!
 //! - `mixed_op/<allocator>`: one operation of the steady-state mixed workload at 90% fill
 //!   (allocate while below 90%, else free a random live slice).
@@ -27,7 +29,7 @@ mod cpu_time;
 mod workload;
 
 use cpu_time::ThreadCpu;
-use workload::{BestFit, Counts, Fleet, OffsetAlloc, Ours, RangeAlloc, Run, TARGET};
+use workload::{BestFit, Counts, Fleet, OffsetAlloc, Ours, Policy, RangeAlloc, Run, TARGET};
 
 fn bench_fleet<F: Fleet, M: Measurement>(
     c: &mut Criterion<M>,
@@ -35,7 +37,7 @@ fn bench_fleet<F: Fleet, M: Measurement>(
     m: &M,
     with_allocate_only: bool,
 ) {
-    let mut run = Run::<F>::filled();
+    let mut run = Run::<F>::filled(Policy::BestFitExtent);
     let mut g = c.benchmark_group(format!("{clock}/mixed_op"));
     g.throughput(Throughput::Elements(1));
     g.bench_function(F::NAME, |b| {

@@ -5,8 +5,12 @@
 //! freed heap does not hide another's).
 //!
 //! ```text
-//! cargo run --release -p slice-alloc --example fleet_report -- [--ops 1000000]
+//! cargo run --release -p slice-alloc --example fleet_report -- \
+//!     [--ops 1000000] [--policy extent|largest-extent] [--only <allocator>]
 //! ```
+//!
+//! Without `--policy` it measures every allocator under both device policies: best fit by
+//! extent (slice-alloc's default) and best fit by largest free extent.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
@@ -16,8 +20,8 @@ mod workload;
 
 use slice_alloc::ceph_fragmentation_score;
 use workload::{
-    BestFit, Counts, DEVICE_UNITS, DEVICES, Fleet, OffsetAlloc, Ours, RangeAlloc, Run, TARGET,
-    gaps, layout,
+    BestFit, Counts, DEVICE_UNITS, DEVICES, Fleet, OffsetAlloc, Ours, Policy, RangeAlloc, Run,
+    TARGET, gaps, layout,
 };
 
 /// Harness-side record of every device's used extents and largest gap, to tell whether a
@@ -67,6 +71,7 @@ impl Shadow {
 #[derive(Debug, Default)]
 struct Figures {
     name: &'static str,
+    policy: Option<Policy>,
     fill_failures: u64,
     counts: Counts,
     failed_while_fit: u64,
@@ -82,9 +87,9 @@ struct Figures {
     rss_mib: Option<f64>,
 }
 
-fn measure<F: Fleet>(ops: u64) -> Figures {
+fn measure<F: Fleet>(policy: Policy, ops: u64) -> Figures {
     // Pass 1: classify failures against the shadow layout.
-    let mut run = Run::<F>::filled();
+    let mut run = Run::<F>::filled(policy);
     let fill_failures = run.fill_failures;
     let mut shadow = Shadow::new(&run);
     let mut counts = Counts::default();
@@ -142,7 +147,7 @@ fn measure<F: Fleet>(ops: u64) -> Figures {
     drop(run);
 
     // Pass 2: the same stream, timed, without the shadow.
-    let mut run = Run::<F>::filled();
+    let mut run = Run::<F>::filled(policy);
     let mut c2 = Counts::default();
     let (t, c) = (Instant::now(), cpu_s());
     for _ in 0..ops {
@@ -182,6 +187,7 @@ fn measure<F: Fleet>(ops: u64) -> Figures {
 
     Figures {
         name: F::NAME,
+        policy: Some(policy),
         fill_failures,
         counts,
         failed_while_fit,
@@ -216,10 +222,10 @@ fn rss_kib() -> Option<u64> {
 }
 
 /// Child mode: build, fill and run one allocator, print the resident-memory growth in KiB.
-fn memory_child(name: &str, ops: u64) {
-    fn go<F: Fleet>(ops: u64) -> u64 {
+fn memory_child(name: &str, policy: Policy, ops: u64) {
+    fn go<F: Fleet>(policy: Policy, ops: u64) -> u64 {
         let before = rss_kib().unwrap_or(0);
-        let mut run = Run::<F>::filled();
+        let mut run = Run::<F>::filled(policy);
         let mut c = Counts::default();
         for _ in 0..ops {
             run.step(&mut c, &mut |_, _| {});
@@ -229,10 +235,10 @@ fn memory_child(name: &str, ops: u64) {
         after.saturating_sub(before)
     }
     let kib = match name {
-        "slice-alloc" => go::<Ours>(ops),
-        "offset-allocator" => go::<OffsetAlloc>(ops),
-        "range-alloc" => go::<RangeAlloc>(ops),
-        "pure best fit" => go::<BestFit>(ops),
+        "slice-alloc" => go::<Ours>(policy, ops),
+        "offset-allocator" => go::<OffsetAlloc>(policy, ops),
+        "range-alloc" => go::<RangeAlloc>(policy, ops),
+        "pure best fit" => go::<BestFit>(policy, ops),
         other => panic!("unknown allocator {other}"),
     };
     println!("{kib}");
@@ -245,37 +251,50 @@ fn main() {
         .position(|a| a == "--ops")
         .and_then(|i| args.get(i + 1))
         .map_or(1_000_000, |v| v.parse().expect("--ops takes a number"));
-    if let Some(i) = args.iter().position(|a| a == "--memory-child") {
-        memory_child(&args[i + 1], ops);
+    let arg = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .map(|i| args.get(i + 1).cloned().unwrap_or_default())
+    };
+    let policies: Vec<Policy> = match arg("--policy") {
+        Some(p) => vec![Policy::parse(&p).expect("--policy takes extent or largest-extent")],
+        None => Policy::ALL.to_vec(),
+    };
+    if let Some(name) = arg("--memory-child") {
+        memory_child(&name, policies[0], ops);
         return;
     }
     println!(
-        "workload: {DEVICES} devices x {DEVICE_UNITS} GiB, slices log-uniform 1-2048 GiB, fill 90%, then {ops} mixed ops; \
-         device choice: best fit by largest free extent"
+        "workload: {DEVICES} devices x {DEVICE_UNITS} GiB, slices log-uniform 1-2048 GiB, fill 90%, then {ops} mixed ops, seed {:#x}",
+        workload::seed()
     );
     // `--only <name>` measures one allocator (for profiling).
-    let only = args
-        .iter()
-        .position(|a| a == "--only")
-        .map(|i| args[i + 1].clone());
+    let only = arg("--only");
     let want = |n: &str| only.as_deref().is_none_or(|o| o == n);
     let mut all = Vec::new();
-    if want(Ours::NAME) {
-        all.push(measure::<Ours>(ops));
-    }
-    if want(OffsetAlloc::NAME) {
-        all.push(measure::<OffsetAlloc>(ops));
-    }
-    if want(RangeAlloc::NAME) {
-        all.push(measure::<RangeAlloc>(ops));
-    }
-    if want(BestFit::NAME) {
-        all.push(measure::<BestFit>(ops));
+    for &policy in &policies {
+        if want(Ours::NAME) {
+            all.push(measure::<Ours>(policy, ops));
+        }
+        if want(OffsetAlloc::NAME) {
+            all.push(measure::<OffsetAlloc>(policy, ops));
+        }
+        if want(RangeAlloc::NAME) {
+            all.push(measure::<RangeAlloc>(policy, ops));
+        }
+        if want(BestFit::NAME) {
+            all.push(measure::<BestFit>(policy, ops));
+        }
     }
     let exe = std::env::current_exe().expect("own path");
     for f in &mut all {
+        let policy = match f.policy {
+            Some(Policy::BestFitLargestExtent) => "largest-extent",
+            _ => "extent",
+        };
         let out = std::process::Command::new(&exe)
-            .args(["--memory-child", f.name, "--ops", &ops.to_string()])
+            .args(["--memory-child", f.name, "--policy", policy])
+            .args(["--ops", &ops.to_string()])
             .output()
             .expect("run child");
         f.rss_mib = String::from_utf8_lossy(&out.stdout)
@@ -285,12 +304,13 @@ fn main() {
             .map(|k| k / 1024.0);
     }
     println!(
-        "\n| allocator | allocations/s at 90% (CPU time / wall) | mixed ops/s (CPU time / wall) | allocation attempts | failed | failed while a fitting extent existed | fill failures | 1 - largest/free | Ceph score | live slices growable 10% in place | live slices | final fill | resident memory |"
+        "\n| device policy | allocator | allocations/s at 90% (CPU time / wall) | mixed ops/s (CPU time / wall) | allocation attempts | failed | failed while a fitting extent existed | fill failures | 1 - largest/free | Ceph score | live slices growable 10% in place | live slices | final fill | resident memory |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for f in &all {
         println!(
-            "| {} | {:.2} M / {:.2} M | {:.2} M / {:.2} M | {} | {} ({:.2}%) | {} | {} | {:.3} | {:.3} | {:.1}% | {} | {:.1}% | {} |",
+            "| {} | {} | {:.2} M / {:.2} M | {:.2} M / {:.2} M | {} | {} ({:.2}%) | {} | {} | {:.3} | {:.3} | {:.1}% | {} | {:.1}% | {} |",
+            f.policy.map_or("", Policy::name),
             f.name,
             f.allocs_per_cpu_s / 1e6,
             f.allocs_per_s / 1e6,

@@ -3,13 +3,15 @@
 //! log-uniform in 1..=2,048 GiB, fill to 90%, then mixed allocate/free operations that hold the
 //! fill at 90%. Every allocator sees the same input stream (sizes and free choices come from one
 //! seeded generator, drawn for every operation whatever its outcome) and the same device-choice
-//! policy: best fit by largest free extent.
+//! policy ([`Policy`]).
 
 #![allow(dead_code)] // the bench and the example use different parts
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use slice_alloc::{Allocator, AllocatorConfig, Constraints, DeviceId, DeviceSpec, GIB, SliceId};
+use slice_alloc::{
+    Allocator, AllocatorConfig, Constraints, DeviceId, DevicePolicy, DeviceSpec, GIB, SliceId,
+};
 
 pub const DEVICES: u32 = 1000;
 pub const DEVICE_UNITS: u32 = 7680;
@@ -51,41 +53,160 @@ impl Rng {
     }
 }
 
+/// The device-choice policy every allocator of a run uses: slice-alloc applies it itself (its
+/// [`DevicePolicy`]); for the peers, which manage one device each, the harness applies it over
+/// a [`FreeMirror`] of their free extents.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Policy {
+    /// The device holding the smallest free extent that fits (slice-alloc's default).
+    BestFitExtent,
+    /// The device whose largest free extent is the smallest that fits.
+    BestFitLargestExtent,
+}
+
+impl Policy {
+    pub const ALL: [Policy; 2] = [Policy::BestFitExtent, Policy::BestFitLargestExtent];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::BestFitExtent => "best fit by extent",
+            Policy::BestFitLargestExtent => "best fit by largest free extent",
+        }
+    }
+
+    /// The policy named on a command line (`extent` or `largest-extent`).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "extent" => Some(Policy::BestFitExtent),
+            "largest-extent" => Some(Policy::BestFitLargestExtent),
+            _ => None,
+        }
+    }
+
+    fn ours(self) -> DevicePolicy {
+        match self {
+            Policy::BestFitExtent => DevicePolicy::BestFitExtent,
+            Policy::BestFitLargestExtent => DevicePolicy::BestFitLargestExtent,
+        }
+    }
+}
+
 /// What the harness needs from an allocator. Units are GiB.
 pub trait Fleet {
     type Handle: Copy;
     const NAME: &'static str;
-    fn build() -> Self;
+    fn build(policy: Policy) -> Self;
     fn allocate(&mut self, units: u32) -> Option<Self::Handle>;
     fn free(&mut self, h: Self::Handle);
     /// (device, offset, len) of a live allocation.
     fn extent(&self, h: &Self::Handle) -> (u32, u32, u32);
 }
 
-/// Best fit by largest free extent over a per-device "largest free extent" index kept by the
-/// harness, for peers that have no such index of their own.
-pub struct DeviceIndex {
+/// The free extents of every device of a peer allocator, kept by the harness so that it can
+/// apply the run's device policy to allocators that manage one device each and have no such
+/// query of their own: per device, free extents by offset; across devices, every device's
+/// largest extent and every free extent by `(length, device)`. Updating it is part of each
+/// peer's measured time, as the same indexes are part of slice-alloc's.
+pub struct FreeMirror {
+    policy: Policy,
+    free: Vec<BTreeMap<u32, u32>>,
+    by_extent: BTreeMap<(u32, u32), u32>,
     by_largest: BTreeSet<(u32, u32)>,
     largest: Vec<u32>,
 }
 
-impl DeviceIndex {
-    pub fn new() -> Self {
+impl FreeMirror {
+    pub fn new(policy: Policy) -> Self {
         Self {
+            policy,
+            free: vec![BTreeMap::from([(0, DEVICE_UNITS)]); DEVICES as usize],
+            by_extent: (0..DEVICES).map(|d| ((DEVICE_UNITS, d), 1)).collect(),
             by_largest: (0..DEVICES).map(|d| (DEVICE_UNITS, d)).collect(),
             largest: vec![DEVICE_UNITS; DEVICES as usize],
         }
     }
-    pub fn set(&mut self, dev: u32, largest: u32) {
-        let old = std::mem::replace(&mut self.largest[dev as usize], largest);
-        if old != largest {
-            self.by_largest.remove(&(old, dev));
-            self.by_largest.insert((largest, dev));
+
+    /// Devices the policy would try for `units`, best first (a device may repeat).
+    pub fn candidates(&self, units: u32) -> Box<dyn Iterator<Item = u32> + '_> {
+        match self.policy {
+            Policy::BestFitExtent => {
+                Box::new(self.by_extent.range((units, 0)..).map(|(&(_, d), _)| d))
+            }
+            Policy::BestFitLargestExtent => {
+                Box::new(self.by_largest.range((units, 0)..).map(|&(_, d)| d))
+            }
         }
     }
-    /// Devices whose largest extent fits, best fit first.
-    pub fn candidates(&self, units: u32) -> impl Iterator<Item = u32> + '_ {
-        self.by_largest.range((units, 0)..).map(|&(_, d)| d)
+
+    fn add(&mut self, dev: u32, off: u32, len: u32) {
+        self.free[dev as usize].insert(off, len);
+        *self.by_extent.entry((len, dev)).or_insert(0) += 1;
+    }
+
+    fn remove(&mut self, dev: u32, off: u32) -> u32 {
+        let len = self.free[dev as usize]
+            .remove(&off)
+            .expect("mirrored extent");
+        let n = self
+            .by_extent
+            .get_mut(&(len, dev))
+            .expect("mirrored extent");
+        *n -= 1;
+        if *n == 0 {
+            self.by_extent.remove(&(len, dev));
+        }
+        len
+    }
+
+    fn refresh_largest(&mut self, dev: u32) {
+        let l = self.free[dev as usize].values().copied().max().unwrap_or(0);
+        self.set_largest(dev, l);
+    }
+
+    /// Sets the largest free extent `BestFitLargestExtent` sees on `dev` (for a peer that
+    /// reports it itself, instead of [`take`](Self::take) and [`release`](Self::release)).
+    pub fn set_largest(&mut self, dev: u32, l: u32) {
+        let old = std::mem::replace(&mut self.largest[dev as usize], l);
+        if old != l {
+            self.by_largest.remove(&(old, dev));
+            self.by_largest.insert((l, dev));
+        }
+    }
+
+    /// Records that `[off, off + len)` on `dev` was allocated.
+    pub fn take(&mut self, dev: u32, off: u32, len: u32) {
+        let (&o, &l) = self.free[dev as usize]
+            .range(..=off)
+            .next_back()
+            .expect("allocated range lies in a free extent");
+        self.remove(dev, o);
+        if off > o {
+            self.add(dev, o, off - o);
+        }
+        if off + len < o + l {
+            self.add(dev, off + len, o + l - off - len);
+        }
+        if self.policy == Policy::BestFitLargestExtent {
+            self.refresh_largest(dev);
+        }
+    }
+
+    /// Records that `[off, off + len)` on `dev` was freed, coalescing with its neighbours.
+    pub fn release(&mut self, dev: u32, off: u32, len: u32) {
+        let (mut start, mut end) = (off, off + len);
+        if self.free[dev as usize].contains_key(&end) {
+            end += self.remove(dev, end);
+        }
+        if let Some((&po, &pl)) = self.free[dev as usize].range(..off).next_back()
+            && po + pl == off
+        {
+            self.remove(dev, po);
+            start = po;
+        }
+        self.add(dev, start, end - start);
+        if self.policy == Policy::BestFitLargestExtent {
+            self.refresh_largest(dev);
+        }
     }
 }
 
@@ -94,9 +215,10 @@ impl DeviceIndex {
 pub struct Ours(pub Allocator);
 
 impl Ours {
-    pub fn with_headroom(pct: u8) -> Self {
+    pub fn new(policy: Policy, growth_headroom_percent: u8) -> Self {
         let mut a = Allocator::new(AllocatorConfig {
-            growth_headroom_percent: pct,
+            policy: policy.ours(),
+            growth_headroom_percent,
             ..AllocatorConfig::default()
         })
         .unwrap();
@@ -113,8 +235,8 @@ impl Ours {
 impl Fleet for Ours {
     type Handle = SliceId;
     const NAME: &'static str = "slice-alloc";
-    fn build() -> Self {
-        Self::with_headroom(10)
+    fn build(policy: Policy) -> Self {
+        Self::new(policy, AllocatorConfig::default().growth_headroom_percent)
     }
     fn allocate(&mut self, units: u32) -> Option<SliceId> {
         self.0
@@ -143,8 +265,8 @@ pub struct BestFit(pub Ours);
 impl Fleet for BestFit {
     type Handle = SliceId;
     const NAME: &'static str = "pure best fit";
-    fn build() -> Self {
-        Self(Ours::with_headroom(0))
+    fn build(policy: Policy) -> Self {
+        Self(Ours::new(policy, 0))
     }
     fn allocate(&mut self, units: u32) -> Option<SliceId> {
         self.0.allocate(units)
@@ -161,39 +283,56 @@ impl Fleet for BestFit {
 
 pub struct OffsetAlloc {
     devs: Vec<offset_allocator::Allocator>,
-    index: DeviceIndex,
+    mirror: FreeMirror,
+}
+
+impl OffsetAlloc {
+    /// Updates the device index after a change on `dev`: by extent, from the harness's mirror
+    /// of the free extents (offset-allocator cannot list them); by largest free extent, from
+    /// offset-allocator's own report of its largest free region, so that it is offered the
+    /// devices where it can allocate.
+    fn track(&mut self, dev: u32, mirror: impl FnOnce(&mut FreeMirror)) {
+        if self.mirror.policy == Policy::BestFitExtent {
+            mirror(&mut self.mirror);
+        } else {
+            let l = self.devs[dev as usize].storage_report().largest_free_region;
+            self.mirror.set_largest(dev, l);
+        }
+    }
 }
 
 impl Fleet for OffsetAlloc {
     type Handle = (u32, offset_allocator::Allocation, u32);
     const NAME: &'static str = "offset-allocator";
-    fn build() -> Self {
+    fn build(policy: Policy) -> Self {
         Self {
             devs: (0..DEVICES)
                 .map(|_| offset_allocator::Allocator::with_max_allocs(DEVICE_UNITS, 1024))
                 .collect(),
-            index: DeviceIndex::new(),
+            mirror: FreeMirror::new(policy),
         }
     }
     fn allocate(&mut self, units: u32) -> Option<Self::Handle> {
-        // offset-allocator reports its largest region by size class, so a device the index
-        // offers may still refuse; try the next best fit then.
+        // offset-allocator looks for free regions by size class, so a device with a fitting
+        // extent may still refuse; try the policy's next choice then.
         let mut found = None;
-        for d in self.index.candidates(units) {
+        let mut last = None;
+        for d in self.mirror.candidates(units) {
+            if last.replace(d) == Some(d) {
+                continue;
+            }
             if let Some(a) = self.devs[d as usize].allocate(units) {
                 found = Some((d, a, units));
                 break;
             }
         }
-        let (d, _, _) = found?;
-        let l = self.devs[d as usize].storage_report().largest_free_region;
-        self.index.set(d, l);
+        let (d, a, _) = found?;
+        self.track(d, |m| m.take(d, a.offset, units));
         found
     }
     fn free(&mut self, h: Self::Handle) {
         self.devs[h.0 as usize].free(h.1);
-        let l = self.devs[h.0 as usize].storage_report().largest_free_region;
-        self.index.set(h.0, l);
+        self.track(h.0, |m| m.release(h.0, h.1.offset, h.2));
     }
     fn extent(&self, h: &Self::Handle) -> (u32, u32, u32) {
         (h.0, h.1.offset, h.2)
@@ -204,43 +343,29 @@ impl Fleet for OffsetAlloc {
 
 pub struct RangeAlloc {
     devs: Vec<range_alloc::RangeAllocator<u32>>,
-    index: DeviceIndex,
-}
-
-impl RangeAlloc {
-    fn refresh(&mut self, d: u32) {
-        // range-alloc has no largest-free-range query: derive it from the allocated ranges.
-        let mut largest = 0;
-        let mut pos = 0;
-        for r in self.devs[d as usize].allocated_ranges() {
-            largest = largest.max(r.start - pos);
-            pos = r.end;
-        }
-        largest = largest.max(DEVICE_UNITS - pos);
-        self.index.set(d, largest);
-    }
+    mirror: FreeMirror,
 }
 
 impl Fleet for RangeAlloc {
     type Handle = (u32, u32, u32);
     const NAME: &'static str = "range-alloc";
-    fn build() -> Self {
+    fn build(policy: Policy) -> Self {
         Self {
             devs: (0..DEVICES)
                 .map(|_| range_alloc::RangeAllocator::new(0..DEVICE_UNITS))
                 .collect(),
-            index: DeviceIndex::new(),
+            mirror: FreeMirror::new(policy),
         }
     }
     fn allocate(&mut self, units: u32) -> Option<Self::Handle> {
-        let d = self.index.candidates(units).next()?;
+        let d = self.mirror.candidates(units).next()?;
         let r = self.devs[d as usize].allocate_range(units).ok()?;
-        self.refresh(d);
+        self.mirror.take(d, r.start, units);
         Some((d, r.start, units))
     }
     fn free(&mut self, h: Self::Handle) {
         self.devs[h.0 as usize].free_range(h.1..h.1 + h.2);
-        self.refresh(h.0);
+        self.mirror.release(h.0, h.1, h.2);
     }
     fn extent(&self, h: &Self::Handle) -> (u32, u32, u32) {
         *h
@@ -272,10 +397,10 @@ pub struct Counts {
 impl<F: Fleet> Run<F> {
     /// Builds the fleet and fills it to 90% (allocation failures during the fill are counted
     /// and skipped, so every allocator ends the fill at the same target or as close as it can).
-    pub fn filled() -> Self {
+    pub fn filled(policy: Policy) -> Self {
         let seed = seed();
         let mut run = Run {
-            fleet: F::build(),
+            fleet: F::build(policy),
             live: Vec::new(),
             used: 0,
             rng: Rng::new(seed),
