@@ -105,17 +105,19 @@ pub struct Allocator {
     pub(crate) config: AllocatorConfig,
     pub(crate) devices: Vec<Option<Device>>,
     pub(crate) by_id: IdMap<DeviceId, u32>,
-    /// `(largest allocatable bytes, device index)` per device, packed by [`pack`].
-    pub(crate) by_allocatable: BTreeSet<u128>,
-    /// Free bytes per device, for `MostFree` and multi-extent allocation. Maintained lazily:
-    /// changed devices are queued in `dirty` and re-keyed when a query needs the index, so the
-    /// default policy does not pay for indexes it never reads.
+    /// `(largest allocatable bytes, device index)` per device, packed by [`pack`], for
+    /// `BestFitLargestExtent` and `SpreadWithHeadroom`. Maintained lazily: changed devices are
+    /// queued in `dirty` and re-keyed when a query needs the index, so a policy does not pay
+    /// for indexes it never reads.
+    by_allocatable: BTreeSet<u128>,
+    /// Free bytes per device, for `MostFree` and multi-extent allocation; lazy.
     by_free: BTreeSet<(u64, u32)>,
     /// `1 - largest/free` in ppm per device, for `LeastFragmented`; lazy like `by_free`.
     by_frag: BTreeSet<(u32, u32)>,
     dirty: Vec<u32>,
-    /// Every free extent of every device by length, for `BestFitExtent`.
-    by_extent: ExtentIndex,
+    /// Every free extent of every device by length, for `BestFitExtent` and
+    /// [`largest_allocatable`](Self::largest_allocatable). Kept up to date on every change.
+    pub(crate) by_extent: ExtentIndex,
     pub(crate) slices: IdMap<SliceId, Entry>,
     expiry: BTreeSet<(u64, SliceId)>,
     pub(crate) next_id: u64,
@@ -165,10 +167,11 @@ impl Allocator {
             rule: "more than u32::MAX devices".into(),
         })?;
         let d = Device::new(spec, idx, &mut self.by_extent);
-        let k = d.keys;
-        self.by_allocatable.insert(pack(k.allocatable, idx.into()));
-        self.by_free.insert((d.lazy.0, idx));
-        self.by_frag.insert((d.lazy.1, idx));
+        let (k, lazy) = (d.keys, d.lazy);
+        self.by_allocatable
+            .insert(pack(lazy.allocatable, idx.into()));
+        self.by_free.insert((lazy.free, idx));
+        self.by_frag.insert((lazy.frag, idx));
         self.capacity += u128::from(d.units * d.gran());
         self.free += u128::from(k.free);
         self.by_id.insert(d.spec.id(), idx);
@@ -189,11 +192,12 @@ impl Allocator {
         let d = self.devices[idx as usize]
             .take()
             .expect("indexed device exists");
-        let k = d.keys;
+        let (k, lazy) = (d.keys, d.lazy);
         d.unindex(&mut self.by_extent);
-        self.by_allocatable.remove(&pack(k.allocatable, idx.into()));
-        self.by_free.remove(&(d.lazy.0, idx));
-        self.by_frag.remove(&(d.lazy.1, idx));
+        self.by_allocatable
+            .remove(&pack(lazy.allocatable, idx.into()));
+        self.by_free.remove(&(lazy.free, idx));
+        self.by_frag.remove(&(lazy.frag, idx));
         self.capacity -= u128::from(d.units * d.gran());
         self.free -= u128::from(k.free);
         self.by_id.remove(&id);
@@ -655,7 +659,8 @@ impl Allocator {
         }
     }
 
-    /// Refreshes device `idx` in the cross-device indexes after its free space changed.
+    /// Refreshes device `idx`'s figures after its free space changed, and queues it for the
+    /// lazily maintained indexes (the extent index is already up to date).
     fn reindex(&mut self, idx: u32) {
         let d = self.devices[idx as usize]
             .as_mut()
@@ -663,12 +668,6 @@ impl Allocator {
         let old = d.keys;
         let new = d.compute_keys();
         d.keys = new;
-        if old.allocatable != new.allocatable {
-            self.by_allocatable
-                .remove(&pack(old.allocatable, idx.into()));
-            self.by_allocatable
-                .insert(pack(new.allocatable, idx.into()));
-        }
         self.free = self.free - u128::from(old.free) + u128::from(new.free);
         if !d.dirty {
             d.dirty = true;
@@ -687,13 +686,19 @@ impl Allocator {
             let old = d.lazy;
             let new = d.lazy_keys();
             d.lazy = new;
-            if old.0 != new.0 {
-                self.by_free.remove(&(old.0, idx));
-                self.by_free.insert((new.0, idx));
+            if old.allocatable != new.allocatable {
+                self.by_allocatable
+                    .remove(&pack(old.allocatable, idx.into()));
+                self.by_allocatable
+                    .insert(pack(new.allocatable, idx.into()));
             }
-            if old.1 != new.1 {
-                self.by_frag.remove(&(old.1, idx));
-                self.by_frag.insert((new.1, idx));
+            if old.free != new.free {
+                self.by_free.remove(&(old.free, idx));
+                self.by_free.insert((new.free, idx));
+            }
+            if old.frag != new.frag {
+                self.by_frag.remove(&(old.frag, idx));
+                self.by_frag.insert((new.frag, idx));
             }
         }
     }
@@ -775,12 +780,7 @@ impl Allocator {
     fn choose(&mut self, size: u64, c: &Constraints<'_>) -> Result<(u32, Exts), Error> {
         let policy = c.policy.unwrap_or(self.config.policy);
         let multi = c.multi_extent.unwrap_or(self.config.multi_extent);
-        if c.candidates.is_none()
-            && matches!(
-                policy,
-                DevicePolicy::MostFree | DevicePolicy::LeastFragmented
-            )
-        {
+        if c.candidates.is_none() && policy != DevicePolicy::BestFitExtent {
             self.refresh_lazy();
         }
         let pick = match c.candidates {

@@ -23,12 +23,23 @@ pub(crate) struct Device {
     pub(crate) free_units: u64,
     /// Slices and reservations on this device.
     pub(crate) slices: usize,
-    /// The keys under which the allocator's eager index (and free-space total) hold this device.
+    /// This device's current figures, updated after every change (no index lookups).
     pub(crate) keys: Keys,
-    /// The `(free bytes, fragmentation ppm)` under which the lazily maintained indexes hold it.
-    pub(crate) lazy: (u64, u32),
+    /// The figures under which the lazily maintained cross-device indexes hold it.
+    pub(crate) lazy: Lazy,
     /// Whether `lazy` may be stale (the device is queued for the next lazy-index refresh).
     pub(crate) dirty: bool,
+}
+
+/// Keys of the lazily maintained cross-device indexes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Lazy {
+    /// Largest allocatable extent in bytes.
+    pub(crate) allocatable: u64,
+    /// Free bytes.
+    pub(crate) free: u64,
+    /// `1 - largest/free` in parts per million.
+    pub(crate) frag: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,7 +66,11 @@ impl Device {
                 allocatable: 0,
                 free: 0,
             },
-            lazy: (0, 0),
+            lazy: Lazy {
+                allocatable: 0,
+                free: 0,
+                frag: 0,
+            },
             dirty: false,
         };
         d.insert_raw(0, units, ix);
@@ -95,8 +110,12 @@ impl Device {
         frag_ppm(self.largest(), self.free_units)
     }
 
-    pub(crate) fn lazy_keys(&self) -> (u64, u32) {
-        (self.free_units * self.gran(), self.frag_ppm())
+    pub(crate) fn lazy_keys(&self) -> Lazy {
+        Lazy {
+            allocatable: self.keys.allocatable,
+            free: self.keys.free,
+            frag: self.frag_ppm(),
+        }
     }
 
     fn insert_raw(&mut self, off: u64, len: u64, ix: &mut ExtentIndex) {
@@ -269,6 +288,12 @@ impl ExtentIndex {
             }
             Entry::Vacant(_) => debug_assert!(false, "extent index lacks ({len}, {dev})"),
         }
+    }
+
+    /// `(length in bytes, device index)` of every free extent, longest first (one entry per
+    /// distinct length on a device).
+    pub(crate) fn descending(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
+        self.0.keys().rev().map(|&k| ((k >> 32) as u64, k as u32))
     }
 
     /// `(length in bytes, device index)` of the free extents at least `len` bytes long,

@@ -151,13 +151,23 @@ impl Allocator {
     }
 
     /// The largest slice a new allocation could get, and on which device (`None` without
-    /// devices or free space). This is CSI's `maximum_volume_size`. O(log n).
+    /// devices or free space; when several devices tie, one of them). This is CSI's
+    /// `maximum_volume_size`. O(log e) in the free extents of all devices, plus the extents
+    /// of devices whose reserved headroom holds them below their largest extent.
     pub fn largest_allocatable(&self) -> Option<(DeviceId, u64)> {
-        self.by_allocatable
-            .last()
-            .map(|&k| crate::device::unpack(k))
-            .filter(|&(a, _)| a > 0)
-            .map(|(a, i)| (self.dev(i as u32).spec.id(), a))
+        // Walk free extents from the longest: a device can give at most its longest extent, so
+        // once the extents are no longer than the best found, no later device can beat it.
+        let mut best: Option<(u64, u32)> = None;
+        for (len, i) in self.by_extent.descending() {
+            if best.is_some_and(|(a, _)| len <= a) {
+                break;
+            }
+            let a = self.dev(i).keys.allocatable;
+            if a > best.map_or(0, |(b, _)| b) {
+                best = Some((a, i));
+            }
+        }
+        best.map(|(a, i)| (self.dev(i).spec.id(), a))
     }
 
     /// The largest slice a new allocation could get on `id`.

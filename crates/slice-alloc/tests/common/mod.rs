@@ -76,6 +76,25 @@ pub fn check_invariants(a: &Allocator) -> Result<(), String> {
         }
     }
     let mut total_free: u128 = 0;
+    // Largest allocatable per device: its largest gap, within what its reserve leaves.
+    let mut allocatable = BTreeMap::new();
+    for (id, (spec, gaps)) in gaps(a) {
+        let free: u64 = gaps.iter().map(|x| x.1).sum();
+        let g = spec.granularity();
+        let room = free.saturating_sub(spec.reserved_units() * g) / g * g;
+        let largest = gaps.iter().map(|x| x.1).max().unwrap_or(0);
+        allocatable.insert(id, largest.min(room));
+    }
+    let max = allocatable.values().copied().max().unwrap_or(0);
+    match a.largest_allocatable() {
+        None if max == 0 => {}
+        Some((dev, got)) if got == max && allocatable.get(&dev) == Some(&max) => {}
+        other => {
+            return Err(format!(
+                "largest_allocatable() = {other:?}, but the slices leave at most {max} ({allocatable:?})"
+            ));
+        }
+    }
     for (id, (spec, gaps)) in gaps(a) {
         let r = a.device_report(id).map_err(|e| e.to_string())?;
         let cap = spec.units() * spec.granularity();
