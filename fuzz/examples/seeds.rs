@@ -20,7 +20,7 @@ use proptest::test_runner::TestRunner;
 use prost::Message;
 use slice_alloc::{
     Allocator, AllocatorConfig, Constraints, DeviceId, DeviceSpec, GIB, Journaled, decode_journal,
-    journal::JOURNAL_HEADER,
+    journal::JOURNAL_HEADER, recover,
 };
 
 include!("../csi_requests.rs");
@@ -72,12 +72,18 @@ fn journal_seeds(dir: &Path) -> Result<()> {
     write(dir, "torn_tail", &journal[..journal.len() - 7])?;
 
     // Condense, then keep going in a new journal: snapshot JSON, then that journal.
-    let snapshot = serde_json::to_vec(&j.snapshot())?;
+    let condensed = j.snapshot();
     j.switch_journal(Vec::new())?;
     j.free(a.id)?;
     let d = j.allocate(8 * GIB, &any)?;
     j.grow(d.id, 10 * GIB)?;
-    let mut input = snapshot;
+    // The seed must take the target's snapshot path all the way through recovery.
+    let recovered = recover(Some(&condensed), j.writer(), AllocatorConfig::default())?;
+    assert_eq!(
+        recovered.applied, 3,
+        "free, allocate and grow after the snapshot"
+    );
+    let mut input = serde_json::to_vec(&condensed)?;
     input.extend_from_slice(j.writer());
     write(dir, "snapshot_then_journal", &input)?;
     Ok(())
@@ -93,7 +99,9 @@ fn csi_seeds(dir: &Path) -> Result<()> {
                     .new_tree(&mut runner)
                     .map_err(|e| e.to_string())?
                     .current();
-                let wire: proto::$name = typed.into();
+                let wire: proto::$name = typed.clone().into();
+                // A seed that validation refuses would leave the round trip unexercised.
+                assert_eq!(csi_types::$name::try_from(wire.clone()), Ok(typed));
                 let mut bytes = vec![index];
                 bytes.extend_from_slice(&wire.encode_to_vec());
                 write(dir, &format!("{index:02}_{}_{n}", stringify!($name)), &bytes)?;
