@@ -4,7 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 
-use crate::device::{Device, ExtentIndex, pack, unpack};
+use crate::device::{Device, ExtentIndex, LazyIndex, pack, unpack};
 use crate::{
     AllocatorConfig, Constraints, DeviceId, DevicePolicy, DeviceSpec, Error, Extent, Reservation,
     Slice, SliceId,
@@ -107,14 +107,15 @@ pub struct Allocator {
     pub(crate) by_id: IdMap<DeviceId, u32>,
     /// `(largest allocatable bytes, device index)` per device, packed by [`pack`], for
     /// `BestFitLargestExtent` and `SpreadWithHeadroom`. Maintained lazily: changed devices are
-    /// queued in `dirty` and re-keyed when a query needs the index, so a policy does not pay
-    /// for indexes it never reads.
+    /// queued in `dirty` (one queue per lazy index) and re-keyed when a query needs the index,
+    /// so a policy does not pay for indexes it never reads.
     by_allocatable: BTreeSet<u128>,
     /// Free bytes per device, for `MostFree` and multi-extent allocation; lazy.
     by_free: BTreeSet<(u64, u32)>,
     /// `1 - largest/free` in ppm per device, for `LeastFragmented`; lazy like `by_free`.
     by_frag: BTreeSet<(u32, u32)>,
-    dirty: Vec<u32>,
+    /// Devices changed since each [`LazyIndex`] was last refreshed, indexed by it.
+    dirty: [Vec<u32>; 3],
     /// Every free extent of every device by length, for `BestFitExtent` and
     /// [`largest_allocatable`](Self::largest_allocatable). Kept up to date on every change.
     pub(crate) by_extent: ExtentIndex,
@@ -142,7 +143,7 @@ impl Allocator {
             by_allocatable: BTreeSet::new(),
             by_free: BTreeSet::new(),
             by_frag: BTreeSet::new(),
-            dirty: Vec::new(),
+            dirty: Default::default(),
             by_extent: ExtentIndex::default(),
             slices: IdMap::default(),
             expiry: BTreeSet::new(),
@@ -669,36 +670,47 @@ impl Allocator {
         let new = d.compute_keys();
         d.keys = new;
         self.free = self.free - u128::from(old.free) + u128::from(new.free);
-        if !d.dirty {
-            d.dirty = true;
-            self.dirty.push(idx);
+        for ix in LazyIndex::ALL {
+            if d.dirty & ix.bit() == 0 {
+                d.dirty |= ix.bit();
+                self.dirty[ix as usize].push(idx);
+            }
         }
     }
 
-    /// Brings the lazily maintained indexes up to date: O(d log n) for d devices changed since
-    /// the last refresh.
-    fn refresh_lazy(&mut self) {
-        for idx in self.dirty.drain(..) {
+    /// Brings one lazily maintained index up to date: O(d log n) for d devices changed since
+    /// its last refresh.
+    fn refresh_lazy(&mut self, which: LazyIndex) {
+        for idx in self.dirty[which as usize].drain(..) {
             let Some(d) = self.devices[idx as usize].as_mut() else {
                 continue;
             };
-            d.dirty = false;
-            let old = d.lazy;
-            let new = d.lazy_keys();
-            d.lazy = new;
-            if old.allocatable != new.allocatable {
-                self.by_allocatable
-                    .remove(&pack(old.allocatable, idx.into()));
-                self.by_allocatable
-                    .insert(pack(new.allocatable, idx.into()));
-            }
-            if old.free != new.free {
-                self.by_free.remove(&(old.free, idx));
-                self.by_free.insert((new.free, idx));
-            }
-            if old.frag != new.frag {
-                self.by_frag.remove(&(old.frag, idx));
-                self.by_frag.insert((new.frag, idx));
+            d.dirty &= !which.bit();
+            match which {
+                LazyIndex::Allocatable => {
+                    let new = d.keys.allocatable;
+                    let old = std::mem::replace(&mut d.lazy.allocatable, new);
+                    if old != new {
+                        self.by_allocatable.remove(&pack(old, idx.into()));
+                        self.by_allocatable.insert(pack(new, idx.into()));
+                    }
+                }
+                LazyIndex::Free => {
+                    let new = d.keys.free;
+                    let old = std::mem::replace(&mut d.lazy.free, new);
+                    if old != new {
+                        self.by_free.remove(&(old, idx));
+                        self.by_free.insert((new, idx));
+                    }
+                }
+                LazyIndex::Frag => {
+                    let new = d.frag_ppm();
+                    let old = std::mem::replace(&mut d.lazy.frag, new);
+                    if old != new {
+                        self.by_frag.remove(&(old, idx));
+                        self.by_frag.insert((new, idx));
+                    }
+                }
             }
         }
     }
@@ -780,8 +792,15 @@ impl Allocator {
     fn choose(&mut self, size: u64, c: &Constraints<'_>) -> Result<(u32, Exts), Error> {
         let policy = c.policy.unwrap_or(self.config.policy);
         let multi = c.multi_extent.unwrap_or(self.config.multi_extent);
-        if c.candidates.is_none() && policy != DevicePolicy::BestFitExtent {
-            self.refresh_lazy();
+        if c.candidates.is_none() {
+            match policy {
+                DevicePolicy::BestFitExtent => {}
+                DevicePolicy::BestFitLargestExtent | DevicePolicy::SpreadWithHeadroom => {
+                    self.refresh_lazy(LazyIndex::Allocatable);
+                }
+                DevicePolicy::MostFree => self.refresh_lazy(LazyIndex::Free),
+                DevicePolicy::LeastFragmented => self.refresh_lazy(LazyIndex::Frag),
+            }
         }
         let pick = match c.candidates {
             None => self.choose_indexed(size, policy),
@@ -796,7 +815,7 @@ impl Allocator {
             return Ok((idx, Exts::One((self.position(ext, units), units))));
         }
         if multi {
-            self.refresh_lazy();
+            self.refresh_lazy(LazyIndex::Free);
             let fits = |d: &Device| d.allocatable_total() >= size.div_ceil(d.gran());
             let idx = match c.candidates {
                 None => self

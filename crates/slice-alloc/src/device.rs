@@ -27,8 +27,31 @@ pub(crate) struct Device {
     pub(crate) keys: Keys,
     /// The figures under which the lazily maintained cross-device indexes hold it.
     pub(crate) lazy: Lazy,
-    /// Whether `lazy` may be stale (the device is queued for the next lazy-index refresh).
-    pub(crate) dirty: bool,
+    /// One bit per [`LazyIndex`] whose key in `lazy` may be stale (the device is then queued
+    /// for that index's next refresh).
+    pub(crate) dirty: u8,
+}
+
+/// The cross-device indexes maintained lazily, each with its own queue of changed devices, so
+/// that a query refreshes only the index it reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LazyIndex {
+    /// Largest allocatable extent, for `BestFitLargestExtent` and `SpreadWithHeadroom`.
+    Allocatable = 0,
+    /// Free bytes, for `MostFree` and multi-extent allocation.
+    Free = 1,
+    /// `1 - largest/free`, for `LeastFragmented`.
+    Frag = 2,
+}
+
+impl LazyIndex {
+    pub(crate) const ALL: [LazyIndex; 3] =
+        [LazyIndex::Allocatable, LazyIndex::Free, LazyIndex::Frag];
+
+    /// This index's bit in [`Device::dirty`].
+    pub(crate) const fn bit(self) -> u8 {
+        1 << self as u8
+    }
 }
 
 /// Keys of the lazily maintained cross-device indexes.
@@ -71,7 +94,7 @@ impl Device {
                 free: 0,
                 frag: 0,
             },
-            dirty: false,
+            dirty: 0,
         };
         d.insert_raw(0, units, ix);
         d.keys = d.compute_keys();

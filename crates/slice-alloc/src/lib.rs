@@ -5,9 +5,9 @@
 //! fits only if some device has a large enough *contiguous* extent, and which device a slice
 //! lands on matters more than the algorithm inside one device. This crate makes the device
 //! choice an explicit [`DevicePolicy`], keeps per-device free extents indexed by offset and by
-//! `(length, offset)`, and keeps two cross-device indexes, of each device's largest allocatable
-//! extent and of every free extent by length, so with the default policy (best fit over the
-//! free extents of all devices) `allocate` and `free` are O(log n) and never scan devices.
+//! `(length, offset)`, and keeps a cross-device index of every free extent by length, so with
+//! the default policy (best fit over the free extents of all devices) `allocate` and `free`
+//! are O(log n) and never scan devices.
 //!
 //! It is pure computation: no async runtime, no clock (callers pass `now` to
 //! reservation calls), no files (the journal is written to a `std::io::Write` you pass and
