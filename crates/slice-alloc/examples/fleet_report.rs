@@ -10,7 +10,8 @@
 //! ```
 //!
 //! Without `--policy` it measures every allocator under both device policies: best fit by
-//! extent (slice-alloc's default) and best fit by largest free extent.
+//! extent (slice-alloc's default) and best fit by largest free extent. `cargo bench -p
+//! slice-alloc` runs the same report (`benches/fleet.rs`) after the criterion benchmarks.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
@@ -244,7 +245,8 @@ fn memory_child(name: &str, policy: Policy, ops: u64) {
     println!("{kib}");
 }
 
-fn main() {
+/// Runs the report (or, with `--memory-child`, one allocator's memory measurement).
+pub fn main() {
     let args: Vec<String> = std::env::args().collect();
     let ops = args
         .iter()
