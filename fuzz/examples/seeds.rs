@@ -7,7 +7,9 @@
 //!   journal that continues it;
 //! - `csi_types_decode`: valid requests from the crate's `Arbitrary` strategies, each encoded
 //!   with prost behind the byte that selects its message;
-//! - `placement_inventory`: the `[inventory]` table of every `crates/placement/testdata` case.
+//! - `placement_inventory`: the `[inventory]` table of every `crates/placement/testdata` case;
+//! - `placement_request`: `crates/placement/examples/requests.toml`, and the requests of every
+//!   `crates/placement/testdata` file as one request file each.
 
 use std::error::Error;
 use std::fs;
@@ -34,6 +36,10 @@ fn main() -> Result<()> {
     inventory_seeds(
         &root.join("../crates/placement/testdata"),
         &root.join("corpus/placement_inventory"),
+    )?;
+    request_seeds(
+        &root.join("../crates/placement"),
+        &root.join("corpus/placement_request"),
     )?;
     Ok(())
 }
@@ -132,6 +138,42 @@ fn inventory_seeds(testdata: &Path, dir: &Path) -> Result<()> {
             .file_stem()
             .and_then(|s| s.to_str())
             .unwrap_or("inventory");
+        write(dir, stem, text.as_bytes())?;
+    }
+    Ok(())
+}
+
+fn request_seeds(crate_dir: &Path, dir: &Path) -> Result<()> {
+    let example = fs::read_to_string(crate_dir.join("examples/requests.toml"))?;
+    placement::RequestFile::from_toml(&example).map_err(|e| format!("requests.toml: {e}"))?;
+    write(dir, "requests", example.as_bytes())?;
+    let mut files: Vec<_> = fs::read_dir(crate_dir.join("testdata"))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()?;
+    files.sort();
+    for path in files
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+    {
+        let file: toml::Table = toml::from_str(&fs::read_to_string(path)?)?;
+        let Some(toml::Value::Array(cases)) = file.get("case") else {
+            continue;
+        };
+        let requests: Vec<toml::Value> = cases
+            .iter()
+            .filter_map(|c| c.get("request").cloned())
+            .collect();
+        if requests.is_empty() {
+            continue;
+        }
+        let mut table = toml::Table::new();
+        table.insert("request".into(), toml::Value::Array(requests));
+        let text = toml::to_string(&table)?;
+        placement::RequestFile::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("requests");
         write(dir, stem, text.as_bytes())?;
     }
     Ok(())
