@@ -118,6 +118,8 @@ pub struct Discovered {
     pub node_id: Option<String>,
     /// `NodeGetInfo.max_volumes_per_node`.
     pub max_volumes_per_node: Option<u64>,
+    /// `NodeGetInfo.accessible_topology`.
+    pub node_topology: Option<csi_types::Topology>,
     /// Why discovery of the node failed, if it did.
     pub node_error: Option<String>,
 }
@@ -148,6 +150,7 @@ impl Discovered {
             Ok(r) => {
                 d.node_id = Some(r.node_id.into_string());
                 d.max_volumes_per_node = r.max_volumes_per_node;
+                d.node_topology = r.accessible_topology;
             }
             Err(e) => d.node_error = Some(e.to_string()),
         }

@@ -9,7 +9,8 @@
 //!   Node — REQUIRED fields, not-found codes, idempotency, `ALREADY_EXISTS`,
 //!   128-byte names, `OUT_OF_RANGE`, pagination, publish limits, the node
 //!   lifecycle, read-only publishing, snapshots, clones, expansion,
-//!   `ControllerModifyVolume` and group snapshots. A case whose capability
+//!   `ControllerModifyVolume`, group snapshots, `VOLUME_CONDITION` and
+//!   topology. A case whose capability
 //!   the driver does not advertise is skipped, with the reason.
 //! - **A state-machine property** ([`props`]): random sequences of calls
 //!   with duplicates and retries, checked after every step against a model

@@ -8,7 +8,8 @@
 //! `NodePublishVolume` creates the target (a directory for a mount volume,
 //! an empty file for a block volume; a read-only publish takes every write
 //! permission off the directory), and the unpublish/unstage calls remove
-//! them again.
+//! them again. It reports one topology (the node's, which is also every
+//! volume's) and a healthy `volume_condition` for every volume.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -31,6 +32,9 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use csi_types::*;
 
+/// The topology key of the default [`MemDriverConfig::topology`].
+pub const TOPOLOGY_KEY: &str = "topology.csi-testkit.example.com/zone";
+
 /// How a [`MemDriver`] behaves.
 #[derive(Clone, Debug)]
 pub struct MemDriverConfig {
@@ -49,6 +53,11 @@ pub struct MemDriverConfig {
     /// The mutable parameters `ControllerModifyVolume` accepts; any other key
     /// answers `INVALID_ARGUMENT`.
     pub mutable_parameter_keys: Vec<String>,
+    /// Where the node and every volume are (`NodeGetInfo.accessible_topology`
+    /// and each volume's `accessible_topology`); `Some` also advertises
+    /// `VOLUME_ACCESSIBILITY_CONSTRAINTS`, and a `CreateVolume` whose
+    /// requisite topologies all lie elsewhere answers `RESOURCE_EXHAUSTED`.
+    pub topology: Option<Topology>,
 }
 
 impl Default for MemDriverConfig {
@@ -61,6 +70,9 @@ impl Default for MemDriverConfig {
             default_volume_bytes: 1 << 20,
             granularity: 4096,
             mutable_parameter_keys: vec!["iops".into(), "tier".into()],
+            topology: Some(
+                Topology::new([(TOPOLOGY_KEY, "zone-1")]).expect("a valid constant topology"),
+            ),
         }
     }
 }
@@ -309,10 +321,14 @@ impl MemDriver {
         Ok(())
     }
 
-    fn volume(id: &str, v: &Vol) -> Result<Volume, CsiError> {
+    fn volume(&self, id: &str, v: &Vol) -> Result<Volume, CsiError> {
         let mut vol = Volume::new(VolumeId::new(id)?, v.capacity);
         if let Some(s) = &v.source {
             vol = vol.with_content_source(s.clone());
+        }
+        // Every volume lives where the one node is.
+        if let Some(t) = &self.config.topology {
+            vol = vol.with_accessible_topology(t.clone());
         }
         Ok(vol)
     }
@@ -324,7 +340,11 @@ impl MemDriver {
                 .keys()
                 .map(|n| NodeId::new(n.clone()))
                 .collect::<Result<_, _>>()?,
-            volume_condition: None,
+            // Memory does not degrade: every volume is healthy.
+            volume_condition: Some(VolumeCondition::healthy(format!(
+                "in memory, {} bytes",
+                v.capacity
+            ))),
         })
     }
 }
@@ -342,7 +362,12 @@ impl Identity for MemDriver {
     }
 
     fn plugin_capabilities(&self) -> PluginCapabilities {
-        PluginCapabilities::VOLUME_EXPANSION_ONLINE
+        if self.config.topology.is_some() {
+            PluginCapabilities::VOLUME_EXPANSION_ONLINE
+                | PluginCapabilities::VOLUME_ACCESSIBILITY_CONSTRAINTS
+        } else {
+            PluginCapabilities::VOLUME_EXPANSION_ONLINE
+        }
     }
 }
 
@@ -366,6 +391,7 @@ impl Controller for MemDriver {
         ControllerCapabilities::CLONE_VOLUME
             | ControllerCapabilities::PUBLISH_READONLY
             | ControllerCapabilities::LIST_VOLUMES_PUBLISHED_NODES
+            | ControllerCapabilities::VOLUME_CONDITION
     }
 }
 
@@ -392,7 +418,7 @@ impl Provisioner for MemDriver {
                     req.name.as_str()
                 )));
             }
-            return Ok(CreateVolumeResponse::new(Self::volume(id, v)?));
+            return Ok(CreateVolumeResponse::new(self.volume(id, v)?));
         }
         let min_size = match &req.volume_content_source {
             None => 0,
@@ -413,6 +439,16 @@ impl Provisioner for MemDriver {
                     .capacity
             }
         };
+        // One node, one topology: a requisite list it is not in cannot be
+        // satisfied (spec: "Unable to provision in `accessible_topology`").
+        if let (Some(t), Some(reqs)) = (&self.config.topology, &req.accessibility_requirements)
+            && !reqs.requisite.is_empty()
+            && !reqs.requisite.iter().any(|r| r.is_subset_of(t))
+        {
+            return Err(CsiError::resource_exhausted(format!(
+                "volumes are accessible only from {t:?}, which matches no requisite topology"
+            )));
+        }
         let default = self.config.default_volume_bytes.max(min_size);
         let size = range
             .choose(default, self.config.granularity)
@@ -441,7 +477,7 @@ impl Provisioner for MemDriver {
             staged: BTreeMap::new(),
             node_published: BTreeMap::new(),
         };
-        let vol = Self::volume(&id, &v)?;
+        let vol = self.volume(&id, &v)?;
         st.used += size;
         st.volumes.insert(id, v);
         Ok(CreateVolumeResponse::new(vol))
@@ -555,7 +591,7 @@ impl VolumeLister for MemDriver {
             .iter()
             .map(|(id, v)| {
                 Ok(ListVolumesEntry {
-                    volume: Self::volume(id, v)?,
+                    volume: self.volume(id, v)?,
                     status: Some(Self::status(v)?),
                 })
             })
@@ -723,7 +759,7 @@ impl VolumeGetter for MemDriver {
         let st = self.state();
         let v = st.vol(&req.volume_id)?;
         Ok(ControllerGetVolumeResponse::new(
-            Self::volume(req.volume_id.as_str(), v)?,
+            self.volume(req.volume_id.as_str(), v)?,
             Self::status(v)?,
         ))
     }
@@ -806,10 +842,16 @@ impl Node for MemDriver {
     }
 
     async fn node_get_info(&self, _: NodeGetInfoRequest) -> Result<NodeGetInfoResponse, CsiError> {
-        Ok(
-            NodeGetInfoResponse::new(NodeId::new(self.config.node_id.clone())?)
-                .with_max_volumes(self.config.max_volumes_per_node),
-        )
+        let info = NodeGetInfoResponse::new(NodeId::new(self.config.node_id.clone())?)
+            .with_max_volumes(self.config.max_volumes_per_node);
+        Ok(match &self.config.topology {
+            Some(t) => info.with_topology(t.clone()),
+            None => info,
+        })
+    }
+
+    fn feature_capabilities(&self) -> NodeCapabilities {
+        NodeCapabilities::VOLUME_CONDITION
     }
 }
 
@@ -880,7 +922,9 @@ impl NodeVolumeStats for MemDriver {
                 available: v.capacity,
                 used: 0,
             }],
-            volume_condition: None,
+            volume_condition: Some(VolumeCondition::healthy(format!(
+                "published or staged at {path}"
+            ))),
         })
     }
 }

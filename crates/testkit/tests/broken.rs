@@ -83,6 +83,61 @@ async fn catches_a_node_publish_that_ignores_readonly() {
     assert_eq!(report.outcome("node/lifecycle"), Some(&Outcome::Pass));
 }
 
+/// Asserts that `name` is the one case that fails.
+fn assert_only_failure(report: &Report, name: &str, reason_contains: &str) {
+    assert_fails(report, name, reason_contains);
+    assert_eq!(report.failed(), 1, "{}", report.summary());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catches_a_controller_get_volume_without_volume_condition() {
+    let report = run(broken::plugin("no-volume-condition")).await;
+    assert_only_failure(
+        &report,
+        "controller/get_volume/volume_condition",
+        "volume_condition is missing",
+    );
+    // ListVolumes still reports it.
+    assert_eq!(
+        report.outcome("controller/list_volumes/volume_condition"),
+        Some(&Outcome::Pass)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catches_a_fresh_volume_reported_abnormal_on_the_node() {
+    let report = run(broken::plugin("abnormal-on-node")).await;
+    assert_only_failure(
+        &report,
+        "node/get_volume_stats/volume_condition",
+        "reported abnormal: \"the disk is on fire\"",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catches_a_volume_placed_outside_the_requisite_topology() {
+    let report = run(broken::plugin("wrong-topology")).await;
+    assert_only_failure(
+        &report,
+        "controller/create_volume/topology_requisite",
+        "zone-elsewhere",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catches_a_create_volume_that_ignores_an_unsatisfiable_requisite() {
+    let report = run(broken::plugin("ignores-requisite")).await;
+    assert_only_failure(
+        &report,
+        "controller/create_volume/topology_unsatisfiable",
+        "expected RESOURCE_EXHAUSTED, got OK",
+    );
+    assert_eq!(
+        report.outcome("controller/create_volume/topology_requisite"),
+        Some(&Outcome::Pass)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_state_machine_catches_snapshots_deleted_with_their_volume() {
     let plugin = broken::plugin("snapshots-die-with-volume");

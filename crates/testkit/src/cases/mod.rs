@@ -11,10 +11,12 @@ use csi_types::{AccessMode, Snapshot, Volume, VolumeCapability, proto};
 use crate::ctx::{CaseError, Cleanup, Ctx, ok};
 
 mod concurrency;
+mod condition;
 mod controller;
 mod group;
 mod identity;
 mod node;
+mod topology;
 
 /// A case body.
 pub type CaseFn = fn(Ctx) -> BoxFuture<'static, Result<(), CaseError>>;
@@ -56,6 +58,8 @@ pub fn all() -> Vec<Case> {
     v.extend(identity::cases());
     v.extend(controller::cases());
     v.extend(node::cases());
+    v.extend(condition::cases());
+    v.extend(topology::cases());
     v.extend(group::cases());
     v.extend(concurrency::cases());
     v.push(case!(

@@ -234,6 +234,83 @@ impl Provisioner for Racy {
     }
 }
 
+/// `ControllerGetVolume` that leaves out `volume_condition`, though the
+/// controller advertises `VOLUME_CONDITION`.
+struct NoVolumeCondition(Arc<MemDriver>);
+
+#[async_trait]
+impl VolumeGetter for NoVolumeCondition {
+    async fn controller_get_volume(
+        &self,
+        req: ControllerGetVolumeRequest,
+    ) -> Result<ControllerGetVolumeResponse, CsiError> {
+        let mut resp = self.0.controller_get_volume(req).await?;
+        resp.status.volume_condition = None;
+        Ok(resp)
+    }
+}
+
+/// `NodeGetVolumeStats` that reports every volume abnormal.
+struct AbnormalOnNode(Arc<MemDriver>);
+
+#[async_trait]
+impl NodeVolumeStats for AbnormalOnNode {
+    async fn node_get_volume_stats(
+        &self,
+        req: NodeGetVolumeStatsRequest,
+    ) -> Result<NodeGetVolumeStatsResponse, CsiError> {
+        let mut resp = self.0.node_get_volume_stats(req).await?;
+        resp.volume_condition = Some(VolumeCondition::abnormal("the disk is on fire"));
+        Ok(resp)
+    }
+}
+
+/// `CreateVolume` that reports every volume in a zone other than the
+/// node's, whatever the requisite.
+struct WrongTopology(Arc<MemDriver>);
+
+#[async_trait]
+impl Provisioner for WrongTopology {
+    async fn create_volume(
+        &self,
+        req: CreateVolumeRequest,
+    ) -> Result<CreateVolumeResponse, CsiError> {
+        let mut resp = self.0.create_volume(req).await?;
+        resp.volume.accessible_topology = vec![Topology::new([(
+            csi_testkit::memdriver::TOPOLOGY_KEY,
+            "zone-elsewhere",
+        )])?];
+        Ok(resp)
+    }
+    async fn delete_volume(
+        &self,
+        req: DeleteVolumeRequest,
+    ) -> Result<DeleteVolumeResponse, CsiError> {
+        self.0.delete_volume(req).await
+    }
+}
+
+/// `CreateVolume` that ignores `accessibility_requirements`, so it
+/// provisions even where no requisite topology can be served.
+struct IgnoresRequisite(Arc<MemDriver>);
+
+#[async_trait]
+impl Provisioner for IgnoresRequisite {
+    async fn create_volume(
+        &self,
+        mut req: CreateVolumeRequest,
+    ) -> Result<CreateVolumeResponse, CsiError> {
+        req.accessibility_requirements = None;
+        self.0.create_volume(req).await
+    }
+    async fn delete_volume(
+        &self,
+        req: DeleteVolumeRequest,
+    ) -> Result<DeleteVolumeResponse, CsiError> {
+        self.0.delete_volume(req).await
+    }
+}
+
 /// The memdriver with one part replaced by the named broken wrapper.
 pub fn plugin(kind: &str) -> Arc<dyn RawCsi> {
     let driver = MemDriver::new(MemDriverConfig::default());
@@ -247,6 +324,10 @@ pub fn plugin(kind: &str) -> Arc<dyn RawCsi> {
         }
         "loses-pages" => b.volume_lister(Arc::new(LosesPages(driver.clone()))),
         "ignores-readonly" => b.node(Arc::new(IgnoresReadonly(driver.clone()))),
+        "no-volume-condition" => b.volume_getter(Arc::new(NoVolumeCondition(driver.clone()))),
+        "abnormal-on-node" => b.node_stats(Arc::new(AbnormalOnNode(driver.clone()))),
+        "wrong-topology" => b.provisioner(Arc::new(WrongTopology(driver.clone()))),
+        "ignores-requisite" => b.provisioner(Arc::new(IgnoresRequisite(driver.clone()))),
         "wrong-code" => return Arc::new(Faulty(driver.plugin(), Fault::WrongCodeOnDelete)),
         "panics-on-probe" => return Arc::new(Faulty(driver.plugin(), Fault::PanicOnProbe)),
         // Without the plugin's per-name operation guard, which would
