@@ -5,7 +5,7 @@
 //! ```text
 //! cargo run -p csi-testkit --example memdriver -- unix:///tmp/memdriver.sock
 //! cargo run -p csi-testkit --bin csi-conformance -- --endpoint unix:///tmp/memdriver.sock \
-//!     --second-node-id memdriver-node-2 --mutable-params iops=500
+//!     --second-node-id memdriver-node-2 --mutable-params iops=500 --block-targets-may-be-files
 //! ```
 
 use csi_testkit::memdriver::{MemDriver, MemDriverConfig};

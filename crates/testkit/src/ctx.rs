@@ -44,6 +44,10 @@ pub struct Config {
     /// Prefix of every volume, snapshot and group snapshot name the suite
     /// creates, so its objects are recognisable on a shared backend.
     pub name_prefix: String,
+    /// Accept a regular file where a published BLOCK volume's target must be
+    /// a block device: for drivers that, like the [`crate::memdriver`],
+    /// cannot make device nodes. Off by default.
+    pub block_targets_may_be_files: bool,
 }
 
 impl Config {
@@ -64,6 +68,7 @@ impl Config {
             concurrency: 8,
             case_timeout: std::time::Duration::from_secs(120),
             name_prefix: "csi-testkit".into(),
+            block_targets_may_be_files: false,
         }
     }
 }

@@ -50,6 +50,7 @@
 //! let mut config = Config::new(dir.path());
 //! config.second_node_id = Some("memdriver-node-2".into());
 //! config.mutable_parameters = [("iops".to_string(), "500".to_string())].into();
+//! config.block_targets_may_be_files = true; // the memdriver makes no device nodes
 //! config.proptest_cases = 4;
 //!
 //! let report = Suite::new(config, plugin.clone(), plugin).run().await;

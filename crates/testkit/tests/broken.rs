@@ -194,3 +194,18 @@ async fn a_panic_fails_its_case_only() {
     );
     assert_eq!(report.failed(), 1, "{}", report.summary());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_target_that_is_a_regular_file_fails_unless_allowed() {
+    // The memdriver publishes a BLOCK volume as a regular file: only the
+    // setting for drivers that cannot make device nodes lets that pass.
+    let plugin: Arc<dyn RawCsi> =
+        Arc::new(csi_testkit::memdriver::MemDriver::new(Default::default()).plugin());
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::config(dir.path());
+    config.filter = Some("node/lifecycle".into());
+    config.block_targets_may_be_files = false;
+    let report = Suite::new(config, plugin.clone(), plugin).run().await;
+    assert_only_failure(&report, "node/lifecycle_block", "made a regular file at");
+    assert_eq!(report.outcome("node/lifecycle"), Some(&Outcome::Pass));
+}

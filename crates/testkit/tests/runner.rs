@@ -82,6 +82,7 @@ fn runner_passes_the_memdriver_and_writes_junit() {
         "iops=500",
         "--params",
         "tier=fast",
+        "--block-targets-may-be-files",
         "--cases",
         "4",
         "--junit",

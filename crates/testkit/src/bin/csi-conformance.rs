@@ -4,7 +4,7 @@
 //! csi-conformance --endpoint unix:///csi/csi.sock [--node-endpoint unix:///...]
 //!     [--staging-dir DIR] [--target-dir DIR] [--params k=v ...] [--mutable-params k=v ...]
 //!     [--second-node-id ID] [--volume-size BYTES] [--filter PATTERN] [--cases N] [--seed N]
-//!     [--junit FILE]
+//!     [--block-targets-may-be-files] [--junit FILE]
 //! ```
 //!
 //! Prints `PASS name`, `FAIL name: reason` or `SKIP name: reason` per case,
@@ -64,6 +64,10 @@ struct Args {
     /// Seconds a case may take before it fails as hung.
     #[arg(long, default_value_t = 300)]
     case_timeout: u64,
+    /// Accept a regular file as a published BLOCK volume's target, for
+    /// drivers (like the in-memory reference driver) that cannot make device nodes.
+    #[arg(long)]
+    block_targets_may_be_files: bool,
     /// Write a JUnit XML report here.
     #[arg(long)]
     junit: Option<PathBuf>,
@@ -119,6 +123,7 @@ async fn run(args: Args) -> ExitCode {
     config.seed = args.seed;
     config.concurrency = args.concurrency;
     config.case_timeout = std::time::Duration::from_secs(args.case_timeout);
+    config.block_targets_may_be_files = args.block_targets_may_be_files;
 
     let endpoint = args.endpoint.unwrap_or_default();
     let controller: Arc<dyn RawCsi> = match Client::connect(&endpoint).await {

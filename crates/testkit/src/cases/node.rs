@@ -4,8 +4,8 @@ use std::path::Path;
 
 use csi_types::NodeCapabilities as NC;
 use csi_types::{
-    Code, ControllerCapabilities as CC, NodeExpandVolumeResponse, NodeGetInfoResponse,
-    NodeGetVolumeStatsResponse, PluginCapabilities, proto,
+    AccessMode, Code, ControllerCapabilities as CC, CreateVolumeResponse, NodeExpandVolumeResponse,
+    NodeGetInfoResponse, NodeGetVolumeStatsResponse, PluginCapabilities, VolumeCapability, proto,
 };
 
 use super::{Case, UNKNOWN_ID, case, rw};
@@ -360,6 +360,11 @@ pub(super) fn cases() -> Vec<Case> {
             |c| { lifecycle(c).await }
         ),
         case!(
+            "node/lifecycle_block",
+            "a BLOCK volume staged and published (each call twice) is a block device at the target, and unpublish and unstage (each twice) remove it",
+            |c| { lifecycle_block(c).await }
+        ),
+        case!(
             "node/publish_volume/readonly",
             "NodePublishVolume with readonly makes a mount target nobody can write to",
             |c| {
@@ -511,4 +516,96 @@ async fn lifecycle(c: Ctx) -> Result<(), CaseError> {
     }
     unstage_unpublish_order(&c, &id, &target, &staging).await?;
     Ok(())
+}
+
+/// Fails unless `target` is what publishing a BLOCK volume must make there:
+/// a block device (spec, `NodePublishVolume.target_path`), or a regular
+/// file when [`crate::Config::block_targets_may_be_files`] is set.
+fn check_block_target(c: &Ctx, target: &str) -> Result<(), CaseError> {
+    use std::os::unix::fs::FileTypeExt;
+    // `metadata` follows a symlink to the device, which a CO can use as well.
+    let meta = match std::fs::metadata(target) {
+        Ok(m) => m,
+        Err(e) => fail!("NodePublishVolume of a BLOCK volume left no target at {target}: {e}"),
+    };
+    let kind = meta.file_type();
+    if kind.is_block_device() || (kind.is_file() && c.config().block_targets_may_be_files) {
+        return Ok(());
+    }
+    if kind.is_file() {
+        fail!(
+            "NodePublishVolume of a BLOCK volume made a regular file at {target}, not a block device (a driver that cannot make device nodes, like the memdriver, is run with Config::block_targets_may_be_files, --block-targets-may-be-files)"
+        );
+    }
+    if kind.is_dir() {
+        fail!(
+            "NodePublishVolume of a BLOCK volume made a directory at {target}, where a block device belongs"
+        );
+    }
+    fail!("NodePublishVolume of a BLOCK volume made {kind:?} at {target}, not a block device")
+}
+
+async fn lifecycle_block(c: Ctx) -> Result<(), CaseError> {
+    c.need_controller(
+        CC::CREATE_DELETE_VOLUME,
+        "CREATE_DELETE_VOLUME (node cases need a volume to work on)",
+    )?;
+    c.node_id()?;
+    let cap: proto::VolumeCapability = VolumeCapability::block(AccessMode::SingleNodeWriter).into();
+    let mut req = c.create_req(&c.name("block"), c.config().volume_size);
+    req.volume_capabilities = vec![cap.clone()];
+    // No capability advertises BLOCK support: a plugin without it refuses
+    // the capability, which the spec answers with INVALID_ARGUMENT.
+    let vol: CreateVolumeResponse = match c.send_create(req).await {
+        Err(e) if e.code() == Code::InvalidArgument => {
+            return Err(CaseError::Skip(format!(
+                "the plugin does not take BLOCK volumes (CreateVolume answered {})",
+                crate::ctx::describe(&e)
+            )));
+        }
+        r => ok("CreateVolume (BLOCK)", r)?,
+    };
+    let id = vol.volume.volume_id.to_string();
+    let pctx = c.controller_publish(&id, cap.clone(), false).await?;
+    let staging = c.stage(&id, cap.clone(), &pctx).await?;
+    if let Some(s) = &staging {
+        ok_raw(
+            "NodeStageVolume (BLOCK, retry)",
+            c.nd()
+                .node_stage_volume(proto::NodeStageVolumeRequest {
+                    volume_id: id.clone(),
+                    publish_context: pctx.clone(),
+                    staging_target_path: s.clone(),
+                    volume_capability: Some(cap.clone()),
+                    ..Default::default()
+                })
+                .await,
+        )?;
+    }
+    let req = c.node_publish_req(&id, &staging, cap, false, &pctx)?;
+    let target = req.target_path.clone();
+    ok_raw(
+        "NodePublishVolume (BLOCK)",
+        c.send_node_publish(req.clone()).await,
+    )?;
+    ok_raw(
+        "NodePublishVolume (BLOCK, retry)",
+        c.send_node_publish(req).await,
+    )?;
+    check_block_target(&c, &target)?;
+    if c.found().node.contains(NC::GET_VOLUME_STATS) {
+        // For a block volume `used` and `available` MAY be left out; the
+        // typed response checks what is there.
+        let _: NodeGetVolumeStatsResponse = ok(
+            "NodeGetVolumeStats (BLOCK)",
+            c.nd()
+                .node_get_volume_stats(proto::NodeGetVolumeStatsRequest {
+                    volume_id: id.clone(),
+                    volume_path: target.clone(),
+                    staging_target_path: staging.clone().unwrap_or_default(),
+                })
+                .await,
+        )?;
+    }
+    unstage_unpublish_order(&c, &id, &target, &staging).await
 }
