@@ -5,13 +5,14 @@
 //! The suite has three parts, all run by [`Suite::run`]:
 //!
 //! - **Spec cases** ([`cases`]): named checks derived from the CSI v1.12
-//!   specification for every RPC of Identity, Controller, GroupController and
-//!   Node — REQUIRED fields, not-found codes, idempotency, `ALREADY_EXISTS`,
-//!   128-byte names, `OUT_OF_RANGE`, pagination, publish limits, the node
-//!   lifecycle, read-only publishing, snapshots, clones, expansion,
-//!   `ControllerModifyVolume`, group snapshots, `VOLUME_CONDITION` and
-//!   topology. A case whose capability
-//!   the driver does not advertise is skipped, with the reason.
+//!   specification for every RPC of Identity, Controller, GroupController,
+//!   Node and SnapshotMetadata — REQUIRED fields, not-found codes,
+//!   idempotency, `ALREADY_EXISTS`, 128-byte names, `OUT_OF_RANGE`,
+//!   pagination, publish limits, the node lifecycle (mount and `BLOCK`),
+//!   read-only publishing, snapshots, clones, expansion,
+//!   `ControllerModifyVolume`, group snapshots, `VOLUME_CONDITION`, topology
+//!   and snapshot block metadata. A case whose capability the driver does
+//!   not advertise is skipped, with the reason.
 //! - **A state-machine property** ([`props`]): random sequences of calls
 //!   with duplicates and retries, checked after every step against a model
 //!   of the spec; failures shrink to a minimal list of calls.

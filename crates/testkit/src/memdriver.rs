@@ -1,6 +1,6 @@
 //! An in-memory reference CSI driver that implements every driver trait of
-//! `csi-types` (except the alpha SnapshotMetadata service), for testing the
-//! harness itself and as a worked example of the spec's rules.
+//! `csi-types`, for testing the harness itself and as a worked example of
+//! the spec's rules.
 //!
 //! Volumes, snapshots and group snapshots live in memory; capacity is a
 //! fixed pool. The node side cannot mount anything, so it makes what a mount
@@ -293,6 +293,7 @@ impl MemDriver {
             .node_stats(self.clone())
             .node_expander(self.clone())
             .group_controller(self.clone())
+            .snapshot_metadata(self.clone())
     }
 
     /// The whole driver as a [`Plugin`].
@@ -1063,4 +1064,96 @@ fn check_members(members: &[String], given: &[SnapshotId]) -> Result<(), CsiErro
         ));
     }
     Ok(())
+}
+
+/// Most ranges in one SnapshotMetadata message when the request leaves
+/// `max_results` to the plugin.
+const METADATA_RANGES_PER_MESSAGE: usize = 64;
+
+impl MemDriver {
+    /// The `granularity`-sized blocks from the one holding `from` up to
+    /// `end`, as messages of at most `max` ranges each.
+    fn block_messages(
+        &self,
+        from: u64,
+        end: u64,
+        capacity: u64,
+        max: Option<u32>,
+    ) -> BlockMetadataStream {
+        let g = self.config.granularity.max(1);
+        let max = max
+            .map(|m| m as usize)
+            .filter(|m| *m > 0)
+            .unwrap_or(METADATA_RANGES_PER_MESSAGE);
+        let blocks: Vec<BlockMetadata> = (from / g..end.div_ceil(g))
+            .map(|b| BlockMetadata {
+                byte_offset: b * g,
+                size_bytes: g,
+            })
+            .collect();
+        let msgs: Vec<Result<BlockMetadataResponse, CsiError>> = blocks
+            .chunks(max)
+            .map(|c| {
+                Ok(BlockMetadataResponse {
+                    block_metadata_type: BlockMetadataType::FixedLength,
+                    volume_capacity_bytes: capacity,
+                    block_metadata: c.to_vec(),
+                })
+            })
+            .collect();
+        Box::pin(futures::stream::iter(msgs))
+    }
+
+    fn snap_for_metadata(&self, field: &str, id: &SnapshotId) -> Result<Snap, CsiError> {
+        self.state()
+            .snapshots
+            .get(id.as_str())
+            .cloned()
+            .ok_or_else(|| CsiError::not_found(format!("{field}: snapshot {id} does not exist")))
+    }
+}
+
+fn check_offset(offset: u64, size: u64) -> Result<(), CsiError> {
+    if offset > size {
+        return Err(CsiError::out_of_range(format!(
+            "starting_offset {offset} is past the end of the {size}-byte snapshot"
+        )));
+    }
+    Ok(())
+}
+
+/// Memdriver volumes are thick and hold no data: every block of a snapshot
+/// is allocated (`FIXED_LENGTH` ranges of `granularity` bytes), and two
+/// snapshots of one volume differ only in the blocks the volume grew by
+/// between them.
+#[async_trait]
+impl SnapshotMetadata for MemDriver {
+    async fn get_metadata_allocated(
+        &self,
+        req: GetMetadataAllocatedRequest,
+    ) -> Result<BlockMetadataStream, CsiError> {
+        let s = self.snap_for_metadata("snapshot_id", &req.snapshot_id)?;
+        check_offset(req.starting_offset, s.size)?;
+        Ok(self.block_messages(req.starting_offset, s.size, s.size, req.max_results))
+    }
+
+    async fn get_metadata_delta(
+        &self,
+        req: GetMetadataDeltaRequest,
+    ) -> Result<BlockMetadataStream, CsiError> {
+        let base = self.snap_for_metadata("base_snapshot_id", &req.base_snapshot_id)?;
+        let target = self.snap_for_metadata("target_snapshot_id", &req.target_snapshot_id)?;
+        if base.source != target.source {
+            return Err(CsiError::invalid(
+                "base_snapshot_id",
+                format!(
+                    "snapshots {} and {} are of different volumes ({} and {})",
+                    req.base_snapshot_id, req.target_snapshot_id, base.source, target.source
+                ),
+            ));
+        }
+        check_offset(req.starting_offset, target.size)?;
+        let from = req.starting_offset.max(base.size.min(target.size));
+        Ok(self.block_messages(from, target.size, target.size, req.max_results))
+    }
 }

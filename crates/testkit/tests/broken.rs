@@ -139,6 +139,16 @@ async fn catches_a_create_volume_that_ignores_an_unsatisfiable_requisite() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catches_snapshot_metadata_ranges_that_go_backwards_across_messages() {
+    let report = run(broken::plugin("metadata-backwards")).await;
+    assert_only_failure(
+        &report,
+        "snapshot_metadata/get_metadata_allocated/ranges",
+        "starts before the previous range ends",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_state_machine_catches_snapshots_deleted_with_their_volume() {
     let plugin = broken::plugin("snapshots-die-with-volume");
     let dir = tempfile::tempdir().unwrap();

@@ -121,6 +121,7 @@ async fn memdriver_passes_with_separate_controller_and_node_plugins() {
         .volume_getter(d.clone())
         .modifier(d.clone())
         .group_controller(d.clone())
+        .snapshot_metadata(d.clone())
         .build()
         .unwrap();
     let node = csi_types::Plugin::builder(d.clone())

@@ -73,7 +73,7 @@ async fn send_publish(
 }
 
 /// Waits (up to 60 s) for a snapshot to become `ready_to_use`.
-async fn wait_ready(c: &Ctx, id: &str) -> Result<(), CaseError> {
+pub(super) async fn wait_ready(c: &Ctx, id: &str) -> Result<(), CaseError> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let ready = if c.found().controller.contains(CC::GET_SNAPSHOT) {

@@ -15,6 +15,7 @@ mod condition;
 mod controller;
 mod group;
 mod identity;
+mod metadata;
 mod node;
 mod topology;
 
@@ -61,6 +62,7 @@ pub fn all() -> Vec<Case> {
     v.extend(condition::cases());
     v.extend(topology::cases());
     v.extend(group::cases());
+    v.extend(metadata::cases());
     v.extend(concurrency::cases());
     v.push(case!(
         "properties/state_machine",
@@ -73,6 +75,11 @@ pub fn all() -> Vec<Case> {
 /// A mount capability with the given access mode.
 pub(crate) fn mount(mode: AccessMode) -> proto::VolumeCapability {
     VolumeCapability::mount(mode).into()
+}
+
+/// A single-node-writer `BLOCK` capability.
+pub(crate) fn block() -> proto::VolumeCapability {
+    VolumeCapability::block(AccessMode::SingleNodeWriter).into()
 }
 
 /// The capability the cases use unless they test another.
@@ -117,6 +124,26 @@ impl Ctx {
         let req = self.create_req(&self.name(tag), self.config().volume_size);
         let r: csi_types::CreateVolumeResponse = ok("CreateVolume", self.send_create(req).await)?;
         Ok(r.volume)
+    }
+
+    /// Creates a `BLOCK` volume of the configured size; it is deleted after
+    /// the case. No capability advertises `BLOCK` support, so a plugin that
+    /// refuses the capability (`INVALID_ARGUMENT`) skips the case.
+    pub(crate) async fn block_volume(&self, tag: &str) -> Result<Volume, CaseError> {
+        let mut req = self.create_req(&self.name(tag), self.config().volume_size);
+        req.volume_capabilities = vec![block()];
+        match self.send_create(req).await {
+            Err(e) if e.code() == csi_types::Code::InvalidArgument => {
+                Err(CaseError::Skip(format!(
+                    "the plugin does not take BLOCK volumes (CreateVolume answered {})",
+                    crate::ctx::describe(&e)
+                )))
+            }
+            r => {
+                let r: csi_types::CreateVolumeResponse = ok("CreateVolume (BLOCK)", r)?;
+                Ok(r.volume)
+            }
+        }
     }
 
     /// Cuts a snapshot of `volume_id`; it is deleted after the case.

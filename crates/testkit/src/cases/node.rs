@@ -4,11 +4,11 @@ use std::path::Path;
 
 use csi_types::NodeCapabilities as NC;
 use csi_types::{
-    AccessMode, Code, ControllerCapabilities as CC, CreateVolumeResponse, NodeExpandVolumeResponse,
-    NodeGetInfoResponse, NodeGetVolumeStatsResponse, PluginCapabilities, VolumeCapability, proto,
+    Code, ControllerCapabilities as CC, NodeExpandVolumeResponse, NodeGetInfoResponse,
+    NodeGetVolumeStatsResponse, PluginCapabilities, proto,
 };
 
-use super::{Case, UNKNOWN_ID, case, rw};
+use super::{Case, UNKNOWN_ID, block, case, rw};
 use crate::ctx::{CaseError, Cleanup, Ctx, code, ensure, fail, ok, ok_raw};
 
 /// A node case that sends a request with one REQUIRED field left out.
@@ -551,21 +551,9 @@ async fn lifecycle_block(c: Ctx) -> Result<(), CaseError> {
         "CREATE_DELETE_VOLUME (node cases need a volume to work on)",
     )?;
     c.node_id()?;
-    let cap: proto::VolumeCapability = VolumeCapability::block(AccessMode::SingleNodeWriter).into();
-    let mut req = c.create_req(&c.name("block"), c.config().volume_size);
-    req.volume_capabilities = vec![cap.clone()];
-    // No capability advertises BLOCK support: a plugin without it refuses
-    // the capability, which the spec answers with INVALID_ARGUMENT.
-    let vol: CreateVolumeResponse = match c.send_create(req).await {
-        Err(e) if e.code() == Code::InvalidArgument => {
-            return Err(CaseError::Skip(format!(
-                "the plugin does not take BLOCK volumes (CreateVolume answered {})",
-                crate::ctx::describe(&e)
-            )));
-        }
-        r => ok("CreateVolume (BLOCK)", r)?,
-    };
-    let id = vol.volume.volume_id.to_string();
+    let cap = block();
+    let vol = c.block_volume("block").await?;
+    let id = vol.volume_id.to_string();
     let pctx = c.controller_publish(&id, cap.clone(), false).await?;
     let staging = c.stage(&id, cap.clone(), &pctx).await?;
     if let Some(s) = &staging {

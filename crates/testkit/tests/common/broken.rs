@@ -311,6 +311,29 @@ impl Provisioner for IgnoresRequisite {
     }
 }
 
+/// `GetMetadataAllocated` that sends its messages last first: each message
+/// is in order by itself, but the stream's ranges go backwards.
+struct MetadataBackwards(Arc<MemDriver>);
+
+#[async_trait]
+impl SnapshotMetadata for MetadataBackwards {
+    async fn get_metadata_allocated(
+        &self,
+        req: GetMetadataAllocatedRequest,
+    ) -> Result<BlockMetadataStream, CsiError> {
+        use futures::StreamExt;
+        let mut msgs: Vec<_> = self.0.get_metadata_allocated(req).await?.collect().await;
+        msgs.reverse();
+        Ok(Box::pin(futures::stream::iter(msgs)))
+    }
+    async fn get_metadata_delta(
+        &self,
+        req: GetMetadataDeltaRequest,
+    ) -> Result<BlockMetadataStream, CsiError> {
+        self.0.get_metadata_delta(req).await
+    }
+}
+
 /// The memdriver with one part replaced by the named broken wrapper.
 pub fn plugin(kind: &str) -> Arc<dyn RawCsi> {
     let driver = MemDriver::new(MemDriverConfig::default());
@@ -327,6 +350,7 @@ pub fn plugin(kind: &str) -> Arc<dyn RawCsi> {
         "no-volume-condition" => b.volume_getter(Arc::new(NoVolumeCondition(driver.clone()))),
         "abnormal-on-node" => b.node_stats(Arc::new(AbnormalOnNode(driver.clone()))),
         "wrong-topology" => b.provisioner(Arc::new(WrongTopology(driver.clone()))),
+        "metadata-backwards" => b.snapshot_metadata(Arc::new(MetadataBackwards(driver.clone()))),
         "ignores-requisite" => b.provisioner(Arc::new(IgnoresRequisite(driver.clone()))),
         "wrong-code" => return Arc::new(Faulty(driver.plugin(), Fault::WrongCodeOnDelete)),
         "panics-on-probe" => return Arc::new(Faulty(driver.plugin(), Fault::PanicOnProbe)),

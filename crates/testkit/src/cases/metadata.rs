@@ -1,0 +1,274 @@
+//! SnapshotMetadata cases (an alpha service, advertised by the plugin
+//! capability `SNAPSHOT_METADATA_SERVICE`): `GetMetadataAllocated` and
+//! `GetMetadataDelta` of snapshots of a `BLOCK` volume.
+//!
+//! The spec's rules checked across the whole stream: `block_metadata_type`
+//! and `volume_capacity_bytes` are the same in every message; ranges are in
+//! strictly ascending order and do not overlap, also across messages; no
+//! message holds more than `max_results` ranges; the first range ends after
+//! `starting_offset`. This suite adds that every range lies within the
+//! volume. Errors: `NOT_FOUND` for an unknown snapshot id and `OUT_OF_RANGE`
+//! for a `starting_offset` past the volume's size.
+//!
+//! The harness writes no data into the volume, so the ranges it gets may be
+//! empty; the checks hold either way.
+
+use csi_types::ControllerCapabilities as CC;
+use csi_types::api::RawStream;
+use csi_types::{BlockMetadataResponse, Code, CsiError, PluginCapabilities, Volume, proto};
+use futures::StreamExt;
+
+use super::controller::wait_ready;
+use super::{Case, UNKNOWN_ID, case};
+use crate::ctx::{CaseError, Ctx, describe, ensure, fail};
+
+/// The `max_results` the range cases send: small, so that a plugin with
+/// any ranges at all must split them over several messages.
+const MAX_RESULTS: i32 = 2;
+
+fn need_service(c: &Ctx) -> Result<(), CaseError> {
+    if c.found()
+        .plugin
+        .contains(PluginCapabilities::SNAPSHOT_METADATA_SERVICE)
+    {
+        Ok(())
+    } else {
+        Err(CaseError::Skip(
+            "the plugin does not advertise SNAPSHOT_METADATA_SERVICE".into(),
+        ))
+    }
+}
+
+/// Skips unless the plugin serves metadata and can make the block volume and
+/// snapshots the case reads.
+fn need_snapshots(c: &Ctx) -> Result<(), CaseError> {
+    need_service(c)?;
+    c.need_controller(
+        CC::CREATE_DELETE_VOLUME,
+        "CREATE_DELETE_VOLUME (the case snapshots a BLOCK volume)",
+    )?;
+    c.need_controller(CC::CREATE_DELETE_SNAPSHOT, "CREATE_DELETE_SNAPSHOT")
+}
+
+/// Reads a whole stream. A call or a message that fails gives the inner
+/// error; a message that breaks the typed rules (each message's own ranges
+/// ascending and not overlapping, the REQUIRED fields) fails the case.
+async fn collect<P>(
+    rpc: &str,
+    r: Result<RawStream<P>, CsiError>,
+) -> Result<Result<Vec<BlockMetadataResponse>, CsiError>, CaseError>
+where
+    BlockMetadataResponse: TryFrom<P, Error = CsiError>,
+{
+    let mut stream = match r {
+        Ok(s) => s,
+        Err(e) => return Ok(Err(e)),
+    };
+    let mut out = Vec::new();
+    while let Some(m) = stream.next().await {
+        let m = match m {
+            Ok(m) => m,
+            Err(e) => return Ok(Err(e)),
+        };
+        match BlockMetadataResponse::try_from(m) {
+            Ok(m) => out.push(m),
+            Err(e) => fail!("{rpc}: message {} breaks the spec: {e}", out.len()),
+        }
+    }
+    Ok(Ok(out))
+}
+
+/// Fails unless the stream answered `want`.
+fn expect_code(
+    rpc: &str,
+    r: Result<Vec<BlockMetadataResponse>, CsiError>,
+    want: Code,
+) -> Result<(), CaseError> {
+    match r {
+        Ok(m) => fail!(
+            "{rpc}: expected {want}, got a stream of {} messages",
+            m.len()
+        ),
+        Err(e) if e.code() == want => Ok(()),
+        Err(e) => fail!("{rpc}: expected {want}, got {}", describe(&e)),
+    }
+}
+
+/// The spec's rules across the messages of one stream (see the module
+/// documentation), for a snapshot of `volume`.
+fn check_stream(
+    rpc: &str,
+    r: Result<Vec<BlockMetadataResponse>, CsiError>,
+    starting_offset: u64,
+    volume: &Volume,
+) -> Result<(), CaseError> {
+    let msgs = match r {
+        Ok(m) => m,
+        Err(e) => fail!("{rpc}: expected OK, got {}", describe(&e)),
+    };
+    let Some(first) = msgs.first() else {
+        // An empty stream says nothing is allocated (or changed).
+        return Ok(());
+    };
+    let (kind, capacity) = (first.block_metadata_type, first.volume_capacity_bytes);
+    if volume.capacity_bytes > 0 {
+        ensure!(
+            capacity == volume.capacity_bytes,
+            "{rpc}: volume_capacity_bytes is {capacity}, the volume's capacity {}",
+            volume.capacity_bytes
+        );
+    }
+    let mut prev_end: Option<u64> = None;
+    for (i, m) in msgs.iter().enumerate() {
+        ensure!(
+            m.block_metadata_type == kind && m.volume_capacity_bytes == capacity,
+            "{rpc}: message {i} has block_metadata_type {:?} and volume_capacity_bytes {}, message 0 {kind:?} and {capacity}: they MUST be the same in every message",
+            m.block_metadata_type,
+            m.volume_capacity_bytes
+        );
+        ensure!(
+            m.block_metadata.len() <= MAX_RESULTS as usize,
+            "{rpc}: message {i} holds {} ranges, more than max_results {MAX_RESULTS}",
+            m.block_metadata.len()
+        );
+        for b in &m.block_metadata {
+            let end = b.byte_offset.saturating_add(b.size_bytes);
+            ensure!(
+                end <= capacity,
+                "{rpc}: range {b:?} in message {i} ends at {end}, past the volume's {capacity} bytes"
+            );
+            match prev_end {
+                None => ensure!(
+                    starting_offset < end,
+                    "{rpc}: the first range {b:?} ends at or before starting_offset {starting_offset}"
+                ),
+                Some(p) => ensure!(
+                    p <= b.byte_offset,
+                    "{rpc}: range {b:?} in message {i} starts before the previous range ends at {p}: ranges MUST ascend and not overlap, across messages too"
+                ),
+            }
+            prev_end = Some(end);
+        }
+    }
+    Ok(())
+}
+
+async fn allocated(
+    c: &Ctx,
+    snapshot_id: &str,
+    starting_offset: u64,
+) -> Result<Result<Vec<BlockMetadataResponse>, CsiError>, CaseError> {
+    let req = proto::GetMetadataAllocatedRequest {
+        snapshot_id: snapshot_id.to_string(),
+        starting_offset: starting_offset.min(i64::MAX as u64) as i64,
+        max_results: MAX_RESULTS,
+        ..Default::default()
+    };
+    collect(
+        "GetMetadataAllocated",
+        c.ctl().get_metadata_allocated(req).await,
+    )
+    .await
+}
+
+async fn delta(
+    c: &Ctx,
+    base: &str,
+    target: &str,
+    starting_offset: u64,
+) -> Result<Result<Vec<BlockMetadataResponse>, CsiError>, CaseError> {
+    let req = proto::GetMetadataDeltaRequest {
+        base_snapshot_id: base.to_string(),
+        target_snapshot_id: target.to_string(),
+        starting_offset: starting_offset.min(i64::MAX as u64) as i64,
+        max_results: MAX_RESULTS,
+        ..Default::default()
+    };
+    collect("GetMetadataDelta", c.ctl().get_metadata_delta(req).await).await
+}
+
+/// A BLOCK volume and a ready snapshot of it.
+async fn snapshotted(c: &Ctx) -> Result<(Volume, String), CaseError> {
+    let vol = c.block_volume("meta").await?;
+    let snap = c.snapshot(vol.volume_id.as_str(), "meta").await?;
+    let id = snap.snapshot_id.to_string();
+    if !snap.ready_to_use {
+        wait_ready(c, &id).await?;
+    }
+    Ok((vol, id))
+}
+
+pub(super) fn cases() -> Vec<Case> {
+    vec![
+        case!(
+            "snapshot_metadata/get_metadata_allocated/ranges",
+            "GetMetadataAllocated of a BLOCK volume's snapshot, from 0 and from mid-volume, streams ranges that ascend without overlap, within the volume, at most max_results per message",
+            |c| {
+                need_snapshots(&c)?;
+                let (vol, snap) = snapshotted(&c).await?;
+                let r = allocated(&c, &snap, 0).await?;
+                check_stream("GetMetadataAllocated (from 0)", r, 0, &vol)?;
+                // Resuming mid-volume: no range may end at or before the offset.
+                let mid = vol.capacity_bytes.max(c.config().volume_size) / 2 + 1;
+                let r = allocated(&c, &snap, mid).await?;
+                check_stream(&format!("GetMetadataAllocated (from {mid})"), r, mid, &vol)
+            }
+        ),
+        case!(
+            "snapshot_metadata/get_metadata_delta/ranges",
+            "GetMetadataDelta between two snapshots of one BLOCK volume streams ranges that ascend without overlap, within the volume, at most max_results per message",
+            |c| {
+                need_snapshots(&c)?;
+                let (vol, base) = snapshotted(&c).await?;
+                let target = c.snapshot(vol.volume_id.as_str(), "meta2").await?;
+                let target_id = target.snapshot_id.to_string();
+                if !target.ready_to_use {
+                    wait_ready(&c, &target_id).await?;
+                }
+                let r = delta(&c, &base, &target_id, 0).await?;
+                check_stream("GetMetadataDelta", r, 0, &vol)
+            }
+        ),
+        case!(
+            "snapshot_metadata/unknown_snapshot",
+            "GetMetadataAllocated and GetMetadataDelta of snapshot ids that do not exist answer NOT_FOUND",
+            |c| {
+                need_service(&c)?;
+                let r = allocated(&c, UNKNOWN_ID, 0).await?;
+                expect_code("GetMetadataAllocated (unknown snapshot)", r, Code::NotFound)?;
+                let r = delta(&c, UNKNOWN_ID, UNKNOWN_ID, 0).await?;
+                expect_code("GetMetadataDelta (unknown snapshots)", r, Code::NotFound)
+            }
+        ),
+        case!(
+            "snapshot_metadata/starting_offset_past_end",
+            "GetMetadataAllocated and GetMetadataDelta with starting_offset past the volume's size answer OUT_OF_RANGE",
+            |c| {
+                need_snapshots(&c)?;
+                let (vol, snap) = snapshotted(&c).await?;
+                // Well past the end, whatever rounding the plugin applied.
+                let size = vol.capacity_bytes.max(c.config().volume_size);
+                let past = size.saturating_mul(2).saturating_add(1 << 20);
+                let r = allocated(&c, &snap, past).await?;
+                expect_code(
+                    &format!(
+                        "GetMetadataAllocated (starting_offset {past} of a {size}-byte volume)"
+                    ),
+                    r,
+                    Code::OutOfRange,
+                )?;
+                let later = c.snapshot(vol.volume_id.as_str(), "meta2").await?;
+                let later_id = later.snapshot_id.to_string();
+                if !later.ready_to_use {
+                    wait_ready(&c, &later_id).await?;
+                }
+                let r = delta(&c, &snap, &later_id, past).await?;
+                expect_code(
+                    &format!("GetMetadataDelta (starting_offset {past} of a {size}-byte volume)"),
+                    r,
+                    Code::OutOfRange,
+                )
+            }
+        ),
+    ]
+}
