@@ -10,17 +10,24 @@
 //! volume. Errors: `NOT_FOUND` for an unknown snapshot id and `OUT_OF_RANGE`
 //! for a `starting_offset` past the volume's size.
 //!
-//! The harness writes no data into the volume, so the ranges it gets may be
-//! empty; the checks hold either way.
+//! When the node publishes the volume as a block device, the harness also
+//! writes a few blocks into it (before the snapshot for
+//! `GetMetadataAllocated`, between the two snapshots for `GetMetadataDelta`)
+//! and checks that the ranges returned cover them. Otherwise (no node, or a
+//! target that is a regular file, as the memdriver's) only the rules above
+//! are checked, and an empty stream passes them.
 
 use csi_types::ControllerCapabilities as CC;
 use csi_types::api::RawStream;
-use csi_types::{BlockMetadataResponse, Code, CsiError, PluginCapabilities, Volume, proto};
+use csi_types::{
+    BlockMetadata, BlockMetadataResponse, Code, CsiError, PluginCapabilities, Volume, proto,
+};
 use futures::StreamExt;
 
 use super::controller::wait_ready;
-use super::{Case, UNKNOWN_ID, case};
-use crate::ctx::{CaseError, Ctx, describe, ensure, fail};
+use super::node::unstage_unpublish_order;
+use super::{Case, UNKNOWN_ID, block, case};
+use crate::ctx::{CaseError, Ctx, describe, ensure, fail, ok_raw};
 
 /// The `max_results` the range cases send: small, so that a plugin with
 /// any ranges at all must split them over several messages.
@@ -101,14 +108,14 @@ fn check_stream(
     r: Result<Vec<BlockMetadataResponse>, CsiError>,
     starting_offset: u64,
     volume: &Volume,
-) -> Result<(), CaseError> {
+) -> Result<Vec<BlockMetadata>, CaseError> {
     let msgs = match r {
         Ok(m) => m,
         Err(e) => fail!("{rpc}: expected OK, got {}", describe(&e)),
     };
     let Some(first) = msgs.first() else {
         // An empty stream says nothing is allocated (or changed).
-        return Ok(());
+        return Ok(Vec::new());
     };
     let (kind, capacity) = (first.block_metadata_type, first.volume_capacity_bytes);
     if volume.capacity_bytes > 0 {
@@ -150,7 +157,80 @@ fn check_stream(
             prev_end = Some(end);
         }
     }
+    Ok(msgs.into_iter().flat_map(|m| m.block_metadata).collect())
+}
+
+/// Fails unless `ranges` (ascending, not overlapping) cover every byte the
+/// case wrote.
+fn check_covers(
+    rpc: &str,
+    ranges: &[BlockMetadata],
+    written: &[(u64, u64)],
+) -> Result<(), CaseError> {
+    for &(off, len) in written {
+        let mut pos = off;
+        for b in ranges {
+            if b.byte_offset <= pos && pos < b.byte_offset.saturating_add(b.size_bytes) {
+                pos = b.byte_offset.saturating_add(b.size_bytes);
+            }
+            if pos >= off + len {
+                break;
+            }
+        }
+        ensure!(
+            pos >= off + len,
+            "{rpc}: the case wrote bytes {off}..{} of the volume, but the ranges returned leave byte {pos} out",
+            off + len
+        );
+    }
     Ok(())
+}
+
+/// The size of each write the harness makes into a volume.
+const WRITE: u64 = 4096;
+
+/// Publishes the BLOCK volume on the node, writes `WRITE` bytes of a
+/// pattern at each offset, and unpublishes it again. Returns the ranges
+/// written, or `None` when the harness cannot write into the volume: no
+/// node, or a target that is not a block device (the memdriver's file is
+/// not connected to any data).
+async fn write_blocks(
+    c: &Ctx,
+    volume_id: &str,
+    offsets: &[u64],
+) -> Result<Option<Vec<(u64, u64)>>, CaseError> {
+    use std::io::{Seek, SeekFrom, Write};
+    use std::os::unix::fs::FileTypeExt;
+    if c.found().node_id.is_none() {
+        return Ok(None);
+    }
+    let cap = block();
+    let pctx = c.controller_publish(volume_id, cap.clone(), false).await?;
+    let staging = c.stage(volume_id, cap.clone(), &pctx).await?;
+    let req = c.node_publish_req(volume_id, &staging, cap, false, &pctx)?;
+    let target = req.target_path.clone();
+    ok_raw("NodePublishVolume (BLOCK)", c.send_node_publish(req).await)?;
+    let is_device = std::fs::metadata(&target).is_ok_and(|m| m.file_type().is_block_device());
+    let written = if is_device {
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::OpenOptions::new().write(true).open(&target)?;
+            for &off in offsets {
+                f.seek(SeekFrom::Start(off))?;
+                f.write_all(&[0xa5; WRITE as usize])?;
+            }
+            f.sync_all()
+        };
+        write().map_err(|e| {
+            CaseError::Fail(format!(
+                "writing into the published BLOCK volume at {target}: {e}"
+            ))
+        })?;
+        Some(offsets.iter().map(|&o| (o, WRITE)).collect())
+    } else {
+        None
+    };
+    unstage_unpublish_order(c, volume_id, &target, &staging).await?;
+    Ok(written)
 }
 
 async fn allocated(
@@ -187,14 +267,20 @@ async fn delta(
     collect("GetMetadataDelta", c.ctl().get_metadata_delta(req).await).await
 }
 
-/// A BLOCK volume and a ready snapshot of it.
-async fn snapshotted(c: &Ctx) -> Result<(Volume, String), CaseError> {
-    let vol = c.block_volume("meta").await?;
-    let snap = c.snapshot(vol.volume_id.as_str(), "meta").await?;
+/// A snapshot of `vol`, once it is ready to use; returns its id.
+async fn ready_snapshot(c: &Ctx, vol: &Volume, tag: &str) -> Result<String, CaseError> {
+    let snap = c.snapshot(vol.volume_id.as_str(), tag).await?;
     let id = snap.snapshot_id.to_string();
     if !snap.ready_to_use {
         wait_ready(c, &id).await?;
     }
+    Ok(id)
+}
+
+/// A BLOCK volume and a ready snapshot of it.
+async fn snapshotted(c: &Ctx) -> Result<(Volume, String), CaseError> {
+    let vol = c.block_volume("meta").await?;
+    let id = ready_snapshot(c, &vol, "meta").await?;
     Ok((vol, id))
 }
 
@@ -205,13 +291,20 @@ pub(super) fn cases() -> Vec<Case> {
             "GetMetadataAllocated of a BLOCK volume's snapshot, from 0 and from mid-volume, streams ranges that ascend without overlap, within the volume, at most max_results per message",
             |c| {
                 need_snapshots(&c)?;
-                let (vol, snap) = snapshotted(&c).await?;
+                let vol = c.block_volume("meta").await?;
+                let half = vol.capacity_bytes.max(c.config().volume_size) / 2 / WRITE * WRITE;
+                let written = write_blocks(&c, vol.volume_id.as_str(), &[0, half]).await?;
+                let snap = ready_snapshot(&c, &vol, "meta").await?;
                 let r = allocated(&c, &snap, 0).await?;
-                check_stream("GetMetadataAllocated (from 0)", r, 0, &vol)?;
+                let ranges = check_stream("GetMetadataAllocated (from 0)", r, 0, &vol)?;
+                if let Some(w) = &written {
+                    check_covers("GetMetadataAllocated (from 0)", &ranges, w)?;
+                }
                 // Resuming mid-volume: no range may end at or before the offset.
                 let mid = vol.capacity_bytes.max(c.config().volume_size) / 2 + 1;
                 let r = allocated(&c, &snap, mid).await?;
-                check_stream(&format!("GetMetadataAllocated (from {mid})"), r, mid, &vol)
+                check_stream(&format!("GetMetadataAllocated (from {mid})"), r, mid, &vol)?;
+                Ok(())
             }
         ),
         case!(
@@ -220,13 +313,16 @@ pub(super) fn cases() -> Vec<Case> {
             |c| {
                 need_snapshots(&c)?;
                 let (vol, base) = snapshotted(&c).await?;
-                let target = c.snapshot(vol.volume_id.as_str(), "meta2").await?;
-                let target_id = target.snapshot_id.to_string();
-                if !target.ready_to_use {
-                    wait_ready(&c, &target_id).await?;
+                let at =
+                    (vol.capacity_bytes.max(c.config().volume_size) / 4 / WRITE * WRITE).max(WRITE);
+                let written = write_blocks(&c, vol.volume_id.as_str(), &[at]).await?;
+                let target = ready_snapshot(&c, &vol, "meta2").await?;
+                let r = delta(&c, &base, &target, 0).await?;
+                let ranges = check_stream("GetMetadataDelta", r, 0, &vol)?;
+                if let Some(w) = &written {
+                    check_covers("GetMetadataDelta", &ranges, w)?;
                 }
-                let r = delta(&c, &base, &target_id, 0).await?;
-                check_stream("GetMetadataDelta", r, 0, &vol)
+                Ok(())
             }
         ),
         case!(
@@ -257,12 +353,8 @@ pub(super) fn cases() -> Vec<Case> {
                     r,
                     Code::OutOfRange,
                 )?;
-                let later = c.snapshot(vol.volume_id.as_str(), "meta2").await?;
-                let later_id = later.snapshot_id.to_string();
-                if !later.ready_to_use {
-                    wait_ready(&c, &later_id).await?;
-                }
-                let r = delta(&c, &snap, &later_id, past).await?;
+                let later = ready_snapshot(&c, &vol, "meta2").await?;
+                let r = delta(&c, &snap, &later, past).await?;
                 expect_code(
                     &format!("GetMetadataDelta (starting_offset {past} of a {size}-byte volume)"),
                     r,
@@ -271,4 +363,32 @@ pub(super) fn cases() -> Vec<Case> {
             }
         ),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(byte_offset: u64, size_bytes: u64) -> BlockMetadata {
+        BlockMetadata {
+            byte_offset,
+            size_bytes,
+        }
+    }
+
+    #[test]
+    fn coverage_needs_every_written_byte() {
+        let ranges = [r(0, 4096), r(4096, 4096), r(16384, 4096)];
+        // Written bytes spanning two adjacent ranges are covered.
+        assert!(check_covers("t", &ranges, &[(1000, 5000), (16384, 4096)]).is_ok());
+        // A gap between ranges is not.
+        let e = check_covers("t", &ranges, &[(4096, 8192)]).unwrap_err();
+        assert!(
+            matches!(&e, CaseError::Fail(m) if m.contains("leave byte 8192 out")),
+            "{e:?}"
+        );
+        // Nothing returned covers nothing.
+        assert!(check_covers("t", &[], &[(0, 1)]).is_err());
+        assert!(check_covers("t", &[], &[]).is_ok());
+    }
 }

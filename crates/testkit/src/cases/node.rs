@@ -50,7 +50,7 @@ fn writable(dir: &Path) -> Result<bool, String> {
     }
 }
 
-async fn unstage_unpublish_order(
+pub(super) async fn unstage_unpublish_order(
     c: &Ctx,
     volume_id: &str,
     target: &str,
