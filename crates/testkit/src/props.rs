@@ -9,6 +9,12 @@
 //! step the driver's listings must equal the model, nothing deleted may
 //! reappear, and the available capacity may never exceed what it was at the
 //! start of the sequence.
+//!
+//! When the driver advertises them, the sequences also modify volumes
+//! (`MODIFY_VOLUME`, with the configured mutable parameters) and create and
+//! delete group snapshots (`CREATE_DELETE_GET_VOLUME_GROUP_SNAPSHOT`), whose
+//! member snapshots the model expects in `ListSnapshots` until the group is
+//! deleted, whatever happens to their source volumes.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
@@ -18,15 +24,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use csi_types::ControllerCapabilities as CC;
 use csi_types::NodeCapabilities as NC;
-use csi_types::{Code, CsiError, PluginCapabilities, proto};
+use csi_types::{Code, CsiError, GroupControllerCapabilities, PluginCapabilities, proto};
 use proptest::prelude::*;
 use proptest::test_runner::{RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
 
 use crate::cases::{UNKNOWN_ID, list_all_snapshots, list_all_volumes, rw};
 use crate::ctx::{CaseError, CaseResult, Ctx, describe};
 
-/// One call of a generated sequence. Slots name volumes (`v0`, `v1`) and
-/// snapshots (`s0`, `s1`) within one sequence.
+/// One call of a generated sequence. Slots name volumes (`v0`, `v1`),
+/// snapshots (`s0`, `s1`) and group snapshots (`g0`, `g1`) within one
+/// sequence.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
     /// `CreateVolume` of volume slot `slot` with `required_bytes = mult × volume_size`.
@@ -108,6 +115,27 @@ pub enum Op {
         /// Size multiplier.
         mult: u8,
     },
+    /// `ControllerModifyVolume` with one of the configured mutable
+    /// parameters (`param` indexes them in key order, wrapping around).
+    Modify {
+        /// Volume slot.
+        slot: u8,
+        /// Index of the mutable parameter.
+        param: u8,
+    },
+    /// `CreateVolumeGroupSnapshot` of group slot `group` from the volume
+    /// slots whose bits are set in `members` (bit 0 is `v0`).
+    GroupSnapshot {
+        /// Group snapshot slot.
+        group: u8,
+        /// Bit set of source volume slots; never 0.
+        members: u8,
+    },
+    /// `DeleteVolumeGroupSnapshot` of the group slot (or of its last deleted id).
+    DeleteGroupSnapshot {
+        /// Group snapshot slot.
+        group: u8,
+    },
     /// `ListVolumes` and `ListSnapshots` in pages of one.
     List,
     /// The previous call again, verbatim: it must answer the same.
@@ -136,6 +164,24 @@ impl fmt::Display for Op {
             Op::Expand { slot, mult } => {
                 write!(f, "ControllerExpandVolume(v{slot}, required={mult}×size)")
             }
+            Op::Modify { slot, param } => {
+                write!(
+                    f,
+                    "ControllerModifyVolume(v{slot}, mutable parameter #{param})"
+                )
+            }
+            Op::GroupSnapshot { group, members } => {
+                let slots: Vec<String> = (0..8u8)
+                    .filter(|b| members & (1 << b) != 0)
+                    .map(|b| format!("v{b}"))
+                    .collect();
+                write!(
+                    f,
+                    "CreateVolumeGroupSnapshot(g{group} of {})",
+                    slots.join("+")
+                )
+            }
+            Op::DeleteGroupSnapshot { group } => write!(f, "DeleteVolumeGroupSnapshot(g{group})"),
             Op::List => write!(f, "ListVolumes+ListSnapshots(max_entries=1)"),
             Op::Retry => write!(f, "retry the previous call"),
         }
@@ -155,6 +201,8 @@ impl std::str::FromStr for Op {
     /// let op: Op = "CreateSnapshot(s1 of v0)".parse().unwrap();
     /// assert_eq!(op, Op::Snapshot { snap: 1, slot: 0 });
     /// assert_eq!(op.to_string().parse::<Op>().unwrap(), op);
+    /// let op: Op = "CreateVolumeGroupSnapshot(g0 of v0+v1)".parse().unwrap();
+    /// assert_eq!(op, Op::GroupSnapshot { group: 0, members: 0b11 });
     /// assert!("CreateVolume(x0)".parse::<Op>().is_err());
     /// ```
     fn from_str(text: &str) -> Result<Op, String> {
@@ -246,6 +294,33 @@ impl std::str::FromStr for Op {
                 slot: slot(v, 'v')?,
                 mult: mult(a)?,
             },
+            ("ControllerModifyVolume", [v, p]) => Op::Modify {
+                slot: slot(v, 'v')?,
+                param: p
+                    .strip_prefix("mutable parameter #")
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(|| bad(&format!("expected mutable parameter #<n>, got {p:?}")))?,
+            },
+            ("CreateVolumeGroupSnapshot", [a]) => {
+                let (g, vs) = a
+                    .split_once(" of ")
+                    .ok_or_else(|| bad("expected g<n> of v<n>+v<n>…"))?;
+                let mut members = 0u8;
+                for v in vs.split('+') {
+                    let b = slot(v, 'v')?;
+                    if b >= 8 {
+                        return Err(bad(&format!("volume slot {v} is above v7")));
+                    }
+                    members |= 1 << b;
+                }
+                Op::GroupSnapshot {
+                    group: slot(g, 'g')?,
+                    members,
+                }
+            }
+            ("DeleteVolumeGroupSnapshot", [g]) => Op::DeleteGroupSnapshot {
+                group: slot(g, 'g')?,
+            },
             ("ListVolumes+ListSnapshots", _) => Op::List,
             _ => return Err(bad("not a call the state machine makes")),
         };
@@ -253,10 +328,12 @@ impl std::str::FromStr for Op {
     }
 }
 
-/// Sequences of 1 to 39 calls over 2 volume and 2 snapshot slots.
+/// Sequences of 1 to 39 calls over 2 volume, 2 snapshot and 2 group
+/// snapshot slots.
 pub fn ops() -> impl Strategy<Value = Vec<Op>> {
     let slot = || 0u8..2;
     let snap = || 0u8..2;
+    let group = || 0u8..2;
     let mult = || 1u8..4;
     let op = prop_oneof![
         6 => (slot(), mult()).prop_map(|(slot, mult)| Op::Create { slot, mult }),
@@ -272,6 +349,9 @@ pub fn ops() -> impl Strategy<Value = Vec<Op>> {
         2 => (snap(), slot()).prop_map(|(snap, slot)| Op::Snapshot { snap, slot }),
         1 => snap().prop_map(|snap| Op::DeleteSnapshot { snap }),
         2 => (slot(), mult()).prop_map(|(slot, mult)| Op::Expand { slot, mult }),
+        2 => (slot(), 0u8..4).prop_map(|(slot, param)| Op::Modify { slot, param }),
+        2 => (group(), 1u8..4).prop_map(|(group, members)| Op::GroupSnapshot { group, members }),
+        1 => group().prop_map(|group| Op::DeleteGroupSnapshot { group }),
         1 => Just(Op::List),
         3 => Just(Op::Retry),
     ];
@@ -305,14 +385,49 @@ struct MSnap {
     ready: bool,
 }
 
+/// A member snapshot of a group snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct MMember {
+    id: String,
+    source: String,
+    /// Whether the driver reported the group's id in `group_snapshot_id`;
+    /// if it did, `ListSnapshots` must report it too.
+    grouped: bool,
+}
+
+#[derive(Clone, Debug)]
+struct MGroup {
+    id: String,
+    /// The source volume ids, as sent.
+    sources: BTreeSet<String>,
+    members: Vec<MMember>,
+}
+
 #[derive(Default)]
 struct Model {
     vols: BTreeMap<u8, MVol>,
     snaps: BTreeMap<u8, MSnap>,
+    groups: BTreeMap<u8, MGroup>,
     deleted_vols: HashSet<String>,
     deleted_snaps: HashSet<String>,
+    deleted_groups: HashSet<String>,
     last_vol: BTreeMap<u8, String>,
     last_snap: BTreeMap<u8, String>,
+    /// The last deleted group of a slot, with its member snapshot ids.
+    last_group: BTreeMap<u8, (String, Vec<String>)>,
+}
+
+impl Model {
+    /// Every snapshot id the driver must list: the single snapshots and the
+    /// members of the groups.
+    fn snapshot_ids(&self) -> BTreeSet<String> {
+        let singles = self.snaps.values().map(|s| s.id.clone());
+        let members = self
+            .groups
+            .values()
+            .flat_map(|g| g.members.iter().map(|m| m.id.clone()));
+        singles.chain(members).collect()
+    }
 }
 
 /// What a call answered: its code and the id or size it returned.
@@ -379,11 +494,25 @@ impl Seq<'_> {
         let what = "CreateVolume";
         let r = self.c.ctl().create_volume(req).await;
         if source_missing {
-            if self.m.vols.contains_key(&slot) {
-                // Both NOT_FOUND and ALREADY_EXISTS describe this request.
+            if let Some(v) = self.m.vols.get(&slot) {
+                // Both NOT_FOUND and ALREADY_EXISTS describe this request;
+                // when the volume was made by this very request before its
+                // source went away, so does OK with that volume (a driver
+                // that looks the name up first answers the retry so).
+                let same = v.source == key && v.requested >= required;
                 return match r {
                     Err(e) if matches!(e.code(), Code::NotFound | Code::AlreadyExists) => {
                         Ok(Some((e.code(), None)))
+                    }
+                    Ok(resp) if same => {
+                        let got = resp.volume.map(|v| v.volume_id).unwrap_or_default();
+                        if got != v.id {
+                            return Err(format!(
+                                "{what}: the name exists as {}, but the call returned {got}",
+                                v.id
+                            ));
+                        }
+                        Ok(Some((Code::Ok, Some(got))))
                     }
                     other => expect_code(what, other, Code::NotFound).map(Some),
                 };
@@ -484,6 +613,25 @@ impl Seq<'_> {
                 slot: pick(slot, &any).unwrap_or(slot),
                 mult,
             }),
+            Op::Modify { slot, param } => Some(Op::Modify {
+                slot: pick(slot, &any).unwrap_or(slot),
+                param,
+            }),
+            // A group is taken of the named volumes that exist, or else of
+            // one that does; a CO does not snapshot volumes it never made.
+            Op::GroupSnapshot { group, members } => {
+                let present = (0..8u8)
+                    .filter(|b| members & (1 << b) != 0 && self.m.vols.contains_key(b))
+                    .fold(0u8, |m, b| m | (1 << b));
+                let members = match present {
+                    0 => 1 << pick(group, &any)?,
+                    p => p,
+                };
+                Some(Op::GroupSnapshot { group, members })
+            }
+            Op::DeleteGroupSnapshot { group } => (self.m.groups.contains_key(&group)
+                || self.m.last_group.contains_key(&group))
+            .then_some(Op::DeleteGroupSnapshot { group }),
             Op::Stage { slot } => pick(slot, &|v| {
                 (!publishes || v.published.is_some()) && !v.staged
             })
@@ -903,6 +1051,9 @@ impl Seq<'_> {
                 self.m.vols.get_mut(&slot).expect("present").cap = cap;
                 Ok(Some((Code::Ok, Some(cap.to_string()))))
             }
+            Op::Modify { slot, param } => self.modify(slot, param).await,
+            Op::GroupSnapshot { group, members } => self.group_snapshot(group, members).await,
+            Op::DeleteGroupSnapshot { group } => self.delete_group_snapshot(group).await,
             Op::List => {
                 if cc.contains(CC::LIST_VOLUMES) {
                     list_all_volumes(self.c, 1).await.map_err(case_text)?;
@@ -914,6 +1065,194 @@ impl Seq<'_> {
             }
             Op::Retry => Ok(None),
         }
+    }
+
+    /// `ControllerModifyVolume`: OK on a volume that exists, NOT_FOUND on
+    /// one that does not, and what `ListVolumes` shows of the volume (its
+    /// id, capacity, source, topology and the nodes it is published to) is
+    /// the same before and after. Its `volume_context` and condition may
+    /// change: a driver may report the mutable parameters there.
+    async fn modify(&mut self, slot: u8, param: u8) -> Result<Option<Observed>, String> {
+        let cc = self.c.found().controller;
+        let params = &self.c.config().mutable_parameters;
+        if !cc.contains(CC::MODIFY_VOLUME) || params.is_empty() {
+            return Ok(None);
+        }
+        let (key, value) = params
+            .iter()
+            .nth(param as usize % params.len())
+            .expect("index below the length");
+        let what = format!("ControllerModifyVolume({key}={value})");
+        let (id, exists) = match self.m.vols.get(&slot) {
+            Some(v) => (v.id.clone(), true),
+            None => (self.gone_id(slot), false),
+        };
+        let lists = cc.contains(CC::LIST_VOLUMES);
+        let before = if exists && lists {
+            listed_volume(self.c, &id).await?
+        } else {
+            None
+        };
+        let r = self
+            .c
+            .ctl()
+            .controller_modify_volume(proto::ControllerModifyVolumeRequest {
+                volume_id: id.clone(),
+                mutable_parameters: [(key.clone(), value.clone())].into(),
+                ..Default::default()
+            })
+            .await;
+        if !exists {
+            return expect_code(&what, r, Code::NotFound).map(Some);
+        }
+        expect_ok(&what, r)?;
+        if lists {
+            let after = listed_volume(self.c, &id).await?;
+            if after != before {
+                return Err(format!(
+                    "{what}: changed what ListVolumes shows of {id}: before {before:?}, after {after:?}"
+                ));
+            }
+        }
+        Ok(Some((Code::Ok, None)))
+    }
+
+    /// `CreateVolumeGroupSnapshot`: a new name makes one new snapshot per
+    /// source volume; the same name and sources answer the same group; the
+    /// same name with other sources answers ALREADY_EXISTS.
+    async fn group_snapshot(&mut self, group: u8, members: u8) -> Result<Option<Observed>, String> {
+        if !self.groups_supported() {
+            return Ok(None);
+        }
+        let mut ids = Vec::new();
+        for b in (0..8u8).filter(|b| members & (1 << b) != 0) {
+            match self.m.vols.get(&b) {
+                Some(v) => ids.push(v.id.clone()),
+                None => return Ok(None),
+            }
+        }
+        let want: BTreeSet<String> = ids.iter().cloned().collect();
+        let r = self
+            .c
+            .ctl()
+            .create_volume_group_snapshot(proto::CreateVolumeGroupSnapshotRequest {
+                name: format!("{}-g{group}", self.prefix),
+                source_volume_ids: ids,
+                ..Default::default()
+            })
+            .await;
+        let what = "CreateVolumeGroupSnapshot";
+        let existing = self.m.groups.get(&group).cloned();
+        if existing.as_ref().is_some_and(|g| g.sources != want) {
+            return expect_code(what, r, Code::AlreadyExists).map(Some);
+        }
+        let resp = expect_ok(what, r)?;
+        let gs = resp
+            .group_snapshot
+            .ok_or_else(|| format!("{what}: the response has no group_snapshot"))?;
+        let gid = gs.group_snapshot_id;
+        let mut got = Vec::new();
+        for s in gs.snapshots {
+            if !s.group_snapshot_id.is_empty() && s.group_snapshot_id != gid {
+                return Err(format!(
+                    "{what}: member {} has group_snapshot_id {:?}, the group is {gid}",
+                    s.snapshot_id, s.group_snapshot_id
+                ));
+            }
+            got.push(MMember {
+                grouped: !s.group_snapshot_id.is_empty(),
+                id: s.snapshot_id,
+                source: s.source_volume_id,
+            });
+        }
+        let sources: BTreeSet<String> = got.iter().map(|m| m.source.clone()).collect();
+        if sources != want || got.len() != want.len() {
+            return Err(format!(
+                "{what}: of volumes {want:?} answered {} snapshots of {sources:?}",
+                got.len()
+            ));
+        }
+        match existing {
+            Some(g) => {
+                let first: BTreeSet<&str> = g.members.iter().map(|m| m.id.as_str()).collect();
+                let again: BTreeSet<&str> = got.iter().map(|m| m.id.as_str()).collect();
+                if g.id != gid || first != again {
+                    return Err(format!(
+                        "{what}: the name exists as {} with snapshots {first:?}, the call returned {gid} with {again:?}",
+                        g.id
+                    ));
+                }
+            }
+            None => {
+                if self.m.deleted_groups.contains(&gid)
+                    || self.m.groups.values().any(|g| g.id == gid)
+                {
+                    return Err(format!(
+                        "{what}: a new name returned {gid}, an id already used"
+                    ));
+                }
+                let used = self.m.snapshot_ids();
+                if let Some(m) = got
+                    .iter()
+                    .find(|m| used.contains(&m.id) || self.m.deleted_snaps.contains(&m.id))
+                {
+                    return Err(format!(
+                        "{what}: member snapshot {} has an id already used",
+                        m.id
+                    ));
+                }
+                self.m.groups.insert(
+                    group,
+                    MGroup {
+                        id: gid.clone(),
+                        sources: want,
+                        members: got,
+                    },
+                );
+            }
+        }
+        Ok(Some((Code::Ok, Some(gid))))
+    }
+
+    /// `DeleteVolumeGroupSnapshot`: OK, for a group deleted before too, and
+    /// its member snapshots are gone from `ListSnapshots` afterwards.
+    async fn delete_group_snapshot(&mut self, group: u8) -> Result<Option<Observed>, String> {
+        if !self.groups_supported() {
+            return Ok(None);
+        }
+        let (id, snapshot_ids) = match self.m.groups.get(&group) {
+            Some(g) => (
+                g.id.clone(),
+                g.members.iter().map(|m| m.id.clone()).collect(),
+            ),
+            None => match self.m.last_group.get(&group) {
+                Some(last) => last.clone(),
+                None => return Ok(None),
+            },
+        };
+        let r = self
+            .c
+            .ctl()
+            .delete_volume_group_snapshot(proto::DeleteVolumeGroupSnapshotRequest {
+                group_snapshot_id: id.clone(),
+                snapshot_ids: snapshot_ids.clone(),
+                ..Default::default()
+            })
+            .await;
+        expect_ok(&format!("DeleteVolumeGroupSnapshot({id})"), r)?;
+        if self.m.groups.remove(&group).is_some() {
+            self.m.deleted_snaps.extend(snapshot_ids.iter().cloned());
+            self.m.deleted_groups.insert(id.clone());
+            self.m.last_group.insert(group, (id, snapshot_ids));
+        }
+        Ok(Some((Code::Ok, None)))
+    }
+
+    fn groups_supported(&self) -> bool {
+        self.c
+            .found()
+            .group
+            .contains(GroupControllerCapabilities::CREATE_DELETE_GET_VOLUME_GROUP_SNAPSHOT)
     }
 
     async fn check(
@@ -956,13 +1295,36 @@ impl Seq<'_> {
                 }
             }
             let ours: BTreeSet<String> = listed.difference(base_snaps).cloned().collect();
-            let model: BTreeSet<String> = self.m.snaps.values().map(|s| s.id.clone()).collect();
+            let model = self.m.snapshot_ids();
             if ours != model {
                 return Err(format!(
                     "ListSnapshots disagrees with the model: missing {:?}, unexpected {:?}",
                     model.difference(&ours).collect::<Vec<_>>(),
                     ours.difference(&model).collect::<Vec<_>>()
                 ));
+            }
+            if self
+                .m
+                .groups
+                .values()
+                .any(|g| g.members.iter().any(|m| m.grouped))
+            {
+                let listed: BTreeMap<String, String> = list_snapshot_entries(self.c)
+                    .await?
+                    .into_iter()
+                    .map(|s| (s.snapshot_id, s.group_snapshot_id))
+                    .collect();
+                for g in self.m.groups.values() {
+                    for m in g.members.iter().filter(|m| m.grouped) {
+                        let shown = listed.get(&m.id).map(String::as_str).unwrap_or_default();
+                        if shown != g.id {
+                            return Err(format!(
+                                "ListSnapshots reports member {} of group snapshot {} with group_snapshot_id {shown:?}",
+                                m.id, g.id
+                            ));
+                        }
+                    }
+                }
             }
         }
         if let Some(cap0) = cap0 {
@@ -1024,6 +1386,24 @@ impl Seq<'_> {
             }
             self.m.vols.insert(slot, v);
         }
+        for g in std::mem::take(&mut self.m.groups).into_values() {
+            if let Err(e) = self
+                .c
+                .ctl()
+                .delete_volume_group_snapshot(proto::DeleteVolumeGroupSnapshotRequest {
+                    group_snapshot_id: g.id.clone(),
+                    snapshot_ids: g.members.into_iter().map(|m| m.id).collect(),
+                    ..Default::default()
+                })
+                .await
+            {
+                errors.push(format!(
+                    "DeleteVolumeGroupSnapshot({}): {}",
+                    g.id,
+                    describe(&e)
+                ));
+            }
+        }
         for s in std::mem::take(&mut self.m.snaps).into_values() {
             if let Err(e) = self
                 .c
@@ -1065,6 +1445,68 @@ fn case_text(e: CaseError) -> String {
     match e {
         CaseError::Fail(s) | CaseError::Skip(s) => s,
     }
+}
+
+/// The `ListVolumes` entry of `id`, read in one unpaged listing, without
+/// the parts `ControllerModifyVolume` may change: `volume_context` and the
+/// volume condition.
+async fn listed_volume(
+    c: &Ctx,
+    id: &str,
+) -> Result<Option<proto::list_volumes_response::Entry>, String> {
+    let mut token = String::new();
+    for _ in 0..10_000 {
+        let r = expect_ok(
+            "ListVolumes",
+            c.ctl()
+                .list_volumes(proto::ListVolumesRequest {
+                    starting_token: token.clone(),
+                    ..Default::default()
+                })
+                .await,
+        )?;
+        if let Some(mut e) = r
+            .entries
+            .into_iter()
+            .find(|e| e.volume.as_ref().is_some_and(|v| v.volume_id == id))
+        {
+            if let Some(v) = e.volume.as_mut() {
+                v.volume_context.clear();
+            }
+            if let Some(st) = e.status.as_mut() {
+                st.volume_condition = None;
+            }
+            return Ok(Some(e));
+        }
+        if r.next_token.is_empty() {
+            return Ok(None);
+        }
+        token = r.next_token;
+    }
+    Err("ListVolumes: next_token never ended after 10000 pages".into())
+}
+
+/// Every `ListSnapshots` entry, as the wire carries it.
+async fn list_snapshot_entries(c: &Ctx) -> Result<Vec<proto::Snapshot>, String> {
+    let mut out = Vec::new();
+    let mut token = String::new();
+    for _ in 0..10_000 {
+        let r = expect_ok(
+            "ListSnapshots",
+            c.ctl()
+                .list_snapshots(proto::ListSnapshotsRequest {
+                    starting_token: token.clone(),
+                    ..Default::default()
+                })
+                .await,
+        )?;
+        out.extend(r.entries.into_iter().filter_map(|e| e.snapshot));
+        if r.next_token.is_empty() {
+            return Ok(out);
+        }
+        token = r.next_token;
+    }
+    Err("ListSnapshots: next_token never ended after 10000 pages".into())
 }
 
 async fn capacity(c: &Ctx) -> Result<u64, String> {
@@ -1109,6 +1551,9 @@ impl Op {
             Op::Snapshot { .. } => "Snapshot",
             Op::DeleteSnapshot { .. } => "DeleteSnapshot",
             Op::Expand { .. } => "Expand",
+            Op::Modify { .. } => "Modify",
+            Op::GroupSnapshot { .. } => "GroupSnapshot",
+            Op::DeleteGroupSnapshot { .. } => "DeleteGroupSnapshot",
             Op::List => "List",
             Op::Retry => "Retry",
         }
@@ -1334,13 +1779,9 @@ mod tests {
         let plugin: Arc<dyn csi_types::RawCsi> =
             Arc::new(MemDriver::new(MemDriverConfig::default()).plugin());
         let found = Discovered::discover(&*plugin, &*plugin).await;
-        let c = Ctx::new(
-            plugin.clone(),
-            plugin,
-            Config::new(dir.path()),
-            found,
-            "coverage",
-        );
+        let mut config = Config::new(dir.path());
+        config.mutable_parameters = [("iops".to_string(), "500".to_string())].into();
+        let c = Ctx::new(plugin.clone(), plugin, config, found, "coverage");
         let mut runner = TestRunner::new_with_rng(
             ProptestConfig::default(),
             TestRng::deterministic_rng(RngAlgorithm::ChaCha),
@@ -1366,6 +1807,9 @@ mod tests {
             "Snapshot",
             "DeleteSnapshot",
             "Expand",
+            "Modify",
+            "GroupSnapshot",
+            "DeleteGroupSnapshot",
             "List",
             "Retry",
         ] {

@@ -153,7 +153,7 @@ async fn the_state_machine_catches_snapshots_deleted_with_their_volume() {
     let plugin = broken::plugin("snapshots-die-with-volume");
     let dir = tempfile::tempdir().unwrap();
     let mut config = common::config(dir.path());
-    config.proptest_cases = 64;
+    config.proptest_cases = 128;
     config.filter = Some("properties/".into());
     let report = Suite::new(config, plugin.clone(), plugin).run().await;
     assert_fails(

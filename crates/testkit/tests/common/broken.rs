@@ -188,7 +188,12 @@ impl Provisioner for SnapshotsDieWithVolume {
                 secrets: Secrets::default(),
             })
             .await?;
-        for s in snaps.entries {
+        // Members of a group snapshot go only with their group.
+        for s in snaps
+            .entries
+            .into_iter()
+            .filter(|s| s.group_snapshot_id.is_none())
+        {
             self.0
                 .delete_snapshot(DeleteSnapshotRequest {
                     snapshot_id: s.snapshot_id,
