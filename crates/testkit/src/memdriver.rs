@@ -9,7 +9,8 @@
 //! an empty file for a block volume; a read-only publish takes every write
 //! permission off the directory), and the unpublish/unstage calls remove
 //! them again. It reports one topology (the node's, which is also every
-//! volume's) and a healthy `volume_condition` for every volume.
+//! volume's; `GetCapacity` reports 0 in any other) and a healthy
+//! `volume_condition` for every volume.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -606,10 +607,19 @@ impl VolumeLister for MemDriver {
 
 #[async_trait]
 impl CapacityReporter for MemDriver {
-    async fn get_capacity(&self, _: GetCapacityRequest) -> Result<GetCapacityResponse, CsiError> {
+    async fn get_capacity(&self, req: GetCapacityRequest) -> Result<GetCapacityResponse, CsiError> {
         let st = self.state();
+        // Nothing is available in a topology the volumes cannot be in.
+        let elsewhere = match (&req.accessible_topology, &self.config.topology) {
+            (Some(want), Some(here)) => !want.is_subset_of(here),
+            _ => false,
+        };
         Ok(GetCapacityResponse {
-            available_capacity: self.config.capacity_bytes - st.used,
+            available_capacity: if elsewhere {
+                0
+            } else {
+                self.config.capacity_bytes - st.used
+            },
             maximum_volume_size: Some(self.config.capacity_bytes),
             minimum_volume_size: Some(self.config.granularity),
         })

@@ -117,10 +117,36 @@ async fn catches_a_fresh_volume_reported_abnormal_on_the_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catches_a_volume_placed_outside_the_requisite_topology() {
     let report = run(broken::plugin("wrong-topology")).await;
-    assert_only_failure(
+    assert_fails(
         &report,
         "controller/create_volume/topology_requisite",
         "zone-elsewhere",
+    );
+    assert_fails(
+        &report,
+        "controller/create_volume/topology_requisite_several",
+        "none of which covers the node's topology",
+    );
+    assert_eq!(report.failed(), 2, "{}", report.summary());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catches_a_volume_reported_in_the_first_preferred_topology() {
+    let report = run(broken::plugin("first-preferred")).await;
+    assert_only_failure(
+        &report,
+        "controller/create_volume/topology_requisite_several",
+        "includes the topology the plugin cannot provision in",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catches_capacity_reported_where_the_plugin_cannot_provision() {
+    let report = run(broken::plugin("capacity-everywhere")).await;
+    assert_only_failure(
+        &report,
+        "controller/get_capacity/topology",
+        "where CreateVolume cannot provision",
     );
 }
 
@@ -132,10 +158,12 @@ async fn catches_a_create_volume_that_ignores_an_unsatisfiable_requisite() {
         "controller/create_volume/topology_unsatisfiable",
         "expected RESOURCE_EXHAUSTED, got OK",
     );
-    assert_eq!(
-        report.outcome("controller/create_volume/topology_requisite"),
-        Some(&Outcome::Pass)
-    );
+    for passes in [
+        "controller/create_volume/topology_requisite",
+        "controller/create_volume/topology_requisite_several",
+    ] {
+        assert_eq!(report.outcome(passes), Some(&Outcome::Pass), "{passes}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,15 +7,22 @@
 //! plugin cannot provision in answers `RESOURCE_EXHAUSTED` ("Unable to
 //! provision in `accessible_topology`", `CreateVolume` errors).
 //!
+//! With `GET_CAPACITY`, `GetCapacity` for a topology reports what is
+//! "available for volume creation in the specified topology": no more than
+//! the total, and nothing where `CreateVolume` cannot provision.
+//!
 //! The node's own topology (from `NodeGetInfo`) is the requisite the cases
-//! send, since it is the one topology the harness knows the plugin serves.
+//! send, since it is the one topology the harness knows the plugin serves;
+//! a topology with the node's keys and values no plugin serves stands for
+//! "somewhere else".
 
 use csi_types::ControllerCapabilities as CC;
 use csi_types::{
-    Code, CreateVolumeResponse, NodeGetInfoResponse, PluginCapabilities, Topology, proto,
+    Code, CreateVolumeResponse, GetCapacityResponse, NodeGetInfoResponse, PluginCapabilities,
+    Topology, proto,
 };
 
-use super::{Case, case};
+use super::{Case, case, rw};
 use crate::ctx::{CaseError, Ctx, code, ensure, fail, ok};
 
 /// A segment value no plugin serves: `CreateVolume` requests it to check
@@ -31,15 +38,21 @@ fn advertises(c: &Ctx) -> bool {
 /// Skips unless the plugin advertises topology, can create volumes and
 /// its node reports a topology; returns that topology.
 fn need_topology(c: &Ctx) -> Result<Topology, CaseError> {
+    c.need_controller(
+        CC::CREATE_DELETE_VOLUME,
+        "CREATE_DELETE_VOLUME (the case creates a volume)",
+    )?;
+    node_topology(c)
+}
+
+/// Skips unless the plugin advertises topology and its node reports one;
+/// returns that topology.
+fn node_topology(c: &Ctx) -> Result<Topology, CaseError> {
     if !advertises(c) {
         return Err(CaseError::Skip(
             "the plugin does not advertise VOLUME_ACCESSIBILITY_CONSTRAINTS".into(),
         ));
     }
-    c.need_controller(
-        CC::CREATE_DELETE_VOLUME,
-        "CREATE_DELETE_VOLUME (the case creates a volume)",
-    )?;
     c.node_id()?;
     match &c.found().node_topology {
         Some(t) if !t.segments().is_empty() => Ok(t.clone()),
@@ -49,12 +62,41 @@ fn need_topology(c: &Ctx) -> Result<Topology, CaseError> {
     }
 }
 
-fn requirement(requisite: &Topology, preferred: bool) -> proto::TopologyRequirement {
-    let t: proto::Topology = requisite.clone().into();
+/// The node's keys, every value somewhere no plugin is.
+fn nowhere(node: &Topology) -> Result<Topology, CaseError> {
+    Topology::new(
+        node.segments()
+            .keys()
+            .map(|k| (k.as_str().to_string(), NOWHERE.to_string())),
+    )
+    .map_err(|e| CaseError::Fail(format!("building the requisite topology: {e}")))
+}
+
+fn requirement(requisite: &[&Topology], preferred: bool) -> proto::TopologyRequirement {
+    let list: Vec<proto::Topology> = requisite.iter().map(|t| (*t).clone().into()).collect();
     proto::TopologyRequirement {
-        requisite: vec![t.clone()],
-        preferred: if preferred { vec![t] } else { Vec::new() },
+        requisite: list.clone(),
+        preferred: if preferred { list } else { Vec::new() },
     }
+}
+
+/// `GetCapacity` for `topology` (or for all of the plugin when `None`).
+async fn capacity(c: &Ctx, topology: Option<&Topology>) -> Result<u64, CaseError> {
+    let what = match topology {
+        Some(t) => format!("GetCapacity (accessible_topology {t:?})"),
+        None => "GetCapacity".to_string(),
+    };
+    let r: GetCapacityResponse = ok(
+        &what,
+        c.ctl()
+            .get_capacity(proto::GetCapacityRequest {
+                volume_capabilities: vec![rw()],
+                parameters: c.config().parameters.clone().into_iter().collect(),
+                accessible_topology: topology.map(|t| t.clone().into()),
+            })
+            .await,
+    )?;
+    Ok(r.available_capacity)
 }
 
 pub(super) fn cases() -> Vec<Case> {
@@ -94,7 +136,7 @@ pub(super) fn cases() -> Vec<Case> {
             |c| {
                 let node = need_topology(&c)?;
                 let mut req = c.create_req(&c.name("topo"), c.config().volume_size);
-                req.accessibility_requirements = Some(requirement(&node, true));
+                req.accessibility_requirements = Some(requirement(&[&node], true));
                 let r: CreateVolumeResponse = ok("CreateVolume", c.send_create(req).await)?;
                 let got = &r.volume.accessible_topology;
                 // Empty is allowed: the spec lets the CO then assume the
@@ -113,20 +155,59 @@ pub(super) fn cases() -> Vec<Case> {
             "CreateVolume whose only requisite topology is one the plugin cannot serve answers RESOURCE_EXHAUSTED",
             |c| {
                 let node = need_topology(&c)?;
-                // The node's keys, every value somewhere no plugin is.
-                let nowhere = Topology::new(
-                    node.segments()
-                        .keys()
-                        .map(|k| (k.as_str().to_string(), NOWHERE.to_string())),
-                )
-                .map_err(|e| CaseError::Fail(format!("building the requisite topology: {e}")))?;
+                let nowhere = nowhere(&node)?;
                 let mut req = c.create_req(&c.name("topo"), c.config().volume_size);
-                req.accessibility_requirements = Some(requirement(&nowhere, false));
+                req.accessibility_requirements = Some(requirement(&[&nowhere], false));
                 code(
                     "CreateVolume (unsatisfiable requisite topology)",
                     c.send_create(req).await,
                     Code::ResourceExhausted,
                 )
+            }
+        ),
+        case!(
+            "controller/create_volume/topology_requisite_several",
+            "CreateVolume whose requisite and preferred lists name first a topology the plugin cannot serve, then the node's, makes a volume accessible from the node's (and not reported in the other)",
+            |c| {
+                let node = need_topology(&c)?;
+                let nowhere = nowhere(&node)?;
+                let mut req = c.create_req(&c.name("topo"), c.config().volume_size);
+                req.accessibility_requirements = Some(requirement(&[&nowhere, &node], true));
+                let r: CreateVolumeResponse = ok("CreateVolume", c.send_create(req).await)?;
+                let got = &r.volume.accessible_topology;
+                // Only the node's topology can be served, so a plugin that
+                // takes the first preferred entry without checking it
+                // reports the volume where it cannot be.
+                ensure!(
+                    !got.iter().any(|t| t.is_subset_of(&nowhere)),
+                    "CreateVolume with requisite [{nowhere:?}, {node:?}]: the volume is reported accessible from {got:?}, which includes the topology the plugin cannot provision in (CreateVolume with it alone answers RESOURCE_EXHAUSTED)"
+                );
+                ensure!(
+                    got.is_empty() || got.iter().any(|t| t.is_subset_of(&node)),
+                    "CreateVolume with requisite [{nowhere:?}, {node:?}]: the volume is accessible only from {got:?}, none of which covers the node's topology"
+                );
+                Ok(())
+            }
+        ),
+        case!(
+            "controller/get_capacity/topology",
+            "GetCapacity for the node's topology reports no more than the total, and for a topology the plugin cannot provision in reports 0",
+            |c| {
+                c.need_controller(CC::GET_CAPACITY, "GET_CAPACITY")?;
+                let node = node_topology(&c)?;
+                let nowhere = nowhere(&node)?;
+                let total = capacity(&c, None).await?;
+                let here = capacity(&c, Some(&node)).await?;
+                ensure!(
+                    here <= total,
+                    "GetCapacity: {here} bytes available in the node's topology {node:?}, more than the {total} available in all"
+                );
+                let there = capacity(&c, Some(&nowhere)).await?;
+                ensure!(
+                    there == 0,
+                    "GetCapacity: {there} bytes available in {nowhere:?}, where CreateVolume cannot provision"
+                );
+                Ok(())
             }
         ),
     ]

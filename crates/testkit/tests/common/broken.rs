@@ -316,6 +316,49 @@ impl Provisioner for IgnoresRequisite {
     }
 }
 
+/// `CreateVolume` that reports every volume in the first preferred
+/// topology, without checking that it can provision there.
+struct FirstPreferred(Arc<MemDriver>);
+
+#[async_trait]
+impl Provisioner for FirstPreferred {
+    async fn create_volume(
+        &self,
+        req: CreateVolumeRequest,
+    ) -> Result<CreateVolumeResponse, CsiError> {
+        let first = req
+            .accessibility_requirements
+            .as_ref()
+            .and_then(|r| r.preferred.first().cloned());
+        let mut resp = self.0.create_volume(req).await?;
+        if let Some(t) = first {
+            resp.volume.accessible_topology = vec![t];
+        }
+        Ok(resp)
+    }
+    async fn delete_volume(
+        &self,
+        req: DeleteVolumeRequest,
+    ) -> Result<DeleteVolumeResponse, CsiError> {
+        self.0.delete_volume(req).await
+    }
+}
+
+/// `GetCapacity` that ignores `accessible_topology`: it reports the whole
+/// pool in every topology, including those it cannot provision in.
+struct CapacityEverywhere(Arc<MemDriver>);
+
+#[async_trait]
+impl CapacityReporter for CapacityEverywhere {
+    async fn get_capacity(
+        &self,
+        mut req: GetCapacityRequest,
+    ) -> Result<GetCapacityResponse, CsiError> {
+        req.accessible_topology = None;
+        self.0.get_capacity(req).await
+    }
+}
+
 /// `GetMetadataAllocated` that sends its messages last first: each message
 /// is in order by itself, but the stream's ranges go backwards.
 struct MetadataBackwards(Arc<MemDriver>);
@@ -357,6 +400,8 @@ pub fn plugin(kind: &str) -> Arc<dyn RawCsi> {
         "wrong-topology" => b.provisioner(Arc::new(WrongTopology(driver.clone()))),
         "metadata-backwards" => b.snapshot_metadata(Arc::new(MetadataBackwards(driver.clone()))),
         "ignores-requisite" => b.provisioner(Arc::new(IgnoresRequisite(driver.clone()))),
+        "first-preferred" => b.provisioner(Arc::new(FirstPreferred(driver.clone()))),
+        "capacity-everywhere" => b.capacity_reporter(Arc::new(CapacityEverywhere(driver.clone()))),
         "wrong-code" => return Arc::new(Faulty(driver.plugin(), Fault::WrongCodeOnDelete)),
         "panics-on-probe" => return Arc::new(Faulty(driver.plugin(), Fault::PanicOnProbe)),
         // Without the plugin's per-name operation guard, which would
