@@ -15,6 +15,12 @@
 //! delete group snapshots (`CREATE_DELETE_GET_VOLUME_GROUP_SNAPSHOT`), whose
 //! member snapshots the model expects in `ListSnapshots` until the group is
 //! deleted, whatever happens to their source volumes.
+//!
+//! Snapshots outlive their source volume, but the spec lets a plugin refuse
+//! to delete a volume that has snapshots or clones, or a snapshot a volume
+//! was restored from, with `FAILED_PRECONDITION`; the model accepts that
+//! answer there (and only there) and keeps the object. The teardown deletes
+//! in rounds, so such a plugin is cleaned up too.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
@@ -472,6 +478,28 @@ impl Seq<'_> {
             .into_owned()
     }
 
+    /// Whether a live volume was made from `key` (`volume:<id>` or
+    /// `snapshot:<id>`).
+    fn has_source(&self, key: &str) -> bool {
+        self.m
+            .vols
+            .values()
+            .any(|v| v.source.as_deref() == Some(key))
+    }
+
+    /// Whether live volume `id` has snapshots (single or group members) or
+    /// clones.
+    fn has_dependents(&self, id: &str) -> bool {
+        self.m.vols.values().any(|v| v.id == id)
+            && (self.m.snaps.values().any(|s| s.source == id)
+                || self
+                    .m
+                    .groups
+                    .values()
+                    .any(|g| g.members.iter().any(|m| m.source == id))
+                || self.has_source(&format!("volume:{id}")))
+    }
+
     fn gone_id(&self, slot: u8) -> String {
         self.m
             .last_vol
@@ -723,6 +751,16 @@ impl Seq<'_> {
                         ..Default::default()
                     })
                     .await;
+                // The spec lets a plugin that cannot delete a volume without
+                // affecting its snapshots (or, "in use by another resource",
+                // its clones) refuse with FAILED_PRECONDITION and leave it as
+                // it was.
+                if let Err(e) = &r
+                    && e.code() == Code::FailedPrecondition
+                    && self.has_dependents(&id)
+                {
+                    return Ok(Some((Code::FailedPrecondition, None)));
+                }
                 expect_ok(&format!("DeleteVolume({id})"), r)?;
                 if self.m.vols.remove(&slot).is_some() {
                     self.m.deleted_vols.insert(id.clone());
@@ -1004,6 +1042,15 @@ impl Seq<'_> {
                         ..Default::default()
                     })
                     .await;
+                // "Snapshot in use": a plugin whose restored volumes depend
+                // on their snapshot may refuse with FAILED_PRECONDITION.
+                if let Err(e) = &r
+                    && e.code() == Code::FailedPrecondition
+                    && self.m.snaps.contains_key(&snap)
+                    && self.has_source(&format!("snapshot:{id}"))
+                {
+                    return Ok(Some((Code::FailedPrecondition, None)));
+                }
                 expect_ok(&format!("DeleteSnapshot({id})"), r)?;
                 if self.m.snaps.remove(&snap).is_some() {
                     self.m.deleted_snaps.insert(id.clone());
@@ -1386,48 +1433,35 @@ impl Seq<'_> {
             }
             self.m.vols.insert(slot, v);
         }
-        for g in std::mem::take(&mut self.m.groups).into_values() {
-            if let Err(e) = self
-                .c
-                .ctl()
-                .delete_volume_group_snapshot(proto::DeleteVolumeGroupSnapshotRequest {
-                    group_snapshot_id: g.id.clone(),
-                    snapshot_ids: g.members.into_iter().map(|m| m.id).collect(),
-                    ..Default::default()
-                })
-                .await
-            {
-                errors.push(format!(
-                    "DeleteVolumeGroupSnapshot({}): {}",
-                    g.id,
-                    describe(&e)
-                ));
+        // A driver that keeps snapshots and clones tied to their source
+        // answers FAILED_PRECONDITION until the dependents are gone, so
+        // deletion goes in rounds for as long as each round deletes something.
+        let mut pending: Vec<Leftover> = std::mem::take(&mut self.m.groups)
+            .into_values()
+            .map(|g| Leftover::Group(g.id, g.members.into_iter().map(|m| m.id).collect()))
+            .chain(
+                std::mem::take(&mut self.m.snaps)
+                    .into_values()
+                    .map(|s| Leftover::Snapshot(s.id)),
+            )
+            .chain(
+                std::mem::take(&mut self.m.vols)
+                    .into_values()
+                    .map(|v| Leftover::Volume(v.id)),
+            )
+            .collect();
+        while !pending.is_empty() {
+            let before = pending.len();
+            let mut failed = Vec::new();
+            for item in std::mem::take(&mut pending) {
+                if let Err(e) = item.delete(self.c).await {
+                    failed.push(format!("{item}: {}", describe(&e)));
+                    pending.push(item);
+                }
             }
-        }
-        for s in std::mem::take(&mut self.m.snaps).into_values() {
-            if let Err(e) = self
-                .c
-                .ctl()
-                .delete_snapshot(proto::DeleteSnapshotRequest {
-                    snapshot_id: s.id.clone(),
-                    ..Default::default()
-                })
-                .await
-            {
-                errors.push(format!("DeleteSnapshot({}): {}", s.id, describe(&e)));
-            }
-        }
-        for v in std::mem::take(&mut self.m.vols).into_values() {
-            if let Err(e) = self
-                .c
-                .ctl()
-                .delete_volume(proto::DeleteVolumeRequest {
-                    volume_id: v.id.clone(),
-                    ..Default::default()
-                })
-                .await
-            {
-                errors.push(format!("DeleteVolume({}): {}", v.id, describe(&e)));
+            if pending.len() == before {
+                errors.extend(failed);
+                break;
             }
         }
         if errors.is_empty() {
@@ -1437,6 +1471,55 @@ impl Seq<'_> {
                 "cleanup after the sequence failed: {}",
                 errors.join("; ")
             ))
+        }
+    }
+}
+
+/// An object the sequence left behind, deleted by the teardown.
+enum Leftover {
+    Group(String, Vec<String>),
+    Snapshot(String),
+    Volume(String),
+}
+
+impl fmt::Display for Leftover {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Leftover::Group(id, _) => write!(f, "DeleteVolumeGroupSnapshot({id})"),
+            Leftover::Snapshot(id) => write!(f, "DeleteSnapshot({id})"),
+            Leftover::Volume(id) => write!(f, "DeleteVolume({id})"),
+        }
+    }
+}
+
+impl Leftover {
+    async fn delete(&self, c: &Ctx) -> Result<(), CsiError> {
+        match self {
+            Leftover::Group(id, members) => c
+                .ctl()
+                .delete_volume_group_snapshot(proto::DeleteVolumeGroupSnapshotRequest {
+                    group_snapshot_id: id.clone(),
+                    snapshot_ids: members.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+            Leftover::Snapshot(id) => c
+                .ctl()
+                .delete_snapshot(proto::DeleteSnapshotRequest {
+                    snapshot_id: id.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+            Leftover::Volume(id) => c
+                .ctl()
+                .delete_volume(proto::DeleteVolumeRequest {
+                    volume_id: id.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
         }
     }
 }

@@ -203,6 +203,30 @@ async fn the_state_machine_catches_snapshots_deleted_with_their_volume() {
     assert!(reason.contains("3. DeleteVolume(v"), "{reason}");
 }
 
+/// The spec lets a plugin refuse to delete a volume with snapshots or
+/// clones, or a snapshot with restored volumes (`FAILED_PRECONDITION`): such
+/// a driver passes every case, and the state machine's teardown still
+/// removes everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driver_that_keeps_dependents_passes() {
+    let plugin = broken::plugin("keeps-dependents");
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::config(dir.path());
+    config.proptest_cases = 64;
+    let report = Suite::new(config, plugin.clone(), plugin.clone())
+        .run()
+        .await;
+    for r in &report.results {
+        println!("{r}");
+    }
+    assert_eq!(report.failed(), 0, "{}", report.summary());
+    let left = plugin
+        .list_volumes(csi_types::proto::ListVolumesRequest::default())
+        .await
+        .unwrap();
+    assert!(left.entries.is_empty(), "left behind: {:?}", left.entries);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catches_a_create_volume_race() {
     let report = run(broken::plugin("racy")).await;

@@ -205,6 +205,97 @@ impl Provisioner for SnapshotsDieWithVolume {
     }
 }
 
+/// Not broken: a strict driver whose snapshots and clones depend on their
+/// source. `DeleteVolume` of a volume with snapshots or clones and
+/// `DeleteSnapshot` of a snapshot a volume was restored from answer
+/// `FAILED_PRECONDITION`, as the spec allows ("Volume in use", "Snapshot in
+/// use").
+struct KeepsDependents(Arc<MemDriver>);
+
+impl KeepsDependents {
+    /// Whether a live volume was made from `source`.
+    async fn made_from(&self, source: &VolumeContentSource) -> Result<bool, CsiError> {
+        let vols = self
+            .0
+            .list_volumes(ListVolumesRequest {
+                max_entries: None,
+                starting_token: None,
+            })
+            .await?;
+        Ok(vols
+            .entries
+            .iter()
+            .any(|e| e.volume.content_source.as_ref() == Some(source)))
+    }
+}
+
+#[async_trait]
+impl Provisioner for KeepsDependents {
+    async fn create_volume(
+        &self,
+        req: CreateVolumeRequest,
+    ) -> Result<CreateVolumeResponse, CsiError> {
+        self.0.create_volume(req).await
+    }
+    async fn delete_volume(
+        &self,
+        req: DeleteVolumeRequest,
+    ) -> Result<DeleteVolumeResponse, CsiError> {
+        let snaps = self
+            .0
+            .list_snapshots(ListSnapshotsRequest {
+                max_entries: None,
+                starting_token: None,
+                source_volume_id: Some(req.volume_id.clone()),
+                snapshot_id: None,
+                secrets: Secrets::default(),
+            })
+            .await?;
+        if !snaps.entries.is_empty() {
+            return Err(CsiError::failed_precondition(format!(
+                "volume {} has {} snapshot(s)",
+                req.volume_id,
+                snaps.entries.len()
+            )));
+        }
+        if self
+            .made_from(&VolumeContentSource::Volume(req.volume_id.clone()))
+            .await?
+        {
+            return Err(CsiError::failed_precondition(format!(
+                "volume {} has clones",
+                req.volume_id
+            )));
+        }
+        self.0.delete_volume(req).await
+    }
+}
+
+#[async_trait]
+impl Snapshotter for KeepsDependents {
+    async fn create_snapshot(
+        &self,
+        req: CreateSnapshotRequest,
+    ) -> Result<CreateSnapshotResponse, CsiError> {
+        self.0.create_snapshot(req).await
+    }
+    async fn delete_snapshot(
+        &self,
+        req: DeleteSnapshotRequest,
+    ) -> Result<DeleteSnapshotResponse, CsiError> {
+        if self
+            .made_from(&VolumeContentSource::Snapshot(req.snapshot_id.clone()))
+            .await?
+        {
+            return Err(CsiError::failed_precondition(format!(
+                "snapshot {} has restored volumes",
+                req.snapshot_id
+            )));
+        }
+        self.0.delete_snapshot(req).await
+    }
+}
+
 /// `CreateVolume` with a check-then-create race: it looks the name up,
 /// waits, then creates under a name of its own. Serial retries find the
 /// volume; concurrent calls with one name each make a volume.
@@ -400,6 +491,10 @@ pub fn plugin(kind: &str) -> Arc<dyn RawCsi> {
         "wrong-topology" => b.provisioner(Arc::new(WrongTopology(driver.clone()))),
         "metadata-backwards" => b.snapshot_metadata(Arc::new(MetadataBackwards(driver.clone()))),
         "ignores-requisite" => b.provisioner(Arc::new(IgnoresRequisite(driver.clone()))),
+        "keeps-dependents" => {
+            let strict = Arc::new(KeepsDependents(driver.clone()));
+            b.provisioner(strict.clone()).snapshotter(strict)
+        }
         "first-preferred" => b.provisioner(Arc::new(FirstPreferred(driver.clone()))),
         "capacity-everywhere" => b.capacity_reporter(Arc::new(CapacityEverywhere(driver.clone()))),
         "wrong-code" => return Arc::new(Faulty(driver.plugin(), Fault::WrongCodeOnDelete)),
