@@ -265,64 +265,69 @@ impl Ctx {
             .retain(|c| !pred(c));
     }
 
+    /// Undoes one thing a case created.
+    pub(crate) async fn undo(&self, item: &Cleanup) -> Result<(), CsiError> {
+        match item {
+            Cleanup::NodePublish(v, t) => self
+                .nd()
+                .node_unpublish_volume(proto::NodeUnpublishVolumeRequest {
+                    volume_id: v.clone(),
+                    target_path: t.clone(),
+                })
+                .await
+                .map(drop),
+            Cleanup::Stage(v, s) => self
+                .nd()
+                .node_unstage_volume(proto::NodeUnstageVolumeRequest {
+                    volume_id: v.clone(),
+                    staging_target_path: s.clone(),
+                })
+                .await
+                .map(drop),
+            Cleanup::ControllerPublish(v, n) => self
+                .ctl()
+                .controller_unpublish_volume(proto::ControllerUnpublishVolumeRequest {
+                    volume_id: v.clone(),
+                    node_id: n.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+            Cleanup::GroupSnapshot(g, s) => self
+                .ctl()
+                .delete_volume_group_snapshot(proto::DeleteVolumeGroupSnapshotRequest {
+                    group_snapshot_id: g.clone(),
+                    snapshot_ids: s.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+            Cleanup::Snapshot(s) => self
+                .ctl()
+                .delete_snapshot(proto::DeleteSnapshotRequest {
+                    snapshot_id: s.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+            Cleanup::Volume(v) => self
+                .ctl()
+                .delete_volume(proto::DeleteVolumeRequest {
+                    volume_id: v.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map(drop),
+        }
+    }
+
     /// Undoes, newest first, everything the case registered. Returns the
     /// calls that failed.
     pub(crate) async fn cleanup(&self) -> Vec<String> {
         let items = std::mem::take(&mut *self.0.cleanup.lock().unwrap_or_else(|e| e.into_inner()));
         let mut errors = Vec::new();
         for item in items.into_iter().rev() {
-            let r = match &item {
-                Cleanup::NodePublish(v, t) => self
-                    .nd()
-                    .node_unpublish_volume(proto::NodeUnpublishVolumeRequest {
-                        volume_id: v.clone(),
-                        target_path: t.clone(),
-                    })
-                    .await
-                    .map(drop),
-                Cleanup::Stage(v, s) => self
-                    .nd()
-                    .node_unstage_volume(proto::NodeUnstageVolumeRequest {
-                        volume_id: v.clone(),
-                        staging_target_path: s.clone(),
-                    })
-                    .await
-                    .map(drop),
-                Cleanup::ControllerPublish(v, n) => self
-                    .ctl()
-                    .controller_unpublish_volume(proto::ControllerUnpublishVolumeRequest {
-                        volume_id: v.clone(),
-                        node_id: n.clone(),
-                        ..Default::default()
-                    })
-                    .await
-                    .map(drop),
-                Cleanup::GroupSnapshot(g, s) => self
-                    .ctl()
-                    .delete_volume_group_snapshot(proto::DeleteVolumeGroupSnapshotRequest {
-                        group_snapshot_id: g.clone(),
-                        snapshot_ids: s.clone(),
-                        ..Default::default()
-                    })
-                    .await
-                    .map(drop),
-                Cleanup::Snapshot(s) => self
-                    .ctl()
-                    .delete_snapshot(proto::DeleteSnapshotRequest {
-                        snapshot_id: s.clone(),
-                        ..Default::default()
-                    })
-                    .await
-                    .map(drop),
-                Cleanup::Volume(v) => self
-                    .ctl()
-                    .delete_volume(proto::DeleteVolumeRequest {
-                        volume_id: v.clone(),
-                        ..Default::default()
-                    })
-                    .await
-                    .map(drop),
-            };
+            let r = self.undo(&item).await;
             if let Err(e) = r {
                 errors.push(format!("{item:?}: {}", describe(&e)));
             }

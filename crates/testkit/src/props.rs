@@ -35,7 +35,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
 
 use crate::cases::{UNKNOWN_ID, list_all_snapshots, list_all_volumes, rw};
-use crate::ctx::{CaseError, CaseResult, Ctx, describe};
+use crate::ctx::{CaseError, CaseResult, Cleanup, Ctx, describe};
 
 /// One call of a generated sequence. Slots name volumes (`v0`, `v1`),
 /// snapshots (`s0`, `s1`) and group snapshots (`g0`, `g1`) within one
@@ -1436,26 +1436,26 @@ impl Seq<'_> {
         // A driver that keeps snapshots and clones tied to their source
         // answers FAILED_PRECONDITION until the dependents are gone, so
         // deletion goes in rounds for as long as each round deletes something.
-        let mut pending: Vec<Leftover> = std::mem::take(&mut self.m.groups)
+        let mut pending: Vec<Cleanup> = std::mem::take(&mut self.m.groups)
             .into_values()
-            .map(|g| Leftover::Group(g.id, g.members.into_iter().map(|m| m.id).collect()))
+            .map(|g| Cleanup::GroupSnapshot(g.id, g.members.into_iter().map(|m| m.id).collect()))
             .chain(
                 std::mem::take(&mut self.m.snaps)
                     .into_values()
-                    .map(|s| Leftover::Snapshot(s.id)),
+                    .map(|s| Cleanup::Snapshot(s.id)),
             )
             .chain(
                 std::mem::take(&mut self.m.vols)
                     .into_values()
-                    .map(|v| Leftover::Volume(v.id)),
+                    .map(|v| Cleanup::Volume(v.id)),
             )
             .collect();
         while !pending.is_empty() {
             let before = pending.len();
             let mut failed = Vec::new();
             for item in std::mem::take(&mut pending) {
-                if let Err(e) = item.delete(self.c).await {
-                    failed.push(format!("{item}: {}", describe(&e)));
+                if let Err(e) = self.c.undo(&item).await {
+                    failed.push(format!("{item:?}: {}", describe(&e)));
                     pending.push(item);
                 }
             }
@@ -1471,55 +1471,6 @@ impl Seq<'_> {
                 "cleanup after the sequence failed: {}",
                 errors.join("; ")
             ))
-        }
-    }
-}
-
-/// An object the sequence left behind, deleted by the teardown.
-enum Leftover {
-    Group(String, Vec<String>),
-    Snapshot(String),
-    Volume(String),
-}
-
-impl fmt::Display for Leftover {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Leftover::Group(id, _) => write!(f, "DeleteVolumeGroupSnapshot({id})"),
-            Leftover::Snapshot(id) => write!(f, "DeleteSnapshot({id})"),
-            Leftover::Volume(id) => write!(f, "DeleteVolume({id})"),
-        }
-    }
-}
-
-impl Leftover {
-    async fn delete(&self, c: &Ctx) -> Result<(), CsiError> {
-        match self {
-            Leftover::Group(id, members) => c
-                .ctl()
-                .delete_volume_group_snapshot(proto::DeleteVolumeGroupSnapshotRequest {
-                    group_snapshot_id: id.clone(),
-                    snapshot_ids: members.clone(),
-                    ..Default::default()
-                })
-                .await
-                .map(drop),
-            Leftover::Snapshot(id) => c
-                .ctl()
-                .delete_snapshot(proto::DeleteSnapshotRequest {
-                    snapshot_id: id.clone(),
-                    ..Default::default()
-                })
-                .await
-                .map(drop),
-            Leftover::Volume(id) => c
-                .ctl()
-                .delete_volume(proto::DeleteVolumeRequest {
-                    volume_id: id.clone(),
-                    ..Default::default()
-                })
-                .await
-                .map(drop),
         }
     }
 }

@@ -161,6 +161,20 @@ impl Node for IgnoresReadonly {
     }
 }
 
+/// The snapshots of volume `id`, group members included.
+async fn snapshots_of(driver: &MemDriver, id: &VolumeId) -> Result<Vec<Snapshot>, CsiError> {
+    let r = driver
+        .list_snapshots(ListSnapshotsRequest {
+            max_entries: None,
+            starting_token: None,
+            source_volume_id: Some(id.clone()),
+            snapshot_id: None,
+            secrets: Secrets::default(),
+        })
+        .await?;
+    Ok(r.entries)
+}
+
 /// `DeleteVolume` that also deletes the volume's snapshots, which the spec
 /// makes independent of their source. No named case looks for this; the
 /// state machine finds it and shrinks it to three calls.
@@ -178,22 +192,9 @@ impl Provisioner for SnapshotsDieWithVolume {
         &self,
         req: DeleteVolumeRequest,
     ) -> Result<DeleteVolumeResponse, CsiError> {
-        let snaps = self
-            .0
-            .list_snapshots(ListSnapshotsRequest {
-                max_entries: None,
-                starting_token: None,
-                source_volume_id: Some(req.volume_id.clone()),
-                snapshot_id: None,
-                secrets: Secrets::default(),
-            })
-            .await?;
+        let snaps = snapshots_of(&self.0, &req.volume_id).await?;
         // Members of a group snapshot go only with their group.
-        for s in snaps
-            .entries
-            .into_iter()
-            .filter(|s| s.group_snapshot_id.is_none())
-        {
+        for s in snaps.into_iter().filter(|s| s.group_snapshot_id.is_none()) {
             self.0
                 .delete_snapshot(DeleteSnapshotRequest {
                     snapshot_id: s.snapshot_id,
@@ -241,21 +242,12 @@ impl Provisioner for KeepsDependents {
         &self,
         req: DeleteVolumeRequest,
     ) -> Result<DeleteVolumeResponse, CsiError> {
-        let snaps = self
-            .0
-            .list_snapshots(ListSnapshotsRequest {
-                max_entries: None,
-                starting_token: None,
-                source_volume_id: Some(req.volume_id.clone()),
-                snapshot_id: None,
-                secrets: Secrets::default(),
-            })
-            .await?;
-        if !snaps.entries.is_empty() {
+        let snaps = snapshots_of(&self.0, &req.volume_id).await?;
+        if !snaps.is_empty() {
             return Err(CsiError::failed_precondition(format!(
                 "volume {} has {} snapshot(s)",
                 req.volume_id,
-                snaps.entries.len()
+                snaps.len()
             )));
         }
         if self
@@ -361,77 +353,89 @@ impl NodeVolumeStats for AbnormalOnNode {
     }
 }
 
-/// `CreateVolume` that reports every volume in a zone other than the
-/// node's, whatever the requisite.
-struct WrongTopology(Arc<MemDriver>);
+/// The memdriver's `CreateVolume` with the request edited before the call
+/// and the response after it; `DeleteVolume` is the memdriver's.
+struct EditCreate {
+    inner: Arc<MemDriver>,
+    request: fn(&mut CreateVolumeRequest),
+    response: fn(&CreateVolumeRequest, &mut CreateVolumeResponse) -> Result<(), CsiError>,
+}
 
-#[async_trait]
-impl Provisioner for WrongTopology {
-    async fn create_volume(
-        &self,
-        req: CreateVolumeRequest,
-    ) -> Result<CreateVolumeResponse, CsiError> {
-        let mut resp = self.0.create_volume(req).await?;
-        resp.volume.accessible_topology = vec![Topology::new([(
-            csi_testkit::memdriver::TOPOLOGY_KEY,
-            "zone-elsewhere",
-        )])?];
-        Ok(resp)
+impl EditCreate {
+    fn new(
+        inner: &Arc<MemDriver>,
+        request: fn(&mut CreateVolumeRequest),
+        response: fn(&CreateVolumeRequest, &mut CreateVolumeResponse) -> Result<(), CsiError>,
+    ) -> Arc<Self> {
+        Arc::new(EditCreate {
+            inner: inner.clone(),
+            request,
+            response,
+        })
     }
-    async fn delete_volume(
-        &self,
-        req: DeleteVolumeRequest,
-    ) -> Result<DeleteVolumeResponse, CsiError> {
-        self.0.delete_volume(req).await
+
+    /// `CreateVolume` that reports every volume in a zone other than the
+    /// node's, whatever the requisite.
+    fn wrong_topology(inner: &Arc<MemDriver>) -> Arc<Self> {
+        Self::new(
+            inner,
+            |_| {},
+            |_, resp| {
+                resp.volume.accessible_topology = vec![Topology::new([(
+                    csi_testkit::memdriver::TOPOLOGY_KEY,
+                    "zone-elsewhere",
+                )])?];
+                Ok(())
+            },
+        )
+    }
+
+    /// `CreateVolume` that ignores `accessibility_requirements`, so it
+    /// provisions even where no requisite topology can be served.
+    fn ignores_requisite(inner: &Arc<MemDriver>) -> Arc<Self> {
+        Self::new(
+            inner,
+            |req| req.accessibility_requirements = None,
+            |_, _| Ok(()),
+        )
+    }
+
+    /// `CreateVolume` that reports every volume in the first preferred
+    /// topology, without checking that it can provision there.
+    fn first_preferred(inner: &Arc<MemDriver>) -> Arc<Self> {
+        Self::new(
+            inner,
+            |_| {},
+            |req, resp| {
+                let first = req
+                    .accessibility_requirements
+                    .as_ref()
+                    .and_then(|r| r.preferred.first());
+                if let Some(t) = first {
+                    resp.volume.accessible_topology = vec![t.clone()];
+                }
+                Ok(())
+            },
+        )
     }
 }
 
-/// `CreateVolume` that ignores `accessibility_requirements`, so it
-/// provisions even where no requisite topology can be served.
-struct IgnoresRequisite(Arc<MemDriver>);
-
 #[async_trait]
-impl Provisioner for IgnoresRequisite {
+impl Provisioner for EditCreate {
     async fn create_volume(
         &self,
         mut req: CreateVolumeRequest,
     ) -> Result<CreateVolumeResponse, CsiError> {
-        req.accessibility_requirements = None;
-        self.0.create_volume(req).await
-    }
-    async fn delete_volume(
-        &self,
-        req: DeleteVolumeRequest,
-    ) -> Result<DeleteVolumeResponse, CsiError> {
-        self.0.delete_volume(req).await
-    }
-}
-
-/// `CreateVolume` that reports every volume in the first preferred
-/// topology, without checking that it can provision there.
-struct FirstPreferred(Arc<MemDriver>);
-
-#[async_trait]
-impl Provisioner for FirstPreferred {
-    async fn create_volume(
-        &self,
-        req: CreateVolumeRequest,
-    ) -> Result<CreateVolumeResponse, CsiError> {
-        let first = req
-            .accessibility_requirements
-            .as_ref()
-            .and_then(|r| r.preferred.first().cloned());
-        let mut resp = self.0.create_volume(req).await?;
-        if let Some(t) = first {
-            resp.volume.accessible_topology = vec![t];
-        }
+        (self.request)(&mut req);
+        let mut resp = self.inner.create_volume(req.clone()).await?;
+        (self.response)(&req, &mut resp)?;
         Ok(resp)
     }
     async fn delete_volume(
         &self,
         req: DeleteVolumeRequest,
     ) -> Result<DeleteVolumeResponse, CsiError> {
-        self.0.delete_volume(req).await
+        self.inner.delete_volume(req).await
     }
 }
 
@@ -488,14 +492,14 @@ pub fn plugin(kind: &str) -> Arc<dyn RawCsi> {
         "ignores-readonly" => b.node(Arc::new(IgnoresReadonly(driver.clone()))),
         "no-volume-condition" => b.volume_getter(Arc::new(NoVolumeCondition(driver.clone()))),
         "abnormal-on-node" => b.node_stats(Arc::new(AbnormalOnNode(driver.clone()))),
-        "wrong-topology" => b.provisioner(Arc::new(WrongTopology(driver.clone()))),
+        "wrong-topology" => b.provisioner(EditCreate::wrong_topology(&driver)),
         "metadata-backwards" => b.snapshot_metadata(Arc::new(MetadataBackwards(driver.clone()))),
-        "ignores-requisite" => b.provisioner(Arc::new(IgnoresRequisite(driver.clone()))),
+        "ignores-requisite" => b.provisioner(EditCreate::ignores_requisite(&driver)),
         "keeps-dependents" => {
             let strict = Arc::new(KeepsDependents(driver.clone()));
             b.provisioner(strict.clone()).snapshotter(strict)
         }
-        "first-preferred" => b.provisioner(Arc::new(FirstPreferred(driver.clone()))),
+        "first-preferred" => b.provisioner(EditCreate::first_preferred(&driver)),
         "capacity-everywhere" => b.capacity_reporter(Arc::new(CapacityEverywhere(driver.clone()))),
         "wrong-code" => return Arc::new(Faulty(driver.plugin(), Fault::WrongCodeOnDelete)),
         "panics-on-probe" => return Arc::new(Faulty(driver.plugin(), Fault::PanicOnProbe)),
