@@ -59,6 +59,12 @@ pub struct MemDriverConfig {
     /// `VOLUME_ACCESSIBILITY_CONSTRAINTS`, and a `CreateVolume` whose
     /// requisite topologies all lie elsewhere answers `RESOURCE_EXHAUSTED`.
     pub topology: Option<Topology>,
+    /// Derive volume, snapshot and group snapshot ids from their names (a
+    /// stable hash), as drivers that name their backing objects after the
+    /// CO's names do: a name created again after its deletion gets its old
+    /// id back. Off by default: ids then come from a counter and are never
+    /// reused.
+    pub ids_from_names: bool,
 }
 
 impl Default for MemDriverConfig {
@@ -74,6 +80,7 @@ impl Default for MemDriverConfig {
             topology: Some(
                 Topology::new([(TOPOLOGY_KEY, "zone-1")]).expect("a valid constant topology"),
             ),
+            ids_from_names: false,
         }
     }
 }
@@ -135,9 +142,21 @@ struct State {
 }
 
 impl State {
-    fn id(&mut self, prefix: &str) -> String {
-        self.next += 1;
-        format!("{prefix}-{:08}", self.next)
+    /// A new id: from the counter, or from `name` when given.
+    fn id(&mut self, prefix: &str, name: Option<&str>) -> String {
+        match name {
+            // FNV-1a: stable across runs and platforms.
+            Some(name) => {
+                let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                    (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+                });
+                format!("{prefix}-{hash:016x}")
+            }
+            None => {
+                self.next += 1;
+                format!("{prefix}-{:08}", self.next)
+            }
+        }
     }
 
     fn volume_by_name(&self, name: &str) -> Option<(&String, &Vol)> {
@@ -272,6 +291,11 @@ impl MemDriver {
 
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `name`, when ids are derived from names.
+    fn named<'a>(&self, name: &'a str) -> Option<&'a str> {
+        self.config.ids_from_names.then_some(name)
     }
 
     /// A [`PluginBuilder`] with every part of this driver registered, so a
@@ -467,7 +491,7 @@ impl Provisioner for MemDriver {
                 self.config.capacity_bytes - st.used
             )));
         }
-        let id = st.id("vol");
+        let id = st.id("vol", self.named(req.name.as_str()));
         let v = Vol {
             name: req.name.into_string(),
             capacity: size,
@@ -650,7 +674,7 @@ impl Snapshotter for MemDriver {
             });
         }
         let size = st.vol(&req.source_volume_id)?.capacity;
-        let id = st.id("snap");
+        let id = st.id("snap", self.named(req.name.as_str()));
         let snap = Snap {
             name: req.name.into_string(),
             source: req.source_volume_id.into_string(),
@@ -996,16 +1020,17 @@ impl GroupController for MemDriver {
         for v in &req.source_volume_ids {
             st.vol(v)?;
         }
-        let gid = st.id("group");
+        let gid = st.id("group", self.named(req.name.as_str()));
         let created = SystemTime::now();
         let mut members = Vec::new();
         for v in &wanted {
-            let sid = st.id("snap");
+            let member = format!("{}/{v}", req.name.as_str());
+            let sid = st.id("snap", self.named(&member));
             let size = st.volumes[*v].capacity;
             st.snapshots.insert(
                 sid.clone(),
                 Snap {
-                    name: format!("{}/{v}", req.name.as_str()),
+                    name: member,
                     source: v.to_string(),
                     size,
                     created,

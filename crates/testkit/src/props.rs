@@ -7,8 +7,9 @@
 //! CO could send are executed (a call whose precondition the model says is
 //! unmet, such as staging an unpublished volume, is skipped). After every
 //! step the driver's listings must equal the model, nothing deleted may
-//! reappear, and the available capacity may never exceed what it was at the
-//! start of the sequence.
+//! reappear (though a name created again may get its deleted id back, as
+//! with drivers that derive ids from names), and the available capacity may
+//! never exceed what it was at the start of the sequence.
 //!
 //! When the driver advertises them, the sequences also modify volumes
 //! (`MODIFY_VOLUME`, with the configured mutable parameters) and create and
@@ -572,9 +573,13 @@ impl Seq<'_> {
                 let resp: csi_types::CreateVolumeResponse =
                     crate::ctx::ok(what, r).map_err(case_text)?;
                 let id = resp.volume.volume_id.to_string();
-                if self.m.deleted_vols.contains(&id) {
+                // A driver may derive ids from names: the same name created
+                // again may get its deleted id back, but no other name may.
+                let own = self.m.last_vol.get(&slot) == Some(&id);
+                if self.m.deleted_vols.contains(&id) && !own {
                     return Err(format!("{what}: returned {id}, an id deleted earlier"));
                 }
+                self.m.deleted_vols.remove(&id);
                 if self.m.vols.values().any(|v| v.id == id) {
                     return Err(format!(
                         "{what}: a new name returned {id}, the id of another volume"
@@ -996,13 +1001,15 @@ impl Seq<'_> {
                         let resp: csi_types::CreateSnapshotResponse =
                             crate::ctx::ok(what, r).map_err(case_text)?;
                         let id = resp.snapshot.snapshot_id.to_string();
-                        if self.m.deleted_snaps.contains(&id)
-                            || self.m.snaps.values().any(|s| s.id == id)
+                        let own = self.m.last_snap.get(&snap) == Some(&id);
+                        if (self.m.deleted_snaps.contains(&id) && !own)
+                            || self.m.snapshot_ids().contains(&id)
                         {
                             return Err(format!(
                                 "{what}: a new name returned {id}, an id already used"
                             ));
                         }
+                        self.m.deleted_snaps.remove(&id);
                         let size = if resp.snapshot.size_bytes > 0 {
                             resp.snapshot.size_bytes
                         } else {
@@ -1231,7 +1238,12 @@ impl Seq<'_> {
                 }
             }
             None => {
-                if self.m.deleted_groups.contains(&gid)
+                // Ids derived from names come back for the same name only.
+                let (old_gid, old_members) = match self.m.last_group.get(&group) {
+                    Some((g, m)) => (Some(g), m.as_slice()),
+                    None => (None, &[][..]),
+                };
+                if (self.m.deleted_groups.contains(&gid) && old_gid != Some(&gid))
                     || self.m.groups.values().any(|g| g.id == gid)
                 {
                     return Err(format!(
@@ -1239,14 +1251,18 @@ impl Seq<'_> {
                     ));
                 }
                 let used = self.m.snapshot_ids();
-                if let Some(m) = got
-                    .iter()
-                    .find(|m| used.contains(&m.id) || self.m.deleted_snaps.contains(&m.id))
-                {
+                if let Some(m) = got.iter().find(|m| {
+                    used.contains(&m.id)
+                        || (self.m.deleted_snaps.contains(&m.id) && !old_members.contains(&m.id))
+                }) {
                     return Err(format!(
                         "{what}: member snapshot {} has an id already used",
                         m.id
                     ));
+                }
+                self.m.deleted_groups.remove(&gid);
+                for m in &got {
+                    self.m.deleted_snaps.remove(&m.id);
                 }
                 self.m.groups.insert(
                     group,
