@@ -204,6 +204,16 @@ async fn the_state_machine_catches_snapshots_deleted_with_their_volume() {
     assert!(reason.contains("3. DeleteVolume(v"), "{reason}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catches_a_delta_between_snapshots_of_two_volumes() {
+    let report = run(broken::plugin("delta-ignores-base")).await;
+    assert_only_failure(
+        &report,
+        "snapshot_metadata/get_metadata_delta/different_volumes",
+        "expected INVALID_ARGUMENT, got a stream",
+    );
+}
+
 /// Runs every case with 64 state-machine sequences; asserts that none fails
 /// and that nothing is left behind.
 async fn assert_passes_everything(plugin: Arc<dyn RawCsi>) {

@@ -7,8 +7,10 @@
 //! strictly ascending order and do not overlap, also across messages; no
 //! message holds more than `max_results` ranges; the first range ends after
 //! `starting_offset`. This suite adds that every range lies within the
-//! volume. Errors: `NOT_FOUND` for an unknown snapshot id and `OUT_OF_RANGE`
-//! for a `starting_offset` past the volume's size.
+//! volume. Errors: `NOT_FOUND` for an unknown snapshot id, `OUT_OF_RANGE`
+//! for a `starting_offset` past the volume's size, and `INVALID_ARGUMENT` (or
+//! `NOT_FOUND`) for a delta whose target is a snapshot of another volume than
+//! the base's (the spec: "a second snapshot in the same volume").
 //!
 //! When the node publishes the volume as a block device, the harness also
 //! writes a few blocks into it (before the snapshot for
@@ -323,6 +325,25 @@ pub(super) fn cases() -> Vec<Case> {
                     check_covers("GetMetadataDelta", &ranges, w)?;
                 }
                 Ok(())
+            }
+        ),
+        case!(
+            "snapshot_metadata/get_metadata_delta/different_volumes",
+            "GetMetadataDelta between snapshots of two different volumes answers INVALID_ARGUMENT (or NOT_FOUND): the target must be a snapshot of the base's volume",
+            |c| {
+                need_snapshots(&c)?;
+                let (_, base) = snapshotted(&c).await?;
+                let other = c.block_volume("meta-other").await?;
+                let target = ready_snapshot(&c, &other, "meta-other").await?;
+                let rpc = "GetMetadataDelta (snapshots of two volumes)";
+                match delta(&c, &base, &target, 0).await? {
+                    Err(e) if matches!(e.code(), Code::InvalidArgument | Code::NotFound) => Ok(()),
+                    Err(e) => fail!("{rpc}: expected INVALID_ARGUMENT, got {}", describe(&e)),
+                    Ok(m) => fail!(
+                        "{rpc}: expected INVALID_ARGUMENT, got a stream of {} messages",
+                        m.len()
+                    ),
+                }
             }
         ),
         case!(

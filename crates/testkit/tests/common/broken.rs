@@ -477,6 +477,28 @@ impl SnapshotMetadata for MetadataBackwards {
     }
 }
 
+/// `GetMetadataDelta` that never looks at the base snapshot: it reports
+/// the target against itself, so snapshots of two volumes give a (empty)
+/// delta instead of an error.
+struct DeltaIgnoresBase(Arc<MemDriver>);
+
+#[async_trait]
+impl SnapshotMetadata for DeltaIgnoresBase {
+    async fn get_metadata_allocated(
+        &self,
+        req: GetMetadataAllocatedRequest,
+    ) -> Result<BlockMetadataStream, CsiError> {
+        self.0.get_metadata_allocated(req).await
+    }
+    async fn get_metadata_delta(
+        &self,
+        mut req: GetMetadataDeltaRequest,
+    ) -> Result<BlockMetadataStream, CsiError> {
+        req.base_snapshot_id = req.target_snapshot_id.clone();
+        self.0.get_metadata_delta(req).await
+    }
+}
+
 /// The memdriver with one part replaced by the named broken wrapper.
 pub fn plugin(kind: &str) -> Arc<dyn RawCsi> {
     let driver = MemDriver::new(MemDriverConfig::default());
@@ -493,6 +515,7 @@ pub fn plugin(kind: &str) -> Arc<dyn RawCsi> {
         "no-volume-condition" => b.volume_getter(Arc::new(NoVolumeCondition(driver.clone()))),
         "abnormal-on-node" => b.node_stats(Arc::new(AbnormalOnNode(driver.clone()))),
         "wrong-topology" => b.provisioner(EditCreate::wrong_topology(&driver)),
+        "delta-ignores-base" => b.snapshot_metadata(Arc::new(DeltaIgnoresBase(driver.clone()))),
         "metadata-backwards" => b.snapshot_metadata(Arc::new(MetadataBackwards(driver.clone()))),
         "ignores-requisite" => b.provisioner(EditCreate::ignores_requisite(&driver)),
         "keeps-dependents" => {
