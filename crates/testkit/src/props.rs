@@ -1094,6 +1094,15 @@ impl Seq<'_> {
                 let Some(old) = old else {
                     return expect_code(what, r, Code::NotFound).map(Some);
                 };
+                // A request below the current size is a shrink, which a
+                // plugin may refuse ("Unsupported capacity") or answer as a
+                // no-op with the current size.
+                if required < old
+                    && let Err(e) = &r
+                    && e.code() == Code::OutOfRange
+                {
+                    return Ok(Some((Code::OutOfRange, None)));
+                }
                 let resp: csi_types::ControllerExpandVolumeResponse =
                     crate::ctx::ok(what, r).map_err(case_text)?;
                 let cap = resp.capacity_bytes;

@@ -243,6 +243,13 @@ async fn a_driver_that_keeps_dependents_passes() {
     assert_passes_everything(broken::plugin("keeps-dependents")).await;
 }
 
+/// A plugin may refuse a `ControllerExpandVolume` below the current size
+/// with `OUT_OF_RANGE` rather than answer it as a no-op.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driver_that_refuses_to_shrink_passes() {
+    assert_passes_everything(broken::plugin("refuses-shrink")).await;
+}
+
 /// A driver whose ids derive from names gives a name created again after
 /// its deletion the old id back; that is not a deleted object reappearing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,8 @@
 //! Concurrency cases: the same request, or operations on the same volume,
-//! sent at once. Each call must succeed or answer `ABORTED`; the state after
-//! must be what a serial order of the successful calls would leave.
+//! sent at once. Each call must succeed or answer `ABORTED` (or, for an
+//! expansion that a larger one overtook, `OUT_OF_RANGE`: it asks for a
+//! shrink); the state after must be what a serial order of the successful
+//! calls would leave.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -125,7 +127,8 @@ async fn same_volume(c: Ctx) -> Result<(), CaseError> {
                         .await;
                     (
                         "ControllerExpandVolume",
-                        r.map(|r| (Some(want), Some(r.capacity_bytes as u64), None)),
+                        Some(want),
+                        r.map(|r| (Some(r.capacity_bytes as u64), None)),
                     )
                 }
                 1 if snap => {
@@ -138,7 +141,8 @@ async fn same_volume(c: Ctx) -> Result<(), CaseError> {
                         .await;
                     (
                         "CreateSnapshot",
-                        r.map(|r| (None, None, r.snapshot.map(|s| s.snapshot_id))),
+                        None,
+                        r.map(|r| (None, r.snapshot.map(|s| s.snapshot_id))),
                     )
                 }
                 _ => {
@@ -150,19 +154,20 @@ async fn same_volume(c: Ctx) -> Result<(), CaseError> {
                             ..Default::default()
                         })
                         .await;
-                    ("ValidateVolumeCapabilities", r.map(|_| (None, None, None)))
+                    ("ValidateVolumeCapabilities", None, r.map(|_| (None, None)))
                 }
             }
         }));
     }
     let mut grown_to = 0u64;
+    let mut refused = Vec::new();
     let mut snaps = BTreeSet::new();
     for t in tasks {
-        let (rpc, r) = t
+        let (rpc, want, r) = t
             .await
             .map_err(|e| CaseError::Fail(format!("a concurrent task died: {e}")))?;
         match r {
-            Ok((want, got, snap)) => {
+            Ok((got, snap)) => {
                 if let (Some(want), Some(got)) = (want, got) {
                     ensure!(got >= want, "{rpc} (concurrent) to {want} answered {got}");
                     grown_to = grown_to.max(want);
@@ -172,11 +177,23 @@ async fn same_volume(c: Ctx) -> Result<(), CaseError> {
                 }
             }
             Err(e) if e.code() == Code::Aborted => {}
+            Err(e) if e.code() == Code::OutOfRange && want.is_some() => {
+                refused.push((want.unwrap_or_default(), e));
+            }
             Err(e) => fail!(
                 "{rpc} (concurrent, same volume): expected OK or ABORTED, got {}",
                 describe(&e)
             ),
         }
+    }
+    // An expansion that ran after a larger one asked the volume to shrink,
+    // which a plugin may refuse with OUT_OF_RANGE; without a larger success,
+    // the refusal is wrong.
+    if let Some((want, e)) = refused.iter().find(|(want, _)| *want >= grown_to) {
+        fail!(
+            "ControllerExpandVolume (concurrent, same volume) to {want} bytes answered {}, though no larger expansion succeeded",
+            describe(e)
+        );
     }
     // The volume must still be there, at least as large as the largest
     // successful expansion.

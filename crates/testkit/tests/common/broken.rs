@@ -288,6 +288,40 @@ impl Snapshotter for KeepsDependents {
     }
 }
 
+/// Not broken: `ControllerExpandVolume` below the current size answers
+/// `OUT_OF_RANGE` ("Unsupported capacity") instead of a no-op.
+struct RefusesShrink(Arc<MemDriver>);
+
+#[async_trait]
+impl ControllerExpander for RefusesShrink {
+    async fn controller_expand_volume(
+        &self,
+        req: ControllerExpandVolumeRequest,
+    ) -> Result<ControllerExpandVolumeResponse, CsiError> {
+        let vols = self
+            .0
+            .list_volumes(ListVolumesRequest {
+                max_entries: None,
+                starting_token: None,
+            })
+            .await?;
+        let current = vols
+            .entries
+            .iter()
+            .find(|e| e.volume.volume_id == req.volume_id)
+            .map(|e| e.volume.capacity_bytes);
+        if let (Some(current), Some(required)) = (current, req.capacity_range.required_bytes)
+            && required < current
+        {
+            return Err(CsiError::out_of_range(format!(
+                "volume {} has {current} bytes; it cannot shrink to {required}",
+                req.volume_id
+            )));
+        }
+        self.0.controller_expand_volume(req).await
+    }
+}
+
 /// `CreateVolume` with a check-then-create race: it looks the name up,
 /// waits, then creates under a name of its own. Serial retries find the
 /// volume; concurrent calls with one name each make a volume.
@@ -522,6 +556,7 @@ pub fn plugin(kind: &str) -> Arc<dyn RawCsi> {
             let strict = Arc::new(KeepsDependents(driver.clone()));
             b.provisioner(strict.clone()).snapshotter(strict)
         }
+        "refuses-shrink" => b.controller_expander(Arc::new(RefusesShrink(driver.clone()))),
         "first-preferred" => b.provisioner(EditCreate::first_preferred(&driver)),
         "capacity-everywhere" => b.capacity_reporter(Arc::new(CapacityEverywhere(driver.clone()))),
         "wrong-code" => return Arc::new(Faulty(driver.plugin(), Fault::WrongCodeOnDelete)),
