@@ -1,6 +1,8 @@
 //! Named call sequences from `testdata/sequences.toml`, replayed against the
-//! memdriver (each must agree with the model) and, for the shrunk failures
-//! kept there, against the broken driver they caught (each must fail).
+//! memdriver (each must agree with the model), against the drivers in
+//! `passes_on` that choose otherwise where the spec allows (each must agree
+//! too) and, for the shrunk failures kept there, against the broken driver
+//! they caught (each must fail).
 
 mod common;
 
@@ -20,6 +22,8 @@ struct Sequence {
     name: String,
     calls: Vec<String>,
     catches: Option<String>,
+    #[serde(default)]
+    passes_on: Vec<String>,
 }
 
 fn load() -> Vec<(Sequence, Vec<Op>)> {
@@ -54,6 +58,23 @@ async fn every_sequence_agrees_with_the_model_on_the_memdriver() {
             panic!("{}: {e}", seq.name);
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequences_agree_with_the_model_on_drivers_that_choose_otherwise() {
+    let mut replayed = 0;
+    for (seq, ops) in load() {
+        for kind in &seq.passes_on {
+            let dir = tempfile::tempdir().unwrap();
+            let plugin = common::broken::plugin(kind);
+            let suite = Suite::new(common::config(dir.path()), plugin.clone(), plugin);
+            if let Err(e) = replay(&suite, &ops).await {
+                panic!("{} on the {kind} driver: {e}", seq.name);
+            }
+            replayed += 1;
+        }
+    }
+    assert!(replayed >= 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

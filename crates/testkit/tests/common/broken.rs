@@ -533,8 +533,17 @@ impl SnapshotMetadata for DeltaIgnoresBase {
     }
 }
 
-/// The memdriver with one part replaced by the named broken wrapper.
+/// The memdriver with one part replaced by the named wrapper (broken, or
+/// strict where the spec allows it), or, for `ids-from-names`, configured
+/// with [`MemDriverConfig::ids_from_names`].
 pub fn plugin(kind: &str) -> Arc<dyn RawCsi> {
+    if kind == "ids-from-names" {
+        let driver = MemDriver::new(MemDriverConfig {
+            ids_from_names: true,
+            ..MemDriverConfig::default()
+        });
+        return Arc::new(driver.plugin());
+    }
     let driver = MemDriver::new(MemDriverConfig::default());
     let b = driver.plugin_builder();
     let b = match kind {
