@@ -229,6 +229,28 @@ string_newtype! {
     TopologyValue, field = "segments", check = topology_value
 }
 
+impl TopologyKey {
+    /// The prefix before the `/`, if the key has one. The spec asks that
+    /// every topology key a plugin returns, in any RPC, carry the same
+    /// prefix when one is specified.
+    ///
+    /// ```
+    /// use csi_types::TopologyKey;
+    /// let k = TopologyKey::new("topology.example.com/rack").unwrap();
+    /// assert_eq!(k.prefix(), Some("topology.example.com"));
+    /// assert_eq!(k.name(), "rack");
+    /// assert_eq!(TopologyKey::new("zone").unwrap().prefix(), None);
+    /// ```
+    pub fn prefix(&self) -> Option<&str> {
+        self.0.split_once('/').map(|(p, _)| p)
+    }
+
+    /// The name after the prefix (the whole key when it has none).
+    pub fn name(&self) -> &str {
+        self.0.split_once('/').map_or(self.0.as_str(), |(_, n)| n)
+    }
+}
+
 impl NodePath {
     /// The path as a [`std::path::Path`].
     pub fn as_path(&self) -> &std::path::Path {

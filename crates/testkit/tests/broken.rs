@@ -131,6 +131,16 @@ async fn catches_a_volume_placed_outside_the_requisite_topology() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catches_topology_keys_with_another_prefix_in_list_volumes() {
+    let report = run(broken::plugin("foreign-prefix")).await;
+    assert_only_failure(
+        &report,
+        "controller/create_volume/topology_key_prefix",
+        "ListVolumes returns topology key \"other.example.com/zone\"",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catches_a_volume_reported_in_the_first_preferred_topology() {
     let report = run(broken::plugin("first-preferred")).await;
     assert_only_failure(

@@ -7,6 +7,10 @@
 //! plugin cannot provision in answers `RESOURCE_EXHAUSTED` ("Unable to
 //! provision in `accessible_topology`", `CreateVolume` errors).
 //!
+//! A key prefix, once specified, "MUST be identical across all topology
+//! keys returned by the SP (across all RPCs)": the keys of `NodeGetInfo`,
+//! `CreateVolume`, `ListVolumes` and `ControllerGetVolume` are compared.
+//!
 //! With `GET_CAPACITY`, `GetCapacity` for a topology reports what is
 //! "available for volume creation in the specified topology": no more than
 //! the total, and nothing where `CreateVolume` cannot provision.
@@ -18,8 +22,8 @@
 
 use csi_types::ControllerCapabilities as CC;
 use csi_types::{
-    Code, CreateVolumeResponse, GetCapacityResponse, NodeGetInfoResponse, PluginCapabilities,
-    Topology, proto,
+    Code, ControllerGetVolumeResponse, CreateVolumeResponse, GetCapacityResponse,
+    ListVolumesResponse, NodeGetInfoResponse, PluginCapabilities, Topology, proto,
 };
 
 use super::{Case, case, rw};
@@ -78,6 +82,27 @@ fn requirement(requisite: &[&Topology], preferred: bool) -> proto::TopologyRequi
         requisite: list.clone(),
         preferred: if preferred { list } else { Vec::new() },
     }
+}
+
+/// Fails unless every key of every topology carries the same prefix (or
+/// none does): "If a key prefix is specified, it MUST be identical across
+/// all topology keys returned by the SP (across all RPCs)."
+fn same_prefix(seen: &[(&str, Topology)]) -> Result<(), CaseError> {
+    let mut keys = seen
+        .iter()
+        .flat_map(|(rpc, t)| t.segments().keys().map(move |k| (*rpc, k)));
+    let Some((rpc0, k0)) = keys.next() else {
+        return Ok(());
+    };
+    for (rpc, k) in keys {
+        ensure!(
+            k.prefix() == k0.prefix(),
+            "{rpc} returns topology key {:?}, {rpc0} {:?}: a key prefix, once specified, must be identical across all topology keys the plugin returns",
+            k.as_str(),
+            k0.as_str()
+        );
+    }
+    Ok(())
 }
 
 /// `GetCapacity` for `topology` (or for all of the plugin when `None`).
@@ -187,6 +212,67 @@ pub(super) fn cases() -> Vec<Case> {
                     "CreateVolume with requisite [{nowhere:?}, {node:?}]: the volume is accessible only from {got:?}, none of which covers the node's topology"
                 );
                 Ok(())
+            }
+        ),
+        case!(
+            "controller/create_volume/topology_key_prefix",
+            "every topology key the plugin returns (NodeGetInfo, CreateVolume, ListVolumes, ControllerGetVolume) carries the same key prefix, or none does",
+            |c| {
+                let node = need_topology(&c)?;
+                let mut req = c.create_req(&c.name("topo"), c.config().volume_size);
+                req.accessibility_requirements = Some(requirement(&[&node], false));
+                let r: CreateVolumeResponse = ok("CreateVolume", c.send_create(req).await)?;
+                let id = r.volume.volume_id.clone();
+                let mut seen = vec![("NodeGetInfo", node)];
+                seen.extend(
+                    r.volume
+                        .accessible_topology
+                        .into_iter()
+                        .map(|t| ("CreateVolume", t)),
+                );
+                let cc = c.found().controller;
+                if cc.contains(CC::LIST_VOLUMES) {
+                    let mut token = String::new();
+                    for _ in 0..10_000 {
+                        let page: ListVolumesResponse = ok(
+                            "ListVolumes",
+                            c.ctl()
+                                .list_volumes(proto::ListVolumesRequest {
+                                    starting_token: token,
+                                    ..Default::default()
+                                })
+                                .await,
+                        )?;
+                        seen.extend(
+                            page.entries
+                                .into_iter()
+                                .filter(|e| e.volume.volume_id == id)
+                                .flat_map(|e| e.volume.accessible_topology)
+                                .map(|t| ("ListVolumes", t)),
+                        );
+                        match page.next_token {
+                            Some(t) => token = t,
+                            None => break,
+                        }
+                    }
+                }
+                if cc.contains(CC::GET_VOLUME) {
+                    let g: ControllerGetVolumeResponse = ok(
+                        "ControllerGetVolume",
+                        c.ctl()
+                            .controller_get_volume(proto::ControllerGetVolumeRequest {
+                                volume_id: id.to_string(),
+                            })
+                            .await,
+                    )?;
+                    seen.extend(
+                        g.volume
+                            .accessible_topology
+                            .into_iter()
+                            .map(|t| ("ControllerGetVolume", t)),
+                    );
+                }
+                same_prefix(&seen)
             }
         ),
         case!(

@@ -135,6 +135,28 @@ impl VolumeLister for LosesPages {
     }
 }
 
+/// `ListVolumes` that reports every topology key under another prefix than
+/// the one `NodeGetInfo` and `CreateVolume` use.
+struct ForeignPrefix(Arc<MemDriver>);
+
+#[async_trait]
+impl VolumeLister for ForeignPrefix {
+    async fn list_volumes(&self, req: ListVolumesRequest) -> Result<ListVolumesResponse, CsiError> {
+        let mut resp = self.0.list_volumes(req).await?;
+        for e in &mut resp.entries {
+            for t in &mut e.volume.accessible_topology {
+                *t = Topology::new(t.segments().iter().map(|(k, v)| {
+                    (
+                        format!("other.example.com/{}", k.name()),
+                        v.as_str().to_string(),
+                    )
+                }))?;
+            }
+        }
+        Ok(resp)
+    }
+}
+
 /// `NodePublishVolume` that ignores `readonly`.
 struct IgnoresReadonly(Arc<MemDriver>);
 
@@ -553,6 +575,7 @@ pub fn plugin(kind: &str) -> Arc<dyn RawCsi> {
         "snapshots-die-with-volume" => {
             b.provisioner(Arc::new(SnapshotsDieWithVolume(driver.clone())))
         }
+        "foreign-prefix" => b.volume_lister(Arc::new(ForeignPrefix(driver.clone()))),
         "loses-pages" => b.volume_lister(Arc::new(LosesPages(driver.clone()))),
         "ignores-readonly" => b.node(Arc::new(IgnoresReadonly(driver.clone()))),
         "no-volume-condition" => b.volume_getter(Arc::new(NoVolumeCondition(driver.clone()))),
