@@ -65,6 +65,11 @@ pub struct MemDriverConfig {
     /// id back. Off by default: ids then come from a counter and are never
     /// reused.
     pub ids_from_names: bool,
+    /// Whether `NodeStageVolume` requires the volume to be published to the
+    /// node by `ControllerPublishVolume` first (`FAILED_PRECONDITION`
+    /// otherwise). On by default; turn it off for a plugin built without the
+    /// memdriver's `ControllerPublisher`, whose CO never publishes.
+    pub requires_controller_publish: bool,
 }
 
 impl Default for MemDriverConfig {
@@ -81,6 +86,7 @@ impl Default for MemDriverConfig {
                 Topology::new([(TOPOLOGY_KEY, "zone-1")]).expect("a valid constant topology"),
             ),
             ids_from_names: false,
+            requires_controller_publish: true,
         }
     }
 }
@@ -898,7 +904,9 @@ impl NodeStager for MemDriver {
     ) -> Result<NodeStageVolumeResponse, CsiError> {
         let mut st = self.state();
         let v = st.vol(&req.volume_id)?;
-        if !v.published.contains_key(&self.config.node_id) {
+        if self.config.requires_controller_publish
+            && !v.published.contains_key(&self.config.node_id)
+        {
             return Err(CsiError::failed_precondition(format!(
                 "volume {} is not published to node {}",
                 req.volume_id, self.config.node_id
