@@ -35,7 +35,10 @@ use csi_types::{Code, CsiError, GroupControllerCapabilities, PluginCapabilities,
 use proptest::prelude::*;
 use proptest::test_runner::{RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
 
-use crate::cases::{UNKNOWN_ID, list_all_snapshots, list_all_volumes, rw};
+use crate::cases::{
+    UNKNOWN_ID, list_all_snapshots, list_all_volumes, list_snapshot_entries, list_volume_entries,
+    rw,
+};
 use crate::ctx::{CaseError, CaseResult, Cleanup, Ctx, describe};
 
 /// One call of a generated sequence. Slots name volumes (`v0`, `v1`),
@@ -1381,10 +1384,14 @@ impl Seq<'_> {
                 .values()
                 .any(|g| g.members.iter().any(|m| m.grouped))
             {
-                let listed: BTreeMap<String, String> = list_snapshot_entries(self.c)
-                    .await?
+                let listed: BTreeMap<String, String> = list_snapshot_entries(self.c, 0)
+                    .await
+                    .map_err(case_text)?
                     .into_iter()
-                    .map(|s| (s.snapshot_id, s.group_snapshot_id))
+                    .map(|s| {
+                        let group = s.group_snapshot_id.map(|g| g.into_string());
+                        (s.snapshot_id.into_string(), group.unwrap_or_default())
+                    })
                     .collect();
                 for g in self.m.groups.values() {
                     for m in g.members.iter().filter(|m| m.grouped) {
@@ -1506,66 +1513,21 @@ fn case_text(e: CaseError) -> String {
     }
 }
 
-/// The `ListVolumes` entry of `id`, read in one unpaged listing, without
-/// the parts `ControllerModifyVolume` may change: `volume_context` and the
-/// volume condition.
-async fn listed_volume(
-    c: &Ctx,
-    id: &str,
-) -> Result<Option<proto::list_volumes_response::Entry>, String> {
-    let mut token = String::new();
-    for _ in 0..10_000 {
-        let r = expect_ok(
-            "ListVolumes",
-            c.ctl()
-                .list_volumes(proto::ListVolumesRequest {
-                    starting_token: token.clone(),
-                    ..Default::default()
-                })
-                .await,
-        )?;
-        if let Some(mut e) = r
-            .entries
-            .into_iter()
-            .find(|e| e.volume.as_ref().is_some_and(|v| v.volume_id == id))
-        {
-            if let Some(v) = e.volume.as_mut() {
-                v.volume_context.clear();
-            }
+/// The `ListVolumes` entry of `id`, without the parts
+/// `ControllerModifyVolume` may change: `volume_context` and the volume
+/// condition.
+async fn listed_volume(c: &Ctx, id: &str) -> Result<Option<csi_types::ListVolumesEntry>, String> {
+    let entries = list_volume_entries(c, 0).await.map_err(case_text)?;
+    Ok(entries
+        .into_iter()
+        .find(|e| e.volume.volume_id.as_str() == id)
+        .map(|mut e| {
+            e.volume.volume_context.clear();
             if let Some(st) = e.status.as_mut() {
                 st.volume_condition = None;
             }
-            return Ok(Some(e));
-        }
-        if r.next_token.is_empty() {
-            return Ok(None);
-        }
-        token = r.next_token;
-    }
-    Err("ListVolumes: next_token never ended after 10000 pages".into())
-}
-
-/// Every `ListSnapshots` entry, as the wire carries it.
-async fn list_snapshot_entries(c: &Ctx) -> Result<Vec<proto::Snapshot>, String> {
-    let mut out = Vec::new();
-    let mut token = String::new();
-    for _ in 0..10_000 {
-        let r = expect_ok(
-            "ListSnapshots",
-            c.ctl()
-                .list_snapshots(proto::ListSnapshotsRequest {
-                    starting_token: token.clone(),
-                    ..Default::default()
-                })
-                .await,
-        )?;
-        out.extend(r.entries.into_iter().filter_map(|e| e.snapshot));
-        if r.next_token.is_empty() {
-            return Ok(out);
-        }
-        token = r.next_token;
-    }
-    Err("ListSnapshots: next_token never ended after 10000 pages".into())
+            e
+        }))
 }
 
 async fn capacity(c: &Ctx) -> Result<u64, String> {

@@ -303,9 +303,13 @@ impl Ctx {
     }
 }
 
-/// Lists every volume id, following `next_token` with pages of `page`.
-pub(crate) async fn list_all_volumes(c: &Ctx, page: i32) -> Result<Vec<String>, CaseError> {
-    let mut ids = Vec::new();
+/// Lists every volume, following `next_token` with pages of `page`
+/// (0 lets the plugin choose).
+pub(crate) async fn list_volume_entries(
+    c: &Ctx,
+    page: i32,
+) -> Result<Vec<csi_types::ListVolumesEntry>, CaseError> {
+    let mut out = Vec::new();
     let mut token = String::new();
     for _ in 0..10_000 {
         let r: csi_types::ListVolumesResponse = ok(
@@ -323,22 +327,31 @@ pub(crate) async fn list_all_volumes(c: &Ctx, page: i32) -> Result<Vec<String>, 
                 r.entries.len()
             );
         }
-        ids.extend(
-            r.entries
-                .into_iter()
-                .map(|e| e.volume.volume_id.into_string()),
-        );
+        out.extend(r.entries);
         match r.next_token {
             Some(t) => token = t,
-            None => return Ok(ids),
+            None => return Ok(out),
         }
     }
     crate::ctx::fail!("ListVolumes: next_token never ended after 10000 pages")
 }
 
-/// Lists every snapshot id, following `next_token` with pages of `page`.
-pub(crate) async fn list_all_snapshots(c: &Ctx, page: i32) -> Result<Vec<String>, CaseError> {
-    let mut ids = Vec::new();
+/// Lists every volume id, following `next_token` with pages of `page`.
+pub(crate) async fn list_all_volumes(c: &Ctx, page: i32) -> Result<Vec<String>, CaseError> {
+    let entries = list_volume_entries(c, page).await?;
+    Ok(entries
+        .into_iter()
+        .map(|e| e.volume.volume_id.into_string())
+        .collect())
+}
+
+/// Lists every snapshot, following `next_token` with pages of `page`
+/// (0 lets the plugin choose).
+pub(crate) async fn list_snapshot_entries(
+    c: &Ctx,
+    page: i32,
+) -> Result<Vec<csi_types::Snapshot>, CaseError> {
+    let mut out = Vec::new();
     let mut token = String::new();
     for _ in 0..10_000 {
         let r: csi_types::ListSnapshotsResponse = ok(
@@ -357,13 +370,22 @@ pub(crate) async fn list_all_snapshots(c: &Ctx, page: i32) -> Result<Vec<String>
                 r.entries.len()
             );
         }
-        ids.extend(r.entries.into_iter().map(|e| e.snapshot_id.into_string()));
+        out.extend(r.entries);
         match r.next_token {
             Some(t) => token = t,
-            None => return Ok(ids),
+            None => return Ok(out),
         }
     }
     crate::ctx::fail!("ListSnapshots: next_token never ended after 10000 pages")
+}
+
+/// Lists every snapshot id, following `next_token` with pages of `page`.
+pub(crate) async fn list_all_snapshots(c: &Ctx, page: i32) -> Result<Vec<String>, CaseError> {
+    let entries = list_snapshot_entries(c, page).await?;
+    Ok(entries
+        .into_iter()
+        .map(|e| e.snapshot_id.into_string())
+        .collect())
 }
 
 /// An id no driver has issued: used for the not-found cases.

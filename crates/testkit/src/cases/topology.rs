@@ -23,10 +23,10 @@
 use csi_types::ControllerCapabilities as CC;
 use csi_types::{
     Code, ControllerGetVolumeResponse, CreateVolumeResponse, GetCapacityResponse,
-    ListVolumesResponse, NodeGetInfoResponse, PluginCapabilities, Topology, proto,
+    NodeGetInfoResponse, PluginCapabilities, Topology, proto,
 };
 
-use super::{Case, case, rw};
+use super::{Case, case, list_volume_entries, rw};
 use crate::ctx::{CaseError, Ctx, code, ensure, fail, ok};
 
 /// A segment value no plugin serves: `CreateVolume` requests it to check
@@ -232,29 +232,14 @@ pub(super) fn cases() -> Vec<Case> {
                 );
                 let cc = c.found().controller;
                 if cc.contains(CC::LIST_VOLUMES) {
-                    let mut token = String::new();
-                    for _ in 0..10_000 {
-                        let page: ListVolumesResponse = ok(
-                            "ListVolumes",
-                            c.ctl()
-                                .list_volumes(proto::ListVolumesRequest {
-                                    starting_token: token,
-                                    ..Default::default()
-                                })
-                                .await,
-                        )?;
-                        seen.extend(
-                            page.entries
-                                .into_iter()
-                                .filter(|e| e.volume.volume_id == id)
-                                .flat_map(|e| e.volume.accessible_topology)
-                                .map(|t| ("ListVolumes", t)),
-                        );
-                        match page.next_token {
-                            Some(t) => token = t,
-                            None => break,
-                        }
-                    }
+                    seen.extend(
+                        list_volume_entries(&c, 0)
+                            .await?
+                            .into_iter()
+                            .filter(|e| e.volume.volume_id == id)
+                            .flat_map(|e| e.volume.accessible_topology)
+                            .map(|t| ("ListVolumes", t)),
+                    );
                 }
                 if cc.contains(CC::GET_VOLUME) {
                     let g: ControllerGetVolumeResponse = ok(
