@@ -76,12 +76,16 @@ fn nowhere(node: &Topology) -> Result<Topology, CaseError> {
     .map_err(|e| CaseError::Fail(format!("building the requisite topology: {e}")))
 }
 
-fn requirement(requisite: &[&Topology], preferred: bool) -> proto::TopologyRequirement {
+/// A `CreateVolume` request of the configured size whose requisite list is
+/// `requisite`, also sent as the preferred list when `preferred`.
+fn create_in(c: &Ctx, requisite: &[&Topology], preferred: bool) -> proto::CreateVolumeRequest {
     let list: Vec<proto::Topology> = requisite.iter().map(|t| (*t).clone().into()).collect();
-    proto::TopologyRequirement {
+    let mut req = c.create_req(&c.name("topo"), c.config().volume_size);
+    req.accessibility_requirements = Some(proto::TopologyRequirement {
         requisite: list.clone(),
         preferred: if preferred { list } else { Vec::new() },
-    }
+    });
+    req
 }
 
 /// Fails unless every key of every topology carries the same prefix (or
@@ -160,8 +164,7 @@ pub(super) fn cases() -> Vec<Case> {
             "CreateVolume with the node's topology as requisite and preferred makes a volume accessible from it (each accessible_topology entry, if any, is checked against the requisite)",
             |c| {
                 let node = need_topology(&c)?;
-                let mut req = c.create_req(&c.name("topo"), c.config().volume_size);
-                req.accessibility_requirements = Some(requirement(&[&node], true));
+                let req = create_in(&c, &[&node], true);
                 let r: CreateVolumeResponse = ok("CreateVolume", c.send_create(req).await)?;
                 let got = &r.volume.accessible_topology;
                 // Empty is allowed: the spec lets the CO then assume the
@@ -181,8 +184,7 @@ pub(super) fn cases() -> Vec<Case> {
             |c| {
                 let node = need_topology(&c)?;
                 let nowhere = nowhere(&node)?;
-                let mut req = c.create_req(&c.name("topo"), c.config().volume_size);
-                req.accessibility_requirements = Some(requirement(&[&nowhere], false));
+                let req = create_in(&c, &[&nowhere], false);
                 code(
                     "CreateVolume (unsatisfiable requisite topology)",
                     c.send_create(req).await,
@@ -196,8 +198,7 @@ pub(super) fn cases() -> Vec<Case> {
             |c| {
                 let node = need_topology(&c)?;
                 let nowhere = nowhere(&node)?;
-                let mut req = c.create_req(&c.name("topo"), c.config().volume_size);
-                req.accessibility_requirements = Some(requirement(&[&nowhere, &node], true));
+                let req = create_in(&c, &[&nowhere, &node], true);
                 let r: CreateVolumeResponse = ok("CreateVolume", c.send_create(req).await)?;
                 let got = &r.volume.accessible_topology;
                 // Only the node's topology can be served, so a plugin that
@@ -219,8 +220,7 @@ pub(super) fn cases() -> Vec<Case> {
             "every topology key the plugin returns (NodeGetInfo, CreateVolume, ListVolumes, ControllerGetVolume) carries the same key prefix, or none does",
             |c| {
                 let node = need_topology(&c)?;
-                let mut req = c.create_req(&c.name("topo"), c.config().volume_size);
-                req.accessibility_requirements = Some(requirement(&[&node], false));
+                let req = create_in(&c, &[&node], false);
                 let r: CreateVolumeResponse = ok("CreateVolume", c.send_create(req).await)?;
                 let id = r.volume.volume_id.clone();
                 let mut seen = vec![("NodeGetInfo", node)];
