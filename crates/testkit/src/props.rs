@@ -1359,11 +1359,17 @@ impl Seq<'_> {
             }
         }
         if cc.contains(CC::LIST_SNAPSHOTS) {
-            let listed: BTreeSet<String> = list_all_snapshots(self.c, 2)
+            // Each listed snapshot id with the group_snapshot_id it is shown with.
+            let groups: BTreeMap<String, String> = list_snapshot_entries(self.c, 2)
                 .await
                 .map_err(case_text)?
                 .into_iter()
+                .map(|s| {
+                    let group = s.group_snapshot_id.map(|g| g.into_string());
+                    (s.snapshot_id.into_string(), group.unwrap_or_default())
+                })
                 .collect();
+            let listed: BTreeSet<String> = groups.keys().cloned().collect();
             for id in &listed {
                 if self.m.deleted_snaps.contains(id) {
                     return Err(format!("ListSnapshots lists {id}, which was deleted"));
@@ -1378,30 +1384,14 @@ impl Seq<'_> {
                     ours.difference(&model).collect::<Vec<_>>()
                 ));
             }
-            if self
-                .m
-                .groups
-                .values()
-                .any(|g| g.members.iter().any(|m| m.grouped))
-            {
-                let listed: BTreeMap<String, String> = list_snapshot_entries(self.c, 0)
-                    .await
-                    .map_err(case_text)?
-                    .into_iter()
-                    .map(|s| {
-                        let group = s.group_snapshot_id.map(|g| g.into_string());
-                        (s.snapshot_id.into_string(), group.unwrap_or_default())
-                    })
-                    .collect();
-                for g in self.m.groups.values() {
-                    for m in g.members.iter().filter(|m| m.grouped) {
-                        let shown = listed.get(&m.id).map(String::as_str).unwrap_or_default();
-                        if shown != g.id {
-                            return Err(format!(
-                                "ListSnapshots reports member {} of group snapshot {} with group_snapshot_id {shown:?}",
-                                m.id, g.id
-                            ));
-                        }
+            for g in self.m.groups.values() {
+                for m in g.members.iter().filter(|m| m.grouped) {
+                    let shown = groups.get(&m.id).map(String::as_str).unwrap_or_default();
+                    if shown != g.id {
+                        return Err(format!(
+                            "ListSnapshots reports member {} of group snapshot {} with group_snapshot_id {shown:?}",
+                            m.id, g.id
+                        ));
                     }
                 }
             }
