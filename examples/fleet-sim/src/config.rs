@@ -1,0 +1,540 @@
+//! The simulation's configuration: the fleet to generate (or the inventory file to read), the
+//! failure processes, the rebuild model, the workload mix and the policies to compare. Every
+//! field has a default (the 10,000-server / 100,000-drive fleet of the README), so an empty
+//! TOML file is a valid configuration. [`SimConfig::validate`] names the field and the rule.
+
+use placement::{DriveKind, Mode, Separation, Shape, Spread};
+use serde::{Deserialize, Serialize};
+
+use crate::error::SimError;
+use crate::units::Size;
+
+/// Everything one run needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimConfig {
+    /// Master seed: the same seed and configuration give the same report.
+    pub seed: u64,
+    /// Simulated time, years (of 8,760 hours).
+    pub years: f64,
+    /// Policies to compare, each over the same failure and workload streams.
+    pub policies: Vec<PolicyKind>,
+    /// Interval between utilisation samples, days.
+    pub sample_days: f64,
+    /// The fleet.
+    pub fleet: FleetConfig,
+    /// Failure processes.
+    pub failures: FailureConfig,
+    /// Rebuild model.
+    pub rebuild: RebuildConfig,
+    /// Volumes.
+    pub workload: WorkloadConfig,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            seed: 1,
+            years: 5.0,
+            policies: vec![PolicyKind::Engine, PolicyKind::Straw2, PolicyKind::Random],
+            sample_days: 30.0,
+            fleet: FleetConfig::default(),
+            failures: FailureConfig::default(),
+            rebuild: RebuildConfig::default(),
+            workload: WorkloadConfig::default(),
+        }
+    }
+}
+
+/// How volumes choose drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyKind {
+    /// The `placement` engine under each class's request (separation, spreading).
+    Engine,
+    /// A CRUSH-like stateless straw2 weighted draw with separation at the request's hard levels.
+    Straw2,
+    /// Uniformly random drives of an allowed kind with room (distinct drives, nothing else).
+    Random,
+}
+
+impl PolicyKind {
+    /// The name used in reports and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            PolicyKind::Engine => "engine",
+            PolicyKind::Straw2 => "straw2",
+            PolicyKind::Random => "random",
+        }
+    }
+
+    /// Parses a name as [`PolicyKind::name`] prints it.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "engine" => Some(PolicyKind::Engine),
+            "straw2" => Some(PolicyKind::Straw2),
+            "random" => Some(PolicyKind::Random),
+            _ => None,
+        }
+    }
+}
+
+/// The generated fleet (ignored when an inventory file is given, except for the level names).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FleetConfig {
+    /// Zones (racks are dealt round-robin into zones).
+    pub zones: u32,
+    /// Racks.
+    pub racks: u32,
+    /// Drives per rack, split into JBODs of `drives_per_jbod` (the last one may be smaller).
+    pub drives_per_rack: u32,
+    /// Drives per JBOD.
+    pub drives_per_jbod: u32,
+    /// Servers (attach points) per rack.
+    pub servers_per_rack: u32,
+    /// Media: each JBOD holds drives of one medium; JBODs are dealt to media by `share`.
+    pub media: Vec<MediumConfig>,
+    /// Bandwidth of each JBOD's network port (bandwidth-domain kind `port`).
+    pub port_bandwidth: Size,
+    /// Bandwidth of each rack's top-of-rack switch uplink (bandwidth-domain kind `tor`).
+    pub tor_bandwidth: Size,
+    /// Failure-domain level whose domains fail as JBODs.
+    pub jbod_level: String,
+    /// Failure-domain level whose domains fail as racks.
+    pub rack_level: String,
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        const TB: u64 = 1_000_000_000_000;
+        const GB: u64 = 1_000_000_000;
+        FleetConfig {
+            zones: 4,
+            racks: 100,
+            drives_per_rack: 1000,
+            drives_per_jbod: 60,
+            servers_per_rack: 100,
+            media: vec![
+                MediumConfig {
+                    kind: DriveKind::Hdd,
+                    share: 0.85,
+                    capacities: [8, 12, 16, 20].map(|t| Size(t * TB)).to_vec(),
+                    rpm: 7200,
+                },
+                MediumConfig {
+                    kind: DriveKind::Ssd,
+                    share: 0.10,
+                    capacities: vec![Size(3_840 * GB), Size(7_680 * GB)],
+                    rpm: 0,
+                },
+                MediumConfig {
+                    kind: DriveKind::Nvme,
+                    share: 0.05,
+                    capacities: vec![Size(3_840 * GB), Size(7_680 * GB)],
+                    rpm: 0,
+                },
+            ],
+            port_bandwidth: Size(12_500_000_000),
+            tor_bandwidth: Size(50_000_000_000),
+            jbod_level: "jbod".into(),
+            rack_level: "rack".into(),
+        }
+    }
+}
+
+/// One medium of the generated fleet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediumConfig {
+    /// Drive kind.
+    pub kind: DriveKind,
+    /// Fraction of JBODs with this medium (shares are normalised).
+    pub share: f64,
+    /// Drive capacities; each JBOD draws one.
+    pub capacities: Vec<Size>,
+    /// Spindle speed (HDDs).
+    #[serde(default)]
+    pub rpm: u32,
+}
+
+/// Failure processes. Rates are annual failure rates (probability of failing within a year of
+/// service); a rate of 0 disables the process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FailureConfig {
+    /// Drive lifetimes.
+    pub drive: DriveFailure,
+    /// Hours from a drive failure until a new, empty drive is in its slot.
+    pub drive_replace_hours: f64,
+    /// JBOD outages: every drive in the JBOD is lost; the JBOD returns empty.
+    pub jbod: DomainFailure,
+    /// Server outages: rebuilds of the volumes attached to the server pause.
+    pub server: DomainFailure,
+    /// Rack outages: every JBOD and server in the rack.
+    pub rack: DomainFailure,
+    /// Unrecoverable read errors per bit read during rebuilds (0 disables).
+    pub ure_per_bit: f64,
+}
+
+impl Default for FailureConfig {
+    fn default() -> Self {
+        FailureConfig {
+            drive: DriveFailure {
+                distribution: Distribution::Exponential,
+                afr: 0.015,
+                shape: 1.0,
+            },
+            drive_replace_hours: 72.0,
+            jbod: DomainFailure {
+                afr: 0.01,
+                repair_hours: 24.0,
+            },
+            server: DomainFailure {
+                afr: 0.02,
+                repair_hours: 8.0,
+            },
+            rack: DomainFailure {
+                afr: 0.005,
+                repair_hours: 12.0,
+            },
+            ure_per_bit: 1e-15,
+        }
+    }
+}
+
+/// Drive lifetime distribution.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriveFailure {
+    /// Exponential (constant hazard) or Weibull (ageing with `shape`).
+    pub distribution: Distribution,
+    /// Probability that a new drive fails within its first year.
+    pub afr: f64,
+    /// Weibull shape (1 = exponential, above 1 = wear-out); ignored for exponential.
+    #[serde(default = "one")]
+    pub shape: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// Lifetime distribution family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Distribution {
+    /// Constant hazard.
+    Exponential,
+    /// Weibull with a shape parameter.
+    Weibull,
+}
+
+/// An outage process for a whole failure domain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainFailure {
+    /// Annual failure rate of one domain (exponential inter-failure times).
+    pub afr: f64,
+    /// Hours until the domain is back in service.
+    pub repair_hours: f64,
+}
+
+/// How long rebuilds take.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RebuildConfig {
+    /// `bandwidth`: a fluid fair-share model over drives and bandwidth domains; `fixed`: every
+    /// rebuild takes `fixed_hours` (no bandwidth limits), as the analytic MTTDL assumes.
+    pub model: RebuildModel,
+    /// Duration of every rebuild under the `fixed` model, hours.
+    pub fixed_hours: f64,
+    /// Fraction of each drive's and bandwidth domain's bandwidth rebuilds may use (the rest
+    /// serves foreground I/O).
+    pub share: f64,
+    /// Per-rebuild write-rate cap (md's `speed_limit_max`, 200,000 KiB/s by default).
+    pub max_rate: Size,
+    /// Sequential bandwidth of an HDD.
+    pub hdd_bandwidth: Size,
+    /// Sequential bandwidth of a SATA/SAS SSD.
+    pub ssd_bandwidth: Size,
+    /// Sequential bandwidth of an NVMe drive.
+    pub nvme_bandwidth: Size,
+}
+
+impl Default for RebuildConfig {
+    fn default() -> Self {
+        RebuildConfig {
+            model: RebuildModel::Bandwidth,
+            fixed_hours: 10.0,
+            share: 0.5,
+            max_rate: Size(204_800_000),
+            hdd_bandwidth: Size(200_000_000),
+            ssd_bandwidth: Size(500_000_000),
+            nvme_bandwidth: Size(2_000_000_000),
+        }
+    }
+}
+
+/// Rebuild duration model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RebuildModel {
+    /// Fair-share fluid model over drive and bandwidth-domain capacities.
+    Bandwidth,
+    /// Constant duration.
+    Fixed,
+}
+
+/// Volume arrivals, lifetimes and the mix of classes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkloadConfig {
+    /// Steady population: this many volumes are placed at time 0, and arrivals (Poisson, rate
+    /// `volumes / mean lifetime`) balance departures.
+    pub volumes: u64,
+    /// Mean volume lifetime (exponential), days; 0 = volumes never depart.
+    pub mean_lifetime_days: f64,
+    /// The classes, drawn by weight.
+    pub class: Vec<VolumeClass>,
+}
+
+impl Default for WorkloadConfig {
+    fn default() -> Self {
+        const GB: u64 = 1_000_000_000;
+        let hdd = vec![DriveKind::Hdd];
+        let sep = |level: &str, mode| Separation {
+            level: level.into(),
+            mode,
+        };
+        WorkloadConfig {
+            volumes: 200_000,
+            mean_lifetime_days: 730.0,
+            class: vec![
+                VolumeClass {
+                    name: "raid1".into(),
+                    weight: 0.40,
+                    shape: Shape::Mirror { legs: 2 },
+                    kinds: hdd.clone(),
+                    sizes: [1000, 2000, 4000].map(|g| Size(g * GB)).to_vec(),
+                    separation: vec![sep("rack", Mode::Hard)],
+                    bandwidth_spread: vec![],
+                },
+                VolumeClass {
+                    name: "raid10".into(),
+                    weight: 0.20,
+                    shape: Shape::Raid10 {
+                        stripes: 4,
+                        mirrors: 2,
+                    },
+                    kinds: hdd.clone(),
+                    sizes: [250, 500, 1000].map(|g| Size(g * GB)).to_vec(),
+                    separation: vec![sep("jbod", Mode::Hard), sep("rack", Mode::Soft)],
+                    bandwidth_spread: vec![Spread {
+                        kind: "port".into(),
+                        mode: Mode::Soft,
+                        max_per_domain: 1,
+                    }],
+                },
+                VolumeClass {
+                    name: "parity4+2".into(),
+                    weight: 0.15,
+                    shape: Shape::Parity { k: 4, m: 2, sets: 1 },
+                    kinds: hdd,
+                    sizes: [500, 1000].map(|g| Size(g * GB)).to_vec(),
+                    separation: vec![sep("rack", Mode::Hard)],
+                    bandwidth_spread: vec![],
+                },
+                VolumeClass {
+                    name: "ssd-slice".into(),
+                    weight: 0.15,
+                    shape: Shape::Slice,
+                    kinds: vec![DriveKind::Ssd],
+                    sizes: [200, 500, 1000].map(|g| Size(g * GB)).to_vec(),
+                    separation: vec![],
+                    bandwidth_spread: vec![],
+                },
+                VolumeClass {
+                    name: "nvme-mirror".into(),
+                    weight: 0.10,
+                    shape: Shape::Mirror { legs: 2 },
+                    kinds: vec![DriveKind::Nvme],
+                    sizes: [250, 500, 1000].map(|g| Size(g * GB)).to_vec(),
+                    separation: vec![sep("rack", Mode::Hard)],
+                    bandwidth_spread: vec![],
+                },
+            ],
+        }
+    }
+}
+
+/// One class of volumes in the workload mix.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeClass {
+    /// Name in reports.
+    pub name: String,
+    /// Relative frequency among arrivals.
+    pub weight: f64,
+    /// Layout (as the placement crate's requests spell it).
+    pub shape: Shape,
+    /// Allowed drive kinds (empty: any; slices default to SSD and NVMe).
+    #[serde(default)]
+    pub kinds: Vec<DriveKind>,
+    /// Per-member sizes, drawn uniformly.
+    pub sizes: Vec<Size>,
+    /// Failure-domain separation (placement's request field).
+    #[serde(default)]
+    pub separation: Vec<Separation>,
+    /// Bandwidth spreading (placement's request field).
+    #[serde(default)]
+    pub bandwidth_spread: Vec<Spread>,
+}
+
+/// Largest member count the simulator tracks per volume (failed members are a bit mask).
+pub const MAX_MEMBERS: usize = 64;
+
+impl SimConfig {
+    /// Parses a TOML configuration; absent fields take their defaults.
+    pub fn from_toml(text: &str) -> Result<Self, SimError> {
+        let c: SimConfig = toml::from_str(text).map_err(|e| SimError::Config {
+            field: "(file)".into(),
+            rule: e.to_string(),
+        })?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Checks every rule; the error names the field.
+    pub fn validate(&self) -> Result<(), SimError> {
+        fn bad(field: impl Into<String>, rule: impl Into<String>) -> Result<(), SimError> {
+            Err(SimError::Config {
+                field: field.into(),
+                rule: rule.into(),
+            })
+        }
+        fn positive(field: &str, v: f64) -> Result<(), SimError> {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                bad(field, format!("must be a positive number, got {v}"))
+            }
+        }
+        fn non_negative(field: &str, v: f64) -> Result<(), SimError> {
+            if v.is_finite() && v >= 0.0 {
+                Ok(())
+            } else {
+                bad(field, format!("must be a non-negative number, got {v}"))
+            }
+        }
+        fn afr(field: &str, v: f64) -> Result<(), SimError> {
+            if (0.0..1.0).contains(&v) {
+                Ok(())
+            } else {
+                bad(field, format!("must lie in [0, 1), got {v}"))
+            }
+        }
+        positive("years", self.years)?;
+        if self.years > 1000.0 {
+            return bad("years", format!("must be at most 1000, got {}", self.years));
+        }
+        positive("sample_days", self.sample_days)?;
+        if self.policies.is_empty() {
+            return bad("policies", "must name at least one policy");
+        }
+        let f = &self.fleet;
+        for (name, v) in [
+            ("fleet.zones", f.zones),
+            ("fleet.racks", f.racks),
+            ("fleet.drives_per_rack", f.drives_per_rack),
+            ("fleet.drives_per_jbod", f.drives_per_jbod),
+        ] {
+            if v == 0 {
+                return bad(name, "must be at least 1");
+            }
+        }
+        if (f.racks as u64) * (f.drives_per_rack as u64) > 10_000_000 {
+            return bad("fleet", "more than 10,000,000 drives");
+        }
+        if f.media.is_empty() {
+            return bad("fleet.media", "must list at least one medium");
+        }
+        for (i, m) in f.media.iter().enumerate() {
+            non_negative(&format!("fleet.media[{i}].share"), m.share)?;
+            if m.capacities.is_empty() || m.capacities.iter().any(|c| c.0 == 0) {
+                return bad(
+                    format!("fleet.media[{i}].capacities"),
+                    "must list at least one positive capacity",
+                );
+            }
+        }
+        if f.media.iter().map(|m| m.share).sum::<f64>() <= 0.0 {
+            return bad("fleet.media", "shares must not all be zero");
+        }
+        if f.port_bandwidth.0 == 0 {
+            return bad("fleet.port_bandwidth", "must be positive");
+        }
+        if f.tor_bandwidth.0 == 0 {
+            return bad("fleet.tor_bandwidth", "must be positive");
+        }
+        let fl = &self.failures;
+        afr("failures.drive.afr", fl.drive.afr)?;
+        positive("failures.drive.shape", fl.drive.shape)?;
+        positive("failures.drive_replace_hours", fl.drive_replace_hours)?;
+        for (name, d) in [("jbod", &fl.jbod), ("server", &fl.server), ("rack", &fl.rack)] {
+            afr(&format!("failures.{name}.afr"), d.afr)?;
+            positive(&format!("failures.{name}.repair_hours"), d.repair_hours)?;
+        }
+        if !(0.0..1.0).contains(&fl.ure_per_bit) {
+            return bad(
+                "failures.ure_per_bit",
+                format!("must lie in [0, 1), got {}", fl.ure_per_bit),
+            );
+        }
+        let r = &self.rebuild;
+        positive("rebuild.fixed_hours", r.fixed_hours)?;
+        if !(r.share > 0.0 && r.share <= 1.0) {
+            return bad("rebuild.share", format!("must lie in (0, 1], got {}", r.share));
+        }
+        for (name, v) in [
+            ("rebuild.max_rate", r.max_rate),
+            ("rebuild.hdd_bandwidth", r.hdd_bandwidth),
+            ("rebuild.ssd_bandwidth", r.ssd_bandwidth),
+            ("rebuild.nvme_bandwidth", r.nvme_bandwidth),
+        ] {
+            if v.0 == 0 {
+                return bad(name, "must be positive");
+            }
+        }
+        let w = &self.workload;
+        non_negative("workload.mean_lifetime_days", w.mean_lifetime_days)?;
+        if w.volumes > 50_000_000 {
+            return bad("workload.volumes", "must be at most 50,000,000");
+        }
+        if w.class.is_empty() {
+            return bad("workload.class", "must list at least one class");
+        }
+        for (i, c) in w.class.iter().enumerate() {
+            let at = |f: &str| format!("workload.class[{i}] ('{}').{f}", c.name);
+            non_negative(&at("weight"), c.weight)?;
+            if c.sizes.is_empty() || c.sizes.iter().any(|s| s.0 == 0) {
+                return bad(at("sizes"), "must list at least one positive size");
+            }
+            let n = c.shape.member_count();
+            let (groups, per) = c.shape.groups();
+            if n == 0 || groups == 0 || per == 0 {
+                return bad(at("shape"), "must have at least one member");
+            }
+            if n > MAX_MEMBERS {
+                return bad(
+                    at("shape"),
+                    format!("has {n} members; the simulator tracks at most {MAX_MEMBERS}"),
+                );
+            }
+        }
+        if w.class.iter().map(|c| c.weight).sum::<f64>() <= 0.0 {
+            return bad("workload.class", "weights must not all be zero");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,191 @@
+//! `fleet-sim` command line: runs the simulation, prints the report (text or JSON), writes
+//! SVG plots, and shows a progress bar on stderr.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use fleet_sim::{PolicyKind, SimConfig, svg};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// Simulate years of a composable data centre: failures, rebuilds and data loss per placement
+/// policy.
+#[derive(Parser, Debug)]
+#[command(name = "fleet-sim", version)]
+struct Args {
+    /// Configuration file (TOML); absent fields take the defaults (see --print-config).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Inventory file in the placement crate's format, instead of the generated fleet.
+    #[arg(long)]
+    inventory: Option<PathBuf>,
+    /// Seed (overrides the configuration).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Simulated years (overrides the configuration).
+    #[arg(long)]
+    years: Option<f64>,
+    /// Steady volume population (overrides the configuration).
+    #[arg(long)]
+    volumes: Option<u64>,
+    /// Comma-separated policies: engine, straw2, random (overrides the configuration).
+    #[arg(long, value_delimiter = ',')]
+    policies: Option<Vec<String>>,
+    /// Print the report as JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Also write the JSON report to this file.
+    #[arg(long)]
+    json_out: Option<PathBuf>,
+    /// Write utilisation.svg and losses.svg into this directory.
+    #[arg(long)]
+    svg_dir: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+fn fail(msg: String) -> ExitCode {
+    eprintln!("fleet-sim: {msg}");
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let mut cfg = match &args.config {
+        Some(p) => match std::fs::read_to_string(p) {
+            Ok(t) => match SimConfig::from_toml(&t) {
+                Ok(c) => c,
+                Err(e) => return fail(format!("{}: {e}", p.display())),
+            },
+            Err(e) => return fail(format!("cannot read {}: {e}", p.display())),
+        },
+        None => SimConfig::default(),
+    };
+    if let Some(s) = args.seed {
+        cfg.seed = s;
+    }
+    if let Some(y) = args.years {
+        cfg.years = y;
+    }
+    if let Some(v) = args.volumes {
+        cfg.workload.volumes = v;
+    }
+    if let Some(ps) = &args.policies {
+        let mut out = Vec::new();
+        for p in ps {
+            match PolicyKind::parse(p.trim()) {
+                Some(k) if !out.contains(&k) => out.push(k),
+                Some(_) => return fail(format!("--policies: '{p}' is listed twice")),
+                None => {
+                    return fail(format!(
+                        "--policies: unknown policy '{p}' (expected engine, straw2 or random)"
+                    ));
+                }
+            }
+        }
+        cfg.policies = out;
+    }
+    if let Err(e) = cfg.validate() {
+        return fail(e.to_string());
+    }
+    if args.print_config {
+        match toml::to_string_pretty(&cfg) {
+            Ok(t) => {
+                print!("{t}");
+                return ExitCode::SUCCESS;
+            }
+            Err(e) => return fail(format!("cannot print the configuration: {e}")),
+        }
+    }
+    let inventory = match &args.inventory {
+        Some(p) => {
+            let text = match std::fs::read_to_string(p) {
+                Ok(t) => t,
+                Err(e) => return fail(format!("cannot read {}: {e}", p.display())),
+            };
+            match placement::Inventory::from_toml(&text) {
+                Ok(inv) => Some(inv.spec().clone()),
+                Err(e) => return fail(format!("{}: {e}", p.display())),
+            }
+        }
+        None => None,
+    };
+    if let Some(dir) = &args.svg_dir
+        && let Err(e) = std::fs::create_dir_all(dir)
+    {
+        return fail(format!("cannot create {}: {e}", dir.display()));
+    }
+
+    let multi = MultiProgress::with_draw_target(if args.quiet {
+        ProgressDrawTarget::hidden()
+    } else {
+        ProgressDrawTarget::stderr()
+    });
+    let style = ProgressStyle::with_template("{prefix:>8} [{bar:40}] {percent:>3}% {elapsed_precise}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    let bars: Vec<ProgressBar> = cfg
+        .policies
+        .iter()
+        .map(|p| {
+            let b = multi.add(ProgressBar::new(1000));
+            b.set_style(style.clone());
+            b.set_prefix(p.name());
+            b
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let result = fleet_sim::run(&cfg, inventory, &mut |i, f| {
+        if let Some(b) = bars.get(i) {
+            b.set_position((f * 1000.0) as u64);
+        }
+    });
+    for b in &bars {
+        b.finish();
+    }
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => return fail(e.to_string()),
+    };
+    if !args.quiet {
+        eprintln!(
+            "simulated {} years of {} policies in {:.1} s",
+            cfg.years,
+            cfg.policies.len(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.to_text());
+    }
+    if let Some(p) = &args.json_out
+        && let Err(e) = std::fs::write(p, report.to_json())
+    {
+        return fail(format!("cannot write {}: {e}", p.display()));
+    }
+    if let Some(dir) = &args.svg_dir {
+        for (name, body) in [
+            ("utilisation.svg", svg::utilisation_chart(&report)),
+            ("losses.svg", svg::losses_chart(&report)),
+        ] {
+            let p = dir.join(name);
+            if let Err(e) = std::fs::write(&p, body) {
+                return fail(format!("cannot write {}: {e}", p.display()));
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
