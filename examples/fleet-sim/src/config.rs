@@ -7,7 +7,7 @@ use placement::{DriveKind, Mode, Separation, Shape, Spread};
 use serde::{Deserialize, Serialize};
 
 use crate::error::SimError;
-use crate::units::Size;
+use crate::units::{ByteRate, ByteSize};
 
 /// Everything one run needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -96,9 +96,9 @@ pub struct FleetConfig {
     /// Media: each JBOD holds drives of one medium; JBODs are dealt to media by `share`.
     pub media: Vec<MediumConfig>,
     /// Bandwidth of each JBOD's network port (bandwidth-domain kind `port`).
-    pub port_bandwidth: Size,
+    pub port_bandwidth: ByteRate,
     /// Bandwidth of each rack's top-of-rack switch uplink (bandwidth-domain kind `tor`).
-    pub tor_bandwidth: Size,
+    pub tor_bandwidth: ByteRate,
     /// Failure-domain level whose domains fail as JBODs.
     pub jbod_level: String,
     /// Failure-domain level whose domains fail as racks.
@@ -119,24 +119,24 @@ impl Default for FleetConfig {
                 MediumConfig {
                     kind: DriveKind::Hdd,
                     share: 0.85,
-                    capacities: [8, 12, 16, 20].map(|t| Size(t * TB)).to_vec(),
+                    capacities: [8, 12, 16, 20].map(|t| ByteSize::new(t * TB)).to_vec(),
                     rpm: 7200,
                 },
                 MediumConfig {
                     kind: DriveKind::Ssd,
                     share: 0.10,
-                    capacities: vec![Size(3_840 * GB), Size(7_680 * GB)],
+                    capacities: vec![ByteSize::new(3_840 * GB), ByteSize::new(7_680 * GB)],
                     rpm: 0,
                 },
                 MediumConfig {
                     kind: DriveKind::Nvme,
                     share: 0.05,
-                    capacities: vec![Size(3_840 * GB), Size(7_680 * GB)],
+                    capacities: vec![ByteSize::new(3_840 * GB), ByteSize::new(7_680 * GB)],
                     rpm: 0,
                 },
             ],
-            port_bandwidth: Size(12_500_000_000),
-            tor_bandwidth: Size(50_000_000_000),
+            port_bandwidth: ByteRate::new(12_500_000_000),
+            tor_bandwidth: ByteRate::new(50_000_000_000),
             jbod_level: "jbod".into(),
             rack_level: "rack".into(),
         }
@@ -152,7 +152,7 @@ pub struct MediumConfig {
     /// Fraction of JBODs with this medium (shares are normalised).
     pub share: f64,
     /// Drive capacities; each JBOD draws one.
-    pub capacities: Vec<Size>,
+    pub capacities: Vec<ByteSize>,
     /// Spindle speed (HDDs).
     #[serde(default)]
     pub rpm: u32,
@@ -253,13 +253,13 @@ pub struct RebuildConfig {
     /// serves foreground I/O).
     pub share: f64,
     /// Per-rebuild write-rate cap (md's `speed_limit_max`, 200,000 KiB/s by default).
-    pub max_rate: Size,
+    pub max_rate: ByteRate,
     /// Sequential bandwidth of an HDD.
-    pub hdd_bandwidth: Size,
+    pub hdd_bandwidth: ByteRate,
     /// Sequential bandwidth of a SATA/SAS SSD.
-    pub ssd_bandwidth: Size,
+    pub ssd_bandwidth: ByteRate,
     /// Sequential bandwidth of an NVMe drive.
-    pub nvme_bandwidth: Size,
+    pub nvme_bandwidth: ByteRate,
 }
 
 impl Default for RebuildConfig {
@@ -268,10 +268,10 @@ impl Default for RebuildConfig {
             model: RebuildModel::Bandwidth,
             fixed_hours: 10.0,
             share: 0.5,
-            max_rate: Size(204_800_000),
-            hdd_bandwidth: Size(200_000_000),
-            ssd_bandwidth: Size(500_000_000),
-            nvme_bandwidth: Size(2_000_000_000),
+            max_rate: ByteRate::new(204_800_000),
+            hdd_bandwidth: ByteRate::new(200_000_000),
+            ssd_bandwidth: ByteRate::new(500_000_000),
+            nvme_bandwidth: ByteRate::new(2_000_000_000),
         }
     }
 }
@@ -316,7 +316,7 @@ impl Default for WorkloadConfig {
                     weight: 0.40,
                     shape: Shape::Mirror { legs: 2 },
                     kinds: hdd.clone(),
-                    sizes: [1000, 2000, 4000].map(|g| Size(g * GB)).to_vec(),
+                    sizes: [1000, 2000, 4000].map(|g| ByteSize::new(g * GB)).to_vec(),
                     separation: vec![sep("rack", Mode::Hard)],
                     bandwidth_spread: vec![],
                 },
@@ -328,7 +328,7 @@ impl Default for WorkloadConfig {
                         mirrors: 2,
                     },
                     kinds: hdd.clone(),
-                    sizes: [250, 500, 1000].map(|g| Size(g * GB)).to_vec(),
+                    sizes: [250, 500, 1000].map(|g| ByteSize::new(g * GB)).to_vec(),
                     separation: vec![sep("jbod", Mode::Hard), sep("rack", Mode::Soft)],
                     bandwidth_spread: vec![Spread {
                         kind: "port".into(),
@@ -341,7 +341,7 @@ impl Default for WorkloadConfig {
                     weight: 0.15,
                     shape: Shape::Parity { k: 4, m: 2, sets: 1 },
                     kinds: hdd,
-                    sizes: [500, 1000].map(|g| Size(g * GB)).to_vec(),
+                    sizes: [500, 1000].map(|g| ByteSize::new(g * GB)).to_vec(),
                     separation: vec![sep("rack", Mode::Hard)],
                     bandwidth_spread: vec![],
                 },
@@ -350,7 +350,7 @@ impl Default for WorkloadConfig {
                     weight: 0.15,
                     shape: Shape::Slice,
                     kinds: vec![DriveKind::Ssd],
-                    sizes: [200, 500, 1000].map(|g| Size(g * GB)).to_vec(),
+                    sizes: [200, 500, 1000].map(|g| ByteSize::new(g * GB)).to_vec(),
                     separation: vec![],
                     bandwidth_spread: vec![],
                 },
@@ -359,7 +359,7 @@ impl Default for WorkloadConfig {
                     weight: 0.10,
                     shape: Shape::Mirror { legs: 2 },
                     kinds: vec![DriveKind::Nvme],
-                    sizes: [250, 500, 1000].map(|g| Size(g * GB)).to_vec(),
+                    sizes: [250, 500, 1000].map(|g| ByteSize::new(g * GB)).to_vec(),
                     separation: vec![sep("rack", Mode::Hard)],
                     bandwidth_spread: vec![],
                 },
@@ -382,7 +382,7 @@ pub struct VolumeClass {
     #[serde(default)]
     pub kinds: Vec<DriveKind>,
     /// Per-member sizes, drawn uniformly.
-    pub sizes: Vec<Size>,
+    pub sizes: Vec<ByteSize>,
     /// Failure-domain separation (placement's request field).
     #[serde(default)]
     pub separation: Vec<Separation>,
@@ -461,7 +461,7 @@ impl SimConfig {
         }
         for (i, m) in f.media.iter().enumerate() {
             non_negative(&format!("fleet.media[{i}].share"), m.share)?;
-            if m.capacities.is_empty() || m.capacities.iter().any(|c| c.0 == 0) {
+            if m.capacities.is_empty() || m.capacities.iter().any(|c| c.bytes() == 0) {
                 return bad(
                     format!("fleet.media[{i}].capacities"),
                     "must list at least one positive capacity",
@@ -471,10 +471,10 @@ impl SimConfig {
         if f.media.iter().map(|m| m.share).sum::<f64>() <= 0.0 {
             return bad("fleet.media", "shares must not all be zero");
         }
-        if f.port_bandwidth.0 == 0 {
+        if f.port_bandwidth.bytes_per_second() == 0 {
             return bad("fleet.port_bandwidth", "must be positive");
         }
-        if f.tor_bandwidth.0 == 0 {
+        if f.tor_bandwidth.bytes_per_second() == 0 {
             return bad("fleet.tor_bandwidth", "must be positive");
         }
         let fl = &self.failures;
@@ -502,7 +502,7 @@ impl SimConfig {
             ("rebuild.ssd_bandwidth", r.ssd_bandwidth),
             ("rebuild.nvme_bandwidth", r.nvme_bandwidth),
         ] {
-            if v.0 == 0 {
+            if v.bytes_per_second() == 0 {
                 return bad(name, "must be positive");
             }
         }
@@ -517,7 +517,7 @@ impl SimConfig {
         for (i, c) in w.class.iter().enumerate() {
             let at = |f: &str| format!("workload.class[{i}] ('{}').{f}", c.name);
             non_negative(&at("weight"), c.weight)?;
-            if c.sizes.is_empty() || c.sizes.iter().any(|s| s.0 == 0) {
+            if c.sizes.is_empty() || c.sizes.iter().any(|s| s.bytes() == 0) {
                 return bad(at("sizes"), "must list at least one positive size");
             }
             let n = c.shape.member_count();

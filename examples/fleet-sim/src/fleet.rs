@@ -46,7 +46,7 @@ pub fn generate(cfg: &FleetConfig, seed: u64) -> Result<InventorySpec, SimError>
         spec.bandwidth_domains.push(BwDomainSpec {
             id: tor.clone(),
             kind: "tor".into(),
-            capacity: cfg.tor_bandwidth,
+            capacity: Bytes(cfg.tor_bandwidth.bytes_per_second()),
             load: Bytes(0),
         });
         for s in 0..cfg.servers_per_rack {
@@ -72,7 +72,7 @@ pub fn generate(cfg: &FleetConfig, seed: u64) -> Result<InventorySpec, SimError>
             spec.bandwidth_domains.push(BwDomainSpec {
                 id: port.clone(),
                 kind: "port".into(),
-                capacity: cfg.port_bandwidth,
+                capacity: Bytes(cfg.port_bandwidth.bytes_per_second()),
                 load: Bytes(0),
             });
             // A low-discrepancy sequence deals JBODs to media in proportion to their shares,
@@ -88,7 +88,8 @@ pub fn generate(cfg: &FleetConfig, seed: u64) -> Result<InventorySpec, SimError>
                     x < acc
                 })
                 .unwrap_or(&cfg.media[cfg.media.len() - 1]);
-            let capacity = medium.capacities[rng.random_range(0..medium.capacities.len())];
+            let capacity =
+                Bytes(medium.capacities[rng.random_range(0..medium.capacities.len())].bytes());
             for d in 0..n {
                 spec.drives.push(DriveSpec {
                     id: DriveId::new(format!("{jbod}-d{d:02}")).map_err(bad)?,
@@ -318,7 +319,7 @@ impl Fleet {
                 DriveKind::Ssd => rebuild.ssd_bandwidth,
                 DriveKind::Nvme => rebuild.nvme_bandwidth,
             }
-            .0 as f64;
+            .bytes_per_second() as f64;
             drives.push(DriveInfo {
                 id: d.id.clone(),
                 kind: d.kind,

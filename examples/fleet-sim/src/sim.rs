@@ -199,7 +199,7 @@ impl<'a> Simulation<'a> {
         let flows = Flows::new(
             fleet.drives.iter().map(|d| d.bandwidth * share).collect(),
             fleet.bw.iter().map(|b| b.capacity * share).collect(),
-            cfg.rebuild.max_rate.0 as f64,
+            cfg.rebuild.max_rate.bytes_per_second() as f64,
         );
         let total_w: f64 = cfg.workload.class.iter().map(|c| c.weight).sum();
         let mut acc = 0.0;
@@ -476,7 +476,7 @@ impl<'a> Simulation<'a> {
             .position(|&c| u < c)
             .unwrap_or(self.class_cum.len() - 1);
         let sizes = &self.cfg.workload.class[class].sizes;
-        let size = sizes[self.wl.random_range(0..sizes.len())].0;
+        let size = sizes[self.wl.random_range(0..sizes.len())].bytes();
         let server = if self.fleet.servers.is_empty() {
             NONE
         } else {

@@ -1,7 +1,8 @@
-//! The one size type of the simulator's configuration and report.
+//! The simulator's sizes and bandwidths: the workspace's one byte-size type.
 //!
 //! Sizes and bandwidths are written with explicit units (`"16 TB"`, `"512 GiB"`,
 //! `"12.5 GB/s"`: SI prefixes are powers of 1000, IEC prefixes powers of 1024) and held as
-//! whole bytes (or bytes per second).
+//! whole bytes (or bytes per second). The placement crate's own `Bytes` appears only in
+//! [`crate::adapter`] and [`crate::fleet`], converted at the boundary.
 
-pub use placement::Bytes as Size;
+pub use storage_units::{ByteRate, ByteSize};

@@ -5,7 +5,7 @@
 
 use fleet_sim::adapter::LossModel;
 use fleet_sim::config::{MediumConfig, PolicyKind, RebuildModel, SimConfig, VolumeClass};
-use fleet_sim::units::Size;
+use fleet_sim::units::ByteSize;
 use placement::{DriveKind, Shape};
 
 const TB: u64 = 1_000_000_000_000;
@@ -18,7 +18,7 @@ fn class(name: &str, shape: Shape, weight: f64) -> VolumeClass {
         weight,
         shape,
         kinds: vec![DriveKind::Hdd],
-        sizes: vec![Size(TB)],
+        sizes: vec![ByteSize::new(TB)],
         separation: vec![],
         bandwidth_spread: vec![],
     }
@@ -39,7 +39,7 @@ fn config() -> SimConfig {
     c.fleet.media = vec![MediumConfig {
         kind: DriveKind::Hdd,
         share: 1.0,
-        capacities: vec![Size(TB)],
+        capacities: vec![ByteSize::new(TB)],
         rpm: 7200,
     }];
     c.failures.drive.afr = 1.0 - (-8760.0 / MTTF_HOURS).exp();
