@@ -1,0 +1,113 @@
+//! The command line: bad input exits with status 2 and a message naming the field; good input
+//! prints a report and writes the plots.
+
+use std::process::Command;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_fleet-sim"))
+}
+
+fn small_config(dir: &std::path::Path) -> std::path::PathBuf {
+    let p = dir.join("small.toml");
+    std::fs::write(
+        &p,
+        r#"
+years = 0.5
+[fleet]
+racks = 4
+drives_per_rack = 120
+servers_per_rack = 2
+[workload]
+volumes = 300
+"#,
+    )
+    .unwrap();
+    p
+}
+
+fn expect_usage_error(args: &[&str], needle: &str) {
+    let out = bin().args(args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "args {args:?}: stderr {err}");
+    assert!(err.contains(needle), "args {args:?}: expected {needle:?} in {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn bad_input_exits_2_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    expect_usage_error(&["--policies", "engine,crush"], "unknown policy 'crush'");
+    expect_usage_error(&["--policies", "engine,engine"], "listed twice");
+    expect_usage_error(&["--years=-1"], "years must be a positive number");
+    expect_usage_error(&["--years", "abc"], "invalid value");
+    expect_usage_error(&["--config", "/nonexistent/x.toml"], "cannot read /nonexistent/x.toml");
+    let bad = dir.path().join("bad.toml");
+    for (text, needle) in [
+        ("[failures]\ndrive = { distribution = \"exponential\", afr = 1.5 }\n", "failures.drive.afr must lie in [0, 1)"),
+        ("[fleet]\nport_bandwidth = \"12 parsecs\"\n", "port_bandwidth"),
+        ("colour = \"blue\"\n", "unknown field `colour`"),
+        ("[rebuild]\nshare = 0\n", "rebuild.share"),
+        (
+            "[fleet]\nracks = 2\ndrives_per_rack = 60\n[[workload.class]]\nname = \"w\"\nweight = 1\nshape = { type = \"mirror\", legs = 2 }\nsizes = [\"1 TB\"]\nseparation = [{ level = \"row\" }]\n",
+            "'row' is not a level of the inventory",
+        ),
+        (
+            "[[workload.class]]\nname = \"wide\"\nweight = 1\nshape = { type = \"raid10\", stripes = 40, mirrors = 2 }\nsizes = [\"1 TB\"]\n",
+            "has 80 members",
+        ),
+    ] {
+        std::fs::write(&bad, text).unwrap();
+        expect_usage_error(&["--config", bad.to_str().unwrap(), "--years", "0.1"], needle);
+    }
+    let inv = dir.path().join("inv.toml");
+    std::fs::write(&inv, "[[drive]]\nid = \"a\"\nkind = \"hdd\"\ncapacity = \"-5\"\n").unwrap();
+    expect_usage_error(&["--inventory", inv.to_str().unwrap()], "inv.toml");
+}
+
+#[test]
+fn runs_and_writes_report_and_plots() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = small_config(dir.path());
+    let svg = dir.path().join("plots");
+    let json = dir.path().join("report.json");
+    let out = bin()
+        .args(["--config", cfg.to_str().unwrap(), "--quiet", "--svg-dir"])
+        .arg(&svg)
+        .arg("--json-out")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for p in ["engine", "straw2", "random"] {
+        assert!(text.contains(&format!("== policy {p} ==")), "{text}");
+    }
+    assert!(text.contains("per 1,000 volume-years (95% CI"), "{text}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["policies"].as_array().unwrap().len(), 3);
+    for f in ["utilisation.svg", "losses.svg"] {
+        let body = std::fs::read_to_string(svg.join(f)).unwrap();
+        assert!(body.starts_with("<svg") && body.trim_end().ends_with("</svg>"), "{f}");
+        assert!(body.contains("straw2"), "{f} has a line per policy");
+    }
+}
+
+#[test]
+fn reads_an_inventory_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = concat!(env!("CARGO_MANIFEST_DIR"), "/../../crates/placement/examples/inventory.toml");
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "years = 0.2\npolicies = [\"engine\"]\n[workload]\nvolumes = 4\n[[workload.class]]\nname = \"m\"\nweight = 1\nshape = { type = \"mirror\", legs = 2 }\nsizes = [\"100 GB\"]\n",
+    )
+    .unwrap();
+    let out = bin()
+        .args(["--config", cfg.to_str().unwrap(), "--inventory", inv, "--quiet", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["drives"].as_u64().unwrap() > 0);
+}
