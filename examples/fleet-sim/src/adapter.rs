@@ -46,9 +46,10 @@ impl std::fmt::Debug for EnginePlacer {
 
 impl EnginePlacer {
     /// An engine over the fleet's inventory.
-    pub fn new(fleet: Arc<Fleet>, seed: u64) -> Result<Self, String> {
+    pub fn new(fleet: Arc<Fleet>, seed: u64, search_budget: u64) -> Result<Self, String> {
         let inv = Inventory::from_spec(fleet.spec.clone()).map_err(|e| e.to_string())?;
-        let engine = Engine::new(inv, seed).map_err(|e| e.to_string())?;
+        let mut engine = Engine::new(inv, seed).map_err(|e| e.to_string())?;
+        engine.set_search_budget(search_budget);
         let index = fleet
             .drives
             .iter()

@@ -21,6 +21,11 @@ pub struct SimConfig {
     pub policies: Vec<PolicyKind>,
     /// Interval between utilisation samples, days.
     pub sample_days: f64,
+    /// Step budget of the placement engine's complete search (`Engine::set_search_budget`).
+    /// A request the window search cannot place costs up to this many steps (and its
+    /// explanation more) before it is refused; the engine's own default, 2,000,000, makes each
+    /// refusal take seconds, which a simulation refusing thousands of requests cannot afford.
+    pub engine_search_budget: u64,
     /// The fleet.
     pub fleet: FleetConfig,
     /// Failure processes.
@@ -38,6 +43,7 @@ impl Default for SimConfig {
             years: 5.0,
             policies: vec![PolicyKind::Engine, PolicyKind::Straw2, PolicyKind::Random],
             sample_days: 30.0,
+            engine_search_budget: 20_000,
             fleet: FleetConfig::default(),
             failures: FailureConfig::default(),
             rebuild: RebuildConfig::default(),
@@ -439,6 +445,9 @@ impl SimConfig {
             return bad("years", format!("must be at most 1000, got {}", self.years));
         }
         positive("sample_days", self.sample_days)?;
+        if self.engine_search_budget == 0 {
+            return bad("engine_search_budget", "must be at least 1");
+        }
         if self.policies.is_empty() {
             return bad("policies", "must name at least one policy");
         }

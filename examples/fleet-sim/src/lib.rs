@@ -18,6 +18,7 @@
 //! cfg.fleet.servers_per_rack = 4;
 //! cfg.workload.volumes = 200;
 //! cfg.years = 0.5;
+//! cfg.engine_search_budget = 1000;
 //! let report = run(&cfg, None, &mut |_, _| {}).unwrap();
 //! assert_eq!(report.policies.len(), 3);
 //! assert_eq!(report, run(&cfg, None, &mut |_, _| {}).unwrap()); // same seed, same report

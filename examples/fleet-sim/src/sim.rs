@@ -189,7 +189,7 @@ impl<'a> Simulation<'a> {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let placer: Box<dyn Placer + Send> = match policy {
-            PolicyKind::Engine => Box::new(EnginePlacer::new(fleet.clone(), cfg.seed).map_err(perr)?),
+            PolicyKind::Engine => Box::new(EnginePlacer::new(fleet.clone(), cfg.seed, cfg.engine_search_budget).map_err(perr)?),
             PolicyKind::Straw2 => Box::new(Straw2::new(fleet.clone(), cfg.seed)),
             PolicyKind::Random => Box::new(RandomPlacer::new(fleet.clone(), cfg.seed)),
         };

@@ -13,6 +13,7 @@ fn small_config(dir: &std::path::Path) -> std::path::PathBuf {
         &p,
         r#"
 years = 0.5
+engine_search_budget = 1000
 [fleet]
 racks = 4
 drives_per_rack = 120

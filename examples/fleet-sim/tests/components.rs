@@ -146,7 +146,7 @@ fn engine_adapter_keeps_drives_out_of_service_until_they_return() {
     let cfg = SimConfig::default();
     let raid1 = ClassInfo::new(&cfg.workload.class[0], &fleet).unwrap();
     let mut st = state(&fleet);
-    let mut e = EnginePlacer::new(fleet.clone(), 1).unwrap();
+    let mut e = EnginePlacer::new(fleet.clone(), 1, 20_000).unwrap();
     let size = 1_000_000_000_000;
     let placed = e.place(&st, 0, &raid1, size).unwrap();
     // The whole JBOD of member 0 goes down.
