@@ -87,7 +87,8 @@ impl EnginePlacer {
             member: 0,
             drive: id.clone(),
         }];
-        let vid = VolumeId::new(format!("~filler-{}", self.next_filler)).map_err(|e| e.to_string())?;
+        let vid =
+            VolumeId::new(format!("~filler-{}", self.next_filler)).map_err(|e| e.to_string())?;
         self.next_filler += 1;
         self.engine
             .place(vid.clone(), &req)
@@ -118,7 +119,8 @@ impl Placer for EnginePlacer {
     ) -> Result<Vec<u32>, String> {
         let mut req = class.request.clone();
         req.size = placement::Bytes(size);
-        let vid = VolumeId::new(format!("v{vol}-{}", self.next_filler)).map_err(|e| e.to_string())?;
+        let vid =
+            VolumeId::new(format!("v{vol}-{}", self.next_filler)).map_err(|e| e.to_string())?;
         self.next_filler += 1;
         let p = self
             .engine

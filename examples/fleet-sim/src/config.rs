@@ -345,7 +345,11 @@ impl Default for WorkloadConfig {
                 VolumeClass {
                     name: "parity4+2".into(),
                     weight: 0.15,
-                    shape: Shape::Parity { k: 4, m: 2, sets: 1 },
+                    shape: Shape::Parity {
+                        k: 4,
+                        m: 2,
+                        sets: 1,
+                    },
                     kinds: hdd,
                     sizes: [500, 1000].map(|g| ByteSize::new(g * GB)).to_vec(),
                     separation: vec![sep("rack", Mode::Hard)],
@@ -490,7 +494,11 @@ impl SimConfig {
         afr("failures.drive.afr", fl.drive.afr)?;
         positive("failures.drive.shape", fl.drive.shape)?;
         positive("failures.drive_replace_hours", fl.drive_replace_hours)?;
-        for (name, d) in [("jbod", &fl.jbod), ("server", &fl.server), ("rack", &fl.rack)] {
+        for (name, d) in [
+            ("jbod", &fl.jbod),
+            ("server", &fl.server),
+            ("rack", &fl.rack),
+        ] {
             afr(&format!("failures.{name}.afr"), d.afr)?;
             positive(&format!("failures.{name}.repair_hours"), d.repair_hours)?;
         }
@@ -503,7 +511,10 @@ impl SimConfig {
         let r = &self.rebuild;
         positive("rebuild.fixed_hours", r.fixed_hours)?;
         if !(r.share > 0.0 && r.share <= 1.0) {
-            return bad("rebuild.share", format!("must lie in (0, 1], got {}", r.share));
+            return bad(
+                "rebuild.share",
+                format!("must lie in (0, 1], got {}", r.share),
+            );
         }
         for (name, v) in [
             ("rebuild.max_rate", r.max_rate),

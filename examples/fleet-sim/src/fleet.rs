@@ -254,8 +254,14 @@ impl Fleet {
                 None => roots.push(i as u32),
             }
         }
-        let jl = levels.iter().position(|l| l == jbod_level).map(|x| x as u16);
-        let rl = levels.iter().position(|l| l == rack_level).map(|x| x as u16);
+        let jl = levels
+            .iter()
+            .position(|l| l == jbod_level)
+            .map(|x| x as u16);
+        let rl = levels
+            .iter()
+            .position(|l| l == rack_level)
+            .map(|x| x as u16);
         let mut jbods: Vec<Unit> = Vec::new();
         let mut racks: Vec<Unit> = Vec::new();
         let mut jbod_of_dom: HashMap<u32, u32> = HashMap::new();

@@ -90,10 +90,16 @@ pub fn run(
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().map_err(|_| SimError::Inventory("a simulation thread panicked".into())))
+            .map(|h| {
+                h.join()
+                    .map_err(|_| SimError::Inventory("a simulation thread panicked".into()))
+            })
             .collect::<Result<Vec<_>, _>>()
     })?;
-    let hardware = stats.first().map(|s| s.hardware.clone()).unwrap_or_default();
+    let hardware = stats
+        .first()
+        .map(|s| s.hardware.clone())
+        .unwrap_or_default();
     Ok(Report {
         seed: cfg.seed,
         years: cfg.years,

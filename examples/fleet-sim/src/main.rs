@@ -132,9 +132,10 @@ fn main() -> ExitCode {
     } else {
         ProgressDrawTarget::stderr()
     });
-    let style = ProgressStyle::with_template("{prefix:>8} [{bar:40}] {percent:>3}% {elapsed_precise}")
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ");
+    let style =
+        ProgressStyle::with_template("{prefix:>8} [{bar:40}] {percent:>3}% {elapsed_precise}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
     let bars: Vec<ProgressBar> = cfg
         .policies
         .iter()

@@ -316,8 +316,9 @@ impl Placer for Straw2 {
             let mut avoid = now.clone();
             avoid.extend(members.iter().map(|&i| current[i]));
             // CRUSH re-draws a failed replica with a later rank.
-            let found = (1..8u64)
-                .find_map(|bump| self.choose(st, class, size, x, m as u64 + 64 * bump, &taken, &avoid));
+            let found = (1..8u64).find_map(|bump| {
+                self.choose(st, class, size, x, m as u64 + 64 * bump, &taken, &avoid)
+            });
             let d = found.ok_or_else(|| {
                 format!(
                     "straw2: no replacement drive for member {m} of '{}'",

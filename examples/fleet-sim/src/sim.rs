@@ -162,7 +162,11 @@ fn stream(seed: u64, salt: u64) -> ChaCha8Rng {
 
 impl<'a> Simulation<'a> {
     /// Sets up the simulation of `policy` over `fleet`.
-    pub fn new(cfg: &'a SimConfig, fleet: Arc<Fleet>, policy: PolicyKind) -> Result<Self, SimError> {
+    pub fn new(
+        cfg: &'a SimConfig,
+        fleet: Arc<Fleet>,
+        policy: PolicyKind,
+    ) -> Result<Self, SimError> {
         let perr = |reason: String| SimError::Policy {
             policy: policy.name(),
             reason,
@@ -189,7 +193,10 @@ impl<'a> Simulation<'a> {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let placer: Box<dyn Placer + Send> = match policy {
-            PolicyKind::Engine => Box::new(EnginePlacer::new(fleet.clone(), cfg.seed, cfg.engine_search_budget).map_err(perr)?),
+            PolicyKind::Engine => Box::new(
+                EnginePlacer::new(fleet.clone(), cfg.seed, cfg.engine_search_budget)
+                    .map_err(perr)?,
+            ),
             PolicyKind::Straw2 => Box::new(Straw2::new(fleet.clone(), cfg.seed)),
             PolicyKind::Random => Box::new(RandomPlacer::new(fleet.clone(), cfg.seed)),
         };
@@ -370,7 +377,10 @@ impl<'a> Simulation<'a> {
                     self.stats.hardware.jbod_failures += 1;
                     let drives = self.fleet.jbods[j as usize].drives.clone();
                     self.drives_down(&drives, LossCause::Jbod);
-                    self.push(self.now + self.cfg.failures.jbod.repair_hours, Ev::JbodUp(j));
+                    self.push(
+                        self.now + self.cfg.failures.jbod.repair_hours,
+                        Ev::JbodUp(j),
+                    );
                 }
             }
             Ev::JbodUp(j) => {
@@ -388,7 +398,10 @@ impl<'a> Simulation<'a> {
                 if n > 0 && self.server_down[s as usize] == 0 {
                     self.stats.hardware.server_failures += 1;
                     self.server_outage(s, self.cfg.failures.server.repair_hours);
-                    self.push(self.now + self.cfg.failures.server.repair_hours, Ev::ServerUp(s));
+                    self.push(
+                        self.now + self.cfg.failures.server.repair_hours,
+                        Ev::ServerUp(s),
+                    );
                 }
             }
             Ev::ServerUp(s) => {
@@ -529,7 +542,10 @@ impl<'a> Simulation<'a> {
             let v = &self.vols[slot as usize];
             (v.class as usize, v.size)
         };
-        let drives = match self.placer.place(&self.st, slot, &self.classes[class], size) {
+        let drives = match self
+            .placer
+            .place(&self.st, slot, &self.classes[class], size)
+        {
             Ok(d) => d,
             Err(e) => {
                 self.stats.note_error("place", e);
@@ -538,7 +554,10 @@ impl<'a> Simulation<'a> {
         };
         // The simulator's own guard: never accept a member on a drive out of service.
         if drives.iter().any(|&d| !self.st.usable(d, size)) {
-            self.stats.note_error("place", "policy chose a drive without room or out of service".into());
+            self.stats.note_error(
+                "place",
+                "policy chose a drive without room or out of service".into(),
+            );
             self.placer.remove(&self.st, slot);
             return false;
         }
@@ -905,7 +924,11 @@ impl<'a> Simulation<'a> {
         let total = (cap + down).max(1) as f64;
         self.stats.samples.push(Sample {
             years: self.now / HOURS_PER_YEAR,
-            utilisation: if cap > 0 { used as f64 / cap as f64 } else { 0.0 },
+            utilisation: if cap > 0 {
+                used as f64 / cap as f64
+            } else {
+                0.0
+            },
             down_fraction: down as f64 / total,
             volumes: self.alive_per_class.iter().sum(),
             rebuilds: self.flows.len() as u64,
@@ -917,7 +940,11 @@ impl<'a> Simulation<'a> {
         self.sample();
         self.stats.peak_bw = self.flows.peak.clone();
         self.stats.peak_total = self.flows.peak_total;
-        self.stats.pending_at_end = self.pending.iter().filter(|&&v| self.vols[v as usize].pending).count() as u64;
+        self.stats.pending_at_end = self
+            .pending
+            .iter()
+            .filter(|&&v| self.vols[v as usize].pending)
+            .count() as u64;
         self.stats.events = self.events;
         self.stats.slice_bytes = self.slices.used();
         self.stats

@@ -14,14 +14,24 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
 }
 
-const COLOURS: [&str; 6] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"];
+const COLOURS: [&str; 6] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
+];
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// A line chart as an SVG document. `step` draws each series as a step function (counts).
-pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series], step: bool) -> String {
+pub fn line_chart(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+    step: bool,
+) -> String {
     let (w, h) = (720.0, 420.0);
     let (l, r, t, b) = (70.0, 160.0, 40.0, 50.0);
     let pw = w - l - r;
@@ -96,7 +106,14 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series], 
                     let _ = write!(d, "M{:.1} {:.1}", px(x), py(y));
                 }
                 Some((_, py0)) if step => {
-                    let _ = write!(d, " L{:.1} {:.1} L{:.1} {:.1}", px(x), py(py0), px(x), py(y));
+                    let _ = write!(
+                        d,
+                        " L{:.1} {:.1} L{:.1} {:.1}",
+                        px(x),
+                        py(py0),
+                        px(x),
+                        py(y)
+                    );
                 }
                 Some(_) => {
                     let _ = write!(d, " L{:.1} {:.1}", px(x), py(y));
@@ -105,7 +122,10 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series], 
             prev = Some((x, y));
         }
         if !d.is_empty() {
-            let _ = writeln!(o, r#"<path d="{d}" fill="none" stroke="{c}" stroke-width="1.8"/>"#);
+            let _ = writeln!(
+                o,
+                r#"<path d="{d}" fill="none" stroke="{c}" stroke-width="1.8"/>"#
+            );
         }
         let ly = t + 16.0 + i as f64 * 18.0;
         let _ = writeln!(
@@ -141,10 +161,20 @@ pub fn utilisation_chart(r: &Report) -> String {
         .iter()
         .map(|p| Series {
             label: p.policy.to_string(),
-            points: p.utilisation.iter().map(|s| (s.years, s.utilisation * 100.0)).collect(),
+            points: p
+                .utilisation
+                .iter()
+                .map(|s| (s.years, s.utilisation * 100.0))
+                .collect(),
         })
         .collect();
-    line_chart("Capacity utilisation", "years", "% of in-service capacity", &series, false)
+    line_chart(
+        "Capacity utilisation",
+        "years",
+        "% of in-service capacity",
+        &series,
+        false,
+    )
 }
 
 /// Cumulative data-loss events over time, one step line per policy.
@@ -162,5 +192,11 @@ pub fn losses_chart(r: &Report) -> String {
             }
         })
         .collect();
-    line_chart("Cumulative data-loss events", "years", "loss events", &series, true)
+    line_chart(
+        "Cumulative data-loss events",
+        "years",
+        "loss events",
+        &series,
+        true,
+    )
 }

@@ -30,7 +30,10 @@ fn expect_usage_error(args: &[&str], needle: &str) {
     let out = bin().args(args).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "args {args:?}: stderr {err}");
-    assert!(err.contains(needle), "args {args:?}: expected {needle:?} in {err}");
+    assert!(
+        err.contains(needle),
+        "args {args:?}: expected {needle:?} in {err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
 }
 
@@ -41,11 +44,20 @@ fn bad_input_exits_2_with_a_clear_message() {
     expect_usage_error(&["--policies", "engine,engine"], "listed twice");
     expect_usage_error(&["--years=-1"], "years must be a positive number");
     expect_usage_error(&["--years", "abc"], "invalid value");
-    expect_usage_error(&["--config", "/nonexistent/x.toml"], "cannot read /nonexistent/x.toml");
+    expect_usage_error(
+        &["--config", "/nonexistent/x.toml"],
+        "cannot read /nonexistent/x.toml",
+    );
     let bad = dir.path().join("bad.toml");
     for (text, needle) in [
-        ("[failures]\ndrive = { distribution = \"exponential\", afr = 1.5 }\n", "failures.drive.afr must lie in [0, 1)"),
-        ("[fleet]\nport_bandwidth = \"12 parsecs\"\n", "port_bandwidth"),
+        (
+            "[failures]\ndrive = { distribution = \"exponential\", afr = 1.5 }\n",
+            "failures.drive.afr must lie in [0, 1)",
+        ),
+        (
+            "[fleet]\nport_bandwidth = \"12 parsecs\"\n",
+            "port_bandwidth",
+        ),
         ("colour = \"blue\"\n", "unknown field `colour`"),
         ("[rebuild]\nshare = 0\n", "rebuild.share"),
         (
@@ -58,10 +70,17 @@ fn bad_input_exits_2_with_a_clear_message() {
         ),
     ] {
         std::fs::write(&bad, text).unwrap();
-        expect_usage_error(&["--config", bad.to_str().unwrap(), "--years", "0.1"], needle);
+        expect_usage_error(
+            &["--config", bad.to_str().unwrap(), "--years", "0.1"],
+            needle,
+        );
     }
     let inv = dir.path().join("inv.toml");
-    std::fs::write(&inv, "[[drive]]\nid = \"a\"\nkind = \"hdd\"\ncapacity = \"-5\"\n").unwrap();
+    std::fs::write(
+        &inv,
+        "[[drive]]\nid = \"a\"\nkind = \"hdd\"\ncapacity = \"-5\"\n",
+    )
+    .unwrap();
     expect_usage_error(&["--inventory", inv.to_str().unwrap()], "inv.toml");
 }
 
@@ -79,7 +98,11 @@ fn runs_and_writes_report_and_plots() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for p in ["engine", "straw2", "random"] {
         assert!(text.contains(&format!("== policy {p} ==")), "{text}");
     }
@@ -89,7 +112,10 @@ fn runs_and_writes_report_and_plots() {
     assert_eq!(report["policies"].as_array().unwrap().len(), 3);
     for f in ["utilisation.svg", "losses.svg"] {
         let body = std::fs::read_to_string(svg.join(f)).unwrap();
-        assert!(body.starts_with("<svg") && body.trim_end().ends_with("</svg>"), "{f}");
+        assert!(
+            body.starts_with("<svg") && body.trim_end().ends_with("</svg>"),
+            "{f}"
+        );
         assert!(body.contains("straw2"), "{f} has a line per policy");
     }
 }
@@ -97,7 +123,10 @@ fn runs_and_writes_report_and_plots() {
 #[test]
 fn reads_an_inventory_file() {
     let dir = tempfile::tempdir().unwrap();
-    let inv = concat!(env!("CARGO_MANIFEST_DIR"), "/../../crates/placement/examples/inventory.toml");
+    let inv = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../crates/placement/examples/inventory.toml"
+    );
     let cfg = dir.path().join("c.toml");
     std::fs::write(
         &cfg,
@@ -105,10 +134,21 @@ fn reads_an_inventory_file() {
     )
     .unwrap();
     let out = bin()
-        .args(["--config", cfg.to_str().unwrap(), "--inventory", inv, "--quiet", "--json"])
+        .args([
+            "--config",
+            cfg.to_str().unwrap(),
+            "--inventory",
+            inv,
+            "--quiet",
+            "--json",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(report["drives"].as_u64().unwrap() > 0);
 }

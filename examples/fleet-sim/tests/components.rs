@@ -53,7 +53,10 @@ fn completion_time_follows_the_rates() {
     let mut f = Flows::new(vec![100.0, 100.0], vec![], 1000.0);
     let a = f.add(flow(vec![(0, 1.0), (1, 1.0)], 360_000.0));
     let next = f.recompute(&[]).unwrap();
-    assert!((next - 1.0).abs() < 1e-9, "360,000 B at 100 B/s is one hour, got {next}");
+    assert!(
+        (next - 1.0).abs() < 1e-9,
+        "360,000 B at 100 B/s is one hour, got {next}"
+    );
     f.advance(0.5);
     assert!((f.get(a).unwrap().remaining - 180_000.0).abs() < 1e-6);
     assert!(f.finished().is_empty());
@@ -85,15 +88,30 @@ fn loss_model_follows_md() {
     // md raid10 n2 over 8 members: copies on (0,1), (2,3), ...
     assert!(raid10.fatal(0b0000_0011));
     assert!(!raid10.fatal(0b0101_0101));
-    let raid6 = LossModel::new(&Shape::Parity { k: 4, m: 2, sets: 2 }).unwrap();
+    let raid6 = LossModel::new(&Shape::Parity {
+        k: 4,
+        m: 2,
+        sets: 2,
+    })
+    .unwrap();
     assert!(!raid6.fatal(0b000011_000011));
     assert!(raid6.fatal(0b000111_000000));
-    let ec = LossModel::new(&Shape::Parity { k: 8, m: 3, sets: 1 }).unwrap();
+    let ec = LossModel::new(&Shape::Parity {
+        k: 8,
+        m: 3,
+        sets: 1,
+    })
+    .unwrap();
     assert!(!ec.fatal(0b111) && ec.fatal(0b1111));
     let single = LossModel::new(&Shape::Slice).unwrap();
     assert!(single.fatal(1));
     // MTTDL: a RAID5 of 4 is about MTTF^2 / (n (n-1) MTTR).
-    let raid5 = LossModel::new(&Shape::Parity { k: 3, m: 1, sets: 1 }).unwrap();
+    let raid5 = LossModel::new(&Shape::Parity {
+        k: 3,
+        m: 1,
+        sets: 1,
+    })
+    .unwrap();
     let h = raid5.mttdl_hours(10_000.0, 10.0).unwrap();
     let approx = 1e8 / (12.0 * 10.0);
     assert!((h / approx - 1.0).abs() < 0.02, "{h} vs {approx}");
@@ -157,13 +175,18 @@ fn engine_adapter_keeps_drives_out_of_service_until_they_return() {
     }
     e.drives_down(&st, &drives).unwrap();
     // The engine's own plan for that JBOD moves exactly our member.
-    let (moves, unplaceable) = e.plan_evacuation_counts(&fleet.jbods[jbod as usize].id).unwrap();
+    let (moves, unplaceable) = e
+        .plan_evacuation_counts(&fleet.jbods[jbod as usize].id)
+        .unwrap();
     assert_eq!((moves, unplaceable), (1, 0));
     let new = e.repair(&st, 0, &raid1, size, &placed, &[0]).unwrap();
     assert!(!drives.contains(&new[0]));
     for v in 1..200 {
         let p = e.place(&st, v, &raid1, size).unwrap();
-        assert!(p.iter().all(|d| !drives.contains(d)), "placed on a drive out of service");
+        assert!(
+            p.iter().all(|d| !drives.contains(d)),
+            "placed on a drive out of service"
+        );
     }
     // Back in service: the drives take members again.
     for &d in &drives {

@@ -28,7 +28,11 @@ fn same_seed_gives_identical_report() {
     assert_eq!(a, b);
     assert_eq!(a.to_json(), b.to_json());
     let c = run(&small(12), None, &mut |_, _| {}).unwrap();
-    assert_ne!(a.to_json(), c.to_json(), "another seed must give another run");
+    assert_ne!(
+        a.to_json(),
+        c.to_json(),
+        "another seed must give another run"
+    );
 }
 
 #[test]
@@ -45,11 +49,7 @@ fn policies_share_the_failure_stream_and_all_run() {
         // Every error kind the run may record is an expected one (placement refusals), never
         // the simulator's guard against a policy choosing a drive out of service.
         for (op, _, msg) in &p.errors {
-            assert!(
-                !msg.contains("out of service"),
-                "{}: {op}: {msg}",
-                p.policy
-            );
+            assert!(!msg.contains("out of service"), "{}: {op}: {msg}", p.policy);
         }
     }
     // A single policy run sees the same hardware events as the three-policy run.

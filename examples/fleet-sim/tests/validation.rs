@@ -55,7 +55,15 @@ fn config() -> SimConfig {
     c.workload.mean_lifetime_days = 0.0;
     c.workload.class = vec![
         class("mirror", Shape::Mirror { legs: 2 }, 2.0),
-        class("raid5", Shape::Parity { k: 3, m: 1, sets: 1 }, 1.0),
+        class(
+            "raid5",
+            Shape::Parity {
+                k: 3,
+                m: 1,
+                sets: 1,
+            },
+            1.0,
+        ),
     ];
     c
 }
@@ -65,7 +73,11 @@ fn simulated_loss_rate_matches_raid_mttdl() {
     let cfg = config();
     let report = fleet_sim::run(&cfg, None, &mut |_, _| {}).expect("run");
     let p = &report.policies[0];
-    assert_eq!(p.rejected_arrivals, 0, "every volume must be placed: {:?}", p.errors);
+    assert_eq!(
+        p.rejected_arrivals, 0,
+        "every volume must be placed: {:?}",
+        p.errors
+    );
     assert_eq!(p.unrepairable_volumes, 0, "{:?}", p.errors);
     for (i, c) in p.classes.iter().enumerate() {
         let model = LossModel::new(&cfg.workload.class[i].shape).expect("model");
@@ -75,7 +87,12 @@ fn simulated_loss_rate_matches_raid_mttdl() {
             "{}: simulated {:.2} per 1,000 volume-years ({} events, CI {:.2}–{:.2}); analytic {:.2}",
             c.name, c.loss.per_1000_volume_years, c.loss.events, c.loss.low, c.loss.high, analytic
         );
-        assert!(c.loss.events >= 150, "{}: too few events ({}) for a tight interval", c.name, c.loss.events);
+        assert!(
+            c.loss.events >= 150,
+            "{}: too few events ({}) for a tight interval",
+            c.name,
+            c.loss.events
+        );
         assert!(
             c.loss.low <= analytic && analytic <= c.loss.high,
             "{}: analytic {analytic:.3} outside the simulated 95% interval {:.3}–{:.3}",
@@ -84,7 +101,10 @@ fn simulated_loss_rate_matches_raid_mttdl() {
             c.loss.high
         );
         // The interval discriminates: an MTTR off by a factor of two would be rejected.
-        let wrong = 1000.0 * 8760.0 / model.mttdl_hours(MTTF_HOURS, 2.0 * REBUILD_HOURS).expect("mttdl");
+        let wrong = 1000.0 * 8760.0
+            / model
+                .mttdl_hours(MTTF_HOURS, 2.0 * REBUILD_HOURS)
+                .expect("mttdl");
         assert!(
             wrong > c.loss.high,
             "{}: the interval {:.3}–{:.3} is too wide to tell {analytic:.3} from {wrong:.3}",
