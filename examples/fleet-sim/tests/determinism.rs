@@ -3,11 +3,13 @@
 use fleet_sim::{PolicyKind, SimConfig, run};
 
 fn small(seed: u64) -> SimConfig {
-    let mut c = SimConfig::default();
-    c.seed = seed;
-    c.years = 1.0;
-    // Small fleets make the engine's search for soft constraints long; debug builds are slow.
-    c.engine_search_budget = 1000;
+    let mut c = SimConfig {
+        seed,
+        years: 1.0,
+        // Small fleets make the engine's search for soft constraints long; debug builds are slow.
+        engine_search_budget: 1000,
+        ..SimConfig::default()
+    };
     c.fleet.racks = 6;
     c.fleet.drives_per_rack = 120;
     c.fleet.servers_per_rack = 4;

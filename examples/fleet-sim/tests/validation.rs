@@ -25,11 +25,13 @@ fn class(name: &str, shape: Shape, weight: f64) -> VolumeClass {
 }
 
 fn config() -> SimConfig {
-    let mut c = SimConfig::default();
-    c.seed = 7;
-    c.years = 60.0;
-    c.sample_days = 365.0;
-    c.policies = vec![PolicyKind::Random];
+    let mut c = SimConfig {
+        seed: 7,
+        years: 60.0,
+        sample_days: 365.0,
+        policies: vec![PolicyKind::Random],
+        ..SimConfig::default()
+    };
     c.fleet.zones = 1;
     c.fleet.racks = 1;
     c.fleet.drives_per_rack = 480;
