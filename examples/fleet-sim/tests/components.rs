@@ -170,15 +170,16 @@ fn engine_adapter_keeps_drives_out_of_service_until_they_return() {
     // The whole JBOD of member 0 goes down.
     let jbod = fleet.drives[placed[0] as usize].jbod;
     let drives = fleet.jbods[jbod as usize].drives.clone();
-    for &d in &drives {
-        st.down[d as usize] = 1;
-    }
-    e.drives_down(&st, &drives).unwrap();
-    // The engine's own plan for that JBOD moves exactly our member.
+    // The engine's own plan for that JBOD moves exactly our member (asked before the
+    // adapter's fillers take the JBOD's space).
     let (moves, unplaceable) = e
         .plan_evacuation_counts(&fleet.jbods[jbod as usize].id)
         .unwrap();
     assert_eq!((moves, unplaceable), (1, 0));
+    for &d in &drives {
+        st.down[d as usize] = 1;
+    }
+    e.drives_down(&st, &drives).unwrap();
     let new = e.repair(&st, 0, &raid1, size, &placed, &[0]).unwrap();
     assert!(!drives.contains(&new[0]));
     for v in 1..200 {
