@@ -367,12 +367,10 @@ impl<'a> Simulation<'a> {
                 self.retry_pending();
             }
             Ev::JbodFail => {
-                let n = self.fleet.jbods.len();
-                let j = self.hw.random_range(0..n.max(1)) as u32;
-                let r = self.domain_rate(self.cfg.failures.jbod.afr, n);
-                let t = exp_sample(&mut self.hw, r);
-                self.push(self.now + t, Ev::JbodFail);
-                if n > 0 && !self.jbod_down[j as usize] {
+                let afr = self.cfg.failures.jbod.afr;
+                if let Some(j) = self.next_outage(self.fleet.jbods.len(), afr, Ev::JbodFail)
+                    && !self.jbod_down[j as usize]
+                {
                     self.jbod_down[j as usize] = true;
                     self.stats.hardware.jbod_failures += 1;
                     let drives = self.fleet.jbods[j as usize].drives.clone();
@@ -390,12 +388,10 @@ impl<'a> Simulation<'a> {
                 self.retry_pending();
             }
             Ev::ServerFail => {
-                let n = self.fleet.servers.len();
-                let s = self.hw.random_range(0..n.max(1)) as u32;
-                let r = self.domain_rate(self.cfg.failures.server.afr, n);
-                let t = exp_sample(&mut self.hw, r);
-                self.push(self.now + t, Ev::ServerFail);
-                if n > 0 && self.server_down[s as usize] == 0 {
+                let afr = self.cfg.failures.server.afr;
+                if let Some(s) = self.next_outage(self.fleet.servers.len(), afr, Ev::ServerFail)
+                    && self.server_down[s as usize] == 0
+                {
                     self.stats.hardware.server_failures += 1;
                     self.server_outage(s, self.cfg.failures.server.repair_hours);
                     self.push(
@@ -409,12 +405,10 @@ impl<'a> Simulation<'a> {
                 self.flows.dirty = true;
             }
             Ev::RackFail => {
-                let n = self.fleet.racks.len();
-                let r = self.hw.random_range(0..n.max(1)) as u32;
-                let rate = self.domain_rate(self.cfg.failures.rack.afr, n);
-                let t = exp_sample(&mut self.hw, rate);
-                self.push(self.now + t, Ev::RackFail);
-                if n > 0 && !self.rack_down[r as usize] {
+                let afr = self.cfg.failures.rack.afr;
+                if let Some(r) = self.next_outage(self.fleet.racks.len(), afr, Ev::RackFail)
+                    && !self.rack_down[r as usize]
+                {
                     self.rack_down[r as usize] = true;
                     self.stats.hardware.rack_failures += 1;
                     let hours = self.cfg.failures.rack.repair_hours;
@@ -462,6 +456,16 @@ impl<'a> Simulation<'a> {
                 self.push(self.now + self.cfg.sample_days * 24.0, Ev::Sample);
             }
         }
+    }
+
+    /// An outage of one of `n` domains (a uniformly drawn one) happened: schedules the next
+    /// outage of the kind (`next`, total rate `n` × the domain's rate) and returns the domain.
+    fn next_outage(&mut self, n: usize, afr: f64, next: Ev) -> Option<u32> {
+        let i = self.hw.random_range(0..n.max(1)) as u32;
+        let rate = self.domain_rate(afr, n);
+        let t = exp_sample(&mut self.hw, rate);
+        self.push(self.now + t, next);
+        (n > 0).then_some(i)
     }
 
     fn server_outage(&mut self, s: u32, hours: f64) {
