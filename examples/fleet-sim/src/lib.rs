@@ -16,8 +16,8 @@
 //! cfg.fleet.racks = 4;
 //! cfg.fleet.drives_per_rack = 120;
 //! cfg.fleet.servers_per_rack = 4;
-//! cfg.workload.volumes = 200;
-//! cfg.years = 0.5;
+//! cfg.workload.volumes = 100;
+//! cfg.years = 0.25;
 //! cfg.engine_search_budget = 1000;
 //! let report = run(&cfg, None, &mut |_, _| {}).unwrap();
 //! assert_eq!(report.policies.len(), 3);
