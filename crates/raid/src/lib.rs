@@ -83,6 +83,7 @@ pub mod mdadm;
 pub mod parity;
 #[cfg(feature = "proptest")]
 pub mod strategies;
+pub mod units;
 pub mod write;
 
 pub use choose::{ChoiceKind, LayoutChoice, LayoutRequest, choose_layout};
@@ -95,4 +96,5 @@ pub use geometry::{
 };
 pub use layout::{Layout, Level, ParityAlgorithm, Raid0Layout, Raid10Layout};
 pub use parity::{Backend, ParityEngine};
+pub use units::{ChunkSize, Sectors};
 pub use write::{IoRole, MemberIo, StripeWrite, WritePlan, WriteStrategy};

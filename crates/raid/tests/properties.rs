@@ -691,3 +691,99 @@ proptest! {
         prop_assert_eq!(written, alive_copies, "every surviving copy of every sector written once");
     }
 }
+
+/// What mdadm 4.x does with `--create` arguments on devices of the given
+/// sizes (sectors): the data offset from `--data-offset` (mdadm's default is
+/// deliberately not modelled: the arguments must not rely on it), each
+/// member's data area `--size` (RAID1/4/5/6/10, which must fit after the
+/// offset) or the rest of the device (RAID0, rounded to the chunk by md).
+fn mdadm_creates(args: &[String], devices: &[(&str, u64)]) -> Result<Geometry, String> {
+    let kib = |v: &str| -> Result<u64, String> {
+        v.strip_suffix('K')
+            .and_then(|n| n.parse::<u64>().ok())
+            .map(|k| k * 2)
+            .ok_or(format!("bad size {v}"))
+    };
+    let opt = |name: &str| {
+        args.iter()
+            .find_map(|a| a.strip_prefix(&format!("--{name}=")[..]))
+    };
+    if args.first().map(String::as_str) != Some("--create") {
+        return Err("not a create".into());
+    }
+    let level: Level = opt("level")
+        .ok_or("no --level")?
+        .parse()
+        .map_err(|e| format!("{e}"))?;
+    let layout = Layout::parse(level, opt("layout").unwrap_or("")).map_err(|e| format!("{e}"))?;
+    let chunk = match (level, opt("chunk")) {
+        (Level::Raid1, _) => 0,
+        (_, Some(c)) => kib(c)?,
+        (_, None) => 1024,
+    };
+    let offset = kib(opt("data-offset").ok_or("no --data-offset: mdadm would pick its own")?)?;
+    let size = opt("size").map(kib).transpose()?;
+    let n: usize = opt("raid-devices")
+        .ok_or("no --raid-devices")?
+        .parse()
+        .map_err(|_| "bad --raid-devices")?;
+    let paths = &args[args.len() - n..];
+    let mut comps = Vec::new();
+    for p in paths {
+        let dev = devices
+            .iter()
+            .find(|d| d.0 == p)
+            .ok_or(format!("unknown device {p}"))?
+            .1;
+        let avail = dev
+            .checked_sub(offset)
+            .ok_or(format!("{p} is smaller than the data offset"))?;
+        comps.push(match size {
+            Some(s) if s > avail => {
+                return Err(format!(
+                    "--size {s} does not fit on {p} ({avail} after the offset)"
+                ));
+            }
+            Some(s) => s,
+            None => avail,
+        });
+    }
+    Geometry::new(layout, chunk, &comps)
+        .and_then(|g| g.with_data_offset(raid::Sectors::new(offset)))
+        .map_err(|e| e.to_string())
+}
+
+proptest! {
+    #![proptest_config(cases(256))]
+
+    /// The geometry mdadm builds from `create_args` is the geometry the
+    /// crate computed: same layout, chunk, data offset, used member sectors
+    /// and capacity; with the default offset and with an explicit one.
+    #[test]
+    fn create_args_reproduce_the_geometry(
+        (layout, n) in layout_and_members(),
+        chunk_pow in 3u32..11,
+        base in 1u64 << 21..1u64 << 33,
+        extra in prop::collection::vec(0u64..1 << 22, 16),
+        offset in prop::option::of((1u64..5000).prop_map(|k| k * 2)),
+    ) {
+        let chunk = 1u64 << chunk_pow;
+        let devs: Vec<u64> = extra[..n].iter().map(|e| base + e).collect();
+        let Ok(g) = raid::mdadm::geometry_for_devices(layout, chunk, &devs, offset) else {
+            return Ok(());
+        };
+        let names: Vec<String> = (0..n).map(|i| format!("/dev/d{i}")).collect();
+        let paths: Vec<&str> = names.iter().map(String::as_str).collect();
+        let args = raid::mdadm::create_args("/dev/md/t", &g, &paths).unwrap();
+        let devices: Vec<(&str, u64)> = paths.iter().copied().zip(devs.iter().copied()).collect();
+        let made = mdadm_creates(&args, &devices).map_err(|e| TestCaseError::fail(format!("{e}: {args:?}")))?;
+        prop_assert_eq!(made.layout(), g.layout());
+        prop_assert_eq!(made.chunk_sectors(), g.chunk_sectors());
+        prop_assert_eq!(made.data_offset(), g.data_offset());
+        prop_assert_eq!(made.used_sectors(), g.used_sectors());
+        prop_assert_eq!(made.array_sectors(), g.array_sectors());
+        if let Some(o) = offset {
+            prop_assert_eq!(g.data_offset(), Some(raid::Sectors::new(o)));
+        }
+    }
+}
