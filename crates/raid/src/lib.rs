@@ -89,7 +89,8 @@ pub mod write;
 pub use choose::{ChoiceKind, LayoutChoice, LayoutRequest, choose_layout};
 pub use error::{RaidError, Result};
 pub use failure::{
-    FailureDomains, FailureModel, RebuildPlan, RebuildRates, ReliabilityParams, Survival,
+    FailureDomains, FailureModel, RebuildPlan, RebuildRange, RebuildRates, ReliabilityParams,
+    Survival,
 };
 pub use geometry::{
     Geometry, Location, Mapping, MemberContent, MemberExtent, StripeLayout, StripeParity,

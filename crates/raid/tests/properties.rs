@@ -787,3 +787,62 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(cases(96))]
+
+    /// For every level, the rebuild ranges cover the target's used
+    /// sectors, never read a failed member, rebuild the target's bytes from
+    /// what they read, and read `rebuild_range_bytes` in total.
+    #[test]
+    fn rebuild_ranges_rebuild_the_target(g in small_geometry(), t in any::<usize>(), other in any::<usize>(), two in any::<bool>(), seed in any::<u64>()) {
+        use rand::{RngCore, SeedableRng};
+        let target = t % g.members();
+        let mut failed = vec![target];
+        if two {
+            failed.push(other % g.members());
+        }
+        let fm = FailureModel::new(&g);
+        let Ok(plan) = fm.rebuild_plan(&failed, target) else {
+            prop_assert!(fm.loses_data(&failed).unwrap());
+            return Ok(());
+        };
+        let engine = ParityEngine::detect();
+        let mut logical = vec![0u8; g.array_sectors() as usize * 512];
+        rand_chacha::ChaCha8Rng::seed_from_u64(seed).fill_bytes(&mut logical);
+        let members = member_images(&g, &logical, &engine);
+        let bytes = |m: usize, start: u64, n: u64| &members[m][start as usize * 512..(start + n) as usize * 512];
+        let mut covered = 0u64;
+        let mut read = 0u64;
+        let mut next = 0u64;
+        for r in fm.rebuild_ranges(&plan) {
+            prop_assert!(r.target_sector >= next, "ranges overlap or go backwards");
+            next = r.target_sector + r.sectors;
+            covered += r.sectors;
+            prop_assert!(r.reads.iter().all(|x| !plan.failed.contains(&x.member) && x.sectors == r.sectors));
+            read += r.reads.iter().map(|x| x.sectors * 512).sum::<u64>();
+            let want = bytes(target, r.target_sector, r.sectors);
+            match g.layout() {
+                Layout::Raid4 | Layout::Raid5(_) | Layout::Raid6(_) => {
+                    let sl = g.stripe_layout(r.target_sector / g.chunk_sectors()).unwrap();
+                    let mut bufs: Vec<Vec<u8>> = vec![vec![0u8; want.len()]; g.members()];
+                    for x in &r.reads {
+                        bufs[x.member] = bytes(x.member, x.start, x.sectors).to_vec();
+                    }
+                    let missing: Vec<usize> = (0..g.members()).filter(|m| !r.reads.iter().any(|x| x.member == *m)).collect();
+                    let mut views: Vec<&mut [u8]> = bufs.iter_mut().map(|b| &mut b[..]).collect();
+                    engine.reconstruct_slices(&sl, &mut views, &missing).unwrap();
+                    prop_assert!(bufs[target] == want, "stripe at {} of member {}", r.target_sector, target);
+                }
+                _ => {
+                    prop_assert_eq!(r.reads.len(), 1);
+                    let x = r.reads[0];
+                    prop_assert!(bytes(x.member, x.start, x.sectors) == want, "copy at {}", r.target_sector);
+                }
+            }
+        }
+        let data_sectors = (0..g.used_sectors()[target]).filter(|&s| g.unmap(target, s).unwrap() != MemberContent::Unused).count() as u64;
+        prop_assert_eq!(covered, data_sectors);
+        prop_assert_eq!(read, fm.rebuild_range_bytes(&plan));
+    }
+}
