@@ -265,6 +265,40 @@ proptest! {
             e.gen_syndrome(&slots, &mut p, &mut q).unwrap();
             prop_assert_eq!(&p, &p0, "P {:?}", backend);
             prop_assert_eq!(&q, &q0, "Q {:?}", backend);
+            // P alone (its own portable path) and read-modify-write deltas.
+            let present: Vec<&[u8]> = slots.iter().flatten().copied().collect();
+            let mut p1 = vec![3u8; len];
+            e.gen_p(&present, &mut p1).unwrap();
+            prop_assert_eq!(&p1, &p0, "P only {:?}", backend);
+            if let Some(new) = slots.iter().flatten().next() {
+                let old = slots.iter().flatten().last().unwrap_or(new);
+                for c in [1u8, 2, 0x8e, a as u8] {
+                    let (mut want, mut got) = (q0.clone(), q0.clone());
+                    for i in 0..len {
+                        want[i] ^= raid::parity::gf_mul(c, old[i] ^ new[i]);
+                    }
+                    raid::parity::reference::delta(c, old, new, &mut got);
+                    prop_assert_eq!(&got, &want, "reference delta");
+                    let mut got = q0.clone();
+                    raid::parity::portable::delta(c, old, new, &mut got);
+                    prop_assert_eq!(&got, &want, "portable delta");
+                }
+                // The backend's own kernels through apply_delta, for every
+                // data member of a RAID6 stripe (coefficients g^0 .. g^5).
+                let g = Geometry::new(Layout::Raid6(ParityAlgorithm::LeftSymmetric), 8, &[8; 8]).unwrap();
+                let sl = g.stripe_layout(0).unwrap();
+                for &m in &sl.data {
+                    let c = raid::parity::gf_exp(usize::from(sl.q_exponent[m].unwrap()));
+                    let (mut wp, mut wq) = (p0.clone(), q0.clone());
+                    for i in 0..len {
+                        wp[i] ^= old[i] ^ new[i];
+                        wq[i] ^= raid::parity::gf_mul(c, old[i] ^ new[i]);
+                    }
+                    let (mut gp, mut gq) = (p0.clone(), q0.clone());
+                    e.apply_delta(&sl, m, old, new, Some(&mut gp), Some(&mut gq)).unwrap();
+                    prop_assert_eq!((&gp, &gq), (&wp, &wq), "apply_delta {:?} member {}", backend, m);
+                }
+            }
             if slots.len() >= 2 {
                 let (x, y) = (a % slots.len(), b % slots.len());
                 if x != y {
