@@ -179,17 +179,28 @@ impl FailureModel {
         let n = self.geometry.members();
         let k = failed.len();
         match self.geometry.layout() {
-            Layout::Raid0(_) => (k >= 1).then(|| "raid0 has no redundancy".to_string()),
-            Layout::Raid1 => (k >= n).then(|| "every mirror member failed".to_string()),
-            Layout::Raid4 | Layout::Raid5(_) => {
-                (k >= 2).then(|| format!("{k} members failed; single parity recovers one"))
-            }
-            Layout::Raid6(_) => (k >= 3).then(|| format!("{k} members failed; P+Q recover two")),
-            Layout::Raid10(_) => self
-                .copy_sets
-                .iter()
-                .find(|s| s.is_subset(failed))
-                .map(|s| format!("every copy of some chunks is on members {s:?}")),
+            Layout::Raid0(_) => (k >= 1).then(|| {
+                "raid0 keeps a single copy of every chunk, so any failed member loses the chunks it held".to_string()
+            }),
+            Layout::Raid1 => (k >= n).then(|| {
+                format!("raid1 keeps {n} copies, one per member, and every member failed")
+            }),
+            Layout::Raid4 | Layout::Raid5(_) => (k >= 2).then(|| {
+                format!(
+                    "{} keeps one parity block (P) per stripe, which rebuilds one missing member; {k} are missing",
+                    self.geometry.layout().level()
+                )
+            }),
+            Layout::Raid6(_) => (k >= 3).then(|| {
+                format!("raid6 keeps two parity blocks (P and Q) per stripe, which rebuild two missing members; {k} are missing")
+            }),
+            Layout::Raid10(r) => self.copy_sets.iter().find(|s| s.is_subset(failed)).map(|s| {
+                format!(
+                    "raid10 {} keeps {} copies of every chunk, and all copies of some chunks are on failed members {s:?}",
+                    r.mdadm_name(),
+                    r.copies()
+                )
+            }),
         }
     }
 

@@ -132,6 +132,19 @@ impl Default for ParityEngine {
     }
 }
 
+/// The error for a backend this CPU cannot run.
+fn unsupported(backend: Backend) -> RaidError {
+    let reason = if cfg!(target_arch = "x86_64") {
+        "this CPU lacks the instructions it needs"
+    } else {
+        "it exists for x86-64 only and this build targets another architecture"
+    };
+    RaidError::UnsupportedBackend {
+        backend: format!("{backend:?}"),
+        reason: reason.into(),
+    }
+}
+
 fn check_lens(blocks: &[Option<&[u8]>], outs: &[usize]) -> Result<usize> {
     let len = outs.first().copied().unwrap_or(0);
     if let Some(i) = outs.iter().position(|&l| l != len) {
@@ -173,9 +186,7 @@ impl ParityEngine {
     /// A specific backend; an error if this CPU cannot run it.
     pub fn with_backend(backend: Backend) -> Result<Self> {
         if !backend.is_available() {
-            return Err(RaidError::BadBuffers(format!(
-                "backend {backend:?} is not supported by this CPU"
-            )));
+            return Err(unsupported(backend));
         }
         Ok(ParityEngine { backend })
     }
@@ -959,6 +970,30 @@ pub mod portable {
         }
         for ((d, &x), &y) in dst.iter_mut().zip(a).zip(b) {
             *d ^= table[usize::from(x ^ y)];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unavailable_backend_is_not_a_buffer_error() {
+        let e = unsupported(Backend::Avx512);
+        assert!(matches!(e, RaidError::UnsupportedBackend { .. }));
+        let text = e.to_string();
+        assert!(
+            text.starts_with("parity backend Avx512 is not available: "),
+            "{text}"
+        );
+        for b in Backend::all_available() {
+            assert!(ParityEngine::with_backend(b).is_ok());
+        }
+        for b in [Backend::Ssse3, Backend::Avx2, Backend::Avx512] {
+            if !b.is_available() {
+                assert_eq!(ParityEngine::with_backend(b), Err(unsupported(b)));
+            }
         }
     }
 }
