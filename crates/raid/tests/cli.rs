@@ -50,6 +50,11 @@ fn run(args: &[&str], stdin: &str) -> (i32, String, String) {
     )
 }
 
+/// Arguments written as one string (none of them contains a space).
+fn sh(args: &str) -> Vec<&str> {
+    args.split_whitespace().collect()
+}
+
 fn lines(out: &str) -> Vec<serde_json::Value> {
     out.lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -156,17 +161,7 @@ fn stripe_roles_and_q_exponents() {
     }
     // Levels without parity stripes are bad input.
     let (code, out, err) = run(
-        &[
-            "stripe",
-            "--level",
-            "raid10",
-            "--members",
-            "4",
-            "--chunk",
-            "4KiB",
-            "--member-size",
-            "32KiB",
-        ],
+        &sh("stripe --level raid10 --members 4 --chunk 4KiB --member-size 32KiB"),
         "0\n",
     );
     assert_eq!((code, out.as_str()), (2, ""));
@@ -177,19 +172,9 @@ fn stripe_roles_and_q_exponents() {
 #[test]
 fn capacity_matches_the_library() {
     let (code, out, err) = run(
-        &[
-            "capacity",
-            "--level",
-            "raid10",
-            "--layout",
-            "f2",
-            "--members",
-            "5",
-            "--chunk",
-            "512KiB",
-            "--member-size",
-            "1GiB,1GiB,1GiB,1GiB,2GiB",
-        ],
+        &sh(
+            "capacity --level raid10 --layout f2 --members 5 --chunk 512KiB --member-size 1GiB,1GiB,1GiB,1GiB,2GiB",
+        ),
         "",
     );
     assert_eq!(code, 0, "{err}");
@@ -211,29 +196,13 @@ fn capacity_matches_the_library() {
     assert_eq!(v["chunk"], "512 KiB");
     // Sizes follow the workspace's units: T is 1000^4 (SI), Ti 1024^4.
     let (code, out, _) = run(
-        &[
-            "capacity",
-            "--level",
-            "raid1",
-            "--members",
-            "2",
-            "--member-size",
-            "1T",
-        ],
+        &sh("capacity --level raid1 --members 2 --member-size 1T"),
         "",
     );
     assert_eq!(code, 0);
     assert_eq!(lines(&out)[0]["array_bytes"], 1_000_000_000_000u64);
     let (_, out, _) = run(
-        &[
-            "capacity",
-            "--level",
-            "raid1",
-            "--members",
-            "2",
-            "--member-size",
-            "1Ti",
-        ],
+        &sh("capacity --level raid1 --members 2 --member-size 1Ti"),
         "",
     );
     assert_eq!(lines(&out)[0]["array_bytes"], 1u64 << 40);
@@ -274,15 +243,7 @@ fn bad_lines_are_bad_input() {
     assert!(err[0].starts_with("raid-map: line 2: "), "{err:?}");
     assert!(err[1].starts_with("raid-map: line 4: "), "{err:?}");
     let (code, out, _) = run(
-        &[
-            "unmap",
-            "--level",
-            "raid1",
-            "--members",
-            "2",
-            "--member-size",
-            "1MiB",
-        ],
+        &sh("unmap --level raid1 --members 2 --member-size 1MiB"),
         "0\n1 2 3\n2 0\n",
     );
     assert_eq!(code, 2);
@@ -297,19 +258,7 @@ fn lines_of(out: &str, key: &str) -> usize {
 fn bad_arguments_give_one_line_per_error_and_status_2() {
     // Three independent errors, three lines, nothing on stdout.
     let (code, out, err) = run(
-        &[
-            "map",
-            "--level",
-            "raid5",
-            "--layout",
-            "n2",
-            "--members",
-            "3",
-            "--chunk",
-            "6KiB",
-            "--member-size",
-            "1G,1G",
-        ],
+        &sh("map --level raid5 --layout n2 --members 3 --chunk 6KiB --member-size 1G,1G"),
         "",
     );
     assert_eq!((code, out.as_str()), (2, ""));
@@ -320,29 +269,13 @@ fn bad_arguments_give_one_line_per_error_and_status_2() {
     assert!(err[2].starts_with("raid-map: --member-size: "), "{err:?}");
     // A size that is not whole sectors, and an unknown unit.
     let (code, _, err) = run(
-        &[
-            "capacity",
-            "--level",
-            "raid1",
-            "--members",
-            "2",
-            "--member-size",
-            "1000",
-        ],
+        &sh("capacity --level raid1 --members 2 --member-size 1000"),
         "",
     );
     assert_eq!(code, 2);
     assert!(err.contains("whole number of 512-byte sectors"), "{err}");
     let (code, _, err) = run(
-        &[
-            "capacity",
-            "--level",
-            "raid1",
-            "--members",
-            "2",
-            "--member-size",
-            "1XB",
-        ],
+        &sh("capacity --level raid1 --members 2 --member-size 1XB"),
         "",
     );
     assert_eq!(code, 2);

@@ -449,7 +449,10 @@ proptest! {
 
     /// The exported strategies yield valid geometries of every level.
     #[test]
-    fn exported_strategies_yield_valid_geometries(g in raid::strategies::geometry(8, 6), l in any::<Layout>()) {
+    fn exported_strategies_yield_valid_geometries(g in raid::strategies::geometry(8, 6), l in any::<Layout>(), c in any::<raid::ChunkSize>(), s in any::<raid::Sectors>()) {
+        prop_assert_eq!(raid::ChunkSize::new(c.sectors()), Ok(c));
+        prop_assert!(s.checked_bytes().is_some());
+        prop_assert_eq!(s.to_byte_size().map(raid::Sectors::from_byte_size), Some(Ok(s)));
         prop_assert!(g.array_sectors() > 0);
         prop_assert!(g.map(g.array_sectors() - 1).is_ok());
         prop_assert!(Layout::parse(l.level(), &l.mdadm_name().unwrap_or_default()).is_ok());
