@@ -236,7 +236,8 @@ impl ParityEngine {
     /// `dst = c · (a ⊕ dst)` byte-wise in GF(2^8).
     fn mul_xor(&self, c: u8, a: &[u8], dst: &mut [u8]) {
         match self.backend {
-            Backend::Reference | Backend::Portable => reference::mul_xor(c, a, dst),
+            Backend::Reference => reference::mul_xor(c, a, dst),
+            Backend::Portable => portable::mul_xor(c, a, dst),
             be => simd::mul_xor(be, c, a, dst),
         }
     }
@@ -246,7 +247,8 @@ impl ParityEngine {
     /// on exit `dp = D_a`, `dq = D_b`.
     fn recov2(&self, p: &[u8], q: &[u8], dp: &mut [u8], dq: &mut [u8], pbmul: u8, qmul: u8) {
         match self.backend {
-            Backend::Reference | Backend::Portable => reference::recov2(p, q, dp, dq, pbmul, qmul),
+            Backend::Reference => reference::recov2(p, q, dp, dq, pbmul, qmul),
+            Backend::Portable => portable::recov2(p, q, dp, dq, pbmul, qmul),
             be => simd::recov2(be, p, q, dp, dq, pbmul, qmul),
         }
     }
@@ -964,12 +966,35 @@ pub mod portable {
             }
             return;
         }
-        let mut table = [0u8; 256];
-        for (x, t) in table.iter_mut().enumerate() {
-            *t = super::gf_mul(c, x as u8);
-        }
+        let table = product_table(c);
         for ((d, &x), &y) in dst.iter_mut().zip(a).zip(b) {
             *d ^= table[usize::from(x ^ y)];
+        }
+    }
+
+    /// `c · x` for every byte `x`: one lookup per byte instead of the
+    /// reference's two logarithms and an exponential.
+    fn product_table(c: u8) -> [u8; 256] {
+        std::array::from_fn(|x| super::gf_mul(c, x as u8))
+    }
+
+    /// `dst = c · (a ⊕ dst)` (see [`super::reference::mul_xor`]).
+    pub fn mul_xor(c: u8, a: &[u8], dst: &mut [u8]) {
+        let table = product_table(c);
+        for (d, &x) in dst.iter_mut().zip(a) {
+            *d = table[usize::from(x ^ *d)];
+        }
+    }
+
+    /// Two-data recovery core (see [`super::reference::recov2`]) with
+    /// product tables.
+    pub fn recov2(p: &[u8], q: &[u8], dp: &mut [u8], dq: &mut [u8], pbmul: u8, qmul: u8) {
+        let (pt, qt) = (product_table(pbmul), product_table(qmul));
+        for (((&p, &q), dp), dq) in p.iter().zip(q).zip(dp.iter_mut()).zip(dq.iter_mut()) {
+            let px = p ^ *dp;
+            let db = pt[usize::from(px)] ^ qt[usize::from(q ^ *dq)];
+            *dq = db;
+            *dp = db ^ px;
         }
     }
 }
