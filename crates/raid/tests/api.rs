@@ -545,3 +545,40 @@ fn data_lost_speaks_the_level_s_language() {
     let e = g.write_plan(0, 8, &[0, 1]).unwrap_err().to_string();
     assert!(e.contains("raid5 keeps one parity block (P)"), "{e}");
 }
+
+#[test]
+fn write_plan_bad_input_is_an_error_that_changes_nothing() {
+    let g = Geometry::new(Layout::parse(Level::Raid6, "").unwrap(), 8, &[64; 6]).unwrap();
+    match g.write_plan(g.array_sectors() - 4, 8, &[]) {
+        Err(RaidError::OutOfRange { what, .. }) => assert_eq!(what, "end of logical range"),
+        other => panic!("{other:?}"),
+    }
+    match g.write_plan(0, 8, &[6]) {
+        Err(RaidError::OutOfRange { what, value, limit }) => {
+            assert_eq!((what.as_str(), value, limit), ("failed member", 6, 6))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(g.write_plan(5, 0, &[]).unwrap().steps.is_empty());
+
+    let plan = g.write_plan(1, 2, &[]).unwrap();
+    let step = &plan.steps[0];
+    let engine = ParityEngine::detect();
+    let old = vec![vec![1u8; 1024]; step.reads.len()];
+    let reads: Vec<&[u8]> = old.iter().map(|b| &b[..]).collect();
+    let mut bufs = vec![vec![9u8; 1024]; step.writes.len()];
+    // One buffer too few.
+    let mut writes: Vec<&mut [u8]> = bufs.iter_mut().skip(1).map(|b| &mut b[..]).collect();
+    assert!(matches!(
+        engine.fill_parity(step, &reads, &[], &mut writes),
+        Err(RaidError::BadBuffers(_))
+    ));
+    // One buffer of the wrong length: named, and nothing written.
+    bufs[0].truncate(512);
+    let mut writes: Vec<&mut [u8]> = bufs.iter_mut().map(|b| &mut b[..]).collect();
+    match engine.fill_parity(step, &reads, &[], &mut writes) {
+        Err(RaidError::BadBuffers(m)) => assert!(m.contains("write buffer 0 has 512 bytes"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(bufs.iter().all(|b| b.iter().all(|&x| x == 9)));
+}
