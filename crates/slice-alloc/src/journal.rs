@@ -333,6 +333,21 @@ pub struct JournalEntry {
     pub record: Record,
 }
 
+/// A torn tail that decoding dropped: a bad frame with no valid frame after it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DroppedTail {
+    /// Byte offset of the bad frame (equal to the `valid_len` of the decode).
+    pub offset: u64,
+    /// Bytes dropped, from `offset` to the end of the buffer.
+    pub bytes: u64,
+    /// Sequence number the dropped frame would have carried (one after the last good frame;
+    /// `None` when no frame before it decoded).
+    pub seq: Option<u64>,
+    /// Why the frame is bad (incomplete header, length out of range, runs past the end,
+    /// checksum mismatch).
+    pub reason: String,
+}
+
 /// The result of decoding a journal buffer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DecodedJournal {
@@ -343,6 +358,57 @@ pub struct DecodedJournal {
     pub valid_len: usize,
     /// Bytes of torn tail dropped after `valid_len`.
     pub torn_bytes: usize,
+    /// The torn tail that was dropped: `None` when the buffer ends exactly after a good frame
+    /// or continues with zero bytes only (space that was never written).
+    pub dropped: Option<DroppedTail>,
+}
+
+/// Why the frame at the start of a buffer is not a good frame.
+enum BadFrame {
+    /// Could be a torn write: incomplete, implausible length, checksum mismatch.
+    Torn(String),
+    /// Checksum-valid but undecodable: never a torn write, always refused.
+    Invalid(String),
+}
+
+/// Parses the frame at the start of `rest`: its sequence number, record and length in bytes.
+fn parse_frame(rest: &[u8]) -> Result<(u64, Record, usize), BadFrame> {
+    let Some((head, body)) = rest.split_first_chunk::<8>() else {
+        return Err(BadFrame::Torn(format!(
+            "frame header incomplete ({} of 8 bytes)",
+            rest.len()
+        )));
+    };
+    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+    let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+    if !(9..=MAX_PAYLOAD).contains(&len) {
+        return Err(BadFrame::Torn(format!(
+            "frame length {len} is out of range 9..={MAX_PAYLOAD}"
+        )));
+    }
+    let Some(payload) = body.get(..len as usize) else {
+        return Err(BadFrame::Torn(format!(
+            "frame of {len} payload bytes runs past the end ({} remain)",
+            body.len()
+        )));
+    };
+    if crc32fast::hash(payload) != crc {
+        return Err(BadFrame::Torn("checksum mismatch".into()));
+    }
+    let (seq, record) = decode_payload(payload).map_err(BadFrame::Invalid)?;
+    Ok((seq, record, 8 + len as usize))
+}
+
+/// The first position at or after `from` where a checksum-valid, decodable frame with a
+/// sequence number above `after` (any, when `None`) starts: proof that a bad frame before it
+/// is damage, not a torn tail. Byte by byte, because a damaged length field hides where the
+/// next frame starts; a position is checksummed only when its length field is plausible and
+/// the frame fits in the buffer.
+fn later_frame(bytes: &[u8], from: usize, after: Option<u64>) -> Option<(usize, u64)> {
+    (from..bytes.len()).find_map(|pos| match parse_frame(&bytes[pos..]) {
+        Ok((seq, _, _)) if after.is_none_or(|a| seq > a) => Some((pos, seq)),
+        _ => None,
+    })
 }
 
 /// Decodes a journal buffer, dropping a torn tail and refusing damage anywhere else (see the
@@ -359,6 +425,12 @@ pub fn decode_journal(bytes: &[u8]) -> Result<DecodedJournal, Error> {
                 entries: Vec::new(),
                 valid_len: 0,
                 torn_bytes: bytes.len(),
+                dropped: (!bytes.is_empty()).then(|| DroppedTail {
+                    offset: 0,
+                    bytes: bytes.len() as u64,
+                    seq: None,
+                    reason: format!("journal header incomplete ({} of {hl} bytes)", bytes.len()),
+                }),
             });
         }
         return Err(corrupt(0, "not a slice-alloc journal (bad magic)".into()));
@@ -371,57 +443,60 @@ pub fn decode_journal(bytes: &[u8]) -> Result<DecodedJournal, Error> {
     }
     let mut pos = hl;
     let mut entries: Vec<JournalEntry> = Vec::new();
-    let torn = |pos: usize| -> bool { bytes[pos..].iter().all(|&b| b == 0) };
+    let mut dropped = None;
     while pos < bytes.len() {
-        let rest = &bytes[pos..];
-        if rest.len() < 8 {
-            break; // torn frame header
-        }
-        let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes"));
-        let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
-        if !(9..=MAX_PAYLOAD).contains(&len) {
-            if torn(pos) {
+        match parse_frame(&bytes[pos..]) {
+            Ok((seq, record, len)) => {
+                if let Some(prev) = entries.last()
+                    && seq != prev.seq + 1
+                {
+                    return Err(corrupt(
+                        pos,
+                        format!("sequence {seq} does not follow {}", prev.seq),
+                    ));
+                }
+                entries.push(JournalEntry {
+                    seq,
+                    offset: pos as u64,
+                    record,
+                });
+                pos += len;
+            }
+            Err(BadFrame::Invalid(reason)) => return Err(corrupt(pos, reason)),
+            Err(BadFrame::Torn(reason)) => {
+                // A torn write can only be the last thing in the journal: a later intact frame
+                // that continues the sequence proves that this frame was damaged after it was
+                // written (and acknowledged), so truncating here would lose records.
+                let last = entries.last().map(|e| e.seq);
+                if let Some((at, seq)) = later_frame(bytes, pos + 1, last) {
+                    return Err(corrupt(
+                        pos,
+                        format!(
+                            "{reason}, but an intact frame with sequence {seq} follows at byte \
+                             {at}: this is damage, not a torn tail, and truncating would lose \
+                             acknowledged records"
+                        ),
+                    ));
+                }
+                // Zero bytes after the last frame (preallocated or zero-filled space) are not
+                // a frame at all: nothing was torn.
+                if bytes[pos..].iter().any(|&b| b != 0) {
+                    dropped = Some(DroppedTail {
+                        offset: pos as u64,
+                        bytes: (bytes.len() - pos) as u64,
+                        seq: last.map(|s| s + 1),
+                        reason,
+                    });
+                }
                 break;
             }
-            return Err(corrupt(
-                pos,
-                format!("frame length {len} is out of range 9..={MAX_PAYLOAD}"),
-            ));
         }
-        let end = 8 + len as usize;
-        if rest.len() < end {
-            break; // torn frame body
-        }
-        let payload = &rest[8..end];
-        if crc32fast::hash(payload) != crc {
-            if rest.len() == end || torn(pos + end) {
-                break;
-            }
-            return Err(corrupt(
-                pos,
-                "checksum mismatch with more frames after it".into(),
-            ));
-        }
-        let (seq, record) = decode_payload(payload).map_err(|r| corrupt(pos, r))?;
-        if let Some(prev) = entries.last()
-            && seq != prev.seq + 1
-        {
-            return Err(corrupt(
-                pos,
-                format!("sequence {seq} does not follow {}", prev.seq),
-            ));
-        }
-        entries.push(JournalEntry {
-            seq,
-            offset: pos as u64,
-            record,
-        });
-        pos += end;
     }
     Ok(DecodedJournal {
         entries,
         valid_len: pos,
         torn_bytes: bytes.len() - pos,
+        dropped,
     })
 }
 
@@ -438,6 +513,10 @@ pub struct Recovered {
     pub valid_len: usize,
     /// Torn-tail bytes dropped.
     pub torn_bytes: usize,
+    /// What was dropped as a torn tail, and why (see [`DecodedJournal::dropped`]). Every
+    /// record before [`DroppedTail::offset`] was recovered; the dropped frame was the last thing
+    /// in the journal, so it was never acknowledged unless the journal was damaged there.
+    pub dropped: Option<DroppedTail>,
 }
 
 /// Rebuilds the allocator from an optional snapshot and a journal buffer. Records already in the
@@ -479,6 +558,7 @@ pub fn recover(
         applied,
         valid_len: decoded.valid_len,
         torn_bytes: decoded.torn_bytes,
+        dropped: decoded.dropped,
     })
 }
 

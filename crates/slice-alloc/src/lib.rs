@@ -66,8 +66,8 @@ mod types;
 pub use alloc::Allocator;
 pub use error::Error;
 pub use journal::{
-    DecodedJournal, DeviceSnapshot, JournalEntry, Journaled, Record, Recovered, SliceSnapshot,
-    Snapshot, decode_journal, encode_record, recover,
+    DecodedJournal, DeviceSnapshot, DroppedTail, JournalEntry, Journaled, Record, Recovered,
+    SliceSnapshot, Snapshot, decode_journal, encode_record, recover,
 };
 pub use report::{DeviceReport, Fragmentation, Histogram, ceph_fragmentation_score};
 pub use types::{

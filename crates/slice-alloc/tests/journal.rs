@@ -58,6 +58,116 @@ fn a_damaged_frame_before_the_tail_is_refused_with_its_offset() {
     );
 }
 
+/// The state after each prefix of acknowledged records of `bytes`, and where each prefix ends.
+fn prefix_states(bytes: &[u8]) -> (Vec<usize>, Vec<Vec<slice_alloc::DeviceSnapshot>>) {
+    let entries = decode_journal(bytes).unwrap().entries;
+    let mut ends: Vec<usize> = entries.iter().map(|e| e.offset as usize).collect();
+    ends.push(bytes.len());
+    let states = ends
+        .iter()
+        .map(|&e| {
+            recover(None, &bytes[..e], AllocatorConfig::default())
+                .unwrap()
+                .allocator
+                .snapshot(0)
+                .devices
+        })
+        .collect();
+    (ends, states)
+}
+
+/// Issue 13, defect 1: a damaged length field of a frame followed by intact frames used to be
+/// taken for a torn tail (the frame "ran past the end"), silently dropping acknowledged
+/// records after it.
+#[test]
+fn a_damaged_length_field_before_intact_frames_is_refused() {
+    let bytes = sample().writer().clone();
+    let entries = decode_journal(&bytes).unwrap().entries;
+    for (i, e) in entries.iter().enumerate().take(entries.len() - 1) {
+        for (byte, value) in [(1, 0x01), (2, 0x10), (3, 0x00), (0, 0xff), (1, 0xff)] {
+            let mut bad = bytes.clone();
+            let at = e.offset as usize + byte;
+            if bad[at] == value {
+                continue;
+            }
+            bad[at] = value;
+            match recover(None, &bad, AllocatorConfig::default()) {
+                Err(Error::CorruptJournal { offset, reason }) => {
+                    assert_eq!(offset, e.offset, "frame {i}: {reason}");
+                    assert!(reason.contains("not a torn tail"), "{reason}");
+                }
+                other => {
+                    panic!("frame {i} byte {byte} = {value:#x}: expected refusal, got {other:?}")
+                }
+            }
+        }
+    }
+}
+
+/// Every single-byte corruption (all 255 other values) at every offset of a multi-frame
+/// journal is either refused, or recovered to a prefix holding every record before the damaged
+/// frame, with the dropped tail reported in `Recovered::dropped`. Only the last frame, the only
+/// place a torn write can be, may be dropped.
+#[test]
+fn every_single_byte_corruption_is_refused_or_recovers_every_record_before_it() {
+    let bytes = sample().writer().clone();
+    let (ends, states) = prefix_states(&bytes);
+    let frames = ends.len() - 1;
+    assert!(frames >= 7);
+    let (mut refused, mut dropped) = (0usize, 0usize);
+    let mut bad = bytes.clone();
+    for at in 0..bytes.len() {
+        // The frame holding the damaged byte (None: the header).
+        let frame = ends[..frames].iter().rposition(|&e| e <= at);
+        for value in 0..=255u8 {
+            if value == bytes[at] {
+                continue;
+            }
+            bad[at] = value;
+            match recover(None, &bad, AllocatorConfig::default()) {
+                Err(Error::CorruptJournal { .. }) => refused += 1,
+                Err(e) => panic!("byte {at} = {value:#x}: unexpected error {e}"),
+                Ok(r) => {
+                    let i =
+                        frame.unwrap_or_else(|| panic!("header byte {at} = {value:#x} accepted"));
+                    assert_eq!(
+                        i,
+                        frames - 1,
+                        "byte {at} = {value:#x}: frame {i} of {frames} dropped as a torn tail"
+                    );
+                    let k = ends
+                        .iter()
+                        .position(|&e| e == r.valid_len)
+                        .expect("valid_len on a frame boundary");
+                    assert!(
+                        k >= i,
+                        "byte {at} = {value:#x}: recovered {k} records, damage in frame {i}"
+                    );
+                    assert_eq!(
+                        r.allocator.snapshot(0).devices,
+                        states[k],
+                        "byte {at} = {value:#x}"
+                    );
+                    let d = r.dropped.as_ref().unwrap_or_else(|| {
+                        panic!("byte {at} = {value:#x}: dropped tail not reported")
+                    });
+                    assert_eq!(
+                        (d.offset as usize, d.bytes as usize),
+                        (r.valid_len, bytes.len() - r.valid_len)
+                    );
+                    assert_eq!(d.seq, Some(k as u64 + 1));
+                    dropped += 1;
+                }
+            }
+        }
+        bad[at] = bytes[at];
+    }
+    // Every corruption of the last frame is a (reported) torn tail; every other one is refused.
+    let last_frame = bytes.len() - ends[frames - 1];
+    assert_eq!(dropped, last_frame * 255);
+    assert_eq!(refused, (bytes.len() - last_frame) * 255);
+}
+
 #[test]
 fn zero_filled_space_after_a_torn_frame_is_a_torn_tail() {
     let j = sample();
