@@ -27,10 +27,12 @@
 //! A crash anywhere in between is safe: records already in the snapshot (`seq <= last_seq`) are
 //! skipped on replay.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 
 use serde::{Deserialize, Serialize};
 
+use crate::tx::{Tx, journaled_methods};
 use crate::{
     Allocator, AllocatorConfig, Constraints, DeviceId, DeviceSpec, Error, Extent, Reservation,
     Slice, SliceId,
@@ -74,9 +76,68 @@ pub enum Record {
         /// Its new extents, in bytes.
         extents: Vec<Extent>,
     },
+    /// A reservation was made.
+    Reserve {
+        /// The reservation.
+        slice: SliceId,
+        /// Its device.
+        device: DeviceId,
+        /// Its extents, in bytes.
+        extents: Vec<Extent>,
+        /// When it expires (caller's clock).
+        expires_at: u64,
+    },
+    /// A reservation was committed.
+    Commit {
+        /// The reservation, now a slice.
+        slice: SliceId,
+    },
+    /// A reservation was released (by the caller or because it expired).
+    Release {
+        /// The reservation.
+        slice: SliceId,
+    },
+    /// A reservation was renewed.
+    Renew {
+        /// The reservation.
+        slice: SliceId,
+        /// Its new expiry.
+        expires_at: u64,
+    },
+    /// A device label was set (`Some`) or removed (`None`).
+    SetLabel {
+        /// The device.
+        device: DeviceId,
+        /// Label key.
+        key: String,
+        /// New value, `None` to remove the label.
+        value: Option<String>,
+    },
+    /// A device was cordoned (`true`) or uncordoned.
+    Cordon {
+        /// The device.
+        device: DeviceId,
+        /// Whether it is now cordoned.
+        cordoned: bool,
+    },
+    /// A device's capacity changed.
+    ResizeDevice {
+        /// The device.
+        device: DeviceId,
+        /// New capacity in bytes.
+        capacity: u64,
+    },
+    /// A device's reserved headroom changed.
+    SetReserved {
+        /// The device.
+        device: DeviceId,
+        /// New reserved headroom in bytes.
+        reserved: u64,
+    },
 }
 
-/// The whole committed state at a point of the journal. Reservations are not included.
+/// The whole durable state at a point of the journal: devices (with labels and cordons),
+/// committed slices, reservations and the next slice id.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
     /// [`SNAPSHOT_FORMAT`] at the time of writing.
@@ -94,22 +155,32 @@ pub struct Snapshot {
 pub struct DeviceSnapshot {
     /// The device geometry.
     pub spec: DeviceSpec,
-    /// Its committed slices, sorted by id.
+    /// Its labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Whether it is cordoned.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cordoned: bool,
+    /// Its committed slices and reservations, sorted by id.
     pub slices: Vec<SliceSnapshot>,
 }
 
-/// One slice in a [`Snapshot`].
+/// One slice or reservation in a [`Snapshot`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SliceSnapshot {
     /// The slice.
     pub id: SliceId,
     /// Its extents, in bytes.
     pub extents: Vec<Extent>,
+    /// `Some(expiry)` for a reservation, `None` for a committed slice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
 }
 
 impl Allocator {
-    /// The committed state (reservations excluded), canonically ordered, tagged with the
-    /// sequence number of the last journal record it includes.
+    /// The whole state (devices with labels and cordons, slices, reservations, next id),
+    /// canonically ordered, tagged with the sequence number of the last journal record it
+    /// includes.
     pub fn snapshot(&self, last_seq: u64) -> Snapshot {
         let mut devices: Vec<DeviceSnapshot> = Vec::new();
         let mut pos = vec![usize::MAX; self.devices.len()];
@@ -117,19 +188,21 @@ impl Allocator {
         order.sort_by_key(|&i| self.dev(i).spec.id());
         for i in order {
             pos[i as usize] = devices.len();
+            let d = self.dev(i);
             devices.push(DeviceSnapshot {
-                spec: self.dev(i).spec.clone(),
+                spec: d.spec.clone(),
+                labels: (*d.labels).clone(),
+                cordoned: d.cordoned,
                 slices: Vec::new(),
             });
         }
         for (&id, e) in &self.slices {
-            if e.expires.is_none() {
-                let s = self.to_slice(id, e);
-                devices[pos[e.device as usize]].slices.push(SliceSnapshot {
-                    id,
-                    extents: s.extents,
-                });
-            }
+            let s = self.to_slice(id, e);
+            devices[pos[e.device as usize]].slices.push(SliceSnapshot {
+                id,
+                extents: s.extents,
+                expires_at: e.expires,
+            });
         }
         for d in &mut devices {
             d.slices.sort_by_key(|s| s.id);
@@ -159,11 +232,18 @@ impl Allocator {
         let mut a = Allocator::new(config)?;
         for d in &snapshot.devices {
             a.add_device(d.spec.clone()).map_err(wrap)?;
+            for (k, v) in &d.labels {
+                a.set_label(d.spec.id(), k, v).map_err(wrap)?;
+            }
         }
         for d in &snapshot.devices {
             for s in &d.slices {
-                a.restore(s.id, d.spec.id(), &s.extents, None)
+                a.restore(s.id, d.spec.id(), &s.extents, s.expires_at)
                     .map_err(wrap)?;
+            }
+            // Cordon last: restoring slices onto a cordoned device is not a new allocation.
+            if d.cordoned {
+                a.cordon(d.spec.id()).map_err(wrap)?;
             }
         }
         a.next_id = a.next_id.max(snapshot.next_slice_id);
@@ -182,6 +262,41 @@ impl Allocator {
                 extents,
             } => self.restore(*slice, *device, extents, None),
             Record::Free { slice } => self.free(*slice).map(drop),
+            Record::Reserve {
+                slice,
+                device,
+                extents,
+                expires_at,
+            } => self.restore(*slice, *device, extents, Some(*expires_at)),
+            Record::Commit { slice } => {
+                // Committed before it expired, by the clock of the time: no expiry check.
+                self.expect_reservation(*slice)?;
+                self.set_expiry(*slice, None);
+                Ok(())
+            }
+            Record::Release { slice } => self.release(*slice).map(drop),
+            Record::Renew { slice, expires_at } => {
+                self.expect_reservation(*slice)?;
+                self.set_expiry(*slice, Some(*expires_at));
+                Ok(())
+            }
+            Record::SetLabel { device, key, value } => match value {
+                Some(v) => self.set_label(*device, key, v).map(drop),
+                None => self.remove_label(*device, key).map(drop),
+            },
+            Record::Cordon { device, cordoned } => {
+                if *cordoned {
+                    self.cordon(*device)
+                } else {
+                    self.uncordon(*device)
+                }
+            }
+            Record::ResizeDevice { device, capacity } => {
+                self.resize_device(*device, *capacity).map(drop)
+            }
+            Record::SetReserved { device, reserved } => {
+                self.set_reserved(*device, *reserved).map(drop)
+            }
             Record::Resize { slice, extents } => {
                 let old = self.slice(*slice).ok_or(Error::UnknownSlice(*slice))?;
                 if self.is_reservation(*slice) {
@@ -207,6 +322,11 @@ impl Allocator {
 
 fn put_u64(out: &mut Vec<u8>, v: u64) {
     out.extend_from_slice(&v.to_le_bytes());
+}
+
+fn put_str(out: &mut Vec<u8>, v: &str) {
+    out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+    out.extend_from_slice(v.as_bytes());
 }
 
 fn put_extents(out: &mut Vec<u8>, extents: &[Extent]) {
@@ -252,6 +372,58 @@ pub fn encode_record(seq: u64, record: &Record, out: &mut Vec<u8>) {
             put_u64(out, slice.get());
             put_extents(out, extents);
         }
+        Record::Reserve {
+            slice,
+            device,
+            extents,
+            expires_at,
+        } => {
+            out.push(6);
+            put_u64(out, slice.get());
+            put_u64(out, device.get());
+            put_u64(out, *expires_at);
+            put_extents(out, extents);
+        }
+        Record::Commit { slice } => {
+            out.push(7);
+            put_u64(out, slice.get());
+        }
+        Record::Release { slice } => {
+            out.push(8);
+            put_u64(out, slice.get());
+        }
+        Record::Renew { slice, expires_at } => {
+            out.push(9);
+            put_u64(out, slice.get());
+            put_u64(out, *expires_at);
+        }
+        Record::SetLabel { device, key, value } => {
+            out.push(10);
+            put_u64(out, device.get());
+            put_str(out, key);
+            match value {
+                Some(v) => {
+                    out.push(1);
+                    put_str(out, v);
+                }
+                None => out.push(0),
+            }
+        }
+        Record::Cordon { device, cordoned } => {
+            out.push(11);
+            put_u64(out, device.get());
+            out.push(u8::from(*cordoned));
+        }
+        Record::ResizeDevice { device, capacity } => {
+            out.push(12);
+            put_u64(out, device.get());
+            put_u64(out, *capacity);
+        }
+        Record::SetReserved { device, reserved } => {
+            out.push(13);
+            put_u64(out, device.get());
+            put_u64(out, *reserved);
+        }
     }
     let payload_len = (out.len() - start - 8) as u32;
     let crc = crc32fast::hash(&out[start + 8..]);
@@ -276,6 +448,25 @@ impl Cursor<'_> {
         let (h, t) = self.0.split_first().ok_or("payload too short")?;
         self.0 = t;
         Ok(*h)
+    }
+    fn bool(&mut self) -> Result<bool, String> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            b => Err(format!("flag byte {b} is neither 0 nor 1")),
+        }
+    }
+    fn string(&mut self) -> Result<String, String> {
+        let n = self.u32()? as usize;
+        if n > self.0.len() {
+            return Err(format!(
+                "claims a {n}-byte string but only {} bytes remain",
+                self.0.len()
+            ));
+        }
+        let (h, t) = self.0.split_at(n);
+        self.0 = t;
+        String::from_utf8(h.to_vec()).map_err(|e| format!("string is not UTF-8: {e}"))
     }
     fn extents(&mut self) -> Result<Vec<Extent>, String> {
         let n = self.u32()? as usize;
@@ -313,6 +504,39 @@ fn decode_payload(payload: &[u8]) -> Result<(u64, Record), String> {
         5 => Record::Resize {
             slice: SliceId::new(c.u64()?),
             extents: c.extents()?,
+        },
+        6 => Record::Reserve {
+            slice: SliceId::new(c.u64()?),
+            device: DeviceId::new(c.u64()?),
+            expires_at: c.u64()?,
+            extents: c.extents()?,
+        },
+        7 => Record::Commit {
+            slice: SliceId::new(c.u64()?),
+        },
+        8 => Record::Release {
+            slice: SliceId::new(c.u64()?),
+        },
+        9 => Record::Renew {
+            slice: SliceId::new(c.u64()?),
+            expires_at: c.u64()?,
+        },
+        10 => Record::SetLabel {
+            device: DeviceId::new(c.u64()?),
+            key: c.string()?,
+            value: if c.bool()? { Some(c.string()?) } else { None },
+        },
+        11 => Record::Cordon {
+            device: DeviceId::new(c.u64()?),
+            cordoned: c.bool()?,
+        },
+        12 => Record::ResizeDevice {
+            device: DeviceId::new(c.u64()?),
+            capacity: c.u64()?,
+        },
+        13 => Record::SetReserved {
+            device: DeviceId::new(c.u64()?),
+            reserved: c.u64()?,
         },
         t => return Err(format!("unknown record tag {t}")),
     };
@@ -661,184 +885,47 @@ impl<W: Write> Journaled<W> {
         (self.alloc, self.writer)
     }
 
-    fn check(&self) -> Result<(), Error> {
+    /// Runs one change: on success its records are written and flushed before it returns; if
+    /// the change fails nothing is written, and if the write fails the change is undone and the
+    /// journal poisoned.
+    fn run<T>(&mut self, f: impl FnOnce(&mut Tx<'_>) -> Result<T, Error>) -> Result<T, Error> {
         if self.poisoned {
-            Err(Error::JournalPoisoned)
-        } else {
-            Ok(())
+            return Err(Error::JournalPoisoned);
         }
-    }
-
-    fn log(&mut self, record: &Record) -> Result<(), std::io::Error> {
+        let mut tx = Tx::new(&mut self.alloc);
+        let v = match f(&mut tx) {
+            Ok(v) => v,
+            Err(e) => {
+                tx.rollback();
+                return Err(e);
+            }
+        };
+        if tx.records.is_empty() {
+            return Ok(v);
+        }
         self.buf.clear();
-        encode_record(self.last_seq + 1, record, &mut self.buf);
-        let r = self
+        let mut seq = self.last_seq;
+        for r in &tx.records {
+            seq += 1;
+            encode_record(seq, r, &mut self.buf);
+        }
+        match self
             .writer
             .write_all(&self.buf)
-            .and_then(|()| self.writer.flush());
-        match r {
+            .and_then(|()| self.writer.flush())
+        {
             Ok(()) => {
-                self.last_seq += 1;
+                self.last_seq = seq;
                 self.journal_len += self.buf.len() as u64;
-                Ok(())
+                Ok(v)
             }
             Err(e) => {
+                tx.rollback();
                 self.poisoned = true;
-                Err(e)
-            }
-        }
-    }
-
-    /// [`Allocator::add_device`], journaled.
-    pub fn add_device(&mut self, spec: DeviceSpec) -> Result<(), Error> {
-        self.check()?;
-        let id = spec.id();
-        self.alloc.add_device(spec.clone())?;
-        self.log(&Record::AddDevice(spec)).map_err(|e| {
-            self.alloc.remove_device(id).expect("just added");
-            Error::JournalWrite(e)
-        })
-    }
-
-    /// [`Allocator::remove_device`], journaled.
-    pub fn remove_device(&mut self, id: DeviceId) -> Result<DeviceSpec, Error> {
-        self.check()?;
-        let spec = self.alloc.remove_device(id)?;
-        match self.log(&Record::RemoveDevice(id)) {
-            Ok(()) => Ok(spec),
-            Err(e) => {
-                self.alloc.add_device(spec).expect("just removed");
                 Err(Error::JournalWrite(e))
             }
         }
     }
 
-    fn log_new(&mut self, s: Slice) -> Result<Slice, Error> {
-        let rec = Record::Allocate {
-            slice: s.id,
-            device: s.device,
-            extents: s.extents.clone(),
-        };
-        match self.log(&rec) {
-            Ok(()) => Ok(s),
-            Err(e) => {
-                self.alloc.remove_entry(s.id);
-                Err(Error::JournalWrite(e))
-            }
-        }
-    }
-
-    /// [`Allocator::allocate`], journaled.
-    pub fn allocate(&mut self, size: u64, constraints: &Constraints<'_>) -> Result<Slice, Error> {
-        self.check()?;
-        let s = self.alloc.allocate(size, constraints)?;
-        self.log_new(s)
-    }
-
-    /// [`Allocator::allocate_at`], journaled.
-    pub fn allocate_at(
-        &mut self,
-        device: DeviceId,
-        offset: u64,
-        size: u64,
-    ) -> Result<Slice, Error> {
-        self.check()?;
-        let s = self.alloc.allocate_at(device, offset, size)?;
-        self.log_new(s)
-    }
-
-    /// [`Allocator::free`], journaled.
-    pub fn free(&mut self, id: SliceId) -> Result<Slice, Error> {
-        self.check()?;
-        let s = self.alloc.free(id)?;
-        match self.log(&Record::Free { slice: id }) {
-            Ok(()) => Ok(s),
-            Err(e) => {
-                self.alloc
-                    .restore(s.id, s.device, &s.extents, None)
-                    .expect("space was just freed");
-                Err(Error::JournalWrite(e))
-            }
-        }
-    }
-
-    fn resize(&mut self, id: SliceId, new_size: u64, grow: bool) -> Result<Slice, Error> {
-        self.check()?;
-        let old = self.alloc.slice(id).ok_or(Error::UnknownSlice(id))?;
-        let s = if grow {
-            self.alloc.grow(id, new_size)?
-        } else {
-            self.alloc.shrink(id, new_size)?
-        };
-        if s == old {
-            return Ok(s);
-        }
-        match self.log(&Record::Resize {
-            slice: id,
-            extents: s.extents.clone(),
-        }) {
-            Ok(()) => Ok(s),
-            Err(e) => {
-                self.alloc.remove_entry(id);
-                self.alloc
-                    .restore(id, old.device, &old.extents, None)
-                    .expect("old extents were just freed");
-                Err(Error::JournalWrite(e))
-            }
-        }
-    }
-
-    /// [`Allocator::grow`], journaled.
-    pub fn grow(&mut self, id: SliceId, new_size: u64) -> Result<Slice, Error> {
-        self.resize(id, new_size, true)
-    }
-
-    /// [`Allocator::shrink`], journaled.
-    pub fn shrink(&mut self, id: SliceId, new_size: u64) -> Result<Slice, Error> {
-        self.resize(id, new_size, false)
-    }
-
-    /// [`Allocator::reserve`] (reservations are not journaled).
-    pub fn reserve(
-        &mut self,
-        size: u64,
-        constraints: &Constraints<'_>,
-        now: u64,
-        ttl: u64,
-    ) -> Result<Reservation, Error> {
-        self.check()?;
-        self.alloc.reserve(size, constraints, now, ttl)
-    }
-
-    /// [`Allocator::commit`], journaled as an allocation.
-    pub fn commit(&mut self, id: SliceId, now: u64) -> Result<Slice, Error> {
-        self.check()?;
-        let s = self.alloc.commit(id, now)?;
-        let rec = Record::Allocate {
-            slice: s.id,
-            device: s.device,
-            extents: s.extents.clone(),
-        };
-        match self.log(&rec) {
-            Ok(()) => Ok(s),
-            Err(e) => {
-                // Back to a reservation that expires now: the caller was told the commit failed.
-                self.alloc.remove_entry(id);
-                self.alloc
-                    .restore(id, s.device, &s.extents, Some(now))
-                    .expect("space was just freed");
-                Err(Error::JournalWrite(e))
-            }
-        }
-    }
-
-    /// [`Allocator::release`] (not journaled).
-    pub fn release(&mut self, id: SliceId) -> Result<Slice, Error> {
-        self.alloc.release(id)
-    }
-
-    /// [`Allocator::expire`] (not journaled).
-    pub fn expire(&mut self, now: u64) -> Vec<SliceId> {
-        self.alloc.expire(now)
-    }
+    journaled_methods!(mut);
 }

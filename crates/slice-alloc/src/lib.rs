@@ -57,19 +57,26 @@ struct ReadmeDoctests;
 mod alloc;
 mod device;
 mod error;
+mod fleet;
+mod group;
 pub mod journal;
 mod report;
 #[cfg(feature = "proptest")]
 pub mod strategies;
+mod tx;
 mod types;
 
 pub use alloc::Allocator;
 pub use error::Error;
+pub use fleet::{DrainMove, DrainPlan, MAX_LABEL_KEY, MAX_LABEL_VALUE};
+pub use group::{GroupCommit, GroupStats, JournalSink};
 pub use journal::{
     DecodedJournal, DeviceSnapshot, DroppedTail, JournalEntry, Journaled, Record, Recovered,
     SliceSnapshot, Snapshot, decode_journal, encode_record, recover,
 };
-pub use report::{DeviceReport, Fragmentation, Histogram, ceph_fragmentation_score};
+pub use report::{
+    CapacityReport, DeviceReport, Fragmentation, Histogram, ceph_fragmentation_score,
+};
 pub use types::{
     AllocatorConfig, Constraints, DeviceId, DevicePolicy, DeviceSpec, Extent, GIB, Reservation,
     Slice, SliceId,

@@ -81,6 +81,34 @@ impl Arbitrary for Record {
             any::<SliceId>().prop_map(|slice| Record::Free { slice }),
             (any::<SliceId>(), exts())
                 .prop_map(|(slice, extents)| Record::Resize { slice, extents }),
+            (any::<SliceId>(), any::<DeviceId>(), exts(), any::<u64>()).prop_map(
+                |(slice, device, extents, expires_at)| Record::Reserve {
+                    slice,
+                    device,
+                    extents,
+                    expires_at,
+                }
+            ),
+            any::<SliceId>().prop_map(|slice| Record::Commit { slice }),
+            any::<SliceId>().prop_map(|slice| Record::Release { slice }),
+            (any::<SliceId>(), any::<u64>())
+                .prop_map(|(slice, expires_at)| Record::Renew { slice, expires_at }),
+            (
+                any::<DeviceId>(),
+                "[a-z./-]{1,20}",
+                proptest::option::of("[ -~]{0,20}")
+            )
+                .prop_map(|(device, key, value)| Record::SetLabel {
+                    device,
+                    key,
+                    value
+                }),
+            (any::<DeviceId>(), any::<bool>())
+                .prop_map(|(device, cordoned)| Record::Cordon { device, cordoned }),
+            (any::<DeviceId>(), any::<u64>())
+                .prop_map(|(device, capacity)| Record::ResizeDevice { device, capacity }),
+            (any::<DeviceId>(), any::<u64>())
+                .prop_map(|(device, reserved)| Record::SetReserved { device, reserved }),
         ]
         .boxed()
     }

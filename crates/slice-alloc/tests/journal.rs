@@ -28,15 +28,33 @@ fn sample() -> Journaled<Vec<u8>> {
     j.grow(b.id, 22 * GIB).unwrap();
     j.free(a.id).unwrap();
     j.allocate_at(DeviceId::new(1), 50 * GIB, 5 * GIB).unwrap();
+    // One record of every other kind.
+    let r = j.reserve(3 * GIB, &Constraints::any(), 0, 10).unwrap();
+    j.renew(r.slice.id, 5, 10).unwrap();
+    j.commit(r.slice.id, 6).unwrap();
+    let r = j
+        .reserve_range(GIB, 2 * GIB, &Constraints::any(), 6, 10)
+        .unwrap();
+    j.release(r.slice.id).unwrap();
+    j.set_label(DeviceId::new(2), "zone", "b").unwrap();
+    j.remove_label(DeviceId::new(2), "zone").unwrap();
+    j.cordon(DeviceId::new(2)).unwrap();
+    j.uncordon(DeviceId::new(2)).unwrap();
+    j.resize_device(DeviceId::new(2), 60 * GIB).unwrap();
+    j.set_reserved(DeviceId::new(2), 5 * GIB).unwrap();
+    j.allocate_range(GIB, 4 * GIB, &Constraints::any()).unwrap();
     j
 }
+
+/// Frames in `sample()`'s journal.
+const SAMPLE_FRAMES: usize = 19;
 
 #[test]
 fn a_damaged_frame_before_the_tail_is_refused_with_its_offset() {
     let j = sample();
     let bytes = j.writer().clone();
     let entries = decode_journal(&bytes).unwrap().entries;
-    assert_eq!(entries.len(), 7);
+    assert_eq!(entries.len(), SAMPLE_FRAMES);
     let third = entries[2].offset as usize;
     let mut bad = bytes.clone();
     bad[third + 12] ^= 0x40;
@@ -48,13 +66,13 @@ fn a_damaged_frame_before_the_tail_is_refused_with_its_offset() {
         other => panic!("expected CorruptJournal, got {other:?}"),
     }
     // The same damage in the last frame is a torn write: dropped, the rest recovered.
-    let last = entries[6].offset as usize;
+    let last = entries[SAMPLE_FRAMES - 1].offset as usize;
     let mut torn = bytes.clone();
     torn[last + 12] ^= 0x40;
     let r = recover(None, &torn, AllocatorConfig::default()).unwrap();
     assert_eq!(
         (r.applied, r.valid_len, r.torn_bytes),
-        (6, last, bytes.len() - last)
+        (SAMPLE_FRAMES - 1, last, bytes.len() - last)
     );
 }
 
@@ -113,7 +131,7 @@ fn every_single_byte_corruption_is_refused_or_recovers_every_record_before_it() 
     let bytes = sample().writer().clone();
     let (ends, states) = prefix_states(&bytes);
     let frames = ends.len() - 1;
-    assert!(frames >= 7);
+    assert_eq!(frames, SAMPLE_FRAMES);
     let (mut refused, mut dropped) = (0usize, 0usize);
     let mut bad = bytes.clone();
     for at in 0..bytes.len() {
@@ -176,7 +194,7 @@ fn zero_filled_space_after_a_torn_frame_is_a_torn_tail() {
     bytes.truncate(full - 10); // loses non-zero bytes of the last record
     bytes.extend_from_slice(&[0; 4096]);
     let r = recover(None, &bytes, AllocatorConfig::default()).unwrap();
-    assert_eq!(r.applied, 6);
+    assert_eq!(r.applied, SAMPLE_FRAMES - 1);
     assert_eq!(r.torn_bytes, bytes.len() - r.valid_len);
 }
 
@@ -269,8 +287,12 @@ fn recovery_then_resume_appends_to_the_truncated_journal() {
     assert_eq!(r.allocator.snapshot(want.last_seq), want);
 }
 
+/// Issue 13, defect 2: a reservation made before a restart used to share its id with a slice
+/// allocated after it (reservations were not journaled, so the next id went back). Now
+/// reservations, their renewals, commits and releases are journaled, the snapshot carries them
+/// and the next id, and ids never repeat across restarts through the journal or a snapshot.
 #[test]
-fn reservations_are_not_durable_but_commits_are() {
+fn reservations_are_durable_and_ids_never_repeat_across_restarts() {
     let mut j = Journaled::create(
         Allocator::new(AllocatorConfig::default()).unwrap(),
         Vec::new(),
@@ -279,13 +301,74 @@ fn reservations_are_not_durable_but_commits_are() {
     )
     .unwrap();
     j.add_device(dev(1, 100)).unwrap();
+    let a = j.allocate(GIB, &Constraints::any()).unwrap();
     let kept = j.reserve(10 * GIB, &Constraints::any(), 0, 100).unwrap();
-    let lost = j.reserve(10 * GIB, &Constraints::any(), 0, 100).unwrap();
-    j.commit(kept.slice.id, 1).unwrap();
+    let released = j.reserve(10 * GIB, &Constraints::any(), 0, 100).unwrap();
+    j.release(released.slice.id).unwrap();
+    j.renew(kept.slice.id, 50, 100).unwrap();
+    let mut seen: Vec<SliceId> = vec![a.id, kept.slice.id, released.slice.id];
+
+    // Restart from the journal alone.
     let r = recover(None, j.writer(), AllocatorConfig::default()).unwrap();
-    assert!(r.allocator.slice(kept.slice.id).is_some());
-    assert!(r.allocator.slice(lost.slice.id).is_none());
-    assert_eq!(r.allocator.total_free(), 90 * GIB);
+    assert_eq!(
+        r.allocator.reservations(),
+        j.allocator().reservations(),
+        "reservations survive"
+    );
+    assert_eq!(r.allocator.reservations()[0].expires_at, 150);
+    let mut j2 = Journaled::resume(r, j.writer().clone(), 1 << 20).unwrap();
+    let b = j2.allocate(GIB, &Constraints::any()).unwrap();
+    assert!(!seen.contains(&b.id), "{} reused", b.id);
+    seen.push(b.id);
+    // The reservation made before the restart commits as itself.
+    j2.commit(kept.slice.id, 120).unwrap();
+
+    // Restart from a snapshot (through serde) and an empty journal: still no reuse.
+    let snap: Snapshot =
+        serde_json::from_str(&serde_json::to_string(&j2.snapshot()).unwrap()).unwrap();
+    let r = recover(Some(&snap), &JOURNAL_HEADER, AllocatorConfig::default()).unwrap();
+    let mut j3 = Journaled::resume(r, JOURNAL_HEADER.to_vec(), 1 << 20).unwrap();
+    let c = j3.reserve(GIB, &Constraints::any(), 200, 10).unwrap();
+    assert!(!seen.contains(&c.slice.id), "{} reused", c.slice.id);
+    assert!(c.slice.id.get() > b.id.get());
+    let r = recover(Some(&snap), j3.writer(), AllocatorConfig::default()).unwrap();
+    assert_eq!(r.allocator.snapshot(0), j3.allocator().snapshot(0));
+    assert_eq!(r.allocator.reservations()[0].expires_at, 210);
+}
+
+/// Expired reservations released by `reserve` or `expire` are journaled too: after a restart
+/// they stay released, and a reservation that fails changes nothing (expired ones included).
+#[test]
+fn expiry_is_journaled_and_a_failed_reserve_changes_nothing() {
+    let mut j = Journaled::create(
+        Allocator::new(AllocatorConfig::default()).unwrap(),
+        Vec::new(),
+        0,
+        1 << 20,
+    )
+    .unwrap();
+    j.add_device(dev(1, 100)).unwrap();
+    let old = j.reserve(60 * GIB, &Constraints::any(), 0, 10).unwrap();
+    // Expired at 10; a reservation of 200 GiB fails and must not release it.
+    let before = j.snapshot();
+    let err = j
+        .reserve(200 * GIB, &Constraints::any(), 20, 10)
+        .unwrap_err();
+    assert!(matches!(err, Error::Exhausted { .. }), "{err}");
+    assert_eq!(j.snapshot(), before);
+    assert!(j.allocator().is_reservation(old.slice.id));
+    // TTL 0 is refused, naming the field.
+    let err = j.reserve(GIB, &Constraints::any(), 20, 0).unwrap_err();
+    assert!(err.to_string().starts_with("invalid ttl:"), "{err}");
+    // A reservation that fits releases the expired one, durably.
+    j.reserve(50 * GIB, &Constraints::any(), 20, 10).unwrap();
+    let r = recover(None, j.writer(), AllocatorConfig::default()).unwrap();
+    assert!(r.allocator.slice(old.slice.id).is_none());
+    assert_eq!(r.allocator.snapshot(0), j.allocator().snapshot(0));
+    // `expire` is journaled as well.
+    assert_eq!(j.expire(30).unwrap().len(), 1);
+    let r = recover(None, j.writer(), AllocatorConfig::default()).unwrap();
+    assert_eq!(r.allocator.reservations(), []);
 }
 
 /// A writer that fails after `budget` bytes, leaving a partial frame like a full disk would.
