@@ -44,12 +44,15 @@ impl JournalSink for Gated {
     }
 }
 
-fn gated() -> (
+/// A gated sink, its data, "a sync started" and "finish the sync (true) or fail it".
+type GatedParts = (
     Gated,
     Arc<Mutex<Vec<u8>>>,
     mpsc::Receiver<()>,
     mpsc::Sender<bool>,
-) {
+);
+
+fn gated() -> GatedParts {
     let data = Arc::new(Mutex::new(Vec::new()));
     let (started_tx, started) = mpsc::channel();
     let (go, go_rx) = mpsc::channel();

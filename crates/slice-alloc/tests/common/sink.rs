@@ -25,7 +25,7 @@ impl FileSink {
     /// Opens the journal at `path` truncated to `len` bytes (what recovery said is valid),
     /// positioned at its end, for appending.
     pub fn resume(path: &Path, len: u64) -> io::Result<Self> {
-        let f = OpenOptions::new().write(true).append(true).open(path)?;
+        let f = OpenOptions::new().append(true).open(path)?;
         f.set_len(len)?;
         f.sync_data()?;
         Ok(Self(f))
