@@ -355,14 +355,12 @@ impl<S: JournalSink> GroupCommit<S> {
                 return Err(e);
             }
         };
-        if tx.records.is_empty() {
+        let Some(record) = tx.record() else {
             return Ok(v);
-        }
-        let Tx { records, undo, .. } = tx;
-        for r in &records {
-            st_ref.last_seq += 1;
-            encode_record(st_ref.last_seq, r, &mut st_ref.pending);
-        }
+        };
+        let undo = tx.undo;
+        st_ref.last_seq += 1;
+        encode_record(st_ref.last_seq, &record, &mut st_ref.pending);
         let (mine, generation) = (st_ref.last_seq, st_ref.generation);
         st_ref.undo.push((mine, undo));
         loop {

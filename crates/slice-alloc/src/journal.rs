@@ -134,6 +134,10 @@ pub enum Record {
         /// New reserved headroom in bytes.
         reserved: u64,
     },
+    /// The changes of one call that made several (for example `reserve` releasing expired
+    /// reservations before placing the new one), in one frame so that recovery applies all of
+    /// them or none. At least two records, none of them `Atomic`.
+    Atomic(Vec<Record>),
 }
 
 /// The whole durable state at a point of the journal: devices (with labels and cordons),
@@ -252,8 +256,34 @@ impl Allocator {
 
     /// Applies one journal record (used by recovery; also usable to mirror a journal stream).
     /// Checks the same invariants as the operations themselves and changes nothing on error.
+    ///
+    /// An [`Record::Atomic`] group is applied on a copy of the allocator, which replaces it
+    /// once every record applied.
     pub fn apply(&mut self, record: &Record) -> Result<(), Error> {
+        if let Record::Atomic(records) = record {
+            let mut copy = self.clone();
+            copy.apply_in_order(records)?;
+            *self = copy;
+            return Ok(());
+        }
+        self.apply_one(record)
+    }
+
+    /// Applies `records` in order, stopping at the first that fails (recovery then gives up, so
+    /// what the earlier ones changed does not matter).
+    fn apply_in_order(&mut self, records: &[Record]) -> Result<(), Error> {
+        for r in records {
+            match r {
+                Record::Atomic(inner) => self.apply_in_order(inner)?,
+                r => self.apply_one(r)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_one(&mut self, record: &Record) -> Result<(), Error> {
         match record {
+            Record::Atomic(records) => self.apply_in_order(records),
             Record::AddDevice(spec) => self.add_device(spec.clone()),
             Record::RemoveDevice(id) => self.remove_device(*id).map(drop),
             Record::Allocate {
@@ -342,6 +372,15 @@ pub fn encode_record(seq: u64, record: &Record, out: &mut Vec<u8>) {
     let start = out.len();
     out.extend_from_slice(&[0; 8]);
     put_u64(out, seq);
+    encode_body(record, out);
+    let payload_len = (out.len() - start - 8) as u32;
+    let crc = crc32fast::hash(&out[start + 8..]);
+    out[start..start + 4].copy_from_slice(&payload_len.to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// The tag and body of one record.
+fn encode_body(record: &Record, out: &mut Vec<u8>) {
     match record {
         Record::AddDevice(s) => {
             out.push(1);
@@ -424,11 +463,14 @@ pub fn encode_record(seq: u64, record: &Record, out: &mut Vec<u8>) {
             put_u64(out, device.get());
             put_u64(out, *reserved);
         }
+        Record::Atomic(records) => {
+            out.push(14);
+            out.extend_from_slice(&(records.len() as u32).to_le_bytes());
+            for r in records {
+                encode_body(r, out);
+            }
+        }
     }
-    let payload_len = (out.len() - start - 8) as u32;
-    let crc = crc32fast::hash(&out[start + 8..]);
-    out[start..start + 4].copy_from_slice(&payload_len.to_le_bytes());
-    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
 struct Cursor<'a>(&'a [u8]);
@@ -485,7 +527,16 @@ impl Cursor<'_> {
 fn decode_payload(payload: &[u8]) -> Result<(u64, Record), String> {
     let mut c = Cursor(payload);
     let seq = c.u64()?;
-    let rec = match c.u8()? {
+    let rec = decode_body(&mut c, true)?;
+    if !c.0.is_empty() {
+        return Err(format!("{} trailing bytes after the record", c.0.len()));
+    }
+    Ok((seq, rec))
+}
+
+/// Decodes one record's tag and body (an [`Record::Atomic`] group only at the top level).
+fn decode_body(c: &mut Cursor<'_>, top: bool) -> Result<Record, String> {
+    Ok(match c.u8()? {
         1 => {
             let (id, cap, gran, res) = (c.u64()?, c.u64()?, c.u64()?, c.u64()?);
             let spec = DeviceSpec::from_parts(DeviceId::new(id), cap, gran, res)
@@ -538,12 +589,24 @@ fn decode_payload(payload: &[u8]) -> Result<(u64, Record), String> {
             device: DeviceId::new(c.u64()?),
             reserved: c.u64()?,
         },
+        14 if top => {
+            let n = c.u32()? as usize;
+            // Every record is at least a tag and a u64.
+            if n < 2 || n.saturating_mul(9) > c.0.len() {
+                return Err(format!(
+                    "an atomic group of {n} records does not fit in {} bytes (or has fewer than 2)",
+                    c.0.len()
+                ));
+            }
+            Record::Atomic(
+                (0..n)
+                    .map(|_| decode_body(c, false))
+                    .collect::<Result<_, _>>()?,
+            )
+        }
+        14 => return Err("an atomic group inside an atomic group".into()),
         t => return Err(format!("unknown record tag {t}")),
-    };
-    if !c.0.is_empty() {
-        return Err(format!("{} trailing bytes after the record", c.0.len()));
-    }
-    Ok((seq, rec))
+    })
 }
 
 /// One decoded journal frame.
@@ -768,11 +831,13 @@ pub fn recover(
                 reason: format!("record {} follows {last_seq}: records are missing", e.seq),
             });
         }
-        allocator.apply(&e.record).map_err(|source| Error::Replay {
-            seq: e.seq,
-            offset: e.offset,
-            source: Box::new(source),
-        })?;
+        allocator
+            .apply_in_order(std::slice::from_ref(&e.record))
+            .map_err(|source| Error::Replay {
+                seq: e.seq,
+                offset: e.offset,
+                source: Box::new(source),
+            })?;
         last_seq = e.seq;
         applied += 1;
     }
@@ -900,15 +965,12 @@ impl<W: Write> Journaled<W> {
                 return Err(e);
             }
         };
-        if tx.records.is_empty() {
+        let Some(record) = tx.record() else {
             return Ok(v);
-        }
+        };
         self.buf.clear();
-        let mut seq = self.last_seq;
-        for r in &tx.records {
-            seq += 1;
-            encode_record(seq, r, &mut self.buf);
-        }
+        let seq = self.last_seq + 1;
+        encode_record(seq, &record, &mut self.buf);
         match self
             .writer
             .write_all(&self.buf)

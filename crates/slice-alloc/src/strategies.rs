@@ -67,6 +67,17 @@ impl Arbitrary for Record {
     type Parameters = ();
     type Strategy = BoxedStrategy<Self>;
     fn arbitrary_with((): ()) -> Self::Strategy {
+        prop_oneof![
+            4 => single_record(),
+            1 => proptest::collection::vec(single_record(), 2..4).prop_map(Record::Atomic),
+        ]
+        .boxed()
+    }
+}
+
+/// Any record but an [`Record::Atomic`] group.
+fn single_record() -> BoxedStrategy<Record> {
+    {
         let exts = || proptest::collection::vec(any::<Extent>(), 1..4);
         prop_oneof![
             any::<DeviceSpec>().prop_map(Record::AddDevice),

@@ -82,6 +82,16 @@ impl<'a> Tx<'a> {
         undo_all(self.a, self.undo);
     }
 
+    /// The one record to journal for this change (several become one [`Record::Atomic`] group,
+    /// so that recovery applies all or none), or `None` when nothing changed.
+    pub(crate) fn record(&mut self) -> Option<Record> {
+        match self.records.len() {
+            0 => None,
+            1 => self.records.pop(),
+            _ => Some(Record::Atomic(std::mem::take(&mut self.records))),
+        }
+    }
+
     fn log(&mut self, record: Record, undo: Undo) {
         self.records.push(record);
         self.undo.push(undo);
