@@ -100,7 +100,8 @@ pub(crate) struct Entry {
 /// Every slice lies inside its device, is aligned to the device's granularity and overlaps no
 /// other slice or reservation; for every device, free + allocated = usable capacity. Every
 /// public method either succeeds or returns an error leaving the allocator exactly as it was
-/// (except [`commit`](Self::commit) of an expired reservation, which releases it as documented).
+/// (a change undone after a failed journal write keeps its slice id used up: ids are never
+/// handed out twice).
 #[derive(Clone, Debug)]
 pub struct Allocator {
     pub(crate) config: AllocatorConfig,

@@ -9,21 +9,53 @@
 //! | `crc`   | 4    | CRC-32 (IEEE, `crc32fast`) of the payload  |
 //! | payload | len  | `seq: u64`, `tag: u8`, body (little endian) |
 //!
-//! Bodies: `1` AddDevice `id, capacity, granularity, reserved`; `2` RemoveDevice `id`;
-//! `3` Allocate `slice, device, n: u32, n × (offset, len)`; `4` Free `slice`;
-//! `5` Resize `slice, n: u32, n × (offset, len)` (the slice's full new extent list). Offsets
-//! and lengths are bytes. Sequence numbers increase by exactly one from frame to frame.
+//! Bodies (integers little endian, offsets and lengths in bytes, strings `len: u32` + UTF-8):
+//!
+//! | tag | record | body |
+//! |-----|--------|------|
+//! | 1 | AddDevice | `id, capacity, granularity, reserved` |
+//! | 2 | RemoveDevice | `id` |
+//! | 3 | Allocate (also a commit's slice in journals before tag 7) | `slice, device, n: u32, n × (offset, len)` |
+//! | 4 | Free | `slice` |
+//! | 5 | Resize | `slice, n: u32, n × (offset, len)` (the full new extent list) |
+//! | 6 | Reserve | `slice, device, expires_at, n: u32, n × (offset, len)` |
+//! | 7 | Commit | `slice` |
+//! | 8 | Release (by the caller or on expiry) | `slice` |
+//! | 9 | Renew | `slice, expires_at` |
+//! | 10 | SetLabel | `device, key, 0` (removed) or `device, key, 1, value` |
+//! | 11 | Cordon | `device, 0/1` |
+//! | 12 | ResizeDevice | `device, capacity` |
+//! | 13 | SetReserved | `device, reserved` |
+//! | 14 | Atomic | `n: u32` (≥ 2), then `n` × (tag, body) of non-atomic records |
+//!
+//! Sequence numbers increase by exactly one from frame to frame. A call that makes several
+//! changes (`reserve` or `expire` releasing expired reservations) writes one Atomic frame.
+//! Every slice and reservation id appears in the record that created it, so replay (and the
+//! snapshot's `next_slice_id`) never hands an id out twice.
 //!
 //! # Recovery rules
-//! A frame that runs past the end of the buffer, or a bad frame followed only by zero bytes or
-//! nothing, is a torn tail: it was never acknowledged (the write did not complete), so it is
-//! dropped and [`Recovered::valid_len`] says where to truncate. A bad frame followed by more
-//! data is corruption: truncating there would lose acknowledged records, so recovery refuses
-//! with [`Error::CorruptJournal`] naming the byte offset.
+//! A torn write can only be the last thing in a journal. So a bad frame (incomplete header,
+//! length out of range, running past the end, checksum mismatch) is a torn tail only when no
+//! intact frame continuing the sequence follows it anywhere in the buffer (a byte-by-byte scan,
+//! since a damaged length field hides where the next frame starts): then it is dropped,
+//! [`Recovered::valid_len`] says where to truncate and [`Recovered::dropped`] what was dropped
+//! and why (`None` when only zero bytes follow the last frame). Otherwise the journal is
+//! damaged, truncating would lose acknowledged records, and recovery refuses with
+//! [`Error::CorruptJournal`] naming the byte offset. A checksum-valid frame that does not
+//! decode, or a sequence gap, is always refused. Every single-byte corruption of a journal is
+//! thus either refused, or (in its last frame, where it cannot be told from a torn write)
+//! recovered to every record before the damaged frame, and reported.
+//!
+//! One case is refused although nothing acknowledged was lost: after a power loss in the middle
+//! of a multi-page group-commit batch, the file system may have kept a later page of the batch
+//! and not an earlier one. None of the batch was acknowledged (its sync never returned), but a
+//! hole followed by an intact frame looks exactly like damage; the error names the offset, and
+//! an operator who knows the crash was a power loss may truncate there.
 //!
 //! # Condensing
 //! When [`Journaled::needs_condense`] says so: take [`Journaled::snapshot`], persist it
-//! atomically, then [`Journaled::switch_journal`] to an empty writer and delete the old journal.
+//! atomically, then [`Journaled::switch_journal`] to an empty writer and delete the old journal
+//! ([`GroupCommit::condense`](crate::GroupCommit::condense) does the same steps under its lock).
 //! A crash anywhere in between is safe: records already in the snapshot (`seq <= last_seq`) are
 //! skipped on replay.
 
@@ -851,9 +883,12 @@ pub fn recover(
     })
 }
 
-/// An [`Allocator`] whose every committed change is appended to a journal before the call
-/// returns. An operation is acknowledged when it returns `Ok`: its record has been written and
-/// the writer flushed (make `flush` durable, e.g. `sync_data`, in the writer you pass).
+/// An [`Allocator`] whose every change (slices, reservations, devices, labels, cordons) is
+/// appended to a journal before the call returns. An operation is acknowledged when it returns
+/// `Ok`: its record has been written and the writer flushed (make `flush` durable, e.g.
+/// `sync_data`, in the writer you pass). One caller at a time (`&mut self`), one flush per
+/// change: for many concurrent callers sharing each flush, use
+/// [`GroupCommit`](crate::GroupCommit).
 ///
 /// If a write fails the operation is rolled back and the wrapper refuses further changes
 /// ([`Error::JournalPoisoned`]) until [`switch_journal`](Self::switch_journal), because the old
