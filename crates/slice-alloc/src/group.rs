@@ -96,9 +96,17 @@ struct State {
     stats: GroupStats,
 }
 
-/// An [`Allocator`] shared by threads (`&self` methods, `Sync`), journaled with group commit:
-/// see the [module docs](self). Every change method returns once its record is durable (or
-/// with an error, having changed nothing).
+/// An [`Allocator`] shared by threads (`&self` methods, `Sync`), journaled with group commit.
+/// Every change method returns once its record is durable (or with an error, having changed
+/// nothing).
+///
+/// Each change is applied in memory and its frame appended under one lock. The first caller
+/// that finds no batch in flight becomes the *leader*: it takes every frame appended so far,
+/// writes and syncs them through the [`JournalSink`] outside the lock, then wakes the callers
+/// whose records are now durable. Callers that arrive meanwhile append for the next batch and
+/// wait. So with c concurrent callers a sync covers up to c changes, and a lone caller pays one
+/// sync per change, as with [`Journaled`](crate::Journaled). No thread or runtime of its own:
+/// the callers' threads do the work.
 ///
 /// Changes are applied in memory when they are made, so a change made while an earlier one
 /// is still waiting for its sync can see it (and its record follows the earlier one in the
