@@ -243,12 +243,7 @@ impl Allocator {
         c: &Constraints<'_>,
         expires: Option<u64>,
     ) -> Result<Slice, Error> {
-        if size == 0 {
-            return Err(Error::InvalidArgument {
-                field: "size",
-                rule: "must be greater than zero".into(),
-            });
-        }
+        positive("size", size)?;
         let (idx, plan) = match self.choose(size, c) {
             Ok(x) => x,
             Err(e) => {
@@ -324,12 +319,7 @@ impl Allocator {
         c: &Constraints<'_>,
         expires: Option<u64>,
     ) -> Result<Slice, Error> {
-        if max == 0 {
-            return Err(Error::InvalidArgument {
-                field: "max",
-                rule: "must be greater than zero".into(),
-            });
-        }
+        positive("max", max)?;
         if min > max {
             return Err(Error::InvalidArgument {
                 field: "min",
@@ -428,12 +418,7 @@ impl Allocator {
             return Err(Error::Cordoned(device));
         }
         let g = self.dev(idx).gran();
-        if size == 0 {
-            return Err(Error::InvalidArgument {
-                field: "size",
-                rule: "must be greater than zero".into(),
-            });
-        }
+        positive("size", size)?;
         let len = size
             .div_ceil(g)
             .checked_mul(g)
@@ -1249,4 +1234,15 @@ fn no_multiple(min: u64, max: u64, grans: &[u64]) -> Error {
             why.join("; ")
         ),
     }
+}
+
+/// `value > 0`, or an error naming `field`.
+fn positive(field: &'static str, value: u64) -> Result<(), Error> {
+    if value == 0 {
+        return Err(Error::InvalidArgument {
+            field,
+            rule: "must be greater than zero".into(),
+        });
+    }
+    Ok(())
 }

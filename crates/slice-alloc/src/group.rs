@@ -355,18 +355,10 @@ impl<S: JournalSink> GroupCommit<S> {
             return Err(Error::JournalPoisoned);
         }
         let st_ref = &mut *st;
-        let mut tx = Tx::new(&mut st_ref.alloc);
-        let v = match f(&mut tx) {
-            Ok(v) => v,
-            Err(e) => {
-                tx.rollback();
-                return Err(e);
-            }
-        };
-        let Some(record) = tx.record() else {
+        let (v, journal) = Tx::change(&mut st_ref.alloc, f)?;
+        let Some((record, undo)) = journal else {
             return Ok(v);
         };
-        let undo = tx.undo;
         st_ref.last_seq += 1;
         encode_record(st_ref.last_seq, &record, &mut st_ref.pending);
         let (mine, generation) = (st_ref.last_seq, st_ref.generation);

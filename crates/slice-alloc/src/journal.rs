@@ -64,7 +64,7 @@ use std::io::Write;
 
 use serde::{Deserialize, Serialize};
 
-use crate::tx::{Tx, journaled_methods};
+use crate::tx::{Tx, journaled_methods, undo_all};
 use crate::{
     Allocator, AllocatorConfig, Constraints, DeviceId, DeviceSpec, Error, Extent, Reservation,
     Slice, SliceId,
@@ -992,15 +992,8 @@ impl<W: Write> Journaled<W> {
         if self.poisoned {
             return Err(Error::JournalPoisoned);
         }
-        let mut tx = Tx::new(&mut self.alloc);
-        let v = match f(&mut tx) {
-            Ok(v) => v,
-            Err(e) => {
-                tx.rollback();
-                return Err(e);
-            }
-        };
-        let Some(record) = tx.record() else {
+        let (v, journal) = Tx::change(&mut self.alloc, f)?;
+        let Some((record, undo)) = journal else {
             return Ok(v);
         };
         self.buf.clear();
@@ -1017,7 +1010,7 @@ impl<W: Write> Journaled<W> {
                 Ok(v)
             }
             Err(e) => {
-                tx.rollback();
+                undo_all(&mut self.alloc, undo);
                 self.poisoned = true;
                 Err(Error::JournalWrite(e))
             }

@@ -32,6 +32,9 @@ pub(crate) fn undo_all(a: &mut Allocator, steps: Vec<Undo>) {
     }
 }
 
+/// What a change journals: its record, and the steps that undo it if the write fails.
+pub(crate) type Journal = (Record, Vec<Undo>);
+
 /// A change in progress: see the [module docs](self).
 pub(crate) struct Tx<'a> {
     pub(crate) a: &'a mut Allocator,
@@ -70,16 +73,28 @@ impl<'a> Tx<'a> {
         a: &mut Allocator,
         f: impl FnOnce(&mut Tx<'_>) -> Result<T, Error>,
     ) -> Result<T, Error> {
-        let mut tx = Tx::new(a);
-        let r = f(&mut tx);
-        if r.is_err() {
-            tx.rollback();
-        }
-        r
+        Tx::change(a, f).map(|(v, _)| v)
     }
 
-    pub(crate) fn rollback(self) {
+    fn rollback(self) {
         undo_all(self.a, self.undo);
+    }
+
+    /// Runs `f` as one change of `a`: on error it is undone and the error returned; on success
+    /// the value, and the record to journal with the steps that undo the change (`None` when
+    /// nothing changed).
+    pub(crate) fn change<T>(
+        a: &mut Allocator,
+        f: impl FnOnce(&mut Tx<'_>) -> Result<T, Error>,
+    ) -> Result<(T, Option<Journal>), Error> {
+        let mut tx = Tx::new(a);
+        match f(&mut tx) {
+            Ok(v) => Ok((v, tx.record().map(|r| (r, tx.undo)))),
+            Err(e) => {
+                tx.rollback();
+                Err(e)
+            }
+        }
     }
 
     /// The one record to journal for this change (several become one [`Record::Atomic`] group,
@@ -225,10 +240,7 @@ impl<'a> Tx<'a> {
         now: u64,
         ttl: u64,
     ) -> Result<Reservation, Error> {
-        crate::alloc::check_ttl(ttl)?;
-        self.expire(now);
-        let r = self.a.place_reservation(size, None, c, now, ttl)?;
-        Ok(self.new_reservation(r))
+        self.reserve_sized(size, None, c, now, ttl)
     }
 
     pub(crate) fn reserve_range(
@@ -239,9 +251,21 @@ impl<'a> Tx<'a> {
         now: u64,
         ttl: u64,
     ) -> Result<Reservation, Error> {
+        self.reserve_sized(min, Some(max), c, now, ttl)
+    }
+
+    /// Releases expired reservations, then reserves `min` bytes (`max == None`) or a range.
+    fn reserve_sized(
+        &mut self,
+        min: u64,
+        max: Option<u64>,
+        c: &Constraints<'_>,
+        now: u64,
+        ttl: u64,
+    ) -> Result<Reservation, Error> {
         crate::alloc::check_ttl(ttl)?;
         self.expire(now);
-        let r = self.a.place_reservation(min, Some(max), c, now, ttl)?;
+        let r = self.a.place_reservation(min, max, c, now, ttl)?;
         Ok(self.new_reservation(r))
     }
 
@@ -357,12 +381,26 @@ impl<'a> Tx<'a> {
         self.set_cordon(device, false)
     }
 
-    fn spec(&self, device: DeviceId) -> Result<DeviceSpec, Error> {
-        self.a
+    /// A change of a device's spec: `change` makes it; `record` and `undo` describe it and
+    /// its inverse from the new and the old spec. Nothing is journaled when nothing changed.
+    fn respec(
+        &mut self,
+        device: DeviceId,
+        change: impl FnOnce(&mut Allocator) -> Result<DeviceSpec, Error>,
+        record: impl FnOnce(&DeviceSpec) -> Record,
+        undo: impl FnOnce(&DeviceSpec) -> Record,
+    ) -> Result<DeviceSpec, Error> {
+        let old = self
+            .a
             .devices()
             .find(|s| s.id() == device)
             .cloned()
-            .ok_or(Error::UnknownDevice(device))
+            .ok_or(Error::UnknownDevice(device))?;
+        let new = change(self.a)?;
+        if new != old {
+            self.log(record(&new), Undo::Apply(undo(&old)));
+        }
+        Ok(new)
     }
 
     pub(crate) fn resize_device(
@@ -370,18 +408,18 @@ impl<'a> Tx<'a> {
         device: DeviceId,
         capacity: u64,
     ) -> Result<DeviceSpec, Error> {
-        let old = self.spec(device)?;
-        let new = self.a.resize_device(device, capacity)?;
-        if new != old {
-            self.log(
-                Record::ResizeDevice { device, capacity },
-                Undo::Apply(Record::ResizeDevice {
-                    device,
-                    capacity: old.capacity(),
-                }),
-            );
-        }
-        Ok(new)
+        self.respec(
+            device,
+            |a| a.resize_device(device, capacity),
+            |new| Record::ResizeDevice {
+                device,
+                capacity: new.capacity(),
+            },
+            |old| Record::ResizeDevice {
+                device,
+                capacity: old.capacity(),
+            },
+        )
     }
 
     pub(crate) fn set_reserved(
@@ -389,18 +427,18 @@ impl<'a> Tx<'a> {
         device: DeviceId,
         reserved: u64,
     ) -> Result<DeviceSpec, Error> {
-        let old = self.spec(device)?;
-        let new = self.a.set_reserved(device, reserved)?;
-        if new != old {
-            self.log(
-                Record::SetReserved { device, reserved },
-                Undo::Apply(Record::SetReserved {
-                    device,
-                    reserved: old.reserved(),
-                }),
-            );
-        }
-        Ok(new)
+        self.respec(
+            device,
+            |a| a.set_reserved(device, reserved),
+            |new| Record::SetReserved {
+                device,
+                reserved: new.reserved(),
+            },
+            |old| Record::SetReserved {
+                device,
+                reserved: old.reserved(),
+            },
+        )
     }
 }
 

@@ -52,6 +52,14 @@ type GatedParts = (
     mpsc::Sender<bool>,
 );
 
+/// A group commit with its gated sink's data, "a sync started" and "finish it (true) or fail".
+type GatedGroup = (
+    Arc<GroupCommit<Gated>>,
+    Arc<Mutex<Vec<u8>>>,
+    mpsc::Receiver<()>,
+    mpsc::Sender<bool>,
+);
+
 fn gated() -> GatedParts {
     let data = Arc::new(Mutex::new(Vec::new()));
     let (started_tx, started) = mpsc::channel();
@@ -62,6 +70,20 @@ fn gated() -> GatedParts {
         go: go_rx,
     };
     (sink, data, started, go)
+}
+
+/// A group commit on a gated sink with device 1 of 100 GiB (2 syncs done), its data, "a sync
+/// started" and "finish the sync (true) or fail it".
+fn gated_group() -> GatedGroup {
+    let (sink, data, started, go) = gated();
+    go.send(true).unwrap(); // the header's sync
+    let g = Arc::new(GroupCommit::create(fresh(), sink, 0, u64::MAX).unwrap());
+    started.recv().unwrap();
+    go.send(true).unwrap();
+    g.add_device(DeviceSpec::new(DeviceId::new(1), 100 * GIB).unwrap())
+        .unwrap();
+    started.recv().unwrap();
+    (g, data, started, go)
 }
 
 /// Starts `n` allocations of 1 GiB on their own threads and waits until all of them are
@@ -85,14 +107,7 @@ fn start_allocations(
 
 #[test]
 fn callers_arriving_during_a_sync_share_the_next_one() {
-    let (sink, data, started, go) = gated();
-    go.send(true).unwrap(); // the header's sync
-    let g = Arc::new(GroupCommit::create(fresh(), sink, 0, u64::MAX).unwrap());
-    started.recv().unwrap();
-    go.send(true).unwrap();
-    g.add_device(DeviceSpec::new(DeviceId::new(1), 100 * GIB).unwrap())
-        .unwrap();
-    started.recv().unwrap();
+    let (g, data, started, go) = gated_group();
     // One caller leads a batch and blocks in its sync; ten more arrive meanwhile.
     let first = start_allocations(&g, 1);
     started.recv().unwrap();
@@ -116,14 +131,7 @@ fn callers_arriving_during_a_sync_share_the_next_one() {
 
 #[test]
 fn a_failed_sync_undoes_every_change_not_yet_durable() {
-    let (sink, _data, started, go) = gated();
-    go.send(true).unwrap();
-    let g = Arc::new(GroupCommit::create(fresh(), sink, 0, u64::MAX).unwrap());
-    started.recv().unwrap();
-    go.send(true).unwrap();
-    g.add_device(DeviceSpec::new(DeviceId::new(1), 100 * GIB).unwrap())
-        .unwrap();
-    started.recv().unwrap();
+    let (g, _data, started, go) = gated_group();
     let durable = g.snapshot().unwrap();
     let first = start_allocations(&g, 1);
     started.recv().unwrap();

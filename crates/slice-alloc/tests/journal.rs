@@ -13,7 +13,8 @@ fn dev(id: u64, gib: u64) -> DeviceSpec {
     DeviceSpec::new(DeviceId::new(id), gib * GIB).unwrap()
 }
 
-fn sample() -> Journaled<Vec<u8>> {
+/// A new journal with device 1 of 100 GiB.
+fn one_device() -> Journaled<Vec<u8>> {
     let mut j = Journaled::create(
         Allocator::new(AllocatorConfig::default()).unwrap(),
         Vec::new(),
@@ -22,6 +23,11 @@ fn sample() -> Journaled<Vec<u8>> {
     )
     .unwrap();
     j.add_device(dev(1, 100)).unwrap();
+    j
+}
+
+fn sample() -> Journaled<Vec<u8>> {
+    let mut j = one_device();
     j.add_device(dev(2, 50)).unwrap();
     let a = j.allocate(10 * GIB, &Constraints::any()).unwrap();
     let b = j.allocate(20 * GIB, &Constraints::any()).unwrap();
@@ -293,14 +299,7 @@ fn recovery_then_resume_appends_to_the_truncated_journal() {
 /// and the next id, and ids never repeat across restarts through the journal or a snapshot.
 #[test]
 fn reservations_are_durable_and_ids_never_repeat_across_restarts() {
-    let mut j = Journaled::create(
-        Allocator::new(AllocatorConfig::default()).unwrap(),
-        Vec::new(),
-        0,
-        1 << 20,
-    )
-    .unwrap();
-    j.add_device(dev(1, 100)).unwrap();
+    let mut j = one_device();
     let a = j.allocate(GIB, &Constraints::any()).unwrap();
     let kept = j.reserve(10 * GIB, &Constraints::any(), 0, 100).unwrap();
     let released = j.reserve(10 * GIB, &Constraints::any(), 0, 100).unwrap();
@@ -340,14 +339,7 @@ fn reservations_are_durable_and_ids_never_repeat_across_restarts() {
 /// they stay released, and a reservation that fails changes nothing (expired ones included).
 #[test]
 fn expiry_is_journaled_and_a_failed_reserve_changes_nothing() {
-    let mut j = Journaled::create(
-        Allocator::new(AllocatorConfig::default()).unwrap(),
-        Vec::new(),
-        0,
-        1 << 20,
-    )
-    .unwrap();
-    j.add_device(dev(1, 100)).unwrap();
+    let mut j = one_device();
     let old = j.reserve(60 * GIB, &Constraints::any(), 0, 10).unwrap();
     // Expired at 10; a reservation of 200 GiB fails and must not release it.
     let before = j.snapshot();
