@@ -367,13 +367,7 @@ impl Allocator {
             return Ok(self.take_plan(idx, plan, expires));
         }
         // Several units: each candidate offers the largest size its unit allows.
-        let idxs: Vec<u32> = match c.candidates {
-            None => self.by_id.values().copied().collect(),
-            Some(list) => list
-                .iter()
-                .filter_map(|id| self.by_id.get(id).copied())
-                .collect(),
-        };
+        let idxs = self.candidate_indexes(c);
         let offer = idxs
             .iter()
             .filter_map(|&i| {
@@ -1156,14 +1150,19 @@ impl Allocator {
         Ok(best.map(|(i, _)| i))
     }
 
-    fn exhausted(&self, size: u64, c: &Constraints<'_>, multi: bool) -> Error {
-        let idxs: Vec<u32> = match c.candidates {
+    /// The indexes of the known candidate devices (all devices when `c` names none).
+    fn candidate_indexes(&self, c: &Constraints<'_>) -> Vec<u32> {
+        match c.candidates {
             None => self.by_id.values().copied().collect(),
             Some(list) => list
                 .iter()
                 .filter_map(|id| self.by_id.get(id).copied())
                 .collect(),
-        };
+        }
+    }
+
+    fn exhausted(&self, size: u64, c: &Constraints<'_>, multi: bool) -> Error {
+        let idxs = self.candidate_indexes(c);
         let mut largest = (0, None);
         let mut fit_no_headroom = 0;
         let mut total_free = 0;
