@@ -230,6 +230,10 @@ impl Allocator {
     /// Allocates a slice of at least `size` bytes (rounded up to the chosen device's
     /// granularity) on a device chosen by the policy among the candidates.
     ///
+    /// Rounding up may exceed `size` by almost a unit: for a CSI capacity range, whose limit
+    /// must not be exceeded, use [`allocate_range`](Self::allocate_range). Cordoned devices
+    /// are never chosen.
+    ///
     /// Never fails while some candidate device has a single free extent of the rounded size
     /// that leaves its reserved headroom intact. On failure the error says how close the best
     /// candidate came.

@@ -22,7 +22,8 @@
 //! a.add_device(DeviceSpec::new(DeviceId::new(1), 100 * GIB)?)?;
 //! a.add_device(DeviceSpec::new(DeviceId::new(2), 40 * GIB)?)?;
 //!
-//! // 30.5 GiB rounds up to 31 GiB; best fit picks device 2, whose free extent fits best.
+//! // `allocate` rounds up: 30.5 GiB becomes 31 GiB (`allocate_range` never exceeds a limit);
+//! // best fit picks device 2, whose free extent fits best.
 //! let s = a.allocate(30 * GIB + GIB / 2, &Constraints::any())?;
 //! assert_eq!((s.device, s.size()), (DeviceId::new(2), 31 * GIB));
 //!
