@@ -247,9 +247,9 @@ impl<S: JournalSink> GroupCommit<S> {
     /// A snapshot of the durable state, after waiting for the batch in flight and writing the
     /// pending one. To condense the journal use [`condense`](Self::condense), which keeps other
     /// callers out between the snapshot and the switch to the new journal.
-    pub fn snapshot(&self) -> Result<Snapshot, Error> {
+    pub fn snapshot(&self) -> Snapshot {
         let st = self.drain(lock(&self.state));
-        Ok(st.alloc.snapshot(st.durable_seq))
+        st.alloc.snapshot(st.durable_seq)
     }
 
     /// Condenses the journal, or starts a new one after a write failure: waits for every

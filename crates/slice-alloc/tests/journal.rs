@@ -428,3 +428,115 @@ fn a_failed_journal_write_rolls_back_and_poisons() {
     let r = recover(Some(&snap), &j.writer().data, AllocatorConfig::default()).unwrap();
     assert_eq!(r.allocator.total_free(), 100 * GIB);
 }
+
+/// A writer that fails every write while its switch is on.
+struct Switch {
+    data: Vec<u8>,
+    fail: std::rc::Rc<std::cell::Cell<bool>>,
+}
+
+impl Write for Switch {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.fail.get() {
+            return Err(io::Error::other("switched off"));
+        }
+        self.data.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Every kind of change, when its journal write fails, is undone exactly: the allocator is
+/// back where it was (only the next slice id may have moved on), which is also what recovery
+/// rebuilds from the journal.
+#[test]
+fn every_change_is_undone_when_its_write_fails() {
+    type Change = fn(&mut Journaled<Switch>) -> Result<(), Error>;
+    let d1 = DeviceId::new(1);
+    let changes: Vec<(&str, Change)> = vec![
+        ("add_device", |j| j.add_device(dev(9, 10))),
+        ("remove_device", |j| {
+            j.remove_device(DeviceId::new(2)).map(drop)
+        }),
+        ("allocate", |j| {
+            j.allocate(GIB, &Constraints::any()).map(drop)
+        }),
+        ("allocate_range", |j| {
+            j.allocate_range(GIB, 3 * GIB, &Constraints::any())
+                .map(drop)
+        }),
+        ("allocate_at", |j| {
+            j.allocate_at(DeviceId::new(1), 90 * GIB, GIB).map(drop)
+        }),
+        ("free", |j| j.free(SliceId::new(1)).map(drop)),
+        ("grow", |j| j.grow(SliceId::new(1), 12 * GIB).map(drop)),
+        ("shrink", |j| j.shrink(SliceId::new(1), 5 * GIB).map(drop)),
+        // Releases the two expired reservations and reserves: one atomic frame.
+        ("reserve", |j| {
+            j.reserve(GIB, &Constraints::any(), 50, 10).map(drop)
+        }),
+        ("reserve_range", |j| {
+            j.reserve_range(GIB, 2 * GIB, &Constraints::any(), 50, 10)
+                .map(drop)
+        }),
+        ("commit", |j| j.commit(SliceId::new(4), 5).map(drop)),
+        ("release", |j| j.release(SliceId::new(4)).map(drop)),
+        ("renew", |j| j.renew(SliceId::new(4), 5, 100).map(drop)),
+        ("expire", |j| j.expire(50).map(drop)),
+        ("set_label", |j| {
+            j.set_label(DeviceId::new(1), "zone", "b").map(drop)
+        }),
+        ("remove_label", |j| {
+            j.remove_label(DeviceId::new(1), "zone").map(drop)
+        }),
+        ("cordon", |j| j.cordon(DeviceId::new(1))),
+        ("uncordon", |j| j.uncordon(DeviceId::new(3))),
+        ("resize_device", |j| {
+            j.resize_device(DeviceId::new(1), 200 * GIB).map(drop)
+        }),
+        ("set_reserved", |j| {
+            j.set_reserved(DeviceId::new(1), 7 * GIB).map(drop)
+        }),
+    ];
+    for (name, change) in changes {
+        let fail = std::rc::Rc::new(std::cell::Cell::new(false));
+        let w = Switch {
+            data: Vec::new(),
+            fail: std::rc::Rc::clone(&fail),
+        };
+        // Multi-extent: slice 1 can grow although reservations follow it.
+        let config = AllocatorConfig {
+            multi_extent: true,
+            ..AllocatorConfig::default()
+        };
+        let mut j = Journaled::create(Allocator::new(config).unwrap(), w, 0, u64::MAX).unwrap();
+        j.add_device(dev(1, 100)).unwrap();
+        j.add_device(dev(2, 10)).unwrap();
+        j.add_device(dev(3, 10)).unwrap();
+        j.set_label(d1, "zone", "a").unwrap();
+        j.cordon(DeviceId::new(3)).unwrap();
+        j.allocate(10 * GIB, &Constraints::on_devices(&[d1]))
+            .unwrap(); // slice 1
+        j.reserve(GIB, &Constraints::on_devices(&[d1]), 0, 10)
+            .unwrap(); // 2, expires at 10
+        j.reserve(GIB, &Constraints::on_devices(&[d1]), 0, 20)
+            .unwrap(); // 3, expires at 20
+        j.reserve(GIB, &Constraints::on_devices(&[d1]), 0, 100)
+            .unwrap(); // 4
+        let before = j.snapshot();
+        fail.set(true);
+        let err = change(&mut j).unwrap_err();
+        assert!(matches!(err, Error::JournalWrite(_)), "{name}: {err}");
+        let after = j.snapshot();
+        assert_eq!(after.devices, before.devices, "{name} was not undone");
+        assert_eq!(j.allocator().reservations().len(), 3, "{name}");
+        let r = recover(None, &j.writer().data, AllocatorConfig::default()).unwrap();
+        assert_eq!(r.allocator.snapshot(0).devices, before.devices, "{name}");
+        assert!(
+            matches!(change(&mut j), Err(Error::JournalPoisoned)),
+            "{name}"
+        );
+    }
+}
