@@ -33,12 +33,28 @@ pub trait BlockDevice: Send + Sync + fmt::Debug {
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
     /// Make every completed write durable.
     fn flush(&self) -> io::Result<()>;
+    /// Tell the device that `len` bytes at `offset` are no longer needed.
+    /// Advisory: afterwards the range reads as unspecified bytes; a device
+    /// may do nothing (the default).
+    fn trim(&self, offset: u64, len: u64) -> io::Result<()> {
+        check_range_u64(self.size(), offset, len)
+    }
     /// A short human-readable name (a path, `nbd://host:port/name`).
     fn describe(&self) -> String;
 }
 
 // Object safety is part of the contract: volumes hold `Arc<dyn BlockDevice>`.
 const _: fn(&dyn BlockDevice) = |_| {};
+
+fn check_range_u64(size: u64, offset: u64, len: u64) -> io::Result<()> {
+    match offset.checked_add(len) {
+        Some(end) if end <= size => Ok(()),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("range {offset}+{len} is beyond the end ({size} bytes)"),
+        )),
+    }
+}
 
 pub(crate) fn check_range(dev: &dyn BlockDevice, offset: u64, len: usize) -> io::Result<()> {
     match offset.checked_add(len as u64) {
@@ -249,6 +265,21 @@ impl BlockDevice for FileDevice {
 
     fn flush(&self) -> io::Result<()> {
         self.file.sync_data()
+    }
+
+    fn trim(&self, offset: u64, len: u64) -> io::Result<()> {
+        check_range_u64(self.size, offset, len)?;
+        if len == 0 {
+            return Ok(());
+        }
+        // Punch a hole in regular files; block devices and file systems
+        // without hole punching keep their bytes, which trim allows.
+        let flags = rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE;
+        match rustix::fs::fallocate(&self.file, flags, offset, len) {
+            Ok(()) => Ok(()),
+            Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::NODEV) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn describe(&self) -> String {

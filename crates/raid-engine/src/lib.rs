@@ -64,6 +64,7 @@ pub mod crypt;
 pub mod device;
 pub mod error;
 pub mod meta;
+pub mod nbd;
 pub mod volume;
 
 pub use crypt::Secret;
