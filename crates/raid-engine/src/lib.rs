@@ -63,6 +63,8 @@ mod bitmap;
 pub mod crypt;
 pub mod device;
 pub mod error;
+#[cfg(feature = "fuse")]
+pub mod fuse;
 pub mod meta;
 pub mod nbd;
 pub mod volume;
