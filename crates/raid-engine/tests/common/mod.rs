@@ -81,3 +81,11 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// A scratch directory on tmpfs when there is one (fast), else in /tmp.
+pub fn scratch() -> tempfile::TempDir {
+    match tempfile::tempdir_in("/dev/shm") {
+        Ok(d) => d,
+        Err(_) => tempfile::tempdir().unwrap(),
+    }
+}
