@@ -149,7 +149,9 @@ impl Filesystem for VolumeFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let end = offset.saturating_add(u64::from(size)).min(self.volume.size());
+        let end = offset
+            .saturating_add(u64::from(size))
+            .min(self.volume.size());
         if offset >= end {
             reply.data(&[]);
             return;

@@ -133,20 +133,12 @@ pub struct Progress {
 }
 
 /// Parameters of [`Volume::rebuild`] and [`Volume::readd`].
+#[derive(Default)]
 pub struct RebuildOptions<'a> {
     /// Throttle: at most this many bytes per second written to the target.
     pub max_bytes_per_sec: Option<u64>,
     /// Called after every step.
     pub progress: Option<&'a (dyn Fn(Progress) + Sync)>,
-}
-
-impl Default for RebuildOptions<'_> {
-    fn default() -> Self {
-        RebuildOptions {
-            max_bytes_per_sec: None,
-            progress: None,
-        }
-    }
 }
 
 impl std::fmt::Debug for RebuildOptions<'_> {
@@ -395,7 +387,9 @@ impl Volume {
         };
         let max_comp = components.iter().copied().max().unwrap_or(0);
         let room = data_offset * SECTOR - BITMAP_OFFSET;
-        let mut region = (opts.bitmap_region_bytes / SECTOR).max(8).next_power_of_two();
+        let mut region = (opts.bitmap_region_bytes / SECTOR)
+            .max(8)
+            .next_power_of_two();
         let (regions, bytes) = loop {
             let regions = max_comp.div_ceil(region) as usize;
             let bytes = regions.div_ceil(8).div_ceil(512) * 512;
@@ -492,7 +486,10 @@ impl Volume {
         for d in &devices {
             let mut b = vec![0u8; SB_SIZE];
             d.read_at(&mut b, SB_OFFSET)
-                .map_err(crate::error::io_err(format!("{}: read superblock", d.describe())))?;
+                .map_err(crate::error::io_err(format!(
+                    "{}: read superblock",
+                    d.describe()
+                )))?;
             sbs.push(Superblock::decode(&b, &d.describe())?);
         }
         let Some(auth_i) = (0..sbs.len()).max_by_key(|&i| sbs[i].events) else {
@@ -509,7 +506,9 @@ impl Volume {
                 detail,
             };
             if sb.array_uuid != auth.array_uuid {
-                return Err(meta_err("belongs to another volume (array uuid differs)".into()));
+                return Err(meta_err(
+                    "belongs to another volume (array uuid differs)".into(),
+                ));
             }
             let r = sb.role as usize;
             if sb.device_uuid != auth.roles[r].1 {
@@ -580,7 +579,10 @@ impl Volume {
                 }
                 let mut b = vec![0u8; auth.bitmap_bytes as usize];
                 d.read_at(&mut b, BITMAP_OFFSET)
-                    .map_err(crate::error::io_err(format!("{}: read bitmap", d.describe())))?;
+                    .map_err(crate::error::io_err(format!(
+                        "{}: read bitmap",
+                        d.describe()
+                    )))?;
                 bits.iter_mut().zip(&b).for_each(|(x, y)| *x |= y);
             }
             let regions = comps
@@ -864,7 +866,9 @@ impl Volume {
     fn parity_unsupported(&self) -> EngineError {
         EngineError::Unsupported(format!(
             "{} volumes need raid's write plans, which this build does not have yet",
-            self.geometry().map(|g| g.layout().to_string()).unwrap_or_default()
+            self.geometry()
+                .map(|g| g.layout().to_string())
+                .unwrap_or_default()
         ))
     }
 
@@ -1083,7 +1087,7 @@ impl Volume {
     fn read_locked(&self, buf: &mut [u8], offset: u64) -> Result<()> {
         let s0 = offset / SECTOR;
         let s1 = (offset + buf.len() as u64).div_ceil(SECTOR);
-        if offset % SECTOR == 0 && buf.len() as u64 % SECTOR == 0 {
+        if offset.is_multiple_of(SECTOR) && (buf.len() as u64).is_multiple_of(SECTOR) {
             self.read_sectors(s0, buf)?;
             if let Some(c) = &self.cipher {
                 c.decrypt(buf, s0);
@@ -1112,7 +1116,7 @@ impl Volume {
         let _g = self.gate.read().unwrap_or_else(|p| p.into_inner());
         let s0 = offset / SECTOR;
         let s1 = (offset + data.len() as u64).div_ceil(SECTOR);
-        let aligned = offset % SECTOR == 0 && data.len() as u64 % SECTOR == 0;
+        let aligned = offset.is_multiple_of(SECTOR) && (data.len() as u64).is_multiple_of(SECTOR);
         if aligned && self.cipher.is_none() {
             return self.write_sectors(s0, data);
         }
@@ -1192,9 +1196,9 @@ impl Volume {
         buf: &mut Vec<u8>,
     ) -> Result<()> {
         buf.resize((sectors * SECTOR) as usize, 0);
-        let sdev = self.slots[src]
-            .device()
-            .ok_or_else(|| EngineError::Unavailable(format!("source member {src} has no device")))?;
+        let sdev = self.slots[src].device().ok_or_else(|| {
+            EngineError::Unavailable(format!("source member {src} has no device"))
+        })?;
         if let Err(e) = sdev.read_at(buf, self.member_off(src_sector)) {
             self.mark_failed(src, &format!("read error: {e}"));
             return Err(EngineError::Io {
@@ -1244,7 +1248,9 @@ impl Volume {
                         let src = m
                             .copies
                             .iter()
-                            .find(|l| l.member != target && self.readable(l.member, l.sector + chunk))
+                            .find(|l| {
+                                l.member != target && self.readable(l.member, l.sector + chunk)
+                            })
                             .ok_or_else(|| {
                                 EngineError::Unavailable(format!(
                                     "logical sector {logical} has no other readable copy"
@@ -1460,7 +1466,10 @@ impl Volume {
         if let Some(d) = device {
             let mut b = vec![0u8; SB_SIZE];
             d.read_at(&mut b, SB_OFFSET)
-                .map_err(crate::error::io_err(format!("{}: read superblock", d.describe())))?;
+                .map_err(crate::error::io_err(format!(
+                    "{}: read superblock",
+                    d.describe()
+                )))?;
             let sb = Superblock::decode(&b, &d.describe())?;
             if sb.array_uuid != self.meta_lock().array_uuid || sb.device_uuid != uuid {
                 return Err(EngineError::Metadata {
@@ -1533,8 +1542,10 @@ impl Volume {
                         while s < a + len {
                             if let MemberContent::Data { logical, .. } = g.unmap(m, s)? {
                                 let map = g.map(logical)?;
-                                if let Some(src) =
-                                    map.copies.iter().find(|l| self.readable(l.member, l.sector + chunk))
+                                if let Some(src) = map
+                                    .copies
+                                    .iter()
+                                    .find(|l| self.readable(l.member, l.sector + chunk))
                                     && src.member != m
                                 {
                                     v.push((s, src.member, src.sector, chunk));
@@ -1620,12 +1631,13 @@ impl Volume {
                         let d = self.slots[l.member].device().ok_or_else(|| {
                             EngineError::Unavailable(format!("member {} has no device", l.member))
                         })?;
-                        d.write_at(&bufs[0], self.member_off(l.sector))
-                            .map_err(crate::error::io_err(format!(
+                        d.write_at(&bufs[0], self.member_off(l.sector)).map_err(
+                            crate::error::io_err(format!(
                                 "member {} ({}): scrub repair",
                                 l.member,
                                 d.describe()
-                            )))?;
+                            )),
+                        )?;
                     }
                 }
                 report.mismatches.push(Mismatch {

@@ -48,9 +48,18 @@ fn crash_child_writer() {
         .append(true)
         .open(dir.join("log"))
         .unwrap();
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    // Continue the sequence of earlier rounds: past every logged write and
+    // the few unlogged ones that may have followed it.
+    let base = std::fs::read_to_string(dir.join("log"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').next()?.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0)
+        + 100;
+    let mut x: u64 = (0x2545_f491_4f6c_dd1d ^ base) | 1;
     let mut pending = Vec::new();
-    for seq in 1.. {
+    for seq in base.. {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
@@ -87,7 +96,12 @@ fn killed_writer_leaves_agreeing_copies_with_every_flushed_write() {
     }
     for round in 0..5 {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "crash_child_writer", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "crash_child_writer",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, dir.path())
             .spawn()
             .unwrap();
@@ -118,7 +132,10 @@ fn killed_writer_leaves_agreeing_copies_with_every_flushed_write() {
         );
         // The last flushed write of each block, or a later one, is there.
         let mut last: HashMap<u64, u64> = HashMap::new();
-        for line in std::fs::read_to_string(dir.path().join("log")).unwrap().lines() {
+        for line in std::fs::read_to_string(dir.path().join("log"))
+            .unwrap()
+            .lines()
+        {
             let mut it = line.split(' ').map(|t| t.parse::<u64>().unwrap());
             let (seq, b) = (it.next().unwrap(), it.next().unwrap());
             last.insert(b, seq);

@@ -33,7 +33,11 @@ fn prerequisites() -> bool {
         common::skip("not root: loop devices and mounts need root");
         return false;
     }
-    for (prog, pkg) in [("losetup", "mount"), ("mkfs.ext4", "e2fsprogs"), ("debugfs", "e2fsprogs")] {
+    for (prog, pkg) in [
+        ("losetup", "mount"),
+        ("mkfs.ext4", "e2fsprogs"),
+        ("debugfs", "e2fsprogs"),
+    ] {
         if !common::ensure_program(prog, pkg) {
             common::skip(&format!("{prog} ({pkg}) is missing"));
             return false;
@@ -52,7 +56,9 @@ fn ext4_on_loop_on_fuse_survives_sigterm_teardown() {
     let (paths, _devs) = common::members(dir.path(), 2, 80 << 20);
     drop(_devs);
     let members: Vec<&str> = paths.iter().map(|p| p.to_str().unwrap()).collect();
-    run(Command::new(bin).args(["create", "--level", "raid1"]).args(&members));
+    run(Command::new(bin)
+        .args(["create", "--level", "raid1"])
+        .args(&members));
     let fuse_dir = dir.path().join("fuse");
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&fuse_dir).unwrap();

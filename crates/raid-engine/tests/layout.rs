@@ -40,7 +40,9 @@ fn check_layout(spec: &str, n: usize, chunk: u64) {
                 assert_eq!(m.copies.len(), g.copies(), "{spec}");
                 for l in m.copies.iter() {
                     let mut b = [0u8; 512];
-                    devs[l.member].read_at(&mut b, off + l.sector * 512).unwrap();
+                    devs[l.member]
+                        .read_at(&mut b, off + l.sector * 512)
+                        .unwrap();
                     let want = &data[(s * 512) as usize..(s * 512 + 512) as usize];
                     assert!(b[..] == want[..], "{spec}: sector {s} copy on {l:?}");
                 }

@@ -100,7 +100,9 @@ fn raid1_over_nbdkit_and_a_local_file_survives_losing_either() {
 }
 
 fn libnbd_tools() -> bool {
-    if common::ensure_program("nbdinfo", "libnbd-bin") && common::ensure_program("nbdcopy", "libnbd-bin") {
+    if common::ensure_program("nbdinfo", "libnbd-bin")
+        && common::ensure_program("nbdcopy", "libnbd-bin")
+    {
         return true;
     }
     common::skip("nbdinfo/nbdcopy (libnbd-bin) are not installed and could not be installed");
@@ -136,21 +138,44 @@ fn nbdinfo_and_nbdcopy_use_the_engine_server() {
     let h = server.spawn().unwrap();
     let url = |name: &str| format!("nbd://127.0.0.1:{}/{name}", h.local_addr().port());
 
-    let out = Command::new("nbdinfo").args(["--size", &url("drive0")]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), (4u64 << 20).to_string());
+    let out = Command::new("nbdinfo")
+        .args(["--size", &url("drive0")])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        (4u64 << 20).to_string()
+    );
 
     // --list shows only the exports this client may open.
     let out = Command::new("nbdinfo")
-        .args(["--list", &format!("nbd://127.0.0.1:{}", h.local_addr().port())])
+        .args([
+            "--list",
+            &format!("nbd://127.0.0.1:{}", h.local_addr().port()),
+        ])
         .output()
         .unwrap();
     let listing = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(listing.contains("drive0") && !listing.contains("elsewhere"), "{listing}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        listing.contains("drive0") && !listing.contains("elsewhere"),
+        "{listing}"
+    );
 
     // Not on the allow-list: refused, for nbdinfo and for our client.
-    let out = Command::new("nbdinfo").args([&url("elsewhere")]).output().unwrap();
+    let out = Command::new("nbdinfo")
+        .args([&url("elsewhere")])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let e = NbdDevice::connect(&h.local_addr().to_string(), "elsewhere").unwrap_err();
     assert!(e.to_string().contains("allow-list"), "{e}");

@@ -12,8 +12,7 @@ use proptest::prelude::*;
 use raid::FailureModel;
 use raid_engine::nbd::{AllowList, Export, NbdDevice, NbdServer};
 use raid_engine::{
-    BlockDevice, CacheMode, CreateOptions, FileDevice, RebuildOptions, Secret, Volume,
-    VolumeLayout,
+    BlockDevice, CacheMode, CreateOptions, FileDevice, RebuildOptions, Secret, Volume, VolumeLayout,
 };
 
 const MEMBER: u64 = 3 << 20;
@@ -54,15 +53,17 @@ fn case() -> impl Strategy<Value = Case> {
                 prop::bool::weighted(0.25),
             )
         })
-        .prop_map(|(layout, members, chunk_shift, writes, choice, encrypt, nbd)| Case {
-            layout,
-            members,
-            chunk_shift,
-            writes,
-            choice,
-            encrypt,
-            nbd,
-        })
+        .prop_map(
+            |(layout, members, chunk_shift, writes, choice, encrypt, nbd)| Case {
+                layout,
+                members,
+                chunk_shift,
+                writes,
+                choice,
+                encrypt,
+                nbd,
+            },
+        )
 }
 
 /// Members: local files, or the same files served by the engine's own NBD
@@ -76,7 +77,9 @@ struct Members {
 impl Members {
     fn new(n: usize, nbd: bool) -> Self {
         let dir = common::scratch();
-        let paths: Vec<_> = (0..n + 4).map(|i| dir.path().join(format!("m{i}"))).collect();
+        let paths: Vec<_> = (0..n + 4)
+            .map(|i| dir.path().join(format!("m{i}")))
+            .collect();
         for p in &paths {
             FileDevice::create(p, MEMBER, CacheMode::Buffered).unwrap();
         }
@@ -102,9 +105,9 @@ impl Members {
 
     fn open(&self, i: usize) -> Arc<dyn BlockDevice> {
         match &self.server {
-            Some(h) => Arc::new(
-                NbdDevice::connect(&h.local_addr().to_string(), &format!("m{i}")).unwrap(),
-            ),
+            Some(h) => {
+                Arc::new(NbdDevice::connect(&h.local_addr().to_string(), &format!("m{i}")).unwrap())
+            }
             None => Arc::new(FileDevice::open(&self.paths[i], CacheMode::Buffered).unwrap()),
         }
     }
@@ -191,7 +194,10 @@ fn run_case(c: &Case) {
             assert_eq!(*progress_seen.get_mut(), done.done_bytes);
         }
     }
-    assert!(vol.scrub(false).unwrap().mismatches.is_empty(), "copies differ after recovery");
+    assert!(
+        vol.scrub(false).unwrap().mismatches.is_empty(),
+        "copies differ after recovery"
+    );
     check_all(&vol, &model, "recovered");
 
     let second = sets

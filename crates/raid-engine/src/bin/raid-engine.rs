@@ -20,7 +20,11 @@ use raid_engine::{
 };
 
 #[derive(Parser)]
-#[command(name = "raid-engine", version, about = "User-space md-compatible RAID volumes")]
+#[command(
+    name = "raid-engine",
+    version,
+    about = "User-space md-compatible RAID volumes"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -152,7 +156,10 @@ fn open_member(spec: &str, buffered: bool) -> Result<Arc<dyn BlockDevice>, Strin
         .map_err(|e| e.to_string())
 }
 
-fn open_members(m: &Members) -> Result<(Vec<Arc<dyn BlockDevice>>, Option<Secret>), String> {
+/// Opened members and the secret, if one was given.
+type Opened = (Vec<Arc<dyn BlockDevice>>, Option<Secret>);
+
+fn open_members(m: &Members) -> Result<Opened, String> {
     let devs = m
         .members
         .iter()
@@ -160,7 +167,8 @@ fn open_members(m: &Members) -> Result<(Vec<Arc<dyn BlockDevice>>, Option<Secret
         .collect::<Result<Vec<_>, _>>()?;
     let secret = match &m.secret_file {
         Some(p) => {
-            let bytes = std::fs::read(p).map_err(|e| format!("--secret-file {}: {e}", p.display()))?;
+            let bytes =
+                std::fs::read(p).map_err(|e| format!("--secret-file {}: {e}", p.display()))?;
             Some(Secret::new(bytes).map_err(|e| e.to_string())?)
         }
         None => None,
@@ -227,7 +235,8 @@ fn run(cli: Cli) -> Result<(), String> {
             let (devs, secret) = open_members(&m)?;
             let mut opts =
                 CreateOptions::new(VolumeLayout::parse(&level).map_err(|e| e.to_string())?);
-            opts.chunk_sectors = parse_size(&chunk, 1024).map_err(|e| format!("--chunk: {e}"))? / 512;
+            opts.chunk_sectors =
+                parse_size(&chunk, 1024).map_err(|e| format!("--chunk: {e}"))? / 512;
             opts.data_offset_sectors = data_offset;
             opts.secret = secret;
             let v = Volume::create(devs, &opts).map_err(|e| e.to_string())?;
@@ -252,8 +261,9 @@ fn run(cli: Cli) -> Result<(), String> {
                         let ips = ips
                             .split('+')
                             .map(|s| {
-                                s.parse::<IpAddr>()
-                                    .map_err(|_| format!("--export {spec}: `{s}` is not an IP address"))
+                                s.parse::<IpAddr>().map_err(|_| {
+                                    format!("--export {spec}: `{s}` is not an IP address")
+                                })
                             })
                             .collect::<Result<Vec<_>, _>>()?;
                         (p, AllowList::Only(ips))
@@ -289,8 +299,8 @@ fn run(cli: Cli) -> Result<(), String> {
         } => {
             let v = Arc::new(assemble(&m)?);
             let stop = signals()?;
-            let exp = raid_engine::fuse::expose(v.clone(), &mount, &name)
-                .map_err(|e| e.to_string())?;
+            let exp =
+                raid_engine::fuse::expose(v.clone(), &mount, &name).map_err(|e| e.to_string())?;
             let mut loop_path = None;
             if loop_dev {
                 let out = Command::new("losetup")
@@ -380,7 +390,10 @@ fn run(cli: Cli) -> Result<(), String> {
                 if repair { " (repaired)" } else { "" }
             );
             for mm in &r.mismatches {
-                println!("  at {} (+{} sectors): members {:?}", mm.at, mm.sectors, mm.members);
+                println!(
+                    "  at {} (+{} sectors): members {:?}",
+                    mm.at, mm.sectors, mm.members
+                );
             }
             if !r.mismatches.is_empty() && !repair {
                 return Err("mismatches found".into());

@@ -45,13 +45,16 @@ impl NbdDevice {
         }
         let hflags = u16::from_be_bytes([greet[16], greet[17]]);
         if hflags & FLAG_FIXED_NEWSTYLE == 0 {
-            return Err(nbd("server does not offer the fixed newstyle handshake".into()));
+            return Err(nbd(
+                "server does not offer the fixed newstyle handshake".into()
+            ));
         }
         let mut cflags = CFLAG_FIXED_NEWSTYLE;
         if hflags & FLAG_NO_ZEROES != 0 {
             cflags |= CFLAG_NO_ZEROES;
         }
-        s.write_all(&cflags.to_be_bytes()).map_err(ioe("send flags"))?;
+        s.write_all(&cflags.to_be_bytes())
+            .map_err(ioe("send flags"))?;
         let mut data = (name.len() as u32).to_be_bytes().to_vec();
         data.extend_from_slice(name.as_bytes());
         data.extend_from_slice(&1u16.to_be_bytes());
@@ -93,8 +96,8 @@ impl NbdDevice {
                 t => return Err(nbd(format!("unexpected option reply type {t}"))),
             }
         }
-        let (size, flags) =
-            export.ok_or_else(|| nbd("server acknowledged NBD_OPT_GO without export info".into()))?;
+        let (size, flags) = export
+            .ok_or_else(|| nbd("server acknowledged NBD_OPT_GO without export info".into()))?;
         Ok(NbdDevice {
             stream: Mutex::new(s),
             size,
@@ -151,14 +154,11 @@ impl NbdDevice {
             ));
         }
         if err != 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::Other,
-                format!(
-                    "{}: server error {err} ({})",
-                    self.label,
-                    io::Error::from_raw_os_error(err as i32)
-                ),
-            ));
+            return Err(io::Error::other(format!(
+                "{}: server error {err} ({})",
+                self.label,
+                io::Error::from_raw_os_error(err as i32)
+            )));
         }
         if let Some(out) = out {
             s.read_exact(out)?;

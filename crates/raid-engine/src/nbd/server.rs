@@ -242,10 +242,13 @@ fn serve_conn(stream: TcpStream, exports: &Exports) -> Result<()> {
         let opt = rd_u32(&mut r).map_err(io("nbd: read option"))?;
         let len = rd_u32(&mut r).map_err(io("nbd: read option"))?;
         if len > 64 * 1024 {
-            return Err(EngineError::Nbd(format!("option {opt} data of {len} bytes is too long")));
+            return Err(EngineError::Nbd(format!(
+                "option {opt} data of {len} bytes is too long"
+            )));
         }
         let mut data = vec![0u8; len as usize];
-        r.read_exact(&mut data).map_err(io("nbd: read option data"))?;
+        r.read_exact(&mut data)
+            .map_err(io("nbd: read option data"))?;
         let res: io::Result<Option<Export>> = (|| match opt {
             OPT_EXPORT_NAME => {
                 let name = String::from_utf8_lossy(&data).into_owned();
@@ -268,7 +271,10 @@ fn serve_conn(stream: TcpStream, exports: &Exports) -> Result<()> {
             OPT_ABORT => {
                 opt_reply(&mut w, opt, REP_ACK, &[])?;
                 w.flush()?;
-                Err(io::Error::new(io::ErrorKind::ConnectionAborted, "client aborted"))
+                Err(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    "client aborted",
+                ))
             }
             OPT_LIST => {
                 if !data.is_empty() {
@@ -295,8 +301,7 @@ fn serve_conn(stream: TcpStream, exports: &Exports) -> Result<()> {
                     let nl = u32::from_be_bytes(data.get(0..4)?.try_into().ok()?) as usize;
                     let name = data.get(4..4 + nl)?;
                     let nreq_at = 4 + nl;
-                    let nreq =
-                        u16::from_be_bytes(data.get(nreq_at..nreq_at + 2)?.try_into().ok()?);
+                    let nreq = u16::from_be_bytes(data.get(nreq_at..nreq_at + 2)?.try_into().ok()?);
                     let reqs = data.get(nreq_at + 2..)?;
                     if reqs.len() != 2 * nreq as usize {
                         return None;
@@ -308,7 +313,12 @@ fn serve_conn(stream: TcpStream, exports: &Exports) -> Result<()> {
                     Some((String::from_utf8_lossy(name).into_owned(), reqs))
                 })();
                 let Some((name, reqs)) = parsed else {
-                    opt_reply(&mut w, opt, REP_ERR_INVALID, b"malformed NBD_OPT_GO/INFO data")?;
+                    opt_reply(
+                        &mut w,
+                        opt,
+                        REP_ERR_INVALID,
+                        b"malformed NBD_OPT_GO/INFO data",
+                    )?;
                     return Ok(None);
                 };
                 let e = match lookup(&name) {
@@ -407,7 +417,8 @@ fn transmission(r: &mut impl Read, w: &mut impl Write, e: &Export) -> Result<()>
                     )));
                 }
                 buf.resize(len as usize, 0);
-                r.read_exact(&mut buf).map_err(io("nbd: read write payload"))?;
+                r.read_exact(&mut buf)
+                    .map_err(io("nbd: read write payload"))?;
                 let st = if e.read_only {
                     Err(io::Error::new(io::ErrorKind::PermissionDenied, "read-only"))
                 } else if !in_range {
