@@ -43,6 +43,15 @@ pub enum RaidError {
         /// The exclusive upper bound.
         limit: u64,
     },
+    /// A size breaks its type's rule (a chunk that is not a multiple of
+    /// 4 KiB, bytes that are not whole sectors, an overflow).
+    #[error("size {field}: {rule}")]
+    BadSize {
+        /// The size at fault (`chunk`, `bytes`, `data_offset`, …).
+        field: String,
+        /// The rule, with the offending value.
+        rule: String,
+    },
     /// Buffers passed to a parity function do not fit together.
     #[error("parity buffers: {0}")]
     BadBuffers(String),

@@ -14,6 +14,9 @@
 //!   mdadm's component-size rounding and v1.2 data offset ([`mdadm`]);
 //! * map logical sectors to members ([`Geometry::map`],
 //!   [`Geometry::map_range`]) and back ([`Geometry::unmap`]);
+//! * plan writes: per stripe, which member ranges to read and write (data,
+//!   P, Q), read-modify-write or reconstruct-write, healthy or degraded
+//!   ([`Geometry::write_plan`], [`ParityEngine::fill_parity`]);
 //! * compute and check P/Q parity and rebuild missing members of a stripe
 //!   ([`ParityEngine`], SIMD chosen at run time);
 //! * decide which failures lose data, whether an array survives the loss of
@@ -80,6 +83,8 @@ pub mod mdadm;
 pub mod parity;
 #[cfg(feature = "proptest")]
 pub mod strategies;
+pub mod units;
+pub mod write;
 
 pub use choose::{ChoiceKind, LayoutChoice, LayoutRequest, choose_layout};
 pub use error::{RaidError, Result};
@@ -91,3 +96,5 @@ pub use geometry::{
 };
 pub use layout::{Layout, Level, ParityAlgorithm, Raid0Layout, Raid10Layout};
 pub use parity::{Backend, ParityEngine};
+pub use units::{ChunkSize, Sectors};
+pub use write::{IoRole, MemberIo, StripeWrite, WritePlan, WriteStrategy};

@@ -404,6 +404,7 @@ fn mdadm_sizes_and_arguments() {
             "--layout=n2",
             "--chunk=512K",
             &format!("--size={}K", (dev - 264_192) / 2),
+            "--data-offset=132096K",
             "--raid-devices=4",
             "/dev/a",
             "/dev/b",
@@ -411,6 +412,31 @@ fn mdadm_sizes_and_arguments() {
             "/dev/d",
         ]
     );
+    // The case: an explicit offset must reach mdadm.
+    let g2 = mdadm::geometry_for_devices(Layout::Raid1, 0, &[dev, dev], Some(2048)).unwrap();
+    let args = mdadm::create_args("/dev/md/x", &g2, &["/dev/a", "/dev/b"]).unwrap();
+    assert!(
+        args.contains(&"--data-offset=1024K".to_string()),
+        "{args:?}"
+    );
+    assert!(
+        args.contains(&format!("--size={}K", (dev - 2048) / 2)),
+        "{args:?}"
+    );
+    // Without a known offset mdadm would choose its own: refused.
+    let bare = Geometry::new(Layout::Raid1, 0, &[1 << 20, 1 << 20]).unwrap();
+    match mdadm::create_args("/dev/md/x", &bare, &["/dev/a", "/dev/b"]) {
+        Err(RaidError::InvalidGeometry { field, .. }) => assert_eq!(field, "data_offset"),
+        other => panic!("{other:?}"),
+    }
+    let odd = bare.with_data_offset(raid::Sectors::new(2049)).unwrap();
+    match mdadm::create_args("/dev/md/x", &odd, &["/dev/a", "/dev/b"]) {
+        Err(RaidError::InvalidGeometry { field, rule }) => {
+            assert_eq!(field, "data_offset");
+            assert!(rule.contains("KiB"), "{rule}");
+        }
+        other => panic!("{other:?}"),
+    }
     match mdadm::create_args("/dev/md/x", &g, &["/dev/a"]) {
         Err(RaidError::InvalidGeometry { field, .. }) => assert_eq!(field, "devices"),
         other => panic!("{other:?}"),

@@ -286,6 +286,31 @@ impl ParityEngine {
     /// `members[m]` is member `m`'s chunk (or part of it, all the same
     /// length); the entries at `layout.p` and `layout.q` are overwritten.
     pub fn encode_stripe(&self, layout: &StripeLayout, members: &mut [BytesMut]) -> Result<()> {
+        let mut views: Vec<&mut [u8]> = members.iter_mut().map(|m| &mut m[..]).collect();
+        self.encode_stripe_slices(layout, &mut views)
+    }
+
+    /// [`Self::encode_stripe`] on plain buffers: `members[m]` is member
+    /// `m`'s part of the stripe (all the same length); the buffers at
+    /// `layout.p` and `layout.q` are overwritten, nothing is allocated.
+    ///
+    /// ```
+    /// use raid::{Geometry, Layout, Level, ParityEngine};
+    ///
+    /// let g = Geometry::new(Layout::parse(Level::Raid6, "left-symmetric")?, 8, &[64; 5])?;
+    /// let stripe = g.stripe_layout(2)?;
+    /// let mut bufs = vec![[7u8; 4096]; 5];
+    /// let mut members: Vec<&mut [u8]> = bufs.iter_mut().map(|b| &mut b[..]).collect();
+    /// ParityEngine::detect().encode_stripe_slices(&stripe, &mut members)?;
+    /// // Three data members of 7s: P = 7 ^ 7 ^ 7.
+    /// assert!(bufs[stripe.p].iter().all(|&b| b == 7));
+    /// # Ok::<(), raid::RaidError>(())
+    /// ```
+    pub fn encode_stripe_slices(
+        &self,
+        layout: &StripeLayout,
+        members: &mut [&mut [u8]],
+    ) -> Result<()> {
         let n = layout.data.len() + 1 + usize::from(layout.q.is_some());
         if members.len() != n {
             return Err(RaidError::BadBuffers(format!(
@@ -301,24 +326,116 @@ impl ParityEngine {
                 layout.data[0]
             )));
         }
-        let mut p = vec![0u8; len];
-        let mut q = vec![0u8; len];
-        {
-            let views: Vec<Option<&[u8]>> = members.iter().map(|m| Some(&m[..])).collect();
-            let slots = syndrome_slots(layout, &views);
-            match layout.q {
-                Some(_) => self.gen_syndrome(&slots, &mut p, &mut q)?,
+        // Move P and Q out so that the data can be borrowed alongside them.
+        let p = std::mem::take(&mut members[layout.p]);
+        let mut q = layout.q.map(|qd| std::mem::take(&mut members[qd]));
+        let result = {
+            let views: Vec<Option<&[u8]>> = members
+                .iter()
+                .enumerate()
+                .map(|(m, b)| (m != layout.p && Some(m) != layout.q).then_some(&b[..]))
+                .collect();
+            match q.as_deref_mut() {
+                Some(q) => {
+                    let slots = syndrome_slots(layout, &views);
+                    self.gen_syndrome(&slots, p, q)
+                }
                 None => {
-                    let data: Vec<&[u8]> = layout.data.iter().map(|&d| &members[d][..]).collect();
-                    self.gen_p(&data, &mut p)?;
+                    let data: Vec<&[u8]> = layout.data.iter().filter_map(|&d| views[d]).collect();
+                    self.gen_p(&data, p)
                 }
             }
+        };
+        members[layout.p] = p;
+        if let (Some(qd), Some(q)) = (layout.q, q) {
+            members[qd] = q;
         }
-        members[layout.p].copy_from_slice(&p);
-        if let Some(qd) = layout.q {
-            members[qd].copy_from_slice(&q);
+        result
+    }
+
+    /// Read-modify-write on plain buffers: data member `member` of the
+    /// stripe changes from `old` to `new`; fold the change into the old
+    /// parity in place: P ⊕= old ⊕ new and Q ⊕= g^e · (old ⊕ new), with `e`
+    /// the member's Q exponent ([`StripeLayout::q_exponent`]). Pass `None`
+    /// for a parity block that is not kept (a failed member). All buffers
+    /// must have the same length.
+    ///
+    /// ```
+    /// use raid::{Geometry, Layout, Level, ParityEngine};
+    ///
+    /// let g = Geometry::new(Layout::parse(Level::Raid6, "left-symmetric")?, 8, &[64; 6])?;
+    /// let stripe = g.stripe_layout(0)?;
+    /// let engine = ParityEngine::detect();
+    /// let mut bufs = vec![vec![1u8; 512]; 6];
+    /// let mut members: Vec<&mut [u8]> = bufs.iter_mut().map(|b| &mut b[..]).collect();
+    /// engine.encode_stripe_slices(&stripe, &mut members)?;
+    ///
+    /// // Overwrite one data member and update P and Q by the delta alone.
+    /// let d = stripe.data[2];
+    /// let new = vec![9u8; 512];
+    /// let (mut p, mut q) = (bufs[stripe.p].clone(), bufs[stripe.q.unwrap()].clone());
+    /// engine.apply_delta(&stripe, d, &bufs[d], &new, Some(&mut p), Some(&mut q))?;
+    /// bufs[d] = new;
+    ///
+    /// // The same parity as encoding the whole stripe again.
+    /// let mut members: Vec<&mut [u8]> = bufs.iter_mut().map(|b| &mut b[..]).collect();
+    /// engine.encode_stripe_slices(&stripe, &mut members)?;
+    /// assert_eq!((&p, &q), (&bufs[stripe.p], &bufs[stripe.q.unwrap()]));
+    /// # Ok::<(), raid::RaidError>(())
+    /// ```
+    pub fn apply_delta(
+        &self,
+        layout: &StripeLayout,
+        member: usize,
+        old: &[u8],
+        new: &[u8],
+        p: Option<&mut [u8]>,
+        q: Option<&mut [u8]>,
+    ) -> Result<()> {
+        if !layout.data.contains(&member) {
+            return Err(RaidError::BadBuffers(format!(
+                "member {member} is not a data member of stripe {} (data members {:?})",
+                layout.stripe, layout.data
+            )));
+        }
+        if q.is_some() && layout.q.is_none() {
+            return Err(RaidError::BadBuffers(format!(
+                "a Q buffer was given but stripe {} has no Q (raid4/5)",
+                layout.stripe
+            )));
+        }
+        let len = old.len();
+        let mut outs = vec![new.len()];
+        outs.extend(p.as_deref().map(|b| b.len()));
+        outs.extend(q.as_deref().map(|b| b.len()));
+        if let Some(i) = outs.iter().position(|&l| l != len) {
+            return Err(RaidError::BadBuffers(format!(
+                "old data has {len} bytes but {} has {}",
+                [
+                    "new data",
+                    "the first parity buffer",
+                    "the second parity buffer"
+                ][i],
+                outs[i]
+            )));
+        }
+        if let Some(p) = p {
+            self.delta(1, old, new, p);
+        }
+        if let Some(q) = q {
+            let e = exponent(layout, member)?;
+            self.delta(gf_exp(e), old, new, q);
         }
         Ok(())
+    }
+
+    /// `dst ⊕= c · (a ⊕ b)` (all the same length).
+    fn delta(&self, c: u8, a: &[u8], b: &[u8], dst: &mut [u8]) {
+        match self.backend {
+            Backend::Reference => reference::delta(c, a, b, dst),
+            Backend::Portable => portable::delta(c, a, b, dst),
+            be => simd::delta(be, c, a, b, dst),
+        }
     }
 
     /// Rebuild the missing members (`None`) of one stripe from the present
@@ -367,6 +484,35 @@ impl ParityEngine {
         members: &mut [BytesMut],
         missing: &[usize],
     ) -> Result<()> {
+        let mut views: Vec<&mut [u8]> = members.iter_mut().map(|m| &mut m[..]).collect();
+        self.reconstruct_slices(layout, &mut views, missing)
+    }
+
+    /// [`Self::reconstruct_in_place`] on plain buffers: the buffers of the
+    /// members in `missing` are overwritten, the others are read.
+    ///
+    /// ```
+    /// use raid::{Geometry, Layout, Level, ParityEngine};
+    ///
+    /// let g = Geometry::new(Layout::parse(Level::Raid5, "left-symmetric")?, 8, &[64; 4])?;
+    /// let stripe = g.stripe_layout(1)?;
+    /// let engine = ParityEngine::detect();
+    /// let mut bufs: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i; 4096]).collect();
+    /// let mut members: Vec<&mut [u8]> = bufs.iter_mut().map(|b| &mut b[..]).collect();
+    /// engine.encode_stripe_slices(&stripe, &mut members)?;
+    /// let good = bufs.clone();
+    /// bufs[stripe.data[0]].fill(0xee); // lost
+    /// let mut members: Vec<&mut [u8]> = bufs.iter_mut().map(|b| &mut b[..]).collect();
+    /// engine.reconstruct_slices(&stripe, &mut members, &[stripe.data[0]])?;
+    /// assert_eq!(bufs, good);
+    /// # Ok::<(), raid::RaidError>(())
+    /// ```
+    pub fn reconstruct_slices(
+        &self,
+        layout: &StripeLayout,
+        members: &mut [&mut [u8]],
+        missing: &[usize],
+    ) -> Result<()> {
         if let Some(&m) = missing.iter().find(|&&m| m >= members.len()) {
             return Err(RaidError::BadBuffers(format!(
                 "missing member {m} is not below the {} buffers given",
@@ -385,7 +531,7 @@ impl ParityEngine {
         }
         // Move the buffers to rebuild out so that the rest can be borrowed
         // immutably; they are put back whatever happens.
-        let mut taken: Vec<BytesMut> = missing
+        let mut taken: Vec<&mut [u8]> = missing
             .iter()
             .map(|&m| std::mem::take(&mut members[m]))
             .collect();
@@ -589,7 +735,10 @@ fn exponent(layout: &StripeLayout, member: usize) -> Result<usize> {
 }
 
 /// Arrange member buffers into syndrome slots (slot = Q exponent).
-fn syndrome_slots<'a>(layout: &StripeLayout, views: &[Option<&'a [u8]>]) -> Vec<Option<&'a [u8]>> {
+pub(crate) fn syndrome_slots<'a>(
+    layout: &StripeLayout,
+    views: &[Option<&'a [u8]>],
+) -> Vec<Option<&'a [u8]>> {
     let top = layout
         .q_exponent
         .iter()
@@ -638,6 +787,13 @@ pub mod reference {
         }
     }
 
+    /// `dst ⊕= c · (a ⊕ b)`.
+    pub fn delta(c: u8, a: &[u8], b: &[u8], dst: &mut [u8]) {
+        for ((d, &x), &y) in dst.iter_mut().zip(a).zip(b) {
+            *d ^= gf_mul(c, x ^ y);
+        }
+    }
+
     /// See [`super::ParityEngine`]'s two-data recovery: `dp`/`dq` hold
     /// Pxy/Qxy on entry and D_a/D_b on exit.
     pub fn recov2(p: &[u8], q: &[u8], dp: &mut [u8], dq: &mut [u8], pbmul: u8, qmul: u8) {
@@ -668,6 +824,33 @@ pub mod portable {
         let mut w = [0u8; 8];
         w.copy_from_slice(&b[i..i + 8]);
         u64::from_ne_bytes(w)
+    }
+
+    /// `dst ⊕= c · (a ⊕ b)`: whole words for `c = 1` (P), a 256-entry
+    /// product table for other coefficients (Q).
+    pub fn delta(c: u8, a: &[u8], b: &[u8], dst: &mut [u8]) {
+        if c == 1 {
+            let body = dst.len() - dst.len() % 8;
+            for ((d, x), y) in dst[..body]
+                .chunks_exact_mut(8)
+                .zip(a.chunks_exact(8))
+                .zip(b.chunks_exact(8))
+            {
+                let v = word(d, 0) ^ word(x, 0) ^ word(y, 0);
+                d.copy_from_slice(&v.to_ne_bytes());
+            }
+            for ((d, &x), &y) in dst[body..].iter_mut().zip(&a[body..]).zip(&b[body..]) {
+                *d ^= x ^ y;
+            }
+            return;
+        }
+        let mut table = [0u8; 256];
+        for (x, t) in table.iter_mut().enumerate() {
+            *t = super::gf_mul(c, x as u8);
+        }
+        for ((d, &x), &y) in dst.iter_mut().zip(a).zip(b) {
+            *d ^= table[usize::from(x ^ y)];
+        }
     }
 
     /// P (and Q) of `slots` (see [`super::reference::gen_pq`]).
