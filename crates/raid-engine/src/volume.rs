@@ -27,8 +27,42 @@ use crate::meta::{
     BITMAP_OFFSET, LINEAR_LEVEL, MAX_MEMBERS, RoleState, SB_OFFSET, SB_SIZE, Superblock, random,
 };
 
+mod parity;
+
 /// Bytes per sector.
 pub const SECTOR: u64 = 512;
+
+/// One step of a rebuild or resync of a member.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    /// Copy `sectors` from member `src` at `src_sector` to `dst_sector`.
+    Copy {
+        dst_sector: u64,
+        src: usize,
+        src_sector: u64,
+        sectors: u64,
+    },
+    /// Recompute the member's sectors from the rest of the stripe row.
+    Reconstruct { sector: u64, sectors: u64 },
+}
+
+impl Step {
+    fn sectors(&self) -> u64 {
+        match *self {
+            Step::Copy { sectors, .. } | Step::Reconstruct { sectors, .. } => sectors,
+        }
+    }
+    fn end(&self) -> u64 {
+        match *self {
+            Step::Copy {
+                dst_sector,
+                sectors,
+                ..
+            } => dst_sector + sectors,
+            Step::Reconstruct { sector, sectors } => sector + sectors,
+        }
+    }
+}
 
 /// How a volume places data on its members.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,6 +262,7 @@ pub struct Volume {
     bitmap: Option<Bitmap>,
     cipher: Option<Cipher>,
     gate: RwLock<()>,
+    stripe_locks: Vec<Mutex<()>>,
     data_offset_bytes: u64,
     size_sectors: u64,
 }
@@ -468,6 +503,7 @@ impl Volume {
             bitmap,
             cipher,
             gate: RwLock::new(()),
+            stripe_locks: (0..parity::STRIPE_LOCKS).map(|_| Mutex::new(())).collect(),
             size_sectors,
         }
     }
@@ -863,15 +899,6 @@ impl Volume {
         )
     }
 
-    fn parity_unsupported(&self) -> EngineError {
-        EngineError::Unsupported(format!(
-            "{} volumes need raid's write plans, which this build does not have yet",
-            self.geometry()
-                .map(|g| g.layout().to_string())
-                .unwrap_or_default()
-        ))
-    }
-
     /// Preferred copy order for reading a piece: spread sequential reads
     /// over the members (near copies rotate by row; far and offset layouts
     /// read the first copy, which is already striped over every member).
@@ -894,14 +921,13 @@ impl Volume {
     }
 
     fn read_sectors(&self, start: u64, buf: &mut [u8]) -> Result<()> {
-        if self.is_parity() {
-            return Err(self.parity_unsupported());
-        }
+        let parity = self.is_parity();
         let sectors = buf.len() as u64 / SECTOR;
         let pieces = self.pieces(start, start + sectors, true)?;
         let mut jobs: Vec<ReadJob<'_>> = Vec::with_capacity(pieces.len());
         let mut rest = buf;
         let mut unreadable = Vec::new();
+        let mut degraded: Vec<ReadJob<'_>> = Vec::new();
         for (i, p) in pieces.iter().enumerate() {
             let (head, tail) = rest.split_at_mut((p.sectors * SECTOR) as usize);
             rest = tail;
@@ -914,6 +940,12 @@ impl Volume {
                     member: l.member,
                     piece: i,
                     offset: self.data_offset_bytes + l.sector * SECTOR,
+                    data: head,
+                }),
+                None if parity => degraded.push(ReadJob {
+                    member: p.copies[0].member,
+                    piece: i,
+                    offset: 0,
                     data: head,
                 }),
                 None => unreadable.push(p.logical),
@@ -943,6 +975,11 @@ impl Volume {
         // Retry failed pieces on the other copies, failing members as we go.
         for (job, err) in results.into_iter().flatten() {
             self.mark_failed(job.member, &format!("read error: {err}"));
+            if parity {
+                self.write_superblocks(false)?;
+                degraded.push(job);
+                continue;
+            }
             let p = &pieces[job.piece];
             let mut done = false;
             for l in self.read_order(p) {
@@ -970,6 +1007,9 @@ impl Volume {
                 )));
             }
         }
+        for job in degraded {
+            self.reconstruct_read(&pieces[job.piece], job.data)?;
+        }
         Ok(())
     }
 
@@ -988,7 +1028,7 @@ impl Volume {
 
     fn write_sectors(&self, start: u64, data: &[u8]) -> Result<()> {
         if self.is_parity() {
-            return Err(self.parity_unsupported());
+            return self.write_parity(start, data);
         }
         let sectors = data.len() as u64 / SECTOR;
         let pieces = self.pieces(start, start + sectors, false)?;
@@ -1221,12 +1261,7 @@ impl Volume {
 
     /// Copies that bring member `target`'s sectors `start..start+len` up to
     /// date: (target sector, source member, source sector, sectors).
-    fn sources_for(
-        &self,
-        target: usize,
-        start: u64,
-        len: u64,
-    ) -> Result<Vec<(u64, usize, u64, u64)>> {
+    fn sources_for(&self, target: usize, start: u64, len: u64) -> Result<Vec<Step>> {
         let g = self.geometry().ok_or_else(|| {
             EngineError::Unsupported("a linear volume has no redundancy to rebuild from".into())
         })?;
@@ -1237,7 +1272,12 @@ impl Volume {
                 let src = src.ok_or_else(|| {
                     EngineError::Unavailable("no active member to copy from".into())
                 })?;
-                out.push((start, src, start, len));
+                out.push(Step::Copy {
+                    dst_sector: start,
+                    src,
+                    src_sector: start,
+                    sectors: len,
+                });
             }
             Layout::Raid10(_) => {
                 let chunk = g.chunk_sectors();
@@ -1256,12 +1296,17 @@ impl Volume {
                                     "logical sector {logical} has no other readable copy"
                                 ))
                             })?;
-                        out.push((s, src.member, src.sector, chunk));
+                        out.push(Step::Copy {
+                            dst_sector: s,
+                            src: src.member,
+                            src_sector: src.sector,
+                            sectors: chunk,
+                        });
                     }
                     s += chunk;
                 }
             }
-            _ if self.is_parity() => return Err(self.parity_unsupported()),
+            _ if self.is_parity() => return self.parity_rows(start, len),
             l => {
                 return Err(EngineError::Unsupported(format!(
                     "{l} has no redundancy to rebuild from"
@@ -1329,7 +1374,7 @@ impl Volume {
             .collect();
         let fm = FailureModel::new(g);
         let plan = fm.rebuild_plan(&failed, role)?;
-        let steps: Vec<(u64, usize, u64, u64)> = match g.layout() {
+        let steps: Vec<Step> = match g.layout() {
             Layout::Raid1 => {
                 let step = 2048;
                 let mut v = Vec::new();
@@ -1337,7 +1382,12 @@ impl Volume {
                     let mut s = r.start;
                     while s < r.start + r.sectors {
                         let n = step.min(r.start + r.sectors - s);
-                        v.push((s, r.member, s, n));
+                        v.push(Step::Copy {
+                            dst_sector: s,
+                            src: r.member,
+                            src_sector: s,
+                            sectors: n,
+                        });
                         s += n;
                     }
                 }
@@ -1345,9 +1395,23 @@ impl Volume {
             }
             Layout::Raid10(_) => fm
                 .raid10_rebuild_reads(&plan)
-                .map(|rd| (rd.target_sector, rd.source, rd.source_sector, rd.sectors))
+                .map(|rd| Step::Copy {
+                    dst_sector: rd.target_sector,
+                    src: rd.source,
+                    src_sector: rd.source_sector,
+                    sectors: rd.sectors,
+                })
                 .collect(),
-            _ => return Err(self.parity_unsupported()),
+            // The plan reads every survivor in full: one stripe row at a time.
+            Layout::Raid4 | Layout::Raid5(_) | Layout::Raid6(_) => {
+                debug_assert!(plan.full_ranges.iter().all(|r| r.start == 0));
+                self.parity_rows(0, g.used_sectors()[role])?
+            }
+            l => {
+                return Err(EngineError::Unsupported(format!(
+                    "{l} has no redundancy to rebuild from"
+                )));
+            }
         };
         let res = self.run_copy(role, &steps, opts, true);
         self.finish_recovery(role, res)
@@ -1383,30 +1447,42 @@ impl Volume {
     fn run_copy(
         &self,
         role: usize,
-        steps: &[(u64, usize, u64, u64)],
+        steps: &[Step],
         opts: &RebuildOptions<'_>,
         advance_watermark: bool,
     ) -> Result<Progress> {
-        let total = steps.iter().map(|s| s.3 * SECTOR).sum();
+        let total = steps.iter().map(|s| s.sectors() * SECTOR).sum();
         let mut done = 0u64;
         let started = Instant::now();
         let mut buf = Vec::new();
-        for &(dst_sector, src, src_sector, sectors) in steps {
+        for step in steps {
             {
                 let _g = self.gate.write().unwrap_or_else(|p| p.into_inner());
-                if !self.readable(src, src_sector + sectors) {
-                    return Err(EngineError::Unavailable(format!(
-                        "rebuild source member {src} is no longer readable"
-                    )));
+                match *step {
+                    Step::Copy {
+                        dst_sector,
+                        src,
+                        src_sector,
+                        sectors,
+                    } => {
+                        if !self.readable(src, src_sector + sectors) {
+                            return Err(EngineError::Unavailable(format!(
+                                "rebuild source member {src} is no longer readable"
+                            )));
+                        }
+                        self.copy_step(role, dst_sector, src, src_sector, sectors, &mut buf)?;
+                    }
+                    Step::Reconstruct { sector, sectors } => {
+                        self.reconstruct_range(&[role], sector, sectors)?;
+                    }
                 }
-                self.copy_step(role, dst_sector, src, src_sector, sectors, &mut buf)?;
                 if advance_watermark {
                     self.slots[role]
                         .watermark
-                        .store(dst_sector + sectors, Ordering::SeqCst);
+                        .store(step.end(), Ordering::SeqCst);
                 }
             }
-            done += sectors * SECTOR;
+            done += step.sectors() * SECTOR;
             if let Some(cb) = opts.progress {
                 cb(Progress {
                     done_bytes: done,
@@ -1514,10 +1590,9 @@ impl Volume {
             None => return Ok(0),
         };
         if self.is_parity() {
-            if regions.is_empty() {
-                return Ok(0);
-            }
-            return Err(self.parity_unsupported());
+            let n = self.resync_parity(&regions, bm.region)?;
+            self.flush()?;
+            return Ok(n);
         }
         for r in regions {
             for m in self.active_roles() {
@@ -1585,7 +1660,7 @@ impl Volume {
             ..ScrubReport::default()
         };
         if self.is_parity() {
-            return Err(self.parity_unsupported());
+            return self.scrub_parity(repair);
         }
         let step = match self.geometry() {
             Some(g) if g.chunk_sectors() > 0 => g.chunk_sectors(),

@@ -79,7 +79,16 @@ fn crash_child_writer() {
 }
 
 #[test]
-fn killed_writer_leaves_agreeing_copies_with_every_flushed_write() {
+fn killed_raid10_writer_leaves_agreeing_copies_with_every_flushed_write() {
+    crash_rounds("raid10:n2");
+}
+
+#[test]
+fn killed_raid6_writer_leaves_consistent_parity_with_every_flushed_write() {
+    crash_rounds("raid6:left-symmetric");
+}
+
+fn crash_rounds(layout: &str) {
     let dir = common::scratch();
     for p in paths(dir.path()) {
         FileDevice::create(&p, 4 << 20, CacheMode::Buffered).unwrap();
@@ -87,7 +96,7 @@ fn killed_writer_leaves_agreeing_copies_with_every_flushed_write() {
     std::fs::write(dir.path().join("log"), "").unwrap();
     {
         let devs: Vec<Arc<dyn BlockDevice>> = common::reopen(&paths(dir.path()));
-        let mut opts = CreateOptions::new(VolumeLayout::parse("raid10:n2").unwrap());
+        let mut opts = CreateOptions::new(VolumeLayout::parse(layout).unwrap());
         opts.chunk_sectors = 16;
         opts.bitmap_region_bytes = 64 << 10;
         let v = Volume::create(devs, &opts).unwrap();
@@ -127,7 +136,7 @@ fn killed_writer_leaves_agreeing_copies_with_every_flushed_write() {
         let report = vol.scrub(false).unwrap();
         assert!(
             report.mismatches.is_empty(),
-            "round {round}: mirror copies disagree after resync: {:?}",
+            "{layout} round {round}: copies or parity disagree after resync: {:?}",
             report.mismatches
         );
         // The last flushed write of each block, or a later one, is there.
@@ -146,7 +155,7 @@ fn killed_writer_leaves_agreeing_copies_with_every_flushed_write() {
             let got_seq = u64::from_le_bytes(got[..8].try_into().unwrap());
             assert!(
                 got_seq >= seq && got == block(got_seq, b),
-                "round {round}: block {b} holds write {got_seq}, flushed write {seq} is lost"
+                "{layout} round {round}: block {b} holds write {got_seq}, flushed write {seq} is lost"
             );
         }
         vol.close().unwrap();

@@ -35,6 +35,32 @@ fn check_layout(spec: &str, n: usize, chunk: u64) {
                 512 * raid::mdadm::default_data_offset_v12(6 * MIB / 512, c),
                 "{spec}"
             );
+            if let Ok(stripe) = g.stripe_layout(0) {
+                // Every stripe's P (and Q) is what raid's kernels compute
+                // from the data members.
+                let len = (g.chunk_sectors() * 512) as usize;
+                let engine = raid::ParityEngine::detect();
+                for st in 0..g.stripes() {
+                    let stripe = if st == 0 {
+                        stripe.clone()
+                    } else {
+                        g.stripe_layout(st).unwrap()
+                    };
+                    let mut bufs: Vec<Vec<u8>> = devs
+                        .iter()
+                        .map(|d| {
+                            let mut b = vec![0u8; len];
+                            d.read_at(&mut b, off + st * g.chunk_sectors() * 512)
+                                .unwrap();
+                            b
+                        })
+                        .collect();
+                    let want = bufs.clone();
+                    let mut views: Vec<&mut [u8]> = bufs.iter_mut().map(|b| &mut b[..]).collect();
+                    engine.encode_stripe_slices(&stripe, &mut views).unwrap();
+                    assert!(bufs == want, "{spec}: parity of stripe {st}");
+                }
+            }
             for s in (0..sectors).step_by(37) {
                 let m = g.map(s).unwrap();
                 assert_eq!(m.copies.len(), g.copies(), "{spec}");
@@ -77,6 +103,15 @@ fn every_copy_layout_is_byte_exact() {
         ("raid10:o2", 3, 16),
         ("raid10:f3", 5, 8),
         ("raid10:n2f2", 4, 8),
+        ("raid4", 3, 16),
+        ("raid5:left-symmetric", 4, 16),
+        ("raid5:left-asymmetric", 3, 8),
+        ("raid5:right-symmetric", 5, 8),
+        ("raid5:right-asymmetric", 4, 16),
+        ("raid6:left-symmetric", 5, 16),
+        ("raid6:ddf-n-restart", 6, 8),
+        ("raid6:right-asymmetric-6", 5, 8),
+        ("raid6:parity-first", 4, 16),
     ] {
         check_layout(spec, n, chunk);
     }

@@ -26,6 +26,13 @@ const LAYOUTS: &[(&str, usize, usize)] = &[
     ("raid10:o2", 2, 5),
     ("raid10:f3", 3, 5),
     ("raid10:n2f2", 4, 5),
+    ("raid4", 3, 4),
+    ("raid5:left-symmetric", 3, 5),
+    ("raid5:right-asymmetric", 3, 5),
+    ("raid6:left-symmetric", 4, 6),
+    ("raid6:left-asymmetric", 4, 6),
+    ("raid6:ddf-zero-restart", 4, 5),
+    ("raid6:left-symmetric-6", 4, 5),
 ];
 
 #[derive(Debug, Clone)]
@@ -232,7 +239,7 @@ fn run_case(c: &Case) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
     #[test]
     fn tolerable_failures_never_lose_data(c in case()) {
         run_case(&c);
