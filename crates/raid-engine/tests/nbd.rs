@@ -202,3 +202,34 @@ fn nbdinfo_and_nbdcopy_use_the_engine_server() {
     assert!(std::fs::read(&copy).unwrap() == data);
     h.shutdown();
 }
+
+#[test]
+fn a_dead_nbd_member_is_failed_and_the_volume_carries_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((peer, port)) = start_nbdkit(&["memory", "8M"]) else {
+        return;
+    };
+    let remote: Arc<dyn BlockDevice> =
+        Arc::new(NbdDevice::connect(&format!("127.0.0.1:{port}"), "").unwrap());
+    let local: Arc<dyn BlockDevice> = Arc::new(
+        FileDevice::create(dir.path().join("local.img"), 8 << 20, CacheMode::Buffered).unwrap(),
+    );
+    let vol = Volume::create(
+        vec![remote, local],
+        &CreateOptions::new(VolumeLayout::parse("raid1").unwrap()),
+    )
+    .unwrap();
+    let data = common::pattern(4, 256 << 10);
+    vol.write_at(&data, 0).unwrap();
+    vol.flush().unwrap();
+    drop(peer); // kills nbdkit: the remote member's next I/O fails
+    vol.write_at(&data[..4096], 8192).unwrap();
+    let mut back = vec![0u8; data.len()];
+    vol.read_at(&mut back, 0).unwrap();
+    let mut want = data.clone();
+    want[8192..12288].copy_from_slice(&data[..4096]);
+    assert!(back == want);
+    let st = vol.status();
+    assert_eq!(st[0].state, raid_engine::MemberState::Failed, "{st:?}");
+    assert_eq!(st[1].state, raid_engine::MemberState::Active);
+}
