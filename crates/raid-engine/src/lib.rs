@@ -9,7 +9,10 @@
 //! bytes at the same offsets as md would.
 //!
 //! * Levels: linear (JBOD), single, RAID0, RAID1 (n-way), RAID10
-//!   (near/far/offset as `raid` maps them).
+//!   (near/far/offset as `raid` maps them), RAID4/5/6 on `raid`'s write
+//!   plans (read-modify-write or reconstruct-write, full-stripe writes
+//!   without reads) and P/Q kernels, with reconstruction reads when
+//!   degraded.
 //! * Degraded mode, a write-intent bitmap persisted on the members, online
 //!   rebuild onto a replacement following `raid`'s rebuild plan (throttled,
 //!   with progress), bitmap-driven re-add, crash resync and scrub.
