@@ -157,7 +157,13 @@ fn in_process(c: &mut Criterion) {
         let group = format!("engine/{spec}");
         bench_target(c, &group, "volume", &vol, 1);
         bench_target(c, &group, "plain-file", &plain, 1);
-        bench_target(c, &group, &format!("members-aggregate-{n}"), &Aggregate(devs), n as u64);
+        bench_target(
+            c,
+            &group,
+            &format!("members-aggregate-{n}"),
+            &Aggregate(devs),
+            n as u64,
+        );
     }
 }
 
@@ -274,7 +280,10 @@ fn kernel_path(c: &mut Criterion) {
     }
     let dir = scratch();
     let plain = dir.path().join("plain-loop");
-    std::fs::File::create(&plain).unwrap().set_len(MEMBER * 2).unwrap();
+    std::fs::File::create(&plain)
+        .unwrap()
+        .set_len(MEMBER * 2)
+        .unwrap();
     let Some(plain_loop) = losetup(&plain) else {
         eprintln!("kernel-path benchmarks skipped: losetup failed");
         return;

@@ -28,6 +28,8 @@
 //! | 117 | 32 | encryption salt |
 //! | 149 | 32 | key check value |
 //! | 181 | 1 | clean shutdown (0/1) |
+//! | 182 | 1 | length of the layout name |
+//! | 183 | 32 | layout name as mdadm spells it (`left-symmetric`, `f2`; empty for RAID1 and linear) |
 //! | 256 | 17 × members | per role: state byte, device uuid |
 //! | 4092 | 4 | CRC-32 of bytes 0..4092 |
 
@@ -86,6 +88,8 @@ pub struct Superblock {
     pub level: u32,
     /// md layout number.
     pub layout: u32,
+    /// The layout as mdadm names it (at most 32 bytes).
+    pub layout_name: String,
     /// Chunk size in sectors.
     pub chunk_sectors: u64,
     /// This device's role.
@@ -154,6 +158,9 @@ impl Superblock {
             put(&mut b, 149, check);
         }
         b[181] = u8::from(self.clean);
+        let name = &self.layout_name.as_bytes()[..self.layout_name.len().min(32)];
+        b[182] = name.len() as u8;
+        put(&mut b, 183, name);
         for (i, (st, uuid)) in self.roles.iter().enumerate() {
             let at = ROLES_AT + 17 * i;
             b[at] = st.code();
@@ -209,6 +216,8 @@ impl Superblock {
             device_uuid: arr(b, 28),
             level: u32_at(b, 44),
             layout: u32_at(b, 48),
+            layout_name: String::from_utf8_lossy(&b[183..183 + usize::from(b[182].min(32))])
+                .into_owned(),
             chunk_sectors: u64_at(b, 52),
             role,
             component_sectors: u64_at(b, 68),
@@ -249,6 +258,7 @@ mod tests {
             device_uuid: [2; 16],
             level: 10,
             layout: 0x102,
+            layout_name: "f2".into(),
             chunk_sectors: 128,
             role: 2,
             component_sectors: 4096,

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use raid::{FailureModel, Geometry, Layout, Level, Location, MemberContent, ParityAlgorithm};
+use raid::{FailureModel, Geometry, Layout, Level, Location, MemberContent};
 
 use crate::bitmap::Bitmap;
 use crate::crypt::{Cipher, Secret};
@@ -236,6 +236,7 @@ struct Meta {
     array_uuid: [u8; 16],
     level: u32,
     layout: u32,
+    layout_name: String,
     chunk: u64,
     components: Vec<u64>,
     data_offset: u64,
@@ -270,36 +271,17 @@ pub struct Volume {
 /// Requests of at least this many bytes fan out over the members on threads.
 const PARALLEL_BYTES: usize = 256 * 1024;
 
-fn layout_from_md(level: u32, number: u32) -> Option<Layout> {
-    const PARITY: [ParityAlgorithm; 14] = {
-        use ParityAlgorithm::*;
-        [
-            LeftAsymmetric,
-            RightAsymmetric,
-            LeftSymmetric,
-            RightSymmetric,
-            ParityFirst,
-            ParityLast,
-            DdfZeroRestart,
-            DdfNRestart,
-            DdfNContinue,
-            LeftAsymmetric6,
-            RightAsymmetric6,
-            LeftSymmetric6,
-            RightSymmetric6,
-            ParityFirst6,
-        ]
-    };
-    let alg = || PARITY.iter().copied().find(|a| a.md_number() == number);
-    Some(match level {
-        0 => Layout::parse(Level::Raid0, &number.to_string()).ok()?,
-        1 => Layout::Raid1,
-        4 => Layout::Raid4,
-        5 => Layout::Raid5(alg()?),
-        6 => Layout::Raid6(alg()?),
-        10 => Layout::Raid10(raid::Raid10Layout::from_md_number(number).ok()?),
+fn layout_from_sb(level: u32, name: &str) -> Option<Layout> {
+    let level = match level {
+        0 => Level::Raid0,
+        1 => Level::Raid1,
+        4 => Level::Raid4,
+        5 => Level::Raid5,
+        6 => Level::Raid6,
+        10 => Level::Raid10,
         _ => return None,
-    })
+    };
+    Layout::parse(level, name).ok()
 }
 
 fn level_code(l: &VolumeLayout) -> u32 {
@@ -451,6 +433,10 @@ impl Volume {
                 VolumeLayout::Md(l) => l.md_number(),
                 VolumeLayout::Linear => 0,
             },
+            layout_name: match opts.layout {
+                VolumeLayout::Md(l) => l.mdadm_name().unwrap_or_default(),
+                VolumeLayout::Linear => String::new(),
+            },
             chunk,
             components,
             data_offset,
@@ -558,16 +544,20 @@ impl Volume {
             placed[r] = Some(d);
             present_sb[r] = Some(sb);
         }
-        let layout = if auth.level == LINEAR_LEVEL {
-            VolumeLayout::Linear
-        } else {
-            VolumeLayout::Md(layout_from_md(auth.level, auth.layout).ok_or_else(|| {
-                EngineError::Metadata {
-                    member: "superblock".into(),
-                    detail: format!("unknown level {} layout {}", auth.level, auth.layout),
-                }
-            })?)
-        };
+        let layout =
+            if auth.level == LINEAR_LEVEL {
+                VolumeLayout::Linear
+            } else {
+                VolumeLayout::Md(layout_from_sb(auth.level, &auth.layout_name).ok_or_else(
+                    || EngineError::Metadata {
+                        member: "superblock".into(),
+                        detail: format!(
+                            "unknown level {} layout {:?}",
+                            auth.level, auth.layout_name
+                        ),
+                    },
+                )?)
+            };
         let mut comps = vec![auth.component_sectors; n];
         let needs_all = matches!(
             layout,
@@ -640,6 +630,7 @@ impl Volume {
             array_uuid: auth.array_uuid,
             level: auth.level,
             layout: auth.layout,
+            layout_name: auth.layout_name.clone(),
             chunk: auth.chunk_sectors,
             components: comps,
             data_offset: auth.data_offset,
@@ -785,6 +776,7 @@ impl Volume {
                     device_uuid: m.roles[r].1,
                     level: m.level,
                     layout: m.layout,
+                    layout_name: m.layout_name.clone(),
                     chunk_sectors: m.chunk,
                     role: r as u32,
                     component_sectors: m.components[r],
@@ -1219,6 +1211,31 @@ impl Volume {
         self.write_superblocks(true)
     }
 
+    /// The device attached to member `m`.
+    fn attached(&self, m: usize) -> Result<Arc<dyn BlockDevice>> {
+        self.slots[m]
+            .device()
+            .ok_or_else(|| EngineError::Unavailable(format!("member {m} has no device")))
+    }
+
+    /// Turn a member I/O result into the crate's error, failing the member
+    /// on error.
+    fn member_result(
+        &self,
+        m: usize,
+        dev: &dyn BlockDevice,
+        what: &str,
+        r: std::io::Result<()>,
+    ) -> Result<()> {
+        r.map_err(|e| {
+            self.mark_failed(m, &format!("{what} error: {e}"));
+            EngineError::Io {
+                what: format!("member {m} ({}): {what}", dev.describe()),
+                source: e,
+            }
+        })
+    }
+
     /// Byte offset on a member of member sector `sector`.
     fn member_off(&self, sector: u64) -> u64 {
         self.data_offset_bytes + sector * SECTOR
@@ -1236,26 +1253,12 @@ impl Volume {
         buf: &mut Vec<u8>,
     ) -> Result<()> {
         buf.resize((sectors * SECTOR) as usize, 0);
-        let sdev = self.slots[src].device().ok_or_else(|| {
-            EngineError::Unavailable(format!("source member {src} has no device"))
-        })?;
-        if let Err(e) = sdev.read_at(buf, self.member_off(src_sector)) {
-            self.mark_failed(src, &format!("read error: {e}"));
-            return Err(EngineError::Io {
-                what: format!("source member {src} ({}): read", sdev.describe()),
-                source: e,
-            });
-        }
-        let ddev = self.slots[dst].device().ok_or_else(|| {
-            EngineError::Unavailable(format!("target member {dst} has no device"))
-        })?;
-        if let Err(e) = ddev.write_at(buf, self.member_off(dst_sector)) {
-            self.mark_failed(dst, &format!("write error: {e}"));
-            return Err(EngineError::Io {
-                what: format!("target member {dst} ({}): write", ddev.describe()),
-                source: e,
-            });
-        }
+        let sdev = self.attached(src)?;
+        let r = sdev.read_at(buf, self.member_off(src_sector));
+        self.member_result(src, &*sdev, "read", r)?;
+        let ddev = self.attached(dst)?;
+        let r = ddev.write_at(buf, self.member_off(dst_sector));
+        self.member_result(dst, &*ddev, "write", r)?;
         Ok(())
     }
 

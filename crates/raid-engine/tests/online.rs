@@ -30,7 +30,8 @@ fn online(spec: &str, n: usize, replace: bool) {
     vol.write_at(&w, 123_456).unwrap();
     model.lock().unwrap()[123_456..423_456].copy_from_slice(&w);
     if replace {
-        let fresh = FileDevice::create(dir.path().join("fresh"), 4 << 20, CacheMode::Buffered).unwrap();
+        let fresh =
+            FileDevice::create(dir.path().join("fresh"), 4 << 20, CacheMode::Buffered).unwrap();
         vol.replace(1, Arc::new(fresh)).unwrap();
     }
 
@@ -85,7 +86,10 @@ fn online(spec: &str, n: usize, replace: bool) {
     for m in [0, 2] {
         vol.fail_member(m).unwrap();
         vol.read_at(&mut back, 0).unwrap();
-        assert!(back == *model.lock().unwrap(), "{spec}: data differs without member {m}");
+        assert!(
+            back == *model.lock().unwrap(),
+            "{spec}: data differs without member {m}"
+        );
         vol.readd(m, None, &RebuildOptions::default()).unwrap();
     }
 }

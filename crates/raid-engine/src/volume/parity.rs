@@ -263,32 +263,18 @@ impl Volume {
             )));
         }
         for m in (0..n).filter(|m| !missing.contains(m)) {
-            let d = self.slots[m]
-                .device()
-                .ok_or_else(|| EngineError::Unavailable(format!("member {m} has no device")))?;
-            if let Err(e) = d.read_at(&mut bufs[m], self.member_off(sector)) {
-                self.mark_failed(m, &format!("read error: {e}"));
-                return Err(EngineError::Io {
-                    what: format!("member {m} ({}): read", d.describe()),
-                    source: e,
-                });
-            }
+            let d = self.attached(m)?;
+            let r = d.read_at(&mut bufs[m], self.member_off(sector));
+            self.member_result(m, &*d, "read", r)?;
         }
         {
             let mut views: Vec<&mut [u8]> = bufs.iter_mut().map(|b| &mut b[..]).collect();
             ParityEngine::detect().reconstruct_slices(&layout, &mut views, &missing)?;
         }
         for &t in targets {
-            let d = self.slots[t]
-                .device()
-                .ok_or_else(|| EngineError::Unavailable(format!("member {t} has no device")))?;
-            if let Err(e) = d.write_at(&bufs[t], self.member_off(sector)) {
-                self.mark_failed(t, &format!("write error: {e}"));
-                return Err(EngineError::Io {
-                    what: format!("member {t} ({}): write", d.describe()),
-                    source: e,
-                });
-            }
+            let d = self.attached(t)?;
+            let r = d.write_at(&bufs[t], self.member_off(sector));
+            self.member_result(t, &*d, "write", r)?;
         }
         Ok(())
     }
