@@ -251,6 +251,8 @@ struct Piece {
     logical: u64,
     sectors: u64,
     copies: Vec<Location>,
+    /// Which part of a split read this is (shifts the preferred copy).
+    part: usize,
 }
 
 /// A user-space RAID volume. `Send + Sync`: share it in an `Arc` between
@@ -878,6 +880,7 @@ impl Volume {
                 logical: pos,
                 sectors: len,
                 copies,
+                part: 0,
             });
             pos += len;
         }
@@ -891,6 +894,45 @@ impl Volume {
         )
     }
 
+    /// For a large read of a near-copies RAID10, read each chunk in parts
+    /// from different copies, so that every member works (reading only the
+    /// rotated first copies keeps half of the members idle per row).
+    fn split_near_copies(&self, pieces: Vec<Piece>) -> Vec<Piece> {
+        let near = match self.geometry().map(|g| g.layout()) {
+            Some(Layout::Raid10(r)) if r.far() == 1 => r.copies() as u64,
+            _ => return pieces,
+        };
+        let mut out = Vec::with_capacity(pieces.len() * near as usize);
+        for p in pieces {
+            let part = (p.sectors / near).max(8) / 8 * 8;
+            let mut off = 0;
+            let mut k = 0;
+            while off < p.sectors {
+                let len = if k + 1 == near as usize {
+                    p.sectors - off
+                } else {
+                    part.min(p.sectors - off)
+                };
+                out.push(Piece {
+                    logical: p.logical + off,
+                    sectors: len,
+                    copies: p
+                        .copies
+                        .iter()
+                        .map(|l| Location {
+                            member: l.member,
+                            sector: l.sector + off,
+                        })
+                        .collect(),
+                    part: k,
+                });
+                off += len;
+                k += 1;
+            }
+        }
+        out
+    }
+
     /// Preferred copy order for reading a piece: spread sequential reads
     /// over the members (near copies rotate by row; far and offset layouts
     /// read the first copy, which is already striped over every member).
@@ -901,7 +943,7 @@ impl Volume {
                 Layout::Raid1 => (p.logical / 256) as usize % n.max(1),
                 Layout::Raid10(r) if r.far() == 1 => {
                     let row = p.logical / g.chunk_sectors() / g.data_disks().max(1) as u64;
-                    row as usize % n.max(1)
+                    (row as usize + p.part) % n.max(1)
                 }
                 _ => 0,
             },
@@ -915,7 +957,10 @@ impl Volume {
     fn read_sectors(&self, start: u64, buf: &mut [u8]) -> Result<()> {
         let parity = self.is_parity();
         let sectors = buf.len() as u64 / SECTOR;
-        let pieces = self.pieces(start, start + sectors, true)?;
+        let mut pieces = self.pieces(start, start + sectors, true)?;
+        if sectors * SECTOR >= PARALLEL_BYTES as u64 {
+            pieces = self.split_near_copies(pieces);
+        }
         let mut jobs: Vec<ReadJob<'_>> = Vec::with_capacity(pieces.len());
         let mut rest = buf;
         let mut unreadable = Vec::new();
