@@ -535,6 +535,11 @@ impl Volume {
                 ));
             }
             let r = sb.role as usize;
+            if r >= n {
+                return Err(meta_err(format!(
+                    "role {r} is not below the volume's {n} members"
+                )));
+            }
             if sb.device_uuid != auth.roles[r].1 {
                 return Err(meta_err(format!(
                     "was role {r}, which another device has since taken over"
@@ -545,6 +550,16 @@ impl Volume {
             }
             placed[r] = Some(d);
             present_sb[r] = Some(sb);
+        }
+        let room = (auth.data_offset * SECTOR).saturating_sub(BITMAP_OFFSET);
+        if auth.bitmap_bytes > room || (auth.bitmap_bytes > 0 && auth.bitmap_region == 0) {
+            return Err(EngineError::Metadata {
+                member: "superblock".into(),
+                detail: format!(
+                    "bitmap of {} bytes, {} sectors per bit, does not fit the {room} bytes before the data",
+                    auth.bitmap_bytes, auth.bitmap_region
+                ),
+            });
         }
         let layout =
             if auth.level == LINEAR_LEVEL {
@@ -1469,8 +1484,14 @@ impl Volume {
         match res {
             Ok(p) => {
                 let slot = &self.slots[role];
-                slot.watermark.store(u64::MAX, Ordering::SeqCst);
-                slot.state.store(ACTIVE, Ordering::SeqCst);
+                {
+                    // No write may be between planning (member left out)
+                    // and its fix-up of a recovering member (see
+                    // `write_parity`) when the member turns active.
+                    let _g = self.gate.write().unwrap_or_else(|p| p.into_inner());
+                    slot.watermark.store(u64::MAX, Ordering::SeqCst);
+                    slot.state.store(ACTIVE, Ordering::SeqCst);
+                }
                 {
                     let mut m = self.meta_lock();
                     m.roles[role].0 = RoleState::Active;
