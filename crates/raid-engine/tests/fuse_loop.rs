@@ -113,3 +113,60 @@ fn ext4_on_loop_on_fuse_survives_sigterm_teardown() {
     let cat = run(Command::new("debugfs").args(["-R", "cat /hello", img.to_str().unwrap()]));
     assert!(cat == content, "debugfs read {} bytes", cat.len());
 }
+
+#[test]
+fn an_external_umount_closes_the_volume_cleanly() {
+    if !prerequisites() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (paths, devs) = common::members(dir.path(), 2, 8 << 20);
+    let vol = std::sync::Arc::new(
+        Volume::create(
+            devs,
+            &raid_engine::CreateOptions::new(raid_engine::VolumeLayout::parse("raid1").unwrap()),
+        )
+        .unwrap(),
+    );
+    let mnt = dir.path().join("fuse");
+    std::fs::create_dir(&mnt).unwrap();
+    let exp = raid_engine::fuse::expose(vol.clone(), &mnt, "vol").unwrap();
+    let data = common::pattern(7, 1 << 20);
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(exp.file())
+            .unwrap();
+        f.write_all_at(&data, 4096).unwrap();
+        f.sync_all().unwrap();
+    }
+    run(Command::new("umount").arg(&mnt));
+    // Bounded wait for the session to notice (not a timing assertion).
+    for _ in 0..600 {
+        if exp.is_finished() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        exp.is_finished(),
+        "the FUSE session did not end after umount"
+    );
+    exp.unmount().unwrap();
+    drop(vol);
+    // Closed cleanly: the superblocks say so, and the data is there.
+    let mut b = vec![0u8; 4096];
+    std::os::unix::fs::FileExt::read_exact_at(
+        &std::fs::File::open(&paths[0]).unwrap(),
+        &mut b,
+        raid_engine::meta::SB_OFFSET,
+    )
+    .unwrap();
+    let sb = raid_engine::meta::Superblock::decode(&b, "m0").unwrap();
+    assert!(sb.clean, "superblock not marked clean after umount");
+    let vol = Volume::assemble(common::reopen(&paths), None).unwrap();
+    let mut back = vec![0u8; data.len()];
+    vol.read_at(&mut back, 4096).unwrap();
+    assert!(back == data);
+}
