@@ -20,6 +20,9 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The tests of this file mount and attach loop devices: one at a time.
+static KERNEL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn prerequisites() -> bool {
     if !Path::new("/dev/fuse").exists() {
         common::skip("/dev/fuse is missing");
@@ -48,6 +51,7 @@ fn prerequisites() -> bool {
 
 #[test]
 fn ext4_on_loop_on_fuse_survives_sigterm_teardown() {
+    let _one = KERNEL.lock().unwrap_or_else(|p| p.into_inner());
     if !prerequisites() {
         return;
     }
@@ -116,6 +120,7 @@ fn ext4_on_loop_on_fuse_survives_sigterm_teardown() {
 
 #[test]
 fn an_external_umount_closes_the_volume_cleanly() {
+    let _one = KERNEL.lock().unwrap_or_else(|p| p.into_inner());
     if !prerequisites() {
         return;
     }
