@@ -465,6 +465,10 @@ impl Geometry {
     pub fn array_bytes(&self) -> u64 {
         self.array_sectors * 512
     }
+    /// Usable array size as a [`storage_units::ByteSize`].
+    pub fn array_size(&self) -> storage_units::ByteSize {
+        storage_units::ByteSize::new(self.array_bytes())
+    }
     /// Data members per stripe for RAID4/5/6 (members − parity members).
     pub fn data_disks(&self) -> usize {
         let n = self.members();

@@ -3,10 +3,25 @@
 //!
 //! md and this crate count in 512-byte sectors; mdadm's `--chunk`,
 //! `--size` and `--data-offset` count in KiB; drives and volumes are sized in
-//! bytes. Where an API mixes these, it takes or returns these types instead
-//! of a bare `u64`.
+//! bytes, as the workspace's [`ByteSize`] (crate `storage-units`) which
+//! parses and prints them with explicit SI and IEC units. Where an API mixes
+//! these, it takes or returns these types instead of a bare `u64`.
+//!
+//! ```
+//! use raid::{ChunkSize, Sectors};
+//! use storage_units::ByteSize;
+//!
+//! let chunk = ChunkSize::from_byte_size("64 KiB".parse()?)?;
+//! assert_eq!(chunk.sectors(), Sectors::new(128));
+//! assert_eq!(Sectors::new(2048).to_byte_size(), Some(ByteSize::mib(1)));
+//! // 1 kB (SI) is not a whole number of sectors.
+//! assert!(Sectors::from_byte_size("1 kB".parse()?).is_err());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use std::fmt;
+
+use storage_units::ByteSize;
 
 use crate::error::{RaidError, Result};
 
@@ -60,6 +75,22 @@ impl Sectors {
     pub const fn checked_bytes(self) -> Option<u64> {
         self.0.checked_mul(SECTOR_BYTES)
     }
+    /// Exactly `size`; an error unless it is a whole number of sectors.
+    pub fn from_byte_size(size: ByteSize) -> Result<Self> {
+        Sectors::from_bytes(size.bytes()).map_err(|_| {
+            bad(
+                "size",
+                format!("{size} is not a whole number of 512-byte sectors"),
+            )
+        })
+    }
+    /// The size as a [`ByteSize`], or `None` if it does not fit in a `u64`.
+    pub const fn to_byte_size(self) -> Option<ByteSize> {
+        match self.checked_bytes() {
+            Some(b) => Some(ByteSize::new(b)),
+            None => None,
+        }
+    }
     /// The size in KiB, or `None` if it is not a whole number of KiB (an
     /// odd sector count).
     pub const fn exact_kib(self) -> Option<u64> {
@@ -107,6 +138,16 @@ impl ChunkSize {
             ));
         }
         Ok(ChunkSize(s))
+    }
+    /// A chunk of exactly `size`.
+    pub fn from_byte_size(size: ByteSize) -> Result<Self> {
+        let sectors = Sectors::from_byte_size(size)?;
+        ChunkSize::new(sectors).map_err(|_| {
+            bad(
+                "chunk",
+                format!("{size} is not a positive multiple of 4 KiB"),
+            )
+        })
     }
     /// A chunk of `kib` KiB (as mdadm's `--chunk` counts).
     pub fn from_kib(kib: u64) -> Result<Self> {

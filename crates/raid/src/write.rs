@@ -271,7 +271,7 @@ impl Geometry {
                 failed: failed.iter().copied().collect(),
                 detail: match self.layout() {
                     Layout::Raid0(_) => format!(
-                        "raid0 keeps one copy: logical sector {reached} lies on failed member {}",
+                        "raid0 keeps a single copy: logical sector {reached} lies on failed member {}",
                         members[0]
                     ),
                     _ => format!(
@@ -301,15 +301,18 @@ impl Geometry {
         if failed.len() > tolerated {
             return Err(RaidError::DataLost {
                 failed: failed.iter().copied().collect(),
-                detail: format!(
-                    "{} failed members; {} parity rebuilds at most {tolerated}",
-                    failed.len(),
-                    if tolerated == 2 {
-                        "raid6 P+Q"
-                    } else {
-                        "raid4/5 single"
-                    }
-                ),
+                detail: if tolerated == 2 {
+                    format!(
+                        "raid6 keeps two parity blocks (P and Q) per stripe, which rebuild two missing members; {} are missing",
+                        failed.len()
+                    )
+                } else {
+                    format!(
+                        "{} keeps one parity block (P) per stripe, which rebuilds one missing member; {} are missing",
+                        self.layout().level(),
+                        failed.len()
+                    )
+                },
             });
         }
         let chunk = self.chunk_sectors();

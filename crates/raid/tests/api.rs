@@ -207,7 +207,7 @@ fn failure_domains_and_survival() {
     assert!(!jbod.survives);
     assert_eq!(jbod.fatal.len(), 4);
     assert!(
-        jbod.fatal[0].reason.contains("every copy"),
+        jbod.fatal[0].reason.contains("all copies of some chunks"),
         "{}",
         jbod.fatal[0].reason
     );
@@ -515,4 +515,33 @@ fn layout_choice_rules() {
     );
     assert!(choose_layout(&LayoutRequest::new(0, vec![GIB])).is_err());
     assert!(choose_layout(&LayoutRequest::new(1, vec![])).is_err());
+}
+
+#[test]
+fn data_lost_speaks_the_level_s_language() {
+    let lost = |layout: &str, level: Level, n: usize, failed: &[usize]| -> String {
+        let g = Geometry::new(Layout::parse(level, layout).unwrap(), 8, &vec![64; n]).unwrap();
+        match FailureModel::new(&g).rebuild_plan(failed, failed[0]) {
+            Err(e @ RaidError::DataLost { .. }) => e.to_string(),
+            other => panic!("{other:?}"),
+        }
+    };
+    let r5 = lost("", Level::Raid5, 4, &[0, 1]);
+    assert!(
+        r5.contains("one parity block (P)") && !r5.contains("cop"),
+        "{r5}"
+    );
+    let r6 = lost("", Level::Raid6, 5, &[0, 1, 2]);
+    assert!(
+        r6.contains("P and Q") && r6.contains("3 are missing") && !r6.contains("cop"),
+        "{r6}"
+    );
+    let r10 = lost("n2", Level::Raid10, 4, &[0, 1]);
+    assert!(r10.contains("2 copies of every chunk"), "{r10}");
+    let r1 = lost("", Level::Raid1, 2, &[0, 1]);
+    assert!(r1.contains("raid1 keeps 2 copies"), "{r1}");
+    // Write plans use the same words.
+    let g = Geometry::new(Layout::parse(Level::Raid5, "").unwrap(), 8, &[64; 4]).unwrap();
+    let e = g.write_plan(0, 8, &[0, 1]).unwrap_err().to_string();
+    assert!(e.contains("raid5 keeps one parity block (P)"), "{e}");
 }

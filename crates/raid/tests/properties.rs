@@ -265,6 +265,40 @@ proptest! {
             e.gen_syndrome(&slots, &mut p, &mut q).unwrap();
             prop_assert_eq!(&p, &p0, "P {:?}", backend);
             prop_assert_eq!(&q, &q0, "Q {:?}", backend);
+            // P alone (its own portable path) and read-modify-write deltas.
+            let present: Vec<&[u8]> = slots.iter().flatten().copied().collect();
+            let mut p1 = vec![3u8; len];
+            e.gen_p(&present, &mut p1).unwrap();
+            prop_assert_eq!(&p1, &p0, "P only {:?}", backend);
+            if let Some(new) = slots.iter().flatten().next() {
+                let old = slots.iter().flatten().last().unwrap_or(new);
+                for c in [1u8, 2, 0x8e, a as u8] {
+                    let (mut want, mut got) = (q0.clone(), q0.clone());
+                    for i in 0..len {
+                        want[i] ^= raid::parity::gf_mul(c, old[i] ^ new[i]);
+                    }
+                    raid::parity::reference::delta(c, old, new, &mut got);
+                    prop_assert_eq!(&got, &want, "reference delta");
+                    let mut got = q0.clone();
+                    raid::parity::portable::delta(c, old, new, &mut got);
+                    prop_assert_eq!(&got, &want, "portable delta");
+                }
+                // The backend's own kernels through apply_delta, for every
+                // data member of a RAID6 stripe (coefficients g^0 .. g^5).
+                let g = Geometry::new(Layout::Raid6(ParityAlgorithm::LeftSymmetric), 8, &[8; 8]).unwrap();
+                let sl = g.stripe_layout(0).unwrap();
+                for &m in &sl.data {
+                    let c = raid::parity::gf_exp(usize::from(sl.q_exponent[m].unwrap()));
+                    let (mut wp, mut wq) = (p0.clone(), q0.clone());
+                    for i in 0..len {
+                        wp[i] ^= old[i] ^ new[i];
+                        wq[i] ^= raid::parity::gf_mul(c, old[i] ^ new[i]);
+                    }
+                    let (mut gp, mut gq) = (p0.clone(), q0.clone());
+                    e.apply_delta(&sl, m, old, new, Some(&mut gp), Some(&mut gq)).unwrap();
+                    prop_assert_eq!((&gp, &gq), (&wp, &wq), "apply_delta {:?} member {}", backend, m);
+                }
+            }
             if slots.len() >= 2 {
                 let (x, y) = (a % slots.len(), b % slots.len());
                 if x != y {
@@ -415,7 +449,10 @@ proptest! {
 
     /// The exported strategies yield valid geometries of every level.
     #[test]
-    fn exported_strategies_yield_valid_geometries(g in raid::strategies::geometry(8, 6), l in any::<Layout>()) {
+    fn exported_strategies_yield_valid_geometries(g in raid::strategies::geometry(8, 6), l in any::<Layout>(), c in any::<raid::ChunkSize>(), s in any::<raid::Sectors>()) {
+        prop_assert_eq!(raid::ChunkSize::new(c.sectors()), Ok(c));
+        prop_assert!(s.checked_bytes().is_some());
+        prop_assert_eq!(s.to_byte_size().map(raid::Sectors::from_byte_size), Some(Ok(s)));
         prop_assert!(g.array_sectors() > 0);
         prop_assert!(g.map(g.array_sectors() - 1).is_ok());
         prop_assert!(Layout::parse(l.level(), &l.mdadm_name().unwrap_or_default()).is_ok());
@@ -785,5 +822,64 @@ proptest! {
         if let Some(o) = offset {
             prop_assert_eq!(g.data_offset(), Some(raid::Sectors::new(o)));
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(cases(96))]
+
+    /// For every level, the rebuild ranges cover the target's used
+    /// sectors, never read a failed member, rebuild the target's bytes from
+    /// what they read, and read `rebuild_range_bytes` in total.
+    #[test]
+    fn rebuild_ranges_rebuild_the_target(g in small_geometry(), t in any::<usize>(), other in any::<usize>(), two in any::<bool>(), seed in any::<u64>()) {
+        use rand::{RngCore, SeedableRng};
+        let target = t % g.members();
+        let mut failed = vec![target];
+        if two {
+            failed.push(other % g.members());
+        }
+        let fm = FailureModel::new(&g);
+        let Ok(plan) = fm.rebuild_plan(&failed, target) else {
+            prop_assert!(fm.loses_data(&failed).unwrap());
+            return Ok(());
+        };
+        let engine = ParityEngine::detect();
+        let mut logical = vec![0u8; g.array_sectors() as usize * 512];
+        rand_chacha::ChaCha8Rng::seed_from_u64(seed).fill_bytes(&mut logical);
+        let members = member_images(&g, &logical, &engine);
+        let bytes = |m: usize, start: u64, n: u64| &members[m][start as usize * 512..(start + n) as usize * 512];
+        let mut covered = 0u64;
+        let mut read = 0u64;
+        let mut next = 0u64;
+        for r in fm.rebuild_ranges(&plan) {
+            prop_assert!(r.target_sector >= next, "ranges overlap or go backwards");
+            next = r.target_sector + r.sectors;
+            covered += r.sectors;
+            prop_assert!(r.reads.iter().all(|x| !plan.failed.contains(&x.member) && x.sectors == r.sectors));
+            read += r.reads.iter().map(|x| x.sectors * 512).sum::<u64>();
+            let want = bytes(target, r.target_sector, r.sectors);
+            match g.layout() {
+                Layout::Raid4 | Layout::Raid5(_) | Layout::Raid6(_) => {
+                    let sl = g.stripe_layout(r.target_sector / g.chunk_sectors()).unwrap();
+                    let mut bufs: Vec<Vec<u8>> = vec![vec![0u8; want.len()]; g.members()];
+                    for x in &r.reads {
+                        bufs[x.member] = bytes(x.member, x.start, x.sectors).to_vec();
+                    }
+                    let missing: Vec<usize> = (0..g.members()).filter(|m| !r.reads.iter().any(|x| x.member == *m)).collect();
+                    let mut views: Vec<&mut [u8]> = bufs.iter_mut().map(|b| &mut b[..]).collect();
+                    engine.reconstruct_slices(&sl, &mut views, &missing).unwrap();
+                    prop_assert!(bufs[target] == want, "stripe at {} of member {}", r.target_sector, target);
+                }
+                _ => {
+                    prop_assert_eq!(r.reads.len(), 1);
+                    let x = r.reads[0];
+                    prop_assert!(bytes(x.member, x.start, x.sectors) == want, "copy at {}", r.target_sector);
+                }
+            }
+        }
+        let data_sectors = (0..g.used_sectors()[target]).filter(|&s| g.unmap(target, s).unwrap() != MemberContent::Unused).count() as u64;
+        prop_assert_eq!(covered, data_sectors);
+        prop_assert_eq!(read, fm.rebuild_range_bytes(&plan));
     }
 }
