@@ -94,7 +94,9 @@
 //! - `proptest`: `Arbitrary` for every typed request, response and newtype.
 
 pub mod api;
+pub mod bound;
 pub mod capabilities;
+pub mod check;
 #[cfg(feature = "client")]
 pub mod client;
 pub mod controller;
@@ -124,6 +126,7 @@ pub mod arbitrary;
 struct WorkspaceReadme;
 
 pub use api::{Csi, RawCsi};
+pub use bound::ObjectBound;
 pub use capabilities::*;
 pub use controller::*;
 pub use driver::*;

@@ -83,7 +83,7 @@ pub mod props;
 mod report;
 
 pub use cases::{Case, all as all_cases};
-pub use ctx::{CaseError, Config, Ctx, Discovered};
+pub use ctx::{Answer, CaseError, Config, Ctx, Discovered};
 pub use report::{CaseResult, Outcome, Report, xml_escape};
 
 /// The suite over one driver: a controller-side and a node-side endpoint
@@ -180,6 +180,7 @@ impl Suite {
                 name: case.name.to_string(),
                 outcome,
                 duration: start.elapsed(),
+                warnings: ctx.warnings(),
             };
             each(&result);
             report.results.push(result);

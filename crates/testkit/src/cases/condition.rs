@@ -14,7 +14,7 @@ use csi_types::NodeCapabilities as NC;
 use csi_types::{ControllerGetVolumeResponse, NodeGetVolumeStatsResponse, VolumeCondition, proto};
 
 use super::{Case, case, rw};
-use crate::ctx::{CaseError, Ctx, ensure, fail, ok, ok_raw};
+use crate::ctx::{CaseError, Ctx, ensure, fail, ok_raw};
 
 /// Fails unless `condition` is present and not abnormal; `what` names the
 /// response and field for the reason.
@@ -51,7 +51,7 @@ pub(super) fn cases() -> Vec<Case> {
                 need_condition(&c)?;
                 c.need_controller(CC::GET_VOLUME, "GET_VOLUME")?;
                 let v = c.volume("cond").await?;
-                let g: ControllerGetVolumeResponse = ok(
+                let g: ControllerGetVolumeResponse = c.ok(
                     "ControllerGetVolume",
                     c.ctl()
                         .controller_get_volume(proto::ControllerGetVolumeRequest {
@@ -74,7 +74,7 @@ pub(super) fn cases() -> Vec<Case> {
                 let v = c.volume("cond").await?;
                 let mut token = String::new();
                 for _ in 0..10_000 {
-                    let r: csi_types::ListVolumesResponse = ok(
+                    let r: csi_types::ListVolumesResponse = c.ok(
                         "ListVolumes",
                         c.ctl()
                             .list_volumes(proto::ListVolumesRequest {
@@ -113,7 +113,7 @@ pub(super) fn cases() -> Vec<Case> {
                 let req = c.node_publish_req(&id, &staging, rw(), false, &pctx)?;
                 let target = req.target_path.clone();
                 ok_raw("NodePublishVolume", c.send_node_publish(req).await)?;
-                let s: NodeGetVolumeStatsResponse = ok(
+                let s: NodeGetVolumeStatsResponse = c.ok(
                     "NodeGetVolumeStats",
                     c.nd()
                         .node_get_volume_stats(proto::NodeGetVolumeStatsRequest {

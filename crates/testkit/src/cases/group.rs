@@ -8,7 +8,7 @@ use csi_types::{
 };
 
 use super::{Case, UNKNOWN_ID, case};
-use crate::ctx::{CaseError, Cleanup, Ctx, code, ensure, ok, ok_raw};
+use crate::ctx::{CaseError, Cleanup, Ctx, code, ensure, ok_raw};
 
 fn need(c: &Ctx) -> Result<(), CaseError> {
     c.need_group()?;
@@ -48,7 +48,7 @@ pub(super) fn cases() -> Vec<Case> {
                         "the plugin does not advertise GROUP_CONTROLLER_SERVICE".into(),
                     ));
                 }
-                let _: csi_types::GroupControllerGetCapabilitiesResponse = ok(
+                let _: csi_types::GroupControllerGetCapabilitiesResponse = c.ok(
                     "GroupControllerGetCapabilities",
                     c.ctl()
                         .group_controller_get_capabilities(Default::default())
@@ -181,11 +181,11 @@ pub(super) fn cases() -> Vec<Case> {
                     source_volume_ids: vec![v1.volume_id.to_string(), v2.volume_id.to_string()],
                     ..Default::default()
                 };
-                let a: CreateVolumeGroupSnapshotResponse = ok(
+                let a: CreateVolumeGroupSnapshotResponse = c.ok(
                     "CreateVolumeGroupSnapshot",
                     send_create(&c, req.clone()).await,
                 )?;
-                let b: CreateVolumeGroupSnapshotResponse = ok(
+                let b: CreateVolumeGroupSnapshotResponse = c.ok(
                     "CreateVolumeGroupSnapshot (retry)",
                     send_create(&c, req).await,
                 )?;
@@ -221,7 +221,7 @@ pub(super) fn cases() -> Vec<Case> {
                     .iter()
                     .map(|s| s.snapshot_id.to_string())
                     .collect();
-                let got: GetVolumeGroupSnapshotResponse = ok(
+                let got: GetVolumeGroupSnapshotResponse = c.ok(
                     "GetVolumeGroupSnapshot",
                     c.ctl()
                         .get_volume_group_snapshot(proto::GetVolumeGroupSnapshotRequest {
@@ -262,7 +262,7 @@ pub(super) fn cases() -> Vec<Case> {
                 let v1 = c.volume("gsrc").await?;
                 let v2 = c.volume("gsrc").await?;
                 let name = c.name("group");
-                let _: CreateVolumeGroupSnapshotResponse = ok(
+                let _: CreateVolumeGroupSnapshotResponse = c.ok(
                     "CreateVolumeGroupSnapshot",
                     send_create(
                         &c,

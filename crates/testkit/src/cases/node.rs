@@ -9,7 +9,7 @@ use csi_types::{
 };
 
 use super::{Case, UNKNOWN_ID, block, case, rw};
-use crate::ctx::{CaseError, Cleanup, Ctx, code, ensure, fail, ok, ok_raw};
+use crate::ctx::{CaseError, Cleanup, Ctx, code, ensure, fail, ok_raw};
 
 /// A node case that sends a request with one REQUIRED field left out.
 macro_rules! missing {
@@ -99,7 +99,7 @@ pub(super) fn cases() -> Vec<Case> {
             "node/get_info",
             "NodeGetInfo answers a valid node_id (and max_volumes_per_node, if any, is positive)",
             |c| {
-                let r: NodeGetInfoResponse = ok(
+                let r: NodeGetInfoResponse = c.ok(
                     "NodeGetInfo",
                     c.nd().node_get_info(Default::default()).await,
                 )?;
@@ -113,7 +113,7 @@ pub(super) fn cases() -> Vec<Case> {
             "node/get_capabilities",
             "NodeGetCapabilities answers",
             |c| {
-                let _: csi_types::NodeGetCapabilitiesResponse = ok(
+                let _: csi_types::NodeGetCapabilitiesResponse = c.ok(
                     "NodeGetCapabilities",
                     c.nd().node_get_capabilities(Default::default()).await,
                 )?;
@@ -436,7 +436,7 @@ async fn lifecycle(c: Ctx) -> Result<(), CaseError> {
         "NodePublishVolume of a mount volume did not create the target directory {target}"
     );
     if c.found().node.contains(NC::GET_VOLUME_STATS) {
-        let s: NodeGetVolumeStatsResponse = ok(
+        let s: NodeGetVolumeStatsResponse = c.ok(
             "NodeGetVolumeStats",
             c.nd()
                 .node_get_volume_stats(proto::NodeGetVolumeStatsRequest {
@@ -460,7 +460,7 @@ async fn lifecycle(c: Ctx) -> Result<(), CaseError> {
     let mut new_size = None;
     if online && c.found().controller.contains(CC::EXPAND_VOLUME) {
         let want = vol.capacity_bytes.max(c.config().volume_size) * 2;
-        let r: csi_types::ControllerExpandVolumeResponse = ok(
+        let r: csi_types::ControllerExpandVolumeResponse = c.ok(
             "ControllerExpandVolume (published)",
             c.ctl()
                 .controller_expand_volume(proto::ControllerExpandVolumeRequest {
@@ -493,11 +493,11 @@ async fn lifecycle(c: Ctx) -> Result<(), CaseError> {
             volume_capability: Some(rw()),
             ..Default::default()
         };
-        let a: NodeExpandVolumeResponse = ok(
+        let a: NodeExpandVolumeResponse = c.ok(
             "NodeExpandVolume",
             c.nd().node_expand_volume(req.clone()).await,
         )?;
-        let b: NodeExpandVolumeResponse = ok(
+        let b: NodeExpandVolumeResponse = c.ok(
             "NodeExpandVolume (retry)",
             c.nd().node_expand_volume(req).await,
         )?;
@@ -584,7 +584,7 @@ async fn lifecycle_block(c: Ctx) -> Result<(), CaseError> {
     if c.found().node.contains(NC::GET_VOLUME_STATS) {
         // For a block volume `used` and `available` MAY be left out; the
         // typed response checks what is there.
-        let _: NodeGetVolumeStatsResponse = ok(
+        let _: NodeGetVolumeStatsResponse = c.ok(
             "NodeGetVolumeStats (BLOCK)",
             c.nd()
                 .node_get_volume_stats(proto::NodeGetVolumeStatsRequest {
