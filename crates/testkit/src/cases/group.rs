@@ -8,7 +8,7 @@ use csi_types::{
 };
 
 use super::{Case, UNKNOWN_ID, case};
-use crate::ctx::{CaseError, Cleanup, Ctx, code, ensure, ok_raw};
+use crate::ctx::{Answer, CaseError, Cleanup, Ctx, code, ensure, ok_raw};
 
 fn need(c: &Ctx) -> Result<(), CaseError> {
     c.need_group()?;
@@ -32,6 +32,28 @@ async fn send_create(
     }
     r
 }
+
+/// A group snapshot of one fresh volume: the object for the cases whose
+/// object-bound `snapshot_ids` is left out, so that only one rule applies.
+async fn group(c: &Ctx) -> Result<String, CaseError> {
+    let v = c.volume("gsrc").await?;
+    let g: CreateVolumeGroupSnapshotResponse = c.ok(
+        "CreateVolumeGroupSnapshot",
+        send_create(
+            c,
+            proto::CreateVolumeGroupSnapshotRequest {
+                name: c.name("group"),
+                source_volume_ids: vec![v.volume_id.to_string()],
+                ..Default::default()
+            },
+        )
+        .await,
+    )?;
+    Ok(g.group_snapshot.group_snapshot_id.into_string())
+}
+
+/// Why the missing group snapshot's answer is preferred to the field's.
+const MISSING_GROUP_FIRST: &str = "the group snapshot does not exist, and `snapshot_ids` only cross-checks an existing group (the SDK's precedence rule answers for the missing object first)";
 
 pub(super) fn cases() -> Vec<Case> {
     vec![
@@ -107,7 +129,27 @@ pub(super) fn cases() -> Vec<Case> {
         ),
         case!(
             "group/delete/missing_snapshot_ids",
-            "DeleteVolumeGroupSnapshot without `snapshot_ids` answers INVALID_ARGUMENT",
+            "DeleteVolumeGroupSnapshot of an existing group snapshot without `snapshot_ids` answers INVALID_ARGUMENT",
+            |c| {
+                need(&c)?;
+                let id = group(&c).await?;
+                let r = c
+                    .ctl()
+                    .delete_volume_group_snapshot(proto::DeleteVolumeGroupSnapshotRequest {
+                        group_snapshot_id: id,
+                        ..Default::default()
+                    })
+                    .await;
+                code(
+                    "DeleteVolumeGroupSnapshot (no snapshot_ids)",
+                    r,
+                    Code::InvalidArgument,
+                )
+            }
+        ),
+        case!(
+            "group/delete/unknown_id_without_snapshot_ids",
+            "DeleteVolumeGroupSnapshot of a group snapshot that does not exist, without `snapshot_ids`, succeeds (INVALID_ARGUMENT passes with a warning)",
             |c| {
                 c.need_group()?;
                 let r = c
@@ -117,7 +159,54 @@ pub(super) fn cases() -> Vec<Case> {
                         ..Default::default()
                     })
                     .await;
-                code("DeleteVolumeGroupSnapshot", r, Code::InvalidArgument)
+                c.answer(
+                    "DeleteVolumeGroupSnapshot (unknown id, no snapshot_ids)",
+                    r,
+                    Answer::Ok,
+                    &[Answer::Code(Code::InvalidArgument)],
+                    MISSING_GROUP_FIRST,
+                )
+            }
+        ),
+        case!(
+            "group/get/missing_snapshot_ids",
+            "GetVolumeGroupSnapshot of an existing group snapshot without `snapshot_ids` answers INVALID_ARGUMENT",
+            |c| {
+                need(&c)?;
+                let id = group(&c).await?;
+                let r = c
+                    .ctl()
+                    .get_volume_group_snapshot(proto::GetVolumeGroupSnapshotRequest {
+                        group_snapshot_id: id,
+                        ..Default::default()
+                    })
+                    .await;
+                code(
+                    "GetVolumeGroupSnapshot (no snapshot_ids)",
+                    r,
+                    Code::InvalidArgument,
+                )
+            }
+        ),
+        case!(
+            "group/get/unknown_id_without_snapshot_ids",
+            "GetVolumeGroupSnapshot of a group snapshot that does not exist, without `snapshot_ids`, answers NOT_FOUND (INVALID_ARGUMENT passes with a warning)",
+            |c| {
+                c.need_group()?;
+                let r = c
+                    .ctl()
+                    .get_volume_group_snapshot(proto::GetVolumeGroupSnapshotRequest {
+                        group_snapshot_id: UNKNOWN_ID.into(),
+                        ..Default::default()
+                    })
+                    .await;
+                c.answer(
+                    "GetVolumeGroupSnapshot (unknown id, no snapshot_ids)",
+                    r,
+                    Answer::Code(Code::NotFound),
+                    &[Answer::Code(Code::InvalidArgument)],
+                    MISSING_GROUP_FIRST,
+                )
             }
         ),
         case!(

@@ -9,9 +9,17 @@ use csi_types::{
 };
 
 use super::{Case, UNKNOWN_ID, block, case, rw};
-use crate::ctx::{CaseError, Cleanup, Ctx, code, ensure, fail, ok_raw};
+use crate::ctx::{Answer, CaseError, Cleanup, Ctx, code, ensure, fail, ok_raw};
 
 /// A node case that sends a request with one REQUIRED field left out.
+///
+/// With a trailing `unknown`, the request also names a volume that does not
+/// exist, so two of the spec's rules apply: `INVALID_ARGUMENT` for the
+/// missing field and `NOT_FOUND` for the volume. The field is one the RPC
+/// acts on (not an object-bound field, see `csi_types::bound`), so
+/// `INVALID_ARGUMENT` is preferred — it is what the SDK's precedence rule
+/// and the CSI community's sanity suite answer — and `NOT_FOUND` passes with
+/// a warning.
 macro_rules! missing {
     ($name:literal, $field:literal, |$c:ident| $need:block, $rpc:literal, $method:ident, $req:expr) => {
         case!(
@@ -24,6 +32,89 @@ macro_rules! missing {
             }
         )
     };
+    ($name:literal, $field:literal, |$c:ident| $need:block, $rpc:literal, $method:ident, $req:expr, unknown) => {
+        case!(
+            $name,
+            concat!(
+                $rpc, " without `", $field,
+                "` (and an unknown volume) answers INVALID_ARGUMENT; NOT_FOUND passes with a warning"
+            ),
+            |$c| {
+                $need;
+                let req = $req;
+                let r = $c.nd().$method(req).await;
+                $c.answer(
+                    $rpc,
+                    r,
+                    Answer::Code(Code::InvalidArgument),
+                    &[Answer::Code(Code::NotFound)],
+                    concat!(
+                        "the volume does not exist and `", $field,
+                        "` is missing; `", $field,
+                        "` is a path or capability the RPC acts on, and the CSI sanity suite expects INVALID_ARGUMENT"
+                    ),
+                )
+            }
+        )
+    };
+}
+
+/// A volume published on the node at a target path, when the controller can
+/// create one (`None` for a node-only driver): the object for the cases
+/// whose object-bound field is left out, so that only one rule applies.
+async fn published_volume(c: &Ctx) -> Result<Option<(String, String)>, CaseError> {
+    if !c.found().controller.contains(CC::CREATE_DELETE_VOLUME) {
+        return Ok(None);
+    }
+    let (vol, staging, pctx) = c.ready_for_node_publish(rw()).await?;
+    let req = c.node_publish_req(vol.volume_id.as_str(), &staging, rw(), false, &pctx)?;
+    let target = req.target_path.clone();
+    ok_raw("NodePublishVolume", c.send_node_publish(req).await)?;
+    Ok(Some((vol.volume_id.into_string(), target)))
+}
+
+/// The answer to a request without `volume_path` (object-bound: see
+/// `csi_types::bound`): for a published volume only `INVALID_ARGUMENT`
+/// applies; for an unknown one (no controller to make a volume) both
+/// `INVALID_ARGUMENT` and the missing volume's `NOT_FOUND` are right.
+fn missing_path_answer<P>(
+    c: &Ctx,
+    rpc: &str,
+    known: bool,
+    r: Result<P, csi_types::CsiError>,
+) -> Result<(), CaseError> {
+    if known {
+        return code(rpc, r, Code::InvalidArgument);
+    }
+    match r {
+        Err(e) if matches!(e.code(), Code::InvalidArgument | Code::NotFound) => Ok(()),
+        // Fails, naming both accepted answers (NOT_FOUND was matched above).
+        other => c.answer(
+            rpc,
+            other,
+            Answer::Code(Code::InvalidArgument),
+            &[Answer::Code(Code::NotFound)],
+            "",
+        ),
+    }
+}
+
+/// The answer to a request naming an unknown volume with a relative
+/// `volume_path`: the missing volume comes first (`NOT_FOUND`, what the CSI
+/// sanity suite expects); `INVALID_ARGUMENT` for the path passes with a
+/// warning.
+fn unknown_relative_answer<P>(
+    c: &Ctx,
+    rpc: &str,
+    r: Result<P, csi_types::CsiError>,
+) -> Result<(), CaseError> {
+    c.answer(
+        rpc,
+        r,
+        Answer::Code(Code::NotFound),
+        &[Answer::Code(Code::InvalidArgument)],
+        "the volume does not exist, and `volume_path` only locates an existing volume (the SDK's precedence rule and the CSI sanity suite answer NOT_FOUND)",
+    )
 }
 
 fn abs(dir: &Path, leaf: &str) -> String {
@@ -142,7 +233,8 @@ pub(super) fn cases() -> Vec<Case> {
                 volume_id: UNKNOWN_ID.into(),
                 volume_capability: Some(rw()),
                 ..Default::default()
-            }
+            },
+            unknown
         ),
         missing!(
             "node/stage_volume/missing_volume_capability",
@@ -154,7 +246,8 @@ pub(super) fn cases() -> Vec<Case> {
                 volume_id: UNKNOWN_ID.into(),
                 staging_target_path: abs(&c.config().staging_dir, "x"),
                 ..Default::default()
-            }
+            },
+            unknown
         ),
         missing!(
             "node/unstage_volume/missing_volume_id",
@@ -176,7 +269,8 @@ pub(super) fn cases() -> Vec<Case> {
             proto::NodeUnstageVolumeRequest {
                 volume_id: UNKNOWN_ID.into(),
                 ..Default::default()
-            }
+            },
+            unknown
         ),
         missing!(
             "node/publish_volume/missing_volume_id",
@@ -202,7 +296,8 @@ pub(super) fn cases() -> Vec<Case> {
                 staging_target_path: abs(&c.config().staging_dir, "x"),
                 volume_capability: Some(rw()),
                 ..Default::default()
-            }
+            },
+            unknown
         ),
         missing!(
             "node/publish_volume/missing_volume_capability",
@@ -215,7 +310,8 @@ pub(super) fn cases() -> Vec<Case> {
                 staging_target_path: abs(&c.config().staging_dir, "x"),
                 target_path: abs(&c.config().target_dir, "x"),
                 ..Default::default()
-            }
+            },
+            unknown
         ),
         missing!(
             "node/unpublish_volume/missing_volume_id",
@@ -237,7 +333,8 @@ pub(super) fn cases() -> Vec<Case> {
             proto::NodeUnpublishVolumeRequest {
                 volume_id: UNKNOWN_ID.into(),
                 ..Default::default()
-            }
+            },
+            unknown
         ),
         missing!(
             "node/get_volume_stats/missing_volume_id",
@@ -250,15 +347,39 @@ pub(super) fn cases() -> Vec<Case> {
                 ..Default::default()
             }
         ),
-        missing!(
+        case!(
             "node/get_volume_stats/missing_volume_path",
-            "volume_path",
-            |c| { c.need_node(NC::GET_VOLUME_STATS, "GET_VOLUME_STATS")? },
-            "NodeGetVolumeStats",
-            node_get_volume_stats,
-            proto::NodeGetVolumeStatsRequest {
-                volume_id: UNKNOWN_ID.into(),
-                ..Default::default()
+            "NodeGetVolumeStats without `volume_path` answers INVALID_ARGUMENT for a published volume (for an unknown volume, with a node-only driver, NOT_FOUND is as right)",
+            |c| {
+                c.need_node(NC::GET_VOLUME_STATS, "GET_VOLUME_STATS")?;
+                let known = published_volume(&c).await?;
+                let volume_id = known
+                    .as_ref()
+                    .map_or(UNKNOWN_ID.to_string(), |(v, _)| v.clone());
+                let r = c
+                    .nd()
+                    .node_get_volume_stats(proto::NodeGetVolumeStatsRequest {
+                        volume_id,
+                        ..Default::default()
+                    })
+                    .await;
+                missing_path_answer(&c, "NodeGetVolumeStats", known.is_some(), r)
+            }
+        ),
+        case!(
+            "node/get_volume_stats/unknown_volume_relative_path",
+            "NodeGetVolumeStats of a volume that does not exist with a relative `volume_path` answers NOT_FOUND (INVALID_ARGUMENT passes with a warning)",
+            |c| {
+                c.need_node(NC::GET_VOLUME_STATS, "GET_VOLUME_STATS")?;
+                let r = c
+                    .nd()
+                    .node_get_volume_stats(proto::NodeGetVolumeStatsRequest {
+                        volume_id: UNKNOWN_ID.into(),
+                        volume_path: "some/path".into(),
+                        ..Default::default()
+                    })
+                    .await;
+                unknown_relative_answer(&c, "NodeGetVolumeStats (unknown volume, relative path)", r)
             }
         ),
         missing!(
@@ -272,15 +393,39 @@ pub(super) fn cases() -> Vec<Case> {
                 ..Default::default()
             }
         ),
-        missing!(
+        case!(
             "node/expand_volume/missing_volume_path",
-            "volume_path",
-            |c| { c.need_node(NC::EXPAND_VOLUME, "EXPAND_VOLUME")? },
-            "NodeExpandVolume",
-            node_expand_volume,
-            proto::NodeExpandVolumeRequest {
-                volume_id: UNKNOWN_ID.into(),
-                ..Default::default()
+            "NodeExpandVolume without `volume_path` answers INVALID_ARGUMENT for a published volume (for an unknown volume, with a node-only driver, NOT_FOUND is as right)",
+            |c| {
+                c.need_node(NC::EXPAND_VOLUME, "EXPAND_VOLUME")?;
+                let known = published_volume(&c).await?;
+                let volume_id = known
+                    .as_ref()
+                    .map_or(UNKNOWN_ID.to_string(), |(v, _)| v.clone());
+                let r = c
+                    .nd()
+                    .node_expand_volume(proto::NodeExpandVolumeRequest {
+                        volume_id,
+                        ..Default::default()
+                    })
+                    .await;
+                missing_path_answer(&c, "NodeExpandVolume", known.is_some(), r)
+            }
+        ),
+        case!(
+            "node/expand_volume/unknown_volume_relative_path",
+            "NodeExpandVolume of a volume that does not exist with a relative `volume_path` answers NOT_FOUND (INVALID_ARGUMENT passes with a warning)",
+            |c| {
+                c.need_node(NC::EXPAND_VOLUME, "EXPAND_VOLUME")?;
+                let r = c
+                    .nd()
+                    .node_expand_volume(proto::NodeExpandVolumeRequest {
+                        volume_id: UNKNOWN_ID.into(),
+                        volume_path: "some/path".into(),
+                        ..Default::default()
+                    })
+                    .await;
+                unknown_relative_answer(&c, "NodeExpandVolume (unknown volume, relative path)", r)
             }
         ),
         case!(
