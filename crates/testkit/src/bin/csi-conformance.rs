@@ -104,13 +104,17 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            // clap's message spans several lines (usage, a hint); keep the
-            // first, which says what is wrong.
+            // clap's message spans several lines (what is wrong, then usage
+            // and a hint after a blank line); keep what is wrong, on one line.
             let text = e.to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
+            let what: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
             return bad_input(format!(
                 "{} (see --help)",
-                first.trim_start_matches("error: ")
+                what.join(" ").trim_start_matches("error: ")
             ));
         }
     };
