@@ -189,7 +189,11 @@ fn bad_input(args: &[&str]) -> String {
         .unwrap();
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
-    assert_eq!(stderr.lines().count(), 1, "{args:?}: one line expected: {stderr}");
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "{args:?}: one line expected: {stderr}"
+    );
     assert!(stderr.starts_with("csi-conformance: "), "{stderr}");
     assert!(out.stdout.is_empty(), "{args:?}: nothing on stdout");
     stderr
@@ -211,12 +215,18 @@ fn a_failed_connection_keeps_the_os_cause() {
     let missing = format!("unix://{}", dir.path().join("nobody-here.sock").display());
     let e = bad_input(&["--endpoint", &missing]);
     assert!(e.contains("cannot connect"), "{e}");
-    assert!(e.contains("No such file or directory"), "the OS cause is lost: {e}");
+    assert!(
+        e.contains("No such file or directory"),
+        "the OS cause is lost: {e}"
+    );
     // A socket file nobody listens on: connection refused.
     let path = dir.path().join("dead.sock");
     drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
     let e = bad_input(&["--endpoint", &format!("unix://{}", path.display())]);
-    assert!(e.contains("Connection refused"), "the OS cause is lost: {e}");
+    assert!(
+        e.contains("Connection refused"),
+        "the OS cause is lost: {e}"
+    );
 }
 
 #[test]
