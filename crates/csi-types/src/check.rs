@@ -62,10 +62,11 @@
 //!   `INODES`), figures not negative.
 //! - `NodeGetInfo`: `node_id` REQUIRED, at most 256 bytes;
 //!   `max_volumes_per_node` not negative; `accessible_topology` valid.
-//! - `GetMetadataAllocated`, `GetMetadataDelta`: a known
-//!   `block_metadata_type`, the same one in every message, offsets and sizes
-//!   not negative, tuples in ascending order without overlap,
-//!   `volume_capacity_bytes` not negative.
+//! - `GetMetadataAllocated`, `GetMetadataDelta` (each streamed message): a
+//!   known `block_metadata_type`, offsets and sizes not negative, tuples in
+//!   ascending order without overlap (all of one size for `FIXED_LENGTH`),
+//!   `volume_capacity_bytes` not negative. Across messages (the same type,
+//!   ascending offsets) the conformance harness checks the stream.
 //!
 //! ```
 //! use csi_types::{proto, check::ResponseRules, ListVolumesResponse};
