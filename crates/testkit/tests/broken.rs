@@ -310,3 +310,67 @@ async fn a_block_target_that_is_a_regular_file_fails_unless_allowed() {
     assert_only_failure(&report, "node/lifecycle_block", "made a regular file at");
     assert_eq!(report.outcome("node/lifecycle"), Some(&Outcome::Pass));
 }
+
+/// Wherever the spec allows several answers — two rules apply to one request,
+/// or it says SHOULD, or it tells the CO to be resilient — a driver that
+/// gives the other one passes every case, and each such answer is reported
+/// as a warning on the case that saw it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_the_spec_allows() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::config(dir.path());
+    config.proptest_cases = 8;
+    let plugin = broken::plugin("other-allowed-answers");
+    let report = Suite::new(config, plugin.clone(), plugin).run().await;
+    for r in &report.results {
+        println!("{r}");
+        for w in &r.warnings {
+            println!("  WARN {w}");
+        }
+    }
+    assert_eq!(report.failed(), 0, "{}", report.summary());
+    let warned = |name: &str, text: &str| {
+        let r = report.results.iter().find(|r| r.name == name).unwrap();
+        assert_eq!(r.outcome, Outcome::Pass, "{name}");
+        assert!(
+            r.warnings.iter().any(|w| w.contains(text)),
+            "{name}: no warning containing {text:?}: {:?}",
+            r.warnings
+        );
+    };
+    for name in [
+        "node/stage_volume/missing_staging_target_path",
+        "node/stage_volume/missing_volume_capability",
+        "node/unstage_volume/missing_staging_target_path",
+        "node/publish_volume/missing_target_path",
+        "node/publish_volume/missing_volume_capability",
+        "node/unpublish_volume/missing_target_path",
+        "controller/unpublish/unknown_volume",
+    ] {
+        warned(name, "answered NOT_FOUND");
+    }
+    for name in [
+        "node/get_volume_stats/unknown_volume_relative_path",
+        "node/expand_volume/unknown_volume_relative_path",
+        "group/get/unknown_id_without_snapshot_ids",
+        "group/delete/unknown_id_without_snapshot_ids",
+    ] {
+        warned(name, "answered INVALID_ARGUMENT");
+    }
+    warned(
+        "controller/list_volumes/published_nodes",
+        "published_node_ids[*]",
+    );
+    warned(
+        "controller/get_volume/volume_condition",
+        "volume_condition.message",
+    );
+    warned(
+        "node/get_volume_stats/volume_condition",
+        "volume_condition.message",
+    );
+    // The preferred answers give no warning: the plain memdriver has none.
+    let plain = run(broken::plugin("none")).await;
+    assert_eq!(plain.failed(), 0, "{}", plain.summary());
+    assert_eq!(plain.warnings(), 0, "{:?}", plain.results);
+}
