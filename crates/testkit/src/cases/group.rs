@@ -55,8 +55,66 @@ async fn group(c: &Ctx) -> Result<String, CaseError> {
 /// Why the missing group snapshot's answer is preferred to the field's.
 const MISSING_GROUP_FIRST: &str = "the group snapshot does not exist, and `snapshot_ids` only cross-checks an existing group (the SDK's precedence rule answers for the missing object first)";
 
+/// The two cases of an RPC whose `snapshot_ids` is object-bound
+/// (`csi_types::bound`): without it, for an existing group snapshot (only
+/// `INVALID_ARGUMENT` applies); and without it, for an unknown one (the
+/// missing object's answer preferred).
+macro_rules! snapshot_ids_cases {
+    ($prefix:literal, $rpc:literal, $method:ident, $req:ident, $missing:expr) => {
+        [
+            case!(
+                concat!($prefix, "/missing_snapshot_ids"),
+                concat!(
+                    $rpc,
+                    " of an existing group snapshot without `snapshot_ids` answers INVALID_ARGUMENT"
+                ),
+                |c| {
+                    need(&c)?;
+                    let id = group(&c).await?;
+                    let r = c
+                        .ctl()
+                        .$method(proto::$req {
+                            group_snapshot_id: id,
+                            ..Default::default()
+                        })
+                        .await;
+                    code(
+                        concat!($rpc, " (no snapshot_ids)"),
+                        r,
+                        Code::InvalidArgument,
+                    )
+                }
+            ),
+            case!(
+                concat!($prefix, "/unknown_id_without_snapshot_ids"),
+                concat!(
+                    $rpc,
+                    " of a group snapshot that does not exist, without `snapshot_ids`, gives the missing object's answer (INVALID_ARGUMENT passes with a warning)"
+                ),
+                |c| {
+                    c.need_group()?;
+                    let r = c
+                        .ctl()
+                        .$method(proto::$req {
+                            group_snapshot_id: UNKNOWN_ID.into(),
+                            ..Default::default()
+                        })
+                        .await;
+                    c.answer(
+                        concat!($rpc, " (unknown id, no snapshot_ids)"),
+                        r,
+                        $missing,
+                        &[Answer::Code(Code::InvalidArgument)],
+                        MISSING_GROUP_FIRST,
+                    )
+                }
+            ),
+        ]
+    };
+}
+
 pub(super) fn cases() -> Vec<Case> {
-    vec![
+    let mut v = vec![
         case!(
             "group/get_capabilities",
             "GroupControllerGetCapabilities answers when GROUP_CONTROLLER_SERVICE is advertised",
@@ -125,88 +183,6 @@ pub(super) fn cases() -> Vec<Case> {
                     })
                     .await;
                 code("DeleteVolumeGroupSnapshot", r, Code::InvalidArgument)
-            }
-        ),
-        case!(
-            "group/delete/missing_snapshot_ids",
-            "DeleteVolumeGroupSnapshot of an existing group snapshot without `snapshot_ids` answers INVALID_ARGUMENT",
-            |c| {
-                need(&c)?;
-                let id = group(&c).await?;
-                let r = c
-                    .ctl()
-                    .delete_volume_group_snapshot(proto::DeleteVolumeGroupSnapshotRequest {
-                        group_snapshot_id: id,
-                        ..Default::default()
-                    })
-                    .await;
-                code(
-                    "DeleteVolumeGroupSnapshot (no snapshot_ids)",
-                    r,
-                    Code::InvalidArgument,
-                )
-            }
-        ),
-        case!(
-            "group/delete/unknown_id_without_snapshot_ids",
-            "DeleteVolumeGroupSnapshot of a group snapshot that does not exist, without `snapshot_ids`, succeeds (INVALID_ARGUMENT passes with a warning)",
-            |c| {
-                c.need_group()?;
-                let r = c
-                    .ctl()
-                    .delete_volume_group_snapshot(proto::DeleteVolumeGroupSnapshotRequest {
-                        group_snapshot_id: UNKNOWN_ID.into(),
-                        ..Default::default()
-                    })
-                    .await;
-                c.answer(
-                    "DeleteVolumeGroupSnapshot (unknown id, no snapshot_ids)",
-                    r,
-                    Answer::Ok,
-                    &[Answer::Code(Code::InvalidArgument)],
-                    MISSING_GROUP_FIRST,
-                )
-            }
-        ),
-        case!(
-            "group/get/missing_snapshot_ids",
-            "GetVolumeGroupSnapshot of an existing group snapshot without `snapshot_ids` answers INVALID_ARGUMENT",
-            |c| {
-                need(&c)?;
-                let id = group(&c).await?;
-                let r = c
-                    .ctl()
-                    .get_volume_group_snapshot(proto::GetVolumeGroupSnapshotRequest {
-                        group_snapshot_id: id,
-                        ..Default::default()
-                    })
-                    .await;
-                code(
-                    "GetVolumeGroupSnapshot (no snapshot_ids)",
-                    r,
-                    Code::InvalidArgument,
-                )
-            }
-        ),
-        case!(
-            "group/get/unknown_id_without_snapshot_ids",
-            "GetVolumeGroupSnapshot of a group snapshot that does not exist, without `snapshot_ids`, answers NOT_FOUND (INVALID_ARGUMENT passes with a warning)",
-            |c| {
-                c.need_group()?;
-                let r = c
-                    .ctl()
-                    .get_volume_group_snapshot(proto::GetVolumeGroupSnapshotRequest {
-                        group_snapshot_id: UNKNOWN_ID.into(),
-                        ..Default::default()
-                    })
-                    .await;
-                c.answer(
-                    "GetVolumeGroupSnapshot (unknown id, no snapshot_ids)",
-                    r,
-                    Answer::Code(Code::NotFound),
-                    &[Answer::Code(Code::InvalidArgument)],
-                    MISSING_GROUP_FIRST,
-                )
             }
         ),
         case!(
@@ -379,5 +355,21 @@ pub(super) fn cases() -> Vec<Case> {
                 )
             }
         ),
-    ]
+    ];
+    // Deleting a group snapshot that does not exist MUST succeed.
+    v.extend(snapshot_ids_cases!(
+        "group/delete",
+        "DeleteVolumeGroupSnapshot",
+        delete_volume_group_snapshot,
+        DeleteVolumeGroupSnapshotRequest,
+        Answer::Ok
+    ));
+    v.extend(snapshot_ids_cases!(
+        "group/get",
+        "GetVolumeGroupSnapshot",
+        get_volume_group_snapshot,
+        GetVolumeGroupSnapshotRequest,
+        Answer::Code(Code::NotFound)
+    ));
+    v
 }

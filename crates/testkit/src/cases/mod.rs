@@ -43,7 +43,7 @@ impl std::fmt::Debug for Case {
 
 /// Builds a [`Case`] from a name, a description and an async body over `c: Ctx`.
 macro_rules! case {
-    ($name:literal, $about:expr, |$c:ident| $body:block) => {
+    ($name:expr, $about:expr, |$c:ident| $body:block) => {
         $crate::cases::Case {
             name: $name,
             about: $about,

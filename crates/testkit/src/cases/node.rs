@@ -184,8 +184,60 @@ pub(super) async fn unstage_unpublish_order(
     Ok(())
 }
 
+/// The two cases of an RPC whose `volume_path` is object-bound
+/// (`csi_types::bound`): without it, for a published volume (only
+/// `INVALID_ARGUMENT` applies); and relative, for an unknown volume
+/// (`NOT_FOUND` preferred).
+macro_rules! volume_path_cases {
+    ($prefix:literal, $rpc:literal, $cap:ident, $method:ident, $req:ident) => {
+        [
+            case!(
+                concat!($prefix, "/missing_volume_path"),
+                concat!(
+                    $rpc,
+                    " without `volume_path` answers INVALID_ARGUMENT for a published volume (for an unknown volume, with a node-only driver, NOT_FOUND is as right)"
+                ),
+                |c| {
+                    c.need_node(NC::$cap, stringify!($cap))?;
+                    let known = published_volume(&c).await?;
+                    let volume_id = known
+                        .as_ref()
+                        .map_or(UNKNOWN_ID.to_string(), |(v, _)| v.clone());
+                    let r = c
+                        .nd()
+                        .$method(proto::$req {
+                            volume_id,
+                            ..Default::default()
+                        })
+                        .await;
+                    missing_path_answer(&c, $rpc, known.is_some(), r)
+                }
+            ),
+            case!(
+                concat!($prefix, "/unknown_volume_relative_path"),
+                concat!(
+                    $rpc,
+                    " of a volume that does not exist with a relative `volume_path` answers NOT_FOUND (INVALID_ARGUMENT passes with a warning)"
+                ),
+                |c| {
+                    c.need_node(NC::$cap, stringify!($cap))?;
+                    let r = c
+                        .nd()
+                        .$method(proto::$req {
+                            volume_id: UNKNOWN_ID.into(),
+                            volume_path: "some/path".into(),
+                            ..Default::default()
+                        })
+                        .await;
+                    unknown_relative_answer(&c, concat!($rpc, " (unknown volume, relative path)"), r)
+                }
+            ),
+        ]
+    };
+}
+
 pub(super) fn cases() -> Vec<Case> {
-    vec![
+    let mut v = vec![
         case!(
             "node/get_info",
             "NodeGetInfo answers a valid node_id (and max_volumes_per_node, if any, is positive)",
@@ -347,41 +399,6 @@ pub(super) fn cases() -> Vec<Case> {
                 ..Default::default()
             }
         ),
-        case!(
-            "node/get_volume_stats/missing_volume_path",
-            "NodeGetVolumeStats without `volume_path` answers INVALID_ARGUMENT for a published volume (for an unknown volume, with a node-only driver, NOT_FOUND is as right)",
-            |c| {
-                c.need_node(NC::GET_VOLUME_STATS, "GET_VOLUME_STATS")?;
-                let known = published_volume(&c).await?;
-                let volume_id = known
-                    .as_ref()
-                    .map_or(UNKNOWN_ID.to_string(), |(v, _)| v.clone());
-                let r = c
-                    .nd()
-                    .node_get_volume_stats(proto::NodeGetVolumeStatsRequest {
-                        volume_id,
-                        ..Default::default()
-                    })
-                    .await;
-                missing_path_answer(&c, "NodeGetVolumeStats", known.is_some(), r)
-            }
-        ),
-        case!(
-            "node/get_volume_stats/unknown_volume_relative_path",
-            "NodeGetVolumeStats of a volume that does not exist with a relative `volume_path` answers NOT_FOUND (INVALID_ARGUMENT passes with a warning)",
-            |c| {
-                c.need_node(NC::GET_VOLUME_STATS, "GET_VOLUME_STATS")?;
-                let r = c
-                    .nd()
-                    .node_get_volume_stats(proto::NodeGetVolumeStatsRequest {
-                        volume_id: UNKNOWN_ID.into(),
-                        volume_path: "some/path".into(),
-                        ..Default::default()
-                    })
-                    .await;
-                unknown_relative_answer(&c, "NodeGetVolumeStats (unknown volume, relative path)", r)
-            }
-        ),
         missing!(
             "node/expand_volume/missing_volume_id",
             "volume_id",
@@ -391,41 +408,6 @@ pub(super) fn cases() -> Vec<Case> {
             proto::NodeExpandVolumeRequest {
                 volume_path: abs(&c.config().target_dir, "x"),
                 ..Default::default()
-            }
-        ),
-        case!(
-            "node/expand_volume/missing_volume_path",
-            "NodeExpandVolume without `volume_path` answers INVALID_ARGUMENT for a published volume (for an unknown volume, with a node-only driver, NOT_FOUND is as right)",
-            |c| {
-                c.need_node(NC::EXPAND_VOLUME, "EXPAND_VOLUME")?;
-                let known = published_volume(&c).await?;
-                let volume_id = known
-                    .as_ref()
-                    .map_or(UNKNOWN_ID.to_string(), |(v, _)| v.clone());
-                let r = c
-                    .nd()
-                    .node_expand_volume(proto::NodeExpandVolumeRequest {
-                        volume_id,
-                        ..Default::default()
-                    })
-                    .await;
-                missing_path_answer(&c, "NodeExpandVolume", known.is_some(), r)
-            }
-        ),
-        case!(
-            "node/expand_volume/unknown_volume_relative_path",
-            "NodeExpandVolume of a volume that does not exist with a relative `volume_path` answers NOT_FOUND (INVALID_ARGUMENT passes with a warning)",
-            |c| {
-                c.need_node(NC::EXPAND_VOLUME, "EXPAND_VOLUME")?;
-                let r = c
-                    .nd()
-                    .node_expand_volume(proto::NodeExpandVolumeRequest {
-                        volume_id: UNKNOWN_ID.into(),
-                        volume_path: "some/path".into(),
-                        ..Default::default()
-                    })
-                    .await;
-                unknown_relative_answer(&c, "NodeExpandVolume (unknown volume, relative path)", r)
             }
         ),
         case!(
@@ -547,7 +529,22 @@ pub(super) fn cases() -> Vec<Case> {
                 )
             }
         ),
-    ]
+    ];
+    v.extend(volume_path_cases!(
+        "node/get_volume_stats",
+        "NodeGetVolumeStats",
+        GET_VOLUME_STATS,
+        node_get_volume_stats,
+        NodeGetVolumeStatsRequest
+    ));
+    v.extend(volume_path_cases!(
+        "node/expand_volume",
+        "NodeExpandVolume",
+        EXPAND_VOLUME,
+        node_expand_volume,
+        NodeExpandVolumeRequest
+    ));
+    v
 }
 
 async fn lifecycle(c: Ctx) -> Result<(), CaseError> {
