@@ -27,7 +27,13 @@
 //! - the id that names the object (`volume_id`, `snapshot_id`,
 //!   `group_snapshot_id`, …): without a valid id there is nothing to look up;
 //! - what the CO asks for (capabilities, capacity ranges, parameters,
-//!   secrets, the node of `ControllerPublishVolume`);
+//!   secrets, filters and paging of the List RPCs, offsets of the
+//!   SnapshotMetadata RPCs);
+//! - node ids (`ControllerPublishVolume`, `ControllerUnpublishVolume`): the
+//!   CO copies them from `NodeGetInfo`, so one that breaks the 256-byte
+//!   limit is the CO's bug, not a reference into the volume's state; a
+//!   *well-formed* node id that names no node is a missing object (`OK` for
+//!   unpublish, `NOT_FOUND` for publish), as the spec says;
 //! - paths the RPC acts on rather than looks up: `target_path` of
 //!   `NodePublishVolume`/`NodeUnpublishVolume` and `staging_target_path` of
 //!   `NodeStageVolume`/`NodeUnstageVolume`/`NodePublishVolume` are places the
