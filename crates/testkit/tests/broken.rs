@@ -374,3 +374,56 @@ async fn answers_the_spec_allows() {
     assert_eq!(plain.failed(), 0, "{}", plain.summary());
     assert_eq!(plain.warnings(), 0, "{:?}", plain.results);
 }
+
+/// The typed client (`csi_types::Csi`) over a plugin: a response that bends
+/// only tolerated rules is accepted (the odd node id dropped, the empty
+/// condition message kept); one that breaks a MUST rule is `INTERNAL`,
+/// naming the RPC and the field, and the harness fails the case.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_typed_client_accepts_tolerated_rules_and_refuses_must_rules() {
+    use csi_types::{
+        AccessMode, Code, ControllerGetVolumeRequest, Csi, VolumeCapability, VolumeId, proto,
+    };
+    async fn volume(plugin: &dyn RawCsi) -> VolumeId {
+        let v = RawCsi::create_volume(
+            plugin,
+            proto::CreateVolumeRequest {
+                name: "typed".into(),
+                volume_capabilities: vec![
+                    VolumeCapability::mount(AccessMode::SingleNodeWriter).into(),
+                ],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        VolumeId::new(v.volume.unwrap().volume_id).unwrap()
+    }
+    let odd = broken::plugin("other-allowed-answers");
+    let id = volume(&*odd).await;
+    let g = Csi::controller_get_volume(&*odd, ControllerGetVolumeRequest { volume_id: id })
+        .await
+        .unwrap();
+    assert!(
+        g.status.published_node_ids.is_empty(),
+        "the empty id is dropped"
+    );
+    assert_eq!(g.status.volume_condition.unwrap().message, "");
+
+    let bad = broken::plugin("negative-capacity");
+    let id = volume(&*bad).await;
+    let e = Csi::controller_get_volume(&*bad, ControllerGetVolumeRequest { volume_id: id })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Internal);
+    assert_eq!(
+        e.to_string(),
+        "internal error: the plugin's ControllerGetVolume response breaks the spec: invalid `volume.capacity_bytes`: must not be negative, got -1"
+    );
+    let report = run(bad).await;
+    assert_fails(
+        &report,
+        "controller/get_volume/volume_condition",
+        "invalid `volume.capacity_bytes`",
+    );
+}

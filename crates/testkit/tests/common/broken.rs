@@ -46,6 +46,8 @@ enum Fault {
     /// Not a bug: wherever the spec allows several answers, the other one
     /// (see `answers_the_spec_allows`).
     OtherAllowedAnswers,
+    /// `ControllerGetVolume` reports a negative `capacity_bytes` (a MUST rule).
+    NegativeCapacity,
 }
 
 impl Faulty {
@@ -204,6 +206,9 @@ raw_impl! {
         let mut r = RawCsi::controller_get_volume(&self.0, req).await?;
         if let Some(s) = &mut r.status {
             self.loosen(&mut s.published_node_ids, &mut s.volume_condition);
+        }
+        if let (Fault::NegativeCapacity, Some(v)) = (self.1, &mut r.volume) {
+            v.capacity_bytes = -1;
         }
         Ok(r)
     }
@@ -710,6 +715,9 @@ pub fn plugin(kind: &str) -> Arc<dyn RawCsi> {
         "wrong-code" => return Arc::new(Faulty(driver.plugin(), Fault::WrongCodeOnDelete)),
         "other-allowed-answers" => {
             return Arc::new(Faulty(driver.plugin(), Fault::OtherAllowedAnswers));
+        }
+        "negative-capacity" => {
+            return Arc::new(Faulty(driver.plugin(), Fault::NegativeCapacity));
         }
         "panics-on-probe" => return Arc::new(Faulty(driver.plugin(), Fault::PanicOnProbe)),
         // Without the plugin's per-name operation guard, which would
