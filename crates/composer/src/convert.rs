@@ -119,7 +119,7 @@ pub fn placement_spec(
         });
         spec.storage_groups.push(placement::GroupSpec {
             id: id(placement::GroupId::new(g.id.clone())),
-            quota: g.quota.map(|q| placement::Bytes(q.0)),
+            quota: g.quota.map(|q| placement::Bytes(q.bytes())),
             used: placement::Bytes(0),
         });
     }
@@ -127,7 +127,7 @@ pub fn placement_spec(
         spec.bandwidth_domains.push(placement::BwDomainSpec {
             id: id(placement::BwDomainId::new(sw.id.clone())),
             kind: "switch".into(),
-            capacity: placement::Bytes(sw.bandwidth.0),
+            capacity: placement::Bytes(sw.bandwidth.bytes_per_second()),
             load: placement::Bytes(0),
         });
     }
@@ -159,7 +159,10 @@ pub fn placement_spec(
         spec.bandwidth_domains.push(placement::BwDomainSpec {
             id: id(placement::BwDomainId::new(format!("port:{}", j.id))),
             kind: "port".into(),
-            capacity: placement::Bytes(j.port_bandwidth.map_or(12_500_000_000, |b| b.0)),
+            capacity: placement::Bytes(
+                j.port_bandwidth
+                    .map_or(12_500_000_000, |b| b.bytes_per_second()),
+            ),
             load: placement::Bytes(0),
         });
     }

@@ -14,7 +14,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::size::ByteSize;
+use storage_units::{ByteRate, ByteSize};
 
 /// The built-in inventory: one site, two storage groups, four racks of JBODs,
 /// an eBOD per rack and four servers per rack. Used when no file is given.
@@ -194,8 +194,8 @@ pub struct SwitchSpec {
     pub id: String,
     /// The site it is in.
     pub site: String,
-    /// Bandwidth in bytes per second.
-    pub bandwidth: ByteSize,
+    /// Bandwidth (`"400 GB/s"`).
+    pub bandwidth: ByteRate,
 }
 
 /// `[[rack]]`.
@@ -261,7 +261,7 @@ pub struct JbodSpec {
     pub switch: Option<String>,
     /// Bandwidth of its Ethernet port(s), bytes per second (default 12.5 GB/s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub port_bandwidth: Option<ByteSize>,
+    pub port_bandwidth: Option<ByteRate>,
     /// Transports its drives can be exported over (default all).
     #[serde(default = "default_transports")]
     pub transports: Vec<Transport>,
@@ -513,7 +513,7 @@ impl Inventory {
         for s in &file.switches {
             let e = format!("switch '{}'", s.id);
             switch_site.push(resolve(&site_index, &e, "site", "site", &s.site)?);
-            if s.bandwidth.0 == 0 {
+            if s.bandwidth.bytes_per_second() == 0 {
                 return Err(bad(e, "bandwidth must be greater than zero"));
             }
         }
@@ -567,7 +567,7 @@ impl Inventory {
                 }
                 None => rack_switch[rack as usize],
             };
-            if j.port_bandwidth == Some(ByteSize(0)) {
+            if j.port_bandwidth == Some(ByteRate::new(0)) {
                 return Err(bad(e, "port_bandwidth must be greater than zero"));
             }
             if j.transports.is_empty() {
@@ -587,7 +587,7 @@ impl Inventory {
                 if g.id.is_some() && g.count != 1 {
                     return Err(bad(ge, "id may only be given with count = 1"));
                 }
-                if g.capacity.0 == 0 {
+                if g.capacity.bytes() == 0 {
                     return Err(bad(ge, "capacity must be greater than zero"));
                 }
                 if g.kind != Media::Hdd && g.rpm.is_some() {
@@ -625,7 +625,7 @@ impl Inventory {
                         rack,
                         site,
                         kind: g.kind,
-                        capacity: g.capacity.0,
+                        capacity: g.capacity.bytes(),
                         rpm: g.rpm.unwrap_or(0),
                         tags,
                         transports,
@@ -794,7 +794,7 @@ impl Inventory {
                 f.switches.push(SwitchSpec {
                     id: sw.clone(),
                     site: site.clone(),
-                    bandwidth: ByteSize(400_000_000_000),
+                    bandwidth: ByteRate::new(400_000_000_000),
                 });
                 f.racks.push(RackSpec {
                     id: rack.clone(),
@@ -821,7 +821,7 @@ impl Inventory {
                             id: None,
                             count: g.drives_per_jbod,
                             kind: if flash { Media::Nvme } else { Media::Hdd },
-                            capacity: ByteSize(if flash {
+                            capacity: ByteSize::new(if flash {
                                 7_680_000_000_000
                             } else {
                                 16_000_000_000_000
@@ -892,7 +892,7 @@ id = "dc1"
 [[switch]]
 id = "tor1"
 site = "dc1"
-bandwidth = "100 GB"
+bandwidth = "100 GB/s"
 [[rack]]
 id = "r1"
 site = "dc1"

@@ -35,7 +35,6 @@ mod error;
 pub mod inventory;
 pub mod params;
 pub mod plan;
-pub mod size;
 pub mod store;
 
 pub use composer::Composer;

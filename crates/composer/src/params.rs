@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use crate::error::Error;
 use crate::inventory::{Transport, TransportSet};
-use crate::size::ByteSize;
+use storage_units::ByteSize;
 
 /// What a volume is built from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -166,16 +166,16 @@ fn list(key: &str, v: &str) -> Result<Vec<String>, Error> {
 }
 
 fn size(key: &str, v: &str) -> Result<u64, Error> {
-    let s: ByteSize = v.parse().map_err(|e: String| {
+    let s: ByteSize = v.parse().map_err(|e: storage_units::ParseSizeError| {
         bad(
             key,
             format!("must be a size such as \"10Gi\" or \"1 TB\": {e}"),
         )
     })?;
-    if s.0 == 0 {
+    if s.bytes() == 0 {
         return Err(bad(key, "must be greater than zero"));
     }
-    Ok(s.0)
+    Ok(s.bytes())
 }
 
 impl Parameters {

@@ -84,7 +84,7 @@ struct Choice {
 }
 
 fn human(b: u64) -> String {
-    crate::size::ByteSize(b).to_string()
+    storage_units::ByteSize::new(b).to_string()
 }
 
 /// The md geometry's usable bytes and data offset for `n` members of `member` bytes.
