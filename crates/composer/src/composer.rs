@@ -743,6 +743,11 @@ impl Composer {
             .map_err(|e| Error::Internal(format!("placement: {e}")))
     }
 
+    /// Every volume record, by id.
+    pub fn records(&self) -> Vec<VolumeRecord> {
+        self.lock().volumes.values().cloned().collect()
+    }
+
     /// Number of volumes.
     pub fn volume_count(&self) -> usize {
         self.lock().volumes.len()

@@ -379,6 +379,8 @@ pub struct Inventory {
     rack_servers: Vec<Vec<u32>>,
     /// Per enclosure: its drive indexes.
     jbod_drives: Vec<Vec<u32>>,
+    /// Distinct capacities per medium, ascending.
+    capacities: BTreeMap<Media, Vec<u64>>,
 }
 
 /// Tags starting with this are the composer's own (see [`crate::convert`]).
@@ -662,7 +664,15 @@ impl Inventory {
                 health: s.health,
             });
         }
+        let mut caps: BTreeMap<Media, BTreeSet<u64>> = BTreeMap::new();
+        for d in &drives {
+            caps.entry(d.kind).or_default().insert(d.capacity);
+        }
         Ok(Inventory {
+            capacities: caps
+                .into_iter()
+                .map(|(k, v)| (k, v.into_iter().collect()))
+                .collect(),
             file,
             drives,
             servers,
@@ -765,14 +775,8 @@ impl Inventory {
     }
 
     /// Distinct drive capacities per medium, ascending.
-    pub fn capacities(&self) -> BTreeMap<Media, Vec<u64>> {
-        let mut m: BTreeMap<Media, BTreeSet<u64>> = BTreeMap::new();
-        for d in &self.drives {
-            m.entry(d.kind).or_default().insert(d.capacity);
-        }
-        m.into_iter()
-            .map(|(k, v)| (k, v.into_iter().collect()))
-            .collect()
+    pub fn capacities(&self) -> &BTreeMap<Media, Vec<u64>> {
+        &self.capacities
     }
 
     /// A regular inventory of any size, for benchmarks and simulations: `sites`

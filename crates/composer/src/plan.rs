@@ -269,6 +269,8 @@ pub struct Pool {
     marks: BTreeMap<String, Health>,
     /// Volumes not in the engine (records naming missing drives).
     unplaced: std::collections::HashSet<String>,
+    /// Accessible topology per (site, transport), computed once.
+    topologies: HashMap<(u32, Transport), Vec<Topology>>,
 }
 
 fn place_err(e: placement::PlacementError) -> Error {
@@ -364,7 +366,14 @@ impl Pool {
             slice_at,
             marks,
             unplaced,
+            topologies: HashMap::new(),
         };
+        for site in 0..pool.inv.file().sites.len() as u32 {
+            for t in Transport::FASTEST_FIRST {
+                pool.topologies
+                    .insert((site, t), convert::volume_topology(&pool.inv, site, t));
+            }
+        }
         let mut spec = convert::placement_spec(
             &pool.inv,
             |d| pool.drive_health(d),
@@ -492,9 +501,9 @@ impl Pool {
             let mut c: Vec<u64> = self
                 .inv
                 .capacities()
-                .into_iter()
+                .iter()
                 .filter(|(k, _)| kinds.contains(k))
-                .flat_map(|(_, v)| v)
+                .flat_map(|(_, v)| v.iter().copied())
                 .collect();
             c.sort_unstable();
             c.dedup();
@@ -853,10 +862,11 @@ impl Pool {
 
     /// Where a volume is accessible from.
     pub fn volume_topology(&self, rec: &VolumeRecord) -> Vec<Topology> {
-        match self.inv.site_index(&rec.site) {
-            Some(s) => convert::volume_topology(&self.inv, s, rec.transport),
-            None => Vec::new(),
-        }
+        self.inv
+            .site_index(&rec.site)
+            .and_then(|s| self.topologies.get(&(s, rec.transport)))
+            .cloned()
+            .unwrap_or_default()
     }
 }
 

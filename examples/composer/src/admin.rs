@@ -2,6 +2,7 @@
 //! answer per line (`{"ok": …}` or `{"error": "…"}`).
 //!
 //! Requests: `{"op":"drives"}`, `{"op":"servers"}`, `{"op":"reconcile"}`,
+//! `{"op":"volumes"}`,
 //! `{"op":"mark","target":ID,"health":"failed"|"draining"|"healthy"}`,
 //! `{"op":"repair-plan","target":DRIVE_OR_JBOD}`.
 
@@ -22,6 +23,8 @@ pub enum Request {
     Servers,
     /// What the start-up check found.
     Reconcile,
+    /// Every volume record (members with offsets), for audits.
+    Volumes,
     /// Mark a drive, enclosure or server.
     Mark {
         /// Drive, enclosure or server id.
@@ -42,6 +45,7 @@ pub fn handle(c: &Composer, req: Request) -> serde_json::Value {
         Request::Drives => Ok(serde_json::to_value(c.drive_report()).unwrap_or_default()),
         Request::Servers => Ok(serde_json::to_value(c.server_report()).unwrap_or_default()),
         Request::Reconcile => Ok(serde_json::json!(c.reconcile_report().lines())),
+        Request::Volumes => Ok(serde_json::to_value(c.records()).unwrap_or_default()),
         Request::Mark { target, health } => c.mark(&target, health).map(|()| serde_json::json!("marked")),
         Request::RepairPlan { target } => c.repair_plan(&target).map(|p| {
             serde_json::json!({

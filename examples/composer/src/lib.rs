@@ -10,9 +10,7 @@
 //!
 //! let driver = ComposerDriver::open(Inventory::default_inventory(), Arc::new(MemStore::default()), None).unwrap();
 //! let plugin = driver.plugin()?;
-//! let mut req = CreateVolumeRequest::new(VolumeName::new("pvc-1")?, vec![VolumeCapability::block(AccessMode::SingleNodeWriter)]);
-//! req.parameters = [("type".to_string(), "slice".to_string())].into();
-//! req.capacity_range = Some(CapacityRange::new(Some(10 << 30), None)?);
+//! let req = composer::create_request("pvc-1", &[("type", "slice")], 10 << 30)?;
 //! let vol = Csi::create_volume(&plugin, req).await?.volume;
 //! assert_eq!(vol.capacity_bytes, 10 << 30);
 //! # Ok(()) }
@@ -389,6 +387,37 @@ impl Node for ComposerDriver {
             .with_max_volumes(srv.max_volumes as u64)
             .with_topology(convert::node_topology(inv, s)))
     }
+}
+
+/// A `CreateVolume` request for a single-node block volume of at least
+/// `required_bytes` with StorageClass parameters `params` (for tests, tools
+/// and benchmarks).
+pub fn create_request(
+    name: &str,
+    params: &[(&str, &str)],
+    required_bytes: u64,
+) -> Result<CreateVolumeRequest, CsiError> {
+    Ok(CreateVolumeRequest {
+        name: VolumeName::new(name)?,
+        capacity_range: Some(CapacityRange::new(Some(required_bytes), None)?),
+        volume_capabilities: vec![VolumeCapability::block(AccessMode::SingleNodeWriter)],
+        parameters: params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        secrets: Secrets::default(),
+        volume_content_source: None,
+        accessibility_requirements: None,
+        mutable_parameters: Map::new(),
+    })
+}
+
+/// A `DeleteVolume` request.
+pub fn delete_request(id: &str) -> Result<DeleteVolumeRequest, CsiError> {
+    Ok(DeleteVolumeRequest {
+        volume_id: VolumeId::new(id)?,
+        secrets: Secrets::default(),
+    })
 }
 
 /// Serves the driver on `endpoint` until `shutdown` completes.

@@ -69,6 +69,8 @@ enum AdminCommand {
     Servers,
     /// Differences the start-up check found.
     Reconcile,
+    /// Every volume record with its members.
+    Volumes,
     /// Mark a drive, JBOD or server failed, draining or healthy.
     Mark {
         /// Drive, JBOD or server id.
@@ -152,6 +154,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 AdminCommand::Drives => Request::Drives,
                 AdminCommand::Servers => Request::Servers,
                 AdminCommand::Reconcile => Request::Reconcile,
+                AdminCommand::Volumes => Request::Volumes,
                 AdminCommand::Mark { target, health } => Request::Mark {
                     target,
                     health: match health.as_str() {
