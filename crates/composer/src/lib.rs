@@ -43,3 +43,8 @@ pub use inventory::{DEFAULT_INVENTORY, Health, Inventory, Media, Transport};
 pub use params::{Parameters, VolumeType};
 pub use plan::{Plan, Pool, ReconcileReport, VolumeRequest};
 pub use store::{Batch, LayoutKind, MemStore, Op, RedbStore, Store, StoredState, VolumeRecord};
+
+/// The README's Rust examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

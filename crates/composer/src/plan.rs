@@ -83,8 +83,12 @@ struct Choice {
     data_offset: u64,
 }
 
+/// A size for people: exact when it is a round number of a unit, else
+/// three significant digits.
 fn human(b: u64) -> String {
-    storage_units::ByteSize::new(b).to_string()
+    let s = storage_units::ByteSize::new(b);
+    let exact = s.to_string();
+    if exact.len() <= 9 { exact } else { s.approx().to_string() }
 }
 
 /// The md geometry's usable bytes and data offset for `n` members of `member` bytes.
