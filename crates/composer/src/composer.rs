@@ -727,20 +727,83 @@ impl Composer {
     /// The repair plan for a drive or enclosure: the members on it re-placed
     /// under their volumes' original requests.
     pub fn repair_plan(&self, target: &str) -> Result<placement::RepairPlan, Error> {
-        let placement_target = if self.inv.jbod_index(target).is_some() {
-            convert::jbod_domain(target)
-        } else if self.inv.drive_index(target).is_some() {
-            target.to_string()
-        } else {
-            return Err(Error::NotFound(format!(
-                "{target:?} is no drive or enclosure of the inventory"
-            )));
-        };
+        let placement_target = self.repair_target(target)?;
         let st = self.lock();
         let mut engine = st.pool.engine().clone();
         engine
             .plan_evacuation(&placement_target)
             .map_err(|e| Error::Internal(format!("placement: {e}")))
+    }
+
+    /// Applies the repair plan for a drive or enclosure: every member on it
+    /// moves to the replacement drive placement chose (a new slice for slice
+    /// members), recorded durably in one batch; members placement found no
+    /// replacement for stay and are listed in the returned plan. Nothing
+    /// changes when any step fails. Rebuilding the data onto the new members
+    /// is the node side's work (md re-add), driven by the new records.
+    pub fn apply_repair(&self, target: &str) -> Result<placement::RepairPlan, Error> {
+        let placement_target = self.repair_target(target)?;
+        let mut st = self.lock();
+        let plan = st.pool.plan_repair(&placement_target)?;
+        let result = (|| -> Result<Vec<(String, u64)>, Error> {
+            let mut changed: BTreeMap<String, VolumeRecord> = BTreeMap::new();
+            let mut freed = Vec::new();
+            for mv in &plan.moves {
+                let id = mv.volume.to_string();
+                let rec = match changed.get_mut(&id) {
+                    Some(r) => r,
+                    None => {
+                        let r = st
+                            .volumes
+                            .get(&id)
+                            .cloned()
+                            .ok_or_else(|| Error::Internal(format!("plan names unknown volume {id}")))?;
+                        changed.entry(id.clone()).or_insert(r)
+                    }
+                };
+                let m = rec
+                    .members
+                    .get_mut(mv.member)
+                    .ok_or_else(|| Error::Internal(format!("plan names member {} of {id}", mv.member)))?;
+                let to = mv.to.to_string();
+                if rec.layout.kind.is_slice() {
+                    let off = st.pool.allocate_slice_on(&to, m.len)?;
+                    freed.push((m.drive.clone(), m.offset));
+                    m.offset = off;
+                }
+                m.drive = to;
+            }
+            st.pool.apply_plan(&plan)?;
+            self.store.commit(Batch::of(
+                changed.values().map(|r| Op::PutVolume(Box::new(r.clone()))).collect(),
+            ))?;
+            st.volumes.extend(changed);
+            Ok(freed)
+        })();
+        match result {
+            Ok(freed) => {
+                for (d, off) in freed {
+                    st.pool.free_slice(&d, off)?;
+                }
+                Ok(plan)
+            }
+            Err(e) => {
+                // Rebuild the pool from the records, which did not change.
+                let (pool, _) = Pool::build(self.inv.clone(), st.pool.marks().clone(), &st.volumes)?;
+                st.pool = pool;
+                Err(e)
+            }
+        }
+    }
+
+    fn repair_target(&self, target: &str) -> Result<String, Error> {
+        if self.inv.jbod_index(target).is_some() {
+            Ok(convert::jbod_domain(target))
+        } else if self.inv.drive_index(target).is_some() {
+            Ok(target.to_string())
+        } else {
+            Err(Error::NotFound(format!("{target:?} is no drive or enclosure of the inventory")))
+        }
     }
 
     /// Every volume record, by id.

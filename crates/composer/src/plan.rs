@@ -864,6 +864,42 @@ impl Pool {
         }
     }
 
+    /// Placement's evacuation plan for a drive or failure domain (not applied).
+    pub fn plan_repair(&mut self, target: &str) -> Result<placement::RepairPlan, Error> {
+        self.engine.plan_evacuation(target).map_err(place_err)
+    }
+
+    /// Commits a repair plan to the placement engine.
+    pub fn apply_plan(&mut self, plan: &placement::RepairPlan) -> Result<(), Error> {
+        self.engine.apply_plan(plan).map_err(place_err)
+    }
+
+    /// Allocates a slice of `len` bytes on `drive`; returns its offset.
+    pub fn allocate_slice_on(&mut self, drive: &str, len: u64) -> Result<u64, Error> {
+        let i = self
+            .inv
+            .drive_index(drive)
+            .ok_or_else(|| Error::Internal(format!("drive {drive} is not in the inventory")))?;
+        let dev = [DeviceId::new(i as u64)];
+        let s = self
+            .slices
+            .allocate(len, &Constraints::on_devices(&dev))
+            .map_err(|e| Error::Exhausted(format!("no slice of {} on {drive}: {e}", human(len))))?;
+        let off = s.extents[0].offset();
+        self.slice_at.insert((i, off), s.id);
+        Ok(off)
+    }
+
+    /// Frees the slice at `offset` on `drive`, if there is one.
+    pub fn free_slice(&mut self, drive: &str, offset: u64) -> Result<(), Error> {
+        if let Some(i) = self.inv.drive_index(drive)
+            && let Some(s) = self.slice_at.remove(&(i, offset))
+        {
+            self.slices.free(s).map_err(slice_err)?;
+        }
+        Ok(())
+    }
+
     /// Where a volume is accessible from.
     pub fn volume_topology(&self, rec: &VolumeRecord) -> Vec<Topology> {
         self.inv

@@ -4,7 +4,8 @@
 //! Requests: `{"op":"drives"}`, `{"op":"servers"}`, `{"op":"reconcile"}`,
 //! `{"op":"volumes"}`,
 //! `{"op":"mark","target":ID,"health":"failed"|"draining"|"healthy"}`,
-//! `{"op":"repair-plan","target":DRIVE_OR_JBOD}`.
+//! `{"op":"repair-plan","target":DRIVE_OR_JBOD}`,
+//! `{"op":"repair-apply","target":DRIVE_OR_JBOD}`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -37,6 +38,23 @@ pub enum Request {
         /// Drive or enclosure id.
         target: String,
     },
+    /// Make and apply the repair plan for a drive or enclosure.
+    RepairApply {
+        /// Drive or enclosure id.
+        target: String,
+    },
+}
+
+fn plan_json(p: &placement::RepairPlan) -> serde_json::Value {
+    serde_json::json!({
+        "target": p.target,
+        "drives": p.drives.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+        "moves": p.moves.iter().map(|m| serde_json::json!({
+            "volume": m.volume.to_string(), "member": m.member,
+            "from": m.from.to_string(), "to": m.to.to_string()})).collect::<Vec<_>>(),
+        "unplaceable": p.unplaceable.iter().map(|u| serde_json::json!({
+            "volume": u.volume.to_string(), "members": u.members, "reason": u.reason})).collect::<Vec<_>>(),
+    })
 }
 
 /// Answers one request.
@@ -47,17 +65,8 @@ pub fn handle(c: &Composer, req: Request) -> serde_json::Value {
         Request::Reconcile => Ok(serde_json::json!(c.reconcile_report().lines())),
         Request::Volumes => Ok(serde_json::to_value(c.records()).unwrap_or_default()),
         Request::Mark { target, health } => c.mark(&target, health).map(|()| serde_json::json!("marked")),
-        Request::RepairPlan { target } => c.repair_plan(&target).map(|p| {
-            serde_json::json!({
-                "target": p.target,
-                "drives": p.drives.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
-                "moves": p.moves.iter().map(|m| serde_json::json!({
-                    "volume": m.volume.to_string(), "member": m.member,
-                    "from": m.from.to_string(), "to": m.to.to_string()})).collect::<Vec<_>>(),
-                "unplaceable": p.unplaceable.iter().map(|u| serde_json::json!({
-                    "volume": u.volume.to_string(), "members": u.members, "reason": u.reason})).collect::<Vec<_>>(),
-            })
-        }),
+        Request::RepairPlan { target } => c.repair_plan(&target).map(|p| plan_json(&p)),
+        Request::RepairApply { target } => c.apply_repair(&target).map(|p| plan_json(&p)),
     };
     match r {
         Ok(v) => serde_json::json!({ "ok": v }),

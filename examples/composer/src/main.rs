@@ -83,6 +83,11 @@ enum AdminCommand {
         /// Drive or JBOD id.
         target: String,
     },
+    /// Make and apply the repair plan for a drive or JBOD.
+    RepairApply {
+        /// Drive or JBOD id.
+        target: String,
+    },
 }
 
 fn load_inventory(file: Option<&PathBuf>) -> Result<Inventory, String> {
@@ -169,6 +174,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                     },
                 },
                 AdminCommand::RepairPlan { target } => Request::RepairPlan { target },
+                AdminCommand::RepairApply { target } => Request::RepairApply { target },
             };
             let answer = admin::call(&socket, &req).await?;
             if let Some(e) = answer.get("error") {
