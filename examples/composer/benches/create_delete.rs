@@ -95,7 +95,7 @@ fn main() {
         ] {
             for clients in [1usize, 64] {
                 let n = if clients == 1 { pairs / 4 } else { pairs };
-                run(&endpoint, clients, n, params, &format!("{name}")).await;
+                run(&endpoint, clients, n, params, name).await;
             }
         }
         let _ = tx.send(());
