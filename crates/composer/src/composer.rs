@@ -587,7 +587,7 @@ impl Composer {
         let transports: TransportSet = p.transports;
         let eng = st.pool.engine();
         let mut by_cap: BTreeMap<u64, u64> = BTreeMap::new();
-        let mut extents: Vec<u64> = Vec::new();
+        let mut devices: Vec<slice_alloc::DeviceId> = Vec::new();
         let mut available = 0u64;
         for (i, d) in self.inv.drives().iter().enumerate() {
             let i = i as u32;
@@ -607,11 +607,7 @@ impl Composer {
                 continue;
             }
             if p.kind == VolumeType::Slice {
-                let dev = slice_alloc::DeviceId::new(i as u64);
-                if let Ok(r) = st.pool.slices().device_report(dev) {
-                    available += r.free;
-                    extents.push(r.largest_allocatable);
-                }
+                devices.push(slice_alloc::DeviceId::new(i as u64));
             } else {
                 let id = placement::DriveId::new(d.id.clone())
                     .map_err(|e| Error::Internal(e.to_string()))?;
@@ -622,12 +618,34 @@ impl Composer {
             }
         }
         let max = if p.kind == VolumeType::Slice {
-            extents.sort_unstable_by(|a, b| b.cmp(a));
-            if p.redundancy {
-                available /= 2;
-                extents.get(1).map_or(0, |&leg| mirror_usable(leg))
-            } else {
-                extents.first().copied().unwrap_or(0)
+            // slice-alloc's capacity over the eligible SSDs: free bytes and
+            // the largest slice; a mirror's second leg is the largest slice
+            // on the other SSDs.
+            let slice_err =
+                |e: slice_alloc::Error| Error::Internal(format!("slice allocator: {e}"));
+            let report = |devs: &[slice_alloc::DeviceId]| {
+                if devs.is_empty() {
+                    Ok(None)
+                } else {
+                    st.pool
+                        .slices()
+                        .capacity(Some(devs))
+                        .map(Some)
+                        .map_err(slice_err)
+                }
+            };
+            match report(&devices)? {
+                None => 0,
+                Some(all) => {
+                    available = all.free;
+                    if p.redundancy {
+                        available /= 2;
+                        devices.retain(|d| Some(*d) != all.largest_on);
+                        report(&devices)?.map_or(0, |r| mirror_usable(r.largest_allocatable))
+                    } else {
+                        all.largest_allocatable
+                    }
+                }
             }
         } else {
             if p.redundancy {
@@ -753,18 +771,15 @@ impl Composer {
                 let rec = match changed.get_mut(&id) {
                     Some(r) => r,
                     None => {
-                        let r = st
-                            .volumes
-                            .get(&id)
-                            .cloned()
-                            .ok_or_else(|| Error::Internal(format!("plan names unknown volume {id}")))?;
+                        let r = st.volumes.get(&id).cloned().ok_or_else(|| {
+                            Error::Internal(format!("plan names unknown volume {id}"))
+                        })?;
                         changed.entry(id.clone()).or_insert(r)
                     }
                 };
-                let m = rec
-                    .members
-                    .get_mut(mv.member)
-                    .ok_or_else(|| Error::Internal(format!("plan names member {} of {id}", mv.member)))?;
+                let m = rec.members.get_mut(mv.member).ok_or_else(|| {
+                    Error::Internal(format!("plan names member {} of {id}", mv.member))
+                })?;
                 let to = mv.to.to_string();
                 if rec.layout.kind.is_slice() {
                     let off = st.pool.allocate_slice_on(&to, m.len)?;
@@ -775,7 +790,10 @@ impl Composer {
             }
             st.pool.apply_plan(&plan)?;
             self.store.commit(Batch::of(
-                changed.values().map(|r| Op::PutVolume(Box::new(r.clone()))).collect(),
+                changed
+                    .values()
+                    .map(|r| Op::PutVolume(Box::new(r.clone())))
+                    .collect(),
             ))?;
             st.volumes.extend(changed);
             Ok(freed)
@@ -789,7 +807,8 @@ impl Composer {
             }
             Err(e) => {
                 // Rebuild the pool from the records, which did not change.
-                let (pool, _) = Pool::build(self.inv.clone(), st.pool.marks().clone(), &st.volumes)?;
+                let (pool, _) =
+                    Pool::build(self.inv.clone(), st.pool.marks().clone(), &st.volumes)?;
                 st.pool = pool;
                 Err(e)
             }
@@ -802,7 +821,9 @@ impl Composer {
         } else if self.inv.drive_index(target).is_some() {
             Ok(target.to_string())
         } else {
-            Err(Error::NotFound(format!("{target:?} is no drive or enclosure of the inventory")))
+            Err(Error::NotFound(format!(
+                "{target:?} is no drive or enclosure of the inventory"
+            )))
         }
     }
 

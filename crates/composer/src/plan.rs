@@ -88,7 +88,11 @@ struct Choice {
 fn human(b: u64) -> String {
     let s = storage_units::ByteSize::new(b);
     let exact = s.to_string();
-    if exact.len() <= 9 { exact } else { s.approx().to_string() }
+    if exact.len() <= 9 {
+        exact
+    } else {
+        s.approx().to_string()
+    }
 }
 
 /// The md geometry's usable bytes and data offset for `n` members of `member` bytes.

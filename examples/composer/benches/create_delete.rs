@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use composer::ComposerDriver;
 use composer_core::inventory::Generate;
 use composer_core::{Batch, Composer, Inventory, MemStore, Op, RedbStore, Store};
-use csi_types::client::Client;
 use csi_types::Csi;
+use csi_types::client::Client;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
@@ -22,7 +22,13 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-async fn run(endpoint: &str, clients: usize, pairs: usize, params: &'static [(&'static str, &'static str)], tag: &str) {
+async fn run(
+    endpoint: &str,
+    clients: usize,
+    pairs: usize,
+    params: &'static [(&'static str, &'static str)],
+    tag: &str,
+) {
     let per = pairs / clients;
     let start = Instant::now();
     let tasks: Vec<_> = (0..clients)
@@ -33,13 +39,21 @@ async fn run(endpoint: &str, clients: usize, pairs: usize, params: &'static [(&'
                 let client = Client::connect(&endpoint).await.expect("connect");
                 let mut lat = Vec::with_capacity(per);
                 for i in 0..per {
-                    let req = composer::create_request(&format!("{tag}-c{c}-{i}"), params, 10 << 30).unwrap();
+                    let req =
+                        composer::create_request(&format!("{tag}-c{c}-{i}"), params, 10 << 30)
+                            .unwrap();
                     let t = Instant::now();
-                    let v = Csi::create_volume(&client, req).await.expect("create").volume;
-                    lat.push(t.elapsed());
-                    Csi::delete_volume(&client, composer::delete_request(v.volume_id.as_str()).unwrap())
+                    let v = Csi::create_volume(&client, req)
                         .await
-                        .expect("delete");
+                        .expect("create")
+                        .volume;
+                    lat.push(t.elapsed());
+                    Csi::delete_volume(
+                        &client,
+                        composer::delete_request(v.volume_id.as_str()).unwrap(),
+                    )
+                    .await
+                    .expect("delete");
                 }
                 lat
             })
@@ -62,8 +76,15 @@ async fn run(endpoint: &str, clients: usize, pairs: usize, params: &'static [(&'
 }
 
 fn main() {
-    let pairs: usize = std::env::var("COMPOSER_BENCH_OPS").ok().and_then(|v| v.parse().ok()).unwrap_or(4000);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let pairs: usize = std::env::var("COMPOSER_BENCH_OPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let t = Instant::now();
     let inv = Inventory::generate(&Generate::LARGE);
     println!(
@@ -83,7 +104,12 @@ fn main() {
         let server = {
             let endpoint = endpoint.clone();
             let driver = driver.clone();
-            tokio::spawn(async move { composer::serve(&driver, &endpoint, async { let _ = rx.await; }).await })
+            tokio::spawn(async move {
+                composer::serve(&driver, &endpoint, async {
+                    let _ = rx.await;
+                })
+                .await
+            })
         };
         while Client::connect(&endpoint).await.is_err() {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -108,12 +134,29 @@ fn main() {
     let c = Composer::open(inv.clone(), mem.clone()).unwrap();
     let t = Instant::now();
     for i in 0..100_000 {
-        let p: &[(&str, &str)] = if i % 2 == 0 { &[("type", "slice")] } else { &[] };
-        let params = p.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        c.create(&format!("pv-{i}"), &params, csi_types::CapacityRange::new(Some(10 << 30), None).unwrap(), true, true, None)
-            .unwrap();
+        let p: &[(&str, &str)] = if i % 2 == 0 {
+            &[("type", "slice")]
+        } else {
+            &[]
+        };
+        let params = p
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        c.create(
+            &format!("pv-{i}"),
+            &params,
+            csi_types::CapacityRange::new(Some(10 << 30), None).unwrap(),
+            true,
+            true,
+            None,
+        )
+        .unwrap();
     }
-    println!("placed 100,000 volumes (half slices, half whole HDDs) in memory in {:.2?}", t.elapsed());
+    println!(
+        "placed 100,000 volumes (half slices, half whole HDDs) in memory in {:.2?}",
+        t.elapsed()
+    );
     let records = c.records();
     drop(c);
     let path = dir.path().join("restart.redb");
@@ -121,7 +164,12 @@ fn main() {
         let store = RedbStore::open(&path).unwrap();
         for chunk in records.chunks(10_000) {
             store
-                .commit(Batch::of(chunk.iter().map(|r| Op::PutVolume(Box::new(r.clone()))).collect()))
+                .commit(Batch::of(
+                    chunk
+                        .iter()
+                        .map(|r| Op::PutVolume(Box::new(r.clone())))
+                        .collect(),
+                ))
                 .unwrap();
         }
     }
@@ -131,6 +179,10 @@ fn main() {
         let c = Composer::open(inv.clone(), store).unwrap();
         assert_eq!(c.volume_count(), 100_000);
         assert!(c.reconcile_report().is_clean());
-        println!("restart {attempt}: recovered {} volumes in {:.2?}", c.volume_count(), t.elapsed());
+        println!(
+            "restart {attempt}: recovered {} volumes in {:.2?}",
+            c.volume_count(),
+            t.elapsed()
+        );
     }
 }

@@ -64,7 +64,9 @@ pub fn handle(c: &Composer, req: Request) -> serde_json::Value {
         Request::Servers => Ok(serde_json::to_value(c.server_report()).unwrap_or_default()),
         Request::Reconcile => Ok(serde_json::json!(c.reconcile_report().lines())),
         Request::Volumes => Ok(serde_json::to_value(c.records()).unwrap_or_default()),
-        Request::Mark { target, health } => c.mark(&target, health).map(|()| serde_json::json!("marked")),
+        Request::Mark { target, health } => c
+            .mark(&target, health)
+            .map(|()| serde_json::json!("marked")),
         Request::RepairPlan { target } => c.repair_plan(&target).map(|p| plan_json(&p)),
         Request::RepairApply { target } => c.apply_repair(&target).map(|p| plan_json(&p)),
     };
