@@ -321,7 +321,7 @@ pub struct InventoryFile {
 pub struct Drive {
     /// Drive id, unique in the inventory.
     pub id: String,
-    /// Index of its enclosure in [`Inventory::jbods`].
+    /// Index of its enclosure (see [`Inventory::jbod_id`]).
     pub jbod: u32,
     /// Index of its rack.
     pub rack: u32,
