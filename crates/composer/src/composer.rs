@@ -140,6 +140,13 @@ impl Composer {
         })
     }
 
+    fn record(st: &State, id: &str) -> Result<VolumeRecord, Error> {
+        st.volumes
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("volume {id} does not exist")))
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -337,11 +344,7 @@ impl Composer {
         readonly: bool,
     ) -> Result<BTreeMap<String, String>, Error> {
         let mut st = self.lock();
-        let rec = st
-            .volumes
-            .get(id)
-            .cloned()
-            .ok_or_else(|| Error::NotFound(format!("volume {id} does not exist")))?;
+        let rec = Self::record(&st, id)?;
         let s = convert::server_of_node(&self.inv, node_id)?;
         if let Some(&ro) = rec.published.get(node_id) {
             if ro != readonly {
@@ -368,11 +371,7 @@ impl Composer {
             h => {
                 return Err(Error::FailedPrecondition(format!(
                     "server {node_id} is {} and takes no new volumes",
-                    if h == Health::Failed {
-                        "failed"
-                    } else {
-                        "draining"
-                    }
+                    format!("{h:?}").to_lowercase()
                 )));
             }
         }
@@ -504,11 +503,7 @@ impl Composer {
     /// `ControllerExpandVolume` to `range`; returns the new capacity.
     pub fn expand(&self, id: &str, range: CapacityRange) -> Result<u64, Error> {
         let mut st = self.lock();
-        let rec = st
-            .volumes
-            .get(id)
-            .cloned()
-            .ok_or_else(|| Error::NotFound(format!("volume {id} does not exist")))?;
+        let rec = Self::record(&st, id)?;
         let want = range
             .required_bytes
             .or(range.limit_bytes)

@@ -70,15 +70,6 @@ pub fn drive_kind(m: Media) -> placement::DriveKind {
     }
 }
 
-/// Placement's health for a composer health.
-pub fn drive_health(h: Health) -> placement::Health {
-    match h {
-        Health::Healthy => placement::Health::Healthy,
-        Health::Draining => placement::Health::Draining,
-        Health::Failed => placement::Health::Failed,
-    }
-}
-
 /// Placement's transport for a fabric transport (`None` for NBD).
 pub fn placement_transport(t: Transport) -> Option<placement::Transports> {
     match t {
@@ -186,7 +177,7 @@ pub fn placement_spec(
             rpm: d.rpm,
             tags,
             transports: placement_transports(d.transports),
-            health: drive_health(health(i)),
+            health: health(i),
             domain: Some(id(placement::DomainId::new(jbod_domain(jbod)))),
             group: inv
                 .rack_group(d.rack)

@@ -117,27 +117,12 @@ pub enum Media {
     Nvme,
 }
 
-/// The operational state of a drive, enclosure or server.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Health {
-    /// In service.
-    #[default]
-    Healthy,
-    /// Being emptied on purpose: keeps what it has, takes nothing new.
-    Draining,
-    /// Gone: what it held must be rebuilt elsewhere.
-    Failed,
-}
-
-impl Health {
-    /// The worse of two states.
-    pub fn worst(self, other: Health) -> Health {
-        self.max(other)
-    }
-}
+/// The operational state of a drive, enclosure or server: placement's
+/// (`healthy`, `degraded`, `draining`, `failed`; ordered from best to worst),
+/// so that one word means one thing across the SDK. Only healthy drives and
+/// servers take new volumes; volumes with a member on a failed drive are
+/// abnormal.
+pub use placement::Health;
 
 /// A storage enclosure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

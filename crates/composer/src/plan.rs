@@ -447,15 +447,15 @@ impl Pool {
         let mark = |id: &str| self.marks.get(id).copied().unwrap_or_default();
         drive
             .health
-            .worst(mark(&drive.id))
-            .worst(mark(self.inv.jbod_id(drive.jbod)))
+            .max(mark(&drive.id))
+            .max(mark(self.inv.jbod_id(drive.jbod)))
     }
 
     /// A server's health: the worse of the file's and its mark.
     pub fn server_health(&self, s: u32) -> Health {
         let srv = &self.inv.servers()[s as usize];
         srv.health
-            .worst(self.marks.get(&srv.id).copied().unwrap_or_default())
+            .max(self.marks.get(&srv.id).copied().unwrap_or_default())
     }
 
     /// Plans a volume and commits it to the pool (not to the store).

@@ -75,7 +75,7 @@ enum AdminCommand {
     Mark {
         /// Drive, JBOD or server id.
         target: String,
-        /// failed | draining | healthy.
+        /// failed | draining | degraded | healthy.
         health: String,
     },
     /// Show the repair plan for a drive or JBOD.
@@ -165,10 +165,11 @@ async fn run(cli: Cli) -> Result<(), String> {
                     health: match health.as_str() {
                         "failed" => Health::Failed,
                         "draining" => Health::Draining,
+                        "degraded" => Health::Degraded,
                         "healthy" => Health::Healthy,
                         other => {
                             return Err(format!(
-                                "health: must be failed, draining or healthy, got {other:?}"
+                                "health: must be failed, draining, degraded or healthy, got {other:?}"
                             ));
                         }
                     },
