@@ -4,11 +4,11 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
-use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use serde::Serialize;
 
+use crate::explain::{Explanation, Filter, failure};
 use crate::index::{ABSENT, DomainIndex};
 use crate::inventory::{Inventory, NONE, VolumeSpec};
 use crate::model::{DriveId, DriveKind, Health, Transports, VolumeId};
@@ -58,61 +58,6 @@ pub enum PlacementError {
     StalePlan(String),
 }
 
-/// Drives removed by one filter.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FilterCount {
-    /// Filter name (`health`, `kind`, `min_rpm`, ...).
-    pub filter: &'static str,
-    /// Drives it removed (each drive is counted by the first filter that removes it).
-    pub removed: usize,
-}
-
-/// Why a request could not be placed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Explanation {
-    /// Request label.
-    pub request: String,
-    /// Drives in the inventory.
-    pub drives: usize,
-    /// Drives removed per filter, in filter order (filters that removed none are omitted).
-    pub removed: Vec<FilterCount>,
-    /// Drives passing every filter.
-    pub eligible: usize,
-    /// Members that had to be placed (pinned members excluded).
-    pub needed: usize,
-    /// Constraints that cannot be met, with the level or kind and the numbers.
-    pub blocked: Vec<String>,
-    /// Single relaxations under which the request would be satisfiable.
-    pub relaxations: Vec<String>,
-}
-
-impl fmt::Display for Explanation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} drives", self.drives)?;
-        if !self.removed.is_empty() {
-            let parts: Vec<String> = self
-                .removed
-                .iter()
-                .map(|c| format!("{} {}", c.filter, c.removed))
-                .collect();
-            write!(f, "; removed by filter: {}", parts.join(", "))?;
-        }
-        write!(
-            f,
-            "; {} eligible for {} members",
-            self.eligible, self.needed
-        )?;
-        for b in &self.blocked {
-            write!(f, "; {b}")?;
-        }
-        if self.relaxations.is_empty() {
-            write!(f, "; no single relaxation helps")
-        } else {
-            write!(f, "; {}", self.relaxations.join("; "))
-        }
-    }
-}
-
 /// A soft constraint a placement does not honour.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SoftViolation {
@@ -154,7 +99,7 @@ impl Placement {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct ClassKey {
+pub(crate) struct ClassKey {
     kind: DriveKind,
     /// Capacity is part of the class so that, within a class, the order by utilization now
     /// is also the order by utilization after taking a member of any size.
@@ -167,8 +112,8 @@ struct ClassKey {
 }
 
 #[derive(Debug, Clone)]
-struct Class {
-    key: ClassKey,
+pub(crate) struct Class {
+    pub(crate) key: ClassKey,
     /// Drives of the class ordered by `(utilization key, seeded tie-break)`.
     set: BTreeSet<(u64, u32)>,
 }
@@ -188,9 +133,9 @@ pub struct Engine {
     /// hot paths read them for every candidate.
     free: Vec<u64>,
     cap: Vec<u64>,
-    drive_class: Vec<u32>,
+    pub(crate) drive_class: Vec<u32>,
     drive_key: Vec<u64>,
-    classes: Vec<Class>,
+    pub(crate) classes: Vec<Class>,
     class_lookup: HashMap<ClassKey, u32>,
     /// Per-domain aggregates over static classes, for the window search.
     seg: DomainIndex,
@@ -203,100 +148,53 @@ pub struct Engine {
     search_budget: u64,
 }
 
-/// The filters, in the order they are applied and reported.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Filter {
-    Health,
-    Kind,
-    MinRpm,
-    RequireTags,
-    ExcludeTags,
-    StorageGroup,
-    Transport,
-    ExcludedDrive,
-    Requisite,
-    Reachability,
-    Capacity,
-    Bandwidth,
-    GroupQuota,
-}
-
-const FILTERS: [Filter; 13] = [
-    Filter::Health,
-    Filter::Kind,
-    Filter::MinRpm,
-    Filter::RequireTags,
-    Filter::ExcludeTags,
-    Filter::StorageGroup,
-    Filter::Transport,
-    Filter::ExcludedDrive,
-    Filter::Requisite,
-    Filter::Reachability,
-    Filter::Capacity,
-    Filter::Bandwidth,
-    Filter::GroupQuota,
-];
-
-impl Filter {
-    fn name(self) -> &'static str {
-        match self {
-            Filter::Health => "health",
-            Filter::Kind => "kind",
-            Filter::MinRpm => "min_rpm",
-            Filter::RequireTags => "require_tags",
-            Filter::ExcludeTags => "exclude_tags",
-            Filter::StorageGroup => "storage_group",
-            Filter::Transport => "transport",
-            Filter::ExcludedDrive => "exclude_drives",
-            Filter::Requisite => "requisite_topology",
-            Filter::Reachability => "attach_server_reachability",
-            Filter::Capacity => "capacity",
-            Filter::Bandwidth => "bandwidth_headroom",
-            Filter::GroupQuota => "storage_group_quota",
-        }
-    }
-}
-
 /// A request resolved against the inventory.
 #[derive(Debug, Clone)]
 pub(crate) struct Compiled {
-    label: String,
-    n: usize,
-    group_size: usize,
-    cap: u32,
-    size: u64,
-    demand: u64,
+    pub(crate) label: String,
+    pub(crate) n: usize,
+    pub(crate) group_size: usize,
+    pub(crate) cap: u32,
+    pub(crate) size: u64,
+    pub(crate) demand: u64,
     /// `(level, hard)`.
-    seps: Vec<(u16, bool)>,
+    pub(crate) seps: Vec<(u16, bool)>,
     /// `(bandwidth kind, max per domain, hard)`.
-    spreads: Vec<(u16, u32, bool)>,
-    kinds: Vec<DriveKind>,
-    min_rpm: Option<u32>,
+    pub(crate) spreads: Vec<(u16, u32, bool)>,
+    pub(crate) kinds: Vec<DriveKind>,
+    pub(crate) min_rpm: Option<u32>,
     /// `None` when a required tag exists on no drive (nothing can match).
-    require_tags: Option<Vec<u32>>,
-    exclude_tags: Vec<u32>,
-    groups: Option<Vec<u32>>,
-    transports: Option<Transports>,
-    requisite: Vec<Vec<(u16, u32)>>,
-    preferred: Vec<Vec<(u16, u32)>>,
-    server: u32,
-    pins: Vec<u32>,
+    pub(crate) require_tags: Option<Vec<u32>>,
+    pub(crate) exclude_tags: Vec<u32>,
+    pub(crate) groups: Option<Vec<u32>>,
+    pub(crate) transports: Option<Transports>,
+    pub(crate) requisite: Vec<Vec<(u16, u32)>>,
+    pub(crate) preferred: Vec<Vec<(u16, u32)>>,
+    pub(crate) server: u32,
+    pub(crate) pins: Vec<u32>,
     /// Whether pinned members' size and bandwidth are already charged.
-    pins_loaded: bool,
-    exclude: Vec<u32>,
-    class_ok: Vec<bool>,
+    pub(crate) pins_loaded: bool,
+    pub(crate) exclude: Vec<u32>,
+    pub(crate) class_ok: Vec<bool>,
 }
 
 impl Compiled {
-    fn has_soft(&self) -> bool {
+    pub(crate) fn has_soft(&self) -> bool {
         self.seps.iter().any(|s| !s.1) || self.spreads.iter().any(|s| !s.2)
     }
-    fn free_members(&self) -> usize {
+    /// The same request with every soft constraint made hard.
+    pub(crate) fn strict(&self) -> Compiled {
+        let mut c = self.clone();
+        c.seps.iter_mut().for_each(|s| s.1 = true);
+        c.spreads.iter_mut().for_each(|s| s.2 = true);
+        c
+    }
+    pub(crate) fn free_members(&self) -> usize {
         self.pins.iter().filter(|&&p| p == NONE).count()
     }
 }
 
-enum Outcome {
+pub(crate) enum Outcome {
     Found(Vec<u32>),
     NotFound { exhausted: bool, nodes: u64 },
 }
@@ -786,7 +684,7 @@ impl Engine {
         Ok(c)
     }
 
-    fn class_filter(&self, c: &Compiled, k: &ClassKey) -> Option<Filter> {
+    pub(crate) fn class_filter(&self, c: &Compiled, k: &ClassKey) -> Option<Filter> {
         if k.health != Health::Healthy {
             return Some(Filter::Health);
         }
@@ -828,7 +726,7 @@ impl Engine {
 
     /// Per-drive filters that depend on the drive rather than its class.
     #[inline]
-    fn drive_filter(&self, c: &Compiled, d: u32) -> Option<Filter> {
+    pub(crate) fn drive_filter(&self, c: &Compiled, d: u32) -> Option<Filter> {
         let inv = &self.inv;
         if !c.exclude.is_empty() && c.exclude.binary_search(&d).is_ok() {
             return Some(Filter::ExcludedDrive);
@@ -1192,26 +1090,54 @@ impl Engine {
 
     // ---------------------------------------------------------------- search
 
-    fn solve(&self, c: &Compiled, budget: u64) -> Outcome {
+    pub(crate) fn solve(&self, c: &Compiled, budget: u64) -> Outcome {
         let n_free = c.free_members();
         if n_free == 0 {
             return Outcome::Found(c.pins.clone());
         }
         let strict_first = c.has_soft();
-        // Stage 1: window, soft constraints honoured.
+        // Stage 1: window, soft constraints honoured. After the first window fails, bounds
+        // over every candidate: a request that counting or matching proves impossible is
+        // refused there, in time linear in the candidates, without any wider search.
         let mut want = 2 * n_free + 8;
+        let mut all: Option<Vec<u32>> = None;
+        let mut strict_possible = true;
         let (win_len, win_complete, win_nodes) = loop {
             let win = self.window(c, want);
-            let mut s = Search::new(self, c, &win, true, true, false, budget.min(20_000));
+            // The first round gets a small budget: the bounds come next and settle most
+            // impossible requests faster than a long search of the window would.
+            let round_budget = if all.is_none() { 256 } else { 20_000 };
+            let mut s = Search::new(self, c, &win, true, true, false, budget.min(round_budget));
             if s.run(0) {
                 return Outcome::Found(s.assign);
+            }
+            if all.is_none() {
+                let cands = self.all_candidates(c);
+                let free: Vec<u32> = cands
+                    .iter()
+                    .copied()
+                    .filter(|d| !c.pins.contains(d))
+                    .collect();
+                if !self.refute(c, &free).is_empty() {
+                    return Outcome::NotFound {
+                        exhausted: false,
+                        nodes: s.nodes,
+                    };
+                }
+                all = Some(cands);
+                // With the soft constraints proven impossible to honour, searching for a
+                // placement that honours them is wasted: go to the complete search.
+                if strict_first && !self.refute(&c.strict(), &free).is_empty() {
+                    strict_possible = false;
+                    break (win.len(), !s.exhausted, s.nodes);
+                }
             }
             if win.len() < want || want >= 1024 {
                 break (win.len(), !s.exhausted, s.nodes);
             }
             want *= 8;
         };
-        let all = self.all_candidates(c);
+        let all = all.unwrap_or_default();
         if all.len() <= win_len && win_complete && !strict_first {
             // The window already held every candidate and the search was complete.
             return Outcome::NotFound {
@@ -1220,14 +1146,25 @@ impl Engine {
             };
         }
         // Stage 2: all candidates, soft constraints honoured (bounded effort).
-        if strict_first {
+        if strict_first && strict_possible {
             let mut s = Search::new(self, c, &all, true, true, false, budget.min(100_000));
             if s.run(0) {
                 return Outcome::Found(s.assign);
             }
         }
-        // Stage 3: complete search over hard constraints, preferring soft-clean choices.
-        let mut s = Search::new(self, c, &all, false, !strict_first, strict_first, budget);
+        // Stage 2b: a placement constructed from a max flow (tight bandwidth or quota).
+        let free: Vec<u32> = all
+            .iter()
+            .copied()
+            .filter(|d| !c.pins.contains(d))
+            .collect();
+        if let Some(assign) = self.flow_placement(c, &free) {
+            return Outcome::Found(assign);
+        }
+        // Stage 3: complete search over hard constraints, preferring soft-clean choices. Legs
+        // of one group are interchangeable under the hard constraints, so taking them in list
+        // order loses no placement (soft preferences only order the tries).
+        let mut s = Search::new(self, c, &all, false, true, strict_first, budget);
         if s.run(0) {
             return Outcome::Found(s.assign);
         }
@@ -1307,13 +1244,9 @@ impl Engine {
         match self.solve(c, self.search_budget) {
             Outcome::Found(assign) => Ok((self.to_placement(c, &assign), assign)),
             Outcome::NotFound { exhausted, nodes } => {
-                let explanation = Box::new(self.explain(req, c));
+                let explanation = self.explain(req, c);
                 tracing::debug!(%explanation, "placement failed");
-                if exhausted {
-                    Err(PlacementError::SearchExhausted { nodes, explanation })
-                } else {
-                    Err(PlacementError::Unsatisfiable(explanation))
-                }
+                Err(failure(explanation, exhausted, nodes))
             }
         }
     }
@@ -1528,236 +1461,54 @@ impl Engine {
         }
         Ok(placement)
     }
+}
 
-    // ---------------------------------------------------------------- explain
-
-    fn explain(&self, req: &Request, c: &Compiled) -> Explanation {
-        let inv = &self.inv;
-        let mut counts = [0usize; FILTERS.len()];
-        let mut eligible = Vec::new();
-        for d in 0..inv.spec.drives.len() as u32 {
-            let f = self
-                .class_filter(c, &self.classes[self.drive_class[d as usize] as usize].key)
-                .or_else(|| self.drive_filter(c, d));
-            match f {
-                Some(f) => counts[FILTERS.iter().position(|&x| x == f).unwrap_or(0)] += 1,
-                None => {
-                    if !c.pins.contains(&d) {
-                        eligible.push(d)
-                    }
-                }
-            }
+impl Engine {
+    /// A bounded attempt to decide whether `c` has a placement under its hard constraints:
+    /// `Some(true)` when one is found, `Some(false)` when a bound proves there is none, `None`
+    /// when neither settles it within `budget` search steps per stage. Used to check
+    /// relaxations while explaining a failure, where a long search is not worth its time.
+    pub(crate) fn quick_decide(&self, c: &Compiled, budget: u64) -> Option<bool> {
+        if c.free_members() == 0 {
+            return Some(true);
         }
-        let needed = c.free_members();
-        let mut blocked = Vec::new();
-        if eligible.len() < needed {
-            blocked.push(format!(
-                "only {} eligible drives for {} members",
-                eligible.len(),
-                needed
-            ));
-        }
-        // Separation: room per group at each hard level.
-        for &(l, hard) in &c.seps {
-            if !hard {
-                continue;
-            }
-            for g in 0..c.n / c.group_size {
-                let range = g * c.group_size..(g + 1) * c.group_size;
-                let need = range.clone().filter(|&i| c.pins[i] == NONE).count();
-                if need == 0 {
-                    continue;
-                }
-                let mut per: HashMap<u32, u32> = HashMap::new();
-                let mut unconstrained = 0usize;
-                for &d in &eligible {
-                    let x = inv.anc(d, l);
-                    if x == NONE {
-                        unconstrained += 1;
-                    } else {
-                        *per.entry(x).or_default() += 1;
-                    }
-                }
-                let mut used: HashMap<u32, u32> = HashMap::new();
-                for i in range.clone() {
-                    if c.pins[i] != NONE {
-                        let x = inv.anc(c.pins[i], l);
-                        if x != NONE {
-                            *used.entry(x).or_default() += 1;
-                        }
-                    }
-                }
-                let room: usize = unconstrained
-                    + per
-                        .iter()
-                        .map(|(x, &k)| {
-                            k.min(c.cap.saturating_sub(*used.get(x).unwrap_or(&0))) as usize
-                        })
-                        .sum::<usize>();
-                if room < need {
-                    blocked.push(format!(
-                        "hard separation at level '{}' cannot be met: eligible drives span {} '{}' domain(s), room for {} of the {} members of group {} (at most {} per domain)",
-                        inv.levels[l as usize],
-                        per.len(),
-                        inv.levels[l as usize],
-                        room,
-                        need,
-                        g,
-                        c.cap
-                    ));
-                    break;
-                }
-            }
-        }
-        for &(k, max, hard) in &c.spreads {
-            if !hard {
-                continue;
-            }
-            let mut per: HashMap<u32, u32> = HashMap::new();
-            let mut unconstrained = 0usize;
-            for &d in &eligible {
-                let b = inv.bw_of_kind(d, k);
-                if b == NONE {
-                    unconstrained += 1;
-                } else {
-                    *per.entry(b).or_default() += 1;
-                }
-            }
-            let mut used: HashMap<u32, u32> = HashMap::new();
-            for &p in c.pins.iter().filter(|&&p| p != NONE) {
-                let b = inv.bw_of_kind(p, k);
-                if b != NONE {
-                    *used.entry(b).or_default() += 1;
-                }
-            }
-            let room: usize = unconstrained
-                + per
-                    .iter()
-                    .map(|(b, &n)| n.min(max.saturating_sub(*used.get(b).unwrap_or(&0))) as usize)
-                    .sum::<usize>();
-            if room < needed {
-                blocked.push(format!(
-                    "hard bandwidth spreading over '{}' cannot be met: eligible drives sit behind {} such domain(s), room for {} of {} members (at most {} per domain)",
-                    inv.bw_kinds[k as usize],
-                    per.len(),
-                    room,
-                    needed,
-                    max
-                ));
-            }
-        }
-        if blocked.is_empty() {
-            blocked.push(
-                "no combination of eligible drives meets all hard constraints together".to_string(),
-            );
-        }
-        // Closest feasible relaxations: one constraint at a time.
-        let mut tries: Vec<(String, Request)> = Vec::new();
-        for (i, s) in req.separation.iter().enumerate() {
-            if s.mode == Mode::Hard {
-                let mut r = req.clone();
-                r.separation[i].mode = Mode::Soft;
-                tries.push((
-                    format!("satisfiable if {} separation were soft", s.level),
-                    r,
-                ));
-            }
-        }
-        for (i, s) in req.bandwidth_spread.iter().enumerate() {
-            if s.mode == Mode::Hard {
-                let mut r = req.clone();
-                r.bandwidth_spread[i].mode = Mode::Soft;
-                tries.push((
-                    format!("satisfiable if {} bandwidth spreading were soft", s.kind),
-                    r,
-                ));
-            }
-        }
-        let removed = |f: Filter| counts[FILTERS.iter().position(|&x| x == f).unwrap_or(0)] > 0;
-        let mut drop = |f: Filter, msg: &str, edit: &dyn Fn(&mut Request)| {
-            if removed(f) {
-                let mut r = req.clone();
-                edit(&mut r);
-                tries.push((format!("satisfiable without the {msg}"), r));
-            }
-        };
-        drop(Filter::Kind, "drive-kind filter", &|r| {
-            r.kinds = vec![DriveKind::Hdd, DriveKind::Ssd, DriveKind::Nvme]
-        });
-        drop(Filter::MinRpm, "min_rpm filter", &|r| r.min_rpm = None);
-        drop(Filter::RequireTags, "require_tags filter", &|r| {
-            r.require_tags.clear()
-        });
-        drop(Filter::ExcludeTags, "exclude_tags filter", &|r| {
-            r.exclude_tags.clear()
-        });
-        drop(Filter::StorageGroup, "storage_groups filter", &|r| {
-            r.storage_groups.clear()
-        });
-        drop(Filter::Transport, "transports filter", &|r| {
-            r.transports = None
-        });
-        drop(Filter::Requisite, "requisite topology", &|r| {
-            r.requisite.clear()
-        });
-        drop(Filter::Reachability, "attach_server constraint", &|r| {
-            r.attach_server = None
-        });
-        drop(Filter::Bandwidth, "bandwidth demand", &|r| {
-            r.bandwidth.0 = 0
-        });
-        if req.bandwidth.0 > 0 && !removed(Filter::Bandwidth) {
-            let mut r = req.clone();
-            r.bandwidth.0 = 0;
-            tries.push(("satisfiable without the bandwidth demand".into(), r));
-        }
-        let mut relaxations = Vec::new();
-        for (msg, r) in &tries {
-            if let Ok(rc) = self.relaxed(r, c)
-                && let Outcome::Found(_) = self.solve(&rc, 200_000)
-            {
-                relaxations.push(msg.clone());
-            }
-        }
-        let hard_seps = req
-            .separation
+        let all = self.all_candidates(c);
+        let free: Vec<u32> = all
             .iter()
-            .filter(|s| s.mode == Mode::Hard)
-            .count();
-        if relaxations.is_empty() && hard_seps > 1 {
-            let mut r = req.clone();
-            for s in &mut r.separation {
-                s.mode = Mode::Soft;
+            .copied()
+            .filter(|d| !c.pins.contains(d))
+            .collect();
+        if !self.refute(c, &free).is_empty() {
+            return Some(false);
+        }
+        let win = self.window(c, 2 * c.free_members() + 8);
+        for cands in [&win, &all] {
+            if Search::new(self, c, cands, false, true, false, budget).run(0) {
+                return Some(true);
             }
-            if let Ok(rc) = self.relaxed(&r, c)
-                && let Outcome::Found(_) = self.solve(&rc, 200_000)
-            {
-                relaxations.push("satisfiable if all separation constraints were soft".into());
+            if cands.len() == all.len() {
+                break;
             }
         }
-        Explanation {
-            request: c.label.clone(),
-            drives: inv.spec.drives.len(),
-            removed: FILTERS
-                .iter()
-                .zip(counts)
-                .filter(|(_, k)| *k > 0)
-                .map(|(f, k)| FilterCount {
-                    filter: f.name(),
-                    removed: k,
-                })
-                .collect(),
-            eligible: eligible.len(),
-            needed,
-            blocked,
-            relaxations,
-        }
+        self.flow_placement(c, &free).map(|_| true)
     }
 
-    fn relaxed(&self, r: &Request, orig: &Compiled) -> Result<Compiled, PlacementError> {
-        let mut rc = self.compile(r, Some(orig.pins.clone()), orig.pins_loaded)?;
-        rc.exclude = orig.exclude.clone();
-        Ok(rc)
+    /// Whether a complete assignment meets every hard constraint (members checked one by one
+    /// against those before them, as the search does).
+    pub(crate) fn hard_ok(&self, c: &Compiled, assign: &[u32]) -> bool {
+        if assign.contains(&NONE) {
+            return false;
+        }
+        let mut s = Search::new(self, c, &[], false, false, false, 1);
+        for (i, &d) in assign.iter().enumerate() {
+            if c.pins[i] == NONE {
+                if !s.feasible(d, i, false) {
+                    return false;
+                }
+                s.assign[i] = d;
+            }
+        }
+        true
     }
 }
 

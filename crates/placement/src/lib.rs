@@ -79,6 +79,7 @@
 //! File formats (inventory and requests, TOML) are described in the crate README.
 
 mod engine;
+mod explain;
 mod index;
 mod inventory;
 mod model;
@@ -86,9 +87,9 @@ mod repair;
 mod request;
 
 pub use engine::{
-    DEFAULT_SEARCH_BUDGET, Engine, Explanation, FilterCount, MemberPlacement, Placement,
-    PlacementError, SoftViolation,
+    DEFAULT_SEARCH_BUDGET, Engine, MemberPlacement, Placement, PlacementError, SoftViolation,
 };
+pub use explain::{Blocker, Explanation, Filter, FilterCount, Relaxation, Scope};
 pub use inventory::{
     BwDomainSpec, DomainSpec, DriveSpec, GroupSpec, Inventory, InventoryError, InventorySpec,
     ServerSpec, VolumeSpec,

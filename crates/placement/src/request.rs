@@ -108,6 +108,13 @@ pub struct Separation {
     pub mode: Mode,
 }
 
+impl Separation {
+    /// What this constraint separates by.
+    pub fn scope(&self) -> crate::explain::Scope {
+        crate::explain::Scope::Level(self.level.clone())
+    }
+}
+
 /// Spreading of a volume's members across bandwidth domains of one kind (whole volume).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -48,6 +48,35 @@ proptest! {
         }
     }
 
+    /// The bounds are sound and come before the search: with a one-step search budget, every
+    /// "unsatisfiable" answer is right (no exhaustive placement exists), and "search gave up"
+    /// is only answered when no bound proves the request impossible.
+    #[test]
+    fn refusals_by_bounds_are_sound(seed in any::<u64>()) {
+        let mut g = Gen::new(seed);
+        let racks = g.rng_range(1, 3);
+        let jbods = g.rng_range(1, 2);
+        let drives = g.rng_range(1, 12);
+        let spec = g.inventory(racks, jbods, drives, true);
+        let mut engine = Engine::new(Inventory::from_spec(spec.clone()).unwrap(), seed).unwrap();
+        engine.set_search_budget(1);
+        let oracle = Oracle::new(&spec);
+        for _ in 0..4 {
+            let req = g.request(&spec, 6, true);
+            match engine.plan(&req) {
+                Ok(_) => {}
+                Err(PlacementError::Unsatisfiable(e)) => {
+                    prop_assert!(!oracle.exists(&req), "refused ({e}) but a placement exists for {req:?}");
+                    prop_assert!(!e.blocked.is_empty());
+                }
+                Err(PlacementError::SearchExhausted { explanation, .. }) => {
+                    prop_assert!(!explanation.proven(), "gave up although {explanation}");
+                }
+                Err(other) => prop_assert!(false, "unexpected error {other} for {req:?}"),
+            }
+        }
+    }
+
     /// Over larger random inventories and sequences of committed placements, every placement
     /// honours the hard constraints against the state it was made in.
     #[test]
