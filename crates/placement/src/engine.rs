@@ -500,7 +500,9 @@ impl Engine {
             field,
             reason,
         };
-        req.shape.validate().map_err(|r| bad("shape".into(), r))?;
+        req.shape
+            .validate()
+            .map_err(|(field, reason)| bad(field.into(), reason))?;
         let (groups, group_size) = req.shape.groups();
         let n = groups * group_size;
         if req.size.0 == 0 {

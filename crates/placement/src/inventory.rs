@@ -767,8 +767,8 @@ impl Inventory {
                     id: v.id.to_string(),
                 });
             }
-            if let Err(r) = v.request.shape.validate() {
-                return Err(invalid(entry(), "request", r));
+            if let Err((field, reason)) = v.request.shape.validate() {
+                return Err(invalid(entry(), "request", format!("{field} {reason}")));
             }
             if v.members.len() != v.request.shape.member_count() {
                 return Err(invalid(

@@ -71,16 +71,20 @@ impl Shape {
         }
     }
 
-    pub(crate) fn validate(&self) -> Result<(), String> {
-        let bad = |f: &str| Err(format!("shape.{f} must be at least 1"));
+    /// Checks the counts; on error gives the field (`shape.legs`, ...) and the rule broken.
+    pub(crate) fn validate(&self) -> Result<(), (&'static str, String)> {
+        let bad = |f: &'static str| Err((f, "must be at least 1".to_string()));
         match *self {
-            Shape::Mirror { legs: 0 } => bad("legs"),
-            Shape::Raid10 { stripes: 0, .. } => bad("stripes"),
-            Shape::Raid10 { mirrors: 0, .. } => bad("mirrors"),
-            Shape::Parity { k: 0, .. } => bad("k"),
-            Shape::Parity { m: 0, .. } => bad("m"),
-            Shape::Parity { sets: 0, .. } => bad("sets"),
-            _ if self.member_count() > 4096 => Err("shape has more than 4096 members".to_string()),
+            Shape::Mirror { legs: 0 } => bad("shape.legs"),
+            Shape::Raid10 { stripes: 0, .. } => bad("shape.stripes"),
+            Shape::Raid10 { mirrors: 0, .. } => bad("shape.mirrors"),
+            Shape::Parity { k: 0, .. } => bad("shape.k"),
+            Shape::Parity { m: 0, .. } => bad("shape.m"),
+            Shape::Parity { sets: 0, .. } => bad("shape.sets"),
+            _ if self.member_count() > 4096 => Err((
+                "shape",
+                format!("has {} members; at most 4096", self.member_count()),
+            )),
             _ => Ok(()),
         }
     }
