@@ -64,7 +64,8 @@ fn a_request_that_does_not_fit_exits_1_with_one_line() {
     // Every request still gets its JSON line.
     let requests = std::fs::read_to_string(dir().join("requests.toml"))
         .unwrap()
-        .matches("[[request]]")
+        .lines()
+        .filter(|l| l.starts_with("[[request]]"))
         .count();
     assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), requests);
 }
@@ -101,17 +102,23 @@ fn an_invalid_inventory_exits_2_on_one_line() {
 
 #[test]
 fn a_closed_stdout_ends_quietly() {
+    // More output than a pipe buffers, so that writing fails with EPIPE whenever the reader goes.
+    let mut text = String::new();
+    for i in 0..3000 {
+        text += &format!(
+            "[[request]]\nname = \"s{i}\"\nshape = {{ type = \"single\" }}\nsize = \"1 MB\"\n"
+        );
+    }
+    let req = temp("many.toml", &text);
     let mut child = place()
-        .args([dir().join("inventory.toml"), dir().join("requests.toml")])
+        .args([dir().join("inventory.toml"), req])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Close the read end before the program writes: every write then fails with EPIPE.
     drop(child.stdout.take());
     let o = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!err.contains("panicked"), "{err}");
-    assert!(!err.contains("Broken pipe"), "{err}");
+    assert!(err.is_empty(), "{err}");
     assert_eq!(o.status.code(), Some(0), "{err}");
 }
