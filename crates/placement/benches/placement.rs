@@ -111,6 +111,7 @@ fn inventory() -> Inventory {
                         id(BwDomainId::new, format!("{jbod}-port")),
                         id(BwDomainId::new, format!("{rack}-tor")),
                     ],
+                    attributes: Default::default(),
                 });
             }
         }
@@ -141,6 +142,7 @@ fn raid10(size: u64) -> Request {
         kind: "port".into(),
         mode: Mode::Soft,
         max_per_domain: 1,
+        per_group: false,
     });
     r
 }

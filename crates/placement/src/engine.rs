@@ -160,7 +160,8 @@ pub(crate) struct Compiled {
     /// `(level, hard)`.
     pub(crate) seps: Vec<(u16, bool)>,
     /// `(bandwidth kind, max per domain, hard)`.
-    pub(crate) spreads: Vec<(u16, u32, bool)>,
+    /// `(bandwidth kind, max per domain, hard, per redundancy group)`.
+    pub(crate) spreads: Vec<(u16, u32, bool, bool)>,
     pub(crate) kinds: Vec<DriveKind>,
     pub(crate) min_rpm: Option<u32>,
     /// `None` when a required tag exists on no drive (nothing can match).
@@ -510,16 +511,38 @@ impl Engine {
         }
         let mut seps = Vec::new();
         for (i, s) in req.separation.iter().enumerate() {
-            let l = *inv.level_index.get(&s.level).ok_or_else(|| {
-                bad(
-                    format!("separation[{i}].level"),
-                    format!(
-                        "'{}' is not a failure-domain level (levels: {})",
-                        s.level,
-                        inv.levels.join(", ")
-                    ),
-                )
-            })?;
+            let given = [!s.level.is_empty(), s.storage_group, s.attribute.is_some()];
+            if given.iter().filter(|&&x| x).count() != 1 {
+                return Err(bad(
+                    format!("separation[{i}]"),
+                    "must name exactly one of level, storage_group = true or attribute".into(),
+                ));
+            }
+            let l = if s.storage_group {
+                inv.levels.len() as u16
+            } else if let Some(a) = &s.attribute {
+                let &x = inv.attr_index.get(a).ok_or_else(|| {
+                    bad(
+                        format!("separation[{i}].attribute"),
+                        format!(
+                            "'{a}' is not a drive attribute (attributes: {})",
+                            inv.attr_names.join(", ")
+                        ),
+                    )
+                })?;
+                (inv.levels.len() + 1) as u16 + x
+            } else {
+                *inv.level_index.get(&s.level).ok_or_else(|| {
+                    bad(
+                        format!("separation[{i}].level"),
+                        format!(
+                            "'{}' is not a failure-domain level (levels: {})",
+                            s.level,
+                            inv.levels.join(", ")
+                        ),
+                    )
+                })?
+            };
             match seps.iter_mut().find(|x: &&mut (u16, bool)| x.0 == l) {
                 Some(x) => x.1 |= s.mode == Mode::Hard,
                 None => seps.push((l, s.mode == Mode::Hard)),
@@ -543,7 +566,7 @@ impl Engine {
                     "must be at least 1".into(),
                 ));
             }
-            spreads.push((k, s.max_per_domain, s.mode == Mode::Hard));
+            spreads.push((k, s.max_per_domain, s.mode == Mode::Hard, s.per_group));
         }
         let mut kinds = req.kinds.clone();
         if kinds.is_empty() && req.shape == Shape::Slice {
@@ -845,7 +868,17 @@ impl Engine {
             .iter()
             .map(|&(l, _)| (false, l, groups.saturating_mul(c.cap).min(c.n as u32)))
             .collect();
-        div.extend(c.spreads.iter().map(|&(k, max, _)| (true, k, max)));
+        div.extend(c.spreads.iter().map(|&(k, max, _, per_group)| {
+            (
+                true,
+                k,
+                if per_group {
+                    max.saturating_mul(groups)
+                } else {
+                    max
+                },
+            )
+        }));
         let mut out = self
             .window_by_class(c, want, &div)
             .unwrap_or_else(|| self.window_by_domain(c, want, &div));
@@ -927,7 +960,7 @@ impl Engine {
                 if bw {
                     self.inv.bw_of_kind(d, x)
                 } else {
-                    self.inv.anc(d, x)
+                    self.inv.sep_key(d, x)
                 }
             };
             let crowded = div.iter().enumerate().any(|(i, e)| {
@@ -1036,7 +1069,7 @@ impl Engine {
                 if bw {
                     self.inv.bw_of_kind(d, x)
                 } else {
-                    self.inv.anc(d, x)
+                    self.inv.sep_key(d, x)
                 }
             };
             let crowded = div.iter().enumerate().find(|(i, e)| {
@@ -1044,7 +1077,8 @@ impl Engine {
                 dom != NONE && per_domain.get(&(*i as u16, dom)).is_some_and(|&k| k >= e.2)
             });
             if let Some((_, e)) = crowded {
-                if !e.0 {
+                // Only failure-domain levels are contiguous ranges of the hierarchy order.
+                if !e.0 && (e.1 as usize) < self.inv.levels.len() {
                     excluded.push(self.seg.dom_range[dom_of(e) as usize]);
                 }
                 continue;
@@ -1187,33 +1221,45 @@ impl Engine {
                 let over = over_limit(
                     assign[g * c.group_size..(g + 1) * c.group_size]
                         .iter()
-                        .map(|&d| inv.anc(d, l)),
+                        .map(|&d| inv.sep_key(d, l)),
                     c.cap,
                 );
                 for (x, k) in over {
                     out.push(SoftViolation {
-                        constraint: format!("separation at level '{}'", inv.levels[l as usize]),
+                        constraint: format!("separation at {}", inv.scope_of(l)),
                         detail: format!(
                             "group {g}: {k} members in '{}' (at most {})",
-                            inv.spec.domains[x as usize].id, c.cap
+                            inv.sep_value_name(l, x),
+                            c.cap
                         ),
                     });
                 }
             }
         }
-        for &(k, max, hard) in &c.spreads {
+        for &(k, max, hard, per_group) in &c.spreads {
             if hard {
                 continue;
             }
-            let over = over_limit(assign.iter().map(|&d| inv.bw_of_kind(d, k)), max);
-            for (b, n) in over {
-                out.push(SoftViolation {
-                    constraint: format!("bandwidth spreading over '{}'", inv.bw_kinds[k as usize]),
-                    detail: format!(
-                        "{n} members behind '{}' (at most {max})",
-                        inv.spec.bandwidth_domains[b as usize].id
-                    ),
-                });
+            let chunk = if per_group { c.group_size } else { c.n };
+            for (g, members) in assign.chunks(chunk).enumerate() {
+                let over = over_limit(members.iter().map(|&d| inv.bw_of_kind(d, k)), max);
+                for (b, n) in over {
+                    let whose = if per_group {
+                        format!("group {g}: ")
+                    } else {
+                        String::new()
+                    };
+                    out.push(SoftViolation {
+                        constraint: format!(
+                            "bandwidth spreading over '{}'",
+                            inv.bw_kinds[k as usize]
+                        ),
+                        detail: format!(
+                            "{whose}{n} members behind '{}' (at most {max})",
+                            inv.spec.bandwidth_domains[b as usize].id
+                        ),
+                    });
+                }
             }
         }
         out
@@ -1573,19 +1619,19 @@ impl<'a> Search<'a> {
             if !hard && !strict {
                 continue;
             }
-            let x = inv.anc(d, l);
+            let x = inv.sep_key(d, l);
             if x == NONE {
                 continue;
             }
             let k = group
                 .iter()
-                .filter(|&&a| a != NONE && inv.anc(a, l) == x)
+                .filter(|&&a| a != NONE && inv.sep_key(a, l) == x)
                 .count() as u32;
             if k >= c.cap {
                 return false;
             }
         }
-        for &(kind, max, hard) in &c.spreads {
+        for &(kind, max, hard, per_group) in &c.spreads {
             if !hard && !strict {
                 continue;
             }
@@ -1593,8 +1639,8 @@ impl<'a> Search<'a> {
             if b == NONE {
                 continue;
             }
-            let k = self
-                .assign
+            let scope = if per_group { group } else { &self.assign[..] };
+            let k = scope
                 .iter()
                 .filter(|&&a| a != NONE && inv.bw_of_kind(a, kind) == b)
                 .count() as u32;
@@ -1644,9 +1690,9 @@ impl<'a> Search<'a> {
         let c = self.c;
         let mut s = Vec::with_capacity(c.seps.len() + c.spreads.len() + 4);
         for &(l, _) in &c.seps {
-            s.push(inv.anc(d, l));
+            s.push(inv.sep_key(d, l));
         }
-        for &(k, _, _) in &c.spreads {
+        for &(k, _, _, _) in &c.spreads {
             s.push(inv.bw_of_kind(d, k));
         }
         if c.demand > 0 {

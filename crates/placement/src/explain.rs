@@ -139,12 +139,18 @@ pub struct FilterCount {
 pub enum Scope {
     /// A failure-domain level of the hierarchy (`rack`, `jbod`, ...).
     Level(String),
+    /// The drives' storage groups.
+    StorageGroup,
+    /// A drive attribute (`psu`, ...).
+    Attribute(String),
 }
 
 impl fmt::Display for Scope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Scope::Level(l) => write!(f, "level '{l}'"),
+            Scope::StorageGroup => f.write_str("storage group"),
+            Scope::Attribute(a) => write!(f, "attribute '{a}'"),
         }
     }
 }
@@ -154,12 +160,16 @@ impl Scope {
     fn short(&self) -> &str {
         match self {
             Scope::Level(l) => l,
+            Scope::StorageGroup => "storage-group",
+            Scope::Attribute(a) => a,
         }
     }
     /// What the domains of this scope are called in messages.
     fn domain_word(&self) -> String {
         match self {
             Scope::Level(l) => format!("'{l}'"),
+            Scope::StorageGroup => "storage-group".into(),
+            Scope::Attribute(a) => format!("'{a}'"),
         }
     }
 }
@@ -662,15 +672,15 @@ impl Engine {
             let mut per: HashMap<u32, u32> = HashMap::new();
             let mut unconstrained = 0usize;
             for &d in cands {
-                match inv.anc(d, l) {
+                match inv.sep_key(d, l) {
                     NONE => unconstrained += 1,
                     x => *per.entry(x).or_default() += 1,
                 }
             }
-            let scope = Scope::Level(inv.levels[l as usize].clone());
+            let scope = inv.scope_of(l);
             let left = |g: usize, x: u32| {
                 let used = (g * c.group_size..(g + 1) * c.group_size)
-                    .filter(|&i| c.pins[i] != NONE && inv.anc(c.pins[i], l) == x)
+                    .filter(|&i| c.pins[i] != NONE && inv.sep_key(c.pins[i], l) == x)
                     .count() as u32;
                 c.cap.saturating_sub(used)
             };
@@ -777,7 +787,7 @@ impl Engine {
             if room < needed {
                 let mut constraints: Vec<String> = hard_levels
                     .iter()
-                    .map(|&l| format!("{} separation", inv.levels[l as usize]))
+                    .map(|&l| format!("{} separation", inv.scope_of(l).short()))
                     .collect();
                 if let Some(b) = sink {
                     constraints.push(b.name.clone());
@@ -810,7 +820,7 @@ impl Engine {
             let spread = c
                 .spreads
                 .iter()
-                .filter(|s| s.0 == k && s.2)
+                .filter(|s| s.0 == k && s.2 && !s.3)
                 .map(|s| s.1)
                 .min();
             let mut index: HashMap<u32, usize> = HashMap::new();
@@ -992,7 +1002,7 @@ impl Engine {
             for (i, &d) in cands.iter().enumerate() {
                 let mut from = gn;
                 for (li, &l) in levels.iter().enumerate() {
-                    let x = inv.anc(d, l);
+                    let x = inv.sep_key(d, l);
                     if x == NONE {
                         continue;
                     }
@@ -1000,7 +1010,7 @@ impl Engine {
                         Some(&n) => n,
                         None => {
                             let used = (g * c.group_size..(g + 1) * c.group_size)
-                                .filter(|&m| c.pins[m] != NONE && inv.anc(c.pins[m], l) == x)
+                                .filter(|&m| c.pins[m] != NONE && inv.sep_key(c.pins[m], l) == x)
                                 .count() as u32;
                             let a = f.node();
                             let b = f.node();
