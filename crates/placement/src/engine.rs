@@ -800,7 +800,7 @@ impl Engine {
     }
 
     #[inline]
-    fn is_candidate(&self, c: &Compiled, d: u32) -> bool {
+    pub(crate) fn is_candidate(&self, c: &Compiled, d: u32) -> bool {
         c.class_ok[self.drive_class[d as usize] as usize] && self.drive_filter(c, d).is_none()
     }
 
@@ -1099,7 +1099,7 @@ impl Engine {
     }
 
     /// Every candidate, best first.
-    fn all_candidates(&self, c: &Compiled) -> Vec<u32> {
+    pub(crate) fn all_candidates(&self, c: &Compiled) -> Vec<u32> {
         let mut out: Vec<u32> = if c.requisite.is_empty() {
             self.classes
                 .iter()
@@ -1539,6 +1539,64 @@ impl Engine {
             }
         }
         self.flow_placement(c, &free).map(|_| true)
+    }
+
+    /// Free bytes of a drive.
+    pub(crate) fn free_of(&self, d: u32) -> u64 {
+        self.free[d as usize]
+    }
+
+    /// Whether the drive is in a storage group with a quota.
+    pub(crate) fn has_quota(&self, d: u32) -> bool {
+        let g = self.inv.drive_group[d as usize];
+        g != NONE && self.inv.spec.storage_groups[g as usize].quota.is_some()
+    }
+
+    /// [`Engine::class_sets`], boxed so that they can be stored.
+    pub(crate) fn class_sets_boxed<'a>(
+        &'a self,
+        c: &Compiled,
+    ) -> Vec<Box<dyn Iterator<Item = u32> + 'a>> {
+        self.classes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| c.class_ok[*i])
+            .map(|(_, cl)| {
+                Box::new(cl.set.iter().map(|&(_, d)| d)) as Box<dyn Iterator<Item = u32>>
+            })
+            .collect()
+    }
+
+    /// The drives of each eligible class, in increasing utilization.
+    pub(crate) fn class_sets<'a>(
+        &'a self,
+        c: &'a Compiled,
+    ) -> impl Iterator<Item = impl Iterator<Item = u32> + 'a> + 'a {
+        self.classes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| c.class_ok[*i])
+            .map(|(_, cl)| cl.set.iter().map(|&(_, d)| d))
+    }
+
+    /// Decides whether the hard constraints of `c` can be met with drives from `cands` (pinned
+    /// drives excluded): bounds, then a search of at most `budget` steps, then a max-flow
+    /// construction. `None` when none of them settles it.
+    pub(crate) fn decide_on(&self, c: &Compiled, cands: &[u32], budget: u64) -> Option<bool> {
+        if c.free_members() == 0 {
+            return Some(true);
+        }
+        if !self.refute(c, cands).is_empty() {
+            return Some(false);
+        }
+        let mut s = Search::new(self, c, cands, false, true, false, budget);
+        if s.run(0) {
+            return Some(true);
+        }
+        if !s.exhausted {
+            return Some(false);
+        }
+        self.flow_placement(c, cands).map(|_| true)
     }
 
     /// Whether a complete assignment meets every hard constraint (members checked one by one

@@ -77,6 +77,51 @@ proptest! {
         }
     }
 
+    /// `max_placeable` equals the largest size for which the exhaustive oracle finds a
+    /// placement (found by bisection over sizes: fitting is monotone in the size), for the
+    /// whole inventory and for one rack.
+    #[test]
+    fn max_placeable_matches_bisection_over_sizes(seed in any::<u64>()) {
+        let mut g = Gen::new(seed);
+        let racks = g.rng_range(1, 3);
+        let jbods = g.rng_range(1, 2);
+        let drives = g.rng_range(1, 10);
+        let spec = g.inventory(racks, jbods, drives, true);
+        let engine = Engine::new(Inventory::from_spec(spec.clone()).unwrap(), seed).unwrap();
+        let oracle = Oracle::new(&spec);
+        let max_free = spec.drives.iter().map(|d| d.free.0).max().unwrap_or(0);
+        for _ in 0..3 {
+            // Without pins: `max_placeable` charges pinned members like `place` does, while the
+            // oracle judges pins as `plan` does (unchecked).
+            let mut req = g.request(&spec, 4, false);
+            let segment = (req.requisite.is_empty() && g.rng_range(0, 1) == 1).then(|| {
+                let mut s = Segment::new();
+                s.insert("rack".to_string(), "r0".to_string());
+                s
+            });
+            let got = engine.max_placeable(&req, segment.as_ref()).unwrap();
+            if let Some(s) = &segment {
+                req.requisite = vec![s.clone()];
+            }
+            let fits = |size: u64| {
+                let mut r = req.clone();
+                r.size = Bytes(size);
+                oracle.exists(&r)
+            };
+            let want = if max_free == 0 || !fits(1) {
+                None
+            } else {
+                let (mut lo, mut hi) = (1, max_free);
+                while lo < hi {
+                    let mid = lo + (hi - lo).div_ceil(2);
+                    if fits(mid) { lo = mid } else { hi = mid - 1 }
+                }
+                Some(Bytes(lo))
+            };
+            prop_assert_eq!(got, want, "request {:?} segment {:?}", req, segment);
+        }
+    }
+
     /// Over larger random inventories and sequences of committed placements, every placement
     /// honours the hard constraints against the state it was made in.
     #[test]
