@@ -55,6 +55,7 @@ fn inventory() -> Inventory {
                 id: id(ServerId::new, format!("{rack}-s{s:03}")),
                 domain: Some(id(DomainId::new, rack.clone())),
                 bandwidth_domains: vec![],
+                transports: None,
             });
         }
         for j in 0..17 {

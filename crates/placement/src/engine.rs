@@ -78,6 +78,19 @@ pub struct MemberPlacement {
     pub drive: DriveId,
     /// Whether the member was pinned rather than chosen.
     pub pinned: bool,
+    /// The transport the member is exported over: the fastest that the drive, the request's
+    /// `transports` and the attach server (if any) all allow (RoCE, then NVMe/TCP, then iSCSI,
+    /// then user-space NBD); `None` when they share none (no attach server and a request
+    /// allowing none of the drive's).
+    #[serde(serialize_with = "transport_name")]
+    pub transport: Option<Transports>,
+}
+
+fn transport_name<S: serde::Serializer>(t: &Option<Transports>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_str(t.name()),
+        None => s.serialize_none(),
+    }
 }
 
 /// A successful placement.
@@ -773,6 +786,9 @@ impl Engine {
             {
                 return Some(Filter::Reachability);
             }
+            if self.member_transport(c, d).is_none() {
+                return Some(Filter::Reachability);
+            }
         }
         if self.free[d as usize] < c.size {
             return Some(Filter::Capacity);
@@ -797,6 +813,18 @@ impl Engine {
             return Some(Filter::GroupQuota);
         }
         None
+    }
+
+    /// The fastest transport the drive, the request and (with an attach server) the server
+    /// all allow.
+    #[inline]
+    fn member_transport(&self, c: &Compiled, d: u32) -> Option<Transports> {
+        let mut t =
+            self.inv.spec.drives[d as usize].transports & c.transports.unwrap_or(Transports::all());
+        if c.server != NONE {
+            t &= self.inv.server_tr[c.server as usize];
+        }
+        t.fastest()
     }
 
     #[inline]
@@ -1276,6 +1304,7 @@ impl Engine {
                     group: i / c.group_size,
                     drive: self.inv.spec.drives[d as usize].id.clone(),
                     pinned: c.pins[i] != NONE,
+                    transport: self.member_transport(c, d),
                 })
                 .collect(),
             soft_violations: self.soft_violations(c, assign),

@@ -152,6 +152,10 @@ pub struct ServerSpec {
     /// Bandwidth domains through which it reaches drives (empty: reaches every drive).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bandwidth_domains: Vec<BwDomainId>,
+    /// Transports the server can attach over (absent: all). A drive is reachable from the
+    /// server only over a transport both support.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transports: Option<Transports>,
 }
 
 /// A placed volume: its request and the drive of each member (in member order).
@@ -364,6 +368,8 @@ pub struct Inventory {
     pub(crate) server_index: HashMap<ServerId, u32>,
     pub(crate) server_bw: Vec<Vec<u32>>,
     pub(crate) server_dom: Vec<u32>,
+    /// Transports of each server (all when the file gives none).
+    pub(crate) server_tr: Vec<Transports>,
     pub(crate) tag_index: HashMap<String, u32>,
     pub(crate) drive_tags: Vec<Vec<u32>>,
     /// Attribute names, in order of first appearance.
@@ -524,6 +530,7 @@ impl Inventory {
             server_index: HashMap::new(),
             server_bw: Vec::new(),
             server_dom: Vec::new(),
+            server_tr: Vec::new(),
             tag_index: HashMap::new(),
             drive_tags: Vec::new(),
             attr_names: Vec::new(),
@@ -826,6 +833,8 @@ impl Inventory {
                 }
             };
             inv.server_dom.push(dom);
+            inv.server_tr
+                .push(s.transports.unwrap_or(Transports::all()));
             let mut bws = Vec::new();
             for b in &s.bandwidth_domains {
                 bws.push(

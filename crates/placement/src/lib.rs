@@ -78,6 +78,7 @@
 //!
 //! File formats (inventory and requests, TOML) are described in the crate README.
 
+mod access;
 mod capacity;
 mod engine;
 mod explain;

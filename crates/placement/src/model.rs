@@ -269,29 +269,51 @@ bitflags! {
         const NVME_TCP = 2;
         /// NVMe over RDMA (RoCE).
         const ROCE = 4;
+        /// NBD served from user space: the slowest, chosen last.
+        const NBD = 8;
     }
 }
 
 impl Transports {
-    /// The file-format name of a single transport flag.
-    fn name_of(flag: Transports) -> &'static str {
-        if flag == Transports::ISCSI {
-            "iscsi"
-        } else if flag == Transports::NVME_TCP {
-            "nvme-tcp"
-        } else {
-            "roce"
+    /// Single transports from the fastest to the slowest: RoCE, NVMe/TCP, iSCSI, user-space NBD.
+    pub const FASTEST_FIRST: [Transports; 4] = [
+        Transports::ROCE,
+        Transports::NVME_TCP,
+        Transports::ISCSI,
+        Transports::NBD,
+    ];
+
+    /// The fastest single transport in the set (see [`Transports::FASTEST_FIRST`]), if any.
+    pub fn fastest(self) -> Option<Transports> {
+        Self::FASTEST_FIRST.into_iter().find(|&t| self.contains(t))
+    }
+
+    /// The file-format name of a single transport flag (`"roce"`, `"nvme-tcp"`, `"iscsi"`,
+    /// `"nbd"`); `"none"` for the empty set and `"several"` for more than one.
+    pub fn name(self) -> &'static str {
+        match self {
+            t if t == Transports::ISCSI => "iscsi",
+            t if t == Transports::NVME_TCP => "nvme-tcp",
+            t if t == Transports::ROCE => "roce",
+            t if t == Transports::NBD => "nbd",
+            t if t.is_empty() => "none",
+            _ => "several",
         }
     }
 
-    /// Parses one transport name (`iscsi`, `nvme-tcp`, `roce`; case-insensitive).
+    fn name_of(flag: Transports) -> &'static str {
+        flag.name()
+    }
+
+    /// Parses one transport name (`iscsi`, `nvme-tcp`, `roce`, `nbd`; case-insensitive).
     pub fn parse_one(s: &str) -> Result<Transports, String> {
         match s.to_ascii_lowercase().replace('_', "-").as_str() {
             "iscsi" => Ok(Transports::ISCSI),
             "nvme-tcp" | "nvmetcp" | "tcp" => Ok(Transports::NVME_TCP),
             "roce" | "nvme-roce" | "rdma" | "nvme-rdma" => Ok(Transports::ROCE),
+            "nbd" => Ok(Transports::NBD),
             _ => Err(format!(
-                "unknown transport {s:?} (expected iscsi, nvme-tcp or roce)"
+                "unknown transport {s:?} (expected iscsi, nvme-tcp, roce or nbd)"
             )),
         }
     }

@@ -39,6 +39,23 @@ proptest! {
                     }
                     prop_assert_eq!(p.soft_violations.is_empty(), oracle.soft_ok(&req, &members),
                         "soft violations misreported: {:?}", p.soft_violations);
+                    // Each member's transport is the fastest the drive, the request and the
+                    // attach server share; the attach server is among those reaching the volume.
+                    let server = req.attach_server.as_ref().map(|s| spec.servers.iter().find(|x| x.id == *s).unwrap());
+                    for (m, d) in p.members.iter().zip(&members) {
+                        let common = d.transports
+                            & req.transports.unwrap_or(Transports::all())
+                            & server.and_then(|s| s.transports).unwrap_or(Transports::all());
+                        let fastest = [Transports::ROCE, Transports::NVME_TCP, Transports::ISCSI, Transports::NBD]
+                            .into_iter()
+                            .find(|&t| common.contains(t));
+                        prop_assert_eq!(m.transport, fastest);
+                    }
+                    // (`plan` does not check pinned drives, so only unpinned placements count.)
+                    if let Some(s) = server.filter(|_| req.pinned.is_empty()) {
+                        let reach = engine.servers_reaching(&p.drives(), req.transports).unwrap();
+                        prop_assert!(reach.contains(&s.id), "{:?} does not reach {:?}", s.id, p);
+                    }
                 }
                 Err(PlacementError::Unsatisfiable(e)) => {
                     prop_assert!(!exists, "engine said unsatisfiable ({e}) but a placement exists for {req:?}");

@@ -149,11 +149,14 @@ impl Gen {
             id: ServerId::new("s0").unwrap(),
             domain: Some(dom("r0")),
             bandwidth_domains: vec![BwDomainId::new("up0").unwrap()],
+            transports: None,
         });
         spec.servers.push(ServerSpec {
             id: ServerId::new("s1").unwrap(),
             domain: None,
             bandwidth_domains: vec![],
+            // Attaches over RoCE or user-space NBD only.
+            transports: Some(Transports::ROCE | Transports::NBD),
         });
         spec
     }
@@ -435,6 +438,13 @@ impl<'a> Oracle<'a> {
                     .iter()
                     .any(|b| s.bandwidth_domains.contains(b))
             {
+                return Some("server");
+            }
+            // A transport the drive, the server and the request all allow.
+            let common = d.transports
+                & s.transports.unwrap_or(Transports::all())
+                & req.transports.unwrap_or(Transports::all());
+            if common.is_empty() {
                 return Some("server");
             }
         }
