@@ -449,6 +449,49 @@ impl Engine {
         self.seg.update(d, v);
     }
 
+    /// Sets the health of a drive, or of every drive in a failure domain (`target` is a drive
+    /// or domain id, as for [`Engine::plan_evacuation`]), and returns the placed volumes with a
+    /// member there, in id order — the volumes a failure degrades or a drain must move. Only
+    /// healthy drives take new members; members already placed stay where they are (plan
+    /// their repair with [`Engine::plan_evacuation`] or [`Engine::plan_drain`]).
+    ///
+    /// Costs O(drives in the target + their members). Nothing changes on error.
+    ///
+    /// ```
+    /// use placement::{Engine, Health, Inventory, Request, Shape, VolumeId};
+    ///
+    /// let inv = Inventory::from_toml(r#"
+    ///     drive = [{ id = "a", kind = "ssd", capacity = "1 TB" }, { id = "b", kind = "ssd", capacity = "1 TB" }]
+    /// "#).unwrap();
+    /// let mut engine = Engine::new(inv, 0).unwrap();
+    /// let v = VolumeId::new("v1").unwrap();
+    /// let on = engine.place(v.clone(), &Request::new(Shape::Single, 1000)).unwrap().drives();
+    /// let affected = engine.set_drive_health(on[0].as_str(), Health::Failed).unwrap();
+    /// assert_eq!(affected, vec![v]);
+    /// ```
+    pub fn set_drive_health(
+        &mut self,
+        target: &str,
+        health: Health,
+    ) -> Result<Vec<VolumeId>, PlacementError> {
+        let drives = self
+            .inv
+            .target_drives(target)
+            .ok_or_else(|| PlacementError::UnknownTarget(target.to_string()))?;
+        let mut affected = Vec::new();
+        for d in drives {
+            self.set_health(d, health);
+            for &(slot, _) in &self.drive_members[d as usize] {
+                if let Some(v) = &self.volumes[slot as usize] {
+                    affected.push(v.spec.id.clone());
+                }
+            }
+        }
+        affected.sort_unstable();
+        affected.dedup();
+        Ok(affected)
+    }
+
     pub(crate) fn set_health(&mut self, d: u32, h: Health) {
         if self.inv.spec.drives[d as usize].health != h {
             self.inv.spec.drives[d as usize].health = h;

@@ -613,7 +613,8 @@ fn pair_flow(a: &Buckets, b: &Buckets, needed: usize) -> (usize, HashMap<(usize,
     };
     let an = side(&mut f, &a.room, true);
     let bn = side(&mut f, &b.room, false);
-    let mut pairs: HashMap<(usize, usize), u32> = HashMap::new();
+    // Ordered, so that the flow (and the placement built from it) is deterministic.
+    let mut pairs: std::collections::BTreeMap<(usize, usize), u32> = Default::default();
     for (x, y) in a.of.iter().zip(&b.of) {
         let key = (x.unwrap_or(a.room.len()), y.unwrap_or(b.room.len()));
         *pairs.entry(key).or_default() += 1;

@@ -139,6 +139,49 @@ proptest! {
         }
     }
 
+    /// Setting health on a live engine (a drive, a JBOD or a rack) returns exactly the volumes
+    /// with a member there, and leaves an engine that plans like one rebuilt from its snapshot.
+    #[test]
+    fn health_changes_equal_a_rebuild(seed in any::<u64>()) {
+        let mut g = Gen::new(seed);
+        let racks = g.rng_range(2, 4);
+        let jbods = g.rng_range(1, 3);
+        let drives = g.rng_range(8, 40);
+        let spec = g.inventory(racks, jbods, drives, false);
+        let mut engine = Engine::new(Inventory::from_spec(spec.clone()).unwrap(), seed).unwrap();
+        for v in 0..10 {
+            let req = g.request(&spec, 4, false);
+            let _ = engine.place(vid(&format!("v{v}")), &req);
+        }
+        for _ in 0..3 {
+            let target = match g.rng_range(0, 2) {
+                0 => format!("d{}", g.rng_range(0, drives - 1)),
+                1 => format!("r{}j{}", g.rng_range(0, racks - 1), g.rng_range(0, jbods - 1)),
+                _ => format!("r{}", g.rng_range(0, racks - 1)),
+            };
+            let health = [Health::Healthy, Health::Degraded, Health::Draining, Health::Failed][g.rng_range(0, 3)];
+            let in_target: HashSet<DriveId> = engine.inventory().drives_in(&target).unwrap().into_iter().collect();
+            let mut want: Vec<VolumeId> = engine
+                .volumes()
+                .filter(|v| v.members.iter().any(|m| in_target.contains(m)))
+                .map(|v| v.id.clone())
+                .collect();
+            want.sort();
+            prop_assert_eq!(engine.set_drive_health(&target, health).unwrap(), want);
+            for d in &in_target {
+                prop_assert_eq!(engine.inventory().drive(d).unwrap().health, health);
+            }
+        }
+        let rebuilt = Engine::new(engine.snapshot(), seed).unwrap();
+        let (a, b) = (rebuilt.snapshot(), engine.snapshot());
+        prop_assert_eq!(a.spec(), b.spec());
+        for _ in 0..6 {
+            let req = g.request(&spec, 4, true);
+            prop_assert_eq!(engine.plan(&req), rebuilt.plan(&req));
+        }
+        prop_assert!(engine.set_drive_health("no-such-drive", Health::Failed).is_err());
+    }
+
     /// Over larger random inventories and sequences of committed placements, every placement
     /// honours the hard constraints against the state it was made in.
     #[test]
