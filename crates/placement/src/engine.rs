@@ -56,6 +56,14 @@ pub enum PlacementError {
     /// A plan no longer fits the current state (something changed since it was made).
     #[error("stale plan: {0}")]
     StalePlan(String),
+    /// The engine changed since the caller read its version (another controller committed).
+    #[error("stale version: expected {expected}, the engine is at {actual}")]
+    StaleVersion {
+        /// The version the caller expected.
+        expected: u64,
+        /// The engine's version.
+        actual: u64,
+    },
 }
 
 /// A soft constraint a placement does not honour.
@@ -159,6 +167,8 @@ pub struct Engine {
     /// `(volume slot, member)` of every member on each drive.
     pub(crate) drive_members: Vec<Vec<(u32, u32)>>,
     search_budget: u64,
+    /// Changes on every committed change of state (see [`Engine::version`]).
+    version: u64,
 }
 
 /// A request resolved against the inventory.
@@ -288,6 +298,7 @@ impl Engine {
             vol_index: HashMap::new(),
             drive_members: vec![Vec::new(); n],
             search_budget: DEFAULT_SEARCH_BUDGET,
+            version: 0,
             inv,
         };
         for d in 0..n as u32 {
@@ -329,6 +340,137 @@ impl Engine {
             e.insert_volume(v, drives);
         }
         Ok(e)
+    }
+
+    /// A number that changes on every committed change of state (place, remove, expand,
+    /// replace, apply a plan, set health, adopt). A controller that read it can hand it to
+    /// [`Engine::adopt`] to commit only if nothing changed since.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    pub(crate) fn bump_version(&mut self) {
+        self.version += 1;
+    }
+
+    /// Commits a volume placed elsewhere (by another controller, or recovered from a journal)
+    /// exactly as given, if the engine is still at `expected_version`. The members must be
+    /// distinct known drives, one per member of the request's shape, each passing the per-drive
+    /// filters (health, kind, tags, free space, bandwidth headroom, quota, ...), and together
+    /// meeting every hard constraint. Returns the new version. On error nothing changes.
+    ///
+    /// ```
+    /// use placement::{Engine, Inventory, Mode, Request, Shape, VolumeId, VolumeSpec};
+    ///
+    /// let inv = Inventory::from_toml(r#"
+    ///     domain = [{ id = "r1", level = "rack" }, { id = "r2", level = "rack" }]
+    ///     drive = [
+    ///       { id = "a", kind = "hdd", capacity = "8 TB", domain = "r1" },
+    ///       { id = "b", kind = "hdd", capacity = "8 TB", domain = "r2" },
+    ///     ]
+    /// "#).unwrap();
+    /// let mut engine = Engine::new(inv, 0).unwrap();
+    /// let request = Request::new(Shape::Mirror { legs: 2 }, 1_000_000).separate("rack", Mode::Hard);
+    /// // Planned by another controller that read version 0.
+    /// let members = engine.plan(&request).unwrap().drives();
+    /// let v = engine.version();
+    /// let spec = VolumeSpec { id: VolumeId::new("pvc-9").unwrap(), request, members };
+    /// let next = engine.adopt(spec.clone(), v).unwrap();
+    /// assert_ne!(next, v);
+    /// // The same version again is stale now.
+    /// let again = VolumeSpec { id: VolumeId::new("pvc-10").unwrap(), ..spec };
+    /// assert!(engine.adopt(again, v).is_err());
+    /// ```
+    pub fn adopt(
+        &mut self,
+        volume: VolumeSpec,
+        expected_version: u64,
+    ) -> Result<u64, PlacementError> {
+        if expected_version != self.version {
+            return Err(PlacementError::StaleVersion {
+                expected: expected_version,
+                actual: self.version,
+            });
+        }
+        if self.vol_index.contains_key(&volume.id) {
+            return Err(PlacementError::VolumeExists(volume.id));
+        }
+        let label = format!("volume '{}'", volume.id);
+        let bad = |field: String, reason: String| PlacementError::InvalidRequest {
+            request: label.clone(),
+            field,
+            reason,
+        };
+        let n = volume.request.shape.member_count();
+        if volume.members.len() != n {
+            return Err(bad(
+                "members".into(),
+                format!(
+                    "has {} drives but the shape has {n} members",
+                    volume.members.len()
+                ),
+            ));
+        }
+        let mut assign = Vec::with_capacity(n);
+        for (i, m) in volume.members.iter().enumerate() {
+            let &d = self
+                .inv
+                .drive_index
+                .get(m)
+                .ok_or_else(|| bad(format!("members[{i}]"), format!("unknown drive '{m}'")))?;
+            if assign.contains(&d) {
+                return Err(bad(
+                    format!("members[{i}]"),
+                    format!("drive '{m}' holds two members"),
+                ));
+            }
+            assign.push(d);
+        }
+        let mut req = volume.request.clone();
+        req.pinned.clear();
+        let c = self
+            .compile(&req, Some(vec![NONE; n]), false)
+            .map_err(|e| match e {
+                PlacementError::InvalidRequest { field, reason, .. } => {
+                    bad(format!("request.{field}"), reason)
+                }
+                other => other,
+            })?;
+        for (i, &d) in assign.iter().enumerate() {
+            let f = self
+                .class_filter(&c, &self.classes[self.drive_class[d as usize] as usize].key)
+                .or_else(|| self.drive_filter(&c, d));
+            if let Some(f) = f {
+                return Err(bad(
+                    format!("members[{i}]"),
+                    format!(
+                        "drive '{}' fails the {} filter",
+                        self.inv.spec.drives[d as usize].id,
+                        f.name()
+                    ),
+                ));
+            }
+        }
+        if !self.hard_ok(&c, &assign) {
+            return Err(bad(
+                "members".into(),
+                "break a hard constraint of the request (separation, spreading, bandwidth or quota)"
+                    .into(),
+            ));
+        }
+        for &d in &assign {
+            self.charge(d, c.size, c.demand, true);
+        }
+        self.insert_volume(
+            VolumeSpec {
+                id: volume.id,
+                request: req,
+                members: volume.members,
+            },
+            assign,
+        );
+        self.version += 1;
+        Ok(self.version)
     }
 
     /// Sets the step budget of the complete search (default [`DEFAULT_SEARCH_BUDGET`]).
@@ -479,6 +621,7 @@ impl Engine {
             .target_drives(target)
             .ok_or_else(|| PlacementError::UnknownTarget(target.to_string()))?;
         let mut affected = Vec::new();
+        self.version += 1;
         for d in drives {
             self.set_health(d, health);
             for &(slot, _) in &self.drive_members[d as usize] {
@@ -1415,6 +1558,7 @@ impl Engine {
             members: placement.drives(),
         };
         self.insert_volume(spec, assign);
+        self.version += 1;
         Ok(placement)
     }
 
@@ -1454,6 +1598,7 @@ impl Engine {
                 false,
             );
         }
+        self.version += 1;
         Ok(vol.spec)
     }
 
@@ -1467,6 +1612,7 @@ impl Engine {
         let (c, req, old) = self.compile_replacement(id, members)?;
         let (placement, assign) = self.plan_compiled(&req, &c)?;
         self.commit_moves(id, &c, &old, &assign);
+        self.version += 1;
         Ok(placement)
     }
 
@@ -1579,6 +1725,7 @@ impl Engine {
             v.spec.members = placement.drives();
             v.spec.request = req;
         }
+        self.version += 1;
         Ok(placement)
     }
 }
