@@ -183,6 +183,7 @@ pub fn placement_spec(
                 .rack_group(d.rack)
                 .map(|g| id(placement::GroupId::new(g))),
             bandwidth_domains: bw,
+            attributes: BTreeMap::new(),
         });
     }
     spec

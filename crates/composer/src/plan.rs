@@ -279,6 +279,9 @@ pub struct Pool {
     unplaced: std::collections::HashSet<String>,
     /// Accessible topology per (site, transport), computed once.
     topologies: HashMap<(u32, Transport), Vec<Topology>>,
+    /// Eligible drives in the last refusal of `try_place` (to pick the most
+    /// telling explanation among attempts).
+    last_eligible: usize,
 }
 
 fn place_err(e: placement::PlacementError) -> Error {
@@ -375,6 +378,7 @@ impl Pool {
             marks,
             unplaced,
             topologies: HashMap::new(),
+            last_eligible: 0,
         };
         for site in 0..pool.inv.file().sites.len() as u32 {
             for t in Transport::FASTEST_FIRST {
@@ -565,7 +569,10 @@ impl Pool {
                 "no site of the inventory matches the accessibility requirements (topology keys: topology.composer.csi/site, /rack, /server)".into(),
             ));
         }
+        // The most telling failure: the attempt whose filters left the most
+        // drives (the first of equals: the fastest transport, the smallest layout).
         let mut last: Option<String> = None;
+        let mut last_eligible = 0usize;
         let mut attempts = 0;
         for (site, scopes) in &sites {
             for t in p.transports.iter() {
@@ -600,7 +607,10 @@ impl Pool {
                                 soft_violations: soft,
                             });
                         }
-                        Err(Error::Exhausted(why)) => {
+                        Err(Error::Exhausted(why))
+                            if last.is_none() || self.last_eligible > last_eligible =>
+                        {
+                            last_eligible = self.last_eligible;
                             last = Some(format!(
                                 "{} over {} in site {}: {why}",
                                 describe(choice, *member),
@@ -608,6 +618,7 @@ impl Pool {
                                 self.inv.site_id(*site)
                             ))
                         }
+                        Err(Error::Exhausted(_)) => {}
                         Err(e) => return Err(e),
                     }
                 }
@@ -665,18 +676,9 @@ impl Pool {
         let mode = |hard: bool| if hard { Mode::Hard } else { Mode::Soft };
         if redundant {
             r.separation = vec![
-                placement::Separation {
-                    level: "jbod".into(),
-                    mode: mode(p.jbod_resiliency),
-                },
-                placement::Separation {
-                    level: "sg".into(),
-                    mode: mode(p.sg_resiliency),
-                },
-                placement::Separation {
-                    level: "rack".into(),
-                    mode: Mode::Soft,
-                },
+                placement::Separation::level("jbod", mode(p.jbod_resiliency)),
+                placement::Separation::level("sg", mode(p.sg_resiliency)),
+                placement::Separation::level("rack", Mode::Soft),
             ];
         }
         let n = choice.shape.member_count() as u32;
@@ -685,6 +687,7 @@ impl Pool {
                 kind: "switch".into(),
                 mode: mode(!p.soft_domains),
                 max_per_domain: n.div_ceil(2),
+                per_group: false,
             }];
         }
         let mut seg = placement::Segment::new();
@@ -710,6 +713,7 @@ impl Pool {
                 | Err(placement::PlacementError::SearchExhausted {
                     explanation: ex, ..
                 }) => {
+                    self.last_eligible = ex.eligible;
                     return Err(Error::Exhausted(explain(&ex)));
                 }
                 Err(e) => return Err(place_err(e)),
@@ -771,6 +775,7 @@ impl Pool {
                 }
             }
         }
+        self.last_eligible = usize::MAX;
         Err(Error::Exhausted(format!(
             "the solid-state drives placement chose are too fragmented for a {} slice ({} tried)",
             human(member),
@@ -928,14 +933,22 @@ fn describe(c: &Choice, member: u64) -> String {
 /// blocked hard constraint.
 fn explain(ex: &placement::Explanation) -> String {
     let mut s = ex.to_string();
-    let blocked = ex.blocked.join(" ");
-    if blocked.contains("level 'jbod'") {
+    let level = |name: &str| {
+        ex.blocked.iter().any(|b| {
+            matches!(b, placement::Blocker::Separation { scope: placement::Scope::Level(l), .. } if l == name)
+        })
+    };
+    if level("jbod") {
         s.push_str("; jbodResiliency=true requires the legs of each mirror in different JBODs (jbodResiliency=false makes it best effort)");
     }
-    if blocked.contains("level 'sg'") {
+    if level("sg") {
         s.push_str("; sgResiliency=true requires the legs of each mirror in different storage groups (sgResiliency=false makes it best effort)");
     }
-    if blocked.contains("'switch'") {
+    if ex
+        .blocked
+        .iter()
+        .any(|b| matches!(b, placement::Blocker::Spreading { kind, .. } if kind == "switch"))
+    {
         s.push_str("; softDomains=false requires at most half of the members behind one switch (softDomains=true makes it best effort)");
     }
     s
