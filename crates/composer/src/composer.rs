@@ -727,14 +727,7 @@ impl Composer {
             },
         };
         self.store.commit(Batch::of(vec![op]))?;
-        let mut marks = st.pool.marks().clone();
-        match health {
-            Health::Healthy => marks.remove(target),
-            h => marks.insert(target.to_string(), h),
-        };
-        let (pool, _) = Pool::build(self.inv.clone(), marks, &st.volumes)?;
-        st.pool = pool;
-        Ok(())
+        st.pool.set_mark(target, health)
     }
 
     /// The repair plan for a drive or enclosure: the members on it re-placed

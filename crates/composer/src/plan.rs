@@ -873,6 +873,28 @@ impl Pool {
         }
     }
 
+    /// Records an operator's mark (`Healthy` removes it) and tells placement
+    /// the resulting health of every drive it touches (a drive's health is
+    /// the worst of the file's, its own mark and its enclosure's mark).
+    pub fn set_mark(&mut self, target: &str, health: Health) -> Result<(), Error> {
+        match health {
+            Health::Healthy => self.marks.remove(target),
+            h => self.marks.insert(target.to_string(), h),
+        };
+        let drives: Vec<u32> = match (self.inv.drive_index(target), self.inv.jbod_index(target)) {
+            (Some(d), _) => vec![d],
+            (None, Some(j)) => self.inv.jbod_drives(j).to_vec(),
+            // Servers are not placement's concern.
+            (None, None) => Vec::new(),
+        };
+        for d in drives {
+            let h = self.drive_health(d);
+            let id = self.inv.drives()[d as usize].id.clone();
+            self.engine.set_drive_health(&id, h).map_err(place_err)?;
+        }
+        Ok(())
+    }
+
     /// Placement's evacuation plan for a drive or failure domain (not applied).
     pub fn plan_repair(&mut self, target: &str) -> Result<placement::RepairPlan, Error> {
         self.engine.plan_evacuation(target).map_err(place_err)
