@@ -233,6 +233,7 @@ impl Engine {
         for (slot, m, to) in steps {
             self.move_member(slot, m, to);
         }
+        self.bump_version();
         Ok(())
     }
 

@@ -231,6 +231,7 @@ fn invalid_requests_name_the_field() {
                     kind: "x".into(),
                     mode: Mode::Hard,
                     max_per_domain: 1,
+                    per_group: false,
                 });
                 r
             },
