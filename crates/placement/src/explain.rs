@@ -708,13 +708,7 @@ impl Engine {
             return out;
         }
         let groups = c.n / c.group_size;
-        let need_g: Vec<usize> = (0..groups)
-            .map(|g| {
-                (g * c.group_size..(g + 1) * c.group_size)
-                    .filter(|&i| c.pins[i] == NONE)
-                    .count()
-            })
-            .collect();
+        let need_g = c.need_per_group();
         // Per-group limits (hard separations, hard per-group spreading): each group alone,
         // then all groups together.
         let limits = group_limits(c);
@@ -1103,13 +1097,7 @@ impl Engine {
         if needed == 0 || cands.len().saturating_mul(groups) > 200_000 {
             return None;
         }
-        let need_g: Vec<usize> = (0..groups)
-            .map(|g| {
-                (g * c.group_size..(g + 1) * c.group_size)
-                    .filter(|&i| c.pins[i] == NONE)
-                    .count()
-            })
-            .collect();
+        let need_g = c.need_per_group();
         let levels = group_limits(c);
         let buckets = self.buckets(c, cands);
         let sinks: Vec<Option<&Buckets>> = if buckets.is_empty() {
