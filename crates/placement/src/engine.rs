@@ -206,6 +206,22 @@ impl Compiled {
     pub(crate) fn has_soft(&self) -> bool {
         self.seps.iter().any(|s| !s.1) || self.spreads.iter().any(|s| !s.2)
     }
+    /// The drives of `v` that no member is pinned to.
+    pub(crate) fn unpinned(&self, v: &[u32]) -> Vec<u32> {
+        v.iter()
+            .copied()
+            .filter(|d| !self.pins.contains(d))
+            .collect()
+    }
+
+    /// Free (unpinned) members of each redundancy group.
+    pub(crate) fn need_per_group(&self) -> Vec<usize> {
+        self.pins
+            .chunks(self.group_size)
+            .map(|g| g.iter().filter(|&&p| p == NONE).count())
+            .collect()
+    }
+
     /// The same request with every soft constraint made hard.
     pub(crate) fn strict(&self) -> Compiled {
         let mut c = self.clone();
@@ -1363,11 +1379,7 @@ impl Engine {
             }
             if all.is_none() {
                 let cands = self.all_candidates(c);
-                let free: Vec<u32> = cands
-                    .iter()
-                    .copied()
-                    .filter(|d| !c.pins.contains(d))
-                    .collect();
+                let free = c.unpinned(&cands);
                 if !self.refute(c, &free).is_empty() {
                     return Outcome::NotFound {
                         exhausted: false,
@@ -1403,11 +1415,7 @@ impl Engine {
             }
         }
         // Stage 2b: a placement constructed from a max flow (tight bandwidth or quota).
-        let free: Vec<u32> = all
-            .iter()
-            .copied()
-            .filter(|d| !c.pins.contains(d))
-            .collect();
+        let free = c.unpinned(&all);
         if let Some(assign) = self.flow_placement(c, &free) {
             return Outcome::Found(assign);
         }
@@ -1740,11 +1748,7 @@ impl Engine {
             return Some(true);
         }
         let all = self.all_candidates(c);
-        let free: Vec<u32> = all
-            .iter()
-            .copied()
-            .filter(|d| !c.pins.contains(d))
-            .collect();
+        let free = c.unpinned(&all);
         if !self.refute(c, &free).is_empty() {
             return Some(false);
         }

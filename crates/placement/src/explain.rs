@@ -576,6 +576,56 @@ impl Flow {
     }
 }
 
+/// A limit on the members of one redundancy group per domain: a hard separation (a level,
+/// the storage group, an attribute) or a hard bandwidth spreading counted per group.
+#[derive(Debug, Clone, Copy)]
+struct GroupLimit {
+    /// Bandwidth kind (`true`) or separation dimension.
+    bw: bool,
+    key: u16,
+    /// Members of one group a domain may hold.
+    cap: u32,
+}
+
+impl GroupLimit {
+    /// The drive's domain under this limit, or `NONE` (unconstrained).
+    fn of(&self, inv: &crate::inventory::Inventory, d: u32) -> u32 {
+        if self.bw {
+            inv.bw_of_kind(d, self.key)
+        } else {
+            inv.sep_key(d, self.key)
+        }
+    }
+    fn name(&self, inv: &crate::inventory::Inventory) -> String {
+        if self.bw {
+            format!(
+                "{} bandwidth spreading per group",
+                inv.bw_kinds[self.key as usize]
+            )
+        } else {
+            format!("{} separation", inv.scope_of(self.key).short())
+        }
+    }
+}
+
+/// The hard per-group limits of a request.
+fn group_limits(c: &Compiled) -> Vec<GroupLimit> {
+    c.seps
+        .iter()
+        .filter(|s| s.1)
+        .map(|s| GroupLimit {
+            bw: false,
+            key: s.0,
+            cap: c.cap,
+        })
+        .chain(c.spreads.iter().filter(|s| s.2 && s.3).map(|s| GroupLimit {
+            bw: true,
+            key: s.0,
+            cap: s.1,
+        }))
+        .collect()
+}
+
 /// Per-drive limit of one "sink-side" dimension of the flow bound: each drive belongs to at most
 /// one bucket (a bandwidth domain of one kind, or a quota group) with a member capacity.
 struct Buckets {
@@ -658,32 +708,44 @@ impl Engine {
             return out;
         }
         let groups = c.n / c.group_size;
-        let need_g: Vec<usize> = (0..groups)
-            .map(|g| {
-                (g * c.group_size..(g + 1) * c.group_size)
-                    .filter(|&i| c.pins[i] == NONE)
-                    .count()
-            })
-            .collect();
-        // Separation, per hard level: each group alone, then all groups together.
-        for &(l, hard) in &c.seps {
-            if !hard {
-                continue;
-            }
+        let need_g = c.need_per_group();
+        // Per-group limits (hard separations, hard per-group spreading): each group alone,
+        // then all groups together.
+        let limits = group_limits(c);
+        for &lim in &limits {
             let mut per: HashMap<u32, u32> = HashMap::new();
             let mut unconstrained = 0usize;
             for &d in cands {
-                match inv.sep_key(d, l) {
+                match lim.of(inv, d) {
                     NONE => unconstrained += 1,
                     x => *per.entry(x).or_default() += 1,
                 }
             }
-            let scope = inv.scope_of(l);
+            let blocker = |domains: usize, room: usize, needed: usize, group: Option<usize>| {
+                if lim.bw {
+                    Blocker::Spreading {
+                        kind: inv.bw_kinds[lim.key as usize].clone(),
+                        domains,
+                        room,
+                        needed,
+                        per_domain: lim.cap,
+                    }
+                } else {
+                    Blocker::Separation {
+                        scope: inv.scope_of(lim.key),
+                        domains,
+                        room,
+                        needed,
+                        group,
+                        per_domain: lim.cap,
+                    }
+                }
+            };
             let left = |g: usize, x: u32| {
                 let used = (g * c.group_size..(g + 1) * c.group_size)
-                    .filter(|&i| c.pins[i] != NONE && inv.sep_key(c.pins[i], l) == x)
+                    .filter(|&i| c.pins[i] != NONE && lim.of(inv, c.pins[i]) == x)
                     .count() as u32;
-                c.cap.saturating_sub(used)
+                lim.cap.saturating_sub(used)
             };
             let mut alone_ok = true;
             for (g, &need) in need_g.iter().enumerate() {
@@ -696,14 +758,7 @@ impl Engine {
                         .map(|(&x, &k)| k.min(left(g, x)) as usize)
                         .sum::<usize>();
                 if room < need {
-                    out.push(Blocker::Separation {
-                        scope: scope.clone(),
-                        domains: per.len(),
-                        room,
-                        needed: need,
-                        group: Some(g),
-                        per_domain: c.cap,
-                    });
+                    out.push(blocker(per.len(), room, need, Some(g)));
                     alone_ok = false;
                     break;
                 }
@@ -722,14 +777,7 @@ impl Engine {
                         })
                         .sum::<usize>();
                 if room < needed {
-                    out.push(Blocker::Separation {
-                        scope,
-                        domains: per.len(),
-                        room,
-                        needed,
-                        group: None,
-                        per_domain: c.cap,
-                    });
+                    out.push(blocker(per.len(), room, needed, None));
                 }
             }
         }
@@ -773,7 +821,7 @@ impl Engine {
             }
         }
         // Max-flow bounds: the hard separation levels per group, then each sink-side limit.
-        let hard_levels: Vec<u16> = c.seps.iter().filter(|s| s.1).map(|s| s.0).collect();
+        let hard_levels = limits;
         if cands.len().saturating_mul(groups) > 200_000 {
             return out;
         }
@@ -786,10 +834,8 @@ impl Engine {
             }
             let (room, _) = self.flow_bound(c, cands, &need_g, &hard_levels, sink, needed);
             if room < needed {
-                let mut constraints: Vec<String> = hard_levels
-                    .iter()
-                    .map(|&l| format!("{} separation", inv.scope_of(l).short()))
-                    .collect();
+                let mut constraints: Vec<String> =
+                    hard_levels.iter().map(|l| l.name(inv)).collect();
                 if let Some(b) = sink {
                     constraints.push(b.name.clone());
                 }
@@ -953,7 +999,7 @@ impl Engine {
         c: &Compiled,
         cands: &[u32],
         need_g: &[usize],
-        levels: &[u16],
+        levels: &[GroupLimit],
         sink: Option<&Buckets>,
         needed: usize,
     ) -> (usize, Vec<Vec<u32>>) {
@@ -1003,7 +1049,7 @@ impl Engine {
             for (i, &d) in cands.iter().enumerate() {
                 let mut from = gn;
                 for (li, &l) in levels.iter().enumerate() {
-                    let x = inv.sep_key(d, l);
+                    let x = l.of(inv, d);
                     if x == NONE {
                         continue;
                     }
@@ -1011,11 +1057,11 @@ impl Engine {
                         Some(&n) => n,
                         None => {
                             let used = (g * c.group_size..(g + 1) * c.group_size)
-                                .filter(|&m| c.pins[m] != NONE && inv.sep_key(c.pins[m], l) == x)
+                                .filter(|&m| c.pins[m] != NONE && l.of(inv, c.pins[m]) == x)
                                 .count() as u32;
                             let a = f.node();
                             let b = f.node();
-                            f.edge(a, b, c.cap.saturating_sub(used));
+                            f.edge(a, b, l.cap.saturating_sub(used));
                             nodes.insert((li, x), a);
                             a
                         }
@@ -1051,14 +1097,8 @@ impl Engine {
         if needed == 0 || cands.len().saturating_mul(groups) > 200_000 {
             return None;
         }
-        let need_g: Vec<usize> = (0..groups)
-            .map(|g| {
-                (g * c.group_size..(g + 1) * c.group_size)
-                    .filter(|&i| c.pins[i] == NONE)
-                    .count()
-            })
-            .collect();
-        let levels: Vec<u16> = c.seps.iter().filter(|s| s.1).map(|s| s.0).collect();
+        let need_g = c.need_per_group();
+        let levels = group_limits(c);
         let buckets = self.buckets(c, cands);
         let sinks: Vec<Option<&Buckets>> = if buckets.is_empty() {
             vec![None]

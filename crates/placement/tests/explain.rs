@@ -4,18 +4,8 @@
 
 use placement::*;
 
-fn grid(racks: usize, per_rack: usize) -> Inventory {
-    let mut t = String::new();
-    for r in 0..racks {
-        t += &format!("[[domain]]\nid = \"r{r}\"\nlevel = \"rack\"\n");
-        for d in 0..per_rack {
-            t += &format!(
-                "[[drive]]\nid = \"r{r}d{d}\"\nkind = \"hdd\"\ncapacity = \"1 TB\"\ndomain = \"r{r}\"\n"
-            );
-        }
-    }
-    Inventory::from_toml(&t).unwrap()
-}
+mod common;
+use common::grid;
 
 fn explanation(r: Result<Placement, PlacementError>) -> Explanation {
     match r {

@@ -18,13 +18,8 @@ proptest! {
     /// exhaustive search does, and what it finds satisfies every hard constraint.
     #[test]
     fn engine_complete_on_small_inventories(seed in any::<u64>()) {
-        let mut g = Gen::new(seed);
-        let racks = g.rng_range(1, 3);
-        let jbods = g.rng_range(1, 2);
-        let drives = g.rng_range(1, 12);
-        let spec = g.inventory(racks, jbods, drives, true);
-        let inv = Inventory::from_spec(spec.clone()).unwrap();
-        let engine = Engine::new(inv, seed).unwrap();
+        let (mut g, spec, engine, _) =
+            setup(seed, (1, 3), (1, 2), (1, 12), true);
         let oracle = Oracle::new(&spec);
         for _ in 0..4 {
             let req = g.request(&spec, 4, true);
@@ -70,12 +65,8 @@ proptest! {
     /// is only answered when no bound proves the request impossible.
     #[test]
     fn refusals_by_bounds_are_sound(seed in any::<u64>()) {
-        let mut g = Gen::new(seed);
-        let racks = g.rng_range(1, 3);
-        let jbods = g.rng_range(1, 2);
-        let drives = g.rng_range(1, 12);
-        let spec = g.inventory(racks, jbods, drives, true);
-        let mut engine = Engine::new(Inventory::from_spec(spec.clone()).unwrap(), seed).unwrap();
+        let (mut g, spec, mut engine, _) =
+            setup(seed, (1, 3), (1, 2), (1, 12), true);
         engine.set_search_budget(1);
         let oracle = Oracle::new(&spec);
         for _ in 0..4 {
@@ -99,12 +90,8 @@ proptest! {
     /// whole inventory and for one rack.
     #[test]
     fn max_placeable_matches_bisection_over_sizes(seed in any::<u64>()) {
-        let mut g = Gen::new(seed);
-        let racks = g.rng_range(1, 3);
-        let jbods = g.rng_range(1, 2);
-        let drives = g.rng_range(1, 10);
-        let spec = g.inventory(racks, jbods, drives, true);
-        let engine = Engine::new(Inventory::from_spec(spec.clone()).unwrap(), seed).unwrap();
+        let (mut g, spec, engine, _) =
+            setup(seed, (1, 3), (1, 2), (1, 10), true);
         let oracle = Oracle::new(&spec);
         let max_free = spec.drives.iter().map(|d| d.free.0).max().unwrap_or(0);
         for _ in 0..3 {
@@ -143,12 +130,8 @@ proptest! {
     /// with a member there, and leaves an engine that plans like one rebuilt from its snapshot.
     #[test]
     fn health_changes_equal_a_rebuild(seed in any::<u64>()) {
-        let mut g = Gen::new(seed);
-        let racks = g.rng_range(2, 4);
-        let jbods = g.rng_range(1, 3);
-        let drives = g.rng_range(8, 40);
-        let spec = g.inventory(racks, jbods, drives, false);
-        let mut engine = Engine::new(Inventory::from_spec(spec.clone()).unwrap(), seed).unwrap();
+        let (mut g, spec, mut engine, [racks, jbods, drives]) =
+            setup(seed, (2, 4), (1, 3), (8, 40), false);
         for v in 0..10 {
             let req = g.request(&spec, 4, false);
             let _ = engine.place(vid(&format!("v{v}")), &req);
@@ -188,12 +171,8 @@ proptest! {
     /// its snapshot.
     #[test]
     fn adopt_commits_exactly_or_changes_nothing(seed in any::<u64>()) {
-        let mut g = Gen::new(seed);
-        let racks = g.rng_range(2, 4);
-        let jbods = g.rng_range(1, 3);
-        let drives = g.rng_range(6, 30);
-        let spec = g.inventory(racks, jbods, drives, true);
-        let mut engine = Engine::new(Inventory::from_spec(spec.clone()).unwrap(), seed).unwrap();
+        let (mut g, spec, mut engine, _) =
+            setup(seed, (2, 4), (1, 3), (6, 30), true);
         for v in 0..8 {
             let req = g.request(&spec, 4, false);
             let version = engine.version();
@@ -226,16 +205,53 @@ proptest! {
         }
     }
 
+    /// A rebalance plan moves each member at most once, off a drive onto a less utilized one,
+    /// changes nothing until applied, and keeps every moved volume's hard constraints.
+    #[test]
+    fn rebalance_keeps_hard_constraints(seed in any::<u64>()) {
+        let (mut g, spec, mut engine, _) =
+            setup(seed, (2, 4), (1, 3), (8, 40), false);
+        for v in 0..15 {
+            let req = g.request(&spec, 4, false);
+            let _ = engine.place(vid(&format!("v{v}")), &req);
+        }
+        let before = engine.snapshot();
+        let plan = engine.plan_rebalance(g.rng_range(0, 6));
+        let now = engine.snapshot();
+        prop_assert_eq!(now.spec(), before.spec());
+        let mut seen = HashSet::new();
+        for m in &plan.moves {
+            prop_assert!(seen.insert((m.volume.clone(), m.member)), "moved twice");
+        }
+        engine.apply_plan(&plan).unwrap();
+        let after = engine.snapshot();
+        let oracle = Oracle::new(after.spec());
+        for v in engine.volumes() {
+            let moved: HashSet<usize> = plan.moves.iter().filter(|m| m.volume == v.id).map(|m| m.member).collect();
+            if moved.is_empty() {
+                continue;
+            }
+            let members: Vec<&DriveSpec> = v.members.iter().map(|d| oracle.drive(d.as_str())).collect();
+            let pinned: Vec<bool> = (0..members.len()).map(|m| !moved.contains(&m)).collect();
+            // Space, bandwidth and quota were charged move by move; judge the domain rules.
+            let mut req = v.request.clone();
+            req.size = Bytes(0);
+            req.bandwidth = Bytes(0);
+            let verdict = oracle.check_hard(&req, &members, &pinned);
+            let verdict = match verdict {
+                Err(e) if e.contains("quota") => Ok(()),
+                other => other,
+            };
+            prop_assert!(verdict.is_ok(), "rebalanced volume {} breaks a hard constraint: {:?}", v.id, verdict);
+        }
+    }
+
     /// Over larger random inventories and sequences of committed placements, every placement
     /// honours the hard constraints against the state it was made in.
     #[test]
     fn hard_constraints_never_violated(seed in any::<u64>()) {
-        let mut g = Gen::new(seed);
-        let racks = g.rng_range(2, 6);
-        let jbods = g.rng_range(1, 4);
-        let drives = g.rng_range(10, 120);
-        let spec = g.inventory(racks, jbods, drives, true);
-        let mut engine = Engine::new(Inventory::from_spec(spec.clone()).unwrap(), seed).unwrap();
+        let (mut g, _, mut engine, _) =
+            setup(seed, (2, 6), (1, 4), (10, 120), true);
         for v in 0..12 {
             let before = engine.inventory().spec().clone();
             let oracle = Oracle::new(&before);
@@ -268,12 +284,8 @@ proptest! {
     /// leaves the engine unchanged until the plan is applied.
     #[test]
     fn repair_plans_touch_only_affected_members(seed in any::<u64>()) {
-        let mut g = Gen::new(seed);
-        let racks = g.rng_range(3, 5);
-        let jbods = g.rng_range(2, 3);
-        let drives = g.rng_range(20, 60);
-        let spec = g.inventory(racks, jbods, drives, false);
-        let mut engine = Engine::new(Inventory::from_spec(spec.clone()).unwrap(), seed).unwrap();
+        let (mut g, _, mut engine, [racks, jbods, drives]) =
+            setup(seed, (3, 5), (2, 3), (20, 60), false);
         for v in 0..15 {
             let snapshot = engine.inventory().spec().clone();
             let req = g.request(&snapshot, 6, false);
@@ -359,4 +371,23 @@ impl RangeExt for Gen {
         use rand::Rng;
         self.rng.random_range(lo..=hi)
     }
+}
+
+/// A random inventory (racks, JBODs per rack and drives drawn from the inclusive ranges) and an
+/// engine over it, seeded by `seed`: the generator to draw requests from, the spec, the engine
+/// and the drawn `[racks, jbods, drives]`.
+fn setup(
+    seed: u64,
+    racks: (usize, usize),
+    jbods: (usize, usize),
+    drives: (usize, usize),
+    full_random: bool,
+) -> (Gen, InventorySpec, Engine, [usize; 3]) {
+    let mut g = Gen::new(seed);
+    let racks = g.rng_range(racks.0, racks.1);
+    let jbods = g.rng_range(jbods.0, jbods.1);
+    let drives = g.rng_range(drives.0, drives.1);
+    let spec = g.inventory(racks, jbods, drives, full_random);
+    let engine = Engine::new(Inventory::from_spec(spec.clone()).unwrap(), seed).unwrap();
+    (g, spec, engine, [racks, jbods, drives])
 }

@@ -21,6 +21,20 @@ pub fn did(s: &str) -> DriveId {
 pub fn dom(s: &str) -> DomainId {
     DomainId::new(s).unwrap()
 }
+/// `racks` racks of `per_rack` 1 TB HDDs each, named `r{rack}d{n}`.
+pub fn grid(racks: usize, per_rack: usize) -> Inventory {
+    let mut t = String::new();
+    for r in 0..racks {
+        t += &format!("[[domain]]\nid = \"r{r}\"\nlevel = \"rack\"\n");
+        for d in 0..per_rack {
+            t += &format!(
+                "[[drive]]\nid = \"r{r}d{d}\"\nkind = \"hdd\"\ncapacity = \"1 TB\"\ndomain = \"r{r}\"\n"
+            );
+        }
+    }
+    Inventory::from_toml(&t).unwrap()
+}
+
 pub fn vid(s: &str) -> VolumeId {
     VolumeId::new(s).unwrap()
 }
