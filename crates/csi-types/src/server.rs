@@ -282,12 +282,11 @@ pub async fn serve_with_options(
                     source,
                 })?;
             tracing::info!(%endpoint, "serving CSI");
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map_ok(
-                move |s| {
+            let incoming =
+                tokio_stream::wrappers::TcpListenerStream::new(listener).map_ok(move |s| {
                     let _ = s.set_nodelay(true);
                     conn::ServerConn::new(s, idle)
-                },
-            );
+                });
             server
                 .serve_with_incoming_shutdown(incoming, shutdown)
                 .await?;

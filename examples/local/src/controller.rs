@@ -370,7 +370,7 @@ impl Inner {
         let mut next = store.state.clone();
         next.volumes.remove(id);
         store.commit(next)?;
-        remove_data(&path);
+        store.remove_when_durable(path);
         tracing::info!(volume_id = %id, "volume deleted");
         Ok(DeleteVolumeResponse {})
     }
@@ -745,7 +745,7 @@ impl Inner {
         let mut next = store.state.clone();
         next.snapshots.remove(id);
         store.commit(next)?;
-        remove_data(&path);
+        store.remove_when_durable(path);
         Ok(DeleteSnapshotResponse {})
     }
 
@@ -957,7 +957,7 @@ impl Inner {
             }
         }
         store.commit(next)?;
-        paths.iter().for_each(|p| remove_data(p));
+        paths.into_iter().for_each(|p| store.remove_when_durable(p));
         Ok(DeleteVolumeGroupSnapshotResponse {})
     }
 

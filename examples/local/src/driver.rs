@@ -15,7 +15,7 @@ use futures::StreamExt;
 
 use crate::config::Config;
 use crate::fsops;
-use crate::state::{CapRec, Store, VolumeRec};
+use crate::state::{CapRec, Journal, Store, VolumeRec};
 
 /// Volume sizes are multiples of this (a loop device needs 512-byte multiples).
 pub const GRANULARITY: u64 = 4096;
@@ -44,6 +44,7 @@ pub struct LocalDriver {
 pub(crate) struct Inner {
     pub cfg: Config,
     store: Mutex<Store>,
+    journal: Arc<Journal>,
 }
 
 impl LocalDriver {
@@ -60,6 +61,7 @@ impl LocalDriver {
         Ok(LocalDriver {
             inner: Arc::new(Inner {
                 cfg,
+                journal: store.journal(),
                 store: Mutex::new(store),
             }),
         })
@@ -96,15 +98,21 @@ impl LocalDriver {
             .build()
     }
 
-    /// Runs a synchronous operation on the blocking pool.
+    /// Runs a synchronous operation on the blocking pool, then waits (with
+    /// the lock released, so that concurrent calls share one `fdatasync`)
+    /// until every change it made or could have seen is durable.
     async fn run<T: Send + 'static>(
         &self,
         op: impl FnOnce(&Inner) -> Result<T, CsiError> + Send + 'static,
     ) -> Result<T, CsiError> {
         let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || op(&inner))
-            .await
-            .map_err(|e| CsiError::internal(format!("the operation did not complete: {e}")))?
+        tokio::task::spawn_blocking(move || {
+            let result = op(&inner);
+            inner.journal.wait_durable()?;
+            result
+        })
+        .await
+        .map_err(|e| CsiError::internal(format!("the operation did not complete: {e}")))?
     }
 }
 

@@ -201,8 +201,7 @@ impl Rewriter {
         let h = self.head;
         let len = u32::from_be_bytes([0, h[0], h[1], h[2]]) as usize;
         let kind = h[3];
-        let is_header_frame =
-            kind == HEADERS || (kind == CONTINUATION && self.block.is_some());
+        let is_header_frame = kind == HEADERS || (kind == CONTINUATION && self.block.is_some());
         if self.block.is_some() && kind != CONTINUATION {
             // Only CONTINUATION may follow an unfinished header block.
             self.give_up(out, "a frame other than CONTINUATION inside a header block")?;
@@ -481,14 +480,25 @@ mod tests {
             Just(Vec::new()),
             Just(b"127.0.0.1:10000".to_vec()),
             proptest::collection::vec(
-                prop_oneof![Just(b'a'), Just(b'%'), Just(b'/'), Just(b'.'), Just(b':'), Just(b'2')],
+                prop_oneof![
+                    Just(b'a'),
+                    Just(b'%'),
+                    Just(b'/'),
+                    Just(b'.'),
+                    Just(b':'),
+                    Just(b'2')
+                ],
                 0..24
             ),
         ]
     }
 
     fn flags() -> impl Strategy<Value = u8> {
-        (0u8..4, prop_oneof![Just(0u8), Just(0x4), Just(0x8)], any::<bool>())
+        (
+            0u8..4,
+            prop_oneof![Just(0u8), Just(0x4), Just(0x8)],
+            any::<bool>(),
+        )
             .prop_map(|(h, i, best)| h | i | if best { 0x10 } else { 0 })
     }
 
@@ -509,7 +519,10 @@ mod tests {
 
     fn block() -> impl Strategy<Value = BlockSpec> {
         (
-            proptest::option::weighted(0.15, prop_oneof![Just(0u32), Just(64), Just(256), Just(4096)]),
+            proptest::option::weighted(
+                0.15,
+                prop_oneof![Just(0u32), Just(64), Just(256), Just(4096)],
+            ),
             proptest::option::weighted(0.9, (authority(), flags())),
             "/csi\\.v1\\.[A-Za-z]{1,10}/[A-Za-z]{1,20}",
             proptest::collection::vec(field(), 0..6),
@@ -528,17 +541,52 @@ mod tests {
             ),
         )
             .prop_map(
-                |(size_update, auth, path, extra, pflags, padded, priority, end_stream, cuts, after)| {
+                |(
+                    size_update,
+                    auth,
+                    path,
+                    extra,
+                    pflags,
+                    padded,
+                    priority,
+                    end_stream,
+                    cuts,
+                    after,
+                )| {
                     let mut fields = vec![
-                        FieldSpec { name: b":method".to_vec(), value: b"POST".to_vec(), flags: 0x10 },
-                        FieldSpec { name: b":scheme".to_vec(), value: b"http".to_vec(), flags: 0x10 },
-                        FieldSpec { name: b":path".to_vec(), value: path.into_bytes(), flags: pflags },
+                        FieldSpec {
+                            name: b":method".to_vec(),
+                            value: b"POST".to_vec(),
+                            flags: 0x10,
+                        },
+                        FieldSpec {
+                            name: b":scheme".to_vec(),
+                            value: b"http".to_vec(),
+                            flags: 0x10,
+                        },
+                        FieldSpec {
+                            name: b":path".to_vec(),
+                            value: path.into_bytes(),
+                            flags: pflags,
+                        },
                     ];
                     if let Some((value, flags)) = auth {
-                        fields.push(FieldSpec { name: b":authority".to_vec(), value, flags });
+                        fields.push(FieldSpec {
+                            name: b":authority".to_vec(),
+                            value,
+                            flags,
+                        });
                     }
                     fields.extend(extra);
-                    BlockSpec { size_update, fields, padded, priority, end_stream, cuts, after }
+                    BlockSpec {
+                        size_update,
+                        fields,
+                        padded,
+                        priority,
+                        end_stream,
+                        cuts,
+                        after,
+                    }
                 },
             )
     }
@@ -558,7 +606,8 @@ mod tests {
             }
             let mut want = Vec::new();
             for f in &b.fields {
-                enc.encode((f.name.clone(), f.value.clone(), f.flags), &mut encoded).unwrap();
+                enc.encode((f.name.clone(), f.value.clone(), f.flags), &mut encoded)
+                    .unwrap();
                 want.push((f.name.clone(), f.value.clone()));
             }
             expected.push(want);
@@ -588,7 +637,12 @@ mod tests {
                     }
                     stream.extend(frame(HEADERS, flags, id, &payload));
                 } else {
-                    stream.extend(frame(CONTINUATION, if last { END_HEADERS } else { 0 }, id, chunk));
+                    stream.extend(frame(
+                        CONTINUATION,
+                        if last { END_HEADERS } else { 0 },
+                        id,
+                        chunk,
+                    ));
                 }
             }
             if let Some((kind, data)) = &b.after {
@@ -637,8 +691,13 @@ mod tests {
                     if flags & END_HEADERS != 0 {
                         let mut buf = fragment.take().unwrap();
                         let mut out = Vec::new();
-                        dec.decode(&mut buf, &mut out).expect("the server can decode the block");
-                        lists.push(out.into_iter().map(|(n, v, f)| (n, v, f & 0x8 != 0)).collect());
+                        dec.decode(&mut buf, &mut out)
+                            .expect("the server can decode the block");
+                        lists.push(
+                            out.into_iter()
+                                .map(|(n, v, f)| (n, v, f & 0x8 != 0))
+                                .collect(),
+                        );
                     }
                 }
                 _ => others.push((kind, flags, payload.to_vec())),

@@ -260,9 +260,10 @@ where
 /// tonic answers a message over the size limit with `OUT_OF_RANGE`; gRPC's
 /// convention (and what other gRPC servers answer) is `RESOURCE_EXHAUSTED`.
 fn exhausted_not_out_of_range(headers: &mut http::HeaderMap) {
+    // tonic's messages, as percent-encoded in `grpc-message`.
     const TOO_LARGE: [&[u8]; 2] = [
-        b"Error, decoded message length too large",
-        b"Error, encoded message length too large",
+        b"Error,%20decoded%20message%20length%20too%20large",
+        b"Error,%20encoded%20message%20length%20too%20large",
     ];
     let out_of_range = headers
         .get("grpc-status")
