@@ -2,10 +2,15 @@
 //! helpers its controller and node halves share.
 //!
 //! Every RPC runs on tokio's blocking pool (it does file and mount I/O) and
-//! holds the driver's one lock while it runs: a reference driver on one node
-//! gains nothing from finer locking, and one lock makes every change of the
-//! state, data and mounts happen in a single order. The SDK's [`Plugin`]
-//! already refuses a second call on the same volume while one is in flight.
+//! holds the driver's one lock while it runs, so that every change of the
+//! state, data and mounts happens in a single order. The lock is not held
+//! while a change is made durable: a handler only queues its journal record
+//! (see [`crate::state`]), and `run` waits for the group commit after the
+//! lock is released, so concurrent calls share one `fdatasync`. What stays
+//! under the lock is in-memory work and quick filesystem calls (`mkdir`,
+//! `rename`), except copies of data for clones and snapshots. The SDK's
+//! [`Plugin`] already refuses a second call on the same volume while one is
+//! in flight.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 

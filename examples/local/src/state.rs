@@ -592,6 +592,10 @@ fn write_batch(
     layout: &Layout,
     batch: Vec<(u64, Vec<u8>, Option<State>)>,
 ) -> std::io::Result<()> {
+    // Data is renamed into place before the record naming it is committed;
+    // the renames become durable here, before the records do.
+    fsync_dir(&layout.volumes_dir())?;
+    fsync_dir(&layout.snapshots_dir())?;
     let mut buf = Vec::new();
     for (_, bytes, snapshot) in batch {
         buf.extend_from_slice(&bytes);

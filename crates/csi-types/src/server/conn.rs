@@ -91,7 +91,7 @@ impl<IO> ServerConn<IO> {
             rewriter: Rewriter::default(),
             out: Vec::new(),
             out_pos: 0,
-            scratch: vec![0; 16 * 1024].into_boxed_slice(),
+            scratch: vec![0; 8 * 1024].into_boxed_slice(),
             activity,
             idle,
             closed: false,
