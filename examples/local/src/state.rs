@@ -816,7 +816,7 @@ impl Store {
         next.journal_seq = rec.seq;
         let bytes = encode_record(&rec)?;
         shared.appended = rec.seq;
-        let snapshot = (rec.seq % SNAPSHOT_EVERY == 0).then(|| next.clone());
+        let snapshot = rec.seq.is_multiple_of(SNAPSHOT_EVERY).then(|| next.clone());
         shared.pending.push((rec.seq, bytes, snapshot));
         drop(shared);
         self.journal.work_cv.notify_one();

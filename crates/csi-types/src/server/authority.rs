@@ -270,7 +270,7 @@ impl Rewriter {
                 if flags & PADDED != 0 {
                     let pad = payload.first().copied().unwrap_or(0) as usize;
                     start = 1;
-                    end = end.checked_sub(pad).unwrap_or(0);
+                    end = end.saturating_sub(pad);
                 }
                 if flags & PRIORITY != 0 {
                     if start + 5 <= end {
@@ -591,9 +591,17 @@ mod tests {
             )
     }
 
+    /// A header list as sent: (name, value).
+    type Sent = Vec<(Vec<u8>, Vec<u8>)>;
+    /// A header list as decoded: (name, value, never indexed).
+    type Seen = Vec<(Vec<u8>, Vec<u8>, bool)>;
+
+    /// A frame other than a header block: (type, flags, payload).
+    type OtherFrame = (u8, u8, Vec<u8>);
+
     /// Encodes the blocks as a client would, returning the byte stream and,
     /// per block, the header list sent (without the never-indexed marks).
-    fn client_stream(blocks: &[BlockSpec]) -> (Vec<u8>, Vec<Vec<(Vec<u8>, Vec<u8>)>>) {
+    fn client_stream(blocks: &[BlockSpec]) -> (Vec<u8>, Vec<Sent>) {
         let mut enc = httlib_hpack::Encoder::default();
         let mut stream = PREFACE.to_vec();
         stream.extend(frame(4, 0, 0, &[0, 4, 0, 0, 0x10, 0])); // SETTINGS
@@ -654,8 +662,7 @@ mod tests {
 
     /// Parses the rewritten stream: header lists (decoded by the reference
     /// decoder, as the server's table sees them) and the other frames.
-    #[allow(clippy::type_complexity)] // test-only tuple of what a server sees
-    fn server_view(mut s: &[u8]) -> (Vec<Vec<(Vec<u8>, Vec<u8>, bool)>>, Vec<(u8, u8, Vec<u8>)>) {
+    fn server_view(mut s: &[u8]) -> (Vec<Seen>, Vec<OtherFrame>) {
         assert!(s.starts_with(PREFACE));
         s = &s[PREFACE.len()..];
         let mut dec = httlib_hpack::Decoder::default();
