@@ -302,7 +302,7 @@ impl State {
     /// The changes that turn `self` into `next`, applying them to `next`'s
     /// index (which the copy inherited from `self`). Costs the number of
     /// changes, not the size of the tables.
-    fn changes_to(&self, next: &mut State) -> Record {
+    fn changes_to(&self, next: &mut State) -> (Record, NewData) {
         use imbl::ordmap::DiffItem;
         let mut rec = Record {
             seq: 0,
@@ -310,7 +310,9 @@ impl State {
             changes: Vec::new(),
         };
         let mut index = std::mem::take(&mut next.index);
+        let mut new_data = NewData::default();
         for d in self.volumes.diff(&next.volumes) {
+            new_data.volumes |= matches!(d, DiffItem::Add(..));
             let (id, old, new) = match d {
                 DiffItem::Add(k, v) => (k, None, Some(v)),
                 DiffItem::Update { old, new } => (old.0, Some(old.1), Some(new.1)),
@@ -320,6 +322,7 @@ impl State {
             rec.changes.push(Change::Volume(id.clone(), new.cloned()));
         }
         for d in self.snapshots.diff(&next.snapshots) {
+            new_data.snapshots |= matches!(d, DiffItem::Add(..));
             let (id, old, new) = match d {
                 DiffItem::Add(k, v) => (k, None, Some(v)),
                 DiffItem::Update { old, new } => (old.0, Some(old.1), Some(new.1)),
@@ -344,7 +347,7 @@ impl State {
         plain!(staged, Staged);
         plain!(published, Published);
         next.index = index;
-        rec
+        (rec, new_data)
     }
 
     /// Applies a journal record (when replaying).
@@ -380,6 +383,14 @@ struct Record {
     seq: u64,
     next_id: u64,
     changes: Vec<Change>,
+}
+
+/// Which data directories hold entries renamed into place for a record's
+/// new objects, to be fsynced before the record is written.
+#[derive(Clone, Copy, Debug, Default)]
+struct NewData {
+    volumes: bool,
+    snapshots: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -490,12 +501,21 @@ fn read_journal(bytes: &[u8]) -> (Vec<Record>, usize) {
     (records, at)
 }
 
+/// A record waiting for the committer.
+struct Pending {
+    seq: u64,
+    bytes: Vec<u8>,
+    new_data: NewData,
+    /// The state to snapshot once this record is written, if one is due.
+    snapshot: Option<State>,
+}
+
 /// What the committer shares with the callers.
 #[derive(Default)]
 struct Shared {
     /// Encoded records not yet written, with the state to snapshot after
     /// writing a record, if due.
-    pending: Vec<(u64, Vec<u8>, Option<State>)>,
+    pending: Vec<Pending>,
     /// Data to remove once the record with this sequence number is durable.
     removals: Vec<(u64, PathBuf)>,
     /// The last sequence number handed out.
@@ -550,7 +570,7 @@ impl Journal {
                     return;
                 }
                 let batch = std::mem::take(&mut s.pending);
-                let last = batch.last().map_or(s.durable, |b| b.0);
+                let last = batch.last().map_or(s.durable, |b| b.seq);
                 (batch, last)
             };
             let result = write_batch(&mut file, &layout, batch);
@@ -587,19 +607,19 @@ fn failed(why: &str) -> CsiError {
 
 /// Writes a batch of records, snapshotting (and emptying the journal) after
 /// a record that asks for it.
-fn write_batch(
-    file: &mut fs::File,
-    layout: &Layout,
-    batch: Vec<(u64, Vec<u8>, Option<State>)>,
-) -> std::io::Result<()> {
+fn write_batch(file: &mut fs::File, layout: &Layout, batch: Vec<Pending>) -> std::io::Result<()> {
     // Data is renamed into place before the record naming it is committed;
     // the renames become durable here, before the records do.
-    fsync_dir(&layout.volumes_dir())?;
-    fsync_dir(&layout.snapshots_dir())?;
+    if batch.iter().any(|p| p.new_data.volumes) {
+        fsync_dir(&layout.volumes_dir())?;
+    }
+    if batch.iter().any(|p| p.new_data.snapshots) {
+        fsync_dir(&layout.snapshots_dir())?;
+    }
     let mut buf = Vec::new();
-    for (_, bytes, snapshot) in batch {
-        buf.extend_from_slice(&bytes);
-        if let Some(state) = snapshot {
+    for p in batch {
+        buf.extend_from_slice(&p.bytes);
+        if let Some(state) = p.snapshot {
             file.write_all(&buf)?;
             buf.clear();
             file.sync_data()?;
@@ -803,7 +823,7 @@ impl Store {
     /// one `fdatasync`). Refused, with the state unchanged, if the journal
     /// failed earlier.
     pub fn commit(&mut self, mut next: State) -> Result<(), CsiError> {
-        let mut rec = self.state.changes_to(&mut next);
+        let (mut rec, new_data) = self.state.changes_to(&mut next);
         let mut shared = self.journal.lock();
         if let Some(why) = &shared.failed {
             return Err(failed(why));
@@ -817,7 +837,12 @@ impl Store {
         let bytes = encode_record(&rec)?;
         shared.appended = rec.seq;
         let snapshot = rec.seq.is_multiple_of(SNAPSHOT_EVERY).then(|| next.clone());
-        shared.pending.push((rec.seq, bytes, snapshot));
+        shared.pending.push(Pending {
+            seq: rec.seq,
+            bytes,
+            new_data,
+            snapshot,
+        });
         drop(shared);
         self.journal.work_cv.notify_one();
         self.state = next;
