@@ -303,50 +303,33 @@ impl State {
     /// index (which the copy inherited from `self`). Costs the number of
     /// changes, not the size of the tables.
     fn changes_to(&self, next: &mut State) -> (Record, NewData) {
-        use imbl::ordmap::DiffItem;
-        let mut rec = Record {
+        let mut changes = Vec::new();
+        let mut index = std::mem::take(&mut next.index);
+        let new_data = NewData {
+            volumes: diff(&self.volumes, &next.volumes, |id, old, new| {
+                index.volume(id, old, new);
+                changes.push(Change::Volume(id.clone(), new.cloned()));
+            }),
+            snapshots: diff(&self.snapshots, &next.snapshots, |id, old, new| {
+                index.snapshot(id, old, new);
+                changes.push(Change::Snapshot(id.clone(), new.cloned()));
+            }),
+        };
+        diff(&self.groups, &next.groups, |id, _, new| {
+            changes.push(Change::Group(id.clone(), new.cloned()))
+        });
+        diff(&self.staged, &next.staged, |id, _, new| {
+            changes.push(Change::Staged(id.clone(), new.cloned()))
+        });
+        diff(&self.published, &next.published, |id, _, new| {
+            changes.push(Change::Published(id.clone(), new.cloned()))
+        });
+        next.index = index;
+        let rec = Record {
             seq: 0,
             next_id: next.next_id,
-            changes: Vec::new(),
+            changes,
         };
-        let mut index = std::mem::take(&mut next.index);
-        let mut new_data = NewData::default();
-        for d in self.volumes.diff(&next.volumes) {
-            new_data.volumes |= matches!(d, DiffItem::Add(..));
-            let (id, old, new) = match d {
-                DiffItem::Add(k, v) => (k, None, Some(v)),
-                DiffItem::Update { old, new } => (old.0, Some(old.1), Some(new.1)),
-                DiffItem::Remove(k, v) => (k, Some(v), None),
-            };
-            index.volume(id, old, new);
-            rec.changes.push(Change::Volume(id.clone(), new.cloned()));
-        }
-        for d in self.snapshots.diff(&next.snapshots) {
-            new_data.snapshots |= matches!(d, DiffItem::Add(..));
-            let (id, old, new) = match d {
-                DiffItem::Add(k, v) => (k, None, Some(v)),
-                DiffItem::Update { old, new } => (old.0, Some(old.1), Some(new.1)),
-                DiffItem::Remove(k, v) => (k, Some(v), None),
-            };
-            index.snapshot(id, old, new);
-            rec.changes.push(Change::Snapshot(id.clone(), new.cloned()));
-        }
-        macro_rules! plain {
-            ($table:ident, $variant:ident) => {
-                for d in self.$table.diff(&next.$table) {
-                    rec.changes.push(match d {
-                        DiffItem::Add(k, v) | DiffItem::Update { new: (k, v), .. } => {
-                            Change::$variant(k.clone(), Some(v.clone()))
-                        }
-                        DiffItem::Remove(k, _) => Change::$variant(k.clone(), None),
-                    });
-                }
-            };
-        }
-        plain!(groups, Group);
-        plain!(staged, Staged);
-        plain!(published, Published);
-        next.index = index;
         (rec, new_data)
     }
 
@@ -374,6 +357,29 @@ impl State {
             }
         }
     }
+}
+
+/// Calls `f(key, old, new)` for each entry that differs between two
+/// versions of a table (skipping the structure they share); returns whether
+/// an entry was added.
+fn diff<V: PartialEq>(
+    old: &OrdMap<String, V>,
+    new: &OrdMap<String, V>,
+    mut f: impl FnMut(&String, Option<&V>, Option<&V>),
+) -> bool {
+    use imbl::ordmap::DiffItem;
+    let mut added = false;
+    for d in old.diff(new) {
+        match d {
+            DiffItem::Add(k, v) => {
+                added = true;
+                f(k, None, Some(v));
+            }
+            DiffItem::Update { old, new } => f(old.0, Some(old.1), Some(new.1)),
+            DiffItem::Remove(k, v) => f(k, Some(v), None),
+        }
+    }
+    added
 }
 
 /// One committed change of the state: the changed entries, whole (`None`:
