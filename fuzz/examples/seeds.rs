@@ -2,8 +2,9 @@
 //! `cargo +nightly run --example seeds`). The files are committed; rerun this after a format
 //! change and commit the result.
 //!
-//! - `slice_alloc_journal`: journals written by `Journaled` (devices added and removed, slices
-//!   allocated, grown, shrunk and freed), an empty journal, and a JSON snapshot followed by the
+//! - `slice_alloc_journal`: journals written by `Journaled` (devices added, removed, resized,
+//!   labelled, cordoned; slices allocated, grown, shrunk and freed; reservations made, renewed,
+//!   committed, released and expired), an empty journal, and a JSON snapshot followed by the
 //!   journal that continues it;
 //! - `csi_types_decode`: valid requests from the crate's `Arbitrary` strategies, each encoded
 //!   with prost behind the byte that selects its message;
@@ -71,6 +72,23 @@ fn journal_seeds(dir: &Path) -> Result<()> {
     j.free(c.id)?;
     j.add_device(DeviceSpec::new(DeviceId::new(3), 8 * GIB)?)?;
     j.remove_device(DeviceId::new(3))?;
+    // Reservations (renewed, committed, released, two expiring in one atomic frame), a capacity
+    // range, labels, a cordon, a device resize and a headroom change.
+    let r = j.reserve(GIB, &any, 0, 10)?;
+    j.renew(r.slice.id, 5, 10)?;
+    j.commit(r.slice.id, 6)?;
+    let r = j.reserve_range(GIB, 2 * GIB, &any, 6, 10)?;
+    j.release(r.slice.id)?;
+    j.reserve(GIB, &any, 6, 1)?;
+    j.reserve(GIB, &any, 6, 1)?;
+    j.expire(8)?;
+    j.allocate_range(GIB, 3 * GIB + GIB / 2, &any)?;
+    j.set_label(DeviceId::new(1), "topology.example.com/zone", "a")?;
+    j.remove_label(DeviceId::new(1), "topology.example.com/zone")?;
+    j.cordon(DeviceId::new(2))?;
+    j.uncordon(DeviceId::new(2))?;
+    j.resize_device(DeviceId::new(1), 128 * GIB)?;
+    j.set_reserved(DeviceId::new(1), 2 * GIB)?;
     let journal = j.writer().clone();
     decode_journal(&journal)?;
     write(dir, "journal", &journal)?;

@@ -6,7 +6,8 @@
 //!   records with `encode_record` after `JOURNAL_HEADER` reproduces `input[..valid_len]` byte for
 //!   byte, each frame at the offset the decoder reported (nothing is accepted that the encoder
 //!   would not have written);
-//! - `recover(None, ..)` agrees with `decode_journal` on `valid_len` and `torn_bytes`;
+//! - `recover(None, ..)` agrees with `decode_journal` on `valid_len`, `torn_bytes` and the
+//!   reported dropped tail;
 //! - with a snapshot: the input is split at the first `b"SLAJ"`; the bytes before it, when they
 //!   parse as a JSON `Snapshot`, are the snapshot and the rest is the journal. On success the
 //!   recovered allocator's own snapshot is accepted by `Allocator::from_snapshot` and is a fixed
@@ -69,9 +70,14 @@ fn check_recover(snapshot: Option<&Snapshot>, journal: &[u8]) {
         applied,
         valid_len,
         torn_bytes,
+        dropped,
     } = recovered;
     assert_eq!(valid_len, decoded.valid_len);
     assert_eq!(torn_bytes, decoded.torn_bytes);
+    assert_eq!(dropped, decoded.dropped);
+    if let Some(d) = &dropped {
+        assert_eq!((d.offset as usize, d.bytes as usize), (valid_len, torn_bytes));
+    }
     assert!(applied <= decoded.entries.len());
     let base = snapshot.map_or(0, |s| s.last_seq);
     assert!(last_seq >= base, "recovery went back before the snapshot");

@@ -4,9 +4,12 @@
 //! Both an in-process [`crate::Plugin`] and a remote `Client` (feature
 //! `client`) implement [`RawCsi`], so tools and conformance tests written
 //! against it run the same way in `cargo test` and over a socket. [`Csi`] is
-//! implemented for every [`RawCsi`]; it refuses a response that breaks the
-//! spec (a missing REQUIRED field, a negative size) with `INTERNAL`, naming
-//! the field, so a non-conformant plugin is caught at the first call.
+//! implemented for every [`RawCsi`]; it refuses a response that breaks a
+//! MUST rule of the spec (a missing REQUIRED field, a negative size) with
+//! `INTERNAL`, naming the field, so a non-conformant plugin is caught at the
+//! first call, and accepts, with a `tracing` warning, a response that only
+//! bends a rule the spec tells the CO to tolerate (an unknown entry in
+//! `published_node_ids`, an empty condition message): see [`crate::check`].
 
 use async_trait::async_trait;
 use futures::stream::{BoxStream, StreamExt};
@@ -103,14 +106,18 @@ macro_rules! define_apis {
         /// Every CSI RPC with typed requests and validated typed responses,
         /// for any [`RawCsi`].
         ///
-        /// A response that breaks the spec is refused with `INTERNAL`, naming
-        /// the RPC and the field.
+        /// A response that breaks a MUST rule of the spec is refused with
+        /// `INTERNAL`, naming the RPC and the field; one that bends a
+        /// tolerated rule is accepted and logged ([`crate::check`]).
         #[async_trait]
         pub trait Csi: RawCsi {
             $($(
                 #[doc = concat!("`", $rpc, "`, typed.")]
                 async fn $method(&self, req: $req) -> Result<$resp, CsiError> {
                     let resp = RawCsi::$method(self, req.into()).await?;
+                    for odd in crate::check::ResponseRules::tolerated(&resp) {
+                        tracing::warn!(rpc = $rpc, "the plugin's response bends a rule the spec tolerates: {odd}");
+                    }
                     $resp::try_from(resp).map_err(|e| invalid_response($rpc, e))
                 }
             )*)*

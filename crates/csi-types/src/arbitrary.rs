@@ -46,6 +46,7 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::{Index, select};
 
+use crate::bound::ObjectBound;
 use crate::controller::*;
 use crate::group_controller::*;
 use crate::identity::*;
@@ -712,8 +713,8 @@ arbitrary! {
     NodeGetVolumeStatsRequest => (any::<VolumeId>(), any::<NodePath>(), proptest::option::of(any::<NodePath>()))
         .prop_map(|(volume_id, volume_path, staging_target_path)| NodeGetVolumeStatsRequest {
             volume_id,
-            volume_path,
-            staging_target_path,
+            volume_path: ObjectBound::new(volume_path),
+            staging_target_path: ObjectBound::new(staging_target_path),
         });
     UsageUnit => select(vec![UsageUnit::Bytes, UsageUnit::Inodes]);
     VolumeUsage => (any::<UsageUnit>(), size_bytes(), size_bytes(), size_bytes())
@@ -732,9 +733,9 @@ arbitrary! {
             |(volume_id, volume_path, capacity_range, staging_target_path, volume_capability, secrets)| {
                 NodeExpandVolumeRequest {
                     volume_id,
-                    volume_path,
+                    volume_path: ObjectBound::new(volume_path),
                     capacity_range,
-                    staging_target_path,
+                    staging_target_path: ObjectBound::new(staging_target_path),
                     volume_capability,
                     secrets,
                 }
@@ -793,14 +794,14 @@ arbitrary! {
     DeleteVolumeGroupSnapshotRequest => (any::<GroupSnapshotId>(), vec(any::<SnapshotId>(), 1..=4), any::<Secrets>())
         .prop_map(|(group_snapshot_id, snapshot_ids, secrets)| DeleteVolumeGroupSnapshotRequest {
             group_snapshot_id,
-            snapshot_ids,
+            snapshot_ids: ObjectBound::new(snapshot_ids),
             secrets,
         });
     DeleteVolumeGroupSnapshotResponse => Just(DeleteVolumeGroupSnapshotResponse {});
     GetVolumeGroupSnapshotRequest => (any::<GroupSnapshotId>(), vec(any::<SnapshotId>(), 1..=4), any::<Secrets>())
         .prop_map(|(group_snapshot_id, snapshot_ids, secrets)| GetVolumeGroupSnapshotRequest {
             group_snapshot_id,
-            snapshot_ids,
+            snapshot_ids: ObjectBound::new(snapshot_ids),
             secrets,
         });
     GetVolumeGroupSnapshotResponse => any::<VolumeGroupSnapshot>()

@@ -25,14 +25,33 @@ pub enum ConnectError {
     /// The endpoint string is malformed.
     #[error(transparent)]
     Endpoint(#[from] EndpointError),
-    /// The connection failed.
-    #[error("connecting to {endpoint}: {source}")]
+    /// The connection failed. The message carries the whole chain of
+    /// causes down to the operating system's ("No such file or directory",
+    /// "Connection refused"), which tonic's own message leaves out.
+    #[error("connecting to {endpoint}: {}", cause_chain(.source))]
     Transport {
         /// Where.
         endpoint: String,
         /// Why.
         source: tonic::transport::Error,
     },
+}
+
+/// `error: cause: cause …`, skipping a cause whose text repeats the previous one.
+fn cause_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut last = out.clone();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !last.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        last = text;
+        next = cause.source();
+    }
+    out
 }
 
 /// A connection to a CSI endpoint, with a client for each of the five services.

@@ -391,7 +391,9 @@ impl From<ListVolumesRequest> for proto::ListVolumesRequest {
 /// A volume's publication status, in `ListVolumes` and `ControllerGetVolume`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct VolumeStatus {
-    /// The nodes it is published to.
+    /// The nodes it is published to. Received from a plugin, it holds the
+    /// entries that are node ids: the spec lets a plugin list others and
+    /// tells the CO to be resilient to that ([`crate::check`]).
     pub published_node_ids: Vec<NodeId>,
     /// Its health, for `VOLUME_CONDITION` capable plugins.
     pub volume_condition: Option<VolumeCondition>,
@@ -404,12 +406,12 @@ impl VolumeStatus {
         volume_condition: Option<proto::VolumeCondition>,
     ) -> Result<Self, CsiError> {
         Ok(VolumeStatus {
-            published_node_ids: crate::types::id_list(
-                &at(field, "published_node_ids"),
-                published_node_ids,
-                false,
-                NodeId::parse,
-            )?,
+            // A tolerated rule (see `crate::check`): entries that are not
+            // node ids are ignored, not refused.
+            published_node_ids: published_node_ids
+                .into_iter()
+                .filter_map(|id| NodeId::new(id).ok())
+                .collect(),
             volume_condition: optional(&at(field, "volume_condition"), volume_condition)?,
         })
     }

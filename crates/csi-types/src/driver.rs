@@ -131,9 +131,12 @@ pub trait ControllerPublisher: Send + Sync {
 
     /// `ControllerUnpublishVolume`: undo a publish.
     ///
-    /// Idempotent: unpublishing what is not published succeeds. Errors:
-    /// `NOT_FOUND` when the volume or node does not exist and the plugin
-    /// cannot assume the volume unpublished.
+    /// Idempotent: unpublishing what is not published succeeds, and so
+    /// SHOULD unpublishing a volume or from a node that cannot be found
+    /// (the spec: it "can be safely regarded as ControllerUnpublished";
+    /// cleanup loops of COs depend on it). Errors: `NOT_FOUND` only when
+    /// the volume or node does not exist and the plugin cannot assume the
+    /// volume unpublished.
     async fn controller_unpublish_volume(
         &self,
         req: ControllerUnpublishVolumeRequest,
@@ -317,6 +320,10 @@ pub trait NodeVolumeStats: Send + Sync {
     /// `NodeGetVolumeStats`: usage of a published or staged volume.
     ///
     /// Errors: `NOT_FOUND` when the volume does not exist at `volume_path`.
+    /// `volume_path` and `staging_target_path` are object-bound
+    /// ([`crate::bound`]): look the volume up first and answer `NOT_FOUND`
+    /// if it is unknown, then call `req.volume_path.get()?` (a malformed
+    /// path is `INVALID_ARGUMENT`).
     async fn node_get_volume_stats(
         &self,
         req: NodeGetVolumeStatsRequest,
@@ -332,6 +339,9 @@ pub trait NodeExpander: Send + Sync {
     /// Idempotent. Errors: `INVALID_ARGUMENT` when the capability does not
     /// allow expansion; `NOT_FOUND`; `FAILED_PRECONDITION` when the volume is
     /// in use and online expansion is unsupported; `OUT_OF_RANGE`.
+    /// `volume_path` and `staging_target_path` are object-bound
+    /// ([`crate::bound`]): an unknown volume is `NOT_FOUND` whatever the
+    /// paths hold; validate them with `.get()?` after the lookup.
     async fn node_expand_volume(
         &self,
         req: NodeExpandVolumeRequest,
@@ -354,15 +364,19 @@ pub trait GroupController: Send + Sync {
     ) -> Result<CreateVolumeGroupSnapshotResponse, CsiError>;
 
     /// `DeleteVolumeGroupSnapshot`. Idempotent: deleting one that does not
-    /// exist succeeds. Errors: `INVALID_ARGUMENT` when `snapshot_ids` does not
-    /// match the group's members; `FAILED_PRECONDITION` when in use.
+    /// exist succeeds, whatever `snapshot_ids` holds (it is object-bound,
+    /// [`crate::bound`]: call `req.snapshot_ids.get()?` after the lookup).
+    /// Errors: `INVALID_ARGUMENT` when `snapshot_ids` is empty, malformed or
+    /// does not match the group's members; `FAILED_PRECONDITION` when in use.
     async fn delete_volume_group_snapshot(
         &self,
         req: DeleteVolumeGroupSnapshotRequest,
     ) -> Result<DeleteVolumeGroupSnapshotResponse, CsiError>;
 
-    /// `GetVolumeGroupSnapshot`. Errors: `INVALID_ARGUMENT` when
-    /// `snapshot_ids` does not match; `NOT_FOUND`.
+    /// `GetVolumeGroupSnapshot`. Errors: `NOT_FOUND` for an unknown group
+    /// snapshot, whatever `snapshot_ids` holds (object-bound,
+    /// [`crate::bound`]); then `INVALID_ARGUMENT` when `snapshot_ids` is
+    /// empty, malformed or does not match.
     async fn get_volume_group_snapshot(
         &self,
         req: GetVolumeGroupSnapshotRequest,

@@ -3,6 +3,7 @@
 use std::time::SystemTime;
 
 use crate::CsiError;
+use crate::bound::ObjectBound;
 use crate::capabilities::GroupControllerCapabilities;
 use crate::ids::{GroupSnapshotId, GroupSnapshotName, SnapshotId, VolumeId};
 use crate::proto;
@@ -153,7 +154,9 @@ pub struct DeleteVolumeGroupSnapshotRequest {
     /// The group snapshot.
     pub group_snapshot_id: GroupSnapshotId,
     /// Its member snapshots, as the CO knows them; at least one.
-    pub snapshot_ids: Vec<SnapshotId>,
+    /// Object-bound: validated by [`ObjectBound::get`] after the group
+    /// snapshot was found (see [`crate::bound`]).
+    pub snapshot_ids: ObjectBound<Vec<SnapshotId>>,
     /// Secrets for the storage system.
     pub secrets: Secrets,
 }
@@ -168,7 +171,9 @@ pub struct GetVolumeGroupSnapshotRequest {
     /// The group snapshot.
     pub group_snapshot_id: GroupSnapshotId,
     /// Its member snapshots, as the CO knows them; at least one.
-    pub snapshot_ids: Vec<SnapshotId>,
+    /// Object-bound: validated by [`ObjectBound::get`] after the group
+    /// snapshot was found (see [`crate::bound`]).
+    pub snapshot_ids: ObjectBound<Vec<SnapshotId>>,
     /// Secrets for the storage system.
     pub secrets: Secrets,
 }
@@ -188,7 +193,7 @@ macro_rules! group_id_request {
                 fn try_from(p: $wire) -> Result<Self, CsiError> {
                     Ok($typed {
                         group_snapshot_id: GroupSnapshotId::parse("group_snapshot_id", p.group_snapshot_id)?,
-                        snapshot_ids: id_list("snapshot_ids", p.snapshot_ids, true, SnapshotId::parse)?,
+                        snapshot_ids: ObjectBound::from_raw(p.snapshot_ids),
                         secrets: Secrets::parse("secrets", p.secrets)?,
                     })
                 }
@@ -198,7 +203,7 @@ macro_rules! group_id_request {
                 fn from(r: $typed) -> Self {
                     Self {
                         group_snapshot_id: r.group_snapshot_id.into_string(),
-                        snapshot_ids: r.snapshot_ids.into_iter().map(String::from).collect(),
+                        snapshot_ids: r.snapshot_ids.into_raw(),
                         secrets: r.secrets.into_inner(),
                     }
                 }

@@ -80,6 +80,11 @@
 //!   (a driver that sets a public field out of bounds gets `INTERNAL`, not a
 //!   malformed reply). Sizes are `u64`; the wire's `int64` cannot carry more
 //!   than `i64::MAX`, and larger values are sent as `i64::MAX`.
+//!   Two rules shape the typed layer where the spec leaves room: a request
+//!   that names a missing object gets the missing-object answer first, its
+//!   *object-bound* fields kept raw until the driver's lookup ([`bound`]);
+//!   and response rules come in two severities, MUST (an error in the
+//!   client) and tolerated (accepted, with a warning) ([`check`]).
 //! - [`driver`]: the traits a driver implements; [`Plugin`]: the bundle.
 //! - [`RawCsi`] / [`Csi`]: every RPC, wire-level or typed, implemented by
 //!   [`Plugin`] and by `client::Client`.
@@ -94,7 +99,9 @@
 //! - `proptest`: `Arbitrary` for every typed request, response and newtype.
 
 pub mod api;
+pub mod bound;
 pub mod capabilities;
+pub mod check;
 #[cfg(feature = "client")]
 pub mod client;
 pub mod controller;
@@ -124,6 +131,7 @@ pub mod arbitrary;
 struct WorkspaceReadme;
 
 pub use api::{Csi, RawCsi};
+pub use bound::ObjectBound;
 pub use capabilities::*;
 pub use controller::*;
 pub use driver::*;

@@ -1,6 +1,7 @@
 //! Typed requests and responses of the Node service.
 
 use crate::CsiError;
+use crate::bound::ObjectBound;
 use crate::capabilities::NodeCapabilities;
 use crate::ids::{NodeId, NodePath, VolumeId};
 use crate::proto;
@@ -188,10 +189,11 @@ pub struct NodeUnpublishVolumeResponse {}
 pub struct NodeGetVolumeStatsRequest {
     /// The volume.
     pub volume_id: VolumeId,
-    /// A path where it is published or staged.
-    pub volume_path: NodePath,
-    /// Where it is staged, if the CO says.
-    pub staging_target_path: Option<NodePath>,
+    /// A path where it is published or staged. Object-bound: validated by
+    /// [`ObjectBound::get`] after the volume was found (see [`crate::bound`]).
+    pub volume_path: ObjectBound<NodePath>,
+    /// Where it is staged, if the CO says. Object-bound, like `volume_path`.
+    pub staging_target_path: ObjectBound<Option<NodePath>>,
 }
 
 impl TryFrom<proto::NodeGetVolumeStatsRequest> for NodeGetVolumeStatsRequest {
@@ -199,12 +201,8 @@ impl TryFrom<proto::NodeGetVolumeStatsRequest> for NodeGetVolumeStatsRequest {
     fn try_from(p: proto::NodeGetVolumeStatsRequest) -> Result<Self, CsiError> {
         Ok(NodeGetVolumeStatsRequest {
             volume_id: VolumeId::parse("volume_id", p.volume_id)?,
-            volume_path: NodePath::parse("volume_path", p.volume_path)?,
-            staging_target_path: optional_id(
-                "staging_target_path",
-                p.staging_target_path,
-                NodePath::parse,
-            )?,
+            volume_path: ObjectBound::from_raw(p.volume_path),
+            staging_target_path: ObjectBound::from_raw(p.staging_target_path),
         })
     }
 }
@@ -213,8 +211,8 @@ impl From<NodeGetVolumeStatsRequest> for proto::NodeGetVolumeStatsRequest {
     fn from(r: NodeGetVolumeStatsRequest) -> Self {
         proto::NodeGetVolumeStatsRequest {
             volume_id: r.volume_id.into_string(),
-            volume_path: r.volume_path.into_string(),
-            staging_target_path: r.staging_target_path.map(String::from).unwrap_or_default(),
+            volume_path: r.volume_path.into_raw(),
+            staging_target_path: r.staging_target_path.into_raw(),
         }
     }
 }
@@ -311,12 +309,13 @@ impl From<NodeGetVolumeStatsResponse> for proto::NodeGetVolumeStatsResponse {
 pub struct NodeExpandVolumeRequest {
     /// The volume.
     pub volume_id: VolumeId,
-    /// A path where it is published or staged.
-    pub volume_path: NodePath,
+    /// A path where it is published or staged. Object-bound: validated by
+    /// [`ObjectBound::get`] after the volume was found (see [`crate::bound`]).
+    pub volume_path: ObjectBound<NodePath>,
     /// The new capacity, if the CO says.
     pub capacity_range: Option<CapacityRange>,
-    /// Where it is staged, if the CO says.
-    pub staging_target_path: Option<NodePath>,
+    /// Where it is staged, if the CO says. Object-bound, like `volume_path`.
+    pub staging_target_path: ObjectBound<Option<NodePath>>,
     /// How it is used, if the CO says.
     pub volume_capability: Option<VolumeCapability>,
     /// Secrets for the storage system.
@@ -328,13 +327,9 @@ impl TryFrom<proto::NodeExpandVolumeRequest> for NodeExpandVolumeRequest {
     fn try_from(p: proto::NodeExpandVolumeRequest) -> Result<Self, CsiError> {
         Ok(NodeExpandVolumeRequest {
             volume_id: VolumeId::parse("volume_id", p.volume_id)?,
-            volume_path: NodePath::parse("volume_path", p.volume_path)?,
+            volume_path: ObjectBound::from_raw(p.volume_path),
             capacity_range: optional("capacity_range", p.capacity_range)?,
-            staging_target_path: optional_id(
-                "staging_target_path",
-                p.staging_target_path,
-                NodePath::parse,
-            )?,
+            staging_target_path: ObjectBound::from_raw(p.staging_target_path),
             volume_capability: optional("volume_capability", p.volume_capability)?,
             secrets: Secrets::parse("secrets", p.secrets)?,
         })
@@ -345,9 +340,9 @@ impl From<NodeExpandVolumeRequest> for proto::NodeExpandVolumeRequest {
     fn from(r: NodeExpandVolumeRequest) -> Self {
         proto::NodeExpandVolumeRequest {
             volume_id: r.volume_id.into_string(),
-            volume_path: r.volume_path.into_string(),
+            volume_path: r.volume_path.into_raw(),
             capacity_range: r.capacity_range.map(Into::into),
-            staging_target_path: r.staging_target_path.map(String::from).unwrap_or_default(),
+            staging_target_path: r.staging_target_path.into_raw(),
             volume_capability: r.volume_capability.map(Into::into),
             secrets: r.secrets.into_inner(),
         }

@@ -995,6 +995,12 @@ macro_rules! wire_responses {
         $($(
             impl WireResponse for proto::$resp {
                 fn check(&self) -> Result<(), CsiError> {
+                    // Both severities: a driver served here is held to
+                    // the tolerated rules too (see `crate::check`).
+                    if let Some(odd) = crate::check::ResponseRules::tolerated(self).into_iter().next() {
+                        let rule = odd.rule.split(';').next().unwrap_or_default();
+                        return Err(CsiError::invalid(odd.field, rule));
+                    }
                     $resp::try_from(self.clone()).map(drop)
                 }
             }

@@ -1543,6 +1543,53 @@ where
     Ok(())
 }
 
+/// As [`check`], with the object-bound fields (`csi_types::bound`) broken
+/// too: each of those breaks must pass the typed conversion — so a driver
+/// can answer for a missing object first — and then fail in `validate_bound`
+/// (the driver's `ObjectBound::get` calls), naming its field.
+fn check_bound<T, P>(
+    valid: T,
+    breaks: Vec<Break<P>>,
+    bound: Vec<Break<P>>,
+    validate_bound: impl Fn(&T) -> Result<(), CsiError>,
+) -> Result<(), TestCaseError>
+where
+    T: TryFrom<P, Error = CsiError> + Into<P> + Debug + Clone,
+    P: Clone + Debug,
+{
+    let wire: P = valid.clone().into();
+    prop_assert!(
+        validate_bound(&valid).is_ok(),
+        "the unbroken request must be valid: {wire:?}"
+    );
+    prop_assert!(!bound.is_empty());
+    for b in &bound {
+        let mut p = wire.clone();
+        (b.apply)(&mut p);
+        let typed = T::try_from(p.clone());
+        prop_assert!(
+            typed.is_ok(),
+            "{}: an object-bound break must pass the conversion: {:?}",
+            b.what,
+            typed
+        );
+        match validate_bound(&typed.unwrap()) {
+            Err(CsiError::InvalidArgument { field, rule }) => {
+                prop_assert_eq!(&field, &b.field, "{} (rule: {})", b.what, rule);
+                prop_assert!(!rule.is_empty());
+            }
+            other => prop_assert!(
+                false,
+                "{}: expected InvalidArgument on `{}` after the lookup, got {:?}",
+                b.what,
+                b.field,
+                other
+            ),
+        }
+    }
+    check(valid, breaks)
+}
+
 /// Shorthand for lifting the breaks of one field reached by a place expression.
 macro_rules! field {
     ($ty:ty, $name:literal, |$p:ident| $place:expr, $breaks:expr) => {
@@ -2012,20 +2059,18 @@ fn node_errors_name_the_field() {
         any::<NodeGetVolumeStatsRequest>(),
         |r| {
             type P = proto::NodeGetVolumeStatsRequest;
-            let mut b = field!(P, "volume_id", |p| &mut p.volume_id, id_breaks());
-            b.extend(field!(
-                P,
-                "volume_path",
-                |p| &mut p.volume_path,
-                path_breaks()
-            ));
-            b.extend(field!(
+            let b = field!(P, "volume_id", |p| &mut p.volume_id, id_breaks());
+            let mut bound = field!(P, "volume_path", |p| &mut p.volume_path, path_breaks());
+            bound.extend(field!(
                 P,
                 "staging_target_path",
                 |p| &mut p.staging_target_path,
                 optional_path_breaks()
             ));
-            check(r, b)
+            check_bound(r, b, bound, |t: &NodeGetVolumeStatsRequest| {
+                t.volume_path.get()?;
+                t.staging_target_path.get().map(drop)
+            })
         },
     );
 
@@ -2035,19 +2080,14 @@ fn node_errors_name_the_field() {
         |r| {
             type P = proto::NodeExpandVolumeRequest;
             let mut b = field!(P, "volume_id", |p| &mut p.volume_id, id_breaks());
-            b.extend(field!(
-                P,
-                "volume_path",
-                |p| &mut p.volume_path,
-                path_breaks()
-            ));
+            let mut bound = field!(P, "volume_path", |p| &mut p.volume_path, path_breaks());
             b.extend(field!(
                 P,
                 "capacity_range",
                 |p| p.capacity_range.get_or_insert_default(),
                 capacity_breaks()
             ));
-            b.extend(field!(
+            bound.extend(field!(
                 P,
                 "staging_target_path",
                 |p| &mut p.staging_target_path,
@@ -2060,7 +2100,10 @@ fn node_errors_name_the_field() {
                 capability_breaks()
             ));
             b.extend(field!(P, "secrets", |p| &mut p.secrets, secret_breaks()));
-            check(r, b)
+            check_bound(r, b, bound, |t: &NodeExpandVolumeRequest| {
+                t.volume_path.get()?;
+                t.staging_target_path.get().map(drop)
+            })
         },
     );
 }
@@ -2091,21 +2134,23 @@ fn group_controller_and_snapshot_metadata_errors_name_the_field() {
         (any::<DeleteVolumeGroupSnapshotRequest>(), any::<Index>()),
         |(r, at)| {
             type P = proto::DeleteVolumeGroupSnapshotRequest;
-            let n = r.snapshot_ids.len();
+            let n = r.snapshot_ids.raw().len();
             let mut b = field!(
                 P,
                 "group_snapshot_id",
                 |p| &mut p.group_snapshot_id,
                 id_breaks()
             );
-            b.extend(field!(
+            let bound = field!(
                 P,
                 "snapshot_ids",
                 |p| &mut p.snapshot_ids,
                 id_list_breaks(n, at)
-            ));
+            );
             b.extend(field!(P, "secrets", |p| &mut p.secrets, secret_breaks()));
-            check(r, b)
+            check_bound(r, b, bound, |t: &DeleteVolumeGroupSnapshotRequest| {
+                t.snapshot_ids.get().map(drop)
+            })
         },
     );
 
@@ -2114,21 +2159,23 @@ fn group_controller_and_snapshot_metadata_errors_name_the_field() {
         (any::<GetVolumeGroupSnapshotRequest>(), any::<Index>()),
         |(r, at)| {
             type P = proto::GetVolumeGroupSnapshotRequest;
-            let n = r.snapshot_ids.len();
+            let n = r.snapshot_ids.raw().len();
             let mut b = field!(
                 P,
                 "group_snapshot_id",
                 |p| &mut p.group_snapshot_id,
                 id_breaks()
             );
-            b.extend(field!(
+            let bound = field!(
                 P,
                 "snapshot_ids",
                 |p| &mut p.snapshot_ids,
                 id_list_breaks(n, at)
-            ));
+            );
             b.extend(field!(P, "secrets", |p| &mut p.secrets, secret_breaks()));
-            check(r, b)
+            check_bound(r, b, bound, |t: &GetVolumeGroupSnapshotRequest| {
+                t.snapshot_ids.get().map(drop)
+            })
         },
     );
 
@@ -2258,14 +2305,6 @@ fn snapshot_breaks() -> Vec<Break<proto::Snapshot>> {
     b
 }
 
-fn condition_breaks() -> Vec<Break<proto::VolumeCondition>> {
-    vec![brk(
-        "empty message",
-        "message",
-        |c: &mut proto::VolumeCondition| c.message.clear(),
-    )]
-}
-
 fn plugin_name_breaks() -> Vec<Break<String>> {
     vec![
         set_string("empty", ""),
@@ -2326,24 +2365,9 @@ fn responses_errors_name_the_field() {
                     move |p: &mut P, f| f(p.entries[i].volume.as_mut().unwrap()),
                     volume_breaks(),
                 ));
-                b.extend(lift(
-                    &format!("{entry}.status.published_node_ids[0]"),
-                    move |p: &mut P, f| {
-                        let s = p.entries[i].status.get_or_insert_default();
-                        s.published_node_ids = vec![String::new()];
-                        f(&mut s.published_node_ids[0]);
-                    },
-                    node_id_breaks(),
-                ));
-                b.extend(lift(
-                    &format!("{entry}.status.volume_condition"),
-                    move |p: &mut P, f| {
-                        let s = p.entries[i].status.get_or_insert_default();
-                        f(s.volume_condition
-                            .get_or_insert_with(|| VolumeCondition::healthy("ok").into()))
-                    },
-                    condition_breaks(),
-                ));
+                // `status.published_node_ids` entries and the condition's
+                // message bend tolerated rules only: see
+                // `tolerated_oddities_are_accepted_and_listed`.
             }
             check(r, b)
         },
@@ -2364,26 +2388,8 @@ fn responses_errors_name_the_field() {
                 |p| p.volume.as_mut().unwrap(),
                 volume_breaks()
             ));
-            b.extend(lift(
-                "status.published_node_ids[0]",
-                |p: &mut P, f| {
-                    let s = p.status.as_mut().unwrap();
-                    s.published_node_ids = vec!["node-1".into()];
-                    f(&mut s.published_node_ids[0]);
-                },
-                node_id_breaks(),
-            ));
-            b.extend(lift(
-                "status.volume_condition",
-                |p: &mut P, f| {
-                    f(p.status
-                        .as_mut()
-                        .unwrap()
-                        .volume_condition
-                        .get_or_insert_with(|| VolumeCondition::healthy("ok").into()))
-                },
-                condition_breaks(),
-            ));
+            // Tolerated rules only below `status`: see
+            // `tolerated_oddities_are_accepted_and_listed`.
             check(r, b)
         },
     );
@@ -2538,7 +2544,7 @@ fn responses_errors_name_the_field() {
                 ];
                 &mut p.usage[0]
             }
-            let mut b = lift("usage[0]", move |p: &mut P, f| f(usage(p)), {
+            let b = lift("usage[0]", move |p: &mut P, f| f(usage(p)), {
                 let mut b = vec![
                     brk("UNKNOWN unit", "unit", |u: &mut U| u.unit = 0),
                     brk("unit 9", "unit", |u: &mut U| u.unit = 9),
@@ -2553,14 +2559,6 @@ fn responses_errors_name_the_field() {
                 b.extend(field!(U, "used", |p| &mut p.used, non_negative_breaks()));
                 b
             });
-            b.extend(lift(
-                "volume_condition",
-                |p: &mut P, f| {
-                    f(p.volume_condition
-                        .get_or_insert_with(|| VolumeCondition::abnormal("x").into()))
-                },
-                condition_breaks(),
-            ));
             check(r, b)
         },
     );
@@ -3042,6 +3040,18 @@ impl Spec {
     }
 }
 
+/// REQUIRED fields the typed conversion lets through on purpose: the
+/// object-bound request fields (`csi_types::bound`, checked after the
+/// driver's lookup; see `check_bound`) and the tolerated response rules
+/// (`csi_types::check`).
+const NOT_BY_THE_CONVERSION: &[(&str, &str)] = &[
+    ("NodeGetVolumeStatsRequest", "volume_path"),
+    ("NodeExpandVolumeRequest", "volume_path"),
+    ("DeleteVolumeGroupSnapshotRequest", "snapshot_ids"),
+    ("GetVolumeGroupSnapshotRequest", "snapshot_ids"),
+    ("VolumeCondition", "message"),
+];
+
 fn required_enforced<T, P>(spec: &Spec, seen: &std::cell::RefCell<BTreeSet<FieldKey>>)
 where
     T: Arbitrary + Into<P> + TryFrom<P, Error = CsiError> + Debug,
@@ -3060,6 +3070,19 @@ where
         for (path, key, bytes) in removals {
             let damaged =
                 P::decode(bytes.as_slice()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            if NOT_BY_THE_CONVERSION.contains(&(key.0.as_str(), key.1.as_str())) {
+                // Object-bound (checked by `ObjectBound::get` after the
+                // lookup) or tolerated (listed by `check::ResponseRules`):
+                // the conversion must let the message through.
+                prop_assert!(
+                    T::try_from(damaged).is_ok(),
+                    "{}.{} removed at {path}: the conversion must accept it",
+                    key.0,
+                    key.1
+                );
+                seen.borrow_mut().insert(key);
+                continue;
+            }
             match T::try_from(damaged) {
                 Err(CsiError::InvalidArgument { field, .. }) => {
                     prop_assert_eq!(&field, &path, "{}.{} removed", key.0, key.1)
@@ -3168,17 +3191,66 @@ fn an_empty_topology_requirement_is_rejected() {
     }
 }
 
+/// The tolerated rules (`csi_types::check`): a response that bends one is
+/// accepted by the conversion and listed by `ResponseRules::tolerated`,
+/// naming the field; a `Plugin` still refuses to send it.
 #[test]
-fn a_volume_condition_message_is_at_most_128_bytes() {
-    // The general 128-byte string limit applies to messages from plugins too.
-    let wire = proto::VolumeCondition {
-        abnormal: true,
-        message: "m".repeat(129),
-    };
-    match VolumeCondition::try_from(wire) {
-        Err(CsiError::InvalidArgument { field, .. }) => assert_eq!(field, "message"),
-        other => panic!("expected InvalidArgument on message, got {other:?}"),
+fn tolerated_oddities_are_accepted_and_listed() {
+    use csi_types::check::ResponseRules;
+    // Published node ids that are not node ids (empty, 257 bytes) are dropped.
+    for odd in ["".to_string(), "n".repeat(257)] {
+        let wire = proto::ControllerGetVolumeResponse {
+            volume: Some(Volume::new(VolumeId::new("v").unwrap(), 1).into()),
+            status: Some(proto::controller_get_volume_response::VolumeStatus {
+                published_node_ids: vec![odd, "node-1".into()],
+                volume_condition: None,
+            }),
+        };
+        let found: Vec<String> = wire.tolerated().into_iter().map(|o| o.field).collect();
+        assert_eq!(found, ["status.published_node_ids[0]"]);
+        let typed = ControllerGetVolumeResponse::try_from(wire).unwrap();
+        assert_eq!(
+            typed.status.published_node_ids,
+            [NodeId::new("node-1").unwrap()]
+        );
     }
+    // A condition message that is empty or over 128 bytes is kept as received.
+    for message in [String::new(), "m".repeat(129)] {
+        let wire = proto::NodeGetVolumeStatsResponse {
+            usage: vec![],
+            volume_condition: Some(proto::VolumeCondition {
+                abnormal: true,
+                message: message.clone(),
+            }),
+        };
+        let found: Vec<String> = wire.tolerated().into_iter().map(|o| o.field).collect();
+        assert_eq!(found, ["volume_condition.message"]);
+        let typed = NodeGetVolumeStatsResponse::try_from(wire).unwrap();
+        assert_eq!(typed.volume_condition.unwrap().message, message);
+    }
+    // ListVolumes: both at once, in field order.
+    let wire = proto::ListVolumesResponse {
+        entries: vec![proto::list_volumes_response::Entry {
+            volume: Some(Volume::new(VolumeId::new("v").unwrap(), 1).into()),
+            status: Some(proto::list_volumes_response::VolumeStatus {
+                published_node_ids: vec![String::new()],
+                volume_condition: Some(proto::VolumeCondition {
+                    abnormal: false,
+                    message: String::new(),
+                }),
+            }),
+        }],
+        next_token: String::new(),
+    };
+    let found: Vec<String> = wire.tolerated().into_iter().map(|o| o.field).collect();
+    assert_eq!(
+        found,
+        [
+            "entries[0].status.published_node_ids[0]",
+            "entries[0].status.volume_condition.message"
+        ]
+    );
+    assert!(ListVolumesResponse::try_from(wire).is_ok());
 }
 
 #[test]

@@ -77,7 +77,7 @@ async fn all_five_services_answer_on_a_unix_socket() {
         &client,
         GetVolumeGroupSnapshotRequest {
             group_snapshot_id: GroupSnapshotId::new("nope").unwrap(),
-            snapshot_ids: vec![SnapshotId::new("s").unwrap()],
+            snapshot_ids: vec![SnapshotId::new("s").unwrap()].into(),
             secrets: Secrets::default(),
         },
     )

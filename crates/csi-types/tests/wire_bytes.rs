@@ -523,9 +523,9 @@ fn node_messages() {
 
     let expand = NodeExpandVolumeRequest {
         volume_id: VolumeId::new("vol-1").unwrap(),
-        volume_path: NodePath::new("/mnt/vol-1").unwrap(),
+        volume_path: ObjectBound::new(NodePath::new("/mnt/vol-1").unwrap()),
         capacity_range: Some(CapacityRange::new(Some(1 << 30), None).unwrap()),
-        staging_target_path: Some(NodePath::new("/staging/vol-1").unwrap()),
+        staging_target_path: ObjectBound::new(Some(NodePath::new("/staging/vol-1").unwrap())),
         volume_capability: Some(mount_capability()),
         secrets: secrets(),
     };
@@ -627,7 +627,7 @@ fn group_controller_messages() {
 
     let get = GetVolumeGroupSnapshotRequest {
         group_snapshot_id: GroupSnapshotId::new("group-1").unwrap(),
-        snapshot_ids: vec![SnapshotId::new("snap-1").unwrap()],
+        snapshot_ids: ObjectBound::new(vec![SnapshotId::new("snap-1").unwrap()]),
         secrets: secrets(),
     };
     let b = through_the_wire::<_, proto::GetVolumeGroupSnapshotRequest>(&get);

@@ -1,27 +1,56 @@
-//! `raid-map`: map logical sectors of an md array to member sectors.
+//! `raid-map`: md array address mapping on the command line, JSON lines out.
 //!
 //! ```text
-//! cargo run -p raid --example raid-map -- --level raid6 --layout left-symmetric \
-//!     --members 5 --chunk 64K --member-size 1G < sectors.txt
+//! raid-map map      --level raid6 --members 5 --chunk 64KiB --member-size 1GiB < sectors.txt
+//! raid-map unmap    --level raid6 --members 5 --chunk 64KiB --member-size 1GiB < member-sectors.txt
+//! raid-map stripe   --level raid6 --members 5 --chunk 64KiB --member-size 1GiB < stripes.txt
+//! raid-map capacity --level raid6 --members 5 --chunk 64KiB --member-size 1GiB
 //! ```
 //!
-//! Geometry on the command line, one logical sector (decimal, 512-byte
-//! units) per line on stdin, one JSON object per line on stdout:
-//! `{"logical":L,"copies":[{"member":M,"sector":S},…]}` plus, for RAID4/5/6,
-//! `"stripe"`, `"p"` and (RAID6) `"q"`. A line that is not a sector in the
-//! array produces `{"line":N,"input":"…","error":"…"}`; the tool goes on and
-//! exits with status 1 at the end. See the crate README for the format.
+//! `map` reads one logical sector per line, `unmap` one `MEMBER SECTOR` pair
+//! per line, `stripe` one stripe number per line (RAID4/5/6), and each
+//! prints one JSON object per line; `capacity` prints one object for the
+//! geometry. Sizes use the workspace's units (`storage-units`): `4096`,
+//! `64KiB`, `1GiB` (IEC, 1024^n) or `1GB` (SI, 1000^n). Exit status: 0 when
+//! everything was answered, 2 for bad input (bad arguments, or input lines
+//! that are not addresses of the array: each gets an `error` object on
+//! stdout and one line on stderr, and the tool carries on), 1 when the work
+//! itself failed (stdin unreadable, stdout unwritable). A closed stdout
+//! (`raid-map ... | head -1`) ends the tool quietly with status 0. See the
+//! crate README for the formats.
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, ErrorKind, Write};
 use std::process::ExitCode;
 
-use clap::Parser;
-use raid::{Geometry, Layout, Level};
-use serde_json::json;
+use clap::{Args, Parser, Subcommand};
+use raid::{ChunkSize, Geometry, Layout, Level, MemberContent, Sectors};
+use serde_json::{Value, json};
+use storage_units::ByteSize;
 
 #[derive(Parser)]
-#[command(about = "Map logical sectors of an md array to member sectors (JSON lines)")]
-struct Args {
+#[command(
+    name = "raid-map",
+    about = "md array address mapping: map, unmap, stripe roles, capacity (JSON lines)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Map logical sectors (one per stdin line) to every copy and the stripe's parity members.
+    Map(GeometryArgs),
+    /// Map member sectors (`MEMBER SECTOR` per stdin line) back to what they hold.
+    Unmap(GeometryArgs),
+    /// Roles of the members of stripes (one stripe number per stdin line): P, Q, data order, Q exponents.
+    Stripe(GeometryArgs),
+    /// Capacity and shape of the array (one JSON line; reads no input).
+    Capacity(GeometryArgs),
+}
+
+#[derive(Args)]
+struct GeometryArgs {
     /// RAID level: raid0, raid1, raid4, raid5, raid6, raid10 (or 0/1/4/5/6/10).
     #[arg(long)]
     level: String,
@@ -32,121 +61,277 @@ struct Args {
     /// Number of members.
     #[arg(long)]
     members: usize,
-    /// Chunk size: a number in KiB like mdadm's --chunk, or with a suffix
-    /// s (sectors), K, M, G. Ignored for raid1.
-    #[arg(long, default_value = "512K")]
+    /// Chunk size, e.g. 64KiB or 512KiB (a number alone is bytes); a
+    /// multiple of 4 KiB. Ignored for raid1.
+    #[arg(long, default_value = "512KiB")]
     chunk: String,
     /// Size of each member's data area: one size for all members or a
-    /// comma-separated list, in KiB or with a suffix s, K, M, G, T.
+    /// comma-separated list (1GiB, 500GB, 1073741824); whole 512-byte sectors.
     #[arg(long)]
     member_size: String,
 }
 
-fn parse_size(field: &str, s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let (num, mult) = match s.char_indices().last() {
-        Some((i, 's')) => (&s[..i], 1u64),
-        Some((i, 'K' | 'k')) => (&s[..i], 2),
-        Some((i, 'M' | 'm')) => (&s[..i], 2 << 10),
-        Some((i, 'G' | 'g')) => (&s[..i], 2 << 20),
-        Some((i, 'T' | 't')) => (&s[..i], 2 << 30),
-        _ => (s, 2),
-    };
-    num.parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| {
-            format!("{field}: `{s}` is not a size (a number with optional suffix s, K, M, G, T)")
-        })
+/// Parse a size with the workspace's unit rules into whole sectors.
+fn sectors(field: &str, text: &str) -> Result<Sectors, String> {
+    let size: ByteSize = text.trim().parse().map_err(|e| format!("{field}: {e}"))?;
+    Sectors::from_byte_size(size).map_err(|e| format!("{field}: {e}"))
 }
 
-fn build(args: &Args) -> Result<Geometry, String> {
-    let level: Level = args.level.parse().map_err(|e| format!("--level: {e}"))?;
-    let layout = Layout::parse(level, &args.layout).map_err(|e| format!("--layout: {e}"))?;
-    let chunk = if level == Level::Raid1 {
-        0
+/// Build the geometry, collecting every argument error (one message each).
+fn build(args: &GeometryArgs) -> Result<Geometry, Vec<String>> {
+    let mut errors = Vec::new();
+    let level: Option<Level> = args
+        .level
+        .parse()
+        .map_err(|e| errors.push(format!("--level: {e}")))
+        .ok();
+    let layout = level.and_then(|level| {
+        Layout::parse(level, &args.layout)
+            .map_err(|e| errors.push(format!("--layout: {e}")))
+            .ok()
+    });
+    let chunk = if level == Some(Level::Raid1) {
+        Some(0)
     } else {
-        parse_size("--chunk", &args.chunk)?
+        sectors("--chunk", &args.chunk)
+            .and_then(|s| {
+                ChunkSize::new(s)
+                    .map(|c| c.sectors().get())
+                    .map_err(|e| format!("--chunk: {e}"))
+            })
+            .map_err(|e| errors.push(e))
+            .ok()
     };
-    let sizes: Vec<u64> = args
-        .member_size
-        .split(',')
-        .map(|s| parse_size("--member-size", s))
-        .collect::<Result<_, _>>()?;
-    let sizes = match sizes.len() {
+    if args.members == 0 {
+        errors.push("--members: must be at least 1".into());
+    }
+    let given: Vec<&str> = args.member_size.split(',').collect();
+    let mut sizes = Vec::new();
+    for s in &given {
+        match sectors("--member-size", s) {
+            Ok(s) => sizes.push(s.get()),
+            Err(e) => errors.push(e),
+        }
+    }
+    let sizes = match given.len() {
+        _ if sizes.len() < given.len() => Vec::new(),
         1 => vec![sizes[0]; args.members],
         n if n == args.members => sizes,
         n => {
-            return Err(format!(
+            errors.push(format!(
                 "--member-size: {n} sizes given for {} members (give one or one per member)",
                 args.members
             ));
+            Vec::new()
         }
     };
-    Geometry::new(layout, chunk, &sizes).map_err(|e| e.to_string())
+    match (layout, chunk) {
+        (Some(layout), Some(chunk)) if errors.is_empty() => {
+            Geometry::new(layout, chunk, &sizes).map_err(|e| vec![e.to_string()])
+        }
+        _ => Err(errors),
+    }
 }
 
-fn main() -> ExitCode {
-    let args = Args::parse();
-    let g = match build(&args) {
-        Ok(g) => g,
-        Err(e) => {
-            eprintln!("raid-map: {e}");
-            return ExitCode::from(2);
-        }
-    };
+/// Exit statuses.
+const OK: u8 = 0;
+const WORK_FAILED: u8 = 1;
+const BAD_INPUT: u8 = 2;
+
+fn fail(lines: &[String], code: u8) -> ExitCode {
+    // Writing to a closed stderr must not panic either.
+    let mut err = std::io::stderr().lock();
+    for l in lines {
+        let _ = writeln!(err, "raid-map: {l}");
+    }
+    ExitCode::from(code)
+}
+
+/// A write error: a closed pipe ends the work quietly (status 0); anything
+/// else is a failure of the work.
+fn write_failed(e: std::io::Error) -> ExitCode {
+    if e.kind() == ErrorKind::BrokenPipe {
+        ExitCode::from(OK)
+    } else {
+        fail(&[format!("writing stdout: {e}")], WORK_FAILED)
+    }
+}
+
+/// Answer every non-blank stdin line with `answer`, one JSON object per
+/// line; bad lines get an error object and a stderr line.
+fn each_line(answer: impl Fn(&str) -> Result<Value, String>) -> ExitCode {
     let stdin = std::io::stdin();
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    let mut failed = false;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut bad = false;
     for (n, line) in stdin.lock().lines().enumerate() {
         let line = match line {
             Ok(l) => l,
             Err(e) => {
-                eprintln!("raid-map: reading stdin: {e}");
-                return ExitCode::from(2);
+                let _ = out.flush();
+                return fail(&[format!("reading stdin: {e}")], WORK_FAILED);
             }
         };
         let text = line.trim();
         if text.is_empty() {
             continue;
         }
-        let value = match text.parse::<u64>() {
-            Err(_) => Err(format!("`{text}` is not a decimal sector number")),
-            Ok(l) => g.map(l).map_err(|e| e.to_string()),
-        };
-        let obj = match value {
-            Ok(m) => {
-                let copies: Vec<_> = m
-                    .copies
-                    .iter()
-                    .map(|c| json!({"member": c.member, "sector": c.sector}))
-                    .collect();
-                let mut o = json!({"logical": m.logical, "copies": copies});
-                if let Some(p) = m.parity {
-                    o["stripe"] = json!(p.stripe);
-                    o["p"] = json!(p.p);
-                    if let Some(q) = p.q {
-                        o["q"] = json!(q);
-                    }
-                }
-                o
-            }
-            Err(e) => {
-                failed = true;
-                json!({"line": n + 1, "input": text, "error": e})
-            }
-        };
-        if writeln!(out, "{obj}").is_err() {
-            return ExitCode::from(2);
+        let obj = answer(text).unwrap_or_else(|e| {
+            bad = true;
+            let _ = writeln!(std::io::stderr().lock(), "raid-map: line {}: {e}", n + 1);
+            json!({"line": n + 1, "input": text, "error": e})
+        });
+        if let Err(e) = writeln!(out, "{obj}") {
+            return write_failed(e);
         }
     }
-    if out.flush().is_err() {
-        return ExitCode::from(2);
+    if let Err(e) = out.flush() {
+        return write_failed(e);
     }
-    if failed {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
+    ExitCode::from(if bad { BAD_INPUT } else { OK })
+}
+
+fn number(text: &str, what: &str) -> Result<u64, String> {
+    text.parse::<u64>()
+        .map_err(|_| format!("`{text}` is not a decimal {what}"))
+}
+
+fn map(g: &Geometry, text: &str) -> Result<Value, String> {
+    let m = g
+        .map(number(text, "sector number")?)
+        .map_err(|e| e.to_string())?;
+    let copies: Vec<_> = m
+        .copies
+        .iter()
+        .map(|c| json!({"member": c.member, "sector": c.sector}))
+        .collect();
+    let mut o = json!({"logical": m.logical, "copies": copies});
+    if let Some(p) = m.parity {
+        o["stripe"] = json!(p.stripe);
+        o["p"] = json!(p.p);
+        if let Some(q) = p.q {
+            o["q"] = json!(q);
+        }
+    }
+    Ok(o)
+}
+
+fn unmap(g: &Geometry, text: &str) -> Result<Value, String> {
+    let parts: Vec<&str> = text
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let [member, sector] = parts[..] else {
+        return Err(format!("`{text}` is not `MEMBER SECTOR`"));
+    };
+    let member = number(member, "member number")?;
+    let sector = number(sector, "sector number")?;
+    let member = usize::try_from(member).map_err(|_| format!("member {member} is too large"))?;
+    let mut o = json!({"member": member, "sector": sector});
+    match g.unmap(member, sector).map_err(|e| e.to_string())? {
+        MemberContent::Data { logical, copy } => {
+            o["content"] = json!("data");
+            o["logical"] = json!(logical);
+            o["copy"] = json!(copy);
+        }
+        MemberContent::P { stripe } => {
+            o["content"] = json!("p");
+            o["stripe"] = json!(stripe);
+        }
+        MemberContent::Q { stripe } => {
+            o["content"] = json!("q");
+            o["stripe"] = json!(stripe);
+        }
+        MemberContent::Unused => o["content"] = json!("unused"),
+    }
+    Ok(o)
+}
+
+fn stripe(g: &Geometry, text: &str) -> Result<Value, String> {
+    let s = g
+        .stripe_layout(number(text, "stripe number")?)
+        .map_err(|e| e.to_string())?;
+    let mut o = json!({
+        "stripe": s.stripe,
+        "member_sector": s.stripe * g.chunk_sectors(),
+        "sectors": g.chunk_sectors(),
+        "p": s.p,
+        "data": s.data,
+    });
+    if let Some(q) = s.q {
+        o["q"] = json!(q);
+        let exps: Vec<Value> = s
+            .q_exponent
+            .iter()
+            .enumerate()
+            .filter_map(|(m, e)| e.map(|e| json!([m, e])))
+            .collect();
+        o["q_exponent"] = json!(exps);
+    }
+    Ok(o)
+}
+
+fn capacity(g: &Geometry) -> Value {
+    let layout = g.layout();
+    let mut o = json!({
+        "level": layout.level().name(),
+        "layout": layout.mdadm_name(),
+        "members": g.members(),
+        "chunk_sectors": g.chunk_sectors(),
+        "member_sectors": g.member_sectors(),
+        "used_sectors": g.used_sectors(),
+        "array_sectors": g.array_sectors(),
+        "array_bytes": g.array_bytes(),
+        "array_size": g.array_size().to_string(),
+        "copies": g.copies(),
+        "tolerates": g.guaranteed_tolerance(),
+    });
+    if let Some(c) = g.chunk_size() {
+        o["chunk"] = json!(c.to_string());
+    }
+    if matches!(layout, Layout::Raid4 | Layout::Raid5(_) | Layout::Raid6(_)) {
+        o["data_members"] = json!(g.data_disks());
+        o["stripes"] = json!(g.stripes());
+    }
+    o
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        // Help and version go to stdout with status 0.
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("bad arguments");
+            return fail(
+                &[first.trim_start_matches("error: ").to_string()],
+                BAD_INPUT,
+            );
+        }
+    };
+    let (Cmd::Map(args) | Cmd::Unmap(args) | Cmd::Stripe(args) | Cmd::Capacity(args)) = &cli.cmd;
+    let g = match build(args) {
+        Ok(g) => g,
+        Err(errors) => return fail(&errors, BAD_INPUT),
+    };
+    match cli.cmd {
+        Cmd::Map(_) => each_line(|t| map(&g, t)),
+        Cmd::Unmap(_) => each_line(|t| unmap(&g, t)),
+        Cmd::Stripe(_) => {
+            if g.stripes() == 0 || g.stripe_layout(0).is_err() {
+                return fail(
+                    &[format!("stripe: {} has no parity stripes", g.layout())],
+                    BAD_INPUT,
+                );
+            }
+            each_line(|t| stripe(&g, t))
+        }
+        Cmd::Capacity(_) => {
+            let mut out = std::io::stdout().lock();
+            match writeln!(out, "{}", capacity(&g)).and_then(|_| out.flush()) {
+                Ok(()) => ExitCode::from(OK),
+                Err(e) => write_failed(e),
+            }
+        }
     }
 }

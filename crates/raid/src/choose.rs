@@ -20,6 +20,7 @@ use crate::error::{RaidError, Result};
 use crate::geometry::Geometry;
 use crate::layout::{Layout, Level, Raid0Layout, Raid10Layout};
 use crate::mdadm;
+use crate::units::{ChunkSize, Sectors};
 
 /// Default limit on drives in one volume.
 pub const DEFAULT_MAX_DRIVES: usize = 16;
@@ -37,10 +38,12 @@ pub struct LayoutRequest {
     pub striping: bool,
     /// Most drives one volume may use (default 16).
     pub max_drives: usize,
-    /// Chunk size for striped layouts, sectors (mdadm's default 512 KiB).
-    pub chunk_sectors: u64,
-    /// Explicit md data offset in sectors; `None` for mdadm's default.
-    pub data_offset_sectors: Option<u64>,
+    /// Chunk size for striped layouts (default mdadm's 512 KiB); RAID10
+    /// needs a power of two.
+    pub chunk: ChunkSize,
+    /// Explicit md data offset; `None` for mdadm's default (see
+    /// [`mdadm::geometry_for_devices`]).
+    pub data_offset: Option<Sectors>,
 }
 
 impl LayoutRequest {
@@ -53,8 +56,8 @@ impl LayoutRequest {
             redundancy: false,
             striping: false,
             max_drives: DEFAULT_MAX_DRIVES,
-            chunk_sectors: mdadm::DEFAULT_CHUNK_SECTORS,
-            data_offset_sectors: None,
+            chunk: ChunkSize::MDADM_DEFAULT,
+            data_offset: None,
         }
     }
 }
@@ -143,10 +146,10 @@ fn choose_layout_inner(req: &LayoutRequest) -> Result<LayoutChoice> {
             "max_drives must be at least 1".into(),
         ));
     }
-    let chunk = req.chunk_sectors;
-    if chunk < 8 || !chunk.is_power_of_two() {
+    if !req.chunk.sectors().get().is_power_of_two() {
         return Err(RaidError::NoLayoutFits(format!(
-            "chunk_sectors must be a power of two of at least 8, got {chunk}"
+            "chunk must be a power of two for raid10, got {}",
+            req.chunk
         )));
     }
     // Single drive: the smallest that holds the request.
@@ -188,7 +191,8 @@ fn choose_layout_inner(req: &LayoutRequest) -> Result<LayoutChoice> {
     let mut fits = Vec::new();
     for &i in &by_size {
         let dev = req.drive_bytes[i] / 512;
-        if let Ok(c) = mdadm::component_sectors(Level::Raid1, dev, 0, req.data_offset_sectors)
+        if let Ok(c) =
+            mdadm::component_sectors(Level::Raid1, dev, 0, req.data_offset.map(u64::from))
             && c * 512 >= req.size_bytes
         {
             fits.push(i);
@@ -199,7 +203,12 @@ fn choose_layout_inner(req: &LayoutRequest) -> Result<LayoutChoice> {
     }
     if fits.len() == 2 {
         let sectors: Vec<u64> = fits.iter().map(|&i| req.drive_bytes[i] / 512).collect();
-        let g = mdadm::geometry_for_devices(Layout::Raid1, 0, &sectors, req.data_offset_sectors)?;
+        let g = mdadm::geometry_for_devices(
+            Layout::Raid1,
+            0,
+            &sectors,
+            req.data_offset.map(u64::from),
+        )?;
         return Ok(LayoutChoice {
             kind: ChoiceKind::Raid1,
             usable_bytes: g.array_bytes(),
@@ -229,8 +238,13 @@ fn choose_striped(
     let limit = req.max_drives.min(req.drive_bytes.len());
     let geom = |set: &[usize]| -> Option<Geometry> {
         let sectors: Vec<u64> = set.iter().map(|&i| req.drive_bytes[i] / 512).collect();
-        mdadm::geometry_for_devices(layout, req.chunk_sectors, &sectors, req.data_offset_sectors)
-            .ok()
+        mdadm::geometry_for_devices(
+            layout,
+            req.chunk.sectors().get(),
+            &sectors,
+            req.data_offset.map(u64::from),
+        )
+        .ok()
     };
     let mut best_at_limit = 0;
     for count in min_count..=limit {

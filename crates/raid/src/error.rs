@@ -43,6 +43,24 @@ pub enum RaidError {
         /// The exclusive upper bound.
         limit: u64,
     },
+    /// A size breaks its type's rule (a chunk that is not a multiple of
+    /// 4 KiB, bytes that are not whole sectors, an overflow).
+    #[error("size {field}: {rule}")]
+    BadSize {
+        /// The size at fault (`chunk`, `bytes`, `data_offset`, …).
+        field: String,
+        /// The rule, with the offending value.
+        rule: String,
+    },
+    /// A parity backend was requested that this CPU (or this build's target
+    /// architecture) cannot run.
+    #[error("parity backend {backend} is not available: {reason}")]
+    UnsupportedBackend {
+        /// The backend asked for (`Avx512`, …).
+        backend: String,
+        /// Why it cannot run here.
+        reason: String,
+    },
     /// Buffers passed to a parity function do not fit together.
     #[error("parity buffers: {0}")]
     BadBuffers(String),
@@ -63,8 +81,10 @@ pub enum RaidError {
     /// A failure-domain description is inconsistent.
     #[error("failure domains: {0}")]
     BadDomains(String),
-    /// The array has already lost data, so a rebuild cannot be planned.
-    #[error("data is lost: failed members {failed:?} include every copy of some data ({detail})")]
+    /// The failed members take data beyond what the level can rebuild, so
+    /// a rebuild or write cannot be planned. `detail` says why in the
+    /// level's own terms (copies for RAID1/10, parity for RAID4/5/6).
+    #[error("data is lost with members {failed:?} failed: {detail}")]
     DataLost {
         /// The failed members.
         failed: Vec<usize>,

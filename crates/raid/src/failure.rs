@@ -179,17 +179,28 @@ impl FailureModel {
         let n = self.geometry.members();
         let k = failed.len();
         match self.geometry.layout() {
-            Layout::Raid0(_) => (k >= 1).then(|| "raid0 has no redundancy".to_string()),
-            Layout::Raid1 => (k >= n).then(|| "every mirror member failed".to_string()),
-            Layout::Raid4 | Layout::Raid5(_) => {
-                (k >= 2).then(|| format!("{k} members failed; single parity recovers one"))
-            }
-            Layout::Raid6(_) => (k >= 3).then(|| format!("{k} members failed; P+Q recover two")),
-            Layout::Raid10(_) => self
-                .copy_sets
-                .iter()
-                .find(|s| s.is_subset(failed))
-                .map(|s| format!("every copy of some chunks is on members {s:?}")),
+            Layout::Raid0(_) => (k >= 1).then(|| {
+                "raid0 keeps a single copy of every chunk, so any failed member loses the chunks it held".to_string()
+            }),
+            Layout::Raid1 => (k >= n).then(|| {
+                format!("raid1 keeps {n} copies, one per member, and every member failed")
+            }),
+            Layout::Raid4 | Layout::Raid5(_) => (k >= 2).then(|| {
+                format!(
+                    "{} keeps one parity block (P) per stripe, which rebuilds one missing member; {k} are missing",
+                    self.geometry.layout().level()
+                )
+            }),
+            Layout::Raid6(_) => (k >= 3).then(|| {
+                format!("raid6 keeps two parity blocks (P and Q) per stripe, which rebuild two missing members; {k} are missing")
+            }),
+            Layout::Raid10(r) => self.copy_sets.iter().find(|s| s.is_subset(failed)).map(|s| {
+                format!(
+                    "raid10 {} keeps {} copies of every chunk, and all copies of some chunks are on failed members {s:?}",
+                    r.mdadm_name(),
+                    r.copies()
+                )
+            }),
         }
     }
 
@@ -388,6 +399,122 @@ impl FailureModel {
     }
 }
 
+impl FailureModel {
+    /// The reads that rebuild `plan.target`, range by range, for every
+    /// level, computed lazily in target order:
+    /// * RAID1: the whole member from the first survivor;
+    /// * RAID10: each chunk row from the first surviving copy (as
+    ///   [`FailureModel::raid10_rebuild_reads`]);
+    /// * RAID4/5/6: each stripe's chunk from the members its reconstruction
+    ///   needs: every survivor for RAID4/5 and for RAID6 with two members
+    ///   down; with only the target down, RAID6 leaves Q out when P can do
+    ///   (a data or P target) and P out for a Q target — n − 2 reads where
+    ///   md's resync reads all n − 1 survivors
+    ///   ([`RebuildPlan::sources`] counts md's reads).
+    ///
+    /// [`FailureModel::rebuild_range_bytes`] gives the bytes these ranges
+    /// read, without walking them.
+    pub fn rebuild_ranges<'a>(
+        &'a self,
+        plan: &'a RebuildPlan,
+    ) -> Box<dyn Iterator<Item = RebuildRange> + 'a> {
+        let g = &self.geometry;
+        let target = plan.target;
+        let failed: BTreeSet<usize> = plan.failed.iter().copied().collect();
+        match g.layout() {
+            Layout::Raid0(_) => Box::new(std::iter::empty()),
+            Layout::Raid1 => {
+                let src = (0..g.members()).find(|m| !failed.contains(m));
+                Box::new(src.into_iter().map(move |member| RebuildRange {
+                    target_sector: 0,
+                    sectors: plan.write_sectors,
+                    content: MemberContent::Data {
+                        logical: 0,
+                        copy: target,
+                    },
+                    reads: vec![ReadRange {
+                        member,
+                        start: 0,
+                        sectors: plan.write_sectors,
+                    }],
+                }))
+            }
+            Layout::Raid10(_) => Box::new(self.raid10_rebuild_reads(plan).map(move |r| {
+                RebuildRange {
+                    target_sector: r.target_sector,
+                    sectors: r.sectors,
+                    content: g
+                        .unmap(target, r.target_sector)
+                        .unwrap_or(MemberContent::Unused),
+                    reads: vec![ReadRange {
+                        member: r.source,
+                        start: r.source_sector,
+                        sectors: r.sectors,
+                    }],
+                }
+            })),
+            Layout::Raid4 | Layout::Raid5(_) | Layout::Raid6(_) => {
+                let chunk = g.chunk_sectors();
+                let only_target = failed.len() == 1;
+                Box::new((0..g.stripes()).filter_map(move |s| {
+                    let sl = g.stripe_layout(s).ok()?;
+                    let start = s * chunk;
+                    let skip = match sl.q {
+                        Some(q) if only_target && target == q => Some(sl.p),
+                        Some(q) if only_target => Some(q),
+                        _ => None,
+                    };
+                    let reads = (0..g.members())
+                        .filter(|m| !failed.contains(m) && Some(*m) != skip)
+                        .map(|member| ReadRange {
+                            member,
+                            start,
+                            sectors: chunk,
+                        })
+                        .collect();
+                    Some(RebuildRange {
+                        target_sector: start,
+                        sectors: chunk,
+                        content: g.unmap(target, start).ok()?,
+                        reads,
+                    })
+                }))
+            }
+        }
+    }
+
+    /// Bytes read by [`FailureModel::rebuild_ranges`] for `plan`.
+    pub fn rebuild_range_bytes(&self, plan: &RebuildPlan) -> u64 {
+        let g = &self.geometry;
+        match g.layout() {
+            Layout::Raid0(_) => 0,
+            Layout::Raid1 => plan.write_sectors * 512,
+            Layout::Raid10(_) => plan.bytes_read(),
+            Layout::Raid4 | Layout::Raid5(_) | Layout::Raid6(_) => {
+                // Every stripe reads the same number of members: n − 1 for
+                // RAID4/5, n − 2 for RAID6 (whichever one or two are down).
+                let per_stripe = (g.members() - g.guaranteed_tolerance()) as u64;
+                g.stripes() * g.chunk_sectors() * 512 * per_stripe
+            }
+        }
+    }
+}
+
+/// One range of a rebuild: the target's `sectors` at `target_sector`,
+/// computed from `reads` (a copy for RAID1/10, a stripe reconstruction for
+/// RAID4/5/6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RebuildRange {
+    /// First sector on the member being rebuilt.
+    pub target_sector: u64,
+    /// Length in sectors (on the target and on every read).
+    pub sectors: u64,
+    /// What the target holds at `target_sector`.
+    pub content: MemberContent,
+    /// The member ranges to read, in member order.
+    pub reads: Vec<ReadRange>,
+}
+
 /// One chunk-sized read of a RAID10 rebuild: copy `sectors` from `source`
 /// at `source_sector` to the target member at `target_sector`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -532,9 +659,9 @@ pub struct RebuildPlan {
     pub write_sectors: u64,
     /// Read totals per source member.
     pub sources: Vec<SourceRead>,
-    /// For RAID1/4/5/6 the complete list of reads (whole used ranges of the
-    /// sources); empty for RAID10, whose chunk-granular reads come from
-    /// [`FailureModel::raid10_rebuild_reads`].
+    /// For RAID1/4/5/6 the reads md's resync makes (whole used ranges of
+    /// the sources); empty for RAID10. [`FailureModel::rebuild_ranges`]
+    /// gives range-by-range reads for every level.
     pub full_ranges: Vec<ReadRange>,
 }
 

@@ -17,6 +17,7 @@ use std::ops::Deref;
 use crate::error::{RaidError, Result, geom_err};
 use crate::fastdiv::Divisor;
 use crate::layout::{Layout, ParityAlgorithm, Raid0Layout, Raid10Layout};
+use crate::units::{ChunkSize, Sectors};
 
 /// Largest member count accepted (md's limit for v1.x superblocks).
 pub const MAX_MEMBERS: usize = 1920;
@@ -225,6 +226,8 @@ pub struct Geometry {
     disks1_div: Divisor,
     /// Divides by the data-member count (RAID4/5/6).
     data_div: Divisor,
+    /// Sectors before each member's data area, when known.
+    data_offset: Option<u64>,
 }
 
 impl Geometry {
@@ -341,6 +344,7 @@ impl Geometry {
             disks_div: Divisor::new(n as u64),
             disks1_div: Divisor::new(n as u64 - 1),
             data_div: Divisor::new(1),
+            data_offset: None,
         };
         g.data_div = Divisor::new(g.data_disks() as u64);
         match layout {
@@ -417,6 +421,34 @@ impl Geometry {
     pub fn chunk_sectors(&self) -> u64 {
         self.chunk
     }
+    /// Chunk size as a typed value (`None` for RAID1, which has none).
+    pub fn chunk_size(&self) -> Option<ChunkSize> {
+        ChunkSize::new(Sectors::new(self.chunk)).ok()
+    }
+    /// Sectors between the start of each member device and its data area
+    /// (md's superblock `data_offset`), when known: set by
+    /// [`crate::mdadm::geometry_for_devices`] or [`Geometry::with_data_offset`];
+    /// `None` after [`Geometry::new`]. Member sectors elsewhere in this crate
+    /// count from the data area, so device sector = data offset + member sector.
+    pub fn data_offset(&self) -> Option<Sectors> {
+        self.data_offset.map(Sectors::new)
+    }
+    /// The same geometry with every member's data area starting `offset`
+    /// sectors into its device.
+    pub fn with_data_offset(mut self, offset: Sectors) -> Result<Self> {
+        let worst = self.member_sectors.iter().max().copied().unwrap_or(0);
+        if worst
+            .checked_add(offset.get())
+            .is_none_or(|s| s > u64::MAX / 512)
+        {
+            return Err(geom_err(
+                "data_offset",
+                format!("{offset} plus a member of {worst} sectors overflows 2^55 sectors"),
+            ));
+        }
+        self.data_offset = Some(offset.get());
+        Ok(self)
+    }
     /// The member data-area sizes the geometry was built from.
     pub fn member_sectors(&self) -> &[u64] {
         &self.member_sectors
@@ -432,6 +464,10 @@ impl Geometry {
     /// Usable array size in bytes.
     pub fn array_bytes(&self) -> u64 {
         self.array_sectors * 512
+    }
+    /// Usable array size as a [`storage_units::ByteSize`].
+    pub fn array_size(&self) -> storage_units::ByteSize {
+        storage_units::ByteSize::new(self.array_bytes())
     }
     /// Data members per stripe for RAID4/5/6 (members − parity members).
     pub fn data_disks(&self) -> usize {

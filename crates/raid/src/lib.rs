@@ -14,10 +14,14 @@
 //!   mdadm's component-size rounding and v1.2 data offset ([`mdadm`]);
 //! * map logical sectors to members ([`Geometry::map`],
 //!   [`Geometry::map_range`]) and back ([`Geometry::unmap`]);
+//! * plan writes: per stripe, which member ranges to read and write (data,
+//!   P, Q), read-modify-write or reconstruct-write, healthy or degraded
+//!   ([`Geometry::write_plan`], [`ParityEngine::fill_parity`]);
 //! * compute and check P/Q parity and rebuild missing members of a stripe
 //!   ([`ParityEngine`], SIMD chosen at run time);
 //! * decide which failures lose data, whether an array survives the loss of
-//!   any one rack, and plan rebuilds ([`FailureModel`]);
+//!   any one rack, and plan rebuilds, range by range for every level
+//!   ([`FailureModel`], [`FailureModel::rebuild_ranges`]);
 //! * choose single/RAID1/RAID10/RAID0 for a requested volume and emit the
 //!   `mdadm --create` arguments ([`choose_layout`]).
 //!
@@ -53,7 +57,8 @@
 //!
 //! # Features
 //! * `proptest` (off by default): `proptest::arbitrary::Arbitrary` for
-//!   [`Level`], [`Layout`], [`ParityAlgorithm`] and [`Raid10Layout`], and
+//!   [`Level`], [`Layout`], [`ParityAlgorithm`], [`Raid10Layout`],
+//!   [`Sectors`] and [`ChunkSize`], and
 //!   `strategies::geometry` for valid geometries of every layout, so that
 //!   users can property-test their own code over all md layouts.
 //!
@@ -63,7 +68,11 @@
 //!
 //! # Units
 //! Addresses and sizes are 512-byte sectors unless a name says `bytes`.
-//! Member sectors count from the start of the member's data area.
+//! Member sectors count from the start of the member's data area (the
+//! geometry's [`Geometry::data_offset`] into the device, when known). Where
+//! sectors, bytes and KiB meet, the [`units`] types ([`Sectors`],
+//! [`ChunkSize`]) carry the unit and convert to the workspace's
+//! `storage_units::ByteSize`.
 
 // Runs the README's code blocks as doctests.
 #[cfg(doctest)]
@@ -80,14 +89,19 @@ pub mod mdadm;
 pub mod parity;
 #[cfg(feature = "proptest")]
 pub mod strategies;
+pub mod units;
+pub mod write;
 
 pub use choose::{ChoiceKind, LayoutChoice, LayoutRequest, choose_layout};
 pub use error::{RaidError, Result};
 pub use failure::{
-    FailureDomains, FailureModel, RebuildPlan, RebuildRates, ReliabilityParams, Survival,
+    FailureDomains, FailureModel, RebuildPlan, RebuildRange, RebuildRates, ReliabilityParams,
+    Survival,
 };
 pub use geometry::{
     Geometry, Location, Mapping, MemberContent, MemberExtent, StripeLayout, StripeParity,
 };
 pub use layout::{Layout, Level, ParityAlgorithm, Raid0Layout, Raid10Layout};
 pub use parity::{Backend, ParityEngine};
+pub use units::{ChunkSize, Sectors};
+pub use write::{IoRole, MemberIo, StripeWrite, WritePlan, WriteStrategy};

@@ -21,6 +21,7 @@
 use crate::error::{Result, geom_err};
 use crate::geometry::Geometry;
 use crate::layout::{Layout, Level};
+use crate::units::Sectors;
 
 /// mdadm's default chunk size: 512 KiB (1024 sectors).
 pub const DEFAULT_CHUNK_SECTORS: u64 = 1024;
@@ -96,10 +97,14 @@ pub fn component_sectors(
     Ok(comp)
 }
 
-/// Build the [`Geometry`] mdadm would create from whole devices of
-/// `dev_sectors` each, with the default (or given) data offset. RAID1,
-/// RAID4/5/6 and RAID10 members all use the smallest member's component
-/// size, as mdadm does.
+/// Build the [`Geometry`] mdadm creates from whole devices of
+/// `dev_sectors` each, with `data_offset` (or, for `None`, mdadm 4.x's
+/// default for the *smallest* device) as the data offset of every member.
+/// RAID1, RAID4/5/6 and RAID10 members all use the smallest member's
+/// component size, as mdadm does. The geometry carries the data offset, and
+/// [`create_args`] passes it to mdadm, so that the array mdadm builds is
+/// this one even where mdadm's own default would differ (other versions,
+/// devices of different sizes).
 pub fn geometry_for_devices(
     layout: Layout,
     chunk_sectors: u64,
@@ -111,10 +116,12 @@ pub fn geometry_for_devices(
     } else {
         chunk_sectors
     };
+    let smallest = dev_sectors.iter().min().copied().unwrap_or(0);
+    let offset = data_offset.unwrap_or_else(|| default_data_offset_v12(smallest, chunk));
     let mut comps = Vec::with_capacity(dev_sectors.len());
     for (i, &d) in dev_sectors.iter().enumerate() {
         comps.push(
-            component_sectors(layout.level(), d, chunk, data_offset).map_err(|e| match e {
+            component_sectors(layout.level(), d, chunk, Some(offset)).map_err(|e| match e {
                 crate::RaidError::InvalidGeometry { rule, .. } => {
                     geom_err(format!("dev_sectors[{i}]"), rule)
                 }
@@ -127,13 +134,18 @@ pub fn geometry_for_devices(
     {
         comps.iter_mut().for_each(|c| *c = min);
     }
-    Geometry::new(layout, chunk, &comps)
+    Geometry::new(layout, chunk, &comps)?.with_data_offset(Sectors::new(offset))
 }
 
 /// Arguments for `mdadm --create` (without the program name) that build
 /// `geometry` on `devices` as md device `md_device`. The geometry's
-/// member order is the device order. Includes `--size` in KiB when the
-/// component size is smaller than the members (RAID1/4/5/6/10).
+/// member order is the device order. Always includes `--data-offset` (the
+/// geometry's [`Geometry::data_offset`], which must be known and a whole
+/// number of KiB) and, for RAID1/4/5/6/10, `--size` (the component size in
+/// KiB), so that mdadm builds exactly this geometry: the same data areas,
+/// hence the same capacity and the same mapping. Each device must hold at
+/// least data offset + member sectors; this function cannot check that,
+/// mdadm refuses devices that are too small.
 pub fn create_args(md_device: &str, geometry: &Geometry, devices: &[&str]) -> Result<Vec<String>> {
     if devices.len() != geometry.members() {
         return Err(geom_err(
@@ -148,6 +160,18 @@ pub fn create_args(md_device: &str, geometry: &Geometry, devices: &[&str]) -> Re
     if let Some(i) = devices.iter().position(|d| d.is_empty()) {
         return Err(geom_err(format!("devices[{i}]"), "must not be empty"));
     }
+    let Some(offset) = geometry.data_offset() else {
+        return Err(geom_err(
+            "data_offset",
+            "unknown: without --data-offset mdadm picks its own (version- and size-dependent) offset and the sizes may not fit; build the geometry with mdadm::geometry_for_devices or Geometry::with_data_offset",
+        ));
+    };
+    let Some(offset_kib) = offset.exact_kib() else {
+        return Err(geom_err(
+            "data_offset",
+            format!("{offset} is not a whole number of KiB, which mdadm --data-offset counts in"),
+        ));
+    };
     let layout = geometry.layout();
     let mut a = vec![
         "--create".to_string(),
@@ -164,13 +188,22 @@ pub fn create_args(md_device: &str, geometry: &Geometry, devices: &[&str]) -> Re
     {
         a.push(format!("--layout={name}"));
     }
-    if geometry.chunk_sectors() > 0 {
-        a.push(format!("--chunk={}K", geometry.chunk_sectors() / 2));
+    if let Some(chunk) = geometry.chunk_size() {
+        a.push(format!("--chunk={}K", chunk.kib()));
     }
     if layout.level() != Level::Raid0 {
         let comp = geometry.member_sectors().iter().min().copied().unwrap_or(0);
-        a.push(format!("--size={}K", comp / 2));
+        let Some(kib) = Sectors::new(comp).exact_kib() else {
+            return Err(geom_err(
+                "member_sectors",
+                format!(
+                    "the component size of {comp} sectors is not a whole number of KiB, which mdadm --size counts in"
+                ),
+            ));
+        };
+        a.push(format!("--size={kib}K"));
     }
+    a.push(format!("--data-offset={offset_kib}K"));
     a.push(format!("--raid-devices={}", geometry.members()));
     a.extend(devices.iter().map(|d| d.to_string()));
     Ok(a)

@@ -5,6 +5,7 @@ use proptest::prelude::*;
 
 use crate::geometry::Geometry;
 use crate::layout::{Layout, Level, ParityAlgorithm, Raid0Layout, Raid10Layout};
+use crate::units::{ChunkSize, Sectors};
 
 const ALGORITHMS: [ParityAlgorithm; 14] = [
     ParityAlgorithm::LeftAsymmetric,
@@ -77,6 +78,32 @@ impl Arbitrary for Layout {
             any::<ParityAlgorithm>().prop_map(Layout::Raid6),
             any::<Raid10Layout>().prop_map(Layout::Raid10),
         ]
+        .boxed()
+    }
+}
+
+impl Arbitrary for Sectors {
+    type Parameters = ();
+    type Strategy = BoxedStrategy<Sectors>;
+    /// Any count up to 2^55 sectors (2^64 bytes), small counts more often.
+    fn arbitrary_with(_: ()) -> Self::Strategy {
+        prop_oneof![0u64..4096, 0u64..(1 << 55)]
+            .prop_map(Sectors::new)
+            .boxed()
+    }
+}
+
+impl Arbitrary for ChunkSize {
+    type Parameters = ();
+    type Strategy = BoxedStrategy<ChunkSize>;
+    /// Powers of two from 4 KiB to 64 MiB (what every level accepts) and
+    /// other multiples of 4 KiB (RAID0 only).
+    fn arbitrary_with(_: ()) -> Self::Strategy {
+        prop_oneof![
+            (3u32..=17).prop_map(|k| 1u64 << k),
+            (1u64..=4096).prop_map(|k| k * 8),
+        ]
+        .prop_filter_map("valid chunk", |s| ChunkSize::new(Sectors::new(s)).ok())
         .boxed()
     }
 }

@@ -207,7 +207,7 @@ fn failure_domains_and_survival() {
     assert!(!jbod.survives);
     assert_eq!(jbod.fatal.len(), 4);
     assert!(
-        jbod.fatal[0].reason.contains("every copy"),
+        jbod.fatal[0].reason.contains("all copies of some chunks"),
         "{}",
         jbod.fatal[0].reason
     );
@@ -404,6 +404,7 @@ fn mdadm_sizes_and_arguments() {
             "--layout=n2",
             "--chunk=512K",
             &format!("--size={}K", (dev - 264_192) / 2),
+            "--data-offset=132096K",
             "--raid-devices=4",
             "/dev/a",
             "/dev/b",
@@ -411,6 +412,31 @@ fn mdadm_sizes_and_arguments() {
             "/dev/d",
         ]
     );
+    // The case: an explicit offset must reach mdadm.
+    let g2 = mdadm::geometry_for_devices(Layout::Raid1, 0, &[dev, dev], Some(2048)).unwrap();
+    let args = mdadm::create_args("/dev/md/x", &g2, &["/dev/a", "/dev/b"]).unwrap();
+    assert!(
+        args.contains(&"--data-offset=1024K".to_string()),
+        "{args:?}"
+    );
+    assert!(
+        args.contains(&format!("--size={}K", (dev - 2048) / 2)),
+        "{args:?}"
+    );
+    // Without a known offset mdadm would choose its own: refused.
+    let bare = Geometry::new(Layout::Raid1, 0, &[1 << 20, 1 << 20]).unwrap();
+    match mdadm::create_args("/dev/md/x", &bare, &["/dev/a", "/dev/b"]) {
+        Err(RaidError::InvalidGeometry { field, .. }) => assert_eq!(field, "data_offset"),
+        other => panic!("{other:?}"),
+    }
+    let odd = bare.with_data_offset(raid::Sectors::new(2049)).unwrap();
+    match mdadm::create_args("/dev/md/x", &odd, &["/dev/a", "/dev/b"]) {
+        Err(RaidError::InvalidGeometry { field, rule }) => {
+            assert_eq!(field, "data_offset");
+            assert!(rule.contains("KiB"), "{rule}");
+        }
+        other => panic!("{other:?}"),
+    }
     match mdadm::create_args("/dev/md/x", &g, &["/dev/a"]) {
         Err(RaidError::InvalidGeometry { field, .. }) => assert_eq!(field, "devices"),
         other => panic!("{other:?}"),
@@ -489,4 +515,70 @@ fn layout_choice_rules() {
     );
     assert!(choose_layout(&LayoutRequest::new(0, vec![GIB])).is_err());
     assert!(choose_layout(&LayoutRequest::new(1, vec![])).is_err());
+}
+
+#[test]
+fn data_lost_speaks_the_level_s_language() {
+    let lost = |layout: &str, level: Level, n: usize, failed: &[usize]| -> String {
+        let g = Geometry::new(Layout::parse(level, layout).unwrap(), 8, &vec![64; n]).unwrap();
+        match FailureModel::new(&g).rebuild_plan(failed, failed[0]) {
+            Err(e @ RaidError::DataLost { .. }) => e.to_string(),
+            other => panic!("{other:?}"),
+        }
+    };
+    let r5 = lost("", Level::Raid5, 4, &[0, 1]);
+    assert!(
+        r5.contains("one parity block (P)") && !r5.contains("cop"),
+        "{r5}"
+    );
+    let r6 = lost("", Level::Raid6, 5, &[0, 1, 2]);
+    assert!(
+        r6.contains("P and Q") && r6.contains("3 are missing") && !r6.contains("cop"),
+        "{r6}"
+    );
+    let r10 = lost("n2", Level::Raid10, 4, &[0, 1]);
+    assert!(r10.contains("2 copies of every chunk"), "{r10}");
+    let r1 = lost("", Level::Raid1, 2, &[0, 1]);
+    assert!(r1.contains("raid1 keeps 2 copies"), "{r1}");
+    // Write plans use the same words.
+    let g = Geometry::new(Layout::parse(Level::Raid5, "").unwrap(), 8, &[64; 4]).unwrap();
+    let e = g.write_plan(0, 8, &[0, 1]).unwrap_err().to_string();
+    assert!(e.contains("raid5 keeps one parity block (P)"), "{e}");
+}
+
+#[test]
+fn write_plan_bad_input_is_an_error_that_changes_nothing() {
+    let g = Geometry::new(Layout::parse(Level::Raid6, "").unwrap(), 8, &[64; 6]).unwrap();
+    match g.write_plan(g.array_sectors() - 4, 8, &[]) {
+        Err(RaidError::OutOfRange { what, .. }) => assert_eq!(what, "end of logical range"),
+        other => panic!("{other:?}"),
+    }
+    match g.write_plan(0, 8, &[6]) {
+        Err(RaidError::OutOfRange { what, value, limit }) => {
+            assert_eq!((what.as_str(), value, limit), ("failed member", 6, 6))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(g.write_plan(5, 0, &[]).unwrap().steps.is_empty());
+
+    let plan = g.write_plan(1, 2, &[]).unwrap();
+    let step = &plan.steps[0];
+    let engine = ParityEngine::detect();
+    let old = vec![vec![1u8; 1024]; step.reads.len()];
+    let reads: Vec<&[u8]> = old.iter().map(|b| &b[..]).collect();
+    let mut bufs = vec![vec![9u8; 1024]; step.writes.len()];
+    // One buffer too few.
+    let mut writes: Vec<&mut [u8]> = bufs.iter_mut().skip(1).map(|b| &mut b[..]).collect();
+    assert!(matches!(
+        engine.fill_parity(step, &reads, &[], &mut writes),
+        Err(RaidError::BadBuffers(_))
+    ));
+    // One buffer of the wrong length: named, and nothing written.
+    bufs[0].truncate(512);
+    let mut writes: Vec<&mut [u8]> = bufs.iter_mut().map(|b| &mut b[..]).collect();
+    match engine.fill_parity(step, &reads, &[], &mut writes) {
+        Err(RaidError::BadBuffers(m)) => assert!(m.contains("write buffer 0 has 512 bytes"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(bufs.iter().all(|b| b.iter().all(|&x| x == 9)));
 }

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use raid::{Geometry, Layout, Level};
+use raid::{Geometry, Layout, Level, MemberContent};
 
 fn raid_map() -> PathBuf {
     // target/<profile>/deps/cli-<hash> → target/<profile>/examples/raid-map
@@ -33,12 +33,15 @@ fn run(args: &[&str], stdin: &str) -> (i32, String, String) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn raid-map");
-    child
+    // The tool may exit before reading everything (bad arguments).
+    if let Err(e) = child
         .stdin
         .take()
         .expect("stdin")
         .write_all(stdin.as_bytes())
-        .expect("write stdin");
+    {
+        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "write stdin: {e}");
+    }
     let out = child.wait_with_output().expect("raid-map output");
     (
         out.status.code().unwrap_or(-1),
@@ -47,33 +50,51 @@ fn run(args: &[&str], stdin: &str) -> (i32, String, String) {
     )
 }
 
-#[test]
-fn maps_sectors_to_json_lines() {
-    let args = [
-        "--level",
-        "raid6",
-        "--layout",
-        "left-asymmetric",
-        "--members",
-        "5",
-        "--chunk",
-        "8s",
-        "--member-size",
-        "64s",
-    ];
-    let g = Geometry::new(
+/// Arguments written as one string (none of them contains a space).
+fn sh(args: &str) -> Vec<&str> {
+    args.split_whitespace().collect()
+}
+
+fn lines(out: &str) -> Vec<serde_json::Value> {
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+const RAID6: [&str; 8] = [
+    "--level",
+    "raid6",
+    "--layout",
+    "left-asymmetric",
+    "--members",
+    "5",
+    "--chunk",
+    "4KiB",
+];
+
+fn raid6_args(cmd: &str) -> Vec<&str> {
+    let mut a = vec![cmd];
+    a.extend(RAID6);
+    a.extend(["--member-size", "32KiB"]);
+    a
+}
+
+fn raid6() -> Geometry {
+    Geometry::new(
         Layout::parse(Level::Raid6, "left-asymmetric").unwrap(),
         8,
         &[64; 5],
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn maps_sectors_to_json_lines() {
+    let g = raid6();
     let input: String = (0..g.array_sectors()).map(|l| format!("{l}\n")).collect();
-    let (code, out, err) = run(&args, &input);
+    let (code, out, err) = run(&raid6_args("map"), &input);
     assert_eq!(code, 0, "{err}");
-    let lines: Vec<serde_json::Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = lines(&out);
     assert_eq!(lines.len() as u64, g.array_sectors());
     for (l, v) in lines.iter().enumerate() {
         let m = g.map(l as u64).unwrap();
@@ -88,8 +109,109 @@ fn maps_sectors_to_json_lines() {
 }
 
 #[test]
-fn bad_lines_and_bad_geometry_are_reported() {
+fn unmaps_every_member_sector() {
+    let g = raid6();
+    let input: String = (0..5)
+        .flat_map(|m| (0..64).map(move |s| format!("{m} {s}\n")))
+        .collect();
+    let (code, out, err) = run(&raid6_args("unmap"), &input);
+    assert_eq!(code, 0, "{err}");
+    let lines = lines(&out);
+    assert_eq!(lines.len(), 5 * 64);
+    for v in &lines {
+        let (m, s) = (v["member"].as_u64().unwrap(), v["sector"].as_u64().unwrap());
+        match g.unmap(m as usize, s).unwrap() {
+            MemberContent::Data { logical, copy } => {
+                assert_eq!(v["content"], "data");
+                assert_eq!(v["logical"], logical);
+                assert_eq!(v["copy"], copy);
+                assert_eq!(g.map(logical).unwrap().copies[copy].member, m as usize);
+            }
+            MemberContent::P { stripe } => {
+                assert_eq!((&v["content"], &v["stripe"]), (&"p".into(), &stripe.into()))
+            }
+            MemberContent::Q { stripe } => {
+                assert_eq!((&v["content"], &v["stripe"]), (&"q".into(), &stripe.into()))
+            }
+            MemberContent::Unused => assert_eq!(v["content"], "unused"),
+        }
+    }
+}
+
+#[test]
+fn stripe_roles_and_q_exponents() {
+    let g = raid6();
+    let (code, out, err) = run(&raid6_args("stripe"), "0\n3\n7\n");
+    assert_eq!(code, 0, "{err}");
+    for (v, s) in lines(&out).iter().zip([0u64, 3, 7]) {
+        let sl = g.stripe_layout(s).unwrap();
+        assert_eq!(v["stripe"], s);
+        assert_eq!(v["member_sector"], s * 8);
+        assert_eq!(v["p"], sl.p);
+        assert_eq!(v["q"], sl.q.unwrap());
+        assert_eq!(v["data"], serde_json::json!(sl.data));
+        let exps: Vec<(usize, u8)> = serde_json::from_value(v["q_exponent"].clone()).unwrap();
+        let want: Vec<(usize, u8)> = sl
+            .q_exponent
+            .iter()
+            .enumerate()
+            .filter_map(|(m, e)| e.map(|e| (m, e)))
+            .collect();
+        assert_eq!(exps, want);
+    }
+    // Levels without parity stripes are bad input.
+    let (code, out, err) = run(
+        &sh("stripe --level raid10 --members 4 --chunk 4KiB --member-size 32KiB"),
+        "0\n",
+    );
+    assert_eq!((code, out.as_str()), (2, ""));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("no parity stripes"), "{err}");
+}
+
+#[test]
+fn capacity_matches_the_library() {
+    let (code, out, err) = run(
+        &sh(
+            "capacity --level raid10 --layout f2 --members 5 --chunk 512KiB --member-size 1GiB,1GiB,1GiB,1GiB,2GiB",
+        ),
+        "",
+    );
+    assert_eq!(code, 0, "{err}");
+    let g = Geometry::new(
+        Layout::parse(Level::Raid10, "f2").unwrap(),
+        1024,
+        &[2 << 20, 2 << 20, 2 << 20, 2 << 20, 4 << 20],
+    )
+    .unwrap();
+    let v = &lines(&out)[0];
+    assert_eq!(v["array_sectors"], g.array_sectors());
+    assert_eq!(v["array_bytes"], g.array_bytes());
+    assert_eq!(v["array_size"], g.array_size().to_string());
+    assert_eq!(v["used_sectors"], serde_json::json!(g.used_sectors()));
+    assert_eq!(
+        (&v["level"], &v["layout"], &v["copies"], &v["tolerates"]),
+        (&"raid10".into(), &"f2".into(), &2.into(), &1.into())
+    );
+    assert_eq!(v["chunk"], "512 KiB");
+    // Sizes follow the workspace's units: T is 1000^4 (SI), Ti 1024^4.
+    let (code, out, _) = run(
+        &sh("capacity --level raid1 --members 2 --member-size 1T"),
+        "",
+    );
+    assert_eq!(code, 0);
+    assert_eq!(lines(&out)[0]["array_bytes"], 1_000_000_000_000u64);
+    let (_, out, _) = run(
+        &sh("capacity --level raid1 --members 2 --member-size 1Ti"),
+        "",
+    );
+    assert_eq!(lines(&out)[0]["array_bytes"], 1u64 << 40);
+}
+
+#[test]
+fn bad_lines_are_bad_input() {
     let args = [
+        "map",
         "--level",
         "raid10",
         "--layout",
@@ -97,16 +219,13 @@ fn bad_lines_and_bad_geometry_are_reported() {
         "--members",
         "3",
         "--chunk",
-        "4",
+        "4KiB",
         "--member-size",
-        "32K",
+        "32KiB",
     ];
-    let (code, out, _) = run(&args, "8\nnot-a-number\n\n1000000\n16\n");
-    assert_eq!(code, 1);
-    let lines: Vec<serde_json::Value> = out
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let (code, out, err) = run(&args, "8\nnot-a-number\n\n1000000\n16\n");
+    assert_eq!(code, 2);
+    let lines = lines(&out);
     assert_eq!(lines.len(), 4);
     assert_eq!(lines[0]["copies"].as_array().unwrap().len(), 2);
     assert_eq!(lines[1]["line"], 2);
@@ -118,33 +237,101 @@ fn bad_lines_and_bad_geometry_are_reported() {
     );
     assert!(lines[2]["error"].as_str().unwrap().contains("out of range"));
     assert_eq!(lines[3]["logical"], 16);
+    // One stderr line per bad line.
+    let err: Vec<&str> = err.lines().collect();
+    assert_eq!(err.len(), 2, "{err:?}");
+    assert!(err[0].starts_with("raid-map: line 2: "), "{err:?}");
+    assert!(err[1].starts_with("raid-map: line 4: "), "{err:?}");
+    let (code, out, _) = run(
+        &sh("unmap --level raid1 --members 2 --member-size 1MiB"),
+        "0\n1 2 3\n2 0\n",
+    );
+    assert_eq!(code, 2);
+    assert_eq!(lines_of(&out, "error"), 3);
+}
 
+fn lines_of(out: &str, key: &str) -> usize {
+    lines(out).iter().filter(|v| v.get(key).is_some()).count()
+}
+
+#[test]
+fn bad_arguments_give_one_line_per_error_and_status_2() {
+    // Three independent errors, three lines, nothing on stdout.
+    let (code, out, err) = run(
+        &sh("map --level raid5 --layout n2 --members 3 --chunk 6KiB --member-size 1G,1G"),
+        "",
+    );
+    assert_eq!((code, out.as_str()), (2, ""));
+    let err: Vec<&str> = err.lines().collect();
+    assert_eq!(err.len(), 3, "{err:?}");
+    assert!(err[0].starts_with("raid-map: --layout: "), "{err:?}");
+    assert!(err[1].starts_with("raid-map: --chunk: "), "{err:?}");
+    assert!(err[2].starts_with("raid-map: --member-size: "), "{err:?}");
+    // A size that is not whole sectors, and an unknown unit.
     let (code, _, err) = run(
-        &[
-            "--level",
-            "raid5",
-            "--layout",
-            "n2",
-            "--members",
-            "3",
-            "--member-size",
-            "1G",
-        ],
+        &sh("capacity --level raid1 --members 2 --member-size 1000"),
         "",
     );
     assert_eq!(code, 2);
-    assert!(err.contains("--layout"), "{err}");
+    assert!(err.contains("whole number of 512-byte sectors"), "{err}");
     let (code, _, err) = run(
-        &[
-            "--level",
-            "raid5",
-            "--members",
-            "3",
-            "--member-size",
-            "1G,1G",
-        ],
+        &sh("capacity --level raid1 --members 2 --member-size 1XB"),
         "",
     );
     assert_eq!(code, 2);
-    assert!(err.contains("--member-size"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    // clap's own errors: one line too.
+    let (code, _, err) = run(&["map", "--level", "raid1"], "");
+    assert_eq!(code, 2);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let (code, _, err) = run(&["frobnicate"], "");
+    assert_eq!(code, 2);
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn unreadable_stdin_is_a_failure_of_the_work() {
+    // A directory opens but cannot be read.
+    let out = Command::new(raid_map())
+        .args(raid6_args("map"))
+        .stdin(std::fs::File::open("/").expect("open /"))
+        .output()
+        .expect("run raid-map");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.starts_with("raid-map: reading stdin: "), "{err}");
+}
+
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    // Like `raid-map map ... | head -1`: read one line, close the pipe,
+    // keep feeding input.
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(raid_map())
+        .args(raid6_args("map"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn raid-map");
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        // Stops when raid-map has gone (EPIPE on our side).
+        for _ in 0..20_000 {
+            if stdin.write_all(b"0\n1\n2\n3\n4\n5\n6\n7\n").is_err() {
+                break;
+            }
+        }
+    });
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.contains("\"logical\":0"), "{first}");
+    // The reader is dropped here: stdout is closed.
+    feeder.join().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
 }

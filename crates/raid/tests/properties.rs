@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashSet};
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 use raid::{
-    Backend, FailureModel, Geometry, Layout, LayoutRequest, MemberContent, ParityAlgorithm,
+    Backend, FailureModel, Geometry, Layout, LayoutRequest, Level, MemberContent, ParityAlgorithm,
     ParityEngine, Raid0Layout, Raid10Layout, choose_layout,
 };
 
@@ -265,6 +265,40 @@ proptest! {
             e.gen_syndrome(&slots, &mut p, &mut q).unwrap();
             prop_assert_eq!(&p, &p0, "P {:?}", backend);
             prop_assert_eq!(&q, &q0, "Q {:?}", backend);
+            // P alone (its own portable path) and read-modify-write deltas.
+            let present: Vec<&[u8]> = slots.iter().flatten().copied().collect();
+            let mut p1 = vec![3u8; len];
+            e.gen_p(&present, &mut p1).unwrap();
+            prop_assert_eq!(&p1, &p0, "P only {:?}", backend);
+            if let Some(new) = slots.iter().flatten().next() {
+                let old = slots.iter().flatten().last().unwrap_or(new);
+                for c in [1u8, 2, 0x8e, a as u8] {
+                    let (mut want, mut got) = (q0.clone(), q0.clone());
+                    for i in 0..len {
+                        want[i] ^= raid::parity::gf_mul(c, old[i] ^ new[i]);
+                    }
+                    raid::parity::reference::delta(c, old, new, &mut got);
+                    prop_assert_eq!(&got, &want, "reference delta");
+                    let mut got = q0.clone();
+                    raid::parity::portable::delta(c, old, new, &mut got);
+                    prop_assert_eq!(&got, &want, "portable delta");
+                }
+                // The backend's own kernels through apply_delta, for every
+                // data member of a RAID6 stripe (coefficients g^0 .. g^5).
+                let g = Geometry::new(Layout::Raid6(ParityAlgorithm::LeftSymmetric), 8, &[8; 8]).unwrap();
+                let sl = g.stripe_layout(0).unwrap();
+                for &m in &sl.data {
+                    let c = raid::parity::gf_exp(usize::from(sl.q_exponent[m].unwrap()));
+                    let (mut wp, mut wq) = (p0.clone(), q0.clone());
+                    for i in 0..len {
+                        wp[i] ^= old[i] ^ new[i];
+                        wq[i] ^= raid::parity::gf_mul(c, old[i] ^ new[i]);
+                    }
+                    let (mut gp, mut gq) = (p0.clone(), q0.clone());
+                    e.apply_delta(&sl, m, old, new, Some(&mut gp), Some(&mut gq)).unwrap();
+                    prop_assert_eq!((&gp, &gq), (&wp, &wq), "apply_delta {:?} member {}", backend, m);
+                }
+            }
             if slots.len() >= 2 {
                 let (x, y) = (a % slots.len(), b % slots.len());
                 if x != y {
@@ -415,9 +449,437 @@ proptest! {
 
     /// The exported strategies yield valid geometries of every level.
     #[test]
-    fn exported_strategies_yield_valid_geometries(g in raid::strategies::geometry(8, 6), l in any::<Layout>()) {
+    fn exported_strategies_yield_valid_geometries(g in raid::strategies::geometry(8, 6), l in any::<Layout>(), c in any::<raid::ChunkSize>(), s in any::<raid::Sectors>()) {
+        prop_assert_eq!(raid::ChunkSize::new(c.sectors()), Ok(c));
+        prop_assert!(s.checked_bytes().is_some());
+        prop_assert_eq!(s.to_byte_size().map(raid::Sectors::from_byte_size), Some(Ok(s)));
         prop_assert!(g.array_sectors() > 0);
         prop_assert!(g.map(g.array_sectors() - 1).is_ok());
         prop_assert!(Layout::parse(l.level(), &l.mdadm_name().unwrap_or_default()).is_ok());
+    }
+}
+
+/// Member images of `g` holding `logical` (array_sectors × 512 bytes) as md
+/// lays it out, with consistent parity.
+fn member_images(g: &Geometry, logical: &[u8], engine: &ParityEngine) -> Vec<Vec<u8>> {
+    let mut members: Vec<Vec<u8>> = g
+        .member_sectors()
+        .iter()
+        .map(|&s| vec![0u8; s as usize * 512])
+        .collect();
+    for e in g.map_range(0, g.array_sectors()).unwrap() {
+        let (m, l, n) = (
+            e.member_sector as usize * 512,
+            e.logical as usize * 512,
+            e.sectors as usize * 512,
+        );
+        members[e.member][m..m + n].copy_from_slice(&logical[l..l + n]);
+    }
+    if g.layout().level() as u8 >= Level::Raid4 as u8 && g.layout().level() != Level::Raid10 {
+        let c = g.chunk_sectors() as usize * 512;
+        for s in 0..g.stripes() {
+            let sl = g.stripe_layout(s).unwrap();
+            let at = s as usize * c;
+            let mut views: Vec<&mut [u8]> =
+                members.iter_mut().map(|b| &mut b[at..at + c]).collect();
+            engine.encode_stripe_slices(&sl, &mut views).unwrap();
+        }
+    }
+    members
+}
+
+/// Apply `plan` to in-memory members: per step, read, fill the parity,
+/// write. Panics if the plan touches a failed member.
+fn apply_plan(plan: &raid::WritePlan, members: &mut [Vec<u8>], new: &[u8], engine: &ParityEngine) {
+    let range = |io: &raid::MemberIo| {
+        assert!(
+            !plan.failed.contains(&io.member),
+            "plan touches failed member {}: {io:?}",
+            io.member
+        );
+        io.member_sector as usize * 512..(io.member_sector + io.sectors) as usize * 512
+    };
+    for step in &plan.steps {
+        let old: Vec<Vec<u8>> = step
+            .reads
+            .iter()
+            .map(|io| members[io.member][range(io)].to_vec())
+            .collect();
+        let reads: Vec<&[u8]> = old.iter().map(|b| &b[..]).collect();
+        let mut bufs: Vec<Vec<u8>> = step
+            .writes
+            .iter()
+            .map(|io| match io.role {
+                raid::IoRole::Data { logical, .. } => {
+                    let at = (logical - plan.logical) as usize * 512;
+                    new[at..at + io.sectors as usize * 512].to_vec()
+                }
+                _ => vec![0x5a; io.sectors as usize * 512],
+            })
+            .collect();
+        let lost: Vec<&[u8]> = step
+            .lost_data
+            .iter()
+            .map(|io| match io.role {
+                raid::IoRole::Data { logical, .. } => {
+                    let at = (logical - plan.logical) as usize * 512;
+                    &new[at..at + io.sectors as usize * 512]
+                }
+                _ => panic!("lost data of a parity role: {io:?}"),
+            })
+            .collect();
+        let mut writes: Vec<&mut [u8]> = bufs.iter_mut().map(|b| &mut b[..]).collect();
+        engine
+            .fill_parity(step, &reads, &lost, &mut writes)
+            .unwrap();
+        for (io, buf) in step.writes.iter().zip(&bufs) {
+            members[io.member][range(io)].copy_from_slice(buf);
+        }
+    }
+}
+
+/// Check that `members` hold `logical` as `g` lays it out: for parity
+/// levels after rebuilding the `failed` members stripe by stripe, with
+/// consistent P and Q; for the others on every surviving copy.
+fn check_images(
+    g: &Geometry,
+    members: &[Vec<u8>],
+    logical: &[u8],
+    failed: &[usize],
+    engine: &ParityEngine,
+) {
+    if matches!(
+        g.layout(),
+        Layout::Raid4 | Layout::Raid5(_) | Layout::Raid6(_)
+    ) {
+        let c = g.chunk_sectors() as usize * 512;
+        for s in 0..g.stripes() {
+            let sl = g.stripe_layout(s).unwrap();
+            let at = s as usize * c;
+            let mut stripe: Vec<Vec<u8>> = members.iter().map(|b| b[at..at + c].to_vec()).collect();
+            let mut views: Vec<&mut [u8]> = stripe.iter_mut().map(|b| &mut b[..]).collect();
+            engine.reconstruct_slices(&sl, &mut views, failed).unwrap();
+            for (i, &m) in sl.data.iter().enumerate() {
+                let l = (s as usize * sl.data.len() + i) * c;
+                assert!(
+                    stripe[m] == logical[l..l + c],
+                    "stripe {s} data {i} (member {m})"
+                );
+            }
+            let before = stripe.clone();
+            let mut views: Vec<&mut [u8]> = stripe.iter_mut().map(|b| &mut b[..]).collect();
+            engine.encode_stripe_slices(&sl, &mut views).unwrap();
+            assert!(stripe == before, "stripe {s} parity inconsistent");
+        }
+    } else {
+        for l in 0..g.array_sectors() {
+            let want = &logical[l as usize * 512..(l + 1) as usize * 512];
+            for c in g
+                .map(l)
+                .unwrap()
+                .copies
+                .iter()
+                .filter(|c| !failed.contains(&c.member))
+            {
+                let at = c.sector as usize * 512;
+                assert!(
+                    &members[c.member][at..at + 512] == want,
+                    "logical {l} copy on member {}",
+                    c.member
+                );
+            }
+        }
+    }
+}
+
+/// Every strategy on an 8-member RAID6 (6 data, 16-sector chunks), applied
+/// to member images and checked.
+#[test]
+fn write_plan_strategies_by_case() {
+    use raid::WriteStrategy::*;
+    use rand::{RngCore, SeedableRng};
+    let g = Geometry::new(
+        Layout::Raid6(ParityAlgorithm::LeftSymmetric),
+        16,
+        &[16 * 4; 8],
+    )
+    .unwrap();
+    let engine = ParityEngine::detect();
+    let sl = g.stripe_layout(0).unwrap();
+    let (p, q) = (sl.p, sl.q.unwrap());
+    // (name, start, sectors, failed members, strategy of each step, reads)
+    type Case = (
+        &'static str,
+        u64,
+        u64,
+        Vec<usize>,
+        Vec<raid::WriteStrategy>,
+        usize,
+    );
+    #[rustfmt::skip]
+    let cases: [Case; 9] = [
+        ("one sector: rmw reads data, P, Q", 3, 1, vec![], vec![ReadModifyWrite], 3),
+        ("two chunks: a tie goes to rcw", 0, 32, vec![], vec![ReconstructWrite], 4),
+        ("full stripe reads nothing", 0, 96, vec![], vec![ReconstructWrite], 0),
+        ("three column ranges", 4, 24, vec![], vec![ReadModifyWrite, ReconstructWrite, ReadModifyWrite], 3 + 4 + 3),
+        ("written member failed: rcw, its data only in parity", 3, 1, vec![sl.data[0]], vec![ReconstructWrite], 5),
+        ("unwritten member failed: rmw", 3, 1, vec![sl.data[1]], vec![ReadModifyWrite], 3),
+        ("written and unwritten failed: rebuild, then write", 3, 1, vec![sl.data[0], sl.data[1]], vec![DegradedReconstructWrite], 6),
+        ("P and Q failed: data only", 3, 1, vec![p, q], vec![DataOnly], 0),
+        ("P and an unwritten member failed: rmw on Q", 3, 1, vec![p, sl.data[2]], vec![ReadModifyWrite], 2),
+    ];
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    for (name, start, sectors, failed, strategies, reads) in cases {
+        let mut logical = vec![0u8; g.array_sectors() as usize * 512];
+        rng.fill_bytes(&mut logical);
+        let mut members = member_images(&g, &logical, &engine);
+        let plan = g.write_plan(start, sectors, &failed).unwrap();
+        let got: Vec<_> = plan.steps.iter().map(|s| s.strategy).collect();
+        assert_eq!(got, strategies, "{name}");
+        assert_eq!(plan.read_ios(), reads, "{name}");
+        if failed.contains(&sl.data[0]) {
+            assert_eq!(plan.steps[0].lost_data.len(), 1, "{name}");
+        }
+        let mut new = vec![0u8; sectors as usize * 512];
+        rng.fill_bytes(&mut new);
+        for &m in &failed {
+            members[m].fill(0xee);
+        }
+        apply_plan(&plan, &mut members, &new, &engine);
+        logical[start as usize * 512..(start + sectors) as usize * 512].copy_from_slice(&new);
+        check_images(&g, &members, &logical, &failed, &engine);
+    }
+    // Three failures: the array is lost.
+    assert!(matches!(
+        g.write_plan(0, 1, &[0, 1, 2]),
+        Err(raid::RaidError::DataLost { .. })
+    ));
+}
+
+proptest! {
+    #![proptest_config(cases(96))]
+
+    /// Applying a write plan to in-memory members, with up to one member
+    /// more failed than the level tolerates, leaves every logical sector
+    /// readable with the new data (degraded reads rebuild lost members) and
+    /// every stripe's parity consistent; healthy plans read the fewest
+    /// member ranges of read-modify-write and reconstruct-write.
+    #[test]
+    fn write_plans_keep_data_and_parity(
+        g in small_geometry(),
+        a in any::<u64>(),
+        b in any::<u64>(),
+        fail_mask in any::<u16>(),
+        fail_count in 0usize..4,
+        backend in any::<prop::sample::Index>(),
+        seed in any::<u64>(),
+    ) {
+        use rand::{RngCore, SeedableRng};
+        let backends = Backend::all_available();
+        let engine = ParityEngine::with_backend(*backend.get(&backends)).unwrap();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let n = g.array_sectors();
+        let (start, end) = ((a % n).min(b % n), (a % n).max(b % n) + 1);
+        let failed: Vec<usize> = (0..g.members()).filter(|m| fail_mask & (1 << m) != 0).take(fail_count).collect();
+
+        let mut logical = vec![0u8; n as usize * 512];
+        rng.fill_bytes(&mut logical);
+        let mut members = member_images(&g, &logical, &engine);
+        let mut new = vec![0u8; (end - start) as usize * 512];
+        rng.fill_bytes(&mut new);
+
+        let parity_level = matches!(g.layout(), Layout::Raid4 | Layout::Raid5(_) | Layout::Raid6(_));
+        let lost_sector = (start..end).find(|&l| g.map(l).unwrap().copies.iter().all(|c| failed.contains(&c.member)));
+        let plan = match g.write_plan(start, end - start, &failed) {
+            Ok(plan) => plan,
+            Err(raid::RaidError::DataLost { .. }) => {
+                if parity_level {
+                    prop_assert!(failed.len() > g.guaranteed_tolerance());
+                } else {
+                    prop_assert!(lost_sector.is_some());
+                }
+                return Ok(());
+            }
+            Err(e) => panic!("{e}"),
+        };
+        let survivable = if parity_level { failed.len() <= g.guaranteed_tolerance() } else { lost_sector.is_none() };
+        prop_assert!(survivable, "a plan for a lost array");
+        // Failed members hold garbage: the plan must not depend on them.
+        for &m in &failed {
+            members[m].fill(0xee);
+        }
+        apply_plan(&plan, &mut members, &new, &engine);
+        logical[start as usize * 512..end as usize * 512].copy_from_slice(&new);
+
+        check_images(&g, &members, &logical, &failed, &engine);
+        if parity_level && failed.is_empty() {
+            for step in &plan.steps {
+                let sl = step.layout.as_ref().unwrap();
+                let written = step.writes.len() - 1 - usize::from(sl.q.is_some());
+                let rcw = sl.data.len() - written;
+                let rmw = step.writes.len();
+                prop_assert_eq!(step.reads.len(), rcw.min(rmw), "{:?}", step.strategy);
+                prop_assert_eq!(step.strategy == raid::WriteStrategy::ReadModifyWrite, rmw < rcw);
+            }
+        }
+        let written: u64 = plan.steps.iter().flat_map(|s| &s.writes)
+            .filter(|w| matches!(w.role, raid::IoRole::Data { .. })).map(|w| w.sectors).sum();
+        let alive_copies: u64 = (start..end).map(|l| g.map(l).unwrap().copies.iter().filter(|c| !failed.contains(&c.member)).count() as u64).sum();
+        prop_assert_eq!(written, alive_copies, "every surviving copy of every sector written once");
+    }
+}
+
+/// What mdadm 4.x does with `--create` arguments on devices of the given
+/// sizes (sectors): the data offset from `--data-offset` (mdadm's default is
+/// deliberately not modelled: the arguments must not rely on it), each
+/// member's data area `--size` (RAID1/4/5/6/10, which must fit after the
+/// offset) or the rest of the device (RAID0, rounded to the chunk by md).
+fn mdadm_creates(args: &[String], devices: &[(&str, u64)]) -> Result<Geometry, String> {
+    let kib = |v: &str| -> Result<u64, String> {
+        v.strip_suffix('K')
+            .and_then(|n| n.parse::<u64>().ok())
+            .map(|k| k * 2)
+            .ok_or(format!("bad size {v}"))
+    };
+    let opt = |name: &str| {
+        args.iter()
+            .find_map(|a| a.strip_prefix(&format!("--{name}=")[..]))
+    };
+    if args.first().map(String::as_str) != Some("--create") {
+        return Err("not a create".into());
+    }
+    let level: Level = opt("level")
+        .ok_or("no --level")?
+        .parse()
+        .map_err(|e| format!("{e}"))?;
+    let layout = Layout::parse(level, opt("layout").unwrap_or("")).map_err(|e| format!("{e}"))?;
+    let chunk = match (level, opt("chunk")) {
+        (Level::Raid1, _) => 0,
+        (_, Some(c)) => kib(c)?,
+        (_, None) => 1024,
+    };
+    let offset = kib(opt("data-offset").ok_or("no --data-offset: mdadm would pick its own")?)?;
+    let size = opt("size").map(kib).transpose()?;
+    let n: usize = opt("raid-devices")
+        .ok_or("no --raid-devices")?
+        .parse()
+        .map_err(|_| "bad --raid-devices")?;
+    let paths = &args[args.len() - n..];
+    let mut comps = Vec::new();
+    for p in paths {
+        let dev = devices
+            .iter()
+            .find(|d| d.0 == p)
+            .ok_or(format!("unknown device {p}"))?
+            .1;
+        let avail = dev
+            .checked_sub(offset)
+            .ok_or(format!("{p} is smaller than the data offset"))?;
+        comps.push(match size {
+            Some(s) if s > avail => {
+                return Err(format!(
+                    "--size {s} does not fit on {p} ({avail} after the offset)"
+                ));
+            }
+            Some(s) => s,
+            None => avail,
+        });
+    }
+    Geometry::new(layout, chunk, &comps)
+        .and_then(|g| g.with_data_offset(raid::Sectors::new(offset)))
+        .map_err(|e| e.to_string())
+}
+
+proptest! {
+    #![proptest_config(cases(256))]
+
+    /// The geometry mdadm builds from `create_args` is the geometry the
+    /// crate computed: same layout, chunk, data offset, used member sectors
+    /// and capacity; with the default offset and with an explicit one.
+    #[test]
+    fn create_args_reproduce_the_geometry(
+        (layout, n) in layout_and_members(),
+        chunk_pow in 3u32..11,
+        base in 1u64 << 21..1u64 << 33,
+        extra in prop::collection::vec(0u64..1 << 22, 16),
+        offset in prop::option::of((1u64..5000).prop_map(|k| k * 2)),
+    ) {
+        let chunk = 1u64 << chunk_pow;
+        let devs: Vec<u64> = extra[..n].iter().map(|e| base + e).collect();
+        let Ok(g) = raid::mdadm::geometry_for_devices(layout, chunk, &devs, offset) else {
+            return Ok(());
+        };
+        let names: Vec<String> = (0..n).map(|i| format!("/dev/d{i}")).collect();
+        let paths: Vec<&str> = names.iter().map(String::as_str).collect();
+        let args = raid::mdadm::create_args("/dev/md/t", &g, &paths).unwrap();
+        let devices: Vec<(&str, u64)> = paths.iter().copied().zip(devs.iter().copied()).collect();
+        let made = mdadm_creates(&args, &devices).map_err(|e| TestCaseError::fail(format!("{e}: {args:?}")))?;
+        prop_assert_eq!(made.layout(), g.layout());
+        prop_assert_eq!(made.chunk_sectors(), g.chunk_sectors());
+        prop_assert_eq!(made.data_offset(), g.data_offset());
+        prop_assert_eq!(made.used_sectors(), g.used_sectors());
+        prop_assert_eq!(made.array_sectors(), g.array_sectors());
+        if let Some(o) = offset {
+            prop_assert_eq!(g.data_offset(), Some(raid::Sectors::new(o)));
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(cases(96))]
+
+    /// For every level, the rebuild ranges cover the target's used
+    /// sectors, never read a failed member, rebuild the target's bytes from
+    /// what they read, and read `rebuild_range_bytes` in total.
+    #[test]
+    fn rebuild_ranges_rebuild_the_target(g in small_geometry(), t in any::<usize>(), other in any::<usize>(), two in any::<bool>(), seed in any::<u64>()) {
+        use rand::{RngCore, SeedableRng};
+        let target = t % g.members();
+        let mut failed = vec![target];
+        if two {
+            failed.push(other % g.members());
+        }
+        let fm = FailureModel::new(&g);
+        let Ok(plan) = fm.rebuild_plan(&failed, target) else {
+            prop_assert!(fm.loses_data(&failed).unwrap());
+            return Ok(());
+        };
+        let engine = ParityEngine::detect();
+        let mut logical = vec![0u8; g.array_sectors() as usize * 512];
+        rand_chacha::ChaCha8Rng::seed_from_u64(seed).fill_bytes(&mut logical);
+        let members = member_images(&g, &logical, &engine);
+        let bytes = |m: usize, start: u64, n: u64| &members[m][start as usize * 512..(start + n) as usize * 512];
+        let mut covered = 0u64;
+        let mut read = 0u64;
+        let mut next = 0u64;
+        for r in fm.rebuild_ranges(&plan) {
+            prop_assert!(r.target_sector >= next, "ranges overlap or go backwards");
+            next = r.target_sector + r.sectors;
+            covered += r.sectors;
+            prop_assert!(r.reads.iter().all(|x| !plan.failed.contains(&x.member) && x.sectors == r.sectors));
+            read += r.reads.iter().map(|x| x.sectors * 512).sum::<u64>();
+            let want = bytes(target, r.target_sector, r.sectors);
+            match g.layout() {
+                Layout::Raid4 | Layout::Raid5(_) | Layout::Raid6(_) => {
+                    let sl = g.stripe_layout(r.target_sector / g.chunk_sectors()).unwrap();
+                    let mut bufs: Vec<Vec<u8>> = vec![vec![0u8; want.len()]; g.members()];
+                    for x in &r.reads {
+                        bufs[x.member] = bytes(x.member, x.start, x.sectors).to_vec();
+                    }
+                    let missing: Vec<usize> = (0..g.members()).filter(|m| !r.reads.iter().any(|x| x.member == *m)).collect();
+                    let mut views: Vec<&mut [u8]> = bufs.iter_mut().map(|b| &mut b[..]).collect();
+                    engine.reconstruct_slices(&sl, &mut views, &missing).unwrap();
+                    prop_assert!(bufs[target] == want, "stripe at {} of member {}", r.target_sector, target);
+                }
+                _ => {
+                    prop_assert_eq!(r.reads.len(), 1);
+                    let x = r.reads[0];
+                    prop_assert!(bytes(x.member, x.start, x.sectors) == want, "copy at {}", r.target_sector);
+                }
+            }
+        }
+        let data_sectors = (0..g.used_sectors()[target]).filter(|&s| g.unmap(target, s).unwrap() != MemberContent::Unused).count() as u64;
+        prop_assert_eq!(covered, data_sectors);
+        prop_assert_eq!(read, fm.rebuild_range_bytes(&plan));
     }
 }

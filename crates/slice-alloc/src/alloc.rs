@@ -1,10 +1,11 @@
 //! The allocator: devices, slices, reservations and the cross-device indexes that let
 //! `allocate` and `free` run in O(log n) without scanning devices.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::device::{Device, ExtentIndex, LazyIndex, pack, unpack};
+use crate::tx::Tx;
 use crate::{
     AllocatorConfig, Constraints, DeviceId, DevicePolicy, DeviceSpec, Error, Extent, Reservation,
     Slice, SliceId,
@@ -55,7 +56,7 @@ impl Exts {
             Exts::Many(v)
         }
     }
-    fn units(&self) -> u64 {
+    pub(crate) fn units(&self) -> u64 {
         self.as_slice().iter().map(|e| e.1).sum()
     }
     /// Appends `(off, len)`, merging it into the last extent when contiguous.
@@ -99,7 +100,8 @@ pub(crate) struct Entry {
 /// Every slice lies inside its device, is aligned to the device's granularity and overlaps no
 /// other slice or reservation; for every device, free + allocated = usable capacity. Every
 /// public method either succeeds or returns an error leaving the allocator exactly as it was
-/// (except [`commit`](Self::commit) of an expired reservation, which releases it as documented).
+/// (a change undone after a failed journal write keeps its slice id used up: ids are never
+/// handed out twice).
 #[derive(Clone, Debug)]
 pub struct Allocator {
     pub(crate) config: AllocatorConfig,
@@ -123,8 +125,12 @@ pub struct Allocator {
     expiry: BTreeSet<(u64, SliceId)>,
     pub(crate) next_id: u64,
     /// Totals in u128: the sum over devices may exceed u64 (reported saturated).
-    capacity: u128,
+    pub(crate) capacity: u128,
     free: u128,
+    /// Free bytes new allocations may take (headroom and cordoned devices excluded).
+    avail: u128,
+    /// Number of devices per allocation unit, for [`allocate_range`](Self::allocate_range).
+    grans: BTreeMap<u64, usize>,
 }
 
 impl Allocator {
@@ -150,6 +156,8 @@ impl Allocator {
             next_id: 1,
             capacity: 0,
             free: 0,
+            avail: 0,
+            grans: BTreeMap::new(),
         })
     }
 
@@ -175,6 +183,8 @@ impl Allocator {
         self.by_frag.insert((lazy.frag, idx));
         self.capacity += u128::from(d.units * d.gran());
         self.free += u128::from(k.free);
+        self.avail += u128::from(k.avail);
+        *self.grans.entry(d.gran()).or_insert(0) += 1;
         self.by_id.insert(d.spec.id(), idx);
         self.devices.push(Some(d));
         Ok(())
@@ -201,6 +211,13 @@ impl Allocator {
         self.by_frag.remove(&(lazy.frag, idx));
         self.capacity -= u128::from(d.units * d.gran());
         self.free -= u128::from(k.free);
+        self.avail -= u128::from(k.avail);
+        if let Some(n) = self.grans.get_mut(&d.gran()) {
+            *n -= 1;
+            if *n == 0 {
+                self.grans.remove(&d.gran());
+            }
+        }
         self.by_id.remove(&id);
         Ok(d.spec)
     }
@@ -212,6 +229,10 @@ impl Allocator {
 
     /// Allocates a slice of at least `size` bytes (rounded up to the chosen device's
     /// granularity) on a device chosen by the policy among the candidates.
+    ///
+    /// Rounding up may exceed `size` by almost a unit: for a CSI capacity range, whose limit
+    /// must not be exceeded, use [`allocate_range`](Self::allocate_range). Cordoned devices
+    /// are never chosen.
     ///
     /// Never fails while some candidate device has a single free extent of the rounded size
     /// that leaves its reserved headroom intact. On failure the error says how close the best
@@ -226,12 +247,7 @@ impl Allocator {
         c: &Constraints<'_>,
         expires: Option<u64>,
     ) -> Result<Slice, Error> {
-        if size == 0 {
-            return Err(Error::InvalidArgument {
-                field: "size",
-                rule: "must be greater than zero".into(),
-            });
-        }
+        positive("size", size)?;
         let (idx, plan) = match self.choose(size, c) {
             Ok(x) => x,
             Err(e) => {
@@ -239,21 +255,155 @@ impl Allocator {
                 return Err(e);
             }
         };
+        Ok(self.take_plan(idx, plan, expires))
+    }
+
+    /// Enters a slice planned by [`choose`](Self::choose) under the next id.
+    fn take_plan(&mut self, idx: u32, plan: Exts, expires: Option<u64>) -> Slice {
         let id = SliceId::new(self.next_id);
         self.next_id += 1;
         let slice = self.slice_of(id, idx, &plan);
         self.insert_planned(id, idx, plan, expires);
         tracing::trace!(
-            size,
             slice = id.get(),
             device = slice.device.get(),
+            size = slice.size(),
             "allocated"
         );
-        Ok(slice)
+        slice
+    }
+
+    /// Allocates a slice for a CSI capacity range: at least `min` and at most `max` bytes
+    /// (`CapacityRange.required_bytes` and `limit_bytes`), a whole number of allocation units
+    /// of the device it lands on, never rounded past `max`.
+    ///
+    /// The size is the largest allowed one that fits: `max` rounded *down* to the unit when a
+    /// candidate can hold it (the device chosen by the policy, as [`allocate`](Self::allocate)
+    /// does), otherwise the largest allocatable extent among the candidates, as long as it is
+    /// at least `min` rounded *up* to the unit. So pass the size you want as `max`; for a CSI
+    /// request without a limit, pass the size you would provision (for example
+    /// `required_bytes`) as both bounds. When the candidates have different units, each device
+    /// offers the largest size its unit allows and the largest offer wins (single extents only).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when `max` is 0, `min > max`, or the range holds no multiple
+    /// of any candidate's allocation unit (the message names the bound and the unit);
+    /// [`Error::Exhausted`] when no candidate can hold `min`; [`Error::UnknownDevice`] for an
+    /// unknown candidate. Nothing changes on error.
+    ///
+    /// # Example
+    /// ```
+    /// use slice_alloc::{Allocator, AllocatorConfig, Constraints, DeviceId, DeviceSpec, GIB};
+    ///
+    /// let mut a = Allocator::new(AllocatorConfig::default())?;
+    /// a.add_device(DeviceSpec::new(DeviceId::new(1), 40 * GIB)?)?;
+    /// // 30.5 GiB at most: 30 GiB, never 31.
+    /// let s = a.allocate_range(20 * GIB, 30 * GIB + GIB / 2, &Constraints::any())?;
+    /// assert_eq!(s.size(), 30 * GIB);
+    /// // Only 10 GiB left: at least 5, at most 20 gives 10.
+    /// assert_eq!(a.allocate_range(5 * GIB, 20 * GIB, &Constraints::any())?.size(), 10 * GIB);
+    /// // A range holding no whole GiB is refused, naming the bound and the unit.
+    /// let err = a.allocate_range(GIB + 1, 2 * GIB - 1, &Constraints::any()).unwrap_err();
+    /// assert!(err.to_string().contains("allocation unit of 1073741824 bytes"), "{err}");
+    /// # Ok::<(), slice_alloc::Error>(())
+    /// ```
+    pub fn allocate_range(
+        &mut self,
+        min: u64,
+        max: u64,
+        constraints: &Constraints<'_>,
+    ) -> Result<Slice, Error> {
+        self.place_range(min, max, constraints, None)
+    }
+
+    pub(crate) fn place_range(
+        &mut self,
+        min: u64,
+        max: u64,
+        c: &Constraints<'_>,
+        expires: Option<u64>,
+    ) -> Result<Slice, Error> {
+        positive("max", max)?;
+        if min > max {
+            return Err(Error::InvalidArgument {
+                field: "min",
+                rule: format!("{min} bytes is above max {max} bytes"),
+            });
+        }
+        // The allowed sizes for a unit `g`: `lo..=hi`, multiples of `g`.
+        let allowed = |g: u64| -> Option<(u64, u64)> {
+            let lo = min.div_ceil(g).max(1).checked_mul(g)?;
+            let hi = max / g * g;
+            (lo <= hi).then_some((lo, hi))
+        };
+        let mut grans: Vec<u64> = match c.candidates {
+            None => self.grans.keys().copied().collect(),
+            Some(list) => list
+                .iter()
+                .map(|&id| self.idx(id).map(|i| self.dev(i).gran()))
+                .collect::<Result<_, _>>()?,
+        };
+        grans.sort_unstable();
+        grans.dedup();
+        if !grans.iter().any(|&g| allowed(g).is_some()) {
+            return Err(no_multiple(min, max, &grans));
+        }
+        let multi = c.multi_extent.unwrap_or(self.config.multi_extent);
+        if let [g] = grans[..] {
+            // One unit: through the indexes, like `allocate`.
+            let (lo, hi) = allowed(g).expect("checked above");
+            if let Ok((idx, plan)) = self.choose(hi, c) {
+                return Ok(self.take_plan(idx, plan, expires));
+            }
+            let best = match c.candidates {
+                None => self.largest_allocatable().map_or(0, |(_, b)| b),
+                Some(list) => list
+                    .iter()
+                    .filter_map(|id| self.by_id.get(id))
+                    .map(|&i| self.dev(i).keys.allocatable)
+                    .max()
+                    .unwrap_or(0),
+            };
+            if best < lo {
+                return Err(self.exhausted(lo, c, multi));
+            }
+            let (idx, plan) = self.choose(best, c)?;
+            return Ok(self.take_plan(idx, plan, expires));
+        }
+        // Several units: each candidate offers the largest size its unit allows.
+        let idxs = self.candidate_indexes(c);
+        let offer = idxs
+            .iter()
+            .filter_map(|&i| {
+                let d = self.dev(i);
+                let (lo, hi) = allowed(d.gran())?;
+                let s = hi.min(d.keys.allocatable);
+                (s >= lo).then_some((s, std::cmp::Reverse(i)))
+            })
+            .max();
+        match offer {
+            Some((size, std::cmp::Reverse(i))) => {
+                let id = [self.dev(i).spec.id()];
+                let one = Constraints {
+                    candidates: Some(&id),
+                    multi_extent: Some(false),
+                    ..*c
+                };
+                let (idx, plan) = self.choose(size, &one)?;
+                Ok(self.take_plan(idx, plan, expires))
+            }
+            None => {
+                let lo = grans.iter().filter_map(|&g| allowed(g)).map(|x| x.0).min();
+                Err(self.exhausted(lo.unwrap_or(min), c, multi))
+            }
+        }
     }
 
     /// Allocates exactly `[offset, offset + size)` (size rounded up to the granularity) on
-    /// `device`, for restoring state recorded elsewhere.
+    /// `device`, for restoring state recorded elsewhere or carrying out a [`DrainPlan`]'s move.
+    /// Refused on a cordoned device.
+    ///
+    /// [`DrainPlan`]: crate::DrainPlan
     pub fn allocate_at(
         &mut self,
         device: DeviceId,
@@ -262,13 +412,11 @@ impl Allocator {
     ) -> Result<Slice, Error> {
         let id = SliceId::new(self.next_id);
         let idx = self.idx(device)?;
-        let g = self.dev(idx).gran();
-        if size == 0 {
-            return Err(Error::InvalidArgument {
-                field: "size",
-                rule: "must be greater than zero".into(),
-            });
+        if self.dev(idx).cordoned {
+            return Err(Error::Cordoned(device));
         }
+        let g = self.dev(idx).gran();
+        positive("size", size)?;
         let len = size
             .div_ceil(g)
             .checked_mul(g)
@@ -363,7 +511,7 @@ impl Allocator {
 
     /// The slice or reservation holding any unit of `[o, o+l)` on device `idx` (error path only:
     /// linear in the number of slices).
-    fn owner(&self, idx: u32, o: u64, l: u64) -> Option<SliceId> {
+    pub(crate) fn owner(&self, idx: u32, o: u64, l: u64) -> Option<SliceId> {
         self.slices
             .iter()
             .filter(|(_, e)| e.device == idx)
@@ -501,9 +649,12 @@ impl Allocator {
         Ok(self.to_slice(id, &self.slices[&id]))
     }
 
-    /// Sets `size` bytes aside until `now + ttl` (caller's clock, any unit). Reservations are
-    /// not journaled: they vanish on restart, so a crash can never leak them. Calls
-    /// [`expire`](Self::expire) with `now` first.
+    /// Sets `size` bytes aside until `now + ttl` (caller's clock, any unit; `ttl > 0`), placed
+    /// like [`allocate`](Self::allocate). Releases expired reservations first (as
+    /// [`expire`](Self::expire) with `now`), so that their space can be used; if the
+    /// reservation then fails, they are put back: a failed call changes nothing.
+    /// [`Journaled`](crate::Journaled) and [`GroupCommit`](crate::GroupCommit) journal
+    /// reservations, so they survive restarts (and their ids are never reused).
     pub fn reserve(
         &mut self,
         size: u64,
@@ -511,29 +662,110 @@ impl Allocator {
         now: u64,
         ttl: u64,
     ) -> Result<Reservation, Error> {
-        self.expire(now);
+        Tx::atomic(self, |tx| tx.reserve(size, constraints, now, ttl))
+    }
+
+    /// [`reserve`](Self::reserve) for a capacity range, sized like
+    /// [`allocate_range`](Self::allocate_range).
+    pub fn reserve_range(
+        &mut self,
+        min: u64,
+        max: u64,
+        constraints: &Constraints<'_>,
+        now: u64,
+        ttl: u64,
+    ) -> Result<Reservation, Error> {
+        Tx::atomic(self, |tx| tx.reserve_range(min, max, constraints, now, ttl))
+    }
+
+    /// Reserves with a size or a range (for [`Tx`]): `max == None` is a plain size `min`.
+    pub(crate) fn place_reservation(
+        &mut self,
+        min: u64,
+        max: Option<u64>,
+        constraints: &Constraints<'_>,
+        now: u64,
+        ttl: u64,
+    ) -> Result<Reservation, Error> {
+        check_ttl(ttl)?;
         let expires_at = now.saturating_add(ttl);
-        let slice = self.place(size, constraints, Some(expires_at))?;
+        let slice = match max {
+            None => self.place(min, constraints, Some(expires_at))?,
+            Some(max) => self.place_range(min, max, constraints, Some(expires_at))?,
+        };
         Ok(Reservation { slice, expires_at })
     }
 
-    /// Turns a reservation into a committed slice. If it has expired (`now >= expires_at`) its
-    /// space is released and [`Error::ReservationExpired`] returned.
+    /// Turns a reservation into a committed slice. If it has expired (`now >= expires_at`),
+    /// fails with [`Error::ReservationExpired`] and changes nothing: the space goes back with
+    /// the next [`expire`](Self::expire) (which [`reserve`](Self::reserve) calls).
     pub fn commit(&mut self, id: SliceId, now: u64) -> Result<Slice, Error> {
         let entry = self.expect_state(id, true)?;
         let t = entry.expires.expect("reservation");
         if now >= t {
-            self.remove_entry(id);
             return Err(Error::ReservationExpired {
                 slice: id,
                 expired_at: t,
                 now,
             });
         }
-        self.expiry.remove(&(t, id));
-        let entry = self.slices.get_mut(&id).expect("checked above");
-        entry.expires = None;
+        self.set_expiry(id, None);
         Ok(self.to_slice(id, &self.slices[&id]))
+    }
+
+    /// Extends a reservation that has not expired to `now + ttl` (`ttl > 0`, caller's clock).
+    /// An expired one (`now >= expires_at`) is refused with [`Error::ReservationExpired`].
+    pub fn renew(&mut self, id: SliceId, now: u64, ttl: u64) -> Result<Reservation, Error> {
+        check_ttl(ttl)?;
+        let t = self.expect_state(id, true)?.expires.expect("reservation");
+        if now >= t {
+            return Err(Error::ReservationExpired {
+                slice: id,
+                expired_at: t,
+                now,
+            });
+        }
+        let expires_at = now.saturating_add(ttl);
+        self.set_expiry(id, Some(expires_at));
+        Ok(Reservation {
+            slice: self.to_slice(id, &self.slices[&id]),
+            expires_at,
+        })
+    }
+
+    /// Every pending reservation (expired ones too, until [`expire`](Self::expire) runs),
+    /// sorted by id. O(r log r) for r reservations.
+    pub fn reservations(&self) -> Vec<Reservation> {
+        let mut out: Vec<Reservation> = self
+            .expiry
+            .iter()
+            .map(|&(expires_at, id)| Reservation {
+                slice: self.to_slice(id, &self.slices[&id]),
+                expires_at,
+            })
+            .collect();
+        out.sort_by_key(|r| r.slice.id);
+        out
+    }
+
+    /// The expiry of reservation `id` (`None` for a committed slice or an unknown id).
+    pub(crate) fn reservations_expiry(&self, id: SliceId) -> Option<u64> {
+        self.slices.get(&id).and_then(|e| e.expires)
+    }
+
+    /// Sets or clears (commits) the expiry of slice `id`, keeping the expiry index in step.
+    pub(crate) fn set_expiry(&mut self, id: SliceId, expires: Option<u64>) {
+        let entry = self
+            .slices
+            .get_mut(&id)
+            .expect("caller checked the slice exists");
+        if let Some(t) = entry.expires {
+            self.expiry.remove(&(t, id));
+        }
+        entry.expires = expires;
+        if let Some(t) = expires {
+            self.expiry.insert((t, id));
+        }
     }
 
     /// Releases a reservation, returning the space it held.
@@ -545,13 +777,21 @@ impl Allocator {
     /// Releases every reservation with `expires_at <= now`, returning their ids. O(k log n) for
     /// k expired reservations.
     pub fn expire(&mut self, now: u64) -> Vec<SliceId> {
+        self.expire_reservations(now)
+            .into_iter()
+            .map(|r| r.slice.id)
+            .collect()
+    }
+
+    /// [`expire`](Self::expire), returning what each released reservation held.
+    pub(crate) fn expire_reservations(&mut self, now: u64) -> Vec<Reservation> {
         let mut out = Vec::new();
-        while let Some(&(t, id)) = self.expiry.first() {
-            if t > now {
+        while let Some(&(expires_at, id)) = self.expiry.first() {
+            if expires_at > now {
                 break;
             }
-            self.remove_entry(id);
-            out.push(id);
+            let slice = self.remove_entry(id);
+            out.push(Reservation { slice, expires_at });
         }
         out
     }
@@ -594,8 +834,17 @@ impl Allocator {
         u64::try_from(self.capacity).unwrap_or(u64::MAX)
     }
 
-    /// Total free bytes over all devices, including reserved headroom (saturating at `u64::MAX`).
+    /// Free bytes new allocations may take, over all devices (saturating at `u64::MAX`): on each
+    /// device that is not cordoned, its free bytes minus its reserved headroom (0 when the
+    /// headroom is larger). This is CSI `GetCapacity`'s `available_capacity` for the whole
+    /// allocator; [`capacity`](Self::capacity) gives it for a set of devices. O(1).
     pub fn total_free(&self) -> u64 {
+        u64::try_from(self.avail).unwrap_or(u64::MAX)
+    }
+
+    /// Bytes held by no slice or reservation, over all devices, reserved headroom and cordoned
+    /// devices included (saturating at `u64::MAX`). O(1).
+    pub fn total_unallocated(&self) -> u64 {
         u64::try_from(self.free).unwrap_or(u64::MAX)
     }
 
@@ -618,14 +867,14 @@ impl Allocator {
     }
 
     /// A device and the cross-device extent index that its free-space changes update.
-    fn dev_and_index(&mut self, idx: u32) -> (&mut Device, &mut ExtentIndex) {
+    pub(crate) fn dev_and_index(&mut self, idx: u32) -> (&mut Device, &mut ExtentIndex) {
         let d = self.devices[idx as usize]
             .as_mut()
             .expect("indexed device exists");
         (d, &mut self.by_extent)
     }
 
-    fn expect_state(&self, id: SliceId, reservation: bool) -> Result<&Entry, Error> {
+    pub(crate) fn expect_state(&self, id: SliceId, reservation: bool) -> Result<&Entry, Error> {
         let e = self.slices.get(&id).ok_or(Error::UnknownSlice(id))?;
         match (e.expires.is_some(), reservation) {
             (false, true) => Err(Error::WrongState {
@@ -662,7 +911,7 @@ impl Allocator {
 
     /// Refreshes device `idx`'s figures after its free space changed, and queues it for the
     /// lazily maintained indexes (the extent index is already up to date).
-    fn reindex(&mut self, idx: u32) {
+    pub(crate) fn reindex(&mut self, idx: u32) {
         let d = self.devices[idx as usize]
             .as_mut()
             .expect("indexed device exists");
@@ -670,6 +919,7 @@ impl Allocator {
         let new = d.compute_keys();
         d.keys = new;
         self.free = self.free - u128::from(old.free) + u128::from(new.free);
+        self.avail = self.avail - u128::from(old.avail) + u128::from(new.avail);
         for ix in LazyIndex::ALL {
             if d.dirty & ix.bit() == 0 {
                 d.dirty |= ix.bit();
@@ -904,20 +1154,30 @@ impl Allocator {
         Ok(best.map(|(i, _)| i))
     }
 
-    fn exhausted(&self, size: u64, c: &Constraints<'_>, multi: bool) -> Error {
-        let idxs: Vec<u32> = match c.candidates {
+    /// The indexes of the known candidate devices (all devices when `c` names none).
+    fn candidate_indexes(&self, c: &Constraints<'_>) -> Vec<u32> {
+        match c.candidates {
             None => self.by_id.values().copied().collect(),
             Some(list) => list
                 .iter()
                 .filter_map(|id| self.by_id.get(id).copied())
                 .collect(),
-        };
+        }
+    }
+
+    fn exhausted(&self, size: u64, c: &Constraints<'_>, multi: bool) -> Error {
+        let idxs = self.candidate_indexes(c);
         let mut largest = (0, None);
         let mut fit_no_headroom = 0;
         let mut total_free = 0;
+        let mut cordoned = 0;
         for &i in &idxs {
             let d = self.dev(i);
             let g = d.gran();
+            if d.cordoned {
+                cordoned += 1;
+                continue;
+            }
             if d.keys.allocatable > largest.0 {
                 largest = (d.keys.allocatable, Some(d.spec.id()));
             }
@@ -934,6 +1194,58 @@ impl Allocator {
             fit_no_headroom,
             total_free,
             multi_extent: multi,
+            cordoned,
         }
     }
+}
+
+/// A reservation needs a positive time to live: `ttl == 0` would hand out a reservation that
+/// has already expired.
+pub(crate) fn check_ttl(ttl: u64) -> Result<(), Error> {
+    if ttl == 0 {
+        return Err(Error::InvalidArgument {
+            field: "ttl",
+            rule: "must be greater than zero (a reservation with ttl 0 is expired when made)"
+                .into(),
+        });
+    }
+    Ok(())
+}
+
+/// The error for a capacity range that holds no multiple of any candidate's unit.
+fn no_multiple(min: u64, max: u64, grans: &[u64]) -> Error {
+    if grans.is_empty() {
+        return Error::InvalidArgument {
+            field: "constraints.candidates",
+            rule: "no device to allocate from".into(),
+        };
+    }
+    let why: Vec<String> = grans
+        .iter()
+        .map(|&g| match min.div_ceil(g).max(1).checked_mul(g) {
+            Some(lo) => format!(
+                "allocation unit of {g} bytes: min {min} rounds up to {lo}, above max {max}"
+            ),
+            None => format!("allocation unit of {g} bytes: min {min} overflows when rounded up"),
+        })
+        .collect();
+    Error::InvalidArgument {
+        field: "max",
+        rule: format!(
+            "the capacity range [{min}, {max}] bytes holds no whole number of allocation units \
+             ({})",
+            why.join("; ")
+        ),
+    }
+}
+
+/// `value > 0`, or an error naming `field`.
+fn positive(field: &'static str, value: u64) -> Result<(), Error> {
+    if value == 0 {
+        return Err(Error::InvalidArgument {
+            field,
+            rule: "must be greater than zero".into(),
+        });
+    }
+    Ok(())
 }

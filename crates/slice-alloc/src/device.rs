@@ -5,6 +5,7 @@
 
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use crate::DeviceSpec;
 
@@ -30,6 +31,10 @@ pub(crate) struct Device {
     /// One bit per [`LazyIndex`] whose key in `lazy` may be stale (the device is then queued
     /// for that index's next refresh).
     pub(crate) dirty: u8,
+    /// Labels (for example topology keys). Shared on clone: plans clone the allocator.
+    pub(crate) labels: Arc<BTreeMap<String, String>>,
+    /// A cordoned device takes no new slices or reservations (its figures say 0 allocatable).
+    pub(crate) cordoned: bool,
 }
 
 /// The cross-device indexes maintained lazily, each with its own queue of changed devices, so
@@ -67,8 +72,12 @@ pub(crate) struct Lazy {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Keys {
+    /// Largest allocatable extent in bytes.
     pub(crate) allocatable: u64,
+    /// Free bytes, reserved headroom included.
     pub(crate) free: u64,
+    /// Free bytes new allocations may take: free minus headroom, 0 when cordoned.
+    pub(crate) avail: u64,
 }
 
 impl Device {
@@ -88,6 +97,7 @@ impl Device {
             keys: Keys {
                 allocatable: 0,
                 free: 0,
+                avail: 0,
             },
             lazy: Lazy {
                 allocatable: 0,
@@ -95,6 +105,8 @@ impl Device {
                 frag: 0,
             },
             dirty: 0,
+            labels: Arc::default(),
+            cordoned: false,
         };
         d.insert_raw(0, units, ix);
         d.keys = d.compute_keys();
@@ -110,15 +122,19 @@ impl Device {
         self.free_by_len.last().map_or(0, |&k| unpack(k).0)
     }
 
-    /// Largest single extent a *new* allocation may take without breaking reserved headroom.
+    /// Largest single extent a *new* allocation may take without breaking reserved headroom
+    /// (0 on a cordoned device).
     pub(crate) fn allocatable(&self) -> u64 {
-        self.largest()
-            .min(self.free_units.saturating_sub(self.reserved_units))
+        self.largest().min(self.allocatable_total())
     }
 
-    /// Free units new allocations may use in total (multi-extent).
+    /// Free units new allocations may use in total (multi-extent; 0 on a cordoned device).
     pub(crate) fn allocatable_total(&self) -> u64 {
-        self.free_units.saturating_sub(self.reserved_units)
+        if self.cordoned {
+            0
+        } else {
+            self.free_units.saturating_sub(self.reserved_units)
+        }
     }
 
     pub(crate) fn compute_keys(&self) -> Keys {
@@ -126,7 +142,32 @@ impl Device {
         Keys {
             allocatable: self.allocatable() * g,
             free: self.free_units * g,
+            avail: self.allocatable_total() * g,
         }
+    }
+
+    /// Changes the usable size to `units`: growth frees the new space at the end; shrinking
+    /// needs the cut-off part free, otherwise returns `Err(first unit in use)` and changes
+    /// nothing.
+    pub(crate) fn set_units(&mut self, units: u64, ix: &mut ExtentIndex) -> Result<(), u64> {
+        if units > self.units {
+            let old = self.units;
+            self.units = units;
+            self.release(old, units - old, ix);
+        } else if units < self.units {
+            match self.free_containing(units) {
+                Some((o, l)) if o + l == self.units => {
+                    let ok = self.take(units, self.units - units, ix);
+                    debug_assert!(ok);
+                    // The taken range is now outside the device, neither free nor used.
+                    self.units = units;
+                }
+                Some((o, l)) => return Err(o + l),
+                None => return Err(units),
+            }
+        }
+        self.reserved_units = self.spec.reserved_units().min(self.units);
+        Ok(())
     }
 
     pub(crate) fn frag_ppm(&self) -> u32 {

@@ -36,8 +36,9 @@ pub enum Error {
         "no device can hold {needed} bytes: {candidates} candidate device(s); largest allocatable \
          free extent {largest_extent} bytes (on {largest_on}); {fit_no_headroom} device(s) have a \
          large enough extent but would break their reserved headroom; {total_free} bytes free \
-         across candidates{multi}",
+         across candidates{multi}{cordon}",
         largest_on = .largest_on.map_or_else(|| "no device".to_string(), |d| d.to_string()),
+        cordon = if *.cordoned > 0 { format!("; {} candidate(s) cordoned", .cordoned) } else { String::new() },
         multi = if *.multi_extent { " (multi-extent allowed, but no single device has that much allocatable space)" } else { "" }
     )]
     Exhausted {
@@ -55,7 +56,12 @@ pub enum Error {
         total_free: u64,
         /// Whether multi-extent allocation was allowed.
         multi_extent: bool,
+        /// Candidates that are cordoned (they take no new slices).
+        cordoned: usize,
     },
+    /// The device is cordoned: it takes no new slices or reservations.
+    #[error("{0} is cordoned: it takes no new slices or reservations")]
+    Cordoned(DeviceId),
     /// A slice cannot grow by the requested amount.
     #[error(
         "cannot grow {slice} on {device} by {needed} bytes: {in_place} bytes are free directly after \
@@ -93,8 +99,11 @@ pub enum Error {
         /// What the operation needs.
         expected: &'static str,
     },
-    /// The reservation expired before it was committed; its space has been released.
-    #[error("reservation {slice} expired at {expired_at} (now {now}); its space was released")]
+    /// The reservation expired before it was committed or renewed; nothing changed, and its
+    /// space goes back at the next `expire` (or `reserve`).
+    #[error(
+        "reservation {slice} expired at {expired_at} (now {now}); its space is released by the next expire"
+    )]
     ReservationExpired {
         /// The reservation.
         slice: SliceId,
@@ -157,7 +166,9 @@ pub enum Error {
     /// A snapshot is invalid.
     #[error("snapshot invalid: {0}")]
     BadSnapshot(Box<Error>),
-    /// Writing a journal record failed; the operation was rolled back.
+    /// Writing or syncing a journal record failed; the operation was rolled back in memory.
+    /// The journal may or may not hold it (a failed sync does not say what reached the disk):
+    /// recovery from the journal decides.
     #[error(
         "journal write failed (operation rolled back; switch to a new journal to continue): {0}"
     )]

@@ -9,28 +9,62 @@
 //! | `crc`   | 4    | CRC-32 (IEEE, `crc32fast`) of the payload  |
 //! | payload | len  | `seq: u64`, `tag: u8`, body (little endian) |
 //!
-//! Bodies: `1` AddDevice `id, capacity, granularity, reserved`; `2` RemoveDevice `id`;
-//! `3` Allocate `slice, device, n: u32, n × (offset, len)`; `4` Free `slice`;
-//! `5` Resize `slice, n: u32, n × (offset, len)` (the slice's full new extent list). Offsets
-//! and lengths are bytes. Sequence numbers increase by exactly one from frame to frame.
+//! Bodies (integers little endian, offsets and lengths in bytes, strings `len: u32` + UTF-8):
+//!
+//! | tag | record | body |
+//! |-----|--------|------|
+//! | 1 | AddDevice | `id, capacity, granularity, reserved` |
+//! | 2 | RemoveDevice | `id` |
+//! | 3 | Allocate (also a commit's slice in journals before tag 7) | `slice, device, n: u32, n × (offset, len)` |
+//! | 4 | Free | `slice` |
+//! | 5 | Resize | `slice, n: u32, n × (offset, len)` (the full new extent list) |
+//! | 6 | Reserve | `slice, device, expires_at, n: u32, n × (offset, len)` |
+//! | 7 | Commit | `slice` |
+//! | 8 | Release (by the caller or on expiry) | `slice` |
+//! | 9 | Renew | `slice, expires_at` |
+//! | 10 | SetLabel | `device, key, 0` (removed) or `device, key, 1, value` |
+//! | 11 | Cordon | `device, 0/1` |
+//! | 12 | ResizeDevice | `device, capacity` |
+//! | 13 | SetReserved | `device, reserved` |
+//! | 14 | Atomic | `n: u32` (≥ 2), then `n` × (tag, body) of non-atomic records |
+//!
+//! Sequence numbers increase by exactly one from frame to frame. A call that makes several
+//! changes (`reserve` or `expire` releasing expired reservations) writes one Atomic frame.
+//! Every slice and reservation id appears in the record that created it, so replay (and the
+//! snapshot's `next_slice_id`) never hands an id out twice.
 //!
 //! # Recovery rules
-//! A frame that runs past the end of the buffer, or a bad frame followed only by zero bytes or
-//! nothing, is a torn tail: it was never acknowledged (the write did not complete), so it is
-//! dropped and [`Recovered::valid_len`] says where to truncate. A bad frame followed by more
-//! data is corruption: truncating there would lose acknowledged records, so recovery refuses
-//! with [`Error::CorruptJournal`] naming the byte offset.
+//! A torn write can only be the last thing in a journal. So a bad frame (incomplete header,
+//! length out of range, running past the end, checksum mismatch) is a torn tail only when no
+//! intact frame continuing the sequence follows it anywhere in the buffer (a byte-by-byte scan,
+//! since a damaged length field hides where the next frame starts): then it is dropped,
+//! [`Recovered::valid_len`] says where to truncate and [`Recovered::dropped`] what was dropped
+//! and why (`None` when only zero bytes follow the last frame). Otherwise the journal is
+//! damaged, truncating would lose acknowledged records, and recovery refuses with
+//! [`Error::CorruptJournal`] naming the byte offset. A checksum-valid frame that does not
+//! decode, or a sequence gap, is always refused. Every single-byte corruption of a journal is
+//! thus either refused, or (in its last frame, where it cannot be told from a torn write)
+//! recovered to every record before the damaged frame, and reported.
+//!
+//! One case is refused although nothing acknowledged was lost: after a power loss in the middle
+//! of a multi-page group-commit batch, the file system may have kept a later page of the batch
+//! and not an earlier one. None of the batch was acknowledged (its sync never returned), but a
+//! hole followed by an intact frame looks exactly like damage; the error names the offset, and
+//! an operator who knows the crash was a power loss may truncate there.
 //!
 //! # Condensing
 //! When [`Journaled::needs_condense`] says so: take [`Journaled::snapshot`], persist it
-//! atomically, then [`Journaled::switch_journal`] to an empty writer and delete the old journal.
+//! atomically, then [`Journaled::switch_journal`] to an empty writer and delete the old journal
+//! ([`GroupCommit::condense`](crate::GroupCommit::condense) does the same steps under its lock).
 //! A crash anywhere in between is safe: records already in the snapshot (`seq <= last_seq`) are
 //! skipped on replay.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 
 use serde::{Deserialize, Serialize};
 
+use crate::tx::{Tx, journaled_methods, undo_all};
 use crate::{
     Allocator, AllocatorConfig, Constraints, DeviceId, DeviceSpec, Error, Extent, Reservation,
     Slice, SliceId,
@@ -74,9 +108,72 @@ pub enum Record {
         /// Its new extents, in bytes.
         extents: Vec<Extent>,
     },
+    /// A reservation was made.
+    Reserve {
+        /// The reservation.
+        slice: SliceId,
+        /// Its device.
+        device: DeviceId,
+        /// Its extents, in bytes.
+        extents: Vec<Extent>,
+        /// When it expires (caller's clock).
+        expires_at: u64,
+    },
+    /// A reservation was committed.
+    Commit {
+        /// The reservation, now a slice.
+        slice: SliceId,
+    },
+    /// A reservation was released (by the caller or because it expired).
+    Release {
+        /// The reservation.
+        slice: SliceId,
+    },
+    /// A reservation was renewed.
+    Renew {
+        /// The reservation.
+        slice: SliceId,
+        /// Its new expiry.
+        expires_at: u64,
+    },
+    /// A device label was set (`Some`) or removed (`None`).
+    SetLabel {
+        /// The device.
+        device: DeviceId,
+        /// Label key.
+        key: String,
+        /// New value, `None` to remove the label.
+        value: Option<String>,
+    },
+    /// A device was cordoned (`true`) or uncordoned.
+    Cordon {
+        /// The device.
+        device: DeviceId,
+        /// Whether it is now cordoned.
+        cordoned: bool,
+    },
+    /// A device's capacity changed.
+    ResizeDevice {
+        /// The device.
+        device: DeviceId,
+        /// New capacity in bytes.
+        capacity: u64,
+    },
+    /// A device's reserved headroom changed.
+    SetReserved {
+        /// The device.
+        device: DeviceId,
+        /// New reserved headroom in bytes.
+        reserved: u64,
+    },
+    /// The changes of one call that made several (for example `reserve` releasing expired
+    /// reservations before placing the new one), in one frame so that recovery applies all of
+    /// them or none. At least two records, none of them `Atomic`.
+    Atomic(Vec<Record>),
 }
 
-/// The whole committed state at a point of the journal. Reservations are not included.
+/// The whole durable state at a point of the journal: devices (with labels and cordons),
+/// committed slices, reservations and the next slice id.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
     /// [`SNAPSHOT_FORMAT`] at the time of writing.
@@ -94,22 +191,32 @@ pub struct Snapshot {
 pub struct DeviceSnapshot {
     /// The device geometry.
     pub spec: DeviceSpec,
-    /// Its committed slices, sorted by id.
+    /// Its labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Whether it is cordoned.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cordoned: bool,
+    /// Its committed slices and reservations, sorted by id.
     pub slices: Vec<SliceSnapshot>,
 }
 
-/// One slice in a [`Snapshot`].
+/// One slice or reservation in a [`Snapshot`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SliceSnapshot {
     /// The slice.
     pub id: SliceId,
     /// Its extents, in bytes.
     pub extents: Vec<Extent>,
+    /// `Some(expiry)` for a reservation, `None` for a committed slice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
 }
 
 impl Allocator {
-    /// The committed state (reservations excluded), canonically ordered, tagged with the
-    /// sequence number of the last journal record it includes.
+    /// The whole state (devices with labels and cordons, slices, reservations, next id),
+    /// canonically ordered, tagged with the sequence number of the last journal record it
+    /// includes.
     pub fn snapshot(&self, last_seq: u64) -> Snapshot {
         let mut devices: Vec<DeviceSnapshot> = Vec::new();
         let mut pos = vec![usize::MAX; self.devices.len()];
@@ -117,19 +224,21 @@ impl Allocator {
         order.sort_by_key(|&i| self.dev(i).spec.id());
         for i in order {
             pos[i as usize] = devices.len();
+            let d = self.dev(i);
             devices.push(DeviceSnapshot {
-                spec: self.dev(i).spec.clone(),
+                spec: d.spec.clone(),
+                labels: (*d.labels).clone(),
+                cordoned: d.cordoned,
                 slices: Vec::new(),
             });
         }
         for (&id, e) in &self.slices {
-            if e.expires.is_none() {
-                let s = self.to_slice(id, e);
-                devices[pos[e.device as usize]].slices.push(SliceSnapshot {
-                    id,
-                    extents: s.extents,
-                });
-            }
+            let s = self.to_slice(id, e);
+            devices[pos[e.device as usize]].slices.push(SliceSnapshot {
+                id,
+                extents: s.extents,
+                expires_at: e.expires,
+            });
         }
         for d in &mut devices {
             d.slices.sort_by_key(|s| s.id);
@@ -159,11 +268,18 @@ impl Allocator {
         let mut a = Allocator::new(config)?;
         for d in &snapshot.devices {
             a.add_device(d.spec.clone()).map_err(wrap)?;
+            for (k, v) in &d.labels {
+                a.set_label(d.spec.id(), k, v).map_err(wrap)?;
+            }
         }
         for d in &snapshot.devices {
             for s in &d.slices {
-                a.restore(s.id, d.spec.id(), &s.extents, None)
+                a.restore(s.id, d.spec.id(), &s.extents, s.expires_at)
                     .map_err(wrap)?;
+            }
+            // Cordon last: restoring slices onto a cordoned device is not a new allocation.
+            if d.cordoned {
+                a.cordon(d.spec.id()).map_err(wrap)?;
             }
         }
         a.next_id = a.next_id.max(snapshot.next_slice_id);
@@ -172,8 +288,34 @@ impl Allocator {
 
     /// Applies one journal record (used by recovery; also usable to mirror a journal stream).
     /// Checks the same invariants as the operations themselves and changes nothing on error.
+    ///
+    /// An [`Record::Atomic`] group is applied on a copy of the allocator, which replaces it
+    /// once every record applied.
     pub fn apply(&mut self, record: &Record) -> Result<(), Error> {
+        if let Record::Atomic(records) = record {
+            let mut copy = self.clone();
+            copy.apply_in_order(records)?;
+            *self = copy;
+            return Ok(());
+        }
+        self.apply_one(record)
+    }
+
+    /// Applies `records` in order, stopping at the first that fails (recovery then gives up, so
+    /// what the earlier ones changed does not matter).
+    fn apply_in_order(&mut self, records: &[Record]) -> Result<(), Error> {
+        for r in records {
+            match r {
+                Record::Atomic(inner) => self.apply_in_order(inner)?,
+                r => self.apply_one(r)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_one(&mut self, record: &Record) -> Result<(), Error> {
         match record {
+            Record::Atomic(records) => self.apply_in_order(records),
             Record::AddDevice(spec) => self.add_device(spec.clone()),
             Record::RemoveDevice(id) => self.remove_device(*id).map(drop),
             Record::Allocate {
@@ -182,6 +324,41 @@ impl Allocator {
                 extents,
             } => self.restore(*slice, *device, extents, None),
             Record::Free { slice } => self.free(*slice).map(drop),
+            Record::Reserve {
+                slice,
+                device,
+                extents,
+                expires_at,
+            } => self.restore(*slice, *device, extents, Some(*expires_at)),
+            Record::Commit { slice } => {
+                // Committed before it expired, by the clock of the time: no expiry check.
+                self.expect_reservation(*slice)?;
+                self.set_expiry(*slice, None);
+                Ok(())
+            }
+            Record::Release { slice } => self.release(*slice).map(drop),
+            Record::Renew { slice, expires_at } => {
+                self.expect_reservation(*slice)?;
+                self.set_expiry(*slice, Some(*expires_at));
+                Ok(())
+            }
+            Record::SetLabel { device, key, value } => match value {
+                Some(v) => self.set_label(*device, key, v).map(drop),
+                None => self.remove_label(*device, key).map(drop),
+            },
+            Record::Cordon { device, cordoned } => {
+                if *cordoned {
+                    self.cordon(*device)
+                } else {
+                    self.uncordon(*device)
+                }
+            }
+            Record::ResizeDevice { device, capacity } => {
+                self.resize_device(*device, *capacity).map(drop)
+            }
+            Record::SetReserved { device, reserved } => {
+                self.set_reserved(*device, *reserved).map(drop)
+            }
             Record::Resize { slice, extents } => {
                 let old = self.slice(*slice).ok_or(Error::UnknownSlice(*slice))?;
                 if self.is_reservation(*slice) {
@@ -209,6 +386,11 @@ fn put_u64(out: &mut Vec<u8>, v: u64) {
     out.extend_from_slice(&v.to_le_bytes());
 }
 
+fn put_str(out: &mut Vec<u8>, v: &str) {
+    out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+    out.extend_from_slice(v.as_bytes());
+}
+
 fn put_extents(out: &mut Vec<u8>, extents: &[Extent]) {
     out.extend_from_slice(&(extents.len() as u32).to_le_bytes());
     for e in extents {
@@ -222,6 +404,15 @@ pub fn encode_record(seq: u64, record: &Record, out: &mut Vec<u8>) {
     let start = out.len();
     out.extend_from_slice(&[0; 8]);
     put_u64(out, seq);
+    encode_body(record, out);
+    let payload_len = (out.len() - start - 8) as u32;
+    let crc = crc32fast::hash(&out[start + 8..]);
+    out[start..start + 4].copy_from_slice(&payload_len.to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// The tag and body of one record.
+fn encode_body(record: &Record, out: &mut Vec<u8>) {
     match record {
         Record::AddDevice(s) => {
             out.push(1);
@@ -252,11 +443,66 @@ pub fn encode_record(seq: u64, record: &Record, out: &mut Vec<u8>) {
             put_u64(out, slice.get());
             put_extents(out, extents);
         }
+        Record::Reserve {
+            slice,
+            device,
+            extents,
+            expires_at,
+        } => {
+            out.push(6);
+            put_u64(out, slice.get());
+            put_u64(out, device.get());
+            put_u64(out, *expires_at);
+            put_extents(out, extents);
+        }
+        Record::Commit { slice } => {
+            out.push(7);
+            put_u64(out, slice.get());
+        }
+        Record::Release { slice } => {
+            out.push(8);
+            put_u64(out, slice.get());
+        }
+        Record::Renew { slice, expires_at } => {
+            out.push(9);
+            put_u64(out, slice.get());
+            put_u64(out, *expires_at);
+        }
+        Record::SetLabel { device, key, value } => {
+            out.push(10);
+            put_u64(out, device.get());
+            put_str(out, key);
+            match value {
+                Some(v) => {
+                    out.push(1);
+                    put_str(out, v);
+                }
+                None => out.push(0),
+            }
+        }
+        Record::Cordon { device, cordoned } => {
+            out.push(11);
+            put_u64(out, device.get());
+            out.push(u8::from(*cordoned));
+        }
+        Record::ResizeDevice { device, capacity } => {
+            out.push(12);
+            put_u64(out, device.get());
+            put_u64(out, *capacity);
+        }
+        Record::SetReserved { device, reserved } => {
+            out.push(13);
+            put_u64(out, device.get());
+            put_u64(out, *reserved);
+        }
+        Record::Atomic(records) => {
+            out.push(14);
+            out.extend_from_slice(&(records.len() as u32).to_le_bytes());
+            for r in records {
+                encode_body(r, out);
+            }
+        }
     }
-    let payload_len = (out.len() - start - 8) as u32;
-    let crc = crc32fast::hash(&out[start + 8..]);
-    out[start..start + 4].copy_from_slice(&payload_len.to_le_bytes());
-    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
 struct Cursor<'a>(&'a [u8]);
@@ -277,6 +523,25 @@ impl Cursor<'_> {
         self.0 = t;
         Ok(*h)
     }
+    fn bool(&mut self) -> Result<bool, String> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            b => Err(format!("flag byte {b} is neither 0 nor 1")),
+        }
+    }
+    fn string(&mut self) -> Result<String, String> {
+        let n = self.u32()? as usize;
+        if n > self.0.len() {
+            return Err(format!(
+                "claims a {n}-byte string but only {} bytes remain",
+                self.0.len()
+            ));
+        }
+        let (h, t) = self.0.split_at(n);
+        self.0 = t;
+        String::from_utf8(h.to_vec()).map_err(|e| format!("string is not UTF-8: {e}"))
+    }
     fn extents(&mut self) -> Result<Vec<Extent>, String> {
         let n = self.u32()? as usize;
         if n.saturating_mul(16) > self.0.len() {
@@ -294,7 +559,16 @@ impl Cursor<'_> {
 fn decode_payload(payload: &[u8]) -> Result<(u64, Record), String> {
     let mut c = Cursor(payload);
     let seq = c.u64()?;
-    let rec = match c.u8()? {
+    let rec = decode_body(&mut c, true)?;
+    if !c.0.is_empty() {
+        return Err(format!("{} trailing bytes after the record", c.0.len()));
+    }
+    Ok((seq, rec))
+}
+
+/// Decodes one record's tag and body (an [`Record::Atomic`] group only at the top level).
+fn decode_body(c: &mut Cursor<'_>, top: bool) -> Result<Record, String> {
+    Ok(match c.u8()? {
         1 => {
             let (id, cap, gran, res) = (c.u64()?, c.u64()?, c.u64()?, c.u64()?);
             let spec = DeviceSpec::from_parts(DeviceId::new(id), cap, gran, res)
@@ -314,12 +588,57 @@ fn decode_payload(payload: &[u8]) -> Result<(u64, Record), String> {
             slice: SliceId::new(c.u64()?),
             extents: c.extents()?,
         },
+        6 => Record::Reserve {
+            slice: SliceId::new(c.u64()?),
+            device: DeviceId::new(c.u64()?),
+            expires_at: c.u64()?,
+            extents: c.extents()?,
+        },
+        7 => Record::Commit {
+            slice: SliceId::new(c.u64()?),
+        },
+        8 => Record::Release {
+            slice: SliceId::new(c.u64()?),
+        },
+        9 => Record::Renew {
+            slice: SliceId::new(c.u64()?),
+            expires_at: c.u64()?,
+        },
+        10 => Record::SetLabel {
+            device: DeviceId::new(c.u64()?),
+            key: c.string()?,
+            value: if c.bool()? { Some(c.string()?) } else { None },
+        },
+        11 => Record::Cordon {
+            device: DeviceId::new(c.u64()?),
+            cordoned: c.bool()?,
+        },
+        12 => Record::ResizeDevice {
+            device: DeviceId::new(c.u64()?),
+            capacity: c.u64()?,
+        },
+        13 => Record::SetReserved {
+            device: DeviceId::new(c.u64()?),
+            reserved: c.u64()?,
+        },
+        14 if top => {
+            let n = c.u32()? as usize;
+            // Every record is at least a tag and a u64.
+            if n < 2 || n.saturating_mul(9) > c.0.len() {
+                return Err(format!(
+                    "an atomic group of {n} records does not fit in {} bytes (or has fewer than 2)",
+                    c.0.len()
+                ));
+            }
+            Record::Atomic(
+                (0..n)
+                    .map(|_| decode_body(c, false))
+                    .collect::<Result<_, _>>()?,
+            )
+        }
+        14 => return Err("an atomic group inside an atomic group".into()),
         t => return Err(format!("unknown record tag {t}")),
-    };
-    if !c.0.is_empty() {
-        return Err(format!("{} trailing bytes after the record", c.0.len()));
-    }
-    Ok((seq, rec))
+    })
 }
 
 /// One decoded journal frame.
@@ -333,6 +652,21 @@ pub struct JournalEntry {
     pub record: Record,
 }
 
+/// A torn tail that decoding dropped: a bad frame with no valid frame after it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DroppedTail {
+    /// Byte offset of the bad frame (equal to the `valid_len` of the decode).
+    pub offset: u64,
+    /// Bytes dropped, from `offset` to the end of the buffer.
+    pub bytes: u64,
+    /// Sequence number the dropped frame would have carried (one after the last good frame;
+    /// `None` when no frame before it decoded).
+    pub seq: Option<u64>,
+    /// Why the frame is bad (incomplete header, length out of range, runs past the end,
+    /// checksum mismatch).
+    pub reason: String,
+}
+
 /// The result of decoding a journal buffer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DecodedJournal {
@@ -343,6 +677,57 @@ pub struct DecodedJournal {
     pub valid_len: usize,
     /// Bytes of torn tail dropped after `valid_len`.
     pub torn_bytes: usize,
+    /// The torn tail that was dropped: `None` when the buffer ends exactly after a good frame
+    /// or continues with zero bytes only (space that was never written).
+    pub dropped: Option<DroppedTail>,
+}
+
+/// Why the frame at the start of a buffer is not a good frame.
+enum BadFrame {
+    /// Could be a torn write: incomplete, implausible length, checksum mismatch.
+    Torn(String),
+    /// Checksum-valid but undecodable: never a torn write, always refused.
+    Invalid(String),
+}
+
+/// Parses the frame at the start of `rest`: its sequence number, record and length in bytes.
+fn parse_frame(rest: &[u8]) -> Result<(u64, Record, usize), BadFrame> {
+    let Some((head, body)) = rest.split_first_chunk::<8>() else {
+        return Err(BadFrame::Torn(format!(
+            "frame header incomplete ({} of 8 bytes)",
+            rest.len()
+        )));
+    };
+    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+    let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+    if !(9..=MAX_PAYLOAD).contains(&len) {
+        return Err(BadFrame::Torn(format!(
+            "frame length {len} is out of range 9..={MAX_PAYLOAD}"
+        )));
+    }
+    let Some(payload) = body.get(..len as usize) else {
+        return Err(BadFrame::Torn(format!(
+            "frame of {len} payload bytes runs past the end ({} remain)",
+            body.len()
+        )));
+    };
+    if crc32fast::hash(payload) != crc {
+        return Err(BadFrame::Torn("checksum mismatch".into()));
+    }
+    let (seq, record) = decode_payload(payload).map_err(BadFrame::Invalid)?;
+    Ok((seq, record, 8 + len as usize))
+}
+
+/// The first position at or after `from` where a checksum-valid, decodable frame with a
+/// sequence number above `after` (any, when `None`) starts: proof that a bad frame before it
+/// is damage, not a torn tail. Byte by byte, because a damaged length field hides where the
+/// next frame starts; a position is checksummed only when its length field is plausible and
+/// the frame fits in the buffer.
+fn later_frame(bytes: &[u8], from: usize, after: Option<u64>) -> Option<(usize, u64)> {
+    (from..bytes.len()).find_map(|pos| match parse_frame(&bytes[pos..]) {
+        Ok((seq, _, _)) if after.is_none_or(|a| seq > a) => Some((pos, seq)),
+        _ => None,
+    })
 }
 
 /// Decodes a journal buffer, dropping a torn tail and refusing damage anywhere else (see the
@@ -359,6 +744,12 @@ pub fn decode_journal(bytes: &[u8]) -> Result<DecodedJournal, Error> {
                 entries: Vec::new(),
                 valid_len: 0,
                 torn_bytes: bytes.len(),
+                dropped: (!bytes.is_empty()).then(|| DroppedTail {
+                    offset: 0,
+                    bytes: bytes.len() as u64,
+                    seq: None,
+                    reason: format!("journal header incomplete ({} of {hl} bytes)", bytes.len()),
+                }),
             });
         }
         return Err(corrupt(0, "not a slice-alloc journal (bad magic)".into()));
@@ -371,57 +762,60 @@ pub fn decode_journal(bytes: &[u8]) -> Result<DecodedJournal, Error> {
     }
     let mut pos = hl;
     let mut entries: Vec<JournalEntry> = Vec::new();
-    let torn = |pos: usize| -> bool { bytes[pos..].iter().all(|&b| b == 0) };
+    let mut dropped = None;
     while pos < bytes.len() {
-        let rest = &bytes[pos..];
-        if rest.len() < 8 {
-            break; // torn frame header
-        }
-        let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes"));
-        let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
-        if !(9..=MAX_PAYLOAD).contains(&len) {
-            if torn(pos) {
+        match parse_frame(&bytes[pos..]) {
+            Ok((seq, record, len)) => {
+                if let Some(prev) = entries.last()
+                    && seq != prev.seq + 1
+                {
+                    return Err(corrupt(
+                        pos,
+                        format!("sequence {seq} does not follow {}", prev.seq),
+                    ));
+                }
+                entries.push(JournalEntry {
+                    seq,
+                    offset: pos as u64,
+                    record,
+                });
+                pos += len;
+            }
+            Err(BadFrame::Invalid(reason)) => return Err(corrupt(pos, reason)),
+            Err(BadFrame::Torn(reason)) => {
+                // A torn write can only be the last thing in the journal: a later intact frame
+                // that continues the sequence proves that this frame was damaged after it was
+                // written (and acknowledged), so truncating here would lose records.
+                let last = entries.last().map(|e| e.seq);
+                if let Some((at, seq)) = later_frame(bytes, pos + 1, last) {
+                    return Err(corrupt(
+                        pos,
+                        format!(
+                            "{reason}, but an intact frame with sequence {seq} follows at byte \
+                             {at}: this is damage, not a torn tail, and truncating would lose \
+                             acknowledged records"
+                        ),
+                    ));
+                }
+                // Zero bytes after the last frame (preallocated or zero-filled space) are not
+                // a frame at all: nothing was torn.
+                if bytes[pos..].iter().any(|&b| b != 0) {
+                    dropped = Some(DroppedTail {
+                        offset: pos as u64,
+                        bytes: (bytes.len() - pos) as u64,
+                        seq: last.map(|s| s + 1),
+                        reason,
+                    });
+                }
                 break;
             }
-            return Err(corrupt(
-                pos,
-                format!("frame length {len} is out of range 9..={MAX_PAYLOAD}"),
-            ));
         }
-        let end = 8 + len as usize;
-        if rest.len() < end {
-            break; // torn frame body
-        }
-        let payload = &rest[8..end];
-        if crc32fast::hash(payload) != crc {
-            if rest.len() == end || torn(pos + end) {
-                break;
-            }
-            return Err(corrupt(
-                pos,
-                "checksum mismatch with more frames after it".into(),
-            ));
-        }
-        let (seq, record) = decode_payload(payload).map_err(|r| corrupt(pos, r))?;
-        if let Some(prev) = entries.last()
-            && seq != prev.seq + 1
-        {
-            return Err(corrupt(
-                pos,
-                format!("sequence {seq} does not follow {}", prev.seq),
-            ));
-        }
-        entries.push(JournalEntry {
-            seq,
-            offset: pos as u64,
-            record,
-        });
-        pos += end;
     }
     Ok(DecodedJournal {
         entries,
         valid_len: pos,
         torn_bytes: bytes.len() - pos,
+        dropped,
     })
 }
 
@@ -438,6 +832,10 @@ pub struct Recovered {
     pub valid_len: usize,
     /// Torn-tail bytes dropped.
     pub torn_bytes: usize,
+    /// What was dropped as a torn tail, and why (see [`DecodedJournal::dropped`]). Every
+    /// record before [`DroppedTail::offset`] was recovered; the dropped frame was the last thing
+    /// in the journal, so it was never acknowledged unless the journal was damaged there.
+    pub dropped: Option<DroppedTail>,
 }
 
 /// Rebuilds the allocator from an optional snapshot and a journal buffer. Records already in the
@@ -465,11 +863,13 @@ pub fn recover(
                 reason: format!("record {} follows {last_seq}: records are missing", e.seq),
             });
         }
-        allocator.apply(&e.record).map_err(|source| Error::Replay {
-            seq: e.seq,
-            offset: e.offset,
-            source: Box::new(source),
-        })?;
+        allocator
+            .apply_in_order(std::slice::from_ref(&e.record))
+            .map_err(|source| Error::Replay {
+                seq: e.seq,
+                offset: e.offset,
+                source: Box::new(source),
+            })?;
         last_seq = e.seq;
         applied += 1;
     }
@@ -479,12 +879,16 @@ pub fn recover(
         applied,
         valid_len: decoded.valid_len,
         torn_bytes: decoded.torn_bytes,
+        dropped: decoded.dropped,
     })
 }
 
-/// An [`Allocator`] whose every committed change is appended to a journal before the call
-/// returns. An operation is acknowledged when it returns `Ok`: its record has been written and
-/// the writer flushed (make `flush` durable, e.g. `sync_data`, in the writer you pass).
+/// An [`Allocator`] whose every change (slices, reservations, devices, labels, cordons) is
+/// appended to a journal before the call returns. An operation is acknowledged when it returns
+/// `Ok`: its record has been written and the writer flushed (make `flush` durable, e.g.
+/// `sync_data`, in the writer you pass). One caller at a time (`&mut self`), one flush per
+/// change: for many concurrent callers sharing each flush, use
+/// [`GroupCommit`](crate::GroupCommit).
 ///
 /// If a write fails the operation is rolled back and the wrapper refuses further changes
 /// ([`Error::JournalPoisoned`]) until [`switch_journal`](Self::switch_journal), because the old
@@ -581,184 +985,37 @@ impl<W: Write> Journaled<W> {
         (self.alloc, self.writer)
     }
 
-    fn check(&self) -> Result<(), Error> {
+    /// Runs one change: on success its records are written and flushed before it returns; if
+    /// the change fails nothing is written, and if the write fails the change is undone and the
+    /// journal poisoned.
+    fn run<T>(&mut self, f: impl FnOnce(&mut Tx<'_>) -> Result<T, Error>) -> Result<T, Error> {
         if self.poisoned {
-            Err(Error::JournalPoisoned)
-        } else {
-            Ok(())
+            return Err(Error::JournalPoisoned);
         }
-    }
-
-    fn log(&mut self, record: &Record) -> Result<(), std::io::Error> {
+        let (v, journal) = Tx::change(&mut self.alloc, f)?;
+        let Some((record, undo)) = journal else {
+            return Ok(v);
+        };
         self.buf.clear();
-        encode_record(self.last_seq + 1, record, &mut self.buf);
-        let r = self
+        let seq = self.last_seq + 1;
+        encode_record(seq, &record, &mut self.buf);
+        match self
             .writer
             .write_all(&self.buf)
-            .and_then(|()| self.writer.flush());
-        match r {
+            .and_then(|()| self.writer.flush())
+        {
             Ok(()) => {
-                self.last_seq += 1;
+                self.last_seq = seq;
                 self.journal_len += self.buf.len() as u64;
-                Ok(())
+                Ok(v)
             }
             Err(e) => {
+                undo_all(&mut self.alloc, undo);
                 self.poisoned = true;
-                Err(e)
-            }
-        }
-    }
-
-    /// [`Allocator::add_device`], journaled.
-    pub fn add_device(&mut self, spec: DeviceSpec) -> Result<(), Error> {
-        self.check()?;
-        let id = spec.id();
-        self.alloc.add_device(spec.clone())?;
-        self.log(&Record::AddDevice(spec)).map_err(|e| {
-            self.alloc.remove_device(id).expect("just added");
-            Error::JournalWrite(e)
-        })
-    }
-
-    /// [`Allocator::remove_device`], journaled.
-    pub fn remove_device(&mut self, id: DeviceId) -> Result<DeviceSpec, Error> {
-        self.check()?;
-        let spec = self.alloc.remove_device(id)?;
-        match self.log(&Record::RemoveDevice(id)) {
-            Ok(()) => Ok(spec),
-            Err(e) => {
-                self.alloc.add_device(spec).expect("just removed");
                 Err(Error::JournalWrite(e))
             }
         }
     }
 
-    fn log_new(&mut self, s: Slice) -> Result<Slice, Error> {
-        let rec = Record::Allocate {
-            slice: s.id,
-            device: s.device,
-            extents: s.extents.clone(),
-        };
-        match self.log(&rec) {
-            Ok(()) => Ok(s),
-            Err(e) => {
-                self.alloc.remove_entry(s.id);
-                Err(Error::JournalWrite(e))
-            }
-        }
-    }
-
-    /// [`Allocator::allocate`], journaled.
-    pub fn allocate(&mut self, size: u64, constraints: &Constraints<'_>) -> Result<Slice, Error> {
-        self.check()?;
-        let s = self.alloc.allocate(size, constraints)?;
-        self.log_new(s)
-    }
-
-    /// [`Allocator::allocate_at`], journaled.
-    pub fn allocate_at(
-        &mut self,
-        device: DeviceId,
-        offset: u64,
-        size: u64,
-    ) -> Result<Slice, Error> {
-        self.check()?;
-        let s = self.alloc.allocate_at(device, offset, size)?;
-        self.log_new(s)
-    }
-
-    /// [`Allocator::free`], journaled.
-    pub fn free(&mut self, id: SliceId) -> Result<Slice, Error> {
-        self.check()?;
-        let s = self.alloc.free(id)?;
-        match self.log(&Record::Free { slice: id }) {
-            Ok(()) => Ok(s),
-            Err(e) => {
-                self.alloc
-                    .restore(s.id, s.device, &s.extents, None)
-                    .expect("space was just freed");
-                Err(Error::JournalWrite(e))
-            }
-        }
-    }
-
-    fn resize(&mut self, id: SliceId, new_size: u64, grow: bool) -> Result<Slice, Error> {
-        self.check()?;
-        let old = self.alloc.slice(id).ok_or(Error::UnknownSlice(id))?;
-        let s = if grow {
-            self.alloc.grow(id, new_size)?
-        } else {
-            self.alloc.shrink(id, new_size)?
-        };
-        if s == old {
-            return Ok(s);
-        }
-        match self.log(&Record::Resize {
-            slice: id,
-            extents: s.extents.clone(),
-        }) {
-            Ok(()) => Ok(s),
-            Err(e) => {
-                self.alloc.remove_entry(id);
-                self.alloc
-                    .restore(id, old.device, &old.extents, None)
-                    .expect("old extents were just freed");
-                Err(Error::JournalWrite(e))
-            }
-        }
-    }
-
-    /// [`Allocator::grow`], journaled.
-    pub fn grow(&mut self, id: SliceId, new_size: u64) -> Result<Slice, Error> {
-        self.resize(id, new_size, true)
-    }
-
-    /// [`Allocator::shrink`], journaled.
-    pub fn shrink(&mut self, id: SliceId, new_size: u64) -> Result<Slice, Error> {
-        self.resize(id, new_size, false)
-    }
-
-    /// [`Allocator::reserve`] (reservations are not journaled).
-    pub fn reserve(
-        &mut self,
-        size: u64,
-        constraints: &Constraints<'_>,
-        now: u64,
-        ttl: u64,
-    ) -> Result<Reservation, Error> {
-        self.check()?;
-        self.alloc.reserve(size, constraints, now, ttl)
-    }
-
-    /// [`Allocator::commit`], journaled as an allocation.
-    pub fn commit(&mut self, id: SliceId, now: u64) -> Result<Slice, Error> {
-        self.check()?;
-        let s = self.alloc.commit(id, now)?;
-        let rec = Record::Allocate {
-            slice: s.id,
-            device: s.device,
-            extents: s.extents.clone(),
-        };
-        match self.log(&rec) {
-            Ok(()) => Ok(s),
-            Err(e) => {
-                // Back to a reservation that expires now: the caller was told the commit failed.
-                self.alloc.remove_entry(id);
-                self.alloc
-                    .restore(id, s.device, &s.extents, Some(now))
-                    .expect("space was just freed");
-                Err(Error::JournalWrite(e))
-            }
-        }
-    }
-
-    /// [`Allocator::release`] (not journaled).
-    pub fn release(&mut self, id: SliceId) -> Result<Slice, Error> {
-        self.alloc.release(id)
-    }
-
-    /// [`Allocator::expire`] (not journaled).
-    pub fn expire(&mut self, now: u64) -> Vec<SliceId> {
-        self.alloc.expire(now)
-    }
+    journaled_methods!(mut);
 }

@@ -67,6 +67,17 @@ impl Arbitrary for Record {
     type Parameters = ();
     type Strategy = BoxedStrategy<Self>;
     fn arbitrary_with((): ()) -> Self::Strategy {
+        prop_oneof![
+            4 => single_record(),
+            1 => proptest::collection::vec(single_record(), 2..4).prop_map(Record::Atomic),
+        ]
+        .boxed()
+    }
+}
+
+/// Any record but an [`Record::Atomic`] group.
+fn single_record() -> BoxedStrategy<Record> {
+    {
         let exts = || proptest::collection::vec(any::<Extent>(), 1..4);
         prop_oneof![
             any::<DeviceSpec>().prop_map(Record::AddDevice),
@@ -81,6 +92,34 @@ impl Arbitrary for Record {
             any::<SliceId>().prop_map(|slice| Record::Free { slice }),
             (any::<SliceId>(), exts())
                 .prop_map(|(slice, extents)| Record::Resize { slice, extents }),
+            (any::<SliceId>(), any::<DeviceId>(), exts(), any::<u64>()).prop_map(
+                |(slice, device, extents, expires_at)| Record::Reserve {
+                    slice,
+                    device,
+                    extents,
+                    expires_at,
+                }
+            ),
+            any::<SliceId>().prop_map(|slice| Record::Commit { slice }),
+            any::<SliceId>().prop_map(|slice| Record::Release { slice }),
+            (any::<SliceId>(), any::<u64>())
+                .prop_map(|(slice, expires_at)| Record::Renew { slice, expires_at }),
+            (
+                any::<DeviceId>(),
+                "[a-z./-]{1,20}",
+                proptest::option::of("[ -~]{0,20}")
+            )
+                .prop_map(|(device, key, value)| Record::SetLabel {
+                    device,
+                    key,
+                    value
+                }),
+            (any::<DeviceId>(), any::<bool>())
+                .prop_map(|(device, cordoned)| Record::Cordon { device, cordoned }),
+            (any::<DeviceId>(), any::<u64>())
+                .prop_map(|(device, capacity)| Record::ResizeDevice { device, capacity }),
+            (any::<DeviceId>(), any::<u64>())
+                .prop_map(|(device, reserved)| Record::SetReserved { device, reserved }),
         ]
         .boxed()
     }

@@ -235,6 +235,12 @@ impl DeviceSpec {
         Ok(())
     }
 
+    /// The same device with a new capacity (checked like [`DeviceSpec::from_parts`]).
+    pub fn with_capacity(self, capacity: u64) -> Result<Self, Error> {
+        Self::check(self.id, capacity, self.granularity, self.reserved)?;
+        Ok(Self { capacity, ..self })
+    }
+
     /// The device identifier.
     pub const fn id(&self) -> DeviceId {
         self.id

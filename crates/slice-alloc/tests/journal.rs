@@ -13,7 +13,8 @@ fn dev(id: u64, gib: u64) -> DeviceSpec {
     DeviceSpec::new(DeviceId::new(id), gib * GIB).unwrap()
 }
 
-fn sample() -> Journaled<Vec<u8>> {
+/// A new journal with device 1 of 100 GiB.
+fn one_device() -> Journaled<Vec<u8>> {
     let mut j = Journaled::create(
         Allocator::new(AllocatorConfig::default()).unwrap(),
         Vec::new(),
@@ -22,21 +23,44 @@ fn sample() -> Journaled<Vec<u8>> {
     )
     .unwrap();
     j.add_device(dev(1, 100)).unwrap();
+    j
+}
+
+fn sample() -> Journaled<Vec<u8>> {
+    let mut j = one_device();
     j.add_device(dev(2, 50)).unwrap();
     let a = j.allocate(10 * GIB, &Constraints::any()).unwrap();
     let b = j.allocate(20 * GIB, &Constraints::any()).unwrap();
     j.grow(b.id, 22 * GIB).unwrap();
     j.free(a.id).unwrap();
     j.allocate_at(DeviceId::new(1), 50 * GIB, 5 * GIB).unwrap();
+    // One record of every other kind.
+    let r = j.reserve(3 * GIB, &Constraints::any(), 0, 10).unwrap();
+    j.renew(r.slice.id, 5, 10).unwrap();
+    j.commit(r.slice.id, 6).unwrap();
+    let r = j
+        .reserve_range(GIB, 2 * GIB, &Constraints::any(), 6, 10)
+        .unwrap();
+    j.release(r.slice.id).unwrap();
+    j.set_label(DeviceId::new(2), "zone", "b").unwrap();
+    j.remove_label(DeviceId::new(2), "zone").unwrap();
+    j.cordon(DeviceId::new(2)).unwrap();
+    j.uncordon(DeviceId::new(2)).unwrap();
+    j.resize_device(DeviceId::new(2), 60 * GIB).unwrap();
+    j.set_reserved(DeviceId::new(2), 5 * GIB).unwrap();
+    j.allocate_range(GIB, 4 * GIB, &Constraints::any()).unwrap();
     j
 }
+
+/// Frames in `sample()`'s journal.
+const SAMPLE_FRAMES: usize = 19;
 
 #[test]
 fn a_damaged_frame_before_the_tail_is_refused_with_its_offset() {
     let j = sample();
     let bytes = j.writer().clone();
     let entries = decode_journal(&bytes).unwrap().entries;
-    assert_eq!(entries.len(), 7);
+    assert_eq!(entries.len(), SAMPLE_FRAMES);
     let third = entries[2].offset as usize;
     let mut bad = bytes.clone();
     bad[third + 12] ^= 0x40;
@@ -48,14 +72,124 @@ fn a_damaged_frame_before_the_tail_is_refused_with_its_offset() {
         other => panic!("expected CorruptJournal, got {other:?}"),
     }
     // The same damage in the last frame is a torn write: dropped, the rest recovered.
-    let last = entries[6].offset as usize;
+    let last = entries[SAMPLE_FRAMES - 1].offset as usize;
     let mut torn = bytes.clone();
     torn[last + 12] ^= 0x40;
     let r = recover(None, &torn, AllocatorConfig::default()).unwrap();
     assert_eq!(
         (r.applied, r.valid_len, r.torn_bytes),
-        (6, last, bytes.len() - last)
+        (SAMPLE_FRAMES - 1, last, bytes.len() - last)
     );
+}
+
+/// The state after each prefix of acknowledged records of `bytes`, and where each prefix ends.
+fn prefix_states(bytes: &[u8]) -> (Vec<usize>, Vec<Vec<slice_alloc::DeviceSnapshot>>) {
+    let entries = decode_journal(bytes).unwrap().entries;
+    let mut ends: Vec<usize> = entries.iter().map(|e| e.offset as usize).collect();
+    ends.push(bytes.len());
+    let states = ends
+        .iter()
+        .map(|&e| {
+            recover(None, &bytes[..e], AllocatorConfig::default())
+                .unwrap()
+                .allocator
+                .snapshot(0)
+                .devices
+        })
+        .collect();
+    (ends, states)
+}
+
+/// Issue 13, defect 1: a damaged length field of a frame followed by intact frames used to be
+/// taken for a torn tail (the frame "ran past the end"), silently dropping acknowledged
+/// records after it.
+#[test]
+fn a_damaged_length_field_before_intact_frames_is_refused() {
+    let bytes = sample().writer().clone();
+    let entries = decode_journal(&bytes).unwrap().entries;
+    for (i, e) in entries.iter().enumerate().take(entries.len() - 1) {
+        for (byte, value) in [(1, 0x01), (2, 0x10), (3, 0x00), (0, 0xff), (1, 0xff)] {
+            let mut bad = bytes.clone();
+            let at = e.offset as usize + byte;
+            if bad[at] == value {
+                continue;
+            }
+            bad[at] = value;
+            match recover(None, &bad, AllocatorConfig::default()) {
+                Err(Error::CorruptJournal { offset, reason }) => {
+                    assert_eq!(offset, e.offset, "frame {i}: {reason}");
+                    assert!(reason.contains("not a torn tail"), "{reason}");
+                }
+                other => {
+                    panic!("frame {i} byte {byte} = {value:#x}: expected refusal, got {other:?}")
+                }
+            }
+        }
+    }
+}
+
+/// Every single-byte corruption (all 255 other values) at every offset of a multi-frame
+/// journal is either refused, or recovered to a prefix holding every record before the damaged
+/// frame, with the dropped tail reported in `Recovered::dropped`. Only the last frame, the only
+/// place a torn write can be, may be dropped.
+#[test]
+fn every_single_byte_corruption_is_refused_or_recovers_every_record_before_it() {
+    let bytes = sample().writer().clone();
+    let (ends, states) = prefix_states(&bytes);
+    let frames = ends.len() - 1;
+    assert_eq!(frames, SAMPLE_FRAMES);
+    let (mut refused, mut dropped) = (0usize, 0usize);
+    let mut bad = bytes.clone();
+    for at in 0..bytes.len() {
+        // The frame holding the damaged byte (None: the header).
+        let frame = ends[..frames].iter().rposition(|&e| e <= at);
+        for value in 0..=255u8 {
+            if value == bytes[at] {
+                continue;
+            }
+            bad[at] = value;
+            match recover(None, &bad, AllocatorConfig::default()) {
+                Err(Error::CorruptJournal { .. }) => refused += 1,
+                Err(e) => panic!("byte {at} = {value:#x}: unexpected error {e}"),
+                Ok(r) => {
+                    let i =
+                        frame.unwrap_or_else(|| panic!("header byte {at} = {value:#x} accepted"));
+                    assert_eq!(
+                        i,
+                        frames - 1,
+                        "byte {at} = {value:#x}: frame {i} of {frames} dropped as a torn tail"
+                    );
+                    let k = ends
+                        .iter()
+                        .position(|&e| e == r.valid_len)
+                        .expect("valid_len on a frame boundary");
+                    assert!(
+                        k >= i,
+                        "byte {at} = {value:#x}: recovered {k} records, damage in frame {i}"
+                    );
+                    assert_eq!(
+                        r.allocator.snapshot(0).devices,
+                        states[k],
+                        "byte {at} = {value:#x}"
+                    );
+                    let d = r.dropped.as_ref().unwrap_or_else(|| {
+                        panic!("byte {at} = {value:#x}: dropped tail not reported")
+                    });
+                    assert_eq!(
+                        (d.offset as usize, d.bytes as usize),
+                        (r.valid_len, bytes.len() - r.valid_len)
+                    );
+                    assert_eq!(d.seq, Some(k as u64 + 1));
+                    dropped += 1;
+                }
+            }
+        }
+        bad[at] = bytes[at];
+    }
+    // Every corruption of the last frame is a (reported) torn tail; every other one is refused.
+    let last_frame = bytes.len() - ends[frames - 1];
+    assert_eq!(dropped, last_frame * 255);
+    assert_eq!(refused, (bytes.len() - last_frame) * 255);
 }
 
 #[test]
@@ -66,7 +200,7 @@ fn zero_filled_space_after_a_torn_frame_is_a_torn_tail() {
     bytes.truncate(full - 10); // loses non-zero bytes of the last record
     bytes.extend_from_slice(&[0; 4096]);
     let r = recover(None, &bytes, AllocatorConfig::default()).unwrap();
-    assert_eq!(r.applied, 6);
+    assert_eq!(r.applied, SAMPLE_FRAMES - 1);
     assert_eq!(r.torn_bytes, bytes.len() - r.valid_len);
 }
 
@@ -159,23 +293,74 @@ fn recovery_then_resume_appends_to_the_truncated_journal() {
     assert_eq!(r.allocator.snapshot(want.last_seq), want);
 }
 
+/// Issue 13, defect 2: a reservation made before a restart used to share its id with a slice
+/// allocated after it (reservations were not journaled, so the next id went back). Now
+/// reservations, their renewals, commits and releases are journaled, the snapshot carries them
+/// and the next id, and ids never repeat across restarts through the journal or a snapshot.
 #[test]
-fn reservations_are_not_durable_but_commits_are() {
-    let mut j = Journaled::create(
-        Allocator::new(AllocatorConfig::default()).unwrap(),
-        Vec::new(),
-        0,
-        1 << 20,
-    )
-    .unwrap();
-    j.add_device(dev(1, 100)).unwrap();
+fn reservations_are_durable_and_ids_never_repeat_across_restarts() {
+    let mut j = one_device();
+    let a = j.allocate(GIB, &Constraints::any()).unwrap();
     let kept = j.reserve(10 * GIB, &Constraints::any(), 0, 100).unwrap();
-    let lost = j.reserve(10 * GIB, &Constraints::any(), 0, 100).unwrap();
-    j.commit(kept.slice.id, 1).unwrap();
+    let released = j.reserve(10 * GIB, &Constraints::any(), 0, 100).unwrap();
+    j.release(released.slice.id).unwrap();
+    j.renew(kept.slice.id, 50, 100).unwrap();
+    let mut seen: Vec<SliceId> = vec![a.id, kept.slice.id, released.slice.id];
+
+    // Restart from the journal alone.
     let r = recover(None, j.writer(), AllocatorConfig::default()).unwrap();
-    assert!(r.allocator.slice(kept.slice.id).is_some());
-    assert!(r.allocator.slice(lost.slice.id).is_none());
-    assert_eq!(r.allocator.total_free(), 90 * GIB);
+    assert_eq!(
+        r.allocator.reservations(),
+        j.allocator().reservations(),
+        "reservations survive"
+    );
+    assert_eq!(r.allocator.reservations()[0].expires_at, 150);
+    let mut j2 = Journaled::resume(r, j.writer().clone(), 1 << 20).unwrap();
+    let b = j2.allocate(GIB, &Constraints::any()).unwrap();
+    assert!(!seen.contains(&b.id), "{} reused", b.id);
+    seen.push(b.id);
+    // The reservation made before the restart commits as itself.
+    j2.commit(kept.slice.id, 120).unwrap();
+
+    // Restart from a snapshot (through serde) and an empty journal: still no reuse.
+    let snap: Snapshot =
+        serde_json::from_str(&serde_json::to_string(&j2.snapshot()).unwrap()).unwrap();
+    let r = recover(Some(&snap), &JOURNAL_HEADER, AllocatorConfig::default()).unwrap();
+    let mut j3 = Journaled::resume(r, JOURNAL_HEADER.to_vec(), 1 << 20).unwrap();
+    let c = j3.reserve(GIB, &Constraints::any(), 200, 10).unwrap();
+    assert!(!seen.contains(&c.slice.id), "{} reused", c.slice.id);
+    assert!(c.slice.id.get() > b.id.get());
+    let r = recover(Some(&snap), j3.writer(), AllocatorConfig::default()).unwrap();
+    assert_eq!(r.allocator.snapshot(0), j3.allocator().snapshot(0));
+    assert_eq!(r.allocator.reservations()[0].expires_at, 210);
+}
+
+/// Expired reservations released by `reserve` or `expire` are journaled too: after a restart
+/// they stay released, and a reservation that fails changes nothing (expired ones included).
+#[test]
+fn expiry_is_journaled_and_a_failed_reserve_changes_nothing() {
+    let mut j = one_device();
+    let old = j.reserve(60 * GIB, &Constraints::any(), 0, 10).unwrap();
+    // Expired at 10; a reservation of 200 GiB fails and must not release it.
+    let before = j.snapshot();
+    let err = j
+        .reserve(200 * GIB, &Constraints::any(), 20, 10)
+        .unwrap_err();
+    assert!(matches!(err, Error::Exhausted { .. }), "{err}");
+    assert_eq!(j.snapshot(), before);
+    assert!(j.allocator().is_reservation(old.slice.id));
+    // TTL 0 is refused, naming the field.
+    let err = j.reserve(GIB, &Constraints::any(), 20, 0).unwrap_err();
+    assert!(err.to_string().starts_with("invalid ttl:"), "{err}");
+    // A reservation that fits releases the expired one, durably.
+    j.reserve(50 * GIB, &Constraints::any(), 20, 10).unwrap();
+    let r = recover(None, j.writer(), AllocatorConfig::default()).unwrap();
+    assert!(r.allocator.slice(old.slice.id).is_none());
+    assert_eq!(r.allocator.snapshot(0), j.allocator().snapshot(0));
+    // `expire` is journaled as well.
+    assert_eq!(j.expire(30).unwrap().len(), 1);
+    let r = recover(None, j.writer(), AllocatorConfig::default()).unwrap();
+    assert_eq!(r.allocator.reservations(), []);
 }
 
 /// A writer that fails after `budget` bytes, leaving a partial frame like a full disk would.
@@ -242,4 +427,116 @@ fn a_failed_journal_write_rolls_back_and_poisons() {
     j.free(a.id).unwrap();
     let r = recover(Some(&snap), &j.writer().data, AllocatorConfig::default()).unwrap();
     assert_eq!(r.allocator.total_free(), 100 * GIB);
+}
+
+/// A writer that fails every write while its switch is on.
+struct Switch {
+    data: Vec<u8>,
+    fail: std::rc::Rc<std::cell::Cell<bool>>,
+}
+
+impl Write for Switch {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.fail.get() {
+            return Err(io::Error::other("switched off"));
+        }
+        self.data.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Every kind of change, when its journal write fails, is undone exactly: the allocator is
+/// back where it was (only the next slice id may have moved on), which is also what recovery
+/// rebuilds from the journal.
+#[test]
+fn every_change_is_undone_when_its_write_fails() {
+    type Change = fn(&mut Journaled<Switch>) -> Result<(), Error>;
+    let d1 = DeviceId::new(1);
+    let changes: Vec<(&str, Change)> = vec![
+        ("add_device", |j| j.add_device(dev(9, 10))),
+        ("remove_device", |j| {
+            j.remove_device(DeviceId::new(2)).map(drop)
+        }),
+        ("allocate", |j| {
+            j.allocate(GIB, &Constraints::any()).map(drop)
+        }),
+        ("allocate_range", |j| {
+            j.allocate_range(GIB, 3 * GIB, &Constraints::any())
+                .map(drop)
+        }),
+        ("allocate_at", |j| {
+            j.allocate_at(DeviceId::new(1), 90 * GIB, GIB).map(drop)
+        }),
+        ("free", |j| j.free(SliceId::new(1)).map(drop)),
+        ("grow", |j| j.grow(SliceId::new(1), 12 * GIB).map(drop)),
+        ("shrink", |j| j.shrink(SliceId::new(1), 5 * GIB).map(drop)),
+        // Releases the two expired reservations and reserves: one atomic frame.
+        ("reserve", |j| {
+            j.reserve(GIB, &Constraints::any(), 50, 10).map(drop)
+        }),
+        ("reserve_range", |j| {
+            j.reserve_range(GIB, 2 * GIB, &Constraints::any(), 50, 10)
+                .map(drop)
+        }),
+        ("commit", |j| j.commit(SliceId::new(4), 5).map(drop)),
+        ("release", |j| j.release(SliceId::new(4)).map(drop)),
+        ("renew", |j| j.renew(SliceId::new(4), 5, 100).map(drop)),
+        ("expire", |j| j.expire(50).map(drop)),
+        ("set_label", |j| {
+            j.set_label(DeviceId::new(1), "zone", "b").map(drop)
+        }),
+        ("remove_label", |j| {
+            j.remove_label(DeviceId::new(1), "zone").map(drop)
+        }),
+        ("cordon", |j| j.cordon(DeviceId::new(1))),
+        ("uncordon", |j| j.uncordon(DeviceId::new(3))),
+        ("resize_device", |j| {
+            j.resize_device(DeviceId::new(1), 200 * GIB).map(drop)
+        }),
+        ("set_reserved", |j| {
+            j.set_reserved(DeviceId::new(1), 7 * GIB).map(drop)
+        }),
+    ];
+    for (name, change) in changes {
+        let fail = std::rc::Rc::new(std::cell::Cell::new(false));
+        let w = Switch {
+            data: Vec::new(),
+            fail: std::rc::Rc::clone(&fail),
+        };
+        // Multi-extent: slice 1 can grow although reservations follow it.
+        let config = AllocatorConfig {
+            multi_extent: true,
+            ..AllocatorConfig::default()
+        };
+        let mut j = Journaled::create(Allocator::new(config).unwrap(), w, 0, u64::MAX).unwrap();
+        j.add_device(dev(1, 100)).unwrap();
+        j.add_device(dev(2, 10)).unwrap();
+        j.add_device(dev(3, 10)).unwrap();
+        j.set_label(d1, "zone", "a").unwrap();
+        j.cordon(DeviceId::new(3)).unwrap();
+        j.allocate(10 * GIB, &Constraints::on_devices(&[d1]))
+            .unwrap(); // slice 1
+        j.reserve(GIB, &Constraints::on_devices(&[d1]), 0, 10)
+            .unwrap(); // 2, expires at 10
+        j.reserve(GIB, &Constraints::on_devices(&[d1]), 0, 20)
+            .unwrap(); // 3, expires at 20
+        j.reserve(GIB, &Constraints::on_devices(&[d1]), 0, 100)
+            .unwrap(); // 4
+        let before = j.snapshot();
+        fail.set(true);
+        let err = change(&mut j).unwrap_err();
+        assert!(matches!(err, Error::JournalWrite(_)), "{name}: {err}");
+        let after = j.snapshot();
+        assert_eq!(after.devices, before.devices, "{name} was not undone");
+        assert_eq!(j.allocator().reservations().len(), 3, "{name}");
+        let r = recover(None, &j.writer().data, AllocatorConfig::default()).unwrap();
+        assert_eq!(r.allocator.snapshot(0).devices, before.devices, "{name}");
+        assert!(
+            matches!(change(&mut j), Err(Error::JournalPoisoned)),
+            "{name}"
+        );
+    }
 }

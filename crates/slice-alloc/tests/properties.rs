@@ -39,6 +39,15 @@ enum Op {
     Commit(usize),
     Release(usize),
     Tick(u64),
+    AllocateRange {
+        min: u64,
+        max: u64,
+    },
+    Renew(usize, u64),
+    Cordon(u64, bool),
+    SetReserved(u64, u64),
+    ResizeDevice(u64, u64),
+    Label(u64, u8),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -54,6 +63,13 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(Op::Commit),
         1 => any::<usize>().prop_map(Op::Release),
         1 => (0u64..3).prop_map(Op::Tick),
+        // Bounds in quarter units of the smallest unit, so that some ranges hold no multiple.
+        2 => (1u64..160, 0u64..80).prop_map(|(min, extra)| Op::AllocateRange { min, max: min + extra }),
+        1 => (any::<usize>(), 1u64..5).prop_map(|(i, ttl)| Op::Renew(i, ttl)),
+        1 => (0u64..6, any::<bool>()).prop_map(|(d, c)| Op::Cordon(d, c)),
+        1 => (0u64..6, 0u64..40).prop_map(|(d, n)| Op::SetReserved(d, n)),
+        1 => (0u64..6, 1u64..80).prop_map(|(d, n)| Op::ResizeDevice(d, n)),
+        1 => (0u64..6, 0u8..3).prop_map(|(d, v)| Op::Label(d, v)),
     ]
 }
 
@@ -154,9 +170,11 @@ fn run(specs: Vec<DeviceSpec>, config: AllocatorConfig, ops: Vec<Op>) -> Result<
                 Some(id) => {
                     let freed = a.free(id).unwrap();
                     let r = a.device_report(freed.device).unwrap();
-                    // The one documented exception: the slice had grown into the device's
-                    // reserved headroom, which new allocations may not take.
-                    let headroom_short = r.free - freed.size() < r.reserved_headroom;
+                    // The documented exceptions: the slice had grown into the device's
+                    // reserved headroom, which new allocations may not take ...
+                    let headroom_short = r.free - freed.size() < r.reserved_headroom
+                        // ... or the device is cordoned and takes no new slices.
+                        || a.is_cordoned(freed.device).unwrap();
                     let again = a.allocate(freed.size(), &Constraints::any());
                     prop_assert!(
                         again.is_ok() || headroom_short,
@@ -201,10 +219,82 @@ fn run(specs: Vec<DeviceSpec>, config: AllocatorConfig, ops: Vec<Op>) -> Result<
                 a.expire(now);
                 None
             }
+            Op::AllocateRange { min, max } => {
+                let (min, max) = (min * g_min / 4, max * g_min / 4);
+                // Each device offers the largest whole number of its units in the range that
+                // one of its extents can hold; the largest offer is what must be allocated.
+                let mut any_multiple = false;
+                let mut offer = 0;
+                for (id, (spec, gaps)) in common::gaps(&a) {
+                    let g = spec.granularity();
+                    let (lo, hi) = (min.div_ceil(g).max(1) * g, max / g * g);
+                    if lo > hi {
+                        continue;
+                    }
+                    any_multiple = true;
+                    if a.is_cordoned(id).unwrap() {
+                        continue;
+                    }
+                    let free: u64 = gaps.iter().map(|x| x.1).sum();
+                    let room = free.saturating_sub(spec.reserved_units() * g);
+                    let largest = gaps.iter().map(|x| x.1).max().unwrap_or(0);
+                    let s = hi.min(largest.min(room) / g * g);
+                    if s >= lo {
+                        offer = offer.max(s);
+                    }
+                }
+                let c = Constraints::any().with_multi_extent(false);
+                match a.allocate_range(min, max, &c) {
+                    Ok(s) => {
+                        prop_assert_eq!(s.size(), offer, "range [{}, {}]", min, max);
+                        None
+                    }
+                    Err(e) => {
+                        prop_assert_eq!(offer, 0, "range [{}, {}] failed: {}", min, max, e);
+                        let named = if any_multiple {
+                            "no device can hold"
+                        } else {
+                            "allocation unit of"
+                        };
+                        prop_assert!(e.to_string().contains(named), "{}", e);
+                        Some(e)
+                    }
+                }
+            }
+            Op::Renew(i, ttl) => nth(&a, i, true).and_then(|id| a.renew(id, now, ttl).err()),
+            Op::Cordon(d, c) => {
+                let d = DeviceId::new(d);
+                if c {
+                    a.cordon(d).err()
+                } else {
+                    a.uncordon(d).err()
+                }
+            }
+            Op::SetReserved(d, n) => {
+                let g = a
+                    .devices()
+                    .find(|s| s.id().get() == d)
+                    .map_or(1, |s| s.granularity());
+                a.set_reserved(DeviceId::new(d), n * g).err()
+            }
+            Op::ResizeDevice(d, n) => {
+                let g = a
+                    .devices()
+                    .find(|s| s.id().get() == d)
+                    .map_or(1, |s| s.granularity());
+                a.resize_device(DeviceId::new(d), n * g).err()
+            }
+            Op::Label(d, v) => {
+                let d = DeviceId::new(d);
+                if v == 0 {
+                    a.remove_label(d, "zone").err()
+                } else {
+                    a.set_label(d, "zone", &v.to_string()).err()
+                }
+            }
         };
         if let Some(e) = failed {
-            // A failed call leaves the committed state untouched (an expired commit only drops
-            // a reservation, which snapshots do not include).
+            // A failed call changes nothing (snapshots include reservations).
             prop_assert_eq!(
                 &a.snapshot(0),
                 &before,
@@ -234,7 +324,7 @@ fn policy_keys(
     let order: std::collections::BTreeMap<DeviceId, usize> =
         a.devices().enumerate().map(|(i, s)| (s.id(), i)).collect();
     for (id, (spec, gaps)) in common::gaps(a) {
-        if cands.is_some_and(|c| !c.contains(&id)) {
+        if cands.is_some_and(|c| !c.contains(&id)) || a.is_cordoned(id).unwrap() {
             continue;
         }
         let g = spec.granularity();
@@ -314,6 +404,7 @@ proptest! {
         // states[k] = committed state after k acknowledged records (in the current journal).
         let mut snapshot = None;
         let mut states = vec![j.snapshot().devices];
+        // (Device snapshots carry reservations, labels and cordons too.)
         let mut ends = vec![j.journal_len() as usize];
         for s in specs {
             j.add_device(s).unwrap();
@@ -339,7 +430,15 @@ proptest! {
                 Op::Reserve { granules, ttl } => j.reserve(granules << 30, &Constraints::any(), now, ttl).map(drop),
                 Op::Commit(i) => match nth(a, i, true) { Some(id) => j.commit(id, now).map(drop), None => Ok(()) },
                 Op::Release(i) => match nth(a, i, true) { Some(id) => j.release(id).map(drop), None => Ok(()) },
-                Op::Tick(d) => { now += d; j.expire(now); Ok(()) }
+                Op::Tick(d) => { now += d; j.expire(now).map(drop) }
+                Op::AllocateRange { min, max } => j.allocate_range(min << 28, max << 28, &Constraints::any()).map(drop),
+                Op::Renew(i, ttl) => match nth(a, i, true) { Some(id) => j.renew(id, now, ttl).map(drop), None => Ok(()) },
+                Op::Cordon(d, true) => j.cordon(DeviceId::new(d)),
+                Op::Cordon(d, false) => j.uncordon(DeviceId::new(d)),
+                Op::SetReserved(d, n) => j.set_reserved(DeviceId::new(d), n << 30).map(drop),
+                Op::ResizeDevice(d, n) => j.resize_device(DeviceId::new(d), n << 30).map(drop),
+                Op::Label(d, 0) => j.remove_label(DeviceId::new(d), "zone").map(drop),
+                Op::Label(d, v) => j.set_label(DeviceId::new(d), "zone", &v.to_string()).map(drop),
             };
             let len = j.journal_len() as usize;
             if len != *ends.last().unwrap() {

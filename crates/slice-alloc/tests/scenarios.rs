@@ -135,8 +135,7 @@ fn run_case(c: &Case) -> Result<(), String> {
                         "error {e:?} / \"{e}\" does not contain {want:?}"
                     )));
                 }
-                // Failed calls lose nothing (an expired commit only drops its reservation,
-                // which snapshots do not hold).
+                // Failed calls change nothing (snapshots hold reservations too).
                 if a.snapshot(0) != before {
                     return Err(ctx("a failed call changed the committed state".into()));
                 }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use csi_types::check::ResponseRules;
 use csi_types::{
     Code, ControllerCapabilities, Csi, CsiError, GroupControllerCapabilities, NodeCapabilities,
     PluginCapabilities, RawCsi, proto,
@@ -174,6 +175,7 @@ pub(crate) struct Inner {
     run: u64,
     counter: AtomicU64,
     cleanup: Mutex<Vec<Cleanup>>,
+    warnings: Mutex<Vec<String>>,
 }
 
 /// The handle a case body gets; cheap to clone into concurrent tasks.
@@ -197,6 +199,7 @@ impl Ctx {
             run: RUN.fetch_add(1, Ordering::Relaxed),
             counter: AtomicU64::new(0),
             cleanup: Mutex::new(Vec::new()),
+            warnings: Mutex::new(Vec::new()),
         }))
     }
 
@@ -389,23 +392,133 @@ fn mkdir(p: &Path) -> Result<(), CaseError> {
         .map_err(|e| CaseError::Skip(format!("cannot create {}: {e}", p.display())))
 }
 
+/// A field path with every list index replaced by `*`: `entries[3].x[0]` →
+/// `entries[*].x[*]`.
+fn any_index(field: &str) -> String {
+    let mut out = String::with_capacity(field.len());
+    let mut in_index = false;
+    for c in field.chars() {
+        match c {
+            '[' => {
+                in_index = true;
+                out.push_str("[*");
+            }
+            ']' => {
+                in_index = false;
+                out.push(']');
+            }
+            _ if in_index => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// `CODE: message` for an error.
 pub fn describe(e: &CsiError) -> String {
     format!("{}: {e}", e.code())
 }
 
-/// Unwraps a successful call, validating the response into its typed form.
-pub fn ok<P, T>(rpc: &str, r: Result<P, CsiError>) -> Result<T, CaseError>
-where
-    T: TryFrom<P, Error = CsiError>,
-{
-    match r {
-        Ok(p) => T::try_from(p)
-            .map_err(|e| CaseError::Fail(format!("{rpc}: the response breaks the spec: {e}"))),
-        Err(e) => Err(CaseError::Fail(format!(
-            "{rpc}: expected OK, got {}",
-            describe(&e)
-        ))),
+/// An answer a case may get: `OK` or an error code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// The call succeeded.
+    Ok,
+    /// The call failed with this code.
+    Code(Code),
+}
+
+impl std::fmt::Display for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Answer::Ok => f.write_str("OK"),
+            Answer::Code(c) => write!(f, "{c}"),
+        }
+    }
+}
+
+impl Ctx {
+    /// Records a warning for this case: something the spec allows or
+    /// tells the CO to tolerate, but that users' tools may not expect. The
+    /// case still passes.
+    /// The same warning twice in one case is recorded once.
+    pub fn warn(&self, message: impl Into<String>) {
+        let message = message.into();
+        let mut w = self.0.warnings.lock().unwrap_or_else(|e| e.into_inner());
+        if !w.contains(&message) {
+            w.push(message);
+        }
+    }
+
+    /// The warnings recorded so far.
+    pub fn warnings(&self) -> Vec<String> {
+        self.0
+            .warnings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Unwraps a successful call, validating the response into its typed
+    /// form: a broken MUST rule fails the case, each bent tolerated rule
+    /// (see `csi_types::check`) is recorded as a warning.
+    pub fn ok<P, T>(&self, rpc: &str, r: Result<P, CsiError>) -> Result<T, CaseError>
+    where
+        P: ResponseRules,
+        T: TryFrom<P, Error = CsiError>,
+    {
+        match r {
+            Ok(p) => {
+                for odd in p.tolerated() {
+                    // One warning per field and rule, whichever list entry.
+                    self.warn(format!(
+                        "{rpc}: the response bends a tolerated rule: `{}`: {}",
+                        any_index(&odd.field),
+                        odd.rule
+                    ));
+                }
+                T::try_from(p).map_err(|e| {
+                    CaseError::Fail(format!("{rpc}: the response breaks the spec: {e}"))
+                })
+            }
+            Err(e) => Err(CaseError::Fail(format!(
+                "{rpc}: expected OK, got {}",
+                describe(&e)
+            ))),
+        }
+    }
+
+    /// Passes when the call answered `want`. When the spec allows other
+    /// answers too (two of its rules apply, or it says SHOULD), those in
+    /// `also` pass with a warning that says `why` `want` is preferred;
+    /// anything else fails.
+    pub fn answer<P>(
+        &self,
+        rpc: &str,
+        r: Result<P, CsiError>,
+        want: Answer,
+        also: &[Answer],
+        why: &str,
+    ) -> CaseResult {
+        let (got, text) = match &r {
+            Ok(_) => (Answer::Ok, "OK".to_string()),
+            Err(e) => (Answer::Code(e.code()), describe(e)),
+        };
+        if got == want {
+            Ok(())
+        } else if also.contains(&got) {
+            self.warn(format!(
+                "{rpc}: answered {text}, which the spec allows; {want} is preferred: {why}"
+            ));
+            Ok(())
+        } else {
+            let mut accepted = vec![want.to_string()];
+            accepted.extend(also.iter().map(Answer::to_string));
+            Err(CaseError::Fail(format!(
+                "{rpc}: expected {}, got {text}",
+                accepted.join(" or ")
+            )))
+        }
     }
 }
 
@@ -423,5 +536,22 @@ pub fn code<P>(rpc: &str, r: Result<P, CsiError>, want: Code) -> CaseResult {
             "{rpc}: expected {want}, got {}",
             describe(&e)
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indices_are_collapsed() {
+        assert_eq!(
+            any_index("entries[12].status.published_node_ids[0]"),
+            "entries[*].status.published_node_ids[*]"
+        );
+        assert_eq!(
+            any_index("status.volume_condition.message"),
+            "status.volume_condition.message"
+        );
     }
 }

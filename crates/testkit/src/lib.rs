@@ -23,6 +23,15 @@
 //! that hangs fails after [`Config::case_timeout`]; one that panics fails
 //! alone.
 //!
+//! A case demands one answer only where the spec allows one: where two of
+//! its rules apply to a request (an unknown object *and* a malformed field),
+//! it either uses a known object so that only one applies, or accepts every
+//! allowed answer and records a warning ([`Ctx::answer`]) for the one users'
+//! tools expect less. A response that bends a rule the spec tells the CO to
+//! tolerate (`csi_types::check`) passes with a warning ([`Ctx::ok`]); one
+//! that breaks a MUST rule fails. Warnings ([`CaseResult::warnings`]) never
+//! fail a run.
+//!
 //! # When to use what
 //!
 //! - A driver built on `csi-types`: call [`Suite::run`] from a `cargo test`
@@ -83,7 +92,7 @@ pub mod props;
 mod report;
 
 pub use cases::{Case, all as all_cases};
-pub use ctx::{CaseError, Config, Ctx, Discovered};
+pub use ctx::{Answer, CaseError, Config, Ctx, Discovered};
 pub use report::{CaseResult, Outcome, Report, xml_escape};
 
 /// The suite over one driver: a controller-side and a node-side endpoint
@@ -180,6 +189,7 @@ impl Suite {
                 name: case.name.to_string(),
                 outcome,
                 duration: start.elapsed(),
+                warnings: ctx.warnings(),
             };
             each(&result);
             report.results.push(result);

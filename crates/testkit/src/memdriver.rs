@@ -951,7 +951,10 @@ impl NodeVolumeStats for MemDriver {
     ) -> Result<NodeGetVolumeStatsResponse, CsiError> {
         let st = self.state();
         let v = st.vol(&req.volume_id)?;
-        let path = req.volume_path.as_str();
+        // Object-bound: checked once the volume is known to exist.
+        let path = req.volume_path.get()?;
+        req.staging_target_path.get()?;
+        let path = path.as_str();
         if !v.node_published.contains_key(path) && !v.staged.contains_key(path) {
             return Err(CsiError::not_found(format!(
                 "volume {} is not published or staged at {path}",
@@ -980,7 +983,10 @@ impl NodeExpander for MemDriver {
     ) -> Result<NodeExpandVolumeResponse, CsiError> {
         let st = self.state();
         let v = st.vol(&req.volume_id)?;
-        let path = req.volume_path.as_str();
+        // Object-bound: checked once the volume is known to exist.
+        let path = req.volume_path.get()?;
+        req.staging_target_path.get()?;
+        let path = path.as_str();
         if !v.node_published.contains_key(path) && !v.staged.contains_key(path) {
             return Err(CsiError::not_found(format!(
                 "volume {} is not published or staged at {path}",
@@ -1065,7 +1071,7 @@ impl GroupController for MemDriver {
         let Some(g) = st.groups.get(req.group_snapshot_id.as_str()) else {
             return Ok(DeleteVolumeGroupSnapshotResponse {});
         };
-        check_members(&g.members, &req.snapshot_ids)?;
+        check_members(&g.members, &req.snapshot_ids.get()?)?;
         let g = st
             .groups
             .remove(req.group_snapshot_id.as_str())
@@ -1090,7 +1096,7 @@ impl GroupController for MemDriver {
                     req.group_snapshot_id
                 ))
             })?;
-        check_members(&g.members, &req.snapshot_ids)?;
+        check_members(&g.members, &req.snapshot_ids.get()?)?;
         Ok(GetVolumeGroupSnapshotResponse::new(
             st.group(req.group_snapshot_id.as_str(), g)?,
         ))

@@ -560,7 +560,7 @@ impl Seq<'_> {
                 };
                 if fits && v.source == key {
                     let resp: csi_types::CreateVolumeResponse =
-                        crate::ctx::ok(what, r).map_err(case_text)?;
+                        self.c.ok(what, r).map_err(case_text)?;
                     if resp.volume.volume_id.as_str() != v.id {
                         return Err(format!(
                             "{what}: the name exists as {}, but the call returned {}",
@@ -574,7 +574,7 @@ impl Seq<'_> {
             }
             None => {
                 let resp: csi_types::CreateVolumeResponse =
-                    crate::ctx::ok(what, r).map_err(case_text)?;
+                    self.c.ok(what, r).map_err(case_text)?;
                 let id = resp.volume.volume_id.to_string();
                 // A driver may derive ids from names: the same name created
                 // again may get its deleted id back, but no other name may.
@@ -991,7 +991,7 @@ impl Seq<'_> {
                     }
                     Some(s) => {
                         let resp: csi_types::CreateSnapshotResponse =
-                            crate::ctx::ok(what, r).map_err(case_text)?;
+                            self.c.ok(what, r).map_err(case_text)?;
                         if resp.snapshot.snapshot_id.as_str() != s.id {
                             return Err(format!(
                                 "{what}: the name exists as {}, the call returned {}",
@@ -1002,7 +1002,7 @@ impl Seq<'_> {
                     }
                     None => {
                         let resp: csi_types::CreateSnapshotResponse =
-                            crate::ctx::ok(what, r).map_err(case_text)?;
+                            self.c.ok(what, r).map_err(case_text)?;
                         let id = resp.snapshot.snapshot_id.to_string();
                         let own = self.m.last_snap.get(&snap) == Some(&id);
                         if (self.m.deleted_snaps.contains(&id) && !own)
@@ -1107,7 +1107,7 @@ impl Seq<'_> {
                     return Ok(Some((Code::OutOfRange, None)));
                 }
                 let resp: csi_types::ControllerExpandVolumeResponse =
-                    crate::ctx::ok(what, r).map_err(case_text)?;
+                    self.c.ok(what, r).map_err(case_text)?;
                 let cap = resp.capacity_bytes;
                 if cap < required || cap < old {
                     return Err(format!(
@@ -1521,17 +1521,18 @@ async fn listed_volume(c: &Ctx, id: &str) -> Result<Option<csi_types::ListVolume
 }
 
 async fn capacity(c: &Ctx) -> Result<u64, String> {
-    let r: csi_types::GetCapacityResponse = crate::ctx::ok(
-        "GetCapacity",
-        c.ctl()
-            .get_capacity(proto::GetCapacityRequest {
-                volume_capabilities: vec![rw()],
-                parameters: c.config().parameters.clone().into_iter().collect(),
-                ..Default::default()
-            })
-            .await,
-    )
-    .map_err(case_text)?;
+    let r: csi_types::GetCapacityResponse = c
+        .ok(
+            "GetCapacity",
+            c.ctl()
+                .get_capacity(proto::GetCapacityRequest {
+                    volume_capabilities: vec![rw()],
+                    parameters: c.config().parameters.clone().into_iter().collect(),
+                    ..Default::default()
+                })
+                .await,
+        )
+        .map_err(case_text)?;
     Ok(r.available_capacity)
 }
 

@@ -41,6 +41,10 @@ pub struct CaseResult {
     pub outcome: Outcome,
     /// How long it took, cleanup included.
     pub duration: Duration,
+    /// What the driver did that the spec allows or tells the CO to
+    /// tolerate, but users' tools may not expect; a case with warnings
+    /// still passes.
+    pub warnings: Vec<String>,
 }
 
 impl fmt::Display for CaseResult {
@@ -77,6 +81,11 @@ impl Report {
         self.results.iter().filter(|r| r.outcome.is_skip()).count()
     }
 
+    /// The number of warnings, over all cases.
+    pub fn warnings(&self) -> usize {
+        self.results.iter().map(|r| r.warnings.len()).sum()
+    }
+
     /// Whether no case failed.
     pub fn success(&self) -> bool {
         self.failed() == 0
@@ -90,14 +99,19 @@ impl Report {
             .map(|r| &r.outcome)
     }
 
-    /// The closing line: `N passed, N failed, N skipped`.
+    /// The closing line: `N passed, N failed, N skipped`, and `, N
+    /// warnings` when there are any.
     pub fn summary(&self) -> String {
-        format!(
+        let mut s = format!(
             "{} passed, {} failed, {} skipped",
             self.passed(),
             self.failed(),
             self.skipped()
-        )
+        );
+        if self.warnings() > 0 {
+            s.push_str(&format!(", {} warnings", self.warnings()));
+        }
+        s
     }
 
     /// The report as a JUnit XML document: one `<testsuite>`, one
@@ -109,6 +123,7 @@ impl Report {
     ///     name: "a/b".into(),
     ///     outcome: Outcome::Fail("got <INTERNAL> & \"x\"".into()),
     ///     duration: std::time::Duration::from_millis(5),
+    ///     warnings: vec![],
     /// }] };
     /// let xml = report.to_junit("csi");
     /// assert!(xml.contains(r#"<failure message="got &lt;INTERNAL&gt; &amp; &quot;x&quot;">"#));
@@ -134,15 +149,22 @@ impl Report {
                 xml_escape(name),
                 r.duration.as_secs_f64()
             ));
+            let warnings: String = r.warnings.iter().map(|w| format!("WARN {w}\n")).collect();
+            let system_out = if warnings.is_empty() {
+                String::new()
+            } else {
+                format!("      <system-out>{}</system-out>\n", xml_escape(&warnings))
+            };
             match &r.outcome {
-                Outcome::Pass => out.push_str("/>\n"),
+                Outcome::Pass if system_out.is_empty() => out.push_str("/>\n"),
+                Outcome::Pass => out.push_str(&format!(">\n{system_out}    </testcase>\n")),
                 Outcome::Fail(reason) => out.push_str(&format!(
-                    ">\n      <failure message=\"{}\">{}</failure>\n    </testcase>\n",
+                    ">\n      <failure message=\"{}\">{}</failure>\n{system_out}    </testcase>\n",
                     xml_escape(first_line(reason)),
                     xml_escape(reason)
                 )),
                 Outcome::Skip(reason) => out.push_str(&format!(
-                    ">\n      <skipped message=\"{}\"/>\n    </testcase>\n",
+                    ">\n      <skipped message=\"{}\"/>\n{system_out}    </testcase>\n",
                     xml_escape(reason)
                 )),
             }
@@ -195,6 +217,7 @@ mod tests {
             name: name.into(),
             outcome,
             duration: Duration::ZERO,
+            warnings: vec![],
         };
         let report = Report {
             results: vec![
@@ -210,5 +233,27 @@ mod tests {
         let xml = report.to_junit("s");
         assert!(xml.contains("tests=\"4\" failures=\"1\" errors=\"0\" skipped=\"1\""));
         assert!(xml.contains("<skipped message=\"y\"/>"));
+    }
+
+    #[test]
+    fn warnings_are_counted_and_rendered_but_do_not_fail() {
+        let report = Report {
+            results: vec![CaseResult {
+                name: "a/b".into(),
+                outcome: Outcome::Pass,
+                duration: Duration::ZERO,
+                warnings: vec!["x <y>".into(), "z".into()],
+            }],
+        };
+        assert!(report.success());
+        assert_eq!(
+            report.summary(),
+            "1 passed, 0 failed, 0 skipped, 2 warnings"
+        );
+        let xml = report.to_junit("s");
+        assert!(
+            xml.contains("<system-out>WARN x &lt;y&gt;&#10;WARN z&#10;</system-out>"),
+            "{xml}"
+        );
     }
 }

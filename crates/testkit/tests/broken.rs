@@ -310,3 +310,120 @@ async fn a_block_target_that_is_a_regular_file_fails_unless_allowed() {
     assert_only_failure(&report, "node/lifecycle_block", "made a regular file at");
     assert_eq!(report.outcome("node/lifecycle"), Some(&Outcome::Pass));
 }
+
+/// Wherever the spec allows several answers — two rules apply to one request,
+/// or it says SHOULD, or it tells the CO to be resilient — a driver that
+/// gives the other one passes every case, and each such answer is reported
+/// as a warning on the case that saw it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_the_spec_allows() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::config(dir.path());
+    config.proptest_cases = 8;
+    let plugin = broken::plugin("other-allowed-answers");
+    let report = Suite::new(config, plugin.clone(), plugin).run().await;
+    for r in &report.results {
+        println!("{r}");
+        for w in &r.warnings {
+            println!("  WARN {w}");
+        }
+    }
+    assert_eq!(report.failed(), 0, "{}", report.summary());
+    let warned = |name: &str, text: &str| {
+        let r = report.results.iter().find(|r| r.name == name).unwrap();
+        assert_eq!(r.outcome, Outcome::Pass, "{name}");
+        assert!(
+            r.warnings.iter().any(|w| w.contains(text)),
+            "{name}: no warning containing {text:?}: {:?}",
+            r.warnings
+        );
+    };
+    for name in [
+        "node/stage_volume/missing_staging_target_path",
+        "node/stage_volume/missing_volume_capability",
+        "node/unstage_volume/missing_staging_target_path",
+        "node/publish_volume/missing_target_path",
+        "node/publish_volume/missing_volume_capability",
+        "node/unpublish_volume/missing_target_path",
+        "controller/unpublish/unknown_volume",
+    ] {
+        warned(name, "answered NOT_FOUND");
+    }
+    for name in [
+        "node/get_volume_stats/unknown_volume_relative_path",
+        "node/expand_volume/unknown_volume_relative_path",
+        "group/get/unknown_id_without_snapshot_ids",
+        "group/delete/unknown_id_without_snapshot_ids",
+    ] {
+        warned(name, "answered INVALID_ARGUMENT");
+    }
+    warned(
+        "controller/list_volumes/published_nodes",
+        "published_node_ids[*]",
+    );
+    warned(
+        "controller/get_volume/volume_condition",
+        "volume_condition.message",
+    );
+    warned(
+        "node/get_volume_stats/volume_condition",
+        "volume_condition.message",
+    );
+    // The preferred answers give no warning: the plain memdriver has none.
+    let plain = run(broken::plugin("none")).await;
+    assert_eq!(plain.failed(), 0, "{}", plain.summary());
+    assert_eq!(plain.warnings(), 0, "{:?}", plain.results);
+}
+
+/// The typed client (`csi_types::Csi`) over a plugin: a response that bends
+/// only tolerated rules is accepted (the odd node id dropped, the empty
+/// condition message kept); one that breaks a MUST rule is `INTERNAL`,
+/// naming the RPC and the field, and the harness fails the case.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_typed_client_accepts_tolerated_rules_and_refuses_must_rules() {
+    use csi_types::{
+        AccessMode, Code, ControllerGetVolumeRequest, Csi, VolumeCapability, VolumeId, proto,
+    };
+    async fn volume(plugin: &dyn RawCsi) -> VolumeId {
+        let v = RawCsi::create_volume(
+            plugin,
+            proto::CreateVolumeRequest {
+                name: "typed".into(),
+                volume_capabilities: vec![
+                    VolumeCapability::mount(AccessMode::SingleNodeWriter).into(),
+                ],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        VolumeId::new(v.volume.unwrap().volume_id).unwrap()
+    }
+    let odd = broken::plugin("other-allowed-answers");
+    let id = volume(&*odd).await;
+    let g = Csi::controller_get_volume(&*odd, ControllerGetVolumeRequest { volume_id: id })
+        .await
+        .unwrap();
+    assert!(
+        g.status.published_node_ids.is_empty(),
+        "the empty id is dropped"
+    );
+    assert_eq!(g.status.volume_condition.unwrap().message, "");
+
+    let bad = broken::plugin("negative-capacity");
+    let id = volume(&*bad).await;
+    let e = Csi::controller_get_volume(&*bad, ControllerGetVolumeRequest { volume_id: id })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Internal);
+    assert_eq!(
+        e.to_string(),
+        "internal error: the plugin's ControllerGetVolume response breaks the spec: invalid `volume.capacity_bytes`: must not be negative, got -1"
+    );
+    let report = run(bad).await;
+    assert_fails(
+        &report,
+        "controller/get_volume/volume_condition",
+        "invalid `volume.capacity_bytes`",
+    );
+}

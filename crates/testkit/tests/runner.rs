@@ -180,6 +180,71 @@ fn runner_refuses_bad_arguments_and_unreachable_endpoints() {
     assert!(out.contains("--endpoint"), "{out}");
 }
 
+/// Bad input: exit status 2 and exactly one line on stderr, saying what is
+/// wrong (issue 16's convention for the CLIs).
+fn bad_input(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_csi-conformance"))
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "{args:?}: one line expected: {stderr}"
+    );
+    assert!(stderr.starts_with("csi-conformance: "), "{stderr}");
+    assert!(out.stdout.is_empty(), "{args:?}: nothing on stdout");
+    stderr
+}
+
+#[test]
+fn bad_input_is_one_line_on_stderr_and_exit_status_2() {
+    let e = bad_input(&[]);
+    assert!(e.contains("--endpoint"), "{e}");
+    let e = bad_input(&["--endpoint", "unix:///x", "--params", "novalue"]);
+    assert!(e.contains("expected key=value"), "{e}");
+    let e = bad_input(&["--endpoint", "unix:///x", "--no-such-flag"]);
+    assert!(e.contains("--no-such-flag"), "{e}");
+}
+
+#[test]
+fn a_failed_connection_keeps_the_os_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = format!("unix://{}", dir.path().join("nobody-here.sock").display());
+    let e = bad_input(&["--endpoint", &missing]);
+    assert!(e.contains("cannot connect"), "{e}");
+    assert!(
+        e.contains("No such file or directory"),
+        "the OS cause is lost: {e}"
+    );
+    // A socket file nobody listens on: connection refused.
+    let path = dir.path().join("dead.sock");
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    let e = bad_input(&["--endpoint", &format!("unix://{}", path.display())]);
+    assert!(
+        e.contains("Connection refused"),
+        "the OS cause is lost: {e}"
+    );
+}
+
+#[test]
+fn an_unwritable_junit_path_is_refused_before_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("no-such-dir").join("report.xml");
+    // The endpoint is unreachable too: the report path is checked first,
+    // so its error is the one reported, before any connection or case.
+    let e = bad_input(&[
+        "--endpoint",
+        "unix:///nonexistent/csi.sock",
+        "--junit",
+        report.to_str().unwrap(),
+    ]);
+    assert!(e.contains("cannot write"), "{e}");
+    assert!(e.contains("report.xml"), "{e}");
+}
+
 #[test]
 fn runner_lists_the_cases_without_an_endpoint() {
     let (code, out) = runner(&["--list"]);

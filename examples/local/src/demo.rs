@@ -343,9 +343,9 @@ async fn steps<W: Write>(st: &mut Steps<'_, W>, c: &Client, tmp: &Path, node_id:
             "NodeExpandVolume",
             s(c.node_expand_volume(NodeExpandVolumeRequest {
                 volume_id: vol.clone(),
-                volume_path: path(&writer_target),
+                volume_path: path(&writer_target).into(),
                 capacity_range: Some(CapacityRange::exactly(128 * MIB)),
-                staging_target_path: Some(path(&writer_staging)),
+                staging_target_path: Some(path(&writer_staging)).into(),
                 volume_capability: Some(mount_cap.clone()),
                 secrets: Secrets::default(),
             })
@@ -549,8 +549,8 @@ async fn stats<W: Write>(st: &mut Steps<'_, W>, c: &Client, vol: &VolumeId, targ
         "NodeGetVolumeStats",
         s(c.node_get_volume_stats(NodeGetVolumeStatsRequest {
             volume_id: vol.clone(),
-            volume_path: path(target),
-            staging_target_path: None,
+            volume_path: path(target).into(),
+            staging_target_path: None.into(),
         })
         .await),
         |r| {

@@ -343,14 +343,17 @@ impl Inner {
         req: NodeGetVolumeStatsRequest,
     ) -> Result<NodeGetVolumeStatsResponse, CsiError> {
         let id = req.volume_id.as_str();
-        let path = req.volume_path.as_path();
         let store = self.lock();
         let v = store
             .state
             .volumes
             .get(id)
             .ok_or_else(|| not_found_volume(id))?;
-        let key = req.volume_path.as_str();
+        // Object-bound fields: checked once the volume is known to exist.
+        let volume_path = req.volume_path.get()?;
+        req.staging_target_path.get()?;
+        let path = volume_path.as_path();
+        let key = volume_path.as_str();
         let published = store
             .state
             .published
@@ -424,13 +427,16 @@ impl Inner {
         req: NodeExpandVolumeRequest,
     ) -> Result<NodeExpandVolumeResponse, CsiError> {
         let id = req.volume_id.as_str();
-        let key = req.volume_path.as_str();
         let store = self.lock();
         let v = store
             .state
             .volumes
             .get(id)
             .ok_or_else(|| not_found_volume(id))?;
+        // Object-bound fields: checked once the volume is known to exist.
+        let volume_path = req.volume_path.get()?;
+        req.staging_target_path.get()?;
+        let key = volume_path.as_str();
         let published = store
             .state
             .published

@@ -728,7 +728,7 @@ async fn group_snapshots() {
     let ids: Vec<SnapshotId> = g.snapshots.iter().map(|m| m.snapshot_id.clone()).collect();
     let get = |ids: Vec<SnapshotId>| GetVolumeGroupSnapshotRequest {
         group_snapshot_id: g.group_snapshot_id.clone(),
-        snapshot_ids: ids,
+        snapshot_ids: ids.into(),
         secrets: Secrets::default(),
     };
     assert_eq!(
@@ -744,7 +744,7 @@ async fn group_snapshots() {
     );
     let delete = |ids: Vec<SnapshotId>| DeleteVolumeGroupSnapshotRequest {
         group_snapshot_id: g.group_snapshot_id.clone(),
-        snapshot_ids: ids,
+        snapshot_ids: ids.into(),
         secrets: Secrets::default(),
     };
     assert_eq!(

@@ -73,8 +73,8 @@ fn unstage(v: &VolumeId, staging: &NodePath) -> NodeUnstageVolumeRequest {
 fn stats(v: &VolumeId, p: &NodePath) -> NodeGetVolumeStatsRequest {
     NodeGetVolumeStatsRequest {
         volume_id: v.clone(),
-        volume_path: p.clone(),
-        staging_target_path: None,
+        volume_path: p.clone().into(),
+        staging_target_path: None.into(),
     }
 }
 
@@ -280,12 +280,12 @@ async fn mount_volume_life_cycle_with_real_bind_mounts() {
     .unwrap();
     let expand = |bytes: u64| NodeExpandVolumeRequest {
         volume_id: v.clone(),
-        volume_path: target.clone(),
+        volume_path: target.clone().into(),
         capacity_range: Some(CapacityRange {
             required_bytes: Some(bytes),
             limit_bytes: None,
         }),
-        staging_target_path: Some(staging.clone()),
+        staging_target_path: Some(staging.clone()).into(),
         volume_capability: Some(cap.clone()),
         secrets: Secrets::default(),
     };
@@ -478,9 +478,9 @@ async fn block_volume_is_published_as_a_loop_device() {
     assert!(r.node_expansion_required);
     c.node_expand_volume(NodeExpandVolumeRequest {
         volume_id: v.clone(),
-        volume_path: target.clone(),
+        volume_path: target.clone().into(),
         capacity_range: Some(CapacityRange::exactly(16 * MIB)),
-        staging_target_path: Some(staging.clone()),
+        staging_target_path: Some(staging.clone()).into(),
         volume_capability: Some(cap.clone()),
         secrets: Secrets::default(),
     })

@@ -108,6 +108,32 @@ pub(crate) fn mul_xor(backend: Backend, c: u8, a: &[u8], dst: &mut [u8]) {
     reference::mul_xor(c, a, dst)
 }
 
+/// `dst ⊕= c · (a ⊕ b)`.
+pub(crate) fn delta(backend: Backend, c: u8, a: &[u8], b: &[u8], dst: &mut [u8]) {
+    let len = dst.len();
+    assert!(a.len() >= len && b.len() >= len, "delta: short input");
+    if !available(backend) {
+        return super::portable::delta(c, a, b, dst);
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        let (lo, hi) = nibble_tables(c);
+        let body = match backend {
+            // SAFETY: feature detected by `available`; `a`, `b` and `dst`
+            // hold at least `len` bytes and the kernel stays below `len`.
+            Backend::Avx512 => unsafe { x86::delta_avx512(&lo, &hi, a, b, dst, len) },
+            // SAFETY: as above, for AVX2.
+            Backend::Avx2 => unsafe { x86::delta_avx2(&lo, &hi, a, b, dst, len) },
+            // SAFETY: as above, for SSSE3.
+            Backend::Ssse3 => unsafe { x86::delta_ssse3(&lo, &hi, a, b, dst, len) },
+            Backend::Reference | Backend::Portable => 0,
+        };
+        super::portable::delta(c, &a[body..len], &b[body..len], &mut dst[body..]);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    super::portable::delta(c, a, b, dst)
+}
+
 /// Two-data recovery core; see `reference::recov2`.
 pub(crate) fn recov2(
     backend: Backend,
@@ -266,6 +292,46 @@ mod x86 {
         body
     }
 
+    /// `dst ⊕= c · (a ⊕ b)` with `c` given as nibble tables.
+    ///
+    /// # Safety
+    /// The CPU must support the target features; `a`, `b` and `dst` hold at
+    /// least `len` bytes.
+    #[target_feature(enable = "ssse3")]
+    pub(super) unsafe fn delta_ssse3(
+        lo: &[u8; 16],
+        hi: &[u8; 16],
+        a: &[u8],
+        b: &[u8],
+        dst: &mut [u8],
+        len: usize,
+    ) -> usize {
+        let body = len - len % 16;
+        let (lo, hi) = (
+            // SAFETY: the tables are 16 bytes.
+            unsafe { _mm_loadu_si128(lo.as_ptr().cast()) },
+            // SAFETY: as above.
+            unsafe { _mm_loadu_si128(hi.as_ptr().cast()) },
+        );
+        let mut i = 0;
+        while i < body {
+            // SAFETY: i + 16 <= len <= every buffer's length.
+            unsafe {
+                let x = _mm_xor_si128(
+                    _mm_loadu_si128(a.as_ptr().add(i).cast()),
+                    _mm_loadu_si128(b.as_ptr().add(i).cast()),
+                );
+                let d = _mm_loadu_si128(dst.as_ptr().add(i).cast());
+                _mm_storeu_si128(
+                    dst.as_mut_ptr().add(i).cast(),
+                    _mm_xor_si128(d, mul_ssse3(lo, hi, x)),
+                );
+            }
+            i += 16;
+        }
+        body
+    }
+
     /// # Safety
     /// SSSE3 available; all buffers hold at least `len` bytes.
     #[target_feature(enable = "ssse3")]
@@ -403,6 +469,41 @@ mod x86 {
         body
     }
 
+    /// `dst ⊕= c · (a ⊕ b)` with `c` given as nibble tables.
+    ///
+    /// # Safety
+    /// The CPU must support the target features; `a`, `b` and `dst` hold at
+    /// least `len` bytes.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn delta_avx2(
+        lo: &[u8; 16],
+        hi: &[u8; 16],
+        a: &[u8],
+        b: &[u8],
+        dst: &mut [u8],
+        len: usize,
+    ) -> usize {
+        let body = len - len % 32;
+        let (lo, hi) = (table_avx2(lo), table_avx2(hi));
+        let mut i = 0;
+        while i < body {
+            // SAFETY: i + 32 <= len <= every buffer's length.
+            unsafe {
+                let x = _mm256_xor_si256(
+                    _mm256_loadu_si256(a.as_ptr().add(i).cast()),
+                    _mm256_loadu_si256(b.as_ptr().add(i).cast()),
+                );
+                let d = _mm256_loadu_si256(dst.as_ptr().add(i).cast());
+                _mm256_storeu_si256(
+                    dst.as_mut_ptr().add(i).cast(),
+                    _mm256_xor_si256(d, mul_avx2(lo, hi, x)),
+                );
+            }
+            i += 32;
+        }
+        body
+    }
+
     /// # Safety
     /// AVX2 available; all buffers hold at least `len` bytes.
     #[target_feature(enable = "avx2")]
@@ -529,6 +630,41 @@ mod x86 {
                     _mm512_loadu_si512(dst.as_ptr().add(i).cast()),
                 );
                 _mm512_storeu_si512(dst.as_mut_ptr().add(i).cast(), mul_avx512(lo, hi, x));
+            }
+            i += 64;
+        }
+        body
+    }
+
+    /// `dst ⊕= c · (a ⊕ b)` with `c` given as nibble tables.
+    ///
+    /// # Safety
+    /// The CPU must support the target features; `a`, `b` and `dst` hold at
+    /// least `len` bytes.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn delta_avx512(
+        lo: &[u8; 16],
+        hi: &[u8; 16],
+        a: &[u8],
+        b: &[u8],
+        dst: &mut [u8],
+        len: usize,
+    ) -> usize {
+        let body = len - len % 64;
+        let (lo, hi) = (table_avx512(lo), table_avx512(hi));
+        let mut i = 0;
+        while i < body {
+            // SAFETY: i + 64 <= len <= every buffer's length.
+            unsafe {
+                let x = _mm512_xor_si512(
+                    _mm512_loadu_si512(a.as_ptr().add(i).cast()),
+                    _mm512_loadu_si512(b.as_ptr().add(i).cast()),
+                );
+                let d = _mm512_loadu_si512(dst.as_ptr().add(i).cast());
+                _mm512_storeu_si512(
+                    dst.as_mut_ptr().add(i).cast(),
+                    _mm512_xor_si512(d, mul_avx512(lo, hi, x)),
+                );
             }
             i += 64;
         }

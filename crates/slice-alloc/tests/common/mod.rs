@@ -76,6 +76,7 @@ pub fn check_invariants(a: &Allocator) -> Result<(), String> {
         }
     }
     let mut total_free: u128 = 0;
+    let mut avail: u128 = 0;
     // Largest allocatable per device: its largest gap, within what its reserve leaves.
     let mut allocatable = BTreeMap::new();
     for (id, (spec, gaps)) in gaps(a) {
@@ -83,7 +84,8 @@ pub fn check_invariants(a: &Allocator) -> Result<(), String> {
         let g = spec.granularity();
         let room = free.saturating_sub(spec.reserved_units() * g) / g * g;
         let largest = gaps.iter().map(|x| x.1).max().unwrap_or(0);
-        allocatable.insert(id, largest.min(room));
+        let cordoned = a.is_cordoned(id).unwrap_or(false);
+        allocatable.insert(id, if cordoned { 0 } else { largest.min(room) });
     }
     let max = allocatable.values().copied().max().unwrap_or(0);
     match a.largest_allocatable() {
@@ -117,11 +119,30 @@ pub fn check_invariants(a: &Allocator) -> Result<(), String> {
             ));
         }
         total_free += u128::from(r.free);
+        if !a.is_cordoned(id).map_err(|e| e.to_string())? {
+            avail += u128::from(r.free.saturating_sub(r.reserved_headroom));
+        }
     }
-    if u64::try_from(total_free).unwrap_or(u64::MAX) != a.total_free() {
+    if u64::try_from(total_free).unwrap_or(u64::MAX) != a.total_unallocated() {
         return Err(format!(
-            "total_free {} != sum of devices {total_free}",
-            a.total_free()
+            "total_unallocated {} != sum of devices {total_free}",
+            a.total_unallocated()
+        ));
+    }
+    // `total_free` and the capacity report exclude headroom and cordoned devices.
+    let avail = u64::try_from(avail).unwrap_or(u64::MAX);
+    let report = a.capacity(None).map_err(|e| e.to_string())?;
+    if a.total_free() != avail || report.free != avail {
+        return Err(format!(
+            "total_free {} / capacity report {} != free minus headroom {avail}",
+            a.total_free(),
+            report.free
+        ));
+    }
+    if report.largest_allocatable != max {
+        return Err(format!(
+            "capacity report largest {} != {max}",
+            report.largest_allocatable
         ));
     }
     Ok(())
@@ -131,7 +152,7 @@ pub fn check_invariants(a: &Allocator) -> Result<(), String> {
 /// `size` bytes that respects its reserved headroom — computed from the slices alone.
 pub fn fits_somewhere(a: &Allocator, size: u64, candidates: Option<&[DeviceId]>) -> bool {
     gaps(a).into_iter().any(|(id, (spec, gaps))| {
-        if candidates.is_some_and(|c| !c.contains(&id)) {
+        if candidates.is_some_and(|c| !c.contains(&id)) || a.is_cordoned(id).unwrap_or(false) {
             return false;
         }
         let g = spec.granularity();

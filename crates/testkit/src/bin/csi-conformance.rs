@@ -8,8 +8,14 @@
 //! ```
 //!
 //! Prints `PASS name`, `FAIL name: reason` or `SKIP name: reason` per case,
-//! then `N passed, N failed, N skipped`; exits 1 when a case failed and 2
-//! when the suite could not run.
+//! a `WARN name: what` line under a case for each thing the driver did that
+//! the spec allows or tells the CO to tolerate but users' tools may not
+//! expect, then `N passed, N failed, N skipped` (and `, N warnings`).
+//!
+//! Exit status: 0 when no case failed (warnings included), 1 when a case
+//! failed, 2 on bad input (arguments, an endpoint that cannot be reached, a
+//! `--junit` path that cannot be written — checked before the run starts),
+//! each error on one line of stderr.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -83,8 +89,35 @@ fn key_value(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// Bad input: one line on stderr, exit status 2.
+fn bad_input(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("csi-conformance: {message}");
+    ExitCode::from(2)
+}
+
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version: print them, exit 0.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // clap's message spans several lines (what is wrong, then usage
+            // and a hint after a blank line); keep what is wrong, on one line.
+            let text = e.to_string();
+            let what: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            return bad_input(format!(
+                "{} (see --help)",
+                what.join(" ").trim_start_matches("error: ")
+            ));
+        }
+    };
     if args.list {
         for c in csi_testkit::all_cases() {
             println!("{}  {}", c.name, c.about);
@@ -99,7 +132,7 @@ fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => {
             eprintln!("csi-conformance: cannot start the runtime: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(1);
         }
     };
     runtime.block_on(run(args))
@@ -125,33 +158,45 @@ async fn run(args: Args) -> ExitCode {
     config.case_timeout = std::time::Duration::from_secs(args.case_timeout);
     config.block_targets_may_be_files = args.block_targets_may_be_files;
 
+    // An unwritable report path is found now, not after a long run: the
+    // file is created (truncated) here and written at the end.
+    let junit = match &args.junit {
+        None => None,
+        Some(path) => match std::fs::File::create(path) {
+            Ok(f) => Some((path.clone(), f)),
+            Err(e) => return bad_input(format!("cannot write {}: {e}", path.display())),
+        },
+    };
     let endpoint = args.endpoint.unwrap_or_default();
     let controller: Arc<dyn RawCsi> = match Client::connect(&endpoint).await {
         Ok(c) => Arc::new(c),
-        Err(e) => {
-            eprintln!("csi-conformance: cannot connect to {endpoint}: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return bad_input(format!("cannot connect to {endpoint}: {e}")),
     };
     let node: Arc<dyn RawCsi> = match &args.node_endpoint {
         None => controller.clone(),
         Some(ep) => match Client::connect(ep).await {
             Ok(c) => Arc::new(c),
-            Err(e) => {
-                eprintln!("csi-conformance: cannot connect to {ep}: {e}");
-                return ExitCode::from(2);
-            }
+            Err(e) => return bad_input(format!("cannot connect to {ep}: {e}")),
         },
     };
     let report = Suite::new(config, controller, node)
-        .run_with(|r| println!("{r}"))
+        .run_with(|r| {
+            println!("{r}");
+            for w in &r.warnings {
+                println!("WARN {}: {w}", r.name);
+            }
+        })
         .await;
     println!("{}", report.summary());
-    if let Some(path) = args.junit
-        && let Err(e) = std::fs::write(&path, report.to_junit("csi-conformance"))
-    {
-        eprintln!("csi-conformance: cannot write {}: {e}", path.display());
-        return ExitCode::from(2);
+    if let Some((path, mut file)) = junit {
+        use std::io::Write;
+        if let Err(e) = file
+            .write_all(report.to_junit("csi-conformance").as_bytes())
+            .and_then(|()| file.sync_all())
+        {
+            eprintln!("csi-conformance: cannot write {}: {e}", path.display());
+            return ExitCode::from(1);
+        }
     }
     let _ = std::fs::remove_dir_all(&tmp);
     if report.success() {

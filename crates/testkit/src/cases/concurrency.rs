@@ -10,7 +10,7 @@ use std::time::Duration;
 use csi_types::{Code, ControllerCapabilities as CC, CreateVolumeResponse, proto};
 
 use super::{Case, case, list_all_snapshots, list_all_volumes, rw};
-use crate::ctx::{CaseError, Cleanup, Ctx, describe, ensure, fail, ok};
+use crate::ctx::{CaseError, Cleanup, Ctx, describe, ensure, fail};
 
 pub(super) fn cases() -> Vec<Case> {
     vec![
@@ -47,7 +47,7 @@ async fn same_name(c: Ctx) -> Result<(), CaseError> {
     for t in tasks {
         match t.await {
             Ok(Ok(r)) => {
-                let r: CreateVolumeResponse = ok("CreateVolume (concurrent)", Ok(r))?;
+                let r: CreateVolumeResponse = c.ok("CreateVolume (concurrent)", Ok(r))?;
                 ids.insert(r.volume.volume_id.to_string());
             }
             Ok(Err(e)) if e.code() == Code::Aborted => {}
@@ -68,7 +68,7 @@ async fn same_name(c: Ctx) -> Result<(), CaseError> {
     for _ in 0..50 {
         match c.send_create(req.clone()).await {
             Ok(r) => {
-                let r: CreateVolumeResponse = ok("CreateVolume (retry after race)", Ok(r))?;
+                let r: CreateVolumeResponse = c.ok("CreateVolume (retry after race)", Ok(r))?;
                 retried = Some(r.volume.volume_id.to_string());
                 break;
             }
@@ -198,7 +198,7 @@ async fn same_volume(c: Ctx) -> Result<(), CaseError> {
     // The volume must still be there, at least as large as the largest
     // successful expansion.
     if c.found().controller.contains(CC::GET_VOLUME) {
-        let g: csi_types::ControllerGetVolumeResponse = ok(
+        let g: csi_types::ControllerGetVolumeResponse = c.ok(
             "ControllerGetVolume (after the race)",
             c.ctl()
                 .controller_get_volume(proto::ControllerGetVolumeRequest {

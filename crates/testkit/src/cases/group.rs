@@ -8,7 +8,7 @@ use csi_types::{
 };
 
 use super::{Case, UNKNOWN_ID, case};
-use crate::ctx::{CaseError, Cleanup, Ctx, code, ensure, ok, ok_raw};
+use crate::ctx::{Answer, CaseError, Cleanup, Ctx, code, ensure, ok_raw};
 
 fn need(c: &Ctx) -> Result<(), CaseError> {
     c.need_group()?;
@@ -33,8 +33,88 @@ async fn send_create(
     r
 }
 
+/// A group snapshot of one fresh volume: the object for the cases whose
+/// object-bound `snapshot_ids` is left out, so that only one rule applies.
+async fn group(c: &Ctx) -> Result<String, CaseError> {
+    let v = c.volume("gsrc").await?;
+    let g: CreateVolumeGroupSnapshotResponse = c.ok(
+        "CreateVolumeGroupSnapshot",
+        send_create(
+            c,
+            proto::CreateVolumeGroupSnapshotRequest {
+                name: c.name("group"),
+                source_volume_ids: vec![v.volume_id.to_string()],
+                ..Default::default()
+            },
+        )
+        .await,
+    )?;
+    Ok(g.group_snapshot.group_snapshot_id.into_string())
+}
+
+/// Why the missing group snapshot's answer is preferred to the field's.
+const MISSING_GROUP_FIRST: &str = "the group snapshot does not exist, and `snapshot_ids` only cross-checks an existing group (the SDK's precedence rule answers for the missing object first)";
+
+/// The two cases of an RPC whose `snapshot_ids` is object-bound
+/// (`csi_types::bound`): without it, for an existing group snapshot (only
+/// `INVALID_ARGUMENT` applies); and without it, for an unknown one (the
+/// missing object's answer preferred).
+macro_rules! snapshot_ids_cases {
+    ($prefix:literal, $rpc:literal, $method:ident, $req:ident, $missing:expr) => {
+        [
+            case!(
+                concat!($prefix, "/missing_snapshot_ids"),
+                concat!(
+                    $rpc,
+                    " of an existing group snapshot without `snapshot_ids` answers INVALID_ARGUMENT"
+                ),
+                |c| {
+                    need(&c)?;
+                    let id = group(&c).await?;
+                    let r = c
+                        .ctl()
+                        .$method(proto::$req {
+                            group_snapshot_id: id,
+                            ..Default::default()
+                        })
+                        .await;
+                    code(
+                        concat!($rpc, " (no snapshot_ids)"),
+                        r,
+                        Code::InvalidArgument,
+                    )
+                }
+            ),
+            case!(
+                concat!($prefix, "/unknown_id_without_snapshot_ids"),
+                concat!(
+                    $rpc,
+                    " of a group snapshot that does not exist, without `snapshot_ids`, gives the missing object's answer (INVALID_ARGUMENT passes with a warning)"
+                ),
+                |c| {
+                    c.need_group()?;
+                    let r = c
+                        .ctl()
+                        .$method(proto::$req {
+                            group_snapshot_id: UNKNOWN_ID.into(),
+                            ..Default::default()
+                        })
+                        .await;
+                    c.answer(
+                        concat!($rpc, " (unknown id, no snapshot_ids)"),
+                        r,
+                        $missing,
+                        &[Answer::Code(Code::InvalidArgument)],
+                        MISSING_GROUP_FIRST,
+                    )
+                }
+            ),
+        ]
+    };
+}
+
 pub(super) fn cases() -> Vec<Case> {
-    vec![
+    let mut v = vec![
         case!(
             "group/get_capabilities",
             "GroupControllerGetCapabilities answers when GROUP_CONTROLLER_SERVICE is advertised",
@@ -48,7 +128,7 @@ pub(super) fn cases() -> Vec<Case> {
                         "the plugin does not advertise GROUP_CONTROLLER_SERVICE".into(),
                     ));
                 }
-                let _: csi_types::GroupControllerGetCapabilitiesResponse = ok(
+                let _: csi_types::GroupControllerGetCapabilitiesResponse = c.ok(
                     "GroupControllerGetCapabilities",
                     c.ctl()
                         .group_controller_get_capabilities(Default::default())
@@ -99,21 +179,6 @@ pub(super) fn cases() -> Vec<Case> {
                     .ctl()
                     .delete_volume_group_snapshot(proto::DeleteVolumeGroupSnapshotRequest {
                         snapshot_ids: vec![UNKNOWN_ID.into()],
-                        ..Default::default()
-                    })
-                    .await;
-                code("DeleteVolumeGroupSnapshot", r, Code::InvalidArgument)
-            }
-        ),
-        case!(
-            "group/delete/missing_snapshot_ids",
-            "DeleteVolumeGroupSnapshot without `snapshot_ids` answers INVALID_ARGUMENT",
-            |c| {
-                c.need_group()?;
-                let r = c
-                    .ctl()
-                    .delete_volume_group_snapshot(proto::DeleteVolumeGroupSnapshotRequest {
-                        group_snapshot_id: UNKNOWN_ID.into(),
                         ..Default::default()
                     })
                     .await;
@@ -181,11 +246,11 @@ pub(super) fn cases() -> Vec<Case> {
                     source_volume_ids: vec![v1.volume_id.to_string(), v2.volume_id.to_string()],
                     ..Default::default()
                 };
-                let a: CreateVolumeGroupSnapshotResponse = ok(
+                let a: CreateVolumeGroupSnapshotResponse = c.ok(
                     "CreateVolumeGroupSnapshot",
                     send_create(&c, req.clone()).await,
                 )?;
-                let b: CreateVolumeGroupSnapshotResponse = ok(
+                let b: CreateVolumeGroupSnapshotResponse = c.ok(
                     "CreateVolumeGroupSnapshot (retry)",
                     send_create(&c, req).await,
                 )?;
@@ -221,7 +286,7 @@ pub(super) fn cases() -> Vec<Case> {
                     .iter()
                     .map(|s| s.snapshot_id.to_string())
                     .collect();
-                let got: GetVolumeGroupSnapshotResponse = ok(
+                let got: GetVolumeGroupSnapshotResponse = c.ok(
                     "GetVolumeGroupSnapshot",
                     c.ctl()
                         .get_volume_group_snapshot(proto::GetVolumeGroupSnapshotRequest {
@@ -262,7 +327,7 @@ pub(super) fn cases() -> Vec<Case> {
                 let v1 = c.volume("gsrc").await?;
                 let v2 = c.volume("gsrc").await?;
                 let name = c.name("group");
-                let _: CreateVolumeGroupSnapshotResponse = ok(
+                let _: CreateVolumeGroupSnapshotResponse = c.ok(
                     "CreateVolumeGroupSnapshot",
                     send_create(
                         &c,
@@ -290,5 +355,21 @@ pub(super) fn cases() -> Vec<Case> {
                 )
             }
         ),
-    ]
+    ];
+    // Deleting a group snapshot that does not exist MUST succeed.
+    v.extend(snapshot_ids_cases!(
+        "group/delete",
+        "DeleteVolumeGroupSnapshot",
+        delete_volume_group_snapshot,
+        DeleteVolumeGroupSnapshotRequest,
+        Answer::Ok
+    ));
+    v.extend(snapshot_ids_cases!(
+        "group/get",
+        "GetVolumeGroupSnapshot",
+        get_volume_group_snapshot,
+        GetVolumeGroupSnapshotRequest,
+        Answer::Code(Code::NotFound)
+    ));
+    v
 }

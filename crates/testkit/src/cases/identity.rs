@@ -3,7 +3,7 @@
 use csi_types::{GetPluginCapabilitiesResponse, GetPluginInfoResponse, ProbeResponse, proto};
 
 use super::{Case, case};
-use crate::ctx::{ensure, ok};
+use crate::ctx::ensure;
 
 pub(super) fn cases() -> Vec<Case> {
     vec![
@@ -11,7 +11,7 @@ pub(super) fn cases() -> Vec<Case> {
             "identity/get_plugin_info",
             "GetPluginInfo answers a valid name and a non-empty vendor_version",
             |c| {
-                let r: GetPluginInfoResponse = ok(
+                let r: GetPluginInfoResponse = c.ok(
                     "GetPluginInfo",
                     c.ctl()
                         .get_plugin_info(proto::GetPluginInfoRequest {})
@@ -22,7 +22,7 @@ pub(super) fn cases() -> Vec<Case> {
                     "GetPluginInfo: vendor_version is REQUIRED but empty"
                 );
                 if !std::ptr::addr_eq(c.ctl(), c.nd()) {
-                    let n: GetPluginInfoResponse = ok(
+                    let n: GetPluginInfoResponse = c.ok(
                         "GetPluginInfo (node endpoint)",
                         c.nd().get_plugin_info(proto::GetPluginInfoRequest {}).await,
                     )?;
@@ -40,7 +40,7 @@ pub(super) fn cases() -> Vec<Case> {
             "identity/get_plugin_capabilities",
             "GetPluginCapabilities answers, and CONTROLLER_SERVICE agrees with ControllerGetCapabilities",
             |c| {
-                let r: GetPluginCapabilitiesResponse = ok(
+                let r: GetPluginCapabilitiesResponse = c.ok(
                     "GetPluginCapabilities",
                     c.ctl()
                         .get_plugin_capabilities(proto::GetPluginCapabilitiesRequest {})
@@ -49,7 +49,7 @@ pub(super) fn cases() -> Vec<Case> {
                 if r.capabilities
                     .contains(csi_types::PluginCapabilities::CONTROLLER_SERVICE)
                 {
-                    let _: csi_types::ControllerGetCapabilitiesResponse = ok(
+                    let _: csi_types::ControllerGetCapabilitiesResponse = c.ok(
                         "ControllerGetCapabilities",
                         c.ctl()
                             .controller_get_capabilities(Default::default())
@@ -63,8 +63,9 @@ pub(super) fn cases() -> Vec<Case> {
             "identity/probe",
             "Probe answers OK on both endpoints",
             |c| {
-                let _: ProbeResponse = ok("Probe", c.ctl().probe(proto::ProbeRequest {}).await)?;
-                let _: ProbeResponse = ok(
+                let _: ProbeResponse =
+                    c.ok("Probe", c.ctl().probe(proto::ProbeRequest {}).await)?;
+                let _: ProbeResponse = c.ok(
                     "Probe (node endpoint)",
                     c.nd().probe(proto::ProbeRequest {}).await,
                 )?;

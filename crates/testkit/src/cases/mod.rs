@@ -8,7 +8,7 @@ use futures::future::BoxFuture;
 
 use csi_types::{AccessMode, Snapshot, Volume, VolumeCapability, proto};
 
-use crate::ctx::{CaseError, Cleanup, Ctx, ok};
+use crate::ctx::{CaseError, Cleanup, Ctx};
 
 mod concurrency;
 mod condition;
@@ -43,7 +43,7 @@ impl std::fmt::Debug for Case {
 
 /// Builds a [`Case`] from a name, a description and an async body over `c: Ctx`.
 macro_rules! case {
-    ($name:literal, $about:expr, |$c:ident| $body:block) => {
+    ($name:expr, $about:expr, |$c:ident| $body:block) => {
         $crate::cases::Case {
             name: $name,
             about: $about,
@@ -122,7 +122,8 @@ impl Ctx {
     /// Creates a volume of the configured size; it is deleted after the case.
     pub(crate) async fn volume(&self, tag: &str) -> Result<Volume, CaseError> {
         let req = self.create_req(&self.name(tag), self.config().volume_size);
-        let r: csi_types::CreateVolumeResponse = ok("CreateVolume", self.send_create(req).await)?;
+        let r: csi_types::CreateVolumeResponse =
+            self.ok("CreateVolume", self.send_create(req).await)?;
         Ok(r.volume)
     }
 
@@ -140,7 +141,7 @@ impl Ctx {
                 )))
             }
             r => {
-                let r: csi_types::CreateVolumeResponse = ok("CreateVolume (BLOCK)", r)?;
+                let r: csi_types::CreateVolumeResponse = self.ok("CreateVolume (BLOCK)", r)?;
                 Ok(r.volume)
             }
         }
@@ -154,7 +155,7 @@ impl Ctx {
             ..Default::default()
         };
         let r: csi_types::CreateSnapshotResponse =
-            ok("CreateSnapshot", self.send_snapshot(req).await)?;
+            self.ok("CreateSnapshot", self.send_snapshot(req).await)?;
         Ok(r.snapshot)
     }
 
@@ -204,7 +205,8 @@ impl Ctx {
         if r.is_ok() {
             self.push(Cleanup::ControllerPublish(volume_id.to_string(), node));
         }
-        let r: csi_types::ControllerPublishVolumeResponse = ok("ControllerPublishVolume", r)?;
+        let r: csi_types::ControllerPublishVolumeResponse =
+            self.ok("ControllerPublishVolume", r)?;
         Ok(r.publish_context.into_iter().collect())
     }
 
@@ -312,7 +314,7 @@ pub(crate) async fn list_volume_entries(
     let mut out = Vec::new();
     let mut token = String::new();
     for _ in 0..10_000 {
-        let r: csi_types::ListVolumesResponse = ok(
+        let r: csi_types::ListVolumesResponse = c.ok(
             "ListVolumes",
             c.ctl()
                 .list_volumes(proto::ListVolumesRequest {
@@ -354,7 +356,7 @@ pub(crate) async fn list_snapshot_entries(
     let mut out = Vec::new();
     let mut token = String::new();
     for _ in 0..10_000 {
-        let r: csi_types::ListSnapshotsResponse = ok(
+        let r: csi_types::ListSnapshotsResponse = c.ok(
             "ListSnapshots",
             c.ctl()
                 .list_snapshots(proto::ListSnapshotsRequest {

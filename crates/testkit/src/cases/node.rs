@@ -9,9 +9,17 @@ use csi_types::{
 };
 
 use super::{Case, UNKNOWN_ID, block, case, rw};
-use crate::ctx::{CaseError, Cleanup, Ctx, code, ensure, fail, ok, ok_raw};
+use crate::ctx::{Answer, CaseError, Cleanup, Ctx, code, ensure, fail, ok_raw};
 
 /// A node case that sends a request with one REQUIRED field left out.
+///
+/// With a trailing `unknown`, the request also names a volume that does not
+/// exist, so two of the spec's rules apply: `INVALID_ARGUMENT` for the
+/// missing field and `NOT_FOUND` for the volume. The field is one the RPC
+/// acts on (not an object-bound field, see `csi_types::bound`), so
+/// `INVALID_ARGUMENT` is preferred — it is what the SDK's precedence rule
+/// and the CSI community's sanity suite answer — and `NOT_FOUND` passes with
+/// a warning.
 macro_rules! missing {
     ($name:literal, $field:literal, |$c:ident| $need:block, $rpc:literal, $method:ident, $req:expr) => {
         case!(
@@ -24,6 +32,89 @@ macro_rules! missing {
             }
         )
     };
+    ($name:literal, $field:literal, |$c:ident| $need:block, $rpc:literal, $method:ident, $req:expr, unknown) => {
+        case!(
+            $name,
+            concat!(
+                $rpc, " without `", $field,
+                "` (and an unknown volume) answers INVALID_ARGUMENT; NOT_FOUND passes with a warning"
+            ),
+            |$c| {
+                $need;
+                let req = $req;
+                let r = $c.nd().$method(req).await;
+                $c.answer(
+                    $rpc,
+                    r,
+                    Answer::Code(Code::InvalidArgument),
+                    &[Answer::Code(Code::NotFound)],
+                    concat!(
+                        "the volume does not exist and `", $field,
+                        "` is missing; `", $field,
+                        "` is a path or capability the RPC acts on, and the CSI sanity suite expects INVALID_ARGUMENT"
+                    ),
+                )
+            }
+        )
+    };
+}
+
+/// A volume published on the node at a target path, when the controller can
+/// create one (`None` for a node-only driver): the object for the cases
+/// whose object-bound field is left out, so that only one rule applies.
+async fn published_volume(c: &Ctx) -> Result<Option<(String, String)>, CaseError> {
+    if !c.found().controller.contains(CC::CREATE_DELETE_VOLUME) {
+        return Ok(None);
+    }
+    let (vol, staging, pctx) = c.ready_for_node_publish(rw()).await?;
+    let req = c.node_publish_req(vol.volume_id.as_str(), &staging, rw(), false, &pctx)?;
+    let target = req.target_path.clone();
+    ok_raw("NodePublishVolume", c.send_node_publish(req).await)?;
+    Ok(Some((vol.volume_id.into_string(), target)))
+}
+
+/// The answer to a request without `volume_path` (object-bound: see
+/// `csi_types::bound`): for a published volume only `INVALID_ARGUMENT`
+/// applies; for an unknown one (no controller to make a volume) both
+/// `INVALID_ARGUMENT` and the missing volume's `NOT_FOUND` are right.
+fn missing_path_answer<P>(
+    c: &Ctx,
+    rpc: &str,
+    known: bool,
+    r: Result<P, csi_types::CsiError>,
+) -> Result<(), CaseError> {
+    if known {
+        return code(rpc, r, Code::InvalidArgument);
+    }
+    match r {
+        Err(e) if matches!(e.code(), Code::InvalidArgument | Code::NotFound) => Ok(()),
+        // Fails, naming both accepted answers (NOT_FOUND was matched above).
+        other => c.answer(
+            rpc,
+            other,
+            Answer::Code(Code::InvalidArgument),
+            &[Answer::Code(Code::NotFound)],
+            "",
+        ),
+    }
+}
+
+/// The answer to a request naming an unknown volume with a relative
+/// `volume_path`: the missing volume comes first (`NOT_FOUND`, what the CSI
+/// sanity suite expects); `INVALID_ARGUMENT` for the path passes with a
+/// warning.
+fn unknown_relative_answer<P>(
+    c: &Ctx,
+    rpc: &str,
+    r: Result<P, csi_types::CsiError>,
+) -> Result<(), CaseError> {
+    c.answer(
+        rpc,
+        r,
+        Answer::Code(Code::NotFound),
+        &[Answer::Code(Code::InvalidArgument)],
+        "the volume does not exist, and `volume_path` only locates an existing volume (the SDK's precedence rule and the CSI sanity suite answer NOT_FOUND)",
+    )
 }
 
 fn abs(dir: &Path, leaf: &str) -> String {
@@ -93,13 +184,65 @@ pub(super) async fn unstage_unpublish_order(
     Ok(())
 }
 
+/// The two cases of an RPC whose `volume_path` is object-bound
+/// (`csi_types::bound`): without it, for a published volume (only
+/// `INVALID_ARGUMENT` applies); and relative, for an unknown volume
+/// (`NOT_FOUND` preferred).
+macro_rules! volume_path_cases {
+    ($prefix:literal, $rpc:literal, $cap:ident, $method:ident, $req:ident) => {
+        [
+            case!(
+                concat!($prefix, "/missing_volume_path"),
+                concat!(
+                    $rpc,
+                    " without `volume_path` answers INVALID_ARGUMENT for a published volume (for an unknown volume, with a node-only driver, NOT_FOUND is as right)"
+                ),
+                |c| {
+                    c.need_node(NC::$cap, stringify!($cap))?;
+                    let known = published_volume(&c).await?;
+                    let volume_id = known
+                        .as_ref()
+                        .map_or(UNKNOWN_ID.to_string(), |(v, _)| v.clone());
+                    let r = c
+                        .nd()
+                        .$method(proto::$req {
+                            volume_id,
+                            ..Default::default()
+                        })
+                        .await;
+                    missing_path_answer(&c, $rpc, known.is_some(), r)
+                }
+            ),
+            case!(
+                concat!($prefix, "/unknown_volume_relative_path"),
+                concat!(
+                    $rpc,
+                    " of a volume that does not exist with a relative `volume_path` answers NOT_FOUND (INVALID_ARGUMENT passes with a warning)"
+                ),
+                |c| {
+                    c.need_node(NC::$cap, stringify!($cap))?;
+                    let r = c
+                        .nd()
+                        .$method(proto::$req {
+                            volume_id: UNKNOWN_ID.into(),
+                            volume_path: "some/path".into(),
+                            ..Default::default()
+                        })
+                        .await;
+                    unknown_relative_answer(&c, concat!($rpc, " (unknown volume, relative path)"), r)
+                }
+            ),
+        ]
+    };
+}
+
 pub(super) fn cases() -> Vec<Case> {
-    vec![
+    let mut v = vec![
         case!(
             "node/get_info",
             "NodeGetInfo answers a valid node_id (and max_volumes_per_node, if any, is positive)",
             |c| {
-                let r: NodeGetInfoResponse = ok(
+                let r: NodeGetInfoResponse = c.ok(
                     "NodeGetInfo",
                     c.nd().node_get_info(Default::default()).await,
                 )?;
@@ -113,7 +256,7 @@ pub(super) fn cases() -> Vec<Case> {
             "node/get_capabilities",
             "NodeGetCapabilities answers",
             |c| {
-                let _: csi_types::NodeGetCapabilitiesResponse = ok(
+                let _: csi_types::NodeGetCapabilitiesResponse = c.ok(
                     "NodeGetCapabilities",
                     c.nd().node_get_capabilities(Default::default()).await,
                 )?;
@@ -142,7 +285,8 @@ pub(super) fn cases() -> Vec<Case> {
                 volume_id: UNKNOWN_ID.into(),
                 volume_capability: Some(rw()),
                 ..Default::default()
-            }
+            },
+            unknown
         ),
         missing!(
             "node/stage_volume/missing_volume_capability",
@@ -154,7 +298,8 @@ pub(super) fn cases() -> Vec<Case> {
                 volume_id: UNKNOWN_ID.into(),
                 staging_target_path: abs(&c.config().staging_dir, "x"),
                 ..Default::default()
-            }
+            },
+            unknown
         ),
         missing!(
             "node/unstage_volume/missing_volume_id",
@@ -176,7 +321,8 @@ pub(super) fn cases() -> Vec<Case> {
             proto::NodeUnstageVolumeRequest {
                 volume_id: UNKNOWN_ID.into(),
                 ..Default::default()
-            }
+            },
+            unknown
         ),
         missing!(
             "node/publish_volume/missing_volume_id",
@@ -202,7 +348,8 @@ pub(super) fn cases() -> Vec<Case> {
                 staging_target_path: abs(&c.config().staging_dir, "x"),
                 volume_capability: Some(rw()),
                 ..Default::default()
-            }
+            },
+            unknown
         ),
         missing!(
             "node/publish_volume/missing_volume_capability",
@@ -215,7 +362,8 @@ pub(super) fn cases() -> Vec<Case> {
                 staging_target_path: abs(&c.config().staging_dir, "x"),
                 target_path: abs(&c.config().target_dir, "x"),
                 ..Default::default()
-            }
+            },
+            unknown
         ),
         missing!(
             "node/unpublish_volume/missing_volume_id",
@@ -237,7 +385,8 @@ pub(super) fn cases() -> Vec<Case> {
             proto::NodeUnpublishVolumeRequest {
                 volume_id: UNKNOWN_ID.into(),
                 ..Default::default()
-            }
+            },
+            unknown
         ),
         missing!(
             "node/get_volume_stats/missing_volume_id",
@@ -251,17 +400,6 @@ pub(super) fn cases() -> Vec<Case> {
             }
         ),
         missing!(
-            "node/get_volume_stats/missing_volume_path",
-            "volume_path",
-            |c| { c.need_node(NC::GET_VOLUME_STATS, "GET_VOLUME_STATS")? },
-            "NodeGetVolumeStats",
-            node_get_volume_stats,
-            proto::NodeGetVolumeStatsRequest {
-                volume_id: UNKNOWN_ID.into(),
-                ..Default::default()
-            }
-        ),
-        missing!(
             "node/expand_volume/missing_volume_id",
             "volume_id",
             |c| { c.need_node(NC::EXPAND_VOLUME, "EXPAND_VOLUME")? },
@@ -269,17 +407,6 @@ pub(super) fn cases() -> Vec<Case> {
             node_expand_volume,
             proto::NodeExpandVolumeRequest {
                 volume_path: abs(&c.config().target_dir, "x"),
-                ..Default::default()
-            }
-        ),
-        missing!(
-            "node/expand_volume/missing_volume_path",
-            "volume_path",
-            |c| { c.need_node(NC::EXPAND_VOLUME, "EXPAND_VOLUME")? },
-            "NodeExpandVolume",
-            node_expand_volume,
-            proto::NodeExpandVolumeRequest {
-                volume_id: UNKNOWN_ID.into(),
                 ..Default::default()
             }
         ),
@@ -402,7 +529,22 @@ pub(super) fn cases() -> Vec<Case> {
                 )
             }
         ),
-    ]
+    ];
+    v.extend(volume_path_cases!(
+        "node/get_volume_stats",
+        "NodeGetVolumeStats",
+        GET_VOLUME_STATS,
+        node_get_volume_stats,
+        NodeGetVolumeStatsRequest
+    ));
+    v.extend(volume_path_cases!(
+        "node/expand_volume",
+        "NodeExpandVolume",
+        EXPAND_VOLUME,
+        node_expand_volume,
+        NodeExpandVolumeRequest
+    ));
+    v
 }
 
 async fn lifecycle(c: Ctx) -> Result<(), CaseError> {
@@ -436,7 +578,7 @@ async fn lifecycle(c: Ctx) -> Result<(), CaseError> {
         "NodePublishVolume of a mount volume did not create the target directory {target}"
     );
     if c.found().node.contains(NC::GET_VOLUME_STATS) {
-        let s: NodeGetVolumeStatsResponse = ok(
+        let s: NodeGetVolumeStatsResponse = c.ok(
             "NodeGetVolumeStats",
             c.nd()
                 .node_get_volume_stats(proto::NodeGetVolumeStatsRequest {
@@ -460,7 +602,7 @@ async fn lifecycle(c: Ctx) -> Result<(), CaseError> {
     let mut new_size = None;
     if online && c.found().controller.contains(CC::EXPAND_VOLUME) {
         let want = vol.capacity_bytes.max(c.config().volume_size) * 2;
-        let r: csi_types::ControllerExpandVolumeResponse = ok(
+        let r: csi_types::ControllerExpandVolumeResponse = c.ok(
             "ControllerExpandVolume (published)",
             c.ctl()
                 .controller_expand_volume(proto::ControllerExpandVolumeRequest {
@@ -493,11 +635,11 @@ async fn lifecycle(c: Ctx) -> Result<(), CaseError> {
             volume_capability: Some(rw()),
             ..Default::default()
         };
-        let a: NodeExpandVolumeResponse = ok(
+        let a: NodeExpandVolumeResponse = c.ok(
             "NodeExpandVolume",
             c.nd().node_expand_volume(req.clone()).await,
         )?;
-        let b: NodeExpandVolumeResponse = ok(
+        let b: NodeExpandVolumeResponse = c.ok(
             "NodeExpandVolume (retry)",
             c.nd().node_expand_volume(req).await,
         )?;
@@ -584,7 +726,7 @@ async fn lifecycle_block(c: Ctx) -> Result<(), CaseError> {
     if c.found().node.contains(NC::GET_VOLUME_STATS) {
         // For a block volume `used` and `available` MAY be left out; the
         // typed response checks what is there.
-        let _: NodeGetVolumeStatsResponse = ok(
+        let _: NodeGetVolumeStatsResponse = c.ok(
             "NodeGetVolumeStats (BLOCK)",
             c.nd()
                 .node_get_volume_stats(proto::NodeGetVolumeStatsRequest {

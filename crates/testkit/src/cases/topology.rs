@@ -27,7 +27,7 @@ use csi_types::{
 };
 
 use super::{Case, case, list_volume_entries, rw};
-use crate::ctx::{CaseError, Ctx, code, ensure, fail, ok};
+use crate::ctx::{CaseError, Ctx, code, ensure, fail};
 
 /// A segment value no plugin serves: `CreateVolume` requests it to check
 /// the `RESOURCE_EXHAUSTED` answer.
@@ -115,7 +115,7 @@ async fn capacity(c: &Ctx, topology: Option<&Topology>) -> Result<u64, CaseError
         Some(t) => format!("GetCapacity (accessible_topology {t:?})"),
         None => "GetCapacity".to_string(),
     };
-    let r: GetCapacityResponse = ok(
+    let r: GetCapacityResponse = c.ok(
         &what,
         c.ctl()
             .get_capacity(proto::GetCapacityRequest {
@@ -134,7 +134,7 @@ pub(super) fn cases() -> Vec<Case> {
             "node/get_info/accessible_topology",
             "NodeGetInfo reports accessible_topology when the plugin advertises VOLUME_ACCESSIBILITY_CONSTRAINTS, and only then",
             |c| {
-                let r: NodeGetInfoResponse = ok(
+                let r: NodeGetInfoResponse = c.ok(
                     "NodeGetInfo",
                     c.nd().node_get_info(Default::default()).await,
                 )?;
@@ -165,7 +165,7 @@ pub(super) fn cases() -> Vec<Case> {
             |c| {
                 let node = need_topology(&c)?;
                 let req = create_in(&c, &[&node], true);
-                let r: CreateVolumeResponse = ok("CreateVolume", c.send_create(req).await)?;
+                let r: CreateVolumeResponse = c.ok("CreateVolume", c.send_create(req).await)?;
                 let got = &r.volume.accessible_topology;
                 // Empty is allowed: the spec lets the CO then assume the
                 // volume is accessible from every node, the requisite's
@@ -199,7 +199,7 @@ pub(super) fn cases() -> Vec<Case> {
                 let node = need_topology(&c)?;
                 let nowhere = nowhere(&node)?;
                 let req = create_in(&c, &[&nowhere, &node], true);
-                let r: CreateVolumeResponse = ok("CreateVolume", c.send_create(req).await)?;
+                let r: CreateVolumeResponse = c.ok("CreateVolume", c.send_create(req).await)?;
                 let got = &r.volume.accessible_topology;
                 // Only the node's topology can be served, so a plugin that
                 // takes the first preferred entry without checking it
@@ -221,7 +221,7 @@ pub(super) fn cases() -> Vec<Case> {
             |c| {
                 let node = need_topology(&c)?;
                 let req = create_in(&c, &[&node], false);
-                let r: CreateVolumeResponse = ok("CreateVolume", c.send_create(req).await)?;
+                let r: CreateVolumeResponse = c.ok("CreateVolume", c.send_create(req).await)?;
                 let id = r.volume.volume_id.clone();
                 let mut seen = vec![("NodeGetInfo", node)];
                 seen.extend(
@@ -242,7 +242,7 @@ pub(super) fn cases() -> Vec<Case> {
                     );
                 }
                 if cc.contains(CC::GET_VOLUME) {
-                    let g: ControllerGetVolumeResponse = ok(
+                    let g: ControllerGetVolumeResponse = c.ok(
                         "ControllerGetVolume",
                         c.ctl()
                             .controller_get_volume(proto::ControllerGetVolumeRequest {

@@ -43,6 +43,63 @@ enum Fault {
     WrongCodeOnDelete,
     /// `Probe` panics (possible only in process, where no server catches it).
     PanicOnProbe,
+    /// Not a bug: wherever the spec allows several answers, the other one
+    /// (see `answers_the_spec_allows`).
+    OtherAllowedAnswers,
+    /// `ControllerGetVolume` reports a negative `capacity_bytes` (a MUST rule).
+    NegativeCapacity,
+}
+
+impl Faulty {
+    fn other(&self) -> bool {
+        self.1 == Fault::OtherAllowedAnswers
+    }
+
+    /// `NOT_FOUND` for a named volume the plugin does not know, checked
+    /// before anything else (the other precedence).
+    async fn unknown_volume_first(&self, volume_id: &str) -> Result<(), CsiError> {
+        if self.other() && !volume_id.is_empty() {
+            let r = RawCsi::controller_get_volume(
+                &self.0,
+                proto::ControllerGetVolumeRequest {
+                    volume_id: volume_id.to_string(),
+                },
+            )
+            .await;
+            if let Err(e) = r
+                && e.code() == Code::NotFound
+            {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// `INVALID_ARGUMENT` for a path that is not absolute, before the lookup.
+    fn path_first(&self, field: &str, path: &str) -> Result<(), CsiError> {
+        if self.other() && !path.starts_with('/') {
+            return Err(CsiError::invalid(field, "must be an absolute path"));
+        }
+        Ok(())
+    }
+
+    /// `INVALID_ARGUMENT` for no snapshot ids, before the lookup.
+    fn ids_first(&self, ids: &[String]) -> Result<(), CsiError> {
+        if self.other() && ids.is_empty() {
+            return Err(CsiError::missing("snapshot_ids"));
+        }
+        Ok(())
+    }
+
+    /// An empty published node id after the real ones, and no condition message.
+    fn loosen(&self, ids: &mut Vec<String>, condition: &mut Option<proto::VolumeCondition>) {
+        if self.other() {
+            ids.push(String::new());
+            if let Some(c) = condition {
+                c.message.clear();
+            }
+        }
+    }
 }
 
 /// Emits `impl RawCsi for Faulty` with the given methods written out and
@@ -81,6 +138,81 @@ raw_impl! {
         RawCsi::probe(&self.0, req).await
     }
 
+    async fn controller_unpublish_volume(&self, req: proto::ControllerUnpublishVolumeRequest) -> Result<proto::ControllerUnpublishVolumeResponse, CsiError> {
+        self.unknown_volume_first(&req.volume_id).await?;
+        RawCsi::controller_unpublish_volume(&self.0, req).await
+    }
+
+    async fn node_stage_volume(&self, req: proto::NodeStageVolumeRequest) -> Result<proto::NodeStageVolumeResponse, CsiError> {
+        self.unknown_volume_first(&req.volume_id).await?;
+        RawCsi::node_stage_volume(&self.0, req).await
+    }
+
+    async fn node_unstage_volume(&self, req: proto::NodeUnstageVolumeRequest) -> Result<proto::NodeUnstageVolumeResponse, CsiError> {
+        self.unknown_volume_first(&req.volume_id).await?;
+        RawCsi::node_unstage_volume(&self.0, req).await
+    }
+
+    async fn node_publish_volume(&self, req: proto::NodePublishVolumeRequest) -> Result<proto::NodePublishVolumeResponse, CsiError> {
+        self.unknown_volume_first(&req.volume_id).await?;
+        RawCsi::node_publish_volume(&self.0, req).await
+    }
+
+    async fn node_unpublish_volume(&self, req: proto::NodeUnpublishVolumeRequest) -> Result<proto::NodeUnpublishVolumeResponse, CsiError> {
+        self.unknown_volume_first(&req.volume_id).await?;
+        RawCsi::node_unpublish_volume(&self.0, req).await
+    }
+
+    async fn node_get_volume_stats(&self, req: proto::NodeGetVolumeStatsRequest) -> Result<proto::NodeGetVolumeStatsResponse, CsiError> {
+        if !req.volume_id.is_empty() {
+            self.path_first("volume_path", &req.volume_path)?;
+        }
+        let mut r = RawCsi::node_get_volume_stats(&self.0, req).await?;
+        self.loosen(&mut Vec::new(), &mut r.volume_condition);
+        Ok(r)
+    }
+
+    async fn node_expand_volume(&self, req: proto::NodeExpandVolumeRequest) -> Result<proto::NodeExpandVolumeResponse, CsiError> {
+        if !req.volume_id.is_empty() {
+            self.path_first("volume_path", &req.volume_path)?;
+        }
+        RawCsi::node_expand_volume(&self.0, req).await
+    }
+
+    async fn delete_volume_group_snapshot(&self, req: proto::DeleteVolumeGroupSnapshotRequest) -> Result<proto::DeleteVolumeGroupSnapshotResponse, CsiError> {
+        if !req.group_snapshot_id.is_empty() {
+            self.ids_first(&req.snapshot_ids)?;
+        }
+        RawCsi::delete_volume_group_snapshot(&self.0, req).await
+    }
+
+    async fn get_volume_group_snapshot(&self, req: proto::GetVolumeGroupSnapshotRequest) -> Result<proto::GetVolumeGroupSnapshotResponse, CsiError> {
+        if !req.group_snapshot_id.is_empty() {
+            self.ids_first(&req.snapshot_ids)?;
+        }
+        RawCsi::get_volume_group_snapshot(&self.0, req).await
+    }
+
+    async fn list_volumes(&self, req: proto::ListVolumesRequest) -> Result<proto::ListVolumesResponse, CsiError> {
+        let mut r = RawCsi::list_volumes(&self.0, req).await?;
+        for e in &mut r.entries {
+            let s = e.status.get_or_insert_default();
+            self.loosen(&mut s.published_node_ids, &mut s.volume_condition);
+        }
+        Ok(r)
+    }
+
+    async fn controller_get_volume(&self, req: proto::ControllerGetVolumeRequest) -> Result<proto::ControllerGetVolumeResponse, CsiError> {
+        let mut r = RawCsi::controller_get_volume(&self.0, req).await?;
+        if let Some(s) = &mut r.status {
+            self.loosen(&mut s.published_node_ids, &mut s.volume_condition);
+        }
+        if let (Fault::NegativeCapacity, Some(v)) = (self.1, &mut r.volume) {
+            v.capacity_bytes = -1;
+        }
+        Ok(r)
+    }
+
     async fn get_metadata_allocated(&self, req: proto::GetMetadataAllocatedRequest) -> Result<RawStream<proto::GetMetadataAllocatedResponse>, CsiError> {
         RawCsi::get_metadata_allocated(&self.0, req).await
     }
@@ -94,9 +226,7 @@ raw_impl! {
         get_plugin_capabilities(GetPluginCapabilitiesRequest) -> GetPluginCapabilitiesResponse;
         create_volume(CreateVolumeRequest) -> CreateVolumeResponse;
         controller_publish_volume(ControllerPublishVolumeRequest) -> ControllerPublishVolumeResponse;
-        controller_unpublish_volume(ControllerUnpublishVolumeRequest) -> ControllerUnpublishVolumeResponse;
         validate_volume_capabilities(ValidateVolumeCapabilitiesRequest) -> ValidateVolumeCapabilitiesResponse;
-        list_volumes(ListVolumesRequest) -> ListVolumesResponse;
         get_capacity(GetCapacityRequest) -> GetCapacityResponse;
         controller_get_capabilities(ControllerGetCapabilitiesRequest) -> ControllerGetCapabilitiesResponse;
         create_snapshot(CreateSnapshotRequest) -> CreateSnapshotResponse;
@@ -104,18 +234,9 @@ raw_impl! {
         list_snapshots(ListSnapshotsRequest) -> ListSnapshotsResponse;
         get_snapshot(GetSnapshotRequest) -> GetSnapshotResponse;
         controller_expand_volume(ControllerExpandVolumeRequest) -> ControllerExpandVolumeResponse;
-        controller_get_volume(ControllerGetVolumeRequest) -> ControllerGetVolumeResponse;
         controller_modify_volume(ControllerModifyVolumeRequest) -> ControllerModifyVolumeResponse;
         group_controller_get_capabilities(GroupControllerGetCapabilitiesRequest) -> GroupControllerGetCapabilitiesResponse;
         create_volume_group_snapshot(CreateVolumeGroupSnapshotRequest) -> CreateVolumeGroupSnapshotResponse;
-        delete_volume_group_snapshot(DeleteVolumeGroupSnapshotRequest) -> DeleteVolumeGroupSnapshotResponse;
-        get_volume_group_snapshot(GetVolumeGroupSnapshotRequest) -> GetVolumeGroupSnapshotResponse;
-        node_stage_volume(NodeStageVolumeRequest) -> NodeStageVolumeResponse;
-        node_unstage_volume(NodeUnstageVolumeRequest) -> NodeUnstageVolumeResponse;
-        node_publish_volume(NodePublishVolumeRequest) -> NodePublishVolumeResponse;
-        node_unpublish_volume(NodeUnpublishVolumeRequest) -> NodeUnpublishVolumeResponse;
-        node_get_volume_stats(NodeGetVolumeStatsRequest) -> NodeGetVolumeStatsResponse;
-        node_expand_volume(NodeExpandVolumeRequest) -> NodeExpandVolumeResponse;
         node_get_capabilities(NodeGetCapabilitiesRequest) -> NodeGetCapabilitiesResponse;
         node_get_info(NodeGetInfoRequest) -> NodeGetInfoResponse;
 }
@@ -592,6 +713,12 @@ pub fn plugin(kind: &str) -> Arc<dyn RawCsi> {
         "first-preferred" => b.provisioner(EditCreate::first_preferred(&driver)),
         "capacity-everywhere" => b.capacity_reporter(Arc::new(CapacityEverywhere(driver.clone()))),
         "wrong-code" => return Arc::new(Faulty(driver.plugin(), Fault::WrongCodeOnDelete)),
+        "other-allowed-answers" => {
+            return Arc::new(Faulty(driver.plugin(), Fault::OtherAllowedAnswers));
+        }
+        "negative-capacity" => {
+            return Arc::new(Faulty(driver.plugin(), Fault::NegativeCapacity));
+        }
         "panics-on-probe" => return Arc::new(Faulty(driver.plugin(), Fault::PanicOnProbe)),
         // Without the plugin's per-name operation guard, which would
         // otherwise answer ABORTED to the concurrent calls and hide the race.
@@ -600,6 +727,8 @@ pub fn plugin(kind: &str) -> Arc<dyn RawCsi> {
             names: Default::default(),
             next: AtomicU64::new(0),
         })),
+        // The memdriver as it is.
+        "none" => b,
         other => panic!("no broken driver called {other:?}"),
     };
     Arc::new(b.build().unwrap())

@@ -1,0 +1,144 @@
+//! The crate's one error type and its CSI codes.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Why a node operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A path the operation needs does not exist.
+    #[error("{path} does not exist")]
+    NotFound {
+        /// The missing path.
+        path: PathBuf,
+    },
+    /// A mount option the operation cannot apply.
+    #[error("mount option {option:?} is not supported: {rule}")]
+    BadMountOption {
+        /// The option as given.
+        option: String,
+        /// Which options are accepted here.
+        rule: String,
+    },
+    /// The device already holds a filesystem of another type; it is never formatted over.
+    #[error("{device} holds a {found} filesystem, not {wanted}; it is not formatted over")]
+    FilesystemMismatch {
+        /// The device.
+        device: PathBuf,
+        /// What `blkid` found on it.
+        found: String,
+        /// What was asked for.
+        wanted: String,
+    },
+    /// The operation needs a mount that is not there.
+    #[error("{path} is not mounted: {why}")]
+    NotMounted {
+        /// The device or path.
+        path: PathBuf,
+        /// Why it has to be.
+        why: String,
+    },
+    /// A blank device that was to be mounted read-only or grown: there is nothing to mount.
+    #[error("{device} holds no filesystem (it is formatted only by a writable mount)")]
+    Unformatted {
+        /// The device.
+        device: PathBuf,
+    },
+    /// A filesystem type the crate does not format, mount or resize.
+    #[error("filesystem type {0:?} is not supported (use ext4 or xfs)")]
+    UnsupportedFilesystem(String),
+    /// A program the operation runs is not installed.
+    #[error("`{tool}` is not installed on this node (a required dependency)")]
+    MissingTool {
+        /// The program.
+        tool: String,
+    },
+    /// The path is in use (mounted, open) and cannot be changed now.
+    #[error("{path} is busy: {source}")]
+    Busy {
+        /// The busy path.
+        path: PathBuf,
+        /// What the kernel said.
+        source: io::Error,
+    },
+    /// A program ran and failed.
+    #[error("`{command}` failed ({status}): {stderr}")]
+    Command {
+        /// The command line.
+        command: String,
+        /// Its exit status.
+        status: String,
+        /// What it printed on standard error.
+        stderr: String,
+    },
+    /// A system call failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// The operation (`mount`, `statvfs`, …).
+        op: &'static str,
+        /// The path it was applied to.
+        path: PathBuf,
+        /// What the kernel said.
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// An I/O failure of `op` on `path`, sorted into [`Error::NotFound`] and [`Error::Busy`] where
+    /// the kernel's answer means that.
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        let path = path.into();
+        match source.raw_os_error() {
+            Some(code) if code == rustix::io::Errno::NOENT.raw_os_error() => {
+                Error::NotFound { path }
+            }
+            Some(code) if code == rustix::io::Errno::BUSY.raw_os_error() => {
+                Error::Busy { path, source }
+            }
+            _ => Error::Io { op, path, source },
+        }
+    }
+
+    /// From a `rustix` errno.
+    pub(crate) fn errno(op: &'static str, path: impl Into<PathBuf>, e: rustix::io::Errno) -> Self {
+        Self::io(op, path, e.into())
+    }
+}
+
+/// The code a node plugin answers each failure with (CSI v1.12, "Node Service RPC" errors):
+///
+/// | failure | code | why |
+/// |---|---|---|
+/// | [`NotFound`](Error::NotFound) | NOT_FOUND | the volume's path or device does not exist |
+/// | [`BadMountOption`](Error::BadMountOption) | INVALID_ARGUMENT | names `volume_capability.mount.mount_flags` |
+/// | [`FilesystemMismatch`](Error::FilesystemMismatch) | FAILED_PRECONDITION | the volume cannot serve the capability asked for ("exceeds capabilities") |
+/// | [`Unformatted`](Error::Unformatted) | FAILED_PRECONDITION | a read-only stage of a blank volume |
+/// | [`NotMounted`](Error::NotMounted) | FAILED_PRECONDITION | e.g. growing an unmounted XFS |
+/// | [`UnsupportedFilesystem`](Error::UnsupportedFilesystem) | INVALID_ARGUMENT | names `volume_capability.mount.fs_type` |
+/// | [`MissingTool`](Error::MissingTool) | FAILED_PRECONDITION | a missing required dependency, as for Probe |
+/// | [`Busy`](Error::Busy) | FAILED_PRECONDITION | in use |
+/// | [`Command`](Error::Command), [`Io`](Error::Io) | INTERNAL | the node could not do its part |
+#[cfg(feature = "csi")]
+impl From<Error> for csi_types::CsiError {
+    fn from(e: Error) -> Self {
+        use csi_types::CsiError;
+        match &e {
+            Error::NotFound { .. } => CsiError::not_found(e.to_string()),
+            Error::BadMountOption { option, rule } => CsiError::invalid(
+                "volume_capability.mount.mount_flags",
+                format!("{option:?} is not supported: {rule}"),
+            ),
+            Error::UnsupportedFilesystem(fs) => CsiError::invalid(
+                "volume_capability.mount.fs_type",
+                format!("{fs:?} is not supported (use ext4 or xfs)"),
+            ),
+            Error::FilesystemMismatch { .. }
+            | Error::Unformatted { .. }
+            | Error::NotMounted { .. }
+            | Error::MissingTool { .. }
+            | Error::Busy { .. } => CsiError::failed_precondition(e.to_string()),
+            Error::Command { .. } | Error::Io { .. } => CsiError::internal(e.to_string()),
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! Filesystems: probing, formatting on first use, growing after an expansion.
+
+use std::fmt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::str::FromStr;
+
+use crate::mount::{MountOptions, mount_filesystem};
+use crate::{Error, run};
+
+/// A filesystem the crate formats, mounts and grows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FsType {
+    /// ext4 (`mkfs.ext4`, grown online with `resize2fs`).
+    Ext4,
+    /// XFS (`mkfs.xfs`, grown online with `xfs_growfs`; it cannot shrink).
+    Xfs,
+}
+
+impl FsType {
+    /// The name `mount(2)`, `blkid` and CSI's `fs_type` use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FsType::Ext4 => "ext4",
+            FsType::Xfs => "xfs",
+        }
+    }
+}
+
+impl fmt::Display for FsType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for FsType {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "ext4" => Ok(FsType::Ext4),
+            "xfs" => Ok(FsType::Xfs),
+            other => Err(Error::UnsupportedFilesystem(other.to_string())),
+        }
+    }
+}
+
+/// The filesystem type on `device` as `blkid` reads it from the device itself (not its cache),
+/// or `None` for a blank device.
+pub fn probe_filesystem(device: &Path) -> Result<Option<String>, Error> {
+    if !device.exists() {
+        return Err(Error::NotFound {
+            path: device.to_path_buf(),
+        });
+    }
+    let mut cmd = Command::new("blkid");
+    cmd.args(["-p", "-o", "value", "-s", "TYPE"]).arg(device);
+    match run(&mut cmd) {
+        Ok(t) if t.is_empty() => Ok(None),
+        Ok(t) => Ok(Some(t)),
+        // blkid's exit status 2: nothing was found on the device.
+        Err(Error::Command { status, .. }) if status.ends_with("exit status: 2") => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Formats `device` with `fs`, whatever is on it. Callers that must never destroy data use
+/// [`format_and_mount`], which formats only a blank device.
+pub fn mkfs(device: &Path, fs: FsType) -> Result<(), Error> {
+    let mut cmd = match fs {
+        // Lazy inode-table and journal initialisation: a large volume is ready in a second and
+        // the kernel finishes the work in the background.
+        FsType::Ext4 => {
+            let mut c = Command::new("mkfs.ext4");
+            c.args(["-q", "-F", "-E", "lazy_itable_init=1,lazy_journal_init=1"]);
+            c
+        }
+        FsType::Xfs => {
+            let mut c = Command::new("mkfs.xfs");
+            c.arg("-q");
+            c
+        }
+    };
+    cmd.arg(device).stdin(Stdio::null());
+    run(&mut cmd)?;
+    tracing::info!(device = %device.display(), fs = %fs, "formatted");
+    Ok(())
+}
+
+/// Mounts `device` on `target` with `fs`, formatting it first when (and only when) it is blank:
+/// a device holding another filesystem is refused ([`Error::FilesystemMismatch`]), a blank one
+/// asked for read-only is refused ([`Error::Unformatted`]). `target` must exist.
+pub fn format_and_mount(
+    device: &Path,
+    target: &Path,
+    fs: FsType,
+    options: &MountOptions,
+) -> Result<(), Error> {
+    match probe_filesystem(device)? {
+        Some(found) if found == fs.as_str() => {}
+        Some(found) => {
+            return Err(Error::FilesystemMismatch {
+                device: device.to_path_buf(),
+                found,
+                wanted: fs.to_string(),
+            });
+        }
+        None if options.is_read_only() => {
+            return Err(Error::Unformatted {
+                device: device.to_path_buf(),
+            });
+        }
+        None => mkfs(device, fs)?,
+    }
+    if !target.exists() {
+        return Err(Error::NotFound {
+            path: target.to_path_buf(),
+        });
+    }
+    mount_filesystem(device, target, fs.as_str(), options)
+}
+
+/// Grows the filesystem on `device` to the device's size, after the device itself grew.
+///
+/// A mounted filesystem grows online: ext4 with `resize2fs` (the kernel needs
+/// `CAP_SYS_RESOURCE` for it), XFS with `xfs_growfs` on its mount point. An unmounted ext4 is
+/// checked (`e2fsck -f -p`) and grown offline; an unmounted XFS cannot grow
+/// ([`Error::NotMounted`]). Growing a filesystem that already fills its device succeeds and
+/// changes nothing.
+pub fn resize_filesystem(device: &Path) -> Result<(), Error> {
+    let fs = match probe_filesystem(device)? {
+        Some(t) => t.parse::<FsType>()?,
+        None => {
+            return Err(Error::Unformatted {
+                device: device.to_path_buf(),
+            });
+        }
+    };
+    let canonical =
+        std::fs::canonicalize(device).map_err(|e| Error::io("canonicalize", device, e))?;
+    let mount_point = crate::mount_table()?
+        .into_iter()
+        .find(|m| Path::new(&m.source) == canonical && m.root == Path::new("/"))
+        .map(|m| m.mount_point);
+    match (fs, mount_point) {
+        (FsType::Ext4, Some(_)) => {
+            run(Command::new("resize2fs").arg(device).stdin(Stdio::null()))?;
+        }
+        (FsType::Ext4, None) => {
+            // e2fsck's exit status 1 means "errors corrected": the filesystem is fine now.
+            match run(Command::new("e2fsck")
+                .args(["-f", "-p"])
+                .arg(device)
+                .stdin(Stdio::null()))
+            {
+                Ok(_) => {}
+                Err(Error::Command { status, .. }) if status.ends_with("exit status: 1") => {}
+                Err(e) => return Err(e),
+            }
+            run(Command::new("resize2fs").arg(device).stdin(Stdio::null()))?;
+        }
+        (FsType::Xfs, Some(mount_point)) => {
+            run(Command::new("xfs_growfs")
+                .arg(&mount_point)
+                .stdin(Stdio::null()))?;
+        }
+        (FsType::Xfs, None) => {
+            return Err(Error::NotMounted {
+                path: device.to_path_buf(),
+                why: "XFS grows only while mounted".into(),
+            });
+        }
+    }
+    tracing::info!(device = %device.display(), fs = %fs, "filesystem grown");
+    Ok(())
+}

@@ -1,0 +1,84 @@
+//! What a CSI node plugin does besides speaking CSI.
+//!
+//! Every node plugin formats and mounts devices, bind-mounts staging paths onto target paths
+//! (read-only when asked), checks whether a path is a mount point, attaches files to loop
+//! devices, grows filesystems after an expansion and reports volume statistics. The Go ecosystem
+//! shares this as `mount-utils`; this crate is the SDK's, used by the reference drivers, and
+//! every failure it returns carries the CSI code a node plugin should answer with (feature
+//! `csi`, on by default: `From<csi_node::Error> for csi_types::CsiError`).
+//!
+//! Mounts are made with the `mount(2)` system call (through `rustix`); formatting, probing and
+//! resizing run the standard tools (`blkid`, `mkfs.ext4`/`mkfs.xfs`, `resize2fs`/`xfs_growfs`,
+//! `losetup`), whose absence is reported as a missing dependency, never guessed around. Nothing
+//! here formats a device that already holds a filesystem.
+//!
+//! ```no_run
+//! use std::path::Path;
+//! use csi_node::{FsType, MountOptions};
+//!
+//! # fn main() -> Result<(), csi_node::Error> {
+//! // NodeStageVolume: format on first use, mount on the staging path.
+//! let staging = Path::new("/var/lib/kubelet/plugins/example/staging/pv-1");
+//! csi_node::format_and_mount(Path::new("/dev/loop7"), staging, FsType::Ext4, &MountOptions::default())?;
+//! // NodePublishVolume, read-only: a bind mount of the staging path, remounted read-only.
+//! let target = Path::new("/var/lib/kubelet/pods/uid/volumes/kubernetes.io~csi/pv-1/mount");
+//! csi_node::bind_mount(staging, target, &MountOptions::parse(["noatime"])?, true)?;
+//! assert!(csi_node::is_mount_point(target)?);
+//! // NodeGetVolumeStats.
+//! let stats = csi_node::filesystem_stats(target)?;
+//! println!("{} of {} bytes free", stats.bytes_available, stats.bytes_total);
+//! # Ok(()) }
+//! ```
+//!
+//! Mounting needs `CAP_SYS_ADMIN` (root); [`is_root`] tells. The tests run for real as root,
+//! with loop devices and tmpfs.
+
+mod error;
+mod format;
+mod loopdev;
+mod mount;
+mod stats;
+
+pub use error::Error;
+pub use format::{FsType, format_and_mount, mkfs, probe_filesystem, resize_filesystem};
+pub use loopdev::LoopDevice;
+pub use mount::{
+    MountEntry, MountOptions, bind_mount, is_mount_point, mount_table, mounts_under, release_under,
+    remount_readonly, unmount, unmount_all,
+};
+pub use stats::{FsStats, block_device_size, filesystem_stats};
+
+/// Whether the effective user is root (mounts and loop devices need it).
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// Runs a command and returns its trimmed standard output; a failure names the command, its
+/// status and what it printed on standard error. A program that cannot be started is a missing
+/// dependency.
+pub(crate) fn run(cmd: &mut std::process::Command) -> Result<String, Error> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let out = cmd.output().map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::MissingTool {
+                tool: program.clone(),
+            }
+        } else {
+            Error::io("run", std::path::PathBuf::from(&program), e)
+        }
+    })?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(Error::Command {
+            command: format!("{cmd:?}"),
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
+    }
+}
+
+/// The README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

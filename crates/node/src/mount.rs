@@ -1,0 +1,344 @@
+//! Mounts: the mount table, filesystem and bind mounts, read-only remounts, unmounts.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use rustix::mount::{MountFlags, UnmountFlags};
+
+use crate::Error;
+
+/// Options that are per-mount flags, applied with `mount(2)`'s flags (and so valid on a bind
+/// mount too); every other option is filesystem data, passed to the filesystem as `mount -o` would.
+const FLAGS: &[(&str, Option<MountFlags>)] = &[
+    ("defaults", None),
+    ("rw", None),
+    ("ro", Some(MountFlags::RDONLY)),
+    ("noexec", Some(MountFlags::NOEXEC)),
+    ("exec", None),
+    ("nosuid", Some(MountFlags::NOSUID)),
+    ("suid", None),
+    ("nodev", Some(MountFlags::NODEV)),
+    ("dev", None),
+    ("noatime", Some(MountFlags::NOATIME)),
+    ("nodiratime", Some(MountFlags::NODIRATIME)),
+    ("relatime", Some(MountFlags::RELATIME)),
+    ("strictatime", Some(MountFlags::STRICTATIME)),
+    ("sync", Some(MountFlags::SYNCHRONOUS)),
+    ("dirsync", Some(MountFlags::DIRSYNC)),
+];
+
+/// Mount options as a CSI `mount_flags` list carries them, sorted into per-mount flags and
+/// filesystem data.
+///
+/// # Invariants
+/// Every option is non-empty and free of whitespace, NUL and `,` (a comma-joined entry is split
+/// into its options when parsed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MountOptions {
+    flags: MountFlags,
+    data: Vec<String>,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        MountOptions {
+            flags: MountFlags::empty(),
+            data: Vec::new(),
+        }
+    }
+}
+
+impl MountOptions {
+    /// Reads options such as `["noatime", "discard", "ro"]` (or `["noatime,discard"]`).
+    pub fn parse<I, S>(options: I) -> Result<Self, Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut out = MountOptions::default();
+        for entry in options {
+            for option in entry.as_ref().split(',') {
+                if option.is_empty() || option.contains(|c: char| c.is_whitespace() || c == '\0') {
+                    return Err(Error::BadMountOption {
+                        option: entry.as_ref().to_string(),
+                        rule: "an option is a non-empty word without spaces".into(),
+                    });
+                }
+                match FLAGS.iter().find(|(name, _)| *name == option) {
+                    Some((_, flag)) => out.flags |= flag.unwrap_or(MountFlags::empty()),
+                    None => out.data.push(option.to_string()),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The same options, read-only.
+    pub fn read_only(mut self) -> Self {
+        self.flags |= MountFlags::RDONLY;
+        self
+    }
+
+    /// Whether the options ask for a read-only mount.
+    pub fn is_read_only(&self) -> bool {
+        self.flags.contains(MountFlags::RDONLY)
+    }
+
+    /// The options that are filesystem data (`discard`, `errors=remount-ro`, …).
+    pub fn data(&self) -> &[String] {
+        &self.data
+    }
+
+    /// The options a bind mount can apply: per-mount flags only.
+    fn bind_flags(&self) -> Result<MountFlags, Error> {
+        match self.data.first() {
+            None => Ok(self.flags),
+            Some(option) => Err(Error::BadMountOption {
+                option: option.clone(),
+                rule: format!(
+                    "a bind mount takes only per-mount flags: {}",
+                    FLAGS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                ),
+            }),
+        }
+    }
+}
+
+/// One line of `/proc/self/mountinfo`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MountEntry {
+    /// The mount point.
+    pub mount_point: PathBuf,
+    /// The path inside the mounted filesystem that is mounted there (`/` for a whole
+    /// filesystem, the source directory for a bind mount).
+    pub root: PathBuf,
+    /// The filesystem type (`ext4`, `tmpfs`, …).
+    pub fs_type: String,
+    /// The source (a device such as `/dev/loop3`, or a name such as `tmpfs`).
+    pub source: String,
+    /// Whether the mount is read-only.
+    pub read_only: bool,
+}
+
+/// The mount table of this process's mount namespace, in mount order.
+pub fn mount_table() -> Result<Vec<MountEntry>, Error> {
+    let text = fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| Error::io("read", "/proc/self/mountinfo", e))?;
+    Ok(text.lines().filter_map(parse_mountinfo_line).collect())
+}
+
+/// Parses `36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue`.
+fn parse_mountinfo_line(line: &str) -> Option<MountEntry> {
+    let (left, right) = line.split_once(" - ")?;
+    let fields: Vec<&str> = left.split(' ').collect();
+    let mut right = right.split(' ');
+    let fs_type = right.next()?;
+    let source = right.next()?;
+    Some(MountEntry {
+        root: PathBuf::from(unescape(fields.get(3)?)),
+        mount_point: PathBuf::from(unescape(fields.get(4)?)),
+        read_only: fields.get(5)?.split(',').any(|o| o == "ro"),
+        fs_type: unescape(fs_type),
+        source: unescape(source),
+    })
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space).
+fn unescape(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes.get(i + 1..i + 4);
+        match octal {
+            Some(d) if bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)) => {
+                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                i += 4;
+            }
+            _ => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether something is mounted on `path`. A path that does not exist is not a mount point.
+pub fn is_mount_point(path: &Path) -> Result<bool, Error> {
+    let path = match fs::canonicalize(path) {
+        Ok(p) => p,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(Error::io("canonicalize", path, e)),
+    };
+    Ok(mount_table()?.iter().any(|m| m.mount_point == path))
+}
+
+/// The mount points at or below `dir`, in mount order (unmount them in reverse).
+pub fn mounts_under(dir: &Path) -> Result<Vec<PathBuf>, Error> {
+    let dir = fs::canonicalize(dir).map_err(|e| Error::io("canonicalize", dir, e))?;
+    Ok(mount_table()?
+        .into_iter()
+        .map(|m| m.mount_point)
+        .filter(|m| m.starts_with(&dir))
+        .collect())
+}
+
+/// Mounts the filesystem on `device` at `target` with `fs_type` and `options`.
+pub(crate) fn mount_filesystem(
+    device: &Path,
+    target: &Path,
+    fs_type: &str,
+    options: &MountOptions,
+) -> Result<(), Error> {
+    let data = options.data.join(",");
+    // The options were checked free of NUL when parsed.
+    let c_data = std::ffi::CString::new(data.clone()).map_err(|_| Error::BadMountOption {
+        option: data.clone(),
+        rule: "an option is a non-empty word without spaces".into(),
+    })?;
+    rustix::mount::mount(device, target, fs_type, options.flags, c_data.as_c_str()).map_err(
+        |e| {
+            if e == rustix::io::Errno::INVAL && !options.data.is_empty() {
+                Error::BadMountOption {
+                    option: data.clone(),
+                    rule: format!("the kernel's {fs_type} refused these options ({e})"),
+                }
+            } else {
+                Error::errno("mount", target, e)
+            }
+        },
+    )?;
+    tracing::debug!(device = %device.display(), target = %target.display(), fs_type, "mounted");
+    Ok(())
+}
+
+/// Bind-mounts `source` (a directory, or a file such as a block device) on `target`, then
+/// remounts the bind with `options`' flags and read-only when `read_only`. A bind mount takes
+/// per-mount flags only; filesystem data options are refused before anything is mounted. On a
+/// failed remount the bind is undone.
+pub fn bind_mount(
+    source: &Path,
+    target: &Path,
+    options: &MountOptions,
+    read_only: bool,
+) -> Result<(), Error> {
+    let mut flags = options.bind_flags()?;
+    if read_only {
+        flags |= MountFlags::RDONLY;
+    }
+    rustix::mount::mount_bind(source, target).map_err(|e| {
+        let missing = if source.exists() { target } else { source };
+        Error::errno("bind mount", missing, e)
+    })?;
+    if !flags.is_empty()
+        && let Err(e) = rustix::mount::mount_remount(target, MountFlags::BIND | flags, "")
+    {
+        let _ = rustix::mount::unmount(target, UnmountFlags::empty());
+        return Err(Error::errno("remount", target, e));
+    }
+    Ok(())
+}
+
+/// Remounts the mount at `target` read-only (a bind mount's flags only; the filesystem under it
+/// stays writable through its other mounts).
+pub fn remount_readonly(target: &Path) -> Result<(), Error> {
+    rustix::mount::mount_remount(target, MountFlags::BIND | MountFlags::RDONLY, "")
+        .map_err(|e| Error::errno("remount read-only", target, e))
+}
+
+/// Unmounts the top mount on `target`. Returns whether something was mounted there. A busy
+/// mount is retried for about half a second before [`Error::Busy`] is returned.
+pub fn unmount(target: &Path) -> Result<bool, Error> {
+    if !is_mount_point(target)? {
+        return Ok(false);
+    }
+    // EBUSY is often momentary (a scanner walking the tree, a process leaving its directory):
+    // retry a few times before reporting it, as kubelet would retry the whole call.
+    let mut delay = std::time::Duration::from_millis(20);
+    loop {
+        match rustix::mount::unmount(target, UnmountFlags::empty()) {
+            Ok(()) => return Ok(true),
+            Err(rustix::io::Errno::BUSY) if delay < std::time::Duration::from_millis(400) => {
+                std::thread::sleep(delay);
+                delay *= 2;
+            }
+            Err(e) => return Err(Error::errno("unmount", target, e)),
+        }
+    }
+}
+
+/// Unmounts everything stacked on `target` (a bind stacked twice is unmounted twice). Not
+/// being mounted is not an error, so that unstage and unpublish stay idempotent.
+pub fn unmount_all(target: &Path) -> Result<(), Error> {
+    for _ in 0..64 {
+        if !unmount(target)? {
+            return Ok(());
+        }
+    }
+    Err(Error::Busy {
+        path: target.to_path_buf(),
+        source: io::Error::other("still mounted after 64 unmounts"),
+    })
+}
+
+/// Detaches every mount at or below `dir` and every loop device whose backing file is below
+/// `dir`: the safety net of demos and tests, so that removing a temporary directory never
+/// reaches through a mount left by a failed step. Best effort: errors are logged, not returned.
+pub fn release_under(dir: &Path) {
+    match mounts_under(dir) {
+        Ok(points) => {
+            for p in points.iter().rev() {
+                if let Err(e) = rustix::mount::unmount(p, UnmountFlags::DETACH) {
+                    tracing::warn!(path = %p.display(), error = %e, "lazy unmount failed");
+                }
+            }
+        }
+        Err(Error::NotFound { .. }) => {}
+        Err(e) => tracing::warn!(error = %e, "listing mounts failed"),
+    }
+    for device in crate::LoopDevice::backed_under(dir) {
+        if let Err(e) = device.detach() {
+            tracing::warn!(device = %device.path().display(), error = %e, "loop detach failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_lines() {
+        let m = parse_mountinfo_line(
+            "36 35 98:0 /mnt1 /mnt\\0402 ro,noatime master:1 - ext3 /dev/root rw,errors=continue",
+        )
+        .unwrap();
+        assert_eq!(m.mount_point, Path::new("/mnt 2"));
+        assert_eq!(m.root, Path::new("/mnt1"));
+        assert_eq!(m.fs_type, "ext3");
+        assert_eq!(m.source, "/dev/root");
+        assert!(m.read_only);
+        assert_eq!(parse_mountinfo_line("garbage"), None);
+        assert_eq!(unescape("a\\134b\\0"), "a\\b\\0");
+    }
+
+    #[test]
+    fn options_sort_into_flags_and_data() {
+        let o = MountOptions::parse(["noatime,discard", "ro", "errors=remount-ro"]).unwrap();
+        assert!(o.is_read_only());
+        assert_eq!(o.data(), ["discard", "errors=remount-ro"]);
+        assert!(
+            matches!(o.bind_flags(), Err(Error::BadMountOption { option, .. }) if option == "discard")
+        );
+        let o = MountOptions::parse(["nosuid", "nodev"]).unwrap();
+        assert_eq!(
+            o.bind_flags().unwrap(),
+            MountFlags::NOSUID | MountFlags::NODEV
+        );
+        for bad in ["", "a b", "x,,y", "nul\0"] {
+            assert!(MountOptions::parse([bad]).is_err(), "{bad:?}");
+        }
+    }
+}

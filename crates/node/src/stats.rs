@@ -1,0 +1,45 @@
+//! Volume statistics for NodeGetVolumeStats.
+
+use std::fs::File;
+use std::io::{Seek, SeekFrom};
+use std::path::Path;
+
+use crate::Error;
+
+/// Space and inodes of the filesystem holding a path (`statvfs(2)`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FsStats {
+    /// Size of the filesystem.
+    pub bytes_total: u64,
+    /// Bytes an unprivileged writer can still use.
+    pub bytes_available: u64,
+    /// Bytes in use (total − free, so reserved blocks count as neither used nor available).
+    pub bytes_used: u64,
+    /// Inodes in all.
+    pub inodes_total: u64,
+    /// Inodes an unprivileged writer can still use.
+    pub inodes_free: u64,
+    /// Inodes in use.
+    pub inodes_used: u64,
+}
+
+/// Space and inodes of the filesystem holding `path`.
+pub fn filesystem_stats(path: &Path) -> Result<FsStats, Error> {
+    let s = rustix::fs::statvfs(path).map_err(|e| Error::errno("statvfs", path, e))?;
+    let block = s.f_frsize;
+    Ok(FsStats {
+        bytes_total: s.f_blocks.saturating_mul(block),
+        bytes_available: s.f_bavail.saturating_mul(block),
+        bytes_used: s.f_blocks.saturating_sub(s.f_bfree).saturating_mul(block),
+        inodes_total: s.f_files,
+        inodes_free: s.f_favail,
+        inodes_used: s.f_files.saturating_sub(s.f_ffree),
+    })
+}
+
+/// The size in bytes of a block device (or of a regular file) at `path`.
+pub fn block_device_size(path: &Path) -> Result<u64, Error> {
+    let mut f = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    f.seek(SeekFrom::End(0))
+        .map_err(|e| Error::io("seek", path, e))
+}

@@ -1,0 +1,331 @@
+//! The operations for real: loop devices, mkfs, mounts, bind mounts, resize, as root.
+//!
+//! Without root, loop devices or the tools, each test says why and returns; with `CI=true` it
+//! fails instead, so that CI never passes without having run them.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use csi_node::{Error, FsType, LoopDevice, MountOptions};
+
+/// Why these tests cannot run here, if they cannot; panics under CI.
+fn unavailable(tools: &[&str]) -> Option<String> {
+    let why = if !csi_node::is_root() {
+        Some("not root".to_string())
+    } else if let Err(e) = LoopDevice::check_available() {
+        Some(e.to_string())
+    } else {
+        tools
+            .iter()
+            .find(|t| {
+                !std::process::Command::new("sh")
+                    .args(["-c", &format!("command -v {t} >/dev/null")])
+                    .status()
+                    .is_ok_and(|s| s.success())
+            })
+            .map(|t| format!("`{t}` is not installed"))
+    };
+    if let Some(why) = &why {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI must run the node tests: {why}"
+        );
+        eprintln!("skipped: {why}");
+    }
+    why
+}
+
+/// A temporary directory whose mounts and loop devices are released when it is dropped.
+struct Scratch(tempfile::TempDir);
+
+impl Scratch {
+    fn new() -> Self {
+        Scratch(tempfile::tempdir().unwrap())
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.path().join(name)
+    }
+    fn dir(&self, name: &str) -> PathBuf {
+        let p = self.path(name);
+        fs::create_dir_all(&p).unwrap();
+        p
+    }
+    fn image(&self, name: &str, size: u64) -> PathBuf {
+        let p = self.path(name);
+        fs::File::create(&p).unwrap().set_len(size).unwrap();
+        p
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        csi_node::release_under(self.0.path());
+    }
+}
+
+/// Whether this process may grow a mounted ext4 (the kernel asks for `CAP_SYS_RESOURCE`, which
+/// some sandboxes drop even for root).
+fn has_cap_sys_resource() -> bool {
+    let status = fs::read_to_string("/proc/self/status").unwrap();
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .unwrap()
+        .trim();
+    u64::from_str_radix(eff, 16).unwrap() & (1 << 24) != 0
+}
+
+fn write_file(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let mut f = fs::File::create(path)?;
+    f.write_all(data)?;
+    f.sync_all()
+}
+
+fn lifecycle(fs_type: FsType, size: u64) {
+    let s = Scratch::new();
+    let image = s.image("disk.img", size);
+    let dev = LoopDevice::attach(&image, false).unwrap();
+    assert_eq!(
+        dev.backing_file().unwrap(),
+        fs::canonicalize(&image).unwrap()
+    );
+    assert_eq!(LoopDevice::backed_by(&image), vec![dev.clone()]);
+    assert_eq!(csi_node::probe_filesystem(dev.path()).unwrap(), None);
+
+    // Stage: formatted on first use, mounted.
+    let staging = s.dir("staging");
+    let opts = MountOptions::parse(["noatime"]).unwrap();
+    csi_node::format_and_mount(dev.path(), &staging, fs_type, &opts).unwrap();
+    assert!(csi_node::is_mount_point(&staging).unwrap());
+    let entry = csi_node::mount_table()
+        .unwrap()
+        .into_iter()
+        .find(|m| m.mount_point == fs::canonicalize(&staging).unwrap())
+        .unwrap();
+    assert_eq!(entry.fs_type, fs_type.as_str());
+    assert_eq!(entry.source, dev.path().to_string_lossy());
+    write_file(&staging.join("hello"), b"kept").unwrap();
+    let before = csi_node::filesystem_stats(&staging).unwrap();
+    assert!(
+        before.bytes_total > size / 2 && before.bytes_total <= size,
+        "{before:?}"
+    );
+    assert!(before.bytes_available <= before.bytes_total - before.bytes_used);
+    assert!(before.inodes_used >= 1 && before.inodes_total > before.inodes_used);
+
+    // Publish read-only: reads work, writes fail, the staging mount stays writable.
+    let target = s.dir("target");
+    csi_node::bind_mount(
+        &staging,
+        &target,
+        &MountOptions::parse(["nosuid"]).unwrap(),
+        true,
+    )
+    .unwrap();
+    assert_eq!(fs::read(target.join("hello")).unwrap(), b"kept");
+    let err = write_file(&target.join("nope"), b"x").unwrap_err();
+    assert_eq!(
+        err.raw_os_error(),
+        Some(rustix::io::Errno::ROFS.raw_os_error())
+    );
+    write_file(&staging.join("still-writable"), b"y").unwrap();
+
+    // Unpublish and unstage are idempotent.
+    csi_node::unmount_all(&target).unwrap();
+    csi_node::unmount_all(&target).unwrap();
+    assert!(!csi_node::is_mount_point(&target).unwrap());
+    csi_node::unmount_all(&staging).unwrap();
+
+    // Staged again: nothing is formatted over the data.
+    csi_node::format_and_mount(dev.path(), &staging, fs_type, &opts).unwrap();
+    assert_eq!(fs::read(staging.join("hello")).unwrap(), b"kept");
+
+    // Expand: the file grows, the device sees it, the filesystem grows (online where the kernel
+    // lets this process, else offline for ext4).
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&image)
+        .unwrap()
+        .set_len(size * 2)
+        .unwrap();
+    dev.refresh().unwrap();
+    assert_eq!(csi_node::block_device_size(dev.path()).unwrap(), size * 2);
+    let online = fs_type == FsType::Xfs || has_cap_sys_resource();
+    if !online {
+        eprintln!(
+            "ext4 grows offline here: this process lacks CAP_SYS_RESOURCE for an online grow"
+        );
+        csi_node::unmount_all(&staging).unwrap();
+    }
+    csi_node::resize_filesystem(dev.path()).unwrap();
+    if !online {
+        csi_node::format_and_mount(dev.path(), &staging, fs_type, &opts).unwrap();
+    }
+    let after = csi_node::filesystem_stats(&staging).unwrap();
+    assert!(
+        after.bytes_total > before.bytes_total + size / 2,
+        "{before:?} -> {after:?}"
+    );
+    assert_eq!(fs::read(staging.join("hello")).unwrap(), b"kept");
+    // Growing a filesystem that fills its device already changes nothing.
+    csi_node::resize_filesystem(dev.path()).unwrap();
+    assert_eq!(
+        csi_node::filesystem_stats(&staging).unwrap().bytes_total,
+        after.bytes_total
+    );
+    if fs_type == FsType::Xfs {
+        csi_node::unmount_all(&staging).unwrap();
+        let err = csi_node::resize_filesystem(dev.path()).unwrap_err();
+        assert!(matches!(err, Error::NotMounted { .. }), "{err}");
+    }
+
+    csi_node::unmount_all(&staging).unwrap();
+    dev.detach().unwrap();
+    assert!(LoopDevice::backed_by(&image).is_empty());
+}
+
+#[test]
+fn ext4_stage_publish_expand_unstage() {
+    if unavailable(&["blkid", "mkfs.ext4", "e2fsck", "resize2fs", "losetup"]).is_none() {
+        lifecycle(FsType::Ext4, 64 << 20);
+    }
+}
+
+#[test]
+fn xfs_stage_publish_expand_unstage() {
+    // mkfs.xfs refuses filesystems under 300 MB.
+    if unavailable(&["blkid", "mkfs.xfs", "xfs_growfs", "losetup"]).is_none() {
+        lifecycle(FsType::Xfs, 320 << 20);
+    }
+}
+
+#[test]
+fn another_filesystem_is_never_formatted_over() {
+    if unavailable(&["blkid", "mkfs.ext4", "losetup"]).is_some() {
+        return;
+    }
+    let s = Scratch::new();
+    let image = s.image("disk.img", 32 << 20);
+    let dev = LoopDevice::attach(&image, false).unwrap();
+    csi_node::mkfs(dev.path(), FsType::Ext4).unwrap();
+    let target = s.dir("t");
+    let err =
+        csi_node::format_and_mount(dev.path(), &target, FsType::Xfs, &MountOptions::default())
+            .unwrap_err();
+    assert!(
+        matches!(&err, Error::FilesystemMismatch { found, .. } if found == "ext4"),
+        "{err}"
+    );
+    assert!(!csi_node::is_mount_point(&target).unwrap());
+    assert_eq!(
+        csi_node::probe_filesystem(dev.path()).unwrap().as_deref(),
+        Some("ext4")
+    );
+    let code = csi_types::CsiError::from(err).code();
+    assert_eq!(code, csi_types::Code::FailedPrecondition);
+}
+
+#[test]
+fn a_blank_device_is_not_mounted_read_only() {
+    if unavailable(&["blkid", "losetup"]).is_some() {
+        return;
+    }
+    let s = Scratch::new();
+    let image = s.image("disk.img", 16 << 20);
+    let dev = LoopDevice::attach(&image, false).unwrap();
+    let target = s.dir("t");
+    let ro = MountOptions::default().read_only();
+    let err = csi_node::format_and_mount(dev.path(), &target, FsType::Ext4, &ro).unwrap_err();
+    assert!(matches!(err, Error::Unformatted { .. }), "{err}");
+    assert_eq!(
+        csi_node::probe_filesystem(dev.path()).unwrap(),
+        None,
+        "nothing was written"
+    );
+}
+
+#[test]
+fn bind_mount_refuses_filesystem_options_before_mounting() {
+    if unavailable(&[]).is_some() {
+        return;
+    }
+    let s = Scratch::new();
+    let (src, target) = (s.dir("src"), s.dir("target"));
+    let opts = MountOptions::parse(["noatime", "discard"]).unwrap();
+    let err = csi_node::bind_mount(&src, &target, &opts, false).unwrap_err();
+    assert!(
+        matches!(&err, Error::BadMountOption { option, .. } if option == "discard"),
+        "{err}"
+    );
+    assert!(!csi_node::is_mount_point(&target).unwrap());
+    let status = csi_types::CsiError::from(err);
+    assert_eq!(status.code(), csi_types::Code::InvalidArgument);
+    assert!(
+        status
+            .to_string()
+            .contains("volume_capability.mount.mount_flags"),
+        "{status}"
+    );
+}
+
+#[test]
+fn missing_paths_are_not_found() {
+    let s = Scratch::new();
+    let missing = s.path("missing");
+    let err = csi_node::probe_filesystem(&missing).unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+    assert_eq!(
+        csi_types::CsiError::from(err).code(),
+        csi_types::Code::NotFound
+    );
+    assert!(!csi_node::is_mount_point(&missing).unwrap());
+    assert!(matches!(
+        csi_node::filesystem_stats(&missing),
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        LoopDevice::attach(&missing, false),
+        Err(Error::NotFound { .. })
+    ));
+    csi_node::unmount_all(&missing).unwrap();
+}
+
+#[test]
+fn release_under_leaves_nothing_mounted_or_attached() {
+    if unavailable(&["blkid", "mkfs.ext4", "losetup"]).is_some() {
+        return;
+    }
+    let s = Scratch::new();
+    let image = s.image("disk.img", 32 << 20);
+    let dev = LoopDevice::attach(&image, false).unwrap();
+    let staging = s.dir("staging");
+    csi_node::format_and_mount(dev.path(), &staging, FsType::Ext4, &MountOptions::default())
+        .unwrap();
+    let target = s.dir("target");
+    csi_node::bind_mount(&staging, &target, &MountOptions::default(), false).unwrap();
+    assert_eq!(csi_node::mounts_under(s.0.path()).unwrap().len(), 2);
+    csi_node::release_under(s.0.path());
+    assert!(csi_node::mounts_under(s.0.path()).unwrap().is_empty());
+    // The loop device is detached once its last user (the lazily unmounted filesystem) is gone.
+    for _ in 0..100 {
+        if LoopDevice::backed_by(&image).is_empty() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("{} still attached", dev.path().display());
+}
+
+#[test]
+fn unsupported_filesystems_name_the_field() {
+    let err = "btrfs".parse::<FsType>().unwrap_err();
+    let status = csi_types::CsiError::from(err);
+    assert_eq!(status.code(), csi_types::Code::InvalidArgument);
+    assert!(
+        status
+            .to_string()
+            .contains("volume_capability.mount.fs_type"),
+        "{status}"
+    );
+}

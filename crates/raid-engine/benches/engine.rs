@@ -1,0 +1,326 @@
+//! Throughput of the engine in one run on the same files (tmpfs when
+//! `/dev/shm` exists): sequential 1 MiB and random 4 KiB reads and writes
+//! through RAID1 (2 members), RAID10 n2 (4 members) and RAID6 (6 members),
+//! against the same I/O to a single plain file and against the raw
+//! aggregate of the members (the member files written or read directly, in
+//! parallel, one thread per member); the same through FUSE + loop against a
+//! loop device over a plain file (root only); and the rebuild rate.
+//!
+//! Throughput counts logical bytes for the volumes and the plain file, and
+//! bytes moved over all members for the aggregate.
+
+use std::fs::OpenOptions;
+use std::hint::black_box;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use criterion::{Criterion, Throughput};
+use raid_engine::{
+    BlockDevice, CacheMode, CreateOptions, FileDevice, RebuildOptions, Volume, VolumeLayout,
+};
+
+const MEMBER: u64 = 96 << 20;
+const SEQ: usize = 1 << 20;
+const RND: usize = 4096;
+
+fn scratch() -> tempfile::TempDir {
+    tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().unwrap())
+}
+
+fn files(dir: &Path, prefix: &str, n: usize) -> Vec<Arc<dyn BlockDevice>> {
+    (0..n)
+        .map(|i| {
+            Arc::new(
+                FileDevice::create(
+                    dir.join(format!("{prefix}{i}")),
+                    MEMBER,
+                    CacheMode::DirectIfSupported,
+                )
+                .unwrap(),
+            ) as Arc<dyn BlockDevice>
+        })
+        .collect()
+}
+
+/// A tiny deterministic offset generator (no timing in the loop).
+struct Offsets(u64);
+impl Offsets {
+    fn next(&mut self, limit: u64, align: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % (limit / align)) * align
+    }
+}
+
+/// Something that reads and writes at byte offsets.
+trait Target: Sync {
+    fn size(&self) -> u64;
+    fn write(&self, buf: &[u8], off: u64);
+    fn read(&self, buf: &mut [u8], off: u64);
+}
+
+impl Target for Volume {
+    fn size(&self) -> u64 {
+        Volume::size(self)
+    }
+    fn write(&self, buf: &[u8], off: u64) {
+        self.write_at(buf, off).unwrap()
+    }
+    fn read(&self, buf: &mut [u8], off: u64) {
+        self.read_at(buf, off).unwrap()
+    }
+}
+
+struct Plain(Arc<dyn BlockDevice>);
+impl Target for Plain {
+    fn size(&self) -> u64 {
+        self.0.size()
+    }
+    fn write(&self, buf: &[u8], off: u64) {
+        self.0.write_at(buf, off).unwrap()
+    }
+    fn read(&self, buf: &mut [u8], off: u64) {
+        self.0.read_at(buf, off).unwrap()
+    }
+}
+
+/// The members themselves: every request goes to every member at once.
+struct Aggregate(Vec<Arc<dyn BlockDevice>>);
+impl Target for Aggregate {
+    fn size(&self) -> u64 {
+        self.0[0].size()
+    }
+    fn write(&self, buf: &[u8], off: u64) {
+        std::thread::scope(|s| {
+            for d in &self.0[1..] {
+                s.spawn(move || d.write_at(buf, off).unwrap());
+            }
+            self.0[0].write_at(buf, off).unwrap();
+        })
+    }
+    fn read(&self, buf: &mut [u8], off: u64) {
+        let len = buf.len();
+        std::thread::scope(|s| {
+            for d in &self.0[1..] {
+                s.spawn(move || {
+                    let mut b = vec![0u8; len];
+                    d.read_at(&mut b, off).unwrap()
+                });
+            }
+            self.0[0].read_at(buf, off).unwrap();
+        })
+    }
+}
+
+fn bench_target(c: &mut Criterion, group: &str, name: &str, t: &dyn Target, fan: u64) {
+    let data = vec![0x5au8; SEQ];
+    let size = t.size() / SEQ as u64 * SEQ as u64;
+    let mut g = c.benchmark_group(group);
+    g.throughput(Throughput::Bytes(SEQ as u64 * fan));
+    let mut pos = 0u64;
+    g.bench_function(format!("{name}/seq-write-1MiB"), |b| {
+        b.iter(|| {
+            t.write(&data, pos);
+            pos = (pos + SEQ as u64) % size;
+        })
+    });
+    let mut buf = vec![0u8; SEQ];
+    g.bench_function(format!("{name}/seq-read-1MiB"), |b| {
+        b.iter(|| {
+            t.read(&mut buf, pos);
+            black_box(&buf);
+            pos = (pos + SEQ as u64) % size;
+        })
+    });
+    g.throughput(Throughput::Bytes(RND as u64 * fan));
+    let mut offs = Offsets(0x9e37_79b9);
+    g.bench_function(format!("{name}/rand-write-4KiB"), |b| {
+        b.iter(|| t.write(&data[..RND], offs.next(size, RND as u64)))
+    });
+    g.bench_function(format!("{name}/rand-read-4KiB"), |b| {
+        b.iter(|| t.read(&mut buf[..RND], offs.next(size, RND as u64)))
+    });
+    g.finish();
+}
+
+fn in_process(c: &mut Criterion) {
+    let dir = scratch();
+    let plain = Plain(files(dir.path(), "plain", 1).remove(0));
+    for (spec, n) in [("raid1", 2), ("raid10:n2", 4), ("raid6:left-symmetric", 6)] {
+        let devs = files(dir.path(), &format!("{}-", spec.replace(':', "-")), n);
+        let mut opts = CreateOptions::new(VolumeLayout::parse(spec).unwrap());
+        opts.chunk_sectors = 1024;
+        let vol = Volume::create(devs.clone(), &opts).unwrap();
+        let group = format!("engine/{spec}");
+        bench_target(c, &group, "volume", &vol, 1);
+        bench_target(c, &group, "plain-file", &plain, 1);
+        bench_target(
+            c,
+            &group,
+            &format!("members-aggregate-{n}"),
+            &Aggregate(devs),
+            n as u64,
+        );
+    }
+}
+
+fn rebuild(c: &mut Criterion) {
+    let dir = scratch();
+    let mut g = c.benchmark_group("rebuild");
+    g.sample_size(10);
+    for (spec, n) in [("raid1", 2), ("raid10:n2", 4), ("raid6:left-symmetric", 6)] {
+        let devs = files(dir.path(), &format!("rb-{}-", spec.replace(':', "-")), n);
+        let mut opts = CreateOptions::new(VolumeLayout::parse(spec).unwrap());
+        opts.chunk_sectors = 1024;
+        let vol = Volume::create(devs, &opts).unwrap();
+        let per_member = vol.geometry().unwrap().used_sectors()[0] * 512;
+        g.throughput(Throughput::Bytes(per_member));
+        let spare: PathBuf = dir.path().join(format!("spare-{n}"));
+        g.bench_function(format!("{spec}/member-{}MiB", per_member >> 20), |b| {
+            b.iter(|| {
+                vol.fail_member(0).unwrap();
+                let d = FileDevice::create(&spare, MEMBER, CacheMode::DirectIfSupported).unwrap();
+                vol.replace(0, Arc::new(d)).unwrap();
+                vol.rebuild(0, &RebuildOptions::default()).unwrap();
+            })
+        });
+    }
+    g.finish();
+}
+
+/// A loop device, detached on drop.
+struct Loop(String);
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+    }
+}
+
+fn losetup(file: &Path) -> Option<Loop> {
+    let out = Command::new("losetup")
+        .args(["-f", "--show"])
+        .arg(file)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| Loop(String::from_utf8_lossy(&out.stdout).trim().to_string()))
+}
+
+struct Raw(std::fs::File, u64);
+impl Target for Raw {
+    fn size(&self) -> u64 {
+        self.1
+    }
+    fn write(&self, buf: &[u8], off: u64) {
+        self.0.write_all_at(buf, off).unwrap()
+    }
+    fn read(&self, buf: &mut [u8], off: u64) {
+        self.0.read_exact_at(buf, off).unwrap()
+    }
+}
+
+/// Page-aligned buffers for O_DIRECT on the loop devices.
+struct DirectLoop(Raw);
+impl Target for DirectLoop {
+    fn size(&self) -> u64 {
+        self.0.size()
+    }
+    fn write(&self, buf: &[u8], off: u64) {
+        let mut a = AlignedBuf::new(buf.len());
+        a.as_mut().copy_from_slice(buf);
+        self.0.write(a.as_ref(), off)
+    }
+    fn read(&self, buf: &mut [u8], off: u64) {
+        let mut a = AlignedBuf::new(buf.len());
+        self.0.read(a.as_mut(), off);
+        buf.copy_from_slice(a.as_ref());
+    }
+}
+
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C, align(4096))]
+struct Page([u8; 4096]);
+struct AlignedBuf(Vec<Page>, usize);
+impl AlignedBuf {
+    fn new(len: usize) -> Self {
+        AlignedBuf(vec![Page([0; 4096]); len.div_ceil(4096)], len)
+    }
+    fn as_ref(&self) -> &[u8] {
+        &bytemuck::cast_slice(&self.0)[..self.1]
+    }
+    fn as_mut(&mut self) -> &mut [u8] {
+        &mut bytemuck::cast_slice_mut(&mut self.0)[..self.1]
+    }
+}
+
+fn open_direct(dev: &str) -> Raw {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+        .open(dev)
+        .unwrap();
+    let size = std::fs::metadata("/sys/block")
+        .ok()
+        .and_then(|_| std::fs::read_to_string(format!("/sys/block/{}/size", &dev[5..])).ok())
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(0)
+        * 512;
+    Raw(f, size)
+}
+
+fn kernel_path(c: &mut Criterion) {
+    if !Path::new("/dev/fuse").exists() || !rustix::process::geteuid().is_root() {
+        eprintln!("kernel-path benchmarks skipped: need root and /dev/fuse");
+        return;
+    }
+    let dir = scratch();
+    let plain = dir.path().join("plain-loop");
+    std::fs::File::create(&plain)
+        .unwrap()
+        .set_len(MEMBER * 2)
+        .unwrap();
+    let Some(plain_loop) = losetup(&plain) else {
+        eprintln!("kernel-path benchmarks skipped: losetup failed");
+        return;
+    };
+    let devs = files(dir.path(), "k-", 4);
+    let mut opts = CreateOptions::new(VolumeLayout::parse("raid10:n2").unwrap());
+    opts.chunk_sectors = 1024;
+    let vol = Arc::new(Volume::create(devs, &opts).unwrap());
+    let mnt = dir.path().join("fuse");
+    std::fs::create_dir(&mnt).unwrap();
+    let exp = raid_engine::fuse::expose(vol, &mnt, "volume").unwrap();
+    let Some(fuse_loop) = losetup(exp.file()) else {
+        eprintln!("kernel-path benchmarks skipped: losetup on the FUSE file failed");
+        return;
+    };
+    bench_target(
+        c,
+        "kernel/loop",
+        "plain-file",
+        &DirectLoop(open_direct(&plain_loop.0)),
+        1,
+    );
+    bench_target(
+        c,
+        "kernel/loop",
+        "fuse-raid10-n2",
+        &DirectLoop(open_direct(&fuse_loop.0)),
+        1,
+    );
+    drop(fuse_loop);
+    exp.unmount().unwrap();
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    in_process(&mut c);
+    rebuild(&mut c);
+    kernel_path(&mut c);
+    c.final_summary();
+}

@@ -1,0 +1,426 @@
+//! `raid-engine`: create, inspect, serve, expose, rebuild and scrub
+//! user-space RAID volumes. Run `raid-engine --help` for the subcommands.
+//!
+//! Members are paths of files or block devices, or `nbd://HOST:PORT/EXPORT`
+//! for a drive served over NBD.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use raid_engine::nbd::{AllowList, Export, NbdDevice, NbdServer};
+use raid_engine::{
+    BlockDevice, CacheMode, CreateOptions, FileDevice, Progress, RebuildOptions, Secret, Volume,
+    VolumeLayout,
+};
+
+#[derive(Parser)]
+#[command(
+    name = "raid-engine",
+    version,
+    about = "User-space md-compatible RAID volumes"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(clap::Args)]
+struct Members {
+    /// Member devices in role order: paths, or nbd://HOST:PORT/EXPORT.
+    #[arg(required = true)]
+    members: Vec<String>,
+    /// File holding the encryption secret (16 to 1024 bytes).
+    #[arg(long)]
+    secret_file: Option<PathBuf>,
+    /// Use buffered I/O instead of O_DIRECT on local members.
+    #[arg(long)]
+    buffered: bool,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create a volume (writes superblocks; data areas are not initialised
+    /// unless --resync is given).
+    Create {
+        /// linear, single, raid0, raid1, raid10[:n2|f2|o2|...]
+        #[arg(long)]
+        level: String,
+        /// Chunk size: KiB like mdadm, or with suffix K/M.
+        #[arg(long, default_value = "512K")]
+        chunk: String,
+        /// Data offset in sectors (default: mdadm's v1.2 default).
+        #[arg(long)]
+        data_offset: Option<u64>,
+        /// Copy the first copy over the others everywhere after creating.
+        #[arg(long)]
+        resync: bool,
+        #[command(flatten)]
+        m: Members,
+    },
+    /// Print the volume's size, layout and member states.
+    Status {
+        #[command(flatten)]
+        m: Members,
+    },
+    /// Serve drive files over NBD: --export NAME=PATH[@IP+IP...]
+    /// (without @ any client may connect).
+    ServeNbd {
+        /// Address to listen on.
+        #[arg(long, default_value = "0.0.0.0:10809")]
+        listen: String,
+        /// NAME=PATH or NAME=PATH@IP+IP (allow-list).
+        #[arg(long = "export", required = true)]
+        exports: Vec<String>,
+    },
+    /// Expose the volume as MOUNT/NAME through FUSE, optionally on a loop
+    /// device; runs until SIGTERM/SIGINT or until the mount is unmounted.
+    Expose {
+        /// Mount point (an existing empty directory).
+        #[arg(long)]
+        mount: PathBuf,
+        /// File name inside the mount.
+        #[arg(long, default_value = "volume")]
+        name: String,
+        /// Attach a loop device to the file and print its path.
+        #[arg(long = "loop")]
+        loop_dev: bool,
+        #[command(flatten)]
+        m: Members,
+    },
+    /// Rebuild a failed member onto a replacement device, with a progress bar.
+    Rebuild {
+        /// Role (member index) to rebuild.
+        #[arg(long)]
+        role: usize,
+        /// The replacement device.
+        #[arg(long)]
+        replacement: String,
+        /// Throttle, bytes per second (suffix K/M/G allowed).
+        #[arg(long)]
+        rate: Option<String>,
+        #[command(flatten)]
+        m: Members,
+    },
+    /// Bring a failed member back with a bitmap-driven resync.
+    Readd {
+        /// Role (member index) to bring back.
+        #[arg(long)]
+        role: usize,
+        #[command(flatten)]
+        m: Members,
+    },
+    /// Compare every copy; with --repair rewrite the ones that differ.
+    Scrub {
+        /// Repair mismatches.
+        #[arg(long)]
+        repair: bool,
+        #[command(flatten)]
+        m: Members,
+    },
+}
+
+fn parse_size(s: &str, default_unit: u64) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, default_unit),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("`{s}` is not a size (a number with optional K, M or G)"))
+}
+
+fn open_member(spec: &str, buffered: bool) -> Result<Arc<dyn BlockDevice>, String> {
+    if let Some(rest) = spec.strip_prefix("nbd://") {
+        let (addr, name) = rest.split_once('/').unwrap_or((rest, ""));
+        return NbdDevice::connect(addr, name)
+            .map(|d| Arc::new(d) as Arc<dyn BlockDevice>)
+            .map_err(|e| e.to_string());
+    }
+    let mode = if buffered {
+        CacheMode::Buffered
+    } else {
+        CacheMode::DirectIfSupported
+    };
+    FileDevice::open(spec, mode)
+        .map(|d| Arc::new(d) as Arc<dyn BlockDevice>)
+        .map_err(|e| e.to_string())
+}
+
+/// Opened members and the secret, if one was given.
+type Opened = (Vec<Arc<dyn BlockDevice>>, Option<Secret>);
+
+fn open_members(m: &Members) -> Result<Opened, String> {
+    let devs = m
+        .members
+        .iter()
+        .map(|s| open_member(s, m.buffered))
+        .collect::<Result<Vec<_>, _>>()?;
+    let secret = match &m.secret_file {
+        Some(p) => {
+            let bytes =
+                std::fs::read(p).map_err(|e| format!("--secret-file {}: {e}", p.display()))?;
+            Some(Secret::new(bytes).map_err(|e| e.to_string())?)
+        }
+        None => None,
+    };
+    Ok((devs, secret))
+}
+
+fn assemble(m: &Members) -> Result<Volume, String> {
+    let (devs, secret) = open_members(m)?;
+    Volume::assemble(devs, secret.as_ref()).map_err(|e| e.to_string())
+}
+
+fn print_status(v: &Volume) {
+    println!(
+        "size {} bytes, {} members, {}{}",
+        v.size(),
+        v.members(),
+        v.geometry()
+            .map_or("linear".to_string(), |g| g.layout().to_string()),
+        if v.is_encrypted() { ", encrypted" } else { "" }
+    );
+    for s in v.status() {
+        println!(
+            "  role {}: {:?} {}",
+            s.role,
+            s.state,
+            s.device.unwrap_or_else(|| "(missing)".into())
+        );
+    }
+}
+
+fn progress_bar(started: Instant) -> impl Fn(Progress) + Sync {
+    move |p: Progress| {
+        let frac = if p.total_bytes == 0 {
+            1.0
+        } else {
+            p.done_bytes as f64 / p.total_bytes as f64
+        };
+        let width = 40;
+        let filled = (frac * width as f64) as usize;
+        let secs = started.elapsed().as_secs_f64().max(1e-3);
+        let mut err = std::io::stderr().lock();
+        let _ = write!(
+            err,
+            "\r[{}{}] {:5.1}% {:8.1} MiB/s",
+            "#".repeat(filled),
+            ".".repeat(width - filled),
+            frac * 100.0,
+            p.done_bytes as f64 / secs / (1 << 20) as f64
+        );
+        let _ = err.flush();
+    }
+}
+
+fn run(cli: Cli) -> Result<(), String> {
+    match cli.cmd {
+        Cmd::Create {
+            level,
+            chunk,
+            data_offset,
+            resync,
+            m,
+        } => {
+            let (devs, secret) = open_members(&m)?;
+            let mut opts =
+                CreateOptions::new(VolumeLayout::parse(&level).map_err(|e| e.to_string())?);
+            opts.chunk_sectors =
+                parse_size(&chunk, 1024).map_err(|e| format!("--chunk: {e}"))? / 512;
+            opts.data_offset_sectors = data_offset;
+            opts.secret = secret;
+            let v = Volume::create(devs, &opts).map_err(|e| e.to_string())?;
+            if resync {
+                v.resync_all().map_err(|e| e.to_string())?;
+            }
+            v.close().map_err(|e| e.to_string())?;
+            print_status(&v);
+        }
+        Cmd::Status { m } => {
+            let v = assemble(&m)?;
+            print_status(&v);
+        }
+        Cmd::ServeNbd { listen, exports } => {
+            let server = NbdServer::bind(&listen).map_err(|e| e.to_string())?;
+            for spec in exports {
+                let (name, rest) = spec
+                    .split_once('=')
+                    .ok_or_else(|| format!("--export {spec}: expected NAME=PATH[@IP+IP]"))?;
+                let (path, allow) = match rest.split_once('@') {
+                    Some((p, ips)) => {
+                        let ips = ips
+                            .split('+')
+                            .map(|s| {
+                                s.parse::<IpAddr>().map_err(|_| {
+                                    format!("--export {spec}: `{s}` is not an IP address")
+                                })
+                            })
+                            .collect::<Result<Vec<_>, _>>()?;
+                        (p, AllowList::Only(ips))
+                    }
+                    None => (rest, AllowList::Any),
+                };
+                let dev = open_member(path, false)?;
+                server
+                    .add_export(Export {
+                        name: name.to_string(),
+                        device: dev,
+                        allow,
+                        read_only: false,
+                    })
+                    .map_err(|e| e.to_string())?;
+            }
+            eprintln!(
+                "serving NBD on {}",
+                server.local_addr().map_err(|e| e.to_string())?
+            );
+            let h = server.spawn().map_err(|e| e.to_string())?;
+            let stop = signals()?;
+            while !stop.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            h.shutdown();
+        }
+        Cmd::Expose {
+            mount,
+            name,
+            loop_dev,
+            m,
+        } => {
+            let v = Arc::new(assemble(&m)?);
+            let stop = signals()?;
+            let exp =
+                raid_engine::fuse::expose(v.clone(), &mount, &name).map_err(|e| e.to_string())?;
+            let mut loop_path = None;
+            if loop_dev {
+                let out = Command::new("losetup")
+                    .args(["-f", "--show"])
+                    .arg(exp.file())
+                    .output()
+                    .map_err(|e| format!("losetup: {e}"))?;
+                if !out.status.success() {
+                    return Err(format!(
+                        "losetup: {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ));
+                }
+                let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
+                println!("{p}");
+                loop_path = Some(p);
+            } else {
+                println!("{}", exp.file().display());
+            }
+            let _ = std::io::stdout().flush();
+            while !stop.load(Ordering::SeqCst) && !exp.is_finished() {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            if let Some(p) = loop_path {
+                let _ = Command::new("losetup").args(["-d", &p]).status();
+            }
+            exp.unmount().map_err(|e| e.to_string())?;
+            eprintln!("volume closed");
+        }
+        Cmd::Rebuild {
+            role,
+            replacement,
+            rate,
+            m,
+        } => {
+            let v = assemble(&m)?;
+            let dev = open_member(&replacement, m.buffered)?;
+            if matches!(
+                v.status().get(role).map(|s| s.state),
+                Some(raid_engine::MemberState::Active)
+            ) {
+                v.fail_member(role).map_err(|e| e.to_string())?;
+            }
+            v.replace(role, dev).map_err(|e| e.to_string())?;
+            let rate = rate
+                .map(|r| parse_size(&r, 1).map_err(|e| format!("--rate: {e}")))
+                .transpose()?;
+            let bar = progress_bar(Instant::now());
+            let p = v
+                .rebuild(
+                    role,
+                    &RebuildOptions {
+                        max_bytes_per_sec: rate,
+                        progress: Some(&bar),
+                    },
+                )
+                .map_err(|e| e.to_string())?;
+            eprintln!();
+            v.close().map_err(|e| e.to_string())?;
+            println!("rebuilt role {role}: {} bytes copied", p.done_bytes);
+        }
+        Cmd::Readd { role, m } => {
+            let v = assemble(&m)?;
+            let bar = progress_bar(Instant::now());
+            let p = v
+                .readd(
+                    role,
+                    None,
+                    &RebuildOptions {
+                        max_bytes_per_sec: None,
+                        progress: Some(&bar),
+                    },
+                )
+                .map_err(|e| e.to_string())?;
+            eprintln!();
+            v.close().map_err(|e| e.to_string())?;
+            println!("re-added role {role}: {} bytes resynced", p.done_bytes);
+        }
+        Cmd::Scrub { repair, m } => {
+            let v = assemble(&m)?;
+            let r = v.scrub(repair).map_err(|e| e.to_string())?;
+            v.close().map_err(|e| e.to_string())?;
+            println!(
+                "read {} bytes, {} mismatches{}",
+                r.bytes_read,
+                r.mismatches.len(),
+                if repair { " (repaired)" } else { "" }
+            );
+            for mm in &r.mismatches {
+                println!(
+                    "  at {} (+{} sectors): members {:?}",
+                    mm.at, mm.sectors, mm.members
+                );
+            }
+            if !r.mismatches.is_empty() && !repair {
+                return Err("mismatches found".into());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn signals() -> Result<Arc<AtomicBool>, String> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, stop.clone()).map_err(|e| format!("signal: {e}"))?;
+    }
+    Ok(stop)
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("raid-engine: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! Member devices: the small trait every member of a volume implements, and
+//! its local implementation over a file or block device.
+//!
+//! The trait is synchronous and `Sync`: the volume issues member I/O from
+//! whichever thread serves a request (a FUSE worker, an NBD connection, a
+//! rebuild thread) and fans large requests out over scoped threads, so the
+//! same implementation serves the FUSE path, the NBD server and tests.
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Seek, SeekFrom};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use bytemuck::{Pod, Zeroable};
+
+/// A member of a volume: a fixed-size array of bytes that can be read,
+/// written and made durable.
+///
+/// Contract:
+/// * `read_at`/`write_at` transfer the whole buffer or fail; `offset +
+///   buf.len()` must not exceed [`BlockDevice::size`] (an error otherwise).
+/// * After `flush` returns `Ok`, every write that returned `Ok` before the
+///   call started is durable.
+/// * An `Err` from any call makes the volume treat the member as failed.
+pub trait BlockDevice: Send + Sync + fmt::Debug {
+    /// Size in bytes.
+    fn size(&self) -> u64;
+    /// Read `buf.len()` bytes at `offset`.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// Write `buf` at `offset`.
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Make every completed write durable.
+    fn flush(&self) -> io::Result<()>;
+    /// Tell the device that `len` bytes at `offset` are no longer needed.
+    /// Advisory: afterwards the range reads as unspecified bytes; a device
+    /// may do nothing (the default).
+    fn trim(&self, offset: u64, len: u64) -> io::Result<()> {
+        check_range_u64(self.size(), offset, len)
+    }
+    /// A short human-readable name (a path, `nbd://host:port/name`).
+    fn describe(&self) -> String;
+}
+
+// Object safety is part of the contract: volumes hold `Arc<dyn BlockDevice>`.
+const _: fn(&dyn BlockDevice) = |_| {};
+
+fn check_range_u64(size: u64, offset: u64, len: u64) -> io::Result<()> {
+    match offset.checked_add(len) {
+        Some(end) if end <= size => Ok(()),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("range {offset}+{len} is beyond the end ({size} bytes)"),
+        )),
+    }
+}
+
+pub(crate) fn check_range(dev: &dyn BlockDevice, offset: u64, len: usize) -> io::Result<()> {
+    match offset.checked_add(len as u64) {
+        Some(end) if end <= dev.size() => Ok(()),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "range {offset}+{len} is beyond the end of {} ({} bytes)",
+                dev.describe(),
+                dev.size()
+            ),
+        )),
+    }
+}
+
+/// Alignment (bytes) of buffers, offsets and lengths for `O_DIRECT` I/O.
+pub const DIRECT_ALIGN: usize = 4096;
+
+/// One aligned page; vectors of these are the bounce buffers of `O_DIRECT`.
+#[derive(Clone, Copy, Pod, Zeroable)]
+#[repr(C, align(4096))]
+struct Page([u8; DIRECT_ALIGN]);
+
+/// How to open a [`FileDevice`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheMode {
+    /// Bypass the page cache with `O_DIRECT` where the file system supports
+    /// it (block devices, ext4, xfs); fall back to buffered I/O where it does
+    /// not (for example tmpfs on older kernels).
+    DirectIfSupported,
+    /// Ordinary buffered I/O; `flush` calls `fdatasync`.
+    Buffered,
+}
+
+/// A member backed by a local file or block device.
+pub struct FileDevice {
+    file: File,
+    path: PathBuf,
+    size: u64,
+    direct: bool,
+    /// Serialises the read-modify-write of unaligned `O_DIRECT` writes.
+    rmw: Mutex<()>,
+    pool: Mutex<Vec<Vec<Page>>>,
+}
+
+impl fmt::Debug for FileDevice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileDevice")
+            .field("path", &self.path)
+            .field("size", &self.size)
+            .field("direct", &self.direct)
+            .finish()
+    }
+}
+
+impl FileDevice {
+    /// Open an existing file or block device read-write.
+    pub fn open(path: impl AsRef<Path>, mode: CacheMode) -> io::Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let annotate = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+        if mode == CacheMode::DirectIfSupported
+            && let Ok(file) = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+                .open(&path)
+        {
+            let mut dev = FileDevice::from_file(file, path.clone(), true).map_err(annotate)?;
+            // Some file systems accept the flag at open and refuse the I/O.
+            let mut probe = vec![Page::zeroed(); 1];
+            let probe_len = DIRECT_ALIGN.min(dev.size as usize);
+            let ok = probe_len == 0 || {
+                let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut probe);
+                dev.file.read_exact_at(&mut bytes[..probe_len], 0).is_ok()
+            };
+            if ok && dev.size % DIRECT_ALIGN as u64 == 0 {
+                dev.pool.get_mut().map_err(|_| poisoned())?.push(probe);
+                return Ok(dev);
+            }
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(annotate)?;
+        FileDevice::from_file(file, path.clone(), false).map_err(annotate)
+    }
+
+    /// Create (or truncate) a sparse file of `size` bytes and open it.
+    pub fn create(path: impl AsRef<Path>, size: u64, mode: CacheMode) -> io::Result<Self> {
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path.as_ref())?;
+        f.set_len(size)?;
+        drop(f);
+        FileDevice::open(path, mode)
+    }
+
+    fn from_file(mut file: File, path: PathBuf, direct: bool) -> io::Result<Self> {
+        // Seeking to the end works for regular files and block devices alike.
+        let size = file.seek(SeekFrom::End(0))?;
+        Ok(FileDevice {
+            file,
+            path,
+            size,
+            direct,
+            rmw: Mutex::new(()),
+            pool: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Whether I/O bypasses the page cache (`O_DIRECT`).
+    pub fn is_direct(&self) -> bool {
+        self.direct
+    }
+
+    /// The path the device was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn take_buf(&self, pages: usize) -> Vec<Page> {
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        match pool.iter().position(|b| b.len() >= pages) {
+            Some(i) => pool.swap_remove(i),
+            None => vec![Page::zeroed(); pages],
+        }
+    }
+
+    fn put_buf(&self, buf: Vec<Page>) {
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < 8 {
+            pool.push(buf);
+        }
+    }
+
+    /// The aligned window `[start, end)` covering `offset..offset+len`.
+    fn window(offset: u64, len: usize) -> (u64, u64) {
+        let a = DIRECT_ALIGN as u64;
+        (offset / a * a, (offset + len as u64).div_ceil(a) * a)
+    }
+}
+
+fn poisoned() -> io::Error {
+    io::Error::other("a lock was poisoned by a panicking thread")
+}
+
+impl BlockDevice for FileDevice {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        check_range(self, offset, buf.len())?;
+        if !self.direct {
+            return self.file.read_exact_at(buf, offset);
+        }
+        let (start, end) = Self::window(offset, buf.len());
+        let mut pages = self.take_buf(((end - start) as usize) / DIRECT_ALIGN);
+        let r = {
+            let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut pages);
+            let win = &mut bytes[..(end - start) as usize];
+            self.file.read_exact_at(win, start).map(|()| {
+                let skip = (offset - start) as usize;
+                buf.copy_from_slice(&win[skip..skip + buf.len()]);
+            })
+        };
+        self.put_buf(pages);
+        r
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        check_range(self, offset, buf.len())?;
+        if !self.direct {
+            return self.file.write_all_at(buf, offset);
+        }
+        let (start, end) = Self::window(offset, buf.len());
+        let aligned = start == offset && end == offset + buf.len() as u64;
+        // Unaligned edges need the old bytes: hold the lock so that two such
+        // writes to one page cannot undo each other.
+        let _guard = if aligned {
+            None
+        } else {
+            Some(self.rmw.lock().map_err(|_| poisoned())?)
+        };
+        let mut pages = self.take_buf(((end - start) as usize) / DIRECT_ALIGN);
+        let r = (|| {
+            let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut pages);
+            let win = &mut bytes[..(end - start) as usize];
+            let a = DIRECT_ALIGN;
+            if offset != start {
+                self.file.read_exact_at(&mut win[..a], start)?;
+            }
+            let last = win.len() - a;
+            if (offset + buf.len() as u64) != end && (last != 0 || offset == start) {
+                self.file.read_exact_at(&mut win[last..], end - a as u64)?;
+            }
+            let skip = (offset - start) as usize;
+            win[skip..skip + buf.len()].copy_from_slice(buf);
+            self.file.write_all_at(win, start)
+        })();
+        self.put_buf(pages);
+        r
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn trim(&self, offset: u64, len: u64) -> io::Result<()> {
+        check_range_u64(self.size, offset, len)?;
+        if len == 0 {
+            return Ok(());
+        }
+        // Punch a hole in regular files; block devices and file systems
+        // without hole punching keep their bytes, which trim allows.
+        let flags = rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE;
+        match rustix::fs::fallocate(&self.file, flags, offset, len) {
+            Ok(()) => Ok(()),
+            Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::NODEV) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unaligned_direct_writes_keep_their_neighbours() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("d");
+        let dev = FileDevice::create(&p, 64 * 1024, CacheMode::DirectIfSupported).unwrap();
+        let pattern: Vec<u8> = (0..64 * 1024).map(|i| (i % 251) as u8).collect();
+        dev.write_at(&pattern, 0).unwrap();
+        dev.write_at(&[0xee; 700], 4000).unwrap();
+        dev.write_at(&[0xdd; 10], 8190).unwrap();
+        let mut want = pattern.clone();
+        want[4000..4700].fill(0xee);
+        want[8190..8200].fill(0xdd);
+        let mut got = vec![0; 64 * 1024];
+        dev.read_at(&mut got, 0).unwrap();
+        assert!(got == want);
+        let mut small = [0u8; 3];
+        dev.read_at(&mut small, 4699).unwrap();
+        assert_eq!(small, [0xee, want[4700], want[4701]]);
+        assert!(dev.read_at(&mut small, 64 * 1024 - 2).is_err());
+        dev.flush().unwrap();
+    }
+}

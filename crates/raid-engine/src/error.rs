@@ -1,0 +1,69 @@
+//! The crate's one error type.
+
+use thiserror::Error;
+
+/// Everything that can go wrong in the engine.
+///
+/// Each variant names what was at fault (the member, the field, the peer) so
+/// that an operator can act on the message alone. A call that fails leaves
+/// the volume as it was before the call, except that a member whose I/O
+/// failed is marked failed (that is the point of RAID).
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// An I/O error on a member device or a file.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done (`member 2 (/tmp/d2): write at 1048576`).
+        what: String,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The layout math refused a geometry or address.
+    #[error(transparent)]
+    Raid(#[from] raid::RaidError),
+    /// A parameter breaks a rule.
+    #[error("invalid {field}: {rule}")]
+    Invalid {
+        /// The parameter at fault.
+        field: String,
+        /// The rule, with the offending value.
+        rule: String,
+    },
+    /// A member's metadata is missing, damaged or from another array.
+    #[error("member {member}: {detail}")]
+    Metadata {
+        /// Which device (path or description).
+        member: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// Too many members failed: some data has no readable copy.
+    #[error("data unavailable: {0}")]
+    Unavailable(String),
+    /// The NBD peer broke the protocol or refused a request.
+    #[error("nbd: {0}")]
+    Nbd(String),
+    /// The wrong secret was given for an encrypted volume.
+    #[error("encryption: {0}")]
+    Crypto(String),
+    /// The operation is not supported by this volume or device.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+}
+
+/// Shorthand for results in this crate.
+pub type Result<T> = std::result::Result<T, EngineError>;
+
+pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> EngineError {
+    let what = what.into();
+    move |source| EngineError::Io { what, source }
+}
+
+pub(crate) fn invalid(field: impl Into<String>, rule: impl Into<String>) -> EngineError {
+    EngineError::Invalid {
+        field: field.into(),
+        rule: rule.into(),
+    }
+}

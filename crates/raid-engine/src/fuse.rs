@@ -1,0 +1,333 @@
+//! Exposing a volume to the kernel through FUSE: a mount holding one
+//! regular file whose bytes are the volume's. Attach a loop device to that
+//! file (`losetup -f --show MOUNT/FILE`) and the kernel sees a block device
+//! on which `mkfs.ext4` and `mount` work, on hosts without md, ublk or nbd
+//! kernel modules.
+//!
+//! Writes are passed through synchronously (no FUSE writeback cache), and
+//! `fsync` on the file (what the loop driver does for a flush) flushes the
+//! volume, so a file system on top keeps its durability guarantees.
+//! Unmounting (`umount`, [`FuseExposure::unmount`]) closes the volume
+//! cleanly.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    KernelConfig, LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, Request, TimeOrNow, WriteFlags,
+};
+
+use crate::error::{EngineError, Result, invalid};
+use crate::volume::Volume;
+
+const FILE_INO: INodeNo = INodeNo(2);
+const TTL: Duration = Duration::from_secs(1);
+
+struct VolumeFs {
+    volume: Arc<Volume>,
+    name: String,
+    created: SystemTime,
+    closed: Arc<AtomicBool>,
+}
+
+impl VolumeFs {
+    fn attr(&self, ino: INodeNo) -> FileAttr {
+        let (kind, perm, size, nlink) = if ino == FILE_INO {
+            (FileType::RegularFile, 0o600, self.volume.size(), 1)
+        } else {
+            (FileType::Directory, 0o700, 0, 2)
+        };
+        FileAttr {
+            ino,
+            size,
+            blocks: size.div_ceil(512),
+            atime: self.created,
+            mtime: self.created,
+            ctime: self.created,
+            crtime: self.created,
+            kind,
+            perm,
+            nlink,
+            uid: rustix::process::getuid().as_raw(),
+            gid: rustix::process::getgid().as_raw(),
+            rdev: 0,
+            blksize: 4096,
+            flags: 0,
+        }
+    }
+}
+
+fn errno(e: &EngineError) -> Errno {
+    tracing::warn!(error = %e, "fuse request failed");
+    match e {
+        EngineError::Invalid { .. } => Errno::EINVAL,
+        _ => Errno::EIO,
+    }
+}
+
+impl Filesystem for VolumeFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Large requests: the kernel clamps to what it supports.
+        let _ = config.set_max_write(1 << 20);
+        let _ = config.set_max_readahead(1 << 20);
+        Ok(())
+    }
+
+    fn destroy(&mut self) {
+        if !self.closed.swap(true, Ordering::SeqCst)
+            && let Err(e) = self.volume.close()
+        {
+            tracing::error!(error = %e, "closing the volume at unmount failed");
+        }
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        if parent == INodeNo::ROOT && name == OsStr::new(&self.name) {
+            reply.entry(&TTL, &self.attr(FILE_INO), Generation(0));
+        } else {
+            reply.error(Errno::ENOENT);
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        if ino == INodeNo::ROOT || ino == FILE_INO {
+            reply.attr(&TTL, &self.attr(ino));
+        } else {
+            reply.error(Errno::ENOENT);
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        _mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        // The file's size is the volume's; opening with O_TRUNC asks for
+        // the size it already has only if it is empty, so refuse changes.
+        if size.is_some_and(|s| s != self.volume.size()) {
+            reply.error(Errno::EPERM);
+            return;
+        }
+        reply.attr(&TTL, &self.attr(ino));
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if ino == FILE_INO {
+            reply.opened(FileHandle(0), FopenFlags::empty());
+        } else {
+            reply.error(Errno::EISDIR);
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let end = offset
+            .saturating_add(u64::from(size))
+            .min(self.volume.size());
+        if offset >= end {
+            reply.data(&[]);
+            return;
+        }
+        let mut buf = vec![0u8; (end - offset) as usize];
+        match self.volume.read_at(&mut buf, offset) {
+            Ok(()) => reply.data(&buf),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        if offset.saturating_add(data.len() as u64) > self.volume.size() {
+            reply.error(Errno::ENOSPC);
+            return;
+        }
+        match self.volume.write_at(data, offset) {
+            Ok(()) => reply.written(data.len() as u32),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        match self.volume.flush() {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.volume.flush() {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        if ino != INodeNo::ROOT {
+            reply.error(Errno::ENOTDIR);
+            return;
+        }
+        let entries = [
+            (INodeNo::ROOT, FileType::Directory, "."),
+            (INodeNo::ROOT, FileType::Directory, ".."),
+            (FILE_INO, FileType::RegularFile, self.name.as_str()),
+        ];
+        for (i, (ino, kind, name)) in entries.iter().enumerate().skip(offset as usize) {
+            if reply.add(*ino, (i + 1) as u64, *kind, name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+}
+
+/// A volume exposed as `MOUNTPOINT/NAME` through FUSE.
+#[derive(Debug)]
+pub struct FuseExposure {
+    mountpoint: PathBuf,
+    file: PathBuf,
+    thread: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+/// Mount a FUSE file system at `mountpoint` (an existing empty directory)
+/// holding one file, `name`, backed by `volume`. Needs `/dev/fuse` and
+/// either root or `fusermount3`.
+pub fn expose(volume: Arc<Volume>, mountpoint: &Path, name: &str) -> Result<FuseExposure> {
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err(invalid(
+            "name",
+            format!("{name:?} must be a plain file name (no `/`, not `.` or `..`)"),
+        ));
+    }
+    let fs = VolumeFs {
+        volume,
+        name: name.to_string(),
+        created: SystemTime::now(),
+        closed: Arc::new(AtomicBool::new(false)),
+    };
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::FSName("raid-engine".into()),
+        MountOption::Subtype("raid-engine".into()),
+        MountOption::NoAtime,
+    ];
+    config.n_threads = Some(2);
+    let session = fuser::Session::new(fs, mountpoint, &config).map_err(|e| EngineError::Io {
+        what: format!("fuse: mount at {}", mountpoint.display()),
+        source: e,
+    })?;
+    let thread = std::thread::Builder::new()
+        .name("fuse".into())
+        .spawn(move || session.run())
+        .map_err(crate::error::io_err("fuse: spawn session thread"))?;
+    Ok(FuseExposure {
+        mountpoint: mountpoint.to_path_buf(),
+        file: mountpoint.join(name),
+        thread: Some(thread),
+    })
+}
+
+impl FuseExposure {
+    /// Path of the volume's file.
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+
+    /// Whether the file system has been unmounted (for example by `umount`).
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    /// Unmount (if still mounted) and wait until the volume is closed.
+    pub fn unmount(mut self) -> Result<()> {
+        self.teardown()
+    }
+
+    fn teardown(&mut self) -> Result<()> {
+        let Some(t) = self.thread.take() else {
+            return Ok(());
+        };
+        if !t.is_finished() {
+            rustix::mount::unmount(&self.mountpoint, rustix::mount::UnmountFlags::empty())
+                .or_else(|_| {
+                    rustix::mount::unmount(&self.mountpoint, rustix::mount::UnmountFlags::DETACH)
+                })
+                .map_err(|e| EngineError::Io {
+                    what: format!("fuse: unmount {}", self.mountpoint.display()),
+                    source: e.into(),
+                })?;
+        }
+        match t.join() {
+            Ok(r) => r.map_err(crate::error::io_err("fuse: session")),
+            Err(_) => Err(EngineError::Unavailable(
+                "the FUSE session thread panicked".into(),
+            )),
+        }
+    }
+}
+
+impl Drop for FuseExposure {
+    fn drop(&mut self) {
+        if let Err(e) = self.teardown() {
+            tracing::error!(error = %e, "FUSE teardown failed");
+        }
+    }
+}

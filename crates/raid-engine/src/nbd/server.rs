@@ -1,0 +1,476 @@
+//! The NBD server: exports with allow-lists, one thread per connection.
+
+use std::collections::BTreeMap;
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::thread::JoinHandle;
+
+use super::*;
+use crate::device::BlockDevice;
+use crate::error::{EngineError, Result, invalid};
+
+/// Which clients may open an export.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowList {
+    /// Any client that can reach the port.
+    Any,
+    /// Only these client addresses (the servers the drive is mapped to).
+    Only(Vec<IpAddr>),
+}
+
+impl AllowList {
+    fn allows(&self, ip: IpAddr) -> bool {
+        match self {
+            AllowList::Any => true,
+            AllowList::Only(v) => v.iter().any(|a| same_ip(*a, ip)),
+        }
+    }
+}
+
+fn same_ip(a: IpAddr, b: IpAddr) -> bool {
+    let canon = |x: IpAddr| match x {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(x, IpAddr::V4),
+        v4 => v4,
+    };
+    canon(a) == canon(b)
+}
+
+/// One exported drive.
+#[derive(Debug, Clone)]
+pub struct Export {
+    /// Export name (what `NBD_OPT_GO` asks for).
+    pub name: String,
+    /// The drive.
+    pub device: Arc<dyn BlockDevice>,
+    /// Who may open it.
+    pub allow: AllowList,
+    /// Refuse writes.
+    pub read_only: bool,
+}
+
+type Exports = Arc<RwLock<BTreeMap<String, Export>>>;
+
+/// An NBD server bound to a TCP address.
+#[derive(Debug)]
+pub struct NbdServer {
+    listener: TcpListener,
+    exports: Exports,
+    stop: Arc<AtomicBool>,
+}
+
+/// A running server (see [`NbdServer::spawn`]); dropping it does not stop
+/// it, [`ServerHandle::shutdown`] does.
+#[derive(Debug)]
+pub struct ServerHandle {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    exports: Exports,
+}
+
+impl ServerHandle {
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+    /// Add or replace an export while running.
+    pub fn add_export(&self, e: Export) -> Result<()> {
+        add(&self.exports, e)
+    }
+    /// Stop accepting connections and wait for the accept loop to end.
+    /// Connections already open finish on their own threads.
+    pub fn shutdown(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the blocking accept.
+        let _ = TcpStream::connect(self.addr);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn add(exports: &Exports, e: Export) -> Result<()> {
+    if e.name.is_empty() || e.name.len() > 4096 {
+        return Err(invalid(
+            "export name",
+            "must be 1 to 4096 bytes (NBD's limit)",
+        ));
+    }
+    exports
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(e.name.clone(), e);
+    Ok(())
+}
+
+impl NbdServer {
+    /// Bind to `addr` (for example `127.0.0.1:0` for a free port).
+    pub fn bind(addr: &str) -> Result<Self> {
+        let listener =
+            TcpListener::bind(addr).map_err(crate::error::io_err(format!("nbd: bind {addr}")))?;
+        Ok(NbdServer {
+            listener,
+            exports: Arc::new(RwLock::new(BTreeMap::new())),
+            stop: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// Add or replace an export.
+    pub fn add_export(&self, e: Export) -> Result<()> {
+        add(&self.exports, e)
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        self.listener
+            .local_addr()
+            .map_err(crate::error::io_err("nbd: local address"))
+    }
+
+    /// Serve on a background thread.
+    pub fn spawn(self) -> Result<ServerHandle> {
+        let addr = self.local_addr()?;
+        let stop = self.stop.clone();
+        let exports = self.exports.clone();
+        let thread = std::thread::Builder::new()
+            .name("nbd-accept".into())
+            .spawn(move || self.serve())
+            .map_err(crate::error::io_err("nbd: spawn accept thread"))?;
+        Ok(ServerHandle {
+            addr,
+            stop,
+            thread: Some(thread),
+            exports,
+        })
+    }
+
+    /// Accept connections until stopped, one thread per connection.
+    pub fn serve(&self) {
+        for conn in self.listener.incoming() {
+            if self.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            let Ok(stream) = conn else { continue };
+            let exports = self.exports.clone();
+            let _ = std::thread::Builder::new()
+                .name("nbd-conn".into())
+                .spawn(move || {
+                    let peer = stream.peer_addr().ok();
+                    if let Err(e) = serve_conn(stream, &exports) {
+                        tracing::debug!(?peer, error = %e, "nbd connection ended");
+                    }
+                });
+        }
+    }
+}
+
+fn rd_u16(r: &mut impl Read) -> io::Result<u16> {
+    let mut b = [0u8; 2];
+    r.read_exact(&mut b)?;
+    Ok(u16::from_be_bytes(b))
+}
+fn rd_u32(r: &mut impl Read) -> io::Result<u32> {
+    let mut b = [0u8; 4];
+    r.read_exact(&mut b)?;
+    Ok(u32::from_be_bytes(b))
+}
+fn rd_u64(r: &mut impl Read) -> io::Result<u64> {
+    let mut b = [0u8; 8];
+    r.read_exact(&mut b)?;
+    Ok(u64::from_be_bytes(b))
+}
+
+fn opt_reply(w: &mut impl Write, opt: u32, typ: u32, data: &[u8]) -> io::Result<()> {
+    w.write_all(&REPLY_MAGIC.to_be_bytes())?;
+    w.write_all(&opt.to_be_bytes())?;
+    w.write_all(&typ.to_be_bytes())?;
+    w.write_all(&(data.len() as u32).to_be_bytes())?;
+    w.write_all(data)
+}
+
+fn tflags(e: &Export) -> u16 {
+    let mut f = TFLAG_HAS_FLAGS | TFLAG_SEND_FLUSH | TFLAG_SEND_FUA;
+    if e.read_only {
+        f |= TFLAG_READ_ONLY;
+    } else {
+        f |= TFLAG_SEND_TRIM | TFLAG_SEND_WRITE_ZEROES;
+    }
+    f
+}
+
+fn serve_conn(stream: TcpStream, exports: &Exports) -> Result<()> {
+    let peer = stream
+        .peer_addr()
+        .map_err(crate::error::io_err("nbd: peer address"))?
+        .ip();
+    let _ = stream.set_nodelay(true);
+    let mut r = BufReader::new(
+        stream
+            .try_clone()
+            .map_err(crate::error::io_err("nbd: clone socket"))?,
+    );
+    let mut w = BufWriter::new(stream);
+    let io = crate::error::io_err;
+    w.write_all(&NBDMAGIC.to_be_bytes())
+        .and_then(|()| w.write_all(&IHAVEOPT.to_be_bytes()))
+        .and_then(|()| w.write_all(&(FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES).to_be_bytes()))
+        .and_then(|()| w.flush())
+        .map_err(io("nbd: send greeting"))?;
+    let cflags = rd_u32(&mut r).map_err(io("nbd: read client flags"))?;
+    if cflags & !(CFLAG_FIXED_NEWSTYLE | CFLAG_NO_ZEROES) != 0 {
+        return Err(EngineError::Nbd(format!(
+            "client flags {cflags:#x} include unknown bits"
+        )));
+    }
+    let no_zeroes = cflags & CFLAG_NO_ZEROES != 0;
+    let lookup = |name: &str| -> std::result::Result<Export, u32> {
+        let ex = exports.read().unwrap_or_else(|p| p.into_inner());
+        match ex.get(name) {
+            None => Err(REP_ERR_UNKNOWN),
+            Some(e) if !e.allow.allows(peer) => Err(REP_ERR_POLICY),
+            Some(e) => Ok(e.clone()),
+        }
+    };
+    // Option haggling.
+    let export = loop {
+        let magic = rd_u64(&mut r).map_err(io("nbd: read option"))?;
+        if magic != IHAVEOPT {
+            return Err(EngineError::Nbd(format!("bad option magic {magic:#x}")));
+        }
+        let opt = rd_u32(&mut r).map_err(io("nbd: read option"))?;
+        let len = rd_u32(&mut r).map_err(io("nbd: read option"))?;
+        if len > 64 * 1024 {
+            return Err(EngineError::Nbd(format!(
+                "option {opt} data of {len} bytes is too long"
+            )));
+        }
+        let mut data = vec![0u8; len as usize];
+        r.read_exact(&mut data)
+            .map_err(io("nbd: read option data"))?;
+        let res: io::Result<Option<Export>> = (|| match opt {
+            OPT_EXPORT_NAME => {
+                let name = String::from_utf8_lossy(&data).into_owned();
+                match lookup(&name) {
+                    Ok(e) => {
+                        w.write_all(&e.device.size().to_be_bytes())?;
+                        w.write_all(&tflags(&e).to_be_bytes())?;
+                        if !no_zeroes {
+                            w.write_all(&[0u8; 124])?;
+                        }
+                        Ok(Some(e))
+                    }
+                    // This option has no error reply: the server hangs up.
+                    Err(_) => Err(io::Error::new(
+                        io::ErrorKind::PermissionDenied,
+                        format!("export {name:?} refused or unknown"),
+                    )),
+                }
+            }
+            OPT_ABORT => {
+                opt_reply(&mut w, opt, REP_ACK, &[])?;
+                w.flush()?;
+                Err(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    "client aborted",
+                ))
+            }
+            OPT_LIST => {
+                if !data.is_empty() {
+                    opt_reply(&mut w, opt, REP_ERR_INVALID, b"NBD_OPT_LIST takes no data")?;
+                    return Ok(None);
+                }
+                let names: Vec<String> = exports
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .values()
+                    .filter(|e| e.allow.allows(peer))
+                    .map(|e| e.name.clone())
+                    .collect();
+                for n in names {
+                    let mut d = (n.len() as u32).to_be_bytes().to_vec();
+                    d.extend_from_slice(n.as_bytes());
+                    opt_reply(&mut w, opt, REP_SERVER, &d)?;
+                }
+                opt_reply(&mut w, opt, REP_ACK, &[])?;
+                Ok(None)
+            }
+            OPT_INFO | OPT_GO => {
+                let parsed = (|| {
+                    let nl = u32::from_be_bytes(data.get(0..4)?.try_into().ok()?) as usize;
+                    let name = data.get(4..4 + nl)?;
+                    let nreq_at = 4 + nl;
+                    let nreq = u16::from_be_bytes(data.get(nreq_at..nreq_at + 2)?.try_into().ok()?);
+                    let reqs = data.get(nreq_at + 2..)?;
+                    if reqs.len() != 2 * nreq as usize {
+                        return None;
+                    }
+                    let reqs: Vec<u16> = reqs
+                        .chunks(2)
+                        .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                        .collect();
+                    Some((String::from_utf8_lossy(name).into_owned(), reqs))
+                })();
+                let Some((name, reqs)) = parsed else {
+                    opt_reply(
+                        &mut w,
+                        opt,
+                        REP_ERR_INVALID,
+                        b"malformed NBD_OPT_GO/INFO data",
+                    )?;
+                    return Ok(None);
+                };
+                let e = match lookup(&name) {
+                    Ok(e) => e,
+                    Err(code) => {
+                        let msg = if code == REP_ERR_POLICY {
+                            format!("client {peer} is not on the allow-list of export {name:?}")
+                        } else {
+                            format!("no export named {name:?}")
+                        };
+                        opt_reply(&mut w, opt, code, msg.as_bytes())?;
+                        return Ok(None);
+                    }
+                };
+                let mut info = INFO_EXPORT.to_be_bytes().to_vec();
+                info.extend_from_slice(&e.device.size().to_be_bytes());
+                info.extend_from_slice(&tflags(&e).to_be_bytes());
+                opt_reply(&mut w, opt, REP_INFO, &info)?;
+                if reqs.contains(&INFO_NAME) {
+                    let mut d = INFO_NAME.to_be_bytes().to_vec();
+                    d.extend_from_slice(e.name.as_bytes());
+                    opt_reply(&mut w, opt, REP_INFO, &d)?;
+                }
+                let mut bs = INFO_BLOCK_SIZE.to_be_bytes().to_vec();
+                bs.extend_from_slice(&1u32.to_be_bytes());
+                bs.extend_from_slice(&4096u32.to_be_bytes());
+                bs.extend_from_slice(&MAX_REQUEST_BYTES.to_be_bytes());
+                opt_reply(&mut w, opt, REP_INFO, &bs)?;
+                opt_reply(&mut w, opt, REP_ACK, &[])?;
+                Ok((opt == OPT_GO).then_some(e))
+            }
+            _ => {
+                opt_reply(&mut w, opt, REP_ERR_UNSUP, b"option not supported")?;
+                Ok(None)
+            }
+        })();
+        w.flush().map_err(io("nbd: send option reply"))?;
+        match res.map_err(crate::error::io_err(format!("nbd: option {opt}")))? {
+            Some(e) => break e,
+            None => continue,
+        }
+    };
+    transmission(&mut r, &mut w, &export)
+}
+
+fn reply(w: &mut impl Write, err: u32, handle: u64, data: &[u8]) -> io::Result<()> {
+    w.write_all(&SIMPLE_REPLY_MAGIC.to_be_bytes())?;
+    w.write_all(&err.to_be_bytes())?;
+    w.write_all(&handle.to_be_bytes())?;
+    w.write_all(data)?;
+    w.flush()
+}
+
+fn errno_of(e: &io::Error) -> u32 {
+    match e.kind() {
+        io::ErrorKind::InvalidInput => EINVAL,
+        io::ErrorKind::PermissionDenied => EPERM,
+        io::ErrorKind::StorageFull => ENOSPC,
+        _ => EIO,
+    }
+}
+
+fn transmission(r: &mut impl Read, w: &mut impl Write, e: &Export) -> Result<()> {
+    let io = crate::error::io_err;
+    let dev = &e.device;
+    let mut buf = Vec::new();
+    loop {
+        let magic = rd_u32(r).map_err(io("nbd: read request"))?;
+        if magic != REQUEST_MAGIC {
+            return Err(EngineError::Nbd(format!("bad request magic {magic:#x}")));
+        }
+        let flags = rd_u16(r).map_err(io("nbd: read request"))?;
+        let cmd = rd_u16(r).map_err(io("nbd: read request"))?;
+        let handle = rd_u64(r).map_err(io("nbd: read request"))?;
+        let offset = rd_u64(r).map_err(io("nbd: read request"))?;
+        let len = rd_u32(r).map_err(io("nbd: read request"))?;
+        let in_range = offset
+            .checked_add(u64::from(len))
+            .is_some_and(|end| end <= dev.size());
+        let res: io::Result<()> = match cmd {
+            CMD_READ => {
+                if len > MAX_REQUEST_BYTES || !in_range {
+                    reply(w, EINVAL, handle, &[])
+                } else {
+                    buf.resize(len as usize, 0);
+                    match dev.read_at(&mut buf, offset) {
+                        Ok(()) => reply(w, 0, handle, &buf),
+                        Err(err) => reply(w, errno_of(&err), handle, &[]),
+                    }
+                }
+            }
+            CMD_WRITE => {
+                if len > MAX_REQUEST_BYTES {
+                    return Err(EngineError::Nbd(format!(
+                        "write of {len} bytes exceeds the {MAX_REQUEST_BYTES}-byte maximum"
+                    )));
+                }
+                buf.resize(len as usize, 0);
+                r.read_exact(&mut buf)
+                    .map_err(io("nbd: read write payload"))?;
+                let st = if e.read_only {
+                    Err(io::Error::new(io::ErrorKind::PermissionDenied, "read-only"))
+                } else if !in_range {
+                    Err(io::Error::new(io::ErrorKind::InvalidInput, "range"))
+                } else {
+                    dev.write_at(&buf, offset).and_then(|()| {
+                        if flags & CMD_FLAG_FUA != 0 {
+                            dev.flush()
+                        } else {
+                            Ok(())
+                        }
+                    })
+                };
+                reply(w, st.as_ref().map_or_else(errno_of, |_| 0), handle, &[])
+            }
+            CMD_DISC => return Ok(()),
+            CMD_FLUSH => {
+                let st = dev.flush();
+                reply(w, st.as_ref().map_or_else(errno_of, |_| 0), handle, &[])
+            }
+            CMD_TRIM | CMD_WRITE_ZEROES => {
+                let st = if e.read_only {
+                    Err(io::Error::new(io::ErrorKind::PermissionDenied, "read-only"))
+                } else if !in_range {
+                    Err(io::Error::new(io::ErrorKind::InvalidInput, "range"))
+                } else if cmd == CMD_TRIM {
+                    dev.trim(offset, u64::from(len))
+                } else {
+                    write_zeroes(dev.as_ref(), offset, u64::from(len))
+                };
+                let st = st.and_then(|()| {
+                    if flags & CMD_FLAG_FUA != 0 {
+                        dev.flush()
+                    } else {
+                        Ok(())
+                    }
+                });
+                reply(w, st.as_ref().map_or_else(errno_of, |_| 0), handle, &[])
+            }
+            _ => reply(w, EINVAL, handle, &[]),
+        };
+        res.map_err(io("nbd: send reply"))?;
+    }
+}
+
+fn write_zeroes(dev: &dyn BlockDevice, offset: u64, len: u64) -> io::Result<()> {
+    let zeros = vec![0u8; (1 << 20).min(len as usize)];
+    let mut pos = 0;
+    while pos < len {
+        let n = (len - pos).min(zeros.len() as u64) as usize;
+        dev.write_at(&zeros[..n], offset + pos)?;
+        pos += n as u64;
+    }
+    Ok(())
+}

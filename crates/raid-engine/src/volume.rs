@@ -1,0 +1,1827 @@
+//! The volume: md-compatible RAID over member devices.
+//!
+//! Every address goes through `raid`'s [`Geometry`] (or, for a linear
+//! volume, through the concatenation of the members), so the data area of
+//! each member holds the bytes md would hold at the same offsets. The data
+//! area starts at the data offset mdadm would choose; the superblock and the
+//! write-intent bitmap sit before it (see [`crate::meta`]).
+//!
+//! Concurrency: reads and writes take the I/O gate shared and may run in
+//! parallel from any number of threads; a rebuild or resync step takes it
+//! exclusively for the one chunk it copies, so a foreground write is never
+//! lost between the copy's read and its write. Large requests fan out over
+//! the members on scoped threads.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use raid::{FailureModel, Geometry, Layout, Level, Location, MemberContent};
+
+use crate::bitmap::Bitmap;
+use crate::crypt::{Cipher, Secret};
+use crate::device::BlockDevice;
+use crate::error::{EngineError, Result, invalid};
+use crate::meta::{
+    BITMAP_OFFSET, LINEAR_LEVEL, MAX_MEMBERS, RoleState, SB_OFFSET, SB_SIZE, Superblock, random,
+};
+
+mod parity;
+
+/// Bytes per sector.
+pub const SECTOR: u64 = 512;
+
+/// One step of a rebuild or resync of a member.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    /// Copy `sectors` from member `src` at `src_sector` to `dst_sector`.
+    Copy {
+        dst_sector: u64,
+        src: usize,
+        src_sector: u64,
+        sectors: u64,
+    },
+    /// Recompute the member's sectors from the rest of the stripe row.
+    Reconstruct { sector: u64, sectors: u64 },
+}
+
+impl Step {
+    fn sectors(&self) -> u64 {
+        match *self {
+            Step::Copy { sectors, .. } | Step::Reconstruct { sectors, .. } => sectors,
+        }
+    }
+    fn end(&self) -> u64 {
+        match *self {
+            Step::Copy {
+                dst_sector,
+                sectors,
+                ..
+            } => dst_sector + sectors,
+            Step::Reconstruct { sector, sectors } => sector + sectors,
+        }
+    }
+}
+
+/// How a volume places data on its members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VolumeLayout {
+    /// Concatenation (JBOD, md's `linear`): member 0's data area, then
+    /// member 1's, and so on. No redundancy.
+    Linear,
+    /// An md personality and layout as `raid` maps it. A single drive is
+    /// RAID1 over one member.
+    Md(Layout),
+}
+
+impl VolumeLayout {
+    /// Parse `linear`/`jbod`/`single` or an md level with an optional
+    /// layout after a colon (`raid10:f2`, `raid6:left-symmetric`, `raid1`).
+    pub fn parse(s: &str) -> Result<Self> {
+        let lower = s.trim().to_ascii_lowercase();
+        match lower.as_str() {
+            "linear" | "jbod" => return Ok(VolumeLayout::Linear),
+            "single" => return Ok(VolumeLayout::Md(Layout::Raid1)),
+            _ => {}
+        }
+        let (level, layout) = lower.split_once(':').unwrap_or((&lower, ""));
+        let level: Level = level.parse()?;
+        Ok(VolumeLayout::Md(Layout::parse(level, layout)?))
+    }
+}
+
+impl std::fmt::Display for VolumeLayout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VolumeLayout::Linear => f.write_str("linear"),
+            VolumeLayout::Md(l) => write!(f, "{l}"),
+        }
+    }
+}
+
+/// Parameters of [`Volume::create`].
+#[derive(Debug, Clone)]
+pub struct CreateOptions {
+    /// Placement of data.
+    pub layout: VolumeLayout,
+    /// Chunk size in sectors (mdadm's default 1024 = 512 KiB; ignored for
+    /// RAID1 and linear).
+    pub chunk_sectors: u64,
+    /// Data offset in sectors; `None` uses mdadm 4.x's v1.2 default for the
+    /// smallest member.
+    pub data_offset_sectors: Option<u64>,
+    /// Member bytes per write-intent bitmap bit (rounded up to a power of two
+    /// of sectors, and raised if the bitmap would not fit before the data).
+    pub bitmap_region_bytes: u64,
+    /// Encrypt the data with AES-256-XTS under a key derived from this secret.
+    pub secret: Option<Secret>,
+}
+
+impl CreateOptions {
+    /// Defaults for a layout: 512 KiB chunks, mdadm's data offset, 64 MiB
+    /// bitmap regions, no encryption.
+    pub fn new(layout: VolumeLayout) -> Self {
+        CreateOptions {
+            layout,
+            chunk_sectors: raid::mdadm::DEFAULT_CHUNK_SECTORS,
+            data_offset_sectors: None,
+            bitmap_region_bytes: 64 << 20,
+            secret: None,
+        }
+    }
+}
+
+/// Health of a member as the volume sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberState {
+    /// In sync; read and written.
+    Active,
+    /// Not used: failed, missing, or never rebuilt.
+    Failed,
+    /// Being rebuilt or resynced: written, and read below `in_sync_sectors`.
+    Recovering {
+        /// Member sectors below which the member is in sync.
+        in_sync_sectors: u64,
+    },
+}
+
+/// One member's status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberStatus {
+    /// Role (member index).
+    pub role: usize,
+    /// State.
+    pub state: MemberState,
+    /// The device, if one is attached.
+    pub device: Option<String>,
+}
+
+/// Progress of a rebuild or resync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Bytes written to the target so far.
+    pub done_bytes: u64,
+    /// Bytes the whole operation writes.
+    pub total_bytes: u64,
+}
+
+/// Parameters of [`Volume::rebuild`] and [`Volume::readd`].
+#[derive(Default)]
+pub struct RebuildOptions<'a> {
+    /// Throttle: at most this many bytes per second written to the target.
+    pub max_bytes_per_sec: Option<u64>,
+    /// Called after every step.
+    pub progress: Option<&'a (dyn Fn(Progress) + Sync)>,
+}
+
+impl std::fmt::Debug for RebuildOptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RebuildOptions")
+            .field("max_bytes_per_sec", &self.max_bytes_per_sec)
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
+}
+
+/// One mismatch found by [`Volume::scrub`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch {
+    /// First logical sector of the compared piece (RAID1/10) or the stripe
+    /// number (RAID4/5/6).
+    pub at: u64,
+    /// Sectors compared.
+    pub sectors: u64,
+    /// Members whose copy (or parity) differed from the reference.
+    pub members: Vec<usize>,
+}
+
+/// Result of [`Volume::scrub`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScrubReport {
+    /// Bytes of member data read.
+    pub bytes_read: u64,
+    /// Mismatches found.
+    pub mismatches: Vec<Mismatch>,
+    /// Whether the mismatches were repaired (copies rewritten from the
+    /// first readable copy, parity recomputed from the data).
+    pub repaired: bool,
+}
+
+const ACTIVE: u8 = 0;
+const FAILED: u8 = 1;
+const RECOVERING: u8 = 2;
+
+#[derive(Debug)]
+struct Slot {
+    dev: RwLock<Option<Arc<dyn BlockDevice>>>,
+    state: AtomicU8,
+    watermark: AtomicU64,
+}
+
+impl Slot {
+    fn device(&self) -> Option<Arc<dyn BlockDevice>> {
+        self.dev.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+#[derive(Debug)]
+enum Mapper {
+    Md(Geometry),
+    Linear { starts: Vec<u64>, sizes: Vec<u64> },
+}
+
+#[derive(Debug)]
+struct Meta {
+    array_uuid: [u8; 16],
+    level: u32,
+    layout: u32,
+    layout_name: String,
+    chunk: u64,
+    components: Vec<u64>,
+    data_offset: u64,
+    events: u64,
+    roles: Vec<(RoleState, [u8; 16])>,
+    encryption: Option<([u8; 32], [u8; 32])>,
+}
+
+/// One piece of a request: a run of logical sectors with the same copies.
+#[derive(Debug, Clone)]
+struct Piece {
+    logical: u64,
+    sectors: u64,
+    copies: Vec<Location>,
+    /// Which part of a split read this is (shifts the preferred copy).
+    part: usize,
+}
+
+/// A user-space RAID volume. `Send + Sync`: share it in an `Arc` between
+/// the threads that serve it.
+#[derive(Debug)]
+pub struct Volume {
+    mapper: Mapper,
+    slots: Vec<Slot>,
+    meta: Mutex<Meta>,
+    bitmap: Option<Bitmap>,
+    cipher: Option<Cipher>,
+    gate: RwLock<()>,
+    stripe_locks: Vec<Mutex<()>>,
+    data_offset_bytes: u64,
+    size_sectors: u64,
+}
+
+/// Requests of at least this many bytes fan out over the members on threads.
+const PARALLEL_BYTES: usize = 256 * 1024;
+
+fn layout_from_sb(level: u32, name: &str) -> Option<Layout> {
+    let level = match level {
+        0 => Level::Raid0,
+        1 => Level::Raid1,
+        4 => Level::Raid4,
+        5 => Level::Raid5,
+        6 => Level::Raid6,
+        10 => Level::Raid10,
+        _ => return None,
+    };
+    Layout::parse(level, name).ok()
+}
+
+fn level_code(l: &VolumeLayout) -> u32 {
+    match l {
+        VolumeLayout::Linear => LINEAR_LEVEL,
+        VolumeLayout::Md(l) => match l.level() {
+            Level::Raid0 => 0,
+            Level::Raid1 => 1,
+            Level::Raid4 => 4,
+            Level::Raid5 => 5,
+            Level::Raid6 => 6,
+            Level::Raid10 => 10,
+        },
+    }
+}
+
+/// Run `f` over groups of jobs, one thread per group when `parallel`.
+fn fan_out<J: Send, R: Send>(
+    groups: Vec<Vec<J>>,
+    parallel: bool,
+    f: &(dyn Fn(J) -> R + Sync),
+) -> Vec<R> {
+    if !parallel || groups.len() < 2 {
+        return groups.into_iter().flatten().map(f).collect();
+    }
+    std::thread::scope(|s| {
+        let mut groups = groups.into_iter();
+        let first = groups.next().unwrap_or_default();
+        let handles: Vec<_> = groups
+            .map(|g| s.spawn(move || g.into_iter().map(f).collect::<Vec<R>>()))
+            .collect();
+        let mut out: Vec<R> = first.into_iter().map(f).collect();
+        for h in handles {
+            match h.join() {
+                Ok(v) => out.extend(v),
+                Err(p) => std::panic::resume_unwind(p),
+            }
+        }
+        out
+    })
+}
+
+/// A member I/O of a request: member, byte offset on the member, and the
+/// piece of the caller's buffer.
+struct WriteJob<'a> {
+    member: usize,
+    piece: usize,
+    offset: u64,
+    data: &'a [u8],
+}
+
+struct ReadJob<'a> {
+    member: usize,
+    piece: usize,
+    offset: u64,
+    data: &'a mut [u8],
+}
+
+impl Volume {
+    /// Create a new volume on `devices` (role = position), writing fresh
+    /// superblocks and an empty bitmap. Existing data areas are not
+    /// initialised: like `mdadm --create --assume-clean`, followed here by
+    /// an explicit [`Volume::resync_all`] if the caller wants mirrors and
+    /// parity to agree on never-written space.
+    pub fn create(devices: Vec<Arc<dyn BlockDevice>>, opts: &CreateOptions) -> Result<Volume> {
+        let n = devices.len();
+        if n == 0 || n > MAX_MEMBERS {
+            return Err(invalid(
+                "devices",
+                format!("need 1 to {MAX_MEMBERS} members, got {n}"),
+            ));
+        }
+        let dev_sectors: Vec<u64> = devices.iter().map(|d| d.size() / SECTOR).collect();
+        let min_dev = dev_sectors.iter().copied().min().unwrap_or(0);
+        let chunk = match opts.layout {
+            VolumeLayout::Md(Layout::Raid1) | VolumeLayout::Linear => 0,
+            _ => opts.chunk_sectors,
+        };
+        let data_offset = opts
+            .data_offset_sectors
+            .unwrap_or_else(|| raid::mdadm::default_data_offset_v12(min_dev, chunk));
+        if data_offset * SECTOR < BITMAP_OFFSET + SECTOR {
+            return Err(invalid(
+                "data_offset_sectors",
+                format!(
+                    "{data_offset} sectors leave no room for the superblock and bitmap (at least {} needed)",
+                    (BITMAP_OFFSET + SECTOR) / SECTOR
+                ),
+            ));
+        }
+        let (mapper, components) = match opts.layout {
+            VolumeLayout::Md(layout) => {
+                let g = raid::mdadm::geometry_for_devices(
+                    layout,
+                    chunk,
+                    &dev_sectors,
+                    Some(data_offset),
+                )?;
+                let comps = g.member_sectors().to_vec();
+                (Mapper::Md(g), comps)
+            }
+            VolumeLayout::Linear => {
+                let mut sizes = Vec::with_capacity(n);
+                for (i, &d) in dev_sectors.iter().enumerate() {
+                    let s = d.saturating_sub(data_offset) / 8 * 8;
+                    if s == 0 {
+                        return Err(invalid(
+                            format!("devices[{i}]"),
+                            format!(
+                                "{} ({} bytes) has no room after the data offset of {data_offset} sectors",
+                                devices[i].describe(),
+                                devices[i].size()
+                            ),
+                        ));
+                    }
+                    sizes.push(s);
+                }
+                (linear_mapper(sizes.clone()), sizes)
+            }
+        };
+        let max_comp = components.iter().copied().max().unwrap_or(0);
+        let room = data_offset * SECTOR - BITMAP_OFFSET;
+        let mut region = (opts.bitmap_region_bytes / SECTOR)
+            .max(8)
+            .next_power_of_two();
+        let (regions, bytes) = loop {
+            let regions = max_comp.div_ceil(region) as usize;
+            let bytes = regions.div_ceil(8).div_ceil(512) * 512;
+            if bytes as u64 <= room {
+                break (regions, bytes);
+            }
+            region *= 2;
+        };
+        let encryption = match &opts.secret {
+            Some(s) => {
+                let salt = random::<32>()?;
+                Some((salt, crate::crypt::key_check(s, &salt)))
+            }
+            None => None,
+        };
+        let mut roles = Vec::with_capacity(n);
+        for _ in 0..n {
+            roles.push((RoleState::Active, random::<16>()?));
+        }
+        let meta = Meta {
+            array_uuid: random::<16>()?,
+            level: level_code(&opts.layout),
+            layout: match opts.layout {
+                VolumeLayout::Md(l) => l.md_number(),
+                VolumeLayout::Linear => 0,
+            },
+            layout_name: match opts.layout {
+                VolumeLayout::Md(l) => l.mdadm_name().unwrap_or_default(),
+                VolumeLayout::Linear => String::new(),
+            },
+            chunk,
+            components,
+            data_offset,
+            events: 1,
+            roles,
+            encryption,
+        };
+        let cipher = match (&opts.secret, &meta.encryption) {
+            (Some(s), Some((salt, check))) => Some(Cipher::new(s, salt, check)?),
+            _ => None,
+        };
+        let redundant = is_redundant(&mapper);
+        let vol = Volume::build(
+            mapper,
+            devices.into_iter().map(Some).collect(),
+            meta,
+            redundant.then(|| Bitmap::new(region, regions, bytes, Vec::new())),
+            cipher,
+        );
+        // Zero the bitmap area, then write the superblocks.
+        vol.persist_bitmap()?;
+        vol.write_superblocks(false)?;
+        Ok(vol)
+    }
+
+    fn build(
+        mapper: Mapper,
+        devices: Vec<Option<Arc<dyn BlockDevice>>>,
+        meta: Meta,
+        bitmap: Option<Bitmap>,
+        cipher: Option<Cipher>,
+    ) -> Volume {
+        let size_sectors = match &mapper {
+            Mapper::Md(g) => g.array_sectors(),
+            Mapper::Linear { sizes, .. } => sizes.iter().sum(),
+        };
+        let slots = devices
+            .into_iter()
+            .map(|d| Slot {
+                state: AtomicU8::new(if d.is_some() { ACTIVE } else { FAILED }),
+                dev: RwLock::new(d),
+                watermark: AtomicU64::new(u64::MAX),
+            })
+            .collect();
+        Volume {
+            data_offset_bytes: meta.data_offset * SECTOR,
+            mapper,
+            slots,
+            meta: Mutex::new(meta),
+            bitmap,
+            cipher,
+            gate: RwLock::new(()),
+            stripe_locks: (0..parity::STRIPE_LOCKS).map(|_| Mutex::new(())).collect(),
+            size_sectors,
+        }
+    }
+
+    /// Assemble a volume from its members, given in any order; members that
+    /// are absent are treated as failed. `secret` is required for an
+    /// encrypted volume.
+    ///
+    /// The superblock with the highest event count describes the volume. A
+    /// present member that it records as failed is attached but stays
+    /// failed until [`Volume::readd`]. If the volume was not shut down
+    /// cleanly, the regions its bitmap marks are resynced before this
+    /// returns, so that every copy (and parity) agrees again.
+    pub fn assemble(devices: Vec<Arc<dyn BlockDevice>>, secret: Option<&Secret>) -> Result<Volume> {
+        let mut sbs = Vec::with_capacity(devices.len());
+        for d in &devices {
+            let mut b = vec![0u8; SB_SIZE];
+            d.read_at(&mut b, SB_OFFSET)
+                .map_err(crate::error::io_err(format!(
+                    "{}: read superblock",
+                    d.describe()
+                )))?;
+            sbs.push(Superblock::decode(&b, &d.describe())?);
+        }
+        let Some(auth_i) = (0..sbs.len()).max_by_key(|&i| sbs[i].events) else {
+            return Err(invalid("devices", "no members given"));
+        };
+        let auth = sbs[auth_i].clone();
+        let n = auth.roles.len();
+        let mut placed: Vec<Option<Arc<dyn BlockDevice>>> = vec![None; n];
+        let mut present_sb: Vec<Option<Superblock>> = vec![None; n];
+        for (d, sb) in devices.into_iter().zip(sbs) {
+            let name = d.describe();
+            let meta_err = |detail: String| EngineError::Metadata {
+                member: name.clone(),
+                detail,
+            };
+            if sb.array_uuid != auth.array_uuid {
+                return Err(meta_err(
+                    "belongs to another volume (array uuid differs)".into(),
+                ));
+            }
+            let r = sb.role as usize;
+            if r >= n {
+                return Err(meta_err(format!(
+                    "role {r} is not below the volume's {n} members"
+                )));
+            }
+            if sb.device_uuid != auth.roles[r].1 {
+                return Err(meta_err(format!(
+                    "was role {r}, which another device has since taken over"
+                )));
+            }
+            if placed[r].is_some() {
+                return Err(meta_err(format!("role {r} given twice")));
+            }
+            placed[r] = Some(d);
+            present_sb[r] = Some(sb);
+        }
+        let room = (auth.data_offset * SECTOR).saturating_sub(BITMAP_OFFSET);
+        if auth.bitmap_bytes > room || (auth.bitmap_bytes > 0 && auth.bitmap_region == 0) {
+            return Err(EngineError::Metadata {
+                member: "superblock".into(),
+                detail: format!(
+                    "bitmap of {} bytes, {} sectors per bit, does not fit the {room} bytes before the data",
+                    auth.bitmap_bytes, auth.bitmap_region
+                ),
+            });
+        }
+        let layout =
+            if auth.level == LINEAR_LEVEL {
+                VolumeLayout::Linear
+            } else {
+                VolumeLayout::Md(layout_from_sb(auth.level, &auth.layout_name).ok_or_else(
+                    || EngineError::Metadata {
+                        member: "superblock".into(),
+                        detail: format!(
+                            "unknown level {} layout {:?}",
+                            auth.level, auth.layout_name
+                        ),
+                    },
+                )?)
+            };
+        let mut comps = vec![auth.component_sectors; n];
+        let needs_all = matches!(
+            layout,
+            VolumeLayout::Linear | VolumeLayout::Md(Layout::Raid0(_))
+        );
+        for r in 0..n {
+            match &present_sb[r] {
+                Some(sb) => comps[r] = sb.component_sectors,
+                None if needs_all => {
+                    return Err(EngineError::Unavailable(format!(
+                        "member {r} of a {layout} volume is missing and the level has no redundancy"
+                    )));
+                }
+                None => {}
+            }
+        }
+        let mapper = match layout {
+            VolumeLayout::Linear => linear_mapper(comps.clone()),
+            VolumeLayout::Md(l) => Mapper::Md(Geometry::new(l, auth.chunk_sectors, &comps)?),
+        };
+        let cipher = match (&auth.encryption, secret) {
+            (Some((salt, check)), Some(s)) => Some(Cipher::new(s, salt, check)?),
+            (Some(_), None) => {
+                return Err(EngineError::Crypto(
+                    "the volume is encrypted: a secret is required".into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(EngineError::Crypto(
+                    "a secret was given but the volume is not encrypted".into(),
+                ));
+            }
+            (None, None) => None,
+        };
+        // The bitmap: the union over members that are up to date.
+        let redundant = is_redundant(&mapper);
+        let bitmap = if redundant {
+            let mut bits = vec![0u8; auth.bitmap_bytes as usize];
+            for (r, d) in placed.iter().enumerate() {
+                let (Some(d), Some(sb)) = (d, &present_sb[r]) else {
+                    continue;
+                };
+                if auth.roles[r].0 != RoleState::Active || sb.events != auth.events {
+                    continue;
+                }
+                let mut b = vec![0u8; auth.bitmap_bytes as usize];
+                d.read_at(&mut b, BITMAP_OFFSET)
+                    .map_err(crate::error::io_err(format!(
+                        "{}: read bitmap",
+                        d.describe()
+                    )))?;
+                bits.iter_mut().zip(&b).for_each(|(x, y)| *x |= y);
+            }
+            let regions = comps
+                .iter()
+                .max()
+                .copied()
+                .unwrap_or(0)
+                .div_ceil(auth.bitmap_region.max(1)) as usize;
+            Some(Bitmap::new(
+                auth.bitmap_region,
+                regions,
+                auth.bitmap_bytes as usize,
+                bits,
+            ))
+        } else {
+            None
+        };
+        let meta = Meta {
+            array_uuid: auth.array_uuid,
+            level: auth.level,
+            layout: auth.layout,
+            layout_name: auth.layout_name.clone(),
+            chunk: auth.chunk_sectors,
+            components: comps,
+            data_offset: auth.data_offset,
+            events: auth.events,
+            roles: auth.roles.clone(),
+            encryption: auth.encryption,
+        };
+        let vol = Volume::build(mapper, placed, meta, bitmap, cipher);
+        for r in 0..n {
+            if vol.meta_lock().roles[r].0 != RoleState::Active {
+                vol.slots[r].state.store(FAILED, Ordering::SeqCst);
+            }
+        }
+        if !vol.active_roles().is_empty() {
+            vol.resync_dirty()?;
+        }
+        vol.write_superblocks(false)?;
+        Ok(vol)
+    }
+
+    fn meta_lock(&self) -> std::sync::MutexGuard<'_, Meta> {
+        self.meta.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Usable size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size_sectors * SECTOR
+    }
+
+    /// Number of members.
+    pub fn members(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The md geometry (`None` for a linear volume).
+    pub fn geometry(&self) -> Option<&Geometry> {
+        match &self.mapper {
+            Mapper::Md(g) => Some(g),
+            Mapper::Linear { .. } => None,
+        }
+    }
+
+    /// Byte offset of the data area on every member.
+    pub fn data_offset_bytes(&self) -> u64 {
+        self.data_offset_bytes
+    }
+
+    /// Whether data is encrypted at rest.
+    pub fn is_encrypted(&self) -> bool {
+        self.cipher.is_some()
+    }
+
+    /// Every member's state.
+    pub fn status(&self) -> Vec<MemberStatus> {
+        self.slots
+            .iter()
+            .enumerate()
+            .map(|(role, s)| MemberStatus {
+                role,
+                state: match s.state.load(Ordering::SeqCst) {
+                    ACTIVE => MemberState::Active,
+                    RECOVERING => MemberState::Recovering {
+                        in_sync_sectors: s.watermark.load(Ordering::SeqCst),
+                    },
+                    _ => MemberState::Failed,
+                },
+                device: s.device().map(|d| d.describe()),
+            })
+            .collect()
+    }
+
+    fn active_roles(&self) -> Vec<usize> {
+        (0..self.slots.len())
+            .filter(|&r| self.slots[r].state.load(Ordering::SeqCst) == ACTIVE)
+            .collect()
+    }
+
+    fn degraded(&self) -> bool {
+        self.slots
+            .iter()
+            .any(|s| s.state.load(Ordering::SeqCst) != ACTIVE)
+    }
+
+    fn writable(&self, m: usize) -> Option<Arc<dyn BlockDevice>> {
+        let st = self.slots[m].state.load(Ordering::SeqCst);
+        if st == ACTIVE || st == RECOVERING {
+            self.slots[m].device()
+        } else {
+            None
+        }
+    }
+
+    fn readable(&self, m: usize, end_sector: u64) -> bool {
+        let s = &self.slots[m];
+        match s.state.load(Ordering::SeqCst) {
+            ACTIVE => true,
+            RECOVERING => end_sector <= s.watermark.load(Ordering::SeqCst),
+            _ => false,
+        }
+    }
+
+    /// Mark member `role` failed: it is no longer read or written, and the
+    /// bitmap keeps every region written from now on for its return.
+    pub fn fail_member(&self, role: usize) -> Result<()> {
+        if role >= self.slots.len() {
+            return Err(invalid(
+                "role",
+                format!("{role} is not below the member count {}", self.slots.len()),
+            ));
+        }
+        self.mark_failed(role, "failed by the caller");
+        self.write_superblocks(false)
+    }
+
+    fn mark_failed(&self, role: usize, why: &str) {
+        let prev = self.slots[role].state.swap(FAILED, Ordering::SeqCst);
+        if prev == FAILED {
+            return;
+        }
+        tracing::warn!(role, why, "member failed");
+        let mut m = self.meta_lock();
+        m.roles[role].0 = if prev == ACTIVE {
+            RoleState::Faulty
+        } else {
+            RoleState::Spare
+        };
+        m.events += 1;
+    }
+
+    /// Write every attached, non-failed member's superblock (and flush it).
+    fn write_superblocks(&self, clean: bool) -> Result<()> {
+        for _ in 0..=self.slots.len() {
+            let mut failed_now = Vec::new();
+            let m = self.meta_lock();
+            for (r, s) in self.slots.iter().enumerate() {
+                let st = s.state.load(Ordering::SeqCst);
+                if st == FAILED {
+                    continue;
+                }
+                let Some(dev) = s.device() else { continue };
+                let sb = Superblock {
+                    array_uuid: m.array_uuid,
+                    device_uuid: m.roles[r].1,
+                    level: m.level,
+                    layout: m.layout,
+                    layout_name: m.layout_name.clone(),
+                    chunk_sectors: m.chunk,
+                    role: r as u32,
+                    component_sectors: m.components[r],
+                    data_offset: m.data_offset,
+                    bitmap_region: self.bitmap.as_ref().map_or(0, |b| b.region),
+                    bitmap_bytes: self.bitmap.as_ref().map_or(0, |b| b.bytes as u64),
+                    events: m.events,
+                    recovery_offset: if st == ACTIVE {
+                        u64::MAX
+                    } else {
+                        s.watermark.load(Ordering::SeqCst)
+                    },
+                    encryption: m.encryption,
+                    clean,
+                    roles: m.roles.clone(),
+                };
+                let res = dev
+                    .write_at(&sb.encode(), SB_OFFSET)
+                    .and_then(|()| dev.flush());
+                if let Err(e) = res {
+                    tracing::warn!(role = r, error = %e, "superblock write failed");
+                    failed_now.push(r);
+                }
+            }
+            drop(m);
+            if failed_now.is_empty() {
+                return self.check_alive();
+            }
+            for r in failed_now {
+                self.mark_failed(r, "superblock write failed");
+            }
+        }
+        self.check_alive()
+    }
+
+    fn check_alive(&self) -> Result<()> {
+        if self.active_roles().is_empty() {
+            return Err(EngineError::Unavailable("every member has failed".into()));
+        }
+        Ok(())
+    }
+
+    fn persist_bitmap(&self) -> Result<()> {
+        let Some(bm) = &self.bitmap else {
+            return Ok(());
+        };
+        let _p = bm.persist.lock().unwrap_or_else(|p| p.into_inner());
+        let image = bm.snapshot();
+        let mut failed = Vec::new();
+        for r in 0..self.slots.len() {
+            let Some(dev) = self.writable(r) else {
+                continue;
+            };
+            if let Err(e) = dev
+                .write_at(&image, BITMAP_OFFSET)
+                .and_then(|()| dev.flush())
+            {
+                tracing::warn!(role = r, error = %e, "bitmap write failed");
+                failed.push(r);
+            }
+        }
+        if !failed.is_empty() {
+            for r in failed {
+                self.mark_failed(r, "bitmap write failed");
+            }
+            self.write_superblocks(false)?;
+        }
+        self.check_alive()
+    }
+
+    /// Split logical sectors `start..end` into pieces with one set of copies.
+    fn pieces(&self, start: u64, end: u64, for_read: bool) -> Result<Vec<Piece>> {
+        let mut out = Vec::new();
+        let mut pos = start;
+        while pos < end {
+            let (len, copies) = match &self.mapper {
+                Mapper::Md(g) => {
+                    let span = match g.chunk_sectors() {
+                        0 if for_read => 256,
+                        0 => end - pos,
+                        c => c - pos % c,
+                    };
+                    let m = g.map(pos)?;
+                    (span.min(end - pos), m.copies.to_vec())
+                }
+                Mapper::Linear { starts, sizes } => {
+                    let i = starts.partition_point(|&s| s <= pos) - 1;
+                    let off = pos - starts[i];
+                    (
+                        (sizes[i] - off).min(end - pos),
+                        vec![Location {
+                            member: i,
+                            sector: off,
+                        }],
+                    )
+                }
+            };
+            out.push(Piece {
+                logical: pos,
+                sectors: len,
+                copies,
+                part: 0,
+            });
+            pos += len;
+        }
+        Ok(out)
+    }
+
+    fn is_parity(&self) -> bool {
+        matches!(
+            self.geometry().map(|g| g.layout()),
+            Some(Layout::Raid4 | Layout::Raid5(_) | Layout::Raid6(_))
+        )
+    }
+
+    /// For a large read of a near-copies RAID10, read each chunk in parts
+    /// from different copies, so that every member works (reading only the
+    /// rotated first copies keeps half of the members idle per row).
+    fn split_near_copies(&self, pieces: Vec<Piece>) -> Vec<Piece> {
+        let near = match self.geometry().map(|g| g.layout()) {
+            Some(Layout::Raid10(r)) if r.far() == 1 => r.copies() as u64,
+            _ => return pieces,
+        };
+        let mut out = Vec::with_capacity(pieces.len() * near as usize);
+        for p in pieces {
+            let part = (p.sectors / near).max(8) / 8 * 8;
+            let mut off = 0;
+            let mut k = 0;
+            while off < p.sectors {
+                let len = if k + 1 == near as usize {
+                    p.sectors - off
+                } else {
+                    part.min(p.sectors - off)
+                };
+                out.push(Piece {
+                    logical: p.logical + off,
+                    sectors: len,
+                    copies: p
+                        .copies
+                        .iter()
+                        .map(|l| Location {
+                            member: l.member,
+                            sector: l.sector + off,
+                        })
+                        .collect(),
+                    part: k,
+                });
+                off += len;
+                k += 1;
+            }
+        }
+        out
+    }
+
+    /// Preferred copy order for reading a piece: spread sequential reads
+    /// over the members (near copies rotate by row; far and offset layouts
+    /// read the first copy, which is already striped over every member).
+    fn read_order(&self, p: &Piece) -> Vec<Location> {
+        let n = p.copies.len();
+        let rot = match &self.mapper {
+            Mapper::Md(g) => match g.layout() {
+                Layout::Raid1 => (p.logical / 256) as usize % n.max(1),
+                Layout::Raid10(r) if r.far() == 1 => {
+                    let row = p.logical / g.chunk_sectors() / g.data_disks().max(1) as u64;
+                    (row as usize + p.part) % n.max(1)
+                }
+                _ => 0,
+            },
+            Mapper::Linear { .. } => 0,
+        };
+        let mut v = p.copies.clone();
+        v.rotate_left(rot);
+        v
+    }
+
+    fn read_sectors(&self, start: u64, buf: &mut [u8]) -> Result<()> {
+        let parity = self.is_parity();
+        let sectors = buf.len() as u64 / SECTOR;
+        let mut pieces = self.pieces(start, start + sectors, true)?;
+        if sectors * SECTOR >= PARALLEL_BYTES as u64 {
+            pieces = self.split_near_copies(pieces);
+        }
+        let mut jobs: Vec<ReadJob<'_>> = Vec::with_capacity(pieces.len());
+        let mut rest = buf;
+        let mut unreadable = Vec::new();
+        let mut degraded: Vec<ReadJob<'_>> = Vec::new();
+        for (i, p) in pieces.iter().enumerate() {
+            let (head, tail) = rest.split_at_mut((p.sectors * SECTOR) as usize);
+            rest = tail;
+            let choice = self
+                .read_order(p)
+                .into_iter()
+                .find(|l| self.readable(l.member, l.sector + p.sectors));
+            match choice {
+                Some(l) => jobs.push(ReadJob {
+                    member: l.member,
+                    piece: i,
+                    offset: self.data_offset_bytes + l.sector * SECTOR,
+                    data: head,
+                }),
+                None if parity => degraded.push(ReadJob {
+                    member: p.copies[0].member,
+                    piece: i,
+                    offset: 0,
+                    data: head,
+                }),
+                None => unreadable.push(p.logical),
+            }
+        }
+        if let Some(l) = unreadable.first() {
+            return Err(EngineError::Unavailable(format!(
+                "logical sector {l} has no readable copy (members: {:?})",
+                self.status()
+                    .iter()
+                    .map(|s| (s.role, s.state))
+                    .collect::<Vec<_>>()
+            )));
+        }
+        let parallel = sectors * SECTOR >= PARALLEL_BYTES as u64;
+        let groups = group_by_member(jobs, |j| j.member, self.slots.len());
+        let results = fan_out(groups, parallel, &|j: ReadJob<'_>| {
+            let res = match self.slots[j.member].device() {
+                Some(d) => d.read_at(j.data, j.offset),
+                None => Err(std::io::Error::other("no device")),
+            };
+            match res {
+                Ok(()) => None,
+                Err(e) => Some((j, e)),
+            }
+        });
+        // Retry failed pieces on the other copies, failing members as we go.
+        for (job, err) in results.into_iter().flatten() {
+            self.mark_failed(job.member, &format!("read error: {err}"));
+            if parity {
+                self.write_superblocks(false)?;
+                degraded.push(job);
+                continue;
+            }
+            let p = &pieces[job.piece];
+            let mut done = false;
+            for l in self.read_order(p) {
+                if !self.readable(l.member, l.sector + p.sectors) {
+                    continue;
+                }
+                let Some(d) = self.slots[l.member].device() else {
+                    continue;
+                };
+                match d.read_at(job.data, self.data_offset_bytes + l.sector * SECTOR) {
+                    Ok(()) => {
+                        done = true;
+                        break;
+                    }
+                    Err(e) => self.mark_failed(l.member, &format!("read error: {e}")),
+                }
+            }
+            self.write_superblocks(false)?;
+            if !done {
+                return Err(EngineError::Unavailable(format!(
+                    "logical sectors {}..{}: every copy failed to read (last error on member {}: {err})",
+                    p.logical,
+                    p.logical + p.sectors,
+                    job.member
+                )));
+            }
+        }
+        for job in degraded {
+            self.reconstruct_read(&pieces[job.piece], job.data)?;
+        }
+        Ok(())
+    }
+
+    fn regions_for(&self, pieces: &[Piece]) -> Vec<usize> {
+        let Some(bm) = &self.bitmap else {
+            return Vec::new();
+        };
+        let mut set = BTreeSet::new();
+        for p in pieces {
+            for c in &p.copies {
+                set.extend(bm.regions_of(c.sector, p.sectors));
+            }
+        }
+        set.into_iter().collect()
+    }
+
+    fn write_sectors(&self, start: u64, data: &[u8]) -> Result<()> {
+        if self.is_parity() {
+            return self.write_parity(start, data);
+        }
+        let sectors = data.len() as u64 / SECTOR;
+        let pieces = self.pieces(start, start + sectors, false)?;
+        for p in &pieces {
+            if !p.copies.iter().any(|c| self.writable(c.member).is_some()) {
+                return Err(EngineError::Unavailable(format!(
+                    "logical sector {} has no writable copy",
+                    p.logical
+                )));
+            }
+        }
+        let regions = self.regions_for(&pieces);
+        if let Some(bm) = &self.bitmap
+            && bm.start(&regions)
+            && let Err(e) = self.persist_bitmap()
+        {
+            bm.end(&regions);
+            return Err(e);
+        }
+        let mut jobs = Vec::new();
+        let mut off = 0usize;
+        for (i, p) in pieces.iter().enumerate() {
+            let len = (p.sectors * SECTOR) as usize;
+            for c in &p.copies {
+                if self.writable(c.member).is_some() {
+                    jobs.push(WriteJob {
+                        member: c.member,
+                        piece: i,
+                        offset: self.data_offset_bytes + c.sector * SECTOR,
+                        data: &data[off..off + len],
+                    });
+                }
+            }
+            off += len;
+        }
+        let parallel = data.len() >= PARALLEL_BYTES;
+        let groups = group_by_member(jobs, |j| j.member, self.slots.len());
+        let results = fan_out(groups, parallel, &|j: WriteJob<'_>| {
+            let res = match self.slots[j.member].device() {
+                Some(d) => d.write_at(j.data, j.offset),
+                None => Err(std::io::Error::other("no device")),
+            };
+            (j.piece, j.member, res)
+        });
+        let mut ok = vec![false; pieces.len()];
+        let mut failures = Vec::new();
+        for (piece, member, res) in results {
+            match res {
+                Ok(()) => ok[piece] = true,
+                Err(e) => failures.push((member, e)),
+            }
+        }
+        let had_failures = !failures.is_empty();
+        for (member, e) in failures {
+            self.mark_failed(member, &format!("write error: {e}"));
+        }
+        if let Some(bm) = &self.bitmap {
+            bm.end(&regions);
+        }
+        if had_failures {
+            self.write_superblocks(false)?;
+        }
+        if let Some(i) = ok.iter().position(|&o| !o) {
+            return Err(EngineError::Unavailable(format!(
+                "logical sectors {}..{}: every copy failed to write",
+                pieces[i].logical,
+                pieces[i].logical + pieces[i].sectors
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_io(&self, len: usize, offset: u64) -> Result<()> {
+        match offset.checked_add(len as u64) {
+            Some(end) if end <= self.size() => Ok(()),
+            _ => Err(invalid(
+                "offset",
+                format!(
+                    "range {offset}+{len} is beyond the end of the volume ({} bytes)",
+                    self.size()
+                ),
+            )),
+        }
+    }
+
+    /// Read `buf.len()` bytes at byte `offset`.
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        self.check_io(buf.len(), offset)?;
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let _g = self.gate.read().unwrap_or_else(|p| p.into_inner());
+        self.read_locked(buf, offset)
+    }
+
+    fn read_locked(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        let s0 = offset / SECTOR;
+        let s1 = (offset + buf.len() as u64).div_ceil(SECTOR);
+        if offset.is_multiple_of(SECTOR) && (buf.len() as u64).is_multiple_of(SECTOR) {
+            self.read_sectors(s0, buf)?;
+            if let Some(c) = &self.cipher {
+                c.decrypt(buf, s0);
+            }
+            return Ok(());
+        }
+        let mut tmp = vec![0u8; ((s1 - s0) * SECTOR) as usize];
+        self.read_sectors(s0, &mut tmp)?;
+        if let Some(c) = &self.cipher {
+            c.decrypt(&mut tmp, s0);
+        }
+        let skip = (offset - s0 * SECTOR) as usize;
+        buf.copy_from_slice(&tmp[skip..skip + buf.len()]);
+        Ok(())
+    }
+
+    /// Write `data` at byte `offset`. Writes that do not cover whole
+    /// 512-byte sectors read the partial sectors first; they are not atomic
+    /// with respect to a concurrent write to the same sector (the kernel's
+    /// block layer never issues such writes).
+    pub fn write_at(&self, data: &[u8], offset: u64) -> Result<()> {
+        self.check_io(data.len(), offset)?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        let _g = self.gate.read().unwrap_or_else(|p| p.into_inner());
+        let s0 = offset / SECTOR;
+        let s1 = (offset + data.len() as u64).div_ceil(SECTOR);
+        let aligned = offset.is_multiple_of(SECTOR) && (data.len() as u64).is_multiple_of(SECTOR);
+        if aligned && self.cipher.is_none() {
+            return self.write_sectors(s0, data);
+        }
+        let mut tmp = vec![0u8; ((s1 - s0) * SECTOR) as usize];
+        if !aligned {
+            let head = SECTOR as usize;
+            self.read_locked(&mut tmp[..head], s0 * SECTOR)?;
+            if s1 - s0 > 1 {
+                let l = tmp.len();
+                self.read_locked(&mut tmp[l - head..], (s1 - 1) * SECTOR)?;
+            }
+        }
+        let skip = (offset - s0 * SECTOR) as usize;
+        tmp[skip..skip + data.len()].copy_from_slice(data);
+        if let Some(c) = &self.cipher {
+            c.encrypt(&mut tmp, s0);
+        }
+        self.write_sectors(s0, &tmp)
+    }
+
+    /// Make every completed write durable on every member, then clear the
+    /// bitmap bits of regions that are now in sync everywhere.
+    pub fn flush(&self) -> Result<()> {
+        let _g = self.gate.read().unwrap_or_else(|p| p.into_inner());
+        let candidates = match &self.bitmap {
+            Some(bm) if !self.degraded() => bm.clear_candidates(),
+            _ => Vec::new(),
+        };
+        let targets: Vec<Vec<usize>> = (0..self.slots.len())
+            .filter(|&r| self.writable(r).is_some())
+            .map(|r| vec![r])
+            .collect();
+        let results = fan_out(targets, true, &|r: usize| {
+            (r, self.writable(r).map(|d| d.flush()))
+        });
+        let mut failed = false;
+        for (r, res) in results {
+            if let Some(Err(e)) = res {
+                self.mark_failed(r, &format!("flush error: {e}"));
+                failed = true;
+            }
+        }
+        if failed {
+            self.write_superblocks(false)?;
+        }
+        self.check_alive()?;
+        if let Some(bm) = &self.bitmap
+            && !self.degraded()
+            && !candidates.is_empty()
+            && bm.clear(&candidates)
+        {
+            self.persist_bitmap()?;
+        }
+        Ok(())
+    }
+
+    /// Flush, and record a clean shutdown in the superblocks.
+    pub fn close(&self) -> Result<()> {
+        self.flush()?;
+        self.write_superblocks(true)
+    }
+
+    /// The device attached to member `m`.
+    fn attached(&self, m: usize) -> Result<Arc<dyn BlockDevice>> {
+        self.slots[m]
+            .device()
+            .ok_or_else(|| EngineError::Unavailable(format!("member {m} has no device")))
+    }
+
+    /// Turn a member I/O result into the crate's error, failing the member
+    /// on error.
+    fn member_result(
+        &self,
+        m: usize,
+        dev: &dyn BlockDevice,
+        what: &str,
+        r: std::io::Result<()>,
+    ) -> Result<()> {
+        r.map_err(|e| {
+            self.mark_failed(m, &format!("{what} error: {e}"));
+            EngineError::Io {
+                what: format!("member {m} ({}): {what}", dev.describe()),
+                source: e,
+            }
+        })
+    }
+
+    /// Byte offset on a member of member sector `sector`.
+    fn member_off(&self, sector: u64) -> u64 {
+        self.data_offset_bytes + sector * SECTOR
+    }
+
+    /// Copy `sectors` from `src` to `dst` (member sectors), under the
+    /// exclusive gate. Errors name the failing side.
+    fn copy_step(
+        &self,
+        dst: usize,
+        dst_sector: u64,
+        src: usize,
+        src_sector: u64,
+        sectors: u64,
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
+        buf.resize((sectors * SECTOR) as usize, 0);
+        let sdev = self.attached(src)?;
+        let r = sdev.read_at(buf, self.member_off(src_sector));
+        self.member_result(src, &*sdev, "read", r)?;
+        let ddev = self.attached(dst)?;
+        let r = ddev.write_at(buf, self.member_off(dst_sector));
+        self.member_result(dst, &*ddev, "write", r)?;
+        Ok(())
+    }
+
+    /// Copies that bring member `target`'s sectors `start..start+len` up to
+    /// date: (target sector, source member, source sector, sectors).
+    fn sources_for(&self, target: usize, start: u64, len: u64) -> Result<Vec<Step>> {
+        let g = self.geometry().ok_or_else(|| {
+            EngineError::Unsupported("a linear volume has no redundancy to rebuild from".into())
+        })?;
+        let mut out = Vec::new();
+        match g.layout() {
+            Layout::Raid1 => {
+                let src = self.active_roles().into_iter().find(|&r| r != target);
+                let src = src.ok_or_else(|| {
+                    EngineError::Unavailable("no active member to copy from".into())
+                })?;
+                out.push(Step::Copy {
+                    dst_sector: start,
+                    src,
+                    src_sector: start,
+                    sectors: len,
+                });
+            }
+            Layout::Raid10(_) => {
+                let chunk = g.chunk_sectors();
+                let mut s = start / chunk * chunk;
+                while s < start + len {
+                    if let MemberContent::Data { logical, .. } = g.unmap(target, s)? {
+                        let m = g.map(logical)?;
+                        let src = m
+                            .copies
+                            .iter()
+                            .find(|l| {
+                                l.member != target && self.readable(l.member, l.sector + chunk)
+                            })
+                            .ok_or_else(|| {
+                                EngineError::Unavailable(format!(
+                                    "logical sector {logical} has no other readable copy"
+                                ))
+                            })?;
+                        out.push(Step::Copy {
+                            dst_sector: s,
+                            src: src.member,
+                            src_sector: src.sector,
+                            sectors: chunk,
+                        });
+                    }
+                    s += chunk;
+                }
+            }
+            _ if self.is_parity() => return self.parity_rows(start, len),
+            l => {
+                return Err(EngineError::Unsupported(format!(
+                    "{l} has no redundancy to rebuild from"
+                )));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Attach `device` as a fresh replacement for failed member `role`; call
+    /// [`Volume::rebuild`] next. The device's old contents are ignored.
+    pub fn replace(&self, role: usize, device: Arc<dyn BlockDevice>) -> Result<()> {
+        let slot = self.slots.get(role).ok_or_else(|| {
+            invalid(
+                "role",
+                format!("{role} is not below the member count {}", self.slots.len()),
+            )
+        })?;
+        if slot.state.load(Ordering::SeqCst) != FAILED {
+            return Err(invalid(
+                "role",
+                format!("member {role} has not failed; fail it before replacing it"),
+            ));
+        }
+        let need = self.data_offset_bytes + self.meta_lock().components[role] * SECTOR;
+        if device.size() < need {
+            return Err(invalid(
+                "device",
+                format!(
+                    "{} has {} bytes; member {role} needs at least {need}",
+                    device.describe(),
+                    device.size()
+                ),
+            ));
+        }
+        let uuid = random::<16>()?;
+        *slot.dev.write().unwrap_or_else(|p| p.into_inner()) = Some(device);
+        {
+            let mut m = self.meta_lock();
+            m.roles[role] = (RoleState::Spare, uuid);
+            m.events += 1;
+        }
+        slot.watermark.store(0, Ordering::SeqCst);
+        slot.state.store(RECOVERING, Ordering::SeqCst);
+        // Its bitmap area must be written before the superblock claims it.
+        self.persist_bitmap()?;
+        self.write_superblocks(false)
+    }
+
+    /// Rebuild member `role` (after [`Volume::replace`]) by copying exactly
+    /// what `raid`'s rebuild plan lists, chunk by chunk, throttled, while
+    /// the volume stays online. The member becomes active at the end.
+    pub fn rebuild(&self, role: usize, opts: &RebuildOptions<'_>) -> Result<Progress> {
+        let g = self
+            .geometry()
+            .ok_or_else(|| EngineError::Unsupported("a linear volume cannot be rebuilt".into()))?;
+        if self.slots.get(role).map(|s| s.state.load(Ordering::SeqCst)) != Some(RECOVERING) {
+            return Err(invalid(
+                "role",
+                format!("member {role} is not being recovered; call replace first"),
+            ));
+        }
+        let failed: Vec<usize> = (0..self.slots.len())
+            .filter(|&r| self.slots[r].state.load(Ordering::SeqCst) != ACTIVE)
+            .collect();
+        let fm = FailureModel::new(g);
+        let plan = fm.rebuild_plan(&failed, role)?;
+        let steps: Vec<Step> = match g.layout() {
+            Layout::Raid1 => {
+                let step = 2048;
+                let mut v = Vec::new();
+                for r in &plan.full_ranges {
+                    let mut s = r.start;
+                    while s < r.start + r.sectors {
+                        let n = step.min(r.start + r.sectors - s);
+                        v.push(Step::Copy {
+                            dst_sector: s,
+                            src: r.member,
+                            src_sector: s,
+                            sectors: n,
+                        });
+                        s += n;
+                    }
+                }
+                v
+            }
+            Layout::Raid10(_) => fm
+                .raid10_rebuild_reads(&plan)
+                .map(|rd| Step::Copy {
+                    dst_sector: rd.target_sector,
+                    src: rd.source,
+                    src_sector: rd.source_sector,
+                    sectors: rd.sectors,
+                })
+                .collect(),
+            // The plan reads every survivor in full: one stripe row at a time.
+            Layout::Raid4 | Layout::Raid5(_) | Layout::Raid6(_) => {
+                debug_assert!(plan.full_ranges.iter().all(|r| r.start == 0));
+                self.parity_rows(0, g.used_sectors()[role])?
+            }
+            l => {
+                return Err(EngineError::Unsupported(format!(
+                    "{l} has no redundancy to rebuild from"
+                )));
+            }
+        };
+        let res = self.run_copy(role, &steps, opts, true);
+        self.finish_recovery(role, res)
+    }
+
+    fn finish_recovery(&self, role: usize, res: Result<Progress>) -> Result<Progress> {
+        match res {
+            Ok(p) => {
+                let slot = &self.slots[role];
+                {
+                    // No write may be between planning (member left out)
+                    // and its fix-up of a recovering member (see
+                    // `write_parity`) when the member turns active.
+                    let _g = self.gate.write().unwrap_or_else(|p| p.into_inner());
+                    slot.watermark.store(u64::MAX, Ordering::SeqCst);
+                    slot.state.store(ACTIVE, Ordering::SeqCst);
+                }
+                {
+                    let mut m = self.meta_lock();
+                    m.roles[role].0 = RoleState::Active;
+                    m.events += 1;
+                }
+                self.write_superblocks(false)?;
+                Ok(p)
+            }
+            Err(e) => {
+                if self.slots[role].state.load(Ordering::SeqCst) == RECOVERING {
+                    self.slots[role].state.store(FAILED, Ordering::SeqCst);
+                    let mut m = self.meta_lock();
+                    m.roles[role].0 = RoleState::Spare;
+                    m.events += 1;
+                }
+                let _ = self.write_superblocks(false);
+                Err(e)
+            }
+        }
+    }
+
+    fn run_copy(
+        &self,
+        role: usize,
+        steps: &[Step],
+        opts: &RebuildOptions<'_>,
+        advance_watermark: bool,
+    ) -> Result<Progress> {
+        let total = steps.iter().map(|s| s.sectors() * SECTOR).sum();
+        let mut done = 0u64;
+        let started = Instant::now();
+        let mut buf = Vec::new();
+        for step in steps {
+            {
+                let _g = self.gate.write().unwrap_or_else(|p| p.into_inner());
+                match *step {
+                    Step::Copy {
+                        dst_sector,
+                        src,
+                        src_sector,
+                        sectors,
+                    } => {
+                        if !self.readable(src, src_sector + sectors) {
+                            return Err(EngineError::Unavailable(format!(
+                                "rebuild source member {src} is no longer readable"
+                            )));
+                        }
+                        self.copy_step(role, dst_sector, src, src_sector, sectors, &mut buf)?;
+                    }
+                    Step::Reconstruct { sector, sectors } => {
+                        self.reconstruct_range(&[role], sector, sectors)?;
+                    }
+                }
+                if advance_watermark {
+                    self.slots[role]
+                        .watermark
+                        .store(step.end(), Ordering::SeqCst);
+                }
+            }
+            done += step.sectors() * SECTOR;
+            if let Some(cb) = opts.progress {
+                cb(Progress {
+                    done_bytes: done,
+                    total_bytes: total,
+                });
+            }
+            if let Some(rate) = opts.max_bytes_per_sec.filter(|&r| r > 0) {
+                let due = Duration::from_secs_f64(done as f64 / rate as f64);
+                let el = started.elapsed();
+                if due > el {
+                    std::thread::sleep(due - el);
+                }
+            }
+        }
+        let dev = self.slots[role].device();
+        if let Some(d) = dev {
+            d.flush().map_err(crate::error::io_err(format!(
+                "member {role} ({}): flush",
+                d.describe()
+            )))?;
+        }
+        Ok(Progress {
+            done_bytes: done,
+            total_bytes: total,
+        })
+    }
+
+    /// Bring back failed member `role` (its device still attached, or
+    /// `device` if given, which must carry this volume's superblock for the
+    /// role) by resyncing only the regions the write-intent bitmap marks.
+    /// A member that was never in sync needs [`Volume::replace`] instead.
+    pub fn readd(
+        &self,
+        role: usize,
+        device: Option<Arc<dyn BlockDevice>>,
+        opts: &RebuildOptions<'_>,
+    ) -> Result<Progress> {
+        let slot = self.slots.get(role).ok_or_else(|| {
+            invalid(
+                "role",
+                format!("{role} is not below the member count {}", self.slots.len()),
+            )
+        })?;
+        let bm = self.bitmap.as_ref().ok_or_else(|| {
+            EngineError::Unsupported("this volume has no redundancy, hence no bitmap".into())
+        })?;
+        if slot.state.load(Ordering::SeqCst) != FAILED {
+            return Err(invalid("role", format!("member {role} has not failed")));
+        }
+        let (state, uuid) = self.meta_lock().roles[role];
+        if state != RoleState::Faulty {
+            return Err(invalid(
+                "role",
+                format!("member {role} was not in sync when it left; replace and rebuild it"),
+            ));
+        }
+        if let Some(d) = device {
+            let mut b = vec![0u8; SB_SIZE];
+            d.read_at(&mut b, SB_OFFSET)
+                .map_err(crate::error::io_err(format!(
+                    "{}: read superblock",
+                    d.describe()
+                )))?;
+            let sb = Superblock::decode(&b, &d.describe())?;
+            if sb.array_uuid != self.meta_lock().array_uuid || sb.device_uuid != uuid {
+                return Err(EngineError::Metadata {
+                    member: d.describe(),
+                    detail: format!("is not the device that left role {role}"),
+                });
+            }
+            *slot.dev.write().unwrap_or_else(|p| p.into_inner()) = Some(d);
+        }
+        if slot.device().is_none() {
+            return Err(invalid("device", format!("member {role} has no device")));
+        }
+        slot.watermark.store(0, Ordering::SeqCst);
+        slot.state.store(RECOVERING, Ordering::SeqCst);
+        let comp = self.meta_lock().components[role];
+        let mut steps = Vec::new();
+        let res = (|| {
+            for r in bm.dirty() {
+                let a = r as u64 * bm.region;
+                let len = bm.region.min(comp.saturating_sub(a));
+                if len > 0 {
+                    steps.extend(self.sources_for(role, a, len)?);
+                }
+            }
+            self.persist_bitmap()?;
+            self.run_copy(role, &steps, opts, false)
+        })();
+        self.finish_recovery(role, res)
+    }
+
+    /// Make every copy agree in the regions the bitmap marks (after an
+    /// unclean shutdown): the first readable copy wins.
+    pub fn resync_dirty(&self) -> Result<u64> {
+        let Some(bm) = &self.bitmap else {
+            return Ok(0);
+        };
+        let regions = bm.dirty();
+        let mut copied = 0;
+        let mut buf = Vec::new();
+        let g = match self.geometry() {
+            Some(g) => g,
+            None => return Ok(0),
+        };
+        if self.is_parity() {
+            let n = self.resync_parity(&regions, bm.region)?;
+            self.flush()?;
+            return Ok(n);
+        }
+        for r in regions {
+            for m in self.active_roles() {
+                let a = r as u64 * bm.region;
+                let comp = self.meta_lock().components[m];
+                let len = bm.region.min(comp.saturating_sub(a));
+                if len == 0 {
+                    continue;
+                }
+                let steps: Vec<(u64, usize, u64, u64)> = match g.layout() {
+                    Layout::Raid1 => {
+                        let first = self.active_roles()[0];
+                        if first == m {
+                            continue;
+                        }
+                        vec![(a, first, a, len)]
+                    }
+                    _ => {
+                        let chunk = g.chunk_sectors();
+                        let mut v = Vec::new();
+                        let mut s = a;
+                        while s < a + len {
+                            if let MemberContent::Data { logical, .. } = g.unmap(m, s)? {
+                                let map = g.map(logical)?;
+                                if let Some(src) = map
+                                    .copies
+                                    .iter()
+                                    .find(|l| self.readable(l.member, l.sector + chunk))
+                                    && src.member != m
+                                {
+                                    v.push((s, src.member, src.sector, chunk));
+                                }
+                            }
+                            s += chunk;
+                        }
+                        v
+                    }
+                };
+                for (ds, src, ss, n) in steps {
+                    let _g = self.gate.write().unwrap_or_else(|p| p.into_inner());
+                    self.copy_step(m, ds, src, ss, n, &mut buf)?;
+                    copied += n * SECTOR;
+                }
+            }
+        }
+        self.flush()?;
+        Ok(copied)
+    }
+
+    /// Resync the whole volume (every region), as after `mdadm --create`
+    /// without `--assume-clean`.
+    pub fn resync_all(&self) -> Result<u64> {
+        if let Some(bm) = &self.bitmap {
+            bm.mark(0..bm.regions);
+            self.persist_bitmap()?;
+        }
+        self.resync_dirty()
+    }
+
+    /// Compare every copy of every sector; with `repair`, rewrite copies
+    /// that differ from the first readable copy.
+    pub fn scrub(&self, repair: bool) -> Result<ScrubReport> {
+        let mut report = ScrubReport {
+            repaired: repair,
+            ..ScrubReport::default()
+        };
+        if self.is_parity() {
+            return self.scrub_parity(repair);
+        }
+        let step = match self.geometry() {
+            Some(g) if g.chunk_sectors() > 0 => g.chunk_sectors(),
+            _ => 2048,
+        };
+        let mut pos = 0;
+        while pos < self.size_sectors {
+            let end = (pos + step).min(self.size_sectors);
+            let _g = self.gate.write().unwrap_or_else(|p| p.into_inner());
+            for p in self.pieces(pos, end, false)? {
+                let copies: Vec<Location> = p
+                    .copies
+                    .iter()
+                    .copied()
+                    .filter(|l| self.readable(l.member, l.sector + p.sectors))
+                    .collect();
+                if copies.len() < 2 {
+                    continue;
+                }
+                let len = (p.sectors * SECTOR) as usize;
+                let mut bufs = Vec::with_capacity(copies.len());
+                for l in &copies {
+                    let mut b = vec![0u8; len];
+                    let d = self.slots[l.member].device().ok_or_else(|| {
+                        EngineError::Unavailable(format!("member {} has no device", l.member))
+                    })?;
+                    d.read_at(&mut b, self.member_off(l.sector))
+                        .map_err(crate::error::io_err(format!(
+                            "member {} ({}): scrub read",
+                            l.member,
+                            d.describe()
+                        )))?;
+                    report.bytes_read += len as u64;
+                    bufs.push(b);
+                }
+                let bad: Vec<usize> = (1..copies.len()).filter(|&i| bufs[i] != bufs[0]).collect();
+                if bad.is_empty() {
+                    continue;
+                }
+                if repair {
+                    for &i in &bad {
+                        let l = copies[i];
+                        let d = self.slots[l.member].device().ok_or_else(|| {
+                            EngineError::Unavailable(format!("member {} has no device", l.member))
+                        })?;
+                        d.write_at(&bufs[0], self.member_off(l.sector)).map_err(
+                            crate::error::io_err(format!(
+                                "member {} ({}): scrub repair",
+                                l.member,
+                                d.describe()
+                            )),
+                        )?;
+                    }
+                }
+                report.mismatches.push(Mismatch {
+                    at: p.logical,
+                    sectors: p.sectors,
+                    members: bad.iter().map(|&i| copies[i].member).collect(),
+                });
+            }
+            pos = end;
+        }
+        if repair && !report.mismatches.is_empty() {
+            self.flush()?;
+        }
+        Ok(report)
+    }
+}
+
+fn linear_mapper(sizes: Vec<u64>) -> Mapper {
+    let mut starts = Vec::with_capacity(sizes.len());
+    let mut acc = 0;
+    for s in &sizes {
+        starts.push(acc);
+        acc += s;
+    }
+    Mapper::Linear { starts, sizes }
+}
+
+fn is_redundant(m: &Mapper) -> bool {
+    match m {
+        Mapper::Md(g) => g.guaranteed_tolerance() > 0,
+        Mapper::Linear { .. } => false,
+    }
+}
+
+fn group_by_member<J>(jobs: Vec<J>, member: impl Fn(&J) -> usize, n: usize) -> Vec<Vec<J>> {
+    let mut groups: Vec<Vec<J>> = (0..n).map(|_| Vec::new()).collect();
+    for j in jobs {
+        let m = member(&j);
+        groups[m].push(j);
+    }
+    groups.retain(|g| !g.is_empty());
+    groups
+}

@@ -1,0 +1,393 @@
+//! RAID4/5/6 I/O on `raid`'s write plans and P/Q kernels: read-modify-write
+//! or reconstruct-write as the plan chooses (full-stripe writes read
+//! nothing), reconstruction reads when a data member is missing, rebuild
+//! and resync stripe row by stripe row, and parity scrub.
+//!
+//! A write holds its stripe's lock from the first read of old data to the
+//! last parity write, so that two writes to one stripe cannot interleave
+//! their read-modify-write cycles; a degraded read holds it too, so that it
+//! never reconstructs from a half-updated stripe.
+
+use raid::{IoRole, ParityEngine, WritePlan};
+
+use super::*;
+
+/// Number of stripe locks (stripes share locks modulo this).
+pub(super) const STRIPE_LOCKS: usize = 64;
+
+impl Volume {
+    fn stripe_lock(&self, stripe: u64) -> std::sync::MutexGuard<'_, ()> {
+        self.stripe_locks[(stripe % STRIPE_LOCKS as u64) as usize]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn geometry_or_err(&self) -> Result<&Geometry> {
+        self.geometry()
+            .ok_or_else(|| EngineError::Unsupported("a linear volume has no parity".into()))
+    }
+
+    /// Members that cannot take part in stripe `stripe`: failed ones, and
+    /// recovering ones not yet rebuilt past the stripe.
+    fn stripe_failed(&self, stripe: u64, chunk: u64) -> Vec<usize> {
+        (0..self.slots.len())
+            .filter(|&m| !self.readable(m, (stripe + 1) * chunk))
+            .collect()
+    }
+
+    /// Write whole sectors at logical sector `start` on a RAID4/5/6 volume.
+    pub(super) fn write_parity(&self, start: u64, data: &[u8]) -> Result<()> {
+        let g = self.geometry_or_err()?;
+        let chunk = g.chunk_sectors();
+        let row = chunk * g.data_disks() as u64;
+        let end = start + data.len() as u64 / SECTOR;
+        let mut pos = start;
+        while pos < end {
+            let stripe = pos / row;
+            let sub_end = end.min((stripe + 1) * row);
+            let bytes =
+                &data[((pos - start) * SECTOR) as usize..((sub_end - start) * SECTOR) as usize];
+            let _l = self.stripe_lock(stripe);
+            loop {
+                let failed = self.stripe_failed(stripe, chunk);
+                if failed.len() > g.guaranteed_tolerance() {
+                    return Err(EngineError::Unavailable(format!(
+                        "stripe {stripe}: members {failed:?} are unavailable, more than {} tolerates",
+                        g.layout()
+                    )));
+                }
+                let plan = g.write_plan(pos, sub_end - pos, &failed)?;
+                if self.exec_plan(&plan, bytes)? {
+                    break;
+                }
+            }
+            // A member being recovered that the plan left out (not yet in
+            // sync at this stripe) gets its share of the row recomputed,
+            // so that a resync that already passed, or skips, this stripe
+            // leaves it current.
+            for m in 0..self.slots.len() {
+                if self.slots[m]
+                    .state
+                    .load(std::sync::atomic::Ordering::SeqCst)
+                    == RECOVERING
+                    && !self.readable(m, (stripe + 1) * chunk)
+                {
+                    self.reconstruct_range(&[m], stripe * chunk, chunk)?;
+                }
+            }
+            pos = sub_end;
+        }
+        Ok(())
+    }
+
+    /// Run one write plan; `Ok(false)` when a read failed (the member is
+    /// then marked failed and the caller plans again).
+    fn exec_plan(&self, plan: &WritePlan, data: &[u8]) -> Result<bool> {
+        let engine = ParityEngine::detect();
+        let mut regions = std::collections::BTreeSet::new();
+        if let Some(bm) = &self.bitmap {
+            for s in &plan.steps {
+                for w in &s.writes {
+                    regions.extend(bm.regions_of(w.member_sector, w.sectors));
+                }
+            }
+        }
+        let regions: Vec<usize> = regions.into_iter().collect();
+        if let Some(bm) = &self.bitmap
+            && bm.start(&regions)
+            && let Err(e) = self.persist_bitmap()
+        {
+            bm.end(&regions);
+            return Err(e);
+        }
+        let result = (|| {
+            let mut had_failures = false;
+            for step in &plan.steps {
+                // Old data and parity.
+                let mut old: Vec<Vec<u8>> = Vec::with_capacity(step.reads.len());
+                for io in &step.reads {
+                    let mut b = vec![0u8; (io.sectors * SECTOR) as usize];
+                    let dev = self.slots[io.member].device();
+                    let res = match &dev {
+                        Some(d) => d.read_at(&mut b, self.member_off(io.member_sector)),
+                        None => Err(std::io::Error::other("no device")),
+                    };
+                    if let Err(e) = res {
+                        self.mark_failed(io.member, &format!("read error: {e}"));
+                        self.write_superblocks(false)?;
+                        return Ok(false);
+                    }
+                    old.push(b);
+                }
+                let new_data = |logical: u64, sectors: u64| -> &[u8] {
+                    let a = ((logical - plan.logical) * SECTOR) as usize;
+                    &data[a..a + (sectors * SECTOR) as usize]
+                };
+                let lost: Vec<&[u8]> = step
+                    .lost_data
+                    .iter()
+                    .map(|io| match io.role {
+                        IoRole::Data { logical, .. } => new_data(logical, io.sectors),
+                        _ => &[][..],
+                    })
+                    .collect();
+                let mut bufs: Vec<Vec<u8>> = step
+                    .writes
+                    .iter()
+                    .map(|io| match io.role {
+                        IoRole::Data { logical, .. } => new_data(logical, io.sectors).to_vec(),
+                        IoRole::P | IoRole::Q => vec![0u8; (io.sectors * SECTOR) as usize],
+                    })
+                    .collect();
+                {
+                    let reads: Vec<&[u8]> = old.iter().map(|b| &b[..]).collect();
+                    let mut outs: Vec<&mut [u8]> = bufs.iter_mut().map(|b| &mut b[..]).collect();
+                    engine.fill_parity(step, &reads, &lost, &mut outs)?;
+                }
+                let jobs: Vec<Vec<(usize, u64, &[u8])>> = step
+                    .writes
+                    .iter()
+                    .zip(&bufs)
+                    .map(|(io, b)| vec![(io.member, self.member_off(io.member_sector), &b[..])])
+                    .collect();
+                let parallel = data.len() >= PARALLEL_BYTES;
+                let results = fan_out(jobs, parallel, &|(m, off, b): (usize, u64, &[u8])| {
+                    let res = match self.slots[m].device() {
+                        Some(d) => d.write_at(b, off),
+                        None => Err(std::io::Error::other("no device")),
+                    };
+                    (m, res)
+                });
+                for (m, res) in results {
+                    if let Err(e) = res {
+                        // The data stays recoverable through the parity
+                        // (or the parity is rebuilt from the data).
+                        self.mark_failed(m, &format!("write error: {e}"));
+                        had_failures = true;
+                    }
+                }
+            }
+            if had_failures {
+                self.write_superblocks(false)?;
+                let g = self.geometry_or_err()?;
+                let failed = self
+                    .status()
+                    .iter()
+                    .filter(|s| s.state != MemberState::Active)
+                    .count();
+                if failed > g.guaranteed_tolerance() {
+                    return Err(EngineError::Unavailable(format!(
+                        "{failed} members have failed, more than {} tolerates",
+                        g.layout()
+                    )));
+                }
+            }
+            Ok(true)
+        })();
+        if let Some(bm) = &self.bitmap {
+            bm.end(&regions);
+        }
+        result
+    }
+
+    /// Reconstruct the bytes of `piece` (a run within one chunk whose data
+    /// member is unreadable) from the rest of its stripe.
+    pub(super) fn reconstruct_read(&self, piece: &Piece, out: &mut [u8]) -> Result<()> {
+        let g = self.geometry_or_err()?;
+        let chunk = g.chunk_sectors();
+        let loc = piece.copies[0];
+        let stripe = loc.sector / chunk;
+        let _l = self.stripe_lock(stripe);
+        let layout = g.stripe_layout(stripe)?;
+        let n = self.slots.len();
+        let len = (piece.sectors * SECTOR) as usize;
+        let mut bufs = vec![vec![0u8; len]; n];
+        loop {
+            let missing: Vec<usize> = (0..n)
+                .filter(|&m| !self.readable(m, loc.sector + piece.sectors))
+                .collect();
+            if missing.len() > g.guaranteed_tolerance() {
+                return Err(EngineError::Unavailable(format!(
+                    "logical sector {}: members {missing:?} are unavailable, more than {} tolerates",
+                    piece.logical,
+                    g.layout()
+                )));
+            }
+            let mut retry = false;
+            for m in (0..n).filter(|m| !missing.contains(m)) {
+                let res = match self.slots[m].device() {
+                    Some(d) => d.read_at(&mut bufs[m], self.member_off(loc.sector)),
+                    None => Err(std::io::Error::other("no device")),
+                };
+                if let Err(e) = res {
+                    self.mark_failed(m, &format!("read error: {e}"));
+                    self.write_superblocks(false)?;
+                    retry = true;
+                    break;
+                }
+            }
+            if retry {
+                continue;
+            }
+            let mut views: Vec<&mut [u8]> = bufs.iter_mut().map(|b| &mut b[..]).collect();
+            ParityEngine::detect().reconstruct_slices(&layout, &mut views, &missing)?;
+            out.copy_from_slice(&bufs[loc.member]);
+            return Ok(());
+        }
+    }
+
+    /// Recompute members `targets` over member sectors `sector..+sectors`
+    /// (within one stripe row) from the other members and write them.
+    /// The caller holds the gate exclusively.
+    pub(super) fn reconstruct_range(
+        &self,
+        targets: &[usize],
+        sector: u64,
+        sectors: u64,
+    ) -> Result<()> {
+        let g = self.geometry_or_err()?;
+        let stripe = sector / g.chunk_sectors();
+        let layout = g.stripe_layout(stripe)?;
+        let n = self.slots.len();
+        let len = (sectors * SECTOR) as usize;
+        let mut bufs = vec![vec![0u8; len]; n];
+        let mut missing: Vec<usize> = (0..n)
+            .filter(|&m| targets.contains(&m) || !self.readable(m, sector + sectors))
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        if missing.len() > g.guaranteed_tolerance() {
+            return Err(EngineError::Unavailable(format!(
+                "stripe {stripe}: members {missing:?} cannot all be rebuilt by {}",
+                g.layout()
+            )));
+        }
+        for m in (0..n).filter(|m| !missing.contains(m)) {
+            let d = self.attached(m)?;
+            let r = d.read_at(&mut bufs[m], self.member_off(sector));
+            self.member_result(m, &*d, "read", r)?;
+        }
+        {
+            let mut views: Vec<&mut [u8]> = bufs.iter_mut().map(|b| &mut b[..]).collect();
+            ParityEngine::detect().reconstruct_slices(&layout, &mut views, &missing)?;
+        }
+        for &t in targets {
+            let d = self.attached(t)?;
+            let r = d.write_at(&bufs[t], self.member_off(sector));
+            self.member_result(t, &*d, "write", r)?;
+        }
+        Ok(())
+    }
+
+    /// Steps that rebuild member sectors `start..start+len` of a member:
+    /// whole stripe rows.
+    pub(super) fn parity_rows(&self, start: u64, len: u64) -> Result<Vec<Step>> {
+        let g = self.geometry_or_err()?;
+        let chunk = g.chunk_sectors();
+        let mut out = Vec::new();
+        let mut s = start / chunk * chunk;
+        while s < start + len && s / chunk < g.stripes() {
+            out.push(Step::Reconstruct {
+                sector: s,
+                sectors: chunk,
+            });
+            s += chunk;
+        }
+        Ok(out)
+    }
+
+    /// Recompute P (and Q) of the stripes in `regions` from the data.
+    pub(super) fn resync_parity(&self, regions: &[usize], region: u64) -> Result<u64> {
+        let g = self.geometry_or_err()?;
+        if self.degraded() {
+            tracing::warn!(
+                "the volume is degraded and was not shut down cleanly: parity of the marked regions cannot be checked"
+            );
+            return Ok(0);
+        }
+        let mut done = 0;
+        for &r in regions {
+            for step in self.parity_rows(r as u64 * region, region)? {
+                let Step::Reconstruct { sector, sectors } = step else {
+                    continue;
+                };
+                let layout = g.stripe_layout(sector / g.chunk_sectors())?;
+                let mut targets = vec![layout.p];
+                targets.extend(layout.q);
+                let _g = self.gate.write().unwrap_or_else(|p| p.into_inner());
+                self.reconstruct_range(&targets, sector, sectors)?;
+                done += sectors * SECTOR * targets.len() as u64;
+            }
+        }
+        Ok(done)
+    }
+
+    /// Check (and with `repair` rewrite) the parity of every stripe.
+    pub(super) fn scrub_parity(&self, repair: bool) -> Result<ScrubReport> {
+        let g = self.geometry_or_err()?;
+        let chunk = g.chunk_sectors();
+        let n = self.slots.len();
+        let len = (chunk * SECTOR) as usize;
+        let mut report = ScrubReport {
+            repaired: repair,
+            ..ScrubReport::default()
+        };
+        let engine = ParityEngine::detect();
+        for stripe in 0..g.stripes() {
+            let _g = self.gate.write().unwrap_or_else(|p| p.into_inner());
+            let sector = stripe * chunk;
+            if (0..n).any(|m| !self.readable(m, sector + chunk)) {
+                continue;
+            }
+            let layout = g.stripe_layout(stripe)?;
+            let mut bufs = vec![vec![0u8; len]; n];
+            for (m, b) in bufs.iter_mut().enumerate() {
+                let d = self.slots[m]
+                    .device()
+                    .ok_or_else(|| EngineError::Unavailable(format!("member {m} has no device")))?;
+                d.read_at(b, self.member_off(sector))
+                    .map_err(crate::error::io_err(format!(
+                        "member {m} ({}): scrub read",
+                        d.describe()
+                    )))?;
+                report.bytes_read += len as u64;
+            }
+            let mut want = bufs.clone();
+            let mut targets = vec![layout.p];
+            targets.extend(layout.q);
+            {
+                let mut views: Vec<&mut [u8]> = want.iter_mut().map(|b| &mut b[..]).collect();
+                engine.reconstruct_slices(&layout, &mut views, &targets)?;
+            }
+            let bad: Vec<usize> = targets
+                .iter()
+                .copied()
+                .filter(|&t| want[t] != bufs[t])
+                .collect();
+            if bad.is_empty() {
+                continue;
+            }
+            if repair {
+                for &t in &bad {
+                    let d = self.slots[t].device().ok_or_else(|| {
+                        EngineError::Unavailable(format!("member {t} has no device"))
+                    })?;
+                    d.write_at(&want[t], self.member_off(sector))
+                        .map_err(crate::error::io_err(format!(
+                            "member {t} ({}): scrub repair",
+                            d.describe()
+                        )))?;
+                }
+            }
+            report.mismatches.push(Mismatch {
+                at: stripe,
+                sectors: chunk,
+                members: bad,
+            });
+        }
+        if repair && !report.mismatches.is_empty() {
+            self.flush()?;
+        }
+        Ok(report)
+    }
+}

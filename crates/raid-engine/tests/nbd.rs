@@ -1,0 +1,235 @@
+//! NBD interoperability with Debian's independent implementations: the
+//! engine's client against nbdkit, and libnbd's nbdinfo/nbdcopy against the
+//! engine's server; plus the allow-list and a volume over NBD members.
+
+mod common;
+
+use std::net::IpAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use raid_engine::nbd::{AllowList, Export, NbdDevice, NbdServer};
+use raid_engine::{BlockDevice, CacheMode, CreateOptions, FileDevice, Volume, VolumeLayout};
+
+/// A child process killed (by PID) when dropped.
+struct Peer(Child);
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_nbdkit(args: &[&str]) -> Option<(Peer, u16)> {
+    if !common::ensure_program("nbdkit", "nbdkit") {
+        common::skip("nbdkit is not installed and could not be installed");
+        return None;
+    }
+    let port = common::free_port();
+    let child = Command::new("nbdkit")
+        .args(["-f", "-i", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start nbdkit");
+    let peer = Peer(child);
+    // Wait for the port to accept connections (not a timed assertion: the
+    // loop only bounds how long we wait for the peer to come up).
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some((peer, port));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("nbdkit did not start listening on port {port}");
+}
+
+#[test]
+fn client_reads_and_writes_nbdkit_memory_export() {
+    let Some((_peer, port)) = start_nbdkit(&["memory", "16M"]) else {
+        return;
+    };
+    let dev = NbdDevice::connect(&format!("127.0.0.1:{port}"), "").unwrap();
+    assert_eq!(dev.size(), 16 << 20);
+    let data = common::pattern(1, 3 << 20);
+    dev.write_at(&data, 12345).unwrap();
+    dev.flush().unwrap();
+    let mut back = vec![0u8; data.len()];
+    dev.read_at(&mut back, 12345).unwrap();
+    assert!(back == data);
+    dev.trim(0, 1 << 20).unwrap();
+    let mut z = vec![1u8; 4096];
+    dev.read_at(&mut z, 0).unwrap();
+    assert!(z.iter().all(|&b| b == 0), "nbdkit memory trims to zeroes");
+    assert!(dev.read_at(&mut z, (16 << 20) - 100).is_err());
+}
+
+#[test]
+fn raid1_over_nbdkit_and_a_local_file_survives_losing_either() {
+    let dir = tempfile::tempdir().unwrap();
+    let remote_file = dir.path().join("remote.img");
+    std::fs::File::create(&remote_file)
+        .unwrap()
+        .set_len(8 << 20)
+        .unwrap();
+    let Some((_peer, port)) = start_nbdkit(&["file", remote_file.to_str().unwrap()]) else {
+        return;
+    };
+    let remote: Arc<dyn BlockDevice> =
+        Arc::new(NbdDevice::connect(&format!("127.0.0.1:{port}"), "").unwrap());
+    let local: Arc<dyn BlockDevice> = Arc::new(
+        FileDevice::create(dir.path().join("local.img"), 8 << 20, CacheMode::Buffered).unwrap(),
+    );
+    let vol = Volume::create(
+        vec![local.clone(), remote.clone()],
+        &CreateOptions::new(VolumeLayout::parse("raid1").unwrap()),
+    )
+    .unwrap();
+    let data = common::pattern(2, 1 << 20);
+    vol.write_at(&data, 4096).unwrap();
+    vol.flush().unwrap();
+    // The remote file holds md's bytes at the data offset.
+    let raw = std::fs::read(&remote_file).unwrap();
+    let off = vol.data_offset_bytes() as usize + 4096;
+    assert!(raw[off..off + data.len()] == data[..]);
+    vol.fail_member(0).unwrap();
+    let mut back = vec![0u8; data.len()];
+    vol.read_at(&mut back, 4096).unwrap();
+    assert!(back == data);
+}
+
+fn libnbd_tools() -> bool {
+    if common::ensure_program("nbdinfo", "libnbd-bin")
+        && common::ensure_program("nbdcopy", "libnbd-bin")
+    {
+        return true;
+    }
+    common::skip("nbdinfo/nbdcopy (libnbd-bin) are not installed and could not be installed");
+    false
+}
+
+#[test]
+fn nbdinfo_and_nbdcopy_use_the_engine_server() {
+    if !libnbd_tools() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let drive: Arc<dyn BlockDevice> = Arc::new(
+        FileDevice::create(dir.path().join("drive0"), 4 << 20, CacheMode::Buffered).unwrap(),
+    );
+    let server = NbdServer::bind("127.0.0.1:0").unwrap();
+    server
+        .add_export(Export {
+            name: "drive0".into(),
+            device: drive.clone(),
+            allow: AllowList::Only(vec!["127.0.0.1".parse::<IpAddr>().unwrap()]),
+            read_only: false,
+        })
+        .unwrap();
+    server
+        .add_export(Export {
+            name: "elsewhere".into(),
+            device: drive.clone(),
+            allow: AllowList::Only(vec!["10.9.8.7".parse::<IpAddr>().unwrap()]),
+            read_only: false,
+        })
+        .unwrap();
+    let h = server.spawn().unwrap();
+    let url = |name: &str| format!("nbd://127.0.0.1:{}/{name}", h.local_addr().port());
+
+    let out = Command::new("nbdinfo")
+        .args(["--size", &url("drive0")])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        (4u64 << 20).to_string()
+    );
+
+    // --list shows only the exports this client may open.
+    let out = Command::new("nbdinfo")
+        .args([
+            "--list",
+            &format!("nbd://127.0.0.1:{}", h.local_addr().port()),
+        ])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        listing.contains("drive0") && !listing.contains("elsewhere"),
+        "{listing}"
+    );
+
+    // Not on the allow-list: refused, for nbdinfo and for our client.
+    let out = Command::new("nbdinfo")
+        .args([&url("elsewhere")])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let e = NbdDevice::connect(&h.local_addr().to_string(), "elsewhere").unwrap_err();
+    assert!(e.to_string().contains("allow-list"), "{e}");
+
+    // nbdcopy writes an image through the server; the drive holds it.
+    let img = dir.path().join("src.img");
+    let data = common::pattern(3, 4 << 20);
+    std::fs::write(&img, &data).unwrap();
+    let st = Command::new("nbdcopy")
+        .args([img.to_str().unwrap(), &url("drive0")])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut back = vec![0u8; data.len()];
+    drive.read_at(&mut back, 0).unwrap();
+    assert!(back == data);
+    // And reads it back out.
+    let copy = dir.path().join("copy.img");
+    let st = Command::new("nbdcopy")
+        .args([&url("drive0"), copy.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert!(std::fs::read(&copy).unwrap() == data);
+    h.shutdown();
+}
+
+#[test]
+fn a_dead_nbd_member_is_failed_and_the_volume_carries_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((peer, port)) = start_nbdkit(&["memory", "8M"]) else {
+        return;
+    };
+    let remote: Arc<dyn BlockDevice> =
+        Arc::new(NbdDevice::connect(&format!("127.0.0.1:{port}"), "").unwrap());
+    let local: Arc<dyn BlockDevice> = Arc::new(
+        FileDevice::create(dir.path().join("local.img"), 8 << 20, CacheMode::Buffered).unwrap(),
+    );
+    let vol = Volume::create(
+        vec![remote, local],
+        &CreateOptions::new(VolumeLayout::parse("raid1").unwrap()),
+    )
+    .unwrap();
+    let data = common::pattern(4, 256 << 10);
+    vol.write_at(&data, 0).unwrap();
+    vol.flush().unwrap();
+    drop(peer); // kills nbdkit: the remote member's next I/O fails
+    vol.write_at(&data[..4096], 8192).unwrap();
+    let mut back = vec![0u8; data.len()];
+    vol.read_at(&mut back, 0).unwrap();
+    let mut want = data.clone();
+    want[8192..12288].copy_from_slice(&data[..4096]);
+    assert!(back == want);
+    let st = vol.status();
+    assert_eq!(st[0].state, raid_engine::MemberState::Failed, "{st:?}");
+    assert_eq!(st[1].state, raid_engine::MemberState::Active);
+}

@@ -1,0 +1,684 @@
+//! One byte-size type for the whole SDK.
+//!
+//! Storage software mixes two unit systems and gets hurt by it: a "T" that is 10¹² bytes in one
+//! file and 2⁴⁰ in another silently loses 9% of a drive. This crate has one rule, the one
+//! Kubernetes quantities use, and every crate of the SDK parses and prints sizes through it:
+//!
+//! | written | meaning | examples |
+//! |---|---|---|
+//! | no unit, or `B` | bytes | `4096`, `512 B`, `1_000` |
+//! | SI: `k`/`K`, `M`, `G`, `T`, `P`, `E`, with or without `B` | powers of **1000** | `12TB`, `500 G`, `4k` |
+//! | IEC: `Ki`, `Mi`, `Gi`, `Ti`, `Pi`, `Ei`, with or without `B` | powers of **1024** | `4 KiB`, `10Gi`, `1.5 GiB` |
+//!
+//! Multi-letter units are case-insensitive (`gib`, `GB`). A lone `m` is refused: in Kubernetes
+//! quantities it means *milli*, which is never a size. A fraction is allowed when the result is a
+//! whole number of bytes (`1.5 GiB` is 1,610,612,736 bytes; `0.1 KiB` is refused, it is 102.4).
+//! Values are exact: no floating point is involved anywhere.
+//!
+//! [`ByteSize`]'s `Display` is exact too, in the unit that divides the value with the fewest
+//! digits (binary on a tie), so that printing and parsing again gives the same number; [`ByteSize::approx`] prints
+//! three significant digits for people, and [`ByteSize::quantity`] prints a Kubernetes quantity.
+//!
+//! ```
+//! use storage_units::ByteSize;
+//!
+//! let drive: ByteSize = "12 TB".parse()?;
+//! assert_eq!(drive.bytes(), 12_000_000_000_000);
+//! assert_eq!(ByteSize::gib(10).to_string(), "10 GiB");
+//! assert_eq!(ByteSize::gib(10).quantity().to_string(), "10Gi");
+//! assert_eq!(drive.approx().to_string(), "10.9 TiB");
+//! assert_eq!("1.5 GiB".parse::<ByteSize>()?, ByteSize::mib(1536));
+//!
+//! let err = "5 XB".parse::<ByteSize>().unwrap_err();
+//! assert_eq!(err.to_string(), r#"size "5 XB": unknown unit "XB" (use B, kB, MB, GB, TB, PB, EB or KiB, MiB, GiB, TiB, PiB, EiB)"#);
+//! # Ok::<(), storage_units::ParseSizeError>(())
+//! ```
+//!
+//! # Features
+//! - `serde`: `ByteSize` and [`ByteRate`] deserialize from an integer (bytes) or a string with a
+//!   unit, and serialize as an integer.
+//! - `proptest`: `Arbitrary` implementations for both.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A unit a size can be written in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Unit {
+    /// 1 byte.
+    B,
+    /// 1000 bytes.
+    KB,
+    /// 1000² bytes.
+    MB,
+    /// 1000³ bytes.
+    GB,
+    /// 1000⁴ bytes.
+    TB,
+    /// 1000⁵ bytes.
+    PB,
+    /// 1000⁶ bytes.
+    EB,
+    /// 1024 bytes.
+    KiB,
+    /// 1024² bytes.
+    MiB,
+    /// 1024³ bytes.
+    GiB,
+    /// 1024⁴ bytes.
+    TiB,
+    /// 1024⁵ bytes.
+    PiB,
+    /// 1024⁶ bytes.
+    EiB,
+}
+
+/// Binary units from the largest down, then decimal ones: the order `Display` tries them in.
+const DISPLAY_ORDER: [Unit; 12] = [
+    Unit::EiB,
+    Unit::PiB,
+    Unit::TiB,
+    Unit::GiB,
+    Unit::MiB,
+    Unit::KiB,
+    Unit::EB,
+    Unit::PB,
+    Unit::TB,
+    Unit::GB,
+    Unit::MB,
+    Unit::KB,
+];
+
+impl Unit {
+    /// How many bytes one of this unit is.
+    pub const fn bytes(self) -> u64 {
+        match self {
+            Unit::B => 1,
+            Unit::KB => 1_000,
+            Unit::MB => 1_000_000,
+            Unit::GB => 1_000_000_000,
+            Unit::TB => 1_000_000_000_000,
+            Unit::PB => 1_000_000_000_000_000,
+            Unit::EB => 1_000_000_000_000_000_000,
+            Unit::KiB => 1 << 10,
+            Unit::MiB => 1 << 20,
+            Unit::GiB => 1 << 30,
+            Unit::TiB => 1 << 40,
+            Unit::PiB => 1 << 50,
+            Unit::EiB => 1 << 60,
+        }
+    }
+
+    /// The symbol this crate prints (`"GiB"`, `"TB"`, `"B"`).
+    pub const fn symbol(self) -> &'static str {
+        match self {
+            Unit::B => "B",
+            Unit::KB => "kB",
+            Unit::MB => "MB",
+            Unit::GB => "GB",
+            Unit::TB => "TB",
+            Unit::PB => "PB",
+            Unit::EB => "EB",
+            Unit::KiB => "KiB",
+            Unit::MiB => "MiB",
+            Unit::GiB => "GiB",
+            Unit::TiB => "TiB",
+            Unit::PiB => "PiB",
+            Unit::EiB => "EiB",
+        }
+    }
+
+    /// The Kubernetes quantity suffix (`"Gi"`, `"T"`, `""` for bytes).
+    pub const fn quantity_suffix(self) -> &'static str {
+        match self {
+            Unit::B => "",
+            Unit::KB => "k",
+            Unit::MB => "M",
+            Unit::GB => "G",
+            Unit::TB => "T",
+            Unit::PB => "P",
+            Unit::EB => "E",
+            Unit::KiB => "Ki",
+            Unit::MiB => "Mi",
+            Unit::GiB => "Gi",
+            Unit::TiB => "Ti",
+            Unit::PiB => "Pi",
+            Unit::EiB => "Ei",
+        }
+    }
+
+    /// Reads a unit as written after a number; `None` when it is not one.
+    fn parse(text: &str) -> Option<Unit> {
+        // A lone `m` is milli in Kubernetes quantities; only the upper-case `M` is mega.
+        if text == "m" {
+            return None;
+        }
+        let lower = text.to_ascii_lowercase();
+        let stem = match lower.strip_suffix('b') {
+            Some(stem) if !stem.is_empty() => stem,
+            _ => lower.as_str(),
+        };
+        Some(match stem {
+            "" | "b" => Unit::B,
+            "k" => Unit::KB,
+            "m" => Unit::MB,
+            "g" => Unit::GB,
+            "t" => Unit::TB,
+            "p" => Unit::PB,
+            "e" => Unit::EB,
+            "ki" => Unit::KiB,
+            "mi" => Unit::MiB,
+            "gi" => Unit::GiB,
+            "ti" => Unit::TiB,
+            "pi" => Unit::PiB,
+            "ei" => Unit::EiB,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for Unit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.symbol())
+    }
+}
+
+/// A size in bytes.
+///
+/// # Invariants
+/// Any `u64`: the value is an exact number of bytes. Arithmetic is checked (`checked_*`) or
+/// saturating; nothing wraps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ByteSize(u64);
+
+impl ByteSize {
+    /// No bytes.
+    pub const ZERO: ByteSize = ByteSize(0);
+    /// The largest size.
+    pub const MAX: ByteSize = ByteSize(u64::MAX);
+
+    /// `n` bytes.
+    pub const fn new(bytes: u64) -> Self {
+        ByteSize(bytes)
+    }
+
+    /// `n` of `unit`, or `None` when that does not fit in 64 bits.
+    pub const fn checked_from(n: u64, unit: Unit) -> Option<Self> {
+        match n.checked_mul(unit.bytes()) {
+            Some(bytes) => Some(ByteSize(bytes)),
+            None => None,
+        }
+    }
+
+    /// `n` KiB. Panics on overflow, so use it with constants; see [`checked_from`](Self::checked_from).
+    pub const fn kib(n: u64) -> Self {
+        Self::unit_const(n, Unit::KiB)
+    }
+    /// `n` MiB. Panics on overflow, so use it with constants.
+    pub const fn mib(n: u64) -> Self {
+        Self::unit_const(n, Unit::MiB)
+    }
+    /// `n` GiB. Panics on overflow, so use it with constants.
+    pub const fn gib(n: u64) -> Self {
+        Self::unit_const(n, Unit::GiB)
+    }
+    /// `n` TiB. Panics on overflow, so use it with constants.
+    pub const fn tib(n: u64) -> Self {
+        Self::unit_const(n, Unit::TiB)
+    }
+    /// `n` kB (1000 bytes). Panics on overflow, so use it with constants.
+    pub const fn kb(n: u64) -> Self {
+        Self::unit_const(n, Unit::KB)
+    }
+    /// `n` MB. Panics on overflow, so use it with constants.
+    pub const fn mb(n: u64) -> Self {
+        Self::unit_const(n, Unit::MB)
+    }
+    /// `n` GB. Panics on overflow, so use it with constants.
+    pub const fn gb(n: u64) -> Self {
+        Self::unit_const(n, Unit::GB)
+    }
+    /// `n` TB. Panics on overflow, so use it with constants.
+    pub const fn tb(n: u64) -> Self {
+        Self::unit_const(n, Unit::TB)
+    }
+
+    const fn unit_const(n: u64, unit: Unit) -> Self {
+        match Self::checked_from(n, unit) {
+            Some(size) => size,
+            None => panic!("size constant overflows 64 bits"),
+        }
+    }
+
+    /// The number of bytes.
+    pub const fn bytes(self) -> u64 {
+        self.0
+    }
+
+    /// Parses a size as the [crate documentation](crate) describes.
+    pub fn parse(text: &str) -> Result<Self, ParseSizeError> {
+        parse(text, "size").map(ByteSize)
+    }
+
+    /// `self + other`, or `None` on overflow.
+    pub const fn checked_add(self, other: ByteSize) -> Option<ByteSize> {
+        match self.0.checked_add(other.0) {
+            Some(v) => Some(ByteSize(v)),
+            None => None,
+        }
+    }
+
+    /// `self - other`, or `None` when `other` is larger.
+    pub const fn checked_sub(self, other: ByteSize) -> Option<ByteSize> {
+        match self.0.checked_sub(other.0) {
+            Some(v) => Some(ByteSize(v)),
+            None => None,
+        }
+    }
+
+    /// `self * n`, or `None` on overflow.
+    pub const fn checked_mul(self, n: u64) -> Option<ByteSize> {
+        match self.0.checked_mul(n) {
+            Some(v) => Some(ByteSize(v)),
+            None => None,
+        }
+    }
+
+    /// `self - other`, or zero when `other` is larger.
+    pub const fn saturating_sub(self, other: ByteSize) -> ByteSize {
+        ByteSize(self.0.saturating_sub(other.0))
+    }
+
+    /// Whether `self` is a whole number of `unit`s. Every size is a multiple of one byte; no size
+    /// but zero is a multiple of zero.
+    pub const fn is_multiple_of(self, unit: ByteSize) -> bool {
+        self.0.is_multiple_of(unit.0)
+    }
+
+    /// The smallest multiple of `unit` that is at least `self`; `None` when `unit` is zero or the
+    /// result does not fit.
+    pub const fn align_up(self, unit: ByteSize) -> Option<ByteSize> {
+        if unit.0 == 0 {
+            return None;
+        }
+        let rem = self.0 % unit.0;
+        if rem == 0 {
+            Some(self)
+        } else {
+            match self.0.checked_add(unit.0 - rem) {
+                Some(v) => Some(ByteSize(v)),
+                None => None,
+            }
+        }
+    }
+
+    /// The largest multiple of `unit` that is at most `self`; `None` when `unit` is zero.
+    pub const fn align_down(self, unit: ByteSize) -> Option<ByteSize> {
+        if unit.0 == 0 {
+            None
+        } else {
+            Some(ByteSize(self.0 - self.0 % unit.0))
+        }
+    }
+
+    /// The unit that divides the size exactly with the smallest count (binary on a tie), and the
+    /// count; `(n, Unit::B)` when none does, and `(0, Unit::B)` for zero.
+    pub fn exact_unit(self) -> (u64, Unit) {
+        if self.0 == 0 {
+            return (0, Unit::B);
+        }
+        // The fewest digits wins (`12 TB`, not `11718750000 KiB`); binary units come first in
+        // DISPLAY_ORDER, so they win ties.
+        DISPLAY_ORDER
+            .iter()
+            .filter(|u| self.0.is_multiple_of(u.bytes()))
+            .map(|&u| (self.0 / u.bytes(), u))
+            .min_by_key(|&(n, _)| n)
+            .unwrap_or((self.0, Unit::B))
+    }
+
+    /// A display of the size for people, with three significant digits in binary units
+    /// (`"10.9 TiB"`, `"512 B"`). Not exact; use `Display` where the value must survive a round trip.
+    pub fn approx(self) -> Approx {
+        Approx(self)
+    }
+
+    /// A display of the size as an exact Kubernetes quantity (`"10Gi"`, `"12T"`, `"1536"`).
+    pub fn quantity(self) -> Quantity {
+        Quantity(self)
+    }
+}
+
+impl From<u64> for ByteSize {
+    fn from(bytes: u64) -> Self {
+        ByteSize(bytes)
+    }
+}
+
+impl From<ByteSize> for u64 {
+    fn from(size: ByteSize) -> Self {
+        size.0
+    }
+}
+
+/// CSI carries sizes as `int64`; a negative one is not a size.
+impl TryFrom<i64> for ByteSize {
+    type Error = ParseSizeError;
+    fn try_from(value: i64) -> Result<Self, Self::Error> {
+        u64::try_from(value)
+            .map(ByteSize)
+            .map_err(|_| ParseSizeError {
+                what: "size",
+                input: value.to_string(),
+                kind: ErrorKind::Negative,
+            })
+    }
+}
+
+impl FromStr for ByteSize {
+    type Err = ParseSizeError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ByteSize::parse(s)
+    }
+}
+
+impl fmt::Display for ByteSize {
+    /// Exact: the unit that divides the size with the smallest count, so that parsing the text
+    /// gives the same size.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (n, unit) = self.exact_unit();
+        write!(f, "{n} {}", unit.symbol())
+    }
+}
+
+/// The [`ByteSize::approx`] display.
+#[derive(Clone, Copy, Debug)]
+pub struct Approx(ByteSize);
+
+impl fmt::Display for Approx {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let bytes = self.0.0;
+        let unit = [
+            Unit::EiB,
+            Unit::PiB,
+            Unit::TiB,
+            Unit::GiB,
+            Unit::MiB,
+            Unit::KiB,
+        ]
+        .into_iter()
+        .find(|u| bytes >= u.bytes());
+        let Some(unit) = unit else {
+            return write!(f, "{bytes} B");
+        };
+        // Exact integer arithmetic in hundredths, rounded half up, then trimmed to three
+        // significant digits.
+        let hundredths =
+            (u128::from(bytes) * 100 + u128::from(unit.bytes()) / 2) / u128::from(unit.bytes());
+        let (whole, frac) = (hundredths / 100, hundredths % 100);
+        if whole >= 100 {
+            write!(f, "{} {}", (hundredths + 50) / 100, unit.symbol())
+        } else if whole >= 10 {
+            write!(
+                f,
+                "{}.{} {}",
+                (hundredths + 5) / 100,
+                ((hundredths + 5) / 10) % 10,
+                unit.symbol()
+            )
+        } else {
+            write!(f, "{whole}.{frac:02} {}", unit.symbol())
+        }
+    }
+}
+
+/// The [`ByteSize::quantity`] display.
+#[derive(Clone, Copy, Debug)]
+pub struct Quantity(ByteSize);
+
+impl fmt::Display for Quantity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (n, unit) = self.0.exact_unit();
+        write!(f, "{n}{}", unit.quantity_suffix())
+    }
+}
+
+/// A rate in bytes per second, written like a size with an optional `/s` (`"200 MB/s"`).
+///
+/// # Invariants
+/// Any `u64` of bytes per second.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ByteRate(u64);
+
+impl ByteRate {
+    /// `n` bytes per second.
+    pub const fn new(bytes_per_second: u64) -> Self {
+        ByteRate(bytes_per_second)
+    }
+
+    /// Bytes per second.
+    pub const fn bytes_per_second(self) -> u64 {
+        self.0
+    }
+
+    /// Parses a size with an optional `/s` suffix.
+    pub fn parse(text: &str) -> Result<Self, ParseSizeError> {
+        let t = text.trim();
+        let t = t.strip_suffix("/s").unwrap_or(t);
+        parse(t, "rate").map(ByteRate).map_err(|e| ParseSizeError {
+            input: text.to_string(),
+            ..e
+        })
+    }
+}
+
+impl FromStr for ByteRate {
+    type Err = ParseSizeError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ByteRate::parse(s)
+    }
+}
+
+impl fmt::Display for ByteRate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/s", ByteSize(self.0))
+    }
+}
+
+/// A size or rate that could not be read. The message quotes the input and names the rule.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{what} {input:?}: {kind}")]
+pub struct ParseSizeError {
+    what: &'static str,
+    input: String,
+    kind: ErrorKind,
+}
+
+impl ParseSizeError {
+    /// What went wrong.
+    pub fn kind(&self) -> &ErrorKind {
+        &self.kind
+    }
+
+    /// The text that was read.
+    pub fn input(&self) -> &str {
+        &self.input
+    }
+}
+
+/// Why a size could not be read.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// Nothing, or no digits before the unit.
+    #[error("expected a number, e.g. 10Gi or 500 GB")]
+    NoNumber,
+    /// A minus sign.
+    #[error("must not be negative")]
+    Negative,
+    /// Digits that are not a decimal number.
+    #[error("{0:?} is not a decimal number")]
+    BadNumber(String),
+    /// A suffix that is not a unit.
+    #[error("unknown unit {0:?} (use B, kB, MB, GB, TB, PB, EB or KiB, MiB, GiB, TiB, PiB, EiB)")]
+    UnknownUnit(String),
+    /// A lone `m`: milli in Kubernetes quantities.
+    #[error(
+        "\"m\" means milli in Kubernetes quantities; write M or MB for 10^6 bytes, Mi or MiB for 2^20"
+    )]
+    Milli,
+    /// A fraction that does not come out as whole bytes.
+    #[error("is not a whole number of bytes")]
+    Fractional,
+    /// More than 2⁶⁴ − 1 bytes.
+    #[error("does not fit in 64 bits")]
+    Overflow,
+}
+
+fn parse(text: &str, what: &'static str) -> Result<u64, ParseSizeError> {
+    let fail = |kind| ParseSizeError {
+        what,
+        input: text.to_string(),
+        kind,
+    };
+    let t = text.trim();
+    if t.starts_with('-') {
+        return Err(fail(ErrorKind::Negative));
+    }
+    let t = t.strip_prefix('+').unwrap_or(t);
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '_'))
+        .unwrap_or(t.len());
+    let (number, unit_text) = t.split_at(split);
+    let unit_text = unit_text.trim_start();
+    let number: String = number.chars().filter(|&c| c != '_').collect();
+    if number.is_empty() {
+        return Err(fail(ErrorKind::NoNumber));
+    }
+    let unit = match Unit::parse(unit_text) {
+        Some(unit) => unit,
+        None if unit_text == "m" => return Err(fail(ErrorKind::Milli)),
+        None => return Err(fail(ErrorKind::UnknownUnit(unit_text.to_string()))),
+    };
+    let (whole, frac) = number.split_once('.').unwrap_or((&number, ""));
+    let digits_ok = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if (whole.is_empty() && frac.is_empty()) || !digits_ok(whole) || !digits_ok(frac) {
+        return Err(fail(ErrorKind::BadNumber(number.clone())));
+    }
+    // whole * unit + frac * unit / 10^len(frac), all in u128 so that nothing rounds.
+    let frac = frac.trim_end_matches('0');
+    let to_u128 = |s: &str| -> Result<u128, ParseSizeError> {
+        if s.is_empty() {
+            return Ok(0);
+        }
+        s.parse::<u128>().map_err(|_| fail(ErrorKind::Overflow))
+    };
+    let unit_bytes = u128::from(unit.bytes());
+    let mut total = to_u128(whole)?
+        .checked_mul(unit_bytes)
+        .ok_or_else(|| fail(ErrorKind::Overflow))?;
+    if !frac.is_empty() {
+        let scale = u32::try_from(frac.len())
+            .ok()
+            .and_then(|len| 10u128.checked_pow(len))
+            .ok_or_else(|| fail(ErrorKind::Fractional))?;
+        let scaled = to_u128(frac)?
+            .checked_mul(unit_bytes)
+            .ok_or_else(|| fail(ErrorKind::Overflow))?;
+        if scaled % scale != 0 {
+            return Err(fail(ErrorKind::Fractional));
+        }
+        total = total
+            .checked_add(scaled / scale)
+            .ok_or_else(|| fail(ErrorKind::Overflow))?;
+    }
+    u64::try_from(total).map_err(|_| fail(ErrorKind::Overflow))
+}
+
+#[cfg(feature = "serde")]
+mod serde_impls {
+    use super::{ByteRate, ByteSize};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
+
+    /// An integer or a string, as a file holds it.
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Unsigned(u64),
+        Signed(i64),
+        Text(String),
+    }
+
+    fn from_raw<E: de::Error>(
+        raw: Raw,
+        parse: fn(&str) -> Result<u64, super::ParseSizeError>,
+    ) -> Result<u64, E> {
+        match raw {
+            Raw::Unsigned(n) => Ok(n),
+            Raw::Signed(i) => {
+                u64::try_from(i).map_err(|_| E::custom(format!("{i} must not be negative")))
+            }
+            Raw::Text(t) => parse(&t).map_err(E::custom),
+        }
+    }
+
+    impl Serialize for ByteSize {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_u64(self.0)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for ByteSize {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            from_raw(Raw::deserialize(d)?, |t| ByteSize::parse(t).map(|s| s.0)).map(ByteSize)
+        }
+    }
+
+    impl Serialize for ByteRate {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_u64(self.0)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for ByteRate {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            from_raw(Raw::deserialize(d)?, |t| ByteRate::parse(t).map(|r| r.0)).map(ByteRate)
+        }
+    }
+}
+
+#[cfg(feature = "proptest")]
+mod arbitrary {
+    use super::{ByteRate, ByteSize};
+    use proptest::prelude::*;
+
+    impl Arbitrary for ByteSize {
+        type Parameters = ();
+        type Strategy = BoxedStrategy<Self>;
+        fn arbitrary_with(_: ()) -> Self::Strategy {
+            // Round sizes in every unit are where unit bugs live; plain u64s cover the rest.
+            prop_oneof![
+                any::<u64>().prop_map(ByteSize),
+                (0u64..4096, 0usize..super::DISPLAY_ORDER.len()).prop_filter_map(
+                    "fits in 64 bits",
+                    |(n, u)| ByteSize::checked_from(n, super::DISPLAY_ORDER[u])
+                ),
+            ]
+            .boxed()
+        }
+    }
+
+    impl Arbitrary for ByteRate {
+        type Parameters = ();
+        type Strategy = BoxedStrategy<Self>;
+        fn arbitrary_with(_: ()) -> Self::Strategy {
+            any::<ByteSize>().prop_map(|s| ByteRate(s.0)).boxed()
+        }
+    }
+}
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -1,0 +1,182 @@
+//! The unit rule, case by case, and the properties every crate relies on.
+
+use proptest::prelude::*;
+use storage_units::{ByteRate, ByteSize, ErrorKind, Unit};
+
+#[test]
+fn accepted_forms() {
+    let cases: &[(&str, u64)] = &[
+        ("0", 0),
+        ("512", 512),
+        ("512 B", 512),
+        ("1_000", 1000),
+        ("+7", 7),
+        ("4k", 4_000),
+        ("4K", 4_000),
+        ("4 kB", 4_000),
+        ("12TB", 12_000_000_000_000),
+        ("12 tb", 12_000_000_000_000),
+        ("500 G", 500_000_000_000),
+        ("3M", 3_000_000),
+        ("3 MB", 3_000_000),
+        ("2P", 2_000_000_000_000_000),
+        ("1E", 1_000_000_000_000_000_000),
+        ("4 KiB", 4096),
+        ("4Ki", 4096),
+        ("4 kib", 4096),
+        ("10Gi", 10 << 30),
+        ("1.5 GiB", 1_610_612_736),
+        ("30.5 GiB", 61 << 29),
+        ("0.5 KiB", 512),
+        ("1.000 MB", 1_000_000),
+        (".5 KiB", 512),
+        ("2 Ti", 2 << 40),
+        ("1 Pi", 1 << 50),
+        ("15 EiB", 15 << 60),
+        ("  8 GiB  ", 8 << 30),
+        ("18446744073709551615", u64::MAX),
+    ];
+    for &(text, bytes) in cases {
+        assert_eq!(
+            ByteSize::parse(text).map(|s| s.bytes()),
+            Ok(bytes),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn refused_forms_name_the_rule() {
+    let cases: &[(&str, ErrorKind)] = &[
+        ("", ErrorKind::NoNumber),
+        ("GB", ErrorKind::NoNumber),
+        ("-5 GB", ErrorKind::Negative),
+        ("5 XB", ErrorKind::UnknownUnit("XB".into())),
+        ("5 m", ErrorKind::Milli),
+        ("0.1 KiB", ErrorKind::Fractional),
+        ("1.5", ErrorKind::Fractional),
+        ("1.2.3 GB", ErrorKind::BadNumber("1.2.3".into())),
+        (".", ErrorKind::BadNumber(".".into())),
+        ("16 EiB", ErrorKind::Overflow),
+        ("99999999999 EB", ErrorKind::Overflow),
+        ("18446744073709551616", ErrorKind::Overflow),
+        ("5 GB 3", ErrorKind::UnknownUnit("GB 3".into())),
+    ];
+    for (text, kind) in cases {
+        let err = ByteSize::parse(text).unwrap_err();
+        assert_eq!(err.kind(), kind, "{text}");
+        assert_eq!(err.input(), *text);
+        assert!(err.to_string().contains(&format!("{text:?}")), "{err}");
+    }
+}
+
+#[test]
+fn display_is_exact_and_prefers_binary() {
+    assert_eq!(ByteSize::new(0).to_string(), "0 B");
+    assert_eq!(ByteSize::new(1536).to_string(), "1536 B");
+    assert_eq!(ByteSize::new(4096).to_string(), "4 KiB");
+    assert_eq!(ByteSize::tb(12).to_string(), "12 TB");
+    assert_eq!(ByteSize::gib(1024).to_string(), "1 TiB");
+    assert_eq!(ByteSize::new(1000 * 1024).to_string(), "1000 KiB");
+    assert_eq!(ByteSize::gb(4).quantity().to_string(), "4G");
+    assert_eq!(ByteSize::new(7).quantity().to_string(), "7");
+    assert_eq!(ByteRate::parse("200 MB/s").unwrap().to_string(), "200 MB/s");
+    assert_eq!(
+        ByteRate::parse("200 MB/s").unwrap().bytes_per_second(),
+        200_000_000
+    );
+}
+
+#[test]
+fn approx_has_three_significant_digits() {
+    assert_eq!(ByteSize::new(512).approx().to_string(), "512 B");
+    assert_eq!(ByteSize::kib(1).approx().to_string(), "1.00 KiB");
+    assert_eq!(ByteSize::new(1536).approx().to_string(), "1.50 KiB");
+    assert_eq!(ByteSize::tb(12).approx().to_string(), "10.9 TiB");
+    assert_eq!(ByteSize::gib(999).approx().to_string(), "999 GiB");
+    assert_eq!(ByteSize::new(u64::MAX).approx().to_string(), "16.0 EiB");
+}
+
+#[test]
+fn arithmetic_never_wraps() {
+    assert_eq!(ByteSize::MAX.checked_add(ByteSize::new(1)), None);
+    assert_eq!(ByteSize::new(1).checked_sub(ByteSize::new(2)), None);
+    assert_eq!(
+        ByteSize::new(1).saturating_sub(ByteSize::new(2)),
+        ByteSize::ZERO
+    );
+    assert_eq!(
+        ByteSize::gib(1).align_up(ByteSize::gib(1)),
+        Some(ByteSize::gib(1))
+    );
+    assert_eq!(
+        ByteSize::new(1).align_up(ByteSize::gib(1)),
+        Some(ByteSize::gib(1))
+    );
+    assert_eq!(ByteSize::MAX.align_up(ByteSize::gib(1)), None);
+    assert_eq!(ByteSize::new(5).align_up(ByteSize::ZERO), None);
+    assert_eq!(
+        ByteSize::mib(1500).align_down(ByteSize::gib(1)),
+        Some(ByteSize::gib(1))
+    );
+    assert!(ByteSize::ZERO.is_multiple_of(ByteSize::ZERO));
+    assert!(!ByteSize::new(3).is_multiple_of(ByteSize::ZERO));
+    assert_eq!(ByteSize::checked_from(16, Unit::EiB), None);
+    assert!(ByteSize::try_from(-1i64).is_err());
+    assert_eq!(ByteSize::try_from(5i64), Ok(ByteSize::new(5)));
+}
+
+#[test]
+fn serde_reads_integers_and_units() {
+    #[derive(serde::Deserialize, serde::Serialize, PartialEq, Debug)]
+    struct Drive {
+        capacity: ByteSize,
+        bandwidth: ByteRate,
+    }
+    let d: Drive = toml::from_str("capacity = \"8 TB\"\nbandwidth = \"1.5 GB/s\"").unwrap();
+    assert_eq!(d.capacity, ByteSize::tb(8));
+    assert_eq!(d.bandwidth.bytes_per_second(), 1_500_000_000);
+    let d2: Drive = serde_json::from_str(&serde_json::to_string(&d).unwrap()).unwrap();
+    assert_eq!(d, d2);
+    let err = toml::from_str::<Drive>("capacity = -1\nbandwidth = 1").unwrap_err();
+    assert!(err.to_string().contains("must not be negative"), "{err}");
+    let err = toml::from_str::<Drive>("capacity = \"8 XB\"\nbandwidth = 1").unwrap_err();
+    assert!(err.to_string().contains("unknown unit"), "{err}");
+}
+
+proptest! {
+    #[test]
+    fn display_parses_back(size in any::<ByteSize>()) {
+        prop_assert_eq!(size.to_string().parse::<ByteSize>(), Ok(size));
+        prop_assert_eq!(size.quantity().to_string().parse::<ByteSize>(), Ok(size));
+    }
+
+    #[test]
+    fn rate_display_parses_back(rate in any::<ByteRate>()) {
+        prop_assert_eq!(rate.to_string().parse::<ByteRate>(), Ok(rate));
+    }
+
+    #[test]
+    fn approx_is_within_half_a_percent(size in any::<ByteSize>()) {
+        let text = size.approx().to_string();
+        let (number, unit) = text.split_once(' ').unwrap();
+        let unit = ByteSize::parse(&format!("1 {unit}")).unwrap().bytes() as f64;
+        let shown = number.parse::<f64>().unwrap() * unit;
+        let actual = size.bytes() as f64;
+        prop_assert!((shown - actual).abs() <= actual * 0.005 + 0.5, "{} for {}", text, actual);
+    }
+
+    #[test]
+    fn parse_never_panics(text in "\\PC{0,24}") {
+        let _ = ByteSize::parse(&text);
+        let _ = ByteRate::parse(&text);
+    }
+
+    #[test]
+    fn fractions_are_exact(whole in 0u64..1_000_000, half in any::<bool>(), unit in 1usize..7) {
+        let unit = [Unit::B, Unit::KiB, Unit::MiB, Unit::GiB, Unit::TiB, Unit::KB, Unit::MB][unit];
+        let text = format!("{whole}{} {}", if half { ".5" } else { "" }, unit.symbol());
+        let expect = whole * unit.bytes() + if half { unit.bytes() / 2 } else { 0 };
+        prop_assert_eq!(ByteSize::parse(&text).map(|s| s.bytes()), Ok(expect));
+    }
+}
