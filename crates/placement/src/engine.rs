@@ -10,8 +10,8 @@ use serde::Serialize;
 
 use crate::explain::{Explanation, Filter, failure};
 use crate::index::{ABSENT, DomainIndex};
-use crate::inventory::{Inventory, NONE, VolumeSpec};
-use crate::model::{DriveId, DriveKind, Health, Transports, VolumeId};
+use crate::inventory::{Inventory, NONE, ServerSpec, VolumeSpec};
+use crate::model::{DriveId, DriveKind, Health, ServerId, Transports, VolumeId};
 use crate::request::{Mode, Pin, Request, Shape};
 
 /// Default bound on backtracking steps for one search before giving up with
@@ -63,6 +63,24 @@ pub enum PlacementError {
         expected: u64,
         /// The engine's version.
         actual: u64,
+    },
+    /// A change to the live inventory names a duplicate id or an unknown reference.
+    #[error("invalid inventory change: {0}")]
+    InvalidChange(crate::InventoryError),
+    /// An unknown server was named.
+    #[error("unknown server '{0}'")]
+    UnknownServer(ServerId),
+    /// A server cannot be removed while placed volumes attach to it.
+    #[error(
+        "server '{server}' is the attach server of {volumes} placed volume(s), e.g. '{example}'; remove or move them first"
+    )]
+    ServerInUse {
+        /// The server.
+        server: ServerId,
+        /// How many placed volumes name it as `attach_server`.
+        volumes: usize,
+        /// One of them.
+        example: VolumeId,
     },
 }
 
@@ -224,6 +242,8 @@ pub struct Engine {
     vol_index: VolIndex,
     /// `(volume slot, member)` of every member on each drive.
     pub(crate) drive_members: Vec<Vec<(u32, u32)>>,
+    /// Slots of the placed volumes attaching to each server (in the server order of the spec).
+    server_users: Vec<Vec<u32>>,
     search_budget: u64,
     /// Changes on every committed change of state (see [`Engine::version`]).
     version: u64,
@@ -371,6 +391,7 @@ impl Engine {
             volumes: Vec::new(),
             vol_index: VolIndex::default(),
             drive_members: vec![Vec::new(); n],
+            server_users: vec![Vec::new(); inv.spec.servers.len()],
             search_budget: DEFAULT_SEARCH_BUDGET,
             version: 0,
             inv,
@@ -547,6 +568,69 @@ impl Engine {
         Ok(self.version)
     }
 
+    /// Adds an attach server to the live engine (as a `[[server]]` entry of the inventory would
+    /// be) and returns the new version. Its domain and bandwidth domains must exist and its id
+    /// must be new; nothing changes on error. O(1) beyond the server's own lists.
+    ///
+    /// ```
+    /// use placement::{Engine, Inventory, ServerId, ServerSpec};
+    ///
+    /// let inv = Inventory::from_toml(r#"drive = [{ id = "a", kind = "ssd", capacity = "1 TB" }]"#).unwrap();
+    /// let mut engine = Engine::new(inv, 0).unwrap();
+    /// let node = ServerId::new("node-7").unwrap();
+    /// engine.add_server(ServerSpec { id: node.clone(), domain: None, bandwidth_domains: vec![], transports: None }).unwrap();
+    /// assert_eq!(engine.inventory().spec().servers[0].id, node);
+    /// engine.remove_server(&node).unwrap();
+    /// assert!(engine.inventory().spec().servers.is_empty());
+    /// ```
+    pub fn add_server(&mut self, server: ServerSpec) -> Result<u64, PlacementError> {
+        self.inv
+            .index_server(&server)
+            .map_err(PlacementError::InvalidChange)?;
+        self.inv.spec.servers.push(server);
+        self.server_users.push(Vec::new());
+        self.version += 1;
+        Ok(self.version)
+    }
+
+    /// Removes an attach server from the live engine and returns the new version. Refused with
+    /// [`PlacementError::ServerInUse`] while a placed volume's request names it as
+    /// `attach_server` (remove those volumes, or re-adopt them under another server, first);
+    /// nothing changes on error. O(the server's own lists): the last server takes its place in
+    /// the inventory's server order.
+    pub fn remove_server(&mut self, id: &ServerId) -> Result<u64, PlacementError> {
+        let &i = self
+            .inv
+            .server_index
+            .get(id)
+            .ok_or_else(|| PlacementError::UnknownServer(id.clone()))?;
+        let users = &self.server_users[i as usize];
+        if let Some(v) = users
+            .iter()
+            .filter_map(|&s| self.volumes[s as usize].as_ref())
+            .map(|v| v.spec.id.clone())
+            .min()
+        {
+            return Err(PlacementError::ServerInUse {
+                server: id.clone(),
+                volumes: users.len(),
+                example: v,
+            });
+        }
+        let inv = &mut self.inv;
+        inv.server_index.remove(id);
+        inv.spec.servers.swap_remove(i as usize);
+        inv.server_dom.swap_remove(i as usize);
+        inv.server_tr.swap_remove(i as usize);
+        inv.server_bw.swap_remove(i as usize);
+        self.server_users.swap_remove(i as usize);
+        if let Some(moved) = inv.spec.servers.get(i as usize) {
+            inv.server_index.insert(moved.id.clone(), i);
+        }
+        self.version += 1;
+        Ok(self.version)
+    }
+
     /// Sets the step budget of the complete search (default [`DEFAULT_SEARCH_BUDGET`]).
     pub fn set_search_budget(&mut self, steps: u64) {
         self.search_budget = steps.max(1);
@@ -600,6 +684,14 @@ impl Engine {
             self.drive_members[d as usize].push((slot, m as u32));
         }
         self.vol_index.insert(&spec.id, slot);
+        if let Some(s) = spec
+            .request
+            .attach_server
+            .as_ref()
+            .and_then(|s| self.inv.server_index.get(s))
+        {
+            self.server_users[*s as usize].push(slot);
+        }
         self.volumes.push(Some(Box::new(Vol { spec, drives })));
     }
 
@@ -1659,6 +1751,15 @@ impl Engine {
         let vol = self.volumes[slot as usize]
             .take()
             .ok_or_else(|| PlacementError::UnknownVolume(id.clone()))?;
+        if let Some(s) = vol
+            .spec
+            .request
+            .attach_server
+            .as_ref()
+            .and_then(|s| self.inv.server_index.get(s))
+        {
+            self.server_users[*s as usize].retain(|&v| v != slot);
+        }
         for &d in &vol.drives {
             self.drive_members[d as usize].retain(|&(s, _)| s != slot);
             self.charge(

@@ -508,6 +508,52 @@ impl Inventory {
         NONE
     }
 
+    /// Checks a server's id and references and adds it to the server indexes (not to the spec).
+    /// Changes nothing on error.
+    pub(crate) fn index_server(&mut self, s: &ServerSpec) -> Result<(), InventoryError> {
+        let entry = || format!("server '{}'", s.id);
+        if self.server_index.contains_key(&s.id) {
+            return Err(InventoryError::DuplicateId {
+                kind: "server",
+                id: s.id.to_string(),
+            });
+        }
+        let dom = match &s.domain {
+            None => NONE,
+            Some(x) => *self
+                .dom_index
+                .get(x)
+                .ok_or_else(|| InventoryError::UnknownReference {
+                    entry: entry(),
+                    field: "domain",
+                    target: "domain",
+                    id: x.to_string(),
+                })?,
+        };
+        let mut bws = Vec::new();
+        for b in &s.bandwidth_domains {
+            bws.push(
+                *self
+                    .bw_index
+                    .get(b)
+                    .ok_or_else(|| InventoryError::UnknownReference {
+                        entry: entry(),
+                        field: "bandwidth_domains",
+                        target: "bandwidth_domain",
+                        id: b.to_string(),
+                    })?,
+            );
+        }
+        bws.sort_unstable();
+        self.server_index
+            .insert(s.id.clone(), self.server_dom.len() as u32);
+        self.server_dom.push(dom);
+        self.server_tr
+            .push(s.transports.unwrap_or(Transports::all()));
+        self.server_bw.push(bws);
+        Ok(())
+    }
+
     /// Validates plain data and builds the indexes.
     pub fn from_spec(spec: InventorySpec) -> Result<Self, InventoryError> {
         let mut inv = Inventory {
@@ -811,45 +857,8 @@ impl Inventory {
             inv.drive_attrs.push(attrs);
         }
         // Servers.
-        for (i, s) in spec.servers.iter().enumerate() {
-            let entry = || format!("server '{}'", s.id);
-            if inv.server_index.insert(s.id.clone(), i as u32).is_some() {
-                return Err(InventoryError::DuplicateId {
-                    kind: "server",
-                    id: s.id.to_string(),
-                });
-            }
-            let dom = match &s.domain {
-                None => NONE,
-                Some(x) => {
-                    *inv.dom_index
-                        .get(x)
-                        .ok_or_else(|| InventoryError::UnknownReference {
-                            entry: entry(),
-                            field: "domain",
-                            target: "domain",
-                            id: x.to_string(),
-                        })?
-                }
-            };
-            inv.server_dom.push(dom);
-            inv.server_tr
-                .push(s.transports.unwrap_or(Transports::all()));
-            let mut bws = Vec::new();
-            for b in &s.bandwidth_domains {
-                bws.push(
-                    *inv.bw_index
-                        .get(b)
-                        .ok_or_else(|| InventoryError::UnknownReference {
-                            entry: entry(),
-                            field: "bandwidth_domains",
-                            target: "bandwidth_domain",
-                            id: b.to_string(),
-                        })?,
-                );
-            }
-            bws.sort_unstable();
-            inv.server_bw.push(bws);
+        for s in &spec.servers {
+            inv.index_server(s)?;
         }
         // Volumes: references and member counts; requests are checked when compiled.
         let mut seen = std::collections::HashSet::new();
