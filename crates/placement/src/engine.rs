@@ -4,14 +4,14 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 use serde::Serialize;
 
 use crate::explain::{Explanation, Filter, failure};
 use crate::index::{ABSENT, DomainIndex};
-use crate::inventory::{Inventory, NONE, VolumeSpec};
-use crate::model::{DriveId, DriveKind, Health, Transports, VolumeId};
+use crate::inventory::{Inventory, NONE, ServerSpec, VolumeSpec};
+use crate::model::{DriveId, DriveKind, Health, ServerId, Transports, VolumeId};
 use crate::request::{Mode, Pin, Request, Shape};
 
 /// Default bound on backtracking steps for one search before giving up with
@@ -63,6 +63,24 @@ pub enum PlacementError {
         expected: u64,
         /// The engine's version.
         actual: u64,
+    },
+    /// A change to the live inventory names a duplicate id or an unknown reference.
+    #[error("invalid inventory change: {0}")]
+    InvalidChange(crate::InventoryError),
+    /// An unknown server was named.
+    #[error("unknown server '{0}'")]
+    UnknownServer(ServerId),
+    /// A server cannot be removed while placed volumes attach to it.
+    #[error(
+        "server '{server}' is the attach server of {volumes} placed volume(s), e.g. '{example}'; remove or move them first"
+    )]
+    ServerInUse {
+        /// The server.
+        server: ServerId,
+        /// How many placed volumes name it as `attach_server`.
+        volumes: usize,
+        /// One of them.
+        example: VolumeId,
     },
 }
 
@@ -139,6 +157,64 @@ pub(crate) struct Class {
     set: BTreeSet<(u64, u32)>,
 }
 
+/// Volume id → slot in `Engine::volumes`. Keyed by a 64-bit hash of the id, so that the index
+/// keeps no second copy of every id (the id lives once, in the volume record); an id whose hash
+/// another live id already holds goes to a small exact map. Lookups confirm the id in the record.
+#[derive(Debug, Clone, Default)]
+struct VolIndex {
+    by_hash: HashMap<u64, u32, FastHash>,
+    collided: HashMap<VolumeId, u32>,
+}
+
+impl VolIndex {
+    fn hash(id: &VolumeId) -> u64 {
+        // SipHash with fixed keys: the same id always has the same hash.
+        let mut h = std::hash::DefaultHasher::new();
+        id.as_str().hash(&mut h);
+        h.finish()
+    }
+
+    fn get(&self, id: &VolumeId, volumes: &[Option<Box<Vol>>]) -> Option<u32> {
+        if let Some(&s) = self.by_hash.get(&Self::hash(id))
+            && volumes[s as usize]
+                .as_ref()
+                .is_some_and(|v| v.spec.id == *id)
+        {
+            return Some(s);
+        }
+        self.collided.get(id).copied()
+    }
+
+    /// Adds an id that is not in the index.
+    fn insert(&mut self, id: &VolumeId, slot: u32) {
+        match self.by_hash.entry(Self::hash(id)) {
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(slot);
+            }
+            std::collections::hash_map::Entry::Occupied(_) => {
+                self.collided.insert(id.clone(), slot);
+            }
+        }
+    }
+
+    /// Removes an id whose record is still in `volumes`.
+    fn remove(&mut self, id: &VolumeId, volumes: &[Option<Box<Vol>>]) -> Option<u32> {
+        if let Some(s) = self.collided.remove(id) {
+            return Some(s);
+        }
+        let h = Self::hash(id);
+        let s = *self.by_hash.get(&h)?;
+        if volumes[s as usize]
+            .as_ref()
+            .is_some_and(|v| v.spec.id == *id)
+        {
+            self.by_hash.remove(&h);
+            return Some(s);
+        }
+        None
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Vol {
     pub(crate) spec: VolumeSpec,
@@ -163,9 +239,11 @@ pub struct Engine {
     /// Static class keys of `seg`'s classes (health always `Healthy`).
     seg_keys: Vec<ClassKey>,
     pub(crate) volumes: Vec<Option<Box<Vol>>>,
-    pub(crate) vol_index: HashMap<VolumeId, u32>,
+    vol_index: VolIndex,
     /// `(volume slot, member)` of every member on each drive.
     pub(crate) drive_members: Vec<Vec<(u32, u32)>>,
+    /// Slots of the placed volumes attaching to each server (in the server order of the spec).
+    server_users: Vec<Vec<u32>>,
     search_budget: u64,
     /// Changes on every committed change of state (see [`Engine::version`]).
     version: u64,
@@ -311,8 +389,9 @@ impl Engine {
             },
             seg_keys: Vec::new(),
             volumes: Vec::new(),
-            vol_index: HashMap::new(),
+            vol_index: VolIndex::default(),
             drive_members: vec![Vec::new(); n],
+            server_users: vec![Vec::new(); inv.spec.servers.len()],
             search_budget: DEFAULT_SEARCH_BUDGET,
             version: 0,
             inv,
@@ -350,7 +429,7 @@ impl Engine {
                     reason: "lists a drive twice".into(),
                 });
             }
-            if e.vol_index.contains_key(&v.id) {
+            if e.slot_of(&v.id).is_some() {
                 return Err(PlacementError::VolumeExists(v.id));
             }
             e.insert_volume(v, drives);
@@ -408,7 +487,7 @@ impl Engine {
                 actual: self.version,
             });
         }
-        if self.vol_index.contains_key(&volume.id) {
+        if self.slot_of(&volume.id).is_some() {
             return Err(PlacementError::VolumeExists(volume.id));
         }
         let label = format!("volume '{}'", volume.id);
@@ -489,6 +568,69 @@ impl Engine {
         Ok(self.version)
     }
 
+    /// Adds an attach server to the live engine (as a `[[server]]` entry of the inventory would
+    /// be) and returns the new version. Its domain and bandwidth domains must exist and its id
+    /// must be new; nothing changes on error. O(1) beyond the server's own lists.
+    ///
+    /// ```
+    /// use placement::{Engine, Inventory, ServerId, ServerSpec};
+    ///
+    /// let inv = Inventory::from_toml(r#"drive = [{ id = "a", kind = "ssd", capacity = "1 TB" }]"#).unwrap();
+    /// let mut engine = Engine::new(inv, 0).unwrap();
+    /// let node = ServerId::new("node-7").unwrap();
+    /// engine.add_server(ServerSpec { id: node.clone(), domain: None, bandwidth_domains: vec![], transports: None }).unwrap();
+    /// assert_eq!(engine.inventory().spec().servers[0].id, node);
+    /// engine.remove_server(&node).unwrap();
+    /// assert!(engine.inventory().spec().servers.is_empty());
+    /// ```
+    pub fn add_server(&mut self, server: ServerSpec) -> Result<u64, PlacementError> {
+        self.inv
+            .index_server(&server)
+            .map_err(PlacementError::InvalidChange)?;
+        self.inv.spec.servers.push(server);
+        self.server_users.push(Vec::new());
+        self.version += 1;
+        Ok(self.version)
+    }
+
+    /// Removes an attach server from the live engine and returns the new version. Refused with
+    /// [`PlacementError::ServerInUse`] while a placed volume's request names it as
+    /// `attach_server` (remove those volumes, or re-adopt them under another server, first);
+    /// nothing changes on error. O(the server's own lists): the last server takes its place in
+    /// the inventory's server order.
+    pub fn remove_server(&mut self, id: &ServerId) -> Result<u64, PlacementError> {
+        let &i = self
+            .inv
+            .server_index
+            .get(id)
+            .ok_or_else(|| PlacementError::UnknownServer(id.clone()))?;
+        let users = &self.server_users[i as usize];
+        if let Some(v) = users
+            .iter()
+            .filter_map(|&s| self.volumes[s as usize].as_ref())
+            .map(|v| v.spec.id.clone())
+            .min()
+        {
+            return Err(PlacementError::ServerInUse {
+                server: id.clone(),
+                volumes: users.len(),
+                example: v,
+            });
+        }
+        let inv = &mut self.inv;
+        inv.server_index.remove(id);
+        inv.spec.servers.swap_remove(i as usize);
+        inv.server_dom.swap_remove(i as usize);
+        inv.server_tr.swap_remove(i as usize);
+        inv.server_bw.swap_remove(i as usize);
+        self.server_users.swap_remove(i as usize);
+        if let Some(moved) = inv.spec.servers.get(i as usize) {
+            inv.server_index.insert(moved.id.clone(), i);
+        }
+        self.version += 1;
+        Ok(self.version)
+    }
+
     /// Sets the step budget of the complete search (default [`DEFAULT_SEARCH_BUDGET`]).
     pub fn set_search_budget(&mut self, steps: u64) {
         self.search_budget = steps.max(1);
@@ -514,9 +656,8 @@ impl Engine {
 
     /// The placed volume with this id.
     pub fn volume(&self, id: &VolumeId) -> Option<&VolumeSpec> {
-        self.vol_index
-            .get(id)
-            .and_then(|&s| self.volumes[s as usize].as_ref())
+        self.slot_of(id)
+            .and_then(|s| self.volumes[s as usize].as_ref())
             .map(|v| &v.spec)
     }
 
@@ -532,12 +673,25 @@ impl Engine {
             .map(|d| 1.0 - d.free.0 as f64 / d.capacity.0 as f64)
     }
 
+    /// The slot of a placed volume.
+    pub(crate) fn slot_of(&self, id: &VolumeId) -> Option<u32> {
+        self.vol_index.get(id, &self.volumes)
+    }
+
     pub(crate) fn insert_volume(&mut self, spec: VolumeSpec, drives: Vec<u32>) {
         let slot = self.volumes.len() as u32;
         for (m, &d) in drives.iter().enumerate() {
             self.drive_members[d as usize].push((slot, m as u32));
         }
-        self.vol_index.insert(spec.id.clone(), slot);
+        self.vol_index.insert(&spec.id, slot);
+        if let Some(s) = spec
+            .request
+            .attach_server
+            .as_ref()
+            .and_then(|s| self.inv.server_index.get(s))
+        {
+            self.server_users[*s as usize].push(slot);
+        }
         self.volumes.push(Some(Box::new(Vol { spec, drives })));
     }
 
@@ -1534,7 +1688,7 @@ impl Engine {
     ///
     /// On error nothing changes.
     pub fn place(&mut self, id: VolumeId, req: &Request) -> Result<Placement, PlacementError> {
-        if self.vol_index.contains_key(&id) {
+        if self.slot_of(&id).is_some() {
             return Err(PlacementError::VolumeExists(id));
         }
         let c = self.compile(req, None, false)?;
@@ -1592,11 +1746,20 @@ impl Engine {
     pub fn remove(&mut self, id: &VolumeId) -> Result<VolumeSpec, PlacementError> {
         let slot = self
             .vol_index
-            .remove(id)
+            .remove(id, &self.volumes)
             .ok_or_else(|| PlacementError::UnknownVolume(id.clone()))?;
         let vol = self.volumes[slot as usize]
             .take()
             .ok_or_else(|| PlacementError::UnknownVolume(id.clone()))?;
+        if let Some(s) = vol
+            .spec
+            .request
+            .attach_server
+            .as_ref()
+            .and_then(|s| self.inv.server_index.get(s))
+        {
+            self.server_users[*s as usize].retain(|&v| v != slot);
+        }
         for &d in &vol.drives {
             self.drive_members[d as usize].retain(|&(s, _)| s != slot);
             self.charge(
@@ -1629,9 +1792,8 @@ impl Engine {
         id: &VolumeId,
         members: &[usize],
     ) -> Result<(Compiled, Request, Vec<u32>), PlacementError> {
-        let &slot = self
-            .vol_index
-            .get(id)
+        let slot = self
+            .slot_of(id)
             .ok_or_else(|| PlacementError::UnknownVolume(id.clone()))?;
         let vol = self.volumes[slot as usize]
             .as_ref()
@@ -1663,7 +1825,9 @@ impl Engine {
         old: &[u32],
         assign: &[u32],
     ) {
-        let slot = self.vol_index[id];
+        let Some(slot) = self.slot_of(id) else {
+            return;
+        };
         for (m, (&o, &n)) in old.iter().zip(assign).enumerate() {
             if o == n {
                 continue;
@@ -1690,9 +1854,8 @@ impl Engine {
         id: &VolumeId,
         new_request: &Request,
     ) -> Result<Placement, PlacementError> {
-        let &slot = self
-            .vol_index
-            .get(id)
+        let slot = self
+            .slot_of(id)
             .ok_or_else(|| PlacementError::UnknownVolume(id.clone()))?;
         let vol = self.volumes[slot as usize]
             .as_ref()
@@ -2044,5 +2207,55 @@ impl<'a> Search<'a> {
             }
         }
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vol(id: &str) -> Option<Box<Vol>> {
+        Some(Box::new(Vol {
+            spec: VolumeSpec {
+                id: VolumeId::new(id).unwrap(),
+                request: Request::new(Shape::Single, 1),
+                members: vec![],
+            },
+            drives: vec![],
+        }))
+    }
+
+    /// Two ids with one hash: the second goes to the exact map and both stay findable and
+    /// removable, in either order.
+    #[test]
+    fn volume_index_handles_hash_collisions() {
+        let (a, b) = (VolumeId::new("a").unwrap(), VolumeId::new("b").unwrap());
+        let vols = vec![vol("a"), vol("b")];
+        for remove_a_first in [true, false] {
+            let mut ix = VolIndex::default();
+            // As if `a` hashed to `b`'s hash: `b`'s bucket is taken by slot 0.
+            ix.by_hash.insert(VolIndex::hash(&b), 0);
+            ix.insert(&b, 1);
+            assert_eq!(ix.collided.len(), 1);
+            assert_eq!(ix.get(&b, &vols), Some(1));
+            assert_eq!(ix.by_hash.get(&VolIndex::hash(&b)), Some(&0));
+            assert_eq!(ix.get(&VolumeId::new("c").unwrap(), &vols), None);
+            if remove_a_first {
+                ix.by_hash.remove(&VolIndex::hash(&b));
+                assert_eq!(ix.get(&b, &vols), Some(1));
+                assert_eq!(ix.remove(&b, &vols), Some(1));
+            } else {
+                assert_eq!(ix.remove(&b, &vols), Some(1));
+                assert_eq!(ix.get(&b, &vols), None);
+                // The bucket still holds slot 0, whose id is not `b`.
+                assert_eq!(ix.remove(&b, &vols), None);
+            }
+            assert_eq!(ix.get(&b, &vols), None);
+        }
+        let mut ix = VolIndex::default();
+        ix.insert(&a, 0);
+        assert_eq!(ix.get(&a, &vols), Some(0));
+        assert_eq!(ix.remove(&a, &vols), Some(0));
+        assert_eq!(ix.get(&a, &vols), None);
     }
 }

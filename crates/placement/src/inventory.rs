@@ -508,6 +508,60 @@ impl Inventory {
         NONE
     }
 
+    /// The index of the failure domain that `entry` names in its `domain`.
+    fn domain_ref(&self, entry: &str, x: &DomainId) -> Result<u32, InventoryError> {
+        self.dom_index
+            .get(x)
+            .copied()
+            .ok_or_else(|| InventoryError::UnknownReference {
+                entry: entry.to_string(),
+                field: "domain",
+                target: "domain",
+                id: x.to_string(),
+            })
+    }
+
+    /// The index of a bandwidth domain that `entry` lists in its `bandwidth_domains`.
+    fn bw_ref(&self, entry: &str, b: &BwDomainId) -> Result<u32, InventoryError> {
+        self.bw_index
+            .get(b)
+            .copied()
+            .ok_or_else(|| InventoryError::UnknownReference {
+                entry: entry.to_string(),
+                field: "bandwidth_domains",
+                target: "bandwidth_domain",
+                id: b.to_string(),
+            })
+    }
+
+    /// Checks a server's id and references and adds it to the server indexes (not to the spec).
+    /// Changes nothing on error.
+    pub(crate) fn index_server(&mut self, s: &ServerSpec) -> Result<(), InventoryError> {
+        let entry = || format!("server '{}'", s.id);
+        if self.server_index.contains_key(&s.id) {
+            return Err(InventoryError::DuplicateId {
+                kind: "server",
+                id: s.id.to_string(),
+            });
+        }
+        let dom = match &s.domain {
+            None => NONE,
+            Some(x) => self.domain_ref(&entry(), x)?,
+        };
+        let mut bws = Vec::new();
+        for b in &s.bandwidth_domains {
+            bws.push(self.bw_ref(&entry(), b)?);
+        }
+        bws.sort_unstable();
+        self.server_index
+            .insert(s.id.clone(), self.server_dom.len() as u32);
+        self.server_dom.push(dom);
+        self.server_tr
+            .push(s.transports.unwrap_or(Transports::all()));
+        self.server_bw.push(bws);
+        Ok(())
+    }
+
     /// Validates plain data and builds the indexes.
     pub fn from_spec(spec: InventorySpec) -> Result<Self, InventoryError> {
         let mut inv = Inventory {
@@ -720,15 +774,7 @@ impl Inventory {
             match &d.domain {
                 None => inv.drive_anc.extend(std::iter::repeat_n(NONE, n_levels)),
                 Some(x) => {
-                    let &xi =
-                        inv.dom_index
-                            .get(x)
-                            .ok_or_else(|| InventoryError::UnknownReference {
-                                entry: entry(),
-                                field: "domain",
-                                target: "domain",
-                                id: x.to_string(),
-                            })?;
+                    let xi = inv.domain_ref(&entry(), x)?;
                     let row = &dom_anc[xi as usize * n_levels..(xi as usize + 1) * n_levels];
                     inv.drive_anc.extend_from_slice(row);
                     for &a in row {
@@ -754,15 +800,7 @@ impl Inventory {
             inv.drive_group.push(g);
             let mut bws = Vec::new();
             for b in &d.bandwidth_domains {
-                let &bi = inv
-                    .bw_index
-                    .get(b)
-                    .ok_or_else(|| InventoryError::UnknownReference {
-                        entry: entry(),
-                        field: "bandwidth_domains",
-                        target: "bandwidth_domain",
-                        id: b.to_string(),
-                    })?;
+                let bi = inv.bw_ref(&entry(), b)?;
                 if let Some(&other) = bws
                     .iter()
                     .find(|&&o: &&u32| inv.bw_kind_of[o as usize] == inv.bw_kind_of[bi as usize])
@@ -811,45 +849,8 @@ impl Inventory {
             inv.drive_attrs.push(attrs);
         }
         // Servers.
-        for (i, s) in spec.servers.iter().enumerate() {
-            let entry = || format!("server '{}'", s.id);
-            if inv.server_index.insert(s.id.clone(), i as u32).is_some() {
-                return Err(InventoryError::DuplicateId {
-                    kind: "server",
-                    id: s.id.to_string(),
-                });
-            }
-            let dom = match &s.domain {
-                None => NONE,
-                Some(x) => {
-                    *inv.dom_index
-                        .get(x)
-                        .ok_or_else(|| InventoryError::UnknownReference {
-                            entry: entry(),
-                            field: "domain",
-                            target: "domain",
-                            id: x.to_string(),
-                        })?
-                }
-            };
-            inv.server_dom.push(dom);
-            inv.server_tr
-                .push(s.transports.unwrap_or(Transports::all()));
-            let mut bws = Vec::new();
-            for b in &s.bandwidth_domains {
-                bws.push(
-                    *inv.bw_index
-                        .get(b)
-                        .ok_or_else(|| InventoryError::UnknownReference {
-                            entry: entry(),
-                            field: "bandwidth_domains",
-                            target: "bandwidth_domain",
-                            id: b.to_string(),
-                        })?,
-                );
-            }
-            bws.sort_unstable();
-            inv.server_bw.push(bws);
+        for s in &spec.servers {
+            inv.index_server(s)?;
         }
         // Volumes: references and member counts; requests are checked when compiled.
         let mut seen = std::collections::HashSet::new();

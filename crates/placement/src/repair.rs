@@ -193,9 +193,8 @@ impl Engine {
         let mut free: HashMap<u32, u64> = HashMap::new();
         let mut steps = Vec::new();
         for mv in &plan.moves {
-            let &slot = self
-                .vol_index
-                .get(&mv.volume)
+            let slot = self
+                .slot_of(&mv.volume)
                 .ok_or_else(|| stale(format!("unknown volume '{}'", mv.volume)))?;
             let vol = self.volumes[slot as usize]
                 .as_ref()

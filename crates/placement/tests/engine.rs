@@ -392,3 +392,90 @@ fn rebalance_moves_members_onto_added_capacity_within_the_bound() {
     e.apply_plan(&more).unwrap();
     assert!(spread(&e) <= after + 1e-9);
 }
+
+fn server(id: &str, rack: Option<&str>) -> ServerSpec {
+    ServerSpec {
+        id: ServerId::new(id).unwrap(),
+        domain: rack.map(|r| DomainId::new(r).unwrap()),
+        bandwidth_domains: vec![],
+        transports: None,
+    }
+}
+
+/// Servers added to and removed from a live engine: bad changes are refused and change
+/// nothing, a server with attached volumes cannot go, and after every change the engine saves
+/// the same state and plans the same placements as one rebuilt from its snapshot.
+#[test]
+fn servers_added_and_removed_live_match_a_rebuilt_engine() {
+    let mut e = Engine::new(grid(4, 6), 5).unwrap();
+    let attach = |s: &str| {
+        let mut r = Request::new(Shape::Single, 10_000_000_000);
+        r.attach_server = Some(ServerId::new(s).unwrap());
+        r
+    };
+    let check = |e: &Engine| {
+        let rebuilt = Engine::new(e.snapshot(), 5).unwrap();
+        assert_eq!(rebuilt.snapshot().to_toml(), e.snapshot().to_toml());
+        for s in &e.inventory().spec().servers {
+            let req = attach(s.id.as_str());
+            assert_eq!(rebuilt.plan(&req).unwrap(), e.plan(&req).unwrap());
+        }
+    };
+    for (i, r) in ["r0", "r1", "r2"].iter().enumerate() {
+        e.add_server(server(&format!("s{i}"), Some(r))).unwrap();
+        check(&e);
+    }
+    // Refused: duplicate id, unknown domain, unknown bandwidth domain, unknown server.
+    let before = (e.version(), e.snapshot().to_toml());
+    let mut bad_bw = server("s9", None);
+    bad_bw.bandwidth_domains = vec![BwDomainId::new("nope").unwrap()];
+    for bad in [server("s1", None), server("s9", Some("r9")), bad_bw] {
+        assert!(matches!(
+            e.add_server(bad),
+            Err(PlacementError::InvalidChange(_))
+        ));
+    }
+    assert!(matches!(
+        e.remove_server(&ServerId::new("s9").unwrap()),
+        Err(PlacementError::UnknownServer(_))
+    ));
+    assert_eq!((e.version(), e.snapshot().to_toml()), before);
+    // Volumes attach to s0 (twice) and s2.
+    for (v, s) in [("a", "s0"), ("b", "s0"), ("c", "s2")] {
+        e.place(vid(v), &attach(s)).unwrap();
+    }
+    check(&e);
+    let err = e.remove_server(&ServerId::new("s0").unwrap()).unwrap_err();
+    assert_eq!(
+        err,
+        PlacementError::ServerInUse {
+            server: ServerId::new("s0").unwrap(),
+            volumes: 2,
+            example: vid("a"),
+        }
+    );
+    // Removing s0's first server slot moves s2 into it: s2 must still count its volume.
+    e.remove(&vid("a")).unwrap();
+    e.remove(&vid("b")).unwrap();
+    let v = e.version();
+    assert!(e.remove_server(&ServerId::new("s0").unwrap()).unwrap() > v);
+    check(&e);
+    assert!(matches!(
+        e.remove_server(&ServerId::new("s2").unwrap()),
+        Err(PlacementError::ServerInUse { volumes: 1, .. })
+    ));
+    e.remove_server(&ServerId::new("s1").unwrap()).unwrap();
+    e.add_server(server("s0", Some("r3"))).unwrap();
+    check(&e);
+    let names: Vec<&str> = e
+        .inventory()
+        .spec()
+        .servers
+        .iter()
+        .map(|s| s.id.as_str())
+        .collect();
+    assert_eq!(names, ["s2", "s0"]);
+    e.remove(&vid("c")).unwrap();
+    e.remove_server(&ServerId::new("s2").unwrap()).unwrap();
+    check(&e);
+}
