@@ -21,6 +21,7 @@
 //! None.
 
 pub mod admin;
+pub mod demo;
 pub mod node;
 
 use std::collections::BTreeMap;
