@@ -203,6 +203,7 @@ async fn story(d: &ComposerDriver, dir: &Path, out: &mut dyn Write) -> Result<()
     ];
     let cap = VolumeCapability::mount(AccessMode::SingleNodeWriter);
     let mut vols = Vec::new();
+    let mut targets = Vec::new();
     for (name, params, bytes) in classes {
         let t = Instant::now();
         let r = async {
@@ -273,14 +274,17 @@ async fn story(d: &ComposerDriver, dir: &Path, out: &mut dyn Write) -> Result<()
     }
     for (i, v) in vols.iter_mut().enumerate() {
         let t = Instant::now();
-        let r = write_data(&v.target, i as u64 + 1).map(|f| v.files = f);
-        let bytes: usize = v.files.values().map(Vec::len).sum();
-        step(
-            out,
-            &format!("write {} files, {bytes} bytes to {}", v.files.len(), v.name),
-            t,
-            r,
-        )?;
+        let files = write_data(&v.target, i as u64 + 1);
+        let what = match &files {
+            Ok(f) => format!(
+                "write {} files, {} bytes to {}",
+                f.len(),
+                f.values().map(Vec::len).sum::<usize>(),
+                v.name
+            ),
+            Err(_) => format!("write the data set to {}", v.name),
+        };
+        v.files = step(out, &what, t, files)?;
     }
     for name in ["raid1", "raid10"] {
         let v = vols
@@ -338,6 +342,7 @@ async fn story(d: &ComposerDriver, dir: &Path, out: &mut dyn Write) -> Result<()
         });
         let r = r.map_err(e);
         let onto = step(out, &format!("rebuild {name}"), t, r)?;
+        targets.extend(onto.split(", ").map(str::to_string));
         let cond = side.condition(&v.id).map(|c| c.message).unwrap_or_default();
         let _ = writeln!(
             out,
@@ -351,6 +356,16 @@ async fn story(d: &ComposerDriver, dir: &Path, out: &mut dyn Write) -> Result<()
             verify(v),
         )?;
     }
+    let t = Instant::now();
+    let svg = std::env::temp_dir().join("composer-demo-inventory.svg");
+    let r = std::fs::write(&svg, inventory_svg(d.composer(), &targets))
+        .map_err(|er| format!("{}: {er}", svg.display()));
+    step(
+        out,
+        &format!("inventory picture written to {}", svg.display()),
+        t,
+        r,
+    )?;
     let t = Instant::now();
     let r = async {
         for v in &vols {
@@ -418,4 +433,117 @@ fn verify(v: &Vol) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// An SVG picture of the inventory: one column per rack, one box per JBOD,
+/// one cell per drive coloured by utilisation (grey empty, deeper blue
+/// fuller), failed drives red with a cross, rebuild targets with a thick
+/// green border; each drive's tooltip and the legend name the volumes on it.
+pub fn inventory_svg(c: &composer_core::Composer, rebuilt: &[String]) -> String {
+    use std::fmt::Write as _;
+    let drives = c.drive_report();
+    let file = c.inventory().file();
+    let (cell, gap, per_row) = (26u32, 4u32, 8u32);
+    let box_w = per_row * (cell + gap) + gap;
+    let col_w = box_w + 30;
+    let mut body = String::new();
+    let mut height = 0u32;
+    for (ri, rack) in file.racks.iter().enumerate() {
+        let x0 = 20 + ri as u32 * col_w;
+        let mut y = 50u32;
+        let _ = write!(
+            body,
+            r#"<text x="{x0}" y="40" font-size="16" font-weight="bold">rack {}</text>"#,
+            rack.id
+        );
+        for j in file.jbods.iter().filter(|j| j.rack == rack.id) {
+            let ds: Vec<_> = drives.iter().filter(|d| d.jbod == j.id).collect();
+            let rows = (ds.len() as u32).div_ceil(per_row).max(1);
+            let h = 24 + rows * (cell + gap) + gap;
+            let _ = write!(
+                body,
+                r##"<rect x="{x0}" y="{y}" width="{box_w}" height="{h}" rx="6" fill="#f8fafc" stroke="#475569"/><text x="{}" y="{}" font-size="12">{}</text>"##,
+                x0 + 6,
+                y + 16,
+                j.id
+            );
+            for (k, d) in ds.iter().enumerate() {
+                let cx = x0 + gap + (k as u32 % per_row) * (cell + gap);
+                let cy = y + 24 + (k as u32 / per_row) * (cell + gap);
+                let u = if d.capacity == 0 {
+                    0.0
+                } else {
+                    d.used as f64 / d.capacity as f64
+                };
+                let failed = d.health == composer_core::Health::Failed;
+                let fill = if failed {
+                    "#dc2626".to_string()
+                } else if d.used == 0 {
+                    "#e5e7eb".to_string()
+                } else {
+                    let l = 80.0 - 45.0 * u.min(1.0);
+                    format!("hsl(214,80%,{l:.0}%)")
+                };
+                let target = rebuilt.contains(&d.id);
+                let (stroke, sw) = if target {
+                    ("#16a34a", 3)
+                } else {
+                    ("#334155", 1)
+                };
+                let _ = write!(
+                    body,
+                    r#"<rect x="{cx}" y="{cy}" width="{cell}" height="{cell}" fill="{fill}" stroke="{stroke}" stroke-width="{sw}"><title>{} {:.0}% used{}{}{}</title></rect>"#,
+                    d.id,
+                    u * 100.0,
+                    if d.volumes.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", d.volumes.join(", "))
+                    },
+                    if failed { " FAILED" } else { "" },
+                    if target { " (rebuild target)" } else { "" },
+                );
+                if failed {
+                    let _ = write!(
+                        body,
+                        r##"<path d="M{} {} L{} {} M{} {} L{} {}" stroke="#fff" stroke-width="2"/>"##,
+                        cx + 5,
+                        cy + 5,
+                        cx + cell - 5,
+                        cy + cell - 5,
+                        cx + cell - 5,
+                        cy + 5,
+                        cx + 5,
+                        cy + cell - 5
+                    );
+                }
+            }
+            y += h + 12;
+        }
+        height = height.max(y);
+    }
+    let mut legend = String::new();
+    let mut ly = height + 20;
+    let _ = write!(
+        legend,
+        r##"<text x="20" y="{ly}" font-size="12">grey: empty · blue: in use (darker = fuller) · red with a cross: failed · green border: rebuild target</text>"##
+    );
+    for v in c.records() {
+        ly += 16;
+        let members: Vec<&str> = v.members.iter().map(|m| m.drive.as_str()).collect();
+        let _ = write!(
+            legend,
+            r#"<text x="20" y="{ly}" font-size="12">{} ({}, {}): {}</text>"#,
+            v.name,
+            v.id,
+            v.layout.kind.name(),
+            members.join(", ")
+        );
+    }
+    let width = 40 + file.racks.len() as u32 * col_w;
+    format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{}" font-family="sans-serif"><text x="20" y="20" font-size="14">composer demo: inventory after the failures and rebuilds</text>{body}{legend}</svg>
+"#,
+        ly + 20
+    )
 }

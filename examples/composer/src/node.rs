@@ -592,12 +592,26 @@ fn attach_range(file: &Path, offset: u64, len: u64) -> Result<LoopDevice, CsiErr
         )));
     }
     let dev = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    LoopDevice::open(&dev).ok_or_else(|| {
+    let l = LoopDevice::open(&dev).ok_or_else(|| {
         internal(format!(
             "losetup printed {}, which is no loop device",
             dev.display()
         ))
-    })
+    })?;
+    // The new size can reach the block layer a moment after losetup returns:
+    // never format a device that does not yet show the volume's size.
+    for _ in 0..100 {
+        if csi_node::block_device_size(&dev).ok() == Some(len) {
+            return Ok(l);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let seen = csi_node::block_device_size(&dev).map_err(CsiError::from)?;
+    let _ = l.detach();
+    Err(internal(format!(
+        "{} shows {seen} bytes, not the volume's {len}",
+        dev.display()
+    )))
 }
 
 /// Why the `mdadm` backend cannot stage here.
