@@ -370,7 +370,15 @@ impl VolumeGetter for ComposerDriver {
     ) -> Result<ControllerGetVolumeResponse, CsiError> {
         let id = req.volume_id.as_str().to_string();
         let v = self.run(move |c| c.get(&id)).await?;
-        Ok(ControllerGetVolumeResponse::new(volume(&v)?, status(&v)?))
+        let mut st = status(&v)?;
+        // Where this process also serves the node side, the engine's own
+        // view (degraded, rebuilding with progress) is the more precise one.
+        if let Some(c) = self.node_side.as_ref().and_then(|s| s.condition(&v.id))
+            && c.abnormal
+        {
+            st.volume_condition = Some(c);
+        }
+        Ok(ControllerGetVolumeResponse::new(volume(&v)?, st))
     }
 }
 

@@ -45,6 +45,10 @@ enum Command {
         /// The node side's drive files and FUSE mounts (with --node-id).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// How the node side assembles volumes: userspace (raid-engine) or
+        /// mdadm (answers FAILED_PRECONDITION where md is absent).
+        #[arg(long, default_value = "userspace")]
+        backend: composer::node::Backend,
     },
     /// Run the whole story on this machine with real mounts: provision,
     /// stage, publish, write, fail drives, verify, rebuild, verify, tear down.
@@ -117,6 +121,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             admin_socket,
             node_id,
             data_dir,
+            backend,
         } => {
             let inv = load_inventory(inventory.as_ref())?;
             if let Some(dir) = state.parent() {
@@ -138,7 +143,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 driver = driver.with_node_side(composer::node::NodeConfig {
                     run_dir: data.join("run"),
                     data_dir: data.join("drives"),
-                    backend: composer::node::Backend::Userspace,
+                    backend,
                 });
             }
             let c = driver.composer().clone();

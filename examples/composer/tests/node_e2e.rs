@@ -219,7 +219,7 @@ fn verify(target: &Path, files: &BTreeMap<String, Vec<u8>>) {
 
 /// Fails the member in `role` (composer mark + engine), checks the data,
 /// applies the repair plan and rebuilds; returns the drive failed.
-fn fail_and_rebuild(
+async fn fail_and_rebuild(
     s: &Setup,
     id: &str,
     role: usize,
@@ -236,6 +236,17 @@ fn fail_and_rebuild(
         cond.abnormal && cond.message.contains("degraded"),
         "{cond:?}"
     );
+    // The controller reports the engine's view too (same process).
+    let got = Csi::controller_get_volume(
+        &s.plugin,
+        ControllerGetVolumeRequest {
+            volume_id: VolumeId::new(id).unwrap(),
+        },
+    )
+    .await
+    .unwrap();
+    let cc = got.status.volume_condition.unwrap();
+    assert!(cc.abnormal && cc.message.contains(&drive), "{cc:?}");
     verify(target, files);
     let plan = c.apply_repair(&drive).unwrap();
     assert!(
@@ -313,11 +324,69 @@ async fn raid1_and_raid10_survive_failures_and_rebuild_through_mounted_filesyste
         let files = write_data(&target, seed);
         // Any one member is a tolerable failure of RAID1 and RAID10 (n2).
         let first = rng.random_range(0..n);
-        fail_and_rebuild(&s, &id, first, &target, &files);
+        fail_and_rebuild(&s, &id, first, &target, &files).await;
         // A different one: in RAID10, also in the other mirror pair.
         let second = (first + 1 + rng.random_range(0..n - 1)) % n;
         assert_ne!(first, second);
-        fail_and_rebuild(&s, &id, second, &target, &files);
+        fail_and_rebuild(&s, &id, second, &target, &files).await;
         teardown(&s, &id, name).await;
     }
+}
+
+/// The mdadm backend never falls back to the user-space engine: it answers
+/// FAILED_PRECONDITION saying why (no md here, or no mdadm assembly in this
+/// build), before touching any mount.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mdadm_backend_answers_failed_precondition() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = Inventory::from_toml(INVENTORY).unwrap();
+    let driver = ComposerDriver::open(inv, Arc::new(MemStore::default()), Some("r1-n1"))
+        .unwrap()
+        .with_node_side(NodeConfig {
+            data_dir: dir.path().join("drives"),
+            run_dir: dir.path().join("run"),
+            backend: Backend::Mdadm,
+        });
+    let plugin = driver.plugin().unwrap();
+    let mut req =
+        composer::create_request("m", &[("type", "hdd"), ("redundancy", "true")], 200 << 20)
+            .unwrap();
+    req.volume_capabilities = vec![mount_cap()];
+    let vol = Csi::create_volume(&plugin, req).await.unwrap().volume;
+    Csi::controller_publish_volume(
+        &plugin,
+        ControllerPublishVolumeRequest {
+            volume_id: vol.volume_id.clone(),
+            node_id: NodeId::new("r1-n1").unwrap(),
+            volume_capability: mount_cap(),
+            readonly: false,
+            secrets: Secrets::default(),
+            volume_context: vol.volume_context.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    let staging = dir.path().join("staging");
+    let err = Csi::node_stage_volume(
+        &plugin,
+        NodeStageVolumeRequest {
+            volume_id: vol.volume_id.clone(),
+            publish_context: Map::new(),
+            staging_target_path: NodePath::new(staging.to_str().unwrap()).unwrap(),
+            volume_capability: mount_cap(),
+            secrets: Secrets::default(),
+            volume_context: vol.volume_context,
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    let md = Path::new("/proc/mdstat").exists();
+    let want = if md {
+        "not available in this composer build"
+    } else {
+        "needs Linux md"
+    };
+    assert!(err.to_string().contains(want), "{err}");
+    assert!(!staging.exists(), "nothing was mounted or created");
 }
