@@ -326,17 +326,9 @@ impl NodeSide {
             let path = self.cfg.data_dir.join(format!("{}.img", m.drive));
             drop(self.open_member(&m.drive, m.offset, m.len)?);
             let loopdev = attach_range(&path, m.offset, rec.layout.usable_bytes)?;
-            if !block {
-                let r = fs::create_dir_all(staging)
-                    .map_err(|e| internal(format!("creating {}: {e}", staging.display())))
-                    .and_then(|()| {
-                        csi_node::format_and_mount(loopdev.path(), staging, fs_type, &opts)
-                            .map_err(CsiError::from)
-                    });
-                if let Err(e) = r {
-                    let _ = loopdev.detach();
-                    return Err(e);
-                }
+            if !block && let Err(e) = mount_staging(&loopdev, staging, fs_type, &opts) {
+                let _ = loopdev.detach();
+                return Err(e);
             }
             self.lock().insert(
                 rec.id.clone(),
@@ -372,17 +364,9 @@ impl NodeSide {
                 return Err(e.into());
             }
         };
-        if !block {
-            let r = fs::create_dir_all(staging)
-                .map_err(|e| internal(format!("creating {}: {e}", staging.display())))
-                .and_then(|()| {
-                    csi_node::format_and_mount(loopdev.path(), staging, fs_type, &opts)
-                        .map_err(CsiError::from)
-                });
-            if let Err(e) = r {
-                undo(exposure, Some(&loopdev));
-                return Err(e);
-            }
+        if !block && let Err(e) = mount_staging(&loopdev, staging, fs_type, &opts) {
+            undo(exposure, Some(&loopdev));
+            return Err(e);
         }
         tracing::info!(volume = %rec.id, device = %loopdev.path().display(), "staged");
         self.lock().insert(
@@ -572,6 +556,18 @@ impl NodeSide {
             }
         }
     }
+}
+
+/// Formats `dev` on first use and mounts it on `staging` (created if missing).
+fn mount_staging(
+    dev: &LoopDevice,
+    staging: &Path,
+    fs_type: csi_node::FsType,
+    opts: &MountOptions,
+) -> Result<(), CsiError> {
+    fs::create_dir_all(staging)
+        .map_err(|e| internal(format!("creating {}: {e}", staging.display())))?;
+    csi_node::format_and_mount(dev.path(), staging, fs_type, opts).map_err(CsiError::from)
 }
 
 /// A loop device over `len` bytes of `file` from `offset`.

@@ -109,15 +109,7 @@ async fn conformance_over_a_unix_socket() {
 /// loop devices: without them it says so, and fails under `CI=true`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn conformance_node_side_with_real_mounts() {
-    let why = if !csi_node::is_root() {
-        Some("not root".to_string())
-    } else if !std::path::Path::new("/dev/fuse").exists() {
-        Some("no /dev/fuse".to_string())
-    } else {
-        csi_node::LoopDevice::check_available()
-            .err()
-            .map(|e| format!("no loop devices: {e}"))
-    };
+    let why = composer::demo::missing_prerequisite();
     if let Some(why) = why {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),

@@ -18,77 +18,12 @@ use csi_types::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-const INVENTORY: &str = r#"
-[[site]]
-id = "dc1"
-
-[[storage_group]]
-id = "sg-a"
-site = "dc1"
-
-[[storage_group]]
-id = "sg-b"
-site = "dc1"
-
-[[switch]]
-id = "r1-tor"
-site = "dc1"
-bandwidth = "400 GB/s"
-
-[[switch]]
-id = "r2-tor"
-site = "dc1"
-bandwidth = "400 GB/s"
-
-[[rack]]
-id = "r1"
-site = "dc1"
-storage_group = "sg-a"
-switch = "r1-tor"
-
-[[rack]]
-id = "r2"
-site = "dc1"
-storage_group = "sg-b"
-switch = "r2-tor"
-
-[[jbod]]
-id = "r1-j1"
-rack = "r1"
-
-[[jbod.drive]]
-count = 8
-kind = "hdd"
-capacity = "256 MiB"
-rpm = 7200
-
-[[jbod]]
-id = "r2-j1"
-rack = "r2"
-
-[[jbod.drive]]
-count = 8
-kind = "hdd"
-capacity = "256 MiB"
-rpm = 7200
-
-[[server]]
-id = "r1-n1"
-rack = "r1"
-"#;
+/// The demo's inventory: two racks, a JBOD of ten 256 MiB HDDs in each.
+const INVENTORY: &str = composer::demo::DEMO_INVENTORY;
 
 /// Whether this host can mount (root, FUSE, loop); `None` when it can.
 fn missing() -> Option<String> {
-    if !csi_node::is_root() {
-        return Some("not root".into());
-    }
-    if !Path::new("/dev/fuse").exists() {
-        return Some("no /dev/fuse".into());
-    }
-    if let Err(e) = csi_node::LoopDevice::check_available() {
-        return Some(format!("no loop devices: {e}"));
-    }
-    None
+    composer::demo::missing_prerequisite()
 }
 
 fn mount_cap() -> VolumeCapability {
