@@ -385,6 +385,43 @@ impl NodeSide {
         Ok(())
     }
 
+    /// Assembles (or creates) the volume of `rec` without exposing it to the
+    /// kernel (no FUSE, loop or mount): for hosts without them, and for
+    /// tools that do I/O through the engine. Unstage it with an empty path.
+    pub fn assemble_unexposed(&self, rec: &VolumeRecord) -> Result<Arc<EngineVolume>, CsiError> {
+        if self.cfg.backend == Backend::Mdadm {
+            return Err(mdadm_unavailable());
+        }
+        if matches!(rec.layout.kind, LayoutKind::Single | LayoutKind::Slice) {
+            return Err(CsiError::failed_precondition(format!(
+                "volume {}: a {} layout has no engine volume",
+                rec.id,
+                rec.layout.kind.name()
+            )));
+        }
+        if self.lock().contains_key(&rec.id) {
+            return Err(CsiError::already_exists(format!(
+                "volume {} is staged",
+                rec.id
+            )));
+        }
+        let volume = Arc::new(self.assemble(rec, None)?);
+        self.lock().insert(
+            rec.id.clone(),
+            Staged {
+                staging: PathBuf::new(),
+                block: true,
+                drives: rec.members.iter().map(|m| m.drive.clone()).collect(),
+                volume: Some(volume.clone()),
+                exposure: None,
+                loopdev: None,
+                fuse_dir: PathBuf::new(),
+                rebuilding: None,
+            },
+        );
+        Ok(volume)
+    }
+
     /// `NodeUnstageVolume`: unmount, detach the loop device, close the volume.
     pub fn unstage(&self, id: &str, staging: &Path) -> Result<(), CsiError> {
         let mut map = self.lock();
@@ -403,6 +440,8 @@ impl NodeSide {
         if let Some(x) = s.exposure.take() {
             x.unmount()
                 .map_err(|e| engine_err("closing the volume", e))?;
+        } else if let Some(v) = &s.volume {
+            v.close().map_err(|e| engine_err("closing the volume", e))?;
         }
         if s.volume.is_some() {
             let _ = fs::remove_dir(&s.fuse_dir);

@@ -32,3 +32,25 @@ async fn the_demo_runs_green() {
     }
     assert!(!text.contains("FAIL"), "{text}");
 }
+
+/// The story through the engine alone (what the demo runs where the kernel
+/// cannot mount): no root needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_only_demo_runs_green() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut out = Vec::new();
+    let r = composer::demo::run_engine_only(dir.path(), &mut out).await;
+    let text = String::from_utf8_lossy(&out);
+    println!("{text}");
+    r.unwrap();
+    for step in [
+        "verify every byte of raid1 (degraded)",
+        "rebuild raid10",
+        "verify every byte of raid10 (rebuilt)",
+    ] {
+        assert!(
+            text.contains(&format!("s  {step}")),
+            "missing step {step:?}:\n{text}"
+        );
+    }
+}
