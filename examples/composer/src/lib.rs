@@ -21,6 +21,8 @@
 //! None.
 
 pub mod admin;
+pub mod demo;
+pub mod node;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -37,6 +39,7 @@ pub const DRIVER_NAME: &str = "composer.csi.example.com";
 pub struct ComposerDriver {
     composer: Arc<Composer>,
     node: Option<u32>,
+    node_side: Option<Arc<node::NodeSide>>,
 }
 
 impl ComposerDriver {
@@ -54,7 +57,20 @@ impl ComposerDriver {
         Ok(ComposerDriver {
             composer: Arc::new(composer),
             node,
+            node_side: None,
         })
+    }
+
+    /// Serves the node side (stage, publish, stats) on this node with
+    /// `cfg`; needs a node id.
+    pub fn with_node_side(mut self, cfg: node::NodeConfig) -> ComposerDriver {
+        self.node_side = Some(Arc::new(node::NodeSide::new(cfg)));
+        self
+    }
+
+    /// The node side, when served.
+    pub fn node_side(&self) -> Option<&Arc<node::NodeSide>> {
+        self.node_side.as_ref()
     }
 
     /// The composer.
@@ -75,9 +91,10 @@ impl ComposerDriver {
             .capacity_reporter(d.clone())
             .controller_expander(d.clone())
             .volume_getter(d.clone());
-        match self.node {
-            Some(_) => b.node(d).build(),
-            None => b.build(),
+        match (self.node, &self.node_side) {
+            (Some(_), Some(_)) => b.node(d.clone()).stager(d.clone()).node_stats(d).build(),
+            (Some(_), None) => b.node(d).build(),
+            (None, _) => b.build(),
         }
     }
 
@@ -353,7 +370,15 @@ impl VolumeGetter for ComposerDriver {
     ) -> Result<ControllerGetVolumeResponse, CsiError> {
         let id = req.volume_id.as_str().to_string();
         let v = self.run(move |c| c.get(&id)).await?;
-        Ok(ControllerGetVolumeResponse::new(volume(&v)?, status(&v)?))
+        let mut st = status(&v)?;
+        // Where this process also serves the node side, the engine's own
+        // view (degraded, rebuilding with progress) is the more precise one.
+        if let Some(c) = self.node_side.as_ref().and_then(|s| s.condition(&v.id))
+            && c.abnormal
+        {
+            st.volume_condition = Some(c);
+        }
+        Ok(ControllerGetVolumeResponse::new(volume(&v)?, st))
     }
 }
 
@@ -361,20 +386,111 @@ impl VolumeGetter for ComposerDriver {
 impl Node for ComposerDriver {
     async fn node_publish_volume(
         &self,
-        _: NodePublishVolumeRequest,
+        req: NodePublishVolumeRequest,
     ) -> Result<NodePublishVolumeResponse, CsiError> {
-        Err(CsiError::unimplemented(
-            "the composer's node side (NodeStage/NodePublish) is not implemented yet",
-        ))
+        let side = self.side()?;
+        let id = req.volume_id.as_str().to_string();
+        let rec = self
+            .run({
+                let id = id.clone();
+                move |c| c.get(&id)
+            })
+            .await?;
+        let staging = req.staging_target_path.as_ref().ok_or_else(|| {
+            CsiError::failed_precondition(
+                "staging_target_path is required: the composer stages volumes",
+            )
+        })?;
+        let (staged_at, block, dev) = side.staged_at(&rec.id).ok_or_else(|| {
+            CsiError::failed_precondition(format!("volume {id} is not staged on this node"))
+        })?;
+        if staged_at != staging.as_path() {
+            return Err(CsiError::failed_precondition(format!(
+                "volume {id} is staged at {}, not {staging}",
+                staged_at.display()
+            )));
+        }
+        let want_block = matches!(req.volume_capability.access_type, AccessType::Block);
+        if want_block != block {
+            return Err(CsiError::failed_precondition(format!(
+                "volume {id} is staged for {} access",
+                if block { "block" } else { "mount" }
+            )));
+        }
+        let flags = match &req.volume_capability.access_type {
+            AccessType::Mount(m) => m.mount_flags.clone(),
+            AccessType::Block => Vec::new(),
+        };
+        let target = req.target_path.as_path().to_path_buf();
+        let ro = req.readonly;
+        if !side.claim_target(&target, &id, ro)? {
+            return Ok(NodePublishVolumeResponse {});
+        }
+        let side2 = side.clone();
+        let t2 = target.clone();
+        let r = tokio::task::spawn_blocking(move || -> Result<(), CsiError> {
+            if csi_node::is_mount_point(&target).unwrap_or(false) {
+                return Err(CsiError::already_exists(format!(
+                    "{} is already a mount point",
+                    target.display()
+                )));
+            }
+            let source = if block {
+                if !target.exists() {
+                    if let Some(p) = target.parent() {
+                        std::fs::create_dir_all(p)
+                            .map_err(|e| CsiError::internal(e.to_string()))?;
+                    }
+                    std::fs::File::create(&target)
+                        .map_err(|e| CsiError::internal(e.to_string()))?;
+                }
+                dev
+            } else {
+                std::fs::create_dir_all(&target).map_err(|e| CsiError::internal(e.to_string()))?;
+                staged_at
+            };
+            let opts = csi_node::MountOptions::parse(&flags).map_err(CsiError::from)?;
+            csi_node::bind_mount(&source, &target, &opts, ro).map_err(CsiError::from)
+        })
+        .await
+        .map_err(|e| CsiError::internal(format!("the operation did not complete: {e}")))
+        .and_then(|r| r);
+        if r.is_err() {
+            side2.release_target(&t2);
+        }
+        r?;
+        Ok(NodePublishVolumeResponse {})
     }
 
     async fn node_unpublish_volume(
         &self,
-        _: NodeUnpublishVolumeRequest,
+        req: NodeUnpublishVolumeRequest,
     ) -> Result<NodeUnpublishVolumeResponse, CsiError> {
-        Err(CsiError::unimplemented(
-            "the composer's node side (NodeStage/NodePublish) is not implemented yet",
-        ))
+        let side = self.side()?.clone();
+        let id = req.volume_id.as_str().to_string();
+        self.run(move |c| c.get(&id)).await?;
+        let target = req.target_path.as_path().to_path_buf();
+        side.release_target(&target);
+        tokio::task::spawn_blocking(move || -> Result<(), CsiError> {
+            csi_node::unmount_all(&target).map_err(CsiError::from)?;
+            if target.is_dir() {
+                let _ = std::fs::remove_dir(&target);
+            } else if target.exists() {
+                let _ = std::fs::remove_file(&target);
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| CsiError::internal(format!("the operation did not complete: {e}")))??;
+        Ok(NodeUnpublishVolumeResponse {})
+    }
+
+    fn feature_capabilities(&self) -> NodeCapabilities {
+        if self.node_side.is_some() {
+            NodeCapabilities::VOLUME_CONDITION
+        } else {
+            NodeCapabilities::empty()
+        }
     }
 
     async fn node_get_info(&self, _: NodeGetInfoRequest) -> Result<NodeGetInfoResponse, CsiError> {
@@ -386,6 +502,139 @@ impl Node for ComposerDriver {
         Ok(NodeGetInfoResponse::new(NodeId::new(srv.id.clone())?)
             .with_max_volumes(srv.max_volumes as u64)
             .with_topology(convert::node_topology(inv, s)))
+    }
+}
+
+#[async_trait]
+impl NodeStager for ComposerDriver {
+    async fn node_stage_volume(
+        &self,
+        req: NodeStageVolumeRequest,
+    ) -> Result<NodeStageVolumeResponse, CsiError> {
+        let side = self.side()?.clone();
+        let node = self.node_id()?;
+        let id = req.volume_id.as_str().to_string();
+        let rec = self.run(move |c| c.get(&id)).await?;
+        if !rec.published.contains_key(&node) {
+            return Err(CsiError::failed_precondition(format!(
+                "volume {} is not published to node {node} (ControllerPublishVolume first)",
+                rec.id
+            )));
+        }
+        let block = matches!(req.volume_capability.access_type, AccessType::Block);
+        if block != rec.block && rec.block {
+            return Err(CsiError::failed_precondition(format!(
+                "volume {} was created for block access",
+                rec.id
+            )));
+        }
+        let p = composer_core::Parameters::parse(&rec.parameters).map_err(CsiError::from)?;
+        let (fs_name, flags) = match &req.volume_capability.access_type {
+            AccessType::Mount(m) => (
+                m.fs_type
+                    .clone()
+                    .unwrap_or_else(|| p.fs_type.name().to_string()),
+                m.mount_flags.clone(),
+            ),
+            AccessType::Block => (p.fs_type.name().to_string(), Vec::new()),
+        };
+        let fs: csi_node::FsType = fs_name.parse().map_err(CsiError::from)?;
+        let staging = req.staging_target_path.as_path().to_path_buf();
+        let secrets: BTreeMap<String, String> = req.secrets.expose().clone();
+        tokio::task::spawn_blocking(move || {
+            side.stage(&rec.record, &staging, block, fs, &flags, &secrets)
+        })
+        .await
+        .map_err(|e| CsiError::internal(format!("the operation did not complete: {e}")))??;
+        Ok(NodeStageVolumeResponse {})
+    }
+
+    async fn node_unstage_volume(
+        &self,
+        req: NodeUnstageVolumeRequest,
+    ) -> Result<NodeUnstageVolumeResponse, CsiError> {
+        let side = self.side()?.clone();
+        let id = req.volume_id.as_str().to_string();
+        self.run({
+            let id = id.clone();
+            move |c| c.get(&id)
+        })
+        .await?;
+        let staging = req.staging_target_path.as_path().to_path_buf();
+        tokio::task::spawn_blocking(move || side.unstage(&id, &staging))
+            .await
+            .map_err(|e| CsiError::internal(format!("the operation did not complete: {e}")))??;
+        Ok(NodeUnstageVolumeResponse {})
+    }
+}
+
+#[async_trait]
+impl NodeVolumeStats for ComposerDriver {
+    async fn node_get_volume_stats(
+        &self,
+        req: NodeGetVolumeStatsRequest,
+    ) -> Result<NodeGetVolumeStatsResponse, CsiError> {
+        let side = self.side()?.clone();
+        let id = req.volume_id.as_str().to_string();
+        let rec = self.run(move |c| c.get(&id)).await?;
+        let (_, block, dev) = side.staged_at(&rec.id).ok_or_else(|| {
+            CsiError::not_found(format!("volume {} is not staged on this node", rec.id))
+        })?;
+        let path = req.volume_path.get()?.as_path().to_path_buf();
+        if !path.exists() {
+            return Err(CsiError::not_found(format!(
+                "{} does not exist",
+                path.display()
+            )));
+        }
+        let condition = side.condition(&rec.id);
+        let usage = tokio::task::spawn_blocking(move || -> Result<Vec<VolumeUsage>, CsiError> {
+            if block {
+                let total = csi_node::block_device_size(&dev).map_err(CsiError::from)?;
+                return Ok(vec![VolumeUsage {
+                    unit: UsageUnit::Bytes,
+                    total,
+                    available: 0,
+                    used: 0,
+                }]);
+            }
+            let s = csi_node::filesystem_stats(&path).map_err(CsiError::from)?;
+            Ok(vec![
+                VolumeUsage {
+                    unit: UsageUnit::Bytes,
+                    total: s.bytes_total,
+                    available: s.bytes_available,
+                    used: s.bytes_used,
+                },
+                VolumeUsage {
+                    unit: UsageUnit::Inodes,
+                    total: s.inodes_total,
+                    available: s.inodes_free,
+                    used: s.inodes_used,
+                },
+            ])
+        })
+        .await
+        .map_err(|e| CsiError::internal(format!("the operation did not complete: {e}")))??;
+        Ok(NodeGetVolumeStatsResponse {
+            usage,
+            volume_condition: condition,
+        })
+    }
+}
+
+impl ComposerDriver {
+    fn side(&self) -> Result<&Arc<node::NodeSide>, CsiError> {
+        self.node_side
+            .as_ref()
+            .ok_or_else(|| CsiError::unimplemented("the composer's node side is not enabled on this server (it needs a node id and a data directory)"))
+    }
+
+    fn node_id(&self) -> Result<String, CsiError> {
+        let s = self
+            .node
+            .ok_or_else(|| CsiError::unimplemented("no node id configured"))?;
+        Ok(self.composer.inventory().servers()[s as usize].id.clone())
     }
 }
 

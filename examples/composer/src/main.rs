@@ -38,10 +38,21 @@ enum Command {
         /// The admin socket.
         #[arg(long, default_value = "/run/composer/admin.sock")]
         admin_socket: PathBuf,
-        /// Also answer NodeGetInfo as this server (the node side is not implemented).
+        /// Also serve the node side as this server (NodeGetInfo; with
+        /// --data-dir also stage, publish and stats).
         #[arg(long)]
         node_id: Option<String>,
+        /// The node side's drive files and FUSE mounts (with --node-id).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// How the node side assembles volumes: userspace (raid-engine) or
+        /// mdadm (answers FAILED_PRECONDITION where md is absent).
+        #[arg(long, default_value = "userspace")]
+        backend: composer::node::Backend,
     },
+    /// Run the whole story on this machine with real mounts: provision,
+    /// stage, publish, write, fail drives, verify, rebuild, verify, tear down.
+    Demo,
     /// Ask a running composer.
     Admin {
         /// The admin socket.
@@ -109,6 +120,8 @@ async fn run(cli: Cli) -> Result<(), String> {
             inventory,
             admin_socket,
             node_id,
+            data_dir,
+            backend,
         } => {
             let inv = load_inventory(inventory.as_ref())?;
             if let Some(dir) = state.parent() {
@@ -121,8 +134,18 @@ async fn run(cli: Cli) -> Result<(), String> {
             }
             let started = std::time::Instant::now();
             let store = Arc::new(RedbStore::open(&state).map_err(|e| e.to_string())?);
-            let driver = composer::ComposerDriver::open(inv, store, node_id.as_deref())
+            let mut driver = composer::ComposerDriver::open(inv, store, node_id.as_deref())
                 .map_err(|e| e.to_string())?;
+            if let Some(data) = data_dir {
+                if node_id.is_none() {
+                    return Err("--data-dir serves the node side and needs --node-id".into());
+                }
+                driver = driver.with_node_side(composer::node::NodeConfig {
+                    run_dir: data.join("run"),
+                    data_dir: data.join("drives"),
+                    backend,
+                });
+            }
             let c = driver.composer().clone();
             tracing::info!(
                 volumes = c.volume_count(),
@@ -150,8 +173,26 @@ async fn run(cli: Cli) -> Result<(), String> {
                 }
             })
             .await;
+            if let Some(side) = driver.node_side() {
+                side.release_all();
+            }
             let _ = tx.send(true);
             let _ = admin.await;
+            r
+        }
+        Command::Demo => {
+            let dir = std::env::temp_dir().join(format!("composer-demo-{}", std::process::id()));
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+            println!("composer demo in {}", dir.display());
+            let started = std::time::Instant::now();
+            let r = composer::demo::run(&dir, &mut std::io::stdout()).await;
+            let _ = std::fs::remove_dir_all(&dir);
+            println!(
+                "demo {} in {:.1} s",
+                if r.is_ok() { "passed" } else { "FAILED" },
+                started.elapsed().as_secs_f64()
+            );
             r
         }
         Command::Admin { socket, what } => {

@@ -2,12 +2,13 @@
 //! composer, in process and over a real unix socket, on the built-in
 //! inventory with a redb state file.
 //!
-//! The composer serves Identity and Controller; `NodeGetInfo` answers for one
-//! server so that publish and topology cases know a node. The node side
-//! (stage, publish, stats) is a later issue: the `node/…` cases that need it
-//! are the only ones allowed to fail, and only with `UNIMPLEMENTED`; so is
-//! the state-machine property, only when the call it fails at is a node call
-//! answered `UNIMPLEMENTED` (it interleaves node calls with controller ones).
+//! The first two serve Identity and Controller, with `NodeGetInfo` for one
+//! server so that publish and topology cases know a node, but no node side:
+//! the `node/…` cases that need it are the only ones allowed to fail, and
+//! only with `UNIMPLEMENTED`; so is the state-machine property, only when the
+//! call it fails at is a node call answered `UNIMPLEMENTED`. The third serves
+//! the node side with real mounts and runs the `node/…` cases, all of which
+//! must pass.
 
 use std::sync::Arc;
 
@@ -101,4 +102,49 @@ async fn conformance_over_a_unix_socket() {
     let _ = tx.send(());
     server.await.unwrap().unwrap();
     check(&report);
+}
+
+/// The suite's node cases against the composer serving its node side
+/// (raid-engine + FUSE + loop + ext4, real mounts). Needs root, FUSE and
+/// loop devices: without them it says so, and fails under `CI=true`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conformance_node_side_with_real_mounts() {
+    let why = composer::demo::missing_prerequisite();
+    if let Some(why) = why {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but this host cannot mount: {why}"
+        );
+        eprintln!("SKIPPED: the node side needs root, FUSE and loop devices: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = driver(dir.path()).with_node_side(composer::node::NodeConfig {
+        data_dir: dir.path().join("drives"),
+        run_dir: dir.path().join("run"),
+        backend: composer::node::Backend::Userspace,
+    });
+    let plugin: Arc<dyn RawCsi> = Arc::new(d.plugin().unwrap());
+    let mut cfg = config(&dir.path().join("kit"));
+    cfg.filter = Some("node/".into());
+    let report = Suite::new(cfg, plugin.clone(), plugin).run().await;
+    if let Some(s) = d.node_side() {
+        csi_node::release_under(&dir.path().join("kit"));
+        s.release_all();
+    }
+    csi_node::release_under(dir.path());
+    let mut bad = Vec::new();
+    for r in &report.results {
+        println!("{r}");
+        if let Outcome::Fail(_) = &r.outcome {
+            bad.push(r.to_string());
+        }
+    }
+    println!("{}", report.summary());
+    assert!(
+        bad.is_empty(),
+        "{} case(s) failed:\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
 }

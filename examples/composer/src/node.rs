@@ -1,0 +1,666 @@
+//! The node side of the composer, `userspace` backend: a staged volume is a
+//! `raid-engine` volume over the drives' members, exposed through FUSE and a
+//! loop device, formatted on first use and mounted on the staging path;
+//! publishing bind-mounts it (read-only when asked) on the target.
+//!
+//! Drives are sparse files `<data_dir>/<drive id>.img`; a member is the byte
+//! range of its drive the controller's plan gave it. A single drive or slice
+//! (no md layout, no room for the engine's header) is its member range
+//! through a loop device with an offset and size limit; it cannot be
+//! encrypted by this backend (`FAILED_PRECONDITION`).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use composer_core::store::{LayoutKind, VolumeRecord};
+use csi_node::{LoopDevice, MountOptions};
+use csi_types::{CsiError, VolumeCondition};
+use raid_engine::fuse::FuseExposure;
+use raid_engine::{
+    BlockDevice, CacheMode, CreateOptions, FileDevice, MemberState, Progress, RebuildOptions,
+    Secret, Volume as EngineVolume, VolumeLayout,
+};
+
+/// The node-stage secret that keys an `encrypt=true` volume.
+pub const ENCRYPTION_SECRET: &str = "encryptionPassphrase";
+
+/// Which implementation assembles volumes on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `raid-engine` in this process, FUSE + loop.
+    Userspace,
+    /// Linux md (`mdadm`).
+    Mdadm,
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "userspace" => Ok(Backend::Userspace),
+            "mdadm" => Ok(Backend::Mdadm),
+            _ => Err(format!("backend {s:?}: must be userspace or mdadm")),
+        }
+    }
+}
+
+/// Where the node keeps its drives and exposures.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Directory of the drive files (`<drive id>.img`).
+    pub data_dir: PathBuf,
+    /// Directory for FUSE mounts of staged volumes.
+    pub run_dir: PathBuf,
+    /// The assembling backend.
+    pub backend: Backend,
+}
+
+/// A member: a byte range of a drive file.
+#[derive(Debug)]
+struct MemberDevice {
+    file: FileDevice,
+    offset: u64,
+    len: u64,
+    name: String,
+}
+
+impl MemberDevice {
+    fn check(&self, offset: u64, len: usize) -> io::Result<()> {
+        match offset.checked_add(len as u64) {
+            Some(end) if end <= self.len => Ok(()),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{}: access beyond the member's {} bytes",
+                    self.name, self.len
+                ),
+            )),
+        }
+    }
+}
+
+impl BlockDevice for MemberDevice {
+    fn size(&self) -> u64 {
+        self.len
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.check(offset, buf.len())?;
+        self.file.read_at(buf, self.offset + offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.check(offset, buf.len())?;
+        self.file.write_at(buf, self.offset + offset)
+    }
+    fn flush(&self) -> io::Result<()> {
+        self.file.flush()
+    }
+    fn describe(&self) -> String {
+        self.name.clone()
+    }
+}
+
+/// A staged volume.
+struct Staged {
+    staging: PathBuf,
+    block: bool,
+    drives: Vec<String>,
+    volume: Option<Arc<EngineVolume>>,
+    exposure: Option<FuseExposure>,
+    loopdev: Option<LoopDevice>,
+    fuse_dir: PathBuf,
+    /// Rebuild in progress: (role, done, total).
+    rebuilding: Option<(usize, u64, u64)>,
+}
+
+/// The node side's state: what is staged where.
+pub struct NodeSide {
+    cfg: NodeConfig,
+    staged: Mutex<BTreeMap<String, Staged>>,
+    /// Published targets: volume id and whether read-only.
+    targets: Mutex<BTreeMap<PathBuf, (String, bool)>>,
+}
+
+fn internal(what: impl std::fmt::Display) -> CsiError {
+    CsiError::internal(what.to_string())
+}
+
+fn engine_err(what: &str, e: raid_engine::EngineError) -> CsiError {
+    CsiError::internal(format!("{what}: {e}"))
+}
+
+fn layout_of(kind: LayoutKind) -> &'static str {
+    match kind {
+        LayoutKind::Single | LayoutKind::Slice => "single",
+        LayoutKind::Raid1 | LayoutKind::SliceMirror => "raid1",
+        LayoutKind::Raid10 => "raid10:n2",
+        LayoutKind::Raid0 => "raid0",
+    }
+}
+
+fn is_blank(dev: &dyn BlockDevice) -> io::Result<bool> {
+    // The engine's superblock sits at 4 KiB.
+    let mut buf = vec![0u8; 4096];
+    dev.read_at(&mut buf, 4096)?;
+    Ok(buf.iter().all(|b| *b == 0))
+}
+
+impl NodeSide {
+    /// A node side over `cfg`.
+    pub fn new(cfg: NodeConfig) -> NodeSide {
+        NodeSide {
+            cfg,
+            staged: Mutex::new(BTreeMap::new()),
+            targets: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Records a publish of `id` at `target`; `Ok(false)` when the same
+    /// publish is already there, `ALREADY_EXISTS` when another is.
+    pub fn claim_target(&self, target: &Path, id: &str, ro: bool) -> Result<bool, CsiError> {
+        let mut t = self.targets.lock().unwrap_or_else(|p| p.into_inner());
+        match t.get(target) {
+            Some((v, r)) if v == id && *r == ro => Ok(false),
+            Some((v, r)) => Err(CsiError::already_exists(format!(
+                "{} already has volume {v} published {}",
+                target.display(),
+                if *r { "read-only" } else { "read-write" }
+            ))),
+            None => {
+                t.insert(target.to_path_buf(), (id.to_string(), ro));
+                Ok(true)
+            }
+        }
+    }
+
+    /// Forgets the publish at `target`.
+    pub fn release_target(&self, target: &Path) {
+        self.targets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(target);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Staged>> {
+        self.staged.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.cfg
+    }
+
+    fn open_member(&self, drive: &str, offset: u64, len: u64) -> Result<MemberDevice, CsiError> {
+        fs::create_dir_all(&self.cfg.data_dir)
+            .map_err(|e| internal(format!("creating {}: {e}", self.cfg.data_dir.display())))?;
+        let path = self.cfg.data_dir.join(format!("{drive}.img"));
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| internal(format!("opening drive {}: {e}", path.display())))?;
+        let need = offset + len;
+        let have = f
+            .metadata()
+            .map_err(|e| internal(format!("drive {}: {e}", path.display())))?
+            .len();
+        if have < need {
+            f.set_len(need)
+                .map_err(|e| internal(format!("growing drive {}: {e}", path.display())))?;
+        }
+        drop(f);
+        let file = FileDevice::open(&path, CacheMode::DirectIfSupported)
+            .map_err(|e| internal(format!("opening drive {}: {e}", path.display())))?;
+        Ok(MemberDevice {
+            file,
+            offset,
+            len,
+            name: format!("{drive}@{offset}"),
+        })
+    }
+
+    /// The engine volume staged for `id`, if any.
+    pub fn volume(&self, id: &str) -> Option<Arc<EngineVolume>> {
+        self.lock().get(id).and_then(|s| s.volume.clone())
+    }
+
+    /// Assembles (or, on blank members, creates) the volume of `rec`.
+    fn assemble(
+        &self,
+        rec: &VolumeRecord,
+        secret: Option<Secret>,
+    ) -> Result<EngineVolume, CsiError> {
+        let mut devs: Vec<Arc<dyn BlockDevice>> = Vec::new();
+        let mut blank = true;
+        for m in &rec.members {
+            let d = self.open_member(&m.drive, m.offset, rec.layout.member_bytes.min(m.len))?;
+            blank &= is_blank(&d).map_err(|e| internal(format!("reading {}: {e}", d.name)))?;
+            devs.push(Arc::new(d));
+        }
+        if blank {
+            let layout = VolumeLayout::parse(layout_of(rec.layout.kind))
+                .map_err(|e| engine_err("layout", e))?;
+            let mut opts = CreateOptions::new(layout);
+            if rec.layout.chunk_sectors > 0 {
+                opts.chunk_sectors = rec.layout.chunk_sectors;
+            }
+            opts.secret = secret;
+            EngineVolume::create(devs, &opts)
+                .map_err(|e| engine_err(&format!("creating volume {}", rec.id), e))
+        } else {
+            let v = EngineVolume::assemble(devs, secret.as_ref())
+                .map_err(|e| engine_err(&format!("assembling volume {}", rec.id), e))?;
+            if rec.parameters.get("encrypt").map(String::as_str) == Some("true")
+                && !v.is_encrypted()
+            {
+                return Err(CsiError::failed_precondition(format!(
+                    "volume {}: encryption was asked for but its members hold a plaintext volume",
+                    rec.id
+                )));
+            }
+            Ok(v)
+        }
+    }
+
+    /// `NodeStageVolume` for `rec` at `staging`.
+    pub fn stage(
+        &self,
+        rec: &VolumeRecord,
+        staging: &Path,
+        block: bool,
+        fs_type: csi_node::FsType,
+        mount_flags: &[String],
+        secrets: &BTreeMap<String, String>,
+    ) -> Result<(), CsiError> {
+        if self.cfg.backend == Backend::Mdadm {
+            return Err(mdadm_unavailable());
+        }
+        if let Some(s) = self.lock().get(&rec.id) {
+            if s.staging == staging && s.block == block {
+                return Ok(());
+            }
+            return Err(CsiError::already_exists(format!(
+                "volume {} is staged at {} with another capability or path",
+                rec.id,
+                s.staging.display()
+            )));
+        }
+        let encrypt = rec.parameters.get("encrypt").map(String::as_str) == Some("true");
+        let secret = if encrypt {
+            let s = secrets.get(ENCRYPTION_SECRET).ok_or_else(|| {
+                CsiError::invalid(
+                    "secrets",
+                    format!(
+                        "volume {} is encrypted (encrypt=true): the node-stage secret \
+                         {ENCRYPTION_SECRET:?} is required",
+                        rec.id
+                    ),
+                )
+            })?;
+            Some(
+                Secret::new(s.as_bytes().to_vec())
+                    .map_err(|e| CsiError::invalid("secrets", e.to_string()))?,
+            )
+        } else {
+            None
+        };
+        let opts = MountOptions::parse(mount_flags).map_err(CsiError::from)?;
+        let plain = matches!(rec.layout.kind, LayoutKind::Single | LayoutKind::Slice);
+        if plain && secret.is_some() {
+            return Err(CsiError::failed_precondition(format!(
+                "volume {}: encrypt=true on a {} layout is not supported by the userspace backend \
+                 (it leaves no room for the engine's header); use redundancy=true",
+                rec.id,
+                rec.layout.kind.name()
+            )));
+        }
+        if plain {
+            let m = rec
+                .members
+                .first()
+                .ok_or_else(|| internal("a volume without members"))?;
+            let path = self.cfg.data_dir.join(format!("{}.img", m.drive));
+            drop(self.open_member(&m.drive, m.offset, m.len)?);
+            let loopdev = attach_range(&path, m.offset, rec.layout.usable_bytes)?;
+            if !block && let Err(e) = mount_staging(&loopdev, staging, fs_type, &opts) {
+                let _ = loopdev.detach();
+                return Err(e);
+            }
+            self.lock().insert(
+                rec.id.clone(),
+                Staged {
+                    staging: staging.to_path_buf(),
+                    block,
+                    drives: vec![m.drive.clone()],
+                    volume: None,
+                    exposure: None,
+                    loopdev: Some(loopdev),
+                    fuse_dir: PathBuf::new(),
+                    rebuilding: None,
+                },
+            );
+            return Ok(());
+        }
+        let volume = Arc::new(self.assemble(rec, secret)?);
+        let fuse_dir = self.cfg.run_dir.join(&rec.id);
+        fs::create_dir_all(&fuse_dir)
+            .map_err(|e| internal(format!("creating {}: {e}", fuse_dir.display())))?;
+        let exposure = raid_engine::fuse::expose(volume.clone(), &fuse_dir, "volume")
+            .map_err(|e| engine_err("exposing the volume through FUSE", e))?;
+        let undo = |exposure: FuseExposure, l: Option<&LoopDevice>| {
+            if let Some(l) = l {
+                let _ = l.detach();
+            }
+            let _ = exposure.unmount();
+        };
+        let loopdev = match LoopDevice::attach(exposure.file(), false) {
+            Ok(l) => l,
+            Err(e) => {
+                undo(exposure, None);
+                return Err(e.into());
+            }
+        };
+        if !block && let Err(e) = mount_staging(&loopdev, staging, fs_type, &opts) {
+            undo(exposure, Some(&loopdev));
+            return Err(e);
+        }
+        tracing::info!(volume = %rec.id, device = %loopdev.path().display(), "staged");
+        self.lock().insert(
+            rec.id.clone(),
+            Staged {
+                staging: staging.to_path_buf(),
+                block,
+                drives: rec.members.iter().map(|m| m.drive.clone()).collect(),
+                volume: Some(volume),
+                exposure: Some(exposure),
+                loopdev: Some(loopdev),
+                fuse_dir,
+                rebuilding: None,
+            },
+        );
+        Ok(())
+    }
+
+    /// Assembles (or creates) the volume of `rec` without exposing it to the
+    /// kernel (no FUSE, loop or mount): for hosts without them, and for
+    /// tools that do I/O through the engine. Unstage it with an empty path.
+    pub fn assemble_unexposed(&self, rec: &VolumeRecord) -> Result<Arc<EngineVolume>, CsiError> {
+        if self.cfg.backend == Backend::Mdadm {
+            return Err(mdadm_unavailable());
+        }
+        if matches!(rec.layout.kind, LayoutKind::Single | LayoutKind::Slice) {
+            return Err(CsiError::failed_precondition(format!(
+                "volume {}: a {} layout has no engine volume",
+                rec.id,
+                rec.layout.kind.name()
+            )));
+        }
+        if self.lock().contains_key(&rec.id) {
+            return Err(CsiError::already_exists(format!(
+                "volume {} is staged",
+                rec.id
+            )));
+        }
+        let volume = Arc::new(self.assemble(rec, None)?);
+        self.lock().insert(
+            rec.id.clone(),
+            Staged {
+                staging: PathBuf::new(),
+                block: true,
+                drives: rec.members.iter().map(|m| m.drive.clone()).collect(),
+                volume: Some(volume.clone()),
+                exposure: None,
+                loopdev: None,
+                fuse_dir: PathBuf::new(),
+                rebuilding: None,
+            },
+        );
+        Ok(volume)
+    }
+
+    /// `NodeUnstageVolume`: unmount, detach the loop device, close the volume.
+    pub fn unstage(&self, id: &str, staging: &Path) -> Result<(), CsiError> {
+        let mut map = self.lock();
+        let Some(s) = map.get_mut(id) else {
+            return Ok(());
+        };
+        if s.staging != staging {
+            return Ok(());
+        }
+        if !s.block {
+            csi_node::unmount_all(staging).map_err(CsiError::from)?;
+        }
+        if let Some(l) = s.loopdev.take() {
+            l.detach().map_err(CsiError::from)?;
+        }
+        if let Some(x) = s.exposure.take() {
+            x.unmount()
+                .map_err(|e| engine_err("closing the volume", e))?;
+        } else if let Some(v) = &s.volume {
+            v.close().map_err(|e| engine_err("closing the volume", e))?;
+        }
+        if s.volume.is_some() {
+            let _ = fs::remove_dir(&s.fuse_dir);
+        }
+        map.remove(id);
+        tracing::info!(volume = id, "unstaged");
+        Ok(())
+    }
+
+    /// The staging path and whether the volume is staged for block access.
+    pub fn staged_at(&self, id: &str) -> Option<(PathBuf, bool, PathBuf)> {
+        self.lock().get(id).and_then(|s| {
+            s.loopdev
+                .as_ref()
+                .map(|l| (s.staging.clone(), s.block, l.path().to_path_buf()))
+        })
+    }
+
+    /// The volume's condition as the engine sees it.
+    pub fn condition(&self, id: &str) -> Option<VolumeCondition> {
+        let map = self.lock();
+        let s = map.get(id)?;
+        if let Some((role, done, total)) = s.rebuilding {
+            let pct = (done * 100).checked_div(total).unwrap_or(100);
+            return Some(VolumeCondition::abnormal(format!(
+                "rebuilding member {role} (drive {}): {pct}% ({done}/{total} bytes)",
+                s.drives[role]
+            )));
+        }
+        let Some(volume) = &s.volume else {
+            return Some(VolumeCondition::healthy(
+                "one drive range, no redundancy: no engine state to report",
+            ));
+        };
+        let st = volume.status();
+        let failed: Vec<String> = st
+            .iter()
+            .filter(|m| m.state == MemberState::Failed)
+            .map(|m| format!("member {} (drive {})", m.role, s.drives[m.role]))
+            .collect();
+        let recovering: Vec<String> = st
+            .iter()
+            .filter(|m| matches!(m.state, MemberState::Recovering { .. }))
+            .map(|m| format!("member {}", m.role))
+            .collect();
+        Some(if failed.len() == st.len() {
+            VolumeCondition::abnormal(format!(
+                "failed: every member is gone ({})",
+                failed.join(", ")
+            ))
+        } else if !failed.is_empty() {
+            VolumeCondition::abnormal(format!(
+                "degraded: {} failed; served from the survivors",
+                failed.join(", ")
+            ))
+        } else if !recovering.is_empty() {
+            VolumeCondition::abnormal(format!("rebuilding {}", recovering.join(", ")))
+        } else {
+            VolumeCondition::healthy("all members in sync")
+        })
+    }
+
+    /// Fails every member on `drive` in the staged volumes; returns the
+    /// volumes touched.
+    pub fn fail_drive(&self, drive: &str) -> Result<Vec<String>, CsiError> {
+        let map = self.lock();
+        let mut hit = Vec::new();
+        for (id, s) in map.iter() {
+            let Some(volume) = &s.volume else { continue };
+            for (role, d) in s.drives.iter().enumerate() {
+                if d == drive {
+                    volume
+                        .fail_member(role)
+                        .map_err(|e| engine_err(&format!("failing member {role} of {id}"), e))?;
+                    hit.push(id.clone());
+                }
+            }
+        }
+        Ok(hit)
+    }
+
+    /// Brings staged volume `rec.id` to `rec`'s members: every role whose
+    /// drive changed (a repair plan moved it) gets the new member, rebuilt
+    /// online with `progress`. Returns the roles rebuilt.
+    pub fn rebuild_to(
+        &self,
+        rec: &VolumeRecord,
+        max_bytes_per_sec: Option<u64>,
+        progress: &(dyn Fn(usize, Progress) + Sync),
+    ) -> Result<Vec<usize>, CsiError> {
+        let (volume, old) = {
+            let map = self.lock();
+            let s = map.get(&rec.id).ok_or_else(|| {
+                CsiError::failed_precondition(format!("volume {} is not staged here", rec.id))
+            })?;
+            let v = s.volume.clone().ok_or_else(|| {
+                CsiError::failed_precondition(format!(
+                    "volume {} has no redundancy: there is nothing to rebuild from",
+                    rec.id
+                ))
+            })?;
+            (v, s.drives.clone())
+        };
+        let mut done = Vec::new();
+        for (role, m) in rec.members.iter().enumerate() {
+            if old.get(role) == Some(&m.drive) {
+                continue;
+            }
+            let dev = self.open_member(&m.drive, m.offset, rec.layout.member_bytes.min(m.len))?;
+            volume
+                .replace(role, Arc::new(dev))
+                .map_err(|e| engine_err(&format!("replacing member {role}"), e))?;
+            if let Some(s) = self.lock().get_mut(&rec.id) {
+                s.drives[role] = m.drive.clone();
+                s.rebuilding = Some((role, 0, 0));
+            }
+            let id = rec.id.clone();
+            let report = |p: Progress| {
+                if let Some(s) = self.lock().get_mut(&id) {
+                    s.rebuilding = Some((role, p.done_bytes, p.total_bytes));
+                }
+                progress(role, p);
+            };
+            let r = volume.rebuild(
+                role,
+                &RebuildOptions {
+                    max_bytes_per_sec,
+                    progress: Some(&report),
+                },
+            );
+            if let Some(s) = self.lock().get_mut(&rec.id) {
+                s.rebuilding = None;
+            }
+            r.map_err(|e| engine_err(&format!("rebuilding member {role}"), e))?;
+            tracing::info!(volume = %rec.id, role, drive = %m.drive, "rebuilt");
+            done.push(role);
+        }
+        Ok(done)
+    }
+
+    /// Unstages everything (shutdown).
+    pub fn release_all(&self) {
+        let staged: Vec<(String, PathBuf)> = self
+            .lock()
+            .iter()
+            .map(|(id, s)| (id.clone(), s.staging.clone()))
+            .collect();
+        for (id, p) in staged {
+            if let Err(e) = self.unstage(&id, &p) {
+                tracing::warn!(volume = %id, error = %e, "unstage at shutdown failed");
+            }
+        }
+    }
+}
+
+/// Formats `dev` on first use and mounts it on `staging` (created if missing).
+fn mount_staging(
+    dev: &LoopDevice,
+    staging: &Path,
+    fs_type: csi_node::FsType,
+    opts: &MountOptions,
+) -> Result<(), CsiError> {
+    fs::create_dir_all(staging)
+        .map_err(|e| internal(format!("creating {}: {e}", staging.display())))?;
+    csi_node::format_and_mount(dev.path(), staging, fs_type, opts).map_err(CsiError::from)
+}
+
+/// A loop device over `len` bytes of `file` from `offset`.
+fn attach_range(file: &Path, offset: u64, len: u64) -> Result<LoopDevice, CsiError> {
+    let out = std::process::Command::new("losetup")
+        .args(["--find", "--show", "--offset"])
+        .arg(offset.to_string())
+        .arg("--sizelimit")
+        .arg(len.to_string())
+        .arg(file)
+        .output()
+        .map_err(|e| internal(format!("running losetup: {e}")))?;
+    if !out.status.success() {
+        return Err(internal(format!(
+            "losetup --offset {offset} --sizelimit {len} {}: {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let dev = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let l = LoopDevice::open(&dev).ok_or_else(|| {
+        internal(format!(
+            "losetup printed {}, which is no loop device",
+            dev.display()
+        ))
+    })?;
+    // The new size can reach the block layer a moment after losetup returns:
+    // never format a device that does not yet show the volume's size.
+    for _ in 0..100 {
+        if csi_node::block_device_size(&dev).ok() == Some(len) {
+            return Ok(l);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let seen = csi_node::block_device_size(&dev).map_err(CsiError::from)?;
+    let _ = l.detach();
+    Err(internal(format!(
+        "{} shows {seen} bytes, not the volume's {len}",
+        dev.display()
+    )))
+}
+
+/// Why the `mdadm` backend cannot stage here.
+fn mdadm_unavailable() -> CsiError {
+    let md = fs::read_to_string("/proc/mdstat").is_ok();
+    if md {
+        CsiError::failed_precondition(
+            "the mdadm backend is not available in this composer build; run the node with \
+             --backend userspace",
+        )
+    } else {
+        CsiError::failed_precondition(
+            "the mdadm backend needs Linux md, which this host lacks (no /proc/mdstat); run the \
+             node with --backend userspace",
+        )
+    }
+}

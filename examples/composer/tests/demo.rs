@@ -1,0 +1,56 @@
+//! `composer demo` end to end (the library entry the binary calls): every
+//! step must pass. Needs root, FUSE and loop devices: without them it says so
+//! and passes, except under `CI=true`, where it fails.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_runs_green() {
+    if let Some(why) = composer::demo::missing_prerequisite() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but this host cannot run the demo: {why}"
+        );
+        eprintln!("SKIPPED: the demo needs root, FUSE and loop devices: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut out = Vec::new();
+    let r = composer::demo::run(dir.path(), &mut out).await;
+    let text = String::from_utf8_lossy(&out);
+    println!("{text}");
+    r.unwrap();
+    for step in [
+        "provision, stage, publish raid1-encrypted",
+        "verify every byte of raid1 (degraded)",
+        "rebuild raid10",
+        "verify every byte of raid10 (rebuilt)",
+        "unpublish and unstage everything",
+    ] {
+        assert!(
+            text.contains(&format!("s  {step}")),
+            "missing step {step:?}:\n{text}"
+        );
+    }
+    assert!(!text.contains("FAIL"), "{text}");
+}
+
+/// The story through the engine alone (what the demo runs where the kernel
+/// cannot mount): no root needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_only_demo_runs_green() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut out = Vec::new();
+    let r = composer::demo::run_engine_only(dir.path(), &mut out).await;
+    let text = String::from_utf8_lossy(&out);
+    println!("{text}");
+    r.unwrap();
+    for step in [
+        "verify every byte of raid1 (degraded)",
+        "rebuild raid10",
+        "verify every byte of raid10 (rebuilt)",
+    ] {
+        assert!(
+            text.contains(&format!("s  {step}")),
+            "missing step {step:?}:\n{text}"
+        );
+    }
+}
