@@ -21,7 +21,10 @@
 //!   are well formed, an encrypted class names the node-stage secret, and a
 //!   volume of the class is planned on the ConfigMap's inventory;
 //! * the inventory the composer containers read is a ConfigMap key that
-//!   composer-core's inventory parser accepts.
+//!   composer-core's inventory parser accepts;
+//! * a controller of several replicas keeps its state in etcd
+//!   (`--store=etcd://…`) at a Service of the manifests, its provisioner
+//!   runs with topology and every controller sidecar elects a leader.
 //!
 //! The unit tests at the end break one name at a time and check that the
 //! break is reported.
@@ -356,6 +359,7 @@ fn check(m: &Manifests) -> Vec<String> {
     check_rbac(m, &mut p);
     check_sockets(m, &mut p);
     check_driver(m, &mut p);
+    check_state(m, &mut p);
     check_storage_classes(m, &mut p);
     p
 }
@@ -642,6 +646,17 @@ fn check_sockets(m: &Manifests, p: &mut Vec<String>) {
             continue;
         };
         for c in &sidecars {
+            // The composer reports VOLUME_ACCESSIBILITY_CONSTRAINTS: the
+            // provisioner must pass the pod's node as topology.
+            if sidecar(c) == Some("csi-provisioner")
+                && !arg(c, "--feature-gates")
+                    .is_some_and(|g| g.split(',').any(|f| f == "Topology=true"))
+            {
+                p.push(format!(
+                    "{}: container {} runs without --feature-gates=Topology=true",
+                    w.origin, c.name
+                ));
+            }
             match arg(c, "--csi-address") {
                 None => p.push(format!(
                     "{}: container {} has no --csi-address",
@@ -826,6 +841,64 @@ fn check_inventory_mount(
         Some(text) => {
             if let Err(e) = Inventory::from_toml(text) {
                 p.push(format!("{o}: data[{key:?}]: {e}"));
+            }
+        }
+    }
+}
+
+/// A controller of several replicas keeps its state in etcd
+/// (`--store=etcd://HOST:PORT,…`), at a Service of the manifests when the
+/// host is a cluster name (`NAME`, `NAME.NAMESPACE` or `NAME.NAMESPACE.svc…`).
+fn check_state(m: &Manifests, p: &mut Vec<String>) {
+    for w in m.workloads() {
+        let Some(pod) = w.pod else { continue };
+        let controllers = pod
+            .containers
+            .iter()
+            .filter(|c| is_composer(c) && arg(c, "--node-id").is_none());
+        for c in controllers {
+            let Some(url) = arg(c, "--store") else {
+                if w.replicas > 1 {
+                    p.push(format!(
+                        "{}: {} controller replicas without --store=etcd://…: each would keep its own state",
+                        w.origin, w.replicas
+                    ));
+                }
+                continue;
+            };
+            let Some(hosts) = url.strip_prefix("etcd://") else {
+                p.push(format!(
+                    "{}: --store={url} is not etcd://HOST:PORT,…",
+                    w.origin
+                ));
+                continue;
+            };
+            for h in hosts.split(',') {
+                let Some((host, port)) = h.rsplit_once(':') else {
+                    p.push(format!("{}: --store: {h:?} has no port", w.origin));
+                    continue;
+                };
+                let parts: Vec<&str> = host.split('.').collect();
+                let (svc, ns) = match parts.as_slice() {
+                    [n] => (*n, w.namespace.as_str()),
+                    [n, ns] => (*n, *ns),
+                    [n, ns, "svc", ..] => (*n, *ns),
+                    _ => continue, // a name outside the cluster
+                };
+                let served = m.services.iter().any(|(_, s)| {
+                    name(&s.metadata) == svc
+                        && namespace(&s.metadata) == ns
+                        && s.spec
+                            .iter()
+                            .flat_map(|x| x.ports.iter().flatten())
+                            .any(|sp| sp.port.to_string() == port)
+                });
+                if !served {
+                    p.push(format!(
+                        "{}: --store={url}: no Service {ns}/{svc} with port {port} in the manifests",
+                        w.origin
+                    ));
+                }
             }
         }
     }
@@ -1243,6 +1316,25 @@ fn missing_rbac_is_reported() {
 }
 
 #[test]
+fn a_controller_without_shared_state_is_reported() {
+    let p = problems_after(|m| {
+        container(&mut m.deployments, "composer")
+            .args
+            .iter_mut()
+            .for_each(|a| a.retain(|x| !x.starts_with("--store")))
+    });
+    assert_reported(&p, "2 controller replicas without --store=etcd://");
+    let p = problems_after(|m| {
+        set_arg(
+            container(&mut m.deployments, "composer"),
+            "--store",
+            "etcd://etcd.composer-system.svc:2379",
+        )
+    });
+    assert_reported(&p, "no Service composer-system/etcd with port 2379");
+}
+
+#[test]
 fn replicas_without_leader_election_are_reported() {
     let p = problems_after(|m| {
         let c = container(&mut m.deployments, "csi-provisioner");
@@ -1253,6 +1345,14 @@ fn replicas_without_leader_election_are_reported() {
         })
     });
     assert_reported(&p, "runs without --leader-election");
+    let p = problems_after(|m| {
+        set_arg(
+            container(&mut m.deployments, "csi-provisioner"),
+            "--feature-gates",
+            "Topology=false",
+        )
+    });
+    assert_reported(&p, "runs without --feature-gates=Topology=true");
 }
 
 #[test]
