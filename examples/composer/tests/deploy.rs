@@ -1184,6 +1184,11 @@ fn problems_after(f: impl FnOnce(&mut Manifests)) -> Vec<String> {
     check(&m)
 }
 
+/// Changes the manifests with `f` and checks that a problem contains `needle`.
+fn reports(f: impl FnOnce(&mut Manifests), needle: &str) {
+    assert_reported(&problems_after(f), needle);
+}
+
 fn assert_reported(problems: &[String], needle: &str) {
     assert!(
         problems.iter().any(|p| p.contains(needle)),
@@ -1191,24 +1196,35 @@ fn assert_reported(problems: &[String], needle: &str) {
     );
 }
 
-fn container<'a>(pods: &'a mut [(Origin, Deployment)], name: &str) -> &'a mut Container {
-    pods[0]
-        .1
-        .spec
-        .as_mut()
-        .and_then(|s| s.template.spec.as_mut())
-        .and_then(|p| p.containers.iter_mut().find(|c| c.name == name))
+/// The container `name` of a pod template.
+fn named<'a>(pod: Option<&'a mut PodSpec>, name: &str) -> &'a mut Container {
+    pod.and_then(|p| p.containers.iter_mut().find(|c| c.name == name))
         .expect("the container")
 }
 
-fn node_container<'a>(ds: &'a mut [(Origin, DaemonSet)], name: &str) -> &'a mut Container {
-    ds[0]
+/// The container `name` of the first Deployment.
+fn container<'a>(d: &'a mut [(Origin, Deployment)], name: &str) -> &'a mut Container {
+    named(
+        d[0].1.spec.as_mut().and_then(|s| s.template.spec.as_mut()),
+        name,
+    )
+}
+
+/// The container `name` of the first DaemonSet.
+fn node_container<'a>(d: &'a mut [(Origin, DaemonSet)], name: &str) -> &'a mut Container {
+    named(
+        d[0].1.spec.as_mut().and_then(|s| s.template.spec.as_mut()),
+        name,
+    )
+}
+
+/// Sets a parameter of the first StorageClass.
+fn set_param(m: &mut Manifests, key: &str, value: &str) {
+    let params = m.storage_classes[0]
         .1
-        .spec
-        .as_mut()
-        .and_then(|s| s.template.spec.as_mut())
-        .and_then(|p| p.containers.iter_mut().find(|c| c.name == name))
-        .expect("the container")
+        .parameters
+        .get_or_insert_with(BTreeMap::new);
+    params.insert(key.into(), value.into());
 }
 
 fn set_arg(c: &mut Container, flag: &str, value: &str) {
@@ -1219,8 +1235,10 @@ fn set_arg(c: &mut Container, flag: &str, value: &str) {
 
 #[test]
 fn a_storage_class_with_another_provisioner_is_reported() {
-    let p = problems_after(|m| m.storage_classes[0].1.provisioner = "other.csi.example.com".into());
-    assert_reported(&p, "provisioner \"other.csi.example.com\"");
+    reports(
+        |m| m.storage_classes[0].1.provisioner = "other.csi.example.com".into(),
+        "provisioner \"other.csi.example.com\"",
+    );
 }
 
 #[test]
@@ -1232,25 +1250,26 @@ fn a_csidriver_with_another_name_is_reported() {
 
 #[test]
 fn a_sidecar_on_another_socket_is_reported() {
-    let p = problems_after(|m| {
-        set_arg(
-            container(&mut m.deployments, "csi-attacher"),
-            "--csi-address",
-            "/csi/other.sock",
-        )
-    });
-    assert_reported(
-        &p,
+    reports(
+        |m| {
+            set_arg(
+                container(&mut m.deployments, "csi-attacher"),
+                "--csi-address",
+                "/csi/other.sock",
+            )
+        },
         "container csi-attacher dials --csi-address=/csi/other.sock",
     );
-    let p = problems_after(|m| {
-        set_arg(
-            container(&mut m.deployments, "composer"),
-            "--endpoint",
-            "unix:///tmp/csi.sock",
-        )
-    });
-    assert_reported(&p, "is on no volume");
+    reports(
+        |m| {
+            set_arg(
+                container(&mut m.deployments, "composer"),
+                "--endpoint",
+                "unix:///tmp/csi.sock",
+            )
+        },
+        "is on no volume",
+    );
 }
 
 #[test]
@@ -1268,16 +1287,18 @@ fn a_wrong_registration_path_is_reported() {
 
 #[test]
 fn a_node_plugin_without_bidirectional_kubelet_dir_is_reported() {
-    let p = problems_after(|m| {
-        for v in node_container(&mut m.daemon_sets, "composer")
-            .volume_mounts
-            .iter_mut()
-            .flatten()
-        {
-            v.mount_propagation = None;
-        }
-    });
-    assert_reported(&p, "/var/lib/kubelet with Bidirectional propagation");
+    reports(
+        |m| {
+            for v in node_container(&mut m.daemon_sets, "composer")
+                .volume_mounts
+                .iter_mut()
+                .flatten()
+            {
+                v.mount_propagation = None;
+            }
+        },
+        "/var/lib/kubelet with Bidirectional propagation",
+    );
     let p =
         problems_after(|m| node_container(&mut m.daemon_sets, "composer").security_context = None);
     assert_reported(&p, "is not privileged");
@@ -1285,107 +1306,107 @@ fn a_node_plugin_without_bidirectional_kubelet_dir_is_reported() {
 
 #[test]
 fn missing_rbac_is_reported() {
-    let p = problems_after(|m| {
-        m.cluster_role_bindings
-            .retain(|(_, b)| name(&b.metadata) != "composer-external-attacher")
-    });
-    assert_reported(
-        &p,
+    reports(
+        |m| {
+            m.cluster_role_bindings
+                .retain(|(_, b)| name(&b.metadata) != "composer-external-attacher")
+        },
         "container csi-attacher (service account composer-controller) may not patch volumeattachments",
     );
     // Every lease Role is bound to the same account: with no RoleBinding
     // at all, no sidecar may take its lease.
-    let p = problems_after(|m| m.role_bindings.clear());
-    assert_reported(
-        &p,
+    reports(
+        |m| m.role_bindings.clear(),
         "container csi-resizer (service account composer-controller) may not create leases",
     );
-    let p = problems_after(|m| {
-        m.service_accounts
-            .retain(|(_, a)| name(&a.metadata) != "composer-node")
-    });
-    assert_reported(
-        &p,
+    reports(
+        |m| {
+            m.service_accounts
+                .retain(|(_, a)| name(&a.metadata) != "composer-node")
+        },
         "serviceAccountName \"composer-node\" is not a service account",
     );
-    let p = problems_after(|m| {
-        m.cluster_roles
-            .retain(|(_, r)| name(&r.metadata) != "composer-external-resizer")
-    });
-    assert_reported(&p, "is not a ClusterRole of the manifests");
+    reports(
+        |m| {
+            m.cluster_roles
+                .retain(|(_, r)| name(&r.metadata) != "composer-external-resizer")
+        },
+        "is not a ClusterRole of the manifests",
+    );
 }
 
 #[test]
 fn a_controller_without_shared_state_is_reported() {
-    let p = problems_after(|m| {
-        container(&mut m.deployments, "composer")
-            .args
-            .iter_mut()
-            .for_each(|a| a.retain(|x| !x.starts_with("--store")))
-    });
-    assert_reported(&p, "2 controller replicas without --store=etcd://");
-    let p = problems_after(|m| {
-        set_arg(
-            container(&mut m.deployments, "composer"),
-            "--store",
-            "etcd://etcd.composer-system.svc:2379",
-        )
-    });
-    assert_reported(&p, "no Service composer-system/etcd with port 2379");
+    reports(
+        |m| {
+            container(&mut m.deployments, "composer")
+                .args
+                .iter_mut()
+                .for_each(|a| a.retain(|x| !x.starts_with("--store")))
+        },
+        "2 controller replicas without --store=etcd://",
+    );
+    reports(
+        |m| {
+            set_arg(
+                container(&mut m.deployments, "composer"),
+                "--store",
+                "etcd://etcd.composer-system.svc:2379",
+            )
+        },
+        "no Service composer-system/etcd with port 2379",
+    );
 }
 
 #[test]
 fn replicas_without_leader_election_are_reported() {
-    let p = problems_after(|m| {
-        let c = container(&mut m.deployments, "csi-provisioner");
-        c.args.iter_mut().flatten().for_each(|a| {
-            if a == "--leader-election" {
-                *a = "--v=3".into();
-            }
-        })
-    });
-    assert_reported(&p, "runs without --leader-election");
-    let p = problems_after(|m| {
-        set_arg(
-            container(&mut m.deployments, "csi-provisioner"),
-            "--feature-gates",
-            "Topology=false",
-        )
-    });
-    assert_reported(&p, "runs without --feature-gates=Topology=true");
+    reports(
+        |m| {
+            let c = container(&mut m.deployments, "csi-provisioner");
+            c.args.iter_mut().flatten().for_each(|a| {
+                if a == "--leader-election" {
+                    *a = "--v=3".into();
+                }
+            })
+        },
+        "runs without --leader-election",
+    );
+    reports(
+        |m| {
+            set_arg(
+                container(&mut m.deployments, "csi-provisioner"),
+                "--feature-gates",
+                "Topology=false",
+            )
+        },
+        "runs without --feature-gates=Topology=true",
+    );
 }
 
 #[test]
 fn a_bad_inventory_or_storage_class_is_reported() {
-    let p = problems_after(|m| {
-        let data = m.config_maps[0].1.data.get_or_insert_with(BTreeMap::new);
-        data.insert("inventory.toml".into(), "[[site]]\nid = \"a b\"\n".into());
-    });
-    assert_reported(&p, "inventory: site 'a b'");
-    let p = problems_after(|m| {
-        let params = m.storage_classes[0]
-            .1
-            .parameters
-            .get_or_insert_with(BTreeMap::new);
-        params.insert("tpye".into(), "hdd".into());
-    });
-    assert_reported(&p, "tpye");
-    let p = problems_after(|m| {
-        let params = m.storage_classes[0]
-            .1
-            .parameters
-            .get_or_insert_with(BTreeMap::new);
-        params.insert("csi.storage.k8s.io/fstype".into(), "btrfs".into());
-    });
-    assert_reported(&p, "csi.storage.k8s.io/fstype=btrfs but fsType is");
-    let p = problems_after(|m| {
-        for (_, s) in &mut m.storage_classes {
-            if let Some(params) = s.parameters.as_mut() {
-                params.retain(|k, _| !k.contains("secret"));
+    reports(
+        |m| {
+            let data = m.config_maps[0].1.data.get_or_insert_with(BTreeMap::new);
+            data.insert("inventory.toml".into(), "[[site]]\nid = \"a b\"\n".into());
+        },
+        "inventory: site 'a b'",
+    );
+    reports(|m| set_param(m, "tpye", "hdd"), "tpye");
+    reports(
+        |m| set_param(m, "csi.storage.k8s.io/fstype", "btrfs"),
+        "csi.storage.k8s.io/fstype=btrfs but fsType is",
+    );
+    reports(
+        |m| {
+            for (_, s) in &mut m.storage_classes {
+                if let Some(params) = s.parameters.as_mut() {
+                    params.retain(|k, _| !k.contains("secret"));
+                }
             }
-        }
-    });
-    assert_reported(&p, "encrypt=true without a node-stage secret");
+        },
+        "encrypt=true without a node-stage secret",
+    );
 }
 
 #[test]
