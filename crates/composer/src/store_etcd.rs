@@ -1,0 +1,562 @@
+//! [`EtcdStore`]: the state store on an etcd v3 cluster, shared by several
+//! controller replicas (feature `etcd`).
+//!
+//! Key layout under a prefix (default `/composer`), documented in the crate
+//! README:
+//!
+//! | key | value |
+//! |---|---|
+//! | `P/volumes/<id>` | the [`VolumeRecord`] as JSON |
+//! | `P/names/<name>` | the volume id (idempotency by name) |
+//! | `P/alloc/<id>/<member, 3 digits>` | `<drive> <offset> <len>`: one member's bytes on its drive |
+//! | `P/drives/<drive>` | the id of the volume that last took space on the drive (a guard) |
+//! | `P/marks/<target>` | the operator's [`Health`] mark as JSON |
+//! | `P/seq` | the next volume sequence number, 20 digits |
+//!
+//! Every [`Batch`] is one etcd transaction. A batch planned on the state as
+//! of revision `R` ([`Batch::read_revision`]) carries, for every key whose
+//! state the plan relied on (the volume, its name, the guard of every drive
+//! it takes space on, the sequence), the compare `mod_revision < R' + 1`,
+//! where `R'` is `R` or the revision of this store's own last write to that
+//! key, whichever is later. Two replicas that planned on the same space
+//! cannot both commit: the second fails, gets `Conflict`, catches up with
+//! [`Store::catch_up`] and plans again on fresh state. Nothing is read,
+//! modified and written outside a transaction.
+//!
+//! A watch on the prefix feeds [`Store::changes`]: each replica applies what
+//! the others committed to its in-memory placement and allocator state, with
+//! no reload per request. Calls that cannot reach etcd fail with
+//! [`Error::Unavailable`] and change nothing.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, Txn, TxnOp,
+    WatchOptions,
+};
+
+use crate::error::Error;
+use crate::inventory::Health;
+use crate::store::{Batch, Changes, Op, Store, StoredState, VolumeRecord};
+
+/// How to reach etcd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdConfig {
+    /// Client URLs (`http://127.0.0.1:2379`); `etcd://HOST:PORT` is accepted.
+    pub endpoints: Vec<String>,
+    /// Key prefix (no trailing `/`).
+    pub prefix: String,
+    /// User name and password for etcd's authentication.
+    pub user: Option<(String, String)>,
+    /// Timeout of one request.
+    pub timeout: Duration,
+}
+
+impl EtcdConfig {
+    /// Parses `etcd://HOST:PORT[,HOST:PORT…]` into endpoints with the default
+    /// prefix `/composer` and a 5 s request timeout.
+    ///
+    /// ```
+    /// let c = composer_core::EtcdConfig::parse("etcd://10.0.0.1:2379,10.0.0.2:2379").unwrap();
+    /// assert_eq!(c.endpoints, ["http://10.0.0.1:2379", "http://10.0.0.2:2379"]);
+    /// assert!(composer_core::EtcdConfig::parse("redis://x:1").is_err());
+    /// ```
+    pub fn parse(url: &str) -> Result<EtcdConfig, Error> {
+        let rest = url.strip_prefix("etcd://").ok_or_else(|| Error::Invalid {
+            field: "--store".into(),
+            rule: format!("{url:?} must be etcd://HOST:PORT[,HOST:PORT…]"),
+        })?;
+        let mut endpoints = Vec::new();
+        for hp in rest.split(',') {
+            let ok = hp
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+            if !ok {
+                return Err(Error::Invalid {
+                    field: "--store".into(),
+                    rule: format!("{hp:?} must be HOST:PORT"),
+                });
+            }
+            endpoints.push(format!("http://{hp}"));
+        }
+        Ok(EtcdConfig {
+            endpoints,
+            prefix: "/composer".into(),
+            user: None,
+            timeout: Duration::from_secs(5),
+        })
+    }
+}
+
+#[derive(Default)]
+struct Feed {
+    /// Everything up to this revision has been received.
+    revision: u64,
+    pending: Changes,
+    /// Set when the watch broke and could not resume (compaction).
+    broken: Option<String>,
+}
+
+struct Shared {
+    feed: Mutex<Feed>,
+    moved: Condvar,
+}
+
+/// The composer's state on etcd.
+pub struct EtcdStore {
+    rt: Option<tokio::runtime::Runtime>,
+    client: Client,
+    cfg: EtcdConfig,
+    shared: Arc<Shared>,
+    /// Revision of this store's own last write per key.
+    own: Mutex<HashMap<String, u64>>,
+    /// Volume id → name, for deletes (kept from load, own commits and changes).
+    names: Mutex<HashMap<String, String>>,
+    /// Store revision when the last conflict was seen.
+    conflict_at: Mutex<u64>,
+    progress: tokio::sync::mpsc::UnboundedSender<()>,
+    progress_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<()>>>,
+}
+
+fn unavailable(what: &str) -> impl Fn(etcd_client::Error) -> Error + '_ {
+    move |e| Error::Unavailable(format!("etcd: {what}: {e}"))
+}
+
+fn seq_value(n: u64) -> String {
+    format!("{n:020}")
+}
+
+impl EtcdStore {
+    /// Connects (the cluster must answer within the timeout).
+    pub fn connect(cfg: EtcdConfig) -> Result<EtcdStore, Error> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("etcd-store")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Store(format!("starting the etcd runtime: {e}")))?;
+        let mut opts = ConnectOptions::new()
+            .with_timeout(cfg.timeout)
+            .with_connect_timeout(cfg.timeout)
+            .with_keep_alive(Duration::from_secs(2), cfg.timeout);
+        if let Some((u, p)) = &cfg.user {
+            opts = opts.with_user(u.clone(), p.clone());
+        }
+        let endpoints = cfg.endpoints.clone();
+        // Not `block_on`: the caller may be on another runtime's thread.
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        rt.spawn(async move {
+            let _ = tx.send(Client::connect(endpoints, Some(opts)).await);
+        });
+        let client = rx
+            .recv()
+            .map_err(|_| Error::Store("the etcd runtime stopped".into()))?
+            .map_err(unavailable("connecting"))?;
+        let (progress, progress_rx) = tokio::sync::mpsc::unbounded_channel();
+        Ok(EtcdStore {
+            rt: Some(rt),
+            client,
+            cfg,
+            shared: Arc::new(Shared {
+                feed: Mutex::new(Feed::default()),
+                moved: Condvar::new(),
+            }),
+            own: Mutex::new(HashMap::new()),
+            names: Mutex::new(HashMap::new()),
+            conflict_at: Mutex::new(0),
+            progress,
+            progress_rx: Mutex::new(Some(progress_rx)),
+        })
+    }
+
+    fn rt(&self) -> &tokio::runtime::Runtime {
+        self.rt.as_ref().expect("the runtime lives until drop")
+    }
+
+    fn key(&self, rest: &str) -> String {
+        format!("{}/{rest}", self.cfg.prefix)
+    }
+
+    fn run<T: Send + 'static>(
+        &self,
+        fut: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> T {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.rt().spawn(async move {
+            let _ = tx.send(fut.await);
+        });
+        rx.recv().expect("the etcd runtime dropped a request")
+    }
+
+    fn bound(&self, own: &HashMap<String, u64>, read: u64, key: &str) -> i64 {
+        own.get(key).copied().unwrap_or(0).max(read) as i64 + 1
+    }
+
+    /// Starts the watch that feeds [`Store::changes`] from `revision + 1`.
+    fn start_watch(&self, revision: u64) {
+        let Some(mut progress_rx) = self
+            .progress_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
+            return;
+        };
+        let shared = self.shared.clone();
+        let mut client = self.client.clone();
+        let prefix = format!("{}/", self.cfg.prefix);
+        self.rt().spawn(async move {
+            let mut next = revision + 1;
+            loop {
+                let opts = WatchOptions::new()
+                    .with_prefix()
+                    .with_start_revision(next as i64)
+                    .with_progress_notify();
+                let mut stream = match client.watch(prefix.clone(), Some(opts)).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!("etcd watch: {e}; retrying");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                };
+                loop {
+                    tokio::select! {
+                        m = stream.message() => match m {
+                            Ok(Some(resp)) => {
+                                if resp.compact_revision() > 0 {
+                                    let mut f = shared.feed.lock().unwrap_or_else(|e| e.into_inner());
+                                    f.broken = Some(format!(
+                                        "the watch lost history: compacted at revision {}",
+                                        resp.compact_revision()
+                                    ));
+                                    shared.moved.notify_all();
+                                    return;
+                                }
+                                let rev = resp.header().map(|h| h.revision() as u64).unwrap_or(0);
+                                let mut f = shared.feed.lock().unwrap_or_else(|e| e.into_inner());
+                                for ev in resp.events() {
+                                    let Some(kv) = ev.kv() else { continue };
+                                    let r = kv.mod_revision() as u64;
+                                    next = next.max(r + 1);
+                                    let key = String::from_utf8_lossy(kv.key()).into_owned();
+                                    let Some(rest) = key.strip_prefix(&prefix) else { continue };
+                                    let put = ev.event_type() == EventType::Put;
+                                    if let Some(id) = rest.strip_prefix("volumes/") {
+                                        let rec = if put {
+                                            match serde_json::from_slice::<VolumeRecord>(kv.value()) {
+                                                Ok(v) => Some(v),
+                                                Err(e) => {
+                                                    tracing::error!("etcd: volume record {id} is not readable: {e}");
+                                                    continue;
+                                                }
+                                            }
+                                        } else {
+                                            None
+                                        };
+                                        f.pending.volumes.push((id.to_string(), r, rec));
+                                    } else if let Some(t) = rest.strip_prefix("marks/") {
+                                        let h = if put {
+                                            serde_json::from_slice::<Health>(kv.value()).ok()
+                                        } else {
+                                            None
+                                        };
+                                        f.pending.marks.push((t.to_string(), h));
+                                    } else if rest == "seq" && put
+                                        && let Ok(n) = std::str::from_utf8(kv.value()).unwrap_or("").parse::<u64>()
+                                    {
+                                        let cur = f.pending.next_seq.unwrap_or(0);
+                                        f.pending.next_seq = Some(cur.max(n));
+                                    }
+                                }
+                                let upto = rev.max(next - 1);
+                                if upto > f.revision {
+                                    f.revision = upto;
+                                    next = next.max(upto + 1);
+                                }
+                                f.pending.revision = f.revision;
+                                shared.moved.notify_all();
+                            }
+                            Ok(None) | Err(_) => break,
+                        },
+                        Some(()) = progress_rx.recv() => {
+                            if stream.request_progress().await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+    }
+}
+
+impl Store for EtcdStore {
+    fn load(&self) -> Result<StoredState, Error> {
+        let mut client = self.client.clone();
+        let prefix = format!("{}/", self.cfg.prefix);
+        let seq_key = self.key("seq");
+        let resp = self.run(async move {
+            // Create the sequence key once, then read everything at one revision.
+            client
+                .txn(
+                    Txn::new()
+                        .when(vec![Compare::version(seq_key.clone(), CompareOp::Equal, 0)])
+                        .and_then(vec![TxnOp::put(seq_key, seq_value(0), None)]),
+                )
+                .await?;
+            client
+                .get(prefix, Some(GetOptions::new().with_prefix()))
+                .await
+        });
+        let resp = resp.map_err(unavailable("loading"))?;
+        let revision = resp.header().map(|h| h.revision() as u64).unwrap_or(0);
+        let mut st = StoredState {
+            revision,
+            ..StoredState::default()
+        };
+        let p = format!("{}/", self.cfg.prefix);
+        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        for kv in resp.kvs() {
+            let key = String::from_utf8_lossy(kv.key());
+            let Some(rest) = key.strip_prefix(&p) else {
+                continue;
+            };
+            if let Some(id) = rest.strip_prefix("volumes/") {
+                let rec: VolumeRecord = serde_json::from_slice(kv.value()).map_err(|e| {
+                    Error::Store(format!("etcd: volume record {id} is not readable: {e}"))
+                })?;
+                names.insert(rec.id.clone(), rec.name.clone());
+                st.volumes.insert(rec.id.clone(), rec);
+            } else if let Some(t) = rest.strip_prefix("marks/") {
+                let h: Health = serde_json::from_slice(kv.value())
+                    .map_err(|e| Error::Store(format!("etcd: mark {t} is not readable: {e}")))?;
+                st.marks.insert(t.to_string(), h);
+            } else if rest == "seq" {
+                st.next_seq = std::str::from_utf8(kv.value())
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| Error::Store("etcd: the sequence is not a number".into()))?;
+            }
+        }
+        drop(names);
+        {
+            let mut f = self.shared.feed.lock().unwrap_or_else(|e| e.into_inner());
+            f.revision = revision;
+            f.pending = Changes {
+                revision,
+                ..Changes::default()
+            };
+        }
+        self.start_watch(revision);
+        Ok(st)
+    }
+
+    fn commit(&self, batch: Batch) -> Result<u64, Error> {
+        if batch.expect_revision.is_some() {
+            return Err(Error::Invalid {
+                field: "batch.expect_revision".into(),
+                rule: "the etcd store guards each key by its revision; use read_revision".into(),
+            });
+        }
+        let read = batch.read_revision.unwrap_or(u64::MAX / 2);
+        let guarded = batch.read_revision.is_some();
+        let mut compares = Vec::new();
+        let mut ops = Vec::new();
+        let mut touched = Vec::new();
+        let mut name_changes: Vec<(String, Option<String>)> = Vec::new();
+        {
+            let own = self.own.lock().unwrap_or_else(|e| e.into_inner());
+            let names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+            let mut guard = |key: String, compares: &mut Vec<Compare>| {
+                if guarded {
+                    compares.push(Compare::mod_revision(
+                        key.clone(),
+                        CompareOp::Less,
+                        self.bound(&own, read, &key),
+                    ));
+                }
+                touched.push(key);
+            };
+            for op in batch.ops {
+                match op {
+                    Op::PutVolume(rec) => {
+                        let vk = self.key(&format!("volumes/{}", rec.id));
+                        let nk = self.key(&format!("names/{}", rec.name));
+                        guard(vk.clone(), &mut compares);
+                        guard(nk.clone(), &mut compares);
+                        let mut drives: Vec<&str> =
+                            rec.members.iter().map(|m| m.drive.as_str()).collect();
+                        drives.sort_unstable();
+                        drives.dedup();
+                        for d in drives {
+                            let dk = self.key(&format!("drives/{d}"));
+                            guard(dk.clone(), &mut compares);
+                            ops.push(TxnOp::put(dk, rec.id.clone(), None));
+                        }
+                        for (i, m) in rec.members.iter().enumerate() {
+                            ops.push(TxnOp::put(
+                                self.key(&format!("alloc/{}/{i:03}", rec.id)),
+                                format!("{} {} {}", m.drive, m.offset, m.len),
+                                None,
+                            ));
+                        }
+                        // Members beyond the record's count (none today) go.
+                        ops.push(TxnOp::delete(
+                            self.key(&format!("alloc/{}/{:03}", rec.id, rec.members.len())),
+                            Some(
+                                DeleteOptions::new()
+                                    .with_range(self.key(&format!("alloc/{}/:", rec.id))),
+                            ),
+                        ));
+                        let json = serde_json::to_vec(&*rec)
+                            .map_err(|e| Error::Internal(format!("encoding a record: {e}")))?;
+                        ops.push(TxnOp::put(nk, rec.id.clone(), None));
+                        ops.push(TxnOp::put(vk, json, None));
+                        name_changes.push((rec.id.clone(), Some(rec.name.clone())));
+                    }
+                    Op::DeleteVolume(id) => {
+                        let vk = self.key(&format!("volumes/{id}"));
+                        guard(vk.clone(), &mut compares);
+                        ops.push(TxnOp::delete(vk, None));
+                        ops.push(TxnOp::delete(
+                            self.key(&format!("alloc/{id}/")),
+                            Some(DeleteOptions::new().with_prefix()),
+                        ));
+                        if let Some(name) = names.get(&id) {
+                            let nk = self.key(&format!("names/{name}"));
+                            guard(nk.clone(), &mut compares);
+                            ops.push(TxnOp::delete(nk, None));
+                        }
+                        name_changes.push((id, None));
+                    }
+                    Op::PutMark { target, health } => {
+                        let json = serde_json::to_vec(&health)
+                            .map_err(|e| Error::Internal(format!("encoding a mark: {e}")))?;
+                        ops.push(TxnOp::put(self.key(&format!("marks/{target}")), json, None));
+                    }
+                    Op::DeleteMark(target) => {
+                        ops.push(TxnOp::delete(self.key(&format!("marks/{target}")), None));
+                    }
+                    Op::NextSeq(n) => {
+                        let sk = self.key("seq");
+                        guard(sk.clone(), &mut compares);
+                        // Raise, never lower: a nested transaction on the value
+                        // (20 digits, so bytes order as numbers).
+                        ops.push(TxnOp::txn(
+                            Txn::new()
+                                .when(vec![Compare::value(
+                                    sk.clone(),
+                                    CompareOp::Less,
+                                    seq_value(n),
+                                )])
+                                .and_then(vec![TxnOp::put(sk, seq_value(n), None)]),
+                        ));
+                    }
+                }
+            }
+        }
+        let mut client = self.client.clone();
+        let txn = Txn::new().when(compares).and_then(ops);
+        let resp = self
+            .run(async move { client.txn(txn).await })
+            .map_err(unavailable("committing"))?;
+        let revision = resp.header().map(|h| h.revision() as u64).unwrap_or(0);
+        if !resp.succeeded() {
+            *self.conflict_at.lock().unwrap_or_else(|e| e.into_inner()) = revision;
+            return Err(Error::Conflict(format!(
+                "another replica changed this state after revision {read} (etcd is at {revision})"
+            )));
+        }
+        let mut own = self.own.lock().unwrap_or_else(|e| e.into_inner());
+        for k in touched {
+            own.insert(k, revision);
+        }
+        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        for (id, name) in name_changes {
+            match name {
+                Some(n) => names.insert(id, n),
+                None => names.remove(&id),
+            };
+        }
+        Ok(revision)
+    }
+
+    fn changes(&self) -> Result<Option<Changes>, Error> {
+        let mut f = self.shared.feed.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = &f.broken {
+            return Err(Error::Unavailable(format!("etcd: {b}")));
+        }
+        if f.pending.volumes.is_empty()
+            && f.pending.marks.is_empty()
+            && f.pending.next_seq.is_none()
+        {
+            return Ok(None);
+        }
+        let revision = f.revision;
+        let out = std::mem::replace(
+            &mut f.pending,
+            Changes {
+                revision,
+                ..Changes::default()
+            },
+        );
+        drop(f);
+        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        for (id, _, rec) in &out.volumes {
+            match rec {
+                Some(r) => names.insert(id.clone(), r.name.clone()),
+                None => names.remove(id),
+            };
+        }
+        drop(names);
+        // Own writes at or below what everyone now sees need no exception.
+        self.own
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, r| *r > revision);
+        Ok(Some(out))
+    }
+
+    fn catch_up(&self) -> Result<(), Error> {
+        let target = *self.conflict_at.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = self.progress.send(());
+        let deadline = std::time::Instant::now() + self.cfg.timeout;
+        let mut f = self.shared.feed.lock().unwrap_or_else(|e| e.into_inner());
+        while f.revision < target {
+            if let Some(b) = &f.broken {
+                return Err(Error::Unavailable(format!("etcd: {b}")));
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return Err(Error::Unavailable(format!(
+                    "etcd: the watch did not reach revision {target} in {:?}",
+                    self.cfg.timeout
+                )));
+            }
+            f = self
+                .shared
+                .moved
+                .wait_timeout(f, (deadline - now).min(Duration::from_millis(100)))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+            if f.revision < target {
+                let _ = self.progress.send(());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for EtcdStore {
+    fn drop(&mut self) {
+        // Stops the watch without waiting (the store may be dropped on an
+        // async runtime's thread, where blocking is not allowed).
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
