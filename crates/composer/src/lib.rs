@@ -48,7 +48,7 @@ pub use store::{
     Batch, Changes, LayoutKind, MemStore, Op, RedbStore, Store, StoredState, VolumeRecord,
 };
 #[cfg(feature = "etcd")]
-pub use store_etcd::{EtcdConfig, EtcdStore};
+pub use store_etcd::{Audit, EtcdConfig, EtcdStore, LocalEtcd};
 
 /// The README's Rust examples, compiled and run as doctests.
 #[cfg(doctest)]

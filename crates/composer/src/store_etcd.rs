@@ -175,6 +175,14 @@ impl EtcdStore {
         self.rt.as_ref().expect("the runtime lives until drop")
     }
 
+    /// Asks etcd for its status (one round trip).
+    pub fn ping(&self) -> Result<(), Error> {
+        let mut client = self.client.clone();
+        self.run(async move { client.status().await })
+            .map(|_| ())
+            .map_err(unavailable("status"))
+    }
+
     fn key(&self, rest: &str) -> String {
         format!("{}/{rest}", self.cfg.prefix)
     }
@@ -559,4 +567,262 @@ impl Drop for EtcdStore {
             rt.shutdown_background();
         }
     }
+}
+
+/// A one-member etcd on free ports of 127.0.0.1 with its data in a temp dir,
+/// for tests, benchmarks and trying the composer out: Debian's `etcd-server`
+/// (installed with apt-get when missing and running as root). Stopped by PID
+/// when dropped.
+pub struct LocalEtcd {
+    child: Option<std::process::Child>,
+    client_port: u16,
+    peer_port: u16,
+    dir: tempfile::TempDir,
+}
+
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("finding a free port: {e}"))
+}
+
+fn etcd_installed() -> bool {
+    std::process::Command::new("etcd")
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+impl LocalEtcd {
+    /// Installs etcd if needed, starts it and waits until it answers (at most
+    /// 30 s), or says why it could not.
+    pub fn start() -> Result<LocalEtcd, String> {
+        use std::process::{Command, Stdio};
+        if !etcd_installed() {
+            let root = Command::new("id")
+                .arg("-u")
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+            if !root {
+                return Err("etcd is not installed and this is not root".into());
+            }
+            let install = || {
+                Command::new("apt-get")
+                    .args([
+                        "-o",
+                        "DPkg::Lock::Timeout=300",
+                        "install",
+                        "-y",
+                        "etcd-server",
+                    ])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            };
+            if !install() {
+                let _ = Command::new("apt-get")
+                    .args(["-o", "DPkg::Lock::Timeout=300", "update"])
+                    .stdout(Stdio::null())
+                    .status();
+                install();
+            }
+            if !etcd_installed() {
+                return Err("installing Debian's etcd-server failed".into());
+            }
+        }
+        let mut e = LocalEtcd {
+            child: None,
+            client_port: free_port()?,
+            peer_port: free_port()?,
+            dir: tempfile::tempdir().map_err(|e| format!("a temp dir: {e}"))?,
+        };
+        e.restart()?;
+        Ok(e)
+    }
+
+    /// `etcd://127.0.0.1:PORT`, for [`EtcdConfig::parse`] and `--store`.
+    pub fn url(&self) -> String {
+        format!("etcd://127.0.0.1:{}", self.client_port)
+    }
+
+    /// The server's PID while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Stops the server with SIGKILL (by PID); its data stays.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the server (again) on the same ports and data and waits until
+    /// it answers.
+    pub fn restart(&mut self) -> Result<(), String> {
+        self.kill();
+        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("etcd.log"))
+            .map_err(|e| format!("the etcd log: {e}"))?;
+        let child = std::process::Command::new("etcd")
+            .args(["--name", "local", "--data-dir"])
+            .arg(self.dir.path().join("data"))
+            .args(["--listen-client-urls", &client])
+            .args(["--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("local={peer}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("starting etcd: {e}"))?;
+        self.child = Some(child);
+        let until = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let up = std::net::TcpStream::connect(("127.0.0.1", self.client_port)).is_ok()
+                && EtcdStore::connect(EtcdConfig::parse(&self.url()).map_err(|e| e.to_string())?)
+                    .is_ok_and(|s| s.ping().is_ok());
+            if up {
+                return Ok(());
+            }
+            if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
+                return Err(format!(
+                    "etcd exited with {st}; its log is {}",
+                    self.dir.path().join("etcd.log").display()
+                ));
+            }
+            if std::time::Instant::now() > until {
+                return Err("etcd did not answer within 30 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for LocalEtcd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// What [`audit`] found in etcd.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Audit {
+    /// Volume ids and names recorded.
+    pub volumes: std::collections::BTreeMap<String, String>,
+    /// Every inconsistency, one line each (empty when consistent).
+    pub problems: Vec<String>,
+}
+
+/// Reads every key under the prefix with a client of its own (not through a
+/// replica's state) and checks them against each other: names and volume
+/// records one to one, the allocation keys exactly the records' members
+/// (nothing leaked), and no byte of any drive allocated twice. For tests and
+/// for operators (`composer admin` does not need a running replica for it).
+pub fn audit(cfg: &EtcdConfig) -> Result<Audit, Error> {
+    let store = EtcdStore::connect(cfg.clone())?;
+    let mut client = store.client.clone();
+    let prefix = format!("{}/", cfg.prefix);
+    let p = prefix.clone();
+    let resp = store
+        .run(async move { client.get(p, Some(GetOptions::new().with_prefix())).await })
+        .map_err(unavailable("reading for the audit"))?;
+    let mut a = Audit::default();
+    let mut records: HashMap<String, VolumeRecord> = HashMap::new();
+    let mut names: HashMap<String, String> = HashMap::new();
+    let mut alloc: HashMap<String, Vec<(String, u64, u64)>> = HashMap::new();
+    for kv in resp.kvs() {
+        let key = String::from_utf8_lossy(kv.key()).into_owned();
+        let val = String::from_utf8_lossy(kv.value()).into_owned();
+        let Some(rest) = key.strip_prefix(&prefix) else {
+            continue;
+        };
+        if let Some(id) = rest.strip_prefix("volumes/") {
+            match serde_json::from_slice::<VolumeRecord>(kv.value()) {
+                Ok(r) if r.id == id => {
+                    records.insert(id.to_string(), r);
+                }
+                Ok(r) => a.problems.push(format!("{key} holds volume {}", r.id)),
+                Err(e) => a.problems.push(format!("{key} is not a record: {e}")),
+            }
+        } else if let Some(n) = rest.strip_prefix("names/") {
+            names.insert(n.to_string(), val);
+        } else if let Some(m) = rest.strip_prefix("alloc/") {
+            let id = m.rsplit_once('/').map_or(m, |x| x.0).to_string();
+            let f: Vec<&str> = val.split(' ').collect();
+            match (
+                f.first(),
+                f.get(1).and_then(|x| x.parse().ok()),
+                f.get(2).and_then(|x| x.parse().ok()),
+            ) {
+                (Some(d), Some(o), Some(l)) if f.len() == 3 => {
+                    alloc.entry(id).or_default().push((d.to_string(), o, l))
+                }
+                _ => a
+                    .problems
+                    .push(format!("{key} is not `drive offset len`: {val:?}")),
+            }
+        }
+    }
+    for (n, id) in &names {
+        match records.get(id) {
+            Some(r) if &r.name == n => {}
+            Some(r) => a.problems.push(format!(
+                "name {n} points at {id}, which is named {}",
+                r.name
+            )),
+            None => a
+                .problems
+                .push(format!("name {n} points at missing volume {id}")),
+        }
+    }
+    let mut per_drive: HashMap<String, Vec<(u64, u64, String)>> = HashMap::new();
+    for (id, r) in &records {
+        if names.get(&r.name) != Some(id) {
+            a.problems
+                .push(format!("volume {id} ({}) has no name key", r.name));
+        }
+        let want: Vec<(String, u64, u64)> = r
+            .members
+            .iter()
+            .map(|m| (m.drive.clone(), m.offset, m.len))
+            .collect();
+        if alloc.get(id) != Some(&want) {
+            a.problems.push(format!(
+                "volume {id}: allocations {:?} differ from its members {want:?}",
+                alloc.get(id)
+            ));
+        }
+        for (d, o, l) in want {
+            per_drive.entry(d).or_default().push((o, l, id.clone()));
+        }
+        a.volumes.insert(id.clone(), r.name.clone());
+    }
+    for id in alloc.keys() {
+        if !records.contains_key(id) {
+            a.problems
+                .push(format!("allocations of {id}, which has no record (leaked)"));
+        }
+    }
+    for (d, mut xs) in per_drive {
+        xs.sort();
+        for w in xs.windows(2) {
+            if w[0].0 + w[0].1 > w[1].0 {
+                a.problems.push(format!(
+                    "drive {d}: {} at [{}, +{}) overlaps {} at {}",
+                    w[0].2, w[0].0, w[0].1, w[1].2, w[1].0
+                ));
+            }
+        }
+    }
+    a.problems.sort();
+    Ok(a)
 }
