@@ -643,6 +643,22 @@ impl LocalEtcd {
         Ok(e)
     }
 
+    /// For tests: [`LocalEtcd::start`], or `None` after printing that `test`
+    /// skipped and why; under `CI=true` a failure to start panics instead,
+    /// so that CI never passes without running the test.
+    pub fn start_or_skip(test: &str) -> Option<LocalEtcd> {
+        match LocalEtcd::start() {
+            Ok(e) => Some(e),
+            Err(why) => {
+                if std::env::var("CI").as_deref() == Ok("true") {
+                    panic!("{test}: etcd is needed under CI=true and could not be started: {why}");
+                }
+                eprintln!("SKIPPED {test}: etcd could not be started: {why}");
+                None
+            }
+        }
+    }
+
     /// `etcd://127.0.0.1:PORT`, for [`EtcdConfig::parse`] and `--store`.
     pub fn url(&self) -> String {
         format!("etcd://127.0.0.1:{}", self.client_port)

@@ -18,20 +18,6 @@ fn config(url: &str) -> EtcdConfig {
     c
 }
 
-/// etcd, or `None` after saying why (a failure under CI=true).
-fn etcd_or_skip(test: &str) -> Option<LocalEtcd> {
-    match LocalEtcd::start() {
-        Ok(e) => Some(e),
-        Err(why) => {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("{test}: etcd is needed under CI=true and could not be started: {why}");
-            }
-            eprintln!("SKIPPED {test}: etcd could not be started: {why}");
-            None
-        }
-    }
-}
-
 fn replica(url: &str) -> Arc<Composer> {
     let store = Arc::new(EtcdStore::connect(config(url)).expect("connect"));
     Arc::new(Composer::open(Inventory::default_inventory(), store).expect("open"))
@@ -65,7 +51,7 @@ fn check_etcd(url: &str, live: &HashSet<String>, deleted: &HashSet<String>) {
 
 fn hammer(replicas: usize) {
     let test = format!("replicas_{replicas}");
-    let Some(etcd) = etcd_or_skip(&test) else {
+    let Some(etcd) = LocalEtcd::start_or_skip(&test) else {
         return;
     };
     let rs: Vec<Arc<Composer>> = (0..replicas).map(|_| replica(&etcd.url())).collect();

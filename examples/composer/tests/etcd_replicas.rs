@@ -71,19 +71,6 @@ struct Ledger {
     unavailable: usize,
 }
 
-fn etcd_or_skip(test: &str) -> Option<LocalEtcd> {
-    match LocalEtcd::start() {
-        Ok(e) => Some(e),
-        Err(why) => {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("{test}: etcd is needed under CI=true and could not be started: {why}");
-            }
-            eprintln!("SKIPPED {test}: etcd could not be started: {why}");
-            None
-        }
-    }
-}
-
 /// Creates, expands and deletes until `ops` calls were made or the replica
 /// went away. A call cut by a fault leaves its volume's fate unknown: it is
 /// in neither set of the ledger.
@@ -190,7 +177,7 @@ fn check(etcd: &LocalEtcd, ledger: &Ledger) -> BTreeMap<String, String> {
 
 async fn run_replicas(n: usize) {
     let test = format!("{n}_replicas_with_faults");
-    let Some(mut etcd) = etcd_or_skip(&test) else {
+    let Some(mut etcd) = LocalEtcd::start_or_skip(&test) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
