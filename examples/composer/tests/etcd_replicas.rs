@@ -1,9 +1,9 @@
 //! Several `composer serve --store etcd://…` processes on one real etcd,
 //! driven over their unix sockets by concurrent CreateVolume / DeleteVolume /
-//! ControllerExpandVolume clients, with faults: a replica killed with SIGKILL
-//! mid-workload, and etcd itself stopped (calls answer UNAVAILABLE) and
-//! restarted (service resumes). Then an independent check over etcd's keys
-//! (`composer_core::store_etcd::audit`) against the clients' ledger.
+//! ControllerExpandVolume clients, with a replica killed with SIGKILL
+//! mid-workload and restarted. After each step an independent check over
+//! etcd's keys (`composer_core::store_etcd::audit`) against the clients'
+//! ledger.
 //!
 //! etcd is Debian's `etcd-server` (installed when missing, as root), started
 //! on free ports with its data in a temp dir and stopped by PID. When it
@@ -177,7 +177,7 @@ fn check(etcd: &LocalEtcd, ledger: &Ledger) -> BTreeMap<String, String> {
 
 async fn run_replicas(n: usize) {
     let test = format!("{n}_replicas_with_faults");
-    let Some(mut etcd) = LocalEtcd::start_or_skip(&test) else {
+    let Some(etcd) = LocalEtcd::start_or_skip(&test) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -214,50 +214,6 @@ async fn run_replicas(n: usize) {
     rs[0] = Replica::start(dir.path(), 0, &url).await;
     workload(rs[0].endpoint.clone(), ledger.clone(), "b-r0".into(), 10).await;
     check(&etcd, &ledger.lock().unwrap());
-
-    // 3. etcd stops: calls answer UNAVAILABLE and change nothing.
-    etcd.kill();
-    let client = Client::connect(&rs[n - 1].endpoint).await.unwrap();
-    let e = Csi::create_volume(
-        &client,
-        composer::create_request("while-down", &[("type", "slice")], 1 << 30).unwrap(),
-    )
-    .await
-    .expect_err("a create while etcd is down");
-    assert_eq!(e.code(), Code::Unavailable, "{e}");
-
-    // 4. etcd restarts: service resumes on every replica, nothing lost.
-    etcd.restart().expect("etcd restarts");
-    for (i, r) in rs.iter().enumerate() {
-        let client = Client::connect(&r.endpoint).await.unwrap();
-        let mut attempts = 0;
-        loop {
-            match Csi::create_volume(
-                &client,
-                composer::create_request(&format!("after-{i}"), &[("type", "slice")], 1 << 30)
-                    .unwrap(),
-            )
-            .await
-            {
-                Ok(v) => {
-                    ledger
-                        .lock()
-                        .unwrap()
-                        .live
-                        .insert(v.volume.volume_id.to_string());
-                    break;
-                }
-                // The client reconnects to etcd on its own schedule.
-                Err(e) if e.code() == Code::Unavailable && attempts < 200 => {
-                    attempts += 1;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(e) => panic!("create after etcd restarted on replica {i}: {e}"),
-            }
-        }
-    }
-    let ids = check(&etcd, &ledger.lock().unwrap());
-    assert!(!ids.values().any(|n| n == "while-down"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
