@@ -89,6 +89,14 @@ struct State {
     busy: HashSet<String>,
     attached: HashMap<String, u32>,
     next_seq: u64,
+    /// The store revision this state reflects (shared stores).
+    synced: u64,
+    /// Per volume id, the revision of the latest change applied to it.
+    seen: HashMap<String, u64>,
+    /// Changes of other writers not applied yet (their name is busy here,
+    /// or their members are held by a plan in flight); `synced` stays below
+    /// the oldest of them.
+    deferred: Vec<(String, u64, Option<VolumeRecord>)>,
 }
 
 /// The composer.
@@ -98,6 +106,10 @@ pub struct Composer {
     state: Mutex<State>,
     report: ReconcileReport,
 }
+
+/// How often a create or delete plans again after store conflicts before
+/// answering `ABORTED` (the CO retries then).
+const CONFLICT_RETRIES: u32 = 16;
 
 fn seq_of(id: &str) -> Option<u64> {
     id.strip_prefix("vol-")?.parse().ok()
@@ -135,6 +147,9 @@ impl Composer {
                 busy: HashSet::new(),
                 attached,
                 next_seq,
+                synced: st.revision,
+                seen: HashMap::new(),
+                deferred: Vec::new(),
             }),
             report,
         })
@@ -149,6 +164,105 @@ impl Composer {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Locks the state and applies what other writers committed to a shared
+    /// store since the last call ([`Store::changes`]): no reload, only the
+    /// volumes and marks that changed.
+    fn lock_synced(&self) -> Result<MutexGuard<'_, State>, Error> {
+        let mut st = self.lock();
+        let Some(ch) = self.store.changes()? else {
+            if st.deferred.is_empty() {
+                return Ok(st);
+            }
+            let revision = st.synced;
+            Self::apply_changes(
+                &mut st,
+                crate::store::Changes {
+                    revision,
+                    ..Default::default()
+                },
+            );
+            return Ok(st);
+        };
+        Self::apply_changes(&mut st, ch);
+        Ok(st)
+    }
+
+    fn apply_changes(st: &mut State, ch: crate::store::Changes) {
+        let mut vols = std::mem::take(&mut st.deferred);
+        vols.extend(ch.volumes);
+        for (id, rev, rec) in vols {
+            if st.seen.get(&id).is_some_and(|&r| r >= rev) {
+                continue;
+            }
+            if let (Some(new), Some(old)) = (&rec, st.volumes.get(&id))
+                && new == old
+            {
+                st.seen.insert(id, rev);
+                continue;
+            }
+            let name = rec
+                .as_ref()
+                .map(|r| r.name.clone())
+                .or_else(|| st.volumes.get(&id).map(|r| r.name.clone()));
+            if name.as_ref().is_some_and(|n| st.busy.contains(n)) {
+                st.deferred.push((id, rev, rec));
+                continue;
+            }
+            let old = st.volumes.remove(&id);
+            if let Some(old) = &old {
+                st.by_name.remove(&old.name);
+                for n in old.published.keys() {
+                    if let Some(c) = st.attached.get_mut(n) {
+                        *c = c.saturating_sub(1);
+                    }
+                }
+                if let Err(e) = st.pool.release(old) {
+                    tracing::error!("releasing {id} changed by another replica: {e}");
+                }
+            }
+            if let Some(new) = rec {
+                if let Err(e) = st.pool.restore(&new) {
+                    // Held by a plan in flight here, which will fail its
+                    // compare-and-swap; applied once that plan is released.
+                    tracing::debug!("deferring {id}: {e}");
+                    if let Some(old) = old {
+                        if let Err(e) = st.pool.restore(&old) {
+                            tracing::error!("restoring {id}: {e}");
+                        }
+                        st.by_name.insert(old.name.clone(), id.clone());
+                        for n in old.published.keys() {
+                            *st.attached.entry(n.clone()).or_default() += 1;
+                        }
+                        st.volumes.insert(id.clone(), old);
+                    }
+                    st.deferred.push((id, rev, Some(new)));
+                    continue;
+                }
+                st.by_name.insert(new.name.clone(), id.clone());
+                for n in new.published.keys() {
+                    *st.attached.entry(n.clone()).or_default() += 1;
+                }
+                if let Some(s) = seq_of(&id) {
+                    st.next_seq = st.next_seq.max(s + 1);
+                }
+                st.volumes.insert(id.clone(), new);
+            }
+            st.seen.insert(id, rev);
+        }
+        for (target, h) in ch.marks {
+            if let Err(e) = st.pool.set_mark(&target, h.unwrap_or(Health::Healthy)) {
+                tracing::error!("applying the mark on {target}: {e}");
+            }
+        }
+        if let Some(n) = ch.next_seq {
+            st.next_seq = st.next_seq.max(n);
+        }
+        let oldest = st.deferred.iter().map(|d| d.1 - 1).min();
+        st.synced = st
+            .synced
+            .max(oldest.map_or(ch.revision, |o| o.min(ch.revision)));
     }
 
     /// The inventory.
@@ -204,7 +318,8 @@ impl Composer {
 
     /// `CreateVolume`. Idempotent by name: a repeat with the same parameters,
     /// access type and a range the volume satisfies returns it; another
-    /// repeat is `AlreadyExists`.
+    /// repeat is `AlreadyExists`. On a shared store, a plan that another
+    /// replica's commit made stale is planned again on fresh state.
     pub fn create(
         &self,
         name: &str,
@@ -214,9 +329,36 @@ impl Composer {
         single_node: bool,
         topology: Option<&TopologyRequirement>,
     ) -> Result<VolumeView, Error> {
+        self.retrying(|| self.create_once(name, parameters, range, block, single_node, topology))
+    }
+
+    /// Runs `f` again after a store `Conflict`, once caught up with the store.
+    fn retrying<T>(&self, mut f: impl FnMut() -> Result<T, Error>) -> Result<T, Error> {
+        let mut attempt = 0;
+        loop {
+            match f() {
+                Err(Error::Conflict(m)) if attempt < CONFLICT_RETRIES => {
+                    tracing::debug!("retrying after a store conflict: {m}");
+                    attempt += 1;
+                    self.store.catch_up()?;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn create_once(
+        &self,
+        name: &str,
+        parameters: &BTreeMap<String, String>,
+        range: CapacityRange,
+        block: bool,
+        single_node: bool,
+        topology: Option<&TopologyRequirement>,
+    ) -> Result<VolumeView, Error> {
         let params = Parameters::parse(parameters)?;
-        let (id, rec) = {
-            let mut st = self.lock();
+        let (id, rec, read) = {
+            let mut st = self.lock_synced()?;
             if st.busy.contains(name) {
                 return Err(Error::Busy(format!(
                     "volume {name:?} is being created or deleted"
@@ -273,17 +415,18 @@ impl Composer {
                 published: BTreeMap::new(),
             };
             st.busy.insert(name.to_string());
-            (id, rec)
+            (id, rec, st.synced)
         };
         let seq = seq_of(&id).unwrap_or(0);
-        let result = self.store.commit(Batch::of(vec![
-            Op::PutVolume(Box::new(rec.clone())),
-            Op::NextSeq(seq + 1),
-        ]));
+        let result = self.store.commit(Batch::read_at(
+            read,
+            vec![Op::PutVolume(Box::new(rec.clone())), Op::NextSeq(seq + 1)],
+        ));
         let mut st = self.lock();
         st.busy.remove(name);
         match result {
-            Ok(_) => {
+            Ok(rev) => {
+                st.seen.insert(id.clone(), rev);
                 st.by_name.insert(name.to_string(), id.clone());
                 st.volumes.insert(id, rec.clone());
                 Ok(self.view(&st, &rec))
@@ -300,8 +443,12 @@ impl Composer {
     /// `DeleteVolume`. Deleting an unknown volume succeeds; a published one is
     /// `FailedPrecondition`.
     pub fn delete(&self, id: &str) -> Result<(), Error> {
-        let rec = {
-            let mut st = self.lock();
+        self.retrying(|| self.delete_once(id))
+    }
+
+    fn delete_once(&self, id: &str) -> Result<(), Error> {
+        let (rec, read) = {
+            let mut st = self.lock_synced()?;
             let Some(rec) = st.volumes.get(id).cloned() else {
                 return Ok(());
             };
@@ -314,24 +461,31 @@ impl Composer {
             if !st.busy.insert(rec.name.clone()) {
                 return Err(Error::Busy(format!("volume {id} is busy")));
             }
-            rec
+            (rec, st.synced)
         };
         let result = self
             .store
-            .commit(Batch::of(vec![Op::DeleteVolume(id.to_string())]));
+            .commit(Batch::read_at(read, vec![Op::DeleteVolume(id.to_string())]));
         let mut st = self.lock();
         st.busy.remove(&rec.name);
-        result?;
-        st.volumes.remove(id);
-        st.by_name.remove(&rec.name);
-        st.pool.release(&rec)
+        let rev = result?;
+        st.seen.insert(id.to_string(), rev);
+        if st.volumes.remove(id).is_some() {
+            st.by_name.remove(&rec.name);
+            st.pool.release(&rec)?;
+        }
+        Ok(())
     }
 
-    fn commit_record(&self, rec: VolumeRecord) -> Result<(), Error> {
+    fn commit_record(&self, st: &mut State, rec: VolumeRecord) -> Result<(), Error> {
         // Publication and expansion changes are small and rare; they are made
         // durable under the lock so that two of them never cross.
-        self.store
-            .commit(Batch::of(vec![Op::PutVolume(Box::new(rec))]))?;
+        let id = rec.id.clone();
+        let rev = self.store.commit(Batch::read_at(
+            st.synced,
+            vec![Op::PutVolume(Box::new(rec))],
+        ))?;
+        st.seen.insert(id, rev);
         Ok(())
     }
 
@@ -343,7 +497,7 @@ impl Composer {
         node_id: &str,
         readonly: bool,
     ) -> Result<BTreeMap<String, String>, Error> {
-        let mut st = self.lock();
+        let mut st = self.lock_synced()?;
         let rec = Self::record(&st, id)?;
         let s = convert::server_of_node(&self.inv, node_id)?;
         if let Some(&ro) = rec.published.get(node_id) {
@@ -397,7 +551,7 @@ impl Composer {
         }
         let mut new = rec.clone();
         new.published.insert(node_id.to_string(), readonly);
-        self.commit_record(new.clone())?;
+        self.commit_record(&mut st, new.clone())?;
         *st.attached.entry(node_id.to_string()).or_default() += 1;
         let ctx = self.context(&new);
         st.volumes.insert(id.to_string(), new);
@@ -425,7 +579,7 @@ impl Composer {
     /// `ControllerUnpublishVolume`: unknown volumes and nodes, and volumes not
     /// published there, succeed.
     pub fn unpublish(&self, id: &str, node_id: Option<&str>) -> Result<(), Error> {
-        let mut st = self.lock();
+        let mut st = self.lock_synced()?;
         let Some(rec) = st.volumes.get(id).cloned() else {
             return Ok(());
         };
@@ -441,7 +595,7 @@ impl Composer {
         for n in &nodes {
             new.published.remove(n);
         }
-        self.commit_record(new.clone())?;
+        self.commit_record(&mut st, new.clone())?;
         for n in &nodes {
             if let Some(c) = st.attached.get_mut(n) {
                 *c = c.saturating_sub(1);
@@ -453,7 +607,7 @@ impl Composer {
 
     /// One volume.
     pub fn get(&self, id: &str) -> Result<VolumeView, Error> {
-        let st = self.lock();
+        let st = self.lock_synced()?;
         let rec = st
             .volumes
             .get(id)
@@ -502,7 +656,7 @@ impl Composer {
 
     /// `ControllerExpandVolume` to `range`; returns the new capacity.
     pub fn expand(&self, id: &str, range: CapacityRange) -> Result<u64, Error> {
-        let mut st = self.lock();
+        let mut st = self.lock_synced()?;
         let rec = Self::record(&st, id)?;
         let want = range
             .required_bytes
@@ -543,7 +697,7 @@ impl Composer {
                 new.capacity
             )));
         }
-        if let Err(e) = self.commit_record(new.clone()) {
+        if let Err(e) = self.commit_record(&mut st, new.clone()) {
             tracing::error!(
                 "expansion of {id} not recorded: {e}; the pool keeps the grown slice until restart"
             );
@@ -718,7 +872,7 @@ impl Composer {
                 "{target:?} is no drive, enclosure or server of the inventory"
             )));
         }
-        let mut st = self.lock();
+        let mut st = self.lock_synced()?;
         let op = match health {
             Health::Healthy => Op::DeleteMark(target.to_string()),
             h => Op::PutMark {
@@ -726,7 +880,7 @@ impl Composer {
                 health: h,
             },
         };
-        self.store.commit(Batch::of(vec![op]))?;
+        self.store.commit(Batch::read_at(st.synced, vec![op]))?;
         st.pool.set_mark(target, health)
     }
 
@@ -749,7 +903,7 @@ impl Composer {
     /// is the node side's work (md re-add), driven by the new records.
     pub fn apply_repair(&self, target: &str) -> Result<placement::RepairPlan, Error> {
         let placement_target = self.repair_target(target)?;
-        let mut st = self.lock();
+        let mut st = self.lock_synced()?;
         let plan = st.pool.plan_repair(&placement_target)?;
         let result = (|| -> Result<Vec<(String, u64)>, Error> {
             let mut changed: BTreeMap<String, VolumeRecord> = BTreeMap::new();
@@ -777,7 +931,8 @@ impl Composer {
                 m.drive = to;
             }
             st.pool.apply_plan(&plan)?;
-            self.store.commit(Batch::of(
+            self.store.commit(Batch::read_at(
+                st.synced,
                 changed
                     .values()
                     .map(|r| Op::PutVolume(Box::new(r.clone())))

@@ -52,6 +52,10 @@ pub enum Error {
     /// A transactional store refused a batch whose precondition no longer holds.
     #[error("store conflict: {0}")]
     Conflict(String),
+    /// The state store cannot be reached now (a replicated store is down or
+    /// partitioned); the call changed nothing and may be retried.
+    #[error("state store unavailable: {0}")]
+    Unavailable(String),
     /// The state store failed (I/O, corruption).
     #[error("state store: {0}")]
     Store(String),
@@ -66,7 +70,8 @@ impl From<Error> for CsiError {
     /// the range cannot give → `OUT_OF_RANGE`; no room in the requested
     /// topology → `RESOURCE_EXHAUSTED`; unknown volume or node → `NOT_FOUND`;
     /// incompatible repeat → `ALREADY_EXISTS`; wrong state →
-    /// `FAILED_PRECONDITION`; a store conflict is retryable → `ABORTED`;
+    /// `FAILED_PRECONDITION`; a store conflict is retryable → `ABORTED`; an unreachable store →
+    /// `UNAVAILABLE`;
     /// store and internal failures → `INTERNAL`.
     fn from(e: Error) -> CsiError {
         match e {
@@ -82,6 +87,7 @@ impl From<Error> for CsiError {
             Error::FailedPrecondition(m) => CsiError::failed_precondition(m),
             Error::Busy(m) => CsiError::aborted(m),
             Error::Conflict(_) => CsiError::aborted(e.to_string()),
+            Error::Unavailable(_) => CsiError::Unavailable(e.to_string()),
             Error::Store(_) | Error::Internal(_) => CsiError::internal(e.to_string()),
         }
     }

@@ -36,13 +36,19 @@ pub mod inventory;
 pub mod params;
 pub mod plan;
 pub mod store;
+#[cfg(feature = "etcd")]
+pub mod store_etcd;
 
 pub use composer::Composer;
 pub use error::Error;
 pub use inventory::{DEFAULT_INVENTORY, Health, Inventory, Media, Transport};
 pub use params::{Parameters, VolumeType};
 pub use plan::{Plan, Pool, ReconcileReport, VolumeRequest};
-pub use store::{Batch, LayoutKind, MemStore, Op, RedbStore, Store, StoredState, VolumeRecord};
+pub use store::{
+    Batch, Changes, LayoutKind, MemStore, Op, RedbStore, Store, StoredState, VolumeRecord,
+};
+#[cfg(feature = "etcd")]
+pub use store_etcd::{Audit, EtcdConfig, EtcdStore, LocalEtcd};
 
 /// The README's Rust examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -783,6 +783,65 @@ impl Pool {
         )))
     }
 
+    /// Adds a volume that another controller recorded (the store reported
+    /// it) with its members exactly as recorded: its slices at their
+    /// offsets, its drives in placement. On failure nothing is kept.
+    pub fn restore(&mut self, rec: &VolumeRecord) -> Result<(), Error> {
+        let mut idx = Vec::with_capacity(rec.members.len());
+        for m in &rec.members {
+            match self.inv.drive_index(&m.drive) {
+                Some(i) => idx.push(i),
+                None => {
+                    self.unplaced.insert(rec.id.clone());
+                    return Ok(());
+                }
+            }
+        }
+        let mut mine = Vec::new();
+        if rec.layout.kind.is_slice() {
+            for (m, &i) in rec.members.iter().zip(&idx) {
+                match self
+                    .slices
+                    .allocate_at(DeviceId::new(i as u64), m.offset, m.len)
+                {
+                    Ok(s) => mine.push(((i, m.offset), s.id)),
+                    Err(e) => {
+                        for (_, s) in mine {
+                            let _ = self.slices.free(s);
+                        }
+                        return Err(Error::Conflict(format!(
+                            "volume {} recorded a slice on {} at {} that is taken here: {e}",
+                            rec.id, m.drive, m.offset
+                        )));
+                    }
+                }
+            }
+        }
+        let spec = placement::VolumeSpec {
+            id: placement::VolumeId::new(rec.id.clone())
+                .map_err(|e| Error::Internal(e.to_string()))?,
+            request: rec.request.clone(),
+            members: rec
+                .members
+                .iter()
+                .map(|m| placement::DriveId::new(m.drive.clone()))
+                .collect::<Result<_, _>>()
+                .map_err(|e| Error::Internal(e.to_string()))?,
+        };
+        let version = self.engine.version();
+        if let Err(e) = self.engine.adopt(spec, version) {
+            for (_, s) in mine {
+                let _ = self.slices.free(s);
+            }
+            return Err(Error::Conflict(format!(
+                "volume {} as recorded does not fit here: {e}",
+                rec.id
+            )));
+        }
+        self.slice_at.extend(mine);
+        Ok(())
+    }
+
     /// Removes a volume's members from the pool.
     pub fn release(&mut self, rec: &VolumeRecord) -> Result<(), Error> {
         if self.unplaced.remove(&rec.id) {

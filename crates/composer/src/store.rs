@@ -146,6 +146,11 @@ pub struct Batch {
     /// Apply only if the store is at this revision (`None`: unconditionally).
     /// A backend shared by several controllers uses it for compare-and-swap.
     pub expect_revision: Option<u64>,
+    /// The store revision that the state this batch was planned on reflects
+    /// (everything up to it, nothing after). A store shared by several
+    /// controllers refuses the batch with `Conflict` when a key it touches
+    /// changed after that revision by another writer ([`Store::changes`]).
+    pub read_revision: Option<u64>,
     /// The changes, in order.
     pub ops: Vec<Op>,
 }
@@ -155,6 +160,16 @@ impl Batch {
     pub fn of(ops: Vec<Op>) -> Batch {
         Batch {
             expect_revision: None,
+            read_revision: None,
+            ops,
+        }
+    }
+
+    /// A batch planned on the state as of `revision` (see [`Batch::read_revision`]).
+    pub fn read_at(revision: u64, ops: Vec<Op>) -> Batch {
+        Batch {
+            expect_revision: None,
+            read_revision: Some(revision),
             ops,
         }
     }
@@ -196,6 +211,21 @@ impl StoredState {
     }
 }
 
+/// What changed in a shared store, in revision order, as seen by
+/// [`Store::changes`]: the controller applies it to its in-memory state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// The revision everything up to which is now included.
+    pub revision: u64,
+    /// Volumes put (`Some`) or deleted (`None`), by id, with the revision
+    /// of the change, in order.
+    pub volumes: Vec<(String, u64, Option<VolumeRecord>)>,
+    /// Marks put (`Some`) or deleted (`None`), by target, in order.
+    pub marks: Vec<(String, Option<Health>)>,
+    /// The next volume sequence number, when it changed.
+    pub next_seq: Option<u64>,
+}
+
 /// Durable storage of the composer's state.
 ///
 /// Contract: [`Store::commit`] returns only once the batch is durable (it
@@ -210,6 +240,20 @@ pub trait Store: Send + Sync {
     /// Applies a batch durably and returns the new revision. `Conflict` when
     /// `expect_revision` is set and differs from the current revision.
     fn commit(&self, batch: Batch) -> Result<u64, Error>;
+
+    /// Changes committed since the revision of [`Store::load`] or of the
+    /// previous call, by anyone (this controller's own included), or `None`
+    /// when nothing changed. A store with one writer has none to report.
+    fn changes(&self) -> Result<Option<Changes>, Error> {
+        Ok(None)
+    }
+
+    /// Blocks until [`Store::changes`] would report everything committed
+    /// before the last `Conflict` this store returned (after a conflict the
+    /// caller catches up, then plans again on fresh state).
+    fn catch_up(&self) -> Result<(), Error> {
+        Ok(())
+    }
 }
 
 const _: () = {
@@ -478,6 +522,7 @@ mod tests {
         let e = s
             .commit(Batch {
                 expect_revision: Some(0),
+                read_revision: None,
                 ops: vec![mark("b")],
             })
             .unwrap_err();
@@ -485,6 +530,7 @@ mod tests {
         assert_eq!(
             s.commit(Batch {
                 expect_revision: Some(1),
+                read_revision: None,
                 ops: vec![Op::DeleteMark("a".into())],
             })
             .unwrap(),

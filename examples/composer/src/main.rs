@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use composer::admin::{self, Request};
-use composer_core::{Health, Inventory, RedbStore};
+use composer_core::{EtcdConfig, EtcdStore, Health, Inventory, RedbStore, Store};
 
 /// A composer: carves a pool of disaggregated drives into CSI volumes.
 #[derive(Parser, Debug)]
@@ -29,9 +29,19 @@ enum Command {
             default_value = "unix:///run/composer/csi.sock"
         )]
         endpoint: String,
-        /// The state database (created if missing).
+        /// The state database (created if missing), when --store is not given.
         #[arg(long, default_value = "/var/lib/composer/state.redb")]
         state: PathBuf,
+        /// Keep the state in etcd instead: etcd://HOST:PORT[,HOST:PORT…]. Several
+        /// replicas may share one etcd.
+        #[arg(long)]
+        store: Option<String>,
+        /// Key prefix in etcd.
+        #[arg(long, default_value = "/composer")]
+        etcd_prefix: String,
+        /// etcd user (authentication); the password comes from ETCD_PASSWORD.
+        #[arg(long)]
+        etcd_user: Option<String>,
         /// Inventory file (default: the built-in inventory).
         #[arg(long)]
         inventory: Option<PathBuf>,
@@ -117,6 +127,9 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Serve {
             endpoint,
             state,
+            store,
+            etcd_prefix,
+            etcd_user,
             inventory,
             admin_socket,
             node_id,
@@ -124,7 +137,9 @@ async fn run(cli: Cli) -> Result<(), String> {
             backend,
         } => {
             let inv = load_inventory(inventory.as_ref())?;
-            if let Some(dir) = state.parent() {
+            if store.is_none()
+                && let Some(dir) = state.parent()
+            {
                 std::fs::create_dir_all(dir)
                     .map_err(|e| format!("creating {}: {e}", dir.display()))?;
             }
@@ -133,7 +148,20 @@ async fn run(cli: Cli) -> Result<(), String> {
                     .map_err(|e| format!("creating {}: {e}", dir.display()))?;
             }
             let started = std::time::Instant::now();
-            let store = Arc::new(RedbStore::open(&state).map_err(|e| e.to_string())?);
+            let store: Arc<dyn Store> = match store {
+                None => Arc::new(RedbStore::open(&state).map_err(|e| e.to_string())?),
+                Some(url) => {
+                    let mut cfg = EtcdConfig::parse(&url).map_err(|e| e.to_string())?;
+                    cfg.prefix = etcd_prefix.trim_end_matches('/').to_string();
+                    if let Some(u) = etcd_user {
+                        let p = std::env::var("ETCD_PASSWORD").map_err(|_| {
+                            "--etcd-user: the password must be in ETCD_PASSWORD".to_string()
+                        })?;
+                        cfg.user = Some((u, p));
+                    }
+                    Arc::new(EtcdStore::connect(cfg).map_err(|e| e.to_string())?)
+                }
+            };
             let mut driver = composer::ComposerDriver::open(inv, store, node_id.as_deref())
                 .map_err(|e| e.to_string())?;
             if let Some(data) = data_dir {

@@ -1,0 +1,844 @@
+//! [`EtcdStore`]: the state store on an etcd v3 cluster, shared by several
+//! controller replicas (feature `etcd`).
+//!
+//! Key layout under a prefix (default `/composer`), documented in the crate
+//! README:
+//!
+//! | key | value |
+//! |---|---|
+//! | `P/volumes/<id>` | the [`VolumeRecord`] as JSON |
+//! | `P/names/<name>` | the volume id (idempotency by name) |
+//! | `P/alloc/<id>/<member, 3 digits>` | `<drive> <offset> <len>`: one member's bytes on its drive |
+//! | `P/drives/<drive>` | the id of the volume that last took space on the drive (a guard) |
+//! | `P/marks/<target>` | the operator's [`Health`] mark as JSON |
+//! | `P/seq` | the next volume sequence number, 20 digits |
+//!
+//! Every [`Batch`] is one etcd transaction. A batch planned on the state as
+//! of revision `R` ([`Batch::read_revision`]) carries, for every key whose
+//! state the plan relied on (the volume, its name, the guard of every drive
+//! it takes space on, the sequence), the compare `mod_revision < R' + 1`,
+//! where `R'` is `R` or the revision of this store's own last write to that
+//! key, whichever is later. Two replicas that planned on the same space
+//! cannot both commit: the second fails, gets `Conflict`, catches up with
+//! [`Store::catch_up`] and plans again on fresh state. Nothing is read,
+//! modified and written outside a transaction.
+//!
+//! A watch on the prefix feeds [`Store::changes`]: each replica applies what
+//! the others committed to its in-memory placement and allocator state, with
+//! no reload per request. Calls that cannot reach etcd fail with
+//! [`Error::Unavailable`] and change nothing.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, Txn, TxnOp,
+    WatchOptions,
+};
+
+use crate::error::Error;
+use crate::inventory::Health;
+use crate::store::{Batch, Changes, Op, Store, StoredState, VolumeRecord};
+
+/// How to reach etcd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdConfig {
+    /// Client URLs (`http://127.0.0.1:2379`); `etcd://HOST:PORT` is accepted.
+    pub endpoints: Vec<String>,
+    /// Key prefix (no trailing `/`).
+    pub prefix: String,
+    /// User name and password for etcd's authentication.
+    pub user: Option<(String, String)>,
+    /// Timeout of one request.
+    pub timeout: Duration,
+}
+
+impl EtcdConfig {
+    /// Parses `etcd://HOST:PORT[,HOST:PORT…]` into endpoints with the default
+    /// prefix `/composer` and a 5 s request timeout.
+    ///
+    /// ```
+    /// let c = composer_core::EtcdConfig::parse("etcd://10.0.0.1:2379,10.0.0.2:2379").unwrap();
+    /// assert_eq!(c.endpoints, ["http://10.0.0.1:2379", "http://10.0.0.2:2379"]);
+    /// assert!(composer_core::EtcdConfig::parse("redis://x:1").is_err());
+    /// ```
+    pub fn parse(url: &str) -> Result<EtcdConfig, Error> {
+        let rest = url.strip_prefix("etcd://").ok_or_else(|| Error::Invalid {
+            field: "--store".into(),
+            rule: format!("{url:?} must be etcd://HOST:PORT[,HOST:PORT…]"),
+        })?;
+        let mut endpoints = Vec::new();
+        for hp in rest.split(',') {
+            let ok = hp
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+            if !ok {
+                return Err(Error::Invalid {
+                    field: "--store".into(),
+                    rule: format!("{hp:?} must be HOST:PORT"),
+                });
+            }
+            endpoints.push(format!("http://{hp}"));
+        }
+        Ok(EtcdConfig {
+            endpoints,
+            prefix: "/composer".into(),
+            user: None,
+            timeout: Duration::from_secs(5),
+        })
+    }
+}
+
+#[derive(Default)]
+struct Feed {
+    /// Everything up to this revision has been received.
+    revision: u64,
+    pending: Changes,
+    /// Set when the watch broke and could not resume (compaction).
+    broken: Option<String>,
+}
+
+struct Shared {
+    feed: Mutex<Feed>,
+    moved: Condvar,
+}
+
+/// The composer's state on etcd.
+pub struct EtcdStore {
+    rt: Option<tokio::runtime::Runtime>,
+    client: Client,
+    cfg: EtcdConfig,
+    shared: Arc<Shared>,
+    /// Revision of this store's own last write per key.
+    own: Mutex<HashMap<String, u64>>,
+    /// Volume id → name, for deletes (kept from load, own commits and changes).
+    names: Mutex<HashMap<String, String>>,
+    /// Store revision when the last conflict was seen.
+    conflict_at: Mutex<u64>,
+    progress: tokio::sync::mpsc::UnboundedSender<()>,
+    progress_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<()>>>,
+}
+
+fn unavailable(what: &str) -> impl Fn(etcd_client::Error) -> Error + '_ {
+    move |e| Error::Unavailable(format!("etcd: {what}: {e}"))
+}
+
+fn seq_value(n: u64) -> String {
+    format!("{n:020}")
+}
+
+impl EtcdStore {
+    /// Connects (the cluster must answer within the timeout).
+    pub fn connect(cfg: EtcdConfig) -> Result<EtcdStore, Error> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("etcd-store")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Store(format!("starting the etcd runtime: {e}")))?;
+        let mut opts = ConnectOptions::new()
+            .with_timeout(cfg.timeout)
+            .with_connect_timeout(cfg.timeout)
+            .with_keep_alive(Duration::from_secs(2), cfg.timeout);
+        if let Some((u, p)) = &cfg.user {
+            opts = opts.with_user(u.clone(), p.clone());
+        }
+        let endpoints = cfg.endpoints.clone();
+        // Not `block_on`: the caller may be on another runtime's thread.
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        rt.spawn(async move {
+            let _ = tx.send(Client::connect(endpoints, Some(opts)).await);
+        });
+        let client = rx
+            .recv()
+            .map_err(|_| Error::Store("the etcd runtime stopped".into()))?
+            .map_err(unavailable("connecting"))?;
+        let (progress, progress_rx) = tokio::sync::mpsc::unbounded_channel();
+        Ok(EtcdStore {
+            rt: Some(rt),
+            client,
+            cfg,
+            shared: Arc::new(Shared {
+                feed: Mutex::new(Feed::default()),
+                moved: Condvar::new(),
+            }),
+            own: Mutex::new(HashMap::new()),
+            names: Mutex::new(HashMap::new()),
+            conflict_at: Mutex::new(0),
+            progress,
+            progress_rx: Mutex::new(Some(progress_rx)),
+        })
+    }
+
+    fn rt(&self) -> &tokio::runtime::Runtime {
+        self.rt.as_ref().expect("the runtime lives until drop")
+    }
+
+    /// Asks etcd for its status (one round trip).
+    pub fn ping(&self) -> Result<(), Error> {
+        let mut client = self.client.clone();
+        self.run(async move { client.status().await })
+            .map(|_| ())
+            .map_err(unavailable("status"))
+    }
+
+    fn key(&self, rest: &str) -> String {
+        format!("{}/{rest}", self.cfg.prefix)
+    }
+
+    fn run<T: Send + 'static>(
+        &self,
+        fut: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> T {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.rt().spawn(async move {
+            let _ = tx.send(fut.await);
+        });
+        rx.recv().expect("the etcd runtime dropped a request")
+    }
+
+    fn bound(&self, own: &HashMap<String, u64>, read: u64, key: &str) -> i64 {
+        own.get(key).copied().unwrap_or(0).max(read) as i64 + 1
+    }
+
+    /// Starts the watch that feeds [`Store::changes`] from `revision + 1`.
+    fn start_watch(&self, revision: u64) {
+        let Some(mut progress_rx) = self
+            .progress_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
+            return;
+        };
+        let shared = self.shared.clone();
+        let mut client = self.client.clone();
+        let prefix = format!("{}/", self.cfg.prefix);
+        self.rt().spawn(async move {
+            let mut next = revision + 1;
+            loop {
+                let opts = WatchOptions::new()
+                    .with_prefix()
+                    .with_start_revision(next as i64)
+                    .with_progress_notify();
+                let mut stream = match client.watch(prefix.clone(), Some(opts)).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!("etcd watch: {e}; retrying");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                };
+                loop {
+                    tokio::select! {
+                        m = stream.message() => match m {
+                            Ok(Some(resp)) => {
+                                if resp.compact_revision() > 0 {
+                                    let mut f = shared.feed.lock().unwrap_or_else(|e| e.into_inner());
+                                    f.broken = Some(format!(
+                                        "the watch lost history: compacted at revision {}",
+                                        resp.compact_revision()
+                                    ));
+                                    shared.moved.notify_all();
+                                    return;
+                                }
+                                let rev = resp.header().map(|h| h.revision() as u64).unwrap_or(0);
+                                let mut f = shared.feed.lock().unwrap_or_else(|e| e.into_inner());
+                                for ev in resp.events() {
+                                    let Some(kv) = ev.kv() else { continue };
+                                    let r = kv.mod_revision() as u64;
+                                    next = next.max(r + 1);
+                                    let key = String::from_utf8_lossy(kv.key()).into_owned();
+                                    let Some(rest) = key.strip_prefix(&prefix) else { continue };
+                                    let put = ev.event_type() == EventType::Put;
+                                    if let Some(id) = rest.strip_prefix("volumes/") {
+                                        let rec = if put {
+                                            match serde_json::from_slice::<VolumeRecord>(kv.value()) {
+                                                Ok(v) => Some(v),
+                                                Err(e) => {
+                                                    tracing::error!("etcd: volume record {id} is not readable: {e}");
+                                                    continue;
+                                                }
+                                            }
+                                        } else {
+                                            None
+                                        };
+                                        f.pending.volumes.push((id.to_string(), r, rec));
+                                    } else if let Some(t) = rest.strip_prefix("marks/") {
+                                        let h = if put {
+                                            serde_json::from_slice::<Health>(kv.value()).ok()
+                                        } else {
+                                            None
+                                        };
+                                        f.pending.marks.push((t.to_string(), h));
+                                    } else if rest == "seq" && put
+                                        && let Ok(n) = std::str::from_utf8(kv.value()).unwrap_or("").parse::<u64>()
+                                    {
+                                        let cur = f.pending.next_seq.unwrap_or(0);
+                                        f.pending.next_seq = Some(cur.max(n));
+                                    }
+                                }
+                                let upto = rev.max(next - 1);
+                                if upto > f.revision {
+                                    f.revision = upto;
+                                    next = next.max(upto + 1);
+                                }
+                                f.pending.revision = f.revision;
+                                shared.moved.notify_all();
+                            }
+                            Ok(None) | Err(_) => break,
+                        },
+                        Some(()) = progress_rx.recv() => {
+                            if stream.request_progress().await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+    }
+}
+
+impl Store for EtcdStore {
+    fn load(&self) -> Result<StoredState, Error> {
+        let mut client = self.client.clone();
+        let prefix = format!("{}/", self.cfg.prefix);
+        let seq_key = self.key("seq");
+        let resp = self.run(async move {
+            // Create the sequence key once, then read everything at one revision.
+            client
+                .txn(
+                    Txn::new()
+                        .when(vec![Compare::version(seq_key.clone(), CompareOp::Equal, 0)])
+                        .and_then(vec![TxnOp::put(seq_key, seq_value(0), None)]),
+                )
+                .await?;
+            client
+                .get(prefix, Some(GetOptions::new().with_prefix()))
+                .await
+        });
+        let resp = resp.map_err(unavailable("loading"))?;
+        let revision = resp.header().map(|h| h.revision() as u64).unwrap_or(0);
+        let mut st = StoredState {
+            revision,
+            ..StoredState::default()
+        };
+        let p = format!("{}/", self.cfg.prefix);
+        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        for kv in resp.kvs() {
+            let key = String::from_utf8_lossy(kv.key());
+            let Some(rest) = key.strip_prefix(&p) else {
+                continue;
+            };
+            if let Some(id) = rest.strip_prefix("volumes/") {
+                let rec: VolumeRecord = serde_json::from_slice(kv.value()).map_err(|e| {
+                    Error::Store(format!("etcd: volume record {id} is not readable: {e}"))
+                })?;
+                names.insert(rec.id.clone(), rec.name.clone());
+                st.volumes.insert(rec.id.clone(), rec);
+            } else if let Some(t) = rest.strip_prefix("marks/") {
+                let h: Health = serde_json::from_slice(kv.value())
+                    .map_err(|e| Error::Store(format!("etcd: mark {t} is not readable: {e}")))?;
+                st.marks.insert(t.to_string(), h);
+            } else if rest == "seq" {
+                st.next_seq = std::str::from_utf8(kv.value())
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| Error::Store("etcd: the sequence is not a number".into()))?;
+            }
+        }
+        drop(names);
+        {
+            let mut f = self.shared.feed.lock().unwrap_or_else(|e| e.into_inner());
+            f.revision = revision;
+            f.pending = Changes {
+                revision,
+                ..Changes::default()
+            };
+        }
+        self.start_watch(revision);
+        Ok(st)
+    }
+
+    fn commit(&self, batch: Batch) -> Result<u64, Error> {
+        if batch.expect_revision.is_some() {
+            return Err(Error::Invalid {
+                field: "batch.expect_revision".into(),
+                rule: "the etcd store guards each key by its revision; use read_revision".into(),
+            });
+        }
+        let read = batch.read_revision.unwrap_or(u64::MAX / 2);
+        let guarded = batch.read_revision.is_some();
+        let mut compares = Vec::new();
+        let mut ops = Vec::new();
+        let mut touched = Vec::new();
+        let mut name_changes: Vec<(String, Option<String>)> = Vec::new();
+        {
+            let own = self.own.lock().unwrap_or_else(|e| e.into_inner());
+            let names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+            let mut guard = |key: String, compares: &mut Vec<Compare>| {
+                if guarded {
+                    compares.push(Compare::mod_revision(
+                        key.clone(),
+                        CompareOp::Less,
+                        self.bound(&own, read, &key),
+                    ));
+                }
+                touched.push(key);
+            };
+            for op in batch.ops {
+                match op {
+                    Op::PutVolume(rec) => {
+                        let vk = self.key(&format!("volumes/{}", rec.id));
+                        let nk = self.key(&format!("names/{}", rec.name));
+                        guard(vk.clone(), &mut compares);
+                        guard(nk.clone(), &mut compares);
+                        let mut drives: Vec<&str> =
+                            rec.members.iter().map(|m| m.drive.as_str()).collect();
+                        drives.sort_unstable();
+                        drives.dedup();
+                        for d in drives {
+                            let dk = self.key(&format!("drives/{d}"));
+                            guard(dk.clone(), &mut compares);
+                            ops.push(TxnOp::put(dk, rec.id.clone(), None));
+                        }
+                        for (i, m) in rec.members.iter().enumerate() {
+                            ops.push(TxnOp::put(
+                                self.key(&format!("alloc/{}/{i:03}", rec.id)),
+                                format!("{} {} {}", m.drive, m.offset, m.len),
+                                None,
+                            ));
+                        }
+                        // Members beyond the record's count (none today) go.
+                        ops.push(TxnOp::delete(
+                            self.key(&format!("alloc/{}/{:03}", rec.id, rec.members.len())),
+                            Some(
+                                DeleteOptions::new()
+                                    .with_range(self.key(&format!("alloc/{}/:", rec.id))),
+                            ),
+                        ));
+                        let json = serde_json::to_vec(&*rec)
+                            .map_err(|e| Error::Internal(format!("encoding a record: {e}")))?;
+                        ops.push(TxnOp::put(nk, rec.id.clone(), None));
+                        ops.push(TxnOp::put(vk, json, None));
+                        name_changes.push((rec.id.clone(), Some(rec.name.clone())));
+                    }
+                    Op::DeleteVolume(id) => {
+                        let vk = self.key(&format!("volumes/{id}"));
+                        guard(vk.clone(), &mut compares);
+                        ops.push(TxnOp::delete(vk, None));
+                        ops.push(TxnOp::delete(
+                            self.key(&format!("alloc/{id}/")),
+                            Some(DeleteOptions::new().with_prefix()),
+                        ));
+                        if let Some(name) = names.get(&id) {
+                            let nk = self.key(&format!("names/{name}"));
+                            guard(nk.clone(), &mut compares);
+                            ops.push(TxnOp::delete(nk, None));
+                        }
+                        name_changes.push((id, None));
+                    }
+                    Op::PutMark { target, health } => {
+                        let json = serde_json::to_vec(&health)
+                            .map_err(|e| Error::Internal(format!("encoding a mark: {e}")))?;
+                        ops.push(TxnOp::put(self.key(&format!("marks/{target}")), json, None));
+                    }
+                    Op::DeleteMark(target) => {
+                        ops.push(TxnOp::delete(self.key(&format!("marks/{target}")), None));
+                    }
+                    Op::NextSeq(n) => {
+                        let sk = self.key("seq");
+                        guard(sk.clone(), &mut compares);
+                        // Raise, never lower: a nested transaction on the value
+                        // (20 digits, so bytes order as numbers).
+                        ops.push(TxnOp::txn(
+                            Txn::new()
+                                .when(vec![Compare::value(
+                                    sk.clone(),
+                                    CompareOp::Less,
+                                    seq_value(n),
+                                )])
+                                .and_then(vec![TxnOp::put(sk, seq_value(n), None)]),
+                        ));
+                    }
+                }
+            }
+        }
+        let mut client = self.client.clone();
+        let txn = Txn::new().when(compares).and_then(ops);
+        let resp = self
+            .run(async move { client.txn(txn).await })
+            .map_err(unavailable("committing"))?;
+        let revision = resp.header().map(|h| h.revision() as u64).unwrap_or(0);
+        if !resp.succeeded() {
+            *self.conflict_at.lock().unwrap_or_else(|e| e.into_inner()) = revision;
+            return Err(Error::Conflict(format!(
+                "another replica changed this state after revision {read} (etcd is at {revision})"
+            )));
+        }
+        let mut own = self.own.lock().unwrap_or_else(|e| e.into_inner());
+        for k in touched {
+            own.insert(k, revision);
+        }
+        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        for (id, name) in name_changes {
+            match name {
+                Some(n) => names.insert(id, n),
+                None => names.remove(&id),
+            };
+        }
+        Ok(revision)
+    }
+
+    fn changes(&self) -> Result<Option<Changes>, Error> {
+        let mut f = self.shared.feed.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = &f.broken {
+            return Err(Error::Unavailable(format!("etcd: {b}")));
+        }
+        if f.pending.volumes.is_empty()
+            && f.pending.marks.is_empty()
+            && f.pending.next_seq.is_none()
+        {
+            return Ok(None);
+        }
+        let revision = f.revision;
+        let out = std::mem::replace(
+            &mut f.pending,
+            Changes {
+                revision,
+                ..Changes::default()
+            },
+        );
+        drop(f);
+        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        for (id, _, rec) in &out.volumes {
+            match rec {
+                Some(r) => names.insert(id.clone(), r.name.clone()),
+                None => names.remove(id),
+            };
+        }
+        drop(names);
+        // Own writes at or below what everyone now sees need no exception.
+        self.own
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, r| *r > revision);
+        Ok(Some(out))
+    }
+
+    fn catch_up(&self) -> Result<(), Error> {
+        let target = *self.conflict_at.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = self.progress.send(());
+        let deadline = std::time::Instant::now() + self.cfg.timeout;
+        let mut f = self.shared.feed.lock().unwrap_or_else(|e| e.into_inner());
+        while f.revision < target {
+            if let Some(b) = &f.broken {
+                return Err(Error::Unavailable(format!("etcd: {b}")));
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return Err(Error::Unavailable(format!(
+                    "etcd: the watch did not reach revision {target} in {:?}",
+                    self.cfg.timeout
+                )));
+            }
+            f = self
+                .shared
+                .moved
+                .wait_timeout(f, (deadline - now).min(Duration::from_millis(100)))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+            if f.revision < target {
+                let _ = self.progress.send(());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for EtcdStore {
+    fn drop(&mut self) {
+        // Stops the watch without waiting (the store may be dropped on an
+        // async runtime's thread, where blocking is not allowed).
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// A one-member etcd on free ports of 127.0.0.1 with its data in a temp dir,
+/// for tests, benchmarks and trying the composer out: Debian's `etcd-server`
+/// (installed with apt-get when missing and running as root). Stopped by PID
+/// when dropped.
+pub struct LocalEtcd {
+    child: Option<std::process::Child>,
+    client_port: u16,
+    peer_port: u16,
+    dir: tempfile::TempDir,
+}
+
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("finding a free port: {e}"))
+}
+
+fn etcd_installed() -> bool {
+    std::process::Command::new("etcd")
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+impl LocalEtcd {
+    /// Installs etcd if needed, starts it and waits until it answers (at most
+    /// 30 s), or says why it could not.
+    pub fn start() -> Result<LocalEtcd, String> {
+        use std::process::{Command, Stdio};
+        if !etcd_installed() {
+            let root = Command::new("id")
+                .arg("-u")
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+            if !root {
+                return Err("etcd is not installed and this is not root".into());
+            }
+            let install = || {
+                Command::new("apt-get")
+                    .args([
+                        "-o",
+                        "DPkg::Lock::Timeout=300",
+                        "install",
+                        "-y",
+                        "etcd-server",
+                    ])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            };
+            if !install() {
+                let _ = Command::new("apt-get")
+                    .args(["-o", "DPkg::Lock::Timeout=300", "update"])
+                    .stdout(Stdio::null())
+                    .status();
+                install();
+            }
+            if !etcd_installed() {
+                return Err("installing Debian's etcd-server failed".into());
+            }
+        }
+        let mut e = LocalEtcd {
+            child: None,
+            client_port: free_port()?,
+            peer_port: free_port()?,
+            dir: tempfile::tempdir().map_err(|e| format!("a temp dir: {e}"))?,
+        };
+        e.restart()?;
+        Ok(e)
+    }
+
+    /// For tests: [`LocalEtcd::start`], or `None` after printing that `test`
+    /// skipped and why; under `CI=true` a failure to start panics instead,
+    /// so that CI never passes without running the test.
+    pub fn start_or_skip(test: &str) -> Option<LocalEtcd> {
+        match LocalEtcd::start() {
+            Ok(e) => Some(e),
+            Err(why) => {
+                if std::env::var("CI").as_deref() == Ok("true") {
+                    panic!("{test}: etcd is needed under CI=true and could not be started: {why}");
+                }
+                eprintln!("SKIPPED {test}: etcd could not be started: {why}");
+                None
+            }
+        }
+    }
+
+    /// `etcd://127.0.0.1:PORT`, for [`EtcdConfig::parse`] and `--store`.
+    pub fn url(&self) -> String {
+        format!("etcd://127.0.0.1:{}", self.client_port)
+    }
+
+    /// The server's PID while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Stops the server with SIGKILL (by PID); its data stays.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the server (again) on the same ports and data and waits until
+    /// it answers.
+    pub fn restart(&mut self) -> Result<(), String> {
+        self.kill();
+        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("etcd.log"))
+            .map_err(|e| format!("the etcd log: {e}"))?;
+        let child = std::process::Command::new("etcd")
+            .args(["--name", "local", "--data-dir"])
+            .arg(self.dir.path().join("data"))
+            .args(["--listen-client-urls", &client])
+            .args(["--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("local={peer}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("starting etcd: {e}"))?;
+        self.child = Some(child);
+        let until = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let up = std::net::TcpStream::connect(("127.0.0.1", self.client_port)).is_ok()
+                && EtcdStore::connect(EtcdConfig::parse(&self.url()).map_err(|e| e.to_string())?)
+                    .is_ok_and(|s| s.ping().is_ok());
+            if up {
+                return Ok(());
+            }
+            if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
+                return Err(format!(
+                    "etcd exited with {st}; its log is {}",
+                    self.dir.path().join("etcd.log").display()
+                ));
+            }
+            if std::time::Instant::now() > until {
+                return Err("etcd did not answer within 30 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for LocalEtcd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// What [`audit`] found in etcd.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Audit {
+    /// Volume ids and names recorded.
+    pub volumes: std::collections::BTreeMap<String, String>,
+    /// Every inconsistency, one line each (empty when consistent).
+    pub problems: Vec<String>,
+}
+
+/// Reads every key under the prefix with a client of its own (not through a
+/// replica's state) and checks them against each other: names and volume
+/// records one to one, the allocation keys exactly the records' members
+/// (nothing leaked), and no byte of any drive allocated twice. For tests and
+/// for operators (`composer admin` does not need a running replica for it).
+pub fn audit(cfg: &EtcdConfig) -> Result<Audit, Error> {
+    let store = EtcdStore::connect(cfg.clone())?;
+    let mut client = store.client.clone();
+    let prefix = format!("{}/", cfg.prefix);
+    let p = prefix.clone();
+    let resp = store
+        .run(async move { client.get(p, Some(GetOptions::new().with_prefix())).await })
+        .map_err(unavailable("reading for the audit"))?;
+    let mut a = Audit::default();
+    let mut records: HashMap<String, VolumeRecord> = HashMap::new();
+    let mut names: HashMap<String, String> = HashMap::new();
+    let mut alloc: HashMap<String, Vec<(String, u64, u64)>> = HashMap::new();
+    for kv in resp.kvs() {
+        let key = String::from_utf8_lossy(kv.key()).into_owned();
+        let val = String::from_utf8_lossy(kv.value()).into_owned();
+        let Some(rest) = key.strip_prefix(&prefix) else {
+            continue;
+        };
+        if let Some(id) = rest.strip_prefix("volumes/") {
+            match serde_json::from_slice::<VolumeRecord>(kv.value()) {
+                Ok(r) if r.id == id => {
+                    records.insert(id.to_string(), r);
+                }
+                Ok(r) => a.problems.push(format!("{key} holds volume {}", r.id)),
+                Err(e) => a.problems.push(format!("{key} is not a record: {e}")),
+            }
+        } else if let Some(n) = rest.strip_prefix("names/") {
+            names.insert(n.to_string(), val);
+        } else if let Some(m) = rest.strip_prefix("alloc/") {
+            let id = m.rsplit_once('/').map_or(m, |x| x.0).to_string();
+            let f: Vec<&str> = val.split(' ').collect();
+            match (
+                f.first(),
+                f.get(1).and_then(|x| x.parse().ok()),
+                f.get(2).and_then(|x| x.parse().ok()),
+            ) {
+                (Some(d), Some(o), Some(l)) if f.len() == 3 => {
+                    alloc.entry(id).or_default().push((d.to_string(), o, l))
+                }
+                _ => a
+                    .problems
+                    .push(format!("{key} is not `drive offset len`: {val:?}")),
+            }
+        }
+    }
+    for (n, id) in &names {
+        match records.get(id) {
+            Some(r) if &r.name == n => {}
+            Some(r) => a.problems.push(format!(
+                "name {n} points at {id}, which is named {}",
+                r.name
+            )),
+            None => a
+                .problems
+                .push(format!("name {n} points at missing volume {id}")),
+        }
+    }
+    let mut per_drive: HashMap<String, Vec<(u64, u64, String)>> = HashMap::new();
+    for (id, r) in &records {
+        if names.get(&r.name) != Some(id) {
+            a.problems
+                .push(format!("volume {id} ({}) has no name key", r.name));
+        }
+        let want: Vec<(String, u64, u64)> = r
+            .members
+            .iter()
+            .map(|m| (m.drive.clone(), m.offset, m.len))
+            .collect();
+        if alloc.get(id) != Some(&want) {
+            a.problems.push(format!(
+                "volume {id}: allocations {:?} differ from its members {want:?}",
+                alloc.get(id)
+            ));
+        }
+        for (d, o, l) in want {
+            per_drive.entry(d).or_default().push((o, l, id.clone()));
+        }
+        a.volumes.insert(id.clone(), r.name.clone());
+    }
+    for id in alloc.keys() {
+        if !records.contains_key(id) {
+            a.problems
+                .push(format!("allocations of {id}, which has no record (leaked)"));
+        }
+    }
+    for (d, mut xs) in per_drive {
+        xs.sort();
+        for w in xs.windows(2) {
+            if w[0].0 + w[0].1 > w[1].0 {
+                a.problems.push(format!(
+                    "drive {d}: {} at [{}, +{}) overlaps {} at {}",
+                    w[0].2, w[0].0, w[0].1, w[1].2, w[1].0
+                ));
+            }
+        }
+    }
+    a.problems.sort();
+    Ok(a)
+}

@@ -1,0 +1,125 @@
+//! Several composer replicas on one real etcd (Debian's `etcd-server`),
+//! hammered concurrently, then an independent check over etcd's keys.
+//!
+//! The test installs etcd when it is missing (as root), starts it on free
+//! ports of 127.0.0.1 with its data in a temp dir and stops it by PID. When
+//! etcd cannot be started it says so and skips, except under `CI=true`,
+//! where it fails.
+#![cfg(feature = "etcd")]
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use composer_core::{Composer, Error, EtcdConfig, EtcdStore, Inventory, LocalEtcd};
+
+fn config(url: &str) -> EtcdConfig {
+    let mut c = EtcdConfig::parse(url).expect("url");
+    c.prefix = "/test".into();
+    c
+}
+
+fn replica(url: &str) -> Arc<Composer> {
+    let store = Arc::new(EtcdStore::connect(config(url)).expect("connect"));
+    Arc::new(Composer::open(Inventory::default_inventory(), store).expect("open"))
+}
+
+fn params(kind: &str) -> BTreeMap<String, String> {
+    [("type".to_string(), kind.to_string())].into()
+}
+
+/// The independent check over etcd's keys, plus the clients' ledger.
+fn check_etcd(url: &str, live: &HashSet<String>, deleted: &HashSet<String>) {
+    let a = composer_core::store_etcd::audit(&config(url)).expect("audit");
+    assert!(
+        a.problems.is_empty(),
+        "etcd is inconsistent:\n{}",
+        a.problems.join("\n")
+    );
+    for id in live {
+        assert!(
+            a.volumes.contains_key(id),
+            "acknowledged volume {id} is missing"
+        );
+    }
+    for id in deleted {
+        assert!(
+            !a.volumes.contains_key(id),
+            "deleted volume {id} is still there"
+        );
+    }
+}
+
+fn hammer(replicas: usize) {
+    let test = format!("replicas_{replicas}");
+    let Some(etcd) = LocalEtcd::start_or_skip(&test) else {
+        return;
+    };
+    let rs: Vec<Arc<Composer>> = (0..replicas).map(|_| replica(&etcd.url())).collect();
+    let live = Arc::new(Mutex::new(HashSet::new()));
+    let deleted = Arc::new(Mutex::new(HashSet::new()));
+    let mut threads = Vec::new();
+    for (r, c) in rs.iter().enumerate() {
+        for t in 0..4 {
+            let (c, live, deleted) = (c.clone(), live.clone(), deleted.clone());
+            threads.push(std::thread::spawn(move || {
+                let mut mine: Vec<String> = Vec::new();
+                for i in 0..40u64 {
+                    let kind = if i % 5 == 0 { "hdd" } else { "slice" };
+                    let size = if kind == "hdd" {
+                        1 << 40
+                    } else {
+                        ((i % 7) + 1) * (50 << 30)
+                    };
+                    let range = csi_types::CapacityRange::new(Some(size), None).unwrap();
+                    let name = format!("pvc-{r}-{t}-{i}");
+                    match c.create(&name, &params(kind), range, true, true, None) {
+                        Ok(v) => {
+                            live.lock().unwrap().insert(v.id.clone());
+                            mine.push(v.id.clone());
+                        }
+                        Err(Error::Exhausted(_)) | Err(Error::Conflict(_)) => {}
+                        Err(e) => panic!("create {name}: {e}"),
+                    }
+                    if i % 3 == 1
+                        && let Some(id) = mine.last().cloned()
+                    {
+                        let range =
+                            csi_types::CapacityRange::new(Some(size + (20 << 30)), None).unwrap();
+                        match c.expand(&id, range) {
+                            Ok(_) | Err(Error::OutOfRange(_)) | Err(Error::Conflict(_)) => {}
+                            Err(e) => panic!("expand {id}: {e}"),
+                        }
+                    }
+                    if i % 2 == 0 && mine.len() > 2 {
+                        let id = mine.remove(0);
+                        match c.delete(&id) {
+                            Ok(()) => {
+                                live.lock().unwrap().remove(&id);
+                                deleted.lock().unwrap().insert(id);
+                            }
+                            Err(Error::Conflict(_)) => {}
+                            Err(e) => panic!("delete {id}: {e}"),
+                        }
+                    }
+                }
+            }));
+        }
+    }
+    for t in threads {
+        t.join().expect("a client thread panicked");
+    }
+    let live = live.lock().unwrap().clone();
+    let deleted = deleted.lock().unwrap().clone();
+    assert!(!live.is_empty());
+    check_etcd(&etcd.url(), &live, &deleted);
+}
+
+#[test]
+fn two_replicas_never_allocate_twice() {
+    hammer(2);
+}
+
+#[test]
+fn three_replicas_never_allocate_twice() {
+    hammer(3);
+}

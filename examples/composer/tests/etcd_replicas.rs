@@ -1,0 +1,222 @@
+//! Several `composer serve --store etcd://…` processes on one real etcd,
+//! driven over their unix sockets by concurrent CreateVolume / DeleteVolume /
+//! ControllerExpandVolume clients, with a replica killed with SIGKILL
+//! mid-workload and restarted. After each step an independent check over
+//! etcd's keys (`composer_core::store_etcd::audit`) against the clients'
+//! ledger.
+//!
+//! etcd is Debian's `etcd-server` (installed when missing, as root), started
+//! on free ports with its data in a temp dir and stopped by PID. When it
+//! cannot be started the test says so and skips, except under `CI=true`,
+//! where it fails.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Child, Command};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use composer_core::{EtcdConfig, LocalEtcd};
+use csi_types::client::Client;
+use csi_types::*;
+
+struct Replica {
+    child: Child,
+    endpoint: String,
+}
+
+impl Replica {
+    // The child is moved into `Replica` at once, whose `Drop` kills and reaps it.
+    #[allow(clippy::zombie_processes)]
+    async fn start(dir: &Path, n: usize, store: &str) -> Replica {
+        let sock = dir.join(format!("csi-{n}.sock"));
+        let admin = dir.join(format!("admin-{n}.sock"));
+        let endpoint = format!("unix://{}", sock.display());
+        let child = Command::new(env!("CARGO_BIN_EXE_composer"))
+            .args(["serve", "--endpoint", &endpoint, "--store", store])
+            .args(["--etcd-prefix", "/replicas", "--admin-socket"])
+            .arg(&admin)
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .expect("the composer binary starts");
+        for _ in 0..1200 {
+            if admin.exists() && Client::connect(&endpoint).await.is_ok() {
+                return Replica { child, endpoint };
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("replica {n} did not come up on {endpoint}");
+    }
+
+    fn kill(&mut self) {
+        // SIGKILL by PID.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[derive(Default)]
+struct Ledger {
+    /// Acknowledged and not deleted (id).
+    live: BTreeSet<String>,
+    /// Delete acknowledged.
+    deleted: BTreeSet<String>,
+    /// UNAVAILABLE answers seen.
+    unavailable: usize,
+}
+
+/// Creates, expands and deletes until `ops` calls were made or the replica
+/// went away. A call cut by a fault leaves its volume's fate unknown: it is
+/// in neither set of the ledger.
+async fn workload(endpoint: String, ledger: Arc<Mutex<Ledger>>, tag: String, ops: usize) {
+    let Ok(client) = Client::connect(&endpoint).await else {
+        return;
+    };
+    let mut mine: Vec<String> = Vec::new();
+    for i in 0..ops {
+        let name = format!("{tag}-{i}");
+        let params: &[(&str, &str)] = if i % 4 == 0 {
+            &[]
+        } else {
+            &[("type", "slice")]
+        };
+        match Csi::create_volume(
+            &client,
+            composer::create_request(&name, params, 20 << 30).unwrap(),
+        )
+        .await
+        {
+            Ok(r) => {
+                let id = r.volume.volume_id.to_string();
+                ledger.lock().unwrap().live.insert(id.clone());
+                mine.push(id);
+            }
+            Err(e) if e.code() == Code::Unavailable => {
+                ledger.lock().unwrap().unavailable += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) if matches!(e.code(), Code::ResourceExhausted | Code::Aborted) => {}
+            // The replica was killed under the call.
+            Err(e) if matches!(e.code(), Code::Unknown | Code::Internal | Code::Cancelled) => {
+                return;
+            }
+            Err(e) => panic!("CreateVolume {name}: {e}"),
+        }
+        if i % 3 == 1
+            && let Some(id) = mine.last()
+        {
+            let req = ControllerExpandVolumeRequest {
+                volume_id: VolumeId::new(id.as_str()).unwrap(),
+                capacity_range: CapacityRange::new(Some(30 << 30), None).unwrap(),
+                secrets: Secrets::default(),
+                volume_capability: None,
+            };
+            match Csi::controller_expand_volume(&client, req).await {
+                Ok(_) => {}
+                Err(e) if e.code() == Code::Unavailable => ledger.lock().unwrap().unavailable += 1,
+                Err(e) if matches!(e.code(), Code::OutOfRange | Code::Aborted) => {}
+                Err(e) if matches!(e.code(), Code::Unknown | Code::Internal | Code::Cancelled) => {
+                    return;
+                }
+                Err(e) => panic!("ControllerExpandVolume {id}: {e}"),
+            }
+        }
+        if i % 2 == 0 && mine.len() > 2 {
+            let id = mine.remove(0);
+            ledger.lock().unwrap().live.remove(&id);
+            match Csi::delete_volume(&client, composer::delete_request(&id).unwrap()).await {
+                Ok(_) => {
+                    ledger.lock().unwrap().deleted.insert(id);
+                }
+                Err(e) if e.code() == Code::Unavailable => {
+                    let mut l = ledger.lock().unwrap();
+                    l.unavailable += 1;
+                    l.live.insert(id);
+                }
+                Err(e) if e.code() == Code::Aborted => {
+                    ledger.lock().unwrap().live.insert(id);
+                }
+                Err(e) if matches!(e.code(), Code::Unknown | Code::Internal | Code::Cancelled) => {
+                    return;
+                }
+                Err(e) => panic!("DeleteVolume {id}: {e}"),
+            }
+        }
+    }
+}
+
+fn check(etcd: &LocalEtcd, ledger: &Ledger) -> BTreeMap<String, String> {
+    let mut cfg = EtcdConfig::parse(&etcd.url()).unwrap();
+    cfg.prefix = "/replicas".into();
+    let a = composer_core::store_etcd::audit(&cfg).expect("audit");
+    assert!(
+        a.problems.is_empty(),
+        "etcd is inconsistent:\n{}",
+        a.problems.join("\n")
+    );
+    for id in &ledger.live {
+        assert!(
+            a.volumes.contains_key(id),
+            "acknowledged volume {id} is missing"
+        );
+    }
+    for id in &ledger.deleted {
+        assert!(
+            !a.volumes.contains_key(id),
+            "deleted volume {id} is still there"
+        );
+    }
+    a.volumes
+}
+
+async fn run_replicas(n: usize) {
+    let test = format!("{n}_replicas_with_faults");
+    let Some(etcd) = LocalEtcd::start_or_skip(&test) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let url = etcd.url();
+    let mut rs = Vec::new();
+    for i in 0..n {
+        rs.push(Replica::start(dir.path(), i, &url).await);
+    }
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+
+    // 1. Four clients per replica; replica 0 is killed with SIGKILL while they run.
+    let mut tasks = Vec::new();
+    for (i, r) in rs.iter().enumerate() {
+        for c in 0..4 {
+            tasks.push(tokio::spawn(workload(
+                r.endpoint.clone(),
+                ledger.clone(),
+                format!("a-r{i}-c{c}"),
+                60,
+            )));
+        }
+    }
+    // Kill once some volumes are acknowledged (progress, not time, decides).
+    while ledger.lock().unwrap().live.len() < 10 && !tasks.iter().all(|t| t.is_finished()) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    rs[0].kill();
+    for t in tasks {
+        t.await.expect("a client panicked");
+    }
+    check(&etcd, &ledger.lock().unwrap());
+
+    // 2. The killed replica comes back on the same etcd and serves at once.
+    rs[0] = Replica::start(dir.path(), 0, &url).await;
+    workload(rs[0].endpoint.clone(), ledger.clone(), "b-r0".into(), 10).await;
+    check(&etcd, &ledger.lock().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_with_faults() {
+    run_replicas(2).await;
+}
