@@ -11,13 +11,58 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
-use futures::stream::StreamExt;
+use futures::stream::{StreamExt, TryStreamExt};
 use tonic::{Request, Response, Status};
 
 use crate::api::RawCsi;
 use crate::endpoint::{Endpoint, EndpointError};
 use crate::proto;
+
+mod authority;
+mod conn;
+mod hpack;
+mod huffman_table;
+
+/// How the server treats connections and messages. `Default` gives the
+/// values documented on each field.
+///
+/// ```
+/// use std::time::Duration;
+/// let mut options = csi_types::server::ServeOptions::default();
+/// options.idle_timeout = Some(Duration::from_secs(60));
+/// options.max_message_size = 16 << 20;
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServeOptions {
+    /// The largest request and response message, in bytes; a larger one is
+    /// answered `RESOURCE_EXHAUSTED` (gRPC's convention). Default 4 MiB,
+    /// gRPC's usual limit.
+    pub max_message_size: usize,
+    /// A connection with no call in flight for this long is closed; clients
+    /// reconnect on their next call. `None` keeps idle connections open for
+    /// ever. Default 5 minutes.
+    pub idle_timeout: Option<Duration>,
+    /// How often the server pings a connection (HTTP/2 PING) to find dead
+    /// peers; `None` never pings. Default 60 seconds.
+    pub keepalive_interval: Option<Duration>,
+    /// How long a ping may go unanswered before the connection is closed.
+    /// Default 20 seconds.
+    pub keepalive_timeout: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            max_message_size: 4 << 20,
+            idle_timeout: Some(Duration::from_secs(300)),
+            keepalive_interval: Some(Duration::from_secs(60)),
+            keepalive_timeout: Duration::from_secs(20),
+        }
+    }
+}
 
 /// Why a server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -108,17 +153,35 @@ async fn unknown_method(uri: http::Uri) -> http::Response<tonic::body::Body> {
     .into_http()
 }
 
-/// The tonic routes for all five CSI services over `api`.
+/// The tonic routes for all five CSI services over `api`, with tonic's
+/// default message size limit (4 MiB).
 pub fn routes(api: Arc<dyn RawCsi>) -> tonic::service::Routes {
+    routes_with_limit(api, ServeOptions::default().max_message_size)
+}
+
+/// The routes, with `limit` as the largest message decoded or encoded.
+fn routes_with_limit(api: Arc<dyn RawCsi>, limit: usize) -> tonic::service::Routes {
     let s = Services(api);
-    let mut routes =
-        tonic::service::Routes::new(proto::identity_server::IdentityServer::new(s.clone()))
-            .add_service(proto::controller_server::ControllerServer::new(s.clone()))
-            .add_service(proto::group_controller_server::GroupControllerServer::new(
-                s.clone(),
-            ))
-            .add_service(proto::node_server::NodeServer::new(s.clone()))
-            .add_service(proto::snapshot_metadata_server::SnapshotMetadataServer::new(s));
+    macro_rules! limited {
+        ($server:expr) => {
+            $server
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit)
+        };
+    }
+    let mut routes = tonic::service::Routes::new(limited!(
+        proto::identity_server::IdentityServer::new(s.clone())
+    ))
+    .add_service(limited!(proto::controller_server::ControllerServer::new(
+        s.clone()
+    )))
+    .add_service(limited!(
+        proto::group_controller_server::GroupControllerServer::new(s.clone())
+    ))
+    .add_service(limited!(proto::node_server::NodeServer::new(s.clone())))
+    .add_service(limited!(
+        proto::snapshot_metadata_server::SnapshotMetadataServer::new(s)
+    ));
     let router = std::mem::take(routes.axum_router_mut());
     *routes.axum_router_mut() = router.fallback(unknown_method);
     routes
@@ -148,7 +211,8 @@ fn prepare_socket(path: &Path) -> Result<(), ServeError> {
 }
 
 /// Serves `api` on `endpoint` (`unix:///path` or `tcp://ip:port`) until
-/// `shutdown` completes, then drains in-flight calls and returns.
+/// `shutdown` completes, then drains in-flight calls and returns. Uses
+/// [`ServeOptions::default`]; see [`serve_with_options`].
 ///
 /// ```no_run
 /// # async fn run(plugin: csi_types::Plugin) -> Result<(), csi_types::server::ServeError> {
@@ -160,9 +224,39 @@ pub async fn serve(
     endpoint: &str,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
+    serve_with_options(api, endpoint, shutdown, ServeOptions::default()).await
+}
+
+/// [`serve`] with explicit [`ServeOptions`].
+///
+/// Every connection accepts the `:authority` values that gRPC clients send
+/// over unix sockets (the socket path, raw or percent-encoded, or nothing),
+/// which the HTTP/2 layer alone would refuse: such a value is replaced by
+/// `localhost` before the HTTP/2 layer sees it. Nothing else a client
+/// sends is changed.
+///
+/// ```no_run
+/// # async fn run(plugin: csi_types::Plugin) -> Result<(), csi_types::server::ServeError> {
+/// use csi_types::server::{serve_with_options, shutdown_signal, ServeOptions};
+/// let mut options = ServeOptions::default();
+/// options.idle_timeout = None;
+/// serve_with_options(plugin, "unix:///run/csi/csi.sock", shutdown_signal(), options).await
+/// # }
+/// ```
+pub async fn serve_with_options(
+    api: impl RawCsi + 'static,
+    endpoint: &str,
+    shutdown: impl Future<Output = ()> + Send,
+    options: ServeOptions,
+) -> Result<(), ServeError> {
     let endpoint: Endpoint = endpoint.parse()?;
-    let routes = routes(Arc::new(api));
-    let server = tonic::transport::Server::builder().add_routes(routes);
+    let routes = routes_with_limit(Arc::new(api), options.max_message_size);
+    let idle = options.idle_timeout;
+    let server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(options.keepalive_interval)
+        .http2_keepalive_timeout(Some(options.keepalive_timeout))
+        .layer(conn::CallLayer)
+        .add_routes(routes);
     match &endpoint {
         Endpoint::Unix(path) => {
             prepare_socket(path)?;
@@ -172,7 +266,8 @@ pub async fn serve(
                     source,
                 })?;
             tracing::info!(%endpoint, "serving CSI");
-            let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+            let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener)
+                .map_ok(move |s| conn::ServerConn::new(s, idle));
             let result = server
                 .serve_with_incoming_shutdown(incoming, shutdown)
                 .await;
@@ -187,7 +282,11 @@ pub async fn serve(
                     source,
                 })?;
             tracing::info!(%endpoint, "serving CSI");
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let incoming =
+                tokio_stream::wrappers::TcpListenerStream::new(listener).map_ok(move |s| {
+                    let _ = s.set_nodelay(true);
+                    conn::ServerConn::new(s, idle)
+                });
             server
                 .serve_with_incoming_shutdown(incoming, shutdown)
                 .await?;

@@ -15,8 +15,8 @@ use crate::driver::{
 };
 use crate::fsops;
 use crate::state::{
-    ControllerPubRec, GroupRec, Layout, SnapshotRec, SourceRec, Stamp, State, VolumeRec, fsync_dir,
-    io_err,
+    ControllerPubRec, GroupRec, Layout, SnapshotRec, SourceRec, Stamp, State, VolumeRec, io_err,
+    remove_data,
 };
 
 /// Creates a volume's or snapshot's data at `final_path`: a copy of `source`
@@ -65,8 +65,9 @@ fn materialize(
         } else if source.is_some() {
             fsops::sync_filesystem(&tmp)?;
         }
-        fs::rename(&tmp, final_path)?;
-        fsync_dir(final_path.parent().unwrap_or(Path::new("/")))
+        // The rename is made durable by the journal's committer, which
+        // fsyncs the data directories before the record naming this path.
+        fs::rename(&tmp, final_path)
     };
     build().map_err(|e| {
         let _ = if tmp.is_dir() {
@@ -76,21 +77,6 @@ fn materialize(
         };
         io_err(what(), e)
     })
-}
-
-/// Removes data whose metadata is already gone; a failure only leaves
-/// garbage that the next start removes.
-fn remove_data(path: &Path) {
-    let r = if path.is_dir() {
-        fs::remove_dir_all(path)
-    } else {
-        fs::remove_file(path)
-    };
-    if let Err(e) = r
-        && e.kind() != std::io::ErrorKind::NotFound
-    {
-        tracing::warn!(path = %path.display(), error = %e, "could not remove data; it will be removed at the next start");
-    }
 }
 
 fn not_found_volume(id: &str) -> CsiError {
@@ -370,7 +356,7 @@ impl Inner {
         let mut next = store.state.clone();
         next.volumes.remove(id);
         store.commit(next)?;
-        remove_data(&path);
+        store.remove_when_durable(path);
         tracing::info!(volume_id = %id, "volume deleted");
         Ok(DeleteVolumeResponse {})
     }
@@ -741,7 +727,7 @@ impl Inner {
         let mut next = store.state.clone();
         next.snapshots.remove(id);
         store.commit(next)?;
-        remove_data(&path);
+        store.remove_when_durable(path);
         Ok(DeleteSnapshotResponse {})
     }
 
@@ -953,7 +939,7 @@ impl Inner {
             }
         }
         store.commit(next)?;
-        paths.iter().for_each(|p| remove_data(p));
+        paths.into_iter().for_each(|p| store.remove_when_durable(p));
         Ok(DeleteVolumeGroupSnapshotResponse {})
     }
 

@@ -2,10 +2,15 @@
 //! helpers its controller and node halves share.
 //!
 //! Every RPC runs on tokio's blocking pool (it does file and mount I/O) and
-//! holds the driver's one lock while it runs: a reference driver on one node
-//! gains nothing from finer locking, and one lock makes every change of the
-//! state, data and mounts happen in a single order. The SDK's [`Plugin`]
-//! already refuses a second call on the same volume while one is in flight.
+//! holds the driver's one lock while it runs, so that every change of the
+//! state, data and mounts happens in a single order. The lock is not held
+//! while a change is made durable: a handler only queues its journal record
+//! (see [`crate::state`]), and `run` waits for the group commit after the
+//! lock is released, so concurrent calls share one `fdatasync`. What stays
+//! under the lock is in-memory work and quick filesystem calls (`mkdir`,
+//! `rename`), except copies of data for clones and snapshots. The SDK's
+//! [`Plugin`] already refuses a second call on the same volume while one is
+//! in flight.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -15,7 +20,7 @@ use futures::StreamExt;
 
 use crate::config::Config;
 use crate::fsops;
-use crate::state::{CapRec, Store, VolumeRec};
+use crate::state::{CapRec, Journal, Store, VolumeRec};
 
 /// Volume sizes are multiples of this (a loop device needs 512-byte multiples).
 pub const GRANULARITY: u64 = 4096;
@@ -44,6 +49,7 @@ pub struct LocalDriver {
 pub(crate) struct Inner {
     pub cfg: Config,
     store: Mutex<Store>,
+    journal: Arc<Journal>,
 }
 
 impl LocalDriver {
@@ -60,6 +66,7 @@ impl LocalDriver {
         Ok(LocalDriver {
             inner: Arc::new(Inner {
                 cfg,
+                journal: store.journal(),
                 store: Mutex::new(store),
             }),
         })
@@ -96,15 +103,21 @@ impl LocalDriver {
             .build()
     }
 
-    /// Runs a synchronous operation on the blocking pool.
+    /// Runs a synchronous operation on the blocking pool, then waits (with
+    /// the lock released, so that concurrent calls share one `fdatasync`)
+    /// until every change it made or could have seen is durable.
     async fn run<T: Send + 'static>(
         &self,
         op: impl FnOnce(&Inner) -> Result<T, CsiError> + Send + 'static,
     ) -> Result<T, CsiError> {
         let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || op(&inner))
-            .await
-            .map_err(|e| CsiError::internal(format!("the operation did not complete: {e}")))?
+        tokio::task::spawn_blocking(move || {
+            let result = op(&inner);
+            inner.journal.wait_durable()?;
+            result
+        })
+        .await
+        .map_err(|e| CsiError::internal(format!("the operation did not complete: {e}")))?
     }
 }
 

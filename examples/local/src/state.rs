@@ -1,21 +1,41 @@
 //! The driver's persistent metadata and its crash-safe storage.
 //!
-//! Everything the driver knows lives in one [`State`] value, saved as
-//! `state.json` in the state directory. A change is made on a copy, the copy
-//! is written to `state.json.tmp`, fsynced, renamed over `state.json`, and
-//! the directory is fsynced; only then does the in-memory state (and the
-//! caller) see it. Volume and snapshot data are created under a temporary
-//! name and renamed into place *before* the metadata naming them is saved,
-//! and removed only *after* the metadata stops naming them. So after a crash
-//! at any instant, `state.json` names only complete objects, and whatever
-//! else is on disk (temporary or orphaned data) is garbage that
-//! [`Store::open`] removes.
+//! Everything the driver knows lives in one [`State`] value. Its tables are
+//! persistent maps (`imbl`): a handler copies the state in O(1), changes the
+//! copy, and [`Store::commit`] finds what changed by a diff that skips the
+//! parts the two share, so a change costs the same with 10 or 10,000
+//! volumes. Each commit appends one checksummed record (the changed entries,
+//! whole) to `journal`; a committer thread writes and `fdatasync`s the
+//! records of all callers that committed meanwhile in one go (group commit).
+//! A call is answered only once the journal is durable up to the last
+//! record it could have seen ([`Journal::wait_durable`], done by the
+//! driver's `run` after the handler released the lock), so nothing
+//! acknowledged, and nothing an acknowledged answer was based on, can be
+//! lost. Every [`SNAPSHOT_EVERY`] records the committer writes the whole
+//! state to `state.json` (temporary file, fsync, rename, directory fsync)
+//! and empties the journal.
+//!
+//! At [`Store::open`] the snapshot is read and the journal replayed up to
+//! its first torn or corrupt record (a crash mid-append), which is cut off.
+//! Volume and snapshot data are created under a temporary name and renamed
+//! into place *before* the record naming them is committed, and removed
+//! only *after* the record that stops naming them is durable
+//! ([`Store::remove_when_durable`]). So after a crash at any instant, the
+//! state names only complete objects, and whatever else is on disk
+//! (temporary or orphaned data) is garbage that [`Store::open`] removes.
+//!
+//! If writing the journal fails, the in-memory state is ahead of the disk:
+//! the store refuses every later call with `INTERNAL` until the driver is
+//! restarted, which reloads what is durable.
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use imbl::OrdMap;
 
 #[cfg(test)]
 use csi_types::{AccessMode, MountVolume};
@@ -174,11 +194,58 @@ pub(crate) struct State {
     pub version: u32,
     /// The next number for a volume, snapshot or group snapshot id.
     pub next_id: u64,
-    pub volumes: BTreeMap<String, VolumeRec>,
-    pub snapshots: BTreeMap<String, SnapshotRec>,
-    pub groups: BTreeMap<String, GroupRec>,
-    pub staged: BTreeMap<String, StageRec>,
-    pub published: BTreeMap<String, PublishRec>,
+    /// The last journal record this snapshot includes.
+    #[serde(default)]
+    pub journal_seq: u64,
+    pub volumes: OrdMap<String, VolumeRec>,
+    pub snapshots: OrdMap<String, SnapshotRec>,
+    pub groups: OrdMap<String, GroupRec>,
+    pub staged: OrdMap<String, StageRec>,
+    pub published: OrdMap<String, PublishRec>,
+    /// Derived from the tables, kept current by [`Store::commit`].
+    #[serde(skip)]
+    index: Index,
+}
+
+/// Lookups that would otherwise scan a table.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Index {
+    /// Volume name -> id.
+    volume_names: OrdMap<String, String>,
+    /// Name -> id of snapshots that belong to no group.
+    snapshot_names: OrdMap<String, String>,
+    /// Bytes of all volumes and snapshots.
+    used: u64,
+}
+
+impl Index {
+    fn volume(&mut self, id: &str, old: Option<&VolumeRec>, new: Option<&VolumeRec>) {
+        if let Some(v) = old {
+            self.used -= v.capacity;
+            if self.volume_names.get(&v.name).is_some_and(|i| i == id) {
+                self.volume_names.remove(&v.name);
+            }
+        }
+        if let Some(v) = new {
+            self.used += v.capacity;
+            self.volume_names.insert(v.name.clone(), id.to_string());
+        }
+    }
+
+    fn snapshot(&mut self, id: &str, old: Option<&SnapshotRec>, new: Option<&SnapshotRec>) {
+        if let Some(s) = old {
+            self.used -= s.size;
+            if s.group.is_none() && self.snapshot_names.get(&s.name).is_some_and(|i| i == id) {
+                self.snapshot_names.remove(&s.name);
+            }
+        }
+        if let Some(s) = new {
+            self.used += s.size;
+            if s.group.is_none() {
+                self.snapshot_names.insert(s.name.clone(), id.to_string());
+            }
+        }
+    }
 }
 
 impl Default for State {
@@ -186,11 +253,13 @@ impl Default for State {
         State {
             version: VERSION,
             next_id: 1,
-            volumes: BTreeMap::new(),
-            snapshots: BTreeMap::new(),
-            groups: BTreeMap::new(),
-            staged: BTreeMap::new(),
-            published: BTreeMap::new(),
+            journal_seq: 0,
+            volumes: OrdMap::new(),
+            snapshots: OrdMap::new(),
+            groups: OrdMap::new(),
+            staged: OrdMap::new(),
+            published: OrdMap::new(),
+            index: Index::default(),
         }
     }
 }
@@ -198,8 +267,7 @@ impl Default for State {
 impl State {
     /// Bytes provisioned: every volume and every snapshot.
     pub fn used(&self) -> u64 {
-        self.volumes.values().map(|v| v.capacity).sum::<u64>()
-            + self.snapshots.values().map(|s| s.size).sum::<u64>()
+        self.index.used
     }
 
     /// A fresh id with a prefix; ids sort in creation order.
@@ -210,14 +278,134 @@ impl State {
     }
 
     pub fn volume_by_name(&self, name: &str) -> Option<(&String, &VolumeRec)> {
-        self.volumes.iter().find(|(_, v)| v.name == name)
+        let id = self.index.volume_names.get(name)?;
+        self.volumes.get_key_value(id)
     }
 
     pub fn snapshot_by_name(&self, name: &str) -> Option<(&String, &SnapshotRec)> {
-        self.snapshots
-            .iter()
-            .find(|(_, s)| s.name == name && s.group.is_none())
+        let id = self.index.snapshot_names.get(name)?;
+        self.snapshots.get_key_value(id)
     }
+
+    /// Rebuilds the index from the tables (after loading).
+    fn reindex(&mut self) {
+        let mut index = Index::default();
+        for (id, v) in &self.volumes {
+            index.volume(id, None, Some(v));
+        }
+        for (id, s) in &self.snapshots {
+            index.snapshot(id, None, Some(s));
+        }
+        self.index = index;
+    }
+
+    /// The changes that turn `self` into `next`, applying them to `next`'s
+    /// index (which the copy inherited from `self`). Costs the number of
+    /// changes, not the size of the tables.
+    fn changes_to(&self, next: &mut State) -> (Record, NewData) {
+        let mut changes = Vec::new();
+        let mut index = std::mem::take(&mut next.index);
+        let new_data = NewData {
+            volumes: diff(&self.volumes, &next.volumes, |id, old, new| {
+                index.volume(id, old, new);
+                changes.push(Change::Volume(id.clone(), new.cloned()));
+            }),
+            snapshots: diff(&self.snapshots, &next.snapshots, |id, old, new| {
+                index.snapshot(id, old, new);
+                changes.push(Change::Snapshot(id.clone(), new.cloned()));
+            }),
+        };
+        diff(&self.groups, &next.groups, |id, _, new| {
+            changes.push(Change::Group(id.clone(), new.cloned()))
+        });
+        diff(&self.staged, &next.staged, |id, _, new| {
+            changes.push(Change::Staged(id.clone(), new.cloned()))
+        });
+        diff(&self.published, &next.published, |id, _, new| {
+            changes.push(Change::Published(id.clone(), new.cloned()))
+        });
+        next.index = index;
+        let rec = Record {
+            seq: 0,
+            next_id: next.next_id,
+            changes,
+        };
+        (rec, new_data)
+    }
+
+    /// Applies a journal record (when replaying).
+    fn apply(&mut self, rec: Record) {
+        fn put<V: Clone>(t: &mut OrdMap<String, V>, k: String, v: Option<V>) {
+            match v {
+                Some(v) => {
+                    t.insert(k, v);
+                }
+                None => {
+                    t.remove(&k);
+                }
+            }
+        }
+        self.next_id = self.next_id.max(rec.next_id);
+        self.journal_seq = rec.seq;
+        for c in rec.changes {
+            match c {
+                Change::Volume(k, v) => put(&mut self.volumes, k, v),
+                Change::Snapshot(k, v) => put(&mut self.snapshots, k, v),
+                Change::Group(k, v) => put(&mut self.groups, k, v),
+                Change::Staged(k, v) => put(&mut self.staged, k, v),
+                Change::Published(k, v) => put(&mut self.published, k, v),
+            }
+        }
+    }
+}
+
+/// Calls `f(key, old, new)` for each entry that differs between two
+/// versions of a table (skipping the structure they share); returns whether
+/// an entry was added.
+fn diff<V: PartialEq>(
+    old: &OrdMap<String, V>,
+    new: &OrdMap<String, V>,
+    mut f: impl FnMut(&String, Option<&V>, Option<&V>),
+) -> bool {
+    use imbl::ordmap::DiffItem;
+    let mut added = false;
+    for d in old.diff(new) {
+        match d {
+            DiffItem::Add(k, v) => {
+                added = true;
+                f(k, None, Some(v));
+            }
+            DiffItem::Update { old, new } => f(old.0, Some(old.1), Some(new.1)),
+            DiffItem::Remove(k, v) => f(k, Some(v), None),
+        }
+    }
+    added
+}
+
+/// One committed change of the state: the changed entries, whole (`None`:
+/// removed).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Record {
+    seq: u64,
+    next_id: u64,
+    changes: Vec<Change>,
+}
+
+/// Which data directories hold entries renamed into place for a record's
+/// new objects, to be fsynced before the record is written.
+#[derive(Clone, Copy, Debug, Default)]
+struct NewData {
+    volumes: bool,
+    snapshots: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+enum Change {
+    Volume(String, Option<VolumeRec>),
+    Snapshot(String, Option<SnapshotRec>),
+    Group(String, Option<GroupRec>),
+    Staged(String, Option<StageRec>),
+    Published(String, Option<PublishRec>),
 }
 
 /// The on-disk layout of the state directory.
@@ -232,6 +420,9 @@ impl Layout {
     }
     fn state_tmp(&self) -> PathBuf {
         self.root.join("state.json.tmp")
+    }
+    pub fn journal_file(&self) -> PathBuf {
+        self.root.join("journal")
     }
     pub fn volumes_dir(&self) -> PathBuf {
         self.root.join("volumes")
@@ -269,11 +460,216 @@ fn data_path(dir: &Path, id: &str, block: bool) -> PathBuf {
 pub(crate) struct Store {
     pub layout: Layout,
     pub state: State,
+    journal: Arc<Journal>,
 }
 
 /// An I/O failure as `INTERNAL`, saying what was being done.
 pub(crate) fn io_err(what: impl std::fmt::Display, e: std::io::Error) -> CsiError {
     CsiError::internal(format!("{what}: {e}"))
+}
+
+/// Every this many records the committer writes a snapshot and empties the
+/// journal, so a restart replays at most this many records.
+pub(crate) const SNAPSHOT_EVERY: u64 = 4096;
+
+/// A journal record on disk: `[payload length: u32 LE][crc32 of payload:
+/// u32 LE][payload: JSON of a Record]`.
+fn encode_record(rec: &Record) -> Result<Vec<u8>, CsiError> {
+    let payload = serde_json::to_vec(rec)
+        .map_err(|e| CsiError::internal(format!("encoding a state record: {e}")))?;
+    let mut out = Vec::with_capacity(payload.len() + 8);
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    out.extend_from_slice(&payload);
+    Ok(out)
+}
+
+/// Reads the records of a journal, stopping at the first torn or corrupt
+/// one; returns them and the length of the valid prefix.
+fn read_journal(bytes: &[u8]) -> (Vec<Record>, usize) {
+    let mut records = Vec::new();
+    let mut at = 0;
+    while bytes.len() - at >= 8 {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap_or_default()) as usize;
+        let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap_or_default());
+        let Some(payload) = bytes.get(at + 8..at + 8 + len) else {
+            break;
+        };
+        if crc32fast::hash(payload) != crc {
+            break;
+        }
+        let Ok(rec) = serde_json::from_slice::<Record>(payload) else {
+            break;
+        };
+        records.push(rec);
+        at += 8 + len;
+    }
+    (records, at)
+}
+
+/// A record waiting for the committer.
+struct Pending {
+    seq: u64,
+    bytes: Vec<u8>,
+    new_data: NewData,
+    /// The state to snapshot once this record is written, if one is due.
+    snapshot: Option<State>,
+}
+
+/// What the committer shares with the callers.
+#[derive(Default)]
+struct Shared {
+    /// Encoded records not yet written, with the state to snapshot after
+    /// writing a record, if due.
+    pending: Vec<Pending>,
+    /// Data to remove once the record with this sequence number is durable.
+    removals: Vec<(u64, PathBuf)>,
+    /// The last sequence number handed out.
+    appended: u64,
+    /// The last sequence number on disk.
+    durable: u64,
+    /// Set when a write failed: every later call is refused.
+    failed: Option<String>,
+    stop: bool,
+}
+
+/// The journal and its committer thread (see the module documentation).
+pub(crate) struct Journal {
+    shared: Mutex<Shared>,
+    /// Signalled when `durable` or `failed` changes.
+    durable_cv: Condvar,
+    /// Signalled when there is work for the committer.
+    work_cv: Condvar,
+}
+
+impl Journal {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until every record appended so far is durable. Errors if the
+    /// journal could not be written.
+    pub(crate) fn wait_durable(&self) -> Result<(), CsiError> {
+        let mut s = self.lock();
+        let target = s.appended;
+        loop {
+            if let Some(why) = &s.failed {
+                return Err(failed(why));
+            }
+            if s.durable >= target {
+                return Ok(());
+            }
+            s = self.durable_cv.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// The committer: writes whatever is pending in one `write` and one
+    /// `fdatasync`, snapshots when due, then wakes the waiters.
+    fn run(self: Arc<Self>, mut file: fs::File, layout: Layout) {
+        loop {
+            let (batch, last) = {
+                let mut s = self.lock();
+                while s.pending.is_empty() && !s.stop {
+                    s = self.work_cv.wait(s).unwrap_or_else(|e| e.into_inner());
+                }
+                if s.pending.is_empty() {
+                    return;
+                }
+                let batch = std::mem::take(&mut s.pending);
+                let last = batch.last().map_or(s.durable, |b| b.seq);
+                (batch, last)
+            };
+            let result = write_batch(&mut file, &layout, batch);
+            let done: Vec<PathBuf> = {
+                let mut s = self.lock();
+                match result {
+                    Ok(()) => {
+                        s.durable = last;
+                        let (now, later): (Vec<_>, Vec<_>) =
+                            s.removals.drain(..).partition(|(seq, _)| *seq <= last);
+                        s.removals = later;
+                        now.into_iter().map(|(_, p)| p).collect()
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "writing the state journal failed; refusing every call until restarted");
+                        s.failed = Some(e.to_string());
+                        Vec::new()
+                    }
+                }
+            };
+            self.durable_cv.notify_all();
+            for path in done {
+                remove_data(&path);
+            }
+        }
+    }
+}
+
+fn failed(why: &str) -> CsiError {
+    CsiError::internal(format!(
+        "the driver could not save its state ({why}); restart it to reload what was saved"
+    ))
+}
+
+/// Writes a batch of records, snapshotting (and emptying the journal) after
+/// a record that asks for it.
+fn write_batch(file: &mut fs::File, layout: &Layout, batch: Vec<Pending>) -> std::io::Result<()> {
+    // Data is renamed into place before the record naming it is committed;
+    // the renames become durable here, before the records do.
+    if batch.iter().any(|p| p.new_data.volumes) {
+        fsync_dir(&layout.volumes_dir())?;
+    }
+    if batch.iter().any(|p| p.new_data.snapshots) {
+        fsync_dir(&layout.snapshots_dir())?;
+    }
+    let mut buf = Vec::new();
+    for p in batch {
+        buf.extend_from_slice(&p.bytes);
+        if let Some(state) = p.snapshot {
+            file.write_all(&buf)?;
+            buf.clear();
+            file.sync_data()?;
+            write_snapshot(layout, &state)?;
+            // Everything in the journal is in the snapshot now.
+            file.set_len(0)?;
+            file.sync_all()?;
+        }
+    }
+    if !buf.is_empty() {
+        file.write_all(&buf)?;
+        file.sync_data()?;
+    }
+    Ok(())
+}
+
+/// Saves the whole state to `state.json` atomically and durably.
+fn write_snapshot(layout: &Layout, state: &State) -> std::io::Result<()> {
+    let tmp = layout.state_tmp();
+    let bytes = serde_json::to_vec(state).map_err(std::io::Error::other)?;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)?;
+    f.write_all(&bytes)?;
+    f.sync_all()?;
+    fs::rename(&tmp, layout.state_file())?;
+    fsync_dir(&layout.root)
+}
+
+/// Removes data whose metadata is already gone; a failure only leaves
+/// garbage that the next start removes.
+pub(crate) fn remove_data(path: &Path) {
+    let r = if path.is_dir() {
+        fs::remove_dir_all(path)
+    } else {
+        fs::remove_file(path)
+    };
+    if let Err(e) = r
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %path.display(), error = %e, "could not remove data; it will be removed at the next start");
+    }
 }
 
 impl Store {
@@ -292,7 +688,7 @@ impl Store {
         }
         let _ = fs::remove_file(layout.state_tmp());
         let file = layout.state_file();
-        let state = match fs::read(&file) {
+        let mut state = match fs::read(&file) {
             Ok(bytes) => {
                 let s: State = serde_json::from_slice(&bytes)
                     .map_err(|e| format!("{} is not valid driver state: {e}", file.display()))?;
@@ -308,12 +704,62 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
             Err(e) => return Err(format!("reading {}: {e}", file.display())),
         };
-        let store = Store { layout, state };
+        let jpath = layout.journal_file();
+        let ctx = |e: std::io::Error| format!("opening {}: {e}", jpath.display());
+        let mut jfile = fs::OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&jpath)
+            .map_err(ctx)?;
+        let mut bytes = Vec::new();
+        jfile.read_to_end(&mut bytes).map_err(ctx)?;
+        let (records, valid) = read_journal(&bytes);
+        if valid < bytes.len() {
+            tracing::info!(
+                bytes = bytes.len() - valid,
+                "cutting off a torn journal record (a write a crash interrupted; it was never acknowledged)"
+            );
+            jfile
+                .set_len(valid as u64)
+                .and_then(|_| jfile.sync_all())
+                .map_err(ctx)?;
+        }
+        fsync_dir(&layout.root).map_err(ctx)?;
+        for rec in records {
+            if rec.seq > state.journal_seq {
+                state.apply(rec);
+            }
+        }
+        state.reindex();
+        let seq = state.journal_seq;
+        let journal = Arc::new(Journal {
+            shared: Mutex::new(Shared {
+                appended: seq,
+                durable: seq,
+                ..Shared::default()
+            }),
+            durable_cv: Condvar::new(),
+            work_cv: Condvar::new(),
+        });
+        let store = Store {
+            layout: layout.clone(),
+            state,
+            journal: journal.clone(),
+        };
         store.collect_garbage()?;
         store.undo_unacknowledged_growth()?;
+        std::thread::Builder::new()
+            .name("state-journal".into())
+            .spawn(move || journal.run(jfile, layout))
+            .map_err(|e| format!("starting the journal thread: {e}"))?;
         Ok(store)
     }
 
+    /// The journal, for waiting until commits are durable.
+    pub fn journal(&self) -> Arc<Journal> {
+        self.journal.clone()
+    }
     /// Removes entries of `volumes/` and `snapshots/` that the state does not name.
     fn collect_garbage(&self) -> Result<(), String> {
         let keep_vol: Vec<PathBuf> = self
@@ -376,26 +822,58 @@ impl Store {
         Ok(())
     }
 
-    /// Saves `next` atomically and durably, then makes it the current state.
-    /// On failure the current state is unchanged.
-    pub fn commit(&mut self, next: State) -> Result<(), CsiError> {
-        let tmp = self.layout.state_tmp();
-        let bytes = serde_json::to_vec_pretty(&next)
-            .map_err(|e| CsiError::internal(format!("encoding state: {e}")))?;
-        let write = || -> std::io::Result<()> {
-            let mut f = fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-            fs::rename(&tmp, self.layout.state_file())?;
-            fsync_dir(&self.layout.root)
-        };
-        write().map_err(|e| io_err(format!("saving {}", self.layout.state_file().display()), e))?;
+    /// Makes `next` the current state and queues the record of what changed
+    /// for the committer. The change is durable once
+    /// [`Journal::wait_durable`] returns, which the driver waits for before
+    /// answering (after releasing the lock, so that concurrent callers share
+    /// one `fdatasync`). Refused, with the state unchanged, if the journal
+    /// failed earlier.
+    pub fn commit(&mut self, mut next: State) -> Result<(), CsiError> {
+        let (mut rec, new_data) = self.state.changes_to(&mut next);
+        let mut shared = self.journal.lock();
+        if let Some(why) = &shared.failed {
+            return Err(failed(why));
+        }
+        if rec.changes.is_empty() && rec.next_id == self.state.next_id {
+            self.state = next;
+            return Ok(());
+        }
+        rec.seq = shared.appended + 1;
+        next.journal_seq = rec.seq;
+        let bytes = encode_record(&rec)?;
+        shared.appended = rec.seq;
+        let snapshot = rec.seq.is_multiple_of(SNAPSHOT_EVERY).then(|| next.clone());
+        shared.pending.push(Pending {
+            seq: rec.seq,
+            bytes,
+            new_data,
+            snapshot,
+        });
+        drop(shared);
+        self.journal.work_cv.notify_one();
         self.state = next;
         Ok(())
+    }
+
+    /// Removes `path` (data the state no longer names) once the last commit
+    /// is durable: were it removed before, a crash could bring back a
+    /// record naming data that is gone.
+    pub fn remove_when_durable(&mut self, path: PathBuf) {
+        let mut s = self.journal.lock();
+        let seq = s.appended;
+        if s.durable >= seq {
+            drop(s);
+            remove_data(&path);
+        } else {
+            s.removals.push((seq, path));
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.journal.lock().stop = true;
+        self.journal.work_cv.notify_one();
     }
 }
 
@@ -431,6 +909,7 @@ mod tests {
         next.volumes.insert(id.clone(), rec("a"));
         fs::create_dir(store.layout.volume_path(&id, false)).unwrap();
         store.commit(next).unwrap();
+        store.journal().wait_durable().unwrap();
         // Leftovers of a cut-short operation.
         fs::create_dir(store.layout.volumes_dir().join(".tmp-vol-000000000009")).unwrap();
         fs::write(
@@ -469,6 +948,7 @@ mod tests {
         let img = store.layout.volume_path(&id, true);
         fs::File::create(&img).unwrap().set_len(4096).unwrap();
         store.commit(next).unwrap();
+        store.journal().wait_durable().unwrap();
         // ControllerExpandVolume grew the image, then the driver died.
         fs::OpenOptions::new()
             .write(true)
@@ -499,5 +979,100 @@ mod tests {
             let b = VolumeCapability::block(mode);
             assert_eq!(CapRec::from_cap(&b).to_cap(), b);
         }
+    }
+
+    /// Creates volumes `names` (one commit each) and deletes `delete`.
+    fn churn(store: &mut Store, names: &[String], delete: &[usize]) -> Vec<String> {
+        let mut ids = Vec::new();
+        for n in names {
+            let mut next = store.state.clone();
+            let id = next.new_id("vol");
+            next.volumes.insert(id.clone(), rec(n));
+            store.commit(next).unwrap();
+            ids.push(id);
+        }
+        for &i in delete {
+            let mut next = store.state.clone();
+            next.volumes.remove(&ids[i]);
+            store.commit(next).unwrap();
+        }
+        ids
+    }
+
+    #[test]
+    fn the_journal_replays_and_a_torn_tail_is_cut_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let names: Vec<String> = (0..50).map(|i| format!("v{i}")).collect();
+        churn(&mut store, &names, &[3, 7, 49]);
+        store.journal().wait_durable().unwrap();
+        let expected = store.state.clone();
+        assert_eq!(expected.volumes.len(), 47);
+        assert_eq!(expected.used(), 47 * 4096);
+        assert!(expected.volume_by_name("v3").is_none());
+        assert!(expected.volume_by_name("v4").is_some());
+        drop(store);
+        // A crash in the middle of an append leaves a partial record.
+        let journal = dir.path().join("journal");
+        let whole = fs::metadata(&journal).unwrap().len();
+        fs::OpenOptions::new()
+            .append(true)
+            .open(&journal)
+            .unwrap()
+            .write_all(&[200, 0, 0, 0, 1, 2, 3, 4, b'{'])
+            .unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.state, expected);
+        assert_eq!(fs::metadata(&journal).unwrap().len(), whole);
+        // Appends continue after the cut.
+        churn(&mut store, &["after".to_string()], &[]);
+        store.journal().wait_durable().unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert!(store.state.volume_by_name("after").is_some());
+        assert_eq!(store.state.volumes.len(), 48);
+    }
+
+    #[test]
+    fn a_corrupt_record_ends_the_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let names: Vec<String> = (0..3).map(|i| format!("v{i}")).collect();
+        churn(&mut store, &names, &[]);
+        store.journal().wait_durable().unwrap();
+        drop(store);
+        let journal = dir.path().join("journal");
+        let mut bytes = fs::read(&journal).unwrap();
+        let last = bytes.len() - 2;
+        bytes[last] ^= 0x55;
+        fs::write(&journal, &bytes).unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            store.state.volumes.len(),
+            2,
+            "the damaged last record is dropped"
+        );
+    }
+
+    #[test]
+    fn snapshots_empty_the_journal_and_keep_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let n = SNAPSHOT_EVERY as usize + 10;
+        let names: Vec<String> = (0..n).map(|i| format!("v{i}")).collect();
+        churn(&mut store, &names, &[0, n - 1]);
+        store.journal().wait_durable().unwrap();
+        let expected = store.state.clone();
+        drop(store);
+        let journal_len = fs::metadata(dir.path().join("journal")).unwrap().len();
+        assert!(
+            journal_len < 100 * 1024,
+            "the journal was emptied at the snapshot ({journal_len} bytes)"
+        );
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.state, expected);
+        assert_eq!(store.state.volumes.len(), n - 2);
+        assert!(store.state.volume_by_name("v0").is_none());
+        assert!(store.state.volume_by_name("v1").is_some());
     }
 }
