@@ -118,7 +118,7 @@ impl Client {
 
 macro_rules! client_calls {
     ($([$server:ident :: $service:ident, $field:ident] {
-        $(($method:ident, $rpc:literal, $req:ident, $resp:ident)),* $(,)?
+        $(($method:ident, $rpc:literal, $req:ident, $resp:ident, $serve:tt, $key:tt)),* $(,)?
     })*) => {
         #[async_trait]
         impl RawCsi for Client {

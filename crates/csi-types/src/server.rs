@@ -96,7 +96,7 @@ struct Services(Arc<dyn RawCsi>);
 
 macro_rules! unary_services {
     ($([$server:ident :: $service:ident, $field:ident] {
-        $(($method:ident, $rpc:literal, $req:ident, $resp:ident)),* $(,)?
+        $(($method:ident, $rpc:literal, $req:ident, $resp:ident, $serve:tt, $key:tt)),* $(,)?
     })*) => {
         $(
             #[tonic::async_trait]
