@@ -49,13 +49,13 @@
 //! assert_eq!(info.node_id.as_str(), "node-1");
 //!
 //! // ... or at the wire level, where a bad request never reaches the driver.
-//! let err = RawCsi::node_publish_volume(&plugin, proto::NodePublishVolumeRequest::default()).await.unwrap_err();
+//! let err = RawCsi::raw_node_publish_volume(&plugin, proto::NodePublishVolumeRequest::default()).await.unwrap_err();
 //! assert_eq!(err.code(), Code::InvalidArgument);
 //! assert_eq!(err.to_string(), "invalid `volume_id`: this field is REQUIRED");
 //!
 //! // What is not registered is not advertised, and answers UNIMPLEMENTED.
 //! assert!(plugin.node_capabilities().is_empty());
-//! let err = RawCsi::create_volume(&plugin, proto::CreateVolumeRequest::default()).await.unwrap_err();
+//! let err = RawCsi::raw_create_volume(&plugin, proto::CreateVolumeRequest::default()).await.unwrap_err();
 //! assert_eq!(err.code(), Code::Unimplemented);
 //! # Ok(()) }
 //! ```

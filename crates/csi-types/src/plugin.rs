@@ -536,17 +536,17 @@ macro_rules! dispatch {
 
 macro_rules! plugin_dispatch {
     ($([$server:ident :: $svc:ident, $service:ident] {
-        $(($method:ident, $rpc:literal, $req:ident, $resp:ident, $serve:tt, $key:tt)),* $(,)?
+        $(($method:ident, $raw:ident, $rpc:literal, $req:ident, $resp:ident, $serve:tt, $key:tt)),* $(,)?
     })*) => {
         #[async_trait]
         impl RawCsi for Plugin {
             $($(
-                async fn $method(&self, req: proto::$req) -> Result<proto::$resp, CsiError> {
+                async fn $raw(&self, req: proto::$req) -> Result<proto::$resp, CsiError> {
                     dispatch!(self, $service, $method, $rpc, req, $req, $resp, $serve, $key)
                 }
             )*)*
 
-            async fn get_metadata_allocated(
+            async fn raw_get_metadata_allocated(
                 &self,
                 req: proto::GetMetadataAllocatedRequest,
             ) -> Result<RawStream<proto::GetMetadataAllocatedResponse>, CsiError> {
@@ -556,7 +556,7 @@ macro_rules! plugin_dispatch {
                 .await
             }
 
-            async fn get_metadata_delta(
+            async fn raw_get_metadata_delta(
                 &self,
                 req: proto::GetMetadataDeltaRequest,
             ) -> Result<RawStream<proto::GetMetadataDeltaResponse>, CsiError> {
@@ -607,7 +607,7 @@ trait WireResponse {
 
 macro_rules! wire_responses {
     ($([$server:ident :: $service:ident, $field:ident] {
-        $(($method:ident, $rpc:literal, $req:ident, $resp:ident, $serve:tt, $key:tt)),* $(,)?
+        $(($method:ident, $raw:ident, $rpc:literal, $req:ident, $resp:ident, $serve:tt, $key:tt)),* $(,)?
     })*) => {
         $($(
             impl WireResponse for proto::$resp {
