@@ -7,6 +7,8 @@
 //! * a one-shot fill to 90% with a mixed request stream: wall time, requests, failures, and
 //!   drive utilization max/mean and min/mean;
 //! * criterion medians for planning a RAID1 and a RAID10 at 90% fill;
+//! * criterion medians for `max_placeable` (the largest member size that fits now) of a RAID1,
+//!   a RAID10 and a single drive in one rack, empty and at 90% fill;
 //! * criterion median for planning the evacuation of one 60-drive JBOD at 90% fill.
 
 use std::hint::black_box;
@@ -53,6 +55,7 @@ fn inventory() -> Inventory {
                 id: id(ServerId::new, format!("{rack}-s{s:03}")),
                 domain: Some(id(DomainId::new, rack.clone())),
                 bandwidth_domains: vec![],
+                transports: None,
             });
         }
         for j in 0..17 {
@@ -111,6 +114,7 @@ fn inventory() -> Inventory {
                         id(BwDomainId::new, format!("{jbod}-port")),
                         id(BwDomainId::new, format!("{rack}-tor")),
                     ],
+                    attributes: Default::default(),
                 });
             }
         }
@@ -141,6 +145,7 @@ fn raid10(size: u64) -> Request {
         kind: "port".into(),
         mode: Mode::Soft,
         max_per_domain: 1,
+        per_group: false,
     });
     r
 }
@@ -313,6 +318,19 @@ fn main() {
     c.bench_function("empty/plan_raid10_4x2", |b| {
         b.iter(|| black_box(engine.plan(black_box(&r10)).is_ok()))
     });
+    let rack: Segment = [("rack".to_string(), "r042".to_string())]
+        .into_iter()
+        .collect();
+    c.bench_function("empty/max_placeable_raid1", |b| {
+        b.iter(|| black_box(engine.max_placeable(black_box(&r1), None).ok()))
+    });
+    c.bench_function("empty/max_placeable_raid10_4x2", |b| {
+        b.iter(|| black_box(engine.max_placeable(black_box(&r10), None).ok()))
+    });
+    c.bench_function("empty/max_placeable_single_in_rack", |b| {
+        let single = Request::new(Shape::Single, 1);
+        b.iter(|| black_box(engine.max_placeable(black_box(&single), Some(&rack)).ok()))
+    });
     {
         let mut e = engine.clone();
         let mut n = 0u64;
@@ -349,6 +367,18 @@ fn main() {
     c.bench_function("fill90/plan_raid10_4x2", |b| {
         b.iter(|| black_box(engine.plan(black_box(&r10)).is_ok()))
     });
+
+    c.bench_function("fill90/max_placeable_raid1", |b| {
+        b.iter(|| black_box(engine.max_placeable(black_box(&r1), None).ok()))
+    });
+    c.bench_function("fill90/max_placeable_raid10_4x2", |b| {
+        b.iter(|| black_box(engine.max_placeable(black_box(&r10), None).ok()))
+    });
+    println!(
+        "fill90: max_placeable raid1 {:?}, raid10_4x2 {:?} bytes per member",
+        engine.max_placeable(&r1, None).ok().flatten(),
+        engine.max_placeable(&r10, None).ok().flatten()
+    );
 
     // One full 60-drive HDD JBOD.
     let jbod = "r001-j05";

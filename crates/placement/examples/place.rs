@@ -9,7 +9,13 @@
 //! its own line. `--evacuate`/`--drain` then print the repair/drain plan for a drive or failure
 //! domain (as a JSON object). `--save` writes the resulting state (with volumes) as TOML.
 //! Formats are described in the crate README.
+//!
+//! Exit status: 0 when every request was placed, 1 when a request could not be placed (its
+//! explanation is also one line on stderr), 2 when an input is invalid (unreadable file, bad
+//! inventory, malformed request, unknown evacuation target). A closed standard output (piped to
+//! `head`) ends the run quietly.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -38,69 +44,124 @@ struct Args {
     save: Option<PathBuf>,
 }
 
+/// How a run ends: the exit status and, for failures, one line per error on stderr.
+enum Failure {
+    /// An input (file, inventory, request) is invalid: status 2.
+    Invalid(String),
+    /// Errors already reported line by line on stderr; the status to end with (1: a request
+    /// did not fit; 2: a request was invalid).
+    Reported(u8),
+    /// Standard output was closed (e.g. piped to `head`): end quietly.
+    Closed,
+}
+
+/// One line: messages from parsers span several lines.
+fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     match run(args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("place: {e}");
+        Ok(()) | Err(Failure::Closed) => ExitCode::SUCCESS,
+        Err(Failure::Reported(status)) => ExitCode::from(status),
+        Err(Failure::Invalid(e)) => {
+            eprintln!("place: {}", one_line(&e));
             ExitCode::from(2)
         }
     }
 }
 
-fn run(args: Args) -> Result<(), String> {
-    let read =
-        |p: &PathBuf| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
+/// Writes one line of output; a closed pipe ends the run quietly.
+fn emit(out: &mut impl Write, value: &serde_json::Value) -> Result<(), Failure> {
+    match writeln!(out, "{value}").and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(Failure::Closed),
+        Err(e) => Err(Failure::Invalid(format!("standard output: {e}"))),
+    }
+}
+
+fn run(args: Args) -> Result<(), Failure> {
+    let invalid = Failure::Invalid;
+    let read = |p: &PathBuf| {
+        std::fs::read_to_string(p).map_err(|e| invalid(format!("{}: {e}", p.display())))
+    };
     let inv = Inventory::from_toml(&read(&args.inventory)?)
-        .map_err(|e| format!("{}: {e}", args.inventory.display()))?;
-    let mut engine =
-        Engine::new(inv, args.seed).map_err(|e| format!("{}: {e}", args.inventory.display()))?;
-    if let Some(path) = &args.requests {
-        let file =
-            RequestFile::from_toml(&read(path)?).map_err(|e| format!("{}: {e}", path.display()))?;
-        for (i, req) in file.requests.iter().enumerate() {
-            let name = req.name.clone().unwrap_or_else(|| format!("request-{i}"));
-            let out = match VolumeId::new(name.clone()) {
-                Err(e) => json!({ "request": name, "placed": false, "error": e.to_string() }),
-                Ok(id) => match engine.place(id, req) {
-                    Ok(p) => json!({
-                        "request": name,
-                        "placed": true,
-                        "members": p.members,
-                        "soft_violations": p.soft_violations,
-                    }),
-                    Err(e) => {
-                        let explanation = match &e {
-                            PlacementError::Unsatisfiable(x) => Some(x.as_ref()),
-                            PlacementError::SearchExhausted { explanation, .. } => {
-                                Some(explanation.as_ref())
-                            }
-                            _ => None,
-                        };
-                        json!({
-                            "request": name,
-                            "placed": false,
-                            "error": e.to_string(),
-                            "explanation": explanation,
-                        })
+        .map_err(|e| invalid(format!("{}: {e}", args.inventory.display())))?;
+    let mut engine = Engine::new(inv, args.seed)
+        .map_err(|e| invalid(format!("{}: {e}", args.inventory.display())))?;
+    let file = match &args.requests {
+        Some(path) => Some(
+            RequestFile::from_toml(&read(path)?)
+                .map_err(|e| invalid(format!("{}: {e}", path.display())))?,
+        ),
+        None => None,
+    };
+    let mut out = std::io::stdout().lock();
+    // Every request is tried and reported; the worst outcome decides the status.
+    let (mut bad_request, mut unplaced) = (false, false);
+    for (i, req) in file.iter().flat_map(|f| f.requests.iter()).enumerate() {
+        let name = req.name.clone().unwrap_or_else(|| format!("request-{i}"));
+        let value = match VolumeId::new(name.clone()) {
+            Err(e) => {
+                eprintln!("place: request '{name}': name {e}");
+                bad_request = true;
+                json!({ "request": name, "placed": false, "error": e.to_string() })
+            }
+            Ok(id) => match engine.place(id, req) {
+                Ok(p) => json!({
+                    "request": name,
+                    "placed": true,
+                    "members": p.members,
+                    "soft_violations": p.soft_violations,
+                }),
+                Err(e) => {
+                    let explanation = match &e {
+                        PlacementError::Unsatisfiable(x) => Some(x.as_ref()),
+                        PlacementError::SearchExhausted { explanation, .. } => {
+                            Some(explanation.as_ref())
+                        }
+                        _ => None,
+                    };
+                    eprintln!("place: {}", one_line(&e.to_string()));
+                    match explanation {
+                        Some(_) => unplaced = true,
+                        None => bad_request = true,
                     }
-                },
-            };
-            println!("{out}");
-        }
+                    json!({
+                        "request": name,
+                        "placed": false,
+                        "error": e.to_string(),
+                        "explanation": explanation,
+                    })
+                }
+            },
+        };
+        emit(&mut out, &value)?;
     }
     if let Some(t) = &args.evacuate {
-        let plan = engine.plan_evacuation(t).map_err(|e| e.to_string())?;
-        println!("{}", json!({ "plan": plan }));
+        let plan = engine
+            .plan_evacuation(t)
+            .map_err(|e| invalid(format!("--evacuate: {e}")))?;
+        emit(&mut out, &json!({ "plan": plan }))?;
     }
     if let Some(t) = &args.drain {
-        let plan = engine.plan_drain(t).map_err(|e| e.to_string())?;
-        println!("{}", json!({ "plan": plan }));
+        let plan = engine
+            .plan_drain(t)
+            .map_err(|e| invalid(format!("--drain: {e}")))?;
+        emit(&mut out, &json!({ "plan": plan }))?;
     }
     if let Some(path) = &args.save {
         std::fs::write(path, engine.snapshot().to_toml())
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+            .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
     }
-    Ok(())
+    match (bad_request, unplaced) {
+        (true, _) => Err(Failure::Reported(2)),
+        (false, true) => Err(Failure::Reported(1)),
+        (false, false) => Ok(()),
+    }
 }

@@ -4,11 +4,11 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
-use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use serde::Serialize;
 
+use crate::explain::{Explanation, Filter, failure};
 use crate::index::{ABSENT, DomainIndex};
 use crate::inventory::{Inventory, NONE, VolumeSpec};
 use crate::model::{DriveId, DriveKind, Health, Transports, VolumeId};
@@ -56,61 +56,14 @@ pub enum PlacementError {
     /// A plan no longer fits the current state (something changed since it was made).
     #[error("stale plan: {0}")]
     StalePlan(String),
-}
-
-/// Drives removed by one filter.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FilterCount {
-    /// Filter name (`health`, `kind`, `min_rpm`, ...).
-    pub filter: &'static str,
-    /// Drives it removed (each drive is counted by the first filter that removes it).
-    pub removed: usize,
-}
-
-/// Why a request could not be placed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Explanation {
-    /// Request label.
-    pub request: String,
-    /// Drives in the inventory.
-    pub drives: usize,
-    /// Drives removed per filter, in filter order (filters that removed none are omitted).
-    pub removed: Vec<FilterCount>,
-    /// Drives passing every filter.
-    pub eligible: usize,
-    /// Members that had to be placed (pinned members excluded).
-    pub needed: usize,
-    /// Constraints that cannot be met, with the level or kind and the numbers.
-    pub blocked: Vec<String>,
-    /// Single relaxations under which the request would be satisfiable.
-    pub relaxations: Vec<String>,
-}
-
-impl fmt::Display for Explanation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} drives", self.drives)?;
-        if !self.removed.is_empty() {
-            let parts: Vec<String> = self
-                .removed
-                .iter()
-                .map(|c| format!("{} {}", c.filter, c.removed))
-                .collect();
-            write!(f, "; removed by filter: {}", parts.join(", "))?;
-        }
-        write!(
-            f,
-            "; {} eligible for {} members",
-            self.eligible, self.needed
-        )?;
-        for b in &self.blocked {
-            write!(f, "; {b}")?;
-        }
-        if self.relaxations.is_empty() {
-            write!(f, "; no single relaxation helps")
-        } else {
-            write!(f, "; {}", self.relaxations.join("; "))
-        }
-    }
+    /// The engine changed since the caller read its version (another controller committed).
+    #[error("stale version: expected {expected}, the engine is at {actual}")]
+    StaleVersion {
+        /// The version the caller expected.
+        expected: u64,
+        /// The engine's version.
+        actual: u64,
+    },
 }
 
 /// A soft constraint a placement does not honour.
@@ -133,6 +86,19 @@ pub struct MemberPlacement {
     pub drive: DriveId,
     /// Whether the member was pinned rather than chosen.
     pub pinned: bool,
+    /// The transport the member is exported over: the fastest that the drive, the request's
+    /// `transports` and the attach server (if any) all allow (RoCE, then NVMe/TCP, then iSCSI,
+    /// then user-space NBD); `None` when they share none (no attach server and a request
+    /// allowing none of the drive's).
+    #[serde(serialize_with = "transport_name")]
+    pub transport: Option<Transports>,
+}
+
+fn transport_name<S: serde::Serializer>(t: &Option<Transports>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_str(t.name()),
+        None => s.serialize_none(),
+    }
 }
 
 /// A successful placement.
@@ -154,7 +120,7 @@ impl Placement {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct ClassKey {
+pub(crate) struct ClassKey {
     kind: DriveKind,
     /// Capacity is part of the class so that, within a class, the order by utilization now
     /// is also the order by utilization after taking a member of any size.
@@ -167,8 +133,8 @@ struct ClassKey {
 }
 
 #[derive(Debug, Clone)]
-struct Class {
-    key: ClassKey,
+pub(crate) struct Class {
+    pub(crate) key: ClassKey,
     /// Drives of the class ordered by `(utilization key, seeded tie-break)`.
     set: BTreeSet<(u64, u32)>,
 }
@@ -188,9 +154,9 @@ pub struct Engine {
     /// hot paths read them for every candidate.
     free: Vec<u64>,
     cap: Vec<u64>,
-    drive_class: Vec<u32>,
+    pub(crate) drive_class: Vec<u32>,
     drive_key: Vec<u64>,
-    classes: Vec<Class>,
+    pub(crate) classes: Vec<Class>,
     class_lookup: HashMap<ClassKey, u32>,
     /// Per-domain aggregates over static classes, for the window search.
     seg: DomainIndex,
@@ -201,102 +167,74 @@ pub struct Engine {
     /// `(volume slot, member)` of every member on each drive.
     pub(crate) drive_members: Vec<Vec<(u32, u32)>>,
     search_budget: u64,
-}
-
-/// The filters, in the order they are applied and reported.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Filter {
-    Health,
-    Kind,
-    MinRpm,
-    RequireTags,
-    ExcludeTags,
-    StorageGroup,
-    Transport,
-    ExcludedDrive,
-    Requisite,
-    Reachability,
-    Capacity,
-    Bandwidth,
-    GroupQuota,
-}
-
-const FILTERS: [Filter; 13] = [
-    Filter::Health,
-    Filter::Kind,
-    Filter::MinRpm,
-    Filter::RequireTags,
-    Filter::ExcludeTags,
-    Filter::StorageGroup,
-    Filter::Transport,
-    Filter::ExcludedDrive,
-    Filter::Requisite,
-    Filter::Reachability,
-    Filter::Capacity,
-    Filter::Bandwidth,
-    Filter::GroupQuota,
-];
-
-impl Filter {
-    fn name(self) -> &'static str {
-        match self {
-            Filter::Health => "health",
-            Filter::Kind => "kind",
-            Filter::MinRpm => "min_rpm",
-            Filter::RequireTags => "require_tags",
-            Filter::ExcludeTags => "exclude_tags",
-            Filter::StorageGroup => "storage_group",
-            Filter::Transport => "transport",
-            Filter::ExcludedDrive => "exclude_drives",
-            Filter::Requisite => "requisite_topology",
-            Filter::Reachability => "attach_server_reachability",
-            Filter::Capacity => "capacity",
-            Filter::Bandwidth => "bandwidth_headroom",
-            Filter::GroupQuota => "storage_group_quota",
-        }
-    }
+    /// Changes on every committed change of state (see [`Engine::version`]).
+    version: u64,
 }
 
 /// A request resolved against the inventory.
 #[derive(Debug, Clone)]
 pub(crate) struct Compiled {
-    label: String,
-    n: usize,
-    group_size: usize,
-    cap: u32,
-    size: u64,
-    demand: u64,
+    pub(crate) label: String,
+    pub(crate) n: usize,
+    pub(crate) group_size: usize,
+    pub(crate) cap: u32,
+    pub(crate) size: u64,
+    pub(crate) demand: u64,
     /// `(level, hard)`.
-    seps: Vec<(u16, bool)>,
+    pub(crate) seps: Vec<(u16, bool)>,
     /// `(bandwidth kind, max per domain, hard)`.
-    spreads: Vec<(u16, u32, bool)>,
-    kinds: Vec<DriveKind>,
-    min_rpm: Option<u32>,
+    /// `(bandwidth kind, max per domain, hard, per redundancy group)`.
+    pub(crate) spreads: Vec<(u16, u32, bool, bool)>,
+    pub(crate) kinds: Vec<DriveKind>,
+    pub(crate) min_rpm: Option<u32>,
     /// `None` when a required tag exists on no drive (nothing can match).
-    require_tags: Option<Vec<u32>>,
-    exclude_tags: Vec<u32>,
-    groups: Option<Vec<u32>>,
-    transports: Option<Transports>,
-    requisite: Vec<Vec<(u16, u32)>>,
-    preferred: Vec<Vec<(u16, u32)>>,
-    server: u32,
-    pins: Vec<u32>,
+    pub(crate) require_tags: Option<Vec<u32>>,
+    pub(crate) exclude_tags: Vec<u32>,
+    pub(crate) groups: Option<Vec<u32>>,
+    pub(crate) transports: Option<Transports>,
+    pub(crate) requisite: Vec<Vec<(u16, u32)>>,
+    pub(crate) preferred: Vec<Vec<(u16, u32)>>,
+    pub(crate) server: u32,
+    pub(crate) pins: Vec<u32>,
     /// Whether pinned members' size and bandwidth are already charged.
-    pins_loaded: bool,
-    exclude: Vec<u32>,
-    class_ok: Vec<bool>,
+    pub(crate) pins_loaded: bool,
+    pub(crate) exclude: Vec<u32>,
+    pub(crate) class_ok: Vec<bool>,
 }
 
 impl Compiled {
-    fn has_soft(&self) -> bool {
+    pub(crate) fn has_soft(&self) -> bool {
         self.seps.iter().any(|s| !s.1) || self.spreads.iter().any(|s| !s.2)
     }
-    fn free_members(&self) -> usize {
+    /// The drives of `v` that no member is pinned to.
+    pub(crate) fn unpinned(&self, v: &[u32]) -> Vec<u32> {
+        v.iter()
+            .copied()
+            .filter(|d| !self.pins.contains(d))
+            .collect()
+    }
+
+    /// Free (unpinned) members of each redundancy group.
+    pub(crate) fn need_per_group(&self) -> Vec<usize> {
+        self.pins
+            .chunks(self.group_size)
+            .map(|g| g.iter().filter(|&&p| p == NONE).count())
+            .collect()
+    }
+
+    /// The same request with every soft constraint made hard.
+    pub(crate) fn strict(&self) -> Compiled {
+        let mut c = self.clone();
+        c.seps.iter_mut().for_each(|s| s.1 = true);
+        c.spreads.iter_mut().for_each(|s| s.2 = true);
+        c
+    }
+    pub(crate) fn free_members(&self) -> usize {
         self.pins.iter().filter(|&&p| p == NONE).count()
     }
 }
 
-enum Outcome {
+pub(crate) enum Outcome {
     Found(Vec<u32>),
     NotFound { exhausted: bool, nodes: u64 },
 }
@@ -376,6 +314,7 @@ impl Engine {
             vol_index: HashMap::new(),
             drive_members: vec![Vec::new(); n],
             search_budget: DEFAULT_SEARCH_BUDGET,
+            version: 0,
             inv,
         };
         for d in 0..n as u32 {
@@ -417,6 +356,137 @@ impl Engine {
             e.insert_volume(v, drives);
         }
         Ok(e)
+    }
+
+    /// A number that changes on every committed change of state (place, remove, expand,
+    /// replace, apply a plan, set health, adopt). A controller that read it can hand it to
+    /// [`Engine::adopt`] to commit only if nothing changed since.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    pub(crate) fn bump_version(&mut self) {
+        self.version += 1;
+    }
+
+    /// Commits a volume placed elsewhere (by another controller, or recovered from a journal)
+    /// exactly as given, if the engine is still at `expected_version`. The members must be
+    /// distinct known drives, one per member of the request's shape, each passing the per-drive
+    /// filters (health, kind, tags, free space, bandwidth headroom, quota, ...), and together
+    /// meeting every hard constraint. Returns the new version. On error nothing changes.
+    ///
+    /// ```
+    /// use placement::{Engine, Inventory, Mode, Request, Shape, VolumeId, VolumeSpec};
+    ///
+    /// let inv = Inventory::from_toml(r#"
+    ///     domain = [{ id = "r1", level = "rack" }, { id = "r2", level = "rack" }]
+    ///     drive = [
+    ///       { id = "a", kind = "hdd", capacity = "8 TB", domain = "r1" },
+    ///       { id = "b", kind = "hdd", capacity = "8 TB", domain = "r2" },
+    ///     ]
+    /// "#).unwrap();
+    /// let mut engine = Engine::new(inv, 0).unwrap();
+    /// let request = Request::new(Shape::Mirror { legs: 2 }, 1_000_000).separate("rack", Mode::Hard);
+    /// // Planned by another controller that read version 0.
+    /// let members = engine.plan(&request).unwrap().drives();
+    /// let v = engine.version();
+    /// let spec = VolumeSpec { id: VolumeId::new("pvc-9").unwrap(), request, members };
+    /// let next = engine.adopt(spec.clone(), v).unwrap();
+    /// assert_ne!(next, v);
+    /// // The same version again is stale now.
+    /// let again = VolumeSpec { id: VolumeId::new("pvc-10").unwrap(), ..spec };
+    /// assert!(engine.adopt(again, v).is_err());
+    /// ```
+    pub fn adopt(
+        &mut self,
+        volume: VolumeSpec,
+        expected_version: u64,
+    ) -> Result<u64, PlacementError> {
+        if expected_version != self.version {
+            return Err(PlacementError::StaleVersion {
+                expected: expected_version,
+                actual: self.version,
+            });
+        }
+        if self.vol_index.contains_key(&volume.id) {
+            return Err(PlacementError::VolumeExists(volume.id));
+        }
+        let label = format!("volume '{}'", volume.id);
+        let bad = |field: String, reason: String| PlacementError::InvalidRequest {
+            request: label.clone(),
+            field,
+            reason,
+        };
+        let n = volume.request.shape.member_count();
+        if volume.members.len() != n {
+            return Err(bad(
+                "members".into(),
+                format!(
+                    "has {} drives but the shape has {n} members",
+                    volume.members.len()
+                ),
+            ));
+        }
+        let mut assign = Vec::with_capacity(n);
+        for (i, m) in volume.members.iter().enumerate() {
+            let &d = self
+                .inv
+                .drive_index
+                .get(m)
+                .ok_or_else(|| bad(format!("members[{i}]"), format!("unknown drive '{m}'")))?;
+            if assign.contains(&d) {
+                return Err(bad(
+                    format!("members[{i}]"),
+                    format!("drive '{m}' holds two members"),
+                ));
+            }
+            assign.push(d);
+        }
+        let mut req = volume.request.clone();
+        req.pinned.clear();
+        let c = self
+            .compile(&req, Some(vec![NONE; n]), false)
+            .map_err(|e| match e {
+                PlacementError::InvalidRequest { field, reason, .. } => {
+                    bad(format!("request.{field}"), reason)
+                }
+                other => other,
+            })?;
+        for (i, &d) in assign.iter().enumerate() {
+            let f = self
+                .class_filter(&c, &self.classes[self.drive_class[d as usize] as usize].key)
+                .or_else(|| self.drive_filter(&c, d));
+            if let Some(f) = f {
+                return Err(bad(
+                    format!("members[{i}]"),
+                    format!(
+                        "drive '{}' fails the {} filter",
+                        self.inv.spec.drives[d as usize].id,
+                        f.name()
+                    ),
+                ));
+            }
+        }
+        if !self.hard_ok(&c, &assign) {
+            return Err(bad(
+                "members".into(),
+                "break a hard constraint of the request (separation, spreading, bandwidth or quota)"
+                    .into(),
+            ));
+        }
+        for &d in &assign {
+            self.charge(d, c.size, c.demand, true);
+        }
+        self.insert_volume(
+            VolumeSpec {
+                id: volume.id,
+                request: req,
+                members: volume.members,
+            },
+            assign,
+        );
+        self.version += 1;
+        Ok(self.version)
     }
 
     /// Sets the step budget of the complete search (default [`DEFAULT_SEARCH_BUDGET`]).
@@ -537,6 +607,50 @@ impl Engine {
         self.seg.update(d, v);
     }
 
+    /// Sets the health of a drive, or of every drive in a failure domain (`target` is a drive
+    /// or domain id, as for [`Engine::plan_evacuation`]), and returns the placed volumes with a
+    /// member there, in id order — the volumes a failure degrades or a drain must move. Only
+    /// healthy drives take new members; members already placed stay where they are (plan
+    /// their repair with [`Engine::plan_evacuation`] or [`Engine::plan_drain`]).
+    ///
+    /// Costs O(drives in the target + their members). Nothing changes on error.
+    ///
+    /// ```
+    /// use placement::{Engine, Health, Inventory, Request, Shape, VolumeId};
+    ///
+    /// let inv = Inventory::from_toml(r#"
+    ///     drive = [{ id = "a", kind = "ssd", capacity = "1 TB" }, { id = "b", kind = "ssd", capacity = "1 TB" }]
+    /// "#).unwrap();
+    /// let mut engine = Engine::new(inv, 0).unwrap();
+    /// let v = VolumeId::new("v1").unwrap();
+    /// let on = engine.place(v.clone(), &Request::new(Shape::Single, 1000)).unwrap().drives();
+    /// let affected = engine.set_drive_health(on[0].as_str(), Health::Failed).unwrap();
+    /// assert_eq!(affected, vec![v]);
+    /// ```
+    pub fn set_drive_health(
+        &mut self,
+        target: &str,
+        health: Health,
+    ) -> Result<Vec<VolumeId>, PlacementError> {
+        let drives = self
+            .inv
+            .target_drives(target)
+            .ok_or_else(|| PlacementError::UnknownTarget(target.to_string()))?;
+        let mut affected = Vec::new();
+        self.version += 1;
+        for d in drives {
+            self.set_health(d, health);
+            for &(slot, _) in &self.drive_members[d as usize] {
+                if let Some(v) = &self.volumes[slot as usize] {
+                    affected.push(v.spec.id.clone());
+                }
+            }
+        }
+        affected.sort_unstable();
+        affected.dedup();
+        Ok(affected)
+    }
+
     pub(crate) fn set_health(&mut self, d: u32, h: Health) {
         if self.inv.spec.drives[d as usize].health != h {
             self.inv.spec.drives[d as usize].health = h;
@@ -602,7 +716,9 @@ impl Engine {
             field,
             reason,
         };
-        req.shape.validate().map_err(|r| bad("shape".into(), r))?;
+        req.shape
+            .validate()
+            .map_err(|(field, reason)| bad(field.into(), reason))?;
         let (groups, group_size) = req.shape.groups();
         let n = groups * group_size;
         if req.size.0 == 0 {
@@ -610,16 +726,38 @@ impl Engine {
         }
         let mut seps = Vec::new();
         for (i, s) in req.separation.iter().enumerate() {
-            let l = *inv.level_index.get(&s.level).ok_or_else(|| {
-                bad(
-                    format!("separation[{i}].level"),
-                    format!(
-                        "'{}' is not a failure-domain level (levels: {})",
-                        s.level,
-                        inv.levels.join(", ")
-                    ),
-                )
-            })?;
+            let given = [!s.level.is_empty(), s.storage_group, s.attribute.is_some()];
+            if given.iter().filter(|&&x| x).count() != 1 {
+                return Err(bad(
+                    format!("separation[{i}]"),
+                    "must name exactly one of level, storage_group = true or attribute".into(),
+                ));
+            }
+            let l = if s.storage_group {
+                inv.levels.len() as u16
+            } else if let Some(a) = &s.attribute {
+                let &x = inv.attr_index.get(a).ok_or_else(|| {
+                    bad(
+                        format!("separation[{i}].attribute"),
+                        format!(
+                            "'{a}' is not a drive attribute (attributes: {})",
+                            inv.attr_names.join(", ")
+                        ),
+                    )
+                })?;
+                (inv.levels.len() + 1) as u16 + x
+            } else {
+                *inv.level_index.get(&s.level).ok_or_else(|| {
+                    bad(
+                        format!("separation[{i}].level"),
+                        format!(
+                            "'{}' is not a failure-domain level (levels: {})",
+                            s.level,
+                            inv.levels.join(", ")
+                        ),
+                    )
+                })?
+            };
             match seps.iter_mut().find(|x: &&mut (u16, bool)| x.0 == l) {
                 Some(x) => x.1 |= s.mode == Mode::Hard,
                 None => seps.push((l, s.mode == Mode::Hard)),
@@ -643,7 +781,7 @@ impl Engine {
                     "must be at least 1".into(),
                 ));
             }
-            spreads.push((k, s.max_per_domain, s.mode == Mode::Hard));
+            spreads.push((k, s.max_per_domain, s.mode == Mode::Hard, s.per_group));
         }
         let mut kinds = req.kinds.clone();
         if kinds.is_empty() && req.shape == Shape::Slice {
@@ -786,7 +924,7 @@ impl Engine {
         Ok(c)
     }
 
-    fn class_filter(&self, c: &Compiled, k: &ClassKey) -> Option<Filter> {
+    pub(crate) fn class_filter(&self, c: &Compiled, k: &ClassKey) -> Option<Filter> {
         if k.health != Health::Healthy {
             return Some(Filter::Health);
         }
@@ -828,7 +966,7 @@ impl Engine {
 
     /// Per-drive filters that depend on the drive rather than its class.
     #[inline]
-    fn drive_filter(&self, c: &Compiled, d: u32) -> Option<Filter> {
+    pub(crate) fn drive_filter(&self, c: &Compiled, d: u32) -> Option<Filter> {
         let inv = &self.inv;
         if !c.exclude.is_empty() && c.exclude.binary_search(&d).is_ok() {
             return Some(Filter::ExcludedDrive);
@@ -848,6 +986,9 @@ impl Engine {
                     .iter()
                     .any(|b| sb.binary_search(b).is_ok())
             {
+                return Some(Filter::Reachability);
+            }
+            if self.member_transport(c, d).is_none() {
                 return Some(Filter::Reachability);
             }
         }
@@ -876,8 +1017,20 @@ impl Engine {
         None
     }
 
+    /// The fastest transport the drive, the request and (with an attach server) the server
+    /// all allow.
     #[inline]
-    fn is_candidate(&self, c: &Compiled, d: u32) -> bool {
+    fn member_transport(&self, c: &Compiled, d: u32) -> Option<Transports> {
+        let mut t =
+            self.inv.spec.drives[d as usize].transports & c.transports.unwrap_or(Transports::all());
+        if c.server != NONE {
+            t &= self.inv.server_tr[c.server as usize];
+        }
+        t.fastest()
+    }
+
+    #[inline]
+    pub(crate) fn is_candidate(&self, c: &Compiled, d: u32) -> bool {
         c.class_ok[self.drive_class[d as usize] as usize] && self.drive_filter(c, d).is_none()
     }
 
@@ -945,7 +1098,17 @@ impl Engine {
             .iter()
             .map(|&(l, _)| (false, l, groups.saturating_mul(c.cap).min(c.n as u32)))
             .collect();
-        div.extend(c.spreads.iter().map(|&(k, max, _)| (true, k, max)));
+        div.extend(c.spreads.iter().map(|&(k, max, _, per_group)| {
+            (
+                true,
+                k,
+                if per_group {
+                    max.saturating_mul(groups)
+                } else {
+                    max
+                },
+            )
+        }));
         let mut out = self
             .window_by_class(c, want, &div)
             .unwrap_or_else(|| self.window_by_domain(c, want, &div));
@@ -1027,7 +1190,7 @@ impl Engine {
                 if bw {
                     self.inv.bw_of_kind(d, x)
                 } else {
-                    self.inv.anc(d, x)
+                    self.inv.sep_key(d, x)
                 }
             };
             let crowded = div.iter().enumerate().any(|(i, e)| {
@@ -1136,7 +1299,7 @@ impl Engine {
                 if bw {
                     self.inv.bw_of_kind(d, x)
                 } else {
-                    self.inv.anc(d, x)
+                    self.inv.sep_key(d, x)
                 }
             };
             let crowded = div.iter().enumerate().find(|(i, e)| {
@@ -1144,7 +1307,8 @@ impl Engine {
                 dom != NONE && per_domain.get(&(*i as u16, dom)).is_some_and(|&k| k >= e.2)
             });
             if let Some((_, e)) = crowded {
-                if !e.0 {
+                // Only failure-domain levels are contiguous ranges of the hierarchy order.
+                if !e.0 && (e.1 as usize) < self.inv.levels.len() {
                     excluded.push(self.seg.dom_range[dom_of(e) as usize]);
                 }
                 continue;
@@ -1165,7 +1329,7 @@ impl Engine {
     }
 
     /// Every candidate, best first.
-    fn all_candidates(&self, c: &Compiled) -> Vec<u32> {
+    pub(crate) fn all_candidates(&self, c: &Compiled) -> Vec<u32> {
         let mut out: Vec<u32> = if c.requisite.is_empty() {
             self.classes
                 .iter()
@@ -1192,26 +1356,50 @@ impl Engine {
 
     // ---------------------------------------------------------------- search
 
-    fn solve(&self, c: &Compiled, budget: u64) -> Outcome {
+    pub(crate) fn solve(&self, c: &Compiled, budget: u64) -> Outcome {
         let n_free = c.free_members();
         if n_free == 0 {
             return Outcome::Found(c.pins.clone());
         }
         let strict_first = c.has_soft();
-        // Stage 1: window, soft constraints honoured.
+        // Stage 1: window, soft constraints honoured. After the first window fails, bounds
+        // over every candidate: a request that counting or matching proves impossible is
+        // refused there, in time linear in the candidates, without any wider search.
         let mut want = 2 * n_free + 8;
+        let mut all: Option<Vec<u32>> = None;
+        let mut strict_possible = true;
         let (win_len, win_complete, win_nodes) = loop {
             let win = self.window(c, want);
-            let mut s = Search::new(self, c, &win, true, true, false, budget.min(20_000));
+            // The first round gets a small budget: the bounds come next and settle most
+            // impossible requests faster than a long search of the window would.
+            let round_budget = if all.is_none() { 256 } else { 20_000 };
+            let mut s = Search::new(self, c, &win, true, true, false, budget.min(round_budget));
             if s.run(0) {
                 return Outcome::Found(s.assign);
+            }
+            if all.is_none() {
+                let cands = self.all_candidates(c);
+                let free = c.unpinned(&cands);
+                if !self.refute(c, &free).is_empty() {
+                    return Outcome::NotFound {
+                        exhausted: false,
+                        nodes: s.nodes,
+                    };
+                }
+                all = Some(cands);
+                // With the soft constraints proven impossible to honour, searching for a
+                // placement that honours them is wasted: go to the complete search.
+                if strict_first && !self.refute(&c.strict(), &free).is_empty() {
+                    strict_possible = false;
+                    break (win.len(), !s.exhausted, s.nodes);
+                }
             }
             if win.len() < want || want >= 1024 {
                 break (win.len(), !s.exhausted, s.nodes);
             }
             want *= 8;
         };
-        let all = self.all_candidates(c);
+        let all = all.unwrap_or_default();
         if all.len() <= win_len && win_complete && !strict_first {
             // The window already held every candidate and the search was complete.
             return Outcome::NotFound {
@@ -1220,14 +1408,21 @@ impl Engine {
             };
         }
         // Stage 2: all candidates, soft constraints honoured (bounded effort).
-        if strict_first {
+        if strict_first && strict_possible {
             let mut s = Search::new(self, c, &all, true, true, false, budget.min(100_000));
             if s.run(0) {
                 return Outcome::Found(s.assign);
             }
         }
-        // Stage 3: complete search over hard constraints, preferring soft-clean choices.
-        let mut s = Search::new(self, c, &all, false, !strict_first, strict_first, budget);
+        // Stage 2b: a placement constructed from a max flow (tight bandwidth or quota).
+        let free = c.unpinned(&all);
+        if let Some(assign) = self.flow_placement(c, &free) {
+            return Outcome::Found(assign);
+        }
+        // Stage 3: complete search over hard constraints, preferring soft-clean choices. Legs
+        // of one group are interchangeable under the hard constraints, so taking them in list
+        // order loses no placement (soft preferences only order the tries).
+        let mut s = Search::new(self, c, &all, false, true, strict_first, budget);
         if s.run(0) {
             return Outcome::Found(s.assign);
         }
@@ -1248,33 +1443,45 @@ impl Engine {
                 let over = over_limit(
                     assign[g * c.group_size..(g + 1) * c.group_size]
                         .iter()
-                        .map(|&d| inv.anc(d, l)),
+                        .map(|&d| inv.sep_key(d, l)),
                     c.cap,
                 );
                 for (x, k) in over {
                     out.push(SoftViolation {
-                        constraint: format!("separation at level '{}'", inv.levels[l as usize]),
+                        constraint: format!("separation at {}", inv.scope_of(l)),
                         detail: format!(
                             "group {g}: {k} members in '{}' (at most {})",
-                            inv.spec.domains[x as usize].id, c.cap
+                            inv.sep_value_name(l, x),
+                            c.cap
                         ),
                     });
                 }
             }
         }
-        for &(k, max, hard) in &c.spreads {
+        for &(k, max, hard, per_group) in &c.spreads {
             if hard {
                 continue;
             }
-            let over = over_limit(assign.iter().map(|&d| inv.bw_of_kind(d, k)), max);
-            for (b, n) in over {
-                out.push(SoftViolation {
-                    constraint: format!("bandwidth spreading over '{}'", inv.bw_kinds[k as usize]),
-                    detail: format!(
-                        "{n} members behind '{}' (at most {max})",
-                        inv.spec.bandwidth_domains[b as usize].id
-                    ),
-                });
+            let chunk = if per_group { c.group_size } else { c.n };
+            for (g, members) in assign.chunks(chunk).enumerate() {
+                let over = over_limit(members.iter().map(|&d| inv.bw_of_kind(d, k)), max);
+                for (b, n) in over {
+                    let whose = if per_group {
+                        format!("group {g}: ")
+                    } else {
+                        String::new()
+                    };
+                    out.push(SoftViolation {
+                        constraint: format!(
+                            "bandwidth spreading over '{}'",
+                            inv.bw_kinds[k as usize]
+                        ),
+                        detail: format!(
+                            "{whose}{n} members behind '{}' (at most {max})",
+                            inv.spec.bandwidth_domains[b as usize].id
+                        ),
+                    });
+                }
             }
         }
         out
@@ -1291,6 +1498,7 @@ impl Engine {
                     group: i / c.group_size,
                     drive: self.inv.spec.drives[d as usize].id.clone(),
                     pinned: c.pins[i] != NONE,
+                    transport: self.member_transport(c, d),
                 })
                 .collect(),
             soft_violations: self.soft_violations(c, assign),
@@ -1307,13 +1515,9 @@ impl Engine {
         match self.solve(c, self.search_budget) {
             Outcome::Found(assign) => Ok((self.to_placement(c, &assign), assign)),
             Outcome::NotFound { exhausted, nodes } => {
-                let explanation = Box::new(self.explain(req, c));
+                let explanation = self.explain(req, c);
                 tracing::debug!(%explanation, "placement failed");
-                if exhausted {
-                    Err(PlacementError::SearchExhausted { nodes, explanation })
-                } else {
-                    Err(PlacementError::Unsatisfiable(explanation))
-                }
+                Err(failure(explanation, exhausted, nodes))
             }
         }
     }
@@ -1362,6 +1566,7 @@ impl Engine {
             members: placement.drives(),
         };
         self.insert_volume(spec, assign);
+        self.version += 1;
         Ok(placement)
     }
 
@@ -1401,6 +1606,7 @@ impl Engine {
                 false,
             );
         }
+        self.version += 1;
         Ok(vol.spec)
     }
 
@@ -1414,6 +1620,7 @@ impl Engine {
         let (c, req, old) = self.compile_replacement(id, members)?;
         let (placement, assign) = self.plan_compiled(&req, &c)?;
         self.commit_moves(id, &c, &old, &assign);
+        self.version += 1;
         Ok(placement)
     }
 
@@ -1526,238 +1733,111 @@ impl Engine {
             v.spec.members = placement.drives();
             v.spec.request = req;
         }
+        self.version += 1;
         Ok(placement)
     }
+}
 
-    // ---------------------------------------------------------------- explain
-
-    fn explain(&self, req: &Request, c: &Compiled) -> Explanation {
-        let inv = &self.inv;
-        let mut counts = [0usize; FILTERS.len()];
-        let mut eligible = Vec::new();
-        for d in 0..inv.spec.drives.len() as u32 {
-            let f = self
-                .class_filter(c, &self.classes[self.drive_class[d as usize] as usize].key)
-                .or_else(|| self.drive_filter(c, d));
-            match f {
-                Some(f) => counts[FILTERS.iter().position(|&x| x == f).unwrap_or(0)] += 1,
-                None => {
-                    if !c.pins.contains(&d) {
-                        eligible.push(d)
-                    }
-                }
+impl Engine {
+    /// A bounded attempt to decide whether `c` has a placement under its hard constraints:
+    /// `Some(true)` when one is found, `Some(false)` when a bound proves there is none, `None`
+    /// when neither settles it within `budget` search steps per stage. Used to check
+    /// relaxations while explaining a failure, where a long search is not worth its time.
+    pub(crate) fn quick_decide(&self, c: &Compiled, budget: u64) -> Option<bool> {
+        if c.free_members() == 0 {
+            return Some(true);
+        }
+        let all = self.all_candidates(c);
+        let free = c.unpinned(&all);
+        if !self.refute(c, &free).is_empty() {
+            return Some(false);
+        }
+        let win = self.window(c, 2 * c.free_members() + 8);
+        for cands in [&win, &all] {
+            if Search::new(self, c, cands, false, true, false, budget).run(0) {
+                return Some(true);
+            }
+            if cands.len() == all.len() {
+                break;
             }
         }
-        let needed = c.free_members();
-        let mut blocked = Vec::new();
-        if eligible.len() < needed {
-            blocked.push(format!(
-                "only {} eligible drives for {} members",
-                eligible.len(),
-                needed
-            ));
-        }
-        // Separation: room per group at each hard level.
-        for &(l, hard) in &c.seps {
-            if !hard {
-                continue;
-            }
-            for g in 0..c.n / c.group_size {
-                let range = g * c.group_size..(g + 1) * c.group_size;
-                let need = range.clone().filter(|&i| c.pins[i] == NONE).count();
-                if need == 0 {
-                    continue;
-                }
-                let mut per: HashMap<u32, u32> = HashMap::new();
-                let mut unconstrained = 0usize;
-                for &d in &eligible {
-                    let x = inv.anc(d, l);
-                    if x == NONE {
-                        unconstrained += 1;
-                    } else {
-                        *per.entry(x).or_default() += 1;
-                    }
-                }
-                let mut used: HashMap<u32, u32> = HashMap::new();
-                for i in range.clone() {
-                    if c.pins[i] != NONE {
-                        let x = inv.anc(c.pins[i], l);
-                        if x != NONE {
-                            *used.entry(x).or_default() += 1;
-                        }
-                    }
-                }
-                let room: usize = unconstrained
-                    + per
-                        .iter()
-                        .map(|(x, &k)| {
-                            k.min(c.cap.saturating_sub(*used.get(x).unwrap_or(&0))) as usize
-                        })
-                        .sum::<usize>();
-                if room < need {
-                    blocked.push(format!(
-                        "hard separation at level '{}' cannot be met: eligible drives span {} '{}' domain(s), room for {} of the {} members of group {} (at most {} per domain)",
-                        inv.levels[l as usize],
-                        per.len(),
-                        inv.levels[l as usize],
-                        room,
-                        need,
-                        g,
-                        c.cap
-                    ));
-                    break;
-                }
-            }
-        }
-        for &(k, max, hard) in &c.spreads {
-            if !hard {
-                continue;
-            }
-            let mut per: HashMap<u32, u32> = HashMap::new();
-            let mut unconstrained = 0usize;
-            for &d in &eligible {
-                let b = inv.bw_of_kind(d, k);
-                if b == NONE {
-                    unconstrained += 1;
-                } else {
-                    *per.entry(b).or_default() += 1;
-                }
-            }
-            let mut used: HashMap<u32, u32> = HashMap::new();
-            for &p in c.pins.iter().filter(|&&p| p != NONE) {
-                let b = inv.bw_of_kind(p, k);
-                if b != NONE {
-                    *used.entry(b).or_default() += 1;
-                }
-            }
-            let room: usize = unconstrained
-                + per
-                    .iter()
-                    .map(|(b, &n)| n.min(max.saturating_sub(*used.get(b).unwrap_or(&0))) as usize)
-                    .sum::<usize>();
-            if room < needed {
-                blocked.push(format!(
-                    "hard bandwidth spreading over '{}' cannot be met: eligible drives sit behind {} such domain(s), room for {} of {} members (at most {} per domain)",
-                    inv.bw_kinds[k as usize],
-                    per.len(),
-                    room,
-                    needed,
-                    max
-                ));
-            }
-        }
-        if blocked.is_empty() {
-            blocked.push(
-                "no combination of eligible drives meets all hard constraints together".to_string(),
-            );
-        }
-        // Closest feasible relaxations: one constraint at a time.
-        let mut tries: Vec<(String, Request)> = Vec::new();
-        for (i, s) in req.separation.iter().enumerate() {
-            if s.mode == Mode::Hard {
-                let mut r = req.clone();
-                r.separation[i].mode = Mode::Soft;
-                tries.push((
-                    format!("satisfiable if {} separation were soft", s.level),
-                    r,
-                ));
-            }
-        }
-        for (i, s) in req.bandwidth_spread.iter().enumerate() {
-            if s.mode == Mode::Hard {
-                let mut r = req.clone();
-                r.bandwidth_spread[i].mode = Mode::Soft;
-                tries.push((
-                    format!("satisfiable if {} bandwidth spreading were soft", s.kind),
-                    r,
-                ));
-            }
-        }
-        let removed = |f: Filter| counts[FILTERS.iter().position(|&x| x == f).unwrap_or(0)] > 0;
-        let mut drop = |f: Filter, msg: &str, edit: &dyn Fn(&mut Request)| {
-            if removed(f) {
-                let mut r = req.clone();
-                edit(&mut r);
-                tries.push((format!("satisfiable without the {msg}"), r));
-            }
-        };
-        drop(Filter::Kind, "drive-kind filter", &|r| {
-            r.kinds = vec![DriveKind::Hdd, DriveKind::Ssd, DriveKind::Nvme]
-        });
-        drop(Filter::MinRpm, "min_rpm filter", &|r| r.min_rpm = None);
-        drop(Filter::RequireTags, "require_tags filter", &|r| {
-            r.require_tags.clear()
-        });
-        drop(Filter::ExcludeTags, "exclude_tags filter", &|r| {
-            r.exclude_tags.clear()
-        });
-        drop(Filter::StorageGroup, "storage_groups filter", &|r| {
-            r.storage_groups.clear()
-        });
-        drop(Filter::Transport, "transports filter", &|r| {
-            r.transports = None
-        });
-        drop(Filter::Requisite, "requisite topology", &|r| {
-            r.requisite.clear()
-        });
-        drop(Filter::Reachability, "attach_server constraint", &|r| {
-            r.attach_server = None
-        });
-        drop(Filter::Bandwidth, "bandwidth demand", &|r| {
-            r.bandwidth.0 = 0
-        });
-        if req.bandwidth.0 > 0 && !removed(Filter::Bandwidth) {
-            let mut r = req.clone();
-            r.bandwidth.0 = 0;
-            tries.push(("satisfiable without the bandwidth demand".into(), r));
-        }
-        let mut relaxations = Vec::new();
-        for (msg, r) in &tries {
-            if let Ok(rc) = self.relaxed(r, c)
-                && let Outcome::Found(_) = self.solve(&rc, 200_000)
-            {
-                relaxations.push(msg.clone());
-            }
-        }
-        let hard_seps = req
-            .separation
-            .iter()
-            .filter(|s| s.mode == Mode::Hard)
-            .count();
-        if relaxations.is_empty() && hard_seps > 1 {
-            let mut r = req.clone();
-            for s in &mut r.separation {
-                s.mode = Mode::Soft;
-            }
-            if let Ok(rc) = self.relaxed(&r, c)
-                && let Outcome::Found(_) = self.solve(&rc, 200_000)
-            {
-                relaxations.push("satisfiable if all separation constraints were soft".into());
-            }
-        }
-        Explanation {
-            request: c.label.clone(),
-            drives: inv.spec.drives.len(),
-            removed: FILTERS
-                .iter()
-                .zip(counts)
-                .filter(|(_, k)| *k > 0)
-                .map(|(f, k)| FilterCount {
-                    filter: f.name(),
-                    removed: k,
-                })
-                .collect(),
-            eligible: eligible.len(),
-            needed,
-            blocked,
-            relaxations,
-        }
+        self.flow_placement(c, &free).map(|_| true)
     }
 
-    fn relaxed(&self, r: &Request, orig: &Compiled) -> Result<Compiled, PlacementError> {
-        let mut rc = self.compile(r, Some(orig.pins.clone()), orig.pins_loaded)?;
-        rc.exclude = orig.exclude.clone();
-        Ok(rc)
+    /// Free bytes of a drive.
+    pub(crate) fn free_of(&self, d: u32) -> u64 {
+        self.free[d as usize]
+    }
+
+    /// Whether the drive is in a storage group with a quota.
+    pub(crate) fn has_quota(&self, d: u32) -> bool {
+        let g = self.inv.drive_group[d as usize];
+        g != NONE && self.inv.spec.storage_groups[g as usize].quota.is_some()
+    }
+
+    /// [`Engine::class_sets`], boxed so that they can be stored.
+    pub(crate) fn class_sets_boxed<'a>(
+        &'a self,
+        c: &Compiled,
+    ) -> Vec<Box<dyn Iterator<Item = u32> + 'a>> {
+        self.classes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| c.class_ok[*i])
+            .map(|(_, cl)| {
+                Box::new(cl.set.iter().map(|&(_, d)| d)) as Box<dyn Iterator<Item = u32>>
+            })
+            .collect()
+    }
+
+    /// The drives of each eligible class, in increasing utilization.
+    pub(crate) fn class_sets<'a>(
+        &'a self,
+        c: &'a Compiled,
+    ) -> impl Iterator<Item = impl Iterator<Item = u32> + 'a> + 'a {
+        self.classes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| c.class_ok[*i])
+            .map(|(_, cl)| cl.set.iter().map(|&(_, d)| d))
+    }
+
+    /// Decides whether the hard constraints of `c` can be met with drives from `cands` (pinned
+    /// drives excluded): bounds, then a search of at most `budget` steps, then a max-flow
+    /// construction. `None` when none of them settles it.
+    pub(crate) fn decide_on(&self, c: &Compiled, cands: &[u32], budget: u64) -> Option<bool> {
+        if c.free_members() == 0 {
+            return Some(true);
+        }
+        if !self.refute(c, cands).is_empty() {
+            return Some(false);
+        }
+        let mut s = Search::new(self, c, cands, false, true, false, budget);
+        if s.run(0) {
+            return Some(true);
+        }
+        if !s.exhausted {
+            return Some(false);
+        }
+        self.flow_placement(c, cands).map(|_| true)
+    }
+
+    /// Whether a complete assignment meets every hard constraint (members checked one by one
+    /// against those before them, as the search does).
+    pub(crate) fn hard_ok(&self, c: &Compiled, assign: &[u32]) -> bool {
+        if assign.contains(&NONE) {
+            return false;
+        }
+        let mut s = Search::new(self, c, &[], false, false, false, 1);
+        for (i, &d) in assign.iter().enumerate() {
+            if c.pins[i] == NONE {
+                if !s.feasible(d, i, false) {
+                    return false;
+                }
+                s.assign[i] = d;
+            }
+        }
+        true
     }
 }
 
@@ -1820,19 +1900,19 @@ impl<'a> Search<'a> {
             if !hard && !strict {
                 continue;
             }
-            let x = inv.anc(d, l);
+            let x = inv.sep_key(d, l);
             if x == NONE {
                 continue;
             }
             let k = group
                 .iter()
-                .filter(|&&a| a != NONE && inv.anc(a, l) == x)
+                .filter(|&&a| a != NONE && inv.sep_key(a, l) == x)
                 .count() as u32;
             if k >= c.cap {
                 return false;
             }
         }
-        for &(kind, max, hard) in &c.spreads {
+        for &(kind, max, hard, per_group) in &c.spreads {
             if !hard && !strict {
                 continue;
             }
@@ -1840,8 +1920,8 @@ impl<'a> Search<'a> {
             if b == NONE {
                 continue;
             }
-            let k = self
-                .assign
+            let scope = if per_group { group } else { &self.assign[..] };
+            let k = scope
                 .iter()
                 .filter(|&&a| a != NONE && inv.bw_of_kind(a, kind) == b)
                 .count() as u32;
@@ -1891,9 +1971,9 @@ impl<'a> Search<'a> {
         let c = self.c;
         let mut s = Vec::with_capacity(c.seps.len() + c.spreads.len() + 4);
         for &(l, _) in &c.seps {
-            s.push(inv.anc(d, l));
+            s.push(inv.sep_key(d, l));
         }
-        for &(k, _, _) in &c.spreads {
+        for &(k, _, _, _) in &c.spreads {
             s.push(inv.bw_of_kind(d, k));
         }
         if c.demand > 0 {

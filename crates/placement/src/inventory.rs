@@ -1,7 +1,7 @@
 //! The inventory: failure domains, bandwidth domains, storage groups, drives, servers and placed
 //! volumes; its TOML file format; and validation with errors that name the offending entry.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -135,6 +135,9 @@ pub struct DriveSpec {
     pub group: Option<GroupId>,
     /// Bandwidth domains the drive's traffic crosses (at most one per kind).
     pub bandwidth_domains: Vec<BwDomainId>,
+    /// Free-form attributes a request may separate by (`psu = "a"`, `enclosure_model = "x"`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, String>,
 }
 
 /// A server volumes attach to.
@@ -149,6 +152,10 @@ pub struct ServerSpec {
     /// Bandwidth domains through which it reaches drives (empty: reaches every drive).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bandwidth_domains: Vec<BwDomainId>,
+    /// Transports the server can attach over (absent: all). A drive is reachable from the
+    /// server only over a transport both support.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transports: Option<Transports>,
 }
 
 /// A placed volume: its request and the drive of each member (in member order).
@@ -232,6 +239,8 @@ struct RawDrive {
     group: Option<GroupId>,
     #[serde(default)]
     bandwidth_domains: Vec<BwDomainId>,
+    #[serde(default)]
+    attributes: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -324,6 +333,7 @@ impl RawInventory {
                 domain: d.domain,
                 group: d.group,
                 bandwidth_domains: d.bandwidth_domains,
+                attributes: d.attributes,
                 id: d.id,
             });
         }
@@ -358,8 +368,18 @@ pub struct Inventory {
     pub(crate) server_index: HashMap<ServerId, u32>,
     pub(crate) server_bw: Vec<Vec<u32>>,
     pub(crate) server_dom: Vec<u32>,
+    /// Transports of each server (all when the file gives none).
+    pub(crate) server_tr: Vec<Transports>,
     pub(crate) tag_index: HashMap<String, u32>,
     pub(crate) drive_tags: Vec<Vec<u32>>,
+    /// Attribute names, in order of first appearance.
+    pub(crate) attr_names: Vec<String>,
+    pub(crate) attr_index: HashMap<String, u16>,
+    /// Attribute values (all names share one table).
+    pub(crate) attr_values: Vec<String>,
+    attr_value_index: HashMap<String, u32>,
+    /// Each drive's `(attribute, value)` pairs, sorted by attribute.
+    pub(crate) drive_attrs: Vec<Vec<(u16, u32)>>,
 }
 
 impl Inventory {
@@ -430,6 +450,53 @@ impl Inventory {
         self.drive_anc[d as usize * self.levels.len() + level as usize]
     }
 
+    /// The drive's value in a separation dimension (a failure domain for a level, a storage
+    /// group, an attribute value), or `NONE` when it has none there (unconstrained).
+    #[inline]
+    pub(crate) fn sep_key(&self, d: u32, dim: u16) -> u32 {
+        let l = self.levels.len();
+        let dim = dim as usize;
+        if dim < l {
+            self.anc(d, dim as u16)
+        } else if dim == l {
+            self.drive_group[d as usize]
+        } else {
+            let a = (dim - l - 1) as u16;
+            let attrs = &self.drive_attrs[d as usize];
+            match attrs.binary_search_by_key(&a, |x| x.0) {
+                Ok(i) => attrs[i].1,
+                Err(_) => NONE,
+            }
+        }
+    }
+
+    /// The name of a value `x` of dimension `dim` (domain id, group id, attribute value).
+    pub(crate) fn sep_value_name(&self, dim: u16, x: u32) -> &str {
+        let l = self.levels.len();
+        let dim = dim as usize;
+        if dim < l {
+            self.spec.domains[x as usize].id.as_str()
+        } else if dim == l {
+            self.spec.storage_groups[x as usize].id.as_str()
+        } else {
+            &self.attr_values[x as usize]
+        }
+    }
+
+    /// What a separation dimension separates by.
+    pub(crate) fn scope_of(&self, dim: u16) -> crate::explain::Scope {
+        use crate::explain::Scope;
+        let l = self.levels.len();
+        let dim = dim as usize;
+        if dim < l {
+            Scope::Level(self.levels[dim].clone())
+        } else if dim == l {
+            Scope::StorageGroup
+        } else {
+            Scope::Attribute(self.attr_names[dim - l - 1].clone())
+        }
+    }
+
     /// The drive's bandwidth domain of a kind, or `NONE`.
     #[inline]
     pub(crate) fn bw_of_kind(&self, d: u32, kind: u16) -> u32 {
@@ -463,8 +530,14 @@ impl Inventory {
             server_index: HashMap::new(),
             server_bw: Vec::new(),
             server_dom: Vec::new(),
+            server_tr: Vec::new(),
             tag_index: HashMap::new(),
             drive_tags: Vec::new(),
+            attr_names: Vec::new(),
+            attr_index: HashMap::new(),
+            attr_values: Vec::new(),
+            attr_value_index: HashMap::new(),
+            drive_attrs: Vec::new(),
         };
         // Failure domains.
         for (i, d) in spec.domains.iter().enumerate() {
@@ -717,6 +790,25 @@ impl Inventory {
             tags.sort_unstable();
             tags.dedup();
             inv.drive_tags.push(tags);
+            let mut attrs = Vec::new();
+            for (name, value) in &d.attributes {
+                if name.trim().is_empty() {
+                    return Err(invalid(entry(), "attributes", "names must not be empty"));
+                }
+                let next = inv.attr_names.len() as u16;
+                let a = *inv.attr_index.entry(name.clone()).or_insert(next);
+                if a == next {
+                    inv.attr_names.push(name.clone());
+                }
+                let next = inv.attr_values.len() as u32;
+                let v = *inv.attr_value_index.entry(value.clone()).or_insert(next);
+                if v == next {
+                    inv.attr_values.push(value.clone());
+                }
+                attrs.push((a, v));
+            }
+            attrs.sort_unstable();
+            inv.drive_attrs.push(attrs);
         }
         // Servers.
         for (i, s) in spec.servers.iter().enumerate() {
@@ -741,6 +833,8 @@ impl Inventory {
                 }
             };
             inv.server_dom.push(dom);
+            inv.server_tr
+                .push(s.transports.unwrap_or(Transports::all()));
             let mut bws = Vec::new();
             for b in &s.bandwidth_domains {
                 bws.push(
@@ -767,8 +861,8 @@ impl Inventory {
                     id: v.id.to_string(),
                 });
             }
-            if let Err(r) = v.request.shape.validate() {
-                return Err(invalid(entry(), "request", r));
+            if let Err((field, reason)) = v.request.shape.validate() {
+                return Err(invalid(entry(), "request", format!("{field} {reason}")));
             }
             if v.members.len() != v.request.shape.member_count() {
                 return Err(invalid(

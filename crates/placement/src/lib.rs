@@ -12,15 +12,22 @@
 //!   headroom, group quota);
 //! * *score* prefers the least utilised drives with the least loaded bandwidth domains, then
 //!   locality to the attach server and CSI preferred topology;
-//! * *select* assigns members so that per-level failure-domain separation and bandwidth
-//!   spreading hold — hard constraints always, soft ones when possible (violations reported).
+//! * *select* assigns members so that separation within each redundancy group (by failure-domain
+//!   level, storage group or drive attribute) and bandwidth spreading hold — hard constraints
+//!   always, soft ones when possible (violations reported).
 //!
 //! Selection first searches a small window of the best candidates taken from per-class indexes
 //! (so one placement in a 100,000-drive inventory does not scan the drives), and only if that
 //! fails runs a complete backtracking search with symmetry pruning, so "unsatisfiable" is never
-//! answered for a request that has a placement. Failures carry an [`Explanation`]: drives
-//! removed per filter, which separation could not be met at which level, and the single
-//! relaxations that would make the request satisfiable.
+//! answered for a request that has a placement. Before that search, counting and max-flow
+//! bounds prove most impossible requests impossible, so refusals are fast and "search gave up"
+//! is left for what nothing proves. Failures carry an [`Explanation`] as data: drives removed
+//! per [`Filter`], what blocked as [`Blocker`] values with the numbers, and the
+//! [`Relaxation`]s under which the request would be placeable; its message derives from them.
+//!
+//! [`Engine::max_placeable`] answers the largest member size a request could get now (CSI
+//! `GetCapacity`); each member of a [`Placement`] names its transport, and
+//! [`Engine::servers_reaching`] lists the servers that can attach a set of drives.
 //!
 //! Use it from a CSI controller, a composer, a simulator or the `place` example CLI: it is pure
 //! computation with no I/O and no async runtime. Evacuation and drain plans
@@ -78,7 +85,10 @@
 //!
 //! File formats (inventory and requests, TOML) are described in the crate README.
 
+mod access;
+mod capacity;
 mod engine;
+mod explain;
 mod index;
 mod inventory;
 mod model;
@@ -86,9 +96,9 @@ mod repair;
 mod request;
 
 pub use engine::{
-    DEFAULT_SEARCH_BUDGET, Engine, Explanation, FilterCount, MemberPlacement, Placement,
-    PlacementError, SoftViolation,
+    DEFAULT_SEARCH_BUDGET, Engine, MemberPlacement, Placement, PlacementError, SoftViolation,
 };
+pub use explain::{Blocker, Explanation, Filter, FilterCount, Relaxation, Scope};
 pub use inventory::{
     BwDomainSpec, DomainSpec, DriveSpec, GroupSpec, Inventory, InventoryError, InventorySpec,
     ServerSpec, VolumeSpec,

@@ -113,8 +113,9 @@ id_type!(
 /// A non-negative quantity of bytes (or bytes per second for bandwidth).
 ///
 /// Deserializes from a non-negative integer or from a string with a unit: `"512"`, `"4 KiB"`,
-/// `"12TB"`, `"1.5 GiB"`, `"200 MB/s"` (decimal `K M G T P E` and binary `Ki Mi Gi Ti Pi Ei`,
-/// with optional `B` and `/s`). Serializes as a plain integer.
+/// `"12TB"`, `"1.5 GiB"`, `"200 MB/s"` (decimal `k M G T P E` = powers of 1000 and binary
+/// `Ki Mi Gi Ti Pi Ei` = powers of 1024, with optional `B` and `/s`, parsed by
+/// `storage_units`; a fraction must come out as whole bytes). Serializes as a plain integer.
 ///
 /// # Invariants
 /// Any `u64`; the value is exact bytes.
@@ -134,51 +135,33 @@ impl fmt::Display for Bytes {
     }
 }
 
-/// Parses a size with an optional unit; see [`Bytes`].
+/// Parses a size or a rate through the SDK's one size type ([`storage_units::ByteSize`]: SI
+/// units are powers of 1000, IEC units powers of 1024, exact, no floating point); a trailing
+/// `/s` reads a rate ([`storage_units::ByteRate`]). For files written for the first version of
+/// this format, a lone lower-case `m` still means mega (there is no milli-byte).
 pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
-    let t = t.strip_suffix("/s").unwrap_or(t).trim_end();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '_' || c == '-' || c == '+'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let num: String = num.chars().filter(|&c| c != '_').collect();
-    let unit = unit.trim();
-    let mult: u64 = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1_000,
-        "m" | "mb" => 1_000_000,
-        "g" | "gb" => 1_000_000_000,
-        "t" | "tb" => 1_000_000_000_000,
-        "p" | "pb" => 1_000_000_000_000_000,
-        "e" | "eb" => 1_000_000_000_000_000_000,
-        "ki" | "kib" => 1 << 10,
-        "mi" | "mib" => 1 << 20,
-        "gi" | "gib" => 1 << 30,
-        "ti" | "tib" => 1 << 40,
-        "pi" | "pib" => 1 << 50,
-        "ei" | "eib" => 1 << 60,
-        _ => return Err(format!("unknown unit {unit:?} in size {text:?}")),
+    let (body, rate) = match t.strip_suffix("/s") {
+        Some(b) => (b.trim_end(), true),
+        None => (t, false),
     };
-    if num.starts_with('-') {
-        return Err(format!("size {text:?} is negative"));
-    }
-    if num.is_empty() {
-        return Err(format!("size {text:?} has no number"));
-    }
-    if let Ok(n) = num.parse::<u64>() {
-        return n
-            .checked_mul(mult)
-            .ok_or_else(|| format!("size {text:?} overflows 64 bits"));
-    }
-    let f: f64 = num
-        .parse()
-        .map_err(|_| format!("size {text:?} is not a number"))?;
-    let v = f * mult as f64;
-    if !v.is_finite() || v >= u64::MAX as f64 {
-        return Err(format!("size {text:?} overflows 64 bits"));
-    }
-    Ok(v.round() as u64)
+    let mega;
+    let body = match body.strip_suffix('m') {
+        Some(n)
+            if n.trim_end()
+                .ends_with(|c: char| c.is_ascii_digit() || c == '.') =>
+        {
+            mega = format!("{n}M");
+            mega.as_str()
+        }
+        _ => body,
+    };
+    let parsed = if rate {
+        storage_units::ByteRate::parse(body).map(|r| r.bytes_per_second())
+    } else {
+        storage_units::ByteSize::parse(body).map(|b| b.bytes())
+    };
+    parsed.map_err(|e| e.to_string())
 }
 
 impl FromStr for Bytes {
@@ -269,29 +252,51 @@ bitflags! {
         const NVME_TCP = 2;
         /// NVMe over RDMA (RoCE).
         const ROCE = 4;
+        /// NBD served from user space: the slowest, chosen last.
+        const NBD = 8;
     }
 }
 
 impl Transports {
-    /// The file-format name of a single transport flag.
-    fn name_of(flag: Transports) -> &'static str {
-        if flag == Transports::ISCSI {
-            "iscsi"
-        } else if flag == Transports::NVME_TCP {
-            "nvme-tcp"
-        } else {
-            "roce"
+    /// Single transports from the fastest to the slowest: RoCE, NVMe/TCP, iSCSI, user-space NBD.
+    pub const FASTEST_FIRST: [Transports; 4] = [
+        Transports::ROCE,
+        Transports::NVME_TCP,
+        Transports::ISCSI,
+        Transports::NBD,
+    ];
+
+    /// The fastest single transport in the set (see [`Transports::FASTEST_FIRST`]), if any.
+    pub fn fastest(self) -> Option<Transports> {
+        Self::FASTEST_FIRST.into_iter().find(|&t| self.contains(t))
+    }
+
+    /// The file-format name of a single transport flag (`"roce"`, `"nvme-tcp"`, `"iscsi"`,
+    /// `"nbd"`); `"none"` for the empty set and `"several"` for more than one.
+    pub fn name(self) -> &'static str {
+        match self {
+            t if t == Transports::ISCSI => "iscsi",
+            t if t == Transports::NVME_TCP => "nvme-tcp",
+            t if t == Transports::ROCE => "roce",
+            t if t == Transports::NBD => "nbd",
+            t if t.is_empty() => "none",
+            _ => "several",
         }
     }
 
-    /// Parses one transport name (`iscsi`, `nvme-tcp`, `roce`; case-insensitive).
+    fn name_of(flag: Transports) -> &'static str {
+        flag.name()
+    }
+
+    /// Parses one transport name (`iscsi`, `nvme-tcp`, `roce`, `nbd`; case-insensitive).
     pub fn parse_one(s: &str) -> Result<Transports, String> {
         match s.to_ascii_lowercase().replace('_', "-").as_str() {
             "iscsi" => Ok(Transports::ISCSI),
             "nvme-tcp" | "nvmetcp" | "tcp" => Ok(Transports::NVME_TCP),
             "roce" | "nvme-roce" | "rdma" | "nvme-rdma" => Ok(Transports::ROCE),
+            "nbd" => Ok(Transports::NBD),
             _ => Err(format!(
-                "unknown transport {s:?} (expected iscsi, nvme-tcp or roce)"
+                "unknown transport {s:?} (expected iscsi, nvme-tcp, roce or nbd)"
             )),
         }
     }
@@ -331,10 +336,17 @@ mod tests {
         assert_eq!(parse_size("1.5 GiB").unwrap(), 1_610_612_736);
         assert_eq!(parse_size("200 MB/s").unwrap(), 200_000_000);
         assert_eq!(parse_size("1_000").unwrap(), 1000);
-        assert!(parse_size("-5 GB").unwrap_err().contains("negative"));
+        assert_eq!(parse_size("3.84TB").unwrap(), 3_840_000_000_000);
+        assert_eq!(parse_size("25 GB/s").unwrap(), 25_000_000_000);
+        assert_eq!(parse_size("512 GiB").unwrap(), 512 << 30);
+        assert_eq!(parse_size("200m").unwrap(), 200_000_000);
+        assert_eq!(parse_size("4k").unwrap(), 4000);
+        assert!(parse_size("-5 GB").is_err());
         assert!(parse_size("5 XB").unwrap_err().contains("unknown unit"));
         assert!(parse_size("GB").is_err());
         assert!(parse_size("99999999999 EB").is_err());
+        // Whole bytes only: 0.1 KiB is 102.4 bytes.
+        assert!(parse_size("0.1 KiB").is_err());
     }
 
     #[test]

@@ -20,6 +20,20 @@ pub enum PlanKind {
     /// The target is taken out of service: members are copied off; target drives become
     /// [`Health::Draining`] when applied.
     Drain,
+    /// Members move from the fullest drives to emptier ones (after capacity was added); no
+    /// drive changes health.
+    Rebalance,
+}
+
+impl PlanKind {
+    /// The health the target drives take when the plan is applied.
+    fn target_health(self) -> Option<Health> {
+        match self {
+            PlanKind::Evacuate => Some(Health::Failed),
+            PlanKind::Drain => Some(Health::Draining),
+            PlanKind::Rebalance => None,
+        }
+    }
 }
 
 /// One member moving to a new drive.
@@ -85,9 +99,8 @@ impl Engine {
             .inv
             .target_drives(target)
             .ok_or_else(|| PlacementError::UnknownTarget(target.to_string()))?;
-        let health = match kind {
-            PlanKind::Evacuate => Health::Failed,
-            PlanKind::Drain => Health::Draining,
+        let Some(health) = kind.target_health() else {
+            return Err(PlacementError::UnknownTarget(target.to_string()));
         };
         let saved: Vec<(u32, Health)> = drives
             .iter()
@@ -175,7 +188,9 @@ impl Engine {
                     .ok_or_else(|| stale(format!("unknown drive '{id}'")))?,
             );
         }
-        let mut need: HashMap<u32, u64> = HashMap::new();
+        // Free space per drive as the moves are applied in order (a rebalance may move a member
+        // onto a drive and a later one off it).
+        let mut free: HashMap<u32, u64> = HashMap::new();
         let mut steps = Vec::new();
         for mv in &plan.moves {
             let &slot = self
@@ -212,28 +227,139 @@ impl Engine {
                     mv.volume, mv.to
                 )));
             }
-            *need.entry(to).or_default() += vol.spec.request.size.0;
-            steps.push((slot, mv.member, to));
-        }
-        for (&d, &n) in &need {
-            if self.inv.spec.drives[d as usize].free.0 < n {
+            let size = vol.spec.request.size.0;
+            let spec_free = |d: u32| self.inv.spec.drives[d as usize].free.0;
+            let left = *free.entry(to).or_insert_with(|| spec_free(to));
+            if left < size {
                 return Err(stale(format!(
-                    "drive '{}' has {} bytes free, the plan needs {}",
-                    self.inv.spec.drives[d as usize].id, self.inv.spec.drives[d as usize].free, n
+                    "drive '{}' has {left} bytes free when the plan moves a member of {size} bytes onto it",
+                    mv.to
                 )));
             }
+            free.insert(to, left - size);
+            let out = free.entry(cur).or_insert_with(|| spec_free(cur));
+            *out = out.saturating_add(size);
+            steps.push((slot, mv.member, to));
         }
-        let health = match plan.kind {
-            PlanKind::Evacuate => Health::Failed,
-            PlanKind::Drain => Health::Draining,
-        };
-        for &d in &targets {
-            self.set_health(d, health);
+        if let Some(health) = plan.kind.target_health() {
+            for &d in &targets {
+                self.set_health(d, health);
+            }
         }
         for (slot, m, to) in steps {
             self.move_member(slot, m, to);
         }
+        self.bump_version();
         Ok(())
+    }
+
+    /// Plans at most `max_moves` member moves that bring drive utilization toward the mean
+    /// (after drives were added, or after uneven removals), fewest first: each move takes a
+    /// member off the currently fullest drive, re-placed under its volume's request with its
+    /// other members pinned (so every hard constraint keeps holding), and only if the
+    /// destination ends up less utilized than the source was. Stops when the fullest drive is
+    /// within 1% of the mean utilization (by bytes) of the healthy drives, or when no move
+    /// helps. Each member moves at most once. Producing the plan changes nothing;
+    /// [`Engine::apply_plan`] commits it.
+    pub fn plan_rebalance(&mut self, max_moves: usize) -> RepairPlan {
+        let _span = tracing::debug_span!("placement.rebalance", max_moves).entered();
+        let mut plan = RepairPlan {
+            kind: PlanKind::Rebalance,
+            target: "rebalance".into(),
+            drives: Vec::new(),
+            moves: Vec::new(),
+            unplaceable: Vec::new(),
+            soft_violations: Vec::new(),
+        };
+        let n = self.inv.spec.drives.len() as u32;
+        let util = |e: &Engine, d: u32| {
+            let s = &e.inv.spec.drives[d as usize];
+            1.0 - s.free.0 as f64 / s.capacity.0 as f64
+        };
+        let (used, cap) = self
+            .inv
+            .spec
+            .drives
+            .iter()
+            .filter(|d| d.health == Health::Healthy)
+            .fold((0u128, 0u128), |(u, c), d| {
+                (
+                    u + (d.capacity.0 - d.free.0) as u128,
+                    c + d.capacity.0 as u128,
+                )
+            });
+        let mean = if cap == 0 {
+            0.0
+        } else {
+            used as f64 / cap as f64
+        };
+        let mut moved: std::collections::HashSet<(u32, u32)> = Default::default();
+        let mut stuck: std::collections::HashSet<u32> = Default::default();
+        let mut undo: Vec<(u32, usize, u32)> = Vec::new();
+        while plan.moves.len() < max_moves {
+            let Some(src) = (0..n)
+                .filter(|&d| !stuck.contains(&d) && !self.drive_members[d as usize].is_empty())
+                .max_by(|&a, &b| util(self, a).total_cmp(&util(self, b)).then(b.cmp(&a)))
+            else {
+                break;
+            };
+            let u_src = util(self, src);
+            if u_src <= mean * 1.01 {
+                break;
+            }
+            // Largest members first: fewer moves for the same relief.
+            let mut members: Vec<(u64, u32, u32)> = self.drive_members[src as usize]
+                .iter()
+                .filter(|x| !moved.contains(x))
+                .filter_map(|&(slot, m)| {
+                    let v = self.volumes[slot as usize].as_ref()?;
+                    Some((v.spec.request.size.0, slot, m))
+                })
+                .collect();
+            members.sort_unstable_by(|a, b| b.0.cmp(&a.0).then((a.1, a.2).cmp(&(b.1, b.2))));
+            let mut done = false;
+            for (size, slot, m) in members {
+                let Some(vid) = self.volumes[slot as usize]
+                    .as_ref()
+                    .map(|v| v.spec.id.clone())
+                else {
+                    continue;
+                };
+                let Ok((c, req, _)) = self.compile_replacement(&vid, &[m as usize]) else {
+                    continue;
+                };
+                let Ok((placement, assign)) = self.plan_compiled(&req, &c) else {
+                    continue;
+                };
+                let to = assign[m as usize];
+                let t = &self.inv.spec.drives[to as usize];
+                let u_to = 1.0 - t.free.0.saturating_sub(size) as f64 / t.capacity.0 as f64;
+                if u_to >= u_src {
+                    continue;
+                }
+                plan.moves.push(Move {
+                    volume: vid.clone(),
+                    member: m as usize,
+                    from: self.inv.spec.drives[src as usize].id.clone(),
+                    to: t.id.clone(),
+                });
+                for v in placement.soft_violations {
+                    plan.soft_violations.push((vid.clone(), v));
+                }
+                self.move_member(slot, m as usize, to);
+                undo.push((slot, m as usize, src));
+                moved.insert((slot, m));
+                done = true;
+                break;
+            }
+            if !done {
+                stuck.insert(src);
+            }
+        }
+        for (slot, m, from) in undo.into_iter().rev() {
+            self.move_member(slot, m, from);
+        }
+        plan
     }
 
     fn move_member(&mut self, slot: u32, m: usize, to: u32) {

@@ -71,16 +71,20 @@ impl Shape {
         }
     }
 
-    pub(crate) fn validate(&self) -> Result<(), String> {
-        let bad = |f: &str| Err(format!("shape.{f} must be at least 1"));
+    /// Checks the counts; on error gives the field (`shape.legs`, ...) and the rule broken.
+    pub(crate) fn validate(&self) -> Result<(), (&'static str, String)> {
+        let bad = |f: &'static str| Err((f, "must be at least 1".to_string()));
         match *self {
-            Shape::Mirror { legs: 0 } => bad("legs"),
-            Shape::Raid10 { stripes: 0, .. } => bad("stripes"),
-            Shape::Raid10 { mirrors: 0, .. } => bad("mirrors"),
-            Shape::Parity { k: 0, .. } => bad("k"),
-            Shape::Parity { m: 0, .. } => bad("m"),
-            Shape::Parity { sets: 0, .. } => bad("sets"),
-            _ if self.member_count() > 4096 => Err("shape has more than 4096 members".to_string()),
+            Shape::Mirror { legs: 0 } => bad("shape.legs"),
+            Shape::Raid10 { stripes: 0, .. } => bad("shape.stripes"),
+            Shape::Raid10 { mirrors: 0, .. } => bad("shape.mirrors"),
+            Shape::Parity { k: 0, .. } => bad("shape.k"),
+            Shape::Parity { m: 0, .. } => bad("shape.m"),
+            Shape::Parity { sets: 0, .. } => bad("shape.sets"),
+            _ if self.member_count() > 4096 => Err((
+                "shape",
+                format!("has {} members; at most 4096", self.member_count()),
+            )),
             _ => Ok(()),
         }
     }
@@ -97,15 +101,72 @@ pub enum Mode {
     Soft,
 }
 
-/// Failure-domain separation at one hierarchy level, applied within each redundancy group.
+/// Separation within each redundancy group, by one of: a failure-domain hierarchy `level`, the
+/// drives' `storage_group`, or a drive `attribute` (exactly one is given).
+///
+/// A domain (group, attribute value) may hold at most one member of a redundancy group, or `m`
+/// of a `k+m` parity set. A drive with no domain at that level (no storage group, no such
+/// attribute) is unconstrained by it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Separation {
-    /// The level name, as in the inventory's domains (`rack`, `jbod`, ...).
+    /// The level name, as in the inventory's domains (`rack`, `jbod`, ...); empty when the
+    /// constraint separates by storage group or attribute.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub level: String,
+    /// Separate by storage group (`sgResiliency`: survive the loss of a storage group).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub storage_group: bool,
+    /// Separate by this drive attribute (`psu`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attribute: Option<String>,
     /// Hard or soft.
     #[serde(default)]
     pub mode: Mode,
+}
+
+impl Separation {
+    /// Separation at a failure-domain level.
+    pub fn level(level: &str, mode: Mode) -> Self {
+        Separation {
+            level: level.to_string(),
+            storage_group: false,
+            attribute: None,
+            mode,
+        }
+    }
+
+    /// Separation by storage group.
+    pub fn storage_group(mode: Mode) -> Self {
+        Separation {
+            level: String::new(),
+            storage_group: true,
+            attribute: None,
+            mode,
+        }
+    }
+
+    /// Separation by a drive attribute.
+    pub fn attribute(name: &str, mode: Mode) -> Self {
+        Separation {
+            level: String::new(),
+            storage_group: false,
+            attribute: Some(name.to_string()),
+            mode,
+        }
+    }
+
+    /// What this constraint separates by (a level when none is set).
+    pub fn scope(&self) -> crate::explain::Scope {
+        use crate::explain::Scope;
+        if self.storage_group {
+            Scope::StorageGroup
+        } else if let Some(a) = &self.attribute {
+            Scope::Attribute(a.clone())
+        } else {
+            Scope::Level(self.level.clone())
+        }
+    }
 }
 
 /// Spreading of a volume's members across bandwidth domains of one kind (whole volume).
@@ -117,9 +178,13 @@ pub struct Spread {
     /// Hard or soft.
     #[serde(default)]
     pub mode: Mode,
-    /// At most this many members of the volume behind one bandwidth domain of this kind.
+    /// At most this many members (of the volume, or of each redundancy group with
+    /// `per_group`) behind one bandwidth domain of this kind.
     #[serde(default = "one")]
     pub max_per_domain: u32,
+    /// Count per redundancy group (each mirror, stripe or parity set) instead of per volume.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub per_group: bool,
 }
 
 /// A CSI-style topology segment: level name to failure-domain id, e.g. `{ rack = "r1" }`.
@@ -225,10 +290,19 @@ impl Request {
 
     /// Adds a separation constraint at `level` (builder style).
     pub fn separate(mut self, level: &str, mode: Mode) -> Self {
-        self.separation.push(Separation {
-            level: level.to_string(),
-            mode,
-        });
+        self.separation.push(Separation::level(level, mode));
+        self
+    }
+
+    /// Adds a separation constraint by storage group (builder style).
+    pub fn separate_storage_groups(mut self, mode: Mode) -> Self {
+        self.separation.push(Separation::storage_group(mode));
+        self
+    }
+
+    /// Adds a separation constraint by a drive attribute (builder style).
+    pub fn separate_by_attribute(mut self, attribute: &str, mode: Mode) -> Self {
+        self.separation.push(Separation::attribute(attribute, mode));
         self
     }
 

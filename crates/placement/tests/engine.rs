@@ -5,18 +5,8 @@ use std::collections::HashSet;
 
 use placement::*;
 
-fn grid(racks: usize, per_rack: usize) -> Inventory {
-    let mut t = String::new();
-    for r in 0..racks {
-        t += &format!("[[domain]]\nid = \"r{r}\"\nlevel = \"rack\"\n");
-        for d in 0..per_rack {
-            t += &format!(
-                "[[drive]]\nid = \"r{r}d{d}\"\nkind = \"hdd\"\ncapacity = \"1 TB\"\ndomain = \"r{r}\"\n"
-            );
-        }
-    }
-    Inventory::from_toml(&t).unwrap()
-}
+mod common;
+use common::grid;
 
 fn vid(s: &str) -> VolumeId {
     VolumeId::new(s).unwrap()
@@ -231,6 +221,7 @@ fn invalid_requests_name_the_field() {
                     kind: "x".into(),
                     mode: Mode::Hard,
                     max_per_domain: 1,
+                    per_group: false,
                 });
                 r
             },
@@ -329,4 +320,75 @@ fn trailing_rack_does_not_hide_other_racks() {
         "{:?}",
         p.drives()
     );
+}
+
+#[test]
+fn rebalance_moves_members_onto_added_capacity_within_the_bound() {
+    // 4 racks x 3 drives filled, then a fourth drive added to every rack.
+    let mut e = Engine::new(grid(4, 3), 5).unwrap();
+    for i in 0..60 {
+        e.place(vid(&format!("v{i}")), &mirror(2, 40_000_000_000))
+            .unwrap();
+    }
+    let mut spec = e.snapshot().spec().clone();
+    let model = spec.drives[0].clone();
+    for r in 0..4 {
+        let mut d = model.clone();
+        d.id = DriveId::new(format!("r{r}d3")).unwrap();
+        d.free = d.capacity;
+        d.domain = Some(DomainId::new(format!("r{r}")).unwrap());
+        spec.drives.push(d);
+    }
+    let mut e = Engine::new(Inventory::from_spec(spec).unwrap(), 5).unwrap();
+    let spread = |e: &Engine| {
+        let u: Vec<f64> = e
+            .inventory()
+            .spec()
+            .drives
+            .iter()
+            .map(|d| 1.0 - d.free.0 as f64 / d.capacity.0 as f64)
+            .collect();
+        let mean = u.iter().sum::<f64>() / u.len() as f64;
+        u.iter().cloned().fold(0.0, f64::max) / mean
+    };
+    let before = spread(&e);
+    let state = e.snapshot();
+    let version = e.version();
+    let plan = e.plan_rebalance(12);
+    // Planning changes nothing.
+    assert_eq!(e.snapshot().spec(), state.spec());
+    assert_eq!(e.version(), version);
+    assert_eq!(plan.kind, PlanKind::Rebalance);
+    assert!(!plan.moves.is_empty() && plan.moves.len() <= 12, "{plan:?}");
+    let mut seen = HashSet::new();
+    for m in &plan.moves {
+        assert!(
+            seen.insert((m.volume.clone(), m.member)),
+            "moved twice: {m:?}"
+        );
+    }
+    e.apply_plan(&plan).unwrap();
+    assert_ne!(e.version(), version);
+    let after = spread(&e);
+    assert!(after < before, "max/mean {before} -> {after}");
+    // Every mirror keeps its legs in two racks, and no drive changed health.
+    for v in e.volumes() {
+        let racks: HashSet<_> = v
+            .members
+            .iter()
+            .map(|d| e.inventory().drive_domain_at(d, "rack").unwrap().clone())
+            .collect();
+        assert_eq!(racks.len(), 2, "{v:?}");
+    }
+    assert!(
+        e.inventory()
+            .spec()
+            .drives
+            .iter()
+            .all(|d| d.health == Health::Healthy)
+    );
+    // A larger budget gets at least as close to the mean.
+    let more = e.plan_rebalance(100);
+    e.apply_plan(&more).unwrap();
+    assert!(spread(&e) <= after + 1e-9);
 }

@@ -18,13 +18,8 @@ proptest! {
     /// exhaustive search does, and what it finds satisfies every hard constraint.
     #[test]
     fn engine_complete_on_small_inventories(seed in any::<u64>()) {
-        let mut g = Gen::new(seed);
-        let racks = g.rng_range(1, 3);
-        let jbods = g.rng_range(1, 2);
-        let drives = g.rng_range(1, 12);
-        let spec = g.inventory(racks, jbods, drives, true);
-        let inv = Inventory::from_spec(spec.clone()).unwrap();
-        let engine = Engine::new(inv, seed).unwrap();
+        let (mut g, spec, engine, _) =
+            setup(seed, (1, 3), (1, 2), (1, 12), true);
         let oracle = Oracle::new(&spec);
         for _ in 0..4 {
             let req = g.request(&spec, 4, true);
@@ -39,6 +34,23 @@ proptest! {
                     }
                     prop_assert_eq!(p.soft_violations.is_empty(), oracle.soft_ok(&req, &members),
                         "soft violations misreported: {:?}", p.soft_violations);
+                    // Each member's transport is the fastest the drive, the request and the
+                    // attach server share; the attach server is among those reaching the volume.
+                    let server = req.attach_server.as_ref().map(|s| spec.servers.iter().find(|x| x.id == *s).unwrap());
+                    for (m, d) in p.members.iter().zip(&members) {
+                        let common = d.transports
+                            & req.transports.unwrap_or(Transports::all())
+                            & server.and_then(|s| s.transports).unwrap_or(Transports::all());
+                        let fastest = [Transports::ROCE, Transports::NVME_TCP, Transports::ISCSI, Transports::NBD]
+                            .into_iter()
+                            .find(|&t| common.contains(t));
+                        prop_assert_eq!(m.transport, fastest);
+                    }
+                    // (`plan` does not check pinned drives, so only unpinned placements count.)
+                    if let Some(s) = server.filter(|_| req.pinned.is_empty()) {
+                        let reach = engine.servers_reaching(&p.drives(), req.transports).unwrap();
+                        prop_assert!(reach.contains(&s.id), "{:?} does not reach {:?}", s.id, p);
+                    }
                 }
                 Err(PlacementError::Unsatisfiable(e)) => {
                     prop_assert!(!exists, "engine said unsatisfiable ({e}) but a placement exists for {req:?}");
@@ -48,16 +60,198 @@ proptest! {
         }
     }
 
+    /// The bounds are sound and come before the search: with a one-step search budget, every
+    /// "unsatisfiable" answer is right (no exhaustive placement exists), and "search gave up"
+    /// is only answered when no bound proves the request impossible.
+    #[test]
+    fn refusals_by_bounds_are_sound(seed in any::<u64>()) {
+        let (mut g, spec, mut engine, _) =
+            setup(seed, (1, 3), (1, 2), (1, 12), true);
+        engine.set_search_budget(1);
+        let oracle = Oracle::new(&spec);
+        for _ in 0..4 {
+            let req = g.request(&spec, 6, true);
+            match engine.plan(&req) {
+                Ok(_) => {}
+                Err(PlacementError::Unsatisfiable(e)) => {
+                    prop_assert!(!oracle.exists(&req), "refused ({e}) but a placement exists for {req:?}");
+                    prop_assert!(!e.blocked.is_empty());
+                }
+                Err(PlacementError::SearchExhausted { explanation, .. }) => {
+                    prop_assert!(!explanation.proven(), "gave up although {explanation}");
+                }
+                Err(other) => prop_assert!(false, "unexpected error {other} for {req:?}"),
+            }
+        }
+    }
+
+    /// `max_placeable` equals the largest size for which the exhaustive oracle finds a
+    /// placement (found by bisection over sizes: fitting is monotone in the size), for the
+    /// whole inventory and for one rack.
+    #[test]
+    fn max_placeable_matches_bisection_over_sizes(seed in any::<u64>()) {
+        let (mut g, spec, engine, _) =
+            setup(seed, (1, 3), (1, 2), (1, 10), true);
+        let oracle = Oracle::new(&spec);
+        let max_free = spec.drives.iter().map(|d| d.free.0).max().unwrap_or(0);
+        for _ in 0..3 {
+            // Without pins: `max_placeable` charges pinned members like `place` does, while the
+            // oracle judges pins as `plan` does (unchecked).
+            let mut req = g.request(&spec, 4, false);
+            let segment = (req.requisite.is_empty() && g.rng_range(0, 1) == 1).then(|| {
+                let mut s = Segment::new();
+                s.insert("rack".to_string(), "r0".to_string());
+                s
+            });
+            let got = engine.max_placeable(&req, segment.as_ref()).unwrap();
+            if let Some(s) = &segment {
+                req.requisite = vec![s.clone()];
+            }
+            let fits = |size: u64| {
+                let mut r = req.clone();
+                r.size = Bytes(size);
+                oracle.exists(&r)
+            };
+            let want = if max_free == 0 || !fits(1) {
+                None
+            } else {
+                let (mut lo, mut hi) = (1, max_free);
+                while lo < hi {
+                    let mid = lo + (hi - lo).div_ceil(2);
+                    if fits(mid) { lo = mid } else { hi = mid - 1 }
+                }
+                Some(Bytes(lo))
+            };
+            prop_assert_eq!(got, want, "request {:?} segment {:?}", req, segment);
+        }
+    }
+
+    /// Setting health on a live engine (a drive, a JBOD or a rack) returns exactly the volumes
+    /// with a member there, and leaves an engine that plans like one rebuilt from its snapshot.
+    #[test]
+    fn health_changes_equal_a_rebuild(seed in any::<u64>()) {
+        let (mut g, spec, mut engine, [racks, jbods, drives]) =
+            setup(seed, (2, 4), (1, 3), (8, 40), false);
+        for v in 0..10 {
+            let req = g.request(&spec, 4, false);
+            let _ = engine.place(vid(&format!("v{v}")), &req);
+        }
+        for _ in 0..3 {
+            let target = match g.rng_range(0, 2) {
+                0 => format!("d{}", g.rng_range(0, drives - 1)),
+                1 => format!("r{}j{}", g.rng_range(0, racks - 1), g.rng_range(0, jbods - 1)),
+                _ => format!("r{}", g.rng_range(0, racks - 1)),
+            };
+            let health = [Health::Healthy, Health::Degraded, Health::Draining, Health::Failed][g.rng_range(0, 3)];
+            let in_target: HashSet<DriveId> = engine.inventory().drives_in(&target).unwrap().into_iter().collect();
+            let mut want: Vec<VolumeId> = engine
+                .volumes()
+                .filter(|v| v.members.iter().any(|m| in_target.contains(m)))
+                .map(|v| v.id.clone())
+                .collect();
+            want.sort();
+            prop_assert_eq!(engine.set_drive_health(&target, health).unwrap(), want);
+            for d in &in_target {
+                prop_assert_eq!(engine.inventory().drive(d).unwrap().health, health);
+            }
+        }
+        let rebuilt = Engine::new(engine.snapshot(), seed).unwrap();
+        let (a, b) = (rebuilt.snapshot(), engine.snapshot());
+        prop_assert_eq!(a.spec(), b.spec());
+        for _ in 0..6 {
+            let req = g.request(&spec, 4, true);
+            prop_assert_eq!(engine.plan(&req), rebuilt.plan(&req));
+        }
+        prop_assert!(engine.set_drive_health("no-such-drive", Health::Failed).is_err());
+    }
+
+    /// A placement planned by another controller is adopted exactly when the version matches
+    /// (and leaves the state `place` would have left); with a stale version, or members that
+    /// break a hard constraint, nothing changes; the adopted engine plans like one rebuilt from
+    /// its snapshot.
+    #[test]
+    fn adopt_commits_exactly_or_changes_nothing(seed in any::<u64>()) {
+        let (mut g, spec, mut engine, _) =
+            setup(seed, (2, 4), (1, 3), (6, 30), true);
+        for v in 0..8 {
+            let req = g.request(&spec, 4, false);
+            let version = engine.version();
+            let mut other = engine.clone();
+            let planned = other.place(vid(&format!("v{v}")), &req);
+            let Ok(p) = planned else { continue };
+            let volume = VolumeSpec { id: vid(&format!("v{v}")), request: req.clone(), members: p.drives() };
+            // A stale version changes nothing.
+            let before = engine.snapshot();
+            let stale = matches!(engine.adopt(volume.clone(), version + 1), Err(PlacementError::StaleVersion { .. }));
+            prop_assert!(stale, "a stale version was not refused");
+            prop_assert_eq!(&engine.snapshot().spec().clone(), before.spec());
+            // Members reversed across groups may break separation: either adopted exactly or
+            // refused with nothing changed.
+            let mut shuffled = volume.clone();
+            shuffled.id = vid(&format!("w{v}"));
+            shuffled.members.reverse();
+            let mut trial = engine.clone();
+            if trial.adopt(shuffled.clone(), version).is_err() {
+                prop_assert_eq!(&trial.snapshot().spec().clone(), before.spec());
+            }
+            let next = engine.adopt(volume, version).unwrap();
+            prop_assert_ne!(next, version);
+            prop_assert_eq!(engine.snapshot().spec().clone(), other.snapshot().spec().clone());
+        }
+        let rebuilt = Engine::new(engine.snapshot(), seed).unwrap();
+        for _ in 0..4 {
+            let req = g.request(&spec, 4, true);
+            prop_assert_eq!(engine.plan(&req), rebuilt.plan(&req));
+        }
+    }
+
+    /// A rebalance plan moves each member at most once, off a drive onto a less utilized one,
+    /// changes nothing until applied, and keeps every moved volume's hard constraints.
+    #[test]
+    fn rebalance_keeps_hard_constraints(seed in any::<u64>()) {
+        let (mut g, spec, mut engine, _) =
+            setup(seed, (2, 4), (1, 3), (8, 40), false);
+        for v in 0..15 {
+            let req = g.request(&spec, 4, false);
+            let _ = engine.place(vid(&format!("v{v}")), &req);
+        }
+        let before = engine.snapshot();
+        let plan = engine.plan_rebalance(g.rng_range(0, 6));
+        let now = engine.snapshot();
+        prop_assert_eq!(now.spec(), before.spec());
+        let mut seen = HashSet::new();
+        for m in &plan.moves {
+            prop_assert!(seen.insert((m.volume.clone(), m.member)), "moved twice");
+        }
+        engine.apply_plan(&plan).unwrap();
+        let after = engine.snapshot();
+        let oracle = Oracle::new(after.spec());
+        for v in engine.volumes() {
+            let moved: HashSet<usize> = plan.moves.iter().filter(|m| m.volume == v.id).map(|m| m.member).collect();
+            if moved.is_empty() {
+                continue;
+            }
+            let members: Vec<&DriveSpec> = v.members.iter().map(|d| oracle.drive(d.as_str())).collect();
+            let pinned: Vec<bool> = (0..members.len()).map(|m| !moved.contains(&m)).collect();
+            // Space, bandwidth and quota were charged move by move; judge the domain rules.
+            let mut req = v.request.clone();
+            req.size = Bytes(0);
+            req.bandwidth = Bytes(0);
+            let verdict = oracle.check_hard(&req, &members, &pinned);
+            let verdict = match verdict {
+                Err(e) if e.contains("quota") => Ok(()),
+                other => other,
+            };
+            prop_assert!(verdict.is_ok(), "rebalanced volume {} breaks a hard constraint: {:?}", v.id, verdict);
+        }
+    }
+
     /// Over larger random inventories and sequences of committed placements, every placement
     /// honours the hard constraints against the state it was made in.
     #[test]
     fn hard_constraints_never_violated(seed in any::<u64>()) {
-        let mut g = Gen::new(seed);
-        let racks = g.rng_range(2, 6);
-        let jbods = g.rng_range(1, 4);
-        let drives = g.rng_range(10, 120);
-        let spec = g.inventory(racks, jbods, drives, true);
-        let mut engine = Engine::new(Inventory::from_spec(spec.clone()).unwrap(), seed).unwrap();
+        let (mut g, _, mut engine, _) =
+            setup(seed, (2, 6), (1, 4), (10, 120), true);
         for v in 0..12 {
             let before = engine.inventory().spec().clone();
             let oracle = Oracle::new(&before);
@@ -90,12 +284,8 @@ proptest! {
     /// leaves the engine unchanged until the plan is applied.
     #[test]
     fn repair_plans_touch_only_affected_members(seed in any::<u64>()) {
-        let mut g = Gen::new(seed);
-        let racks = g.rng_range(3, 5);
-        let jbods = g.rng_range(2, 3);
-        let drives = g.rng_range(20, 60);
-        let spec = g.inventory(racks, jbods, drives, false);
-        let mut engine = Engine::new(Inventory::from_spec(spec.clone()).unwrap(), seed).unwrap();
+        let (mut g, _, mut engine, [racks, jbods, drives]) =
+            setup(seed, (3, 5), (2, 3), (20, 60), false);
         for v in 0..15 {
             let snapshot = engine.inventory().spec().clone();
             let req = g.request(&snapshot, 6, false);
@@ -181,4 +371,23 @@ impl RangeExt for Gen {
         use rand::Rng;
         self.rng.random_range(lo..=hi)
     }
+}
+
+/// A random inventory (racks, JBODs per rack and drives drawn from the inclusive ranges) and an
+/// engine over it, seeded by `seed`: the generator to draw requests from, the spec, the engine
+/// and the drawn `[racks, jbods, drives]`.
+fn setup(
+    seed: u64,
+    racks: (usize, usize),
+    jbods: (usize, usize),
+    drives: (usize, usize),
+    full_random: bool,
+) -> (Gen, InventorySpec, Engine, [usize; 3]) {
+    let mut g = Gen::new(seed);
+    let racks = g.rng_range(racks.0, racks.1);
+    let jbods = g.rng_range(jbods.0, jbods.1);
+    let drives = g.rng_range(drives.0, drives.1);
+    let spec = g.inventory(racks, jbods, drives, full_random);
+    let engine = Engine::new(Inventory::from_spec(spec.clone()).unwrap(), seed).unwrap();
+    (g, spec, engine, [racks, jbods, drives])
 }

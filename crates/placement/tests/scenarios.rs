@@ -181,6 +181,15 @@ fn run_case(engine: &mut Engine, file: &str, case: &Table, index: usize) -> Resu
             }
             Ok(())
         }
+        ("invalid", Err(e @ PlacementError::InvalidRequest { .. })) => {
+            let text = e.to_string();
+            for want in strings(expect.get("error_contains")) {
+                if !text.contains(&want) {
+                    return Err(ctx(format!("error lacks {want:?}: {text}")));
+                }
+            }
+            Ok(())
+        }
         (want, got) => Err(ctx(format!("expected {want}, got {got:?}"))),
     }
 }

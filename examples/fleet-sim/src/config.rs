@@ -309,10 +309,7 @@ impl Default for WorkloadConfig {
     fn default() -> Self {
         const GB: u64 = 1_000_000_000;
         let hdd = vec![DriveKind::Hdd];
-        let sep = |level: &str, mode| Separation {
-            level: level.into(),
-            mode,
-        };
+        let sep = |level: &str, mode| Separation::level(level, mode);
         WorkloadConfig {
             volumes: 200_000,
             mean_lifetime_days: 730.0,
@@ -340,6 +337,7 @@ impl Default for WorkloadConfig {
                         kind: "port".into(),
                         mode: Mode::Soft,
                         max_per_domain: 1,
+                        per_group: false,
                     }],
                 },
                 VolumeClass {

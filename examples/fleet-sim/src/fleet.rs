@@ -54,6 +54,7 @@ pub fn generate(cfg: &FleetConfig, seed: u64) -> Result<InventorySpec, SimError>
                 id: ServerId::new(format!("{rack}-s{s:03}")).map_err(bad)?,
                 domain: Some(DomainId::new(rack.clone()).map_err(bad)?),
                 bandwidth_domains: vec![],
+                transports: None,
             });
         }
         let mut left = cfg.drives_per_rack;
@@ -102,6 +103,7 @@ pub fn generate(cfg: &FleetConfig, seed: u64) -> Result<InventorySpec, SimError>
                         0
                     },
                     tags: vec![],
+                    attributes: Default::default(),
                     transports: Transports::all(),
                     health: Health::Healthy,
                     domain: Some(DomainId::new(jbod.clone()).map_err(bad)?),

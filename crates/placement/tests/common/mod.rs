@@ -21,6 +21,20 @@ pub fn did(s: &str) -> DriveId {
 pub fn dom(s: &str) -> DomainId {
     DomainId::new(s).unwrap()
 }
+/// `racks` racks of `per_rack` 1 TB HDDs each, named `r{rack}d{n}`.
+pub fn grid(racks: usize, per_rack: usize) -> Inventory {
+    let mut t = String::new();
+    for r in 0..racks {
+        t += &format!("[[domain]]\nid = \"r{r}\"\nlevel = \"rack\"\n");
+        for d in 0..per_rack {
+            t += &format!(
+                "[[drive]]\nid = \"r{r}d{d}\"\nkind = \"hdd\"\ncapacity = \"1 TB\"\ndomain = \"r{r}\"\n"
+            );
+        }
+    }
+    Inventory::from_toml(&t).unwrap()
+}
+
 pub fn vid(s: &str) -> VolumeId {
     VolumeId::new(s).unwrap()
 }
@@ -119,6 +133,13 @@ impl Gen {
             } else {
                 vec![]
             };
+            let mut attributes = std::collections::BTreeMap::new();
+            if r.random_bool(0.8) {
+                attributes.insert(
+                    "psu".to_string(),
+                    ["a", "b", "c"][r.random_range(0..3)].to_string(),
+                );
+            }
             spec.drives.push(DriveSpec {
                 id: did(&format!("d{d}")),
                 kind,
@@ -135,17 +156,21 @@ impl Gen {
                 domain,
                 group,
                 bandwidth_domains,
+                attributes,
             });
         }
         spec.servers.push(ServerSpec {
             id: ServerId::new("s0").unwrap(),
             domain: Some(dom("r0")),
             bandwidth_domains: vec![BwDomainId::new("up0").unwrap()],
+            transports: None,
         });
         spec.servers.push(ServerSpec {
             id: ServerId::new("s1").unwrap(),
             domain: None,
             bandwidth_domains: vec![],
+            // Attaches over RoCE or user-space NBD only.
+            transports: Some(Transports::ROCE | Transports::NBD),
         });
         spec
     }
@@ -222,6 +247,20 @@ impl Gen {
                 req = req.separate(level, mode);
             }
         }
+        // An attribute no drive carries is an invalid request (like an unknown level).
+        let has_psu = spec.drives.iter().any(|d| d.attributes.contains_key("psu"));
+        for sep in [
+            Separation::storage_group(Mode::Hard),
+            Separation::attribute("psu", Mode::Hard),
+        ] {
+            if r.random_bool(0.2) && (sep.attribute.is_none() || has_psu) {
+                let mut sep = sep;
+                if r.random_bool(0.5) {
+                    sep.mode = Mode::Soft;
+                }
+                req.separation.push(sep);
+            }
+        }
         if r.random_bool(0.25) {
             req.bandwidth = Bytes(r.random_range(1..=150u64));
         }
@@ -234,6 +273,7 @@ impl Gen {
                     Mode::Soft
                 },
                 max_per_domain: r.random_range(1..=2),
+                per_group: r.random_bool(0.3),
             });
         }
         if r.random_bool(0.15) {
@@ -312,6 +352,18 @@ impl<'a> Oracle<'a> {
             x = self.parent[cur];
         }
         None
+    }
+
+    /// The drive's value under a separation: its domain at the level, its storage group, or
+    /// its attribute value; `None` means unconstrained.
+    pub fn separation_value(&self, d: &'a DriveSpec, sep: &Separation) -> Option<&'a str> {
+        if sep.storage_group {
+            d.group.as_ref().map(|g| g.as_str())
+        } else if let Some(a) = &sep.attribute {
+            d.attributes.get(a).map(|v| v.as_str())
+        } else {
+            self.ancestor(d, &sep.level)
+        }
     }
 
     fn bw(&self, name: &str) -> &'a BwDomainSpec {
@@ -402,6 +454,13 @@ impl<'a> Oracle<'a> {
             {
                 return Some("server");
             }
+            // A transport the drive, the server and the request all allow.
+            let common = d.transports
+                & s.transports.unwrap_or(Transports::all())
+                & req.transports.unwrap_or(Transports::all());
+            if common.is_empty() {
+                return Some("server");
+            }
         }
         if d.free.0 < req.size.0 {
             return Some("capacity");
@@ -456,7 +515,7 @@ impl<'a> Oracle<'a> {
             for g in 0..n / gs {
                 let mut count: HashMap<&str, (usize, bool)> = HashMap::new();
                 for i in g * gs..(g + 1) * gs {
-                    if let Some(x) = self.ancestor(members[i], &sep.level) {
+                    if let Some(x) = self.separation_value(members[i], sep) {
                         let e = count.entry(x).or_default();
                         e.0 += 1;
                         e.1 |= !pinned[i];
@@ -464,23 +523,26 @@ impl<'a> Oracle<'a> {
                 }
                 for (x, (k, fresh)) in count {
                     if fresh && k > cap {
-                        return Err(format!("group {g}: {k} members in {} '{x}'", sep.level));
+                        return Err(format!("group {g}: {k} members in {:?} '{x}'", sep.scope()));
                     }
                 }
             }
         }
         for sp in req.bandwidth_spread.iter().filter(|s| s.mode == Mode::Hard) {
-            let mut count: HashMap<&str, (usize, bool)> = HashMap::new();
-            for i in 0..n {
-                if let Some(b) = self.bw_of_kind(members[i], &sp.kind) {
-                    let e = count.entry(b).or_default();
-                    e.0 += 1;
-                    e.1 |= !pinned[i];
+            let chunk = if sp.per_group { gs } else { n };
+            for range in (0..n).step_by(chunk).map(|s| s..s + chunk) {
+                let mut count: HashMap<&str, (usize, bool)> = HashMap::new();
+                for i in range {
+                    if let Some(b) = self.bw_of_kind(members[i], &sp.kind) {
+                        let e = count.entry(b).or_default();
+                        e.0 += 1;
+                        e.1 |= !pinned[i];
+                    }
                 }
-            }
-            for (b, (k, fresh)) in count {
-                if fresh && k > sp.max_per_domain as usize {
-                    return Err(format!("{k} members behind {b}"));
+                for (b, (k, fresh)) in count {
+                    if fresh && k > sp.max_per_domain as usize {
+                        return Err(format!("{k} members behind {b}"));
+                    }
                 }
             }
         }
@@ -540,7 +602,7 @@ impl<'a> Oracle<'a> {
             for g in 0..n / gs {
                 let mut count: HashMap<&str, usize> = HashMap::new();
                 for m in &members[g * gs..(g + 1) * gs] {
-                    if let Some(x) = self.ancestor(m, &sep.level) {
+                    if let Some(x) = self.separation_value(m, sep) {
                         *count.entry(x).or_default() += 1;
                     }
                 }
@@ -550,14 +612,17 @@ impl<'a> Oracle<'a> {
             }
         }
         for sp in &req.bandwidth_spread {
-            let mut count: HashMap<&str, usize> = HashMap::new();
-            for m in members {
-                if let Some(b) = self.bw_of_kind(m, &sp.kind) {
-                    *count.entry(b).or_default() += 1;
+            let chunk = if sp.per_group { gs } else { n.max(1) };
+            for part in members.chunks(chunk) {
+                let mut count: HashMap<&str, usize> = HashMap::new();
+                for m in part {
+                    if let Some(b) = self.bw_of_kind(m, &sp.kind) {
+                        *count.entry(b).or_default() += 1;
+                    }
                 }
-            }
-            if count.values().any(|&k| k > sp.max_per_domain as usize) {
-                return false;
+                if count.values().any(|&k| k > sp.max_per_domain as usize) {
+                    return false;
+                }
             }
         }
         true

@@ -1,0 +1,856 @@
+//! [`Composer`]: the controller logic, CSI-shaped and transport-free.
+//!
+//! Every change is planned in memory under one lock, made durable with one
+//! [`Batch`] *outside* the lock (so concurrent creates share the store's
+//! group commit), and only then acknowledged. A create's drives stay taken in
+//! memory while its batch is in flight; if the batch fails they are given
+//! back. A delete is recorded first and frees its drives afterwards. So a
+//! controller killed at any instant restarts with every acknowledged volume
+//! and no allocation that is not in a record.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use csi_types::{CapacityRange, Topology, TopologyRequirement};
+use serde::Serialize;
+
+use crate::convert;
+use crate::error::Error;
+use crate::inventory::{Health, Inventory, Media, TransportSet};
+use crate::params::{Parameters, VolumeType};
+use crate::plan::{Pool, ReconcileReport, SLICE_GRANULARITY, VolumeRequest};
+use crate::store::{Batch, LayoutKind, Op, Store, VolumeRecord};
+
+/// A volume and where it is accessible from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeView {
+    /// The record.
+    pub record: VolumeRecord,
+    /// Accessible topology.
+    pub topology: Vec<Topology>,
+    /// `None` when healthy, else why not.
+    pub abnormal: Option<String>,
+}
+
+impl std::ops::Deref for VolumeView {
+    type Target = VolumeRecord;
+    fn deref(&self) -> &VolumeRecord {
+        &self.record
+    }
+}
+
+/// What `GetCapacity` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capacity {
+    /// Bytes available for new volumes of these parameters.
+    pub available: u64,
+    /// The largest volume that fits (an upper bound: separation may lower it).
+    pub maximum_volume_size: u64,
+    /// The smallest volume (`minVolumeSize`, or the slice granularity).
+    pub minimum_volume_size: Option<u64>,
+}
+
+/// One drive in the admin report.
+#[derive(Debug, Clone, Serialize)]
+pub struct DriveReport {
+    /// Drive id.
+    pub id: String,
+    /// Enclosure.
+    pub jbod: String,
+    /// Medium.
+    pub kind: Media,
+    /// Capacity.
+    pub capacity: u64,
+    /// Bytes in use.
+    pub used: u64,
+    /// Effective health.
+    pub health: Health,
+    /// Volumes with a member on it.
+    pub volumes: Vec<String>,
+}
+
+/// One server in the admin report.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerReport {
+    /// Server id.
+    pub id: String,
+    /// Effective health.
+    pub health: Health,
+    /// Volumes published to it.
+    pub published: usize,
+    /// Attach limit.
+    pub max_volumes: u32,
+}
+
+struct State {
+    pool: Pool,
+    volumes: BTreeMap<String, VolumeRecord>,
+    by_name: HashMap<String, String>,
+    busy: HashSet<String>,
+    attached: HashMap<String, u32>,
+    next_seq: u64,
+}
+
+/// The composer.
+pub struct Composer {
+    inv: Arc<Inventory>,
+    store: Arc<dyn Store>,
+    state: Mutex<State>,
+    report: ReconcileReport,
+}
+
+fn seq_of(id: &str) -> Option<u64> {
+    id.strip_prefix("vol-")?.parse().ok()
+}
+
+impl Composer {
+    /// Loads the store, rebuilds the pool and checks records against the
+    /// inventory ([`Composer::reconcile_report`]).
+    pub fn open(inv: Inventory, store: Arc<dyn Store>) -> Result<Composer, Error> {
+        let inv = Arc::new(inv);
+        let st = store.load()?;
+        let (pool, report) = Pool::build(inv.clone(), st.marks.clone(), &st.volumes)?;
+        let mut by_name = HashMap::new();
+        let mut attached: HashMap<String, u32> = HashMap::new();
+        let mut next_seq = st.next_seq;
+        for v in st.volumes.values() {
+            by_name.insert(v.name.clone(), v.id.clone());
+            for n in v.published.keys() {
+                *attached.entry(n.clone()).or_default() += 1;
+            }
+            if let Some(s) = seq_of(&v.id) {
+                next_seq = next_seq.max(s + 1);
+            }
+        }
+        for line in report.lines() {
+            tracing::warn!("reconcile: {line}");
+        }
+        Ok(Composer {
+            inv,
+            store,
+            state: Mutex::new(State {
+                pool,
+                volumes: st.volumes,
+                by_name,
+                busy: HashSet::new(),
+                attached,
+                next_seq,
+            }),
+            report,
+        })
+    }
+
+    fn record(st: &State, id: &str) -> Result<VolumeRecord, Error> {
+        st.volumes
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("volume {id} does not exist")))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The inventory.
+    pub fn inventory(&self) -> &Inventory {
+        &self.inv
+    }
+
+    /// What the start-up check found.
+    pub fn reconcile_report(&self) -> &ReconcileReport {
+        &self.report
+    }
+
+    fn view(&self, st: &State, rec: &VolumeRecord) -> VolumeView {
+        let mut why = Vec::new();
+        if st.pool.is_unplaced(&rec.id) {
+            why.push("the record names drives the inventory does not have".to_string());
+        }
+        let mut failed = Vec::new();
+        for (i, m) in rec.members.iter().enumerate() {
+            if let Some(d) = self.inv.drive_index(&m.drive)
+                && st.pool.drive_health(d) == Health::Failed
+            {
+                failed.push(i);
+            }
+        }
+        if !failed.is_empty() {
+            let names: Vec<&str> = failed
+                .iter()
+                .map(|&i| rec.members[i].drive.as_str())
+                .collect();
+            let lost = match rec.layout.kind {
+                LayoutKind::Single | LayoutKind::Slice | LayoutKind::Raid0 => true,
+                LayoutKind::Raid1 | LayoutKind::SliceMirror => failed.len() >= rec.members.len(),
+                // md raid10 n2 pairs members (0,1), (2,3), ...
+                LayoutKind::Raid10 => failed.iter().any(|&i| failed.contains(&(i ^ 1))),
+            };
+            why.push(format!(
+                "member drive(s) {} failed: {}",
+                names.join(", "),
+                if lost {
+                    "data lost"
+                } else {
+                    "degraded, redundancy reduced until repaired"
+                }
+            ));
+        }
+        VolumeView {
+            topology: st.pool.volume_topology(rec),
+            record: rec.clone(),
+            abnormal: (!why.is_empty()).then(|| why.join("; ")),
+        }
+    }
+
+    /// `CreateVolume`. Idempotent by name: a repeat with the same parameters,
+    /// access type and a range the volume satisfies returns it; another
+    /// repeat is `AlreadyExists`.
+    pub fn create(
+        &self,
+        name: &str,
+        parameters: &BTreeMap<String, String>,
+        range: CapacityRange,
+        block: bool,
+        single_node: bool,
+        topology: Option<&TopologyRequirement>,
+    ) -> Result<VolumeView, Error> {
+        let params = Parameters::parse(parameters)?;
+        let (id, rec) = {
+            let mut st = self.lock();
+            if st.busy.contains(name) {
+                return Err(Error::Busy(format!(
+                    "volume {name:?} is being created or deleted"
+                )));
+            }
+            if let Some(id) = st.by_name.get(name) {
+                let v = &st.volumes[id];
+                if &v.parameters != parameters {
+                    return Err(Error::AlreadyExists(format!(
+                        "volume {name:?} exists with other parameters"
+                    )));
+                }
+                if !range.contains(v.capacity) {
+                    return Err(Error::AlreadyExists(format!(
+                        "volume {name:?} exists with {} bytes, outside the requested range",
+                        v.capacity
+                    )));
+                }
+                if v.block != block {
+                    return Err(Error::AlreadyExists(format!(
+                        "volume {name:?} exists as a {} volume",
+                        if v.block { "block" } else { "mount" }
+                    )));
+                }
+                return Ok(self.view(&st, v));
+            }
+            let seq = st.next_seq;
+            st.next_seq += 1;
+            let id = format!("vol-{seq:012}");
+            let req = VolumeRequest {
+                name,
+                parameters: &params,
+                range,
+                topology,
+            };
+            let plan = st.pool.place(&id, &req)?;
+            for s in &plan.soft_violations {
+                tracing::info!(volume = %id, "soft constraint not met: {s}");
+            }
+            let rec = VolumeRecord {
+                id: id.clone(),
+                name: name.to_string(),
+                parameters: parameters.clone(),
+                required_bytes: range.required_bytes,
+                limit_bytes: range.limit_bytes,
+                capacity: plan.capacity,
+                layout: plan.layout,
+                members: plan.members,
+                request: plan.request,
+                site: self.inv.site_id(plan.site).to_string(),
+                transport: plan.transport,
+                block,
+                single_node,
+                published: BTreeMap::new(),
+            };
+            st.busy.insert(name.to_string());
+            (id, rec)
+        };
+        let seq = seq_of(&id).unwrap_or(0);
+        let result = self.store.commit(Batch::of(vec![
+            Op::PutVolume(Box::new(rec.clone())),
+            Op::NextSeq(seq + 1),
+        ]));
+        let mut st = self.lock();
+        st.busy.remove(name);
+        match result {
+            Ok(_) => {
+                st.by_name.insert(name.to_string(), id.clone());
+                st.volumes.insert(id, rec.clone());
+                Ok(self.view(&st, &rec))
+            }
+            Err(e) => {
+                if let Err(undo) = st.pool.release(&rec) {
+                    tracing::error!("undoing the plan of {id} after a store failure: {undo}");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// `DeleteVolume`. Deleting an unknown volume succeeds; a published one is
+    /// `FailedPrecondition`.
+    pub fn delete(&self, id: &str) -> Result<(), Error> {
+        let rec = {
+            let mut st = self.lock();
+            let Some(rec) = st.volumes.get(id).cloned() else {
+                return Ok(());
+            };
+            if !rec.published.is_empty() {
+                return Err(Error::FailedPrecondition(format!(
+                    "volume {id} is published to {}",
+                    rec.published.keys().cloned().collect::<Vec<_>>().join(", ")
+                )));
+            }
+            if !st.busy.insert(rec.name.clone()) {
+                return Err(Error::Busy(format!("volume {id} is busy")));
+            }
+            rec
+        };
+        let result = self
+            .store
+            .commit(Batch::of(vec![Op::DeleteVolume(id.to_string())]));
+        let mut st = self.lock();
+        st.busy.remove(&rec.name);
+        result?;
+        st.volumes.remove(id);
+        st.by_name.remove(&rec.name);
+        st.pool.release(&rec)
+    }
+
+    fn commit_record(&self, rec: VolumeRecord) -> Result<(), Error> {
+        // Publication and expansion changes are small and rare; they are made
+        // durable under the lock so that two of them never cross.
+        self.store
+            .commit(Batch::of(vec![Op::PutVolume(Box::new(rec))]))?;
+        Ok(())
+    }
+
+    /// `ControllerPublishVolume`: maps the volume's drives to the server
+    /// `node_id` over the volume's transport; returns the publish context.
+    pub fn publish(
+        &self,
+        id: &str,
+        node_id: &str,
+        readonly: bool,
+    ) -> Result<BTreeMap<String, String>, Error> {
+        let mut st = self.lock();
+        let rec = Self::record(&st, id)?;
+        let s = convert::server_of_node(&self.inv, node_id)?;
+        if let Some(&ro) = rec.published.get(node_id) {
+            if ro != readonly {
+                return Err(Error::AlreadyExists(format!(
+                    "volume {id} is published to {node_id} {}",
+                    if ro { "read-only" } else { "read-write" }
+                )));
+            }
+            return Ok(self.context(&rec));
+        }
+        if rec.single_node && !rec.published.is_empty() {
+            return Err(Error::FailedPrecondition(format!(
+                "volume {id} is published to {} and its access mode allows one node",
+                rec.published
+                    .keys()
+                    .next()
+                    .map(String::as_str)
+                    .unwrap_or("")
+            )));
+        }
+        let srv = &self.inv.servers()[s as usize];
+        match st.pool.server_health(s) {
+            Health::Healthy => {}
+            h => {
+                return Err(Error::FailedPrecondition(format!(
+                    "server {node_id} is {} and takes no new volumes",
+                    format!("{h:?}").to_lowercase()
+                )));
+            }
+        }
+        if self.inv.site_id(srv.site) != rec.site || !srv.transports.contains(rec.transport) {
+            return Err(Error::FailedPrecondition(format!(
+                "server {node_id} cannot reach volume {id}: the volume is in site {} over {}, the server is in site {} with {}",
+                rec.site,
+                rec.transport,
+                self.inv.site_id(srv.site),
+                srv.transports
+                    .iter()
+                    .map(|t| t.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        let n = st.attached.get(node_id).copied().unwrap_or(0);
+        if n >= srv.max_volumes {
+            return Err(Error::Exhausted(format!(
+                "server {node_id} has {n} volumes published, its attach limit (max_volumes {})",
+                srv.max_volumes
+            )));
+        }
+        let mut new = rec.clone();
+        new.published.insert(node_id.to_string(), readonly);
+        self.commit_record(new.clone())?;
+        *st.attached.entry(node_id.to_string()).or_default() += 1;
+        let ctx = self.context(&new);
+        st.volumes.insert(id.to_string(), new);
+        Ok(ctx)
+    }
+
+    fn context(&self, rec: &VolumeRecord) -> BTreeMap<String, String> {
+        let members: Vec<String> = rec
+            .members
+            .iter()
+            .map(|m| format!("{}@{}+{}", m.drive, m.offset, m.len))
+            .collect();
+        BTreeMap::from([
+            ("transport".into(), rec.transport.name().into()),
+            ("layout".into(), rec.layout.kind.name().into()),
+            ("members".into(), members.join(",")),
+            ("chunkSectors".into(), rec.layout.chunk_sectors.to_string()),
+            (
+                "dataOffsetSectors".into(),
+                rec.layout.data_offset_sectors.to_string(),
+            ),
+        ])
+    }
+
+    /// `ControllerUnpublishVolume`: unknown volumes and nodes, and volumes not
+    /// published there, succeed.
+    pub fn unpublish(&self, id: &str, node_id: Option<&str>) -> Result<(), Error> {
+        let mut st = self.lock();
+        let Some(rec) = st.volumes.get(id).cloned() else {
+            return Ok(());
+        };
+        let nodes: Vec<String> = match node_id {
+            Some(n) if rec.published.contains_key(n) => vec![n.to_string()],
+            Some(_) => return Ok(()),
+            None => rec.published.keys().cloned().collect(),
+        };
+        if nodes.is_empty() {
+            return Ok(());
+        }
+        let mut new = rec;
+        for n in &nodes {
+            new.published.remove(n);
+        }
+        self.commit_record(new.clone())?;
+        for n in &nodes {
+            if let Some(c) = st.attached.get_mut(n) {
+                *c = c.saturating_sub(1);
+            }
+        }
+        st.volumes.insert(id.to_string(), new);
+        Ok(())
+    }
+
+    /// One volume.
+    pub fn get(&self, id: &str) -> Result<VolumeView, Error> {
+        let st = self.lock();
+        let rec = st
+            .volumes
+            .get(id)
+            .ok_or_else(|| Error::NotFound(format!("volume {id} does not exist")))?;
+        Ok(self.view(&st, rec))
+    }
+
+    /// One page of volumes by id, after `token`; the next token if more follow.
+    /// A token not issued here is `Busy` (CSI `ABORTED`).
+    pub fn list(
+        &self,
+        max: Option<u32>,
+        token: Option<&str>,
+    ) -> Result<(Vec<VolumeView>, Option<String>), Error> {
+        let st = self.lock();
+        let after = match token {
+            None => None,
+            Some(t) => match t.strip_prefix("after:") {
+                Some(id) if seq_of(id).is_some() => Some(id.to_string()),
+                _ => {
+                    return Err(Error::Busy(format!(
+                        "starting_token {t:?} was not issued by this plugin"
+                    )));
+                }
+            },
+        };
+        let max = max.filter(|&m| m > 0).map_or(usize::MAX, |m| m as usize);
+        let mut iter = match &after {
+            Some(a) => st.volumes.range::<String, _>((
+                std::ops::Bound::Excluded(a.clone()),
+                std::ops::Bound::Unbounded,
+            )),
+            None => st.volumes.range::<String, _>(..),
+        };
+        let page: Vec<VolumeView> = iter
+            .by_ref()
+            .take(max)
+            .map(|(_, v)| self.view(&st, v))
+            .collect();
+        let next = match (iter.next(), page.last()) {
+            (Some(_), Some(last)) => Some(format!("after:{}", last.id)),
+            _ => None,
+        };
+        Ok((page, next))
+    }
+
+    /// `ControllerExpandVolume` to `range`; returns the new capacity.
+    pub fn expand(&self, id: &str, range: CapacityRange) -> Result<u64, Error> {
+        let mut st = self.lock();
+        let rec = Self::record(&st, id)?;
+        let want = range
+            .required_bytes
+            .or(range.limit_bytes)
+            .unwrap_or(rec.capacity);
+        if want <= rec.capacity {
+            return Ok(rec.capacity);
+        }
+        if let Some(max) = Parameters::parse(&rec.parameters)?.max_volume_size
+            && want > max
+        {
+            return Err(Error::OutOfRange(format!(
+                "{want} bytes is more than the StorageClass's maxVolumeSize ({max} bytes)"
+            )));
+        }
+        let mut new = rec.clone();
+        if want <= rec.layout.usable_bytes {
+            new.capacity = want;
+        } else if rec.layout.kind == LayoutKind::Slice {
+            let member = want.div_ceil(SLICE_GRANULARITY) * SLICE_GRANULARITY;
+            let m = st.pool.grow_slice(&rec, member)?;
+            new.members = vec![m];
+            new.layout.member_bytes = member;
+            new.layout.usable_bytes = member;
+            new.capacity = want;
+        } else {
+            return Err(Error::OutOfRange(format!(
+                "volume {id} is a {} of whole drives or mirrored slices holding at most {} bytes; it cannot grow to {want} bytes (create a larger volume and copy)",
+                rec.layout.kind.name(),
+                rec.layout.usable_bytes
+            )));
+        }
+        if let Some(l) = range.limit_bytes
+            && new.capacity > l
+        {
+            return Err(Error::OutOfRange(format!(
+                "{} bytes exceeds limit_bytes {l}",
+                new.capacity
+            )));
+        }
+        if let Err(e) = self.commit_record(new.clone()) {
+            tracing::error!(
+                "expansion of {id} not recorded: {e}; the pool keeps the grown slice until restart"
+            );
+            return Err(e);
+        }
+        let cap = new.capacity;
+        st.volumes.insert(id.to_string(), new);
+        Ok(cap)
+    }
+
+    /// `GetCapacity` for parameters within a topology segment.
+    pub fn capacity(
+        &self,
+        parameters: &BTreeMap<String, String>,
+        topology: Option<&Topology>,
+    ) -> Result<Capacity, Error> {
+        let p = Parameters::parse(parameters)?;
+        let st = self.lock();
+        let site = match topology {
+            None => None,
+            Some(t) => match convert::segment_scope(&self.inv, t) {
+                Some((s, _)) => Some(s),
+                None => {
+                    return Ok(Capacity {
+                        available: 0,
+                        maximum_volume_size: 0,
+                        minimum_volume_size: p.min_volume_size,
+                    });
+                }
+            },
+        };
+        let kinds: &[Media] = match p.kind {
+            VolumeType::Hdd => &[Media::Hdd],
+            _ => &[Media::Ssd, Media::Nvme],
+        };
+        let transports: TransportSet = p.transports;
+        let eng = st.pool.engine();
+        let mut by_cap: BTreeMap<u64, u64> = BTreeMap::new();
+        let mut devices: Vec<slice_alloc::DeviceId> = Vec::new();
+        let mut available = 0u64;
+        for (i, d) in self.inv.drives().iter().enumerate() {
+            let i = i as u32;
+            if !kinds.contains(&d.kind)
+                || site.is_some_and(|s| s != d.site)
+                || st.pool.drive_health(i) != Health::Healthy
+                || p.effective_min_rpm().is_some_and(|r| d.rpm < r)
+                || !p.required_tags.iter().all(|t| d.tags.contains(t))
+                || p.excluded_tags.iter().any(|t| d.tags.contains(t))
+                || (!p.storage_groups.is_empty()
+                    && !self
+                        .inv
+                        .rack_group(d.rack)
+                        .is_some_and(|g| p.storage_groups.iter().any(|x| x == g)))
+                || transports.intersect(d.transports).is_empty()
+            {
+                continue;
+            }
+            if p.kind == VolumeType::Slice {
+                devices.push(slice_alloc::DeviceId::new(i as u64));
+            } else {
+                let id = placement::DriveId::new(d.id.clone())
+                    .map_err(|e| Error::Internal(e.to_string()))?;
+                if eng.utilization(&id) == Some(0.0) {
+                    available += d.capacity;
+                    *by_cap.entry(d.capacity).or_default() += 1;
+                }
+            }
+        }
+        let max = if p.kind == VolumeType::Slice {
+            // slice-alloc's capacity over the eligible SSDs: free bytes and
+            // the largest slice; a mirror's second leg is the largest slice
+            // on the other SSDs.
+            let slice_err =
+                |e: slice_alloc::Error| Error::Internal(format!("slice allocator: {e}"));
+            let report = |devs: &[slice_alloc::DeviceId]| {
+                if devs.is_empty() {
+                    Ok(None)
+                } else {
+                    st.pool
+                        .slices()
+                        .capacity(Some(devs))
+                        .map(Some)
+                        .map_err(slice_err)
+                }
+            };
+            match report(&devices)? {
+                None => 0,
+                Some(all) => {
+                    available = all.free;
+                    if p.redundancy {
+                        available /= 2;
+                        devices.retain(|d| Some(*d) != all.largest_on);
+                        report(&devices)?.map_or(0, |r| mirror_usable(r.largest_allocatable))
+                    } else {
+                        all.largest_allocatable
+                    }
+                }
+            }
+        } else {
+            if p.redundancy {
+                available /= 2;
+            }
+            by_cap
+                .iter()
+                .map(|(&cap, &count)| largest_whole(cap, count, &p))
+                .max()
+                .unwrap_or(0)
+        };
+        let max = p.max_volume_size.map_or(max, |m| m.min(max));
+        Ok(Capacity {
+            available,
+            maximum_volume_size: max,
+            minimum_volume_size: p
+                .min_volume_size
+                .or((p.kind == VolumeType::Slice).then_some(SLICE_GRANULARITY)),
+        })
+    }
+
+    /// Every drive with its use and health.
+    pub fn drive_report(&self) -> Vec<DriveReport> {
+        let st = self.lock();
+        let mut used: HashMap<&str, (u64, Vec<String>)> = HashMap::new();
+        for v in st.volumes.values() {
+            for m in &v.members {
+                let e = used.entry(m.drive.as_str()).or_default();
+                e.0 += m.len;
+                e.1.push(v.id.clone());
+            }
+        }
+        self.inv
+            .drives()
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let (u, vols) = used.remove(d.id.as_str()).unwrap_or_default();
+                DriveReport {
+                    id: d.id.clone(),
+                    jbod: self.inv.jbod_id(d.jbod).to_string(),
+                    kind: d.kind,
+                    capacity: d.capacity,
+                    used: u,
+                    health: st.pool.drive_health(i as u32),
+                    volumes: vols,
+                }
+            })
+            .collect()
+    }
+
+    /// Every server with its publications.
+    pub fn server_report(&self) -> Vec<ServerReport> {
+        let st = self.lock();
+        self.inv
+            .servers()
+            .iter()
+            .enumerate()
+            .map(|(i, s)| ServerReport {
+                id: s.id.clone(),
+                health: st.pool.server_health(i as u32),
+                published: st.attached.get(&s.id).copied().unwrap_or(0) as usize,
+                max_volumes: s.max_volumes,
+            })
+            .collect()
+    }
+
+    /// Marks a drive, enclosure or server failed, draining or healthy again.
+    pub fn mark(&self, target: &str, health: Health) -> Result<(), Error> {
+        if self.inv.drive_index(target).is_none()
+            && self.inv.jbod_index(target).is_none()
+            && self.inv.server_index(target).is_none()
+        {
+            return Err(Error::NotFound(format!(
+                "{target:?} is no drive, enclosure or server of the inventory"
+            )));
+        }
+        let mut st = self.lock();
+        let op = match health {
+            Health::Healthy => Op::DeleteMark(target.to_string()),
+            h => Op::PutMark {
+                target: target.to_string(),
+                health: h,
+            },
+        };
+        self.store.commit(Batch::of(vec![op]))?;
+        st.pool.set_mark(target, health)
+    }
+
+    /// The repair plan for a drive or enclosure: the members on it re-placed
+    /// under their volumes' original requests.
+    pub fn repair_plan(&self, target: &str) -> Result<placement::RepairPlan, Error> {
+        let placement_target = self.repair_target(target)?;
+        let st = self.lock();
+        let mut engine = st.pool.engine().clone();
+        engine
+            .plan_evacuation(&placement_target)
+            .map_err(|e| Error::Internal(format!("placement: {e}")))
+    }
+
+    /// Applies the repair plan for a drive or enclosure: every member on it
+    /// moves to the replacement drive placement chose (a new slice for slice
+    /// members), recorded durably in one batch; members placement found no
+    /// replacement for stay and are listed in the returned plan. Nothing
+    /// changes when any step fails. Rebuilding the data onto the new members
+    /// is the node side's work (md re-add), driven by the new records.
+    pub fn apply_repair(&self, target: &str) -> Result<placement::RepairPlan, Error> {
+        let placement_target = self.repair_target(target)?;
+        let mut st = self.lock();
+        let plan = st.pool.plan_repair(&placement_target)?;
+        let result = (|| -> Result<Vec<(String, u64)>, Error> {
+            let mut changed: BTreeMap<String, VolumeRecord> = BTreeMap::new();
+            let mut freed = Vec::new();
+            for mv in &plan.moves {
+                let id = mv.volume.to_string();
+                let rec = match changed.get_mut(&id) {
+                    Some(r) => r,
+                    None => {
+                        let r = st.volumes.get(&id).cloned().ok_or_else(|| {
+                            Error::Internal(format!("plan names unknown volume {id}"))
+                        })?;
+                        changed.entry(id.clone()).or_insert(r)
+                    }
+                };
+                let m = rec.members.get_mut(mv.member).ok_or_else(|| {
+                    Error::Internal(format!("plan names member {} of {id}", mv.member))
+                })?;
+                let to = mv.to.to_string();
+                if rec.layout.kind.is_slice() {
+                    let off = st.pool.allocate_slice_on(&to, m.len)?;
+                    freed.push((m.drive.clone(), m.offset));
+                    m.offset = off;
+                }
+                m.drive = to;
+            }
+            st.pool.apply_plan(&plan)?;
+            self.store.commit(Batch::of(
+                changed
+                    .values()
+                    .map(|r| Op::PutVolume(Box::new(r.clone())))
+                    .collect(),
+            ))?;
+            st.volumes.extend(changed);
+            Ok(freed)
+        })();
+        match result {
+            Ok(freed) => {
+                for (d, off) in freed {
+                    st.pool.free_slice(&d, off)?;
+                }
+                Ok(plan)
+            }
+            Err(e) => {
+                // Rebuild the pool from the records, which did not change.
+                let (pool, _) =
+                    Pool::build(self.inv.clone(), st.pool.marks().clone(), &st.volumes)?;
+                st.pool = pool;
+                Err(e)
+            }
+        }
+    }
+
+    fn repair_target(&self, target: &str) -> Result<String, Error> {
+        if self.inv.jbod_index(target).is_some() {
+            Ok(convert::jbod_domain(target))
+        } else if self.inv.drive_index(target).is_some() {
+            Ok(target.to_string())
+        } else {
+            Err(Error::NotFound(format!(
+                "{target:?} is no drive or enclosure of the inventory"
+            )))
+        }
+    }
+
+    /// Every volume record, by id.
+    pub fn records(&self) -> Vec<VolumeRecord> {
+        self.lock().volumes.values().cloned().collect()
+    }
+
+    /// Number of volumes.
+    pub fn volume_count(&self) -> usize {
+        self.lock().volumes.len()
+    }
+}
+
+fn mirror_usable(leg: u64) -> u64 {
+    raid::mdadm::geometry_for_devices(raid::Layout::Raid1, 0, &[leg / 512; 2], None)
+        .map_or(0, |g| g.array_bytes())
+}
+
+/// The largest whole-drive volume over `count` free drives of `cap` bytes.
+fn largest_whole(cap: u64, count: u64, p: &Parameters) -> u64 {
+    let max = (p.raid_max_drives as u64).min(count) as usize;
+    let chunk = raid::mdadm::DEFAULT_CHUNK_SECTORS;
+    let md = |l: raid::Layout, n: usize| {
+        raid::mdadm::geometry_for_devices(l, chunk, &vec![cap / 512; n], None)
+            .map_or(0, |g| g.array_bytes())
+    };
+    match (p.redundancy, p.striping) {
+        (false, false) => cap,
+        (false, true) if max >= 2 => {
+            md(raid::Layout::Raid0(raid::Raid0Layout::Original), max).max(cap)
+        }
+        (false, true) => cap,
+        (true, _) if max < 2 => 0,
+        (true, false) => md(raid::Layout::Raid1, 2),
+        (true, true) if max >= 4 => md(
+            raid::Layout::Raid10(raid::Raid10Layout::new(2, 1, false).expect("n2 is valid")),
+            max / 2 * 2,
+        ),
+        (true, true) => md(raid::Layout::Raid1, 2),
+    }
+}

@@ -1,0 +1,444 @@
+//! StorageClass parameters, parsed once into [`Parameters`].
+//!
+//! Every key of the table in the crate README is accepted with its default;
+//! any other key is refused with `INVALID_ARGUMENT` naming it, except the
+//! keys Kubernetes' external-provisioner adds itself (prefix
+//! `csi.storage.k8s.io/`), which are ignored.
+
+use std::collections::BTreeMap;
+
+use crate::error::Error;
+use crate::inventory::{Transport, TransportSet};
+use storage_units::ByteSize;
+
+/// What a volume is built from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VolumeType {
+    /// Whole hard disks.
+    #[default]
+    Hdd,
+    /// Whole solid-state drives (SAS/SATA SSD or NVMe).
+    Ssd,
+    /// A slice of a solid-state drive.
+    Slice,
+}
+
+/// The filesystem the node side makes on a mount volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FsType {
+    /// ext4.
+    #[default]
+    Ext4,
+    /// XFS.
+    Xfs,
+}
+
+impl FsType {
+    /// The name.
+    pub fn name(self) -> &'static str {
+        match self {
+            FsType::Ext4 => "ext4",
+            FsType::Xfs => "xfs",
+        }
+    }
+}
+
+/// The largest `raidMaxDrives` accepted.
+pub const MAX_RAID_DRIVES: u32 = 64;
+
+/// Parsed StorageClass parameters. Field docs give the key and default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parameters {
+    /// `type`: hdd | ssd | slice (default hdd).
+    pub kind: VolumeType,
+    /// `rpm`: minimum rotation speed of HDDs (ignored for ssd and slice).
+    pub min_rpm: Option<u32>,
+    /// `fsType`: ext4 | xfs (default ext4).
+    pub fs_type: FsType,
+    /// `striping` (default true): when no single drive fits, stripe whole
+    /// drives (RAID10 with `redundancy`, RAID0 without). Never for slices.
+    pub striping: bool,
+    /// `redundancy` (default false): mirror every byte (RAID1 / RAID10).
+    pub redundancy: bool,
+    /// `raidMaxDrives` (default 16, 1 to 64): most drives in one volume.
+    pub raid_max_drives: u32,
+    /// `sgResiliency` (default true): a redundant volume must survive the
+    /// failure of a storage group (else the create fails); false = best effort.
+    pub sg_resiliency: bool,
+    /// `jbodResiliency` (default true): likewise for an enclosure failure.
+    pub jbod_resiliency: bool,
+    /// `encrypt` (default false): recorded in the volume context for the node
+    /// side, which encrypts the device.
+    pub encrypt: bool,
+    /// `minVolumeSize`: smaller requests are rounded up to it.
+    pub min_volume_size: Option<u64>,
+    /// `maxVolumeSize`: larger requests answer `OUT_OF_RANGE`.
+    pub max_volume_size: Option<u64>,
+    /// `softDomains` (default false): bandwidth-domain spreading is a
+    /// preference (true) or a rule (false).
+    pub soft_domains: bool,
+    /// `requiredTags`: drives must carry all of them.
+    pub required_tags: Vec<String>,
+    /// `excludedTags`: drives must carry none of them.
+    pub excluded_tags: Vec<String>,
+    /// `storageGroup`: drives must be in one of these storage groups.
+    pub storage_groups: Vec<String>,
+    /// `networkTransportsAllowed`: transports the volume may use (empty = the
+    /// fastest available).
+    pub transports: TransportSet,
+}
+
+impl Default for Parameters {
+    fn default() -> Self {
+        Parameters {
+            kind: VolumeType::Hdd,
+            min_rpm: None,
+            fs_type: FsType::Ext4,
+            striping: true,
+            redundancy: false,
+            raid_max_drives: 16,
+            sg_resiliency: true,
+            jbod_resiliency: true,
+            encrypt: false,
+            min_volume_size: None,
+            max_volume_size: None,
+            soft_domains: false,
+            required_tags: Vec::new(),
+            excluded_tags: Vec::new(),
+            storage_groups: Vec::new(),
+            transports: TransportSet::ALL,
+        }
+    }
+}
+
+/// Every key this driver reads, in README order.
+pub const KEYS: &[&str] = &[
+    "type",
+    "rpm",
+    "fsType",
+    "striping",
+    "redundancy",
+    "raidMaxDrives",
+    "sgResiliency",
+    "jbodResiliency",
+    "encrypt",
+    "minVolumeSize",
+    "maxVolumeSize",
+    "softDomains",
+    "requiredTags",
+    "excludedTags",
+    "storageGroup",
+    "networkTransportsAllowed",
+];
+
+/// Keys with this prefix are added by Kubernetes' external-provisioner and ignored.
+pub const KUBERNETES_PREFIX: &str = "csi.storage.k8s.io/";
+
+fn bad(key: &str, rule: impl Into<String>) -> Error {
+    Error::Parameter {
+        key: key.to_string(),
+        rule: rule.into(),
+    }
+}
+
+fn boolean(key: &str, v: &str) -> Result<bool, Error> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(bad(key, format!("must be true or false, got {v:?}"))),
+    }
+}
+
+fn list(key: &str, v: &str) -> Result<Vec<String>, Error> {
+    let mut out = Vec::new();
+    for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if item.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(bad(
+                key,
+                format!("item {item:?} must not contain whitespace"),
+            ));
+        }
+        if !out.iter().any(|o| o == item) {
+            out.push(item.to_string());
+        }
+    }
+    Ok(out)
+}
+
+fn size(key: &str, v: &str) -> Result<u64, Error> {
+    let s: ByteSize = v.parse().map_err(|e: storage_units::ParseSizeError| {
+        bad(
+            key,
+            format!("must be a size such as \"10Gi\" or \"1 TB\": {e}"),
+        )
+    })?;
+    if s.bytes() == 0 {
+        return Err(bad(key, "must be greater than zero"));
+    }
+    Ok(s.bytes())
+}
+
+impl Parameters {
+    /// Parses StorageClass parameters.
+    ///
+    /// ```
+    /// use composer_core::{Parameters, VolumeType};
+    /// let p = Parameters::parse(&[("type".into(), "slice".into())].into()).unwrap();
+    /// assert_eq!(p.kind, VolumeType::Slice);
+    /// assert!(p.striping && !p.redundancy);
+    /// let e = Parameters::parse(&[("tpye".into(), "ssd".into())].into()).unwrap_err();
+    /// assert!(e.to_string().starts_with("parameters[\"tpye\"]: unknown StorageClass parameter"));
+    /// ```
+    pub fn parse(map: &BTreeMap<String, String>) -> Result<Parameters, Error> {
+        let mut p = Parameters::default();
+        for (k, v) in map {
+            let key = k.as_str();
+            match key {
+                "type" => {
+                    p.kind = match v.trim() {
+                        "hdd" => VolumeType::Hdd,
+                        "ssd" => VolumeType::Ssd,
+                        "slice" => VolumeType::Slice,
+                        _ => return Err(bad(key, format!("must be hdd, ssd or slice, got {v:?}"))),
+                    }
+                }
+                "rpm" => {
+                    let rpm: u32 = v.trim().parse().map_err(|_| {
+                        bad(
+                            key,
+                            format!("must be a whole number of revolutions per minute, got {v:?}"),
+                        )
+                    })?;
+                    if rpm == 0 {
+                        return Err(bad(key, "must be greater than zero"));
+                    }
+                    p.min_rpm = Some(rpm);
+                }
+                "fsType" => {
+                    p.fs_type = match v.trim() {
+                        "ext4" => FsType::Ext4,
+                        "xfs" => FsType::Xfs,
+                        _ => return Err(bad(key, format!("must be ext4 or xfs, got {v:?}"))),
+                    }
+                }
+                "striping" => p.striping = boolean(key, v)?,
+                "redundancy" => p.redundancy = boolean(key, v)?,
+                "raidMaxDrives" => {
+                    let n: u32 = v
+                        .trim()
+                        .parse()
+                        .map_err(|_| bad(key, format!("must be a whole number, got {v:?}")))?;
+                    if !(1..=MAX_RAID_DRIVES).contains(&n) {
+                        return Err(bad(
+                            key,
+                            format!("must be between 1 and {MAX_RAID_DRIVES}, got {n}"),
+                        ));
+                    }
+                    p.raid_max_drives = n;
+                }
+                "sgResiliency" => p.sg_resiliency = boolean(key, v)?,
+                "jbodResiliency" => p.jbod_resiliency = boolean(key, v)?,
+                "encrypt" => p.encrypt = boolean(key, v)?,
+                "minVolumeSize" => p.min_volume_size = Some(size(key, v)?),
+                "maxVolumeSize" => p.max_volume_size = Some(size(key, v)?),
+                "softDomains" => p.soft_domains = boolean(key, v)?,
+                "requiredTags" => p.required_tags = list(key, v)?,
+                "excludedTags" => p.excluded_tags = list(key, v)?,
+                "storageGroup" => p.storage_groups = list(key, v)?,
+                "networkTransportsAllowed" => {
+                    let names = list(key, v)?;
+                    if names.is_empty() {
+                        p.transports = TransportSet::ALL;
+                    } else {
+                        let mut ts = Vec::new();
+                        for n in &names {
+                            ts.push(Transport::parse(n).ok_or_else(|| {
+                                bad(key, format!("unknown transport {n:?} (expected iscsi, nvmetcp, roce or nbd)"))
+                            })?);
+                        }
+                        p.transports = TransportSet::of(ts);
+                    }
+                }
+                _ if key.starts_with(KUBERNETES_PREFIX) => {}
+                _ => {
+                    return Err(bad(
+                        key,
+                        format!(
+                            "unknown StorageClass parameter (known: {})",
+                            KEYS.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+        if let (Some(min), Some(max)) = (p.min_volume_size, p.max_volume_size)
+            && min > max
+        {
+            return Err(bad(
+                "minVolumeSize",
+                format!("must not exceed maxVolumeSize ({max} bytes), got {min} bytes"),
+            ));
+        }
+        if p.redundancy && p.raid_max_drives < 2 {
+            return Err(bad(
+                "raidMaxDrives",
+                "must be at least 2 when redundancy=true",
+            ));
+        }
+        if let Some(t) = p.required_tags.iter().find(|t| p.excluded_tags.contains(t)) {
+            return Err(bad(
+                "excludedTags",
+                format!("tag {t:?} is also in requiredTags"),
+            ));
+        }
+        Ok(p)
+    }
+
+    /// The minimum RPM that applies (only to HDD volumes).
+    pub fn effective_min_rpm(&self) -> Option<u32> {
+        match self.kind {
+            VolumeType::Hdd => self.min_rpm,
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(kv: &[(&str, &str)]) -> Result<Parameters, Error> {
+        Parameters::parse(
+            &kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    fn fails(kv: &[(&str, &str)], key: &str, rule: &str) {
+        let e = parse(kv).unwrap_err();
+        let Error::Parameter { key: k, rule: r } = &e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(k, key, "{e}");
+        assert!(r.contains(rule), "{r:?} should contain {rule:?}");
+    }
+
+    #[test]
+    fn defaults() {
+        let p = parse(&[]).unwrap();
+        assert_eq!(p, Parameters::default());
+        assert_eq!(p.kind, VolumeType::Hdd);
+        assert_eq!(p.fs_type, FsType::Ext4);
+        assert!(p.striping && !p.redundancy && p.sg_resiliency && p.jbod_resiliency);
+        assert!(!p.encrypt && !p.soft_domains);
+        assert_eq!(p.raid_max_drives, 16);
+        assert_eq!(p.transports, TransportSet::ALL);
+    }
+
+    #[test]
+    fn every_key_parses() {
+        let p = parse(&[
+            ("type", "ssd"),
+            ("rpm", "7200"),
+            ("fsType", "xfs"),
+            ("striping", "false"),
+            ("redundancy", "TRUE"),
+            ("raidMaxDrives", "8"),
+            ("sgResiliency", "false"),
+            ("jbodResiliency", "false"),
+            ("encrypt", "true"),
+            ("minVolumeSize", "1Gi"),
+            ("maxVolumeSize", "2 TB"),
+            ("softDomains", "true"),
+            ("requiredTags", "a, b,a"),
+            ("excludedTags", "c"),
+            ("storageGroup", "sg-a,sg-b"),
+            ("networkTransportsAllowed", "nbd,iscsi"),
+            ("csi.storage.k8s.io/pvc/name", "data-0"),
+        ])
+        .unwrap();
+        assert_eq!(p.kind, VolumeType::Ssd);
+        assert_eq!(p.min_rpm, Some(7200));
+        assert_eq!(p.effective_min_rpm(), None, "rpm is ignored for ssd");
+        assert_eq!(p.fs_type, FsType::Xfs);
+        assert!(!p.striping && p.redundancy && !p.sg_resiliency && !p.jbod_resiliency);
+        assert!(p.encrypt && p.soft_domains);
+        assert_eq!(p.raid_max_drives, 8);
+        assert_eq!(p.min_volume_size, Some(1 << 30));
+        assert_eq!(p.max_volume_size, Some(2_000_000_000_000));
+        assert_eq!(p.required_tags, ["a", "b"]);
+        assert_eq!(p.excluded_tags, ["c"]);
+        assert_eq!(p.storage_groups, ["sg-a", "sg-b"]);
+        assert_eq!(
+            p.transports.iter().collect::<Vec<_>>(),
+            [Transport::Iscsi, Transport::Nbd]
+        );
+        assert_eq!(
+            parse(&[("networkTransportsAllowed", "")])
+                .unwrap()
+                .transports,
+            TransportSet::ALL
+        );
+    }
+
+    #[test]
+    fn failures_name_key_and_rule() {
+        fails(&[("tpye", "hdd")], "tpye", "unknown StorageClass parameter");
+        fails(&[("type", "tape")], "type", "must be hdd, ssd or slice");
+        fails(&[("rpm", "fast")], "rpm", "whole number");
+        fails(&[("rpm", "0")], "rpm", "greater than zero");
+        fails(&[("fsType", "btrfs")], "fsType", "must be ext4 or xfs");
+        for k in [
+            "striping",
+            "redundancy",
+            "sgResiliency",
+            "jbodResiliency",
+            "encrypt",
+            "softDomains",
+        ] {
+            fails(&[(k, "yes")], k, "must be true or false");
+        }
+        fails(
+            &[("raidMaxDrives", "0")],
+            "raidMaxDrives",
+            "between 1 and 64",
+        );
+        fails(
+            &[("raidMaxDrives", "65")],
+            "raidMaxDrives",
+            "between 1 and 64",
+        );
+        fails(
+            &[("raidMaxDrives", "1"), ("redundancy", "true")],
+            "raidMaxDrives",
+            "at least 2",
+        );
+        fails(
+            &[("minVolumeSize", "lots")],
+            "minVolumeSize",
+            "must be a size",
+        );
+        fails(
+            &[("maxVolumeSize", "0")],
+            "maxVolumeSize",
+            "greater than zero",
+        );
+        fails(
+            &[("minVolumeSize", "2Gi"), ("maxVolumeSize", "1Gi")],
+            "minVolumeSize",
+            "must not exceed maxVolumeSize",
+        );
+        fails(&[("requiredTags", "a b")], "requiredTags", "whitespace");
+        fails(
+            &[("requiredTags", "a"), ("excludedTags", "a")],
+            "excludedTags",
+            "also in requiredTags",
+        );
+        fails(
+            &[("networkTransportsAllowed", "fc")],
+            "networkTransportsAllowed",
+            "unknown transport \"fc\"",
+        );
+    }
+}

@@ -1,0 +1,1036 @@
+//! The plan of a volume, and the in-memory pool it is planned against.
+//!
+//! [`Pool`] holds the placement engine (which drives are used, by what) and
+//! the slice allocator (where on each SSD the slices lie), both derived from
+//! the stored records. [`Pool::place`] turns a request into a [`Plan`]:
+//!
+//! 1. the size: `required_bytes` (1 GiB when absent) raised to
+//!    `minVolumeSize`, checked against `limit_bytes` and `maxVolumeSize`;
+//! 2. the layout, with `raid`'s md arithmetic (v1.2 data offset, chunk,
+//!    component rounding): a slice (or a mirror of two slices); else, for
+//!    each drive capacity of the medium, smallest first, one drive, a RAID1,
+//!    or when no drive holds the size and `striping` allows, a RAID10 (RAID0
+//!    without `redundancy`) of the fewest drives that hold it;
+//! 3. the drives, with `placement`: per site and transport (fastest first),
+//!    in the order of the CSI topology preference, separation of mirror legs
+//!    by JBOD and storage group (hard or best effort per `jbodResiliency` /
+//!    `sgResiliency`, racks best effort), spreading over switches (hard unless
+//!    `softDomains`), tags, RPM, storage groups and transports;
+//! 4. the slices, with `slice-alloc`, on the SSDs placement chose.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use csi_types::{CapacityRange, Topology, TopologyRequirement};
+use placement::{Mode, Shape};
+use slice_alloc::{Allocator, AllocatorConfig, Constraints, DeviceId, DeviceSpec, SliceId};
+
+use crate::convert::{self, NBD_TAG};
+use crate::error::Error;
+use crate::inventory::{Health, Inventory, Media, Transport};
+use crate::params::{Parameters, VolumeType};
+use crate::store::{LayoutKind, LayoutRecord, MemberRecord, VolumeRecord};
+
+/// Size of a volume created without `required_bytes`.
+pub const DEFAULT_VOLUME_SIZE: u64 = 1 << 30;
+
+/// Slices are whole multiples of this (1 MiB).
+pub const SLICE_GRANULARITY: u64 = 1 << 20;
+
+/// How many other SSDs a slice is tried on when the one placement chose is
+/// too fragmented to hold it in one extent.
+const SLICE_RETRIES: usize = 8;
+
+/// What a volume is asked to be.
+#[derive(Debug, Clone)]
+pub struct VolumeRequest<'a> {
+    /// The CSI name (a label in explanations).
+    pub name: &'a str,
+    /// Parsed StorageClass parameters.
+    pub parameters: &'a Parameters,
+    /// CSI capacity range.
+    pub range: CapacityRange,
+    /// CSI accessibility requirements.
+    pub topology: Option<&'a TopologyRequirement>,
+}
+
+/// A placed volume: what to record and report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Layout.
+    pub layout: LayoutRecord,
+    /// Members.
+    pub members: Vec<MemberRecord>,
+    /// The placement request.
+    pub request: placement::Request,
+    /// Site index.
+    pub site: u32,
+    /// Transport.
+    pub transport: Transport,
+    /// Capacity to report.
+    pub capacity: u64,
+    /// Soft constraints placement could not honour.
+    pub soft_violations: Vec<String>,
+}
+
+/// A layout for drives of one capacity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Choice {
+    kind: LayoutKind,
+    shape: Shape,
+    usable: u64,
+    chunk: u64,
+    data_offset: u64,
+}
+
+/// A size for people: exact when it is a round number of a unit, else
+/// three significant digits.
+fn human(b: u64) -> String {
+    let s = storage_units::ByteSize::new(b);
+    let exact = s.to_string();
+    if exact.len() <= 9 {
+        exact
+    } else {
+        s.approx().to_string()
+    }
+}
+
+/// The md geometry's usable bytes and data offset for `n` members of `member` bytes.
+fn md(layout: raid::Layout, chunk: u64, member: u64, n: usize) -> Option<(u64, u64)> {
+    let sectors = member / 512;
+    let g = raid::mdadm::geometry_for_devices(layout, chunk, &vec![sectors; n], None).ok()?;
+    let chunk = if layout.level() == raid::Level::Raid1 {
+        0
+    } else {
+        chunk
+    };
+    Some((
+        g.array_bytes(),
+        raid::mdadm::default_data_offset_v12(sectors, chunk),
+    ))
+}
+
+/// The whole-drive layout for drives of `cap` bytes holding `want` bytes.
+fn whole_drive_layout(cap: u64, want: u64, p: &Parameters) -> Result<Choice, String> {
+    let max = p.raid_max_drives as usize;
+    let chunk = raid::mdadm::DEFAULT_CHUNK_SECTORS;
+    if !p.redundancy {
+        if cap >= want {
+            return Ok(Choice {
+                kind: LayoutKind::Single,
+                shape: Shape::Single,
+                usable: cap,
+                chunk: 0,
+                data_offset: 0,
+            });
+        }
+        if !p.striping {
+            return Err(format!(
+                "no single drive of {} holds {} and striping=false",
+                human(cap),
+                human(want)
+            ));
+        }
+        let l = raid::Layout::Raid0(raid::Raid0Layout::Original);
+        let mut best = 0;
+        for n in 2..=max {
+            if let Some((usable, off)) = md(l, chunk, cap, n) {
+                best = usable;
+                if usable >= want {
+                    return Ok(Choice {
+                        kind: LayoutKind::Raid0,
+                        shape: Shape::Raid10 {
+                            stripes: n as u32,
+                            mirrors: 1,
+                        },
+                        usable,
+                        chunk,
+                        data_offset: off,
+                    });
+                }
+            }
+        }
+        return Err(format!(
+            "a raid0 of raidMaxDrives={max} drives of {} holds at most {}, less than {}",
+            human(cap),
+            human(best),
+            human(want)
+        ));
+    }
+    if let Some((usable, off)) = md(raid::Layout::Raid1, 0, cap, 2)
+        && usable >= want
+    {
+        return Ok(Choice {
+            kind: LayoutKind::Raid1,
+            shape: Shape::Mirror { legs: 2 },
+            usable,
+            chunk: 0,
+            data_offset: off,
+        });
+    }
+    if !p.striping {
+        return Err(format!(
+            "a mirror of two drives of {} holds less than {} after md's data offset, and striping=false",
+            human(cap),
+            human(want)
+        ));
+    }
+    let l = raid::Layout::Raid10(
+        raid::Raid10Layout::new(2, 1, false).expect("n2 is a valid md layout"),
+    );
+    let mut best = 0;
+    for stripes in 2..=max / 2 {
+        if let Some((usable, off)) = md(l, chunk, cap, 2 * stripes) {
+            best = usable;
+            if usable >= want {
+                return Ok(Choice {
+                    kind: LayoutKind::Raid10,
+                    shape: Shape::Raid10 {
+                        stripes: stripes as u32,
+                        mirrors: 2,
+                    },
+                    usable,
+                    chunk,
+                    data_offset: off,
+                });
+            }
+        }
+    }
+    Err(format!(
+        "a raid10 of raidMaxDrives={max} drives of {} holds at most {}, less than {}",
+        human(cap),
+        human(best),
+        human(want)
+    ))
+}
+
+/// The slice layout holding `want` bytes: member size, usable bytes, data offset.
+fn slice_layout(want: u64, mirrored: bool) -> (u64, u64, u64) {
+    let round = |b: u64| b.div_ceil(SLICE_GRANULARITY) * SLICE_GRANULARITY;
+    let m = round(want);
+    if !mirrored {
+        return (m, m, 0);
+    }
+    // The md superblock and data offset take a little of each leg: grow the
+    // legs until the mirror holds `want`.
+    let mut member = m;
+    loop {
+        if let Some((usable, off)) = md(raid::Layout::Raid1, 0, member, 2)
+            && usable >= want
+        {
+            return (member, usable, off);
+        }
+        let (usable, _) = md(raid::Layout::Raid1, 0, member, 2).unwrap_or((0, 0));
+        member = round(member + (want - usable.min(want)).max(SLICE_GRANULARITY));
+    }
+}
+
+/// What the start-up check found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReconcileReport {
+    /// Volumes whose records name drives the inventory no longer has (kept,
+    /// reported abnormal, not placed).
+    pub missing_drives: Vec<(String, String)>,
+    /// Volumes with a member on a failed drive.
+    pub failed_members: Vec<(String, String)>,
+    /// Records that could not be restored, and why.
+    pub unrestorable: Vec<(String, String)>,
+    /// Marks that name nothing in the inventory.
+    pub unknown_marks: Vec<String>,
+}
+
+impl ReconcileReport {
+    /// Whether everything agreed.
+    pub fn is_clean(&self) -> bool {
+        self.missing_drives.is_empty()
+            && self.failed_members.is_empty()
+            && self.unrestorable.is_empty()
+            && self.unknown_marks.is_empty()
+    }
+
+    /// One line per difference.
+    pub fn lines(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (v, d) in &self.missing_drives {
+            out.push(format!("volume {v}: drive {d} is not in the inventory"));
+        }
+        for (v, d) in &self.failed_members {
+            out.push(format!("volume {v}: member drive {d} has failed"));
+        }
+        for (v, why) in &self.unrestorable {
+            out.push(format!("volume {v}: not restored: {why}"));
+        }
+        for m in &self.unknown_marks {
+            out.push(format!("mark {m}: names no drive, enclosure or server"));
+        }
+        out
+    }
+}
+
+/// The in-memory state volumes are planned against.
+pub struct Pool {
+    inv: Arc<Inventory>,
+    engine: placement::Engine,
+    slices: Allocator,
+    /// Slice of (drive index, offset).
+    slice_at: HashMap<(u32, u64), SliceId>,
+    marks: BTreeMap<String, Health>,
+    /// Volumes not in the engine (records naming missing drives).
+    unplaced: std::collections::HashSet<String>,
+    /// Accessible topology per (site, transport), computed once.
+    topologies: HashMap<(u32, Transport), Vec<Topology>>,
+    /// Eligible drives in the last refusal of `try_place` (to pick the most
+    /// telling explanation among attempts).
+    last_eligible: usize,
+}
+
+fn place_err(e: placement::PlacementError) -> Error {
+    Error::Internal(format!("placement: {e}"))
+}
+
+fn slice_err(e: slice_alloc::Error) -> Error {
+    Error::Internal(format!("slice allocator: {e}"))
+}
+
+impl Pool {
+    /// Builds the pool from the inventory, the operator's marks and the
+    /// stored volumes, and checks them against each other.
+    pub fn build(
+        inv: Arc<Inventory>,
+        marks: BTreeMap<String, Health>,
+        volumes: &BTreeMap<String, VolumeRecord>,
+    ) -> Result<(Pool, ReconcileReport), Error> {
+        let mut report = ReconcileReport::default();
+        for m in marks.keys() {
+            if inv.drive_index(m).is_none()
+                && inv.jbod_index(m).is_none()
+                && inv.server_index(m).is_none()
+            {
+                report.unknown_marks.push(m.clone());
+            }
+        }
+        let mut slices = Allocator::new(AllocatorConfig {
+            growth_headroom_percent: 10,
+            multi_extent: false,
+            ..AllocatorConfig::default()
+        })
+        .map_err(slice_err)?;
+        for (i, d) in inv.drives().iter().enumerate() {
+            if d.kind != Media::Hdd && d.capacity >= SLICE_GRANULARITY {
+                let spec = DeviceSpec::new(DeviceId::new(i as u64), d.capacity)
+                    .and_then(|s| s.with_granularity(SLICE_GRANULARITY))
+                    .map_err(slice_err)?;
+                slices.add_device(spec).map_err(slice_err)?;
+            }
+        }
+        let mut used = vec![0u64; inv.drives().len()];
+        let mut slice_at = HashMap::new();
+        let mut placed = Vec::new();
+        let mut unplaced = std::collections::HashSet::new();
+        'vols: for v in volumes.values() {
+            let mut idx = Vec::new();
+            for m in &v.members {
+                match inv.drive_index(&m.drive) {
+                    Some(i) => idx.push(i),
+                    None => {
+                        report.missing_drives.push((v.id.clone(), m.drive.clone()));
+                        unplaced.insert(v.id.clone());
+                        continue 'vols;
+                    }
+                }
+            }
+            let mut mine = Vec::new();
+            for (m, &i) in v.members.iter().zip(&idx) {
+                if v.layout.kind.is_slice() {
+                    match slices.allocate_at(DeviceId::new(i as u64), m.offset, m.len) {
+                        Ok(s) => {
+                            slice_at.insert((i, m.offset), s.id);
+                            mine.push(s.id);
+                        }
+                        Err(e) => {
+                            for s in mine {
+                                let _ = slices.free(s);
+                            }
+                            report
+                                .unrestorable
+                                .push((v.id.clone(), format!("slice on {}: {e}", m.drive)));
+                            unplaced.insert(v.id.clone());
+                            continue 'vols;
+                        }
+                    }
+                }
+            }
+            for (m, &i) in v.members.iter().zip(&idx) {
+                used[i as usize] += m.len;
+            }
+            placed.push(v);
+        }
+        let mut pool = Pool {
+            engine: placement::Engine::new(
+                placement::Inventory::from_spec(placement::InventorySpec::default())
+                    .map_err(|e| Error::Internal(e.to_string()))?,
+                0,
+            )
+            .map_err(place_err)?,
+            inv,
+            slices,
+            slice_at,
+            marks,
+            unplaced,
+            topologies: HashMap::new(),
+            last_eligible: 0,
+        };
+        for site in 0..pool.inv.file().sites.len() as u32 {
+            for t in Transport::FASTEST_FIRST {
+                pool.topologies
+                    .insert((site, t), convert::volume_topology(&pool.inv, site, t));
+            }
+        }
+        let mut spec = convert::placement_spec(
+            &pool.inv,
+            |d| pool.drive_health(d),
+            |d| {
+                pool.inv.drives()[d as usize]
+                    .capacity
+                    .saturating_sub(used[d as usize])
+            },
+        );
+        for v in &placed {
+            spec.volumes.push(placement::VolumeSpec {
+                id: placement::VolumeId::new(v.id.clone())
+                    .map_err(|e| Error::Internal(e.to_string()))?,
+                request: v.request.clone(),
+                members: v
+                    .members
+                    .iter()
+                    .map(|m| placement::DriveId::new(m.drive.clone()))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| Error::Internal(e.to_string()))?,
+            });
+            for m in &v.members {
+                let i = pool.inv.drive_index(&m.drive).expect("checked above");
+                if pool.drive_health(i) == Health::Failed {
+                    report.failed_members.push((v.id.clone(), m.drive.clone()));
+                }
+            }
+        }
+        let pinv = placement::Inventory::from_spec(spec)
+            .map_err(|e| Error::Internal(format!("the placement inventory: {e}")))?;
+        pool.engine = placement::Engine::new(pinv, 0).map_err(place_err)?;
+        Ok((pool, report))
+    }
+
+    /// The inventory.
+    pub fn inventory(&self) -> &Arc<Inventory> {
+        &self.inv
+    }
+
+    /// The placement engine (read-only).
+    pub fn engine(&self) -> &placement::Engine {
+        &self.engine
+    }
+
+    /// The slice allocator (read-only).
+    pub fn slices(&self) -> &Allocator {
+        &self.slices
+    }
+
+    /// The operator's marks.
+    pub fn marks(&self) -> &BTreeMap<String, Health> {
+        &self.marks
+    }
+
+    /// Whether a stored volume could not be placed on start-up.
+    pub fn is_unplaced(&self, id: &str) -> bool {
+        self.unplaced.contains(id)
+    }
+
+    /// A drive's health: the worst of the file's, its enclosure's mark and its own mark.
+    pub fn drive_health(&self, d: u32) -> Health {
+        let drive = &self.inv.drives()[d as usize];
+        let mark = |id: &str| self.marks.get(id).copied().unwrap_or_default();
+        drive
+            .health
+            .max(mark(&drive.id))
+            .max(mark(self.inv.jbod_id(drive.jbod)))
+    }
+
+    /// A server's health: the worse of the file's and its mark.
+    pub fn server_health(&self, s: u32) -> Health {
+        let srv = &self.inv.servers()[s as usize];
+        srv.health
+            .max(self.marks.get(&srv.id).copied().unwrap_or_default())
+    }
+
+    /// Plans a volume and commits it to the pool (not to the store).
+    pub fn place(&mut self, id: &str, req: &VolumeRequest<'_>) -> Result<Plan, Error> {
+        let p = req.parameters;
+        let want = match (req.range.required_bytes, req.range.limit_bytes) {
+            (Some(r), _) => r,
+            (None, Some(l)) => DEFAULT_VOLUME_SIZE.min(l),
+            (None, None) => DEFAULT_VOLUME_SIZE,
+        }
+        .max(p.min_volume_size.unwrap_or(0))
+        .max(1);
+        if let Some(max) = p.max_volume_size
+            && want > max
+        {
+            return Err(Error::OutOfRange(format!(
+                "{} requested, more than the StorageClass's maxVolumeSize {}",
+                human(want),
+                human(max)
+            )));
+        }
+        let limit = match (req.range.limit_bytes, p.max_volume_size) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(l) = limit
+            && l < want
+        {
+            return Err(Error::OutOfRange(format!(
+                "limit_bytes {} is below the {} this volume needs (minVolumeSize {})",
+                human(l),
+                human(want),
+                p.min_volume_size.map_or("unset".into(), human)
+            )));
+        }
+        for g in &p.storage_groups {
+            if !self.inv.file().storage_groups.iter().any(|s| &s.id == g) {
+                return Err(Error::Parameter {
+                    key: "storageGroup".into(),
+                    rule: format!("unknown storage group '{g}'"),
+                });
+            }
+        }
+        let kinds: Vec<Media> = match p.kind {
+            VolumeType::Hdd => vec![Media::Hdd],
+            VolumeType::Ssd | VolumeType::Slice => vec![Media::Ssd, Media::Nvme],
+        };
+        // Layout candidates: (member bytes, capacity tag or none, choice).
+        let mut candidates: Vec<(u64, Option<u64>, Choice)> = Vec::new();
+        let capacities: Vec<u64> = {
+            let mut c: Vec<u64> = self
+                .inv
+                .capacities()
+                .iter()
+                .filter(|(k, _)| kinds.contains(k))
+                .flat_map(|(_, v)| v.iter().copied())
+                .collect();
+            c.sort_unstable();
+            c.dedup();
+            c
+        };
+        let largest = capacities.last().copied().unwrap_or(0);
+        if p.kind == VolumeType::Slice {
+            let (member, usable, off) = slice_layout(want, p.redundancy);
+            if member > largest {
+                return Err(Error::OutOfRange(format!(
+                    "type=slice: {} needs a slice of {}, larger than any solid-state drive (largest {}); slices are never striped, use type=ssd for a striped volume",
+                    human(want),
+                    human(member),
+                    human(largest)
+                )));
+            }
+            let (kind, shape) = if p.redundancy {
+                (LayoutKind::SliceMirror, Shape::Mirror { legs: 2 })
+            } else {
+                (LayoutKind::Slice, Shape::Slice)
+            };
+            candidates.push((
+                member,
+                None,
+                Choice {
+                    kind,
+                    shape,
+                    usable,
+                    chunk: 0,
+                    data_offset: off,
+                },
+            ));
+        } else {
+            let mut last_err = format!("the inventory has no {:?} drives", kinds);
+            for &cap in &capacities {
+                match whole_drive_layout(cap, want, p) {
+                    Ok(c) => candidates.push((cap, Some(cap), c)),
+                    Err(e) => last_err = e,
+                }
+            }
+            if candidates.is_empty() {
+                return Err(Error::OutOfRange(format!(
+                    "cannot lay out {}: {last_err}",
+                    human(want)
+                )));
+            }
+        }
+        let sites = convert::candidate_sites(&self.inv, req.topology);
+        if sites.is_empty() {
+            return Err(Error::Exhausted(
+                "no site of the inventory matches the accessibility requirements (topology keys: topology.composer.csi/site, /rack, /server)".into(),
+            ));
+        }
+        // The most telling failure: the attempt whose filters left the most
+        // drives (the first of equals: the fastest transport, the smallest layout).
+        let mut last: Option<String> = None;
+        let mut last_eligible = 0usize;
+        let mut attempts = 0;
+        for (site, scopes) in &sites {
+            for t in p.transports.iter() {
+                let reachable = scopes.iter().any(|sc| {
+                    sc.any_server(&self.inv, *site, |s| {
+                        self.inv.servers()[s as usize].transports.contains(t)
+                            && self.server_health(s) != Health::Failed
+                    })
+                });
+                if !reachable {
+                    continue;
+                }
+                for (member, cap_tag, choice) in &candidates {
+                    attempts += 1;
+                    let preq = self.request(req, &kinds, *site, t, *member, *cap_tag, choice);
+                    match self.try_place(id, &preq, choice, *member) {
+                        Ok((members, soft)) => {
+                            let capacity = limit.map_or(choice.usable, |l| l.min(choice.usable));
+                            return Ok(Plan {
+                                layout: LayoutRecord {
+                                    kind: choice.kind,
+                                    chunk_sectors: choice.chunk,
+                                    data_offset_sectors: choice.data_offset,
+                                    member_bytes: *member,
+                                    usable_bytes: choice.usable,
+                                },
+                                members,
+                                request: preq,
+                                site: *site,
+                                transport: t,
+                                capacity,
+                                soft_violations: soft,
+                            });
+                        }
+                        Err(Error::Exhausted(why))
+                            if last.is_none() || self.last_eligible > last_eligible =>
+                        {
+                            last_eligible = self.last_eligible;
+                            last = Some(format!(
+                                "{} over {} in site {}: {why}",
+                                describe(choice, *member),
+                                t,
+                                self.inv.site_id(*site)
+                            ))
+                        }
+                        Err(Error::Exhausted(_)) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+        Err(Error::Exhausted(match last {
+            Some(l) => format!(
+                "cannot place volume '{}' ({attempts} layout/site/transport combination(s) tried); last: {l}",
+                req.name
+            ),
+            None => format!(
+                "cannot place volume '{}': no server in the requested topology supports a transport allowed by networkTransportsAllowed ({})",
+                req.name,
+                p.transports
+                    .iter()
+                    .map(|t| t.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }))
+    }
+
+    #[allow(clippy::too_many_arguments)] // one call site; the arguments are the plan's coordinates
+    fn request(
+        &self,
+        req: &VolumeRequest<'_>,
+        kinds: &[Media],
+        site: u32,
+        t: Transport,
+        member: u64,
+        cap_tag: Option<u64>,
+        choice: &Choice,
+    ) -> placement::Request {
+        let p = req.parameters;
+        let mut r = placement::Request::new(choice.shape.clone(), member);
+        r.name = Some(req.name.to_string());
+        r.kinds = kinds.iter().map(|k| convert::drive_kind(*k)).collect();
+        r.min_rpm = p.effective_min_rpm();
+        r.require_tags = p.required_tags.clone();
+        if let Some(c) = cap_tag {
+            r.require_tags.push(convert::capacity_tag(c));
+        }
+        if t == Transport::Nbd {
+            r.require_tags.push(NBD_TAG.to_string());
+        }
+        r.exclude_tags = p.excluded_tags.clone();
+        r.storage_groups = p
+            .storage_groups
+            .iter()
+            .filter_map(|g| placement::GroupId::new(g.clone()).ok())
+            .collect();
+        r.transports = convert::placement_transport(t);
+        let redundant = matches!(choice.shape, Shape::Mirror { .. })
+            || matches!(choice.shape, Shape::Raid10 { mirrors, .. } if mirrors > 1);
+        let mode = |hard: bool| if hard { Mode::Hard } else { Mode::Soft };
+        if redundant {
+            r.separation = vec![
+                placement::Separation::level("jbod", mode(p.jbod_resiliency)),
+                placement::Separation::level("sg", mode(p.sg_resiliency)),
+                placement::Separation::level("rack", Mode::Soft),
+            ];
+        }
+        let n = choice.shape.member_count() as u32;
+        if n > 1 {
+            r.bandwidth_spread = vec![placement::Spread {
+                kind: "switch".into(),
+                mode: mode(!p.soft_domains),
+                max_per_domain: n.div_ceil(2),
+                per_group: false,
+            }];
+        }
+        let mut seg = placement::Segment::new();
+        seg.insert("site".into(), convert::site_domain(self.inv.site_id(site)));
+        r.requisite = vec![seg];
+        r
+    }
+
+    /// Places `preq` and, for slices, allocates them; on failure nothing changes.
+    fn try_place(
+        &mut self,
+        id: &str,
+        preq: &placement::Request,
+        choice: &Choice,
+        member: u64,
+    ) -> Result<(Vec<MemberRecord>, Vec<String>), Error> {
+        let vid = placement::VolumeId::new(id).map_err(|e| Error::Internal(e.to_string()))?;
+        let mut preq = preq.clone();
+        for _ in 0..=SLICE_RETRIES {
+            let placed = match self.engine.place(vid.clone(), &preq) {
+                Ok(p) => p,
+                Err(placement::PlacementError::Unsatisfiable(ex))
+                | Err(placement::PlacementError::SearchExhausted {
+                    explanation: ex, ..
+                }) => {
+                    self.last_eligible = ex.eligible;
+                    return Err(Error::Exhausted(explain(&ex)));
+                }
+                Err(e) => return Err(place_err(e)),
+            };
+            let soft: Vec<String> = placed
+                .soft_violations
+                .iter()
+                .map(|v| format!("{}: {}", v.constraint, v.detail))
+                .collect();
+            let drives = placed.drives();
+            if !choice.kind.is_slice() {
+                let members = drives
+                    .iter()
+                    .map(|d| MemberRecord {
+                        drive: d.to_string(),
+                        offset: 0,
+                        len: member,
+                    })
+                    .collect();
+                return Ok((members, soft));
+            }
+            let mut got: Vec<(u32, slice_alloc::Slice)> = Vec::new();
+            let mut failed = None;
+            for d in &drives {
+                let i = self
+                    .inv
+                    .drive_index(d.as_str())
+                    .expect("placement knows only inventory drives");
+                let dev = [DeviceId::new(i as u64)];
+                match self.slices.allocate(member, &Constraints::on_devices(&dev)) {
+                    Ok(s) => got.push((i, s)),
+                    Err(_) => {
+                        failed = Some(d.clone());
+                        break;
+                    }
+                }
+            }
+            match failed {
+                None => {
+                    let mut members = Vec::new();
+                    for (i, s) in got {
+                        let off = s.extents[0].offset();
+                        self.slice_at.insert((i, off), s.id);
+                        members.push(MemberRecord {
+                            drive: self.inv.drives()[i as usize].id.clone(),
+                            offset: off,
+                            len: s.size(),
+                        });
+                    }
+                    return Ok((members, soft));
+                }
+                Some(d) => {
+                    // Too fragmented for one extent: undo and avoid that SSD.
+                    for (_, s) in got {
+                        self.slices.free(s.id).map_err(slice_err)?;
+                    }
+                    self.engine.remove(&vid).map_err(place_err)?;
+                    preq.exclude_drives.push(d);
+                }
+            }
+        }
+        self.last_eligible = usize::MAX;
+        Err(Error::Exhausted(format!(
+            "the solid-state drives placement chose are too fragmented for a {} slice ({} tried)",
+            human(member),
+            SLICE_RETRIES + 1
+        )))
+    }
+
+    /// Removes a volume's members from the pool.
+    pub fn release(&mut self, rec: &VolumeRecord) -> Result<(), Error> {
+        if self.unplaced.remove(&rec.id) {
+            return Ok(());
+        }
+        let vid =
+            placement::VolumeId::new(rec.id.clone()).map_err(|e| Error::Internal(e.to_string()))?;
+        self.engine.remove(&vid).map_err(place_err)?;
+        if rec.layout.kind.is_slice() {
+            for m in &rec.members {
+                let i = self
+                    .inv
+                    .drive_index(&m.drive)
+                    .ok_or_else(|| Error::Internal(format!("drive {} vanished", m.drive)))?;
+                if let Some(s) = self.slice_at.remove(&(i, m.offset)) {
+                    self.slices.free(s).map_err(slice_err)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Grows a single slice in place to `new_member` bytes (placement's
+    /// accounting follows: the volume is re-placed pinned to its drive).
+    pub fn grow_slice(
+        &mut self,
+        rec: &VolumeRecord,
+        new_member: u64,
+    ) -> Result<MemberRecord, Error> {
+        let m = &rec.members[0];
+        let i = self
+            .inv
+            .drive_index(&m.drive)
+            .ok_or_else(|| Error::Internal(format!("drive {} vanished", m.drive)))?;
+        let sid = *self.slice_at.get(&(i, m.offset)).ok_or_else(|| {
+            Error::Internal(format!("no slice recorded at {}@{}", m.drive, m.offset))
+        })?;
+        let vid =
+            placement::VolumeId::new(rec.id.clone()).map_err(|e| Error::Internal(e.to_string()))?;
+        let old = self.engine.remove(&vid).map_err(place_err)?;
+        let mut req = old.request.clone();
+        req.size = placement::Bytes(new_member);
+        req.pinned = vec![placement::Pin {
+            member: 0,
+            drive: old.members[0].clone(),
+        }];
+        if let Err(e) = self.engine.place(vid.clone(), &req) {
+            self.engine
+                .place(vid, &{
+                    let mut r = old.request.clone();
+                    r.pinned = vec![placement::Pin {
+                        member: 0,
+                        drive: old.members[0].clone(),
+                    }];
+                    r
+                })
+                .map_err(place_err)?;
+            return Err(Error::OutOfRange(format!(
+                "slice on {} cannot grow to {}: {}",
+                m.drive,
+                human(new_member),
+                match e {
+                    placement::PlacementError::Unsatisfiable(ex) => ex.to_string(),
+                    other => other.to_string(),
+                }
+            )));
+        }
+        match self.slices.grow(sid, new_member) {
+            Ok(s) => Ok(MemberRecord {
+                drive: m.drive.clone(),
+                offset: m.offset,
+                len: s.size(),
+            }),
+            Err(e) => {
+                self.engine.remove(&vid).map_err(place_err)?;
+                let mut r = old.request.clone();
+                r.pinned = vec![placement::Pin {
+                    member: 0,
+                    drive: old.members[0].clone(),
+                }];
+                self.engine.place(vid, &r).map_err(place_err)?;
+                Err(Error::OutOfRange(format!(
+                    "slice on {} cannot grow in place to {}: {e}",
+                    m.drive,
+                    human(new_member)
+                )))
+            }
+        }
+    }
+
+    /// Records an operator's mark (`Healthy` removes it) and tells placement
+    /// the resulting health of every drive it touches (a drive's health is
+    /// the worst of the file's, its own mark and its enclosure's mark).
+    pub fn set_mark(&mut self, target: &str, health: Health) -> Result<(), Error> {
+        match health {
+            Health::Healthy => self.marks.remove(target),
+            h => self.marks.insert(target.to_string(), h),
+        };
+        let drives: Vec<u32> = match (self.inv.drive_index(target), self.inv.jbod_index(target)) {
+            (Some(d), _) => vec![d],
+            (None, Some(j)) => self.inv.jbod_drives(j).to_vec(),
+            // Servers are not placement's concern.
+            (None, None) => Vec::new(),
+        };
+        for d in drives {
+            let h = self.drive_health(d);
+            let id = self.inv.drives()[d as usize].id.clone();
+            self.engine.set_drive_health(&id, h).map_err(place_err)?;
+        }
+        Ok(())
+    }
+
+    /// Placement's evacuation plan for a drive or failure domain (not applied).
+    pub fn plan_repair(&mut self, target: &str) -> Result<placement::RepairPlan, Error> {
+        self.engine.plan_evacuation(target).map_err(place_err)
+    }
+
+    /// Commits a repair plan to the placement engine.
+    pub fn apply_plan(&mut self, plan: &placement::RepairPlan) -> Result<(), Error> {
+        self.engine.apply_plan(plan).map_err(place_err)
+    }
+
+    /// Allocates a slice of `len` bytes on `drive`; returns its offset.
+    pub fn allocate_slice_on(&mut self, drive: &str, len: u64) -> Result<u64, Error> {
+        let i = self
+            .inv
+            .drive_index(drive)
+            .ok_or_else(|| Error::Internal(format!("drive {drive} is not in the inventory")))?;
+        let dev = [DeviceId::new(i as u64)];
+        let s = self
+            .slices
+            .allocate(len, &Constraints::on_devices(&dev))
+            .map_err(|e| Error::Exhausted(format!("no slice of {} on {drive}: {e}", human(len))))?;
+        let off = s.extents[0].offset();
+        self.slice_at.insert((i, off), s.id);
+        Ok(off)
+    }
+
+    /// Frees the slice at `offset` on `drive`, if there is one.
+    pub fn free_slice(&mut self, drive: &str, offset: u64) -> Result<(), Error> {
+        if let Some(i) = self.inv.drive_index(drive)
+            && let Some(s) = self.slice_at.remove(&(i, offset))
+        {
+            self.slices.free(s).map_err(slice_err)?;
+        }
+        Ok(())
+    }
+
+    /// Where a volume is accessible from.
+    pub fn volume_topology(&self, rec: &VolumeRecord) -> Vec<Topology> {
+        self.inv
+            .site_index(&rec.site)
+            .and_then(|s| self.topologies.get(&(s, rec.transport)))
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+fn describe(c: &Choice, member: u64) -> String {
+    let n = c.shape.member_count();
+    match c.kind {
+        LayoutKind::Single => format!("one drive of {}", human(member)),
+        LayoutKind::Slice => format!("a slice of {}", human(member)),
+        LayoutKind::SliceMirror => format!("a mirror of two slices of {}", human(member)),
+        k => format!("a {} of {n} drives of {}", k.name(), human(member)),
+    }
+}
+
+/// Placement's explanation, with the StorageClass parameter behind each
+/// blocked hard constraint.
+fn explain(ex: &placement::Explanation) -> String {
+    let mut s = ex.to_string();
+    let level = |name: &str| {
+        ex.blocked.iter().any(|b| {
+            matches!(b, placement::Blocker::Separation { scope: placement::Scope::Level(l), .. } if l == name)
+        })
+    };
+    if level("jbod") {
+        s.push_str("; jbodResiliency=true requires the legs of each mirror in different JBODs (jbodResiliency=false makes it best effort)");
+    }
+    if level("sg") {
+        s.push_str("; sgResiliency=true requires the legs of each mirror in different storage groups (sgResiliency=false makes it best effort)");
+    }
+    if ex
+        .blocked
+        .iter()
+        .any(|b| matches!(b, placement::Blocker::Spreading { kind, .. } if kind == "switch"))
+    {
+        s.push_str("; softDomains=false requires at most half of the members behind one switch (softDomains=true makes it best effort)");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_drive_layouts_follow_md_arithmetic() {
+        let tb = 1_000_000_000_000u64;
+        let p = Parameters::default();
+        assert_eq!(
+            whole_drive_layout(16 * tb, tb, &p).unwrap().kind,
+            LayoutKind::Single
+        );
+        let c = whole_drive_layout(16 * tb, 20 * tb, &p).unwrap();
+        assert_eq!((c.kind, c.shape.member_count()), (LayoutKind::Raid0, 2));
+        let r = Parameters {
+            redundancy: true,
+            ..Parameters::default()
+        };
+        let c = whole_drive_layout(16 * tb, 20 * tb, &r).unwrap();
+        assert_eq!((c.kind, c.shape.member_count()), (LayoutKind::Raid10, 4));
+        assert!(c.usable >= 20 * tb && c.data_offset > 0);
+        // A mirror of two 16 TB drives holds a little less than 16 TB.
+        let c = whole_drive_layout(16 * tb, 16 * tb, &r).unwrap();
+        assert_eq!(c.kind, LayoutKind::Raid10);
+        let no = Parameters {
+            striping: false,
+            ..r.clone()
+        };
+        assert!(
+            whole_drive_layout(16 * tb, 17 * tb, &no)
+                .unwrap_err()
+                .contains("striping=false")
+        );
+        let small = Parameters {
+            raid_max_drives: 4,
+            ..r
+        };
+        assert!(
+            whole_drive_layout(16 * tb, 40 * tb, &small)
+                .unwrap_err()
+                .contains("raidMaxDrives=4")
+        );
+    }
+
+    #[test]
+    fn mirrored_slices_hold_the_size_after_the_data_offset() {
+        for want in [1u64, 1 << 20, 10 << 30, 999_999_999_999] {
+            let (member, usable, off) = slice_layout(want, true);
+            assert!(
+                usable >= want && member % SLICE_GRANULARITY == 0 && off > 0,
+                "{want}"
+            );
+            let (m, u, _) = slice_layout(want, false);
+            assert_eq!(m, u);
+            assert!(m >= want && m - want < SLICE_GRANULARITY);
+        }
+    }
+}

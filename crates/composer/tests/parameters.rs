@@ -1,0 +1,635 @@
+//! One test per StorageClass parameter (and its failures), plus idempotency,
+//! publication, conditions, expansion and capacity, on the built-in
+//! inventory or small inventories written here.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use composer_core::composer::VolumeView;
+use composer_core::{
+    Composer, Error, Health, Inventory, LayoutKind, MemStore, RedbStore, Transport,
+};
+use csi_types::{CapacityRange, Topology, TopologyRequirement};
+
+const GB: u64 = 1_000_000_000;
+const TB: u64 = 1_000_000_000_000;
+
+fn composer() -> Composer {
+    Composer::open(
+        Inventory::default_inventory(),
+        Arc::new(MemStore::default()),
+    )
+    .unwrap()
+}
+
+fn params(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
+    kv.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn range(req: u64) -> CapacityRange {
+    CapacityRange::new(Some(req), None).unwrap()
+}
+
+fn create(c: &Composer, name: &str, kv: &[(&str, &str)], size: u64) -> Result<VolumeView, Error> {
+    c.create(name, &params(kv), range(size), false, true, None)
+}
+
+fn drive<'a>(c: &'a Composer, id: &str) -> &'a composer_core::inventory::Drive {
+    &c.inventory().drives()[c.inventory().drive_index(id).unwrap() as usize]
+}
+
+fn jbod_of(c: &Composer, id: &str) -> String {
+    c.inventory().jbod_id(drive(c, id).jbod).to_string()
+}
+
+fn group_of(c: &Composer, id: &str) -> Option<String> {
+    c.inventory()
+        .rack_group(drive(c, id).rack)
+        .map(str::to_string)
+}
+
+fn exhausted(r: Result<VolumeView, Error>) -> String {
+    match r {
+        Err(Error::Exhausted(m)) => m,
+        other => panic!("expected RESOURCE_EXHAUSTED, got {other:?}"),
+    }
+}
+
+fn out_of_range(r: Result<VolumeView, Error>) -> String {
+    match r {
+        Err(Error::OutOfRange(m)) => m,
+        other => panic!("expected OUT_OF_RANGE, got {other:?}"),
+    }
+}
+
+/// One rack, one JBOD of four 16 TB HDDs, two servers.
+const ONE_JBOD: &str = r#"
+[[site]]
+id = "dc"
+[[switch]]
+id = "tor"
+site = "dc"
+bandwidth = "100 GB/s"
+[[rack]]
+id = "r1"
+site = "dc"
+switch = "tor"
+[[jbod]]
+id = "j1"
+rack = "r1"
+transports = ["iscsi"]
+[[jbod.drive]]
+count = 4
+kind = "hdd"
+capacity = "16 TB"
+rpm = 7200
+[[server]]
+id = "n1"
+rack = "r1"
+max_volumes = 1
+[[server]]
+id = "n2"
+rack = "r1"
+transports = ["roce"]
+"#;
+
+/// Two JBODs in two racks of one storage group, behind one switch.
+const ONE_GROUP: &str = r#"
+[[site]]
+id = "dc"
+[[storage_group]]
+id = "sg"
+site = "dc"
+[[switch]]
+id = "spine"
+site = "dc"
+bandwidth = "100 GB/s"
+[[rack]]
+id = "r1"
+site = "dc"
+storage_group = "sg"
+switch = "spine"
+[[rack]]
+id = "r2"
+site = "dc"
+storage_group = "sg"
+switch = "spine"
+[[jbod]]
+id = "j1"
+rack = "r1"
+[[jbod.drive]]
+count = 2
+kind = "hdd"
+capacity = "16 TB"
+[[jbod]]
+id = "j2"
+rack = "r2"
+[[jbod.drive]]
+count = 2
+kind = "hdd"
+capacity = "16 TB"
+[[server]]
+id = "n1"
+rack = "r1"
+"#;
+
+fn small(text: &str) -> Composer {
+    Composer::open(
+        Inventory::from_toml(text).unwrap(),
+        Arc::new(MemStore::default()),
+    )
+    .unwrap()
+}
+
+#[test]
+fn type_selects_the_medium_and_the_layout() {
+    let c = composer();
+    let v = create(&c, "h", &[], 100 * GB).unwrap();
+    assert_eq!(v.layout.kind, LayoutKind::Single);
+    assert_eq!(
+        drive(&c, &v.members[0].drive).kind,
+        composer_core::Media::Hdd
+    );
+    let v = create(&c, "s", &[("type", "ssd")], 100 * GB).unwrap();
+    assert_ne!(
+        drive(&c, &v.members[0].drive).kind,
+        composer_core::Media::Hdd
+    );
+    assert_eq!(
+        v.capacity,
+        drive(&c, &v.members[0].drive).capacity,
+        "a whole drive"
+    );
+    let v = create(&c, "sl", &[("type", "slice")], 10 << 30).unwrap();
+    assert_eq!(v.layout.kind, LayoutKind::Slice);
+    assert_eq!((v.capacity, v.members[0].len), (10 << 30, 10 << 30));
+    // Two slices share one SSD without overlapping.
+    let w = create(&c, "sl2", &[("type", "slice")], 10 << 30).unwrap();
+    if w.members[0].drive == v.members[0].drive {
+        assert!(
+            w.members[0].offset >= v.members[0].offset + v.members[0].len
+                || w.members[0].offset + w.members[0].len <= v.members[0].offset
+        );
+    }
+}
+
+#[test]
+fn rpm_is_a_minimum_for_hdds_and_ignored_otherwise() {
+    let c = composer();
+    // The smallest HDDs (8 TB) spin at 5400 rpm: a small volume lands there unless rpm says otherwise.
+    let v = create(&c, "any", &[], GB).unwrap();
+    assert_eq!(drive(&c, &v.members[0].drive).rpm, 5400);
+    let v = create(&c, "fast", &[("rpm", "7200")], GB).unwrap();
+    assert_eq!(drive(&c, &v.members[0].drive).rpm, 7200);
+    let e = exhausted(create(&c, "faster", &[("rpm", "10000")], GB));
+    assert!(e.contains("min_rpm"), "{e}");
+    create(&c, "ssd", &[("type", "ssd"), ("rpm", "10000")], GB).unwrap();
+}
+
+#[test]
+fn fs_type_is_recorded_and_checked() {
+    let c = composer();
+    let v = create(&c, "x", &[("fsType", "xfs")], GB).unwrap();
+    assert_eq!(v.parameters["fsType"], "xfs");
+    assert!(
+        matches!(create(&c, "y", &[("fsType", "zfs")], GB), Err(Error::Parameter { key, .. }) if key == "fsType")
+    );
+}
+
+#[test]
+fn striping_builds_raid0_or_raid10_when_no_drive_fits() {
+    let c = composer();
+    // Drive capacities are tried smallest first: three 8 TB drives waste less than two 16 TB.
+    let v = create(&c, "wide", &[], 20 * TB).unwrap();
+    assert_eq!((v.layout.kind, v.members.len()), (LayoutKind::Raid0, 3));
+    assert_eq!(drive(&c, &v.members[0].drive).capacity, 8 * TB);
+    assert!(
+        v.capacity >= 20 * TB && v.layout.chunk_sectors == 1024 && v.layout.data_offset_sectors > 0
+    );
+    let e = out_of_range(create(&c, "narrow", &[("striping", "false")], 20 * TB));
+    assert!(e.contains("striping=false"), "{e}");
+}
+
+#[test]
+fn redundancy_mirrors_across_jbods_and_storage_groups() {
+    let c = composer();
+    let v = create(&c, "m", &[("redundancy", "true")], TB).unwrap();
+    assert_eq!(v.layout.kind, LayoutKind::Raid1);
+    let (a, b) = (&v.members[0].drive, &v.members[1].drive);
+    assert_ne!(jbod_of(&c, a), jbod_of(&c, b));
+    assert_ne!(group_of(&c, a), group_of(&c, b));
+    let v = create(&c, "r10", &[("redundancy", "true")], 40 * TB).unwrap();
+    assert_eq!(v.layout.kind, LayoutKind::Raid10);
+    assert_eq!(v.members.len() % 2, 0);
+    for pair in v.members.chunks(2) {
+        assert_ne!(group_of(&c, &pair[0].drive), group_of(&c, &pair[1].drive));
+    }
+}
+
+#[test]
+fn raid_max_drives_bounds_the_layout() {
+    let c = composer();
+    let e = out_of_range(create(
+        &c,
+        "big",
+        &[("redundancy", "true"), ("raidMaxDrives", "4")],
+        40 * TB,
+    ));
+    assert!(e.contains("raidMaxDrives=4"), "{e}");
+    let v = create(
+        &c,
+        "ok",
+        &[("redundancy", "true"), ("raidMaxDrives", "6")],
+        40 * TB,
+    )
+    .unwrap();
+    assert_eq!(v.members.len(), 6);
+}
+
+#[test]
+fn sg_resiliency_is_a_rule_unless_false() {
+    let c = small(ONE_GROUP);
+    // One switch: spreading is made best effort to look at separation alone.
+    let e = exhausted(create(
+        &c,
+        "m",
+        &[("redundancy", "true"), ("softDomains", "true")],
+        TB,
+    ));
+    assert!(e.contains("sgResiliency=true"), "{e}");
+    let v = create(
+        &c,
+        "m",
+        &[
+            ("redundancy", "true"),
+            ("sgResiliency", "false"),
+            ("softDomains", "true"),
+        ],
+        TB,
+    )
+    .unwrap();
+    assert_ne!(
+        jbod_of(&c, &v.members[0].drive),
+        jbod_of(&c, &v.members[1].drive)
+    );
+}
+
+#[test]
+fn jbod_resiliency_is_a_rule_unless_false() {
+    let c = small(ONE_JBOD);
+    let e = exhausted(create(
+        &c,
+        "m",
+        &[
+            ("redundancy", "true"),
+            ("sgResiliency", "false"),
+            ("softDomains", "true"),
+        ],
+        TB,
+    ));
+    assert!(e.contains("jbodResiliency=true"), "{e}");
+    let v = create(
+        &c,
+        "m",
+        &[
+            ("redundancy", "true"),
+            ("sgResiliency", "false"),
+            ("jbodResiliency", "false"),
+            ("softDomains", "true"),
+        ],
+        TB,
+    )
+    .unwrap();
+    assert_eq!(v.layout.kind, LayoutKind::Raid1);
+}
+
+#[test]
+fn encrypt_is_recorded_for_the_node_side() {
+    let c = composer();
+    let v = create(&c, "e", &[("encrypt", "true")], GB).unwrap();
+    assert_eq!(v.parameters["encrypt"], "true");
+    assert!(
+        matches!(create(&c, "f", &[("encrypt", "1")], GB), Err(Error::Parameter { key, .. }) if key == "encrypt")
+    );
+}
+
+#[test]
+fn min_and_max_volume_size_bound_the_request() {
+    let c = composer();
+    let v = create(
+        &c,
+        "min",
+        &[("type", "slice"), ("minVolumeSize", "10Gi")],
+        1 << 20,
+    )
+    .unwrap();
+    assert_eq!(v.capacity, 10 << 30);
+    let e = c
+        .create(
+            "lim",
+            &params(&[("type", "slice"), ("minVolumeSize", "10Gi")]),
+            CapacityRange::new(None, Some(1 << 30)).unwrap(),
+            false,
+            true,
+            None,
+        )
+        .map(|_| ());
+    assert!(
+        matches!(e, Err(Error::OutOfRange(ref m)) if m.contains("minVolumeSize")),
+        "{e:?}"
+    );
+    let e = out_of_range(create(&c, "max", &[("maxVolumeSize", "1 TB")], 2 * TB));
+    assert!(e.contains("maxVolumeSize"), "{e}");
+    // A whole 8 TB drive is reported as at most maxVolumeSize.
+    let v = create(&c, "capped", &[("maxVolumeSize", "1 TB")], GB).unwrap();
+    assert_eq!(v.capacity, TB);
+}
+
+#[test]
+fn soft_domains_relaxes_switch_spreading() {
+    let c = small(ONE_GROUP);
+    let kv = [("sgResiliency", "false"), ("striping", "true")];
+    // A raid0 of two drives: at most one behind the only switch, unless soft.
+    let e = exhausted(create(&c, "w", &kv, 20 * TB));
+    assert!(e.contains("softDomains=false"), "{e}");
+    let v = create(
+        &c,
+        "w",
+        &[("sgResiliency", "false"), ("softDomains", "true")],
+        20 * TB,
+    )
+    .unwrap();
+    assert_eq!(v.layout.kind, LayoutKind::Raid0);
+}
+
+#[test]
+fn required_and_excluded_tags_filter_drives() {
+    let c = composer();
+    let v = create(&c, "arch", &[("requiredTags", "archive")], GB).unwrap();
+    assert!(drive(&c, &v.members[0].drive).tags.contains("archive"));
+    let v = create(&c, "noarch", &[("excludedTags", "archive")], GB).unwrap();
+    assert!(!drive(&c, &v.members[0].drive).tags.contains("archive"));
+    let e = exhausted(create(&c, "none", &[("requiredTags", "gold")], GB));
+    assert!(e.contains("require_tags"), "{e}");
+}
+
+#[test]
+fn storage_group_restricts_drives() {
+    let c = composer();
+    for i in 0..4 {
+        let v = create(&c, &format!("b{i}"), &[("storageGroup", "sg-b")], GB).unwrap();
+        assert_eq!(group_of(&c, &v.members[0].drive).as_deref(), Some("sg-b"));
+    }
+    assert!(matches!(
+        create(&c, "x", &[("storageGroup", "sg-z")], GB),
+        Err(Error::Parameter { key, rule }) if key == "storageGroup" && rule.contains("sg-z")
+    ));
+}
+
+#[test]
+fn network_transports_pick_the_fastest_allowed() {
+    let c = composer();
+    // JBODs export iSCSI, NVMe/TCP and NBD: the fastest is NVMe/TCP.
+    assert_eq!(
+        create(&c, "a", &[], GB).unwrap().transport,
+        Transport::Nvmetcp
+    );
+    assert_eq!(
+        create(&c, "b", &[("networkTransportsAllowed", "nbd")], GB)
+            .unwrap()
+            .transport,
+        Transport::Nbd
+    );
+    assert_eq!(
+        create(&c, "c", &[("networkTransportsAllowed", "iscsi,nbd")], GB)
+            .unwrap()
+            .transport,
+        Transport::Iscsi
+    );
+    let e = exhausted(create(&c, "d", &[("networkTransportsAllowed", "roce")], GB));
+    assert!(e.contains("transport"), "{e}");
+}
+
+#[test]
+fn slices_are_never_striped() {
+    let c = composer();
+    let e = out_of_range(create(
+        &c,
+        "big",
+        &[("type", "slice"), ("striping", "true")],
+        10 * TB,
+    ));
+    assert!(e.contains("slices are never striped"), "{e}");
+    let v = create(
+        &c,
+        "mirror",
+        &[("type", "slice"), ("redundancy", "true")],
+        100 << 30,
+    )
+    .unwrap();
+    assert_eq!(v.layout.kind, LayoutKind::SliceMirror);
+    assert!(v.capacity >= 100 << 30);
+    assert_ne!(
+        jbod_of(&c, &v.members[0].drive),
+        jbod_of(&c, &v.members[1].drive)
+    );
+}
+
+#[test]
+fn topology_requirements_pick_the_site_and_reachable_transport() {
+    let c = composer();
+    let t = |kv: &[(&str, &str)]| {
+        Topology::new(kv.iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap()
+    };
+    let mars = TopologyRequirement {
+        requisite: vec![t(&[("topology.composer.csi/site", "mars")])],
+        preferred: vec![],
+    };
+    let e = exhausted(c.create("m", &params(&[]), range(GB), false, true, Some(&mars)));
+    assert!(e.contains("no site"), "{e}");
+    // r1-n4 speaks iSCSI and NBD only: a volume for it uses iSCSI.
+    let n4 = t(&[("topology.composer.csi/server", "r1-n4")]);
+    let req = TopologyRequirement {
+        requisite: vec![n4.clone()],
+        preferred: vec![n4],
+    };
+    let v = c
+        .create("n4", &params(&[]), range(GB), false, true, Some(&req))
+        .unwrap();
+    assert_eq!(v.transport, Transport::Iscsi);
+    assert_eq!(
+        v.topology,
+        vec![t(&[("topology.composer.csi/site", "dc1")])]
+    );
+}
+
+#[test]
+fn create_is_idempotent_by_name_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    let first = {
+        let c = Composer::open(
+            Inventory::default_inventory(),
+            Arc::new(RedbStore::open(&path).unwrap()),
+        )
+        .unwrap();
+        let v = create(&c, "pvc", &[("type", "slice")], 5 << 30).unwrap();
+        assert_eq!(
+            create(&c, "pvc", &[("type", "slice")], 5 << 30)
+                .unwrap()
+                .record,
+            v.record
+        );
+        assert!(matches!(
+            create(&c, "pvc", &[("type", "ssd")], 5 << 30),
+            Err(Error::AlreadyExists(_))
+        ));
+        assert!(matches!(
+            create(&c, "pvc", &[("type", "slice")], 6 << 30),
+            Err(Error::AlreadyExists(_))
+        ));
+        v
+    };
+    let c = Composer::open(
+        Inventory::default_inventory(),
+        Arc::new(RedbStore::open(&path).unwrap()),
+    )
+    .unwrap();
+    assert!(
+        c.reconcile_report().is_clean(),
+        "{:?}",
+        c.reconcile_report()
+    );
+    assert_eq!(
+        create(&c, "pvc", &[("type", "slice")], 5 << 30)
+            .unwrap()
+            .record,
+        first.record
+    );
+    let other = create(&c, "pvc-2", &[("type", "slice")], 5 << 30).unwrap();
+    assert_ne!(other.id, first.id);
+    assert!(
+        other.members[0].drive != first.members[0].drive
+            || other.members[0].offset != first.members[0].offset
+    );
+}
+
+#[test]
+fn publish_checks_node_transport_limit_and_access_mode() {
+    let c = small(ONE_JBOD);
+    let a = create(&c, "a", &[], GB).unwrap();
+    let b = create(&c, "b", &[], GB).unwrap();
+    assert!(matches!(
+        c.publish(&a.id, "nobody", false),
+        Err(Error::NotFound(_))
+    ));
+    assert!(matches!(
+        c.publish("vol-999999999999", "n1", false),
+        Err(Error::NotFound(_))
+    ));
+    let e = c.publish(&a.id, "n2", false).unwrap_err();
+    assert!(
+        matches!(&e, Error::FailedPrecondition(m) if m.contains("cannot reach")),
+        "{e}"
+    );
+    let ctx = c.publish(&a.id, "n1", false).unwrap();
+    assert_eq!(
+        ctx["members"],
+        format!("{}@0+{}", a.members[0].drive, 16 * TB)
+    );
+    assert_eq!(c.publish(&a.id, "n1", false).unwrap(), ctx, "idempotent");
+    assert!(matches!(
+        c.publish(&a.id, "n1", true),
+        Err(Error::AlreadyExists(_))
+    ));
+    assert!(
+        matches!(c.publish(&b.id, "n1", false), Err(Error::Exhausted(m)) if m.contains("attach limit"))
+    );
+    assert!(matches!(c.delete(&a.id), Err(Error::FailedPrecondition(_))));
+    c.unpublish(&a.id, Some("n1")).unwrap();
+    c.delete(&a.id).unwrap();
+    c.unpublish(&a.id, Some("n1")).unwrap();
+    c.delete(&a.id).unwrap();
+    c.publish(&b.id, "n1", false).unwrap();
+}
+
+#[test]
+fn a_failed_member_makes_the_volume_abnormal() {
+    let c = composer();
+    let m = create(&c, "m", &[("redundancy", "true")], TB).unwrap();
+    let s = create(&c, "s", &[], 20 * TB).unwrap();
+    assert_eq!(c.get(&m.id).unwrap().abnormal, None);
+    c.mark(&m.members[0].drive, Health::Failed).unwrap();
+    let why = c.get(&m.id).unwrap().abnormal.unwrap();
+    assert!(why.contains("degraded"), "{why}");
+    c.mark(&jbod_of(&c, &s.members[1].drive), Health::Failed)
+        .unwrap();
+    let why = c.get(&s.id).unwrap().abnormal.unwrap();
+    assert!(why.contains("data lost"), "{why}");
+    // The repair plan moves the failed mirror leg off the drive.
+    let plan = c.repair_plan(&m.members[0].drive).unwrap();
+    assert_eq!(plan.moves.len(), 1);
+    assert_ne!(plan.moves[0].to.as_str(), m.members[0].drive);
+    c.mark(&m.members[0].drive, Health::Healthy).unwrap();
+    c.mark(&jbod_of(&c, &s.members[1].drive), Health::Healthy)
+        .unwrap();
+    assert_eq!(c.get(&m.id).unwrap().abnormal, None);
+    assert_eq!(c.get(&s.id).unwrap().abnormal, None);
+}
+
+#[test]
+fn expansion_grows_slices_in_place_and_refuses_beyond_whole_drives() {
+    let c = composer();
+    let v = create(&c, "s", &[("type", "slice")], 10 << 30).unwrap();
+    assert_eq!(c.expand(&v.id, range(20 << 30)).unwrap(), 20 << 30);
+    assert_eq!(c.get(&v.id).unwrap().members[0].len, 20 << 30);
+    assert_eq!(
+        c.expand(&v.id, range(15 << 30)).unwrap(),
+        20 << 30,
+        "never shrinks"
+    );
+    let h = c
+        .create(
+            "h",
+            &params(&[]),
+            CapacityRange::new(Some(GB), Some(TB)).unwrap(),
+            false,
+            true,
+            None,
+        )
+        .unwrap();
+    assert_eq!(h.capacity, TB, "a whole 8 TB drive reported as limit_bytes");
+    assert_eq!(
+        c.expand(&h.id, range(4 * TB)).unwrap(),
+        4 * TB,
+        "within the whole drive"
+    );
+    let e = c.expand(&h.id, range(19 * TB)).unwrap_err();
+    assert!(
+        matches!(&e, Error::OutOfRange(m) if m.contains("cannot grow")),
+        "{e}"
+    );
+}
+
+#[test]
+fn capacity_follows_allocations() {
+    let c = composer();
+    let p = params(&[("type", "slice")]);
+    let before = c.capacity(&p, None).unwrap();
+    assert!(before.maximum_volume_size >= 7 * TB && before.minimum_volume_size == Some(1 << 20));
+    create(&c, "s", &[("type", "slice")], 100 << 30).unwrap();
+    let after = c.capacity(&p, None).unwrap();
+    assert_eq!(before.available - after.available, 100 << 30);
+    let hdd = c
+        .capacity(&params(&[("redundancy", "true")]), None)
+        .unwrap();
+    assert!(hdd.maximum_volume_size > 100 * TB, "a raid10 of 16 drives");
+    let mars = Topology::new([("topology.composer.csi/site", "mars")]).unwrap();
+    assert_eq!(c.capacity(&p, Some(&mars)).unwrap().available, 0);
+    assert!(matches!(
+        c.capacity(&params(&[("bogus", "1")]), None),
+        Err(Error::Parameter { .. })
+    ));
+}

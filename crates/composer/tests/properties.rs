@@ -1,0 +1,130 @@
+//! Properties of the composer under random operation sequences on the
+//! built-in inventory: no byte of a drive is held by two volumes, the
+//! records and the pool agree (a restart from the records reproduces the
+//! same state and reconciles clean), a failed call changes nothing, and
+//! the parameter parser never panics.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use composer_core::{Composer, Error, Inventory, MemStore, Parameters, Store};
+use csi_types::CapacityRange;
+use proptest::prelude::*;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Create { name: u8, class: u8, gib: u64 },
+    Delete { pick: u8 },
+    Publish { pick: u8, server: u8 },
+    Unpublish { pick: u8 },
+    Expand { pick: u8, gib: u64 },
+}
+
+const CLASSES: &[&[(&str, &str)]] = &[
+    &[],
+    &[("type", "slice")],
+    &[("type", "slice"), ("redundancy", "true")],
+    &[("redundancy", "true")],
+    &[("type", "ssd")],
+    &[("rpm", "7200"), ("striping", "false")],
+    &[
+        ("storageGroup", "sg-a"),
+        ("redundancy", "true"),
+        ("sgResiliency", "false"),
+    ],
+];
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (any::<u8>(), 0..CLASSES.len() as u8, prop_oneof![1u64..64, 1000u64..40_000])
+            .prop_map(|(name, class, gib)| Op::Create { name: name % 24, class, gib }),
+        2 => any::<u8>().prop_map(|pick| Op::Delete { pick }),
+        1 => (any::<u8>(), any::<u8>()).prop_map(|(pick, server)| Op::Publish { pick, server }),
+        1 => any::<u8>().prop_map(|pick| Op::Unpublish { pick }),
+        1 => (any::<u8>(), 1u64..200).prop_map(|(pick, gib)| Op::Expand { pick, gib }),
+    ]
+}
+
+fn no_overlap(c: &Composer) -> Result<(), TestCaseError> {
+    let mut by_drive: BTreeMap<String, Vec<(u64, u64, String)>> = BTreeMap::new();
+    for r in c.records() {
+        for m in &r.members {
+            by_drive.entry(m.drive.clone()).or_default().push((
+                m.offset,
+                m.offset + m.len,
+                r.id.clone(),
+            ));
+        }
+    }
+    for (d, mut ex) in by_drive {
+        ex.sort();
+        for w in ex.windows(2) {
+            prop_assert!(
+                w[0].1 <= w[1].0,
+                "drive {d}: {} and {} overlap",
+                w[0].2,
+                w[1].2
+            );
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_sequences_keep_the_invariants(ops in proptest::collection::vec(op(), 1..40)) {
+        let store = Arc::new(MemStore::default());
+        let c = Composer::open(Inventory::default_inventory(), store.clone()).unwrap();
+        let servers: Vec<String> = c.inventory().servers().iter().map(|s| s.id.clone()).collect();
+        for op in &ops {
+            let before = store.load().unwrap();
+            let ids: Vec<String> = c.records().iter().map(|r| r.id.clone()).collect();
+            let pick = |p: u8| (!ids.is_empty()).then(|| ids[p as usize % ids.len()].clone());
+            let result: Result<(), Error> = match op {
+                Op::Create { name, class, gib } => {
+                    let params = CLASSES[*class as usize].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+                    c.create(&format!("v{name}"), &params, CapacityRange::new(Some(gib << 30), None).unwrap(), false, true, None).map(|_| ())
+                }
+                Op::Delete { pick: p } => match pick(*p) { Some(id) => c.delete(&id), None => Ok(()) },
+                Op::Publish { pick: p, server } => match pick(*p) {
+                    Some(id) => c.publish(&id, &servers[*server as usize % servers.len()], false).map(|_| ()),
+                    None => Ok(()),
+                },
+                Op::Unpublish { pick: p } => match pick(*p) { Some(id) => c.unpublish(&id, None), None => Ok(()) },
+                Op::Expand { pick: p, gib } => match pick(*p) {
+                    Some(id) => c.expand(&id, CapacityRange::new(Some(gib << 30), None).unwrap()).map(|_| ()),
+                    None => Ok(()),
+                },
+            };
+            if let Err(e) = &result {
+                let after = store.load().unwrap();
+                prop_assert_eq!(&before.volumes, &after.volumes, "{:?} failed ({}) but changed the records", op, e);
+                prop_assert!(!matches!(e, Error::Internal(_) | Error::Store(_)), "{:?}: {}", op, e);
+            }
+            no_overlap(&c)?;
+        }
+        // The records alone rebuild the same state.
+        let again = Composer::open(Inventory::default_inventory(), store.clone()).unwrap();
+        prop_assert!(again.reconcile_report().is_clean(), "{:?}", again.reconcile_report());
+        prop_assert_eq!(again.records(), c.records());
+        let p: BTreeMap<String, String> = [("type".to_string(), "slice".to_string())].into();
+        prop_assert_eq!(again.capacity(&p, None).unwrap(), c.capacity(&p, None).unwrap());
+        let hdd = BTreeMap::new();
+        prop_assert_eq!(again.capacity(&hdd, None).unwrap(), c.capacity(&hdd, None).unwrap());
+    }
+
+    #[test]
+    fn parameter_parsing_never_panics(map in proptest::collection::btree_map("[a-zA-Z./]{0,24}", ".{0,24}", 0..8)) {
+        let _ = Parameters::parse(&map);
+    }
+
+    #[test]
+    fn known_keys_with_junk_values_name_the_key(key in proptest::sample::select(composer_core::params::KEYS), value in "[^,]{1,12}") {
+        let map: BTreeMap<String, String> = [(key.to_string(), value.clone())].into();
+        if let Err(Error::Parameter { key: k, .. }) = Parameters::parse(&map) {
+            prop_assert_eq!(k, key);
+        }
+    }
+}

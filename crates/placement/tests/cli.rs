@@ -1,0 +1,124 @@
+//! The `place` example CLI as a user runs it: exit status 0 when everything is placed, 1 when a
+//! request does not fit, 2 when an input is invalid; one line per error on stderr; a closed
+//! standard output (piped to `head`) ends the run quietly.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// The example binary, built next to this test by `cargo test` (examples are compiled with the
+/// tests: `target/<profile>/examples/place`).
+fn place() -> Command {
+    let exe = std::env::current_exe().unwrap();
+    let profile = exe.parent().and_then(Path::parent).unwrap();
+    let bin = profile
+        .join("examples")
+        .join(format!("place{}", std::env::consts::EXE_SUFFIX));
+    assert!(bin.exists(), "{} not built", bin.display());
+    Command::new(bin)
+}
+
+fn dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples")
+}
+
+fn temp(name: &str, text: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("placement-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    let p = d.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn run(args: &[&Path]) -> Output {
+    place().args(args).output().unwrap()
+}
+
+fn stderr_lines(o: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&o.stderr)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn all_placed_exits_0() {
+    let req = temp(
+        "ok.toml",
+        "[[request]]\nname = \"a\"\nshape = { type = \"mirror\", legs = 2 }\nsize = \"1 GB\"\n",
+    );
+    let o = run(&[&dir().join("inventory.toml"), &req]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert!(o.stderr.is_empty(), "{o:?}");
+}
+
+#[test]
+fn a_request_that_does_not_fit_exits_1_with_one_line() {
+    let o = run(&[&dir().join("inventory.toml"), &dir().join("requests.toml")]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let lines = stderr_lines(&o);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with("place: cannot place 'too-wide'"),
+        "{lines:?}"
+    );
+    // Every request still gets its JSON line.
+    let requests = std::fs::read_to_string(dir().join("requests.toml"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("[[request]]"))
+        .count();
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), requests);
+}
+
+#[test]
+fn an_invalid_request_exits_2_and_names_the_field_once() {
+    let req = temp(
+        "bad.toml",
+        "[[request]]\nname = \"z\"\nshape = { type = \"mirror\", legs = 0 }\nsize = \"1 GB\"\n",
+    );
+    let o = run(&[&dir().join("inventory.toml"), &req]);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    let lines = stderr_lines(&o);
+    assert_eq!(
+        lines,
+        vec!["place: request 'z': shape.legs must be at least 1".to_string()]
+    );
+}
+
+#[test]
+fn an_invalid_inventory_exits_2_on_one_line() {
+    // A TOML syntax error: the parser's message spans several lines.
+    let inv = temp("broken.toml", "[[drive]]\nid = \"a\"\nkind = \n");
+    let o = run(&[&inv]);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    let lines = stderr_lines(&o);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("broken.toml"), "{lines:?}");
+    let missing = temp("x", "");
+    let o = run(&[&missing.with_file_name("does-not-exist.toml")]);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert_eq!(stderr_lines(&o).len(), 1);
+}
+
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    // More output than a pipe buffers, so that writing fails with EPIPE whenever the reader goes.
+    let mut text = String::new();
+    for i in 0..3000 {
+        text += &format!(
+            "[[request]]\nname = \"s{i}\"\nshape = {{ type = \"single\" }}\nsize = \"1 MB\"\n"
+        );
+    }
+    let req = temp("many.toml", &text);
+    let mut child = place()
+        .args([dir().join("inventory.toml"), req])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.is_empty(), "{err}");
+    assert_eq!(o.status.code(), Some(0), "{err}");
+}
