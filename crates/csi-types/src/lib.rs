@@ -145,7 +145,7 @@ pub use group_controller::*;
 pub use identity::*;
 pub use ids::*;
 pub use node::*;
-pub use plugin::{Plugin, PluginBuilder};
+pub use plugin::{BuildError, Plugin, PluginBuilder};
 pub use redact::{STRIPPED, Secrets};
 pub use snapshot_metadata::*;
 pub use types::*;

@@ -196,13 +196,10 @@ impl PluginBuilder {
 
     /// Derives the capabilities and checks that every declared feature has
     /// the RPCs it needs. The error names the capability and what is missing.
-    pub fn build(mut self) -> Result<Plugin, CsiError> {
+    pub fn build(mut self) -> Result<Plugin, BuildError> {
         let i = &mut self.inner;
-        let missing = |cap: &str, need: &str| {
-            CsiError::invalid(
-                "feature_capabilities",
-                format!("{cap} is declared but {need} is not registered"),
-            )
+        let missing = |capability: &'static str, needs: &'static str| {
+            BuildError::CapabilityWithoutPart { capability, needs }
         };
 
         let has_controller_part = i.provisioner.is_some()
@@ -216,18 +213,18 @@ impl PluginBuilder {
             || i.volume_getter.is_some()
             || i.modifier.is_some();
         if has_controller_part && i.controller.is_none() {
-            return Err(CsiError::invalid(
-                "controller",
-                "Controller parts are registered but no Controller (ValidateVolumeCapabilities is mandatory)",
-            ));
+            return Err(BuildError::MissingService {
+                service: "Controller",
+                mandatory: "ValidateVolumeCapabilities is",
+            });
         }
         let has_node_part =
             i.stager.is_some() || i.node_stats.is_some() || i.node_expander.is_some();
         if has_node_part && i.node.is_none() {
-            return Err(CsiError::invalid(
-                "node",
-                "Node parts are registered but no Node (NodePublishVolume, NodeUnpublishVolume and NodeGetInfo are mandatory)",
-            ));
+            return Err(BuildError::MissingService {
+                service: "Node",
+                mandatory: "NodePublishVolume, NodeUnpublishVolume and NodeGetInfo are",
+            });
         }
 
         type C = ControllerCapabilities;
@@ -295,9 +292,9 @@ impl PluginBuilder {
                 | P::VOLUME_EXPANSION_ONLINE
                 | P::VOLUME_EXPANSION_OFFLINE);
         if pc.contains(P::VOLUME_EXPANSION_ONLINE | P::VOLUME_EXPANSION_OFFLINE) {
-            return Err(CsiError::invalid(
-                "plugin_capabilities",
-                "VOLUME_EXPANSION_ONLINE and VOLUME_EXPANSION_OFFLINE exclude each other",
+            return Err(BuildError::Exclusive(
+                "VOLUME_EXPANSION_ONLINE",
+                "VOLUME_EXPANSION_OFFLINE",
             ));
         }
         if pc.intersects(P::VOLUME_EXPANSION_ONLINE | P::VOLUME_EXPANSION_OFFLINE)
@@ -319,6 +316,40 @@ impl PluginBuilder {
         Ok(Plugin {
             inner: Arc::new(self.inner),
         })
+    }
+}
+
+/// Why [`PluginBuilder::build`] refused a driver's configuration: a mistake
+/// in the driver's code, not a bad request, so it is not a [`CsiError`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// Optional parts of a service are registered without its mandatory trait.
+    #[error("{service} parts are registered but no {service} ({mandatory} mandatory)")]
+    MissingService {
+        /// The service (`Controller`, `Node`).
+        service: &'static str,
+        /// The RPCs its mandatory trait serves.
+        mandatory: &'static str,
+    },
+    /// A declared feature capability has no registered part to serve it.
+    #[error("{capability} is declared but {needs} is not registered")]
+    CapabilityWithoutPart {
+        /// The capability's name.
+        capability: &'static str,
+        /// The part (driver trait) it needs.
+        needs: &'static str,
+    },
+    /// Two declared capabilities exclude each other.
+    #[error("{0} and {1} exclude each other")]
+    Exclusive(&'static str, &'static str),
+}
+
+/// For a driver that builds its plugin inside a CSI call or a function
+/// returning [`CsiError`]: a misconfigured plugin is `INTERNAL`.
+impl From<BuildError> for CsiError {
+    fn from(e: BuildError) -> Self {
+        CsiError::internal(format!("the plugin is misconfigured: {e}"))
     }
 }
 

@@ -40,4 +40,4 @@ pub use crate::driver::{
     SnapshotLister, SnapshotMetadata, Snapshotter, VolumeGetter, VolumeLister, VolumeModifier,
 };
 pub use crate::error::{Code, CsiError};
-pub use crate::plugin::{Plugin, PluginBuilder};
+pub use crate::plugin::{BuildError, Plugin, PluginBuilder};

@@ -187,10 +187,14 @@ fn builder_refuses_features_without_their_rpcs() {
         .unwrap();
     assert_eq!(
         err,
-        CsiError::invalid(
-            "feature_capabilities",
-            "PUBLISH_READONLY is declared but a ControllerPublisher is not registered"
-        )
+        BuildError::CapabilityWithoutPart {
+            capability: "PUBLISH_READONLY",
+            needs: "a ControllerPublisher"
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "PUBLISH_READONLY is declared but a ControllerPublisher is not registered"
     );
 
     let plain = Arc::new(TestDriver::default());
