@@ -26,49 +26,89 @@ use crate::snapshot_metadata::*;
 pub type RawStream<T> = BoxStream<'static, Result<T, CsiError>>;
 
 /// Calls `$m!` with every unary RPC, grouped by service:
-/// `[tonic_server_module::ServerTrait, client_field] { (method, wire name, request, response), … }`.
-/// The one list of RPCs from which the call APIs, the server and the client
-/// are generated.
+/// `[tonic_server_module::ServerTrait, service] { (typed method, raw method, wire name, request, response, [serve], [key]), … }`.
+/// The one list of RPCs from which the call APIs, the server, the client and
+/// [`crate::Plugin`]'s dispatch are generated.
+///
+/// - `service` names the driver service (and the `Plugin` field holding it)
+///   that must be registered for any of its RPCs to be served.
+/// - `[serve]` says which driver trait serves the RPC: `[Trait]` for the
+///   service's mandatory trait; `[Trait: field if Capabilities::BIT]` for an
+///   optional part, registered in `field` and advertised as that typed
+///   capability; `[capabilities getter]` for a capabilities RPC answered
+///   by the plugin itself from what was registered.
+/// - `[key]` is the operation-guard key: `[field "label"]` guards the
+///   object named by the request's `field`; `[]` takes no guard.
 macro_rules! for_each_unary_rpc {
     ($m:ident) => {
         $m! {
             [identity_server::Identity, identity] {
-                (get_plugin_info, "GetPluginInfo", GetPluginInfoRequest, GetPluginInfoResponse),
-                (get_plugin_capabilities, "GetPluginCapabilities", GetPluginCapabilitiesRequest, GetPluginCapabilitiesResponse),
-                (probe, "Probe", ProbeRequest, ProbeResponse),
+                (get_plugin_info, raw_get_plugin_info, "GetPluginInfo", GetPluginInfoRequest, GetPluginInfoResponse,
+                    [Identity], []),
+                (get_plugin_capabilities, raw_get_plugin_capabilities, "GetPluginCapabilities", GetPluginCapabilitiesRequest, GetPluginCapabilitiesResponse,
+                    [capabilities plugin_capabilities], []),
+                (probe, raw_probe, "Probe", ProbeRequest, ProbeResponse,
+                    [Identity], []),
             }
             [controller_server::Controller, controller] {
-                (create_volume, "CreateVolume", CreateVolumeRequest, CreateVolumeResponse),
-                (delete_volume, "DeleteVolume", DeleteVolumeRequest, DeleteVolumeResponse),
-                (controller_publish_volume, "ControllerPublishVolume", ControllerPublishVolumeRequest, ControllerPublishVolumeResponse),
-                (controller_unpublish_volume, "ControllerUnpublishVolume", ControllerUnpublishVolumeRequest, ControllerUnpublishVolumeResponse),
-                (validate_volume_capabilities, "ValidateVolumeCapabilities", ValidateVolumeCapabilitiesRequest, ValidateVolumeCapabilitiesResponse),
-                (list_volumes, "ListVolumes", ListVolumesRequest, ListVolumesResponse),
-                (get_capacity, "GetCapacity", GetCapacityRequest, GetCapacityResponse),
-                (controller_get_capabilities, "ControllerGetCapabilities", ControllerGetCapabilitiesRequest, ControllerGetCapabilitiesResponse),
-                (create_snapshot, "CreateSnapshot", CreateSnapshotRequest, CreateSnapshotResponse),
-                (delete_snapshot, "DeleteSnapshot", DeleteSnapshotRequest, DeleteSnapshotResponse),
-                (list_snapshots, "ListSnapshots", ListSnapshotsRequest, ListSnapshotsResponse),
-                (get_snapshot, "GetSnapshot", GetSnapshotRequest, GetSnapshotResponse),
-                (controller_expand_volume, "ControllerExpandVolume", ControllerExpandVolumeRequest, ControllerExpandVolumeResponse),
-                (controller_get_volume, "ControllerGetVolume", ControllerGetVolumeRequest, ControllerGetVolumeResponse),
-                (controller_modify_volume, "ControllerModifyVolume", ControllerModifyVolumeRequest, ControllerModifyVolumeResponse),
+                (create_volume, raw_create_volume, "CreateVolume", CreateVolumeRequest, CreateVolumeResponse,
+                    [Provisioner: provisioner if ControllerCapabilities::CREATE_DELETE_VOLUME], [name "volume name"]),
+                (delete_volume, raw_delete_volume, "DeleteVolume", DeleteVolumeRequest, DeleteVolumeResponse,
+                    [Provisioner: provisioner if ControllerCapabilities::CREATE_DELETE_VOLUME], [volume_id "volume"]),
+                (controller_publish_volume, raw_controller_publish_volume, "ControllerPublishVolume", ControllerPublishVolumeRequest, ControllerPublishVolumeResponse,
+                    [ControllerPublisher: publisher if ControllerCapabilities::PUBLISH_UNPUBLISH_VOLUME], [volume_id "volume"]),
+                (controller_unpublish_volume, raw_controller_unpublish_volume, "ControllerUnpublishVolume", ControllerUnpublishVolumeRequest, ControllerUnpublishVolumeResponse,
+                    [ControllerPublisher: publisher if ControllerCapabilities::PUBLISH_UNPUBLISH_VOLUME], [volume_id "volume"]),
+                (validate_volume_capabilities, raw_validate_volume_capabilities, "ValidateVolumeCapabilities", ValidateVolumeCapabilitiesRequest, ValidateVolumeCapabilitiesResponse,
+                    [Controller], []),
+                (list_volumes, raw_list_volumes, "ListVolumes", ListVolumesRequest, ListVolumesResponse,
+                    [VolumeLister: volume_lister if ControllerCapabilities::LIST_VOLUMES], []),
+                (get_capacity, raw_get_capacity, "GetCapacity", GetCapacityRequest, GetCapacityResponse,
+                    [CapacityReporter: capacity_reporter if ControllerCapabilities::GET_CAPACITY], []),
+                (controller_get_capabilities, raw_controller_get_capabilities, "ControllerGetCapabilities", ControllerGetCapabilitiesRequest, ControllerGetCapabilitiesResponse,
+                    [capabilities controller_capabilities], []),
+                (create_snapshot, raw_create_snapshot, "CreateSnapshot", CreateSnapshotRequest, CreateSnapshotResponse,
+                    [Snapshotter: snapshotter if ControllerCapabilities::CREATE_DELETE_SNAPSHOT], [name "snapshot name"]),
+                (delete_snapshot, raw_delete_snapshot, "DeleteSnapshot", DeleteSnapshotRequest, DeleteSnapshotResponse,
+                    [Snapshotter: snapshotter if ControllerCapabilities::CREATE_DELETE_SNAPSHOT], [snapshot_id "snapshot"]),
+                (list_snapshots, raw_list_snapshots, "ListSnapshots", ListSnapshotsRequest, ListSnapshotsResponse,
+                    [SnapshotLister: snapshot_lister if ControllerCapabilities::LIST_SNAPSHOTS], []),
+                (get_snapshot, raw_get_snapshot, "GetSnapshot", GetSnapshotRequest, GetSnapshotResponse,
+                    [SnapshotGetter: snapshot_getter if ControllerCapabilities::GET_SNAPSHOT], []),
+                (controller_expand_volume, raw_controller_expand_volume, "ControllerExpandVolume", ControllerExpandVolumeRequest, ControllerExpandVolumeResponse,
+                    [ControllerExpander: controller_expander if ControllerCapabilities::EXPAND_VOLUME], [volume_id "volume"]),
+                (controller_get_volume, raw_controller_get_volume, "ControllerGetVolume", ControllerGetVolumeRequest, ControllerGetVolumeResponse,
+                    [VolumeGetter: volume_getter if ControllerCapabilities::GET_VOLUME], []),
+                (controller_modify_volume, raw_controller_modify_volume, "ControllerModifyVolume", ControllerModifyVolumeRequest, ControllerModifyVolumeResponse,
+                    [VolumeModifier: modifier if ControllerCapabilities::MODIFY_VOLUME], [volume_id "volume"]),
             }
             [group_controller_server::GroupController, group_controller] {
-                (group_controller_get_capabilities, "GroupControllerGetCapabilities", GroupControllerGetCapabilitiesRequest, GroupControllerGetCapabilitiesResponse),
-                (create_volume_group_snapshot, "CreateVolumeGroupSnapshot", CreateVolumeGroupSnapshotRequest, CreateVolumeGroupSnapshotResponse),
-                (delete_volume_group_snapshot, "DeleteVolumeGroupSnapshot", DeleteVolumeGroupSnapshotRequest, DeleteVolumeGroupSnapshotResponse),
-                (get_volume_group_snapshot, "GetVolumeGroupSnapshot", GetVolumeGroupSnapshotRequest, GetVolumeGroupSnapshotResponse),
+                (group_controller_get_capabilities, raw_group_controller_get_capabilities, "GroupControllerGetCapabilities", GroupControllerGetCapabilitiesRequest, GroupControllerGetCapabilitiesResponse,
+                    [capabilities group_controller_capabilities], []),
+                (create_volume_group_snapshot, raw_create_volume_group_snapshot, "CreateVolumeGroupSnapshot", CreateVolumeGroupSnapshotRequest, CreateVolumeGroupSnapshotResponse,
+                    [GroupController], [name "group snapshot name"]),
+                (delete_volume_group_snapshot, raw_delete_volume_group_snapshot, "DeleteVolumeGroupSnapshot", DeleteVolumeGroupSnapshotRequest, DeleteVolumeGroupSnapshotResponse,
+                    [GroupController], [group_snapshot_id "group snapshot"]),
+                (get_volume_group_snapshot, raw_get_volume_group_snapshot, "GetVolumeGroupSnapshot", GetVolumeGroupSnapshotRequest, GetVolumeGroupSnapshotResponse,
+                    [GroupController], []),
             }
             [node_server::Node, node] {
-                (node_stage_volume, "NodeStageVolume", NodeStageVolumeRequest, NodeStageVolumeResponse),
-                (node_unstage_volume, "NodeUnstageVolume", NodeUnstageVolumeRequest, NodeUnstageVolumeResponse),
-                (node_publish_volume, "NodePublishVolume", NodePublishVolumeRequest, NodePublishVolumeResponse),
-                (node_unpublish_volume, "NodeUnpublishVolume", NodeUnpublishVolumeRequest, NodeUnpublishVolumeResponse),
-                (node_get_volume_stats, "NodeGetVolumeStats", NodeGetVolumeStatsRequest, NodeGetVolumeStatsResponse),
-                (node_expand_volume, "NodeExpandVolume", NodeExpandVolumeRequest, NodeExpandVolumeResponse),
-                (node_get_capabilities, "NodeGetCapabilities", NodeGetCapabilitiesRequest, NodeGetCapabilitiesResponse),
-                (node_get_info, "NodeGetInfo", NodeGetInfoRequest, NodeGetInfoResponse),
+                (node_stage_volume, raw_node_stage_volume, "NodeStageVolume", NodeStageVolumeRequest, NodeStageVolumeResponse,
+                    [NodeStager: stager if NodeCapabilities::STAGE_UNSTAGE_VOLUME], [volume_id "volume"]),
+                (node_unstage_volume, raw_node_unstage_volume, "NodeUnstageVolume", NodeUnstageVolumeRequest, NodeUnstageVolumeResponse,
+                    [NodeStager: stager if NodeCapabilities::STAGE_UNSTAGE_VOLUME], [volume_id "volume"]),
+                (node_publish_volume, raw_node_publish_volume, "NodePublishVolume", NodePublishVolumeRequest, NodePublishVolumeResponse,
+                    [Node], [volume_id "volume"]),
+                (node_unpublish_volume, raw_node_unpublish_volume, "NodeUnpublishVolume", NodeUnpublishVolumeRequest, NodeUnpublishVolumeResponse,
+                    [Node], [volume_id "volume"]),
+                (node_get_volume_stats, raw_node_get_volume_stats, "NodeGetVolumeStats", NodeGetVolumeStatsRequest, NodeGetVolumeStatsResponse,
+                    [NodeVolumeStats: node_stats if NodeCapabilities::GET_VOLUME_STATS], []),
+                (node_expand_volume, raw_node_expand_volume, "NodeExpandVolume", NodeExpandVolumeRequest, NodeExpandVolumeResponse,
+                    [NodeExpander: node_expander if NodeCapabilities::EXPAND_VOLUME], [volume_id "volume"]),
+                (node_get_capabilities, raw_node_get_capabilities, "NodeGetCapabilities", NodeGetCapabilitiesRequest, NodeGetCapabilitiesResponse,
+                    [capabilities node_capabilities], []),
+                (node_get_info, raw_node_get_info, "NodeGetInfo", NodeGetInfoRequest, NodeGetInfoResponse,
+                    [Node], []),
             }
         }
     };
@@ -76,7 +116,7 @@ macro_rules! for_each_unary_rpc {
 
 macro_rules! define_apis {
     ($([$server:ident :: $service:ident, $field:ident] {
-        $(($method:ident, $rpc:literal, $req:ident, $resp:ident)),* $(,)?
+        $(($method:ident, $raw:ident, $rpc:literal, $req:ident, $resp:ident, $serve:tt, $key:tt)),* $(,)?
     })*) => {
         /// Every CSI RPC at the wire level: raw prost requests in, raw prost
         /// responses or a [`CsiError`] out.
@@ -87,17 +127,17 @@ macro_rules! define_apis {
         pub trait RawCsi: Send + Sync {
             $($(
                 #[doc = concat!("`", $rpc, "`.")]
-                async fn $method(&self, req: proto::$req) -> Result<proto::$resp, CsiError>;
+                async fn $raw(&self, req: proto::$req) -> Result<proto::$resp, CsiError>;
             )*)*
 
             /// `GetMetadataAllocated` (server streaming).
-            async fn get_metadata_allocated(
+            async fn raw_get_metadata_allocated(
                 &self,
                 req: proto::GetMetadataAllocatedRequest,
             ) -> Result<RawStream<proto::GetMetadataAllocatedResponse>, CsiError>;
 
             /// `GetMetadataDelta` (server streaming).
-            async fn get_metadata_delta(
+            async fn raw_get_metadata_delta(
                 &self,
                 req: proto::GetMetadataDeltaRequest,
             ) -> Result<RawStream<proto::GetMetadataDeltaResponse>, CsiError>;
@@ -114,7 +154,7 @@ macro_rules! define_apis {
             $($(
                 #[doc = concat!("`", $rpc, "`, typed.")]
                 async fn $method(&self, req: $req) -> Result<$resp, CsiError> {
-                    let resp = RawCsi::$method(self, req.into()).await?;
+                    let resp = RawCsi::$raw(self, req.into()).await?;
                     for odd in crate::check::ResponseRules::tolerated(&resp) {
                         tracing::warn!(rpc = $rpc, "the plugin's response bends a rule the spec tolerates: {odd}");
                     }
@@ -127,7 +167,7 @@ macro_rules! define_apis {
                 &self,
                 req: GetMetadataAllocatedRequest,
             ) -> Result<BoxStream<'static, Result<BlockMetadataResponse, CsiError>>, CsiError> {
-                let stream = RawCsi::get_metadata_allocated(self, req.into()).await?;
+                let stream = RawCsi::raw_get_metadata_allocated(self, req.into()).await?;
                 Ok(stream
                     .map(|r| r.and_then(|m| BlockMetadataResponse::try_from(m).map_err(|e| invalid_response("GetMetadataAllocated", e))))
                     .boxed())
@@ -138,7 +178,7 @@ macro_rules! define_apis {
                 &self,
                 req: GetMetadataDeltaRequest,
             ) -> Result<BoxStream<'static, Result<BlockMetadataResponse, CsiError>>, CsiError> {
-                let stream = RawCsi::get_metadata_delta(self, req.into()).await?;
+                let stream = RawCsi::raw_get_metadata_delta(self, req.into()).await?;
                 Ok(stream
                     .map(|r| r.and_then(|m| BlockMetadataResponse::try_from(m).map_err(|e| invalid_response("GetMetadataDelta", e))))
                     .boxed())
@@ -158,30 +198,30 @@ fn invalid_response(rpc: &str, e: CsiError) -> CsiError {
 
 macro_rules! forward_raw {
     ($([$server:ident :: $service:ident, $field:ident] {
-        $(($method:ident, $rpc:literal, $req:ident, $resp:ident)),* $(,)?
+        $(($method:ident, $raw:ident, $rpc:literal, $req:ident, $resp:ident, $serve:tt, $key:tt)),* $(,)?
     })*) => {
         /// An `Arc` of a [`RawCsi`] is one too, so a plugin can be shared
         /// between a server and in-process callers.
         #[async_trait]
         impl<T: RawCsi + ?Sized> RawCsi for std::sync::Arc<T> {
             $($(
-                async fn $method(&self, req: proto::$req) -> Result<proto::$resp, CsiError> {
-                    RawCsi::$method(&**self, req).await
+                async fn $raw(&self, req: proto::$req) -> Result<proto::$resp, CsiError> {
+                    RawCsi::$raw(&**self, req).await
                 }
             )*)*
 
-            async fn get_metadata_allocated(
+            async fn raw_get_metadata_allocated(
                 &self,
                 req: proto::GetMetadataAllocatedRequest,
             ) -> Result<RawStream<proto::GetMetadataAllocatedResponse>, CsiError> {
-                RawCsi::get_metadata_allocated(&**self, req).await
+                RawCsi::raw_get_metadata_allocated(&**self, req).await
             }
 
-            async fn get_metadata_delta(
+            async fn raw_get_metadata_delta(
                 &self,
                 req: proto::GetMetadataDeltaRequest,
             ) -> Result<RawStream<proto::GetMetadataDeltaResponse>, CsiError> {
-                RawCsi::get_metadata_delta(&**self, req).await
+                RawCsi::raw_get_metadata_delta(&**self, req).await
             }
         }
     };

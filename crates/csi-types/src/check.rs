@@ -287,7 +287,7 @@ impl Walk for proto::NodeGetInfoResponse {}
 
 macro_rules! response_rules {
     ($([$server:ident :: $service:ident, $field:ident] {
-        $(($method:ident, $rpc:literal, $req:ident, $resp:ident)),* $(,)?
+        $(($method:ident, $raw:ident, $rpc:literal, $req:ident, $resp:ident, $serve:tt, $key:tt)),* $(,)?
     })*) => {
         $($(
             impl ResponseRules for proto::$resp {

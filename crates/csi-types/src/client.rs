@@ -118,18 +118,18 @@ impl Client {
 
 macro_rules! client_calls {
     ($([$server:ident :: $service:ident, $field:ident] {
-        $(($method:ident, $rpc:literal, $req:ident, $resp:ident)),* $(,)?
+        $(($method:ident, $raw:ident, $rpc:literal, $req:ident, $resp:ident, $serve:tt, $key:tt)),* $(,)?
     })*) => {
         #[async_trait]
         impl RawCsi for Client {
             $($(
-                async fn $method(&self, req: proto::$req) -> Result<proto::$resp, CsiError> {
+                async fn $raw(&self, req: proto::$req) -> Result<proto::$resp, CsiError> {
                     let mut c = self.$field.clone();
                     Ok(c.$method(req).await?.into_inner())
                 }
             )*)*
 
-            async fn get_metadata_allocated(
+            async fn raw_get_metadata_allocated(
                 &self,
                 req: proto::GetMetadataAllocatedRequest,
             ) -> Result<RawStream<proto::GetMetadataAllocatedResponse>, CsiError> {
@@ -138,7 +138,7 @@ macro_rules! client_calls {
                 Ok(stream.map(|r| r.map_err(CsiError::from)).boxed())
             }
 
-            async fn get_metadata_delta(
+            async fn raw_get_metadata_delta(
                 &self,
                 req: proto::GetMetadataDeltaRequest,
             ) -> Result<RawStream<proto::GetMetadataDeltaResponse>, CsiError> {

@@ -45,17 +45,17 @@
 //! let plugin = Plugin::builder(hello.clone()).node(hello).build()?;
 //!
 //! // Call it in process, typed (a `client::Client` offers the same calls over a socket) ...
-//! let info = Csi::node_get_info(&plugin, NodeGetInfoRequest {}).await?;
+//! let info = plugin.node_get_info(NodeGetInfoRequest {}).await?;
 //! assert_eq!(info.node_id.as_str(), "node-1");
 //!
 //! // ... or at the wire level, where a bad request never reaches the driver.
-//! let err = RawCsi::node_publish_volume(&plugin, proto::NodePublishVolumeRequest::default()).await.unwrap_err();
+//! let err = RawCsi::raw_node_publish_volume(&plugin, proto::NodePublishVolumeRequest::default()).await.unwrap_err();
 //! assert_eq!(err.code(), Code::InvalidArgument);
 //! assert_eq!(err.to_string(), "invalid `volume_id`: this field is REQUIRED");
 //!
 //! // What is not registered is not advertised, and answers UNIMPLEMENTED.
 //! assert!(plugin.node_capabilities().is_empty());
-//! let err = RawCsi::create_volume(&plugin, proto::CreateVolumeRequest::default()).await.unwrap_err();
+//! let err = RawCsi::raw_create_volume(&plugin, proto::CreateVolumeRequest::default()).await.unwrap_err();
 //! assert_eq!(err.code(), Code::Unimplemented);
 //! # Ok(()) }
 //! ```
@@ -86,8 +86,12 @@
 //!   and response rules come in two severities, MUST (an error in the
 //!   client) and tolerated (accepted, with a warning) ([`check`]).
 //! - [`driver`]: the traits a driver implements; [`Plugin`]: the bundle.
-//! - [`RawCsi`] / [`Csi`]: every RPC, wire-level or typed, implemented by
-//!   [`Plugin`] and by `client::Client`.
+//! - [`RawCsi`] / [`Csi`]: every RPC, wire-level (`raw_create_volume`, …)
+//!   or typed (`create_volume`, …), implemented by [`Plugin`] and by
+//!   `client::Client`. The method names differ, so both traits can be in
+//!   scope and `plugin.create_volume(req)` is the typed call.
+//! - [`prelude`]: the driver traits, [`Plugin`], [`CsiError`], [`Code`] and
+//!   [`Csi`], for `use csi_types::prelude::*`.
 //! - [`server`] and [`client`]: tonic serving and dialing.
 //!
 //! # Features
@@ -114,6 +118,7 @@ pub mod ids;
 mod messages;
 pub mod node;
 pub mod plugin;
+pub mod prelude;
 pub mod proto;
 pub mod redact;
 #[cfg(feature = "server")]
@@ -140,7 +145,7 @@ pub use group_controller::*;
 pub use identity::*;
 pub use ids::*;
 pub use node::*;
-pub use plugin::{Plugin, PluginBuilder};
+pub use plugin::{BuildError, Plugin, PluginBuilder};
 pub use redact::{STRIPPED, Secrets};
 pub use snapshot_metadata::*;
 pub use types::*;

@@ -196,13 +196,10 @@ impl PluginBuilder {
 
     /// Derives the capabilities and checks that every declared feature has
     /// the RPCs it needs. The error names the capability and what is missing.
-    pub fn build(mut self) -> Result<Plugin, CsiError> {
+    pub fn build(mut self) -> Result<Plugin, BuildError> {
         let i = &mut self.inner;
-        let missing = |cap: &str, need: &str| {
-            CsiError::invalid(
-                "feature_capabilities",
-                format!("{cap} is declared but {need} is not registered"),
-            )
+        let missing = |capability: &'static str, needs: &'static str| {
+            BuildError::CapabilityWithoutPart { capability, needs }
         };
 
         let has_controller_part = i.provisioner.is_some()
@@ -216,18 +213,18 @@ impl PluginBuilder {
             || i.volume_getter.is_some()
             || i.modifier.is_some();
         if has_controller_part && i.controller.is_none() {
-            return Err(CsiError::invalid(
-                "controller",
-                "Controller parts are registered but no Controller (ValidateVolumeCapabilities is mandatory)",
-            ));
+            return Err(BuildError::MissingService {
+                service: "Controller",
+                mandatory: "ValidateVolumeCapabilities is",
+            });
         }
         let has_node_part =
             i.stager.is_some() || i.node_stats.is_some() || i.node_expander.is_some();
         if has_node_part && i.node.is_none() {
-            return Err(CsiError::invalid(
-                "node",
-                "Node parts are registered but no Node (NodePublishVolume, NodeUnpublishVolume and NodeGetInfo are mandatory)",
-            ));
+            return Err(BuildError::MissingService {
+                service: "Node",
+                mandatory: "NodePublishVolume, NodeUnpublishVolume and NodeGetInfo are",
+            });
         }
 
         type C = ControllerCapabilities;
@@ -295,9 +292,9 @@ impl PluginBuilder {
                 | P::VOLUME_EXPANSION_ONLINE
                 | P::VOLUME_EXPANSION_OFFLINE);
         if pc.contains(P::VOLUME_EXPANSION_ONLINE | P::VOLUME_EXPANSION_OFFLINE) {
-            return Err(CsiError::invalid(
-                "plugin_capabilities",
-                "VOLUME_EXPANSION_ONLINE and VOLUME_EXPANSION_OFFLINE exclude each other",
+            return Err(BuildError::Exclusive(
+                "VOLUME_EXPANSION_ONLINE",
+                "VOLUME_EXPANSION_OFFLINE",
             ));
         }
         if pc.intersects(P::VOLUME_EXPANSION_ONLINE | P::VOLUME_EXPANSION_OFFLINE)
@@ -319,6 +316,40 @@ impl PluginBuilder {
         Ok(Plugin {
             inner: Arc::new(self.inner),
         })
+    }
+}
+
+/// Why [`PluginBuilder::build`] refused a driver's configuration: a mistake
+/// in the driver's code, not a bad request, so it is not a [`CsiError`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// Optional parts of a service are registered without its mandatory trait.
+    #[error("{service} parts are registered but no {service} ({mandatory} mandatory)")]
+    MissingService {
+        /// The service (`Controller`, `Node`).
+        service: &'static str,
+        /// The RPCs its mandatory trait serves.
+        mandatory: &'static str,
+    },
+    /// A declared feature capability has no registered part to serve it.
+    #[error("{capability} is declared but {needs} is not registered")]
+    CapabilityWithoutPart {
+        /// The capability's name.
+        capability: &'static str,
+        /// The part (driver trait) it needs.
+        needs: &'static str,
+    },
+    /// Two declared capabilities exclude each other.
+    #[error("{0} and {1} exclude each other")]
+    Exclusive(&'static str, &'static str),
+}
+
+/// For a driver that builds its plugin inside a CSI call or a function
+/// returning [`CsiError`]: a misconfigured plugin is `INTERNAL`.
+impl From<BuildError> for CsiError {
+    fn from(e: BuildError) -> Self {
+        CsiError::internal(format!("the plugin is misconfigured: {e}"))
     }
 }
 
@@ -355,14 +386,20 @@ impl Drop for InFlightToken {
     }
 }
 
-fn unimplemented(rpc: &str, capability: &str) -> CsiError {
-    CsiError::unimplemented(format!(
-        "{rpc} is not implemented by this plugin (it does not advertise {capability})"
-    ))
-}
-
-fn part<T: ?Sized>(part: &Option<Arc<T>>, rpc: &str, capability: &str) -> Result<Arc<T>, CsiError> {
-    part.clone().ok_or_else(|| unimplemented(rpc, capability))
+/// The optional part serving an RPC, or `UNIMPLEMENTED` naming the typed
+/// capability it would be advertised as.
+fn part<T: ?Sized, F: bitflags::Flags>(
+    part: &Option<Arc<T>>,
+    rpc: &str,
+    capability: F,
+) -> Result<Arc<T>, CsiError> {
+    part.clone().ok_or_else(|| {
+        let names: Vec<&str> = capability.iter_names().map(|(name, _)| name).collect();
+        CsiError::unimplemented(format!(
+            "{rpc} is not implemented by this plugin (it does not advertise {})",
+            names.join(" | ")
+        ))
+    })
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
@@ -439,6 +476,10 @@ impl Plugin {
         .await
     }
 
+    fn identity(&self, _rpc: &str) -> Result<Arc<dyn Identity>, CsiError> {
+        Ok(Arc::clone(&self.inner.identity))
+    }
+
     fn controller(&self, rpc: &str) -> Result<Arc<dyn Controller>, CsiError> {
         self.inner.controller.clone().ok_or_else(|| {
             CsiError::unimplemented(format!(
@@ -472,514 +513,121 @@ impl Plugin {
     }
 }
 
-fn no_key<T>(_: &T) -> Option<String> {
-    None
+/// The guard key of a request, from the RPC table's `[key]` column.
+macro_rules! guard_key {
+    ($req:ident, []) => {
+        |_: &$req| None
+    };
+    ($req:ident, [$field:ident $label:literal]) => {
+        |r: &$req| Some(format!("{} {:?}", $label, r.$field.as_str()))
+    };
 }
 
-fn volume_key(id: &crate::VolumeId) -> Option<String> {
-    Some(format!("volume {id:?}"))
+/// One RPC's call through [`Plugin::unary`], from the RPC table's `[serve]` column.
+macro_rules! dispatch {
+    ($this:ident, $service:ident, $method:ident, $rpc:literal, $wire:ident, $req:ident, $resp:ident,
+     [capabilities $getter:ident], $key:tt) => {
+        $this
+            .unary(
+                $rpc,
+                $wire,
+                $this.$service($rpc).map(|_| $this.$getter()),
+                guard_key!($req, $key),
+                |capabilities, _: $req| async move { Ok($resp { capabilities }) },
+            )
+            .await
+    };
+    ($this:ident, $service:ident, $method:ident, $rpc:literal, $wire:ident, $req:ident, $resp:ident,
+     [$trait:ident], $key:tt) => {
+        $this
+            .unary(
+                $rpc,
+                $wire,
+                $this.$service($rpc),
+                guard_key!($req, $key),
+                |h: Arc<dyn $trait>, r| async move { h.$method(r).await },
+            )
+            .await
+    };
+    ($this:ident, $service:ident, $method:ident, $rpc:literal, $wire:ident, $req:ident, $resp:ident,
+     [$trait:ident: $part:ident if $capability:path], $key:tt) => {
+        $this
+            .unary(
+                $rpc,
+                $wire,
+                $this
+                    .$service($rpc)
+                    .and_then(|_| part::<dyn $trait, _>(&$this.inner.$part, $rpc, $capability)),
+                guard_key!($req, $key),
+                |h, r| async move { h.$method(r).await },
+            )
+            .await
+    };
 }
 
-#[async_trait]
-impl RawCsi for Plugin {
-    async fn get_plugin_info(
-        &self,
-        req: proto::GetPluginInfoRequest,
-    ) -> Result<proto::GetPluginInfoResponse, CsiError> {
-        self.unary(
-            "GetPluginInfo",
-            req,
-            Ok(Arc::clone(&self.inner.identity)),
-            no_key,
-            |h, r| async move { h.get_plugin_info(r).await },
-        )
-        .await
-    }
+macro_rules! plugin_dispatch {
+    ($([$server:ident :: $svc:ident, $service:ident] {
+        $(($method:ident, $raw:ident, $rpc:literal, $req:ident, $resp:ident, $serve:tt, $key:tt)),* $(,)?
+    })*) => {
+        #[async_trait]
+        impl RawCsi for Plugin {
+            $($(
+                async fn $raw(&self, req: proto::$req) -> Result<proto::$resp, CsiError> {
+                    dispatch!(self, $service, $method, $rpc, req, $req, $resp, $serve, $key)
+                }
+            )*)*
 
-    async fn get_plugin_capabilities(
-        &self,
-        req: proto::GetPluginCapabilitiesRequest,
-    ) -> Result<proto::GetPluginCapabilitiesResponse, CsiError> {
-        self.unary(
-            "GetPluginCapabilities",
-            req,
-            Ok(self.plugin_capabilities()),
-            no_key,
-            |capabilities, _: GetPluginCapabilitiesRequest| async move {
-                Ok(GetPluginCapabilitiesResponse { capabilities })
-            },
-        )
-        .await
-    }
+            async fn raw_get_metadata_allocated(
+                &self,
+                req: proto::GetMetadataAllocatedRequest,
+            ) -> Result<RawStream<proto::GetMetadataAllocatedResponse>, CsiError> {
+                self.streaming("GetMetadataAllocated", req, |h, r| async move {
+                    h.get_metadata_allocated(r).await
+                })
+                .await
+            }
 
-    async fn probe(&self, req: proto::ProbeRequest) -> Result<proto::ProbeResponse, CsiError> {
-        self.unary(
-            "Probe",
-            req,
-            Ok(Arc::clone(&self.inner.identity)),
-            no_key,
-            |h, r| async move { h.probe(r).await },
-        )
-        .await
-    }
+            async fn raw_get_metadata_delta(
+                &self,
+                req: proto::GetMetadataDeltaRequest,
+            ) -> Result<RawStream<proto::GetMetadataDeltaResponse>, CsiError> {
+                self.streaming("GetMetadataDelta", req, |h, r| async move {
+                    h.get_metadata_delta(r).await
+                })
+                .await
+            }
+        }
+    };
+}
 
-    async fn create_volume(
-        &self,
-        req: proto::CreateVolumeRequest,
-    ) -> Result<proto::CreateVolumeResponse, CsiError> {
-        const RPC: &str = "CreateVolume";
-        self.unary(
-            RPC,
-            req,
-            self.controller(RPC)
-                .and_then(|_| part(&self.inner.provisioner, RPC, "CREATE_DELETE_VOLUME")),
-            |r: &CreateVolumeRequest| Some(format!("volume name {:?}", r.name.as_str())),
-            |h, r| async move { h.create_volume(r).await },
-        )
-        .await
-    }
+crate::api::for_each_unary_rpc!(plugin_dispatch);
 
-    async fn delete_volume(
+impl Plugin {
+    /// A server-streaming SnapshotMetadata RPC: the common path of
+    /// [`Plugin::unary`], then each streamed message checked.
+    async fn streaming<P, T, W, Fut>(
         &self,
-        req: proto::DeleteVolumeRequest,
-    ) -> Result<proto::DeleteVolumeResponse, CsiError> {
-        const RPC: &str = "DeleteVolume";
-        self.unary(
-            RPC,
-            req,
-            self.controller(RPC)
-                .and_then(|_| part(&self.inner.provisioner, RPC, "CREATE_DELETE_VOLUME")),
-            |r: &DeleteVolumeRequest| volume_key(&r.volume_id),
-            |h, r| async move { h.delete_volume(r).await },
-        )
-        .await
-    }
-
-    async fn controller_publish_volume(
-        &self,
-        req: proto::ControllerPublishVolumeRequest,
-    ) -> Result<proto::ControllerPublishVolumeResponse, CsiError> {
-        const RPC: &str = "ControllerPublishVolume";
-        self.unary(
-            RPC,
-            req,
-            self.controller(RPC)
-                .and_then(|_| part(&self.inner.publisher, RPC, "PUBLISH_UNPUBLISH_VOLUME")),
-            |r: &ControllerPublishVolumeRequest| volume_key(&r.volume_id),
-            |h, r| async move { h.controller_publish_volume(r).await },
-        )
-        .await
-    }
-
-    async fn controller_unpublish_volume(
-        &self,
-        req: proto::ControllerUnpublishVolumeRequest,
-    ) -> Result<proto::ControllerUnpublishVolumeResponse, CsiError> {
-        const RPC: &str = "ControllerUnpublishVolume";
-        self.unary(
-            RPC,
-            req,
-            self.controller(RPC)
-                .and_then(|_| part(&self.inner.publisher, RPC, "PUBLISH_UNPUBLISH_VOLUME")),
-            |r: &ControllerUnpublishVolumeRequest| volume_key(&r.volume_id),
-            |h, r| async move { h.controller_unpublish_volume(r).await },
-        )
-        .await
-    }
-
-    async fn validate_volume_capabilities(
-        &self,
-        req: proto::ValidateVolumeCapabilitiesRequest,
-    ) -> Result<proto::ValidateVolumeCapabilitiesResponse, CsiError> {
-        const RPC: &str = "ValidateVolumeCapabilities";
-        self.unary(RPC, req, self.controller(RPC), no_key, |h, r| async move {
-            h.validate_volume_capabilities(r).await
-        })
-        .await
-    }
-
-    async fn list_volumes(
-        &self,
-        req: proto::ListVolumesRequest,
-    ) -> Result<proto::ListVolumesResponse, CsiError> {
-        const RPC: &str = "ListVolumes";
-        self.unary(
-            RPC,
-            req,
-            self.controller(RPC)
-                .and_then(|_| part(&self.inner.volume_lister, RPC, "LIST_VOLUMES")),
-            no_key,
-            |h, r| async move { h.list_volumes(r).await },
-        )
-        .await
-    }
-
-    async fn get_capacity(
-        &self,
-        req: proto::GetCapacityRequest,
-    ) -> Result<proto::GetCapacityResponse, CsiError> {
-        const RPC: &str = "GetCapacity";
-        self.unary(
-            RPC,
-            req,
-            self.controller(RPC)
-                .and_then(|_| part(&self.inner.capacity_reporter, RPC, "GET_CAPACITY")),
-            no_key,
-            |h, r| async move { h.get_capacity(r).await },
-        )
-        .await
-    }
-
-    async fn controller_get_capabilities(
-        &self,
-        req: proto::ControllerGetCapabilitiesRequest,
-    ) -> Result<proto::ControllerGetCapabilitiesResponse, CsiError> {
-        const RPC: &str = "ControllerGetCapabilities";
-        self.unary(
-            RPC,
-            req,
-            self.controller(RPC).map(|_| self.controller_capabilities()),
-            no_key,
-            |c, _: ControllerGetCapabilitiesRequest| async move {
-                Ok(ControllerGetCapabilitiesResponse { capabilities: c })
-            },
-        )
-        .await
-    }
-
-    async fn create_snapshot(
-        &self,
-        req: proto::CreateSnapshotRequest,
-    ) -> Result<proto::CreateSnapshotResponse, CsiError> {
-        const RPC: &str = "CreateSnapshot";
-        self.unary(
-            RPC,
-            req,
-            self.controller(RPC)
-                .and_then(|_| part(&self.inner.snapshotter, RPC, "CREATE_DELETE_SNAPSHOT")),
-            |r: &CreateSnapshotRequest| Some(format!("snapshot name {:?}", r.name.as_str())),
-            |h, r| async move { h.create_snapshot(r).await },
-        )
-        .await
-    }
-
-    async fn delete_snapshot(
-        &self,
-        req: proto::DeleteSnapshotRequest,
-    ) -> Result<proto::DeleteSnapshotResponse, CsiError> {
-        const RPC: &str = "DeleteSnapshot";
-        self.unary(
-            RPC,
-            req,
-            self.controller(RPC)
-                .and_then(|_| part(&self.inner.snapshotter, RPC, "CREATE_DELETE_SNAPSHOT")),
-            |r: &DeleteSnapshotRequest| Some(format!("snapshot {:?}", r.snapshot_id.as_str())),
-            |h, r| async move { h.delete_snapshot(r).await },
-        )
-        .await
-    }
-
-    async fn list_snapshots(
-        &self,
-        req: proto::ListSnapshotsRequest,
-    ) -> Result<proto::ListSnapshotsResponse, CsiError> {
-        const RPC: &str = "ListSnapshots";
-        self.unary(
-            RPC,
-            req,
-            self.controller(RPC)
-                .and_then(|_| part(&self.inner.snapshot_lister, RPC, "LIST_SNAPSHOTS")),
-            no_key,
-            |h, r| async move { h.list_snapshots(r).await },
-        )
-        .await
-    }
-
-    async fn get_snapshot(
-        &self,
-        req: proto::GetSnapshotRequest,
-    ) -> Result<proto::GetSnapshotResponse, CsiError> {
-        const RPC: &str = "GetSnapshot";
-        self.unary(
-            RPC,
-            req,
-            self.controller(RPC)
-                .and_then(|_| part(&self.inner.snapshot_getter, RPC, "GET_SNAPSHOT")),
-            no_key,
-            |h, r| async move { h.get_snapshot(r).await },
-        )
-        .await
-    }
-
-    async fn controller_expand_volume(
-        &self,
-        req: proto::ControllerExpandVolumeRequest,
-    ) -> Result<proto::ControllerExpandVolumeResponse, CsiError> {
-        const RPC: &str = "ControllerExpandVolume";
-        self.unary(
-            RPC,
-            req,
-            self.controller(RPC)
-                .and_then(|_| part(&self.inner.controller_expander, RPC, "EXPAND_VOLUME")),
-            |r: &ControllerExpandVolumeRequest| volume_key(&r.volume_id),
-            |h, r| async move { h.controller_expand_volume(r).await },
-        )
-        .await
-    }
-
-    async fn controller_get_volume(
-        &self,
-        req: proto::ControllerGetVolumeRequest,
-    ) -> Result<proto::ControllerGetVolumeResponse, CsiError> {
-        const RPC: &str = "ControllerGetVolume";
-        self.unary(
-            RPC,
-            req,
-            self.controller(RPC)
-                .and_then(|_| part(&self.inner.volume_getter, RPC, "GET_VOLUME")),
-            no_key,
-            |h, r| async move { h.controller_get_volume(r).await },
-        )
-        .await
-    }
-
-    async fn controller_modify_volume(
-        &self,
-        req: proto::ControllerModifyVolumeRequest,
-    ) -> Result<proto::ControllerModifyVolumeResponse, CsiError> {
-        const RPC: &str = "ControllerModifyVolume";
-        self.unary(
-            RPC,
-            req,
-            self.controller(RPC)
-                .and_then(|_| part(&self.inner.modifier, RPC, "MODIFY_VOLUME")),
-            |r: &ControllerModifyVolumeRequest| volume_key(&r.volume_id),
-            |h, r| async move { h.controller_modify_volume(r).await },
-        )
-        .await
-    }
-
-    async fn group_controller_get_capabilities(
-        &self,
-        req: proto::GroupControllerGetCapabilitiesRequest,
-    ) -> Result<proto::GroupControllerGetCapabilitiesResponse, CsiError> {
-        const RPC: &str = "GroupControllerGetCapabilities";
-        self.unary(
-            RPC,
-            req,
-            self.group_controller(RPC)
-                .map(|_| self.group_controller_capabilities()),
-            no_key,
-            |c, _: GroupControllerGetCapabilitiesRequest| async move {
-                Ok(GroupControllerGetCapabilitiesResponse { capabilities: c })
-            },
-        )
-        .await
-    }
-
-    async fn create_volume_group_snapshot(
-        &self,
-        req: proto::CreateVolumeGroupSnapshotRequest,
-    ) -> Result<proto::CreateVolumeGroupSnapshotResponse, CsiError> {
-        const RPC: &str = "CreateVolumeGroupSnapshot";
-        self.unary(
-            RPC,
-            req,
-            self.group_controller(RPC),
-            |r: &CreateVolumeGroupSnapshotRequest| {
-                Some(format!("group snapshot name {:?}", r.name.as_str()))
-            },
-            |h, r| async move { h.create_volume_group_snapshot(r).await },
-        )
-        .await
-    }
-
-    async fn delete_volume_group_snapshot(
-        &self,
-        req: proto::DeleteVolumeGroupSnapshotRequest,
-    ) -> Result<proto::DeleteVolumeGroupSnapshotResponse, CsiError> {
-        const RPC: &str = "DeleteVolumeGroupSnapshot";
-        self.unary(
-            RPC,
-            req,
-            self.group_controller(RPC),
-            |r: &DeleteVolumeGroupSnapshotRequest| {
-                Some(format!("group snapshot {:?}", r.group_snapshot_id.as_str()))
-            },
-            |h, r| async move { h.delete_volume_group_snapshot(r).await },
-        )
-        .await
-    }
-
-    async fn get_volume_group_snapshot(
-        &self,
-        req: proto::GetVolumeGroupSnapshotRequest,
-    ) -> Result<proto::GetVolumeGroupSnapshotResponse, CsiError> {
-        const RPC: &str = "GetVolumeGroupSnapshot";
-        self.unary(
-            RPC,
-            req,
-            self.group_controller(RPC),
-            no_key,
-            |h, r| async move { h.get_volume_group_snapshot(r).await },
-        )
-        .await
-    }
-
-    async fn node_stage_volume(
-        &self,
-        req: proto::NodeStageVolumeRequest,
-    ) -> Result<proto::NodeStageVolumeResponse, CsiError> {
-        const RPC: &str = "NodeStageVolume";
-        self.unary(
-            RPC,
-            req,
-            self.node(RPC)
-                .and_then(|_| part(&self.inner.stager, RPC, "STAGE_UNSTAGE_VOLUME")),
-            |r: &NodeStageVolumeRequest| volume_key(&r.volume_id),
-            |h, r| async move { h.node_stage_volume(r).await },
-        )
-        .await
-    }
-
-    async fn node_unstage_volume(
-        &self,
-        req: proto::NodeUnstageVolumeRequest,
-    ) -> Result<proto::NodeUnstageVolumeResponse, CsiError> {
-        const RPC: &str = "NodeUnstageVolume";
-        self.unary(
-            RPC,
-            req,
-            self.node(RPC)
-                .and_then(|_| part(&self.inner.stager, RPC, "STAGE_UNSTAGE_VOLUME")),
-            |r: &NodeUnstageVolumeRequest| volume_key(&r.volume_id),
-            |h, r| async move { h.node_unstage_volume(r).await },
-        )
-        .await
-    }
-
-    async fn node_publish_volume(
-        &self,
-        req: proto::NodePublishVolumeRequest,
-    ) -> Result<proto::NodePublishVolumeResponse, CsiError> {
-        const RPC: &str = "NodePublishVolume";
-        self.unary(
-            RPC,
-            req,
-            self.node(RPC),
-            |r: &NodePublishVolumeRequest| volume_key(&r.volume_id),
-            |h, r| async move { h.node_publish_volume(r).await },
-        )
-        .await
-    }
-
-    async fn node_unpublish_volume(
-        &self,
-        req: proto::NodeUnpublishVolumeRequest,
-    ) -> Result<proto::NodeUnpublishVolumeResponse, CsiError> {
-        const RPC: &str = "NodeUnpublishVolume";
-        self.unary(
-            RPC,
-            req,
-            self.node(RPC),
-            |r: &NodeUnpublishVolumeRequest| volume_key(&r.volume_id),
-            |h, r| async move { h.node_unpublish_volume(r).await },
-        )
-        .await
-    }
-
-    async fn node_get_volume_stats(
-        &self,
-        req: proto::NodeGetVolumeStatsRequest,
-    ) -> Result<proto::NodeGetVolumeStatsResponse, CsiError> {
-        const RPC: &str = "NodeGetVolumeStats";
-        self.unary(
-            RPC,
-            req,
-            self.node(RPC)
-                .and_then(|_| part(&self.inner.node_stats, RPC, "GET_VOLUME_STATS")),
-            no_key,
-            |h, r| async move { h.node_get_volume_stats(r).await },
-        )
-        .await
-    }
-
-    async fn node_expand_volume(
-        &self,
-        req: proto::NodeExpandVolumeRequest,
-    ) -> Result<proto::NodeExpandVolumeResponse, CsiError> {
-        const RPC: &str = "NodeExpandVolume";
-        self.unary(
-            RPC,
-            req,
-            self.node(RPC)
-                .and_then(|_| part(&self.inner.node_expander, RPC, "EXPAND_VOLUME")),
-            |r: &NodeExpandVolumeRequest| volume_key(&r.volume_id),
-            |h, r| async move { h.node_expand_volume(r).await },
-        )
-        .await
-    }
-
-    async fn node_get_capabilities(
-        &self,
-        req: proto::NodeGetCapabilitiesRequest,
-    ) -> Result<proto::NodeGetCapabilitiesResponse, CsiError> {
-        const RPC: &str = "NodeGetCapabilities";
-        self.unary(
-            RPC,
-            req,
-            self.node(RPC).map(|_| self.node_capabilities()),
-            no_key,
-            |c, _: NodeGetCapabilitiesRequest| async move {
-                Ok(NodeGetCapabilitiesResponse { capabilities: c })
-            },
-        )
-        .await
-    }
-
-    async fn node_get_info(
-        &self,
-        req: proto::NodeGetInfoRequest,
-    ) -> Result<proto::NodeGetInfoResponse, CsiError> {
-        const RPC: &str = "NodeGetInfo";
-        self.unary(RPC, req, self.node(RPC), no_key, |h, r| async move {
-            h.node_get_info(r).await
-        })
-        .await
-    }
-
-    async fn get_metadata_allocated(
-        &self,
-        req: proto::GetMetadataAllocatedRequest,
-    ) -> Result<RawStream<proto::GetMetadataAllocatedResponse>, CsiError> {
-        const RPC: &str = "GetMetadataAllocated";
+        rpc: &'static str,
+        req: P,
+        call: impl FnOnce(Arc<dyn SnapshotMetadata>, T) -> Fut,
+    ) -> Result<RawStream<W>, CsiError>
+    where
+        P: Debug,
+        T: TryFrom<P, Error = CsiError>,
+        Fut: Future<Output = Result<BlockMetadataStream, CsiError>>,
+        W: From<BlockMetadataResponse> + Clone + Send + 'static,
+        BlockMetadataResponse: TryFrom<W, Error = CsiError>,
+    {
         let stream: BlockStream = self
             .unary(
-                RPC,
+                rpc,
                 req,
-                self.snapshot_metadata(RPC),
-                no_key,
-                |h, r| async move { h.get_metadata_allocated(r).await.map(BlockStream) },
+                self.snapshot_metadata(rpc),
+                |_: &T| None,
+                |h, r| async move { call(h, r).await.map(BlockStream) },
             )
             .await?;
-        Ok(checked_block_messages(RPC, stream))
-    }
-
-    async fn get_metadata_delta(
-        &self,
-        req: proto::GetMetadataDeltaRequest,
-    ) -> Result<RawStream<proto::GetMetadataDeltaResponse>, CsiError> {
-        const RPC: &str = "GetMetadataDelta";
-        let stream: BlockStream = self
-            .unary(
-                RPC,
-                req,
-                self.snapshot_metadata(RPC),
-                no_key,
-                |h, r| async move { h.get_metadata_delta(r).await.map(BlockStream) },
-            )
-            .await?;
-        Ok(checked_block_messages(RPC, stream))
+        Ok(checked_block_messages(rpc, stream))
     }
 }
 
@@ -990,7 +638,7 @@ trait WireResponse {
 
 macro_rules! wire_responses {
     ($([$server:ident :: $service:ident, $field:ident] {
-        $(($method:ident, $rpc:literal, $req:ident, $resp:ident)),* $(,)?
+        $(($method:ident, $raw:ident, $rpc:literal, $req:ident, $resp:ident, $serve:tt, $key:tt)),* $(,)?
     })*) => {
         $($(
             impl WireResponse for proto::$resp {

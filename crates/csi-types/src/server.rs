@@ -96,14 +96,14 @@ struct Services(Arc<dyn RawCsi>);
 
 macro_rules! unary_services {
     ($([$server:ident :: $service:ident, $field:ident] {
-        $(($method:ident, $rpc:literal, $req:ident, $resp:ident)),* $(,)?
+        $(($method:ident, $raw:ident, $rpc:literal, $req:ident, $resp:ident, $serve:tt, $key:tt)),* $(,)?
     })*) => {
         $(
             #[tonic::async_trait]
             impl proto::$server::$service for Services {
                 $(
                     async fn $method(&self, request: Request<proto::$req>) -> Result<Response<proto::$resp>, Status> {
-                        RawCsi::$method(&*self.0, request.into_inner())
+                        RawCsi::$raw(&*self.0, request.into_inner())
                             .await
                             .map(Response::new)
                             .map_err(Status::from)
@@ -127,7 +127,7 @@ impl proto::snapshot_metadata_server::SnapshotMetadata for Services {
         &self,
         request: Request<proto::GetMetadataAllocatedRequest>,
     ) -> Result<Response<Self::GetMetadataAllocatedStream>, Status> {
-        let stream = RawCsi::get_metadata_allocated(&*self.0, request.into_inner()).await?;
+        let stream = RawCsi::raw_get_metadata_allocated(&*self.0, request.into_inner()).await?;
         Ok(Response::new(
             stream.map(|r| r.map_err(Status::from)).boxed(),
         ))
@@ -137,7 +137,7 @@ impl proto::snapshot_metadata_server::SnapshotMetadata for Services {
         &self,
         request: Request<proto::GetMetadataDeltaRequest>,
     ) -> Result<Response<Self::GetMetadataDeltaStream>, Status> {
-        let stream = RawCsi::get_metadata_delta(&*self.0, request.into_inner()).await?;
+        let stream = RawCsi::raw_get_metadata_delta(&*self.0, request.into_inner()).await?;
         Ok(Response::new(
             stream.map(|r| r.map_err(Status::from)).boxed(),
         ))

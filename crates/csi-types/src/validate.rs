@@ -167,11 +167,15 @@ pub(crate) fn domain_name(
     let first = value.chars().next().unwrap_or(' ');
     let last = value.chars().last().unwrap_or(' ');
     if !alnum(first) || !alnum(last) || !value.chars().all(|c| alnum(c) || matches!(c, '-' | '.')) {
-        let case = if lower_only { "lower-case " } else { "" };
+        let (one, case) = if lower_only {
+            ("a lower-case", "lower-case ")
+        } else {
+            ("an", "")
+        };
         return Err(CsiError::invalid(
             field,
             format!(
-                "{what} must follow domain name notation: begin and end with a {case}alphanumeric and contain only {case}alphanumerics, '-' or '.' (got {value:?})"
+                "{what} must follow domain name notation: begin and end with {one} alphanumeric and contain only {case}alphanumerics, '-' or '.' (got {value:?})"
             ),
         ));
     }

@@ -47,7 +47,7 @@ async fn mocks_stand_in_for_a_driver() {
         .await
         .unwrap();
     assert_eq!(info.name.as_str(), "mock.example.com");
-    let created = RawCsi::create_volume(
+    let created = RawCsi::raw_create_volume(
         &plugin,
         proto::CreateVolumeRequest {
             name: "pvc-1".into(),

@@ -11,7 +11,7 @@ use csi_types::*;
 #[tokio::test]
 async fn invalid_requests_never_reach_the_driver() {
     let plugin = full_plugin(TestDriver::default());
-    let err = RawCsi::create_volume(
+    let err = RawCsi::raw_create_volume(
         &plugin,
         proto::CreateVolumeRequest {
             name: "v1".into(),
@@ -87,25 +87,25 @@ async fn advertised_capabilities_agree_with_served_rpcs() {
     let probes: Vec<(ControllerCapabilities, Result<(), CsiError>)> = vec![
         (
             ControllerCapabilities::GET_CAPACITY,
-            RawCsi::get_capacity(&plugin, Default::default())
+            RawCsi::raw_get_capacity(&plugin, Default::default())
                 .await
                 .map(drop),
         ),
         (
             ControllerCapabilities::LIST_VOLUMES,
-            RawCsi::list_volumes(&plugin, Default::default())
+            RawCsi::raw_list_volumes(&plugin, Default::default())
                 .await
                 .map(drop),
         ),
         (
             ControllerCapabilities::LIST_SNAPSHOTS,
-            RawCsi::list_snapshots(&plugin, Default::default())
+            RawCsi::raw_list_snapshots(&plugin, Default::default())
                 .await
                 .map(drop),
         ),
         (
             ControllerCapabilities::PUBLISH_UNPUBLISH_VOLUME,
-            RawCsi::controller_unpublish_volume(
+            RawCsi::raw_controller_unpublish_volume(
                 &plugin,
                 proto::ControllerUnpublishVolumeRequest {
                     volume_id: "v".into(),
@@ -117,7 +117,7 @@ async fn advertised_capabilities_agree_with_served_rpcs() {
         ),
         (
             ControllerCapabilities::CREATE_DELETE_SNAPSHOT,
-            RawCsi::delete_snapshot(
+            RawCsi::raw_delete_snapshot(
                 &plugin,
                 proto::DeleteSnapshotRequest {
                     snapshot_id: "s".into(),
@@ -129,7 +129,7 @@ async fn advertised_capabilities_agree_with_served_rpcs() {
         ),
         (
             ControllerCapabilities::CREATE_DELETE_VOLUME,
-            RawCsi::delete_volume(
+            RawCsi::raw_delete_volume(
                 &plugin,
                 proto::DeleteVolumeRequest {
                     volume_id: "v".into(),
@@ -156,7 +156,7 @@ async fn unimplemented_wins_over_validation() {
     let d = Arc::new(TestDriver::default());
     let plugin = Plugin::builder(d.clone()).build().unwrap();
     // No Controller service at all: even an empty request is UNIMPLEMENTED.
-    let err = RawCsi::create_volume(&plugin, Default::default())
+    let err = RawCsi::raw_create_volume(&plugin, Default::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
@@ -165,7 +165,7 @@ async fn unimplemented_wins_over_validation() {
             .contains("does not serve the Controller service"),
         "{err}"
     );
-    let err = RawCsi::node_get_info(&plugin, Default::default())
+    let err = RawCsi::raw_node_get_info(&plugin, Default::default())
         .await
         .unwrap_err();
     assert!(
@@ -187,10 +187,14 @@ fn builder_refuses_features_without_their_rpcs() {
         .unwrap();
     assert_eq!(
         err,
-        CsiError::invalid(
-            "feature_capabilities",
-            "PUBLISH_READONLY is declared but a ControllerPublisher is not registered"
-        )
+        BuildError::CapabilityWithoutPart {
+            capability: "PUBLISH_READONLY",
+            needs: "a ControllerPublisher"
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "PUBLISH_READONLY is declared but a ControllerPublisher is not registered"
     );
 
     let plain = Arc::new(TestDriver::default());
@@ -217,7 +221,7 @@ async fn a_panicking_driver_fails_one_call_only() {
         volume_capabilities: vec![mount_cap()],
         ..Default::default()
     };
-    let err = RawCsi::create_volume(&plugin, req("panic"))
+    let err = RawCsi::raw_create_volume(&plugin, req("panic"))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Internal);
@@ -227,8 +231,10 @@ async fn a_panicking_driver_fails_one_call_only() {
         "{err}"
     );
     // The guard was released and the plugin still works.
-    RawCsi::create_volume(&plugin, req("fine")).await.unwrap();
-    let err = RawCsi::create_volume(&plugin, req("panic"))
+    RawCsi::raw_create_volume(&plugin, req("fine"))
+        .await
+        .unwrap();
+    let err = RawCsi::raw_create_volume(&plugin, req("panic"))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Internal);
@@ -242,16 +248,16 @@ async fn a_second_operation_on_the_same_name_is_aborted() {
         volume_capabilities: vec![mount_cap()],
         ..Default::default()
     };
-    let (a, b) = tokio::join!(RawCsi::create_volume(&plugin, req.clone()), async {
+    let (a, b) = tokio::join!(RawCsi::raw_create_volume(&plugin, req.clone()), async {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        RawCsi::create_volume(&plugin, req.clone()).await
+        RawCsi::raw_create_volume(&plugin, req.clone()).await
     });
     assert!(a.is_ok(), "{a:?}");
     let err = b.unwrap_err();
     assert_eq!(err.code(), Code::Aborted);
     assert!(err.to_string().contains("already in progress"), "{err}");
     // Once the first finished, a retry goes through.
-    RawCsi::create_volume(&plugin, req).await.unwrap();
+    RawCsi::raw_create_volume(&plugin, req).await.unwrap();
 }
 
 #[tokio::test]
@@ -269,8 +275,8 @@ async fn the_guard_can_be_turned_off() {
         ..Default::default()
     };
     let (a, b) = tokio::join!(
-        RawCsi::create_volume(&plugin, req.clone()),
-        RawCsi::create_volume(&plugin, req)
+        RawCsi::raw_create_volume(&plugin, req.clone()),
+        RawCsi::raw_create_volume(&plugin, req)
     );
     assert!(a.is_ok() && b.is_ok());
 }
@@ -289,7 +295,7 @@ async fn typed_calls_refuse_responses_that_break_the_spec() {
         }
     }
     let plugin = full_plugin(TestDriver::default());
-    let wire = RawCsi::node_get_info(&plugin, Default::default())
+    let wire = RawCsi::raw_node_get_info(&plugin, Default::default())
         .await
         .unwrap();
     let mut broken = wire.clone();
@@ -302,7 +308,7 @@ async fn typed_calls_refuse_responses_that_break_the_spec() {
 #[tokio::test]
 async fn responses_that_break_the_spec_are_not_sent() {
     let plugin = full_plugin(TestDriver::default());
-    let err = RawCsi::create_volume(
+    let err = RawCsi::raw_create_volume(
         &plugin,
         proto::CreateVolumeRequest {
             name: "huge-context".into(),

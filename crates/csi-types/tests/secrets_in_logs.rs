@@ -44,7 +44,7 @@ async fn secrets_never_appear_in_logs() {
             .into_iter()
             .collect()
     };
-    RawCsi::create_volume(
+    RawCsi::raw_create_volume(
         &client,
         proto::CreateVolumeRequest {
             name: "vol-s".into(),
@@ -56,7 +56,7 @@ async fn secrets_never_appear_in_logs() {
     .await
     .unwrap();
     // A request that fails validation is logged too, before it is refused.
-    let bad = RawCsi::delete_volume(
+    let bad = RawCsi::raw_delete_volume(
         &client,
         proto::DeleteVolumeRequest {
             volume_id: String::new(),
@@ -67,7 +67,7 @@ async fn secrets_never_appear_in_logs() {
     assert!(bad.is_err());
     // The in-process path logs the same way.
     let plugin = full_plugin(TestDriver::default());
-    RawCsi::node_stage_volume(
+    RawCsi::raw_node_stage_volume(
         &plugin,
         proto::NodeStageVolumeRequest {
             volume_id: "v".into(),

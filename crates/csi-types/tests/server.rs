@@ -122,7 +122,7 @@ async fn all_five_services_answer_on_a_unix_socket() {
     assert_eq!(err.code(), Code::FailedPrecondition);
 
     // Errors keep their code and message across the wire.
-    let err = RawCsi::create_volume(&client, proto::CreateVolumeRequest::default())
+    let err = RawCsi::raw_create_volume(&client, proto::CreateVolumeRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err, CsiError::missing("name"));
@@ -137,7 +137,7 @@ async fn unsupported_and_unknown_rpcs_answer_unimplemented_with_a_message() {
     let served = serve(plugin).await;
     let client = Client::connect(&served.endpoint).await.unwrap();
 
-    let err = RawCsi::create_volume(&client, Default::default())
+    let err = RawCsi::raw_create_volume(&client, Default::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
@@ -145,7 +145,7 @@ async fn unsupported_and_unknown_rpcs_answer_unimplemented_with_a_message() {
         err.to_string().contains("CreateVolume is not implemented"),
         "{err}"
     );
-    let err = RawCsi::node_get_info(&client, Default::default())
+    let err = RawCsi::raw_node_get_info(&client, Default::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unimplemented);
@@ -153,7 +153,7 @@ async fn unsupported_and_unknown_rpcs_answer_unimplemented_with_a_message() {
         err.to_string().contains("does not serve the Node service"),
         "{err}"
     );
-    let err = RawCsi::get_metadata_allocated(&client, Default::default())
+    let err = RawCsi::raw_get_metadata_allocated(&client, Default::default())
         .await
         .err()
         .unwrap();

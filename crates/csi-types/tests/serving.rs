@@ -152,7 +152,7 @@ async fn oversized_messages_are_resource_exhausted() {
     let client = Client::connect(&format!("unix://{}", path.display()))
         .await
         .unwrap();
-    let err = RawCsi::create_volume(
+    let err = RawCsi::raw_create_volume(
         &client,
         proto::CreateVolumeRequest {
             name: "x".repeat(100 * 1024),
@@ -163,7 +163,7 @@ async fn oversized_messages_are_resource_exhausted() {
     .unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
     // A message under the limit is decoded (and then refused by validation).
-    let err = RawCsi::create_volume(
+    let err = RawCsi::raw_create_volume(
         &client,
         proto::CreateVolumeRequest {
             name: "x".repeat(1000),
@@ -198,12 +198,12 @@ async fn idle_connections_are_closed_and_busy_ones_kept() {
         .await
         .unwrap();
     for _ in 0..3 {
-        RawCsi::probe(&client, proto::ProbeRequest {})
+        RawCsi::raw_probe(&client, proto::ProbeRequest {})
             .await
             .unwrap();
     }
     tokio::time::sleep(Duration::from_millis(600)).await;
-    RawCsi::probe(&client, proto::ProbeRequest {})
+    RawCsi::raw_probe(&client, proto::ProbeRequest {})
         .await
         .unwrap();
 }

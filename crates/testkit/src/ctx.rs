@@ -273,7 +273,7 @@ impl Ctx {
         match item {
             Cleanup::NodePublish(v, t) => self
                 .nd()
-                .node_unpublish_volume(proto::NodeUnpublishVolumeRequest {
+                .raw_node_unpublish_volume(proto::NodeUnpublishVolumeRequest {
                     volume_id: v.clone(),
                     target_path: t.clone(),
                 })
@@ -281,7 +281,7 @@ impl Ctx {
                 .map(drop),
             Cleanup::Stage(v, s) => self
                 .nd()
-                .node_unstage_volume(proto::NodeUnstageVolumeRequest {
+                .raw_node_unstage_volume(proto::NodeUnstageVolumeRequest {
                     volume_id: v.clone(),
                     staging_target_path: s.clone(),
                 })
@@ -289,7 +289,7 @@ impl Ctx {
                 .map(drop),
             Cleanup::ControllerPublish(v, n) => self
                 .ctl()
-                .controller_unpublish_volume(proto::ControllerUnpublishVolumeRequest {
+                .raw_controller_unpublish_volume(proto::ControllerUnpublishVolumeRequest {
                     volume_id: v.clone(),
                     node_id: n.clone(),
                     ..Default::default()
@@ -298,7 +298,7 @@ impl Ctx {
                 .map(drop),
             Cleanup::GroupSnapshot(g, s) => self
                 .ctl()
-                .delete_volume_group_snapshot(proto::DeleteVolumeGroupSnapshotRequest {
+                .raw_delete_volume_group_snapshot(proto::DeleteVolumeGroupSnapshotRequest {
                     group_snapshot_id: g.clone(),
                     snapshot_ids: s.clone(),
                     ..Default::default()
@@ -307,7 +307,7 @@ impl Ctx {
                 .map(drop),
             Cleanup::Snapshot(s) => self
                 .ctl()
-                .delete_snapshot(proto::DeleteSnapshotRequest {
+                .raw_delete_snapshot(proto::DeleteSnapshotRequest {
                     snapshot_id: s.clone(),
                     ..Default::default()
                 })
@@ -315,7 +315,7 @@ impl Ctx {
                 .map(drop),
             Cleanup::Volume(v) => self
                 .ctl()
-                .delete_volume(proto::DeleteVolumeRequest {
+                .raw_delete_volume(proto::DeleteVolumeRequest {
                     volume_id: v.clone(),
                     ..Default::default()
                 })

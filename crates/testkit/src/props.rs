@@ -524,7 +524,7 @@ impl Seq<'_> {
         let key = source.as_ref().map(|(k, _)| k.clone());
         req.volume_content_source = source.map(|(_, s)| s);
         let what = "CreateVolume";
-        let r = self.c.ctl().create_volume(req).await;
+        let r = self.c.ctl().raw_create_volume(req).await;
         if source_missing {
             if let Some(v) = self.m.vols.get(&slot) {
                 // Both NOT_FOUND and ALREADY_EXISTS describe this request;
@@ -754,7 +754,7 @@ impl Seq<'_> {
                 let r = self
                     .c
                     .ctl()
-                    .delete_volume(proto::DeleteVolumeRequest {
+                    .raw_delete_volume(proto::DeleteVolumeRequest {
                         volume_id: id.clone(),
                         ..Default::default()
                     })
@@ -794,7 +794,7 @@ impl Seq<'_> {
                 let r = self
                     .c
                     .ctl()
-                    .controller_publish_volume(proto::ControllerPublishVolumeRequest {
+                    .raw_controller_publish_volume(proto::ControllerPublishVolumeRequest {
                         volume_id: id.clone(),
                         node_id: node,
                         volume_capability: Some(rw()),
@@ -846,7 +846,7 @@ impl Seq<'_> {
                 let r = self
                     .c
                     .ctl()
-                    .controller_unpublish_volume(proto::ControllerUnpublishVolumeRequest {
+                    .raw_controller_unpublish_volume(proto::ControllerUnpublishVolumeRequest {
                         volume_id: v.id.clone(),
                         node_id: node,
                         ..Default::default()
@@ -869,7 +869,7 @@ impl Seq<'_> {
                 let r = self
                     .c
                     .nd()
-                    .node_stage_volume(proto::NodeStageVolumeRequest {
+                    .raw_node_stage_volume(proto::NodeStageVolumeRequest {
                         volume_id: v.id.clone(),
                         publish_context: v.publish_context.clone(),
                         staging_target_path: self.staging(slot),
@@ -894,7 +894,7 @@ impl Seq<'_> {
                 let r = self
                     .c
                     .nd()
-                    .node_unstage_volume(proto::NodeUnstageVolumeRequest {
+                    .raw_node_unstage_volume(proto::NodeUnstageVolumeRequest {
                         volume_id: v.id.clone(),
                         staging_target_path: self.staging(slot),
                     })
@@ -917,7 +917,7 @@ impl Seq<'_> {
                 let r = self
                     .c
                     .nd()
-                    .node_publish_volume(proto::NodePublishVolumeRequest {
+                    .raw_node_publish_volume(proto::NodePublishVolumeRequest {
                         volume_id: v.id.clone(),
                         publish_context: v.publish_context.clone(),
                         staging_target_path: if nc.contains(NC::STAGE_UNSTAGE_VOLUME) {
@@ -955,7 +955,7 @@ impl Seq<'_> {
                 let r = self
                     .c
                     .nd()
-                    .node_unpublish_volume(proto::NodeUnpublishVolumeRequest {
+                    .raw_node_unpublish_volume(proto::NodeUnpublishVolumeRequest {
                         volume_id: v.id.clone(),
                         target_path: target.clone(),
                     })
@@ -978,7 +978,7 @@ impl Seq<'_> {
                 let r = self
                     .c
                     .ctl()
-                    .create_snapshot(proto::CreateSnapshotRequest {
+                    .raw_create_snapshot(proto::CreateSnapshotRequest {
                         source_volume_id: vid.clone(),
                         name: format!("{}-s{snap}", self.prefix),
                         ..Default::default()
@@ -1047,7 +1047,7 @@ impl Seq<'_> {
                 let r = self
                     .c
                     .ctl()
-                    .delete_snapshot(proto::DeleteSnapshotRequest {
+                    .raw_delete_snapshot(proto::DeleteSnapshotRequest {
                         snapshot_id: id.clone(),
                         ..Default::default()
                     })
@@ -1084,7 +1084,7 @@ impl Seq<'_> {
                 let r = self
                     .c
                     .ctl()
-                    .controller_expand_volume(proto::ControllerExpandVolumeRequest {
+                    .raw_controller_expand_volume(proto::ControllerExpandVolumeRequest {
                         volume_id: id,
                         capacity_range: Some(proto::CapacityRange {
                             required_bytes: required as i64,
@@ -1162,7 +1162,7 @@ impl Seq<'_> {
         let r = self
             .c
             .ctl()
-            .controller_modify_volume(proto::ControllerModifyVolumeRequest {
+            .raw_controller_modify_volume(proto::ControllerModifyVolumeRequest {
                 volume_id: id.clone(),
                 mutable_parameters: [(key.clone(), value.clone())].into(),
                 ..Default::default()
@@ -1201,7 +1201,7 @@ impl Seq<'_> {
         let r = self
             .c
             .ctl()
-            .create_volume_group_snapshot(proto::CreateVolumeGroupSnapshotRequest {
+            .raw_create_volume_group_snapshot(proto::CreateVolumeGroupSnapshotRequest {
                 name: format!("{}-g{group}", self.prefix),
                 source_volume_ids: ids,
                 ..Default::default()
@@ -1308,7 +1308,7 @@ impl Seq<'_> {
         let r = self
             .c
             .ctl()
-            .delete_volume_group_snapshot(proto::DeleteVolumeGroupSnapshotRequest {
+            .raw_delete_volume_group_snapshot(proto::DeleteVolumeGroupSnapshotRequest {
                 group_snapshot_id: id.clone(),
                 snapshot_ids: snapshot_ids.clone(),
                 ..Default::default()
@@ -1416,7 +1416,7 @@ impl Seq<'_> {
                 && let Err(e) = self
                     .c
                     .nd()
-                    .node_unpublish_volume(proto::NodeUnpublishVolumeRequest {
+                    .raw_node_unpublish_volume(proto::NodeUnpublishVolumeRequest {
                         volume_id: v.id.clone(),
                         target_path: self.target(slot),
                     })
@@ -1428,7 +1428,7 @@ impl Seq<'_> {
                 && let Err(e) = self
                     .c
                     .nd()
-                    .node_unstage_volume(proto::NodeUnstageVolumeRequest {
+                    .raw_node_unstage_volume(proto::NodeUnstageVolumeRequest {
                         volume_id: v.id.clone(),
                         staging_target_path: self.staging(slot),
                     })
@@ -1440,7 +1440,7 @@ impl Seq<'_> {
                 && let Err(e) = self
                     .c
                     .ctl()
-                    .controller_unpublish_volume(proto::ControllerUnpublishVolumeRequest {
+                    .raw_controller_unpublish_volume(proto::ControllerUnpublishVolumeRequest {
                         volume_id: v.id.clone(),
                         node_id: node.clone(),
                         ..Default::default()
@@ -1525,7 +1525,7 @@ async fn capacity(c: &Ctx) -> Result<u64, String> {
         .ok(
             "GetCapacity",
             c.ctl()
-                .get_capacity(proto::GetCapacityRequest {
+                .raw_get_capacity(proto::GetCapacityRequest {
                     volume_capabilities: vec![rw()],
                     parameters: c.config().parameters.clone().into_iter().collect(),
                     ..Default::default()

@@ -237,7 +237,7 @@ async fn assert_passes_everything(plugin: Arc<dyn RawCsi>) {
     }
     assert_eq!(report.failed(), 0, "{}", report.summary());
     let left = plugin
-        .list_volumes(csi_types::proto::ListVolumesRequest::default())
+        .raw_list_volumes(csi_types::proto::ListVolumesRequest::default())
         .await
         .unwrap();
     assert!(left.entries.is_empty(), "left behind: {:?}", left.entries);
@@ -385,7 +385,7 @@ async fn the_typed_client_accepts_tolerated_rules_and_refuses_must_rules() {
         AccessMode, Code, ControllerGetVolumeRequest, Csi, VolumeCapability, VolumeId, proto,
     };
     async fn volume(plugin: &dyn RawCsi) -> VolumeId {
-        let v = RawCsi::create_volume(
+        let v = RawCsi::raw_create_volume(
             plugin,
             proto::CreateVolumeRequest {
                 name: "typed".into(),

@@ -81,7 +81,7 @@ impl ComposerDriver {
     /// The CSI plugin: Identity and Controller (create/delete, publish,
     /// list with published nodes, capacity, expansion, get volume with
     /// condition); Node (`NodeGetInfo` only) when opened with a node id.
-    pub fn plugin(&self) -> Result<Plugin, CsiError> {
+    pub fn plugin(&self) -> Result<Plugin, BuildError> {
         let d = Arc::new(self.clone());
         let b = Plugin::builder(d.clone())
             .controller(d.clone())

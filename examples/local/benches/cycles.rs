@@ -86,7 +86,7 @@ fn create_request(name: String) -> proto::CreateVolumeRequest {
 }
 
 async fn create(client: &Client, name: String) -> String {
-    let resp = RawCsi::create_volume(client, create_request(name))
+    let resp = RawCsi::raw_create_volume(client, create_request(name))
         .await
         .expect("CreateVolume succeeds");
     resp.volume.expect("a volume").volume_id
@@ -119,7 +119,7 @@ async fn cell(socket: &Path, workers: usize, seconds: f64, tag: &str) -> (f64, f
     let mut clients = Vec::new();
     for _ in 0..workers {
         let c = connect(socket).await;
-        RawCsi::probe(&c, proto::ProbeRequest {})
+        RawCsi::raw_probe(&c, proto::ProbeRequest {})
             .await
             .expect("Probe");
         clients.push(c);
@@ -139,7 +139,7 @@ async fn cell(socket: &Path, workers: usize, seconds: f64, tag: &str) -> (f64, f
                 let t = Instant::now();
                 let id = create(&client, format!("cycle-{tag}-{w}-{n}")).await;
                 lat.push(t.elapsed());
-                RawCsi::delete_volume(
+                RawCsi::raw_delete_volume(
                     &client,
                     proto::DeleteVolumeRequest {
                         volume_id: id,

@@ -80,7 +80,7 @@ impl LocalDriver {
     /// Registers every service of the driver with the SDK: Identity,
     /// Controller (all optional parts), GroupController, Node (stage, stats,
     /// expand) and SnapshotMetadata.
-    pub fn plugin(&self) -> Result<Plugin, CsiError> {
+    pub fn plugin(&self) -> Result<Plugin, BuildError> {
         let d = Arc::new(self.clone());
         Plugin::builder(d.clone())
             .controller(d.clone())

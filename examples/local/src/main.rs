@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use csi_types::endpoint::Endpoint;
 use csi_types::{NodeId, PluginName};
 use local::config::{self, Config};
 
@@ -88,16 +89,44 @@ fn config(cli: &Cli) -> Result<Config, String> {
     })
 }
 
-async fn serve(cli: Cli) -> Result<(), String> {
-    let cfg = config(&cli)?;
-    let driver = local::LocalDriver::open(cfg)?;
+/// Why the driver stopped: the exit code says which kind (the workspace's
+/// convention for every CLI: 0 ok, 1 failure of the work, 2 bad input).
+enum Failure {
+    /// A flag or environment value is invalid; nothing was created.
+    BadInput(String),
+    /// The driver could not open its state or serve.
+    Work(String),
+}
+
+async fn serve(cli: Cli) -> Result<(), Failure> {
+    // Everything the user typed is checked before anything is created on
+    // disk: a bad endpoint must not leave a fresh state directory behind.
+    let endpoint: Endpoint = cli
+        .endpoint
+        .parse()
+        .map_err(|e| Failure::BadInput(format!("--endpoint: {e}")))?;
+    let cfg = config(&cli).map_err(Failure::BadInput)?;
+    let driver = local::LocalDriver::open(cfg).map_err(Failure::Work)?;
     tracing::info!(
-        endpoint = %cli.endpoint,
+        %endpoint,
         node_id = %driver.config().node_id,
         capacity = driver.config().capacity,
         "starting the local CSI driver"
     );
-    local::serve(&driver, &cli.endpoint, csi_types::server::shutdown_signal()).await
+    local::serve(&driver, &cli.endpoint, csi_types::server::shutdown_signal())
+        .await
+        .map_err(Failure::Work)
+}
+
+/// Prints an error as one line on stderr, whatever line breaks its causes hold.
+fn report(e: &str) {
+    let one_line = e
+        .split('\n')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    eprintln!("local: {one_line}");
 }
 
 #[tokio::main]
@@ -114,11 +143,15 @@ async fn main() -> ExitCode {
         }
         Some(Command::Serve) | None => {
             logging("info");
+            // The fatal error is printed once, here, not logged as well.
             match serve(cli).await {
                 Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!("{e}");
-                    eprintln!("local: {e}");
+                Err(Failure::BadInput(e)) => {
+                    report(&e);
+                    ExitCode::from(2)
+                }
+                Err(Failure::Work(e)) => {
+                    report(&e);
                     ExitCode::FAILURE
                 }
             }

@@ -25,7 +25,7 @@ async fn unpublish_of_a_deleted_volume_or_an_unknown_node_is_ok() {
         .unwrap()
         .volume
         .volume_id;
-    RawCsi::controller_publish_volume(
+    RawCsi::raw_controller_publish_volume(
         c,
         proto::ControllerPublishVolumeRequest {
             volume_id: v.to_string(),
@@ -39,7 +39,7 @@ async fn unpublish_of_a_deleted_volume_or_an_unknown_node_is_ok() {
     .await
     .unwrap();
     // An unknown node: nothing is published there.
-    RawCsi::controller_unpublish_volume(
+    RawCsi::raw_controller_unpublish_volume(
         c,
         proto::ControllerUnpublishVolumeRequest {
             volume_id: v.to_string(),
@@ -54,10 +54,10 @@ async fn unpublish_of_a_deleted_volume_or_an_unknown_node_is_ok() {
         node_id: "node-1".into(),
         ..Default::default()
     };
-    RawCsi::controller_unpublish_volume(c, unpub())
+    RawCsi::raw_controller_unpublish_volume(c, unpub())
         .await
         .unwrap();
-    RawCsi::delete_volume(
+    RawCsi::raw_delete_volume(
         c,
         proto::DeleteVolumeRequest {
             volume_id: v.to_string(),
@@ -67,12 +67,12 @@ async fn unpublish_of_a_deleted_volume_or_an_unknown_node_is_ok() {
     .await
     .unwrap();
     // The cleanup loop's second pass, after the delete.
-    RawCsi::controller_unpublish_volume(c, unpub())
+    RawCsi::raw_controller_unpublish_volume(c, unpub())
         .await
         .unwrap();
     // Never created at all, with and without a node.
     for node_id in ["node-1", ""] {
-        RawCsi::controller_unpublish_volume(
+        RawCsi::raw_controller_unpublish_volume(
             c,
             proto::ControllerUnpublishVolumeRequest {
                 volume_id: UNKNOWN.into(),
@@ -86,7 +86,7 @@ async fn unpublish_of_a_deleted_volume_or_an_unknown_node_is_ok() {
     // The volume id itself is still REQUIRED.
     assert_eq!(
         code_of(
-            RawCsi::controller_unpublish_volume(
+            RawCsi::raw_controller_unpublish_volume(
                 c,
                 proto::ControllerUnpublishVolumeRequest::default()
             )
@@ -104,7 +104,7 @@ async fn node_calls_on_unknown_volumes_answer_not_found_whatever_the_path() {
     let s = Served::start(|_| {}).await;
     let c = &s.client;
     for path in ["some/path", ""] {
-        let stats = RawCsi::node_get_volume_stats(
+        let stats = RawCsi::raw_node_get_volume_stats(
             c,
             proto::NodeGetVolumeStatsRequest {
                 volume_id: UNKNOWN.into(),
@@ -114,7 +114,7 @@ async fn node_calls_on_unknown_volumes_answer_not_found_whatever_the_path() {
         )
         .await;
         assert_eq!(code_of(stats), Code::NotFound, "stats, path {path:?}");
-        let expand = RawCsi::node_expand_volume(
+        let expand = RawCsi::raw_node_expand_volume(
             c,
             proto::NodeExpandVolumeRequest {
                 volume_id: UNKNOWN.into(),
@@ -130,7 +130,7 @@ async fn node_calls_on_unknown_volumes_answer_not_found_whatever_the_path() {
         .unwrap()
         .volume
         .volume_id;
-    let e = RawCsi::node_get_volume_stats(
+    let e = RawCsi::raw_node_get_volume_stats(
         c,
         proto::NodeGetVolumeStatsRequest {
             volume_id: v.to_string(),
@@ -142,7 +142,7 @@ async fn node_calls_on_unknown_volumes_answer_not_found_whatever_the_path() {
     .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.to_string().contains("volume_path"), "{e}");
-    let e = RawCsi::node_expand_volume(
+    let e = RawCsi::raw_node_expand_volume(
         c,
         proto::NodeExpandVolumeRequest {
             volume_id: v.to_string(),
@@ -162,7 +162,7 @@ async fn node_calls_on_unknown_volumes_answer_not_found_whatever_the_path() {
 async fn group_snapshot_calls_on_unknown_ids_answer_for_the_missing_object() {
     let s = Served::start(|_| {}).await;
     let c = &s.client;
-    let get = RawCsi::get_volume_group_snapshot(
+    let get = RawCsi::raw_get_volume_group_snapshot(
         c,
         proto::GetVolumeGroupSnapshotRequest {
             group_snapshot_id: UNKNOWN.into(),
@@ -171,7 +171,7 @@ async fn group_snapshot_calls_on_unknown_ids_answer_for_the_missing_object() {
     )
     .await;
     assert_eq!(code_of(get), Code::NotFound);
-    RawCsi::delete_volume_group_snapshot(
+    RawCsi::raw_delete_volume_group_snapshot(
         c,
         proto::DeleteVolumeGroupSnapshotRequest {
             group_snapshot_id: UNKNOWN.into(),
@@ -186,7 +186,7 @@ async fn group_snapshot_calls_on_unknown_ids_answer_for_the_missing_object() {
         .unwrap()
         .volume
         .volume_id;
-    let g = RawCsi::create_volume_group_snapshot(
+    let g = RawCsi::raw_create_volume_group_snapshot(
         c,
         proto::CreateVolumeGroupSnapshotRequest {
             name: "group".into(),
@@ -199,7 +199,7 @@ async fn group_snapshot_calls_on_unknown_ids_answer_for_the_missing_object() {
     .group_snapshot
     .unwrap();
     for r in [
-        RawCsi::get_volume_group_snapshot(
+        RawCsi::raw_get_volume_group_snapshot(
             c,
             proto::GetVolumeGroupSnapshotRequest {
                 group_snapshot_id: g.group_snapshot_id.clone(),
@@ -208,7 +208,7 @@ async fn group_snapshot_calls_on_unknown_ids_answer_for_the_missing_object() {
         )
         .await
         .map(drop),
-        RawCsi::delete_volume_group_snapshot(
+        RawCsi::raw_delete_volume_group_snapshot(
             c,
             proto::DeleteVolumeGroupSnapshotRequest {
                 group_snapshot_id: g.group_snapshot_id.clone(),
@@ -224,7 +224,7 @@ async fn group_snapshot_calls_on_unknown_ids_answer_for_the_missing_object() {
     }
     // The group survived the refused delete and goes with its members listed.
     let ids: Vec<String> = g.snapshots.iter().map(|s| s.snapshot_id.clone()).collect();
-    RawCsi::delete_volume_group_snapshot(
+    RawCsi::raw_delete_volume_group_snapshot(
         c,
         proto::DeleteVolumeGroupSnapshotRequest {
             group_snapshot_id: g.group_snapshot_id.clone(),

@@ -132,7 +132,7 @@ async fn the_typed_client_accepts_tolerated_oddities() {
     .volume;
     // Ids derived from names: allowed, the id is opaque.
     assert_eq!(v.volume_id.as_str(), "odd");
-    RawCsi::controller_publish_volume(
+    RawCsi::raw_controller_publish_volume(
         &c,
         proto::ControllerPublishVolumeRequest {
             volume_id: "odd".into(),
@@ -145,7 +145,7 @@ async fn the_typed_client_accepts_tolerated_oddities() {
     .unwrap();
 
     // On the wire: the real node, then an empty id, and no condition message.
-    let raw = RawCsi::controller_get_volume(
+    let raw = RawCsi::raw_controller_get_volume(
         &c,
         proto::ControllerGetVolumeRequest {
             volume_id: "odd".into(),

@@ -116,7 +116,7 @@ async fn same_volume(c: Ctx) -> Result<(), CaseError> {
                     let want = base * (2 + i as u64);
                     let r = c
                         .ctl()
-                        .controller_expand_volume(proto::ControllerExpandVolumeRequest {
+                        .raw_controller_expand_volume(proto::ControllerExpandVolumeRequest {
                             volume_id: id,
                             capacity_range: Some(proto::CapacityRange {
                                 required_bytes: want as i64,
@@ -148,11 +148,13 @@ async fn same_volume(c: Ctx) -> Result<(), CaseError> {
                 _ => {
                     let r = c
                         .ctl()
-                        .validate_volume_capabilities(proto::ValidateVolumeCapabilitiesRequest {
-                            volume_id: id,
-                            volume_capabilities: vec![rw()],
-                            ..Default::default()
-                        })
+                        .raw_validate_volume_capabilities(
+                            proto::ValidateVolumeCapabilitiesRequest {
+                                volume_id: id,
+                                volume_capabilities: vec![rw()],
+                                ..Default::default()
+                            },
+                        )
                         .await;
                     ("ValidateVolumeCapabilities", None, r.map(|_| (None, None)))
                 }
@@ -201,7 +203,7 @@ async fn same_volume(c: Ctx) -> Result<(), CaseError> {
         let g: csi_types::ControllerGetVolumeResponse = c.ok(
             "ControllerGetVolume (after the race)",
             c.ctl()
-                .controller_get_volume(proto::ControllerGetVolumeRequest {
+                .raw_controller_get_volume(proto::ControllerGetVolumeRequest {
                     volume_id: id.clone(),
                 })
                 .await,
@@ -234,7 +236,7 @@ async fn same_volume(c: Ctx) -> Result<(), CaseError> {
         crate::ctx::ok_raw(
             "DeleteSnapshot",
             c.ctl()
-                .delete_snapshot(proto::DeleteSnapshotRequest {
+                .raw_delete_snapshot(proto::DeleteSnapshotRequest {
                     snapshot_id: s.clone(),
                     ..Default::default()
                 })

@@ -54,7 +54,7 @@ pub(super) fn cases() -> Vec<Case> {
                 let g: ControllerGetVolumeResponse = c.ok(
                     "ControllerGetVolume",
                     c.ctl()
-                        .controller_get_volume(proto::ControllerGetVolumeRequest {
+                        .raw_controller_get_volume(proto::ControllerGetVolumeRequest {
                             volume_id: v.volume_id.to_string(),
                         })
                         .await,
@@ -77,7 +77,7 @@ pub(super) fn cases() -> Vec<Case> {
                     let r: csi_types::ListVolumesResponse = c.ok(
                         "ListVolumes",
                         c.ctl()
-                            .list_volumes(proto::ListVolumesRequest {
+                            .raw_list_volumes(proto::ListVolumesRequest {
                                 max_entries: 0,
                                 starting_token: token.clone(),
                             })
@@ -116,7 +116,7 @@ pub(super) fn cases() -> Vec<Case> {
                 let s: NodeGetVolumeStatsResponse = c.ok(
                     "NodeGetVolumeStats",
                     c.nd()
-                        .node_get_volume_stats(proto::NodeGetVolumeStatsRequest {
+                        .raw_node_get_volume_stats(proto::NodeGetVolumeStatsRequest {
                             volume_id: id,
                             volume_path: target,
                             staging_target_path: staging.unwrap_or_default(),

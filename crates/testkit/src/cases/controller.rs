@@ -65,7 +65,7 @@ async fn send_publish(
     req: proto::ControllerPublishVolumeRequest,
 ) -> Result<proto::ControllerPublishVolumeResponse, csi_types::CsiError> {
     let (v, n) = (req.volume_id.clone(), req.node_id.clone());
-    let r = c.ctl().controller_publish_volume(req).await;
+    let r = c.ctl().raw_controller_publish_volume(req).await;
     if r.is_ok() {
         c.push(Cleanup::ControllerPublish(v, n));
     }
@@ -80,7 +80,7 @@ pub(super) async fn wait_ready(c: &Ctx, id: &str) -> Result<(), CaseError> {
             let r: GetSnapshotResponse = c.ok(
                 "GetSnapshot",
                 c.ctl()
-                    .get_snapshot(proto::GetSnapshotRequest {
+                    .raw_get_snapshot(proto::GetSnapshotRequest {
                         snapshot_id: id.to_string(),
                         ..Default::default()
                     })
@@ -91,7 +91,7 @@ pub(super) async fn wait_ready(c: &Ctx, id: &str) -> Result<(), CaseError> {
             let r: ListSnapshotsResponse = c.ok(
                 "ListSnapshots",
                 c.ctl()
-                    .list_snapshots(proto::ListSnapshotsRequest {
+                    .raw_list_snapshots(proto::ListSnapshotsRequest {
                         snapshot_id: id.to_string(),
                         ..Default::default()
                     })
@@ -136,7 +136,7 @@ pub(super) fn cases() -> Vec<Case> {
                 let _: csi_types::ControllerGetCapabilitiesResponse = c.ok(
                     "ControllerGetCapabilities",
                     c.ctl()
-                        .controller_get_capabilities(Default::default())
+                        .raw_controller_get_capabilities(Default::default())
                         .await,
                 )?;
                 Ok(())
@@ -148,7 +148,7 @@ pub(super) fn cases() -> Vec<Case> {
             "name",
             |c| { need_create(&c)? },
             "CreateVolume",
-            create_volume,
+            raw_create_volume,
             {
                 let mut r = c.create_req("", c.config().volume_size);
                 r.name.clear();
@@ -261,7 +261,7 @@ pub(super) fn cases() -> Vec<Case> {
                     let cap: GetCapacityResponse = c.ok(
                         "GetCapacity",
                         c.ctl()
-                            .get_capacity(proto::GetCapacityRequest {
+                            .raw_get_capacity(proto::GetCapacityRequest {
                                 volume_capabilities: vec![rw()],
                                 parameters: c.config().parameters.clone().into_iter().collect(),
                                 ..Default::default()
@@ -291,7 +291,7 @@ pub(super) fn cases() -> Vec<Case> {
             "volume_id",
             |c| { need_create(&c)? },
             "DeleteVolume",
-            delete_volume,
+            raw_delete_volume,
             proto::DeleteVolumeRequest::default()
         ),
         case!(
@@ -302,7 +302,7 @@ pub(super) fn cases() -> Vec<Case> {
                 ok_raw(
                     "DeleteVolume (unknown id)",
                     c.ctl()
-                        .delete_volume(proto::DeleteVolumeRequest {
+                        .raw_delete_volume(proto::DeleteVolumeRequest {
                             volume_id: UNKNOWN_ID.into(),
                             ..Default::default()
                         })
@@ -322,8 +322,8 @@ pub(super) fn cases() -> Vec<Case> {
                     volume_id: id.clone(),
                     ..Default::default()
                 };
-                ok_raw("DeleteVolume", c.ctl().delete_volume(req.clone()).await)?;
-                ok_raw("DeleteVolume (again)", c.ctl().delete_volume(req).await)?;
+                ok_raw("DeleteVolume", c.ctl().raw_delete_volume(req.clone()).await)?;
+                ok_raw("DeleteVolume (again)", c.ctl().raw_delete_volume(req).await)?;
                 c.forget(|x| matches!(x, Cleanup::Volume(i) if *i == id));
                 if c.found().controller.contains(CC::LIST_VOLUMES) {
                     let ids = list_all_volumes(&c, 0).await?;
@@ -341,7 +341,7 @@ pub(super) fn cases() -> Vec<Case> {
             "volume_id",
             |c| { need_create(&c)? },
             "ValidateVolumeCapabilities",
-            validate_volume_capabilities,
+            raw_validate_volume_capabilities,
             proto::ValidateVolumeCapabilitiesRequest {
                 volume_capabilities: vec![rw()],
                 ..Default::default()
@@ -355,7 +355,7 @@ pub(super) fn cases() -> Vec<Case> {
                 let v = c.volume("vvc").await?;
                 let r = c
                     .ctl()
-                    .validate_volume_capabilities(proto::ValidateVolumeCapabilitiesRequest {
+                    .raw_validate_volume_capabilities(proto::ValidateVolumeCapabilitiesRequest {
                         volume_id: v.volume_id.into_string(),
                         ..Default::default()
                     })
@@ -378,7 +378,7 @@ pub(super) fn cases() -> Vec<Case> {
                 }
                 let r = c
                     .ctl()
-                    .validate_volume_capabilities(proto::ValidateVolumeCapabilitiesRequest {
+                    .raw_validate_volume_capabilities(proto::ValidateVolumeCapabilitiesRequest {
                         volume_id: UNKNOWN_ID.into(),
                         volume_capabilities: vec![rw()],
                         ..Default::default()
@@ -396,13 +396,15 @@ pub(super) fn cases() -> Vec<Case> {
                 let r: ValidateVolumeCapabilitiesResponse = c.ok(
                     "ValidateVolumeCapabilities",
                     c.ctl()
-                        .validate_volume_capabilities(proto::ValidateVolumeCapabilitiesRequest {
-                            volume_id: v.volume_id.into_string(),
-                            volume_context: v.volume_context.into_iter().collect(),
-                            volume_capabilities: vec![rw()],
-                            parameters: c.config().parameters.clone().into_iter().collect(),
-                            ..Default::default()
-                        })
+                        .raw_validate_volume_capabilities(
+                            proto::ValidateVolumeCapabilitiesRequest {
+                                volume_id: v.volume_id.into_string(),
+                                volume_context: v.volume_context.into_iter().collect(),
+                                volume_capabilities: vec![rw()],
+                                parameters: c.config().parameters.clone().into_iter().collect(),
+                                ..Default::default()
+                            },
+                        )
                         .await,
                 )?;
                 ensure!(
@@ -453,7 +455,7 @@ pub(super) fn cases() -> Vec<Case> {
                 c.need_controller(CC::LIST_VOLUMES, "LIST_VOLUMES")?;
                 let r = c
                     .ctl()
-                    .list_volumes(proto::ListVolumesRequest {
+                    .raw_list_volumes(proto::ListVolumesRequest {
                         max_entries: 1,
                         starting_token: "csi-testkit-not-a-token".into(),
                     })
@@ -474,7 +476,7 @@ pub(super) fn cases() -> Vec<Case> {
                 let first: csi_types::ListVolumesResponse = c.ok(
                     "ListVolumes",
                     c.ctl()
-                        .list_volumes(proto::ListVolumesRequest {
+                        .raw_list_volumes(proto::ListVolumesRequest {
                             max_entries: 2,
                             starting_token: String::new(),
                         })
@@ -497,7 +499,7 @@ pub(super) fn cases() -> Vec<Case> {
                     ok_raw(
                         "DeleteVolume",
                         c.ctl()
-                            .delete_volume(proto::DeleteVolumeRequest {
+                            .raw_delete_volume(proto::DeleteVolumeRequest {
                                 volume_id: last.clone(),
                                 ..Default::default()
                             })
@@ -510,7 +512,7 @@ pub(super) fn cases() -> Vec<Case> {
                     let r: csi_types::ListVolumesResponse = c.ok(
                         "ListVolumes (after changes)",
                         c.ctl()
-                            .list_volumes(proto::ListVolumesRequest {
+                            .raw_list_volumes(proto::ListVolumesRequest {
                                 max_entries: 2,
                                 starting_token: token.clone(),
                             })
@@ -560,7 +562,7 @@ pub(super) fn cases() -> Vec<Case> {
                         let r: csi_types::ListVolumesResponse = c.ok(
                             "ListVolumes",
                             c.ctl()
-                                .list_volumes(proto::ListVolumesRequest {
+                                .raw_list_volumes(proto::ListVolumesRequest {
                                     max_entries: 0,
                                     starting_token: token.clone(),
                                 })
@@ -591,7 +593,7 @@ pub(super) fn cases() -> Vec<Case> {
                 ok_raw(
                     "ControllerUnpublishVolume",
                     c.ctl()
-                        .controller_unpublish_volume(proto::ControllerUnpublishVolumeRequest {
+                        .raw_controller_unpublish_volume(proto::ControllerUnpublishVolumeRequest {
                             volume_id: id.clone(),
                             node_id: node.clone(),
                             ..Default::default()
@@ -618,7 +620,7 @@ pub(super) fn cases() -> Vec<Case> {
                     ..Default::default()
                 };
                 let before: GetCapacityResponse =
-                    c.ok("GetCapacity", c.ctl().get_capacity(req.clone()).await)?;
+                    c.ok("GetCapacity", c.ctl().raw_get_capacity(req.clone()).await)?;
                 if let (Some(min), Some(max)) =
                     (before.minimum_volume_size, before.maximum_volume_size)
                 {
@@ -630,7 +632,7 @@ pub(super) fn cases() -> Vec<Case> {
                 if c.found().controller.contains(CC::CREATE_DELETE_VOLUME) {
                     c.volume("cap").await?;
                     let after: GetCapacityResponse =
-                        c.ok("GetCapacity", c.ctl().get_capacity(req).await)?;
+                        c.ok("GetCapacity", c.ctl().raw_get_capacity(req).await)?;
                     ensure!(
                         after.available_capacity <= before.available_capacity,
                         "GetCapacity: available capacity rose from {} to {} after creating a volume",
@@ -647,7 +649,7 @@ pub(super) fn cases() -> Vec<Case> {
             "volume_id",
             |c| { c.need_controller(CC::GET_VOLUME, "GET_VOLUME")? },
             "ControllerGetVolume",
-            controller_get_volume,
+            raw_controller_get_volume,
             proto::ControllerGetVolumeRequest::default()
         ),
         case!(
@@ -657,7 +659,7 @@ pub(super) fn cases() -> Vec<Case> {
                 c.need_controller(CC::GET_VOLUME, "GET_VOLUME")?;
                 let r = c
                     .ctl()
-                    .controller_get_volume(proto::ControllerGetVolumeRequest {
+                    .raw_controller_get_volume(proto::ControllerGetVolumeRequest {
                         volume_id: UNKNOWN_ID.into(),
                     })
                     .await;
@@ -667,7 +669,7 @@ pub(super) fn cases() -> Vec<Case> {
                     let g: ControllerGetVolumeResponse = c.ok(
                         "ControllerGetVolume",
                         c.ctl()
-                            .controller_get_volume(proto::ControllerGetVolumeRequest {
+                            .raw_controller_get_volume(proto::ControllerGetVolumeRequest {
                                 volume_id: v.volume_id.to_string(),
                             })
                             .await,
@@ -688,7 +690,7 @@ pub(super) fn cases() -> Vec<Case> {
             "volume_id",
             |c| { need_publish(&c)? },
             "ControllerPublishVolume",
-            controller_publish_volume,
+            raw_controller_publish_volume,
             publish_req("", "node", false)
         ),
         case!(
@@ -768,11 +770,11 @@ pub(super) fn cases() -> Vec<Case> {
                 };
                 ok_raw(
                     "ControllerUnpublishVolume",
-                    c.ctl().controller_unpublish_volume(un.clone()).await,
+                    c.ctl().raw_controller_unpublish_volume(un.clone()).await,
                 )?;
                 ok_raw(
                     "ControllerUnpublishVolume (again)",
-                    c.ctl().controller_unpublish_volume(un).await,
+                    c.ctl().raw_controller_unpublish_volume(un).await,
                 )?;
                 Ok(())
             }
@@ -863,7 +865,7 @@ pub(super) fn cases() -> Vec<Case> {
             "volume_id",
             |c| { need_publish(&c)? },
             "ControllerUnpublishVolume",
-            controller_unpublish_volume,
+            raw_controller_unpublish_volume,
             proto::ControllerUnpublishVolumeRequest {
                 node_id: "node".into(),
                 ..Default::default()
@@ -876,7 +878,7 @@ pub(super) fn cases() -> Vec<Case> {
                 need_publish(&c)?;
                 let r = c
                     .ctl()
-                    .controller_unpublish_volume(proto::ControllerUnpublishVolumeRequest {
+                    .raw_controller_unpublish_volume(proto::ControllerUnpublishVolumeRequest {
                         volume_id: UNKNOWN_ID.into(),
                         node_id: c.node_id()?,
                         ..Default::default()
@@ -899,7 +901,7 @@ pub(super) fn cases() -> Vec<Case> {
                 let v = c.volume("unpub").await?;
                 let r = c
                     .ctl()
-                    .controller_unpublish_volume(proto::ControllerUnpublishVolumeRequest {
+                    .raw_controller_unpublish_volume(proto::ControllerUnpublishVolumeRequest {
                         volume_id: v.volume_id.into_string(),
                         node_id: UNKNOWN_ID.into(),
                         ..Default::default()
@@ -923,7 +925,7 @@ pub(super) fn cases() -> Vec<Case> {
                 ok_raw(
                     "ControllerUnpublishVolume",
                     c.ctl()
-                        .controller_unpublish_volume(proto::ControllerUnpublishVolumeRequest {
+                        .raw_controller_unpublish_volume(proto::ControllerUnpublishVolumeRequest {
                             volume_id: v.volume_id.into_string(),
                             node_id: c.node_id()?,
                             ..Default::default()
@@ -943,7 +945,7 @@ pub(super) fn cases() -> Vec<Case> {
                 let v = c.volume("snapsrc").await?;
                 let r = c
                     .ctl()
-                    .create_snapshot(proto::CreateSnapshotRequest {
+                    .raw_create_snapshot(proto::CreateSnapshotRequest {
                         source_volume_id: v.volume_id.into_string(),
                         ..Default::default()
                     })
@@ -956,7 +958,7 @@ pub(super) fn cases() -> Vec<Case> {
             "source_volume_id",
             |c| { need_snap(&c)? },
             "CreateSnapshot",
-            create_snapshot,
+            raw_create_snapshot,
             proto::CreateSnapshotRequest {
                 name: c.name("nosrc"),
                 ..Default::default()
@@ -1054,7 +1056,7 @@ pub(super) fn cases() -> Vec<Case> {
             "snapshot_id",
             |c| { need_snap(&c)? },
             "DeleteSnapshot",
-            delete_snapshot,
+            raw_delete_snapshot,
             proto::DeleteSnapshotRequest::default()
         ),
         case!(
@@ -1065,7 +1067,7 @@ pub(super) fn cases() -> Vec<Case> {
                 ok_raw(
                     "DeleteSnapshot (unknown id)",
                     c.ctl()
-                        .delete_snapshot(proto::DeleteSnapshotRequest {
+                        .raw_delete_snapshot(proto::DeleteSnapshotRequest {
                             snapshot_id: UNKNOWN_ID.into(),
                             ..Default::default()
                         })
@@ -1077,8 +1079,14 @@ pub(super) fn cases() -> Vec<Case> {
                     snapshot_id: s.snapshot_id.to_string(),
                     ..Default::default()
                 };
-                ok_raw("DeleteSnapshot", c.ctl().delete_snapshot(req.clone()).await)?;
-                ok_raw("DeleteSnapshot (again)", c.ctl().delete_snapshot(req).await)?;
+                ok_raw(
+                    "DeleteSnapshot",
+                    c.ctl().raw_delete_snapshot(req.clone()).await,
+                )?;
+                ok_raw(
+                    "DeleteSnapshot (again)",
+                    c.ctl().raw_delete_snapshot(req).await,
+                )?;
                 let id = s.snapshot_id.to_string();
                 c.forget(|x| matches!(x, Cleanup::Snapshot(i) if *i == id));
                 Ok(())
@@ -1097,7 +1105,7 @@ pub(super) fn cases() -> Vec<Case> {
                 let by_id: ListSnapshotsResponse = c.ok(
                     "ListSnapshots(snapshot_id)",
                     c.ctl()
-                        .list_snapshots(proto::ListSnapshotsRequest {
+                        .raw_list_snapshots(proto::ListSnapshotsRequest {
                             snapshot_id: s1.snapshot_id.to_string(),
                             ..Default::default()
                         })
@@ -1116,7 +1124,7 @@ pub(super) fn cases() -> Vec<Case> {
                 let by_src: ListSnapshotsResponse = c.ok(
                     "ListSnapshots(source_volume_id)",
                     c.ctl()
-                        .list_snapshots(proto::ListSnapshotsRequest {
+                        .raw_list_snapshots(proto::ListSnapshotsRequest {
                             source_volume_id: v2.volume_id.to_string(),
                             ..Default::default()
                         })
@@ -1142,7 +1150,7 @@ pub(super) fn cases() -> Vec<Case> {
                 let none: ListSnapshotsResponse = c.ok(
                     "ListSnapshots(unknown snapshot_id)",
                     c.ctl()
-                        .list_snapshots(proto::ListSnapshotsRequest {
+                        .raw_list_snapshots(proto::ListSnapshotsRequest {
                             snapshot_id: UNKNOWN_ID.into(),
                             ..Default::default()
                         })
@@ -1196,7 +1204,7 @@ pub(super) fn cases() -> Vec<Case> {
                 c.need_controller(CC::LIST_SNAPSHOTS, "LIST_SNAPSHOTS")?;
                 let r = c
                     .ctl()
-                    .list_snapshots(proto::ListSnapshotsRequest {
+                    .raw_list_snapshots(proto::ListSnapshotsRequest {
                         max_entries: 1,
                         starting_token: "csi-testkit-not-a-token".into(),
                         ..Default::default()
@@ -1210,7 +1218,7 @@ pub(super) fn cases() -> Vec<Case> {
             "snapshot_id",
             |c| { c.need_controller(CC::GET_SNAPSHOT, "GET_SNAPSHOT")? },
             "GetSnapshot",
-            get_snapshot,
+            raw_get_snapshot,
             proto::GetSnapshotRequest::default()
         ),
         case!(
@@ -1220,7 +1228,7 @@ pub(super) fn cases() -> Vec<Case> {
                 c.need_controller(CC::GET_SNAPSHOT, "GET_SNAPSHOT")?;
                 let r = c
                     .ctl()
-                    .get_snapshot(proto::GetSnapshotRequest {
+                    .raw_get_snapshot(proto::GetSnapshotRequest {
                         snapshot_id: UNKNOWN_ID.into(),
                         ..Default::default()
                     })
@@ -1335,7 +1343,7 @@ pub(super) fn cases() -> Vec<Case> {
             "volume_id",
             |c| { c.need_controller(CC::EXPAND_VOLUME, "EXPAND_VOLUME")? },
             "ControllerExpandVolume",
-            controller_expand_volume,
+            raw_controller_expand_volume,
             proto::ControllerExpandVolumeRequest {
                 capacity_range: Some(proto::CapacityRange {
                     required_bytes: 1 << 20,
@@ -1353,7 +1361,7 @@ pub(super) fn cases() -> Vec<Case> {
                 let v = c.volume("exp").await?;
                 let r = c
                     .ctl()
-                    .controller_expand_volume(proto::ControllerExpandVolumeRequest {
+                    .raw_controller_expand_volume(proto::ControllerExpandVolumeRequest {
                         volume_id: v.volume_id.to_string(),
                         ..Default::default()
                     })
@@ -1368,7 +1376,7 @@ pub(super) fn cases() -> Vec<Case> {
                 c.need_controller(CC::EXPAND_VOLUME, "EXPAND_VOLUME")?;
                 let r = c
                     .ctl()
-                    .controller_expand_volume(proto::ControllerExpandVolumeRequest {
+                    .raw_controller_expand_volume(proto::ControllerExpandVolumeRequest {
                         volume_id: UNKNOWN_ID.into(),
                         capacity_range: Some(proto::CapacityRange {
                             required_bytes: c.config().volume_size as i64 * 2,
@@ -1398,7 +1406,7 @@ pub(super) fn cases() -> Vec<Case> {
                 };
                 let a: ControllerExpandVolumeResponse = c.ok(
                     "ControllerExpandVolume",
-                    c.ctl().controller_expand_volume(req.clone()).await,
+                    c.ctl().raw_controller_expand_volume(req.clone()).await,
                 )?;
                 ensure!(
                     a.capacity_bytes >= want,
@@ -1407,7 +1415,7 @@ pub(super) fn cases() -> Vec<Case> {
                 );
                 let b: ControllerExpandVolumeResponse = c.ok(
                     "ControllerExpandVolume (retry)",
-                    c.ctl().controller_expand_volume(req).await,
+                    c.ctl().raw_controller_expand_volume(req).await,
                 )?;
                 ensure!(
                     b.capacity_bytes == a.capacity_bytes,
@@ -1424,7 +1432,7 @@ pub(super) fn cases() -> Vec<Case> {
             "volume_id",
             |c| { c.need_controller(CC::MODIFY_VOLUME, "MODIFY_VOLUME")? },
             "ControllerModifyVolume",
-            controller_modify_volume,
+            raw_controller_modify_volume,
             proto::ControllerModifyVolumeRequest {
                 mutable_parameters: BTreeMap::from([(
                     "csi-testkit-key".to_string(),
@@ -1442,7 +1450,7 @@ pub(super) fn cases() -> Vec<Case> {
                 let v = c.volume("mod").await?;
                 let r = c
                     .ctl()
-                    .controller_modify_volume(proto::ControllerModifyVolumeRequest {
+                    .raw_controller_modify_volume(proto::ControllerModifyVolumeRequest {
                         volume_id: v.volume_id.to_string(),
                         ..Default::default()
                     })
@@ -1462,7 +1470,7 @@ pub(super) fn cases() -> Vec<Case> {
                 }
                 let r = c
                     .ctl()
-                    .controller_modify_volume(proto::ControllerModifyVolumeRequest {
+                    .raw_controller_modify_volume(proto::ControllerModifyVolumeRequest {
                         volume_id: UNKNOWN_ID.into(),
                         mutable_parameters: c
                             .config()
@@ -1495,11 +1503,11 @@ pub(super) fn cases() -> Vec<Case> {
                 };
                 ok_raw(
                     "ControllerModifyVolume",
-                    c.ctl().controller_modify_volume(req.clone()).await,
+                    c.ctl().raw_controller_modify_volume(req.clone()).await,
                 )?;
                 ok_raw(
                     "ControllerModifyVolume (retry)",
-                    c.ctl().controller_modify_volume(req).await,
+                    c.ctl().raw_controller_modify_volume(req).await,
                 )?;
                 Ok(())
             }
@@ -1513,7 +1521,7 @@ pub(super) fn cases() -> Vec<Case> {
                 let v = c.volume("mod").await?;
                 let r = c
                     .ctl()
-                    .controller_modify_volume(proto::ControllerModifyVolumeRequest {
+                    .raw_controller_modify_volume(proto::ControllerModifyVolumeRequest {
                         volume_id: v.volume_id.to_string(),
                         mutable_parameters: BTreeMap::from([(
                             "csi-testkit.example.com/no-such-parameter".to_string(),

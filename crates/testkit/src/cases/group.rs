@@ -19,7 +19,7 @@ async fn send_create(
     c: &Ctx,
     req: proto::CreateVolumeGroupSnapshotRequest,
 ) -> Result<proto::CreateVolumeGroupSnapshotResponse, csi_types::CsiError> {
-    let r = c.ctl().create_volume_group_snapshot(req).await;
+    let r = c.ctl().raw_create_volume_group_snapshot(req).await;
     if let Ok(resp) = &r
         && let Some(g) = &resp.group_snapshot
     {
@@ -131,7 +131,7 @@ pub(super) fn cases() -> Vec<Case> {
                 let _: csi_types::GroupControllerGetCapabilitiesResponse = c.ok(
                     "GroupControllerGetCapabilities",
                     c.ctl()
-                        .group_controller_get_capabilities(Default::default())
+                        .raw_group_controller_get_capabilities(Default::default())
                         .await,
                 )?;
                 Ok(())
@@ -177,7 +177,7 @@ pub(super) fn cases() -> Vec<Case> {
                 c.need_group()?;
                 let r = c
                     .ctl()
-                    .delete_volume_group_snapshot(proto::DeleteVolumeGroupSnapshotRequest {
+                    .raw_delete_volume_group_snapshot(proto::DeleteVolumeGroupSnapshotRequest {
                         snapshot_ids: vec![UNKNOWN_ID.into()],
                         ..Default::default()
                     })
@@ -192,7 +192,7 @@ pub(super) fn cases() -> Vec<Case> {
                 c.need_group()?;
                 let r = c
                     .ctl()
-                    .get_volume_group_snapshot(proto::GetVolumeGroupSnapshotRequest {
+                    .raw_get_volume_group_snapshot(proto::GetVolumeGroupSnapshotRequest {
                         snapshot_ids: vec![UNKNOWN_ID.into()],
                         ..Default::default()
                     })
@@ -207,7 +207,7 @@ pub(super) fn cases() -> Vec<Case> {
                 c.need_group()?;
                 let r = c
                     .ctl()
-                    .get_volume_group_snapshot(proto::GetVolumeGroupSnapshotRequest {
+                    .raw_get_volume_group_snapshot(proto::GetVolumeGroupSnapshotRequest {
                         group_snapshot_id: UNKNOWN_ID.into(),
                         snapshot_ids: vec![UNKNOWN_ID.into()],
                         ..Default::default()
@@ -224,7 +224,7 @@ pub(super) fn cases() -> Vec<Case> {
                 ok_raw(
                     "DeleteVolumeGroupSnapshot (unknown id)",
                     c.ctl()
-                        .delete_volume_group_snapshot(proto::DeleteVolumeGroupSnapshotRequest {
+                        .raw_delete_volume_group_snapshot(proto::DeleteVolumeGroupSnapshotRequest {
                             group_snapshot_id: UNKNOWN_ID.into(),
                             snapshot_ids: vec![UNKNOWN_ID.into()],
                             ..Default::default()
@@ -289,7 +289,7 @@ pub(super) fn cases() -> Vec<Case> {
                 let got: GetVolumeGroupSnapshotResponse = c.ok(
                     "GetVolumeGroupSnapshot",
                     c.ctl()
-                        .get_volume_group_snapshot(proto::GetVolumeGroupSnapshotRequest {
+                        .raw_get_volume_group_snapshot(proto::GetVolumeGroupSnapshotRequest {
                             group_snapshot_id: g.group_snapshot_id.to_string(),
                             snapshot_ids: ids.clone(),
                             ..Default::default()
@@ -308,11 +308,11 @@ pub(super) fn cases() -> Vec<Case> {
                 };
                 ok_raw(
                     "DeleteVolumeGroupSnapshot",
-                    c.ctl().delete_volume_group_snapshot(del.clone()).await,
+                    c.ctl().raw_delete_volume_group_snapshot(del.clone()).await,
                 )?;
                 ok_raw(
                     "DeleteVolumeGroupSnapshot (again)",
-                    c.ctl().delete_volume_group_snapshot(del).await,
+                    c.ctl().raw_delete_volume_group_snapshot(del).await,
                 )?;
                 let gid = g.group_snapshot_id.to_string();
                 c.forget(|x| matches!(x, Cleanup::GroupSnapshot(i, _) if *i == gid));
@@ -360,14 +360,14 @@ pub(super) fn cases() -> Vec<Case> {
     v.extend(snapshot_ids_cases!(
         "group/delete",
         "DeleteVolumeGroupSnapshot",
-        delete_volume_group_snapshot,
+        raw_delete_volume_group_snapshot,
         DeleteVolumeGroupSnapshotRequest,
         Answer::Ok
     ));
     v.extend(snapshot_ids_cases!(
         "group/get",
         "GetVolumeGroupSnapshot",
-        get_volume_group_snapshot,
+        raw_get_volume_group_snapshot,
         GetVolumeGroupSnapshotRequest,
         Answer::Code(Code::NotFound)
     ));

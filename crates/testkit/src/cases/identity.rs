@@ -14,7 +14,7 @@ pub(super) fn cases() -> Vec<Case> {
                 let r: GetPluginInfoResponse = c.ok(
                     "GetPluginInfo",
                     c.ctl()
-                        .get_plugin_info(proto::GetPluginInfoRequest {})
+                        .raw_get_plugin_info(proto::GetPluginInfoRequest {})
                         .await,
                 )?;
                 ensure!(
@@ -24,7 +24,9 @@ pub(super) fn cases() -> Vec<Case> {
                 if !std::ptr::addr_eq(c.ctl(), c.nd()) {
                     let n: GetPluginInfoResponse = c.ok(
                         "GetPluginInfo (node endpoint)",
-                        c.nd().get_plugin_info(proto::GetPluginInfoRequest {}).await,
+                        c.nd()
+                            .raw_get_plugin_info(proto::GetPluginInfoRequest {})
+                            .await,
                     )?;
                     ensure!(
                         n.name == r.name,
@@ -43,7 +45,7 @@ pub(super) fn cases() -> Vec<Case> {
                 let r: GetPluginCapabilitiesResponse = c.ok(
                     "GetPluginCapabilities",
                     c.ctl()
-                        .get_plugin_capabilities(proto::GetPluginCapabilitiesRequest {})
+                        .raw_get_plugin_capabilities(proto::GetPluginCapabilitiesRequest {})
                         .await,
                 )?;
                 if r.capabilities
@@ -52,7 +54,7 @@ pub(super) fn cases() -> Vec<Case> {
                     let _: csi_types::ControllerGetCapabilitiesResponse = c.ok(
                         "ControllerGetCapabilities",
                         c.ctl()
-                            .controller_get_capabilities(Default::default())
+                            .raw_controller_get_capabilities(Default::default())
                             .await,
                     )?;
                 }
@@ -64,10 +66,10 @@ pub(super) fn cases() -> Vec<Case> {
             "Probe answers OK on both endpoints",
             |c| {
                 let _: ProbeResponse =
-                    c.ok("Probe", c.ctl().probe(proto::ProbeRequest {}).await)?;
+                    c.ok("Probe", c.ctl().raw_probe(proto::ProbeRequest {}).await)?;
                 let _: ProbeResponse = c.ok(
                     "Probe (node endpoint)",
-                    c.nd().probe(proto::ProbeRequest {}).await,
+                    c.nd().raw_probe(proto::ProbeRequest {}).await,
                 )?;
                 Ok(())
             }

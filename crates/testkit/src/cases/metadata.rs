@@ -248,7 +248,7 @@ async fn allocated(
     };
     collect(
         "GetMetadataAllocated",
-        c.ctl().get_metadata_allocated(req).await,
+        c.ctl().raw_get_metadata_allocated(req).await,
     )
     .await
 }
@@ -266,7 +266,11 @@ async fn delta(
         max_results: MAX_RESULTS,
         ..Default::default()
     };
-    collect("GetMetadataDelta", c.ctl().get_metadata_delta(req).await).await
+    collect(
+        "GetMetadataDelta",
+        c.ctl().raw_get_metadata_delta(req).await,
+    )
+    .await
 }
 
 /// A snapshot of `vol`, once it is ready to use; returns its id.

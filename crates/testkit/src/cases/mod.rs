@@ -107,7 +107,7 @@ impl Ctx {
         &self,
         req: proto::CreateVolumeRequest,
     ) -> Result<proto::CreateVolumeResponse, csi_types::CsiError> {
-        let r = self.ctl().create_volume(req).await;
+        let r = self.ctl().raw_create_volume(req).await;
         if let Ok(resp) = &r
             && let Some(v) = &resp.volume
             && !v.volume_id.is_empty()
@@ -164,7 +164,7 @@ impl Ctx {
         &self,
         req: proto::CreateSnapshotRequest,
     ) -> Result<proto::CreateSnapshotResponse, csi_types::CsiError> {
-        let r = self.ctl().create_snapshot(req).await;
+        let r = self.ctl().raw_create_snapshot(req).await;
         if let Ok(resp) = &r
             && let Some(s) = &resp.snapshot
             && !s.snapshot_id.is_empty()
@@ -194,7 +194,7 @@ impl Ctx {
         let node = self.node_id()?;
         let r = self
             .ctl()
-            .controller_publish_volume(proto::ControllerPublishVolumeRequest {
+            .raw_controller_publish_volume(proto::ControllerPublishVolumeRequest {
                 volume_id: volume_id.to_string(),
                 node_id: node.clone(),
                 volume_capability: Some(cap),
@@ -228,7 +228,7 @@ impl Ctx {
         let path = self.staging_path()?;
         let r = self
             .nd()
-            .node_stage_volume(proto::NodeStageVolumeRequest {
+            .raw_node_stage_volume(proto::NodeStageVolumeRequest {
                 volume_id: volume_id.to_string(),
                 publish_context: publish_context.clone(),
                 staging_target_path: path.clone(),
@@ -269,7 +269,7 @@ impl Ctx {
         req: proto::NodePublishVolumeRequest,
     ) -> Result<proto::NodePublishVolumeResponse, csi_types::CsiError> {
         let (v, t) = (req.volume_id.clone(), req.target_path.clone());
-        let r = self.nd().node_publish_volume(req).await;
+        let r = self.nd().raw_node_publish_volume(req).await;
         if r.is_ok() {
             let (v2, t2) = (v.clone(), t.clone());
             self.forget(|c| matches!(c, Cleanup::NodePublish(a, b) if *a == v2 && *b == t2));
@@ -317,7 +317,7 @@ pub(crate) async fn list_volume_entries(
         let r: csi_types::ListVolumesResponse = c.ok(
             "ListVolumes",
             c.ctl()
-                .list_volumes(proto::ListVolumesRequest {
+                .raw_list_volumes(proto::ListVolumesRequest {
                     max_entries: page,
                     starting_token: token.clone(),
                 })
@@ -359,7 +359,7 @@ pub(crate) async fn list_snapshot_entries(
         let r: csi_types::ListSnapshotsResponse = c.ok(
             "ListSnapshots",
             c.ctl()
-                .list_snapshots(proto::ListSnapshotsRequest {
+                .raw_list_snapshots(proto::ListSnapshotsRequest {
                     max_entries: page,
                     starting_token: token.clone(),
                     ..Default::default()

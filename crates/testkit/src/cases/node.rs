@@ -153,11 +153,11 @@ pub(super) async fn unstage_unpublish_order(
     };
     ok_raw(
         "NodeUnpublishVolume",
-        c.nd().node_unpublish_volume(un.clone()).await,
+        c.nd().raw_node_unpublish_volume(un.clone()).await,
     )?;
     ok_raw(
         "NodeUnpublishVolume (again)",
-        c.nd().node_unpublish_volume(un).await,
+        c.nd().raw_node_unpublish_volume(un).await,
     )?;
     let (v, t) = (volume_id.to_string(), target.to_string());
     c.forget(|x| matches!(x, Cleanup::NodePublish(a, b) if *a == v && *b == t));
@@ -172,11 +172,11 @@ pub(super) async fn unstage_unpublish_order(
         };
         ok_raw(
             "NodeUnstageVolume",
-            c.nd().node_unstage_volume(un.clone()).await,
+            c.nd().raw_node_unstage_volume(un.clone()).await,
         )?;
         ok_raw(
             "NodeUnstageVolume (again)",
-            c.nd().node_unstage_volume(un).await,
+            c.nd().raw_node_unstage_volume(un).await,
         )?;
         let (v, s) = (volume_id.to_string(), s.clone());
         c.forget(|x| matches!(x, Cleanup::Stage(a, b) if *a == v && *b == s));
@@ -244,7 +244,7 @@ pub(super) fn cases() -> Vec<Case> {
             |c| {
                 let r: NodeGetInfoResponse = c.ok(
                     "NodeGetInfo",
-                    c.nd().node_get_info(Default::default()).await,
+                    c.nd().raw_node_get_info(Default::default()).await,
                 )?;
                 if let Some(m) = r.max_volumes_per_node {
                     ensure!(m > 0, "NodeGetInfo: max_volumes_per_node is 0");
@@ -258,7 +258,7 @@ pub(super) fn cases() -> Vec<Case> {
             |c| {
                 let _: csi_types::NodeGetCapabilitiesResponse = c.ok(
                     "NodeGetCapabilities",
-                    c.nd().node_get_capabilities(Default::default()).await,
+                    c.nd().raw_node_get_capabilities(Default::default()).await,
                 )?;
                 Ok(())
             }
@@ -268,7 +268,7 @@ pub(super) fn cases() -> Vec<Case> {
             "volume_id",
             |c| { c.need_node(NC::STAGE_UNSTAGE_VOLUME, "STAGE_UNSTAGE_VOLUME")? },
             "NodeStageVolume",
-            node_stage_volume,
+            raw_node_stage_volume,
             proto::NodeStageVolumeRequest {
                 staging_target_path: abs(&c.config().staging_dir, "x"),
                 volume_capability: Some(rw()),
@@ -280,7 +280,7 @@ pub(super) fn cases() -> Vec<Case> {
             "staging_target_path",
             |c| { c.need_node(NC::STAGE_UNSTAGE_VOLUME, "STAGE_UNSTAGE_VOLUME")? },
             "NodeStageVolume",
-            node_stage_volume,
+            raw_node_stage_volume,
             proto::NodeStageVolumeRequest {
                 volume_id: UNKNOWN_ID.into(),
                 volume_capability: Some(rw()),
@@ -293,7 +293,7 @@ pub(super) fn cases() -> Vec<Case> {
             "volume_capability",
             |c| { c.need_node(NC::STAGE_UNSTAGE_VOLUME, "STAGE_UNSTAGE_VOLUME")? },
             "NodeStageVolume",
-            node_stage_volume,
+            raw_node_stage_volume,
             proto::NodeStageVolumeRequest {
                 volume_id: UNKNOWN_ID.into(),
                 staging_target_path: abs(&c.config().staging_dir, "x"),
@@ -306,7 +306,7 @@ pub(super) fn cases() -> Vec<Case> {
             "volume_id",
             |c| { c.need_node(NC::STAGE_UNSTAGE_VOLUME, "STAGE_UNSTAGE_VOLUME")? },
             "NodeUnstageVolume",
-            node_unstage_volume,
+            raw_node_unstage_volume,
             proto::NodeUnstageVolumeRequest {
                 staging_target_path: abs(&c.config().staging_dir, "x"),
                 ..Default::default()
@@ -317,7 +317,7 @@ pub(super) fn cases() -> Vec<Case> {
             "staging_target_path",
             |c| { c.need_node(NC::STAGE_UNSTAGE_VOLUME, "STAGE_UNSTAGE_VOLUME")? },
             "NodeUnstageVolume",
-            node_unstage_volume,
+            raw_node_unstage_volume,
             proto::NodeUnstageVolumeRequest {
                 volume_id: UNKNOWN_ID.into(),
                 ..Default::default()
@@ -329,7 +329,7 @@ pub(super) fn cases() -> Vec<Case> {
             "volume_id",
             |c| {},
             "NodePublishVolume",
-            node_publish_volume,
+            raw_node_publish_volume,
             proto::NodePublishVolumeRequest {
                 target_path: abs(&c.config().target_dir, "x"),
                 staging_target_path: abs(&c.config().staging_dir, "x"),
@@ -342,7 +342,7 @@ pub(super) fn cases() -> Vec<Case> {
             "target_path",
             |c| {},
             "NodePublishVolume",
-            node_publish_volume,
+            raw_node_publish_volume,
             proto::NodePublishVolumeRequest {
                 volume_id: UNKNOWN_ID.into(),
                 staging_target_path: abs(&c.config().staging_dir, "x"),
@@ -356,7 +356,7 @@ pub(super) fn cases() -> Vec<Case> {
             "volume_capability",
             |c| {},
             "NodePublishVolume",
-            node_publish_volume,
+            raw_node_publish_volume,
             proto::NodePublishVolumeRequest {
                 volume_id: UNKNOWN_ID.into(),
                 staging_target_path: abs(&c.config().staging_dir, "x"),
@@ -370,7 +370,7 @@ pub(super) fn cases() -> Vec<Case> {
             "volume_id",
             |c| {},
             "NodeUnpublishVolume",
-            node_unpublish_volume,
+            raw_node_unpublish_volume,
             proto::NodeUnpublishVolumeRequest {
                 target_path: abs(&c.config().target_dir, "x"),
                 ..Default::default()
@@ -381,7 +381,7 @@ pub(super) fn cases() -> Vec<Case> {
             "target_path",
             |c| {},
             "NodeUnpublishVolume",
-            node_unpublish_volume,
+            raw_node_unpublish_volume,
             proto::NodeUnpublishVolumeRequest {
                 volume_id: UNKNOWN_ID.into(),
                 ..Default::default()
@@ -393,7 +393,7 @@ pub(super) fn cases() -> Vec<Case> {
             "volume_id",
             |c| { c.need_node(NC::GET_VOLUME_STATS, "GET_VOLUME_STATS")? },
             "NodeGetVolumeStats",
-            node_get_volume_stats,
+            raw_node_get_volume_stats,
             proto::NodeGetVolumeStatsRequest {
                 volume_path: abs(&c.config().target_dir, "x"),
                 ..Default::default()
@@ -404,7 +404,7 @@ pub(super) fn cases() -> Vec<Case> {
             "volume_id",
             |c| { c.need_node(NC::EXPAND_VOLUME, "EXPAND_VOLUME")? },
             "NodeExpandVolume",
-            node_expand_volume,
+            raw_node_expand_volume,
             proto::NodeExpandVolumeRequest {
                 volume_path: abs(&c.config().target_dir, "x"),
                 ..Default::default()
@@ -418,7 +418,7 @@ pub(super) fn cases() -> Vec<Case> {
                 let path = c.staging_path()?;
                 let r = c
                     .nd()
-                    .node_stage_volume(proto::NodeStageVolumeRequest {
+                    .raw_node_stage_volume(proto::NodeStageVolumeRequest {
                         volume_id: UNKNOWN_ID.into(),
                         staging_target_path: path.clone(),
                         volume_capability: Some(rw()),
@@ -456,7 +456,7 @@ pub(super) fn cases() -> Vec<Case> {
                 c.need_node(NC::GET_VOLUME_STATS, "GET_VOLUME_STATS")?;
                 let r = c
                     .nd()
-                    .node_get_volume_stats(proto::NodeGetVolumeStatsRequest {
+                    .raw_node_get_volume_stats(proto::NodeGetVolumeStatsRequest {
                         volume_id: UNKNOWN_ID.into(),
                         volume_path: c.target_path()?,
                         ..Default::default()
@@ -472,7 +472,7 @@ pub(super) fn cases() -> Vec<Case> {
                 c.need_node(NC::EXPAND_VOLUME, "EXPAND_VOLUME")?;
                 let r = c
                     .nd()
-                    .node_expand_volume(proto::NodeExpandVolumeRequest {
+                    .raw_node_expand_volume(proto::NodeExpandVolumeRequest {
                         volume_id: UNKNOWN_ID.into(),
                         volume_path: c.target_path()?,
                         ..Default::default()
@@ -534,14 +534,14 @@ pub(super) fn cases() -> Vec<Case> {
         "node/get_volume_stats",
         "NodeGetVolumeStats",
         GET_VOLUME_STATS,
-        node_get_volume_stats,
+        raw_node_get_volume_stats,
         NodeGetVolumeStatsRequest
     ));
     v.extend(volume_path_cases!(
         "node/expand_volume",
         "NodeExpandVolume",
         EXPAND_VOLUME,
-        node_expand_volume,
+        raw_node_expand_volume,
         NodeExpandVolumeRequest
     ));
     v
@@ -555,7 +555,7 @@ async fn lifecycle(c: Ctx) -> Result<(), CaseError> {
         ok_raw(
             "NodeStageVolume (retry)",
             c.nd()
-                .node_stage_volume(proto::NodeStageVolumeRequest {
+                .raw_node_stage_volume(proto::NodeStageVolumeRequest {
                     volume_id: id.clone(),
                     publish_context: pctx.clone(),
                     staging_target_path: s.clone(),
@@ -581,7 +581,7 @@ async fn lifecycle(c: Ctx) -> Result<(), CaseError> {
         let s: NodeGetVolumeStatsResponse = c.ok(
             "NodeGetVolumeStats",
             c.nd()
-                .node_get_volume_stats(proto::NodeGetVolumeStatsRequest {
+                .raw_node_get_volume_stats(proto::NodeGetVolumeStatsRequest {
                     volume_id: id.clone(),
                     volume_path: target.clone(),
                     staging_target_path: staging.clone().unwrap_or_default(),
@@ -605,7 +605,7 @@ async fn lifecycle(c: Ctx) -> Result<(), CaseError> {
         let r: csi_types::ControllerExpandVolumeResponse = c.ok(
             "ControllerExpandVolume (published)",
             c.ctl()
-                .controller_expand_volume(proto::ControllerExpandVolumeRequest {
+                .raw_controller_expand_volume(proto::ControllerExpandVolumeRequest {
                     volume_id: id.clone(),
                     capacity_range: Some(proto::CapacityRange {
                         required_bytes: want as i64,
@@ -637,11 +637,11 @@ async fn lifecycle(c: Ctx) -> Result<(), CaseError> {
         };
         let a: NodeExpandVolumeResponse = c.ok(
             "NodeExpandVolume",
-            c.nd().node_expand_volume(req.clone()).await,
+            c.nd().raw_node_expand_volume(req.clone()).await,
         )?;
         let b: NodeExpandVolumeResponse = c.ok(
             "NodeExpandVolume (retry)",
-            c.nd().node_expand_volume(req).await,
+            c.nd().raw_node_expand_volume(req).await,
         )?;
         if let (Some(want), Some(got)) = (new_size, a.capacity_bytes) {
             ensure!(
@@ -702,7 +702,7 @@ async fn lifecycle_block(c: Ctx) -> Result<(), CaseError> {
         ok_raw(
             "NodeStageVolume (BLOCK, retry)",
             c.nd()
-                .node_stage_volume(proto::NodeStageVolumeRequest {
+                .raw_node_stage_volume(proto::NodeStageVolumeRequest {
                     volume_id: id.clone(),
                     publish_context: pctx.clone(),
                     staging_target_path: s.clone(),
@@ -729,7 +729,7 @@ async fn lifecycle_block(c: Ctx) -> Result<(), CaseError> {
         let _: NodeGetVolumeStatsResponse = c.ok(
             "NodeGetVolumeStats (BLOCK)",
             c.nd()
-                .node_get_volume_stats(proto::NodeGetVolumeStatsRequest {
+                .raw_node_get_volume_stats(proto::NodeGetVolumeStatsRequest {
                     volume_id: id.clone(),
                     volume_path: target.clone(),
                     staging_target_path: staging.clone().unwrap_or_default(),

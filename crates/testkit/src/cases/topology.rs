@@ -118,7 +118,7 @@ async fn capacity(c: &Ctx, topology: Option<&Topology>) -> Result<u64, CaseError
     let r: GetCapacityResponse = c.ok(
         &what,
         c.ctl()
-            .get_capacity(proto::GetCapacityRequest {
+            .raw_get_capacity(proto::GetCapacityRequest {
                 volume_capabilities: vec![rw()],
                 parameters: c.config().parameters.clone().into_iter().collect(),
                 accessible_topology: topology.map(|t| t.clone().into()),
@@ -136,7 +136,7 @@ pub(super) fn cases() -> Vec<Case> {
             |c| {
                 let r: NodeGetInfoResponse = c.ok(
                     "NodeGetInfo",
-                    c.nd().node_get_info(Default::default()).await,
+                    c.nd().raw_node_get_info(Default::default()).await,
                 )?;
                 match (advertises(&c), &r.accessible_topology) {
                     // The CO matches volume topologies against the node's:
@@ -245,7 +245,7 @@ pub(super) fn cases() -> Vec<Case> {
                     let g: ControllerGetVolumeResponse = c.ok(
                         "ControllerGetVolume",
                         c.ctl()
-                            .controller_get_volume(proto::ControllerGetVolumeRequest {
+                            .raw_controller_get_volume(proto::ControllerGetVolumeRequest {
                                 volume_id: id.to_string(),
                             })
                             .await,

@@ -59,7 +59,7 @@ impl Faulty {
     /// before anything else (the other precedence).
     async fn unknown_volume_first(&self, volume_id: &str) -> Result<(), CsiError> {
         if self.other() && !volume_id.is_empty() {
-            let r = RawCsi::controller_get_volume(
+            let r = RawCsi::raw_controller_get_volume(
                 &self.0,
                 proto::ControllerGetVolumeRequest {
                     volume_id: volume_id.to_string(),
@@ -121,8 +121,8 @@ macro_rules! raw_impl {
 
 raw_impl! {
     {
-    async fn delete_volume(&self, req: proto::DeleteVolumeRequest) -> Result<proto::DeleteVolumeResponse, CsiError> {
-        let r = RawCsi::delete_volume(&self.0, req).await;
+    async fn raw_delete_volume(&self, req: proto::DeleteVolumeRequest) -> Result<proto::DeleteVolumeResponse, CsiError> {
+        let r = RawCsi::raw_delete_volume(&self.0, req).await;
         match (self.1, r) {
             (Fault::WrongCodeOnDelete, Err(e)) if e.code() == Code::InvalidArgument => {
                 Err(CsiError::internal(e.to_string()))
@@ -131,70 +131,70 @@ raw_impl! {
         }
     }
 
-    async fn probe(&self, req: proto::ProbeRequest) -> Result<proto::ProbeResponse, CsiError> {
+    async fn raw_probe(&self, req: proto::ProbeRequest) -> Result<proto::ProbeResponse, CsiError> {
         if self.1 == Fault::PanicOnProbe {
             panic!("probe exploded");
         }
-        RawCsi::probe(&self.0, req).await
+        RawCsi::raw_probe(&self.0, req).await
     }
 
-    async fn controller_unpublish_volume(&self, req: proto::ControllerUnpublishVolumeRequest) -> Result<proto::ControllerUnpublishVolumeResponse, CsiError> {
+    async fn raw_controller_unpublish_volume(&self, req: proto::ControllerUnpublishVolumeRequest) -> Result<proto::ControllerUnpublishVolumeResponse, CsiError> {
         self.unknown_volume_first(&req.volume_id).await?;
-        RawCsi::controller_unpublish_volume(&self.0, req).await
+        RawCsi::raw_controller_unpublish_volume(&self.0, req).await
     }
 
-    async fn node_stage_volume(&self, req: proto::NodeStageVolumeRequest) -> Result<proto::NodeStageVolumeResponse, CsiError> {
+    async fn raw_node_stage_volume(&self, req: proto::NodeStageVolumeRequest) -> Result<proto::NodeStageVolumeResponse, CsiError> {
         self.unknown_volume_first(&req.volume_id).await?;
-        RawCsi::node_stage_volume(&self.0, req).await
+        RawCsi::raw_node_stage_volume(&self.0, req).await
     }
 
-    async fn node_unstage_volume(&self, req: proto::NodeUnstageVolumeRequest) -> Result<proto::NodeUnstageVolumeResponse, CsiError> {
+    async fn raw_node_unstage_volume(&self, req: proto::NodeUnstageVolumeRequest) -> Result<proto::NodeUnstageVolumeResponse, CsiError> {
         self.unknown_volume_first(&req.volume_id).await?;
-        RawCsi::node_unstage_volume(&self.0, req).await
+        RawCsi::raw_node_unstage_volume(&self.0, req).await
     }
 
-    async fn node_publish_volume(&self, req: proto::NodePublishVolumeRequest) -> Result<proto::NodePublishVolumeResponse, CsiError> {
+    async fn raw_node_publish_volume(&self, req: proto::NodePublishVolumeRequest) -> Result<proto::NodePublishVolumeResponse, CsiError> {
         self.unknown_volume_first(&req.volume_id).await?;
-        RawCsi::node_publish_volume(&self.0, req).await
+        RawCsi::raw_node_publish_volume(&self.0, req).await
     }
 
-    async fn node_unpublish_volume(&self, req: proto::NodeUnpublishVolumeRequest) -> Result<proto::NodeUnpublishVolumeResponse, CsiError> {
+    async fn raw_node_unpublish_volume(&self, req: proto::NodeUnpublishVolumeRequest) -> Result<proto::NodeUnpublishVolumeResponse, CsiError> {
         self.unknown_volume_first(&req.volume_id).await?;
-        RawCsi::node_unpublish_volume(&self.0, req).await
+        RawCsi::raw_node_unpublish_volume(&self.0, req).await
     }
 
-    async fn node_get_volume_stats(&self, req: proto::NodeGetVolumeStatsRequest) -> Result<proto::NodeGetVolumeStatsResponse, CsiError> {
+    async fn raw_node_get_volume_stats(&self, req: proto::NodeGetVolumeStatsRequest) -> Result<proto::NodeGetVolumeStatsResponse, CsiError> {
         if !req.volume_id.is_empty() {
             self.path_first("volume_path", &req.volume_path)?;
         }
-        let mut r = RawCsi::node_get_volume_stats(&self.0, req).await?;
+        let mut r = RawCsi::raw_node_get_volume_stats(&self.0, req).await?;
         self.loosen(&mut Vec::new(), &mut r.volume_condition);
         Ok(r)
     }
 
-    async fn node_expand_volume(&self, req: proto::NodeExpandVolumeRequest) -> Result<proto::NodeExpandVolumeResponse, CsiError> {
+    async fn raw_node_expand_volume(&self, req: proto::NodeExpandVolumeRequest) -> Result<proto::NodeExpandVolumeResponse, CsiError> {
         if !req.volume_id.is_empty() {
             self.path_first("volume_path", &req.volume_path)?;
         }
-        RawCsi::node_expand_volume(&self.0, req).await
+        RawCsi::raw_node_expand_volume(&self.0, req).await
     }
 
-    async fn delete_volume_group_snapshot(&self, req: proto::DeleteVolumeGroupSnapshotRequest) -> Result<proto::DeleteVolumeGroupSnapshotResponse, CsiError> {
+    async fn raw_delete_volume_group_snapshot(&self, req: proto::DeleteVolumeGroupSnapshotRequest) -> Result<proto::DeleteVolumeGroupSnapshotResponse, CsiError> {
         if !req.group_snapshot_id.is_empty() {
             self.ids_first(&req.snapshot_ids)?;
         }
-        RawCsi::delete_volume_group_snapshot(&self.0, req).await
+        RawCsi::raw_delete_volume_group_snapshot(&self.0, req).await
     }
 
-    async fn get_volume_group_snapshot(&self, req: proto::GetVolumeGroupSnapshotRequest) -> Result<proto::GetVolumeGroupSnapshotResponse, CsiError> {
+    async fn raw_get_volume_group_snapshot(&self, req: proto::GetVolumeGroupSnapshotRequest) -> Result<proto::GetVolumeGroupSnapshotResponse, CsiError> {
         if !req.group_snapshot_id.is_empty() {
             self.ids_first(&req.snapshot_ids)?;
         }
-        RawCsi::get_volume_group_snapshot(&self.0, req).await
+        RawCsi::raw_get_volume_group_snapshot(&self.0, req).await
     }
 
-    async fn list_volumes(&self, req: proto::ListVolumesRequest) -> Result<proto::ListVolumesResponse, CsiError> {
-        let mut r = RawCsi::list_volumes(&self.0, req).await?;
+    async fn raw_list_volumes(&self, req: proto::ListVolumesRequest) -> Result<proto::ListVolumesResponse, CsiError> {
+        let mut r = RawCsi::raw_list_volumes(&self.0, req).await?;
         for e in &mut r.entries {
             let s = e.status.get_or_insert_default();
             self.loosen(&mut s.published_node_ids, &mut s.volume_condition);
@@ -202,8 +202,8 @@ raw_impl! {
         Ok(r)
     }
 
-    async fn controller_get_volume(&self, req: proto::ControllerGetVolumeRequest) -> Result<proto::ControllerGetVolumeResponse, CsiError> {
-        let mut r = RawCsi::controller_get_volume(&self.0, req).await?;
+    async fn raw_controller_get_volume(&self, req: proto::ControllerGetVolumeRequest) -> Result<proto::ControllerGetVolumeResponse, CsiError> {
+        let mut r = RawCsi::raw_controller_get_volume(&self.0, req).await?;
         if let Some(s) = &mut r.status {
             self.loosen(&mut s.published_node_ids, &mut s.volume_condition);
         }
@@ -213,32 +213,32 @@ raw_impl! {
         Ok(r)
     }
 
-    async fn get_metadata_allocated(&self, req: proto::GetMetadataAllocatedRequest) -> Result<RawStream<proto::GetMetadataAllocatedResponse>, CsiError> {
-        RawCsi::get_metadata_allocated(&self.0, req).await
+    async fn raw_get_metadata_allocated(&self, req: proto::GetMetadataAllocatedRequest) -> Result<RawStream<proto::GetMetadataAllocatedResponse>, CsiError> {
+        RawCsi::raw_get_metadata_allocated(&self.0, req).await
     }
 
-    async fn get_metadata_delta(&self, req: proto::GetMetadataDeltaRequest) -> Result<RawStream<proto::GetMetadataDeltaResponse>, CsiError> {
-        RawCsi::get_metadata_delta(&self.0, req).await
+    async fn raw_get_metadata_delta(&self, req: proto::GetMetadataDeltaRequest) -> Result<RawStream<proto::GetMetadataDeltaResponse>, CsiError> {
+        RawCsi::raw_get_metadata_delta(&self.0, req).await
     }
     }
 
-        get_plugin_info(GetPluginInfoRequest) -> GetPluginInfoResponse;
-        get_plugin_capabilities(GetPluginCapabilitiesRequest) -> GetPluginCapabilitiesResponse;
-        create_volume(CreateVolumeRequest) -> CreateVolumeResponse;
-        controller_publish_volume(ControllerPublishVolumeRequest) -> ControllerPublishVolumeResponse;
-        validate_volume_capabilities(ValidateVolumeCapabilitiesRequest) -> ValidateVolumeCapabilitiesResponse;
-        get_capacity(GetCapacityRequest) -> GetCapacityResponse;
-        controller_get_capabilities(ControllerGetCapabilitiesRequest) -> ControllerGetCapabilitiesResponse;
-        create_snapshot(CreateSnapshotRequest) -> CreateSnapshotResponse;
-        delete_snapshot(DeleteSnapshotRequest) -> DeleteSnapshotResponse;
-        list_snapshots(ListSnapshotsRequest) -> ListSnapshotsResponse;
-        get_snapshot(GetSnapshotRequest) -> GetSnapshotResponse;
-        controller_expand_volume(ControllerExpandVolumeRequest) -> ControllerExpandVolumeResponse;
-        controller_modify_volume(ControllerModifyVolumeRequest) -> ControllerModifyVolumeResponse;
-        group_controller_get_capabilities(GroupControllerGetCapabilitiesRequest) -> GroupControllerGetCapabilitiesResponse;
-        create_volume_group_snapshot(CreateVolumeGroupSnapshotRequest) -> CreateVolumeGroupSnapshotResponse;
-        node_get_capabilities(NodeGetCapabilitiesRequest) -> NodeGetCapabilitiesResponse;
-        node_get_info(NodeGetInfoRequest) -> NodeGetInfoResponse;
+        raw_get_plugin_info(GetPluginInfoRequest) -> GetPluginInfoResponse;
+        raw_get_plugin_capabilities(GetPluginCapabilitiesRequest) -> GetPluginCapabilitiesResponse;
+        raw_create_volume(CreateVolumeRequest) -> CreateVolumeResponse;
+        raw_controller_publish_volume(ControllerPublishVolumeRequest) -> ControllerPublishVolumeResponse;
+        raw_validate_volume_capabilities(ValidateVolumeCapabilitiesRequest) -> ValidateVolumeCapabilitiesResponse;
+        raw_get_capacity(GetCapacityRequest) -> GetCapacityResponse;
+        raw_controller_get_capabilities(ControllerGetCapabilitiesRequest) -> ControllerGetCapabilitiesResponse;
+        raw_create_snapshot(CreateSnapshotRequest) -> CreateSnapshotResponse;
+        raw_delete_snapshot(DeleteSnapshotRequest) -> DeleteSnapshotResponse;
+        raw_list_snapshots(ListSnapshotsRequest) -> ListSnapshotsResponse;
+        raw_get_snapshot(GetSnapshotRequest) -> GetSnapshotResponse;
+        raw_controller_expand_volume(ControllerExpandVolumeRequest) -> ControllerExpandVolumeResponse;
+        raw_controller_modify_volume(ControllerModifyVolumeRequest) -> ControllerModifyVolumeResponse;
+        raw_group_controller_get_capabilities(GroupControllerGetCapabilitiesRequest) -> GroupControllerGetCapabilitiesResponse;
+        raw_create_volume_group_snapshot(CreateVolumeGroupSnapshotRequest) -> CreateVolumeGroupSnapshotResponse;
+        raw_node_get_capabilities(NodeGetCapabilitiesRequest) -> NodeGetCapabilitiesResponse;
+        raw_node_get_info(NodeGetInfoRequest) -> NodeGetInfoResponse;
 }
 
 /// `ListVolumes` that drops the first entry of every page after the first.

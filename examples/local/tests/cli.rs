@@ -1,0 +1,82 @@
+//! The binary's error convention: one line per error on stderr, exit code
+//! 2 for bad input (nothing created), 1 for a failure of the work.
+
+use std::process::{Command, Output};
+
+fn local(args: &[&str], state_dir: &std::path::Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_local"))
+        .args(args)
+        .arg("--state-dir")
+        .arg(state_dir)
+        .env_remove("CSI_ENDPOINT")
+        .output()
+        .unwrap()
+}
+
+fn stderr_lines(out: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn a_bad_endpoint_is_bad_input_and_creates_no_state_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let out = local(&["--endpoint", "http://nowhere", "--node-id", "n1"], &state);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let lines = stderr_lines(&out);
+    assert_eq!(lines.len(), 1, "one line, printed once: {lines:?}");
+    assert!(
+        lines[0].starts_with("local: --endpoint: invalid endpoint"),
+        "{lines:?}"
+    );
+    assert!(
+        !state.exists(),
+        "the state directory was created before the endpoint was checked"
+    );
+}
+
+#[test]
+fn a_bad_driver_name_is_bad_input_with_a_grammatical_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let endpoint = format!("unix://{}/csi.sock", dir.path().display());
+    let out = local(
+        &[
+            "--endpoint",
+            &endpoint,
+            "--node-id",
+            "n1",
+            "--driver-name=bad-",
+        ],
+        &state,
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let lines = stderr_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].starts_with("local: --driver-name: "), "{lines:?}");
+    assert!(
+        lines[0].contains("begin and end with an alphanumeric"),
+        "{lines:?}"
+    );
+    assert!(!state.exists());
+}
+
+#[test]
+fn a_state_directory_that_cannot_be_created_is_a_failure_of_the_work() {
+    let dir = tempfile::tempdir().unwrap();
+    // A regular file where the state directory's parent should be.
+    let blocker = dir.path().join("file");
+    std::fs::write(&blocker, b"not a directory").unwrap();
+    let endpoint = format!("unix://{}/csi.sock", dir.path().display());
+    let out = local(
+        &["--endpoint", &endpoint, "--node-id", "n1"],
+        &blocker.join("state"),
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let lines = stderr_lines(&out);
+    assert_eq!(lines.len(), 1, "printed once, on one line: {lines:?}");
+    assert!(lines[0].starts_with("local: "), "{lines:?}");
+}
