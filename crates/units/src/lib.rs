@@ -412,21 +412,17 @@ impl fmt::Display for Approx {
         let Some(unit) = unit else {
             return write!(f, "{bytes} B");
         };
-        // Exact integer arithmetic in hundredths, rounded half up, then trimmed to three
-        // significant digits.
-        let hundredths =
-            (u128::from(bytes) * 100 + u128::from(unit.bytes()) / 2) / u128::from(unit.bytes());
+        // Exact integer arithmetic, rounded half up once, at the precision that gives three
+        // significant digits (rounding hundredths and then tenths would round twice).
+        let (bytes, per) = (u128::from(bytes), u128::from(unit.bytes()));
+        let scaled = |scale: u128| (bytes * scale + per / 2) / per;
+        let hundredths = scaled(100);
         let (whole, frac) = (hundredths / 100, hundredths % 100);
-        if whole >= 100 {
-            write!(f, "{} {}", (hundredths + 50) / 100, unit.symbol())
+        let tenths = scaled(10);
+        if whole >= 100 || tenths >= 1000 {
+            write!(f, "{} {}", scaled(1), unit.symbol())
         } else if whole >= 10 {
-            write!(
-                f,
-                "{}.{} {}",
-                (hundredths + 5) / 100,
-                ((hundredths + 5) / 10) % 10,
-                unit.symbol()
-            )
+            write!(f, "{}.{} {}", tenths / 10, tenths % 10, unit.symbol())
         } else {
             write!(f, "{whole}.{frac:02} {}", unit.symbol())
         }

@@ -144,6 +144,20 @@ fn serde_reads_integers_and_units() {
     assert!(err.to_string().contains("unknown unit"), "{err}");
 }
 
+#[test]
+fn approx_rounds_once() {
+    // 10.645 EiB: rounding to hundredths first (10.65) and then to tenths would show 10.7.
+    assert_eq!(
+        ByteSize::new(12_272_849_416_539_886_060)
+            .approx()
+            .to_string(),
+        "10.6 EiB"
+    );
+    assert_eq!(ByteSize::new(99_960).approx().to_string(), "97.6 KiB");
+    assert_eq!(ByteSize::new(102_350).approx().to_string(), "100 KiB");
+    assert_eq!(ByteSize::new(1536).approx().to_string(), "1.50 KiB");
+}
+
 proptest! {
     #[test]
     fn display_parses_back(size in any::<ByteSize>()) {
