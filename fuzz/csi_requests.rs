@@ -1,6 +1,7 @@
 // The CSI request messages that `csi_types_decode` checks, in the order its first input byte
 // selects them; shared with `examples/seeds.rs` so that the seeds select the same messages.
-// Each name is both the typed request in `csi_types` and the wire message in `csi_types::proto`.
+// Each name is both a typed request (re-exported by `requests` below from its module of `csi_types`)
+// and the wire message in `csi_types::proto`.
 macro_rules! for_each_request {
     ($then:ident) => {
         $then! {
@@ -43,4 +44,13 @@ macro_rules! for_each_request {
             GetMetadataDeltaRequest,
         }
     };
+}
+
+/// The typed request messages of `for_each_request!`, from their modules of `csi_types`.
+mod requests {
+    pub use csi_types::controller::*;
+    pub use csi_types::group_controller::*;
+    pub use csi_types::identity::*;
+    pub use csi_types::node::*;
+    pub use csi_types::snapshot_metadata::*;
 }

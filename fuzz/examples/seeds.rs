@@ -119,13 +119,13 @@ fn csi_seeds(dir: &Path) -> Result<()> {
     macro_rules! seeds {
         ($($name:ident),* $(,)?) => {$(
             for n in 0..2 {
-                let typed = any::<csi_types::$name>()
+                let typed = any::<requests::$name>()
                     .new_tree(&mut runner)
                     .map_err(|e| e.to_string())?
                     .current();
                 let wire: proto::$name = typed.clone().into();
                 // A seed that validation refuses would leave the round trip unexercised.
-                assert_eq!(csi_types::$name::try_from(wire.clone()), Ok(typed));
+                assert_eq!(requests::$name::try_from(wire.clone()), Ok(typed));
                 let mut bytes = vec![index];
                 bytes.extend_from_slice(&wire.encode_to_vec());
                 write(dir, &format!("{index:02}_{}_{n}", stringify!($name)), &bytes)?;

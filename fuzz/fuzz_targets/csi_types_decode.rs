@@ -43,7 +43,7 @@ include!("../csi_requests.rs");
 /// One check per request message, in `for_each_request!` order.
 macro_rules! checks {
     ($($name:ident),* $(,)?) => {
-        const CHECKS: &[fn(&[u8])] = &[$(check::<csi_types::$name, proto::$name>),*];
+        const CHECKS: &[fn(&[u8])] = &[$(check::<requests::$name, proto::$name>),*];
     };
 }
 

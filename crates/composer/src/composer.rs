@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use csi_types::{CapacityRange, Topology, TopologyRequirement};
+use csi_types::types::{CapacityRange, Topology, TopologyRequirement};
 use serde::Serialize;
 
 use crate::convert;

@@ -21,7 +21,7 @@
 
 use std::collections::BTreeMap;
 
-use csi_types::{Topology, TopologyRequirement};
+use csi_types::types::{Topology, TopologyRequirement};
 
 use crate::error::Error;
 use crate::inventory::{Health, Inventory, Media, Transport, TransportSet};

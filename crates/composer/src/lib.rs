@@ -23,7 +23,7 @@
 //! let composer = Composer::open(Inventory::default_inventory(), Arc::new(MemStore::default())).unwrap();
 //! let params = [("redundancy".to_string(), "true".to_string())].into();
 //! let v = composer
-//!     .create("pvc-1", &params, csi_types::CapacityRange::new(Some(20_000_000_000_000), None).unwrap(), false, true, None)
+//!     .create("pvc-1", &params, csi_types::types::CapacityRange::new(Some(20_000_000_000_000), None).unwrap(), false, true, None)
 //!     .unwrap();
 //! assert_eq!(v.layout.kind, composer_core::LayoutKind::Raid10);
 //! assert!(v.capacity >= 20_000_000_000_000);

@@ -21,7 +21,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use csi_types::{CapacityRange, Topology, TopologyRequirement};
+use csi_types::types::{CapacityRange, Topology, TopologyRequirement};
 use placement::{Mode, Shape};
 use slice_alloc::{Allocator, AllocatorConfig, Constraints, DeviceId, DeviceSpec, SliceId};
 

@@ -70,7 +70,7 @@ fn hammer(replicas: usize) {
                     } else {
                         ((i % 7) + 1) * (50 << 30)
                     };
-                    let range = csi_types::CapacityRange::new(Some(size), None).unwrap();
+                    let range = csi_types::types::CapacityRange::new(Some(size), None).unwrap();
                     let name = format!("pvc-{r}-{t}-{i}");
                     match c.create(&name, &params(kind), range, true, true, None) {
                         Ok(v) => {
@@ -84,7 +84,8 @@ fn hammer(replicas: usize) {
                         && let Some(id) = mine.last().cloned()
                     {
                         let range =
-                            csi_types::CapacityRange::new(Some(size + (20 << 30)), None).unwrap();
+                            csi_types::types::CapacityRange::new(Some(size + (20 << 30)), None)
+                                .unwrap();
                         match c.expand(&id, range) {
                             Ok(_) | Err(Error::OutOfRange(_)) | Err(Error::Conflict(_)) => {}
                             Err(e) => panic!("expand {id}: {e}"),

@@ -9,7 +9,7 @@ use composer_core::composer::VolumeView;
 use composer_core::{
     Composer, Error, Health, Inventory, LayoutKind, MemStore, RedbStore, Transport,
 };
-use csi_types::{CapacityRange, Topology, TopologyRequirement};
+use csi_types::types::{CapacityRange, Topology, TopologyRequirement};
 
 const GB: u64 = 1_000_000_000;
 const TB: u64 = 1_000_000_000_000;

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use composer_core::{Composer, Error, Inventory, MemStore, Parameters, Store};
-use csi_types::CapacityRange;
+use csi_types::types::CapacityRange;
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]

@@ -8,7 +8,16 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use csi_types::*;
+use csi_types::prelude::*;
+use csi_types::{
+    client,
+    identity::{
+        GetPluginCapabilitiesRequest, GetPluginInfoRequest, GetPluginInfoResponse, ProbeRequest,
+    },
+    ids::PluginName,
+    node::NodeGetInfoRequest,
+    server,
+};
 
 struct Hello;
 

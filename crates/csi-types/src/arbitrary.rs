@@ -22,7 +22,7 @@
 //! timestamps at the ends of the protobuf `Timestamp` range.
 //!
 //! ```
-//! use csi_types::{proto, CreateVolumeRequest};
+//! use csi_types::{proto, controller::CreateVolumeRequest};
 //! use proptest::prelude::*;
 //!
 //! proptest! {
@@ -53,11 +53,18 @@ use crate::identity::*;
 use crate::node::*;
 use crate::snapshot_metadata::*;
 use crate::{
-    AccessMode, AccessType, CapacityRange, ControllerCapabilities, GroupControllerCapabilities,
-    GroupSnapshotId, GroupSnapshotName, Map, MountVolume, NodeCapabilities, NodeId, NodePath,
-    PluginCapabilities, PluginName, Secrets, Snapshot, SnapshotId, SnapshotName, Topology,
-    TopologyKey, TopologyRequirement, TopologyValue, Volume, VolumeCapability, VolumeCondition,
-    VolumeContentSource, VolumeId, VolumeName,
+    capabilities::{
+        ControllerCapabilities, GroupControllerCapabilities, NodeCapabilities, PluginCapabilities,
+    },
+    ids::{
+        GroupSnapshotId, GroupSnapshotName, NodeId, NodePath, PluginName, SnapshotId, SnapshotName,
+        TopologyKey, TopologyValue, VolumeId, VolumeName,
+    },
+    redact::Secrets,
+    types::{
+        AccessMode, AccessType, CapacityRange, Map, MountVolume, Snapshot, Topology,
+        TopologyRequirement, Volume, VolumeCapability, VolumeCondition, VolumeContentSource,
+    },
 };
 
 /// The general string limit of the spec, in bytes.

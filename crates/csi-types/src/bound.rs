@@ -49,7 +49,8 @@
 //! checks do.
 //!
 //! ```
-//! use csi_types::*;
+//! use csi_types::node::{NodeGetVolumeStatsRequest, NodeGetVolumeStatsResponse};
+//! use csi_types::{Code, CsiError, ids::NodePath, proto};
 //!
 //! fn stats(known: &[&str], req: NodeGetVolumeStatsRequest) -> Result<NodeGetVolumeStatsResponse, CsiError> {
 //!     if !known.contains(&req.volume_id.as_str()) {
@@ -143,7 +144,7 @@ impl<T: BoundValue> ObjectBound<T> {
     /// the same.
     ///
     /// ```
-    /// use csi_types::{NodePath, ObjectBound};
+    /// use csi_types::{bound::ObjectBound, ids::NodePath};
     /// let p = ObjectBound::new(NodePath::new("/mnt/v").unwrap());
     /// assert_eq!(p.get().unwrap().as_str(), "/mnt/v");
     /// let q: ObjectBound<NodePath> = NodePath::new("/mnt/v").unwrap().into();

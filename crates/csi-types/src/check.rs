@@ -69,7 +69,7 @@
 //!   ascending offsets) the conformance harness checks the stream.
 //!
 //! ```
-//! use csi_types::{proto, check::ResponseRules, ListVolumesResponse};
+//! use csi_types::{proto, check::ResponseRules, controller::ListVolumesResponse};
 //!
 //! // A plugin that lists an empty node id next to the real one.
 //! let wire = proto::ListVolumesResponse {

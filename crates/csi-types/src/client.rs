@@ -57,7 +57,7 @@ fn cause_chain(e: &(dyn std::error::Error + 'static)) -> String {
 /// A connection to a CSI endpoint, with a client for each of the five services.
 ///
 /// ```no_run
-/// use csi_types::{Csi, GetPluginInfoRequest};
+/// use csi_types::{Csi, identity::GetPluginInfoRequest};
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// let client = csi_types::client::Client::connect("unix:///run/csi/csi.sock").await?;
 /// let info = client.get_plugin_info(GetPluginInfoRequest {}).await?;

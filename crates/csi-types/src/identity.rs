@@ -14,7 +14,7 @@ pub struct GetPluginInfoRequest {}
 /// `GetPluginInfo` response.
 ///
 /// ```
-/// use csi_types::{GetPluginInfoResponse, PluginName};
+/// use csi_types::{identity::GetPluginInfoResponse, ids::PluginName};
 /// let r = GetPluginInfoResponse::new(PluginName::new("local.csi.example.com").unwrap(), "0.1.0")
 ///     .unwrap()
 ///     .with_manifest("commit", "abc123");

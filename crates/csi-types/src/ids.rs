@@ -195,7 +195,7 @@ string_newtype! {
     /// an ASCII alphanumeric, with `-`, `.` and alphanumerics between.
     ///
     /// ```
-    /// use csi_types::PluginName;
+    /// use csi_types::ids::PluginName;
     /// assert!(PluginName::new("local.csi.example.com").is_ok());
     /// assert!(PluginName::new("-bad").is_err());
     /// ```
@@ -235,7 +235,7 @@ impl TopologyKey {
     /// prefix when one is specified.
     ///
     /// ```
-    /// use csi_types::TopologyKey;
+    /// use csi_types::ids::TopologyKey;
     /// let k = TopologyKey::new("topology.example.com/rack").unwrap();
     /// assert_eq!(k.prefix(), Some("topology.example.com"));
     /// assert_eq!(k.name(), "rack");

@@ -15,7 +15,12 @@
 //! ```
 //! use std::sync::Arc;
 //! use async_trait::async_trait;
-//! use csi_types::*;
+//! use csi_types::prelude::*;
+//! use csi_types::identity::{GetPluginInfoRequest, GetPluginInfoResponse};
+//! use csi_types::ids::{NodeId, PluginName};
+//! use csi_types::node::{NodeGetInfoRequest, NodeGetInfoResponse, NodePublishVolumeRequest};
+//! use csi_types::node::{NodePublishVolumeResponse, NodeUnpublishVolumeRequest, NodeUnpublishVolumeResponse};
+//! use csi_types::{RawCsi, proto};
 //!
 //! struct Hello;
 //!
@@ -49,13 +54,13 @@
 //! assert_eq!(info.node_id.as_str(), "node-1");
 //!
 //! // ... or at the wire level, where a bad request never reaches the driver.
-//! let err = RawCsi::raw_node_publish_volume(&plugin, proto::NodePublishVolumeRequest::default()).await.unwrap_err();
+//! let err = plugin.raw_node_publish_volume(proto::NodePublishVolumeRequest::default()).await.unwrap_err();
 //! assert_eq!(err.code(), Code::InvalidArgument);
 //! assert_eq!(err.to_string(), "invalid `volume_id`: this field is REQUIRED");
 //!
 //! // What is not registered is not advertised, and answers UNIMPLEMENTED.
 //! assert!(plugin.node_capabilities().is_empty());
-//! let err = RawCsi::raw_create_volume(&plugin, proto::CreateVolumeRequest::default()).await.unwrap_err();
+//! let err = plugin.raw_create_volume(proto::CreateVolumeRequest::default()).await.unwrap_err();
 //! assert_eq!(err.code(), Code::Unimplemented);
 //! # Ok(()) }
 //! ```
@@ -94,12 +99,17 @@
 //!   [`Csi`], for `use csi_types::prelude::*`.
 //! - [`server`] and [`client`]: tonic serving and dialing.
 //!
+//! Every item has one path: the root holds only [`Plugin`],
+//! [`PluginBuilder`], [`BuildError`], [`CsiError`], [`Code`], [`Csi`] and
+//! [`RawCsi`]; messages, ids, capabilities, the driver traits and the spec's
+//! size [`limits`] are under their modules.
+//!
 //! # Features
 //!
 //! - `server` (default): [`server::serve`] over tonic on `unix://` or `tcp://`.
 //! - `client` (default): `client::Client`, a [`RawCsi`] over gRPC.
-//! - `mock`: mockall mocks of every driver trait (`MockIdentity`,
-//!   `MockProvisioner`, …), for code built around a driver.
+//! - `mock`: mockall mocks of every driver trait (`driver::MockIdentity`,
+//!   `driver::MockProvisioner`, …), for code built around a driver.
 //! - `proptest`: `Arbitrary` for every typed request, response and newtype.
 
 pub mod api;
@@ -135,18 +145,16 @@ pub mod arbitrary;
 #[doc = include_str!("../../../README.md")]
 struct WorkspaceReadme;
 
+// The root is small on purpose: the names nearly every driver file needs
+// (also in `prelude`), and the modules. Messages, ids, capabilities and the
+// driver traits live at one path each, under their modules, so a glob import
+// of the root brings no `Node`, `Volume`, `Snapshot` or `Map` into scope.
 pub use api::{Csi, RawCsi};
-pub use bound::ObjectBound;
-pub use capabilities::*;
-pub use controller::*;
-pub use driver::*;
 pub use error::{Code, CsiError};
-pub use group_controller::*;
-pub use identity::*;
-pub use ids::*;
-pub use node::*;
 pub use plugin::{BuildError, Plugin, PluginBuilder};
-pub use redact::{STRIPPED, Secrets};
-pub use snapshot_metadata::*;
-pub use types::*;
-pub use validate::{MAX_MAP_BYTES, MAX_NODE_ID_BYTES, MAX_PATH_BYTES, MAX_STRING_BYTES};
+
+/// The size limits of the CSI specification, in bytes, that the typed layer
+/// enforces on every request and response.
+pub mod limits {
+    pub use crate::validate::{MAX_MAP_BYTES, MAX_NODE_ID_BYTES, MAX_PATH_BYTES, MAX_STRING_BYTES};
+}

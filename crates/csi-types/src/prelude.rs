@@ -35,9 +35,10 @@
 
 pub use crate::api::Csi;
 pub use crate::driver::{
-    CapacityReporter, Controller, ControllerExpander, ControllerPublisher, GroupController,
-    Identity, Node, NodeExpander, NodeStager, NodeVolumeStats, Provisioner, SnapshotGetter,
-    SnapshotLister, SnapshotMetadata, Snapshotter, VolumeGetter, VolumeLister, VolumeModifier,
+    BlockMetadataStream, CapacityReporter, Controller, ControllerExpander, ControllerPublisher,
+    GroupController, Identity, Node, NodeExpander, NodeStager, NodeVolumeStats, Provisioner,
+    SnapshotGetter, SnapshotLister, SnapshotMetadata, Snapshotter, VolumeGetter, VolumeLister,
+    VolumeModifier,
 };
 pub use crate::error::{Code, CsiError};
 pub use crate::plugin::{BuildError, Plugin, PluginBuilder};

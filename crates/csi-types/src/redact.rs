@@ -37,7 +37,7 @@ impl Secrets {
     /// Validates a secrets map.
     ///
     /// ```
-    /// use csi_types::Secrets;
+    /// use csi_types::redact::Secrets;
     /// let s = Secrets::new([("password".to_string(), "hunter2".to_string())].into()).unwrap();
     /// assert_eq!(s.get("password"), Some("hunter2"));
     /// assert_eq!(format!("{s:?}"), "***stripped***");

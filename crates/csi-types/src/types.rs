@@ -246,7 +246,7 @@ pub enum AccessType {
 /// How a volume will be used: access type and access mode.
 ///
 /// ```
-/// use csi_types::{AccessMode, VolumeCapability};
+/// use csi_types::{types::{AccessMode, VolumeCapability}};
 /// let cap = VolumeCapability::mount(AccessMode::SingleNodeWriter).with_fs_type("ext4");
 /// assert!(cap.is_mount());
 /// ```
@@ -354,7 +354,7 @@ impl CapacityRange {
     /// A range with the given bounds, checked.
     ///
     /// ```
-    /// use csi_types::CapacityRange;
+    /// use csi_types::types::CapacityRange;
     /// let r = CapacityRange::new(Some(1 << 30), Some(2 << 30)).unwrap();
     /// assert!(r.contains(1 << 30));
     /// assert_eq!(r.choose(4096, 1 << 20), Some(1 << 30));
@@ -458,7 +458,7 @@ impl Topology {
     /// A topology from checked segments.
     ///
     /// ```
-    /// use csi_types::Topology;
+    /// use csi_types::types::Topology;
     /// let t = Topology::new([("topology.example.com/zone", "z1")]).unwrap();
     /// assert_eq!(t.get("topology.example.com/zone"), Some("z1"));
     /// assert!(Topology::new([("Zone", "a"), ("zone", "b")]).is_err());
@@ -626,7 +626,7 @@ impl From<VolumeContentSource> for proto::VolumeContentSource {
 /// A provisioned volume, as returned by `CreateVolume`, `ListVolumes` and `ControllerGetVolume`.
 ///
 /// ```
-/// use csi_types::{Volume, VolumeId};
+/// use csi_types::{ids::VolumeId, types::Volume};
 /// let v = Volume::new(VolumeId::new("vol-1").unwrap(), 1 << 30).with_context("node", "n1");
 /// assert_eq!(v.capacity_bytes, 1 << 30);
 /// ```

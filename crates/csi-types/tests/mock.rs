@@ -4,7 +4,23 @@
 
 use std::sync::Arc;
 
-use csi_types::*;
+use csi_types::prelude::*;
+use csi_types::{
+    RawCsi,
+    capabilities::{ControllerCapabilities, PluginCapabilities},
+    controller::CreateVolumeResponse,
+    driver::{
+        MockCapacityReporter, MockController, MockControllerExpander, MockControllerPublisher,
+        MockGroupController, MockIdentity, MockNode, MockNodeExpander, MockNodeStager,
+        MockNodeVolumeStats, MockProvisioner, MockSnapshotGetter, MockSnapshotLister,
+        MockSnapshotMetadata, MockSnapshotter, MockVolumeGetter, MockVolumeLister,
+        MockVolumeModifier,
+    },
+    identity::{GetPluginInfoRequest, GetPluginInfoResponse},
+    ids::{PluginName, VolumeId},
+    proto,
+    types::{AccessMode, Volume, VolumeCapability},
+};
 
 #[tokio::test]
 async fn mocks_stand_in_for_a_driver() {

@@ -6,7 +6,16 @@ mod common;
 use std::sync::Arc;
 
 use common::{TestDriver, full_plugin, mount_cap};
-use csi_types::*;
+use csi_types::prelude::*;
+use csi_types::{
+    RawCsi,
+    capabilities::{ControllerCapabilities, PluginCapabilities},
+    controller::{ControllerGetCapabilitiesRequest, ListVolumesRequest},
+    identity::{GetPluginCapabilitiesRequest, GetPluginInfoRequest, GetPluginInfoResponse},
+    ids::PluginName,
+    node::{NodeGetCapabilitiesRequest, NodeGetInfoResponse},
+    proto,
+};
 
 #[tokio::test]
 async fn invalid_requests_never_reach_the_driver() {

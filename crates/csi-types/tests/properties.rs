@@ -20,7 +20,54 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::rc::Rc;
 
-use csi_types::{proto, *};
+use csi_types::prelude::*;
+use csi_types::{
+    capabilities::{
+        ControllerCapabilities, GroupControllerCapabilities, NodeCapabilities, PluginCapabilities,
+    },
+    controller::{
+        ControllerExpandVolumeRequest, ControllerExpandVolumeResponse,
+        ControllerGetCapabilitiesRequest, ControllerGetCapabilitiesResponse,
+        ControllerGetVolumeRequest, ControllerGetVolumeResponse, ControllerModifyVolumeRequest,
+        ControllerModifyVolumeResponse, ControllerPublishVolumeRequest,
+        ControllerPublishVolumeResponse, ControllerUnpublishVolumeRequest,
+        ControllerUnpublishVolumeResponse, CreateSnapshotRequest, CreateSnapshotResponse,
+        CreateVolumeRequest, CreateVolumeResponse, DeleteSnapshotRequest, DeleteSnapshotResponse,
+        DeleteVolumeRequest, DeleteVolumeResponse, GetCapacityRequest, GetCapacityResponse,
+        GetSnapshotRequest, GetSnapshotResponse, ListSnapshotsRequest, ListSnapshotsResponse,
+        ListVolumesRequest, ListVolumesResponse, ValidateVolumeCapabilitiesRequest,
+        ValidateVolumeCapabilitiesResponse,
+    },
+    group_controller::{
+        CreateVolumeGroupSnapshotRequest, CreateVolumeGroupSnapshotResponse,
+        DeleteVolumeGroupSnapshotRequest, DeleteVolumeGroupSnapshotResponse,
+        GetVolumeGroupSnapshotRequest, GetVolumeGroupSnapshotResponse,
+        GroupControllerGetCapabilitiesRequest, GroupControllerGetCapabilitiesResponse,
+        VolumeGroupSnapshot,
+    },
+    identity::{
+        GetPluginCapabilitiesRequest, GetPluginCapabilitiesResponse, GetPluginInfoRequest,
+        GetPluginInfoResponse, ProbeRequest, ProbeResponse,
+    },
+    ids::{NodeId, SnapshotId, VolumeId, VolumeName},
+    node::{
+        NodeExpandVolumeRequest, NodeExpandVolumeResponse, NodeGetCapabilitiesRequest,
+        NodeGetCapabilitiesResponse, NodeGetInfoRequest, NodeGetInfoResponse,
+        NodeGetVolumeStatsRequest, NodeGetVolumeStatsResponse, NodePublishVolumeRequest,
+        NodePublishVolumeResponse, NodeStageVolumeRequest, NodeStageVolumeResponse,
+        NodeUnpublishVolumeRequest, NodeUnpublishVolumeResponse, NodeUnstageVolumeRequest,
+        NodeUnstageVolumeResponse, UsageUnit, VolumeUsage,
+    },
+    proto,
+    snapshot_metadata::{
+        BlockMetadataResponse, BlockMetadataType, GetMetadataAllocatedRequest,
+        GetMetadataDeltaRequest,
+    },
+    types::{
+        AccessMode, CapacityRange, Snapshot, Topology, TopologyRequirement, Volume,
+        VolumeCapability, VolumeCondition, VolumeContentSource,
+    },
+};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::{Index, select};

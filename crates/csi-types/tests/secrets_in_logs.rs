@@ -9,7 +9,13 @@ use std::sync::{Arc, Mutex};
 
 use common::{TestDriver, full_plugin, mount_cap, serve};
 use csi_types::client::Client;
-use csi_types::*;
+use csi_types::{
+    RawCsi,
+    controller::DeleteVolumeRequest,
+    ids::VolumeId,
+    proto,
+    redact::{STRIPPED, Secrets},
+};
 
 /// A `tracing` writer that keeps everything written to it.
 #[derive(Clone, Default)]

@@ -9,7 +9,19 @@ use std::time::Duration;
 
 use common::{TestDriver, full_plugin, mount_cap, serve};
 use csi_types::client::Client;
-use csi_types::*;
+use csi_types::prelude::*;
+use csi_types::{
+    RawCsi,
+    controller::{CreateVolumeRequest, ListVolumesRequest},
+    group_controller::{CreateVolumeGroupSnapshotRequest, GetVolumeGroupSnapshotRequest},
+    identity::{GetPluginInfoRequest, ProbeRequest, ProbeResponse},
+    ids::{GroupSnapshotId, GroupSnapshotName, SnapshotId, VolumeId},
+    node::NodeGetInfoRequest,
+    proto,
+    redact::Secrets,
+    server,
+    snapshot_metadata::{GetMetadataAllocatedRequest, GetMetadataDeltaRequest},
+};
 use futures::StreamExt;
 use tokio::sync::oneshot;
 

@@ -6,7 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use csi_types::*;
+use csi_types::prelude::*;
+use csi_types::{
+    client,
+    identity::{GetPluginInfoRequest, GetPluginInfoResponse, ProbeRequest},
+    ids::PluginName,
+    server,
+};
 
 struct Id;
 

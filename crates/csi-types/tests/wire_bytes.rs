@@ -13,7 +13,41 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use csi_types::{proto, *};
+use csi_types::prelude::*;
+use csi_types::{
+    bound::ObjectBound,
+    capabilities::{ControllerCapabilities, NodeCapabilities, PluginCapabilities},
+    controller::{
+        ControllerExpandVolumeRequest, ControllerGetCapabilitiesResponse,
+        ControllerGetVolumeResponse, CreateVolumeRequest, CreateVolumeResponse,
+        GetCapacityResponse, ListSnapshotsRequest, ListSnapshotsResponse, ListVolumesEntry,
+        ListVolumesResponse, VolumeStatus,
+    },
+    group_controller::{
+        CreateVolumeGroupSnapshotRequest, CreateVolumeGroupSnapshotResponse,
+        DeleteVolumeGroupSnapshotRequest, GetVolumeGroupSnapshotRequest, VolumeGroupSnapshot,
+    },
+    identity::{GetPluginCapabilitiesResponse, GetPluginInfoResponse, ProbeResponse},
+    ids::{
+        GroupSnapshotId, GroupSnapshotName, NodeId, NodePath, PluginName, SnapshotId, VolumeId,
+        VolumeName,
+    },
+    node::{
+        NodeExpandVolumeRequest, NodeGetCapabilitiesResponse, NodeGetInfoResponse,
+        NodeGetVolumeStatsResponse, NodePublishVolumeRequest, NodeStageVolumeRequest, UsageUnit,
+        VolumeUsage,
+    },
+    proto,
+    redact::Secrets,
+    snapshot_metadata::{
+        BlockMetadata, BlockMetadataResponse, BlockMetadataType, GetMetadataAllocatedRequest,
+        GetMetadataDeltaRequest,
+    },
+    types::{
+        AccessMode, AccessType, CapacityRange, Map, MountVolume, Snapshot, Topology,
+        TopologyRequirement, Volume, VolumeCapability, VolumeCondition, VolumeContentSource,
+    },
+};
 use prost::Message;
 
 // ---------------------------------------------------------------------------

@@ -9,8 +9,11 @@ use std::sync::{Arc, Mutex};
 
 use csi_types::check::ResponseRules;
 use csi_types::{
-    Code, ControllerCapabilities, Csi, CsiError, GroupControllerCapabilities, NodeCapabilities,
-    PluginCapabilities, RawCsi, proto,
+    Code, Csi, CsiError, RawCsi,
+    capabilities::{
+        ControllerCapabilities, GroupControllerCapabilities, NodeCapabilities, PluginCapabilities,
+    },
+    proto,
 };
 
 /// What the suite needs to know about the driver and the node it runs on.
@@ -125,7 +128,7 @@ pub struct Discovered {
     /// `NodeGetInfo.max_volumes_per_node`.
     pub max_volumes_per_node: Option<u64>,
     /// `NodeGetInfo.accessible_topology`.
-    pub node_topology: Option<csi_types::Topology>,
+    pub node_topology: Option<csi_types::types::Topology>,
     /// Why discovery of the node failed, if it did.
     pub node_error: Option<String>,
 }

@@ -15,7 +15,7 @@
 //! ```
 //! use std::sync::Arc;
 //! use csi_testkit::memdriver::{MemDriver, MemDriverConfig};
-//! use csi_types::{Csi, NodeGetInfoRequest};
+//! use csi_types::{Csi, node::NodeGetInfoRequest};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
@@ -31,7 +31,42 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use csi_types::*;
+use csi_types::prelude::*;
+use csi_types::{
+    capabilities::{ControllerCapabilities, NodeCapabilities, PluginCapabilities},
+    controller::{
+        ControllerExpandVolumeRequest, ControllerExpandVolumeResponse, ControllerGetVolumeRequest,
+        ControllerGetVolumeResponse, ControllerModifyVolumeRequest, ControllerModifyVolumeResponse,
+        ControllerPublishVolumeRequest, ControllerPublishVolumeResponse,
+        ControllerUnpublishVolumeRequest, ControllerUnpublishVolumeResponse, CreateSnapshotRequest,
+        CreateSnapshotResponse, CreateVolumeRequest, CreateVolumeResponse, DeleteSnapshotRequest,
+        DeleteSnapshotResponse, DeleteVolumeRequest, DeleteVolumeResponse, GetCapacityRequest,
+        GetCapacityResponse, GetSnapshotRequest, GetSnapshotResponse, ListSnapshotsRequest,
+        ListSnapshotsResponse, ListVolumesEntry, ListVolumesRequest, ListVolumesResponse,
+        ValidateVolumeCapabilitiesRequest, ValidateVolumeCapabilitiesResponse, VolumeStatus,
+    },
+    group_controller::{
+        CreateVolumeGroupSnapshotRequest, CreateVolumeGroupSnapshotResponse,
+        DeleteVolumeGroupSnapshotRequest, DeleteVolumeGroupSnapshotResponse,
+        GetVolumeGroupSnapshotRequest, GetVolumeGroupSnapshotResponse, VolumeGroupSnapshot,
+    },
+    identity::{GetPluginInfoRequest, GetPluginInfoResponse},
+    ids::{GroupSnapshotId, NodeId, PluginName, SnapshotId, VolumeId},
+    node::{
+        NodeExpandVolumeRequest, NodeExpandVolumeResponse, NodeGetInfoRequest, NodeGetInfoResponse,
+        NodeGetVolumeStatsRequest, NodeGetVolumeStatsResponse, NodePublishVolumeRequest,
+        NodePublishVolumeResponse, NodeStageVolumeRequest, NodeStageVolumeResponse,
+        NodeUnpublishVolumeRequest, NodeUnpublishVolumeResponse, NodeUnstageVolumeRequest,
+        NodeUnstageVolumeResponse, UsageUnit, VolumeUsage,
+    },
+    snapshot_metadata::{
+        BlockMetadata, BlockMetadataResponse, BlockMetadataType, GetMetadataAllocatedRequest,
+        GetMetadataDeltaRequest,
+    },
+    types::{
+        Map, Snapshot, Topology, Volume, VolumeCapability, VolumeCondition, VolumeContentSource,
+    },
+};
 
 /// The topology key of the default [`MemDriverConfig::topology`].
 pub const TOPOLOGY_KEY: &str = "topology.csi-testkit.example.com/zone";

@@ -29,9 +29,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use csi_types::ControllerCapabilities as CC;
-use csi_types::NodeCapabilities as NC;
-use csi_types::{Code, CsiError, GroupControllerCapabilities, PluginCapabilities, proto};
+use csi_types::capabilities::ControllerCapabilities as CC;
+use csi_types::capabilities::NodeCapabilities as NC;
+use csi_types::{
+    Code, CsiError,
+    capabilities::{GroupControllerCapabilities, PluginCapabilities},
+    proto,
+};
 use proptest::prelude::*;
 use proptest::test_runner::{RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
 
@@ -559,7 +563,7 @@ impl Seq<'_> {
                     v.requested >= required
                 };
                 if fits && v.source == key {
-                    let resp: csi_types::CreateVolumeResponse =
+                    let resp: csi_types::controller::CreateVolumeResponse =
                         self.c.ok(what, r).map_err(case_text)?;
                     if resp.volume.volume_id.as_str() != v.id {
                         return Err(format!(
@@ -573,7 +577,7 @@ impl Seq<'_> {
                 }
             }
             None => {
-                let resp: csi_types::CreateVolumeResponse =
+                let resp: csi_types::controller::CreateVolumeResponse =
                     self.c.ok(what, r).map_err(case_text)?;
                 let id = resp.volume.volume_id.to_string();
                 // A driver may derive ids from names: the same name created
@@ -990,7 +994,7 @@ impl Seq<'_> {
                         expect_code(what, r, Code::AlreadyExists).map(Some)
                     }
                     Some(s) => {
-                        let resp: csi_types::CreateSnapshotResponse =
+                        let resp: csi_types::controller::CreateSnapshotResponse =
                             self.c.ok(what, r).map_err(case_text)?;
                         if resp.snapshot.snapshot_id.as_str() != s.id {
                             return Err(format!(
@@ -1001,7 +1005,7 @@ impl Seq<'_> {
                         Ok(Some((Code::Ok, Some(s.id.clone()))))
                     }
                     None => {
-                        let resp: csi_types::CreateSnapshotResponse =
+                        let resp: csi_types::controller::CreateSnapshotResponse =
                             self.c.ok(what, r).map_err(case_text)?;
                         let id = resp.snapshot.snapshot_id.to_string();
                         let own = self.m.last_snap.get(&snap) == Some(&id);
@@ -1106,7 +1110,7 @@ impl Seq<'_> {
                 {
                     return Ok(Some((Code::OutOfRange, None)));
                 }
-                let resp: csi_types::ControllerExpandVolumeResponse =
+                let resp: csi_types::controller::ControllerExpandVolumeResponse =
                     self.c.ok(what, r).map_err(case_text)?;
                 let cap = resp.capacity_bytes;
                 if cap < required || cap < old {
@@ -1506,7 +1510,10 @@ fn case_text(e: CaseError) -> String {
 /// The `ListVolumes` entry of `id`, without the parts
 /// `ControllerModifyVolume` may change: `volume_context` and the volume
 /// condition.
-async fn listed_volume(c: &Ctx, id: &str) -> Result<Option<csi_types::ListVolumesEntry>, String> {
+async fn listed_volume(
+    c: &Ctx,
+    id: &str,
+) -> Result<Option<csi_types::controller::ListVolumesEntry>, String> {
     let entries = list_volume_entries(c, 0).await.map_err(case_text)?;
     Ok(entries
         .into_iter()
@@ -1521,7 +1528,7 @@ async fn listed_volume(c: &Ctx, id: &str) -> Result<Option<csi_types::ListVolume
 }
 
 async fn capacity(c: &Ctx) -> Result<u64, String> {
-    let r: csi_types::GetCapacityResponse = c
+    let r: csi_types::controller::GetCapacityResponse = c
         .ok(
             "GetCapacity",
             c.ctl()

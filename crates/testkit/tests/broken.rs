@@ -382,7 +382,11 @@ async fn answers_the_spec_allows() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_typed_client_accepts_tolerated_rules_and_refuses_must_rules() {
     use csi_types::{
-        AccessMode, Code, ControllerGetVolumeRequest, Csi, VolumeCapability, VolumeId, proto,
+        Code, Csi,
+        controller::ControllerGetVolumeRequest,
+        ids::VolumeId,
+        proto,
+        types::{AccessMode, VolumeCapability},
     };
     async fn volume(plugin: &dyn RawCsi) -> VolumeId {
         let v = RawCsi::raw_create_volume(

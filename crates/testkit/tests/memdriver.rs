@@ -106,11 +106,12 @@ async fn a_driver_without_optional_services_is_skipped_with_reasons() {
 struct NoFeatures(Arc<MemDriver>);
 
 #[async_trait::async_trait]
-impl csi_types::Controller for NoFeatures {
+impl csi_types::driver::Controller for NoFeatures {
     async fn validate_volume_capabilities(
         &self,
-        req: csi_types::ValidateVolumeCapabilitiesRequest,
-    ) -> Result<csi_types::ValidateVolumeCapabilitiesResponse, csi_types::CsiError> {
+        req: csi_types::controller::ValidateVolumeCapabilitiesRequest,
+    ) -> Result<csi_types::controller::ValidateVolumeCapabilitiesResponse, csi_types::CsiError>
+    {
         self.0.validate_volume_capabilities(req).await
     }
 }

@@ -151,7 +151,7 @@ fn main() {
         c.create(
             &format!("pv-{i}"),
             &params,
-            csi_types::CapacityRange::new(Some(10 << 30), None).unwrap(),
+            csi_types::types::CapacityRange::new(Some(10 << 30), None).unwrap(),
             true,
             true,
             None,

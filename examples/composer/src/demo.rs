@@ -13,7 +13,17 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use composer_core::{Health, Inventory, MemStore};
-use csi_types::*;
+use csi_types::prelude::*;
+use csi_types::{
+    controller::ControllerPublishVolumeRequest,
+    ids::{NodeId, NodePath, VolumeId},
+    node::{
+        NodePublishVolumeRequest, NodeStageVolumeRequest, NodeUnpublishVolumeRequest,
+        NodeUnstageVolumeRequest,
+    },
+    redact::Secrets,
+    types::{AccessMode, CapacityRange, Map, VolumeCapability},
+};
 
 use crate::ComposerDriver;
 use crate::node::{Backend, ENCRYPTION_SECRET, NodeConfig};

@@ -5,13 +5,13 @@
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), csi_types::CsiError> {
 //! use composer::ComposerDriver;
 //! use composer_core::{Inventory, MemStore};
-//! use csi_types::*;
+//! use csi_types::prelude::*;
 //! use std::sync::Arc;
 //!
 //! let driver = ComposerDriver::open(Inventory::default_inventory(), Arc::new(MemStore::default()), None).unwrap();
 //! let plugin = driver.plugin()?;
 //! let req = composer::create_request("pvc-1", &[("type", "slice")], 10 << 30)?;
-//! let vol = Csi::create_volume(&plugin, req).await?.volume;
+//! let vol = plugin.create_volume(req).await?.volume;
 //! assert_eq!(vol.capacity_bytes, 10 << 30);
 //! # Ok(()) }
 //! ```
@@ -29,7 +29,32 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use composer_core::{Composer, Error, Inventory, Store, convert};
-use csi_types::*;
+use csi_types::prelude::*;
+use csi_types::{
+    capabilities::{ControllerCapabilities, NodeCapabilities, PluginCapabilities},
+    controller::{
+        ControllerExpandVolumeRequest, ControllerExpandVolumeResponse, ControllerGetVolumeRequest,
+        ControllerGetVolumeResponse, ControllerPublishVolumeRequest,
+        ControllerPublishVolumeResponse, ControllerUnpublishVolumeRequest,
+        ControllerUnpublishVolumeResponse, CreateVolumeRequest, CreateVolumeResponse,
+        DeleteVolumeRequest, DeleteVolumeResponse, GetCapacityRequest, GetCapacityResponse,
+        ListVolumesEntry, ListVolumesRequest, ListVolumesResponse,
+        ValidateVolumeCapabilitiesRequest, ValidateVolumeCapabilitiesResponse, VolumeStatus,
+    },
+    identity::{GetPluginInfoRequest, GetPluginInfoResponse},
+    ids::{NodeId, PluginName, VolumeId, VolumeName},
+    node::{
+        NodeGetInfoRequest, NodeGetInfoResponse, NodeGetVolumeStatsRequest,
+        NodeGetVolumeStatsResponse, NodePublishVolumeRequest, NodePublishVolumeResponse,
+        NodeStageVolumeRequest, NodeStageVolumeResponse, NodeUnpublishVolumeRequest,
+        NodeUnpublishVolumeResponse, NodeUnstageVolumeRequest, NodeUnstageVolumeResponse,
+        UsageUnit, VolumeUsage,
+    },
+    redact::Secrets,
+    types::{
+        AccessMode, AccessType, CapacityRange, Map, Volume, VolumeCapability, VolumeCondition,
+    },
+};
 
 /// The plugin name reported by `GetPluginInfo`.
 pub const DRIVER_NAME: &str = "composer.csi.example.com";

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use composer_core::store::{LayoutKind, VolumeRecord};
 use csi_node::{LoopDevice, MountOptions};
-use csi_types::{CsiError, VolumeCondition};
+use csi_types::{CsiError, types::VolumeCondition};
 use raid_engine::fuse::FuseExposure;
 use raid_engine::{
     BlockDevice, CacheMode, CreateOptions, FileDevice, MemberState, Progress, RebuildOptions,

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use composer::admin::{self, Request};
 use csi_types::client::Client;
-use csi_types::*;
+use csi_types::controller::{CreateVolumeRequest, ListVolumesRequest};
+use csi_types::prelude::*;
 use rand::{Rng, SeedableRng};
 
 struct Server {

@@ -999,7 +999,8 @@ fn check_storage_classes(m: &Manifests, p: &mut Vec<String>) {
         };
         let c = Composer::open(inv.clone(), Arc::new(MemStore::default()))
             .expect("an empty store opens");
-        let range = csi_types::CapacityRange::new(Some(1 << 30), None).expect("a valid range");
+        let range =
+            csi_types::types::CapacityRange::new(Some(1 << 30), None).expect("a valid range");
         match c.create("pvc-deploy-check", &params, range, false, true, None) {
             Err(e) => p.push(format!(
                 "{o}: StorageClass {class}: a 1 GiB volume cannot be made on the inventory: {e}"

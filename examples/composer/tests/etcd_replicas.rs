@@ -18,7 +18,10 @@ use std::time::Duration;
 
 use composer_core::{EtcdConfig, LocalEtcd};
 use csi_types::client::Client;
-use csi_types::*;
+use csi_types::prelude::*;
+use csi_types::{
+    controller::ControllerExpandVolumeRequest, ids::VolumeId, redact::Secrets, types::CapacityRange,
+};
 
 struct Replica {
     child: Child,

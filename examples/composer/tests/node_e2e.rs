@@ -14,7 +14,17 @@ use std::sync::Arc;
 use composer::ComposerDriver;
 use composer::node::{Backend, NodeConfig};
 use composer_core::{Inventory, MemStore};
-use csi_types::*;
+use csi_types::prelude::*;
+use csi_types::{
+    controller::{ControllerGetVolumeRequest, ControllerPublishVolumeRequest},
+    ids::{NodeId, NodePath, VolumeId},
+    node::{
+        NodePublishVolumeRequest, NodeStageVolumeRequest, NodeUnpublishVolumeRequest,
+        NodeUnstageVolumeRequest,
+    },
+    redact::Secrets,
+    types::{AccessMode, Map, VolumeCapability},
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 

@@ -3,7 +3,10 @@
 
 use std::path::PathBuf;
 
-use csi_types::{NodeId, PluginName, Topology};
+use csi_types::{
+    ids::{NodeId, PluginName},
+    types::Topology,
+};
 
 /// The topology key the driver uses when no `--topology` is given.
 pub const DEFAULT_TOPOLOGY_KEY: &str = "topology.local.csi.example.com/node";

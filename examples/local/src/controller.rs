@@ -7,7 +7,27 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use csi_types::*;
+use csi_types::prelude::*;
+use csi_types::{
+    controller::{
+        ControllerExpandVolumeRequest, ControllerExpandVolumeResponse, ControllerGetVolumeRequest,
+        ControllerGetVolumeResponse, ControllerModifyVolumeRequest, ControllerModifyVolumeResponse,
+        ControllerPublishVolumeRequest, ControllerPublishVolumeResponse,
+        ControllerUnpublishVolumeRequest, ControllerUnpublishVolumeResponse, CreateSnapshotRequest,
+        CreateSnapshotResponse, CreateVolumeRequest, CreateVolumeResponse, DeleteSnapshotRequest,
+        DeleteSnapshotResponse, DeleteVolumeRequest, DeleteVolumeResponse, GetCapacityRequest,
+        GetCapacityResponse, GetSnapshotRequest, GetSnapshotResponse, ListSnapshotsRequest,
+        ListSnapshotsResponse, ListVolumesEntry, ListVolumesRequest, ListVolumesResponse,
+        ValidateVolumeCapabilitiesRequest, ValidateVolumeCapabilitiesResponse, VolumeStatus,
+    },
+    group_controller::{
+        CreateVolumeGroupSnapshotRequest, CreateVolumeGroupSnapshotResponse,
+        DeleteVolumeGroupSnapshotRequest, DeleteVolumeGroupSnapshotResponse,
+        GetVolumeGroupSnapshotRequest, GetVolumeGroupSnapshotResponse, VolumeGroupSnapshot,
+    },
+    ids::{GroupSnapshotId, NodeId, SnapshotId, VolumeId},
+    types::{Map, Snapshot, VolumeCapability, VolumeCondition, VolumeContentSource},
+};
 
 use crate::driver::{
     DEFAULT_VOLUME_SIZE, GRANULARITY, Inner, cap_rec, check_capability, check_mutable, mismatch,

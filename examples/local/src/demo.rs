@@ -12,14 +12,21 @@ use std::time::Duration;
 use csi_types::client::Client;
 // Not a glob: the client implements both `RawCsi` and `Csi`, and only the typed `Csi` is wanted here.
 use csi_types::{
-    AccessMode, CapacityRange, ControllerExpandVolumeRequest, ControllerGetCapabilitiesRequest,
-    ControllerGetVolumeRequest, ControllerModifyVolumeRequest, ControllerPublishVolumeRequest,
-    ControllerUnpublishVolumeRequest, CreateSnapshotRequest, CreateVolumeRequest, Csi, CsiError,
-    DeleteSnapshotRequest, DeleteVolumeRequest, GetCapacityRequest, GetPluginInfoRequest,
-    ListVolumesRequest, Map, NodeExpandVolumeRequest, NodeGetVolumeStatsRequest, NodeId, NodePath,
-    NodePublishVolumeRequest, NodeStageVolumeRequest, NodeUnpublishVolumeRequest,
-    NodeUnstageVolumeRequest, Secrets, SnapshotName, VolumeCapability, VolumeContentSource,
-    VolumeId, VolumeName,
+    Csi, CsiError,
+    controller::{
+        ControllerExpandVolumeRequest, ControllerGetCapabilitiesRequest,
+        ControllerGetVolumeRequest, ControllerModifyVolumeRequest, ControllerPublishVolumeRequest,
+        ControllerUnpublishVolumeRequest, CreateSnapshotRequest, CreateVolumeRequest,
+        DeleteSnapshotRequest, DeleteVolumeRequest, GetCapacityRequest, ListVolumesRequest,
+    },
+    identity::GetPluginInfoRequest,
+    ids::{NodeId, NodePath, SnapshotName, VolumeId, VolumeName},
+    node::{
+        NodeExpandVolumeRequest, NodeGetVolumeStatsRequest, NodePublishVolumeRequest,
+        NodeStageVolumeRequest, NodeUnpublishVolumeRequest, NodeUnstageVolumeRequest,
+    },
+    redact::Secrets,
+    types::{AccessMode, CapacityRange, Map, VolumeCapability, VolumeContentSource},
 };
 
 use crate::{Config, LocalDriver};

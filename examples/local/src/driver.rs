@@ -15,7 +15,37 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
-use csi_types::*;
+use csi_types::prelude::*;
+use csi_types::{
+    capabilities::{ControllerCapabilities, NodeCapabilities, PluginCapabilities},
+    controller::{
+        ControllerExpandVolumeRequest, ControllerExpandVolumeResponse, ControllerGetVolumeRequest,
+        ControllerGetVolumeResponse, ControllerModifyVolumeRequest, ControllerModifyVolumeResponse,
+        ControllerPublishVolumeRequest, ControllerPublishVolumeResponse,
+        ControllerUnpublishVolumeRequest, ControllerUnpublishVolumeResponse, CreateSnapshotRequest,
+        CreateSnapshotResponse, CreateVolumeRequest, CreateVolumeResponse, DeleteSnapshotRequest,
+        DeleteSnapshotResponse, DeleteVolumeRequest, DeleteVolumeResponse, GetCapacityRequest,
+        GetCapacityResponse, GetSnapshotRequest, GetSnapshotResponse, ListSnapshotsRequest,
+        ListSnapshotsResponse, ListVolumesRequest, ListVolumesResponse,
+        ValidateVolumeCapabilitiesRequest, ValidateVolumeCapabilitiesResponse,
+    },
+    group_controller::{
+        CreateVolumeGroupSnapshotRequest, CreateVolumeGroupSnapshotResponse,
+        DeleteVolumeGroupSnapshotRequest, DeleteVolumeGroupSnapshotResponse,
+        GetVolumeGroupSnapshotRequest, GetVolumeGroupSnapshotResponse,
+    },
+    identity::{GetPluginInfoRequest, GetPluginInfoResponse, ProbeRequest, ProbeResponse},
+    ids::{SnapshotId, VolumeId},
+    node::{
+        NodeExpandVolumeRequest, NodeExpandVolumeResponse, NodeGetInfoRequest, NodeGetInfoResponse,
+        NodeGetVolumeStatsRequest, NodeGetVolumeStatsResponse, NodePublishVolumeRequest,
+        NodePublishVolumeResponse, NodeStageVolumeRequest, NodeStageVolumeResponse,
+        NodeUnpublishVolumeRequest, NodeUnpublishVolumeResponse, NodeUnstageVolumeRequest,
+        NodeUnstageVolumeResponse,
+    },
+    snapshot_metadata::{GetMetadataAllocatedRequest, GetMetadataDeltaRequest},
+    types::{Map, Volume, VolumeCapability, VolumeContentSource},
+};
 use futures::StreamExt;
 
 use crate::config::Config;

@@ -20,7 +20,11 @@
 //! # Example: the driver in process
 //!
 //! ```
-//! use csi_types::*;
+//! use csi_types::prelude::*;
+//! use csi_types::controller::{CreateVolumeRequest, GetCapacityRequest};
+//! use csi_types::ids::VolumeName;
+//! use csi_types::redact::Secrets;
+//! use csi_types::types::{AccessMode, CapacityRange, Map, VolumeCapability};
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let dir = tempfile::tempdir()?;
@@ -37,12 +41,12 @@
 //!     accessibility_requirements: None,
 //!     mutable_parameters: Map::new(),
 //! };
-//! let vol = Csi::create_volume(&plugin, req.clone()).await?.volume;
+//! let vol = plugin.create_volume(req.clone()).await?.volume;
 //! assert_eq!(vol.capacity_bytes, 64 << 20);
 //! // Idempotent by name.
-//! assert_eq!(Csi::create_volume(&plugin, req).await?.volume, vol);
+//! assert_eq!(plugin.create_volume(req).await?.volume, vol);
 //!
-//! let cap = Csi::get_capacity(&plugin, GetCapacityRequest::default()).await?;
+//! let cap = plugin.get_capacity(GetCapacityRequest::default()).await?;
 //! assert_eq!(cap.available_capacity, (10 << 30) - (64 << 20));
 //! # Ok(()) }
 //! ```

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use csi_types::endpoint::Endpoint;
-use csi_types::{NodeId, PluginName};
+use csi_types::ids::{NodeId, PluginName};
 use local::config::{self, Config};
 
 /// A single-node CSI driver: volumes are directories and sparse images under

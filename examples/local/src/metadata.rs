@@ -11,8 +11,12 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
 use csi_types::{
-    BlockMetadata, BlockMetadataResponse, BlockMetadataType, CsiError, GetMetadataAllocatedRequest,
-    GetMetadataDeltaRequest, SnapshotId,
+    CsiError,
+    ids::SnapshotId,
+    snapshot_metadata::{
+        BlockMetadata, BlockMetadataResponse, BlockMetadataType, GetMetadataAllocatedRequest,
+        GetMetadataDeltaRequest,
+    },
 };
 
 use crate::driver::Inner;

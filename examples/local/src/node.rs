@@ -15,7 +15,17 @@
 use std::fs;
 use std::path::Path;
 
-use csi_types::*;
+use csi_types::prelude::*;
+use csi_types::{
+    node::{
+        NodeExpandVolumeRequest, NodeExpandVolumeResponse, NodeGetInfoRequest, NodeGetInfoResponse,
+        NodeGetVolumeStatsRequest, NodeGetVolumeStatsResponse, NodePublishVolumeRequest,
+        NodePublishVolumeResponse, NodeStageVolumeRequest, NodeStageVolumeResponse,
+        NodeUnpublishVolumeRequest, NodeUnpublishVolumeResponse, NodeUnstageVolumeRequest,
+        NodeUnstageVolumeResponse, UsageUnit, VolumeUsage,
+    },
+    types::{AccessMode, VolumeCapability, VolumeCondition},
+};
 
 use crate::driver::{Inner, cap_rec, mismatch};
 use crate::fsops;

@@ -38,8 +38,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use imbl::OrdMap;
 
 #[cfg(test)]
-use csi_types::{AccessMode, MountVolume};
-use csi_types::{AccessType, CsiError, Map, VolumeCapability};
+use csi_types::types::{AccessMode, MountVolume};
+use csi_types::{
+    CsiError,
+    types::{AccessType, Map, VolumeCapability},
+};
 use serde::{Deserialize, Serialize};
 
 /// The format version of `state.json`.

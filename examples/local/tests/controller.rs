@@ -7,15 +7,26 @@ use std::fs;
 
 use common::*;
 use csi_types::{
-    AccessMode, CapacityRange, Code, ControllerCapabilities, ControllerExpandVolumeRequest,
-    ControllerGetCapabilitiesRequest, ControllerGetVolumeRequest, ControllerModifyVolumeRequest,
-    ControllerPublishVolumeRequest, ControllerUnpublishVolumeRequest, CreateSnapshotRequest,
-    CreateVolumeGroupSnapshotRequest, Csi, DeleteSnapshotRequest, DeleteVolumeGroupSnapshotRequest,
-    DeleteVolumeRequest, GetCapacityRequest, GetPluginCapabilitiesRequest, GetSnapshotRequest,
-    GetVolumeGroupSnapshotRequest, GroupSnapshotName, ListSnapshotsRequest, ListVolumesRequest,
-    Map, NodeId, PluginCapabilities, Secrets, SnapshotId, SnapshotName, Topology,
-    TopologyRequirement, ValidateVolumeCapabilitiesRequest, VolumeCapability, VolumeContentSource,
-    VolumeId,
+    Code, Csi,
+    capabilities::{ControllerCapabilities, PluginCapabilities},
+    controller::{
+        ControllerExpandVolumeRequest, ControllerGetCapabilitiesRequest,
+        ControllerGetVolumeRequest, ControllerModifyVolumeRequest, ControllerPublishVolumeRequest,
+        ControllerUnpublishVolumeRequest, CreateSnapshotRequest, DeleteSnapshotRequest,
+        DeleteVolumeRequest, GetCapacityRequest, GetSnapshotRequest, ListSnapshotsRequest,
+        ListVolumesRequest, ValidateVolumeCapabilitiesRequest,
+    },
+    group_controller::{
+        CreateVolumeGroupSnapshotRequest, DeleteVolumeGroupSnapshotRequest,
+        GetVolumeGroupSnapshotRequest,
+    },
+    identity::GetPluginCapabilitiesRequest,
+    ids::{GroupSnapshotName, NodeId, SnapshotId, SnapshotName, VolumeId},
+    redact::Secrets,
+    types::{
+        AccessMode, CapacityRange, Map, Topology, TopologyRequirement, VolumeCapability,
+        VolumeContentSource,
+    },
 };
 
 fn del(id: &VolumeId) -> DeleteVolumeRequest {

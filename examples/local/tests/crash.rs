@@ -17,8 +17,11 @@ use std::time::Duration;
 use common::*;
 use csi_types::client::Client;
 use csi_types::{
-    ControllerGetVolumeRequest, Csi, DeleteVolumeRequest, ListVolumesRequest, Secrets,
-    VolumeContentSource, VolumeId,
+    Csi,
+    controller::{ControllerGetVolumeRequest, DeleteVolumeRequest, ListVolumesRequest},
+    ids::VolumeId,
+    redact::Secrets,
+    types::VolumeContentSource,
 };
 use rand::Rng;
 
@@ -61,7 +64,7 @@ struct Ledger {
     clones: BTreeSet<VolumeId>,
 }
 
-async fn list_all(c: &Client) -> Vec<csi_types::ListVolumesEntry> {
+async fn list_all(c: &Client) -> Vec<csi_types::controller::ListVolumesEntry> {
     let mut out = Vec::new();
     let mut token = None;
     loop {

@@ -6,7 +6,7 @@ use std::fs;
 use std::process::{Command, Stdio};
 
 use common::*;
-use csi_types::{Csi, DeleteVolumeRequest, Secrets};
+use csi_types::{Csi, controller::DeleteVolumeRequest, redact::Secrets};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_call_is_logged_and_secrets_are_not() {

@@ -8,9 +8,14 @@ use std::os::unix::fs::FileExt;
 
 use common::*;
 use csi_types::{
-    BlockMetadataType, Code, CreateSnapshotRequest, Csi, CsiError, GetMetadataAllocatedRequest,
-    GetMetadataDeltaRequest, GetPluginCapabilitiesRequest, Map, PluginCapabilities, Secrets,
-    SnapshotId, SnapshotName, VolumeId,
+    Code, Csi, CsiError,
+    capabilities::PluginCapabilities,
+    controller::CreateSnapshotRequest,
+    identity::GetPluginCapabilitiesRequest,
+    ids::{SnapshotId, SnapshotName, VolumeId},
+    redact::Secrets,
+    snapshot_metadata::{BlockMetadataType, GetMetadataAllocatedRequest, GetMetadataDeltaRequest},
+    types::Map,
 };
 use futures::StreamExt;
 
@@ -30,7 +35,10 @@ async fn snapshot(c: &csi_types::client::Client, v: &VolumeId, name: &str) -> Sn
 /// Every range of every message, checking the stream's invariants on the way.
 async fn ranges(
     stream: Result<
-        futures::stream::BoxStream<'static, Result<csi_types::BlockMetadataResponse, CsiError>>,
+        futures::stream::BoxStream<
+            'static,
+            Result<csi_types::snapshot_metadata::BlockMetadataResponse, CsiError>,
+        >,
         CsiError,
     >,
     capacity: u64,

@@ -11,11 +11,17 @@ use std::path::Path;
 
 use common::*;
 use csi_types::{
-    AccessMode, CapacityRange, Code, ControllerExpandVolumeRequest, Csi, DeleteVolumeRequest, Map,
-    NodeCapabilities, NodeExpandVolumeRequest, NodeGetCapabilitiesRequest, NodeGetInfoRequest,
-    NodeGetVolumeStatsRequest, NodePath, NodePublishVolumeRequest, NodeStageVolumeRequest,
-    NodeUnpublishVolumeRequest, NodeUnstageVolumeRequest, Secrets, UsageUnit, VolumeCapability,
-    VolumeId,
+    Code, Csi,
+    capabilities::NodeCapabilities,
+    controller::{ControllerExpandVolumeRequest, DeleteVolumeRequest},
+    ids::{NodePath, VolumeId},
+    node::{
+        NodeExpandVolumeRequest, NodeGetCapabilitiesRequest, NodeGetInfoRequest,
+        NodeGetVolumeStatsRequest, NodePublishVolumeRequest, NodeStageVolumeRequest,
+        NodeUnpublishVolumeRequest, NodeUnstageVolumeRequest, UsageUnit,
+    },
+    redact::Secrets,
+    types::{AccessMode, CapacityRange, Map, VolumeCapability},
 };
 
 fn is_mounted(p: &Path) -> bool {

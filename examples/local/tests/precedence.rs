@@ -31,7 +31,10 @@ async fn unpublish_of_a_deleted_volume_or_an_unknown_node_is_ok() {
             volume_id: v.to_string(),
             node_id: "node-1".into(),
             volume_capability: Some(
-                csi_types::VolumeCapability::mount(csi_types::AccessMode::SingleNodeWriter).into(),
+                csi_types::types::VolumeCapability::mount(
+                    csi_types::types::AccessMode::SingleNodeWriter,
+                )
+                .into(),
             ),
             ..Default::default()
         },

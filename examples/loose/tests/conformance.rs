@@ -9,8 +9,12 @@ use std::time::Duration;
 use csi_testkit::{Config, Outcome, Suite};
 use csi_types::client::Client;
 use csi_types::{
-    AccessMode, CapacityRange, ControllerGetVolumeRequest, CreateVolumeRequest, Csi,
-    ListVolumesRequest, Map, RawCsi, Secrets, VolumeCapability, VolumeName, proto,
+    Csi, RawCsi,
+    controller::{ControllerGetVolumeRequest, CreateVolumeRequest, ListVolumesRequest},
+    ids::VolumeName,
+    proto,
+    redact::Secrets,
+    types::{AccessMode, CapacityRange, Map, VolumeCapability},
 };
 
 /// The driver process, stopped by PID (SIGTERM) when dropped.

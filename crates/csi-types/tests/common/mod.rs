@@ -10,7 +10,32 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use csi_types::*;
+use csi_types::prelude::*;
+use csi_types::{
+    capabilities::{ControllerCapabilities, PluginCapabilities},
+    controller::{
+        CreateVolumeRequest, CreateVolumeResponse, DeleteVolumeRequest, DeleteVolumeResponse,
+        ListVolumesEntry, ListVolumesRequest, ListVolumesResponse,
+        ValidateVolumeCapabilitiesRequest, ValidateVolumeCapabilitiesResponse,
+    },
+    group_controller::{
+        CreateVolumeGroupSnapshotRequest, CreateVolumeGroupSnapshotResponse,
+        DeleteVolumeGroupSnapshotRequest, DeleteVolumeGroupSnapshotResponse,
+        GetVolumeGroupSnapshotRequest, GetVolumeGroupSnapshotResponse, VolumeGroupSnapshot,
+    },
+    identity::{GetPluginInfoRequest, GetPluginInfoResponse},
+    ids::{GroupSnapshotId, NodeId, PluginName, SnapshotId, VolumeId},
+    node::{
+        NodeGetInfoRequest, NodeGetInfoResponse, NodePublishVolumeRequest,
+        NodePublishVolumeResponse, NodeUnpublishVolumeRequest, NodeUnpublishVolumeResponse,
+    },
+    proto, server,
+    snapshot_metadata::{
+        BlockMetadata, BlockMetadataResponse, BlockMetadataType, GetMetadataAllocatedRequest,
+        GetMetadataDeltaRequest,
+    },
+    types::{AccessMode, Snapshot, Topology, Volume, VolumeCapability},
+};
 use futures::StreamExt;
 
 #[derive(Default)]

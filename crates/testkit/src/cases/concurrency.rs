@@ -7,7 +7,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use csi_types::{Code, ControllerCapabilities as CC, CreateVolumeResponse, proto};
+use csi_types::{
+    Code, capabilities::ControllerCapabilities as CC, controller::CreateVolumeResponse, proto,
+};
 
 use super::{Case, case, list_all_snapshots, list_all_volumes, rw};
 use crate::ctx::{CaseError, Cleanup, Ctx, describe, ensure, fail};
@@ -200,7 +202,7 @@ async fn same_volume(c: Ctx) -> Result<(), CaseError> {
     // The volume must still be there, at least as large as the largest
     // successful expansion.
     if c.found().controller.contains(CC::GET_VOLUME) {
-        let g: csi_types::ControllerGetVolumeResponse = c.ok(
+        let g: csi_types::controller::ControllerGetVolumeResponse = c.ok(
             "ControllerGetVolume (after the race)",
             c.ctl()
                 .raw_controller_get_volume(proto::ControllerGetVolumeRequest {

@@ -9,9 +9,12 @@
 //! cases add that the condition is there at all and that a volume the case
 //! has just created is not reported abnormal.
 
-use csi_types::ControllerCapabilities as CC;
-use csi_types::NodeCapabilities as NC;
-use csi_types::{ControllerGetVolumeResponse, NodeGetVolumeStatsResponse, VolumeCondition, proto};
+use csi_types::capabilities::ControllerCapabilities as CC;
+use csi_types::capabilities::NodeCapabilities as NC;
+use csi_types::{
+    controller::ControllerGetVolumeResponse, node::NodeGetVolumeStatsResponse, proto,
+    types::VolumeCondition,
+};
 
 use super::{Case, case, rw};
 use crate::ctx::{CaseError, Ctx, ensure, fail, ok_raw};
@@ -74,7 +77,7 @@ pub(super) fn cases() -> Vec<Case> {
                 let v = c.volume("cond").await?;
                 let mut token = String::new();
                 for _ in 0..10_000 {
-                    let r: csi_types::ListVolumesResponse = c.ok(
+                    let r: csi_types::controller::ListVolumesResponse = c.ok(
                         "ListVolumes",
                         c.ctl()
                             .raw_list_volumes(proto::ListVolumesRequest {

@@ -3,12 +3,17 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use csi_types::ControllerCapabilities as CC;
+use csi_types::capabilities::ControllerCapabilities as CC;
 use csi_types::{
-    Code, ControllerExpandVolumeResponse, ControllerGetVolumeResponse,
-    ControllerPublishVolumeResponse, CreateSnapshotResponse, CreateVolumeResponse,
-    GetCapacityResponse, GetSnapshotResponse, ListSnapshotsResponse,
-    ValidateVolumeCapabilitiesResponse, VolumeContentSource, proto,
+    Code,
+    controller::{
+        ControllerExpandVolumeResponse, ControllerGetVolumeResponse,
+        ControllerPublishVolumeResponse, CreateSnapshotResponse, CreateVolumeResponse,
+        GetCapacityResponse, GetSnapshotResponse, ListSnapshotsResponse,
+        ValidateVolumeCapabilitiesResponse,
+    },
+    proto,
+    types::VolumeContentSource,
 };
 
 use super::{Case, UNKNOWN_ID, case, list_all_snapshots, list_all_volumes, rw};
@@ -127,13 +132,13 @@ pub(super) fn cases() -> Vec<Case> {
                 if !c
                     .found()
                     .plugin
-                    .contains(csi_types::PluginCapabilities::CONTROLLER_SERVICE)
+                    .contains(csi_types::capabilities::PluginCapabilities::CONTROLLER_SERVICE)
                 {
                     return Err(CaseError::Skip(
                         "the plugin does not advertise CONTROLLER_SERVICE".into(),
                     ));
                 }
-                let _: csi_types::ControllerGetCapabilitiesResponse = c.ok(
+                let _: csi_types::controller::ControllerGetCapabilitiesResponse = c.ok(
                     "ControllerGetCapabilities",
                     c.ctl()
                         .raw_controller_get_capabilities(Default::default())
@@ -370,7 +375,7 @@ pub(super) fn cases() -> Vec<Case> {
                 if !c
                     .found()
                     .plugin
-                    .contains(csi_types::PluginCapabilities::CONTROLLER_SERVICE)
+                    .contains(csi_types::capabilities::PluginCapabilities::CONTROLLER_SERVICE)
                 {
                     return Err(CaseError::Skip(
                         "the plugin does not advertise CONTROLLER_SERVICE".into(),
@@ -473,7 +478,7 @@ pub(super) fn cases() -> Vec<Case> {
                 for _ in 0..4 {
                     stay.insert(c.volume("chg").await?.volume_id.into_string());
                 }
-                let first: csi_types::ListVolumesResponse = c.ok(
+                let first: csi_types::controller::ListVolumesResponse = c.ok(
                     "ListVolumes",
                     c.ctl()
                         .raw_list_volumes(proto::ListVolumesRequest {
@@ -509,7 +514,7 @@ pub(super) fn cases() -> Vec<Case> {
                 }
                 c.volume("chg-new").await?;
                 for _ in 0..10_000 {
-                    let r: csi_types::ListVolumesResponse = c.ok(
+                    let r: csi_types::controller::ListVolumesResponse = c.ok(
                         "ListVolumes (after changes)",
                         c.ctl()
                             .raw_list_volumes(proto::ListVolumesRequest {
@@ -559,7 +564,7 @@ pub(super) fn cases() -> Vec<Case> {
                 let nodes_of = |c: Ctx, id: String| async move {
                     let mut token = String::new();
                     loop {
-                        let r: csi_types::ListVolumesResponse = c.ok(
+                        let r: csi_types::controller::ListVolumesResponse = c.ok(
                             "ListVolumes",
                             c.ctl()
                                 .raw_list_volumes(proto::ListVolumesRequest {
@@ -1277,7 +1282,7 @@ pub(super) fn cases() -> Vec<Case> {
                 let mut req = c.create_req(&c.name("restore"), c.config().volume_size);
                 req.volume_content_source = Some(
                     VolumeContentSource::Snapshot(
-                        csi_types::SnapshotId::new(UNKNOWN_ID).expect("valid id"),
+                        csi_types::ids::SnapshotId::new(UNKNOWN_ID).expect("valid id"),
                     )
                     .into(),
                 );
@@ -1326,7 +1331,7 @@ pub(super) fn cases() -> Vec<Case> {
                 let mut req = c.create_req(&c.name("clone"), c.config().volume_size);
                 req.volume_content_source = Some(
                     VolumeContentSource::Volume(
-                        csi_types::VolumeId::new(UNKNOWN_ID).expect("valid id"),
+                        csi_types::ids::VolumeId::new(UNKNOWN_ID).expect("valid id"),
                     )
                     .into(),
                 );

@@ -3,8 +3,10 @@
 use std::collections::BTreeSet;
 
 use csi_types::{
-    Code, ControllerCapabilities as CC, CreateVolumeGroupSnapshotResponse,
-    GetVolumeGroupSnapshotResponse, proto,
+    Code,
+    capabilities::ControllerCapabilities as CC,
+    group_controller::{CreateVolumeGroupSnapshotResponse, GetVolumeGroupSnapshotResponse},
+    proto,
 };
 
 use super::{Case, UNKNOWN_ID, case};
@@ -122,13 +124,13 @@ pub(super) fn cases() -> Vec<Case> {
                 if !c
                     .found()
                     .plugin
-                    .contains(csi_types::PluginCapabilities::GROUP_CONTROLLER_SERVICE)
+                    .contains(csi_types::capabilities::PluginCapabilities::GROUP_CONTROLLER_SERVICE)
                 {
                     return Err(CaseError::Skip(
                         "the plugin does not advertise GROUP_CONTROLLER_SERVICE".into(),
                     ));
                 }
-                let _: csi_types::GroupControllerGetCapabilitiesResponse = c.ok(
+                let _: csi_types::group_controller::GroupControllerGetCapabilitiesResponse = c.ok(
                     "GroupControllerGetCapabilities",
                     c.ctl()
                         .raw_group_controller_get_capabilities(Default::default())

@@ -1,6 +1,9 @@
 //! Identity service cases.
 
-use csi_types::{GetPluginCapabilitiesResponse, GetPluginInfoResponse, ProbeResponse, proto};
+use csi_types::{
+    identity::{GetPluginCapabilitiesResponse, GetPluginInfoResponse, ProbeResponse},
+    proto,
+};
 
 use super::{Case, case};
 use crate::ctx::ensure;
@@ -49,9 +52,9 @@ pub(super) fn cases() -> Vec<Case> {
                         .await,
                 )?;
                 if r.capabilities
-                    .contains(csi_types::PluginCapabilities::CONTROLLER_SERVICE)
+                    .contains(csi_types::capabilities::PluginCapabilities::CONTROLLER_SERVICE)
                 {
-                    let _: csi_types::ControllerGetCapabilitiesResponse = c.ok(
+                    let _: csi_types::controller::ControllerGetCapabilitiesResponse = c.ok(
                         "ControllerGetCapabilities",
                         c.ctl()
                             .raw_controller_get_capabilities(Default::default())

@@ -19,10 +19,14 @@
 //! target that is a regular file, as the memdriver's) only the rules above
 //! are checked, and an empty stream passes them.
 
-use csi_types::ControllerCapabilities as CC;
 use csi_types::api::RawStream;
+use csi_types::capabilities::ControllerCapabilities as CC;
 use csi_types::{
-    BlockMetadata, BlockMetadataResponse, Code, CsiError, PluginCapabilities, Volume, proto,
+    Code, CsiError,
+    capabilities::PluginCapabilities,
+    proto,
+    snapshot_metadata::{BlockMetadata, BlockMetadataResponse},
+    types::Volume,
 };
 use futures::StreamExt;
 

@@ -6,7 +6,10 @@
 
 use futures::future::BoxFuture;
 
-use csi_types::{AccessMode, Snapshot, Volume, VolumeCapability, proto};
+use csi_types::{
+    proto,
+    types::{AccessMode, Snapshot, Volume, VolumeCapability},
+};
 
 use crate::ctx::{CaseError, Cleanup, Ctx};
 
@@ -122,7 +125,7 @@ impl Ctx {
     /// Creates a volume of the configured size; it is deleted after the case.
     pub(crate) async fn volume(&self, tag: &str) -> Result<Volume, CaseError> {
         let req = self.create_req(&self.name(tag), self.config().volume_size);
-        let r: csi_types::CreateVolumeResponse =
+        let r: csi_types::controller::CreateVolumeResponse =
             self.ok("CreateVolume", self.send_create(req).await)?;
         Ok(r.volume)
     }
@@ -141,7 +144,8 @@ impl Ctx {
                 )))
             }
             r => {
-                let r: csi_types::CreateVolumeResponse = self.ok("CreateVolume (BLOCK)", r)?;
+                let r: csi_types::controller::CreateVolumeResponse =
+                    self.ok("CreateVolume (BLOCK)", r)?;
                 Ok(r.volume)
             }
         }
@@ -154,7 +158,7 @@ impl Ctx {
             name: self.name(tag),
             ..Default::default()
         };
-        let r: csi_types::CreateSnapshotResponse =
+        let r: csi_types::controller::CreateSnapshotResponse =
             self.ok("CreateSnapshot", self.send_snapshot(req).await)?;
         Ok(r.snapshot)
     }
@@ -187,7 +191,7 @@ impl Ctx {
         if !self
             .found()
             .controller
-            .contains(csi_types::ControllerCapabilities::PUBLISH_UNPUBLISH_VOLUME)
+            .contains(csi_types::capabilities::ControllerCapabilities::PUBLISH_UNPUBLISH_VOLUME)
         {
             return Ok(Default::default());
         }
@@ -205,7 +209,7 @@ impl Ctx {
         if r.is_ok() {
             self.push(Cleanup::ControllerPublish(volume_id.to_string(), node));
         }
-        let r: csi_types::ControllerPublishVolumeResponse =
+        let r: csi_types::controller::ControllerPublishVolumeResponse =
             self.ok("ControllerPublishVolume", r)?;
         Ok(r.publish_context.into_iter().collect())
     }
@@ -221,7 +225,7 @@ impl Ctx {
         if !self
             .found()
             .node
-            .contains(csi_types::NodeCapabilities::STAGE_UNSTAGE_VOLUME)
+            .contains(csi_types::capabilities::NodeCapabilities::STAGE_UNSTAGE_VOLUME)
         {
             return Ok(None);
         }
@@ -292,7 +296,7 @@ impl Ctx {
         CaseError,
     > {
         self.need_controller(
-            csi_types::ControllerCapabilities::CREATE_DELETE_VOLUME,
+            csi_types::capabilities::ControllerCapabilities::CREATE_DELETE_VOLUME,
             "CREATE_DELETE_VOLUME (node cases need a volume to work on)",
         )?;
         self.node_id()?;
@@ -310,11 +314,11 @@ impl Ctx {
 pub(crate) async fn list_volume_entries(
     c: &Ctx,
     page: i32,
-) -> Result<Vec<csi_types::ListVolumesEntry>, CaseError> {
+) -> Result<Vec<csi_types::controller::ListVolumesEntry>, CaseError> {
     let mut out = Vec::new();
     let mut token = String::new();
     for _ in 0..10_000 {
-        let r: csi_types::ListVolumesResponse = c.ok(
+        let r: csi_types::controller::ListVolumesResponse = c.ok(
             "ListVolumes",
             c.ctl()
                 .raw_list_volumes(proto::ListVolumesRequest {
@@ -352,11 +356,11 @@ pub(crate) async fn list_all_volumes(c: &Ctx, page: i32) -> Result<Vec<String>, 
 pub(crate) async fn list_snapshot_entries(
     c: &Ctx,
     page: i32,
-) -> Result<Vec<csi_types::Snapshot>, CaseError> {
+) -> Result<Vec<csi_types::types::Snapshot>, CaseError> {
     let mut out = Vec::new();
     let mut token = String::new();
     for _ in 0..10_000 {
-        let r: csi_types::ListSnapshotsResponse = c.ok(
+        let r: csi_types::controller::ListSnapshotsResponse = c.ok(
             "ListSnapshots",
             c.ctl()
                 .raw_list_snapshots(proto::ListSnapshotsRequest {

@@ -2,10 +2,12 @@
 
 use std::path::Path;
 
-use csi_types::NodeCapabilities as NC;
+use csi_types::capabilities::NodeCapabilities as NC;
 use csi_types::{
-    Code, ControllerCapabilities as CC, NodeExpandVolumeResponse, NodeGetInfoResponse,
-    NodeGetVolumeStatsResponse, PluginCapabilities, proto,
+    Code,
+    capabilities::{ControllerCapabilities as CC, PluginCapabilities},
+    node::{NodeExpandVolumeResponse, NodeGetInfoResponse, NodeGetVolumeStatsResponse},
+    proto,
 };
 
 use super::{Case, UNKNOWN_ID, block, case, rw};
@@ -256,7 +258,7 @@ pub(super) fn cases() -> Vec<Case> {
             "node/get_capabilities",
             "NodeGetCapabilities answers",
             |c| {
-                let _: csi_types::NodeGetCapabilitiesResponse = c.ok(
+                let _: csi_types::node::NodeGetCapabilitiesResponse = c.ok(
                     "NodeGetCapabilities",
                     c.nd().raw_node_get_capabilities(Default::default()).await,
                 )?;
@@ -602,7 +604,7 @@ async fn lifecycle(c: Ctx) -> Result<(), CaseError> {
     let mut new_size = None;
     if online && c.found().controller.contains(CC::EXPAND_VOLUME) {
         let want = vol.capacity_bytes.max(c.config().volume_size) * 2;
-        let r: csi_types::ControllerExpandVolumeResponse = c.ok(
+        let r: csi_types::controller::ControllerExpandVolumeResponse = c.ok(
             "ControllerExpandVolume (published)",
             c.ctl()
                 .raw_controller_expand_volume(proto::ControllerExpandVolumeRequest {

@@ -20,10 +20,14 @@
 //! a topology with the node's keys and values no plugin serves stands for
 //! "somewhere else".
 
-use csi_types::ControllerCapabilities as CC;
+use csi_types::capabilities::ControllerCapabilities as CC;
 use csi_types::{
-    Code, ControllerGetVolumeResponse, CreateVolumeResponse, GetCapacityResponse,
-    NodeGetInfoResponse, PluginCapabilities, Topology, proto,
+    Code,
+    capabilities::PluginCapabilities,
+    controller::{ControllerGetVolumeResponse, CreateVolumeResponse, GetCapacityResponse},
+    node::NodeGetInfoResponse,
+    proto,
+    types::Topology,
 };
 
 use super::{Case, case, list_volume_entries, rw};

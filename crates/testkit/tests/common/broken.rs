@@ -6,7 +6,27 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use csi_testkit::memdriver::{MemDriver, MemDriverConfig};
 use csi_types::api::RawStream;
-use csi_types::*;
+use csi_types::prelude::*;
+use csi_types::{
+    RawCsi,
+    controller::{
+        ControllerExpandVolumeRequest, ControllerExpandVolumeResponse, ControllerGetVolumeRequest,
+        ControllerGetVolumeResponse, CreateSnapshotRequest, CreateSnapshotResponse,
+        CreateVolumeRequest, CreateVolumeResponse, DeleteSnapshotRequest, DeleteSnapshotResponse,
+        DeleteVolumeRequest, DeleteVolumeResponse, GetCapacityRequest, GetCapacityResponse,
+        ListSnapshotsRequest, ListVolumesRequest, ListVolumesResponse,
+    },
+    ids::{VolumeId, VolumeName},
+    node::{
+        NodeGetInfoRequest, NodeGetInfoResponse, NodeGetVolumeStatsRequest,
+        NodeGetVolumeStatsResponse, NodePublishVolumeRequest, NodePublishVolumeResponse,
+        NodeUnpublishVolumeRequest, NodeUnpublishVolumeResponse,
+    },
+    proto,
+    redact::Secrets,
+    snapshot_metadata::{GetMetadataAllocatedRequest, GetMetadataDeltaRequest},
+    types::{Snapshot, Topology, VolumeCondition, VolumeContentSource},
+};
 
 /// `CreateVolume` that makes a new volume on every call, retries included.
 struct NotIdempotent(Arc<MemDriver>, AtomicU64);

@@ -8,8 +8,11 @@ use std::time::Duration;
 
 use csi_types::client::Client;
 use csi_types::{
-    AccessMode, CapacityRange, Code, CreateVolumeRequest, CsiError, Map, NodePath, Secrets,
-    VolumeCapability, VolumeContentSource, VolumeName,
+    Code, CsiError,
+    controller::CreateVolumeRequest,
+    ids::{NodePath, VolumeName},
+    redact::Secrets,
+    types::{AccessMode, CapacityRange, Map, VolumeCapability, VolumeContentSource},
 };
 use local::{Config, LocalDriver};
 
