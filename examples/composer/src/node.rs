@@ -175,6 +175,15 @@ impl NodeSide {
         }
     }
 
+    /// Whether `target` holds a publish of `id`.
+    pub fn is_target_of(&self, target: &Path, id: &str) -> bool {
+        self.targets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(target)
+            .is_some_and(|(v, _)| v == id)
+    }
+
     /// Forgets the publish at `target`.
     pub fn release_target(&self, target: &Path) {
         self.targets
@@ -606,6 +615,7 @@ fn mount_staging(
 ) -> Result<(), CsiError> {
     fs::create_dir_all(staging)
         .map_err(|e| internal(format!("creating {}: {e}", staging.display())))?;
+    crate::expand::grow_ext4_before_mount(dev.path())?;
     csi_node::format_and_mount(dev.path(), staging, fs_type, opts).map_err(CsiError::from)
 }
 
