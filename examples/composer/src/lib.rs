@@ -24,6 +24,7 @@ pub mod admin;
 pub mod demo;
 mod expand;
 pub mod node;
+mod persist;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
