@@ -281,7 +281,8 @@ impl NodeSide {
         for (t, ro) in targets {
             csi_node::unmount_all(&t).map_err(CsiError::from)?;
             let source = if block { &dev } else { &staging };
-            csi_node::bind_mount(source, &t, &MountOptions::default(), ro).map_err(CsiError::from)?;
+            csi_node::bind_mount(source, &t, &MountOptions::default(), ro)
+                .map_err(CsiError::from)?;
             tracing::info!(volume = id, target = %t.display(), "publish bound to the re-assembled volume");
         }
         Ok(())

@@ -180,8 +180,16 @@ async fn staged_volumes_survive_a_node_process_restart() {
     let a = Server::start(&dir).await;
     let mut vols = Vec::new();
     for (name, params, bytes) in [
-        ("mirror", &[("type", "hdd"), ("redundancy", "true")][..], 200u64 << 20),
-        ("mirror2", &[("type", "hdd"), ("redundancy", "true")][..], 200 << 20),
+        (
+            "mirror",
+            &[("type", "hdd"), ("redundancy", "true")][..],
+            200u64 << 20,
+        ),
+        (
+            "mirror2",
+            &[("type", "hdd"), ("redundancy", "true")][..],
+            200 << 20,
+        ),
         ("slice", &[("type", "slice")][..], 64 << 20),
     ] {
         let mut req = composer::create_request(name, params, bytes).unwrap();
