@@ -473,6 +473,14 @@ impl NodeSide {
             )));
         }
         let encrypt = rec.parameters.get("encrypt").map(String::as_str) == Some("true");
+        if encrypt
+            && composer_core::Parameters::parse(&rec.parameters)
+                .map_err(CsiError::from)?
+                .encryption_format
+                == composer_core::EncryptionFormat::Luks
+        {
+            return Err(luks_unavailable(&rec.id));
+        }
         let secret = if encrypt {
             let s = secrets.get(ENCRYPTION_SECRET).ok_or_else(|| {
                 CsiError::invalid(
@@ -920,4 +928,30 @@ fn teardown_recorded(r: &StagedRecord) -> Result<(), CsiError> {
         }
     }
     Ok(())
+}
+
+/// Why a `encryptionFormat=luks` volume cannot stage here: never a
+/// plaintext volume, never the engine's encryption instead of LUKS.
+fn luks_unavailable(id: &str) -> CsiError {
+    let mut missing = Vec::new();
+    if !Path::new("/dev/mapper/control").exists() {
+        missing.push("device-mapper (no /dev/mapper/control)");
+    }
+    let cryptsetup = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("cryptsetup").is_file()));
+    if !cryptsetup {
+        missing.push("cryptsetup (not on PATH)");
+    }
+    if missing.is_empty() {
+        CsiError::failed_precondition(format!(
+            "volume {id}: encryptionFormat=luks (dm-crypt) is not available in this composer \
+             build; use encryptionFormat=engine"
+        ))
+    } else {
+        CsiError::failed_precondition(format!(
+            "volume {id}: encryptionFormat=luks needs dm-crypt, and this host lacks {}; \
+             use encryptionFormat=engine",
+            missing.join(" and ")
+        ))
+    }
 }
