@@ -773,9 +773,17 @@ impl NodeSide {
                 s.rebuilding = Some((role, 0, 0));
             }
             let id = rec.id.clone();
+            let logged = std::sync::atomic::AtomicU64::new(u64::MAX);
             let report = |p: Progress| {
                 if let Some(s) = self.lock().get_mut(&id) {
                     s.rebuilding = Some((role, p.done_bytes, p.total_bytes));
+                }
+                let tenth = (p.done_bytes * 10).checked_div(p.total_bytes).unwrap_or(10);
+                if logged.swap(tenth, std::sync::atomic::Ordering::Relaxed) != tenth {
+                    tracing::info!(
+                        volume = %id, role, drive = %m.drive, done = p.done_bytes,
+                        total = p.total_bytes, "rebuild progress {}%", tenth * 10
+                    );
                 }
                 progress(role, p);
             };

@@ -12,157 +12,12 @@
 //! Needs root, `/dev/fuse` and loop devices: without them the test says so
 //! and passes, except under `CI=true`, where it fails.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::time::Duration;
+use std::path::PathBuf;
 
-use csi_types::client::Client;
 use csi_types::*;
 
-struct Server {
-    child: Child,
-    client: Client,
-}
-
-impl Server {
-    // The child is moved into `Server` at once; `kill` reaps it.
-    #[allow(clippy::zombie_processes)]
-    async fn start(dir: &Path) -> Server {
-        let sock = dir.join("csi.sock");
-        let admin = dir.join("admin.sock");
-        let _ = std::fs::remove_file(&admin);
-        let endpoint = format!("unix://{}", sock.display());
-        let inv = dir.join("inventory.toml");
-        std::fs::write(&inv, composer::demo::DEMO_INVENTORY).unwrap();
-        let child: Child = Command::new(env!("CARGO_BIN_EXE_composer"))
-            .args(["serve", "--endpoint", &endpoint, "--state"])
-            .arg(dir.join("state.redb"))
-            .arg("--admin-socket")
-            .arg(&admin)
-            .arg("--inventory")
-            .arg(&inv)
-            .args(["--node-id", "r1-n1", "--data-dir"])
-            .arg(dir.join("node"))
-            .env("RUST_LOG", "warn")
-            .spawn()
-            .expect("the composer binary starts");
-        for _ in 0..400 {
-            if admin.exists()
-                && let Ok(client) = Client::connect(&endpoint).await
-            {
-                return Server { child, client };
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("the composer did not come up on {endpoint}");
-    }
-
-    fn kill(mut self) {
-        // SIGKILL by PID: the process gets no chance to clean up.
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("reaped");
-    }
-}
-
-fn cap() -> VolumeCapability {
-    VolumeCapability::mount(AccessMode::SingleNodeWriter)
-}
-
-fn np(p: &Path) -> NodePath {
-    NodePath::new(p.to_str().unwrap()).unwrap()
-}
-
-struct Vol {
-    id: String,
-    staging: PathBuf,
-    target: PathBuf,
-}
-
-async fn stage(c: &Client, v: &Vol) -> Result<NodeStageVolumeResponse, CsiError> {
-    Csi::node_stage_volume(
-        c,
-        NodeStageVolumeRequest {
-            volume_id: VolumeId::new(&v.id).unwrap(),
-            publish_context: Map::new(),
-            staging_target_path: np(&v.staging),
-            volume_capability: cap(),
-            secrets: Secrets::default(),
-            volume_context: Map::new(),
-        },
-    )
-    .await
-}
-
-async fn publish(c: &Client, v: &Vol) -> Result<NodePublishVolumeResponse, CsiError> {
-    Csi::node_publish_volume(
-        c,
-        NodePublishVolumeRequest {
-            volume_id: VolumeId::new(&v.id).unwrap(),
-            publish_context: Map::new(),
-            staging_target_path: Some(np(&v.staging)),
-            target_path: np(&v.target),
-            volume_capability: cap(),
-            readonly: false,
-            secrets: Secrets::default(),
-            volume_context: Map::new(),
-        },
-    )
-    .await
-}
-
-async fn teardown(c: &Client, v: &Vol) {
-    Csi::node_unpublish_volume(
-        c,
-        NodeUnpublishVolumeRequest {
-            volume_id: VolumeId::new(&v.id).unwrap(),
-            target_path: np(&v.target),
-        },
-    )
-    .await
-    .unwrap();
-    Csi::node_unstage_volume(
-        c,
-        NodeUnstageVolumeRequest {
-            volume_id: VolumeId::new(&v.id).unwrap(),
-            staging_target_path: np(&v.staging),
-        },
-    )
-    .await
-    .unwrap();
-    assert!(!csi_node::is_mount_point(&v.staging).unwrap_or(false));
-    assert!(!csi_node::is_mount_point(&v.target).unwrap_or(false));
-}
-
-fn data(seed: u8) -> BTreeMap<String, Vec<u8>> {
-    (0..4u8)
-        .map(|i| {
-            let d: Vec<u8> = (0..(1u32 << 20) + u32::from(i) * 8191)
-                .map(|b| (b as u8).wrapping_mul(seed) ^ i)
-                .collect();
-            (format!("f{i}"), d)
-        })
-        .collect()
-}
-
-fn check(target: &Path, files: &BTreeMap<String, Vec<u8>>) {
-    let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
-    for (name, d) in files {
-        let got = std::fs::read(target.join(name))
-            .unwrap_or_else(|e| panic!("{}: {e}", target.join(name).display()));
-        assert!(got == *d, "{name} differs after the restart");
-    }
-}
-
-struct Cleanup(PathBuf);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        csi_node::release_under(&self.0.join("target"));
-        csi_node::release_under(&self.0.join("staging"));
-        csi_node::release_under(&self.0);
-    }
-}
+mod common;
+use common::{Cleanup, Server, Vol, check, data, provision, publish, stage, teardown, write};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn staged_volumes_survive_a_node_process_restart() {
@@ -192,43 +47,9 @@ async fn staged_volumes_survive_a_node_process_restart() {
         ),
         ("slice", &[("type", "slice")][..], 64 << 20),
     ] {
-        let mut req = composer::create_request(name, params, bytes).unwrap();
-        req.volume_capabilities = vec![cap()];
-        let id = Csi::create_volume(&a.client, req)
-            .await
-            .unwrap()
-            .volume
-            .volume_id
-            .as_str()
-            .to_string();
-        Csi::controller_publish_volume(
-            &a.client,
-            ControllerPublishVolumeRequest {
-                volume_id: VolumeId::new(&id).unwrap(),
-                node_id: NodeId::new("r1-n1").unwrap(),
-                volume_capability: cap(),
-                readonly: false,
-                secrets: Secrets::default(),
-                volume_context: Map::new(),
-            },
-        )
-        .await
-        .unwrap();
-        let v = Vol {
-            id,
-            staging: dir.join("staging").join(name),
-            target: dir.join("target").join(name),
-        };
-        stage(&a.client, &v).await.unwrap();
-        publish(&a.client, &v).await.unwrap();
+        let v = provision(&a.client, &dir, name, params, bytes).await;
         let files = data(vols.len() as u8 + 3);
-        for (n, d) in &files {
-            std::fs::write(v.target.join(n), d).unwrap();
-            std::fs::File::open(v.target.join(n))
-                .unwrap()
-                .sync_all()
-                .unwrap();
-        }
+        write(&v.target, &files);
         vols.push((v, files));
     }
     a.kill();
