@@ -23,6 +23,17 @@ pub enum VolumeType {
     Slice,
 }
 
+/// How the node side encrypts an `encrypt=true` volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EncryptionFormat {
+    /// The user-space engine's AES-XTS, keyed from the node-stage secret.
+    #[default]
+    Engine,
+    /// dm-crypt/LUKS (`cryptsetup`): needs device-mapper on the node; a node
+    /// that cannot answers `FAILED_PRECONDITION` at stage, never plaintext.
+    Luks,
+}
+
 /// The filesystem the node side makes on a mount volume.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FsType {
@@ -70,6 +81,8 @@ pub struct Parameters {
     /// `encrypt` (default false): recorded in the volume context for the node
     /// side, which encrypts the device.
     pub encrypt: bool,
+    /// `encryptionFormat` (default engine; needs `encrypt=true`): engine or luks.
+    pub encryption_format: EncryptionFormat,
     /// `minVolumeSize`: smaller requests are rounded up to it.
     pub min_volume_size: Option<u64>,
     /// `maxVolumeSize`: larger requests answer `OUT_OF_RANGE`.
@@ -100,6 +113,7 @@ impl Default for Parameters {
             sg_resiliency: true,
             jbod_resiliency: true,
             encrypt: false,
+            encryption_format: EncryptionFormat::Engine,
             min_volume_size: None,
             max_volume_size: None,
             soft_domains: false,
@@ -122,6 +136,7 @@ pub const KEYS: &[&str] = &[
     "sgResiliency",
     "jbodResiliency",
     "encrypt",
+    "encryptionFormat",
     "minVolumeSize",
     "maxVolumeSize",
     "softDomains",
@@ -239,6 +254,13 @@ impl Parameters {
                 "sgResiliency" => p.sg_resiliency = boolean(key, v)?,
                 "jbodResiliency" => p.jbod_resiliency = boolean(key, v)?,
                 "encrypt" => p.encrypt = boolean(key, v)?,
+                "encryptionFormat" => {
+                    p.encryption_format = match v.trim() {
+                        "engine" => EncryptionFormat::Engine,
+                        "luks" => EncryptionFormat::Luks,
+                        _ => return Err(bad(key, format!("must be engine or luks, got {v:?}"))),
+                    }
+                }
                 "minVolumeSize" => p.min_volume_size = Some(size(key, v)?),
                 "maxVolumeSize" => p.max_volume_size = Some(size(key, v)?),
                 "softDomains" => p.soft_domains = boolean(key, v)?,
@@ -278,6 +300,9 @@ impl Parameters {
                 "minVolumeSize",
                 format!("must not exceed maxVolumeSize ({max} bytes), got {min} bytes"),
             ));
+        }
+        if map.contains_key("encryptionFormat") && !p.encrypt {
+            return Err(bad("encryptionFormat", "needs encrypt=true"));
         }
         if p.redundancy && p.raid_max_drives < 2 {
             return Err(bad(
@@ -348,6 +373,7 @@ mod tests {
             ("sgResiliency", "false"),
             ("jbodResiliency", "false"),
             ("encrypt", "true"),
+            ("encryptionFormat", "luks"),
             ("minVolumeSize", "1Gi"),
             ("maxVolumeSize", "2 TB"),
             ("softDomains", "true"),
@@ -364,6 +390,7 @@ mod tests {
         assert_eq!(p.fs_type, FsType::Xfs);
         assert!(!p.striping && p.redundancy && !p.sg_resiliency && !p.jbod_resiliency);
         assert!(p.encrypt && p.soft_domains);
+        assert_eq!(p.encryption_format, EncryptionFormat::Luks);
         assert_eq!(p.raid_max_drives, 8);
         assert_eq!(p.min_volume_size, Some(1 << 30));
         assert_eq!(p.max_volume_size, Some(2_000_000_000_000));
@@ -389,6 +416,16 @@ mod tests {
         fails(&[("rpm", "fast")], "rpm", "whole number");
         fails(&[("rpm", "0")], "rpm", "greater than zero");
         fails(&[("fsType", "btrfs")], "fsType", "must be ext4 or xfs");
+        fails(
+            &[("encrypt", "true"), ("encryptionFormat", "dm")],
+            "encryptionFormat",
+            "must be engine or luks",
+        );
+        fails(
+            &[("encryptionFormat", "luks")],
+            "encryptionFormat",
+            "needs encrypt=true",
+        );
         for k in [
             "striping",
             "redundancy",

@@ -20,7 +20,8 @@ use std::time::{Duration, SystemTime};
 use fuser::{
     Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
     KernelConfig, LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, Request, TimeOrNow, WriteFlags,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, ReplyXattr, Request, SessionUnmounter,
+    TimeOrNow, WriteFlags,
 };
 
 use crate::error::{EngineError, Result, invalid};
@@ -213,6 +214,34 @@ impl Filesystem for VolumeFs {
         }
     }
 
+    // No extended attributes and no fallocate (the loop driver asks for both:
+    // `security.capability` before writes, hole punching for discards).
+    // ENOSYS makes the kernel stop asking for the rest of the mount; fuser's
+    // defaults answer the same but log a warning each time.
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: ReplyXattr,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _length: u64,
+        _mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
     fn readdir(
         &self,
         _req: &Request,
@@ -245,6 +274,9 @@ pub struct FuseExposure {
     mountpoint: PathBuf,
     file: PathBuf,
     thread: Option<JoinHandle<std::io::Result<()>>>,
+    /// Unmounts through the session, so that the session does not try again
+    /// (and warn) when it ends.
+    unmounter: SessionUnmounter,
 }
 
 /// Mount a FUSE file system at `mountpoint` (an existing empty directory)
@@ -270,10 +302,12 @@ pub fn expose(volume: Arc<Volume>, mountpoint: &Path, name: &str) -> Result<Fuse
         MountOption::NoAtime,
     ];
     config.n_threads = Some(2);
-    let session = fuser::Session::new(fs, mountpoint, &config).map_err(|e| EngineError::Io {
-        what: format!("fuse: mount at {}", mountpoint.display()),
-        source: e,
-    })?;
+    let mut session =
+        fuser::Session::new(fs, mountpoint, &config).map_err(|e| EngineError::Io {
+            what: format!("fuse: mount at {}", mountpoint.display()),
+            source: e,
+        })?;
+    let unmounter = session.unmount_callable();
     let thread = std::thread::Builder::new()
         .name("fuse".into())
         .spawn(move || session.run())
@@ -282,6 +316,7 @@ pub fn expose(volume: Arc<Volume>, mountpoint: &Path, name: &str) -> Result<Fuse
         mountpoint: mountpoint.to_path_buf(),
         file: mountpoint.join(name),
         thread: Some(thread),
+        unmounter,
     })
 }
 
@@ -305,15 +340,14 @@ impl FuseExposure {
         let Some(t) = self.thread.take() else {
             return Ok(());
         };
-        if !t.is_finished() {
-            rustix::mount::unmount(&self.mountpoint, rustix::mount::UnmountFlags::empty())
-                .or_else(|_| {
-                    rustix::mount::unmount(&self.mountpoint, rustix::mount::UnmountFlags::DETACH)
-                })
-                .map_err(|e| EngineError::Io {
+        if !t.is_finished() && self.unmounter.unmount().is_err() {
+            // Busy (a loop device still holds the file): detach lazily.
+            rustix::mount::unmount(&self.mountpoint, rustix::mount::UnmountFlags::DETACH).map_err(
+                |e| EngineError::Io {
                     what: format!("fuse: unmount {}", self.mountpoint.display()),
                     source: e.into(),
-                })?;
+                },
+            )?;
         }
         match t.join() {
             Ok(r) => r.map_err(crate::error::io_err("fuse: session")),

@@ -5,12 +5,20 @@
 //! `{"op":"volumes"}`,
 //! `{"op":"mark","target":ID,"health":"failed"|"draining"|"healthy"}`,
 //! `{"op":"repair-plan","target":DRIVE_OR_JBOD}`,
-//! `{"op":"repair-apply","target":DRIVE_OR_JBOD}`.
+//! `{"op":"repair-apply","target":DRIVE_OR_JBOD}`;
+//! served with the node side (`composer serve --node-id … --data-dir …`):
+//! `{"op":"fail-drive","target":DRIVE}` (marks the drive failed and fails
+//! its members in the staged volumes, which keep serving from the
+//! survivors) and `{"op":"rebuild","target":DRIVE}` (applies the drive's
+//! repair plan and rebuilds every staged volume it moved onto the
+//! replacement; before the answer, one `{"progress": {…}}` line per percent).
 
 use std::path::Path;
 use std::sync::Arc;
 
 use composer_core::{Composer, Health};
+
+use crate::node::NodeSide;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
@@ -43,6 +51,19 @@ pub enum Request {
         /// Drive or enclosure id.
         target: String,
     },
+    /// Mark a drive failed and fail its members on this node.
+    FailDrive {
+        /// Drive id.
+        target: String,
+    },
+    /// Apply a failed drive's repair plan and rebuild onto the replacements.
+    Rebuild {
+        /// Drive id.
+        target: String,
+        /// Rebuild rate limit (bytes per second), if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_bytes_per_sec: Option<u64>,
+    },
 }
 
 fn plan_json(p: &placement::RepairPlan) -> serde_json::Value {
@@ -57,9 +78,31 @@ fn plan_json(p: &placement::RepairPlan) -> serde_json::Value {
     })
 }
 
-/// Answers one request.
+/// Answers one request (without a node side).
 pub fn handle(c: &Composer, req: Request) -> serde_json::Value {
+    handle_with(c, None, req, &|_| {})
+}
+
+/// Answers one request, with the node side `side` when this process serves
+/// one; `progress` gets the rebuild's progress lines.
+pub fn handle_with(
+    c: &Composer,
+    side: Option<&NodeSide>,
+    req: Request,
+    progress: &(dyn Fn(serde_json::Value) + Sync),
+) -> serde_json::Value {
     let r: Result<serde_json::Value, composer_core::Error> = match req {
+        Request::FailDrive { target } => {
+            return answer(side_of(side).and_then(|s| fail_drive(c, s, &target)));
+        }
+        Request::Rebuild {
+            target,
+            max_bytes_per_sec,
+        } => {
+            return answer(
+                side_of(side).and_then(|s| rebuild(c, s, &target, max_bytes_per_sec, progress)),
+            );
+        }
         Request::Drives => Ok(serde_json::to_value(c.drive_report()).unwrap_or_default()),
         Request::Servers => Ok(serde_json::to_value(c.server_report()).unwrap_or_default()),
         Request::Reconcile => Ok(serde_json::json!(c.reconcile_report().lines())),
@@ -70,15 +113,93 @@ pub fn handle(c: &Composer, req: Request) -> serde_json::Value {
         Request::RepairPlan { target } => c.repair_plan(&target).map(|p| plan_json(&p)),
         Request::RepairApply { target } => c.apply_repair(&target).map(|p| plan_json(&p)),
     };
+    answer(r.map_err(|e| e.to_string()))
+}
+
+fn answer(r: Result<serde_json::Value, String>) -> serde_json::Value {
     match r {
         Ok(v) => serde_json::json!({ "ok": v }),
-        Err(e) => serde_json::json!({ "error": e.to_string() }),
+        Err(e) => serde_json::json!({ "error": e }),
     }
+}
+
+fn side_of(side: Option<&NodeSide>) -> Result<&NodeSide, String> {
+    side.ok_or_else(|| {
+        "this composer serves no node side (start it with --node-id and --data-dir)".to_string()
+    })
+}
+
+fn fail_drive(c: &Composer, side: &NodeSide, drive: &str) -> Result<serde_json::Value, String> {
+    if c.inventory().drive_index(drive).is_none() {
+        return Err(format!("target: no drive {drive:?} in the inventory"));
+    }
+    c.mark(drive, Health::Failed).map_err(|e| e.to_string())?;
+    let volumes = side.fail_drive(drive).map_err(|e| e.to_string())?;
+    tracing::warn!(
+        drive,
+        ?volumes,
+        "drive failed by the operator; volumes served from the survivors"
+    );
+    Ok(serde_json::json!({ "drive": drive, "degraded": volumes }))
+}
+
+fn rebuild(
+    c: &Composer,
+    side: &NodeSide,
+    drive: &str,
+    max_bytes_per_sec: Option<u64>,
+    progress: &(dyn Fn(serde_json::Value) + Sync),
+) -> Result<serde_json::Value, String> {
+    let plan = c.apply_repair(drive).map_err(|e| e.to_string())?;
+    let mut rebuilt = Vec::new();
+    let mut volumes: Vec<String> = plan.moves.iter().map(|m| m.volume.to_string()).collect();
+    volumes.dedup();
+    for id in volumes {
+        if side.volume(&id).is_none() {
+            continue;
+        }
+        let rec = c.get(&id).map_err(|e| e.to_string())?.record;
+        let roles = side
+            .rebuild_to(&rec, max_bytes_per_sec, &|role, p| {
+                progress(serde_json::json!({
+                    "volume": id, "member": role, "drive": rec.members[role].drive,
+                    "done": p.done_bytes, "total": p.total_bytes,
+                }))
+            })
+            .map_err(|e| e.to_string())?;
+        for r in roles {
+            rebuilt.push(serde_json::json!({
+                "volume": id, "member": r, "drive": rec.members[r].drive,
+            }));
+        }
+    }
+    Ok(serde_json::json!({ "plan": plan_json(&plan), "rebuilt": rebuilt }))
+}
+
+/// Draws a rebuild progress bar at `pct` percent on stderr.
+pub fn draw_progress(pct: u64) {
+    let n = (pct.min(100) / 4) as usize;
+    eprint!(
+        "\r  rebuild [{}{}] {pct:3}%",
+        "#".repeat(n),
+        " ".repeat(25 - n)
+    );
 }
 
 /// Serves the admin protocol on `path` until `shutdown` completes.
 pub async fn serve(
     c: Arc<Composer>,
+    path: &Path,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), String> {
+    serve_with(c, None, path, shutdown).await
+}
+
+/// Like [`serve`], with the node side this process serves (for
+/// `fail-drive` and `rebuild`).
+pub async fn serve_with(
+    c: Arc<Composer>,
+    side: Option<Arc<NodeSide>>,
     path: &Path,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), String> {
@@ -92,6 +213,7 @@ pub async fn serve(
             conn = listener.accept() => {
                 let Ok((stream, _)) = conn else { continue };
                 let c = c.clone();
+                let side = side.clone();
                 tokio::spawn(async move {
                     let (r, mut w) = stream.into_split();
                     let mut lines = BufReader::new(r).lines();
@@ -99,8 +221,21 @@ pub async fn serve(
                         let answer = match serde_json::from_str::<Request>(&line) {
                             Ok(req) => {
                                 let c = c.clone();
-                                tokio::task::spawn_blocking(move || handle(&c, req))
-                                    .await
+                                let side = side.clone();
+                                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+                                let job = tokio::task::spawn_blocking(move || {
+                                    handle_with(&c, side.as_deref(), req, &|p| {
+                                        let _ = tx.send(p);
+                                    })
+                                });
+                                while let Some(p) = rx.recv().await {
+                                    let mut out = serde_json::json!({ "progress": p }).to_string();
+                                    out.push('\n');
+                                    if w.write_all(out.as_bytes()).await.is_err() {
+                                        break;
+                                    }
+                                }
+                                job.await
                                     .unwrap_or_else(|e| serde_json::json!({"error": e.to_string()}))
                             }
                             Err(e) => serde_json::json!({ "error": format!("bad request: {e}") }),
@@ -121,6 +256,16 @@ pub async fn serve(
 
 /// Sends one request and returns the answer.
 pub async fn call(path: &Path, req: &Request) -> Result<serde_json::Value, String> {
+    call_with_progress(path, req, &mut |_| {}).await
+}
+
+/// Sends one request, hands every progress line to `on_progress`, and
+/// returns the answer.
+pub async fn call_with_progress(
+    path: &Path,
+    req: &Request,
+    on_progress: &mut (dyn FnMut(&serde_json::Value) + Send),
+) -> Result<serde_json::Value, String> {
     let stream = tokio::net::UnixStream::connect(path)
         .await
         .map_err(|e| format!("connecting to {}: {e}", path.display()))?;
@@ -131,10 +276,16 @@ pub async fn call(path: &Path, req: &Request) -> Result<serde_json::Value, Strin
         .await
         .map_err(|e| e.to_string())?;
     let mut lines = BufReader::new(r).lines();
-    let answer = lines
-        .next_line()
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or("the composer closed the connection")?;
-    serde_json::from_str(&answer).map_err(|e| e.to_string())
+    loop {
+        let line = lines
+            .next_line()
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("the composer closed the connection")?;
+        let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| e.to_string())?;
+        match v.get("progress") {
+            Some(p) => on_progress(p),
+            None => return Ok(v),
+        }
+    }
 }

@@ -442,15 +442,9 @@ async fn story(d: &ComposerDriver, dir: &Path, out: &mut dyn Write) -> Result<()
             let pct = (p.done_bytes * 100)
                 .checked_div(p.total_bytes)
                 .unwrap_or(100);
-            if shown.swap(pct, std::sync::atomic::Ordering::Relaxed) == pct {
-                return;
+            if shown.swap(pct, std::sync::atomic::Ordering::Relaxed) != pct {
+                crate::admin::draw_progress(pct);
             }
-            let n = (pct / 4) as usize;
-            eprint!(
-                "\r  rebuild [{}{}] {pct:3}%",
-                "#".repeat(n),
-                " ".repeat(25 - n)
-            );
         };
         let r = side.rebuild_to(&rec, None, &bar).map(|roles| {
             eprintln!();

@@ -22,7 +22,9 @@
 
 pub mod admin;
 pub mod demo;
+mod expand;
 pub mod node;
+mod persist;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -117,7 +119,12 @@ impl ComposerDriver {
             .controller_expander(d.clone())
             .volume_getter(d.clone());
         match (self.node, &self.node_side) {
-            (Some(_), Some(_)) => b.node(d.clone()).stager(d.clone()).node_stats(d).build(),
+            (Some(_), Some(_)) => b
+                .node(d.clone())
+                .stager(d.clone())
+                .node_stats(d.clone())
+                .node_expander(d)
+                .build(),
             (Some(_), None) => b.node(d).build(),
             (None, _) => b.build(),
         }
@@ -590,6 +597,50 @@ impl NodeStager for ComposerDriver {
             .await
             .map_err(|e| CsiError::internal(format!("the operation did not complete: {e}")))??;
         Ok(NodeUnstageVolumeResponse {})
+    }
+}
+
+#[async_trait]
+impl NodeExpander for ComposerDriver {
+    async fn node_expand_volume(
+        &self,
+        req: NodeExpandVolumeRequest,
+    ) -> Result<NodeExpandVolumeResponse, CsiError> {
+        let side = self.side()?.clone();
+        let id = req.volume_id.as_str().to_string();
+        let rec = self.run(move |c| c.get(&id)).await?;
+        let path = req.volume_path.get()?.as_path().to_path_buf();
+        let (staging, block, dev) = side.staged_at(&rec.id).ok_or_else(|| {
+            CsiError::failed_precondition(format!(
+                "volume {} is not staged on this node: stage it before expanding",
+                rec.id
+            ))
+        })?;
+        if path != staging && !side.is_target_of(&path, &rec.id) {
+            return Err(CsiError::not_found(format!(
+                "volume_path {}: volume {} is neither staged nor published there",
+                path.display(),
+                rec.id
+            )));
+        }
+        if let Some(l) = req.capacity_range.as_ref().and_then(|r| r.limit_bytes)
+            && rec.capacity > l
+        {
+            return Err(CsiError::out_of_range(format!(
+                "capacity_range.limit_bytes {l} is less than the volume's {} bytes",
+                rec.capacity
+            )));
+        }
+        let (id, cap) = (rec.id.clone(), rec.capacity);
+        let bytes =
+            tokio::task::spawn_blocking(move || expand::expand_staged(&id, &dev, block, cap))
+                .await
+                .map_err(|e| {
+                    CsiError::internal(format!("the operation did not complete: {e}"))
+                })??;
+        Ok(NodeExpandVolumeResponse {
+            capacity_bytes: Some(bytes),
+        })
     }
 }
 

@@ -109,6 +109,21 @@ enum AdminCommand {
         /// Drive or JBOD id.
         target: String,
     },
+    /// Fail a drive: mark it failed and fail its members in the volumes the
+    /// node side serves (they keep serving from the survivors).
+    FailDrive {
+        /// Drive id.
+        drive: String,
+    },
+    /// Apply a failed drive's repair plan and rebuild onto the replacement
+    /// drives, with a progress bar.
+    Rebuild {
+        /// Drive id.
+        drive: String,
+        /// Rebuild rate limit in bytes per second.
+        #[arg(long)]
+        max_bytes_per_sec: Option<u64>,
+    },
 }
 
 fn load_inventory(file: Option<&PathBuf>) -> Result<Inventory, String> {
@@ -175,6 +190,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 });
             }
             let c = driver.composer().clone();
+            let side = driver.node_side().cloned();
             tracing::info!(
                 volumes = c.volume_count(),
                 drives = c.inventory().drives().len(),
@@ -187,7 +203,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             let admin = {
                 let mut rx = rx.clone();
                 tokio::spawn(async move {
-                    admin::serve(c, &admin_socket, async move {
+                    admin::serve_with(c, side, &admin_socket, async move {
                         let _ = rx.changed().await;
                     })
                     .await
@@ -245,8 +261,31 @@ async fn run(cli: Cli) -> Result<(), String> {
                 },
                 AdminCommand::RepairPlan { target } => Request::RepairPlan { target },
                 AdminCommand::RepairApply { target } => Request::RepairApply { target },
+                AdminCommand::FailDrive { drive } => Request::FailDrive { target: drive },
+                AdminCommand::Rebuild {
+                    drive,
+                    max_bytes_per_sec,
+                } => Request::Rebuild {
+                    target: drive,
+                    max_bytes_per_sec,
+                },
             };
-            let answer = admin::call(&socket, &req).await?;
+            let mut shown = None;
+            let answer = admin::call_with_progress(&socket, &req, &mut |p| {
+                let (done, total) = (p["done"].as_u64(), p["total"].as_u64());
+                let pct = done
+                    .zip(total)
+                    .map_or(0, |(d, t)| (d * 100).checked_div(t).unwrap_or(100));
+                if shown != Some(pct) {
+                    admin::draw_progress(pct);
+                    shown = Some(pct);
+                }
+            })
+            .await;
+            if shown.is_some() {
+                eprintln!();
+            }
+            let answer = answer?;
             if let Some(e) = answer.get("error") {
                 return Err(e.as_str().unwrap_or_default().to_string());
             }
@@ -280,13 +319,20 @@ async fn run(cli: Cli) -> Result<(), String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The demo prints its own story: only warnings and errors from the
+    // components, unless RUST_LOG asks for more.
+    let default = match cli.command {
+        Command::Demo => "warn",
+        _ => "info",
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    match run(Cli::parse()).await {
+    match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("composer: {e}");

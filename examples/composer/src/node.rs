@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use composer_core::store::{LayoutKind, VolumeRecord};
+
+use crate::persist::{NodeState, StagedRecord};
 use csi_node::{LoopDevice, MountOptions};
 use csi_types::{CsiError, types::VolumeCondition};
 use raid_engine::fuse::FuseExposure;
@@ -121,6 +123,10 @@ pub struct NodeSide {
     staged: Mutex<BTreeMap<String, Staged>>,
     /// Published targets: volume id and whether read-only.
     targets: Mutex<BTreeMap<PathBuf, (String, bool)>>,
+    /// Volumes an earlier node process staged whose stack is gone (an engine
+    /// volume's FUSE died with that process): the next stage re-assembles
+    /// them, an unstage cleans up what is left.
+    recovered: Mutex<BTreeMap<String, StagedRecord>>,
 }
 
 fn internal(what: impl std::fmt::Display) -> CsiError {
@@ -148,13 +154,138 @@ fn is_blank(dev: &dyn BlockDevice) -> io::Result<bool> {
 }
 
 impl NodeSide {
-    /// A node side over `cfg`.
+    /// A node side over `cfg`, with what an earlier node process on the same
+    /// run directory staged and published: plain drive ranges whose loop
+    /// device survived are staged again as they are; engine volumes (whose
+    /// FUSE ended with that process) wait for the next stage or unstage.
     pub fn new(cfg: NodeConfig) -> NodeSide {
+        let state = NodeState::load(&cfg.run_dir).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "the node state is unreadable; starting with none");
+            NodeState::default()
+        });
+        let mut staged = BTreeMap::new();
+        let mut recovered = BTreeMap::new();
+        for (id, r) in state.staged {
+            match adopt(&cfg, &r) {
+                Some(s) => {
+                    tracing::info!(volume = %id, "staged before the restart; loop device still attached");
+                    staged.insert(id, s);
+                }
+                None => {
+                    tracing::info!(volume = %id, "staged before the restart; re-assembled at the next stage");
+                    recovered.insert(id, r);
+                }
+            }
+        }
         NodeSide {
             cfg,
-            staged: Mutex::new(BTreeMap::new()),
-            targets: Mutex::new(BTreeMap::new()),
+            staged: Mutex::new(staged),
+            targets: Mutex::new(state.targets),
+            recovered: Mutex::new(recovered),
         }
+    }
+
+    /// Writes what is staged and published to the run directory.
+    fn save_state(&self) -> Result<(), CsiError> {
+        let mut state = NodeState {
+            staged: self
+                .recovered
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            targets: self
+                .targets
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        };
+        for (id, s) in self.lock().iter() {
+            if s.staging.as_os_str().is_empty() {
+                continue;
+            }
+            state.staged.insert(
+                id.clone(),
+                StagedRecord {
+                    staging: s.staging.clone(),
+                    block: s.block,
+                    drives: s.drives.clone(),
+                    loopdev: s.loopdev.as_ref().map(|l| l.path().to_path_buf()),
+                    fuse_dir: s.volume.is_some().then(|| s.fuse_dir.clone()),
+                },
+            );
+        }
+        state.save(&self.cfg.run_dir).map_err(internal)
+    }
+
+    /// Takes a volume staged by an earlier process out of `recovered` and
+    /// takes its dead stack apart (targets first, so that nothing holds it),
+    /// for a fresh stage; `ALREADY_EXISTS` when it was staged elsewhere.
+    /// Returns the record taken.
+    fn clear_recovered(
+        &self,
+        id: &str,
+        staging: &Path,
+        block: bool,
+    ) -> Result<Option<StagedRecord>, CsiError> {
+        let Some(r) = self
+            .recovered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+        else {
+            return Ok(None);
+        };
+        if r.staging != staging || r.block != block {
+            return Err(CsiError::already_exists(format!(
+                "volume {id} is staged at {} with another capability or path",
+                r.staging.display()
+            )));
+        }
+        for t in self.targets_of(id) {
+            csi_node::unmount_all(&t).map_err(CsiError::from)?;
+        }
+        teardown_recorded(&r)?;
+        self.recovered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        Ok(Some(r))
+    }
+
+    /// The targets `id` is published at.
+    fn targets_of(&self, id: &str) -> Vec<PathBuf> {
+        self.targets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, (v, _))| v == id)
+            .map(|(t, _)| t.clone())
+            .collect()
+    }
+
+    /// After a volume staged before a restart was staged again: binds its
+    /// publishes to the new stack.
+    fn rebind_targets(&self, id: &str) -> Result<(), CsiError> {
+        let Some((staging, block, dev)) = self.staged_at(id) else {
+            return Ok(());
+        };
+        let targets: Vec<(PathBuf, bool)> = self
+            .targets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, (v, _))| v == id)
+            .map(|(t, (_, ro))| (t.clone(), *ro))
+            .collect();
+        for (t, ro) in targets {
+            csi_node::unmount_all(&t).map_err(CsiError::from)?;
+            let source = if block { &dev } else { &staging };
+            csi_node::bind_mount(source, &t, &MountOptions::default(), ro)
+                .map_err(CsiError::from)?;
+            tracing::info!(volume = id, target = %t.display(), "publish bound to the re-assembled volume");
+        }
+        Ok(())
     }
 
     /// Records a publish of `id` at `target`; `Ok(false)` when the same
@@ -170,17 +301,40 @@ impl NodeSide {
             ))),
             None => {
                 t.insert(target.to_path_buf(), (id.to_string(), ro));
+                drop(t);
+                if let Err(e) = self.save_state() {
+                    self.targets
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(target);
+                    return Err(e);
+                }
                 Ok(true)
             }
         }
     }
 
-    /// Forgets the publish at `target`.
-    pub fn release_target(&self, target: &Path) {
+    /// Whether `target` holds a publish of `id`.
+    pub fn is_target_of(&self, target: &Path, id: &str) -> bool {
         self.targets
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .get(target)
+            .is_some_and(|(v, _)| v == id)
+    }
+
+    /// Forgets the publish at `target`.
+    pub fn release_target(&self, target: &Path) {
+        let removed = self
+            .targets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
             .remove(target);
+        if removed.is_some()
+            && let Err(e) = self.save_state()
+        {
+            tracing::error!(error = %e, "recording the unpublish failed");
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Staged>> {
@@ -266,7 +420,8 @@ impl NodeSide {
         }
     }
 
-    /// `NodeStageVolume` for `rec` at `staging`.
+    /// `NodeStageVolume` for `rec` at `staging`: a volume staged there by an
+    /// earlier node process is re-assembled and its publishes bound again.
     pub fn stage(
         &self,
         rec: &VolumeRecord,
@@ -279,6 +434,34 @@ impl NodeSide {
         if self.cfg.backend == Backend::Mdadm {
             return Err(mdadm_unavailable());
         }
+        let again = self.clear_recovered(&rec.id, staging, block)?;
+        if let Err(e) = self.stage_fresh(rec, staging, block, fs_type, mount_flags, secrets) {
+            // Still staged as far as the CO knows: keep the record, for
+            // another stage or the unstage.
+            if let Some(r) = again {
+                self.recovered
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(rec.id.clone(), r);
+            }
+            return Err(e);
+        }
+        self.save_state()?;
+        if again.is_some() {
+            self.rebind_targets(&rec.id)?;
+        }
+        Ok(())
+    }
+
+    fn stage_fresh(
+        &self,
+        rec: &VolumeRecord,
+        staging: &Path,
+        block: bool,
+        fs_type: csi_node::FsType,
+        mount_flags: &[String],
+        secrets: &BTreeMap<String, String>,
+    ) -> Result<(), CsiError> {
         if let Some(s) = self.lock().get(&rec.id) {
             if s.staging == staging && s.block == block {
                 return Ok(());
@@ -290,6 +473,14 @@ impl NodeSide {
             )));
         }
         let encrypt = rec.parameters.get("encrypt").map(String::as_str) == Some("true");
+        if encrypt
+            && composer_core::Parameters::parse(&rec.parameters)
+                .map_err(CsiError::from)?
+                .encryption_format
+                == composer_core::EncryptionFormat::Luks
+        {
+            return Err(luks_unavailable(&rec.id));
+        }
         let secret = if encrypt {
             let s = secrets.get(ENCRYPTION_SECRET).ok_or_else(|| {
                 CsiError::invalid(
@@ -424,6 +615,29 @@ impl NodeSide {
 
     /// `NodeUnstageVolume`: unmount, detach the loop device, close the volume.
     pub fn unstage(&self, id: &str, staging: &Path) -> Result<(), CsiError> {
+        let r = self
+            .recovered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned();
+        if let Some(r) = r {
+            if r.staging == staging {
+                teardown_recorded(&r)?;
+                self.recovered
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(id);
+                self.save_state()?;
+                tracing::info!(volume = id, "unstaged (staged before the restart)");
+            }
+            return Ok(());
+        }
+        self.unstage_live(id, staging)?;
+        self.save_state()
+    }
+
+    fn unstage_live(&self, id: &str, staging: &Path) -> Result<(), CsiError> {
         let mut map = self.lock();
         let Some(s) = map.get_mut(id) else {
             return Ok(());
@@ -559,9 +773,17 @@ impl NodeSide {
                 s.rebuilding = Some((role, 0, 0));
             }
             let id = rec.id.clone();
+            let logged = std::sync::atomic::AtomicU64::new(u64::MAX);
             let report = |p: Progress| {
                 if let Some(s) = self.lock().get_mut(&id) {
                     s.rebuilding = Some((role, p.done_bytes, p.total_bytes));
+                }
+                let tenth = (p.done_bytes * 10).checked_div(p.total_bytes).unwrap_or(10);
+                if logged.swap(tenth, std::sync::atomic::Ordering::Relaxed) != tenth {
+                    tracing::info!(
+                        volume = %id, role, drive = %m.drive, done = p.done_bytes,
+                        total = p.total_bytes, "rebuild progress {}%", tenth * 10
+                    );
                 }
                 progress(role, p);
             };
@@ -606,6 +828,7 @@ fn mount_staging(
 ) -> Result<(), CsiError> {
     fs::create_dir_all(staging)
         .map_err(|e| internal(format!("creating {}: {e}", staging.display())))?;
+    crate::expand::grow_ext4_before_mount(dev.path())?;
     csi_node::format_and_mount(dev.path(), staging, fs_type, opts).map_err(CsiError::from)
 }
 
@@ -662,5 +885,81 @@ fn mdadm_unavailable() -> CsiError {
             "the mdadm backend needs Linux md, which this host lacks (no /proc/mdstat); run the \
              node with --backend userspace",
         )
+    }
+}
+
+/// The staged state of a plain drive range recorded by an earlier process,
+/// when its loop device is still attached to its drive file.
+fn adopt(cfg: &NodeConfig, r: &StagedRecord) -> Option<Staged> {
+    if r.fuse_dir.is_some() {
+        return None;
+    }
+    let path = r.loopdev.as_ref()?;
+    let l = LoopDevice::open(path)?;
+    let drive = cfg.data_dir.join(format!("{}.img", r.drives.first()?));
+    let backing = l.backing_file()?;
+    if fs::canonicalize(&backing).ok()? != fs::canonicalize(&drive).ok()? {
+        return None;
+    }
+    if !r.block && !csi_node::is_mount_point(&r.staging).unwrap_or(false) {
+        return None;
+    }
+    Some(Staged {
+        staging: r.staging.clone(),
+        block: r.block,
+        drives: r.drives.clone(),
+        volume: None,
+        exposure: None,
+        loopdev: Some(l),
+        fuse_dir: PathBuf::new(),
+        rebuilding: None,
+    })
+}
+
+/// Takes apart what an earlier process left of a staged volume: the
+/// staging mount, the loop device and the (dead) FUSE mount.
+fn teardown_recorded(r: &StagedRecord) -> Result<(), CsiError> {
+    if !r.block {
+        csi_node::unmount_all(&r.staging).map_err(CsiError::from)?;
+    }
+    match &r.fuse_dir {
+        // The loop device over the FUSE file and the FUSE mount, lazily:
+        // the file system behind them ended with the earlier process.
+        Some(dir) => {
+            csi_node::release_under(dir);
+            let _ = fs::remove_dir(dir);
+        }
+        None => {
+            if let Some(l) = r.loopdev.as_deref().and_then(LoopDevice::open) {
+                l.detach().map_err(CsiError::from)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Why a `encryptionFormat=luks` volume cannot stage here: never a
+/// plaintext volume, never the engine's encryption instead of LUKS.
+fn luks_unavailable(id: &str) -> CsiError {
+    let mut missing = Vec::new();
+    if !Path::new("/dev/mapper/control").exists() {
+        missing.push("device-mapper (no /dev/mapper/control)");
+    }
+    let cryptsetup = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("cryptsetup").is_file()));
+    if !cryptsetup {
+        missing.push("cryptsetup (not on PATH)");
+    }
+    if missing.is_empty() {
+        CsiError::failed_precondition(format!(
+            "volume {id}: encryptionFormat=luks (dm-crypt) is not available in this composer \
+             build; use encryptionFormat=engine"
+        ))
+    } else {
+        CsiError::failed_precondition(format!(
+            "volume {id}: encryptionFormat=luks needs dm-crypt, and this host lacks {}; \
+             use encryptionFormat=engine",
+            missing.join(" and ")
+        ))
     }
 }

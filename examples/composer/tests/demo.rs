@@ -54,3 +54,41 @@ async fn the_engine_only_demo_runs_green() {
         );
     }
 }
+
+/// `composer demo` as a newcomer runs it (no RUST_LOG): the story on stdout;
+/// on stderr the rebuild progress bars and, at the default level (warnings
+/// and errors), only the engine's warnings about the members the demo fails
+/// on purpose: no info lines, no FUSE warning (unmount at unstage, xattr or
+/// fallocate requests of the loop driver).
+#[test]
+fn the_demo_binary_prints_no_warnings_by_default() {
+    if let Some(why) = composer::demo::missing_prerequisite() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but this host cannot run the demo: {why}"
+        );
+        eprintln!("SKIPPED: the demo needs root, FUSE and loop devices: {why}");
+        return;
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_composer"))
+        .arg("demo")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("the composer binary runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("demo passed"), "{stdout}");
+    let logged: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR") || l.contains("INFO"))
+        .collect();
+    assert!(
+        logged
+            .iter()
+            .all(|l| l.contains("WARN") && l.contains("member failed")),
+        "the demo logged:\n{stderr}"
+    );
+    assert_eq!(logged.len(), 2, "one warning per failed drive:\n{stderr}");
+    assert!(stderr.contains("rebuild ["), "{stderr}");
+}

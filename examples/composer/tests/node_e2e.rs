@@ -335,3 +335,73 @@ async fn mdadm_backend_answers_failed_precondition() {
     assert!(err.to_string().contains(want), "{err}");
     assert!(!staging.exists(), "nothing was mounted or created");
 }
+
+/// An explicit dm-crypt/LUKS request never stages as plaintext nor falls
+/// back to the engine's encryption: FAILED_PRECONDITION saying what the host
+/// lacks (here: device-mapper and cryptsetup), before any drive is touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn luks_request_answers_failed_precondition() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = Inventory::from_toml(INVENTORY).unwrap();
+    let driver = ComposerDriver::open(inv, Arc::new(MemStore::default()), Some("r1-n1"))
+        .unwrap()
+        .with_node_side(NodeConfig {
+            data_dir: dir.path().join("drives"),
+            run_dir: dir.path().join("run"),
+            backend: Backend::Userspace,
+        });
+    let plugin = driver.plugin().unwrap();
+    let params = [
+        ("type", "hdd"),
+        ("redundancy", "true"),
+        ("encrypt", "true"),
+        ("encryptionFormat", "luks"),
+    ];
+    let mut req = composer::create_request("l", &params, 200 << 20).unwrap();
+    req.volume_capabilities = vec![mount_cap()];
+    let vol = Csi::create_volume(&plugin, req).await.unwrap().volume;
+    Csi::controller_publish_volume(
+        &plugin,
+        ControllerPublishVolumeRequest {
+            volume_id: vol.volume_id.clone(),
+            node_id: NodeId::new("r1-n1").unwrap(),
+            volume_capability: mount_cap(),
+            readonly: false,
+            secrets: Secrets::default(),
+            volume_context: vol.volume_context.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    let staging = dir.path().join("staging");
+    let secrets = Secrets::new(
+        [(
+            composer::node::ENCRYPTION_SECRET.to_string(),
+            "correct horse battery staple".to_string(),
+        )]
+        .into(),
+    )
+    .unwrap();
+    let err = Csi::node_stage_volume(
+        &plugin,
+        NodeStageVolumeRequest {
+            volume_id: vol.volume_id.clone(),
+            publish_context: Map::new(),
+            staging_target_path: NodePath::new(staging.to_str().unwrap()).unwrap(),
+            volume_capability: mount_cap(),
+            secrets,
+            volume_context: vol.volume_context,
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    let dm = Path::new("/dev/mapper/control").exists();
+    let want = if dm { "not available" } else { "device-mapper" };
+    assert!(
+        err.to_string().contains("encryptionFormat=luks") && err.to_string().contains(want),
+        "{err}"
+    );
+    assert!(!staging.exists(), "nothing was mounted or created");
+    assert!(!dir.path().join("drives").exists(), "no drive was opened");
+}

@@ -1,0 +1,93 @@
+//! The node side's stage and publish state on disk, so that a restarted
+//! node process knows what an earlier one staged and published: the file
+//! `<run dir>/node-state.json`, replaced atomically (write, fsync, rename,
+//! fsync of the directory) after every change.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// One staged volume as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct StagedRecord {
+    /// The staging path.
+    pub staging: PathBuf,
+    /// Staged for block access.
+    pub block: bool,
+    /// Drive of each member, in member order.
+    pub drives: Vec<String>,
+    /// The loop device the volume is attached to.
+    pub loopdev: Option<PathBuf>,
+    /// The FUSE directory of an engine volume (`None`: a plain drive range).
+    pub fuse_dir: Option<PathBuf>,
+}
+
+/// Everything the node records.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct NodeState {
+    /// Staged volumes by id.
+    pub staged: BTreeMap<String, StagedRecord>,
+    /// Published targets: volume id and whether read-only.
+    pub targets: BTreeMap<PathBuf, (String, bool)>,
+}
+
+const FILE: &str = "node-state.json";
+
+impl NodeState {
+    /// Reads the state in `run_dir`; a missing file is the empty state.
+    pub fn load(run_dir: &Path) -> Result<NodeState, String> {
+        let path = run_dir.join(FILE);
+        match fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| format!("{}: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(NodeState::default()),
+            Err(e) => Err(format!("reading {}: {e}", path.display())),
+        }
+    }
+
+    /// Replaces the state in `run_dir` atomically.
+    pub fn save(&self, run_dir: &Path) -> Result<(), String> {
+        let err = |what: &str, p: &Path, e: std::io::Error| format!("{what} {}: {e}", p.display());
+        fs::create_dir_all(run_dir).map_err(|e| err("creating", run_dir, e))?;
+        let path = run_dir.join(FILE);
+        let tmp = run_dir.join(format!("{FILE}.tmp"));
+        let text = serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?;
+        let mut f = fs::File::create(&tmp).map_err(|e| err("creating", &tmp, e))?;
+        f.write_all(&text).map_err(|e| err("writing", &tmp, e))?;
+        f.sync_all().map_err(|e| err("syncing", &tmp, e))?;
+        fs::rename(&tmp, &path).map_err(|e| err("renaming", &tmp, e))?;
+        fs::File::open(run_dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| err("syncing", run_dir, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trips_and_a_missing_file_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(NodeState::load(dir.path()).unwrap(), NodeState::default());
+        let mut s = NodeState::default();
+        s.staged.insert(
+            "v1".into(),
+            StagedRecord {
+                staging: "/s/v1".into(),
+                block: false,
+                drives: vec!["d1".into(), "d2".into()],
+                loopdev: Some("/dev/loop3".into()),
+                fuse_dir: Some("/run/v1".into()),
+            },
+        );
+        s.targets.insert("/t/v1".into(), ("v1".into(), true));
+        s.save(dir.path()).unwrap();
+        assert_eq!(NodeState::load(dir.path()).unwrap(), s);
+        std::fs::write(dir.path().join(FILE), b"{not json").unwrap();
+        let e = NodeState::load(dir.path()).unwrap_err();
+        assert!(e.contains(FILE), "{e}");
+    }
+}

@@ -1,0 +1,244 @@
+//! What the tests that run the `composer` binary with its node side share.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use csi_types::client::Client;
+use csi_types::*;
+
+/// A `composer serve` process with its node side, and a client.
+pub struct Server {
+    pub child: Child,
+    pub client: Client,
+    pub admin: PathBuf,
+}
+
+impl Server {
+    /// Starts with RUST_LOG=warn.
+    pub async fn start(dir: &Path) -> Server {
+        Server::start_logging(dir, "warn").await
+    }
+
+    /// Starts with RUST_LOG=`log`, the log in `dir/server.log`.
+    // The child is moved into `Server` at once; `kill` reaps it.
+    #[allow(clippy::zombie_processes)]
+    pub async fn start_logging(dir: &Path, log: &str) -> Server {
+        let sock = dir.join("csi.sock");
+        let admin = dir.join("admin.sock");
+        let _ = std::fs::remove_file(&admin);
+        let endpoint = format!("unix://{}", sock.display());
+        let inv = dir.join("inventory.toml");
+        std::fs::write(&inv, composer::demo::DEMO_INVENTORY).unwrap();
+        let child: Child = Command::new(env!("CARGO_BIN_EXE_composer"))
+            .args(["serve", "--endpoint", &endpoint, "--state"])
+            .arg(dir.join("state.redb"))
+            .arg("--admin-socket")
+            .arg(&admin)
+            .arg("--inventory")
+            .arg(&inv)
+            .args(["--node-id", "r1-n1", "--data-dir"])
+            .arg(dir.join("node"))
+            .env("RUST_LOG", log)
+            .stderr(Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(dir.join("server.log"))
+                    .unwrap(),
+            ))
+            .spawn()
+            .expect("the composer binary starts");
+        for _ in 0..400 {
+            if admin.exists()
+                && let Ok(client) = Client::connect(&endpoint).await
+            {
+                return Server {
+                    child,
+                    client,
+                    admin,
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the composer did not come up on {endpoint}");
+    }
+
+    /// Kills the process with SIGKILL and reaps it.
+    pub fn kill(mut self) {
+        // SIGKILL by PID: the process gets no chance to clean up.
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaped");
+    }
+}
+
+pub fn cap() -> VolumeCapability {
+    VolumeCapability::mount(AccessMode::SingleNodeWriter)
+}
+
+pub fn np(p: &Path) -> NodePath {
+    NodePath::new(p.to_str().unwrap()).unwrap()
+}
+
+/// A volume staged and published by a test.
+pub struct Vol {
+    pub id: String,
+    pub staging: PathBuf,
+    pub target: PathBuf,
+}
+
+pub async fn stage(c: &Client, v: &Vol) -> Result<NodeStageVolumeResponse, CsiError> {
+    Csi::node_stage_volume(
+        c,
+        NodeStageVolumeRequest {
+            volume_id: VolumeId::new(&v.id).unwrap(),
+            publish_context: Map::new(),
+            staging_target_path: np(&v.staging),
+            volume_capability: cap(),
+            secrets: Secrets::default(),
+            volume_context: Map::new(),
+        },
+    )
+    .await
+}
+
+pub async fn publish(c: &Client, v: &Vol) -> Result<NodePublishVolumeResponse, CsiError> {
+    Csi::node_publish_volume(
+        c,
+        NodePublishVolumeRequest {
+            volume_id: VolumeId::new(&v.id).unwrap(),
+            publish_context: Map::new(),
+            staging_target_path: Some(np(&v.staging)),
+            target_path: np(&v.target),
+            volume_capability: cap(),
+            readonly: false,
+            secrets: Secrets::default(),
+            volume_context: Map::new(),
+        },
+    )
+    .await
+}
+
+pub async fn teardown(c: &Client, v: &Vol) {
+    Csi::node_unpublish_volume(
+        c,
+        NodeUnpublishVolumeRequest {
+            volume_id: VolumeId::new(&v.id).unwrap(),
+            target_path: np(&v.target),
+        },
+    )
+    .await
+    .unwrap();
+    Csi::node_unstage_volume(
+        c,
+        NodeUnstageVolumeRequest {
+            volume_id: VolumeId::new(&v.id).unwrap(),
+            staging_target_path: np(&v.staging),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(!csi_node::is_mount_point(&v.staging).unwrap_or(false));
+    assert!(!csi_node::is_mount_point(&v.target).unwrap_or(false));
+}
+
+pub fn data(seed: u8) -> BTreeMap<String, Vec<u8>> {
+    (0..4u8)
+        .map(|i| {
+            let d: Vec<u8> = (0..(1u32 << 20) + u32::from(i) * 8191)
+                .map(|b| (b as u8).wrapping_mul(seed) ^ i)
+                .collect();
+            (format!("f{i}"), d)
+        })
+        .collect()
+}
+
+pub fn check(target: &Path, files: &BTreeMap<String, Vec<u8>>) {
+    let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
+    for (name, d) in files {
+        let got = std::fs::read(target.join(name))
+            .unwrap_or_else(|e| panic!("{}: {e}", target.join(name).display()));
+        assert!(got == *d, "{name} differs after the restart");
+    }
+}
+
+/// Releases every mount and loop device under its directory when dropped.
+pub struct Cleanup(pub PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        csi_node::release_under(&self.0.join("target"));
+        csi_node::release_under(&self.0.join("staging"));
+        csi_node::release_under(&self.0);
+    }
+}
+
+/// Creates a mount volume, publishes it to r1-n1, stages and publishes it
+/// under `dir/staging/NAME` and `dir/target/NAME`.
+pub async fn provision(
+    c: &Client,
+    dir: &Path,
+    name: &str,
+    params: &[(&str, &str)],
+    bytes: u64,
+) -> Vol {
+    let mut req = composer::create_request(name, params, bytes).unwrap();
+    req.volume_capabilities = vec![cap()];
+    let id = Csi::create_volume(c, req)
+        .await
+        .unwrap()
+        .volume
+        .volume_id
+        .as_str()
+        .to_string();
+    Csi::controller_publish_volume(
+        c,
+        ControllerPublishVolumeRequest {
+            volume_id: VolumeId::new(&id).unwrap(),
+            node_id: NodeId::new("r1-n1").unwrap(),
+            volume_capability: cap(),
+            readonly: false,
+            secrets: Secrets::default(),
+            volume_context: Map::new(),
+        },
+    )
+    .await
+    .unwrap();
+    let v = Vol {
+        id,
+        staging: dir.join("staging").join(name),
+        target: dir.join("target").join(name),
+    };
+    stage(c, &v).await.unwrap();
+    publish(c, &v).await.unwrap();
+    v
+}
+
+/// Writes `files` under `target`, each synced.
+pub fn write(target: &Path, files: &BTreeMap<String, Vec<u8>>) {
+    for (n, d) in files {
+        std::fs::write(target.join(n), d).unwrap();
+        std::fs::File::open(target.join(n))
+            .unwrap()
+            .sync_all()
+            .unwrap();
+    }
+}
+
+/// Whether this host can mount (root, `/dev/fuse`, loop devices): when it
+/// cannot, prints why (the test then passes), except under `CI=true`, where
+/// it fails.
+pub fn can_mount() -> bool {
+    let Some(why) = composer::demo::missing_prerequisite() else {
+        return true;
+    };
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "CI=true but this host cannot mount: {why}"
+    );
+    eprintln!("SKIPPED: the node side needs root, FUSE and loop devices: {why}");
+    false
+}
