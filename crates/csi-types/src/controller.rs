@@ -400,6 +400,43 @@ pub struct VolumeStatus {
 }
 
 impl VolumeStatus {
+    /// The status of a volume published to `node_ids` (as the driver keeps
+    /// them, e.g. the keys of its publication map) with this condition (for
+    /// a `VOLUME_CONDITION` capable plugin; `None` otherwise). A kept node id
+    /// that is not a valid one is the driver's own state gone wrong:
+    /// `INTERNAL`, naming it.
+    ///
+    /// ```
+    /// use csi_types::controller::VolumeStatus;
+    /// use csi_types::types::VolumeCondition;
+    /// let s = VolumeStatus::from_published(["node-1", "node-2"], VolumeCondition::healthy("ok"))?;
+    /// assert_eq!(s.published_node_ids.len(), 2);
+    /// let err = VolumeStatus::from_published([""], None).unwrap_err();
+    /// assert_eq!(err.code(), csi_types::Code::Internal);
+    /// # Ok::<(), csi_types::CsiError>(())
+    /// ```
+    pub fn from_published<I, S>(
+        node_ids: I,
+        condition: impl Into<Option<VolumeCondition>>,
+    ) -> Result<Self, CsiError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Ok(VolumeStatus {
+            published_node_ids: node_ids
+                .into_iter()
+                .map(|n| {
+                    let n = n.into();
+                    NodeId::new(n.clone()).map_err(|e| {
+                        CsiError::internal(format!("published node id {n:?} is not a node id: {e}"))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+            volume_condition: condition.into(),
+        })
+    }
+
     fn parse(
         field: &str,
         published_node_ids: Vec<String>,
