@@ -409,7 +409,7 @@ impl VolumeStatus {
     /// ```
     /// use csi_types::controller::VolumeStatus;
     /// use csi_types::types::VolumeCondition;
-    /// let s = VolumeStatus::from_published(["node-1", "node-2"], VolumeCondition::healthy("ok"))?;
+    /// let s = VolumeStatus::from_published(["node-1", "node-2"], Some(VolumeCondition::healthy("ok")))?;
     /// assert_eq!(s.published_node_ids.len(), 2);
     /// let err = VolumeStatus::from_published([""], None).unwrap_err();
     /// assert_eq!(err.code(), csi_types::Code::Internal);
@@ -417,7 +417,7 @@ impl VolumeStatus {
     /// ```
     pub fn from_published<I, S>(
         node_ids: I,
-        condition: impl Into<Option<VolumeCondition>>,
+        condition: Option<VolumeCondition>,
     ) -> Result<Self, CsiError>
     where
         I: IntoIterator<Item = S>,
@@ -433,7 +433,7 @@ impl VolumeStatus {
                     })
                 })
                 .collect::<Result<_, _>>()?,
-            volume_condition: condition.into(),
+            volume_condition: condition,
         })
     }
 

@@ -359,7 +359,7 @@ impl MemDriver {
     fn status(v: &Vol) -> Result<VolumeStatus, CsiError> {
         // Memory does not degrade: every volume is healthy.
         let healthy = VolumeCondition::healthy(format!("in memory, {} bytes", v.capacity));
-        VolumeStatus::from_published(v.published.keys(), healthy)
+        VolumeStatus::from_published(v.published.keys(), Some(healthy))
     }
 }
 

@@ -155,7 +155,7 @@ fn status(v: &composer_core::composer::VolumeView) -> Result<VolumeStatus, CsiEr
         Some(why) => VolumeCondition::abnormal(why.clone()),
         None => VolumeCondition::healthy("all member drives healthy"),
     };
-    VolumeStatus::from_published(v.published.keys(), condition)
+    VolumeStatus::from_published(v.published.keys(), Some(condition))
 }
 
 /// Checks a capability this controller can serve: the access type only

@@ -169,7 +169,7 @@ impl Inner {
     }
 
     fn status(&self, layout: &Layout, id: &str, v: &VolumeRec) -> Result<VolumeStatus, CsiError> {
-        VolumeStatus::from_published(v.published.keys(), self.condition(layout, id, v))
+        VolumeStatus::from_published(v.published.keys(), Some(self.condition(layout, id, v)))
     }
 
     pub fn create_volume(
