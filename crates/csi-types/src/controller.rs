@@ -830,6 +830,30 @@ pub struct ListSnapshotsRequest {
     pub secrets: Secrets,
 }
 
+impl ListSnapshotsRequest {
+    /// Whether the snapshot `snapshot_id`, taken of `source_volume_id`,
+    /// passes this request's filters (each filter that is set must match).
+    ///
+    /// ```
+    /// use csi_types::controller::ListSnapshotsRequest;
+    /// use csi_types::ids::VolumeId;
+    /// let req = ListSnapshotsRequest { source_volume_id: Some(VolumeId::new("vol-1")?), ..Default::default() };
+    /// assert!(req.wants("snap-1", "vol-1"));
+    /// assert!(!req.wants("snap-2", "vol-2"));
+    /// assert!(ListSnapshotsRequest::default().wants("snap-2", "vol-2"));
+    /// # Ok::<(), csi_types::CsiError>(())
+    /// ```
+    pub fn wants(&self, snapshot_id: &str, source_volume_id: &str) -> bool {
+        self.snapshot_id
+            .as_ref()
+            .is_none_or(|f| f.as_str() == snapshot_id)
+            && self
+                .source_volume_id
+                .as_ref()
+                .is_none_or(|f| f.as_str() == source_volume_id)
+    }
+}
+
 impl TryFrom<proto::ListSnapshotsRequest> for ListSnapshotsRequest {
     type Error = CsiError;
     fn try_from(p: proto::ListSnapshotsRequest) -> Result<Self, CsiError> {

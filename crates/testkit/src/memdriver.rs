@@ -701,15 +701,10 @@ impl SnapshotLister for MemDriver {
         req: ListSnapshotsRequest,
     ) -> Result<ListSnapshotsResponse, CsiError> {
         let st = self.state();
-        let wanted = st.snapshots.iter().filter(|(id, s)| {
-            req.snapshot_id
-                .as_ref()
-                .is_none_or(|f| f.as_str() == id.as_str())
-                && req
-                    .source_volume_id
-                    .as_ref()
-                    .is_none_or(|f| f.as_str() == s.source)
-        });
+        let wanted = st
+            .snapshots
+            .iter()
+            .filter(|(id, s)| req.wants(id, &s.source));
         let Page {
             entries: items,
             next_token,

@@ -747,15 +747,11 @@ impl Inner {
         req: ListSnapshotsRequest,
     ) -> Result<ListSnapshotsResponse, CsiError> {
         let store = self.lock();
-        let filtered = store.state.snapshots.iter().filter(|(id, s)| {
-            req.snapshot_id
-                .as_ref()
-                .is_none_or(|f| f.as_str() == id.as_str())
-                && req
-                    .source_volume_id
-                    .as_ref()
-                    .is_none_or(|f| f.as_str() == s.source_volume)
-        });
+        let filtered = store
+            .state
+            .snapshots
+            .iter()
+            .filter(|(id, s)| req.wants(id, &s.source_volume));
         let Page {
             entries,
             next_token,
