@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use csi_types::paging::{Page, Paging};
 use csi_types::types::{CapacityRange, Topology, TopologyRequirement};
 use serde::Serialize;
 
@@ -615,43 +616,23 @@ impl Composer {
         Ok(self.view(&st, rec))
     }
 
-    /// One page of volumes by id, after `token`; the next token if more follow.
-    /// A token not issued here is `Busy` (CSI `ABORTED`).
-    pub fn list(
-        &self,
-        max: Option<u32>,
-        token: Option<&str>,
-    ) -> Result<(Vec<VolumeView>, Option<String>), Error> {
+    /// One `ListVolumes` page of volumes by id, as `paging` asks (its
+    /// `starting_token` was checked when it was made: see
+    /// [`csi_types::paging`]).
+    pub fn list(&self, paging: &Paging) -> Page<VolumeView> {
         let st = self.lock();
-        let after = match token {
-            None => None,
-            Some(t) => match t.strip_prefix("after:") {
-                Some(id) if seq_of(id).is_some() => Some(id.to_string()),
-                _ => {
-                    return Err(Error::Busy(format!(
-                        "starting_token {t:?} was not issued by this plugin"
-                    )));
-                }
-            },
-        };
-        let max = max.filter(|&m| m > 0).map_or(usize::MAX, |m| m as usize);
-        let mut iter = match &after {
-            Some(a) => st.volumes.range::<String, _>((
-                std::ops::Bound::Excluded(a.clone()),
-                std::ops::Bound::Unbounded,
-            )),
-            None => st.volumes.range::<String, _>(..),
-        };
-        let page: Vec<VolumeView> = iter
-            .by_ref()
-            .take(max)
-            .map(|(_, v)| self.view(&st, v))
-            .collect();
-        let next = match (iter.next(), page.last()) {
-            (Some(_), Some(last)) => Some(format!("after:{}", last.id)),
-            _ => None,
-        };
-        Ok((page, next))
+        let from = paging.lower_bound().unwrap_or_default().to_string();
+        let Page {
+            entries,
+            next_token,
+        } = paging.page(st.volumes.range::<String, _>(from..));
+        Page {
+            entries: entries
+                .into_iter()
+                .map(|(_, v)| self.view(&st, v))
+                .collect(),
+            next_token,
+        }
     }
 
     /// `ControllerExpandVolume` to `range`; returns the new capacity.

@@ -400,6 +400,43 @@ pub struct VolumeStatus {
 }
 
 impl VolumeStatus {
+    /// The status of a volume published to `node_ids` (as the driver keeps
+    /// them, e.g. the keys of its publication map) with this condition (for
+    /// a `VOLUME_CONDITION` capable plugin; `None` otherwise). A kept node id
+    /// that is not a valid one is the driver's own state gone wrong:
+    /// `INTERNAL`, naming it.
+    ///
+    /// ```
+    /// use csi_types::controller::VolumeStatus;
+    /// use csi_types::types::VolumeCondition;
+    /// let s = VolumeStatus::from_published(["node-1", "node-2"], Some(VolumeCondition::healthy("ok")))?;
+    /// assert_eq!(s.published_node_ids.len(), 2);
+    /// let err = VolumeStatus::from_published([""], None).unwrap_err();
+    /// assert_eq!(err.code(), csi_types::Code::Internal);
+    /// # Ok::<(), csi_types::CsiError>(())
+    /// ```
+    pub fn from_published<I, S>(
+        node_ids: I,
+        condition: Option<VolumeCondition>,
+    ) -> Result<Self, CsiError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Ok(VolumeStatus {
+            published_node_ids: node_ids
+                .into_iter()
+                .map(|n| {
+                    let n = n.into();
+                    NodeId::new(n.clone()).map_err(|e| {
+                        CsiError::internal(format!("published node id {n:?} is not a node id: {e}"))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+            volume_condition: condition,
+        })
+    }
+
     fn parse(
         field: &str,
         published_node_ids: Vec<String>,
@@ -791,6 +828,30 @@ pub struct ListSnapshotsRequest {
     pub snapshot_id: Option<SnapshotId>,
     /// Secrets for the storage system.
     pub secrets: Secrets,
+}
+
+impl ListSnapshotsRequest {
+    /// Whether the snapshot `snapshot_id`, taken of `source_volume_id`,
+    /// passes this request's filters (each filter that is set must match).
+    ///
+    /// ```
+    /// use csi_types::controller::ListSnapshotsRequest;
+    /// use csi_types::ids::VolumeId;
+    /// let req = ListSnapshotsRequest { source_volume_id: Some(VolumeId::new("vol-1")?), ..Default::default() };
+    /// assert!(req.wants("snap-1", "vol-1"));
+    /// assert!(!req.wants("snap-2", "vol-2"));
+    /// assert!(ListSnapshotsRequest::default().wants("snap-2", "vol-2"));
+    /// # Ok::<(), csi_types::CsiError>(())
+    /// ```
+    pub fn wants(&self, snapshot_id: &str, source_volume_id: &str) -> bool {
+        self.snapshot_id
+            .as_ref()
+            .is_none_or(|f| f.as_str() == snapshot_id)
+            && self
+                .source_volume_id
+                .as_ref()
+                .is_none_or(|f| f.as_str() == source_volume_id)
+    }
 }
 
 impl TryFrom<proto::ListSnapshotsRequest> for ListSnapshotsRequest {

@@ -98,6 +98,7 @@
 //! - [`prelude`]: the driver traits, [`Plugin`], [`CsiError`], [`Code`] and
 //!   [`Csi`], for `use csi_types::prelude::*`.
 //! - [`server`] and [`client`]: tonic serving and dialing.
+//! - [`paging`]: `ListVolumes`/`ListSnapshots` pages and tokens, for drivers.
 //!
 //! Every item has one path: the root holds only [`Plugin`],
 //! [`PluginBuilder`], [`BuildError`], [`CsiError`], [`Code`], [`Csi`] and
@@ -127,6 +128,7 @@ pub mod identity;
 pub mod ids;
 mod messages;
 pub mod node;
+pub mod paging;
 pub mod plugin;
 pub mod prelude;
 pub mod proto;
@@ -139,6 +141,11 @@ mod validate;
 
 #[cfg(feature = "proptest")]
 pub mod arbitrary;
+
+/// This crate's README examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct CrateReadme;
 
 /// The workspace README's Rust examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -31,6 +31,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
+use csi_types::paging::{Page, Paging};
 use csi_types::prelude::*;
 use csi_types::{
     capabilities::{ControllerCapabilities, NodeCapabilities, PluginCapabilities},
@@ -251,51 +252,6 @@ pub struct MemDriver {
     state: Mutex<State>,
 }
 
-/// Page tokens are `after:<last id returned>`, so a token stays valid when
-/// entries are added or deleted between pages.
-const TOKEN_PREFIX: &str = "after:";
-
-/// One page of entries and the token of the next.
-type Page<T> = (Vec<(String, T)>, Option<String>);
-
-fn page<T: Clone>(
-    items: &BTreeMap<String, T>,
-    max_entries: Option<u32>,
-    token: Option<&str>,
-    keep: impl Fn(&str, &T) -> bool,
-) -> Result<Page<T>, CsiError> {
-    let start = match token {
-        None => None,
-        Some(t) => match t.strip_prefix(TOKEN_PREFIX) {
-            Some(after) if !after.is_empty() => Some(after.to_string()),
-            _ => {
-                return Err(CsiError::aborted(format!(
-                    "starting_token {t:?} was not issued by this plugin"
-                )));
-            }
-        },
-    };
-    let iter = items
-        .iter()
-        .filter(|(k, v)| start.as_deref().is_none_or(|s| k.as_str() > s) && keep(k.as_str(), v));
-    let max = max_entries.map_or(usize::MAX, |m| m as usize);
-    let mut out: Vec<(String, T)> = Vec::new();
-    let mut more = false;
-    for (k, v) in iter {
-        if out.len() == max {
-            more = true;
-            break;
-        }
-        out.push((k.clone(), v.clone()));
-    }
-    let next = if more {
-        out.last().map(|(k, _)| format!("{TOKEN_PREFIX}{k}"))
-    } else {
-        None
-    };
-    Ok((out, next))
-}
-
 fn make_writable(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
     if let Ok(meta) = std::fs::symlink_metadata(path)
@@ -401,18 +357,9 @@ impl MemDriver {
     }
 
     fn status(v: &Vol) -> Result<VolumeStatus, CsiError> {
-        Ok(VolumeStatus {
-            published_node_ids: v
-                .published
-                .keys()
-                .map(|n| NodeId::new(n.clone()))
-                .collect::<Result<_, _>>()?,
-            // Memory does not degrade: every volume is healthy.
-            volume_condition: Some(VolumeCondition::healthy(format!(
-                "in memory, {} bytes",
-                v.capacity
-            ))),
-        })
+        // Memory does not degrade: every volume is healthy.
+        let healthy = VolumeCondition::healthy(format!("in memory, {} bytes", v.capacity));
+        VolumeStatus::from_published(v.published.keys(), Some(healthy))
     }
 }
 
@@ -648,14 +595,12 @@ impl ControllerPublisher for MemDriver {
 impl VolumeLister for MemDriver {
     async fn list_volumes(&self, req: ListVolumesRequest) -> Result<ListVolumesResponse, CsiError> {
         let st = self.state();
-        let (items, next_token) = page(
-            &st.volumes,
-            req.max_entries,
-            req.starting_token.as_deref(),
-            |_, _| true,
-        )?;
+        let Page {
+            entries: items,
+            next_token,
+        } = Paging::volumes(&req)?.page(&st.volumes);
         let entries = items
-            .iter()
+            .into_iter()
             .map(|(id, v)| {
                 Ok(ListVolumesEntry {
                     volume: self.volume(id, v)?,
@@ -756,20 +701,16 @@ impl SnapshotLister for MemDriver {
         req: ListSnapshotsRequest,
     ) -> Result<ListSnapshotsResponse, CsiError> {
         let st = self.state();
-        let (items, next_token) = page(
-            &st.snapshots,
-            req.max_entries,
-            req.starting_token.as_deref(),
-            |id, s| {
-                req.snapshot_id.as_ref().is_none_or(|f| f.as_str() == id)
-                    && req
-                        .source_volume_id
-                        .as_ref()
-                        .is_none_or(|f| f.as_str() == s.source)
-            },
-        )?;
-        let entries = items
+        let wanted = st
+            .snapshots
             .iter()
+            .filter(|(id, s)| req.wants(id, &s.source));
+        let Page {
+            entries: items,
+            next_token,
+        } = Paging::snapshots(&req)?.page(wanted);
+        let entries = items
+            .into_iter()
             .map(|(id, s)| st.snapshot(id, s))
             .collect::<Result<_, _>>()?;
         Ok(ListSnapshotsResponse {

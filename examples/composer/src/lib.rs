@@ -31,6 +31,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use composer_core::{Composer, Error, Inventory, Store, convert};
+use csi_types::paging::Paging;
 use csi_types::prelude::*;
 use csi_types::{
     capabilities::{ControllerCapabilities, NodeCapabilities, PluginCapabilities},
@@ -157,17 +158,11 @@ fn volume(v: &composer_core::composer::VolumeView) -> Result<Volume, CsiError> {
 }
 
 fn status(v: &composer_core::composer::VolumeView) -> Result<VolumeStatus, CsiError> {
-    Ok(VolumeStatus {
-        published_node_ids: v
-            .published
-            .keys()
-            .map(|n| NodeId::new(n.clone()))
-            .collect::<Result<_, _>>()?,
-        volume_condition: Some(match &v.abnormal {
-            Some(why) => VolumeCondition::abnormal(why.clone()),
-            None => VolumeCondition::healthy("all member drives healthy"),
-        }),
-    })
+    let condition = match &v.abnormal {
+        Some(why) => VolumeCondition::abnormal(why.clone()),
+        None => VolumeCondition::healthy("all member drives healthy"),
+    };
+    VolumeStatus::from_published(v.published.keys(), Some(condition))
 }
 
 /// Checks a capability this controller can serve: the access type only
@@ -340,11 +335,10 @@ impl ControllerPublisher for ComposerDriver {
 #[async_trait]
 impl VolumeLister for ComposerDriver {
     async fn list_volumes(&self, req: ListVolumesRequest) -> Result<ListVolumesResponse, CsiError> {
-        let (page, next) = self
-            .run(move |c| c.list(req.max_entries, req.starting_token.as_deref()))
-            .await?;
-        let mut entries = Vec::with_capacity(page.len());
-        for v in &page {
+        let paging = Paging::volumes(&req)?;
+        let page = self.run(move |c| Ok(c.list(&paging))).await?;
+        let mut entries = Vec::with_capacity(page.entries.len());
+        for v in &page.entries {
             entries.push(ListVolumesEntry {
                 volume: volume(v)?,
                 status: Some(status(v)?),
@@ -352,7 +346,7 @@ impl VolumeLister for ComposerDriver {
         }
         Ok(ListVolumesResponse {
             entries,
-            next_token: next,
+            next_token: page.next_token,
         })
     }
 }

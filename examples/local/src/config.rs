@@ -7,6 +7,7 @@ use csi_types::{
     ids::{NodeId, PluginName},
     types::Topology,
 };
+use storage_units::ByteSize;
 
 /// The topology key the driver uses when no `--topology` is given.
 pub const DEFAULT_TOPOLOGY_KEY: &str = "topology.local.csi.example.com/node";
@@ -46,44 +47,27 @@ impl Config {
     }
 }
 
-/// Parses a size: plain bytes or a number with a binary (`Ki`, `Mi`, `Gi`,
-/// `Ti`) or decimal (`K`, `M`, `G`, `T`) suffix.
+/// Parses a size as `storage-units` reads every size in the workspace:
+/// plain bytes or a number with an IEC (`Ki`, `Mi`, `Gi`, `Ti`, = 1024ⁿ) or
+/// SI (`K`, `M`, `G`, `T`, = 1000ⁿ) unit, at most `i64::MAX` bytes (what the
+/// CSI wire carries).
 ///
 /// ```
 /// assert_eq!(local::config::parse_size("4096").unwrap(), 4096);
 /// assert_eq!(local::config::parse_size("10Gi").unwrap(), 10 << 30);
 /// assert_eq!(local::config::parse_size("2G").unwrap(), 2_000_000_000);
 /// assert!(local::config::parse_size("ten").is_err());
+/// assert!(local::config::parse_size("9Ei").unwrap_err().contains("too large"));
 /// ```
 pub fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, suffix) = s.split_at(split);
-    if num.is_empty() {
-        return Err(format!("{s:?} is not a size: expected digits, e.g. 10Gi"));
+    let bytes = ByteSize::parse(s).map_err(|e| e.to_string())?.bytes();
+    if bytes > i64::MAX as u64 {
+        return Err(format!(
+            "{s:?} is too large: a CSI size is at most {} bytes",
+            i64::MAX
+        ));
     }
-    let n: u64 = num
-        .parse()
-        .map_err(|e| format!("{s:?} is not a size: {e}"))?;
-    let mult: u64 = match suffix {
-        "" | "B" => 1,
-        "Ki" => 1 << 10,
-        "Mi" => 1 << 20,
-        "Gi" => 1 << 30,
-        "Ti" => 1 << 40,
-        "K" | "k" => 1_000,
-        "M" => 1_000_000,
-        "G" => 1_000_000_000,
-        "T" => 1_000_000_000_000,
-        other => {
-            return Err(format!(
-                "{s:?}: unknown size suffix {other:?} (use Ki, Mi, Gi, Ti, K, M, G or T)"
-            ));
-        }
-    };
-    n.checked_mul(mult)
-        .filter(|v| *v <= i64::MAX as u64)
-        .ok_or_else(|| format!("{s:?} is too large"))
+    Ok(bytes)
 }
 
 /// Parses `--topology` values (`key=value`, repeated) into a checked topology.

@@ -7,6 +7,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use csi_types::paging::{Page, Paging};
 use csi_types::prelude::*;
 use csi_types::{
     controller::{
@@ -25,13 +26,12 @@ use csi_types::{
         DeleteVolumeGroupSnapshotRequest, DeleteVolumeGroupSnapshotResponse,
         GetVolumeGroupSnapshotRequest, GetVolumeGroupSnapshotResponse, VolumeGroupSnapshot,
     },
-    ids::{GroupSnapshotId, NodeId, SnapshotId, VolumeId},
+    ids::{GroupSnapshotId, SnapshotId, VolumeId},
     types::{Map, Snapshot, VolumeCapability, VolumeCondition, VolumeContentSource},
 };
 
 use crate::driver::{
     DEFAULT_VOLUME_SIZE, GRANULARITY, Inner, cap_rec, check_capability, check_mutable, mismatch,
-    page,
 };
 use crate::fsops;
 use crate::state::{
@@ -169,14 +169,7 @@ impl Inner {
     }
 
     fn status(&self, layout: &Layout, id: &str, v: &VolumeRec) -> Result<VolumeStatus, CsiError> {
-        Ok(VolumeStatus {
-            published_node_ids: v
-                .published
-                .keys()
-                .map(|n| NodeId::new(n.clone()))
-                .collect::<Result<_, _>>()?,
-            volume_condition: Some(self.condition(layout, id, v)),
-        })
+        VolumeStatus::from_published(v.published.keys(), Some(self.condition(layout, id, v)))
     }
 
     pub fn create_volume(
@@ -504,12 +497,10 @@ impl Inner {
 
     pub fn list_volumes(&self, req: ListVolumesRequest) -> Result<ListVolumesResponse, CsiError> {
         let store = self.lock();
-        let (entries, next_token) = page(
-            "volumes",
-            store.state.volumes.iter(),
-            req.max_entries,
-            req.starting_token.as_deref(),
-        )?;
+        let Page {
+            entries,
+            next_token,
+        } = Paging::volumes(&req)?.page(store.state.volumes.iter());
         let entries = entries
             .into_iter()
             .map(|(id, v)| {
@@ -756,21 +747,15 @@ impl Inner {
         req: ListSnapshotsRequest,
     ) -> Result<ListSnapshotsResponse, CsiError> {
         let store = self.lock();
-        let filtered = store.state.snapshots.iter().filter(|(id, s)| {
-            req.snapshot_id
-                .as_ref()
-                .is_none_or(|f| f.as_str() == id.as_str())
-                && req
-                    .source_volume_id
-                    .as_ref()
-                    .is_none_or(|f| f.as_str() == s.source_volume)
-        });
-        let (entries, next_token) = page(
-            "snapshots",
-            filtered,
-            req.max_entries,
-            req.starting_token.as_deref(),
-        )?;
+        let filtered = store
+            .state
+            .snapshots
+            .iter()
+            .filter(|(id, s)| req.wants(id, &s.source_volume));
+        let Page {
+            entries,
+            next_token,
+        } = Paging::snapshots(&req)?.page(filtered);
         let entries = entries
             .into_iter()
             .map(|(id, s)| self.snapshot_of(id, s))

@@ -251,74 +251,6 @@ pub(crate) fn check_mutable(field: &str, params: &Map) -> Result<(), CsiError> {
     Ok(())
 }
 
-/// Opaque list tokens: the last id of the previous page, hex-encoded, with
-/// a CRC so that a token this driver did not issue is recognised.
-pub(crate) mod token {
-    use csi_types::CsiError;
-
-    fn crc(kind: &str, id: &str) -> u32 {
-        let mut h = crc32fast::Hasher::new();
-        h.update(kind.as_bytes());
-        h.update(b"\0");
-        h.update(id.as_bytes());
-        h.finalize()
-    }
-
-    /// The token for continuing after `id` in a `kind` listing.
-    pub fn encode(kind: &str, id: &str) -> String {
-        let hex: String = id.bytes().map(|b| format!("{b:02x}")).collect();
-        format!("{hex}.{:08x}", crc(kind, id))
-    }
-
-    /// The id a token continues after; `ABORTED` for a token not issued here.
-    pub fn decode(kind: &str, token: &str) -> Result<String, CsiError> {
-        let bad = || {
-            CsiError::aborted(format!(
-                "starting_token {token:?} was not issued by this plugin's {kind} listing"
-            ))
-        };
-        let (hex, sum) = token.split_once('.').ok_or_else(bad)?;
-        if hex.len() % 2 != 0 || !hex.is_ascii() {
-            return Err(bad());
-        }
-        let bytes = (0..hex.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16))
-            .collect::<Result<Vec<u8>, _>>()
-            .map_err(|_| bad())?;
-        let id = String::from_utf8(bytes).map_err(|_| bad())?;
-        let sum = u32::from_str_radix(sum, 16).map_err(|_| bad())?;
-        if sum != crc(kind, &id) {
-            return Err(bad());
-        }
-        Ok(id)
-    }
-}
-
-/// A page of `(id, item)` pairs and the token of the next page.
-pub(crate) type Page<'a, T> = (Vec<(&'a String, T)>, Option<String>);
-
-/// One page of `items` (sorted by id): those after the token's id, at most
-/// `max`, and the token of the next page. Ids only grow, so a page sequence
-/// neither repeats nor skips an object that exists throughout it, whatever
-/// is created or deleted meanwhile.
-pub(crate) fn page<'a, T: 'a>(
-    kind: &str,
-    items: impl Iterator<Item = (&'a String, T)>,
-    max: Option<u32>,
-    starting_token: Option<&str>,
-) -> Result<Page<'a, T>, CsiError> {
-    let after = starting_token.map(|t| token::decode(kind, t)).transpose()?;
-    let mut rest = items.filter(|(id, _)| after.as_deref().is_none_or(|a| id.as_str() > a));
-    let max = max.map(|m| m as usize).unwrap_or(usize::MAX);
-    let entries: Vec<_> = rest.by_ref().take(max).collect();
-    let next = match (rest.next(), entries.last()) {
-        (Some(_), Some((last, _))) => Some(token::encode(kind, last)),
-        _ => None,
-    };
-    Ok((entries, next))
-}
-
 #[async_trait]
 impl Identity for LocalDriver {
     async fn get_plugin_info(
@@ -456,38 +388,6 @@ pub(crate) fn cap_rec(c: &VolumeCapability) -> CapRec {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tokens_round_trip_and_forgeries_abort() {
-        let t = token::encode("volumes", "vol-000000000042");
-        assert_eq!(token::decode("volumes", &t).unwrap(), "vol-000000000042");
-        for bad in ["", "zz", "abc.def", "00.00000000", &t[1..]] {
-            let e = token::decode("volumes", bad).unwrap_err();
-            assert_eq!(e.code(), Code::Aborted, "{bad:?}");
-        }
-        // A snapshot token is not a volume token.
-        let s = token::encode("snapshots", "vol-000000000042");
-        assert_eq!(
-            token::decode("volumes", &s).unwrap_err().code(),
-            Code::Aborted
-        );
-    }
-
-    #[test]
-    fn pages_continue_after_the_token() {
-        let ids: Vec<String> = (0..5).map(|i| format!("v{i}")).collect();
-        let (p1, t1) = page("k", ids.iter().map(|i| (i, ())), Some(2), None).unwrap();
-        assert_eq!(
-            p1.iter().map(|(i, _)| i.as_str()).collect::<Vec<_>>(),
-            ["v0", "v1"]
-        );
-        let (p2, t2) = page("k", ids.iter().map(|i| (i, ())), Some(3), t1.as_deref()).unwrap();
-        assert_eq!(
-            p2.iter().map(|(i, _)| i.as_str()).collect::<Vec<_>>(),
-            ["v2", "v3", "v4"]
-        );
-        assert_eq!(t2, None);
-    }
 
     #[test]
     fn mutable_parameters_are_checked() {
