@@ -1891,6 +1891,9 @@ impl Engine {
         // of one group are interchangeable under the hard constraints, so taking them in list
         // order loses no placement (soft preferences only order the tries).
         let mut s = Search::new(self, c, &all, false, true, strict_first, budget);
+        // Pins already charged cannot be told apart from members assigned by the search in
+        // the bounds' accounting, so the lookahead runs for fresh requests only.
+        s.lookahead = !c.pins_loaded;
         if s.run(0) {
             return Outcome::Found(s.assign);
         }
@@ -2335,7 +2338,14 @@ struct Search<'a> {
     nodes: u64,
     budget: u64,
     exhausted: bool,
+    /// Whether each node first runs the refutation bounds on what is left (the complete
+    /// search only: a bound that fails proves the subtree empty).
+    lookahead: bool,
 }
+
+/// Budget steps one lookahead (the refutation bounds at a search node) is charged: it costs
+/// about as much as that many plain steps, so a search that gives up does so in similar time.
+const LOOKAHEAD_COST: u64 = 32;
 
 impl<'a> Search<'a> {
     fn new(
@@ -2360,7 +2370,26 @@ impl<'a> Search<'a> {
             nodes: 0,
             budget,
             exhausted: false,
+            lookahead: false,
         }
+    }
+
+    /// Whether the assignment so far provably cannot be completed (the refutation bounds on
+    /// the remaining members, with the members assigned so far as pins).
+    fn dead_end(&mut self, k: usize) -> bool {
+        if !self.lookahead || k == 0 || k + 1 >= self.order.len() {
+            return false;
+        }
+        self.nodes += LOOKAHEAD_COST;
+        let mut c = self.c.clone();
+        c.pins.clone_from(&self.assign);
+        let left: Vec<u32> = self
+            .cands
+            .iter()
+            .copied()
+            .filter(|d| !self.assign.contains(d))
+            .collect();
+        !self.eng.refute(&c, &left).is_empty()
     }
 
     /// Whether drive `d` may take member `i` given the members assigned so far.
@@ -2468,6 +2497,9 @@ impl<'a> Search<'a> {
     fn run(&mut self, k: usize) -> bool {
         if k == self.order.len() {
             return true;
+        }
+        if self.dead_end(k) {
+            return false;
         }
         let i = self.order[k];
         let start = if self.ordered && k > 0 {
