@@ -9,7 +9,9 @@
 //! * criterion medians for planning a RAID1 and a RAID10 at 90% fill;
 //! * criterion medians for `max_placeable` (the largest member size that fits now) of a RAID1,
 //!   a RAID10 and a single drive in one rack, empty and at 90% fill;
-//! * criterion median for planning the evacuation of one 60-drive JBOD at 90% fill.
+//! * criterion median for planning the evacuation of one 60-drive JBOD at 90% fill;
+//! * one-shot times of live inventory changes at 90% fill: add a JBOD, add a drive to it,
+//!   remove the drive, remove the JBOD (each re-indexes the inventory).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -21,6 +23,9 @@ use rand_chacha::ChaCha8Rng;
 
 const TB: u64 = 1_000_000_000_000;
 const GB: u64 = 1_000_000_000;
+
+/// One live inventory change, timed by the bench.
+type LiveChange<'a> = dyn Fn(&mut Engine) -> Result<u64, PlacementError> + 'a;
 
 fn id<T>(f: impl Fn(String) -> Result<T, IdError>, s: String) -> T {
     f(s).expect("generated ids are valid")
@@ -396,5 +401,55 @@ fn main() {
         b.iter(|| black_box(engine.plan_evacuation(jbod).map(|p| p.moves.len())))
     });
     g.finish();
+
+    // Live inventory changes on the filled engine, one shot each (best of three).
+    let time = |engine: &mut Engine, f: &LiveChange<'_>| {
+        let t = Instant::now();
+        f(engine).expect("live change");
+        t.elapsed()
+    };
+    let jbod_spec = engine
+        .inventory()
+        .spec()
+        .domains
+        .iter()
+        .find(|d| d.id.as_str() == jbod)
+        .cloned()
+        .expect("jbod");
+    let drive_spec = engine
+        .inventory()
+        .drive(&drives[0])
+        .cloned()
+        .expect("drive");
+    let mut best = [Duration::MAX; 4];
+    for round in 0..3 {
+        let new_jbod = DomainSpec {
+            id: id(DomainId::new, format!("new-jbod-{round}")),
+            ..jbod_spec.clone()
+        };
+        let mut drive = drive_spec.clone();
+        drive.id = id(DriveId::new, format!("new-drive-{round}"));
+        drive.domain = Some(new_jbod.id.clone());
+        drive.free = drive.capacity;
+        drive.health = Health::Healthy;
+        let (x, d) = (new_jbod.id.clone(), drive.id.clone());
+        let steps: [&LiveChange<'_>; 4] = [
+            &|e| e.add_domain(new_jbod.clone()),
+            &|e| e.add_drive(drive.clone()),
+            &|e| e.remove_drive(&d),
+            &|e| e.remove_domain(&x),
+        ];
+        for (i, step) in steps.iter().enumerate() {
+            best[i] = best[i].min(time(&mut engine, step));
+        }
+    }
+    println!(
+        "fill90 live changes ({} volumes), best of 3: add_domain {:.1} ms, add_drive {:.1} ms, remove_drive {:.1} ms, remove_domain {:.1} ms",
+        engine.volumes().count(),
+        best[0].as_secs_f64() * 1e3,
+        best[1].as_secs_f64() * 1e3,
+        best[2].as_secs_f64() * 1e3,
+        best[3].as_secs_f64() * 1e3,
+    );
     c.final_summary();
 }

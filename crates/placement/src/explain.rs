@@ -805,10 +805,44 @@ impl Engine {
         if !out.is_empty() {
             return out;
         }
-        // Two limits at once (a bandwidth kind and the quotas, two kinds, ...): a transport
-        // problem from one's buckets through the drives' (bucket, bucket) pairs to the other's.
-        for (i, (a, _)) in buckets.iter().enumerate() {
-            for (b, _) in &buckets[i + 1..] {
+        // With one redundancy group left, its per-group limits (separations, per-group
+        // spreading) are limits on the whole request: they join the sink-side limits.
+        let single: Vec<Buckets> = if need_g.iter().filter(|&&n| n > 0).count() == 1 {
+            let g = need_g.iter().position(|&n| n > 0).unwrap_or(0);
+            limits
+                .iter()
+                .map(|lim| {
+                    let mut index: HashMap<u32, usize> = HashMap::new();
+                    let mut room = Vec::new();
+                    let of = cands
+                        .iter()
+                        .map(|&d| match lim.of(inv, d) {
+                            NONE => None,
+                            x => Some(*index.entry(x).or_insert_with(|| {
+                                let used = (g * c.group_size..(g + 1) * c.group_size)
+                                    .filter(|&m| c.pins[m] != NONE && lim.of(inv, c.pins[m]) == x)
+                                    .count() as u32;
+                                room.push(lim.cap.saturating_sub(used));
+                                room.len() - 1
+                            })),
+                        })
+                        .collect();
+                    Buckets {
+                        name: lim.name(inv),
+                        of,
+                        room,
+                    }
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let all_sinks: Vec<&Buckets> = buckets.iter().map(|(b, _)| b).chain(&single).collect();
+        // Two limits at once (a bandwidth kind and the quotas, two kinds, a separation and a
+        // spreading of a single group, ...): a transport problem from one's buckets through the
+        // drives' (bucket, bucket) pairs to the other's.
+        for (i, a) in all_sinks.iter().enumerate() {
+            for b in &all_sinks[i + 1..] {
                 let room = pair_bound(a, b, needed);
                 if room < needed {
                     out.push(Blocker::Combined {
@@ -827,24 +861,33 @@ impl Engine {
         }
         let sinks: Vec<Option<&Buckets>> = std::iter::once(None)
             .chain(buckets.iter().map(|(b, _)| Some(b)))
+            .chain(single.iter().map(Some))
             .collect();
-        for sink in sinks {
-            if hard_levels.is_empty() || (sink.is_none() && hard_levels.len() < 2) {
-                continue;
-            }
-            let (room, _) = self.flow_bound(c, cands, &need_g, &hard_levels, sink, needed);
-            if room < needed {
-                let mut constraints: Vec<String> =
-                    hard_levels.iter().map(|l| l.name(inv)).collect();
-                if let Some(b) = sink {
-                    constraints.push(b.name.clone());
+        // The chain of every hard level is exact for nested levels (rack, then JBOD) but, for
+        // levels that cut across each other (racks and power supplies), weaker than one level
+        // alone: try each level alone against each sink-side limit too.
+        let mut chains: Vec<Vec<GroupLimit>> = vec![hard_levels.clone()];
+        if hard_levels.len() > 1 {
+            chains.extend(hard_levels.iter().map(|&l| vec![l]));
+        }
+        for chain in &chains {
+            for &sink in &sinks {
+                if chain.is_empty() || (sink.is_none() && chain.len() < 2) {
+                    continue;
                 }
-                out.push(Blocker::Combined {
-                    constraints,
-                    room,
-                    needed,
-                });
-                break;
+                let (room, _) = self.flow_bound(c, cands, &need_g, chain, sink, needed);
+                if room < needed {
+                    let mut constraints: Vec<String> = chain.iter().map(|l| l.name(inv)).collect();
+                    if let Some(b) = sink {
+                        constraints.push(b.name.clone());
+                    }
+                    out.push(Blocker::Combined {
+                        constraints,
+                        room,
+                        needed,
+                    });
+                    return out;
+                }
             }
         }
         out

@@ -479,3 +479,96 @@ fn servers_added_and_removed_live_match_a_rebuilt_engine() {
     e.remove_server(&ServerId::new("s2").unwrap()).unwrap();
     check(&e);
 }
+
+/// Removing a drive, failure domain, bandwidth domain or storage group that a placed volume
+/// still holds or names is refused with `InUse` naming the holder, and changes nothing; once
+/// the holder is gone the removal goes through and the engine equals a rebuilt one.
+#[test]
+fn removals_refused_while_held_or_named() {
+    let text = r#"
+        domain = [{ id = "r0", level = "rack" }, { id = "r1", level = "rack" }, { id = "r2", level = "rack" }]
+        bandwidth_domain = [{ id = "p9", kind = "port", capacity = "1 GB/s" }]
+        storage_group = [{ id = "g1" }, { id = "g2" }]
+        drive = [
+          { id = "a", kind = "hdd", capacity = "1 TB", domain = "r0", group = "g1" },
+          { id = "b", kind = "hdd", capacity = "1 TB", domain = "r1", group = "g1" },
+          { id = "c", kind = "hdd", capacity = "1 TB", domain = "r1", group = "g1" },
+        ]
+    "#;
+    let mut e = Engine::new(Inventory::from_toml(text).unwrap(), 3).unwrap();
+    let mut req = mirror(2, 1_000_000);
+    req.storage_groups = vec![GroupId::new("g1").unwrap(), GroupId::new("g2").unwrap()];
+    req.preferred = vec![[("rack".to_string(), "r2".to_string())].into()];
+    req.bandwidth_spread = vec![Spread {
+        kind: "port".into(),
+        mode: Mode::Soft,
+        max_per_domain: 1,
+        per_group: false,
+    }];
+    req.exclude_drives = vec![DriveId::new("c").unwrap()];
+    let placed = e.place(vid("v"), &req).unwrap().drives();
+    let before = (e.version(), e.snapshot().to_toml());
+    let held = |r: Result<u64, PlacementError>, what: &str, why: &str| match r {
+        Err(PlacementError::InUse { target, held_by }) => {
+            assert_eq!(target, what);
+            assert!(held_by.contains(why), "{held_by}");
+        }
+        other => panic!("{what}: {other:?}"),
+    };
+    held(
+        e.remove_drive(&placed[0]),
+        &format!("drive '{}'", placed[0]),
+        "1 member(s) of placed volumes, e.g. member 0 of volume 'v'",
+    );
+    held(
+        e.remove_drive(&DriveId::new("c").unwrap()),
+        "drive 'c'",
+        "'v' (without it its request.exclude_drives[0]",
+    );
+    held(
+        e.remove_domain(&DomainId::new("r2").unwrap()),
+        "failure domain 'r2'",
+        "'v' (without it its request.preferred[0].rack",
+    );
+    held(
+        e.remove_domain(&DomainId::new("r1").unwrap()),
+        "failure domain 'r1'",
+        "2 drive(s), e.g. 'b'",
+    );
+    held(
+        e.remove_storage_group(&GroupId::new("g2").unwrap()),
+        "storage group 'g2'",
+        "'v' (without it its request.storage_groups[1]",
+    );
+    held(
+        e.remove_storage_group(&GroupId::new("g1").unwrap()),
+        "storage group 'g1'",
+        "3 drive(s) belong to it",
+    );
+    held(
+        e.remove_bandwidth_domain(&BwDomainId::new("p9").unwrap()),
+        "bandwidth domain 'p9'",
+        "request.bandwidth_spread[0].kind",
+    );
+    assert!(matches!(
+        e.remove_storage_group(&GroupId::new("g7").unwrap()),
+        Err(PlacementError::UnknownTarget(_))
+    ));
+    assert_eq!((e.version(), e.snapshot().to_toml()), before);
+    // Once the volume is gone, everything can go, drive by drive and domain by domain.
+    e.remove(&vid("v")).unwrap();
+    for d in ["b", "a", "c"] {
+        e.remove_drive(&DriveId::new(d).unwrap()).unwrap();
+    }
+    for x in ["r2", "r1"] {
+        e.remove_domain(&DomainId::new(x).unwrap()).unwrap();
+    }
+    e.remove_storage_group(&GroupId::new("g2").unwrap())
+        .unwrap();
+    e.remove_bandwidth_domain(&BwDomainId::new("p9").unwrap())
+        .unwrap();
+    let rebuilt = Engine::new(e.snapshot(), 3).unwrap();
+    assert_eq!(rebuilt.snapshot().to_toml(), e.snapshot().to_toml());
+    assert_eq!(e.inventory().spec().domains.len(), 1);
+    assert!(e.inventory().spec().drives.is_empty());
+}

@@ -165,6 +165,136 @@ proptest! {
         prop_assert!(engine.set_drive_health("no-such-drive", Health::Failed).is_err());
     }
 
+    /// Any sequence of live changes (drives, failure domains, bandwidth domains and storage
+    /// groups added and removed, health set, volumes placed and removed) leaves an engine that
+    /// saves, plans, explains, sizes and places exactly like one rebuilt from its snapshot; a
+    /// refused change leaves the state and the version unchanged, and a removal is refused
+    /// exactly when something still holds or names the target.
+    #[test]
+    fn live_changes_equal_a_rebuild(seed in any::<u64>()) {
+        let (mut g, _, mut engine, _) = setup(seed, (1, 3), (1, 3), (6, 24), true);
+        let mut fresh = 0;
+        for step in 0..24 {
+            fresh += 1;
+            let spec = engine.inventory().spec().clone();
+            let before = engine.snapshot();
+            let version = engine.version();
+            let pick = |g: &mut Gen, n: usize| g.rng_range(0, n.max(1) - 1);
+            let result = match g.rng_range(0, 10) {
+                0 | 1 => {
+                    let jbods: Vec<&DomainSpec> = spec.domains.iter().filter(|d| d.level == "jbod").collect();
+                    let capacity = g.rng_range(10, 100) as u64;
+                    let drive = DriveSpec {
+                        id: did(&format!("n{fresh}")),
+                        kind: [DriveKind::Hdd, DriveKind::Ssd, DriveKind::Nvme][g.rng_range(0, 2)],
+                        capacity: Bytes(capacity),
+                        free: Bytes(capacity - g.rng_range(0, 5) as u64),
+                        rpm: 7200,
+                        tags: if g.rng_range(0, 1) == 0 { vec!["enc".into()] } else { vec![] },
+                        transports: Transports::all(),
+                        health: Health::Healthy,
+                        domain: (!jbods.is_empty() && g.rng_range(0, 9) > 0)
+                            .then(|| jbods[pick(&mut g, jbods.len())].id.clone()),
+                        group: spec.storage_groups.get(g.rng_range(0, 3)).map(|x| x.id.clone()),
+                        bandwidth_domains: spec.bandwidth_domains.get(g.rng_range(0, 3)).map(|b| b.id.clone()).into_iter().collect(),
+                        attributes: [("psu".to_string(), ["a", "b", "z"][g.rng_range(0, 2)].to_string())].into(),
+                    };
+                    engine.add_drive(drive).map(|_| ())
+                }
+                2 => match spec.drives.get(pick(&mut g, spec.drives.len())) {
+                    Some(d) => {
+                        let held = engine.volumes().any(|v| v.members.contains(&d.id));
+                        let r = engine.remove_drive(&d.id);
+                        if held {
+                            prop_assert!(matches!(r, Err(PlacementError::InUse { .. })), "{:?}", r);
+                        }
+                        r.map(|_| ())
+                    }
+                    None => Ok(()),
+                },
+                3 => {
+                    let racks: Vec<&DomainSpec> = spec.domains.iter().filter(|d| d.level == "rack").collect();
+                    let (level, parent) = if racks.is_empty() || g.rng_range(0, 1) == 0 {
+                        ("rack", None)
+                    } else {
+                        ("jbod", Some(racks[pick(&mut g, racks.len())].id.clone()))
+                    };
+                    engine.add_domain(DomainSpec { id: dom(&format!("x{fresh}")), level: level.into(), parent }).map(|_| ())
+                }
+                4 => match spec.domains.get(pick(&mut g, spec.domains.len())) {
+                    Some(x) => {
+                        let holds = engine.inventory().drives_in(x.id.as_str()).is_some_and(|d| !d.is_empty())
+                            || spec.domains.iter().any(|c| c.parent.as_ref() == Some(&x.id));
+                        let r = engine.remove_domain(&x.id);
+                        if holds {
+                            prop_assert!(matches!(r, Err(PlacementError::InUse { .. })), "{:?}", r);
+                        }
+                        r.map(|_| ())
+                    }
+                    None => Ok(()),
+                },
+                5 => engine
+                    .add_bandwidth_domain(BwDomainSpec {
+                        id: BwDomainId::new(format!("b{fresh}")).unwrap(),
+                        kind: ["uplink", "port"][g.rng_range(0, 1)].into(),
+                        capacity: Bytes(g.rng_range(100, 1000) as u64),
+                        load: Bytes(0),
+                    })
+                    .map(|_| ()),
+                6 => match spec.bandwidth_domains.get(pick(&mut g, spec.bandwidth_domains.len())) {
+                    Some(b) => engine.remove_bandwidth_domain(&b.id).map(|_| ()),
+                    None => Ok(()),
+                },
+                7 => {
+                    if g.rng_range(0, 1) == 0 {
+                        engine
+                            .add_storage_group(GroupSpec { id: GroupId::new(format!("g{fresh}")).unwrap(), quota: Some(Bytes(50)), used: Bytes(0) })
+                            .map(|_| ())
+                    } else {
+                        match spec.storage_groups.get(pick(&mut g, spec.storage_groups.len())) {
+                            Some(x) => engine.remove_storage_group(&x.id).map(|_| ()),
+                            None => Ok(()),
+                        }
+                    }
+                }
+                8 => {
+                    let req = g.request(&spec, 4, false);
+                    let _ = engine.place(vid(&format!("v{step}")), &req);
+                    Ok(())
+                }
+                _ => {
+                    let ids: Vec<VolumeId> = engine.volumes().map(|v| v.id.clone()).collect();
+                    if let Some(v) = ids.get(pick(&mut g, ids.len())) {
+                        engine.remove(v).unwrap();
+                    }
+                    Ok(())
+                }
+            };
+            if result.is_err() {
+                prop_assert_eq!(engine.snapshot().spec().clone(), before.spec().clone(), "a refused change changed the state: {:?}", result);
+                prop_assert_eq!(engine.version(), version);
+            }
+        }
+        // The same names again are refused as duplicates, and change nothing.
+        let before = engine.snapshot();
+        if let Some(x) = before.spec().domains.first().cloned() {
+            prop_assert!(matches!(engine.add_domain(x), Err(PlacementError::InvalidChange(_))));
+        }
+        prop_assert!(engine.remove_drive(&did("no-such-drive")).is_err());
+        prop_assert_eq!(engine.snapshot().spec().clone(), before.spec().clone());
+        let mut rebuilt = Engine::new(engine.snapshot(), seed).unwrap();
+        prop_assert_eq!(rebuilt.snapshot().spec().clone(), engine.snapshot().spec().clone());
+        let spec = engine.inventory().spec().clone();
+        for i in 0..8 {
+            let req = g.request(&spec, 4, true);
+            prop_assert_eq!(engine.plan(&req), rebuilt.plan(&req));
+            prop_assert_eq!(engine.max_placeable(&req, None), rebuilt.max_placeable(&req, None));
+            let id = vid(&format!("after{i}"));
+            prop_assert_eq!(engine.place(id.clone(), &req), rebuilt.place(id, &req));
+        }
+        prop_assert_eq!(rebuilt.snapshot().spec().clone(), engine.snapshot().spec().clone());
+    }
+
     /// A placement planned by another controller is adopted exactly when the version matches
     /// (and leaves the state `place` would have left); with a stale version, or members that
     /// break a hard constraint, nothing changes; the adopted engine plans like one rebuilt from

@@ -6,19 +6,17 @@
 //!   and its Markov MTTDL for the validation;
 //! * [`SliceStore`] — SSD slices through `slice-alloc` on the device the policy chose.
 //!
-//! **Returning a drive to service.** The engine marks evacuated drives failed for good when a
-//! plan is applied (`apply_plan`) and has no call that brings a drive back, while a simulated
-//! fleet replaces drives and repairs JBODs. The adapter therefore takes a drive out of service
-//! by placing a *filler* volume pinned to it that takes its free space (so no filter lets a new
-//! member land there), and commits evacuation moves with `replace_members` (the call
-//! `plan_evacuation` is built on: same request, other members pinned, the old drive excluded).
-//! Removing the fillers returns the drive, empty. With a public "set health" call in
-//! `placement` this becomes `plan_evacuation` + `apply_plan` and a health change.
+//! **Drives out of service.** A drive that goes down is marked failed with
+//! `Engine::set_drive_health` (so no new member lands there) and marked healthy again when the
+//! simulated fleet replaces it or repairs its JBOD. Repairs are committed per volume with
+//! `replace_members` (the call `plan_evacuation` is built on: same request, other members
+//! pinned, the old drive excluded), because the simulator schedules each volume's rebuild
+//! itself.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use placement::{DriveId, Engine, Inventory, Pin, Request, Shape, VolumeId};
+use placement::{DriveId, Engine, Health, Inventory, Shape, VolumeId};
 use raid::{FailureModel, Geometry, Layout, Level, ReliabilityParams};
 use slice_alloc::{Allocator, AllocatorConfig, Constraints, DeviceId, DeviceSpec, SliceId};
 
@@ -32,10 +30,8 @@ pub struct EnginePlacer {
     index: HashMap<DriveId, u32>,
     /// Engine volume id of each simulator volume slot.
     ids: Vec<Option<VolumeId>>,
-    /// Filler volumes per drive that is out of service.
-    fillers: Vec<Vec<VolumeId>>,
-    down: Vec<bool>,
-    next_filler: u64,
+    /// Counter that makes engine volume ids unique across re-used simulator slots.
+    next_id: u64,
 }
 
 impl std::fmt::Debug for EnginePlacer {
@@ -56,15 +52,12 @@ impl EnginePlacer {
             .enumerate()
             .map(|(i, d)| (d.id.clone(), i as u32))
             .collect();
-        let n = fleet.drives.len();
         Ok(EnginePlacer {
             engine,
             fleet,
             index,
             ids: Vec::new(),
-            fillers: vec![Vec::new(); n],
-            down: vec![false; n],
-            next_filler: 0,
+            next_id: 0,
         })
     }
 
@@ -75,25 +68,14 @@ impl EnginePlacer {
             .ok_or_else(|| format!("engine returned unknown drive '{id}'"))
     }
 
-    /// Takes the free space of an out-of-service drive with a filler volume.
-    fn fill(&mut self, d: u32) -> Result<(), String> {
-        let id = self.fleet.drives[d as usize].id.clone();
-        let free = self.engine.inventory().drive(&id).map_or(0, |s| s.free.0);
-        if free == 0 {
-            return Ok(());
+    /// Marks drives failed or healthy in the engine.
+    fn set_health(&mut self, drives: &[u32], health: Health) -> Result<(), String> {
+        for &d in drives {
+            let id = self.fleet.drives[d as usize].id.as_str();
+            self.engine
+                .set_drive_health(id, health)
+                .map_err(|e| format!("set health of '{id}': {e}"))?;
         }
-        let mut req = Request::new(Shape::Single, free);
-        req.pinned = vec![Pin {
-            member: 0,
-            drive: id.clone(),
-        }];
-        let vid =
-            VolumeId::new(format!("~filler-{}", self.next_filler)).map_err(|e| e.to_string())?;
-        self.next_filler += 1;
-        self.engine
-            .place(vid.clone(), &req)
-            .map_err(|e| format!("filler on '{id}': {e}"))?;
-        self.fillers[d as usize].push(vid);
         Ok(())
     }
 
@@ -119,9 +101,8 @@ impl Placer for EnginePlacer {
     ) -> Result<Vec<u32>, String> {
         let mut req = class.request.clone();
         req.size = placement::Bytes(size);
-        let vid =
-            VolumeId::new(format!("v{vol}-{}", self.next_filler)).map_err(|e| e.to_string())?;
-        self.next_filler += 1;
+        let vid = VolumeId::new(format!("v{vol}-{}", self.next_id)).map_err(|e| e.to_string())?;
+        self.next_id += 1;
         let p = self
             .engine
             .place(vid.clone(), &req)
@@ -142,18 +123,8 @@ impl Placer for EnginePlacer {
         let Some(vid) = self.ids.get_mut(vol as usize).and_then(Option::take) else {
             return;
         };
-        if let Ok(spec) = self.engine.remove(&vid) {
-            for m in spec.members {
-                if let Some(&d) = self.index.get(&m)
-                    && self.down[d as usize]
-                {
-                    // Keep a drive out of service full; this cannot fail for a pinned filler
-                    // of the drive's own free space, and if it did the drive would only take
-                    // members early, which the simulator's own check refuses.
-                    let _ = self.fill(d);
-                }
-            }
-        }
+        // The slot came from a successful place, so the engine knows the id.
+        let _ = self.engine.remove(&vid);
     }
 
     fn repair(
@@ -162,7 +133,7 @@ impl Placer for EnginePlacer {
         vol: u32,
         _class: &ClassInfo,
         _size: u64,
-        current: &[u32],
+        _current: &[u32],
         members: &[usize],
     ) -> Result<Vec<u32>, String> {
         let vid = self
@@ -179,33 +150,15 @@ impl Placer for EnginePlacer {
         for &m in members {
             out.push(self.drive(&p.members[m].drive)?);
         }
-        for &m in members {
-            let old = current[m];
-            if self.down[old as usize] {
-                self.fill(old)?;
-            }
-        }
         Ok(out)
     }
 
     fn drives_down(&mut self, _st: &DriveState, drives: &[u32]) -> Result<(), String> {
-        for &d in drives {
-            if !self.down[d as usize] {
-                self.down[d as usize] = true;
-                self.fill(d)?;
-            }
-        }
-        Ok(())
+        self.set_health(drives, Health::Failed)
     }
 
     fn drives_up(&mut self, _st: &DriveState, drives: &[u32]) -> Result<(), String> {
-        for &d in drives {
-            self.down[d as usize] = false;
-            for vid in std::mem::take(&mut self.fillers[d as usize]) {
-                self.engine.remove(&vid).map_err(|e| e.to_string())?;
-            }
-        }
-        Ok(())
+        self.set_health(drives, Health::Healthy)
     }
 }
 

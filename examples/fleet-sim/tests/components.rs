@@ -170,8 +170,7 @@ fn engine_adapter_keeps_drives_out_of_service_until_they_return() {
     // The whole JBOD of member 0 goes down.
     let jbod = fleet.drives[placed[0] as usize].jbod;
     let drives = fleet.jbods[jbod as usize].drives.clone();
-    // The engine's own plan for that JBOD moves exactly our member (asked before the
-    // adapter's fillers take the JBOD's space).
+    // The engine's own plan for that JBOD moves exactly our member.
     let (moves, unplaceable) = e
         .plan_evacuation_counts(&fleet.jbods[jbod as usize].id)
         .unwrap();
