@@ -23,6 +23,7 @@ use crate::bitmap::Bitmap;
 use crate::crypt::{Cipher, Secret};
 use crate::device::BlockDevice;
 use crate::error::{EngineError, Result, invalid};
+use crate::fault::Fault;
 use crate::meta::{
     BITMAP_OFFSET, LINEAR_LEVEL, MAX_MEMBERS, RoleState, SB_OFFSET, SB_SIZE, Superblock, random,
 };
@@ -268,6 +269,8 @@ pub struct Volume {
     stripe_locks: Vec<Mutex<()>>,
     data_offset_bytes: u64,
     size_sectors: u64,
+    #[cfg(feature = "fault-injection")]
+    faults: crate::fault::Faults,
 }
 
 /// Requests of at least this many bytes fan out over the members on threads.
@@ -493,6 +496,8 @@ impl Volume {
             gate: RwLock::new(()),
             stripe_locks: (0..parity::STRIPE_LOCKS).map(|_| Mutex::new(())).collect(),
             size_sectors,
+            #[cfg(feature = "fault-injection")]
+            faults: Default::default(),
         }
     }
 
@@ -842,15 +847,20 @@ impl Volume {
         };
         let _p = bm.persist.lock().unwrap_or_else(|p| p.into_inner());
         let image = bm.snapshot();
-        let mut failed = Vec::new();
-        for r in 0..self.slots.len() {
-            let Some(dev) = self.writable(r) else {
-                continue;
-            };
-            if let Err(e) = dev
+        // Every member at once; all of them are durable before this returns
+        // (and so before the data writes the bits announce).
+        let targets: Vec<Vec<(usize, Arc<dyn BlockDevice>)>> = (0..self.slots.len())
+            .filter_map(|r| self.writable(r).map(|d| vec![(r, d)]))
+            .collect();
+        let results = fan_out(targets, true, &|(r, dev): (usize, Arc<dyn BlockDevice>)| {
+            let res = dev
                 .write_at(&image, BITMAP_OFFSET)
-                .and_then(|()| dev.flush())
-            {
+                .and_then(|()| dev.flush());
+            (r, res)
+        });
+        let mut failed = Vec::new();
+        for (r, res) in results {
+            if let Err(e) = res {
                 tracing::warn!(role = r, error = %e, "bitmap write failed");
                 failed.push(r);
             }
@@ -1014,15 +1024,11 @@ impl Volume {
         }
         let parallel = sectors * SECTOR >= PARALLEL_BYTES as u64;
         let groups = group_by_member(jobs, |j| j.member, self.slots.len());
-        let results = fan_out(groups, parallel, &|j: ReadJob<'_>| {
-            let res = match self.slots[j.member].device() {
-                Some(d) => d.read_at(j.data, j.offset),
-                None => Err(std::io::Error::other("no device")),
-            };
-            match res {
-                Ok(()) => None,
-                Err(e) => Some((j, e)),
-            }
+        let results = fan_out(groups, parallel, &|j: ReadJob<'_>| match self
+            .member_read(j.member, j.data, j.offset)
+        {
+            Ok(()) => None,
+            Err(e) => Some((j, e)),
         });
         // Retry failed pieces on the other copies, failing members as we go.
         for (job, err) in results.into_iter().flatten() {
@@ -1092,14 +1098,7 @@ impl Volume {
                 )));
             }
         }
-        let regions = self.regions_for(&pieces);
-        if let Some(bm) = &self.bitmap
-            && bm.start(&regions)
-            && let Err(e) = self.persist_bitmap()
-        {
-            bm.end(&regions);
-            return Err(e);
-        }
+        let regions = self.begin_intent(self.regions_for(&pieces))?;
         let mut jobs = Vec::new();
         let mut off = 0usize;
         for (i, p) in pieces.iter().enumerate() {
@@ -1119,11 +1118,11 @@ impl Volume {
         let parallel = data.len() >= PARALLEL_BYTES;
         let groups = group_by_member(jobs, |j| j.member, self.slots.len());
         let results = fan_out(groups, parallel, &|j: WriteJob<'_>| {
-            let res = match self.slots[j.member].device() {
-                Some(d) => d.write_at(j.data, j.offset),
-                None => Err(std::io::Error::other("no device")),
-            };
-            (j.piece, j.member, res)
+            (
+                j.piece,
+                j.member,
+                self.member_write(j.member, j.data, j.offset),
+            )
         });
         let mut ok = vec![false; pieces.len()];
         let mut failures = Vec::new();
@@ -1299,6 +1298,63 @@ impl Volume {
     /// Byte offset on a member of member sector `sector`.
     fn member_off(&self, sector: u64) -> u64 {
         self.data_offset_bytes + sector * SECTOR
+    }
+
+    /// Read from member `m`'s device (an error if none is attached).
+    fn member_read(&self, m: usize, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        match self.slots[m].device() {
+            Some(d) => d.read_at(buf, offset),
+            None => Err(std::io::Error::other("no device")),
+        }
+    }
+
+    /// A foreground (data path) write to member `m`'s device.
+    fn member_write(&self, m: usize, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        let r = match self.slots[m].device() {
+            Some(d) => d.write_at(buf, offset),
+            None => Err(std::io::Error::other("no device")),
+        };
+        #[cfg(feature = "fault-injection")]
+        self.faults.after_member_write();
+        r
+    }
+
+    /// Set the write-intent bits of `regions` (persisting them on every
+    /// member when one is newly set) before their data is written. Returns
+    /// the regions to pass to `Bitmap::end` once the writes are done.
+    fn begin_intent(&self, regions: Vec<usize>) -> Result<Vec<usize>> {
+        if self.fault(Fault::SkipIntentBit) {
+            return Ok(Vec::new());
+        }
+        if let Some(bm) = &self.bitmap
+            && bm.start(&regions)
+            && let Err(e) = self.persist_bitmap()
+        {
+            bm.end(&regions);
+            return Err(e);
+        }
+        Ok(regions)
+    }
+
+    /// Whether deliberate bug `f` is switched on (never without the
+    /// `fault-injection` feature).
+    #[allow(clippy::unused_self)]
+    fn fault(&self, f: Fault) -> bool {
+        #[cfg(feature = "fault-injection")]
+        return self.faults.has(f);
+        #[cfg(not(feature = "fault-injection"))]
+        {
+            let _ = f;
+            false
+        }
+    }
+
+    /// Switch on deliberate bugs and crash points for this volume (feature
+    /// `fault-injection`; see [`crate::fault`]). Replaces the previous set;
+    /// an empty slice switches them off.
+    #[cfg(feature = "fault-injection")]
+    pub fn inject_faults(&self, faults: &[crate::fault::Fault]) {
+        self.faults.set(faults);
     }
 
     /// Copy `sectors` from `src` to `dst` (member sectors), under the
