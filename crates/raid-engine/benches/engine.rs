@@ -44,6 +44,21 @@ fn files(dir: &Path, prefix: &str, n: usize) -> Vec<Arc<dyn BlockDevice>> {
         .collect()
 }
 
+/// Write every byte of the members, so that reads read real pages (a hole
+/// in a tmpfs file reads far faster than data and would flatter whoever
+/// reads more of them).
+fn fill(devs: &[Arc<dyn BlockDevice>]) {
+    let chunk = vec![0xa5u8; SEQ];
+    for d in devs {
+        let mut off = 0;
+        while off < d.size() {
+            let n = (d.size() - off).min(SEQ as u64) as usize;
+            d.write_at(&chunk[..n], off).unwrap();
+            off += n as u64;
+        }
+    }
+}
+
 /// A tiny deterministic offset generator (no timing in the loop).
 struct Offsets(u64);
 impl Offsets {
@@ -178,12 +193,17 @@ fn bench_target(c: &mut Criterion, group: &str, name: &str, t: &dyn Target) {
 
 fn in_process(c: &mut Criterion) {
     let dir = scratch();
-    let plain = Plain(files(dir.path(), "plain", 1).remove(0));
+    let plain = files(dir.path(), "plain", 1);
+    fill(&plain);
+    let plain = Plain(plain[0].clone());
     for (spec, n) in [("raid1", 2), ("raid10:n2", 4), ("raid6:left-symmetric", 6)] {
         let devs = files(dir.path(), &format!("{}-", spec.replace(':', "-")), n);
+        // Real pages everywhere; the resync below makes parity match them.
+        fill(&devs);
         let mut opts = CreateOptions::new(VolumeLayout::parse(spec).unwrap());
         opts.chunk_sectors = 1024;
         let vol = Volume::create(devs.clone(), &opts).unwrap();
+        vol.resync_all().unwrap();
         let group = format!("engine/{spec}");
         bench_target(c, &group, "volume", &vol);
         bench_target(c, &group, "plain-file", &plain);
