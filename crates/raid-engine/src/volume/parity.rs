@@ -255,7 +255,11 @@ impl Volume {
                 g.layout()
             )));
         }
-        if let Some((m, e)) = self.read_members(&mut bufs, &missing, sector).pop() {
+        let mut errors = self.read_members(&mut bufs, &missing, sector).into_iter();
+        if let Some((m, e)) = errors.next() {
+            for (other, e) in errors {
+                self.mark_failed(other, &format!("read error: {e}"));
+            }
             let d = self.attached(m)?;
             return self.member_result(m, &*d, "read", Err(e));
         }
