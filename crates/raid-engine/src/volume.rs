@@ -10,11 +10,11 @@
 //! parallel from any number of threads; a rebuild or resync step takes it
 //! exclusively for the one chunk it copies, so a foreground write is never
 //! lost between the copy's read and its write. Large requests fan out over
-//! the members on scoped threads.
+//! the members on per-volume worker threads.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use raid::{FailureModel, Geometry, Layout, Level, Location, MemberContent};
@@ -269,9 +269,15 @@ pub struct Volume {
     stripe_locks: Vec<Mutex<()>>,
     data_offset_bytes: u64,
     size_sectors: u64,
+    /// Worker threads for member I/O, started at the first request that
+    /// goes to several members at once (`None` if they could not start).
+    workers: OnceLock<Option<rayon::ThreadPool>>,
     #[cfg(feature = "fault-injection")]
     faults: crate::fault::Faults,
 }
+
+/// At most this many member worker threads per volume.
+const MAX_WORKERS: usize = 32;
 
 /// Requests of at least this many bytes fan out over the members on threads.
 const PARALLEL_BYTES: usize = 256 * 1024;
@@ -301,32 +307,6 @@ fn level_code(l: &VolumeLayout) -> u32 {
             Level::Raid10 => 10,
         },
     }
-}
-
-/// Run `f` over groups of jobs, one thread per group when `parallel`.
-fn fan_out<J: Send, R: Send>(
-    groups: Vec<Vec<J>>,
-    parallel: bool,
-    f: &(dyn Fn(J) -> R + Sync),
-) -> Vec<R> {
-    if !parallel || groups.len() < 2 {
-        return groups.into_iter().flatten().map(f).collect();
-    }
-    std::thread::scope(|s| {
-        let mut groups = groups.into_iter();
-        let first = groups.next().unwrap_or_default();
-        let handles: Vec<_> = groups
-            .map(|g| s.spawn(move || g.into_iter().map(f).collect::<Vec<R>>()))
-            .collect();
-        let mut out: Vec<R> = first.into_iter().map(f).collect();
-        for h in handles {
-            match h.join() {
-                Ok(v) => out.extend(v),
-                Err(p) => std::panic::resume_unwind(p),
-            }
-        }
-        out
-    })
 }
 
 /// A member I/O of a request: member, byte offset on the member, and the
@@ -496,6 +476,7 @@ impl Volume {
             gate: RwLock::new(()),
             stripe_locks: (0..parity::STRIPE_LOCKS).map(|_| Mutex::new(())).collect(),
             size_sectors,
+            workers: OnceLock::new(),
             #[cfg(feature = "fault-injection")]
             faults: Default::default(),
         }
@@ -671,6 +652,51 @@ impl Volume {
         }
         vol.write_superblocks(false)?;
         Ok(vol)
+    }
+
+    /// The volume's member workers (one per member, up to [`MAX_WORKERS`]).
+    fn workers(&self) -> Option<&rayon::ThreadPool> {
+        self.workers
+            .get_or_init(|| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(self.slots.len().clamp(1, MAX_WORKERS))
+                    .thread_name(|i| format!("raid-engine-io-{i}"))
+                    .build()
+                    .map_err(|e| {
+                        tracing::warn!(error = %e, "no member worker threads: member I/O runs one member after the other");
+                    })
+                    .ok()
+            })
+            .as_ref()
+    }
+
+    /// Run `f` over groups of jobs (a group is one member's I/O of a
+    /// request). With `parallel`, the groups run at once: the first on the
+    /// calling thread, the others on the volume's member workers, and this
+    /// returns when all are done. Results come in group order.
+    fn fan_out<J: Send, R: Send>(
+        &self,
+        groups: Vec<Vec<J>>,
+        parallel: bool,
+        f: &(dyn Fn(J) -> R + Sync),
+    ) -> Vec<R> {
+        let pool = match self.workers() {
+            Some(p) if parallel && groups.len() >= 2 => p,
+            _ => return groups.into_iter().flatten().map(f).collect(),
+        };
+        let mut groups = groups.into_iter();
+        let first = groups.next().unwrap_or_default();
+        let rest: Vec<Vec<J>> = groups.collect();
+        let mut done: Vec<Vec<R>> = rest.iter().map(|_| Vec::new()).collect();
+        let mut out = Vec::new();
+        pool.in_place_scope(|s| {
+            for (g, slot) in rest.into_iter().zip(done.iter_mut()) {
+                s.spawn(move |_| *slot = g.into_iter().map(f).collect());
+            }
+            out = first.into_iter().map(f).collect();
+        });
+        out.extend(done.into_iter().flatten());
+        out
     }
 
     fn meta_lock(&self) -> std::sync::MutexGuard<'_, Meta> {
@@ -852,7 +878,7 @@ impl Volume {
         let targets: Vec<Vec<(usize, Arc<dyn BlockDevice>)>> = (0..self.slots.len())
             .filter_map(|r| self.writable(r).map(|d| vec![(r, d)]))
             .collect();
-        let results = fan_out(targets, true, &|(r, dev): (usize, Arc<dyn BlockDevice>)| {
+        let results = self.fan_out(targets, true, &|(r, dev): (usize, Arc<dyn BlockDevice>)| {
             let res = dev
                 .write_at(&image, BITMAP_OFFSET)
                 .and_then(|()| dev.flush());
@@ -1024,7 +1050,7 @@ impl Volume {
         }
         let parallel = sectors * SECTOR >= PARALLEL_BYTES as u64;
         let groups = group_by_member(jobs, |j| j.member, self.slots.len());
-        let results = fan_out(groups, parallel, &|j: ReadJob<'_>| match self
+        let results = self.fan_out(groups, parallel, &|j: ReadJob<'_>| match self
             .member_read(j.member, j.data, j.offset)
         {
             Ok(()) => None,
@@ -1117,7 +1143,7 @@ impl Volume {
         }
         let parallel = data.len() >= PARALLEL_BYTES;
         let groups = group_by_member(jobs, |j| j.member, self.slots.len());
-        let results = fan_out(groups, parallel, &|j: WriteJob<'_>| {
+        let results = self.fan_out(groups, parallel, &|j: WriteJob<'_>| {
             (
                 j.piece,
                 j.member,
@@ -1240,7 +1266,7 @@ impl Volume {
             .filter(|&r| self.writable(r).is_some())
             .map(|r| vec![r])
             .collect();
-        let results = fan_out(targets, true, &|r: usize| {
+        let results = self.fan_out(targets, true, &|r: usize| {
             (r, self.writable(r).map(|d| d.flush()))
         });
         let mut failed = false;

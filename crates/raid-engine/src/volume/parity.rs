@@ -109,8 +109,8 @@ impl Volume {
                     .zip(old.iter_mut())
                     .map(|(io, b)| vec![(io.member, self.member_off(io.member_sector), &mut b[..])])
                     .collect();
-                let errors: Vec<(usize, std::io::Error)> =
-                    fan_out(jobs, parallel, &|(m, off, b): (usize, u64, &mut [u8])| {
+                let errors: Vec<(usize, std::io::Error)> = self
+                    .fan_out(jobs, parallel, &|(m, off, b): (usize, u64, &mut [u8])| {
                         self.member_read(m, b, off).err().map(|e| (m, e))
                     })
                     .into_iter()
@@ -156,7 +156,7 @@ impl Volume {
                     .filter(|(io, _)| !(stale_q && io.role == IoRole::Q))
                     .map(|(io, b)| vec![(io.member, self.member_off(io.member_sector), &b[..])])
                     .collect();
-                let results = fan_out(jobs, parallel, &|(m, off, b): (usize, u64, &[u8])| {
+                let results = self.fan_out(jobs, parallel, &|(m, off, b): (usize, u64, &[u8])| {
                     (m, self.member_write(m, b, off))
                 });
                 for (m, res) in results {
@@ -268,7 +268,7 @@ impl Volume {
             ParityEngine::detect().reconstruct_slices(&layout, &mut views, &missing)?;
         }
         let jobs: Vec<Vec<usize>> = targets.iter().map(|&t| vec![t]).collect();
-        let results = fan_out(jobs, len * targets.len() >= PARALLEL_BYTES, &|t: usize| {
+        let results = self.fan_out(jobs, len * targets.len() >= PARALLEL_BYTES, &|t: usize| {
             let r = self
                 .attached(t)
                 .map(|d| (d.write_at(&bufs[t], self.member_off(sector)), d));
@@ -298,7 +298,7 @@ impl Volume {
             .filter(|(m, _)| !skip.contains(m))
             .map(|(m, b)| vec![(m, &mut b[..])])
             .collect();
-        fan_out(jobs, total >= PARALLEL_BYTES, &|(m, b): (
+        self.fan_out(jobs, total >= PARALLEL_BYTES, &|(m, b): (
             usize,
             &mut [u8],
         )| {
