@@ -279,8 +279,9 @@ pub struct Volume {
 /// At most this many member worker threads per volume.
 const MAX_WORKERS: usize = 32;
 
-/// Requests of at least this many bytes fan out over the members on threads.
-const PARALLEL_BYTES: usize = 256 * 1024;
+/// Requests of at least this many bytes fan out over the members on the
+/// worker threads (128 KiB: a FUSE write of the loop device qualifies).
+const PARALLEL_BYTES: usize = 128 * 1024;
 
 fn layout_from_sb(level: u32, name: &str) -> Option<Layout> {
     let level = match level {
