@@ -3,7 +3,8 @@
 //!
 //! The trait is synchronous and `Sync`: the volume issues member I/O from
 //! whichever thread serves a request (a FUSE worker, an NBD connection, a
-//! rebuild thread) and fans large requests out over scoped threads, so the
+//! rebuild thread) and fans large requests out over its member worker
+//! threads, so the
 //! same implementation serves the FUSE path, the NBD server and tests.
 
 use std::fmt;

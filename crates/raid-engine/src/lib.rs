@@ -57,6 +57,9 @@
 //! # Features
 //! * `fuse` (default): [`fuse`] module (crate `fuser`, pure-Rust mount via
 //!   `fusermount3` or, as root, directly).
+//! * `fault-injection` (off; for tests): `fault` module and
+//!   `Volume::inject_faults`, deliberate bugs and crash points that show the
+//!   crash tests catch what they claim to catch.
 
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
@@ -66,6 +69,13 @@ mod bitmap;
 pub mod crypt;
 pub mod device;
 pub mod error;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
+// Without the feature only the (inert) `Fault` names exist, so that the
+// checks in the I/O path compile to `false`.
+#[cfg(not(feature = "fault-injection"))]
+#[allow(dead_code)]
+mod fault;
 #[cfg(feature = "fuse")]
 pub mod fuse;
 pub mod meta;

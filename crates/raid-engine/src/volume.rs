@@ -10,11 +10,11 @@
 //! parallel from any number of threads; a rebuild or resync step takes it
 //! exclusively for the one chunk it copies, so a foreground write is never
 //! lost between the copy's read and its write. Large requests fan out over
-//! the members on scoped threads.
+//! the members on per-volume worker threads.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use raid::{FailureModel, Geometry, Layout, Level, Location, MemberContent};
@@ -23,6 +23,7 @@ use crate::bitmap::Bitmap;
 use crate::crypt::{Cipher, Secret};
 use crate::device::BlockDevice;
 use crate::error::{EngineError, Result, invalid};
+use crate::fault::Fault;
 use crate::meta::{
     BITMAP_OFFSET, LINEAR_LEVEL, MAX_MEMBERS, RoleState, SB_OFFSET, SB_SIZE, Superblock, random,
 };
@@ -268,10 +269,19 @@ pub struct Volume {
     stripe_locks: Vec<Mutex<()>>,
     data_offset_bytes: u64,
     size_sectors: u64,
+    /// Worker threads for member I/O, started at the first request that
+    /// goes to several members at once (`None` if they could not start).
+    workers: OnceLock<Option<rayon::ThreadPool>>,
+    #[cfg(feature = "fault-injection")]
+    faults: crate::fault::Faults,
 }
 
-/// Requests of at least this many bytes fan out over the members on threads.
-const PARALLEL_BYTES: usize = 256 * 1024;
+/// At most this many member worker threads per volume.
+const MAX_WORKERS: usize = 32;
+
+/// Requests of at least this many bytes fan out over the members on the
+/// worker threads (128 KiB: a FUSE write of the loop device qualifies).
+const PARALLEL_BYTES: usize = 128 * 1024;
 
 fn layout_from_sb(level: u32, name: &str) -> Option<Layout> {
     let level = match level {
@@ -298,32 +308,6 @@ fn level_code(l: &VolumeLayout) -> u32 {
             Level::Raid10 => 10,
         },
     }
-}
-
-/// Run `f` over groups of jobs, one thread per group when `parallel`.
-fn fan_out<J: Send, R: Send>(
-    groups: Vec<Vec<J>>,
-    parallel: bool,
-    f: &(dyn Fn(J) -> R + Sync),
-) -> Vec<R> {
-    if !parallel || groups.len() < 2 {
-        return groups.into_iter().flatten().map(f).collect();
-    }
-    std::thread::scope(|s| {
-        let mut groups = groups.into_iter();
-        let first = groups.next().unwrap_or_default();
-        let handles: Vec<_> = groups
-            .map(|g| s.spawn(move || g.into_iter().map(f).collect::<Vec<R>>()))
-            .collect();
-        let mut out: Vec<R> = first.into_iter().map(f).collect();
-        for h in handles {
-            match h.join() {
-                Ok(v) => out.extend(v),
-                Err(p) => std::panic::resume_unwind(p),
-            }
-        }
-        out
-    })
 }
 
 /// A member I/O of a request: member, byte offset on the member, and the
@@ -493,6 +477,9 @@ impl Volume {
             gate: RwLock::new(()),
             stripe_locks: (0..parity::STRIPE_LOCKS).map(|_| Mutex::new(())).collect(),
             size_sectors,
+            workers: OnceLock::new(),
+            #[cfg(feature = "fault-injection")]
+            faults: Default::default(),
         }
     }
 
@@ -666,6 +653,51 @@ impl Volume {
         }
         vol.write_superblocks(false)?;
         Ok(vol)
+    }
+
+    /// The volume's member workers (one per member, up to [`MAX_WORKERS`]).
+    fn workers(&self) -> Option<&rayon::ThreadPool> {
+        self.workers
+            .get_or_init(|| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(self.slots.len().clamp(1, MAX_WORKERS))
+                    .thread_name(|i| format!("raid-engine-io-{i}"))
+                    .build()
+                    .map_err(|e| {
+                        tracing::warn!(error = %e, "no member worker threads: member I/O runs one member after the other");
+                    })
+                    .ok()
+            })
+            .as_ref()
+    }
+
+    /// Run `f` over groups of jobs (a group is one member's I/O of a
+    /// request). With `parallel`, the groups run at once: the first on the
+    /// calling thread, the others on the volume's member workers, and this
+    /// returns when all are done. Results come in group order.
+    fn fan_out<J: Send, R: Send>(
+        &self,
+        groups: Vec<Vec<J>>,
+        parallel: bool,
+        f: &(dyn Fn(J) -> R + Sync),
+    ) -> Vec<R> {
+        let pool = match self.workers() {
+            Some(p) if parallel && groups.len() >= 2 => p,
+            _ => return groups.into_iter().flatten().map(f).collect(),
+        };
+        let mut groups = groups.into_iter();
+        let first = groups.next().unwrap_or_default();
+        let rest: Vec<Vec<J>> = groups.collect();
+        let mut done: Vec<Vec<R>> = rest.iter().map(|_| Vec::new()).collect();
+        let mut out = Vec::new();
+        pool.in_place_scope(|s| {
+            for (g, slot) in rest.into_iter().zip(done.iter_mut()) {
+                s.spawn(move |_| *slot = g.into_iter().map(f).collect());
+            }
+            out = first.into_iter().map(f).collect();
+        });
+        out.extend(done.into_iter().flatten());
+        out
     }
 
     fn meta_lock(&self) -> std::sync::MutexGuard<'_, Meta> {
@@ -842,15 +874,20 @@ impl Volume {
         };
         let _p = bm.persist.lock().unwrap_or_else(|p| p.into_inner());
         let image = bm.snapshot();
-        let mut failed = Vec::new();
-        for r in 0..self.slots.len() {
-            let Some(dev) = self.writable(r) else {
-                continue;
-            };
-            if let Err(e) = dev
+        // Every member at once; all of them are durable before this returns
+        // (and so before the data writes the bits announce).
+        let targets: Vec<Vec<(usize, Arc<dyn BlockDevice>)>> = (0..self.slots.len())
+            .filter_map(|r| self.writable(r).map(|d| vec![(r, d)]))
+            .collect();
+        let results = self.fan_out(targets, true, &|(r, dev): (usize, Arc<dyn BlockDevice>)| {
+            let res = dev
                 .write_at(&image, BITMAP_OFFSET)
-                .and_then(|()| dev.flush())
-            {
+                .and_then(|()| dev.flush());
+            (r, res)
+        });
+        let mut failed = Vec::new();
+        for (r, res) in results {
+            if let Err(e) = res {
                 tracing::warn!(role = r, error = %e, "bitmap write failed");
                 failed.push(r);
             }
@@ -1014,15 +1051,11 @@ impl Volume {
         }
         let parallel = sectors * SECTOR >= PARALLEL_BYTES as u64;
         let groups = group_by_member(jobs, |j| j.member, self.slots.len());
-        let results = fan_out(groups, parallel, &|j: ReadJob<'_>| {
-            let res = match self.slots[j.member].device() {
-                Some(d) => d.read_at(j.data, j.offset),
-                None => Err(std::io::Error::other("no device")),
-            };
-            match res {
-                Ok(()) => None,
-                Err(e) => Some((j, e)),
-            }
+        let results = self.fan_out(groups, parallel, &|j: ReadJob<'_>| match self
+            .member_read(j.member, j.data, j.offset)
+        {
+            Ok(()) => None,
+            Err(e) => Some((j, e)),
         });
         // Retry failed pieces on the other copies, failing members as we go.
         for (job, err) in results.into_iter().flatten() {
@@ -1092,14 +1125,7 @@ impl Volume {
                 )));
             }
         }
-        let regions = self.regions_for(&pieces);
-        if let Some(bm) = &self.bitmap
-            && bm.start(&regions)
-            && let Err(e) = self.persist_bitmap()
-        {
-            bm.end(&regions);
-            return Err(e);
-        }
+        let regions = self.begin_intent(self.regions_for(&pieces))?;
         let mut jobs = Vec::new();
         let mut off = 0usize;
         for (i, p) in pieces.iter().enumerate() {
@@ -1118,12 +1144,12 @@ impl Volume {
         }
         let parallel = data.len() >= PARALLEL_BYTES;
         let groups = group_by_member(jobs, |j| j.member, self.slots.len());
-        let results = fan_out(groups, parallel, &|j: WriteJob<'_>| {
-            let res = match self.slots[j.member].device() {
-                Some(d) => d.write_at(j.data, j.offset),
-                None => Err(std::io::Error::other("no device")),
-            };
-            (j.piece, j.member, res)
+        let results = self.fan_out(groups, parallel, &|j: WriteJob<'_>| {
+            (
+                j.piece,
+                j.member,
+                self.member_write(j.member, j.data, j.offset),
+            )
         });
         let mut ok = vec![false; pieces.len()];
         let mut failures = Vec::new();
@@ -1241,7 +1267,7 @@ impl Volume {
             .filter(|&r| self.writable(r).is_some())
             .map(|r| vec![r])
             .collect();
-        let results = fan_out(targets, true, &|r: usize| {
+        let results = self.fan_out(targets, true, &|r: usize| {
             (r, self.writable(r).map(|d| d.flush()))
         });
         let mut failed = false;
@@ -1299,6 +1325,63 @@ impl Volume {
     /// Byte offset on a member of member sector `sector`.
     fn member_off(&self, sector: u64) -> u64 {
         self.data_offset_bytes + sector * SECTOR
+    }
+
+    /// Read from member `m`'s device (an error if none is attached).
+    fn member_read(&self, m: usize, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        match self.slots[m].device() {
+            Some(d) => d.read_at(buf, offset),
+            None => Err(std::io::Error::other("no device")),
+        }
+    }
+
+    /// A foreground (data path) write to member `m`'s device.
+    fn member_write(&self, m: usize, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        let r = match self.slots[m].device() {
+            Some(d) => d.write_at(buf, offset),
+            None => Err(std::io::Error::other("no device")),
+        };
+        #[cfg(feature = "fault-injection")]
+        self.faults.after_member_write();
+        r
+    }
+
+    /// Set the write-intent bits of `regions` (persisting them on every
+    /// member when one is newly set) before their data is written. Returns
+    /// the regions to pass to `Bitmap::end` once the writes are done.
+    fn begin_intent(&self, regions: Vec<usize>) -> Result<Vec<usize>> {
+        if self.fault(Fault::SkipIntentBit) {
+            return Ok(Vec::new());
+        }
+        if let Some(bm) = &self.bitmap
+            && bm.start(&regions)
+            && let Err(e) = self.persist_bitmap()
+        {
+            bm.end(&regions);
+            return Err(e);
+        }
+        Ok(regions)
+    }
+
+    /// Whether deliberate bug `f` is switched on (never without the
+    /// `fault-injection` feature).
+    #[allow(clippy::unused_self)]
+    fn fault(&self, f: Fault) -> bool {
+        #[cfg(feature = "fault-injection")]
+        return self.faults.has(f);
+        #[cfg(not(feature = "fault-injection"))]
+        {
+            let _ = f;
+            false
+        }
+    }
+
+    /// Switch on deliberate bugs and crash points for this volume (feature
+    /// `fault-injection`; see [`crate::fault`]). Replaces the previous set;
+    /// an empty slice switches them off.
+    #[cfg(feature = "fault-injection")]
+    pub fn inject_faults(&self, faults: &[crate::fault::Fault]) {
+        self.faults.set(faults);
     }
 
     /// Copy `sectors` from `src` to `dst` (member sectors), under the

@@ -92,32 +92,36 @@ impl Volume {
                 }
             }
         }
-        let regions: Vec<usize> = regions.into_iter().collect();
-        if let Some(bm) = &self.bitmap
-            && bm.start(&regions)
-            && let Err(e) = self.persist_bitmap()
-        {
-            bm.end(&regions);
-            return Err(e);
-        }
+        let regions = self.begin_intent(regions.into_iter().collect())?;
+        let parallel = data.len() >= PARALLEL_BYTES;
         let result = (|| {
             let mut had_failures = false;
             for step in &plan.steps {
-                // Old data and parity.
-                let mut old: Vec<Vec<u8>> = Vec::with_capacity(step.reads.len());
-                for io in &step.reads {
-                    let mut b = vec![0u8; (io.sectors * SECTOR) as usize];
-                    let dev = self.slots[io.member].device();
-                    let res = match &dev {
-                        Some(d) => d.read_at(&mut b, self.member_off(io.member_sector)),
-                        None => Err(std::io::Error::other("no device")),
-                    };
-                    if let Err(e) = res {
-                        self.mark_failed(io.member, &format!("read error: {e}"));
-                        self.write_superblocks(false)?;
-                        return Ok(false);
+                // Old data and parity, from all members at once.
+                let mut old: Vec<Vec<u8>> = step
+                    .reads
+                    .iter()
+                    .map(|io| vec![0u8; (io.sectors * SECTOR) as usize])
+                    .collect();
+                let jobs: Vec<Vec<(usize, u64, &mut [u8])>> = step
+                    .reads
+                    .iter()
+                    .zip(old.iter_mut())
+                    .map(|(io, b)| vec![(io.member, self.member_off(io.member_sector), &mut b[..])])
+                    .collect();
+                let errors: Vec<(usize, std::io::Error)> = self
+                    .fan_out(jobs, parallel, &|(m, off, b): (usize, u64, &mut [u8])| {
+                        self.member_read(m, b, off).err().map(|e| (m, e))
+                    })
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                if !errors.is_empty() {
+                    for (m, e) in errors {
+                        self.mark_failed(m, &format!("read error: {e}"));
                     }
-                    old.push(b);
+                    self.write_superblocks(false)?;
+                    return Ok(false);
                 }
                 let new_data = |logical: u64, sectors: u64| -> &[u8] {
                     let a = ((logical - plan.logical) * SECTOR) as usize;
@@ -144,19 +148,16 @@ impl Volume {
                     let mut outs: Vec<&mut [u8]> = bufs.iter_mut().map(|b| &mut b[..]).collect();
                     engine.fill_parity(step, &reads, &lost, &mut outs)?;
                 }
+                let stale_q = self.fault(Fault::StaleQ);
                 let jobs: Vec<Vec<(usize, u64, &[u8])>> = step
                     .writes
                     .iter()
                     .zip(&bufs)
+                    .filter(|(io, _)| !(stale_q && io.role == IoRole::Q))
                     .map(|(io, b)| vec![(io.member, self.member_off(io.member_sector), &b[..])])
                     .collect();
-                let parallel = data.len() >= PARALLEL_BYTES;
-                let results = fan_out(jobs, parallel, &|(m, off, b): (usize, u64, &[u8])| {
-                    let res = match self.slots[m].device() {
-                        Some(d) => d.write_at(b, off),
-                        None => Err(std::io::Error::other("no device")),
-                    };
-                    (m, res)
+                let results = self.fan_out(jobs, parallel, &|(m, off, b): (usize, u64, &[u8])| {
+                    (m, self.member_write(m, b, off))
                 });
                 for (m, res) in results {
                     if let Err(e) = res {
@@ -213,20 +214,12 @@ impl Volume {
                     g.layout()
                 )));
             }
-            let mut retry = false;
-            for m in (0..n).filter(|m| !missing.contains(m)) {
-                let res = match self.slots[m].device() {
-                    Some(d) => d.read_at(&mut bufs[m], self.member_off(loc.sector)),
-                    None => Err(std::io::Error::other("no device")),
-                };
-                if let Err(e) = res {
+            let errors = self.read_members(&mut bufs, &missing, loc.sector);
+            if !errors.is_empty() {
+                for (m, e) in errors {
                     self.mark_failed(m, &format!("read error: {e}"));
-                    self.write_superblocks(false)?;
-                    retry = true;
-                    break;
                 }
-            }
-            if retry {
+                self.write_superblocks(false)?;
                 continue;
             }
             let mut views: Vec<&mut [u8]> = bufs.iter_mut().map(|b| &mut b[..]).collect();
@@ -262,21 +255,58 @@ impl Volume {
                 g.layout()
             )));
         }
-        for m in (0..n).filter(|m| !missing.contains(m)) {
+        let mut errors = self.read_members(&mut bufs, &missing, sector).into_iter();
+        if let Some((m, e)) = errors.next() {
+            for (other, e) in errors {
+                self.mark_failed(other, &format!("read error: {e}"));
+            }
             let d = self.attached(m)?;
-            let r = d.read_at(&mut bufs[m], self.member_off(sector));
-            self.member_result(m, &*d, "read", r)?;
+            return self.member_result(m, &*d, "read", Err(e));
         }
         {
             let mut views: Vec<&mut [u8]> = bufs.iter_mut().map(|b| &mut b[..]).collect();
             ParityEngine::detect().reconstruct_slices(&layout, &mut views, &missing)?;
         }
-        for &t in targets {
-            let d = self.attached(t)?;
-            let r = d.write_at(&bufs[t], self.member_off(sector));
+        let jobs: Vec<Vec<usize>> = targets.iter().map(|&t| vec![t]).collect();
+        let results = self.fan_out(jobs, len * targets.len() >= PARALLEL_BYTES, &|t: usize| {
+            let r = self
+                .attached(t)
+                .map(|d| (d.write_at(&bufs[t], self.member_off(sector)), d));
+            (t, r)
+        });
+        for (t, r) in results {
+            let (r, d) = r?;
             self.member_result(t, &*d, "write", r)?;
         }
         Ok(())
+    }
+
+    /// Read member sectors `sector..` of every member not in `skip` into
+    /// `bufs[member]`, all members at once when the row is large; returns
+    /// the members whose read failed.
+    fn read_members(
+        &self,
+        bufs: &mut [Vec<u8>],
+        skip: &[usize],
+        sector: u64,
+    ) -> Vec<(usize, std::io::Error)> {
+        let off = self.member_off(sector);
+        let total: usize = bufs.iter().map(Vec::len).sum();
+        let jobs: Vec<Vec<(usize, &mut [u8])>> = bufs
+            .iter_mut()
+            .enumerate()
+            .filter(|(m, _)| !skip.contains(m))
+            .map(|(m, b)| vec![(m, &mut b[..])])
+            .collect();
+        self.fan_out(jobs, total >= PARALLEL_BYTES, &|(m, b): (
+            usize,
+            &mut [u8],
+        )| {
+            self.member_read(m, b, off).err().map(|e| (m, e))
+        })
+        .into_iter()
+        .flatten()
+        .collect()
     }
 
     /// Steps that rebuild member sectors `start..start+len` of a member:
