@@ -349,9 +349,9 @@ pub async fn serve_with_options(
 /// let server = Server::new(plugin)
 ///     .options(options)
 ///     .layer(tonic::service::InterceptorLayer::new(check_token))
-///     .layer(tower::limit::ConcurrencyLimitLayer::new(64))
-///     .serve(&endpoint, async { let _ = stopped.await; });
-/// let server = tokio::spawn(server);
+///     .layer(tower::limit::ConcurrencyLimitLayer::new(64));
+/// let ep = endpoint.clone();
+/// let server = tokio::spawn(async move { server.serve(&ep, async { let _ = stopped.await; }).await });
 ///
 /// # for _ in 0..500 { if dir.path().join("csi.sock").exists() { break } tokio::time::sleep(std::time::Duration::from_millis(10)).await }
 /// let client = csi_types::client::Client::connect(&endpoint).await?;
