@@ -126,6 +126,8 @@ pub mod error;
 pub mod group_controller;
 pub mod identity;
 pub mod ids;
+#[cfg(feature = "logging")]
+pub mod logging;
 mod messages;
 pub mod node;
 pub mod paging;

@@ -6,8 +6,18 @@
 //! that no CSI service has. On a unix socket a stale socket file left by a
 //! dead process is removed before binding (a live one is an error), and the
 //! socket file is removed again after a graceful shutdown.
+//!
+//! [`Server`] is the seam for middleware: it serves the same stack as
+//! [`serve`] with the driver author's own tower layers (authentication,
+//! rate limits, tracing, an interceptor) wrapped around the CSI routes.
+//! [`ServeOptions`] turns on what every plugin may want next to CSI: per-RPC
+//! Prometheus metrics on an HTTP endpoint (`metrics_address`), a per-call
+//! timeout answering `DEADLINE_EXCEEDED` (`call_timeout`; the client's
+//! `grpc-timeout` is always honoured the same way) and the standard gRPC
+//! health service reflecting `Probe` (`health`, on by default).
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -22,8 +32,15 @@ use crate::proto;
 
 mod authority;
 mod conn;
+mod health;
 mod hpack;
 mod huffman_table;
+mod metrics;
+mod stack;
+
+pub use health::WATCH_INTERVAL as HEALTH_WATCH_INTERVAL;
+pub use metrics::OPERATIONS_SECONDS;
+pub use stack::{BoxError, HttpService};
 
 /// How the server treats connections and messages. `Default` gives the
 /// values documented on each field.
@@ -51,6 +68,22 @@ pub struct ServeOptions {
     /// How long a ping may go unanswered before the connection is closed.
     /// Default 20 seconds.
     pub keepalive_timeout: Duration,
+    /// Serve Prometheus metrics over HTTP at `http://ADDRESS/metrics`: the
+    /// histogram [`OPERATIONS_SECONDS`] by `method_name` and
+    /// `grpc_status_code`, as the Kubernetes CSI sidecars export it (its
+    /// `_count` series counts the calls). `None` (the default) serves none.
+    pub metrics_address: Option<SocketAddr>,
+    /// The longest a call may take before it is answered
+    /// `DEADLINE_EXCEEDED` and the driver's future is dropped (which
+    /// releases the call's operation guard). A shorter `grpc-timeout` sent
+    /// by the client wins; it is honoured even when this is `None` (the
+    /// default), answered up to 1 ms early.
+    pub call_timeout: Option<Duration>,
+    /// Serve `grpc.health.v1.Health` next to CSI: `Check` answers `SERVING`
+    /// when the plugin's `Probe` answers ready (or does not say), and
+    /// `NOT_SERVING` when it answers not ready or fails; `Watch` sends each
+    /// change, asking `Probe` every [`HEALTH_WATCH_INTERVAL`]. Default on.
+    pub health: bool,
 }
 
 impl Default for ServeOptions {
@@ -60,6 +93,9 @@ impl Default for ServeOptions {
             idle_timeout: Some(Duration::from_secs(300)),
             keepalive_interval: Some(Duration::from_secs(60)),
             keepalive_timeout: Duration::from_secs(20),
+            metrics_address: None,
+            call_timeout: None,
+            health: true,
         }
     }
 }
@@ -147,7 +183,7 @@ impl proto::snapshot_metadata_server::SnapshotMetadata for Services {
 /// A request for a path that no CSI service has.
 async fn unknown_method(uri: http::Uri) -> http::Response<tonic::body::Body> {
     Status::unimplemented(format!(
-        "unknown method {}: this endpoint serves the csi.v1 services Identity, Controller, GroupController, Node and SnapshotMetadata",
+        "unknown method {}: this endpoint serves the csi.v1 services Identity, Controller, GroupController, Node and SnapshotMetadata (and grpc.health.v1.Health when health is on)",
         uri.path()
     ))
     .into_http()
@@ -156,11 +192,20 @@ async fn unknown_method(uri: http::Uri) -> http::Response<tonic::body::Body> {
 /// The tonic routes for all five CSI services over `api`, with tonic's
 /// default message size limit (4 MiB).
 pub fn routes(api: Arc<dyn RawCsi>) -> tonic::service::Routes {
-    routes_with_limit(api, ServeOptions::default().max_message_size)
+    routes_with_limit(api, ServeOptions::default().max_message_size, None)
 }
 
-/// The routes, with `limit` as the largest message decoded or encoded.
-fn routes_with_limit(api: Arc<dyn RawCsi>, limit: usize) -> tonic::service::Routes {
+/// The routes, with `limit` as the largest message decoded or encoded, and
+/// the health service when `health` is given (the server's stopping flag).
+fn routes_with_limit(
+    api: Arc<dyn RawCsi>,
+    limit: usize,
+    health: Option<tokio::sync::watch::Receiver<bool>>,
+) -> tonic::service::Routes {
+    let probe = health.map(|stopping| health::ProbeHealth {
+        api: Arc::clone(&api),
+        stopping,
+    });
     let s = Services(api);
     macro_rules! limited {
         ($server:expr) => {
@@ -182,6 +227,9 @@ fn routes_with_limit(api: Arc<dyn RawCsi>, limit: usize) -> tonic::service::Rout
     .add_service(limited!(
         proto::snapshot_metadata_server::SnapshotMetadataServer::new(s)
     ));
+    if let Some(probe) = probe {
+        routes = routes.add_service(tonic_health::pb::health_server::HealthServer::new(probe));
+    }
     let router = std::mem::take(routes.axum_router_mut());
     *routes.axum_router_mut() = router.fallback(unknown_method);
     routes
@@ -249,51 +297,211 @@ pub async fn serve_with_options(
     shutdown: impl Future<Output = ()> + Send,
     options: ServeOptions,
 ) -> Result<(), ServeError> {
-    let endpoint: Endpoint = endpoint.parse()?;
-    let routes = routes_with_limit(Arc::new(api), options.max_message_size);
-    let idle = options.idle_timeout;
-    let server = tonic::transport::Server::builder()
-        .http2_keepalive_interval(options.keepalive_interval)
-        .http2_keepalive_timeout(Some(options.keepalive_timeout))
-        .layer(conn::CallLayer)
-        .add_routes(routes);
-    match &endpoint {
-        Endpoint::Unix(path) => {
-            prepare_socket(path)?;
-            let listener =
-                tokio::net::UnixListener::bind(path).map_err(|source| ServeError::Io {
-                    context: format!("binding {}", path.display()),
-                    source,
-                })?;
-            tracing::info!(%endpoint, "serving CSI");
-            let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener)
-                .map_ok(move |s| conn::ServerConn::new(s, idle));
-            let result = server
-                .serve_with_incoming_shutdown(incoming, shutdown)
-                .await;
-            let _ = std::fs::remove_file(path);
-            result?;
-        }
-        Endpoint::Tcp(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|source| ServeError::Io {
-                    context: format!("binding {addr}"),
-                    source,
-                })?;
-            tracing::info!(%endpoint, "serving CSI");
-            let incoming =
-                tokio_stream::wrappers::TcpListenerStream::new(listener).map_ok(move |s| {
-                    let _ = s.set_nodelay(true);
-                    conn::ServerConn::new(s, idle)
-                });
-            server
-                .serve_with_incoming_shutdown(incoming, shutdown)
-                .await?;
+    Server::new(api)
+        .options(options)
+        .serve(endpoint, shutdown)
+        .await
+}
+
+/// A CSI server with the driver author's own middleware: the seam for
+/// authentication, rate limits, extra tracing or metrics.
+///
+/// Each [`Server::layer`] is a tower layer over the gRPC HTTP service
+/// ([`HttpService`]); the first added is the outermost. Around them the
+/// server keeps what [`serve`] does: the deadline ([`ServeOptions::call_timeout`]
+/// and the client's `grpc-timeout`) outside the user's layers, the metrics
+/// outside everything; inside, [`crate::Plugin`] still validates, guards,
+/// isolates panics and logs each call. With no layer it serves exactly what
+/// [`serve_with_options`] serves.
+///
+/// A tonic interceptor is a layer too. Here one refuses calls without a
+/// token, next to a tower layer that limits concurrent calls:
+///
+/// ```
+/// use std::sync::Arc;
+/// use async_trait::async_trait;
+/// use csi_types::*;
+/// use csi_types::server::{ServeOptions, Server};
+///
+/// struct Hello;
+/// #[async_trait]
+/// impl Identity for Hello {
+///     async fn get_plugin_info(&self, _: GetPluginInfoRequest) -> Result<GetPluginInfoResponse, CsiError> {
+///         GetPluginInfoResponse::new(PluginName::new("hello.csi.example.com")?, "0.1.0")
+///     }
+/// }
+///
+/// fn check_token(req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+///     match req.metadata().get("authorization") {
+///         Some(t) if t == "Bearer let-me-in" => Ok(req),
+///         _ => Err(tonic::Status::unauthenticated("a bearer token is required")),
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let plugin = Plugin::builder(Arc::new(Hello)).build()?;
+/// let mut options = ServeOptions::default();
+/// options.call_timeout = Some(std::time::Duration::from_secs(30));
+/// let dir = tempfile::tempdir()?;
+/// let endpoint = format!("unix://{}/csi.sock", dir.path().display());
+/// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+/// let server = Server::new(plugin)
+///     .options(options)
+///     .layer(tonic::service::InterceptorLayer::new(check_token))
+///     .layer(tower::limit::ConcurrencyLimitLayer::new(64));
+/// let ep = endpoint.clone();
+/// let server = tokio::spawn(async move { server.serve(&ep, async { let _ = stopped.await; }).await });
+///
+/// # for _ in 0..500 { if dir.path().join("csi.sock").exists() { break } tokio::time::sleep(std::time::Duration::from_millis(10)).await }
+/// let client = csi_types::client::Client::connect(&endpoint).await?;
+/// let err = client.get_plugin_info(GetPluginInfoRequest {}).await.unwrap_err();
+/// assert_eq!(err.code(), Code::Unauthenticated);
+///
+/// let _ = stop.send(());
+/// server.await??;
+/// # Ok(()) }
+/// ```
+pub struct Server {
+    api: Arc<dyn RawCsi>,
+    options: ServeOptions,
+    layers: Vec<stack::LayerFn>,
+}
+
+impl Server {
+    /// A server for `api` (usually a [`crate::Plugin`]) with
+    /// [`ServeOptions::default`] and no layer of its own.
+    pub fn new(api: impl RawCsi + 'static) -> Server {
+        Server {
+            api: Arc::new(api),
+            options: ServeOptions::default(),
+            layers: Vec::new(),
         }
     }
-    tracing::info!(%endpoint, "stopped");
-    Ok(())
+
+    /// Replaces the options.
+    pub fn options(mut self, options: ServeOptions) -> Server {
+        self.options = options;
+        self
+    }
+
+    /// Adds a tower layer around the CSI routes, inside the layers added
+    /// before it. Its service may answer with any body a gRPC response can
+    /// carry; an error it returns is answered as tonic answers service
+    /// errors (a [`tonic::Status`] as itself, anything else `UNKNOWN`).
+    pub fn layer<L, S, B>(mut self, layer: L) -> Server
+    where
+        L: tower::Layer<HttpService, Service = S> + Send + Sync + 'static,
+        S: tower::Service<http::Request<tonic::body::Body>, Response = http::Response<B>>
+            + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        self.layers
+            .push(Arc::new(move |inner| stack::boxed(layer.layer(inner))));
+        self
+    }
+
+    /// Serves on `endpoint` (`unix:///path` or `tcp://ip:port`) until
+    /// `shutdown` completes, then drains in-flight calls and returns; the
+    /// metrics endpoint, if any, stops with it.
+    pub async fn serve(
+        self,
+        endpoint: &str,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), ServeError> {
+        let Server {
+            api,
+            options,
+            layers,
+        } = self;
+        let endpoint: Endpoint = endpoint.parse()?;
+        let metrics = match options.metrics_address {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServeError::Io {
+                        context: format!("binding the metrics endpoint {addr}"),
+                        source,
+                    })?;
+                tracing::info!(address = %addr, "serving metrics at /metrics");
+                Some((listener, Arc::new(metrics::Metrics::new())))
+            }
+            None => None,
+        };
+        let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+        let shutdown = async move {
+            shutdown.await;
+            let _ = stopping_tx.send(true);
+        };
+        let health = options.health.then_some(stopping);
+        let routes = routes_with_limit(api, options.max_message_size, health);
+        let user_stack = stack::UserLayers(layers.into());
+        let idle = options.idle_timeout;
+        let server = tonic::transport::Server::builder()
+            .http2_keepalive_interval(options.keepalive_interval)
+            .http2_keepalive_timeout(Some(options.keepalive_timeout))
+            .layer(metrics::MetricsLayer(
+                metrics.as_ref().map(|(_, m)| Arc::clone(m)),
+            ))
+            .layer(conn::CallLayer)
+            .layer(stack::DeadlineLayer(options.call_timeout))
+            .layer(user_stack)
+            .add_routes(routes);
+        let csi = async {
+            match &endpoint {
+                Endpoint::Unix(path) => {
+                    prepare_socket(path)?;
+                    let listener =
+                        tokio::net::UnixListener::bind(path).map_err(|source| ServeError::Io {
+                            context: format!("binding {}", path.display()),
+                            source,
+                        })?;
+                    tracing::info!(%endpoint, "serving CSI");
+                    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener)
+                        .map_ok(move |s| conn::ServerConn::new(s, idle));
+                    let result = server
+                        .serve_with_incoming_shutdown(incoming, shutdown)
+                        .await;
+                    let _ = std::fs::remove_file(path);
+                    result?;
+                }
+                Endpoint::Tcp(addr) => {
+                    let listener = tokio::net::TcpListener::bind(addr)
+                        .await
+                        .map_err(|source| ServeError::Io {
+                            context: format!("binding {addr}"),
+                            source,
+                        })?;
+                    tracing::info!(%endpoint, "serving CSI");
+                    let incoming =
+                        tokio_stream::wrappers::TcpListenerStream::new(listener).map_ok(move |s| {
+                            let _ = s.set_nodelay(true);
+                            conn::ServerConn::new(s, idle)
+                        });
+                    server
+                        .serve_with_incoming_shutdown(incoming, shutdown)
+                        .await?;
+                }
+            }
+            Ok::<(), ServeError>(())
+        };
+        match metrics {
+            Some((listener, m)) => {
+                tokio::select! {
+                    r = csi => r?,
+                    () = metrics::serve_http(listener, m) => {}
+                }
+            }
+            None => csi.await?,
+        }
+        tracing::info!(%endpoint, "stopped");
+        Ok(())
+    }
 }
 
 /// Completes on SIGTERM or SIGINT: the shutdown signal for [`serve`].

@@ -106,3 +106,74 @@ async fn secrets_never_appear_in_logs() {
     };
     assert!(!format!("{typed:?}").contains(secret));
 }
+
+/// `logging::subscriber` in JSON: every line is one JSON object with the
+/// level, the event's fields and the call's span, and secrets stay stripped.
+#[tokio::test]
+async fn json_logs_are_one_object_per_line_without_secrets() {
+    use csi_types::logging::{LogFormat, subscriber};
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let filter = tracing_subscriber::EnvFilter::new("trace");
+    let _guard = tracing::subscriber::set_default(subscriber(
+        LogFormat::Json,
+        filter,
+        move || writer.clone(),
+        false,
+    ));
+
+    let secret = "hunter2-JSON-SECRET";
+    let plugin = full_plugin(TestDriver::default());
+    RawCsi::raw_create_volume(
+        &plugin,
+        proto::CreateVolumeRequest {
+            name: "vol-j".into(),
+            volume_capabilities: vec![mount_cap()],
+            secrets: [("password".to_string(), secret.to_string())]
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let err = RawCsi::raw_delete_volume(&plugin, proto::DeleteVolumeRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        !log.contains(secret),
+        "a secret leaked into the log:\n{log}"
+    );
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let done = lines
+        .iter()
+        .find(|v| v["message"] == "done" && v["span"]["rpc"] == "CreateVolume")
+        .unwrap_or_else(|| panic!("no `done` line for CreateVolume:\n{log}"));
+    assert_eq!(done["level"], "INFO");
+    assert_eq!(done["code"], "OK");
+    assert!(done["elapsed_ms"].is_number(), "{done}");
+    assert!(done["timestamp"].is_string(), "{done}");
+    let failed = lines
+        .iter()
+        .find(|v| v["message"] == "failed" && v["span"]["rpc"] == "DeleteVolume")
+        .unwrap_or_else(|| panic!("no `failed` line for DeleteVolume:\n{log}"));
+    assert_eq!(failed["code"], "INVALID_ARGUMENT", "{failed}");
+    assert!(
+        failed["error"].as_str().unwrap().contains("volume_id"),
+        "{failed}"
+    );
+    let request = lines
+        .iter()
+        .find(|v| v["message"] == "request" && v["span"]["rpc"] == "CreateVolume")
+        .unwrap_or_else(|| panic!("no request line:\n{log}"));
+    assert!(
+        request["request"].as_str().unwrap().contains(STRIPPED),
+        "{request}"
+    );
+}

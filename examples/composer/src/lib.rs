@@ -745,8 +745,18 @@ pub async fn serve(
     endpoint: &str,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), String> {
+    serve_with_options(driver, endpoint, shutdown, Default::default()).await
+}
+
+/// [`serve`] with explicit server options (metrics address, call timeout, …).
+pub async fn serve_with_options(
+    driver: &ComposerDriver,
+    endpoint: &str,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+    options: csi_types::server::ServeOptions,
+) -> Result<(), String> {
     let plugin = driver.plugin().map_err(|e| e.to_string())?;
-    csi_types::server::serve(plugin, endpoint, shutdown)
+    csi_types::server::serve_with_options(plugin, endpoint, shutdown, options)
         .await
         .map_err(|e| e.to_string())
 }

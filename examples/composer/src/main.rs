@@ -16,6 +16,10 @@ use composer_core::{EtcdConfig, EtcdStore, Health, Inventory, RedbStore, Store};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+
+    /// Log format on stderr: text or json (one JSON object per line).
+    #[arg(long, global = true, default_value = "text")]
+    log_format: csi_types::logging::LogFormat,
 }
 
 #[derive(Subcommand, Debug)]
@@ -59,6 +63,9 @@ enum Command {
         /// mdadm (answers FAILED_PRECONDITION where md is absent).
         #[arg(long, default_value = "userspace")]
         backend: composer::node::Backend,
+        /// Serve Prometheus metrics at http://ADDRESS/metrics (e.g. 0.0.0.0:9808).
+        #[arg(long, value_name = "ADDRESS")]
+        metrics_address: Option<std::net::SocketAddr>,
     },
     /// Run the whole story on this machine with real mounts: provision,
     /// stage, publish, write, fail drives, verify, rebuild, verify, tear down.
@@ -150,6 +157,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             node_id,
             data_dir,
             backend,
+            metrics_address,
         } => {
             let inv = load_inventory(inventory.as_ref())?;
             if store.is_none()
@@ -210,12 +218,19 @@ async fn run(cli: Cli) -> Result<(), String> {
                 })
             };
             let mut rx2 = rx;
-            let r = composer::serve(&driver, &endpoint, async move {
-                tokio::select! {
-                    _ = csi_types::server::shutdown_signal() => {}
-                    _ = rx2.changed() => {}
-                }
-            })
+            let mut options = csi_types::server::ServeOptions::default();
+            options.metrics_address = metrics_address;
+            let r = composer::serve_with_options(
+                &driver,
+                &endpoint,
+                async move {
+                    tokio::select! {
+                        _ = csi_types::server::shutdown_signal() => {}
+                        _ = rx2.changed() => {}
+                    }
+                },
+                options,
+            )
             .await;
             if let Some(side) = driver.node_side() {
                 side.release_all();
@@ -326,12 +341,9 @@ async fn main() -> ExitCode {
         Command::Demo => "warn",
         _ => "info",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    if let Err(e) = csi_types::logging::init(cli.log_format, default) {
+        eprintln!("composer: logging: {e}");
+    }
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use csi_types::endpoint::Endpoint;
 use csi_types::ids::{NodeId, PluginName};
+use csi_types::logging::LogFormat;
 use local::config::{self, Config};
 
 /// A single-node CSI driver: volumes are directories and sparse images under
@@ -48,6 +49,14 @@ struct Cli {
     /// The plugin name reported by GetPluginInfo.
     #[arg(long, default_value = config::DEFAULT_DRIVER_NAME)]
     driver_name: String,
+
+    /// Serve Prometheus metrics at http://ADDRESS/metrics (e.g. 0.0.0.0:9808).
+    #[arg(long, value_name = "ADDRESS")]
+    metrics_address: Option<std::net::SocketAddr>,
+
+    /// Log format on stderr: text or json (one JSON object per line).
+    #[arg(long, default_value = "text")]
+    log_format: LogFormat,
 }
 
 #[derive(Subcommand, Debug)]
@@ -60,14 +69,10 @@ enum Command {
     Demo,
 }
 
-fn logging(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+fn logging(format: LogFormat, default: &str) {
+    if let Err(e) = csi_types::logging::init(format, default) {
+        eprintln!("local: logging: {e}");
+    }
 }
 
 fn config(cli: &Cli) -> Result<Config, String> {
@@ -113,7 +118,10 @@ async fn serve(cli: Cli) -> Result<(), Failure> {
         capacity = driver.config().capacity,
         "starting the local CSI driver"
     );
-    local::serve(&driver, &cli.endpoint, csi_types::server::shutdown_signal())
+    let mut options = csi_types::server::ServeOptions::default();
+    options.metrics_address = cli.metrics_address;
+    let shutdown = csi_types::server::shutdown_signal();
+    local::serve_with_options(&driver, &cli.endpoint, shutdown, options)
         .await
         .map_err(Failure::Work)
 }
@@ -134,7 +142,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Demo) => {
-            logging("warn");
+            logging(cli.log_format, "warn");
             if local::demo::run(&mut std::io::stdout()).await {
                 ExitCode::SUCCESS
             } else {
@@ -142,7 +150,7 @@ async fn main() -> ExitCode {
             }
         }
         Some(Command::Serve) | None => {
-            logging("info");
+            logging(cli.log_format, "info");
             // The fatal error is printed once, here, not logged as well.
             match serve(cli).await {
                 Ok(()) => ExitCode::SUCCESS,

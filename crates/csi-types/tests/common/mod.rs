@@ -272,13 +272,18 @@ impl Served {
 
 /// Serves `plugin` and waits until its socket exists.
 pub async fn serve(plugin: Plugin) -> Served {
+    serve_server(server::Server::new(plugin)).await
+}
+
+/// Serves a configured [`server::Server`] and waits until its socket exists.
+pub async fn serve_server(srv: server::Server) -> Served {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sub/csi.sock");
     let endpoint = format!("unix://{}", path.display());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let ep = endpoint.clone();
     let task = tokio::spawn(async move {
-        server::serve(plugin, &ep, async {
+        srv.serve(&ep, async {
             let _ = stopped.await;
         })
         .await
