@@ -12,7 +12,8 @@
 //! [`Plugin`] already refuses a second call on the same volume while one is
 //! in flight.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::HashSet;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use csi_types::*;
@@ -50,6 +51,83 @@ pub(crate) struct Inner {
     pub cfg: Config,
     store: Mutex<Store>,
     journal: Arc<Journal>,
+    /// Per-object locks for the work done outside the store's lock.
+    pub keys: Keys,
+}
+
+/// Locks by name: a volume or snapshot name, or an object id (see
+/// [`Key`]). Operations on different keys proceed in parallel; a second
+/// operation on a held key waits for the first to finish. A caller takes
+/// its keys before the store's lock, never while holding it, and takes
+/// several id keys only in sorted order (`lock_all`), so no two callers
+/// wait for each other.
+#[derive(Default)]
+pub(crate) struct Keys {
+    held: Mutex<HashSet<Key>>,
+    freed: Condvar,
+}
+
+/// What a [`Keys`] lock is about.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum Key {
+    /// A CreateVolume in progress for this name.
+    VolumeName(String),
+    /// A CreateSnapshot in progress for this name.
+    SnapshotName(String),
+    /// A volume being read (the source of a copy), grown or deleted.
+    Volume(String),
+    /// A snapshot being read (the source of a copy) or deleted.
+    Snapshot(String),
+}
+
+/// Holds keys of a [`Keys`] until dropped.
+pub(crate) struct KeyGuard<'a> {
+    keys: &'a Keys,
+    held: Vec<Key>,
+}
+
+impl Keys {
+    fn set(&self) -> MutexGuard<'_, HashSet<Key>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until `key` is free and takes it.
+    pub fn lock(&self, key: Key) -> KeyGuard<'_> {
+        self.lock_all(vec![key])
+    }
+
+    /// Takes every key of `keys`, one after the other in sorted order.
+    pub fn lock_all(&self, mut keys: Vec<Key>) -> KeyGuard<'_> {
+        keys.sort();
+        keys.dedup();
+        let mut guard = KeyGuard {
+            keys: self,
+            held: Vec::with_capacity(keys.len()),
+        };
+        for key in keys {
+            let mut set = self.set();
+            while set.contains(&key) {
+                set = self.freed.wait(set).unwrap_or_else(|e| e.into_inner());
+            }
+            set.insert(key.clone());
+            guard.held.push(key);
+        }
+        guard
+    }
+}
+
+impl Drop for KeyGuard<'_> {
+    fn drop(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
+        let mut set = self.keys.set();
+        for k in self.held.drain(..) {
+            set.remove(&k);
+        }
+        drop(set);
+        self.keys.freed.notify_all();
+    }
 }
 
 impl LocalDriver {
@@ -68,6 +146,7 @@ impl LocalDriver {
                 cfg,
                 journal: store.journal(),
                 store: Mutex::new(store),
+                keys: Keys::default(),
             }),
         })
     }

@@ -310,20 +310,28 @@ impl State {
             volumes: diff(&self.volumes, &next.volumes, |id, old, new| {
                 index.volume(id, old, new);
                 changes.push(Change::Volume(id.clone(), new.cloned()));
+                // Only data copied from a source needs its entry durable
+                // before the record: an empty volume's data is made again
+                // at open if a crash lost it.
+                old.is_none() && new.is_some_and(|v| v.source.is_some())
             }),
             snapshots: diff(&self.snapshots, &next.snapshots, |id, old, new| {
                 index.snapshot(id, old, new);
                 changes.push(Change::Snapshot(id.clone(), new.cloned()));
+                old.is_none()
             }),
         };
         diff(&self.groups, &next.groups, |id, _, new| {
-            changes.push(Change::Group(id.clone(), new.cloned()))
+            changes.push(Change::Group(id.clone(), new.cloned()));
+            false
         });
         diff(&self.staged, &next.staged, |id, _, new| {
-            changes.push(Change::Staged(id.clone(), new.cloned()))
+            changes.push(Change::Staged(id.clone(), new.cloned()));
+            false
         });
         diff(&self.published, &next.published, |id, _, new| {
-            changes.push(Change::Published(id.clone(), new.cloned()))
+            changes.push(Change::Published(id.clone(), new.cloned()));
+            false
         });
         next.index = index;
         let rec = Record {
@@ -362,25 +370,22 @@ impl State {
 
 /// Calls `f(key, old, new)` for each entry that differs between two
 /// versions of a table (skipping the structure they share); returns whether
-/// an entry was added.
+/// `f` returned true for any.
 fn diff<V: PartialEq>(
     old: &OrdMap<String, V>,
     new: &OrdMap<String, V>,
-    mut f: impl FnMut(&String, Option<&V>, Option<&V>),
+    mut f: impl FnMut(&String, Option<&V>, Option<&V>) -> bool,
 ) -> bool {
     use imbl::ordmap::DiffItem;
-    let mut added = false;
+    let mut any = false;
     for d in old.diff(new) {
-        match d {
-            DiffItem::Add(k, v) => {
-                added = true;
-                f(k, None, Some(v));
-            }
+        any |= match d {
+            DiffItem::Add(k, v) => f(k, None, Some(v)),
             DiffItem::Update { old, new } => f(old.0, Some(old.1), Some(new.1)),
             DiffItem::Remove(k, v) => f(k, Some(v), None),
-        }
+        };
     }
-    added
+    any
 }
 
 /// One committed change of the state: the changed entries, whole (`None`:
@@ -461,6 +466,9 @@ fn data_path(dir: &Path, id: &str, block: bool) -> PathBuf {
 pub(crate) struct Store {
     pub layout: Layout,
     pub state: State,
+    /// Bytes promised to volumes and snapshots whose data is being built
+    /// outside the lock (not persisted: a crash drops them with the data).
+    pub reserved: u64,
     journal: Arc<Journal>,
 }
 
@@ -842,10 +850,12 @@ impl Store {
         let store = Store {
             layout: layout.clone(),
             state,
+            reserved: 0,
             journal: journal.clone(),
         };
         store.collect_garbage()?;
         store.undo_unacknowledged_growth()?;
+        store.make_lost_empty_data()?;
         for i in 0..COMMITTERS {
             let file = jfile.try_clone().map_err(ctx)?;
             let (journal, layout) = (journal.clone(), layout.clone());
@@ -894,6 +904,47 @@ impl Store {
                 };
                 r.map_err(|e| format!("removing {}: {e}", path.display()))?;
             }
+        }
+        Ok(())
+    }
+
+    /// A volume created empty (no content source) is saved without making
+    /// its new entry in `volumes/` durable first (that costs a second disk
+    /// flush per CreateVolume); if a crash lost the entry, the data is made
+    /// again here: an empty directory, or a sparse image of the volume's
+    /// size, which is what the volume held when it was acknowledged. A
+    /// workload can write into a volume only after NodeStageVolume, which
+    /// makes the entry durable first.
+    fn make_lost_empty_data(&self) -> Result<(), String> {
+        let mut made = false;
+        for (id, v) in self
+            .state
+            .volumes
+            .iter()
+            .filter(|(_, v)| v.source.is_none())
+        {
+            let path = self.layout.volume_path(id, v.block);
+            if fs::symlink_metadata(&path).is_ok() {
+                continue;
+            }
+            tracing::info!(volume_id = %id, "making again the empty data of a volume whose creation a crash left unsynced");
+            let make = || -> std::io::Result<()> {
+                if v.block {
+                    let f = fs::File::create_new(&path)?;
+                    f.set_len(v.capacity)?;
+                    f.sync_all()
+                } else {
+                    use std::os::unix::fs::PermissionsExt;
+                    fs::create_dir(&path)?;
+                    fs::set_permissions(&path, fs::Permissions::from_mode(0o777))
+                }
+            };
+            make().map_err(|e| format!("creating {}: {e}", path.display()))?;
+            made = true;
+        }
+        if made {
+            let dir = self.layout.volumes_dir();
+            fsync_dir(&dir).map_err(|e| format!("syncing {}: {e}", dir.display()))?;
         }
         Ok(())
     }
@@ -1031,6 +1082,34 @@ mod tests {
                 .count(),
             0
         );
+    }
+
+    #[test]
+    fn empty_data_a_crash_lost_is_made_again_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let mut next = store.state.clone();
+        let (mount, block) = (next.new_id("vol"), next.new_id("vol"));
+        next.volumes.insert(mount.clone(), rec("m"));
+        next.volumes.insert(
+            block.clone(),
+            VolumeRec {
+                block: true,
+                capacity: 1 << 20,
+                ..rec("b")
+            },
+        );
+        store.commit(next).unwrap();
+        store.journal().wait_durable().unwrap();
+        drop(store);
+        // The records are durable, the directory entries were not.
+        let reopened = Store::open(dir.path()).unwrap();
+        let dir_meta = fs::metadata(reopened.layout.volume_path(&mount, false)).unwrap();
+        assert!(dir_meta.is_dir());
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(dir_meta.permissions().mode() & 0o777, 0o777);
+        let img = fs::metadata(reopened.layout.volume_path(&block, true)).unwrap();
+        assert_eq!(img.len(), 1 << 20);
     }
 
     #[test]
