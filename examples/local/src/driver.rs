@@ -1,16 +1,20 @@
 //! [`LocalDriver`]: the driver value, its registration with the SDK, and the
 //! helpers its controller and node halves share.
 //!
-//! Every RPC runs on tokio's blocking pool (it does file and mount I/O) and
-//! holds the driver's one lock while it runs, so that every change of the
-//! state, data and mounts happens in a single order. The lock is not held
-//! while a change is made durable: a handler only queues its journal record
-//! (see [`crate::state`]), and `run` waits for the group commit after the
-//! lock is released, so concurrent calls share one `fdatasync`. What stays
-//! under the lock is in-memory work and quick filesystem calls (`mkdir`,
-//! `rename`), except copies of data for clones and snapshots. The SDK's
-//! [`Plugin`] already refuses a second call on the same volume while one is
-//! in flight.
+//! Every RPC runs on tokio's blocking pool (it does file and mount I/O).
+//! The state lives behind one store lock, held only to read and change it
+//! and for quick filesystem calls (`mkdir`, `rename`, mounts); the work that
+//! takes long, building a volume's or snapshot's data (copies for clones
+//! and snapshots, a synced image), runs without it, under [`Keys`]: locks
+//! per volume name, snapshot name and object id, so operations on
+//! different names proceed in parallel and operations on the same name (or
+//! on a volume being copied) wait for each other. A capacity reservation
+//! holds the bytes of a creation in progress. No lock is held while a
+//! change is made durable: a handler only queues its journal record (see
+//! [`crate::state`]), and `run` waits for the group commit after the locks
+//! are released, so concurrent calls share one synchronous write. The
+//! SDK's [`Plugin`] also refuses a second call on the same volume id while
+//! one is in flight.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};

@@ -4,25 +4,41 @@
 //! persistent maps (`imbl`): a handler copies the state in O(1), changes the
 //! copy, and [`Store::commit`] finds what changed by a diff that skips the
 //! parts the two share, so a change costs the same with 10 or 10,000
-//! volumes. Each commit appends one checksummed record (the changed entries,
-//! whole) to `journal`; a committer thread writes and `fdatasync`s the
-//! records of all callers that committed meanwhile in one go (group commit).
-//! A call is answered only once the journal is durable up to the last
-//! record it could have seen ([`Journal::wait_durable`], done by the
-//! driver's `run` after the handler released the lock), so nothing
-//! acknowledged, and nothing an acknowledged answer was based on, can be
-//! lost. Every [`SNAPSHOT_EVERY`] records the committer writes the whole
-//! state to `state.json` (temporary file, fsync, rename, directory fsync)
-//! and empties the journal.
+//! volumes. Each commit queues one checksummed record (the changed entries,
+//! whole, with a sequence number) for the journal. The journal file is
+//! preallocated (zeros written at open), opened with `O_DSYNC`, and written
+//! by [`COMMITTERS`] threads: each takes every record queued meanwhile and
+//! writes the batch at its reserved offset with one synchronous `pwrite`,
+//! which changes no file metadata, so it costs one data write and a cache
+//! flush; several batches can be on their way to the disk at once. A record
+//! counts as durable once every record before it is on disk, and a call is
+//! answered only once the journal is durable up to the last record it could
+//! have seen ([`Journal::wait_durable`], done by the driver's `run` after
+//! the handler released the lock), so nothing acknowledged, and nothing an
+//! acknowledged answer was based on, can be lost. Every [`SNAPSHOT_EVERY`]
+//! records a committer waits for everything before to be durable, writes
+//! the whole state to `state.json` (temporary file, fsync, rename,
+//! directory fsync) and restarts the journal at offset 0.
 //!
-//! At [`Store::open`] the snapshot is read and the journal replayed up to
-//! its first torn or corrupt record (a crash mid-append), which is cut off.
+//! At [`Store::open`] the snapshot is read and the journal replayed in
+//! sequence order up to its first gap (zeros, a torn or corrupt record, or
+//! a record of an earlier round): a crash can leave a later batch on disk
+//! and an earlier one not, but no caller of the later one was answered.
+//! The state as replayed is then saved and the journal zeroed, so nothing
+//! from before the crash can be confused with a later record.
+//!
 //! Volume and snapshot data are created under a temporary name and renamed
-//! into place *before* the record naming them is committed, and removed
-//! only *after* the record that stops naming them is durable
-//! ([`Store::remove_when_durable`]). So after a crash at any instant, the
-//! state names only complete objects, and whatever else is on disk
-//! (temporary or orphaned data) is garbage that [`Store::open`] removes.
+//! into place *before* the record naming them is committed. Data copied
+//! from a source has its directory entry made durable before the record
+//! (the committer fsyncs the data directory first); a volume created empty
+//! does not (it would cost a second flush per CreateVolume): if a crash
+//! lost its entry, [`Store::open`] makes the empty directory or sparse
+//! image again, and NodeStageVolume makes the entry durable before a
+//! workload can write into it. Data is removed only *after* the record that
+//! stops naming it is durable ([`Store::remove_when_durable`]). So after a
+//! crash at any instant, the state names only complete objects, and
+//! whatever else is on disk (temporary or orphaned data) is garbage that
+//! [`Store::open`] removes.
 //!
 //! If writing the journal fails, the in-memory state is ahead of the disk:
 //! the store refuses every later call with `INTERNAL` until the driver is
