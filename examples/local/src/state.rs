@@ -1255,8 +1255,8 @@ mod tests {
         assert_eq!(store.state.volumes.len(), 48);
     }
 
-    #[test]
-    fn a_corrupt_record_ends_the_replay() {
+    /// A closed store whose journal holds three creations, and the journal.
+    fn three_volumes_saved() -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(dir.path()).unwrap();
         let names: Vec<String> = (0..3).map(|i| format!("v{i}")).collect();
@@ -1264,6 +1264,12 @@ mod tests {
         store.journal().wait_durable().unwrap();
         drop(store);
         let journal = dir.path().join("journal");
+        (dir, journal)
+    }
+
+    #[test]
+    fn a_corrupt_record_ends_the_replay() {
+        let (dir, journal) = three_volumes_saved();
         let last = frames(&journal)[2].end - 2;
         let byte = fs::read(&journal).unwrap()[last];
         overwrite(&journal, last, &[byte ^ 0x55]);
@@ -1280,13 +1286,7 @@ mod tests {
     /// acknowledged (its callers wait for every record before it).
     #[test]
     fn a_record_after_a_gap_is_not_replayed() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(dir.path()).unwrap();
-        let names: Vec<String> = (0..3).map(|i| format!("v{i}")).collect();
-        churn(&mut store, &names, &[]);
-        store.journal().wait_durable().unwrap();
-        drop(store);
-        let journal = dir.path().join("journal");
+        let (dir, journal) = three_volumes_saved();
         let second = frames(&journal)[1].clone();
         overwrite(&journal, second.start, &vec![0; second.len()]);
         let store = Store::open(dir.path()).unwrap();
