@@ -31,12 +31,13 @@ use csi_types::{
 };
 
 use crate::driver::{
-    DEFAULT_VOLUME_SIZE, GRANULARITY, Inner, cap_rec, check_capability, check_mutable, mismatch,
+    DEFAULT_VOLUME_SIZE, GRANULARITY, Inner, Key, cap_rec, check_capability, check_mutable,
+    mismatch,
 };
 use crate::fsops;
 use crate::state::{
-    ControllerPubRec, GroupRec, Layout, SnapshotRec, SourceRec, Stamp, State, VolumeRec, io_err,
-    remove_data,
+    ControllerPubRec, GroupRec, Layout, SnapshotRec, SourceRec, Stamp, State, Store, VolumeRec,
+    io_err, remove_data,
 };
 
 /// Creates a volume's or snapshot's data at `final_path`: a copy of `source`
@@ -85,8 +86,10 @@ fn materialize(
         } else if source.is_some() {
             fsops::sync_filesystem(&tmp)?;
         }
-        // The rename is made durable by the journal's committer, which
-        // fsyncs the data directories before the record naming this path.
+        // For data copied from a source, the rename is made durable by the
+        // journal's committer, which fsyncs the data directory before the
+        // record naming this path; empty data is made again at open if a
+        // crash lost it (see `crate::state`).
         fs::rename(&tmp, final_path)
     };
     build().map_err(|e| {
@@ -123,8 +126,12 @@ fn kind_of(caps: &[VolumeCapability]) -> Result<bool, CsiError> {
 }
 
 impl Inner {
-    fn free(&self, state: &State) -> u64 {
-        self.cfg.capacity.saturating_sub(state.used())
+    /// Bytes neither provisioned nor reserved by a creation in progress.
+    fn free(&self, store: &Store) -> u64 {
+        self.cfg
+            .capacity
+            .saturating_sub(store.state.used())
+            .saturating_sub(store.reserved)
     }
 
     /// The volume's health: its data present, of the right kind and size,
@@ -190,6 +197,14 @@ impl Inner {
         });
         let range = req.capacity_range.unwrap_or_default();
 
+        // This name, and the source while it is copied, are locked for the
+        // whole call; the store only while it is read and changed.
+        let mut keys = vec![Key::VolumeName(req.name.to_string())];
+        keys.extend(req.volume_content_source.as_ref().map(|s| match s {
+            VolumeContentSource::Snapshot(id) => Key::Snapshot(id.to_string()),
+            VolumeContentSource::Volume(id) => Key::Volume(id.to_string()),
+        }));
+        let _keys = self.keys.lock_all(keys);
         let mut store = self.lock();
         if let Some((id, v)) = store.state.volume_by_name(req.name.as_str()) {
             let why = if v.block != block {
@@ -296,7 +311,7 @@ impl Inner {
                 self.cfg.capacity
             )));
         }
-        let free = self.free(&store.state);
+        let free = self.free(&store);
         if size > free {
             return Err(CsiError::resource_exhausted(format!(
                 "{size} bytes requested, {free} of {} bytes free",
@@ -304,10 +319,16 @@ impl Inner {
             )));
         }
 
-        let mut next = store.state.clone();
-        let id = next.new_id("vol");
+        // The data is built without the store's lock, its bytes reserved
+        // meanwhile; the id is spent whatever happens (ids only grow).
+        let id = store.state.new_id("vol");
+        store.reserved += size;
+        drop(store);
         let path = layout.volume_path(&id, block);
-        materialize(&path, block, size, src_path.as_deref())?;
+        let built = materialize(&path, block, size, src_path.as_deref());
+        let mut store = self.lock();
+        store.reserved -= size;
+        built?;
         let rec = VolumeRec {
             name: req.name.to_string(),
             capacity: size,
@@ -320,6 +341,7 @@ impl Inner {
             created: Stamp::now(),
         };
         let vol = self.volume_of(&id, &rec)?;
+        let mut next = store.state.clone();
         next.volumes.insert(id.clone(), rec);
         if let Err(e) = store.commit(next) {
             remove_data(&path);
@@ -334,6 +356,7 @@ impl Inner {
         req: DeleteVolumeRequest,
     ) -> Result<DeleteVolumeResponse, CsiError> {
         let id = req.volume_id.as_str();
+        let _key = self.keys.lock(Key::Volume(id.to_string()));
         let mut store = self.lock();
         let Some(v) = store.state.volumes.get(id) else {
             return Ok(DeleteVolumeResponse {});
@@ -546,7 +569,7 @@ impl Inner {
             && (req.volume_capabilities.is_empty() || kind_of(&req.volume_capabilities).is_ok());
         let fits_params = req.parameters.is_empty();
         let available = if fits_topology && fits_caps && fits_params {
-            self.free(&store.state) / GRANULARITY * GRANULARITY
+            self.free(&store) / GRANULARITY * GRANULARITY
         } else {
             0
         };
@@ -562,6 +585,7 @@ impl Inner {
         req: ControllerExpandVolumeRequest,
     ) -> Result<ControllerExpandVolumeResponse, CsiError> {
         let id = req.volume_id.as_str();
+        let _key = self.keys.lock(Key::Volume(id.to_string()));
         let mut store = self.lock();
         let v = store
             .state
@@ -594,7 +618,7 @@ impl Inner {
             ))
         })?;
         let growth = size - current;
-        let free = self.free(&store.state);
+        let free = self.free(&store);
         if growth > free {
             return Err(CsiError::out_of_range(format!(
                 "growing {id} to {size} bytes needs {growth} more bytes, {free} are free"
@@ -673,6 +697,10 @@ impl Inner {
             ));
         }
         let vid = req.source_volume_id.as_str();
+        let _keys = self.keys.lock_all(vec![
+            Key::SnapshotName(req.name.to_string()),
+            Key::Volume(vid.to_string()),
+        ]);
         let mut store = self.lock();
         if let Some((id, s)) = store.state.snapshot_by_name(req.name.as_str()) {
             if s.source_volume != vid {
@@ -690,17 +718,21 @@ impl Inner {
             .get(vid)
             .ok_or_else(|| not_found_volume(vid))?;
         let (size, block) = (v.capacity, v.block);
-        let free = self.free(&store.state);
+        let free = self.free(&store);
         if size > free {
             return Err(CsiError::resource_exhausted(format!(
                 "a snapshot of {vid} needs {size} bytes, {free} are free"
             )));
         }
         let layout = store.layout.clone();
-        let mut next = store.state.clone();
-        let id = next.new_id("snap");
+        let id = store.state.new_id("snap");
+        store.reserved += size;
+        drop(store);
         let path = layout.snapshot_path(&id, block);
-        materialize(&path, block, size, Some(&layout.volume_path(vid, block)))?;
+        let built = materialize(&path, block, size, Some(&layout.volume_path(vid, block)));
+        let mut store = self.lock();
+        store.reserved -= size;
+        built?;
         let rec = SnapshotRec {
             name: req.name.to_string(),
             source_volume: vid.to_string(),
@@ -710,6 +742,7 @@ impl Inner {
             group: None,
         };
         let snap = self.snapshot_of(&id, &rec)?;
+        let mut next = store.state.clone();
         next.snapshots.insert(id.clone(), rec);
         if let Err(e) = store.commit(next) {
             remove_data(&path);
@@ -724,6 +757,7 @@ impl Inner {
         req: DeleteSnapshotRequest,
     ) -> Result<DeleteSnapshotResponse, CsiError> {
         let id = req.snapshot_id.as_str();
+        let _key = self.keys.lock(Key::Snapshot(id.to_string()));
         let mut store = self.lock();
         let Some(s) = store.state.snapshots.get(id) else {
             return Ok(DeleteSnapshotResponse {});
@@ -863,7 +897,7 @@ impl Inner {
             members.push((v.to_string(), rec.capacity, rec.block));
         }
         let needed: u64 = members.iter().map(|m| m.1).sum();
-        let free = self.free(&store.state);
+        let free = self.free(&store);
         if needed > free {
             return Err(CsiError::resource_exhausted(format!(
                 "the group snapshot needs {needed} bytes, {free} are free"
@@ -921,6 +955,15 @@ impl Inner {
         req: DeleteVolumeGroupSnapshotRequest,
     ) -> Result<DeleteVolumeGroupSnapshotResponse, CsiError> {
         let id = req.group_snapshot_id.as_str();
+        // The members may be the sources of copies in progress: wait for
+        // them (keys first, then the store, as everywhere).
+        let members = match self.lock().state.groups.get(id) {
+            Some(g) => g.snapshots.clone(),
+            None => return Ok(DeleteVolumeGroupSnapshotResponse {}),
+        };
+        let _keys = self
+            .keys
+            .lock_all(members.into_iter().map(Key::Snapshot).collect());
         let mut store = self.lock();
         let Some(g) = store.state.groups.get(id) else {
             return Ok(DeleteVolumeGroupSnapshotResponse {});
@@ -964,5 +1007,104 @@ impl Inner {
             id,
             g,
         )?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+    use crate::{Config, LocalDriver};
+
+    fn create(name: &str, source: Option<&str>) -> CreateVolumeRequest {
+        CreateVolumeRequest {
+            name: VolumeName::new(name).unwrap(),
+            capacity_range: Some(CapacityRange::exactly(1 << 20)),
+            volume_capabilities: vec![VolumeCapability::mount(AccessMode::SingleNodeWriter)],
+            parameters: Map::new(),
+            secrets: Secrets::default(),
+            volume_content_source: source
+                .map(|s| VolumeContentSource::Volume(VolumeId::new(s).unwrap())),
+            accessibility_requirements: None,
+            mutable_parameters: Map::new(),
+        }
+    }
+
+    /// Runs `f` on a thread; the flag says whether it returned.
+    fn spawn<T: Send + 'static>(
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> (std::thread::JoinHandle<T>, Arc<AtomicBool>) {
+        let done = Arc::new(AtomicBool::new(false));
+        let flag = done.clone();
+        let h = std::thread::spawn(move || {
+            let r = f();
+            flag.store(true, Ordering::SeqCst);
+            r
+        });
+        (h, done)
+    }
+
+    /// While one name (or a copy's source) is locked, operations on other
+    /// names and volumes complete; the operation on the locked one waits
+    /// for it, and same-name creations end with one volume.
+    #[test]
+    fn different_names_proceed_in_parallel_and_the_same_name_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = LocalDriver::open(Config::with_state_dir(dir.path().join("state"))).unwrap();
+        let src = d.inner.create_volume(create("src", None)).unwrap().volume;
+        let src_id = src.volume_id.to_string();
+
+        // A creation of "x" is in progress (its name is held): "y", a
+        // delete and a clone of another volume all complete meanwhile.
+        let held = d.inner.keys.lock(Key::VolumeName("x".into()));
+        let inner = d.inner.clone();
+        let (x, x_done) = spawn(move || inner.create_volume(create("x", None)));
+        let y = d.inner.create_volume(create("y", None)).unwrap().volume;
+        d.inner
+            .create_volume(create("clone", Some(&src_id)))
+            .unwrap();
+        d.inner
+            .delete_volume(DeleteVolumeRequest {
+                volume_id: y.volume_id.clone(),
+                secrets: Secrets::default(),
+            })
+            .unwrap();
+        assert!(!x_done.load(Ordering::SeqCst), "\"x\" waits for its name");
+        // A second creation of "x" waits too, and both get the same volume.
+        let inner = d.inner.clone();
+        let (x2, _) = spawn(move || inner.create_volume(create("x", None)));
+        drop(held);
+        let (a, b) = (x.join().unwrap().unwrap(), x2.join().unwrap().unwrap());
+        assert_eq!(a.volume.volume_id, b.volume.volume_id);
+
+        // A volume being read by a copy cannot be deleted under it: the
+        // delete waits for the copy; other creations do not.
+        let copying = d.inner.keys.lock(Key::Volume(src_id.clone()));
+        let inner = d.inner.clone();
+        let id = src.volume_id.clone();
+        let (del, del_done) = spawn(move || {
+            inner.delete_volume(DeleteVolumeRequest {
+                volume_id: id,
+                secrets: Secrets::default(),
+            })
+        });
+        d.inner.create_volume(create("z", None)).unwrap();
+        assert!(!del_done.load(Ordering::SeqCst), "the delete waits");
+        drop(copying);
+        // The clone made above still names it as its source; deleting the
+        // source is allowed (the clone is a copy).
+        del.join().unwrap().unwrap();
+        let store = d.inner.lock();
+        assert!(store.state.volumes.get(&src_id).is_none());
+        assert_eq!(store.reserved, 0, "no reservation outlives its creation");
+        let names: std::collections::BTreeSet<_> = store
+            .state
+            .volumes
+            .values()
+            .map(|v| v.name.clone())
+            .collect();
+        assert_eq!(names, ["clone", "x", "z"].map(String::from).into());
     }
 }

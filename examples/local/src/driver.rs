@@ -1,18 +1,23 @@
 //! [`LocalDriver`]: the driver value, its registration with the SDK, and the
 //! helpers its controller and node halves share.
 //!
-//! Every RPC runs on tokio's blocking pool (it does file and mount I/O) and
-//! holds the driver's one lock while it runs, so that every change of the
-//! state, data and mounts happens in a single order. The lock is not held
-//! while a change is made durable: a handler only queues its journal record
-//! (see [`crate::state`]), and `run` waits for the group commit after the
-//! lock is released, so concurrent calls share one `fdatasync`. What stays
-//! under the lock is in-memory work and quick filesystem calls (`mkdir`,
-//! `rename`), except copies of data for clones and snapshots. The SDK's
-//! [`Plugin`] already refuses a second call on the same volume while one is
-//! in flight.
+//! Every RPC runs on tokio's blocking pool (it does file and mount I/O).
+//! The state lives behind one store lock, held only to read and change it
+//! and for quick filesystem calls (`mkdir`, `rename`, mounts); the work that
+//! takes long, building a volume's or snapshot's data (copies for clones
+//! and snapshots, a synced image), runs without it, under [`Keys`]: locks
+//! per volume name, snapshot name and object id, so operations on
+//! different names proceed in parallel and operations on the same name (or
+//! on a volume being copied) wait for each other. A capacity reservation
+//! holds the bytes of a creation in progress. No lock is held while a
+//! change is made durable: a handler only queues its journal record (see
+//! [`crate::state`]), and `run` waits for the group commit after the locks
+//! are released, so concurrent calls share one synchronous write. The
+//! SDK's [`Plugin`] also refuses a second call on the same volume id while
+//! one is in flight.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::HashSet;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use csi_types::prelude::*;
@@ -80,6 +85,83 @@ pub(crate) struct Inner {
     pub cfg: Config,
     store: Mutex<Store>,
     journal: Arc<Journal>,
+    /// Per-object locks for the work done outside the store's lock.
+    pub keys: Keys,
+}
+
+/// Locks by name: a volume or snapshot name, or an object id (see
+/// [`Key`]). Operations on different keys proceed in parallel; a second
+/// operation on a held key waits for the first to finish. A caller takes
+/// its keys before the store's lock, never while holding it, and takes
+/// several id keys only in sorted order (`lock_all`), so no two callers
+/// wait for each other.
+#[derive(Default)]
+pub(crate) struct Keys {
+    held: Mutex<HashSet<Key>>,
+    freed: Condvar,
+}
+
+/// What a [`Keys`] lock is about.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum Key {
+    /// A CreateVolume in progress for this name.
+    VolumeName(String),
+    /// A CreateSnapshot in progress for this name.
+    SnapshotName(String),
+    /// A volume being read (the source of a copy), grown or deleted.
+    Volume(String),
+    /// A snapshot being read (the source of a copy) or deleted.
+    Snapshot(String),
+}
+
+/// Holds keys of a [`Keys`] until dropped.
+pub(crate) struct KeyGuard<'a> {
+    keys: &'a Keys,
+    held: Vec<Key>,
+}
+
+impl Keys {
+    fn set(&self) -> MutexGuard<'_, HashSet<Key>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until `key` is free and takes it.
+    pub fn lock(&self, key: Key) -> KeyGuard<'_> {
+        self.lock_all(vec![key])
+    }
+
+    /// Takes every key of `keys`, one after the other in sorted order.
+    pub fn lock_all(&self, mut keys: Vec<Key>) -> KeyGuard<'_> {
+        keys.sort();
+        keys.dedup();
+        let mut guard = KeyGuard {
+            keys: self,
+            held: Vec::with_capacity(keys.len()),
+        };
+        for key in keys {
+            let mut set = self.set();
+            while set.contains(&key) {
+                set = self.freed.wait(set).unwrap_or_else(|e| e.into_inner());
+            }
+            set.insert(key.clone());
+            guard.held.push(key);
+        }
+        guard
+    }
+}
+
+impl Drop for KeyGuard<'_> {
+    fn drop(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
+        let mut set = self.keys.set();
+        for k in self.held.drain(..) {
+            set.remove(&k);
+        }
+        drop(set);
+        self.keys.freed.notify_all();
+    }
 }
 
 impl LocalDriver {
@@ -98,6 +180,7 @@ impl LocalDriver {
                 cfg,
                 journal: store.journal(),
                 store: Mutex::new(store),
+                keys: Keys::default(),
             }),
         })
     }

@@ -4,25 +4,41 @@
 //! persistent maps (`imbl`): a handler copies the state in O(1), changes the
 //! copy, and [`Store::commit`] finds what changed by a diff that skips the
 //! parts the two share, so a change costs the same with 10 or 10,000
-//! volumes. Each commit appends one checksummed record (the changed entries,
-//! whole) to `journal`; a committer thread writes and `fdatasync`s the
-//! records of all callers that committed meanwhile in one go (group commit).
-//! A call is answered only once the journal is durable up to the last
-//! record it could have seen ([`Journal::wait_durable`], done by the
-//! driver's `run` after the handler released the lock), so nothing
-//! acknowledged, and nothing an acknowledged answer was based on, can be
-//! lost. Every [`SNAPSHOT_EVERY`] records the committer writes the whole
-//! state to `state.json` (temporary file, fsync, rename, directory fsync)
-//! and empties the journal.
+//! volumes. Each commit queues one checksummed record (the changed entries,
+//! whole, with a sequence number) for the journal. The journal file is
+//! preallocated (zeros written at open), opened with `O_DSYNC`, and written
+//! by [`COMMITTERS`] threads: each takes every record queued meanwhile and
+//! writes the batch at its reserved offset with one synchronous `pwrite`,
+//! which changes no file metadata, so it costs one data write and a cache
+//! flush; several batches can be on their way to the disk at once. A record
+//! counts as durable once every record before it is on disk, and a call is
+//! answered only once the journal is durable up to the last record it could
+//! have seen ([`Journal::wait_durable`], done by the driver's `run` after
+//! the handler released the lock), so nothing acknowledged, and nothing an
+//! acknowledged answer was based on, can be lost. Every [`SNAPSHOT_EVERY`]
+//! records a committer waits for everything before to be durable, writes
+//! the whole state to `state.json` (temporary file, fsync, rename,
+//! directory fsync) and restarts the journal at offset 0.
 //!
-//! At [`Store::open`] the snapshot is read and the journal replayed up to
-//! its first torn or corrupt record (a crash mid-append), which is cut off.
+//! At [`Store::open`] the snapshot is read and the journal replayed in
+//! sequence order up to its first gap (zeros, a torn or corrupt record, or
+//! a record of an earlier round): a crash can leave a later batch on disk
+//! and an earlier one not, but no caller of the later one was answered.
+//! The state as replayed is then saved and the journal zeroed, so nothing
+//! from before the crash can be confused with a later record.
+//!
 //! Volume and snapshot data are created under a temporary name and renamed
-//! into place *before* the record naming them is committed, and removed
-//! only *after* the record that stops naming them is durable
-//! ([`Store::remove_when_durable`]). So after a crash at any instant, the
-//! state names only complete objects, and whatever else is on disk
-//! (temporary or orphaned data) is garbage that [`Store::open`] removes.
+//! into place *before* the record naming them is committed. Data copied
+//! from a source has its directory entry made durable before the record
+//! (the committer fsyncs the data directory first); a volume created empty
+//! does not (it would cost a second flush per CreateVolume): if a crash
+//! lost its entry, [`Store::open`] makes the empty directory or sparse
+//! image again, and NodeStageVolume makes the entry durable before a
+//! workload can write into it. Data is removed only *after* the record that
+//! stops naming it is durable ([`Store::remove_when_durable`]). So after a
+//! crash at any instant, the state names only complete objects, and
+//! whatever else is on disk (temporary or orphaned data) is garbage that
+//! [`Store::open`] removes.
 //!
 //! If writing the journal fails, the in-memory state is ahead of the disk:
 //! the store refuses every later call with `INTERNAL` until the driver is
@@ -31,8 +47,9 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use imbl::OrdMap;
@@ -312,20 +329,28 @@ impl State {
             volumes: diff(&self.volumes, &next.volumes, |id, old, new| {
                 index.volume(id, old, new);
                 changes.push(Change::Volume(id.clone(), new.cloned()));
+                // Only data copied from a source needs its entry durable
+                // before the record: an empty volume's data is made again
+                // at open if a crash lost it.
+                old.is_none() && new.is_some_and(|v| v.source.is_some())
             }),
             snapshots: diff(&self.snapshots, &next.snapshots, |id, old, new| {
                 index.snapshot(id, old, new);
                 changes.push(Change::Snapshot(id.clone(), new.cloned()));
+                old.is_none()
             }),
         };
         diff(&self.groups, &next.groups, |id, _, new| {
-            changes.push(Change::Group(id.clone(), new.cloned()))
+            changes.push(Change::Group(id.clone(), new.cloned()));
+            false
         });
         diff(&self.staged, &next.staged, |id, _, new| {
-            changes.push(Change::Staged(id.clone(), new.cloned()))
+            changes.push(Change::Staged(id.clone(), new.cloned()));
+            false
         });
         diff(&self.published, &next.published, |id, _, new| {
-            changes.push(Change::Published(id.clone(), new.cloned()))
+            changes.push(Change::Published(id.clone(), new.cloned()));
+            false
         });
         next.index = index;
         let rec = Record {
@@ -364,25 +389,22 @@ impl State {
 
 /// Calls `f(key, old, new)` for each entry that differs between two
 /// versions of a table (skipping the structure they share); returns whether
-/// an entry was added.
+/// `f` returned true for any.
 fn diff<V: PartialEq>(
     old: &OrdMap<String, V>,
     new: &OrdMap<String, V>,
-    mut f: impl FnMut(&String, Option<&V>, Option<&V>),
+    mut f: impl FnMut(&String, Option<&V>, Option<&V>) -> bool,
 ) -> bool {
     use imbl::ordmap::DiffItem;
-    let mut added = false;
+    let mut any = false;
     for d in old.diff(new) {
-        match d {
-            DiffItem::Add(k, v) => {
-                added = true;
-                f(k, None, Some(v));
-            }
+        any |= match d {
+            DiffItem::Add(k, v) => f(k, None, Some(v)),
             DiffItem::Update { old, new } => f(old.0, Some(old.1), Some(new.1)),
             DiffItem::Remove(k, v) => f(k, Some(v), None),
-        }
+        };
     }
-    added
+    any
 }
 
 /// One committed change of the state: the changed entries, whole (`None`:
@@ -463,6 +485,9 @@ fn data_path(dir: &Path, id: &str, block: bool) -> PathBuf {
 pub(crate) struct Store {
     pub layout: Layout,
     pub state: State,
+    /// Bytes promised to volumes and snapshots whose data is being built
+    /// outside the lock (not persisted: a crash drops them with the data).
+    pub reserved: u64,
     journal: Arc<Journal>,
 }
 
@@ -471,9 +496,21 @@ pub(crate) fn io_err(what: impl std::fmt::Display, e: std::io::Error) -> CsiErro
     CsiError::internal(format!("{what}: {e}"))
 }
 
-/// Every this many records the committer writes a snapshot and empties the
-/// journal, so a restart replays at most this many records.
+/// Every this many records a committer writes a snapshot and the journal
+/// starts again at its beginning, so a restart replays at most this many
+/// records.
 pub(crate) const SNAPSHOT_EVERY: u64 = 4096;
+
+/// The journal's preallocated size: records overwrite zeros already on
+/// disk, so a durable write changes no file metadata (no file-system
+/// journal commit, only the data and a cache flush). Records past it are
+/// still durable (the size change is part of the synchronous write), only
+/// slower.
+const JOURNAL_SIZE: u64 = 4 << 20;
+
+/// Committer threads: each writes one batch at a time with one synchronous
+/// write, so up to this many batches are on their way to the disk at once.
+const COMMITTERS: usize = 4;
 
 /// A journal record on disk: `[payload length: u32 LE][crc32 of payload:
 /// u32 LE][payload: JSON of a Record]`.
@@ -487,9 +524,9 @@ fn encode_record(rec: &Record) -> Result<Vec<u8>, CsiError> {
     Ok(out)
 }
 
-/// Reads the records of a journal, stopping at the first torn or corrupt
-/// one; returns them and the length of the valid prefix.
-fn read_journal(bytes: &[u8]) -> (Vec<Record>, usize) {
+/// Reads the well-formed records at the start of a journal, stopping at
+/// zeros (never written), a torn or a corrupt record.
+fn read_journal(bytes: &[u8]) -> Vec<Record> {
     let mut records = Vec::new();
     let mut at = 0;
     while bytes.len() - at >= 8 {
@@ -498,7 +535,7 @@ fn read_journal(bytes: &[u8]) -> (Vec<Record>, usize) {
         let Some(payload) = bytes.get(at + 8..at + 8 + len) else {
             break;
         };
-        if crc32fast::hash(payload) != crc {
+        if len == 0 || crc32fast::hash(payload) != crc {
             break;
         }
         let Ok(rec) = serde_json::from_slice::<Record>(payload) else {
@@ -507,100 +544,199 @@ fn read_journal(bytes: &[u8]) -> (Vec<Record>, usize) {
         records.push(rec);
         at += 8 + len;
     }
-    (records, at)
+    records
 }
 
-/// A record waiting for the committer.
+/// A record waiting for a committer.
 struct Pending {
     seq: u64,
     bytes: Vec<u8>,
     new_data: NewData,
-    /// The state to snapshot once this record is written, if one is due.
+    /// The state to snapshot once this record is durable, if one is due.
     snapshot: Option<State>,
 }
 
-/// What the committer shares with the callers.
+/// What the committers share with the callers.
 #[derive(Default)]
 struct Shared {
-    /// Encoded records not yet written, with the state to snapshot after
-    /// writing a record, if due.
+    /// Encoded records not yet taken by a committer, in sequence order.
     pending: Vec<Pending>,
     /// Data to remove once the record with this sequence number is durable.
     removals: Vec<(u64, PathBuf)>,
     /// The last sequence number handed out.
     appended: u64,
-    /// The last sequence number on disk.
+    /// Every record up to this one is on disk.
     durable: u64,
+    /// Batches written out of order: first sequence number -> last.
+    written: BTreeMap<u64, u64>,
+    /// Where the next batch goes in the journal file.
+    offset: u64,
+    /// A committer is writing a snapshot: no batch may be taken until the
+    /// journal starts again at offset 0.
+    rotating: bool,
     /// Set when a write failed: every later call is refused.
     failed: Option<String>,
     stop: bool,
 }
 
-/// The journal and its committer thread (see the module documentation).
+/// One committer's share of the pending records.
+struct Batch {
+    first: u64,
+    last: u64,
+    offset: u64,
+    bytes: Vec<u8>,
+    new_data: NewData,
+    snapshot: Option<State>,
+}
+
+/// The journal and its committer threads (see the module documentation).
 pub(crate) struct Journal {
     shared: Mutex<Shared>,
     /// Signalled when `durable` or `failed` changes.
     durable_cv: Condvar,
-    /// Signalled when there is work for the committer.
+    /// Signalled when there is work for a committer.
     work_cv: Condvar,
 }
 
 impl Journal {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+    fn lock(&self) -> MutexGuard<'_, Shared> {
         self.shared.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Waits until every record appended so far is durable. Errors if the
     /// journal could not be written.
     pub(crate) fn wait_durable(&self) -> Result<(), CsiError> {
-        let mut s = self.lock();
+        let s = self.lock();
         let target = s.appended;
+        self.wait_for(s, target).1
+    }
+
+    /// Waits until every record up to `target` is durable.
+    fn wait_for<'a>(
+        &'a self,
+        mut s: MutexGuard<'a, Shared>,
+        target: u64,
+    ) -> (MutexGuard<'a, Shared>, Result<(), CsiError>) {
         loop {
             if let Some(why) = &s.failed {
-                return Err(failed(why));
+                let e = failed(why);
+                return (s, Err(e));
             }
             if s.durable >= target {
-                return Ok(());
+                return (s, Ok(()));
             }
             s = self.durable_cv.wait(s).unwrap_or_else(|e| e.into_inner());
         }
     }
 
-    /// The committer: writes whatever is pending in one `write` and one
-    /// `fdatasync`, snapshots when due, then wakes the waiters.
-    fn run(self: Arc<Self>, mut file: fs::File, layout: Layout) {
-        loop {
-            let (batch, last) = {
-                let mut s = self.lock();
-                while s.pending.is_empty() && !s.stop {
-                    s = self.work_cv.wait(s).unwrap_or_else(|e| e.into_inner());
+    /// Takes what is pending, up to and including the first record after
+    /// which a snapshot is due, and reserves its place in the file.
+    fn take_batch(&self) -> Option<Batch> {
+        let mut s = self.lock();
+        while (s.pending.is_empty() || s.rotating) && !s.stop {
+            s = self.work_cv.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+        if s.pending.is_empty() || s.rotating {
+            return None;
+        }
+        let n = s
+            .pending
+            .iter()
+            .position(|p| p.snapshot.is_some())
+            .map_or(s.pending.len(), |i| i + 1);
+        let taken: Vec<Pending> = s.pending.drain(..n).collect();
+        let mut batch = Batch {
+            first: taken[0].seq,
+            last: taken[n - 1].seq,
+            offset: s.offset,
+            bytes: Vec::with_capacity(taken.iter().map(|p| p.bytes.len()).sum()),
+            new_data: NewData::default(),
+            snapshot: None,
+        };
+        for p in taken {
+            batch.bytes.extend_from_slice(&p.bytes);
+            batch.new_data.volumes |= p.new_data.volumes;
+            batch.new_data.snapshots |= p.new_data.snapshots;
+            batch.snapshot = p.snapshot;
+        }
+        s.offset += batch.bytes.len() as u64;
+        if batch.snapshot.is_some() {
+            s.rotating = true;
+        }
+        drop(s);
+        // Another committer may take what came after.
+        self.work_cv.notify_one();
+        Some(batch)
+    }
+
+    /// Records that a batch is on disk, advances `durable` over every batch
+    /// now written without a gap, and returns the data that can go.
+    fn written(&self, s: &mut Shared, batch: &Batch) -> Vec<PathBuf> {
+        s.written.insert(batch.first, batch.last);
+        while let Some(last) = s.written.remove(&(s.durable + 1)) {
+            s.durable = last;
+        }
+        let durable = s.durable;
+        let (now, later): (Vec<_>, Vec<_>) =
+            s.removals.drain(..).partition(|(seq, _)| *seq <= durable);
+        s.removals = later;
+        now.into_iter().map(|(_, p)| p).collect()
+    }
+
+    fn fail(&self, s: &mut Shared, e: std::io::Error) {
+        tracing::error!(error = %e, "writing the state journal failed; refusing every call until restarted");
+        s.failed = Some(e.to_string());
+    }
+
+    /// A committer: writes batches, each with one synchronous write (the
+    /// file is opened with `O_DSYNC`), while other committers write theirs;
+    /// a record counts as durable once every record before it is too, so a
+    /// crash can only lose a suffix of the journal. After a record that
+    /// asks for a snapshot, it waits for everything before to be durable,
+    /// saves the state and restarts the journal at offset 0.
+    fn run(self: Arc<Self>, file: fs::File, layout: Layout) {
+        while let Some(mut batch) = self.take_batch() {
+            let result = (|| {
+                // Data is renamed into place before the record naming it is
+                // committed; the renames become durable here, before the
+                // records do.
+                if batch.new_data.volumes {
+                    fsync_dir(&layout.volumes_dir())?;
                 }
-                if s.pending.is_empty() {
-                    return;
+                if batch.new_data.snapshots {
+                    fsync_dir(&layout.snapshots_dir())?;
                 }
-                let batch = std::mem::take(&mut s.pending);
-                let last = batch.last().map_or(s.durable, |b| b.seq);
-                (batch, last)
-            };
-            let result = write_batch(&mut file, &layout, batch);
-            let done: Vec<PathBuf> = {
-                let mut s = self.lock();
-                match result {
-                    Ok(()) => {
-                        s.durable = last;
-                        let (now, later): (Vec<_>, Vec<_>) =
-                            s.removals.drain(..).partition(|(seq, _)| *seq <= last);
-                        s.removals = later;
-                        now.into_iter().map(|(_, p)| p).collect()
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "writing the state journal failed; refusing every call until restarted");
-                        s.failed = Some(e.to_string());
-                        Vec::new()
-                    }
-                }
-            };
+                file.write_all_at(&batch.bytes, batch.offset)
+            })();
+            let mut s = self.lock();
+            let mut done = Vec::new();
+            match result {
+                Ok(()) => done = self.written(&mut s, &batch),
+                Err(e) => self.fail(&mut s, e),
+            }
             self.durable_cv.notify_all();
+            if let Some(state) = batch.snapshot.take() {
+                let (guard, ok) = self.wait_for(s, batch.last);
+                s = guard;
+                if ok.is_err() {
+                    continue;
+                }
+                drop(s);
+                // Everything in the journal is in the snapshot once it is
+                // saved; the records written from offset 0 on then have
+                // higher sequence numbers than any left behind them.
+                let saved = write_snapshot(&layout, &state);
+                s = self.lock();
+                match saved {
+                    Ok(()) => {
+                        s.offset = 0;
+                        s.rotating = false;
+                    }
+                    Err(e) => self.fail(&mut s, e),
+                }
+                self.work_cv.notify_all();
+            }
+            drop(s);
             for path in done {
                 remove_data(&path);
             }
@@ -612,37 +748,6 @@ fn failed(why: &str) -> CsiError {
     CsiError::internal(format!(
         "the driver could not save its state ({why}); restart it to reload what was saved"
     ))
-}
-
-/// Writes a batch of records, snapshotting (and emptying the journal) after
-/// a record that asks for it.
-fn write_batch(file: &mut fs::File, layout: &Layout, batch: Vec<Pending>) -> std::io::Result<()> {
-    // Data is renamed into place before the record naming it is committed;
-    // the renames become durable here, before the records do.
-    if batch.iter().any(|p| p.new_data.volumes) {
-        fsync_dir(&layout.volumes_dir())?;
-    }
-    if batch.iter().any(|p| p.new_data.snapshots) {
-        fsync_dir(&layout.snapshots_dir())?;
-    }
-    let mut buf = Vec::new();
-    for p in batch {
-        buf.extend_from_slice(&p.bytes);
-        if let Some(state) = p.snapshot {
-            file.write_all(&buf)?;
-            buf.clear();
-            file.sync_data()?;
-            write_snapshot(layout, &state)?;
-            // Everything in the journal is in the snapshot now.
-            file.set_len(0)?;
-            file.sync_all()?;
-        }
-    }
-    if !buf.is_empty() {
-        file.write_all(&buf)?;
-        file.sync_data()?;
-    }
-    Ok(())
 }
 
 /// Saves the whole state to `state.json` atomically and durably.
@@ -709,32 +814,48 @@ impl Store {
         };
         let jpath = layout.journal_file();
         let ctx = |e: std::io::Error| format!("opening {}: {e}", jpath.display());
-        let mut jfile = fs::OpenOptions::new()
+        let jfile = fs::OpenOptions::new()
             .read(true)
-            .append(true)
+            .write(true)
             .create(true)
+            .custom_flags(rustix::fs::OFlags::DSYNC.bits() as i32)
             .open(&jpath)
             .map_err(ctx)?;
         let mut bytes = Vec::new();
-        jfile.read_to_end(&mut bytes).map_err(ctx)?;
-        let (records, valid) = read_journal(&bytes);
-        if valid < bytes.len() {
-            tracing::info!(
-                bytes = bytes.len() - valid,
-                "cutting off a torn journal record (a write a crash interrupted; it was never acknowledged)"
-            );
-            jfile
-                .set_len(valid as u64)
-                .and_then(|_| jfile.sync_all())
-                .map_err(ctx)?;
-        }
-        fsync_dir(&layout.root).map_err(ctx)?;
-        for rec in records {
-            if rec.seq > state.journal_seq {
-                state.apply(rec);
+        (&jfile).read_to_end(&mut bytes).map_err(ctx)?;
+        // The records after the snapshot, in order; the journal's first
+        // gap, torn or corrupt record, or a record of an older round (a
+        // lower sequence number, left behind when the journal restarted at
+        // offset 0) ends them: whatever follows was never acknowledged.
+        let mut replayed = 0;
+        for rec in read_journal(&bytes) {
+            if rec.seq <= state.journal_seq {
+                continue;
             }
+            if rec.seq != state.journal_seq + 1 {
+                break;
+            }
+            state.apply(rec);
+            replayed += 1;
         }
         state.reindex();
+        let size = (bytes.len() as u64).max(JOURNAL_SIZE);
+        if bytes.len() as u64 != size || bytes.iter().any(|&b| b != 0) {
+            // Start from a clean slate: the state as replayed saved whole,
+            // then the journal zeroed, so no record of this run can be
+            // confused with one left from before the crash.
+            tracing::info!(
+                replayed,
+                "journal replayed; saving the state and clearing the journal"
+            );
+            let reset = || -> std::io::Result<()> {
+                write_snapshot(&layout, &state)?;
+                jfile.write_all_at(&vec![0; size as usize], 0)?;
+                jfile.sync_all()?;
+                fsync_dir(&layout.root)
+            };
+            reset().map_err(ctx)?;
+        }
         let seq = state.journal_seq;
         let journal = Arc::new(Journal {
             shared: Mutex::new(Shared {
@@ -748,14 +869,20 @@ impl Store {
         let store = Store {
             layout: layout.clone(),
             state,
+            reserved: 0,
             journal: journal.clone(),
         };
         store.collect_garbage()?;
         store.undo_unacknowledged_growth()?;
-        std::thread::Builder::new()
-            .name("state-journal".into())
-            .spawn(move || journal.run(jfile, layout))
-            .map_err(|e| format!("starting the journal thread: {e}"))?;
+        store.make_lost_empty_data()?;
+        for i in 0..COMMITTERS {
+            let file = jfile.try_clone().map_err(ctx)?;
+            let (journal, layout) = (journal.clone(), layout.clone());
+            std::thread::Builder::new()
+                .name(format!("state-journal-{i}"))
+                .spawn(move || journal.run(file, layout))
+                .map_err(|e| format!("starting the journal threads: {e}"))?;
+        }
         Ok(store)
     }
 
@@ -796,6 +923,47 @@ impl Store {
                 };
                 r.map_err(|e| format!("removing {}: {e}", path.display()))?;
             }
+        }
+        Ok(())
+    }
+
+    /// A volume created empty (no content source) is saved without making
+    /// its new entry in `volumes/` durable first (that costs a second disk
+    /// flush per CreateVolume); if a crash lost the entry, the data is made
+    /// again here: an empty directory, or a sparse image of the volume's
+    /// size, which is what the volume held when it was acknowledged. A
+    /// workload can write into a volume only after NodeStageVolume, which
+    /// makes the entry durable first.
+    fn make_lost_empty_data(&self) -> Result<(), String> {
+        let mut made = false;
+        for (id, v) in self
+            .state
+            .volumes
+            .iter()
+            .filter(|(_, v)| v.source.is_none())
+        {
+            let path = self.layout.volume_path(id, v.block);
+            if fs::symlink_metadata(&path).is_ok() {
+                continue;
+            }
+            tracing::info!(volume_id = %id, "making again the empty data of a volume whose creation a crash left unsynced");
+            let make = || -> std::io::Result<()> {
+                if v.block {
+                    let f = fs::File::create_new(&path)?;
+                    f.set_len(v.capacity)?;
+                    f.sync_all()
+                } else {
+                    use std::os::unix::fs::PermissionsExt;
+                    fs::create_dir(&path)?;
+                    fs::set_permissions(&path, fs::Permissions::from_mode(0o777))
+                }
+            };
+            make().map_err(|e| format!("creating {}: {e}", path.display()))?;
+            made = true;
+        }
+        if made {
+            let dir = self.layout.volumes_dir();
+            fsync_dir(&dir).map_err(|e| format!("syncing {}: {e}", dir.display()))?;
         }
         Ok(())
     }
@@ -876,7 +1044,7 @@ impl Store {
 impl Drop for Store {
     fn drop(&mut self) {
         self.journal.lock().stop = true;
-        self.journal.work_cv.notify_one();
+        self.journal.work_cv.notify_all();
     }
 }
 
@@ -933,6 +1101,34 @@ mod tests {
                 .count(),
             0
         );
+    }
+
+    #[test]
+    fn empty_data_a_crash_lost_is_made_again_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let mut next = store.state.clone();
+        let (mount, block) = (next.new_id("vol"), next.new_id("vol"));
+        next.volumes.insert(mount.clone(), rec("m"));
+        next.volumes.insert(
+            block.clone(),
+            VolumeRec {
+                block: true,
+                capacity: 1 << 20,
+                ..rec("b")
+            },
+        );
+        store.commit(next).unwrap();
+        store.journal().wait_durable().unwrap();
+        drop(store);
+        // The records are durable, the directory entries were not.
+        let reopened = Store::open(dir.path()).unwrap();
+        let dir_meta = fs::metadata(reopened.layout.volume_path(&mount, false)).unwrap();
+        assert!(dir_meta.is_dir());
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(dir_meta.permissions().mode() & 0o777, 0o777);
+        let img = fs::metadata(reopened.layout.volume_path(&block, true)).unwrap();
+        assert_eq!(img.len(), 1 << 20);
     }
 
     #[test]
@@ -1002,6 +1198,32 @@ mod tests {
         ids
     }
 
+    /// The byte ranges of the records at the start of a journal file.
+    fn frames(journal: &Path) -> Vec<std::ops::Range<usize>> {
+        let bytes = fs::read(journal).unwrap();
+        let mut out = Vec::new();
+        let mut at = 0;
+        loop {
+            let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+            let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap());
+            match bytes.get(at + 8..at + 8 + len) {
+                Some(payload) if len > 0 && crc32fast::hash(payload) == crc => {}
+                _ => return out,
+            }
+            out.push(at..at + 8 + len);
+            at += 8 + len;
+        }
+    }
+
+    fn overwrite(journal: &Path, at: usize, bytes: &[u8]) {
+        fs::OpenOptions::new()
+            .write(true)
+            .open(journal)
+            .unwrap()
+            .write_all_at(bytes, at as u64)
+            .unwrap();
+    }
+
     #[test]
     fn the_journal_replays_and_a_torn_tail_is_cut_off() {
         let dir = tempfile::tempdir().unwrap();
@@ -1015,19 +1237,19 @@ mod tests {
         assert!(expected.volume_by_name("v3").is_none());
         assert!(expected.volume_by_name("v4").is_some());
         drop(store);
-        // A crash in the middle of an append leaves a partial record.
+        // A crash in the middle of a write leaves a partial record.
         let journal = dir.path().join("journal");
-        let whole = fs::metadata(&journal).unwrap().len();
-        fs::OpenOptions::new()
-            .append(true)
-            .open(&journal)
-            .unwrap()
-            .write_all(&[200, 0, 0, 0, 1, 2, 3, 4, b'{'])
-            .unwrap();
+        let frames = frames(&journal);
+        assert_eq!(frames.len(), 53, "one record per change");
+        let end = frames.last().unwrap().end;
+        overwrite(&journal, end, &[200, 0, 0, 0, 1, 2, 3, 4, b'{']);
         let mut store = Store::open(dir.path()).unwrap();
         assert_eq!(store.state, expected);
-        assert_eq!(fs::metadata(&journal).unwrap().len(), whole);
-        // Appends continue after the cut.
+        // The replayed state was saved and the journal cleared.
+        let bytes = fs::read(&journal).unwrap();
+        assert_eq!(bytes.len() as u64, JOURNAL_SIZE);
+        assert!(bytes.iter().all(|&b| b == 0));
+        // Writes continue after the restart.
         churn(&mut store, &["after".to_string()], &[]);
         store.journal().wait_durable().unwrap();
         drop(store);
@@ -1036,8 +1258,8 @@ mod tests {
         assert_eq!(store.state.volumes.len(), 48);
     }
 
-    #[test]
-    fn a_corrupt_record_ends_the_replay() {
+    /// A closed store whose journal holds three creations, and the journal.
+    fn three_volumes_saved() -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(dir.path()).unwrap();
         let names: Vec<String> = (0..3).map(|i| format!("v{i}")).collect();
@@ -1045,10 +1267,15 @@ mod tests {
         store.journal().wait_durable().unwrap();
         drop(store);
         let journal = dir.path().join("journal");
-        let mut bytes = fs::read(&journal).unwrap();
-        let last = bytes.len() - 2;
-        bytes[last] ^= 0x55;
-        fs::write(&journal, &bytes).unwrap();
+        (dir, journal)
+    }
+
+    #[test]
+    fn a_corrupt_record_ends_the_replay() {
+        let (dir, journal) = three_volumes_saved();
+        let last = frames(&journal)[2].end - 2;
+        let byte = fs::read(&journal).unwrap()[last];
+        overwrite(&journal, last, &[byte ^ 0x55]);
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(
             store.state.volumes.len(),
@@ -1057,8 +1284,25 @@ mod tests {
         );
     }
 
+    /// Committers write batches concurrently, so a crash can leave a later
+    /// record on disk and an earlier one not; the later one was never
+    /// acknowledged (its callers wait for every record before it).
     #[test]
-    fn snapshots_empty_the_journal_and_keep_everything() {
+    fn a_record_after_a_gap_is_not_replayed() {
+        let (dir, journal) = three_volumes_saved();
+        let second = frames(&journal)[1].clone();
+        overwrite(&journal, second.start, &vec![0; second.len()]);
+        let store = Store::open(dir.path()).unwrap();
+        assert!(store.state.volume_by_name("v0").is_some());
+        assert_eq!(store.state.volumes.len(), 1, "v2 came after the gap");
+        // Nothing of the old journal survives the reset to be replayed later.
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.state.volumes.len(), 1);
+    }
+
+    #[test]
+    fn snapshots_restart_the_journal_and_keep_everything() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(dir.path()).unwrap();
         let n = SNAPSHOT_EVERY as usize + 10;
@@ -1067,11 +1311,16 @@ mod tests {
         store.journal().wait_durable().unwrap();
         let expected = store.state.clone();
         drop(store);
-        let journal_len = fs::metadata(dir.path().join("journal")).unwrap().len();
-        assert!(
-            journal_len < 100 * 1024,
-            "the journal was emptied at the snapshot ({journal_len} bytes)"
-        );
+        let saved: State =
+            serde_json::from_slice(&fs::read(dir.path().join("state.json")).unwrap()).unwrap();
+        assert_eq!(saved.journal_seq, SNAPSHOT_EVERY);
+        // The journal restarted at offset 0 with the records after the
+        // snapshot; records of the previous round follow them.
+        let journal = dir.path().join("journal");
+        let bytes = fs::read(&journal).unwrap();
+        let first = &frames(&journal)[0];
+        let rec: Record = serde_json::from_slice(&bytes[first.start + 8..first.end]).unwrap();
+        assert_eq!(rec.seq, SNAPSHOT_EVERY + 1);
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.state, expected);
         assert_eq!(store.state.volumes.len(), n - 2);
