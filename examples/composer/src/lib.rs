@@ -181,6 +181,18 @@ impl Identity for ComposerDriver {
         GetPluginInfoResponse::new(PluginName::new(DRIVER_NAME)?, env!("CARGO_PKG_VERSION"))
     }
 
+    /// Not ready while the state store cannot serve (etcd unreachable, or
+    /// its watch reconnecting).
+    async fn probe(&self, _: ProbeRequest) -> Result<ProbeResponse, CsiError> {
+        match self.composer.ready() {
+            Ok(()) => Ok(ProbeResponse::ready()),
+            Err(e) => {
+                tracing::warn!("probe: not ready: {e}");
+                Ok(ProbeResponse::not_ready())
+            }
+        }
+    }
+
     fn plugin_capabilities(&self) -> PluginCapabilities {
         PluginCapabilities::VOLUME_ACCESSIBILITY_CONSTRAINTS
             | PluginCapabilities::VOLUME_EXPANSION_OFFLINE
