@@ -603,6 +603,18 @@ impl Store for EtcdStore {
                 }
             }
         }
+        let fence = FENCE.with(|f| f.borrow().clone());
+        let leader_key = self.key(LEADER);
+        if let Some(fence) = &fence {
+            // A leader's write: only while its term (the leader key it
+            // created) is still the current one.
+            compares.push(Compare::create_revision(
+                leader_key.clone(),
+                CompareOp::Equal,
+                fence.term.revision,
+            ));
+            on_conflict.push(TxnOp::get(leader_key.clone(), None));
+        }
         let mut client = self.client.clone();
         let txn = Txn::new().when(compares).and_then(ops).or_else(on_conflict);
         let resp = self
@@ -610,15 +622,34 @@ impl Store for EtcdStore {
             .map_err(unavailable("committing"))?;
         let revision = resp.header().map(|h| h.revision() as u64).unwrap_or(0);
         if !resp.succeeded() {
-            let changed = resp
+            let got: Vec<etcd_client::KeyValue> = resp
                 .op_responses()
-                .iter()
+                .into_iter()
                 .filter_map(|r| match r {
-                    etcd_client::TxnOpResponse::Get(g) => {
-                        g.kvs().iter().map(|kv| kv.mod_revision() as u64).max()
-                    }
+                    etcd_client::TxnOpResponse::Get(g) => Some(g.kvs().to_vec()),
                     _ => None,
                 })
+                .flatten()
+                .collect();
+            if let Some(fence) = &fence {
+                let current = got
+                    .iter()
+                    .find(|kv| kv.key() == leader_key.as_bytes())
+                    .map(|kv| kv.create_revision());
+                if current != Some(fence.term.revision) {
+                    let why = format!(
+                        "fenced: term {} is over (the leader key is {})",
+                        fence.term.revision,
+                        current.map_or("gone".into(), |r| format!("of term {r}"))
+                    );
+                    fence.state.step_down(fence.term, &why);
+                    return Err(Error::Unavailable(format!("etcd: {why}")));
+                }
+            }
+            let changed = got
+                .iter()
+                .filter(|kv| kv.key() != leader_key.as_bytes())
+                .map(|kv| kv.mod_revision() as u64)
                 .max()
                 .unwrap_or(revision);
             *self.conflict_at.lock().unwrap_or_else(|e| e.into_inner()) = changed;
@@ -705,6 +736,222 @@ impl Store for EtcdStore {
             None => Ok(()),
         }
     }
+}
+
+/// The leader key under the prefix.
+const LEADER: &str = "leader";
+
+/// One term of leadership: the revision that created the leader key, and
+/// the lease the key lives on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Term {
+    /// The leader key's create revision (what fenced writes compare).
+    pub revision: i64,
+    /// The lease id.
+    pub lease: i64,
+}
+
+#[derive(Debug, Default)]
+struct LeaderInner {
+    term: Option<Term>,
+    /// The lease surely lives until then: the keep-alive (or grant) was sent
+    /// before this instant minus the TTL, and etcd counts from receipt.
+    valid_until: Option<std::time::Instant>,
+}
+
+#[derive(Debug, Default)]
+struct LeaderState {
+    inner: Mutex<LeaderInner>,
+}
+
+impl LeaderState {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LeaderInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn step_down(&self, term: Term, why: &str) {
+        let mut g = self.lock();
+        if g.term == Some(term) {
+            g.term = None;
+            g.valid_until = None;
+            tracing::warn!("leader: stepped down from term {}: {why}", term.revision);
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Fence {
+    term: Term,
+    state: Arc<LeaderState>,
+}
+
+thread_local! {
+    /// Set by [`Leadership::fenced`] while a leader's work runs on this thread.
+    static FENCE: std::cell::RefCell<Option<Fence>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Leadership among the replicas on one etcd prefix, by a lease
+/// ([`EtcdStore::campaign`]): the leader key `P/leader` holds the leader's id
+/// and lives on its lease. Background work runs through
+/// [`Leadership::fenced`]: only while this replica's lease surely lives (by
+/// its own clock, counted from before the last keep-alive it sent), and
+/// every write it commits carries the compare "the leader key is still the
+/// one this term created", so a leader paused past its lease cannot write
+/// once another has taken over: it gets `Unavailable` and steps down.
+pub struct Leadership {
+    state: Arc<LeaderState>,
+}
+
+impl Leadership {
+    /// This replica's current term, if it leads (and its lease surely lives).
+    pub fn term(&self) -> Option<Term> {
+        let mut g = self.state.lock();
+        let term = g.term?;
+        if g.valid_until.is_some_and(|t| std::time::Instant::now() < t) {
+            return Some(term);
+        }
+        g.term = None;
+        g.valid_until = None;
+        tracing::warn!(
+            "leader: stepped down from term {}: the lease may have expired",
+            term.revision
+        );
+        None
+    }
+
+    /// Whether this replica leads now.
+    pub fn is_leader(&self) -> bool {
+        self.term().is_some()
+    }
+
+    /// Runs `work` as the leader: every store commit it makes on this
+    /// thread is fenced by the current term. `Unavailable` without running
+    /// it when this replica does not lead.
+    pub fn fenced<T>(&self, work: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+        let term = self
+            .term()
+            .ok_or_else(|| Error::Unavailable("this replica is not the leader".into()))?;
+        self.fenced_as(term, work)
+    }
+
+    /// [`Leadership::fenced`] with a given term, even one that is over
+    /// (etcd refuses its writes): for tests of the fence.
+    pub fn fenced_as<T>(
+        &self,
+        term: Term,
+        work: impl FnOnce() -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        struct Reset;
+        impl Drop for Reset {
+            fn drop(&mut self) {
+                FENCE.with(|f| f.borrow_mut().take());
+            }
+        }
+        FENCE.with(|f| {
+            *f.borrow_mut() = Some(Fence {
+                term,
+                state: self.state.clone(),
+            })
+        });
+        let _reset = Reset;
+        work()
+    }
+}
+
+impl EtcdStore {
+    /// Campaigns for leadership in the background as `id` with a lease of
+    /// `ttl` (at least 1 s; whole seconds): a candidate tries to create the
+    /// leader key every `ttl / 3`; the leader keeps its lease alive every
+    /// `ttl / 3` and steps down when a keep-alive fails or finds the lease
+    /// gone (and then stands aside for one `ttl`).
+    pub fn campaign(&self, id: &str, ttl: Duration) -> Leadership {
+        let state = Arc::new(LeaderState::default());
+        let ttl_s = ttl.as_secs().max(1) as i64;
+        let ttl = Duration::from_secs(ttl_s as u64);
+        let every = ttl / 3;
+        let key = self.key(LEADER);
+        let mut client = self.client.clone();
+        let id = id.to_string();
+        let st = state.clone();
+        self.rt().spawn(async move {
+            loop {
+                let sent = std::time::Instant::now();
+                let lease = match client.lease_grant(ttl_s, None).await {
+                    Ok(l) => l.id(),
+                    Err(e) => {
+                        tracing::debug!("leader: granting a lease: {e}");
+                        tokio::time::sleep(every).await;
+                        continue;
+                    }
+                };
+                let txn = Txn::new()
+                    .when(vec![Compare::version(key.clone(), CompareOp::Equal, 0)])
+                    .and_then(vec![TxnOp::put(
+                        key.clone(),
+                        id.clone(),
+                        Some(etcd_client::PutOptions::new().with_lease(lease)),
+                    )]);
+                let won = match client.txn(txn).await {
+                    Ok(r) if r.succeeded() => r.header().map(|h| h.revision()),
+                    _ => None,
+                };
+                let Some(revision) = won else {
+                    let _ = client.lease_revoke(lease).await;
+                    tokio::time::sleep(every).await;
+                    continue;
+                };
+                let term = Term { revision, lease };
+                {
+                    let mut g = st.lock();
+                    g.term = Some(term);
+                    g.valid_until = Some(sent + ttl);
+                }
+                tracing::warn!("leader: {id} took over (term {revision})");
+                if let Ok((mut keeper, mut stream)) = client.lease_keep_alive(lease).await {
+                    loop {
+                        tokio::time::sleep(every).await;
+                        if st.lock().term != Some(term) {
+                            break;
+                        }
+                        let sent = std::time::Instant::now();
+                        if keeper.keep_alive().await.is_err() {
+                            break;
+                        }
+                        match tokio::time::timeout(every, stream.message()).await {
+                            Ok(Ok(Some(r))) if r.ttl() > 0 => {
+                                let mut g = st.lock();
+                                if g.term != Some(term) {
+                                    break;
+                                }
+                                g.valid_until = Some(sent + Duration::from_secs(r.ttl() as u64));
+                            }
+                            _ => break,
+                        }
+                    }
+                }
+                st.step_down(term, "the lease could not be kept alive");
+                let _ = client.lease_revoke(lease).await;
+                // Leave the others a full lease to take over.
+                tokio::time::sleep(ttl).await;
+            }
+        });
+        Leadership { state }
+    }
+}
+
+/// The id in the leader key, read with a client of its own (for tests and
+/// operators).
+pub fn leader(cfg: &EtcdConfig) -> Result<Option<String>, Error> {
+    let store = EtcdStore::connect(cfg.clone())?;
+    let mut client = store.client.clone();
+    let key = store.key(LEADER);
+    let resp = store
+        .run(async move { client.get(key, None).await })
+        .map_err(unavailable("reading the leader key"))?;
+    Ok(resp
+        .kvs()
+        .first()
+        .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
 }
 
 impl Drop for EtcdStore {

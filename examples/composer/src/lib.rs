@@ -21,6 +21,7 @@
 //! None.
 
 pub mod admin;
+pub mod background;
 pub mod demo;
 pub mod node;
 
