@@ -29,9 +29,15 @@ struct Replica {
 }
 
 impl Replica {
+    async fn start(dir: &Path, n: usize, store: &str) -> Replica {
+        Replica::start_with(dir, n, store, &[]).await
+    }
+
+    /// With more arguments; the log goes to `replica-N.log` in `dir`.
     // The child is moved into `Replica` at once, whose `Drop` kills and reaps it.
     #[allow(clippy::zombie_processes)]
-    async fn start(dir: &Path, n: usize, store: &str) -> Replica {
+    async fn start_with(dir: &Path, n: usize, store: &str, extra: &[&str]) -> Replica {
+        let log = std::fs::File::create(dir.join(format!("replica-{n}.log"))).unwrap();
         let sock = dir.join(format!("csi-{n}.sock"));
         let admin = dir.join(format!("admin-{n}.sock"));
         let endpoint = format!("unix://{}", sock.display());
@@ -39,6 +45,8 @@ impl Replica {
             .args(["serve", "--endpoint", &endpoint, "--store", store])
             .args(["--etcd-prefix", "/replicas", "--admin-socket"])
             .arg(&admin)
+            .args(extra)
+            .stderr(log)
             .env("RUST_LOG", "warn")
             .spawn()
             .expect("the composer binary starts");
@@ -336,4 +344,96 @@ async fn two_replicas_with_faults() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_with_faults() {
     run_replicas(3).await;
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill {sig} {}", child.id());
+}
+
+/// The leader paused with SIGSTOP past its lease: the other replica takes
+/// over; resumed with SIGCONT, the old leader finds its term over, steps
+/// down and keeps serving CSI as a follower, and the leader key stays with
+/// the new leader. (That etcd refuses the writes of a term that is over is
+/// `composer-core`'s `a_leader_whose_lease_is_gone_is_fenced`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_leader_is_replaced_and_steps_down() {
+    let Some(etcd) = LocalEtcd::start_or_skip("a_paused_leader_is_replaced_and_steps_down") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let url = etcd.url();
+    let mut rs = Vec::new();
+    for i in 0..2 {
+        let id = format!("r{i}");
+        rs.push(
+            Replica::start_with(
+                dir.path(),
+                i,
+                &url,
+                &[
+                    "--etcd-lease-ttl",
+                    "2",
+                    "--replica-id",
+                    &id,
+                    "--repair-every",
+                    "1",
+                ],
+            )
+            .await,
+        );
+    }
+    let mut cfg = EtcdConfig::parse(&url).unwrap();
+    cfg.prefix = "/replicas".into();
+    let leader = |cfg: &EtcdConfig| composer_core::store_etcd::leader(cfg).unwrap();
+    let mut polls = 0;
+    let first = loop {
+        if let Some(id) = leader(&cfg) {
+            break id;
+        }
+        polls += 1;
+        assert!(polls < 600, "no replica became the leader");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let old: usize = first.trim_start_matches('r').parse().unwrap();
+    let other = 1 - old;
+    signal(&rs[old].child, "-STOP");
+    polls = 0;
+    while leader(&cfg) != Some(format!("r{other}")) {
+        polls += 1;
+        assert!(
+            polls < 600,
+            "r{other} did not take over from the paused r{old}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    signal(&rs[old].child, "-CONT");
+    let log = dir.path().join(format!("replica-{old}.log"));
+    polls = 0;
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("leader: stepped down")
+    {
+        polls += 1;
+        assert!(polls < 600, "the resumed r{old} did not step down");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // It serves CSI as a follower; the new leader keeps the key.
+    let client = Client::connect(&rs[old].endpoint).await.unwrap();
+    Csi::create_volume(
+        &client,
+        composer::create_request("after-pause", &[("type", "slice")], 1 << 30).unwrap(),
+    )
+    .await
+    .expect("the old leader serves CSI");
+    assert_eq!(leader(&cfg), Some(format!("r{other}")));
+    let new_log = std::fs::read_to_string(dir.path().join(format!("replica-{other}.log"))).unwrap();
+    assert!(
+        new_log.contains(&format!("leader: r{other} took over")),
+        "{new_log}"
+    );
+    check(&etcd, &Ledger::default());
 }
