@@ -252,6 +252,11 @@ async fn feed_task(mut client: Client, prefix: String, shared: Arc<Shared>, mut 
     const FIRST: Duration = Duration::from_millis(100);
     let mut backoff = FIRST;
     let mut relist = false;
+    // Streams in a row that broke before bringing any event: after three,
+    // list afresh (an etcd that cannot serve the revision asked for need not
+    // say so: 3.4.23 was seen to drop such a stream without the compaction
+    // answer).
+    let mut fruitless = 0;
     loop {
         if relist {
             match relist_feed(&mut client, &prefix, &shared).await {
@@ -270,6 +275,7 @@ async fn feed_task(mut client: Client, prefix: String, shared: Arc<Shared>, mut 
         let opts = WatchOptions::new()
             .with_prefix()
             .with_start_revision(next as i64);
+        let mut fruitful = false;
         let ended = match client.watch(prefix.clone(), Some(opts)).await {
             Ok(mut stream) => loop {
                 match stream.message().await {
@@ -289,6 +295,7 @@ async fn feed_task(mut client: Client, prefix: String, shared: Arc<Shared>, mut 
                             shared.set_down(None);
                         }
                         if !resp.events().is_empty() {
+                            fruitful = true;
                             next = next.max(apply_events(&shared, &prefix, resp.events()) + 1);
                         }
                     }
@@ -306,6 +313,11 @@ async fn feed_task(mut client: Client, prefix: String, shared: Arc<Shared>, mut 
                 relist = true;
             }
             Ended::Broken(why) => {
+                fruitless = if fruitful { 0 } else { fruitless + 1 };
+                if fruitless >= 3 {
+                    fruitless = 0;
+                    relist = true;
+                }
                 tracing::warn!("etcd watch from revision {next}: {why}; reconnecting");
                 shared.set_down(Some(format!("the watch is reconnecting: {why}")));
                 tokio::time::sleep(backoff).await;
@@ -971,6 +983,8 @@ impl Drop for EtcdStore {
 pub struct LocalEtcd {
     child: Option<std::process::Child>,
     client_port: u16,
+    /// A second client port, for [`LocalEtcd::restart_aside`].
+    side_port: u16,
     peer_port: u16,
     dir: tempfile::TempDir,
 }
@@ -1031,6 +1045,7 @@ impl LocalEtcd {
         let mut e = LocalEtcd {
             child: None,
             client_port: free_port()?,
+            side_port: free_port()?,
             peer_port: free_port()?,
             dir: tempfile::tempdir().map_err(|e| format!("a temp dir: {e}"))?,
         };
@@ -1075,8 +1090,24 @@ impl LocalEtcd {
     /// Starts the server (again) on the same ports and data and waits until
     /// it answers.
     pub fn restart(&mut self) -> Result<(), String> {
+        self.start_on(self.client_port)
+    }
+
+    /// Restarts the server on its data but on a second port only
+    /// ([`LocalEtcd::aside_url`]): clients of [`LocalEtcd::url`] still cannot
+    /// reach it, so a test can change things behind their back.
+    pub fn restart_aside(&mut self) -> Result<(), String> {
+        self.start_on(self.side_port)
+    }
+
+    /// `etcd://127.0.0.1:PORT` of [`LocalEtcd::restart_aside`].
+    pub fn aside_url(&self) -> String {
+        format!("etcd://127.0.0.1:{}", self.side_port)
+    }
+
+    fn start_on(&mut self, port: u16) -> Result<(), String> {
         self.kill();
-        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let client = format!("http://127.0.0.1:{port}");
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -1098,8 +1129,9 @@ impl LocalEtcd {
         self.child = Some(child);
         let until = std::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let up = std::net::TcpStream::connect(("127.0.0.1", self.client_port)).is_ok()
-                && EtcdStore::connect(EtcdConfig::parse(&self.url()).map_err(|e| e.to_string())?)
+            let url = format!("etcd://127.0.0.1:{port}");
+            let up = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+                && EtcdStore::connect(EtcdConfig::parse(&url).map_err(|e| e.to_string())?)
                     .is_ok_and(|s| s.ping().is_ok());
             if up {
                 return Ok(());

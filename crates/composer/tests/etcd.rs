@@ -209,3 +209,69 @@ fn a_leader_whose_lease_is_gone_is_fenced() {
         Some("b")
     );
 }
+
+/// A replica whose watch broke (etcd stopped) and whose next revision was
+/// compacted away before it could reconnect lists the prefix afresh: a
+/// volume deleted meanwhile by another writer is gone from its state, the
+/// other is still there, and it serves again.
+#[test]
+fn a_watch_behind_a_compaction_lists_afresh() {
+    let Some(mut etcd) = LocalEtcd::start_or_skip("a_watch_behind_a_compaction_lists_afresh")
+    else {
+        return;
+    };
+    let url = etcd.url();
+    let a = replica(&url);
+    let range = || csi_types::CapacityRange::new(Some(1 << 30), None).unwrap();
+    let keep = a
+        .create("keep", &params("slice"), range(), true, true, None)
+        .unwrap();
+    let gone = a
+        .create("gone", &params("slice"), range(), true, true, None)
+        .unwrap();
+    // etcd comes back where the replica cannot reach it; meanwhile another
+    // writer deletes `gone` (its keys, as a replica's delete would) and
+    // etcd compacts; then etcd is back where the replica looks.
+    etcd.restart_aside().expect("etcd restarts aside");
+    let aside = etcd.aside_url().replace("etcd://", "http://");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use etcd_client::{CompactionOptions, DeleteOptions, Txn, TxnOp};
+        let mut c = etcd_client::Client::connect([aside], None).await.unwrap();
+        let id = &gone.id;
+        let r = c
+            .txn(Txn::new().and_then(vec![
+                TxnOp::delete(format!("/test/volumes/{id}"), None),
+                TxnOp::delete("/test/names/gone", None),
+                TxnOp::delete(
+                    format!("/test/alloc/{id}/"),
+                    Some(DeleteOptions::new().with_prefix()),
+                ),
+            ]))
+            .await
+            .unwrap();
+        let rev = r.header().unwrap().revision();
+        c.compact(rev, Some(CompactionOptions::new().with_physical()))
+            .await
+            .unwrap();
+    });
+    etcd.restart().expect("etcd restarts");
+    let mut polls = 0;
+    loop {
+        match a.get(&gone.id) {
+            Err(Error::NotFound(_)) => break,
+            Ok(_) | Err(Error::Unavailable(_)) => {}
+            Err(e) => panic!("get {}: {e}", gone.id),
+        }
+        polls += 1;
+        assert!(polls < 600, "the deletion never reached the replica");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(a.get(&keep.id).unwrap().id, keep.id);
+    a.create("after", &params("slice"), range(), true, true, None)
+        .expect("serves after the re-list");
+    check_etcd(&url, &[keep.id.clone()].into(), &[gone.id.clone()].into());
+}
