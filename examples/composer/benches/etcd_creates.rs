@@ -9,7 +9,8 @@
 //! durable by etcd's own fsync of its write-ahead log.
 //!
 //! `cargo bench -p composer --bench etcd_creates`.
-//! `COMPOSER_BENCH_CREATES=N` sets the creates per run (default 3000).
+//! `COMPOSER_BENCH_CREATES=N` sets the creates per run (default 3000),
+//! `COMPOSER_BENCH_CLIENTS=N` the clients of the concurrent runs (default 64).
 //! The target on the shared 2-core machine: at least 500 creates/s in total.
 
 use std::sync::Arc;
@@ -87,6 +88,10 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3000);
+    let many: usize = std::env::var("COMPOSER_BENCH_CLIENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
     let etcd = match LocalEtcd::start() {
         Ok(e) => e,
         Err(why) => {
@@ -147,7 +152,7 @@ fn main() {
                 (&[("type", "slice")][..], "slice"),
                 (&[][..], "hdd (whole drive)"),
             ] {
-                for clients in [1usize, 64] {
+                for clients in [1usize, many] {
                     let n = if clients == 1 { creates / 10 } else { creates };
                     run(&endpoints, clients.max(replicas), n, params, name).await;
                 }
