@@ -679,9 +679,13 @@ impl Composer {
             )));
         }
         if let Err(e) = self.commit_record(&mut st, new.clone()) {
-            tracing::error!(
-                "expansion of {id} not recorded: {e}; the pool keeps the grown slice until restart"
-            );
+            // Give the grown space back: a pool holding space that no record
+            // holds would refuse the records of other replicas that use it.
+            if new.members != rec.members
+                && let Err(undo) = st.pool.release(&new).and_then(|()| st.pool.restore(&rec))
+            {
+                tracing::error!("expansion of {id} not recorded ({e}), and not undone: {undo}");
+            }
             return Err(e);
         }
         let cap = new.capacity;
@@ -954,6 +958,12 @@ impl Composer {
     /// Every volume record, by id.
     pub fn records(&self) -> Vec<VolumeRecord> {
         self.lock().volumes.values().cloned().collect()
+    }
+
+    /// Whether the store can serve now ([`Store::ready`]): `Unavailable`
+    /// while a shared store cannot follow the other replicas.
+    pub fn ready(&self) -> Result<(), Error> {
+        self.store.ready()
     }
 
     /// Number of volumes.

@@ -254,6 +254,12 @@ pub trait Store: Send + Sync {
     fn catch_up(&self) -> Result<(), Error> {
         Ok(())
     }
+
+    /// Whether the store can serve now: a shared store answers
+    /// `Unavailable` while it cannot follow the other writers' changes.
+    fn ready(&self) -> Result<(), Error> {
+        Ok(())
+    }
 }
 
 const _: () = {

@@ -28,7 +28,7 @@
 //! no reload per request. Calls that cannot reach etcd fail with
 //! [`Error::Unavailable`] and change nothing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -92,16 +92,35 @@ impl EtcdConfig {
 
 #[derive(Default)]
 struct Feed {
-    /// Everything up to this revision has been received.
+    /// Every event under the prefix up to this revision has been received
+    /// (advanced only by events and by full listings, never by a response
+    /// header alone: etcd 3.4 may send a header revision ahead of events
+    /// still queued for the watcher).
     revision: u64,
     pending: Changes,
-    /// Set when the watch broke and could not resume (compaction).
-    broken: Option<String>,
+    /// Volume ids and mark targets as far as the feed has reported them, so
+    /// that a full re-list after a compaction can report deletions.
+    volumes: HashSet<String>,
+    marks: HashSet<String>,
+    /// Why the watch is not live, while it reconnects.
+    down: Option<String>,
 }
 
 struct Shared {
     feed: Mutex<Feed>,
     moved: Condvar,
+}
+
+impl Shared {
+    fn feed(&self) -> std::sync::MutexGuard<'_, Feed> {
+        self.feed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_down(&self, why: Option<String>) {
+        let mut f = self.feed();
+        f.down = why;
+        self.moved.notify_all();
+    }
 }
 
 /// The composer's state on etcd.
@@ -114,10 +133,10 @@ pub struct EtcdStore {
     own: Mutex<HashMap<String, u64>>,
     /// Volume id → name, for deletes (kept from load, own commits and changes).
     names: Mutex<HashMap<String, String>>,
-    /// Store revision when the last conflict was seen.
+    /// The revision of the change that made the last transaction fail.
     conflict_at: Mutex<u64>,
-    progress: tokio::sync::mpsc::UnboundedSender<()>,
-    progress_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<()>>>,
+    /// Whether the watch was started (by [`Store::load`]).
+    watching: std::sync::atomic::AtomicBool,
 }
 
 fn unavailable(what: &str) -> impl Fn(etcd_client::Error) -> Error + '_ {
@@ -154,7 +173,6 @@ impl EtcdStore {
             .recv()
             .map_err(|_| Error::Store("the etcd runtime stopped".into()))?
             .map_err(unavailable("connecting"))?;
-        let (progress, progress_rx) = tokio::sync::mpsc::unbounded_channel();
         Ok(EtcdStore {
             rt: Some(rt),
             client,
@@ -166,8 +184,7 @@ impl EtcdStore {
             own: Mutex::new(HashMap::new()),
             names: Mutex::new(HashMap::new()),
             conflict_at: Mutex::new(0),
-            progress,
-            progress_rx: Mutex::new(Some(progress_rx)),
+            watching: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -202,104 +219,226 @@ impl EtcdStore {
         own.get(key).copied().unwrap_or(0).max(read) as i64 + 1
     }
 
-    /// Starts the watch that feeds [`Store::changes`] from `revision + 1`.
+    /// Starts the task that feeds [`Store::changes`] from `revision + 1`:
+    /// it watches the prefix, resumes after a broken stream from the last
+    /// revision it received (reconnecting with backoff, 100 ms doubling to
+    /// 2 s), and lists the prefix afresh when etcd compacted that revision
+    /// away. While it is not live, [`Store::ready`] and [`Store::changes`]
+    /// answer `Unavailable`.
     fn start_watch(&self, revision: u64) {
-        let Some(mut progress_rx) = self
-            .progress_rx
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        else {
+        if self
+            .watching
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
             return;
-        };
+        }
         let shared = self.shared.clone();
-        let mut client = self.client.clone();
+        let client = self.client.clone();
         let prefix = format!("{}/", self.cfg.prefix);
-        self.rt().spawn(async move {
-            let mut next = revision + 1;
-            loop {
-                let opts = WatchOptions::new()
-                    .with_prefix()
-                    .with_start_revision(next as i64)
-                    .with_progress_notify();
-                let mut stream = match client.watch(prefix.clone(), Some(opts)).await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::warn!("etcd watch: {e}; retrying");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        continue;
-                    }
-                };
-                loop {
-                    tokio::select! {
-                        m = stream.message() => match m {
-                            Ok(Some(resp)) => {
-                                if resp.compact_revision() > 0 {
-                                    let mut f = shared.feed.lock().unwrap_or_else(|e| e.into_inner());
-                                    f.broken = Some(format!(
-                                        "the watch lost history: compacted at revision {}",
-                                        resp.compact_revision()
-                                    ));
-                                    shared.moved.notify_all();
-                                    return;
-                                }
-                                let rev = resp.header().map(|h| h.revision() as u64).unwrap_or(0);
-                                let mut f = shared.feed.lock().unwrap_or_else(|e| e.into_inner());
-                                for ev in resp.events() {
-                                    let Some(kv) = ev.kv() else { continue };
-                                    let r = kv.mod_revision() as u64;
-                                    next = next.max(r + 1);
-                                    let key = String::from_utf8_lossy(kv.key()).into_owned();
-                                    let Some(rest) = key.strip_prefix(&prefix) else { continue };
-                                    let put = ev.event_type() == EventType::Put;
-                                    if let Some(id) = rest.strip_prefix("volumes/") {
-                                        let rec = if put {
-                                            match serde_json::from_slice::<VolumeRecord>(kv.value()) {
-                                                Ok(v) => Some(v),
-                                                Err(e) => {
-                                                    tracing::error!("etcd: volume record {id} is not readable: {e}");
-                                                    continue;
-                                                }
-                                            }
-                                        } else {
-                                            None
-                                        };
-                                        f.pending.volumes.push((id.to_string(), r, rec));
-                                    } else if let Some(t) = rest.strip_prefix("marks/") {
-                                        let h = if put {
-                                            serde_json::from_slice::<Health>(kv.value()).ok()
-                                        } else {
-                                            None
-                                        };
-                                        f.pending.marks.push((t.to_string(), h));
-                                    } else if rest == "seq" && put
-                                        && let Ok(n) = std::str::from_utf8(kv.value()).unwrap_or("").parse::<u64>()
-                                    {
-                                        let cur = f.pending.next_seq.unwrap_or(0);
-                                        f.pending.next_seq = Some(cur.max(n));
-                                    }
-                                }
-                                let upto = rev.max(next - 1);
-                                if upto > f.revision {
-                                    f.revision = upto;
-                                    next = next.max(upto + 1);
-                                }
-                                f.pending.revision = f.revision;
-                                shared.moved.notify_all();
-                            }
-                            Ok(None) | Err(_) => break,
-                        },
-                        Some(()) = progress_rx.recv() => {
-                            if stream.request_progress().await.is_err() {
-                                break;
-                            }
+        self.rt()
+            .spawn(feed_task(client, prefix, shared, revision + 1));
+    }
+}
+
+/// What ended one watch stream.
+enum Ended {
+    /// etcd compacted the revision the watch needs: list afresh.
+    Compacted(i64),
+    /// The stream broke or etcd cancelled the watch.
+    Broken(String),
+}
+
+async fn feed_task(mut client: Client, prefix: String, shared: Arc<Shared>, mut next: u64) {
+    const FIRST: Duration = Duration::from_millis(100);
+    let mut backoff = FIRST;
+    let mut relist = false;
+    // Streams in a row that broke before bringing any event: after three,
+    // list afresh (an etcd that cannot serve the revision asked for need not
+    // say so: 3.4.23 was seen to drop such a stream without the compaction
+    // answer).
+    let mut fruitless = 0;
+    loop {
+        if relist {
+            match relist_feed(&mut client, &prefix, &shared).await {
+                Ok(rev) => {
+                    next = rev + 1;
+                    relist = false;
+                }
+                Err(e) => {
+                    shared.set_down(Some(format!("listing after a compaction: {e}")));
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    continue;
+                }
+            }
+        }
+        let opts = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(next as i64);
+        let mut fruitful = false;
+        let ended = match client.watch(prefix.clone(), Some(opts)).await {
+            Ok(mut stream) => loop {
+                match stream.message().await {
+                    Ok(Some(resp)) => {
+                        if resp.canceled() {
+                            break if resp.compact_revision() > 0 {
+                                Ended::Compacted(resp.compact_revision())
+                            } else {
+                                Ended::Broken(format!(
+                                    "etcd cancelled the watch: {}",
+                                    resp.cancel_reason()
+                                ))
+                            };
+                        }
+                        if resp.created() {
+                            backoff = FIRST;
+                            shared.set_down(None);
+                        }
+                        if !resp.events().is_empty() {
+                            fruitful = true;
+                            next = next.max(apply_events(&shared, &prefix, resp.events()) + 1);
                         }
                     }
+                    Ok(None) => break Ended::Broken("the watch stream ended".into()),
+                    Err(e) => break Ended::Broken(e.to_string()),
                 }
-                tokio::time::sleep(Duration::from_millis(200)).await;
+            },
+            Err(e) => Ended::Broken(e.to_string()),
+        };
+        match ended {
+            Ended::Compacted(at) => {
+                tracing::warn!(
+                    "etcd watch: revision {next} was compacted (at {at}); listing the prefix afresh"
+                );
+                relist = true;
             }
-        });
+            Ended::Broken(why) => {
+                fruitless = if fruitful { 0 } else { fruitless + 1 };
+                if fruitless >= 3 {
+                    fruitless = 0;
+                    relist = true;
+                }
+                tracing::warn!("etcd watch from revision {next}: {why}; reconnecting");
+                shared.set_down(Some(format!("the watch is reconnecting: {why}")));
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
     }
+}
+
+/// Applies one watch response's events to the feed; returns the revision
+/// now complete (the last event's: etcd never splits a revision's events).
+fn apply_events(shared: &Shared, prefix: &str, events: &[etcd_client::Event]) -> u64 {
+    let mut f = shared.feed();
+    let mut upto = f.revision;
+    for ev in events {
+        let Some(kv) = ev.kv() else { continue };
+        let r = kv.mod_revision() as u64;
+        upto = upto.max(r);
+        let key = String::from_utf8_lossy(kv.key()).into_owned();
+        let Some(rest) = key.strip_prefix(prefix) else {
+            continue;
+        };
+        let put = ev.event_type() == EventType::Put;
+        if let Some(id) = rest.strip_prefix("volumes/") {
+            let rec = if put {
+                match serde_json::from_slice::<VolumeRecord>(kv.value()) {
+                    Ok(v) => Some(v),
+                    Err(e) => {
+                        tracing::error!("etcd: volume record {id} is not readable: {e}");
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
+            if put {
+                f.volumes.insert(id.to_string());
+            } else {
+                f.volumes.remove(id);
+            }
+            f.pending.volumes.push((id.to_string(), r, rec));
+        } else if let Some(t) = rest.strip_prefix("marks/") {
+            let h = if put {
+                serde_json::from_slice::<Health>(kv.value()).ok()
+            } else {
+                None
+            };
+            if h.is_some() {
+                f.marks.insert(t.to_string());
+            } else {
+                f.marks.remove(t);
+            }
+            f.pending.marks.push((t.to_string(), h));
+        } else if rest == "seq"
+            && put
+            && let Ok(n) = std::str::from_utf8(kv.value()).unwrap_or("").parse::<u64>()
+        {
+            let cur = f.pending.next_seq.unwrap_or(0);
+            f.pending.next_seq = Some(cur.max(n));
+        }
+    }
+    f.revision = upto;
+    f.pending.revision = upto;
+    shared.moved.notify_all();
+    upto
+}
+
+/// Lists the prefix at one revision and reports, as changes, everything
+/// that differs from what the feed reported so far (deletions included).
+async fn relist_feed(client: &mut Client, prefix: &str, shared: &Shared) -> Result<u64, Error> {
+    let resp = client
+        .get(prefix, Some(GetOptions::new().with_prefix()))
+        .await
+        .map_err(unavailable("listing"))?;
+    let rev = resp.header().map(|h| h.revision() as u64).unwrap_or(0);
+    let mut volumes = Vec::new();
+    let mut marks = Vec::new();
+    let mut seq = None;
+    for kv in resp.kvs() {
+        let key = String::from_utf8_lossy(kv.key());
+        let Some(rest) = key.strip_prefix(prefix) else {
+            continue;
+        };
+        if let Some(id) = rest.strip_prefix("volumes/") {
+            let rec: VolumeRecord = serde_json::from_slice(kv.value()).map_err(|e| {
+                Error::Store(format!("etcd: volume record {id} is not readable: {e}"))
+            })?;
+            volumes.push((id.to_string(), kv.mod_revision() as u64, Some(rec)));
+        } else if let Some(t) = rest.strip_prefix("marks/") {
+            marks.push((
+                t.to_string(),
+                serde_json::from_slice::<Health>(kv.value()).ok(),
+            ));
+        } else if rest == "seq" {
+            seq = std::str::from_utf8(kv.value())
+                .ok()
+                .and_then(|s| s.parse().ok());
+        }
+    }
+    let mut f = shared.feed();
+    let listed: HashSet<String> = volumes.iter().map(|v| v.0.clone()).collect();
+    let gone: Vec<String> = f.volumes.difference(&listed).cloned().collect();
+    for id in gone {
+        f.pending.volumes.push((id, rev, None));
+    }
+    let listed_marks: HashSet<String> = marks.iter().map(|m| m.0.clone()).collect();
+    let gone: Vec<String> = f.marks.difference(&listed_marks).cloned().collect();
+    for t in gone {
+        f.pending.marks.push((t, None));
+    }
+    f.volumes = listed;
+    f.marks = listed_marks;
+    f.pending.volumes.extend(volumes);
+    f.pending.marks.extend(marks);
+    if let Some(n) = seq {
+        f.pending.next_seq = Some(f.pending.next_seq.unwrap_or(0).max(n));
+    }
+    f.revision = f.revision.max(rev);
+    f.pending.revision = f.revision;
+    shared.moved.notify_all();
+    Ok(rev)
 }
 
 impl Store for EtcdStore {
@@ -352,12 +491,14 @@ impl Store for EtcdStore {
         }
         drop(names);
         {
-            let mut f = self.shared.feed.lock().unwrap_or_else(|e| e.into_inner());
+            let mut f = self.shared.feed();
             f.revision = revision;
             f.pending = Changes {
                 revision,
                 ..Changes::default()
             };
+            f.volumes = st.volumes.keys().cloned().collect();
+            f.marks = st.marks.keys().cloned().collect();
         }
         self.start_watch(revision);
         Ok(st)
@@ -375,6 +516,7 @@ impl Store for EtcdStore {
         let mut compares = Vec::new();
         let mut ops = Vec::new();
         let mut touched = Vec::new();
+        let mut on_conflict = Vec::new();
         let mut name_changes: Vec<(String, Option<String>)> = Vec::new();
         {
             let own = self.own.lock().unwrap_or_else(|e| e.into_inner());
@@ -385,6 +527,12 @@ impl Store for EtcdStore {
                         key.clone(),
                         CompareOp::Less,
                         self.bound(&own, read, &key),
+                    ));
+                    // On failure, the guarded keys' revisions say which
+                    // change the watch must bring before planning again.
+                    on_conflict.push(TxnOp::get(
+                        key.clone(),
+                        Some(GetOptions::new().with_keys_only()),
                     ));
                 }
                 touched.push(key);
@@ -467,14 +615,56 @@ impl Store for EtcdStore {
                 }
             }
         }
+        let fence = FENCE.with(|f| f.borrow().clone());
+        let leader_key = self.key(LEADER);
+        if let Some(fence) = &fence {
+            // A leader's write: only while its term (the leader key it
+            // created) is still the current one.
+            compares.push(Compare::create_revision(
+                leader_key.clone(),
+                CompareOp::Equal,
+                fence.term.revision,
+            ));
+            on_conflict.push(TxnOp::get(leader_key.clone(), None));
+        }
         let mut client = self.client.clone();
-        let txn = Txn::new().when(compares).and_then(ops);
+        let txn = Txn::new().when(compares).and_then(ops).or_else(on_conflict);
         let resp = self
             .run(async move { client.txn(txn).await })
             .map_err(unavailable("committing"))?;
         let revision = resp.header().map(|h| h.revision() as u64).unwrap_or(0);
         if !resp.succeeded() {
-            *self.conflict_at.lock().unwrap_or_else(|e| e.into_inner()) = revision;
+            let got: Vec<etcd_client::KeyValue> = resp
+                .op_responses()
+                .into_iter()
+                .filter_map(|r| match r {
+                    etcd_client::TxnOpResponse::Get(g) => Some(g.kvs().to_vec()),
+                    _ => None,
+                })
+                .flatten()
+                .collect();
+            if let Some(fence) = &fence {
+                let current = got
+                    .iter()
+                    .find(|kv| kv.key() == leader_key.as_bytes())
+                    .map(|kv| kv.create_revision());
+                if current != Some(fence.term.revision) {
+                    let why = format!(
+                        "fenced: term {} is over (the leader key is {})",
+                        fence.term.revision,
+                        current.map_or("gone".into(), |r| format!("of term {r}"))
+                    );
+                    fence.state.step_down(fence.term, &why);
+                    return Err(Error::Unavailable(format!("etcd: {why}")));
+                }
+            }
+            let changed = got
+                .iter()
+                .filter(|kv| kv.key() != leader_key.as_bytes())
+                .map(|kv| kv.mod_revision() as u64)
+                .max()
+                .unwrap_or(revision);
+            *self.conflict_at.lock().unwrap_or_else(|e| e.into_inner()) = changed;
             return Err(Error::Conflict(format!(
                 "another replica changed this state after revision {read} (etcd is at {revision})"
             )));
@@ -494,9 +684,9 @@ impl Store for EtcdStore {
     }
 
     fn changes(&self) -> Result<Option<Changes>, Error> {
-        let mut f = self.shared.feed.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(b) = &f.broken {
-            return Err(Error::Unavailable(format!("etcd: {b}")));
+        let mut f = self.shared.feed();
+        if let Some(why) = &f.down {
+            return Err(Error::Unavailable(format!("etcd: {why}")));
         }
         if f.pending.volumes.is_empty()
             && f.pending.marks.is_empty()
@@ -531,32 +721,249 @@ impl Store for EtcdStore {
 
     fn catch_up(&self) -> Result<(), Error> {
         let target = *self.conflict_at.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = self.progress.send(());
         let deadline = std::time::Instant::now() + self.cfg.timeout;
-        let mut f = self.shared.feed.lock().unwrap_or_else(|e| e.into_inner());
+        let mut f = self.shared.feed();
         while f.revision < target {
-            if let Some(b) = &f.broken {
-                return Err(Error::Unavailable(format!("etcd: {b}")));
-            }
             let now = std::time::Instant::now();
             if now >= deadline {
+                let why = f.down.clone().unwrap_or_else(|| "it is slow".into());
                 return Err(Error::Unavailable(format!(
-                    "etcd: the watch did not reach revision {target} in {:?}",
+                    "etcd: the watch did not reach revision {target} in {:?} ({why})",
                     self.cfg.timeout
                 )));
             }
             f = self
                 .shared
                 .moved
-                .wait_timeout(f, (deadline - now).min(Duration::from_millis(100)))
+                .wait_timeout(f, deadline - now)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
-            if f.revision < target {
-                let _ = self.progress.send(());
-            }
         }
         Ok(())
     }
+
+    fn ready(&self) -> Result<(), Error> {
+        match &self.shared.feed().down {
+            Some(why) => Err(Error::Unavailable(format!("etcd: {why}"))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The leader key under the prefix.
+const LEADER: &str = "leader";
+
+/// One term of leadership: the revision that created the leader key, and
+/// the lease the key lives on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Term {
+    /// The leader key's create revision (what fenced writes compare).
+    pub revision: i64,
+    /// The lease id.
+    pub lease: i64,
+}
+
+#[derive(Debug, Default)]
+struct LeaderInner {
+    term: Option<Term>,
+    /// The lease surely lives until then: the keep-alive (or grant) was sent
+    /// before this instant minus the TTL, and etcd counts from receipt.
+    valid_until: Option<std::time::Instant>,
+}
+
+#[derive(Debug, Default)]
+struct LeaderState {
+    inner: Mutex<LeaderInner>,
+}
+
+impl LeaderState {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LeaderInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn step_down(&self, term: Term, why: &str) {
+        let mut g = self.lock();
+        if g.term == Some(term) {
+            g.term = None;
+            g.valid_until = None;
+            tracing::warn!("leader: stepped down from term {}: {why}", term.revision);
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Fence {
+    term: Term,
+    state: Arc<LeaderState>,
+}
+
+thread_local! {
+    /// Set by [`Leadership::fenced`] while a leader's work runs on this thread.
+    static FENCE: std::cell::RefCell<Option<Fence>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Leadership among the replicas on one etcd prefix, by a lease
+/// ([`EtcdStore::campaign`]): the leader key `P/leader` holds the leader's id
+/// and lives on its lease. Background work runs through
+/// [`Leadership::fenced`]: only while this replica's lease surely lives (by
+/// its own clock, counted from before the last keep-alive it sent), and
+/// every write it commits carries the compare "the leader key is still the
+/// one this term created", so a leader paused past its lease cannot write
+/// once another has taken over: it gets `Unavailable` and steps down.
+pub struct Leadership {
+    state: Arc<LeaderState>,
+}
+
+impl Leadership {
+    /// This replica's current term, if it leads (and its lease surely lives).
+    pub fn term(&self) -> Option<Term> {
+        let mut g = self.state.lock();
+        let term = g.term?;
+        if g.valid_until.is_some_and(|t| std::time::Instant::now() < t) {
+            return Some(term);
+        }
+        g.term = None;
+        g.valid_until = None;
+        tracing::warn!(
+            "leader: stepped down from term {}: the lease may have expired",
+            term.revision
+        );
+        None
+    }
+
+    /// Whether this replica leads now.
+    pub fn is_leader(&self) -> bool {
+        self.term().is_some()
+    }
+
+    /// Runs `work` as the leader: every store commit it makes on this
+    /// thread is fenced by the current term. `Unavailable` without running
+    /// it when this replica does not lead.
+    pub fn fenced<T>(&self, work: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+        let term = self
+            .term()
+            .ok_or_else(|| Error::Unavailable("this replica is not the leader".into()))?;
+        self.fenced_as(term, work)
+    }
+
+    /// [`Leadership::fenced`] with a given term, even one that is over
+    /// (etcd refuses its writes): for tests of the fence.
+    pub fn fenced_as<T>(
+        &self,
+        term: Term,
+        work: impl FnOnce() -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        struct Reset;
+        impl Drop for Reset {
+            fn drop(&mut self) {
+                FENCE.with(|f| f.borrow_mut().take());
+            }
+        }
+        FENCE.with(|f| {
+            *f.borrow_mut() = Some(Fence {
+                term,
+                state: self.state.clone(),
+            })
+        });
+        let _reset = Reset;
+        work()
+    }
+}
+
+impl EtcdStore {
+    /// Campaigns for leadership in the background as `id` with a lease of
+    /// `ttl` (at least 1 s; whole seconds): a candidate tries to create the
+    /// leader key every `ttl / 3`; the leader keeps its lease alive every
+    /// `ttl / 3` and steps down when a keep-alive fails or finds the lease
+    /// gone (and then stands aside for one `ttl`).
+    pub fn campaign(&self, id: &str, ttl: Duration) -> Leadership {
+        let state = Arc::new(LeaderState::default());
+        let ttl_s = ttl.as_secs().max(1) as i64;
+        let ttl = Duration::from_secs(ttl_s as u64);
+        let every = ttl / 3;
+        let key = self.key(LEADER);
+        let mut client = self.client.clone();
+        let id = id.to_string();
+        let st = state.clone();
+        self.rt().spawn(async move {
+            loop {
+                let sent = std::time::Instant::now();
+                let lease = match client.lease_grant(ttl_s, None).await {
+                    Ok(l) => l.id(),
+                    Err(e) => {
+                        tracing::debug!("leader: granting a lease: {e}");
+                        tokio::time::sleep(every).await;
+                        continue;
+                    }
+                };
+                let txn = Txn::new()
+                    .when(vec![Compare::version(key.clone(), CompareOp::Equal, 0)])
+                    .and_then(vec![TxnOp::put(
+                        key.clone(),
+                        id.clone(),
+                        Some(etcd_client::PutOptions::new().with_lease(lease)),
+                    )]);
+                let won = match client.txn(txn).await {
+                    Ok(r) if r.succeeded() => r.header().map(|h| h.revision()),
+                    _ => None,
+                };
+                let Some(revision) = won else {
+                    let _ = client.lease_revoke(lease).await;
+                    tokio::time::sleep(every).await;
+                    continue;
+                };
+                let term = Term { revision, lease };
+                {
+                    let mut g = st.lock();
+                    g.term = Some(term);
+                    g.valid_until = Some(sent + ttl);
+                }
+                tracing::warn!("leader: {id} took over (term {revision})");
+                if let Ok((mut keeper, mut stream)) = client.lease_keep_alive(lease).await {
+                    loop {
+                        tokio::time::sleep(every).await;
+                        if st.lock().term != Some(term) {
+                            break;
+                        }
+                        let sent = std::time::Instant::now();
+                        if keeper.keep_alive().await.is_err() {
+                            break;
+                        }
+                        match tokio::time::timeout(every, stream.message()).await {
+                            Ok(Ok(Some(r))) if r.ttl() > 0 => {
+                                let mut g = st.lock();
+                                if g.term != Some(term) {
+                                    break;
+                                }
+                                g.valid_until = Some(sent + Duration::from_secs(r.ttl() as u64));
+                            }
+                            _ => break,
+                        }
+                    }
+                }
+                st.step_down(term, "the lease could not be kept alive");
+                let _ = client.lease_revoke(lease).await;
+                // Leave the others a full lease to take over.
+                tokio::time::sleep(ttl).await;
+            }
+        });
+        Leadership { state }
+    }
+}
+
+/// The id in the leader key, read with a client of its own (for tests and
+/// operators).
+pub fn leader(cfg: &EtcdConfig) -> Result<Option<String>, Error> {
+    let store = EtcdStore::connect(cfg.clone())?;
+    let mut client = store.client.clone();
+    let key = store.key(LEADER);
+    let resp = store
+        .run(async move { client.get(key, None).await })
+        .map_err(unavailable("reading the leader key"))?;
+    Ok(resp
+        .kvs()
+        .first()
+        .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
 }
 
 impl Drop for EtcdStore {
@@ -576,6 +983,8 @@ impl Drop for EtcdStore {
 pub struct LocalEtcd {
     child: Option<std::process::Child>,
     client_port: u16,
+    /// A second client port, for [`LocalEtcd::restart_aside`].
+    side_port: u16,
     peer_port: u16,
     dir: tempfile::TempDir,
 }
@@ -636,6 +1045,7 @@ impl LocalEtcd {
         let mut e = LocalEtcd {
             child: None,
             client_port: free_port()?,
+            side_port: free_port()?,
             peer_port: free_port()?,
             dir: tempfile::tempdir().map_err(|e| format!("a temp dir: {e}"))?,
         };
@@ -680,8 +1090,24 @@ impl LocalEtcd {
     /// Starts the server (again) on the same ports and data and waits until
     /// it answers.
     pub fn restart(&mut self) -> Result<(), String> {
+        self.start_on(self.client_port)
+    }
+
+    /// Restarts the server on its data but on a second port only
+    /// ([`LocalEtcd::aside_url`]): clients of [`LocalEtcd::url`] still cannot
+    /// reach it, so a test can change things behind their back.
+    pub fn restart_aside(&mut self) -> Result<(), String> {
+        self.start_on(self.side_port)
+    }
+
+    /// `etcd://127.0.0.1:PORT` of [`LocalEtcd::restart_aside`].
+    pub fn aside_url(&self) -> String {
+        format!("etcd://127.0.0.1:{}", self.side_port)
+    }
+
+    fn start_on(&mut self, port: u16) -> Result<(), String> {
         self.kill();
-        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let client = format!("http://127.0.0.1:{port}");
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -703,8 +1129,9 @@ impl LocalEtcd {
         self.child = Some(child);
         let until = std::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let up = std::net::TcpStream::connect(("127.0.0.1", self.client_port)).is_ok()
-                && EtcdStore::connect(EtcdConfig::parse(&self.url()).map_err(|e| e.to_string())?)
+            let url = format!("etcd://127.0.0.1:{port}");
+            let up = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+                && EtcdStore::connect(EtcdConfig::parse(&url).map_err(|e| e.to_string())?)
                     .is_ok_and(|s| s.ping().is_ok());
             if up {
                 return Ok(());

@@ -124,3 +124,155 @@ fn two_replicas_never_allocate_twice() {
 fn three_replicas_never_allocate_twice() {
     hammer(3);
 }
+
+/// Leadership by lease, and its fence: once the leader's lease is gone
+/// (revoked here, as its expiry would) and another replica leads, a write
+/// of the old term is refused by etcd, changes nothing, and the old leader
+/// steps down; the new leader's fenced writes go through.
+#[test]
+fn a_leader_whose_lease_is_gone_is_fenced() {
+    use composer_core::store::{Batch, Op, Store};
+    let Some(etcd) = LocalEtcd::start_or_skip("a_leader_whose_lease_is_gone_is_fenced") else {
+        return;
+    };
+    let url = etcd.url();
+    let a = Arc::new(EtcdStore::connect(config(&url)).unwrap());
+    let b = Arc::new(EtcdStore::connect(config(&url)).unwrap());
+    a.load().unwrap();
+    b.load().unwrap();
+    let ttl = std::time::Duration::from_secs(6);
+    let la = a.campaign("a", ttl);
+    let mut polls = 0;
+    while !la.is_leader() {
+        polls += 1;
+        assert!(polls < 600, "a never became the leader");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let lb = b.campaign("b", ttl);
+    let old = la.term().expect("a leads");
+    assert!(!lb.is_leader(), "two leaders at once");
+    assert_eq!(
+        composer_core::store_etcd::leader(&config(&url))
+            .unwrap()
+            .as_deref(),
+        Some("a")
+    );
+    // a's own fenced write goes through while it leads.
+    let mark = |t: &str| {
+        Batch::of(vec![Op::PutMark {
+            target: t.into(),
+            health: composer_core::Health::Draining,
+        }])
+    };
+    la.fenced(|| a.commit(mark("jbod-a1")))
+        .expect("the leader writes");
+
+    // a's lease goes (as if a had been paused past it); b takes over.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut c = etcd_client::Client::connect([url.replace("etcd://", "http://")], None)
+            .await
+            .unwrap();
+        c.lease_revoke(old.lease).await.unwrap();
+    });
+    polls = 0;
+    while !lb.is_leader() {
+        polls += 1;
+        assert!(polls < 600, "b never took over");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // The old term's write is refused by etcd and changes nothing.
+    let e = la
+        .fenced_as(old, || a.commit(mark("jbod-a2")))
+        .expect_err("a write of a term that is over");
+    assert!(
+        matches!(&e, Error::Unavailable(m) if m.contains("fenced")),
+        "{e}"
+    );
+    assert!(!la.is_leader(), "the old leader stepped down");
+    assert!(la.fenced(|| a.commit(mark("jbod-a2"))).is_err());
+    lb.fenced(|| b.commit(mark("jbod-b1")))
+        .expect("the new leader writes");
+    let fresh = EtcdStore::connect(config(&url)).unwrap().load().unwrap();
+    assert!(fresh.marks.contains_key("jbod-a1"));
+    assert!(fresh.marks.contains_key("jbod-b1"));
+    assert!(
+        !fresh.marks.contains_key("jbod-a2"),
+        "a fenced write landed"
+    );
+    assert_eq!(
+        composer_core::store_etcd::leader(&config(&url))
+            .unwrap()
+            .as_deref(),
+        Some("b")
+    );
+}
+
+/// A replica whose watch broke (etcd stopped) and whose next revision was
+/// compacted away before it could reconnect lists the prefix afresh: a
+/// volume deleted meanwhile by another writer is gone from its state, the
+/// other is still there, and it serves again.
+#[test]
+fn a_watch_behind_a_compaction_lists_afresh() {
+    let Some(mut etcd) = LocalEtcd::start_or_skip("a_watch_behind_a_compaction_lists_afresh")
+    else {
+        return;
+    };
+    let url = etcd.url();
+    let a = replica(&url);
+    let range = || csi_types::CapacityRange::new(Some(1 << 30), None).unwrap();
+    let keep = a
+        .create("keep", &params("slice"), range(), true, true, None)
+        .unwrap();
+    let gone = a
+        .create("gone", &params("slice"), range(), true, true, None)
+        .unwrap();
+    // etcd comes back where the replica cannot reach it; meanwhile another
+    // writer deletes `gone` (its keys, as a replica's delete would) and
+    // etcd compacts; then etcd is back where the replica looks.
+    etcd.restart_aside().expect("etcd restarts aside");
+    let aside = etcd.aside_url().replace("etcd://", "http://");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use etcd_client::{CompactionOptions, DeleteOptions, Txn, TxnOp};
+        let mut c = etcd_client::Client::connect([aside], None).await.unwrap();
+        let id = &gone.id;
+        let r = c
+            .txn(Txn::new().and_then(vec![
+                TxnOp::delete(format!("/test/volumes/{id}"), None),
+                TxnOp::delete("/test/names/gone", None),
+                TxnOp::delete(
+                    format!("/test/alloc/{id}/"),
+                    Some(DeleteOptions::new().with_prefix()),
+                ),
+            ]))
+            .await
+            .unwrap();
+        let rev = r.header().unwrap().revision();
+        c.compact(rev, Some(CompactionOptions::new().with_physical()))
+            .await
+            .unwrap();
+    });
+    etcd.restart().expect("etcd restarts");
+    let mut polls = 0;
+    loop {
+        match a.get(&gone.id) {
+            Err(Error::NotFound(_)) => break,
+            Ok(_) | Err(Error::Unavailable(_)) => {}
+            Err(e) => panic!("get {}: {e}", gone.id),
+        }
+        polls += 1;
+        assert!(polls < 600, "the deletion never reached the replica");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(a.get(&keep.id).unwrap().id, keep.id);
+    a.create("after", &params("slice"), range(), true, true, None)
+        .expect("serves after the re-list");
+    check_etcd(&url, &[keep.id.clone()].into(), &[gone.id.clone()].into());
+}

@@ -21,6 +21,7 @@
 //! None.
 
 pub mod admin;
+pub mod background;
 pub mod demo;
 mod expand;
 pub mod node;
@@ -206,6 +207,18 @@ impl Identity for ComposerDriver {
         _: GetPluginInfoRequest,
     ) -> Result<GetPluginInfoResponse, CsiError> {
         GetPluginInfoResponse::new(PluginName::new(DRIVER_NAME)?, env!("CARGO_PKG_VERSION"))
+    }
+
+    /// Not ready while the state store cannot serve (etcd unreachable, or
+    /// its watch reconnecting).
+    async fn probe(&self, _: ProbeRequest) -> Result<ProbeResponse, CsiError> {
+        match self.composer.ready() {
+            Ok(()) => Ok(ProbeResponse::ready()),
+            Err(e) => {
+                tracing::warn!("probe: not ready: {e}");
+                Ok(ProbeResponse::not_ready())
+            }
+        }
     }
 
     fn plugin_capabilities(&self) -> PluginCapabilities {

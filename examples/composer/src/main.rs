@@ -46,6 +46,17 @@ enum Command {
         /// etcd user (authentication); the password comes from ETCD_PASSWORD.
         #[arg(long)]
         etcd_user: Option<String>,
+        /// Lease of the leader among replicas on etcd, in seconds: a paused or
+        /// cut-off leader loses its background work after at most this long.
+        #[arg(long, default_value_t = 10)]
+        etcd_lease_ttl: u64,
+        /// This replica's id in the leader key (default: host name and PID).
+        #[arg(long)]
+        replica_id: Option<String>,
+        /// Repair the drives marked failed every this many seconds, on the
+        /// leader only (0: never; repairs then run from `composer admin`).
+        #[arg(long, default_value_t = 0)]
+        repair_every: u64,
         /// Inventory file (default: the built-in inventory).
         #[arg(long)]
         inventory: Option<PathBuf>,
@@ -152,6 +163,9 @@ async fn run(cli: Cli) -> Result<(), String> {
             store,
             etcd_prefix,
             etcd_user,
+            etcd_lease_ttl,
+            replica_id,
+            repair_every,
             inventory,
             admin_socket,
             node_id,
@@ -171,6 +185,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                     .map_err(|e| format!("creating {}: {e}", dir.display()))?;
             }
             let started = std::time::Instant::now();
+            let mut etcd = None;
             let store: Arc<dyn Store> = match store {
                 None => Arc::new(RedbStore::open(&state).map_err(|e| e.to_string())?),
                 Some(url) => {
@@ -182,7 +197,9 @@ async fn run(cli: Cli) -> Result<(), String> {
                         })?;
                         cfg.user = Some((u, p));
                     }
-                    Arc::new(EtcdStore::connect(cfg).map_err(|e| e.to_string())?)
+                    let s = Arc::new(EtcdStore::connect(cfg).map_err(|e| e.to_string())?);
+                    etcd = Some(s.clone());
+                    s
                 }
             };
             let mut driver = composer::ComposerDriver::open(inv, store, node_id.as_deref())
@@ -199,6 +216,23 @@ async fn run(cli: Cli) -> Result<(), String> {
             }
             let c = driver.composer().clone();
             let side = driver.node_side().cloned();
+            let leadership = etcd.map(|s| {
+                let id = replica_id.unwrap_or_else(|| {
+                    let host =
+                        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+                    format!("{}-{}", host.trim(), std::process::id())
+                });
+                s.campaign(&id, std::time::Duration::from_secs(etcd_lease_ttl))
+            });
+            if repair_every > 0 {
+                composer::background::spawn(
+                    c.clone(),
+                    leadership,
+                    std::time::Duration::from_secs(repair_every),
+                );
+            }
+            // Without background work the campaign still runs (it lives on the
+            // store's runtime): the leader key says who would do the work.
             tracing::info!(
                 volumes = c.volume_count(),
                 drives = c.inventory().drives().len(),

@@ -1,9 +1,12 @@
 //! Several `composer serve --store etcd://…` processes on one real etcd,
 //! driven over their unix sockets by concurrent CreateVolume / DeleteVolume /
-//! ControllerExpandVolume clients, with a replica killed with SIGKILL
-//! mid-workload and restarted. After each step an independent check over
-//! etcd's keys (`composer_core::store_etcd::audit`) against the clients'
-//! ledger.
+//! ControllerExpandVolume clients, with faults: a replica killed with SIGKILL
+//! mid-workload and restarted, and etcd itself killed under load (calls
+//! answer UNAVAILABLE, Probe says not ready) and restarted (every replica's
+//! watch resumes and it serves again). After each step an independent check
+//! over etcd's keys (`composer_core::store_etcd::audit`) against the
+//! clients' ledger: no byte of a drive allocated twice, every acknowledged
+//! volume present, nothing leaked.
 //!
 //! etcd is Debian's `etcd-server` (installed when missing, as root), started
 //! on free ports with its data in a temp dir and stopped by PID. When it
@@ -29,9 +32,15 @@ struct Replica {
 }
 
 impl Replica {
+    async fn start(dir: &Path, n: usize, store: &str) -> Replica {
+        Replica::start_with(dir, n, store, &[]).await
+    }
+
+    /// With more arguments; the log goes to `replica-N.log` in `dir`.
     // The child is moved into `Replica` at once, whose `Drop` kills and reaps it.
     #[allow(clippy::zombie_processes)]
-    async fn start(dir: &Path, n: usize, store: &str) -> Replica {
+    async fn start_with(dir: &Path, n: usize, store: &str, extra: &[&str]) -> Replica {
+        let log = std::fs::File::create(dir.join(format!("replica-{n}.log"))).unwrap();
         let sock = dir.join(format!("csi-{n}.sock"));
         let admin = dir.join(format!("admin-{n}.sock"));
         let endpoint = format!("unix://{}", sock.display());
@@ -39,6 +48,8 @@ impl Replica {
             .args(["serve", "--endpoint", &endpoint, "--store", store])
             .args(["--etcd-prefix", "/replicas", "--admin-socket"])
             .arg(&admin)
+            .args(extra)
+            .stderr(log)
             .env("RUST_LOG", "warn")
             .spawn()
             .expect("the composer binary starts");
@@ -180,7 +191,7 @@ fn check(etcd: &LocalEtcd, ledger: &Ledger) -> BTreeMap<String, String> {
 
 async fn run_replicas(n: usize) {
     let test = format!("{n}_replicas_with_faults");
-    let Some(etcd) = LocalEtcd::start_or_skip(&test) else {
+    let Some(mut etcd) = LocalEtcd::start_or_skip(&test) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -217,9 +228,215 @@ async fn run_replicas(n: usize) {
     rs[0] = Replica::start(dir.path(), 0, &url).await;
     workload(rs[0].endpoint.clone(), ledger.clone(), "b-r0".into(), 10).await;
     check(&etcd, &ledger.lock().unwrap());
+
+    // 3. etcd is killed (by PID) under load from every replica.
+    let before = ledger.lock().unwrap().live.len();
+    let mut tasks = Vec::new();
+    for (i, r) in rs.iter().enumerate() {
+        for c in 0..3 {
+            tasks.push(tokio::spawn(workload(
+                r.endpoint.clone(),
+                ledger.clone(),
+                format!("c-r{i}-c{c}"),
+                150,
+            )));
+        }
+    }
+    while ledger.lock().unwrap().live.len() < before + 10 && !tasks.iter().all(|t| t.is_finished())
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    etcd.kill();
+    // While it is down, every replica answers UNAVAILABLE and says it is not ready.
+    for r in &rs {
+        let client = Client::connect(&r.endpoint).await.unwrap();
+        let e = Csi::create_volume(
+            &client,
+            composer::create_request("while-down", &[("type", "slice")], 1 << 30).unwrap(),
+        )
+        .await
+        .expect_err("a create while etcd is down");
+        assert_eq!(e.code(), Code::Unavailable, "{e}");
+        let mut probes = 0;
+        while Csi::probe(&client, ProbeRequest::default())
+            .await
+            .unwrap()
+            .ready
+            != Some(false)
+        {
+            probes += 1;
+            assert!(probes < 600, "Probe kept answering ready with etcd down");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    // 4. etcd restarts on its data; the clients keep going.
+    etcd.restart().expect("etcd restarts");
+    for t in tasks {
+        t.await.expect("a client panicked");
+    }
+    // Every replica follows etcd again and serves: no ABORTED, no lasting UNAVAILABLE.
+    for (i, r) in rs.iter().enumerate() {
+        let client = Client::connect(&r.endpoint).await.unwrap();
+        let mut attempts = 0;
+        loop {
+            match Csi::create_volume(
+                &client,
+                composer::create_request(&format!("after-{i}"), &[("type", "slice")], 1 << 30)
+                    .unwrap(),
+            )
+            .await
+            {
+                Ok(v) => {
+                    ledger
+                        .lock()
+                        .unwrap()
+                        .live
+                        .insert(v.volume.volume_id.to_string());
+                    break;
+                }
+                // The watch reconnects with backoff (at most 2 s apart).
+                Err(e) if e.code() == Code::Unavailable && attempts < 300 => {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("create after etcd restarted on replica {i}: {e}"),
+            }
+        }
+        let ready = Csi::probe(&client, ProbeRequest::default()).await.unwrap();
+        assert_eq!(
+            ready.ready,
+            Some(true),
+            "replica {i} serves but is not ready"
+        );
+    }
+    // And each sees what the others created meanwhile (its watch resumed).
+    for r in &rs {
+        let client = Client::connect(&r.endpoint).await.unwrap();
+        for j in 0..n {
+            let req =
+                composer::create_request(&format!("after-{j}"), &[("type", "slice")], 1 << 30)
+                    .unwrap();
+            let mut attempts = 0;
+            loop {
+                match Csi::create_volume(&client, req.clone()).await {
+                    Ok(_) => break,
+                    Err(e) if e.code() == Code::Unavailable && attempts < 300 => {
+                        attempts += 1;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(e) => panic!("repeating the create of after-{j}: {e}"),
+                }
+            }
+        }
+    }
+    let ids = check(&etcd, &ledger.lock().unwrap());
+    assert!(!ids.values().any(|n| n == "while-down"));
+    assert_eq!(
+        ids.values().filter(|n| n.starts_with("after-")).count(),
+        n,
+        "one volume per name"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_with_faults() {
     run_replicas(2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_with_faults() {
+    run_replicas(3).await;
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill {sig} {}", child.id());
+}
+
+/// The leader paused with SIGSTOP past its lease: the other replica takes
+/// over; resumed with SIGCONT, the old leader finds its term over, steps
+/// down and keeps serving CSI as a follower, and the leader key stays with
+/// the new leader. (That etcd refuses the writes of a term that is over is
+/// `composer-core`'s `a_leader_whose_lease_is_gone_is_fenced`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_leader_is_replaced_and_steps_down() {
+    let Some(etcd) = LocalEtcd::start_or_skip("a_paused_leader_is_replaced_and_steps_down") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let url = etcd.url();
+    let mut rs = Vec::new();
+    for i in 0..2 {
+        let id = format!("r{i}");
+        rs.push(
+            Replica::start_with(
+                dir.path(),
+                i,
+                &url,
+                &[
+                    "--etcd-lease-ttl",
+                    "2",
+                    "--replica-id",
+                    &id,
+                    "--repair-every",
+                    "1",
+                ],
+            )
+            .await,
+        );
+    }
+    let mut cfg = EtcdConfig::parse(&url).unwrap();
+    cfg.prefix = "/replicas".into();
+    let leader = |cfg: &EtcdConfig| composer_core::store_etcd::leader(cfg).unwrap();
+    let mut polls = 0;
+    let first = loop {
+        if let Some(id) = leader(&cfg) {
+            break id;
+        }
+        polls += 1;
+        assert!(polls < 600, "no replica became the leader");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let old: usize = first.trim_start_matches('r').parse().unwrap();
+    let other = 1 - old;
+    signal(&rs[old].child, "-STOP");
+    polls = 0;
+    while leader(&cfg) != Some(format!("r{other}")) {
+        polls += 1;
+        assert!(
+            polls < 600,
+            "r{other} did not take over from the paused r{old}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    signal(&rs[old].child, "-CONT");
+    let log = dir.path().join(format!("replica-{old}.log"));
+    polls = 0;
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("leader: stepped down")
+    {
+        polls += 1;
+        assert!(polls < 600, "the resumed r{old} did not step down");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // It serves CSI as a follower; the new leader keeps the key.
+    let client = Client::connect(&rs[old].endpoint).await.unwrap();
+    Csi::create_volume(
+        &client,
+        composer::create_request("after-pause", &[("type", "slice")], 1 << 30).unwrap(),
+    )
+    .await
+    .expect("the old leader serves CSI");
+    assert_eq!(leader(&cfg), Some(format!("r{other}")));
+    let new_log = std::fs::read_to_string(dir.path().join(format!("replica-{other}.log"))).unwrap();
+    assert!(
+        new_log.contains(&format!("leader: r{other} took over")),
+        "{new_log}"
+    );
+    check(&etcd, &Ledger::default());
 }
