@@ -292,6 +292,12 @@ fn slice_err(e: slice_alloc::Error) -> Error {
 impl Pool {
     /// Builds the pool from the inventory, the operator's marks and the
     /// stored volumes, and checks them against each other.
+    ///
+    /// One pass, no re-placement: the slice allocator takes every slice at
+    /// its recorded offset while, on a second thread, the placement engine
+    /// is built in bulk from one inventory carrying every volume with its
+    /// recorded members. The engine assumes every slice restores; in the
+    /// rare case one does not, it is built again without those volumes.
     pub fn build(
         inv: Arc<Inventory>,
         marks: BTreeMap<String, Health>,
@@ -306,26 +312,11 @@ impl Pool {
                 report.unknown_marks.push(m.clone());
             }
         }
-        let mut slices = Allocator::new(AllocatorConfig {
-            growth_headroom_percent: 10,
-            multi_extent: false,
-            ..AllocatorConfig::default()
-        })
-        .map_err(slice_err)?;
-        for (i, d) in inv.drives().iter().enumerate() {
-            if d.kind != Media::Hdd && d.capacity >= SLICE_GRANULARITY {
-                let spec = DeviceSpec::new(DeviceId::new(i as u64), d.capacity)
-                    .and_then(|s| s.with_granularity(SLICE_GRANULARITY))
-                    .map_err(slice_err)?;
-                slices.add_device(spec).map_err(slice_err)?;
-            }
-        }
-        let mut used = vec![0u64; inv.drives().len()];
-        let mut slice_at = HashMap::new();
-        let mut placed = Vec::new();
         let mut unplaced = std::collections::HashSet::new();
+        // Volumes whose drives all exist, with their drive indexes.
+        let mut known: Vec<(&VolumeRecord, Vec<u32>)> = Vec::with_capacity(volumes.len());
         'vols: for v in volumes.values() {
-            let mut idx = Vec::new();
+            let mut idx = Vec::with_capacity(v.members.len());
             for m in &v.members {
                 match inv.drive_index(&m.drive) {
                     Some(i) => idx.push(i),
@@ -336,39 +327,40 @@ impl Pool {
                     }
                 }
             }
-            let mut mine = Vec::new();
-            for (m, &i) in v.members.iter().zip(&idx) {
-                if v.layout.kind.is_slice() {
-                    match slices.allocate_at(DeviceId::new(i as u64), m.offset, m.len) {
-                        Ok(s) => {
-                            slice_at.insert((i, m.offset), s.id);
-                            mine.push(s.id);
-                        }
-                        Err(e) => {
-                            for s in mine {
-                                let _ = slices.free(s);
-                            }
-                            report
-                                .unrestorable
-                                .push((v.id.clone(), format!("slice on {}: {e}", m.drive)));
-                            unplaced.insert(v.id.clone());
-                            continue 'vols;
-                        }
-                    }
+            known.push((v, idx));
+        }
+        let health = |d: u32| effective_drive_health(&inv, &marks, d);
+        let ((slices, slice_at, unrestorable), engine) = std::thread::scope(|sc| {
+            let restore = sc.spawn(|| restore_slices(&inv, &known));
+            let engine = build_engine(&inv, &health, &known, &|_| true);
+            let restored = restore
+                .join()
+                .unwrap_or_else(|_| Err(Error::Internal("slice restore panicked".into())));
+            restored.map(|r| (r, engine))
+        })?;
+        let engine = if unrestorable.is_empty() {
+            engine?
+        } else {
+            let bad: std::collections::HashSet<&str> =
+                unrestorable.iter().map(|(v, _)| v.as_str()).collect();
+            build_engine(&inv, &health, &known, &|v| !bad.contains(v.id.as_str()))?
+        };
+        for (v, why) in unrestorable {
+            unplaced.insert(v.clone());
+            report.unrestorable.push((v, why));
+        }
+        for (v, idx) in &known {
+            if unplaced.contains(&v.id) {
+                continue;
+            }
+            for (m, &i) in v.members.iter().zip(idx) {
+                if health(i) == Health::Failed {
+                    report.failed_members.push((v.id.clone(), m.drive.clone()));
                 }
             }
-            for (m, &i) in v.members.iter().zip(&idx) {
-                used[i as usize] += m.len;
-            }
-            placed.push(v);
         }
         let mut pool = Pool {
-            engine: placement::Engine::new(
-                placement::Inventory::from_spec(placement::InventorySpec::default())
-                    .map_err(|e| Error::Internal(e.to_string()))?,
-                0,
-            )
-            .map_err(place_err)?,
+            engine,
             inv,
             slices,
             slice_at,
@@ -383,37 +375,6 @@ impl Pool {
                     .insert((site, t), convert::volume_topology(&pool.inv, site, t));
             }
         }
-        let mut spec = convert::placement_spec(
-            &pool.inv,
-            |d| pool.drive_health(d),
-            |d| {
-                pool.inv.drives()[d as usize]
-                    .capacity
-                    .saturating_sub(used[d as usize])
-            },
-        );
-        for v in &placed {
-            spec.volumes.push(placement::VolumeSpec {
-                id: placement::VolumeId::new(v.id.clone())
-                    .map_err(|e| Error::Internal(e.to_string()))?,
-                request: upgrade_request(&v.request),
-                members: v
-                    .members
-                    .iter()
-                    .map(|m| placement::DriveId::new(m.drive.clone()))
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| Error::Internal(e.to_string()))?,
-            });
-            for m in &v.members {
-                let i = pool.inv.drive_index(&m.drive).expect("checked above");
-                if pool.drive_health(i) == Health::Failed {
-                    report.failed_members.push((v.id.clone(), m.drive.clone()));
-                }
-            }
-        }
-        let pinv = placement::Inventory::from_spec(spec)
-            .map_err(|e| Error::Internal(format!("the placement inventory: {e}")))?;
-        pool.engine = placement::Engine::new(pinv, 0).map_err(place_err)?;
         Ok((pool, report))
     }
 
@@ -444,12 +405,7 @@ impl Pool {
 
     /// A drive's health: the worst of the file's, its enclosure's mark and its own mark.
     pub fn drive_health(&self, d: u32) -> Health {
-        let drive = &self.inv.drives()[d as usize];
-        let mark = |id: &str| self.marks.get(id).copied().unwrap_or_default();
-        drive
-            .health
-            .max(mark(&drive.id))
-            .max(mark(self.inv.jbod_id(drive.jbod)))
+        effective_drive_health(&self.inv, &self.marks, d)
     }
 
     /// A server's health: the worse of the file's and its mark.
@@ -1056,6 +1012,98 @@ impl Pool {
             .cloned()
             .unwrap_or_default()
     }
+}
+
+/// A drive's health: the worst of the file's, its enclosure's mark and its own mark.
+fn effective_drive_health(inv: &Inventory, marks: &BTreeMap<String, Health>, d: u32) -> Health {
+    let drive = &inv.drives()[d as usize];
+    let mark = |id: &str| marks.get(id).copied().unwrap_or_default();
+    drive
+        .health
+        .max(mark(&drive.id))
+        .max(mark(inv.jbod_id(drive.jbod)))
+}
+
+/// Restored slices: the allocator with every slice of `known` at its
+/// recorded offset, where each lies, and the volumes whose slices could not
+/// be taken (with why; none of their slices is kept).
+type Restored = (
+    Allocator,
+    HashMap<(u32, u64), SliceId>,
+    Vec<(String, String)>,
+);
+
+fn restore_slices(inv: &Inventory, known: &[(&VolumeRecord, Vec<u32>)]) -> Result<Restored, Error> {
+    let mut slices = Allocator::new(AllocatorConfig {
+        growth_headroom_percent: 10,
+        multi_extent: false,
+        ..AllocatorConfig::default()
+    })
+    .map_err(slice_err)?;
+    for (i, d) in inv.drives().iter().enumerate() {
+        if d.kind != Media::Hdd && d.capacity >= SLICE_GRANULARITY {
+            let spec = DeviceSpec::new(DeviceId::new(i as u64), d.capacity)
+                .and_then(|s| s.with_granularity(SLICE_GRANULARITY))
+                .map_err(slice_err)?;
+            slices.add_device(spec).map_err(slice_err)?;
+        }
+    }
+    let mut slice_at = HashMap::new();
+    let mut bad = Vec::new();
+    'vols: for (v, idx) in known.iter().filter(|(v, _)| v.layout.kind.is_slice()) {
+        let mut mine = Vec::new();
+        for (m, &i) in v.members.iter().zip(idx) {
+            match slices.allocate_at(DeviceId::new(i as u64), m.offset, m.len) {
+                Ok(s) => mine.push(((i, m.offset), s.id)),
+                Err(e) => {
+                    for (_, s) in mine {
+                        let _ = slices.free(s);
+                    }
+                    bad.push((v.id.clone(), format!("slice on {}: {e}", m.drive)));
+                    continue 'vols;
+                }
+            }
+        }
+        slice_at.extend(mine);
+    }
+    Ok((slices, slice_at, bad))
+}
+
+/// The placement engine over the inventory with the volumes of `known`
+/// that `keep` accepts, each on its recorded members.
+fn build_engine(
+    inv: &Inventory,
+    health: &(dyn Fn(u32) -> Health + Sync),
+    known: &[(&VolumeRecord, Vec<u32>)],
+    keep: &dyn Fn(&VolumeRecord) -> bool,
+) -> Result<placement::Engine, Error> {
+    let mut used = vec![0u64; inv.drives().len()];
+    let mut vols = Vec::with_capacity(known.len());
+    for (v, idx) in known.iter().filter(|(v, _)| keep(v)) {
+        for (m, &i) in v.members.iter().zip(idx) {
+            used[i as usize] += m.len;
+        }
+        vols.push(placement::VolumeSpec {
+            id: placement::VolumeId::new(v.id.clone())
+                .map_err(|e| Error::Internal(e.to_string()))?,
+            request: upgrade_request(&v.request),
+            members: v
+                .members
+                .iter()
+                .map(|m| placement::DriveId::new(m.drive.clone()))
+                .collect::<Result<_, _>>()
+                .map_err(|e| Error::Internal(e.to_string()))?,
+        });
+    }
+    let mut spec = convert::placement_spec(inv, health, |d| {
+        inv.drives()[d as usize]
+            .capacity
+            .saturating_sub(used[d as usize])
+    });
+    spec.volumes = vols;
+    let pinv = placement::Inventory::from_spec(spec)
+        .map_err(|e| Error::Internal(format!("the placement inventory: {e}")))?;
+    placement::Engine::new(pinv, 0).map_err(place_err)
 }
 
 /// A stored request in today's terms. Records written before placement had

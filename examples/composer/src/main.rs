@@ -59,6 +59,14 @@ enum Command {
         /// mdadm (answers FAILED_PRECONDITION where md is absent).
         #[arg(long, default_value = "userspace")]
         backend: composer::node::Backend,
+        /// Also run the JBOD agent in this process: the drives as sparse
+        /// files in this directory, exported over NBD to the servers their
+        /// `nbd` volumes are published to (see `composer::agent`).
+        #[arg(long)]
+        jbod_agent: Option<PathBuf>,
+        /// Where the JBOD agent listens.
+        #[arg(long, default_value = "127.0.0.1:10809")]
+        jbod_agent_listen: String,
     },
     /// Run the whole story on this machine with real mounts: provision,
     /// stage, publish, write, fail drives, verify, rebuild, verify, tear down.
@@ -135,6 +143,8 @@ async fn run(cli: Cli) -> Result<(), String> {
             node_id,
             data_dir,
             backend,
+            jbod_agent,
+            jbod_agent_listen,
         } => {
             let inv = load_inventory(inventory.as_ref())?;
             if store.is_none()
@@ -174,6 +184,21 @@ async fn run(cli: Cli) -> Result<(), String> {
                     backend,
                 });
             }
+            let agent = match jbod_agent {
+                Some(dir) => {
+                    let a = composer::agent::JbodAgent::start(
+                        Arc::new(driver.composer().inventory().clone()),
+                        &dir,
+                        &jbod_agent_listen,
+                    )
+                    .map_err(|e| e.to_string())?;
+                    let a = Arc::new(a);
+                    driver = driver.with_agent(a.clone()).map_err(|e| e.to_string())?;
+                    tracing::info!(addr = %a.addr(), "JBOD agent listening");
+                    Some(a)
+                }
+                None => None,
+            };
             let c = driver.composer().clone();
             tracing::info!(
                 volumes = c.volume_count(),
@@ -203,6 +228,9 @@ async fn run(cli: Cli) -> Result<(), String> {
             .await;
             if let Some(side) = driver.node_side() {
                 side.release_all();
+            }
+            if let Some(a) = agent {
+                a.shutdown();
             }
             let _ = tx.send(true);
             let _ = admin.await;
