@@ -54,6 +54,42 @@ pub fn connect_member(
     NbdDevice::connect_from(agent, drive, source)
 }
 
+/// How much of each end of a member [`wipe_members`] zeroes: where
+/// filesystem, md and engine signatures live.
+pub const WIPE_BYTES: u64 = 1 << 20;
+
+/// Zeroes the first and last [`WIPE_BYTES`] of every member of `rec` in the
+/// drive files under `data_dir` (those that exist), and syncs them, so that
+/// space freed by a delete never shows a later volume a stale filesystem or
+/// RAID superblock (a slice is reused at the same offset). Called while the
+/// volume still owns its members, just before its delete is recorded.
+pub fn wipe_members(data_dir: &Path, rec: &VolumeRecord) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    for m in &rec.members {
+        let path = data_dir.join(format!("{}.img", m.drive));
+        let f = match std::fs::OpenOptions::new().write(true).open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let have = f.metadata()?.len();
+        let end = (m.offset + m.len).min(have);
+        if end <= m.offset {
+            continue;
+        }
+        let head = (m.offset, (m.offset + WIPE_BYTES).min(end));
+        let tail = (end.saturating_sub(WIPE_BYTES).max(head.1), end);
+        let zeros = vec![0u8; WIPE_BYTES as usize];
+        for (a, b) in [head, tail] {
+            if b > a {
+                f.write_all_at(&zeros[..(b - a) as usize], a)?;
+            }
+        }
+        f.sync_data()?;
+    }
+    Ok(())
+}
+
 #[derive(Default)]
 struct Grants {
     /// Per drive: its device once exported, and per volume the servers
@@ -91,6 +127,11 @@ impl JbodAgent {
             server: Mutex::new(Some(handle)),
             grants: Mutex::new(Grants::default()),
         })
+    }
+
+    /// The directory of the drive files.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
     }
 
     /// The address the agent listens on.

@@ -79,6 +79,31 @@ impl ComposerDriver {
         Ok(self)
     }
 
+    /// Before a delete: the volume's members lose their signatures in the
+    /// drive files this process holds (node side, agent); see
+    /// [`agent::wipe_members`].
+    fn wipe(&self, rec: &composer_core::store::VolumeRecord) -> Result<(), Error> {
+        let mut dirs: Vec<&std::path::Path> = Vec::new();
+        if let Some(s) = &self.node_side {
+            dirs.push(&s.config().data_dir);
+        }
+        if let Some(a) = &self.agent
+            && !dirs.contains(&a.data_dir())
+        {
+            dirs.push(a.data_dir());
+        }
+        for d in dirs {
+            agent::wipe_members(d, rec).map_err(|e| {
+                Error::Internal(format!(
+                    "wiping the members of {} in {}: {e}",
+                    rec.id,
+                    d.display()
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
     /// After a change of volume `id`: the agent's grants follow its record.
     fn sync_agent(&self, c: &Composer, id: &str) -> Result<(), Error> {
         let Some(a) = &self.agent else { return Ok(()) };
@@ -287,6 +312,11 @@ impl Provisioner for ComposerDriver {
         let id = req.volume_id.as_str().to_string();
         let me = self.clone();
         self.run(move |c| {
+            if let Ok(v) = c.get(&id)
+                && v.published.is_empty()
+            {
+                me.wipe(&v.record)?;
+            }
             c.delete(&id)?;
             me.sync_agent(c, &id)
         })
