@@ -90,11 +90,14 @@ pub fn wipe_members(data_dir: &Path, rec: &VolumeRecord) -> std::io::Result<()> 
     Ok(())
 }
 
+/// An exported drive: its device, and per volume the servers allowed
+/// through it.
+type Exported = (Arc<dyn BlockDevice>, BTreeMap<String, BTreeSet<IpAddr>>);
+
 #[derive(Default)]
 struct Grants {
-    /// Per drive: its device once exported, and per volume the servers
-    /// allowed through it.
-    drives: BTreeMap<String, (Arc<dyn BlockDevice>, BTreeMap<String, BTreeSet<IpAddr>>)>,
+    /// Per drive, once exported.
+    drives: BTreeMap<String, Exported>,
     /// Per volume, the drives it holds grants on.
     volumes: BTreeMap<String, BTreeSet<String>>,
 }
