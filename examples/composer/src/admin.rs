@@ -57,8 +57,33 @@ fn plan_json(p: &placement::RepairPlan) -> serde_json::Value {
     })
 }
 
+/// Called after `repair-apply` moved members, with the volumes moved (the
+/// controller's JBOD agent grants their new drives).
+pub type AfterRepair = Arc<dyn Fn(&Composer, &[String]) + Send + Sync>;
+
 /// Answers one request.
 pub fn handle(c: &Composer, req: Request) -> serde_json::Value {
+    handle_with(c, req, None)
+}
+
+/// [`handle`], calling `after` once a repair is applied.
+pub fn handle_with(c: &Composer, req: Request, after: Option<&AfterRepair>) -> serde_json::Value {
+    let req = match (req, after) {
+        (Request::RepairApply { target }, Some(f)) => {
+            let r = c.apply_repair(&target).map(|p| {
+                let mut vols: Vec<String> = p.moves.iter().map(|m| m.volume.to_string()).collect();
+                vols.sort();
+                vols.dedup();
+                f(c, &vols);
+                plan_json(&p)
+            });
+            return match r {
+                Ok(v) => serde_json::json!({ "ok": v }),
+                Err(e) => serde_json::json!({ "error": e.to_string() }),
+            };
+        }
+        (req, _) => req,
+    };
     let r: Result<serde_json::Value, composer_core::Error> = match req {
         Request::Drives => Ok(serde_json::to_value(c.drive_report()).unwrap_or_default()),
         Request::Servers => Ok(serde_json::to_value(c.server_report()).unwrap_or_default()),
@@ -82,6 +107,16 @@ pub async fn serve(
     path: &Path,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), String> {
+    serve_with(c, None, path, shutdown).await
+}
+
+/// [`serve`], calling `after` once a repair is applied.
+pub async fn serve_with(
+    c: Arc<Composer>,
+    after: Option<AfterRepair>,
+    path: &Path,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), String> {
     let _ = std::fs::remove_file(path);
     let listener = tokio::net::UnixListener::bind(path)
         .map_err(|e| format!("binding {}: {e}", path.display()))?;
@@ -92,6 +127,7 @@ pub async fn serve(
             conn = listener.accept() => {
                 let Ok((stream, _)) = conn else { continue };
                 let c = c.clone();
+                let after = after.clone();
                 tokio::spawn(async move {
                     let (r, mut w) = stream.into_split();
                     let mut lines = BufReader::new(r).lines();
@@ -99,7 +135,8 @@ pub async fn serve(
                         let answer = match serde_json::from_str::<Request>(&line) {
                             Ok(req) => {
                                 let c = c.clone();
-                                tokio::task::spawn_blocking(move || handle(&c, req))
+                                let after = after.clone();
+                                tokio::task::spawn_blocking(move || handle_with(&c, req, after.as_ref()))
                                     .await
                                     .unwrap_or_else(|e| serde_json::json!({"error": e.to_string()}))
                             }

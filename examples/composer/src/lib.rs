@@ -104,6 +104,17 @@ impl ComposerDriver {
         Ok(())
     }
 
+    /// After `repair-apply` moved members of `volumes`: the agent grants
+    /// their new drives (failures are logged; the next publish or restart
+    /// grants again).
+    pub fn after_repair(&self, c: &Composer, volumes: &[String]) {
+        for v in volumes {
+            if let Err(e) = self.sync_agent(c, v) {
+                tracing::error!("JBOD agent: granting the new members of {v}: {e}");
+            }
+        }
+    }
+
     /// After a change of volume `id`: the agent's grants follow its record.
     fn sync_agent(&self, c: &Composer, id: &str) -> Result<(), Error> {
         let Some(a) = &self.agent else { return Ok(()) };

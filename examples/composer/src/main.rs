@@ -208,11 +208,16 @@ async fn run(cli: Cli) -> Result<(), String> {
                 reconcile_differences = c.reconcile_report().lines().len(),
                 "state recovered"
             );
+            let after_repair: Option<admin::AfterRepair> = agent.as_ref().map(|_| {
+                let d = driver.clone();
+                Arc::new(move |c: &composer_core::Composer, v: &[String]| d.after_repair(c, v))
+                    as admin::AfterRepair
+            });
             let (tx, rx) = tokio::sync::watch::channel(false);
             let admin = {
                 let mut rx = rx.clone();
                 tokio::spawn(async move {
-                    admin::serve(c, &admin_socket, async move {
+                    admin::serve_with(c, after_repair, &admin_socket, async move {
                         let _ = rx.changed().await;
                     })
                     .await

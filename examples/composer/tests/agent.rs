@@ -187,3 +187,55 @@ async fn volumes_over_other_transports_grant_nothing() {
     assert!(agent.allowed(&rec.members[0].drive).is_empty());
     agent.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repair_on_the_admin_socket_grants_the_replacement() {
+    use composer::admin::{AfterRepair, Request, handle_with};
+    let dir = tempfile::tempdir().unwrap();
+    let inv = inventory();
+    let agent = Arc::new(
+        JbodAgent::start(
+            Arc::new(inv.clone()),
+            &dir.path().join("drives"),
+            "127.0.0.1:0",
+        )
+        .unwrap(),
+    );
+    let driver = ComposerDriver::open(inv.clone(), Arc::new(MemStore::default()), None)
+        .unwrap()
+        .with_agent(agent.clone())
+        .unwrap();
+    let plugin = driver.plugin().unwrap();
+    let req = composer::create_request(
+        "mirror",
+        &[("redundancy", "true"), ("networkTransportsAllowed", "nbd")],
+        100 << 20,
+    )
+    .unwrap();
+    let vol = Csi::create_volume(&plugin, req).await.unwrap().volume;
+    Csi::controller_publish_volume(&plugin, publish_req(&vol.volume_id, "r1-n1"))
+        .await
+        .unwrap();
+    let c = driver.composer();
+    let before = c.get(vol.volume_id.as_str()).unwrap().record;
+    let failed = before.members[1].drive.clone();
+    c.mark(&failed, composer_core::Health::Failed).unwrap();
+    let d = driver.clone();
+    let hook: AfterRepair = Arc::new(move |c, v| d.after_repair(c, v));
+    let answer = handle_with(
+        c,
+        Request::RepairApply {
+            target: failed.clone(),
+        },
+        Some(&hook),
+    );
+    assert!(answer.get("ok").is_some(), "{answer}");
+    let after = c.get(vol.volume_id.as_str()).unwrap().record;
+    let new = after.members[1].drive.clone();
+    assert_ne!(new, failed);
+    let n1 = address(&inv, "r1-n1");
+    assert!(agent.allowed(&new).contains(&n1));
+    assert!(agent.allowed(&failed).is_empty());
+    connect_member(&agent.addr().to_string(), &new, n1).unwrap();
+    agent.shutdown();
+}
