@@ -456,24 +456,9 @@ impl Pool {
                 });
             }
         }
-        let kinds: Vec<Media> = match p.kind {
-            VolumeType::Hdd => vec![Media::Hdd],
-            VolumeType::Ssd | VolumeType::Slice => vec![Media::Ssd, Media::Nvme],
-        };
+        let (kinds, capacities) = self.media_of(p);
         // Layout candidates: (member bytes, capacity tag or none, choice).
         let mut candidates: Vec<(u64, Option<u64>, Choice)> = Vec::new();
-        let capacities: Vec<u64> = {
-            let mut c: Vec<u64> = self
-                .inv
-                .capacities()
-                .iter()
-                .filter(|(k, _)| kinds.contains(k))
-                .flat_map(|(_, v)| v.iter().copied())
-                .collect();
-            c.sort_unstable();
-            c.dedup();
-            c
-        };
         let largest = capacities.last().copied().unwrap_or(0);
         if p.kind == VolumeType::Slice {
             let (member, usable, off) = slice_layout(want, p.redundancy);
@@ -646,13 +631,9 @@ impl Pool {
         r
     }
 
-    /// The largest whole-drive volume of `p` placement could place now (in
-    /// `site` when given), under the same constraints as a create: for each
-    /// drive capacity of the medium, the largest layout (one drive, a RAID0,
-    /// RAID1 or RAID10 of up to `raidMaxDrives` drives) whose members
-    /// [`placement::Engine::max_placeable`] finds whole drives for, over a
-    /// transport some healthy server of the site supports. 0 when none.
-    pub fn max_whole_volume(&self, p: &Parameters, site: Option<u32>) -> u64 {
+    /// The media a volume of `p` goes on, and their drive capacities in the
+    /// inventory, smallest first.
+    fn media_of(&self, p: &Parameters) -> (Vec<Media>, Vec<u64>) {
         let kinds: Vec<Media> = match p.kind {
             VolumeType::Hdd => vec![Media::Hdd],
             VolumeType::Ssd | VolumeType::Slice => vec![Media::Ssd, Media::Nvme],
@@ -666,6 +647,17 @@ impl Pool {
             .collect();
         caps.sort_unstable();
         caps.dedup();
+        (kinds, caps)
+    }
+
+    /// The largest whole-drive volume of `p` placement could place now (in
+    /// `site` when given), under the same constraints as a create: for each
+    /// drive capacity of the medium, the largest layout (one drive, a RAID0,
+    /// RAID1 or RAID10 of up to `raidMaxDrives` drives) whose members
+    /// [`placement::Engine::max_placeable`] finds whole drives for, over a
+    /// transport some healthy server of the site supports. 0 when none.
+    pub fn max_whole_volume(&self, p: &Parameters, site: Option<u32>) -> u64 {
+        let (kinds, caps) = self.media_of(p);
         let sites: Vec<u32> = match site {
             Some(s) => vec![s],
             None => (0..self.inv.file().sites.len() as u32).collect(),

@@ -42,11 +42,10 @@ fn address(inv: &Inventory, server: &str) -> std::net::IpAddr {
     server_address(inv.server_index(server).unwrap()).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_the_servers_a_drive_is_published_to_can_open_it() {
+/// An agent over a temporary directory and a driver using it.
+fn setup(store: Arc<dyn Store>) -> (tempfile::TempDir, Arc<JbodAgent>, ComposerDriver) {
     let dir = tempfile::tempdir().unwrap();
     let inv = inventory();
-    let store: Arc<dyn Store> = Arc::new(MemStore::default());
     let agent = Arc::new(
         JbodAgent::start(
             Arc::new(inv.clone()),
@@ -55,18 +54,28 @@ async fn only_the_servers_a_drive_is_published_to_can_open_it() {
         )
         .unwrap(),
     );
-    let driver = ComposerDriver::open(inv.clone(), store.clone(), None)
+    let driver = ComposerDriver::open(inv, store, None)
         .unwrap()
         .with_agent(agent.clone())
         .unwrap();
+    (dir, agent, driver)
+}
+
+/// Creates a volume with `params` (100 MiB).
+async fn create(plugin: &Plugin, name: &str, params: &[(&str, &str)]) -> Volume {
+    let req = composer::create_request(name, params, 100 << 20).unwrap();
+    Csi::create_volume(plugin, req).await.unwrap().volume
+}
+
+const NBD_MIRROR: &[(&str, &str)] = &[("redundancy", "true"), ("networkTransportsAllowed", "nbd")];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_servers_a_drive_is_published_to_can_open_it() {
+    let store: Arc<dyn Store> = Arc::new(MemStore::default());
+    let (dir, agent, driver) = setup(store.clone());
+    let inv = driver.composer().inventory().clone();
     let plugin = driver.plugin().unwrap();
-    let req = composer::create_request(
-        "mirror",
-        &[("redundancy", "true"), ("networkTransportsAllowed", "nbd")],
-        100 << 20,
-    )
-    .unwrap();
-    let vol = Csi::create_volume(&plugin, req).await.unwrap().volume;
+    let vol = create(&plugin, "mirror", NBD_MIRROR).await;
     let rec = driver
         .composer()
         .get(vol.volume_id.as_str())
@@ -156,24 +165,9 @@ async fn only_the_servers_a_drive_is_published_to_can_open_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn volumes_over_other_transports_grant_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let inv = inventory();
-    let agent = Arc::new(
-        JbodAgent::start(
-            Arc::new(inv.clone()),
-            &dir.path().join("drives"),
-            "127.0.0.1:0",
-        )
-        .unwrap(),
-    );
-    let driver = ComposerDriver::open(inv.clone(), Arc::new(MemStore::default()), None)
-        .unwrap()
-        .with_agent(agent.clone())
-        .unwrap();
+    let (_dir, agent, driver) = setup(Arc::new(MemStore::default()));
     let plugin = driver.plugin().unwrap();
-    let req = composer::create_request("fast", &[("networkTransportsAllowed", "iscsi")], 100 << 20)
-        .unwrap();
-    let vol = Csi::create_volume(&plugin, req).await.unwrap().volume;
+    let vol = create(&plugin, "fast", &[("networkTransportsAllowed", "iscsi")]).await;
     let ctx = Csi::controller_publish_volume(&plugin, publish_req(&vol.volume_id, "r1-n1"))
         .await
         .unwrap()
@@ -191,28 +185,10 @@ async fn volumes_over_other_transports_grant_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repair_on_the_admin_socket_grants_the_replacement() {
     use composer::admin::{AfterRepair, Request, handle_with};
-    let dir = tempfile::tempdir().unwrap();
-    let inv = inventory();
-    let agent = Arc::new(
-        JbodAgent::start(
-            Arc::new(inv.clone()),
-            &dir.path().join("drives"),
-            "127.0.0.1:0",
-        )
-        .unwrap(),
-    );
-    let driver = ComposerDriver::open(inv.clone(), Arc::new(MemStore::default()), None)
-        .unwrap()
-        .with_agent(agent.clone())
-        .unwrap();
+    let (_dir, agent, driver) = setup(Arc::new(MemStore::default()));
+    let inv = driver.composer().inventory().clone();
     let plugin = driver.plugin().unwrap();
-    let req = composer::create_request(
-        "mirror",
-        &[("redundancy", "true"), ("networkTransportsAllowed", "nbd")],
-        100 << 20,
-    )
-    .unwrap();
-    let vol = Csi::create_volume(&plugin, req).await.unwrap().volume;
+    let vol = create(&plugin, "mirror", NBD_MIRROR).await;
     Csi::controller_publish_volume(&plugin, publish_req(&vol.volume_id, "r1-n1"))
         .await
         .unwrap();
