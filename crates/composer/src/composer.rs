@@ -45,7 +45,8 @@ impl std::ops::Deref for VolumeView {
 pub struct Capacity {
     /// Bytes available for new volumes of these parameters.
     pub available: u64,
-    /// The largest volume that fits (an upper bound: separation may lower it).
+    /// The largest volume that fits now, as placement decides it for these
+    /// parameters (separation, spreading, tags, transports included).
     pub maximum_volume_size: u64,
     /// The smallest volume (`minVolumeSize`, or the slice granularity).
     pub minimum_volume_size: Option<u64>,
@@ -720,7 +721,6 @@ impl Composer {
         };
         let transports: TransportSet = p.transports;
         let eng = st.pool.engine();
-        let mut by_cap: BTreeMap<u64, u64> = BTreeMap::new();
         let mut devices: Vec<slice_alloc::DeviceId> = Vec::new();
         let mut available = 0u64;
         for (i, d) in self.inv.drives().iter().enumerate() {
@@ -747,7 +747,6 @@ impl Composer {
                     .map_err(|e| Error::Internal(e.to_string()))?;
                 if eng.utilization(&id) == Some(0.0) {
                     available += d.capacity;
-                    *by_cap.entry(d.capacity).or_default() += 1;
                 }
             }
         }
@@ -785,11 +784,7 @@ impl Composer {
             if p.redundancy {
                 available /= 2;
             }
-            by_cap
-                .iter()
-                .map(|(&cap, &count)| largest_whole(cap, count, &p))
-                .max()
-                .unwrap_or(0)
+            st.pool.max_whole_volume(&p, site)
         };
         let max = p.max_volume_size.map_or(max, |m| m.min(max));
         Ok(Capacity {
@@ -975,28 +970,4 @@ impl Composer {
 fn mirror_usable(leg: u64) -> u64 {
     raid::mdadm::geometry_for_devices(raid::Layout::Raid1, 0, &[leg / 512; 2], None)
         .map_or(0, |g| g.array_bytes())
-}
-
-/// The largest whole-drive volume over `count` free drives of `cap` bytes.
-fn largest_whole(cap: u64, count: u64, p: &Parameters) -> u64 {
-    let max = (p.raid_max_drives as u64).min(count) as usize;
-    let chunk = raid::mdadm::DEFAULT_CHUNK_SECTORS;
-    let md = |l: raid::Layout, n: usize| {
-        raid::mdadm::geometry_for_devices(l, chunk, &vec![cap / 512; n], None)
-            .map_or(0, |g| g.array_bytes())
-    };
-    match (p.redundancy, p.striping) {
-        (false, false) => cap,
-        (false, true) if max >= 2 => {
-            md(raid::Layout::Raid0(raid::Raid0Layout::Original), max).max(cap)
-        }
-        (false, true) => cap,
-        (true, _) if max < 2 => 0,
-        (true, false) => md(raid::Layout::Raid1, 2),
-        (true, true) if max >= 4 => md(
-            raid::Layout::Raid10(raid::Raid10Layout::new(2, 1, false).expect("n2 is valid")),
-            max / 2 * 2,
-        ),
-        (true, true) => md(raid::Layout::Raid1, 2),
-    }
 }

@@ -2,17 +2,21 @@
 //! placement's ids, failure domains and bandwidth domains, and CSI's node ids
 //! and topology.
 //!
-//! * Failure domains: `site:<site>` → `sg:<group>` (or `sg:~<rack>` for a
-//!   rack with no storage group) → `rack:<rack>` → `jbod:<jbod>`, at levels
-//!   `site`, `sg`, `rack`, `jbod`. Drive ids are the inventory's.
+//! * Failure domains: `site:<site>` → `rack:<rack>` → `jbod:<jbod>`, at
+//!   levels `site`, `rack`, `jbod`. Drive ids are the inventory's.
 //! * Bandwidth domains: every switch (kind `switch`) and every enclosure port
 //!   (`port:<jbod>`, kind `port`).
-//! * Storage groups are placement's groups as well (for `storageGroup` and quotas).
-//! * Transports: iSCSI, NVMe/TCP and RoCE map to placement's transports; NBD,
-//!   which placement does not know, is the tag [`NBD_TAG`].
+//! * Storage groups are placement's storage groups (for `storageGroup`,
+//!   quotas and placement's native storage-group separation, `sgResiliency`).
+//!   A rack in no storage group fails on its own: its drives form the
+//!   implicit group [`implicit_group`] of that rack, which no StorageClass
+//!   can name.
+//! * Transports map one to one to placement's (NBD is placement's
+//!   user-space transport).
 //! * Whole-drive volumes need drives of one exact capacity with nothing on
-//!   them; every drive carries the tag `composer.capacity=<bytes>` so a
-//!   request can ask for exactly that.
+//!   them; placement has no filter on a drive's capacity, so every drive
+//!   carries the tag `composer.capacity=<bytes>` and a whole-drive request
+//!   requires it.
 //! * CSI topology: a node (server) is the segment `{site, rack, server}` under
 //!   the keys [`TOPOLOGY_SITE`], [`TOPOLOGY_RACK`], [`TOPOLOGY_SERVER`]; a
 //!   volume is accessible from the servers of its site that support its
@@ -33,9 +37,6 @@ pub const TOPOLOGY_RACK: &str = "topology.composer.csi/rack";
 /// Topology key of the node (server) itself.
 pub const TOPOLOGY_SERVER: &str = "topology.composer.csi/server";
 
-/// Tag of drives that can be exported over NBD.
-pub const NBD_TAG: &str = "composer.transport.nbd";
-
 /// The tag that pins a request to drives of exactly `capacity` bytes.
 pub fn capacity_tag(capacity: u64) -> String {
     format!("composer.capacity={capacity}")
@@ -55,6 +56,13 @@ fn rack_domain(rack: &str) -> String {
     format!("rack:{rack}")
 }
 
+/// Placement's storage group of the drives of a rack in no storage group:
+/// `~<rack>`. Inventory ids start with a letter or digit, so it never equals
+/// a storage group of the file (nor one a StorageClass can name).
+pub fn implicit_group(rack: &str) -> String {
+    format!("~{rack}")
+}
+
 fn id<T>(r: Result<T, placement::IdError>) -> T {
     // Inventory ids were checked to be CSI topology values (no whitespace,
     // at most 63 bytes), which placement's id rules accept.
@@ -70,19 +78,20 @@ pub fn drive_kind(m: Media) -> placement::DriveKind {
     }
 }
 
-/// Placement's transport for a fabric transport (`None` for NBD).
-pub fn placement_transport(t: Transport) -> Option<placement::Transports> {
+/// Placement's transport for one of ours.
+pub fn placement_transport(t: Transport) -> placement::Transports {
     match t {
-        Transport::Roce => Some(placement::Transports::ROCE),
-        Transport::Nvmetcp => Some(placement::Transports::NVME_TCP),
-        Transport::Iscsi => Some(placement::Transports::ISCSI),
-        Transport::Nbd => None,
+        Transport::Roce => placement::Transports::ROCE,
+        Transport::Nvmetcp => placement::Transports::NVME_TCP,
+        Transport::Iscsi => placement::Transports::ISCSI,
+        Transport::Nbd => placement::Transports::NBD,
     }
 }
 
-fn placement_transports(ts: TransportSet) -> placement::Transports {
+/// Placement's transports for a set of ours.
+pub fn placement_transports(ts: TransportSet) -> placement::Transports {
     ts.iter()
-        .filter_map(placement_transport)
+        .map(placement_transport)
         .fold(placement::Transports::empty(), |a, b| a | b)
 }
 
@@ -103,11 +112,6 @@ pub fn placement_spec(
         });
     }
     for g in &f.storage_groups {
-        spec.domains.push(placement::DomainSpec {
-            id: id(placement::DomainId::new(format!("sg:{}", g.id))),
-            level: "sg".into(),
-            parent: Some(id(placement::DomainId::new(site_domain(&g.site)))),
-        });
         spec.storage_groups.push(placement::GroupSpec {
             id: id(placement::GroupId::new(g.id.clone())),
             quota: g.quota.map(|q| placement::Bytes(q.bytes())),
@@ -123,22 +127,17 @@ pub fn placement_spec(
         });
     }
     for r in &f.racks {
-        let sg = match &r.storage_group {
-            Some(g) => format!("sg:{g}"),
-            None => {
-                let own = format!("sg:~{}", r.id);
-                spec.domains.push(placement::DomainSpec {
-                    id: id(placement::DomainId::new(own.clone())),
-                    level: "sg".into(),
-                    parent: Some(id(placement::DomainId::new(site_domain(&r.site)))),
-                });
-                own
-            }
-        };
+        if r.storage_group.is_none() {
+            spec.storage_groups.push(placement::GroupSpec {
+                id: id(placement::GroupId::new(implicit_group(&r.id))),
+                quota: None,
+                used: placement::Bytes(0),
+            });
+        }
         spec.domains.push(placement::DomainSpec {
             id: id(placement::DomainId::new(rack_domain(&r.id))),
             level: "rack".into(),
-            parent: Some(id(placement::DomainId::new(sg))),
+            parent: Some(id(placement::DomainId::new(site_domain(&r.site)))),
         });
     }
     for j in &f.jbods {
@@ -161,9 +160,6 @@ pub fn placement_spec(
         let i = i as u32;
         let mut tags: Vec<String> = d.tags.iter().cloned().collect();
         tags.push(capacity_tag(d.capacity));
-        if d.transports.contains(Transport::Nbd) {
-            tags.push(NBD_TAG.to_string());
-        }
         let jbod = inv.jbod_id(d.jbod);
         let mut bw = vec![id(placement::BwDomainId::new(format!("port:{jbod}")))];
         if let Some(sw) = inv.jbod_switch(d.jbod) {
@@ -179,9 +175,10 @@ pub fn placement_spec(
             transports: placement_transports(d.transports),
             health: health(i),
             domain: Some(id(placement::DomainId::new(jbod_domain(jbod)))),
-            group: inv
-                .rack_group(d.rack)
-                .map(|g| id(placement::GroupId::new(g))),
+            group: Some(id(placement::GroupId::new(
+                inv.rack_group(d.rack)
+                    .map_or_else(|| implicit_group(inv.rack_id(d.rack)), str::to_string),
+            ))),
             bandwidth_domains: bw,
             attributes: BTreeMap::new(),
         });
@@ -337,9 +334,12 @@ mod tests {
             |d| inv.drives()[d as usize].capacity,
         );
         let p = placement::Inventory::from_spec(spec).unwrap();
-        assert_eq!(p.levels(), ["site", "sg", "rack", "jbod"]);
+        assert_eq!(p.levels(), ["site", "rack", "jbod"]);
         let d = placement::DriveId::new("r1-j1-00").unwrap();
-        assert_eq!(p.drive_domain_at(&d, "sg").unwrap().as_str(), "sg:sg-a");
+        assert_eq!(
+            p.drive(&d).unwrap().group.as_ref().unwrap().as_str(),
+            "sg-a"
+        );
         assert!(
             p.drive(&d)
                 .unwrap()

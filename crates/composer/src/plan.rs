@@ -25,7 +25,7 @@ use csi_types::types::{CapacityRange, Topology, TopologyRequirement};
 use placement::{Mode, Shape};
 use slice_alloc::{Allocator, AllocatorConfig, Constraints, DeviceId, DeviceSpec, SliceId};
 
-use crate::convert::{self, NBD_TAG};
+use crate::convert;
 use crate::error::Error;
 use crate::inventory::{Health, Inventory, Media, Transport};
 use crate::params::{Parameters, VolumeType};
@@ -110,34 +110,50 @@ fn md(layout: raid::Layout, chunk: u64, member: u64, n: usize) -> Option<(u64, u
     ))
 }
 
-/// The whole-drive layout for drives of `cap` bytes holding `want` bytes.
+/// The whole-drive layout for drives of `cap` bytes holding `want` bytes:
+/// the first of [`whole_layouts`] that holds it.
 fn whole_drive_layout(cap: u64, want: u64, p: &Parameters) -> Result<Choice, String> {
+    let layouts = whole_layouts(cap, p);
+    if let Some(c) = layouts.iter().find(|c| c.usable >= want) {
+        return Ok(c.clone());
+    }
+    let max = p.raid_max_drives;
+    let best = human(layouts.last().map_or(0, |c| c.usable));
+    let (cap, want) = (human(cap), human(want));
+    Err(match (p.redundancy, p.striping) {
+        (false, false) => format!("no single drive of {cap} holds {want} and striping=false"),
+        (false, true) => format!(
+            "a raid0 of raidMaxDrives={max} drives of {cap} holds at most {best}, less than {want}"
+        ),
+        (true, false) => format!(
+            "a mirror of two drives of {cap} holds less than {want} after md's data offset, and striping=false"
+        ),
+        (true, true) => format!(
+            "a raid10 of raidMaxDrives={max} drives of {cap} holds at most {best}, less than {want}"
+        ),
+    })
+}
+
+/// Every whole-drive layout of `p` over drives of `cap` bytes, by member
+/// count (one drive or a RAID1 first, then RAID0/RAID10 up to
+/// `raidMaxDrives` when `striping` allows); usable bytes grow along it.
+fn whole_layouts(cap: u64, p: &Parameters) -> Vec<Choice> {
     let max = p.raid_max_drives as usize;
     let chunk = raid::mdadm::DEFAULT_CHUNK_SECTORS;
+    let mut out = Vec::new();
     if !p.redundancy {
-        if cap >= want {
-            return Ok(Choice {
-                kind: LayoutKind::Single,
-                shape: Shape::Single,
-                usable: cap,
-                chunk: 0,
-                data_offset: 0,
-            });
-        }
-        if !p.striping {
-            return Err(format!(
-                "no single drive of {} holds {} and striping=false",
-                human(cap),
-                human(want)
-            ));
-        }
-        let l = raid::Layout::Raid0(raid::Raid0Layout::Original);
-        let mut best = 0;
-        for n in 2..=max {
-            if let Some((usable, off)) = md(l, chunk, cap, n) {
-                best = usable;
-                if usable >= want {
-                    return Ok(Choice {
+        out.push(Choice {
+            kind: LayoutKind::Single,
+            shape: Shape::Single,
+            usable: cap,
+            chunk: 0,
+            data_offset: 0,
+        });
+        if p.striping {
+            let l = raid::Layout::Raid0(raid::Raid0Layout::Original);
+            for n in 2..=max {
+                if let Some((usable, off)) = md(l, chunk, cap, n) {
+                    out.push(Choice {
                         kind: LayoutKind::Raid0,
                         shape: Shape::Raid10 {
                             stripes: n as u32,
@@ -150,17 +166,12 @@ fn whole_drive_layout(cap: u64, want: u64, p: &Parameters) -> Result<Choice, Str
                 }
             }
         }
-        return Err(format!(
-            "a raid0 of raidMaxDrives={max} drives of {} holds at most {}, less than {}",
-            human(cap),
-            human(best),
-            human(want)
-        ));
+        return out;
     }
-    if let Some((usable, off)) = md(raid::Layout::Raid1, 0, cap, 2)
-        && usable >= want
+    if max >= 2
+        && let Some((usable, off)) = md(raid::Layout::Raid1, 0, cap, 2)
     {
-        return Ok(Choice {
+        out.push(Choice {
             kind: LayoutKind::Raid1,
             shape: Shape::Mirror { legs: 2 },
             usable,
@@ -168,22 +179,13 @@ fn whole_drive_layout(cap: u64, want: u64, p: &Parameters) -> Result<Choice, Str
             data_offset: off,
         });
     }
-    if !p.striping {
-        return Err(format!(
-            "a mirror of two drives of {} holds less than {} after md's data offset, and striping=false",
-            human(cap),
-            human(want)
-        ));
-    }
-    let l = raid::Layout::Raid10(
-        raid::Raid10Layout::new(2, 1, false).expect("n2 is a valid md layout"),
-    );
-    let mut best = 0;
-    for stripes in 2..=max / 2 {
-        if let Some((usable, off)) = md(l, chunk, cap, 2 * stripes) {
-            best = usable;
-            if usable >= want {
-                return Ok(Choice {
+    if p.striping {
+        let l = raid::Layout::Raid10(
+            raid::Raid10Layout::new(2, 1, false).expect("n2 is a valid md layout"),
+        );
+        for stripes in 2..=max / 2 {
+            if let Some((usable, off)) = md(l, chunk, cap, 2 * stripes) {
+                out.push(Choice {
                     kind: LayoutKind::Raid10,
                     shape: Shape::Raid10 {
                         stripes: stripes as u32,
@@ -196,12 +198,7 @@ fn whole_drive_layout(cap: u64, want: u64, p: &Parameters) -> Result<Choice, Str
             }
         }
     }
-    Err(format!(
-        "a raid10 of raidMaxDrives={max} drives of {} holds at most {}, less than {}",
-        human(cap),
-        human(best),
-        human(want)
-    ))
+    out
 }
 
 /// The slice layout holding `want` bytes: member size, usable bytes, data offset.
@@ -295,6 +292,12 @@ fn slice_err(e: slice_alloc::Error) -> Error {
 impl Pool {
     /// Builds the pool from the inventory, the operator's marks and the
     /// stored volumes, and checks them against each other.
+    ///
+    /// One pass, no re-placement: the slice allocator takes every slice at
+    /// its recorded offset while, on a second thread, the placement engine
+    /// is built in bulk from one inventory carrying every volume with its
+    /// recorded members. The engine assumes every slice restores; in the
+    /// rare case one does not, it is built again without those volumes.
     pub fn build(
         inv: Arc<Inventory>,
         marks: BTreeMap<String, Health>,
@@ -309,26 +312,11 @@ impl Pool {
                 report.unknown_marks.push(m.clone());
             }
         }
-        let mut slices = Allocator::new(AllocatorConfig {
-            growth_headroom_percent: 10,
-            multi_extent: false,
-            ..AllocatorConfig::default()
-        })
-        .map_err(slice_err)?;
-        for (i, d) in inv.drives().iter().enumerate() {
-            if d.kind != Media::Hdd && d.capacity >= SLICE_GRANULARITY {
-                let spec = DeviceSpec::new(DeviceId::new(i as u64), d.capacity)
-                    .and_then(|s| s.with_granularity(SLICE_GRANULARITY))
-                    .map_err(slice_err)?;
-                slices.add_device(spec).map_err(slice_err)?;
-            }
-        }
-        let mut used = vec![0u64; inv.drives().len()];
-        let mut slice_at = HashMap::new();
-        let mut placed = Vec::new();
         let mut unplaced = std::collections::HashSet::new();
+        // Volumes whose drives all exist, with their drive indexes.
+        let mut known: Vec<(&VolumeRecord, Vec<u32>)> = Vec::with_capacity(volumes.len());
         'vols: for v in volumes.values() {
-            let mut idx = Vec::new();
+            let mut idx = Vec::with_capacity(v.members.len());
             for m in &v.members {
                 match inv.drive_index(&m.drive) {
                     Some(i) => idx.push(i),
@@ -339,39 +327,40 @@ impl Pool {
                     }
                 }
             }
-            let mut mine = Vec::new();
-            for (m, &i) in v.members.iter().zip(&idx) {
-                if v.layout.kind.is_slice() {
-                    match slices.allocate_at(DeviceId::new(i as u64), m.offset, m.len) {
-                        Ok(s) => {
-                            slice_at.insert((i, m.offset), s.id);
-                            mine.push(s.id);
-                        }
-                        Err(e) => {
-                            for s in mine {
-                                let _ = slices.free(s);
-                            }
-                            report
-                                .unrestorable
-                                .push((v.id.clone(), format!("slice on {}: {e}", m.drive)));
-                            unplaced.insert(v.id.clone());
-                            continue 'vols;
-                        }
-                    }
+            known.push((v, idx));
+        }
+        let health = |d: u32| effective_drive_health(&inv, &marks, d);
+        let ((slices, slice_at, unrestorable), engine) = std::thread::scope(|sc| {
+            let restore = sc.spawn(|| restore_slices(&inv, &known));
+            let engine = build_engine(&inv, &health, &known, &|_| true);
+            let restored = restore
+                .join()
+                .unwrap_or_else(|_| Err(Error::Internal("slice restore panicked".into())));
+            restored.map(|r| (r, engine))
+        })?;
+        let engine = if unrestorable.is_empty() {
+            engine?
+        } else {
+            let bad: std::collections::HashSet<&str> =
+                unrestorable.iter().map(|(v, _)| v.as_str()).collect();
+            build_engine(&inv, &health, &known, &|v| !bad.contains(v.id.as_str()))?
+        };
+        for (v, why) in unrestorable {
+            unplaced.insert(v.clone());
+            report.unrestorable.push((v, why));
+        }
+        for (v, idx) in &known {
+            if unplaced.contains(&v.id) {
+                continue;
+            }
+            for (m, &i) in v.members.iter().zip(idx) {
+                if health(i) == Health::Failed {
+                    report.failed_members.push((v.id.clone(), m.drive.clone()));
                 }
             }
-            for (m, &i) in v.members.iter().zip(&idx) {
-                used[i as usize] += m.len;
-            }
-            placed.push(v);
         }
         let mut pool = Pool {
-            engine: placement::Engine::new(
-                placement::Inventory::from_spec(placement::InventorySpec::default())
-                    .map_err(|e| Error::Internal(e.to_string()))?,
-                0,
-            )
-            .map_err(place_err)?,
+            engine,
             inv,
             slices,
             slice_at,
@@ -386,37 +375,6 @@ impl Pool {
                     .insert((site, t), convert::volume_topology(&pool.inv, site, t));
             }
         }
-        let mut spec = convert::placement_spec(
-            &pool.inv,
-            |d| pool.drive_health(d),
-            |d| {
-                pool.inv.drives()[d as usize]
-                    .capacity
-                    .saturating_sub(used[d as usize])
-            },
-        );
-        for v in &placed {
-            spec.volumes.push(placement::VolumeSpec {
-                id: placement::VolumeId::new(v.id.clone())
-                    .map_err(|e| Error::Internal(e.to_string()))?,
-                request: v.request.clone(),
-                members: v
-                    .members
-                    .iter()
-                    .map(|m| placement::DriveId::new(m.drive.clone()))
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| Error::Internal(e.to_string()))?,
-            });
-            for m in &v.members {
-                let i = pool.inv.drive_index(&m.drive).expect("checked above");
-                if pool.drive_health(i) == Health::Failed {
-                    report.failed_members.push((v.id.clone(), m.drive.clone()));
-                }
-            }
-        }
-        let pinv = placement::Inventory::from_spec(spec)
-            .map_err(|e| Error::Internal(format!("the placement inventory: {e}")))?;
-        pool.engine = placement::Engine::new(pinv, 0).map_err(place_err)?;
         Ok((pool, report))
     }
 
@@ -447,12 +405,7 @@ impl Pool {
 
     /// A drive's health: the worst of the file's, its enclosure's mark and its own mark.
     pub fn drive_health(&self, d: u32) -> Health {
-        let drive = &self.inv.drives()[d as usize];
-        let mark = |id: &str| self.marks.get(id).copied().unwrap_or_default();
-        drive
-            .health
-            .max(mark(&drive.id))
-            .max(mark(self.inv.jbod_id(drive.jbod)))
+        effective_drive_health(&self.inv, &self.marks, d)
     }
 
     /// A server's health: the worse of the file's and its mark.
@@ -503,24 +456,9 @@ impl Pool {
                 });
             }
         }
-        let kinds: Vec<Media> = match p.kind {
-            VolumeType::Hdd => vec![Media::Hdd],
-            VolumeType::Ssd | VolumeType::Slice => vec![Media::Ssd, Media::Nvme],
-        };
+        let (kinds, capacities) = self.media_of(p);
         // Layout candidates: (member bytes, capacity tag or none, choice).
         let mut candidates: Vec<(u64, Option<u64>, Choice)> = Vec::new();
-        let capacities: Vec<u64> = {
-            let mut c: Vec<u64> = self
-                .inv
-                .capacities()
-                .iter()
-                .filter(|(k, _)| kinds.contains(k))
-                .flat_map(|(_, v)| v.iter().copied())
-                .collect();
-            c.sort_unstable();
-            c.dedup();
-            c
-        };
         let largest = capacities.last().copied().unwrap_or(0);
         if p.kind == VolumeType::Slice {
             let (member, usable, off) = slice_layout(want, p.redundancy);
@@ -661,23 +599,20 @@ impl Pool {
         if let Some(c) = cap_tag {
             r.require_tags.push(convert::capacity_tag(c));
         }
-        if t == Transport::Nbd {
-            r.require_tags.push(NBD_TAG.to_string());
-        }
         r.exclude_tags = p.excluded_tags.clone();
         r.storage_groups = p
             .storage_groups
             .iter()
             .filter_map(|g| placement::GroupId::new(g.clone()).ok())
             .collect();
-        r.transports = convert::placement_transport(t);
+        r.transports = Some(convert::placement_transport(t));
         let redundant = matches!(choice.shape, Shape::Mirror { .. })
             || matches!(choice.shape, Shape::Raid10 { mirrors, .. } if mirrors > 1);
         let mode = |hard: bool| if hard { Mode::Hard } else { Mode::Soft };
         if redundant {
             r.separation = vec![
                 placement::Separation::level("jbod", mode(p.jbod_resiliency)),
-                placement::Separation::level("sg", mode(p.sg_resiliency)),
+                placement::Separation::storage_group(mode(p.sg_resiliency)),
                 placement::Separation::level("rack", Mode::Soft),
             ];
         }
@@ -694,6 +629,77 @@ impl Pool {
         seg.insert("site".into(), convert::site_domain(self.inv.site_id(site)));
         r.requisite = vec![seg];
         r
+    }
+
+    /// The media a volume of `p` goes on, and their drive capacities in the
+    /// inventory, smallest first.
+    fn media_of(&self, p: &Parameters) -> (Vec<Media>, Vec<u64>) {
+        let kinds: Vec<Media> = match p.kind {
+            VolumeType::Hdd => vec![Media::Hdd],
+            VolumeType::Ssd | VolumeType::Slice => vec![Media::Ssd, Media::Nvme],
+        };
+        let mut caps: Vec<u64> = self
+            .inv
+            .capacities()
+            .iter()
+            .filter(|(k, _)| kinds.contains(k))
+            .flat_map(|(_, v)| v.iter().copied())
+            .collect();
+        caps.sort_unstable();
+        caps.dedup();
+        (kinds, caps)
+    }
+
+    /// The largest whole-drive volume of `p` placement could place now (in
+    /// `site` when given), under the same constraints as a create: for each
+    /// drive capacity of the medium, the largest layout (one drive, a RAID0,
+    /// RAID1 or RAID10 of up to `raidMaxDrives` drives) whose members
+    /// [`placement::Engine::max_placeable`] finds whole drives for, over a
+    /// transport some healthy server of the site supports. 0 when none.
+    pub fn max_whole_volume(&self, p: &Parameters, site: Option<u32>) -> u64 {
+        let (kinds, caps) = self.media_of(p);
+        let sites: Vec<u32> = match site {
+            Some(s) => vec![s],
+            None => (0..self.inv.file().sites.len() as u32).collect(),
+        };
+        let vreq = VolumeRequest {
+            name: "capacity",
+            parameters: p,
+            range: CapacityRange::default(),
+            topology: None,
+        };
+        let mut best = 0;
+        for &cap in &caps {
+            let layouts = whole_layouts(cap, p);
+            let fits = |c: &Choice| {
+                sites.iter().any(|&s| {
+                    p.transports.iter().any(|t| {
+                        self.inv.site_servers(s).iter().any(|&x| {
+                            self.inv.servers()[x as usize].transports.contains(t)
+                                && self.server_health(x) != Health::Failed
+                        }) && {
+                            let r = self.request(&vreq, &kinds, s, t, cap, Some(cap), c);
+                            matches!(self.engine.max_placeable(&r, None), Ok(Some(b)) if b.0 >= cap)
+                        }
+                    })
+                })
+            };
+            // Placeable is monotone in the member count: bisect for the
+            // largest layout that fits.
+            let (mut lo, mut hi) = (0usize, layouts.len());
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                if fits(&layouts[mid]) {
+                    lo = mid + 1;
+                } else {
+                    hi = mid;
+                }
+            }
+            if lo > 0 {
+                best = best.max(layouts[lo - 1].usable);
+            }
+        }
+        best
     }
 
     /// Places `preq` and, for slices, allocates them; on failure nothing changes.
@@ -820,7 +826,7 @@ impl Pool {
         let spec = placement::VolumeSpec {
             id: placement::VolumeId::new(rec.id.clone())
                 .map_err(|e| Error::Internal(e.to_string()))?,
-            request: rec.request.clone(),
+            request: upgrade_request(&rec.request),
             members: rec
                 .members
                 .iter()
@@ -1000,6 +1006,117 @@ impl Pool {
     }
 }
 
+/// A drive's health: the worst of the file's, its enclosure's mark and its own mark.
+fn effective_drive_health(inv: &Inventory, marks: &BTreeMap<String, Health>, d: u32) -> Health {
+    let drive = &inv.drives()[d as usize];
+    let mark = |id: &str| marks.get(id).copied().unwrap_or_default();
+    drive
+        .health
+        .max(mark(&drive.id))
+        .max(mark(inv.jbod_id(drive.jbod)))
+}
+
+/// Restored slices: the allocator with every slice of `known` at its
+/// recorded offset, where each lies, and the volumes whose slices could not
+/// be taken (with why; none of their slices is kept).
+type Restored = (
+    Allocator,
+    HashMap<(u32, u64), SliceId>,
+    Vec<(String, String)>,
+);
+
+fn restore_slices(inv: &Inventory, known: &[(&VolumeRecord, Vec<u32>)]) -> Result<Restored, Error> {
+    let mut slices = Allocator::new(AllocatorConfig {
+        growth_headroom_percent: 10,
+        multi_extent: false,
+        ..AllocatorConfig::default()
+    })
+    .map_err(slice_err)?;
+    for (i, d) in inv.drives().iter().enumerate() {
+        if d.kind != Media::Hdd && d.capacity >= SLICE_GRANULARITY {
+            let spec = DeviceSpec::new(DeviceId::new(i as u64), d.capacity)
+                .and_then(|s| s.with_granularity(SLICE_GRANULARITY))
+                .map_err(slice_err)?;
+            slices.add_device(spec).map_err(slice_err)?;
+        }
+    }
+    let mut slice_at = HashMap::new();
+    let mut bad = Vec::new();
+    'vols: for (v, idx) in known.iter().filter(|(v, _)| v.layout.kind.is_slice()) {
+        let mut mine = Vec::new();
+        for (m, &i) in v.members.iter().zip(idx) {
+            match slices.allocate_at(DeviceId::new(i as u64), m.offset, m.len) {
+                Ok(s) => mine.push(((i, m.offset), s.id)),
+                Err(e) => {
+                    for (_, s) in mine {
+                        let _ = slices.free(s);
+                    }
+                    bad.push((v.id.clone(), format!("slice on {}: {e}", m.drive)));
+                    continue 'vols;
+                }
+            }
+        }
+        slice_at.extend(mine);
+    }
+    Ok((slices, slice_at, bad))
+}
+
+/// The placement engine over the inventory with the volumes of `known`
+/// that `keep` accepts, each on its recorded members.
+fn build_engine(
+    inv: &Inventory,
+    health: &(dyn Fn(u32) -> Health + Sync),
+    known: &[(&VolumeRecord, Vec<u32>)],
+    keep: &dyn Fn(&VolumeRecord) -> bool,
+) -> Result<placement::Engine, Error> {
+    let mut used = vec![0u64; inv.drives().len()];
+    let mut vols = Vec::with_capacity(known.len());
+    for (v, idx) in known.iter().filter(|(v, _)| keep(v)) {
+        for (m, &i) in v.members.iter().zip(idx) {
+            used[i as usize] += m.len;
+        }
+        vols.push(placement::VolumeSpec {
+            id: placement::VolumeId::new(v.id.clone())
+                .map_err(|e| Error::Internal(e.to_string()))?,
+            request: upgrade_request(&v.request),
+            members: v
+                .members
+                .iter()
+                .map(|m| placement::DriveId::new(m.drive.clone()))
+                .collect::<Result<_, _>>()
+                .map_err(|e| Error::Internal(e.to_string()))?,
+        });
+    }
+    let mut spec = convert::placement_spec(inv, health, |d| {
+        inv.drives()[d as usize]
+            .capacity
+            .saturating_sub(used[d as usize])
+    });
+    spec.volumes = vols;
+    let pinv = placement::Inventory::from_spec(spec)
+        .map_err(|e| Error::Internal(format!("the placement inventory: {e}")))?;
+    placement::Engine::new(pinv, 0).map_err(place_err)
+}
+
+/// A stored request in today's terms. Records written before placement had
+/// native storage-group separation and the NBD transport name a failure
+/// level `sg` and require the tag `composer.transport.nbd`; they read as
+/// storage-group separation and placement's NBD transport.
+fn upgrade_request(r: &placement::Request) -> placement::Request {
+    const OLD_NBD_TAG: &str = "composer.transport.nbd";
+    let mut r = r.clone();
+    for s in &mut r.separation {
+        if s.level == "sg" {
+            *s = placement::Separation::storage_group(s.mode);
+        }
+    }
+    if let Some(i) = r.require_tags.iter().position(|t| t == OLD_NBD_TAG) {
+        r.require_tags.remove(i);
+        r.transports = Some(placement::Transports::NBD);
+    }
+    r
+}
+
 fn describe(c: &Choice, member: u64) -> String {
     let n = c.shape.member_count();
     match c.kind {
@@ -1022,7 +1139,15 @@ fn explain(ex: &placement::Explanation) -> String {
     if level("jbod") {
         s.push_str("; jbodResiliency=true requires the legs of each mirror in different JBODs (jbodResiliency=false makes it best effort)");
     }
-    if level("sg") {
+    if ex.blocked.iter().any(|b| {
+        matches!(
+            b,
+            placement::Blocker::Separation {
+                scope: placement::Scope::StorageGroup,
+                ..
+            }
+        )
+    }) {
         s.push_str("; sgResiliency=true requires the legs of each mirror in different storage groups (sgResiliency=false makes it best effort)");
     }
     if ex

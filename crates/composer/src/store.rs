@@ -448,6 +448,47 @@ fn write_group(
     Ok(out)
 }
 
+/// Decodes `(key, JSON)` volume records, in key order, over the machine's
+/// cores; the first unreadable record (in key order) is the error.
+fn decode_parallel(raw: &[(String, Vec<u8>)]) -> Result<BTreeMap<String, VolumeRecord>, Error> {
+    let decode = |part: &[(String, Vec<u8>)]| -> Result<Vec<(String, VolumeRecord)>, Error> {
+        part.iter()
+            .map(|(k, v)| {
+                serde_json::from_slice::<VolumeRecord>(v)
+                    .map(|r| (r.id.clone(), r))
+                    .map_err(|e| Error::Store(format!("volume record {k:?} is not readable: {e}")))
+            })
+            .collect()
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let parts: Vec<Result<Vec<(String, VolumeRecord)>, Error>> = if threads < 2 || raw.len() < 1024
+    {
+        vec![decode(raw)]
+    } else {
+        let chunk = raw.len().div_ceil(threads);
+        std::thread::scope(|sc| {
+            let handles: Vec<_> = raw
+                .chunks(chunk)
+                .map(|c| sc.spawn(move || decode(c)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(Error::Internal("a decoding thread panicked".into()))
+                    })
+                })
+                .collect()
+        })
+    };
+    let mut out = Vec::with_capacity(raw.len());
+    for p in parts {
+        out.extend(p?);
+    }
+    // Keys are record ids, so `out` is sorted: the map is built in bulk.
+    Ok(out.into_iter().collect())
+}
+
 impl Store for RedbStore {
     fn load(&self) -> Result<StoredState, Error> {
         use redb::{ReadableDatabase, ReadableTable};
@@ -471,16 +512,14 @@ impl Store for RedbStore {
         let vols = r
             .open_table(VOLUMES)
             .map_err(|e| store_err("volumes table")(&e))?;
+        // One pass over the table copies the encoded records out; decoding,
+        // most of a restart's reading time, then runs on every core.
+        let mut raw: Vec<(String, Vec<u8>)> = Vec::new();
         for item in vols.iter().map_err(|e| store_err("scan volumes")(&e))? {
             let (k, v) = item.map_err(|e| store_err("scan volumes")(&e))?;
-            let rec: VolumeRecord = serde_json::from_slice(v.value()).map_err(|e| {
-                Error::Store(format!(
-                    "volume record {:?} is not readable: {e}",
-                    k.value()
-                ))
-            })?;
-            s.volumes.insert(rec.id.clone(), rec);
+            raw.push((k.value().to_string(), v.value().to_vec()));
         }
+        s.volumes = decode_parallel(&raw)?;
         let marks = r
             .open_table(MARKS)
             .map_err(|e| store_err("marks table")(&e))?;

@@ -223,7 +223,7 @@ fn a_watch_behind_a_compaction_lists_afresh() {
     };
     let url = etcd.url();
     let a = replica(&url);
-    let range = || csi_types::CapacityRange::new(Some(1 << 30), None).unwrap();
+    let range = || csi_types::types::CapacityRange::new(Some(1 << 30), None).unwrap();
     let keep = a
         .create("keep", &params("slice"), range(), true, true, None)
         .unwrap();

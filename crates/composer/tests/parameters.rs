@@ -633,3 +633,45 @@ fn capacity_follows_allocations() {
         Err(Error::Parameter { .. })
     ));
 }
+
+#[test]
+fn maximum_volume_size_is_what_placement_can_place() {
+    // Four HDDs in two JBODs of one storage group: a mirror cannot survive
+    // the group, so with sgResiliency=true nothing redundant fits at all.
+    let c = small(ONE_GROUP);
+    let soft = [("softDomains", "true")];
+    let cap = |kv: &[(&str, &str)]| {
+        let mut all = kv.to_vec();
+        all.extend(soft);
+        c.capacity(&params(&all), None).unwrap().maximum_volume_size
+    };
+    assert_eq!(cap(&[("redundancy", "true")]), 0);
+    let mirror = cap(&[
+        ("redundancy", "true"),
+        ("sgResiliency", "false"),
+        ("striping", "false"),
+    ]);
+    assert!(mirror > 15 * TB && mirror < 16 * TB, "{mirror}");
+    // Every size up to the answer is placeable, and the answer is exact:
+    // one JBOD per leg, two legs per stripe → a RAID10 of 4 drives.
+    let raid10 = cap(&[
+        ("redundancy", "true"),
+        ("sgResiliency", "false"),
+        ("striping", "true"),
+    ]);
+    assert!(raid10 > 31 * TB && raid10 < 32 * TB, "{raid10}");
+    let v = create(
+        &c,
+        "big",
+        &[
+            ("redundancy", "true"),
+            ("sgResiliency", "false"),
+            ("softDomains", "true"),
+        ],
+        raid10,
+    )
+    .unwrap();
+    assert_eq!(v.members.len(), 4);
+    // Now every drive is taken.
+    assert_eq!(cap(&[]), 0);
+}

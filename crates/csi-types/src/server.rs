@@ -320,7 +320,7 @@ pub async fn serve_with_options(
 /// ```
 /// use std::sync::Arc;
 /// use async_trait::async_trait;
-/// use csi_types::*;
+/// use csi_types::{controller::*, identity::*, ids::*, node::*, prelude::*, redact::*, types::*};
 /// use csi_types::server::{ServeOptions, Server};
 ///
 /// struct Hello;

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use common::{Served, TestDriver, full_plugin, mount_cap, serve_server};
 use csi_types::client::Client;
 use csi_types::server::{ServeOptions, Server};
-use csi_types::*;
+use csi_types::{RawCsi, controller::*, identity::*, prelude::*, proto};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;

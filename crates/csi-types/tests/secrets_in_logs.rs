@@ -8,6 +8,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use common::{TestDriver, full_plugin, mount_cap, serve};
+use csi_types::Code;
 use csi_types::client::Client;
 use csi_types::{
     RawCsi,

@@ -78,19 +78,33 @@ fn plan_json(p: &placement::RepairPlan) -> serde_json::Value {
     })
 }
 
+/// Called after `repair-apply` or `rebuild` moved members, with the volumes
+/// moved (the controller's JBOD agent grants their new drives).
+pub type AfterRepair = Arc<dyn Fn(&Composer, &[String]) + Send + Sync>;
+
 /// Answers one request (without a node side).
 pub fn handle(c: &Composer, req: Request) -> serde_json::Value {
-    handle_with(c, None, req, &|_| {})
+    handle_with(c, None, req, &|_| {}, None)
 }
 
 /// Answers one request, with the node side `side` when this process serves
-/// one; `progress` gets the rebuild's progress lines.
+/// one; `progress` gets the rebuild's progress lines, and `after` is called
+/// once a repair moved members.
 pub fn handle_with(
     c: &Composer,
     side: Option<&NodeSide>,
     req: Request,
     progress: &(dyn Fn(serde_json::Value) + Sync),
+    after: Option<&AfterRepair>,
 ) -> serde_json::Value {
+    let repaired = |p: &placement::RepairPlan| {
+        if let Some(f) = after {
+            let mut vols: Vec<String> = p.moves.iter().map(|m| m.volume.to_string()).collect();
+            vols.sort();
+            vols.dedup();
+            f(c, &vols);
+        }
+    };
     let r: Result<serde_json::Value, composer_core::Error> = match req {
         Request::FailDrive { target } => {
             return answer(side_of(side).and_then(|s| fail_drive(c, s, &target)));
@@ -100,7 +114,8 @@ pub fn handle_with(
             max_bytes_per_sec,
         } => {
             return answer(
-                side_of(side).and_then(|s| rebuild(c, s, &target, max_bytes_per_sec, progress)),
+                side_of(side)
+                    .and_then(|s| rebuild(c, s, &target, max_bytes_per_sec, progress, &repaired)),
             );
         }
         Request::Drives => Ok(serde_json::to_value(c.drive_report()).unwrap_or_default()),
@@ -111,7 +126,10 @@ pub fn handle_with(
             .mark(&target, health)
             .map(|()| serde_json::json!("marked")),
         Request::RepairPlan { target } => c.repair_plan(&target).map(|p| plan_json(&p)),
-        Request::RepairApply { target } => c.apply_repair(&target).map(|p| plan_json(&p)),
+        Request::RepairApply { target } => c.apply_repair(&target).map(|p| {
+            repaired(&p);
+            plan_json(&p)
+        }),
     };
     answer(r.map_err(|e| e.to_string()))
 }
@@ -149,8 +167,10 @@ fn rebuild(
     drive: &str,
     max_bytes_per_sec: Option<u64>,
     progress: &(dyn Fn(serde_json::Value) + Sync),
+    repaired: &dyn Fn(&placement::RepairPlan),
 ) -> Result<serde_json::Value, String> {
     let plan = c.apply_repair(drive).map_err(|e| e.to_string())?;
+    repaired(&plan);
     let mut rebuilt = Vec::new();
     let mut volumes: Vec<String> = plan.moves.iter().map(|m| m.volume.to_string()).collect();
     volumes.dedup();
@@ -192,14 +212,15 @@ pub async fn serve(
     path: &Path,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), String> {
-    serve_with(c, None, path, shutdown).await
+    serve_with(c, None, None, path, shutdown).await
 }
 
 /// Like [`serve`], with the node side this process serves (for
-/// `fail-drive` and `rebuild`).
+/// `fail-drive` and `rebuild`), calling `after` once a repair moved members.
 pub async fn serve_with(
     c: Arc<Composer>,
     side: Option<Arc<NodeSide>>,
+    after: Option<AfterRepair>,
     path: &Path,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), String> {
@@ -214,6 +235,7 @@ pub async fn serve_with(
                 let Ok((stream, _)) = conn else { continue };
                 let c = c.clone();
                 let side = side.clone();
+                let after = after.clone();
                 tokio::spawn(async move {
                     let (r, mut w) = stream.into_split();
                     let mut lines = BufReader::new(r).lines();
@@ -222,11 +244,18 @@ pub async fn serve_with(
                             Ok(req) => {
                                 let c = c.clone();
                                 let side = side.clone();
+                                let after = after.clone();
                                 let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
                                 let job = tokio::task::spawn_blocking(move || {
-                                    handle_with(&c, side.as_deref(), req, &|p| {
-                                        let _ = tx.send(p);
-                                    })
+                                    handle_with(
+                                        &c,
+                                        side.as_deref(),
+                                        req,
+                                        &|p| {
+                                            let _ = tx.send(p);
+                                        },
+                                        after.as_ref(),
+                                    )
                                 });
                                 while let Some(p) = rx.recv().await {
                                     let mut out = serde_json::json!({ "progress": p }).to_string();

@@ -1,6 +1,8 @@
 //! `composer demo`: the whole story on one machine with real mounts. A
 //! controller and a node in this process over a small built-in inventory on
-//! a temporary directory; volumes from several StorageClasses staged and
+//! a temporary directory, with a JBOD agent exporting the drives over NBD
+//! to the servers they are published to; volumes from several StorageClasses
+//! (one of them over NBD through the agent) staged and
 //! published through raid-engine + FUSE + loop + ext4; a data set written
 //! through the mounted filesystems; a drive failed under the mirrored and
 //! the striped volume; every byte verified; the repair plan applied and the
@@ -22,7 +24,7 @@ use csi_types::{
         NodeUnstageVolumeRequest,
     },
     redact::Secrets,
-    types::{AccessMode, CapacityRange, Map, VolumeCapability},
+    types::{AccessMode, CapacityRange, VolumeCapability},
 };
 
 use crate::ComposerDriver;
@@ -148,14 +150,22 @@ pub async fn run(dir: &Path, out: &mut dyn Write) -> Result<(), String> {
         return run_engine_only(dir, out).await;
     }
     let inv = Inventory::from_toml(DEMO_INVENTORY).map_err(|e| e.to_string())?;
+    let agent =
+        crate::agent::JbodAgent::start(Arc::new(inv.clone()), &dir.join("drives"), "127.0.0.1:0")
+            .map(Arc::new)
+            .map_err(e)?;
     let driver = ComposerDriver::open(inv, Arc::new(MemStore::default()), Some(NODE))
         .map_err(|e| e.to_string())?
         .with_node_side(NodeConfig {
             data_dir: dir.join("drives"),
             run_dir: dir.join("run"),
             backend: Backend::Userspace,
-        });
+        })
+        .with_agent(agent.clone())
+        .map_err(e)?;
+    let _ = writeln!(out, "JBOD agent (NBD, allow-listed) on {}", agent.addr());
     let r = story(&driver, dir, out).await;
+    agent.shutdown();
     csi_node::release_under(&dir.join("target"));
     csi_node::release_under(&dir.join("staging"));
     if let Some(s) = driver.node_side() {
@@ -302,7 +312,7 @@ fn secrets(encrypted: bool) -> Result<Secrets, String> {
 
 async fn story(d: &ComposerDriver, dir: &Path, out: &mut dyn Write) -> Result<(), String> {
     let plugin = d.plugin().map_err(e)?;
-    let classes: [StorageClass; 5] = [
+    let classes: [StorageClass; 6] = [
         ("hdd-single", &[("type", "hdd")], 200 << 20),
         ("ssd-slice", &[("type", "slice")], 128 << 20),
         (
@@ -320,6 +330,15 @@ async fn story(d: &ComposerDriver, dir: &Path, out: &mut dyn Write) -> Result<()
             &[("type", "hdd"), ("redundancy", "true"), ("encrypt", "true")],
             200 << 20,
         ),
+        (
+            "raid1-nbd",
+            &[
+                ("type", "hdd"),
+                ("redundancy", "true"),
+                ("networkTransportsAllowed", "nbd"),
+            ],
+            200 << 20,
+        ),
     ];
     let cap = VolumeCapability::mount(AccessMode::SingleNodeWriter);
     let mut vols = Vec::new();
@@ -330,7 +349,7 @@ async fn story(d: &ComposerDriver, dir: &Path, out: &mut dyn Write) -> Result<()
             let mut req = crate::create_request(name, params, bytes).map_err(e)?;
             req.volume_capabilities = vec![cap.clone()];
             let v = Csi::create_volume(&plugin, req).await.map_err(e)?.volume;
-            Csi::controller_publish_volume(
+            let ctx = Csi::controller_publish_volume(
                 &plugin,
                 ControllerPublishVolumeRequest {
                     volume_id: v.volume_id.clone(),
@@ -342,7 +361,8 @@ async fn story(d: &ComposerDriver, dir: &Path, out: &mut dyn Write) -> Result<()
                 },
             )
             .await
-            .map_err(e)?;
+            .map_err(e)?
+            .publish_context;
             let staging = dir.join("staging").join(name);
             let target = dir.join("target").join(name);
             let path = |p: &Path| NodePath::new(p.to_string_lossy().as_ref()).map_err(e);
@@ -350,7 +370,7 @@ async fn story(d: &ComposerDriver, dir: &Path, out: &mut dyn Write) -> Result<()
                 &plugin,
                 NodeStageVolumeRequest {
                     volume_id: v.volume_id.clone(),
-                    publish_context: Map::new(),
+                    publish_context: ctx.clone(),
                     staging_target_path: path(&staging)?,
                     volume_capability: cap.clone(),
                     secrets: secrets(name.contains("encrypted"))?,
@@ -363,7 +383,7 @@ async fn story(d: &ComposerDriver, dir: &Path, out: &mut dyn Write) -> Result<()
                 &plugin,
                 NodePublishVolumeRequest {
                     volume_id: v.volume_id.clone(),
-                    publish_context: Map::new(),
+                    publish_context: ctx.clone(),
                     staging_target_path: Some(path(&staging)?),
                     target_path: path(&target)?,
                     volume_capability: cap.clone(),

@@ -21,6 +21,7 @@
 //! None.
 
 pub mod admin;
+pub mod agent;
 pub mod background;
 pub mod demo;
 mod expand;
@@ -45,14 +46,14 @@ use csi_types::{
         ListVolumesEntry, ListVolumesRequest, ListVolumesResponse,
         ValidateVolumeCapabilitiesRequest, ValidateVolumeCapabilitiesResponse, VolumeStatus,
     },
-    identity::{GetPluginInfoRequest, GetPluginInfoResponse},
+    identity::{GetPluginInfoRequest, GetPluginInfoResponse, ProbeRequest, ProbeResponse},
     ids::{NodeId, PluginName, VolumeId, VolumeName},
     node::{
-        NodeGetInfoRequest, NodeGetInfoResponse, NodeGetVolumeStatsRequest,
-        NodeGetVolumeStatsResponse, NodePublishVolumeRequest, NodePublishVolumeResponse,
-        NodeStageVolumeRequest, NodeStageVolumeResponse, NodeUnpublishVolumeRequest,
-        NodeUnpublishVolumeResponse, NodeUnstageVolumeRequest, NodeUnstageVolumeResponse,
-        UsageUnit, VolumeUsage,
+        NodeExpandVolumeRequest, NodeExpandVolumeResponse, NodeGetInfoRequest, NodeGetInfoResponse,
+        NodeGetVolumeStatsRequest, NodeGetVolumeStatsResponse, NodePublishVolumeRequest,
+        NodePublishVolumeResponse, NodeStageVolumeRequest, NodeStageVolumeResponse,
+        NodeUnpublishVolumeRequest, NodeUnpublishVolumeResponse, NodeUnstageVolumeRequest,
+        NodeUnstageVolumeResponse, UsageUnit, VolumeUsage,
     },
     redact::Secrets,
     types::{
@@ -69,6 +70,7 @@ pub struct ComposerDriver {
     composer: Arc<Composer>,
     node: Option<u32>,
     node_side: Option<Arc<node::NodeSide>>,
+    agent: Option<Arc<agent::JbodAgent>>,
 }
 
 impl ComposerDriver {
@@ -87,6 +89,7 @@ impl ComposerDriver {
             composer: Arc::new(composer),
             node,
             node_side: None,
+            agent: None,
         })
     }
 
@@ -95,6 +98,62 @@ impl ComposerDriver {
     pub fn with_node_side(mut self, cfg: node::NodeConfig) -> ComposerDriver {
         self.node_side = Some(Arc::new(node::NodeSide::new(cfg)));
         self
+    }
+
+    /// Keeps `agent`'s allow-lists in step with the records: now, and after
+    /// every publish, unpublish and delete of an `nbd` volume.
+    pub fn with_agent(mut self, agent: Arc<agent::JbodAgent>) -> Result<ComposerDriver, CsiError> {
+        agent.sync_all(&self.composer)?;
+        self.agent = Some(agent);
+        Ok(self)
+    }
+
+    /// Before a delete: the volume's members lose their signatures in the
+    /// drive files this process holds (node side, agent); see
+    /// [`agent::wipe_members`].
+    fn wipe(&self, rec: &composer_core::store::VolumeRecord) -> Result<(), Error> {
+        let mut dirs: Vec<&std::path::Path> = Vec::new();
+        if let Some(s) = &self.node_side {
+            dirs.push(&s.config().data_dir);
+        }
+        if let Some(a) = &self.agent
+            && !dirs.contains(&a.data_dir())
+        {
+            dirs.push(a.data_dir());
+        }
+        for d in dirs {
+            agent::wipe_members(d, rec).map_err(|e| {
+                Error::Internal(format!(
+                    "wiping the members of {} in {}: {e}",
+                    rec.id,
+                    d.display()
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// After `repair-apply` moved members of `volumes`: the agent grants
+    /// their new drives (failures are logged; the next publish or restart
+    /// grants again).
+    pub fn after_repair(&self, c: &Composer, volumes: &[String]) {
+        for v in volumes {
+            if let Err(e) = self.sync_agent(c, v) {
+                tracing::error!("JBOD agent: granting the new members of {v}: {e}");
+            }
+        }
+    }
+
+    /// After a change of volume `id`: the agent's grants follow its record.
+    fn sync_agent(&self, c: &Composer, id: &str) -> Result<(), Error> {
+        let Some(a) = &self.agent else { return Ok(()) };
+        let rec = match c.get(id) {
+            Ok(v) => Some(v.record),
+            Err(Error::NotFound(_)) => None,
+            Err(e) => return Err(e),
+        };
+        a.sync_volume(id, rec.as_ref())
+            .map_err(|e| Error::Internal(e.to_string()))
     }
 
     /// The node side, when served.
@@ -302,7 +361,17 @@ impl Provisioner for ComposerDriver {
         req: DeleteVolumeRequest,
     ) -> Result<DeleteVolumeResponse, CsiError> {
         let id = req.volume_id.as_str().to_string();
-        self.run(move |c| c.delete(&id)).await?;
+        let me = self.clone();
+        self.run(move |c| {
+            if let Ok(v) = c.get(&id)
+                && v.published.is_empty()
+            {
+                me.wipe(&v.record)?;
+            }
+            c.delete(&id)?;
+            me.sync_agent(c, &id)
+        })
+        .await?;
         Ok(DeleteVolumeResponse {})
     }
 }
@@ -317,6 +386,7 @@ impl ControllerPublisher for ComposerDriver {
         let node = req.node_id.as_str().to_string();
         let cap = req.volume_capability.clone();
         let ro = req.readonly;
+        let me = self.clone();
         let ctx = self
             .run(move |c| {
                 let v = c.get(&id)?;
@@ -326,7 +396,14 @@ impl ControllerPublisher for ComposerDriver {
                         if v.block { "block" } else { "mount" }
                     )));
                 }
-                c.publish(&id, &node, ro)
+                let mut ctx = c.publish(&id, &node, ro)?;
+                if let Some(a) = &me.agent
+                    && v.transport == composer_core::inventory::Transport::Nbd
+                {
+                    me.sync_agent(c, &id)?;
+                    ctx.insert(agent::CONTEXT_AGENT.into(), a.addr().to_string());
+                }
+                Ok(ctx)
             })
             .await?;
         Ok(ControllerPublishVolumeResponse {
@@ -340,7 +417,12 @@ impl ControllerPublisher for ComposerDriver {
     ) -> Result<ControllerUnpublishVolumeResponse, CsiError> {
         let id = req.volume_id.as_str().to_string();
         let node = req.node_id.map(|n| n.as_str().to_string());
-        self.run(move |c| c.unpublish(&id, node.as_deref())).await?;
+        let me = self.clone();
+        self.run(move |c| {
+            c.unpublish(&id, node.as_deref())?;
+            me.sync_agent(c, &id)
+        })
+        .await?;
         Ok(ControllerUnpublishVolumeResponse {})
     }
 }
@@ -560,6 +642,9 @@ impl NodeStager for ComposerDriver {
                 rec.id
             )));
         }
+        if rec.transport == composer_core::inventory::Transport::Nbd {
+            self.stage_over_nbd(&side, &rec.record, &req.publish_context)?;
+        }
         let block = matches!(req.volume_capability.access_type, AccessType::Block);
         if block != rec.block && rec.block {
             return Err(CsiError::failed_precondition(format!(
@@ -707,6 +792,30 @@ impl NodeVolumeStats for ComposerDriver {
 }
 
 impl ComposerDriver {
+    /// An `nbd` volume is staged over NBD from the JBOD agent the publish
+    /// context names, from this server's own address.
+    fn stage_over_nbd(
+        &self,
+        side: &node::NodeSide,
+        rec: &composer_core::store::VolumeRecord,
+        ctx: &Map,
+    ) -> Result<(), CsiError> {
+        let agent = ctx.get(agent::CONTEXT_AGENT).ok_or_else(|| {
+            CsiError::failed_precondition(format!(
+                "volume {} uses the nbd transport but its publish context names no JBOD agent \
+                 ({}; the controller runs one with --jbod-agent)",
+                rec.id,
+                agent::CONTEXT_AGENT
+            ))
+        })?;
+        let source = self
+            .node
+            .and_then(agent::server_address)
+            .ok_or_else(|| CsiError::internal("this server has no NBD source address"))?;
+        side.set_remote(&rec.id, agent, source);
+        Ok(())
+    }
+
     fn side(&self) -> Result<&Arc<node::NodeSide>, CsiError> {
         self.node_side
             .as_ref()

@@ -77,6 +77,14 @@ enum Command {
         /// Serve Prometheus metrics at http://ADDRESS/metrics (e.g. 0.0.0.0:9808).
         #[arg(long, value_name = "ADDRESS")]
         metrics_address: Option<std::net::SocketAddr>,
+        /// Also run the JBOD agent in this process: the drives as sparse
+        /// files in this directory, exported over NBD to the servers their
+        /// `nbd` volumes are published to (see `composer::agent`).
+        #[arg(long)]
+        jbod_agent: Option<PathBuf>,
+        /// Where the JBOD agent listens.
+        #[arg(long, default_value = "127.0.0.1:10809")]
+        jbod_agent_listen: String,
     },
     /// Run the whole story on this machine with real mounts: provision,
     /// stage, publish, write, fail drives, verify, rebuild, verify, tear down.
@@ -172,6 +180,8 @@ async fn run(cli: Cli) -> Result<(), String> {
             data_dir,
             backend,
             metrics_address,
+            jbod_agent,
+            jbod_agent_listen,
         } => {
             let inv = load_inventory(inventory.as_ref())?;
             if store.is_none()
@@ -214,6 +224,21 @@ async fn run(cli: Cli) -> Result<(), String> {
                     backend,
                 });
             }
+            let agent = match jbod_agent {
+                Some(dir) => {
+                    let a = composer::agent::JbodAgent::start(
+                        Arc::new(driver.composer().inventory().clone()),
+                        &dir,
+                        &jbod_agent_listen,
+                    )
+                    .map_err(|e| e.to_string())?;
+                    let a = Arc::new(a);
+                    driver = driver.with_agent(a.clone()).map_err(|e| e.to_string())?;
+                    tracing::info!(addr = %a.addr(), "JBOD agent listening");
+                    Some(a)
+                }
+                None => None,
+            };
             let c = driver.composer().clone();
             let side = driver.node_side().cloned();
             let leadership = etcd.map(|s| {
@@ -241,11 +266,16 @@ async fn run(cli: Cli) -> Result<(), String> {
                 reconcile_differences = c.reconcile_report().lines().len(),
                 "state recovered"
             );
+            let after_repair: Option<admin::AfterRepair> = agent.as_ref().map(|_| {
+                let d = driver.clone();
+                Arc::new(move |c: &composer_core::Composer, v: &[String]| d.after_repair(c, v))
+                    as admin::AfterRepair
+            });
             let (tx, rx) = tokio::sync::watch::channel(false);
             let admin = {
                 let mut rx = rx.clone();
                 tokio::spawn(async move {
-                    admin::serve_with(c, side, &admin_socket, async move {
+                    admin::serve_with(c, side, after_repair, &admin_socket, async move {
                         let _ = rx.changed().await;
                     })
                     .await
@@ -268,6 +298,9 @@ async fn run(cli: Cli) -> Result<(), String> {
             .await;
             if let Some(side) = driver.node_side() {
                 side.release_all();
+            }
+            if let Some(a) = agent {
+                a.shutdown();
             }
             let _ = tx.send(true);
             let _ = admin.await;

@@ -8,6 +8,12 @@
 //! (no md layout, no room for the engine's header) is its member range
 //! through a loop device with an offset and size limit; it cannot be
 //! encrypted by this backend (`FAILED_PRECONDITION`).
+//!
+//! A volume whose transport is `nbd` reaches its members over NBD instead,
+//! from the JBOD agent named in the publish context, connecting from this
+//! server's own address ([`crate::agent`]); only RAID layouts can (a single
+//! drive or slice goes through a loop device on the drive file, which a
+//! remote drive does not have: `FAILED_PRECONDITION`).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -60,10 +66,10 @@ pub struct NodeConfig {
     pub backend: Backend,
 }
 
-/// A member: a byte range of a drive file.
+/// A member: a byte range of a drive (its file, or its NBD export).
 #[derive(Debug)]
 struct MemberDevice {
-    file: FileDevice,
+    file: Arc<dyn BlockDevice>,
     offset: u64,
     len: u64,
     name: String,
@@ -127,6 +133,9 @@ pub struct NodeSide {
     /// volume's FUSE died with that process): the next stage re-assembles
     /// them, an unstage cleans up what is left.
     recovered: Mutex<BTreeMap<String, StagedRecord>>,
+    /// Per `nbd` volume: the JBOD agent (`host:port`) and this server's
+    /// address to connect from.
+    remote: Mutex<BTreeMap<String, (String, std::net::IpAddr)>>,
 }
 
 fn internal(what: impl std::fmt::Display) -> CsiError {
@@ -182,6 +191,52 @@ impl NodeSide {
             staged: Mutex::new(staged),
             targets: Mutex::new(state.targets),
             recovered: Mutex::new(recovered),
+            remote: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Volume `id` (transport `nbd`) reaches its members over NBD from
+    /// `agent` (`host:port`), connecting from `source`.
+    pub fn set_remote(&self, id: &str, agent: &str, source: std::net::IpAddr) {
+        self.remote
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string(), (agent.to_string(), source));
+    }
+
+    /// A member of `rec`: over NBD when the volume is remote, else its file.
+    fn member_of(
+        &self,
+        rec: &VolumeRecord,
+        drive: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<MemberDevice, CsiError> {
+        let remote = self
+            .remote
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&rec.id)
+            .cloned();
+        match remote {
+            None => self.open_member(drive, offset, len),
+            Some((agent, source)) => {
+                let dev = crate::agent::connect_member(&agent, drive, source)
+                    .map_err(|e| engine_err(&format!("drive {drive} over NBD"), e))?;
+                if dev.size() < offset + len {
+                    return Err(internal(format!(
+                        "drive {drive} over NBD has {} bytes, the member needs {}",
+                        dev.size(),
+                        offset + len
+                    )));
+                }
+                Ok(MemberDevice {
+                    file: Arc::new(dev),
+                    offset,
+                    len,
+                    name: format!("nbd:{drive}@{offset}"),
+                })
+            }
         }
     }
 
@@ -370,7 +425,7 @@ impl NodeSide {
         let file = FileDevice::open(&path, CacheMode::DirectIfSupported)
             .map_err(|e| internal(format!("opening drive {}: {e}", path.display())))?;
         Ok(MemberDevice {
-            file,
+            file: Arc::new(file),
             offset,
             len,
             name: format!("{drive}@{offset}"),
@@ -391,7 +446,7 @@ impl NodeSide {
         let mut devs: Vec<Arc<dyn BlockDevice>> = Vec::new();
         let mut blank = true;
         for m in &rec.members {
-            let d = self.open_member(&m.drive, m.offset, rec.layout.member_bytes.min(m.len))?;
+            let d = self.member_of(rec, &m.drive, m.offset, rec.layout.member_bytes.min(m.len))?;
             blank &= is_blank(&d).map_err(|e| internal(format!("reading {}: {e}", d.name)))?;
             devs.push(Arc::new(d));
         }
@@ -505,6 +560,21 @@ impl NodeSide {
             return Err(CsiError::failed_precondition(format!(
                 "volume {}: encrypt=true on a {} layout is not supported by the userspace backend \
                  (it leaves no room for the engine's header); use redundancy=true",
+                rec.id,
+                rec.layout.kind.name()
+            )));
+        }
+        if plain
+            && self
+                .remote
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(&rec.id)
+        {
+            return Err(CsiError::failed_precondition(format!(
+                "volume {}: a {} layout over nbd is not supported by the userspace backend \
+                 (it loop-mounts the drive file, which a remote drive does not have); use \
+                 redundancy=true or another transport",
                 rec.id,
                 rec.layout.kind.name()
             )));
@@ -764,7 +834,8 @@ impl NodeSide {
             if old.get(role) == Some(&m.drive) {
                 continue;
             }
-            let dev = self.open_member(&m.drive, m.offset, rec.layout.member_bytes.min(m.len))?;
+            let dev =
+                self.member_of(rec, &m.drive, m.offset, rec.layout.member_bytes.min(m.len))?;
             volume
                 .replace(role, Arc::new(dev))
                 .map_err(|e| engine_err(&format!("replacing member {role}"), e))?;

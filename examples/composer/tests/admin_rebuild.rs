@@ -16,7 +16,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use composer::admin::{self, Request};
-use csi_types::*;
+use csi_types::{controller::*, ids::*, prelude::*, types::*};
 
 mod common;
 use common::{Cleanup, Server, check, data, provision, teardown, write};

@@ -8,7 +8,8 @@
 //! only with `UNIMPLEMENTED`; so is the state-machine property, only when the
 //! call it fails at is a node call answered `UNIMPLEMENTED`. The third serves
 //! the node side with real mounts and runs the `node/…` cases, all of which
-//! must pass.
+//! must pass; the fourth runs the state-machine property (random sequences
+//! of controller and node calls) against the node side with real mounts.
 
 use std::sync::Arc;
 
@@ -104,11 +105,11 @@ async fn conformance_over_a_unix_socket() {
     check(&report);
 }
 
-/// The suite's node cases against the composer serving its node side
-/// (raid-engine + FUSE + loop + ext4, real mounts). Needs root, FUSE and
-/// loop devices: without them it says so, and fails under `CI=true`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn conformance_node_side_with_real_mounts() {
+/// Runs the cases whose names start with `filter` against the composer
+/// serving its node side (raid-engine + FUSE + loop + ext4, real mounts);
+/// every one must pass. Needs root, FUSE and loop devices: without them it
+/// says so, and fails under `CI=true`.
+async fn with_node_side(filter: &str) {
     let why = composer::demo::missing_prerequisite();
     if let Some(why) = why {
         assert!(
@@ -126,7 +127,7 @@ async fn conformance_node_side_with_real_mounts() {
     });
     let plugin: Arc<dyn RawCsi> = Arc::new(d.plugin().unwrap());
     let mut cfg = config(&dir.path().join("kit"));
-    cfg.filter = Some("node/".into());
+    cfg.filter = Some(filter.into());
     let report = Suite::new(cfg, plugin.clone(), plugin).run().await;
     if let Some(s) = d.node_side() {
         csi_node::release_under(&dir.path().join("kit"));
@@ -147,4 +148,18 @@ async fn conformance_node_side_with_real_mounts() {
         bad.len(),
         bad.join("\n")
     );
+}
+
+/// The suite's node cases with real mounts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conformance_node_side_with_real_mounts() {
+    with_node_side("node/").await;
+}
+
+/// The state-machine property with the node side: random sequences of
+/// create, publish, stage, node publish, unpublish, unstage and delete, with
+/// duplicates, against real mounts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn state_machine_with_node_side_and_real_mounts() {
+    with_node_side("properties/state_machine").await;
 }

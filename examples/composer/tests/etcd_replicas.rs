@@ -23,7 +23,8 @@ use composer_core::{EtcdConfig, LocalEtcd};
 use csi_types::client::Client;
 use csi_types::prelude::*;
 use csi_types::{
-    controller::ControllerExpandVolumeRequest, ids::VolumeId, redact::Secrets, types::CapacityRange,
+    controller::ControllerExpandVolumeRequest, identity::ProbeRequest, ids::VolumeId,
+    redact::Secrets, types::CapacityRange,
 };
 
 struct Replica {

@@ -16,7 +16,9 @@ use std::sync::Arc;
 use composer::ComposerDriver;
 use composer::node::{Backend, NodeConfig};
 use composer_core::{Inventory, MemStore};
-use csi_types::*;
+use csi_types::{
+    capabilities::NodeCapabilities, controller::*, ids::*, node::*, prelude::*, redact::*, types::*,
+};
 
 mod common;
 

@@ -14,7 +14,7 @@
 
 use std::path::PathBuf;
 
-use csi_types::*;
+use csi_types::prelude::*;
 
 mod common;
 use common::{Cleanup, Server, Vol, check, data, provision, publish, stage, teardown, write};

@@ -1017,6 +1017,9 @@ mod tests {
 
     use super::*;
     use crate::{Config, LocalDriver};
+    use csi_types::ids::VolumeName;
+    use csi_types::redact::Secrets;
+    use csi_types::types::{AccessMode, CapacityRange};
 
     fn create(name: &str, source: Option<&str>) -> CreateVolumeRequest {
         CreateVolumeRequest {

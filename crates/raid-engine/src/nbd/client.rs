@@ -29,6 +29,18 @@ impl NbdDevice {
     /// Connect to `addr` (`host:port`) and open export `name` with
     /// `NBD_OPT_GO`.
     pub fn connect(addr: &str, name: &str) -> Result<Self> {
+        Self::connect_inner(addr, name, None)
+    }
+
+    /// Like [`NbdDevice::connect`], from the local address `source` (port
+    /// chosen by the system): the address an allow-listing server sees.
+    /// Several hosts can be modelled on one machine this way, each with its
+    /// own loopback address (`127.0.0.N`).
+    pub fn connect_from(addr: &str, name: &str, source: std::net::IpAddr) -> Result<Self> {
+        Self::connect_inner(addr, name, Some(source))
+    }
+
+    fn connect_inner(addr: &str, name: &str, source: Option<std::net::IpAddr>) -> Result<Self> {
         let label = format!("nbd://{addr}/{name}");
         let nbd = |m: String| EngineError::Nbd(format!("{label}: {m}"));
         let ioe = |what: &str| crate::error::io_err(format!("{label}: {what}"));
@@ -37,7 +49,24 @@ impl NbdDevice {
             .map_err(ioe("resolve"))?
             .next()
             .ok_or_else(|| nbd("address resolves to nothing".into()))?;
-        let mut s = TcpStream::connect(sa).map_err(ioe("connect"))?;
+        let mut s = match source {
+            None => TcpStream::connect(sa).map_err(ioe("connect"))?,
+            Some(ip) => {
+                use rustix::net::{AddressFamily, SocketType};
+                let family = if sa.is_ipv4() {
+                    AddressFamily::INET
+                } else {
+                    AddressFamily::INET6
+                };
+                let to_io = |e: rustix::io::Errno| io::Error::from(e);
+                let fd = rustix::net::socket(family, SocketType::STREAM, None)
+                    .map_err(|e| ioe("socket")(to_io(e)))?;
+                rustix::net::bind(&fd, &std::net::SocketAddr::new(ip, 0))
+                    .map_err(|e| ioe(&format!("bind source address {ip}"))(to_io(e)))?;
+                rustix::net::connect(&fd, &sa).map_err(|e| ioe("connect")(to_io(e)))?;
+                TcpStream::from(fd)
+            }
+        };
         let _ = s.set_nodelay(true);
         let greet: [u8; 18] = rd(&mut s).map_err(ioe("read greeting"))?;
         if greet[..8] != NBDMAGIC.to_be_bytes() || greet[8..16] != IHAVEOPT.to_be_bytes() {

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use csi_types::client::Client;
-use csi_types::*;
+use csi_types::{controller::*, ids::*, node::*, prelude::*, redact::*, types::*};
 
 /// A `composer serve` process with its node side, and a client.
 pub struct Server {

@@ -1,0 +1,219 @@
+//! The JBOD agent's allow-lists follow ControllerPublish, Unpublish and
+//! Delete: a real NBD server (raid-engine's) exporting sparse drive files,
+//! real NBD clients connecting from each server's own loopback address.
+
+use std::sync::Arc;
+
+use composer::ComposerDriver;
+use composer::agent::{CONTEXT_AGENT, JbodAgent, connect_member, server_address};
+use composer_core::{Inventory, MemStore, Store};
+use csi_types::{controller::*, ids::*, prelude::*, redact::*, types::*};
+use raid_engine::BlockDevice;
+
+/// The demo's inventory with a second server, in the other rack.
+fn inventory() -> Inventory {
+    let text = format!(
+        "{}\n[[server]]\nid = \"r2-n1\"\nrack = \"r2\"\n",
+        composer::demo::DEMO_INVENTORY
+    );
+    Inventory::from_toml(&text).unwrap()
+}
+
+fn publish_req(id: &VolumeId, node: &str) -> ControllerPublishVolumeRequest {
+    ControllerPublishVolumeRequest {
+        volume_id: id.clone(),
+        node_id: NodeId::new(node).unwrap(),
+        volume_capability: VolumeCapability::block(AccessMode::SingleNodeWriter),
+        readonly: false,
+        secrets: Secrets::default(),
+        volume_context: Default::default(),
+    }
+}
+
+fn unpublish_req(id: &VolumeId, node: &str) -> ControllerUnpublishVolumeRequest {
+    ControllerUnpublishVolumeRequest {
+        volume_id: id.clone(),
+        node_id: Some(NodeId::new(node).unwrap()),
+        secrets: Secrets::default(),
+    }
+}
+
+fn address(inv: &Inventory, server: &str) -> std::net::IpAddr {
+    server_address(inv.server_index(server).unwrap()).unwrap()
+}
+
+/// An agent over a temporary directory and a driver using it.
+fn setup(store: Arc<dyn Store>) -> (tempfile::TempDir, Arc<JbodAgent>, ComposerDriver) {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = inventory();
+    let agent = Arc::new(
+        JbodAgent::start(
+            Arc::new(inv.clone()),
+            &dir.path().join("drives"),
+            "127.0.0.1:0",
+        )
+        .unwrap(),
+    );
+    let driver = ComposerDriver::open(inv, store, None)
+        .unwrap()
+        .with_agent(agent.clone())
+        .unwrap();
+    (dir, agent, driver)
+}
+
+/// Creates a volume with `params` (100 MiB).
+async fn create(plugin: &Plugin, name: &str, params: &[(&str, &str)]) -> Volume {
+    let req = composer::create_request(name, params, 100 << 20).unwrap();
+    Csi::create_volume(plugin, req).await.unwrap().volume
+}
+
+const NBD_MIRROR: &[(&str, &str)] = &[("redundancy", "true"), ("networkTransportsAllowed", "nbd")];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_servers_a_drive_is_published_to_can_open_it() {
+    let store: Arc<dyn Store> = Arc::new(MemStore::default());
+    let (dir, agent, driver) = setup(store.clone());
+    let inv = driver.composer().inventory().clone();
+    let plugin = driver.plugin().unwrap();
+    let vol = create(&plugin, "mirror", NBD_MIRROR).await;
+    let rec = driver
+        .composer()
+        .get(vol.volume_id.as_str())
+        .unwrap()
+        .record;
+    assert_eq!(rec.transport.name(), "nbd");
+    let drives: Vec<String> = rec.members.iter().map(|m| m.drive.clone()).collect();
+    let (n1, n2) = (address(&inv, "r1-n1"), address(&inv, "r2-n1"));
+    assert_ne!(n1, n2);
+
+    // Before any publish nobody may open a member.
+    let addr = agent.addr().to_string();
+    assert!(connect_member(&addr, &drives[0], n1).is_err());
+
+    let ctx = Csi::controller_publish_volume(&plugin, publish_req(&vol.volume_id, "r1-n1"))
+        .await
+        .unwrap()
+        .publish_context;
+    assert_eq!(
+        ctx.get(CONTEXT_AGENT).map(String::as_str),
+        Some(addr.as_str())
+    );
+    for d in &drives {
+        // The published server reads and writes its members ...
+        let dev = connect_member(&addr, d, n1).unwrap();
+        assert_eq!(dev.size(), 256 << 20);
+        let data = vec![0xa5u8; 4096];
+        dev.write_at(&data, 1 << 20).unwrap();
+        let mut back = vec![0u8; 4096];
+        dev.read_at(&mut back, 1 << 20).unwrap();
+        assert_eq!(back, data);
+        // ... and the other server is refused by the allow-list.
+        let e = connect_member(&addr, d, n2).unwrap_err().to_string();
+        assert!(e.contains("POLICY"), "{e}");
+    }
+
+    // Moved to the other server: the first is refused, the second connects.
+    Csi::controller_unpublish_volume(&plugin, unpublish_req(&vol.volume_id, "r1-n1"))
+        .await
+        .unwrap();
+    assert!(connect_member(&addr, &drives[0], n1).is_err());
+    Csi::controller_publish_volume(&plugin, publish_req(&vol.volume_id, "r2-n1"))
+        .await
+        .unwrap();
+    for d in &drives {
+        connect_member(&addr, d, n2).unwrap();
+        assert!(connect_member(&addr, d, n1).is_err());
+    }
+
+    // A controller restarted on the same records grants the same.
+    let agent2 = Arc::new(
+        JbodAgent::start(
+            Arc::new(inv.clone()),
+            &dir.path().join("drives"),
+            "127.0.0.1:0",
+        )
+        .unwrap(),
+    );
+    let _again = ComposerDriver::open(inv.clone(), store.clone(), None)
+        .unwrap()
+        .with_agent(agent2.clone())
+        .unwrap();
+    for d in &drives {
+        assert_eq!(agent2.allowed(d).into_iter().collect::<Vec<_>>(), vec![n2]);
+    }
+    agent2.shutdown();
+
+    // Unpublished everywhere and deleted: nobody.
+    Csi::controller_unpublish_volume(&plugin, unpublish_req(&vol.volume_id, "r2-n1"))
+        .await
+        .unwrap();
+    assert!(connect_member(&addr, &drives[0], n2).is_err());
+    Csi::delete_volume(
+        &plugin,
+        DeleteVolumeRequest {
+            volume_id: vol.volume_id.clone(),
+            secrets: Secrets::default(),
+        },
+    )
+    .await
+    .unwrap();
+    for d in &drives {
+        assert!(agent.allowed(d).is_empty());
+    }
+    agent.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volumes_over_other_transports_grant_nothing() {
+    let (_dir, agent, driver) = setup(Arc::new(MemStore::default()));
+    let plugin = driver.plugin().unwrap();
+    let vol = create(&plugin, "fast", &[("networkTransportsAllowed", "iscsi")]).await;
+    let ctx = Csi::controller_publish_volume(&plugin, publish_req(&vol.volume_id, "r1-n1"))
+        .await
+        .unwrap()
+        .publish_context;
+    assert!(!ctx.contains_key(CONTEXT_AGENT));
+    let rec = driver
+        .composer()
+        .get(vol.volume_id.as_str())
+        .unwrap()
+        .record;
+    assert!(agent.allowed(&rec.members[0].drive).is_empty());
+    agent.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repair_on_the_admin_socket_grants_the_replacement() {
+    use composer::admin::{AfterRepair, Request, handle_with};
+    let (_dir, agent, driver) = setup(Arc::new(MemStore::default()));
+    let inv = driver.composer().inventory().clone();
+    let plugin = driver.plugin().unwrap();
+    let vol = create(&plugin, "mirror", NBD_MIRROR).await;
+    Csi::controller_publish_volume(&plugin, publish_req(&vol.volume_id, "r1-n1"))
+        .await
+        .unwrap();
+    let c = driver.composer();
+    let before = c.get(vol.volume_id.as_str()).unwrap().record;
+    let failed = before.members[1].drive.clone();
+    c.mark(&failed, composer_core::Health::Failed).unwrap();
+    let d = driver.clone();
+    let hook: AfterRepair = Arc::new(move |c, v| d.after_repair(c, v));
+    let answer = handle_with(
+        c,
+        None,
+        Request::RepairApply {
+            target: failed.clone(),
+        },
+        &|_| {},
+        Some(&hook),
+    );
+    assert!(answer.get("ok").is_some(), "{answer}");
+    let after = c.get(vol.volume_id.as_str()).unwrap().record;
+    let new = after.members[1].drive.clone();
+    assert_ne!(new, failed);
+    let n1 = address(&inv, "r1-n1");
+    assert!(agent.allowed(&new).contains(&n1));
+    assert!(agent.allowed(&failed).is_empty());
+    connect_member(&agent.addr().to_string(), &new, n1).unwrap();
+    agent.shutdown();
+}
