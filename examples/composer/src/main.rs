@@ -22,6 +22,8 @@ struct Cli {
     log_format: csi_types::logging::LogFormat,
 }
 
+// Parsed once per process: the size of `Serve`'s flags does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Serve CSI Identity and Controller, and the admin socket.
