@@ -656,25 +656,33 @@ pub fn inventory_svg(c: &composer_core::Composer, rebuilt: &[String]) -> String 
         }
         height = height.max(y);
     }
-    let mut legend = String::new();
-    let mut ly = height + 20;
-    let _ = write!(
-        legend,
-        r##"<text x="20" y="{ly}" font-size="12">grey: empty · blue: in use (darker = fuller) · red with a cross: failed · green border: rebuild target</text>"##
-    );
+    let mut lines = vec![
+        "grey: empty · blue: in use (darker = fuller) · red with a cross: failed · green border: rebuild target"
+            .to_string(),
+    ];
     for v in c.records() {
-        ly += 16;
         let members: Vec<&str> = v.members.iter().map(|m| m.drive.as_str()).collect();
-        let _ = write!(
-            legend,
-            r#"<text x="20" y="{ly}" font-size="12">{} ({}, {}): {}</text>"#,
+        lines.push(format!(
+            "{} ({}, {}): {}",
             v.name,
             v.id,
             v.layout.kind.name(),
             members.join(", ")
+        ));
+    }
+    let mut legend = String::new();
+    let mut ly = height + 4;
+    for line in &lines {
+        ly += 16;
+        let _ = write!(
+            legend,
+            r#"<text x="20" y="{ly}" font-size="12">{line}</text>"#
         );
     }
-    let width = 40 + file.racks.len() as u32 * col_w;
+    // Wide enough for the racks and for the longest legend line (about 7 px
+    // per character at 12 px sans-serif), so no text is cut at the edge.
+    let longest = lines.iter().map(|l| l.chars().count()).max().unwrap_or(0) as u32;
+    let width = (40 + file.racks.len() as u32 * col_w).max(40 + 7 * longest);
     format!(
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{}" font-family="sans-serif"><text x="20" y="20" font-size="14">composer demo: inventory after the failures and rebuilds</text>{body}{legend}</svg>
 "#,
