@@ -40,41 +40,12 @@ fn mount_cap() -> VolumeCapability {
     VolumeCapability::mount(AccessMode::SingleNodeWriter)
 }
 
-struct Setup {
-    dir: tempfile::TempDir,
-    driver: ComposerDriver,
-    plugin: Plugin,
-}
+mod common;
 
-impl Drop for Setup {
-    fn drop(&mut self) {
-        // Targets and staging mounts first, so that the FUSE files are no
-        // longer held when the volumes close.
-        csi_node::release_under(&self.dir.path().join("target"));
-        csi_node::release_under(&self.dir.path().join("staging"));
-        if let Some(s) = self.driver.node_side() {
-            s.release_all();
-        }
-        csi_node::release_under(self.dir.path());
-    }
-}
+use common::InProcess as Setup;
 
 fn setup() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let inv = Inventory::from_toml(INVENTORY).unwrap();
-    let driver = ComposerDriver::open(inv, Arc::new(MemStore::default()), Some("r1-n1"))
-        .unwrap()
-        .with_node_side(NodeConfig {
-            data_dir: dir.path().join("drives"),
-            run_dir: dir.path().join("run"),
-            backend: Backend::Userspace,
-        });
-    let plugin = driver.plugin().unwrap();
-    Setup {
-        dir,
-        driver,
-        plugin,
-    }
+    Setup::new()
 }
 
 /// Creates, controller-publishes, stages and publishes a volume; returns its

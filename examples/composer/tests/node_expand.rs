@@ -9,35 +9,15 @@
 //! Needs root, `/dev/fuse` and loop devices: without them the test says so
 //! and passes, except under `CI=true`, where it fails.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
-use composer::ComposerDriver;
-use composer::node::{Backend, NodeConfig};
-use composer_core::{Inventory, MemStore};
 use csi_types::{
     capabilities::NodeCapabilities, controller::*, ids::*, node::*, prelude::*, redact::*, types::*,
 };
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 mod common;
 
-struct Setup {
-    dir: tempfile::TempDir,
-    driver: ComposerDriver,
-    plugin: Plugin,
-}
-
-impl Drop for Setup {
-    fn drop(&mut self) {
-        csi_node::release_under(&self.dir.path().join("target"));
-        csi_node::release_under(&self.dir.path().join("staging"));
-        if let Some(s) = self.driver.node_side() {
-            s.release_all();
-        }
-        csi_node::release_under(self.dir.path());
-    }
-}
+use common::InProcess as Setup;
 
 fn cap(fs: &str) -> VolumeCapability {
     VolumeCapability::mount(AccessMode::SingleNodeWriter).with_fs_type(fs)
@@ -139,28 +119,14 @@ async fn slices_grow_through_controller_and_node_expansion_keeping_data() {
     if !common::can_mount() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let inv = Inventory::from_toml(composer::demo::DEMO_INVENTORY).unwrap();
-    let driver = ComposerDriver::open(inv, Arc::new(MemStore::default()), Some("r1-n1"))
-        .unwrap()
-        .with_node_side(NodeConfig {
-            data_dir: dir.path().join("drives"),
-            run_dir: dir.path().join("run"),
-            backend: Backend::Userspace,
-        });
-    let plugin = driver.plugin().unwrap();
-    let caps = Csi::node_get_capabilities(&plugin, NodeGetCapabilitiesRequest {})
+    let s = Setup::new();
+    let caps = Csi::node_get_capabilities(&s.plugin, NodeGetCapabilitiesRequest {})
         .await
         .unwrap();
     assert!(
         caps.capabilities.contains(NodeCapabilities::EXPAND_VOLUME),
         "{caps:?}"
     );
-    let s = Setup {
-        dir,
-        driver,
-        plugin,
-    };
     // XFS needs at least 300 MiB.
     for (fs, before, after) in [
         ("xfs", 320u64 << 20, 512u64 << 20),

@@ -242,3 +242,48 @@ pub fn can_mount() -> bool {
     eprintln!("SKIPPED: the node side needs root, FUSE and loop devices: {why}");
     false
 }
+
+/// A composer with its node side in this process, over the demo's inventory
+/// and a temporary directory; dropping it releases every mount and loop device
+/// under that directory.
+pub struct InProcess {
+    pub dir: tempfile::TempDir,
+    pub driver: composer::ComposerDriver,
+    pub plugin: Plugin,
+}
+
+impl InProcess {
+    /// The node side serves server `r1-n1` with the user-space backend.
+    pub fn new() -> InProcess {
+        use composer::node::{Backend, NodeConfig};
+        let dir = tempfile::tempdir().unwrap();
+        let inv = composer_core::Inventory::from_toml(composer::demo::DEMO_INVENTORY).unwrap();
+        let store = std::sync::Arc::new(composer_core::MemStore::default());
+        let driver = composer::ComposerDriver::open(inv, store, Some("r1-n1"))
+            .unwrap()
+            .with_node_side(NodeConfig {
+                data_dir: dir.path().join("drives"),
+                run_dir: dir.path().join("run"),
+                backend: Backend::Userspace,
+            });
+        let plugin = driver.plugin().unwrap();
+        InProcess {
+            dir,
+            driver,
+            plugin,
+        }
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        // Targets and staging mounts first, so that the FUSE files are no
+        // longer held when the volumes close.
+        csi_node::release_under(&self.dir.path().join("target"));
+        csi_node::release_under(&self.dir.path().join("staging"));
+        if let Some(s) = self.driver.node_side() {
+            s.release_all();
+        }
+        csi_node::release_under(self.dir.path());
+    }
+}
