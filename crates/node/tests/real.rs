@@ -1,7 +1,9 @@
 //! The operations for real: loop devices, mkfs, mounts, bind mounts, resize, as root.
 //!
-//! Without root, loop devices or the tools, each test says why and returns; with `CI=true` it
-//! fails instead, so that CI never passes without having run them.
+//! A missing tool is installed from its Debian package when the tests run as root on a host with
+//! `apt-get`, so that `cargo test` on a fresh machine runs them. Without root, loop devices or the
+//! tools, each test says why and returns; with `CI=true` it fails instead, so that CI never passes
+//! without having run them.
 
 use std::fs;
 use std::io::Write;
@@ -18,12 +20,7 @@ fn unavailable(tools: &[&str]) -> Option<String> {
     } else {
         tools
             .iter()
-            .find(|t| {
-                !std::process::Command::new("sh")
-                    .args(["-c", &format!("command -v {t} >/dev/null")])
-                    .status()
-                    .is_ok_and(|s| s.success())
-            })
+            .find(|t| !installed(t) && !(install(t) && installed(t)))
             .map(|t| format!("`{t}` is not installed"))
     };
     if let Some(why) = &why {
@@ -34,6 +31,35 @@ fn unavailable(tools: &[&str]) -> Option<String> {
         eprintln!("skipped: {why}");
     }
     why
+}
+
+fn installed(tool: &str) -> bool {
+    std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {tool} >/dev/null")])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Installs the Debian package that provides `tool` (as root, with `apt-get`); whether it worked.
+fn install(tool: &str) -> bool {
+    let package = match tool {
+        "mkfs.xfs" | "xfs_growfs" => "xfsprogs",
+        "mkfs.ext4" | "e2fsck" | "resize2fs" | "debugfs" => "e2fsprogs",
+        "mkfs.btrfs" => "btrfs-progs",
+        "losetup" => "mount",
+        _ => "util-linux",
+    };
+    let apt = |args: &[&str]| {
+        std::process::Command::new("apt-get")
+            .args(["-o", "DPkg::Lock::Timeout=300"])
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    eprintln!("installing Debian package {package} for `{tool}`");
+    apt(&["install", "-y", "-qq", package])
+        || (apt(&["update", "-qq"]) && apt(&["install", "-y", "-qq", package]))
 }
 
 /// A temporary directory whose mounts and loop devices are released when it is dropped.
