@@ -355,7 +355,10 @@ fn a_snapshot_keeps_ids_of_freed_slices_and_released_reservations_from_reuse() {
     let d = j2.allocate(GIB, &Constraints::any()).unwrap();
     let e = j2.reserve(GIB, &Constraints::any(), 0, 100).unwrap();
     for id in [d.id, e.slice.id] {
-        assert!(!seen.contains(&id), "{id} reused after a restart from a snapshot");
+        assert!(
+            !seen.contains(&id),
+            "{id} reused after a restart from a snapshot"
+        );
     }
     // The same through the plain allocator's snapshot round trip.
     let mut a2 = Allocator::from_snapshot(&snap, AllocatorConfig::default()).unwrap();
