@@ -231,6 +231,51 @@ pub struct Geometry {
 }
 
 impl Geometry {
+    /// [`Geometry::new`] with typed sizes: the chunk as a [`ChunkSize`]
+    /// (`None` for RAID1, which has no chunk; the other levels need one) and
+    /// each member's data area as [`Sectors`], so that KiB, bytes and sectors
+    /// cannot be mixed up at the call.
+    ///
+    /// ```
+    /// use raid::{ChunkSize, Geometry, Layout, Level, Sectors};
+    ///
+    /// let layout = Layout::parse(Level::Raid5, "left-symmetric")?;
+    /// let chunk = ChunkSize::from_byte_size("64 KiB".parse()?)?;
+    /// let member = Sectors::from_byte_size("1 GiB".parse()?)?;
+    /// let g = Geometry::from_sizes(layout, Some(chunk), &[member; 4])?;
+    /// let same = Geometry::new(layout, 128, &[2 * 1024 * 1024; 4])?;
+    /// assert_eq!((g.chunk_sectors(), g.used_sectors()), (same.chunk_sectors(), same.used_sectors()));
+    /// assert_eq!(g.array_size().to_string(), "3 GiB");
+    /// // RAID5 without a chunk size names the field.
+    /// let e = Geometry::from_sizes(layout, None, &[member; 4]).unwrap_err();
+    /// assert!(e.to_string().starts_with("invalid geometry: chunk: "), "{e}");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn from_sizes(
+        layout: Layout,
+        chunk: Option<ChunkSize>,
+        member_sizes: &[Sectors],
+    ) -> Result<Self> {
+        let chunk_sectors = match (layout, chunk) {
+            (Layout::Raid1, None) => 0,
+            (Layout::Raid1, Some(c)) => {
+                return Err(geom_err(
+                    "chunk",
+                    format!("raid1 has no chunk size, got {c}; pass None"),
+                ));
+            }
+            (_, Some(c)) => c.sectors().get(),
+            (_, None) => {
+                return Err(geom_err(
+                    "chunk",
+                    format!("{layout} needs a chunk size, got None"),
+                ));
+            }
+        };
+        let members: Vec<u64> = member_sizes.iter().map(|s| s.get()).collect();
+        Geometry::new(layout, chunk_sectors, &members)
+    }
+
     /// Build a geometry from md's parameters: the layout, the chunk size in
     /// sectors and the size of each member's data area in sectors (the
     /// component size; see [`crate::mdadm`] to derive it from drive sizes).

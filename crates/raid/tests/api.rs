@@ -582,3 +582,34 @@ fn write_plan_bad_input_is_an_error_that_changes_nothing() {
     }
     assert!(bufs.iter().all(|b| b.iter().all(|&x| x == 9)));
 }
+
+/// The typed constructor builds what `Geometry::new` builds from the same
+/// sizes, and refuses a missing or superfluous chunk naming the field.
+#[test]
+fn typed_sizes_build_the_same_geometry() {
+    let chunk = raid::ChunkSize::from_kib(64).unwrap();
+    let sizes = [raid::Sectors::from_kib(1 << 20).unwrap(); 4];
+    for (level, name) in [
+        (Level::Raid0, ""),
+        (Level::Raid5, "left-symmetric"),
+        (Level::Raid6, "right-asymmetric"),
+        (Level::Raid10, "f2"),
+    ] {
+        let layout = Layout::parse(level, name).unwrap();
+        let g = Geometry::from_sizes(layout, Some(chunk), &sizes).unwrap();
+        let want = Geometry::new(layout, 128, &[2 << 20; 4]).unwrap();
+        assert_eq!(g.chunk_size(), Some(chunk), "{layout}");
+        assert_eq!(g.used_sectors(), want.used_sectors(), "{layout}");
+        assert_eq!(g.array_sectors(), want.array_sectors(), "{layout}");
+        let e = Geometry::from_sizes(layout, None, &sizes).unwrap_err();
+        assert!(
+            matches!(&e, RaidError::InvalidGeometry { field, .. } if field == "chunk"),
+            "{e}"
+        );
+    }
+    let g = Geometry::from_sizes(Layout::Raid1, None, &sizes[..2]).unwrap();
+    assert_eq!(g.array_sectors(), 2 << 20);
+    assert_eq!(g.chunk_size(), None);
+    let e = Geometry::from_sizes(Layout::Raid1, Some(chunk), &sizes[..2]).unwrap_err();
+    assert!(e.to_string().contains("raid1 has no chunk size"), "{e}");
+}
