@@ -95,6 +95,19 @@ impl Faulty {
         Ok(())
     }
 
+    /// `NOT_FOUND` for a node id the memdriver does not know.
+    fn unknown_node_first(&self, node_id: &str) -> Result<(), CsiError> {
+        let known = MemDriverConfig::default();
+        if self.other()
+            && !node_id.is_empty()
+            && node_id != known.node_id
+            && !known.other_nodes.iter().any(|n| n == node_id)
+        {
+            return Err(CsiError::not_found(format!("node {node_id} does not exist")));
+        }
+        Ok(())
+    }
+
     /// `INVALID_ARGUMENT` for a path that is not absolute, before the lookup.
     fn path_first(&self, field: &str, path: &str) -> Result<(), CsiError> {
         if self.other() && !path.starts_with('/') {
@@ -160,6 +173,7 @@ raw_impl! {
 
     async fn raw_controller_unpublish_volume(&self, req: proto::ControllerUnpublishVolumeRequest) -> Result<proto::ControllerUnpublishVolumeResponse, CsiError> {
         self.unknown_volume_first(&req.volume_id).await?;
+        self.unknown_node_first(&req.node_id)?;
         RawCsi::raw_controller_unpublish_volume(&self.0, req).await
     }
 
@@ -238,7 +252,18 @@ raw_impl! {
     }
 
     async fn raw_get_metadata_delta(&self, req: proto::GetMetadataDeltaRequest) -> Result<RawStream<proto::GetMetadataDeltaResponse>, CsiError> {
-        RawCsi::raw_get_metadata_delta(&self.0, req).await
+        let r = RawCsi::raw_get_metadata_delta(&self.0, req).await;
+        match r {
+            // Storage without changed block tracking: every delta of
+            // snapshots that exist answers FAILED_PRECONDITION.
+            Err(e) if self.other() && e.code() != Code::NotFound => Err(CsiError::failed_precondition(format!(
+                "changed block tracking is not enabled (instead of: {e})"
+            ))),
+            Ok(_) if self.other() => Err(CsiError::failed_precondition(
+                "changed block tracking is not enabled",
+            )),
+            r => r,
+        }
     }
     }
 
