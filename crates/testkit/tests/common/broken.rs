@@ -95,7 +95,8 @@ impl Faulty {
         Ok(())
     }
 
-    /// `NOT_FOUND` for a node id the memdriver does not know.
+    /// `NOT_FOUND` for a node id the memdriver does not know, checked before
+    /// anything else (so a request that also misses its volume id gets it).
     fn unknown_node_first(&self, node_id: &str) -> Result<(), CsiError> {
         let known = MemDriverConfig::default();
         if self.other()
@@ -103,7 +104,9 @@ impl Faulty {
             && node_id != known.node_id
             && !known.other_nodes.iter().any(|n| n == node_id)
         {
-            return Err(CsiError::not_found(format!("node {node_id} does not exist")));
+            return Err(CsiError::not_found(format!(
+                "node {node_id} does not exist"
+            )));
         }
         Ok(())
     }
@@ -175,6 +178,11 @@ raw_impl! {
         self.unknown_volume_first(&req.volume_id).await?;
         self.unknown_node_first(&req.node_id)?;
         RawCsi::raw_controller_unpublish_volume(&self.0, req).await
+    }
+
+    async fn raw_controller_publish_volume(&self, req: proto::ControllerPublishVolumeRequest) -> Result<proto::ControllerPublishVolumeResponse, CsiError> {
+        self.unknown_node_first(&req.node_id)?;
+        RawCsi::raw_controller_publish_volume(&self.0, req).await
     }
 
     async fn raw_node_stage_volume(&self, req: proto::NodeStageVolumeRequest) -> Result<proto::NodeStageVolumeResponse, CsiError> {
@@ -270,7 +278,6 @@ raw_impl! {
         raw_get_plugin_info(GetPluginInfoRequest) -> GetPluginInfoResponse;
         raw_get_plugin_capabilities(GetPluginCapabilitiesRequest) -> GetPluginCapabilitiesResponse;
         raw_create_volume(CreateVolumeRequest) -> CreateVolumeResponse;
-        raw_controller_publish_volume(ControllerPublishVolumeRequest) -> ControllerPublishVolumeResponse;
         raw_validate_volume_capabilities(ValidateVolumeCapabilitiesRequest) -> ValidateVolumeCapabilitiesResponse;
         raw_get_capacity(GetCapacityRequest) -> GetCapacityResponse;
         raw_controller_get_capabilities(ControllerGetCapabilitiesRequest) -> ControllerGetCapabilitiesResponse;
