@@ -21,6 +21,14 @@
 //! | `GetVolumeGroupSnapshot` | `snapshot_ids` (the group's members, "as the CO knows them") | `NOT_FOUND` |
 //! | `DeleteVolumeGroupSnapshot` | `snapshot_ids` | `OK` |
 //!
+//! What [`ObjectBound::get`] checks once the object exists: a node path is
+//! REQUIRED (for `volume_path`) and absolute. `NodeGetVolumeStats` says so
+//! ("MUST be an absolute path"); `NodeExpandVolume` does not say it of
+//! `volume_path`, but the only paths on which a volume is available are the
+//! `target_path`s and `staging_target_path`s it was published or staged at,
+//! and those MUST be absolute, so a relative one names no such place. Only
+//! for an existing volume is that worth an answer, hence object-bound.
+//!
 //! Every other field is validated before the driver runs, as before, and a
 //! bad one answers `INVALID_ARGUMENT` whether or not the object exists:
 //!

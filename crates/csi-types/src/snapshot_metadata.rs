@@ -93,6 +93,32 @@ fn check_ranges(r: &BlockMetadataResponse) -> Result<(), CsiError> {
     Ok(())
 }
 
+/// A request's `starting_offset`. A negative one is `OUT_OF_RANGE`, not
+/// `INVALID_ARGUMENT`: the spec's error tables of both RPCs name it
+/// ("Invalid `starting_offset` | 11 OUT_OF_RANGE | The starting offset is
+/// negative or exceeds the volume size"), and a named condition's code is a
+/// MUST. It is checked before the driver runs: no snapshot makes a negative
+/// offset valid (past the end is the driver's check, after the lookup).
+///
+/// ```
+/// use csi_types::{Code, proto, snapshot_metadata::GetMetadataAllocatedRequest};
+/// let e = GetMetadataAllocatedRequest::try_from(proto::GetMetadataAllocatedRequest {
+///     snapshot_id: "snap-1".into(),
+///     starting_offset: -1,
+///     ..Default::default()
+/// })
+/// .unwrap_err();
+/// assert_eq!(e.code(), Code::OutOfRange);
+/// assert!(e.to_string().contains("`starting_offset` must not be negative, got -1"), "{e}");
+/// ```
+fn starting_offset(value: i64) -> Result<u64, CsiError> {
+    u64::try_from(value).map_err(|_| {
+        CsiError::out_of_range(format!(
+            "`starting_offset` must not be negative, got {value}"
+        ))
+    })
+}
+
 /// `GetMetadataAllocated` request: the allocated ranges of one snapshot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GetMetadataAllocatedRequest {
@@ -111,7 +137,7 @@ impl TryFrom<proto::GetMetadataAllocatedRequest> for GetMetadataAllocatedRequest
     fn try_from(p: proto::GetMetadataAllocatedRequest) -> Result<Self, CsiError> {
         Ok(GetMetadataAllocatedRequest {
             snapshot_id: SnapshotId::parse("snapshot_id", p.snapshot_id)?,
-            starting_offset: validate::non_negative("starting_offset", p.starting_offset)?,
+            starting_offset: starting_offset(p.starting_offset)?,
             max_results: validate::optional_count("max_results", p.max_results)?,
             secrets: Secrets::parse("secrets", p.secrets)?,
         })
@@ -150,7 +176,7 @@ impl TryFrom<proto::GetMetadataDeltaRequest> for GetMetadataDeltaRequest {
         Ok(GetMetadataDeltaRequest {
             base_snapshot_id: SnapshotId::parse("base_snapshot_id", p.base_snapshot_id)?,
             target_snapshot_id: SnapshotId::parse("target_snapshot_id", p.target_snapshot_id)?,
-            starting_offset: validate::non_negative("starting_offset", p.starting_offset)?,
+            starting_offset: starting_offset(p.starting_offset)?,
             max_results: validate::optional_count("max_results", p.max_results)?,
             secrets: Secrets::parse("secrets", p.secrets)?,
         })

@@ -2232,12 +2232,8 @@ fn group_controller_and_snapshot_metadata_errors_name_the_field() {
         |r| {
             type P = proto::GetMetadataAllocatedRequest;
             let mut b = field!(P, "snapshot_id", |p| &mut p.snapshot_id, id_breaks());
-            b.extend(field!(
-                P,
-                "starting_offset",
-                |p| &mut p.starting_offset,
-                non_negative_breaks()
-            ));
+            // A negative `starting_offset` is OUT_OF_RANGE (the spec's
+            // error table): `negative_starting_offset_is_out_of_range`.
             b.extend(field!(
                 P,
                 "max_results",
@@ -2266,12 +2262,8 @@ fn group_controller_and_snapshot_metadata_errors_name_the_field() {
                 |p| &mut p.target_snapshot_id,
                 id_breaks()
             ));
-            b.extend(field!(
-                P,
-                "starting_offset",
-                |p| &mut p.starting_offset,
-                non_negative_breaks()
-            ));
+            // A negative `starting_offset` is OUT_OF_RANGE (the spec's
+            // error table): `negative_starting_offset_is_out_of_range`.
             b.extend(field!(
                 P,
                 "max_results",
@@ -3419,5 +3411,39 @@ fn a_validate_volume_capabilities_message_is_at_most_128_bytes() {
     match ValidateVolumeCapabilitiesResponse::try_from(wire) {
         Err(CsiError::InvalidArgument { field, .. }) => assert_eq!(field, "message"),
         other => panic!("expected InvalidArgument on message, got {other:?}"),
+    }
+}
+
+/// A negative `starting_offset` answers `OUT_OF_RANGE`, as both RPCs' error
+/// tables say, naming the field; zero and positive offsets pass.
+#[test]
+fn negative_starting_offset_is_out_of_range() {
+    use csi_types::snapshot_metadata::{GetMetadataAllocatedRequest, GetMetadataDeltaRequest};
+    for offset in [-1, i64::MIN] {
+        let a = GetMetadataAllocatedRequest::try_from(proto::GetMetadataAllocatedRequest {
+            snapshot_id: "snap-1".into(),
+            starting_offset: offset,
+            ..Default::default()
+        })
+        .unwrap_err();
+        let d = GetMetadataDeltaRequest::try_from(proto::GetMetadataDeltaRequest {
+            base_snapshot_id: "snap-1".into(),
+            target_snapshot_id: "snap-2".into(),
+            starting_offset: offset,
+            ..Default::default()
+        })
+        .unwrap_err();
+        for e in [a, d] {
+            assert_eq!(e.code(), csi_types::Code::OutOfRange, "{e}");
+            assert!(e.to_string().contains("`starting_offset`"), "{e}");
+        }
+    }
+    for offset in [0, 1, i64::MAX] {
+        GetMetadataAllocatedRequest::try_from(proto::GetMetadataAllocatedRequest {
+            snapshot_id: "snap-1".into(),
+            starting_offset: offset,
+            ..Default::default()
+        })
+        .unwrap();
     }
 }

@@ -690,13 +690,15 @@ pub(super) fn cases() -> Vec<Case> {
             }
         ),
         // ---- ControllerPublishVolume / ControllerUnpublishVolume
+        // The node's own id, so that only the missing volume id's rule
+        // applies (an unknown node would be NOT_FOUND as rightly).
         missing!(
             "controller/publish/missing_volume_id",
             "volume_id",
             |c| { need_publish(&c)? },
             "ControllerPublishVolume",
             raw_controller_publish_volume,
-            publish_req("", "node", false)
+            publish_req("", &c.node_id()?, false)
         ),
         case!(
             "controller/publish/missing_node_id",
@@ -871,10 +873,10 @@ pub(super) fn cases() -> Vec<Case> {
             |c| { need_publish(&c)? },
             "ControllerUnpublishVolume",
             raw_controller_unpublish_volume,
-            proto::ControllerUnpublishVolumeRequest {
-                node_id: "node".into(),
-                ..Default::default()
-            }
+            // No node id (unpublish from every node): an unknown node would
+            // be OK or NOT_FOUND as rightly, so only the missing volume id's
+            // rule applies.
+            proto::ControllerUnpublishVolumeRequest::default()
         ),
         case!(
             "controller/unpublish/unknown_volume",

@@ -95,6 +95,22 @@ impl Faulty {
         Ok(())
     }
 
+    /// `NOT_FOUND` for a node id the memdriver does not know, checked before
+    /// anything else (so a request that also misses its volume id gets it).
+    fn unknown_node_first(&self, node_id: &str) -> Result<(), CsiError> {
+        let known = MemDriverConfig::default();
+        if self.other()
+            && !node_id.is_empty()
+            && node_id != known.node_id
+            && !known.other_nodes.iter().any(|n| n == node_id)
+        {
+            return Err(CsiError::not_found(format!(
+                "node {node_id} does not exist"
+            )));
+        }
+        Ok(())
+    }
+
     /// `INVALID_ARGUMENT` for a path that is not absolute, before the lookup.
     fn path_first(&self, field: &str, path: &str) -> Result<(), CsiError> {
         if self.other() && !path.starts_with('/') {
@@ -160,7 +176,13 @@ raw_impl! {
 
     async fn raw_controller_unpublish_volume(&self, req: proto::ControllerUnpublishVolumeRequest) -> Result<proto::ControllerUnpublishVolumeResponse, CsiError> {
         self.unknown_volume_first(&req.volume_id).await?;
+        self.unknown_node_first(&req.node_id)?;
         RawCsi::raw_controller_unpublish_volume(&self.0, req).await
+    }
+
+    async fn raw_controller_publish_volume(&self, req: proto::ControllerPublishVolumeRequest) -> Result<proto::ControllerPublishVolumeResponse, CsiError> {
+        self.unknown_node_first(&req.node_id)?;
+        RawCsi::raw_controller_publish_volume(&self.0, req).await
     }
 
     async fn raw_node_stage_volume(&self, req: proto::NodeStageVolumeRequest) -> Result<proto::NodeStageVolumeResponse, CsiError> {
@@ -238,14 +260,24 @@ raw_impl! {
     }
 
     async fn raw_get_metadata_delta(&self, req: proto::GetMetadataDeltaRequest) -> Result<RawStream<proto::GetMetadataDeltaResponse>, CsiError> {
-        RawCsi::raw_get_metadata_delta(&self.0, req).await
+        let r = RawCsi::raw_get_metadata_delta(&self.0, req).await;
+        match r {
+            // Storage without changed block tracking: every delta of
+            // snapshots that exist answers FAILED_PRECONDITION.
+            Err(e) if self.other() && e.code() != Code::NotFound => Err(CsiError::failed_precondition(format!(
+                "changed block tracking is not enabled (instead of: {e})"
+            ))),
+            Ok(_) if self.other() => Err(CsiError::failed_precondition(
+                "changed block tracking is not enabled",
+            )),
+            r => r,
+        }
     }
     }
 
         raw_get_plugin_info(GetPluginInfoRequest) -> GetPluginInfoResponse;
         raw_get_plugin_capabilities(GetPluginCapabilitiesRequest) -> GetPluginCapabilitiesResponse;
         raw_create_volume(CreateVolumeRequest) -> CreateVolumeResponse;
-        raw_controller_publish_volume(ControllerPublishVolumeRequest) -> ControllerPublishVolumeResponse;
         raw_validate_volume_capabilities(ValidateVolumeCapabilitiesRequest) -> ValidateVolumeCapabilitiesResponse;
         raw_get_capacity(GetCapacityRequest) -> GetCapacityResponse;
         raw_controller_get_capabilities(ControllerGetCapabilitiesRequest) -> ControllerGetCapabilitiesResponse;
