@@ -67,6 +67,27 @@ impl Server {
         panic!("the composer did not come up on {endpoint}");
     }
 
+    /// Sends SIGTERM and waits for the process to end, at most `bound`
+    /// (a generous bound on a hang, not a speed check); panics if it does
+    /// not end.
+    pub fn terminate(mut self, bound: Duration) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let st = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(st.success(), "kill -TERM {pid}");
+        let until = std::time::Instant::now() + bound;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if std::time::Instant::now() > until {
+                self.child.kill().expect("SIGKILL");
+                self.child.wait().expect("reaped");
+                panic!("the composer did not end within {bound:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Kills the process with SIGKILL and reaps it.
     pub fn kill(mut self) {
         // SIGKILL by PID: the process gets no chance to clean up.
