@@ -1132,15 +1132,7 @@ fn teardown_recorded(r: &StagedRecord) -> Result<(), CsiError> {
 /// Why a `encryptionFormat=luks` volume cannot stage here: never a
 /// plaintext volume, never the engine's encryption instead of LUKS.
 fn luks_unavailable(id: &str) -> CsiError {
-    let mut missing = Vec::new();
-    if !Path::new("/dev/mapper/control").exists() {
-        missing.push("device-mapper (no /dev/mapper/control)");
-    }
-    let cryptsetup = std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("cryptsetup").is_file()));
-    if !cryptsetup {
-        missing.push("cryptsetup (not on PATH)");
-    }
+    let missing = crate::luks::dm_crypt_missing();
     if missing.is_empty() {
         CsiError::failed_precondition(format!(
             "volume {id}: encryptionFormat=luks (dm-crypt) is not available in this composer \
