@@ -157,12 +157,13 @@ enum AdminCommand {
 mod shutdown {
     use std::time::Duration;
 
+    // Within Kubernetes' default grace period of 30 s before SIGKILL.
     /// How long calls in flight may take to finish.
-    pub const DRAIN: Duration = Duration::from_secs(10);
+    pub const DRAIN: Duration = Duration::from_secs(5);
     /// How long the node side may take to flush its volumes.
-    pub const FLUSH: Duration = Duration::from_secs(20);
+    pub const FLUSH: Duration = Duration::from_secs(15);
     /// After the signal, the process ends within this whatever still runs.
-    pub const HARD: Duration = Duration::from_secs(45);
+    pub const HARD: Duration = Duration::from_secs(25);
 
     /// Ends the process `HARD` after now, if it has not ended by then.
     pub fn start_watchdog() {
