@@ -222,11 +222,14 @@ mod tests {
     use super::*;
     use std::sync::Mutex;
 
+    /// One recorded call: the arguments and what went to stdin.
+    type Call = (Vec<String>, Option<Vec<u8>>);
+
     /// Records every call; answers with `code` (and 1 for `isLuks` unless
     /// `luks`).
     #[derive(Default)]
     struct Recorder {
-        calls: Mutex<Vec<(Vec<String>, Option<Vec<u8>>)>>,
+        calls: Mutex<Vec<Call>>,
         luks: bool,
         code: i32,
     }
