@@ -10,7 +10,6 @@
 //! Needs root, `/dev/fuse` and loop devices: without them the test says so
 //! and passes, except under `CI=true`, where it fails.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 mod common;
@@ -66,13 +65,7 @@ async fn sigterm_flushes_and_keeps_published_volumes_staged() {
     for (v, _) in &vols {
         teardown(&b.client, v).await;
     }
-    let mounts = csi_node::mounts_under(&dir).unwrap();
-    assert!(mounts.is_empty(), "left mounted: {mounts:?}");
-    let loops: Vec<PathBuf> = csi_node::LoopDevice::backed_under(&dir)
-        .iter()
-        .map(|l| l.path().to_path_buf())
-        .collect();
-    assert!(loops.is_empty(), "left attached: {loops:?}");
+    common::assert_nothing_left(&dir);
     let status = b.terminate(Duration::from_secs(120));
     assert!(status.success(), "composer ended with {status}");
 }

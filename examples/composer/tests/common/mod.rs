@@ -186,6 +186,17 @@ pub fn check(target: &Path, files: &BTreeMap<String, Vec<u8>>) {
     }
 }
 
+/// Asserts that no mount and no loop device is left under `dir`.
+pub fn assert_nothing_left(dir: &Path) {
+    let mounts = csi_node::mounts_under(dir).unwrap();
+    assert!(mounts.is_empty(), "left mounted: {mounts:?}");
+    let loops: Vec<PathBuf> = csi_node::LoopDevice::backed_under(dir)
+        .iter()
+        .map(|l| l.path().to_path_buf())
+        .collect();
+    assert!(loops.is_empty(), "left attached: {loops:?}");
+}
+
 /// Releases every mount and loop device under its directory when dropped.
 pub struct Cleanup(pub PathBuf);
 
