@@ -96,6 +96,15 @@ impl Server {
     }
 }
 
+impl Drop for Server {
+    /// A test that panics leaves no composer behind (SIGKILL by PID; a
+    /// process already reaped is not signalled again).
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 pub fn cap() -> VolumeCapability {
     VolumeCapability::mount(AccessMode::SingleNodeWriter)
 }
