@@ -25,6 +25,7 @@ pub mod agent;
 pub mod background;
 pub mod demo;
 mod expand;
+pub mod luks;
 pub mod node;
 mod persist;
 

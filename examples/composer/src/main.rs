@@ -3,7 +3,6 @@
 //! an inventory file.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
@@ -154,6 +153,33 @@ enum AdminCommand {
     },
 }
 
+/// The bounds of `composer serve`'s shutdown.
+mod shutdown {
+    use std::time::Duration;
+
+    // Within Kubernetes' default grace period of 30 s before SIGKILL.
+    /// How long calls in flight may take to finish.
+    pub const DRAIN: Duration = Duration::from_secs(5);
+    /// How long the node side may take to flush its volumes.
+    pub const FLUSH: Duration = Duration::from_secs(15);
+    /// After the signal, the process ends within this whatever still runs.
+    pub const HARD: Duration = Duration::from_secs(25);
+
+    /// Ends the process `HARD` after now, if it has not ended by then.
+    pub fn start_watchdog() {
+        let _ = std::thread::Builder::new()
+            .name("shutdown-watchdog".into())
+            .spawn(|| {
+                std::thread::sleep(HARD);
+                eprintln!(
+                    "composer: shutdown took longer than {} s; exiting",
+                    HARD.as_secs()
+                );
+                std::process::exit(3);
+            });
+    }
+}
+
 fn load_inventory(file: Option<&PathBuf>) -> Result<Inventory, String> {
     match file {
         None => Ok(Inventory::default_inventory()),
@@ -286,7 +312,8 @@ async fn run(cli: Cli) -> Result<(), String> {
             let mut rx2 = rx;
             let mut options = csi_types::server::ServeOptions::default();
             options.metrics_address = metrics_address;
-            let r = composer::serve_with_options(
+            let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
+            let serve = composer::serve_with_options(
                 &driver,
                 &endpoint,
                 async move {
@@ -294,18 +321,34 @@ async fn run(cli: Cli) -> Result<(), String> {
                         _ = csi_types::server::shutdown_signal() => {}
                         _ = rx2.changed() => {}
                     }
+                    shutdown::start_watchdog();
+                    let _ = stopping_tx.send(true);
                 },
                 options,
-            )
-            .await;
+            );
+            // Calls in flight get `DRAIN` to finish; then the node flushes
+            // and the process ends without them.
+            let r = tokio::select! {
+                r = serve => r,
+                _ = async {
+                    let _ = stopping.wait_for(|s| *s).await;
+                    tokio::time::sleep(shutdown::DRAIN).await;
+                } => {
+                    tracing::error!(drain_s = shutdown::DRAIN.as_secs(), "calls still in flight at shutdown; leaving them");
+                    Ok(())
+                }
+            };
             if let Some(side) = driver.node_side() {
-                side.release_all();
+                let report = side.shutdown(shutdown::FLUSH);
+                if !report.is_complete() {
+                    tracing::error!(?report, "some staged volumes were not flushed");
+                }
             }
             if let Some(a) = agent {
                 a.shutdown();
             }
             let _ = tx.send(true);
-            let _ = admin.await;
+            let _ = tokio::time::timeout(shutdown::DRAIN, admin).await;
             r
         }
         Command::Demo => {
@@ -402,7 +445,7 @@ async fn run(cli: Cli) -> Result<(), String> {
 }
 
 #[tokio::main]
-async fn main() -> ExitCode {
+async fn main() {
     let cli = Cli::parse();
     // The demo prints its own story: only warnings and errors from the
     // components, unless RUST_LOG asks for more.
@@ -413,11 +456,18 @@ async fn main() -> ExitCode {
     if let Err(e) = csi_types::logging::init(cli.log_format, default) {
         eprintln!("composer: logging: {e}");
     }
-    match run(cli).await {
-        Ok(()) => ExitCode::SUCCESS,
+    let code = match run(cli).await {
+        Ok(()) => 0,
         Err(e) => {
             eprintln!("composer: {e}");
-            ExitCode::from(2)
+            2
         }
-    }
+    };
+    // Exit here rather than return: returning drops the runtime, which waits
+    // for blocking calls still running (a stage stuck on a dead drive), and
+    // drops the node side's FUSE exposures that `shutdown` left to the end
+    // of the process.
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    std::process::exit(code)
 }

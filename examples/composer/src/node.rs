@@ -875,7 +875,88 @@ impl NodeSide {
         Ok(done)
     }
 
-    /// Unstages everything (shutdown).
+    /// The node process is stopping (SIGTERM): makes every staged volume's
+    /// acknowledged data durable and leaves the volumes staged, waiting at
+    /// most `bound`.
+    ///
+    /// A staged volume belongs to the CO until it calls
+    /// `NodeUnstageVolume`, so nothing is unmounted or detached: each
+    /// volume's file system is synced (`syncfs` on the staging mount, or an
+    /// `fsync` of the block device), which pushes it through the loop device
+    /// and FUSE into the engine, and then the engine flushes every member.
+    /// The FUSE exposures are then left to end with the process (the kernel
+    /// aborts the connection when its file descriptor closes): tearing them
+    /// down while a bind mount still holds the file waits forever on a lazy
+    /// unmount. The state file keeps the volumes, so that the next node
+    /// process re-assembles them at their next stage, as after a crash.
+    ///
+    /// Flushes that do not finish within `bound` (a member that stopped
+    /// answering) are reported in the result, never waited for.
+    pub fn shutdown(&self, bound: std::time::Duration) -> ShutdownReport {
+        let staged = std::mem::take(&mut *self.lock());
+        let mut work = Vec::new();
+        for (id, s) in &staged {
+            let sync_path = if s.staging.as_os_str().is_empty() {
+                None
+            } else if s.block {
+                s.loopdev.as_ref().map(|l| (l.path().to_path_buf(), true))
+            } else {
+                Some((s.staging.clone(), false))
+            };
+            work.push((id.clone(), sync_path, s.volume.clone()));
+        }
+        // Never torn down in this process (see above).
+        std::mem::forget(staged);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let pending: std::collections::BTreeSet<String> =
+            work.iter().map(|(id, _, _)| id.clone()).collect();
+        for (id, sync_path, volume) in work {
+            let tx = tx.clone();
+            // One thread per volume: a hung one does not hold up the others.
+            let spawned = std::thread::Builder::new()
+                .name("flush".into())
+                .spawn(move || {
+                    let r = flush_staged(sync_path.as_ref(), volume.as_deref());
+                    let _ = tx.send((id, r));
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "starting a flush thread");
+            }
+        }
+        drop(tx);
+        let deadline = std::time::Instant::now() + bound;
+        let mut report = ShutdownReport {
+            flushed: Vec::new(),
+            failed: Vec::new(),
+            unfinished: pending,
+        };
+        while !report.unfinished.is_empty() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok((id, r)) => {
+                    report.unfinished.remove(&id);
+                    match r {
+                        Ok(()) => {
+                            tracing::info!(volume = %id, "flushed; stays staged");
+                            report.flushed.push(id);
+                        }
+                        Err(e) => {
+                            tracing::error!(volume = %id, error = %e, "flush at shutdown failed");
+                            report.failed.push((id, e));
+                        }
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        for id in &report.unfinished {
+            tracing::error!(volume = %id, bound_s = bound.as_secs(), "flush at shutdown did not finish in time");
+        }
+        report
+    }
+
+    /// Unstages everything (tools and tests that own every mount; a node
+    /// process that stops uses [`NodeSide::shutdown`]).
     pub fn release_all(&self) {
         let staged: Vec<(String, PathBuf)> = self
             .lock()
@@ -888,6 +969,45 @@ impl NodeSide {
             }
         }
     }
+}
+
+/// What [`NodeSide::shutdown`] did.
+#[derive(Debug, Default)]
+pub struct ShutdownReport {
+    /// Volumes whose data is durable.
+    pub flushed: Vec<String>,
+    /// Volumes whose flush failed, with the error.
+    pub failed: Vec<(String, String)>,
+    /// Volumes whose flush had not finished when the bound passed.
+    pub unfinished: std::collections::BTreeSet<String>,
+}
+
+impl ShutdownReport {
+    /// Whether every volume was flushed.
+    pub fn is_complete(&self) -> bool {
+        self.failed.is_empty() && self.unfinished.is_empty()
+    }
+}
+
+/// Syncs a staged volume's file system (or block device) at `sync_path`,
+/// then flushes its engine.
+fn flush_staged(
+    sync_path: Option<&(PathBuf, bool)>,
+    volume: Option<&EngineVolume>,
+) -> Result<(), String> {
+    if let Some((p, block)) = sync_path {
+        let f = fs::File::open(p).map_err(|e| format!("opening {}: {e}", p.display()))?;
+        if *block {
+            f.sync_all()
+        } else {
+            rustix::fs::syncfs(&f).map_err(io::Error::from)
+        }
+        .map_err(|e| format!("syncing {}: {e}", p.display()))?;
+    }
+    if let Some(v) = volume {
+        v.flush().map_err(|e| format!("flushing the engine: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Formats `dev` on first use and mounts it on `staging` (created if missing).
@@ -1012,15 +1132,7 @@ fn teardown_recorded(r: &StagedRecord) -> Result<(), CsiError> {
 /// Why a `encryptionFormat=luks` volume cannot stage here: never a
 /// plaintext volume, never the engine's encryption instead of LUKS.
 fn luks_unavailable(id: &str) -> CsiError {
-    let mut missing = Vec::new();
-    if !Path::new("/dev/mapper/control").exists() {
-        missing.push("device-mapper (no /dev/mapper/control)");
-    }
-    let cryptsetup = std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("cryptsetup").is_file()));
-    if !cryptsetup {
-        missing.push("cryptsetup (not on PATH)");
-    }
+    let missing = crate::luks::dm_crypt_missing();
     if missing.is_empty() {
         CsiError::failed_precondition(format!(
             "volume {id}: encryptionFormat=luks (dm-crypt) is not available in this composer \

@@ -12,8 +12,6 @@
 //! Needs root, `/dev/fuse` and loop devices: without them the test says so
 //! and passes, except under `CI=true`, where it fails.
 
-use std::path::PathBuf;
-
 use csi_types::prelude::*;
 
 mod common;
@@ -76,12 +74,6 @@ async fn staged_volumes_survive_a_node_process_restart() {
     }
     // Idempotent.
     teardown(&b.client, mirror2).await;
-    let mounts = csi_node::mounts_under(&dir).unwrap();
-    assert!(mounts.is_empty(), "left mounted: {mounts:?}");
-    let loops: Vec<PathBuf> = csi_node::LoopDevice::backed_under(&dir)
-        .iter()
-        .map(|l| l.path().to_path_buf())
-        .collect();
-    assert!(loops.is_empty(), "left attached: {loops:?}");
+    common::assert_nothing_left(&dir);
     b.kill();
 }

@@ -67,11 +67,41 @@ impl Server {
         panic!("the composer did not come up on {endpoint}");
     }
 
+    /// Sends SIGTERM and waits for the process to end, at most `bound`
+    /// (a generous bound on a hang, not a speed check); panics if it does
+    /// not end.
+    pub fn terminate(mut self, bound: Duration) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let st = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(st.success(), "kill -TERM {pid}");
+        let until = std::time::Instant::now() + bound;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if std::time::Instant::now() > until {
+                self.child.kill().expect("SIGKILL");
+                self.child.wait().expect("reaped");
+                panic!("the composer did not end within {bound:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Kills the process with SIGKILL and reaps it.
     pub fn kill(mut self) {
         // SIGKILL by PID: the process gets no chance to clean up.
         self.child.kill().expect("SIGKILL");
         self.child.wait().expect("reaped");
+    }
+}
+
+impl Drop for Server {
+    /// A test that panics leaves no composer behind (SIGKILL by PID; a
+    /// process already reaped is not signalled again).
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -163,6 +193,17 @@ pub fn check(target: &Path, files: &BTreeMap<String, Vec<u8>>) {
             .unwrap_or_else(|e| panic!("{}: {e}", target.join(name).display()));
         assert!(got == *d, "{name} differs after the restart");
     }
+}
+
+/// Asserts that no mount and no loop device is left under `dir`.
+pub fn assert_nothing_left(dir: &Path) {
+    let mounts = csi_node::mounts_under(dir).unwrap();
+    assert!(mounts.is_empty(), "left mounted: {mounts:?}");
+    let loops: Vec<PathBuf> = csi_node::LoopDevice::backed_under(dir)
+        .iter()
+        .map(|l| l.path().to_path_buf())
+        .collect();
+    assert!(loops.is_empty(), "left attached: {loops:?}");
 }
 
 /// Releases every mount and loop device under its directory when dropped.
