@@ -245,7 +245,7 @@ impl Drop for Loop {
 
 fn losetup(file: &Path) -> Option<Loop> {
     let out = Command::new("losetup")
-        .args(["-f", "--show"])
+        .args(["-f", "--show", "--direct-io=on"])
         .arg(file)
         .output()
         .ok()?;
