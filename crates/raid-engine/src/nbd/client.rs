@@ -24,6 +24,7 @@ pub struct NbdDevice {
     flags: u16,
     label: String,
     handle: std::sync::atomic::AtomicU64,
+    max_in_flight: std::sync::atomic::AtomicUsize,
 }
 
 fn rd<const N: usize>(r: &mut impl Read) -> io::Result<[u8; N]> {
@@ -145,7 +146,24 @@ impl NbdDevice {
             flags,
             label,
             handle: std::sync::atomic::AtomicU64::new(1),
+            max_in_flight: std::sync::atomic::AtomicUsize::new(WINDOW),
         })
+    }
+
+    /// How many requests one `read_at`/`write_at`/`trim` call keeps in
+    /// flight (16 by default, in pieces of 256 KiB; 1 sends whole requests
+    /// of up to 32 MiB one after the other, waiting for each reply). Must
+    /// be at least 1.
+    pub fn set_max_in_flight(&self, n: usize) -> Result<()> {
+        if n == 0 {
+            return Err(crate::error::invalid(
+                "max_in_flight",
+                "must be at least 1 (one request at a time)",
+            ));
+        }
+        self.max_in_flight
+            .store(n, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
     /// Whether the export is read-only.
@@ -276,14 +294,25 @@ impl NbdDevice {
     }
 
     /// One command over `[offset, offset + len)`, split into requests of at
-    /// most [`PIECE`] bytes with up to [`WINDOW`] of them in flight.
+    /// most [`PIECE`] bytes with up to `max_in_flight` of them in flight
+    /// (whole requests up to [`MAX_REQUEST_BYTES`] when that is 1).
     fn pieces(&self, cmd: u16, offset: u64, len: u64, mut io: PieceIo<'_>) -> io::Result<()> {
         let mut in_flight = std::collections::VecDeque::new();
         let mut pos = 0u64;
         let mut first_err = None;
+        let window = self
+            .max_in_flight
+            .load(std::sync::atomic::Ordering::Relaxed);
+        // One at a time: whole requests up to the protocol's maximum (no
+        // point in splitting what is not overlapped).
+        let piece = if window == 1 {
+            u64::from(MAX_REQUEST_BYTES)
+        } else {
+            PIECE
+        };
         while pos < len || !in_flight.is_empty() {
-            if pos < len && in_flight.len() < WINDOW && first_err.is_none() {
-                let n = (len - pos).min(PIECE);
+            if pos < len && in_flight.len() < window && first_err.is_none() {
+                let n = (len - pos).min(piece);
                 let range = pos as usize..(pos + n) as usize;
                 let (payload, reply_len): (&[u8], u32) = match &io {
                     PieceIo::Write(b) => (&b[range.clone()], 0),
@@ -314,7 +343,7 @@ impl NbdDevice {
 
 /// Largest request the client sends (larger I/O is split).
 const PIECE: u64 = 256 << 10;
-/// Requests one call keeps in flight on the connection.
+/// Requests one call keeps in flight on the connection, by default.
 const WINDOW: usize = 16;
 
 /// The data side of [`NbdDevice::pieces`].
