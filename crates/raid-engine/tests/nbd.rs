@@ -239,7 +239,6 @@ fn a_dead_nbd_member_is_failed_and_the_volume_carries_on() {
 /// filter), so writes' replies overtake them: every byte must still land
 /// where it belongs.
 fn pipelined_io_is_correct(dev: &NbdDevice) {
-    let dev = &*dev;
     let region = 1u64 << 20;
     std::thread::scope(|s| {
         for t in 0..4u64 {
