@@ -360,6 +360,17 @@ fn concurrent_writers_through_loop_on_fuse_land_every_byte() {
     }
 }
 
+/// Four member files of `size` bytes in `dir` and a RAID10 n2 over them
+/// made by the CLI.
+fn cli_raid10(dir: &Path, size: u64, chunk: &str) -> Vec<std::path::PathBuf> {
+    let (paths, devs) = common::members(dir, 4, size);
+    drop(devs);
+    run(Command::new(env!("CARGO_BIN_EXE_raid-engine"))
+        .args(["create", "--level", "raid10:n2", "--chunk", chunk])
+        .args(&paths));
+    paths
+}
+
 /// Counts a writer thread as finished however it ends.
 struct Finished<'a>(&'a std::sync::atomic::AtomicU64);
 impl Drop for Finished<'_> {
@@ -375,14 +386,9 @@ fn writes_flushed_through_loop_on_fuse_survive_a_killed_engine() {
         return;
     }
     use std::sync::atomic::{AtomicU64, Ordering};
-    let bin = env!("CARGO_BIN_EXE_raid-engine");
     let dir = common::scratch();
-    let (paths, devs) = common::members(dir.path(), 4, 32 << 20);
-    drop(devs);
+    let paths = cli_raid10(dir.path(), 32 << 20, "64K");
     let members: Vec<&str> = paths.iter().map(|p| p.to_str().unwrap()).collect();
-    run(Command::new(bin)
-        .args(["create", "--level", "raid10:n2", "--chunk", "64K"])
-        .args(&members));
     let fuse_dir = dir.path().join("fuse");
     std::fs::create_dir(&fuse_dir).unwrap();
     let exp = Exposed::start(&fuse_dir, &members);
@@ -461,15 +467,10 @@ fn xfs_on_loop_on_fuse_keeps_its_files_across_reassembly() {
             return;
         }
     }
-    let bin = env!("CARGO_BIN_EXE_raid-engine");
     let dir = common::scratch();
     // mkfs.xfs wants at least 300 MiB; sparse members on tmpfs.
-    let (paths, devs) = common::members(dir.path(), 4, 176 << 20);
-    drop(devs);
+    let paths = cli_raid10(dir.path(), 176 << 20, "512K");
     let members: Vec<&str> = paths.iter().map(|p| p.to_str().unwrap()).collect();
-    run(Command::new(bin)
-        .args(["create", "--level", "raid10:n2", "--chunk", "512K"])
-        .args(&members));
     let fuse_dir = dir.path().join("fuse");
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&fuse_dir).unwrap();
