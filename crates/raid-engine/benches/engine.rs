@@ -4,7 +4,8 @@
 //! against the same I/O to a single plain file and against the raw
 //! aggregate of the members (the member files written or read directly, one
 //! thread per member streaming back to back); the same through FUSE + loop against a
-//! loop device over a plain file (root only); and the rebuild rate.
+//! loop device over a plain file (root only); the rebuild rate; and NBD
+//! members with one request at a time against 16 in flight.
 //!
 //! Throughput counts logical bytes for the volumes and the plain file, and
 //! bytes moved over all members for the aggregate.
@@ -245,7 +246,7 @@ impl Drop for Loop {
 
 fn losetup(file: &Path) -> Option<Loop> {
     let out = Command::new("losetup")
-        .args(["-f", "--show"])
+        .args(["-f", "--show", "--direct-io=on"])
         .arg(file)
         .output()
         .ok()?;
@@ -359,10 +360,112 @@ fn kernel_path(c: &mut Criterion) {
     exp.unmount().unwrap();
 }
 
+/// A child process killed (by PID) on drop.
+struct Peer(std::process::Child);
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// NBD members, one request at a time against pipelined (16 in flight),
+/// over the engine's own server and over nbdkit's file plugin (when
+/// installed), on the same tmpfs file: a single member, and a RAID10 n2
+/// volume over four NBD members of the engine's server.
+fn nbd(c: &mut Criterion) {
+    use raid_engine::nbd::{AllowList, Export, NbdDevice, NbdServer};
+    let dir = scratch();
+    let devs = files(dir.path(), "nbd-", 4);
+    fill(&devs);
+    let server = NbdServer::bind("127.0.0.1:0").unwrap();
+    for (i, d) in devs.iter().enumerate() {
+        server
+            .add_export(Export {
+                name: format!("m{i}"),
+                device: d.clone(),
+                allow: AllowList::Only(vec!["127.0.0.1".parse().unwrap()]),
+                read_only: false,
+            })
+            .unwrap();
+    }
+    let addr = server.local_addr().unwrap().to_string();
+    let server = server.spawn().unwrap();
+    let connect = |name: &str, window: usize| {
+        let d = NbdDevice::connect(&addr, name).unwrap();
+        d.set_max_in_flight(window).unwrap();
+        Arc::new(d) as Arc<dyn BlockDevice>
+    };
+    for window in [1, 16] {
+        bench_target(
+            c,
+            "nbd",
+            &format!("engine-server/in-flight-{window}"),
+            &Plain(connect("m0", window)),
+        );
+    }
+    let mut opts = CreateOptions::new(VolumeLayout::parse("raid10:n2").unwrap());
+    opts.chunk_sectors = 1024;
+    for window in [1, 16] {
+        let members = (0..4).map(|i| connect(&format!("m{i}"), window)).collect();
+        let vol = Volume::create(members, &opts).unwrap();
+        bench_target(
+            c,
+            "nbd",
+            &format!("raid10-n2-engine-server/in-flight-{window}"),
+            &vol,
+        );
+        vol.close().unwrap();
+    }
+    let nbdkit = Command::new("sh")
+        .args(["-c", "command -v nbdkit"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !nbdkit {
+        eprintln!("nbdkit benchmarks skipped: nbdkit is not installed");
+    } else {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let _peer = Peer(
+            Command::new("nbdkit")
+                .args(["-f", "-i", "127.0.0.1", "-p", &port.to_string(), "file"])
+                .arg(dir.path().join("nbd-1"))
+                .spawn()
+                .unwrap(),
+        );
+        let kit = format!("127.0.0.1:{port}");
+        let mut first = None;
+        for _ in 0..200 {
+            if let Ok(d) = NbdDevice::connect(&kit, "") {
+                first = Some(d);
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let first = first.expect("nbdkit did not come up");
+        drop(first);
+        for window in [1, 16] {
+            let d = NbdDevice::connect(&kit, "").unwrap();
+            d.set_max_in_flight(window).unwrap();
+            bench_target(
+                c,
+                "nbd",
+                &format!("nbdkit-file/in-flight-{window}"),
+                &Plain(Arc::new(d)),
+            );
+        }
+    }
+    server.shutdown();
+}
+
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     in_process(&mut c);
     rebuild(&mut c);
+    nbd(&mut c);
     kernel_path(&mut c);
     c.final_summary();
 }

@@ -1,12 +1,20 @@
 //! Exposing a volume to the kernel through FUSE: a mount holding one
 //! regular file whose bytes are the volume's. Attach a loop device to that
-//! file (`losetup -f --show MOUNT/FILE`) and the kernel sees a block device
+//! file (`losetup -f --show --direct-io=on MOUNT/FILE`) and the kernel sees a block device
 //! on which `mkfs.ext4` and `mount` work, on hosts without md, ublk or nbd
 //! kernel modules.
 //!
-//! Writes are passed through synchronously (no FUSE writeback cache), and
+//! Attach it with `--direct-io=on`: the loop driver then sends its requests
+//! to the file as asynchronous direct I/O, the kernel passes several of them
+//! to the FUSE session at once (`FUSE_ASYNC_DIO`, up to 1 MiB each), and the
+//! session's [`WORKER_THREADS`] threads, each reading its own cloned
+//! `/dev/fuse` fd, serve them concurrently.
+//!
+//! Writes are passed through (no FUSE writeback cache): a write is
+//! acknowledged only after the volume has written it to its members, and
 //! `fsync` on the file (what the loop driver does for a flush) flushes the
-//! volume, so a file system on top keeps its durability guarantees.
+//! volume, which covers every write acknowledged before it, whichever thread
+//! served it, so a file system on top keeps its durability guarantees.
 //! Unmounting (`umount`, [`FuseExposure::unmount`]) closes the volume
 //! cleanly.
 
@@ -19,9 +27,9 @@ use std::time::{Duration, SystemTime};
 
 use fuser::{
     Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    KernelConfig, LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, ReplyXattr, Request, SessionUnmounter,
-    TimeOrNow, WriteFlags,
+    InitFlags, KernelConfig, LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, ReplyXattr, Request,
+    SessionUnmounter, TimeOrNow, WriteFlags,
 };
 
 use crate::error::{EngineError, Result, invalid};
@@ -29,6 +37,13 @@ use crate::volume::Volume;
 
 const FILE_INO: INodeNo = INodeNo(2);
 const TTL: Duration = Duration::from_secs(1);
+/// Largest FUSE read/write request we ask the kernel for.
+const MAX_WRITE: u32 = 1 << 20;
+/// Background (asynchronous) requests the kernel may have outstanding.
+const MAX_BACKGROUND: u16 = 64;
+/// Threads reading requests from the FUSE device (each with its own
+/// cloned fd) and serving them concurrently.
+pub const WORKER_THREADS: usize = 4;
 
 struct VolumeFs {
     volume: Arc<Volume>,
@@ -74,9 +89,17 @@ fn errno(e: &EngineError) -> Errno {
 
 impl Filesystem for VolumeFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        // Large requests: the kernel clamps to what it supports.
-        let _ = config.set_max_write(1 << 20);
-        let _ = config.set_max_readahead(1 << 20);
+        // Large requests: the kernel clamps to what it supports (and
+        // negotiates `max_pages` to match when it can).
+        let _ = config.set_max_write(MAX_WRITE);
+        let _ = config.set_max_readahead(MAX_WRITE);
+        // Direct I/O on the file (what a loop device with `--direct-io=on`
+        // does) is sent to us as several requests at once instead of one
+        // after the other; the worker threads serve them in parallel.
+        let _ = config.add_capabilities(InitFlags::FUSE_ASYNC_DIO);
+        // Room for many such requests in flight before the kernel throttles.
+        let _ = config.set_max_background(MAX_BACKGROUND);
+        let _ = config.set_congestion_threshold(MAX_BACKGROUND / 4 * 3);
         Ok(())
     }
 
@@ -301,7 +324,8 @@ pub fn expose(volume: Arc<Volume>, mountpoint: &Path, name: &str) -> Result<Fuse
         MountOption::Subtype("raid-engine".into()),
         MountOption::NoAtime,
     ];
-    config.n_threads = Some(2);
+    config.n_threads = Some(WORKER_THREADS);
+    config.clone_fd = true;
     let mut session =
         fuser::Session::new(fs, mountpoint, &config).map_err(|e| EngineError::Io {
             what: format!("fuse: mount at {}", mountpoint.display()),

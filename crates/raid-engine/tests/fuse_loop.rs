@@ -175,3 +175,363 @@ fn an_external_umount_closes_the_volume_cleanly() {
     vol.read_at(&mut back, 4096).unwrap();
     assert!(back == data);
 }
+
+/// `raid-engine expose --loop` running as a child process; SIGTERM on drop.
+struct Exposed {
+    child: std::process::Child,
+    loopdev: String,
+    stopped: bool,
+}
+
+impl Exposed {
+    fn start(fuse_dir: &Path, members: &[&str]) -> Exposed {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_raid-engine"))
+            .args(["expose", "--loop", "--mount", fuse_dir.to_str().unwrap()])
+            .args(members)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let loopdev = line.trim().to_string();
+        assert!(loopdev.starts_with("/dev/loop"), "expose printed {line:?}");
+        Exposed {
+            child,
+            loopdev,
+            stopped: false,
+        }
+    }
+
+    fn signal(&self, sig: rustix::process::Signal) {
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(self.child.id() as i32).unwrap(),
+            sig,
+        )
+        .unwrap();
+    }
+
+    /// SIGTERM and wait: the CLI detaches the loop device, unmounts and
+    /// closes the volume.
+    fn stop(mut self) -> std::process::ExitStatus {
+        self.signal(rustix::process::Signal::TERM);
+        self.stopped = true;
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Exposed {
+    fn drop(&mut self) {
+        if !self.stopped {
+            self.signal(rustix::process::Signal::TERM);
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// 4 KiB-aligned memory for `O_DIRECT` on a loop device.
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C, align(4096))]
+struct Page([u8; 4096]);
+
+fn aligned(data: &[u8]) -> Vec<Page> {
+    let mut pages = vec![Page([0; 4096]); data.len().div_ceil(4096)];
+    bytemuck::cast_slice_mut::<Page, u8>(&mut pages)[..data.len()].copy_from_slice(data);
+    pages
+}
+
+fn open_direct(dev: &str) -> std::fs::File {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+        .open(dev)
+        .unwrap_or_else(|e| panic!("open {dev} with O_DIRECT: {e}"))
+}
+
+/// Whether the loop driver does direct (asynchronous) I/O on its file.
+fn loop_dio(dev: &str) -> String {
+    std::fs::read_to_string(format!("/sys/block/{}/loop/dio", &dev[5..]))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// The writes of one writer thread: regions of its own, of mixed sizes.
+fn writer_plan(thread: u64, writers: u64, count: u64, slot: u64) -> Vec<(u64, Vec<u8>)> {
+    (0..count)
+        .map(|i| {
+            let off = (i * writers + thread) * slot;
+            let len = match i % 3 {
+                0 => slot,
+                1 => 4096,
+                _ => slot / 2 + 4096,
+            } as usize;
+            (off, common::pattern(thread * 1_000_003 + i, len))
+        })
+        .collect()
+}
+
+#[test]
+fn concurrent_writers_through_loop_on_fuse_land_every_byte() {
+    let _one = KERNEL.lock().unwrap_or_else(|p| p.into_inner());
+    if !prerequisites() {
+        return;
+    }
+    let dir = common::scratch();
+    let (paths, devs) = common::members(dir.path(), 4, 48 << 20);
+    let mut opts =
+        raid_engine::CreateOptions::new(raid_engine::VolumeLayout::parse("raid10:n2").unwrap());
+    opts.chunk_sectors = 128;
+    let vol = std::sync::Arc::new(Volume::create(devs, &opts).unwrap());
+    let size = vol.size();
+    let fuse_dir = dir.path().join("fuse");
+    std::fs::create_dir(&fuse_dir).unwrap();
+    let exp = raid_engine::fuse::expose(vol.clone(), &fuse_dir, "vol").unwrap();
+    let loopdev = run(Command::new("losetup")
+        .args(["-f", "--show", "--direct-io=on"])
+        .arg(exp.file()))
+    .trim()
+    .to_string();
+    let dio = loop_dio(&loopdev);
+    eprintln!("{loopdev}: loop dio = {dio}");
+    let (writers, slot) = (6u64, 256u64 << 10);
+    let count = size / slot / writers;
+    let result = std::panic::catch_unwind(|| {
+        std::thread::scope(|s| {
+            for t in 0..writers {
+                let loopdev = &loopdev;
+                s.spawn(move || {
+                    use std::os::unix::fs::FileExt;
+                    let f = open_direct(loopdev);
+                    for (i, (off, data)) in writer_plan(t, writers, count, slot).iter().enumerate()
+                    {
+                        let pages = aligned(data);
+                        f.write_all_at(&bytemuck::cast_slice(&pages)[..data.len()], *off)
+                            .unwrap();
+                        if i % 16 == 15 {
+                            f.sync_all().unwrap();
+                        }
+                    }
+                    f.sync_all().unwrap();
+                });
+            }
+        });
+        // Read back through the kernel.
+        let f = open_direct(&loopdev);
+        for t in 0..writers {
+            for (off, data) in writer_plan(t, writers, count, slot) {
+                let mut pages = vec![Page([0; 4096]); data.len().div_ceil(4096)];
+                std::os::unix::fs::FileExt::read_exact_at(
+                    &f,
+                    bytemuck::cast_slice_mut(&mut pages),
+                    off,
+                )
+                .unwrap();
+                assert!(
+                    bytemuck::cast_slice::<Page, u8>(&pages)[..data.len()] == data[..],
+                    "writer {t}: bytes at {off} differ through the loop device"
+                );
+            }
+        }
+    });
+    let _ = Command::new("losetup").args(["-d", &loopdev]).status();
+    exp.unmount().unwrap();
+    if let Err(p) = result {
+        std::panic::resume_unwind(p);
+    }
+    // The loop driver really sent direct (concurrent) I/O to the FUSE file.
+    assert_eq!(dio, "1", "the loop device did not take --direct-io=on");
+    drop(vol);
+    // Every byte is in the volume, and the copies agree.
+    let vol = Volume::assemble(common::reopen(&paths), None).unwrap();
+    assert!(vol.scrub(false).unwrap().mismatches.is_empty());
+    for t in 0..writers {
+        for (off, data) in writer_plan(t, writers, count, slot) {
+            let mut back = vec![0u8; data.len()];
+            vol.read_at(&mut back, off).unwrap();
+            assert!(
+                back == data,
+                "writer {t}: bytes at {off} differ in the volume"
+            );
+        }
+    }
+}
+
+/// Four member files of `size` bytes in `dir` and a RAID10 n2 over them
+/// made by the CLI.
+fn cli_raid10(dir: &Path, size: u64, chunk: &str) -> Vec<std::path::PathBuf> {
+    let (paths, devs) = common::members(dir, 4, size);
+    drop(devs);
+    run(Command::new(env!("CARGO_BIN_EXE_raid-engine"))
+        .args(["create", "--level", "raid10:n2", "--chunk", chunk])
+        .args(&paths));
+    paths
+}
+
+/// Counts a writer thread as finished however it ends.
+struct Finished<'a>(&'a std::sync::atomic::AtomicU64);
+impl Drop for Finished<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn writes_flushed_through_loop_on_fuse_survive_a_killed_engine() {
+    let _one = KERNEL.lock().unwrap_or_else(|p| p.into_inner());
+    if !prerequisites() {
+        return;
+    }
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let dir = common::scratch();
+    let paths = cli_raid10(dir.path(), 32 << 20, "64K");
+    let members: Vec<&str> = paths.iter().map(|p| p.to_str().unwrap()).collect();
+    let fuse_dir = dir.path().join("fuse");
+    std::fs::create_dir(&fuse_dir).unwrap();
+    let exp = Exposed::start(&fuse_dir, &members);
+    let loopdev = exp.loopdev.clone();
+    let (writers, slot) = (4u64, 64u64 << 10);
+    let count = 200u64;
+    // Per writer: how many of its writes a returned fsync covers.
+    let flushed: Vec<AtomicU64> = (0..writers).map(|_| AtomicU64::new(0)).collect();
+    let flushes = AtomicU64::new(0);
+    let finished = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for t in 0..writers {
+            let (loopdev, flushed, flushes, finished) = (&loopdev, &flushed, &flushes, &finished);
+            s.spawn(move || {
+                let _count_me = Finished(finished);
+                use std::os::unix::fs::FileExt;
+                let f = open_direct(loopdev);
+                for (i, (off, data)) in writer_plan(t, writers, count, slot).iter().enumerate() {
+                    let pages = aligned(data);
+                    if f.write_all_at(&bytemuck::cast_slice(&pages)[..data.len()], *off)
+                        .is_err()
+                    {
+                        return; // the engine is gone
+                    }
+                    if i % 8 == 7 {
+                        if f.sync_all().is_err() {
+                            return;
+                        }
+                        flushed[t as usize].store(i as u64 + 1, Ordering::SeqCst);
+                        flushes.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            });
+        }
+        // Kill the engine once enough flushes have returned (a count, not a
+        // time), while the writers are still writing.
+        while flushes.load(Ordering::SeqCst) < writers * 6
+            && finished.load(Ordering::SeqCst) < writers
+        {
+            std::thread::yield_now();
+        }
+        exp.signal(rustix::process::Signal::KILL);
+    });
+    drop(exp);
+    let _ = Command::new("losetup").args(["-d", &loopdev]).status();
+    let _ = rustix::mount::unmount(&fuse_dir, rustix::mount::UnmountFlags::DETACH);
+    // Assembly resyncs what the bitmap marks; then every flushed write is
+    // there and the copies agree.
+    let vol = Volume::assemble(common::reopen(&paths), None).unwrap();
+    assert!(vol.scrub(false).unwrap().mismatches.is_empty());
+    let mut checked = 0;
+    for t in 0..writers {
+        let n = flushed[t as usize].load(Ordering::SeqCst) as usize;
+        for (off, data) in writer_plan(t, writers, count, slot).into_iter().take(n) {
+            let mut back = vec![0u8; data.len()];
+            vol.read_at(&mut back, off).unwrap();
+            assert!(back == data, "writer {t}: flushed write at {off} lost");
+            checked += 1;
+        }
+    }
+    assert!(
+        checked as u64 >= writers * 6 * 8,
+        "only {checked} flushed writes before the kill"
+    );
+}
+
+#[test]
+fn xfs_on_loop_on_fuse_keeps_its_files_across_reassembly() {
+    let _one = KERNEL.lock().unwrap_or_else(|p| p.into_inner());
+    if !prerequisites() {
+        return;
+    }
+    for (prog, pkg) in [("mkfs.xfs", "xfsprogs"), ("xfs_repair", "xfsprogs")] {
+        if !common::ensure_program(prog, pkg) {
+            common::skip(&format!("{prog} ({pkg}) is missing"));
+            return;
+        }
+    }
+    let dir = common::scratch();
+    // mkfs.xfs wants at least 300 MiB; sparse members on tmpfs.
+    let paths = cli_raid10(dir.path(), 176 << 20, "512K");
+    let members: Vec<&str> = paths.iter().map(|p| p.to_str().unwrap()).collect();
+    let fuse_dir = dir.path().join("fuse");
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&fuse_dir).unwrap();
+    std::fs::create_dir(&mnt).unwrap();
+    let files: Vec<(String, Vec<u8>)> = (0..12u64)
+        .map(|i| {
+            (
+                format!("f{i}"),
+                common::pattern(900 + i, (i as usize + 1) * 300_000),
+            )
+        })
+        .collect();
+    let verify = |mnt: &Path| {
+        for (name, data) in &files {
+            let back = std::fs::read(mnt.join(name)).unwrap();
+            assert!(&back == data, "{name} differs");
+        }
+    };
+
+    let exp = Exposed::start(&fuse_dir, &members);
+    let result = std::panic::catch_unwind(|| {
+        run(Command::new("mkfs.xfs").args(["-q", "-f", &exp.loopdev]));
+        run(Command::new("mount").args([&exp.loopdev, mnt.to_str().unwrap()]));
+        for (name, data) in &files {
+            std::fs::write(mnt.join(name), data).unwrap();
+        }
+        run(&mut Command::new("sync"));
+        // Read back from the device, not the page cache.
+        run(Command::new("umount").arg(&mnt));
+        run(Command::new("mount").args([&exp.loopdev, mnt.to_str().unwrap()]));
+        verify(&mnt);
+        run(Command::new("umount").arg(&mnt));
+    });
+    if result.is_err() {
+        let _ = Command::new("umount").arg(&mnt).status();
+    }
+    let status = exp.stop();
+    if let Err(p) = result {
+        std::panic::resume_unwind(p);
+    }
+    assert!(status.success(), "expose exited with {status}");
+
+    // Reassembled from the members in a new process: the copies agree, the
+    // file system checks clean and holds the files.
+    let vol = Volume::assemble(common::reopen(&paths), None).unwrap();
+    assert!(vol.scrub(false).unwrap().mismatches.is_empty());
+    vol.close().unwrap();
+    drop(vol);
+    let exp = Exposed::start(&fuse_dir, &members);
+    let result = std::panic::catch_unwind(|| {
+        run(Command::new("xfs_repair").args(["-n", &exp.loopdev]));
+        run(Command::new("mount").args([&exp.loopdev, mnt.to_str().unwrap()]));
+        verify(&mnt);
+        run(Command::new("umount").arg(&mnt));
+    });
+    if result.is_err() {
+        let _ = Command::new("umount").arg(&mnt).status();
+    }
+    let status = exp.stop();
+    if let Err(p) = result {
+        std::panic::resume_unwind(p);
+    }
+    assert!(status.success(), "expose exited with {status}");
+}

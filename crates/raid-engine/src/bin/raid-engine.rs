@@ -303,8 +303,10 @@ fn run(cli: Cli) -> Result<(), String> {
                 raid_engine::fuse::expose(v.clone(), &mount, &name).map_err(|e| e.to_string())?;
             let mut loop_path = None;
             if loop_dev {
+                // Direct I/O: the loop driver sends its requests to the
+                // FUSE file asynchronously, several at once.
                 let out = Command::new("losetup")
-                    .args(["-f", "--show"])
+                    .args(["-f", "--show", "--direct-io=on"])
                     .arg(exp.file())
                     .output()
                     .map_err(|e| format!("losetup: {e}"))?;

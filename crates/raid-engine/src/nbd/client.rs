@@ -2,21 +2,29 @@
 
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 
 use super::*;
 use crate::device::{BlockDevice, check_range};
 use crate::error::{EngineError, Result};
 
-/// A member reached over NBD. Requests are sent one at a time over one
-/// connection (a volume fans out over members, not within one).
+/// A member reached over NBD, over one connection. Requests are pipelined:
+/// a large read or write is split into requests of 256 KiB with up to 16
+/// in flight, several threads may have requests in flight at once, and
+/// replies are matched to requests by handle in whatever order the server
+/// sends them.
 #[derive(Debug)]
 pub struct NbdDevice {
-    stream: Mutex<TcpStream>,
+    /// The sending half; a request's header and payload are written under
+    /// this lock in one go.
+    send: Mutex<TcpStream>,
+    replies: Mutex<Replies>,
+    arrived: Condvar,
     size: u64,
     flags: u16,
     label: String,
     handle: std::sync::atomic::AtomicU64,
+    max_in_flight: std::sync::atomic::AtomicUsize,
 }
 
 fn rd<const N: usize>(r: &mut impl Read) -> io::Result<[u8; N]> {
@@ -128,12 +136,34 @@ impl NbdDevice {
         let (size, flags) = export
             .ok_or_else(|| nbd("server acknowledged NBD_OPT_GO without export info".into()))?;
         Ok(NbdDevice {
-            stream: Mutex::new(s),
+            replies: Mutex::new(Replies {
+                reader: Some(s.try_clone().map_err(ioe("clone the connection"))?),
+                ..Replies::default()
+            }),
+            arrived: Condvar::new(),
+            send: Mutex::new(s),
             size,
             flags,
             label,
             handle: std::sync::atomic::AtomicU64::new(1),
+            max_in_flight: std::sync::atomic::AtomicUsize::new(WINDOW),
         })
+    }
+
+    /// How many requests one `read_at`/`write_at`/`trim` call keeps in
+    /// flight (16 by default, in pieces of 256 KiB; 1 sends whole requests
+    /// of up to 32 MiB one after the other, waiting for each reply). Must
+    /// be at least 1.
+    pub fn set_max_in_flight(&self, n: usize) -> Result<()> {
+        if n == 0 {
+            return Err(crate::error::invalid(
+                "max_in_flight",
+                "must be at least 1 (one request at a time)",
+            ));
+        }
+        self.max_in_flight
+            .store(n, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
     /// Whether the export is read-only.
@@ -141,59 +171,217 @@ impl NbdDevice {
         self.flags & TFLAG_READ_ONLY != 0
     }
 
-    fn request(
+    /// Send one request (the header and `payload`) and register it, so
+    /// that whichever thread reads its reply knows how many payload bytes
+    /// (`reply_len`) follow it. Returns the request's handle.
+    fn submit(
         &self,
         cmd: u16,
-        flags: u16,
         offset: u64,
         len: u32,
         payload: &[u8],
-        out: Option<&mut [u8]>,
-    ) -> io::Result<()> {
+        reply_len: u32,
+    ) -> io::Result<u64> {
         let handle = self
             .handle
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut s = self
-            .stream
-            .lock()
-            .map_err(|_| io::Error::other("nbd connection lock poisoned"))?;
+        self.lock_replies()?.expected.insert(handle, reply_len);
         let mut hdr = [0u8; 28];
         hdr[..4].copy_from_slice(&REQUEST_MAGIC.to_be_bytes());
-        hdr[4..6].copy_from_slice(&flags.to_be_bytes());
         hdr[6..8].copy_from_slice(&cmd.to_be_bytes());
         hdr[8..16].copy_from_slice(&handle.to_be_bytes());
         hdr[16..24].copy_from_slice(&offset.to_be_bytes());
         hdr[24..28].copy_from_slice(&len.to_be_bytes());
-        s.write_all(&hdr)?;
-        if !payload.is_empty() {
-            s.write_all(payload)?;
+        let sent = (|| {
+            let mut s = self
+                .send
+                .lock()
+                .map_err(|_| io::Error::other("nbd connection lock poisoned"))?;
+            s.write_all(&hdr)?;
+            if !payload.is_empty() {
+                s.write_all(payload)?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = sent {
+            // A half-sent request leaves the stream unusable for everyone.
+            let mut r = self.lock_replies()?;
+            r.expected.remove(&handle);
+            r.broken = Some(format!("{}: send: {e}", self.label));
+            self.arrived.notify_all();
+            return Err(e);
         }
-        let rep: [u8; 16] = rd(&mut *s)?;
-        if rep[..4] != SIMPLE_REPLY_MAGIC.to_be_bytes() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{}: bad reply magic", self.label),
-            ));
-        }
-        let err = u32::from_be_bytes([rep[4], rep[5], rep[6], rep[7]]);
-        if rep[8..16] != handle.to_be_bytes() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{}: reply for another request", self.label),
-            ));
-        }
-        if err != 0 {
-            return Err(io::Error::other(format!(
-                "{}: server error {err} ({})",
-                self.label,
-                io::Error::from_raw_os_error(err as i32)
-            )));
-        }
-        if let Some(out) = out {
-            s.read_exact(out)?;
-        }
-        Ok(())
+        Ok(handle)
     }
+
+    fn lock_replies(&self) -> io::Result<std::sync::MutexGuard<'_, Replies>> {
+        self.replies
+            .lock()
+            .map_err(|_| io::Error::other("nbd reply lock poisoned"))
+    }
+
+    /// Wait for the reply to `handle`; its payload (a read's data) goes to
+    /// `out`. Replies may come in any order: the waiting thread that finds
+    /// the reading side free reads the next reply, keeps it if it is its
+    /// own and files it for its owner otherwise.
+    fn wait(&self, handle: u64, out: &mut [u8]) -> io::Result<()> {
+        let mut r = self.lock_replies()?;
+        loop {
+            if let Some(done) = r.done.remove(&handle) {
+                let data = done?;
+                out.copy_from_slice(&data);
+                return Ok(());
+            }
+            if let Some(why) = r.broken.clone() {
+                r.expected.remove(&handle);
+                return Err(io::Error::new(io::ErrorKind::BrokenPipe, why));
+            }
+            let Some(mut stream) = r.reader.take() else {
+                r = self
+                    .arrived
+                    .wait(r)
+                    .map_err(|_| io::Error::other("nbd reply lock poisoned"))?;
+                continue;
+            };
+            drop(r);
+            let head = read_reply_head(&mut stream, &self.label);
+            r = self.lock_replies()?;
+            let (h, err) = match head {
+                Ok(x) => x,
+                Err(e) => {
+                    r.reader = Some(stream);
+                    r.broken = Some(e.to_string());
+                    self.arrived.notify_all();
+                    continue;
+                }
+            };
+            let Some(len) = r.expected.remove(&h) else {
+                r.reader = Some(stream);
+                r.broken = Some(format!("{}: reply for an unknown request {h}", self.label));
+                self.arrived.notify_all();
+                continue;
+            };
+            let result = if err != 0 {
+                Err(server_error(&self.label, err))
+            } else if h == handle {
+                // Our own reply: its data goes straight into `out`.
+                drop(r);
+                let read = stream.read_exact(out);
+                r = self.lock_replies()?;
+                r.reader = Some(stream);
+                if let Err(e) = &read {
+                    r.broken = Some(format!("{}: read reply data: {e}", self.label));
+                }
+                self.arrived.notify_all();
+                return read;
+            } else {
+                drop(r);
+                let mut data = vec![0u8; len as usize];
+                let read = stream.read_exact(&mut data).map(|()| data);
+                r = self.lock_replies()?;
+                if let Err(e) = &read {
+                    r.broken = Some(format!("{}: read reply data: {e}", self.label));
+                }
+                read
+            };
+            r.reader = Some(stream);
+            self.arrived.notify_all();
+            if h == handle {
+                return result.map(|_| ());
+            }
+            r.done.insert(h, result);
+        }
+    }
+
+    /// One command over `[offset, offset + len)`, split into requests of at
+    /// most [`PIECE`] bytes with up to `max_in_flight` of them in flight
+    /// (whole requests up to [`MAX_REQUEST_BYTES`] when that is 1).
+    fn pieces(&self, cmd: u16, offset: u64, len: u64, mut io: PieceIo<'_>) -> io::Result<()> {
+        let mut in_flight = std::collections::VecDeque::new();
+        let mut pos = 0u64;
+        let mut first_err = None;
+        let window = self
+            .max_in_flight
+            .load(std::sync::atomic::Ordering::Relaxed);
+        // One at a time: whole requests up to the protocol's maximum (no
+        // point in splitting what is not overlapped).
+        let piece = if window == 1 {
+            u64::from(MAX_REQUEST_BYTES)
+        } else {
+            PIECE
+        };
+        while pos < len || !in_flight.is_empty() {
+            if pos < len && in_flight.len() < window && first_err.is_none() {
+                let n = (len - pos).min(piece);
+                let range = pos as usize..(pos + n) as usize;
+                let (payload, reply_len): (&[u8], u32) = match &io {
+                    PieceIo::Write(b) => (&b[range.clone()], 0),
+                    PieceIo::Read(_) => (&[], n as u32),
+                    PieceIo::None => (&[], 0),
+                };
+                match self.submit(cmd, offset + pos, n as u32, payload, reply_len) {
+                    Ok(h) => in_flight.push_back((h, range)),
+                    Err(e) => first_err = Some(e),
+                }
+                pos += n;
+                continue;
+            }
+            let Some((h, range)) = in_flight.pop_front() else {
+                break;
+            };
+            let out: &mut [u8] = match &mut io {
+                PieceIo::Read(b) => &mut b[range],
+                _ => &mut [],
+            };
+            if let Err(e) = self.wait(h, out) {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+/// Largest request the client sends (larger I/O is split).
+const PIECE: u64 = 256 << 10;
+/// Requests one call keeps in flight on the connection, by default.
+const WINDOW: usize = 16;
+
+/// The data side of [`NbdDevice::pieces`].
+enum PieceIo<'a> {
+    Read(&'a mut [u8]),
+    Write(&'a [u8]),
+    None,
+}
+
+/// Replies of the connection: the reading half (taken by the thread that
+/// reads the next reply), replies read for other threads, and the payload
+/// length each outstanding request's reply carries.
+#[derive(Debug, Default)]
+struct Replies {
+    reader: Option<TcpStream>,
+    expected: std::collections::HashMap<u64, u32>,
+    done: std::collections::HashMap<u64, io::Result<Vec<u8>>>,
+    broken: Option<String>,
+}
+
+fn read_reply_head(s: &mut TcpStream, label: &str) -> io::Result<(u64, u32)> {
+    let rep: [u8; 16] = rd(s)?;
+    if rep[..4] != SIMPLE_REPLY_MAGIC.to_be_bytes() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{label}: bad reply magic"),
+        ));
+    }
+    let err = u32::from_be_bytes([rep[4], rep[5], rep[6], rep[7]]);
+    let handle = u64::from_be_bytes(rep[8..16].try_into().unwrap_or_default());
+    Ok((handle, err))
+}
+
+fn server_error(label: &str, err: u32) -> io::Error {
+    io::Error::other(format!(
+        "{label}: server error {err} ({})",
+        io::Error::from_raw_os_error(err as i32)
+    ))
 }
 
 impl BlockDevice for NbdDevice {
@@ -203,24 +391,13 @@ impl BlockDevice for NbdDevice {
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         check_range(self, offset, buf.len())?;
-        let mut pos = 0usize;
-        for chunk in buf.chunks_mut(MAX_REQUEST_BYTES as usize) {
-            let n = chunk.len() as u32;
-            self.request(CMD_READ, 0, offset + pos as u64, n, &[], Some(chunk))?;
-            pos += n as usize;
-        }
-        Ok(())
+        let len = buf.len() as u64;
+        self.pieces(CMD_READ, offset, len, PieceIo::Read(buf))
     }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         check_range(self, offset, buf.len())?;
-        let mut pos = 0usize;
-        for chunk in buf.chunks(MAX_REQUEST_BYTES as usize) {
-            let n = chunk.len() as u32;
-            self.request(CMD_WRITE, 0, offset + pos as u64, n, chunk, None)?;
-            pos += n as usize;
-        }
-        Ok(())
+        self.pieces(CMD_WRITE, offset, buf.len() as u64, PieceIo::Write(buf))
     }
 
     fn flush(&self) -> io::Result<()> {
@@ -229,20 +406,17 @@ impl BlockDevice for NbdDevice {
             // when acknowledged (the protocol's meaning of the missing flag).
             return Ok(());
         }
-        self.request(CMD_FLUSH, 0, 0, 0, &[], None)
+        // A flush covers the writes completed before it: every write_at
+        // that returned had all its replies.
+        let h = self.submit(CMD_FLUSH, 0, 0, &[], 0)?;
+        self.wait(h, &mut [])
     }
 
     fn trim(&self, offset: u64, len: u64) -> io::Result<()> {
         if self.flags & TFLAG_SEND_TRIM == 0 || len == 0 {
             return Ok(());
         }
-        let mut pos = 0;
-        while pos < len {
-            let n = (len - pos).min(u64::from(MAX_REQUEST_BYTES)) as u32;
-            self.request(CMD_TRIM, 0, offset + pos, n, &[], None)?;
-            pos += u64::from(n);
-        }
-        Ok(())
+        self.pieces(CMD_TRIM, offset, len, PieceIo::None)
     }
 
     fn describe(&self) -> String {
@@ -252,7 +426,7 @@ impl BlockDevice for NbdDevice {
 
 impl Drop for NbdDevice {
     fn drop(&mut self) {
-        if let Ok(mut s) = self.stream.lock() {
+        if let Ok(mut s) = self.send.lock() {
             let mut hdr = [0u8; 28];
             hdr[..4].copy_from_slice(&REQUEST_MAGIC.to_be_bytes());
             hdr[6..8].copy_from_slice(&CMD_DISC.to_be_bytes());
