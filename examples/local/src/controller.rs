@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use csi_types::paging::{Page, Paging};
 use csi_types::prelude::*;
@@ -31,8 +32,8 @@ use csi_types::{
 };
 
 use crate::driver::{
-    DEFAULT_VOLUME_SIZE, GRANULARITY, Inner, Key, cap_rec, check_capability, check_mutable,
-    mismatch,
+    DEFAULT_VOLUME_SIZE, GRANULARITY, Inner, Key, KeyGuard, cap_rec, check_capability,
+    check_mutable, mismatch,
 };
 use crate::fsops;
 use crate::state::{
@@ -87,7 +88,7 @@ fn materialize(
             fsops::sync_filesystem(&tmp)?;
         }
         // For data copied from a source, the rename is made durable by the
-        // journal's committer, which fsyncs the data directory before the
+        // journal's leader, which fsyncs the data directory before the
         // record naming this path; empty data is made again at open if a
         // crash lost it (see `crate::state`).
         fs::rename(&tmp, final_path)
@@ -179,9 +180,30 @@ impl Inner {
         VolumeStatus::from_published(v.published.keys(), Some(self.condition(layout, id, v)))
     }
 
+    /// The keys a CreateVolume holds for its whole call: the name, and the
+    /// source while it is copied.
+    pub fn create_keys(req: &CreateVolumeRequest) -> Vec<Key> {
+        let mut keys = vec![Key::VolumeName(req.name.to_string())];
+        keys.extend(req.volume_content_source.as_ref().map(|s| match s {
+            VolumeContentSource::Snapshot(id) => Key::Snapshot(id.to_string()),
+            VolumeContentSource::Volume(id) => Key::Volume(id.to_string()),
+        }));
+        keys
+    }
+
     pub fn create_volume(
         &self,
         req: CreateVolumeRequest,
+    ) -> Result<CreateVolumeResponse, CsiError> {
+        let keys = self.keys.lock_all(Self::create_keys(&req));
+        self.create_volume_locked(req, keys)
+    }
+
+    /// CreateVolume with its [`Inner::create_keys`] held.
+    pub fn create_volume_locked(
+        &self,
+        req: CreateVolumeRequest,
+        _keys: KeyGuard<'_>,
     ) -> Result<CreateVolumeResponse, CsiError> {
         let block = kind_of(&req.volume_capabilities)?;
         if let Some(k) = req.parameters.keys().next() {
@@ -197,14 +219,8 @@ impl Inner {
         });
         let range = req.capacity_range.unwrap_or_default();
 
-        // This name, and the source while it is copied, are locked for the
-        // whole call; the store only while it is read and changed.
-        let mut keys = vec![Key::VolumeName(req.name.to_string())];
-        keys.extend(req.volume_content_source.as_ref().map(|s| match s {
-            VolumeContentSource::Snapshot(id) => Key::Snapshot(id.to_string()),
-            VolumeContentSource::Volume(id) => Key::Volume(id.to_string()),
-        }));
-        let _keys = self.keys.lock_all(keys);
+        // The keys are held for the whole call; the store is locked only
+        // while it is read and changed.
         let mut store = self.lock();
         if let Some((id, v)) = store.state.volume_by_name(req.name.as_str()) {
             let why = if v.block != block {
@@ -342,7 +358,7 @@ impl Inner {
         };
         let vol = self.volume_of(&id, &rec)?;
         let mut next = store.state.clone();
-        next.volumes.insert(id.clone(), rec);
+        next.volumes.insert(id.clone(), Arc::new(rec));
         if let Err(e) = store.commit(next) {
             remove_data(&path);
             return Err(e);
@@ -355,8 +371,17 @@ impl Inner {
         &self,
         req: DeleteVolumeRequest,
     ) -> Result<DeleteVolumeResponse, CsiError> {
+        let key = self.keys.lock(Key::Volume(req.volume_id.to_string()));
+        self.delete_volume_locked(req, key)
+    }
+
+    /// DeleteVolume with the volume's key held.
+    pub fn delete_volume_locked(
+        &self,
+        req: DeleteVolumeRequest,
+        _key: KeyGuard<'_>,
+    ) -> Result<DeleteVolumeResponse, CsiError> {
         let id = req.volume_id.as_str();
-        let _key = self.keys.lock(Key::Volume(id.to_string()));
         let mut store = self.lock();
         let Some(v) = store.state.volumes.get(id) else {
             return Ok(DeleteVolumeResponse {});
@@ -448,7 +473,7 @@ impl Inner {
             )));
         }
         let mut next = store.state.clone();
-        if let Some(v) = next.volumes.get_mut(id) {
+        if let Some(v) = next.volumes.get_mut(id).map(Arc::make_mut) {
             v.published.insert(req.node_id.to_string(), rec);
         }
         store.commit(next)?;
@@ -477,7 +502,7 @@ impl Inner {
             return Ok(ControllerUnpublishVolumeResponse {});
         }
         let mut next = store.state.clone();
-        if let Some(v) = next.volumes.get_mut(id) {
+        if let Some(v) = next.volumes.get_mut(id).map(Arc::make_mut) {
             match &req.node_id {
                 Some(n) => {
                     v.published.remove(n.as_str());
@@ -634,7 +659,7 @@ impl Inner {
             grow().map_err(|e| io_err(format!("growing {}", path.display()), e))?;
         }
         let mut next = store.state.clone();
-        if let Some(v) = next.volumes.get_mut(id) {
+        if let Some(v) = next.volumes.get_mut(id).map(Arc::make_mut) {
             v.capacity = size;
         }
         store.commit(next)?;
@@ -665,7 +690,7 @@ impl Inner {
             return Ok(ControllerModifyVolumeResponse {});
         }
         let mut next = store.state.clone();
-        if let Some(v) = next.volumes.get_mut(id) {
+        if let Some(v) = next.volumes.get_mut(id).map(Arc::make_mut) {
             v.mutable.extend(req.mutable_parameters.clone());
         }
         store.commit(next)?;

@@ -1,7 +1,10 @@
 //! [`LocalDriver`]: the driver value, its registration with the SDK, and the
 //! helpers its controller and node halves share.
 //!
-//! Every RPC runs on tokio's blocking pool (it does file and mount I/O).
+//! Every RPC runs on tokio's blocking pool (it does file and mount I/O),
+//! except the quick ones, CreateVolume of an empty mount volume and
+//! DeleteVolume, which run on the runtime thread that received them when
+//! their name or volume is not in use (see `LocalDriver::run_quick`).
 //! The state lives behind one store lock, held only to read and change it
 //! and for quick filesystem calls (`mkdir`, `rename`, mounts); the work that
 //! takes long, building a volume's or snapshot's data (copies for clones
@@ -11,8 +14,8 @@
 //! on a volume being copied) wait for each other. A capacity reservation
 //! holds the bytes of a creation in progress. No lock is held while a
 //! change is made durable: a handler only queues its journal record (see
-//! [`crate::state`]), and `run` waits for the group commit after the locks
-//! are released, so concurrent calls share one synchronous write. The
+//! [`crate::state`]), and `run` (or `run_quick`) waits for the group commit
+//! after the locks are released, so concurrent calls share one synchronous write. The
 //! SDK's [`Plugin`] also refuses a second call on the same volume id while
 //! one is in flight.
 
@@ -148,6 +151,22 @@ impl Keys {
         }
         guard
     }
+
+    /// Takes every key of `keys` if all are free now; `None` (holding
+    /// nothing) if one is not.
+    pub fn try_lock_all(&self, keys: Vec<Key>) -> Option<KeyGuard<'_>> {
+        let mut set = self.set();
+        if keys.iter().any(|k| set.contains(k)) {
+            return None;
+        }
+        for k in &keys {
+            set.insert(k.clone());
+        }
+        Some(KeyGuard {
+            keys: self,
+            held: keys,
+        })
+    }
 }
 
 impl Drop for KeyGuard<'_> {
@@ -231,6 +250,16 @@ impl LocalDriver {
         })
         .await
         .map_err(|e| CsiError::internal(format!("the operation did not complete: {e}")))?
+    }
+
+    /// Runs a quick synchronous operation (metadata and a directory entry
+    /// or two, no data copied or synced, no mount) on the runtime thread
+    /// that received the call, then waits for the group commit without
+    /// holding a thread ([`Journal::durable`]): the call is answered from
+    /// the thread that received it, with no hand-off to the blocking pool.
+    async fn run_quick<T>(&self, result: Result<T, CsiError>) -> Result<T, CsiError> {
+        self.inner.journal.durable().await?;
+        result
     }
 }
 
@@ -396,10 +425,43 @@ forward!(Controller {
             | ControllerCapabilities::SINGLE_NODE_MULTI_WRITER
     }
 );
-forward!(Provisioner {
-    create_volume: CreateVolumeRequest => CreateVolumeResponse,
-    delete_volume: DeleteVolumeRequest => DeleteVolumeResponse,
-});
+#[async_trait]
+impl Provisioner for LocalDriver {
+    async fn create_volume(
+        &self,
+        req: CreateVolumeRequest,
+    ) -> Result<CreateVolumeResponse, CsiError> {
+        // An empty mount volume is one directory, made on the runtime
+        // thread if its name is free now; an image is synced and a copy
+        // takes long, and a name in use means waiting, so those run on the
+        // blocking pool.
+        if req.volume_content_source.is_none()
+            && !req.volume_capabilities.iter().any(|c| c.is_block())
+            && let Some(keys) = self.inner.keys.try_lock_all(Inner::create_keys(&req))
+        {
+            let result = self.inner.create_volume_locked(req, keys);
+            self.run_quick(result).await
+        } else {
+            self.run(move |d| d.create_volume(req)).await
+        }
+    }
+
+    /// Only changes metadata (the data goes once that is durable, removed
+    /// on the blocking pool), so it runs on the runtime thread unless the
+    /// volume is in use (being copied, say), which means waiting.
+    async fn delete_volume(
+        &self,
+        req: DeleteVolumeRequest,
+    ) -> Result<DeleteVolumeResponse, CsiError> {
+        let key = Key::Volume(req.volume_id.to_string());
+        if let Some(keys) = self.inner.keys.try_lock_all(vec![key]) {
+            let result = self.inner.delete_volume_locked(req, keys);
+            self.run_quick(result).await
+        } else {
+            self.run(move |d| d.delete_volume(req)).await
+        }
+    }
+}
 forward!(ControllerPublisher {
     controller_publish_volume: ControllerPublishVolumeRequest => ControllerPublishVolumeResponse,
     controller_unpublish_volume: ControllerUnpublishVolumeRequest => ControllerUnpublishVolumeResponse,

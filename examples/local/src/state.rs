@@ -6,31 +6,34 @@
 //! parts the two share, so a change costs the same with 10 or 10,000
 //! volumes. Each commit queues one checksummed record (the changed entries,
 //! whole, with a sequence number) for the journal. The journal file is
-//! preallocated (zeros written at open), opened with `O_DSYNC`, and written
-//! by [`COMMITTERS`] threads: each takes every record queued meanwhile and
-//! writes the batch at its reserved offset with one synchronous `pwrite`,
-//! which changes no file metadata, so it costs one data write and a cache
-//! flush; several batches can be on their way to the disk at once. A record
-//! counts as durable once every record before it is on disk, and a call is
-//! answered only once the journal is durable up to the last record it could
-//! have seen ([`Journal::wait_durable`], done by the driver's `run` after
+//! preallocated (zeros written at open) and opened with `O_DSYNC`; it has
+//! no threads of its own. A call is answered only once the journal is
+//! durable up to the last record it could have seen
+//! ([`Journal::wait_durable`], done by the driver's `run` after
 //! the handler released the lock), so nothing acknowledged, and nothing an
-//! acknowledged answer was based on, can be lost. Every [`SNAPSHOT_EVERY`]
-//! records a committer waits for everything before to be durable, writes
-//! the whole state to `state.json` (temporary file, fsync, rename,
-//! directory fsync) and restarts the journal at offset 0.
+//! acknowledged answer was based on, can be lost. That wait is a
+//! leader/follower group commit: a waiting caller that finds no write in
+//! progress takes every record queued meanwhile and writes the batch at its
+//! reserved offset with one synchronous `pwrite`, on its own thread (which
+//! changes no file metadata, so it costs one data write and a cache flush);
+//! the others sleep until that write ends and are woken together. One
+//! batch is on its way to the disk at a time, so records reach it in
+//! sequence order. Every [`SNAPSHOT_EVERY`] records the leader, after its
+//! batch, writes the whole state to `state.json` (temporary file, fsync,
+//! rename, directory fsync) and restarts the journal at offset 0.
 //!
 //! At [`Store::open`] the snapshot is read and the journal replayed in
 //! sequence order up to its first gap (zeros, a torn or corrupt record, or
-//! a record of an earlier round): a crash can leave a later batch on disk
-//! and an earlier one not, but no caller of the later one was answered.
+//! a record of an earlier round): a crash during a write can leave a later
+//! part of a batch on disk and an earlier one not, but no caller of that
+//! batch was answered.
 //! The state as replayed is then saved and the journal zeroed, so nothing
 //! from before the crash can be confused with a later record.
 //!
 //! Volume and snapshot data are created under a temporary name and renamed
 //! into place *before* the record naming them is committed. Data copied
 //! from a source has its directory entry made durable before the record
-//! (the committer fsyncs the data directory first); a volume created empty
+//! (the leader fsyncs the data directory first); a volume created empty
 //! does not (it would cost a second flush per CreateVolume): if a crash
 //! lost its entry, [`Store::open`] makes the empty directory or sparse
 //! image again, and NodeStageVolume makes the entry durable before a
@@ -217,7 +220,10 @@ pub(crate) struct State {
     /// The last journal record this snapshot includes.
     #[serde(default)]
     pub journal_seq: u64,
-    pub volumes: OrdMap<String, VolumeRec>,
+    /// Values behind `Arc`: a change copies the tree nodes on its path,
+    /// whose entries are then reference counts, not whole records (with
+    /// 10,000 volumes a node holds dozens of them).
+    pub volumes: OrdMap<String, Arc<VolumeRec>>,
     pub snapshots: OrdMap<String, SnapshotRec>,
     pub groups: OrdMap<String, GroupRec>,
     pub staged: OrdMap<String, StageRec>,
@@ -299,7 +305,7 @@ impl State {
 
     pub fn volume_by_name(&self, name: &str) -> Option<(&String, &VolumeRec)> {
         let id = self.index.volume_names.get(name)?;
-        self.volumes.get_key_value(id)
+        self.volumes.get_key_value(id).map(|(k, v)| (k, &**v))
     }
 
     pub fn snapshot_by_name(&self, name: &str) -> Option<(&String, &SnapshotRec)> {
@@ -327,6 +333,7 @@ impl State {
         let mut index = std::mem::take(&mut next.index);
         let new_data = NewData {
             volumes: diff(&self.volumes, &next.volumes, |id, old, new| {
+                let (old, new) = (old.map(|v| &**v), new.map(|v| &**v));
                 index.volume(id, old, new);
                 changes.push(Change::Volume(id.clone(), new.cloned()));
                 // Only data copied from a source needs its entry durable
@@ -377,7 +384,7 @@ impl State {
         self.journal_seq = rec.seq;
         for c in rec.changes {
             match c {
-                Change::Volume(k, v) => put(&mut self.volumes, k, v),
+                Change::Volume(k, v) => put(&mut self.volumes, k, v.map(Arc::new)),
                 Change::Snapshot(k, v) => put(&mut self.snapshots, k, v),
                 Change::Group(k, v) => put(&mut self.groups, k, v),
                 Change::Staged(k, v) => put(&mut self.staged, k, v),
@@ -496,7 +503,7 @@ pub(crate) fn io_err(what: impl std::fmt::Display, e: std::io::Error) -> CsiErro
     CsiError::internal(format!("{what}: {e}"))
 }
 
-/// Every this many records a committer writes a snapshot and the journal
+/// Every this many records the leader writes a snapshot and the journal
 /// starts again at its beginning, so a restart replays at most this many
 /// records.
 pub(crate) const SNAPSHOT_EVERY: u64 = 4096;
@@ -507,10 +514,6 @@ pub(crate) const SNAPSHOT_EVERY: u64 = 4096;
 /// still durable (the size change is part of the synchronous write), only
 /// slower.
 const JOURNAL_SIZE: u64 = 4 << 20;
-
-/// Committer threads: each writes one batch at a time with one synchronous
-/// write, so up to this many batches are on their way to the disk at once.
-const COMMITTERS: usize = 4;
 
 /// A journal record on disk: `[payload length: u32 LE][crc32 of payload:
 /// u32 LE][payload: JSON of a Record]`.
@@ -547,7 +550,7 @@ fn read_journal(bytes: &[u8]) -> Vec<Record> {
     records
 }
 
-/// A record waiting for a committer.
+/// A record waiting to be written.
 struct Pending {
     seq: u64,
     bytes: Vec<u8>,
@@ -556,10 +559,10 @@ struct Pending {
     snapshot: Option<State>,
 }
 
-/// What the committers share with the callers.
+/// What the callers share about the journal.
 #[derive(Default)]
 struct Shared {
-    /// Encoded records not yet taken by a committer, in sequence order.
+    /// Encoded records not yet taken by a leader, in sequence order.
     pending: Vec<Pending>,
     /// Data to remove once the record with this sequence number is durable.
     removals: Vec<(u64, PathBuf)>,
@@ -567,21 +570,17 @@ struct Shared {
     appended: u64,
     /// Every record up to this one is on disk.
     durable: u64,
-    /// Batches written out of order: first sequence number -> last.
-    written: BTreeMap<u64, u64>,
     /// Where the next batch goes in the journal file.
     offset: u64,
-    /// A committer is writing a snapshot: no batch may be taken until the
-    /// journal starts again at offset 0.
-    rotating: bool,
+    /// A caller is writing a batch (and the snapshot after it, if one is
+    /// due): no other batch may be taken until it is done.
+    flushing: bool,
     /// Set when a write failed: every later call is refused.
     failed: Option<String>,
-    stop: bool,
 }
 
-/// One committer's share of the pending records.
+/// What a leader takes from the pending records.
 struct Batch {
-    first: u64,
     last: u64,
     offset: u64,
     bytes: Vec<u8>,
@@ -589,13 +588,19 @@ struct Batch {
     snapshot: Option<State>,
 }
 
-/// The journal and its committer threads (see the module documentation).
+/// The journal (see the module documentation). It has no threads of its
+/// own: a caller waiting for its record to be durable writes the batch
+/// itself when no write is in progress.
 pub(crate) struct Journal {
     shared: Mutex<Shared>,
-    /// Signalled when `durable` or `failed` changes.
+    /// Signalled when a write ends (`durable`, `failed` or `flushing`
+    /// changed).
     durable_cv: Condvar,
-    /// Signalled when there is work for a committer.
-    work_cv: Condvar,
+    /// The same, for callers waiting in async code ([`Journal::durable`]).
+    durable_notify: tokio::sync::Notify,
+    /// The journal file, opened with `O_DSYNC`.
+    file: fs::File,
+    layout: Layout,
 }
 
 impl Journal {
@@ -603,84 +608,109 @@ impl Journal {
         self.shared.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Waits until every record appended so far is durable. Errors if the
+    /// Waits until every record appended so far is durable, writing the
+    /// pending records itself when no other caller is. Errors if the
     /// journal could not be written.
     pub(crate) fn wait_durable(&self) -> Result<(), CsiError> {
         let s = self.lock();
         let target = s.appended;
-        self.wait_for(s, target).1
+        self.wait_for(s, target)
     }
 
-    /// Waits until every record up to `target` is durable.
-    fn wait_for<'a>(
-        &'a self,
-        mut s: MutexGuard<'a, Shared>,
-        target: u64,
-    ) -> (MutexGuard<'a, Shared>, Result<(), CsiError>) {
+    /// Waits until every record up to `target` is durable: a leader/follower
+    /// group commit. When no write is in progress the caller becomes the
+    /// leader and writes everything pending in one synchronous write (its
+    /// own record and those of the callers that queued theirs meanwhile);
+    /// otherwise it sleeps until the write in progress ends, then looks
+    /// again. So one write is on its way to the disk at a time, the records
+    /// reach the disk in sequence order, and a batch costs one wakeup of its
+    /// waiters, with no thread hand-off to write it.
+    fn wait_for<'a>(&'a self, mut s: MutexGuard<'a, Shared>, target: u64) -> Result<(), CsiError> {
         loop {
             if let Some(why) = &s.failed {
-                let e = failed(why);
-                return (s, Err(e));
+                return Err(failed(why));
             }
             if s.durable >= target {
-                return (s, Ok(()));
+                return Ok(());
+            }
+            if !s.flushing && !s.pending.is_empty() {
+                let done;
+                (s, done) = self.lead(s);
+                if !done.is_empty() {
+                    drop(s);
+                    for path in done {
+                        remove_data(&path);
+                    }
+                    s = self.lock();
+                }
+                continue;
             }
             s = self.durable_cv.wait(s).unwrap_or_else(|e| e.into_inner());
         }
     }
 
+    /// [`Journal::wait_durable`] for async callers: a follower waits without
+    /// holding a thread, and a leader writes on its own (runtime) thread;
+    /// the data that durable records stopped naming is removed on the
+    /// blocking pool. Callers are quick handlers that run on the runtime
+    /// instead of the blocking pool, so that their answer needs no thread
+    /// hand-off.
+    pub(crate) async fn durable(&self) -> Result<(), CsiError> {
+        let target = self.lock().appended;
+        loop {
+            // Registered before looking, so that a write ending in between
+            // still wakes this caller.
+            let notified = self.durable_notify.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let s = self.lock();
+                if let Some(why) = &s.failed {
+                    return Err(failed(why));
+                }
+                if s.durable >= target {
+                    return Ok(());
+                }
+                if !s.flushing && !s.pending.is_empty() {
+                    let (_s, done) = self.lead(s);
+                    if !done.is_empty() {
+                        tokio::task::spawn_blocking(move || {
+                            for path in done {
+                                remove_data(&path);
+                            }
+                        });
+                    }
+                    continue;
+                }
+            }
+            notified.await;
+        }
+    }
+
     /// Takes what is pending, up to and including the first record after
     /// which a snapshot is due, and reserves its place in the file.
-    fn take_batch(&self) -> Option<Batch> {
-        let mut s = self.lock();
-        while (s.pending.is_empty() || s.rotating) && !s.stop {
-            s = self.work_cv.wait(s).unwrap_or_else(|e| e.into_inner());
-        }
-        if s.pending.is_empty() || s.rotating {
-            return None;
-        }
+    fn take_batch(s: &mut Shared) -> Batch {
         let n = s
             .pending
             .iter()
             .position(|p| p.snapshot.is_some())
             .map_or(s.pending.len(), |i| i + 1);
-        let taken: Vec<Pending> = s.pending.drain(..n).collect();
         let mut batch = Batch {
-            first: taken[0].seq,
-            last: taken[n - 1].seq,
+            last: 0,
             offset: s.offset,
-            bytes: Vec::with_capacity(taken.iter().map(|p| p.bytes.len()).sum()),
+            bytes: Vec::with_capacity(s.pending[..n].iter().map(|p| p.bytes.len()).sum()),
             new_data: NewData::default(),
             snapshot: None,
         };
-        for p in taken {
+        for p in s.pending.drain(..n) {
             batch.bytes.extend_from_slice(&p.bytes);
             batch.new_data.volumes |= p.new_data.volumes;
             batch.new_data.snapshots |= p.new_data.snapshots;
             batch.snapshot = p.snapshot;
+            batch.last = p.seq;
         }
         s.offset += batch.bytes.len() as u64;
-        if batch.snapshot.is_some() {
-            s.rotating = true;
-        }
-        drop(s);
-        // Another committer may take what came after.
-        self.work_cv.notify_one();
-        Some(batch)
-    }
-
-    /// Records that a batch is on disk, advances `durable` over every batch
-    /// now written without a gap, and returns the data that can go.
-    fn written(&self, s: &mut Shared, batch: &Batch) -> Vec<PathBuf> {
-        s.written.insert(batch.first, batch.last);
-        while let Some(last) = s.written.remove(&(s.durable + 1)) {
-            s.durable = last;
-        }
-        let durable = s.durable;
-        let (now, later): (Vec<_>, Vec<_>) =
-            s.removals.drain(..).partition(|(seq, _)| *seq <= durable);
-        s.removals = later;
-        now.into_iter().map(|(_, p)| p).collect()
+        batch
     }
 
     fn fail(&self, s: &mut Shared, e: std::io::Error) {
@@ -688,59 +718,61 @@ impl Journal {
         s.failed = Some(e.to_string());
     }
 
-    /// A committer: writes batches, each with one synchronous write (the
-    /// file is opened with `O_DSYNC`), while other committers write theirs;
-    /// a record counts as durable once every record before it is too, so a
-    /// crash can only lose a suffix of the journal. After a record that
-    /// asks for a snapshot, it waits for everything before to be durable,
-    /// saves the state and restarts the journal at offset 0.
-    fn run(self: Arc<Self>, file: fs::File, layout: Layout) {
-        while let Some(mut batch) = self.take_batch() {
-            let result = (|| {
-                // Data is renamed into place before the record naming it is
-                // committed; the renames become durable here, before the
-                // records do.
-                if batch.new_data.volumes {
-                    fsync_dir(&layout.volumes_dir())?;
-                }
-                if batch.new_data.snapshots {
-                    fsync_dir(&layout.snapshots_dir())?;
-                }
-                file.write_all_at(&batch.bytes, batch.offset)
-            })();
-            let mut s = self.lock();
-            let mut done = Vec::new();
-            match result {
-                Ok(()) => done = self.written(&mut s, &batch),
+    /// The leader's part: writes one batch with one synchronous write (the
+    /// file is opened with `O_DSYNC`) without the lock; after a record that
+    /// asks for a snapshot, saves the state and restarts the journal at
+    /// offset 0 (every record before it is durable then: batches are
+    /// written one at a time, in order). Then wakes the waiters and returns
+    /// the data that durable records stopped naming, for the caller to
+    /// remove.
+    fn lead<'a>(&'a self, mut s: MutexGuard<'a, Shared>) -> (MutexGuard<'a, Shared>, Vec<PathBuf>) {
+        let mut batch = Self::take_batch(&mut s);
+        s.flushing = true;
+        drop(s);
+        let result = (|| {
+            // Data is renamed into place before the record naming it is
+            // committed; the renames become durable here, before the
+            // records do.
+            if batch.new_data.volumes {
+                fsync_dir(&self.layout.volumes_dir())?;
+            }
+            if batch.new_data.snapshots {
+                fsync_dir(&self.layout.snapshots_dir())?;
+            }
+            self.file.write_all_at(&batch.bytes, batch.offset)
+        })();
+        let mut s = self.lock();
+        let mut done = Vec::new();
+        match result {
+            Ok(()) => {
+                s.durable = batch.last;
+                let durable = s.durable;
+                let (now, later): (Vec<_>, Vec<_>) =
+                    s.removals.drain(..).partition(|(seq, _)| *seq <= durable);
+                s.removals = later;
+                done = now.into_iter().map(|(_, p)| p).collect();
+            }
+            Err(e) => self.fail(&mut s, e),
+        }
+        if let Some(state) = batch.snapshot.take()
+            && s.failed.is_none()
+        {
+            // Everything in the journal is in the snapshot once it is
+            // saved; the records written from offset 0 on then have higher
+            // sequence numbers than any left behind them. The callers of
+            // this batch are answered once it is saved.
+            drop(s);
+            let saved = write_snapshot(&self.layout, &state);
+            s = self.lock();
+            match saved {
+                Ok(()) => s.offset = 0,
                 Err(e) => self.fail(&mut s, e),
             }
-            self.durable_cv.notify_all();
-            if let Some(state) = batch.snapshot.take() {
-                let (guard, ok) = self.wait_for(s, batch.last);
-                s = guard;
-                if ok.is_err() {
-                    continue;
-                }
-                drop(s);
-                // Everything in the journal is in the snapshot once it is
-                // saved; the records written from offset 0 on then have
-                // higher sequence numbers than any left behind them.
-                let saved = write_snapshot(&layout, &state);
-                s = self.lock();
-                match saved {
-                    Ok(()) => {
-                        s.offset = 0;
-                        s.rotating = false;
-                    }
-                    Err(e) => self.fail(&mut s, e),
-                }
-                self.work_cv.notify_all();
-            }
-            drop(s);
-            for path in done {
-                remove_data(&path);
-            }
         }
+        s.flushing = false;
+        self.durable_cv.notify_all();
+        self.durable_notify.notify_waiters();
+        (s, done)
     }
 }
 
@@ -864,7 +896,9 @@ impl Store {
                 ..Shared::default()
             }),
             durable_cv: Condvar::new(),
-            work_cv: Condvar::new(),
+            durable_notify: tokio::sync::Notify::new(),
+            file: jfile,
+            layout: layout.clone(),
         });
         let store = Store {
             layout: layout.clone(),
@@ -875,14 +909,6 @@ impl Store {
         store.collect_garbage()?;
         store.undo_unacknowledged_growth()?;
         store.make_lost_empty_data()?;
-        for i in 0..COMMITTERS {
-            let file = jfile.try_clone().map_err(ctx)?;
-            let (journal, layout) = (journal.clone(), layout.clone());
-            std::thread::Builder::new()
-                .name(format!("state-journal-{i}"))
-                .spawn(move || journal.run(file, layout))
-                .map_err(|e| format!("starting the journal threads: {e}"))?;
-        }
         Ok(store)
     }
 
@@ -994,7 +1020,7 @@ impl Store {
     }
 
     /// Makes `next` the current state and queues the record of what changed
-    /// for the committer. The change is durable once
+    /// for the journal. The change is durable once
     /// [`Journal::wait_durable`] returns, which the driver waits for before
     /// answering (after releasing the lock, so that concurrent callers share
     /// one `fdatasync`). Refused, with the state unchanged, if the journal
@@ -1021,7 +1047,6 @@ impl Store {
             snapshot,
         });
         drop(shared);
-        self.journal.work_cv.notify_one();
         self.state = next;
         Ok(())
     }
@@ -1043,8 +1068,9 @@ impl Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
-        self.journal.lock().stop = true;
-        self.journal.work_cv.notify_all();
+        // Records nobody waited for were never acknowledged; writing them
+        // only spares the next start some replay.
+        let _ = self.journal.wait_durable();
     }
 }
 
@@ -1077,7 +1103,7 @@ mod tests {
         let mut store = Store::open(dir.path()).unwrap();
         let mut next = store.state.clone();
         let id = next.new_id("vol");
-        next.volumes.insert(id.clone(), rec("a"));
+        next.volumes.insert(id.clone(), Arc::new(rec("a")));
         fs::create_dir(store.layout.volume_path(&id, false)).unwrap();
         store.commit(next).unwrap();
         store.journal().wait_durable().unwrap();
@@ -1109,14 +1135,14 @@ mod tests {
         let mut store = Store::open(dir.path()).unwrap();
         let mut next = store.state.clone();
         let (mount, block) = (next.new_id("vol"), next.new_id("vol"));
-        next.volumes.insert(mount.clone(), rec("m"));
+        next.volumes.insert(mount.clone(), Arc::new(rec("m")));
         next.volumes.insert(
             block.clone(),
-            VolumeRec {
+            Arc::new(VolumeRec {
                 block: true,
                 capacity: 1 << 20,
                 ..rec("b")
-            },
+            }),
         );
         store.commit(next).unwrap();
         store.journal().wait_durable().unwrap();
@@ -1139,10 +1165,10 @@ mod tests {
         let id = next.new_id("vol");
         next.volumes.insert(
             id.clone(),
-            VolumeRec {
+            Arc::new(VolumeRec {
                 block: true,
                 ..rec("b")
-            },
+            }),
         );
         let img = store.layout.volume_path(&id, true);
         fs::File::create(&img).unwrap().set_len(4096).unwrap();
@@ -1186,7 +1212,7 @@ mod tests {
         for n in names {
             let mut next = store.state.clone();
             let id = next.new_id("vol");
-            next.volumes.insert(id.clone(), rec(n));
+            next.volumes.insert(id.clone(), Arc::new(rec(n)));
             store.commit(next).unwrap();
             ids.push(id);
         }
