@@ -2650,7 +2650,7 @@ impl<'a> Search<'a> {
     fn branch(&mut self, k: usize) -> bool {
         let i = self.order[k];
         let gs = self.c.group_size;
-        let first_of_group = self.group_order && i % gs == 0;
+        let first_of_group = self.group_order && i.is_multiple_of(gs);
         let start = if self.ordered && k > 0 {
             let prev = self.order[k - 1];
             if prev / gs == i / gs {

@@ -71,11 +71,22 @@ proptest! {
         for round in 0..3 {
             let mut req = g.request(&spec, 6, true);
             req.shape = match g.rng_range(0, 2) {
-                0 => Shape::Raid10 { stripes: g.rng_range(2, 3), mirrors: 2 },
+                0 => Shape::Raid10 { stripes: g.rng_range(2, 3) as u32, mirrors: 2 },
                 1 => Shape::Raid10 { stripes: 2, mirrors: 3 },
-                _ => Shape::Parity { k: 1, m: 1, sets: g.rng_range(2, 3) },
+                _ => Shape::Parity { k: 1, m: 1, sets: g.rng_range(2, 3) as u32 },
             };
             req.pinned.retain(|p| p.member < req.shape.member_count());
+            // A soft spreading over the (at most three) uplinks that 4–6 members can rarely
+            // honour sends the request past the window to the complete search, where groups
+            // are ordered and restarted.
+            if g.rng_range(0, 1) == 1 {
+                req.bandwidth_spread.push(Spread {
+                    kind: "uplink".into(),
+                    mode: Mode::Soft,
+                    max_per_domain: 1,
+                    per_group: false,
+                });
+            }
             if round == 2 {
                 engine.set_search_budget(2_000);
             }
