@@ -2401,6 +2401,8 @@ struct Search<'a> {
 /// key has one entry per interchangeability class; long lists are decided by the window or
 /// the bounds long before the search could revisit a state).
 const MEMO_MAX_CANDIDATES: usize = 2048;
+/// Failed states are remembered only once a search has taken this many steps.
+const MEMO_AFTER_STEPS: u64 = 256;
 /// At most this many failed states are remembered per search.
 const MEMO_MAX_STATES: usize = 1 << 18;
 
@@ -2463,7 +2465,13 @@ impl<'a> Search<'a> {
     /// state (the same groups in another order, interchangeable drives swapped) fails too.
     /// `None` when `k` is inside a group or memoization is off.
     fn boundary_state(&mut self, k: usize) -> Option<(usize, Vec<u64>)> {
-        if k == 0 || k >= self.order.len() || self.cands.len() > MEMO_MAX_CANDIDATES {
+        // A search that has not backtracked much gains nothing from remembering states, and
+        // building keys would slow every easy placement down: start after a few steps.
+        if self.nodes < MEMO_AFTER_STEPS
+            || k == 0
+            || k >= self.order.len()
+            || self.cands.len() > MEMO_MAX_CANDIDATES
+        {
             return None;
         }
         let gs = self.c.group_size;
