@@ -1890,16 +1890,59 @@ impl Engine {
         // Stage 3: complete search over hard constraints, preferring soft-clean choices. Legs
         // of one group are interchangeable under the hard constraints, so taking them in list
         // order loses no placement (soft preferences only order the tries).
-        let mut s = Search::new(self, c, &all, false, true, strict_first, budget);
+        // A quarter of the budget goes to the candidates in score order; if that is not
+        // enough, the rest goes to restarts in shuffled orders (below).
+        let small = all.len() <= MEMO_MAX_CANDIDATES;
+        let first = if small { (budget / 4).max(1) } else { budget };
+        let mut s = Search::new(self, c, &all, false, true, strict_first, first);
+        s.set_group_order();
         // Pins already charged cannot be told apart from members assigned by the search in
         // the bounds' accounting, so the lookahead runs for fresh requests only.
         s.lookahead = !c.pins_loaded;
         if s.run(0) {
             return Outcome::Found(s.assign);
         }
+        let mut nodes = s.nodes;
+        if !s.exhausted || !small {
+            return Outcome::NotFound {
+                exhausted: s.exhausted,
+                nodes,
+            };
+        }
+        // Restarts. The cost of a backtracking search over tightly constrained groups depends
+        // wildly on the candidate order (on a 27-drive RAID10 of 8 × 3 with hard rack, JBOD
+        // and power-supply separation, one order finds a placement in 10 steps, another needs
+        // hundreds of thousands), so a few shuffled orders with growing budgets find what one
+        // long run misses. Each run is complete within its budget: one that ends without
+        // exhausting it proves the request impossible. The shuffles derive from the engine's
+        // seed, so the outcome stays deterministic.
+        let mut order = all.clone();
+        let mut round_budget = 20_000u64;
+        let mut rng = splitmix(self.seed ^ 0x5EA2_C4E5);
+        while nodes < budget {
+            for j in (1..order.len()).rev() {
+                rng = splitmix(rng);
+                order.swap(j, (rng % (j as u64 + 1)) as usize);
+            }
+            let take = round_budget.min(budget - nodes);
+            let mut s = Search::new(self, c, &order, false, true, strict_first, take);
+            s.set_group_order();
+            s.lookahead = !c.pins_loaded;
+            if s.run(0) {
+                return Outcome::Found(s.assign);
+            }
+            nodes += s.nodes;
+            if !s.exhausted {
+                return Outcome::NotFound {
+                    exhausted: false,
+                    nodes,
+                };
+            }
+            round_budget = round_budget.saturating_mul(2);
+        }
         Outcome::NotFound {
-            exhausted: s.exhausted,
-            nodes: s.nodes,
+            exhausted: true,
+            nodes,
         }
     }
 
@@ -2234,7 +2277,9 @@ impl Engine {
         }
         let win = self.window(c, 2 * c.free_members() + 8);
         for cands in [&win, &all] {
-            if Search::new(self, c, cands, false, true, false, budget).run(0) {
+            let mut s = Search::new(self, c, cands, false, true, false, budget);
+            s.set_group_order();
+            if s.run(0) {
                 return Some(true);
             }
             if cands.len() == all.len() {
@@ -2293,6 +2338,7 @@ impl Engine {
             return Some(false);
         }
         let mut s = Search::new(self, c, cands, false, true, false, budget);
+        s.set_group_order();
         if s.run(0) {
             return Some(true);
         }
@@ -2341,7 +2387,24 @@ struct Search<'a> {
     /// Whether each node first runs the refutation bounds on what is left (the complete
     /// search only: a bound that fails proves the subtree empty).
     lookahead: bool,
+    /// Interchangeability class of each candidate (equal [`Search::signature`]), built at the
+    /// first redundancy-group boundary; empty until then or when memoization is off.
+    class_of: Vec<u32>,
+    /// Failed states at redundancy-group boundaries (see [`Search::boundary_state`]).
+    failed_states: HashSet<(usize, Vec<u64>)>,
+    /// Redundancy groups take their first members in increasing list order, and a candidate
+    /// skipped by a group's first member is never used (see [`Search::set_group_order`]).
+    group_order: bool,
 }
+
+/// Candidate lists longer than this are searched without memoizing failed states (a state
+/// key has one entry per interchangeability class; long lists are decided by the window or
+/// the bounds long before the search could revisit a state).
+const MEMO_MAX_CANDIDATES: usize = 2048;
+/// Failed states are remembered only once a search has taken this many steps.
+const MEMO_AFTER_STEPS: u64 = 256;
+/// At most this many failed states are remembered per search.
+const MEMO_MAX_STATES: usize = 1 << 18;
 
 /// Budget steps one lookahead (the refutation bounds at a search node) is charged: it costs
 /// about as much as that many plain steps, so a search that gives up does so in similar time.
@@ -2371,7 +2434,80 @@ impl<'a> Search<'a> {
             budget,
             exhausted: false,
             lookahead: false,
+            class_of: Vec::new(),
+            failed_states: HashSet::new(),
+            group_order: false,
         }
+    }
+
+    /// Breaks the symmetry between redundancy groups, for a request without pins and with
+    /// several groups (otherwise this changes nothing). Groups are interchangeable then — every
+    /// constraint treats them alike — so each placement can be written with its groups sorted by
+    /// their first member's position in the candidate list (members within a group are already
+    /// sorted). The search then only writes placements that way: a group's first member comes
+    /// after the previous group's, and every unused candidate before it stays unused (a later
+    /// group's members all come after its own first member, which comes later still), so the
+    /// candidates left after it must cover the members left. One placement is written one way
+    /// instead of (groups)! ways, and a request with little slack is cut early.
+    fn set_group_order(&mut self) {
+        self.group_order = self.ordered
+            && self.c.n / self.c.group_size > 1
+            && self.c.pins.iter().all(|&p| p == NONE);
+    }
+
+    /// The state at step `k` when it starts a new redundancy group: how many members of each
+    /// interchangeability class the steps before it used. Everything the constraints of the
+    /// steps from `k` on can see depends on this alone — separation and per-group spreading
+    /// look at the new group only (its pins are fixed), per-volume spreading, bandwidth and
+    /// quotas at how many members each domain holds, which is a function of the classes used —
+    /// and the steps from `k` on start their candidate order afresh. So once the search from
+    /// such a state fails (completely, within the budget), every other way of reaching the same
+    /// state (the same groups in another order, interchangeable drives swapped) fails too.
+    /// `None` when `k` is inside a group or memoization is off.
+    fn boundary_state(&mut self, k: usize) -> Option<(usize, Vec<u64>)> {
+        // A search that has not backtracked much gains nothing from remembering states, and
+        // building keys would slow every easy placement down: start after a few steps.
+        if self.nodes < MEMO_AFTER_STEPS
+            || k == 0
+            || k >= self.order.len()
+            || self.cands.len() > MEMO_MAX_CANDIDATES
+        {
+            return None;
+        }
+        let gs = self.c.group_size;
+        if self.order[k - 1] / gs == self.order[k] / gs {
+            return None;
+        }
+        if self.group_order {
+            // With ordered groups the steps from `k` on also depend on where the previous
+            // group started (candidates before it are out of reach), and on which candidates
+            // are used (positions, not classes: the order of the list matters here).
+            let floor = self.pos[self.order[k - 1] / gs * gs];
+            let mut key = vec![0u64; 1 + self.cands.len().div_ceil(64)];
+            key[0] = floor as u64;
+            for &i in &self.order[..k] {
+                let p = self.pos[i];
+                key[1 + p / 64] |= 1 << (p % 64);
+            }
+            return Some((k, key));
+        }
+        if self.class_of.is_empty() {
+            let mut ids: HashMap<Vec<u32>, u32> = HashMap::new();
+            self.class_of = self
+                .cands
+                .iter()
+                .map(|&d| {
+                    let next = ids.len() as u32;
+                    *ids.entry(self.signature(d)).or_insert(next)
+                })
+                .collect();
+        }
+        let classes = self.class_of.iter().max().map_or(0, |&m| m as usize + 1);
+        let mut used = vec![0u64; classes];
+        for &i in &self.order[..k] {
+            used[self.class_of[self.pos[i]] as usize] += 1;
+        }
+        Some((k, used))
     }
 
     /// Whether the assignment so far provably cannot be completed (the refutation bounds on
@@ -2498,24 +2634,64 @@ impl<'a> Search<'a> {
         if k == self.order.len() {
             return true;
         }
+        let state = self.boundary_state(k);
+        if let Some(st) = &state
+            && self.failed_states.contains(st)
+        {
+            return false;
+        }
         if self.dead_end(k) {
             return false;
         }
+        let found = self.branch(k);
+        if let Some(st) = state
+            && !found
+            && !self.exhausted
+            && self.failed_states.len() < MEMO_MAX_STATES
+        {
+            self.failed_states.insert(st);
+        }
+        found
+    }
+
+    /// The choices for step `k` (see [`Search::run`]).
+    fn branch(&mut self, k: usize) -> bool {
         let i = self.order[k];
+        let gs = self.c.group_size;
+        let first_of_group = self.group_order && i.is_multiple_of(gs);
         let start = if self.ordered && k > 0 {
             let prev = self.order[k - 1];
-            if prev / self.c.group_size == i / self.c.group_size {
+            if prev / gs == i / gs {
                 self.pos[prev] + 1
+            } else if first_of_group {
+                self.pos[i - gs] + 1
             } else {
                 0
             }
         } else {
             0
         };
+        // With ordered groups, the members left (this one included) all sit at or after this
+        // member's position, on unused candidates: count those from each position on.
+        let mut unused_from: Vec<usize> = Vec::new();
+        if first_of_group && self.cands.len() <= MEMO_MAX_CANDIDATES {
+            unused_from = vec![0; self.cands.len() + 1];
+            let mut used = vec![false; self.cands.len()];
+            for &j in &self.order[..k] {
+                used[self.pos[j]] = true;
+            }
+            for p in (0..self.cands.len()).rev() {
+                unused_from[p] = unused_from[p + 1] + usize::from(!used[p]);
+            }
+        }
+        let left = self.order.len() - k;
         let mut failed: HashSet<Vec<u32>> = HashSet::new();
         let passes = if self.two_pass { 2 } else { 1 };
         for pass in 0..passes {
             for p in start..self.cands.len() {
+                if !unused_from.is_empty() && unused_from[p] < left {
+                    break;
+                }
                 let d = self.cands[p];
                 if !self.feasible(d, i, self.strict) {
                     continue;
