@@ -9,7 +9,7 @@
 //! and no allocation that is not in a record.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use csi_types::paging::{Page, Paging};
 use csi_types::types::{CapacityRange, Topology, TopologyRequirement};
@@ -91,8 +91,15 @@ struct State {
     busy: HashSet<String>,
     attached: HashMap<String, u32>,
     next_seq: u64,
-    /// The store revision this state reflects (shared stores).
+    /// The store revision this state reflects (shared stores): everything
+    /// up to it is applied, nothing after it is missing.
     synced: u64,
+    /// The latest revision the store reported ([`Store::changes`]): `synced`
+    /// reaches it as soon as no change is held back in `deferred`, even when
+    /// nothing new arrives (a replica whose `synced` stayed behind after its
+    /// held-back changes were applied would conflict on every plan until
+    /// another replica happened to write).
+    reported: u64,
     /// Per volume id, the revision of the latest change applied to it.
     seen: HashMap<String, u64>,
     /// Changes of other writers not applied yet (their name is busy here,
@@ -106,12 +113,18 @@ pub struct Composer {
     inv: Arc<Inventory>,
     store: Arc<dyn Store>,
     state: Mutex<State>,
+    /// Notified when a plan in flight ends (its name is no longer busy).
+    settled: Condvar,
     report: ReconcileReport,
 }
 
 /// How often a create or delete plans again after store conflicts before
 /// answering `ABORTED` (the CO retries then).
 const CONFLICT_RETRIES: u32 = 16;
+
+/// How long a retry after a conflict waits for the plans in flight that hold
+/// other writers' changes back (one store round trip each, normally).
+const SETTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn seq_of(id: &str) -> Option<u64> {
     id.strip_prefix("vol-")?.parse().ok()
@@ -150,9 +163,11 @@ impl Composer {
                 attached,
                 next_seq,
                 synced: st.revision,
+                reported: st.revision,
                 seen: HashMap::new(),
                 deferred: Vec::new(),
             }),
+            settled: Condvar::new(),
             report,
         })
     }
@@ -173,22 +188,49 @@ impl Composer {
     /// volumes and marks that changed.
     fn lock_synced(&self) -> Result<MutexGuard<'_, State>, Error> {
         let mut st = self.lock();
-        let Some(ch) = self.store.changes()? else {
-            if st.deferred.is_empty() {
-                return Ok(st);
-            }
-            let revision = st.synced;
-            Self::apply_changes(
-                &mut st,
-                crate::store::Changes {
-                    revision,
-                    ..Default::default()
-                },
-            );
-            return Ok(st);
-        };
-        Self::apply_changes(&mut st, ch);
+        self.sync(&mut st)?;
         Ok(st)
+    }
+
+    fn sync(&self, st: &mut State) -> Result<(), Error> {
+        let Some(ch) = self.store.changes()? else {
+            if !st.deferred.is_empty() {
+                let revision = st.reported;
+                Self::apply_changes(
+                    st,
+                    crate::store::Changes {
+                        revision,
+                        ..Default::default()
+                    },
+                );
+            }
+            return Ok(());
+        };
+        Self::apply_changes(st, ch);
+        Ok(())
+    }
+
+    /// After a conflict: waits (at most [`SETTLE_WAIT`]) until no change of
+    /// another writer is held back here. A change is held back while a plan
+    /// in flight on this replica holds its name or its space; until that
+    /// plan ends, `synced` stays below the change, and planning again would
+    /// only conflict again, so the retries would run out in a moment.
+    fn settle(&self) -> Result<(), Error> {
+        let deadline = std::time::Instant::now() + SETTLE_WAIT;
+        let mut st = self.lock_synced()?;
+        while !st.deferred.is_empty() {
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                break;
+            }
+            st = self
+                .settled
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+            self.sync(&mut st)?;
+        }
+        Ok(())
     }
 
     fn apply_changes(st: &mut State, ch: crate::store::Changes) {
@@ -261,10 +303,11 @@ impl Composer {
         if let Some(n) = ch.next_seq {
             st.next_seq = st.next_seq.max(n);
         }
+        st.reported = st.reported.max(ch.revision);
         let oldest = st.deferred.iter().map(|d| d.1 - 1).min();
         st.synced = st
             .synced
-            .max(oldest.map_or(ch.revision, |o| o.min(ch.revision)));
+            .max(oldest.map_or(st.reported, |o| o.min(st.reported)));
     }
 
     /// The inventory.
@@ -343,6 +386,7 @@ impl Composer {
                     tracing::debug!("retrying after a store conflict: {m}");
                     attempt += 1;
                     self.store.catch_up()?;
+                    self.settle()?;
                 }
                 other => return other,
             }
@@ -426,6 +470,7 @@ impl Composer {
         ));
         let mut st = self.lock();
         st.busy.remove(name);
+        self.settled.notify_all();
         match result {
             Ok(rev) => {
                 st.seen.insert(id.clone(), rev);
@@ -470,6 +515,7 @@ impl Composer {
             .commit(Batch::read_at(read, vec![Op::DeleteVolume(id.to_string())]));
         let mut st = self.lock();
         st.busy.remove(&rec.name);
+        self.settled.notify_all();
         let rev = result?;
         st.seen.insert(id.to_string(), rev);
         if st.volumes.remove(id).is_some() {

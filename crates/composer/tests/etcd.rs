@@ -276,3 +276,110 @@ fn a_watch_behind_a_compaction_lists_afresh() {
         .expect("serves after the re-list");
     check_etcd(&url, &[keep.id.clone()].into(), &[gone.id.clone()].into());
 }
+
+/// A store that pauses the commit of one volume name until told to go, so
+/// that a test can hold a plan in flight; it passes everything else to the
+/// real etcd store and remembers which volumes [`Store::changes`] reported.
+struct Gated {
+    inner: EtcdStore,
+    gate: Mutex<
+        Option<(
+            String,
+            std::sync::mpsc::Sender<()>,
+            std::sync::mpsc::Receiver<()>,
+        )>,
+    >,
+    reported: Mutex<HashSet<String>>,
+}
+
+impl composer_core::store::Store for Gated {
+    fn load(&self) -> Result<composer_core::store::StoredState, Error> {
+        self.inner.load()
+    }
+
+    fn commit(&self, batch: composer_core::store::Batch) -> Result<u64, Error> {
+        let held = batch.ops.iter().any(|op| {
+            matches!(op, composer_core::store::Op::PutVolume(r)
+                if self.gate.lock().unwrap().as_ref().is_some_and(|g| g.0 == r.name))
+        });
+        if held {
+            let (_, entered, go) = self.gate.lock().unwrap().take().unwrap();
+            entered.send(()).unwrap();
+            go.recv().unwrap();
+        }
+        self.inner.commit(batch)
+    }
+
+    fn changes(&self) -> Result<Option<composer_core::store::Changes>, Error> {
+        let ch = self.inner.changes()?;
+        if let Some(ch) = &ch {
+            let mut r = self.reported.lock().unwrap();
+            r.extend(ch.volumes.iter().map(|v| v.0.clone()));
+        }
+        Ok(ch)
+    }
+
+    fn catch_up(&self) -> Result<(), Error> {
+        self.inner.catch_up()
+    }
+
+    fn ready(&self) -> Result<(), Error> {
+        self.inner.ready()
+    }
+}
+
+/// The regression of a replica stuck after it held back another replica's
+/// change: replica A plans `held` and pauses in its commit; replica B
+/// creates `held` meanwhile; A hears of B's volume while its own plan holds
+/// the name, so it holds the change back. Once A's plan fails its
+/// compare-and-swap and A has applied the held-back change, A's state must
+/// be as recent as everything etcd reported — with no further write by
+/// anyone. (It used to stay just below B's change, so every later create
+/// on A conflicted on the sequence key until it answered ABORTED.)
+#[test]
+fn a_replica_that_held_back_a_change_is_current_once_it_applies_it() {
+    let Some(etcd) =
+        LocalEtcd::start_or_skip("a_replica_that_held_back_a_change_is_current_once_it_applies_it")
+    else {
+        return;
+    };
+    let url = etcd.url();
+    let gated = Arc::new(Gated {
+        inner: EtcdStore::connect(config(&url)).unwrap(),
+        gate: Mutex::new(None),
+        reported: Mutex::new(HashSet::new()),
+    });
+    let a = Arc::new(Composer::open(Inventory::default_inventory(), gated.clone()).unwrap());
+    let b = replica(&url);
+    let range = csi_types::types::CapacityRange::new(Some(50 << 30), None).unwrap();
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    let (go, go_rx) = std::sync::mpsc::channel();
+    *gated.gate.lock().unwrap() = Some(("held".into(), entered_tx, go_rx));
+    let a2 = a.clone();
+    let paused =
+        std::thread::spawn(move || a2.create("held", &params("slice"), range, true, true, None));
+    entered.recv().unwrap();
+    let theirs = b
+        .create("held", &params("slice"), range, true, true, None)
+        .unwrap();
+    let mut polls = 0;
+    while !gated.reported.lock().unwrap().contains(&theirs.id) {
+        // Any call that syncs A with the store.
+        assert!(matches!(a.get("vol-none"), Err(Error::NotFound(_))));
+        polls += 1;
+        assert!(polls < 3000, "A never heard of B's volume");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    go.send(()).unwrap();
+    let ours = paused.join().unwrap().expect("A's create of held");
+    assert_eq!(ours.id, theirs.id, "A answers with B's volume of that name");
+    // Nobody writes any more: A must plan on current state by itself.
+    let after = a
+        .create("after", &params("slice"), range, true, true, None)
+        .expect("a create on A after it applied the held-back change");
+    let after_b = b
+        .create("after-b", &params("slice"), range, true, true, None)
+        .unwrap();
+    let live: HashSet<String> = [theirs.id.clone(), after.id.clone(), after_b.id.clone()].into();
+    check_etcd(&url, &live, &HashSet::new());
+}
