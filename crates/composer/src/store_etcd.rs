@@ -137,6 +137,53 @@ pub struct EtcdStore {
     conflict_at: Mutex<u64>,
     /// Whether the watch was started (by [`Store::load`]).
     watching: std::sync::atomic::AtomicBool,
+    /// Whose turn it is to send a guarded commit.
+    turn: CommitTurn,
+}
+
+/// One guarded commit of a store in flight at a time. Plans made on one
+/// replica never overlap (its pool holds the space of every plan in
+/// flight), but the compares of a transaction cannot tell this replica's
+/// own writes still in flight from another replica's: two commits of one
+/// replica that touched one key (the sequence, a drive's guard) failed each
+/// other, and with dozens of clients on one replica the retries of a
+/// create ran out (`ABORTED`) while the others kept winning. Sent one after
+/// the other, each transaction compares against the revision of the last
+/// own write. The wait for the turn counts towards the request timeout.
+#[derive(Default)]
+struct CommitTurn {
+    busy: Mutex<bool>,
+    freed: Condvar,
+}
+
+struct Turn<'a>(&'a CommitTurn);
+
+impl CommitTurn {
+    fn take(&self, deadline: std::time::Instant, timeout: Duration) -> Result<Turn<'_>, Error> {
+        let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        while *busy {
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return Err(Error::Unavailable(format!(
+                    "etcd: committing: this replica's earlier commits took longer than {timeout:?}"
+                )));
+            }
+            busy = self
+                .freed
+                .wait_timeout(busy, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        *busy = true;
+        Ok(Turn(self))
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        *self.0.busy.lock().unwrap_or_else(|e| e.into_inner()) = false;
+        self.0.freed.notify_one();
+    }
 }
 
 fn unavailable(what: &str) -> impl Fn(etcd_client::Error) -> Error + '_ {
@@ -185,6 +232,7 @@ impl EtcdStore {
             names: Mutex::new(HashMap::new()),
             conflict_at: Mutex::new(0),
             watching: std::sync::atomic::AtomicBool::new(false),
+            turn: CommitTurn::default(),
         })
     }
 
@@ -195,24 +243,49 @@ impl EtcdStore {
     /// Asks etcd for its status (one round trip).
     pub fn ping(&self) -> Result<(), Error> {
         let mut client = self.client.clone();
-        self.run(async move { client.status().await })
+        self.run("status", async move { client.status().await })
             .map(|_| ())
-            .map_err(unavailable("status"))
     }
 
     fn key(&self, rest: &str) -> String {
         format!("{}/{rest}", self.cfg.prefix)
     }
 
+    /// Runs one etcd request on the store's runtime and waits for it, at
+    /// most the request timeout: a request that etcd (or a connection to a
+    /// stopped etcd) never answers fails with `Unavailable` instead of
+    /// holding its caller, wherever it is stuck (tonic's own timeout covers
+    /// only the time on the wire, not the wait for a ready connection).
     fn run<T: Send + 'static>(
         &self,
-        fut: impl std::future::Future<Output = T> + Send + 'static,
-    ) -> T {
+        what: &'static str,
+        fut: impl std::future::Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
+    ) -> Result<T, Error> {
+        self.run_until(what, std::time::Instant::now() + self.cfg.timeout, fut)
+    }
+
+    fn run_until<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        deadline: std::time::Instant,
+        fut: impl std::future::Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
+    ) -> Result<T, Error> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let timeout = self.cfg.timeout;
         self.rt().spawn(async move {
-            let _ = tx.send(fut.await);
+            let r = match tokio::time::timeout_at(deadline.into(), fut).await {
+                Ok(r) => r.map_err(|e| Error::Unavailable(format!("etcd: {what}: {e}"))),
+                Err(_) => Err(Error::Unavailable(format!(
+                    "etcd: {what}: no answer within {timeout:?}"
+                ))),
+            };
+            let _ = tx.send(r);
         });
-        rx.recv().expect("the etcd runtime dropped a request")
+        rx.recv().unwrap_or_else(|_| {
+            Err(Error::Unavailable(format!(
+                "etcd: {what}: the runtime stopped"
+            )))
+        })
     }
 
     fn bound(&self, own: &HashMap<String, u64>, read: u64, key: &str) -> i64 {
@@ -446,7 +519,7 @@ impl Store for EtcdStore {
         let mut client = self.client.clone();
         let prefix = format!("{}/", self.cfg.prefix);
         let seq_key = self.key("seq");
-        let resp = self.run(async move {
+        let resp = self.run("loading", async move {
             // Create the sequence key once, then read everything at one revision.
             client
                 .txn(
@@ -459,7 +532,7 @@ impl Store for EtcdStore {
                 .get(prefix, Some(GetOptions::new().with_prefix()))
                 .await
         });
-        let resp = resp.map_err(unavailable("loading"))?;
+        let resp = resp?;
         let revision = resp.header().map(|h| h.revision() as u64).unwrap_or(0);
         let mut st = StoredState {
             revision,
@@ -513,6 +586,15 @@ impl Store for EtcdStore {
         }
         let read = batch.read_revision.unwrap_or(u64::MAX / 2);
         let guarded = batch.read_revision.is_some();
+        let deadline = std::time::Instant::now() + self.cfg.timeout;
+        // This replica's guarded commits go to etcd one at a time, so that
+        // each one's compares know the revision of the one before (see
+        // `CommitTurn`).
+        let _turn = if guarded {
+            Some(self.turn.take(deadline, self.cfg.timeout)?)
+        } else {
+            None
+        };
         let mut compares = Vec::new();
         let mut ops = Vec::new();
         let mut touched = Vec::new();
@@ -629,9 +711,7 @@ impl Store for EtcdStore {
         }
         let mut client = self.client.clone();
         let txn = Txn::new().when(compares).and_then(ops).or_else(on_conflict);
-        let resp = self
-            .run(async move { client.txn(txn).await })
-            .map_err(unavailable("committing"))?;
+        let resp = self.run_until("committing", deadline, async move { client.txn(txn).await })?;
         let revision = resp.header().map(|h| h.revision() as u64).unwrap_or(0);
         if !resp.succeeded() {
             let got: Vec<etcd_client::KeyValue> = resp
@@ -747,6 +827,17 @@ impl Store for EtcdStore {
             Some(why) => Err(Error::Unavailable(format!("etcd: {why}"))),
             None => Ok(()),
         }
+    }
+}
+
+/// `fut`, or an error when it takes longer than `t`.
+async fn within<T>(
+    t: Duration,
+    fut: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(t, fut).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer within {t:?}")),
     }
 }
 
@@ -888,7 +979,9 @@ impl EtcdStore {
         self.rt().spawn(async move {
             loop {
                 let sent = std::time::Instant::now();
-                let lease = match client.lease_grant(ttl_s, None).await {
+                // Every request here is bounded by `every`: one that etcd
+                // never answers must not hold the campaign (or a term) up.
+                let lease = match within(every, client.lease_grant(ttl_s, None)).await {
                     Ok(l) => l.id(),
                     Err(e) => {
                         tracing::debug!("leader: granting a lease: {e}");
@@ -903,12 +996,12 @@ impl EtcdStore {
                         id.clone(),
                         Some(etcd_client::PutOptions::new().with_lease(lease)),
                     )]);
-                let won = match client.txn(txn).await {
+                let won = match within(every, client.txn(txn)).await {
                     Ok(r) if r.succeeded() => r.header().map(|h| h.revision()),
                     _ => None,
                 };
                 let Some(revision) = won else {
-                    let _ = client.lease_revoke(lease).await;
+                    let _ = within(every, client.lease_revoke(lease)).await;
                     tokio::time::sleep(every).await;
                     continue;
                 };
@@ -919,14 +1012,16 @@ impl EtcdStore {
                     g.valid_until = Some(sent + ttl);
                 }
                 tracing::warn!("leader: {id} took over (term {revision})");
-                if let Ok((mut keeper, mut stream)) = client.lease_keep_alive(lease).await {
+                if let Ok((mut keeper, mut stream)) =
+                    within(every, client.lease_keep_alive(lease)).await
+                {
                     loop {
                         tokio::time::sleep(every).await;
                         if st.lock().term != Some(term) {
                             break;
                         }
                         let sent = std::time::Instant::now();
-                        if keeper.keep_alive().await.is_err() {
+                        if within(every, keeper.keep_alive()).await.is_err() {
                             break;
                         }
                         match tokio::time::timeout(every, stream.message()).await {
@@ -942,7 +1037,7 @@ impl EtcdStore {
                     }
                 }
                 st.step_down(term, "the lease could not be kept alive");
-                let _ = client.lease_revoke(lease).await;
+                let _ = within(every, client.lease_revoke(lease)).await;
                 // Leave the others a full lease to take over.
                 tokio::time::sleep(ttl).await;
             }
@@ -957,9 +1052,9 @@ pub fn leader(cfg: &EtcdConfig) -> Result<Option<String>, Error> {
     let store = EtcdStore::connect(cfg.clone())?;
     let mut client = store.client.clone();
     let key = store.key(LEADER);
-    let resp = store
-        .run(async move { client.get(key, None).await })
-        .map_err(unavailable("reading the leader key"))?;
+    let resp = store.run("reading the leader key", async move {
+        client.get(key, None).await
+    })?;
     Ok(resp
         .kvs()
         .first()
@@ -1175,9 +1270,9 @@ pub fn audit(cfg: &EtcdConfig) -> Result<Audit, Error> {
     let mut client = store.client.clone();
     let prefix = format!("{}/", cfg.prefix);
     let p = prefix.clone();
-    let resp = store
-        .run(async move { client.get(p, Some(GetOptions::new().with_prefix())).await })
-        .map_err(unavailable("reading for the audit"))?;
+    let resp = store.run("reading for the audit", async move {
+        client.get(p, Some(GetOptions::new().with_prefix())).await
+    })?;
     let mut a = Audit::default();
     let mut records: HashMap<String, VolumeRecord> = HashMap::new();
     let mut names: HashMap<String, String> = HashMap::new();
