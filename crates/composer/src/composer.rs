@@ -192,6 +192,19 @@ impl Composer {
         Ok(st)
     }
 
+    /// Locks the state with what other writers committed applied as far as
+    /// the store can tell now, for reports that answer even while a shared
+    /// store is unreachable (then with the state as last synced). Without
+    /// it a replica that serves no calls (a leader doing background work, an
+    /// operator's report) would show the state of its last call.
+    fn lock_current(&self) -> MutexGuard<'_, State> {
+        let mut st = self.lock();
+        if let Err(e) = self.sync(&mut st) {
+            tracing::debug!("reporting the state as last synced: {e}");
+        }
+        st
+    }
+
     fn sync(&self, st: &mut State) -> Result<(), Error> {
         let Some(ch) = self.store.changes()? else {
             if !st.deferred.is_empty() {
@@ -667,7 +680,7 @@ impl Composer {
     /// `starting_token` was checked when it was made: see
     /// [`csi_types::paging`]).
     pub fn list(&self, paging: &Paging) -> Page<VolumeView> {
-        let st = self.lock();
+        let st = self.lock_current();
         let from = paging.lower_bound().unwrap_or_default().to_string();
         let Page {
             entries,
@@ -747,7 +760,7 @@ impl Composer {
         topology: Option<&Topology>,
     ) -> Result<Capacity, Error> {
         let p = Parameters::parse(parameters)?;
-        let st = self.lock();
+        let st = self.lock_current();
         let site = match topology {
             None => None,
             Some(t) => match convert::segment_scope(&self.inv, t) {
@@ -844,7 +857,7 @@ impl Composer {
 
     /// Every drive with its use and health.
     pub fn drive_report(&self) -> Vec<DriveReport> {
-        let st = self.lock();
+        let st = self.lock_current();
         let mut used: HashMap<&str, (u64, Vec<String>)> = HashMap::new();
         for v in st.volumes.values() {
             for m in &v.members {
@@ -874,7 +887,7 @@ impl Composer {
 
     /// Every server with its publications.
     pub fn server_report(&self) -> Vec<ServerReport> {
-        let st = self.lock();
+        let st = self.lock_current();
         self.inv
             .servers()
             .iter()
@@ -914,7 +927,7 @@ impl Composer {
     /// under their volumes' original requests.
     pub fn repair_plan(&self, target: &str) -> Result<placement::RepairPlan, Error> {
         let placement_target = self.repair_target(target)?;
-        let st = self.lock();
+        let st = self.lock_current();
         let mut engine = st.pool.engine().clone();
         engine
             .plan_evacuation(&placement_target)
@@ -998,7 +1011,7 @@ impl Composer {
 
     /// Every volume record, by id.
     pub fn records(&self) -> Vec<VolumeRecord> {
-        self.lock().volumes.values().cloned().collect()
+        self.lock_current().volumes.values().cloned().collect()
     }
 
     /// Whether the store can serve now ([`Store::ready`]): `Unavailable`
@@ -1009,7 +1022,7 @@ impl Composer {
 
     /// Number of volumes.
     pub fn volume_count(&self) -> usize {
-        self.lock().volumes.len()
+        self.lock_current().volumes.len()
     }
 }
 

@@ -90,6 +90,9 @@ impl EtcdConfig {
     }
 }
 
+/// Interval of the HTTP/2 pings to etcd (see [`EtcdStore::connect`]).
+const KEEP_ALIVE: Duration = Duration::from_secs(10);
+
 #[derive(Default)]
 struct Feed {
     /// Every event under the prefix up to this revision has been received
@@ -206,7 +209,15 @@ impl EtcdStore {
         let mut opts = ConnectOptions::new()
             .with_timeout(cfg.timeout)
             .with_connect_timeout(cfg.timeout)
-            .with_keep_alive(Duration::from_secs(2), cfg.timeout);
+            // HTTP/2 pings find a dead connection under the watch. etcd
+            // answers a client that pings more often than
+            // `--grpc-keepalive-min-time` (default 5 s), or pings with no
+            // stream open, with GOAWAY "too many pings": pinging every 2 s
+            // broke every stream of the connection (the watch, the lease
+            // keep-alive) about every 10 s. Every 10 s, and only while a
+            // stream is open, stays within etcd's default policy.
+            .with_keep_alive(KEEP_ALIVE, cfg.timeout)
+            .with_keep_alive_while_idle(false);
         if let Some((u, p)) = &cfg.user {
             opts = opts.with_user(u.clone(), p.clone());
         }
@@ -1059,6 +1070,27 @@ pub fn leader(cfg: &EtcdConfig) -> Result<Option<String>, Error> {
         .kvs()
         .first()
         .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
+}
+
+/// Ends the current leader's term at once, as the expiry of its lease
+/// would: revokes the lease the leader key lives on (the key goes with it).
+/// The old leader's next fenced write is refused by etcd and it steps down;
+/// the replicas campaign again. Returns the id that led, or `None` when no
+/// replica did. For operators (to move the background work off a replica)
+/// and tests.
+pub fn end_term(cfg: &EtcdConfig) -> Result<Option<String>, Error> {
+    let store = EtcdStore::connect(cfg.clone())?;
+    let mut client = store.client.clone();
+    let key = store.key(LEADER);
+    store.run("ending the leader's term", async move {
+        let resp = client.get(key, None).await?;
+        let Some(kv) = resp.kvs().first() else {
+            return Ok(None);
+        };
+        let id = String::from_utf8_lossy(kv.value()).into_owned();
+        client.lease_revoke(kv.lease()).await?;
+        Ok(Some(id))
+    })
 }
 
 impl Drop for EtcdStore {
