@@ -50,6 +50,9 @@ pub struct EtcdConfig {
     pub prefix: String,
     /// User name and password for etcd's authentication.
     pub user: Option<(String, String)>,
+    /// TLS to etcd (`https`), with a client certificate when etcd asks for
+    /// one (`--client-cert-auth`); `None`: plain HTTP/2.
+    pub tls: Option<EtcdTls>,
     /// Timeout of one request.
     pub timeout: Duration,
 }
@@ -85,9 +88,58 @@ impl EtcdConfig {
             endpoints,
             prefix: "/composer".into(),
             user: None,
+            tls: None,
             timeout: Duration::from_secs(5),
         })
     }
+}
+
+/// PEM files for TLS to etcd (rustls).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdTls {
+    /// The CA that signed etcd's server certificate (`--etcd-ca`).
+    pub ca: std::path::PathBuf,
+    /// This client's certificate and key (`--etcd-cert`, `--etcd-key`), for
+    /// an etcd that authenticates clients by certificate.
+    pub identity: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+impl EtcdTls {
+    fn options(&self) -> Result<etcd_client::TlsOptions, Error> {
+        let read = |field: &str, path: &std::path::Path| {
+            std::fs::read(path).map_err(|e| Error::Invalid {
+                field: field.into(),
+                rule: format!("{} must be a readable PEM file: {e}", path.display()),
+            })
+        };
+        let mut o = etcd_client::TlsOptions::new().ca_certificate(
+            etcd_client::Certificate::from_pem(read("--etcd-ca", &self.ca)?),
+        );
+        if let Some((cert, key)) = &self.identity {
+            o = o.identity(etcd_client::Identity::from_pem(
+                read("--etcd-cert", cert)?,
+                read("--etcd-key", key)?,
+            ));
+        }
+        Ok(o)
+    }
+}
+
+/// An etcd client error with its causes (tonic's transport error says only
+/// "transport error" at the top; the reason, such as an unknown certificate
+/// issuer, is in its sources).
+fn describe(e: &etcd_client::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !out.contains(&m) {
+            out.push_str(": ");
+            out.push_str(&m);
+        }
+        cur = c.source();
+    }
+    out
 }
 
 /// Interval of the HTTP/2 pings to etcd (see [`EtcdStore::connect`]).
@@ -190,7 +242,7 @@ impl Drop for Turn<'_> {
 }
 
 fn unavailable(what: &str) -> impl Fn(etcd_client::Error) -> Error + '_ {
-    move |e| Error::Unavailable(format!("etcd: {what}: {e}"))
+    move |e| Error::Unavailable(format!("etcd: {what}: {}", describe(&e)))
 }
 
 fn seq_value(n: u64) -> String {
@@ -221,7 +273,23 @@ impl EtcdStore {
         if let Some((u, p)) = &cfg.user {
             opts = opts.with_user(u.clone(), p.clone());
         }
-        let endpoints = cfg.endpoints.clone();
+        let mut endpoints = cfg.endpoints.clone();
+        if let Some(tls) = &cfg.tls {
+            opts = opts.with_tls(tls.options()?);
+            for e in &mut endpoints {
+                if let Some(rest) = e.strip_prefix("http://") {
+                    *e = format!("https://{rest}");
+                }
+            }
+        }
+        let what = match &cfg.tls {
+            Some(t) => format!(
+                "connecting to {} over TLS (CA {})",
+                endpoints.join(","),
+                t.ca.display()
+            ),
+            None => format!("connecting to {}", endpoints.join(",")),
+        };
         // Not `block_on`: the caller may be on another runtime's thread.
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         rt.spawn(async move {
@@ -230,8 +298,8 @@ impl EtcdStore {
         let client = rx
             .recv()
             .map_err(|_| Error::Store("the etcd runtime stopped".into()))?
-            .map_err(unavailable("connecting"))?;
-        Ok(EtcdStore {
+            .map_err(unavailable(&what))?;
+        let store = EtcdStore {
             rt: Some(rt),
             client,
             cfg,
@@ -244,7 +312,17 @@ impl EtcdStore {
             conflict_at: Mutex::new(0),
             watching: std::sync::atomic::AtomicBool::new(false),
             turn: CommitTurn::default(),
-        })
+        };
+        // The channel connects lazily: one round trip now, so that a wrong
+        // address, CA or certificate is reported here, naming what failed.
+        store.ping().map_err(|e| match e {
+            Error::Unavailable(m) => Error::Unavailable(format!(
+                "{what}: {}",
+                m.trim_start_matches("etcd: status: ")
+            )),
+            e => e,
+        })?;
+        Ok(store)
     }
 
     fn rt(&self) -> &tokio::runtime::Runtime {
@@ -285,7 +363,9 @@ impl EtcdStore {
         let timeout = self.cfg.timeout;
         self.rt().spawn(async move {
             let r = match tokio::time::timeout_at(deadline.into(), fut).await {
-                Ok(r) => r.map_err(|e| Error::Unavailable(format!("etcd: {what}: {e}"))),
+                Ok(r) => {
+                    r.map_err(|e| Error::Unavailable(format!("etcd: {what}: {}", describe(&e))))
+                }
                 Err(_) => Err(Error::Unavailable(format!(
                     "etcd: {what}: no answer within {timeout:?}"
                 ))),
@@ -1114,6 +1194,127 @@ pub struct LocalEtcd {
     side_port: u16,
     peer_port: u16,
     dir: tempfile::TempDir,
+    tls: Option<LocalEtcdTls>,
+}
+
+/// TLS of a [`LocalEtcd`]: it serves its clients over https only and asks
+/// each for a certificate signed by `client_ca` (`--client-cert-auth`).
+#[derive(Debug, Clone)]
+pub struct LocalEtcdTls {
+    /// The server's certificate (PEM), valid for 127.0.0.1.
+    pub cert: std::path::PathBuf,
+    /// Its key (PEM).
+    pub key: std::path::PathBuf,
+    /// The CA that client certificates must be signed by.
+    pub client_ca: std::path::PathBuf,
+    /// What clients of [`LocalEtcd::config`] use.
+    pub client: EtcdTls,
+    /// A CA that signed nothing here (for trying a wrong `--etcd-ca`).
+    pub other_ca: std::path::PathBuf,
+}
+
+impl LocalEtcdTls {
+    /// Makes a CA, a server certificate for 127.0.0.1 and a client
+    /// certificate signed by it, and a second, unrelated CA, as PEM files in
+    /// `dir`, with the `openssl` command (Debian's `openssl`, installed with
+    /// apt-get when missing). EC P-256 keys, valid for a day.
+    pub fn generate(dir: &std::path::Path) -> Result<LocalEtcdTls, String> {
+        use std::process::{Command, Stdio};
+        let have = || {
+            Command::new("openssl")
+                .arg("version")
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !have() {
+            let _ = Command::new("apt-get")
+                .args(["-o", "DPkg::Lock::Timeout=300", "install", "-y", "openssl"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            if !have() {
+                return Err("the openssl command is missing and could not be installed".into());
+            }
+        }
+        let run = |args: &[&str]| -> Result<(), String> {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .map_err(|e| format!("openssl: {e}"))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "openssl {}: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr)
+                ))
+            }
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        for ca in ["ca", "other-ca"] {
+            let key = format!("{ca}-key.pem");
+            let pem = format!("{ca}.pem");
+            let subj = format!("/CN=composer test {ca}");
+            let mut a = vec!["req", "-x509"];
+            a.extend(ec);
+            a.extend(["-keyout", &key, "-out", &pem, "-days", "1", "-subj", &subj]);
+            run(&a)?;
+        }
+        for (name, ext) in [
+            (
+                "server",
+                "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
+            ),
+            ("client", "extendedKeyUsage=clientAuth\n"),
+        ] {
+            let key = format!("{name}-key.pem");
+            let csr = format!("{name}.csr");
+            let pem = format!("{name}.pem");
+            let extfile = format!("{name}.ext");
+            std::fs::write(dir.join(&extfile), ext).map_err(|e| format!("{extfile}: {e}"))?;
+            let subj = format!("/CN=composer test {name}");
+            let mut a = vec!["req"];
+            a.extend(ec);
+            a.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
+            run(&a)?;
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca-key.pem",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "1",
+                "-extfile",
+                &extfile,
+            ])?;
+        }
+        Ok(LocalEtcdTls {
+            cert: dir.join("server.pem"),
+            key: dir.join("server-key.pem"),
+            client_ca: dir.join("ca.pem"),
+            client: EtcdTls {
+                ca: dir.join("ca.pem"),
+                identity: Some((dir.join("client.pem"), dir.join("client-key.pem"))),
+            },
+            other_ca: dir.join("other-ca.pem"),
+        })
+    }
 }
 
 fn free_port() -> Result<u16, String> {
@@ -1135,6 +1336,15 @@ impl LocalEtcd {
     /// Installs etcd if needed, starts it and waits until it answers (at most
     /// 30 s), or says why it could not.
     pub fn start() -> Result<LocalEtcd, String> {
+        LocalEtcd::start_with(None)
+    }
+
+    /// [`LocalEtcd::start`] serving over TLS with client certificates.
+    pub fn start_tls(tls: LocalEtcdTls) -> Result<LocalEtcd, String> {
+        LocalEtcd::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<LocalEtcdTls>) -> Result<LocalEtcd, String> {
         use std::process::{Command, Stdio};
         if !etcd_installed() {
             let root = Command::new("id")
@@ -1175,6 +1385,7 @@ impl LocalEtcd {
             side_port: free_port()?,
             peer_port: free_port()?,
             dir: tempfile::tempdir().map_err(|e| format!("a temp dir: {e}"))?,
+            tls,
         };
         e.restart()?;
         Ok(e)
@@ -1199,6 +1410,18 @@ impl LocalEtcd {
     /// `etcd://127.0.0.1:PORT`, for [`EtcdConfig::parse`] and `--store`.
     pub fn url(&self) -> String {
         format!("etcd://127.0.0.1:{}", self.client_port)
+    }
+
+    /// How to reach it: [`LocalEtcd::url`], with the client side of its TLS.
+    pub fn config(&self) -> EtcdConfig {
+        self.config_on(self.client_port)
+    }
+
+    fn config_on(&self, port: u16) -> EtcdConfig {
+        let mut c =
+            EtcdConfig::parse(&format!("etcd://127.0.0.1:{port}")).expect("a valid etcd url");
+        c.tls = self.tls.as_ref().map(|t| t.client.clone());
+        c
     }
 
     /// The server's PID while it runs.
@@ -1234,14 +1457,25 @@ impl LocalEtcd {
 
     fn start_on(&mut self, port: u16) -> Result<(), String> {
         self.kill();
-        let client = format!("http://127.0.0.1:{port}");
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let client = format!("{scheme}://127.0.0.1:{port}");
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join("etcd.log"))
             .map_err(|e| format!("the etcd log: {e}"))?;
-        let child = std::process::Command::new("etcd")
+        let mut cmd = std::process::Command::new("etcd");
+        if let Some(t) = &self.tls {
+            cmd.arg("--cert-file")
+                .arg(&t.cert)
+                .arg("--key-file")
+                .arg(&t.key)
+                .arg("--client-cert-auth")
+                .arg("--trusted-ca-file")
+                .arg(&t.client_ca);
+        }
+        let child = cmd
             .args(["--name", "local", "--data-dir"])
             .arg(self.dir.path().join("data"))
             .args(["--listen-client-urls", &client])
@@ -1256,10 +1490,8 @@ impl LocalEtcd {
         self.child = Some(child);
         let until = std::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let url = format!("etcd://127.0.0.1:{port}");
             let up = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-                && EtcdStore::connect(EtcdConfig::parse(&url).map_err(|e| e.to_string())?)
-                    .is_ok_and(|s| s.ping().is_ok());
+                && EtcdStore::connect(self.config_on(port)).is_ok_and(|s| s.ping().is_ok());
             if up {
                 return Ok(());
             }

@@ -496,3 +496,74 @@ fn calls_to_a_paused_etcd_answer_unavailable() {
     let live: HashSet<String> = [before.id.clone(), after.id.clone()].into();
     check_etcd(&etcd.url(), &live, &HashSet::new());
 }
+
+/// TLS to etcd with client certificates: etcd serves https only and
+/// authenticates clients by certificate (`--client-cert-auth`); a replica
+/// with the right CA and its certificate creates volumes; one with a CA
+/// that did not sign etcd's certificate is refused at connect time, with an
+/// error that names TLS, the CA file and the certificate problem; one
+/// without a client certificate is refused as well.
+#[test]
+fn tls_with_client_certificates() {
+    let certs = tempfile::tempdir().unwrap();
+    let tls = match composer_core::store_etcd::LocalEtcdTls::generate(certs.path()) {
+        Ok(t) => t,
+        Err(why) => {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!(
+                    "tls_with_client_certificates: certificates are needed under CI=true: {why}"
+                );
+            }
+            eprintln!("SKIPPED tls_with_client_certificates: {why}");
+            return;
+        }
+    };
+    let etcd = match LocalEtcd::start_tls(tls.clone()) {
+        Ok(e) => e,
+        Err(why) => {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("tls_with_client_certificates: etcd with TLS could not start: {why}");
+            }
+            eprintln!("SKIPPED tls_with_client_certificates: {why}");
+            return;
+        }
+    };
+    let mut cfg = etcd.config();
+    cfg.prefix = "/tls".into();
+    let store = Arc::new(EtcdStore::connect(cfg.clone()).expect("connecting over TLS"));
+    let c = Composer::open(Inventory::default_inventory(), store).unwrap();
+    let range = csi_types::types::CapacityRange::new(Some(10 << 30), None).unwrap();
+    let v = c
+        .create("over-tls", &params("slice"), range, true, true, None)
+        .unwrap();
+    let a = composer_core::store_etcd::audit(&cfg).unwrap();
+    assert!(a.problems.is_empty(), "{:?}", a.problems);
+    assert_eq!(a.volumes.get(&v.id).map(String::as_str), Some("over-tls"));
+
+    let mut wrong = cfg.clone();
+    wrong.tls.as_mut().unwrap().ca = tls.other_ca.clone();
+    let e = EtcdStore::connect(wrong)
+        .err()
+        .expect("a wrong CA is refused");
+    let m = e.to_string();
+    eprintln!("a wrong CA: {m}");
+    assert!(matches!(e, Error::Unavailable(_)), "{m}");
+    assert!(
+        m.contains("over TLS") && m.contains("other-ca.pem"),
+        "the error names TLS and the CA: {m}"
+    );
+    assert!(
+        m.to_lowercase().contains("certificate") || m.contains("UnknownIssuer"),
+        "the error says what is wrong with the certificate: {m}"
+    );
+
+    let mut anonymous = cfg.clone();
+    anonymous.tls.as_mut().unwrap().identity = None;
+    assert!(
+        EtcdStore::connect(anonymous).is_err(),
+        "etcd asks every client for a certificate"
+    );
+    let mut plain = cfg;
+    plain.tls = None;
+    assert!(EtcdStore::connect(plain).is_err(), "etcd serves https only");
+}
