@@ -1228,11 +1228,7 @@ impl LocalEtcdTls {
                 .is_ok_and(|s| s.success())
         };
         if !have() {
-            let _ = Command::new("apt-get")
-                .args(["-o", "DPkg::Lock::Timeout=300", "install", "-y", "openssl"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+            apt_install("openssl");
             if !have() {
                 return Err("the openssl command is missing and could not be installed".into());
             }
@@ -1324,6 +1320,28 @@ fn free_port() -> Result<u16, String> {
         .map_err(|e| format!("finding a free port: {e}"))
 }
 
+/// Installs a Debian package with apt-get (after `apt-get update` when the
+/// first try fails); whether it succeeded.
+fn apt_install(pkg: &str) -> bool {
+    use std::process::{Command, Stdio};
+    let install = || {
+        Command::new("apt-get")
+            .args(["-o", "DPkg::Lock::Timeout=300", "install", "-y", pkg])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if install() {
+        return true;
+    }
+    let _ = Command::new("apt-get")
+        .args(["-o", "DPkg::Lock::Timeout=300", "update"])
+        .stdout(Stdio::null())
+        .status();
+    install()
+}
+
 fn etcd_installed() -> bool {
     std::process::Command::new("etcd")
         .arg("--version")
@@ -1345,7 +1363,7 @@ impl LocalEtcd {
     }
 
     fn start_with(tls: Option<LocalEtcdTls>) -> Result<LocalEtcd, String> {
-        use std::process::{Command, Stdio};
+        use std::process::Command;
         if !etcd_installed() {
             let root = Command::new("id")
                 .arg("-u")
@@ -1354,27 +1372,7 @@ impl LocalEtcd {
             if !root {
                 return Err("etcd is not installed and this is not root".into());
             }
-            let install = || {
-                Command::new("apt-get")
-                    .args([
-                        "-o",
-                        "DPkg::Lock::Timeout=300",
-                        "install",
-                        "-y",
-                        "etcd-server",
-                    ])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status()
-                    .is_ok_and(|s| s.success())
-            };
-            if !install() {
-                let _ = Command::new("apt-get")
-                    .args(["-o", "DPkg::Lock::Timeout=300", "update"])
-                    .stdout(Stdio::null())
-                    .status();
-                install();
-            }
+            apt_install("etcd-server");
             if !etcd_installed() {
                 return Err("installing Debian's etcd-server failed".into());
             }
