@@ -1313,6 +1313,15 @@ impl LocalEtcdTls {
     }
 }
 
+/// Says that `test` skipped because etcd could not start; panics instead
+/// under `CI=true`, so that CI never passes without running the test.
+fn skip(test: &str, why: &str) {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{test}: etcd is needed under CI=true and could not be started: {why}");
+    }
+    eprintln!("SKIPPED {test}: etcd could not be started: {why}");
+}
+
 fn free_port() -> Result<u16, String> {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -1393,16 +1402,21 @@ impl LocalEtcd {
     /// skipped and why; under `CI=true` a failure to start panics instead,
     /// so that CI never passes without running the test.
     pub fn start_or_skip(test: &str) -> Option<LocalEtcd> {
-        match LocalEtcd::start() {
-            Ok(e) => Some(e),
-            Err(why) => {
-                if std::env::var("CI").as_deref() == Ok("true") {
-                    panic!("{test}: etcd is needed under CI=true and could not be started: {why}");
-                }
-                eprintln!("SKIPPED {test}: etcd could not be started: {why}");
-                None
-            }
-        }
+        LocalEtcd::start().map_err(|why| skip(test, &why)).ok()
+    }
+
+    /// For tests: certificates made in `certs` ([`LocalEtcdTls::generate`])
+    /// and [`LocalEtcd::start_tls`] with them, or `None` after printing that
+    /// `test` skipped and why (a panic under `CI=true`, as in
+    /// [`LocalEtcd::start_or_skip`]).
+    pub fn start_tls_or_skip(
+        test: &str,
+        certs: &std::path::Path,
+    ) -> Option<(LocalEtcd, LocalEtcdTls)> {
+        LocalEtcdTls::generate(certs)
+            .and_then(|t| Ok((LocalEtcd::start_tls(t.clone())?, t)))
+            .map_err(|why| skip(test, &why))
+            .ok()
     }
 
     /// `etcd://127.0.0.1:PORT`, for [`EtcdConfig::parse`] and `--store`.

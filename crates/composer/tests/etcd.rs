@@ -509,27 +509,10 @@ fn calls_to_a_paused_etcd_answer_unavailable() {
 #[test]
 fn tls_with_client_certificates() {
     let certs = tempfile::tempdir().unwrap();
-    let tls = match composer_core::store_etcd::LocalEtcdTls::generate(certs.path()) {
-        Ok(t) => t,
-        Err(why) => {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!(
-                    "tls_with_client_certificates: certificates are needed under CI=true: {why}"
-                );
-            }
-            eprintln!("SKIPPED tls_with_client_certificates: {why}");
-            return;
-        }
-    };
-    let etcd = match LocalEtcd::start_tls(tls.clone()) {
-        Ok(e) => e,
-        Err(why) => {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("tls_with_client_certificates: etcd with TLS could not start: {why}");
-            }
-            eprintln!("SKIPPED tls_with_client_certificates: {why}");
-            return;
-        }
+    let Some((etcd, tls)) =
+        LocalEtcd::start_tls_or_skip("tls_with_client_certificates", certs.path())
+    else {
+        return;
     };
     let mut cfg = etcd.config();
     cfg.prefix = "/tls".into();

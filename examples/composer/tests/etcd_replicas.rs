@@ -565,27 +565,10 @@ async fn a_leader_whose_term_ended_has_its_background_write_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_over_tls_with_a_client_certificate() {
     let certs = tempfile::tempdir().unwrap();
-    let tls = match composer_core::store_etcd::LocalEtcdTls::generate(certs.path()) {
-        Ok(t) => t,
-        Err(why) => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "certificates are needed under CI=true: {why}"
-            );
-            eprintln!("SKIPPED a_replica_over_tls_with_a_client_certificate: {why}");
-            return;
-        }
-    };
-    let etcd = match LocalEtcd::start_tls(tls.clone()) {
-        Ok(e) => e,
-        Err(why) => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "etcd with TLS is needed under CI=true: {why}"
-            );
-            eprintln!("SKIPPED a_replica_over_tls_with_a_client_certificate: {why}");
-            return;
-        }
+    let Some((etcd, tls)) =
+        LocalEtcd::start_tls_or_skip("a_replica_over_tls_with_a_client_certificate", certs.path())
+    else {
+        return;
     };
     let (cert, key) = tls.client.identity.clone().unwrap();
     let path = |p: &Path| p.to_str().unwrap().to_string();
