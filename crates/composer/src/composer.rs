@@ -9,7 +9,7 @@
 //! and no allocation that is not in a record.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use csi_types::paging::{Page, Paging};
 use csi_types::types::{CapacityRange, Topology, TopologyRequirement};
@@ -91,8 +91,15 @@ struct State {
     busy: HashSet<String>,
     attached: HashMap<String, u32>,
     next_seq: u64,
-    /// The store revision this state reflects (shared stores).
+    /// The store revision this state reflects (shared stores): everything
+    /// up to it is applied, nothing after it is missing.
     synced: u64,
+    /// The latest revision the store reported ([`Store::changes`]): `synced`
+    /// reaches it as soon as no change is held back in `deferred`, even when
+    /// nothing new arrives (a replica whose `synced` stayed behind after its
+    /// held-back changes were applied would conflict on every plan until
+    /// another replica happened to write).
+    reported: u64,
     /// Per volume id, the revision of the latest change applied to it.
     seen: HashMap<String, u64>,
     /// Changes of other writers not applied yet (their name is busy here,
@@ -106,12 +113,18 @@ pub struct Composer {
     inv: Arc<Inventory>,
     store: Arc<dyn Store>,
     state: Mutex<State>,
+    /// Notified when a plan in flight ends (its name is no longer busy).
+    settled: Condvar,
     report: ReconcileReport,
 }
 
 /// How often a create or delete plans again after store conflicts before
 /// answering `ABORTED` (the CO retries then).
 const CONFLICT_RETRIES: u32 = 16;
+
+/// How long a retry after a conflict waits for the plans in flight that hold
+/// other writers' changes back (one store round trip each, normally).
+const SETTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn seq_of(id: &str) -> Option<u64> {
     id.strip_prefix("vol-")?.parse().ok()
@@ -150,9 +163,11 @@ impl Composer {
                 attached,
                 next_seq,
                 synced: st.revision,
+                reported: st.revision,
                 seen: HashMap::new(),
                 deferred: Vec::new(),
             }),
+            settled: Condvar::new(),
             report,
         })
     }
@@ -173,22 +188,62 @@ impl Composer {
     /// volumes and marks that changed.
     fn lock_synced(&self) -> Result<MutexGuard<'_, State>, Error> {
         let mut st = self.lock();
-        let Some(ch) = self.store.changes()? else {
-            if st.deferred.is_empty() {
-                return Ok(st);
-            }
-            let revision = st.synced;
-            Self::apply_changes(
-                &mut st,
-                crate::store::Changes {
-                    revision,
-                    ..Default::default()
-                },
-            );
-            return Ok(st);
-        };
-        Self::apply_changes(&mut st, ch);
+        self.sync(&mut st)?;
         Ok(st)
+    }
+
+    /// Locks the state with what other writers committed applied as far as
+    /// the store can tell now, for reports that answer even while a shared
+    /// store is unreachable (then with the state as last synced). Without
+    /// it a replica that serves no calls (a leader doing background work, an
+    /// operator's report) would show the state of its last call.
+    fn lock_current(&self) -> MutexGuard<'_, State> {
+        let mut st = self.lock();
+        if let Err(e) = self.sync(&mut st) {
+            tracing::debug!("reporting the state as last synced: {e}");
+        }
+        st
+    }
+
+    fn sync(&self, st: &mut State) -> Result<(), Error> {
+        let Some(ch) = self.store.changes()? else {
+            if !st.deferred.is_empty() {
+                let revision = st.reported;
+                Self::apply_changes(
+                    st,
+                    crate::store::Changes {
+                        revision,
+                        ..Default::default()
+                    },
+                );
+            }
+            return Ok(());
+        };
+        Self::apply_changes(st, ch);
+        Ok(())
+    }
+
+    /// After a conflict: waits (at most [`SETTLE_WAIT`]) until no change of
+    /// another writer is held back here. A change is held back while a plan
+    /// in flight on this replica holds its name or its space; until that
+    /// plan ends, `synced` stays below the change, and planning again would
+    /// only conflict again, so the retries would run out in a moment.
+    fn settle(&self) -> Result<(), Error> {
+        let deadline = std::time::Instant::now() + SETTLE_WAIT;
+        let mut st = self.lock_synced()?;
+        while !st.deferred.is_empty() {
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                break;
+            }
+            st = self
+                .settled
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+            self.sync(&mut st)?;
+        }
+        Ok(())
     }
 
     fn apply_changes(st: &mut State, ch: crate::store::Changes) {
@@ -261,10 +316,11 @@ impl Composer {
         if let Some(n) = ch.next_seq {
             st.next_seq = st.next_seq.max(n);
         }
+        st.reported = st.reported.max(ch.revision);
         let oldest = st.deferred.iter().map(|d| d.1 - 1).min();
         st.synced = st
             .synced
-            .max(oldest.map_or(ch.revision, |o| o.min(ch.revision)));
+            .max(oldest.map_or(st.reported, |o| o.min(st.reported)));
     }
 
     /// The inventory.
@@ -343,6 +399,7 @@ impl Composer {
                     tracing::debug!("retrying after a store conflict: {m}");
                     attempt += 1;
                     self.store.catch_up()?;
+                    self.settle()?;
                 }
                 other => return other,
             }
@@ -426,6 +483,7 @@ impl Composer {
         ));
         let mut st = self.lock();
         st.busy.remove(name);
+        self.settled.notify_all();
         match result {
             Ok(rev) => {
                 st.seen.insert(id.clone(), rev);
@@ -470,6 +528,7 @@ impl Composer {
             .commit(Batch::read_at(read, vec![Op::DeleteVolume(id.to_string())]));
         let mut st = self.lock();
         st.busy.remove(&rec.name);
+        self.settled.notify_all();
         let rev = result?;
         st.seen.insert(id.to_string(), rev);
         if st.volumes.remove(id).is_some() {
@@ -621,7 +680,7 @@ impl Composer {
     /// `starting_token` was checked when it was made: see
     /// [`csi_types::paging`]).
     pub fn list(&self, paging: &Paging) -> Page<VolumeView> {
-        let st = self.lock();
+        let st = self.lock_current();
         let from = paging.lower_bound().unwrap_or_default().to_string();
         let Page {
             entries,
@@ -701,7 +760,7 @@ impl Composer {
         topology: Option<&Topology>,
     ) -> Result<Capacity, Error> {
         let p = Parameters::parse(parameters)?;
-        let st = self.lock();
+        let st = self.lock_current();
         let site = match topology {
             None => None,
             Some(t) => match convert::segment_scope(&self.inv, t) {
@@ -798,7 +857,7 @@ impl Composer {
 
     /// Every drive with its use and health.
     pub fn drive_report(&self) -> Vec<DriveReport> {
-        let st = self.lock();
+        let st = self.lock_current();
         let mut used: HashMap<&str, (u64, Vec<String>)> = HashMap::new();
         for v in st.volumes.values() {
             for m in &v.members {
@@ -828,7 +887,7 @@ impl Composer {
 
     /// Every server with its publications.
     pub fn server_report(&self) -> Vec<ServerReport> {
-        let st = self.lock();
+        let st = self.lock_current();
         self.inv
             .servers()
             .iter()
@@ -868,7 +927,7 @@ impl Composer {
     /// under their volumes' original requests.
     pub fn repair_plan(&self, target: &str) -> Result<placement::RepairPlan, Error> {
         let placement_target = self.repair_target(target)?;
-        let st = self.lock();
+        let st = self.lock_current();
         let mut engine = st.pool.engine().clone();
         engine
             .plan_evacuation(&placement_target)
@@ -952,7 +1011,7 @@ impl Composer {
 
     /// Every volume record, by id.
     pub fn records(&self) -> Vec<VolumeRecord> {
-        self.lock().volumes.values().cloned().collect()
+        self.lock_current().volumes.values().cloned().collect()
     }
 
     /// Whether the store can serve now ([`Store::ready`]): `Unavailable`
@@ -963,7 +1022,7 @@ impl Composer {
 
     /// Number of volumes.
     pub fn volume_count(&self) -> usize {
-        self.lock().volumes.len()
+        self.lock_current().volumes.len()
     }
 }
 

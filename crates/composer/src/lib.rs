@@ -48,7 +48,9 @@ pub use store::{
     Batch, Changes, LayoutKind, MemStore, Op, RedbStore, Store, StoredState, VolumeRecord,
 };
 #[cfg(feature = "etcd")]
-pub use store_etcd::{Audit, EtcdConfig, EtcdStore, Leadership, LocalEtcd, Term};
+pub use store_etcd::{
+    Audit, EtcdConfig, EtcdStore, EtcdTls, Leadership, LocalEtcd, LocalEtcdTls, Term,
+};
 
 /// The README's Rust examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -50,6 +50,9 @@ pub struct EtcdConfig {
     pub prefix: String,
     /// User name and password for etcd's authentication.
     pub user: Option<(String, String)>,
+    /// TLS to etcd (`https`), with a client certificate when etcd asks for
+    /// one (`--client-cert-auth`); `None`: plain HTTP/2.
+    pub tls: Option<EtcdTls>,
     /// Timeout of one request.
     pub timeout: Duration,
 }
@@ -85,10 +88,62 @@ impl EtcdConfig {
             endpoints,
             prefix: "/composer".into(),
             user: None,
+            tls: None,
             timeout: Duration::from_secs(5),
         })
     }
 }
+
+/// PEM files for TLS to etcd (rustls).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdTls {
+    /// The CA that signed etcd's server certificate (`--etcd-ca`).
+    pub ca: std::path::PathBuf,
+    /// This client's certificate and key (`--etcd-cert`, `--etcd-key`), for
+    /// an etcd that authenticates clients by certificate.
+    pub identity: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+impl EtcdTls {
+    fn options(&self) -> Result<etcd_client::TlsOptions, Error> {
+        let read = |field: &str, path: &std::path::Path| {
+            std::fs::read(path).map_err(|e| Error::Invalid {
+                field: field.into(),
+                rule: format!("{} must be a readable PEM file: {e}", path.display()),
+            })
+        };
+        let mut o = etcd_client::TlsOptions::new().ca_certificate(
+            etcd_client::Certificate::from_pem(read("--etcd-ca", &self.ca)?),
+        );
+        if let Some((cert, key)) = &self.identity {
+            o = o.identity(etcd_client::Identity::from_pem(
+                read("--etcd-cert", cert)?,
+                read("--etcd-key", key)?,
+            ));
+        }
+        Ok(o)
+    }
+}
+
+/// An etcd client error with its causes (tonic's transport error says only
+/// "transport error" at the top; the reason, such as an unknown certificate
+/// issuer, is in its sources).
+fn describe(e: &etcd_client::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !out.contains(&m) {
+            out.push_str(": ");
+            out.push_str(&m);
+        }
+        cur = c.source();
+    }
+    out
+}
+
+/// Interval of the HTTP/2 pings to etcd (see [`EtcdStore::connect`]).
+const KEEP_ALIVE: Duration = Duration::from_secs(10);
 
 #[derive(Default)]
 struct Feed {
@@ -137,10 +192,57 @@ pub struct EtcdStore {
     conflict_at: Mutex<u64>,
     /// Whether the watch was started (by [`Store::load`]).
     watching: std::sync::atomic::AtomicBool,
+    /// Whose turn it is to send a guarded commit.
+    turn: CommitTurn,
+}
+
+/// One guarded commit of a store in flight at a time. Plans made on one
+/// replica never overlap (its pool holds the space of every plan in
+/// flight), but the compares of a transaction cannot tell this replica's
+/// own writes still in flight from another replica's: two commits of one
+/// replica that touched one key (the sequence, a drive's guard) failed each
+/// other, and with dozens of clients on one replica the retries of a
+/// create ran out (`ABORTED`) while the others kept winning. Sent one after
+/// the other, each transaction compares against the revision of the last
+/// own write. The wait for the turn counts towards the request timeout.
+#[derive(Default)]
+struct CommitTurn {
+    busy: Mutex<bool>,
+    freed: Condvar,
+}
+
+struct Turn<'a>(&'a CommitTurn);
+
+impl CommitTurn {
+    fn take(&self, deadline: std::time::Instant, timeout: Duration) -> Result<Turn<'_>, Error> {
+        let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        while *busy {
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return Err(Error::Unavailable(format!(
+                    "etcd: committing: this replica's earlier commits took longer than {timeout:?}"
+                )));
+            }
+            busy = self
+                .freed
+                .wait_timeout(busy, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        *busy = true;
+        Ok(Turn(self))
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        *self.0.busy.lock().unwrap_or_else(|e| e.into_inner()) = false;
+        self.0.freed.notify_one();
+    }
 }
 
 fn unavailable(what: &str) -> impl Fn(etcd_client::Error) -> Error + '_ {
-    move |e| Error::Unavailable(format!("etcd: {what}: {e}"))
+    move |e| Error::Unavailable(format!("etcd: {what}: {}", describe(&e)))
 }
 
 fn seq_value(n: u64) -> String {
@@ -159,11 +261,35 @@ impl EtcdStore {
         let mut opts = ConnectOptions::new()
             .with_timeout(cfg.timeout)
             .with_connect_timeout(cfg.timeout)
-            .with_keep_alive(Duration::from_secs(2), cfg.timeout);
+            // HTTP/2 pings find a dead connection under the watch. etcd
+            // answers a client that pings more often than
+            // `--grpc-keepalive-min-time` (default 5 s), or pings with no
+            // stream open, with GOAWAY "too many pings": pinging every 2 s
+            // broke every stream of the connection (the watch, the lease
+            // keep-alive) about every 10 s. Every 10 s, and only while a
+            // stream is open, stays within etcd's default policy.
+            .with_keep_alive(KEEP_ALIVE, cfg.timeout)
+            .with_keep_alive_while_idle(false);
         if let Some((u, p)) = &cfg.user {
             opts = opts.with_user(u.clone(), p.clone());
         }
-        let endpoints = cfg.endpoints.clone();
+        let mut endpoints = cfg.endpoints.clone();
+        if let Some(tls) = &cfg.tls {
+            opts = opts.with_tls(tls.options()?);
+            for e in &mut endpoints {
+                if let Some(rest) = e.strip_prefix("http://") {
+                    *e = format!("https://{rest}");
+                }
+            }
+        }
+        let what = match &cfg.tls {
+            Some(t) => format!(
+                "connecting to {} over TLS (CA {})",
+                endpoints.join(","),
+                t.ca.display()
+            ),
+            None => format!("connecting to {}", endpoints.join(",")),
+        };
         // Not `block_on`: the caller may be on another runtime's thread.
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         rt.spawn(async move {
@@ -172,8 +298,8 @@ impl EtcdStore {
         let client = rx
             .recv()
             .map_err(|_| Error::Store("the etcd runtime stopped".into()))?
-            .map_err(unavailable("connecting"))?;
-        Ok(EtcdStore {
+            .map_err(unavailable(&what))?;
+        let store = EtcdStore {
             rt: Some(rt),
             client,
             cfg,
@@ -185,7 +311,18 @@ impl EtcdStore {
             names: Mutex::new(HashMap::new()),
             conflict_at: Mutex::new(0),
             watching: std::sync::atomic::AtomicBool::new(false),
-        })
+            turn: CommitTurn::default(),
+        };
+        // The channel connects lazily: one round trip now, so that a wrong
+        // address, CA or certificate is reported here, naming what failed.
+        store.ping().map_err(|e| match e {
+            Error::Unavailable(m) => Error::Unavailable(format!(
+                "{what}: {}",
+                m.trim_start_matches("etcd: status: ")
+            )),
+            e => e,
+        })?;
+        Ok(store)
     }
 
     fn rt(&self) -> &tokio::runtime::Runtime {
@@ -195,24 +332,51 @@ impl EtcdStore {
     /// Asks etcd for its status (one round trip).
     pub fn ping(&self) -> Result<(), Error> {
         let mut client = self.client.clone();
-        self.run(async move { client.status().await })
+        self.run("status", async move { client.status().await })
             .map(|_| ())
-            .map_err(unavailable("status"))
     }
 
     fn key(&self, rest: &str) -> String {
         format!("{}/{rest}", self.cfg.prefix)
     }
 
+    /// Runs one etcd request on the store's runtime and waits for it, at
+    /// most the request timeout: a request that etcd (or a connection to a
+    /// stopped etcd) never answers fails with `Unavailable` instead of
+    /// holding its caller, wherever it is stuck (tonic's own timeout covers
+    /// only the time on the wire, not the wait for a ready connection).
     fn run<T: Send + 'static>(
         &self,
-        fut: impl std::future::Future<Output = T> + Send + 'static,
-    ) -> T {
+        what: &'static str,
+        fut: impl std::future::Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
+    ) -> Result<T, Error> {
+        self.run_until(what, std::time::Instant::now() + self.cfg.timeout, fut)
+    }
+
+    fn run_until<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        deadline: std::time::Instant,
+        fut: impl std::future::Future<Output = Result<T, etcd_client::Error>> + Send + 'static,
+    ) -> Result<T, Error> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let timeout = self.cfg.timeout;
         self.rt().spawn(async move {
-            let _ = tx.send(fut.await);
+            let r = match tokio::time::timeout_at(deadline.into(), fut).await {
+                Ok(r) => {
+                    r.map_err(|e| Error::Unavailable(format!("etcd: {what}: {}", describe(&e))))
+                }
+                Err(_) => Err(Error::Unavailable(format!(
+                    "etcd: {what}: no answer within {timeout:?}"
+                ))),
+            };
+            let _ = tx.send(r);
         });
-        rx.recv().expect("the etcd runtime dropped a request")
+        rx.recv().unwrap_or_else(|_| {
+            Err(Error::Unavailable(format!(
+                "etcd: {what}: the runtime stopped"
+            )))
+        })
     }
 
     fn bound(&self, own: &HashMap<String, u64>, read: u64, key: &str) -> i64 {
@@ -446,7 +610,7 @@ impl Store for EtcdStore {
         let mut client = self.client.clone();
         let prefix = format!("{}/", self.cfg.prefix);
         let seq_key = self.key("seq");
-        let resp = self.run(async move {
+        let resp = self.run("loading", async move {
             // Create the sequence key once, then read everything at one revision.
             client
                 .txn(
@@ -459,7 +623,7 @@ impl Store for EtcdStore {
                 .get(prefix, Some(GetOptions::new().with_prefix()))
                 .await
         });
-        let resp = resp.map_err(unavailable("loading"))?;
+        let resp = resp?;
         let revision = resp.header().map(|h| h.revision() as u64).unwrap_or(0);
         let mut st = StoredState {
             revision,
@@ -513,6 +677,15 @@ impl Store for EtcdStore {
         }
         let read = batch.read_revision.unwrap_or(u64::MAX / 2);
         let guarded = batch.read_revision.is_some();
+        let deadline = std::time::Instant::now() + self.cfg.timeout;
+        // This replica's guarded commits go to etcd one at a time, so that
+        // each one's compares know the revision of the one before (see
+        // `CommitTurn`).
+        let _turn = if guarded {
+            Some(self.turn.take(deadline, self.cfg.timeout)?)
+        } else {
+            None
+        };
         let mut compares = Vec::new();
         let mut ops = Vec::new();
         let mut touched = Vec::new();
@@ -629,9 +802,7 @@ impl Store for EtcdStore {
         }
         let mut client = self.client.clone();
         let txn = Txn::new().when(compares).and_then(ops).or_else(on_conflict);
-        let resp = self
-            .run(async move { client.txn(txn).await })
-            .map_err(unavailable("committing"))?;
+        let resp = self.run_until("committing", deadline, async move { client.txn(txn).await })?;
         let revision = resp.header().map(|h| h.revision() as u64).unwrap_or(0);
         if !resp.succeeded() {
             let got: Vec<etcd_client::KeyValue> = resp
@@ -747,6 +918,17 @@ impl Store for EtcdStore {
             Some(why) => Err(Error::Unavailable(format!("etcd: {why}"))),
             None => Ok(()),
         }
+    }
+}
+
+/// `fut`, or an error when it takes longer than `t`.
+async fn within<T>(
+    t: Duration,
+    fut: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(t, fut).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer within {t:?}")),
     }
 }
 
@@ -888,7 +1070,9 @@ impl EtcdStore {
         self.rt().spawn(async move {
             loop {
                 let sent = std::time::Instant::now();
-                let lease = match client.lease_grant(ttl_s, None).await {
+                // Every request here is bounded by `every`: one that etcd
+                // never answers must not hold the campaign (or a term) up.
+                let lease = match within(every, client.lease_grant(ttl_s, None)).await {
                     Ok(l) => l.id(),
                     Err(e) => {
                         tracing::debug!("leader: granting a lease: {e}");
@@ -903,12 +1087,12 @@ impl EtcdStore {
                         id.clone(),
                         Some(etcd_client::PutOptions::new().with_lease(lease)),
                     )]);
-                let won = match client.txn(txn).await {
+                let won = match within(every, client.txn(txn)).await {
                     Ok(r) if r.succeeded() => r.header().map(|h| h.revision()),
                     _ => None,
                 };
                 let Some(revision) = won else {
-                    let _ = client.lease_revoke(lease).await;
+                    let _ = within(every, client.lease_revoke(lease)).await;
                     tokio::time::sleep(every).await;
                     continue;
                 };
@@ -919,14 +1103,16 @@ impl EtcdStore {
                     g.valid_until = Some(sent + ttl);
                 }
                 tracing::warn!("leader: {id} took over (term {revision})");
-                if let Ok((mut keeper, mut stream)) = client.lease_keep_alive(lease).await {
+                if let Ok((mut keeper, mut stream)) =
+                    within(every, client.lease_keep_alive(lease)).await
+                {
                     loop {
                         tokio::time::sleep(every).await;
                         if st.lock().term != Some(term) {
                             break;
                         }
                         let sent = std::time::Instant::now();
-                        if keeper.keep_alive().await.is_err() {
+                        if within(every, keeper.keep_alive()).await.is_err() {
                             break;
                         }
                         match tokio::time::timeout(every, stream.message()).await {
@@ -942,7 +1128,7 @@ impl EtcdStore {
                     }
                 }
                 st.step_down(term, "the lease could not be kept alive");
-                let _ = client.lease_revoke(lease).await;
+                let _ = within(every, client.lease_revoke(lease)).await;
                 // Leave the others a full lease to take over.
                 tokio::time::sleep(ttl).await;
             }
@@ -957,13 +1143,34 @@ pub fn leader(cfg: &EtcdConfig) -> Result<Option<String>, Error> {
     let store = EtcdStore::connect(cfg.clone())?;
     let mut client = store.client.clone();
     let key = store.key(LEADER);
-    let resp = store
-        .run(async move { client.get(key, None).await })
-        .map_err(unavailable("reading the leader key"))?;
+    let resp = store.run("reading the leader key", async move {
+        client.get(key, None).await
+    })?;
     Ok(resp
         .kvs()
         .first()
         .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()))
+}
+
+/// Ends the current leader's term at once, as the expiry of its lease
+/// would: revokes the lease the leader key lives on (the key goes with it).
+/// The old leader's next fenced write is refused by etcd and it steps down;
+/// the replicas campaign again. Returns the id that led, or `None` when no
+/// replica did. For operators (to move the background work off a replica)
+/// and tests.
+pub fn end_term(cfg: &EtcdConfig) -> Result<Option<String>, Error> {
+    let store = EtcdStore::connect(cfg.clone())?;
+    let mut client = store.client.clone();
+    let key = store.key(LEADER);
+    store.run("ending the leader's term", async move {
+        let resp = client.get(key, None).await?;
+        let Some(kv) = resp.kvs().first() else {
+            return Ok(None);
+        };
+        let id = String::from_utf8_lossy(kv.value()).into_owned();
+        client.lease_revoke(kv.lease()).await?;
+        Ok(Some(id))
+    })
 }
 
 impl Drop for EtcdStore {
@@ -987,6 +1194,132 @@ pub struct LocalEtcd {
     side_port: u16,
     peer_port: u16,
     dir: tempfile::TempDir,
+    tls: Option<LocalEtcdTls>,
+}
+
+/// TLS of a [`LocalEtcd`]: it serves its clients over https only and asks
+/// each for a certificate signed by `client_ca` (`--client-cert-auth`).
+#[derive(Debug, Clone)]
+pub struct LocalEtcdTls {
+    /// The server's certificate (PEM), valid for 127.0.0.1.
+    pub cert: std::path::PathBuf,
+    /// Its key (PEM).
+    pub key: std::path::PathBuf,
+    /// The CA that client certificates must be signed by.
+    pub client_ca: std::path::PathBuf,
+    /// What clients of [`LocalEtcd::config`] use.
+    pub client: EtcdTls,
+    /// A CA that signed nothing here (for trying a wrong `--etcd-ca`).
+    pub other_ca: std::path::PathBuf,
+}
+
+impl LocalEtcdTls {
+    /// Makes a CA, a server certificate for 127.0.0.1 and a client
+    /// certificate signed by it, and a second, unrelated CA, as PEM files in
+    /// `dir`, with the `openssl` command (Debian's `openssl`, installed with
+    /// apt-get when missing). EC P-256 keys, valid for a day.
+    pub fn generate(dir: &std::path::Path) -> Result<LocalEtcdTls, String> {
+        use std::process::{Command, Stdio};
+        let have = || {
+            Command::new("openssl")
+                .arg("version")
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !have() {
+            apt_install("openssl");
+            if !have() {
+                return Err("the openssl command is missing and could not be installed".into());
+            }
+        }
+        let run = |args: &[&str]| -> Result<(), String> {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .map_err(|e| format!("openssl: {e}"))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "openssl {}: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr)
+                ))
+            }
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        for ca in ["ca", "other-ca"] {
+            let key = format!("{ca}-key.pem");
+            let pem = format!("{ca}.pem");
+            let subj = format!("/CN=composer test {ca}");
+            let mut a = vec!["req", "-x509"];
+            a.extend(ec);
+            a.extend(["-keyout", &key, "-out", &pem, "-days", "1", "-subj", &subj]);
+            run(&a)?;
+        }
+        for (name, ext) in [
+            (
+                "server",
+                "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
+            ),
+            ("client", "extendedKeyUsage=clientAuth\n"),
+        ] {
+            let key = format!("{name}-key.pem");
+            let csr = format!("{name}.csr");
+            let pem = format!("{name}.pem");
+            let extfile = format!("{name}.ext");
+            std::fs::write(dir.join(&extfile), ext).map_err(|e| format!("{extfile}: {e}"))?;
+            let subj = format!("/CN=composer test {name}");
+            let mut a = vec!["req"];
+            a.extend(ec);
+            a.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
+            run(&a)?;
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca-key.pem",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "1",
+                "-extfile",
+                &extfile,
+            ])?;
+        }
+        Ok(LocalEtcdTls {
+            cert: dir.join("server.pem"),
+            key: dir.join("server-key.pem"),
+            client_ca: dir.join("ca.pem"),
+            client: EtcdTls {
+                ca: dir.join("ca.pem"),
+                identity: Some((dir.join("client.pem"), dir.join("client-key.pem"))),
+            },
+            other_ca: dir.join("other-ca.pem"),
+        })
+    }
+}
+
+/// Says that `test` skipped because etcd could not start; panics instead
+/// under `CI=true`, so that CI never passes without running the test.
+fn skip(test: &str, why: &str) {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{test}: etcd is needed under CI=true and could not be started: {why}");
+    }
+    eprintln!("SKIPPED {test}: etcd could not be started: {why}");
 }
 
 fn free_port() -> Result<u16, String> {
@@ -994,6 +1327,28 @@ fn free_port() -> Result<u16, String> {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .map_err(|e| format!("finding a free port: {e}"))
+}
+
+/// Installs a Debian package with apt-get (after `apt-get update` when the
+/// first try fails); whether it succeeded.
+fn apt_install(pkg: &str) -> bool {
+    use std::process::{Command, Stdio};
+    let install = || {
+        Command::new("apt-get")
+            .args(["-o", "DPkg::Lock::Timeout=300", "install", "-y", pkg])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if install() {
+        return true;
+    }
+    let _ = Command::new("apt-get")
+        .args(["-o", "DPkg::Lock::Timeout=300", "update"])
+        .stdout(Stdio::null())
+        .status();
+    install()
 }
 
 fn etcd_installed() -> bool {
@@ -1008,7 +1363,16 @@ impl LocalEtcd {
     /// Installs etcd if needed, starts it and waits until it answers (at most
     /// 30 s), or says why it could not.
     pub fn start() -> Result<LocalEtcd, String> {
-        use std::process::{Command, Stdio};
+        LocalEtcd::start_with(None)
+    }
+
+    /// [`LocalEtcd::start`] serving over TLS with client certificates.
+    pub fn start_tls(tls: LocalEtcdTls) -> Result<LocalEtcd, String> {
+        LocalEtcd::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<LocalEtcdTls>) -> Result<LocalEtcd, String> {
+        use std::process::Command;
         if !etcd_installed() {
             let root = Command::new("id")
                 .arg("-u")
@@ -1017,27 +1381,7 @@ impl LocalEtcd {
             if !root {
                 return Err("etcd is not installed and this is not root".into());
             }
-            let install = || {
-                Command::new("apt-get")
-                    .args([
-                        "-o",
-                        "DPkg::Lock::Timeout=300",
-                        "install",
-                        "-y",
-                        "etcd-server",
-                    ])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status()
-                    .is_ok_and(|s| s.success())
-            };
-            if !install() {
-                let _ = Command::new("apt-get")
-                    .args(["-o", "DPkg::Lock::Timeout=300", "update"])
-                    .stdout(Stdio::null())
-                    .status();
-                install();
-            }
+            apt_install("etcd-server");
             if !etcd_installed() {
                 return Err("installing Debian's etcd-server failed".into());
             }
@@ -1048,6 +1392,7 @@ impl LocalEtcd {
             side_port: free_port()?,
             peer_port: free_port()?,
             dir: tempfile::tempdir().map_err(|e| format!("a temp dir: {e}"))?,
+            tls,
         };
         e.restart()?;
         Ok(e)
@@ -1057,21 +1402,38 @@ impl LocalEtcd {
     /// skipped and why; under `CI=true` a failure to start panics instead,
     /// so that CI never passes without running the test.
     pub fn start_or_skip(test: &str) -> Option<LocalEtcd> {
-        match LocalEtcd::start() {
-            Ok(e) => Some(e),
-            Err(why) => {
-                if std::env::var("CI").as_deref() == Ok("true") {
-                    panic!("{test}: etcd is needed under CI=true and could not be started: {why}");
-                }
-                eprintln!("SKIPPED {test}: etcd could not be started: {why}");
-                None
-            }
-        }
+        LocalEtcd::start().map_err(|why| skip(test, &why)).ok()
+    }
+
+    /// For tests: certificates made in `certs` ([`LocalEtcdTls::generate`])
+    /// and [`LocalEtcd::start_tls`] with them, or `None` after printing that
+    /// `test` skipped and why (a panic under `CI=true`, as in
+    /// [`LocalEtcd::start_or_skip`]).
+    pub fn start_tls_or_skip(
+        test: &str,
+        certs: &std::path::Path,
+    ) -> Option<(LocalEtcd, LocalEtcdTls)> {
+        LocalEtcdTls::generate(certs)
+            .and_then(|t| Ok((LocalEtcd::start_tls(t.clone())?, t)))
+            .map_err(|why| skip(test, &why))
+            .ok()
     }
 
     /// `etcd://127.0.0.1:PORT`, for [`EtcdConfig::parse`] and `--store`.
     pub fn url(&self) -> String {
         format!("etcd://127.0.0.1:{}", self.client_port)
+    }
+
+    /// How to reach it: [`LocalEtcd::url`], with the client side of its TLS.
+    pub fn config(&self) -> EtcdConfig {
+        self.config_on(self.client_port)
+    }
+
+    fn config_on(&self, port: u16) -> EtcdConfig {
+        let mut c =
+            EtcdConfig::parse(&format!("etcd://127.0.0.1:{port}")).expect("a valid etcd url");
+        c.tls = self.tls.as_ref().map(|t| t.client.clone());
+        c
     }
 
     /// The server's PID while it runs.
@@ -1107,14 +1469,25 @@ impl LocalEtcd {
 
     fn start_on(&mut self, port: u16) -> Result<(), String> {
         self.kill();
-        let client = format!("http://127.0.0.1:{port}");
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let client = format!("{scheme}://127.0.0.1:{port}");
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join("etcd.log"))
             .map_err(|e| format!("the etcd log: {e}"))?;
-        let child = std::process::Command::new("etcd")
+        let mut cmd = std::process::Command::new("etcd");
+        if let Some(t) = &self.tls {
+            cmd.arg("--cert-file")
+                .arg(&t.cert)
+                .arg("--key-file")
+                .arg(&t.key)
+                .arg("--client-cert-auth")
+                .arg("--trusted-ca-file")
+                .arg(&t.client_ca);
+        }
+        let child = cmd
             .args(["--name", "local", "--data-dir"])
             .arg(self.dir.path().join("data"))
             .args(["--listen-client-urls", &client])
@@ -1129,10 +1502,8 @@ impl LocalEtcd {
         self.child = Some(child);
         let until = std::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let url = format!("etcd://127.0.0.1:{port}");
             let up = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-                && EtcdStore::connect(EtcdConfig::parse(&url).map_err(|e| e.to_string())?)
-                    .is_ok_and(|s| s.ping().is_ok());
+                && EtcdStore::connect(self.config_on(port)).is_ok_and(|s| s.ping().is_ok());
             if up {
                 return Ok(());
             }
@@ -1175,9 +1546,9 @@ pub fn audit(cfg: &EtcdConfig) -> Result<Audit, Error> {
     let mut client = store.client.clone();
     let prefix = format!("{}/", cfg.prefix);
     let p = prefix.clone();
-    let resp = store
-        .run(async move { client.get(p, Some(GetOptions::new().with_prefix())).await })
-        .map_err(unavailable("reading for the audit"))?;
+    let resp = store.run("reading for the audit", async move {
+        client.get(p, Some(GetOptions::new().with_prefix())).await
+    })?;
     let mut a = Audit::default();
     let mut records: HashMap<String, VolumeRecord> = HashMap::new();
     let mut names: HashMap<String, String> = HashMap::new();

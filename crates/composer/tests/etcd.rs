@@ -276,3 +276,280 @@ fn a_watch_behind_a_compaction_lists_afresh() {
         .expect("serves after the re-list");
     check_etcd(&url, &[keep.id.clone()].into(), &[gone.id.clone()].into());
 }
+
+/// The name whose commit pauses, "entered" and "go".
+type Gate = (
+    String,
+    std::sync::mpsc::Sender<()>,
+    std::sync::mpsc::Receiver<()>,
+);
+
+/// A store that pauses the commit of one volume name until told to go, so
+/// that a test can hold a plan in flight; it passes everything else to the
+/// real etcd store and remembers which volumes [`Store::changes`] reported.
+struct Gated {
+    inner: EtcdStore,
+    gate: Mutex<Option<Gate>>,
+    reported: Mutex<HashSet<String>>,
+}
+
+impl composer_core::store::Store for Gated {
+    fn load(&self) -> Result<composer_core::store::StoredState, Error> {
+        self.inner.load()
+    }
+
+    fn commit(&self, batch: composer_core::store::Batch) -> Result<u64, Error> {
+        let held = batch.ops.iter().any(|op| {
+            matches!(op, composer_core::store::Op::PutVolume(r)
+                if self.gate.lock().unwrap().as_ref().is_some_and(|g| g.0 == r.name))
+        });
+        if held {
+            let (_, entered, go) = self.gate.lock().unwrap().take().unwrap();
+            entered.send(()).unwrap();
+            go.recv().unwrap();
+        }
+        self.inner.commit(batch)
+    }
+
+    fn changes(&self) -> Result<Option<composer_core::store::Changes>, Error> {
+        let ch = self.inner.changes()?;
+        if let Some(ch) = &ch {
+            let mut r = self.reported.lock().unwrap();
+            r.extend(ch.volumes.iter().map(|v| v.0.clone()));
+        }
+        Ok(ch)
+    }
+
+    fn catch_up(&self) -> Result<(), Error> {
+        self.inner.catch_up()
+    }
+
+    fn ready(&self) -> Result<(), Error> {
+        self.inner.ready()
+    }
+}
+
+/// The regression of a replica stuck after it held back another replica's
+/// change: replica A plans `held` and pauses in its commit; replica B
+/// creates `held` meanwhile; A hears of B's volume while its own plan holds
+/// the name, so it holds the change back. Once A's plan fails its
+/// compare-and-swap and A has applied the held-back change, A's state must
+/// be as recent as everything etcd reported — with no further write by
+/// anyone. (It used to stay just below B's change, so every later create
+/// on A conflicted on the sequence key until it answered ABORTED.)
+#[test]
+fn a_replica_that_held_back_a_change_is_current_once_it_applies_it() {
+    let Some(etcd) =
+        LocalEtcd::start_or_skip("a_replica_that_held_back_a_change_is_current_once_it_applies_it")
+    else {
+        return;
+    };
+    let url = etcd.url();
+    let gated = Arc::new(Gated {
+        inner: EtcdStore::connect(config(&url)).unwrap(),
+        gate: Mutex::new(None),
+        reported: Mutex::new(HashSet::new()),
+    });
+    let a = Arc::new(Composer::open(Inventory::default_inventory(), gated.clone()).unwrap());
+    let b = replica(&url);
+    let range = csi_types::types::CapacityRange::new(Some(50 << 30), None).unwrap();
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    let (go, go_rx) = std::sync::mpsc::channel();
+    *gated.gate.lock().unwrap() = Some(("held".into(), entered_tx, go_rx));
+    let a2 = a.clone();
+    let paused =
+        std::thread::spawn(move || a2.create("held", &params("slice"), range, true, true, None));
+    entered.recv().unwrap();
+    let theirs = b
+        .create("held", &params("slice"), range, true, true, None)
+        .unwrap();
+    let mut polls = 0;
+    while !gated.reported.lock().unwrap().contains(&theirs.id) {
+        // Any call that syncs A with the store.
+        assert!(matches!(a.get("vol-none"), Err(Error::NotFound(_))));
+        polls += 1;
+        assert!(polls < 3000, "A never heard of B's volume");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    go.send(()).unwrap();
+    let ours = paused.join().unwrap().expect("A's create of held");
+    assert_eq!(ours.id, theirs.id, "A answers with B's volume of that name");
+    // Nobody writes any more: A must plan on current state by itself.
+    let after = a
+        .create("after", &params("slice"), range, true, true, None)
+        .expect("a create on A after it applied the held-back change");
+    let after_b = b
+        .create("after-b", &params("slice"), range, true, true, None)
+        .unwrap();
+    let live: HashSet<String> = [theirs.id.clone(), after.id.clone(), after_b.id.clone()].into();
+    check_etcd(&url, &live, &HashSet::new());
+}
+
+/// Many clients on one replica at once: 64 threads each create 8 volumes
+/// through one composer and its one etcd connection. Every create must
+/// answer (none may wait forever on an etcd transaction; before the fix
+/// they conflicted with each other until their retries ran out), each name
+/// with its own volume, and etcd must hold exactly those.
+#[test]
+fn sixty_four_concurrent_creates_on_one_replica_all_answer() {
+    let Some(etcd) =
+        LocalEtcd::start_or_skip("sixty_four_concurrent_creates_on_one_replica_all_answer")
+    else {
+        return;
+    };
+    let c = replica(&etcd.url());
+    let threads: Vec<_> = (0..64)
+        .map(|t| {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                let range = csi_types::types::CapacityRange::new(Some(10 << 30), None).unwrap();
+                (0..8)
+                    .map(|i| {
+                        let name = format!("many-{t}-{i}");
+                        // As a CO does: a create that answered UNAVAILABLE
+                        // (its wait for etcd reached the request timeout,
+                        // as on a machine busy with other work) is retried
+                        // by name; it never waits longer than the timeout.
+                        let mut tries = 0;
+                        loop {
+                            match c.create(&name, &params("slice"), range, true, true, None) {
+                                Ok(v) => break v.id.clone(),
+                                Err(Error::Unavailable(_)) if tries < 100 => tries += 1,
+                                Err(e) => panic!("create {name} (after {tries} retries): {e}"),
+                            }
+                        }
+                    })
+                    .collect::<Vec<String>>()
+            })
+        })
+        .collect();
+    let mut live = HashSet::new();
+    for t in threads {
+        for id in t.join().unwrap() {
+            assert!(live.insert(id.clone()), "volume {id} was handed out twice");
+        }
+    }
+    assert_eq!(live.len(), 64 * 8);
+    check_etcd(&etcd.url(), &live, &HashSet::new());
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+/// etcd paused with SIGSTOP (its connections stay open, nothing answers):
+/// 16 concurrent creates on one replica each answer `Unavailable` (the
+/// request timeout fires wherever a request waits) instead of hanging;
+/// resumed with SIGCONT, creates succeed again and etcd is consistent.
+#[test]
+fn calls_to_a_paused_etcd_answer_unavailable() {
+    let Some(etcd) = LocalEtcd::start_or_skip("calls_to_a_paused_etcd_answer_unavailable") else {
+        return;
+    };
+    let mut cfg = config(&etcd.url());
+    cfg.timeout = std::time::Duration::from_secs(2);
+    let store = Arc::new(EtcdStore::connect(cfg).unwrap());
+    let c = Arc::new(Composer::open(Inventory::default_inventory(), store).unwrap());
+    let range = csi_types::types::CapacityRange::new(Some(10 << 30), None).unwrap();
+    let before = c
+        .create("before", &params("slice"), range, true, true, None)
+        .unwrap();
+    let pid = etcd.pid().unwrap();
+    signal(pid, "STOP");
+    let threads: Vec<_> = (0..16)
+        .map(|t| {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                c.create(
+                    &format!("paused-{t}"),
+                    &params("slice"),
+                    range,
+                    true,
+                    true,
+                    None,
+                )
+            })
+        })
+        .collect();
+    let answers: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    signal(pid, "CONT");
+    for (t, a) in answers.iter().enumerate() {
+        assert!(
+            matches!(a, Err(Error::Unavailable(_))),
+            "paused-{t} while etcd was paused: {a:?}"
+        );
+    }
+    let mut polls = 0;
+    let after = loop {
+        match c.create("after", &params("slice"), range, true, true, None) {
+            Ok(v) => break v,
+            Err(Error::Unavailable(_)) if polls < 300 => {
+                polls += 1;
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(e) => panic!("create after etcd resumed: {e}"),
+        }
+    };
+    // A transaction sent just before the pause may still have landed: its
+    // create answered UNAVAILABLE and a retry by name finds it.
+    let live: HashSet<String> = [before.id.clone(), after.id.clone()].into();
+    check_etcd(&etcd.url(), &live, &HashSet::new());
+}
+
+/// TLS to etcd with client certificates: etcd serves https only and
+/// authenticates clients by certificate (`--client-cert-auth`); a replica
+/// with the right CA and its certificate creates volumes; one with a CA
+/// that did not sign etcd's certificate is refused at connect time, with an
+/// error that names TLS, the CA file and the certificate problem; one
+/// without a client certificate is refused as well.
+#[test]
+fn tls_with_client_certificates() {
+    let certs = tempfile::tempdir().unwrap();
+    let Some((etcd, tls)) =
+        LocalEtcd::start_tls_or_skip("tls_with_client_certificates", certs.path())
+    else {
+        return;
+    };
+    let mut cfg = etcd.config();
+    cfg.prefix = "/tls".into();
+    let store = Arc::new(EtcdStore::connect(cfg.clone()).expect("connecting over TLS"));
+    let c = Composer::open(Inventory::default_inventory(), store).unwrap();
+    let range = csi_types::types::CapacityRange::new(Some(10 << 30), None).unwrap();
+    let v = c
+        .create("over-tls", &params("slice"), range, true, true, None)
+        .unwrap();
+    let a = composer_core::store_etcd::audit(&cfg).unwrap();
+    assert!(a.problems.is_empty(), "{:?}", a.problems);
+    assert_eq!(a.volumes.get(&v.id).map(String::as_str), Some("over-tls"));
+
+    let mut wrong = cfg.clone();
+    wrong.tls.as_mut().unwrap().ca = tls.other_ca.clone();
+    let e = EtcdStore::connect(wrong)
+        .err()
+        .expect("a wrong CA is refused");
+    let m = e.to_string();
+    eprintln!("a wrong CA: {m}");
+    assert!(matches!(e, Error::Unavailable(_)), "{m}");
+    assert!(
+        m.contains("over TLS") && m.contains("other-ca.pem"),
+        "the error names TLS and the CA: {m}"
+    );
+    assert!(
+        m.to_lowercase().contains("certificate") || m.contains("UnknownIssuer"),
+        "the error says what is wrong with the certificate: {m}"
+    );
+
+    let mut anonymous = cfg.clone();
+    anonymous.tls.as_mut().unwrap().identity = None;
+    assert!(
+        EtcdStore::connect(anonymous).is_err(),
+        "etcd asks every client for a certificate"
+    );
+    let mut plain = cfg;
+    plain.tls = None;
+    assert!(EtcdStore::connect(plain).is_err(), "etcd serves https only");
+}

@@ -10,7 +10,9 @@
 //!
 //! `cargo bench -p composer --bench etcd_creates`.
 //! `COMPOSER_BENCH_CREATES=N` sets the creates per run (default 3000),
-//! `COMPOSER_BENCH_CLIENTS=N` the clients of the concurrent runs (default 64).
+//! `COMPOSER_BENCH_CLIENTS=N[,N…]` the numbers of clients, one line each
+//! (default `1,8,64`; at least one per replica; a line with one client per
+//! replica makes a tenth of the creates).
 //! The target on the shared 2-core machine: at least 500 creates/s in total.
 
 use std::sync::Arc;
@@ -88,10 +90,10 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3000);
-    let many: usize = std::env::var("COMPOSER_BENCH_CLIENTS")
+    let counts: Vec<usize> = std::env::var("COMPOSER_BENCH_CLIENTS")
         .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(64);
+        .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 8, 64]);
     let etcd = match LocalEtcd::start() {
         Ok(e) => e,
         Err(why) => {
@@ -152,9 +154,19 @@ fn main() {
                 (&[("type", "slice")][..], "slice"),
                 (&[][..], "hdd (whole drive)"),
             ] {
-                for clients in [1usize, many] {
-                    let n = if clients == 1 { creates / 10 } else { creates };
-                    run(&endpoints, clients.max(replicas), n, params, name).await;
+                // One line per distinct number of clients (at least one per
+                // replica): a repeated number would repeat an earlier line's
+                // names and measure idempotent repeats, not creates.
+                let mut lines: Vec<usize> = counts.iter().map(|&c| c.max(replicas)).collect();
+                lines.sort_unstable();
+                lines.dedup();
+                for clients in lines {
+                    let n = if clients == replicas {
+                        creates / 10
+                    } else {
+                        creates
+                    };
+                    run(&endpoints, clients, n, params, name).await;
                 }
             }
             for s in stops {

@@ -44,9 +44,23 @@ enum Command {
         /// Key prefix in etcd.
         #[arg(long, default_value = "/composer")]
         etcd_prefix: String,
-        /// etcd user (authentication); the password comes from ETCD_PASSWORD.
+        /// etcd user (authentication); the password comes from
+        /// --etcd-password-file, else from ETCD_PASSWORD.
         #[arg(long)]
         etcd_user: Option<String>,
+        /// A file holding the etcd user's password (one line).
+        #[arg(long)]
+        etcd_password_file: Option<PathBuf>,
+        /// TLS to etcd: the CA (PEM) that signed etcd's server certificate.
+        #[arg(long)]
+        etcd_ca: Option<PathBuf>,
+        /// TLS client certificate (PEM) for an etcd with --client-cert-auth;
+        /// needs --etcd-key and --etcd-ca.
+        #[arg(long)]
+        etcd_cert: Option<PathBuf>,
+        /// The key (PEM) of --etcd-cert.
+        #[arg(long)]
+        etcd_key: Option<PathBuf>,
         /// Lease of the leader among replicas on etcd, in seconds: a paused or
         /// cut-off leader loses its background work after at most this long.
         #[arg(long, default_value_t = 10)]
@@ -191,6 +205,49 @@ fn load_inventory(file: Option<&PathBuf>) -> Result<Inventory, String> {
     }
 }
 
+/// `--etcd-user` with its password from `--etcd-password-file` or
+/// ETCD_PASSWORD.
+fn etcd_user_of(
+    user: Option<String>,
+    password_file: Option<PathBuf>,
+) -> Result<Option<(String, String)>, String> {
+    let Some(user) = user else {
+        return match password_file {
+            Some(_) => Err("--etcd-password-file: needs --etcd-user".into()),
+            None => Ok(None),
+        };
+    };
+    let password = match password_file {
+        Some(f) => std::fs::read_to_string(&f)
+            .map_err(|e| format!("--etcd-password-file: reading {}: {e}", f.display()))?
+            .trim_end_matches(['\r', '\n'])
+            .to_string(),
+        None => std::env::var("ETCD_PASSWORD").map_err(|_| {
+            "--etcd-user: the password must be in --etcd-password-file or ETCD_PASSWORD".to_string()
+        })?,
+    };
+    Ok(Some((user, password)))
+}
+
+/// `--etcd-ca` with an optional `--etcd-cert`/`--etcd-key` pair.
+fn etcd_tls_of(
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+) -> Result<Option<composer_core::EtcdTls>, String> {
+    let identity = match (cert, key) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        (Some(_), None) => return Err("--etcd-cert: needs --etcd-key".into()),
+        (None, Some(_)) => return Err("--etcd-key: needs --etcd-cert".into()),
+    };
+    match (ca, identity) {
+        (Some(ca), identity) => Ok(Some(composer_core::EtcdTls { ca, identity })),
+        (None, Some(_)) => Err("--etcd-cert: TLS to etcd needs --etcd-ca".into()),
+        (None, None) => Ok(None),
+    }
+}
+
 async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Serve {
@@ -199,6 +256,10 @@ async fn run(cli: Cli) -> Result<(), String> {
             store,
             etcd_prefix,
             etcd_user,
+            etcd_password_file,
+            etcd_ca,
+            etcd_cert,
+            etcd_key,
             etcd_lease_ttl,
             replica_id,
             repair_every,
@@ -229,12 +290,8 @@ async fn run(cli: Cli) -> Result<(), String> {
                 Some(url) => {
                     let mut cfg = EtcdConfig::parse(&url).map_err(|e| e.to_string())?;
                     cfg.prefix = etcd_prefix.trim_end_matches('/').to_string();
-                    if let Some(u) = etcd_user {
-                        let p = std::env::var("ETCD_PASSWORD").map_err(|_| {
-                            "--etcd-user: the password must be in ETCD_PASSWORD".to_string()
-                        })?;
-                        cfg.user = Some((u, p));
-                    }
+                    cfg.user = etcd_user_of(etcd_user, etcd_password_file)?;
+                    cfg.tls = etcd_tls_of(etcd_ca, etcd_cert, etcd_key)?;
                     let s = Arc::new(EtcdStore::connect(cfg).map_err(|e| e.to_string())?);
                     etcd = Some(s.clone());
                     s
