@@ -63,14 +63,12 @@ pub mod config;
 mod controller;
 pub mod demo;
 mod driver;
-mod fsops;
 mod metadata;
 mod node;
 mod state;
 
 pub use config::Config;
 pub use driver::{DEFAULT_VOLUME_SIZE, GRANULARITY, IOPS_CLASSES, LocalDriver, MUTABLE_PARAMETERS};
-pub use fsops::{is_root, release_under};
 
 /// Serves the driver on `endpoint` (`unix:///path`) until `shutdown`
 /// completes; the socket file is removed on the way out.
