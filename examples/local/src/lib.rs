@@ -97,3 +97,9 @@ pub async fn serve_with_options(
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+/// The workspace README's Rust examples, compiled and run as doctests here (a crate that is
+/// not published), so that every published crate's package holds all the files it reads.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct WorkspaceReadme;
