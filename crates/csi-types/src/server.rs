@@ -39,7 +39,10 @@ mod metrics;
 mod stack;
 
 pub use health::WATCH_INTERVAL as HEALTH_WATCH_INTERVAL;
-pub use metrics::OPERATIONS_SECONDS;
+pub use metrics::{DRIVER_NAME_LABEL, OPERATIONS_SECONDS};
+/// The metrics crate the endpoint serves from: a driver registers its own
+/// counters and histograms with this version (see [`Server::metrics_registry`]).
+pub use prometheus_client;
 pub use stack::{BoxError, HttpService};
 
 /// How the server treats connections and messages. `Default` gives the
@@ -71,7 +74,9 @@ pub struct ServeOptions {
     /// Serve Prometheus metrics over HTTP at `http://ADDRESS/metrics`: the
     /// histogram [`OPERATIONS_SECONDS`] by `method_name` and
     /// `grpc_status_code`, as the Kubernetes CSI sidecars export it (its
-    /// `_count` series counts the calls). `None` (the default) serves none.
+    /// `_count` series counts the calls), each series labelled
+    /// [`DRIVER_NAME_LABEL`] with the plugin's name, and the driver's own
+    /// metrics ([`Server::metrics_registry`]). `None` (the default) serves none.
     pub metrics_address: Option<SocketAddr>,
     /// The longest a call may take before it is answered
     /// `DEADLINE_EXCEEDED` and the driver's future is dropped (which
@@ -124,6 +129,15 @@ pub enum ServeError {
     /// The gRPC transport failed.
     #[error("gRPC transport: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The metrics carry the plugin's name, and `GetPluginInfo` did not give it.
+    #[error("the metrics are labelled with the plugin's name, and GetPluginInfo failed: {0}")]
+    PluginInfo(crate::CsiError),
+    /// A metrics registry was given without `ServeOptions::metrics_address`:
+    /// nothing would serve it.
+    #[error(
+        "a metrics registry was given but ServeOptions::metrics_address is not set, so nothing would serve it"
+    )]
+    RegistryWithoutAddress,
 }
 
 /// The tonic services over one shared [`RawCsi`].
@@ -366,6 +380,7 @@ pub struct Server {
     api: Arc<dyn RawCsi>,
     options: ServeOptions,
     layers: Vec<stack::LayerFn>,
+    registry: Option<prometheus_client::registry::Registry>,
 }
 
 impl Server {
@@ -376,7 +391,54 @@ impl Server {
             api: Arc::new(api),
             options: ServeOptions::default(),
             layers: Vec::new(),
+            registry: None,
         }
+    }
+
+    /// Serves the driver's own metrics at the metrics endpoint
+    /// ([`ServeOptions::metrics_address`], which must be set), after the
+    /// SDK's. The driver keeps clones of the metrics it registered (they
+    /// share their values) and updates them from its handlers. Its metric
+    /// names must differ from the SDK's (`csi_plugin_*`); its series carry
+    /// the labels it gives them (the SDK's carry [`DRIVER_NAME_LABEL`]).
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use csi_types::server::prometheus_client::metrics::counter::Counter;
+    /// use csi_types::server::prometheus_client::registry::Registry;
+    /// use csi_types::server::{ServeOptions, Server, shutdown_signal};
+    /// # use csi_types::{identity::*, ids::PluginName, prelude::*};
+    /// # struct Identity_;
+    /// # #[async_trait::async_trait]
+    /// # impl Identity for Identity_ {
+    /// #     async fn get_plugin_info(&self, _: GetPluginInfoRequest) -> Result<GetPluginInfoResponse, CsiError> {
+    /// #         GetPluginInfoResponse::new(PluginName::new("hello.csi.example.com")?, "0.1.0")
+    /// #     }
+    /// # }
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// // Registered once; the driver keeps a clone and counts with it.
+    /// let copies: Counter = Counter::default();
+    /// let mut registry = Registry::default();
+    /// registry.register("hello_snapshot_copies", "Snapshots copied to the backup tier", copies.clone());
+    /// copies.inc();
+    ///
+    /// let plugin = Plugin::builder(Arc::new(Identity_)).build()?;
+    /// let mut options = ServeOptions::default();
+    /// options.metrics_address = Some("127.0.0.1:9808".parse()?);
+    /// Server::new(plugin)
+    ///     .options(options)
+    ///     .metrics_registry(registry)
+    ///     .serve("unix:///run/csi/csi.sock", shutdown_signal())
+    ///     .await?;
+    /// // GET http://127.0.0.1:9808/metrics now answers, among the SDK's series:
+    /// //   csi_plugin_operations_seconds_count{driver_name="hello.csi.example.com",method_name=...,grpc_status_code=...}
+    /// //   hello_snapshot_copies_total 1
+    /// # Ok(()) }
+    /// ```
+    pub fn metrics_registry(mut self, registry: prometheus_client::registry::Registry) -> Server {
+        self.registry = Some(registry);
+        self
     }
 
     /// Replaces the options.
@@ -418,10 +480,19 @@ impl Server {
             api,
             options,
             layers,
+            registry,
         } = self;
         let endpoint: Endpoint = endpoint.parse()?;
+        if registry.is_some() && options.metrics_address.is_none() {
+            return Err(ServeError::RegistryWithoutAddress);
+        }
         let metrics = match options.metrics_address {
             Some(addr) => {
+                let driver_name = api
+                    .raw_get_plugin_info(proto::GetPluginInfoRequest {})
+                    .await
+                    .map_err(ServeError::PluginInfo)?
+                    .name;
                 let listener = tokio::net::TcpListener::bind(addr)
                     .await
                     .map_err(|source| ServeError::Io {
@@ -429,7 +500,10 @@ impl Server {
                         source,
                     })?;
                 tracing::info!(address = %addr, "serving metrics at /metrics");
-                Some((listener, Arc::new(metrics::Metrics::new())))
+                Some((
+                    listener,
+                    Arc::new(metrics::Metrics::new(&driver_name, registry)),
+                ))
             }
             None => None,
         };
