@@ -476,16 +476,109 @@ impl Server {
         endpoint: &str,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ServeError> {
+        let endpoint: Endpoint = endpoint.parse()?;
+        self.check()?;
+        match &endpoint {
+            Endpoint::Unix(path) => {
+                prepare_socket(path)?;
+                let listener =
+                    tokio::net::UnixListener::bind(path).map_err(|source| ServeError::Io {
+                        context: format!("binding {}", path.display()),
+                        source,
+                    })?;
+                tracing::info!(%endpoint, "serving CSI");
+                let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+                let result = self.serve_with_incoming(incoming, shutdown).await;
+                let _ = std::fs::remove_file(path);
+                result?;
+            }
+            Endpoint::Tcp(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServeError::Io {
+                        context: format!("binding {addr}"),
+                        source,
+                    })?;
+                tracing::info!(%endpoint, "serving CSI");
+                let incoming =
+                    tokio_stream::wrappers::TcpListenerStream::new(listener).map_ok(|s| {
+                        let _ = s.set_nodelay(true);
+                        s
+                    });
+                self.serve_with_incoming(incoming, shutdown).await?;
+            }
+        }
+        tracing::info!(%endpoint, "stopped");
+        Ok(())
+    }
+
+    /// Configuration mistakes found before anything is bound.
+    fn check(&self) -> Result<(), ServeError> {
+        if self.registry.is_some() && self.options.metrics_address.is_none() {
+            return Err(ServeError::RegistryWithoutAddress);
+        }
+        Ok(())
+    }
+
+    /// Serves the connections `incoming` yields (an already bound listener,
+    /// a socket handed over by systemd, or one end of an in-memory
+    /// `tokio::io::duplex` pipe) until `shutdown` completes, then drains
+    /// in-flight calls and returns; the metrics endpoint, if any, stops with
+    /// it. Each connection gets the same stack as [`Server::serve`].
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use csi_types::{identity::*, ids::PluginName, prelude::*, proto};
+    /// # struct Hello;
+    /// # #[async_trait::async_trait]
+    /// # impl Identity for Hello {
+    /// #     async fn get_plugin_info(&self, _: GetPluginInfoRequest) -> Result<GetPluginInfoResponse, CsiError> {
+    /// #         GetPluginInfoResponse::new(PluginName::new("hello.csi.example.com")?, "0.1.0")
+    /// #     }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let plugin = Plugin::builder(Arc::new(Hello)).build()?;
+    /// // One in-memory connection: the server reads one end, a tonic client the other.
+    /// let (server_end, client_end) = tokio::io::duplex(64 << 10);
+    /// let incoming = futures::stream::iter([Ok::<_, std::io::Error>(server_end)]);
+    /// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    /// let server = tokio::spawn(
+    ///     csi_types::server::Server::new(plugin)
+    ///         .serve_with_incoming(incoming, async { let _ = stopped.await; }),
+    /// );
+    /// let mut client_end = Some(client_end);
+    /// let channel = tonic::transport::Endpoint::from_static("http://in-memory")
+    ///     .connect_with_connector(tower::service_fn(move |_| {
+    ///         let io = client_end.take().ok_or_else(|| std::io::Error::other("one connection only"));
+    ///         async move { io.map(hyper_util::rt::TokioIo::new) }
+    ///     }))
+    ///     .await?;
+    /// let info = proto::identity_client::IdentityClient::new(channel)
+    ///     .get_plugin_info(proto::GetPluginInfoRequest {})
+    ///     .await?;
+    /// assert_eq!(info.get_ref().name, "hello.csi.example.com");
+    /// let _ = stop.send(());
+    /// server.await??;
+    /// # Ok(()) }
+    /// ```
+    pub async fn serve_with_incoming<I, IO, E>(
+        self,
+        incoming: I,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), ServeError>
+    where
+        I: futures::Stream<Item = Result<IO, E>> + Send,
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        E: Into<BoxError>,
+    {
+        self.check()?;
         let Server {
             api,
             options,
             layers,
             registry,
         } = self;
-        let endpoint: Endpoint = endpoint.parse()?;
-        if registry.is_some() && options.metrics_address.is_none() {
-            return Err(ServeError::RegistryWithoutAddress);
-        }
         let metrics = match options.metrics_address {
             Some(addr) => {
                 let driver_name = api
@@ -526,44 +619,8 @@ impl Server {
             .layer(stack::DeadlineLayer(options.call_timeout))
             .layer(user_stack)
             .add_routes(routes);
-        let csi = async {
-            match &endpoint {
-                Endpoint::Unix(path) => {
-                    prepare_socket(path)?;
-                    let listener =
-                        tokio::net::UnixListener::bind(path).map_err(|source| ServeError::Io {
-                            context: format!("binding {}", path.display()),
-                            source,
-                        })?;
-                    tracing::info!(%endpoint, "serving CSI");
-                    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener)
-                        .map_ok(move |s| conn::ServerConn::new(s, idle));
-                    let result = server
-                        .serve_with_incoming_shutdown(incoming, shutdown)
-                        .await;
-                    let _ = std::fs::remove_file(path);
-                    result?;
-                }
-                Endpoint::Tcp(addr) => {
-                    let listener = tokio::net::TcpListener::bind(addr)
-                        .await
-                        .map_err(|source| ServeError::Io {
-                            context: format!("binding {addr}"),
-                            source,
-                        })?;
-                    tracing::info!(%endpoint, "serving CSI");
-                    let incoming =
-                        tokio_stream::wrappers::TcpListenerStream::new(listener).map_ok(move |s| {
-                            let _ = s.set_nodelay(true);
-                            conn::ServerConn::new(s, idle)
-                        });
-                    server
-                        .serve_with_incoming_shutdown(incoming, shutdown)
-                        .await?;
-                }
-            }
-            Ok::<(), ServeError>(())
-        };
+        let incoming = incoming.map_ok(move |s| conn::ServerConn::new(s, idle));
+        let csi = server.serve_with_incoming_shutdown(incoming, shutdown);
         match metrics {
             Some((listener, m)) => {
                 tokio::select! {
@@ -573,7 +630,6 @@ impl Server {
             }
             None => csi.await?,
         }
-        tracing::info!(%endpoint, "stopped");
         Ok(())
     }
 }
