@@ -524,7 +524,8 @@ impl Server {
     /// a socket handed over by systemd, or one end of an in-memory
     /// `tokio::io::duplex` pipe) until `shutdown` completes, then drains
     /// in-flight calls and returns; the metrics endpoint, if any, stops with
-    /// it. Each connection gets the same stack as [`Server::serve`].
+    /// it. Each connection gets the same stack as [`Server::serve`]. The end
+    /// of `incoming` stops the server, as `shutdown` does.
     ///
     /// ```
     /// use std::sync::Arc;
@@ -540,8 +541,11 @@ impl Server {
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let plugin = Plugin::builder(Arc::new(Hello)).build()?;
     /// // One in-memory connection: the server reads one end, a tonic client the other.
+    /// // (The server stops when `incoming` ends, so this one stays open.)
+    /// use futures::StreamExt;
     /// let (server_end, client_end) = tokio::io::duplex(64 << 10);
-    /// let incoming = futures::stream::iter([Ok::<_, std::io::Error>(server_end)]);
+    /// let incoming = futures::stream::iter([Ok::<_, std::io::Error>(server_end)])
+    ///     .chain(futures::stream::pending());
     /// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     /// let server = tokio::spawn(
     ///     csi_types::server::Server::new(plugin)
