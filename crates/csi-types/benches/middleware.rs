@@ -13,8 +13,10 @@
 //!   - `user_layer`: `bare` plus one trivial tower layer of the driver's own
 //!     (an identity `map_request`), the cost of the middleware seam itself.
 //!
-//! Client and server run on one current-thread runtime in this process, so
-//! a figure is the whole round trip on one core. Run with
+//! The gRPC client is `client::Client` sending the proto message as it is
+//! (`RawCsi::raw_get_plugin_info`). Client and server run on one
+//! current-thread runtime in this process, so a figure is the whole round
+//! trip on one core. Run with
 //! `cargo bench -p csi-types --bench middleware`.
 
 use std::sync::Arc;
@@ -22,15 +24,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use criterion::{Criterion, criterion_group, criterion_main};
+use csi_types::client::Client;
 use csi_types::identity::{GetPluginInfoRequest, GetPluginInfoResponse};
 use csi_types::ids::PluginName;
 use csi_types::logging::{LogFormat, subscriber};
 use csi_types::prelude::*;
-use csi_types::proto;
-use csi_types::proto::identity_client::IdentityClient;
 use csi_types::server::{ServeOptions, Server};
+use csi_types::{RawCsi, proto};
 use futures::StreamExt;
-use tonic::transport::Channel;
 
 struct Bench;
 
@@ -84,7 +85,7 @@ impl Stack {
 }
 
 /// A server for `stack` on one in-memory connection, and a client on it.
-async fn duplex(stack: Stack) -> IdentityClient<Channel> {
+async fn duplex(stack: Stack) -> Client {
     let (server_end, client_end) = tokio::io::duplex(1 << 20);
     let incoming = futures::stream::iter([Ok::<_, std::io::Error>(server_end)])
         .chain(futures::stream::pending());
@@ -103,36 +104,22 @@ async fn duplex(stack: Stack) -> IdentityClient<Channel> {
         }))
         .await
         .unwrap();
-    IdentityClient::new(channel)
+    Client::from_channel(channel)
 }
 
 /// A server for `stack` on a unix socket in `dir`, and a client on it.
-async fn unix(stack: Stack, dir: &std::path::Path) -> IdentityClient<Channel> {
+async fn unix(stack: Stack, dir: &std::path::Path) -> Client {
     let path = dir.join(format!("{}.sock", stack.name()));
     let endpoint = format!("unix://{}", path.display());
-    tokio::spawn(async move {
-        stack
-            .server()
-            .serve(&endpoint, std::future::pending())
-            .await
-    });
+    let serve = endpoint.clone();
+    tokio::spawn(async move { stack.server().serve(&serve, std::future::pending()).await });
     for _ in 0..500 {
         if path.exists() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let channel = tonic::transport::Endpoint::from_static("http://[::1]:50051")
-        .connect_with_connector(tower::service_fn(move |_: http::Uri| {
-            let path = path.clone();
-            async move {
-                let s = tokio::net::UnixStream::connect(path).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
-            }
-        }))
-        .await
-        .unwrap();
-    IdentityClient::new(channel)
+    Client::connect(&endpoint).await.unwrap()
 }
 
 /// The JSON log subscriber of the standard stack, writing to a sink.
@@ -162,7 +149,7 @@ fn middleware(c: &mut Criterion) {
             // The subscriber is this thread's, and the runtime runs every task
             // on this thread: server, client and Plugin all log through it.
             let _logs = matches!(stack, Stack::Standard).then(json_logs);
-            let mut client = rt.block_on(async {
+            let client = rt.block_on(async {
                 match transport {
                     "duplex" => duplex(stack).await,
                     _ => unix(stack, dir.path()).await,
@@ -171,7 +158,7 @@ fn middleware(c: &mut Criterion) {
             let id = format!("{transport}/{}", stack.name());
             group.bench_function(id, |b| {
                 b.iter(|| {
-                    rt.block_on(client.get_plugin_info(proto::GetPluginInfoRequest {}))
+                    rt.block_on(client.raw_get_plugin_info(proto::GetPluginInfoRequest {}))
                         .unwrap()
                 })
             });
