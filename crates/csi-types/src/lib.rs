@@ -149,11 +149,6 @@ pub mod arbitrary;
 #[doc = include_str!("../README.md")]
 struct CrateReadme;
 
-/// The workspace README's Rust examples, compiled and run as doctests.
-#[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
-struct WorkspaceReadme;
-
 // The root is small on purpose: the names nearly every driver file needs
 // (also in `prelude`), and the modules. Messages, ids, capabilities and the
 // driver traits live at one path each, under their modules, so a glob import

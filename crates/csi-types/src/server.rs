@@ -39,7 +39,10 @@ mod metrics;
 mod stack;
 
 pub use health::WATCH_INTERVAL as HEALTH_WATCH_INTERVAL;
-pub use metrics::OPERATIONS_SECONDS;
+pub use metrics::{DRIVER_NAME_LABEL, OPERATIONS_SECONDS};
+/// The metrics crate the endpoint serves from: a driver registers its own
+/// counters and histograms with this version (see [`Server::metrics_registry`]).
+pub use prometheus_client;
 pub use stack::{BoxError, HttpService};
 
 /// How the server treats connections and messages. `Default` gives the
@@ -71,7 +74,9 @@ pub struct ServeOptions {
     /// Serve Prometheus metrics over HTTP at `http://ADDRESS/metrics`: the
     /// histogram [`OPERATIONS_SECONDS`] by `method_name` and
     /// `grpc_status_code`, as the Kubernetes CSI sidecars export it (its
-    /// `_count` series counts the calls). `None` (the default) serves none.
+    /// `_count` series counts the calls), each series labelled
+    /// [`DRIVER_NAME_LABEL`] with the plugin's name, and the driver's own
+    /// metrics ([`Server::metrics_registry`]). `None` (the default) serves none.
     pub metrics_address: Option<SocketAddr>,
     /// The longest a call may take before it is answered
     /// `DEADLINE_EXCEEDED` and the driver's future is dropped (which
@@ -124,6 +129,15 @@ pub enum ServeError {
     /// The gRPC transport failed.
     #[error("gRPC transport: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The metrics carry the plugin's name, and `GetPluginInfo` did not give it.
+    #[error("the metrics are labelled with the plugin's name, and GetPluginInfo failed: {0}")]
+    PluginInfo(crate::CsiError),
+    /// A metrics registry was given without `ServeOptions::metrics_address`:
+    /// nothing would serve it.
+    #[error(
+        "a metrics registry was given but ServeOptions::metrics_address is not set, so nothing would serve it"
+    )]
+    RegistryWithoutAddress,
 }
 
 /// The tonic services over one shared [`RawCsi`].
@@ -366,6 +380,7 @@ pub struct Server {
     api: Arc<dyn RawCsi>,
     options: ServeOptions,
     layers: Vec<stack::LayerFn>,
+    registry: Option<prometheus_client::registry::Registry>,
 }
 
 impl Server {
@@ -376,7 +391,54 @@ impl Server {
             api: Arc::new(api),
             options: ServeOptions::default(),
             layers: Vec::new(),
+            registry: None,
         }
+    }
+
+    /// Serves the driver's own metrics at the metrics endpoint
+    /// ([`ServeOptions::metrics_address`], which must be set), after the
+    /// SDK's. The driver keeps clones of the metrics it registered (they
+    /// share their values) and updates them from its handlers. Its metric
+    /// names must differ from the SDK's (`csi_plugin_*`); its series carry
+    /// the labels it gives them (the SDK's carry [`DRIVER_NAME_LABEL`]).
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use csi_types::server::prometheus_client::metrics::counter::Counter;
+    /// use csi_types::server::prometheus_client::registry::Registry;
+    /// use csi_types::server::{ServeOptions, Server, shutdown_signal};
+    /// # use csi_types::{identity::*, ids::PluginName, prelude::*};
+    /// # struct Identity_;
+    /// # #[async_trait::async_trait]
+    /// # impl Identity for Identity_ {
+    /// #     async fn get_plugin_info(&self, _: GetPluginInfoRequest) -> Result<GetPluginInfoResponse, CsiError> {
+    /// #         GetPluginInfoResponse::new(PluginName::new("hello.csi.example.com")?, "0.1.0")
+    /// #     }
+    /// # }
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// // Registered once; the driver keeps a clone and counts with it.
+    /// let copies: Counter = Counter::default();
+    /// let mut registry = Registry::default();
+    /// registry.register("hello_snapshot_copies", "Snapshots copied to the backup tier", copies.clone());
+    /// copies.inc();
+    ///
+    /// let plugin = Plugin::builder(Arc::new(Identity_)).build()?;
+    /// let mut options = ServeOptions::default();
+    /// options.metrics_address = Some("127.0.0.1:9808".parse()?);
+    /// Server::new(plugin)
+    ///     .options(options)
+    ///     .metrics_registry(registry)
+    ///     .serve("unix:///run/csi/csi.sock", shutdown_signal())
+    ///     .await?;
+    /// // GET http://127.0.0.1:9808/metrics now answers, among the SDK's series:
+    /// //   csi_plugin_operations_seconds_count{driver_name="hello.csi.example.com",method_name=...,grpc_status_code=...}
+    /// //   hello_snapshot_copies_total 1
+    /// # Ok(()) }
+    /// ```
+    pub fn metrics_registry(mut self, registry: prometheus_client::registry::Registry) -> Server {
+        self.registry = Some(registry);
+        self
     }
 
     /// Replaces the options.
@@ -414,14 +476,120 @@ impl Server {
         endpoint: &str,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ServeError> {
+        let endpoint: Endpoint = endpoint.parse()?;
+        self.check()?;
+        match &endpoint {
+            Endpoint::Unix(path) => {
+                prepare_socket(path)?;
+                let listener =
+                    tokio::net::UnixListener::bind(path).map_err(|source| ServeError::Io {
+                        context: format!("binding {}", path.display()),
+                        source,
+                    })?;
+                tracing::info!(%endpoint, "serving CSI");
+                let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+                let result = self.serve_with_incoming(incoming, shutdown).await;
+                let _ = std::fs::remove_file(path);
+                result?;
+            }
+            Endpoint::Tcp(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServeError::Io {
+                        context: format!("binding {addr}"),
+                        source,
+                    })?;
+                tracing::info!(%endpoint, "serving CSI");
+                let incoming =
+                    tokio_stream::wrappers::TcpListenerStream::new(listener).map_ok(|s| {
+                        let _ = s.set_nodelay(true);
+                        s
+                    });
+                self.serve_with_incoming(incoming, shutdown).await?;
+            }
+        }
+        tracing::info!(%endpoint, "stopped");
+        Ok(())
+    }
+
+    /// Configuration mistakes found before anything is bound.
+    fn check(&self) -> Result<(), ServeError> {
+        if self.registry.is_some() && self.options.metrics_address.is_none() {
+            return Err(ServeError::RegistryWithoutAddress);
+        }
+        Ok(())
+    }
+
+    /// Serves the connections `incoming` yields (an already bound listener,
+    /// a socket handed over by systemd, or one end of an in-memory
+    /// `tokio::io::duplex` pipe) until `shutdown` completes, then drains
+    /// in-flight calls and returns; the metrics endpoint, if any, stops with
+    /// it. Each connection gets the same stack as [`Server::serve`]. The end
+    /// of `incoming` stops the server, as `shutdown` does.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use csi_types::{identity::*, ids::PluginName, prelude::*, proto};
+    /// # struct Hello;
+    /// # #[async_trait::async_trait]
+    /// # impl Identity for Hello {
+    /// #     async fn get_plugin_info(&self, _: GetPluginInfoRequest) -> Result<GetPluginInfoResponse, CsiError> {
+    /// #         GetPluginInfoResponse::new(PluginName::new("hello.csi.example.com")?, "0.1.0")
+    /// #     }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let plugin = Plugin::builder(Arc::new(Hello)).build()?;
+    /// // One in-memory connection: the server reads one end, a tonic client the other.
+    /// // (The server stops when `incoming` ends, so this one stays open.)
+    /// use futures::StreamExt;
+    /// let (server_end, client_end) = tokio::io::duplex(64 << 10);
+    /// let incoming = futures::stream::iter([Ok::<_, std::io::Error>(server_end)])
+    ///     .chain(futures::stream::pending());
+    /// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    /// let server = tokio::spawn(
+    ///     csi_types::server::Server::new(plugin)
+    ///         .serve_with_incoming(incoming, async { let _ = stopped.await; }),
+    /// );
+    /// let mut client_end = Some(client_end);
+    /// let channel = tonic::transport::Endpoint::from_static("http://in-memory")
+    ///     .connect_with_connector(tower::service_fn(move |_| {
+    ///         let io = client_end.take().ok_or_else(|| std::io::Error::other("one connection only"));
+    ///         async move { io.map(hyper_util::rt::TokioIo::new) }
+    ///     }))
+    ///     .await?;
+    /// let info = proto::identity_client::IdentityClient::new(channel)
+    ///     .get_plugin_info(proto::GetPluginInfoRequest {})
+    ///     .await?;
+    /// assert_eq!(info.get_ref().name, "hello.csi.example.com");
+    /// let _ = stop.send(());
+    /// server.await??;
+    /// # Ok(()) }
+    /// ```
+    pub async fn serve_with_incoming<I, IO, E>(
+        self,
+        incoming: I,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), ServeError>
+    where
+        I: futures::Stream<Item = Result<IO, E>> + Send,
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        E: Into<BoxError>,
+    {
+        self.check()?;
         let Server {
             api,
             options,
             layers,
+            registry,
         } = self;
-        let endpoint: Endpoint = endpoint.parse()?;
         let metrics = match options.metrics_address {
             Some(addr) => {
+                let driver_name = api
+                    .raw_get_plugin_info(proto::GetPluginInfoRequest {})
+                    .await
+                    .map_err(ServeError::PluginInfo)?
+                    .name;
                 let listener = tokio::net::TcpListener::bind(addr)
                     .await
                     .map_err(|source| ServeError::Io {
@@ -429,7 +597,10 @@ impl Server {
                         source,
                     })?;
                 tracing::info!(address = %addr, "serving metrics at /metrics");
-                Some((listener, Arc::new(metrics::Metrics::new())))
+                Some((
+                    listener,
+                    Arc::new(metrics::Metrics::new(&driver_name, registry)),
+                ))
             }
             None => None,
         };
@@ -452,44 +623,8 @@ impl Server {
             .layer(stack::DeadlineLayer(options.call_timeout))
             .layer(user_stack)
             .add_routes(routes);
-        let csi = async {
-            match &endpoint {
-                Endpoint::Unix(path) => {
-                    prepare_socket(path)?;
-                    let listener =
-                        tokio::net::UnixListener::bind(path).map_err(|source| ServeError::Io {
-                            context: format!("binding {}", path.display()),
-                            source,
-                        })?;
-                    tracing::info!(%endpoint, "serving CSI");
-                    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener)
-                        .map_ok(move |s| conn::ServerConn::new(s, idle));
-                    let result = server
-                        .serve_with_incoming_shutdown(incoming, shutdown)
-                        .await;
-                    let _ = std::fs::remove_file(path);
-                    result?;
-                }
-                Endpoint::Tcp(addr) => {
-                    let listener = tokio::net::TcpListener::bind(addr)
-                        .await
-                        .map_err(|source| ServeError::Io {
-                            context: format!("binding {addr}"),
-                            source,
-                        })?;
-                    tracing::info!(%endpoint, "serving CSI");
-                    let incoming =
-                        tokio_stream::wrappers::TcpListenerStream::new(listener).map_ok(move |s| {
-                            let _ = s.set_nodelay(true);
-                            conn::ServerConn::new(s, idle)
-                        });
-                    server
-                        .serve_with_incoming_shutdown(incoming, shutdown)
-                        .await?;
-                }
-            }
-            Ok::<(), ServeError>(())
-        };
+        let incoming = incoming.map_ok(move |s| conn::ServerConn::new(s, idle));
+        let csi = server.serve_with_incoming_shutdown(incoming, shutdown);
         match metrics {
             Some((listener, m)) => {
                 tokio::select! {
@@ -499,7 +634,6 @@ impl Server {
             }
             None => csi.await?,
         }
-        tracing::info!(%endpoint, "stopped");
         Ok(())
     }
 }

@@ -62,11 +62,38 @@ fn samples(text: &str) -> BTreeMap<String, f64> {
         .collect()
 }
 
+/// The value of the series `name` whose labels are exactly `labels`, in any order.
+fn series(s: &BTreeMap<String, f64>, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let want: BTreeMap<&str, &str> = labels.iter().copied().collect();
+    s.iter().find_map(|(key, value)| {
+        let (n, rest) = key.split_once('{').unwrap_or((key.as_str(), "}"));
+        let got: BTreeMap<&str, &str> = rest
+            .strip_suffix('}')?
+            .split(',')
+            .filter(|l| !l.is_empty())
+            .filter_map(|l| {
+                let (k, v) = l.split_once('=')?;
+                Some((k, v.trim_matches('"')))
+            })
+            .collect();
+        (n == name && got == want).then_some(*value)
+    })
+}
+
+/// The plugin name of the test driver, which labels every SDK series.
+const DRIVER: &str = "test.csi.example.com";
+
 fn count(s: &BTreeMap<String, f64>, method: &str, code: &str) -> f64 {
-    let key = format!(
-        "csi_plugin_operations_seconds_count{{method_name=\"{method}\",grpc_status_code=\"{code}\"}}"
-    );
-    s.get(&key).copied().unwrap_or(0.0)
+    series(
+        s,
+        "csi_plugin_operations_seconds_count",
+        &[
+            ("driver_name", DRIVER),
+            ("method_name", method),
+            ("grpc_status_code", code),
+        ],
+    )
+    .unwrap_or(0.0)
 }
 
 fn metrics_options() -> (ServeOptions, std::net::SocketAddr) {
@@ -148,9 +175,16 @@ async fn metrics_are_scraped_over_http_after_grpc_calls() {
     );
     assert_eq!(count(&s, "unknown", "Unimplemented"), 1.0, "{text}");
     // Every call lands in the +Inf bucket, and the buckets are the sidecars'.
-    let inf = "csi_plugin_operations_seconds_bucket{le=\"+Inf\",method_name=\"/csi.v1.Identity/GetPluginInfo\",grpc_status_code=\"OK\"}";
-    let inf_alt = "csi_plugin_operations_seconds_bucket{method_name=\"/csi.v1.Identity/GetPluginInfo\",grpc_status_code=\"OK\",le=\"+Inf\"}";
-    let got = s.get(inf).or_else(|| s.get(inf_alt)).copied();
+    let got = series(
+        &s,
+        "csi_plugin_operations_seconds_bucket",
+        &[
+            ("driver_name", DRIVER),
+            ("method_name", "/csi.v1.Identity/GetPluginInfo"),
+            ("grpc_status_code", "OK"),
+            ("le", "+Inf"),
+        ],
+    );
     assert_eq!(got, Some(3.0), "{text}");
     assert!(text.contains("le=\"600.0\""), "{text}");
     // No call made, no series.
@@ -436,4 +470,92 @@ async fn user_layers_wrap_the_plugin_and_metrics_see_what_they_refuse() {
         1.0
     );
     served.stop().await;
+}
+
+/// The driver's own counter and histogram, registered in a registry handed to
+/// the server, are scraped from the same endpoint as the SDK's series, which
+/// carry the plugin's name.
+#[tokio::test]
+async fn a_drivers_own_metrics_are_served_next_to_the_sdks() {
+    use csi_types::server::prometheus_client::metrics::counter::Counter;
+    use csi_types::server::prometheus_client::metrics::family::Family;
+    use csi_types::server::prometheus_client::metrics::histogram::Histogram;
+    use csi_types::server::prometheus_client::registry::Registry;
+
+    let copies: Counter = Counter::default();
+    type Labels = Vec<(String, String)>;
+    let sizes: Family<Labels, Histogram, fn() -> Histogram> =
+        Family::new_with_constructor(|| Histogram::new([1e6, 1e9]));
+    let mut registry = Registry::default();
+    registry.register("test_snapshot_copies", "Snapshots copied", copies.clone());
+    registry.register("test_copy_bytes", "Bytes per copy", sizes.clone());
+
+    let (options, addr) = metrics_options();
+    let served = serve_server(
+        Server::new(full_plugin(TestDriver::default()))
+            .options(options)
+            .metrics_registry(registry),
+    )
+    .await;
+    let client = Client::connect(&served.endpoint).await.unwrap();
+    client
+        .get_plugin_info(GetPluginInfoRequest {})
+        .await
+        .unwrap();
+    // The driver counts after the server started, through its clones.
+    copies.inc_by(2);
+    sizes
+        .get_or_create(&vec![("tier".into(), "backup".into())])
+        .observe(5e8);
+
+    let (status, text) = http_get(addr, "/metrics").await;
+    assert_eq!(status, "HTTP/1.1 200 OK", "{text}");
+    let s = samples(&text);
+    assert_eq!(
+        count(&s, "/csi.v1.Identity/GetPluginInfo", "OK"),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        series(&s, "test_snapshot_copies_total", &[]),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        series(&s, "test_copy_bytes_count", &[("tier", "backup")]),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        series(
+            &s,
+            "test_copy_bytes_bucket",
+            &[("tier", "backup"), ("le", "1000000000.0")]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    // The driver's series are its own: no driver_name is added to them.
+    assert!(!text.contains("test_snapshot_copies_total{"), "{text}");
+    // One exposition: a single end marker, at the end.
+    assert_eq!(text.matches("# EOF").count(), 1, "{text}");
+    assert!(text.trim_end().ends_with("# EOF"), "{text}");
+    served.stop().await;
+}
+
+#[tokio::test]
+async fn a_registry_without_a_metrics_address_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = format!("unix://{}/csi.sock", dir.path().display());
+    let err = Server::new(full_plugin(TestDriver::default()))
+        .metrics_registry(Default::default())
+        .serve(&endpoint, async {})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, csi_types::server::ServeError::RegistryWithoutAddress),
+        "{err}"
+    );
+    assert!(err.to_string().contains("metrics_address"), "{err}");
+    assert!(!dir.path().join("csi.sock").exists());
 }

@@ -48,6 +48,17 @@ pub enum Error {
     /// A filesystem type the crate does not format, mount or resize.
     #[error("filesystem type {0:?} is not supported (use ext4 or xfs)")]
     UnsupportedFilesystem(String),
+    /// The kernel refused the operation for lack of privilege (`EPERM`): mounting and loop
+    /// devices need `CAP_SYS_ADMIN`, so the node plugin must run as root.
+    #[error(
+        "{op} {path}: operation not permitted; the node plugin must run as root (mounts and loop devices need CAP_SYS_ADMIN)"
+    )]
+    NotPermitted {
+        /// The operation (`mount`, `bind mount`, …).
+        op: &'static str,
+        /// The path it was applied to.
+        path: PathBuf,
+    },
     /// A program the operation runs is not installed.
     #[error("`{tool}` is not installed on this node (a required dependency)")]
     MissingTool {
@@ -85,8 +96,8 @@ pub enum Error {
 }
 
 impl Error {
-    /// An I/O failure of `op` on `path`, sorted into [`Error::NotFound`] and [`Error::Busy`] where
-    /// the kernel's answer means that.
+    /// An I/O failure of `op` on `path`, sorted into [`Error::NotFound`], [`Error::Busy`] and
+    /// [`Error::NotPermitted`] where the kernel's answer means that.
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         let path = path.into();
         match source.raw_os_error() {
@@ -95,6 +106,9 @@ impl Error {
             }
             Some(code) if code == rustix::io::Errno::BUSY.raw_os_error() => {
                 Error::Busy { path, source }
+            }
+            Some(code) if code == rustix::io::Errno::PERM.raw_os_error() => {
+                Error::NotPermitted { op, path }
             }
             _ => Error::Io { op, path, source },
         }
@@ -118,6 +132,7 @@ impl Error {
 /// | [`UnsupportedFilesystem`](Error::UnsupportedFilesystem) | INVALID_ARGUMENT | names `volume_capability.mount.fs_type` |
 /// | [`MissingTool`](Error::MissingTool) | FAILED_PRECONDITION | a missing required dependency, as for Probe |
 /// | [`Busy`](Error::Busy) | FAILED_PRECONDITION | in use |
+/// | [`NotPermitted`](Error::NotPermitted) | FAILED_PRECONDITION | the plugin lacks the privilege to mount (a deployment error, not the volume's) |
 /// | [`Command`](Error::Command), [`Io`](Error::Io) | INTERNAL | the node could not do its part |
 #[cfg(feature = "csi")]
 impl From<Error> for csi_types::CsiError {
@@ -137,8 +152,34 @@ impl From<Error> for csi_types::CsiError {
             | Error::Unformatted { .. }
             | Error::NotMounted { .. }
             | Error::MissingTool { .. }
-            | Error::Busy { .. } => CsiError::failed_precondition(e.to_string()),
+            | Error::Busy { .. }
+            | Error::NotPermitted { .. } => CsiError::failed_precondition(e.to_string()),
             Error::Command { .. } | Error::Io { .. } => CsiError::internal(e.to_string()),
         }
+    }
+}
+
+#[cfg(all(test, feature = "csi"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eperm_says_the_plugin_must_run_as_root() {
+        let eperm = io::Error::from_raw_os_error(rustix::io::Errno::PERM.raw_os_error());
+        let err = Error::io("bind mount", "/mnt/target", eperm);
+        assert!(
+            matches!(
+                err,
+                Error::NotPermitted {
+                    op: "bind mount",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let status = csi_types::CsiError::from(err);
+        assert_eq!(status.code(), csi_types::Code::FailedPrecondition);
+        assert!(status.to_string().contains("must run as root"), "{status}");
+        assert!(status.to_string().contains("/mnt/target"), "{status}");
     }
 }

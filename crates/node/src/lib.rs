@@ -2,7 +2,9 @@
 //!
 //! Every node plugin formats and mounts devices, bind-mounts staging paths onto target paths
 //! (read-only when asked), checks whether a path is a mount point, attaches files to loop
-//! devices, grows filesystems after an expansion and reports volume statistics. The Go ecosystem
+//! devices, grows filesystems after an expansion and reports volume statistics; a driver that
+//! keeps volumes as files or directories also copies them for snapshots and clones, keeping
+//! holes ([`copy_sparse`], [`copy_tree`]), and measures what they occupy ([`allocated_bytes`]). The Go ecosystem
 //! shares this as `mount-utils`; this crate is the SDK's, used by the reference drivers, and
 //! every failure it returns carries the CSI code a node plugin should answer with (feature
 //! `csi`, on by default: `From<csi_node::Error> for csi_types::CsiError`).
@@ -33,18 +35,20 @@
 //! Mounting needs `CAP_SYS_ADMIN` (root); [`is_root`] tells. The tests run for real as root,
 //! with loop devices and tmpfs.
 
+mod data;
 mod error;
 mod format;
 mod loopdev;
 mod mount;
 mod stats;
 
+pub use data::{allocated_bytes, copy_sparse, copy_tree, sync_filesystem};
 pub use error::Error;
 pub use format::{FsType, format_and_mount, mkfs, probe_filesystem, resize_filesystem};
 pub use loopdev::LoopDevice;
 pub use mount::{
-    MountEntry, MountOptions, bind_mount, is_mount_point, mount_table, mounts_under, release_under,
-    remount_readonly, unmount, unmount_all,
+    MountEntry, MountOptions, bind_mount, create_file_target, is_mount_point, mount_table,
+    mounts_under, release_under, remount_readonly, unmount, unmount_all,
 };
 pub use stats::{FsStats, block_device_size, filesystem_stats};
 

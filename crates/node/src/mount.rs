@@ -90,6 +90,21 @@ impl MountOptions {
         &self.data
     }
 
+    /// Checks that a bind mount can apply these options (per-mount flags only, such as `ro`,
+    /// `noexec`, `noatime`): a driver that publishes by bind mounts calls this where it first
+    /// sees a capability (CreateVolume, ValidateVolumeCapabilities), so that a publish never
+    /// fails on an option the volume was accepted with.
+    ///
+    /// ```
+    /// use csi_node::{Error, MountOptions};
+    /// assert!(MountOptions::parse(["ro", "noatime"]).unwrap().check_bindable().is_ok());
+    /// let err = MountOptions::parse(["discard"]).unwrap().check_bindable().unwrap_err();
+    /// assert!(matches!(err, Error::BadMountOption { option, .. } if option == "discard"));
+    /// ```
+    pub fn check_bindable(&self) -> Result<(), Error> {
+        self.bind_flags().map(|_| ())
+    }
+
     /// The options a bind mount can apply: per-mount flags only.
     fn bind_flags(&self) -> Result<MountFlags, Error> {
         match self.data.first() {
@@ -239,6 +254,23 @@ pub fn bind_mount(
         return Err(Error::errno("remount", target, e));
     }
     Ok(())
+}
+
+/// Creates the empty regular file (mode 0600) that a block volume is bind-mounted on at its
+/// publish target, unless something is already there; the file's parent must exist.
+pub fn create_file_target(path: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    match fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+    {
+        Ok(f) => f
+            .set_permissions(fs::Permissions::from_mode(0o600))
+            .map_err(|e| Error::io("chmod", path, e)),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(Error::io("create", path, e)),
+    }
 }
 
 /// Remounts the mount at `target` read-only (a bind mount's flags only; the filesystem under it

@@ -355,3 +355,95 @@ fn unsupported_filesystems_name_the_field() {
         "{status}"
     );
 }
+
+#[test]
+fn a_block_volume_is_published_read_only_on_a_file_target() {
+    if unavailable(&["losetup"]).is_some() {
+        return;
+    }
+    let s = Scratch::new();
+    let image = s.image("block.img", 8 << 20);
+    write_file(&image, b"block data").unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&image)
+        .unwrap()
+        .set_len(8 << 20)
+        .unwrap();
+    let dev = LoopDevice::attach(&image, true).unwrap();
+    let target = s.path("pod-device");
+    csi_node::create_file_target(&target).unwrap();
+    // Idempotent: an existing target is kept as it is.
+    csi_node::create_file_target(&target).unwrap();
+    csi_node::bind_mount(dev.path(), &target, &MountOptions::default(), true).unwrap();
+    assert!(csi_node::is_mount_point(&target).unwrap());
+    // The target is the device now: its size and content are the image's.
+    assert_eq!(csi_node::block_device_size(&target).unwrap(), 8 << 20);
+    let mut head = [0u8; 10];
+    std::io::Read::read_exact(&mut fs::File::open(&target).unwrap(), &mut head).unwrap();
+    assert_eq!(&head, b"block data");
+    // A device node ignores its mount's read-only flag; the read-only loop device refuses the
+    // write itself.
+    let written = fs::OpenOptions::new()
+        .write(true)
+        .open(&target)
+        .and_then(|mut f| f.write_all(b"overwrite").and_then(|()| f.sync_all()));
+    assert!(
+        written.is_err(),
+        "a write through a read-only publish succeeded"
+    );
+    csi_node::unmount_all(&target).unwrap();
+    assert!(!csi_node::is_mount_point(&target).unwrap());
+    dev.detach().unwrap();
+    assert!(LoopDevice::backed_by(&image).is_empty());
+    assert!(LoopDevice::open(dev.path()).is_none_or(|d| d.backing_file() != Some(image)));
+    // A target whose parent is missing is NOT_FOUND.
+    let err = csi_node::create_file_target(&s.path("no/such/dir")).unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+}
+
+#[test]
+fn a_sparse_copy_of_a_filesystem_image_mounts_with_the_same_files() {
+    if unavailable(&["blkid", "mkfs.ext4", "losetup"]).is_some() {
+        return;
+    }
+    let s = Scratch::new();
+    let size = 64 << 20;
+    let image = s.image("src.img", size);
+    let dev = LoopDevice::attach(&image, false).unwrap();
+    let staging = s.dir("staging");
+    csi_node::format_and_mount(dev.path(), &staging, FsType::Ext4, &MountOptions::default())
+        .unwrap();
+    write_file(&staging.join("hello"), b"copied").unwrap();
+    csi_node::sync_filesystem(&staging).unwrap();
+    csi_node::unmount_all(&staging).unwrap();
+    dev.detach().unwrap();
+
+    // A snapshot of the image: same length, holes kept, and the same filesystem inside.
+    let copy = s.path("copy.img");
+    csi_node::copy_sparse(&image, &copy).unwrap();
+    assert_eq!(fs::metadata(&copy).unwrap().len(), size);
+    let allocated = csi_node::allocated_bytes(&copy).unwrap();
+    assert!(allocated < size / 2, "{allocated} bytes allocated");
+    assert!(allocated <= csi_node::allocated_bytes(&image).unwrap());
+    let dev = LoopDevice::attach(&copy, true).unwrap();
+    let view = s.dir("view");
+    csi_node::format_and_mount(
+        dev.path(),
+        &view,
+        FsType::Ext4,
+        &MountOptions::default().read_only(),
+    )
+    .unwrap();
+    assert_eq!(fs::read(view.join("hello")).unwrap(), b"copied");
+
+    // A mount volume's tree copied from that mounted filesystem: the files, and what they
+    // occupy, counted like `du`.
+    let tree = s.path("tree");
+    csi_node::copy_tree(&view, &tree).unwrap();
+    assert_eq!(fs::read(tree.join("hello")).unwrap(), b"copied");
+    assert!(tree.join("lost+found").is_dir());
+    assert!(csi_node::allocated_bytes(&tree).unwrap() >= 4096);
+    csi_node::unmount_all(&view).unwrap();
+    dev.detach().unwrap();
+}

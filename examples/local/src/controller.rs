@@ -35,7 +35,6 @@ use crate::driver::{
     DEFAULT_VOLUME_SIZE, GRANULARITY, Inner, Key, KeyGuard, cap_rec, check_capability,
     check_mutable, mismatch,
 };
-use crate::fsops;
 use crate::state::{
     ControllerPubRec, GroupRec, Layout, SnapshotRec, SourceRec, Stamp, State, Store, VolumeRec,
     io_err, remove_data,
@@ -61,7 +60,7 @@ fn materialize(
         }
         if block {
             match source {
-                Some(src) => fsops::copy_sparse(src, &tmp)?,
+                Some(src) => csi_node::copy_sparse(src, &tmp).map_err(std::io::Error::other)?,
                 None => {
                     fs::File::create_new(&tmp)?;
                 }
@@ -72,7 +71,7 @@ fn materialize(
             }
         } else {
             match source {
-                Some(src) => fsops::copy_tree(src, &tmp)?,
+                Some(src) => csi_node::copy_tree(src, &tmp).map_err(std::io::Error::other)?,
                 None => {
                     fs::create_dir(&tmp)?;
                     // World-writable like an empty filesystem's root, so any workload user can write.
@@ -85,7 +84,7 @@ fn materialize(
         if block {
             fs::File::open(&tmp)?.sync_all()?;
         } else if source.is_some() {
-            fsops::sync_filesystem(&tmp)?;
+            csi_node::sync_filesystem(&tmp).map_err(std::io::Error::other)?;
         }
         // For data copied from a source, the rename is made durable by the
         // journal's leader, which fsyncs the data directory before the
@@ -161,7 +160,7 @@ impl Inner {
                 "backing directory {} is not a directory",
                 path.display()
             )),
-            Ok(_) => match fsops::allocated_bytes(&path) {
+            Ok(_) => match csi_node::allocated_bytes(&path) {
                 Ok(used) if used > v.capacity => VolumeCondition::abnormal(format!(
                     "uses {used} bytes, over its quota of {} bytes",
                     v.capacity

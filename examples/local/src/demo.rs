@@ -169,7 +169,7 @@ pub async fn run(out: &mut impl Write) -> bool {
         format!("{} step(s) failed", st.failed)
     };
     st.line(if ok { "done" } else { "FAIL" }, "demo", &summary);
-    crate::release_under(tmp.path());
+    csi_node::release_under(tmp.path());
     ok
 }
 
@@ -227,7 +227,7 @@ async fn steps<W: Write>(st: &mut Steps<'_, W>, c: &Client, tmp: &Path, node_id:
         },
     );
 
-    let root = crate::is_root();
+    let root = csi_node::is_root();
     let mount_cap = VolumeCapability::mount(AccessMode::SingleNodeWriter);
     let writer_staging = tmp.join("staging-data");
     let writer_target = tmp.join("pod-writer");

@@ -57,7 +57,6 @@ use csi_types::{
 use futures::StreamExt;
 
 use crate::config::Config;
-use crate::fsops;
 use crate::state::{CapRec, Journal, Store, VolumeRec};
 
 /// Volume sizes are multiples of this (a loop device needs 512-byte multiples).
@@ -297,13 +296,13 @@ impl Inner {
 /// Checks a capability this driver can serve; `field` names it in errors.
 pub(crate) fn check_capability(field: &str, cap: &VolumeCapability) -> Result<(), CsiError> {
     if let Some(m) = cap.mount_options() {
-        if let Some(flag) = fsops::unsupported_mount_flag(&m.mount_flags) {
+        // Volumes are published by bind mounts, which apply per-mount flags only.
+        if let Err(e) =
+            csi_node::MountOptions::parse(&m.mount_flags).and_then(|o| o.check_bindable())
+        {
             return Err(CsiError::invalid(
                 format!("{field}.mount.mount_flags"),
-                format!(
-                    "mount flag {flag:?} is not supported; supported: {}",
-                    fsops::SUPPORTED_MOUNT_FLAGS.join(", ")
-                ),
+                e.to_string(),
             ));
         }
         if m.volume_mount_group.is_some() {

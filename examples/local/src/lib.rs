@@ -63,14 +63,12 @@ pub mod config;
 mod controller;
 pub mod demo;
 mod driver;
-mod fsops;
 mod metadata;
 mod node;
 mod state;
 
 pub use config::Config;
 pub use driver::{DEFAULT_VOLUME_SIZE, GRANULARITY, IOPS_CLASSES, LocalDriver, MUTABLE_PARAMETERS};
-pub use fsops::{is_root, release_under};
 
 /// Serves the driver on `endpoint` (`unix:///path`) until `shutdown`
 /// completes; the socket file is removed on the way out.
@@ -99,3 +97,9 @@ pub async fn serve_with_options(
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+/// The workspace README's Rust examples, compiled and run as doctests here (a crate that is
+/// not published), so that every published crate's package holds all the files it reads.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct WorkspaceReadme;

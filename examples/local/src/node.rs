@@ -15,6 +15,8 @@
 use std::fs;
 use std::path::Path;
 
+use csi_node::{LoopDevice, MountOptions};
+
 use csi_types::prelude::*;
 use csi_types::{
     node::{
@@ -28,22 +30,10 @@ use csi_types::{
 };
 
 use crate::driver::{Inner, cap_rec, mismatch};
-use crate::fsops;
 use crate::state::{PublishRec, StageRec, io_err};
 
 fn not_found_volume(id: &str) -> CsiError {
     CsiError::not_found(format!("volume {id:?} does not exist"))
-}
-
-/// A mount failure. `EPERM` means the driver lacks the privilege to mount.
-fn mount_err(what: String, e: std::io::Error) -> CsiError {
-    if e.kind() == std::io::ErrorKind::PermissionDenied {
-        CsiError::failed_precondition(format!(
-            "{what}: {e} (the node plugin must run as root to mount)"
-        ))
-    } else {
-        io_err(what, e)
-    }
 }
 
 /// Whether a capability's access mode forces a read-only publish.
@@ -91,27 +81,20 @@ impl Inner {
         let block = v.block;
         let data = store.layout.volume_path(id, block);
         if block {
-            if let Some(why) = fsops::loop_unavailable() {
-                return Err(CsiError::failed_precondition(why));
-            }
+            LoopDevice::check_available().map_err(|e| {
+                CsiError::failed_precondition(format!("block volumes need loop devices: {e}"))
+            })?;
         } else {
             fs::create_dir_all(staging)
                 .map_err(|e| io_err(format!("creating {}", staging.display()), e))?;
-            let mounted = fsops::is_mount_point(staging)
-                .map_err(|e| io_err(format!("inspecting {}", staging.display()), e))?;
+            let mounted = csi_node::is_mount_point(staging)?;
             let recorded = store.state.staged.contains_key(&key);
             if mounted && !recorded {
                 // A mount left by a crash before its record was saved.
-                fsops::unmount_all(staging)
-                    .map_err(|e| mount_err(format!("unmounting {}", staging.display()), e))?;
+                csi_node::unmount_all(staging)?;
             }
             if !(mounted && recorded) {
-                fsops::bind_mount(&data, staging, &[], false).map_err(|e| {
-                    mount_err(
-                        format!("bind-mounting {} on {}", data.display(), staging.display()),
-                        e,
-                    )
-                })?;
+                csi_node::bind_mount(&data, staging, &MountOptions::default(), false)?;
             }
         }
         if store.state.staged.get(&key) == Some(&rec) {
@@ -121,7 +104,7 @@ impl Inner {
         next.staged.insert(key, rec);
         if let Err(e) = store.commit(next) {
             if !block {
-                let _ = fsops::unmount_all(staging);
+                let _ = csi_node::unmount_all(staging);
             }
             return Err(e);
         }
@@ -159,8 +142,7 @@ impl Inner {
                 "volume {id} is still published at {target} from {key}; unpublish it first"
             )));
         }
-        fsops::unmount_all(staging)
-            .map_err(|e| mount_err(format!("unmounting {}", staging.display()), e))?;
+        csi_node::unmount_all(staging)?;
         let mut next = store.state.clone();
         next.staged.remove(&key);
         store.commit(next)?;
@@ -226,7 +208,7 @@ impl Inner {
                     existing.volume_id, existing.readonly
                 )));
             }
-            if fsops::is_mount_point(target).unwrap_or(false) {
+            if csi_node::is_mount_point(target).unwrap_or(false) {
                 return Ok(NodePublishVolumeResponse {});
             }
             // The record outlived its mount (a reboot, an outside umount): mount again below.
@@ -246,11 +228,8 @@ impl Inner {
         }
         let block = v.block;
         let data = store.layout.volume_path(id, block);
-        let mounted = fsops::is_mount_point(target)
-            .map_err(|e| io_err(format!("inspecting {}", target.display()), e))?;
-        if mounted {
-            fsops::unmount_all(target)
-                .map_err(|e| mount_err(format!("unmounting {}", target.display()), e))?;
+        if csi_node::is_mount_point(target)? {
+            csi_node::unmount_all(target)?;
         }
         let mut rec = wanted;
         if block {
@@ -262,30 +241,28 @@ impl Inner {
                 .values()
                 .filter_map(|p| p.loop_device.as_ref())
                 .collect();
-            for dev in fsops::loops_backed_by(&data) {
-                if !recorded.contains(&&dev) {
-                    tracing::info!(device = %dev, "detaching a loop device no publication records");
-                    let _ = fsops::loop_detach(&dev);
+            for dev in LoopDevice::backed_by(&data) {
+                if !recorded.iter().any(|r| Path::new(r) == dev.path()) {
+                    tracing::info!(device = %dev.path().display(), "detaching a loop device no publication records");
+                    let _ = dev.detach();
                 }
             }
-            fsops::create_target_file(target)
-                .map_err(|e| io_err(format!("creating {}", target.display()), e))?;
-            let dev = fsops::loop_attach(&data, readonly).map_err(|e| {
+            csi_node::create_file_target(target)?;
+            let dev = LoopDevice::attach(&data, readonly).map_err(|e| {
                 let _ = fs::remove_file(target);
                 CsiError::failed_precondition(format!(
                     "cannot attach {} to a loop device: {e}",
                     data.display()
                 ))
             })?;
-            if let Err(e) = fsops::bind_mount(Path::new(&dev), target, &[], readonly) {
-                let _ = fsops::loop_detach(&dev);
+            if let Err(e) =
+                csi_node::bind_mount(dev.path(), target, &MountOptions::default(), readonly)
+            {
+                let _ = dev.detach();
                 let _ = fs::remove_file(target);
-                return Err(mount_err(
-                    format!("bind-mounting {dev} on {}", target.display()),
-                    e,
-                ));
+                return Err(e.into());
             }
-            rec.loop_device = Some(dev);
+            rec.loop_device = Some(dev.path().to_string_lossy().into_owned());
         } else {
             match fs::create_dir(target) {
                 Ok(()) => {}
@@ -295,15 +272,14 @@ impl Inner {
             let flags = req
                 .volume_capability
                 .mount_options()
-                .map(|m| m.mount_flags.clone())
+                .map(|m| MountOptions::parse(&m.mount_flags))
+                .transpose()?
                 .unwrap_or_default();
-            fsops::bind_mount(staging.as_path(), target, &flags, readonly).map_err(|e| {
-                let _ = fs::remove_dir(target);
-                mount_err(
-                    format!("bind-mounting {staging} on {}", target.display()),
-                    e,
-                )
-            })?;
+            csi_node::bind_mount(staging.as_path(), target, &flags, readonly).inspect_err(
+                |_| {
+                    let _ = fs::remove_dir(target);
+                },
+            )?;
         }
         let mut next = store.state.clone();
         next.published.insert(key, rec.clone());
@@ -332,8 +308,7 @@ impl Inner {
                 return Ok(NodeUnpublishVolumeResponse {});
             }
         };
-        fsops::unmount_all(target)
-            .map_err(|e| mount_err(format!("unmounting {}", target.display()), e))?;
+        csi_node::unmount_all(target)?;
         if let Some(dev) = &rec.loop_device {
             detach_if_ours(dev, &store.layout.volume_path(id, true));
         }
@@ -391,8 +366,7 @@ impl Inner {
             )));
         }
         let data = store.layout.volume_path(id, v.block);
-        let used = fsops::allocated_bytes(&data)
-            .map_err(|e| io_err(format!("measuring {}", data.display()), e))?;
+        let used = csi_node::allocated_bytes(&data)?;
         let mut usage = Vec::new();
         let condition = if v.block {
             usage.push(VolumeUsage {
@@ -401,14 +375,13 @@ impl Inner {
                 available: v.capacity.saturating_sub(used),
                 used,
             });
-            if published && !fsops::is_mount_point(path).unwrap_or(false) {
+            if published && !csi_node::is_mount_point(path).unwrap_or(false) {
                 VolumeCondition::abnormal(format!("the device is no longer mounted at {key}"))
             } else {
                 VolumeCondition::healthy(format!("{used} of {} bytes allocated", v.capacity))
             }
         } else {
-            let fs = fsops::fs_stats(path)
-                .map_err(|e| io_err(format!("statvfs {}", path.display()), e))?;
+            let fs = csi_node::filesystem_stats(path)?;
             usage.push(VolumeUsage {
                 unit: UsageUnit::Bytes,
                 total: v.capacity,
@@ -421,7 +394,7 @@ impl Inner {
                 available: fs.inodes_free,
                 used: fs.inodes_total.saturating_sub(fs.inodes_free),
             });
-            if !fsops::is_mount_point(path).unwrap_or(false) {
+            if !csi_node::is_mount_point(path).unwrap_or(false) {
                 VolumeCondition::abnormal(format!("the volume is no longer mounted at {key}"))
             } else if used > v.capacity {
                 VolumeCondition::abnormal(format!(
@@ -491,8 +464,13 @@ impl Inner {
             // Every loop device of the volume learns the image's new size.
             for p in store.state.published.values().filter(|p| p.volume_id == id) {
                 if let Some(dev) = &p.loop_device {
-                    fsops::loop_refresh(dev)
-                        .map_err(|e| io_err(format!("refreshing the size of {dev}"), e))?;
+                    LoopDevice::open(Path::new(dev))
+                        .ok_or_else(|| {
+                            CsiError::internal(format!(
+                                "loop device {dev} of volume {id} is no longer attached"
+                            ))
+                        })?
+                        .refresh()?;
                 }
             }
         }
@@ -516,18 +494,24 @@ impl Inner {
 /// Detaches a loop device if it still serves `image` (it may have been
 /// detached and reused since).
 fn detach_if_ours(dev: &str, image: &Path) {
-    let ours = fsops::loop_backing_file(dev)
+    let Some(device) = LoopDevice::open(Path::new(dev)) else {
+        return;
+    };
+    let ours = device
+        .backing_file()
         .is_some_and(|b| fs::canonicalize(image).is_ok_and(|i| i == b) || b == image);
-    if ours && let Err(e) = fsops::loop_detach(dev) {
+    if ours && let Err(e) = device.detach() {
         tracing::warn!(device = dev, error = %e, "could not detach loop device");
     }
 }
 
 /// Undoes a publish whose record could not be saved.
 fn undo_publish(target: &Path, rec: &PublishRec) {
-    let _ = fsops::unmount_all(target);
+    let _ = csi_node::unmount_all(target);
     if let Some(dev) = &rec.loop_device {
-        let _ = fsops::loop_detach(dev);
+        if let Some(device) = LoopDevice::open(Path::new(dev)) {
+            let _ = device.detach();
+        }
         let _ = fs::remove_file(target);
     } else {
         let _ = fs::remove_dir(target);

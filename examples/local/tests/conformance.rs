@@ -29,7 +29,7 @@ fn config(dir: &std::path::Path) -> csi_testkit::Config {
 }
 
 fn check(report: &Report) {
-    let root = local::is_root();
+    let root = csi_node::is_root();
     let mut bad = Vec::new();
     for r in &report.results {
         println!("{r}");
@@ -66,7 +66,7 @@ async fn conformance_in_process() {
     let report = Suite::new(config(&dir.path().join("kit")), plugin.clone(), plugin)
         .run()
         .await;
-    local::release_under(dir.path());
+    csi_node::release_under(dir.path());
     check(&report);
 }
 

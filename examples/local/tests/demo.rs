@@ -31,7 +31,7 @@ fn demo_succeeds_and_prints_one_line_per_step() {
     ] {
         assert!(stdout.contains(step), "missing step {step}:\n{stdout}");
     }
-    if local::is_root() {
+    if csi_node::is_root() {
         assert!(
             stdout.contains("[ok  ] a write to the read-only clone fails"),
             "{stdout}"

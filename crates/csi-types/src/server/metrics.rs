@@ -8,7 +8,12 @@
 //! `InvalidArgument`, `DeadlineExceeded`, …). Its `_count` series is the
 //! call counter by method and code. A path that names no served method is
 //! counted as `method_name="unknown"`, so a client cannot grow the label set.
+//! Every SDK series also carries `driver_name`, the plugin's name from
+//! `GetPluginInfo`, as the sidecars' metrics do. The driver's own metrics,
+//! registered in a [`Registry`] it hands to the server, are served next to
+//! them at the same endpoint.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::convert::Infallible;
 use std::future::Future;
@@ -27,6 +32,9 @@ use super::stack::BoxError;
 
 /// The histogram's name.
 pub const OPERATIONS_SECONDS: &str = "csi_plugin_operations_seconds";
+
+/// The label naming the plugin (its `GetPluginInfo` name) on every SDK series.
+pub const DRIVER_NAME_LABEL: &str = "driver_name";
 
 /// The buckets of csi-lib-utils' operations histogram, in seconds.
 const BUCKETS: [f64; 13] = [
@@ -61,23 +69,33 @@ crate::api::for_each_unary_rpc!(method_names);
 
 /// The metrics of one server.
 pub(crate) struct Metrics {
+    /// The SDK's own series, labelled with the driver's name.
     registry: Registry,
+    /// The driver's series, served as the driver registered them.
+    driver: Option<Registry>,
     operations: Family<Labels, Histogram, fn() -> Histogram>,
     methods: HashSet<&'static str>,
 }
 
 impl Metrics {
-    pub(crate) fn new() -> Metrics {
+    /// The SDK's metrics for the plugin `driver_name`, next to the driver's
+    /// own `driver` registry.
+    pub(crate) fn new(driver_name: &str, driver: Option<Registry>) -> Metrics {
         let operations: Family<Labels, Histogram, fn() -> Histogram> =
             Family::new_with_constructor(histogram);
         let mut registry = Registry::default();
-        registry.register(
+        let labelled = registry.sub_registry_with_label((
+            Cow::Borrowed(DRIVER_NAME_LABEL),
+            Cow::Owned(driver_name.to_string()),
+        ));
+        labelled.register(
             OPERATIONS_SECONDS,
             "Time taken by CSI operations, by gRPC method and status code",
             operations.clone(),
         );
         Metrics {
             registry,
+            driver,
             operations,
             methods: METHODS.iter().copied().collect(),
         }
@@ -96,11 +114,17 @@ impl Metrics {
             .observe(start.elapsed().as_secs_f64());
     }
 
-    /// The text exposition (OpenMetrics, which Prometheus reads).
+    /// The text exposition (OpenMetrics, which Prometheus reads): the SDK's
+    /// series, then the driver's, then the one `# EOF`.
     pub(crate) fn encode(&self) -> String {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut out = String::new();
         // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        let _ = encode_registry(&mut out, &self.registry);
+        if let Some(driver) = &self.driver {
+            let _ = encode_registry(&mut out, driver);
+        }
+        let _ = encode_eof(&mut out);
         out
     }
 
@@ -356,7 +380,7 @@ mod tests {
 
     #[test]
     fn every_csi_rpc_has_a_label() {
-        let m = Metrics::new();
+        let m = Metrics::new("test.csi.example.com", None);
         assert_eq!(
             m.method("/csi.v1.Controller/CreateVolume"),
             "/csi.v1.Controller/CreateVolume"

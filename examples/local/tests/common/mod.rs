@@ -93,7 +93,7 @@ impl Drop for Served {
         }
         // A failed test may leave mounts and loop devices behind; never let
         // the temp dir's removal reach through them.
-        local::release_under(self.dir.path());
+        csi_node::release_under(self.dir.path());
     }
 }
 
@@ -166,7 +166,7 @@ pub fn code<T: std::fmt::Debug>(r: Result<T, CsiError>) -> Code {
 
 /// Whether mount tests can run; prints why not when they cannot.
 pub fn can_mount(test: &str) -> bool {
-    if local::is_root() {
+    if csi_node::is_root() {
         true
     } else {
         eprintln!("skipping {test}: mounts need root and this test runs as uid != 0");

@@ -1,0 +1,183 @@
+//! What the serving stack costs per call: one unary `GetPluginInfo` through a
+//! [`Plugin`], called
+//!
+//! - `direct`: as a typed method in the same task (the Plugin alone:
+//!   validation, the response check, panic isolation, the call's span, no
+//!   gRPC);
+//! - over gRPC, on an in-memory connection (`duplex`: HTTP/2 and tonic, no
+//!   kernel) and on a unix socket (`unix`), with the server
+//!   - `bare`: no metrics, no call timeout, no log subscriber, no user layer;
+//!   - `standard`: the SDK's standard stack: Prometheus metrics on, a call
+//!     timeout, and JSON logs at `info` (written to a sink, so the cost is
+//!     formatting, not the terminal);
+//!   - `user_layer`: `bare` plus one trivial tower layer of the driver's own
+//!     (an identity `map_request`), the cost of the middleware seam itself.
+//!
+//! The gRPC client is `client::Client` sending the proto message as it is
+//! (`RawCsi::raw_get_plugin_info`). Client and server run on one
+//! current-thread runtime in this process, so a figure is the whole round
+//! trip on one core. Run with
+//! `cargo bench -p csi-types --bench middleware`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use criterion::{Criterion, criterion_group, criterion_main};
+use csi_types::client::Client;
+use csi_types::identity::{GetPluginInfoRequest, GetPluginInfoResponse};
+use csi_types::ids::PluginName;
+use csi_types::logging::{LogFormat, subscriber};
+use csi_types::prelude::*;
+use csi_types::server::{ServeOptions, Server};
+use csi_types::{RawCsi, proto};
+use futures::StreamExt;
+
+struct Bench;
+
+#[async_trait]
+impl Identity for Bench {
+    async fn get_plugin_info(
+        &self,
+        _: GetPluginInfoRequest,
+    ) -> Result<GetPluginInfoResponse, CsiError> {
+        GetPluginInfoResponse::new(PluginName::new("bench.csi.example.com")?, "1.0.0")
+    }
+}
+
+fn plugin() -> Plugin {
+    Plugin::builder(Arc::new(Bench)).build().unwrap()
+}
+
+#[derive(Clone, Copy)]
+enum Stack {
+    Bare,
+    Standard,
+    UserLayer,
+}
+
+impl Stack {
+    fn name(self) -> &'static str {
+        match self {
+            Stack::Bare => "bare",
+            Stack::Standard => "standard",
+            Stack::UserLayer => "user_layer",
+        }
+    }
+
+    fn server(self) -> Server {
+        let mut options = ServeOptions::default();
+        let server = Server::new(plugin());
+        match self {
+            Stack::Bare => server.options(options),
+            Stack::Standard => {
+                options.metrics_address = Some("127.0.0.1:0".parse().unwrap());
+                options.call_timeout = Some(Duration::from_secs(30));
+                server.options(options)
+            }
+            Stack::UserLayer => server
+                .options(options)
+                .layer(tower::util::MapRequestLayer::new(
+                    |r: http::Request<tonic::body::Body>| r,
+                )),
+        }
+    }
+}
+
+/// A server for `stack` on one in-memory connection, and a client on it.
+async fn duplex(stack: Stack) -> Client {
+    let (server_end, client_end) = tokio::io::duplex(1 << 20);
+    let incoming = futures::stream::iter([Ok::<_, std::io::Error>(server_end)])
+        .chain(futures::stream::pending());
+    tokio::spawn(
+        stack
+            .server()
+            .serve_with_incoming(incoming, std::future::pending()),
+    );
+    let mut client_end = Some(client_end);
+    let channel = tonic::transport::Endpoint::from_static("http://in-memory")
+        .connect_with_connector(tower::service_fn(move |_: http::Uri| {
+            let io = client_end
+                .take()
+                .ok_or_else(|| std::io::Error::other("one connection only"));
+            async move { io.map(hyper_util::rt::TokioIo::new) }
+        }))
+        .await
+        .unwrap();
+    Client::from_channel(channel)
+}
+
+/// A server for `stack` on a unix socket in `dir`, and a client on it.
+async fn unix(stack: Stack, dir: &std::path::Path) -> Client {
+    let path = dir.join(format!("{}.sock", stack.name()));
+    let endpoint = format!("unix://{}", path.display());
+    let serve = endpoint.clone();
+    tokio::spawn(async move { stack.server().serve(&serve, std::future::pending()).await });
+    for _ in 0..500 {
+        if path.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Client::connect(&endpoint).await.unwrap()
+}
+
+/// The JSON log subscriber of the standard stack, writing to a sink.
+fn json_logs() -> tracing::subscriber::DefaultGuard {
+    let filter = tracing_subscriber::EnvFilter::new("info");
+    tracing::subscriber::set_default(subscriber(LogFormat::Json, filter, std::io::sink, false))
+}
+
+fn middleware(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("get_plugin_info");
+
+    let direct = plugin();
+    group.bench_function("direct", |b| {
+        b.iter(|| {
+            rt.block_on(direct.get_plugin_info(GetPluginInfoRequest {}))
+                .unwrap()
+        })
+    });
+
+    let dir = tempfile::tempdir().unwrap();
+    for stack in [Stack::Bare, Stack::Standard, Stack::UserLayer] {
+        for transport in ["duplex", "unix"] {
+            // The subscriber is this thread's, and the runtime runs every task
+            // on this thread: server, client and Plugin all log through it.
+            let _logs = matches!(stack, Stack::Standard).then(json_logs);
+            let client = rt.block_on(async {
+                match transport {
+                    "duplex" => duplex(stack).await,
+                    _ => unix(stack, dir.path()).await,
+                }
+            });
+            let id = format!("{transport}/{}", stack.name());
+            group.bench_function(id, |b| {
+                b.iter(|| {
+                    rt.block_on(client.raw_get_plugin_info(proto::GetPluginInfoRequest {}))
+                        .unwrap()
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+fn config() -> Criterion {
+    // Seven figures in a six-minute slot on a shared two-core machine.
+    Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4))
+        .sample_size(40)
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = middleware
+}
+criterion_main!(benches);
