@@ -20,7 +20,7 @@ fn unavailable(tools: &[&str]) -> Option<String> {
     } else {
         tools
             .iter()
-            .find(|t| !installed(t) && !(install(t) && installed(t)))
+            .find(|t| !(installed(t) || install(t) && installed(t)))
             .map(|t| format!("`{t}` is not installed"))
     };
     if let Some(why) = &why {
