@@ -553,3 +553,55 @@ fn tls_with_client_certificates() {
     plain.tls = None;
     assert!(EtcdStore::connect(plain).is_err(), "etcd serves https only");
 }
+
+/// With etcd's authentication on, the store logs in with `EtcdConfig::user`
+/// (`--etcd-user` and `--etcd-password-file`); a wrong password and no user
+/// are refused.
+#[test]
+fn user_and_password_authentication() {
+    let Some(etcd) = LocalEtcd::start_or_skip("user_and_password_authentication") else {
+        return;
+    };
+    let endpoint = etcd.url().replace("etcd://", "http://");
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let mut c = etcd_client::Client::connect([endpoint], None)
+                .await
+                .unwrap();
+            c.user_add("root", "s3cret pass", None).await.unwrap();
+            c.user_grant_role("root", "root").await.unwrap();
+            c.auth_enable().await.unwrap();
+        });
+    let mut cfg = etcd.config();
+    cfg.prefix = "/auth".into();
+    cfg.user = Some(("root".into(), "s3cret pass".into()));
+    let store = Arc::new(EtcdStore::connect(cfg.clone()).expect("logging in"));
+    let c = Composer::open(Inventory::default_inventory(), store).unwrap();
+    let range = csi_types::types::CapacityRange::new(Some(10 << 30), None).unwrap();
+    let v = c
+        .create("with-auth", &params("slice"), range, true, true, None)
+        .unwrap();
+    let a = composer_core::store_etcd::audit(&cfg).unwrap();
+    assert!(a.problems.is_empty(), "{:?}", a.problems);
+    assert_eq!(a.volumes.get(&v.id).map(String::as_str), Some("with-auth"));
+
+    let mut wrong = cfg.clone();
+    wrong.user = Some(("root".into(), "not it".into()));
+    let e = EtcdStore::connect(wrong)
+        .err()
+        .expect("a wrong password is refused");
+    eprintln!("a wrong password: {e}");
+    let mut anonymous = cfg.clone();
+    anonymous.user = None;
+    let refused = match EtcdStore::connect(anonymous) {
+        Err(_) => true,
+        Ok(s) => Composer::open(Inventory::default_inventory(), Arc::new(s)).is_err(),
+    };
+    assert!(
+        refused,
+        "etcd with authentication on refuses a client without a user"
+    );
+}
