@@ -67,40 +67,15 @@ fn ext4_on_loop_on_fuse_survives_sigterm_teardown() {
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&fuse_dir).unwrap();
     std::fs::create_dir(&mnt).unwrap();
-    let mut child = Command::new(bin)
-        .args(["expose", "--loop", "--mount", fuse_dir.to_str().unwrap()])
-        .args(&members)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let loopdev = line.trim().to_string();
-    assert!(loopdev.starts_with("/dev/loop"), "expose printed {line:?}");
     let content = "written through ext4, loop and FUSE\n".repeat(1000);
-    let result = std::panic::catch_unwind(|| {
-        run(Command::new("mkfs.ext4").args(["-q", "-F", &loopdev]));
-        run(Command::new("mount").args([&loopdev, mnt.to_str().unwrap()]));
+    // SIGTERM: the CLI detaches the loop device, unmounts and closes.
+    Exposed::start(&fuse_dir, &members).run_then_stop(&mnt, |loopdev| {
+        run(Command::new("mkfs.ext4").args(["-q", "-F", loopdev]));
+        run(Command::new("mount").args([loopdev, mnt.to_str().unwrap()]));
         std::fs::write(mnt.join("hello"), &content).unwrap();
         run(&mut Command::new("sync"));
         run(Command::new("umount").arg(&mnt));
     });
-    if result.is_err() {
-        let _ = Command::new("umount").arg(&mnt).status();
-    }
-    // SIGTERM: the CLI detaches the loop device, unmounts and closes.
-    rustix::process::kill_process(
-        rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
-        rustix::process::Signal::TERM,
-    )
-    .unwrap();
-    let status = child.wait().unwrap();
-    if let Err(p) = result {
-        std::panic::resume_unwind(p);
-    }
-    assert!(status.success(), "expose exited with {status}");
     let loops = run(Command::new("losetup").arg("-a"));
     assert!(!loops.contains(fuse_dir.to_str().unwrap()), "{loops}");
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
@@ -218,6 +193,22 @@ impl Exposed {
         self.signal(rustix::process::Signal::TERM);
         self.stopped = true;
         self.child.wait().unwrap()
+    }
+
+    /// Runs `steps` with the loop device's path, then stops the CLI
+    /// (unmounting `mnt` first if a step panicked, so that it can detach) and
+    /// checks that it exited cleanly; a step's panic is raised again.
+    fn run_then_stop(self, mnt: &Path, steps: impl FnOnce(&str) + std::panic::UnwindSafe) {
+        let dev = self.loopdev.clone();
+        let result = std::panic::catch_unwind(move || steps(&dev));
+        if result.is_err() {
+            let _ = Command::new("umount").arg(mnt).status();
+        }
+        let status = self.stop();
+        if let Err(p) = result {
+            std::panic::resume_unwind(p);
+        }
+        assert!(status.success(), "expose exited with {status}");
     }
 }
 
@@ -490,28 +481,19 @@ fn xfs_on_loop_on_fuse_keeps_its_files_across_reassembly() {
         }
     };
 
-    let exp = Exposed::start(&fuse_dir, &members);
-    let result = std::panic::catch_unwind(|| {
-        run(Command::new("mkfs.xfs").args(["-q", "-f", &exp.loopdev]));
-        run(Command::new("mount").args([&exp.loopdev, mnt.to_str().unwrap()]));
+    Exposed::start(&fuse_dir, &members).run_then_stop(&mnt, |loopdev| {
+        run(Command::new("mkfs.xfs").args(["-q", "-f", loopdev]));
+        run(Command::new("mount").args([loopdev, mnt.to_str().unwrap()]));
         for (name, data) in &files {
             std::fs::write(mnt.join(name), data).unwrap();
         }
         run(&mut Command::new("sync"));
         // Read back from the device, not the page cache.
         run(Command::new("umount").arg(&mnt));
-        run(Command::new("mount").args([&exp.loopdev, mnt.to_str().unwrap()]));
+        run(Command::new("mount").args([loopdev, mnt.to_str().unwrap()]));
         verify(&mnt);
         run(Command::new("umount").arg(&mnt));
     });
-    if result.is_err() {
-        let _ = Command::new("umount").arg(&mnt).status();
-    }
-    let status = exp.stop();
-    if let Err(p) = result {
-        std::panic::resume_unwind(p);
-    }
-    assert!(status.success(), "expose exited with {status}");
 
     // Reassembled from the members in a new process: the copies agree, the
     // file system checks clean and holds the files.
@@ -519,19 +501,10 @@ fn xfs_on_loop_on_fuse_keeps_its_files_across_reassembly() {
     assert!(vol.scrub(false).unwrap().mismatches.is_empty());
     vol.close().unwrap();
     drop(vol);
-    let exp = Exposed::start(&fuse_dir, &members);
-    let result = std::panic::catch_unwind(|| {
-        run(Command::new("xfs_repair").args(["-n", &exp.loopdev]));
-        run(Command::new("mount").args([&exp.loopdev, mnt.to_str().unwrap()]));
+    Exposed::start(&fuse_dir, &members).run_then_stop(&mnt, |loopdev| {
+        run(Command::new("xfs_repair").args(["-n", loopdev]));
+        run(Command::new("mount").args([loopdev, mnt.to_str().unwrap()]));
         verify(&mnt);
         run(Command::new("umount").arg(&mnt));
     });
-    if result.is_err() {
-        let _ = Command::new("umount").arg(&mnt).status();
-    }
-    let status = exp.stop();
-    if let Err(p) = result {
-        std::panic::resume_unwind(p);
-    }
-    assert!(status.success(), "expose exited with {status}");
 }
