@@ -191,6 +191,9 @@ impl Engine {
         // Free space per drive as the moves are applied in order (a rebalance may move a member
         // onto a drive and a later one off it).
         let mut free: HashMap<u32, u64> = HashMap::new();
+        // Each touched volume's drives as the moves are applied in order (a rebalance may move
+        // one member off a drive and a later member of the same volume onto it).
+        let mut drives: HashMap<u32, Vec<u32>> = HashMap::new();
         let mut steps = Vec::new();
         for mv in &plan.moves {
             let slot = self
@@ -199,7 +202,8 @@ impl Engine {
             let vol = self.volumes[slot as usize]
                 .as_ref()
                 .ok_or_else(|| stale(format!("unknown volume '{}'", mv.volume)))?;
-            let cur = *vol.drives.get(mv.member).ok_or_else(|| {
+            let now = drives.entry(slot).or_insert_with(|| vol.drives.clone());
+            let cur = *now.get(mv.member).ok_or_else(|| {
                 stale(format!(
                     "volume '{}' has no member {}",
                     mv.volume, mv.member
@@ -220,7 +224,7 @@ impl Engine {
             {
                 return Err(stale(format!("drive '{}' is not healthy", mv.to)));
             }
-            if vol.drives.contains(&to) {
+            if now.contains(&to) {
                 return Err(stale(format!(
                     "volume '{}' already uses drive '{}'",
                     mv.volume, mv.to
@@ -238,6 +242,7 @@ impl Engine {
             free.insert(to, left - size);
             let out = free.entry(cur).or_insert_with(|| spec_free(cur));
             *out = out.saturating_add(size);
+            now[mv.member] = to;
             steps.push((slot, mv.member, to));
         }
         if let Some(health) = plan.kind.target_health() {
