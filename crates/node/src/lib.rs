@@ -45,7 +45,7 @@ mod stats;
 pub use data::{allocated_bytes, copy_sparse, copy_tree, sync_filesystem};
 pub use error::Error;
 pub use format::{FsType, format_and_mount, mkfs, probe_filesystem, resize_filesystem};
-pub use loopdev::LoopDevice;
+pub use loopdev::{AttachOptions, LoopDevice};
 pub use mount::{
     MountEntry, MountOptions, bind_mount, create_file_target, is_mount_point, mount_table,
     mounts_under, release_under, remount_readonly, unmount, unmount_all,

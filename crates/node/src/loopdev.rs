@@ -1,11 +1,33 @@
 //! Loop devices: a file seen as a block device, through `losetup`, which picks a free device
 //! (`losetup -f --show`), so no device number is ever assumed.
+//!
+//! With [`AttachOptions::direct_io`] the device is asked for direct I/O (`--direct-io=on`): the
+//! loop driver then sends its requests to the file as asynchronous `O_DIRECT` I/O, several at a
+//! time, instead of one after the other through the page cache (which also caches every block
+//! twice). A backing file system that refuses `O_DIRECT`, or an offset the loop driver cannot
+//! align, leaves the device in buffered mode: the attach still succeeds, logs why, and
+//! [`LoopDevice::direct_io`] reads `false`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::{Error, run};
+
+/// How [`LoopDevice::attach_with`] attaches a file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AttachOptions {
+    /// Read-only device (`losetup -r`).
+    pub read_only: bool,
+    /// Ask for direct I/O (`--direct-io=on`), falling back to buffered I/O with a logged reason
+    /// where it cannot be had.
+    pub direct_io: bool,
+    /// Where the device starts in the file, in bytes (`--offset`).
+    pub offset: u64,
+    /// How many bytes of the file from `offset` the device shows (`--sizelimit`); `None`: up to
+    /// the end of the file.
+    pub size_limit: Option<u64>,
+}
 
 /// An attached loop device.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -24,21 +46,71 @@ impl LoopDevice {
         run(Command::new("losetup").arg("--version")).map(|_| ())
     }
 
-    /// Attaches `file` to a free loop device.
+    /// Attaches `file` to a free loop device (buffered I/O, the whole file).
     pub fn attach(file: &Path, read_only: bool) -> Result<Self, Error> {
+        Self::attach_with(
+            file,
+            &AttachOptions {
+                read_only,
+                ..AttachOptions::default()
+            },
+        )
+    }
+
+    /// Attaches `file` to a free loop device as `opts` says. With `opts.direct_io`, a device
+    /// the kernel leaves in buffered mode is still returned (the reason is logged as a
+    /// warning); [`LoopDevice::direct_io`] tells which mode it got.
+    pub fn attach_with(file: &Path, opts: &AttachOptions) -> Result<Self, Error> {
         if !file.exists() {
             return Err(Error::NotFound {
                 path: file.to_path_buf(),
             });
         }
-        let mut cmd = Command::new("losetup");
-        cmd.arg("-f").arg("--show");
-        if read_only {
-            cmd.arg("-r");
+        let command = |direct_io: bool| {
+            let mut cmd = Command::new("losetup");
+            cmd.arg("-f").arg("--show");
+            if opts.read_only {
+                cmd.arg("-r");
+            }
+            if opts.offset > 0 {
+                cmd.arg("--offset").arg(opts.offset.to_string());
+            }
+            if let Some(limit) = opts.size_limit {
+                cmd.arg("--sizelimit").arg(limit.to_string());
+            }
+            if direct_io {
+                cmd.arg("--direct-io=on");
+            }
+            cmd.arg(file);
+            cmd
+        };
+        let path = match run(&mut command(opts.direct_io)) {
+            Ok(p) => PathBuf::from(p),
+            // An older losetup that fails the whole attach when direct I/O is refused.
+            Err(e @ Error::Command { .. }) if opts.direct_io => {
+                let p = PathBuf::from(run(&mut command(false))?);
+                tracing::warn!(file = %file.display(), device = %p.display(), reason = %e,
+                    "loop device attached with buffered I/O: losetup refused --direct-io=on");
+                p
+            }
+            Err(e) => return Err(e),
+        };
+        let device = LoopDevice { path };
+        if opts.direct_io && device.direct_io() == Some(false) {
+            tracing::warn!(file = %file.display(), device = %device.path.display(),
+                reason = %refused_direct_io(file, opts.offset),
+                "loop device attached with buffered I/O: the kernel refused direct I/O");
         }
-        let path = PathBuf::from(run(cmd.arg(file))?);
-        tracing::debug!(file = %file.display(), device = %path.display(), "loop attached");
-        Ok(LoopDevice { path })
+        tracing::debug!(file = %file.display(), device = %device.path.display(),
+            direct_io = ?device.direct_io(), "loop attached");
+        Ok(device)
+    }
+
+    /// Whether the device does direct I/O on its file (sysfs `loop/dio`); `None` once detached.
+    pub fn direct_io(&self) -> Option<bool> {
+        let name = self.path.file_name()?.to_string_lossy().into_owned();
+        let s = fs::read_to_string(format!("/sys/block/{name}/loop/dio")).ok()?;
+        Some(s.trim() == "1")
     }
 
     /// The device, e.g. `/dev/loop3`, when `path` names an attached loop device.
@@ -109,5 +181,24 @@ impl LoopDevice {
             .filter(|(_, b)| b.starts_with(&dir))
             .map(|(d, _)| d)
             .collect()
+    }
+}
+
+/// Why the loop driver left a device over `file` from `offset` in buffered mode.
+fn refused_direct_io(file: &Path, offset: u64) -> String {
+    use std::os::unix::fs::OpenOptionsExt;
+    let direct = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+        .open(file);
+    match direct {
+        Err(e) => format!(
+            "the file system of {} refuses O_DIRECT ({e})",
+            file.display()
+        ),
+        Ok(_) => format!(
+            "the offset {offset} or the size is not a multiple of the backing device's logical \
+             block size"
+        ),
     }
 }
