@@ -5,15 +5,27 @@
 //!
 //! Drives are sparse files `<data_dir>/<drive id>.img`; a member is the byte
 //! range of its drive the controller's plan gave it. A single drive or slice
-//! (no md layout, no room for the engine's header) is its member range
-//! through a loop device with an offset and size limit; it cannot be
-//! encrypted by this backend (`FAILED_PRECONDITION`).
+//! (no md layout) keeps no metadata on its drive: the volume is exactly its
+//! member range, byte for byte, so its usable bytes are the range's and a
+//! slice grown in place shows its new size at the next stage. Locally it is
+//! its range through a loop device with an offset and size limit; it cannot
+//! be encrypted by the engine (no room for the engine's header: use
+//! `encryptionFormat=luks`, else `FAILED_PRECONDITION`).
 //!
 //! A volume whose transport is `nbd` reaches its members over NBD instead,
 //! from the JBOD agent named in the publish context, connecting from this
-//! server's own address ([`crate::agent`]); only RAID layouts can (a single
-//! drive or slice goes through a loop device on the drive file, which a
-//! remote drive does not have: `FAILED_PRECONDITION`).
+//! server's own address ([`crate::agent`]). A single drive or slice over
+//! NBD is served through FUSE like the RAID layouts, by a one-member linear
+//! engine volume whose superblock lives in this process's memory, in front
+//! of the member range ([`NodeLocalMeta`]): nothing is written to the drive
+//! but the volume's own bytes, and the engine is created afresh at every
+//! stage (a linear volume has no bitmap or resync state to keep).
+//!
+//! Every loop device is attached with direct I/O (`--direct-io=on`, see
+//! [`csi_node::AttachOptions`]): over the FUSE file the kernel then sends
+//! several requests at once, which the engine's FUSE threads serve
+//! concurrently; where the kernel refuses it, the device stays buffered and
+//! the reason is logged.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -24,7 +36,7 @@ use std::sync::{Arc, Mutex};
 use composer_core::store::{LayoutKind, VolumeRecord};
 
 use crate::persist::{NodeState, StagedRecord};
-use csi_node::{LoopDevice, MountOptions};
+use csi_node::{AttachOptions, LoopDevice, MountOptions};
 use csi_types::{CsiError, types::VolumeCondition};
 use raid_engine::fuse::FuseExposure;
 use raid_engine::{
@@ -107,6 +119,86 @@ impl BlockDevice for MemberDevice {
     }
     fn describe(&self) -> String {
         self.name.clone()
+    }
+}
+
+/// Sectors of engine metadata (superblock at 4 KiB, no bitmap) a single
+/// drive or slice over NBD keeps in memory in front of its member range.
+/// (The engine checks that it holds the superblock and leaves the data
+/// 4 KiB aligned.)
+const NODE_LOCAL_META_SECTORS: u64 = 24;
+
+/// Bytes of [`NODE_LOCAL_META_SECTORS`].
+const NODE_LOCAL_META_BYTES: u64 = NODE_LOCAL_META_SECTORS * 512;
+
+/// A member range with the engine's metadata area in front of it kept in
+/// this process's memory, not on the drive: the engine sees
+/// `meta ++ member`, the drive holds only the volume's bytes.
+#[derive(Debug)]
+struct NodeLocalMeta {
+    meta: Mutex<Vec<u8>>,
+    data: MemberDevice,
+}
+
+impl NodeLocalMeta {
+    fn new(data: MemberDevice) -> NodeLocalMeta {
+        NodeLocalMeta {
+            meta: Mutex::new(vec![0; NODE_LOCAL_META_BYTES as usize]),
+            data,
+        }
+    }
+
+    /// Splits an access at `offset` of `len` bytes: how many bytes fall in
+    /// the memory area.
+    fn split(&self, offset: u64, len: usize) -> io::Result<usize> {
+        let meta = NODE_LOCAL_META_BYTES;
+        match offset.checked_add(len as u64) {
+            Some(end) if end <= meta + self.data.len => {
+                Ok(meta.saturating_sub(offset).min(len as u64) as usize)
+            }
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{}: access beyond the member", self.data.name),
+            )),
+        }
+    }
+}
+
+impl BlockDevice for NodeLocalMeta {
+    fn size(&self) -> u64 {
+        NODE_LOCAL_META_BYTES + self.data.len
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let head = self.split(offset, buf.len())?;
+        let (m, d) = buf.split_at_mut(head);
+        if head > 0 {
+            let meta = self.meta.lock().unwrap_or_else(|p| p.into_inner());
+            m.copy_from_slice(&meta[offset as usize..offset as usize + head]);
+        }
+        if !d.is_empty() {
+            let at = (offset + head as u64) - NODE_LOCAL_META_BYTES;
+            self.data.read_at(d, at)?;
+        }
+        Ok(())
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        let head = self.split(offset, buf.len())?;
+        let (m, d) = buf.split_at(head);
+        if head > 0 {
+            let mut meta = self.meta.lock().unwrap_or_else(|p| p.into_inner());
+            meta[offset as usize..offset as usize + head].copy_from_slice(m);
+        }
+        if !d.is_empty() {
+            let at = (offset + head as u64) - NODE_LOCAL_META_BYTES;
+            self.data.write_at(d, at)?;
+        }
+        Ok(())
+    }
+    fn flush(&self) -> io::Result<()> {
+        self.data.flush()
+    }
+    fn describe(&self) -> String {
+        self.data.name.clone()
     }
 }
 
@@ -475,6 +567,30 @@ impl NodeSide {
         }
     }
 
+    /// The engine volume of a single drive or slice reached over NBD: a
+    /// linear volume over its member range, its metadata in memory
+    /// ([`NodeLocalMeta`]), exactly the range's bytes.
+    fn passthrough(&self, rec: &VolumeRecord) -> Result<EngineVolume, CsiError> {
+        let m = rec
+            .members
+            .first()
+            .ok_or_else(|| internal("a volume without members"))?;
+        let want = rec.layout.usable_bytes;
+        let dev = NodeLocalMeta::new(self.member_of(rec, &m.drive, m.offset, want)?);
+        let mut opts = CreateOptions::new(VolumeLayout::Linear);
+        opts.data_offset_sectors = Some(NODE_LOCAL_META_SECTORS);
+        let v = EngineVolume::create(vec![Arc::new(dev)], &opts)
+            .map_err(|e| engine_err(&format!("opening volume {}", rec.id), e))?;
+        if v.size() != want {
+            return Err(internal(format!(
+                "volume {}: the engine shows {} bytes of the member's {want} (not a multiple of 4 KiB?)",
+                rec.id,
+                v.size()
+            )));
+        }
+        Ok(v)
+    }
+
     /// `NodeStageVolume` for `rec` at `staging`: a volume staged there by an
     /// earlier node process is re-assembled and its publishes bound again.
     pub fn stage(
@@ -564,22 +680,12 @@ impl NodeSide {
                 rec.layout.kind.name()
             )));
         }
-        if plain
-            && self
-                .remote
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains_key(&rec.id)
-        {
-            return Err(CsiError::failed_precondition(format!(
-                "volume {}: a {} layout over nbd is not supported by the userspace backend \
-                 (it loop-mounts the drive file, which a remote drive does not have); use \
-                 redundancy=true or another transport",
-                rec.id,
-                rec.layout.kind.name()
-            )));
-        }
-        if plain {
+        let remote = self
+            .remote
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&rec.id);
+        if plain && !remote {
             let m = rec
                 .members
                 .first()
@@ -606,7 +712,11 @@ impl NodeSide {
             );
             return Ok(());
         }
-        let volume = Arc::new(self.assemble(rec, secret)?);
+        let volume = Arc::new(if plain {
+            self.passthrough(rec)?
+        } else {
+            self.assemble(rec, secret)?
+        });
         let fuse_dir = self.cfg.run_dir.join(&rec.id);
         fs::create_dir_all(&fuse_dir)
             .map_err(|e| internal(format!("creating {}: {e}", fuse_dir.display())))?;
@@ -618,7 +728,11 @@ impl NodeSide {
             }
             let _ = exposure.unmount();
         };
-        let loopdev = match LoopDevice::attach(exposure.file(), false) {
+        let direct = AttachOptions {
+            direct_io: true,
+            ..AttachOptions::default()
+        };
+        let loopdev = match LoopDevice::attach_with(exposure.file(), &direct) {
             Ok(l) => l,
             Err(e) => {
                 undo(exposure, None);
@@ -821,7 +935,11 @@ impl NodeSide {
             let s = map.get(&rec.id).ok_or_else(|| {
                 CsiError::failed_precondition(format!("volume {} is not staged here", rec.id))
             })?;
-            let v = s.volume.clone().ok_or_else(|| {
+            let v = s
+                .volume
+                .clone()
+                .filter(|_| !matches!(rec.layout.kind, LayoutKind::Single | LayoutKind::Slice));
+            let v = v.ok_or_else(|| {
                 CsiError::failed_precondition(format!(
                     "volume {} has no redundancy: there is nothing to rebuild from",
                     rec.id
@@ -1023,30 +1141,16 @@ fn mount_staging(
     csi_node::format_and_mount(dev.path(), staging, fs_type, opts).map_err(CsiError::from)
 }
 
-/// A loop device over `len` bytes of `file` from `offset`.
+/// A loop device over `len` bytes of `file` from `offset` (direct I/O).
 fn attach_range(file: &Path, offset: u64, len: u64) -> Result<LoopDevice, CsiError> {
-    let out = std::process::Command::new("losetup")
-        .args(["--find", "--show", "--offset"])
-        .arg(offset.to_string())
-        .arg("--sizelimit")
-        .arg(len.to_string())
-        .arg(file)
-        .output()
-        .map_err(|e| internal(format!("running losetup: {e}")))?;
-    if !out.status.success() {
-        return Err(internal(format!(
-            "losetup --offset {offset} --sizelimit {len} {}: {}",
-            file.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    let dev = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    let l = LoopDevice::open(&dev).ok_or_else(|| {
-        internal(format!(
-            "losetup printed {}, which is no loop device",
-            dev.display()
-        ))
-    })?;
+    let opts = AttachOptions {
+        direct_io: true,
+        offset,
+        size_limit: Some(len),
+        ..AttachOptions::default()
+    };
+    let l = LoopDevice::attach_with(file, &opts).map_err(CsiError::from)?;
+    let dev = l.path().to_path_buf();
     // The new size can reach the block layer a moment after losetup returns:
     // never format a device that does not yet show the volume's size.
     for _ in 0..100 {

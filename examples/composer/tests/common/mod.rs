@@ -296,17 +296,35 @@ pub struct InProcess {
 impl InProcess {
     /// The node side serves server `r1-n1` with the user-space backend.
     pub fn new() -> InProcess {
+        InProcess::build(false)
+    }
+
+    /// As [`InProcess::new`], with a JBOD agent exporting the drives over
+    /// NBD from `DIR/agent` (the node's own drive files are `DIR/drives`).
+    pub fn with_agent() -> InProcess {
+        InProcess::build(true)
+    }
+
+    fn build(agent: bool) -> InProcess {
         use composer::node::{Backend, NodeConfig};
         let dir = tempfile::tempdir().unwrap();
         let inv = composer_core::Inventory::from_toml(composer::demo::DEMO_INVENTORY).unwrap();
         let store = std::sync::Arc::new(composer_core::MemStore::default());
-        let driver = composer::ComposerDriver::open(inv, store, Some("r1-n1"))
-            .unwrap()
-            .with_node_side(NodeConfig {
-                data_dir: dir.path().join("drives"),
-                run_dir: dir.path().join("run"),
-                backend: Backend::Userspace,
-            });
+        let mut driver = composer::ComposerDriver::open(inv.clone(), store, Some("r1-n1")).unwrap();
+        if agent {
+            let a = composer::agent::JbodAgent::start(
+                std::sync::Arc::new(inv),
+                &dir.path().join("agent"),
+                "127.0.0.1:0",
+            )
+            .unwrap();
+            driver = driver.with_agent(std::sync::Arc::new(a)).unwrap();
+        }
+        let driver = driver.with_node_side(NodeConfig {
+            data_dir: dir.path().join("drives"),
+            run_dir: dir.path().join("run"),
+            backend: Backend::Userspace,
+        });
         let plugin = driver.plugin().unwrap();
         InProcess {
             dir,
