@@ -714,10 +714,13 @@ impl Composer {
             )));
         }
         let mut new = rec.clone();
-        if want <= rec.layout.usable_bytes {
+        // The device holds the volume and the node's header (LUKS2).
+        let overhead = Parameters::parse(&rec.parameters)?.device_overhead();
+        let need = want.saturating_add(overhead);
+        if need <= rec.layout.usable_bytes {
             new.capacity = want;
         } else if rec.layout.kind == LayoutKind::Slice {
-            let member = want.div_ceil(SLICE_GRANULARITY) * SLICE_GRANULARITY;
+            let member = need.div_ceil(SLICE_GRANULARITY) * SLICE_GRANULARITY;
             let m = st.pool.grow_slice(&rec, member)?;
             new.members = vec![m];
             new.layout.member_bytes = member;
@@ -725,9 +728,14 @@ impl Composer {
             new.capacity = want;
         } else {
             return Err(Error::OutOfRange(format!(
-                "volume {id} is a {} of whole drives or mirrored slices holding at most {} bytes; it cannot grow to {want} bytes (create a larger volume and copy)",
+                "volume {id} is a {} of whole drives or mirrored slices holding at most {} bytes{}; it cannot grow to {want} bytes (create a larger volume and copy)",
                 rec.layout.kind.name(),
-                rec.layout.usable_bytes
+                rec.layout.usable_bytes - overhead,
+                if overhead > 0 {
+                    " after its LUKS2 header"
+                } else {
+                    ""
+                }
             )));
         }
         if let Some(l) = range.limit_bytes
@@ -845,6 +853,8 @@ impl Composer {
             }
             st.pool.max_whole_volume(&p, site)
         };
+        // The largest device holds the largest volume and its header.
+        let max = max.saturating_sub(p.device_overhead());
         let max = p.max_volume_size.map_or(max, |m| m.min(max));
         Ok(Capacity {
             available,

@@ -42,7 +42,7 @@ pub mod store_etcd;
 pub use composer::Composer;
 pub use error::Error;
 pub use inventory::{DEFAULT_INVENTORY, Health, Inventory, Media, Transport};
-pub use params::{EncryptionFormat, Parameters, VolumeType};
+pub use params::{EncryptionFormat, LUKS2_HEADER_BYTES, Parameters, VolumeType};
 pub use plan::{Plan, Pool, ReconcileReport, VolumeRequest};
 pub use store::{
     Batch, Changes, LayoutKind, MemStore, Op, RedbStore, Store, StoredState, VolumeRecord,

@@ -23,6 +23,12 @@ pub enum VolumeType {
     Slice,
 }
 
+/// Bytes a LUKS2 header takes at the start of an `encryptionFormat=luks`
+/// device: the node formats with `--offset 32768` (sectors), cryptsetup's
+/// default data offset for LUKS2 (two 16 KiB metadata copies and the
+/// keyslots area), so the encrypted volume is the device less 16 MiB.
+pub const LUKS2_HEADER_BYTES: u64 = 16 << 20;
+
 /// How the node side encrypts an `encrypt=true` volume.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum EncryptionFormat {
@@ -194,6 +200,18 @@ fn size(key: &str, v: &str) -> Result<u64, Error> {
 }
 
 impl Parameters {
+    /// Bytes the node keeps at the start of the volume's device for its own
+    /// metadata: [`LUKS2_HEADER_BYTES`] with `encrypt=true` and
+    /// `encryptionFormat=luks`, else 0. The plan lays out a device this much
+    /// larger than the capacity it reports.
+    pub fn device_overhead(&self) -> u64 {
+        if self.encrypt && self.encryption_format == EncryptionFormat::Luks {
+            LUKS2_HEADER_BYTES
+        } else {
+            0
+        }
+    }
+
     /// Parses StorageClass parameters.
     ///
     /// ```

@@ -456,16 +456,19 @@ impl Pool {
                 });
             }
         }
+        // The device holds the volume and the node's header (LUKS2).
+        let overhead = p.device_overhead();
+        let need = want.saturating_add(overhead);
         let (kinds, capacities) = self.media_of(p);
         // Layout candidates: (member bytes, capacity tag or none, choice).
         let mut candidates: Vec<(u64, Option<u64>, Choice)> = Vec::new();
         let largest = capacities.last().copied().unwrap_or(0);
         if p.kind == VolumeType::Slice {
-            let (member, usable, off) = slice_layout(want, p.redundancy);
+            let (member, usable, off) = slice_layout(need, p.redundancy);
             if member > largest {
                 return Err(Error::OutOfRange(format!(
                     "type=slice: {} needs a slice of {}, larger than any solid-state drive (largest {}); slices are never striped, use type=ssd for a striped volume",
-                    human(want),
+                    human(need),
                     human(member),
                     human(largest)
                 )));
@@ -489,7 +492,7 @@ impl Pool {
         } else {
             let mut last_err = format!("the inventory has no {:?} drives", kinds);
             for &cap in &capacities {
-                match whole_drive_layout(cap, want, p) {
+                match whole_drive_layout(cap, need, p) {
                     Ok(c) => candidates.push((cap, Some(cap), c)),
                     Err(e) => last_err = e,
                 }
@@ -497,7 +500,7 @@ impl Pool {
             if candidates.is_empty() {
                 return Err(Error::OutOfRange(format!(
                     "cannot lay out {}: {last_err}",
-                    human(want)
+                    human(need)
                 )));
             }
         }
@@ -528,7 +531,9 @@ impl Pool {
                     let preq = self.request(req, &kinds, *site, t, *member, *cap_tag, choice);
                     match self.try_place(id, &preq, choice, *member) {
                         Ok((members, soft)) => {
-                            let capacity = limit.map_or(choice.usable, |l| l.min(choice.usable));
+                            // What the pod sees: the device less the header.
+                            let visible = choice.usable - overhead;
+                            let capacity = limit.map_or(visible, |l| l.min(visible));
                             return Ok(Plan {
                                 layout: LayoutRecord {
                                     kind: choice.kind,

@@ -127,4 +127,77 @@ proptest! {
             prop_assert_eq!(k, key);
         }
     }
+
+    /// Every layout, plain or encrypted (engine or LUKS): the capacity
+    /// reported holds the request, and the device the node is given holds
+    /// the capacity plus the LUKS2 header when there is one; the same after
+    /// an expansion.
+    #[test]
+    fn the_device_holds_the_capacity_and_the_luks_header(
+        class in 0..CLASSES.len(),
+        format in 0..3usize,
+        mib in prop_oneof![1u64..4096, 100_000u64..20_000_000],
+        grow in 0u64..200_000,
+    ) {
+        let c = Composer::open(Inventory::default_inventory(), Arc::new(MemStore::default())).unwrap();
+        let mut params: BTreeMap<String, String> = CLASSES[class].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        match format {
+            1 => { params.insert("encrypt".into(), "true".into()); }
+            2 => {
+                params.insert("encrypt".into(), "true".into());
+                params.insert("encryptionFormat".into(), "luks".into());
+            }
+            _ => {}
+        }
+        let overhead = Parameters::parse(&params).unwrap().device_overhead();
+        prop_assert_eq!(overhead, if format == 2 { composer_core::LUKS2_HEADER_BYTES } else { 0 });
+        let want = mib << 20;
+        let Ok(v) = c.create("v", &params, CapacityRange::new(Some(want), None).unwrap(), false, true, None) else {
+            return Ok(());
+        };
+        let rec = c.get(&v.record.id).unwrap().record;
+        prop_assert!(rec.capacity >= want, "{} < {}", rec.capacity, want);
+        prop_assert!(rec.layout.usable_bytes >= rec.capacity + overhead, "{:?}", rec.layout);
+        let more = want + (grow << 20);
+        if let Ok(cap) = c.expand(&rec.id, CapacityRange::new(Some(more), None).unwrap()) {
+            let rec = c.get(&rec.id).unwrap().record;
+            prop_assert_eq!(cap, rec.capacity);
+            prop_assert!(rec.capacity >= more);
+            prop_assert!(rec.layout.usable_bytes >= rec.capacity + overhead, "{:?}", rec.layout);
+        }
+    }
+}
+
+/// The largest single-drive volume GetCapacity offers is one LUKS2 header
+/// smaller with `encryptionFormat=luks`; at the plain maximum a LUKS volume
+/// is out of range (its header would not fit) while the plain one is made.
+#[test]
+fn luks_takes_its_header_from_the_largest_volume() {
+    let c = Composer::open(
+        Inventory::default_inventory(),
+        Arc::new(MemStore::default()),
+    )
+    .unwrap();
+    let plain: BTreeMap<String, String> = [("striping".to_string(), "false".to_string())].into();
+    let mut luks = plain.clone();
+    luks.insert("encrypt".into(), "true".into());
+    luks.insert("encryptionFormat".into(), "luks".into());
+    let max = c.capacity(&plain, None).unwrap().maximum_volume_size;
+    assert!(max > 0);
+    assert_eq!(
+        c.capacity(&luks, None).unwrap().maximum_volume_size,
+        max - composer_core::LUKS2_HEADER_BYTES
+    );
+    let range = CapacityRange::new(Some(max), None).unwrap();
+    let e = c
+        .create("luks", &luks, range, false, true, None)
+        .unwrap_err();
+    assert!(matches!(e, Error::OutOfRange(_)), "{e}");
+    assert!(c.records().is_empty(), "a refused create records nothing");
+    let v = c.create("plain", &plain, range, false, true, None).unwrap();
+    assert_eq!(v.record.capacity, max);
+    let fits = CapacityRange::new(Some(max - composer_core::LUKS2_HEADER_BYTES), None).unwrap();
+    let v = c.create("luks", &luks, fits, false, true, None).unwrap();
+    assert_eq!(v.record.layout.usable_bytes, max);
+    assert_eq!(v.record.capacity, max - composer_core::LUKS2_HEADER_BYTES);
 }
