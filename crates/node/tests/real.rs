@@ -450,7 +450,12 @@ fn a_sparse_copy_of_a_filesystem_image_mounts_with_the_same_files() {
 
 /// What sysfs says about a loop device's direct I/O (`/sys/block/loopN/loop/dio`).
 fn sysfs_dio(dev: &LoopDevice) -> String {
-    let name = dev.path().file_name().unwrap().to_string_lossy().into_owned();
+    let name = dev
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
     fs::read_to_string(format!("/sys/block/{name}/loop/dio"))
         .unwrap()
         .trim()
@@ -488,7 +493,12 @@ fn direct_io_attach_is_direct_and_shows_the_file() {
         ..Default::default()
     };
     let dev = LoopDevice::attach_with(&image, &opts).unwrap();
-    assert_eq!(sysfs_dio(&dev), "1", "{} is not in direct I/O", dev.path().display());
+    assert_eq!(
+        sysfs_dio(&dev),
+        "1",
+        "{} is not in direct I/O",
+        dev.path().display()
+    );
     assert_eq!(dev.direct_io(), Some(true));
     assert_eq!(csi_node::block_device_size(dev.path()).unwrap(), 4 << 20);
     assert_eq!(read_device(dev.path(), 0, data.len()), data);

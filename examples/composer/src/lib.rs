@@ -725,12 +725,13 @@ impl NodeExpander for ComposerDriver {
             )));
         }
         let (id, cap) = (rec.id.clone(), rec.capacity);
-        let bytes =
-            tokio::task::spawn_blocking(move || expand::expand_staged(&id, &dev, block, cap))
-                .await
-                .map_err(|e| {
-                    CsiError::internal(format!("the operation did not complete: {e}"))
-                })??;
+        let bytes = tokio::task::spawn_blocking(move || {
+            // A LUKS2 mapping first takes in what its device gained.
+            side.resize_encryption(&id)?;
+            expand::expand_staged(&id, &dev, block, cap)
+        })
+        .await
+        .map_err(|e| CsiError::internal(format!("the operation did not complete: {e}")))??;
         Ok(NodeExpandVolumeResponse {
             capacity_bytes: Some(bytes),
         })

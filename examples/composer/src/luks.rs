@@ -128,6 +128,12 @@ impl<R: Runner> Luks<R> {
         if let Some(t) = self.iter_time_ms {
             args.extend(["--iter-time".into(), t.to_string()]);
         }
+        // The data at LUKS2_HEADER_BYTES, where the plan reserved room for
+        // the header (cryptsetup's LUKS2 default, said explicitly).
+        args.extend([
+            "--offset".into(),
+            (composer_core::LUKS2_HEADER_BYTES / 512).to_string(),
+        ]);
         args.extend(["--key-file".into(), "-".into(), s(dev)]);
         self.call("luksFormat", args, Some(key)).map(drop)
     }
@@ -203,16 +209,51 @@ pub fn mapper_name(id: &str) -> String {
     n
 }
 
-/// What this host lacks for dm-crypt, if anything.
-pub fn dm_crypt_missing() -> Vec<&'static str> {
+/// Whether `program` is a file in a directory of `PATH`.
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+}
+
+/// What this host lacks for dm-crypt, if anything: device-mapper in the
+/// kernel (`/dev/mapper/control` present *and* opening: a container may
+/// have the node without the driver, `ENODEV`), its `crypt` target
+/// (`dmsetup targets`, or the `dm_crypt` module in sysfs), and `cryptsetup`.
+pub fn dm_crypt_missing() -> Vec<String> {
     let mut missing = Vec::new();
-    if !Path::new("/dev/mapper/control").exists() {
-        missing.push("device-mapper (no /dev/mapper/control)");
+    let control = Path::new("/dev/mapper/control");
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(control)
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            missing.push("device-mapper (no /dev/mapper/control)".to_string());
+        }
+        Err(e) => missing.push(format!("device-mapper (opening /dev/mapper/control: {e})")),
+        Ok(_) => {
+            let listed = on_path("dmsetup")
+                && Command::new("dmsetup")
+                    .arg("targets")
+                    .stdin(Stdio::null())
+                    .output()
+                    .is_ok_and(|o| {
+                        o.status.success()
+                            && String::from_utf8_lossy(&o.stdout)
+                                .lines()
+                                .any(|l| l.split_whitespace().next() == Some("crypt"))
+                    });
+            if !listed && !Path::new("/sys/module/dm_crypt").exists() {
+                missing.push(
+                    "the dm-crypt target (`dmsetup targets` lists no crypt, and no \
+                     /sys/module/dm_crypt: modprobe dm_crypt)"
+                        .to_string(),
+                );
+            }
+        }
     }
-    let cryptsetup = std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("cryptsetup").is_file()));
-    if !cryptsetup {
-        missing.push("cryptsetup (not on PATH)");
+    if !on_path("cryptsetup") {
+        missing.push("cryptsetup (not on PATH)".to_string());
     }
     missing
 }
@@ -280,6 +321,8 @@ mod tests {
                 "--type",
                 "luks2",
                 "--batch-mode",
+                "--offset",
+                "32768",
                 "--key-file",
                 "-",
                 "/dev/loop7",

@@ -213,6 +213,33 @@ struct Staged {
     fuse_dir: PathBuf,
     /// Rebuild in progress: (role, done, total).
     rebuilding: Option<(usize, u64, u64)>,
+    /// The dm-crypt mapping of an `encryptionFormat=luks` volume, on top of
+    /// the loop device.
+    luks: Option<LuksMapping>,
+}
+
+/// An open LUKS2 mapping `/dev/mapper/<name>` and the passphrase that
+/// opened it (`cryptsetup resize` asks for it again at NodeExpandVolume).
+struct LuksMapping {
+    name: String,
+    key: Vec<u8>,
+}
+
+impl Drop for LuksMapping {
+    fn drop(&mut self) {
+        self.key.iter_mut().for_each(|b| *b = 0);
+    }
+}
+
+impl Staged {
+    /// The device the volume is used through: its LUKS mapping, else its
+    /// loop device.
+    fn device(&self) -> Option<PathBuf> {
+        match &self.luks {
+            Some(m) => Some(Path::new("/dev/mapper").join(&m.name)),
+            None => self.loopdev.as_ref().map(|l| l.path().to_path_buf()),
+        }
+    }
 }
 
 /// The node side's state: what is staged where.
@@ -358,6 +385,7 @@ impl NodeSide {
                     drives: s.drives.clone(),
                     loopdev: s.loopdev.as_ref().map(|l| l.path().to_path_buf()),
                     fuse_dir: s.volume.is_some().then(|| s.fuse_dir.clone()),
+                    luks: s.luks.as_ref().map(|m| m.name.clone()),
                 },
             );
         }
@@ -644,15 +672,16 @@ impl NodeSide {
             )));
         }
         let encrypt = rec.parameters.get("encrypt").map(String::as_str) == Some("true");
-        if encrypt
+        let luks = encrypt
             && composer_core::Parameters::parse(&rec.parameters)
                 .map_err(CsiError::from)?
                 .encryption_format
-                == composer_core::EncryptionFormat::Luks
-        {
-            return Err(luks_unavailable(&rec.id));
+                == composer_core::EncryptionFormat::Luks;
+        if luks {
+            // Before anything is attached or formatted.
+            luks_available(&rec.id)?;
         }
-        let secret = if encrypt {
+        let key = if encrypt {
             let s = secrets.get(ENCRYPTION_SECRET).ok_or_else(|| {
                 CsiError::invalid(
                     "secrets",
@@ -663,19 +692,32 @@ impl NodeSide {
                     ),
                 )
             })?;
-            Some(
-                Secret::new(s.as_bytes().to_vec())
-                    .map_err(|e| CsiError::invalid("secrets", e.to_string()))?,
-            )
+            if s.is_empty() {
+                return Err(CsiError::invalid(
+                    "secrets",
+                    format!("the node-stage secret {ENCRYPTION_SECRET:?} is empty"),
+                ));
+            }
+            Some(s.as_bytes().to_vec())
         } else {
             None
         };
+        // The engine's encryption, unless LUKS encrypts on top.
+        let secret = match &key {
+            Some(k) if !luks => Some(
+                Secret::new(k.clone()).map_err(|e| CsiError::invalid("secrets", e.to_string()))?,
+            ),
+            _ => None,
+        };
+        let luks_key = if luks { key } else { None };
         let opts = MountOptions::parse(mount_flags).map_err(CsiError::from)?;
+        let mount = (!block).then_some((staging, fs_type, &opts));
         let plain = matches!(rec.layout.kind, LayoutKind::Single | LayoutKind::Slice);
         if plain && secret.is_some() {
             return Err(CsiError::failed_precondition(format!(
-                "volume {}: encrypt=true on a {} layout is not supported by the userspace backend \
-                 (it leaves no room for the engine's header); use redundancy=true",
+                "volume {}: encrypt=true with encryptionFormat=engine on a {} layout is not \
+                 supported by the userspace backend (it leaves no room for the engine's header); \
+                 use encryptionFormat=luks or redundancy=true",
                 rec.id,
                 rec.layout.kind.name()
             )));
@@ -693,10 +735,13 @@ impl NodeSide {
             let path = self.cfg.data_dir.join(format!("{}.img", m.drive));
             drop(self.open_member(&m.drive, m.offset, m.len)?);
             let loopdev = attach_range(&path, m.offset, rec.layout.usable_bytes)?;
-            if !block && let Err(e) = mount_staging(&loopdev, staging, fs_type, &opts) {
-                let _ = loopdev.detach();
-                return Err(e);
-            }
+            let mapping = match open_and_mount(&rec.id, &loopdev, luks_key, mount) {
+                Ok(m) => m,
+                Err(e) => {
+                    let _ = loopdev.detach();
+                    return Err(e);
+                }
+            };
             self.lock().insert(
                 rec.id.clone(),
                 Staged {
@@ -708,6 +753,7 @@ impl NodeSide {
                     loopdev: Some(loopdev),
                     fuse_dir: PathBuf::new(),
                     rebuilding: None,
+                    luks: mapping,
                 },
             );
             return Ok(());
@@ -739,10 +785,13 @@ impl NodeSide {
                 return Err(e.into());
             }
         };
-        if !block && let Err(e) = mount_staging(&loopdev, staging, fs_type, &opts) {
-            undo(exposure, Some(&loopdev));
-            return Err(e);
-        }
+        let mapping = match open_and_mount(&rec.id, &loopdev, luks_key, mount) {
+            Ok(m) => m,
+            Err(e) => {
+                undo(exposure, Some(&loopdev));
+                return Err(e);
+            }
+        };
         tracing::info!(volume = %rec.id, device = %loopdev.path().display(), "staged");
         self.lock().insert(
             rec.id.clone(),
@@ -755,6 +804,7 @@ impl NodeSide {
                 loopdev: Some(loopdev),
                 fuse_dir,
                 rebuilding: None,
+                luks: mapping,
             },
         );
         Ok(())
@@ -792,6 +842,7 @@ impl NodeSide {
                 loopdev: None,
                 fuse_dir: PathBuf::new(),
                 rebuilding: None,
+                luks: None,
             },
         );
         Ok(volume)
@@ -832,6 +883,12 @@ impl NodeSide {
         if !s.block {
             csi_node::unmount_all(staging).map_err(CsiError::from)?;
         }
+        if let Some(m) = &s.luks {
+            crate::luks::Luks::new(crate::luks::SystemCryptsetup)
+                .close(&m.name)
+                .map_err(internal)?;
+            s.luks = None;
+        }
         if let Some(l) = s.loopdev.take() {
             l.detach().map_err(CsiError::from)?;
         }
@@ -849,13 +906,24 @@ impl NodeSide {
         Ok(())
     }
 
+    /// Grows the LUKS2 mapping of staged volume `id` to its device
+    /// (`cryptsetup resize`, with the passphrase that opened it); nothing to
+    /// do for a volume without one.
+    pub fn resize_encryption(&self, id: &str) -> Result<(), CsiError> {
+        let map = self.lock();
+        let Some(m) = map.get(id).and_then(|s| s.luks.as_ref()) else {
+            return Ok(());
+        };
+        crate::luks::Luks::new(crate::luks::SystemCryptsetup)
+            .resize(&m.name, &m.key)
+            .map_err(|e| internal(format!("volume {id}: {e}")))
+    }
+
     /// The staging path and whether the volume is staged for block access.
     pub fn staged_at(&self, id: &str) -> Option<(PathBuf, bool, PathBuf)> {
-        self.lock().get(id).and_then(|s| {
-            s.loopdev
-                .as_ref()
-                .map(|l| (s.staging.clone(), s.block, l.path().to_path_buf()))
-        })
+        self.lock()
+            .get(id)
+            .and_then(|s| s.device().map(|d| (s.staging.clone(), s.block, d)))
     }
 
     /// The volume's condition as the engine sees it.
@@ -1017,7 +1085,7 @@ impl NodeSide {
             let sync_path = if s.staging.as_os_str().is_empty() {
                 None
             } else if s.block {
-                s.loopdev.as_ref().map(|l| (l.path().to_path_buf(), true))
+                s.device().map(|d| (d, true))
             } else {
                 Some((s.staging.clone(), false))
             };
@@ -1130,15 +1198,15 @@ fn flush_staged(
 
 /// Formats `dev` on first use and mounts it on `staging` (created if missing).
 fn mount_staging(
-    dev: &LoopDevice,
+    dev: &Path,
     staging: &Path,
     fs_type: csi_node::FsType,
     opts: &MountOptions,
 ) -> Result<(), CsiError> {
     fs::create_dir_all(staging)
         .map_err(|e| internal(format!("creating {}: {e}", staging.display())))?;
-    crate::expand::grow_ext4_before_mount(dev.path())?;
-    csi_node::format_and_mount(dev.path(), staging, fs_type, opts).map_err(CsiError::from)
+    crate::expand::grow_ext4_before_mount(dev)?;
+    csi_node::format_and_mount(dev, staging, fs_type, opts).map_err(CsiError::from)
 }
 
 /// A loop device over `len` bytes of `file` from `offset` (direct I/O).
@@ -1186,7 +1254,9 @@ fn mdadm_unavailable() -> CsiError {
 /// The staged state of a plain drive range recorded by an earlier process,
 /// when its loop device is still attached to its drive file.
 fn adopt(cfg: &NodeConfig, r: &StagedRecord) -> Option<Staged> {
-    if r.fuse_dir.is_some() {
+    // A LUKS mapping's passphrase is not kept on disk: the next stage opens
+    // it again.
+    if r.fuse_dir.is_some() || r.luks.is_some() {
         return None;
     }
     let path = r.loopdev.as_ref()?;
@@ -1208,6 +1278,7 @@ fn adopt(cfg: &NodeConfig, r: &StagedRecord) -> Option<Staged> {
         loopdev: Some(l),
         fuse_dir: PathBuf::new(),
         rebuilding: None,
+        luks: None,
     })
 }
 
@@ -1216,6 +1287,13 @@ fn adopt(cfg: &NodeConfig, r: &StagedRecord) -> Option<Staged> {
 fn teardown_recorded(r: &StagedRecord) -> Result<(), CsiError> {
     if !r.block {
         csi_node::unmount_all(&r.staging).map_err(CsiError::from)?;
+    }
+    if let Some(name) = &r.luks
+        && Path::new("/dev/mapper").join(name).exists()
+    {
+        crate::luks::Luks::new(crate::luks::SystemCryptsetup)
+            .close(name)
+            .map_err(internal)?;
     }
     match &r.fuse_dir {
         // The loop device over the FUSE file and the FUSE mount, lazily:
@@ -1233,20 +1311,54 @@ fn teardown_recorded(r: &StagedRecord) -> Result<(), CsiError> {
     Ok(())
 }
 
-/// Why a `encryptionFormat=luks` volume cannot stage here: never a
-/// plaintext volume, never the engine's encryption instead of LUKS.
-fn luks_unavailable(id: &str) -> CsiError {
+/// Whether an `encryptionFormat=luks` volume can stage here; else
+/// `FAILED_PRECONDITION` naming what the host lacks: never a plaintext
+/// volume, never the engine's encryption instead of LUKS.
+fn luks_available(id: &str) -> Result<(), CsiError> {
     let missing = crate::luks::dm_crypt_missing();
     if missing.is_empty() {
-        CsiError::failed_precondition(format!(
-            "volume {id}: encryptionFormat=luks (dm-crypt) is not available in this composer \
-             build; use encryptionFormat=engine"
-        ))
-    } else {
-        CsiError::failed_precondition(format!(
-            "volume {id}: encryptionFormat=luks needs dm-crypt, and this host lacks {}; \
-             use encryptionFormat=engine",
-            missing.join(" and ")
-        ))
+        return Ok(());
     }
+    Err(CsiError::failed_precondition(format!(
+        "volume {id}: encryptionFormat=luks needs dm-crypt, and this host lacks {}; \
+         use encryptionFormat=engine",
+        missing.join(" and ")
+    )))
+}
+
+/// Opens the LUKS2 mapping of an `encryptionFormat=luks` volume on `dev`
+/// (formatting it on first use) when `luks_key` is given, and formats and
+/// mounts the resulting device on the staging path when `mount` is given.
+/// On failure nothing of it stays open (the caller detaches `dev`).
+fn open_and_mount(
+    id: &str,
+    dev: &LoopDevice,
+    luks_key: Option<Vec<u8>>,
+    mount: Option<(&Path, csi_node::FsType, &MountOptions)>,
+) -> Result<Option<LuksMapping>, CsiError> {
+    let luks = crate::luks::Luks::new(crate::luks::SystemCryptsetup);
+    let mapping = match luks_key {
+        Some(key) => {
+            let name = crate::luks::mapper_name(id);
+            luks.format_and_open(dev.path(), &name, &key)
+                .map_err(|e| internal(format!("volume {id}: {e}")))?;
+            Some(LuksMapping { name, key })
+        }
+        None => None,
+    };
+    let device = match &mapping {
+        Some(m) => Path::new("/dev/mapper").join(&m.name),
+        None => dev.path().to_path_buf(),
+    };
+    if let Some((staging, fs_type, opts)) = mount
+        && let Err(e) = mount_staging(&device, staging, fs_type, opts)
+    {
+        if let Some(m) = &mapping
+            && let Err(c) = luks.close(&m.name)
+        {
+            tracing::error!(volume = id, error = %c, "closing the LUKS mapping after a failed mount");
+        }
+        return Err(e);
+    }
+    Ok(mapping)
 }

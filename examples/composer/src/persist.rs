@@ -23,6 +23,9 @@ pub(crate) struct StagedRecord {
     pub loopdev: Option<PathBuf>,
     /// The FUSE directory of an engine volume (`None`: a plain drive range).
     pub fuse_dir: Option<PathBuf>,
+    /// The device-mapper name of its LUKS2 mapping (`encryptionFormat=luks`).
+    #[serde(default)]
+    pub luks: Option<String>,
 }
 
 /// Everything the node records.
