@@ -84,11 +84,20 @@ mod tests {
                 drives: vec!["d1".into(), "d2".into()],
                 loopdev: Some("/dev/loop3".into()),
                 fuse_dir: Some("/run/v1".into()),
+                luks: Some("composer-v1".into()),
             },
         );
         s.targets.insert("/t/v1".into(), ("v1".into(), true));
         s.save(dir.path()).unwrap();
         assert_eq!(NodeState::load(dir.path()).unwrap(), s);
+        // A state written before LUKS mappings were recorded still loads.
+        let mut old: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join(FILE)).unwrap()).unwrap();
+        let v1 = old["staged"]["v1"].as_object_mut().unwrap();
+        assert!(v1.remove("luks").is_some());
+        std::fs::write(dir.path().join(FILE), old.to_string()).unwrap();
+        let loaded = NodeState::load(dir.path()).unwrap();
+        assert_eq!(loaded.staged["v1"].luks, None);
         std::fs::write(dir.path().join(FILE), b"{not json").unwrap();
         let e = NodeState::load(dir.path()).unwrap_err();
         assert!(e.contains(FILE), "{e}");
