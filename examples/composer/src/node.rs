@@ -563,6 +563,9 @@ impl NodeSide {
         rec: &VolumeRecord,
         secret: Option<Secret>,
     ) -> Result<EngineVolume, CsiError> {
+        // The engine encrypts (encryptionFormat=engine) when given a secret;
+        // a LUKS volume is encrypted above the engine instead.
+        let engine_encrypted = secret.is_some();
         let mut devs: Vec<Arc<dyn BlockDevice>> = Vec::new();
         let mut blank = true;
         for m in &rec.members {
@@ -583,9 +586,7 @@ impl NodeSide {
         } else {
             let v = EngineVolume::assemble(devs, secret.as_ref())
                 .map_err(|e| engine_err(&format!("assembling volume {}", rec.id), e))?;
-            if rec.parameters.get("encrypt").map(String::as_str) == Some("true")
-                && !v.is_encrypted()
-            {
+            if engine_encrypted && !v.is_encrypted() {
                 return Err(CsiError::failed_precondition(format!(
                     "volume {}: encryption was asked for but its members hold a plaintext volume",
                     rec.id
