@@ -32,6 +32,9 @@ fn have_cryptsetup() -> bool {
     false
 }
 
+/// A StorageClass: name, parameters, bytes asked.
+type Class = (&'static str, &'static [(&'static str, &'static str)], u64);
+
 /// A `Luks` with a small argon2id memory cost: two shared cores, many tests.
 fn luks() -> Luks<SystemCryptsetup> {
     let mut luks = Luks::new(SystemCryptsetup);
@@ -79,7 +82,7 @@ fn the_planned_device_holds_the_luks_header_and_the_capacity() {
             rec.capacity
         );
     };
-    let classes: [(&str, &[(&str, &str)], u64); 4] = [
+    let classes: [Class; 4] = [
         ("single", &[("type", "hdd")], 200 << 20),
         ("slice", &[("type", "slice")], 100 << 20),
         (
