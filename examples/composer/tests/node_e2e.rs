@@ -252,6 +252,32 @@ async fn raid1_and_raid10_survive_failures_and_rebuild_through_mounted_filesyste
 /// The mdadm backend never falls back to the user-space engine: it answers
 /// FAILED_PRECONDITION saying why (no md here, or no mdadm assembly in this
 /// build), before touching any mount.
+/// Creates a mount volume and controller-publishes it to r1-n1.
+async fn create_published(
+    plugin: &csi_types::Plugin,
+    name: &str,
+    params: &[(&str, &str)],
+    bytes: u64,
+) -> csi_types::types::Volume {
+    let mut req = composer::create_request(name, params, bytes).unwrap();
+    req.volume_capabilities = vec![mount_cap()];
+    let vol = Csi::create_volume(plugin, req).await.unwrap().volume;
+    Csi::controller_publish_volume(
+        plugin,
+        ControllerPublishVolumeRequest {
+            volume_id: vol.volume_id.clone(),
+            node_id: NodeId::new("r1-n1").unwrap(),
+            volume_capability: mount_cap(),
+            readonly: false,
+            secrets: Secrets::default(),
+            volume_context: vol.volume_context.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    vol
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mdadm_backend_answers_failed_precondition() {
     let dir = tempfile::tempdir().unwrap();
@@ -264,24 +290,8 @@ async fn mdadm_backend_answers_failed_precondition() {
             backend: Backend::Mdadm,
         });
     let plugin = driver.plugin().unwrap();
-    let mut req =
-        composer::create_request("m", &[("type", "hdd"), ("redundancy", "true")], 200 << 20)
-            .unwrap();
-    req.volume_capabilities = vec![mount_cap()];
-    let vol = Csi::create_volume(&plugin, req).await.unwrap().volume;
-    Csi::controller_publish_volume(
-        &plugin,
-        ControllerPublishVolumeRequest {
-            volume_id: vol.volume_id.clone(),
-            node_id: NodeId::new("r1-n1").unwrap(),
-            volume_capability: mount_cap(),
-            readonly: false,
-            secrets: Secrets::default(),
-            volume_context: vol.volume_context.clone(),
-        },
-    )
-    .await
-    .unwrap();
+    let params = [("type", "hdd"), ("redundancy", "true")];
+    let vol = create_published(&plugin, "m", &params, 200 << 20).await;
     let staging = dir.path().join("staging");
     let err = Csi::node_stage_volume(
         &plugin,
@@ -356,22 +366,7 @@ async fn luks_request_answers_failed_precondition() {
         if name == "l-raid1" {
             params.push(("redundancy", "true"));
         }
-        let mut req = composer::create_request(name, &params, 100 << 20).unwrap();
-        req.volume_capabilities = vec![mount_cap()];
-        let vol = Csi::create_volume(&plugin, req).await.unwrap().volume;
-        Csi::controller_publish_volume(
-            &plugin,
-            ControllerPublishVolumeRequest {
-                volume_id: vol.volume_id.clone(),
-                node_id: NodeId::new("r1-n1").unwrap(),
-                volume_capability: mount_cap(),
-                readonly: false,
-                secrets: Secrets::default(),
-                volume_context: vol.volume_context.clone(),
-            },
-        )
-        .await
-        .unwrap();
+        let vol = create_published(&plugin, name, &params, 100 << 20).await;
         let staging = dir.path().join("staging").join(name);
         let secrets = Secrets::new(
             [(

@@ -11,88 +11,13 @@
 //! Needs root, `/dev/fuse` and loop devices: without them the test says so
 //! and passes, except under `CI=true`, where it fails.
 
-use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
 
-use csi_types::{controller::*, ids::*, node::*, prelude::*, redact::*, types::*};
+use csi_types::{controller::*, ids::NodeId, prelude::*, redact::*, types::*};
 
 mod common;
 
-use common::InProcess as Setup;
-
-fn cap() -> VolumeCapability {
-    VolumeCapability::mount(AccessMode::SingleNodeWriter).with_fs_type("ext4")
-}
-
-fn path(p: &Path) -> NodePath {
-    NodePath::new(p.to_str().unwrap()).unwrap()
-}
-
-async fn stage(s: &Setup, id: &str, ctx: &Map, staging: &Path) {
-    Csi::node_stage_volume(
-        &s.plugin,
-        NodeStageVolumeRequest {
-            volume_id: VolumeId::new(id).unwrap(),
-            publish_context: ctx.clone(),
-            staging_target_path: path(staging),
-            volume_capability: cap(),
-            secrets: Secrets::default(),
-            volume_context: Map::new(),
-        },
-    )
-    .await
-    .unwrap();
-}
-
-async fn publish(s: &Setup, id: &str, staging: &Path, target: &Path) {
-    Csi::node_publish_volume(
-        &s.plugin,
-        NodePublishVolumeRequest {
-            volume_id: VolumeId::new(id).unwrap(),
-            publish_context: Map::new(),
-            staging_target_path: Some(path(staging)),
-            target_path: path(target),
-            volume_capability: cap(),
-            readonly: false,
-            secrets: Secrets::default(),
-            volume_context: Map::new(),
-        },
-    )
-    .await
-    .unwrap();
-}
-
-async fn unpublish_unstage(s: &Setup, id: &str, staging: &Path, target: &Path) {
-    Csi::node_unpublish_volume(
-        &s.plugin,
-        NodeUnpublishVolumeRequest {
-            volume_id: VolumeId::new(id).unwrap(),
-            target_path: path(target),
-        },
-    )
-    .await
-    .unwrap();
-    Csi::node_unstage_volume(
-        &s.plugin,
-        NodeUnstageVolumeRequest {
-            volume_id: VolumeId::new(id).unwrap(),
-            staging_target_path: path(staging),
-        },
-    )
-    .await
-    .unwrap();
-}
-
-fn check(target: &Path, files: &BTreeMap<String, Vec<u8>>) {
-    let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
-    for (name, data) in files {
-        assert!(
-            std::fs::read(target.join(name)).unwrap() == *data,
-            "{name} differs"
-        );
-    }
-}
+use common::{InProcess as Setup, Vol, cap};
 
 /// The staged device's size and whether its loop device does direct I/O.
 fn staged_device(s: &Setup, id: &str) -> (u64, bool) {
@@ -105,12 +30,7 @@ fn staged_device(s: &Setup, id: &str) -> (u64, bool) {
 /// Nothing of the volume is left on the node: no mount or loop device under
 /// the test's directory, no FUSE directory.
 fn nothing_left(s: &Setup, id: &str) {
-    assert!(
-        csi_node::mounts_under(s.dir.path()).unwrap().is_empty(),
-        "{:?}",
-        csi_node::mounts_under(s.dir.path())
-    );
-    assert!(csi_node::LoopDevice::backed_under(s.dir.path()).is_empty());
+    common::assert_nothing_left(s.dir.path());
     assert!(!s.dir.path().join("run").join(id).exists());
     assert!(s.driver.node_side().unwrap().staged_at(id).is_none());
 }
@@ -153,13 +73,16 @@ async fn single_drive_and_slice_stage_over_nbd_with_exact_capacity() {
         .await
         .unwrap()
         .publish_context;
-        let staging: PathBuf = s.dir.path().join("staging").join(name);
-        let target: PathBuf = s.dir.path().join("target").join(name);
-        stage(&s, &id, &ctx, &staging).await;
+        let v = Vol {
+            id: id.clone(),
+            staging: s.dir.path().join("staging").join(name),
+            target: s.dir.path().join("target").join(name),
+        };
+        common::stage_with(&s.plugin, &v, &ctx).await.unwrap();
         // Idempotent.
-        stage(&s, &id, &ctx, &staging).await;
-        publish(&s, &id, &staging, &target).await;
-        assert!(csi_node::is_mount_point(&target).unwrap());
+        common::stage_with(&s.plugin, &v, &ctx).await.unwrap();
+        common::publish(&s.plugin, &v).await.unwrap();
+        assert!(csi_node::is_mount_point(&v.target).unwrap());
         let (size, dio) = staged_device(&s, &id);
         assert_eq!(
             size, vol.capacity_bytes,
@@ -169,17 +92,9 @@ async fn single_drive_and_slice_stage_over_nbd_with_exact_capacity() {
             dio,
             "{name}: the loop device over the FUSE file does direct I/O"
         );
-
-        let mut files = BTreeMap::new();
-        for i in 0..6u8 {
-            let data: Vec<u8> = (0..(1u32 << 20) + u32::from(i) * 4099)
-                .map(|b| (b as u8) ^ i.wrapping_mul(41))
-                .collect();
-            std::fs::write(target.join(format!("f{i}")), &data).unwrap();
-            files.insert(format!("f{i}"), data);
-        }
-        std::fs::File::open(&target).unwrap().sync_all().unwrap();
-        check(&target, &files);
+        let files = common::data(name.len() as u8 + 3);
+        common::write(&v.target, &files);
+        common::check(&v.target, &files);
 
         // The drive (the agent's file, not the node's) holds the volume at
         // the member's first byte: ext4's magic at 1024 + 56.
@@ -200,7 +115,7 @@ async fn single_drive_and_slice_stage_over_nbd_with_exact_capacity() {
             "{name}: the node did not open the drive file locally"
         );
 
-        unpublish_unstage(&s, &id, &staging, &target).await;
+        common::teardown(&s.plugin, &v).await;
         nothing_left(&s, &id);
 
         let mut capacity = vol.capacity_bytes;
@@ -220,18 +135,18 @@ async fn single_drive_and_slice_stage_over_nbd_with_exact_capacity() {
             capacity = grown.capacity_bytes;
         }
         // Staged again: the same files, on the (grown) device.
-        stage(&s, &id, &ctx, &staging).await;
-        publish(&s, &id, &staging, &target).await;
+        common::stage_with(&s.plugin, &v, &ctx).await.unwrap();
+        common::publish(&s.plugin, &v).await.unwrap();
         assert_eq!(staged_device(&s, &id).0, capacity, "{name}");
-        let fs_bytes = csi_node::filesystem_stats(&target).unwrap().bytes_total;
+        let fs_bytes = csi_node::filesystem_stats(&v.target).unwrap().bytes_total;
         if grow_to.is_some() {
             assert!(
                 fs_bytes > vol.capacity_bytes,
                 "{name}: ext4 grew at the stage to {fs_bytes}"
             );
         }
-        check(&target, &files);
-        unpublish_unstage(&s, &id, &staging, &target).await;
+        common::check(&v.target, &files);
+        common::teardown(&s.plugin, &v).await;
         nothing_left(&s, &id);
     }
 }

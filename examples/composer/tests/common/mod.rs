@@ -120,12 +120,21 @@ pub struct Vol {
     pub target: PathBuf,
 }
 
-pub async fn stage(c: &Client, v: &Vol) -> Result<NodeStageVolumeResponse, CsiError> {
+pub async fn stage<C: Csi>(c: &C, v: &Vol) -> Result<NodeStageVolumeResponse, CsiError> {
+    stage_with(c, v, &Map::new()).await
+}
+
+/// Stages with the publish context `ctx` (an `nbd` volume's names the agent).
+pub async fn stage_with<C: Csi>(
+    c: &C,
+    v: &Vol,
+    ctx: &Map,
+) -> Result<NodeStageVolumeResponse, CsiError> {
     Csi::node_stage_volume(
         c,
         NodeStageVolumeRequest {
             volume_id: VolumeId::new(&v.id).unwrap(),
-            publish_context: Map::new(),
+            publish_context: ctx.clone(),
             staging_target_path: np(&v.staging),
             volume_capability: cap(),
             secrets: Secrets::default(),
@@ -135,7 +144,7 @@ pub async fn stage(c: &Client, v: &Vol) -> Result<NodeStageVolumeResponse, CsiEr
     .await
 }
 
-pub async fn publish(c: &Client, v: &Vol) -> Result<NodePublishVolumeResponse, CsiError> {
+pub async fn publish<C: Csi>(c: &C, v: &Vol) -> Result<NodePublishVolumeResponse, CsiError> {
     Csi::node_publish_volume(
         c,
         NodePublishVolumeRequest {
@@ -152,7 +161,7 @@ pub async fn publish(c: &Client, v: &Vol) -> Result<NodePublishVolumeResponse, C
     .await
 }
 
-pub async fn teardown(c: &Client, v: &Vol) {
+pub async fn teardown<C: Csi>(c: &C, v: &Vol) {
     Csi::node_unpublish_volume(
         c,
         NodeUnpublishVolumeRequest {
