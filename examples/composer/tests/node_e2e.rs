@@ -252,6 +252,19 @@ async fn raid1_and_raid10_survive_failures_and_rebuild_through_mounted_filesyste
 /// The mdadm backend never falls back to the user-space engine: it answers
 /// FAILED_PRECONDITION saying why (no md here, or no mdadm assembly in this
 /// build), before touching any mount.
+/// A composer serving node r1-n1 with `backend`, its drives and run
+/// directory under `dir`.
+fn driver_with(dir: &Path, backend: Backend) -> ComposerDriver {
+    let inv = Inventory::from_toml(INVENTORY).unwrap();
+    ComposerDriver::open(inv, Arc::new(MemStore::default()), Some("r1-n1"))
+        .unwrap()
+        .with_node_side(NodeConfig {
+            data_dir: dir.join("drives"),
+            run_dir: dir.join("run"),
+            backend,
+        })
+}
+
 /// Creates a mount volume and controller-publishes it to r1-n1.
 async fn create_published(
     plugin: &csi_types::Plugin,
@@ -281,14 +294,7 @@ async fn create_published(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mdadm_backend_answers_failed_precondition() {
     let dir = tempfile::tempdir().unwrap();
-    let inv = Inventory::from_toml(INVENTORY).unwrap();
-    let driver = ComposerDriver::open(inv, Arc::new(MemStore::default()), Some("r1-n1"))
-        .unwrap()
-        .with_node_side(NodeConfig {
-            data_dir: dir.path().join("drives"),
-            run_dir: dir.path().join("run"),
-            backend: Backend::Mdadm,
-        });
+    let driver = driver_with(dir.path(), Backend::Mdadm);
     let plugin = driver.plugin().unwrap();
     let params = [("type", "hdd"), ("redundancy", "true")];
     let vol = create_published(&plugin, "m", &params, 200 << 20).await;
@@ -333,14 +339,7 @@ async fn luks_request_answers_failed_precondition() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let inv = Inventory::from_toml(INVENTORY).unwrap();
-    let driver = ComposerDriver::open(inv, Arc::new(MemStore::default()), Some("r1-n1"))
-        .unwrap()
-        .with_node_side(NodeConfig {
-            data_dir: dir.path().join("drives"),
-            run_dir: dir.path().join("run"),
-            backend: Backend::Userspace,
-        });
+    let driver = driver_with(dir.path(), Backend::Userspace);
     let plugin = driver.plugin().unwrap();
     let mappings = || -> Vec<String> {
         std::fs::read_dir("/dev/mapper")

@@ -13,7 +13,7 @@
 
 use std::os::unix::fs::FileExt;
 
-use csi_types::{controller::*, ids::NodeId, prelude::*, redact::*, types::*};
+use csi_types::{controller::*, prelude::*, redact::*, types::*};
 
 mod common;
 
@@ -59,20 +59,7 @@ async fn single_drive_and_slice_stage_over_nbd_with_exact_capacity() {
         assert_eq!(rec.transport.name(), "nbd", "{name}");
         assert!(vol.capacity_bytes >= want, "{name}: {vol:?}");
         assert_eq!(rec.layout.usable_bytes, vol.capacity_bytes, "{name}");
-        let ctx = Csi::controller_publish_volume(
-            &s.plugin,
-            ControllerPublishVolumeRequest {
-                volume_id: vol.volume_id.clone(),
-                node_id: NodeId::new("r1-n1").unwrap(),
-                volume_capability: cap(),
-                readonly: false,
-                secrets: Secrets::default(),
-                volume_context: Map::new(),
-            },
-        )
-        .await
-        .unwrap()
-        .publish_context;
+        let ctx = common::controller_publish(&s.plugin, &id).await;
         let v = Vol {
             id: id.clone(),
             staging: s.dir.path().join("staging").join(name),

@@ -226,6 +226,25 @@ impl Drop for Cleanup {
     }
 }
 
+/// Controller-publishes volume `id` (mount) to r1-n1; returns the publish
+/// context.
+pub async fn controller_publish<C: Csi>(c: &C, id: &str) -> Map {
+    Csi::controller_publish_volume(
+        c,
+        ControllerPublishVolumeRequest {
+            volume_id: VolumeId::new(id).unwrap(),
+            node_id: NodeId::new("r1-n1").unwrap(),
+            volume_capability: cap(),
+            readonly: false,
+            secrets: Secrets::default(),
+            volume_context: Map::new(),
+        },
+    )
+    .await
+    .unwrap()
+    .publish_context
+}
+
 /// Creates a mount volume, publishes it to r1-n1, stages and publishes it
 /// under `dir/staging/NAME` and `dir/target/NAME`.
 pub async fn provision(
@@ -244,19 +263,7 @@ pub async fn provision(
         .volume_id
         .as_str()
         .to_string();
-    Csi::controller_publish_volume(
-        c,
-        ControllerPublishVolumeRequest {
-            volume_id: VolumeId::new(&id).unwrap(),
-            node_id: NodeId::new("r1-n1").unwrap(),
-            volume_capability: cap(),
-            readonly: false,
-            secrets: Secrets::default(),
-            volume_context: Map::new(),
-        },
-    )
-    .await
-    .unwrap();
+    controller_publish(c, &id).await;
     let v = Vol {
         id,
         staging: dir.join("staging").join(name),
