@@ -17,7 +17,7 @@
 //! server's own address ([`crate::agent`]). A single drive or slice over
 //! NBD is served through FUSE like the RAID layouts, by a one-member linear
 //! engine volume whose superblock lives in this process's memory, in front
-//! of the member range ([`NodeLocalMeta`]): nothing is written to the drive
+//! of the member range (`NodeLocalMeta`): nothing is written to the drive
 //! but the volume's own bytes, and the engine is created afresh at every
 //! stage (a linear volume has no bitmap or resync state to keep).
 //!
