@@ -3,6 +3,8 @@
 //! records and the pool agree (a restart from the records reproduces the
 //! same state and reconciles clean), a failed call changes nothing, and
 //! the parameter parser never panics.
+//!
+//! 24 cases by default; set `COMPOSER_CORE_PROPTEST_CASES` for more.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -71,7 +73,7 @@ fn no_overlap(c: &Composer) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(24), ..ProptestConfig::default() })]
 
     #[test]
     fn random_sequences_keep_the_invariants(ops in proptest::collection::vec(op(), 1..40)) {
@@ -127,4 +129,12 @@ proptest! {
             prop_assert_eq!(k, key);
         }
     }
+}
+
+/// `default` cases, or `COMPOSER_CORE_PROPTEST_CASES` for longer runs.
+fn cases(default: u32) -> u32 {
+    std::env::var("COMPOSER_CORE_PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
