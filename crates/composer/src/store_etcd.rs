@@ -384,10 +384,10 @@ impl EtcdStore {
     }
 
     /// Starts the task that feeds [`Store::changes`] from `revision + 1`:
-    /// it watches the prefix, resumes after a broken stream from the last
-    /// revision it received (reconnecting with backoff, 100 ms doubling to
-    /// 2 s), and lists the prefix afresh when etcd compacted that revision
-    /// away. While it is not live, [`Store::ready`] and [`Store::changes`]
+    /// it watches the prefix and, after a broken stream (reconnecting with
+    /// backoff, 100 ms doubling to 2 s) or when etcd compacted the revision
+    /// it needs, lists the prefix afresh and watches on from the listing's
+    /// revision. While it is not live, [`Store::ready`] and [`Store::changes`]
     /// answer `Unavailable`.
     fn start_watch(&self, revision: u64) {
         if self
@@ -416,20 +416,13 @@ async fn feed_task(mut client: Client, prefix: String, shared: Arc<Shared>, mut 
     const FIRST: Duration = Duration::from_millis(100);
     let mut backoff = FIRST;
     let mut relist = false;
-    // Streams in a row that broke before bringing any event: after three,
-    // list afresh (an etcd that cannot serve the revision asked for need not
-    // say so: 3.4.23 was seen to drop such a stream without the compaction
-    // answer).
-    let mut fruitless = 0;
     loop {
         if relist {
             match relist_feed(&mut client, &prefix, &shared).await {
-                Ok(rev) => {
-                    next = rev + 1;
-                    relist = false;
-                }
+                // Every stream after the first starts from a fresh listing.
+                Ok(rev) => next = rev + 1,
                 Err(e) => {
-                    shared.set_down(Some(format!("listing after a compaction: {e}")));
+                    shared.set_down(Some(format!("listing the prefix afresh: {e}")));
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                     continue;
@@ -439,7 +432,6 @@ async fn feed_task(mut client: Client, prefix: String, shared: Arc<Shared>, mut 
         let opts = WatchOptions::new()
             .with_prefix()
             .with_start_revision(next as i64);
-        let mut fruitful = false;
         let ended = match client.watch(prefix.clone(), Some(opts)).await {
             Ok(mut stream) => loop {
                 match stream.message().await {
@@ -459,7 +451,6 @@ async fn feed_task(mut client: Client, prefix: String, shared: Arc<Shared>, mut 
                             shared.set_down(None);
                         }
                         if !resp.events().is_empty() {
-                            fruitful = true;
                             next = next.max(apply_events(&shared, &prefix, resp.events()) + 1);
                         }
                     }
@@ -477,11 +468,14 @@ async fn feed_task(mut client: Client, prefix: String, shared: Arc<Shared>, mut 
                 relist = true;
             }
             Ended::Broken(why) => {
-                fruitless = if fruitful { 0 } else { fruitless + 1 };
-                if fruitless >= 3 {
-                    fruitless = 0;
-                    relist = true;
-                }
+                // List afresh rather than resume: etcd compacted while the
+                // stream was down at exactly `next` keeps no tombstone of a
+                // deletion at `next` and does not cancel the watch either,
+                // so a resumed watch never reports that deletion. (An etcd
+                // that cannot serve the revision asked for need not say so
+                // either: 3.4.23 was seen to drop such a stream without the
+                // compaction answer.)
+                relist = true;
                 tracing::warn!("etcd watch from revision {next}: {why}; reconnecting");
                 shared.set_down(Some(format!("the watch is reconnecting: {why}")));
                 tokio::time::sleep(backoff).await;
@@ -839,6 +833,18 @@ impl Store for EtcdStore {
             return Err(Error::Conflict(format!(
                 "another replica changed this state after revision {read} (etcd is at {revision})"
             )));
+        }
+        {
+            // The watch may not have brought these puts yet when its stream
+            // breaks: a relist must still count them among the volumes this
+            // replica holds, or it never reports their deletion (a volume
+            // deleted meanwhile stayed on this replica for good).
+            let mut f = self.shared.feed();
+            for (id, name) in &name_changes {
+                if name.is_some() {
+                    f.volumes.insert(id.clone());
+                }
+            }
         }
         let mut own = self.own.lock().unwrap_or_else(|e| e.into_inner());
         for k in touched {

@@ -262,13 +262,17 @@ fn a_watch_behind_a_compaction_lists_afresh() {
     etcd.restart().expect("etcd restarts");
     let mut polls = 0;
     loop {
-        match a.get(&gone.id) {
+        let last = match a.get(&gone.id) {
             Err(Error::NotFound(_)) => break,
-            Ok(_) | Err(Error::Unavailable(_)) => {}
+            Ok(v) => format!("the replica still has {} ({})", v.record.id, v.record.name),
+            Err(Error::Unavailable(m)) => format!("unavailable: {m}"),
             Err(e) => panic!("get {}: {e}", gone.id),
-        }
+        };
         polls += 1;
-        assert!(polls < 600, "the deletion never reached the replica");
+        assert!(
+            polls < 600,
+            "the deletion never reached the replica; last answer: {last}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     assert_eq!(a.get(&keep.id).unwrap().id, keep.id);

@@ -3,6 +3,8 @@
 //! records and the pool agree (a restart from the records reproduces the
 //! same state and reconciles clean), a failed call changes nothing, and
 //! the parameter parser never panics.
+//!
+//! 24 cases by default; set `COMPOSER_CORE_PROPTEST_CASES` for more.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -71,7 +73,7 @@ fn no_overlap(c: &Composer) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(24), ..ProptestConfig::default() })]
 
     #[test]
     fn random_sequences_keep_the_invariants(ops in proptest::collection::vec(op(), 1..40)) {
@@ -200,4 +202,12 @@ fn luks_takes_its_header_from_the_largest_volume() {
     let v = c.create("luks", &luks, fits, false, true, None).unwrap();
     assert_eq!(v.record.layout.usable_bytes, max);
     assert_eq!(v.record.capacity, max - composer_core::LUKS2_HEADER_BYTES);
+}
+
+/// `default` cases, or `COMPOSER_CORE_PROPTEST_CASES` for longer runs.
+fn cases(default: u32) -> u32 {
+    std::env::var("COMPOSER_CORE_PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }

@@ -257,10 +257,15 @@ async fn a_second_operation_on_the_same_name_is_aborted() {
         volume_capabilities: vec![mount_cap()],
         ..Default::default()
     };
-    let (a, b) = tokio::join!(RawCsi::raw_create_volume(&plugin, req.clone()), async {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        RawCsi::raw_create_volume(&plugin, req.clone()).await
-    });
+    // `join!` polls the first call first: it takes the name's guard before
+    // its first await (the driver's 300 ms sleep), so the second call, first
+    // polled right after, finds the name in flight. No timer decides the
+    // order (a sleep before the second call lost the race when a loaded box
+    // stalled the test thread past both timers).
+    let (a, b) = tokio::join!(
+        RawCsi::raw_create_volume(&plugin, req.clone()),
+        RawCsi::raw_create_volume(&plugin, req.clone())
+    );
     assert!(a.is_ok(), "{a:?}");
     let err = b.unwrap_err();
     assert_eq!(err.code(), Code::Aborted);

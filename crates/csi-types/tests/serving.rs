@@ -25,8 +25,10 @@ async fn serve(options: ServeOptions) -> (tempfile::TempDir, std::path::PathBuf)
     tokio::spawn(
         async move { serve_with_options(plugin, &ep, std::future::pending(), options).await },
     );
-    for _ in 0..500 {
-        if path.exists() {
+    // Until the socket accepts (its file exists a moment before it
+    // listens); the bound only guards against hanging for ever.
+    for _ in 0..6000 {
+        if tokio::net::UnixStream::connect(&path).await.is_ok() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;

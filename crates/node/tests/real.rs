@@ -334,7 +334,7 @@ fn release_under_leaves_nothing_mounted_or_attached() {
     csi_node::release_under(s.0.path());
     assert!(csi_node::mounts_under(s.0.path()).unwrap().is_empty());
     // The loop device is detached once its last user (the lazily unmounted filesystem) is gone.
-    for _ in 0..100 {
+    for _ in 0..1500 {
         if LoopDevice::backed_by(&image).is_empty() {
             return;
         }

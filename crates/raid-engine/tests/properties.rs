@@ -3,6 +3,8 @@
 //! and every byte reads back; after re-adding or rebuilding, a *different*
 //! tolerable set can fail and every byte still reads back. Also with the
 //! members behind NBD and with encryption on.
+//!
+//! 16 cases by default; set `RAID_ENGINE_PROPTEST_CASES` for more.
 
 mod common;
 
@@ -239,9 +241,17 @@ fn run_case(c: &Case) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(16), ..ProptestConfig::default() })]
     #[test]
     fn tolerable_failures_never_lose_data(c in case()) {
         run_case(&c);
     }
+}
+
+/// `default` cases, or `RAID_ENGINE_PROPTEST_CASES` for longer runs.
+fn cases(default: u32) -> u32 {
+    std::env::var("RAID_ENGINE_PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }

@@ -17,7 +17,7 @@ async fn the_suite_runs_on_a_current_thread_runtime() {
         async move { csi_types::server::serve(plugin, &ep, std::future::pending()).await },
     );
     let mut client = None;
-    for _ in 0..100 {
+    for _ in 0..3000 {
         if let Ok(c) = csi_types::client::Client::connect(&endpoint).await {
             client = Some(c);
             break;

@@ -40,7 +40,7 @@ async fn memdriver_passes_over_a_unix_socket() {
         }
     });
     let mut client = None;
-    for _ in 0..100 {
+    for _ in 0..3000 {
         if let Ok(c) = csi_types::client::Client::connect(&endpoint).await {
             client = Some(c);
             break;

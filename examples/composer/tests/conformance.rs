@@ -89,7 +89,7 @@ async fn conformance_over_a_unix_socket() {
         })
     };
     let mut client = None;
-    for _ in 0..200 {
+    for _ in 0..2400 {
         if let Ok(c) = csi_types::client::Client::connect(&endpoint).await {
             client = Some(c);
             break;

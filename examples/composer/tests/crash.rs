@@ -39,7 +39,7 @@ impl Server {
             .env("RUST_LOG", "warn")
             .spawn()
             .expect("the composer binary starts");
-        for _ in 0..400 {
+        for _ in 0..2400 {
             if admin.exists()
                 && let Ok(_) = Client::connect(&endpoint).await
             {

@@ -369,11 +369,12 @@ fn loops_of(image: &Path) -> usize {
     String::from_utf8(out.stdout).unwrap().lines().count()
 }
 
-/// Whether `cond` holds within 5 s. A detached loop device that udev is
+/// Whether `cond` holds within 30 s (a bound on a hang; udev on a loaded
+/// box can take seconds). A detached loop device that udev is
 /// still probing is cleared by the kernel when udev closes it, a moment later.
 fn eventually(cond: impl Fn() -> bool) -> bool {
     let start = std::time::Instant::now();
-    while start.elapsed() < std::time::Duration::from_secs(5) {
+    while start.elapsed() < std::time::Duration::from_secs(30) {
         if cond() {
             return true;
         }

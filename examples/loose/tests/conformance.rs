@@ -33,10 +33,11 @@ impl Driver {
             .args(["--endpoint", &endpoint, "--node-id", "loose-node"])
             .spawn()
             .unwrap();
-        // Wait for the socket, without a timed assertion: a driver that
-        // never listens fails the first call below.
-        for _ in 0..500 {
-            if socket.exists() {
+        // Wait until the socket accepts (its file exists a moment before
+        // it listens), without a timed assertion: a driver that never
+        // listens fails the first call below.
+        for _ in 0..6000 {
+            if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
                 break;
             }
             std::thread::sleep(Duration::from_millis(10));

@@ -288,8 +288,10 @@ pub async fn serve_server(srv: server::Server) -> Served {
         })
         .await
     });
-    for _ in 0..200 {
-        if path.exists() {
+    // Until the socket accepts (its file exists a moment before it
+    // listens); the bound only guards against hanging for ever.
+    for _ in 0..6000 {
+        if tokio::net::UnixStream::connect(&path).await.is_ok() {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;

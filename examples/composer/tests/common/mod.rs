@@ -52,7 +52,7 @@ impl Server {
             ))
             .spawn()
             .expect("the composer binary starts");
-        for _ in 0..400 {
+        for _ in 0..2400 {
             if admin.exists()
                 && let Ok(client) = Client::connect(&endpoint).await
             {

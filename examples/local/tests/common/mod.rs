@@ -101,9 +101,10 @@ pub fn node_path(p: &Path) -> NodePath {
     NodePath::new(p.to_string_lossy().into_owned()).unwrap()
 }
 
-/// Connects, retrying while the server starts.
+/// Connects, retrying while the server starts (for at most a minute: a
+/// debug build starting on a loaded CI box can take seconds).
 pub async fn connect(endpoint: &str) -> Client {
-    for _ in 0..250 {
+    for _ in 0..3000 {
         if let Ok(c) = Client::connect(endpoint).await {
             return c;
         }
