@@ -89,6 +89,10 @@ struct State {
     volumes: BTreeMap<String, VolumeRecord>,
     by_name: HashMap<String, String>,
     busy: HashSet<String>,
+    /// This replica's own commits in flight, by volume id: the record a
+    /// create commits (`None` for a delete), and the revision at which the
+    /// watch showed it landed, if it did before the commit answered.
+    in_flight: HashMap<String, (Option<VolumeRecord>, Option<u64>)>,
     attached: HashMap<String, u32>,
     next_seq: u64,
     /// The store revision this state reflects (shared stores): everything
@@ -160,6 +164,7 @@ impl Composer {
                 volumes: st.volumes,
                 by_name,
                 busy: HashSet::new(),
+                in_flight: HashMap::new(),
                 attached,
                 next_seq,
                 synced: st.revision,
@@ -251,6 +256,19 @@ impl Composer {
         vols.extend(ch.volumes);
         for (id, rev, rec) in vols {
             if st.seen.get(&id).is_some_and(|&r| r >= rev) {
+                continue;
+            }
+            // This replica's own commit, brought by the watch before the
+            // commit answered: the call in flight applies it. Held back, it
+            // kept `synced` below a revision this replica wrote itself, so
+            // every plan conflicted on the keys it had written (with dozens
+            // of creates on one replica there was always one such commit,
+            // and the creates answered `ABORTED`).
+            if let Some((planned, landed)) = st.in_flight.get_mut(&id)
+                && *planned == rec
+            {
+                *landed = Some(rev);
+                st.seen.insert(id, rev);
                 continue;
             }
             if let (Some(new), Some(old)) = (&rec, st.volumes.get(&id))
@@ -474,6 +492,7 @@ impl Composer {
                 published: BTreeMap::new(),
             };
             st.busy.insert(name.to_string());
+            st.in_flight.insert(id.clone(), (Some(rec.clone()), None));
             (id, rec, st.synced)
         };
         let seq = seq_of(&id).unwrap_or(0);
@@ -484,7 +503,8 @@ impl Composer {
         let mut st = self.lock();
         st.busy.remove(name);
         self.settled.notify_all();
-        match result {
+        let landed = st.in_flight.remove(&id).and_then(|(_, r)| r);
+        match result.or_else(|e| landed.ok_or(e)) {
             Ok(rev) => {
                 st.seen.insert(id.clone(), rev);
                 st.by_name.insert(name.to_string(), id.clone());
@@ -521,6 +541,7 @@ impl Composer {
             if !st.busy.insert(rec.name.clone()) {
                 return Err(Error::Busy(format!("volume {id} is busy")));
             }
+            st.in_flight.insert(id.to_string(), (None, None));
             (rec, st.synced)
         };
         let result = self
@@ -529,7 +550,8 @@ impl Composer {
         let mut st = self.lock();
         st.busy.remove(&rec.name);
         self.settled.notify_all();
-        let rev = result?;
+        let landed = st.in_flight.remove(id).and_then(|(_, r)| r);
+        let rev = result.or_else(|e| landed.ok_or(e))?;
         st.seen.insert(id.to_string(), rev);
         if st.volumes.remove(id).is_some() {
             st.by_name.remove(&rec.name);

@@ -184,8 +184,11 @@ pub struct EtcdStore {
     client: Client,
     cfg: EtcdConfig,
     shared: Arc<Shared>,
-    /// Revision of this store's own last write per key.
+    /// Revision of this store's own last write per key, kept while a guarded
+    /// commit waiting here read an older revision (see [`Pending`]).
     own: Mutex<HashMap<String, u64>>,
+    /// The read revisions of the guarded commits waiting or in flight here.
+    pending: Pending,
     /// Volume id → name, for deletes (kept from load, own commits and changes).
     names: Mutex<HashMap<String, String>>,
     /// The revision of the change that made the last transaction fail.
@@ -194,6 +197,50 @@ pub struct EtcdStore {
     watching: std::sync::atomic::AtomicBool,
     /// Whose turn it is to send a guarded commit.
     turn: CommitTurn,
+}
+
+/// The read revisions of the guarded commits that wait for their turn or
+/// are in flight, as a multiset. A commit's compare on a key is
+/// `mod_revision < max(read, own write) + 1`; an own write may be forgotten
+/// only once no waiting commit read a revision below it. Forgotten when the
+/// watch had brought it (the earlier rule), a commit that planned at an
+/// older revision and waited behind dozens of others for its turn failed on
+/// a key this replica had written itself (64 concurrent creates on one
+/// replica answered `ABORTED`).
+#[derive(Default)]
+struct Pending(Mutex<std::collections::BTreeMap<u64, usize>>);
+
+/// One registered read revision, removed on drop.
+struct PendingRead<'a>(&'a Pending, u64);
+
+impl Pending {
+    fn register(&self, read: u64) -> PendingRead<'_> {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(read)
+            .or_default() += 1;
+        PendingRead(self, read)
+    }
+
+    /// The oldest read revision of a commit waiting or in flight.
+    fn oldest(&self) -> Option<u64> {
+        let reads = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        reads.keys().next().copied()
+    }
+}
+
+impl Drop for PendingRead<'_> {
+    fn drop(&mut self) {
+        let mut reads = self.0.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = reads.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                reads.remove(&self.1);
+            }
+        }
+    }
 }
 
 /// One guarded commit of a store in flight at a time. Plans made on one
@@ -308,6 +355,7 @@ impl EtcdStore {
                 moved: Condvar::new(),
             }),
             own: Mutex::new(HashMap::new()),
+            pending: Pending::default(),
             names: Mutex::new(HashMap::new()),
             conflict_at: Mutex::new(0),
             watching: std::sync::atomic::AtomicBool::new(false),
@@ -675,6 +723,7 @@ impl Store for EtcdStore {
         // This replica's guarded commits go to etcd one at a time, so that
         // each one's compares know the revision of the one before (see
         // `CommitTurn`).
+        let _read = guarded.then(|| self.pending.register(read));
         let _turn = if guarded {
             Some(self.turn.take(deadline, self.cfg.timeout)?)
         } else {
@@ -847,6 +896,11 @@ impl Store for EtcdStore {
             }
         }
         let mut own = self.own.lock().unwrap_or_else(|e| e.into_inner());
+        // Own writes at or below every waiting commit's read need no
+        // exception (an unguarded commit leaves them to the next guarded one).
+        if let Some(floor) = self.pending.oldest() {
+            own.retain(|_, r| *r > floor);
+        }
         for k in touched {
             own.insert(k, revision);
         }
@@ -888,11 +942,6 @@ impl Store for EtcdStore {
             };
         }
         drop(names);
-        // Own writes at or below what everyone now sees need no exception.
-        self.own
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|_, r| *r > revision);
         Ok(Some(out))
     }
 
