@@ -18,8 +18,10 @@
 //! changes no file metadata, so it costs one data write and a cache flush);
 //! the others sleep until that write ends and are woken together. One
 //! batch is on its way to the disk at a time, so records reach it in
-//! sequence order. Every [`SNAPSHOT_EVERY`] records the leader, after its
-//! batch, writes the whole state to `state.json` (temporary file, fsync,
+//! sequence order. Every [`SNAPSHOT_EVERY`] records, or every record per
+//! volume, snapshot and group snapshot when they are more (so that the cost
+//! of a snapshot per record does not grow with the state), the leader,
+//! after its batch, writes the whole state to `state.json` (temporary file, fsync,
 //! rename, directory fsync) and restarts the journal at offset 0.
 //!
 //! At [`Store::open`] the snapshot is read and the journal replayed in
@@ -31,7 +33,8 @@
 //! from before the crash can be confused with a later record.
 //!
 //! Volume and snapshot data are created under a temporary name and renamed
-//! into place *before* the record naming them is committed. Data copied
+//! into place (an empty mount volume's directory is made in place: it has
+//! nothing to be half made) *before* the record naming them is committed. Data copied
 //! from a source has its directory entry made durable before the record
 //! (the leader fsyncs the data directory first); a volume created empty
 //! does not (it would cost a second flush per CreateVolume): if a crash
@@ -503,9 +506,10 @@ pub(crate) fn io_err(what: impl std::fmt::Display, e: std::io::Error) -> CsiErro
     CsiError::internal(format!("{what}: {e}"))
 }
 
-/// Every this many records the leader writes a snapshot and the journal
-/// starts again at its beginning, so a restart replays at most this many
-/// records.
+/// Every this many records at least (more when the state holds more
+/// objects than this) the leader writes a snapshot and the journal starts
+/// again at its beginning, so a restart replays at most this many records
+/// or one per object.
 pub(crate) const SNAPSHOT_EVERY: u64 = 4096;
 
 /// The journal's preallocated size: records overwrite zeros already on
@@ -577,6 +581,18 @@ struct Shared {
     flushing: bool,
     /// Set when a write failed: every later call is refused.
     failed: Option<String>,
+    /// Callers asleep on `durable_cv`: a write that ends with none wakes
+    /// nobody (a wake-all is a system call even with no waiter).
+    sleeping: usize,
+    /// The sequence number of the last record after which a snapshot was
+    /// (or is being) saved.
+    snapshot_seq: u64,
+    /// Data whose records are durable, waiting for the remover task.
+    to_remove: Vec<PathBuf>,
+    /// A remover task is running on the blocking pool: it takes
+    /// `to_remove` until it finds it empty, so removals queued meanwhile
+    /// need no task of their own (no thread hand-off per batch).
+    removing: bool,
 }
 
 /// What a leader takes from the pending records.
@@ -645,17 +661,20 @@ impl Journal {
                 }
                 continue;
             }
+            s.sleeping += 1;
             s = self.durable_cv.wait(s).unwrap_or_else(|e| e.into_inner());
+            s.sleeping -= 1;
         }
     }
 
     /// [`Journal::wait_durable`] for async callers: a follower waits without
     /// holding a thread, and a leader writes on its own (runtime) thread;
     /// the data that durable records stopped naming is removed on the
-    /// blocking pool. Callers are quick handlers that run on the runtime
+    /// blocking pool, by one task at a time that takes what is queued until
+    /// nothing is. Callers are quick handlers that run on the runtime
     /// instead of the blocking pool, so that their answer needs no thread
     /// hand-off.
-    pub(crate) async fn durable(&self) -> Result<(), CsiError> {
+    pub(crate) async fn durable(self: &Arc<Self>) -> Result<(), CsiError> {
         let target = self.lock().appended;
         loop {
             // Registered before looking, so that a write ending in between
@@ -672,18 +691,36 @@ impl Journal {
                     return Ok(());
                 }
                 if !s.flushing && !s.pending.is_empty() {
-                    let (_s, done) = self.lead(s);
+                    let (mut s, done) = self.lead(s);
                     if !done.is_empty() {
-                        tokio::task::spawn_blocking(move || {
-                            for path in done {
-                                remove_data(&path);
-                            }
-                        });
+                        s.to_remove.extend(done);
+                        if !s.removing {
+                            s.removing = true;
+                            let journal = Arc::clone(self);
+                            tokio::task::spawn_blocking(move || journal.remove_queued());
+                        }
                     }
                     continue;
                 }
             }
             notified.await;
+        }
+    }
+
+    /// The remover task: removes the queued data until none is queued.
+    fn remove_queued(&self) {
+        loop {
+            let paths = {
+                let mut s = self.lock();
+                if s.to_remove.is_empty() {
+                    s.removing = false;
+                    return;
+                }
+                std::mem::take(&mut s.to_remove)
+            };
+            for path in paths {
+                remove_data(&path);
+            }
         }
     }
 
@@ -770,7 +807,9 @@ impl Journal {
             }
         }
         s.flushing = false;
-        self.durable_cv.notify_all();
+        if s.sleeping > 0 {
+            self.durable_cv.notify_all();
+        }
         self.durable_notify.notify_waiters();
         (s, done)
     }
@@ -800,10 +839,16 @@ fn write_snapshot(layout: &Layout, state: &State) -> std::io::Result<()> {
 /// Removes data whose metadata is already gone; a failure only leaves
 /// garbage that the next start removes.
 pub(crate) fn remove_data(path: &Path) {
-    let r = if path.is_dir() {
-        fs::remove_dir_all(path)
-    } else {
-        fs::remove_file(path)
+    // Most deleted volumes are empty directories: one `rmdir`, with no
+    // stat, open or listing, unless the directory holds something.
+    let r = match fs::remove_dir(path) {
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOTEMPTY.raw_os_error()) => {
+            fs::remove_dir_all(path)
+        }
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error()) => {
+            fs::remove_file(path)
+        }
+        r => r,
     };
     if let Err(e) = r
         && e.kind() != std::io::ErrorKind::NotFound
@@ -893,6 +938,7 @@ impl Store {
             shared: Mutex::new(Shared {
                 appended: seq,
                 durable: seq,
+                snapshot_seq: seq,
                 ..Shared::default()
             }),
             durable_cv: Condvar::new(),
@@ -1039,7 +1085,16 @@ impl Store {
         next.journal_seq = rec.seq;
         let bytes = encode_record(&rec)?;
         shared.appended = rec.seq;
-        let snapshot = rec.seq.is_multiple_of(SNAPSHOT_EVERY).then(|| next.clone());
+        // A snapshot costs time in proportion to the state's size, and
+        // every caller waits while it is saved; taking one every
+        // `SNAPSHOT_EVERY` records or every record per object, whichever is
+        // rarer, keeps its cost per record independent of the number of
+        // volumes (and a restart replays at most that many records).
+        let objects = (next.volumes.len() + next.snapshots.len() + next.groups.len()) as u64;
+        let snapshot = (rec.seq - shared.snapshot_seq >= SNAPSHOT_EVERY.max(objects)).then(|| {
+            shared.snapshot_seq = rec.seq;
+            next.clone()
+        });
         shared.pending.push(Pending {
             seq: rec.seq,
             bytes,
