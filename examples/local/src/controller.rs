@@ -358,7 +358,11 @@ impl Inner {
         store.reserved += size;
         drop(store);
         let path = layout.volume_path(&id, block);
-        let built = materialize(&path, block, size, src_path.as_deref());
+        let built = if !block && src_path.is_none() && self.recycler().reuse(&path) {
+            Ok(())
+        } else {
+            materialize(&path, block, size, src_path.as_deref())
+        };
         let mut store = self.lock();
         store.reserved -= size;
         built?;

@@ -277,6 +277,11 @@ impl LocalDriver {
 }
 
 impl Inner {
+    /// Where new mount volumes take the empty directories of deleted ones.
+    pub fn recycler(&self) -> &crate::state::Recycler {
+        &self.journal.recycler
+    }
+
     /// The store, locked. A panic in an earlier operation left the state as
     /// it was (changes are made on a copy), so a poisoned lock is safe to take.
     pub fn lock(&self) -> MutexGuard<'_, Store> {
