@@ -973,15 +973,20 @@ impl Store {
             fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         }
         // Directories kept for reuse by the run before are not named by any
-        // record: they go.
+        // record: they go. They were empty when kept, so each is removed
+        // with `rmdir` only: one that is not empty (a file system repaired
+        // after a crash could link a volume's directory there too) is left
+        // alone and reported.
         let free = layout.free_dir();
-        match fs::remove_dir_all(&free) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(format!("emptying {}: {e}", free.display()));
+        fs::create_dir_all(&free).map_err(|e| format!("creating {}: {e}", free.display()))?;
+        let entries =
+            fs::read_dir(&free).map_err(|e| format!("listing {}: {e}", free.display()))?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if let Err(e) = fs::remove_dir(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "a directory kept for reuse could not be removed; it is left as it is");
             }
-            _ => {}
         }
-        fs::create_dir(&free).map_err(|e| format!("creating {}: {e}", free.display()))?;
         let _ = fs::remove_file(layout.state_tmp());
         let file = layout.state_file();
         let mut state = match fs::read(&file) {
@@ -1317,6 +1322,20 @@ mod tests {
         assert_eq!(free(), 0);
         assert!(!store.journal.recycler.reuse(&target));
         assert_eq!(fs::read_dir(layout.volumes_dir()).unwrap().count(), 0);
+
+        // Something not empty there was never kept by the driver: a start
+        // leaves it as it is rather than delete data.
+        drop(store);
+        let odd = layout.free_dir().join("0");
+        fs::create_dir(&odd).unwrap();
+        fs::write(odd.join("f"), b"data").unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(fs::read(odd.join("f")).unwrap(), b"data");
+        // A directory kept under the same name is removed instead.
+        let as_new = new_dir("vol-h", 0o777);
+        store.journal.recycler.dispose(&as_new);
+        assert!(!as_new.exists());
+        assert_eq!(fs::read(odd.join("f")).unwrap(), b"data");
     }
 
     fn rec(name: &str) -> VolumeRec {
