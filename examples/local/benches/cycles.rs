@@ -5,7 +5,11 @@
 //!
 //! ```text
 //! cargo bench -p local --bench cycles -- [--seconds S] [--python PYTHON]
+//!     [--workers 1,8,64] [--present 0,1000,10000] [--no-sdk]
 //! ```
+//!
+//! `--workers` and `--present` run only the listed cells (each list in
+//! ascending order); `--no-sdk` drives the cells with the Python client only.
 //!
 //! `--python` also drives every cell with `.ci/grpc_client.py bench` on that
 //! interpreter (which must have `grpcio`), in the same run against the same
@@ -24,6 +28,18 @@ use csi_types::proto;
 
 const WORKERS: [usize; 3] = [1, 8, 64];
 const PRESENT: [usize; 3] = [0, 1_000, 10_000];
+
+/// A comma-separated list of counts.
+fn counts(arg: Option<String>, default: &[usize]) -> Vec<usize> {
+    arg.map_or_else(
+        || default.to_vec(),
+        |s| {
+            s.split(',')
+                .map(|n| n.trim().parse().expect("a list of counts, as 1,8,64"))
+                .collect()
+        },
+    )
+}
 
 struct Driver {
     child: Child,
@@ -195,11 +211,17 @@ fn python_cell(python: &str, socket: &Path, workers: usize, seconds: f64) -> Str
 fn main() {
     let mut seconds = 3.0;
     let mut python: Option<String> = None;
+    let mut workers_list = WORKERS.to_vec();
+    let mut present_list = PRESENT.to_vec();
+    let mut sdk = true;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--seconds" => seconds = args.next().and_then(|s| s.parse().ok()).unwrap_or(seconds),
             "--python" => python = args.next(),
+            "--workers" => workers_list = counts(args.next(), &WORKERS),
+            "--present" => present_list = counts(args.next(), &PRESENT),
+            "--no-sdk" => sdk = false,
             _ => {} // cargo passes --bench
         }
     }
@@ -211,15 +233,17 @@ fn main() {
     println!("local, CreateVolume+DeleteVolume cycles over a unix socket, {seconds} s per cell");
     println!("present  workers  client        cycles/s  create p50 ms  p99 ms");
     let mut have = 0;
-    for present in PRESENT {
+    for &present in &present_list {
         rt.block_on(fill(&driver.socket, have, present));
-        have = present;
-        for workers in WORKERS {
-            let tag = format!("{present}-{workers}");
-            let (rate, p50, p99) = rt.block_on(cell(&driver.socket, workers, seconds, &tag));
-            println!(
-                "{present:>7}  {workers:>7}  sdk (tonic)  {rate:>9.0}  {p50:>13.2}  {p99:>6.2}"
-            );
+        have = have.max(present);
+        for &workers in &workers_list {
+            if sdk {
+                let tag = format!("{present}-{workers}");
+                let (rate, p50, p99) = rt.block_on(cell(&driver.socket, workers, seconds, &tag));
+                println!(
+                    "{present:>7}  {workers:>7}  sdk (tonic)  {rate:>9.0}  {p50:>13.2}  {p99:>6.2}"
+                );
+            }
             if let Some(py) = &python {
                 println!(
                     "{present:>7}  {workers:>7}  python       {}",

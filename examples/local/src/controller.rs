@@ -42,15 +42,33 @@ use crate::state::{
 
 /// Creates a volume's or snapshot's data at `final_path`: a copy of `source`
 /// or empty, grown to `size` for block images. The data is built under a
-/// temporary name and renamed into place, so it is either complete or absent.
+/// temporary name and renamed into place, so it is either complete or
+/// absent; an empty directory, which cannot be half made, is made in place.
 fn materialize(
     final_path: &Path,
     block: bool,
     size: u64,
     source: Option<&Path>,
 ) -> Result<(), CsiError> {
-    let tmp = Layout::tmp_for(final_path);
     let what = || format!("creating {}", final_path.display());
+    if !block && source.is_none() {
+        // An empty directory has nothing to be half made: it is made in
+        // place (no temporary name, no rename). Its id is new, so nothing
+        // else names the path; if the call fails or the driver dies before
+        // the record naming it is durable, the directory is removed (here,
+        // or at the next start with the other data no record names).
+        return fs::create_dir(final_path)
+            // World-writable like an empty filesystem's root, so any workload user can write.
+            .and_then(|()| {
+                fs::set_permissions(final_path, fs::Permissions::from_mode(0o777)).inspect_err(
+                    |_| {
+                        let _ = fs::remove_dir(final_path);
+                    },
+                )
+            })
+            .map_err(|e| io_err(what(), e));
+    }
+    let tmp = Layout::tmp_for(final_path);
     let build = || -> std::io::Result<()> {
         // A leftover of an earlier attempt under the same id.
         if tmp.is_dir() {
@@ -340,7 +358,11 @@ impl Inner {
         store.reserved += size;
         drop(store);
         let path = layout.volume_path(&id, block);
-        let built = materialize(&path, block, size, src_path.as_deref());
+        let built = if !block && src_path.is_none() && self.recycler().reuse(&path) {
+            Ok(())
+        } else {
+            materialize(&path, block, size, src_path.as_deref())
+        };
         let mut store = self.lock();
         store.reserved -= size;
         built?;

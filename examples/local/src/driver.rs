@@ -99,8 +99,17 @@ pub(crate) struct Inner {
 /// wait for each other.
 #[derive(Default)]
 pub(crate) struct Keys {
-    held: Mutex<HashSet<Key>>,
+    held: Mutex<Held>,
     freed: Condvar,
+}
+
+/// The keys held, and how many callers sleep waiting for one: a release
+/// with nobody asleep wakes nobody (a wake-all is a system call even with
+/// no waiter).
+#[derive(Default)]
+struct Held {
+    keys: HashSet<Key>,
+    sleeping: usize,
 }
 
 /// What a [`Keys`] lock is about.
@@ -123,7 +132,7 @@ pub(crate) struct KeyGuard<'a> {
 }
 
 impl Keys {
-    fn set(&self) -> MutexGuard<'_, HashSet<Key>> {
+    fn set(&self) -> MutexGuard<'_, Held> {
         self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -142,10 +151,12 @@ impl Keys {
         };
         for key in keys {
             let mut set = self.set();
-            while set.contains(&key) {
+            while set.keys.contains(&key) {
+                set.sleeping += 1;
                 set = self.freed.wait(set).unwrap_or_else(|e| e.into_inner());
+                set.sleeping -= 1;
             }
-            set.insert(key.clone());
+            set.keys.insert(key.clone());
             guard.held.push(key);
         }
         guard
@@ -155,11 +166,11 @@ impl Keys {
     /// nothing) if one is not.
     pub fn try_lock_all(&self, keys: Vec<Key>) -> Option<KeyGuard<'_>> {
         let mut set = self.set();
-        if keys.iter().any(|k| set.contains(k)) {
+        if keys.iter().any(|k| set.keys.contains(k)) {
             return None;
         }
         for k in &keys {
-            set.insert(k.clone());
+            set.keys.insert(k.clone());
         }
         Some(KeyGuard {
             keys: self,
@@ -175,10 +186,13 @@ impl Drop for KeyGuard<'_> {
         }
         let mut set = self.keys.set();
         for k in self.held.drain(..) {
-            set.remove(&k);
+            set.keys.remove(&k);
         }
+        let sleeping = set.sleeping > 0;
         drop(set);
-        self.keys.freed.notify_all();
+        if sleeping {
+            self.keys.freed.notify_all();
+        }
     }
 }
 
@@ -263,6 +277,11 @@ impl LocalDriver {
 }
 
 impl Inner {
+    /// Where new mount volumes take the empty directories of deleted ones.
+    pub fn recycler(&self) -> &crate::state::Recycler {
+        &self.journal.recycler
+    }
+
     /// The store, locked. A panic in an earlier operation left the state as
     /// it was (changes are made on a copy), so a poisoned lock is safe to take.
     pub fn lock(&self) -> MutexGuard<'_, Store> {
