@@ -103,48 +103,59 @@ impl Target for Plain {
     }
 }
 
-/// The members' raw aggregate: one thread per member, each streaming the
-/// same requests to its own member back to back (no per-request barrier,
-/// no thread start per request, buffers allocated once), timed together.
-fn bench_aggregate(c: &mut Criterion, group: &str, devs: &[Arc<dyn BlockDevice>]) {
+/// The members' raw aggregate: `threads` threads (one per member, or as
+/// many as the machine has cores, each then taking its members in turn),
+/// each streaming requests of `len` bytes to its members back to back (no
+/// per-request barrier, no thread start per request, page-aligned buffers
+/// allocated once), timed together. `seq_only` leaves out the 4 KiB tests.
+fn bench_aggregate(
+    c: &mut Criterion,
+    group: &str,
+    name: &str,
+    devs: &[Arc<dyn BlockDevice>],
+    (len, threads, seq_only): (usize, usize, bool),
+) {
     let n = devs.len() as u64;
     let size = devs[0].size() / SEQ as u64 * SEQ as u64;
-    let name = format!("members-aggregate-{n}");
     let mut g = c.benchmark_group(group);
     type Op = fn(&dyn BlockDevice, &mut [u8], u64);
     let write: Op = |d, b, off| d.write_at(b, off).unwrap();
     let read: Op = |d, b, off| d.read_at(b, off).unwrap();
-    for (test, len, op, random) in [
-        ("seq-write-1MiB", SEQ, write, false),
-        ("seq-read-1MiB", SEQ, read, false),
+    let tests = [
+        ("seq-write-1MiB", len, write, false),
+        ("seq-read-1MiB", len, read, false),
         ("rand-write-4KiB", RND, write, true),
         ("rand-read-4KiB", RND, read, true),
-    ] {
+    ];
+    for (test, len, op, random) in tests.into_iter().filter(|t| !(seq_only && t.3)) {
+        // Every thread moves `len` bytes per member per iteration.
         g.throughput(Throughput::Bytes(len as u64 * n));
         g.bench_function(format!("{name}/{test}"), |b| {
             b.iter_custom(|iters| {
-                let start = std::sync::Barrier::new(devs.len() + 1);
+                let start = std::sync::Barrier::new(threads + 1);
                 std::thread::scope(|s| {
-                    let handles: Vec<_> = devs
-                        .iter()
-                        .enumerate()
-                        .map(|(i, d)| {
+                    let handles: Vec<_> = (0..threads)
+                        .map(|t| {
                             let start = &start;
+                            let mine: Vec<_> = devs.iter().skip(t).step_by(threads).collect();
                             s.spawn(move || {
-                                let mut buf = vec![0x5au8; len];
-                                let mut offs = Offsets(0x9e37_79b9 + i as u64);
+                                let mut buf = AlignedBuf::new(len);
+                                buf.as_mut().fill(0x5a);
+                                let mut offs = Offsets(0x9e37_79b9 + t as u64);
                                 let mut pos = 0u64;
                                 start.wait();
                                 for _ in 0..iters {
-                                    let off = if random {
-                                        offs.next(size, RND as u64)
-                                    } else {
-                                        pos = (pos + SEQ as u64) % size;
-                                        pos
-                                    };
-                                    op(&**d, &mut buf, off);
+                                    for d in &mine {
+                                        let off = if random {
+                                            offs.next(size, RND as u64)
+                                        } else {
+                                            pos
+                                        };
+                                        op(&***d, buf.as_mut(), off);
+                                    }
+                                    pos = (pos + len as u64) % size;
                                 }
-                                black_box(&buf);
+                                black_box(buf.as_ref());
                             })
                         })
                         .collect();
@@ -161,26 +172,70 @@ fn bench_aggregate(c: &mut Criterion, group: &str, devs: &[Arc<dyn BlockDevice>]
     g.finish();
 }
 
+/// The aggregate with the I/O patterns a member can be driven with: one
+/// thread per member with 1 MiB requests and with chunk-sized (512 KiB)
+/// ones, and one thread per core; the README takes the best of them.
+fn bench_aggregates(c: &mut Criterion, group: &str, devs: &[Arc<dyn BlockDevice>]) {
+    let n = devs.len();
+    let cores = std::thread::available_parallelism().map_or(2, |c| c.get());
+    bench_aggregate(
+        c,
+        group,
+        &format!("members-aggregate-{n}"),
+        devs,
+        (SEQ, n, false),
+    );
+    bench_aggregate(
+        c,
+        group,
+        &format!("members-aggregate-{n}-512KiB-requests"),
+        devs,
+        (SEQ / 2, n, true),
+    );
+    if cores < n {
+        bench_aggregate(
+            c,
+            group,
+            &format!("members-aggregate-{n}-{cores}-threads"),
+            devs,
+            (SEQ, cores, true),
+        );
+    }
+}
+
+/// Sequential 1 MiB and (unless `seq_only`) random 4 KiB I/O, one request
+/// at a time, from page-aligned buffers (as the aggregate uses).
 fn bench_target(c: &mut Criterion, group: &str, name: &str, t: &dyn Target) {
-    let data = vec![0x5au8; SEQ];
+    bench_target_with(c, group, name, t, false)
+}
+
+fn bench_target_with(c: &mut Criterion, group: &str, name: &str, t: &dyn Target, seq_only: bool) {
+    let mut data = AlignedBuf::new(SEQ);
+    data.as_mut().fill(0x5a);
+    let data = data.as_ref();
     let size = t.size() / SEQ as u64 * SEQ as u64;
     let mut g = c.benchmark_group(group);
     g.throughput(Throughput::Bytes(SEQ as u64));
     let mut pos = 0u64;
     g.bench_function(format!("{name}/seq-write-1MiB"), |b| {
         b.iter(|| {
-            t.write(&data, pos);
+            t.write(data, pos);
             pos = (pos + SEQ as u64) % size;
         })
     });
-    let mut buf = vec![0u8; SEQ];
+    let mut buf = AlignedBuf::new(SEQ);
+    let buf = buf.as_mut();
     g.bench_function(format!("{name}/seq-read-1MiB"), |b| {
         b.iter(|| {
-            t.read(&mut buf, pos);
+            t.read(buf, pos);
             black_box(&buf);
             pos = (pos + SEQ as u64) % size;
         })
     });
+    if seq_only {
+        g.finish();
+        return;
+    }
     g.throughput(Throughput::Bytes(RND as u64));
     let mut offs = Offsets(0x9e37_79b9);
     g.bench_function(format!("{name}/rand-write-4KiB"), |b| {
@@ -207,8 +262,19 @@ fn in_process(c: &mut Criterion) {
         vol.resync_all().unwrap();
         let group = format!("engine/{spec}");
         bench_target(c, &group, "volume", &vol);
+        if spec == "raid10:n2" {
+            // Alternatives of the same volume: member I/O on one thread per
+            // core (the calling one included), and one member after the
+            // other on the calling thread.
+            let cores = std::thread::available_parallelism().map_or(2, |c| c.get());
+            vol.set_member_threads(cores);
+            bench_target_with(c, &group, &format!("volume-{cores}-threads"), &vol, true);
+            vol.set_member_threads(1);
+            bench_target_with(c, &group, "volume-serial", &vol, true);
+            vol.set_member_threads(0);
+        }
         bench_target(c, &group, "plain-file", &plain);
-        bench_aggregate(c, &group, &devs);
+        bench_aggregates(c, &group, &devs);
     }
 }
 
