@@ -410,6 +410,17 @@ fn kernel_path(c: &mut Criterion) {
         eprintln!("kernel-path benchmarks skipped: losetup on the FUSE file failed");
         return;
     };
+    // What the CLI's `expose --loop` does too: `fuse::expose` (its worker
+    // threads on cloned /dev/fuse fds) and `losetup --direct-io=on`. Show
+    // whether the loop driver really took direct I/O on each backing file.
+    for (what, l) in [("plain", &plain_loop), ("FUSE", &fuse_loop)] {
+        let dio = std::fs::read_to_string(format!("/sys/block/{}/loop/dio", &l.0[5..]))
+            .unwrap_or_else(|_| "?".into());
+        eprintln!(
+            "kernel path: loop device over the {what} file: dio={}",
+            dio.trim()
+        );
+    }
     bench_target(
         c,
         "kernel/loop",
