@@ -121,11 +121,15 @@ fn bench_aggregate(
     type Op = fn(&dyn BlockDevice, &mut [u8], u64);
     let write: Op = |d, b, off| d.write_at(b, off).unwrap();
     let read: Op = |d, b, off| d.read_at(b, off).unwrap();
+    let size_name = |l: usize| match l {
+        l if l >= 1 << 20 => format!("{}MiB", l >> 20),
+        l => format!("{}KiB", l >> 10),
+    };
     let tests = [
-        ("seq-write-1MiB", len, write, false),
-        ("seq-read-1MiB", len, read, false),
-        ("rand-write-4KiB", RND, write, true),
-        ("rand-read-4KiB", RND, read, true),
+        (format!("seq-write-{}", size_name(len)), len, write, false),
+        (format!("seq-read-{}", size_name(len)), len, read, false),
+        ("rand-write-4KiB".to_string(), RND, write, true),
+        ("rand-read-4KiB".to_string(), RND, read, true),
     ];
     for (test, len, op, random) in tests.into_iter().filter(|t| !(seq_only && t.3)) {
         // Every thread moves `len` bytes per member per iteration.
@@ -173,33 +177,21 @@ fn bench_aggregate(
 }
 
 /// The aggregate with the I/O patterns a member can be driven with: one
-/// thread per member with 1 MiB requests and with chunk-sized (512 KiB)
-/// ones, and one thread per core; the README takes the best of them.
+/// thread per member with 1 MiB requests, with the pieces a RAID10 volume
+/// sends its members for a 1 MiB request (512 KiB chunks written, 256 KiB
+/// halves of them read), and one thread per core with 1 MiB requests. The
+/// README takes the best of them as the aggregate.
 fn bench_aggregates(c: &mut Criterion, group: &str, devs: &[Arc<dyn BlockDevice>]) {
     let n = devs.len();
     let cores = std::thread::available_parallelism().map_or(2, |c| c.get());
-    bench_aggregate(
-        c,
-        group,
-        &format!("members-aggregate-{n}"),
-        devs,
-        (SEQ, n, false),
-    );
-    bench_aggregate(
-        c,
-        group,
-        &format!("members-aggregate-{n}-512KiB-requests"),
-        devs,
-        (SEQ / 2, n, true),
-    );
+    let name = format!("members-aggregate-{n}");
+    bench_aggregate(c, group, &name, devs, (SEQ, n, false));
+    for len in [SEQ / 2, SEQ / 4] {
+        bench_aggregate(c, group, &name, devs, (len, n, true));
+    }
     if cores < n {
-        bench_aggregate(
-            c,
-            group,
-            &format!("members-aggregate-{n}-{cores}-threads"),
-            devs,
-            (SEQ, cores, true),
-        );
+        let name = format!("members-aggregate-{n}-on-{cores}-threads");
+        bench_aggregate(c, group, &name, devs, (SEQ, cores, true));
     }
 }
 
