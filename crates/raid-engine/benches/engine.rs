@@ -2,10 +2,13 @@
 //! `/dev/shm` exists): sequential 1 MiB and random 4 KiB reads and writes
 //! through RAID1 (2 members), RAID10 n2 (4 members) and RAID6 (6 members),
 //! against the same I/O to a single plain file and against the raw
-//! aggregate of the members (the member files written or read directly, one
-//! thread per member streaming back to back); the same through FUSE + loop against a
-//! loop device over a plain file (root only); the rebuild rate; and NBD
-//! members with one request at a time against 16 in flight.
+//! aggregate of the members (the member files written or read directly, in
+//! several patterns: one thread per member with 1 MiB, 512 KiB and 256 KiB
+//! requests, and one thread per core); RAID10 also with its member I/O on
+//! one thread per core and on the calling thread alone. Every side uses
+//! page-aligned buffers. Then the same through FUSE + loop against a loop
+//! device over a plain file (root only); the rebuild rate; and NBD members
+//! with one request at a time against 16 in flight.
 //!
 //! Throughput counts logical bytes for the volumes and the plain file, and
 //! bytes moved over all members for the aggregate.
@@ -244,6 +247,9 @@ fn in_process(c: &mut Criterion) {
     let plain = files(dir.path(), "plain", 1);
     fill(&plain);
     let plain = Plain(plain[0].clone());
+    // The single plain file: the same I/O, once (it does not depend on the
+    // level).
+    bench_target(c, "engine/single-file", "plain-file", &plain);
     for (spec, n) in [("raid1", 2), ("raid10:n2", 4), ("raid6:left-symmetric", 6)] {
         let devs = files(dir.path(), &format!("{}-", spec.replace(':', "-")), n);
         // Real pages everywhere; the resync below makes parity match them.
@@ -265,7 +271,6 @@ fn in_process(c: &mut Criterion) {
             bench_target_with(c, &group, "volume-serial", &vol, true);
             vol.set_member_threads(0);
         }
-        bench_target(c, &group, "plain-file", &plain);
         bench_aggregates(c, &group, &devs);
     }
 }

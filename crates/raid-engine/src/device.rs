@@ -78,7 +78,7 @@ pub const DIRECT_ALIGN: usize = 4096;
 /// One aligned page; vectors of these are the bounce buffers of `O_DIRECT`.
 #[derive(Clone, Copy, Pod, Zeroable)]
 #[repr(C, align(4096))]
-struct Page([u8; DIRECT_ALIGN]);
+pub(crate) struct Page([u8; DIRECT_ALIGN]);
 
 /// How to open a [`FileDevice`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
