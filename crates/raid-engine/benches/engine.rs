@@ -106,48 +106,67 @@ impl Target for Plain {
     }
 }
 
-/// The members' raw aggregate: `threads` threads (one per member, or as
-/// many as the machine has cores, each then taking its members in turn),
-/// each streaming requests of `len` bytes to its members back to back (no
-/// per-request barrier, no thread start per request, page-aligned buffers
-/// allocated once), timed together. `seq_only` leaves out the 4 KiB tests.
+/// How the aggregate drives the members: request size, threads (one per
+/// member, or fewer, each then taking its members in turn), whether the
+/// threads share one 1 MiB source buffer for writes and read into
+/// disjoint parts of one buffer (the memory footprint of a volume's
+/// request) or each has its own, and whether to leave out the 4 KiB tests.
+struct Pattern {
+    len: usize,
+    threads: usize,
+    shared: bool,
+    seq_only: bool,
+}
+
+/// The members' raw aggregate: the pattern's threads streaming requests to
+/// their members back to back (no per-request barrier, no thread start per
+/// request, page-aligned buffers allocated once), timed together.
 fn bench_aggregate(
     c: &mut Criterion,
     group: &str,
     name: &str,
     devs: &[Arc<dyn BlockDevice>],
-    (len, threads, seq_only): (usize, usize, bool),
+    p: &Pattern,
 ) {
     let n = devs.len() as u64;
     let size = devs[0].size() / SEQ as u64 * SEQ as u64;
+    let (len, threads, shared) = (p.len, p.threads, p.shared);
     let mut g = c.benchmark_group(group);
-    type Op = fn(&dyn BlockDevice, &mut [u8], u64);
-    let write: Op = |d, b, off| d.write_at(b, off).unwrap();
-    let read: Op = |d, b, off| d.read_at(b, off).unwrap();
     let size_name = |l: usize| match l {
         l if l >= 1 << 20 => format!("{}MiB", l >> 20),
         l => format!("{}KiB", l >> 10),
     };
     let tests = [
-        (format!("seq-write-{}", size_name(len)), len, write, false),
-        (format!("seq-read-{}", size_name(len)), len, read, false),
-        ("rand-write-4KiB".to_string(), RND, write, true),
-        ("rand-read-4KiB".to_string(), RND, read, true),
+        (format!("seq-write-{}", size_name(len)), len, true, false),
+        (format!("seq-read-{}", size_name(len)), len, false, false),
+        ("rand-write-4KiB".to_string(), RND, true, true),
+        ("rand-read-4KiB".to_string(), RND, false, true),
     ];
-    for (test, len, op, random) in tests.into_iter().filter(|t| !(seq_only && t.3)) {
+    let mut src = AlignedBuf::new(SEQ);
+    src.as_mut().fill(0x5a);
+    let src = src.as_ref();
+    for (test, len, write, random) in tests.into_iter().filter(|t| !(p.seq_only && t.3)) {
         // Every thread moves `len` bytes per member per iteration.
         g.throughput(Throughput::Bytes(len as u64 * n));
         g.bench_function(format!("{name}/{test}"), |b| {
             b.iter_custom(|iters| {
                 let start = std::sync::Barrier::new(threads + 1);
+                let mut dst = AlignedBuf::new(if shared { threads * len } else { 0 });
+                let mut parts = dst.as_mut().chunks_mut(len);
                 std::thread::scope(|s| {
                     let handles: Vec<_> = (0..threads)
                         .map(|t| {
                             let start = &start;
                             let mine: Vec<_> = devs.iter().skip(t).step_by(threads).collect();
+                            let part = if shared { parts.next() } else { None };
                             s.spawn(move || {
-                                let mut buf = AlignedBuf::new(len);
-                                buf.as_mut().fill(0x5a);
+                                let mut own = AlignedBuf::new(if shared { 0 } else { len });
+                                own.as_mut().fill(0x5a);
+                                let buf: &mut [u8] = match part {
+                                    Some(p) => p,
+                                    None => own.as_mut(),
+                                };
+                                let from = (t * len) % SEQ;
                                 let mut offs = Offsets(0x9e37_79b9 + t as u64);
                                 let mut pos = 0u64;
                                 start.wait();
@@ -158,11 +177,17 @@ fn bench_aggregate(
                                         } else {
                                             pos
                                         };
-                                        op(&***d, buf.as_mut(), off);
+                                        if !write {
+                                            d.read_at(buf, off).unwrap();
+                                        } else if shared {
+                                            d.write_at(&src[from..from + len], off).unwrap();
+                                        } else {
+                                            d.write_at(buf, off).unwrap();
+                                        }
                                     }
                                     pos = (pos + len as u64) % size;
                                 }
-                                black_box(buf.as_ref());
+                                black_box(&buf);
                             })
                         })
                         .collect();
@@ -179,22 +204,48 @@ fn bench_aggregate(
     g.finish();
 }
 
-/// The aggregate with the I/O patterns a member can be driven with: one
-/// thread per member with 1 MiB requests, with the pieces a RAID10 volume
-/// sends its members for a 1 MiB request (512 KiB chunks written, 256 KiB
-/// halves of them read), and one thread per core with 1 MiB requests. The
-/// README takes the best of them as the aggregate.
-fn bench_aggregates(c: &mut Criterion, group: &str, devs: &[Arc<dyn BlockDevice>]) {
+/// The aggregate in the patterns a member can be driven with; the README
+/// takes the best of them as the aggregate. Every level: one thread per
+/// member with 1 MiB requests (also 4 KiB random), and with 512 KiB
+/// requests (the chunk) from one shared buffer. RAID10, whose targets
+/// these are, also: 512 KiB and 256 KiB requests (what its volume sends
+/// each member for a 1 MiB write and read) from private and from shared
+/// buffers, and one thread per core.
+fn bench_aggregates(c: &mut Criterion, group: &str, devs: &[Arc<dyn BlockDevice>], all: bool) {
     let n = devs.len();
     let cores = std::thread::available_parallelism().map_or(2, |c| c.get());
     let name = format!("members-aggregate-{n}");
-    bench_aggregate(c, group, &name, devs, (SEQ, n, false));
+    let pattern = |len, threads, shared, seq_only| Pattern {
+        len,
+        threads,
+        shared,
+        seq_only,
+    };
+    bench_aggregate(c, group, &name, devs, &pattern(SEQ, n, false, false));
+    let shared_name = format!("{name}-shared-buffer");
+    bench_aggregate(
+        c,
+        group,
+        &shared_name,
+        devs,
+        &pattern(SEQ / 2, n, true, true),
+    );
+    if !all {
+        return;
+    }
+    bench_aggregate(
+        c,
+        group,
+        &shared_name,
+        devs,
+        &pattern(SEQ / 4, n, true, true),
+    );
     for len in [SEQ / 2, SEQ / 4] {
-        bench_aggregate(c, group, &name, devs, (len, n, true));
+        bench_aggregate(c, group, &name, devs, &pattern(len, n, false, true));
     }
     if cores < n {
-        let name = format!("members-aggregate-{n}-on-{cores}-threads");
-        bench_aggregate(c, group, &name, devs, (SEQ, cores, true));
+        let name = format!("{name}-on-{cores}-threads");
+        bench_aggregate(c, group, &name, devs, &pattern(SEQ, cores, false, true));
     }
 }
 
@@ -271,7 +322,7 @@ fn in_process(c: &mut Criterion) {
             bench_target_with(c, &group, "volume-serial", &vol, true);
             vol.set_member_threads(0);
         }
-        bench_aggregates(c, &group, &devs);
+        bench_aggregates(c, &group, &devs, spec == "raid10:n2");
     }
 }
 
