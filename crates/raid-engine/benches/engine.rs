@@ -4,7 +4,7 @@
 //! against the same I/O to a single plain file and against the raw
 //! aggregate of the members (the member files written or read directly, in
 //! several patterns: one thread per member with 1 MiB, 512 KiB and 256 KiB
-//! requests, and one thread per core); RAID10 also with its member I/O on
+//! requests from private or shared buffers, and one thread per core); RAID10 also with its member I/O on
 //! one thread per core and on the calling thread alone. Every side uses
 //! page-aligned buffers. Then the same through FUSE + loop against a loop
 //! device over a plain file (root only); the rebuild rate; and NBD members
