@@ -1289,7 +1289,10 @@ impl Volume {
     }
 
     /// Make every completed write durable on every member, then clear the
-    /// bitmap bits of regions that are now in sync everywhere.
+    /// bitmap bits of regions that are now in sync everywhere and that no
+    /// write touched since the flush before this one (a region written
+    /// between every two flushes keeps its bit, instead of having it
+    /// cleared and persisted again by the next write each time).
     pub fn flush(&self) -> Result<()> {
         let _g = self.gate.read().unwrap_or_else(|p| p.into_inner());
         let candidates = match &self.bitmap {
@@ -1326,6 +1329,9 @@ impl Volume {
 
     /// Flush, and record a clean shutdown in the superblocks.
     pub fn close(&self) -> Result<()> {
+        // The second flush clears the bits of regions written before the
+        // first (none is written in between by a closing caller).
+        self.flush()?;
         self.flush()?;
         self.write_superblocks(true)
     }

@@ -156,3 +156,49 @@ fn member_thread_limits_give_the_same_bytes() {
         vol.close().unwrap();
     }
 }
+
+/// On disk, a region's write-intent bit stays set while the region is
+/// written between every two flushes, and is cleared by the first flush
+/// after a flush interval without writes; closing leaves it clear.
+#[test]
+fn bitmap_bits_clear_at_the_second_quiet_flush() {
+    use std::os::unix::fs::FileExt;
+    let dir = common::scratch();
+    let (paths, devs) = common::members(dir.path(), 2, 4 << 20);
+    let mut opts = CreateOptions::new(VolumeLayout::parse("raid1").unwrap());
+    opts.bitmap_region_bytes = 64 << 10;
+    let vol = Volume::create(devs, &opts).unwrap();
+    // The bitmap sits at 8 KiB on every member (see the README).
+    let bits_on_disk = || {
+        paths
+            .iter()
+            .map(|p| {
+                let mut b = [0u8; 512];
+                std::fs::File::open(p)
+                    .unwrap()
+                    .read_exact_at(&mut b, 8192)
+                    .unwrap();
+                b.iter().map(|x| x.count_ones()).sum::<u32>()
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(bits_on_disk(), [0, 0]);
+    for round in 0..3 {
+        vol.write_at(&common::pattern(round, 4096), 0).unwrap();
+        vol.flush().unwrap();
+        assert_eq!(
+            bits_on_disk(),
+            [1, 1],
+            "round {round}: written since the last flush"
+        );
+    }
+    vol.flush().unwrap();
+    assert_eq!(
+        bits_on_disk(),
+        [0, 0],
+        "a flush interval without writes clears"
+    );
+    vol.write_at(&common::pattern(9, 4096), 0).unwrap();
+    vol.close().unwrap();
+    assert_eq!(bits_on_disk(), [0, 0], "close leaves the bitmap clear");
+}
