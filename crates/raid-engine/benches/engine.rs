@@ -293,6 +293,56 @@ fn bench_target_with(c: &mut Criterion, group: &str, name: &str, t: &dyn Target,
     g.finish();
 }
 
+/// The volume driven like the aggregate drives the members: `streams`
+/// threads at once (as many as the aggregate's), each streaming sequential
+/// 1 MiB requests back to back over its own part of the volume (writes from
+/// one shared buffer, reads into its own), timed together. Counts logical
+/// bytes.
+fn bench_streams(c: &mut Criterion, group: &str, name: &str, vol: &Volume, streams: usize) {
+    let part = vol.size() / streams as u64 / SEQ as u64 * SEQ as u64;
+    let mut src = AlignedBuf::new(SEQ);
+    src.as_mut().fill(0x5a);
+    let src = src.as_ref();
+    let mut g = c.benchmark_group(group);
+    g.throughput(Throughput::Bytes((SEQ * streams) as u64));
+    for (test, write) in [("seq-write-1MiB", true), ("seq-read-1MiB", false)] {
+        g.bench_function(format!("{name}/{test}"), |b| {
+            b.iter_custom(|iters| {
+                let start = std::sync::Barrier::new(streams + 1);
+                std::thread::scope(|s| {
+                    let handles: Vec<_> = (0..streams)
+                        .map(|t| {
+                            let start = &start;
+                            s.spawn(move || {
+                                let mut buf = AlignedBuf::new(SEQ);
+                                let base = t as u64 * part;
+                                let mut pos = 0u64;
+                                start.wait();
+                                for _ in 0..iters {
+                                    if write {
+                                        vol.write_at(src, base + pos).unwrap();
+                                    } else {
+                                        vol.read_at(buf.as_mut(), base + pos).unwrap();
+                                    }
+                                    pos = (pos + SEQ as u64) % part;
+                                }
+                                black_box(buf.as_ref());
+                            })
+                        })
+                        .collect();
+                    start.wait();
+                    let t = std::time::Instant::now();
+                    for h in handles {
+                        h.join().unwrap();
+                    }
+                    t.elapsed()
+                })
+            })
+        });
+    }
+    g.finish();
+}
+
 fn in_process(c: &mut Criterion) {
     let dir = scratch();
     let plain = files(dir.path(), "plain", 1);
@@ -320,6 +370,15 @@ fn in_process(c: &mut Criterion) {
             bench_target_with(c, &group, &format!("volume-{cores}-threads"), &vol, true);
             vol.set_member_threads(1);
             bench_target_with(c, &group, "volume-serial", &vol, true);
+            vol.set_member_threads(0);
+        }
+        // As many callers as the aggregate has threads (same queue depth).
+        bench_streams(c, &group, &format!("volume-{n}-streams"), &vol, n);
+        if spec == "raid10:n2" {
+            // Each caller doing its own member I/O (the streams are the
+            // parallelism).
+            vol.set_member_threads(1);
+            bench_streams(c, &group, &format!("volume-{n}-streams-serial"), &vol, n);
             vol.set_member_threads(0);
         }
         bench_aggregates(c, &group, &devs, spec == "raid10:n2");
