@@ -13,6 +13,7 @@ use std::io::{self, Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytemuck::{Pod, Zeroable};
 
@@ -77,7 +78,7 @@ pub const DIRECT_ALIGN: usize = 4096;
 /// One aligned page; vectors of these are the bounce buffers of `O_DIRECT`.
 #[derive(Clone, Copy, Pod, Zeroable)]
 #[repr(C, align(4096))]
-struct Page([u8; DIRECT_ALIGN]);
+pub(crate) struct Page([u8; DIRECT_ALIGN]);
 
 /// How to open a [`FileDevice`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +97,10 @@ pub struct FileDevice {
     path: PathBuf,
     size: u64,
     direct: bool,
+    /// The kernel takes `O_DIRECT` I/O at any alignment on this file (tmpfs
+    /// serves it from the page cache): no bounce buffers needed. Cleared
+    /// (for good) at the first I/O that is refused for its alignment.
+    any_alignment: AtomicBool,
     /// Serialises the read-modify-write of unaligned `O_DIRECT` writes.
     rmw: Mutex<()>,
     pool: Mutex<Vec<Vec<Page>>>,
@@ -132,6 +137,14 @@ impl FileDevice {
                 dev.file.read_exact_at(&mut bytes[..probe_len], 0).is_ok()
             };
             if ok && dev.size % DIRECT_ALIGN as u64 == 0 {
+                // Does the kernel also take a misaligned buffer, offset and
+                // length? Then the bounce buffers would only add a copy.
+                if dev.size >= 2 * DIRECT_ALIGN as u64 {
+                    let mut two = vec![Page::zeroed(); 2];
+                    let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut two);
+                    let any = dev.file.read_exact_at(&mut bytes[1..1001], 7).is_ok();
+                    *dev.any_alignment.get_mut() = any;
+                }
                 dev.pool.get_mut().map_err(|_| poisoned())?.push(probe);
                 return Ok(dev);
             }
@@ -165,6 +178,7 @@ impl FileDevice {
             path,
             size,
             direct,
+            any_alignment: AtomicBool::new(false),
             rmw: Mutex::new(()),
             pool: Mutex::new(Vec::new()),
         })
@@ -195,6 +209,31 @@ impl FileDevice {
         }
     }
 
+    /// Whether I/O of `len` bytes at `offset` from/to `addr` can go to the
+    /// file as it is, without a bounce buffer: buffered I/O, aligned
+    /// `O_DIRECT` (zero copy), or a file whose kernel takes any alignment.
+    fn unbounced(&self, addr: *const u8, offset: u64, len: usize) -> bool {
+        let a = DIRECT_ALIGN;
+        !self.direct
+            || (addr as usize).is_multiple_of(a)
+                && offset.is_multiple_of(a as u64)
+                && len.is_multiple_of(a)
+            || self.any_alignment.load(Ordering::Relaxed)
+    }
+
+    /// After an unbounced I/O failed: whether it was refused for its
+    /// alignment on a file believed to take any (then bounce from now on).
+    fn alignment_refused(&self, e: &io::Error, addr: *const u8, offset: u64, len: usize) -> bool {
+        let a = DIRECT_ALIGN;
+        let aligned = (addr as usize).is_multiple_of(a)
+            && offset.is_multiple_of(a as u64)
+            && len.is_multiple_of(a);
+        self.direct
+            && !aligned
+            && e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error())
+            && self.any_alignment.swap(false, Ordering::Relaxed)
+    }
+
     /// The aligned window `[start, end)` covering `offset..offset+len`.
     fn window(offset: u64, len: usize) -> (u64, u64) {
         let a = DIRECT_ALIGN as u64;
@@ -213,8 +252,11 @@ impl BlockDevice for FileDevice {
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         check_range(self, offset, buf.len())?;
-        if !self.direct {
-            return self.file.read_exact_at(buf, offset);
+        if self.unbounced(buf.as_ptr(), offset, buf.len()) {
+            match self.file.read_exact_at(buf, offset) {
+                Err(e) if self.alignment_refused(&e, buf.as_ptr(), offset, buf.len()) => {}
+                r => return r,
+            }
         }
         let (start, end) = Self::window(offset, buf.len());
         let mut pages = self.take_buf(((end - start) as usize) / DIRECT_ALIGN);
@@ -232,8 +274,11 @@ impl BlockDevice for FileDevice {
 
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         check_range(self, offset, buf.len())?;
-        if !self.direct {
-            return self.file.write_all_at(buf, offset);
+        if self.unbounced(buf.as_ptr(), offset, buf.len()) {
+            match self.file.write_all_at(buf, offset) {
+                Err(e) if self.alignment_refused(&e, buf.as_ptr(), offset, buf.len()) => {}
+                r => return r,
+            }
         }
         let (start, end) = Self::window(offset, buf.len());
         let aligned = start == offset && end == offset + buf.len() as u64;
@@ -297,19 +342,30 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("d");
         let dev = FileDevice::create(&p, 64 * 1024, CacheMode::DirectIfSupported).unwrap();
-        let pattern: Vec<u8> = (0..64 * 1024).map(|i| (i % 251) as u8).collect();
+        neighbours_kept(&dev, 1);
+        // The bounce-buffer path, also where the kernel takes any alignment
+        // (tmpfs): it must give the same bytes.
+        dev.any_alignment.store(false, Ordering::Relaxed);
+        neighbours_kept(&dev, 2);
+    }
+
+    fn neighbours_kept(dev: &FileDevice, seed: u8) {
+        let pattern: Vec<u8> = (0..64 * 1024)
+            .map(|i| (i % 251) as u8 ^ seed.wrapping_mul(91))
+            .collect();
         dev.write_at(&pattern, 0).unwrap();
-        dev.write_at(&[0xee; 700], 4000).unwrap();
-        dev.write_at(&[0xdd; 10], 8190).unwrap();
+        let (e, d) = (0xe0 | seed, 0xd0 | seed);
+        dev.write_at(&[e; 700], 4000).unwrap();
+        dev.write_at(&[d; 10], 8190).unwrap();
         let mut want = pattern.clone();
-        want[4000..4700].fill(0xee);
-        want[8190..8200].fill(0xdd);
+        want[4000..4700].fill(e);
+        want[8190..8200].fill(d);
         let mut got = vec![0; 64 * 1024];
         dev.read_at(&mut got, 0).unwrap();
         assert!(got == want);
         let mut small = [0u8; 3];
         dev.read_at(&mut small, 4699).unwrap();
-        assert_eq!(small, [0xee, want[4700], want[4701]]);
+        assert_eq!(small, [e, want[4700], want[4701]]);
         assert!(dev.read_at(&mut small, 64 * 1024 - 2).is_err());
         dev.flush().unwrap();
     }

@@ -13,7 +13,7 @@
 //! the members on per-volume worker threads.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
@@ -272,6 +272,9 @@ pub struct Volume {
     /// Worker threads for member I/O, started at the first request that
     /// goes to several members at once (`None` if they could not start).
     workers: OnceLock<Option<rayon::ThreadPool>>,
+    /// At most this many threads (the caller included) do one request's
+    /// member I/O (0: one per member).
+    member_threads: AtomicUsize,
     #[cfg(feature = "fault-injection")]
     faults: crate::fault::Faults,
 }
@@ -478,6 +481,7 @@ impl Volume {
             stripe_locks: (0..parity::STRIPE_LOCKS).map(|_| Mutex::new(())).collect(),
             size_sectors,
             workers: OnceLock::new(),
+            member_threads: AtomicUsize::new(0),
             #[cfg(feature = "fault-injection")]
             faults: Default::default(),
         }
@@ -671,33 +675,62 @@ impl Volume {
             .as_ref()
     }
 
+    /// Limit how many threads (the calling thread included) do the member
+    /// I/O of one request at once: `1` does it one member after the other
+    /// on the calling thread; `0` (the default) allows one thread per
+    /// member, up to 32. One per member suits members that wait (drives,
+    /// NBD); members that only cost CPU (files on tmpfs) gain nothing from
+    /// more threads than cores. The threads share a request's members
+    /// between them: whichever is free takes the next member's I/O, so a
+    /// worker that wakes late leaves its share to the others.
+    pub fn set_member_threads(&self, n: usize) {
+        self.member_threads.store(n, Ordering::Relaxed);
+    }
+
     /// Run `f` over groups of jobs (a group is one member's I/O of a
-    /// request). With `parallel`, the groups run at once: the first on the
-    /// calling thread, the others on the volume's member workers, and this
-    /// returns when all are done. Results come in group order.
+    /// request). With `parallel`, up to the member-thread limit of threads
+    /// run them at once: the calling thread and the volume's member
+    /// workers each take the next group not yet taken until none is left,
+    /// and this returns when all are done. Results come in group order.
     fn fan_out<J: Send, R: Send>(
         &self,
         groups: Vec<Vec<J>>,
         parallel: bool,
         f: &(dyn Fn(J) -> R + Sync),
     ) -> Vec<R> {
+        let limit = match self.member_threads.load(Ordering::Relaxed) {
+            0 => MAX_WORKERS + 1,
+            n => n,
+        };
+        let threads = groups.len().min(limit);
         let pool = match self.workers() {
-            Some(p) if parallel && groups.len() >= 2 => p,
+            Some(p) if parallel && threads >= 2 => p,
             _ => return groups.into_iter().flatten().map(f).collect(),
         };
-        let mut groups = groups.into_iter();
-        let first = groups.next().unwrap_or_default();
-        let rest: Vec<Vec<J>> = groups.collect();
-        let mut done: Vec<Vec<R>> = rest.iter().map(|_| Vec::new()).collect();
-        let mut out = Vec::new();
-        pool.in_place_scope(|s| {
-            for (g, slot) in rest.into_iter().zip(done.iter_mut()) {
-                s.spawn(move |_| *slot = g.into_iter().map(f).collect());
+        let n = groups.len();
+        let todo: Vec<Mutex<Vec<J>>> = groups.into_iter().map(Mutex::new).collect();
+        let done: Vec<Mutex<Vec<R>>> = (0..n).map(|_| Mutex::new(Vec::new())).collect();
+        let next = AtomicUsize::new(0);
+        let work = || {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                let jobs = std::mem::take(&mut *todo[i].lock().unwrap_or_else(|p| p.into_inner()));
+                let out: Vec<R> = jobs.into_iter().map(f).collect();
+                *done[i].lock().unwrap_or_else(|p| p.into_inner()) = out;
             }
-            out = first.into_iter().map(f).collect();
+        };
+        pool.in_place_scope(|s| {
+            for _ in 1..threads {
+                s.spawn(|_| work());
+            }
+            work();
         });
-        out.extend(done.into_iter().flatten());
-        out
+        done.into_iter()
+            .flat_map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
+            .collect()
     }
 
     fn meta_lock(&self) -> std::sync::MutexGuard<'_, Meta> {
@@ -1256,7 +1289,10 @@ impl Volume {
     }
 
     /// Make every completed write durable on every member, then clear the
-    /// bitmap bits of regions that are now in sync everywhere.
+    /// bitmap bits of regions that are now in sync everywhere and that no
+    /// write touched since the flush before this one (a region written
+    /// between every two flushes keeps its bit, instead of having it
+    /// cleared and persisted again by the next write each time).
     pub fn flush(&self) -> Result<()> {
         let _g = self.gate.read().unwrap_or_else(|p| p.into_inner());
         let candidates = match &self.bitmap {
@@ -1293,6 +1329,9 @@ impl Volume {
 
     /// Flush, and record a clean shutdown in the superblocks.
     pub fn close(&self) -> Result<()> {
+        // The second flush clears the bits of regions written before the
+        // first (none is written in between by a closing caller).
+        self.flush()?;
         self.flush()?;
         self.write_superblocks(true)
     }

@@ -172,11 +172,17 @@ impl Exposed {
             .unwrap();
         let loopdev = line.trim().to_string();
         assert!(loopdev.starts_with("/dev/loop"), "expose printed {line:?}");
-        Exposed {
+        let exposed = Exposed {
             child,
             loopdev,
             stopped: false,
-        }
+        };
+        // The CLI attaches with `--direct-io=on`, like the benchmark's
+        // kernel path; a loop driver that refused it would serve the FUSE
+        // file through the page cache, one request after the other.
+        let dio = loop_dio(&exposed.loopdev);
+        assert_eq!(dio, "1", "the CLI's loop device did not take direct I/O");
+        exposed
     }
 
     fn signal(&self, sig: rustix::process::Signal) {

@@ -322,3 +322,102 @@ fn pipelined_requests_against_qemu_nbd() {
     assert_eq!(dev.size(), 16 << 20);
     pipelined_io_is_correct(&dev);
 }
+
+/// Replies really come back out of request order, and every read still
+/// gets its own bytes. Three threads read at random offsets and lengths
+/// (up to 1 MiB, split into pipelined pieces), which nbdkit's delay filter
+/// answers 20 ms late, while a fourth thread keeps writing (not delayed),
+/// so write replies overtake reads sent before them. The client counts
+/// replies that arrive while a request sent earlier is unanswered: the
+/// count must be positive (a client that serialised its requests, one
+/// reply before the next request, would count none, as the check on a
+/// second connection with one thread and one request in flight shows).
+#[test]
+fn replies_arrive_out_of_request_order_and_reads_get_their_data() {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    let Some((_peer, port)) = start_nbdkit(&["--filter=delay", "memory", "64M", "rdelay=20ms"])
+    else {
+        return;
+    };
+    let addr = format!("127.0.0.1:{port}");
+    let dev = NbdDevice::connect(&addr, "").unwrap();
+    const READ_AREA: usize = 16 << 20;
+    const WRITE_AREA: u64 = 32 << 20;
+    const SLOT: usize = 64 << 10;
+    let base = common::pattern(7, READ_AREA);
+    dev.write_at(&base, 0).unwrap();
+    // nbdkit serves a connection's requests on several threads, so even
+    // these writes may be answered out of order: count from here on.
+    let before = dev.replies_out_of_order();
+    let readers_done = AtomicUsize::new(0);
+    let written = std::thread::scope(|s| {
+        for t in 0..3u64 {
+            let (dev, base, readers_done) = (&dev, &base, &readers_done);
+            s.spawn(move || {
+                let mut x = 0x2545_f491_4f6c_dd1d ^ (t + 1);
+                let mut next = |limit: u64| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x % limit
+                };
+                for i in 0..8 {
+                    let len = (next(2048) as usize + 1) * 512;
+                    let off = (next(((READ_AREA - len) / 512) as u64 + 1) * 512) as usize;
+                    let mut got = vec![0u8; len];
+                    dev.read_at(&mut got, off as u64).unwrap();
+                    assert!(
+                        got[..] == base[off..off + len],
+                        "thread {t}, read {i} at {off}+{len}: wrong data"
+                    );
+                }
+                readers_done.fetch_add(1, SeqCst);
+            });
+        }
+        let (dev, readers_done) = (&dev, &readers_done);
+        let writer = s.spawn(move || {
+            // What the write area must hold afterwards (the memory plugin
+            // starts zeroed).
+            let mut model = vec![0u8; 256 * SLOT];
+            let mut k = 0u64;
+            while readers_done.load(SeqCst) < 3 {
+                let slot = (k % 256) as usize;
+                let data = common::pattern(100 + k, SLOT);
+                dev.write_at(&data, WRITE_AREA + (slot * SLOT) as u64)
+                    .unwrap();
+                model[slot * SLOT..(slot + 1) * SLOT].copy_from_slice(&data);
+                k += 1;
+            }
+            model
+        });
+        writer.join().unwrap()
+    });
+    let mut back = vec![0u8; written.len()];
+    dev.read_at(&mut back, WRITE_AREA).unwrap();
+    assert!(
+        back == written,
+        "the writer's area differs from what it wrote"
+    );
+    let mut all = vec![0u8; READ_AREA];
+    dev.read_at(&mut all, 0).unwrap();
+    assert!(all == base, "the read area changed");
+    let overtaken = dev.replies_out_of_order() - before;
+    eprintln!("{overtaken} replies arrived out of request order");
+    assert!(
+        overtaken > 0,
+        "no reply arrived before the reply to an earlier request: the client serialised its requests"
+    );
+
+    // The counter's zero case: one thread, one request at a time.
+    let serial = NbdDevice::connect(&addr, "").unwrap();
+    serial.set_max_in_flight(1).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    for i in 0..4u64 {
+        serial
+            .write_at(&buf[..SLOT], WRITE_AREA + i * SLOT as u64)
+            .unwrap();
+        serial.read_at(&mut buf, i << 20).unwrap();
+        assert!(buf[..] == base[(i << 20) as usize..((i + 1) << 20) as usize]);
+    }
+    assert_eq!(serial.replies_out_of_order(), 0);
+}

@@ -7,7 +7,7 @@
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -297,40 +297,7 @@ fn run(cli: Cli) -> Result<(), String> {
             loop_dev,
             m,
         } => {
-            let v = Arc::new(assemble(&m)?);
-            let stop = signals()?;
-            let exp =
-                raid_engine::fuse::expose(v.clone(), &mount, &name).map_err(|e| e.to_string())?;
-            let mut loop_path = None;
-            if loop_dev {
-                // Direct I/O: the loop driver sends its requests to the
-                // FUSE file asynchronously, several at once.
-                let out = Command::new("losetup")
-                    .args(["-f", "--show", "--direct-io=on"])
-                    .arg(exp.file())
-                    .output()
-                    .map_err(|e| format!("losetup: {e}"))?;
-                if !out.status.success() {
-                    return Err(format!(
-                        "losetup: {}",
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    ));
-                }
-                let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
-                println!("{p}");
-                loop_path = Some(p);
-            } else {
-                println!("{}", exp.file().display());
-            }
-            let _ = std::io::stdout().flush();
-            while !stop.load(Ordering::SeqCst) && !exp.is_finished() {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            if let Some(p) = loop_path {
-                let _ = Command::new("losetup").args(["-d", &p]).status();
-            }
-            exp.unmount().map_err(|e| e.to_string())?;
-            eprintln!("volume closed");
+            expose(&mount, &name, loop_dev, &m)?;
         }
         Cmd::Rebuild {
             role,
@@ -403,6 +370,53 @@ fn run(cli: Cli) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `expose`: serve the volume as a FUSE file (and a loop device on it)
+/// until SIGTERM/SIGINT or an unmount.
+#[cfg(feature = "fuse")]
+fn expose(mount: &std::path::Path, name: &str, loop_dev: bool, m: &Members) -> Result<(), String> {
+    let v = Arc::new(assemble(m)?);
+    let stop = signals()?;
+    let exp = raid_engine::fuse::expose(v.clone(), mount, name).map_err(|e| e.to_string())?;
+    let mut loop_path = None;
+    if loop_dev {
+        // Direct I/O: the loop driver sends its requests to the
+        // FUSE file asynchronously, several at once.
+        let out = std::process::Command::new("losetup")
+            .args(["-f", "--show", "--direct-io=on"])
+            .arg(exp.file())
+            .output()
+            .map_err(|e| format!("losetup: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "losetup: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        println!("{p}");
+        loop_path = Some(p);
+    } else {
+        println!("{}", exp.file().display());
+    }
+    let _ = std::io::stdout().flush();
+    while !stop.load(Ordering::SeqCst) && !exp.is_finished() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if let Some(p) = loop_path {
+        let _ = std::process::Command::new("losetup")
+            .args(["-d", &p])
+            .status();
+    }
+    exp.unmount().map_err(|e| e.to_string())?;
+    eprintln!("volume closed");
+    Ok(())
+}
+
+#[cfg(not(feature = "fuse"))]
+fn expose(_: &std::path::Path, _: &str, _: bool, _: &Members) -> Result<(), String> {
+    Err("expose: this raid-engine was built without the `fuse` feature".into())
 }
 
 fn signals() -> Result<Arc<AtomicBool>, String> {

@@ -25,6 +25,9 @@ pub struct NbdDevice {
     label: String,
     handle: std::sync::atomic::AtomicU64,
     max_in_flight: std::sync::atomic::AtomicUsize,
+    /// Replies that arrived while a request sent before theirs was still
+    /// unanswered.
+    overtaking: std::sync::atomic::AtomicU64,
 }
 
 fn rd<const N: usize>(r: &mut impl Read) -> io::Result<[u8; N]> {
@@ -147,6 +150,7 @@ impl NbdDevice {
             label,
             handle: std::sync::atomic::AtomicU64::new(1),
             max_in_flight: std::sync::atomic::AtomicUsize::new(WINDOW),
+            overtaking: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -166,6 +170,15 @@ impl NbdDevice {
         Ok(())
     }
 
+    /// How many replies so far arrived before the reply to a request sent
+    /// earlier on this connection (handles are given out in the order the
+    /// requests are sent), i.e. were matched out of request order. Zero
+    /// for a server that answers in order or a caller that never has two
+    /// requests in flight.
+    pub fn replies_out_of_order(&self) -> u64 {
+        self.overtaking.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Whether the export is read-only.
     pub fn is_read_only(&self) -> bool {
         self.flags & TFLAG_READ_ONLY != 0
@@ -182,21 +195,24 @@ impl NbdDevice {
         payload: &[u8],
         reply_len: u32,
     ) -> io::Result<u64> {
-        let handle = self
-            .handle
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.lock_replies()?.expected.insert(handle, reply_len);
-        let mut hdr = [0u8; 28];
-        hdr[..4].copy_from_slice(&REQUEST_MAGIC.to_be_bytes());
-        hdr[6..8].copy_from_slice(&cmd.to_be_bytes());
-        hdr[8..16].copy_from_slice(&handle.to_be_bytes());
-        hdr[16..24].copy_from_slice(&offset.to_be_bytes());
-        hdr[24..28].copy_from_slice(&len.to_be_bytes());
+        let mut handle = 0;
         let sent = (|| {
             let mut s = self
                 .send
                 .lock()
                 .map_err(|_| io::Error::other("nbd connection lock poisoned"))?;
+            // Handles are given out and registered under the sending lock,
+            // so that their order is the order of the requests on the wire.
+            handle = self
+                .handle
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.lock_replies()?.expected.insert(handle, reply_len);
+            let mut hdr = [0u8; 28];
+            hdr[..4].copy_from_slice(&REQUEST_MAGIC.to_be_bytes());
+            hdr[6..8].copy_from_slice(&cmd.to_be_bytes());
+            hdr[8..16].copy_from_slice(&handle.to_be_bytes());
+            hdr[16..24].copy_from_slice(&offset.to_be_bytes());
+            hdr[24..28].copy_from_slice(&len.to_be_bytes());
             s.write_all(&hdr)?;
             if !payload.is_empty() {
                 s.write_all(payload)?;
@@ -261,6 +277,10 @@ impl NbdDevice {
                 self.arrived.notify_all();
                 continue;
             };
+            if r.expected.keys().any(|&k| k < h) {
+                self.overtaking
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             let result = if err != 0 {
                 Err(server_error(&self.label, err))
             } else if h == handle {
