@@ -826,7 +826,7 @@ impl Pool {
         let spec = placement::VolumeSpec {
             id: placement::VolumeId::new(rec.id.clone())
                 .map_err(|e| Error::Internal(e.to_string()))?,
-            request: upgrade_request(&rec.request),
+            request: upgrade_request(&rec.request).into(),
             members: rec
                 .members
                 .iter()
@@ -888,7 +888,7 @@ impl Pool {
         let vid =
             placement::VolumeId::new(rec.id.clone()).map_err(|e| Error::Internal(e.to_string()))?;
         let old = self.engine.remove(&vid).map_err(place_err)?;
-        let mut req = old.request.clone();
+        let mut req = placement::Request::clone(&old.request);
         req.size = placement::Bytes(new_member);
         req.pinned = vec![placement::Pin {
             member: 0,
@@ -897,7 +897,7 @@ impl Pool {
         if let Err(e) = self.engine.place(vid.clone(), &req) {
             self.engine
                 .place(vid, &{
-                    let mut r = old.request.clone();
+                    let mut r = placement::Request::clone(&old.request);
                     r.pinned = vec![placement::Pin {
                         member: 0,
                         drive: old.members[0].clone(),
@@ -923,7 +923,7 @@ impl Pool {
             }),
             Err(e) => {
                 self.engine.remove(&vid).map_err(place_err)?;
-                let mut r = old.request.clone();
+                let mut r = placement::Request::clone(&old.request);
                 r.pinned = vec![placement::Pin {
                     member: 0,
                     drive: old.members[0].clone(),
@@ -1078,7 +1078,7 @@ fn build_engine(
         vols.push(placement::VolumeSpec {
             id: placement::VolumeId::new(v.id.clone())
                 .map_err(|e| Error::Internal(e.to_string()))?,
-            request: upgrade_request(&v.request),
+            request: upgrade_request(&v.request).into(),
             members: v
                 .members
                 .iter()

@@ -2,6 +2,7 @@
 //! volumes; its TOML file format; and validation with errors that name the offending entry.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -164,10 +165,30 @@ pub struct ServerSpec {
 pub struct VolumeSpec {
     /// Unique id.
     pub id: VolumeId,
-    /// The request it was placed under (repairs re-place under it).
-    pub request: Request,
+    /// The request it was placed under (repairs re-place under it). The engine interns
+    /// requests: volumes placed under equal requests share one copy.
+    #[serde(with = "shared_request")]
+    pub request: Arc<Request>,
     /// Drive of each member.
     pub members: Vec<DriveId>,
+}
+
+/// (De)serializes an `Arc<Request>` as the request itself (serde's `rc` feature would do the
+/// same for every crate in the workspace).
+mod shared_request {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::request::Request;
+
+    pub(super) fn serialize<S: Serializer>(r: &Arc<Request>, s: S) -> Result<S::Ok, S::Error> {
+        r.as_ref().serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<Request>, D::Error> {
+        Request::deserialize(d).map(Arc::new)
+    }
 }
 
 /// The whole inventory as plain data: what the TOML file holds.

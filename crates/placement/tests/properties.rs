@@ -366,7 +366,7 @@ proptest! {
             let mut other = engine.clone();
             let planned = other.place(vid(&format!("v{v}")), &req);
             let Ok(p) = planned else { continue };
-            let volume = VolumeSpec { id: vid(&format!("v{v}")), request: req.clone(), members: p.drives() };
+            let volume = VolumeSpec { id: vid(&format!("v{v}")), request: req.clone().into(), members: p.drives() };
             // A stale version changes nothing.
             let before = engine.snapshot();
             let stale = matches!(engine.adopt(volume.clone(), version + 1), Err(PlacementError::StaleVersion { .. }));
@@ -421,7 +421,7 @@ proptest! {
             let members: Vec<&DriveSpec> = v.members.iter().map(|d| oracle.drive(d.as_str())).collect();
             let pinned: Vec<bool> = (0..members.len()).map(|m| !moved.contains(&m)).collect();
             // Space, bandwidth and quota were charged move by move; judge the domain rules.
-            let mut req = v.request.clone();
+            let mut req = Request::clone(&v.request);
             req.size = Bytes(0);
             req.bandwidth = Bytes(0);
             let verdict = oracle.check_hard(&req, &members, &pinned);
@@ -532,7 +532,7 @@ proptest! {
             if moved.contains(&v.id) {
                 let members: Vec<&DriveSpec> = v.members.iter().map(|d| oracle.drive(d.as_str())).collect();
                 let pinned: Vec<bool> = (0..members.len()).map(|m| !moved_members.contains(&m)).collect();
-                let mut req = v.request.clone();
+                let mut req = Request::clone(&v.request);
                 req.exclude_drives.extend(in_target.iter().cloned());
                 // Capacity, bandwidth and quota were charged move by move during planning and
                 // are checked by the engine's accounting; judge the domain rules here.
