@@ -672,8 +672,9 @@ impl Engine {
     /// added with `free` below `capacity` holds data the engine does not place (as in a file).
     /// Nothing changes on error.
     ///
-    /// Cost: re-indexes the inventory, O(drives + placed volumes) without re-checking any
-    /// volume's request; see the crate README for measured times.
+    /// Cost: re-indexes the inventory, O(drives) without re-checking any volume's request (a
+    /// removal checks each distinct request once, and a drive removal renumbers the members'
+    /// drives, O(members)); see the crate README for measured times.
     ///
     /// ```
     /// use placement::{Bytes, DriveId, DriveKind, DriveSpec, Engine, Inventory};
@@ -906,17 +907,21 @@ impl Engine {
         let mut e = Engine::bare(inv, self.seed);
         if let Some(target) = target {
             let gone = Vanished::between(&self.inv, &e.inv);
-            let mut holders = self
-                .volumes
+            // Requests are interned, so each distinct request is checked once (not once per
+            // volume); only when one no longer compiles are the volumes searched for holders.
+            let broken: Vec<(&Arc<Request>, PlacementError)> = self
+                .requests
                 .iter()
-                .flatten()
-                .filter(|v| gone.named_by(&v.spec.request))
-                .filter_map(|v| {
-                    e.compile(&v.spec.request, None, true)
-                        .err()
-                        .map(|err| (v.spec.id.clone(), err))
-                });
-            if let Some((vol, err)) = holders.next() {
+                .filter(|r| gone.named_by(r))
+                .filter_map(|r| e.compile(r, None, true).err().map(|err| (r, err)))
+                .collect();
+            let mut holders = self.volumes.iter().flatten().filter_map(|v| {
+                broken
+                    .iter()
+                    .find(|(r, _)| Arc::ptr_eq(r, &v.spec.request))
+                    .map(|(_, err)| (v.spec.id.clone(), err.clone()))
+            });
+            if let Some((vol, err)) = (!broken.is_empty()).then(|| holders.next()).flatten() {
                 let why = match err {
                     PlacementError::InvalidRequest { field, reason, .. } => {
                         format!("request.{field} {reason}")
