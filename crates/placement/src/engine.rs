@@ -805,11 +805,14 @@ impl Engine {
     }
 
     /// Adds a bandwidth domain (switch, uplink, port; its id must be new) and returns the new
-    /// version. Nothing changes on error. Cost as for [`Engine::add_drive`].
+    /// version. Nothing changes on error. O(1): no drive lists it yet, so no index changes.
     pub fn add_bandwidth_domain(&mut self, domain: BwDomainSpec) -> Result<u64, PlacementError> {
-        let mut spec = self.inv.spec.clone();
-        spec.bandwidth_domains.push(domain);
-        self.restructure(spec, None, None)
+        self.inv
+            .index_bw_domain(&domain)
+            .map_err(PlacementError::InvalidChange)?;
+        self.inv.spec.bandwidth_domains.push(domain);
+        self.version += 1;
+        Ok(self.version)
     }
 
     /// Removes a bandwidth domain and returns the new version. Refused with
@@ -856,11 +859,14 @@ impl Engine {
     }
 
     /// Adds a storage group (its id must be new) and returns the new version. Nothing changes
-    /// on error. Cost as for [`Engine::add_drive`].
+    /// on error. O(1): no drive belongs to it yet, so no index changes.
     pub fn add_storage_group(&mut self, group: GroupSpec) -> Result<u64, PlacementError> {
-        let mut spec = self.inv.spec.clone();
-        spec.storage_groups.push(group);
-        self.restructure(spec, None, None)
+        self.inv
+            .index_group(&group)
+            .map_err(PlacementError::InvalidChange)?;
+        self.inv.spec.storage_groups.push(group);
+        self.version += 1;
+        Ok(self.version)
     }
 
     /// Removes a storage group and returns the new version. Refused with

@@ -63,6 +63,22 @@ pub enum InventoryError {
     },
 }
 
+/// Sizes must fit TOML's signed 64-bit integers so that the state can always be saved.
+fn check_toml_int(
+    entry: &dyn Fn() -> String,
+    field: &'static str,
+    v: Bytes,
+) -> Result<(), InventoryError> {
+    if v.0 > i64::MAX as u64 {
+        return Err(invalid(
+            entry(),
+            field,
+            format!("must be at most {} (the TOML integer range)", i64::MAX),
+        ));
+    }
+    Ok(())
+}
+
 fn invalid(entry: String, field: &'static str, reason: impl Into<String>) -> InventoryError {
     InventoryError::Invalid {
         entry,
@@ -583,6 +599,51 @@ impl Inventory {
         Ok(())
     }
 
+    /// Checks a bandwidth domain appended after the existing ones and indexes it (the spec's
+    /// list is the caller's to extend). Nothing changes on error.
+    pub(crate) fn index_bw_domain(&mut self, b: &BwDomainSpec) -> Result<(), InventoryError> {
+        let entry = || format!("bandwidth_domain '{}'", b.id);
+        if self.bw_index.contains_key(&b.id) {
+            return Err(InventoryError::DuplicateId {
+                kind: "bandwidth_domain",
+                id: b.id.to_string(),
+            });
+        }
+        for (field, v) in [("capacity", b.capacity), ("load", b.load)] {
+            check_toml_int(&entry, field, v)?;
+        }
+        if b.kind.trim().is_empty() {
+            return Err(invalid(entry(), "kind", "must not be empty"));
+        }
+        self.bw_index
+            .insert(b.id.clone(), self.bw_kind_of.len() as u32);
+        let next = self.bw_kinds.len() as u16;
+        let k = *self.bw_kind_index.entry(b.kind.clone()).or_insert(next);
+        if k == next {
+            self.bw_kinds.push(b.kind.clone());
+        }
+        self.bw_kind_of.push(k);
+        Ok(())
+    }
+
+    /// Checks a storage group appended after the existing ones and indexes it (the spec's
+    /// list is the caller's to extend). Nothing changes on error.
+    pub(crate) fn index_group(&mut self, g: &GroupSpec) -> Result<(), InventoryError> {
+        let entry = || format!("storage_group '{}'", g.id);
+        if self.group_index.contains_key(&g.id) {
+            return Err(InventoryError::DuplicateId {
+                kind: "storage_group",
+                id: g.id.to_string(),
+            });
+        }
+        for (field, v) in [("quota", g.quota.unwrap_or_default()), ("used", g.used)] {
+            check_toml_int(&entry, field, v)?;
+        }
+        self.group_index
+            .insert(g.id.clone(), self.group_index.len() as u32);
+        Ok(())
+    }
+
     /// Validates plain data and builds the indexes.
     pub fn from_spec(spec: InventorySpec) -> Result<Self, InventoryError> {
         let mut inv = Inventory {
@@ -704,26 +765,10 @@ impl Inventory {
         let too_big = |v: Bytes| v.0 > i64::MAX as u64;
         let limit = format!("must be at most {} (the TOML integer range)", i64::MAX);
         for b in &spec.bandwidth_domains {
-            for (field, v) in [("capacity", b.capacity), ("load", b.load)] {
-                if too_big(v) {
-                    return Err(invalid(
-                        format!("bandwidth_domain '{}'", b.id),
-                        field,
-                        limit.clone(),
-                    ));
-                }
-            }
+            inv.index_bw_domain(b)?;
         }
         for g in &spec.storage_groups {
-            for (field, v) in [("quota", g.quota.unwrap_or_default()), ("used", g.used)] {
-                if too_big(v) {
-                    return Err(invalid(
-                        format!("storage_group '{}'", g.id),
-                        field,
-                        limit.clone(),
-                    ));
-                }
-            }
+            inv.index_group(g)?;
         }
         for d in &spec.drives {
             if too_big(d.capacity) {
@@ -732,37 +777,6 @@ impl Inventory {
                     "capacity",
                     limit.clone(),
                 ));
-            }
-        }
-        // Bandwidth domains.
-        for (i, b) in spec.bandwidth_domains.iter().enumerate() {
-            if inv.bw_index.insert(b.id.clone(), i as u32).is_some() {
-                return Err(InventoryError::DuplicateId {
-                    kind: "bandwidth_domain",
-                    id: b.id.to_string(),
-                });
-            }
-            if b.kind.trim().is_empty() {
-                return Err(invalid(
-                    format!("bandwidth_domain '{}'", b.id),
-                    "kind",
-                    "must not be empty",
-                ));
-            }
-            let next = inv.bw_kinds.len() as u16;
-            let k = *inv.bw_kind_index.entry(b.kind.clone()).or_insert(next);
-            if k == next {
-                inv.bw_kinds.push(b.kind.clone());
-            }
-            inv.bw_kind_of.push(k);
-        }
-        // Storage groups.
-        for (i, g) in spec.storage_groups.iter().enumerate() {
-            if inv.group_index.insert(g.id.clone(), i as u32).is_some() {
-                return Err(InventoryError::DuplicateId {
-                    kind: "storage_group",
-                    id: g.id.to_string(),
-                });
             }
         }
         // Drives.
