@@ -459,9 +459,9 @@ fn main() {
         healed = healed.min(t.elapsed());
     }
     println!(
-        "fill90 live changes ({} volumes), best of 3: add_domain {:.1} ms, add_drive {:.1} ms, remove_drive {:.1} ms, remove_domain {:.1} ms, set_drive_health failed {:.1} µs / healthy {:.1} µs (one drive, {affected} volumes affected)",
+        "fill90 live changes ({} volumes), best of 3: add_domain {:.1} µs, add_drive {:.1} ms, remove_drive {:.1} ms, remove_domain {:.1} ms, set_drive_health failed {:.1} µs / healthy {:.1} µs (one drive, {affected} volumes affected)",
         engine.volumes().count(),
-        best[0].as_secs_f64() * 1e3,
+        best[0].as_secs_f64() * 1e6,
         best[1].as_secs_f64() * 1e3,
         best[2].as_secs_f64() * 1e3,
         best[3].as_secs_f64() * 1e3,

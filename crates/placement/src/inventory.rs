@@ -626,6 +626,68 @@ impl Inventory {
         Ok(())
     }
 
+    /// Checks a failure domain appended after the existing ones, at a level that already
+    /// exists, and indexes it (the spec's list is the caller's to extend). `Ok(false)` when its
+    /// level is new: a new level changes the per-level tables of every drive, which only a
+    /// re-index builds. Nothing changes on error or `Ok(false)`.
+    pub(crate) fn index_domain(&mut self, d: &DomainSpec) -> Result<bool, InventoryError> {
+        let entry = || format!("domain '{}'", d.id);
+        if self.dom_index.contains_key(&d.id) {
+            return Err(InventoryError::DuplicateId {
+                kind: "domain",
+                id: d.id.to_string(),
+            });
+        }
+        if d.level.trim().is_empty() {
+            return Err(invalid(entry(), "level", "must not be empty"));
+        }
+        let parent = match &d.parent {
+            None => NONE,
+            Some(p) => *self
+                .dom_index
+                .get(p)
+                .ok_or_else(|| InventoryError::UnknownReference {
+                    entry: entry(),
+                    field: "parent",
+                    target: "domain",
+                    id: p.to_string(),
+                })?,
+        };
+        let Some(&l) = self.level_index.get(&d.level) else {
+            return Ok(false);
+        };
+        let mut x = parent;
+        while x != NONE {
+            if self.dom_level[x as usize] == l {
+                return Err(invalid(
+                    entry(),
+                    "parent",
+                    format!(
+                        "chain holds two '{}' domains ('{}' and '{}'); a level may appear once per path",
+                        d.level, d.id, self.spec.domains[x as usize].id
+                    ),
+                ));
+            }
+            x = self.dom_parent[x as usize];
+        }
+        // Reported on the drive, as a re-index of the whole inventory would.
+        if let Ok(x) = DriveId::new(d.id.as_str())
+            && self.drive_index.contains_key(&x)
+        {
+            return Err(invalid(
+                format!("drive '{x}'"),
+                "id",
+                "also names a failure domain; drive and domain ids share one namespace",
+            ));
+        }
+        self.dom_index
+            .insert(d.id.clone(), self.dom_level.len() as u32);
+        self.dom_level.push(l);
+        self.dom_parent.push(parent);
+        self.dom_drives.push(Vec::new());
+        Ok(true)
+    }
+
     /// Checks a storage group appended after the existing ones and indexes it (the spec's
     /// list is the caller's to extend). Nothing changes on error.
     pub(crate) fn index_group(&mut self, g: &GroupSpec) -> Result<(), InventoryError> {
