@@ -831,7 +831,7 @@ impl Pool {
         let spec = placement::VolumeSpec {
             id: placement::VolumeId::new(rec.id.clone())
                 .map_err(|e| Error::Internal(e.to_string()))?,
-            request: upgrade_request(&rec.request),
+            request: upgrade_request(&rec.request).into(),
             members: rec
                 .members
                 .iter()
@@ -893,7 +893,7 @@ impl Pool {
         let vid =
             placement::VolumeId::new(rec.id.clone()).map_err(|e| Error::Internal(e.to_string()))?;
         let old = self.engine.remove(&vid).map_err(place_err)?;
-        let mut req = old.request.clone();
+        let mut req = placement::Request::clone(&old.request);
         req.size = placement::Bytes(new_member);
         req.pinned = vec![placement::Pin {
             member: 0,
@@ -902,7 +902,7 @@ impl Pool {
         if let Err(e) = self.engine.place(vid.clone(), &req) {
             self.engine
                 .place(vid, &{
-                    let mut r = old.request.clone();
+                    let mut r = placement::Request::clone(&old.request);
                     r.pinned = vec![placement::Pin {
                         member: 0,
                         drive: old.members[0].clone(),
@@ -928,7 +928,7 @@ impl Pool {
             }),
             Err(e) => {
                 self.engine.remove(&vid).map_err(place_err)?;
-                let mut r = old.request.clone();
+                let mut r = placement::Request::clone(&old.request);
                 r.pinned = vec![placement::Pin {
                     member: 0,
                     drive: old.members[0].clone(),
@@ -1083,7 +1083,7 @@ fn build_engine(
         vols.push(placement::VolumeSpec {
             id: placement::VolumeId::new(v.id.clone())
                 .map_err(|e| Error::Internal(e.to_string()))?,
-            request: upgrade_request(&v.request),
+            request: upgrade_request(&v.request).into(),
             members: v
                 .members
                 .iter()

@@ -443,13 +443,30 @@ fn main() {
             best[i] = best[i].min(time(&mut engine, step));
         }
     }
+    // A health change on one full drive: failed, then healthy again (O(its members)).
+    let (mut failed, mut healed, mut affected) = (Duration::MAX, Duration::MAX, 0);
+    for _ in 0..3 {
+        let t = Instant::now();
+        affected = engine
+            .set_drive_health(drives[0].as_str(), Health::Failed)
+            .expect("health")
+            .len();
+        failed = failed.min(t.elapsed());
+        let t = Instant::now();
+        engine
+            .set_drive_health(drives[0].as_str(), Health::Healthy)
+            .expect("health");
+        healed = healed.min(t.elapsed());
+    }
     println!(
-        "fill90 live changes ({} volumes), best of 3: add_domain {:.1} ms, add_drive {:.1} ms, remove_drive {:.1} ms, remove_domain {:.1} ms",
+        "fill90 live changes ({} volumes), best of 3: add_domain {:.1} µs, add_drive {:.1} ms, remove_drive {:.1} ms, remove_domain {:.1} ms, set_drive_health failed {:.1} µs / healthy {:.1} µs (one drive, {affected} volumes affected)",
         engine.volumes().count(),
-        best[0].as_secs_f64() * 1e3,
+        best[0].as_secs_f64() * 1e6,
         best[1].as_secs_f64() * 1e3,
         best[2].as_secs_f64() * 1e3,
         best[3].as_secs_f64() * 1e3,
+        failed.as_secs_f64() * 1e6,
+        healed.as_secs_f64() * 1e6,
     );
     c.final_summary();
 }

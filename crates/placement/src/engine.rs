@@ -5,6 +5,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -254,6 +255,9 @@ pub struct Engine {
     seg_keys: Vec<ClassKey>,
     pub(crate) volumes: Vec<Option<Box<Vol>>>,
     vol_index: VolIndex,
+    /// One shared copy of each distinct request of the placed volumes (volumes placed under
+    /// equal requests point to the same copy; a copy goes when its last volume does).
+    requests: HashSet<Arc<Request>>,
     /// `(volume slot, member)` of every member on each drive.
     pub(crate) drive_members: Vec<Vec<(u32, u32)>>,
     /// Slots of the placed volumes attaching to each server (in the server order of the spec).
@@ -442,6 +446,7 @@ impl Engine {
             seg_keys: Vec::new(),
             volumes: Vec::new(),
             vol_index: VolIndex::default(),
+            requests: HashSet::new(),
             drive_members: vec![Vec::new(); n],
             server_users: vec![Vec::new(); inv.spec.servers.len()],
             search_budget: DEFAULT_SEARCH_BUDGET,
@@ -494,7 +499,7 @@ impl Engine {
     /// // Planned by another controller that read version 0.
     /// let members = engine.plan(&request).unwrap().drives();
     /// let v = engine.version();
-    /// let spec = VolumeSpec { id: VolumeId::new("pvc-9").unwrap(), request, members };
+    /// let spec = VolumeSpec { id: VolumeId::new("pvc-9").unwrap(), request: request.into(), members };
     /// let next = engine.adopt(spec.clone(), v).unwrap();
     /// assert_ne!(next, v);
     /// // The same version again is stale now.
@@ -546,8 +551,13 @@ impl Engine {
             }
             assign.push(d);
         }
-        let mut req = volume.request.clone();
-        req.pinned.clear();
+        let req = if volume.request.pinned.is_empty() {
+            volume.request
+        } else {
+            let mut r = Request::clone(&volume.request);
+            r.pinned.clear();
+            Arc::new(r)
+        };
         let c = self
             .compile(&req, Some(vec![NONE; n]), false)
             .map_err(|e| match e {
@@ -662,8 +672,9 @@ impl Engine {
     /// added with `free` below `capacity` holds data the engine does not place (as in a file).
     /// Nothing changes on error.
     ///
-    /// Cost: re-indexes the inventory, O(drives + placed volumes) without re-checking any
-    /// volume's request; see the crate README for measured times.
+    /// Cost: re-indexes the inventory, O(drives) without re-checking any volume's request (a
+    /// removal checks each distinct request once, and a drive removal renumbers the members'
+    /// drives, O(members)); see the crate README for measured times.
     ///
     /// ```
     /// use placement::{Bytes, DriveId, DriveKind, DriveSpec, Engine, Inventory};
@@ -729,8 +740,20 @@ impl Engine {
 
     /// Adds a failure domain (a zone, rack, JBOD, ...; its parent must exist, its id be new
     /// among domains and drives, and its level appear at most once on its path) and returns
-    /// the new version. Nothing changes on error. Cost as for [`Engine::add_drive`].
+    /// the new version. Nothing changes on error. O(1) at a level that exists already; a new
+    /// level re-indexes the inventory (cost as for [`Engine::add_drive`]).
     pub fn add_domain(&mut self, domain: DomainSpec) -> Result<u64, PlacementError> {
+        // At a known level nothing but the domain tables grow: no drive is in it yet.
+        if self
+            .inv
+            .index_domain(&domain)
+            .map_err(PlacementError::InvalidChange)?
+        {
+            self.inv.spec.domains.push(domain);
+            self.seg.dom_range.push((0, 0));
+            self.version += 1;
+            return Ok(self.version);
+        }
         let mut spec = self.inv.spec.clone();
         spec.domains.push(domain);
         self.restructure(spec, None, None)
@@ -794,11 +817,14 @@ impl Engine {
     }
 
     /// Adds a bandwidth domain (switch, uplink, port; its id must be new) and returns the new
-    /// version. Nothing changes on error. Cost as for [`Engine::add_drive`].
+    /// version. Nothing changes on error. O(1): no drive lists it yet, so no index changes.
     pub fn add_bandwidth_domain(&mut self, domain: BwDomainSpec) -> Result<u64, PlacementError> {
-        let mut spec = self.inv.spec.clone();
-        spec.bandwidth_domains.push(domain);
-        self.restructure(spec, None, None)
+        self.inv
+            .index_bw_domain(&domain)
+            .map_err(PlacementError::InvalidChange)?;
+        self.inv.spec.bandwidth_domains.push(domain);
+        self.version += 1;
+        Ok(self.version)
     }
 
     /// Removes a bandwidth domain and returns the new version. Refused with
@@ -845,11 +871,14 @@ impl Engine {
     }
 
     /// Adds a storage group (its id must be new) and returns the new version. Nothing changes
-    /// on error. Cost as for [`Engine::add_drive`].
+    /// on error. O(1): no drive belongs to it yet, so no index changes.
     pub fn add_storage_group(&mut self, group: GroupSpec) -> Result<u64, PlacementError> {
-        let mut spec = self.inv.spec.clone();
-        spec.storage_groups.push(group);
-        self.restructure(spec, None, None)
+        self.inv
+            .index_group(&group)
+            .map_err(PlacementError::InvalidChange)?;
+        self.inv.spec.storage_groups.push(group);
+        self.version += 1;
+        Ok(self.version)
     }
 
     /// Removes a storage group and returns the new version. Refused with
@@ -896,17 +925,21 @@ impl Engine {
         let mut e = Engine::bare(inv, self.seed);
         if let Some(target) = target {
             let gone = Vanished::between(&self.inv, &e.inv);
-            let mut holders = self
-                .volumes
+            // Requests are interned, so each distinct request is checked once (not once per
+            // volume); only when one no longer compiles are the volumes searched for holders.
+            let broken: Vec<(&Arc<Request>, PlacementError)> = self
+                .requests
                 .iter()
-                .flatten()
-                .filter(|v| gone.named_by(&v.spec.request))
-                .filter_map(|v| {
-                    e.compile(&v.spec.request, None, true)
-                        .err()
-                        .map(|err| (v.spec.id.clone(), err))
-                });
-            if let Some((vol, err)) = holders.next() {
+                .filter(|r| gone.named_by(r))
+                .filter_map(|r| e.compile(r, None, true).err().map(|err| (r, err)))
+                .collect();
+            let mut holders = self.volumes.iter().flatten().filter_map(|v| {
+                broken
+                    .iter()
+                    .find(|(r, _)| Arc::ptr_eq(r, &v.spec.request))
+                    .map(|(_, err)| (v.spec.id.clone(), err.clone()))
+            });
+            if let Some((vol, err)) = (!broken.is_empty()).then(|| holders.next()).flatten() {
                 let why = match err {
                     PlacementError::InvalidRequest { field, reason, .. } => {
                         format!("request.{field} {reason}")
@@ -926,6 +959,7 @@ impl Engine {
         e.version = self.version + 1;
         e.volumes = std::mem::take(&mut self.volumes);
         e.vol_index = std::mem::take(&mut self.vol_index);
+        e.requests = std::mem::take(&mut self.requests);
         e.server_users = std::mem::take(&mut self.server_users);
         e.drive_members = std::mem::take(&mut self.drive_members);
         match removed {
@@ -992,7 +1026,8 @@ impl Engine {
         self.vol_index.get(id, &self.volumes)
     }
 
-    pub(crate) fn insert_volume(&mut self, spec: VolumeSpec, drives: Vec<u32>) {
+    pub(crate) fn insert_volume(&mut self, mut spec: VolumeSpec, drives: Vec<u32>) {
+        spec.request = self.intern(spec.request);
         let slot = self.volumes.len() as u32;
         for (m, &d) in drives.iter().enumerate() {
             self.drive_members[d as usize].push((slot, m as u32));
@@ -1007,6 +1042,32 @@ impl Engine {
             self.server_users[*s as usize].push(slot);
         }
         self.volumes.push(Some(Box::new(Vol { spec, drives })));
+    }
+
+    /// The shared copy of a request equal to `r` (`r` itself when it is the first).
+    fn intern(&mut self, r: Arc<Request>) -> Arc<Request> {
+        match self.requests.get(&*r) {
+            Some(shared) => shared.clone(),
+            None => {
+                self.requests.insert(r.clone());
+                r
+            }
+        }
+    }
+
+    /// The shared copy of a request equal to `r`, made if there is none.
+    fn intern_ref(&mut self, r: &Request) -> Arc<Request> {
+        match self.requests.get(r) {
+            Some(shared) => shared.clone(),
+            None => self.intern(Arc::new(r.clone())),
+        }
+    }
+
+    /// Drops the shared copy of `r` when the caller holds the last volume's reference.
+    fn release(&mut self, r: &Arc<Request>) {
+        if Arc::strong_count(r) == 2 {
+            self.requests.remove(&**r);
+        }
     }
 
     // ---------------------------------------------------------------- indexes
@@ -2076,7 +2137,7 @@ impl Engine {
         }
         let spec = VolumeSpec {
             id,
-            request: req.clone(),
+            request: self.intern_ref(req),
             members: placement.drives(),
         };
         self.insert_volume(spec, assign);
@@ -2129,6 +2190,7 @@ impl Engine {
                 false,
             );
         }
+        self.release(&vol.spec.request);
         self.version += 1;
         Ok(vol.spec)
     }
@@ -2159,7 +2221,7 @@ impl Engine {
             .as_ref()
             .ok_or_else(|| PlacementError::UnknownVolume(id.clone()))?;
         let mut pins = vol.drives.clone();
-        let mut req = vol.spec.request.clone();
+        let mut req = Request::clone(&vol.spec.request);
         req.pinned.clear();
         for &m in members {
             if m >= pins.len() {
@@ -2251,10 +2313,12 @@ impl Engine {
             self.charge(d, c.size, c.demand, true);
             self.drive_members[d as usize].push((slot, m as u32));
         }
+        let shared = self.intern_ref(&req);
         if let Some(v) = self.volumes[slot as usize].as_mut() {
             v.drives = assign;
             v.spec.members = placement.drives();
-            v.spec.request = req;
+            let old = std::mem::replace(&mut v.spec.request, shared);
+            self.release(&old);
         }
         self.version += 1;
         Ok(placement)
@@ -2799,7 +2863,7 @@ mod tests {
         Some(Box::new(Vol {
             spec: VolumeSpec {
                 id: VolumeId::new(id).unwrap(),
-                request: Request::new(Shape::Single, 1),
+                request: Request::new(Shape::Single, 1).into(),
                 members: vec![],
             },
             drives: vec![],

@@ -263,8 +263,40 @@ pub enum Blocker {
         /// Members to place.
         needed: usize,
     },
+    /// A few scarce domains (bandwidth domains short of headroom, storage groups short of
+    /// quota) can take at most their room of members between them, and the eligible drives in
+    /// none of them fit too few of the others under the hard per-group limits: `room` is
+    /// `elsewhere` plus the scarce domains' rooms. This catches limits that each leave enough
+    /// room alone and in pairs but not all together (rack separation, one uplink's headroom and
+    /// one group's quota, say).
+    Scarce {
+        /// The scarce domains, each with the members it has room for.
+        scarce: Vec<ScarceDomain>,
+        /// Eligible drives in none of the scarce domains.
+        outside: usize,
+        /// Members those drives can take under `limits`.
+        elsewhere: usize,
+        /// The hard per-group limits on those drives (e.g. `["rack separation"]`); empty when
+        /// only their number counts.
+        limits: Vec<String>,
+        /// Members that fit under all of them.
+        room: usize,
+        /// Members to place.
+        needed: usize,
+    },
     /// No bound proves it, but the complete search found no placement.
     NoCombination,
+}
+
+/// A domain whose room limits a [`Blocker::Scarce`] bound.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ScarceDomain {
+    /// The limit, e.g. `uplink bandwidth headroom` or `storage-group quotas`.
+    pub constraint: String,
+    /// The bandwidth domain or storage group.
+    pub domain: String,
+    /// Members it has room for.
+    pub room: usize,
 }
 
 impl fmt::Display for Blocker {
@@ -340,6 +372,33 @@ impl fmt::Display for Blocker {
                 "hard constraints cannot be met together: {} leave room for {room} of {needed} members",
                 constraints.join(" with ")
             ),
+            Blocker::Scarce {
+                scarce,
+                outside,
+                elsewhere,
+                limits,
+                room,
+                needed,
+            } => {
+                f.write_str("hard constraints cannot be met together: ")?;
+                for (i, x) in scarce.iter().enumerate() {
+                    let sep = if i == 0 { "" } else { ", " };
+                    write!(
+                        f,
+                        "{sep}'{}' ({}) has room for {}",
+                        x.domain, x.constraint, x.room
+                    )?;
+                }
+                write!(
+                    f,
+                    " member(s), and the {outside} eligible drive(s) outside {} fit {elsewhere}",
+                    if scarce.len() == 1 { "it" } else { "them" }
+                )?;
+                if !limits.is_empty() {
+                    write!(f, " under {}", limits.join(" and "))?;
+                }
+                write!(f, ": room for {room} of {needed} members")
+            }
             Blocker::NoCombination => {
                 f.write_str("no combination of eligible drives meets all hard constraints together")
             }
@@ -633,6 +692,11 @@ struct Buckets {
     /// Bucket of each candidate (index into `room`), or `None` when unconstrained.
     of: Vec<Option<usize>>,
     room: Vec<u32>,
+    /// The domain (bandwidth domain, storage group) of each bucket, for explanations; empty
+    /// for the per-group limits of a single redundancy group.
+    ids: Vec<u32>,
+    /// Whether `ids` are storage groups (else bandwidth domains).
+    quota: bool,
 }
 
 /// Max flow source → bucket of `a` (its room) → drives' (bucket of `a`, bucket of `b`) pairs
@@ -831,6 +895,8 @@ impl Engine {
                         name: lim.name(inv),
                         of,
                         room,
+                        ids: Vec::new(),
+                        quota: false,
                     }
                 })
                 .collect()
@@ -890,7 +956,146 @@ impl Engine {
                 }
             }
         }
+        if let Some(b) = self.scarce_bound(c, cands, &need_g, &chains, &buckets, &single, needed) {
+            out.push(b);
+        }
         out
+    }
+
+    /// The scarce-domain bound: for a set `T` of sink-side buckets (bandwidth domains, quota
+    /// groups) whose room is below their drive count, every placement puts at most `room(T)`
+    /// members on drives in a bucket of `T` (each such member takes room in one of them) and
+    /// at most `F` on the other drives, where `F` is the max flow of the hard per-group
+    /// limits over those drives alone. So `F + room(T) < needed` proves the request
+    /// impossible. The pair and flow bounds are exact for two limits at once; this one catches
+    /// three or more (a separation, one uplink's headroom and one group's quota), which no
+    /// flow models exactly. `T` starts as every scarce bucket and drops, one pass, each bucket
+    /// whose removal lowers the bound.
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    fn scarce_bound(
+        &self,
+        c: &Compiled,
+        cands: &[u32],
+        need_g: &[usize],
+        chains: &[Vec<GroupLimit>],
+        buckets: &[(Buckets, Box<dyn Fn(usize, usize, usize) -> Blocker>)],
+        single: &[Buckets],
+        needed: usize,
+    ) -> Option<Blocker> {
+        /// Scarce buckets considered at most: the bound costs a few max flows per bucket.
+        const MAX_SCARCE: usize = 16;
+        let mut scarce: Vec<(usize, usize)> = Vec::new();
+        for (p, (b, _)) in buckets.iter().enumerate() {
+            let mut count = vec![0u32; b.room.len()];
+            for &o in b.of.iter().flatten() {
+                count[o] += 1;
+            }
+            for (i, (&r, &k)) in b.room.iter().zip(&count).enumerate() {
+                if k > r && (r as usize) < needed {
+                    scarce.push((p, i));
+                    if scarce.len() > MAX_SCARCE {
+                        return None;
+                    }
+                }
+            }
+        }
+        if scarce.is_empty() {
+            return None;
+        }
+        let groups = need_g.iter().filter(|&&n| n > 0).count().max(1);
+        let work = (scarce.len() + 1) * (chains.len() + single.len().pow(2)) * cands.len() * groups;
+        if work > 4_000_000 {
+            return None;
+        }
+        let inv = &self.inv;
+        // The bound for the scarce buckets `on` (flags over `scarce`): (value, members the
+        // other drives take, those drives, the limits that bound them).
+        let value = |on: &[bool]| -> (usize, usize, usize, Vec<String>) {
+            let mut inside = vec![false; cands.len()];
+            let mut room = 0usize;
+            for (&(p, i), _) in scarce.iter().zip(on).filter(|(_, on)| **on) {
+                room += buckets[p].0.room[i] as usize;
+                for (k, o) in buckets[p].0.of.iter().enumerate() {
+                    if *o == Some(i) {
+                        inside[k] = true;
+                    }
+                }
+            }
+            let keep: Vec<usize> = (0..cands.len()).filter(|&k| !inside[k]).collect();
+            let outside: Vec<u32> = keep.iter().map(|&k| cands[k]).collect();
+            let mut best = (outside.len().min(needed), Vec::new());
+            for chain in chains.iter().filter(|ch| !ch.is_empty()) {
+                let (f, _) = self.flow_bound(c, &outside, need_g, chain, None, needed);
+                if f < best.0 {
+                    best = (f, chain.iter().map(|l| l.name(inv)).collect());
+                }
+            }
+            // One redundancy group: its limits in pairs are exact (levels that cut across
+            // each other, such as racks and power supplies).
+            let only: Vec<Buckets> = single
+                .iter()
+                .map(|b| Buckets {
+                    name: b.name.clone(),
+                    of: keep.iter().map(|&k| b.of[k]).collect(),
+                    room: b.room.clone(),
+                    ids: Vec::new(),
+                    quota: false,
+                })
+                .collect();
+            for (i, a) in only.iter().enumerate() {
+                for b in &only[i + 1..] {
+                    let f = pair_bound(a, b, needed);
+                    if f < best.0 {
+                        best = (f, vec![a.name.clone(), b.name.clone()]);
+                    }
+                }
+            }
+            (best.0 + room, best.0, outside.len(), best.1)
+        };
+        let mut on = vec![true; scarce.len()];
+        let mut best = value(&on);
+        for i in 0..scarce.len() {
+            if best.0 < needed {
+                break;
+            }
+            on[i] = false;
+            let v = value(&on);
+            if v.0 < best.0 {
+                best = v;
+            } else {
+                on[i] = true;
+            }
+        }
+        let (room, elsewhere, outside, limits) = best;
+        if room >= needed {
+            return None;
+        }
+        let scarce = scarce
+            .iter()
+            .zip(&on)
+            .filter(|(_, on)| **on)
+            .map(|(&(p, i), _)| {
+                let b = &buckets[p].0;
+                let id = b.ids[i] as usize;
+                ScarceDomain {
+                    constraint: b.name.clone(),
+                    domain: if b.quota {
+                        inv.spec.storage_groups[id].id.to_string()
+                    } else {
+                        inv.spec.bandwidth_domains[id].id.to_string()
+                    },
+                    room: b.room[i] as usize,
+                }
+            })
+            .collect();
+        Some(Blocker::Scarce {
+            scarce,
+            outside,
+            elsewhere,
+            limits,
+            room,
+            needed,
+        })
     }
 
     /// The sink-side limits: for each bandwidth kind under a hard spreading or a bandwidth
@@ -917,6 +1122,7 @@ impl Engine {
             let mut of = Vec::with_capacity(cands.len());
             let mut bw_room = Vec::new();
             let mut sp_room = Vec::new();
+            let mut ids = Vec::new();
             for &d in cands {
                 let b = inv.bw_of_kind(d, k);
                 if b == NONE {
@@ -927,6 +1133,7 @@ impl Engine {
                     let bd = &inv.spec.bandwidth_domains[b as usize];
                     let behind =
                         |list: &[u32]| list.iter().filter(|&&p| inv.bw_of_kind(p, k) == b).count();
+                    ids.push(b);
                     bw_room.push(
                         match bd
                             .capacity
@@ -955,6 +1162,8 @@ impl Engine {
                         name: format!("{kind} bandwidth spreading"),
                         of: of.clone(),
                         room: sp_room.clone(),
+                        ids: ids.clone(),
+                        quota: false,
                     },
                     Box::new(move |domains, room, needed| Blocker::Spreading {
                         kind: kind.clone(),
@@ -977,6 +1186,8 @@ impl Engine {
                         name: format!("{kind} bandwidth headroom"),
                         of,
                         room: both,
+                        ids,
+                        quota: false,
                     },
                     Box::new(move |domains, room, needed| Blocker::Bandwidth {
                         kind: kind.clone(),
@@ -992,6 +1203,7 @@ impl Engine {
         let mut index: HashMap<u32, usize> = HashMap::new();
         let mut of = Vec::with_capacity(cands.len());
         let mut room = Vec::new();
+        let mut ids = Vec::new();
         for &d in cands {
             let g = inv.drive_group[d as usize];
             let quota = (g != NONE)
@@ -1009,6 +1221,7 @@ impl Engine {
                     .filter(|&&p| inv.drive_group[p as usize] == g)
                     .count() as u32;
                 room.push((r.min(u32::MAX as u64) as u32).saturating_sub(pinned));
+                ids.push(g);
                 room.len() - 1
             });
             of.push(Some(i));
@@ -1021,6 +1234,8 @@ impl Engine {
                     name: "storage-group quotas".into(),
                     of,
                     room,
+                    ids,
+                    quota: true,
                 },
                 Box::new(move |_, room, needed| Blocker::Quota {
                     groups,

@@ -2,6 +2,7 @@
 //! volumes; its TOML file format; and validation with errors that name the offending entry.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -60,6 +61,22 @@ pub enum InventoryError {
         /// The rule broken.
         reason: String,
     },
+}
+
+/// Sizes must fit TOML's signed 64-bit integers so that the state can always be saved.
+fn check_toml_int(
+    entry: &dyn Fn() -> String,
+    field: &'static str,
+    v: Bytes,
+) -> Result<(), InventoryError> {
+    if v.0 > i64::MAX as u64 {
+        return Err(invalid(
+            entry(),
+            field,
+            format!("must be at most {} (the TOML integer range)", i64::MAX),
+        ));
+    }
+    Ok(())
 }
 
 fn invalid(entry: String, field: &'static str, reason: impl Into<String>) -> InventoryError {
@@ -164,10 +181,30 @@ pub struct ServerSpec {
 pub struct VolumeSpec {
     /// Unique id.
     pub id: VolumeId,
-    /// The request it was placed under (repairs re-place under it).
-    pub request: Request,
+    /// The request it was placed under (repairs re-place under it). The engine interns
+    /// requests: volumes placed under equal requests share one copy.
+    #[serde(with = "shared_request")]
+    pub request: Arc<Request>,
     /// Drive of each member.
     pub members: Vec<DriveId>,
+}
+
+/// (De)serializes an `Arc<Request>` as the request itself (serde's `rc` feature would do the
+/// same for every crate in the workspace).
+mod shared_request {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::request::Request;
+
+    pub(super) fn serialize<S: Serializer>(r: &Arc<Request>, s: S) -> Result<S::Ok, S::Error> {
+        r.as_ref().serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<Request>, D::Error> {
+        Request::deserialize(d).map(Arc::new)
+    }
 }
 
 /// The whole inventory as plain data: what the TOML file holds.
@@ -562,6 +599,113 @@ impl Inventory {
         Ok(())
     }
 
+    /// Checks a bandwidth domain appended after the existing ones and indexes it (the spec's
+    /// list is the caller's to extend). Nothing changes on error.
+    pub(crate) fn index_bw_domain(&mut self, b: &BwDomainSpec) -> Result<(), InventoryError> {
+        let entry = || format!("bandwidth_domain '{}'", b.id);
+        if self.bw_index.contains_key(&b.id) {
+            return Err(InventoryError::DuplicateId {
+                kind: "bandwidth_domain",
+                id: b.id.to_string(),
+            });
+        }
+        for (field, v) in [("capacity", b.capacity), ("load", b.load)] {
+            check_toml_int(&entry, field, v)?;
+        }
+        if b.kind.trim().is_empty() {
+            return Err(invalid(entry(), "kind", "must not be empty"));
+        }
+        self.bw_index
+            .insert(b.id.clone(), self.bw_kind_of.len() as u32);
+        let next = self.bw_kinds.len() as u16;
+        let k = *self.bw_kind_index.entry(b.kind.clone()).or_insert(next);
+        if k == next {
+            self.bw_kinds.push(b.kind.clone());
+        }
+        self.bw_kind_of.push(k);
+        Ok(())
+    }
+
+    /// Checks a failure domain appended after the existing ones, at a level that already
+    /// exists, and indexes it (the spec's list is the caller's to extend). `Ok(false)` when its
+    /// level is new: a new level changes the per-level tables of every drive, which only a
+    /// re-index builds. Nothing changes on error or `Ok(false)`.
+    pub(crate) fn index_domain(&mut self, d: &DomainSpec) -> Result<bool, InventoryError> {
+        let entry = || format!("domain '{}'", d.id);
+        if self.dom_index.contains_key(&d.id) {
+            return Err(InventoryError::DuplicateId {
+                kind: "domain",
+                id: d.id.to_string(),
+            });
+        }
+        if d.level.trim().is_empty() {
+            return Err(invalid(entry(), "level", "must not be empty"));
+        }
+        let parent = match &d.parent {
+            None => NONE,
+            Some(p) => *self
+                .dom_index
+                .get(p)
+                .ok_or_else(|| InventoryError::UnknownReference {
+                    entry: entry(),
+                    field: "parent",
+                    target: "domain",
+                    id: p.to_string(),
+                })?,
+        };
+        let Some(&l) = self.level_index.get(&d.level) else {
+            return Ok(false);
+        };
+        let mut x = parent;
+        while x != NONE {
+            if self.dom_level[x as usize] == l {
+                return Err(invalid(
+                    entry(),
+                    "parent",
+                    format!(
+                        "chain holds two '{}' domains ('{}' and '{}'); a level may appear once per path",
+                        d.level, d.id, self.spec.domains[x as usize].id
+                    ),
+                ));
+            }
+            x = self.dom_parent[x as usize];
+        }
+        // Reported on the drive, as a re-index of the whole inventory would.
+        if let Ok(x) = DriveId::new(d.id.as_str())
+            && self.drive_index.contains_key(&x)
+        {
+            return Err(invalid(
+                format!("drive '{x}'"),
+                "id",
+                "also names a failure domain; drive and domain ids share one namespace",
+            ));
+        }
+        self.dom_index
+            .insert(d.id.clone(), self.dom_level.len() as u32);
+        self.dom_level.push(l);
+        self.dom_parent.push(parent);
+        self.dom_drives.push(Vec::new());
+        Ok(true)
+    }
+
+    /// Checks a storage group appended after the existing ones and indexes it (the spec's
+    /// list is the caller's to extend). Nothing changes on error.
+    pub(crate) fn index_group(&mut self, g: &GroupSpec) -> Result<(), InventoryError> {
+        let entry = || format!("storage_group '{}'", g.id);
+        if self.group_index.contains_key(&g.id) {
+            return Err(InventoryError::DuplicateId {
+                kind: "storage_group",
+                id: g.id.to_string(),
+            });
+        }
+        for (field, v) in [("quota", g.quota.unwrap_or_default()), ("used", g.used)] {
+            check_toml_int(&entry, field, v)?;
+        }
+        self.group_index
+            .insert(g.id.clone(), self.group_index.len() as u32);
+        Ok(())
+    }
+
     /// Validates plain data and builds the indexes.
     pub fn from_spec(spec: InventorySpec) -> Result<Self, InventoryError> {
         let mut inv = Inventory {
@@ -683,26 +827,10 @@ impl Inventory {
         let too_big = |v: Bytes| v.0 > i64::MAX as u64;
         let limit = format!("must be at most {} (the TOML integer range)", i64::MAX);
         for b in &spec.bandwidth_domains {
-            for (field, v) in [("capacity", b.capacity), ("load", b.load)] {
-                if too_big(v) {
-                    return Err(invalid(
-                        format!("bandwidth_domain '{}'", b.id),
-                        field,
-                        limit.clone(),
-                    ));
-                }
-            }
+            inv.index_bw_domain(b)?;
         }
         for g in &spec.storage_groups {
-            for (field, v) in [("quota", g.quota.unwrap_or_default()), ("used", g.used)] {
-                if too_big(v) {
-                    return Err(invalid(
-                        format!("storage_group '{}'", g.id),
-                        field,
-                        limit.clone(),
-                    ));
-                }
-            }
+            inv.index_group(g)?;
         }
         for d in &spec.drives {
             if too_big(d.capacity) {
@@ -711,37 +839,6 @@ impl Inventory {
                     "capacity",
                     limit.clone(),
                 ));
-            }
-        }
-        // Bandwidth domains.
-        for (i, b) in spec.bandwidth_domains.iter().enumerate() {
-            if inv.bw_index.insert(b.id.clone(), i as u32).is_some() {
-                return Err(InventoryError::DuplicateId {
-                    kind: "bandwidth_domain",
-                    id: b.id.to_string(),
-                });
-            }
-            if b.kind.trim().is_empty() {
-                return Err(invalid(
-                    format!("bandwidth_domain '{}'", b.id),
-                    "kind",
-                    "must not be empty",
-                ));
-            }
-            let next = inv.bw_kinds.len() as u16;
-            let k = *inv.bw_kind_index.entry(b.kind.clone()).or_insert(next);
-            if k == next {
-                inv.bw_kinds.push(b.kind.clone());
-            }
-            inv.bw_kind_of.push(k);
-        }
-        // Storage groups.
-        for (i, g) in spec.storage_groups.iter().enumerate() {
-            if inv.group_index.insert(g.id.clone(), i as u32).is_some() {
-                return Err(InventoryError::DuplicateId {
-                    kind: "storage_group",
-                    id: g.id.to_string(),
-                });
             }
         }
         // Drives.

@@ -98,7 +98,7 @@ mod request;
 pub use engine::{
     DEFAULT_SEARCH_BUDGET, Engine, MemberPlacement, Placement, PlacementError, SoftViolation,
 };
-pub use explain::{Blocker, Explanation, Filter, FilterCount, Relaxation, Scope};
+pub use explain::{Blocker, Explanation, Filter, FilterCount, Relaxation, ScarceDomain, Scope};
 pub use inventory::{
     BwDomainSpec, DomainSpec, DriveSpec, GroupSpec, Inventory, InventoryError, InventorySpec,
     ServerSpec, VolumeSpec,

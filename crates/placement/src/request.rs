@@ -9,7 +9,7 @@ use crate::model::{Bytes, DriveId, DriveKind, GroupId, ServerId, Transports};
 
 /// The layout of a volume. Members are numbered group by group: redundancy group 0's members
 /// first, then group 1's, and so on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Shape {
     /// One member on one drive.
@@ -91,7 +91,7 @@ impl Shape {
 }
 
 /// Whether a constraint must hold or is only preferred.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Never violated: placement fails instead.
@@ -107,7 +107,7 @@ pub enum Mode {
 /// A domain (group, attribute value) may hold at most one member of a redundancy group, or `m`
 /// of a `k+m` parity set. A drive with no domain at that level (no storage group, no such
 /// attribute) is unconstrained by it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Separation {
     /// The level name, as in the inventory's domains (`rack`, `jbod`, ...); empty when the
@@ -170,7 +170,7 @@ impl Separation {
 }
 
 /// Spreading of a volume's members across bandwidth domains of one kind (whole volume).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Spread {
     /// The bandwidth-domain kind (`uplink`, `port`, ...).
@@ -192,7 +192,7 @@ pub struct Spread {
 pub type Segment = BTreeMap<String, String>;
 
 /// A member fixed to a drive (expansion, replacing one member).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Pin {
     /// Member index (see [`Shape`] for numbering).
@@ -204,7 +204,7 @@ pub struct Pin {
 /// A volume request: shape, per-member size and constraints.
 ///
 /// Every field but `shape` and `size` is optional; absent means "no constraint".
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Request {
     /// Free-form label echoed in results and explanations.

@@ -572,3 +572,39 @@ fn removals_refused_while_held_or_named() {
     assert_eq!(e.inventory().spec().domains.len(), 1);
     assert!(e.inventory().spec().drives.is_empty());
 }
+
+#[test]
+fn equal_requests_share_one_copy() {
+    use std::sync::Arc;
+    let mut e = Engine::new(common::grid(3, 4), 0).unwrap();
+    let req = Request::new(Shape::Mirror { legs: 2 }, 1000).separate("rack", Mode::Hard);
+    let other = Request::new(Shape::Mirror { legs: 2 }, 2000).separate("rack", Mode::Hard);
+    for (id, r) in [("a", &req), ("b", &req), ("c", &other)] {
+        e.place(VolumeId::new(id).unwrap(), r).unwrap();
+    }
+    let get = |e: &Engine, id: &str| {
+        e.volume(&VolumeId::new(id).unwrap())
+            .unwrap()
+            .request
+            .clone()
+    };
+    assert!(Arc::ptr_eq(&get(&e, "a"), &get(&e, "b")));
+    assert!(!Arc::ptr_eq(&get(&e, "a"), &get(&e, "c")));
+    assert_eq!(*get(&e, "a"), req);
+    // An engine rebuilt from the snapshot shares them too, and so does an adopted volume.
+    let mut again = Engine::new(e.snapshot(), 0).unwrap();
+    assert!(Arc::ptr_eq(&get(&again, "a"), &get(&again, "b")));
+    let members = again.plan(&req).unwrap().drives();
+    let v = again.version();
+    let spec = VolumeSpec {
+        id: VolumeId::new("d").unwrap(),
+        request: Arc::new(req.clone()),
+        members,
+    };
+    again.adopt(spec, v).unwrap();
+    assert!(Arc::ptr_eq(&get(&again, "a"), &get(&again, "d")));
+    // Removing volumes keeps the others' shared copy intact.
+    e.remove(&VolumeId::new("a").unwrap()).unwrap();
+    e.place(VolumeId::new("e").unwrap(), &req).unwrap();
+    assert!(Arc::ptr_eq(&get(&e, "b"), &get(&e, "e")));
+}

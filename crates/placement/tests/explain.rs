@@ -210,3 +210,70 @@ fn filters_serialize_by_name() {
             .contains("satisfiable without the drive-kind filter")
     );
 }
+
+#[test]
+fn scarce_uplink_and_quota_with_rack_separation_are_proven_together() {
+    // Five racks for a 5-leg mirror. Racks r0, r1 and r4 offer only drives behind uplink
+    // 'up0' (headroom for one member) or in group 'g1' (quota for one member); r2 and r3 offer
+    // three drives in neither. Every two of the three limits leave room for 5 members; all
+    // three together leave room for 2 + 2 = 4.
+    let mut t = String::from(
+        "[[bandwidth_domain]]\nid = \"up0\"\nkind = \"uplink\"\ncapacity = 100\n\
+         [[storage_group]]\nid = \"g1\"\nquota = \"1 TB\"\n",
+    );
+    for r in 0..5 {
+        t += &format!("[[domain]]\nid = \"r{r}\"\nlevel = \"rack\"\n");
+    }
+    for (id, rack, extra) in [
+        ("a0", 0, "bandwidth_domains = [\"up0\"]"),
+        ("a1", 0, "group = \"g1\""),
+        ("b0", 1, "bandwidth_domains = [\"up0\"]"),
+        ("b1", 1, "group = \"g1\""),
+        ("f0", 4, "bandwidth_domains = [\"up0\"]"),
+        ("f1", 4, "group = \"g1\""),
+        ("c0", 2, ""),
+        ("c1", 2, ""),
+        ("e0", 3, ""),
+    ] {
+        t += &format!(
+            "[[drive]]\nid = \"{id}\"\nkind = \"hdd\"\ncapacity = \"2 TB\"\ndomain = \"r{rack}\"\n{extra}\n"
+        );
+    }
+    let mut e = Engine::new(Inventory::from_toml(&t).unwrap(), 0).unwrap();
+    e.set_search_budget(1);
+    let mut req =
+        Request::new(Shape::Mirror { legs: 5 }, 1_000_000_000_000).separate("rack", Mode::Hard);
+    req.bandwidth = Bytes(100);
+    let x = explanation(e.plan(&req));
+    assert_eq!(
+        x.blocked,
+        vec![Blocker::Scarce {
+            scarce: vec![
+                ScarceDomain {
+                    constraint: "uplink bandwidth headroom".into(),
+                    domain: "up0".into(),
+                    room: 1,
+                },
+                ScarceDomain {
+                    constraint: "storage-group quotas".into(),
+                    domain: "g1".into(),
+                    room: 1,
+                },
+            ],
+            outside: 3,
+            elsewhere: 2,
+            limits: vec!["rack separation".into()],
+            room: 4,
+            needed: 5,
+        }]
+    );
+    let text = x.to_string();
+    assert!(
+        text.contains("'up0' (uplink bandwidth headroom) has room for 1, 'g1' (storage-group quotas) has room for 1 member(s), and the 3 eligible drive(s) outside them fit 2 under rack separation: room for 4 of 5 members"),
+        "{text}"
+    );
+    // One leg fewer fits.
+    e.set_search_budget(DEFAULT_SEARCH_BUDGET);
+    req.shape = Shape::Mirror { legs: 4 };
+    assert!(e.plan(&req).is_ok());
+}

@@ -155,18 +155,21 @@ impl Straw2 {
             key_salt: splitmix(seed ^ 0x57A2),
             fleet,
         };
-        for d in 0..s.fleet.drives.len() as u32 {
-            s.adjust(d, 1.0);
-        }
+        let all = 0..s.fleet.drives.len() as u32;
+        s.adjust(all, 1.0);
         s
     }
 
-    fn adjust(&mut self, d: u32, sign: f64) {
-        let info = &self.fleet.drives[d as usize];
-        let k = kind_idx(info.kind);
-        let c = info.capacity as f64 * sign;
-        for &a in &info.ancestors {
-            self.weight[a as usize][k] += c;
+    /// Adds (`sign` 1) or takes away (`sign` -1) the drives' capacity in their ancestors'
+    /// weights: drives joining or leaving the fleet's usable set.
+    fn adjust(&mut self, drives: impl IntoIterator<Item = u32>, sign: f64) {
+        for d in drives {
+            let info = &self.fleet.drives[d as usize];
+            let k = kind_idx(info.kind);
+            let c = info.capacity as f64 * sign;
+            for &a in &info.ancestors {
+                self.weight[a as usize][k] += c;
+            }
         }
     }
 
@@ -332,16 +335,12 @@ impl Placer for Straw2 {
     }
 
     fn drives_down(&mut self, _st: &DriveState, drives: &[u32]) -> Result<(), String> {
-        for &d in drives {
-            self.adjust(d, -1.0);
-        }
+        self.adjust(drives.iter().copied(), -1.0);
         Ok(())
     }
 
     fn drives_up(&mut self, _st: &DriveState, drives: &[u32]) -> Result<(), String> {
-        for &d in drives {
-            self.adjust(d, 1.0);
-        }
+        self.adjust(drives.iter().copied(), 1.0);
         Ok(())
     }
 }
