@@ -506,9 +506,15 @@ async fn main() {
     let cli = Cli::parse();
     // The demo prints its own story: only warnings and errors from the
     // components, unless RUST_LOG asks for more.
+    //
+    // `fuser::reply` is off by default: fuser logs at error level a reply
+    // the kernel no longer waits for (ENOENT: the request was interrupted;
+    // ENODEV: the file system was unmounted), which libfuse deliberately
+    // ignores; the file system can do nothing about either, and the demo
+    // showed one now and then at unstage.
     let default = match cli.command {
-        Command::Demo => "warn",
-        _ => "info",
+        Command::Demo => "warn,fuser::reply=off",
+        _ => "info,fuser::reply=off",
     };
     if let Err(e) = csi_types::logging::init(cli.log_format, default) {
         eprintln!("composer: logging: {e}");
