@@ -27,6 +27,20 @@ fn params(kind: &str) -> BTreeMap<String, String> {
     [("type".to_string(), kind.to_string())].into()
 }
 
+/// A composer on `cfg` creates the slice volume `name`; the independent
+/// check over etcd's keys finds it, and no problem.
+fn create_and_audit(cfg: &EtcdConfig, name: &str) {
+    let store = Arc::new(EtcdStore::connect(cfg.clone()).expect("connecting"));
+    let c = Composer::open(Inventory::default_inventory(), store).unwrap();
+    let range = csi_types::types::CapacityRange::new(Some(10 << 30), None).unwrap();
+    let v = c
+        .create(name, &params("slice"), range, true, true, None)
+        .unwrap();
+    let a = composer_core::store_etcd::audit(cfg).unwrap();
+    assert!(a.problems.is_empty(), "{:?}", a.problems);
+    assert_eq!(a.volumes.get(&v.id).map(String::as_str), Some(name));
+}
+
 /// The independent check over etcd's keys, plus the clients' ledger.
 fn check_etcd(url: &str, live: &HashSet<String>, deleted: &HashSet<String>) {
     let a = composer_core::store_etcd::audit(&config(url)).expect("audit");
@@ -520,15 +534,7 @@ fn tls_with_client_certificates() {
     };
     let mut cfg = etcd.config();
     cfg.prefix = "/tls".into();
-    let store = Arc::new(EtcdStore::connect(cfg.clone()).expect("connecting over TLS"));
-    let c = Composer::open(Inventory::default_inventory(), store).unwrap();
-    let range = csi_types::types::CapacityRange::new(Some(10 << 30), None).unwrap();
-    let v = c
-        .create("over-tls", &params("slice"), range, true, true, None)
-        .unwrap();
-    let a = composer_core::store_etcd::audit(&cfg).unwrap();
-    assert!(a.problems.is_empty(), "{:?}", a.problems);
-    assert_eq!(a.volumes.get(&v.id).map(String::as_str), Some("over-tls"));
+    create_and_audit(&cfg, "over-tls");
 
     let mut wrong = cfg.clone();
     wrong.tls.as_mut().unwrap().ca = tls.other_ca.clone();
@@ -582,15 +588,7 @@ fn user_and_password_authentication() {
     let mut cfg = etcd.config();
     cfg.prefix = "/auth".into();
     cfg.user = Some(("root".into(), "s3cret pass".into()));
-    let store = Arc::new(EtcdStore::connect(cfg.clone()).expect("logging in"));
-    let c = Composer::open(Inventory::default_inventory(), store).unwrap();
-    let range = csi_types::types::CapacityRange::new(Some(10 << 30), None).unwrap();
-    let v = c
-        .create("with-auth", &params("slice"), range, true, true, None)
-        .unwrap();
-    let a = composer_core::store_etcd::audit(&cfg).unwrap();
-    assert!(a.problems.is_empty(), "{:?}", a.problems);
-    assert_eq!(a.volumes.get(&v.id).map(String::as_str), Some("with-auth"));
+    create_and_audit(&cfg, "with-auth");
 
     let mut wrong = cfg.clone();
     wrong.user = Some(("root".into(), "not it".into()));

@@ -191,17 +191,25 @@ fn bench_aggregate(
                             })
                         })
                         .collect();
-                    start.wait();
-                    let t = std::time::Instant::now();
-                    for h in handles {
-                        h.join().unwrap();
-                    }
-                    t.elapsed()
+                    release_and_time(&start, handles)
                 })
             })
         });
     }
     g.finish();
+}
+
+/// Releases the threads waiting on `start` and times them until they all end.
+fn release_and_time(
+    start: &std::sync::Barrier,
+    handles: Vec<std::thread::ScopedJoinHandle<'_, ()>>,
+) -> std::time::Duration {
+    start.wait();
+    let t = std::time::Instant::now();
+    for h in handles {
+        h.join().unwrap();
+    }
+    t.elapsed()
 }
 
 /// The aggregate in the patterns a member can be driven with; the README
@@ -330,12 +338,7 @@ fn bench_streams(c: &mut Criterion, group: &str, name: &str, vol: &Volume, strea
                             })
                         })
                         .collect();
-                    start.wait();
-                    let t = std::time::Instant::now();
-                    for h in handles {
-                        h.join().unwrap();
-                    }
-                    t.elapsed()
+                    release_and_time(&start, handles)
                 })
             })
         });

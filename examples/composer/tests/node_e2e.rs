@@ -71,19 +71,9 @@ async fn provision(s: &Setup, name: &str, bytes: u64) -> (String, PathBuf) {
     .unwrap();
     let staging = s.dir.path().join("staging").join(name);
     let target = s.dir.path().join("target").join(name);
-    Csi::node_stage_volume(
-        &s.plugin,
-        NodeStageVolumeRequest {
-            volume_id: id.clone(),
-            publish_context: Map::new(),
-            staging_target_path: NodePath::new(staging.to_str().unwrap()).unwrap(),
-            volume_capability: mount_cap(),
-            secrets: Secrets::default(),
-            volume_context: vol.volume_context.clone(),
-        },
-    )
-    .await
-    .unwrap();
+    stage_at(&s.plugin, &vol, &staging, Secrets::default())
+        .await
+        .unwrap();
     Csi::node_publish_volume(
         &s.plugin,
         NodePublishVolumeRequest {
@@ -266,6 +256,27 @@ fn driver_with(dir: &Path, backend: Backend) -> ComposerDriver {
 }
 
 /// Creates a mount volume and controller-publishes it to r1-n1.
+/// NodeStageVolume of `vol` at `staging` (mount access), with `secrets`.
+async fn stage_at(
+    plugin: &csi_types::Plugin,
+    vol: &csi_types::types::Volume,
+    staging: &Path,
+    secrets: Secrets,
+) -> Result<csi_types::node::NodeStageVolumeResponse, CsiError> {
+    Csi::node_stage_volume(
+        plugin,
+        NodeStageVolumeRequest {
+            volume_id: vol.volume_id.clone(),
+            publish_context: Map::new(),
+            staging_target_path: NodePath::new(staging.to_str().unwrap()).unwrap(),
+            volume_capability: mount_cap(),
+            secrets,
+            volume_context: vol.volume_context.clone(),
+        },
+    )
+    .await
+}
+
 async fn create_published(
     plugin: &csi_types::Plugin,
     name: &str,
@@ -299,19 +310,9 @@ async fn mdadm_backend_answers_failed_precondition() {
     let params = [("type", "hdd"), ("redundancy", "true")];
     let vol = create_published(&plugin, "m", &params, 200 << 20).await;
     let staging = dir.path().join("staging");
-    let err = Csi::node_stage_volume(
-        &plugin,
-        NodeStageVolumeRequest {
-            volume_id: vol.volume_id.clone(),
-            publish_context: Map::new(),
-            staging_target_path: NodePath::new(staging.to_str().unwrap()).unwrap(),
-            volume_capability: mount_cap(),
-            secrets: Secrets::default(),
-            volume_context: vol.volume_context,
-        },
-    )
-    .await
-    .unwrap_err();
+    let err = stage_at(&plugin, &vol, &staging, Secrets::default())
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
     let md = Path::new("/proc/mdstat").exists();
     let want = if md {
@@ -375,19 +376,9 @@ async fn luks_request_answers_failed_precondition() {
             .into(),
         )
         .unwrap();
-        let err = Csi::node_stage_volume(
-            &plugin,
-            NodeStageVolumeRequest {
-                volume_id: vol.volume_id.clone(),
-                publish_context: Map::new(),
-                staging_target_path: NodePath::new(staging.to_str().unwrap()).unwrap(),
-                volume_capability: mount_cap(),
-                secrets,
-                volume_context: vol.volume_context,
-            },
-        )
-        .await
-        .unwrap_err();
+        let err = stage_at(&plugin, &vol, &staging, secrets)
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Code::FailedPrecondition, "{name}: {err}");
         let text = err.to_string();
         assert!(text.contains("encryptionFormat=luks"), "{text}");
