@@ -575,12 +575,7 @@ impl Inventory {
     /// Changes nothing on error.
     pub(crate) fn index_server(&mut self, s: &ServerSpec) -> Result<(), InventoryError> {
         let entry = || format!("server '{}'", s.id);
-        if self.server_index.contains_key(&s.id) {
-            return Err(InventoryError::DuplicateId {
-                kind: "server",
-                id: s.id.to_string(),
-            });
-        }
+        new_id(&self.server_index, "server", &s.id)?;
         let dom = match &s.domain {
             None => NONE,
             Some(x) => self.domain_ref(&entry(), x)?,
@@ -603,12 +598,7 @@ impl Inventory {
     /// list is the caller's to extend). Nothing changes on error.
     pub(crate) fn index_bw_domain(&mut self, b: &BwDomainSpec) -> Result<(), InventoryError> {
         let entry = || format!("bandwidth_domain '{}'", b.id);
-        if self.bw_index.contains_key(&b.id) {
-            return Err(InventoryError::DuplicateId {
-                kind: "bandwidth_domain",
-                id: b.id.to_string(),
-            });
-        }
+        new_id(&self.bw_index, "bandwidth_domain", &b.id)?;
         for (field, v) in [("capacity", b.capacity), ("load", b.load)] {
             check_toml_int(&entry, field, v)?;
         }
@@ -632,12 +622,7 @@ impl Inventory {
     /// re-index builds. Nothing changes on error or `Ok(false)`.
     pub(crate) fn index_domain(&mut self, d: &DomainSpec) -> Result<bool, InventoryError> {
         let entry = || format!("domain '{}'", d.id);
-        if self.dom_index.contains_key(&d.id) {
-            return Err(InventoryError::DuplicateId {
-                kind: "domain",
-                id: d.id.to_string(),
-            });
-        }
+        new_id(&self.dom_index, "domain", &d.id)?;
         if d.level.trim().is_empty() {
             return Err(invalid(entry(), "level", "must not be empty"));
         }
@@ -692,12 +677,7 @@ impl Inventory {
     /// list is the caller's to extend). Nothing changes on error.
     pub(crate) fn index_group(&mut self, g: &GroupSpec) -> Result<(), InventoryError> {
         let entry = || format!("storage_group '{}'", g.id);
-        if self.group_index.contains_key(&g.id) {
-            return Err(InventoryError::DuplicateId {
-                kind: "storage_group",
-                id: g.id.to_string(),
-            });
-        }
+        new_id(&self.group_index, "storage_group", &g.id)?;
         for (field, v) in [("quota", g.quota.unwrap_or_default()), ("used", g.used)] {
             check_toml_int(&entry, field, v)?;
         }
@@ -987,4 +967,18 @@ impl Inventory {
         inv.spec = spec;
         Ok(inv)
     }
+}
+
+/// `Ok` if `id` is not in `index` yet; a [`InventoryError::DuplicateId`] of `kind` otherwise.
+fn new_id<K, V>(index: &HashMap<K, V>, kind: &'static str, id: &K) -> Result<(), InventoryError>
+where
+    K: std::hash::Hash + Eq + std::fmt::Display,
+{
+    if index.contains_key(id) {
+        return Err(InventoryError::DuplicateId {
+            kind,
+            id: id.to_string(),
+        });
+    }
+    Ok(())
 }
