@@ -143,6 +143,36 @@ impl LoopDevice {
         run(Command::new("losetup").arg("-d").arg(&self.path)).map(|_| ())
     }
 
+    /// Detaches the device and waits up to `timeout` for the kernel to let it go: the kernel
+    /// defers a detach while anything (a lazily unmounted filesystem, a udev probe, a reader that
+    /// is closing) still holds the device open. Returns whether the device is gone (or already
+    /// backs another file); a deferred detach still completes once its last user closes it.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # fn demo(dev: csi_node::LoopDevice) -> Result<(), csi_node::Error> {
+    /// if !dev.detach_and_wait(Duration::from_secs(5))? {
+    ///     eprintln!("{} is still open; the kernel detaches it at its last close", dev.path().display());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn detach_and_wait(&self, timeout: std::time::Duration) -> Result<bool, Error> {
+        let Some(backing) = self.backing_file() else {
+            return Ok(true);
+        };
+        self.detach()?;
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if self.backing_file().is_none_or(|b| b != backing) {
+                return Ok(true);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
     /// Every attached loop device, with its backing file.
     fn all() -> Vec<(LoopDevice, PathBuf)> {
         let Ok(entries) = fs::read_dir("/sys/block") else {

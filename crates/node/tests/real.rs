@@ -8,6 +8,7 @@
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use csi_node::{Error, FsType, LoopDevice, MountOptions};
 
@@ -207,7 +208,7 @@ fn lifecycle(fs_type: FsType, size: u64) {
     }
 
     csi_node::unmount_all(&staging).unwrap();
-    dev.detach().unwrap();
+    assert!(dev.detach_and_wait(Duration::from_secs(30)).unwrap());
     assert!(LoopDevice::backed_by(&image).is_empty());
 }
 
@@ -334,8 +335,14 @@ fn release_under_leaves_nothing_mounted_or_attached() {
     csi_node::release_under(s.0.path());
     assert!(csi_node::mounts_under(s.0.path()).unwrap().is_empty());
     // The loop device is detached once its last user (the lazily unmounted filesystem) is gone.
+    wait_detached(&image, &dev);
+}
+
+/// Waits until no loop device is backed by `image`: the kernel defers a detach while anything
+/// (a lazily unmounted filesystem, a udev probe, a closing reader) still holds the device open.
+fn wait_detached(image: &Path, dev: &LoopDevice) {
     for _ in 0..1500 {
-        if LoopDevice::backed_by(&image).is_empty() {
+        if LoopDevice::backed_by(image).is_empty() {
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
@@ -394,7 +401,7 @@ fn a_block_volume_is_published_read_only_on_a_file_target() {
     );
     csi_node::unmount_all(&target).unwrap();
     assert!(!csi_node::is_mount_point(&target).unwrap());
-    dev.detach().unwrap();
+    assert!(dev.detach_and_wait(Duration::from_secs(30)).unwrap());
     assert!(LoopDevice::backed_by(&image).is_empty());
     assert!(LoopDevice::open(dev.path()).is_none_or(|d| d.backing_file() != Some(image)));
     // A target whose parent is missing is NOT_FOUND.

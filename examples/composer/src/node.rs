@@ -128,6 +128,10 @@ impl BlockDevice for MemberDevice {
 /// 4 KiB aligned.)
 const NODE_LOCAL_META_SECTORS: u64 = 24;
 
+/// How long `NodeUnstageVolume` waits for the kernel to let a loop device go before it closes
+/// the file behind it.
+const LOOP_DETACH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Bytes of [`NODE_LOCAL_META_SECTORS`].
 const NODE_LOCAL_META_BYTES: u64 = NODE_LOCAL_META_SECTORS * 512;
 
@@ -891,7 +895,14 @@ impl NodeSide {
             s.luks = None;
         }
         if let Some(l) = s.loopdev.take() {
-            l.detach().map_err(CsiError::from)?;
+            // The FUSE file below is closed next: give the kernel a moment to let the device go.
+            if !l
+                .detach_and_wait(LOOP_DETACH_WAIT)
+                .map_err(CsiError::from)?
+            {
+                tracing::warn!(device = %l.path().display(), volume = id,
+                    "loop device still open after unstage; the kernel detaches it at its last close");
+            }
         }
         if let Some(x) = s.exposure.take() {
             x.unmount()

@@ -208,10 +208,18 @@ pub fn check(target: &Path, files: &BTreeMap<String, Vec<u8>>) {
 pub fn assert_nothing_left(dir: &Path) {
     let mounts = csi_node::mounts_under(dir).unwrap();
     assert!(mounts.is_empty(), "left mounted: {mounts:?}");
-    let loops: Vec<PathBuf> = csi_node::LoopDevice::backed_under(dir)
-        .iter()
-        .map(|l| l.path().to_path_buf())
-        .collect();
+    // The kernel defers a detach while a udev probe or a closing reader holds the device.
+    let mut loops = Vec::new();
+    for _ in 0..500 {
+        loops = csi_node::LoopDevice::backed_under(dir)
+            .iter()
+            .map(|l| l.path().to_path_buf())
+            .collect::<Vec<PathBuf>>();
+        if loops.is_empty() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     assert!(loops.is_empty(), "left attached: {loops:?}");
 }
 
