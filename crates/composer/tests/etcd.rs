@@ -607,3 +607,332 @@ fn user_and_password_authentication() {
         "etcd with authentication on refuses a client without a user"
     );
 }
+
+// ---------------------------------------------------------------------------
+// Commits whose answer is lost, and own commits the watch brings early.
+// ---------------------------------------------------------------------------
+
+/// A TCP proxy between a replica and etcd that can lose etcd's answers:
+/// while it swallows, it forwards what the replica sends but drops what etcd
+/// sends back (the transaction reaches etcd and lands; its answer and the
+/// watch's events never reach the replica); [`Proxy::cut`] then breaks every
+/// connection, as a network fault between the transaction and its answer
+/// would.
+struct Proxy {
+    port: u16,
+    shared: Arc<ProxyShared>,
+}
+
+#[derive(Default)]
+struct ProxyShared {
+    swallow: std::sync::atomic::AtomicBool,
+    refuse: std::sync::atomic::AtomicBool,
+    stop: std::sync::atomic::AtomicBool,
+    conns: Mutex<Vec<std::net::TcpStream>>,
+}
+
+impl Proxy {
+    fn start(upstream: u16) -> Proxy {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a proxy port");
+        let port = l.local_addr().unwrap().port();
+        let shared = Arc::new(ProxyShared::default());
+        let sh = shared.clone();
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                if sh.stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(c) = c else { continue };
+                if sh.refuse.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue;
+                }
+                let Ok(u) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                let (Ok(c2), Ok(u2)) = (c.try_clone(), u.try_clone()) else {
+                    continue;
+                };
+                sh.conns.lock().unwrap().extend([c2, u2]);
+                Proxy::pump(c.try_clone().unwrap(), u.try_clone().unwrap(), None);
+                Proxy::pump(u, c, Some(sh.clone()));
+            }
+        });
+        Proxy { port, shared }
+    }
+
+    /// Copies `from` to `to` until either ends; what `gate` swallows is
+    /// dropped.
+    fn pump(
+        mut from: std::net::TcpStream,
+        mut to: std::net::TcpStream,
+        gate: Option<Arc<ProxyShared>>,
+    ) {
+        use std::io::{Read, Write};
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 64 << 10];
+            while let Ok(n @ 1..) = from.read(&mut buf) {
+                if gate
+                    .as_ref()
+                    .is_some_and(|g| g.swallow.load(std::sync::atomic::Ordering::SeqCst))
+                {
+                    continue;
+                }
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            let _ = to.shutdown(std::net::Shutdown::Both);
+            let _ = from.shutdown(std::net::Shutdown::Both);
+        });
+    }
+
+    fn url(&self) -> String {
+        format!("etcd://127.0.0.1:{}", self.port)
+    }
+
+    /// From now on etcd's answers are dropped.
+    fn swallow(&self) {
+        self.shared
+            .swallow
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Breaks every connection; new ones pass (or, with `refuse`, are
+    /// closed at once until [`Proxy::allow`]).
+    fn cut(&self, refuse: bool) {
+        self.shared
+            .refuse
+            .store(refuse, std::sync::atomic::Ordering::SeqCst);
+        for c in self.shared.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+        self.shared
+            .swallow
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn allow(&self) {
+        self.shared
+            .refuse
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.shared
+            .stop
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.cut(true);
+        // Wakes the accept loop, which then ends.
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+fn port_of(url: &str) -> u16 {
+    url.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+/// Reads `key` with a client of its own until it is there (`Some(value)`)
+/// or gone (`None`), as `present` asks; the bound only stops a hang.
+fn wait_for_key(url: &str, key: &str, present: bool) -> Option<String> {
+    let endpoint = url.replace("etcd://", "http://");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut c = etcd_client::Client::connect([endpoint], None)
+            .await
+            .unwrap();
+        for _ in 0..3000 {
+            let r = c.get(key, None).await.unwrap();
+            let v = r
+                .kvs()
+                .first()
+                .map(|kv| String::from_utf8_lossy(kv.value()).into_owned());
+            if v.is_some() == present {
+                return v;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!(
+            "{key} never became {}",
+            if present { "present" } else { "absent" }
+        );
+    })
+}
+
+/// `f` again while it answers `Unavailable` (as a CO retries); the bound
+/// only stops a hang.
+fn until_available<T>(what: &str, mut f: impl FnMut() -> Result<T, Error>) -> T {
+    for _ in 0..600 {
+        match f() {
+            Ok(v) => return v,
+            Err(Error::Unavailable(_)) => std::thread::sleep(std::time::Duration::from_millis(50)),
+            Err(e) => panic!("{what}: {e}"),
+        }
+    }
+    panic!("{what}: still unavailable")
+}
+
+/// Audits a replica's in-memory state against etcd: a replica opened
+/// afresh on etcd (its state rebuilt from the keys alone) must hold the same
+/// records, the same bytes on every drive and the same free capacity (its
+/// allocator's view) as `c`, which lived through the faults. A plan kept
+/// for a volume that did not land is capacity leaked; a landed volume whose
+/// plan was given back, or applied twice, is counted wrong.
+fn audit_replica(c: &Composer, url: &str) {
+    let fresh = replica(url);
+    assert_eq!(c.records(), fresh.records(), "records differ from etcd's");
+    let used = |c: &Composer| -> Vec<(String, u64, Vec<String>)> {
+        c.drive_report()
+            .into_iter()
+            .map(|d| (d.id, d.used, d.volumes))
+            .collect()
+    };
+    assert!(
+        used(c) == used(&fresh),
+        "the bytes in use per drive differ from etcd's"
+    );
+    for kind in ["slice", "hdd", "ssd"] {
+        assert_eq!(
+            c.capacity(&params(kind), None).unwrap(),
+            fresh.capacity(&params(kind), None).unwrap(),
+            "the {kind} capacity differs from etcd's"
+        );
+    }
+}
+
+fn proxied(proxy: &Proxy, timeout: std::time::Duration) -> Arc<Composer> {
+    let mut cfg = config(&proxy.url());
+    cfg.timeout = timeout;
+    let store = Arc::new(EtcdStore::connect(cfg).expect("connect through the proxy"));
+    Arc::new(Composer::open(Inventory::default_inventory(), store).expect("open"))
+}
+
+fn gib(n: u64) -> csi_types::types::CapacityRange {
+    csi_types::types::CapacityRange::new(Some(n << 30), None).unwrap()
+}
+
+/// A create whose transaction lands in etcd but whose answer is lost (the
+/// connection breaks after etcd applied it, before the answer reaches the
+/// replica) is answered as done, with the volume that landed; the CO's
+/// retry by name gets the same volume; the replica's allocator holds that
+/// volume's space once (audited against a replica rebuilt from etcd), and
+/// later creates never get a range of it.
+#[test]
+fn a_create_whose_answer_is_lost_is_answered_with_the_volume_that_landed() {
+    let Some(etcd) = LocalEtcd::start_or_skip(
+        "a_create_whose_answer_is_lost_is_answered_with_the_volume_that_landed",
+    ) else {
+        return;
+    };
+    let proxy = Proxy::start(port_of(&etcd.url()));
+    // A long request timeout: the broken connection, not the timeout, ends
+    // the commit, however slow the machine.
+    let c = proxied(&proxy, std::time::Duration::from_secs(60));
+    let before = c
+        .create("before", &params("slice"), gib(10), true, true, None)
+        .unwrap();
+    proxy.swallow();
+    let c2 = c.clone();
+    let lost =
+        std::thread::spawn(move || c2.create("lost", &params("slice"), gib(10), true, true, None));
+    let id = wait_for_key(&etcd.url(), "/test/names/lost", true).unwrap();
+    proxy.cut(false);
+    let v = lost
+        .join()
+        .unwrap()
+        .expect("a create that landed, whose answer was lost, is answered as done");
+    assert_eq!(v.id, id, "answered with the volume that landed");
+    assert_eq!(v.name, "lost");
+    let again = until_available("the retry of lost", || {
+        c.create("lost", &params("slice"), gib(10), true, true, None)
+    });
+    assert_eq!(again.record, v.record, "the retry gets the same volume");
+    audit_replica(&c, &etcd.url());
+    // Later creates on this replica: no byte of `lost` is handed out again.
+    let mut live: HashSet<String> = [before.id.clone(), v.id.clone()].into();
+    for i in 0..4 {
+        let w = until_available("a later create", || {
+            c.create(
+                &format!("later-{i}"),
+                &params("slice"),
+                gib(10),
+                true,
+                true,
+                None,
+            )
+        });
+        live.insert(w.id.clone());
+    }
+    check_etcd(&etcd.url(), &live, &HashSet::new());
+    assert_eq!(
+        composer_core::store_etcd::audit(&config(&etcd.url()))
+            .unwrap()
+            .volumes
+            .len(),
+        live.len(),
+        "one volume per name"
+    );
+    audit_replica(&c, &etcd.url());
+}
+
+/// A create and a delete whose answers are lost while etcd stays
+/// unreachable (new connections refused): the replica cannot tell whether
+/// they landed and answers `Unavailable`; once etcd is reachable again, the
+/// CO's retry by name finds the volume that landed (no second volume for
+/// the name), the retried delete succeeds and the volume is gone; after
+/// each, the replica's allocator matches etcd's keys.
+#[test]
+fn answers_lost_while_etcd_is_unreachable_are_found_by_the_retries() {
+    let Some(etcd) =
+        LocalEtcd::start_or_skip("answers_lost_while_etcd_is_unreachable_are_found_by_the_retries")
+    else {
+        return;
+    };
+    let proxy = Proxy::start(port_of(&etcd.url()));
+    let c = proxied(&proxy, std::time::Duration::from_secs(5));
+    let before = c
+        .create("before", &params("slice"), gib(10), true, true, None)
+        .unwrap();
+
+    proxy.swallow();
+    let c2 = c.clone();
+    let lost =
+        std::thread::spawn(move || c2.create("lost", &params("slice"), gib(10), true, true, None));
+    let id = wait_for_key(&etcd.url(), "/test/names/lost", true).unwrap();
+    proxy.cut(true);
+    let answer = lost.join().unwrap();
+    assert!(
+        matches!(&answer, Err(Error::Unavailable(_))),
+        "a replica that cannot reach etcd cannot tell: {answer:?}"
+    );
+    proxy.allow();
+    let v = until_available("the retry of lost", || {
+        c.create("lost", &params("slice"), gib(10), true, true, None)
+    });
+    assert_eq!(v.id, id, "the retry finds the volume that landed");
+    let live: HashSet<String> = [before.id.clone(), v.id.clone()].into();
+    check_etcd(&etcd.url(), &live, &HashSet::new());
+    let a = composer_core::store_etcd::audit(&config(&etcd.url())).unwrap();
+    assert_eq!(a.volumes.len(), 2, "one volume per name: {:?}", a.volumes);
+    audit_replica(&c, &etcd.url());
+
+    proxy.swallow();
+    let (c2, id2) = (c.clone(), id.clone());
+    let gone = std::thread::spawn(move || c2.delete(&id2));
+    wait_for_key(&etcd.url(), &format!("/test/volumes/{id}"), false);
+    proxy.cut(true);
+    let answer = gone.join().unwrap();
+    assert!(
+        matches!(&answer, Err(Error::Unavailable(_))),
+        "a replica that cannot reach etcd cannot tell: {answer:?}"
+    );
+    proxy.allow();
+    until_available("the retry of the delete", || c.delete(&id));
+    assert!(matches!(c.get(&id), Err(Error::NotFound(_))));
+    check_etcd(&etcd.url(), &[before.id.clone()].into(), &[id].into());
+    audit_replica(&c, &etcd.url());
+}
