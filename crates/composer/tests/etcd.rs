@@ -936,3 +936,224 @@ fn answers_lost_while_etcd_is_unreachable_are_found_by_the_retries() {
     check_etcd(&etcd.url(), &[before.id.clone()].into(), &[id].into());
     audit_replica(&c, &etcd.url());
 }
+
+/// What [`Hooked`] does to the commit of one volume (by name, or by id for
+/// a delete).
+enum Hook {
+    /// Commits, waits until the watch has brought the commit, then answers
+    /// `Unavailable` as if the answer had been lost.
+    LoseAnswer(String),
+    /// Commits, says so with the volume id, and answers only when told.
+    HoldAnswer(
+        String,
+        std::sync::mpsc::Sender<String>,
+        std::sync::mpsc::Receiver<()>,
+    ),
+}
+
+/// A store that passes everything to the real etcd store, except that it
+/// does what its [`Hook`] says with one commit; it remembers which volumes
+/// [`Store::changes`] reported, and keeps the changes it read itself for
+/// the next call of its caller.
+struct Hooked {
+    inner: EtcdStore,
+    hook: Mutex<Option<Hook>>,
+    kept: Mutex<Option<composer_core::store::Changes>>,
+    reported: Mutex<HashSet<String>>,
+}
+
+impl Hooked {
+    fn new(url: &str) -> Arc<Hooked> {
+        Arc::new(Hooked {
+            inner: EtcdStore::connect(config(url)).unwrap(),
+            hook: Mutex::new(None),
+            kept: Mutex::new(None),
+            reported: Mutex::new(HashSet::new()),
+        })
+    }
+
+    fn keep(&self, ch: composer_core::store::Changes) {
+        let mut k = self.kept.lock().unwrap();
+        let all = k.get_or_insert_with(Default::default);
+        all.revision = all.revision.max(ch.revision);
+        all.volumes.extend(ch.volumes);
+        all.marks.extend(ch.marks);
+        all.next_seq = all.next_seq.max(ch.next_seq);
+    }
+}
+
+impl composer_core::store::Store for Hooked {
+    fn load(&self) -> Result<composer_core::store::StoredState, Error> {
+        self.inner.load()
+    }
+
+    fn commit(&self, batch: composer_core::store::Batch) -> Result<u64, Error> {
+        use composer_core::store::Op;
+        let target = batch.ops.iter().find_map(|op| match op {
+            Op::PutVolume(r) => Some((r.name.clone(), r.id.clone())),
+            Op::DeleteVolume(id) => Some((id.clone(), id.clone())),
+            _ => None,
+        });
+        let hook = {
+            let mut h = self.hook.lock().unwrap();
+            let hit = match (&*h, &target) {
+                (Some(Hook::LoseAnswer(n) | Hook::HoldAnswer(n, ..)), Some((t, _))) => n == t,
+                _ => false,
+            };
+            if hit { h.take() } else { None }
+        };
+        let rev = self.inner.commit(batch)?;
+        let Some(hook) = hook else {
+            return Ok(rev);
+        };
+        let id = target.unwrap().1;
+        match hook {
+            Hook::LoseAnswer(_) => {
+                // The watch brings the commit; the caller has not looked.
+                for _ in 0..3000 {
+                    if let Some(ch) = self.inner.changes()? {
+                        self.keep(ch);
+                    }
+                    let brought =
+                        self.kept.lock().unwrap().as_ref().is_some_and(|k| {
+                            k.volumes.iter().any(|(v, r, _)| v == &id && *r == rev)
+                        });
+                    if brought {
+                        return Err(Error::Unavailable(format!(
+                            "the answer to the commit of {id} was lost"
+                        )));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                panic!("the watch never brought the commit of {id}");
+            }
+            Hook::HoldAnswer(_, landed, go) => {
+                landed.send(id).unwrap();
+                go.recv().unwrap();
+                Ok(rev)
+            }
+        }
+    }
+
+    fn changes(&self) -> Result<Option<composer_core::store::Changes>, Error> {
+        if let Some(ch) = self.inner.changes()? {
+            self.keep(ch);
+        }
+        let ch = self.kept.lock().unwrap().take();
+        if let Some(ch) = &ch {
+            let mut r = self.reported.lock().unwrap();
+            r.extend(ch.volumes.iter().map(|v| v.0.clone()));
+        }
+        Ok(ch)
+    }
+
+    fn catch_up(&self) -> Result<(), Error> {
+        self.inner.catch_up()
+    }
+
+    fn ready(&self) -> Result<(), Error> {
+        self.inner.ready()
+    }
+}
+
+/// A create and a delete whose transactions landed and whose answers were
+/// lost, where the watch brought the commit before the failure was
+/// answered (and no other call looked at the watch meanwhile): each is
+/// answered as done, and the replica's state matches etcd's keys.
+#[test]
+fn a_commit_the_watch_shows_landed_is_answered_as_done() {
+    let Some(etcd) =
+        LocalEtcd::start_or_skip("a_commit_the_watch_shows_landed_is_answered_as_done")
+    else {
+        return;
+    };
+    let url = etcd.url();
+    let hooked = Hooked::new(&url);
+    let c = Composer::open(Inventory::default_inventory(), hooked.clone()).unwrap();
+    let before = c
+        .create("before", &params("slice"), gib(10), true, true, None)
+        .unwrap();
+    *hooked.hook.lock().unwrap() = Some(Hook::LoseAnswer("lost".into()));
+    let v = c
+        .create("lost", &params("slice"), gib(10), true, true, None)
+        .expect("a create the watch shows landed is answered as done");
+    assert!(hooked.hook.lock().unwrap().is_none(), "the hook ran");
+    let id = wait_for_key(&url, "/test/names/lost", true).unwrap();
+    assert_eq!(v.id, id);
+    let again = c
+        .create("lost", &params("slice"), gib(10), true, true, None)
+        .unwrap();
+    assert_eq!(again.record, v.record);
+    check_etcd(
+        &url,
+        &[before.id.clone(), id.clone()].into(),
+        &HashSet::new(),
+    );
+    audit_replica(&c, &url);
+
+    *hooked.hook.lock().unwrap() = Some(Hook::LoseAnswer(id.clone()));
+    c.delete(&id)
+        .expect("a delete the watch shows landed is answered as done");
+    assert!(hooked.hook.lock().unwrap().is_none(), "the hook ran");
+    assert!(matches!(c.get(&id), Err(Error::NotFound(_))));
+    check_etcd(&url, &[before.id.clone()].into(), &[id].into());
+    audit_replica(&c, &url);
+}
+
+/// The replica's own commit, brought by the watch and applied by another
+/// call while the commit's answer is still on its way, is applied exactly
+/// once (by its own call): meanwhile the replica plans on a state that
+/// includes it (a create on the same replica, after another replica's
+/// create, answers at once instead of conflicting until `ABORTED`), and
+/// afterwards its allocator matches etcd's keys.
+#[test]
+fn an_own_commit_the_watch_brings_early_is_applied_once() {
+    let Some(etcd) =
+        LocalEtcd::start_or_skip("an_own_commit_the_watch_brings_early_is_applied_once")
+    else {
+        return;
+    };
+    let url = etcd.url();
+    let hooked = Hooked::new(&url);
+    let a = Arc::new(Composer::open(Inventory::default_inventory(), hooked.clone()).unwrap());
+    let b = replica(&url);
+    let (landed_tx, landed) = std::sync::mpsc::channel();
+    let (go, go_rx) = std::sync::mpsc::channel();
+    *hooked.hook.lock().unwrap() = Some(Hook::HoldAnswer("early".into(), landed_tx, go_rx));
+    let a2 = a.clone();
+    let early =
+        std::thread::spawn(move || a2.create("early", &params("slice"), gib(10), true, true, None));
+    let id = landed.recv().unwrap();
+    // Another replica writes after it (the sequence among its keys).
+    let theirs = b
+        .create("from-b", &params("slice"), gib(10), true, true, None)
+        .unwrap();
+    let mut polls = 0;
+    loop {
+        // Any call that syncs A with the store.
+        assert!(matches!(a.get("vol-none"), Err(Error::NotFound(_))));
+        let r = hooked.reported.lock().unwrap();
+        if r.contains(&id) && r.contains(&theirs.id) {
+            break;
+        }
+        drop(r);
+        polls += 1;
+        assert!(polls < 3000, "A's watch never brought both commits");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let other = a
+        .create("other", &params("slice"), gib(10), true, true, None)
+        .expect("a create on A while its own earlier commit is still answering");
+    go.send(()).unwrap();
+    let v = early.join().unwrap().expect("the held create");
+    assert_eq!(v.id, id);
+    let records = a.records();
+    assert_eq!(
+        records.iter().filter(|r| r.name == "early").count(),
+        1,
+        "early once"
+    );
+    let live: HashSet<String> = [id, theirs.id.clone(), other.id.clone()].into();
+    check_etcd(&url, &live, &HashSet::new());
+    audit_replica(&a, &url);
+}
