@@ -8,6 +8,7 @@
 #![cfg(feature = "etcd")]
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 
 use composer_core::{Composer, Error, EtcdConfig, EtcdStore, Inventory, LocalEtcd};
@@ -295,58 +296,6 @@ fn a_watch_behind_a_compaction_lists_afresh() {
     check_etcd(&url, &[keep.id.clone()].into(), &[gone.id.clone()].into());
 }
 
-/// The name whose commit pauses, "entered" and "go".
-type Gate = (
-    String,
-    std::sync::mpsc::Sender<()>,
-    std::sync::mpsc::Receiver<()>,
-);
-
-/// A store that pauses the commit of one volume name until told to go, so
-/// that a test can hold a plan in flight; it passes everything else to the
-/// real etcd store and remembers which volumes [`Store::changes`] reported.
-struct Gated {
-    inner: EtcdStore,
-    gate: Mutex<Option<Gate>>,
-    reported: Mutex<HashSet<String>>,
-}
-
-impl composer_core::store::Store for Gated {
-    fn load(&self) -> Result<composer_core::store::StoredState, Error> {
-        self.inner.load()
-    }
-
-    fn commit(&self, batch: composer_core::store::Batch) -> Result<u64, Error> {
-        let held = batch.ops.iter().any(|op| {
-            matches!(op, composer_core::store::Op::PutVolume(r)
-                if self.gate.lock().unwrap().as_ref().is_some_and(|g| g.0 == r.name))
-        });
-        if held {
-            let (_, entered, go) = self.gate.lock().unwrap().take().unwrap();
-            entered.send(()).unwrap();
-            go.recv().unwrap();
-        }
-        self.inner.commit(batch)
-    }
-
-    fn changes(&self) -> Result<Option<composer_core::store::Changes>, Error> {
-        let ch = self.inner.changes()?;
-        if let Some(ch) = &ch {
-            let mut r = self.reported.lock().unwrap();
-            r.extend(ch.volumes.iter().map(|v| v.0.clone()));
-        }
-        Ok(ch)
-    }
-
-    fn catch_up(&self) -> Result<(), Error> {
-        self.inner.catch_up()
-    }
-
-    fn ready(&self) -> Result<(), Error> {
-        self.inner.ready()
-    }
-}
-
 /// The regression of a replica stuck after it held back another replica's
 /// change: replica A plans `held` and pauses in its commit; replica B
 /// creates `held` meanwhile; A hears of B's volume while its own plan holds
@@ -363,17 +312,13 @@ fn a_replica_that_held_back_a_change_is_current_once_it_applies_it() {
         return;
     };
     let url = etcd.url();
-    let gated = Arc::new(Gated {
-        inner: EtcdStore::connect(config(&url)).unwrap(),
-        gate: Mutex::new(None),
-        reported: Mutex::new(HashSet::new()),
-    });
+    let gated = Hooked::new(&url);
     let a = Arc::new(Composer::open(Inventory::default_inventory(), gated.clone()).unwrap());
     let b = replica(&url);
     let range = csi_types::types::CapacityRange::new(Some(50 << 30), None).unwrap();
     let (entered_tx, entered) = std::sync::mpsc::channel();
     let (go, go_rx) = std::sync::mpsc::channel();
-    *gated.gate.lock().unwrap() = Some(("held".into(), entered_tx, go_rx));
+    *gated.hook.lock().unwrap() = Some(Hook::HoldCommit("held".into(), entered_tx, go_rx));
     let a2 = a.clone();
     let paused =
         std::thread::spawn(move || a2.create("held", &params("slice"), range, true, true, None));
@@ -944,15 +889,22 @@ enum Hook {
     /// `Unavailable` as if the answer had been lost.
     LoseAnswer(String),
     /// Commits, says so with the volume id, and answers only when told.
-    HoldAnswer(
-        String,
-        std::sync::mpsc::Sender<String>,
-        std::sync::mpsc::Receiver<()>,
-    ),
+    HoldAnswer(String, Sender<String>, Receiver<()>),
+    /// Says that the commit is about to be sent, with the volume id, and
+    /// sends it only when told: a plan held in flight.
+    HoldCommit(String, Sender<String>, Receiver<()>),
+}
+
+impl Hook {
+    fn volume(&self) -> &str {
+        match self {
+            Hook::LoseAnswer(n) | Hook::HoldAnswer(n, ..) | Hook::HoldCommit(n, ..) => n,
+        }
+    }
 }
 
 /// A store that passes everything to the real etcd store, except that it
-/// does what its [`Hook`] says with one commit; it remembers which volumes
+/// does what its [`Hook`] says with the commit of one volume; it remembers which volumes
 /// [`Store::changes`] reported, and keeps the changes it read itself for
 /// the next call of its caller.
 struct Hooked {
@@ -996,17 +948,25 @@ impl composer_core::store::Store for Hooked {
         });
         let hook = {
             let mut h = self.hook.lock().unwrap();
-            let hit = match (&*h, &target) {
-                (Some(Hook::LoseAnswer(n) | Hook::HoldAnswer(n, ..)), Some((t, _))) => n == t,
-                _ => false,
-            };
+            let hit = h
+                .as_ref()
+                .zip(target.as_ref())
+                .is_some_and(|(h, t)| h.volume() == t.0);
             if hit { h.take() } else { None }
+        };
+        let id = target.map(|t| t.1).unwrap_or_default();
+        let hook = match hook {
+            Some(Hook::HoldCommit(_, entered, go)) => {
+                entered.send(id.clone()).unwrap();
+                go.recv().unwrap();
+                None
+            }
+            h => h,
         };
         let rev = self.inner.commit(batch)?;
         let Some(hook) = hook else {
             return Ok(rev);
         };
-        let id = target.unwrap().1;
         match hook {
             Hook::LoseAnswer(_) => {
                 // The watch brings the commit; the caller has not looked.
@@ -1027,6 +987,7 @@ impl composer_core::store::Store for Hooked {
                 }
                 panic!("the watch never brought the commit of {id}");
             }
+            Hook::HoldCommit(..) => unreachable!("held before its commit"),
             Hook::HoldAnswer(_, landed, go) => {
                 landed.send(id).unwrap();
                 go.recv().unwrap();
