@@ -571,6 +571,9 @@ struct Proxy {
 #[derive(Default)]
 struct ProxyShared {
     swallow: std::sync::atomic::AtomicBool,
+    /// While set, what the replica sends is dropped: a marker, and whether
+    /// a dropped request carried it.
+    drop_requests: Mutex<Option<(Vec<u8>, bool)>>,
     refuse: std::sync::atomic::AtomicBool,
     stop: std::sync::atomic::AtomicBool,
     conns: Mutex<Vec<std::net::TcpStream>>,
@@ -598,28 +601,33 @@ impl Proxy {
                     continue;
                 };
                 sh.conns.lock().unwrap().extend([c2, u2]);
-                Proxy::pump(c.try_clone().unwrap(), u.try_clone().unwrap(), None);
-                Proxy::pump(u, c, Some(sh.clone()));
+                Proxy::pump(c.try_clone().unwrap(), u.try_clone().unwrap(), &sh, true);
+                Proxy::pump(u, c, &sh, false);
             }
         });
         Proxy { port, shared }
     }
 
-    /// Copies `from` to `to` until either ends; what `gate` swallows is
-    /// dropped.
+    /// Copies `from` to `to` until either ends, dropping what the proxy
+    /// drops in that direction (`to_etcd`: the replica's requests).
     fn pump(
         mut from: std::net::TcpStream,
         mut to: std::net::TcpStream,
-        gate: Option<Arc<ProxyShared>>,
+        sh: &Arc<ProxyShared>,
+        to_etcd: bool,
     ) {
         use std::io::{Read, Write};
+        let sh = sh.clone();
         std::thread::spawn(move || {
             let mut buf = vec![0u8; 64 << 10];
             while let Ok(n @ 1..) = from.read(&mut buf) {
-                if gate
-                    .as_ref()
-                    .is_some_and(|g| g.swallow.load(std::sync::atomic::Ordering::SeqCst))
-                {
+                if to_etcd {
+                    if let Some((marker, seen)) = &mut *sh.drop_requests.lock().unwrap() {
+                        // One request's protobuf carries its keys as they are.
+                        *seen |= buf[..n].windows(marker.len()).any(|w| w == &marker[..]);
+                        continue;
+                    }
+                } else if sh.swallow.load(std::sync::atomic::Ordering::SeqCst) {
                     continue;
                 }
                 if to.write_all(&buf[..n]).is_err() {
@@ -642,6 +650,22 @@ impl Proxy {
             .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// From now on the replica's requests are dropped on their way to etcd.
+    fn drop_requests(&self, marker: &str) {
+        *self.shared.drop_requests.lock().unwrap() = Some((marker.as_bytes().to_vec(), false));
+    }
+
+    /// Whether a dropped request carried the marker of
+    /// [`Proxy::drop_requests`].
+    fn dropped(&self) -> bool {
+        self.shared
+            .drop_requests
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|d| d.1)
+    }
+
     /// Breaks every connection; new ones pass (or, with `refuse`, are
     /// closed at once until [`Proxy::allow`]).
     fn cut(&self, refuse: bool) {
@@ -654,6 +678,7 @@ impl Proxy {
         self.shared
             .swallow
             .store(false, std::sync::atomic::Ordering::SeqCst);
+        *self.shared.drop_requests.lock().unwrap() = None;
     }
 
     fn allow(&self) {
@@ -820,6 +845,54 @@ fn a_create_whose_answer_is_lost_is_answered_with_the_volume_that_landed() {
             .len(),
         live.len(),
         "one volume per name"
+    );
+    audit_replica(&c, &etcd.url());
+}
+
+/// A create whose transaction never reaches etcd (the connection breaks
+/// with the request lost on its way) is not answered as done: it answers
+/// `Unavailable`, nothing of it is in etcd, its plan is given back (the
+/// replica's allocator matches etcd's keys), and the CO's retry creates the
+/// volume.
+#[test]
+fn a_create_whose_request_is_lost_is_not_answered_as_done() {
+    let Some(etcd) =
+        LocalEtcd::start_or_skip("a_create_whose_request_is_lost_is_not_answered_as_done")
+    else {
+        return;
+    };
+    let proxy = Proxy::start(port_of(&etcd.url()));
+    let c = proxied(&proxy, std::time::Duration::from_secs(60));
+    let before = c
+        .create("before", &params("slice"), gib(10), true, true, None)
+        .unwrap();
+    proxy.drop_requests("/test/names/lost");
+    let c2 = c.clone();
+    let lost =
+        std::thread::spawn(move || c2.create("lost", &params("slice"), gib(10), true, true, None));
+    let mut polls = 0;
+    while !proxy.dropped() {
+        polls += 1;
+        assert!(polls < 3000, "the create's transaction never went out");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    proxy.cut(false);
+    let answer = lost.join().unwrap();
+    assert!(
+        matches!(&answer, Err(Error::Unavailable(_))),
+        "a create that did not land: {answer:?}"
+    );
+    check_etcd(&etcd.url(), &[before.id.clone()].into(), &HashSet::new());
+    let a = composer_core::store_etcd::audit(&config(&etcd.url())).unwrap();
+    assert_eq!(a.volumes.len(), 1, "nothing of the lost request landed");
+    audit_replica(&c, &etcd.url());
+    let v = until_available("the retry of lost", || {
+        c.create("lost", &params("slice"), gib(10), true, true, None)
+    });
+    check_etcd(
+        &etcd.url(),
+        &[before.id.clone(), v.id.clone()].into(),
+        &HashSet::new(),
     );
     audit_replica(&c, &etcd.url());
 }
