@@ -26,7 +26,11 @@
 //! A watch on the prefix feeds [`Store::changes`]: each replica applies what
 //! the others committed to its in-memory placement and allocator state, with
 //! no reload per request. Calls that cannot reach etcd fail with
-//! [`Error::Unavailable`] and change nothing.
+//! [`Error::Unavailable`]. A transaction can land while its answer is lost
+//! (the connection breaks after etcd applied it): when time is left, a
+//! commit whose request failed reads back the records it put, and answers
+//! as committed when every one is there as written; otherwise its effect is
+//! known once the watch brings it (or not).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Condvar, Mutex};
