@@ -299,6 +299,18 @@ fn unavailable(what: &str) -> impl Fn(etcd_client::Error) -> Error + '_ {
     move |e| Error::Unavailable(format!("etcd: {what}: {}", describe(&e)))
 }
 
+/// The keys and values the reads of a transaction's answer found.
+fn read_kvs(resp: etcd_client::TxnResponse) -> Vec<etcd_client::KeyValue> {
+    resp.op_responses()
+        .into_iter()
+        .filter_map(|r| match r {
+            etcd_client::TxnOpResponse::Get(g) => Some(g.kvs().to_vec()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
 fn seq_value(n: u64) -> String {
     format!("{n:020}")
 }
@@ -505,14 +517,8 @@ impl EtcdStore {
                 Err(_) => std::thread::sleep(LANDED_RETRY),
             }
         };
-        let got: HashMap<Vec<u8>, (Vec<u8>, i64)> = resp
-            .op_responses()
+        let got: HashMap<Vec<u8>, (Vec<u8>, i64)> = read_kvs(resp)
             .into_iter()
-            .filter_map(|r| match r {
-                etcd_client::TxnOpResponse::Get(g) => Some(g.kvs().to_vec()),
-                _ => None,
-            })
-            .flatten()
             .map(|kv| (kv.key().to_vec(), (kv.value().to_vec(), kv.mod_revision())))
             .collect();
         let mut at = None;
@@ -982,15 +988,7 @@ impl Store for EtcdStore {
         };
         let revision = resp.header().map(|h| h.revision() as u64).unwrap_or(0);
         if !resp.succeeded() {
-            let got: Vec<etcd_client::KeyValue> = resp
-                .op_responses()
-                .into_iter()
-                .filter_map(|r| match r {
-                    etcd_client::TxnOpResponse::Get(g) => Some(g.kvs().to_vec()),
-                    _ => None,
-                })
-                .flatten()
-                .collect();
+            let got = read_kvs(resp);
             if let Some(fence) = &fence {
                 let current = got
                     .iter()

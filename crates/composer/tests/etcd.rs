@@ -774,15 +774,85 @@ fn audit_replica(c: &Composer, url: &str) {
     }
 }
 
-fn proxied(proxy: &Proxy, timeout: std::time::Duration) -> Arc<Composer> {
+fn gib(n: u64) -> csi_types::types::CapacityRange {
+    csi_types::types::CapacityRange::new(Some(n << 30), None).unwrap()
+}
+
+/// etcd, a [`Proxy`] to it, and a replica through the proxy that created
+/// the volume `before`.
+struct Lossy {
+    etcd: LocalEtcd,
+    proxy: Proxy,
+    c: Arc<Composer>,
+    before: composer_core::composer::VolumeView,
+}
+
+/// A [`Lossy`] whose replica has the request timeout `timeout`, or `None`
+/// after saying that `test` skipped.
+fn lossy(test: &str, timeout: std::time::Duration) -> Option<Lossy> {
+    let etcd = LocalEtcd::start_or_skip(test)?;
+    let proxy = Proxy::start(port_of(&etcd.url()));
     let mut cfg = config(&proxy.url());
     cfg.timeout = timeout;
     let store = Arc::new(EtcdStore::connect(cfg).expect("connect through the proxy"));
-    Arc::new(Composer::open(Inventory::default_inventory(), store).expect("open"))
+    let c = Arc::new(Composer::open(Inventory::default_inventory(), store).expect("open"));
+    let before = c
+        .create("before", &params("slice"), gib(10), true, true, None)
+        .unwrap();
+    Some(Lossy {
+        etcd,
+        proxy,
+        c,
+        before,
+    })
 }
 
-fn gib(n: u64) -> csi_types::types::CapacityRange {
-    csi_types::types::CapacityRange::new(Some(n << 30), None).unwrap()
+impl Lossy {
+    fn create_lost(
+        &self,
+    ) -> std::thread::JoinHandle<Result<composer_core::composer::VolumeView, Error>> {
+        let c = self.c.clone();
+        std::thread::spawn(move || c.create("lost", &params("slice"), gib(10), true, true, None))
+    }
+
+    /// Creates `lost` while etcd's answers are swallowed; once its record
+    /// is in etcd, breaks the connection (`refuse`: and refuses new ones
+    /// until [`Proxy::allow`]). The create's answer, and the id that landed.
+    fn create_with_answer_lost(
+        &self,
+        refuse: bool,
+    ) -> (Result<composer_core::composer::VolumeView, Error>, String) {
+        self.proxy.swallow();
+        let lost = self.create_lost();
+        let id = wait_for_key(&self.etcd.url(), "/test/names/lost", true).unwrap();
+        self.proxy.cut(refuse);
+        (lost.join().unwrap(), id)
+    }
+
+    /// The CO's retry of `lost` (again while the replica is unavailable).
+    fn retry_lost(&self) -> composer_core::composer::VolumeView {
+        until_available("the retry of lost", || {
+            self.c
+                .create("lost", &params("slice"), gib(10), true, true, None)
+        })
+    }
+
+    /// etcd holds exactly the volumes `live`, consistently
+    /// ([`check_etcd`]), and the replica's state matches it
+    /// ([`audit_replica`]).
+    fn audit(&self, live: &[&str]) {
+        let url = self.etcd.url();
+        let live: HashSet<String> = live.iter().map(|s| s.to_string()).collect();
+        check_etcd(&url, &live, &HashSet::new());
+        let a = composer_core::store_etcd::audit(&config(&url)).unwrap();
+        assert_eq!(
+            a.volumes.len(),
+            live.len(),
+            "exactly {live:?}: {:?}",
+            a.volumes
+        );
+        audit_replica(&self.c, &url);
+    }
 }
 
 /// A create whose transaction lands in etcd but whose answer is lost (the
@@ -793,60 +863,38 @@ fn gib(n: u64) -> csi_types::types::CapacityRange {
 /// later creates never get a range of it.
 #[test]
 fn a_create_whose_answer_is_lost_is_answered_with_the_volume_that_landed() {
-    let Some(etcd) = LocalEtcd::start_or_skip(
+    // A long request timeout: the broken connection, not the timeout, ends
+    // the commit, however slow the machine.
+    let Some(l) = lossy(
         "a_create_whose_answer_is_lost_is_answered_with_the_volume_that_landed",
+        std::time::Duration::from_secs(60),
     ) else {
         return;
     };
-    let proxy = Proxy::start(port_of(&etcd.url()));
-    // A long request timeout: the broken connection, not the timeout, ends
-    // the commit, however slow the machine.
-    let c = proxied(&proxy, std::time::Duration::from_secs(60));
-    let before = c
-        .create("before", &params("slice"), gib(10), true, true, None)
-        .unwrap();
-    proxy.swallow();
-    let c2 = c.clone();
-    let lost =
-        std::thread::spawn(move || c2.create("lost", &params("slice"), gib(10), true, true, None));
-    let id = wait_for_key(&etcd.url(), "/test/names/lost", true).unwrap();
-    proxy.cut(false);
-    let v = lost
-        .join()
-        .unwrap()
-        .expect("a create that landed, whose answer was lost, is answered as done");
+    let (answer, id) = l.create_with_answer_lost(false);
+    let v = answer.expect("a create that landed, whose answer was lost, is answered as done");
     assert_eq!(v.id, id, "answered with the volume that landed");
     assert_eq!(v.name, "lost");
-    let again = until_available("the retry of lost", || {
-        c.create("lost", &params("slice"), gib(10), true, true, None)
-    });
-    assert_eq!(again.record, v.record, "the retry gets the same volume");
-    audit_replica(&c, &etcd.url());
-    // Later creates on this replica: no byte of `lost` is handed out again.
-    let mut live: HashSet<String> = [before.id.clone(), v.id.clone()].into();
-    for i in 0..4 {
-        let w = until_available("a later create", || {
-            c.create(
-                &format!("later-{i}"),
-                &params("slice"),
-                gib(10),
-                true,
-                true,
-                None,
-            )
-        });
-        live.insert(w.id.clone());
-    }
-    check_etcd(&etcd.url(), &live, &HashSet::new());
     assert_eq!(
-        composer_core::store_etcd::audit(&config(&etcd.url()))
-            .unwrap()
-            .volumes
-            .len(),
-        live.len(),
-        "one volume per name"
+        l.retry_lost().record,
+        v.record,
+        "the retry gets the same volume"
     );
-    audit_replica(&c, &etcd.url());
+    l.audit(&[&l.before.id, &id]);
+    // Later creates on this replica: no byte of `lost` is handed out again.
+    let later: Vec<String> = (0..4)
+        .map(|i| {
+            let name = format!("later-{i}");
+            until_available(&name, || {
+                l.c.create(&name, &params("slice"), gib(10), true, true, None)
+            })
+            .record
+            .id
+        })
+        .collect();
+    let mut live: Vec<&str> = vec![&l.before.id, &id];
+    live.extend(later.iter().map(String::as_str));
+    l.audit(&live);
 }
 
 /// A create whose transaction never reaches etcd (the connection breaks
@@ -856,45 +904,29 @@ fn a_create_whose_answer_is_lost_is_answered_with_the_volume_that_landed() {
 /// volume.
 #[test]
 fn a_create_whose_request_is_lost_is_not_answered_as_done() {
-    let Some(etcd) =
-        LocalEtcd::start_or_skip("a_create_whose_request_is_lost_is_not_answered_as_done")
-    else {
+    let Some(l) = lossy(
+        "a_create_whose_request_is_lost_is_not_answered_as_done",
+        std::time::Duration::from_secs(60),
+    ) else {
         return;
     };
-    let proxy = Proxy::start(port_of(&etcd.url()));
-    let c = proxied(&proxy, std::time::Duration::from_secs(60));
-    let before = c
-        .create("before", &params("slice"), gib(10), true, true, None)
-        .unwrap();
-    proxy.drop_requests("/test/names/lost");
-    let c2 = c.clone();
-    let lost =
-        std::thread::spawn(move || c2.create("lost", &params("slice"), gib(10), true, true, None));
+    l.proxy.drop_requests("/test/names/lost");
+    let lost = l.create_lost();
     let mut polls = 0;
-    while !proxy.dropped() {
+    while !l.proxy.dropped() {
         polls += 1;
         assert!(polls < 3000, "the create's transaction never went out");
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    proxy.cut(false);
+    l.proxy.cut(false);
     let answer = lost.join().unwrap();
     assert!(
         matches!(&answer, Err(Error::Unavailable(_))),
         "a create that did not land: {answer:?}"
     );
-    check_etcd(&etcd.url(), &[before.id.clone()].into(), &HashSet::new());
-    let a = composer_core::store_etcd::audit(&config(&etcd.url())).unwrap();
-    assert_eq!(a.volumes.len(), 1, "nothing of the lost request landed");
-    audit_replica(&c, &etcd.url());
-    let v = until_available("the retry of lost", || {
-        c.create("lost", &params("slice"), gib(10), true, true, None)
-    });
-    check_etcd(
-        &etcd.url(),
-        &[before.id.clone(), v.id.clone()].into(),
-        &HashSet::new(),
-    );
-    audit_replica(&c, &etcd.url());
+    l.audit(&[&l.before.id]);
+    let v = l.retry_lost();
+    l.audit(&[&l.before.id, &v.id]);
 }
 
 /// A create and a delete whose answers are lost while etcd stays
@@ -905,54 +937,36 @@ fn a_create_whose_request_is_lost_is_not_answered_as_done() {
 /// each, the replica's allocator matches etcd's keys.
 #[test]
 fn answers_lost_while_etcd_is_unreachable_are_found_by_the_retries() {
-    let Some(etcd) =
-        LocalEtcd::start_or_skip("answers_lost_while_etcd_is_unreachable_are_found_by_the_retries")
-    else {
+    let Some(l) = lossy(
+        "answers_lost_while_etcd_is_unreachable_are_found_by_the_retries",
+        std::time::Duration::from_secs(5),
+    ) else {
         return;
     };
-    let proxy = Proxy::start(port_of(&etcd.url()));
-    let c = proxied(&proxy, std::time::Duration::from_secs(5));
-    let before = c
-        .create("before", &params("slice"), gib(10), true, true, None)
-        .unwrap();
-
-    proxy.swallow();
-    let c2 = c.clone();
-    let lost =
-        std::thread::spawn(move || c2.create("lost", &params("slice"), gib(10), true, true, None));
-    let id = wait_for_key(&etcd.url(), "/test/names/lost", true).unwrap();
-    proxy.cut(true);
-    let answer = lost.join().unwrap();
+    let (answer, id) = l.create_with_answer_lost(true);
     assert!(
         matches!(&answer, Err(Error::Unavailable(_))),
         "a replica that cannot reach etcd cannot tell: {answer:?}"
     );
-    proxy.allow();
-    let v = until_available("the retry of lost", || {
-        c.create("lost", &params("slice"), gib(10), true, true, None)
-    });
+    l.proxy.allow();
+    let v = l.retry_lost();
     assert_eq!(v.id, id, "the retry finds the volume that landed");
-    let live: HashSet<String> = [before.id.clone(), v.id.clone()].into();
-    check_etcd(&etcd.url(), &live, &HashSet::new());
-    let a = composer_core::store_etcd::audit(&config(&etcd.url())).unwrap();
-    assert_eq!(a.volumes.len(), 2, "one volume per name: {:?}", a.volumes);
-    audit_replica(&c, &etcd.url());
+    l.audit(&[&l.before.id, &id]);
 
-    proxy.swallow();
-    let (c2, id2) = (c.clone(), id.clone());
-    let gone = std::thread::spawn(move || c2.delete(&id2));
-    wait_for_key(&etcd.url(), &format!("/test/volumes/{id}"), false);
-    proxy.cut(true);
+    l.proxy.swallow();
+    let (c, gone_id) = (l.c.clone(), id.clone());
+    let gone = std::thread::spawn(move || c.delete(&gone_id));
+    wait_for_key(&l.etcd.url(), &format!("/test/volumes/{id}"), false);
+    l.proxy.cut(true);
     let answer = gone.join().unwrap();
     assert!(
         matches!(&answer, Err(Error::Unavailable(_))),
         "a replica that cannot reach etcd cannot tell: {answer:?}"
     );
-    proxy.allow();
-    until_available("the retry of the delete", || c.delete(&id));
-    assert!(matches!(c.get(&id), Err(Error::NotFound(_))));
-    check_etcd(&etcd.url(), &[before.id.clone()].into(), &[id].into());
-    audit_replica(&c, &etcd.url());
+    l.proxy.allow();
+    until_available("the retry of the delete", || l.c.delete(&id));
+    assert!(matches!(l.c.get(&id), Err(Error::NotFound(_))));
+    l.audit(&[&l.before.id]);
 }
 
 /// What [`Hooked`] does to the commit of one volume (by name, or by id for
