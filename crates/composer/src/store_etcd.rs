@@ -149,6 +149,13 @@ fn describe(e: &etcd_client::Error) -> String {
 /// The pause between reads of [`EtcdStore::landed`].
 const LANDED_RETRY: Duration = Duration::from_millis(50);
 
+/// How long [`EtcdStore::landed`] reads again (within the request
+/// timeout): long enough for the channel to reconnect after a broken
+/// connection, short enough that a call to an etcd that is down still
+/// answers soon (reading until the request timeout, each create to a
+/// stopped etcd took the whole timeout to answer `UNAVAILABLE`).
+const LANDED_BUDGET: Duration = Duration::from_secs(1);
+
 /// Interval of the HTTP/2 pings to etcd (see [`EtcdStore::connect`]).
 const KEEP_ALIVE: Duration = Duration::from_secs(10);
 
@@ -493,13 +500,14 @@ impl EtcdStore {
     /// (`written`: volume key and value) is in etcd exactly as written, and
     /// then the revision it landed at (one transaction's writes share their
     /// mod revision). `Ok(None)`: not there as written. Read again after a
-    /// failed read (the channel reconnects after a broken connection) until
-    /// `deadline`.
+    /// failed read (the channel reconnects after a broken connection), for
+    /// [`LANDED_BUDGET`] at most and until `deadline`.
     fn landed(
         &self,
         written: Vec<(String, Vec<u8>)>,
         deadline: std::time::Instant,
     ) -> Result<Option<u64>, Error> {
+        let deadline = deadline.min(std::time::Instant::now() + LANDED_BUDGET);
         let resp = loop {
             let mut client = self.client.clone();
             let gets: Vec<TxnOp> = written
