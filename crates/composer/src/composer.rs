@@ -503,6 +503,7 @@ impl Composer {
         let mut st = self.lock();
         st.busy.remove(name);
         self.settled.notify_all();
+        self.sync_after_failure(&mut st, &result);
         let landed = st.in_flight.remove(&id).and_then(|(_, r)| r);
         match result.or_else(|e| landed.ok_or(e)) {
             Ok(rev) => {
@@ -550,6 +551,7 @@ impl Composer {
         let mut st = self.lock();
         st.busy.remove(&rec.name);
         self.settled.notify_all();
+        self.sync_after_failure(&mut st, &result);
         let landed = st.in_flight.remove(id).and_then(|(_, r)| r);
         let rev = result.or_else(|e| landed.ok_or(e))?;
         st.seen.insert(id.to_string(), rev);
@@ -558,6 +560,20 @@ impl Composer {
             st.pool.release(&rec)?;
         }
         Ok(())
+    }
+
+    /// After a commit that failed other than by a conflict (its answer may
+    /// be lost with the transaction landed): applies what the watch brought
+    /// meanwhile, so that a commit the watch shows landed is answered as
+    /// done by its call (see `in_flight`) even when no other call synced
+    /// while it was in flight.
+    fn sync_after_failure(&self, st: &mut State, result: &Result<u64, Error>) {
+        if let Err(e) = result
+            && !matches!(e, Error::Conflict(_))
+            && let Err(why) = self.sync(st)
+        {
+            tracing::debug!("after a failed commit ({e}), the watch cannot tell: {why}");
+        }
     }
 
     fn commit_record(&self, st: &mut State, rec: VolumeRecord) -> Result<(), Error> {

@@ -26,7 +26,11 @@
 //! A watch on the prefix feeds [`Store::changes`]: each replica applies what
 //! the others committed to its in-memory placement and allocator state, with
 //! no reload per request. Calls that cannot reach etcd fail with
-//! [`Error::Unavailable`] and change nothing.
+//! [`Error::Unavailable`]. A transaction can land while its answer is lost
+//! (the connection breaks after etcd applied it): when time is left, a
+//! commit whose request failed reads back the records it put, and answers
+//! as committed when every one is there as written; otherwise its effect is
+//! known once the watch brings it (or not).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Condvar, Mutex};
@@ -141,6 +145,16 @@ fn describe(e: &etcd_client::Error) -> String {
     }
     out
 }
+
+/// The pause between reads of [`EtcdStore::landed`].
+const LANDED_RETRY: Duration = Duration::from_millis(50);
+
+/// How long [`EtcdStore::landed`] reads again (within the request
+/// timeout): long enough for the channel to reconnect after a broken
+/// connection, short enough that a call to an etcd that is down still
+/// answers soon (reading until the request timeout, each create to a
+/// stopped etcd took the whole timeout to answer `UNAVAILABLE`).
+const LANDED_BUDGET: Duration = Duration::from_secs(1);
 
 /// Interval of the HTTP/2 pings to etcd (see [`EtcdStore::connect`]).
 const KEEP_ALIVE: Duration = Duration::from_secs(10);
@@ -292,6 +306,18 @@ fn unavailable(what: &str) -> impl Fn(etcd_client::Error) -> Error + '_ {
     move |e| Error::Unavailable(format!("etcd: {what}: {}", describe(&e)))
 }
 
+/// The keys and values the reads of a transaction's answer found.
+fn read_kvs(resp: etcd_client::TxnResponse) -> Vec<etcd_client::KeyValue> {
+    resp.op_responses()
+        .into_iter()
+        .filter_map(|r| match r {
+            etcd_client::TxnOpResponse::Get(g) => Some(g.kvs().to_vec()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
 fn seq_value(n: u64) -> String {
     format!("{n:020}")
 }
@@ -429,6 +455,88 @@ impl EtcdStore {
 
     fn bound(&self, own: &HashMap<String, u64>, read: u64, key: &str) -> i64 {
         own.get(key).copied().unwrap_or(0).max(read) as i64 + 1
+    }
+
+    /// Books a commit that landed at `revision`: its puts among the volumes
+    /// the feed holds, the keys it wrote among this store's own writes, the
+    /// names it changed among the known ones.
+    fn committed(
+        &self,
+        revision: u64,
+        touched: Vec<String>,
+        name_changes: Vec<(String, Option<String>)>,
+    ) {
+        {
+            // The watch may not have brought these puts yet when its stream
+            // breaks: a relist must still count them among the volumes this
+            // replica holds, or it never reports their deletion (a volume
+            // deleted meanwhile stayed on this replica for good).
+            let mut f = self.shared.feed();
+            for (id, name) in &name_changes {
+                if name.is_some() {
+                    f.volumes.insert(id.clone());
+                }
+            }
+        }
+        let mut own = self.own.lock().unwrap_or_else(|e| e.into_inner());
+        // Own writes at or below every waiting commit's read need no
+        // exception (an unguarded commit leaves them to the next guarded one).
+        if let Some(floor) = self.pending.oldest() {
+            own.retain(|_, r| *r > floor);
+        }
+        for k in touched {
+            own.insert(k, revision);
+        }
+        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        for (id, name) in name_changes {
+            match name {
+                Some(n) => names.insert(id, n),
+                None => names.remove(&id),
+            };
+        }
+    }
+
+    /// After a commit whose answer was lost: whether every record it put
+    /// (`written`: volume key and value) is in etcd exactly as written, and
+    /// then the revision it landed at (one transaction's writes share their
+    /// mod revision). `Ok(None)`: not there as written. Read again after a
+    /// failed read (the channel reconnects after a broken connection), for
+    /// [`LANDED_BUDGET`] at most and until `deadline`.
+    fn landed(
+        &self,
+        written: Vec<(String, Vec<u8>)>,
+        deadline: std::time::Instant,
+    ) -> Result<Option<u64>, Error> {
+        let deadline = deadline.min(std::time::Instant::now() + LANDED_BUDGET);
+        let resp = loop {
+            let mut client = self.client.clone();
+            let gets: Vec<TxnOp> = written
+                .iter()
+                .map(|w| TxnOp::get(w.0.clone(), None))
+                .collect();
+            let read = self.run_until(
+                "reading back a commit whose answer was lost",
+                deadline,
+                async move { client.txn(Txn::new().and_then(gets)).await },
+            );
+            match read {
+                Ok(resp) => break resp,
+                Err(e) if std::time::Instant::now() + LANDED_RETRY >= deadline => return Err(e),
+                Err(_) => std::thread::sleep(LANDED_RETRY),
+            }
+        };
+        let got: HashMap<Vec<u8>, (Vec<u8>, i64)> = read_kvs(resp)
+            .into_iter()
+            .map(|kv| (kv.key().to_vec(), (kv.value().to_vec(), kv.mod_revision())))
+            .collect();
+        let mut at = None;
+        for (key, value) in &written {
+            match got.get(key.as_bytes()) {
+                Some((v, r)) if v == value && at.is_none_or(|a| a == *r) => at = Some(*r),
+                _ => return Ok(None),
+            }
+        }
+        Ok(at.map(|r| r as u64))
     }
 
     /// Starts the task that feeds [`Store::changes`] from `revision + 1`:
@@ -734,6 +842,11 @@ impl Store for EtcdStore {
         let mut touched = Vec::new();
         let mut on_conflict = Vec::new();
         let mut name_changes: Vec<(String, Option<String>)> = Vec::new();
+        // What the transaction writes to each volume key, for telling after
+        // a lost answer whether it landed; `None` when the batch does more
+        // than put records and raise the sequence (its landing revision
+        // cannot be read back then).
+        let mut written: Option<Vec<(String, Vec<u8>)>> = Some(Vec::new());
         {
             let own = self.own.lock().unwrap_or_else(|e| e.into_inner());
             let names = self.names.lock().unwrap_or_else(|e| e.into_inner());
@@ -787,10 +900,14 @@ impl Store for EtcdStore {
                         let json = serde_json::to_vec(&*rec)
                             .map_err(|e| Error::Internal(format!("encoding a record: {e}")))?;
                         ops.push(TxnOp::put(nk, rec.id.clone(), None));
+                        if let Some(w) = &mut written {
+                            w.push((vk.clone(), json.clone()));
+                        }
                         ops.push(TxnOp::put(vk, json, None));
                         name_changes.push((rec.id.clone(), Some(rec.name.clone())));
                     }
                     Op::DeleteVolume(id) => {
+                        written = None;
                         let vk = self.key(&format!("volumes/{id}"));
                         guard(vk.clone(), &mut compares);
                         ops.push(TxnOp::delete(vk, None));
@@ -806,11 +923,13 @@ impl Store for EtcdStore {
                         name_changes.push((id, None));
                     }
                     Op::PutMark { target, health } => {
+                        written = None;
                         let json = serde_json::to_vec(&health)
                             .map_err(|e| Error::Internal(format!("encoding a mark: {e}")))?;
                         ops.push(TxnOp::put(self.key(&format!("marks/{target}")), json, None));
                     }
                     Op::DeleteMark(target) => {
+                        written = None;
                         ops.push(TxnOp::delete(self.key(&format!("marks/{target}")), None));
                     }
                     Op::NextSeq(n) => {
@@ -845,18 +964,39 @@ impl Store for EtcdStore {
         }
         let mut client = self.client.clone();
         let txn = Txn::new().when(compares).and_then(ops).or_else(on_conflict);
-        let resp = self.run_until("committing", deadline, async move { client.txn(txn).await })?;
+        let resp = match self.run_until(
+            "committing",
+            deadline,
+            async move { client.txn(txn).await },
+        ) {
+            Ok(resp) => resp,
+            Err(e) => {
+                // The answer may be lost with the transaction landed (the
+                // connection broke after etcd applied it): read the records
+                // back while time is left, and a batch whose every record is
+                // there as written landed, at the revision of those writes.
+                // Answered as a failure, its create would be reported failed
+                // with its volume in etcd (and its plan given back here).
+                let revision = match written.filter(|w| !w.is_empty()) {
+                    Some(w) => self.landed(w, deadline).unwrap_or_else(|why| {
+                        tracing::debug!("after a lost answer ({e}): {why}");
+                        None
+                    }),
+                    None => None,
+                };
+                let Some(revision) = revision else {
+                    return Err(e);
+                };
+                tracing::warn!(
+                    "etcd: the answer to a commit was lost ({e}), but it landed at revision {revision}"
+                );
+                self.committed(revision, touched, name_changes);
+                return Ok(revision);
+            }
+        };
         let revision = resp.header().map(|h| h.revision() as u64).unwrap_or(0);
         if !resp.succeeded() {
-            let got: Vec<etcd_client::KeyValue> = resp
-                .op_responses()
-                .into_iter()
-                .filter_map(|r| match r {
-                    etcd_client::TxnOpResponse::Get(g) => Some(g.kvs().to_vec()),
-                    _ => None,
-                })
-                .flatten()
-                .collect();
+            let got = read_kvs(resp);
             if let Some(fence) = &fence {
                 let current = got
                     .iter()
@@ -883,34 +1023,7 @@ impl Store for EtcdStore {
                 "another replica changed this state after revision {read} (etcd is at {revision})"
             )));
         }
-        {
-            // The watch may not have brought these puts yet when its stream
-            // breaks: a relist must still count them among the volumes this
-            // replica holds, or it never reports their deletion (a volume
-            // deleted meanwhile stayed on this replica for good).
-            let mut f = self.shared.feed();
-            for (id, name) in &name_changes {
-                if name.is_some() {
-                    f.volumes.insert(id.clone());
-                }
-            }
-        }
-        let mut own = self.own.lock().unwrap_or_else(|e| e.into_inner());
-        // Own writes at or below every waiting commit's read need no
-        // exception (an unguarded commit leaves them to the next guarded one).
-        if let Some(floor) = self.pending.oldest() {
-            own.retain(|_, r| *r > floor);
-        }
-        for k in touched {
-            own.insert(k, revision);
-        }
-        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
-        for (id, name) in name_changes {
-            match name {
-                Some(n) => names.insert(id, n),
-                None => names.remove(&id),
-            };
-        }
+        self.committed(revision, touched, name_changes);
         Ok(revision)
     }
 

@@ -8,6 +8,7 @@
 #![cfg(feature = "etcd")]
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 
 use composer_core::{Composer, Error, EtcdConfig, EtcdStore, Inventory, LocalEtcd};
@@ -295,58 +296,6 @@ fn a_watch_behind_a_compaction_lists_afresh() {
     check_etcd(&url, &[keep.id.clone()].into(), &[gone.id.clone()].into());
 }
 
-/// The name whose commit pauses, "entered" and "go".
-type Gate = (
-    String,
-    std::sync::mpsc::Sender<()>,
-    std::sync::mpsc::Receiver<()>,
-);
-
-/// A store that pauses the commit of one volume name until told to go, so
-/// that a test can hold a plan in flight; it passes everything else to the
-/// real etcd store and remembers which volumes [`Store::changes`] reported.
-struct Gated {
-    inner: EtcdStore,
-    gate: Mutex<Option<Gate>>,
-    reported: Mutex<HashSet<String>>,
-}
-
-impl composer_core::store::Store for Gated {
-    fn load(&self) -> Result<composer_core::store::StoredState, Error> {
-        self.inner.load()
-    }
-
-    fn commit(&self, batch: composer_core::store::Batch) -> Result<u64, Error> {
-        let held = batch.ops.iter().any(|op| {
-            matches!(op, composer_core::store::Op::PutVolume(r)
-                if self.gate.lock().unwrap().as_ref().is_some_and(|g| g.0 == r.name))
-        });
-        if held {
-            let (_, entered, go) = self.gate.lock().unwrap().take().unwrap();
-            entered.send(()).unwrap();
-            go.recv().unwrap();
-        }
-        self.inner.commit(batch)
-    }
-
-    fn changes(&self) -> Result<Option<composer_core::store::Changes>, Error> {
-        let ch = self.inner.changes()?;
-        if let Some(ch) = &ch {
-            let mut r = self.reported.lock().unwrap();
-            r.extend(ch.volumes.iter().map(|v| v.0.clone()));
-        }
-        Ok(ch)
-    }
-
-    fn catch_up(&self) -> Result<(), Error> {
-        self.inner.catch_up()
-    }
-
-    fn ready(&self) -> Result<(), Error> {
-        self.inner.ready()
-    }
-}
-
 /// The regression of a replica stuck after it held back another replica's
 /// change: replica A plans `held` and pauses in its commit; replica B
 /// creates `held` meanwhile; A hears of B's volume while its own plan holds
@@ -363,17 +312,13 @@ fn a_replica_that_held_back_a_change_is_current_once_it_applies_it() {
         return;
     };
     let url = etcd.url();
-    let gated = Arc::new(Gated {
-        inner: EtcdStore::connect(config(&url)).unwrap(),
-        gate: Mutex::new(None),
-        reported: Mutex::new(HashSet::new()),
-    });
+    let gated = Hooked::new(&url);
     let a = Arc::new(Composer::open(Inventory::default_inventory(), gated.clone()).unwrap());
     let b = replica(&url);
     let range = csi_types::types::CapacityRange::new(Some(50 << 30), None).unwrap();
     let (entered_tx, entered) = std::sync::mpsc::channel();
     let (go, go_rx) = std::sync::mpsc::channel();
-    *gated.gate.lock().unwrap() = Some(("held".into(), entered_tx, go_rx));
+    *gated.hook.lock().unwrap() = Some(Hook::HoldCommit("held".into(), entered_tx, go_rx));
     let a2 = a.clone();
     let paused =
         std::thread::spawn(move || a2.create("held", &params("slice"), range, true, true, None));
@@ -606,4 +551,657 @@ fn user_and_password_authentication() {
         refused,
         "etcd with authentication on refuses a client without a user"
     );
+}
+
+// ---------------------------------------------------------------------------
+// Commits whose answer is lost, and own commits the watch brings early.
+// ---------------------------------------------------------------------------
+
+/// A TCP proxy between a replica and etcd that can lose etcd's answers:
+/// while it swallows, it forwards what the replica sends but drops what etcd
+/// sends back (the transaction reaches etcd and lands; its answer and the
+/// watch's events never reach the replica); [`Proxy::cut`] then breaks every
+/// connection, as a network fault between the transaction and its answer
+/// would.
+struct Proxy {
+    port: u16,
+    shared: Arc<ProxyShared>,
+}
+
+#[derive(Default)]
+struct ProxyShared {
+    swallow: std::sync::atomic::AtomicBool,
+    /// While set, what the replica sends is dropped: a marker, and whether
+    /// a dropped request carried it.
+    drop_requests: Mutex<Option<(Vec<u8>, bool)>>,
+    refuse: std::sync::atomic::AtomicBool,
+    stop: std::sync::atomic::AtomicBool,
+    conns: Mutex<Vec<std::net::TcpStream>>,
+}
+
+impl Proxy {
+    fn start(upstream: u16) -> Proxy {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a proxy port");
+        let port = l.local_addr().unwrap().port();
+        let shared = Arc::new(ProxyShared::default());
+        let sh = shared.clone();
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                if sh.stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(c) = c else { continue };
+                if sh.refuse.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue;
+                }
+                let Ok(u) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                let (Ok(c2), Ok(u2)) = (c.try_clone(), u.try_clone()) else {
+                    continue;
+                };
+                sh.conns.lock().unwrap().extend([c2, u2]);
+                Proxy::pump(c.try_clone().unwrap(), u.try_clone().unwrap(), &sh, true);
+                Proxy::pump(u, c, &sh, false);
+            }
+        });
+        Proxy { port, shared }
+    }
+
+    /// Copies `from` to `to` until either ends, dropping what the proxy
+    /// drops in that direction (`to_etcd`: the replica's requests).
+    fn pump(
+        mut from: std::net::TcpStream,
+        mut to: std::net::TcpStream,
+        sh: &Arc<ProxyShared>,
+        to_etcd: bool,
+    ) {
+        use std::io::{Read, Write};
+        let sh = sh.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 64 << 10];
+            while let Ok(n @ 1..) = from.read(&mut buf) {
+                if to_etcd {
+                    if let Some((marker, seen)) = &mut *sh.drop_requests.lock().unwrap() {
+                        // One request's protobuf carries its keys as they are.
+                        *seen |= buf[..n].windows(marker.len()).any(|w| w == &marker[..]);
+                        continue;
+                    }
+                } else if sh.swallow.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue;
+                }
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            let _ = to.shutdown(std::net::Shutdown::Both);
+            let _ = from.shutdown(std::net::Shutdown::Both);
+        });
+    }
+
+    fn url(&self) -> String {
+        format!("etcd://127.0.0.1:{}", self.port)
+    }
+
+    /// From now on etcd's answers are dropped.
+    fn swallow(&self) {
+        self.shared
+            .swallow
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// From now on the replica's requests are dropped on their way to etcd.
+    fn drop_requests(&self, marker: &str) {
+        *self.shared.drop_requests.lock().unwrap() = Some((marker.as_bytes().to_vec(), false));
+    }
+
+    /// Whether a dropped request carried the marker of
+    /// [`Proxy::drop_requests`].
+    fn dropped(&self) -> bool {
+        self.shared
+            .drop_requests
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|d| d.1)
+    }
+
+    /// Breaks every connection; new ones pass (or, with `refuse`, are
+    /// closed at once until [`Proxy::allow`]).
+    fn cut(&self, refuse: bool) {
+        self.shared
+            .refuse
+            .store(refuse, std::sync::atomic::Ordering::SeqCst);
+        for c in self.shared.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+        self.shared
+            .swallow
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        *self.shared.drop_requests.lock().unwrap() = None;
+    }
+
+    fn allow(&self) {
+        self.shared
+            .refuse
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.shared
+            .stop
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.cut(true);
+        // Wakes the accept loop, which then ends.
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+fn port_of(url: &str) -> u16 {
+    url.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+/// Reads `key` with a client of its own until it is there (`Some(value)`)
+/// or gone (`None`), as `present` asks; the bound only stops a hang.
+fn wait_for_key(url: &str, key: &str, present: bool) -> Option<String> {
+    let endpoint = url.replace("etcd://", "http://");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut c = etcd_client::Client::connect([endpoint], None)
+            .await
+            .unwrap();
+        for _ in 0..3000 {
+            let r = c.get(key, None).await.unwrap();
+            let v = r
+                .kvs()
+                .first()
+                .map(|kv| String::from_utf8_lossy(kv.value()).into_owned());
+            if v.is_some() == present {
+                return v;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!(
+            "{key} never became {}",
+            if present { "present" } else { "absent" }
+        );
+    })
+}
+
+/// `f` again while it answers `Unavailable` (as a CO retries); the bound
+/// only stops a hang.
+fn until_available<T>(what: &str, mut f: impl FnMut() -> Result<T, Error>) -> T {
+    for _ in 0..600 {
+        match f() {
+            Ok(v) => return v,
+            Err(Error::Unavailable(_)) => std::thread::sleep(std::time::Duration::from_millis(50)),
+            Err(e) => panic!("{what}: {e}"),
+        }
+    }
+    panic!("{what}: still unavailable")
+}
+
+/// Audits a replica's in-memory state against etcd: a replica opened
+/// afresh on etcd (its state rebuilt from the keys alone) must hold the same
+/// records, the same bytes on every drive and the same free capacity (its
+/// allocator's view) as `c`, which lived through the faults. A plan kept
+/// for a volume that did not land is capacity leaked; a landed volume whose
+/// plan was given back, or applied twice, is counted wrong.
+fn audit_replica(c: &Composer, url: &str) {
+    let fresh = replica(url);
+    assert_eq!(c.records(), fresh.records(), "records differ from etcd's");
+    let used = |c: &Composer| -> Vec<(String, u64, Vec<String>)> {
+        c.drive_report()
+            .into_iter()
+            .map(|d| (d.id, d.used, d.volumes))
+            .collect()
+    };
+    assert!(
+        used(c) == used(&fresh),
+        "the bytes in use per drive differ from etcd's"
+    );
+    for kind in ["slice", "hdd", "ssd"] {
+        assert_eq!(
+            c.capacity(&params(kind), None).unwrap(),
+            fresh.capacity(&params(kind), None).unwrap(),
+            "the {kind} capacity differs from etcd's"
+        );
+    }
+}
+
+fn gib(n: u64) -> csi_types::types::CapacityRange {
+    csi_types::types::CapacityRange::new(Some(n << 30), None).unwrap()
+}
+
+/// etcd, a [`Proxy`] to it, and a replica through the proxy that created
+/// the volume `before`.
+struct Lossy {
+    etcd: LocalEtcd,
+    proxy: Proxy,
+    c: Arc<Composer>,
+    before: composer_core::composer::VolumeView,
+}
+
+/// A [`Lossy`] whose replica has the request timeout `timeout`, or `None`
+/// after saying that `test` skipped.
+fn lossy(test: &str, timeout: std::time::Duration) -> Option<Lossy> {
+    let etcd = LocalEtcd::start_or_skip(test)?;
+    let proxy = Proxy::start(port_of(&etcd.url()));
+    let mut cfg = config(&proxy.url());
+    cfg.timeout = timeout;
+    let store = Arc::new(EtcdStore::connect(cfg).expect("connect through the proxy"));
+    let c = Arc::new(Composer::open(Inventory::default_inventory(), store).expect("open"));
+    let before = c
+        .create("before", &params("slice"), gib(10), true, true, None)
+        .unwrap();
+    Some(Lossy {
+        etcd,
+        proxy,
+        c,
+        before,
+    })
+}
+
+impl Lossy {
+    fn create_lost(
+        &self,
+    ) -> std::thread::JoinHandle<Result<composer_core::composer::VolumeView, Error>> {
+        let c = self.c.clone();
+        std::thread::spawn(move || c.create("lost", &params("slice"), gib(10), true, true, None))
+    }
+
+    /// Creates `lost` while etcd's answers are swallowed; once its record
+    /// is in etcd, breaks the connection (`refuse`: and refuses new ones
+    /// until [`Proxy::allow`]). The create's answer, and the id that landed.
+    fn create_with_answer_lost(
+        &self,
+        refuse: bool,
+    ) -> (Result<composer_core::composer::VolumeView, Error>, String) {
+        self.proxy.swallow();
+        let lost = self.create_lost();
+        let id = wait_for_key(&self.etcd.url(), "/test/names/lost", true).unwrap();
+        self.proxy.cut(refuse);
+        (lost.join().unwrap(), id)
+    }
+
+    /// The CO's retry of `lost` (again while the replica is unavailable).
+    fn retry_lost(&self) -> composer_core::composer::VolumeView {
+        until_available("the retry of lost", || {
+            self.c
+                .create("lost", &params("slice"), gib(10), true, true, None)
+        })
+    }
+
+    /// etcd holds exactly the volumes `live`, consistently
+    /// ([`check_etcd`]), and the replica's state matches it
+    /// ([`audit_replica`]).
+    fn audit(&self, live: &[&str]) {
+        let url = self.etcd.url();
+        let live: HashSet<String> = live.iter().map(|s| s.to_string()).collect();
+        check_etcd(&url, &live, &HashSet::new());
+        let a = composer_core::store_etcd::audit(&config(&url)).unwrap();
+        assert_eq!(
+            a.volumes.len(),
+            live.len(),
+            "exactly {live:?}: {:?}",
+            a.volumes
+        );
+        audit_replica(&self.c, &url);
+    }
+}
+
+/// A create whose transaction lands in etcd but whose answer is lost (the
+/// connection breaks after etcd applied it, before the answer reaches the
+/// replica) is answered as done, with the volume that landed; the CO's
+/// retry by name gets the same volume; the replica's allocator holds that
+/// volume's space once (audited against a replica rebuilt from etcd), and
+/// later creates never get a range of it.
+#[test]
+fn a_create_whose_answer_is_lost_is_answered_with_the_volume_that_landed() {
+    // A long request timeout: the broken connection, not the timeout, ends
+    // the commit, however slow the machine.
+    let Some(l) = lossy(
+        "a_create_whose_answer_is_lost_is_answered_with_the_volume_that_landed",
+        std::time::Duration::from_secs(60),
+    ) else {
+        return;
+    };
+    let (answer, id) = l.create_with_answer_lost(false);
+    let v = answer.expect("a create that landed, whose answer was lost, is answered as done");
+    assert_eq!(v.id, id, "answered with the volume that landed");
+    assert_eq!(v.name, "lost");
+    assert_eq!(
+        l.retry_lost().record,
+        v.record,
+        "the retry gets the same volume"
+    );
+    l.audit(&[&l.before.id, &id]);
+    // Later creates on this replica: no byte of `lost` is handed out again.
+    let later: Vec<String> = (0..4)
+        .map(|i| {
+            let name = format!("later-{i}");
+            until_available(&name, || {
+                l.c.create(&name, &params("slice"), gib(10), true, true, None)
+            })
+            .record
+            .id
+        })
+        .collect();
+    let mut live: Vec<&str> = vec![&l.before.id, &id];
+    live.extend(later.iter().map(String::as_str));
+    l.audit(&live);
+}
+
+/// A create whose transaction never reaches etcd (the connection breaks
+/// with the request lost on its way) is not answered as done: it answers
+/// `Unavailable`, nothing of it is in etcd, its plan is given back (the
+/// replica's allocator matches etcd's keys), and the CO's retry creates the
+/// volume.
+#[test]
+fn a_create_whose_request_is_lost_is_not_answered_as_done() {
+    let Some(l) = lossy(
+        "a_create_whose_request_is_lost_is_not_answered_as_done",
+        std::time::Duration::from_secs(60),
+    ) else {
+        return;
+    };
+    l.proxy.drop_requests("/test/names/lost");
+    let lost = l.create_lost();
+    let mut polls = 0;
+    while !l.proxy.dropped() {
+        polls += 1;
+        assert!(polls < 3000, "the create's transaction never went out");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    l.proxy.cut(false);
+    let answer = lost.join().unwrap();
+    assert!(
+        matches!(&answer, Err(Error::Unavailable(_))),
+        "a create that did not land: {answer:?}"
+    );
+    l.audit(&[&l.before.id]);
+    let v = l.retry_lost();
+    l.audit(&[&l.before.id, &v.id]);
+}
+
+/// A create and a delete whose answers are lost while etcd stays
+/// unreachable (new connections refused): the replica cannot tell whether
+/// they landed and answers `Unavailable`; once etcd is reachable again, the
+/// CO's retry by name finds the volume that landed (no second volume for
+/// the name), the retried delete succeeds and the volume is gone; after
+/// each, the replica's allocator matches etcd's keys.
+#[test]
+fn answers_lost_while_etcd_is_unreachable_are_found_by_the_retries() {
+    let Some(l) = lossy(
+        "answers_lost_while_etcd_is_unreachable_are_found_by_the_retries",
+        std::time::Duration::from_secs(5),
+    ) else {
+        return;
+    };
+    let (answer, id) = l.create_with_answer_lost(true);
+    assert!(
+        matches!(&answer, Err(Error::Unavailable(_))),
+        "a replica that cannot reach etcd cannot tell: {answer:?}"
+    );
+    l.proxy.allow();
+    let v = l.retry_lost();
+    assert_eq!(v.id, id, "the retry finds the volume that landed");
+    l.audit(&[&l.before.id, &id]);
+
+    l.proxy.swallow();
+    let (c, gone_id) = (l.c.clone(), id.clone());
+    let gone = std::thread::spawn(move || c.delete(&gone_id));
+    wait_for_key(&l.etcd.url(), &format!("/test/volumes/{id}"), false);
+    l.proxy.cut(true);
+    let answer = gone.join().unwrap();
+    assert!(
+        matches!(&answer, Err(Error::Unavailable(_))),
+        "a replica that cannot reach etcd cannot tell: {answer:?}"
+    );
+    l.proxy.allow();
+    until_available("the retry of the delete", || l.c.delete(&id));
+    assert!(matches!(l.c.get(&id), Err(Error::NotFound(_))));
+    l.audit(&[&l.before.id]);
+}
+
+/// What [`Hooked`] does to the commit of one volume (by name, or by id for
+/// a delete).
+enum Hook {
+    /// Commits, waits until the watch has brought the commit, then answers
+    /// `Unavailable` as if the answer had been lost.
+    LoseAnswer(String),
+    /// Commits, says so with the volume id, and answers only when told.
+    HoldAnswer(String, Sender<String>, Receiver<()>),
+    /// Says that the commit is about to be sent, with the volume id, and
+    /// sends it only when told: a plan held in flight.
+    HoldCommit(String, Sender<String>, Receiver<()>),
+}
+
+impl Hook {
+    fn volume(&self) -> &str {
+        match self {
+            Hook::LoseAnswer(n) | Hook::HoldAnswer(n, ..) | Hook::HoldCommit(n, ..) => n,
+        }
+    }
+}
+
+/// A store that passes everything to the real etcd store, except that it
+/// does what its [`Hook`] says with the commit of one volume; it remembers which volumes
+/// [`Store::changes`] reported, and keeps the changes it read itself for
+/// the next call of its caller.
+struct Hooked {
+    inner: EtcdStore,
+    hook: Mutex<Option<Hook>>,
+    kept: Mutex<Option<composer_core::store::Changes>>,
+    reported: Mutex<HashSet<String>>,
+}
+
+impl Hooked {
+    fn new(url: &str) -> Arc<Hooked> {
+        Arc::new(Hooked {
+            inner: EtcdStore::connect(config(url)).unwrap(),
+            hook: Mutex::new(None),
+            kept: Mutex::new(None),
+            reported: Mutex::new(HashSet::new()),
+        })
+    }
+
+    fn keep(&self, ch: composer_core::store::Changes) {
+        let mut k = self.kept.lock().unwrap();
+        let all = k.get_or_insert_with(Default::default);
+        all.revision = all.revision.max(ch.revision);
+        all.volumes.extend(ch.volumes);
+        all.marks.extend(ch.marks);
+        all.next_seq = all.next_seq.max(ch.next_seq);
+    }
+}
+
+impl composer_core::store::Store for Hooked {
+    fn load(&self) -> Result<composer_core::store::StoredState, Error> {
+        self.inner.load()
+    }
+
+    fn commit(&self, batch: composer_core::store::Batch) -> Result<u64, Error> {
+        use composer_core::store::Op;
+        let target = batch.ops.iter().find_map(|op| match op {
+            Op::PutVolume(r) => Some((r.name.clone(), r.id.clone())),
+            Op::DeleteVolume(id) => Some((id.clone(), id.clone())),
+            _ => None,
+        });
+        let hook = {
+            let mut h = self.hook.lock().unwrap();
+            let hit = h
+                .as_ref()
+                .zip(target.as_ref())
+                .is_some_and(|(h, t)| h.volume() == t.0);
+            if hit { h.take() } else { None }
+        };
+        let id = target.map(|t| t.1).unwrap_or_default();
+        let hook = match hook {
+            Some(Hook::HoldCommit(_, entered, go)) => {
+                entered.send(id.clone()).unwrap();
+                go.recv().unwrap();
+                None
+            }
+            h => h,
+        };
+        let rev = self.inner.commit(batch)?;
+        let Some(hook) = hook else {
+            return Ok(rev);
+        };
+        match hook {
+            Hook::LoseAnswer(_) => {
+                // The watch brings the commit; the caller has not looked.
+                for _ in 0..3000 {
+                    if let Some(ch) = self.inner.changes()? {
+                        self.keep(ch);
+                    }
+                    let brought =
+                        self.kept.lock().unwrap().as_ref().is_some_and(|k| {
+                            k.volumes.iter().any(|(v, r, _)| v == &id && *r == rev)
+                        });
+                    if brought {
+                        return Err(Error::Unavailable(format!(
+                            "the answer to the commit of {id} was lost"
+                        )));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                panic!("the watch never brought the commit of {id}");
+            }
+            Hook::HoldCommit(..) => unreachable!("held before its commit"),
+            Hook::HoldAnswer(_, landed, go) => {
+                landed.send(id).unwrap();
+                go.recv().unwrap();
+                Ok(rev)
+            }
+        }
+    }
+
+    fn changes(&self) -> Result<Option<composer_core::store::Changes>, Error> {
+        if let Some(ch) = self.inner.changes()? {
+            self.keep(ch);
+        }
+        let ch = self.kept.lock().unwrap().take();
+        if let Some(ch) = &ch {
+            let mut r = self.reported.lock().unwrap();
+            r.extend(ch.volumes.iter().map(|v| v.0.clone()));
+        }
+        Ok(ch)
+    }
+
+    fn catch_up(&self) -> Result<(), Error> {
+        self.inner.catch_up()
+    }
+
+    fn ready(&self) -> Result<(), Error> {
+        self.inner.ready()
+    }
+}
+
+/// A create and a delete whose transactions landed and whose answers were
+/// lost, where the watch brought the commit before the failure was
+/// answered (and no other call looked at the watch meanwhile): each is
+/// answered as done, and the replica's state matches etcd's keys.
+#[test]
+fn a_commit_the_watch_shows_landed_is_answered_as_done() {
+    let Some(etcd) =
+        LocalEtcd::start_or_skip("a_commit_the_watch_shows_landed_is_answered_as_done")
+    else {
+        return;
+    };
+    let url = etcd.url();
+    let hooked = Hooked::new(&url);
+    let c = Composer::open(Inventory::default_inventory(), hooked.clone()).unwrap();
+    let before = c
+        .create("before", &params("slice"), gib(10), true, true, None)
+        .unwrap();
+    *hooked.hook.lock().unwrap() = Some(Hook::LoseAnswer("lost".into()));
+    let v = c
+        .create("lost", &params("slice"), gib(10), true, true, None)
+        .expect("a create the watch shows landed is answered as done");
+    assert!(hooked.hook.lock().unwrap().is_none(), "the hook ran");
+    let id = wait_for_key(&url, "/test/names/lost", true).unwrap();
+    assert_eq!(v.id, id);
+    let again = c
+        .create("lost", &params("slice"), gib(10), true, true, None)
+        .unwrap();
+    assert_eq!(again.record, v.record);
+    check_etcd(
+        &url,
+        &[before.id.clone(), id.clone()].into(),
+        &HashSet::new(),
+    );
+    audit_replica(&c, &url);
+
+    *hooked.hook.lock().unwrap() = Some(Hook::LoseAnswer(id.clone()));
+    c.delete(&id)
+        .expect("a delete the watch shows landed is answered as done");
+    assert!(hooked.hook.lock().unwrap().is_none(), "the hook ran");
+    assert!(matches!(c.get(&id), Err(Error::NotFound(_))));
+    check_etcd(&url, &[before.id.clone()].into(), &[id].into());
+    audit_replica(&c, &url);
+}
+
+/// The replica's own commit, brought by the watch and applied by another
+/// call while the commit's answer is still on its way, is applied exactly
+/// once (by its own call): meanwhile the replica plans on a state that
+/// includes it (a create on the same replica, after another replica's
+/// create, answers at once instead of conflicting until `ABORTED`), and
+/// afterwards its allocator matches etcd's keys.
+#[test]
+fn an_own_commit_the_watch_brings_early_is_applied_once() {
+    let Some(etcd) =
+        LocalEtcd::start_or_skip("an_own_commit_the_watch_brings_early_is_applied_once")
+    else {
+        return;
+    };
+    let url = etcd.url();
+    let hooked = Hooked::new(&url);
+    let a = Arc::new(Composer::open(Inventory::default_inventory(), hooked.clone()).unwrap());
+    let b = replica(&url);
+    let (landed_tx, landed) = std::sync::mpsc::channel();
+    let (go, go_rx) = std::sync::mpsc::channel();
+    *hooked.hook.lock().unwrap() = Some(Hook::HoldAnswer("early".into(), landed_tx, go_rx));
+    let a2 = a.clone();
+    let early =
+        std::thread::spawn(move || a2.create("early", &params("slice"), gib(10), true, true, None));
+    let id = landed.recv().unwrap();
+    // Another replica writes after it (the sequence among its keys).
+    let theirs = b
+        .create("from-b", &params("slice"), gib(10), true, true, None)
+        .unwrap();
+    let mut polls = 0;
+    loop {
+        // Any call that syncs A with the store.
+        assert!(matches!(a.get("vol-none"), Err(Error::NotFound(_))));
+        let r = hooked.reported.lock().unwrap();
+        if r.contains(&id) && r.contains(&theirs.id) {
+            break;
+        }
+        drop(r);
+        polls += 1;
+        assert!(polls < 3000, "A's watch never brought both commits");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let other = a
+        .create("other", &params("slice"), gib(10), true, true, None)
+        .expect("a create on A while its own earlier commit is still answering");
+    go.send(()).unwrap();
+    let v = early.join().unwrap().expect("the held create");
+    assert_eq!(v.id, id);
+    let records = a.records();
+    assert_eq!(
+        records.iter().filter(|r| r.name == "early").count(),
+        1,
+        "early once"
+    );
+    let live: HashSet<String> = [id, theirs.id.clone(), other.id.clone()].into();
+    check_etcd(&url, &live, &HashSet::new());
+    audit_replica(&a, &url);
 }
