@@ -281,7 +281,9 @@ fn create(name: &str) -> proto::CreateVolumeRequest {
 async fn the_call_timeout_answers_deadline_exceeded_and_releases_the_guard() {
     let slow = Arc::new(Slow::default());
     let (mut options, addr) = metrics_options();
-    options.call_timeout = Some(Duration::from_millis(200));
+    // The retry below runs under the same timeout: 2 s, not a fraction of a second that a
+    // loaded machine can spend on an instant call.
+    options.call_timeout = Some(Duration::from_secs(2));
     let served = serve_server(Server::new(slow_plugin(slow.clone())).options(options)).await;
     let client = Client::connect(&served.endpoint).await.unwrap();
 
@@ -289,7 +291,7 @@ async fn the_call_timeout_answers_deadline_exceeded_and_releases_the_guard() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::DeadlineExceeded, "{err}");
-    assert!(err.to_string().contains("call timeout of 200ms"), "{err}");
+    assert!(err.to_string().contains("call timeout of 2s"), "{err}");
     // The driver's future was dropped before the answer left ...
     assert!(slow.dropped.load(Ordering::SeqCst));
     // ... so the retry on the same name is not refused ABORTED.

@@ -392,6 +392,16 @@ impl FuseExposure {
             )?;
         }
         match t.join() {
+            // The kernel aborts the connection (ECONNABORTED on /dev/fuse) when the last user
+            // of a lazily unmounted file system lets it go, such as a loop device whose detach
+            // it deferred while a udev probe held the device: the session ended all the same,
+            // and `destroy` closed the volume.
+            Ok(Err(e))
+                if e.raw_os_error() == Some(rustix::io::Errno::CONNABORTED.raw_os_error()) =>
+            {
+                tracing::debug!(error = %e, "fuse: the kernel aborted the connection at the last close");
+                Ok(())
+            }
             Ok(r) => r.map_err(crate::error::io_err("fuse: session")),
             Err(_) => Err(EngineError::Unavailable(
                 "the FUSE session thread panicked".into(),

@@ -7,7 +7,6 @@ mod common;
 use std::net::IpAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
 
 use raid_engine::nbd::{AllowList, Export, NbdDevice, NbdServer};
 use raid_engine::{BlockDevice, CacheMode, CreateOptions, FileDevice, Volume, VolumeLayout};
@@ -26,23 +25,33 @@ fn start_nbdkit(args: &[&str]) -> Option<(Peer, u16)> {
         common::skip("nbdkit is not installed and could not be installed");
         return None;
     }
-    let port = common::free_port();
-    let child = Command::new("nbdkit")
-        .args(["-f", "-i", "127.0.0.1", "-p", &port.to_string()])
+    Some(start_on_socket("nbdkit", &[&["-f"], args].concat()))
+}
+
+/// Starts `program` (nbdkit or qemu-nbd) serving on a listening socket this
+/// process binds on 127.0.0.1 (a port the kernel picks), handed over as fd 3
+/// by socket activation: `LISTEN_FDS=1` and `LISTEN_PID` set by the `sh`
+/// that then execs the peer under its own PID. The port is never free
+/// between the bind and the peer's start, so no other server (another test's
+/// `NbdServer` or peer binding port 0) can take it first and answer our
+/// connections in the peer's place; and a connection made while the peer is
+/// still starting waits in the socket's backlog, so no readiness poll is
+/// needed. A peer that dies closes the socket and the connection fails.
+fn start_on_socket(program: &str, args: &[&str]) -> (Peer, u16) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(r#"exec 3<&0 0</dev/null; export LISTEN_PID=$$ LISTEN_FDS=1; exec "$@""#)
+        .arg("sh")
+        .arg(program)
         .args(args)
+        .env_remove("LISTEN_FDNAMES")
+        .stdin(Stdio::from(std::os::fd::OwnedFd::from(listener)))
         .stdout(Stdio::null())
         .spawn()
-        .expect("start nbdkit");
-    let peer = Peer(child);
-    // Wait for the port to accept connections (not a timed assertion: the
-    // loop only bounds how long we wait for the peer to come up).
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some((peer, port));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("nbdkit did not start listening on port {port}");
+        .unwrap_or_else(|e| panic!("start {program}: {e}"));
+    (Peer(child), port)
 }
 
 #[test]
@@ -293,32 +302,9 @@ fn pipelined_requests_against_qemu_nbd() {
         .unwrap()
         .set_len(16 << 20)
         .unwrap();
-    let port = common::free_port();
-    let child = Command::new("qemu-nbd")
-        .args([
-            "-f",
-            "raw",
-            "-t",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-        ])
-        .arg(&img)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start qemu-nbd");
-    let _peer = Peer(child);
-    let mut dev = None;
-    // Bounded wait for the peer to listen (not a timed assertion).
-    for _ in 0..200 {
-        if let Ok(d) = NbdDevice::connect(&format!("127.0.0.1:{port}"), "") {
-            dev = Some(d);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let dev = dev.expect("qemu-nbd did not come up");
+    let img = img.to_str().unwrap();
+    let (_peer, port) = start_on_socket("qemu-nbd", &["-f", "raw", "-t", img]);
+    let dev = NbdDevice::connect(&format!("127.0.0.1:{port}"), "").unwrap();
     assert_eq!(dev.size(), 16 << 20);
     pipelined_io_is_correct(&dev);
 }

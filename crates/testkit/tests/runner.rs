@@ -37,7 +37,9 @@ fn serve(
                 })
                 .await
             });
-            while !std::path::Path::new(&path).exists() {
+            // A connection, not the file: the socket file exists a moment before the
+            // server listens, and the runner refuses to start on a refused connection.
+            while tokio::net::UnixStream::connect(&path).await.is_err() {
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             }
             let _ = up_tx.send(());

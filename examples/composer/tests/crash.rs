@@ -31,6 +31,10 @@ impl Server {
         let sock = dir.join("csi.sock");
         let admin = dir.join("admin.sock");
         let endpoint = format!("unix://{}", sock.display());
+        // The admin socket of a killed predecessor is still there: readiness
+        // is a connection to the new one (which replaces that file), not the
+        // file's existence.
+        let _ = std::fs::remove_file(&admin);
         let child: Child = Command::new(env!("CARGO_BIN_EXE_composer"))
             .args(["serve", "--endpoint", &endpoint, "--state"])
             .arg(dir.join("state.redb"))
@@ -40,7 +44,7 @@ impl Server {
             .spawn()
             .expect("the composer binary starts");
         for _ in 0..2400 {
-            if admin.exists()
+            if tokio::net::UnixStream::connect(&admin).await.is_ok()
                 && let Ok(_) = Client::connect(&endpoint).await
             {
                 return Server {
@@ -205,7 +209,22 @@ async fn sigkill_during_create_delete_loses_and_leaks_nothing() {
         let workers: Vec<_> = (0..8)
             .map(|w| tokio::spawn(workload(s.endpoint.clone(), ledger.clone(), w, round)))
             .collect();
-        tokio::time::sleep(Duration::from_millis(rng.random_range(200..1200))).await;
+        // Kill once the workload has made progress this round (a count of
+        // acknowledged deletes, not a time, so that a slow machine still
+        // tests something), then at a random instant.
+        let progress = |l: &Ledger| l.deleted.len();
+        let start = progress(&snapshot);
+        for _ in 0..12_000 {
+            if progress(&ledger.lock().unwrap()) >= start + 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            progress(&ledger.lock().unwrap()) >= start + 3,
+            "round {round}: the workload acknowledged no 3 deletes in 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..1000))).await;
         s.kill();
         for w in workers {
             w.await.unwrap();

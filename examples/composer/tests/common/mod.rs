@@ -53,7 +53,9 @@ impl Server {
             .spawn()
             .expect("the composer binary starts");
         for _ in 0..2400 {
-            if admin.exists()
+            // A connection, not the file: the socket file exists a moment
+            // before it listens.
+            if tokio::net::UnixStream::connect(&admin).await.is_ok()
                 && let Ok(client) = Client::connect(&endpoint).await
             {
                 return Server {
