@@ -1361,6 +1361,9 @@ pub struct LocalEtcd {
     /// A second client port, for [`LocalEtcd::restart_aside`].
     side_port: u16,
     peer_port: u16,
+    /// Its member name, unique on this machine: readiness checks that the
+    /// etcd answering on the port is this one.
+    name: String,
     dir: tempfile::TempDir,
     tls: Option<LocalEtcdTls>,
 }
@@ -1490,11 +1493,24 @@ fn skip(test: &str, why: &str) {
     eprintln!("SKIPPED {test}: etcd could not be started: {why}");
 }
 
+/// A port of 127.0.0.1 that was free a moment ago and that no other
+/// [`LocalEtcd`] of this process was given: tests start several in parallel,
+/// and the kernel may hand a port just closed out again. (Another process
+/// can still take it before etcd binds it: etcd then exits on the busy
+/// port, or readiness finds another member name and says so.)
 fn free_port() -> Result<u16, String> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("finding a free port: {e}"))
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    for _ in 0..64 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .map_err(|e| format!("finding a free port: {e}"))?;
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if given.get_or_insert_with(HashSet::new).insert(port) {
+            return Ok(port);
+        }
+    }
+    Err("finding a free port: the kernel kept handing out ports already given".into())
 }
 
 /// Installs a Debian package with apt-get (after `apt-get update` when the
@@ -1559,6 +1575,11 @@ impl LocalEtcd {
             client_port: free_port()?,
             side_port: free_port()?,
             peer_port: free_port()?,
+            name: {
+                static STARTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                format!("local-{}-{n}", std::process::id())
+            },
             dir: tempfile::tempdir().map_err(|e| format!("a temp dir: {e}"))?,
             tls,
         };
@@ -1656,13 +1677,13 @@ impl LocalEtcd {
                 .arg(&t.client_ca);
         }
         let child = cmd
-            .args(["--name", "local", "--data-dir"])
+            .args(["--name", &self.name, "--data-dir"])
             .arg(self.dir.path().join("data"))
             .args(["--listen-client-urls", &client])
             .args(["--advertise-client-urls", &client])
             .args(["--listen-peer-urls", &peer])
             .args(["--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &format!("local={peer}")])
+            .args(["--initial-cluster", &format!("{}={peer}", self.name)])
             .stdout(std::process::Stdio::null())
             .stderr(log)
             .spawn()
@@ -1670,10 +1691,18 @@ impl LocalEtcd {
         self.child = Some(child);
         let until = std::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let up = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-                && EtcdStore::connect(self.config_on(port)).is_ok_and(|s| s.ping().is_ok());
-            if up {
-                return Ok(());
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                match self.member_on(port) {
+                    Some(name) if name == self.name => return Ok(()),
+                    Some(other) => {
+                        self.kill();
+                        return Err(format!(
+                            "another etcd ({other}) answers on 127.0.0.1:{port}, which was free \
+                             a moment ago"
+                        ));
+                    }
+                    None => {}
+                }
             }
             if let Some(Ok(Some(st))) = self.child.as_mut().map(|c| c.try_wait()) {
                 return Err(format!(
@@ -1686,6 +1715,24 @@ impl LocalEtcd {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+}
+
+impl LocalEtcd {
+    /// The name of the member that answers on `port`; `None` while nothing
+    /// answers (or not yet with its name).
+    fn member_on(&self, port: u16) -> Option<String> {
+        let store = EtcdStore::connect(self.config_on(port)).ok()?;
+        let mut client = store.client.clone();
+        let members = store
+            .run("listing members", async move { client.member_list().await })
+            .ok()?;
+        // A member that has not published its name yet lists it empty.
+        members
+            .members()
+            .first()
+            .map(|m| m.name().to_string())
+            .filter(|n| !n.is_empty())
     }
 }
 
