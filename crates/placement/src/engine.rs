@@ -438,11 +438,7 @@ impl Engine {
             drive_key: vec![0; n],
             classes: Vec::new(),
             class_lookup: HashMap::new(),
-            seg: DomainIndex {
-                classes: Vec::new(),
-                of: Vec::new(),
-                dom_range: Vec::new(),
-            },
+            seg: DomainIndex::default(),
             seg_keys: Vec::new(),
             volumes: Vec::new(),
             vol_index: VolIndex::default(),
@@ -461,9 +457,7 @@ impl Engine {
             e.drive_key[d as usize] = k;
             e.classes[c as usize].set.insert((k, d));
         }
-        let (seg, seg_keys) = DomainIndex::build(&e.inv, |d| e.static_key(d), |d| e.leaf_value(d));
-        e.seg = seg;
-        e.seg_keys = seg_keys;
+        e.rebuild_domain_index();
         e
     }
 
@@ -701,9 +695,50 @@ impl Engine {
     /// assert!(engine.inventory().spec().drives.is_empty());
     /// ```
     pub fn add_drive(&mut self, drive: DriveSpec) -> Result<u64, PlacementError> {
-        let mut spec = self.inv.spec.clone();
-        spec.drives.push(drive);
-        self.restructure(spec, None, None)
+        // Validate everything first; nothing below can fail.
+        let checked = self
+            .inv
+            .check_drive(&drive)
+            .map_err(PlacementError::InvalidChange)?;
+        let d = self.free.len() as u32;
+        self.inv.push_drive(&drive, checked);
+        self.free.push(drive.free.0);
+        self.cap.push(drive.capacity.0);
+        self.inv.spec.drives.push(drive);
+        // The tie-break of index `d`, as a rebuild derives it.
+        self.tiebreak
+            .push((splitmix(self.seed ^ splitmix(d as u64)) >> 32) as u32);
+        self.drive_members.push(Vec::new());
+        let c = self.class_for(d);
+        let k = self.compute_key(d);
+        self.drive_class.push(c);
+        self.drive_key.push(k);
+        self.classes[c as usize].set.insert((k, d));
+        let key = self.static_key(d);
+        let sc = self
+            .seg_keys
+            .iter()
+            .position(|x| *x == key)
+            .unwrap_or(self.seg_keys.len());
+        let val = self.leaf_value(d);
+        if self.seg.push(&self.inv, d, sc, val) {
+            if sc == self.seg_keys.len() {
+                self.seg_keys.push(key);
+            }
+        } else {
+            self.rebuild_domain_index();
+        }
+        self.version += 1;
+        Ok(self.version)
+    }
+
+    /// Rebuilds the per-domain index from scratch (when a live change finds no free hierarchy
+    /// position, or changes the levels). O(drives log drives).
+    fn rebuild_domain_index(&mut self) {
+        let (seg, seg_keys) =
+            DomainIndex::build(&self.inv, |d| self.static_key(d), |d| self.leaf_value(d));
+        self.seg = seg;
+        self.seg_keys = seg_keys;
     }
 
     /// Removes a drive from the live engine and returns the new version. Refused with
@@ -733,30 +768,77 @@ impl Engine {
                 ),
             });
         }
-        let mut spec = self.inv.spec.clone();
-        spec.drives.remove(d as usize);
-        self.restructure(spec, Some(d), Some(target))
+        // A placed volume's request that pins or excludes it would no longer compile.
+        let named = |r: &Request| {
+            let field = match r.pinned.iter().position(|p| p.drive == *id) {
+                Some(i) => format!("pinned[{i}].drive"),
+                None => format!(
+                    "exclude_drives[{}]",
+                    r.exclude_drives.iter().position(|x| x == id)?
+                ),
+            };
+            Some((field, format!("unknown drive '{id}'")))
+        };
+        self.refuse_if_named(&target, named)?;
+        if !self.inv.swap_remove_keeps_names(d) {
+            // A tag or attribute would vanish or move in the first-appearance order: re-index.
+            let mut spec = self.inv.spec.clone();
+            spec.drives.swap_remove(d as usize);
+            return self.restructure(spec, Some(d), Some(target));
+        }
+        let last = self.free.len() as u32 - 1;
+        let c = self.drive_class[d as usize];
+        self.classes[c as usize]
+            .set
+            .remove(&(self.drive_key[d as usize], d));
+        let moved = (
+            self.drive_class[last as usize],
+            self.drive_key[last as usize],
+        );
+        self.classes[moved.0 as usize].set.remove(&(moved.1, last));
+        self.inv.swap_remove_drive(d);
+        self.free.swap_remove(d as usize);
+        self.cap.swap_remove(d as usize);
+        // Tie-breaks belong to indexes: the moved drive takes index `d`'s.
+        self.tiebreak.pop();
+        self.drive_class.swap_remove(d as usize);
+        self.drive_key.swap_remove(d as usize);
+        self.drive_members.swap_remove(d as usize);
+        if d != last {
+            let k = self.compute_key(d);
+            self.drive_key[d as usize] = k;
+            self.classes[moved.0 as usize].set.insert((k, d));
+            for &(slot, m) in &self.drive_members[d as usize] {
+                if let Some(v) = self.volumes[slot as usize].as_mut() {
+                    v.drives[m as usize] = d;
+                }
+            }
+        }
+        let val = if d != last {
+            self.leaf_value(d)
+        } else {
+            ABSENT
+        };
+        self.seg.swap_remove(d, last, val);
+        self.version += 1;
+        Ok(self.version)
     }
 
     /// Adds a failure domain (a zone, rack, JBOD, ...; its parent must exist, its id be new
     /// among domains and drives, and its level appear at most once on its path) and returns
-    /// the new version. Nothing changes on error. O(1) at a level that exists already; a new
-    /// level re-indexes the inventory (cost as for [`Engine::add_drive`]).
+    /// the new version. Nothing changes on error. O(its depth) at a level that exists already;
+    /// a new level also adds one empty entry to every drive's ancestor row (a copy of that
+    /// table, O(drives × levels), without re-indexing anything).
     pub fn add_domain(&mut self, domain: DomainSpec) -> Result<u64, PlacementError> {
-        // At a known level nothing but the domain tables grow: no drive is in it yet.
-        if self
-            .inv
+        // No drive is in it yet: only the domain tables grow (and, at a new level, each
+        // drive's ancestor row by one empty entry).
+        self.inv
             .index_domain(&domain)
-            .map_err(PlacementError::InvalidChange)?
-        {
-            self.inv.spec.domains.push(domain);
-            self.seg.dom_range.push((0, 0));
-            self.version += 1;
-            return Ok(self.version);
-        }
-        let mut spec = self.inv.spec.clone();
-        spec.domains.push(domain);
-        self.restructure(spec, None, None)
+            .map_err(PlacementError::InvalidChange)?;
+        self.inv.spec.domains.push(domain);
+        self.seg.dom_range.push((0, 0));
+        self.version += 1;
+        Ok(self.version)
     }
 
     /// Removes a failure domain and returns the new version. Refused with
@@ -811,9 +893,63 @@ impl Engine {
                 "remove them",
             ));
         }
-        let mut spec = self.inv.spec.clone();
-        spec.domains.remove(x as usize);
-        self.restructure(spec, None, Some(target))
+        if !self.inv.swap_remove_keeps_levels(x) {
+            // Its level would vanish or move in the first-appearance order: re-index.
+            let mut spec = self.inv.spec.clone();
+            spec.domains.swap_remove(x as usize);
+            return self.restructure(spec, None, Some(target));
+        }
+        // A placed volume's request whose topology segment names it would no longer compile.
+        let named = |r: &Request| {
+            for (field, list) in [("requisite", &r.requisite), ("preferred", &r.preferred)] {
+                for (i, seg) in list.iter().enumerate() {
+                    if let Some((k, v)) = seg.iter().find(|(_, v)| v.as_str() == id.as_str()) {
+                        return Some((
+                            format!("{field}[{i}].{k}"),
+                            format!("no '{k}' domain named '{v}'"),
+                        ));
+                    }
+                }
+            }
+            None
+        };
+        self.refuse_if_named(&target, named)?;
+        self.inv.swap_remove_domain(x);
+        self.seg.dom_range.swap_remove(x as usize);
+        self.version += 1;
+        Ok(self.version)
+    }
+
+    /// Refuses a removal with [`PlacementError::InUse`] when a placed volume's request names
+    /// the target: `named` gives the field and the reason its compilation would fail without
+    /// it. Checks each distinct (interned) request once.
+    fn refuse_if_named(
+        &self,
+        target: &str,
+        named: impl Fn(&Request) -> Option<(String, String)>,
+    ) -> Result<(), PlacementError> {
+        if !self.requests.iter().any(|r| named(r).is_some()) {
+            return Ok(());
+        }
+        // Refused: only now look at the volumes, for the count and the first by id.
+        let (mut count, mut first) = (0, None);
+        for v in self.volumes.iter().flatten() {
+            if let Some(why) = named(&v.spec.request) {
+                count += 1;
+                if first.as_ref().is_none_or(|(id, _)| v.spec.id < *id) {
+                    first = Some((v.spec.id.clone(), why));
+                }
+            }
+        }
+        let Some((example, (field, reason))) = first else {
+            return Ok(());
+        };
+        Err(PlacementError::InUse {
+            target: target.to_string(),
+            held_by: format!(
+                "{count} placed volume(s) name it, e.g. '{example}' (without it its request.{field} {reason}); remove them first"
+            ),
+        })
     }
 
     /// Adds a bandwidth domain (switch, uplink, port; its id must be new) and returns the new
@@ -911,7 +1047,7 @@ impl Engine {
 
     /// Replaces the inventory by `spec` (the current one with one entry added or removed),
     /// keeping every placed volume, its slot and its members. `removed` is the index of a drive
-    /// taken out (it holds no member; later drives move down by one). For a removal, `target`
+    /// taken out (it holds no member; the last drive takes its index). For a removal, `target`
     /// names it, and every placed volume whose request names something that no longer exists
     /// is compiled again: if it no longer compiles the change is refused with
     /// [`PlacementError::InUse`]. Nothing changes on error.
@@ -964,11 +1100,12 @@ impl Engine {
         e.drive_members = std::mem::take(&mut self.drive_members);
         match removed {
             Some(r) => {
-                e.drive_members.remove(r as usize);
-                for v in e.volumes.iter_mut().flatten() {
-                    for d in &mut v.drives {
-                        if *d > r {
-                            *d -= 1;
+                // The last drive took the removed one's index.
+                e.drive_members.swap_remove(r as usize);
+                if let Some(moved) = e.drive_members.get(r as usize) {
+                    for &(slot, m) in moved {
+                        if let Some(v) = e.volumes[slot as usize].as_mut() {
+                            v.drives[m as usize] = r;
                         }
                     }
                 }
@@ -1086,9 +1223,9 @@ impl Engine {
         }
     }
 
-    fn leaf_value(&self, d: u32) -> u64 {
+    fn leaf_value(&self, d: u32) -> u128 {
         if self.inv.spec.drives[d as usize].health == Health::Healthy {
-            self.drive_key[d as usize]
+            crate::index::leaf(self.drive_key[d as usize], d)
         } else {
             ABSENT
         }
@@ -1614,13 +1751,9 @@ impl Engine {
         v.extend(scored.into_iter().map(|x| x.2));
     }
 
-    /// Fast path: the best `want` candidates by index order, plus the best local ones when the
-    /// request has locality preferences, scanning a bounded number of index entries.
-    ///
-    /// The window is kept diverse: at most as many drives per separation domain (and per
-    /// spread bandwidth domain) as the volume could put there, so that a run of equally
-    /// empty drives in one rack cannot crowd out every other rack.
-    fn window(&self, c: &Compiled, want: usize) -> Vec<u32> {
+    /// At most how many drives of one separation domain (or spread bandwidth domain) a window
+    /// keeps: `(bandwidth?, level or kind, limit)` per constraint.
+    fn diversity(c: &Compiled) -> Vec<(bool, u16, u32)> {
         let groups = (c.n / c.group_size) as u32;
         let mut div: Vec<(bool, u16, u32)> = c
             .seps
@@ -1638,6 +1771,17 @@ impl Engine {
                 },
             )
         }));
+        div
+    }
+
+    /// Fast path: the best `want` candidates by index order, plus the best local ones when the
+    /// request has locality preferences, scanning a bounded number of index entries.
+    ///
+    /// The window is kept diverse: at most as many drives per separation domain (and per
+    /// spread bandwidth domain) as the volume could put there, so that a run of equally
+    /// empty drives in one rack cannot crowd out every other rack.
+    fn window(&self, c: &Compiled, want: usize) -> Vec<u32> {
+        let div = Self::diversity(c);
         let mut out = self
             .window_by_class(c, want, &div)
             .unwrap_or_else(|| self.window_by_domain(c, want, &div));
@@ -1756,7 +1900,7 @@ impl Engine {
         // Walk the eligible classes' segment trees best-first by utilization *after* taking the
         // member (keys hold utilization in 2^-30 units in their high half), so big members go
         // to big drives first; prune subtrees inside domains that are already full.
-        let mut heap: BinaryHeap<Reverse<(u64, u64, u32, u32)>> = BinaryHeap::new();
+        let mut heap: BinaryHeap<Reverse<(u64, u128, u32, u32)>> = BinaryHeap::new();
         let mut steps = vec![0u64; self.seg.classes.len()];
         for (ci, sc) in self.seg.classes.iter().enumerate() {
             if self.class_filter(c, &self.seg_keys[ci]).is_some() || sc.tree[1] == ABSENT {
@@ -1765,13 +1909,13 @@ impl Engine {
             let step = ((c.size as u128) << 30) / self.seg_keys[ci].capacity.max(1) as u128;
             steps[ci] = step.min(u32::MAX as u128) as u64;
             heap.push(Reverse((
-                (sc.tree[1] >> 32) + steps[ci],
+                (sc.tree[1] >> 64) as u64 + steps[ci],
                 sc.tree[1],
                 ci as u32,
                 1,
             )));
         }
-        let mut excluded: Vec<(u32, u32)> = Vec::new();
+        let mut excluded: Vec<(u64, u64)> = Vec::new();
         let mut out = Vec::with_capacity(want + 8);
         let mut scanned = 0usize;
         let scan_max = want * 32 + 4096;
@@ -1787,11 +1931,7 @@ impl Engine {
                 if val == ABSENT {
                     return None;
                 }
-                let (lo, hi) = sc.range(child);
-                if lo >= hi {
-                    return None;
-                }
-                let (glo, ghi) = (sc.gpos[lo], sc.gpos[hi - 1]);
+                let (glo, ghi) = sc.span[child];
                 (!excluded.iter().any(|&(a, b)| a <= glo && ghi < b)).then_some(val)
             };
             let mut dead = false;
@@ -1804,7 +1944,7 @@ impl Engine {
                             (2 * v + 1, 2 * v, a)
                         };
                         heap.push(Reverse((
-                            (ov >> 32) + steps[ci as usize],
+                            (ov >> 64) as u64 + steps[ci as usize],
                             ov,
                             ci,
                             other as u32,
@@ -1823,7 +1963,6 @@ impl Engine {
                 continue;
             }
             let d = sc.drives[v - sc.size];
-            scanned += 1;
             let dom_of = |&(bw, x, _): &(bool, u16, u32)| {
                 if bw {
                     self.inv.bw_of_kind(d, x)
@@ -1831,15 +1970,21 @@ impl Engine {
                     self.inv.sep_key(d, x)
                 }
             };
-            let crowded = div.iter().enumerate().find(|(i, e)| {
+            let crowded = |(i, e): &(usize, &(bool, u16, u32))| {
                 let dom = dom_of(e);
                 dom != NONE && per_domain.get(&(*i as u16, dom)).is_some_and(|&k| k >= e.2)
-            });
-            if let Some((_, e)) = crowded {
-                // Only failure-domain levels are contiguous ranges of the hierarchy order.
-                if !e.0 && (e.1 as usize) < self.inv.levels.len() {
-                    excluded.push(self.seg.dom_range[dom_of(e) as usize]);
-                }
+            };
+            // Only failure-domain levels own position ranges. A drive crowded at one is not
+            // counted against the scan limit: whether the search meets it or pruned its domain
+            // depends on the trees' layout, which a live change leaves different from a
+            // rebuild's; what it counts must not.
+            let is_level = |e: &(bool, u16, u32)| !e.0 && (e.1 as usize) < self.inv.levels.len();
+            if let Some((_, e)) = div.iter().enumerate().find(|x| is_level(x.1) && crowded(x)) {
+                excluded.push(self.seg.dom_range[dom_of(e) as usize]);
+                continue;
+            }
+            scanned += 1;
+            if div.iter().enumerate().any(|x| crowded(&x)) {
                 continue;
             }
             if self.drive_filter(c, d).is_some() {
