@@ -24,9 +24,16 @@ use crate::inventory::{Inventory, NONE};
 pub(crate) const ABSENT: u128 = u128::MAX;
 
 /// Distance between neighbouring positions when the index is built.
+#[cfg(not(test))]
 const GAP: u64 = 1 << 40;
 /// Largest step from a domain's last position to a new drive's position.
+#[cfg(not(test))]
 const STEP: u64 = 1 << 16;
+// Unit tests run out of positions after a few additions, so that the rebuilds run too.
+#[cfg(test)]
+const GAP: u64 = 8;
+#[cfg(test)]
+const STEP: u64 = 2;
 
 /// An empty span (no live drive below a node).
 const NO_SPAN: (u64, u64) = (u64::MAX, 0);
@@ -276,5 +283,89 @@ impl DomainIndex {
             self.classes[c as usize].drives[i as usize] = d;
             self.update(d, moved_val);
         }
+    }
+}
+
+#[cfg(test)]
+impl DomainIndex {
+    /// Checks the index against the inventory: every drive's leaf, value and class key, every
+    /// node's minimum and span, and that each domain's range holds exactly its drives and nests
+    /// like the hierarchy (which is what lets the next addition find a position).
+    pub(crate) fn check<K: Eq + std::fmt::Debug>(
+        &self,
+        inv: &Inventory,
+        keys: &[K],
+        class_of: impl Fn(u32) -> K,
+        value: impl Fn(u32) -> u128,
+    ) -> Result<(), String> {
+        let n = inv.spec.drives.len();
+        if self.of.len() != n || self.pos.len() != n || self.dom_range.len() != inv.dom_level.len()
+        {
+            return Err("table lengths".into());
+        }
+        let l = inv.levels.len();
+        for d in 0..n as u32 {
+            let (c, i) = self.of[d as usize];
+            let sc = &self.classes[c as usize];
+            let p = self.pos[d as usize];
+            if sc.drives[i as usize] != d
+                || sc.tree[sc.size + i as usize] != value(d)
+                || sc.span[sc.size + i as usize] != (p, p)
+                || keys[c as usize] != class_of(d)
+                || !self.used.contains(&p)
+            {
+                return Err(format!("leaf of drive {d}"));
+            }
+            let anc = &inv.drive_anc[d as usize * l..(d as usize + 1) * l];
+            for (x, &(lo, hi)) in self.dom_range.iter().enumerate() {
+                if (lo <= p && p < hi) != anc.contains(&(x as u32)) {
+                    return Err(format!(
+                        "drive {d} at {p} vs range of domain {x}: {lo}..{hi}"
+                    ));
+                }
+            }
+        }
+        let live: usize = self
+            .classes
+            .iter()
+            .map(|c| c.drives.iter().filter(|&&d| d != NONE).count())
+            .sum();
+        if live != n || keys.len() != self.classes.len() {
+            return Err("live leaves or class keys".into());
+        }
+        for sc in &self.classes {
+            for (i, &d) in sc.drives.iter().enumerate() {
+                if d == NONE && (sc.tree[sc.size + i] != ABSENT || sc.span[sc.size + i] != NO_SPAN)
+                {
+                    return Err("dead leaf".into());
+                }
+            }
+            for v in 1..sc.size {
+                let (a, b) = (sc.span[2 * v], sc.span[2 * v + 1]);
+                if sc.tree[v] != sc.tree[2 * v].min(sc.tree[2 * v + 1])
+                    || sc.span[v] != (a.0.min(b.0), a.1.max(b.1))
+                {
+                    return Err(format!("node {v}"));
+                }
+            }
+        }
+        let is_anc = |a: u32, mut x: u32| {
+            while x != NONE {
+                if x == a {
+                    return true;
+                }
+                x = inv.dom_parent[x as usize];
+            }
+            false
+        };
+        for (x, &(a, b)) in self.dom_range.iter().enumerate() {
+            for (y, &(c, d)) in self.dom_range.iter().enumerate() {
+                let overlap = a < b && c < d && a < d && c < b;
+                if x != y && overlap && !is_anc(x as u32, y as u32) && !is_anc(y as u32, x as u32) {
+                    return Err(format!("ranges of unrelated domains {x} and {y} overlap"));
+                }
+            }
+        }
+        Ok(())
     }
 }
