@@ -781,7 +781,7 @@ impl Engine {
         };
         self.refuse_if_named(&target, named)?;
         if !self.inv.swap_remove_keeps_names(d) {
-            // A tag or attribute would vanish or move in the first-appearance order: re-index.
+            // An attribute would vanish or move in the first-appearance order: re-index.
             let mut spec = self.inv.spec.clone();
             spec.drives.swap_remove(d as usize);
             return self.restructure(spec, Some(d), Some(target));
@@ -893,21 +893,50 @@ impl Engine {
                 "remove them",
             ));
         }
-        if !self.inv.swap_remove_keeps_levels(x) {
-            // Its level would vanish or move in the first-appearance order: re-index.
+        let Some(alone) = self.inv.swap_remove_levels(x) else {
+            // A level would move in the first-appearance order: re-index.
             let mut spec = self.inv.spec.clone();
             spec.domains.swap_remove(x as usize);
             return self.restructure(spec, None, Some(target));
-        }
-        // A placed volume's request whose topology segment names it would no longer compile.
+        };
+        // A placed volume's request that names it in a topology segment, or separates by or
+        // names its level when the level goes with it, would no longer compile.
+        let level = &self.inv.levels[self.inv.dom_level[x as usize] as usize];
+        let gone = alone.then_some(level.as_str());
+        let left = self
+            .inv
+            .levels
+            .iter()
+            .filter(|l| *l != level)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
         let named = |r: &Request| {
+            if let Some(i) = r
+                .separation
+                .iter()
+                .position(|s| Some(s.level.as_str()) == gone)
+            {
+                return Some((
+                    format!("separation[{i}].level"),
+                    format!("'{level}' is not a failure-domain level (levels: {left})"),
+                ));
+            }
             for (field, list) in [("requisite", &r.requisite), ("preferred", &r.preferred)] {
                 for (i, seg) in list.iter().enumerate() {
-                    if let Some((k, v)) = seg.iter().find(|(_, v)| v.as_str() == id.as_str()) {
-                        return Some((
-                            format!("{field}[{i}].{k}"),
-                            format!("no '{k}' domain named '{v}'"),
-                        ));
+                    for (k, v) in seg {
+                        if Some(k.as_str()) == gone {
+                            return Some((
+                                format!("{field}[{i}].{k}"),
+                                format!("'{k}' is not a failure-domain level"),
+                            ));
+                        }
+                        if v.as_str() == id.as_str() {
+                            return Some((
+                                format!("{field}[{i}].{k}"),
+                                format!("no '{k}' domain named '{v}'"),
+                            ));
+                        }
                     }
                 }
             }
@@ -3179,12 +3208,17 @@ mod tests {
                         None => Ok(()),
                     },
                     8 => {
-                        let req = Request::new(
+                        let mut req = Request::new(
                             Shape::Mirror {
                                 legs: rng.random_range(1..4),
                             },
                             rng.random_range(1..60),
                         );
+                        // Sometimes naming a level, which then cannot go while the volume stays.
+                        if !e.inv.levels.is_empty() && rng.random_range(0..2) == 0 {
+                            let l = rng.random_range(0..e.inv.levels.len());
+                            req = req.separate(&e.inv.levels[l].clone(), Mode::Soft);
+                        }
                         let _ = e.place(VolumeId::new(format!("v{step}")).unwrap(), &req);
                         Ok(())
                     }
@@ -3202,6 +3236,15 @@ mod tests {
                         before,
                         "seed {seed} step {step}: {r:?}"
                     );
+                }
+                // What was accepted leaves every placed volume's request valid.
+                for v in e.volumes() {
+                    if let Err(err) = e.compile(&v.request, None, true) {
+                        panic!(
+                            "seed {seed} step {step}: {} no longer compiles: {err}",
+                            v.id
+                        );
+                    }
                 }
                 if let Err(why) = e.check_indexes() {
                     panic!("seed {seed} step {step}: {why}");

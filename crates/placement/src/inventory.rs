@@ -419,10 +419,12 @@ pub struct Inventory {
     attr_value_index: HashMap<String, u32>,
     /// Each drive's `(attribute, value)` pairs, sorted by attribute.
     pub(crate) drive_attrs: Vec<Vec<(u16, u32)>>,
-    /// The first drive (in drive order) that holds each tag, attribute name and attribute
-    /// value: the tables above are numbered by first appearance, so a live removal that would
-    /// change a first appearance must re-index (see [`Inventory::swap_remove_keeps_names`]).
-    tag_first: Vec<u32>,
+    /// The first drive (in drive order) that holds each attribute name and value: those tables
+    /// are numbered by first appearance (attribute numbers are separation dimensions, which
+    /// explanations order by), so a live removal that would change a first appearance must
+    /// re-index (see [`Inventory::swap_remove_keeps_names`]). Tag numbers are only compared
+    /// for equality, and a tag no drive holds filters as an unknown one, so a removal may
+    /// leave the tag table as it is.
     attr_name_first: Vec<u32>,
     attr_value_first: Vec<u32>,
 }
@@ -708,27 +710,33 @@ impl Inventory {
         Ok(())
     }
 
-    /// Whether [`Inventory::swap_remove_domain`] of domain `x` leaves the levels exactly as a
-    /// re-index would number them (by first appearance in domain order): a domain before `x`
-    /// has `x`'s level, and one has the last domain's (which takes `x`'s place).
-    pub(crate) fn swap_remove_keeps_levels(&self, x: u32) -> bool {
+    /// How [`Inventory::swap_remove_domain`] of domain `x` changes the levels: `Some(false)`
+    /// when they stay, `Some(true)` when `x` is the only domain at its level and the level
+    /// goes, both numbered as a re-index would number them (by first appearance in domain
+    /// order). `None` when the removal, or the last domain taking `x`'s place, would move a
+    /// level in that order (the caller re-indexes).
+    pub(crate) fn swap_remove_levels(&self, x: u32) -> Option<bool> {
         let last = self.dom_level.len() - 1;
-        [x as usize, last]
-            .iter()
-            .all(|&y| self.level_first[self.dom_level[y] as usize] < x)
+        let lx = self.dom_level[x as usize];
+        let alone = self.dom_level.iter().filter(|&&l| l == lx).count() == 1;
+        let keeps = |y: usize| self.level_first[self.dom_level[y] as usize] < x;
+        ((alone || keeps(x as usize)) && (last == x as usize || keeps(last))).then_some(alone)
     }
 
     /// Removes failure domain `x`, which holds no drive, child or server; the last domain takes
-    /// its place (as `Vec::swap_remove`). Call only when
-    /// [`Inventory::swap_remove_keeps_levels`] holds. O(the moved domain's drives, plus a scan
-    /// of the domains' parents and the servers' domains).
+    /// its place (as `Vec::swap_remove`), and its level goes with it when it was the only
+    /// domain there. Call only when [`Inventory::swap_remove_levels`] is `Some`. O(the moved
+    /// domain's drives, plus a scan of the domains and the servers' domains; a level that goes
+    /// also takes its column out of the drives' ancestor table, one copy of it).
     pub(crate) fn swap_remove_domain(&mut self, x: u32) {
         let last = self.dom_level.len() as u32 - 1;
+        let l = self.levels.len();
+        let lx = self.dom_level[x as usize] as usize;
+        let alone = self.swap_remove_levels(x) == Some(true);
         self.dom_index.remove(&self.spec.domains[x as usize].id);
         if x != last {
             self.dom_index
                 .insert(self.spec.domains[last as usize].id.clone(), x);
-            let l = self.levels.len();
             let level = self.dom_level[last as usize] as usize;
             for &d in &self.dom_drives[last as usize] {
                 self.drive_anc[d as usize * l + level] = x;
@@ -743,6 +751,29 @@ impl Inventory {
         self.dom_level.swap_remove(x as usize);
         self.dom_parent.swap_remove(x as usize);
         self.dom_drives.swap_remove(x as usize);
+        if alone {
+            // No drive had an ancestor at the level (its only domain held none).
+            let name = self.levels.remove(lx);
+            self.level_index.remove(&name);
+            for v in self.level_index.values_mut() {
+                if *v as usize > lx {
+                    *v -= 1;
+                }
+            }
+            self.level_first.remove(lx);
+            for v in &mut self.dom_level {
+                if *v as usize > lx {
+                    *v -= 1;
+                }
+            }
+            let rows = self.drive_index.len();
+            let mut anc = Vec::with_capacity(rows * (l - 1));
+            for row in self.drive_anc.chunks_exact(l) {
+                anc.extend_from_slice(&row[..lx]);
+                anc.extend_from_slice(&row[lx + 1..]);
+            }
+            self.drive_anc = anc;
+        }
     }
 
     /// Checks a storage group appended after the existing ones and indexes it (the spec's
@@ -855,11 +886,7 @@ impl Inventory {
         let mut tags = Vec::new();
         for t in &d.tags {
             let next = self.tag_index.len() as u32;
-            let ti = *self.tag_index.entry(t.clone()).or_insert(next);
-            if ti == next {
-                self.tag_first.push(i);
-            }
-            tags.push(ti);
+            tags.push(*self.tag_index.entry(t.clone()).or_insert(next));
         }
         tags.sort_unstable();
         tags.dedup();
@@ -884,19 +911,16 @@ impl Inventory {
         self.drive_attrs.push(attrs);
     }
 
-    /// Whether [`Inventory::swap_remove_drive`] of drive `d` leaves the tag and attribute
-    /// tables exactly as a re-index would number them: every tag, attribute name and value of
-    /// `d` and of the last drive (which takes `d`'s place) first appears on an earlier drive.
-    /// Otherwise a name would vanish or move in the first-appearance order.
+    /// Whether [`Inventory::swap_remove_drive`] of drive `d` leaves the attribute tables
+    /// exactly as a re-index would number them: every attribute name and value of `d` and of
+    /// the last drive (which takes `d`'s place) first appears on an earlier drive. Otherwise
+    /// one would vanish or move in the first-appearance order.
     pub(crate) fn swap_remove_keeps_names(&self, d: u32) -> bool {
         let last = self.drive_index.len() as u32 - 1;
         [d, last].iter().all(|&x| {
-            self.drive_tags[x as usize]
-                .iter()
-                .all(|&t| self.tag_first[t as usize] < d)
-                && self.drive_attrs[x as usize].iter().all(|&(a, v)| {
-                    self.attr_name_first[a as usize] < d && self.attr_value_first[v as usize] < d
-                })
+            self.drive_attrs[x as usize].iter().all(|&(a, v)| {
+                self.attr_name_first[a as usize] < d && self.attr_value_first[v as usize] < d
+            })
         })
     }
 
@@ -906,7 +930,7 @@ impl Inventory {
     pub(crate) fn swap_remove_drive(&mut self, d: u32) {
         let last = self.drive_index.len() as u32 - 1;
         let l = self.levels.len();
-        for a in self.drive_anc[d as usize * l..(d as usize + 1) * l].to_vec() {
+        for &a in &self.drive_anc[d as usize * l..(d as usize + 1) * l] {
             if a != NONE {
                 let list = &mut self.dom_drives[a as usize];
                 if let Ok(p) = list.binary_search(&d) {
@@ -916,7 +940,7 @@ impl Inventory {
         }
         self.drive_index.remove(&self.spec.drives[d as usize].id);
         if d != last {
-            for a in self.drive_anc[last as usize * l..(last as usize + 1) * l].to_vec() {
+            for &a in &self.drive_anc[last as usize * l..(last as usize + 1) * l] {
                 if a != NONE {
                     let list = &mut self.dom_drives[a as usize];
                     list.pop();
@@ -968,7 +992,6 @@ impl Inventory {
             attr_values: Vec::new(),
             attr_value_index: HashMap::new(),
             drive_attrs: Vec::new(),
-            tag_first: Vec::new(),
             attr_name_first: Vec::new(),
             attr_value_first: Vec::new(),
         };
