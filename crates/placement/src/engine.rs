@@ -666,9 +666,10 @@ impl Engine {
     /// added with `free` below `capacity` holds data the engine does not place (as in a file).
     /// Nothing changes on error.
     ///
-    /// Cost: re-indexes the inventory, O(drives) without re-checking any volume's request (a
-    /// removal checks each distinct request once, and a drive removal renumbers the members'
-    /// drives, O(members)); see the crate README for measured times.
+    /// Cost: O(log drives) plus the drive's own lists: the drive gets the next index, joins its
+    /// class's index and takes a free position in the hierarchy order inside its domains; no
+    /// other drive, volume or index entry moves (a per-drive table that is full grows, which is
+    /// amortized O(1)). See the crate README for measured times.
     ///
     /// ```
     /// use placement::{Bytes, DriveId, DriveKind, DriveSpec, Engine, Inventory};
@@ -744,8 +745,15 @@ impl Engine {
     /// Removes a drive from the live engine and returns the new version. Refused with
     /// [`PlacementError::InUse`] while it holds members of placed volumes (evacuate it first:
     /// [`Engine::plan_evacuation`] and [`Engine::apply_plan`]) or a placed volume's request pins
-    /// or excludes it; [`PlacementError::UnknownTarget`] for an unknown id. Later drives keep
-    /// their order. Nothing changes on error. Cost as for [`Engine::add_drive`].
+    /// or excludes it; [`PlacementError::UnknownTarget`] for an unknown id. The last drive
+    /// takes its place in the inventory's drive order (as `Vec::swap_remove`; an engine
+    /// rebuilt from the snapshot then behaves the same). Nothing changes on error.
+    ///
+    /// Cost: O(log drives + the moved drive's members + both drives' domains' drive lists),
+    /// after a check of each distinct placed request. One case re-indexes the inventory
+    /// (O(drives), measured in the crate README): when the drive, or the last drive, is the
+    /// first in drive order to carry an attribute name or value, since attributes are numbered
+    /// by first appearance and a re-index would number them differently.
     pub fn remove_drive(&mut self, id: &DriveId) -> Result<u64, PlacementError> {
         let &d = self
             .inv
@@ -844,7 +852,15 @@ impl Engine {
     /// Removes a failure domain and returns the new version. Refused with
     /// [`PlacementError::InUse`] while it holds drives or child domains, a server lists it, or
     /// a placed volume's request names it (in `requisite`/`preferred`, or separates by a level
-    /// it is the last domain of); remove or move those first. Nothing changes on error.
+    /// it is the last domain of); remove or move those first. Nothing changes on error. The
+    /// last domain takes its place in the inventory's domain order (as `Vec::swap_remove`),
+    /// and a level whose last domain goes is dropped.
+    ///
+    /// Cost: O(the moved domain's drives + a scan of the domains' parents and the servers'
+    /// domains), after a check of each distinct placed request; a level that goes also takes
+    /// its column out of every drive's ancestor row (one copy of that table). One case
+    /// re-indexes the inventory (O(drives)): when the levels' order of first appearance in
+    /// the domain list would change.
     pub fn remove_domain(&mut self, id: &DomainId) -> Result<u64, PlacementError> {
         let &x = self
             .inv

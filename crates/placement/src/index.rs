@@ -58,9 +58,9 @@ pub(crate) struct SegClass {
 }
 
 impl SegClass {
-    fn new(leaves: &[(u32, u128, u64)]) -> Self {
-        // Room to append as many drives again before the class is rebuilt.
-        let size = (2 * leaves.len()).max(1).next_power_of_two();
+    /// A class over `leaves` (drive, value, position) with room for `room` more.
+    fn new(leaves: &[(u32, u128, u64)], room: usize) -> Self {
+        let size = (leaves.len() + room.max(1)).next_power_of_two();
         let mut c = SegClass {
             drives: leaves.iter().map(|l| l.0).collect(),
             size,
@@ -169,7 +169,7 @@ impl DomainIndex {
             of[d as usize] = (c as u32, members[c].len() as u32);
             members[c].push((d, value(d), pos[d as usize]));
         }
-        let classes = members.iter().map(|m| SegClass::new(m)).collect();
+        let classes = members.iter().map(|m| SegClass::new(m, 1)).collect();
         let used = pos.iter().copied().collect();
         (
             DomainIndex {
@@ -242,12 +242,12 @@ impl DomainIndex {
         self.used.insert(p);
         self.pos.push(p);
         if class == self.classes.len() {
-            self.classes.push(SegClass::new(&[]));
+            self.classes.push(SegClass::new(&[], 1));
         }
         let sc = &mut self.classes[class];
         if sc.drives.len() == sc.size {
             // Full: rebuild the class without its removed leaves, in position order, with
-            // room to grow (amortized O(log n) per addition).
+            // room for as many drives again (amortized O(log n) per addition).
             let mut live: Vec<(u32, u128, u64)> = (0..sc.drives.len())
                 .filter(|&i| sc.drives[i] != NONE)
                 .map(|i| {
@@ -256,7 +256,7 @@ impl DomainIndex {
                 })
                 .collect();
             live.sort_by_key(|x| x.2);
-            *sc = SegClass::new(&live);
+            *sc = SegClass::new(&live, live.len());
             for (i, &(dd, _, _)) in live.iter().enumerate() {
                 self.of[dd as usize] = (class as u32, i as u32);
             }
