@@ -421,7 +421,13 @@ fn main() {
         .drive(&drives[0])
         .cloned()
         .expect("drive");
-    let mut best = [Duration::MAX; 4];
+    // Each round: a JBOD at a known level, two drives in it, a domain at a new level under
+    // it, a server; then the removals (the first drive's removal moves the second into its
+    // index). Then, in rounds of their own, a drive that is the only one with an attribute is
+    // added and removed: that removal would renumber the attributes (separation dimensions),
+    // so it takes the full re-index, the path every drive removal took before this change,
+    // measured here in the same run for comparison.
+    let mut best = [Duration::MAX; 12];
     for round in 0..3 {
         let new_jbod = DomainSpec {
             id: id(DomainId::new, format!("new-jbod-{round}")),
@@ -432,15 +438,52 @@ fn main() {
         drive.domain = Some(new_jbod.id.clone());
         drive.free = drive.capacity;
         drive.health = Health::Healthy;
-        let (x, d) = (new_jbod.id.clone(), drive.id.clone());
-        let steps: [&LiveChange<'_>; 4] = [
+        let mut drive2 = drive.clone();
+        drive2.id = id(DriveId::new, format!("new-drive-{round}-b"));
+        let shelf = DomainSpec {
+            id: id(DomainId::new, format!("new-shelf-{round}")),
+            level: "shelf".into(),
+            parent: Some(new_jbod.id.clone()),
+        };
+        let server = ServerSpec {
+            id: id(ServerId::new, format!("new-server-{round}")),
+            domain: Some(new_jbod.id.clone()),
+            bandwidth_domains: vec![],
+            transports: None,
+        };
+        let (x, d, d2, sh, sv) = (
+            new_jbod.id.clone(),
+            drive.id.clone(),
+            drive2.id.clone(),
+            shelf.id.clone(),
+            server.id.clone(),
+        );
+        let steps: [&LiveChange<'_>; 10] = [
             &|e| e.add_domain(new_jbod.clone()),
             &|e| e.add_drive(drive.clone()),
+            &|e| e.add_drive(drive2.clone()),
+            &|e| e.add_domain(shelf.clone()),
+            &|e| e.add_server(server.clone()),
+            &|e| e.remove_server(&sv),
+            &|e| e.remove_domain(&sh),
             &|e| e.remove_drive(&d),
+            &|e| e.remove_drive(&d2),
             &|e| e.remove_domain(&x),
         ];
         for (i, step) in steps.iter().enumerate() {
             best[i] = best[i].min(time(&mut engine, step));
+        }
+    }
+    for round in 0..3 {
+        let mut own = drive_spec.clone();
+        own.id = id(DriveId::new, format!("new-attributed-{round}"));
+        own.free = own.capacity;
+        own.health = Health::Healthy;
+        own.attributes = [("bench".to_string(), format!("new-{round}"))].into();
+        let o = own.id.clone();
+        let steps: [&LiveChange<'_>; 2] = [&|e| e.add_drive(own.clone()), &|e| e.remove_drive(&o)];
+        for (i, step) in steps.iter().enumerate() {
+            best[10 + i] = best[10 + i].min(time(&mut engine, step));
         }
     }
     // A health change on one full drive: failed, then healthy again (O(its members)).
@@ -458,15 +501,24 @@ fn main() {
             .expect("health");
         healed = healed.min(t.elapsed());
     }
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
     println!(
-        "fill90 live changes ({} volumes), best of 3: add_domain {:.1} µs, add_drive {:.1} ms, remove_drive {:.1} ms, remove_domain {:.1} ms, set_drive_health failed {:.1} µs / healthy {:.1} µs (one drive, {affected} volumes affected)",
+        "fill90 live changes ({} volumes), best of 3, in µs: add_domain {:.1}, add_drive {:.1} / {:.1}, add_domain at a new level {:.1}, add_server {:.1}, remove_server {:.1}, remove_domain (its level goes) {:.1}, remove_drive (the last drive moves in) {:.1} / (the last drive) {:.1}, remove_domain {:.1}; a drive with an attribute of its own: add_drive {:.1}, remove_drive (full re-index) {:.1}; set_drive_health failed {:.1} / healthy {:.1} (one drive, {affected} volumes affected)",
         engine.volumes().count(),
-        best[0].as_secs_f64() * 1e6,
-        best[1].as_secs_f64() * 1e3,
-        best[2].as_secs_f64() * 1e3,
-        best[3].as_secs_f64() * 1e3,
-        failed.as_secs_f64() * 1e6,
-        healed.as_secs_f64() * 1e6,
+        us(best[0]),
+        us(best[1]),
+        us(best[2]),
+        us(best[3]),
+        us(best[4]),
+        us(best[5]),
+        us(best[6]),
+        us(best[7]),
+        us(best[8]),
+        us(best[9]),
+        us(best[10]),
+        us(best[11]),
+        us(failed),
+        us(healed),
     );
     c.final_summary();
 }

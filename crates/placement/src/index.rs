@@ -1,67 +1,122 @@
 //! Per-domain aggregate index: for every static drive class (kind, capacity, RPM, tags,
-//! transports, group), a min-segment tree of utilization keys over the class's drives laid out in
-//! failure-hierarchy order. Every failure domain is then a contiguous range, so the window search
-//! can walk drives best-first and prune a whole excluded rack or JBOD in O(log n) instead of
+//! transports, group), a min-segment tree of utilization keys over the class's drives, each node
+//! also holding the span of hierarchy positions of the drives below it. Every failure domain
+//! owns a range of positions that holds its drives and no other drive, so the window search can
+//! walk drives best-first and prune a whole excluded rack or JBOD in O(log n) instead of
 //! skipping its drives one by one.
+//!
+//! Positions are sparse (`GAP` apart when built) so that a live change costs O(log n): a drive
+//! added to a domain takes a free position just after the domain's last one (inside the domain
+//! and its ancestors, outside every other domain) and is appended to its class's tree; a drive
+//! removed leaves a dead leaf and its position as a tombstone. Only when no position is free
+//! between two neighbours (after about 2^24 additions at one place) or a class's tree is full is
+//! something rebuilt: the whole index, or that class.
+//!
+//! Leaves hold `(key << 32) | drive`, unique per drive, so the order in which the search meets
+//! drives does not depend on where they sit in the trees: an engine changed live searches
+//! exactly like one rebuilt from its snapshot.
 
-use std::collections::HashMap;
+use std::collections::BTreeSet;
 
 use crate::inventory::{Inventory, NONE};
 
-/// Leaf value of a drive that must not be offered (unhealthy).
-pub(crate) const ABSENT: u64 = u64::MAX;
+/// Leaf value of a drive that must not be offered (unhealthy, or no drive).
+pub(crate) const ABSENT: u128 = u128::MAX;
+
+/// Distance between neighbouring positions when the index is built.
+#[cfg(not(test))]
+const GAP: u64 = 1 << 40;
+/// Largest step from a domain's last position to a new drive's position.
+#[cfg(not(test))]
+const STEP: u64 = 1 << 16;
+// Unit tests run out of positions after a few additions, so that the rebuilds run too.
+#[cfg(test)]
+const GAP: u64 = 8;
+#[cfg(test)]
+const STEP: u64 = 2;
+
+/// An empty span (no live drive below a node).
+const NO_SPAN: (u64, u64) = (u64::MAX, 0);
+
+/// Leaf value of drive `d` with utilization key `key`.
+#[inline]
+pub(crate) fn leaf(key: u64, d: u32) -> u128 {
+    ((key as u128) << 32) | d as u128
+}
 
 #[derive(Debug, Clone)]
 pub(crate) struct SegClass {
-    /// Drives of the class in hierarchy order.
+    /// Drive of each leaf (`NONE` for a removed one); built in hierarchy order, additions
+    /// appended.
     pub(crate) drives: Vec<u32>,
-    /// Global hierarchy position of each of those drives.
-    pub(crate) gpos: Vec<u32>,
     /// Number of leaves (a power of two).
     pub(crate) size: usize,
     /// `tree[1]` is the root; leaves start at `size`.
-    pub(crate) tree: Vec<u64>,
+    pub(crate) tree: Vec<u128>,
+    /// `(min, max)` hierarchy position of the drives below each node.
+    pub(crate) span: Vec<(u64, u64)>,
 }
 
 impl SegClass {
-    /// Class-local leaf range `[lo, hi)` covered by node `v`, clipped to the drive count.
-    #[inline]
-    pub(crate) fn range(&self, v: usize) -> (usize, usize) {
-        let depth = usize::BITS - 1 - v.leading_zeros();
-        let width = self.size >> depth;
-        let lo = (v - (1 << depth)) * width;
-        (
-            lo.min(self.drives.len()),
-            (lo + width).min(self.drives.len()),
-        )
+    /// A class over `leaves` (drive, value, position) with room for `room` more.
+    fn new(leaves: &[(u32, u128, u64)], room: usize) -> Self {
+        let size = (leaves.len() + room.max(1)).next_power_of_two();
+        let mut c = SegClass {
+            drives: leaves.iter().map(|l| l.0).collect(),
+            size,
+            tree: vec![ABSENT; 2 * size],
+            span: vec![NO_SPAN; 2 * size],
+        };
+        for (i, &(_, val, pos)) in leaves.iter().enumerate() {
+            c.tree[size + i] = val;
+            c.span[size + i] = (pos, pos);
+        }
+        for v in (1..size).rev() {
+            c.pull(v);
+        }
+        c
     }
 
-    fn set(&mut self, i: usize, val: u64) {
+    #[inline]
+    fn pull(&mut self, v: usize) {
+        self.tree[v] = self.tree[2 * v].min(self.tree[2 * v + 1]);
+        let (a, b) = (self.span[2 * v], self.span[2 * v + 1]);
+        self.span[v] = (a.0.min(b.0), a.1.max(b.1));
+    }
+
+    fn set(&mut self, i: usize, val: u128, span: (u64, u64)) {
         let mut v = self.size + i;
         self.tree[v] = val;
+        self.span[v] = span;
         while v > 1 {
             v /= 2;
-            self.tree[v] = self.tree[2 * v].min(self.tree[2 * v + 1]);
+            self.pull(v);
         }
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct DomainIndex {
     pub(crate) classes: Vec<SegClass>,
     /// `(class, leaf)` of each drive.
-    pub(crate) of: Vec<(u32, u32)>,
-    /// Global hierarchy range `[lo, hi)` of each failure domain.
-    pub(crate) dom_range: Vec<(u32, u32)>,
+    of: Vec<(u32, u32)>,
+    /// Hierarchy position of each drive.
+    pos: Vec<u64>,
+    /// Every position handed out since the last build (live drives' and removed drives'), so
+    /// that a new position falls strictly between two neighbours.
+    used: BTreeSet<u64>,
+    /// Position range `[lo, hi)` of each failure domain (`lo == hi`: it never held a drive).
+    pub(crate) dom_range: Vec<(u64, u64)>,
 }
 
 impl DomainIndex {
-    /// Builds the index; `class_of(d)` names the static class of a drive and `value(d)` its
-    /// leaf value.
-    pub(crate) fn build<K: std::hash::Hash + Eq>(
+    /// Builds the index; `class_of(d)` names the static class of a drive (classes are numbered
+    /// by first appearance in hierarchy order, as `keys` returns them) and `value(d)` its leaf
+    /// value.
+    pub(crate) fn build<K: Eq>(
         inv: &Inventory,
         class_of: impl Fn(u32) -> K,
-        value: impl Fn(u32) -> u64,
+        value: impl Fn(u32) -> u128,
     ) -> (Self, Vec<K>) {
         let n = inv.spec.drives.len();
         // Path from the root for every drive; lexicographic order makes domains contiguous.
@@ -84,66 +139,44 @@ impl DomainIndex {
             .collect();
         let mut order: Vec<u32> = (0..n as u32).collect();
         order.sort_by(|&a, &b| paths[a as usize].cmp(&paths[b as usize]).then(a.cmp(&b)));
-        let mut gpos = vec![0u32; n];
+        let mut pos = vec![0u64; n];
         for (p, &d) in order.iter().enumerate() {
-            gpos[d as usize] = p as u32;
+            pos[d as usize] = (p as u64 + 1) * GAP;
         }
         let dom_range = inv
             .dom_drives
             .iter()
             .map(|ds| {
-                let lo = ds.iter().map(|&d| gpos[d as usize]).min().unwrap_or(0);
-                let hi = ds.iter().map(|&d| gpos[d as usize] + 1).max().unwrap_or(0);
+                let lo = ds.iter().map(|&d| pos[d as usize]).min().unwrap_or(0);
+                let hi = ds.iter().map(|&d| pos[d as usize] + 1).max().unwrap_or(0);
                 (lo, hi)
             })
             .collect();
         let mut keys: Vec<K> = Vec::new();
-        let mut lookup: HashMap<K, u32> = HashMap::new();
-        let mut members: Vec<Vec<u32>> = Vec::new();
+        let mut members: Vec<Vec<(u32, u128, u64)>> = Vec::new();
         let mut of = vec![(0u32, 0u32); n];
         for &d in &order {
             let k = class_of(d);
-            let c = match lookup.get(&k) {
-                Some(&c) => c,
+            // Classes are few (one per distinct drive model and tag set): a scan is enough.
+            let c = match keys.iter().position(|x| *x == k) {
+                Some(c) => c,
                 None => {
-                    let c = members.len() as u32;
+                    keys.push(k);
                     members.push(Vec::new());
-                    lookup.insert(k, c);
-                    c
+                    keys.len() - 1
                 }
             };
-            of[d as usize] = (c, members[c as usize].len() as u32);
-            members[c as usize].push(d);
+            of[d as usize] = (c as u32, members[c].len() as u32);
+            members[c].push((d, value(d), pos[d as usize]));
         }
-        // Recover the keys in class order (HashMap iteration order is not class order).
-        let mut by_class: Vec<Option<K>> = (0..members.len()).map(|_| None).collect();
-        for (k, c) in lookup {
-            by_class[c as usize] = Some(k);
-        }
-        keys.extend(by_class.into_iter().flatten());
-        let classes = members
-            .into_iter()
-            .map(|drives| {
-                let size = drives.len().max(1).next_power_of_two();
-                let mut tree = vec![ABSENT; 2 * size];
-                for (i, &d) in drives.iter().enumerate() {
-                    tree[size + i] = value(d);
-                }
-                for v in (1..size).rev() {
-                    tree[v] = tree[2 * v].min(tree[2 * v + 1]);
-                }
-                SegClass {
-                    gpos: drives.iter().map(|&d| gpos[d as usize]).collect(),
-                    drives,
-                    size,
-                    tree,
-                }
-            })
-            .collect();
+        let classes = members.iter().map(|m| SegClass::new(m, 1)).collect();
+        let used = pos.iter().copied().collect();
         (
             DomainIndex {
                 classes,
                 of,
+                pos,
+                used,
                 dom_range,
             },
             keys,
@@ -151,8 +184,188 @@ impl DomainIndex {
     }
 
     /// Sets a drive's leaf value.
-    pub(crate) fn update(&mut self, d: u32, val: u64) {
+    pub(crate) fn update(&mut self, d: u32, val: u128) {
         let (c, i) = self.of[d as usize];
-        self.classes[c as usize].set(i as usize, val);
+        let p = self.pos[d as usize];
+        self.classes[c as usize].set(i as usize, val, (p, p));
+    }
+
+    /// The position for a new drive in failure domain `leaf_domain` (`NONE`: none), or `None`
+    /// when no position is free there: strictly between the last position of the deepest of
+    /// its domains that ever held a drive and the next position handed out, so inside that
+    /// domain's ancestors' ranges and outside every other domain's (ranges are laminar and end
+    /// at handed-out positions); after everything when none of its domains held a drive.
+    fn new_position(&self, inv: &Inventory, leaf_domain: u32) -> Option<u64> {
+        let mut x = leaf_domain;
+        while x != NONE && self.dom_range[x as usize].0 == self.dom_range[x as usize].1 {
+            x = inv.dom_parent[x as usize];
+        }
+        let pred = if x == NONE {
+            // Positions start at GAP, so 0 is below all of them.
+            return self.used.last().map_or(Some(GAP), |&p| p.checked_add(GAP));
+        } else {
+            self.dom_range[x as usize].1 - 1
+        };
+        match self.used.range(pred + 1..).next() {
+            None => pred.checked_add(GAP),
+            Some(&succ) => {
+                let step = ((succ - pred) / 2).min(STEP);
+                (step > 0).then_some(pred + step)
+            }
+        }
+    }
+
+    /// Adds drive `d` (the next drive index) to class `class` (`classes.len()` for a new one)
+    /// with leaf value `val`; its domains must be indexed in `inv`. `false` (and nothing
+    /// changed) when no position is free: the caller rebuilds the index.
+    pub(crate) fn push(&mut self, inv: &Inventory, d: u32, class: usize, val: u128) -> bool {
+        let l = inv.levels.len();
+        let anc = &inv.drive_anc[d as usize * l..(d as usize + 1) * l];
+        let leaf_domain = inv.spec.drives[d as usize]
+            .domain
+            .as_ref()
+            .and_then(|x| inv.dom_index.get(x).copied())
+            .unwrap_or(NONE);
+        let Some(p) = self.new_position(inv, leaf_domain) else {
+            return false;
+        };
+        for &a in anc {
+            if a != NONE {
+                let r = &mut self.dom_range[a as usize];
+                *r = if r.0 == r.1 {
+                    (p, p + 1)
+                } else {
+                    (r.0.min(p), r.1.max(p + 1))
+                };
+            }
+        }
+        self.used.insert(p);
+        self.pos.push(p);
+        if class == self.classes.len() {
+            self.classes.push(SegClass::new(&[], 1));
+        }
+        let sc = &mut self.classes[class];
+        if sc.drives.len() == sc.size {
+            // Full: rebuild the class without its removed leaves, in position order, with
+            // room for as many drives again (amortized O(log n) per addition).
+            let mut live: Vec<(u32, u128, u64)> = (0..sc.drives.len())
+                .filter(|&i| sc.drives[i] != NONE)
+                .map(|i| {
+                    let dd = sc.drives[i];
+                    (dd, sc.tree[sc.size + i], self.pos[dd as usize])
+                })
+                .collect();
+            live.sort_by_key(|x| x.2);
+            *sc = SegClass::new(&live, live.len());
+            for (i, &(dd, _, _)) in live.iter().enumerate() {
+                self.of[dd as usize] = (class as u32, i as u32);
+            }
+        }
+        let sc = &mut self.classes[class];
+        let i = sc.drives.len();
+        sc.drives.push(d);
+        sc.set(i, val, (p, p));
+        self.of.push((class as u32, i as u32));
+        true
+    }
+
+    /// Removes drive `d`; the last drive (`last`) takes its index with leaf value `moved_val`
+    /// (its utilization key changes with its tie-break). O(log n).
+    pub(crate) fn swap_remove(&mut self, d: u32, last: u32, moved_val: u128) {
+        let (c, i) = self.of[d as usize];
+        let sc = &mut self.classes[c as usize];
+        sc.drives[i as usize] = NONE;
+        sc.set(i as usize, ABSENT, NO_SPAN);
+        self.of.swap_remove(d as usize);
+        self.pos.swap_remove(d as usize);
+        if d != last {
+            let (c, i) = self.of[d as usize];
+            self.classes[c as usize].drives[i as usize] = d;
+            self.update(d, moved_val);
+        }
+    }
+}
+
+#[cfg(test)]
+impl DomainIndex {
+    /// Checks the index against the inventory: every drive's leaf, value and class key, every
+    /// node's minimum and span, and that each domain's range holds exactly its drives and nests
+    /// like the hierarchy (which is what lets the next addition find a position).
+    pub(crate) fn check<K: Eq + std::fmt::Debug>(
+        &self,
+        inv: &Inventory,
+        keys: &[K],
+        class_of: impl Fn(u32) -> K,
+        value: impl Fn(u32) -> u128,
+    ) -> Result<(), String> {
+        let n = inv.spec.drives.len();
+        if self.of.len() != n || self.pos.len() != n || self.dom_range.len() != inv.dom_level.len()
+        {
+            return Err("table lengths".into());
+        }
+        let l = inv.levels.len();
+        for d in 0..n as u32 {
+            let (c, i) = self.of[d as usize];
+            let sc = &self.classes[c as usize];
+            let p = self.pos[d as usize];
+            if sc.drives[i as usize] != d
+                || sc.tree[sc.size + i as usize] != value(d)
+                || sc.span[sc.size + i as usize] != (p, p)
+                || keys[c as usize] != class_of(d)
+                || !self.used.contains(&p)
+            {
+                return Err(format!("leaf of drive {d}"));
+            }
+            let anc = &inv.drive_anc[d as usize * l..(d as usize + 1) * l];
+            for (x, &(lo, hi)) in self.dom_range.iter().enumerate() {
+                if (lo <= p && p < hi) != anc.contains(&(x as u32)) {
+                    return Err(format!(
+                        "drive {d} at {p} vs range of domain {x}: {lo}..{hi}"
+                    ));
+                }
+            }
+        }
+        let live: usize = self
+            .classes
+            .iter()
+            .map(|c| c.drives.iter().filter(|&&d| d != NONE).count())
+            .sum();
+        if live != n || keys.len() != self.classes.len() {
+            return Err("live leaves or class keys".into());
+        }
+        for sc in &self.classes {
+            for (i, &d) in sc.drives.iter().enumerate() {
+                if d == NONE && (sc.tree[sc.size + i] != ABSENT || sc.span[sc.size + i] != NO_SPAN)
+                {
+                    return Err("dead leaf".into());
+                }
+            }
+            for v in 1..sc.size {
+                let (a, b) = (sc.span[2 * v], sc.span[2 * v + 1]);
+                if sc.tree[v] != sc.tree[2 * v].min(sc.tree[2 * v + 1])
+                    || sc.span[v] != (a.0.min(b.0), a.1.max(b.1))
+                {
+                    return Err(format!("node {v}"));
+                }
+            }
+        }
+        let is_anc = |a: u32, mut x: u32| {
+            while x != NONE {
+                if x == a {
+                    return true;
+                }
+                x = inv.dom_parent[x as usize];
+            }
+            false
+        };
+        for (x, &(a, b)) in self.dom_range.iter().enumerate() {
+            for (y, &(c, d)) in self.dom_range.iter().enumerate() {
+                let overlap = a < b && c < d && a < d && c < b;
+                if x != y && overlap && !is_anc(x as u32, y as u32) && !is_anc(y as u32, x as u32) {
+                    return Err(format!("ranges of unrelated domains {x} and {y} overlap"));
+                }
+            }
+        }
+        Ok(())
     }
 }

@@ -387,6 +387,8 @@ pub struct Inventory {
     pub(crate) spec: InventorySpec,
     pub(crate) levels: Vec<String>,
     pub(crate) level_index: HashMap<String, u16>,
+    /// The first domain (in domain order) at each level.
+    level_first: Vec<u32>,
     pub(crate) dom_index: HashMap<DomainId, u32>,
     pub(crate) dom_level: Vec<u16>,
     pub(crate) dom_parent: Vec<u32>,
@@ -417,6 +419,22 @@ pub struct Inventory {
     attr_value_index: HashMap<String, u32>,
     /// Each drive's `(attribute, value)` pairs, sorted by attribute.
     pub(crate) drive_attrs: Vec<Vec<(u16, u32)>>,
+    /// The first drive (in drive order) that holds each attribute name and value: those tables
+    /// are numbered by first appearance (attribute numbers are separation dimensions, which
+    /// explanations order by), so a live removal that would change a first appearance must
+    /// re-index (see [`Inventory::swap_remove_keeps_names`]). Tag numbers are only compared
+    /// for equality, and a tag no drive holds filters as an unknown one, so a removal may
+    /// leave the tag table as it is.
+    attr_name_first: Vec<u32>,
+    attr_value_first: Vec<u32>,
+}
+
+/// A drive checked against an inventory by [`Inventory::check_drive`]: its indexes, ready for
+/// [`Inventory::push_drive`], which cannot fail.
+pub(crate) struct CheckedDrive {
+    anc: Vec<u32>,
+    group: u32,
+    bws: Vec<u32>,
 }
 
 impl Inventory {
@@ -616,11 +634,12 @@ impl Inventory {
         Ok(())
     }
 
-    /// Checks a failure domain appended after the existing ones, at a level that already
-    /// exists, and indexes it (the spec's list is the caller's to extend). `Ok(false)` when its
-    /// level is new: a new level changes the per-level tables of every drive, which only a
-    /// re-index builds. Nothing changes on error or `Ok(false)`.
-    pub(crate) fn index_domain(&mut self, d: &DomainSpec) -> Result<bool, InventoryError> {
+    /// Checks a failure domain appended after the existing ones and indexes it (the spec's
+    /// list is the caller's to extend). Nothing changes on error. O(its depth) at a level that
+    /// exists; a new level (appended to the levels, as a re-index would number it) adds a
+    /// column to the drives' ancestor table: no drive has an ancestor there yet, since the
+    /// domain is new, so this is one copy of the table and no re-index.
+    pub(crate) fn index_domain(&mut self, d: &DomainSpec) -> Result<(), InventoryError> {
         let entry = || format!("domain '{}'", d.id);
         new_id(&self.dom_index, "domain", &d.id)?;
         if d.level.trim().is_empty() {
@@ -638,11 +657,11 @@ impl Inventory {
                     id: p.to_string(),
                 })?,
         };
-        let Some(&l) = self.level_index.get(&d.level) else {
-            return Ok(false);
-        };
+        let level = self.level_index.get(&d.level).copied();
         let mut x = parent;
-        while x != NONE {
+        while let Some(l) = level
+            && x != NONE
+        {
             if self.dom_level[x as usize] == l {
                 return Err(invalid(
                     entry(),
@@ -665,12 +684,96 @@ impl Inventory {
                 "also names a failure domain; drive and domain ids share one namespace",
             ));
         }
-        self.dom_index
-            .insert(d.id.clone(), self.dom_level.len() as u32);
+        let i = self.dom_level.len() as u32;
+        let l = match level {
+            Some(l) => l,
+            None => {
+                let old = self.levels.len();
+                let l = old as u16;
+                self.levels.push(d.level.clone());
+                self.level_index.insert(d.level.clone(), l);
+                self.level_first.push(i);
+                let rows = self.drive_index.len();
+                let mut anc = vec![NONE; rows * (old + 1)];
+                for d in 0..rows {
+                    anc[d * (old + 1)..d * (old + 1) + old]
+                        .copy_from_slice(&self.drive_anc[d * old..(d + 1) * old]);
+                }
+                self.drive_anc = anc;
+                l
+            }
+        };
+        self.dom_index.insert(d.id.clone(), i);
         self.dom_level.push(l);
         self.dom_parent.push(parent);
         self.dom_drives.push(Vec::new());
-        Ok(true)
+        Ok(())
+    }
+
+    /// How [`Inventory::swap_remove_domain`] of domain `x` changes the levels: `Some(false)`
+    /// when they stay, `Some(true)` when `x` is the only domain at its level and the level
+    /// goes, both numbered as a re-index would number them (by first appearance in domain
+    /// order). `None` when the removal, or the last domain taking `x`'s place, would move a
+    /// level in that order (the caller re-indexes).
+    pub(crate) fn swap_remove_levels(&self, x: u32) -> Option<bool> {
+        let last = self.dom_level.len() - 1;
+        let lx = self.dom_level[x as usize];
+        let alone = self.dom_level.iter().filter(|&&l| l == lx).count() == 1;
+        let keeps = |y: usize| self.level_first[self.dom_level[y] as usize] < x;
+        ((alone || keeps(x as usize)) && (last == x as usize || keeps(last))).then_some(alone)
+    }
+
+    /// Removes failure domain `x`, which holds no drive, child or server; the last domain takes
+    /// its place (as `Vec::swap_remove`), and its level goes with it when it was the only
+    /// domain there. Call only when [`Inventory::swap_remove_levels`] is `Some`. O(the moved
+    /// domain's drives, plus a scan of the domains and the servers' domains; a level that goes
+    /// also takes its column out of the drives' ancestor table, one copy of it).
+    pub(crate) fn swap_remove_domain(&mut self, x: u32) {
+        let last = self.dom_level.len() as u32 - 1;
+        let l = self.levels.len();
+        let lx = self.dom_level[x as usize] as usize;
+        let alone = self.swap_remove_levels(x) == Some(true);
+        self.dom_index.remove(&self.spec.domains[x as usize].id);
+        if x != last {
+            self.dom_index
+                .insert(self.spec.domains[last as usize].id.clone(), x);
+            let level = self.dom_level[last as usize] as usize;
+            for &d in &self.dom_drives[last as usize] {
+                self.drive_anc[d as usize * l + level] = x;
+            }
+            for p in self.dom_parent.iter_mut().chain(&mut self.server_dom) {
+                if *p == last {
+                    *p = x;
+                }
+            }
+        }
+        self.spec.domains.swap_remove(x as usize);
+        self.dom_level.swap_remove(x as usize);
+        self.dom_parent.swap_remove(x as usize);
+        self.dom_drives.swap_remove(x as usize);
+        if alone {
+            // No drive had an ancestor at the level (its only domain held none).
+            let name = self.levels.remove(lx);
+            self.level_index.remove(&name);
+            for v in self.level_index.values_mut() {
+                if *v as usize > lx {
+                    *v -= 1;
+                }
+            }
+            self.level_first.remove(lx);
+            for v in &mut self.dom_level {
+                if *v as usize > lx {
+                    *v -= 1;
+                }
+            }
+            let rows = self.drive_index.len();
+            let mut anc = Vec::with_capacity(rows * (l - 1));
+            for row in self.drive_anc.chunks_exact(l) {
+                anc.extend_from_slice(&row[..lx]);
+                anc.extend_from_slice(&row[lx + 1..]);
+            }
+            self.drive_anc = anc;
+        }
     }
 
     /// Checks a storage group appended after the existing ones and indexes it (the spec's
@@ -686,12 +789,185 @@ impl Inventory {
         Ok(())
     }
 
+    /// Checks a drive appended after the existing ones (id, sizes, references, one bandwidth
+    /// domain per kind, attribute names) without changing anything; [`Inventory::push_drive`]
+    /// then indexes it. Errors are those a re-index of the whole inventory would report for it.
+    pub(crate) fn check_drive(&self, d: &DriveSpec) -> Result<CheckedDrive, InventoryError> {
+        let entry = || format!("drive '{}'", d.id);
+        if d.capacity.0 > i64::MAX as u64 {
+            return Err(invalid(
+                entry(),
+                "capacity",
+                format!("must be at most {} (the TOML integer range)", i64::MAX),
+            ));
+        }
+        new_id(&self.drive_index, "drive", &d.id)?;
+        if DomainId::new(d.id.as_str()).is_ok_and(|x| self.dom_index.contains_key(&x)) {
+            return Err(invalid(
+                entry(),
+                "id",
+                "also names a failure domain; drive and domain ids share one namespace",
+            ));
+        }
+        if d.capacity.0 == 0 {
+            return Err(invalid(entry(), "capacity", "must be positive"));
+        }
+        if d.free > d.capacity {
+            return Err(invalid(
+                entry(),
+                "free",
+                format!("({}) exceeds capacity ({})", d.free, d.capacity),
+            ));
+        }
+        // The drive's ancestor at every level (the chain holds each level once: checked when
+        // its domains were indexed).
+        let mut anc = vec![NONE; self.levels.len()];
+        if let Some(x) = &d.domain {
+            let mut a = self.domain_ref(&entry(), x)?;
+            while a != NONE {
+                anc[self.dom_level[a as usize] as usize] = a;
+                a = self.dom_parent[a as usize];
+            }
+        }
+        let group = match &d.group {
+            None => NONE,
+            Some(g) => {
+                *self
+                    .group_index
+                    .get(g)
+                    .ok_or_else(|| InventoryError::UnknownReference {
+                        entry: entry(),
+                        field: "group",
+                        target: "storage_group",
+                        id: g.to_string(),
+                    })?
+            }
+        };
+        let mut bws = Vec::new();
+        for b in &d.bandwidth_domains {
+            let bi = self.bw_ref(&entry(), b)?;
+            if let Some(&other) = bws
+                .iter()
+                .find(|&&o: &&u32| self.bw_kind_of[o as usize] == self.bw_kind_of[bi as usize])
+            {
+                return Err(invalid(
+                    entry(),
+                    "bandwidth_domains",
+                    format!(
+                        "lists two domains of kind '{}' ('{}' and '{}'); at most one per kind",
+                        self.spec.bandwidth_domains[bi as usize].kind,
+                        self.spec.bandwidth_domains[other as usize].id,
+                        b
+                    ),
+                ));
+            }
+            bws.push(bi);
+        }
+        if d.attributes.keys().any(|name| name.trim().is_empty()) {
+            return Err(invalid(entry(), "attributes", "names must not be empty"));
+        }
+        Ok(CheckedDrive { anc, group, bws })
+    }
+
+    /// Indexes a drive that [`Inventory::check_drive`] accepted as the next drive (the spec's
+    /// list is the caller's to extend). O(its domains' depth, tags and attributes) plus the
+    /// append to each ancestor's drive list.
+    pub(crate) fn push_drive(&mut self, d: &DriveSpec, checked: CheckedDrive) {
+        let i = self.drive_index.len() as u32;
+        self.drive_index.insert(d.id.clone(), i);
+        for &a in &checked.anc {
+            if a != NONE {
+                self.dom_drives[a as usize].push(i);
+            }
+        }
+        self.drive_anc.extend_from_slice(&checked.anc);
+        self.drive_group.push(checked.group);
+        self.drive_bw.push(checked.bws);
+        let mut tags = Vec::new();
+        for t in &d.tags {
+            let next = self.tag_index.len() as u32;
+            tags.push(*self.tag_index.entry(t.clone()).or_insert(next));
+        }
+        tags.sort_unstable();
+        tags.dedup();
+        self.drive_tags.push(tags);
+        let mut attrs = Vec::new();
+        for (name, value) in &d.attributes {
+            let next = self.attr_names.len() as u16;
+            let a = *self.attr_index.entry(name.clone()).or_insert(next);
+            if a == next {
+                self.attr_names.push(name.clone());
+                self.attr_name_first.push(i);
+            }
+            let next = self.attr_values.len() as u32;
+            let v = *self.attr_value_index.entry(value.clone()).or_insert(next);
+            if v == next {
+                self.attr_values.push(value.clone());
+                self.attr_value_first.push(i);
+            }
+            attrs.push((a, v));
+        }
+        attrs.sort_unstable();
+        self.drive_attrs.push(attrs);
+    }
+
+    /// Whether [`Inventory::swap_remove_drive`] of drive `d` leaves the attribute tables
+    /// exactly as a re-index would number them: every attribute name and value of `d` and of
+    /// the last drive (which takes `d`'s place) first appears on an earlier drive. Otherwise
+    /// one would vanish or move in the first-appearance order.
+    pub(crate) fn swap_remove_keeps_names(&self, d: u32) -> bool {
+        let last = self.drive_index.len() as u32 - 1;
+        [d, last].iter().all(|&x| {
+            self.drive_attrs[x as usize].iter().all(|&(a, v)| {
+                self.attr_name_first[a as usize] < d && self.attr_value_first[v as usize] < d
+            })
+        })
+    }
+
+    /// Removes drive `d` from the spec and the indexes; the last drive takes its place (as
+    /// `Vec::swap_remove`). Call only when [`Inventory::swap_remove_keeps_names`] holds. O(the
+    /// two drives' lists plus their ancestors' drive lists).
+    pub(crate) fn swap_remove_drive(&mut self, d: u32) {
+        let last = self.drive_index.len() as u32 - 1;
+        let l = self.levels.len();
+        for &a in &self.drive_anc[d as usize * l..(d as usize + 1) * l] {
+            if a != NONE {
+                let list = &mut self.dom_drives[a as usize];
+                if let Ok(p) = list.binary_search(&d) {
+                    list.remove(p);
+                }
+            }
+        }
+        self.drive_index.remove(&self.spec.drives[d as usize].id);
+        if d != last {
+            for &a in &self.drive_anc[last as usize * l..(last as usize + 1) * l] {
+                if a != NONE {
+                    let list = &mut self.dom_drives[a as usize];
+                    list.pop();
+                    let p = list.partition_point(|&x| x < d);
+                    list.insert(p, d);
+                }
+            }
+            self.drive_anc
+                .copy_within(last as usize * l..(last as usize + 1) * l, d as usize * l);
+            self.drive_index
+                .insert(self.spec.drives[last as usize].id.clone(), d);
+        }
+        self.drive_anc.truncate(last as usize * l);
+        self.spec.drives.swap_remove(d as usize);
+        self.drive_group.swap_remove(d as usize);
+        self.drive_bw.swap_remove(d as usize);
+        self.drive_tags.swap_remove(d as usize);
+        self.drive_attrs.swap_remove(d as usize);
+    }
+
     /// Validates plain data and builds the indexes.
     pub fn from_spec(spec: InventorySpec) -> Result<Self, InventoryError> {
         let mut inv = Inventory {
             spec: InventorySpec::default(),
             levels: Vec::new(),
             level_index: HashMap::new(),
+            level_first: Vec::new(),
             dom_index: HashMap::new(),
             dom_level: Vec::new(),
             dom_parent: Vec::new(),
@@ -716,6 +992,8 @@ impl Inventory {
             attr_values: Vec::new(),
             attr_value_index: HashMap::new(),
             drive_attrs: Vec::new(),
+            attr_name_first: Vec::new(),
+            attr_value_first: Vec::new(),
         };
         // Failure domains.
         for (i, d) in spec.domains.iter().enumerate() {
@@ -736,6 +1014,7 @@ impl Inventory {
             let l = *inv.level_index.entry(d.level.clone()).or_insert(next);
             if l == next {
                 inv.levels.push(d.level.clone());
+                inv.level_first.push(i as u32);
             }
             inv.dom_level.push(l);
         }
@@ -821,109 +1100,12 @@ impl Inventory {
                 ));
             }
         }
-        // Drives.
+        // Drives. (Their errors name bandwidth domains from the spec, which is moved in below.)
         inv.dom_drives = vec![Vec::new(); n_dom];
-        for (i, d) in spec.drives.iter().enumerate() {
-            let entry = || format!("drive '{}'", d.id);
-            if inv.drive_index.insert(d.id.clone(), i as u32).is_some() {
-                return Err(InventoryError::DuplicateId {
-                    kind: "drive",
-                    id: d.id.to_string(),
-                });
-            }
-            if DomainId::new(d.id.as_str()).is_ok_and(|x| inv.dom_index.contains_key(&x)) {
-                return Err(invalid(
-                    entry(),
-                    "id",
-                    "also names a failure domain; drive and domain ids share one namespace",
-                ));
-            }
-            if d.capacity.0 == 0 {
-                return Err(invalid(entry(), "capacity", "must be positive"));
-            }
-            if d.free > d.capacity {
-                return Err(invalid(
-                    entry(),
-                    "free",
-                    format!("({}) exceeds capacity ({})", d.free, d.capacity),
-                ));
-            }
-            match &d.domain {
-                None => inv.drive_anc.extend(std::iter::repeat_n(NONE, n_levels)),
-                Some(x) => {
-                    let xi = inv.domain_ref(&entry(), x)?;
-                    let row = &dom_anc[xi as usize * n_levels..(xi as usize + 1) * n_levels];
-                    inv.drive_anc.extend_from_slice(row);
-                    for &a in row {
-                        if a != NONE {
-                            inv.dom_drives[a as usize].push(i as u32);
-                        }
-                    }
-                }
-            }
-            let g = match &d.group {
-                None => NONE,
-                Some(g) => {
-                    *inv.group_index
-                        .get(g)
-                        .ok_or_else(|| InventoryError::UnknownReference {
-                            entry: entry(),
-                            field: "group",
-                            target: "storage_group",
-                            id: g.to_string(),
-                        })?
-                }
-            };
-            inv.drive_group.push(g);
-            let mut bws = Vec::new();
-            for b in &d.bandwidth_domains {
-                let bi = inv.bw_ref(&entry(), b)?;
-                if let Some(&other) = bws
-                    .iter()
-                    .find(|&&o: &&u32| inv.bw_kind_of[o as usize] == inv.bw_kind_of[bi as usize])
-                {
-                    return Err(invalid(
-                        entry(),
-                        "bandwidth_domains",
-                        format!(
-                            "lists two domains of kind '{}' ('{}' and '{}'); at most one per kind",
-                            spec.bandwidth_domains[bi as usize].kind,
-                            spec.bandwidth_domains[other as usize].id,
-                            b
-                        ),
-                    ));
-                }
-                bws.push(bi);
-            }
-            inv.drive_bw.push(bws);
-            let mut tags = Vec::new();
-            for t in &d.tags {
-                let next = inv.tag_index.len() as u32;
-                let ti = *inv.tag_index.entry(t.clone()).or_insert(next);
-                tags.push(ti);
-            }
-            tags.sort_unstable();
-            tags.dedup();
-            inv.drive_tags.push(tags);
-            let mut attrs = Vec::new();
-            for (name, value) in &d.attributes {
-                if name.trim().is_empty() {
-                    return Err(invalid(entry(), "attributes", "names must not be empty"));
-                }
-                let next = inv.attr_names.len() as u16;
-                let a = *inv.attr_index.entry(name.clone()).or_insert(next);
-                if a == next {
-                    inv.attr_names.push(name.clone());
-                }
-                let next = inv.attr_values.len() as u32;
-                let v = *inv.attr_value_index.entry(value.clone()).or_insert(next);
-                if v == next {
-                    inv.attr_values.push(value.clone());
-                }
-                attrs.push((a, v));
-            }
-            attrs.sort_unstable();
-            inv.drive_attrs.push(attrs);
+        inv.spec.bandwidth_domains = spec.bandwidth_domains.clone();
+        for d in &spec.drives {
+            let checked = inv.check_drive(d)?;
+            inv.push_drive(d, checked);
         }
         // Servers.
         for s in &spec.servers {

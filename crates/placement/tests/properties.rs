@@ -236,10 +236,14 @@ proptest! {
             let spec = engine.inventory().spec().clone();
             let before = engine.snapshot();
             let version = engine.version();
+            // What the engine answers (placements or explained refusals) before the change.
+            let probe = g.request(&spec, 4, true);
+            let answer = (engine.plan(&probe), engine.max_placeable(&probe, None));
             let pick = |g: &mut Gen, n: usize| g.rng_range(0, n.max(1) - 1);
             let result = match g.rng_range(0, 10) {
                 0 | 1 => {
-                    let jbods: Vec<&DomainSpec> = spec.domains.iter().filter(|d| d.level == "jbod").collect();
+                    // Mostly JBODs, sometimes any domain (a rack, or one at a level added live).
+                    let jbods: Vec<&DomainSpec> = spec.domains.iter().filter(|d| d.level == "jbod" || g.rng_range(0, 3) == 0).collect();
                     let capacity = g.rng_range(10, 100) as u64;
                     let drive = DriveSpec {
                         id: did(&format!("n{fresh}")),
@@ -271,10 +275,15 @@ proptest! {
                 },
                 3 => {
                     let racks: Vec<&DomainSpec> = spec.domains.iter().filter(|d| d.level == "rack").collect();
-                    let (level, parent) = if racks.is_empty() || g.rng_range(0, 1) == 0 {
-                        ("rack", None)
-                    } else {
-                        ("jbod", Some(racks[pick(&mut g, racks.len())].id.clone()))
+                    let (level, parent) = match g.rng_range(0, 3) {
+                        _ if racks.is_empty() => ("rack", None),
+                        0 => ("rack", None),
+                        1 => ("jbod", Some(racks[pick(&mut g, racks.len())].id.clone())),
+                        // A level the inventory may not have yet, under any domain.
+                        _ => match spec.domains.get(pick(&mut g, spec.domains.len())) {
+                            Some(p) if p.level != "shelf" => ("shelf", Some(p.id.clone())),
+                            _ => ("zone", None),
+                        },
                     };
                     engine.add_domain(DomainSpec { id: dom(&format!("x{fresh}")), level: level.into(), parent }).map(|_| ())
                 }
@@ -330,6 +339,7 @@ proptest! {
             if result.is_err() {
                 prop_assert_eq!(engine.snapshot().spec().clone(), before.spec().clone(), "a refused change changed the state: {:?}", result);
                 prop_assert_eq!(engine.version(), version);
+                prop_assert_eq!((engine.plan(&probe), engine.max_placeable(&probe, None)), answer, "a refused change changed an answer: {:?}", result);
             }
         }
         // The same names again are refused as duplicates, and change nothing.
