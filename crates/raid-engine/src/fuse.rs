@@ -8,7 +8,12 @@
 //! to the file as asynchronous direct I/O, the kernel passes several of them
 //! to the FUSE session at once (`FUSE_ASYNC_DIO`, up to 1 MiB each), and the
 //! session's [`WORKER_THREADS`] threads, each reading its own cloned
-//! `/dev/fuse` fd, serve them concurrently.
+//! `/dev/fuse` fd, serve them concurrently. The file is opened with
+//! `FOPEN_DIRECT_IO` and `FOPEN_PARALLEL_DIRECT_WRITES`: the kernel keeps no
+//! page cache for it (so it has none to look up and invalidate around every
+//! direct write), and direct writes that do not extend the file take the
+//! inode's lock shared, not exclusive, so concurrent ones are not serialised
+//! before they reach the workers. (Memory-mapping the file is refused.)
 //!
 //! Writes are passed through (no FUSE writeback cache): a write is
 //! acknowledged only after the volume has written it to its members, and
@@ -166,7 +171,10 @@ impl Filesystem for VolumeFs {
 
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         if ino == FILE_INO {
-            reply.opened(FileHandle(0), FopenFlags::empty());
+            reply.opened(
+                FileHandle(0),
+                FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES,
+            );
         } else {
             reply.error(Errno::EISDIR);
         }

@@ -819,6 +819,18 @@ impl Volume {
         }
     }
 
+    /// Whether member `m` is written (as [`Volume::writable`], without
+    /// taking a reference to its device: the per-request checks).
+    fn is_writable(&self, m: usize) -> bool {
+        let st = self.slots[m].state.load(Ordering::SeqCst);
+        (st == ACTIVE || st == RECOVERING)
+            && self.slots[m]
+                .dev
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some()
+    }
+
     fn readable(&self, m: usize, end_sector: u64) -> bool {
         let s = &self.slots[m];
         match s.state.load(Ordering::SeqCst) {
@@ -1165,7 +1177,7 @@ impl Volume {
         let sectors = data.len() as u64 / SECTOR;
         let pieces = self.pieces(start, start + sectors, false)?;
         for p in &pieces {
-            if !p.copies.iter().any(|c| self.writable(c.member).is_some()) {
+            if !p.copies.iter().any(|c| self.is_writable(c.member)) {
                 return Err(EngineError::Unavailable(format!(
                     "logical sector {} has no writable copy",
                     p.logical
@@ -1178,7 +1190,7 @@ impl Volume {
         for (i, p) in pieces.iter().enumerate() {
             let len = (p.sectors * SECTOR) as usize;
             for c in &p.copies {
-                if self.writable(c.member).is_some() {
+                if self.is_writable(c.member) {
                     jobs.push(WriteJob {
                         member: c.member,
                         piece: i,
@@ -1189,15 +1201,20 @@ impl Volume {
             }
             off += len;
         }
-        let parallel = data.len() >= PARALLEL_BYTES;
-        let groups = group_by_member(jobs, |j| j.member, self.slots.len());
-        let results = self.fan_out(groups, parallel, &|j: WriteJob<'_>| {
+        let write = |j: WriteJob<'_>| {
             (
                 j.piece,
                 j.member,
                 self.member_write(j.member, j.data, j.offset),
             )
-        });
+        };
+        let results: Vec<_> = if data.len() >= PARALLEL_BYTES {
+            let groups = group_by_member(jobs, |j| j.member, self.slots.len());
+            self.fan_out(groups, true, &write)
+        } else {
+            // Small writes: on this thread, in piece order (no grouping).
+            jobs.into_iter().map(write).collect()
+        };
         let mut ok = vec![false; pieces.len()];
         let mut failures = Vec::new();
         for (piece, member, res) in results {
@@ -1344,8 +1361,14 @@ impl Volume {
     /// writable members take writes at without copying them.
     fn member_alignment(&self) -> u64 {
         let a = (0..self.slots.len())
-            .filter_map(|m| self.writable(m))
-            .map(|d| d.alignment() as u64)
+            .filter(|&m| {
+                let st = self.slots[m].state.load(Ordering::SeqCst);
+                st == ACTIVE || st == RECOVERING
+            })
+            .filter_map(|m| {
+                let dev = self.slots[m].dev.read().unwrap_or_else(|p| p.into_inner());
+                dev.as_ref().map(|d| d.alignment() as u64)
+            })
             .max()
             .unwrap_or(1);
         if a.is_power_of_two() && a <= MAX_ALIGN {
