@@ -43,6 +43,17 @@ pub trait BlockDevice: Send + Sync + fmt::Debug {
     }
     /// A short human-readable name (a path, `nbd://host:port/name`).
     fn describe(&self) -> String;
+    /// The alignment (bytes, a power of two) of buffer address, offset and
+    /// length at which a write goes to the medium as it is. Writes of any
+    /// other alignment still work, but the device has to copy them (and
+    /// read the partly written blocks first): a volume that writes one
+    /// piece of data to several copies aligns it to this once for all of
+    /// them instead. Advisory, and may change over the device's life (a
+    /// file that turns out to refuse unaligned direct I/O). The default is
+    /// 1: any write goes as it is.
+    fn alignment(&self) -> usize {
+        1
+    }
 }
 
 // Object safety is part of the contract: volumes hold `Arc<dyn BlockDevice>`.
@@ -80,6 +91,40 @@ pub const DIRECT_ALIGN: usize = 4096;
 #[repr(C, align(4096))]
 pub(crate) struct Page([u8; DIRECT_ALIGN]);
 
+/// A few page-aligned buffers kept for reuse (bounce buffers of `O_DIRECT`
+/// and the volume's aligned copies of unaligned writes).
+#[derive(Default)]
+pub(crate) struct PagePool(Mutex<Vec<Vec<Page>>>);
+
+impl fmt::Debug for PagePool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kept = self.0.lock().map_or(0, |p| p.len());
+        f.debug_struct("PagePool").field("kept", &kept).finish()
+    }
+}
+
+impl PagePool {
+    /// Buffers kept at most.
+    const KEEP: usize = 8;
+
+    /// A buffer of at least `pages` pages (contents unspecified).
+    pub(crate) fn take(&self, pages: usize) -> Vec<Page> {
+        let mut pool = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match pool.iter().position(|b| b.len() >= pages) {
+            Some(i) => pool.swap_remove(i),
+            None => vec![Page::zeroed(); pages],
+        }
+    }
+
+    /// Give a buffer back for reuse.
+    pub(crate) fn put(&self, buf: Vec<Page>) {
+        let mut pool = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < Self::KEEP {
+            pool.push(buf);
+        }
+    }
+}
+
 /// How to open a [`FileDevice`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheMode {
@@ -103,7 +148,7 @@ pub struct FileDevice {
     any_alignment: AtomicBool,
     /// Serialises the read-modify-write of unaligned `O_DIRECT` writes.
     rmw: Mutex<()>,
-    pool: Mutex<Vec<Vec<Page>>>,
+    pool: PagePool,
 }
 
 impl fmt::Debug for FileDevice {
@@ -145,7 +190,7 @@ impl FileDevice {
                     let any = dev.file.read_exact_at(&mut bytes[1..1001], 7).is_ok();
                     *dev.any_alignment.get_mut() = any;
                 }
-                dev.pool.get_mut().map_err(|_| poisoned())?.push(probe);
+                dev.pool.put(probe);
                 return Ok(dev);
             }
         }
@@ -180,7 +225,7 @@ impl FileDevice {
             direct,
             any_alignment: AtomicBool::new(false),
             rmw: Mutex::new(()),
-            pool: Mutex::new(Vec::new()),
+            pool: PagePool::default(),
         })
     }
 
@@ -192,21 +237,6 @@ impl FileDevice {
     /// The path the device was opened from.
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    fn take_buf(&self, pages: usize) -> Vec<Page> {
-        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-        match pool.iter().position(|b| b.len() >= pages) {
-            Some(i) => pool.swap_remove(i),
-            None => vec![Page::zeroed(); pages],
-        }
-    }
-
-    fn put_buf(&self, buf: Vec<Page>) {
-        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-        if pool.len() < 8 {
-            pool.push(buf);
-        }
     }
 
     /// Whether I/O of `len` bytes at `offset` from/to `addr` can go to the
@@ -259,7 +289,7 @@ impl BlockDevice for FileDevice {
             }
         }
         let (start, end) = Self::window(offset, buf.len());
-        let mut pages = self.take_buf(((end - start) as usize) / DIRECT_ALIGN);
+        let mut pages = self.pool.take(((end - start) as usize) / DIRECT_ALIGN);
         let r = {
             let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut pages);
             let win = &mut bytes[..(end - start) as usize];
@@ -268,7 +298,7 @@ impl BlockDevice for FileDevice {
                 buf.copy_from_slice(&win[skip..skip + buf.len()]);
             })
         };
-        self.put_buf(pages);
+        self.pool.put(pages);
         r
     }
 
@@ -289,7 +319,7 @@ impl BlockDevice for FileDevice {
         } else {
             Some(self.rmw.lock().map_err(|_| poisoned())?)
         };
-        let mut pages = self.take_buf(((end - start) as usize) / DIRECT_ALIGN);
+        let mut pages = self.pool.take(((end - start) as usize) / DIRECT_ALIGN);
         let r = (|| {
             let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut pages);
             let win = &mut bytes[..(end - start) as usize];
@@ -305,7 +335,7 @@ impl BlockDevice for FileDevice {
             win[skip..skip + buf.len()].copy_from_slice(buf);
             self.file.write_all_at(win, start)
         })();
-        self.put_buf(pages);
+        self.pool.put(pages);
         r
     }
 
@@ -331,6 +361,17 @@ impl BlockDevice for FileDevice {
     fn describe(&self) -> String {
         self.path.display().to_string()
     }
+
+    /// 4 KiB for `O_DIRECT` on a file system or device that refuses
+    /// unaligned direct I/O (such writes are bounced, their edges read
+    /// first); 1 otherwise.
+    fn alignment(&self) -> usize {
+        if self.direct && !self.any_alignment.load(Ordering::Relaxed) {
+            DIRECT_ALIGN
+        } else {
+            1
+        }
+    }
 }
 
 #[cfg(test)]
@@ -347,6 +388,15 @@ mod tests {
         // (tmpfs): it must give the same bytes.
         dev.any_alignment.store(false, Ordering::Relaxed);
         neighbours_kept(&dev, 2);
+        // It bounces (and merges the edges of) what is not 4 KiB-aligned,
+        // and says so to the volume.
+        if dev.is_direct() {
+            assert_eq!(dev.alignment(), DIRECT_ALIGN);
+            dev.any_alignment.store(true, Ordering::Relaxed);
+            assert_eq!(dev.alignment(), 1);
+        }
+        let buffered = FileDevice::open(&p, CacheMode::Buffered).unwrap();
+        assert_eq!(buffered.alignment(), 1);
     }
 
     fn neighbours_kept(dev: &FileDevice, seed: u8) {

@@ -6,9 +6,15 @@
 //!
 //! Attach it with `--direct-io=on`: the loop driver then sends its requests
 //! to the file as asynchronous direct I/O, the kernel passes several of them
-//! to the FUSE session at once (`FUSE_ASYNC_DIO`, up to 1 MiB each), and the
+//! to the FUSE session at once (`FUSE_ASYNC_DIO`, up to 1 MiB each; writes
+//! can be split smaller with [`ExposeOptions::max_write_bytes`]), and the
 //! session's [`WORKER_THREADS`] threads, each reading its own cloned
-//! `/dev/fuse` fd, serve them concurrently.
+//! `/dev/fuse` fd, serve them concurrently. The file is opened with
+//! `FOPEN_DIRECT_IO` and `FOPEN_PARALLEL_DIRECT_WRITES`: the kernel keeps no
+//! page cache for it (so it has none to look up and invalidate around every
+//! direct write), and direct writes that do not extend the file take the
+//! inode's lock shared, not exclusive, so concurrent ones are not serialised
+//! before they reach the workers. (Memory-mapping the file is refused.)
 //!
 //! Writes are passed through (no FUSE writeback cache): a write is
 //! acknowledged only after the volume has written it to its members, and
@@ -47,8 +53,12 @@ thread_local! {
 
 const FILE_INO: INodeNo = INodeNo(2);
 const TTL: Duration = Duration::from_secs(1);
-/// Largest FUSE read/write request we ask the kernel for.
-const MAX_WRITE: u32 = 1 << 20;
+/// Largest FUSE read request asked of the kernel (with `max_pages` to
+/// match).
+const MAX_READ: u32 = 1 << 20;
+/// Largest FUSE write request asked of the kernel by default (a 1 MiB
+/// direct write of the loop device arrives as one request).
+pub const DEFAULT_MAX_WRITE_BYTES: u32 = 1 << 20;
 /// Background (asynchronous) requests the kernel may have outstanding.
 const MAX_BACKGROUND: u16 = 64;
 /// Threads reading requests from the FUSE device (each with its own
@@ -57,6 +67,7 @@ pub const WORKER_THREADS: usize = 4;
 
 struct VolumeFs {
     volume: Arc<Volume>,
+    max_write: u32,
     name: String,
     created: SystemTime,
     closed: Arc<AtomicBool>,
@@ -99,10 +110,11 @@ fn errno(e: &EngineError) -> Errno {
 
 impl Filesystem for VolumeFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        // Large requests: the kernel clamps to what it supports (and
-        // negotiates `max_pages` to match when it can).
-        let _ = config.set_max_write(MAX_WRITE);
-        let _ = config.set_max_readahead(MAX_WRITE);
+        // Large requests: the kernel clamps to what it supports.
+        let _ = config.set_max_write(self.max_write);
+        // fuser sizes `max_pages` (the largest request, reads included)
+        // from the larger of the two.
+        let _ = config.set_max_readahead(MAX_READ);
         // Direct I/O on the file (what a loop device with `--direct-io=on`
         // does) is sent to us as several requests at once instead of one
         // after the other; the worker threads serve them in parallel.
@@ -166,7 +178,10 @@ impl Filesystem for VolumeFs {
 
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         if ino == FILE_INO {
-            reply.opened(FileHandle(0), FopenFlags::empty());
+            reply.opened(
+                FileHandle(0),
+                FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES,
+            );
         } else {
             reply.error(Errno::EISDIR);
         }
@@ -324,6 +339,53 @@ pub struct FuseExposure {
 /// holding one file, `name`, backed by `volume`. Needs `/dev/fuse` and
 /// either root or `fusermount3`.
 pub fn expose(volume: Arc<Volume>, mountpoint: &Path, name: &str) -> Result<FuseExposure> {
+    expose_with(volume, mountpoint, name, &ExposeOptions::default())
+}
+
+/// Parameters of [`expose_with`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ExposeOptions {
+    /// Largest write request the kernel sends (a multiple of 4 KiB, 4 KiB
+    /// to 1 MiB, the default; the kernel may lower it). A larger direct
+    /// write of the loop device is split into requests of this size, all
+    /// sent at once, which the worker threads serve in parallel (each
+    /// copying its part of the payload out of the kernel, where one 1 MiB
+    /// request is copied by one thread). Reads go in requests of up to
+    /// 1 MiB whatever this is.
+    pub max_write_bytes: u32,
+}
+
+impl Default for ExposeOptions {
+    fn default() -> Self {
+        ExposeOptions {
+            max_write_bytes: DEFAULT_MAX_WRITE_BYTES,
+        }
+    }
+}
+
+impl ExposeOptions {
+    /// These options with write requests of at most `max_write_bytes`.
+    pub fn with_max_write_bytes(mut self, max_write_bytes: u32) -> Self {
+        self.max_write_bytes = max_write_bytes;
+        self
+    }
+}
+
+/// [`expose`] with explicit options.
+pub fn expose_with(
+    volume: Arc<Volume>,
+    mountpoint: &Path,
+    name: &str,
+    opts: &ExposeOptions,
+) -> Result<FuseExposure> {
+    let m = opts.max_write_bytes;
+    if !(4096..=MAX_READ).contains(&m) || !m.is_multiple_of(4096) {
+        return Err(invalid(
+            "max_write_bytes",
+            format!("{m} must be a multiple of 4096 from 4096 to {MAX_READ}"),
+        ));
+    }
     if name.is_empty() || name.contains('/') || name == "." || name == ".." {
         return Err(invalid(
             "name",
@@ -332,6 +394,7 @@ pub fn expose(volume: Arc<Volume>, mountpoint: &Path, name: &str) -> Result<Fuse
     }
     let fs = VolumeFs {
         volume,
+        max_write: opts.max_write_bytes,
         name: name.to_string(),
         created: SystemTime::now(),
         closed: Arc::new(AtomicBool::new(false)),

@@ -21,7 +21,7 @@ use raid::{FailureModel, Geometry, Layout, Level, Location, MemberContent};
 
 use crate::bitmap::Bitmap;
 use crate::crypt::{Cipher, Secret};
-use crate::device::BlockDevice;
+use crate::device::{BlockDevice, DIRECT_ALIGN, PagePool};
 use crate::error::{EngineError, Result, invalid};
 use crate::fault::Fault;
 use crate::meta::{
@@ -267,6 +267,11 @@ pub struct Volume {
     cipher: Option<Cipher>,
     gate: RwLock<()>,
     stripe_locks: Vec<Mutex<()>>,
+    /// Serialise the read-modify-write of unaligned writes whose aligned
+    /// windows share an edge block (blocks share locks modulo the count).
+    rmw_locks: Vec<Mutex<()>>,
+    /// Aligned buffers for unaligned writes and encryption.
+    pages: PagePool,
     data_offset_bytes: u64,
     size_sectors: u64,
     /// Worker threads for member I/O, started at the first request that
@@ -285,6 +290,13 @@ const MAX_WORKERS: usize = 32;
 /// Requests of at least this many bytes fan out over the members on the
 /// worker threads (128 KiB: a FUSE write of the loop device qualifies).
 const PARALLEL_BYTES: usize = 128 * 1024;
+
+/// Number of locks for the read-modify-write of unaligned writes.
+const RMW_LOCKS: usize = 64;
+
+/// Member alignments above this are not honoured by widening writes (a
+/// write would read too much to align itself).
+const MAX_ALIGN: u64 = 64 * 1024;
 
 fn layout_from_sb(level: u32, name: &str) -> Option<Layout> {
     let level = match level {
@@ -479,6 +491,8 @@ impl Volume {
             cipher,
             gate: RwLock::new(()),
             stripe_locks: (0..parity::STRIPE_LOCKS).map(|_| Mutex::new(())).collect(),
+            rmw_locks: (0..RMW_LOCKS).map(|_| Mutex::new(())).collect(),
+            pages: PagePool::default(),
             size_sectors,
             workers: OnceLock::new(),
             member_threads: AtomicUsize::new(0),
@@ -803,6 +817,18 @@ impl Volume {
         } else {
             None
         }
+    }
+
+    /// Whether member `m` is written (as [`Volume::writable`], without
+    /// taking a reference to its device: the per-request checks).
+    fn is_writable(&self, m: usize) -> bool {
+        let st = self.slots[m].state.load(Ordering::SeqCst);
+        (st == ACTIVE || st == RECOVERING)
+            && self.slots[m]
+                .dev
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some()
     }
 
     fn readable(&self, m: usize, end_sector: u64) -> bool {
@@ -1151,7 +1177,7 @@ impl Volume {
         let sectors = data.len() as u64 / SECTOR;
         let pieces = self.pieces(start, start + sectors, false)?;
         for p in &pieces {
-            if !p.copies.iter().any(|c| self.writable(c.member).is_some()) {
+            if !p.copies.iter().any(|c| self.is_writable(c.member)) {
                 return Err(EngineError::Unavailable(format!(
                     "logical sector {} has no writable copy",
                     p.logical
@@ -1164,7 +1190,7 @@ impl Volume {
         for (i, p) in pieces.iter().enumerate() {
             let len = (p.sectors * SECTOR) as usize;
             for c in &p.copies {
-                if self.writable(c.member).is_some() {
+                if self.is_writable(c.member) {
                     jobs.push(WriteJob {
                         member: c.member,
                         piece: i,
@@ -1175,15 +1201,20 @@ impl Volume {
             }
             off += len;
         }
-        let parallel = data.len() >= PARALLEL_BYTES;
-        let groups = group_by_member(jobs, |j| j.member, self.slots.len());
-        let results = self.fan_out(groups, parallel, &|j: WriteJob<'_>| {
+        let write = |j: WriteJob<'_>| {
             (
                 j.piece,
                 j.member,
                 self.member_write(j.member, j.data, j.offset),
             )
-        });
+        };
+        let results: Vec<_> = if data.len() >= PARALLEL_BYTES {
+            let groups = group_by_member(jobs, |j| j.member, self.slots.len());
+            self.fan_out(groups, true, &write)
+        } else {
+            // Small writes: on this thread, in piece order (no grouping).
+            jobs.into_iter().map(write).collect()
+        };
         let mut ok = vec![false; pieces.len()];
         let mut failures = Vec::new();
         for (piece, member, res) in results {
@@ -1255,37 +1286,114 @@ impl Volume {
         Ok(())
     }
 
-    /// Write `data` at byte `offset`. Writes that do not cover whole
-    /// 512-byte sectors read the partial sectors first; they are not atomic
-    /// with respect to a concurrent write to the same sector (the kernel's
-    /// block layer never issues such writes).
+    /// Write `data` at byte `offset`. A write that does not cover whole
+    /// blocks of the members' alignment (512-byte sectors, or the 4 KiB
+    /// blocks of `O_DIRECT` files that refuse smaller ones) is merged once
+    /// into an aligned copy, the partly written blocks read first from one
+    /// copy, and that copy goes to every member; unaligned writes whose
+    /// blocks overlap wait for each other. A write is not atomic with
+    /// respect to a concurrent aligned write that overlaps it (the
+    /// kernel's block layer never issues overlapping writes at once).
     pub fn write_at(&self, data: &[u8], offset: u64) -> Result<()> {
         self.check_io(data.len(), offset)?;
         if data.is_empty() {
             return Ok(());
         }
         let _g = self.gate.read().unwrap_or_else(|p| p.into_inner());
-        let s0 = offset / SECTOR;
-        let s1 = (offset + data.len() as u64).div_ceil(SECTOR);
-        let aligned = offset.is_multiple_of(SECTOR) && (data.len() as u64).is_multiple_of(SECTOR);
-        if aligned && self.cipher.is_none() {
-            return self.write_sectors(s0, data);
+        let end = offset + data.len() as u64;
+        let fits = |a: u64| offset.is_multiple_of(a) && end.is_multiple_of(a);
+        let want = self.member_alignment();
+        let addr_fits = |a: u64| (data.as_ptr() as usize).is_multiple_of(a as usize);
+        if self.cipher.is_none()
+            && fits(SECTOR)
+            && (want == SECTOR || fits(want) && addr_fits(want))
+        {
+            return self.write_sectors(offset / SECTOR, data);
         }
-        let mut tmp = vec![0u8; ((s1 - s0) * SECTOR) as usize];
-        if !aligned {
-            let head = SECTOR as usize;
-            self.read_locked(&mut tmp[..head], s0 * SECTOR)?;
-            if s1 - s0 > 1 {
-                let l = tmp.len();
-                self.read_locked(&mut tmp[l - head..], (s1 - 1) * SECTOR)?;
+        let align = if want > SECTOR && self.maps_aligned(offset, end, want)? {
+            want
+        } else {
+            SECTOR
+        };
+        if self.cipher.is_none() && align == SECTOR && fits(SECTOR) {
+            // The members cannot take it as it is whatever is done here.
+            return self.write_sectors(offset / SECTOR, data);
+        }
+        let w0 = offset / align * align;
+        let w1 = end.div_ceil(align) * align;
+        let len = (w1 - w0) as usize;
+        let mut pages = self.pages.take(len.div_ceil(DIRECT_ALIGN));
+        let res = (|| {
+            let tmp = &mut bytemuck::cast_slice_mut::<_, u8>(&mut pages)[..len];
+            let a = align as usize;
+            let head = offset != w0;
+            let tail = end != w1 && (len > a || !head);
+            let _locks = (head || tail).then(|| {
+                let mut shards = vec![(w0 / align) as usize % RMW_LOCKS];
+                if tail {
+                    shards.push(((w1 - align) / align) as usize % RMW_LOCKS);
+                }
+                shards.sort_unstable();
+                shards.dedup();
+                shards
+                    .into_iter()
+                    .map(|i| self.rmw_locks[i].lock().unwrap_or_else(|p| p.into_inner()))
+                    .collect::<Vec<_>>()
+            });
+            if head {
+                self.read_locked(&mut tmp[..a], w0)?;
             }
+            if tail {
+                self.read_locked(&mut tmp[len - a..], w1 - align)?;
+            }
+            let skip = (offset - w0) as usize;
+            tmp[skip..skip + data.len()].copy_from_slice(data);
+            if let Some(c) = &self.cipher {
+                c.encrypt(tmp, w0 / SECTOR);
+            }
+            self.write_sectors(w0 / SECTOR, tmp)
+        })();
+        self.pages.put(pages);
+        res
+    }
+
+    /// The alignment (bytes, a power of two, at least a sector) the
+    /// writable members take writes at without copying them.
+    fn member_alignment(&self) -> u64 {
+        let a = (0..self.slots.len())
+            .filter(|&m| {
+                let st = self.slots[m].state.load(Ordering::SeqCst);
+                st == ACTIVE || st == RECOVERING
+            })
+            .filter_map(|m| {
+                let dev = self.slots[m].dev.read().unwrap_or_else(|p| p.into_inner());
+                dev.as_ref().map(|d| d.alignment() as u64)
+            })
+            .max()
+            .unwrap_or(1);
+        if a.is_power_of_two() && a <= MAX_ALIGN {
+            a.max(SECTOR)
+        } else {
+            SECTOR
         }
-        let skip = (offset - s0 * SECTOR) as usize;
-        tmp[skip..skip + data.len()].copy_from_slice(data);
-        if let Some(c) = &self.cipher {
-            c.encrypt(&mut tmp, s0);
+    }
+
+    /// Whether the `align`-aligned window around logical bytes
+    /// `offset..end` lies in the volume and maps to `align`-aligned runs on
+    /// every member it touches (true for every md layout whose chunk and
+    /// data offset are multiples of `align`).
+    fn maps_aligned(&self, offset: u64, end: u64, align: u64) -> Result<bool> {
+        let (w0, w1) = (offset / align * align, end.div_ceil(align) * align);
+        if w1 > self.size() {
+            return Ok(false);
         }
-        self.write_sectors(s0, &tmp)
+        let pieces = self.pieces(w0 / SECTOR, w1 / SECTOR, false)?;
+        Ok(pieces.iter().all(|p| {
+            (p.sectors * SECTOR).is_multiple_of(align)
+                && p.copies
+                    .iter()
+                    .all(|c| self.member_off(c.sector).is_multiple_of(align))
+        }))
     }
 
     /// Make every completed write durable on every member, then clear the

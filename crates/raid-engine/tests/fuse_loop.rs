@@ -273,6 +273,29 @@ fn writer_plan(thread: u64, writers: u64, count: u64, slot: u64) -> Vec<(u64, Ve
 
 #[test]
 fn concurrent_writers_through_loop_on_fuse_land_every_byte() {
+    concurrent_writers(&raid_engine::fuse::ExposeOptions::default());
+}
+
+#[test]
+fn concurrent_writers_with_writes_split_into_64k_requests_land_every_byte() {
+    // Writes above 64 KiB arrive as several requests at once.
+    concurrent_writers(&raid_engine::fuse::ExposeOptions::default().with_max_write_bytes(64 << 10));
+}
+
+#[test]
+fn a_bad_max_write_is_refused_before_mounting() {
+    let dir = common::scratch();
+    let (_paths, devs) = common::members(dir.path(), 1, 8 << 20);
+    let opts = raid_engine::CreateOptions::new(raid_engine::VolumeLayout::parse("single").unwrap());
+    let vol = std::sync::Arc::new(Volume::create(devs, &opts).unwrap());
+    for bad in [0, 1000, 4097, 2 << 20] {
+        let o = raid_engine::fuse::ExposeOptions::default().with_max_write_bytes(bad);
+        let err = raid_engine::fuse::expose_with(vol.clone(), dir.path(), "vol", &o).unwrap_err();
+        assert!(err.to_string().contains("max_write_bytes"), "{bad}: {err}");
+    }
+}
+
+fn concurrent_writers(expose: &raid_engine::fuse::ExposeOptions) {
     let _one = KERNEL.lock().unwrap_or_else(|p| p.into_inner());
     if !prerequisites() {
         return;
@@ -286,7 +309,7 @@ fn concurrent_writers_through_loop_on_fuse_land_every_byte() {
     let size = vol.size();
     let fuse_dir = dir.path().join("fuse");
     std::fs::create_dir(&fuse_dir).unwrap();
-    let exp = raid_engine::fuse::expose(vol.clone(), &fuse_dir, "vol").unwrap();
+    let exp = raid_engine::fuse::expose_with(vol.clone(), &fuse_dir, "vol", expose).unwrap();
     let loopdev = run(Command::new("losetup")
         .args(["-f", "--show", "--direct-io=on"])
         .arg(exp.file()))

@@ -120,6 +120,16 @@ impl BlockDevice for MemberDevice {
     fn describe(&self) -> String {
         self.name.clone()
     }
+    /// The drive's alignment where the member starts on it (else 1: the
+    /// drive has to merge whatever the volume does).
+    fn alignment(&self) -> usize {
+        let a = self.file.alignment();
+        if self.offset.is_multiple_of(a.max(1) as u64) {
+            a
+        } else {
+            1
+        }
+    }
 }
 
 /// Sectors of engine metadata (superblock at 4 KiB, no bitmap) a single
@@ -203,6 +213,16 @@ impl BlockDevice for NodeLocalMeta {
     }
     fn describe(&self) -> String {
         self.data.name.clone()
+    }
+    /// The member's alignment, where the memory area in front keeps the
+    /// member's blocks aligned in this device's offsets.
+    fn alignment(&self) -> usize {
+        let a = self.data.alignment();
+        if NODE_LOCAL_META_BYTES.is_multiple_of(a.max(1) as u64) {
+            a
+        } else {
+            1
+        }
     }
 }
 
