@@ -73,15 +73,6 @@ pub fn ensure_program(program: &str, package: &str) -> bool {
     found(program)
 }
 
-/// A free TCP port on 127.0.0.1.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A scratch directory on tmpfs when there is one (fast), else in /tmp.
 pub fn scratch() -> tempfile::TempDir {
     match tempfile::tempdir_in("/dev/shm") {
