@@ -1380,6 +1380,43 @@ mod tests {
         assert_eq!(fs::read(odd.join("f")).unwrap(), b"data");
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_leader_keeps_a_few_directories_itself_and_the_remover_takes_the_rest() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let layout = store.layout.clone();
+        let journal = Arc::clone(&store.journal);
+        let free = || fs::read_dir(layout.free_dir()).unwrap().count();
+        let mut done = Vec::new();
+        // A directory with data first: not kept, and `keep` leaves it whole.
+        let with_file = layout.volumes_dir().join("vol-data");
+        fs::create_dir(&with_file).unwrap();
+        fs::write(with_file.join("f"), b"data").unwrap();
+        assert!(!journal.recycler.keep(&with_file));
+        assert_eq!(fs::read(with_file.join("f")).unwrap(), b"data");
+        done.push(with_file.clone());
+        for i in 0..INLINE_KEEPS + 2 {
+            let p = layout.volumes_dir().join(format!("vol-{i}"));
+            fs::create_dir(&p).unwrap();
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o777)).unwrap();
+            done.push(p);
+        }
+        journal.dispose_async(done.clone());
+        // The leader kept the empty directories among the first
+        // INLINE_KEEPS itself, before returning.
+        assert!(free() >= INLINE_KEEPS - 1, "{} kept", free());
+        for p in &done[1..INLINE_KEEPS] {
+            assert!(!p.exists(), "{} kept by the leader", p.display());
+        }
+        // The remover task takes the rest: empty ones kept, data removed.
+        while journal.lock().removing {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert!(done.iter().all(|p| !p.exists()));
+        assert_eq!(free(), INLINE_KEEPS + 2);
+    }
+
     fn rec(name: &str) -> VolumeRec {
         VolumeRec {
             name: name.into(),
