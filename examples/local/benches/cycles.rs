@@ -5,11 +5,16 @@
 //!
 //! ```text
 //! cargo bench -p local --bench cycles -- [--seconds S] [--python PYTHON]
-//!     [--workers 1,8,64] [--present 0,1000,10000] [--no-sdk]
+//!     [--workers 1,8,64] [--present 0,1000,10000] [--no-sdk] [--paired]
 //! ```
 //!
 //! `--workers` and `--present` run only the listed cells (each list in
 //! ascending order); `--no-sdk` drives the cells with the Python client only.
+//! `--paired` also starts a second driver that stays empty and runs each
+//! cell with volumes present right after the same cell on the empty driver
+//! (rows `0 (pair)`), so that the two are measured a few seconds apart and
+//! the run-to-run spread of a shared machine does not pass for an effect
+//! of the number of volumes.
 //!
 //! `--python` also drives every cell with `.ci/grpc_client.py bench` on that
 //! interpreter (which must have `grpcio`), in the same run against the same
@@ -214,6 +219,7 @@ fn main() {
     let mut workers_list = WORKERS.to_vec();
     let mut present_list = PRESENT.to_vec();
     let mut sdk = true;
+    let mut paired = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -222,6 +228,7 @@ fn main() {
             "--workers" => workers_list = counts(args.next(), &WORKERS),
             "--present" => present_list = counts(args.next(), &PRESENT),
             "--no-sdk" => sdk = false,
+            "--paired" => paired = true,
             _ => {} // cargo passes --bench
         }
     }
@@ -230,25 +237,35 @@ fn main() {
         .build()
         .expect("a runtime");
     let driver = start_driver();
+    let empty = paired.then(start_driver);
     println!("local, CreateVolume+DeleteVolume cycles over a unix socket, {seconds} s per cell");
-    println!("present  workers  client        cycles/s  create p50 ms  p99 ms");
+    println!("present   workers  client        cycles/s  create p50 ms  p99 ms");
     let mut have = 0;
     for &present in &present_list {
         rt.block_on(fill(&driver.socket, have, present));
         have = have.max(present);
         for &workers in &workers_list {
-            if sdk {
-                let tag = format!("{present}-{workers}");
-                let (rate, p50, p99) = rt.block_on(cell(&driver.socket, workers, seconds, &tag));
-                println!(
-                    "{present:>7}  {workers:>7}  sdk (tonic)  {rate:>9.0}  {p50:>13.2}  {p99:>6.2}"
-                );
-            }
-            if let Some(py) = &python {
-                println!(
-                    "{present:>7}  {workers:>7}  python       {}",
-                    python_cell(py, &driver.socket, workers, seconds)
-                );
+            // The empty driver's cell first, when pairing.
+            let runs = empty
+                .as_ref()
+                .filter(|_| present > 0)
+                .map(|e| (e, "0 (pair)".to_string()))
+                .into_iter()
+                .chain([(&driver, present.to_string())]);
+            for (d, label) in runs {
+                if sdk {
+                    let tag = format!("{}-{workers}", label.replace(['(', ')', ' '], ""));
+                    let (rate, p50, p99) = rt.block_on(cell(&d.socket, workers, seconds, &tag));
+                    println!(
+                        "{label:>8}  {workers:>7}  sdk (tonic)  {rate:>9.0}  {p50:>13.2}  {p99:>6.2}"
+                    );
+                }
+                if let Some(py) = &python {
+                    println!(
+                        "{label:>8}  {workers:>7}  python       {}",
+                        python_cell(py, &d.socket, workers, seconds)
+                    );
+                }
             }
         }
     }

@@ -676,9 +676,9 @@ impl Journal {
 
     /// [`Journal::wait_durable`] for async callers: a follower waits without
     /// holding a thread, and a leader writes on its own (runtime) thread;
-    /// the data that durable records stopped naming is removed on the
-    /// blocking pool, by one task at a time that takes what is queued until
-    /// nothing is. Callers are quick handlers that run on the runtime
+    /// the data that durable records stopped naming is kept for reuse or
+    /// removed as [`Journal::dispose_async`] says. Callers are quick
+    /// handlers that run on the runtime
     /// instead of the blocking pool, so that their answer needs no thread
     /// hand-off.
     pub(crate) async fn durable(self: &Arc<Self>) -> Result<(), CsiError> {
@@ -698,19 +698,45 @@ impl Journal {
                     return Ok(());
                 }
                 if !s.flushing && !s.pending.is_empty() {
-                    let (mut s, done) = self.lead(s);
-                    if !done.is_empty() {
-                        s.to_remove.extend(done);
-                        if !s.removing {
-                            s.removing = true;
-                            let journal = Arc::clone(self);
-                            tokio::task::spawn_blocking(move || journal.remove_queued());
-                        }
-                    }
+                    let (s, done) = self.lead(s);
+                    drop(s);
+                    self.dispose_async(done);
                     continue;
                 }
             }
             notified.await;
+        }
+    }
+
+    /// Disposes of the data that durable records stopped naming, for a
+    /// leader in async code: the first [`INLINE_KEEPS`] empty mount-volume
+    /// directories are kept for reuse right here (a few metadata calls and
+    /// one `rename`, on the runtime thread, like the journal write itself);
+    /// whatever else is queued for the remover task on the blocking pool,
+    /// which removes data of any size. With one caller at a time (one
+    /// DeleteVolume per batch) this needs no thread hand-off at all: the
+    /// remover task used to cost a blocking-pool wakeup per deletion and a
+    /// third thread competing for the cores (see the README's throughput
+    /// section).
+    fn dispose_async(self: &Arc<Self>, done: Vec<PathBuf>) {
+        if done.is_empty() {
+            return;
+        }
+        let mut rest = Vec::new();
+        for (i, path) in done.into_iter().enumerate() {
+            if i >= INLINE_KEEPS || !self.recycler.keep(&path) {
+                rest.push(path);
+            }
+        }
+        if rest.is_empty() {
+            return;
+        }
+        let mut s = self.lock();
+        s.to_remove.extend(rest);
+        if !s.removing {
+            s.removing = true;
+            let journal = Arc::clone(self);
+            tokio::task::spawn_blocking(move || journal.remove_queued());
         }
     }
 
@@ -846,6 +872,12 @@ fn write_snapshot(layout: &Layout, state: &State) -> std::io::Result<()> {
 /// The most empty directories a [`Recycler`] keeps.
 const RECYCLE_MAX: usize = 1024;
 
+/// The most directories a leader in async code keeps for reuse itself
+/// after its write ([`Journal::dispose_async`]) before answering; the rest
+/// of a large batch goes to the remover task, so that no caller's answer
+/// waits for more than a few `rename`s.
+const INLINE_KEEPS: usize = 4;
+
 /// Keeps the empty directories of deleted mount volumes in `STATE/free/`
 /// and gives them to new mount volumes, instead of a `rmdir` then a
 /// `mkdir`. On this machine's ext4 (no file-system journal) each `mkdir`
@@ -908,6 +940,16 @@ impl Recycler {
     /// Removes data that durable records stopped naming, keeping the
     /// directory of a mount volume if it is as new ([`Recycler`]).
     pub(crate) fn dispose(&self, path: &Path) {
+        if !self.keep(path) {
+            remove_data(path);
+        }
+    }
+
+    /// Keeps the directory at `path` (data no durable record names) for
+    /// reuse if it is a mount volume's directory as new: true if it was
+    /// moved into `free/`. Costs a bounded number of metadata calls and
+    /// removes nothing, whatever `path` holds; false leaves `path` as it was.
+    pub(crate) fn keep(&self, path: &Path) -> bool {
         if path.parent() == Some(self.volumes.as_path())
             && self.free().len() < RECYCLE_MAX
             && self.as_new(path)
@@ -916,10 +958,10 @@ impl Recycler {
             let kept = self.free_dir.join(n.to_string());
             if fs::rename(path, &kept).is_ok() {
                 self.free().push(kept);
-                return;
+                return true;
             }
         }
-        remove_data(path);
+        false
     }
 
     /// Whether the directory at `path` is as a new volume's directory is.
@@ -1336,6 +1378,43 @@ mod tests {
         store.journal.recycler.dispose(&as_new);
         assert!(!as_new.exists());
         assert_eq!(fs::read(odd.join("f")).unwrap(), b"data");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_leader_keeps_a_few_directories_itself_and_the_remover_takes_the_rest() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let layout = store.layout.clone();
+        let journal = Arc::clone(&store.journal);
+        let free = || fs::read_dir(layout.free_dir()).unwrap().count();
+        let mut done = Vec::new();
+        // A directory with data first: not kept, and `keep` leaves it whole.
+        let with_file = layout.volumes_dir().join("vol-data");
+        fs::create_dir(&with_file).unwrap();
+        fs::write(with_file.join("f"), b"data").unwrap();
+        assert!(!journal.recycler.keep(&with_file));
+        assert_eq!(fs::read(with_file.join("f")).unwrap(), b"data");
+        done.push(with_file.clone());
+        for i in 0..INLINE_KEEPS + 2 {
+            let p = layout.volumes_dir().join(format!("vol-{i}"));
+            fs::create_dir(&p).unwrap();
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o777)).unwrap();
+            done.push(p);
+        }
+        journal.dispose_async(done.clone());
+        // The leader kept the empty directories among the first
+        // INLINE_KEEPS itself, before returning.
+        assert!(free() >= INLINE_KEEPS - 1, "{} kept", free());
+        for p in &done[1..INLINE_KEEPS] {
+            assert!(!p.exists(), "{} kept by the leader", p.display());
+        }
+        // The remover task takes the rest: empty ones kept, data removed.
+        while journal.lock().removing {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert!(done.iter().all(|p| !p.exists()));
+        assert_eq!(free(), INLINE_KEEPS + 2);
     }
 
     fn rec(name: &str) -> VolumeRec {
