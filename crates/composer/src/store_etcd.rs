@@ -1499,14 +1499,15 @@ fn skip(test: &str, why: &str) {
 /// can still take it before etcd binds it: etcd then exits on the busy
 /// port, or readiness finds another member name and says so.)
 fn free_port() -> Result<u16, String> {
-    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    static GIVEN: Mutex<std::collections::BTreeSet<u16>> =
+        Mutex::new(std::collections::BTreeSet::new());
     for _ in 0..64 {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .map_err(|e| format!("finding a free port: {e}"))?;
         let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-        if given.get_or_insert_with(HashSet::new).insert(port) {
+        if given.insert(port) {
             return Ok(port);
         }
     }
