@@ -1010,7 +1010,12 @@ impl Engine {
 
     /// Removes a bandwidth domain and returns the new version. Refused with
     /// [`PlacementError::InUse`] while a drive or a server lists it, or a placed volume's
-    /// request spreads over a kind it is the last domain of. Nothing changes on error.
+    /// request spreads over a kind it is the last domain of. Nothing changes on error. The
+    /// last domain takes its place in the inventory's order (as `Vec::swap_remove`).
+    ///
+    /// Cost: one pass over the drives' and servers' bandwidth lists (the same pass that finds
+    /// whether one lists it). One case re-indexes the inventory (O(drives)): when its kind goes
+    /// or the kinds' order of first appearance would change.
     pub fn remove_bandwidth_domain(&mut self, id: &BwDomainId) -> Result<u64, PlacementError> {
         let &b = self
             .inv
@@ -1046,9 +1051,17 @@ impl Engine {
                 held_by: format!("{held} first"),
             });
         }
-        let mut spec = self.inv.spec.clone();
-        spec.bandwidth_domains.remove(b as usize);
-        self.restructure(spec, None, Some(target))
+        if !self.inv.swap_remove_bw_keeps_kinds(b) {
+            // Its kind goes or moves in the first-appearance order: re-index (and check the
+            // requests that spread over the kind).
+            let mut spec = self.inv.spec.clone();
+            spec.bandwidth_domains.swap_remove(b as usize);
+            return self.restructure(spec, None, Some(target));
+        }
+        // Requests name kinds, never bandwidth domains, and every kind stays.
+        self.inv.swap_remove_bw(b);
+        self.version += 1;
+        Ok(self.version)
     }
 
     /// Adds a storage group (its id must be new) and returns the new version. Nothing changes
@@ -1064,7 +1077,11 @@ impl Engine {
 
     /// Removes a storage group and returns the new version. Refused with
     /// [`PlacementError::InUse`] while drives belong to it or a placed volume's request names
-    /// it in `storage_groups`. Nothing changes on error.
+    /// it in `storage_groups`. Nothing changes on error. The last group takes its place in the
+    /// inventory's group order (as `Vec::swap_remove`).
+    ///
+    /// Cost: one pass over the drives' group table, after a check of each distinct placed
+    /// request; the drive classes of the moved group are renamed in place (no re-index).
     pub fn remove_storage_group(&mut self, id: &GroupId) -> Result<u64, PlacementError> {
         let &g = self
             .inv
@@ -1085,9 +1102,34 @@ impl Engine {
                 ),
             });
         }
-        let mut spec = self.inv.spec.clone();
-        spec.storage_groups.remove(g as usize);
-        self.restructure(spec, None, Some(target))
+        // A placed volume's request that names it would no longer compile.
+        let named = |r: &Request| {
+            let i = r.storage_groups.iter().position(|x| x == id)?;
+            Some((
+                format!("storage_groups[{i}]"),
+                format!("unknown storage group '{id}'"),
+            ))
+        };
+        self.refuse_if_named(&target, named)?;
+        let last = self.inv.spec.storage_groups.len() as u32 - 1;
+        self.inv.swap_remove_group(g);
+        if g != last {
+            // Classes are keyed by group index: the moved group's classes take its new one.
+            for (c, cl) in self.classes.iter_mut().enumerate() {
+                if cl.key.group == last {
+                    self.class_lookup.remove(&cl.key);
+                    cl.key.group = g;
+                    self.class_lookup.insert(cl.key.clone(), c as u32);
+                }
+            }
+            for key in &mut self.seg_keys {
+                if key.group == last {
+                    key.group = g;
+                }
+            }
+        }
+        self.version += 1;
+        Ok(self.version)
     }
 
     /// Replaces the inventory by `spec` (the current one with one entry added or removed),
@@ -3125,6 +3167,7 @@ mod tests {
                     || self.drive_key[d as usize] != self.compute_key(d)
                     || c.key.health != s.health
                     || c.key.capacity != s.capacity.0
+                    || c.key.group != self.inv.drive_group[d as usize]
                     || !c.set.contains(&(self.drive_key[d as usize], d))
                 {
                     return Err(format!("tables of drive {d}"));

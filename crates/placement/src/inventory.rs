@@ -924,6 +924,71 @@ impl Inventory {
         })
     }
 
+    /// Whether [`Inventory::swap_remove_bw`] of bandwidth domain `b` keeps the kinds as a
+    /// re-index would number them (by first appearance in domain order): its kind keeps
+    /// another domain, and no kind moves in that order. O(bandwidth domains).
+    pub(crate) fn swap_remove_bw_keeps_kinds(&self, b: u32) -> bool {
+        let last = self.bw_kind_of.len() - 1;
+        let mut seen = vec![false; self.bw_kinds.len()];
+        let mut next = 0u16;
+        for i in 0..last {
+            let k = self.bw_kind_of[if i == b as usize { last } else { i }];
+            if !seen[k as usize] {
+                if k != next {
+                    return false;
+                }
+                seen[k as usize] = true;
+                next += 1;
+            }
+        }
+        next as usize == self.bw_kinds.len()
+    }
+
+    /// Removes bandwidth domain `b`, which no drive or server lists, from the spec and the
+    /// indexes; the last domain takes its place (as `Vec::swap_remove`), and the drives and
+    /// servers that list that one are renumbered: one pass over their lists, no re-index.
+    /// Call only when [`Inventory::swap_remove_bw_keeps_kinds`] holds.
+    pub(crate) fn swap_remove_bw(&mut self, b: u32) {
+        let last = self.bw_kind_of.len() as u32 - 1;
+        self.bw_index
+            .remove(&self.spec.bandwidth_domains[b as usize].id);
+        self.spec.bandwidth_domains.swap_remove(b as usize);
+        self.bw_kind_of.swap_remove(b as usize);
+        if b != last {
+            self.bw_index
+                .insert(self.spec.bandwidth_domains[b as usize].id.clone(), b);
+            for x in self
+                .drive_bw
+                .iter_mut()
+                .chain(&mut self.server_bw)
+                .flatten()
+            {
+                if *x == last {
+                    *x = b;
+                }
+            }
+        }
+    }
+
+    /// Removes storage group `g`, which no drive belongs to, from the spec and the indexes; the
+    /// last group takes its place (as `Vec::swap_remove`), and the drives of that group are
+    /// renumbered: one pass over the drives' group table, no re-index.
+    pub(crate) fn swap_remove_group(&mut self, g: u32) {
+        let last = self.spec.storage_groups.len() as u32 - 1;
+        self.group_index
+            .remove(&self.spec.storage_groups[g as usize].id);
+        self.spec.storage_groups.swap_remove(g as usize);
+        if g != last {
+            self.group_index
+                .insert(self.spec.storage_groups[g as usize].id.clone(), g);
+            for x in &mut self.drive_group {
+                if *x == last {
+                    *x = g;
+                }
+            }
+        }
+    }
+
     /// Removes drive `d` from the spec and the indexes; the last drive takes its place (as
     /// `Vec::swap_remove`). Call only when [`Inventory::swap_remove_keeps_names`] holds. O(the
     /// two drives' lists plus their ancestors' drive lists).
