@@ -121,6 +121,23 @@ impl SegClass {
         };
     }
 
+    /// Sets leaf `i`'s value, its position unchanged. Stops at the first ancestor whose
+    /// minimum stays the same (then so do all above it): after a member is charged, a drive is
+    /// rarely the smallest below more than a few levels.
+    fn set_min(&mut self, i: usize, val: u128) {
+        let mut v = self.size + i;
+        self.node_mut(v).min = val;
+        while v > 1 {
+            v /= 2;
+            let [a, b] = &self.pairs[v].0;
+            let m = a.min.min(b.min);
+            if self.node(v).min == m {
+                break;
+            }
+            self.node_mut(v).min = m;
+        }
+    }
+
     fn set(&mut self, i: usize, val: u128, span: (u64, u64)) {
         let mut v = self.size + i;
         *self.node_mut(v) = Node {
@@ -226,8 +243,7 @@ impl DomainIndex {
     /// Sets a drive's leaf value.
     pub(crate) fn update(&mut self, d: u32, val: u128) {
         let (c, i) = self.of[d as usize];
-        let p = self.pos[d as usize];
-        self.classes[c as usize].set(i as usize, val, (p, p));
+        self.classes[c as usize].set_min(i as usize, val);
     }
 
     /// The position for a new drive in failure domain `leaf_domain` (`NONE`: none), or `None`
