@@ -1944,12 +1944,18 @@ impl Engine {
         // of the best drives lies in full domains.
         let crowded_max = 64 * want + 32;
         while out.len() < want && scanned < scan_max {
-            let Some(Reverse((_, _, d, i))) = heap.pop() else {
+            // The class's next drive replaces the one taken, in one sift instead of a pop and
+            // a push.
+            let Some(mut top) = heap.peek_mut() else {
                 break;
             };
+            let Reverse((_, _, d, i)) = *top;
             let (it, step) = &mut iters[i];
-            if let Some(&(k, d2)) = it.next() {
-                heap.push(Reverse(((k >> 32) + *step, k, d2, i)));
+            match it.next() {
+                Some(&(k, d2)) => *top = Reverse(((k >> 32) + *step, k, d2, i)),
+                None => {
+                    std::collections::binary_heap::PeekMut::pop(top);
+                }
             }
             let dom_of = |&(bw, x, _): &(bool, u16, u32)| {
                 if bw {
