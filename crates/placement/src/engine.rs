@@ -857,10 +857,10 @@ impl Engine {
     /// and a level whose last domain goes is dropped.
     ///
     /// Cost: O(the moved domain's drives + a scan of the domains' parents and the servers'
-    /// domains), after a check of each distinct placed request; a level that goes also takes
-    /// its column out of every drive's ancestor row (one copy of that table). One case
-    /// re-indexes the inventory (O(drives)): when the levels' order of first appearance in
-    /// the domain list would change.
+    /// domains), after a check of each distinct placed request; a level that goes, or a
+    /// removal that changes the levels' order of first appearance in the domain list (which
+    /// numbers them), also drops or reorders the columns of every drive's ancestor row (one
+    /// copy of that table, no re-index).
     pub fn remove_domain(&mut self, id: &DomainId) -> Result<u64, PlacementError> {
         let &x = self
             .inv
@@ -909,12 +909,7 @@ impl Engine {
                 "remove them",
             ));
         }
-        let Some(alone) = self.inv.swap_remove_levels(x) else {
-            // A level would move in the first-appearance order: re-index.
-            let mut spec = self.inv.spec.clone();
-            spec.domains.swap_remove(x as usize);
-            return self.restructure(spec, None, Some(target));
-        };
+        let alone = self.inv.level_goes(x);
         // A placed volume's request that names it in a topology segment, or separates by or
         // names its level when the level goes with it, would no longer compile.
         let level = &self.inv.levels[self.inv.dom_level[x as usize] as usize];
@@ -3203,6 +3198,29 @@ mod tests {
                 if *list != want {
                     return Err(format!("drive list of domain {x}"));
                 }
+            }
+            // The inventory's tables are numbered as a re-index numbers them.
+            let mut spec = self.inv.spec.clone();
+            spec.volumes.clear();
+            let fresh = Inventory::from_spec(spec).map_err(|e| e.to_string())?;
+            let i = &self.inv;
+            if (
+                &fresh.levels,
+                &fresh.dom_level,
+                &fresh.drive_anc,
+                &fresh.dom_parent,
+            ) != (&i.levels, &i.dom_level, &i.drive_anc, &i.dom_parent)
+                || (
+                    &fresh.bw_kinds,
+                    &fresh.bw_kind_of,
+                    &fresh.drive_bw,
+                    &fresh.server_bw,
+                ) != (&i.bw_kinds, &i.bw_kind_of, &i.drive_bw, &i.server_bw)
+                || (&fresh.drive_group, &fresh.attr_names, &fresh.drive_attrs)
+                    != (&i.drive_group, &i.attr_names, &i.drive_attrs)
+                || fresh.level_index != i.level_index
+            {
+                return Err("inventory tables differ from a re-index".into());
             }
             self.seg.check(
                 &self.inv,
