@@ -10,8 +10,9 @@
 //! * criterion medians for `max_placeable` (the largest member size that fits now) of a RAID1,
 //!   a RAID10 and a single drive in one rack, empty and at 90% fill;
 //! * criterion median for planning the evacuation of one 60-drive JBOD at 90% fill;
-//! * one-shot times of live inventory changes at 90% fill: add a JBOD, add a drive to it,
-//!   remove the drive, remove the JBOD (each re-indexes the inventory).
+//! * one-shot times of live inventory changes at 90% fill (best of three): a JBOD, two drives
+//!   in it, a domain at a new level and a server added and removed, a drive that alone carries
+//!   an attribute added and removed (that removal re-indexes), one drive's health set.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};

@@ -44,6 +44,28 @@ pub(crate) fn leaf(key: u64, d: u32) -> u128 {
     ((key as u128) << 32) | d as u128
 }
 
+/// One node of a class's tree: the smallest leaf value below it and the `(min, max)`
+/// hierarchy position of the drives below it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Node {
+    pub(crate) min: u128,
+    pub(crate) lo: u64,
+    pub(crate) hi: u64,
+}
+
+/// An empty node (no live drive below it).
+const EMPTY: Node = Node {
+    min: ABSENT,
+    lo: NO_SPAN.0,
+    hi: NO_SPAN.1,
+};
+
+/// The two children of one node, in one cache line: the window search reads both at every
+/// step of its descent.
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(64))]
+pub(crate) struct Children(pub(crate) [Node; 2]);
+
 #[derive(Debug, Clone)]
 pub(crate) struct SegClass {
     /// Drive of each leaf (`NONE` for a removed one); built in hierarchy order, additions
@@ -51,10 +73,9 @@ pub(crate) struct SegClass {
     pub(crate) drives: Vec<u32>,
     /// Number of leaves (a power of two).
     pub(crate) size: usize,
-    /// `tree[1]` is the root; leaves start at `size`.
-    pub(crate) tree: Vec<u128>,
-    /// `(min, max)` hierarchy position of the drives below each node.
-    pub(crate) span: Vec<(u64, u64)>,
+    /// `pairs[v]` holds nodes `2v` and `2v + 1`: node 1 (`pairs[0].0[1]`) is the root, leaves
+    /// are nodes `size..2 * size`.
+    pub(crate) pairs: Vec<Children>,
 }
 
 impl SegClass {
@@ -64,12 +85,14 @@ impl SegClass {
         let mut c = SegClass {
             drives: leaves.iter().map(|l| l.0).collect(),
             size,
-            tree: vec![ABSENT; 2 * size],
-            span: vec![NO_SPAN; 2 * size],
+            pairs: vec![Children([EMPTY; 2]); size],
         };
         for (i, &(_, val, pos)) in leaves.iter().enumerate() {
-            c.tree[size + i] = val;
-            c.span[size + i] = (pos, pos);
+            *c.node_mut(size + i) = Node {
+                min: val,
+                lo: pos,
+                hi: pos,
+            };
         }
         for v in (1..size).rev() {
             c.pull(v);
@@ -77,17 +100,51 @@ impl SegClass {
         c
     }
 
+    /// Node `v` (1 is the root).
+    #[inline]
+    pub(crate) fn node(&self, v: usize) -> &Node {
+        &self.pairs[v / 2].0[v % 2]
+    }
+
+    #[inline]
+    fn node_mut(&mut self, v: usize) -> &mut Node {
+        &mut self.pairs[v / 2].0[v % 2]
+    }
+
     #[inline]
     fn pull(&mut self, v: usize) {
-        self.tree[v] = self.tree[2 * v].min(self.tree[2 * v + 1]);
-        let (a, b) = (self.span[2 * v], self.span[2 * v + 1]);
-        self.span[v] = (a.0.min(b.0), a.1.max(b.1));
+        let [a, b] = self.pairs[v].0;
+        *self.node_mut(v) = Node {
+            min: a.min.min(b.min),
+            lo: a.lo.min(b.lo),
+            hi: a.hi.max(b.hi),
+        };
+    }
+
+    /// Sets leaf `i`'s value, its position unchanged. Stops at the first ancestor whose
+    /// minimum stays the same (then so do all above it): after a member is charged, a drive is
+    /// rarely the smallest below more than a few levels.
+    fn set_min(&mut self, i: usize, val: u128) {
+        let mut v = self.size + i;
+        self.node_mut(v).min = val;
+        while v > 1 {
+            v /= 2;
+            let [a, b] = &self.pairs[v].0;
+            let m = a.min.min(b.min);
+            if self.node(v).min == m {
+                break;
+            }
+            self.node_mut(v).min = m;
+        }
     }
 
     fn set(&mut self, i: usize, val: u128, span: (u64, u64)) {
         let mut v = self.size + i;
-        self.tree[v] = val;
-        self.span[v] = span;
+        *self.node_mut(v) = Node {
+            min: val,
+            lo: span.0,
+            hi: span.1,
+        };
         while v > 1 {
             v /= 2;
             self.pull(v);
@@ -186,8 +243,7 @@ impl DomainIndex {
     /// Sets a drive's leaf value.
     pub(crate) fn update(&mut self, d: u32, val: u128) {
         let (c, i) = self.of[d as usize];
-        let p = self.pos[d as usize];
-        self.classes[c as usize].set(i as usize, val, (p, p));
+        self.classes[c as usize].set_min(i as usize, val);
     }
 
     /// The position for a new drive in failure domain `leaf_domain` (`NONE`: none), or `None`
@@ -252,7 +308,7 @@ impl DomainIndex {
                 .filter(|&i| sc.drives[i] != NONE)
                 .map(|i| {
                     let dd = sc.drives[i];
-                    (dd, sc.tree[sc.size + i], self.pos[dd as usize])
+                    (dd, sc.node(sc.size + i).min, self.pos[dd as usize])
                 })
                 .collect();
             live.sort_by_key(|x| x.2);
@@ -308,9 +364,10 @@ impl DomainIndex {
             let (c, i) = self.of[d as usize];
             let sc = &self.classes[c as usize];
             let p = self.pos[d as usize];
+            let leaf = sc.node(sc.size + i as usize);
             if sc.drives[i as usize] != d
-                || sc.tree[sc.size + i as usize] != value(d)
-                || sc.span[sc.size + i as usize] != (p, p)
+                || leaf.min != value(d)
+                || (leaf.lo, leaf.hi) != (p, p)
                 || keys[c as usize] != class_of(d)
                 || !self.used.contains(&p)
             {
@@ -335,16 +392,18 @@ impl DomainIndex {
         }
         for sc in &self.classes {
             for (i, &d) in sc.drives.iter().enumerate() {
-                if d == NONE && (sc.tree[sc.size + i] != ABSENT || sc.span[sc.size + i] != NO_SPAN)
-                {
+                if d == NONE && *sc.node(sc.size + i) != EMPTY {
                     return Err("dead leaf".into());
                 }
             }
             for v in 1..sc.size {
-                let (a, b) = (sc.span[2 * v], sc.span[2 * v + 1]);
-                if sc.tree[v] != sc.tree[2 * v].min(sc.tree[2 * v + 1])
-                    || sc.span[v] != (a.0.min(b.0), a.1.max(b.1))
-                {
+                let (a, b) = (sc.node(2 * v), sc.node(2 * v + 1));
+                let want = Node {
+                    min: a.min.min(b.min),
+                    lo: a.lo.min(b.lo),
+                    hi: a.hi.max(b.hi),
+                };
+                if *sc.node(v) != want {
                     return Err(format!("node {v}"));
                 }
             }

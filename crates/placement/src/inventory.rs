@@ -710,29 +710,22 @@ impl Inventory {
         Ok(())
     }
 
-    /// How [`Inventory::swap_remove_domain`] of domain `x` changes the levels: `Some(false)`
-    /// when they stay, `Some(true)` when `x` is the only domain at its level and the level
-    /// goes, both numbered as a re-index would number them (by first appearance in domain
-    /// order). `None` when the removal, or the last domain taking `x`'s place, would move a
-    /// level in that order (the caller re-indexes).
-    pub(crate) fn swap_remove_levels(&self, x: u32) -> Option<bool> {
-        let last = self.dom_level.len() - 1;
+    /// Whether [`Inventory::swap_remove_domain`] of domain `x` takes its level with it (it is
+    /// the only domain there).
+    pub(crate) fn level_goes(&self, x: u32) -> bool {
         let lx = self.dom_level[x as usize];
-        let alone = self.dom_level.iter().filter(|&&l| l == lx).count() == 1;
-        let keeps = |y: usize| self.level_first[self.dom_level[y] as usize] < x;
-        ((alone || keeps(x as usize)) && (last == x as usize || keeps(last))).then_some(alone)
+        self.dom_level.iter().filter(|&&l| l == lx).count() == 1
     }
 
     /// Removes failure domain `x`, which holds no drive, child or server; the last domain takes
     /// its place (as `Vec::swap_remove`), and its level goes with it when it was the only
-    /// domain there. Call only when [`Inventory::swap_remove_levels`] is `Some`. O(the moved
-    /// domain's drives, plus a scan of the domains and the servers' domains; a level that goes
-    /// also takes its column out of the drives' ancestor table, one copy of it).
+    /// domain there. The levels are then numbered as a re-index numbers them (by first
+    /// appearance in domain order). O(the moved domain's drives, plus a scan of the domains and
+    /// the servers' domains); when a level goes or moves in that order, the drives' ancestor
+    /// table also has its columns dropped or reordered (one copy of it, no re-index).
     pub(crate) fn swap_remove_domain(&mut self, x: u32) {
         let last = self.dom_level.len() as u32 - 1;
         let l = self.levels.len();
-        let lx = self.dom_level[x as usize] as usize;
-        let alone = self.swap_remove_levels(x) == Some(true);
         self.dom_index.remove(&self.spec.domains[x as usize].id);
         if x != last {
             self.dom_index
@@ -751,29 +744,43 @@ impl Inventory {
         self.dom_level.swap_remove(x as usize);
         self.dom_parent.swap_remove(x as usize);
         self.dom_drives.swap_remove(x as usize);
-        if alone {
-            // No drive had an ancestor at the level (its only domain held none).
-            let name = self.levels.remove(lx);
-            self.level_index.remove(&name);
-            for v in self.level_index.values_mut() {
-                if *v as usize > lx {
-                    *v -= 1;
-                }
+        // The old numbers of the levels in their new order of first appearance.
+        let mut order: Vec<u16> = Vec::with_capacity(l);
+        let mut seen = vec![false; l];
+        self.level_first.clear();
+        for (i, &lv) in self.dom_level.iter().enumerate() {
+            if !seen[lv as usize] {
+                seen[lv as usize] = true;
+                order.push(lv);
+                self.level_first.push(i as u32);
             }
-            self.level_first.remove(lx);
-            for v in &mut self.dom_level {
-                if *v as usize > lx {
-                    *v -= 1;
-                }
-            }
-            let rows = self.drive_index.len();
-            let mut anc = Vec::with_capacity(rows * (l - 1));
-            for row in self.drive_anc.chunks_exact(l) {
-                anc.extend_from_slice(&row[..lx]);
-                anc.extend_from_slice(&row[lx + 1..]);
-            }
-            self.drive_anc = anc;
         }
+        if order.len() == l && order.iter().enumerate().all(|(i, &o)| o as usize == i) {
+            return;
+        }
+        let mut new_of = vec![u16::MAX; l];
+        for (n, &o) in order.iter().enumerate() {
+            new_of[o as usize] = n as u16;
+        }
+        for v in &mut self.dom_level {
+            *v = new_of[*v as usize];
+        }
+        self.levels = order
+            .iter()
+            .map(|&o| self.levels[o as usize].clone())
+            .collect();
+        self.level_index = self
+            .levels
+            .iter()
+            .enumerate()
+            .map(|(i, name)| (name.clone(), i as u16))
+            .collect();
+        // A level that goes had no drive below it (its only domain held none).
+        let mut anc = Vec::with_capacity(self.drive_index.len() * order.len());
+        for row in self.drive_anc.chunks_exact(l) {
+            anc.extend(order.iter().map(|&o| row[o as usize]));
+        }
+        self.drive_anc = anc;
     }
 
     /// Checks a storage group appended after the existing ones and indexes it (the spec's
@@ -922,6 +929,71 @@ impl Inventory {
                 self.attr_name_first[a as usize] < d && self.attr_value_first[v as usize] < d
             })
         })
+    }
+
+    /// Whether [`Inventory::swap_remove_bw`] of bandwidth domain `b` keeps the kinds as a
+    /// re-index would number them (by first appearance in domain order): its kind keeps
+    /// another domain, and no kind moves in that order. O(bandwidth domains).
+    pub(crate) fn swap_remove_bw_keeps_kinds(&self, b: u32) -> bool {
+        let last = self.bw_kind_of.len() - 1;
+        let mut seen = vec![false; self.bw_kinds.len()];
+        let mut next = 0u16;
+        for i in 0..last {
+            let k = self.bw_kind_of[if i == b as usize { last } else { i }];
+            if !seen[k as usize] {
+                if k != next {
+                    return false;
+                }
+                seen[k as usize] = true;
+                next += 1;
+            }
+        }
+        next as usize == self.bw_kinds.len()
+    }
+
+    /// Removes bandwidth domain `b`, which no drive or server lists, from the spec and the
+    /// indexes; the last domain takes its place (as `Vec::swap_remove`), and the drives and
+    /// servers that list that one are renumbered: one pass over their lists, no re-index.
+    /// Call only when [`Inventory::swap_remove_bw_keeps_kinds`] holds.
+    pub(crate) fn swap_remove_bw(&mut self, b: u32) {
+        let last = self.bw_kind_of.len() as u32 - 1;
+        self.bw_index
+            .remove(&self.spec.bandwidth_domains[b as usize].id);
+        self.spec.bandwidth_domains.swap_remove(b as usize);
+        self.bw_kind_of.swap_remove(b as usize);
+        if b != last {
+            self.bw_index
+                .insert(self.spec.bandwidth_domains[b as usize].id.clone(), b);
+            for x in self
+                .drive_bw
+                .iter_mut()
+                .chain(&mut self.server_bw)
+                .flatten()
+            {
+                if *x == last {
+                    *x = b;
+                }
+            }
+        }
+    }
+
+    /// Removes storage group `g`, which no drive belongs to, from the spec and the indexes; the
+    /// last group takes its place (as `Vec::swap_remove`), and the drives of that group are
+    /// renumbered: one pass over the drives' group table, no re-index.
+    pub(crate) fn swap_remove_group(&mut self, g: u32) {
+        let last = self.spec.storage_groups.len() as u32 - 1;
+        self.group_index
+            .remove(&self.spec.storage_groups[g as usize].id);
+        self.spec.storage_groups.swap_remove(g as usize);
+        if g != last {
+            self.group_index
+                .insert(self.spec.storage_groups[g as usize].id.clone(), g);
+            for x in &mut self.drive_group {
+                if *x == last {
+                    *x = g;
+                }
+            }
+        }
     }
 
     /// Removes drive `d` from the spec and the indexes; the last drive takes its place (as

@@ -573,6 +573,118 @@ fn removals_refused_while_held_or_named() {
     assert!(e.inventory().spec().drives.is_empty());
 }
 
+/// Removing a bandwidth domain moves the last one into its place: the drives and servers that
+/// list it keep its capacity and load, as in an engine rebuilt from the snapshot, whether the
+/// removal renumbers in place or (when its kind goes) re-indexes.
+#[test]
+fn removing_a_bandwidth_domain_keeps_the_moved_one_in_force() {
+    let text = r#"
+        domain = [{ id = "r0", level = "rack" }, { id = "r1", level = "rack" }]
+        bandwidth_domain = [
+          { id = "p0", kind = "port", capacity = "1 GB/s" },
+          { id = "u0", kind = "uplink", capacity = "1 GB/s" },
+          { id = "p1", kind = "port", capacity = "1 GB/s" },
+          { id = "p2", kind = "port", capacity = "3 MB/s", load = "1 MB/s" },
+        ]
+        drive = [
+          { id = "a", kind = "hdd", capacity = "1 TB", domain = "r0", bandwidth_domains = ["p2"] },
+          { id = "b", kind = "hdd", capacity = "2 TB", domain = "r1", bandwidth_domains = ["p2"] },
+          { id = "c", kind = "hdd", capacity = "1 TB", domain = "r1", bandwidth_domains = ["p1"] },
+        ]
+        server = [{ id = "s", domain = "r0", bandwidth_domains = ["p2"] }]
+    "#;
+    let mut e = Engine::new(Inventory::from_toml(text).unwrap(), 5).unwrap();
+    e.remove_bandwidth_domain(&BwDomainId::new("p0").unwrap())
+        .unwrap();
+    let ids = |e: &Engine| -> Vec<String> {
+        e.inventory()
+            .spec()
+            .bandwidth_domains
+            .iter()
+            .map(|b| b.id.to_string())
+            .collect()
+    };
+    assert_eq!(ids(&e), ["p2", "u0", "p1"]);
+    let mut req = mirror(1, 1_000_000);
+    req.bandwidth = Bytes(1_000_000);
+    let mut placed = 0;
+    let mut place_both = |e: &mut Engine, rebuilt: &mut Engine, i: usize| {
+        let id = vid(&format!("v{i}"));
+        let r = e.place(id.clone(), &req);
+        assert_eq!(r, rebuilt.place(id, &req));
+        assert_eq!(e.plan(&req), rebuilt.plan(&req));
+        placed += r.is_ok() as usize;
+    };
+    let mut rebuilt = Engine::new(e.snapshot(), 5).unwrap();
+    for i in 0..2 {
+        place_both(&mut e, &mut rebuilt, i);
+    }
+    // The uplink kind goes with its only domain: the re-index path, same order rule.
+    e.remove_bandwidth_domain(&BwDomainId::new("u0").unwrap())
+        .unwrap();
+    assert_eq!(ids(&e), ["p2", "p1"]);
+    let mut rebuilt = Engine::new(e.snapshot(), 5).unwrap();
+    for i in 2..4 {
+        place_both(&mut e, &mut rebuilt, i);
+    }
+    // p2 has room for two more members of 1 MB/s, p1 for the rest.
+    assert_eq!(placed, 4);
+    let load = |e: &Engine, id: &str| {
+        e.inventory()
+            .spec()
+            .bandwidth_domains
+            .iter()
+            .find(|b| b.id.as_str() == id)
+            .map(|b| b.load)
+    };
+    assert_eq!(load(&e, "p2"), Some(Bytes(3_000_000)));
+    assert_eq!(e.snapshot().to_toml(), rebuilt.snapshot().to_toml());
+}
+
+/// Removing a storage group moves the last group into its place: the drives of the moved group
+/// stay eligible under its name, as in an engine rebuilt from the snapshot.
+#[test]
+fn removing_a_group_keeps_the_moved_group_usable() {
+    let text = r#"
+        domain = [{ id = "r0", level = "rack" }, { id = "r1", level = "rack" }]
+        storage_group = [{ id = "g0" }, { id = "g1" }, { id = "g2" }]
+        drive = [
+          { id = "a", kind = "hdd", capacity = "1 TB", domain = "r0", group = "g2" },
+          { id = "b", kind = "hdd", capacity = "2 TB", domain = "r1", group = "g2" },
+          { id = "c", kind = "hdd", capacity = "1 TB", domain = "r1", group = "g1" },
+        ]
+    "#;
+    let mut e = Engine::new(Inventory::from_toml(text).unwrap(), 5).unwrap();
+    let v0 = e.version();
+    assert!(
+        e.remove_storage_group(&GroupId::new("g0").unwrap())
+            .unwrap()
+            > v0
+    );
+    let groups: Vec<&str> = e
+        .inventory()
+        .spec()
+        .storage_groups
+        .iter()
+        .map(|g| g.id.as_str())
+        .collect();
+    assert_eq!(groups, ["g2", "g1"]);
+    let mut rebuilt = Engine::new(e.snapshot(), 5).unwrap();
+    for (i, g) in ["g2", "g1", "g2"].into_iter().enumerate() {
+        let mut req = mirror(if g == "g2" { 2 } else { 1 }, 1_000_000);
+        req.storage_groups = vec![GroupId::new(g).unwrap()];
+        let id = vid(&format!("v{i}"));
+        let placed = e.place(id.clone(), &req);
+        assert!(placed.is_ok(), "{g}: {placed:?}");
+        assert_eq!(placed, rebuilt.place(id, &req));
+        assert_eq!(
+            e.max_placeable(&req, None),
+            rebuilt.max_placeable(&req, None)
+        );
+    }
+    assert_eq!(e.snapshot().to_toml(), rebuilt.snapshot().to_toml());
+}
+
 #[test]
 fn equal_requests_share_one_copy() {
     use std::sync::Arc;
