@@ -12,7 +12,6 @@
 //! lost between the copy's read and its write. Large requests fan out over
 //! the members on per-volume worker threads.
 
-use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
@@ -1161,13 +1160,17 @@ impl Volume {
         let Some(bm) = &self.bitmap else {
             return Vec::new();
         };
-        let mut set = BTreeSet::new();
+        // Sorted and without repeats (a plain vector: one allocation where
+        // a set would allocate its nodes).
+        let mut regions = Vec::with_capacity(pieces.len() * 2);
         for p in pieces {
             for c in &p.copies {
-                set.extend(bm.regions_of(c.sector, p.sectors));
+                regions.extend(bm.regions_of(c.sector, p.sectors));
             }
         }
-        set.into_iter().collect()
+        regions.sort_unstable();
+        regions.dedup();
+        regions
     }
 
     fn write_sectors(&self, start: u64, data: &[u8]) -> Result<()> {
@@ -1176,19 +1179,15 @@ impl Volume {
         }
         let sectors = data.len() as u64 / SECTOR;
         let pieces = self.pieces(start, start + sectors, false)?;
-        for p in &pieces {
-            if !p.copies.iter().any(|c| self.is_writable(c.member)) {
-                return Err(EngineError::Unavailable(format!(
-                    "logical sector {} has no writable copy",
-                    p.logical
-                )));
-            }
-        }
-        let regions = self.begin_intent(self.regions_for(&pieces))?;
-        let mut jobs = Vec::new();
+        // The member writes, each member's state looked at once per copy;
+        // a piece without a writable copy fails the request before any
+        // bit is set or byte written.
+        let copies = pieces.first().map_or(0, |p| p.copies.len());
+        let mut jobs = Vec::with_capacity(pieces.len() * copies);
         let mut off = 0usize;
         for (i, p) in pieces.iter().enumerate() {
             let len = (p.sectors * SECTOR) as usize;
+            let before = jobs.len();
             for c in &p.copies {
                 if self.is_writable(c.member) {
                     jobs.push(WriteJob {
@@ -1199,8 +1198,15 @@ impl Volume {
                     });
                 }
             }
+            if jobs.len() == before {
+                return Err(EngineError::Unavailable(format!(
+                    "logical sector {} has no writable copy",
+                    p.logical
+                )));
+            }
             off += len;
         }
+        let regions = self.begin_intent(self.regions_for(&pieces))?;
         let write = |j: WriteJob<'_>| {
             (
                 j.piece,
