@@ -524,20 +524,53 @@ fn kernel_path(c: &mut Criterion) {
         "plain-file",
         &DirectLoop(open_direct(&plain_loop.0)),
     );
-    // The default FUSE write request size (1 MiB: a 1 MiB write of the
-    // loop device is one request) and 256 KiB (four requests, served in
-    // parallel).
-    for (i, max) in [raid_engine::fuse::DEFAULT_MAX_WRITE_BYTES, 256 << 10]
-        .into_iter()
-        .enumerate()
-    {
-        let devs = files(dir.path(), &format!("k{i}-"), 4);
-        let mut opts = CreateOptions::new(VolumeLayout::parse("raid10:n2").unwrap());
+    // The defaults (256 KiB requests: a 1 MiB write or read of the loop
+    // device is four requests, served in parallel; 4 worker threads), then
+    // one change at a time: 1 MiB requests (one per 1 MiB write or read),
+    // one worker thread, two (one per core here), and busy polling (with 4
+    // workers and with 1). Last, the defaults over a single member (no
+    // RAID: what the FUSE path itself costs).
+    use raid_engine::fuse::ExposeOptions;
+    let poll = std::time::Duration::from_millis(1);
+    let raid10 = ("raid10:n2", 4);
+    let variants = [
+        ("fuse-raid10-n2", raid10, ExposeOptions::default()),
+        (
+            "fuse-raid10-n2-1MiB-requests",
+            raid10,
+            ExposeOptions::default().with_max_write_bytes(1 << 20),
+        ),
+        (
+            "fuse-raid10-n2-1-worker",
+            raid10,
+            ExposeOptions::default().with_workers(1),
+        ),
+        (
+            "fuse-raid10-n2-2-workers",
+            raid10,
+            ExposeOptions::default().with_workers(2),
+        ),
+        (
+            "fuse-raid10-n2-busy-poll",
+            raid10,
+            ExposeOptions::default().with_busy_poll(poll),
+        ),
+        (
+            "fuse-raid10-n2-1-worker-busy-poll",
+            raid10,
+            ExposeOptions::default()
+                .with_workers(1)
+                .with_busy_poll(poll),
+        ),
+        ("fuse-single", ("single", 1), ExposeOptions::default()),
+    ];
+    for (i, (name, (layout, members), fuse_opts)) in variants.into_iter().enumerate() {
+        let devs = files(dir.path(), &format!("k{i}-"), members);
+        let mut opts = CreateOptions::new(VolumeLayout::parse(layout).unwrap());
         opts.chunk_sectors = 1024;
         let vol = Arc::new(Volume::create(devs, &opts).unwrap());
         let mnt = dir.path().join(format!("fuse-{i}"));
         std::fs::create_dir(&mnt).unwrap();
-        let fuse_opts = raid_engine::fuse::ExposeOptions::default().with_max_write_bytes(max);
         let exp = raid_engine::fuse::expose_with(vol, &mnt, "volume", &fuse_opts).unwrap();
         let Some(fuse_loop) = losetup(exp.file()) else {
             eprintln!("kernel-path benchmarks skipped: losetup on the FUSE file failed");
@@ -555,19 +588,24 @@ fn kernel_path(c: &mut Criterion) {
                 dio.trim()
             );
         }
-        let name = if max == raid_engine::fuse::DEFAULT_MAX_WRITE_BYTES {
-            "fuse-raid10-n2".to_string()
-        } else {
-            format!("fuse-raid10-n2-{}KiB-writes", max >> 10)
-        };
         bench_target(
             c,
             "kernel/loop",
-            &name,
+            name,
             &DirectLoop(open_direct(&fuse_loop.0)),
         );
         drop(fuse_loop);
+        let stats = exp.stats();
+        eprintln!(
+            "kernel path: {name}: largest FUSE requests served: write {} KiB, read {} KiB",
+            stats.largest_write_bytes >> 10,
+            stats.largest_read_bytes >> 10
+        );
         exp.unmount().unwrap();
+        // Room in tmpfs for the next variant's members.
+        for m in 0..members {
+            let _ = std::fs::remove_file(dir.path().join(format!("k{i}-{m}")));
+        }
     }
 }
 

@@ -283,6 +283,119 @@ fn concurrent_writers_with_writes_split_into_64k_requests_land_every_byte() {
 }
 
 #[test]
+fn one_worker_many_workers_and_busy_polling_store_the_same_bytes() {
+    use raid_engine::fuse::ExposeOptions;
+    let poll = std::time::Duration::from_millis(1);
+    let runs = [
+        ("1 worker", ExposeOptions::default().with_workers(1)),
+        ("default", ExposeOptions::default()),
+        ("8 workers", ExposeOptions::default().with_workers(8)),
+        (
+            "busy poll, 1 MiB writes",
+            ExposeOptions::default()
+                .with_busy_poll(poll)
+                .with_max_write_bytes(1 << 20),
+        ),
+    ];
+    let mut first: Option<(&str, Volume)> = None;
+    for (name, opts) in runs {
+        let Some(vol) = concurrent_writers(&opts) else {
+            return;
+        };
+        let Some((first_name, reference)) = &first else {
+            first = Some((name, vol));
+            continue;
+        };
+        assert_eq!(vol.size(), reference.size());
+        let (mut a, mut b) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+        let mut off = 0;
+        while off < vol.size() {
+            let n = (vol.size() - off).min(1 << 20) as usize;
+            reference.read_at(&mut a[..n], off).unwrap();
+            vol.read_at(&mut b[..n], off).unwrap();
+            assert!(a[..n] == b[..n], "{name} and {first_name} differ at {off}");
+            off += n as u64;
+        }
+    }
+}
+
+#[test]
+fn the_write_size_is_negotiated_at_mount_and_the_kernel_keeps_to_it() {
+    use std::os::unix::fs::FileExt;
+    let _one = KERNEL.lock().unwrap_or_else(|p| p.into_inner());
+    if !prerequisites() {
+        return;
+    }
+    let dir = common::scratch();
+    let (_paths, devs) = common::members(dir.path(), 2, 16 << 20);
+    let opts = raid_engine::CreateOptions::new(raid_engine::VolumeLayout::parse("raid1").unwrap());
+    let vol = std::sync::Arc::new(Volume::create(devs, &opts).unwrap());
+    // Page-aligned buffers, so that 1 MiB spans exactly 256 pages (the
+    // kernel's cap per request).
+    let data = aligned(&common::pattern(7, 1 << 20));
+    for (max, requests) in [
+        (raid_engine::fuse::DEFAULT_MAX_WRITE_BYTES, 4),
+        (1 << 20, 1),
+        (64 << 10, 16),
+    ] {
+        let fuse_dir = dir.path().join(format!("fuse-{max}"));
+        std::fs::create_dir(&fuse_dir).unwrap();
+        let o = raid_engine::fuse::ExposeOptions::default().with_max_write_bytes(max);
+        let exp = raid_engine::fuse::expose_with(vol.clone(), &fuse_dir, "vol", &o).unwrap();
+        // The file is direct I/O: one 1 MiB write goes to the session as
+        // requests of the negotiated size.
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(exp.file())
+            .unwrap();
+        f.write_all_at(bytemuck::cast_slice(&data), 1 << 20)
+            .unwrap();
+        let mut back = vec![Page([0; 4096]); 256];
+        f.read_exact_at(bytemuck::cast_slice_mut(&mut back), 1 << 20)
+            .unwrap();
+        assert!(
+            bytemuck::cast_slice::<Page, u8>(&back) == bytemuck::cast_slice::<Page, u8>(&data),
+            "{max}: the bytes read back differ"
+        );
+        drop(f);
+        let s = exp.stats();
+        exp.unmount().unwrap();
+        assert_eq!(s.largest_write_bytes, u64::from(max), "{s:?}");
+        assert_eq!(s.writes, requests, "{max}: {s:?}");
+        // Reads are split too: fuser sizes the kernel's per-request page
+        // limit from the larger of max_write and the kernel's readahead.
+        assert!(s.largest_read_bytes >= u64::from(max), "{s:?}");
+        assert_eq!(s.reads * s.largest_read_bytes, 1 << 20, "{s:?}");
+    }
+    assert_eq!(raid_engine::fuse::DEFAULT_MAX_WRITE_BYTES, 256 << 10);
+}
+
+#[test]
+fn bad_workers_and_busy_poll_are_refused_before_mounting() {
+    use raid_engine::fuse::{ExposeOptions, MAX_WORKER_THREADS};
+    let dir = common::scratch();
+    let (_paths, devs) = common::members(dir.path(), 1, 8 << 20);
+    let opts = raid_engine::CreateOptions::new(raid_engine::VolumeLayout::parse("single").unwrap());
+    let vol = std::sync::Arc::new(Volume::create(devs, &opts).unwrap());
+    for bad in [0, MAX_WORKER_THREADS + 1] {
+        let o = ExposeOptions::default().with_workers(bad);
+        let err = raid_engine::fuse::expose_with(vol.clone(), dir.path(), "vol", &o).unwrap_err();
+        assert!(err.to_string().contains("workers"), "{bad}: {err}");
+    }
+    let o = ExposeOptions::default().with_busy_poll(std::time::Duration::from_millis(1001));
+    let err = raid_engine::fuse::expose_with(vol.clone(), dir.path(), "vol", &o).unwrap_err();
+    assert!(err.to_string().contains("busy_poll"), "{err}");
+    // Nothing was mounted: the directory is still the plain one.
+    assert!(std::fs::read_dir(dir.path()).is_ok());
+    assert!(
+        !std::fs::read_to_string("/proc/self/mounts")
+            .unwrap()
+            .contains(&dir.path().display().to_string())
+    );
+}
+
+#[test]
 fn a_bad_max_write_is_refused_before_mounting() {
     let dir = common::scratch();
     let (_paths, devs) = common::members(dir.path(), 1, 8 << 20);
@@ -295,10 +408,13 @@ fn a_bad_max_write_is_refused_before_mounting() {
     }
 }
 
-fn concurrent_writers(expose: &raid_engine::fuse::ExposeOptions) {
+/// Six threads writing disjoint 256 KiB slots through a loop device on
+/// FUSE exposed with `expose`, read back through the kernel and from the
+/// reassembled volume, which is returned (`None` where the test skipped).
+fn concurrent_writers(expose: &raid_engine::fuse::ExposeOptions) -> Option<Volume> {
     let _one = KERNEL.lock().unwrap_or_else(|p| p.into_inner());
     if !prerequisites() {
-        return;
+        return None;
     }
     let dir = common::scratch();
     let (paths, devs) = common::members(dir.path(), 4, 48 << 20);
@@ -378,6 +494,7 @@ fn concurrent_writers(expose: &raid_engine::fuse::ExposeOptions) {
             );
         }
     }
+    Some(vol)
 }
 
 /// Four member files of `size` bytes in `dir` and a RAID10 n2 over them
