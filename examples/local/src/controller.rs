@@ -379,7 +379,7 @@ impl Inner {
         };
         let vol = self.volume_of(&id, &rec)?;
         let mut next = store.state.clone();
-        next.volumes.insert(id.clone(), Arc::new(rec));
+        next.volumes.insert(id.as_str().into(), Arc::new(rec));
         if let Err(e) = store.commit(next) {
             remove_data(&path);
             return Err(e);
@@ -1146,7 +1146,7 @@ mod tests {
         // source is allowed (the clone is a copy).
         del.join().unwrap().unwrap();
         let store = d.inner.lock();
-        assert!(store.state.volumes.get(&src_id).is_none());
+        assert!(store.state.volumes.get(src_id.as_str()).is_none());
         assert_eq!(store.reserved, 0, "no reservation outlives its creation");
         let names: std::collections::BTreeSet<_> = store
             .state

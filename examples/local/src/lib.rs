@@ -69,6 +69,7 @@ mod state;
 
 pub use config::Config;
 pub use driver::{DEFAULT_VOLUME_SIZE, GRANULARITY, IOPS_CLASSES, LocalDriver, MUTABLE_PARAMETERS};
+pub use state::volume_data_path;
 
 /// Serves the driver on `endpoint` (`unix:///path`) until `shutdown`
 /// completes; the socket file is removed on the way out.

@@ -59,12 +59,12 @@ impl Inner {
                 "cannot stage volume {id} with this capability: {why}"
             )));
         }
-        // The volume's entry in volumes/ becomes durable before a workload
-        // can write into it: CreateVolume leaves that to here for a volume
-        // created empty (see `crate::state`).
-        let volumes = store.layout.volumes_dir();
-        crate::state::fsync_dir(&volumes)
-            .map_err(|e| io_err(format!("syncing {}", volumes.display()), e))?;
+        // The volume's entry in its shard of volumes/ becomes durable
+        // before a workload can write into it: CreateVolume leaves that to
+        // here for a volume created empty (see `crate::state`).
+        let shard = store.layout.volume_shard_dir(id);
+        crate::state::fsync_dir(&shard)
+            .map_err(|e| io_err(format!("syncing {}", shard.display()), e))?;
         let rec = StageRec {
             volume_id: id.to_string(),
             cap: cap_rec(&req.volume_capability),

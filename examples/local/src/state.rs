@@ -32,6 +32,15 @@
 //! The state as replayed is then saved and the journal zeroed, so nothing
 //! from before the crash can be confused with a later record.
 //!
+//! Volume and snapshot data live in 256 shard directories,
+//! `volumes/<shard>/<id>[.img]` and `snapshots/<shard>/<id>[.img]`, the shard
+//! being two hex digits of the CRC-32 of the id ([`volume_data_path`]), so
+//! that no directory grows with the number of objects (each creation and
+//! deletion is a lookup and an insert or removal in its directory). A state
+//! directory of the version that kept the data directly in `volumes/` and
+//! `snapshots/` is read as it is: [`Store::open`] moves the data into the
+//! shards, one atomic `rename` per object.
+//!
 //! Volume and snapshot data are created under a temporary name and renamed
 //! into place (an empty mount volume's directory is made in place: it has
 //! nothing to be half made) *before* the record naming them is committed. Data copied
@@ -223,10 +232,11 @@ pub(crate) struct State {
     /// The last journal record this snapshot includes.
     #[serde(default)]
     pub journal_seq: u64,
-    /// Values behind `Arc`: a change copies the tree nodes on its path,
-    /// whose entries are then reference counts, not whole records (with
-    /// 10,000 volumes a node holds dozens of them).
-    pub volumes: OrdMap<String, Arc<VolumeRec>>,
+    /// Keys and values behind `Arc`: a change copies the tree nodes on its
+    /// path, whose entries are then reference counts, not whole records or
+    /// strings (with 10,000 volumes a node holds dozens of them, and a
+    /// `String` key cost an allocation and a copy each).
+    pub volumes: OrdMap<Arc<str>, Arc<VolumeRec>>,
     pub snapshots: OrdMap<String, SnapshotRec>,
     pub groups: OrdMap<String, GroupRec>,
     pub staged: OrdMap<String, StageRec>,
@@ -239,8 +249,8 @@ pub(crate) struct State {
 /// Lookups that would otherwise scan a table.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Index {
-    /// Volume name -> id.
-    volume_names: OrdMap<String, String>,
+    /// Volume name -> id (shared with the table's key).
+    volume_names: OrdMap<Arc<str>, Arc<str>>,
     /// Name -> id of snapshots that belong to no group.
     snapshot_names: OrdMap<String, String>,
     /// Bytes of all volumes and snapshots.
@@ -248,16 +258,21 @@ struct Index {
 }
 
 impl Index {
-    fn volume(&mut self, id: &str, old: Option<&VolumeRec>, new: Option<&VolumeRec>) {
+    fn volume(&mut self, id: &Arc<str>, old: Option<&VolumeRec>, new: Option<&VolumeRec>) {
         if let Some(v) = old {
             self.used -= v.capacity;
-            if self.volume_names.get(&v.name).is_some_and(|i| i == id) {
-                self.volume_names.remove(&v.name);
+            if self
+                .volume_names
+                .get(v.name.as_str())
+                .is_some_and(|i| i == id)
+            {
+                self.volume_names.remove(v.name.as_str());
             }
         }
         if let Some(v) = new {
             self.used += v.capacity;
-            self.volume_names.insert(v.name.clone(), id.to_string());
+            self.volume_names
+                .insert(Arc::from(v.name.as_str()), Arc::clone(id));
         }
     }
 
@@ -294,6 +309,11 @@ impl Default for State {
 }
 
 impl State {
+    /// Volumes, snapshots and group snapshots.
+    fn objects(&self) -> u64 {
+        (self.volumes.len() + self.snapshots.len() + self.groups.len()) as u64
+    }
+
     /// Bytes provisioned: every volume and every snapshot.
     pub fn used(&self) -> u64 {
         self.index.used
@@ -306,9 +326,9 @@ impl State {
         format!("{prefix}-{n:012}")
     }
 
-    pub fn volume_by_name(&self, name: &str) -> Option<(&String, &VolumeRec)> {
+    pub fn volume_by_name(&self, name: &str) -> Option<(&str, &VolumeRec)> {
         let id = self.index.volume_names.get(name)?;
-        self.volumes.get_key_value(id).map(|(k, v)| (k, &**v))
+        self.volumes.get_key_value(id).map(|(k, v)| (&**k, &**v))
     }
 
     pub fn snapshot_by_name(&self, name: &str) -> Option<(&String, &SnapshotRec)> {
@@ -334,33 +354,33 @@ impl State {
     fn changes_to(&self, next: &mut State) -> (Record, NewData) {
         let mut changes = Vec::new();
         let mut index = std::mem::take(&mut next.index);
-        let new_data = NewData {
-            volumes: diff(&self.volumes, &next.volumes, |id, old, new| {
-                let (old, new) = (old.map(|v| &**v), new.map(|v| &**v));
-                index.volume(id, old, new);
-                changes.push(Change::Volume(id.clone(), new.cloned()));
-                // Only data copied from a source needs its entry durable
-                // before the record: an empty volume's data is made again
-                // at open if a crash lost it.
-                old.is_none() && new.is_some_and(|v| v.source.is_some())
-            }),
-            snapshots: diff(&self.snapshots, &next.snapshots, |id, old, new| {
-                index.snapshot(id, old, new);
-                changes.push(Change::Snapshot(id.clone(), new.cloned()));
-                old.is_none()
-            }),
-        };
+        let mut new_data = NewData::default();
+        diff(&self.volumes, &next.volumes, |id, old, new_arc| {
+            let (old, new) = (old.map(|v| &**v), new_arc.map(|v| &**v));
+            index.volume(id, old, new);
+            changes.push(Change::Volume(Arc::clone(id), new_arc.cloned()));
+            // Only data copied from a source needs its entry durable
+            // before the record: an empty volume's data is made again
+            // at open if a crash lost it.
+            if old.is_none() && new.is_some_and(|v| v.source.is_some()) {
+                new_data.add(Top::Volumes, id);
+            }
+        });
+        diff(&self.snapshots, &next.snapshots, |id, old, new| {
+            index.snapshot(id, old, new);
+            changes.push(Change::Snapshot(id.clone(), new.cloned()));
+            if old.is_none() {
+                new_data.add(Top::Snapshots, id);
+            }
+        });
         diff(&self.groups, &next.groups, |id, _, new| {
             changes.push(Change::Group(id.clone(), new.cloned()));
-            false
         });
         diff(&self.staged, &next.staged, |id, _, new| {
             changes.push(Change::Staged(id.clone(), new.cloned()));
-            false
         });
         diff(&self.published, &next.published, |id, _, new| {
             changes.push(Change::Published(id.clone(), new.cloned()));
-            false
         });
         next.index = index;
         let rec = Record {
@@ -373,7 +393,7 @@ impl State {
 
     /// Applies a journal record (when replaying).
     fn apply(&mut self, rec: Record) {
-        fn put<V: Clone>(t: &mut OrdMap<String, V>, k: String, v: Option<V>) {
+        fn put<K: Ord + Clone, V: Clone>(t: &mut OrdMap<K, V>, k: K, v: Option<V>) {
             match v {
                 Some(v) => {
                     t.insert(k, v);
@@ -387,7 +407,7 @@ impl State {
         self.journal_seq = rec.seq;
         for c in rec.changes {
             match c {
-                Change::Volume(k, v) => put(&mut self.volumes, k, v.map(Arc::new)),
+                Change::Volume(k, v) => put(&mut self.volumes, k, v),
                 Change::Snapshot(k, v) => put(&mut self.snapshots, k, v),
                 Change::Group(k, v) => put(&mut self.groups, k, v),
                 Change::Staged(k, v) => put(&mut self.staged, k, v),
@@ -398,23 +418,20 @@ impl State {
 }
 
 /// Calls `f(key, old, new)` for each entry that differs between two
-/// versions of a table (skipping the structure they share); returns whether
-/// `f` returned true for any.
-fn diff<V: PartialEq>(
-    old: &OrdMap<String, V>,
-    new: &OrdMap<String, V>,
-    mut f: impl FnMut(&String, Option<&V>, Option<&V>) -> bool,
-) -> bool {
+/// versions of a table (skipping the structure they share).
+fn diff<K: Ord + Clone, V: PartialEq + Clone>(
+    old: &OrdMap<K, V>,
+    new: &OrdMap<K, V>,
+    mut f: impl FnMut(&K, Option<&V>, Option<&V>),
+) {
     use imbl::ordmap::DiffItem;
-    let mut any = false;
     for d in old.diff(new) {
-        any |= match d {
+        match d {
             DiffItem::Add(k, v) => f(k, None, Some(v)),
             DiffItem::Update { old, new } => f(old.0, Some(old.1), Some(new.1)),
             DiffItem::Remove(k, v) => f(k, Some(v), None),
-        };
+        }
     }
-    any
 }
 
 /// One committed change of the state: the changed entries, whole (`None`:
@@ -426,17 +443,42 @@ struct Record {
     changes: Vec<Change>,
 }
 
-/// Which data directories hold entries renamed into place for a record's
-/// new objects, to be fsynced before the record is written.
-#[derive(Clone, Copy, Debug, Default)]
+/// Which shard directories hold entries renamed into place for a record's
+/// new objects, to be fsynced before the record is written (each once).
+#[derive(Clone, Debug, Default)]
 struct NewData {
-    volumes: bool,
-    snapshots: bool,
+    dirs: Vec<(Top, u8)>,
+}
+
+impl NewData {
+    fn add(&mut self, top: Top, id: &str) {
+        let dir = (top, shard_of(id));
+        if !self.dirs.contains(&dir) {
+            self.dirs.push(dir);
+        }
+    }
+
+    fn merge(&mut self, other: NewData) {
+        for dir in other.dirs {
+            if !self.dirs.contains(&dir) {
+                self.dirs.push(dir);
+            }
+        }
+    }
+}
+
+/// The two sharded data directories.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Top {
+    Volumes,
+    Snapshots,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 enum Change {
-    Volume(String, Option<VolumeRec>),
+    /// Behind `Arc`s shared with the state: a record is written from them
+    /// without copying (the JSON is that of a string and a record).
+    Volume(Arc<str>, Option<Arc<VolumeRec>>),
     Snapshot(String, Option<SnapshotRec>),
     Group(String, Option<GroupRec>),
     Staged(String, Option<StageRec>),
@@ -470,13 +512,50 @@ impl Layout {
     pub fn free_dir(&self) -> PathBuf {
         self.root.join("free")
     }
-    /// Where a volume's data lives: a directory, or `<id>.img` for block.
+    fn top_dir(&self, top: Top) -> PathBuf {
+        match top {
+            Top::Volumes => self.volumes_dir(),
+            Top::Snapshots => self.snapshots_dir(),
+        }
+    }
+    /// A shard directory of `volumes/` or `snapshots/` ([`shard_of`]).
+    fn shard_dir(&self, top: Top, shard: u8) -> PathBuf {
+        self.top_dir(top).join(shard_name(shard))
+    }
+    /// The shard directory that holds a volume's data.
+    pub fn volume_shard_dir(&self, id: &str) -> PathBuf {
+        self.shard_dir(Top::Volumes, shard_of(id))
+    }
+    /// Where a volume's data lives: `volumes/<shard>/<id>`, a directory, or
+    /// `volumes/<shard>/<id>.img` for block ([`shard_of`]).
     pub fn volume_path(&self, id: &str, block: bool) -> PathBuf {
         data_path(&self.volumes_dir(), id, block)
     }
-    /// Where a snapshot's data lives.
+    /// Where a snapshot's data lives: `snapshots/<shard>/<id>[.img]`.
     pub fn snapshot_path(&self, id: &str, block: bool) -> PathBuf {
         data_path(&self.snapshots_dir(), id, block)
+    }
+    /// Makes the shard directories of `volumes/` and `snapshots/` that do
+    /// not exist yet (all of them at the first start, or the first start
+    /// after a version without shards), and makes their entries durable:
+    /// the leader fsyncs only a shard before a record naming data in it.
+    fn make_shards(&self) -> Result<(), String> {
+        for top in [Top::Volumes, Top::Snapshots] {
+            let mut made = false;
+            for shard in 0..SHARDS {
+                let dir = self.shard_dir(top, shard as u8);
+                match fs::create_dir(&dir) {
+                    Ok(()) => made = true,
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => {}
+                    Err(e) => return Err(format!("creating {}: {e}", dir.display())),
+                }
+            }
+            if made {
+                let dir = self.top_dir(top);
+                fsync_dir(&dir).map_err(|e| format!("syncing {}: {e}", dir.display()))?;
+            }
+        }
+        Ok(())
     }
     /// A temporary name in the same directory as `final_path`.
     pub fn tmp_for(final_path: &Path) -> PathBuf {
@@ -488,12 +567,54 @@ impl Layout {
     }
 }
 
-fn data_path(dir: &Path, id: &str, block: bool) -> PathBuf {
+/// How many shard directories `volumes/` and `snapshots/` each hold.
+const SHARDS: usize = 256;
+
+/// The shard of an object's data: the low byte of the CRC-32 of its id, so
+/// that ids given out in sequence spread evenly. With all data in one
+/// directory, every creation and deletion was a lookup and an insert or a
+/// removal in an ext4 hashed directory of as many entries as objects (tens
+/// of blocks with 10,000 volumes, each searched linearly); in 256 shards a
+/// directory holds one block up to about 30,000 objects. The value is part
+/// of the on-disk format: it must never change.
+fn shard_of(id: &str) -> u8 {
+    crc32fast::hash(id.as_bytes()) as u8
+}
+
+/// A shard directory's name: two lowercase hex digits.
+fn shard_name(shard: u8) -> String {
+    format!("{shard:02x}")
+}
+
+/// Whether `name` is a shard directory's name (no id the driver gives out is).
+fn is_shard_name(name: &str) -> bool {
+    name.len() == 2
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// An object's data file name in its shard.
+fn data_name(id: &str, block: bool) -> String {
     if block {
-        dir.join(format!("{id}.img"))
+        format!("{id}.img")
     } else {
-        dir.join(id)
+        id.to_string()
     }
+}
+
+fn data_path(dir: &Path, id: &str, block: bool) -> PathBuf {
+    dir.join(shard_name(shard_of(id)))
+        .join(data_name(id, block))
+}
+
+/// Where the driver keeps a volume's data under the state directory
+/// `state_dir`: `volumes/<shard>/<id>` (a directory) or
+/// `volumes/<shard>/<id>.img` (a block volume's image), where `<shard>` is
+/// two hex digits derived from the id. For tools and tests that look at the
+/// data from outside the driver.
+pub fn volume_data_path(state_dir: &Path, volume_id: &str, block: bool) -> PathBuf {
+    data_path(&state_dir.join("volumes"), volume_id, block)
 }
 
 /// The metadata and the directory it lives in.
@@ -517,12 +638,26 @@ pub(crate) fn io_err(what: impl std::fmt::Display, e: std::io::Error) -> CsiErro
 /// or one per object.
 pub(crate) const SNAPSHOT_EVERY: u64 = 4096;
 
-/// The journal's preallocated size: records overwrite zeros already on
-/// disk, so a durable write changes no file metadata (no file-system
-/// journal commit, only the data and a cache flush). Records past it are
-/// still durable (the size change is part of the synchronous write), only
-/// slower.
-const JOURNAL_SIZE: u64 = 4 << 20;
+/// The journal's preallocated size, at least: records overwrite zeros
+/// already on disk, so a durable write changes no file metadata (no
+/// file-system journal commit, only the data and a cache flush). Records
+/// past it are still durable (the size change is part of the synchronous
+/// write), only slower.
+const JOURNAL_SIZE: u64 = SNAPSHOT_EVERY * JOURNAL_BYTES_PER_RECORD;
+
+/// Bytes of journal preallocated per record of a round (a record of a
+/// CreateVolume is about 300 bytes, of a DeleteVolume under 100).
+const JOURNAL_BYTES_PER_RECORD: u64 = 1024;
+
+/// The preallocated journal size for a state of `objects` objects: a round
+/// between two snapshots is [`SNAPSHOT_EVERY`] records or one per object,
+/// so with many objects a round needs more room; without it, every record
+/// past 4 MiB (from about 20,000 volumes on) would change the file's size.
+/// The file grows when a snapshot is saved (the leader already does work
+/// in proportion to the state then) and at start.
+fn journal_size_for(objects: u64) -> u64 {
+    JOURNAL_SIZE.max(objects * JOURNAL_BYTES_PER_RECORD)
+}
 
 /// A journal record on disk: `[payload length: u32 LE][crc32 of payload:
 /// u32 LE][payload: JSON of a Record]`.
@@ -774,8 +909,7 @@ impl Journal {
         };
         for p in s.pending.drain(..n) {
             batch.bytes.extend_from_slice(&p.bytes);
-            batch.new_data.volumes |= p.new_data.volumes;
-            batch.new_data.snapshots |= p.new_data.snapshots;
+            batch.new_data.merge(p.new_data);
             batch.snapshot = p.snapshot;
             batch.last = p.seq;
         }
@@ -803,11 +937,8 @@ impl Journal {
             // Data is renamed into place before the record naming it is
             // committed; the renames become durable here, before the
             // records do.
-            if batch.new_data.volumes {
-                fsync_dir(&self.layout.volumes_dir())?;
-            }
-            if batch.new_data.snapshots {
-                fsync_dir(&self.layout.snapshots_dir())?;
+            for &(top, shard) in &batch.new_data.dirs {
+                fsync_dir(&self.layout.shard_dir(top, shard))?;
             }
             self.file.write_all_at(&batch.bytes, batch.offset)
         })();
@@ -832,7 +963,8 @@ impl Journal {
             // sequence numbers than any left behind them. The callers of
             // this batch are answered once it is saved.
             drop(s);
-            let saved = write_snapshot(&self.layout, &state);
+            let saved = write_snapshot(&self.layout, &state)
+                .and_then(|()| self.preallocate(journal_size_for(state.objects())));
             s = self.lock();
             match saved {
                 Ok(()) => s.offset = 0,
@@ -845,6 +977,27 @@ impl Journal {
         }
         self.durable_notify.notify_waiters();
         (s, done)
+    }
+}
+
+impl Journal {
+    /// Grows the journal file to `size` bytes of zeros written (not a
+    /// sparse extension, whose first write would allocate blocks and change
+    /// metadata), if it is shorter. Only the leader calls it, after a
+    /// snapshot and before the journal restarts at offset 0: what it
+    /// appends lies past every record.
+    fn preallocate(&self, size: u64) -> std::io::Result<()> {
+        let mut len = self.file.metadata()?.len();
+        if len >= size {
+            return Ok(());
+        }
+        let zeros = vec![0; 1 << 20];
+        while len < size {
+            let n = (size - len).min(zeros.len() as u64);
+            self.file.write_all_at(&zeros[..n as usize], len)?;
+            len += n;
+        }
+        Ok(())
     }
 }
 
@@ -950,7 +1103,7 @@ impl Recycler {
     /// moved into `free/`. Costs a bounded number of metadata calls and
     /// removes nothing, whatever `path` holds; false leaves `path` as it was.
     pub(crate) fn keep(&self, path: &Path) -> bool {
-        if path.parent() == Some(self.volumes.as_path())
+        if path.parent().and_then(Path::parent) == Some(self.volumes.as_path())
             && self.free().len() < RECYCLE_MAX
             && self.as_new(path)
         {
@@ -1014,6 +1167,7 @@ impl Store {
         ] {
             fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         }
+        layout.make_shards()?;
         // Directories kept for reuse by the run before are not named by any
         // record: they go. They were empty when kept, so each is removed
         // with `rmdir` only: one that is not empty (a file system repaired
@@ -1074,7 +1228,7 @@ impl Store {
             replayed += 1;
         }
         state.reindex();
-        let size = (bytes.len() as u64).max(JOURNAL_SIZE);
+        let size = (bytes.len() as u64).max(journal_size_for(state.objects()));
         if bytes.len() as u64 != size || bytes.iter().any(|&b| b != 0) {
             // Start from a clean slate: the state as replayed saved whole,
             // then the journal zeroed, so no record of this run can be
@@ -1111,6 +1265,7 @@ impl Store {
             reserved: 0,
             journal: journal.clone(),
         };
+        store.move_flat_data_into_shards()?;
         store.collect_garbage()?;
         store.undo_unacknowledged_growth()?;
         store.make_lost_empty_data()?;
@@ -1121,38 +1276,103 @@ impl Store {
     pub fn journal(&self) -> Arc<Journal> {
         self.journal.clone()
     }
-    /// Removes entries of `volumes/` and `snapshots/` that the state does not name.
-    fn collect_garbage(&self) -> Result<(), String> {
-        let keep_vol: Vec<PathBuf> = self
+    /// The data the state names: (top directory, file name) for every
+    /// volume and snapshot.
+    fn named_data(&self) -> Vec<(Top, String, String)> {
+        let vols = self
             .state
             .volumes
             .iter()
-            .map(|(id, v)| self.layout.volume_path(id, v.block))
-            .collect();
-        let keep_snap: Vec<PathBuf> = self
+            .map(|(id, v)| (Top::Volumes, id.to_string(), data_name(id, v.block)));
+        let snaps = self
             .state
             .snapshots
             .iter()
-            .map(|(id, s)| self.layout.snapshot_path(id, s.block))
+            .map(|(id, s)| (Top::Snapshots, id.clone(), data_name(id, s.block)));
+        vols.chain(snaps).collect()
+    }
+
+    /// A state directory of a version that kept every object's data directly
+    /// in `volumes/` and `snapshots/` (no shards) is read as it is: the
+    /// data the state names there is renamed into its shard (one `rename`
+    /// per object, atomic: a crash in the middle leaves each object in one
+    /// place or the other, and the next start moves the rest), then the
+    /// directories are fsynced. Data found in both places is refused, as
+    /// the driver never makes that, rather than guess which to drop.
+    fn move_flat_data_into_shards(&self) -> Result<(), String> {
+        let mut touched: Vec<PathBuf> = Vec::new();
+        for (top, id, name) in self.named_data() {
+            let flat = self.layout.top_dir(top).join(&name);
+            if fs::symlink_metadata(&flat).is_err() {
+                continue;
+            }
+            let sharded = self.layout.shard_dir(top, shard_of(&id)).join(&name);
+            if fs::symlink_metadata(&sharded).is_ok() {
+                return Err(format!(
+                    "{} and {} both hold the data of {id}; move one of them away",
+                    flat.display(),
+                    sharded.display()
+                ));
+            }
+            fs::rename(&flat, &sharded)
+                .map_err(|e| format!("moving {} to {}: {e}", flat.display(), sharded.display()))?;
+            for dir in [
+                self.layout.top_dir(top),
+                self.layout.shard_dir(top, shard_of(&id)),
+            ] {
+                if !touched.contains(&dir) {
+                    touched.push(dir);
+                }
+            }
+        }
+        if !touched.is_empty() {
+            tracing::info!(
+                directories = touched.len(),
+                "moved the data of a state directory without shards into its shards"
+            );
+        }
+        for dir in touched {
+            fsync_dir(&dir).map_err(|e| format!("syncing {}: {e}", dir.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Removes entries of `volumes/` and `snapshots/` (and of their shards)
+    /// that the state does not name.
+    fn collect_garbage(&self) -> Result<(), String> {
+        let keep: std::collections::HashSet<PathBuf> = self
+            .named_data()
+            .into_iter()
+            .map(|(top, id, name)| self.layout.shard_dir(top, shard_of(&id)).join(name))
             .collect();
-        for (dir, keep) in [
-            (self.layout.volumes_dir(), keep_vol),
-            (self.layout.snapshots_dir(), keep_snap),
-        ] {
-            let entries =
-                fs::read_dir(&dir).map_err(|e| format!("listing {}: {e}", dir.display()))?;
-            for entry in entries.flatten() {
-                let path = entry.path();
-                if keep.contains(&path) {
+        let remove = |entry: fs::DirEntry| -> Result<(), String> {
+            let path = entry.path();
+            tracing::info!(path = %path.display(), "removing data no volume or snapshot names (left by an interrupted operation)");
+            let r = if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+            r.map_err(|e| format!("removing {}: {e}", path.display()))
+        };
+        let list =
+            |dir: &Path| fs::read_dir(dir).map_err(|e| format!("listing {}: {e}", dir.display()));
+        for top in [Top::Volumes, Top::Snapshots] {
+            for entry in list(&self.layout.top_dir(top))?.flatten() {
+                let is_shard = entry.file_name().to_str().is_some_and(is_shard_name)
+                    && entry.file_type().is_ok_and(|t| t.is_dir());
+                if !is_shard {
+                    // Named data was moved into its shard: what is left at
+                    // the top is garbage (temporary names of a version
+                    // without shards).
+                    remove(entry)?;
                     continue;
                 }
-                tracing::info!(path = %path.display(), "removing data no volume or snapshot names (left by an interrupted operation)");
-                let r = if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                    fs::remove_dir_all(&path)
-                } else {
-                    fs::remove_file(&path)
-                };
-                r.map_err(|e| format!("removing {}: {e}", path.display()))?;
+                for inner in list(&entry.path())?.flatten() {
+                    if !keep.contains(&inner.path()) {
+                        remove(inner)?;
+                    }
+                }
             }
         }
         Ok(())
@@ -1166,7 +1386,7 @@ impl Store {
     /// workload can write into a volume only after NodeStageVolume, which
     /// makes the entry durable first.
     fn make_lost_empty_data(&self) -> Result<(), String> {
-        let mut made = false;
+        let mut made: Vec<PathBuf> = Vec::new();
         for (id, v) in self
             .state
             .volumes
@@ -1190,10 +1410,11 @@ impl Store {
                 }
             };
             make().map_err(|e| format!("creating {}: {e}", path.display()))?;
-            made = true;
+            if let Some(dir) = path.parent().filter(|d| !made.iter().any(|m| m == d)) {
+                made.push(dir.to_path_buf());
+            }
         }
-        if made {
-            let dir = self.layout.volumes_dir();
+        for dir in made {
             fsync_dir(&dir).map_err(|e| format!("syncing {}: {e}", dir.display()))?;
         }
         Ok(())
@@ -1249,7 +1470,7 @@ impl Store {
         // `SNAPSHOT_EVERY` records or every record per object, whichever is
         // rarer, keeps its cost per record independent of the number of
         // volumes (and a restart replays at most that many records).
-        let objects = (next.volumes.len() + next.snapshots.len() + next.groups.len()) as u64;
+        let objects = next.objects();
         let snapshot = (rec.seq - shared.snapshot_seq >= SNAPSHOT_EVERY.max(objects)).then(|| {
             shared.snapshot_seq = rec.seq;
             next.clone()
@@ -1305,14 +1526,14 @@ mod tests {
         let layout = store.layout.clone();
         let recycler = &store.journal.recycler;
         let new_dir = |name: &str, mode: u32| {
-            let p = layout.volumes_dir().join(name);
+            let p = layout.volume_path(name, false);
             fs::create_dir(&p).unwrap();
             fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
             p
         };
         let free = || fs::read_dir(layout.free_dir()).unwrap().count();
         // Nothing kept yet: the caller makes the directory itself.
-        assert!(!recycler.reuse(&layout.volumes_dir().join("vol-x")));
+        assert!(!recycler.reuse(&layout.volume_path("vol-x", false)));
 
         let as_new = new_dir("vol-a", 0o777);
         recycler.dispose(&as_new);
@@ -1340,13 +1561,13 @@ mod tests {
         }
         assert_eq!(free(), if xattr { 1 } else { 2 });
         // An image file is removed.
-        let img = layout.volumes_dir().join("vol-f.img");
+        let img = layout.volume_path("vol-f", true);
         fs::write(&img, b"").unwrap();
         recycler.dispose(&img);
         assert!(!img.exists());
 
         // A new volume takes a kept directory.
-        let target = layout.volumes_dir().join("vol-g");
+        let target = layout.volume_path("vol-g", false);
         assert!(recycler.reuse(&target));
         assert!(target.is_dir());
         assert_eq!(
@@ -1363,7 +1584,7 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(free(), 0);
         assert!(!store.journal.recycler.reuse(&target));
-        assert_eq!(fs::read_dir(layout.volumes_dir()).unwrap().count(), 0);
+        assert!(data_names(&layout, Top::Volumes).is_empty());
 
         // Something not empty there was never kept by the driver: a start
         // leaves it as it is rather than delete data.
@@ -1390,14 +1611,14 @@ mod tests {
         let free = || fs::read_dir(layout.free_dir()).unwrap().count();
         let mut done = Vec::new();
         // A directory with data first: not kept, and `keep` leaves it whole.
-        let with_file = layout.volumes_dir().join("vol-data");
+        let with_file = layout.volume_path("vol-data", false);
         fs::create_dir(&with_file).unwrap();
         fs::write(with_file.join("f"), b"data").unwrap();
         assert!(!journal.recycler.keep(&with_file));
         assert_eq!(fs::read(with_file.join("f")).unwrap(), b"data");
         done.push(with_file.clone());
         for i in 0..INLINE_KEEPS + 2 {
-            let p = layout.volumes_dir().join(format!("vol-{i}"));
+            let p = layout.volume_path(&format!("vol-{i}"), false);
             fs::create_dir(&p).unwrap();
             fs::set_permissions(&p, fs::Permissions::from_mode(0o777)).unwrap();
             done.push(p);
@@ -1437,30 +1658,216 @@ mod tests {
         let mut store = Store::open(dir.path()).unwrap();
         let mut next = store.state.clone();
         let id = next.new_id("vol");
-        next.volumes.insert(id.clone(), Arc::new(rec("a")));
+        next.volumes.insert(id.as_str().into(), Arc::new(rec("a")));
         fs::create_dir(store.layout.volume_path(&id, false)).unwrap();
         store.commit(next).unwrap();
         store.journal().wait_durable().unwrap();
         // Leftovers of a cut-short operation.
-        fs::create_dir(store.layout.volumes_dir().join(".tmp-vol-000000000009")).unwrap();
+        fs::create_dir(Layout::tmp_for(
+            &store.layout.volume_path("vol-000000000009", false),
+        ))
+        .unwrap();
+        fs::write(store.layout.snapshot_path("snap-000000000007", true), b"x").unwrap();
+        // And of a version without shards, at the top.
+        fs::create_dir(store.layout.volumes_dir().join(".tmp-vol-000000000008")).unwrap();
         fs::write(
-            store.layout.snapshots_dir().join("snap-000000000007.img"),
+            store.layout.snapshots_dir().join("snap-000000000006.img"),
             b"x",
         )
         .unwrap();
         let reopened = Store::open(dir.path()).unwrap();
         assert_eq!(reopened.state, store.state);
-        let names: Vec<_> = fs::read_dir(reopened.layout.volumes_dir())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(names, vec![std::ffi::OsString::from(id)]);
         assert_eq!(
-            fs::read_dir(reopened.layout.snapshots_dir())
-                .unwrap()
-                .count(),
-            0
+            data_names(&reopened.layout, Top::Volumes),
+            vec![reopened.layout.volume_path(&id, false)]
         );
+        assert!(data_names(&reopened.layout, Top::Snapshots).is_empty());
+    }
+
+    #[test]
+    fn ids_spread_over_the_shards_and_the_shard_of_an_id_never_changes() {
+        // Part of the on-disk format: a change would lose every object.
+        assert_eq!(shard_name(shard_of("vol-000000000001")), "57");
+        assert_eq!(shard_name(shard_of("snap-000000000002")), "17");
+        assert_eq!(shard_name(shard_of("vol-000000000010")), "80");
+        let layout = Layout {
+            root: PathBuf::from("/s"),
+        };
+        assert_eq!(
+            layout.volume_path("vol-000000000001", true),
+            Path::new("/s/volumes/57/vol-000000000001.img")
+        );
+        assert_eq!(
+            volume_data_path(Path::new("/s"), "vol-000000000001", false),
+            Path::new("/s/volumes/57/vol-000000000001")
+        );
+        assert_eq!(
+            layout.snapshot_path("snap-000000000002", false),
+            Path::new("/s/snapshots/17/snap-000000000002")
+        );
+        // Ids given out in sequence fill every shard about evenly.
+        let mut count = [0usize; SHARDS];
+        for n in 1..=10_000u64 {
+            count[shard_of(&format!("vol-{n:012}")) as usize] += 1;
+        }
+        assert!(
+            count.iter().all(|&c| (20..=60).contains(&c)),
+            "from {:?} to {:?} per shard",
+            count.iter().min(),
+            count.iter().max()
+        );
+        for shard in 0..=255u8 {
+            assert!(is_shard_name(&shard_name(shard)));
+        }
+        for name in ["vol-1", "a", "0g", "AB", "abc", ".tmp-ab"] {
+            assert!(!is_shard_name(name), "{name}");
+        }
+    }
+
+    /// Takes every object's data out of its shard to the top of `volumes/`
+    /// or `snapshots/` and removes the shards: the layout of the version
+    /// before shards (whose `state.json` and journal had the same format).
+    fn unshard(layout: &Layout) {
+        for top in [Top::Volumes, Top::Snapshots] {
+            for shard in 0..SHARDS {
+                let dir = layout.shard_dir(top, shard as u8);
+                for e in fs::read_dir(&dir).unwrap() {
+                    let e = e.unwrap();
+                    fs::rename(e.path(), layout.top_dir(top).join(e.file_name())).unwrap();
+                }
+                fs::remove_dir(&dir).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn a_state_directory_without_shards_loads_and_its_data_moves_into_the_shards() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        // A state directory as the version before shards wrote it: its
+        // snapshot file (written by hand, in that version's format) and
+        // the data at the top of `volumes/` and `snapshots/`.
+        let created = r#"{"secs":1765000000,"nanos":5}"#;
+        let state = format!(
+            r#"{{"version":1,"next_id":5,"journal_seq":0,
+            "volumes":{{
+              "vol-000000000001":{{"name":"a","capacity":4096,"block":false,"caps":[{{"block":false,"mode":"SingleNodeWriter"}}],"created":{created}}},
+              "vol-000000000002":{{"name":"b","capacity":8192,"block":true,"caps":[],"created":{created}}},
+              "vol-000000000004":{{"name":"lost","capacity":4096,"block":false,"caps":[],"created":{created}}}}},
+            "snapshots":{{"snap-000000000003":{{"name":"s","source_volume":"vol-000000000002","size":8192,"block":true,"created":{created}}}}},
+            "groups":{{}},"staged":{{}},"published":{{}}}}"#
+        );
+        fs::write(root.join("state.json"), state).unwrap();
+        for d in ["volumes", "snapshots"] {
+            fs::create_dir(root.join(d)).unwrap();
+        }
+        fs::create_dir(root.join("volumes/vol-000000000001")).unwrap();
+        fs::write(root.join("volumes/vol-000000000001/f"), b"data of a").unwrap();
+        fs::write(root.join("volumes/vol-000000000002.img"), vec![7; 8192]).unwrap();
+        fs::write(root.join("snapshots/snap-000000000003.img"), vec![9; 8192]).unwrap();
+        // Leftovers of that version's interrupted operations.
+        fs::create_dir(root.join("volumes/.tmp-vol-000000000009")).unwrap();
+        fs::write(root.join("volumes/vol-000000000008.img"), b"x").unwrap();
+
+        let mut store = Store::open(root).unwrap();
+        let layout = store.layout.clone();
+        assert_eq!(store.state.volumes.len(), 3);
+        assert_eq!(store.state.used(), 4096 + 8192 + 4096 + 8192);
+        let (a, b, lost, s) = (
+            layout.volume_path("vol-000000000001", false),
+            layout.volume_path("vol-000000000002", true),
+            layout.volume_path("vol-000000000004", false),
+            layout.snapshot_path("snap-000000000003", true),
+        );
+        assert_eq!(fs::read(a.join("f")).unwrap(), b"data of a");
+        assert_eq!(fs::read(&b).unwrap(), vec![7; 8192]);
+        assert_eq!(fs::read(&s).unwrap(), vec![9; 8192]);
+        // An empty volume whose data a crash lost is made again, in its shard.
+        assert!(lost.is_dir());
+        let mut expected = vec![a.clone(), b.clone(), lost.clone()];
+        expected.sort();
+        assert_eq!(data_names(&layout, Top::Volumes), expected);
+        assert_eq!(data_names(&layout, Top::Snapshots), vec![s.clone()]);
+
+        // The driver goes on in the new layout, and a restart finds it.
+        let mut next = store.state.clone();
+        next.volumes.remove("vol-000000000004");
+        let id = next.new_id("vol");
+        next.volumes.insert(id.as_str().into(), Arc::new(rec("c")));
+        fs::create_dir(layout.volume_path(&id, false)).unwrap();
+        store.commit(next).unwrap();
+        store.journal().wait_durable().unwrap();
+        store.remove_when_durable(lost.clone());
+        let expected = store.state.clone();
+        drop(store);
+        let store = Store::open(root).unwrap();
+        assert_eq!(store.state, expected);
+        assert!(!lost.exists());
+        assert!(layout.volume_path(&id, false).is_dir());
+        assert_eq!(fs::read(a.join("f")).unwrap(), b"data of a");
+    }
+
+    #[test]
+    fn a_move_into_the_shards_cut_short_is_finished_at_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let names: Vec<String> = (0..20).map(|i| format!("v{i}")).collect();
+        let ids = churn(&mut store, &names, &[]);
+        store.journal().wait_durable().unwrap();
+        let layout = store.layout.clone();
+        for id in &ids {
+            let p = layout.volume_path(id, false);
+            fs::create_dir(&p).unwrap();
+            fs::write(p.join("f"), id.as_bytes()).unwrap();
+        }
+        let expected = store.state.clone();
+        drop(store);
+        // Half of the objects still at the top, as a crash in the middle
+        // of the first start after an upgrade leaves them (the shards exist).
+        unshard(&layout);
+        Store::open(dir.path()).unwrap();
+        for id in &ids[10..] {
+            let p = layout.volume_path(id, false);
+            fs::rename(&p, layout.volumes_dir().join(id)).unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.state, expected);
+        for id in &ids {
+            let p = layout.volume_path(id, false);
+            assert_eq!(fs::read(p.join("f")).unwrap(), id.as_bytes());
+        }
+        assert_eq!(data_names(&layout, Top::Volumes).len(), ids.len());
+
+        // The same object in both places is never made by the driver: the
+        // start is refused with both paths named, and nothing is removed.
+        drop(store);
+        let both = layout.volumes_dir().join(&ids[0]);
+        fs::create_dir(&both).unwrap();
+        let err = Store::open(dir.path()).err().unwrap();
+        assert!(err.contains("both hold the data of"), "{err}");
+        assert!(err.contains(&both.display().to_string()), "{err}");
+        assert!(both.is_dir());
+        assert!(layout.volume_path(&ids[0], false).join("f").exists());
+    }
+
+    /// Every entry under `volumes/` or `snapshots/` but the shard
+    /// directories themselves (which all exist), sorted.
+    fn data_names(layout: &Layout, top: Top) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let mut shards = 0;
+        for e in fs::read_dir(layout.top_dir(top)).unwrap() {
+            let e = e.unwrap();
+            let name = e.file_name().into_string().unwrap();
+            if is_shard_name(&name) && e.file_type().unwrap().is_dir() {
+                shards += 1;
+                out.extend(fs::read_dir(e.path()).unwrap().map(|i| i.unwrap().path()));
+            } else {
+                out.push(e.path());
+            }
+        }
+        assert_eq!(shards, SHARDS);
+        out.sort();
+        out
     }
 
     #[test]
@@ -1469,9 +1876,10 @@ mod tests {
         let mut store = Store::open(dir.path()).unwrap();
         let mut next = store.state.clone();
         let (mount, block) = (next.new_id("vol"), next.new_id("vol"));
-        next.volumes.insert(mount.clone(), Arc::new(rec("m")));
+        next.volumes
+            .insert(mount.as_str().into(), Arc::new(rec("m")));
         next.volumes.insert(
-            block.clone(),
+            block.as_str().into(),
             Arc::new(VolumeRec {
                 block: true,
                 capacity: 1 << 20,
@@ -1498,7 +1906,7 @@ mod tests {
         let mut next = store.state.clone();
         let id = next.new_id("vol");
         next.volumes.insert(
-            id.clone(),
+            id.as_str().into(),
             Arc::new(VolumeRec {
                 block: true,
                 ..rec("b")
@@ -1546,13 +1954,13 @@ mod tests {
         for n in names {
             let mut next = store.state.clone();
             let id = next.new_id("vol");
-            next.volumes.insert(id.clone(), Arc::new(rec(n)));
+            next.volumes.insert(id.as_str().into(), Arc::new(rec(n)));
             store.commit(next).unwrap();
             ids.push(id);
         }
         for &i in delete {
             let mut next = store.state.clone();
-            next.volumes.remove(&ids[i]);
+            next.volumes.remove(ids[i].as_str());
             store.commit(next).unwrap();
         }
         ids
@@ -1659,6 +2067,67 @@ mod tests {
         drop(store);
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.state.volumes.len(), 1);
+    }
+
+    #[test]
+    fn the_journal_grows_with_the_state_so_a_round_fits_in_its_preallocation() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = dir.path().join("journal");
+        let mut store = Store::open(dir.path()).unwrap();
+        let n = SNAPSHOT_EVERY as usize + 904;
+        let names: Vec<String> = (0..n).map(|i| format!("v{i}")).collect();
+        let mut ids = churn(&mut store, &names, &[]);
+        store.journal().wait_durable().unwrap();
+        // A snapshot at SNAPSHOT_EVERY records, of as many objects: the
+        // journal keeps its first size.
+        assert_eq!(fs::metadata(&journal).unwrap().len(), JOURNAL_SIZE);
+        // With more objects than that, the next snapshot comes one record
+        // per object later, and the leader grows the file after it.
+        let mut seq = store.state.journal_seq;
+        let mut i = 0;
+        while store.state.journal_seq < seq + n as u64 {
+            let mut next = store.state.clone();
+            next.volumes.remove(ids[i].as_str());
+            let id = next.new_id("vol");
+            next.volumes
+                .insert(id.as_str().into(), Arc::new(rec(&format!("w{i}"))));
+            store.commit(next).unwrap();
+            ids.push(id);
+            i += 1;
+        }
+        store.journal().wait_durable().unwrap();
+        let objects = store.state.volumes.len() as u64;
+        assert_eq!(objects, n as u64);
+        assert_eq!(
+            fs::metadata(&journal).unwrap().len(),
+            objects * JOURNAL_BYTES_PER_RECORD
+        );
+        let expected = store.state.clone();
+        drop(store);
+        // A start sizes it from the state too (here: already so), and
+        // replays through the grown file.
+        seq = expected.journal_seq;
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.state, expected);
+        assert_eq!(store.state.journal_seq, seq);
+        assert_eq!(
+            fs::metadata(&journal).unwrap().len(),
+            objects * JOURNAL_BYTES_PER_RECORD
+        );
+        // A journal shorter than the state needs (a version that did not
+        // grow it) is made long enough at start.
+        drop(store);
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&journal)
+            .unwrap()
+            .set_len(JOURNAL_SIZE)
+            .unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.state, expected);
+        let bytes = fs::read(&journal).unwrap();
+        assert_eq!(bytes.len() as u64, objects * JOURNAL_BYTES_PER_RECORD);
+        assert!(bytes.iter().all(|&b| b == 0));
     }
 
     #[test]

@@ -103,12 +103,7 @@ async fn create_is_idempotent_by_name_and_refuses_incompatible_duplicates() {
         .unwrap()
         .volume;
     assert_eq!(a.capacity_bytes, 8 * MIB);
-    assert!(
-        s.state_dir()
-            .join("volumes")
-            .join(a.volume_id.as_str())
-            .is_dir()
-    );
+    assert!(local::volume_data_path(&s.state_dir(), a.volume_id.as_str(), false).is_dir());
     assert_eq!(
         c.create_volume(mount_req("a", 8 * MIB))
             .await
@@ -194,12 +189,7 @@ async fn capacity_is_accounted_and_enforced() {
     c.delete_volume(del(&v.volume_id)).await.unwrap();
     let cap = c.get_capacity(GetCapacityRequest::default()).await.unwrap();
     assert_eq!(cap.available_capacity, 64 * MIB);
-    assert!(
-        !s.state_dir()
-            .join("volumes")
-            .join(v.volume_id.as_str())
-            .exists()
-    );
+    assert!(!local::volume_data_path(&s.state_dir(), v.volume_id.as_str(), false).exists());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -383,7 +373,7 @@ async fn get_volume_reports_publications_and_a_real_condition() {
         .unwrap();
 
     // Take the data away: the condition turns abnormal and says why.
-    fs::remove_dir_all(s.state_dir().join("volumes").join(v.as_str())).unwrap();
+    fs::remove_dir_all(local::volume_data_path(&s.state_dir(), v.as_str(), false)).unwrap();
     let cond = get().await.unwrap().status.volume_condition.unwrap();
     assert!(cond.abnormal);
     assert!(cond.message.contains("missing"), "{}", cond.message);
@@ -451,7 +441,7 @@ async fn snapshots_and_clones_copy_the_data() {
         .unwrap()
         .volume
         .volume_id;
-    let vdir = s.state_dir().join("volumes").join(v.as_str());
+    let vdir = local::volume_data_path(&s.state_dir(), v.as_str(), false);
     fs::create_dir(vdir.join("sub")).unwrap();
     fs::write(vdir.join("sub/file"), b"version 1").unwrap();
 
@@ -484,10 +474,7 @@ async fn snapshots_and_clones_copy_the_data() {
         restored.content_source,
         Some(VolumeContentSource::Snapshot(snap.snapshot_id.clone()))
     );
-    let rdir = s
-        .state_dir()
-        .join("volumes")
-        .join(restored.volume_id.as_str());
+    let rdir = local::volume_data_path(&s.state_dir(), restored.volume_id.as_str(), false);
     assert_eq!(fs::read(rdir.join("sub/file")).unwrap(), b"version 1");
 
     let cloned = c
@@ -498,10 +485,7 @@ async fn snapshots_and_clones_copy_the_data() {
         .await
         .unwrap()
         .volume;
-    let cdir = s
-        .state_dir()
-        .join("volumes")
-        .join(cloned.volume_id.as_str());
+    let cdir = local::volume_data_path(&s.state_dir(), cloned.volume_id.as_str(), false);
     assert_eq!(fs::read(cdir.join("sub/file")).unwrap(), b"version 2");
 
     // Sources that do not exist, do not fit, or are of another kind.
@@ -540,7 +524,7 @@ async fn snapshots_and_clones_copy_the_data() {
         .unwrap()
         .volume
         .volume_id;
-    let img = s.state_dir().join("volumes").join(format!("{b}.img"));
+    let img = local::volume_data_path(&s.state_dir(), b.as_str(), true);
     assert_eq!(fs::metadata(&img).unwrap().len(), 8 * MIB);
     {
         use std::io::{Seek, SeekFrom, Write};
@@ -561,10 +545,7 @@ async fn snapshots_and_clones_copy_the_data() {
         .await
         .unwrap()
         .volume;
-    let img2 = s
-        .state_dir()
-        .join("volumes")
-        .join(format!("{}.img", bclone.volume_id));
+    let img2 = local::volume_data_path(&s.state_dir(), bclone.volume_id.as_str(), true);
     let data = fs::read(&img2).unwrap();
     assert_eq!(data.len() as u64, 16 * MIB);
     assert_eq!(&data[5 * MIB as usize..5 * MIB as usize + 6], b"block!");
@@ -674,7 +655,7 @@ async fn group_snapshots() {
         .volume
         .volume_id;
     fs::write(
-        s.state_dir().join("volumes").join(a.as_str()).join("f"),
+        local::volume_data_path(&s.state_dir(), a.as_str(), false).join("f"),
         b"in a",
     )
     .unwrap();
@@ -723,10 +704,7 @@ async fn group_snapshots() {
         ))
         .await
         .unwrap();
-    let rdir = s
-        .state_dir()
-        .join("volumes")
-        .join(r.volume.volume_id.as_str());
+    let rdir = local::volume_data_path(&s.state_dir(), r.volume.volume_id.as_str(), false);
     assert_eq!(fs::read(rdir.join("f")).unwrap(), b"in a");
     // Members are deleted with their group only.
     let r = c
@@ -813,7 +791,7 @@ async fn expand_and_modify() {
         r.node_expansion_required,
         "a loop device must re-read the size"
     );
-    let img = s.state_dir().join("volumes").join(format!("{v}.img"));
+    let img = local::volume_data_path(&s.state_dir(), v.as_str(), true);
     assert_eq!(fs::metadata(&img).unwrap().len(), 8 * MIB);
     // Asking again, or for less, is idempotent; volumes do not shrink below a limit.
     assert_eq!(

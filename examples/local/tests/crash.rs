@@ -115,7 +115,7 @@ async fn verify(c: &Client, state: &Path, ledger: &Ledger, seed: &VolumeId) {
         let cond = got.status.volume_condition.unwrap();
         assert!(!cond.abnormal, "{id}: {}", cond.message);
         if e.volume.content_source == Some(VolumeContentSource::Volume(seed.clone())) {
-            let dir = state.join("volumes").join(id.as_str());
+            let dir = local::volume_data_path(state, id.as_str(), false);
             let n = fs::read_dir(&dir).unwrap().count();
             assert_eq!(n, SEED_FILES, "clone {id} is complete");
             assert_eq!(fs::read(dir.join("f299")).unwrap(), vec![b'z'; 16 << 10]);
@@ -126,17 +126,34 @@ async fn verify(c: &Client, state: &Path, ledger: &Ledger, seed: &VolumeId) {
             assert!(ids.contains(id));
         }
     }
-    // On disk: exactly the listed volumes, nothing temporary.
-    let on_disk: BTreeSet<String> = fs::read_dir(state.join("volumes"))
-        .unwrap()
-        .map(|e| {
-            e.unwrap()
-                .file_name()
-                .to_string_lossy()
-                .trim_end_matches(".img")
-                .to_string()
-        })
-        .collect();
+    // On disk: exactly the listed volumes, each in its shard, nothing
+    // temporary (an entry outside the 256 shards counts as itself).
+    let mut on_disk = BTreeSet::new();
+    let mut shards = 0;
+    for e in fs::read_dir(state.join("volumes")).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        let inner: Vec<_> = if name.len() == 2 && e.file_type().unwrap().is_dir() {
+            shards += 1;
+            fs::read_dir(e.path())
+                .unwrap()
+                .map(|i| i.unwrap().path())
+                .collect()
+        } else {
+            vec![e.path()]
+        };
+        for path in inner {
+            let file = path.file_name().unwrap().to_string_lossy().into_owned();
+            let id = file.trim_end_matches(".img").to_string();
+            assert_eq!(
+                path,
+                local::volume_data_path(state, &id, file.ends_with(".img")),
+                "data in its shard"
+            );
+            on_disk.insert(id);
+        }
+    }
+    assert_eq!(shards, 256);
     let listed_names: BTreeSet<String> = ids.iter().map(|i| i.to_string()).collect();
     assert_eq!(on_disk, listed_names, "data on disk matches the metadata");
     assert!(!state.join("state.json.tmp").exists());
@@ -244,7 +261,7 @@ async fn killed_at_any_moment_restarts_with_every_acknowledged_volume_and_nothin
         .unwrap()
         .volume
         .volume_id;
-    let seed_dir = state.join("volumes").join(seed.as_str());
+    let seed_dir = local::volume_data_path(&state, seed.as_str(), false);
     for i in 0..SEED_FILES {
         fs::write(seed_dir.join(format!("f{i}")), vec![b'z'; 16 << 10]).unwrap();
     }

@@ -96,7 +96,7 @@ async fn allocated_and_changed_ranges_of_block_snapshots() {
         .volume_id;
     let img = fs::OpenOptions::new()
         .write(true)
-        .open(s.state_dir().join("volumes").join(format!("{v}.img")))
+        .open(local::volume_data_path(&s.state_dir(), v.as_str(), true))
         .unwrap();
     img.write_all_at(&[1u8; 100 << 10], MIB).unwrap();
     img.write_all_at(&[2u8; 4096], 5 * MIB).unwrap();

@@ -190,7 +190,7 @@ async fn mount_volume_life_cycle_with_real_bind_mounts() {
         .unwrap()
         .volume
         .volume_id;
-    let data = s.state_dir().join("volumes").join(v.as_str());
+    let data = local::volume_data_path(&s.state_dir(), v.as_str(), false);
     let cap = VolumeCapability::mount(AccessMode::SingleNodeWriter);
     let (staging, target, ro_target) = (s.path("staging"), s.path("pod-a"), s.path("pod-b"));
     fs::create_dir(staging.as_path()).unwrap();
@@ -412,7 +412,7 @@ async fn block_volume_is_published_as_a_loop_device() {
         .unwrap()
         .volume
         .volume_id;
-    let img = s.state_dir().join("volumes").join(format!("{v}.img"));
+    let img = local::volume_data_path(&s.state_dir(), v.as_str(), true);
     let cap = VolumeCapability::block(AccessMode::SingleNodeWriter);
     let (staging, target, ro_target) = (s.path("staging"), s.path("dev-rw"), s.path("dev-ro"));
     match c.node_stage_volume(stage(&v, &staging, &cap)).await {
@@ -574,7 +574,7 @@ async fn a_publish_cut_short_by_a_crash_is_redone_cleanly() {
         .unwrap()
         .volume
         .volume_id;
-    let img = s.state_dir().join("volumes").join(format!("{v}.img"));
+    let img = local::volume_data_path(&s.state_dir(), v.as_str(), true);
     let cap = VolumeCapability::block(AccessMode::SingleNodeWriter);
     let (staging, target) = (s.path("staging"), s.path("dev"));
     if let Err(e) = c.node_stage_volume(stage(&v, &staging, &cap)).await {
