@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo bench -p local --bench cycles -- [--seconds S] [--python PYTHON]
-//!     [--workers 1,8,64] [--present 0,1000,10000] [--no-sdk] [--paired]
+//!     [--workers 1,8,64] [--present 0,1000,10000] [--no-sdk] [--paired] [--no-sync]
 //! ```
 //!
 //! `--workers` and `--present` run only the listed cells (each list in
@@ -15,6 +15,12 @@
 //! (rows `0 (pair)`), so that the two are measured a few seconds apart and
 //! the run-to-run spread of a shared machine does not pass for an effect
 //! of the number of volumes.
+//!
+//! Before every cell the bench calls `sync(2)`, so that the kernel's
+//! writeback of what the fill and earlier cells left dirty (directories and
+//! inodes of thousands of volumes created, renamed and deleted) is not done
+//! during the next cell's measured seconds, on the same disk and cores;
+//! `--no-sync` leaves it out.
 //!
 //! `--python` also drives every cell with `.ci/grpc_client.py bench` on that
 //! interpreter (which must have `grpcio`), in the same run against the same
@@ -189,6 +195,14 @@ async fn cell(socket: &Path, workers: usize, seconds: f64, tag: &str) -> (f64, f
     (lat.len() as f64 / elapsed, pct(0.5), pct(0.99))
 }
 
+/// Writes back what the fill and earlier cells left dirty (see the module
+/// documentation).
+fn settle(sync: bool) {
+    if sync {
+        rustix::fs::sync();
+    }
+}
+
 fn python_cell(python: &str, socket: &Path, workers: usize, seconds: f64) -> String {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../.ci/grpc_client.py");
     let out = Command::new(python)
@@ -220,6 +234,7 @@ fn main() {
     let mut present_list = PRESENT.to_vec();
     let mut sdk = true;
     let mut paired = false;
+    let mut sync = true;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -229,6 +244,7 @@ fn main() {
             "--present" => present_list = counts(args.next(), &PRESENT),
             "--no-sdk" => sdk = false,
             "--paired" => paired = true,
+            "--no-sync" => sync = false,
             _ => {} // cargo passes --bench
         }
     }
@@ -238,7 +254,10 @@ fn main() {
         .expect("a runtime");
     let driver = start_driver();
     let empty = paired.then(start_driver);
-    println!("local, CreateVolume+DeleteVolume cycles over a unix socket, {seconds} s per cell");
+    println!(
+        "local, CreateVolume+DeleteVolume cycles over a unix socket, {seconds} s per cell{}",
+        if sync { ", sync(2) before each" } else { "" }
+    );
     println!("present   workers  client        cycles/s  create p50 ms  p99 ms");
     let mut have = 0;
     for &present in &present_list {
@@ -254,6 +273,7 @@ fn main() {
                 .chain([(&driver, present.to_string())]);
             for (d, label) in runs {
                 if sdk {
+                    settle(sync);
                     let tag = format!("{}-{workers}", label.replace(['(', ')', ' '], ""));
                     let (rate, p50, p99) = rt.block_on(cell(&d.socket, workers, seconds, &tag));
                     println!(
@@ -261,6 +281,7 @@ fn main() {
                     );
                 }
                 if let Some(py) = &python {
+                    settle(sync);
                     println!(
                         "{label:>8}  {workers:>7}  python       {}",
                         python_cell(py, &d.socket, workers, seconds)
