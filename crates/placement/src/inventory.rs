@@ -1,7 +1,7 @@
 //! The inventory: failure domains, bandwidth domains, storage groups, drives, servers and placed
 //! volumes; its TOML file format; and validation with errors that name the offending entry.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -416,17 +416,91 @@ pub struct Inventory {
     pub(crate) attr_index: HashMap<String, u16>,
     /// Attribute values (all names share one table).
     pub(crate) attr_values: Vec<String>,
-    attr_value_index: HashMap<String, u32>,
+    pub(crate) attr_value_index: HashMap<String, u32>,
     /// Each drive's `(attribute, value)` pairs, sorted by attribute.
     pub(crate) drive_attrs: Vec<Vec<(u16, u32)>>,
-    /// The first drive (in drive order) that holds each attribute name and value: those tables
-    /// are numbered by first appearance (attribute numbers are separation dimensions, which
-    /// explanations order by), so a live removal that would change a first appearance must
-    /// re-index (see [`Inventory::swap_remove_keeps_names`]). Tag numbers are only compared
-    /// for equality, and a tag no drive holds filters as an unknown one, so a removal may
-    /// leave the tag table as it is.
-    attr_name_first: Vec<u32>,
-    attr_value_first: Vec<u32>,
+    /// The drives that carry each attribute name, and each value (under any name). Names and
+    /// values are numbered by first appearance in drive order (attribute numbers are
+    /// separation dimensions, which explanations order by), so a live drive removal that
+    /// changes a first appearance renumbers them in place (see
+    /// [`Inventory::plan_drive_removal`]); these sets give the next carrier, and the drives
+    /// whose numbers change, without a scan. Tag numbers are only compared for equality, and
+    /// a tag no drive holds filters as an unknown one, so a removal leaves the tag table as it
+    /// is.
+    pub(crate) attr_name_drives: Vec<BTreeSet<u32>>,
+    pub(crate) attr_value_drives: Vec<BTreeSet<u32>>,
+}
+
+/// How a drive removal renumbers the attribute tables, worked out by
+/// [`Inventory::plan_drive_removal`] before anything changes: `new_of[old]` for the names and
+/// for the values (`NONE` for one that no drive carries any more), or `None` when every number
+/// stays.
+#[derive(Debug, Default)]
+pub(crate) struct AttrRenumbering {
+    names: Option<Vec<u32>>,
+    values: Option<Vec<u32>>,
+}
+
+impl AttrRenumbering {
+    /// The attribute names that go with the drive, and those that stay, in their new order.
+    pub(crate) fn names<'a>(&self, inv: &'a Inventory) -> (Vec<&'a str>, Vec<&'a str>) {
+        let Some(new_of) = &self.names else {
+            return (
+                Vec::new(),
+                inv.attr_names.iter().map(|x| x.as_str()).collect(),
+            );
+        };
+        let mut left: Vec<(u32, &str)> = Vec::new();
+        let mut gone = Vec::new();
+        for (o, &n) in new_of.iter().enumerate() {
+            let name = inv.attr_names[o].as_str();
+            if n == NONE {
+                gone.push(name);
+            } else {
+                left.push((n, name));
+            }
+        }
+        left.sort_unstable();
+        (gone, left.into_iter().map(|x| x.1).collect())
+    }
+}
+
+/// The new numbers of a table numbered by first appearance (entry `i` holds number `i`, so the
+/// numbers ascend with the entries' keys), after the entries in `moved` take new keys (`None`:
+/// the entry goes) while every other entry keeps its key: `new_of[old]`, `NONE` for an entry
+/// that goes, or `None` when every number stays. Keys are unique. O(len + moved × log len key
+/// evaluations): the entries that keep their keys keep their order, and each moved entry finds
+/// its place among them by binary search.
+fn renumber<K: Ord>(
+    len: usize,
+    key: impl Fn(u32) -> K,
+    moved: Vec<(u32, Option<K>)>,
+) -> Option<Vec<u32>> {
+    let stay: Vec<u32> = (0..len as u32)
+        .filter(|x| !moved.iter().any(|m| m.0 == *x))
+        .collect();
+    let mut back: Vec<(usize, K, u32)> = moved
+        .into_iter()
+        .filter_map(|(x, k)| k.map(|k| (x, k)))
+        .map(|(x, k)| (stay.partition_point(|&s| key(s) < k), k, x))
+        .collect();
+    back.sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    let mut order = Vec::with_capacity(stay.len() + back.len());
+    let mut next = 0;
+    for (pos, _, x) in back {
+        order.extend_from_slice(&stay[next..pos]);
+        order.push(x);
+        next = pos;
+    }
+    order.extend_from_slice(&stay[next..]);
+    if order.len() == len && order.iter().enumerate().all(|(i, &o)| o == i as u32) {
+        return None;
+    }
+    let mut new_of = vec![NONE; len];
+    for (n, &o) in order.iter().enumerate() {
+        new_of[o as usize] = n as u32;
+    }
+    Some(new_of)
 }
 
 /// A drive checked against an inventory by [`Inventory::check_drive`]: its indexes, ready for
@@ -904,57 +978,229 @@ impl Inventory {
             let a = *self.attr_index.entry(name.clone()).or_insert(next);
             if a == next {
                 self.attr_names.push(name.clone());
-                self.attr_name_first.push(i);
+                self.attr_name_drives.push(BTreeSet::new());
             }
+            self.attr_name_drives[a as usize].insert(i);
             let next = self.attr_values.len() as u32;
             let v = *self.attr_value_index.entry(value.clone()).or_insert(next);
             if v == next {
                 self.attr_values.push(value.clone());
-                self.attr_value_first.push(i);
+                self.attr_value_drives.push(BTreeSet::new());
             }
+            self.attr_value_drives[v as usize].insert(i);
             attrs.push((a, v));
         }
         attrs.sort_unstable();
         self.drive_attrs.push(attrs);
     }
 
-    /// Whether [`Inventory::swap_remove_drive`] of drive `d` leaves the attribute tables
-    /// exactly as a re-index would number them: every attribute name and value of `d` and of
-    /// the last drive (which takes `d`'s place) first appears on an earlier drive. Otherwise
-    /// one would vanish or move in the first-appearance order.
-    pub(crate) fn swap_remove_keeps_names(&self, d: u32) -> bool {
+    /// Works out, without changing anything, how [`Inventory::swap_remove_drive`] of drive `d`
+    /// renumbers the attribute names and values so that they stay numbered as a re-index
+    /// numbers them: by first appearance in drive order, ties on one drive broken by name
+    /// (the order a drive's attributes are read in). Only the names and values of `d` and of
+    /// the last drive (which takes `d`'s index) can change their first carrier; each finds
+    /// its next one in its carrier set. O(those attributes × log drives) when no first
+    /// carrier changes; otherwise also O(names + values) for the new order.
+    pub(crate) fn plan_drive_removal(&self, d: u32) -> AttrRenumbering {
         let last = self.drive_index.len() as u32 - 1;
-        [d, last].iter().all(|&x| {
-            self.drive_attrs[x as usize].iter().all(|&(a, v)| {
-                self.attr_name_first[a as usize] < d && self.attr_value_first[v as usize] < d
+        let (da, la) = (
+            &self.drive_attrs[d as usize],
+            &self.drive_attrs[last as usize],
+        );
+        if da
+            .iter()
+            .chain(la)
+            .all(|&(a, v)| self.first_name(a as u32) < d && self.first_value(v) < d)
+        {
+            return AttrRenumbering::default();
+        }
+        // The first carrier once `d` is gone and `last` has taken its index.
+        let first_after = |set: &BTreeSet<u32>| {
+            let rest = set.iter().copied().find(|&x| x != d && x != last);
+            let moved_in = (d != last && set.contains(&last)).then_some(d);
+            match (rest, moved_in) {
+                (Some(r), Some(m)) => Some(r.min(m)),
+                (r, m) => r.or(m),
+            }
+        };
+        // Values that first appear on one drive are numbered in the order of the names that
+        // carry them there: a value's key is its first carrier and the first such name.
+        let value_key = |x: u32, v: u32, attrs: &[(u16, u32)]| {
+            let name = attrs
+                .iter()
+                .filter(|p| p.1 == v)
+                .map(|p| self.attr_names[p.0 as usize].as_str())
+                .min()
+                .unwrap_or_default();
+            (x, name)
+        };
+        let mut names: Vec<u32> = da.iter().chain(la).map(|p| p.0 as u32).collect();
+        names.sort_unstable();
+        names.dedup();
+        let mut values: Vec<u32> = da.iter().chain(la).map(|p| p.1).collect();
+        values.sort_unstable();
+        values.dedup();
+        let moved_names = names
+            .iter()
+            .map(|&a| {
+                let first = first_after(&self.attr_name_drives[a as usize]);
+                (a, first.map(|f| (f, self.attr_names[a as usize].as_str())))
             })
-        })
+            .collect();
+        let moved_values = values
+            .iter()
+            .map(|&v| {
+                let first = first_after(&self.attr_value_drives[v as usize]);
+                // The drive at `d` is then the last one.
+                let at = |f: u32| {
+                    if f == d {
+                        la
+                    } else {
+                        &self.drive_attrs[f as usize]
+                    }
+                };
+                (v, first.map(|f| value_key(f, v, at(f))))
+            })
+            .collect();
+        AttrRenumbering {
+            names: renumber(
+                self.attr_names.len(),
+                |a| (self.first_name(a), self.attr_names[a as usize].as_str()),
+                moved_names,
+            ),
+            values: renumber(
+                self.attr_values.len(),
+                |v| {
+                    let f = self.first_value(v);
+                    value_key(f, v, &self.drive_attrs[f as usize])
+                },
+                moved_values,
+            ),
+        }
     }
 
-    /// Whether [`Inventory::swap_remove_bw`] of bandwidth domain `b` keeps the kinds as a
-    /// re-index would number them (by first appearance in domain order): its kind keeps
-    /// another domain, and no kind moves in that order. O(bandwidth domains).
-    pub(crate) fn swap_remove_bw_keeps_kinds(&self, b: u32) -> bool {
+    /// The first drive carrying attribute name `a` (every name has one).
+    fn first_name(&self, a: u32) -> u32 {
+        self.attr_name_drives[a as usize]
+            .first()
+            .copied()
+            .unwrap_or(NONE)
+    }
+
+    /// The first drive carrying attribute value `v` (every value has one).
+    fn first_value(&self, v: u32) -> u32 {
+        self.attr_value_drives[v as usize]
+            .first()
+            .copied()
+            .unwrap_or(NONE)
+    }
+
+    /// Applies what [`Inventory::plan_drive_removal`] worked out, after
+    /// [`Inventory::swap_remove_drive`]: the name and value tables take their new order, the
+    /// names and values that no drive carries go, and only the drives that carry a renumbered
+    /// name or value have their pairs rewritten. O(names + values + those drives' attributes);
+    /// no re-index.
+    pub(crate) fn renumber_attrs(&mut self, change: AttrRenumbering) {
+        let mut touched: Vec<u32> = Vec::new();
+        if let Some(new_of) = &change.names {
+            let n = new_of.iter().filter(|&&x| x != NONE).count();
+            let mut names = vec![String::new(); n];
+            let mut sets = vec![BTreeSet::new(); n];
+            for (o, &x) in new_of.iter().enumerate() {
+                let name = std::mem::take(&mut self.attr_names[o]);
+                if x == NONE {
+                    self.attr_index.remove(&name);
+                    continue;
+                }
+                if x != o as u32 {
+                    touched.extend(&self.attr_name_drives[o]);
+                    self.attr_index.insert(name.clone(), x as u16);
+                }
+                names[x as usize] = name;
+                sets[x as usize] = std::mem::take(&mut self.attr_name_drives[o]);
+            }
+            self.attr_names = names;
+            self.attr_name_drives = sets;
+        }
+        if let Some(new_of) = &change.values {
+            let n = new_of.iter().filter(|&&x| x != NONE).count();
+            let mut values = vec![String::new(); n];
+            let mut sets = vec![BTreeSet::new(); n];
+            for (o, &x) in new_of.iter().enumerate() {
+                let value = std::mem::take(&mut self.attr_values[o]);
+                if x == NONE {
+                    self.attr_value_index.remove(&value);
+                    continue;
+                }
+                if x != o as u32 {
+                    touched.extend(&self.attr_value_drives[o]);
+                    self.attr_value_index.insert(value.clone(), x);
+                }
+                values[x as usize] = value;
+                sets[x as usize] = std::mem::take(&mut self.attr_value_drives[o]);
+            }
+            self.attr_values = values;
+            self.attr_value_drives = sets;
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for d in touched {
+            let attrs = &mut self.drive_attrs[d as usize];
+            for p in attrs.iter_mut() {
+                if let Some(new_of) = &change.names {
+                    p.0 = new_of[p.0 as usize] as u16;
+                }
+                if let Some(new_of) = &change.values {
+                    p.1 = new_of[p.1 as usize];
+                }
+            }
+            attrs.sort_unstable();
+        }
+    }
+
+    /// The kinds' new numbers once [`Inventory::swap_remove_bw`] of bandwidth domain `b` is
+    /// done, so that they stay numbered as a re-index numbers them (by first appearance in
+    /// domain order): `new_of[old]`, `u16::MAX` for the kind whose last domain `b` is, or
+    /// `None` when every number stays. Changes nothing. O(bandwidth domains).
+    pub(crate) fn plan_bw_removal(&self, b: u32) -> Option<Vec<u16>> {
         let last = self.bw_kind_of.len() - 1;
-        let mut seen = vec![false; self.bw_kinds.len()];
+        let mut new_of = vec![u16::MAX; self.bw_kinds.len()];
         let mut next = 0u16;
         for i in 0..last {
             let k = self.bw_kind_of[if i == b as usize { last } else { i }];
-            if !seen[k as usize] {
-                if k != next {
-                    return false;
-                }
-                seen[k as usize] = true;
+            if new_of[k as usize] == u16::MAX {
+                new_of[k as usize] = next;
                 next += 1;
             }
         }
-        next as usize == self.bw_kinds.len()
+        let same = new_of.iter().enumerate().all(|(i, &n)| n as usize == i);
+        (!same).then_some(new_of)
+    }
+
+    /// Applies [`Inventory::plan_bw_removal`]'s numbers after [`Inventory::swap_remove_bw`]:
+    /// the kind table takes its new order and a kind with no domain left goes. O(bandwidth
+    /// domains): drives and servers list domains, not kinds, so none of their lists changes.
+    pub(crate) fn renumber_kinds(&mut self, new_of: &[u16]) {
+        let mut kinds = vec![String::new(); new_of.iter().filter(|&&n| n != u16::MAX).count()];
+        for (o, &n) in new_of.iter().enumerate() {
+            let kind = std::mem::take(&mut self.bw_kinds[o]);
+            if n == u16::MAX {
+                self.bw_kind_index.remove(&kind);
+            } else {
+                self.bw_kind_index.insert(kind.clone(), n);
+                kinds[n as usize] = kind;
+            }
+        }
+        self.bw_kinds = kinds;
+        for k in &mut self.bw_kind_of {
+            *k = new_of[*k as usize];
+        }
     }
 
     /// Removes bandwidth domain `b`, which no drive or server lists, from the spec and the
     /// indexes; the last domain takes its place (as `Vec::swap_remove`), and the drives and
     /// servers that list that one are renumbered: one pass over their lists, no re-index.
-    /// Call only when [`Inventory::swap_remove_bw_keeps_kinds`] holds.
+    /// The kinds are left as they were: renumber them with [`Inventory::renumber_kinds`].
     pub(crate) fn swap_remove_bw(&mut self, b: u32) {
         let last = self.bw_kind_of.len() as u32 - 1;
         self.bw_index
@@ -997,11 +1243,28 @@ impl Inventory {
     }
 
     /// Removes drive `d` from the spec and the indexes; the last drive takes its place (as
-    /// `Vec::swap_remove`). Call only when [`Inventory::swap_remove_keeps_names`] holds. O(the
-    /// two drives' lists plus their ancestors' drive lists).
+    /// `Vec::swap_remove`). O(the two drives' lists plus their ancestors' drive lists and
+    /// attributes' carrier sets). The attribute numbers are left as they were: renumber them
+    /// with [`Inventory::renumber_attrs`] (planned before, by
+    /// [`Inventory::plan_drive_removal`]).
     pub(crate) fn swap_remove_drive(&mut self, d: u32) {
         let last = self.drive_index.len() as u32 - 1;
         let l = self.levels.len();
+        for &(a, v) in &self.drive_attrs[d as usize] {
+            self.attr_name_drives[a as usize].remove(&d);
+            self.attr_value_drives[v as usize].remove(&d);
+        }
+        if d != last {
+            for &(a, v) in &self.drive_attrs[last as usize] {
+                for set in [
+                    &mut self.attr_name_drives[a as usize],
+                    &mut self.attr_value_drives[v as usize],
+                ] {
+                    set.remove(&last);
+                    set.insert(d);
+                }
+            }
+        }
         for &a in &self.drive_anc[d as usize * l..(d as usize + 1) * l] {
             if a != NONE {
                 let list = &mut self.dom_drives[a as usize];
@@ -1064,8 +1327,8 @@ impl Inventory {
             attr_values: Vec::new(),
             attr_value_index: HashMap::new(),
             drive_attrs: Vec::new(),
-            attr_name_first: Vec::new(),
-            attr_value_first: Vec::new(),
+            attr_name_drives: Vec::new(),
+            attr_value_drives: Vec::new(),
         };
         // Failure domains.
         for (i, d) in spec.domains.iter().enumerate() {
