@@ -648,9 +648,7 @@ impl Engine {
         let inv = &mut self.inv;
         inv.server_index.remove(id);
         inv.spec.servers.swap_remove(i as usize);
-        inv.server_dom.swap_remove(i as usize);
-        inv.server_tr.swap_remove(i as usize);
-        inv.server_bw.swap_remove(i as usize);
+        inv.swap_remove_server(i);
         self.server_users.swap_remove(i as usize);
         if let Some(moved) = inv.spec.servers.get(i as usize) {
             inv.server_index.insert(moved.id.clone(), i);
@@ -869,11 +867,11 @@ impl Engine {
     /// last domain takes its place in the inventory's domain order (as `Vec::swap_remove`),
     /// and a level whose last domain goes is dropped.
     ///
-    /// Cost: O(the moved domain's drives + a scan of the domains' parents and the servers'
-    /// domains), after a check of each distinct placed request; a level that goes, or a
-    /// removal that changes the levels' order of first appearance in the domain list (which
-    /// numbers them), also drops or reorders the columns of every drive's ancestor row (one
-    /// copy of that table, no re-index).
+    /// Cost: O(the moved domain's drives, children and servers + log domains), after a check
+    /// of each distinct placed request; a level that goes, or a removal that changes the
+    /// levels' order of first appearance in the domain list (which numbers them), also
+    /// renumbers the domains' levels and drops or reorders the columns of every drive's
+    /// ancestor row (one copy of each table, no re-index).
     pub fn remove_domain(&mut self, id: &DomainId) -> Result<u64, PlacementError> {
         let &x = self
             .inv
@@ -894,31 +892,19 @@ impl Engine {
                 "remove them",
             ));
         }
-        let children: Vec<&DomainSpec> = inv
-            .spec
-            .domains
-            .iter()
-            .filter(|c| c.parent.as_ref() == Some(id))
-            .collect();
-        if let Some(c) = children.first() {
+        if let Some(&c) = inv.dom_children[x as usize].first() {
             return Err(in_use(
                 "child domain(s)",
-                children.len(),
-                c.id.as_str(),
+                inv.dom_children[x as usize].len(),
+                inv.spec.domains[c as usize].id.as_str(),
                 "remove them",
             ));
         }
-        let servers: Vec<&ServerSpec> = inv
-            .spec
-            .servers
-            .iter()
-            .filter(|s| s.domain.as_ref() == Some(id))
-            .collect();
-        if let Some(s) = servers.first() {
+        if let Some(&s) = inv.dom_servers[x as usize].first() {
             return Err(in_use(
                 "server(s)",
-                servers.len(),
-                s.id.as_str(),
+                inv.dom_servers[x as usize].len(),
+                inv.spec.servers[s as usize].id.as_str(),
                 "remove them",
             ));
         }
@@ -1034,12 +1020,7 @@ impl Engine {
             .ok_or_else(|| PlacementError::UnknownTarget(id.to_string()))?;
         let target = format!("bandwidth domain '{id}'");
         let inv = &self.inv;
-        let drives: Vec<u32> = (0..inv.drive_bw.len() as u32)
-            .filter(|&d| inv.drive_bw[d as usize].contains(&b))
-            .collect();
-        let servers: Vec<u32> = (0..inv.server_bw.len() as u32)
-            .filter(|&s| inv.server_bw[s as usize].contains(&b))
-            .collect();
+        let (drives, servers) = (&inv.bw_drives[b as usize], &inv.bw_servers[b as usize]);
         let held = if let Some(&d) = drives.first() {
             Some(format!(
                 "{} drive(s) list it, e.g. '{}'; remove them",
@@ -1119,16 +1100,14 @@ impl Engine {
             .get(id)
             .ok_or_else(|| PlacementError::UnknownTarget(id.to_string()))?;
         let target = format!("storage group '{id}'");
-        let drives: Vec<usize> = (0..self.inv.drive_group.len())
-            .filter(|&d| self.inv.drive_group[d] == g)
-            .collect();
+        let drives = &self.inv.group_drives[g as usize];
         if let Some(&d) = drives.first() {
             return Err(PlacementError::InUse {
                 target,
                 held_by: format!(
                     "{} drive(s) belong to it, e.g. '{}'; remove them first",
                     drives.len(),
-                    self.inv.spec.drives[d].id
+                    self.inv.spec.drives[d as usize].id
                 ),
             });
         }
@@ -3123,6 +3102,11 @@ mod tests {
                     &fresh.server_bw,
                 ) != (&i.bw_kinds, &i.bw_kind_of, &i.drive_bw, &i.server_bw)
                 || fresh.bw_kind_index != i.bw_kind_index
+                || (&fresh.bw_drives, &fresh.bw_servers, &fresh.group_drives)
+                    != (&i.bw_drives, &i.bw_servers, &i.group_drives)
+                || (&fresh.dom_children, &fresh.dom_servers, &fresh.level_doms)
+                    != (&i.dom_children, &i.dom_servers, &i.level_doms)
+                || fresh.server_dom != i.server_dom
                 || (&fresh.drive_group, &fresh.attr_names, &fresh.drive_attrs)
                     != (&i.drive_group, &i.attr_names, &i.drive_attrs)
                 || (
@@ -3146,7 +3130,7 @@ mod tests {
     }
 
     /// Random live changes (drives and domains added and removed, at known and new levels,
-    /// bandwidth domains of known and new kinds added and removed, drives with attributes
+    /// bandwidth domains of known and new kinds, storage groups and servers added and removed, drives with attributes
     /// whose first carriers come and go, health set, volumes placed and removed) keep every
     /// index exact — the level, kind and attribute tables numbered as a re-index numbers them
     /// — and the per-domain window search answers exactly as on an engine rebuilt from the
@@ -3176,7 +3160,7 @@ mod tests {
                     f(&mut s);
                     attempt = Some((what, s));
                 };
-                let r = match rng.random_range(0..13) {
+                let r = match rng.random_range(0..17) {
                     0..=3 => {
                         let capacity = [100u64, 200][rng.random_range(0..2)];
                         let domain =
@@ -3219,12 +3203,68 @@ mod tests {
                             transports: Transports::all(),
                             health: Health::Healthy,
                             domain,
-                            group: None,
+                            group: spec
+                                .storage_groups
+                                .get(rng.random_range(0..spec.storage_groups.len() + 1))
+                                .map(|g| g.id.clone()),
                             bandwidth_domains,
                             attributes,
                         })
                         .map(|_| ())
                     }
+                    15 => e
+                        .add_storage_group(GroupSpec {
+                            id: GroupId::new(format!("g{step}")).unwrap(),
+                            quota: None,
+                            used: crate::model::Bytes(0),
+                        })
+                        .map(|_| ()),
+                    16 => match (!spec.storage_groups.is_empty())
+                        .then(|| rng.random_range(0..spec.storage_groups.len()))
+                    {
+                        Some(i) => {
+                            let x = &spec.storage_groups[i].id;
+                            without(format!("storage group {x}"), &|s| {
+                                s.storage_groups.swap_remove(i);
+                            });
+                            e.remove_storage_group(x).map(|_| ())
+                        }
+                        None => Ok(()),
+                    },
+                    // A server listing a few bandwidth domains (sometimes one twice).
+                    12 => {
+                        let mut bws = Vec::new();
+                        for _ in 0..rng.random_range(0..4) {
+                            if let Some(b) = spec
+                                .bandwidth_domains
+                                .get(rng.random_range(0..spec.bandwidth_domains.len().max(1)))
+                            {
+                                bws.push(b.id.clone());
+                            }
+                        }
+                        e.add_server(ServerSpec {
+                            id: crate::model::ServerId::new(format!("s{step}")).unwrap(),
+                            domain: spec
+                                .domains
+                                .get(rng.random_range(0..spec.domains.len() + 1))
+                                .map(|x| x.id.clone()),
+                            bandwidth_domains: bws,
+                            transports: None,
+                        })
+                        .map(|_| ())
+                    }
+                    13 => match (!spec.servers.is_empty())
+                        .then(|| rng.random_range(0..spec.servers.len()))
+                    {
+                        Some(i) => {
+                            let x = &spec.servers[i].id;
+                            without(format!("server {x}"), &|s| {
+                                s.servers.swap_remove(i);
+                            });
+                            e.remove_server(x).map(|_| ())
+                        }
+                        None => Ok(()),
+                    },
                     10 => e
                         .add_bandwidth_domain(BwDomainSpec {
                             id: BwDomainId::new(format!("b{step}")).unwrap(),
@@ -3314,6 +3354,11 @@ mod tests {
                             req.separation
                                 .push(crate::request::Separation::attribute(a, Mode::Soft));
                         }
+                        if !e.inv.spec.storage_groups.is_empty() && rng.random_range(0..3) == 0 {
+                            let g = &e.inv.spec.storage_groups
+                                [rng.random_range(0..e.inv.spec.storage_groups.len())];
+                            req.storage_groups.push(g.id.clone());
+                        }
                         if !e.inv.bw_kinds.is_empty() && rng.random_range(0..2) == 0 {
                             req.bandwidth_spread.push(crate::request::Spread {
                                 kind: e.inv.bw_kinds[rng.random_range(0..e.inv.bw_kinds.len())]
@@ -3390,6 +3435,43 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A domain that moves into a removed one's place may have children and servers (a
+    /// child moved below its parent by an earlier removal): they follow it. Domains a, q, p
+    /// (zones) and c (a rack in p, with a server): removing a moves c to index 0, so p is the
+    /// last domain when q is removed and takes q's index.
+    #[test]
+    fn a_moved_domain_keeps_its_children_and_servers() {
+        let text = r#"
+            domain = [
+              { id = "a", level = "zone" }, { id = "q", level = "zone" },
+              { id = "p", level = "zone" }, { id = "c", level = "rack", parent = "p" },
+            ]
+            drive = [{ id = "d", kind = "hdd", capacity = "1 TB", domain = "c" }]
+            server = [{ id = "s", domain = "p" }, { id = "t", domain = "c" }]
+        "#;
+        let mut e = Engine::new(Inventory::from_toml(text).unwrap(), 1).unwrap();
+        for x in ["a", "q"] {
+            e.remove_domain(&DomainId::new(x).unwrap()).unwrap();
+            e.check_indexes().unwrap();
+        }
+        let ids: Vec<&str> = e.inv.spec.domains.iter().map(|d| d.id.as_str()).collect();
+        assert_eq!(ids, ["c", "p"]);
+        assert_eq!(e.inv.dom_parent, [1, NONE]);
+        assert_eq!(e.inv.server_dom, [1, 0]);
+        assert_eq!(e.inv.levels, ["rack", "zone"]);
+        // p still holds c and s; then both go, and p with them.
+        assert!(e.remove_domain(&DomainId::new("p").unwrap()).is_err());
+        e.remove_drive(&DriveId::new("d").unwrap()).unwrap();
+        for s in ["s", "t"] {
+            e.remove_server(&ServerId::new(s).unwrap()).unwrap();
+        }
+        for x in ["c", "p"] {
+            e.remove_domain(&DomainId::new(x).unwrap()).unwrap();
+            e.check_indexes().unwrap();
+        }
+        assert!(e.inv.levels.is_empty());
     }
 
     fn vol(id: &str) -> Option<Box<Vol>> {

@@ -387,11 +387,16 @@ pub struct Inventory {
     pub(crate) spec: InventorySpec,
     pub(crate) levels: Vec<String>,
     pub(crate) level_index: HashMap<String, u16>,
-    /// The first domain (in domain order) at each level.
-    level_first: Vec<u32>,
+    /// The domains at each level: levels are numbered by first appearance in domain order, so
+    /// a removal finds each level's first domain here, without a scan.
+    pub(crate) level_doms: Vec<BTreeSet<u32>>,
     pub(crate) dom_index: HashMap<DomainId, u32>,
     pub(crate) dom_level: Vec<u16>,
     pub(crate) dom_parent: Vec<u32>,
+    /// The children of each domain, and the servers in it, in index order: a removal finds
+    /// what holds a domain, and renumbers what refers to the moved one, without a scan.
+    pub(crate) dom_children: Vec<Vec<u32>>,
+    pub(crate) dom_servers: Vec<Vec<u32>>,
     /// Drives under each domain (any depth), in drive order.
     pub(crate) dom_drives: Vec<Vec<u32>>,
     pub(crate) drive_index: HashMap<DriveId, u32>,
@@ -402,8 +407,14 @@ pub struct Inventory {
     pub(crate) bw_index: HashMap<BwDomainId, u32>,
     pub(crate) bw_kind_of: Vec<u16>,
     pub(crate) drive_bw: Vec<Vec<u32>>,
+    /// The drives, and the servers, that list each bandwidth domain, in index order: a removal
+    /// finds what holds a domain, and renumbers what lists the moved one, without a scan.
+    pub(crate) bw_drives: Vec<Vec<u32>>,
+    pub(crate) bw_servers: Vec<Vec<u32>>,
     pub(crate) group_index: HashMap<GroupId, u32>,
     pub(crate) drive_group: Vec<u32>,
+    /// The drives of each storage group, in drive order (as `bw_drives`).
+    pub(crate) group_drives: Vec<Vec<u32>>,
     pub(crate) server_index: HashMap<ServerId, u32>,
     pub(crate) server_bw: Vec<Vec<u32>>,
     pub(crate) server_dom: Vec<u32>,
@@ -677,8 +688,18 @@ impl Inventory {
             bws.push(self.bw_ref(&entry(), b)?);
         }
         bws.sort_unstable();
-        self.server_index
-            .insert(s.id.clone(), self.server_dom.len() as u32);
+        let i = self.server_dom.len() as u32;
+        for &b in &bws {
+            // (A server may list a domain twice: it is listed once.)
+            let list = &mut self.bw_servers[b as usize];
+            if list.last() != Some(&i) {
+                list.push(i);
+            }
+        }
+        self.server_index.insert(s.id.clone(), i);
+        if dom != NONE {
+            self.dom_servers[dom as usize].push(i);
+        }
         self.server_dom.push(dom);
         self.server_tr
             .push(s.transports.unwrap_or(Transports::all()));
@@ -705,6 +726,8 @@ impl Inventory {
             self.bw_kinds.push(b.kind.clone());
         }
         self.bw_kind_of.push(k);
+        self.bw_drives.push(Vec::new());
+        self.bw_servers.push(Vec::new());
         Ok(())
     }
 
@@ -766,7 +789,7 @@ impl Inventory {
                 let l = old as u16;
                 self.levels.push(d.level.clone());
                 self.level_index.insert(d.level.clone(), l);
-                self.level_first.push(i);
+                self.level_doms.push(BTreeSet::new());
                 let rows = self.drive_index.len();
                 let mut anc = vec![NONE; rows * (old + 1)];
                 for d in 0..rows {
@@ -779,28 +802,39 @@ impl Inventory {
         };
         self.dom_index.insert(d.id.clone(), i);
         self.dom_level.push(l);
+        self.level_doms[l as usize].insert(i);
         self.dom_parent.push(parent);
+        if parent != NONE {
+            self.dom_children[parent as usize].push(i);
+        }
         self.dom_drives.push(Vec::new());
+        self.dom_children.push(Vec::new());
+        self.dom_servers.push(Vec::new());
         Ok(())
     }
 
     /// Whether [`Inventory::swap_remove_domain`] of domain `x` takes its level with it (it is
     /// the only domain there).
     pub(crate) fn level_goes(&self, x: u32) -> bool {
-        let lx = self.dom_level[x as usize];
-        self.dom_level.iter().filter(|&&l| l == lx).count() == 1
+        self.level_doms[self.dom_level[x as usize] as usize].len() == 1
     }
 
     /// Removes failure domain `x`, which holds no drive, child or server; the last domain takes
     /// its place (as `Vec::swap_remove`), and its level goes with it when it was the only
     /// domain there. The levels are then numbered as a re-index numbers them (by first
-    /// appearance in domain order). O(the moved domain's drives, plus a scan of the domains and
-    /// the servers' domains); when a level goes or moves in that order, the drives' ancestor
-    /// table also has its columns dropped or reordered (one copy of it, no re-index).
+    /// appearance in domain order). O(the moved domain's drives, children and servers + log
+    /// domains + levels); when a level goes or moves in that order, the domains' level table
+    /// is renumbered and the drives' ancestor table has its columns dropped or reordered (one
+    /// copy of each, no re-index).
     pub(crate) fn swap_remove_domain(&mut self, x: u32) {
         let last = self.dom_level.len() as u32 - 1;
         let l = self.levels.len();
         self.dom_index.remove(&self.spec.domains[x as usize].id);
+        let px = self.dom_parent[x as usize];
+        if px != NONE {
+            sorted_remove(&mut self.dom_children[px as usize], x);
+        }
+        self.level_doms[self.dom_level[x as usize] as usize].remove(&x);
         if x != last {
             self.dom_index
                 .insert(self.spec.domains[last as usize].id.clone(), x);
@@ -808,27 +842,32 @@ impl Inventory {
             for &d in &self.dom_drives[last as usize] {
                 self.drive_anc[d as usize * l + level] = x;
             }
-            for p in self.dom_parent.iter_mut().chain(&mut self.server_dom) {
-                if *p == last {
-                    *p = x;
-                }
+            let pl = self.dom_parent[last as usize];
+            if pl != NONE {
+                sorted_move_last(&mut self.dom_children[pl as usize], x);
             }
+            for &c in &self.dom_children[last as usize] {
+                self.dom_parent[c as usize] = x;
+            }
+            for &s in &self.dom_servers[last as usize] {
+                self.server_dom[s as usize] = x;
+            }
+            self.level_doms[level].remove(&last);
+            self.level_doms[level].insert(x);
         }
         self.spec.domains.swap_remove(x as usize);
         self.dom_level.swap_remove(x as usize);
         self.dom_parent.swap_remove(x as usize);
         self.dom_drives.swap_remove(x as usize);
-        // The old numbers of the levels in their new order of first appearance.
-        let mut order: Vec<u16> = Vec::with_capacity(l);
-        let mut seen = vec![false; l];
-        self.level_first.clear();
-        for (i, &lv) in self.dom_level.iter().enumerate() {
-            if !seen[lv as usize] {
-                seen[lv as usize] = true;
-                order.push(lv);
-                self.level_first.push(i as u32);
-            }
-        }
+        self.dom_children.swap_remove(x as usize);
+        self.dom_servers.swap_remove(x as usize);
+        // The old numbers of the levels in their new order of first appearance (a level with
+        // no domain left goes).
+        let mut firsts: Vec<(u32, u16)> = (0..l)
+            .filter_map(|lv| self.level_doms[lv].first().map(|&f| (f, lv as u16)))
+            .collect();
+        firsts.sort_unstable();
+        let order: Vec<u16> = firsts.into_iter().map(|x| x.1).collect();
         if order.len() == l && order.iter().enumerate().all(|(i, &o)| o as usize == i) {
             return;
         }
@@ -849,6 +888,10 @@ impl Inventory {
             .enumerate()
             .map(|(i, name)| (name.clone(), i as u16))
             .collect();
+        self.level_doms = order
+            .iter()
+            .map(|&o| std::mem::take(&mut self.level_doms[o as usize]))
+            .collect();
         // A level that goes had no drive below it (its only domain held none).
         let mut anc = Vec::with_capacity(self.drive_index.len() * order.len());
         for row in self.drive_anc.chunks_exact(l) {
@@ -867,6 +910,7 @@ impl Inventory {
         }
         self.group_index
             .insert(g.id.clone(), self.group_index.len() as u32);
+        self.group_drives.push(Vec::new());
         Ok(())
     }
 
@@ -962,6 +1006,12 @@ impl Inventory {
             }
         }
         self.drive_anc.extend_from_slice(&checked.anc);
+        if checked.group != NONE {
+            self.group_drives[checked.group as usize].push(i);
+        }
+        for &b in &checked.bws {
+            self.bw_drives[b as usize].push(i);
+        }
         self.drive_group.push(checked.group);
         self.drive_bw.push(checked.bws);
         let mut tags = Vec::new();
@@ -1199,45 +1249,82 @@ impl Inventory {
 
     /// Removes bandwidth domain `b`, which no drive or server lists, from the spec and the
     /// indexes; the last domain takes its place (as `Vec::swap_remove`), and the drives and
-    /// servers that list that one are renumbered: one pass over their lists, no re-index.
-    /// The kinds are left as they were: renumber them with [`Inventory::renumber_kinds`].
+    /// servers that list that one are renumbered: O(their lists), no re-index. The kinds are
+    /// left as they were: renumber them with [`Inventory::renumber_kinds`].
     pub(crate) fn swap_remove_bw(&mut self, b: u32) {
         let last = self.bw_kind_of.len() as u32 - 1;
         self.bw_index
             .remove(&self.spec.bandwidth_domains[b as usize].id);
         self.spec.bandwidth_domains.swap_remove(b as usize);
         self.bw_kind_of.swap_remove(b as usize);
+        self.bw_drives.swap_remove(b as usize);
+        self.bw_servers.swap_remove(b as usize);
         if b != last {
             self.bw_index
                 .insert(self.spec.bandwidth_domains[b as usize].id.clone(), b);
-            for x in self
-                .drive_bw
-                .iter_mut()
-                .chain(&mut self.server_bw)
-                .flatten()
-            {
-                if *x == last {
-                    *x = b;
+            for &d in &self.bw_drives[b as usize] {
+                for x in &mut self.drive_bw[d as usize] {
+                    if *x == last {
+                        *x = b;
+                    }
                 }
+            }
+            for &s in &self.bw_servers[b as usize] {
+                let list = &mut self.server_bw[s as usize];
+                for x in list.iter_mut() {
+                    if *x == last {
+                        *x = b;
+                    }
+                }
+                // A server's list is kept sorted.
+                list.sort_unstable();
             }
         }
     }
 
+    /// Removes server `i` from the indexes (not from the spec); the last server takes its
+    /// index (as `Vec::swap_remove`). O(the two servers' bandwidth lists and domains' server
+    /// lists).
+    pub(crate) fn swap_remove_server(&mut self, i: u32) {
+        let last = self.server_dom.len() as u32 - 1;
+        for &b in &self.server_bw[i as usize] {
+            sorted_remove(&mut self.bw_servers[b as usize], i);
+        }
+        let x = self.server_dom[i as usize];
+        if x != NONE {
+            sorted_remove(&mut self.dom_servers[x as usize], i);
+        }
+        let x = self.server_dom[last as usize];
+        if i != last && x != NONE {
+            sorted_move_last(&mut self.dom_servers[x as usize], i);
+        }
+        if i != last {
+            // Each domain once (a server may list one twice).
+            let mut bws = self.server_bw[last as usize].clone();
+            bws.dedup();
+            for b in bws {
+                sorted_move_last(&mut self.bw_servers[b as usize], i);
+            }
+        }
+        self.server_dom.swap_remove(i as usize);
+        self.server_tr.swap_remove(i as usize);
+        self.server_bw.swap_remove(i as usize);
+    }
+
     /// Removes storage group `g`, which no drive belongs to, from the spec and the indexes; the
     /// last group takes its place (as `Vec::swap_remove`), and the drives of that group are
-    /// renumbered: one pass over the drives' group table, no re-index.
+    /// renumbered: O(those drives), no re-index.
     pub(crate) fn swap_remove_group(&mut self, g: u32) {
         let last = self.spec.storage_groups.len() as u32 - 1;
         self.group_index
             .remove(&self.spec.storage_groups[g as usize].id);
         self.spec.storage_groups.swap_remove(g as usize);
+        self.group_drives.swap_remove(g as usize);
         if g != last {
             self.group_index
                 .insert(self.spec.storage_groups[g as usize].id.clone(), g);
-            for x in &mut self.drive_group {
-                if *x == last {
-                    *x = g;
-                }
+            for &d in &self.group_drives[g as usize] {
+                self.drive_group[d as usize] = g;
             }
         }
     }
@@ -1254,7 +1341,21 @@ impl Inventory {
             self.attr_name_drives[a as usize].remove(&d);
             self.attr_value_drives[v as usize].remove(&d);
         }
+        let g = self.drive_group[d as usize];
+        if g != NONE {
+            sorted_remove(&mut self.group_drives[g as usize], d);
+        }
+        for &b in &self.drive_bw[d as usize] {
+            sorted_remove(&mut self.bw_drives[b as usize], d);
+        }
         if d != last {
+            let g = self.drive_group[last as usize];
+            if g != NONE {
+                sorted_move_last(&mut self.group_drives[g as usize], d);
+            }
+            for &b in &self.drive_bw[last as usize] {
+                sorted_move_last(&mut self.bw_drives[b as usize], d);
+            }
             for &(a, v) in &self.drive_attrs[last as usize] {
                 for set in [
                     &mut self.attr_name_drives[a as usize],
@@ -1302,10 +1403,12 @@ impl Inventory {
             spec: InventorySpec::default(),
             levels: Vec::new(),
             level_index: HashMap::new(),
-            level_first: Vec::new(),
+            level_doms: Vec::new(),
             dom_index: HashMap::new(),
             dom_level: Vec::new(),
             dom_parent: Vec::new(),
+            dom_children: Vec::new(),
+            dom_servers: Vec::new(),
             dom_drives: Vec::new(),
             drive_index: HashMap::new(),
             drive_anc: Vec::new(),
@@ -1314,6 +1417,9 @@ impl Inventory {
             bw_index: HashMap::new(),
             bw_kind_of: Vec::new(),
             drive_bw: Vec::new(),
+            bw_drives: Vec::new(),
+            bw_servers: Vec::new(),
+            group_drives: Vec::new(),
             group_index: HashMap::new(),
             drive_group: Vec::new(),
             server_index: HashMap::new(),
@@ -1349,8 +1455,9 @@ impl Inventory {
             let l = *inv.level_index.entry(d.level.clone()).or_insert(next);
             if l == next {
                 inv.levels.push(d.level.clone());
-                inv.level_first.push(i as u32);
+                inv.level_doms.push(BTreeSet::new());
             }
+            inv.level_doms[l as usize].insert(i as u32);
             inv.dom_level.push(l);
         }
         for d in &spec.domains {
@@ -1368,6 +1475,13 @@ impl Inventory {
                 }
             };
             inv.dom_parent.push(p);
+        }
+        inv.dom_children = vec![Vec::new(); spec.domains.len()];
+        inv.dom_servers = vec![Vec::new(); spec.domains.len()];
+        for (i, &p) in inv.dom_parent.iter().enumerate() {
+            if p != NONE {
+                inv.dom_children[p as usize].push(i as u32);
+            }
         }
         // Cycles, and a level may appear only once on any path to the root.
         let n_dom = spec.domains.len();
@@ -1484,6 +1598,21 @@ impl Inventory {
         inv.spec = spec;
         Ok(inv)
     }
+}
+
+/// Removes `x` from a sorted list that holds it.
+fn sorted_remove(list: &mut Vec<u32>, x: u32) {
+    if let Ok(p) = list.binary_search(&x) {
+        list.remove(p);
+    }
+}
+
+/// In a sorted list whose largest entry is the last index (which takes index `to`, as
+/// `Vec::swap_remove` moves it), replaces that entry by `to`.
+fn sorted_move_last(list: &mut Vec<u32>, to: u32) {
+    list.pop();
+    let p = list.partition_point(|&x| x < to);
+    list.insert(p, to);
 }
 
 /// `Ok` if `id` is not in `index` yet; a [`InventoryError::DuplicateId`] of `kind` otherwise.
