@@ -15,7 +15,7 @@
 //!   an attribute added and removed (the attribute goes); drives whose removal moves the first
 //!   carrier of an attribute (the attributes reorder) or takes an attribute's only carrier;
 //!   bandwidth domains whose removal takes a kind (a later kind is renumbered), takes the
-//!   last kind, or keeps its kind; one drive's health set. Every removal is renumbered in
+//!   last kind, or keeps its kind; a storage group removed; one drive's health set. Every removal is renumbered in
 //!   place (none re-indexes).
 
 use std::hint::black_box;
@@ -538,7 +538,7 @@ fn main() {
     // takes its kind and renumbers bench-v (v takes u's place); removing v then takes the
     // last new kind. A domain of an existing kind ("port") is added and removed: no kind
     // changes.
-    let mut kinds = [Duration::MAX; 3];
+    let mut kinds = [Duration::MAX; 4];
     for round in 0..3 {
         let bw = |name: &str, kind: &str| BwDomainSpec {
             id: id(BwDomainId::new, format!("bw-{round}-{name}")),
@@ -558,6 +558,22 @@ fn main() {
             .add_bandwidth_domain(w.clone())
             .expect("add bandwidth domain");
         kinds[2] = kinds[2].min(time(&mut engine, &|e| e.remove_bandwidth_domain(&w.id)));
+        // Two storage groups; removing the first moves the second into its place.
+        let group = |name: &str| GroupSpec {
+            id: id(GroupId::new, format!("group-{round}-{name}")),
+            quota: None,
+            used: Bytes(0),
+        };
+        let (g0, g1) = (group("0"), group("1"));
+        for g in [&g0, &g1] {
+            engine
+                .add_storage_group(g.clone())
+                .expect("add storage group");
+        }
+        kinds[3] = kinds[3].min(time(&mut engine, &|e| e.remove_storage_group(&g0.id)));
+        engine
+            .remove_storage_group(&g1.id)
+            .expect("remove storage group");
     }
     assert!(
         !engine
@@ -585,7 +601,7 @@ fn main() {
     }
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     println!(
-        "fill90 live changes ({} volumes), best of 3, in µs: add_domain {:.1}, add_drive {:.1} / {:.1}, add_domain at a new level {:.1}, add_server {:.1}, remove_server {:.1}, remove_domain (its level goes) {:.1}, remove_drive (the last drive moves in) {:.1} / (the last drive) {:.1}, remove_domain {:.1}; a drive with an attribute of its own: add_drive {:.1}, remove_drive (the attribute goes) {:.1}; remove_drive, the first carrier of an attribute (the attributes reorder) {:.1}, the only carrier of one (it goes) {:.1}; remove_bandwidth_domain, its kind goes (a later kind renumbered) {:.1}, the last new kind goes {:.1}, its kind stays {:.1}; set_drive_health failed {:.1} / healthy {:.1} (one drive, {affected} volumes affected)",
+        "fill90 live changes ({} volumes), best of 3, in µs: add_domain {:.1}, add_drive {:.1} / {:.1}, add_domain at a new level {:.1}, add_server {:.1}, remove_server {:.1}, remove_domain (its level goes) {:.1}, remove_drive (the last drive moves in) {:.1} / (the last drive) {:.1}, remove_domain {:.1}; a drive with an attribute of its own: add_drive {:.1}, remove_drive (the attribute goes) {:.1}; remove_drive, the first carrier of an attribute (the attributes reorder) {:.1}, the only carrier of one (it goes) {:.1}; remove_bandwidth_domain, its kind goes (a later kind renumbered) {:.1}, the last new kind goes {:.1}, its kind stays {:.1}; remove_storage_group (the last group moves in) {:.1}; set_drive_health failed {:.1} / healthy {:.1} (one drive, {affected} volumes affected)",
         engine.volumes().count(),
         us(best[0]),
         us(best[1]),
@@ -604,6 +620,7 @@ fn main() {
         us(kinds[0]),
         us(kinds[1]),
         us(kinds[2]),
+        us(kinds[3]),
         us(failed),
         us(healed),
     );
