@@ -1007,9 +1007,9 @@ impl Engine {
     /// request spreads over a kind it is the last domain of. Nothing changes on error. The
     /// last domain takes its place in the inventory's order (as `Vec::swap_remove`).
     ///
-    /// Cost: one pass over the drives' and servers' bandwidth lists (the same pass that finds
-    /// whether one lists it), after a check of each distinct placed request when its kind
-    /// goes. Kinds are numbered by first appearance in the domain order: when the removal
+    /// Cost: O(the drives and servers that list the domain moved into its place), read from
+    /// each domain's own lists (which also tell whether one lists it), after a check of each
+    /// distinct placed request when its kind goes. Kinds are numbered by first appearance in the domain order: when the removal
     /// takes a kind's last domain or changes that order, the kinds are renumbered in place
     /// (O(bandwidth domains), no re-index).
     pub fn remove_bandwidth_domain(&mut self, id: &BwDomainId) -> Result<u64, PlacementError> {
@@ -1091,8 +1091,9 @@ impl Engine {
     /// it in `storage_groups`. Nothing changes on error. The last group takes its place in the
     /// inventory's group order (as `Vec::swap_remove`).
     ///
-    /// Cost: one pass over the drives' group table, after a check of each distinct placed
-    /// request; the drive classes of the moved group are renamed in place (no re-index).
+    /// Cost: O(the drives of the group moved into its place, read from its own list, + the
+    /// drive classes), after a check of each distinct placed request; the classes of the moved
+    /// group are renamed in place (no re-index).
     pub fn remove_storage_group(&mut self, id: &GroupId) -> Result<u64, PlacementError> {
         let &g = self
             .inv
@@ -1285,7 +1286,8 @@ impl Engine {
         ((util as u64) << 32) | self.tiebreak[d as usize] as u64
     }
 
-    fn reindex(&mut self, d: u32) {
+    /// Moves drive `d` to the class its (changed) health gives it.
+    fn reclass(&mut self, d: u32) {
         let c = self.drive_class[d as usize];
         let old = self.drive_key[d as usize];
         self.classes[c as usize].set.remove(&(old, d));
@@ -1345,7 +1347,7 @@ impl Engine {
     pub(crate) fn set_health(&mut self, d: u32, h: Health) {
         if self.inv.spec.drives[d as usize].health != h {
             self.inv.spec.drives[d as usize].health = h;
-            self.reindex(d);
+            self.reclass(d);
         }
     }
 
