@@ -393,6 +393,61 @@ fn rebalance_moves_members_onto_added_capacity_within_the_bound() {
     assert!(spread(&e) <= after + 1e-9);
 }
 
+/// After capacity is added, the rebalance plan takes the fewest moves: a drive above the
+/// plan's threshold (1.01 × the mean utilization) needs at least as many moves off it as its
+/// largest members that cover its excess, and the plan makes exactly that many in all (sizes
+/// vary, so the order of the members matters), leaving no drive above the threshold.
+#[test]
+fn rebalance_takes_the_fewest_moves_that_reach_the_threshold() {
+    // Members of 2-5 GB on 1 TB drives: fine enough for every drive to get within 1%.
+    let mut e = Engine::new(grid(4, 3), 9).unwrap();
+    for i in 0..600u64 {
+        let size = [2, 3, 4, 5][(i % 4) as usize] * 1_000_000_000;
+        e.place(vid(&format!("v{i}")), &mirror(2, size)).unwrap();
+    }
+    let mut spec = e.snapshot().spec().clone();
+    let model = spec.drives[0].clone();
+    for r in 0..4 {
+        let mut d = model.clone();
+        d.id = DriveId::new(format!("r{r}d3")).unwrap();
+        d.free = d.capacity;
+        d.domain = Some(DomainId::new(format!("r{r}")).unwrap());
+        spec.drives.push(d);
+    }
+    let mut e = Engine::new(Inventory::from_spec(spec.clone()).unwrap(), 9).unwrap();
+    let (used, cap) = spec.drives.iter().fold((0u64, 0u64), |(u, c), d| {
+        (u + d.capacity.0 - d.free.0, c + d.capacity.0)
+    });
+    let threshold = 1.01 * used as f64 / cap as f64;
+    let mut minimum = 0;
+    for d in &spec.drives {
+        let excess = (d.capacity.0 - d.free.0) as f64 - threshold * d.capacity.0 as f64;
+        let mut sizes: Vec<u64> = spec
+            .volumes
+            .iter()
+            .filter(|v| v.members.contains(&d.id))
+            .map(|v| v.request.size.0)
+            .collect();
+        sizes.sort_unstable_by(|a, b| b.cmp(a));
+        let mut covered = 0.0;
+        for s in sizes {
+            if covered >= excess {
+                break;
+            }
+            covered += s as f64;
+            minimum += 1;
+        }
+    }
+    assert!(minimum > 0);
+    let plan = e.plan_rebalance(1000);
+    assert_eq!(plan.moves.len(), minimum, "moves against the minimum");
+    e.apply_plan(&plan).unwrap();
+    for d in &e.inventory().spec().drives {
+        let u = (d.capacity.0 - d.free.0) as f64 / d.capacity.0 as f64;
+        assert!(u <= threshold, "{} at {u} above {threshold}", d.id);
+    }
+}
+
 fn server(id: &str, rack: Option<&str>) -> ServerSpec {
     ServerSpec {
         id: ServerId::new(id).unwrap(),
