@@ -742,7 +742,8 @@ impl Engine {
     /// Removes a drive from the live engine and returns the new version. Refused with
     /// [`PlacementError::InUse`] while it holds members of placed volumes (evacuate it first:
     /// [`Engine::plan_evacuation`] and [`Engine::apply_plan`]) or a placed volume's request pins
-    /// or excludes it; [`PlacementError::UnknownTarget`] for an unknown id. The last drive
+    /// or excludes it, or separates by an attribute that only this drive carries;
+    /// [`PlacementError::UnknownTarget`] for an unknown id. The last drive
     /// takes its place in the inventory's drive order (as `Vec::swap_remove`; an engine
     /// rebuilt from the snapshot then behaves the same). Nothing changes on error.
     ///
