@@ -11,8 +11,12 @@
 //!   a RAID10 and a single drive in one rack, empty and at 90% fill;
 //! * criterion median for planning the evacuation of one 60-drive JBOD at 90% fill;
 //! * one-shot times of live inventory changes at 90% fill (best of three): a JBOD, two drives
-//!   in it, a domain at a new level and a server added and removed, a drive that alone carries
-//!   an attribute added and removed (that removal re-indexes), one drive's health set.
+//!   in it, a domain at a new level and a server added and removed; a drive that alone carries
+//!   an attribute added and removed (the attribute goes); drives whose removal moves the first
+//!   carrier of an attribute (the attributes reorder) or takes an attribute's only carrier;
+//!   bandwidth domains whose removal takes a kind (a later kind is renumbered), takes the
+//!   last kind, or keeps its kind; a storage group removed; one drive's health set. Every removal is renumbered in
+//!   place (none re-indexes).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -425,9 +429,8 @@ fn main() {
     // Each round: a JBOD at a known level, two drives in it, a domain at a new level under
     // it, a server; then the removals (the first drive's removal moves the second into its
     // index). Then, in rounds of their own, a drive that is the only one with an attribute is
-    // added and removed: that removal would renumber the attributes (separation dimensions),
-    // so it takes the full re-index, the path every drive removal took before this change,
-    // measured here in the same run for comparison.
+    // added and removed: the attribute goes with it, and the attributes (separation
+    // dimensions, numbered by first appearance) are renumbered in place.
     let mut best = [Duration::MAX; 12];
     for round in 0..3 {
         let new_jbod = DomainSpec {
@@ -487,6 +490,100 @@ fn main() {
             best[10 + i] = best[10 + i].min(time(&mut engine, step));
         }
     }
+    // Attributes reordered: drives a {p: x}, b {q: y}, c {p: x}, d {} are added; removing a
+    // moves p's first carrier to c, after b, so p and q (and x and y) swap numbers, and d
+    // takes a's index. Removing b then takes q and y with it (c moves into b's index).
+    let mut attr = [Duration::MAX; 2];
+    for round in 0..3 {
+        let drive = |name: &str, attrs: &[(&str, &str)]| {
+            let mut x = drive_spec.clone();
+            x.id = id(DriveId::new, format!("attr-{round}-{name}"));
+            x.free = x.capacity;
+            x.health = Health::Healthy;
+            x.attributes = attrs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            x
+        };
+        let added = [
+            drive("a", &[("bench-p", "bench-x")]),
+            drive("b", &[("bench-q", "bench-y")]),
+            drive("c", &[("bench-p", "bench-x")]),
+            drive("d", &[]),
+        ];
+        for x in &added {
+            engine.add_drive(x.clone()).expect("add drive");
+        }
+        let names = |e: &Engine, x: &DriveSpec| {
+            e.inventory()
+                .spec()
+                .drives
+                .iter()
+                .position(|d| d.id == x.id)
+        };
+        let a_at = names(&engine, &added[0]);
+        attr[0] = attr[0].min(time(&mut engine, &|e| e.remove_drive(&added[0].id)));
+        assert_eq!(
+            names(&engine, &added[3]),
+            a_at,
+            "the last drive took a's index"
+        );
+        attr[1] = attr[1].min(time(&mut engine, &|e| e.remove_drive(&added[1].id)));
+        for x in [&added[2], &added[3]] {
+            engine.remove_drive(&x.id).expect("remove drive");
+        }
+    }
+    // Bandwidth kinds: domains u (kind bench-u) and v (kind bench-v) are added; removing u
+    // takes its kind and renumbers bench-v (v takes u's place); removing v then takes the
+    // last new kind. A domain of an existing kind ("port") is added and removed: no kind
+    // changes.
+    let mut kinds = [Duration::MAX; 4];
+    for round in 0..3 {
+        let bw = |name: &str, kind: &str| BwDomainSpec {
+            id: id(BwDomainId::new, format!("bw-{round}-{name}")),
+            kind: kind.into(),
+            capacity: Bytes(GB),
+            load: Bytes(0),
+        };
+        let (u, v, w) = (bw("u", "bench-u"), bw("v", "bench-v"), bw("w", "port"));
+        for x in [&u, &v] {
+            engine
+                .add_bandwidth_domain(x.clone())
+                .expect("add bandwidth domain");
+        }
+        kinds[0] = kinds[0].min(time(&mut engine, &|e| e.remove_bandwidth_domain(&u.id)));
+        kinds[1] = kinds[1].min(time(&mut engine, &|e| e.remove_bandwidth_domain(&v.id)));
+        engine
+            .add_bandwidth_domain(w.clone())
+            .expect("add bandwidth domain");
+        kinds[2] = kinds[2].min(time(&mut engine, &|e| e.remove_bandwidth_domain(&w.id)));
+        // Two storage groups; removing the first moves the second into its place.
+        let group = |name: &str| GroupSpec {
+            id: id(GroupId::new, format!("group-{round}-{name}")),
+            quota: None,
+            used: Bytes(0),
+        };
+        let (g0, g1) = (group("0"), group("1"));
+        for g in [&g0, &g1] {
+            engine
+                .add_storage_group(g.clone())
+                .expect("add storage group");
+        }
+        kinds[3] = kinds[3].min(time(&mut engine, &|e| e.remove_storage_group(&g0.id)));
+        engine
+            .remove_storage_group(&g1.id)
+            .expect("remove storage group");
+    }
+    assert!(
+        !engine
+            .inventory()
+            .spec()
+            .bandwidth_domains
+            .iter()
+            .any(|b| b.kind.starts_with("bench")),
+        "the new kinds went"
+    );
     // A health change on one full drive: failed, then healthy again (O(its members)).
     let (mut failed, mut healed, mut affected) = (Duration::MAX, Duration::MAX, 0);
     for _ in 0..3 {
@@ -504,7 +601,7 @@ fn main() {
     }
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     println!(
-        "fill90 live changes ({} volumes), best of 3, in µs: add_domain {:.1}, add_drive {:.1} / {:.1}, add_domain at a new level {:.1}, add_server {:.1}, remove_server {:.1}, remove_domain (its level goes) {:.1}, remove_drive (the last drive moves in) {:.1} / (the last drive) {:.1}, remove_domain {:.1}; a drive with an attribute of its own: add_drive {:.1}, remove_drive (full re-index) {:.1}; set_drive_health failed {:.1} / healthy {:.1} (one drive, {affected} volumes affected)",
+        "fill90 live changes ({} volumes), best of 3, in µs: add_domain {:.1}, add_drive {:.1} / {:.1}, add_domain at a new level {:.1}, add_server {:.1}, remove_server {:.1}, remove_domain (its level goes) {:.1}, remove_drive (the last drive moves in) {:.1} / (the last drive) {:.1}, remove_domain {:.1}; a drive with an attribute of its own: add_drive {:.1}, remove_drive (the attribute goes) {:.1}; remove_drive, the first carrier of an attribute (the attributes reorder) {:.1}, the only carrier of one (it goes) {:.1}; remove_bandwidth_domain, its kind goes (a later kind renumbered) {:.1}, the last new kind goes {:.1}, its kind stays {:.1}; remove_storage_group (the last group moves in) {:.1}; set_drive_health failed {:.1} / healthy {:.1} (one drive, {affected} volumes affected)",
         engine.volumes().count(),
         us(best[0]),
         us(best[1]),
@@ -518,6 +615,12 @@ fn main() {
         us(best[9]),
         us(best[10]),
         us(best[11]),
+        us(attr[0]),
+        us(attr[1]),
+        us(kinds[0]),
+        us(kinds[1]),
+        us(kinds[2]),
+        us(kinds[3]),
         us(failed),
         us(healed),
     );

@@ -12,8 +12,7 @@ use serde::Serialize;
 use crate::explain::{Explanation, Filter, failure};
 use crate::index::{ABSENT, DomainIndex, Node};
 use crate::inventory::{
-    BwDomainSpec, DomainSpec, DriveSpec, GroupSpec, Inventory, InventorySpec, NONE, ServerSpec,
-    VolumeSpec,
+    BwDomainSpec, DomainSpec, DriveSpec, GroupSpec, Inventory, NONE, ServerSpec, VolumeSpec,
 };
 use crate::model::{
     BwDomainId, DomainId, DriveId, DriveKind, GroupId, Health, ServerId, Transports, VolumeId,
@@ -649,9 +648,7 @@ impl Engine {
         let inv = &mut self.inv;
         inv.server_index.remove(id);
         inv.spec.servers.swap_remove(i as usize);
-        inv.server_dom.swap_remove(i as usize);
-        inv.server_tr.swap_remove(i as usize);
-        inv.server_bw.swap_remove(i as usize);
+        inv.swap_remove_server(i);
         self.server_users.swap_remove(i as usize);
         if let Some(moved) = inv.spec.servers.get(i as usize) {
             inv.server_index.insert(moved.id.clone(), i);
@@ -745,15 +742,18 @@ impl Engine {
     /// Removes a drive from the live engine and returns the new version. Refused with
     /// [`PlacementError::InUse`] while it holds members of placed volumes (evacuate it first:
     /// [`Engine::plan_evacuation`] and [`Engine::apply_plan`]) or a placed volume's request pins
-    /// or excludes it; [`PlacementError::UnknownTarget`] for an unknown id. The last drive
+    /// or excludes it, or separates by an attribute that only this drive carries;
+    /// [`PlacementError::UnknownTarget`] for an unknown id. The last drive
     /// takes its place in the inventory's drive order (as `Vec::swap_remove`; an engine
     /// rebuilt from the snapshot then behaves the same). Nothing changes on error.
     ///
-    /// Cost: O(log drives + the moved drive's members + both drives' domains' drive lists),
-    /// after a check of each distinct placed request. One case re-indexes the inventory
-    /// (O(drives), measured in the crate README): when the drive, or the last drive, is the
-    /// first in drive order to carry an attribute name or value, since attributes are numbered
-    /// by first appearance and a re-index would number them differently.
+    /// Cost: O(log drives + the moved drive's members + both drives' domains' drive lists and
+    /// attributes' carriers), after a check of each distinct placed request. Attributes are
+    /// numbered by first appearance in drive order; when the drive, or the last drive, is the
+    /// first to carry an attribute name or value, that one takes its next carrier (or goes,
+    /// refused while a placed volume's request separates by it) and the names and values are
+    /// renumbered in place: O(names + values + the attributes of the drives whose numbers
+    /// change), no re-index.
     pub fn remove_drive(&mut self, id: &DriveId) -> Result<u64, PlacementError> {
         let &d = self
             .inv
@@ -776,8 +776,25 @@ impl Engine {
                 ),
             });
         }
-        // A placed volume's request that pins or excludes it would no longer compile.
+        // How the attributes are renumbered (an attribute name or value that only this drive
+        // carries goes; one whose first carrier this drive or the last one is may move).
+        let renumbering = self.inv.plan_drive_removal(d);
+        let (gone, left) = renumbering.names(&self.inv);
+        let left = left.join(", ");
+        // A placed volume's request that separates by an attribute that goes, or pins or
+        // excludes the drive, would no longer compile (checked in the order compiling does).
         let named = |r: &Request| {
+            if let Some((i, a)) = r.separation.iter().enumerate().find_map(|(i, s)| {
+                s.attribute
+                    .as_deref()
+                    .filter(|a| gone.contains(a))
+                    .map(|a| (i, a))
+            }) {
+                return Some((
+                    format!("separation[{i}].attribute"),
+                    format!("'{a}' is not a drive attribute (attributes: {left})"),
+                ));
+            }
             let field = match r.pinned.iter().position(|p| p.drive == *id) {
                 Some(i) => format!("pinned[{i}].drive"),
                 None => format!(
@@ -788,12 +805,6 @@ impl Engine {
             Some((field, format!("unknown drive '{id}'")))
         };
         self.refuse_if_named(&target, named)?;
-        if !self.inv.swap_remove_keeps_names(d) {
-            // An attribute would vanish or move in the first-appearance order: re-index.
-            let mut spec = self.inv.spec.clone();
-            spec.drives.swap_remove(d as usize);
-            return self.restructure(spec, Some(d), Some(target));
-        }
         let last = self.free.len() as u32 - 1;
         let c = self.drive_class[d as usize];
         self.classes[c as usize]
@@ -805,6 +816,7 @@ impl Engine {
         );
         self.classes[moved.0 as usize].set.remove(&(moved.1, last));
         self.inv.swap_remove_drive(d);
+        self.inv.renumber_attrs(renumbering);
         self.free.swap_remove(d as usize);
         self.cap.swap_remove(d as usize);
         // Tie-breaks belong to indexes: the moved drive takes index `d`'s.
@@ -856,11 +868,11 @@ impl Engine {
     /// last domain takes its place in the inventory's domain order (as `Vec::swap_remove`),
     /// and a level whose last domain goes is dropped.
     ///
-    /// Cost: O(the moved domain's drives + a scan of the domains' parents and the servers'
-    /// domains), after a check of each distinct placed request; a level that goes, or a
-    /// removal that changes the levels' order of first appearance in the domain list (which
-    /// numbers them), also drops or reorders the columns of every drive's ancestor row (one
-    /// copy of that table, no re-index).
+    /// Cost: O(the moved domain's drives, children and servers + log domains), after a check
+    /// of each distinct placed request; a level that goes, or a removal that changes the
+    /// levels' order of first appearance in the domain list (which numbers them), also
+    /// renumbers the domains' levels and drops or reorders the columns of every drive's
+    /// ancestor row (one copy of each table, no re-index).
     pub fn remove_domain(&mut self, id: &DomainId) -> Result<u64, PlacementError> {
         let &x = self
             .inv
@@ -881,31 +893,19 @@ impl Engine {
                 "remove them",
             ));
         }
-        let children: Vec<&DomainSpec> = inv
-            .spec
-            .domains
-            .iter()
-            .filter(|c| c.parent.as_ref() == Some(id))
-            .collect();
-        if let Some(c) = children.first() {
+        if let Some(&c) = inv.dom_children[x as usize].first() {
             return Err(in_use(
                 "child domain(s)",
-                children.len(),
-                c.id.as_str(),
+                inv.dom_children[x as usize].len(),
+                inv.spec.domains[c as usize].id.as_str(),
                 "remove them",
             ));
         }
-        let servers: Vec<&ServerSpec> = inv
-            .spec
-            .servers
-            .iter()
-            .filter(|s| s.domain.as_ref() == Some(id))
-            .collect();
-        if let Some(s) = servers.first() {
+        if let Some(&s) = inv.dom_servers[x as usize].first() {
             return Err(in_use(
                 "server(s)",
-                servers.len(),
-                s.id.as_str(),
+                inv.dom_servers[x as usize].len(),
+                inv.spec.servers[s as usize].id.as_str(),
                 "remove them",
             ));
         }
@@ -1008,9 +1008,11 @@ impl Engine {
     /// request spreads over a kind it is the last domain of. Nothing changes on error. The
     /// last domain takes its place in the inventory's order (as `Vec::swap_remove`).
     ///
-    /// Cost: one pass over the drives' and servers' bandwidth lists (the same pass that finds
-    /// whether one lists it). One case re-indexes the inventory (O(drives)): when its kind goes
-    /// or the kinds' order of first appearance would change.
+    /// Cost: O(the drives and servers that list the domain moved into its place), read from
+    /// each domain's own lists (which also tell whether one lists it), after a check of each
+    /// distinct placed request when its kind goes. Kinds are numbered by first appearance in the domain order: when the removal
+    /// takes a kind's last domain or changes that order, the kinds are renumbered in place
+    /// (O(bandwidth domains), no re-index).
     pub fn remove_bandwidth_domain(&mut self, id: &BwDomainId) -> Result<u64, PlacementError> {
         let &b = self
             .inv
@@ -1019,12 +1021,7 @@ impl Engine {
             .ok_or_else(|| PlacementError::UnknownTarget(id.to_string()))?;
         let target = format!("bandwidth domain '{id}'");
         let inv = &self.inv;
-        let drives: Vec<u32> = (0..inv.drive_bw.len() as u32)
-            .filter(|&d| inv.drive_bw[d as usize].contains(&b))
-            .collect();
-        let servers: Vec<u32> = (0..inv.server_bw.len() as u32)
-            .filter(|&s| inv.server_bw[s as usize].contains(&b))
-            .collect();
+        let (drives, servers) = (&inv.bw_drives[b as usize], &inv.bw_servers[b as usize]);
         let held = if let Some(&d) = drives.first() {
             Some(format!(
                 "{} drive(s) list it, e.g. '{}'; remove them",
@@ -1046,15 +1043,35 @@ impl Engine {
                 held_by: format!("{held} first"),
             });
         }
-        if !self.inv.swap_remove_bw_keeps_kinds(b) {
-            // Its kind goes or moves in the first-appearance order: re-index (and check the
-            // requests that spread over the kind).
-            let mut spec = self.inv.spec.clone();
-            spec.bandwidth_domains.swap_remove(b as usize);
-            return self.restructure(spec, None, Some(target));
+        // Requests name kinds, never bandwidth domains: only a kind that goes with its last
+        // domain can break one (a request that spreads over it would no longer compile).
+        let renumbering = self.inv.plan_bw_removal(b);
+        if let Some(new_of) = &renumbering {
+            let k = self.inv.bw_kind_of[b as usize];
+            if new_of[k as usize] == u16::MAX {
+                let kind = self.inv.bw_kinds[k as usize].as_str();
+                let mut left: Vec<(u16, &str)> = new_of
+                    .iter()
+                    .zip(&self.inv.bw_kinds)
+                    .filter(|x| *x.0 != u16::MAX)
+                    .map(|(&n, name)| (n, name.as_str()))
+                    .collect();
+                left.sort_unstable();
+                let left = left.iter().map(|x| x.1).collect::<Vec<_>>().join(", ");
+                let named = |r: &Request| {
+                    let i = r.bandwidth_spread.iter().position(|s| s.kind == kind)?;
+                    Some((
+                        format!("bandwidth_spread[{i}].kind"),
+                        format!("'{kind}' is not a bandwidth-domain kind (kinds: {left})"),
+                    ))
+                };
+                self.refuse_if_named(&target, named)?;
+            }
         }
-        // Requests name kinds, never bandwidth domains, and every kind stays.
         self.inv.swap_remove_bw(b);
+        if let Some(new_of) = &renumbering {
+            self.inv.renumber_kinds(new_of);
+        }
         self.version += 1;
         Ok(self.version)
     }
@@ -1075,8 +1092,9 @@ impl Engine {
     /// it in `storage_groups`. Nothing changes on error. The last group takes its place in the
     /// inventory's group order (as `Vec::swap_remove`).
     ///
-    /// Cost: one pass over the drives' group table, after a check of each distinct placed
-    /// request; the drive classes of the moved group are renamed in place (no re-index).
+    /// Cost: O(the drives of the group moved into its place, read from its own list, + the
+    /// drive classes), after a check of each distinct placed request; the classes of the moved
+    /// group are renamed in place (no re-index).
     pub fn remove_storage_group(&mut self, id: &GroupId) -> Result<u64, PlacementError> {
         let &g = self
             .inv
@@ -1084,16 +1102,14 @@ impl Engine {
             .get(id)
             .ok_or_else(|| PlacementError::UnknownTarget(id.to_string()))?;
         let target = format!("storage group '{id}'");
-        let drives: Vec<usize> = (0..self.inv.drive_group.len())
-            .filter(|&d| self.inv.drive_group[d] == g)
-            .collect();
+        let drives = &self.inv.group_drives[g as usize];
         if let Some(&d) = drives.first() {
             return Err(PlacementError::InUse {
                 target,
                 held_by: format!(
                     "{} drive(s) belong to it, e.g. '{}'; remove them first",
                     drives.len(),
-                    self.inv.spec.drives[d].id
+                    self.inv.spec.drives[d as usize].id
                 ),
             });
         }
@@ -1124,77 +1140,6 @@ impl Engine {
             }
         }
         self.version += 1;
-        Ok(self.version)
-    }
-
-    /// Replaces the inventory by `spec` (the current one with one entry added or removed),
-    /// keeping every placed volume, its slot and its members. `removed` is the index of a drive
-    /// taken out (it holds no member; the last drive takes its index). For a removal, `target`
-    /// names it, and every placed volume whose request names something that no longer exists
-    /// is compiled again: if it no longer compiles the change is refused with
-    /// [`PlacementError::InUse`]. Nothing changes on error.
-    fn restructure(
-        &mut self,
-        spec: InventorySpec,
-        removed: Option<u32>,
-        target: Option<String>,
-    ) -> Result<u64, PlacementError> {
-        let inv = Inventory::from_spec(spec).map_err(PlacementError::InvalidChange)?;
-        let mut e = Engine::bare(inv, self.seed);
-        if let Some(target) = target {
-            let gone = Vanished::between(&self.inv, &e.inv);
-            // Requests are interned, so each distinct request is checked once (not once per
-            // volume); only when one no longer compiles are the volumes searched for holders.
-            let broken: Vec<(&Arc<Request>, PlacementError)> = self
-                .requests
-                .iter()
-                .filter(|r| gone.named_by(r))
-                .filter_map(|r| e.compile(r, None, true).err().map(|err| (r, err)))
-                .collect();
-            let mut holders = self.volumes.iter().flatten().filter_map(|v| {
-                broken
-                    .iter()
-                    .find(|(r, _)| Arc::ptr_eq(r, &v.spec.request))
-                    .map(|(_, err)| (v.spec.id.clone(), err.clone()))
-            });
-            if let Some((vol, err)) = (!broken.is_empty()).then(|| holders.next()).flatten() {
-                let why = match err {
-                    PlacementError::InvalidRequest { field, reason, .. } => {
-                        format!("request.{field} {reason}")
-                    }
-                    other => other.to_string(),
-                };
-                return Err(PlacementError::InUse {
-                    target,
-                    held_by: format!(
-                        "{} placed volume(s) name it, e.g. '{vol}' (without it its {why}); remove them first",
-                        1 + holders.count()
-                    ),
-                });
-            }
-        }
-        e.search_budget = self.search_budget;
-        e.version = self.version + 1;
-        e.volumes = std::mem::take(&mut self.volumes);
-        e.vol_index = std::mem::take(&mut self.vol_index);
-        e.requests = std::mem::take(&mut self.requests);
-        e.server_users = std::mem::take(&mut self.server_users);
-        e.drive_members = std::mem::take(&mut self.drive_members);
-        match removed {
-            Some(r) => {
-                // The last drive took the removed one's index.
-                e.drive_members.swap_remove(r as usize);
-                if let Some(moved) = e.drive_members.get(r as usize) {
-                    for &(slot, m) in moved {
-                        if let Some(v) = e.volumes[slot as usize].as_mut() {
-                            v.drives[m as usize] = r;
-                        }
-                    }
-                }
-            }
-            None => e.drive_members.resize(e.free.len(), Vec::new()),
-        }
-        *self = e;
         Ok(self.version)
     }
 
@@ -1342,7 +1287,8 @@ impl Engine {
         ((util as u64) << 32) | self.tiebreak[d as usize] as u64
     }
 
-    fn reindex(&mut self, d: u32) {
+    /// Moves drive `d` to the class its (changed) health gives it.
+    fn reclass(&mut self, d: u32) {
         let c = self.drive_class[d as usize];
         let old = self.drive_key[d as usize];
         self.classes[c as usize].set.remove(&(old, d));
@@ -1402,7 +1348,7 @@ impl Engine {
     pub(crate) fn set_health(&mut self, d: u32, h: Health) {
         if self.inv.spec.drives[d as usize].health != h {
             self.inv.spec.drives[d as usize].health = h;
-            self.reindex(d);
+            self.reclass(d);
         }
     }
 
@@ -3070,68 +3016,10 @@ impl<'a> Search<'a> {
     }
 }
 
-/// Names an inventory change took away: what a placed volume's request may still name.
-struct Vanished {
-    levels: HashSet<String>,
-    kinds: HashSet<String>,
-    attrs: HashSet<String>,
-    groups: HashSet<GroupId>,
-    domains: HashSet<String>,
-    drives: HashSet<DriveId>,
-}
-
-impl Vanished {
-    fn between(old: &Inventory, new: &Inventory) -> Self {
-        let gone = |a: &[String], b: &HashMap<String, u16>| -> HashSet<String> {
-            a.iter().filter(|x| !b.contains_key(*x)).cloned().collect()
-        };
-        Vanished {
-            levels: gone(&old.levels, &new.level_index),
-            kinds: gone(&old.bw_kinds, &new.bw_kind_index),
-            attrs: gone(&old.attr_names, &new.attr_index),
-            groups: old
-                .group_index
-                .keys()
-                .filter(|g| !new.group_index.contains_key(*g))
-                .cloned()
-                .collect(),
-            domains: old
-                .dom_index
-                .keys()
-                .filter(|x| !new.dom_index.contains_key(*x))
-                .map(|x| x.to_string())
-                .collect(),
-            drives: old
-                .drive_index
-                .keys()
-                .filter(|d| !new.drive_index.contains_key(*d))
-                .cloned()
-                .collect(),
-        }
-    }
-
-    /// Whether the request names anything that vanished (then it must be compiled again).
-    fn named_by(&self, r: &Request) -> bool {
-        r.separation.iter().any(|s| {
-            self.levels.contains(&s.level)
-                || s.attribute.as_ref().is_some_and(|a| self.attrs.contains(a))
-        }) || r
-            .bandwidth_spread
-            .iter()
-            .any(|s| self.kinds.contains(&s.kind))
-            || r.storage_groups.iter().any(|g| self.groups.contains(g))
-            || r.requisite.iter().chain(&r.preferred).any(|seg| {
-                seg.iter()
-                    .any(|(k, v)| self.levels.contains(k) || self.domains.contains(v))
-            })
-            || r.pinned.iter().any(|p| self.drives.contains(&p.drive))
-            || r.exclude_drives.iter().any(|d| self.drives.contains(d))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::inventory::InventorySpec;
 
     impl Engine {
         /// Checks every per-drive table and index against the inventory.
@@ -3216,8 +3104,21 @@ mod tests {
                     &fresh.drive_bw,
                     &fresh.server_bw,
                 ) != (&i.bw_kinds, &i.bw_kind_of, &i.drive_bw, &i.server_bw)
+                || fresh.bw_kind_index != i.bw_kind_index
+                || (&fresh.bw_drives, &fresh.bw_servers, &fresh.group_drives)
+                    != (&i.bw_drives, &i.bw_servers, &i.group_drives)
+                || (&fresh.dom_children, &fresh.dom_servers, &fresh.level_doms)
+                    != (&i.dom_children, &i.dom_servers, &i.level_doms)
+                || fresh.server_dom != i.server_dom
                 || (&fresh.drive_group, &fresh.attr_names, &fresh.drive_attrs)
                     != (&i.drive_group, &i.attr_names, &i.drive_attrs)
+                || (
+                    &fresh.attr_values,
+                    &fresh.attr_index,
+                    &fresh.attr_value_index,
+                ) != (&i.attr_values, &i.attr_index, &i.attr_value_index)
+                || (&fresh.attr_name_drives, &fresh.attr_value_drives)
+                    != (&i.attr_name_drives, &i.attr_value_drives)
                 || fresh.level_index != i.level_index
             {
                 return Err("inventory tables differ from a re-index".into());
@@ -3232,9 +3133,13 @@ mod tests {
     }
 
     /// Random live changes (drives and domains added and removed, at known and new levels,
-    /// health set, volumes placed and removed) keep every index exact, and the per-domain window
-    /// search answers exactly as on an engine rebuilt from the snapshot. Positions are tight in
-    /// unit tests, so the index also runs out of them and rebuilds.
+    /// bandwidth domains of known and new kinds, storage groups and servers added and removed, drives with attributes
+    /// whose first carriers come and go, health set, volumes placed and removed) keep every
+    /// index exact — the level, kind and attribute tables numbered as a re-index numbers them
+    /// — and the per-domain window search answers exactly as on an engine rebuilt from the
+    /// snapshot. A removal is refused exactly when an engine rebuilt without the target could
+    /// not be built. Positions are tight in unit tests, so the index also runs out of them and
+    /// rebuilds.
     #[test]
     fn live_changes_keep_the_indexes_exact() {
         use rand::{Rng, SeedableRng};
@@ -3250,7 +3155,15 @@ mod tests {
             for step in 0..80 {
                 let spec = e.inv.spec.clone();
                 let before = (e.snapshot().spec().clone(), e.version());
-                let r = match rng.random_range(0..10) {
+                // For a removal: what it removes, and the snapshot without it (the last entry
+                // in its place).
+                let mut attempt: Option<(String, InventorySpec)> = None;
+                let mut without = |what: String, f: &dyn Fn(&mut InventorySpec)| {
+                    let mut s = before.0.clone();
+                    f(&mut s);
+                    attempt = Some((what, s));
+                };
+                let r = match rng.random_range(0..17) {
                     0..=3 => {
                         let capacity = [100u64, 200][rng.random_range(0..2)];
                         let domain =
@@ -3259,12 +3172,25 @@ mod tests {
                                     .id
                                     .clone()
                             });
+                        // Names and values that few drives carry, values shared between
+                        // names: removals often take or move a first appearance.
                         let mut attributes = std::collections::BTreeMap::new();
-                        if rng.random_range(0..3) == 0 {
-                            attributes.insert(
-                                ["psu", "pdu"][rng.random_range(0..2)].to_string(),
-                                format!("v{}", rng.random_range(0..3)),
-                            );
+                        for name in ["psu", "pdu", "fan"] {
+                            if rng.random_range(0..3) == 0 {
+                                attributes
+                                    .insert(name.into(), format!("v{}", rng.random_range(0..3)));
+                            }
+                        }
+                        // At most one bandwidth domain per kind (else the drive is refused).
+                        let mut bandwidth_domains: Vec<BwDomainId> = Vec::new();
+                        for _ in 0..rng.random_range(0..3) {
+                            if let Some(b) = spec
+                                .bandwidth_domains
+                                .get(rng.random_range(0..spec.bandwidth_domains.len().max(1)))
+                                && !bandwidth_domains.contains(&b.id)
+                            {
+                                bandwidth_domains.push(b.id.clone());
+                            }
                         }
                         e.add_drive(DriveSpec {
                             id: did(format!("d{step}")),
@@ -3280,17 +3206,98 @@ mod tests {
                             transports: Transports::all(),
                             health: Health::Healthy,
                             domain,
-                            group: None,
-                            bandwidth_domains: vec![],
+                            group: spec
+                                .storage_groups
+                                .get(rng.random_range(0..spec.storage_groups.len() + 1))
+                                .map(|g| g.id.clone()),
+                            bandwidth_domains,
                             attributes,
                         })
                         .map(|_| ())
                     }
-                    4 => match spec
-                        .drives
-                        .get(rng.random_range(0..spec.drives.len().max(1)))
+                    15 => e
+                        .add_storage_group(GroupSpec {
+                            id: GroupId::new(format!("g{step}")).unwrap(),
+                            quota: None,
+                            used: crate::model::Bytes(0),
+                        })
+                        .map(|_| ()),
+                    16 => match (!spec.storage_groups.is_empty())
+                        .then(|| rng.random_range(0..spec.storage_groups.len()))
                     {
-                        Some(d) => e.remove_drive(&d.id).map(|_| ()),
+                        Some(i) => {
+                            let x = &spec.storage_groups[i].id;
+                            without(format!("storage group {x}"), &|s| {
+                                s.storage_groups.swap_remove(i);
+                            });
+                            e.remove_storage_group(x).map(|_| ())
+                        }
+                        None => Ok(()),
+                    },
+                    // A server listing a few bandwidth domains (sometimes one twice).
+                    12 => {
+                        let mut bws = Vec::new();
+                        for _ in 0..rng.random_range(0..4) {
+                            if let Some(b) = spec
+                                .bandwidth_domains
+                                .get(rng.random_range(0..spec.bandwidth_domains.len().max(1)))
+                            {
+                                bws.push(b.id.clone());
+                            }
+                        }
+                        e.add_server(ServerSpec {
+                            id: crate::model::ServerId::new(format!("s{step}")).unwrap(),
+                            domain: spec
+                                .domains
+                                .get(rng.random_range(0..spec.domains.len() + 1))
+                                .map(|x| x.id.clone()),
+                            bandwidth_domains: bws,
+                            transports: None,
+                        })
+                        .map(|_| ())
+                    }
+                    13 => match (!spec.servers.is_empty())
+                        .then(|| rng.random_range(0..spec.servers.len()))
+                    {
+                        Some(i) => {
+                            let x = &spec.servers[i].id;
+                            without(format!("server {x}"), &|s| {
+                                s.servers.swap_remove(i);
+                            });
+                            e.remove_server(x).map(|_| ())
+                        }
+                        None => Ok(()),
+                    },
+                    10 => e
+                        .add_bandwidth_domain(BwDomainSpec {
+                            id: BwDomainId::new(format!("b{step}")).unwrap(),
+                            kind: ["port", "uplink", "switch"][rng.random_range(0..3)].into(),
+                            capacity: crate::model::Bytes(1000),
+                            load: crate::model::Bytes(0),
+                        })
+                        .map(|_| ()),
+                    11 => match (!spec.bandwidth_domains.is_empty())
+                        .then(|| rng.random_range(0..spec.bandwidth_domains.len()))
+                    {
+                        Some(i) => {
+                            let b = &spec.bandwidth_domains[i].id;
+                            without(format!("bandwidth domain {b}"), &|s| {
+                                s.bandwidth_domains.swap_remove(i);
+                            });
+                            e.remove_bandwidth_domain(b).map(|_| ())
+                        }
+                        None => Ok(()),
+                    },
+                    4 => match (!spec.drives.is_empty())
+                        .then(|| rng.random_range(0..spec.drives.len()))
+                    {
+                        Some(i) => {
+                            let d = &spec.drives[i].id;
+                            without(format!("drive {d}"), &|s| {
+                                s.drives.swap_remove(i);
+                            });
+                            e.remove_drive(d).map(|_| ())
+                        }
                         None => Ok(()),
                     },
                     5 => {
@@ -3308,11 +3315,16 @@ mod tests {
                         })
                         .map(|_| ())
                     }
-                    6 => match spec
-                        .domains
-                        .get(rng.random_range(0..spec.domains.len().max(1)))
+                    6 => match (!spec.domains.is_empty())
+                        .then(|| rng.random_range(0..spec.domains.len()))
                     {
-                        Some(x) => e.remove_domain(&x.id).map(|_| ()),
+                        Some(i) => {
+                            let x = &spec.domains[i].id;
+                            without(format!("domain {x}"), &|s| {
+                                s.domains.swap_remove(i);
+                            });
+                            e.remove_domain(x).map(|_| ())
+                        }
                         None => Ok(()),
                     },
                     7 => match spec
@@ -3334,10 +3346,30 @@ mod tests {
                             },
                             rng.random_range(1..60),
                         );
-                        // Sometimes naming a level, which then cannot go while the volume stays.
+                        // Sometimes naming a level, an attribute or a bandwidth kind, which then
+                        // cannot go while the volume stays.
                         if !e.inv.levels.is_empty() && rng.random_range(0..2) == 0 {
                             let l = rng.random_range(0..e.inv.levels.len());
                             req = req.separate(&e.inv.levels[l].clone(), Mode::Soft);
+                        }
+                        if !e.inv.attr_names.is_empty() && rng.random_range(0..2) == 0 {
+                            let a = &e.inv.attr_names[rng.random_range(0..e.inv.attr_names.len())];
+                            req.separation
+                                .push(crate::request::Separation::attribute(a, Mode::Soft));
+                        }
+                        if !e.inv.spec.storage_groups.is_empty() && rng.random_range(0..3) == 0 {
+                            let g = &e.inv.spec.storage_groups
+                                [rng.random_range(0..e.inv.spec.storage_groups.len())];
+                            req.storage_groups.push(g.id.clone());
+                        }
+                        if !e.inv.bw_kinds.is_empty() && rng.random_range(0..2) == 0 {
+                            req.bandwidth_spread.push(crate::request::Spread {
+                                kind: e.inv.bw_kinds[rng.random_range(0..e.inv.bw_kinds.len())]
+                                    .clone(),
+                                mode: Mode::Soft,
+                                max_per_domain: 1,
+                                per_group: false,
+                            });
                         }
                         let _ = e.place(VolumeId::new(format!("v{step}")).unwrap(), &req);
                         Ok(())
@@ -3356,6 +3388,15 @@ mod tests {
                         before,
                         "seed {seed} step {step}: {r:?}"
                     );
+                }
+                // A removal goes through exactly when the snapshot without the target (the
+                // last entry in its place) still builds an engine.
+                if let Some((what, without)) = attempt {
+                    let builds = Inventory::from_spec(without)
+                        .ok()
+                        .and_then(|inv| Engine::new(inv, seed).ok())
+                        .is_some();
+                    assert_eq!(builds, r.is_ok(), "seed {seed} step {step}: {what}: {r:?}");
                 }
                 // What was accepted leaves every placed volume's request valid.
                 for v in e.volumes() {
@@ -3397,6 +3438,43 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A domain that moves into a removed one's place may have children and servers (a
+    /// child moved below its parent by an earlier removal): they follow it. Domains a, q, p
+    /// (zones) and c (a rack in p, with a server): removing a moves c to index 0, so p is the
+    /// last domain when q is removed and takes q's index.
+    #[test]
+    fn a_moved_domain_keeps_its_children_and_servers() {
+        let text = r#"
+            domain = [
+              { id = "a", level = "zone" }, { id = "q", level = "zone" },
+              { id = "p", level = "zone" }, { id = "c", level = "rack", parent = "p" },
+            ]
+            drive = [{ id = "d", kind = "hdd", capacity = "1 TB", domain = "c" }]
+            server = [{ id = "s", domain = "p" }, { id = "t", domain = "c" }]
+        "#;
+        let mut e = Engine::new(Inventory::from_toml(text).unwrap(), 1).unwrap();
+        for x in ["a", "q"] {
+            e.remove_domain(&DomainId::new(x).unwrap()).unwrap();
+            e.check_indexes().unwrap();
+        }
+        let ids: Vec<&str> = e.inv.spec.domains.iter().map(|d| d.id.as_str()).collect();
+        assert_eq!(ids, ["c", "p"]);
+        assert_eq!(e.inv.dom_parent, [1, NONE]);
+        assert_eq!(e.inv.server_dom, [1, 0]);
+        assert_eq!(e.inv.levels, ["rack", "zone"]);
+        // p still holds c and s; then both go, and p with them.
+        assert!(e.remove_domain(&DomainId::new("p").unwrap()).is_err());
+        e.remove_drive(&DriveId::new("d").unwrap()).unwrap();
+        for s in ["s", "t"] {
+            e.remove_server(&ServerId::new(s).unwrap()).unwrap();
+        }
+        for x in ["c", "p"] {
+            e.remove_domain(&DomainId::new(x).unwrap()).unwrap();
+            e.check_indexes().unwrap();
+        }
+        assert!(e.inv.levels.is_empty());
     }
 
     fn vol(id: &str) -> Option<Box<Vol>> {

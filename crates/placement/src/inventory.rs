@@ -1,7 +1,7 @@
 //! The inventory: failure domains, bandwidth domains, storage groups, drives, servers and placed
 //! volumes; its TOML file format; and validation with errors that name the offending entry.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -387,11 +387,16 @@ pub struct Inventory {
     pub(crate) spec: InventorySpec,
     pub(crate) levels: Vec<String>,
     pub(crate) level_index: HashMap<String, u16>,
-    /// The first domain (in domain order) at each level.
-    level_first: Vec<u32>,
+    /// The domains at each level: levels are numbered by first appearance in domain order, so
+    /// a removal finds each level's first domain here, without a scan.
+    pub(crate) level_doms: Vec<BTreeSet<u32>>,
     pub(crate) dom_index: HashMap<DomainId, u32>,
     pub(crate) dom_level: Vec<u16>,
     pub(crate) dom_parent: Vec<u32>,
+    /// The children of each domain, and the servers in it, in index order: a removal finds
+    /// what holds a domain, and renumbers what refers to the moved one, without a scan.
+    pub(crate) dom_children: Vec<Vec<u32>>,
+    pub(crate) dom_servers: Vec<Vec<u32>>,
     /// Drives under each domain (any depth), in drive order.
     pub(crate) dom_drives: Vec<Vec<u32>>,
     pub(crate) drive_index: HashMap<DriveId, u32>,
@@ -402,8 +407,14 @@ pub struct Inventory {
     pub(crate) bw_index: HashMap<BwDomainId, u32>,
     pub(crate) bw_kind_of: Vec<u16>,
     pub(crate) drive_bw: Vec<Vec<u32>>,
+    /// The drives, and the servers, that list each bandwidth domain, in index order: a removal
+    /// finds what holds a domain, and renumbers what lists the moved one, without a scan.
+    pub(crate) bw_drives: Vec<Vec<u32>>,
+    pub(crate) bw_servers: Vec<Vec<u32>>,
     pub(crate) group_index: HashMap<GroupId, u32>,
     pub(crate) drive_group: Vec<u32>,
+    /// The drives of each storage group, in drive order (as `bw_drives`).
+    pub(crate) group_drives: Vec<Vec<u32>>,
     pub(crate) server_index: HashMap<ServerId, u32>,
     pub(crate) server_bw: Vec<Vec<u32>>,
     pub(crate) server_dom: Vec<u32>,
@@ -416,17 +427,91 @@ pub struct Inventory {
     pub(crate) attr_index: HashMap<String, u16>,
     /// Attribute values (all names share one table).
     pub(crate) attr_values: Vec<String>,
-    attr_value_index: HashMap<String, u32>,
+    pub(crate) attr_value_index: HashMap<String, u32>,
     /// Each drive's `(attribute, value)` pairs, sorted by attribute.
     pub(crate) drive_attrs: Vec<Vec<(u16, u32)>>,
-    /// The first drive (in drive order) that holds each attribute name and value: those tables
-    /// are numbered by first appearance (attribute numbers are separation dimensions, which
-    /// explanations order by), so a live removal that would change a first appearance must
-    /// re-index (see [`Inventory::swap_remove_keeps_names`]). Tag numbers are only compared
-    /// for equality, and a tag no drive holds filters as an unknown one, so a removal may
-    /// leave the tag table as it is.
-    attr_name_first: Vec<u32>,
-    attr_value_first: Vec<u32>,
+    /// The drives that carry each attribute name, and each value (under any name). Names and
+    /// values are numbered by first appearance in drive order (attribute numbers are
+    /// separation dimensions, which explanations order by), so a live drive removal that
+    /// changes a first appearance renumbers them in place (see
+    /// [`Inventory::plan_drive_removal`]); these sets give the next carrier, and the drives
+    /// whose numbers change, without a scan. Tag numbers are only compared for equality, and
+    /// a tag no drive holds filters as an unknown one, so a removal leaves the tag table as it
+    /// is.
+    pub(crate) attr_name_drives: Vec<BTreeSet<u32>>,
+    pub(crate) attr_value_drives: Vec<BTreeSet<u32>>,
+}
+
+/// How a drive removal renumbers the attribute tables, worked out by
+/// [`Inventory::plan_drive_removal`] before anything changes: `new_of[old]` for the names and
+/// for the values (`NONE` for one that no drive carries any more), or `None` when every number
+/// stays.
+#[derive(Debug, Default)]
+pub(crate) struct AttrRenumbering {
+    names: Option<Vec<u32>>,
+    values: Option<Vec<u32>>,
+}
+
+impl AttrRenumbering {
+    /// The attribute names that go with the drive, and those that stay, in their new order.
+    pub(crate) fn names<'a>(&self, inv: &'a Inventory) -> (Vec<&'a str>, Vec<&'a str>) {
+        let Some(new_of) = &self.names else {
+            return (
+                Vec::new(),
+                inv.attr_names.iter().map(|x| x.as_str()).collect(),
+            );
+        };
+        let mut left: Vec<(u32, &str)> = Vec::new();
+        let mut gone = Vec::new();
+        for (o, &n) in new_of.iter().enumerate() {
+            let name = inv.attr_names[o].as_str();
+            if n == NONE {
+                gone.push(name);
+            } else {
+                left.push((n, name));
+            }
+        }
+        left.sort_unstable();
+        (gone, left.into_iter().map(|x| x.1).collect())
+    }
+}
+
+/// The new numbers of a table numbered by first appearance (entry `i` holds number `i`, so the
+/// numbers ascend with the entries' keys), after the entries in `moved` take new keys (`None`:
+/// the entry goes) while every other entry keeps its key: `new_of[old]`, `NONE` for an entry
+/// that goes, or `None` when every number stays. Keys are unique. O(len + moved × log len key
+/// evaluations): the entries that keep their keys keep their order, and each moved entry finds
+/// its place among them by binary search.
+fn renumber<K: Ord>(
+    len: usize,
+    key: impl Fn(u32) -> K,
+    moved: Vec<(u32, Option<K>)>,
+) -> Option<Vec<u32>> {
+    let stay: Vec<u32> = (0..len as u32)
+        .filter(|x| !moved.iter().any(|m| m.0 == *x))
+        .collect();
+    let mut back: Vec<(usize, K, u32)> = moved
+        .into_iter()
+        .filter_map(|(x, k)| k.map(|k| (x, k)))
+        .map(|(x, k)| (stay.partition_point(|&s| key(s) < k), k, x))
+        .collect();
+    back.sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    let mut order = Vec::with_capacity(stay.len() + back.len());
+    let mut next = 0;
+    for (pos, _, x) in back {
+        order.extend_from_slice(&stay[next..pos]);
+        order.push(x);
+        next = pos;
+    }
+    order.extend_from_slice(&stay[next..]);
+    if order.len() == len && order.iter().enumerate().all(|(i, &o)| o == i as u32) {
+        return None;
+    }
+    let mut new_of = vec![NONE; len];
+    for (n, &o) in order.iter().enumerate() {
+        new_of[o as usize] = n as u32;
+    }
+    Some(new_of)
 }
 
 /// A drive checked against an inventory by [`Inventory::check_drive`]: its indexes, ready for
@@ -603,8 +688,18 @@ impl Inventory {
             bws.push(self.bw_ref(&entry(), b)?);
         }
         bws.sort_unstable();
-        self.server_index
-            .insert(s.id.clone(), self.server_dom.len() as u32);
+        let i = self.server_dom.len() as u32;
+        for &b in &bws {
+            // (A server may list a domain twice: it is listed once.)
+            let list = &mut self.bw_servers[b as usize];
+            if list.last() != Some(&i) {
+                list.push(i);
+            }
+        }
+        self.server_index.insert(s.id.clone(), i);
+        if dom != NONE {
+            self.dom_servers[dom as usize].push(i);
+        }
         self.server_dom.push(dom);
         self.server_tr
             .push(s.transports.unwrap_or(Transports::all()));
@@ -631,6 +726,8 @@ impl Inventory {
             self.bw_kinds.push(b.kind.clone());
         }
         self.bw_kind_of.push(k);
+        self.bw_drives.push(Vec::new());
+        self.bw_servers.push(Vec::new());
         Ok(())
     }
 
@@ -692,7 +789,7 @@ impl Inventory {
                 let l = old as u16;
                 self.levels.push(d.level.clone());
                 self.level_index.insert(d.level.clone(), l);
-                self.level_first.push(i);
+                self.level_doms.push(BTreeSet::new());
                 let rows = self.drive_index.len();
                 let mut anc = vec![NONE; rows * (old + 1)];
                 for d in 0..rows {
@@ -705,28 +802,39 @@ impl Inventory {
         };
         self.dom_index.insert(d.id.clone(), i);
         self.dom_level.push(l);
+        self.level_doms[l as usize].insert(i);
         self.dom_parent.push(parent);
+        if parent != NONE {
+            self.dom_children[parent as usize].push(i);
+        }
         self.dom_drives.push(Vec::new());
+        self.dom_children.push(Vec::new());
+        self.dom_servers.push(Vec::new());
         Ok(())
     }
 
     /// Whether [`Inventory::swap_remove_domain`] of domain `x` takes its level with it (it is
     /// the only domain there).
     pub(crate) fn level_goes(&self, x: u32) -> bool {
-        let lx = self.dom_level[x as usize];
-        self.dom_level.iter().filter(|&&l| l == lx).count() == 1
+        self.level_doms[self.dom_level[x as usize] as usize].len() == 1
     }
 
     /// Removes failure domain `x`, which holds no drive, child or server; the last domain takes
     /// its place (as `Vec::swap_remove`), and its level goes with it when it was the only
     /// domain there. The levels are then numbered as a re-index numbers them (by first
-    /// appearance in domain order). O(the moved domain's drives, plus a scan of the domains and
-    /// the servers' domains); when a level goes or moves in that order, the drives' ancestor
-    /// table also has its columns dropped or reordered (one copy of it, no re-index).
+    /// appearance in domain order). O(the moved domain's drives, children and servers + log
+    /// domains + levels); when a level goes or moves in that order, the domains' level table
+    /// is renumbered and the drives' ancestor table has its columns dropped or reordered (one
+    /// copy of each, no re-index).
     pub(crate) fn swap_remove_domain(&mut self, x: u32) {
         let last = self.dom_level.len() as u32 - 1;
         let l = self.levels.len();
         self.dom_index.remove(&self.spec.domains[x as usize].id);
+        let px = self.dom_parent[x as usize];
+        if px != NONE {
+            sorted_remove(&mut self.dom_children[px as usize], x);
+        }
+        self.level_doms[self.dom_level[x as usize] as usize].remove(&x);
         if x != last {
             self.dom_index
                 .insert(self.spec.domains[last as usize].id.clone(), x);
@@ -734,27 +842,32 @@ impl Inventory {
             for &d in &self.dom_drives[last as usize] {
                 self.drive_anc[d as usize * l + level] = x;
             }
-            for p in self.dom_parent.iter_mut().chain(&mut self.server_dom) {
-                if *p == last {
-                    *p = x;
-                }
+            let pl = self.dom_parent[last as usize];
+            if pl != NONE {
+                sorted_move_last(&mut self.dom_children[pl as usize], x);
             }
+            for &c in &self.dom_children[last as usize] {
+                self.dom_parent[c as usize] = x;
+            }
+            for &s in &self.dom_servers[last as usize] {
+                self.server_dom[s as usize] = x;
+            }
+            self.level_doms[level].remove(&last);
+            self.level_doms[level].insert(x);
         }
         self.spec.domains.swap_remove(x as usize);
         self.dom_level.swap_remove(x as usize);
         self.dom_parent.swap_remove(x as usize);
         self.dom_drives.swap_remove(x as usize);
-        // The old numbers of the levels in their new order of first appearance.
-        let mut order: Vec<u16> = Vec::with_capacity(l);
-        let mut seen = vec![false; l];
-        self.level_first.clear();
-        for (i, &lv) in self.dom_level.iter().enumerate() {
-            if !seen[lv as usize] {
-                seen[lv as usize] = true;
-                order.push(lv);
-                self.level_first.push(i as u32);
-            }
-        }
+        self.dom_children.swap_remove(x as usize);
+        self.dom_servers.swap_remove(x as usize);
+        // The old numbers of the levels in their new order of first appearance (a level with
+        // no domain left goes).
+        let mut firsts: Vec<(u32, u16)> = (0..l)
+            .filter_map(|lv| self.level_doms[lv].first().map(|&f| (f, lv as u16)))
+            .collect();
+        firsts.sort_unstable();
+        let order: Vec<u16> = firsts.into_iter().map(|x| x.1).collect();
         if order.len() == l && order.iter().enumerate().all(|(i, &o)| o as usize == i) {
             return;
         }
@@ -775,6 +888,10 @@ impl Inventory {
             .enumerate()
             .map(|(i, name)| (name.clone(), i as u16))
             .collect();
+        self.level_doms = order
+            .iter()
+            .map(|&o| std::mem::take(&mut self.level_doms[o as usize]))
+            .collect();
         // A level that goes had no drive below it (its only domain held none).
         let mut anc = Vec::with_capacity(self.drive_index.len() * order.len());
         for row in self.drive_anc.chunks_exact(l) {
@@ -793,6 +910,7 @@ impl Inventory {
         }
         self.group_index
             .insert(g.id.clone(), self.group_index.len() as u32);
+        self.group_drives.push(Vec::new());
         Ok(())
     }
 
@@ -888,6 +1006,12 @@ impl Inventory {
             }
         }
         self.drive_anc.extend_from_slice(&checked.anc);
+        if checked.group != NONE {
+            self.group_drives[checked.group as usize].push(i);
+        }
+        for &b in &checked.bws {
+            self.bw_drives[b as usize].push(i);
+        }
         self.drive_group.push(checked.group);
         self.drive_bw.push(checked.bws);
         let mut tags = Vec::new();
@@ -904,104 +1028,344 @@ impl Inventory {
             let a = *self.attr_index.entry(name.clone()).or_insert(next);
             if a == next {
                 self.attr_names.push(name.clone());
-                self.attr_name_first.push(i);
+                self.attr_name_drives.push(BTreeSet::new());
             }
+            self.attr_name_drives[a as usize].insert(i);
             let next = self.attr_values.len() as u32;
             let v = *self.attr_value_index.entry(value.clone()).or_insert(next);
             if v == next {
                 self.attr_values.push(value.clone());
-                self.attr_value_first.push(i);
+                self.attr_value_drives.push(BTreeSet::new());
             }
+            self.attr_value_drives[v as usize].insert(i);
             attrs.push((a, v));
         }
         attrs.sort_unstable();
         self.drive_attrs.push(attrs);
     }
 
-    /// Whether [`Inventory::swap_remove_drive`] of drive `d` leaves the attribute tables
-    /// exactly as a re-index would number them: every attribute name and value of `d` and of
-    /// the last drive (which takes `d`'s place) first appears on an earlier drive. Otherwise
-    /// one would vanish or move in the first-appearance order.
-    pub(crate) fn swap_remove_keeps_names(&self, d: u32) -> bool {
+    /// Works out, without changing anything, how [`Inventory::swap_remove_drive`] of drive `d`
+    /// renumbers the attribute names and values so that they stay numbered as a re-index
+    /// numbers them: by first appearance in drive order, ties on one drive broken by name
+    /// (the order a drive's attributes are read in). Only the names and values of `d` and of
+    /// the last drive (which takes `d`'s index) can change their first carrier; each finds
+    /// its next one in its carrier set. O(those attributes × log drives) when no first
+    /// carrier changes; otherwise also O(names + values) for the new order.
+    pub(crate) fn plan_drive_removal(&self, d: u32) -> AttrRenumbering {
         let last = self.drive_index.len() as u32 - 1;
-        [d, last].iter().all(|&x| {
-            self.drive_attrs[x as usize].iter().all(|&(a, v)| {
-                self.attr_name_first[a as usize] < d && self.attr_value_first[v as usize] < d
+        let (da, la) = (
+            &self.drive_attrs[d as usize],
+            &self.drive_attrs[last as usize],
+        );
+        if da
+            .iter()
+            .chain(la)
+            .all(|&(a, v)| self.first_name(a as u32) < d && self.first_value(v) < d)
+        {
+            return AttrRenumbering::default();
+        }
+        // The first carrier once `d` is gone and `last` has taken its index.
+        let first_after = |set: &BTreeSet<u32>| {
+            let rest = set.iter().copied().find(|&x| x != d && x != last);
+            let moved_in = (d != last && set.contains(&last)).then_some(d);
+            match (rest, moved_in) {
+                (Some(r), Some(m)) => Some(r.min(m)),
+                (r, m) => r.or(m),
+            }
+        };
+        // Values that first appear on one drive are numbered in the order of the names that
+        // carry them there: a value's key is its first carrier and the first such name.
+        let value_key = |x: u32, v: u32, attrs: &[(u16, u32)]| {
+            let name = attrs
+                .iter()
+                .filter(|p| p.1 == v)
+                .map(|p| self.attr_names[p.0 as usize].as_str())
+                .min()
+                .unwrap_or_default();
+            (x, name)
+        };
+        let mut names: Vec<u32> = da.iter().chain(la).map(|p| p.0 as u32).collect();
+        names.sort_unstable();
+        names.dedup();
+        let mut values: Vec<u32> = da.iter().chain(la).map(|p| p.1).collect();
+        values.sort_unstable();
+        values.dedup();
+        let moved_names = names
+            .iter()
+            .map(|&a| {
+                let first = first_after(&self.attr_name_drives[a as usize]);
+                (a, first.map(|f| (f, self.attr_names[a as usize].as_str())))
             })
-        })
+            .collect();
+        let moved_values = values
+            .iter()
+            .map(|&v| {
+                let first = first_after(&self.attr_value_drives[v as usize]);
+                // The drive at `d` is then the last one.
+                let at = |f: u32| {
+                    if f == d {
+                        la
+                    } else {
+                        &self.drive_attrs[f as usize]
+                    }
+                };
+                (v, first.map(|f| value_key(f, v, at(f))))
+            })
+            .collect();
+        AttrRenumbering {
+            names: renumber(
+                self.attr_names.len(),
+                |a| (self.first_name(a), self.attr_names[a as usize].as_str()),
+                moved_names,
+            ),
+            values: renumber(
+                self.attr_values.len(),
+                |v| {
+                    let f = self.first_value(v);
+                    value_key(f, v, &self.drive_attrs[f as usize])
+                },
+                moved_values,
+            ),
+        }
     }
 
-    /// Whether [`Inventory::swap_remove_bw`] of bandwidth domain `b` keeps the kinds as a
-    /// re-index would number them (by first appearance in domain order): its kind keeps
-    /// another domain, and no kind moves in that order. O(bandwidth domains).
-    pub(crate) fn swap_remove_bw_keeps_kinds(&self, b: u32) -> bool {
+    /// The first drive carrying attribute name `a` (every name has one).
+    fn first_name(&self, a: u32) -> u32 {
+        self.attr_name_drives[a as usize]
+            .first()
+            .copied()
+            .unwrap_or(NONE)
+    }
+
+    /// The first drive carrying attribute value `v` (every value has one).
+    fn first_value(&self, v: u32) -> u32 {
+        self.attr_value_drives[v as usize]
+            .first()
+            .copied()
+            .unwrap_or(NONE)
+    }
+
+    /// Applies what [`Inventory::plan_drive_removal`] worked out, after
+    /// [`Inventory::swap_remove_drive`]: the name and value tables take their new order, the
+    /// names and values that no drive carries go, and only the drives that carry a renumbered
+    /// name or value have their pairs rewritten. O(names + values + those drives' attributes);
+    /// no re-index.
+    pub(crate) fn renumber_attrs(&mut self, change: AttrRenumbering) {
+        let mut touched: Vec<u32> = Vec::new();
+        if let Some(new_of) = &change.names {
+            let n = new_of.iter().filter(|&&x| x != NONE).count();
+            let mut names = vec![String::new(); n];
+            let mut sets = vec![BTreeSet::new(); n];
+            for (o, &x) in new_of.iter().enumerate() {
+                let name = std::mem::take(&mut self.attr_names[o]);
+                if x == NONE {
+                    self.attr_index.remove(&name);
+                    continue;
+                }
+                if x != o as u32 {
+                    touched.extend(&self.attr_name_drives[o]);
+                    self.attr_index.insert(name.clone(), x as u16);
+                }
+                names[x as usize] = name;
+                sets[x as usize] = std::mem::take(&mut self.attr_name_drives[o]);
+            }
+            self.attr_names = names;
+            self.attr_name_drives = sets;
+        }
+        if let Some(new_of) = &change.values {
+            let n = new_of.iter().filter(|&&x| x != NONE).count();
+            let mut values = vec![String::new(); n];
+            let mut sets = vec![BTreeSet::new(); n];
+            for (o, &x) in new_of.iter().enumerate() {
+                let value = std::mem::take(&mut self.attr_values[o]);
+                if x == NONE {
+                    self.attr_value_index.remove(&value);
+                    continue;
+                }
+                if x != o as u32 {
+                    touched.extend(&self.attr_value_drives[o]);
+                    self.attr_value_index.insert(value.clone(), x);
+                }
+                values[x as usize] = value;
+                sets[x as usize] = std::mem::take(&mut self.attr_value_drives[o]);
+            }
+            self.attr_values = values;
+            self.attr_value_drives = sets;
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for d in touched {
+            let attrs = &mut self.drive_attrs[d as usize];
+            for p in attrs.iter_mut() {
+                if let Some(new_of) = &change.names {
+                    p.0 = new_of[p.0 as usize] as u16;
+                }
+                if let Some(new_of) = &change.values {
+                    p.1 = new_of[p.1 as usize];
+                }
+            }
+            attrs.sort_unstable();
+        }
+    }
+
+    /// The kinds' new numbers once [`Inventory::swap_remove_bw`] of bandwidth domain `b` is
+    /// done, so that they stay numbered as a re-index numbers them (by first appearance in
+    /// domain order): `new_of[old]`, `u16::MAX` for the kind whose last domain `b` is, or
+    /// `None` when every number stays. Changes nothing. O(bandwidth domains).
+    pub(crate) fn plan_bw_removal(&self, b: u32) -> Option<Vec<u16>> {
         let last = self.bw_kind_of.len() - 1;
-        let mut seen = vec![false; self.bw_kinds.len()];
+        let mut new_of = vec![u16::MAX; self.bw_kinds.len()];
         let mut next = 0u16;
         for i in 0..last {
             let k = self.bw_kind_of[if i == b as usize { last } else { i }];
-            if !seen[k as usize] {
-                if k != next {
-                    return false;
-                }
-                seen[k as usize] = true;
+            if new_of[k as usize] == u16::MAX {
+                new_of[k as usize] = next;
                 next += 1;
             }
         }
-        next as usize == self.bw_kinds.len()
+        let same = new_of.iter().enumerate().all(|(i, &n)| n as usize == i);
+        (!same).then_some(new_of)
+    }
+
+    /// Applies [`Inventory::plan_bw_removal`]'s numbers after [`Inventory::swap_remove_bw`]:
+    /// the kind table takes its new order and a kind with no domain left goes. O(bandwidth
+    /// domains): drives and servers list domains, not kinds, so none of their lists changes.
+    pub(crate) fn renumber_kinds(&mut self, new_of: &[u16]) {
+        let mut kinds = vec![String::new(); new_of.iter().filter(|&&n| n != u16::MAX).count()];
+        for (o, &n) in new_of.iter().enumerate() {
+            let kind = std::mem::take(&mut self.bw_kinds[o]);
+            if n == u16::MAX {
+                self.bw_kind_index.remove(&kind);
+            } else {
+                self.bw_kind_index.insert(kind.clone(), n);
+                kinds[n as usize] = kind;
+            }
+        }
+        self.bw_kinds = kinds;
+        for k in &mut self.bw_kind_of {
+            *k = new_of[*k as usize];
+        }
     }
 
     /// Removes bandwidth domain `b`, which no drive or server lists, from the spec and the
     /// indexes; the last domain takes its place (as `Vec::swap_remove`), and the drives and
-    /// servers that list that one are renumbered: one pass over their lists, no re-index.
-    /// Call only when [`Inventory::swap_remove_bw_keeps_kinds`] holds.
+    /// servers that list that one are renumbered: O(their lists), no re-index. The kinds are
+    /// left as they were: renumber them with [`Inventory::renumber_kinds`].
     pub(crate) fn swap_remove_bw(&mut self, b: u32) {
         let last = self.bw_kind_of.len() as u32 - 1;
         self.bw_index
             .remove(&self.spec.bandwidth_domains[b as usize].id);
         self.spec.bandwidth_domains.swap_remove(b as usize);
         self.bw_kind_of.swap_remove(b as usize);
+        self.bw_drives.swap_remove(b as usize);
+        self.bw_servers.swap_remove(b as usize);
         if b != last {
             self.bw_index
                 .insert(self.spec.bandwidth_domains[b as usize].id.clone(), b);
-            for x in self
-                .drive_bw
-                .iter_mut()
-                .chain(&mut self.server_bw)
-                .flatten()
-            {
-                if *x == last {
-                    *x = b;
+            for &d in &self.bw_drives[b as usize] {
+                for x in &mut self.drive_bw[d as usize] {
+                    if *x == last {
+                        *x = b;
+                    }
                 }
+            }
+            for &s in &self.bw_servers[b as usize] {
+                let list = &mut self.server_bw[s as usize];
+                for x in list.iter_mut() {
+                    if *x == last {
+                        *x = b;
+                    }
+                }
+                // A server's list is kept sorted.
+                list.sort_unstable();
             }
         }
     }
 
+    /// Removes server `i` from the indexes (not from the spec); the last server takes its
+    /// index (as `Vec::swap_remove`). O(the two servers' bandwidth lists and domains' server
+    /// lists).
+    pub(crate) fn swap_remove_server(&mut self, i: u32) {
+        let last = self.server_dom.len() as u32 - 1;
+        for &b in &self.server_bw[i as usize] {
+            sorted_remove(&mut self.bw_servers[b as usize], i);
+        }
+        let x = self.server_dom[i as usize];
+        if x != NONE {
+            sorted_remove(&mut self.dom_servers[x as usize], i);
+        }
+        let x = self.server_dom[last as usize];
+        if i != last && x != NONE {
+            sorted_move_last(&mut self.dom_servers[x as usize], i);
+        }
+        if i != last {
+            // Each domain once (a server may list one twice).
+            let mut bws = self.server_bw[last as usize].clone();
+            bws.dedup();
+            for b in bws {
+                sorted_move_last(&mut self.bw_servers[b as usize], i);
+            }
+        }
+        self.server_dom.swap_remove(i as usize);
+        self.server_tr.swap_remove(i as usize);
+        self.server_bw.swap_remove(i as usize);
+    }
+
     /// Removes storage group `g`, which no drive belongs to, from the spec and the indexes; the
     /// last group takes its place (as `Vec::swap_remove`), and the drives of that group are
-    /// renumbered: one pass over the drives' group table, no re-index.
+    /// renumbered: O(those drives), no re-index.
     pub(crate) fn swap_remove_group(&mut self, g: u32) {
         let last = self.spec.storage_groups.len() as u32 - 1;
         self.group_index
             .remove(&self.spec.storage_groups[g as usize].id);
         self.spec.storage_groups.swap_remove(g as usize);
+        self.group_drives.swap_remove(g as usize);
         if g != last {
             self.group_index
                 .insert(self.spec.storage_groups[g as usize].id.clone(), g);
-            for x in &mut self.drive_group {
-                if *x == last {
-                    *x = g;
-                }
+            for &d in &self.group_drives[g as usize] {
+                self.drive_group[d as usize] = g;
             }
         }
     }
 
     /// Removes drive `d` from the spec and the indexes; the last drive takes its place (as
-    /// `Vec::swap_remove`). Call only when [`Inventory::swap_remove_keeps_names`] holds. O(the
-    /// two drives' lists plus their ancestors' drive lists).
+    /// `Vec::swap_remove`). O(the two drives' lists plus their ancestors' drive lists and
+    /// attributes' carrier sets). The attribute numbers are left as they were: renumber them
+    /// with [`Inventory::renumber_attrs`] (planned before, by
+    /// [`Inventory::plan_drive_removal`]).
     pub(crate) fn swap_remove_drive(&mut self, d: u32) {
         let last = self.drive_index.len() as u32 - 1;
         let l = self.levels.len();
+        for &(a, v) in &self.drive_attrs[d as usize] {
+            self.attr_name_drives[a as usize].remove(&d);
+            self.attr_value_drives[v as usize].remove(&d);
+        }
+        let g = self.drive_group[d as usize];
+        if g != NONE {
+            sorted_remove(&mut self.group_drives[g as usize], d);
+        }
+        for &b in &self.drive_bw[d as usize] {
+            sorted_remove(&mut self.bw_drives[b as usize], d);
+        }
+        if d != last {
+            let g = self.drive_group[last as usize];
+            if g != NONE {
+                sorted_move_last(&mut self.group_drives[g as usize], d);
+            }
+            for &b in &self.drive_bw[last as usize] {
+                sorted_move_last(&mut self.bw_drives[b as usize], d);
+            }
+            for &(a, v) in &self.drive_attrs[last as usize] {
+                for set in [
+                    &mut self.attr_name_drives[a as usize],
+                    &mut self.attr_value_drives[v as usize],
+                ] {
+                    set.remove(&last);
+                    set.insert(d);
+                }
+            }
+        }
         for &a in &self.drive_anc[d as usize * l..(d as usize + 1) * l] {
             if a != NONE {
                 let list = &mut self.dom_drives[a as usize];
@@ -1039,10 +1403,12 @@ impl Inventory {
             spec: InventorySpec::default(),
             levels: Vec::new(),
             level_index: HashMap::new(),
-            level_first: Vec::new(),
+            level_doms: Vec::new(),
             dom_index: HashMap::new(),
             dom_level: Vec::new(),
             dom_parent: Vec::new(),
+            dom_children: Vec::new(),
+            dom_servers: Vec::new(),
             dom_drives: Vec::new(),
             drive_index: HashMap::new(),
             drive_anc: Vec::new(),
@@ -1051,6 +1417,9 @@ impl Inventory {
             bw_index: HashMap::new(),
             bw_kind_of: Vec::new(),
             drive_bw: Vec::new(),
+            bw_drives: Vec::new(),
+            bw_servers: Vec::new(),
+            group_drives: Vec::new(),
             group_index: HashMap::new(),
             drive_group: Vec::new(),
             server_index: HashMap::new(),
@@ -1064,8 +1433,8 @@ impl Inventory {
             attr_values: Vec::new(),
             attr_value_index: HashMap::new(),
             drive_attrs: Vec::new(),
-            attr_name_first: Vec::new(),
-            attr_value_first: Vec::new(),
+            attr_name_drives: Vec::new(),
+            attr_value_drives: Vec::new(),
         };
         // Failure domains.
         for (i, d) in spec.domains.iter().enumerate() {
@@ -1086,8 +1455,9 @@ impl Inventory {
             let l = *inv.level_index.entry(d.level.clone()).or_insert(next);
             if l == next {
                 inv.levels.push(d.level.clone());
-                inv.level_first.push(i as u32);
+                inv.level_doms.push(BTreeSet::new());
             }
+            inv.level_doms[l as usize].insert(i as u32);
             inv.dom_level.push(l);
         }
         for d in &spec.domains {
@@ -1105,6 +1475,13 @@ impl Inventory {
                 }
             };
             inv.dom_parent.push(p);
+        }
+        inv.dom_children = vec![Vec::new(); spec.domains.len()];
+        inv.dom_servers = vec![Vec::new(); spec.domains.len()];
+        for (i, &p) in inv.dom_parent.iter().enumerate() {
+            if p != NONE {
+                inv.dom_children[p as usize].push(i as u32);
+            }
         }
         // Cycles, and a level may appear only once on any path to the root.
         let n_dom = spec.domains.len();
@@ -1221,6 +1598,21 @@ impl Inventory {
         inv.spec = spec;
         Ok(inv)
     }
+}
+
+/// Removes `x` from a sorted list that holds it.
+fn sorted_remove(list: &mut Vec<u32>, x: u32) {
+    if let Ok(p) = list.binary_search(&x) {
+        list.remove(p);
+    }
+}
+
+/// In a sorted list whose largest entry is the last index (which takes index `to`, as
+/// `Vec::swap_remove` moves it), replaces that entry by `to`.
+fn sorted_move_last(list: &mut Vec<u32>, to: u32) {
+    list.pop();
+    let p = list.partition_point(|&x| x < to);
+    list.insert(p, to);
 }
 
 /// `Ok` if `id` is not in `index` yet; a [`InventoryError::DuplicateId`] of `kind` otherwise.

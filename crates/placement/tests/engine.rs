@@ -393,6 +393,61 @@ fn rebalance_moves_members_onto_added_capacity_within_the_bound() {
     assert!(spread(&e) <= after + 1e-9);
 }
 
+/// After capacity is added, the rebalance plan takes the fewest moves: a drive above the
+/// plan's threshold (1.01 × the mean utilization) needs at least as many moves off it as its
+/// largest members that cover its excess, and the plan makes exactly that many in all (sizes
+/// vary, so the order of the members matters), leaving no drive above the threshold.
+#[test]
+fn rebalance_takes_the_fewest_moves_that_reach_the_threshold() {
+    // Members of 2-5 GB on 1 TB drives: fine enough for every drive to get within 1%.
+    let mut e = Engine::new(grid(4, 3), 9).unwrap();
+    for i in 0..600u64 {
+        let size = [2, 3, 4, 5][(i % 4) as usize] * 1_000_000_000;
+        e.place(vid(&format!("v{i}")), &mirror(2, size)).unwrap();
+    }
+    let mut spec = e.snapshot().spec().clone();
+    let model = spec.drives[0].clone();
+    for r in 0..4 {
+        let mut d = model.clone();
+        d.id = DriveId::new(format!("r{r}d3")).unwrap();
+        d.free = d.capacity;
+        d.domain = Some(DomainId::new(format!("r{r}")).unwrap());
+        spec.drives.push(d);
+    }
+    let mut e = Engine::new(Inventory::from_spec(spec.clone()).unwrap(), 9).unwrap();
+    let (used, cap) = spec.drives.iter().fold((0u64, 0u64), |(u, c), d| {
+        (u + d.capacity.0 - d.free.0, c + d.capacity.0)
+    });
+    let threshold = 1.01 * used as f64 / cap as f64;
+    let mut minimum = 0;
+    for d in &spec.drives {
+        let excess = (d.capacity.0 - d.free.0) as f64 - threshold * d.capacity.0 as f64;
+        let mut sizes: Vec<u64> = spec
+            .volumes
+            .iter()
+            .filter(|v| v.members.contains(&d.id))
+            .map(|v| v.request.size.0)
+            .collect();
+        sizes.sort_unstable_by(|a, b| b.cmp(a));
+        let mut covered = 0.0;
+        for s in sizes {
+            if covered >= excess {
+                break;
+            }
+            covered += s as f64;
+            minimum += 1;
+        }
+    }
+    assert!(minimum > 0);
+    let plan = e.plan_rebalance(1000);
+    assert_eq!(plan.moves.len(), minimum, "moves against the minimum");
+    e.apply_plan(&plan).unwrap();
+    for d in &e.inventory().spec().drives {
+        let u = (d.capacity.0 - d.free.0) as f64 / d.capacity.0 as f64;
+        assert!(u <= threshold, "{} at {u} above {threshold}", d.id);
+    }
+}
+
 fn server(id: &str, rack: Option<&str>) -> ServerSpec {
     ServerSpec {
         id: ServerId::new(id).unwrap(),
@@ -574,8 +629,8 @@ fn removals_refused_while_held_or_named() {
 }
 
 /// Removing a bandwidth domain moves the last one into its place: the drives and servers that
-/// list it keep its capacity and load, as in an engine rebuilt from the snapshot, whether the
-/// removal renumbers in place or (when its kind goes) re-indexes.
+/// list it keep its capacity and load, as in an engine rebuilt from the snapshot, whether its
+/// kind stays or goes (then the kinds are renumbered in place).
 #[test]
 fn removing_a_bandwidth_domain_keeps_the_moved_one_in_force() {
     let text = r#"
@@ -619,7 +674,7 @@ fn removing_a_bandwidth_domain_keeps_the_moved_one_in_force() {
     for i in 0..2 {
         place_both(&mut e, &mut rebuilt, i);
     }
-    // The uplink kind goes with its only domain: the re-index path, same order rule.
+    // The uplink kind goes with its only domain: the kinds are renumbered, same order rule.
     e.remove_bandwidth_domain(&BwDomainId::new("u0").unwrap())
         .unwrap();
     assert_eq!(ids(&e), ["p2", "p1"]);
@@ -639,6 +694,73 @@ fn removing_a_bandwidth_domain_keeps_the_moved_one_in_force() {
     };
     assert_eq!(load(&e, "p2"), Some(Bytes(3_000_000)));
     assert_eq!(e.snapshot().to_toml(), rebuilt.snapshot().to_toml());
+}
+
+/// Attributes are numbered by first appearance in drive order. Removing the drive that first
+/// carries one moves it behind another (both are renumbered in place), and removing the only
+/// carrier of one takes it away, refused while a placed volume separates by it: every answer,
+/// including the errors that list the attributes in their order, equals an engine rebuilt
+/// from the snapshot.
+#[test]
+fn removing_an_attributes_first_carrier_renumbers_in_place() {
+    let text = r#"
+        domain = [{ id = "r0", level = "rack" }, { id = "r1", level = "rack" }]
+        drive = [
+          { id = "a", kind = "hdd", capacity = "1 TB", domain = "r0", attributes = { psu = "x" } },
+          { id = "b", kind = "hdd", capacity = "1 TB", domain = "r1", attributes = { fan = "y" } },
+          { id = "c", kind = "hdd", capacity = "1 TB", domain = "r1", attributes = { psu = "x", fan = "x" } },
+          { id = "d", kind = "hdd", capacity = "1 TB", domain = "r0", attributes = { fan = "y" } },
+          { id = "e", kind = "nvme", capacity = "1 TB", domain = "r0" },
+        ]
+    "#;
+    let mut e = Engine::new(Inventory::from_toml(text).unwrap(), 7).unwrap();
+    // Placed on `e` (the only NVMe drive), separating by `fan`.
+    let mut on_e = Request::new(Shape::Single, 1_000_000);
+    on_e.kinds = vec![DriveKind::Nvme];
+    on_e.separation = vec![Separation::attribute("fan", Mode::Soft)];
+    e.place(vid("v"), &on_e).unwrap();
+    let mut unknown_req = mirror(2, 1_000_000);
+    unknown_req
+        .separation
+        .push(Separation::attribute("no-such", Mode::Hard));
+    let mut by_both = Request::new(Shape::Mirror { legs: 3 }, 1_000_000);
+    by_both.separation = vec![
+        Separation::attribute("fan", Mode::Hard),
+        Separation::attribute("psu", Mode::Hard),
+    ];
+    let same = |e: &Engine, what: &str| {
+        let rebuilt = Engine::new(e.snapshot(), 7).unwrap();
+        for r in [&unknown_req, &by_both, &on_e] {
+            assert_eq!(e.plan(r), rebuilt.plan(r), "{what}: {r:?}");
+        }
+        assert_eq!(e.snapshot().to_toml(), rebuilt.snapshot().to_toml());
+        e.plan(&unknown_req).unwrap_err().to_string()
+    };
+    assert!(same(&e, "built").contains("(attributes: psu, fan)"));
+    // `a` goes, `e` takes its index: `psu` now first appears on `c`, after `fan` on `b`.
+    e.remove_drive(&DriveId::new("a").unwrap()).unwrap();
+    assert!(same(&e, "a removed").contains("(attributes: fan, psu)"));
+    // `c` is the only carrier of `psu` (and of value x): both go.
+    e.remove_drive(&DriveId::new("c").unwrap()).unwrap();
+    assert!(same(&e, "c removed").contains("(attributes: fan)"));
+    // `b` and `d` carry `fan`, which `v` separates by: the first goes, the last is refused.
+    e.remove_drive(&DriveId::new("b").unwrap()).unwrap();
+    let before = (e.version(), e.snapshot().to_toml());
+    match e.remove_drive(&DriveId::new("d").unwrap()) {
+        Err(PlacementError::InUse { target, held_by }) => {
+            assert_eq!(target, "drive 'd'");
+            assert!(
+                held_by.contains("'v' (without it its request.separation[0].attribute 'fan' is not a drive attribute (attributes: )"),
+                "{held_by}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!((e.version(), e.snapshot().to_toml()), before);
+    same(&e, "refused");
+    e.remove(&vid("v")).unwrap();
+    e.remove_drive(&DriveId::new("d").unwrap()).unwrap();
+    assert!(same(&e, "d removed").contains("(attributes: )"));
 }
 
 /// Removing a storage group moves the last group into its place: the drives of the moved group

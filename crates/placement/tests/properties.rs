@@ -226,7 +226,11 @@ proptest! {
     /// groups added and removed, health set, volumes placed and removed) leaves an engine that
     /// saves, plans, explains, sizes and places exactly like one rebuilt from its snapshot; a
     /// refused change leaves the state and the version unchanged, and a removal is refused
-    /// exactly when something still holds or names the target.
+    /// exactly when something still holds or names the target (when the snapshot without it
+    /// would not build an engine). Drives carry a few attribute names and values and
+    /// bandwidth domains of a few kinds, so that removals take and move first appearances
+    /// (which number attributes and kinds); requests separate by those attributes and spread
+    /// over those kinds, some that do not exist (whose errors list the names in that order).
     #[test]
     fn live_changes_equal_a_rebuild(seed in any::<u64>()) {
         let (mut g, _, mut engine, _) = setup(seed, (1, 3), (1, 3), (6, 24), true);
@@ -237,9 +241,11 @@ proptest! {
             let before = engine.snapshot();
             let version = engine.version();
             // What the engine answers (placements or explained refusals) before the change.
-            let probe = g.request(&spec, 4, true);
+            let probe = live_request(&mut g, &spec, true);
             let answer = (engine.plan(&probe), engine.max_placeable(&probe, None));
             let pick = |g: &mut Gen, n: usize| g.rng_range(0, n.max(1) - 1);
+            // For a removal: the snapshot without the target (the last entry in its place).
+            let mut without: Option<InventorySpec> = None;
             let result = match g.rng_range(0, 10) {
                 0 | 1 => {
                     // Mostly JBODs, sometimes any domain (a rack, or one at a level added live).
@@ -257,13 +263,37 @@ proptest! {
                         domain: (!jbods.is_empty() && g.rng_range(0, 9) > 0)
                             .then(|| jbods[pick(&mut g, jbods.len())].id.clone()),
                         group: spec.storage_groups.get(g.rng_range(0, 3)).map(|x| x.id.clone()),
-                        bandwidth_domains: spec.bandwidth_domains.get(g.rng_range(0, 3)).map(|b| b.id.clone()).into_iter().collect(),
-                        attributes: [("psu".to_string(), ["a", "b", "z"][g.rng_range(0, 2)].to_string())].into(),
+                        // At most one per kind; sometimes one of a kind added live.
+                        bandwidth_domains: {
+                            let mut v: Vec<&BwDomainSpec> = Vec::new();
+                            for _ in 0..g.rng_range(0, 2) {
+                                if let Some(b) = spec.bandwidth_domains.get(pick(&mut g, spec.bandwidth_domains.len()))
+                                    && v.iter().all(|x| x.kind != b.kind)
+                                {
+                                    v.push(b);
+                                }
+                            }
+                            v.into_iter().map(|b| b.id.clone()).collect()
+                        },
+                        // Values shared between names; `pdu` and `fan` only on drives added
+                        // live, so removals often take or move their first appearances.
+                        attributes: {
+                            let mut m = std::collections::BTreeMap::new();
+                            for a in ATTRS {
+                                if g.rng_range(0, 2) == 0 {
+                                    m.insert(a.to_string(), ["a", "b", "z"][g.rng_range(0, 2)].to_string());
+                                }
+                            }
+                            m
+                        },
                     };
                     engine.add_drive(drive).map(|_| ())
                 }
                 2 => match spec.drives.get(pick(&mut g, spec.drives.len())) {
                     Some(d) => {
+                        let mut s = before.spec().clone();
+                        s.drives.retain(|x| x.id != d.id);
+                        without = Some(s);
                         let held = engine.volumes().any(|v| v.members.contains(&d.id));
                         let r = engine.remove_drive(&d.id);
                         if held {
@@ -289,6 +319,9 @@ proptest! {
                 }
                 4 => match spec.domains.get(pick(&mut g, spec.domains.len())) {
                     Some(x) => {
+                        let mut s = before.spec().clone();
+                        s.domains.retain(|y| y.id != x.id);
+                        without = Some(s);
                         let holds = engine.inventory().drives_in(x.id.as_str()).is_some_and(|d| !d.is_empty())
                             || spec.domains.iter().any(|c| c.parent.as_ref() == Some(&x.id));
                         let r = engine.remove_domain(&x.id);
@@ -302,13 +335,22 @@ proptest! {
                 5 => engine
                     .add_bandwidth_domain(BwDomainSpec {
                         id: BwDomainId::new(format!("b{fresh}")).unwrap(),
-                        kind: ["uplink", "port"][g.rng_range(0, 1)].into(),
+                        kind: ["uplink", "port", "switch"][g.rng_range(0, 2)].into(),
                         capacity: Bytes(g.rng_range(100, 1000) as u64),
                         load: Bytes(0),
                     })
                     .map(|_| ()),
-                6 => match spec.bandwidth_domains.get(pick(&mut g, spec.bandwidth_domains.len())) {
-                    Some(b) => engine.remove_bandwidth_domain(&b.id).map(|_| ()),
+                // Often the newest, which no drive lists yet: its kind may go or move.
+                6 => match spec.bandwidth_domains.get(match g.rng_range(0, 1) {
+                    0 => spec.bandwidth_domains.len().saturating_sub(1),
+                    _ => pick(&mut g, spec.bandwidth_domains.len()),
+                }) {
+                    Some(b) => {
+                        let mut s = before.spec().clone();
+                        s.bandwidth_domains.retain(|x| x.id != b.id);
+                        without = Some(s);
+                        engine.remove_bandwidth_domain(&b.id).map(|_| ())
+                    }
                     None => Ok(()),
                 },
                 7 => {
@@ -324,7 +366,7 @@ proptest! {
                     }
                 }
                 8 => {
-                    let req = g.request(&spec, 4, false);
+                    let req = live_request(&mut g, &spec, false);
                     let _ = engine.place(vid(&format!("v{step}")), &req);
                     Ok(())
                 }
@@ -336,6 +378,11 @@ proptest! {
                     Ok(())
                 }
             };
+            if let Some(s) = without {
+                // (Which entry takes the removed one's place does not change whether it builds.)
+                let builds = Inventory::from_spec(s).ok().and_then(|inv| Engine::new(inv, seed).ok()).is_some();
+                prop_assert_eq!(builds, result.is_ok(), "removal refused or accepted wrongly: {:?}", result);
+            }
             if result.is_err() {
                 prop_assert_eq!(engine.snapshot().spec().clone(), before.spec().clone(), "a refused change changed the state: {:?}", result);
                 prop_assert_eq!(engine.version(), version);
@@ -353,7 +400,7 @@ proptest! {
         prop_assert_eq!(rebuilt.snapshot().spec().clone(), engine.snapshot().spec().clone());
         let spec = engine.inventory().spec().clone();
         for i in 0..8 {
-            let req = g.request(&spec, 4, true);
+            let req = live_request(&mut g, &spec, true);
             prop_assert_eq!(engine.plan(&req), rebuilt.plan(&req));
             prop_assert_eq!(engine.max_placeable(&req, None), rebuilt.max_placeable(&req, None));
             let id = vid(&format!("after{i}"));
@@ -573,6 +620,30 @@ impl RangeExt for Gen {
 /// A random inventory (racks, JBODs per rack and drives drawn from the inclusive ranges) and an
 /// engine over it, seeded by `seed`: the generator to draw requests from, the spec, the engine
 /// and the drawn `[racks, jbods, drives]`.
+/// The attribute names drives added live carry (the generated inventory has `psu` only).
+const ATTRS: [&str; 3] = ["psu", "pdu", "fan"];
+
+/// A random request that may also separate by the attributes drives added live carry and
+/// spread over the bandwidth kinds added live, or name ones that do not exist (then compiling
+/// fails with an error that lists the attributes or kinds in their numbered order).
+fn live_request(g: &mut Gen, spec: &InventorySpec, allow_pin: bool) -> Request {
+    let mut req = g.request(spec, 4, allow_pin);
+    if g.rng_range(0, 2) == 0 {
+        let a = ["pdu", "fan", "psu", "no-such-attribute"][g.rng_range(0, 3)];
+        let mode = [Mode::Hard, Mode::Soft][g.rng_range(0, 1)];
+        req.separation.push(Separation::attribute(a, mode));
+    }
+    if g.rng_range(0, 3) == 0 {
+        req.bandwidth_spread.push(Spread {
+            kind: ["port", "switch", "uplink", "no-such-kind"][g.rng_range(0, 3)].into(),
+            mode: [Mode::Hard, Mode::Soft][g.rng_range(0, 1)],
+            max_per_domain: g.rng_range(1, 2) as u32,
+            per_group: g.rng_range(0, 1) == 1,
+        });
+    }
+    req
+}
+
 fn setup(
     seed: u64,
     racks: (usize, usize),
