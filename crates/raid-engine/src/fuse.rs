@@ -40,9 +40,9 @@
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use fuser::{
     Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
@@ -95,15 +95,21 @@ struct VolumeFs {
     created: SystemTime,
     closed: Arc<AtomicBool>,
     counters: Arc<Counters>,
-    /// Set once the session exists (it needs the session's fd), when
-    /// [`ExposeOptions::busy_poll`] is on.
+    /// Set once the session exists (it needs the session's fd), unless
+    /// polling is off.
     poller: Arc<std::sync::OnceLock<Poller>>,
 }
 
 impl VolumeFs {
+    fn arrived(&self) {
+        if let Some(p) = self.poller.get() {
+            p.arrived();
+        }
+    }
+
     fn served(&self) {
         if let Some(p) = self.poller.get() {
-            p.kick();
+            p.served();
         }
     }
 }
@@ -124,84 +130,169 @@ impl Counters {
     }
 }
 
-/// Busy polling of the session's own `/dev/fuse` fd (the one fuser's last
-/// worker reads): while requests keep coming, the fd is non-blocking, so
-/// that worker asks the kernel for the next request again and again
-/// instead of sleeping until the kernel wakes it (fuser retries a read
-/// that finds nothing). After a whole `window` without a request the fd
-/// blocks again. The switch happens only at those transitions, under one
-/// lock, so the fd's mode always matches `spinning`.
+/// How a worker that has just served a request waits for the next one.
+#[derive(Debug, Clone, Copy)]
+enum PollMode {
+    /// Poll for the window [`ExposeOptions::busy_poll`] after every request.
+    Fixed(Duration),
+    /// Poll only while requests have been coming at short gaps, for a
+    /// window sized from those gaps, at most `cap`
+    /// ([`ExposeOptions::adaptive_poll`]).
+    Adaptive { cap: Duration },
+}
+
+/// Polling for the next request after one is served, instead of going back
+/// to sleep in `read(2)` on `/dev/fuse` and being woken by the kernel when
+/// it comes (a thread wake-up per request, the largest cost of a small
+/// request at one in flight).
+///
+/// The worker that has just replied (the reply is on its way to the kernel
+/// before this runs) asks `poll(2)`, without waiting, whether the session
+/// has a request queued, over and over (yielding the core between tries,
+/// so that on a small machine the threads that make the next request, and
+/// the other workers, still run) until one is queued or the window ends;
+/// then it returns to fuser, whose `read(2)` takes the request at once.
+/// Every worker's cloned fd reads the same queue, so the session's own fd
+/// (duplicated here) tells whether any request is queued. Only one worker
+/// polls at a time; the others go back to `read(2)`.
+///
+/// In the adaptive mode, polling happens only while the recent gaps
+/// between a reply and the next request (an EWMA; a gap seen by a worker
+/// that slept includes its wake-up) are short: at most twice the cap,
+/// so that sparse I/O never polls. The window is twice that average,
+/// from a quarter of the cap up to the cap. A poll that ends without a
+/// request makes the next ones skip: 1, 3, 7, … up to 63 requests after
+/// consecutive misses, back to every request after a hit.
 #[derive(Debug)]
 struct Poller {
     fd: std::os::fd::OwnedFd,
-    window: Duration,
-    served: AtomicU64,
-    spinning: AtomicBool,
-    /// The fd's mode (true: non-blocking); held while switching it.
-    mode: std::sync::Mutex<bool>,
-    stop: AtomicBool,
-    thread: std::sync::OnceLock<std::thread::Thread>,
+    mode: PollMode,
+    /// Held by the one worker polling.
+    token: AtomicBool,
+    epoch: Instant,
+    /// When the last reply was sent (ns since `epoch`).
+    last_reply: AtomicU64,
+    /// EWMA of the gaps between a reply and the next request (ns).
+    gap: AtomicU64,
+    /// Consecutive polls that ended without a request.
+    misses_in_row: AtomicU32,
+    /// Requests still to serve without polling after those misses.
+    skip: AtomicU32,
+    polls: AtomicU64,
+    hits: AtomicU64,
+    poll_nanos: AtomicU64,
 }
 
+/// Most requests skipped without polling after consecutive misses.
+const MAX_SKIP: u32 = 63;
+
 impl Poller {
-    fn set_mode(&self, mode: &mut bool, spin: bool) {
-        let flags = rustix::fs::fcntl_getfl(&self.fd).map(|f| {
-            if spin {
-                f | rustix::fs::OFlags::NONBLOCK
-            } else {
-                f - rustix::fs::OFlags::NONBLOCK
-            }
-        });
-        match flags.and_then(|f| rustix::fs::fcntl_setfl(&self.fd, f)) {
-            Ok(()) => {
-                *mode = spin;
-                self.spinning.store(spin, Ordering::Release);
-            }
-            Err(e) => tracing::warn!(error = %e, spin, "fuse: switching the busy poll failed"),
+    fn new(fd: std::os::fd::OwnedFd, mode: PollMode) -> Poller {
+        Poller {
+            fd,
+            mode,
+            token: AtomicBool::new(false),
+            epoch: Instant::now(),
+            last_reply: AtomicU64::new(0),
+            gap: AtomicU64::new(0),
+            misses_in_row: AtomicU32::new(0),
+            skip: AtomicU32::new(0),
+            polls: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
+            poll_nanos: AtomicU64::new(0),
         }
     }
 
-    /// A request was served: poll for the next one if not yet polling.
-    fn kick(&self) {
-        self.served.fetch_add(1, Ordering::Relaxed);
-        if self.spinning.load(Ordering::Acquire) {
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// A read or write request has arrived: record the gap since the last
+    /// reply (zero if another request was still being served).
+    fn arrived(&self) {
+        let PollMode::Adaptive { cap } = self.mode else {
+            return;
+        };
+        // A long idle counts as a long gap, not as an endless one, so that
+        // a burst after it turns polling back on within a few requests.
+        let limit = 16 * cap.as_nanos() as u64;
+        let gap = self
+            .now()
+            .saturating_sub(self.last_reply.load(Ordering::Relaxed))
+            .min(limit);
+        let old = self.gap.load(Ordering::Relaxed);
+        // EWMA with weight 1/8 (racing updates lose one sample: harmless).
+        let new = old - old / 8 + gap / 8;
+        self.gap.store(new, Ordering::Relaxed);
+    }
+
+    /// A reply has been sent: poll for the next request if that pays.
+    fn served(&self) {
+        self.last_reply.store(self.now(), Ordering::Relaxed);
+        let window = match self.mode {
+            PollMode::Fixed(w) => w,
+            PollMode::Adaptive { cap } => {
+                let cap = cap.as_nanos() as u64;
+                let gap = self.gap.load(Ordering::Relaxed);
+                if gap > 2 * cap {
+                    return;
+                }
+                if self.skip.load(Ordering::Relaxed) > 0 {
+                    // Racing decrements may skip one poll more or less.
+                    self.skip.fetch_sub(1, Ordering::Relaxed);
+                    return;
+                }
+                Duration::from_nanos((2 * gap).clamp(cap / 4, cap))
+            }
+        };
+        if self
+            .token
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
             return;
         }
-        let mut mode = self.mode.lock().unwrap_or_else(|p| p.into_inner());
-        if !*mode && !self.stop.load(Ordering::Acquire) {
-            self.set_mode(&mut mode, true);
-        }
-        drop(mode);
-        if let Some(t) = self.thread.get() {
-            t.unpark();
-        }
-    }
-
-    /// The controller: ends the polling after a window without requests.
-    fn control(&self) {
-        while !self.stop.load(Ordering::Acquire) {
-            if !self.spinning.load(Ordering::Acquire) {
-                std::thread::park();
-                continue;
-            }
-            let before = self.served.load(Ordering::Relaxed);
-            std::thread::sleep(self.window);
-            let mut mode = self.mode.lock().unwrap_or_else(|p| p.into_inner());
-            if *mode && self.served.load(Ordering::Relaxed) == before {
-                self.set_mode(&mut mode, false);
-            }
+        let start = Instant::now();
+        let hit = self.poll_for(start + window);
+        self.token.store(false, Ordering::Release);
+        self.polls.fetch_add(1, Ordering::Relaxed);
+        self.poll_nanos
+            .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        if hit {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            self.misses_in_row.store(0, Ordering::Relaxed);
+        } else if let PollMode::Adaptive { .. } = self.mode {
+            let k = self.misses_in_row.fetch_add(1, Ordering::Relaxed) + 1;
+            let skip = 1u32
+                .checked_shl(k)
+                .map_or(MAX_SKIP, |s| (s - 1).min(MAX_SKIP));
+            self.skip.store(skip, Ordering::Relaxed);
         }
     }
 
-    fn finish(&self) {
-        self.stop.store(true, Ordering::Release);
-        let mut mode = self.mode.lock().unwrap_or_else(|p| p.into_inner());
-        if *mode {
-            self.set_mode(&mut mode, false);
-        }
-        drop(mode);
-        if let Some(t) = self.thread.get() {
-            t.unpark();
+    /// Whether a request was queued before `deadline`.
+    fn poll_for(&self, deadline: Instant) -> bool {
+        use rustix::event::{PollFd, PollFlags, Timespec};
+        let zero = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        loop {
+            let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
+            match rustix::event::poll(&mut fds, Some(&zero)) {
+                Ok(0) | Err(rustix::io::Errno::INTR) => {}
+                // A queued request, or the connection is gone (the
+                // worker's own read then ends the session).
+                Ok(_) => return fds[0].revents().contains(PollFlags::IN),
+                Err(e) => {
+                    tracing::warn!(error = %e, "fuse: polling for the next request failed");
+                    return false;
+                }
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::yield_now();
         }
     }
 }
@@ -220,6 +311,15 @@ pub struct ExposureStats {
     /// negotiated at `INIT` ([`ExposeOptions::max_write_bytes`] unless the
     /// kernel lowered it).
     pub largest_write_bytes: u64,
+    /// Times a worker polled for the next request after serving one
+    /// ([`ExposeOptions::adaptive_poll`], [`ExposeOptions::busy_poll`]).
+    pub polls: u64,
+    /// Polls that saw a request come within their window (the others
+    /// ended with the window, and their worker went back to sleep).
+    pub poll_hits: u64,
+    /// Time spent polling, all polls together: the time a worker was kept
+    /// on a core (or yielding it) waiting for a request.
+    pub poll_time: Duration,
 }
 
 impl VolumeFs {
@@ -355,6 +455,7 @@ impl Filesystem for VolumeFs {
             reply.data(&[]);
             return;
         }
+        self.arrived();
         let len = (end - offset) as usize;
         Counters::count(
             &self.counters.reads,
@@ -388,6 +489,7 @@ impl Filesystem for VolumeFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        self.arrived();
         Counters::count(
             &self.counters.writes,
             &self.counters.largest_write,
@@ -496,6 +598,7 @@ pub struct FuseExposure {
     /// (and warn) when it ends.
     unmounter: SessionUnmounter,
     counters: Arc<Counters>,
+    poller: Arc<std::sync::OnceLock<Poller>>,
 }
 
 /// Mount a FUSE file system at `mountpoint` (an existing empty directory)
@@ -521,22 +624,42 @@ pub struct ExposeOptions {
     /// Threads serving requests, each reading its own cloned `/dev/fuse`
     /// fd (1 to [`MAX_WORKER_THREADS`]; [`WORKER_THREADS`] by default).
     pub workers: usize,
-    /// Busy polling: after a read or write request, one worker (the one
-    /// reading the session's own `/dev/fuse` fd, which is then made
-    /// non-blocking) keeps asking the kernel for the next request, using a
-    /// core meanwhile, instead of sleeping until the kernel wakes it, until
-    /// no request has come for this long; a small thread ends the polling
-    /// after such an idle window. It trades a busy core for one thread
-    /// wake-up less per request while requests keep coming. Zero (the
-    /// default) turns it off; at most one second.
+    /// Adaptive polling, on by default ([`DEFAULT_ADAPTIVE_POLL`], 50 µs):
+    /// while requests come at short gaps, the worker that has just served
+    /// one (one worker at a time) polls for the next instead of going back
+    /// to sleep until the kernel wakes it, saving a thread wake-up per
+    /// request, which is most of the cost of a small request at one in
+    /// flight. It polls for a window of about twice the recent average gap
+    /// between a reply and the next request, at most this long, and only
+    /// while that average is at most twice this long, so a volume with
+    /// sparse I/O does not poll (at most one window after each burst) and
+    /// an idle one never does; polls that end without a request make the
+    /// next requests skip polling (up to 63 of them, doubling). The polling
+    /// worker yields its core between tries. Zero turns it off (a worker
+    /// always sleeps until a request comes); at most 1 ms.
+    pub adaptive_poll: Duration,
+    /// Busy polling: after every read or write request, the worker that
+    /// served it (one at a time) polls for the next one for this long,
+    /// whatever the gaps, instead of going back to sleep. While requests
+    /// keep coming within the window a core stays busy polling; after a
+    /// window without one the worker sleeps. It replaces
+    /// [`adaptive_poll`](Self::adaptive_poll) when set. Zero (the default)
+    /// turns it off; at most one second.
     pub busy_poll: Duration,
 }
+
+/// The longest adaptive polling window by default
+/// ([`ExposeOptions::adaptive_poll`]).
+pub const DEFAULT_ADAPTIVE_POLL: Duration = Duration::from_micros(50);
+/// Longest adaptive polling window [`ExposeOptions::adaptive_poll`] accepts.
+pub const MAX_ADAPTIVE_POLL: Duration = Duration::from_millis(1);
 
 impl Default for ExposeOptions {
     fn default() -> Self {
         ExposeOptions {
             max_write_bytes: DEFAULT_MAX_WRITE_BYTES,
             workers: WORKER_THREADS,
+            adaptive_poll: DEFAULT_ADAPTIVE_POLL,
             busy_poll: Duration::ZERO,
         }
     }
@@ -549,8 +672,15 @@ impl ExposeOptions {
         self
     }
 
+    /// These options with adaptive polling windows of at most `cap` (zero:
+    /// off).
+    pub fn with_adaptive_poll(mut self, cap: Duration) -> Self {
+        self.adaptive_poll = cap;
+        self
+    }
+
     /// These options with busy polling for `window` after each request
-    /// (zero: off).
+    /// (zero: off, adaptive polling as set).
     pub fn with_busy_poll(mut self, window: Duration) -> Self {
         self.busy_poll = window;
         self
@@ -560,6 +690,18 @@ impl ExposeOptions {
     pub fn with_workers(mut self, workers: usize) -> Self {
         self.workers = workers;
         self
+    }
+
+    fn poll_mode(&self) -> Option<PollMode> {
+        if !self.busy_poll.is_zero() {
+            Some(PollMode::Fixed(self.busy_poll))
+        } else if !self.adaptive_poll.is_zero() {
+            Some(PollMode::Adaptive {
+                cap: self.adaptive_poll,
+            })
+        } else {
+            None
+        }
     }
 }
 
@@ -587,6 +729,15 @@ pub fn expose_with(
         return Err(invalid(
             "busy_poll",
             format!("{:?} must be at most 1 s", opts.busy_poll),
+        ));
+    }
+    if opts.adaptive_poll > MAX_ADAPTIVE_POLL {
+        return Err(invalid(
+            "adaptive_poll",
+            format!(
+                "{:?} must be at most {MAX_ADAPTIVE_POLL:?}",
+                opts.adaptive_poll
+            ),
         ));
     }
     if name.is_empty() || name.contains('/') || name == "." || name == ".." {
@@ -620,63 +771,26 @@ pub fn expose_with(
             source: e,
         })?;
     let unmounter = session.unmount_callable();
-    let controller = if opts.busy_poll.is_zero() {
-        None
-    } else {
+    if let Some(mode) = opts.poll_mode() {
+        // Every worker's cloned fd reads the same queue of requests: the
+        // session's own fd tells whether one is queued.
         let fd = std::os::fd::AsFd::as_fd(&session)
             .try_clone_to_owned()
             .map_err(crate::error::io_err("fuse: duplicate the session's fd"))?;
-        let p = Poller {
-            fd,
-            window: opts.busy_poll,
-            served: AtomicU64::new(0),
-            spinning: AtomicBool::new(false),
-            mode: std::sync::Mutex::new(false),
-            stop: AtomicBool::new(false),
-            thread: std::sync::OnceLock::new(),
-        };
-        let _ = poller.set(p);
-        let shared = poller.clone();
-        let t = std::thread::Builder::new()
-            .name("fuse-poll".into())
-            .spawn(move || {
-                if let Some(p) = shared.get() {
-                    p.control();
-                }
-            })
-            .map_err(crate::error::io_err("fuse: spawn busy-poll thread"))?;
-        if let Some(p) = poller.get() {
-            let _ = p.thread.set(t.thread().clone());
-        }
-        Some(t)
-    };
-    let ours = poller.clone();
+        let _ = poller.set(Poller::new(fd, mode));
+    }
     let thread = std::thread::Builder::new()
         .name("fuse".into())
-        .spawn(move || {
-            let r = session.run();
-            if let Some(p) = poller.get() {
-                p.finish();
-            }
-            if let Some(t) = controller {
-                let _ = t.join();
-            }
-            r
-        })
-        .map_err(|e| {
-            // The session (dropped with the closure) unmounts; let the
-            // controller end too.
-            if let Some(p) = ours.get() {
-                p.finish();
-            }
-            crate::error::io_err("fuse: spawn session thread")(e)
-        })?;
+        .spawn(move || session.run())
+        // The session (dropped with the closure) unmounts.
+        .map_err(crate::error::io_err("fuse: spawn session thread"))?;
     Ok(FuseExposure {
         mountpoint: mountpoint.to_path_buf(),
         file: mountpoint.join(name),
         thread: Some(thread),
         unmounter,
         counters,
+        poller,
     })
 }
 
@@ -694,6 +808,19 @@ impl FuseExposure {
             writes: c.writes.load(Ordering::Relaxed),
             largest_read_bytes: c.largest_read.load(Ordering::Relaxed),
             largest_write_bytes: c.largest_write.load(Ordering::Relaxed),
+            polls: self
+                .poller
+                .get()
+                .map_or(0, |p| p.polls.load(Ordering::Relaxed)),
+            poll_hits: self
+                .poller
+                .get()
+                .map_or(0, |p| p.hits.load(Ordering::Relaxed)),
+            poll_time: Duration::from_nanos(
+                self.poller
+                    .get()
+                    .map_or(0, |p| p.poll_nanos.load(Ordering::Relaxed)),
+            ),
         }
     }
 
