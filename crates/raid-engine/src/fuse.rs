@@ -22,6 +22,14 @@
 //! 256 pages by default); [`FuseExposure::stats`] tells the largest
 //! requests really served.
 //!
+//! While requests come at short gaps, the worker that has just replied
+//! polls for the next one instead of sleeping until the kernel wakes it
+//! (one thread wake-up less per request, most of a small request's extra
+//! cost at one in flight), for a window sized from the recent gaps;
+//! sparse or no I/O does not poll ([`ExposeOptions::adaptive_poll`], on by
+//! default; [`ExposeOptions::busy_poll`] polls for a fixed window after
+//! every request).
+//!
 //! The file is opened with
 //! `FOPEN_DIRECT_IO` and `FOPEN_PARALLEL_DIRECT_WRITES`: the kernel keeps no
 //! page cache for it (so it has none to look up and invalidate around every
@@ -156,13 +164,19 @@ enum PollMode {
 /// (duplicated here) tells whether any request is queued. Only one worker
 /// polls at a time; the others go back to `read(2)`.
 ///
-/// In the adaptive mode, polling happens only while the recent gaps
-/// between a reply and the next request (an EWMA; a gap seen by a worker
-/// that slept includes its wake-up) are short: at most twice the cap,
-/// so that sparse I/O never polls. The window is twice that average,
-/// from a quarter of the cap up to the cap. A poll that ends without a
-/// request makes the next ones skip: 1, 3, 7, … up to 63 requests after
-/// consecutive misses, back to every request after a hit.
+/// In the adaptive mode, a gap between a reply and the next request is
+/// short when it is at most twice the cap (a gap seen by a worker that
+/// slept includes its wake-up, so a gap the polling would have caught may
+/// look longer). Polling happens only while at least half of the recent
+/// gaps were short (an EWMA), so that sparse I/O never polls, not even
+/// when a few of its requests come close together. The window is twice the
+/// average short gap (an EWMA), from a quarter of the cap up to the cap. A
+/// poll that ends without a request makes the next ones skip: 1, 3, 7, …
+/// up to 63 requests after consecutive misses, back to every request
+/// after a hit. While too few gaps are short, one request in 64 whose gap
+/// was at most 16 times the cap is followed by a probing poll for the
+/// whole cap; a hit turns polling back on (requests further apart never
+/// cause a poll).
 #[derive(Debug)]
 struct Poller {
     fd: std::os::fd::OwnedFd,
@@ -172,8 +186,15 @@ struct Poller {
     epoch: Instant,
     /// When the last reply was sent (ns since `epoch`).
     last_reply: AtomicU64,
-    /// EWMA of the gaps between a reply and the next request (ns).
-    gap: AtomicU64,
+    /// EWMA of the share of short gaps between a reply and the next
+    /// request (in 1/`ONE`).
+    short: AtomicU32,
+    /// EWMA of the short gaps (ns).
+    short_gap: AtomicU64,
+    /// The last gap (ns).
+    last_gap: AtomicU64,
+    /// Requests served while too few gaps were short, for probing.
+    probe: AtomicU32,
     /// Consecutive polls that ended without a request.
     misses_in_row: AtomicU32,
     /// Requests still to serve without polling after those misses.
@@ -185,16 +206,30 @@ struct Poller {
 
 /// Most requests skipped without polling after consecutive misses.
 const MAX_SKIP: u32 = 63;
+/// All of the recent gaps short ([`Poller::short`]).
+const ONE: u32 = 1024;
+/// While too few gaps are short, one request in this many is followed by a
+/// probing poll...
+const PROBE_EVERY: u32 = 64;
+/// ...if its gap was at most this many times the longest window.
+const PROBE_GAPS: u64 = 16;
 
 impl Poller {
     fn new(fd: std::os::fd::OwnedFd, mode: PollMode) -> Poller {
+        let cap = match mode {
+            PollMode::Adaptive { cap } => cap,
+            PollMode::Fixed(w) => w,
+        };
         Poller {
             fd,
             mode,
             token: AtomicBool::new(false),
             epoch: Instant::now(),
             last_reply: AtomicU64::new(0),
-            gap: AtomicU64::new(0),
+            short: AtomicU32::new(ONE),
+            short_gap: AtomicU64::new(cap.as_nanos() as u64 / 2),
+            last_gap: AtomicU64::new(u64::MAX),
+            probe: AtomicU32::new(0),
             misses_in_row: AtomicU32::new(0),
             skip: AtomicU32::new(0),
             polls: AtomicU64::new(0),
@@ -213,36 +248,60 @@ impl Poller {
         let PollMode::Adaptive { cap } = self.mode else {
             return;
         };
-        // A long idle counts as a long gap, not as an endless one, so that
-        // a burst after it turns polling back on within a few requests.
-        let limit = 16 * cap.as_nanos() as u64;
         let gap = self
             .now()
-            .saturating_sub(self.last_reply.load(Ordering::Relaxed))
-            .min(limit);
-        let old = self.gap.load(Ordering::Relaxed);
-        // EWMA with weight 1/8 (racing updates lose one sample: harmless).
-        let new = old - old / 8 + gap / 8;
-        self.gap.store(new, Ordering::Relaxed);
+            .saturating_sub(self.last_reply.load(Ordering::Relaxed));
+        self.last_gap.store(gap, Ordering::Relaxed);
+        // EWMAs with weight 1/8 (racing updates may lose a sample: harmless).
+        let is_short = gap <= 2 * cap.as_nanos() as u64;
+        let old = self.short.load(Ordering::Relaxed);
+        let new = old - old / 8 + if is_short { ONE / 8 } else { 0 };
+        self.short.store(new, Ordering::Relaxed);
+        if is_short {
+            let old = self.short_gap.load(Ordering::Relaxed);
+            self.short_gap
+                .store(old - old / 8 + gap / 8, Ordering::Relaxed);
+        }
     }
 
     /// A reply has been sent: poll for the next request if that pays.
     fn served(&self) {
         self.last_reply.store(self.now(), Ordering::Relaxed);
+        let mut probing = false;
         let window = match self.mode {
             PollMode::Fixed(w) => w,
             PollMode::Adaptive { cap } => {
-                let cap = cap.as_nanos() as u64;
-                let gap = self.gap.load(Ordering::Relaxed);
-                if gap > 2 * cap {
+                let skipping = self
+                    .skip
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| s.checked_sub(1))
+                    .is_ok();
+                if skipping {
                     return;
                 }
-                if self.skip.load(Ordering::Relaxed) > 0 {
-                    // Racing decrements may skip one poll more or less.
-                    self.skip.fetch_sub(1, Ordering::Relaxed);
-                    return;
+                if self.short.load(Ordering::Relaxed) < ONE / 2 {
+                    // Too few short gaps, as seen. A worker that slept sees
+                    // its wake-up in the gap, so these may be short gaps
+                    // made long by the wake-ups polling would save: probe
+                    // once every `PROBE_EVERY` requests, with the whole
+                    // window, while the last gap was at most
+                    // `PROBE_GAPS` windows (I/O sparser than that never
+                    // polls).
+                    let last = self.last_gap.load(Ordering::Relaxed);
+                    if last > PROBE_GAPS * cap.as_nanos() as u64
+                        || !self
+                            .probe
+                            .fetch_add(1, Ordering::Relaxed)
+                            .is_multiple_of(PROBE_EVERY)
+                    {
+                        return;
+                    }
+                    probing = true;
+                    cap
+                } else {
+                    let cap = cap.as_nanos() as u64;
+                    let gap = self.short_gap.load(Ordering::Relaxed);
+                    Duration::from_nanos((2 * gap).clamp(cap / 4, cap))
                 }
-                Duration::from_nanos((2 * gap).clamp(cap / 4, cap))
             }
         };
         if self
@@ -261,6 +320,10 @@ impl Poller {
         if hit {
             self.hits.fetch_add(1, Ordering::Relaxed);
             self.misses_in_row.store(0, Ordering::Relaxed);
+            if probing {
+                // The gaps are short after all: poll after every request.
+                self.short.store(ONE, Ordering::Relaxed);
+            }
         } else if let PollMode::Adaptive { .. } = self.mode {
             let k = self.misses_in_row.fetch_add(1, Ordering::Relaxed) + 1;
             let skip = 1u32
@@ -629,14 +692,15 @@ pub struct ExposeOptions {
     /// one (one worker at a time) polls for the next instead of going back
     /// to sleep until the kernel wakes it, saving a thread wake-up per
     /// request, which is most of the cost of a small request at one in
-    /// flight. It polls for a window of about twice the recent average gap
-    /// between a reply and the next request, at most this long, and only
-    /// while that average is at most twice this long, so a volume with
-    /// sparse I/O does not poll (at most one window after each burst) and
-    /// an idle one never does; polls that end without a request make the
-    /// next requests skip polling (up to 63 of them, doubling). The polling
-    /// worker yields its core between tries. Zero turns it off (a worker
-    /// always sleeps until a request comes); at most 1 ms.
+    /// flight. It polls only while at least half of the recent gaps
+    /// between a reply and the next request were at most twice this long,
+    /// for a window of twice the average of those gaps, at most this long;
+    /// so a volume with sparse I/O does not poll (but for a few windows
+    /// after a burst) and an idle one never does. Polls that end without a
+    /// request make the next requests skip polling (up to 63 of them,
+    /// doubling). The polling worker yields its core between tries. Zero
+    /// turns it off (a worker always sleeps until a request comes); at most
+    /// 1 ms.
     pub adaptive_poll: Duration,
     /// Busy polling: after every read or write request, the worker that
     /// served it (one at a time) polls for the next one for this long,
