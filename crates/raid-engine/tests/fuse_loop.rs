@@ -710,7 +710,7 @@ fn small_writes(file: &Path, count: u64) -> std::fs::File {
 }
 
 #[test]
-fn an_idle_exposure_does_not_poll_and_busy_polling_is_seen_spinning() {
+fn idle_and_sparse_exposures_do_not_poll_and_busy_polling_is_seen_spinning() {
     use raid_engine::fuse::ExposeOptions;
     use std::time::Duration;
     let _one = KERNEL.lock().unwrap_or_else(|p| p.into_inner());
@@ -752,6 +752,30 @@ fn an_idle_exposure_does_not_poll_and_busy_polling_is_seen_spinning() {
             "{name}: the workers used {cpu:?} of CPU in a second without I/O"
         );
     }
+    // Sparse I/O: writes at least 2 ms apart (gaps longer than 16 windows
+    // of 50 µs, past which not even a probing poll is made). Polling stops
+    // once fewer than half the recent gaps are short: after at most the
+    // first six requests, whatever the polls found.
+    let mnt = dir.path().join("fuse-sparse");
+    std::fs::create_dir(&mnt).unwrap();
+    let exp = raid_engine::fuse::expose(vol.clone(), &mnt, "vol").unwrap();
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(exp.file())
+            .unwrap();
+        let data = common::pattern(5, 4096);
+        for i in 0..50 {
+            f.write_all_at(&data, i * 4096).unwrap();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    let s = exp.stats();
+    exp.unmount().unwrap();
+    eprintln!("sparse writes: {s:?}");
+    assert_eq!(s.writes, 50, "{s:?}");
+    assert!(s.polls <= 6, "sparse I/O polled: {s:?}");
     // The check above can see a spinning worker: with busy polling for 1 s
     // after each request, the second after one write is spent polling.
     let mnt = dir.path().join("fuse-busy");
