@@ -170,9 +170,12 @@ enum PollMode {
 /// look longer). Polling happens only while at least half of the recent
 /// gaps were short (an EWMA), so that sparse I/O never polls, not even
 /// when a few of its requests come close together. The window is twice the
-/// average short gap (an EWMA), from a quarter of the cap up to the cap. A
-/// poll that ends without a request makes the next ones skip: 1, 3, 7, …
-/// up to 63 requests after consecutive misses, back to every request
+/// average short gap (an EWMA), from a quarter of the cap up to the cap.
+/// A poll ends early when another worker (woken by the kernel) took the
+/// request first: that counts as a hit too, the request came within the
+/// window. Once fewer than half of the recent polls (an EWMA) found a
+/// request, a poll that ends without one makes the next ones skip: 1, 3,
+/// 7, … up to 63 requests after consecutive misses, back to every request
 /// after a hit. While too few gaps are short, one request in 64 whose gap
 /// was at most 16 times the cap is followed by a probing poll for the
 /// whole cap; a hit turns polling back on (requests further apart never
@@ -195,13 +198,31 @@ struct Poller {
     last_gap: AtomicU64,
     /// Requests served while too few gaps were short, for probing.
     probe: AtomicU32,
+    /// A poll saw the next request come and recorded its gap.
+    caught: AtomicBool,
+    /// Read and write requests received.
+    arrivals: AtomicU64,
     /// Consecutive polls that ended without a request.
     misses_in_row: AtomicU32,
+    /// EWMA of the share of polls that found a request (in 1/`ONE`).
+    hit_rate: AtomicU32,
     /// Requests still to serve without polling after those misses.
     skip: AtomicU32,
     polls: AtomicU64,
     hits: AtomicU64,
     poll_nanos: AtomicU64,
+}
+
+/// What a poll saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Polled {
+    /// A request queued, for the polling worker's `read(2)`.
+    Queued,
+    /// A request came but another worker (woken by the kernel for it)
+    /// took it first.
+    Taken,
+    /// No request within the window.
+    Nothing,
 }
 
 /// Most requests skipped without polling after consecutive misses.
@@ -230,7 +251,10 @@ impl Poller {
             short_gap: AtomicU64::new(cap.as_nanos() as u64 / 2),
             last_gap: AtomicU64::new(u64::MAX),
             probe: AtomicU32::new(0),
+            caught: AtomicBool::new(false),
+            arrivals: AtomicU64::new(0),
             misses_in_row: AtomicU32::new(0),
+            hit_rate: AtomicU32::new(ONE),
             skip: AtomicU32::new(0),
             polls: AtomicU64::new(0),
             hits: AtomicU64::new(0),
@@ -243,14 +267,28 @@ impl Poller {
     }
 
     /// A read or write request has arrived: record the gap since the last
-    /// reply (zero if another request was still being served).
+    /// reply (zero if another request was still being served), unless a
+    /// poll saw it come and recorded the gap then (a sleeping worker woken
+    /// for it may have taken it first, and seen its own wake-up as gap).
     fn arrived(&self) {
+        self.arrivals.fetch_add(1, Ordering::Relaxed);
+        if self.mode_adaptive() && !self.caught.swap(false, Ordering::Relaxed) {
+            let gap = self
+                .now()
+                .saturating_sub(self.last_reply.load(Ordering::Relaxed));
+            self.record(gap);
+        }
+    }
+
+    fn mode_adaptive(&self) -> bool {
+        matches!(self.mode, PollMode::Adaptive { .. })
+    }
+
+    /// Account a gap between a reply and the next request.
+    fn record(&self, gap: u64) {
         let PollMode::Adaptive { cap } = self.mode else {
             return;
         };
-        let gap = self
-            .now()
-            .saturating_sub(self.last_reply.load(Ordering::Relaxed));
         self.last_gap.store(gap, Ordering::Relaxed);
         // EWMAs with weight 1/8 (racing updates may lose a sample: harmless).
         let is_short = gap <= 2 * cap.as_nanos() as u64;
@@ -312,20 +350,42 @@ impl Poller {
             return;
         }
         let start = Instant::now();
-        let hit = self.poll_for(start + window);
+        let polled = self.poll_for(start + window);
+        let hit = polled != Polled::Nothing;
         self.token.store(false, Ordering::Release);
         self.polls.fetch_add(1, Ordering::Relaxed);
         self.poll_nanos
             .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        // EWMA with weight 1/16 of the polls that found a request.
+        let old = self.hit_rate.load(Ordering::Relaxed);
+        let new = old - old / 16 + if hit { ONE / 16 } else { 0 };
+        self.hit_rate.store(new, Ordering::Relaxed);
         if hit {
             self.hits.fetch_add(1, Ordering::Relaxed);
             self.misses_in_row.store(0, Ordering::Relaxed);
+            if self.mode_adaptive() {
+                // The true gap (up to a few µs of polling), whoever takes
+                // the request; a short one, as the poll caught it, even if
+                // the polling worker lost its core for longer than the
+                // window (on a loaded machine).
+                let gap = self
+                    .now()
+                    .saturating_sub(self.last_reply.load(Ordering::Relaxed));
+                self.record(gap.min(window.as_nanos() as u64));
+                self.caught
+                    .store(polled == Polled::Queued, Ordering::Relaxed);
+            }
             if probing {
                 // The gaps are short after all: poll after every request.
                 self.short.store(ONE, Ordering::Relaxed);
             }
         } else if let PollMode::Adaptive { .. } = self.mode {
             let k = self.misses_in_row.fetch_add(1, Ordering::Relaxed) + 1;
+            if new >= ONE / 2 {
+                // Most polls still find a request: a miss now and then
+                // costs less than the wake-ups the hits save.
+                return;
+            }
             let skip = 1u32
                 .checked_shl(k)
                 .map_or(MAX_SKIP, |s| (s - 1).min(MAX_SKIP));
@@ -334,26 +394,31 @@ impl Poller {
     }
 
     /// Whether a request was queued before `deadline`.
-    fn poll_for(&self, deadline: Instant) -> bool {
+    fn poll_for(&self, deadline: Instant) -> Polled {
         use rustix::event::{PollFd, PollFlags, Timespec};
         let zero = Timespec {
             tv_sec: 0,
             tv_nsec: 0,
         };
+        let arrivals = self.arrivals.load(Ordering::Relaxed);
         loop {
             let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
             match rustix::event::poll(&mut fds, Some(&zero)) {
                 Ok(0) | Err(rustix::io::Errno::INTR) => {}
                 // A queued request, or the connection is gone (the
                 // worker's own read then ends the session).
-                Ok(_) => return fds[0].revents().contains(PollFlags::IN),
+                Ok(_) if fds[0].revents().contains(PollFlags::IN) => return Polled::Queued,
+                Ok(_) => return Polled::Nothing,
                 Err(e) => {
                     tracing::warn!(error = %e, "fuse: polling for the next request failed");
-                    return false;
+                    return Polled::Nothing;
                 }
             }
+            if self.arrivals.load(Ordering::Relaxed) != arrivals {
+                return Polled::Taken;
+            }
             if Instant::now() >= deadline {
-                return false;
+                return Polled::Nothing;
             }
             std::thread::yield_now();
         }
