@@ -168,8 +168,9 @@ enum PollMode {
 /// short when it is at most twice the cap (a gap seen by a worker that
 /// slept includes its wake-up, so a gap the polling would have caught may
 /// look longer). Polling happens only while at least half of the recent
-/// gaps were short (an EWMA), so that sparse I/O never polls, not even
-/// when a few of its requests come close together. The window is twice the
+/// gaps were short (an EWMA), so that sparse I/O stops polling within a
+/// few requests, even if some of its requests come close together. The
+/// window is twice the
 /// average short gap (an EWMA), from a quarter of the cap up to the cap.
 /// A poll ends early when another worker (woken by the kernel) took the
 /// request first: that counts as a hit too, the request came within the
@@ -393,7 +394,7 @@ impl Poller {
         }
     }
 
-    /// Whether a request was queued before `deadline`.
+    /// Whether a request came before `deadline`.
     fn poll_for(&self, deadline: Instant) -> Polled {
         use rustix::event::{PollFd, PollFlags, Timespec};
         let zero = Timespec {
