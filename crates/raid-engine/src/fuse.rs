@@ -22,6 +22,14 @@
 //! 256 pages by default); [`FuseExposure::stats`] tells the largest
 //! requests really served.
 //!
+//! While requests come at short gaps, the worker that has just replied
+//! polls for the next one instead of sleeping until the kernel wakes it
+//! (one thread wake-up less per request, most of a small request's extra
+//! cost at one in flight), for a window sized from the recent gaps;
+//! sparse or no I/O does not poll ([`ExposeOptions::adaptive_poll`], on by
+//! default; [`ExposeOptions::busy_poll`] polls for a fixed window after
+//! every request).
+//!
 //! The file is opened with
 //! `FOPEN_DIRECT_IO` and `FOPEN_PARALLEL_DIRECT_WRITES`: the kernel keeps no
 //! page cache for it (so it has none to look up and invalidate around every
@@ -40,9 +48,9 @@
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use fuser::{
     Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
@@ -95,15 +103,21 @@ struct VolumeFs {
     created: SystemTime,
     closed: Arc<AtomicBool>,
     counters: Arc<Counters>,
-    /// Set once the session exists (it needs the session's fd), when
-    /// [`ExposeOptions::busy_poll`] is on.
+    /// Set once the session exists (it needs the session's fd), unless
+    /// polling is off.
     poller: Arc<std::sync::OnceLock<Poller>>,
 }
 
 impl VolumeFs {
+    fn arrived(&self) {
+        if let Some(p) = self.poller.get() {
+            p.arrived();
+        }
+    }
+
     fn served(&self) {
         if let Some(p) = self.poller.get() {
-            p.kick();
+            p.served();
         }
     }
 }
@@ -124,84 +138,290 @@ impl Counters {
     }
 }
 
-/// Busy polling of the session's own `/dev/fuse` fd (the one fuser's last
-/// worker reads): while requests keep coming, the fd is non-blocking, so
-/// that worker asks the kernel for the next request again and again
-/// instead of sleeping until the kernel wakes it (fuser retries a read
-/// that finds nothing). After a whole `window` without a request the fd
-/// blocks again. The switch happens only at those transitions, under one
-/// lock, so the fd's mode always matches `spinning`.
+/// How a worker that has just served a request waits for the next one.
+#[derive(Debug, Clone, Copy)]
+enum PollMode {
+    /// Poll for the window [`ExposeOptions::busy_poll`] after every request.
+    Fixed(Duration),
+    /// Poll only while requests have been coming at short gaps, for a
+    /// window sized from those gaps, at most `cap`
+    /// ([`ExposeOptions::adaptive_poll`]).
+    Adaptive { cap: Duration },
+}
+
+/// Polling for the next request after one is served, instead of going back
+/// to sleep in `read(2)` on `/dev/fuse` and being woken by the kernel when
+/// it comes (a thread wake-up per request, the largest cost of a small
+/// request at one in flight).
+///
+/// The worker that has just replied (the reply is on its way to the kernel
+/// before this runs) asks `poll(2)`, without waiting, whether the session
+/// has a request queued, over and over (yielding the core between tries,
+/// so that on a small machine the threads that make the next request, and
+/// the other workers, still run) until one is queued or the window ends;
+/// then it returns to fuser, whose `read(2)` takes the request at once.
+/// Every worker's cloned fd reads the same queue, so the session's own fd
+/// (duplicated here) tells whether any request is queued. Only one worker
+/// polls at a time; the others go back to `read(2)`.
+///
+/// In the adaptive mode, a gap between a reply and the next request is
+/// short when it is at most twice the cap (a gap seen by a worker that
+/// slept includes its wake-up, so a gap the polling would have caught may
+/// look longer). Polling happens only while at least half of the recent
+/// gaps were short (an EWMA), so that sparse I/O stops polling within a
+/// few requests, even if some of its requests come close together. The
+/// window is twice the
+/// average short gap (an EWMA), from a quarter of the cap up to the cap.
+/// A poll ends early when another worker (woken by the kernel) took the
+/// request first: that counts as a hit too, the request came within the
+/// window. Once fewer than half of the recent polls (an EWMA) found a
+/// request, a poll that ends without one makes the next ones skip: 1, 3,
+/// 7, … up to 63 requests after consecutive misses, back to every request
+/// after a hit. While too few gaps are short, one request in 64 whose gap
+/// was at most 16 times the cap is followed by a probing poll for the
+/// whole cap; a hit turns polling back on (requests further apart never
+/// cause a poll).
 #[derive(Debug)]
 struct Poller {
     fd: std::os::fd::OwnedFd,
-    window: Duration,
-    served: AtomicU64,
-    spinning: AtomicBool,
-    /// The fd's mode (true: non-blocking); held while switching it.
-    mode: std::sync::Mutex<bool>,
-    stop: AtomicBool,
-    thread: std::sync::OnceLock<std::thread::Thread>,
+    mode: PollMode,
+    /// Held by the one worker polling.
+    token: AtomicBool,
+    epoch: Instant,
+    /// When the last reply was sent (ns since `epoch`).
+    last_reply: AtomicU64,
+    /// EWMA of the share of short gaps between a reply and the next
+    /// request (in 1/`ONE`).
+    short: AtomicU32,
+    /// EWMA of the short gaps (ns).
+    short_gap: AtomicU64,
+    /// The last gap (ns).
+    last_gap: AtomicU64,
+    /// Requests served while too few gaps were short, for probing.
+    probe: AtomicU32,
+    /// A poll saw the next request come and recorded its gap.
+    caught: AtomicBool,
+    /// Read and write requests received.
+    arrivals: AtomicU64,
+    /// Consecutive polls that ended without a request.
+    misses_in_row: AtomicU32,
+    /// EWMA of the share of polls that found a request (in 1/`ONE`).
+    hit_rate: AtomicU32,
+    /// Requests still to serve without polling after those misses.
+    skip: AtomicU32,
+    polls: AtomicU64,
+    hits: AtomicU64,
+    poll_nanos: AtomicU64,
 }
 
+/// What a poll saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Polled {
+    /// A request queued, for the polling worker's `read(2)`.
+    Queued,
+    /// A request came but another worker (woken by the kernel for it)
+    /// took it first.
+    Taken,
+    /// No request within the window.
+    Nothing,
+}
+
+/// Most requests skipped without polling after consecutive misses.
+const MAX_SKIP: u32 = 63;
+/// All of the recent gaps short ([`Poller::short`]).
+const ONE: u32 = 1024;
+/// While too few gaps are short, one request in this many is followed by a
+/// probing poll...
+const PROBE_EVERY: u32 = 64;
+/// ...if its gap was at most this many times the longest window.
+const PROBE_GAPS: u64 = 16;
+
 impl Poller {
-    fn set_mode(&self, mode: &mut bool, spin: bool) {
-        let flags = rustix::fs::fcntl_getfl(&self.fd).map(|f| {
-            if spin {
-                f | rustix::fs::OFlags::NONBLOCK
-            } else {
-                f - rustix::fs::OFlags::NONBLOCK
-            }
-        });
-        match flags.and_then(|f| rustix::fs::fcntl_setfl(&self.fd, f)) {
-            Ok(()) => {
-                *mode = spin;
-                self.spinning.store(spin, Ordering::Release);
-            }
-            Err(e) => tracing::warn!(error = %e, spin, "fuse: switching the busy poll failed"),
+    fn new(fd: std::os::fd::OwnedFd, mode: PollMode) -> Poller {
+        let cap = match mode {
+            PollMode::Adaptive { cap } => cap,
+            PollMode::Fixed(w) => w,
+        };
+        Poller {
+            fd,
+            mode,
+            token: AtomicBool::new(false),
+            epoch: Instant::now(),
+            last_reply: AtomicU64::new(0),
+            short: AtomicU32::new(ONE),
+            short_gap: AtomicU64::new(cap.as_nanos() as u64 / 2),
+            last_gap: AtomicU64::new(u64::MAX),
+            probe: AtomicU32::new(0),
+            caught: AtomicBool::new(false),
+            arrivals: AtomicU64::new(0),
+            misses_in_row: AtomicU32::new(0),
+            hit_rate: AtomicU32::new(ONE),
+            skip: AtomicU32::new(0),
+            polls: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
+            poll_nanos: AtomicU64::new(0),
         }
     }
 
-    /// A request was served: poll for the next one if not yet polling.
-    fn kick(&self) {
-        self.served.fetch_add(1, Ordering::Relaxed);
-        if self.spinning.load(Ordering::Acquire) {
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+
+    /// A read or write request has arrived: record the gap since the last
+    /// reply (zero if another request was still being served), unless a
+    /// poll saw it come and recorded the gap then (a sleeping worker woken
+    /// for it may have taken it first, and seen its own wake-up as gap).
+    fn arrived(&self) {
+        self.arrivals.fetch_add(1, Ordering::Relaxed);
+        if self.mode_adaptive() && !self.caught.swap(false, Ordering::Relaxed) {
+            let gap = self
+                .now()
+                .saturating_sub(self.last_reply.load(Ordering::Relaxed));
+            self.record(gap);
+        }
+    }
+
+    fn mode_adaptive(&self) -> bool {
+        matches!(self.mode, PollMode::Adaptive { .. })
+    }
+
+    /// Account a gap between a reply and the next request.
+    fn record(&self, gap: u64) {
+        let PollMode::Adaptive { cap } = self.mode else {
+            return;
+        };
+        self.last_gap.store(gap, Ordering::Relaxed);
+        // EWMAs with weight 1/8 (racing updates may lose a sample: harmless).
+        let is_short = gap <= 2 * cap.as_nanos() as u64;
+        let old = self.short.load(Ordering::Relaxed);
+        let new = old - old / 8 + if is_short { ONE / 8 } else { 0 };
+        self.short.store(new, Ordering::Relaxed);
+        if is_short {
+            let old = self.short_gap.load(Ordering::Relaxed);
+            self.short_gap
+                .store(old - old / 8 + gap / 8, Ordering::Relaxed);
+        }
+    }
+
+    /// A reply has been sent: poll for the next request if that pays.
+    fn served(&self) {
+        self.last_reply.store(self.now(), Ordering::Relaxed);
+        let mut probing = false;
+        let window = match self.mode {
+            PollMode::Fixed(w) => w,
+            PollMode::Adaptive { cap } => {
+                let skipping = self
+                    .skip
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| s.checked_sub(1))
+                    .is_ok();
+                if skipping {
+                    return;
+                }
+                if self.short.load(Ordering::Relaxed) < ONE / 2 {
+                    // Too few short gaps, as seen. A worker that slept sees
+                    // its wake-up in the gap, so these may be short gaps
+                    // made long by the wake-ups polling would save: probe
+                    // once every `PROBE_EVERY` requests, with the whole
+                    // window, while the last gap was at most
+                    // `PROBE_GAPS` windows (I/O sparser than that never
+                    // polls).
+                    let last = self.last_gap.load(Ordering::Relaxed);
+                    if last > PROBE_GAPS * cap.as_nanos() as u64
+                        || !self
+                            .probe
+                            .fetch_add(1, Ordering::Relaxed)
+                            .is_multiple_of(PROBE_EVERY)
+                    {
+                        return;
+                    }
+                    probing = true;
+                    cap
+                } else {
+                    let cap = cap.as_nanos() as u64;
+                    let gap = self.short_gap.load(Ordering::Relaxed);
+                    Duration::from_nanos((2 * gap).clamp(cap / 4, cap))
+                }
+            }
+        };
+        if self
+            .token
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
             return;
         }
-        let mut mode = self.mode.lock().unwrap_or_else(|p| p.into_inner());
-        if !*mode && !self.stop.load(Ordering::Acquire) {
-            self.set_mode(&mut mode, true);
-        }
-        drop(mode);
-        if let Some(t) = self.thread.get() {
-            t.unpark();
+        let start = Instant::now();
+        let polled = self.poll_for(start + window);
+        let hit = polled != Polled::Nothing;
+        self.token.store(false, Ordering::Release);
+        self.polls.fetch_add(1, Ordering::Relaxed);
+        self.poll_nanos
+            .fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        // EWMA with weight 1/16 of the polls that found a request.
+        let old = self.hit_rate.load(Ordering::Relaxed);
+        let new = old - old / 16 + if hit { ONE / 16 } else { 0 };
+        self.hit_rate.store(new, Ordering::Relaxed);
+        if hit {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            self.misses_in_row.store(0, Ordering::Relaxed);
+            if self.mode_adaptive() {
+                // The true gap (up to a few µs of polling), whoever takes
+                // the request; a short one, as the poll caught it, even if
+                // the polling worker lost its core for longer than the
+                // window (on a loaded machine).
+                let gap = self
+                    .now()
+                    .saturating_sub(self.last_reply.load(Ordering::Relaxed));
+                self.record(gap.min(window.as_nanos() as u64));
+                self.caught
+                    .store(polled == Polled::Queued, Ordering::Relaxed);
+            }
+            if probing {
+                // The gaps are short after all: poll after every request.
+                self.short.store(ONE, Ordering::Relaxed);
+            }
+        } else if let PollMode::Adaptive { .. } = self.mode {
+            let k = self.misses_in_row.fetch_add(1, Ordering::Relaxed) + 1;
+            if new >= ONE / 2 {
+                // Most polls still find a request: a miss now and then
+                // costs less than the wake-ups the hits save.
+                return;
+            }
+            let skip = 1u32
+                .checked_shl(k)
+                .map_or(MAX_SKIP, |s| (s - 1).min(MAX_SKIP));
+            self.skip.store(skip, Ordering::Relaxed);
         }
     }
 
-    /// The controller: ends the polling after a window without requests.
-    fn control(&self) {
-        while !self.stop.load(Ordering::Acquire) {
-            if !self.spinning.load(Ordering::Acquire) {
-                std::thread::park();
-                continue;
+    /// Whether a request came before `deadline`.
+    fn poll_for(&self, deadline: Instant) -> Polled {
+        use rustix::event::{PollFd, PollFlags, Timespec};
+        let zero = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let arrivals = self.arrivals.load(Ordering::Relaxed);
+        loop {
+            let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
+            match rustix::event::poll(&mut fds, Some(&zero)) {
+                Ok(0) | Err(rustix::io::Errno::INTR) => {}
+                // A queued request, or the connection is gone (the
+                // worker's own read then ends the session).
+                Ok(_) if fds[0].revents().contains(PollFlags::IN) => return Polled::Queued,
+                Ok(_) => return Polled::Nothing,
+                Err(e) => {
+                    tracing::warn!(error = %e, "fuse: polling for the next request failed");
+                    return Polled::Nothing;
+                }
             }
-            let before = self.served.load(Ordering::Relaxed);
-            std::thread::sleep(self.window);
-            let mut mode = self.mode.lock().unwrap_or_else(|p| p.into_inner());
-            if *mode && self.served.load(Ordering::Relaxed) == before {
-                self.set_mode(&mut mode, false);
+            if self.arrivals.load(Ordering::Relaxed) != arrivals {
+                return Polled::Taken;
             }
-        }
-    }
-
-    fn finish(&self) {
-        self.stop.store(true, Ordering::Release);
-        let mut mode = self.mode.lock().unwrap_or_else(|p| p.into_inner());
-        if *mode {
-            self.set_mode(&mut mode, false);
-        }
-        drop(mode);
-        if let Some(t) = self.thread.get() {
-            t.unpark();
+            if Instant::now() >= deadline {
+                return Polled::Nothing;
+            }
+            std::thread::yield_now();
         }
     }
 }
@@ -220,6 +440,15 @@ pub struct ExposureStats {
     /// negotiated at `INIT` ([`ExposeOptions::max_write_bytes`] unless the
     /// kernel lowered it).
     pub largest_write_bytes: u64,
+    /// Times a worker polled for the next request after serving one
+    /// ([`ExposeOptions::adaptive_poll`], [`ExposeOptions::busy_poll`]).
+    pub polls: u64,
+    /// Polls that saw a request come within their window (the others
+    /// ended with the window, and their worker went back to sleep).
+    pub poll_hits: u64,
+    /// Time spent polling, all polls together: the time a worker was kept
+    /// on a core (or yielding it) waiting for a request.
+    pub poll_time: Duration,
 }
 
 impl VolumeFs {
@@ -355,6 +584,7 @@ impl Filesystem for VolumeFs {
             reply.data(&[]);
             return;
         }
+        self.arrived();
         let len = (end - offset) as usize;
         Counters::count(
             &self.counters.reads,
@@ -388,6 +618,7 @@ impl Filesystem for VolumeFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        self.arrived();
         Counters::count(
             &self.counters.writes,
             &self.counters.largest_write,
@@ -496,6 +727,7 @@ pub struct FuseExposure {
     /// (and warn) when it ends.
     unmounter: SessionUnmounter,
     counters: Arc<Counters>,
+    poller: Arc<std::sync::OnceLock<Poller>>,
 }
 
 /// Mount a FUSE file system at `mountpoint` (an existing empty directory)
@@ -521,22 +753,43 @@ pub struct ExposeOptions {
     /// Threads serving requests, each reading its own cloned `/dev/fuse`
     /// fd (1 to [`MAX_WORKER_THREADS`]; [`WORKER_THREADS`] by default).
     pub workers: usize,
-    /// Busy polling: after a read or write request, one worker (the one
-    /// reading the session's own `/dev/fuse` fd, which is then made
-    /// non-blocking) keeps asking the kernel for the next request, using a
-    /// core meanwhile, instead of sleeping until the kernel wakes it, until
-    /// no request has come for this long; a small thread ends the polling
-    /// after such an idle window. It trades a busy core for one thread
-    /// wake-up less per request while requests keep coming. Zero (the
-    /// default) turns it off; at most one second.
+    /// Adaptive polling, on by default ([`DEFAULT_ADAPTIVE_POLL`], 50 µs):
+    /// while requests come at short gaps, the worker that has just served
+    /// one (one worker at a time) polls for the next instead of going back
+    /// to sleep until the kernel wakes it, saving a thread wake-up per
+    /// request, which is most of the cost of a small request at one in
+    /// flight. It polls only while at least half of the recent gaps
+    /// between a reply and the next request were at most twice this long,
+    /// for a window of twice the average of those gaps, at most this long;
+    /// so a volume with sparse I/O does not poll (but for a few windows
+    /// after a burst) and an idle one never does. Polls that end without a
+    /// request make the next requests skip polling (up to 63 of them,
+    /// doubling). The polling worker yields its core between tries. Zero
+    /// turns it off (a worker always sleeps until a request comes); at most
+    /// 1 ms.
+    pub adaptive_poll: Duration,
+    /// Busy polling: after every read or write request, the worker that
+    /// served it (one at a time) polls for the next one for this long,
+    /// whatever the gaps, instead of going back to sleep. While requests
+    /// keep coming within the window a core stays busy polling; after a
+    /// window without one the worker sleeps. It replaces
+    /// [`adaptive_poll`](Self::adaptive_poll) when set. Zero (the default)
+    /// turns it off; at most one second.
     pub busy_poll: Duration,
 }
+
+/// The longest adaptive polling window by default
+/// ([`ExposeOptions::adaptive_poll`]).
+pub const DEFAULT_ADAPTIVE_POLL: Duration = Duration::from_micros(50);
+/// Longest adaptive polling window [`ExposeOptions::adaptive_poll`] accepts.
+pub const MAX_ADAPTIVE_POLL: Duration = Duration::from_millis(1);
 
 impl Default for ExposeOptions {
     fn default() -> Self {
         ExposeOptions {
             max_write_bytes: DEFAULT_MAX_WRITE_BYTES,
             workers: WORKER_THREADS,
+            adaptive_poll: DEFAULT_ADAPTIVE_POLL,
             busy_poll: Duration::ZERO,
         }
     }
@@ -549,8 +802,15 @@ impl ExposeOptions {
         self
     }
 
+    /// These options with adaptive polling windows of at most `cap` (zero:
+    /// off).
+    pub fn with_adaptive_poll(mut self, cap: Duration) -> Self {
+        self.adaptive_poll = cap;
+        self
+    }
+
     /// These options with busy polling for `window` after each request
-    /// (zero: off).
+    /// (zero: off, adaptive polling as set).
     pub fn with_busy_poll(mut self, window: Duration) -> Self {
         self.busy_poll = window;
         self
@@ -560,6 +820,18 @@ impl ExposeOptions {
     pub fn with_workers(mut self, workers: usize) -> Self {
         self.workers = workers;
         self
+    }
+
+    fn poll_mode(&self) -> Option<PollMode> {
+        if !self.busy_poll.is_zero() {
+            Some(PollMode::Fixed(self.busy_poll))
+        } else if !self.adaptive_poll.is_zero() {
+            Some(PollMode::Adaptive {
+                cap: self.adaptive_poll,
+            })
+        } else {
+            None
+        }
     }
 }
 
@@ -587,6 +859,15 @@ pub fn expose_with(
         return Err(invalid(
             "busy_poll",
             format!("{:?} must be at most 1 s", opts.busy_poll),
+        ));
+    }
+    if opts.adaptive_poll > MAX_ADAPTIVE_POLL {
+        return Err(invalid(
+            "adaptive_poll",
+            format!(
+                "{:?} must be at most {MAX_ADAPTIVE_POLL:?}",
+                opts.adaptive_poll
+            ),
         ));
     }
     if name.is_empty() || name.contains('/') || name == "." || name == ".." {
@@ -620,63 +901,26 @@ pub fn expose_with(
             source: e,
         })?;
     let unmounter = session.unmount_callable();
-    let controller = if opts.busy_poll.is_zero() {
-        None
-    } else {
+    if let Some(mode) = opts.poll_mode() {
+        // Every worker's cloned fd reads the same queue of requests: the
+        // session's own fd tells whether one is queued.
         let fd = std::os::fd::AsFd::as_fd(&session)
             .try_clone_to_owned()
             .map_err(crate::error::io_err("fuse: duplicate the session's fd"))?;
-        let p = Poller {
-            fd,
-            window: opts.busy_poll,
-            served: AtomicU64::new(0),
-            spinning: AtomicBool::new(false),
-            mode: std::sync::Mutex::new(false),
-            stop: AtomicBool::new(false),
-            thread: std::sync::OnceLock::new(),
-        };
-        let _ = poller.set(p);
-        let shared = poller.clone();
-        let t = std::thread::Builder::new()
-            .name("fuse-poll".into())
-            .spawn(move || {
-                if let Some(p) = shared.get() {
-                    p.control();
-                }
-            })
-            .map_err(crate::error::io_err("fuse: spawn busy-poll thread"))?;
-        if let Some(p) = poller.get() {
-            let _ = p.thread.set(t.thread().clone());
-        }
-        Some(t)
-    };
-    let ours = poller.clone();
+        let _ = poller.set(Poller::new(fd, mode));
+    }
     let thread = std::thread::Builder::new()
         .name("fuse".into())
-        .spawn(move || {
-            let r = session.run();
-            if let Some(p) = poller.get() {
-                p.finish();
-            }
-            if let Some(t) = controller {
-                let _ = t.join();
-            }
-            r
-        })
-        .map_err(|e| {
-            // The session (dropped with the closure) unmounts; let the
-            // controller end too.
-            if let Some(p) = ours.get() {
-                p.finish();
-            }
-            crate::error::io_err("fuse: spawn session thread")(e)
-        })?;
+        .spawn(move || session.run())
+        // The session (dropped with the closure) unmounts.
+        .map_err(crate::error::io_err("fuse: spawn session thread"))?;
     Ok(FuseExposure {
         mountpoint: mountpoint.to_path_buf(),
         file: mountpoint.join(name),
         thread: Some(thread),
         unmounter,
         counters,
+        poller,
     })
 }
 
@@ -694,6 +938,19 @@ impl FuseExposure {
             writes: c.writes.load(Ordering::Relaxed),
             largest_read_bytes: c.largest_read.load(Ordering::Relaxed),
             largest_write_bytes: c.largest_write.load(Ordering::Relaxed),
+            polls: self
+                .poller
+                .get()
+                .map_or(0, |p| p.polls.load(Ordering::Relaxed)),
+            poll_hits: self
+                .poller
+                .get()
+                .map_or(0, |p| p.hits.load(Ordering::Relaxed)),
+            poll_time: Duration::from_nanos(
+                self.poller
+                    .get()
+                    .map_or(0, |p| p.poll_nanos.load(Ordering::Relaxed)),
+            ),
         }
     }
 

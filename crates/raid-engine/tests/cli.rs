@@ -80,4 +80,18 @@ fn create_status_rebuild_scrub() {
     let (ok, _, err) = run(&[&["create", "--level", "raid7"][..], &m].concat());
     assert!(!ok);
     assert!(err.contains("raid7"), "{err}");
+    // A polling window out of range is refused, naming the option, before
+    // anything is mounted.
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    for (flag, field) in [
+        ("--poll-us=1001", "adaptive_poll"),
+        ("--busy-poll-us=1000001", "busy_poll"),
+    ] {
+        let (ok, _, err) =
+            run(&[&["expose", "--mount", mnt.to_str().unwrap(), flag][..], &m2].concat());
+        assert!(!ok, "{flag}");
+        assert!(err.contains(field), "{flag}: {err}");
+    }
+    assert!(std::fs::read_dir(&mnt).unwrap().next().is_none());
 }

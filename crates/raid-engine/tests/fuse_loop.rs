@@ -160,8 +160,14 @@ struct Exposed {
 
 impl Exposed {
     fn start(fuse_dir: &Path, members: &[&str]) -> Exposed {
+        Exposed::start_with(fuse_dir, members, &[])
+    }
+
+    /// `start` with more options of `expose`.
+    fn start_with(fuse_dir: &Path, members: &[&str], options: &[&str]) -> Exposed {
         let mut child = Command::new(env!("CARGO_BIN_EXE_raid-engine"))
             .args(["expose", "--loop", "--mount", fuse_dir.to_str().unwrap()])
+            .args(options)
             .args(members)
             .stdout(Stdio::piped())
             .spawn()
@@ -291,6 +297,10 @@ fn one_worker_many_workers_and_busy_polling_store_the_same_bytes() {
         ("default", ExposeOptions::default()),
         ("8 workers", ExposeOptions::default().with_workers(8)),
         (
+            "no polling",
+            ExposeOptions::default().with_adaptive_poll(std::time::Duration::ZERO),
+        ),
+        (
             "busy poll, 1 MiB writes",
             ExposeOptions::default()
                 .with_busy_poll(poll)
@@ -386,6 +396,11 @@ fn bad_workers_and_busy_poll_are_refused_before_mounting() {
     let o = ExposeOptions::default().with_busy_poll(std::time::Duration::from_millis(1001));
     let err = raid_engine::fuse::expose_with(vol.clone(), dir.path(), "vol", &o).unwrap_err();
     assert!(err.to_string().contains("busy_poll"), "{err}");
+    let o = ExposeOptions::default().with_adaptive_poll(
+        raid_engine::fuse::MAX_ADAPTIVE_POLL + std::time::Duration::from_micros(1),
+    );
+    let err = raid_engine::fuse::expose_with(vol.clone(), dir.path(), "vol", &o).unwrap_err();
+    assert!(err.to_string().contains("adaptive_poll"), "{err}");
     // Nothing was mounted: the directory is still the plain one.
     assert!(std::fs::read_dir(dir.path()).is_ok());
     assert!(
@@ -647,10 +662,147 @@ fn xfs_on_loop_on_fuse_keeps_its_files_across_reassembly() {
     assert!(vol.scrub(false).unwrap().mismatches.is_empty());
     vol.close().unwrap();
     drop(vol);
-    Exposed::start(&fuse_dir, &members).run_then_stop(&mnt, |loopdev| {
+    // This time without polling for requests.
+    Exposed::start_with(&fuse_dir, &members, &["--poll-us", "0"]).run_then_stop(&mnt, |loopdev| {
         run(Command::new("xfs_repair").args(["-n", loopdev]));
         run(Command::new("mount").args([loopdev, mnt.to_str().unwrap()]));
         verify(&mnt);
         run(Command::new("umount").arg(&mnt));
     });
+}
+
+/// CPU time used so far by the FUSE session's worker threads of this
+/// process (fuser names them `fuser-N`): the scheduler's run time of each
+/// in `/proc/self/task/*/schedstat`. The tests that call it hold `KERNEL`,
+/// so the only session in the process is theirs.
+fn fuse_workers_cpu() -> std::time::Duration {
+    let mut ns = 0u64;
+    let mut threads = 0;
+    for t in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with("fuser-") {
+            continue;
+        }
+        threads += 1;
+        ns += std::fs::read_to_string(t.path().join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0);
+    }
+    assert!(
+        threads > 0,
+        "no FUSE worker threads found in /proc/self/task"
+    );
+    std::time::Duration::from_nanos(ns)
+}
+
+/// 4 KiB direct writes one after the other through the FUSE file itself
+/// (no loop device: each write is one request, answered before the next).
+/// Returns the file, still open: closing it sends requests too.
+fn small_writes(file: &Path, count: u64) -> std::fs::File {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(file).unwrap();
+    let data = common::pattern(3, 4096);
+    for i in 0..count {
+        f.write_all_at(&data, (i * 7919 % 2048) * 4096).unwrap();
+    }
+    f
+}
+
+#[test]
+fn idle_and_sparse_exposures_do_not_poll_and_busy_polling_is_seen_spinning() {
+    use raid_engine::fuse::ExposeOptions;
+    use std::time::Duration;
+    let _one = KERNEL.lock().unwrap_or_else(|p| p.into_inner());
+    if !prerequisites() {
+        return;
+    }
+    let dir = common::scratch();
+    let (_paths, devs) = common::members(dir.path(), 2, 16 << 20);
+    let opts = raid_engine::CreateOptions::new(raid_engine::VolumeLayout::parse("raid1").unwrap());
+    let vol = std::sync::Arc::new(Volume::create(devs, &opts).unwrap());
+    // The default (adaptive, windows up to 50 µs) and the widest adaptive
+    // window, whose gate (an average gap of at most 2 ms) a loaded machine
+    // passes too, so that it surely polls during the writes.
+    for (name, o) in [
+        ("default", ExposeOptions::default()),
+        (
+            "adaptive up to 1 ms",
+            ExposeOptions::default().with_adaptive_poll(raid_engine::fuse::MAX_ADAPTIVE_POLL),
+        ),
+    ] {
+        let mnt = dir.path().join(format!("fuse-{}", name.len()));
+        std::fs::create_dir(&mnt).unwrap();
+        let exp = raid_engine::fuse::expose_with(vol.clone(), &mnt, "vol", &o).unwrap();
+        drop(small_writes(exp.file(), 2000));
+        let busy = exp.stats();
+        if o.adaptive_poll == raid_engine::fuse::MAX_ADAPTIVE_POLL {
+            assert!(busy.polls > 0 && busy.poll_hits > 0, "{name}: {busy:?}");
+        }
+        // Idle: past any polling window, then a whole second without I/O.
+        std::thread::sleep(Duration::from_millis(100));
+        let (cpu, before) = (fuse_workers_cpu(), exp.stats());
+        std::thread::sleep(Duration::from_secs(1));
+        let (cpu, after) = (fuse_workers_cpu() - cpu, exp.stats());
+        exp.unmount().unwrap();
+        eprintln!("{name}: while writing {busy:?}; idle for 1 s: {cpu:?} of CPU");
+        assert_eq!(after.polls, before.polls, "{name}: polled while idle");
+        assert!(
+            cpu < Duration::from_millis(20),
+            "{name}: the workers used {cpu:?} of CPU in a second without I/O"
+        );
+    }
+    // Sparse I/O: writes at least 2 ms apart (gaps longer than 16 windows
+    // of 50 µs, past which not even a probing poll is made). Polling stops
+    // once fewer than half the recent gaps are short: after at most the
+    // first six requests, whatever the polls found.
+    let mnt = dir.path().join("fuse-sparse");
+    std::fs::create_dir(&mnt).unwrap();
+    let exp = raid_engine::fuse::expose(vol.clone(), &mnt, "vol").unwrap();
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(exp.file())
+            .unwrap();
+        let data = common::pattern(5, 4096);
+        for i in 0..50 {
+            f.write_all_at(&data, i * 4096).unwrap();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    let s = exp.stats();
+    exp.unmount().unwrap();
+    eprintln!("sparse writes: {s:?}");
+    assert_eq!(s.writes, 50, "{s:?}");
+    assert!(s.polls <= 6, "sparse I/O polled: {s:?}");
+    // The check above can see a spinning worker: with busy polling for 1 s
+    // after each request, the second after one write is spent polling.
+    let mnt = dir.path().join("fuse-busy");
+    std::fs::create_dir(&mnt).unwrap();
+    let o = ExposeOptions::default().with_busy_poll(Duration::from_secs(1));
+    let exp = raid_engine::fuse::expose_with(vol.clone(), &mnt, "vol", &o).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let cpu = fuse_workers_cpu();
+    let f = small_writes(exp.file(), 1);
+    std::thread::sleep(Duration::from_millis(500));
+    let cpu = fuse_workers_cpu() - cpu;
+    drop(f);
+    // Wait for the poll to end (bounded: it lasts one second).
+    for _ in 0..100 {
+        if exp.stats().polls > 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let s = exp.stats();
+    exp.unmount().unwrap();
+    eprintln!("busy polling 1 s: {s:?}; {cpu:?} of CPU in the 500 ms after one write");
+    // One poll, from the write until the close's request (or 1 s).
+    assert_eq!(s.polls, 1, "{s:?}");
+    assert!(s.poll_time >= Duration::from_millis(500), "{s:?}");
+    assert!(
+        cpu >= Duration::from_millis(50),
+        "a worker busy polling for 500 ms used only {cpu:?} of CPU"
+    );
 }

@@ -90,6 +90,15 @@ enum Cmd {
         /// Attach a loop device to the file and print its path.
         #[arg(long = "loop")]
         loop_dev: bool,
+        /// Longest adaptive polling window, in µs: while requests come at
+        /// short gaps, a worker polls for the next one instead of sleeping
+        /// (0: off; at most 1000).
+        #[arg(long, default_value_t = 50)]
+        poll_us: u64,
+        /// Busy polling: poll for this long after every request, in µs,
+        /// whatever the gaps (0: off, the default; at most 1000000).
+        #[arg(long, default_value_t = 0)]
+        busy_poll_us: u64,
         #[command(flatten)]
         m: Members,
     },
@@ -295,9 +304,15 @@ fn run(cli: Cli) -> Result<(), String> {
             mount,
             name,
             loop_dev,
+            poll_us,
+            busy_poll_us,
             m,
         } => {
-            expose(&mount, &name, loop_dev, &m)?;
+            let poll = (
+                Duration::from_micros(poll_us),
+                Duration::from_micros(busy_poll_us),
+            );
+            expose(&mount, &name, loop_dev, poll, &m)?;
         }
         Cmd::Rebuild {
             role,
@@ -375,10 +390,20 @@ fn run(cli: Cli) -> Result<(), String> {
 /// `expose`: serve the volume as a FUSE file (and a loop device on it)
 /// until SIGTERM/SIGINT or an unmount.
 #[cfg(feature = "fuse")]
-fn expose(mount: &std::path::Path, name: &str, loop_dev: bool, m: &Members) -> Result<(), String> {
+fn expose(
+    mount: &std::path::Path,
+    name: &str,
+    loop_dev: bool,
+    (adaptive_poll, busy_poll): (Duration, Duration),
+    m: &Members,
+) -> Result<(), String> {
     let v = Arc::new(assemble(m)?);
     let stop = signals()?;
-    let exp = raid_engine::fuse::expose(v.clone(), mount, name).map_err(|e| e.to_string())?;
+    let opts = raid_engine::fuse::ExposeOptions::default()
+        .with_adaptive_poll(adaptive_poll)
+        .with_busy_poll(busy_poll);
+    let exp =
+        raid_engine::fuse::expose_with(v.clone(), mount, name, &opts).map_err(|e| e.to_string())?;
     let mut loop_path = None;
     if loop_dev {
         // Direct I/O: the loop driver sends its requests to the
@@ -415,7 +440,13 @@ fn expose(mount: &std::path::Path, name: &str, loop_dev: bool, m: &Members) -> R
 }
 
 #[cfg(not(feature = "fuse"))]
-fn expose(_: &std::path::Path, _: &str, _: bool, _: &Members) -> Result<(), String> {
+fn expose(
+    _: &std::path::Path,
+    _: &str,
+    _: bool,
+    _: (Duration, Duration),
+    _: &Members,
+) -> Result<(), String> {
     Err("expose: this raid-engine was built without the `fuse` feature".into())
 }
 
