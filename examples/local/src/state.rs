@@ -661,12 +661,16 @@ fn journal_size_for(objects: u64, align: usize) -> u64 {
 /// A journal record on disk: `[payload length: u32 LE][crc32 of payload:
 /// u32 LE][payload: JSON of a Record]`.
 fn encode_record(rec: &Record) -> Result<Vec<u8>, CsiError> {
-    let payload = serde_json::to_vec(rec)
+    // The payload is written after room for the header, then the header
+    // filled in: one buffer, no copy.
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(&[0; FRAME_HEADER]);
+    serde_json::to_writer(&mut out, rec)
         .map_err(|e| CsiError::internal(format!("encoding a state record: {e}")))?;
-    let mut out = Vec::with_capacity(payload.len() + 8);
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    out.extend_from_slice(&payload);
+    let payload = &out[FRAME_HEADER..];
+    let (len, crc) = (payload.len() as u32, crc32fast::hash(payload));
+    out[..4].copy_from_slice(&len.to_le_bytes());
+    out[4..8].copy_from_slice(&crc.to_le_bytes());
     Ok(out)
 }
 
@@ -867,6 +871,8 @@ pub(crate) struct Journal {
     /// alignment): every batch is padded to a multiple of it and written at
     /// an offset that is one. 1 without direct I/O (no padding).
     align: usize,
+    /// A direct write failed with `EINVAL`: records go through `plain`.
+    direct_refused: std::sync::atomic::AtomicBool,
     /// Where the data durable records stopped naming goes.
     pub(crate) recycler: Recycler,
     layout: Layout,
@@ -1038,6 +1044,24 @@ impl Journal {
         batch
     }
 
+    /// Writes a batch durably at its offset: directly, or through the page
+    /// cache if the file system refused a direct write it had accepted to
+    /// open (`EINVAL`: an alignment it did not report); the padded batch is
+    /// as good a record there, and later batches go the same way.
+    fn write_batch(&self, bytes: &[u8], offset: u64) -> std::io::Result<()> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.align > 1 && !self.direct_refused.load(Relaxed) {
+            match self.file.write_all_at(bytes, offset) {
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+                    tracing::warn!(error = %e, "a direct write to the journal was refused; writing it through the page cache from now on");
+                    self.direct_refused.store(true, Relaxed);
+                }
+                r => return r,
+            }
+        }
+        self.plain.write_all_at(bytes, offset)
+    }
+
     fn fail(&self, s: &mut Shared, e: std::io::Error) {
         tracing::error!(error = %e, "writing the state journal failed; refusing every call until restarted");
         s.failed = Some(e.to_string());
@@ -1061,7 +1085,7 @@ impl Journal {
             for &(top, shard) in &batch.new_data.dirs {
                 fsync_dir(&self.layout.shard_dir(top, shard))?;
             }
-            self.file.write_all_at(batch.bytes.as_slice(), batch.offset)
+            self.write_batch(batch.bytes.as_slice(), batch.offset)
         })();
         let mut s = self.lock();
         s.spare = Some(batch.bytes);
@@ -1284,17 +1308,52 @@ impl Recycler {
     }
 
     /// Whether the directory at `path` is as a new volume's directory is.
+    /// Four to six system calls: `statx`, `llistxattr`, then the listing
+    /// read straight from the directory (`open`, `getdents64` until it
+    /// ends, `close`; no `fstat` or buffer allocation as with
+    /// `std::fs::read_dir`).
     fn as_new(&self, path: &Path) -> bool {
-        use std::os::unix::fs::MetadataExt;
-        let (Ok(meta), Some(owner)) = (fs::symlink_metadata(path), self.owner) else {
+        use rustix::fs::{AtFlags, CWD, Mode, OFlags, StatxFlags};
+        let Some(owner) = self.owner else {
             return false;
         };
-        meta.is_dir()
-            && meta.nlink() == 2
-            && meta.mode() & 0o7777 == 0o777
-            && (meta.uid(), meta.gid()) == owner
-            && rustix::fs::llistxattr_query(path) == Ok(0)
-            && fs::read_dir(path).is_ok_and(|mut d| d.next().is_none())
+        let Ok(st) = rustix::fs::statx(
+            CWD,
+            path,
+            AtFlags::SYMLINK_NOFOLLOW,
+            StatxFlags::TYPE
+                | StatxFlags::MODE
+                | StatxFlags::NLINK
+                | StatxFlags::UID
+                | StatxFlags::GID,
+        ) else {
+            return false;
+        };
+        let is_dir = u32::from(st.stx_mode) & 0o170000 == 0o040000;
+        if !(is_dir
+            && st.stx_nlink == 2
+            && u32::from(st.stx_mode) & 0o7777 == 0o777
+            && (st.stx_uid, st.stx_gid) == owner
+            && rustix::fs::llistxattr_query(path) == Ok(0))
+        {
+            return false;
+        }
+        let Ok(dir) = rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) else {
+            return false;
+        };
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 1024];
+        let mut entries = rustix::fs::RawDir::new(&dir, &mut buf);
+        while let Some(entry) = entries.next() {
+            match entry {
+                Ok(e) if matches!(e.file_name().to_bytes(), b"." | b"..") => {}
+                _ => return false,
+            }
+        }
+        true
     }
 }
 
@@ -1439,6 +1498,7 @@ impl Store {
             file,
             plain,
             align,
+            direct_refused: std::sync::atomic::AtomicBool::new(false),
             recycler: Recycler::new(&layout),
             layout: layout.clone(),
         });
