@@ -6,15 +6,27 @@
 //! ```text
 //! cargo bench -p local --bench cycles -- [--seconds S] [--python PYTHON]
 //!     [--workers 1,8,64] [--present 0,1000,10000] [--no-sdk] [--paired] [--no-sync]
+//!     [--rounds N]
 //! ```
 //!
-//! `--workers` and `--present` run only the listed cells (each list in
-//! ascending order); `--no-sdk` drives the cells with the Python client only.
-//! `--paired` also starts a second driver that stays empty and runs each
-//! cell with volumes present right after the same cell on the empty driver
-//! (rows `0 (pair)`), so that the two are measured a few seconds apart and
-//! the run-to-run spread of a shared machine does not pass for an effect
-//! of the number of volumes.
+//! Each number of volumes present has its own driver, filled once before
+//! the first cell. `--workers` and `--present` run only the listed cells;
+//! `--no-sdk` drives the cells with the Python client only. `--paired` runs
+//! each cell with volumes present next to the same cell on the empty driver
+//! (rows `0 (pair)`; with 0 in `--present`, the first pair's empty cell is
+//! also the `0` row), so that the two are measured a few seconds apart and
+//! the run-to-run spread of a shared machine does not pass for an effect of
+//! the number of volumes.
+//!
+//! `--rounds N` (default 1) runs every cell N times, interleaved: a round
+//! runs each group of cells (one number of clients and one client kind:
+//! the cells for each number of volumes, or its pairs) once, the order of
+//! the groups rotated by one from round to round and, with `--paired`, the
+//! empty cell of a pair first in odd rounds and second in even ones. After
+//! the last round it prints per cell the median and the min–max of cycles/s
+//! over the rounds and the median create p50/p99, and per pair the median
+//! (and min–max) of the ratio present / empty within each round. The figures
+//! of a noisy shared machine are read from these medians.
 //!
 //! Before every cell the bench calls `sync(2)`, so that the kernel's
 //! writeback of what the fill and earlier cells left dirty (directories and
@@ -142,7 +154,7 @@ async fn fill(socket: &Path, have: usize, count: usize) {
 }
 
 /// One cell: `workers` clients cycling for `seconds`.
-async fn cell(socket: &Path, workers: usize, seconds: f64, tag: &str) -> (f64, f64, f64) {
+async fn cell_run(socket: &Path, workers: usize, seconds: f64, tag: &str) -> (f64, f64, f64) {
     let mut clients = Vec::new();
     for _ in 0..workers {
         let c = connect(socket).await;
@@ -203,7 +215,22 @@ fn settle(sync: bool) {
     }
 }
 
-fn python_cell(python: &str, socket: &Path, workers: usize, seconds: f64) -> String {
+/// One measured cell: cycles/s and the CreateVolume p50/p99 in ms.
+#[derive(Clone, Copy, Debug)]
+struct Figures {
+    rate: f64,
+    p50: f64,
+    p99: f64,
+}
+
+/// Runs `.ci/grpc_client.py bench`; its line as printed, and its figures
+/// when it succeeded.
+fn python_cell(
+    python: &str,
+    socket: &Path,
+    workers: usize,
+    seconds: f64,
+) -> (String, Option<Figures>) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../.ci/grpc_client.py");
     let out = Command::new(python)
         .arg(script)
@@ -216,15 +243,139 @@ fn python_cell(python: &str, socket: &Path, workers: usize, seconds: f64) -> Str
         .output()
         .expect("the Python client runs");
     if !out.status.success() {
-        return format!(
+        let line = format!(
             "failed: {}",
             String::from_utf8_lossy(&out.stderr)
                 .lines()
                 .last()
                 .unwrap_or("")
         );
+        return (line, None);
     }
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let figures = parse_python(&line);
+    (line, figures)
+}
+
+/// The figures in the Python client's line (`... cycles/s=N create
+/// p50=Xms p99=Yms`).
+fn parse_python(line: &str) -> Option<Figures> {
+    let field = |key: &str| -> Option<f64> {
+        let rest = &line[line.find(key)? + key.len()..];
+        let end = rest.find([' ', 'm']).unwrap_or(rest.len());
+        rest[..end].parse().ok()
+    };
+    Some(Figures {
+        rate: field("cycles/s=")?,
+        p50: field("p50=")?,
+        p99: field("p99=")?,
+    })
+}
+
+/// Which client drives a cell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Sdk,
+    Python,
+}
+
+impl Kind {
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Sdk => "sdk (tonic)",
+            Kind::Python => "python",
+        }
+    }
+}
+
+/// A cell's place in the table: volumes present (0 for a pair's empty
+/// cell, with `pair_of` the present count it is paired with), clients,
+/// client kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Cell {
+    present: usize,
+    pair_of: Option<usize>,
+    workers: usize,
+    kind: Kind,
+}
+
+impl Cell {
+    fn label(&self) -> String {
+        match self.pair_of {
+            Some(_) => "0 (pair)".to_string(),
+            None => self.present.to_string(),
+        }
+    }
+}
+
+/// The cells of one group (one number of clients, one client kind) in the
+/// order round `round` runs them (see the module documentation).
+fn group_cells(
+    present: &[usize],
+    paired: bool,
+    workers: usize,
+    kind: Kind,
+    round: usize,
+) -> Vec<Cell> {
+    let cell = |present, pair_of| Cell {
+        present,
+        pair_of,
+        workers,
+        kind,
+    };
+    if !paired {
+        return present.iter().map(|&p| cell(p, None)).collect();
+    }
+    let mut cells = Vec::new();
+    let mut zero_row = present.contains(&0);
+    let with_volumes: Vec<usize> = present.iter().copied().filter(|&p| p > 0).collect();
+    if with_volumes.is_empty() && zero_row {
+        cells.push(cell(0, None));
+    }
+    for p in with_volumes {
+        // The first pair's empty cell is the `0` row when 0 was asked for.
+        let empty = cell(0, if zero_row { None } else { Some(p) });
+        zero_row = false;
+        let pair = [empty, cell(p, None)];
+        if round.is_multiple_of(2) {
+            cells.extend(pair);
+        } else {
+            cells.extend(pair.into_iter().rev());
+        }
+    }
+    cells
+}
+
+/// The median and the extremes of `v` (not empty).
+fn median_min_max(v: &[f64]) -> (f64, f64, f64) {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let median = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    };
+    (median, v[0], v[n - 1])
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: cargo bench -p local --bench cycles -- [--seconds S] [--python PYTHON]
+    [--workers 1,8,64] [--present 0,1000,10000] [--no-sdk] [--paired] [--no-sync] [--rounds N]
+
+  --seconds S        measured seconds per cell (default 3)
+  --python PYTHON    also drive every cell with .ci/grpc_client.py on PYTHON (needs grpcio)
+  --workers LIST     numbers of concurrent clients (default 1,8,64)
+  --present LIST     numbers of volumes present (default 0,1000,10000)
+  --no-sdk           only the Python client
+  --paired           run each cell with volumes present next to the same cell on an empty driver
+  --no-sync          no sync(2) before each cell
+  --rounds N         run every cell N times, interleaved (groups rotated, pairs alternating),
+                     and print per cell the median and min-max over the rounds, and per pair
+                     the median of the present/empty ratios (default 1)"
+    );
+    std::process::exit(2)
 }
 
 fn main() {
@@ -235,59 +386,197 @@ fn main() {
     let mut sdk = true;
     let mut paired = false;
     let mut sync = true;
+    let mut rounds = 1usize;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--seconds" => seconds = args.next().and_then(|s| s.parse().ok()).unwrap_or(seconds),
-            "--python" => python = args.next(),
+            "--seconds" => {
+                seconds = args
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or_else(|| usage())
+            }
+            "--python" => python = Some(args.next().unwrap_or_else(|| usage())),
             "--workers" => workers_list = counts(args.next(), &WORKERS),
             "--present" => present_list = counts(args.next(), &PRESENT),
             "--no-sdk" => sdk = false,
             "--paired" => paired = true,
             "--no-sync" => sync = false,
+            "--rounds" => {
+                rounds = args
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .filter(|&n| n > 0)
+                    .unwrap_or_else(|| usage())
+            }
+            "--help" | "-h" => usage(),
             _ => {} // cargo passes --bench
         }
     }
+    present_list.sort_unstable();
+    present_list.dedup();
+    let kinds: Vec<Kind> = [
+        sdk.then_some(Kind::Sdk),
+        python.as_ref().map(|_| Kind::Python),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("a runtime");
-    let driver = start_driver();
-    let empty = paired.then(start_driver);
+    // One driver per number of volumes present (the empty one also serves
+    // the pairs), each filled once.
+    let mut levels: Vec<usize> = present_list.clone();
+    if paired && !levels.contains(&0) {
+        levels.insert(0, 0);
+    }
+    let drivers: Vec<(usize, Driver)> = levels
+        .iter()
+        .map(|&p| {
+            let d = start_driver();
+            rt.block_on(fill(&d.socket, 0, p));
+            (p, d)
+        })
+        .collect();
+    let driver = |present: usize| {
+        &drivers
+            .iter()
+            .find(|(p, _)| *p == present)
+            .expect("a driver")
+            .1
+    };
     println!(
-        "local, CreateVolume+DeleteVolume cycles over a unix socket, {seconds} s per cell{}",
-        if sync { ", sync(2) before each" } else { "" }
+        "local, CreateVolume+DeleteVolume cycles over a unix socket, {seconds} s per cell{}{}",
+        if sync { ", sync(2) before each" } else { "" },
+        if rounds > 1 {
+            format!(", {rounds} rounds")
+        } else {
+            String::new()
+        }
     );
-    println!("present   workers  client        cycles/s  create p50 ms  p99 ms");
-    let mut have = 0;
-    for &present in &present_list {
-        rt.block_on(fill(&driver.socket, have, present));
-        have = have.max(present);
-        for &workers in &workers_list {
-            // The empty driver's cell first, when pairing.
-            let runs = empty
-                .as_ref()
-                .filter(|_| present > 0)
-                .map(|e| (e, "0 (pair)".to_string()))
-                .into_iter()
-                .chain([(&driver, present.to_string())]);
-            for (d, label) in runs {
-                if sdk {
-                    settle(sync);
-                    let tag = format!("{}-{workers}", label.replace(['(', ')', ' '], ""));
-                    let (rate, p50, p99) = rt.block_on(cell(&d.socket, workers, seconds, &tag));
-                    println!(
-                        "{label:>8}  {workers:>7}  sdk (tonic)  {rate:>9.0}  {p50:>13.2}  {p99:>6.2}"
-                    );
-                }
-                if let Some(py) = &python {
-                    settle(sync);
-                    println!(
-                        "{label:>8}  {workers:>7}  python       {}",
-                        python_cell(py, &d.socket, workers, seconds)
-                    );
+    let round_col = if rounds > 1 { "round  " } else { "" };
+    println!("{round_col}present   workers  client        cycles/s  create p50 ms  p99 ms");
+    let groups: Vec<(usize, Kind)> = workers_list
+        .iter()
+        .flat_map(|&w| kinds.iter().map(move |&k| (w, k)))
+        .collect();
+    let mut results: Vec<(usize, Cell, Figures)> = Vec::new();
+    for round in 0..rounds {
+        for g in 0..groups.len() {
+            let (workers, kind) = groups[(g + round) % groups.len()];
+            for cell in group_cells(&present_list, paired, workers, kind, round) {
+                let socket = &driver(cell.present).socket;
+                settle(sync);
+                let label = cell.label();
+                let round_no = if rounds > 1 {
+                    format!("{:>5}  ", round + 1)
+                } else {
+                    String::new()
+                };
+                match kind {
+                    Kind::Sdk => {
+                        let tag =
+                            format!("{}-{workers}-{round}", label.replace(['(', ')', ' '], ""));
+                        let (rate, p50, p99) =
+                            rt.block_on(cell_run(socket, workers, seconds, &tag));
+                        println!(
+                            "{round_no}{label:>8}  {workers:>7}  sdk (tonic)  {rate:>9.0}  {p50:>13.2}  {p99:>6.2}"
+                        );
+                        results.push((round, cell, Figures { rate, p50, p99 }));
+                    }
+                    Kind::Python => {
+                        let py = python.as_deref().expect("a Python interpreter");
+                        let (line, figures) = python_cell(py, socket, workers, seconds);
+                        println!("{round_no}{label:>8}  {workers:>7}  python       {line}");
+                        if let Some(f) = figures {
+                            results.push((round, cell, f));
+                        }
+                    }
                 }
             }
         }
     }
+    if rounds > 1 {
+        summary(&results, rounds);
+    }
+}
+
+/// The per-cell medians and the paired ratios over the rounds.
+fn summary(results: &[(usize, Cell, Figures)], rounds: usize) {
+    println!();
+    println!(
+        "over {rounds} rounds: cycles/s median (min-max), create p50/p99 ms medians; \
+         with volumes present, the median (min-max) of present / its pair in the same round"
+    );
+    println!(
+        "present   workers  client        cycles/s median (min-max)  p50 ms  p99 ms  present/pair"
+    );
+    let mut cells: Vec<Cell> = Vec::new();
+    for (_, c, _) in results {
+        if !cells.contains(c) {
+            cells.push(*c);
+        }
+    }
+    cells.sort_by_key(|c| {
+        let level = c.present.max(c.pair_of.unwrap_or(0));
+        (level, c.workers, c.kind == Kind::Python, c.present > 0)
+    });
+    for c in &cells {
+        let runs: Vec<&Figures> = results
+            .iter()
+            .filter(|(_, x, _)| x == c)
+            .map(|(_, _, f)| f)
+            .collect();
+        let rates: Vec<f64> = runs.iter().map(|f| f.rate).collect();
+        let (rate, lo, hi) = median_min_max(&rates);
+        let (p50, _, _) = median_min_max(&runs.iter().map(|f| f.p50).collect::<Vec<_>>());
+        let (p99, _, _) = median_min_max(&runs.iter().map(|f| f.p99).collect::<Vec<_>>());
+        let ratio = if c.present > 0 {
+            let ratios: Vec<f64> = results
+                .iter()
+                .filter(|(_, x, _)| x == c)
+                .filter_map(|(round, _, f)| {
+                    let empty = pair_in_round(results, *round, c)?;
+                    Some(f.rate / empty.rate)
+                })
+                .collect();
+            if ratios.is_empty() {
+                String::new()
+            } else {
+                let (m, lo, hi) = median_min_max(&ratios);
+                format!("{m:.2} ({lo:.2}-{hi:.2})")
+            }
+        } else {
+            String::new()
+        };
+        let rates = format!("{rate:.0} ({lo:.0}-{hi:.0})");
+        println!(
+            "{:>8}  {:>7}  {:<12}  {rates:<25}  {p50:>6.2}  {p99:>6.2}  {ratio}",
+            c.label(),
+            c.workers,
+            c.kind.label(),
+        );
+    }
+}
+
+/// The empty cell that `c` (with volumes present) was paired with in
+/// `round`: the one marked as its pair, or the `0` row standing for the
+/// first pair of its group.
+fn pair_in_round<'a>(
+    results: &'a [(usize, Cell, Figures)],
+    round: usize,
+    c: &Cell,
+) -> Option<&'a Figures> {
+    let same = |x: &Cell| x.present == 0 && x.workers == c.workers && x.kind == c.kind;
+    let in_round = || {
+        results
+            .iter()
+            .filter(move |(r, x, _)| *r == round && same(x))
+    };
+    in_round()
+        .find(|(_, x, _)| x.pair_of == Some(c.present))
+        .or_else(|| in_round().find(|(_, x, _)| x.pair_of.is_none()))
+        .map(|(_, _, f)| f)
 }

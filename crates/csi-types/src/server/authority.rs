@@ -7,18 +7,39 @@
 //! (`h2`) answers any value that is not an RFC 3986 authority with
 //! `RST_STREAM(PROTOCOL_ERROR)`, so every call from those clients fails.
 //!
-//! [`Rewriter`] sits on the byte stream from the client to `h2` and leaves
-//! it untouched, frame for frame, until a header block carries an invalid
-//! `:authority`. From that block on it re-encodes every header block of the
-//! connection with that one value replaced by `localhost`. It decodes every
-//! block with a full HPACK decoder that follows the client's dynamic table,
-//! and re-encodes without indexing, so the table `h2` keeps is never used
-//! again and cannot disagree with the client's. Every other frame passes
-//! byte for byte. A stream that is not HTTP/2 (no connection preface), or a
-//! header block that does not decode before the switch, is passed through
-//! unchanged for `h2` to judge.
+//! [`Rewriter`] sits on the byte stream from the client to `h2`. Every
+//! frame other than a header block passes byte for byte. Each header block
+//! is walked representation by representation with a full HPACK decoder
+//! that follows the client's dynamic table, and forwarded unchanged unless
+//! it carries an invalid `:authority`; then only that representation is
+//! replaced, so that `h2`'s dynamic table stays a copy of the client's in
+//! every index and entry size:
+//!
+//! - an indexed field (the static `:authority` with an empty value) or a
+//!   literal that is not indexed becomes a literal `localhost` without
+//!   indexing, which leaves the table alone;
+//! - a literal with incremental indexing (what grpcio sends on a
+//!   connection's first call) becomes one with a valid value of the same
+//!   length ([`same_length_replacement`]: `localhost` cut or padded), so
+//!   that `h2` inserts an entry of the same size and every later call that
+//!   refers to it by index (grpcio's every later call) passes unchanged.
+//!   The decoder records `h2`'s value, so it knows the entry is valid now.
+//!
+//! Clients that send `localhost` (kubelet, the Go sidecars) or a valid
+//! authority therefore cost a walk of each block and nothing else, and
+//! grpcio costs one rewritten block per connection. The one case that
+//! cannot keep the tables alike is an empty value sent with incremental
+//! indexing (no valid value has length 0): from that block on, every header
+//! block of the connection is decoded and re-encoded without indexing, with
+//! the invalid values replaced by `localhost`, so that the table `h2` keeps
+//! is never used again and cannot disagree with the client's.
+//!
+//! A stream that is not HTTP/2 (no connection preface), or a header block
+//! that does not decode before anything was rewritten, is passed through
+//! unchanged for `h2` to judge; after a rewrite such a block closes the
+//! connection.
 
-use super::hpack::{self, Decoder, Field};
+use super::hpack::{self, Decoder, Field, HpackError};
 
 /// The client connection preface (RFC 9113, 3.4).
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -85,10 +106,17 @@ pub(crate) struct Rewriter {
     payload_need: usize,
     in_header_frame: bool,
     block: Option<Block>,
+    /// A finished block's buffers, kept for the next one.
+    spare: Block,
     decoder: Decoder,
-    /// Whether header blocks are being re-encoded (after the first invalid
-    /// `:authority`).
+    /// Whether a block was changed: from then on `h2`'s table holds values
+    /// the client did not send, and a block that does not decode is an error.
+    diverged: bool,
+    /// Whether header blocks are being re-encoded (after an empty
+    /// `:authority` sent with incremental indexing).
     reencode: bool,
+    /// The rewritten header block fragment, reused.
+    spliced: Vec<u8>,
     rewritten: u64,
 }
 
@@ -103,8 +131,11 @@ impl Default for Rewriter {
             payload_need: 0,
             in_header_frame: false,
             block: None,
+            spare: Block::default(),
             decoder: Decoder::default(),
+            diverged: false,
             reencode: false,
+            spliced: Vec::new(),
             rewritten: 0,
         }
     }
@@ -114,6 +145,30 @@ impl Default for Rewriter {
 pub(crate) fn is_valid_authority(value: &[u8]) -> bool {
     http::uri::Authority::try_from(value).is_ok()
 }
+
+/// A valid authority of `len` bytes (`len` > 0) that stands for an invalid
+/// one of that length in a table entry: `localhost` cut to `len`, or
+/// followed by `:` and a zero port (`localhost:0000`) to fill it.
+pub(crate) fn same_length_replacement(len: usize) -> Vec<u8> {
+    let mut v = REPLACEMENT[..len.min(REPLACEMENT.len())].to_vec();
+    if len > REPLACEMENT.len() {
+        v.push(b':');
+        v.resize(len, b'0');
+    }
+    v
+}
+
+/// What walking a block found.
+enum Walk {
+    /// The block can be forwarded: unchanged, or as `spliced` when `edited`.
+    Mirrored { edited: bool },
+    /// An empty `:authority` with incremental indexing: the table was put
+    /// back as before the block, which must be re-encoded.
+    Reencode,
+}
+
+/// The `:authority` static name (index 1) in a literal's first byte.
+const AUTHORITY_NAME: usize = 1;
 
 impl Rewriter {
     /// How many header blocks had an `:authority` replaced so far.
@@ -248,23 +303,39 @@ impl Rewriter {
         let flags = h[4];
         let stream_id = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
         let payload = std::mem::take(&mut self.payload);
+        let result = self.header_frame_payload(h, flags, stream_id, &payload, out);
+        self.payload = payload;
+        self.payload.clear();
+        result
+    }
+
+    /// The body of [`Self::header_frame_done`], with the frame's payload.
+    fn header_frame_payload(
+        &mut self,
+        h: [u8; 9],
+        flags: u8,
+        stream_id: u32,
+        payload: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), RewriteError> {
         let mut block = match self.block.take() {
             Some(b) => {
                 if b.stream_id != stream_id {
                     self.block = Some(b);
                     self.give_up(out, "CONTINUATION on another stream")?;
                     out.extend_from_slice(&h);
-                    out.extend_from_slice(&payload);
+                    out.extend_from_slice(payload);
                     return Ok(());
                 }
                 b
             }
             None => {
-                let mut b = Block {
-                    stream_id,
-                    flags,
-                    ..Block::default()
-                };
+                let mut b = std::mem::take(&mut self.spare);
+                b.stream_id = stream_id;
+                b.flags = flags;
+                b.priority = None;
+                b.raw.clear();
+                b.fragment.clear();
                 let mut start = 0;
                 let mut end = payload.len();
                 if flags & PADDED != 0 {
@@ -283,12 +354,12 @@ impl Rewriter {
                 if start > end {
                     self.give_up(out, "HEADERS padding or priority longer than the frame")?;
                     out.extend_from_slice(&h);
-                    out.extend_from_slice(&payload);
+                    out.extend_from_slice(payload);
                     return Ok(());
                 }
                 b.fragment.extend_from_slice(&payload[start..end]);
                 b.raw.extend_from_slice(&h);
-                b.raw.extend_from_slice(&payload);
+                b.raw.extend_from_slice(payload);
                 if flags & END_HEADERS != 0 {
                     return self.block_done(b, out);
                 }
@@ -296,9 +367,9 @@ impl Rewriter {
                 return Ok(());
             }
         };
-        block.fragment.extend_from_slice(&payload);
+        block.fragment.extend_from_slice(payload);
         block.raw.extend_from_slice(&h);
-        block.raw.extend_from_slice(&payload);
+        block.raw.extend_from_slice(payload);
         if flags & END_HEADERS != 0 {
             self.block_done(block, out)
         } else {
@@ -313,39 +384,161 @@ impl Rewriter {
         self.head
     }
 
-    /// A complete header block: forward it, or re-encode it.
+    /// A complete header block: forward it, changed where needed.
     fn block_done(&mut self, block: Block, out: &mut Vec<u8>) -> Result<(), RewriteError> {
-        let mut fields = match self.decoder.decode(&block.fragment) {
-            Ok(f) => f,
-            Err(e) if self.reencode => return Err(e.into()),
-            Err(_) => {
-                // Let h2 find the error and answer it.
-                out.extend_from_slice(&block.raw);
-                self.phase = Phase::Opaque;
-                return Ok(());
+        let result = self.forward_block(&block, out);
+        self.spare = block;
+        result
+    }
+
+    fn forward_block(&mut self, block: &Block, out: &mut Vec<u8>) -> Result<(), RewriteError> {
+        if !self.reencode {
+            self.decoder.begin_block();
+            let walked = walk(&mut self.decoder, &block.fragment, &mut self.spliced);
+            match walked {
+                Ok(Walk::Mirrored { edited: false }) => {
+                    self.decoder.commit();
+                    out.extend_from_slice(&block.raw);
+                    return Ok(());
+                }
+                Ok(Walk::Mirrored { edited: true }) => {
+                    self.decoder.commit();
+                    self.rewritten += 1;
+                    self.diverged = true;
+                    write_frames(block, &self.spliced, out);
+                    return Ok(());
+                }
+                Ok(Walk::Reencode) => {
+                    // The table is as before the block: decode it again below.
+                    self.reencode = true;
+                    self.diverged = true;
+                }
+                Err(e) if self.diverged => return Err(e.into()),
+                Err(_) => {
+                    // Let h2 find the error and answer it.
+                    self.decoder.commit();
+                    out.extend_from_slice(&block.raw);
+                    self.phase = Phase::Opaque;
+                    return Ok(());
+                }
             }
-        };
+        }
+        let mut fields = self.decoder.decode(&block.fragment)?;
         let mut bad = false;
         for f in &mut fields {
             if f.name == b":authority" && !is_valid_authority(&f.value) {
-                tracing::debug!(
-                    authority = %String::from_utf8_lossy(&f.value),
-                    "replacing an :authority that is not an RFC 3986 authority with localhost"
-                );
                 f.value = REPLACEMENT.to_vec();
                 bad = true;
             }
         }
         if bad {
             self.rewritten += 1;
-            self.reencode = true;
         }
-        if !self.reencode {
-            out.extend_from_slice(&block.raw);
-            return Ok(());
-        }
-        write_block(&block, &fields, out);
+        write_block(block, &fields, out);
         Ok(())
+    }
+}
+
+/// Logs a replaced authority.
+fn replacing(value: &[u8]) {
+    tracing::debug!(
+        authority = %String::from_utf8_lossy(value),
+        "replacing an :authority that is not an RFC 3986 authority"
+    );
+}
+
+/// Walks one header block, following the client's table in `decoder` (as
+/// `h2` will hold it), and writes to `spliced` the block with each invalid
+/// `:authority` replaced (see the module documentation) when there is one.
+/// The decoder must be logging ([`Decoder::begin_block`]); on
+/// [`Walk::Reencode`] it is rolled back.
+fn walk(decoder: &mut Decoder, block: &[u8], spliced: &mut Vec<u8>) -> Result<Walk, HpackError> {
+    spliced.clear();
+    // How much of `block` is already in `spliced`, once something changed.
+    let mut copied: Option<usize> = None;
+    let mut edit =
+        |start: usize, end: usize, spliced: &mut Vec<u8>, write: &dyn Fn(&mut Vec<u8>)| {
+            spliced.extend_from_slice(&block[copied.unwrap_or(0)..start]);
+            write(spliced);
+            copied = Some(end);
+        };
+    let mut src = block;
+    let mut may_resize = true;
+    while let Some(&first) = src.first() {
+        let start = block.len() - src.len();
+        if first & 0x80 != 0 {
+            let index = hpack::int(&mut src, 7)?;
+            let (name, value) = decoder.entry(index)?;
+            if name == b":authority" && !is_valid_authority(value) {
+                replacing(value);
+                let end = block.len() - src.len();
+                edit(start, end, spliced, &|o| {
+                    hpack::encode_unindexed(o, b":authority", REPLACEMENT, false)
+                });
+            }
+        } else if first & 0xe0 == 0x20 {
+            // A size update is only allowed at the start of a block
+            // (RFC 7541, 4.2).
+            if !may_resize {
+                return Err(HpackError::new("table size update after a header field"));
+            }
+            let size = hpack::int(&mut src, 5)?;
+            decoder.resize(size)?;
+            continue;
+        } else {
+            let incremental = first & 0xc0 == 0x40;
+            let never = first & 0xf0 == 0x10;
+            let index = hpack::int(&mut src, if incremental { 6 } else { 4 })?;
+            let literal_name;
+            let name = if index == 0 {
+                literal_name = hpack::string(&mut src)?;
+                &literal_name[..]
+            } else {
+                decoder.entry(index)?.0
+            };
+            let authority = name == b":authority";
+            let name = (incremental && !authority).then(|| name.to_vec());
+            let (raw, huffman) = hpack::raw_string(&mut src)?;
+            if !authority && !incremental {
+                may_resize = false;
+                continue;
+            }
+            let value = if huffman {
+                hpack::huffman_decode(raw)?
+            } else {
+                raw.to_vec()
+            };
+            let end = block.len() - src.len();
+            if authority && !is_valid_authority(&value) {
+                replacing(&value);
+                if !incremental {
+                    edit(start, end, spliced, &|o| {
+                        hpack::encode_unindexed(o, b":authority", REPLACEMENT, never)
+                    });
+                } else if value.is_empty() {
+                    decoder.rollback();
+                    return Ok(Walk::Reencode);
+                } else {
+                    let replacement = same_length_replacement(value.len());
+                    edit(start, end, spliced, &|o| {
+                        hpack::put_int(o, 0x40, 6, AUTHORITY_NAME);
+                        hpack::put_string(o, &replacement);
+                    });
+                    decoder.insert(b":authority".to_vec(), replacement);
+                }
+            } else if incremental {
+                let name = name.unwrap_or_else(|| b":authority".to_vec());
+                decoder.insert(name, value);
+            }
+        }
+        may_resize = false;
+    }
+    match copied {
+        None => Ok(Walk::Mirrored { edited: false }),
+        Some(at) => {
+            spliced.extend_from_slice(&block[at..]);
+            Ok(Walk::Mirrored { edited: true })
+        }
     }
 }
 
@@ -356,8 +549,15 @@ fn write_block(block: &Block, fields: &[Field], out: &mut Vec<u8>) {
     for f in fields {
         hpack::encode_unindexed(&mut encoded, &f.name, &f.value, f.never_indexed);
     }
+    write_frames(block, &encoded, out);
+}
+
+/// Writes the header block fragment `encoded` as a HEADERS frame (plus
+/// CONTINUATION frames if needed) with `block`'s stream, flags (less
+/// PADDED) and priority.
+fn write_frames(block: &Block, encoded: &[u8], out: &mut Vec<u8>) {
     let priority = block.priority.as_ref().map_or(&[][..], |p| &p[..]);
-    let mut rest = &encoded[..];
+    let mut rest = encoded;
     let mut first = true;
     loop {
         let room = MAX_FRAME - if first { priority.len() } else { 0 };
@@ -408,6 +608,106 @@ mod tests {
         f.extend_from_slice(&stream.to_be_bytes());
         f.extend_from_slice(payload);
         f
+    }
+
+    #[test]
+    fn same_length_replacements_are_valid() {
+        for len in 1..300 {
+            let v = same_length_replacement(len);
+            assert_eq!(v.len(), len);
+            assert!(is_valid_authority(&v), "{}", String::from_utf8_lossy(&v));
+        }
+        assert_eq!(same_length_replacement(9), b"localhost");
+        assert_eq!(same_length_replacement(4), b"loca");
+        assert_eq!(same_length_replacement(13), b"localhost:000");
+    }
+
+    /// Feeds `input` and returns what the server reads.
+    fn rewrite(r: &mut Rewriter, input: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        r.feed(input, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn grpcio_costs_one_rewritten_block_per_connection() {
+        // grpcio's first call inserts the path authority into the table
+        // (literal with incremental indexing, static name), later calls
+        // refer to it by index.
+        let path = b"%2Ftmp%2Fcsi.sock";
+        let mut first = vec![0x83, 0x41, path.len() as u8];
+        first.extend_from_slice(path);
+        let mut r = Rewriter::default();
+        let mut input = PREFACE.to_vec();
+        input.extend(frame(HEADERS, END_HEADERS, 1, &first));
+        let out = rewrite(&mut r, &input);
+        let mut want = vec![0x83, 0x41, path.len() as u8];
+        want.extend_from_slice(&same_length_replacement(path.len()));
+        let mut expected = PREFACE.to_vec();
+        expected.extend(frame(HEADERS, END_HEADERS, 1, &want));
+        assert_eq!(out, expected);
+        // The next calls, by index (62, the entry inserted), pass byte for
+        // byte: h2's entry 62 holds the valid value of the same size.
+        for id in [3, 5] {
+            let next = frame(HEADERS, END_HEADERS, id, &[0x83, 0x80 | 62]);
+            assert_eq!(rewrite(&mut r, &next), next);
+        }
+        assert_eq!(r.rewritten(), 1);
+        assert!(!r.reencode);
+    }
+
+    #[test]
+    fn valid_and_empty_indexed_authorities() {
+        // `localhost` inserted and referred to: nothing changes.
+        let mut block = vec![0x83, 0x41, 9];
+        block.extend_from_slice(b"localhost");
+        let mut input = PREFACE.to_vec();
+        input.extend(frame(HEADERS, END_HEADERS, 1, &block));
+        input.extend(frame(HEADERS, END_HEADERS, 3, &[0x83, 0xbe]));
+        let mut r = Rewriter::default();
+        assert_eq!(rewrite(&mut r, &input), input);
+        assert_eq!(r.rewritten(), 0);
+        // The static empty `:authority` (index 1) becomes a `localhost`
+        // literal without indexing; the table is untouched.
+        let out = rewrite(&mut r, &frame(HEADERS, END_HEADERS, 5, &[0x83, 0x81, 0xbe]));
+        let mut want = vec![0x83];
+        hpack::encode_unindexed(&mut want, b":authority", REPLACEMENT, false);
+        want.push(0xbe);
+        assert_eq!(out, frame(HEADERS, END_HEADERS, 5, &want));
+        assert!(!r.reencode);
+    }
+
+    #[test]
+    fn an_empty_authority_with_indexing_re_encodes_from_its_block_on() {
+        // An entry inserted in the same block before the empty authority
+        // must not be inserted twice when the block is decoded again.
+        let mut block = vec![0x40, 1, b'x', 1, b'y', 0x41, 0];
+        block.push(0xbf); // x: y, inserted first, now index 63
+        let mut input = PREFACE.to_vec();
+        input.extend(frame(HEADERS, END_HEADERS, 1, &block));
+        input.extend(frame(HEADERS, END_HEADERS, 3, &[0xbe, 0xbf]));
+        let mut r = Rewriter::default();
+        let out = rewrite(&mut r, &input);
+        assert!(r.reencode);
+        let (lists, _) = tests_view(&out);
+        let auth = (b":authority".to_vec(), REPLACEMENT.to_vec());
+        let xy = (b"x".to_vec(), b"y".to_vec());
+        assert_eq!(
+            lists,
+            vec![vec![xy.clone(), auth.clone(), xy.clone()], vec![auth, xy]]
+        );
+    }
+
+    /// The header lists of a rewritten stream, decoded by the reference decoder.
+    fn tests_view(s: &[u8]) -> (Vec<Sent>, Vec<OtherFrame>) {
+        let (lists, others) = server_view(s);
+        (
+            lists
+                .into_iter()
+                .map(|l| l.into_iter().map(|(n, v, _)| (n, v)).collect())
+                .collect(),
+            others,
+        )
     }
 
     #[test]
@@ -591,6 +891,9 @@ mod tests {
             )
     }
 
+    /// Stands for a replaced authority in the expected header lists.
+    const REPLACED: &[u8] = b"<replaced>";
+
     /// A header list as sent: (name, value).
     type Sent = Vec<(Vec<u8>, Vec<u8>)>;
     /// A header list as decoded: (name, value, never indexed).
@@ -730,7 +1033,7 @@ mod tests {
             let expected: Vec<Vec<_>> = input_lists.into_iter().map(|list| {
                 list.into_iter().map(|(n, v, never): (Vec<u8>, Vec<u8>, bool)| {
                     if n == b":authority" && !is_valid_authority(&v) {
-                        (n, REPLACEMENT.to_vec(), never)
+                        (n, REPLACED.to_vec(), never)
                     } else {
                         (n, v, never)
                     }
@@ -746,6 +1049,20 @@ mod tests {
                 at = c;
             }
             let (lists, others) = server_view(&out);
+            // Where the client sent an invalid authority the server sees a
+            // valid one: `localhost`, or one of the same length.
+            prop_assert_eq!(lists.len(), expected.len());
+            let lists: Vec<Vec<_>> = lists.into_iter().zip(&expected).map(|(list, want)| {
+                list.into_iter().zip(want).map(|((n, v, never), (_, w, _))| {
+                    if w == REPLACED {
+                        assert!(is_valid_authority(&v), "{:?}", String::from_utf8_lossy(&v));
+                        assert!(v == REPLACEMENT || v == same_length_replacement(v.len()));
+                        (n, REPLACED.to_vec(), never)
+                    } else {
+                        (n, v, never)
+                    }
+                }).collect()
+            }).collect();
             prop_assert_eq!(&lists, &expected);
             let (_, want_others) = server_view(&client_stream_unpadded(&blocks));
             prop_assert_eq!(others, want_others);

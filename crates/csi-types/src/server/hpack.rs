@@ -1,12 +1,16 @@
 //! Just enough HPACK (RFC 7541) for [`super::authority`]: a complete decoder
-//! that tracks the peer's dynamic table, and an encoder that never indexes.
+//! that tracks the peer's dynamic table, the primitives to walk a block
+//! representation by representation, and an encoder that never indexes.
 //!
 //! The decoder must be complete (every representation, Huffman strings,
 //! table size updates, eviction), because it follows the client's encoder
 //! through the whole connection: one entry missed and every later index is
-//! wrong. The encoder only writes representations that leave the receiver's
-//! dynamic table untouched (indexed static fields and literals without
-//! indexing), so what it writes never has to agree with any table.
+//! wrong. While a block is walked the table keeps an undo log
+//! ([`Decoder::begin_block`]), so that a walk that finds it cannot keep
+//! `h2`'s table a copy of this one can put the table back as it was before
+//! the block. The encoder only writes representations that leave the
+//! receiver's dynamic table untouched (indexed static fields and literals
+//! without indexing), so what it writes never has to agree with any table.
 
 use std::collections::VecDeque;
 use std::sync::OnceLock;
@@ -17,6 +21,12 @@ use super::huffman_table::CODES;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("malformed HPACK header block: {0}")]
 pub(crate) struct HpackError(&'static str);
+
+impl HpackError {
+    pub(crate) const fn new(why: &'static str) -> Self {
+        HpackError(why)
+    }
+}
 
 /// One decoded header field.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -100,13 +110,31 @@ const ENTRY_OVERHEAD: usize = 32;
 /// broken or hostile peer, and refusing it bounds this decoder's memory.
 pub(crate) const MAX_TABLE_SIZE: usize = 1 << 20;
 
+/// A dynamic table entry: (name, value).
+type Entry = (Vec<u8>, Vec<u8>);
+
 /// Decodes header blocks, following the sender's dynamic table.
 #[derive(Debug)]
 pub(crate) struct Decoder {
     /// Newest entry first (index 62 is `dynamic[0]`).
-    dynamic: VecDeque<(Vec<u8>, Vec<u8>)>,
+    dynamic: VecDeque<Entry>,
     size: usize,
     max_size: usize,
+    /// What the block being walked changed, while `logging`.
+    undo: Undo,
+    logging: bool,
+}
+
+/// What one block did to the table, to take it back (see
+/// [`Decoder::rollback`]). Its vector is reused from block to block.
+#[derive(Debug, Default)]
+struct Undo {
+    size: usize,
+    max_size: usize,
+    /// Entries inserted at the front.
+    inserted: usize,
+    /// Entries evicted from the back, oldest first.
+    evicted: Vec<Entry>,
 }
 
 impl Default for Decoder {
@@ -116,11 +144,68 @@ impl Default for Decoder {
             size: 0,
             // SETTINGS_HEADER_TABLE_SIZE's initial value (RFC 7540, 6.5.2).
             max_size: 4096,
+            undo: Undo::default(),
+            logging: false,
         }
     }
 }
 
 impl Decoder {
+    /// Starts logging changes to the table, so that [`Self::rollback`] can
+    /// undo what the next block does.
+    pub(crate) fn begin_block(&mut self) {
+        self.undo.size = self.size;
+        self.undo.max_size = self.max_size;
+        self.undo.inserted = 0;
+        self.undo.evicted.clear();
+        self.logging = true;
+    }
+
+    /// Keeps what the block did and stops logging.
+    pub(crate) fn commit(&mut self) {
+        self.logging = false;
+        self.undo.evicted.clear();
+    }
+
+    /// Puts the table back as it was at [`Self::begin_block`].
+    pub(crate) fn rollback(&mut self) {
+        for _ in 0..self.undo.inserted {
+            self.dynamic.pop_front();
+        }
+        while let Some(entry) = self.undo.evicted.pop() {
+            self.dynamic.push_back(entry);
+        }
+        self.size = self.undo.size;
+        self.max_size = self.undo.max_size;
+        self.logging = false;
+    }
+
+    /// A dynamic table size update (RFC 7541, 6.3), already read.
+    pub(crate) fn resize(&mut self, size: usize) -> Result<(), HpackError> {
+        if size > MAX_TABLE_SIZE {
+            return Err(HpackError("table size update beyond the allowed maximum"));
+        }
+        self.max_size = size;
+        self.evict(0);
+        Ok(())
+    }
+
+    /// The entry at `index` (static or dynamic), borrowed.
+    pub(crate) fn entry(&self, index: usize) -> Result<(&[u8], &[u8]), HpackError> {
+        match index {
+            0 => Err(HpackError("index 0")),
+            1..=61 => {
+                let (n, v) = STATIC[index - 1];
+                Ok((n.as_bytes(), v.as_bytes()))
+            }
+            _ => self
+                .dynamic
+                .get(index - 62)
+                .map(|(n, v)| (&n[..], &v[..]))
+                .ok_or(HpackError("index past the end of the dynamic table")),
+        }
+    }
+
     /// Decodes one complete header block, updating the dynamic table.
     pub(crate) fn decode(&mut self, mut src: &[u8]) -> Result<Vec<Field>, HpackError> {
         let mut fields = Vec::with_capacity(12);
@@ -145,11 +230,7 @@ impl Decoder {
                     return Err(HpackError("table size update after a header field"));
                 }
                 let size = int(&mut src, 5)?;
-                if size > MAX_TABLE_SIZE {
-                    return Err(HpackError("table size update beyond the allowed maximum"));
-                }
-                self.max_size = size;
-                self.evict(0);
+                self.resize(size)?;
                 continue;
             } else {
                 let never = first & 0xf0 == 0x10;
@@ -182,38 +263,41 @@ impl Decoder {
     }
 
     fn get(&self, index: usize) -> Result<(Vec<u8>, Vec<u8>), HpackError> {
-        match index {
-            0 => Err(HpackError("index 0")),
-            1..=61 => {
-                let (n, v) = STATIC[index - 1];
-                Ok((n.as_bytes().to_vec(), v.as_bytes().to_vec()))
-            }
-            _ => self
-                .dynamic
-                .get(index - 62)
-                .cloned()
-                .ok_or(HpackError("index past the end of the dynamic table")),
-        }
+        self.entry(index).map(|(n, v)| (n.to_vec(), v.to_vec()))
     }
 
-    fn insert(&mut self, name: Vec<u8>, value: Vec<u8>) {
+    /// Adds an entry as a literal with incremental indexing does.
+    pub(crate) fn insert(&mut self, name: Vec<u8>, value: Vec<u8>) {
         let size = name.len() + value.len() + ENTRY_OVERHEAD;
         if size > self.max_size {
             // An entry larger than the table empties it (RFC 7541, 4.4).
-            self.dynamic.clear();
-            self.size = 0;
+            self.evict(usize::MAX - self.size);
             return;
         }
         self.evict(size);
         self.size += size;
         self.dynamic.push_front((name, value));
+        if self.logging {
+            self.undo.inserted += 1;
+        }
     }
 
     /// Evicts the oldest entries until `room` more bytes fit.
     fn evict(&mut self, room: usize) {
-        while self.size + room > self.max_size {
+        while self.size.saturating_add(room) > self.max_size {
             match self.dynamic.pop_back() {
-                Some((n, v)) => self.size -= n.len() + v.len() + ENTRY_OVERHEAD,
+                Some((n, v)) => {
+                    self.size -= n.len() + v.len() + ENTRY_OVERHEAD;
+                    if self.logging {
+                        if self.undo.inserted > self.dynamic.len() {
+                            // An entry of this block: taking it back is
+                            // not an insertion to undo any more.
+                            self.undo.inserted -= 1;
+                        } else {
+                            self.undo.evicted.push((n, v));
+                        }
+                    }
+                }
                 None => break,
             }
         }
@@ -221,7 +305,7 @@ impl Decoder {
 }
 
 /// Reads an integer with an `n`-bit prefix (RFC 7541, 5.1).
-fn int(src: &mut &[u8], n: u8) -> Result<usize, HpackError> {
+pub(crate) fn int(src: &mut &[u8], n: u8) -> Result<usize, HpackError> {
     let (&first, rest) = src.split_first().ok_or(HpackError("truncated integer"))?;
     *src = rest;
     let mask = (1u16 << n) as usize - 1;
@@ -246,7 +330,18 @@ fn int(src: &mut &[u8], n: u8) -> Result<usize, HpackError> {
 }
 
 /// Reads a string literal (RFC 7541, 5.2), Huffman-decoding it if flagged.
-fn string(src: &mut &[u8]) -> Result<Vec<u8>, HpackError> {
+pub(crate) fn string(src: &mut &[u8]) -> Result<Vec<u8>, HpackError> {
+    let (raw, huffman) = raw_string(src)?;
+    if huffman {
+        huffman_decode(raw)
+    } else {
+        Ok(raw.to_vec())
+    }
+}
+
+/// Reads a string literal's bytes as sent, and whether they are Huffman
+/// coded, without decoding them.
+pub(crate) fn raw_string<'a>(src: &mut &'a [u8]) -> Result<(&'a [u8], bool), HpackError> {
     let huffman = src.first().is_some_and(|b| b & 0x80 != 0);
     let len = int(src, 7)?;
     if src.len() < len {
@@ -254,11 +349,7 @@ fn string(src: &mut &[u8]) -> Result<Vec<u8>, HpackError> {
     }
     let (raw, rest) = src.split_at(len);
     *src = rest;
-    if huffman {
-        huffman_decode(raw)
-    } else {
-        Ok(raw.to_vec())
-    }
+    Ok((raw, huffman))
 }
 
 /// The Huffman code as a binary tree: `[child for bit 0, child for bit 1]`,
@@ -324,7 +415,7 @@ pub(crate) fn huffman_decode(src: &[u8]) -> Result<Vec<u8>, HpackError> {
 }
 
 /// Writes an integer with an `n`-bit prefix; `flags` fills the bits above it.
-fn put_int(out: &mut Vec<u8>, flags: u8, n: u8, value: usize) {
+pub(crate) fn put_int(out: &mut Vec<u8>, flags: u8, n: u8, value: usize) {
     let mask = (1usize << n) - 1;
     if value < mask {
         out.push(flags | value as u8);
@@ -340,7 +431,7 @@ fn put_int(out: &mut Vec<u8>, flags: u8, n: u8, value: usize) {
 }
 
 /// Writes a string literal without Huffman coding.
-fn put_string(out: &mut Vec<u8>, s: &[u8]) {
+pub(crate) fn put_string(out: &mut Vec<u8>, s: &[u8]) {
     put_int(out, 0, 7, s.len());
     out.extend_from_slice(s);
 }
@@ -434,6 +525,30 @@ mod tests {
         assert!(d.decode(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).is_err());
         assert!(d.decode(&[0x82, 0x20]).is_err()); // late size update
         assert!(d.decode(&[0x3f, 0xe1, 0xff, 0x7f]).is_err()); // huge table
+    }
+
+    #[test]
+    fn rollback_restores_inserts_evictions_and_resizes() {
+        let mut d = Decoder::default();
+        d.resize(100).unwrap();
+        d.insert(b"a".to_vec(), b"1".to_vec()); // 34 bytes
+        d.insert(b"b".to_vec(), b"2".to_vec());
+        let before = (d.dynamic.clone(), d.size, d.max_size);
+        d.begin_block();
+        d.insert(b"c".to_vec(), b"3".to_vec()); // evicts a
+        d.insert(b"d".to_vec(), b"4".to_vec()); // evicts b
+        d.insert(b"e".to_vec(), b"5".to_vec()); // evicts c, inserted here
+        d.resize(40).unwrap(); // evicts d
+        d.insert(vec![b'x'; 100], Vec::new()); // too large: empties the table
+        assert!(d.dynamic.is_empty());
+        d.rollback();
+        assert_eq!((d.dynamic.clone(), d.size, d.max_size), before);
+        // Committed changes stay.
+        d.begin_block();
+        d.insert(b"c".to_vec(), b"3".to_vec());
+        d.commit();
+        assert_eq!(d.entry(62).unwrap(), (&b"c"[..], &b"3"[..]));
+        assert_eq!(d.entry(63).unwrap(), (&b"b"[..], &b"2"[..]));
     }
 
     #[test]
