@@ -1759,10 +1759,9 @@ impl Store {
 
     fn commit_changes(
         &mut self,
-        next: State,
+        mut next: State,
         (mut rec, new_data): (Record, NewData),
     ) -> Result<(), CsiError> {
-        let mut next = next;
         let mut shared = self.journal.lock();
         if let Some(why) = &shared.failed {
             return Err(failed(why));
