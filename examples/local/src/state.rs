@@ -2005,6 +2005,50 @@ mod tests {
         assert!(data_names(&reopened.layout, Top::Snapshots).is_empty());
     }
 
+    /// The window the remover task opens: a deletion acknowledged (its
+    /// record durable) and the driver killed before the remover got to the
+    /// directory, and a creation whose record is durable but whose kept
+    /// directory never reached its place. The next start removes the one and
+    /// makes the other again, empty.
+    #[test]
+    fn a_crash_before_the_remover_leaves_nothing_a_restart_does_not_settle() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let mut next = store.state.clone();
+        let (gone, made) = (next.new_id("vol"), next.new_id("vol"));
+        next.volumes
+            .insert(gone.as_str().into(), Arc::new(rec("gone")));
+        let gone_path = store.layout.volume_path(&gone, false);
+        fs::create_dir(&gone_path).unwrap();
+        fs::write(gone_path.join("f"), b"data").unwrap();
+        store.commit(next).unwrap();
+        let mut next = store.state.clone();
+        next.volumes.remove(gone.as_str());
+        store.commit_volume(next, &gone).unwrap();
+        let mut next = store.state.clone();
+        next.volumes
+            .insert(made.as_str().into(), Arc::new(rec("made")));
+        store.commit_volume(next, &made).unwrap();
+        // Durable, and the deleted directory never handed to the remover
+        // (no `remove_when_durable`): the driver died first. The store is
+        // forgotten, not dropped, as a killed process's would be.
+        store.journal().wait_durable().unwrap();
+        let layout = store.layout.clone();
+        std::mem::forget(store);
+        assert!(gone_path.join("f").exists());
+        let store = Store::open(dir.path()).unwrap();
+        assert!(store.state.volumes.get(gone.as_str()).is_none());
+        assert!(!gone_path.exists(), "the deleted volume's data is removed");
+        let made_path = layout.volume_path(&made, false);
+        assert!(made_path.is_dir(), "the created volume's directory is made");
+        assert_eq!(fs::read_dir(&made_path).unwrap().count(), 0);
+        assert_eq!(
+            data_names(&layout, Top::Volumes),
+            vec![made_path],
+            "nothing else in volumes/"
+        );
+    }
+
     #[test]
     fn ids_spread_over_the_shards_and_the_shard_of_an_id_never_changes() {
         // Part of the on-disk format: a change would lose every object.
