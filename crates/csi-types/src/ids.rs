@@ -27,6 +27,22 @@ macro_rules! string_newtype {
                 Ok(Self(value))
             }
 
+            /// [`Self::parse`] where the field's name is built from the
+            /// value (`segments["zone"]`), only when the value is refused:
+            /// the checks do not depend on the field's name.
+            // Generated for every newtype, used by those whose field names
+            // are built per entry.
+            #[allow(dead_code)]
+            pub(crate) fn parse_named(
+                value: String,
+                field: impl FnOnce(&str) -> String,
+            ) -> Result<Self, CsiError> {
+                if $check("", &value).is_err() {
+                    $check(&field(&value), &value)?;
+                }
+                Ok(Self(value))
+            }
+
             /// The value as a string slice.
             pub fn as_str(&self) -> &str {
                 &self.0
@@ -311,6 +327,25 @@ mod tests {
         assert!(TopologyValue::new("z-1.a_b").is_ok());
         assert!(TopologyValue::new("-z").is_err());
         assert!(TopologyValue::new("").is_err());
+    }
+
+    #[test]
+    fn parse_named_builds_the_field_name_only_for_an_error() {
+        let named =
+            TopologyKey::parse_named("Bad.example.com/x".into(), |k| format!("segments[{k:?}]"))
+                .unwrap_err();
+        let direct = TopologyKey::parse(
+            "segments[\"Bad.example.com/x\"]",
+            "Bad.example.com/x".into(),
+        )
+        .unwrap_err();
+        assert_eq!(named.to_string(), direct.to_string());
+        assert!(
+            named
+                .to_string()
+                .contains("segments[\"Bad.example.com/x\"]")
+        );
+        TopologyValue::parse_named("z1".into(), |_| panic!("built for a valid value")).unwrap();
     }
 
     #[test]

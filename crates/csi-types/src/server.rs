@@ -294,8 +294,9 @@ pub async fn serve(
 /// Every connection accepts the `:authority` values that gRPC clients send
 /// over unix sockets (the socket path, raw or percent-encoded, or nothing),
 /// which the HTTP/2 layer alone would refuse: such a value is replaced by
-/// `localhost` before the HTTP/2 layer sees it. Nothing else a client
-/// sends is changed.
+/// `localhost` (or, in an entry of the client's HPACK table, by a valid
+/// value of the same length, `localhost:0000`) before the HTTP/2 layer sees
+/// it. Nothing else a client sends is changed.
 ///
 /// ```no_run
 /// # async fn run(plugin: csi_types::Plugin) -> Result<(), csi_types::server::ServeError> {

@@ -479,16 +479,18 @@ impl Topology {
         validate::map_size(field, &segments)?;
         let mut out = BTreeMap::new();
         let mut lower = std::collections::BTreeSet::new();
+        // A key's field name (`segments["zone"]`) is built only for an
+        // error: topology is parsed in every CreateVolume request and response.
+        let key_field = |k: &str| format!("{field}[{k:?}]");
         for (k, v) in segments {
-            let kf = format!("{field}[{k:?}]");
             if !lower.insert(k.to_ascii_lowercase()) {
                 return Err(CsiError::invalid(
-                    kf,
+                    key_field(&k),
                     "topology keys are case-insensitive and must be unique",
                 ));
             }
-            let key = TopologyKey::parse(&kf, k)?;
-            let value = TopologyValue::parse(&kf, v)?;
+            let key = TopologyKey::parse_named(k, key_field)?;
+            let value = TopologyValue::parse_named(v, |_| key_field(key.as_str()))?;
             out.insert(key, value);
         }
         Ok(Topology { segments: out })

@@ -182,14 +182,42 @@ pub(crate) fn domain_name(
     Ok(())
 }
 
+// Field paths are built for every nested field a request or response
+// carries, on the success path too (they are the `field` of the errors the
+// validators may return), so they are put together without the `format!`
+// machinery: in a CreateVolume + DeleteVolume cycle of the `local` driver,
+// `format!` here cost about 14k instructions (callgrind), 7% of the cycle.
+
 /// Joins a parent field path and a child name.
 pub(crate) fn join(parent: &str, child: &str) -> String {
-    format!("{parent}.{child}")
+    let mut path = String::with_capacity(parent.len() + 1 + child.len());
+    path.push_str(parent);
+    path.push('.');
+    path.push_str(child);
+    path
 }
 
 /// A field path with an index.
 pub(crate) fn index(parent: &str, i: usize) -> String {
-    format!("{parent}[{i}]")
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = i;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let mut path = String::with_capacity(parent.len() + 2 + digits.len() - at);
+    path.push_str(parent);
+    path.push('[');
+    for &d in &digits[at..] {
+        path.push(char::from(d));
+    }
+    path.push(']');
+    path
 }
 
 /// A plain `map<string, string>` field: size limit only.
@@ -247,4 +275,18 @@ pub(crate) fn truncate(mut s: String, max: usize) -> String {
         s.truncate(end);
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_paths() {
+        assert_eq!(join("volume", "volume_id"), "volume.volume_id");
+        assert_eq!(index("volume_capabilities", 0), "volume_capabilities[0]");
+        assert_eq!(index("x", 9), "x[9]");
+        assert_eq!(index("x", 10), "x[10]");
+        assert_eq!(index("x", usize::MAX), format!("x[{}]", usize::MAX));
+    }
 }
