@@ -380,7 +380,7 @@ impl Inner {
         let vol = self.volume_of(&id, &rec)?;
         let mut next = store.state.clone();
         next.volumes.insert(id.as_str().into(), Arc::new(rec));
-        if let Err(e) = store.commit(next) {
+        if let Err(e) = store.commit_volume(next, &id) {
             remove_data(&path);
             return Err(e);
         }
@@ -437,7 +437,7 @@ impl Inner {
         let path = store.layout.volume_path(id, v.block);
         let mut next = store.state.clone();
         next.volumes.remove(id);
-        store.commit(next)?;
+        store.commit_volume(next, id)?;
         store.remove_when_durable(path);
         tracing::info!(volume_id = %id, "volume deleted");
         Ok(DeleteVolumeResponse {})

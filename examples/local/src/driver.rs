@@ -464,8 +464,9 @@ impl Provisioner for LocalDriver {
         }
     }
 
-    /// Only changes metadata (the data goes once that is durable, removed
-    /// on the blocking pool), so it runs on the runtime thread unless the
+    /// Only changes metadata (the data goes once that is durable and the
+    /// call answered, kept for reuse or removed by the journal's remover
+    /// task on the blocking pool), so it runs on the runtime thread unless the
     /// volume is in use (being copied, say), which means waiting.
     async fn delete_volume(
         &self,

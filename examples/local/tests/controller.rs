@@ -189,7 +189,74 @@ async fn capacity_is_accounted_and_enforced() {
     c.delete_volume(del(&v.volume_id)).await.unwrap();
     let cap = c.get_capacity(GetCapacityRequest::default()).await.unwrap();
     assert_eq!(cap.available_capacity, 64 * MIB);
-    assert!(!local::volume_data_path(&s.state_dir(), v.volume_id.as_str(), false).exists());
+    gone(&local::volume_data_path(
+        &s.state_dir(),
+        v.volume_id.as_str(),
+        false,
+    ))
+    .await;
+}
+
+/// A deletion is answered once its record is durable; its directory is
+/// checked and kept for reuse (or removed) after the answer. A name created
+/// again right away gets a fresh, empty volume each time, and what is kept
+/// for reuse is only empty directories as a new volume's, each given once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_name_created_again_right_after_its_deletion_gets_a_fresh_empty_volume() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Served::start(|_| {}).await;
+    let c = &s.client;
+    let state = s.state_dir();
+    let path = |id: &VolumeId| local::volume_data_path(&state, id.as_str(), false);
+    let empty_0777 = |p: &std::path::Path| {
+        fs::read_dir(p).unwrap().next().is_none()
+            && fs::metadata(p).unwrap().permissions().mode() & 0o7777 == 0o777
+    };
+    let mut ids = BTreeSet::new();
+    for round in 0..40 {
+        let v = c
+            .create_volume(mount_req("again", MIB))
+            .await
+            .unwrap()
+            .volume;
+        assert!(ids.insert(v.volume_id.clone()), "a fresh volume each time");
+        assert!(empty_0777(&path(&v.volume_id)), "round {round}: as new");
+        // Every other volume gets data: its directory is never reused.
+        if round % 2 == 0 {
+            fs::write(path(&v.volume_id).join("f"), b"data").unwrap();
+        }
+        c.delete_volume(del(&v.volume_id)).await.unwrap();
+        let again = c
+            .create_volume(mount_req("again", MIB))
+            .await
+            .unwrap()
+            .volume;
+        assert_ne!(again.volume_id, v.volume_id);
+        assert!(ids.insert(again.volume_id.clone()));
+        assert!(empty_0777(&path(&again.volume_id)), "round {round}: as new");
+        c.delete_volume(del(&again.volume_id)).await.unwrap();
+    }
+    for id in &ids {
+        gone(&path(id)).await;
+    }
+    let kept = || -> Vec<std::path::PathBuf> {
+        fs::read_dir(state.join("free"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect()
+    };
+    let before = kept();
+    assert!(!before.is_empty(), "the last empty directories are kept");
+    assert!(before.len() <= 60, "only empty ones: {}", before.len());
+    assert!(before.iter().all(|p| empty_0777(p)));
+    // A new volume takes one of them.
+    let v = c
+        .create_volume(mount_req("last", MIB))
+        .await
+        .unwrap()
+        .volume;
+    assert!(empty_0777(&path(&v.volume_id)));
+    assert_eq!(kept().len(), before.len() - 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]

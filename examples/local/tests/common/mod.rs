@@ -174,3 +174,19 @@ pub fn can_mount(test: &str) -> bool {
         false
     }
 }
+
+/// Waits until `path` is gone: the driver disposes of a deleted volume's
+/// data after answering the deletion (its remover task). Panics if it is
+/// still there after ten seconds.
+pub async fn gone(path: &Path) {
+    for _ in 0..1000 {
+        if std::fs::symlink_metadata(path).is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "{} is still there ten seconds after its deletion",
+        path.display()
+    );
+}
