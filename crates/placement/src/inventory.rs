@@ -514,6 +514,37 @@ fn renumber<K: Ord>(
     Some(new_of)
 }
 
+/// Puts a table numbered by first appearance (its keys, their index, and the drives carrying
+/// each entry) in the order `new_of[old]` gives, dropping the entries numbered `NONE`, and adds
+/// to `touched` the drives that carry an entry whose number changes. O(entries + those drives).
+fn reorder_table<I>(
+    new_of: &[u32],
+    keys: &mut Vec<String>,
+    index: &mut HashMap<String, I>,
+    carriers: &mut Vec<BTreeSet<u32>>,
+    number: impl Fn(u32) -> I,
+    touched: &mut Vec<u32>,
+) {
+    let n = new_of.iter().filter(|&&x| x != NONE).count();
+    let mut new_keys = vec![String::new(); n];
+    let mut new_carriers = vec![BTreeSet::new(); n];
+    for (o, &x) in new_of.iter().enumerate() {
+        let key = std::mem::take(&mut keys[o]);
+        if x == NONE {
+            index.remove(&key);
+            continue;
+        }
+        if x != o as u32 {
+            touched.extend(&carriers[o]);
+            index.insert(key.clone(), number(x));
+        }
+        new_keys[x as usize] = key;
+        new_carriers[x as usize] = std::mem::take(&mut carriers[o]);
+    }
+    *keys = new_keys;
+    *carriers = new_carriers;
+}
+
 /// A drive checked against an inventory by [`Inventory::check_drive`]: its indexes, ready for
 /// [`Inventory::push_drive`], which cannot fail.
 pub(crate) struct CheckedDrive {
@@ -1153,44 +1184,24 @@ impl Inventory {
     pub(crate) fn renumber_attrs(&mut self, change: AttrRenumbering) {
         let mut touched: Vec<u32> = Vec::new();
         if let Some(new_of) = &change.names {
-            let n = new_of.iter().filter(|&&x| x != NONE).count();
-            let mut names = vec![String::new(); n];
-            let mut sets = vec![BTreeSet::new(); n];
-            for (o, &x) in new_of.iter().enumerate() {
-                let name = std::mem::take(&mut self.attr_names[o]);
-                if x == NONE {
-                    self.attr_index.remove(&name);
-                    continue;
-                }
-                if x != o as u32 {
-                    touched.extend(&self.attr_name_drives[o]);
-                    self.attr_index.insert(name.clone(), x as u16);
-                }
-                names[x as usize] = name;
-                sets[x as usize] = std::mem::take(&mut self.attr_name_drives[o]);
-            }
-            self.attr_names = names;
-            self.attr_name_drives = sets;
+            reorder_table(
+                new_of,
+                &mut self.attr_names,
+                &mut self.attr_index,
+                &mut self.attr_name_drives,
+                |x| x as u16,
+                &mut touched,
+            );
         }
         if let Some(new_of) = &change.values {
-            let n = new_of.iter().filter(|&&x| x != NONE).count();
-            let mut values = vec![String::new(); n];
-            let mut sets = vec![BTreeSet::new(); n];
-            for (o, &x) in new_of.iter().enumerate() {
-                let value = std::mem::take(&mut self.attr_values[o]);
-                if x == NONE {
-                    self.attr_value_index.remove(&value);
-                    continue;
-                }
-                if x != o as u32 {
-                    touched.extend(&self.attr_value_drives[o]);
-                    self.attr_value_index.insert(value.clone(), x);
-                }
-                values[x as usize] = value;
-                sets[x as usize] = std::mem::take(&mut self.attr_value_drives[o]);
-            }
-            self.attr_values = values;
-            self.attr_value_drives = sets;
+            reorder_table(
+                new_of,
+                &mut self.attr_values,
+                &mut self.attr_value_index,
+                &mut self.attr_value_drives,
+                |x| x,
+                &mut touched,
+            );
         }
         touched.sort_unstable();
         touched.dedup();
