@@ -322,14 +322,9 @@ fn trailing_rack_does_not_hide_other_racks() {
     );
 }
 
-#[test]
-fn rebalance_moves_members_onto_added_capacity_within_the_bound() {
-    // 4 racks x 3 drives filled, then a fourth drive added to every rack.
-    let mut e = Engine::new(grid(4, 3), 5).unwrap();
-    for i in 0..60 {
-        e.place(vid(&format!("v{i}")), &mirror(2, 40_000_000_000))
-            .unwrap();
-    }
+/// The inventory of `e`, a `grid(4, 3)` engine, with a fourth, empty drive added to every rack
+/// (`r{r}d3`, like the rack's first drive): capacity added to a filled fleet.
+fn with_an_empty_drive_per_rack(e: &Engine) -> InventorySpec {
     let mut spec = e.snapshot().spec().clone();
     let model = spec.drives[0].clone();
     for r in 0..4 {
@@ -339,6 +334,18 @@ fn rebalance_moves_members_onto_added_capacity_within_the_bound() {
         d.domain = Some(DomainId::new(format!("r{r}")).unwrap());
         spec.drives.push(d);
     }
+    spec
+}
+
+#[test]
+fn rebalance_moves_members_onto_added_capacity_within_the_bound() {
+    // 4 racks x 3 drives filled, then a fourth drive added to every rack.
+    let mut e = Engine::new(grid(4, 3), 5).unwrap();
+    for i in 0..60 {
+        e.place(vid(&format!("v{i}")), &mirror(2, 40_000_000_000))
+            .unwrap();
+    }
+    let spec = with_an_empty_drive_per_rack(&e);
     let mut e = Engine::new(Inventory::from_spec(spec).unwrap(), 5).unwrap();
     let spread = |e: &Engine| {
         let u: Vec<f64> = e
@@ -405,15 +412,7 @@ fn rebalance_takes_the_fewest_moves_that_reach_the_threshold() {
         let size = [2, 3, 4, 5][(i % 4) as usize] * 1_000_000_000;
         e.place(vid(&format!("v{i}")), &mirror(2, size)).unwrap();
     }
-    let mut spec = e.snapshot().spec().clone();
-    let model = spec.drives[0].clone();
-    for r in 0..4 {
-        let mut d = model.clone();
-        d.id = DriveId::new(format!("r{r}d3")).unwrap();
-        d.free = d.capacity;
-        d.domain = Some(DomainId::new(format!("r{r}")).unwrap());
-        spec.drives.push(d);
-    }
+    let spec = with_an_empty_drive_per_rack(&e);
     let mut e = Engine::new(Inventory::from_spec(spec.clone()).unwrap(), 9).unwrap();
     let (used, cap) = spec.drives.iter().fold((0u64, 0u64), |(u, c), d| {
         (u + d.capacity.0 - d.free.0, c + d.capacity.0)

@@ -329,6 +329,13 @@ fn one_worker_many_workers_and_busy_polling_store_the_same_bytes() {
     }
 }
 
+/// A RAID1 volume over two 16 MiB member files made in `dir`.
+fn raid1_of_two(dir: &Path) -> Volume {
+    let (_paths, devs) = common::members(dir, 2, 16 << 20);
+    let opts = raid_engine::CreateOptions::new(raid_engine::VolumeLayout::parse("raid1").unwrap());
+    Volume::create(devs, &opts).unwrap()
+}
+
 #[test]
 fn the_write_size_is_negotiated_at_mount_and_the_kernel_keeps_to_it() {
     use std::os::unix::fs::FileExt;
@@ -337,9 +344,7 @@ fn the_write_size_is_negotiated_at_mount_and_the_kernel_keeps_to_it() {
         return;
     }
     let dir = common::scratch();
-    let (_paths, devs) = common::members(dir.path(), 2, 16 << 20);
-    let opts = raid_engine::CreateOptions::new(raid_engine::VolumeLayout::parse("raid1").unwrap());
-    let vol = std::sync::Arc::new(Volume::create(devs, &opts).unwrap());
+    let vol = std::sync::Arc::new(raid1_of_two(dir.path()));
     // Page-aligned buffers, so that 1 MiB spans exactly 256 pages (the
     // kernel's cap per request).
     let data = aligned(&common::pattern(7, 1 << 20));
@@ -718,9 +723,7 @@ fn idle_and_sparse_exposures_do_not_poll_and_busy_polling_is_seen_spinning() {
         return;
     }
     let dir = common::scratch();
-    let (_paths, devs) = common::members(dir.path(), 2, 16 << 20);
-    let opts = raid_engine::CreateOptions::new(raid_engine::VolumeLayout::parse("raid1").unwrap());
-    let vol = std::sync::Arc::new(Volume::create(devs, &opts).unwrap());
+    let vol = std::sync::Arc::new(raid1_of_two(dir.path()));
     // The default (adaptive, windows up to 50 µs) and the widest adaptive
     // window, whose gate (an average gap of at most 2 ms) a loaded machine
     // passes too, so that it surely polls during the writes.
