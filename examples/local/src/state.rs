@@ -2110,11 +2110,6 @@ mod tests {
         assert!(data_names(&reopened.layout, Top::Snapshots).is_empty());
     }
 
-    /// The window the remover task opens: a deletion acknowledged (its
-    /// record durable) and the driver killed before the remover got to the
-    /// directory, and a creation whose record is durable but whose kept
-    /// directory never reached its place. The next start removes the one and
-    /// makes the other again, empty.
     #[test]
     fn the_mark_of_a_staged_volume_is_durable_and_survives_a_crash_and_replay() {
         let dir = tempfile::tempdir().unwrap();
@@ -2175,6 +2170,11 @@ mod tests {
         }
     }
 
+    /// The window the remover task opens: a deletion acknowledged (its
+    /// record durable) and the driver killed before the remover got to the
+    /// directory, and a creation whose record is durable but whose kept
+    /// directory never reached its place. The next start removes the one and
+    /// makes the other again, empty.
     #[test]
     fn a_crash_before_the_remover_leaves_nothing_a_restart_does_not_settle() {
         let dir = tempfile::tempdir().unwrap();
