@@ -9,9 +9,10 @@
 //! first racks are the same at any count), `PROFILE_REPS` repetitions of each plan and health
 //! pair (default 100; the evacuation runs a twentieth as often, at least once).
 //!
-//! Under callgrind, the fill runs uninstrumented (about 4 minutes at 100 racks, instead of an
-//! hour): with `PROFILE_WAIT=<path>` the example writes `<path>.ready` once filled and waits
-//! for `<path>.go`, between which a driver turns instrumentation on:
+//! Under callgrind, the fill runs uninstrumented (3–4 minutes at 100 racks on the development
+//! machine, against about 30 s natively): with `PROFILE_WAIT=<path>` the example writes
+//! `<path>.ready` once filled and waits for `<path>.go`, between which a driver turns
+//! instrumentation on:
 //!
 //! ```text
 //! cargo build --profile bench -p placement --example profile_ops
