@@ -4,9 +4,11 @@
 //! against the same I/O to a single plain file and against the raw
 //! aggregate of the members (the member files written or read directly, in
 //! several patterns: one thread per member with 1 MiB, 512 KiB and 256 KiB
-//! requests from private or shared buffers, and one thread per core); RAID10 also with its member I/O on
-//! one thread per core and on the calling thread alone. Every side uses
-//! page-aligned buffers. Then the same through FUSE + loop against a loop
+//! requests from private or shared buffers, and one thread per core); RAID10
+//! also with its member I/O on one thread per core and on the calling thread
+//! alone. After each sequential in-process test it prints the process's CPU
+//! time per MiB and how much of the cores the test kept busy. Every side
+//! uses page-aligned buffers. Then the same through FUSE + loop against a loop
 //! device over a plain file (root only); the rebuild rate; and NBD members
 //! with one request at a time against 16 in flight.
 //!
@@ -71,6 +73,60 @@ impl Offsets {
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         (self.0 % (limit / align)) * align
+    }
+}
+
+/// The CPU time of the whole process so far: every thread, those that have
+/// ended included (`CLOCK_PROCESS_CPUTIME_ID`).
+fn process_cpu() -> std::time::Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    std::time::Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// CPU time and wall time of a test's timed batches (warm-up included),
+/// and the bytes they moved: CPU per MiB says how much work a byte costs
+/// whatever else runs on the machine, CPU ÷ (wall × cores) how much of the
+/// cores the test kept busy.
+#[derive(Default)]
+struct Usage {
+    cpu: std::cell::Cell<std::time::Duration>,
+    wall: std::cell::Cell<std::time::Duration>,
+    bytes: std::cell::Cell<u64>,
+}
+
+impl Usage {
+    /// Time `iters` runs of `f`, each moving `bytes`, and count them.
+    fn time(&self, iters: u64, bytes: u64, mut f: impl FnMut()) -> std::time::Duration {
+        let cpu = process_cpu();
+        let t = std::time::Instant::now();
+        for _ in 0..iters {
+            f();
+        }
+        let wall = t.elapsed();
+        self.add(process_cpu().saturating_sub(cpu), wall, iters * bytes);
+        wall
+    }
+
+    fn add(&self, cpu: std::time::Duration, wall: std::time::Duration, bytes: u64) {
+        self.cpu.set(self.cpu.get() + cpu);
+        self.wall.set(self.wall.get() + wall);
+        self.bytes.set(self.bytes.get() + bytes);
+    }
+
+    fn report(&self, what: &str) {
+        let cores = std::thread::available_parallelism().map_or(2, |c| c.get());
+        let (cpu, wall) = (self.cpu.get().as_secs_f64(), self.wall.get().as_secs_f64());
+        if self.bytes.get() == 0 || wall == 0.0 {
+            return;
+        }
+        eprintln!(
+            "cpu: {what}: {:.1} µs of CPU per MiB, {:.2} of {cores} cores busy",
+            cpu * 1e6 / (self.bytes.get() as f64 / (1 << 20) as f64),
+            cpu / (wall * cores as f64)
+        );
+        self.cpu.take();
+        self.wall.take();
+        self.bytes.take();
     }
 }
 
@@ -148,8 +204,10 @@ fn bench_aggregate(
     for (test, len, write, random) in tests.into_iter().filter(|t| !(p.seq_only && t.3)) {
         // Every thread moves `len` bytes per member per iteration.
         g.throughput(Throughput::Bytes(len as u64 * n));
+        let usage = Usage::default();
         g.bench_function(format!("{name}/{test}"), |b| {
             b.iter_custom(|iters| {
+                let cpu = process_cpu();
                 let start = std::sync::Barrier::new(threads + 1);
                 let mut dst = AlignedBuf::new(if shared { threads * len } else { 0 });
                 let mut parts = dst.as_mut().chunks_mut(len);
@@ -191,10 +249,24 @@ fn bench_aggregate(
                             })
                         })
                         .collect();
-                    release_and_time(&start, handles)
+                    let wall = release_and_time(&start, handles);
+                    // The threads' set-up is in the CPU time too (buffers
+                    // allocated and filled once per batch: small against
+                    // a batch's copies).
+                    usage.add(
+                        process_cpu().saturating_sub(cpu),
+                        wall,
+                        iters * len as u64 * n,
+                    );
+                    wall
                 })
             })
         });
+        if !random {
+            usage.report(&format!(
+                "{group}/{name}/{test} (bytes moved on the members)"
+            ));
+        }
     }
     g.finish();
 }
@@ -271,21 +343,28 @@ fn bench_target_with(c: &mut Criterion, group: &str, name: &str, t: &dyn Target,
     let mut g = c.benchmark_group(group);
     g.throughput(Throughput::Bytes(SEQ as u64));
     let mut pos = 0u64;
+    let usage = Usage::default();
     g.bench_function(format!("{name}/seq-write-1MiB"), |b| {
-        b.iter(|| {
-            t.write(data, pos);
-            pos = (pos + SEQ as u64) % size;
+        b.iter_custom(|iters| {
+            usage.time(iters, SEQ as u64, || {
+                t.write(data, pos);
+                pos = (pos + SEQ as u64) % size;
+            })
         })
     });
+    usage.report(&format!("{group}/{name}/seq-write-1MiB (logical bytes)"));
     let mut buf = AlignedBuf::new(SEQ);
     let buf = buf.as_mut();
     g.bench_function(format!("{name}/seq-read-1MiB"), |b| {
-        b.iter(|| {
-            t.read(buf, pos);
-            black_box(&buf);
-            pos = (pos + SEQ as u64) % size;
+        b.iter_custom(|iters| {
+            usage.time(iters, SEQ as u64, || {
+                t.read(buf, pos);
+                black_box(&buf);
+                pos = (pos + SEQ as u64) % size;
+            })
         })
     });
+    usage.report(&format!("{group}/{name}/seq-read-1MiB (logical bytes)"));
     if seq_only {
         g.finish();
         return;
