@@ -59,7 +59,8 @@ struct Cli {
     log_format: LogFormat,
 
     /// Microseconds after each call during which an idle-priority thread
-    /// keeps the serving processor from halting (0: never; see the README).
+    /// keeps the serving processor from halting (0: never; turn it off
+    /// under a CPU limit, whose quota the spinning uses; see the README).
     #[arg(long, value_name = "MICROSECONDS", default_value_t = local::poll::DEFAULT_WINDOW.as_micros() as u64)]
     idle_poll: u64,
 }
