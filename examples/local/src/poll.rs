@@ -42,6 +42,9 @@ pub const DEFAULT_WINDOW: Duration = Duration::from_millis(2);
 /// served on two processors in turn do not move the poller on every call.
 const FOLLOW_INTERVAL: Duration = Duration::from_millis(1);
 
+/// How often a sleeping poller looks whether anything is left to call it.
+const IDLE_CHECK: Duration = Duration::from_secs(10);
+
 /// `Shared::last_ns` before the first call.
 const NEVER: u64 = u64::MAX;
 
@@ -122,7 +125,7 @@ impl IdlePoller {
                 let ok = idle.is_ok();
                 let _ = ready_tx.send(idle.map_err(|e| format!("{e:?}")));
                 if ok {
-                    run(&thread_shared);
+                    run(thread_shared);
                 }
             });
         if let Err(e) = spawned {
@@ -147,10 +150,13 @@ impl IdlePoller {
 }
 
 /// The poller thread: spins while calls arrive, on the processor of the
-/// last one, and sleeps when none has arrived for the window.
-fn run(shared: &Shared) {
+/// last one, and sleeps when none has arrived for the window. It ends once
+/// no handle or layer is left to call it.
+fn run(shared: Arc<Shared>) {
     let mut pinned = usize::MAX;
-    let mut followed = Instant::now() - FOLLOW_INTERVAL;
+    let mut followed = Instant::now()
+        .checked_sub(FOLLOW_INTERVAL)
+        .unwrap_or_else(Instant::now);
     loop {
         while shared.active() {
             let cpu = shared.cpu.load(Ordering::Relaxed);
@@ -174,13 +180,16 @@ fn run(shared: &Shared) {
             drop(
                 shared
                     .wake
-                    .wait_timeout(guard, Duration::from_secs(3600))
+                    .wait_timeout(guard, IDLE_CHECK)
                     .unwrap_or_else(|e| e.into_inner()),
             );
         } else {
             drop(guard);
         }
         shared.parked.store(false, Ordering::SeqCst);
+        if Arc::strong_count(&shared) == 1 {
+            return;
+        }
     }
 }
 
