@@ -376,6 +376,7 @@ impl Inner {
             source,
             published: BTreeMap::new(),
             created: Stamp::now(),
+            never_staged: true,
         };
         let vol = self.volume_of(&id, &rec)?;
         let mut next = store.state.clone();
@@ -435,10 +436,18 @@ impl Inner {
             )));
         }
         let path = store.layout.volume_path(id, v.block);
+        let never_staged = v.never_staged;
         let mut next = store.state.clone();
         next.volumes.remove(id);
         store.commit_volume(next, id)?;
-        store.remove_when_durable(path);
+        // The directory of a volume handed to a node is never given to
+        // another: a descriptor opened into it, or a mount of it left
+        // behind, would reach the next volume (see `Recycler`).
+        if never_staged {
+            store.recycle_when_durable(path);
+        } else {
+            store.remove_when_durable(path);
+        }
         tracing::info!(volume_id = %id, "volume deleted");
         Ok(DeleteVolumeResponse {})
     }

@@ -15,7 +15,10 @@
 //! holds the bytes of a creation in progress. No lock is held while a
 //! change is made durable: a handler only queues its journal record (see
 //! [`crate::state`]), and `run` (or `run_quick`) waits for the group commit
-//! after the locks are released, so concurrent calls share one synchronous write. The
+//! after the locks are released, so concurrent calls share one synchronous write
+//! (one exception: a volume's first NodeStageVolume waits, with the store
+//! locked, for its mark as staged to be durable before it mounts; see
+//! `Store::mark_staged`). The
 //! SDK's [`Plugin`] also refuses a second call on the same volume id while
 //! one is in flight.
 

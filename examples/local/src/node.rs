@@ -80,6 +80,10 @@ impl Inner {
         }
         let block = v.block;
         let data = store.layout.volume_path(id, block);
+        // Durable before the mount: from here on the volume's directory is
+        // never given to another volume, even if a crash comes between the
+        // mount and the record of it.
+        store.mark_staged(id)?;
         if block {
             LoopDevice::check_available().map_err(|e| {
                 CsiError::failed_precondition(format!("block volumes need loop devices: {e}"))
@@ -228,6 +232,9 @@ impl Inner {
         }
         let block = v.block;
         let data = store.layout.volume_path(id, block);
+        // Already done by NodeStageVolume; kept here so that no mount of a
+        // volume is ever made with the volume still counted as never staged.
+        store.mark_staged(id)?;
         if csi_node::is_mount_point(target)? {
             csi_node::unmount_all(target)?;
         }

@@ -164,6 +164,13 @@ pub(crate) struct VolumeRec {
     #[serde(default)]
     pub published: BTreeMap<String, ControllerPubRec>,
     pub created: Stamp,
+    /// The volume's data was never handed to a node (staged or
+    /// published): after its deletion its directory may be given to a new
+    /// volume ([`Recycler`]). Cleared, durably, before the volume is first
+    /// mounted ([`Store::mark_staged`]). Records of versions that did not
+    /// keep it read as `false`: such a volume may have been staged.
+    #[serde(default)]
+    pub never_staged: bool,
 }
 
 /// A snapshot.
@@ -596,6 +603,21 @@ impl Layout {
         }
         Ok(())
     }
+    /// Makes `volumes/` and its shards mode 0700, at every start: a
+    /// volume's directory is world-writable (for any workload user, through
+    /// its mounts), and the directory of one never staged must not have
+    /// been reached by anyone but the driver's user, for it may be given to
+    /// the next volume ([`Recycler`]). The shards too, so that a descriptor
+    /// of one opened while it was open to all gives no way in either.
+    fn restrict_volumes(&self) -> Result<(), String> {
+        use std::os::unix::fs::PermissionsExt;
+        let shards = (0..SHARDS).map(|s| self.shard_dir(Top::Volumes, s as u8));
+        for dir in std::iter::once(self.volumes_dir()).chain(shards) {
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+                .map_err(|e| format!("restricting {}: {e}", dir.display()))?;
+        }
+        Ok(())
+    }
     /// A temporary name in the same directory as `final_path`.
     pub fn tmp_for(final_path: &Path) -> PathBuf {
         let name = final_path
@@ -852,7 +874,7 @@ struct Shared {
     /// Encoded records not yet taken by a leader, in sequence order.
     pending: Vec<Pending>,
     /// Data to remove once the record with this sequence number is durable.
-    removals: Vec<(u64, PathBuf)>,
+    removals: Vec<(u64, Disposal)>,
     /// The last sequence number handed out.
     appended: u64,
     /// Every record up to this one is on disk.
@@ -871,7 +893,7 @@ struct Shared {
     /// (or is being) saved.
     snapshot_seq: u64,
     /// Data whose records are durable, waiting for the remover task.
-    to_remove: Vec<PathBuf>,
+    to_remove: Vec<Disposal>,
     /// A remover task is running on the blocking pool: it takes
     /// `to_remove` until it finds it empty, so removals queued meanwhile
     /// need no task of their own (no thread hand-off per batch).
@@ -1012,13 +1034,13 @@ impl Journal {
     /// callers one at a time it costs one thread wakeup per many
     /// deletions, not one per deletion. Without a runtime (a store used
     /// outside one), the caller disposes of the data itself.
-    fn dispose_later(self: &Arc<Self>, done: Vec<PathBuf>) {
+    fn dispose_later(self: &Arc<Self>, done: Vec<Disposal>) {
         if done.is_empty() {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            for path in done {
-                self.recycler.dispose(&path);
+            for d in done {
+                self.recycler.dispose(&d);
             }
             return;
         };
@@ -1046,8 +1068,8 @@ impl Journal {
                 }
                 std::mem::take(&mut s.to_remove)
             };
-            for path in paths {
-                self.recycler.dispose(&path);
+            for d in paths {
+                self.recycler.dispose(&d);
             }
         }
     }
@@ -1113,7 +1135,10 @@ impl Journal {
     /// written one at a time, in order). Then wakes the waiters and returns
     /// the data that durable records stopped naming, for the caller to
     /// remove.
-    fn lead<'a>(&'a self, mut s: MutexGuard<'a, Shared>) -> (MutexGuard<'a, Shared>, Vec<PathBuf>) {
+    fn lead<'a>(
+        &'a self,
+        mut s: MutexGuard<'a, Shared>,
+    ) -> (MutexGuard<'a, Shared>, Vec<Disposal>) {
         let mut batch = Self::take_batch(&mut s, self.align);
         s.flushing = true;
         drop(s);
@@ -1251,6 +1276,35 @@ fn write_snapshot(layout: &Layout, state: &State) -> std::io::Result<()> {
     fsync_dir(&layout.root)
 }
 
+/// Data that durable records stopped naming, on its way to the remover
+/// task ([`Journal::dispose_later`]).
+#[derive(Clone, Debug)]
+pub(crate) struct Disposal {
+    pub path: PathBuf,
+    /// Whether its directory may be kept for a new volume: only that of a
+    /// volume never staged or published ([`Recycler`]).
+    pub reusable: bool,
+}
+
+impl Disposal {
+    /// Data that is removed, never given to another volume.
+    pub fn remove(path: PathBuf) -> Disposal {
+        Disposal {
+            path,
+            reusable: false,
+        }
+    }
+
+    /// The data of a volume never staged or published: its directory is
+    /// kept for a new volume if it is as new.
+    pub fn recycle(path: PathBuf) -> Disposal {
+        Disposal {
+            path,
+            reusable: true,
+        }
+    }
+}
+
 /// The most empty directories a [`Recycler`] keeps.
 const RECYCLE_MAX: usize = 1024;
 
@@ -1264,10 +1318,19 @@ const REMOVER_GATHER: Duration = Duration::from_millis(10);
 /// scans past every inode deleted in the last minutes before it finds one
 /// to reuse, so with volumes created and deleted at thousands per second
 /// `mkdir` and `rmdir` were the driver's two costliest calls, and the cost
-/// grew with how many volumes had been deleted recently. A directory is
-/// kept only if it is as a new one is: empty, no subdirectory, mode 0777,
-/// the owner and group of `volumes/`, no extended attribute (no ACL, no
-/// security label); anything else is removed as before. A kept directory
+/// grew with how many volumes had been deleted recently.
+///
+/// Only the directory of a volume that was never staged or published
+/// ([`VolumeRec::never_staged`]) may be kept: no process but the driver
+/// ever reached it (`volumes/` and its shards are mode 0700, and no mount
+/// of it was ever made), so no descriptor opened into it, nor a mount of
+/// it left behind, can reach the next volume that gets it. The directory
+/// of a volume that was handed to a node is removed, and a process that
+/// still holds it open holds a deleted, empty directory where nothing can
+/// be created. Of the others, a directory is kept only if it is as a new
+/// one is: empty, no subdirectory, mode 0777, the owner and group of
+/// `volumes/`, no extended attribute (no ACL, no security label); anything
+/// else is removed as before. A kept directory
 /// is not named by any record; one moved into `volumes/` is named only
 /// once the record is durable, like a new directory (a crash before leaves
 /// it unnamed and the next start removes it), and `free/` is emptied at
@@ -1320,10 +1383,11 @@ impl Recycler {
     }
 
     /// Removes data that durable records stopped naming, keeping the
-    /// directory of a mount volume if it is as new ([`Recycler`]).
-    pub(crate) fn dispose(&self, path: &Path) {
-        if !self.keep(path) {
-            remove_data(path);
+    /// directory of a mount volume if it may be reused and is as new
+    /// ([`Recycler`]).
+    pub(crate) fn dispose(&self, d: &Disposal) {
+        if !(d.reusable && self.keep(&d.path)) {
+            remove_data(&d.path);
         }
     }
 
@@ -1432,6 +1496,7 @@ impl Store {
             fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         }
         layout.make_shards()?;
+        layout.restrict_volumes()?;
         // Directories kept for reuse by the run before are not named by any
         // record: they go. They were empty when kept, so each is removed
         // with `rmdir` only: one that is not empty (a file system repaired
@@ -1797,16 +1862,47 @@ impl Store {
 
     /// Removes `path` (data the state no longer names) once the last commit
     /// is durable: were it removed before, a crash could bring back a
-    /// record naming data that is gone.
+    /// record naming data that is gone. Never given to another volume.
     pub fn remove_when_durable(&mut self, path: PathBuf) {
+        self.dispose_when_durable(Disposal::remove(path));
+    }
+
+    /// [`Store::remove_when_durable`] of a deleted volume that was never
+    /// staged or published ([`VolumeRec::never_staged`]): its directory, if
+    /// it is as new, is kept for a new volume ([`Recycler`]).
+    pub fn recycle_when_durable(&mut self, path: PathBuf) {
+        self.dispose_when_durable(Disposal::recycle(path));
+    }
+
+    fn dispose_when_durable(&mut self, d: Disposal) {
         let mut s = self.journal.lock();
         let seq = s.appended;
         if s.durable >= seq {
             drop(s);
-            self.journal.dispose_later(vec![path]);
+            self.journal.dispose_later(vec![d]);
         } else {
-            s.removals.push((seq, path));
+            s.removals.push((seq, d));
         }
+    }
+
+    /// Records, durably, that the volume `id` is handed to a node, before
+    /// it is: from then on its directory is never given to another volume
+    /// ([`Recycler`]). Called before a volume's data is mounted, not with
+    /// the record of the mount, which is saved after the mount: a crash in
+    /// between would otherwise leave a mount of a directory that still
+    /// counts as never staged. Waits for the journal with the store locked
+    /// (one durable write, at a volume's first stage only); a no-op for a
+    /// volume already marked, or one that does not exist.
+    pub fn mark_staged(&mut self, id: &str) -> Result<(), CsiError> {
+        if !self.state.volumes.get(id).is_some_and(|v| v.never_staged) {
+            return Ok(());
+        }
+        let mut next = self.state.clone();
+        if let Some(v) = next.volumes.get_mut(id).map(Arc::make_mut) {
+            v.never_staged = false;
+        }
+        self.commit_volume(next, id)?;
+        self.journal.wait_durable()
     }
 }
 
@@ -1845,8 +1941,13 @@ mod tests {
         assert!(!recycler.reuse(&layout.volume_path("vol-x", false)));
 
         let as_new = new_dir("vol-a", 0o777);
-        recycler.dispose(&as_new);
+        recycler.dispose(&Disposal::recycle(as_new.clone()));
         assert!(!as_new.exists());
+        assert_eq!(free(), 1);
+        // The directory of a volume handed to a node is removed, even as new.
+        let staged = new_dir("vol-s", 0o777);
+        recycler.dispose(&Disposal::remove(staged.clone()));
+        assert!(!staged.exists());
         assert_eq!(free(), 1);
 
         // Content, a subdirectory, another mode or an extended attribute
@@ -1865,14 +1966,14 @@ mod tests {
         )
         .is_ok();
         for p in [&with_file, &with_subdir, &other_mode, &with_xattr] {
-            recycler.dispose(p);
+            recycler.dispose(&Disposal::recycle(p.to_path_buf()));
             assert!(!p.exists(), "{} removed", p.display());
         }
         assert_eq!(free(), if xattr { 1 } else { 2 });
         // An image file is removed.
         let img = layout.volume_path("vol-f", true);
         fs::write(&img, b"").unwrap();
-        recycler.dispose(&img);
+        recycler.dispose(&Disposal::recycle(img.clone()));
         assert!(!img.exists());
 
         // A new volume takes a kept directory.
@@ -1887,7 +1988,7 @@ mod tests {
 
         // What is kept when the driver stops is not named by any record:
         // the next start drops it (and vol-g, which no record names either).
-        recycler.dispose(&target);
+        recycler.dispose(&Disposal::recycle(target.clone()));
         assert_eq!(free(), if xattr { 1 } else { 2 });
         drop(store);
         let store = Store::open(dir.path()).unwrap();
@@ -1905,7 +2006,10 @@ mod tests {
         assert_eq!(fs::read(odd.join("f")).unwrap(), b"data");
         // A directory kept under the same name is removed instead.
         let as_new = new_dir("vol-h", 0o777);
-        store.journal.recycler.dispose(&as_new);
+        store
+            .journal
+            .recycler
+            .dispose(&Disposal::recycle(as_new.clone()));
         assert!(!as_new.exists());
         assert_eq!(fs::read(odd.join("f")).unwrap(), b"data");
     }
@@ -1940,7 +2044,7 @@ mod tests {
             fs::set_permissions(&p, fs::Permissions::from_mode(0o777)).unwrap();
             done.push(p);
         }
-        journal.dispose_later(done.clone());
+        journal.dispose_later(done.iter().cloned().map(Disposal::recycle).collect());
         // The caller (a leader about to answer) touched none of them.
         assert!(journal.lock().removing);
         assert!(done.iter().all(|p| p.exists()));
@@ -1948,7 +2052,7 @@ mod tests {
         let late = layout.volume_path("vol-late", false);
         fs::create_dir(&late).unwrap();
         fs::set_permissions(&late, fs::Permissions::from_mode(0o777)).unwrap();
-        journal.dispose_later(vec![late.clone()]);
+        journal.dispose_later(vec![Disposal::recycle(late.clone())]);
         done.push(late);
         // The remover task keeps the empty ones and removes the data.
         while journal.lock().removing {
@@ -1970,6 +2074,7 @@ mod tests {
             source: None,
             published: BTreeMap::new(),
             created: Stamp::now(),
+            never_staged: true,
         }
     }
 
@@ -2003,6 +2108,66 @@ mod tests {
             vec![reopened.layout.volume_path(&id, false)]
         );
         assert!(data_names(&reopened.layout, Top::Snapshots).is_empty());
+    }
+
+    #[test]
+    fn the_mark_of_a_staged_volume_is_durable_and_survives_a_crash_and_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let mut next = store.state.clone();
+        let (staged, fresh) = (next.new_id("vol"), next.new_id("vol"));
+        next.volumes
+            .insert(staged.as_str().into(), Arc::new(rec("staged")));
+        next.volumes
+            .insert(fresh.as_str().into(), Arc::new(rec("fresh")));
+        store.commit(next).unwrap();
+        store.mark_staged(&staged).unwrap();
+        // Durable when `mark_staged` returns, with nobody else waiting:
+        // the store is forgotten, as a killed process's would be, and the
+        // journal replayed at the next open.
+        let s = store.journal.lock();
+        assert_eq!(s.durable, s.appended);
+        drop(s);
+        assert!(!store.state.volumes[staged.as_str()].never_staged);
+        std::mem::forget(store);
+        let mut store = Store::open(dir.path()).unwrap();
+        assert!(!store.state.volumes[staged.as_str()].never_staged);
+        assert!(store.state.volumes[fresh.as_str()].never_staged);
+        // Marking again writes nothing.
+        let appended = store.journal.lock().appended;
+        store.mark_staged(&staged).unwrap();
+        store.mark_staged("vol-000000000099").unwrap();
+        assert_eq!(store.journal.lock().appended, appended);
+        // And from the snapshot the replay saved.
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert!(!store.state.volumes[staged.as_str()].never_staged);
+        // A record of a version without the field may have been staged.
+        let old = serde_json::to_value(rec("old")).unwrap();
+        let mut old = old.as_object().unwrap().clone();
+        old.remove("never_staged").unwrap();
+        let old: VolumeRec = serde_json::from_value(old.into()).unwrap();
+        assert!(!old.never_staged);
+    }
+
+    #[test]
+    fn volumes_and_their_shards_are_reachable_by_the_driver_s_user_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Store::open(dir.path()).unwrap().layout.clone();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        // A state directory of an earlier version, open to all: restricted
+        // at the next start.
+        for shard in 0..SHARDS {
+            let p = layout.volume_shard_dir(&format!("vol-{shard}"));
+            fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        fs::set_permissions(layout.volumes_dir(), fs::Permissions::from_mode(0o755)).unwrap();
+        let _store = Store::open(dir.path()).unwrap();
+        assert_eq!(mode(&layout.volumes_dir()), 0o700);
+        for shard in 0..SHARDS {
+            assert_eq!(mode(&layout.shard_dir(Top::Volumes, shard as u8)), 0o700);
+        }
     }
 
     /// The window the remover task opens: a deletion acknowledged (its

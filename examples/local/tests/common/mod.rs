@@ -165,14 +165,19 @@ pub fn code<T: std::fmt::Debug>(r: Result<T, CsiError>) -> Code {
     }
 }
 
-/// Whether mount tests can run; prints why not when they cannot.
+/// Whether mount tests can run; prints why not when they cannot. With
+/// `CI=true` a test that cannot mount fails instead of passing unchecked.
 pub fn can_mount(test: &str) -> bool {
     if csi_node::is_root() {
-        true
-    } else {
-        eprintln!("skipping {test}: mounts need root and this test runs as uid != 0");
-        false
+        return true;
     }
+    assert_ne!(
+        std::env::var("CI").as_deref(),
+        Ok("true"),
+        "{test}: mounts need root and this test runs as uid != 0 (CI=true: failing, not skipping)"
+    );
+    eprintln!("skipping {test}: mounts need root and this test runs as uid != 0");
+    false
 }
 
 /// Waits until `path` is gone: the driver disposes of a deleted volume's
