@@ -6,7 +6,7 @@
 //! ```text
 //! cargo bench -p local --bench cycles -- [--seconds S] [--python PYTHON]
 //!     [--workers 1,8,64] [--present 0,1000,10000] [--no-sdk] [--paired] [--no-sync]
-//!     [--rounds N]
+//!     [--rounds N] [--driver-arg ARG]...
 //! ```
 //!
 //! Each number of volumes present has its own driver, filled once before
@@ -33,6 +33,9 @@
 //! inodes of thousands of volumes created, renamed and deleted) is not done
 //! during the next cell's measured seconds, on the same disk and cores;
 //! `--no-sync` leaves it out.
+//!
+//! `--driver-arg ARG` passes `ARG` to every driver the bench starts (say
+//! `--driver-arg=--idle-poll=0` to measure without the idle poller).
 //!
 //! `--python` also drives every cell with `.ci/grpc_client.py bench` on that
 //! interpreter (which must have `grpcio`), in the same run against the same
@@ -77,7 +80,7 @@ impl Drop for Driver {
     }
 }
 
-fn start_driver() -> Driver {
+fn start_driver(extra: &[String]) -> Driver {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let socket = dir.path().join("csi.sock");
     let child = Command::new(env!("CARGO_BIN_EXE_local"))
@@ -86,6 +89,7 @@ fn start_driver() -> Driver {
         .arg("--state-dir")
         .arg(dir.path().join("state"))
         .args(["--node-id", "bench-node", "--capacity", "1Ti"])
+        .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -371,6 +375,7 @@ fn usage() -> ! {
   --no-sdk           only the Python client
   --paired           run each cell with volumes present next to the same cell on an empty driver
   --no-sync          no sync(2) before each cell
+  --driver-arg ARG   pass ARG to every driver started (repeatable), e.g. --driver-arg=--idle-poll=0
   --rounds N         run every cell N times, interleaved (groups rotated, pairs alternating),
                      and print per cell the median and min-max over the rounds, and per pair
                      the median of the present/empty ratios (default 1)"
@@ -387,6 +392,7 @@ fn main() {
     let mut paired = false;
     let mut sync = true;
     let mut rounds = 1usize;
+    let mut driver_args: Vec<String> = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -402,6 +408,7 @@ fn main() {
             "--no-sdk" => sdk = false,
             "--paired" => paired = true,
             "--no-sync" => sync = false,
+            "--driver-arg" => driver_args.push(args.next().unwrap_or_else(|| usage())),
             "--rounds" => {
                 rounds = args
                     .next()
@@ -410,6 +417,9 @@ fn main() {
                     .unwrap_or_else(|| usage())
             }
             "--help" | "-h" => usage(),
+            other if other.starts_with("--driver-arg=") => {
+                driver_args.push(other["--driver-arg=".len()..].to_string())
+            }
             _ => {} // cargo passes --bench
         }
     }
@@ -435,7 +445,7 @@ fn main() {
     let drivers: Vec<(usize, Driver)> = levels
         .iter()
         .map(|&p| {
-            let d = start_driver();
+            let d = start_driver(&driver_args);
             rt.block_on(fill(&d.socket, 0, p));
             (p, d)
         })

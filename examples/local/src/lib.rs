@@ -65,6 +65,7 @@ pub mod demo;
 mod driver;
 mod metadata;
 mod node;
+pub mod poll;
 mod state;
 
 pub use config::Config;
@@ -88,8 +89,25 @@ pub async fn serve_with_options(
     shutdown: impl std::future::Future<Output = ()> + Send,
     options: csi_types::server::ServeOptions,
 ) -> Result<(), String> {
+    serve_with_poller(driver, endpoint, shutdown, options, None).await
+}
+
+/// [`serve_with_options`] with an [`poll::IdlePoller`] told of every call
+/// (what the binary does unless `--idle-poll 0`).
+pub async fn serve_with_poller(
+    driver: &LocalDriver,
+    endpoint: &str,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+    options: csi_types::server::ServeOptions,
+    poller: Option<&poll::IdlePoller>,
+) -> Result<(), String> {
     let plugin = driver.plugin().map_err(|e| e.to_string())?;
-    csi_types::server::serve_with_options(plugin, endpoint, shutdown, options)
+    let mut server = csi_types::server::Server::new(plugin).options(options);
+    if let Some(poller) = poller {
+        server = server.layer(poller.layer());
+    }
+    server
+        .serve(endpoint, shutdown)
         .await
         .map_err(|e| e.to_string())
 }

@@ -57,6 +57,12 @@ struct Cli {
     /// Log format on stderr: text or json (one JSON object per line).
     #[arg(long, default_value = "text")]
     log_format: LogFormat,
+
+    /// Microseconds after each call during which an idle-priority thread
+    /// keeps the serving processor from halting (0: never; turn it off
+    /// under a CPU limit, whose quota the spinning uses; see the README).
+    #[arg(long, value_name = "MICROSECONDS", default_value_t = local::poll::DEFAULT_WINDOW.as_micros() as u64)]
+    idle_poll: u64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -121,7 +127,11 @@ async fn serve(cli: Cli) -> Result<(), Failure> {
     let mut options = csi_types::server::ServeOptions::default();
     options.metrics_address = cli.metrics_address;
     let shutdown = csi_types::server::shutdown_signal();
-    local::serve_with_options(&driver, &cli.endpoint, shutdown, options)
+    let poller = match cli.idle_poll {
+        0 => None,
+        us => local::poll::IdlePoller::start(std::time::Duration::from_micros(us)),
+    };
+    local::serve_with_poller(&driver, &cli.endpoint, shutdown, options, poller.as_ref())
         .await
         .map_err(Failure::Work)
 }
