@@ -93,7 +93,7 @@ pub async fn serve_with_options(
 }
 
 /// [`serve_with_options`] with an [`poll::IdlePoller`] told of every call
-/// (what the binary does unless `--idle-poll 0`).
+/// (what the binary does with `--idle-poll N`, N > 0).
 pub async fn serve_with_poller(
     driver: &LocalDriver,
     endpoint: &str,

@@ -59,9 +59,11 @@ struct Cli {
     log_format: LogFormat,
 
     /// Microseconds after each call during which an idle-priority thread
-    /// keeps the serving processor from halting (0: never; turn it off
-    /// under a CPU limit, whose quota the spinning uses; see the README).
-    #[arg(long, value_name = "MICROSECONDS", default_value_t = local::poll::DEFAULT_WINDOW.as_micros() as u64)]
+    /// keeps the serving processor from halting (0, the default: never).
+    /// For guests without a polling idle state; under a CPU limit the
+    /// spinning uses the quota, and it can delay a client's next call on
+    /// the same processor (see the README).
+    #[arg(long, value_name = "MICROSECONDS", default_value_t = 0)]
     idle_poll: u64,
 }
 
@@ -129,7 +131,12 @@ async fn serve(cli: Cli) -> Result<(), Failure> {
     let shutdown = csi_types::server::shutdown_signal();
     let poller = match cli.idle_poll {
         0 => None,
-        us => local::poll::IdlePoller::start(std::time::Duration::from_micros(us)),
+        us => {
+            if let Some(limit) = local::poll::cpu_limit() {
+                tracing::warn!(%limit, "a CPU limit applies: the idle poller's spinning counts against its quota");
+            }
+            local::poll::IdlePoller::start(std::time::Duration::from_micros(us))
+        }
     };
     local::serve_with_poller(&driver, &cli.endpoint, shutdown, options, poller.as_ref())
         .await

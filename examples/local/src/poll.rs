@@ -27,13 +27,14 @@
 //! Its cost is processor time that would otherwise be idle: under load,
 //! up to one processor's idle time; after the last call, the window.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-/// How long after a call's arrival the poller keeps spinning by default:
-/// longer than a call of the quick kind takes plus a client's pause
+/// A window that measured well on a guest without a polling idle state
+/// (the binary's poller is off unless `--idle-poll` sets one): longer than a call of the quick kind takes plus a client's pause
 /// between two calls, short enough that a driver called now and then
 /// spends next to nothing.
 pub const DEFAULT_WINDOW: Duration = Duration::from_millis(2);
@@ -232,6 +233,97 @@ where
     }
 }
 
+/// The CPU limit (a CFS quota) that the driver's cgroup, or one above it,
+/// sets, described for a log line; `None` without one, or where the
+/// cgroup file systems cannot be read. The idle poller's spinning runs at
+/// idle priority but still counts against a quota: under a limit, as node
+/// plugins often run, it would get the driver throttled, so the binary
+/// starts without the poller where this finds one.
+pub fn cpu_limit() -> Option<String> {
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    cpu_limit_in(&cgroups, &mounts, |p| std::fs::read_to_string(p).ok())
+}
+
+/// [`cpu_limit`] over the text of `/proc/self/cgroup` and
+/// `/proc/self/mountinfo`, reading the cgroup files with `read`.
+fn cpu_limit_in(
+    cgroups: &str,
+    mounts: &str,
+    read: impl Fn(&Path) -> Option<String>,
+) -> Option<String> {
+    for line in cgroups.lines() {
+        // `ID:CONTROLLERS:PATH`; an empty list of controllers is cgroup v2.
+        let mut fields = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        let v2 = controllers.is_empty();
+        if !v2 && !controllers.split(',').any(|c| c == "cpu") {
+            continue;
+        }
+        let Some((mount_root, mount_point)) = cgroup_mount(mounts, v2) else {
+            continue;
+        };
+        // The cgroup's directory, then each one above it up to the mount.
+        let below = path.strip_prefix(mount_root).unwrap_or(path);
+        let mut dir = mount_point.join(below.trim_start_matches('/'));
+        loop {
+            let limit = if v2 {
+                read(&dir.join("cpu.max")).and_then(|s| v2_quota(&s))
+            } else {
+                read(&dir.join("cpu.cfs_quota_us")).and_then(|q| {
+                    let period = read(&dir.join("cpu.cfs_period_us"));
+                    v1_quota(&q, period.as_deref())
+                })
+            };
+            if let Some(limit) = limit {
+                return Some(format!("{limit} (cgroup {})", dir.display()));
+            }
+            if dir == mount_point || !dir.pop() {
+                break;
+            }
+        }
+    }
+    None
+}
+
+/// The root and mount point of the cgroup v2 hierarchy (`v2`) or of the v1
+/// hierarchy with the `cpu` controller, from `/proc/self/mountinfo`.
+fn cgroup_mount(mounts: &str, v2: bool) -> Option<(&str, &Path)> {
+    mounts.lines().find_map(|line| {
+        // `ID PARENT MAJ:MIN ROOT MOUNT_POINT OPTIONS [TAGS] - FSTYPE SOURCE SUPER_OPTIONS`
+        let (left, right) = line.split_once(" - ")?;
+        let mut left = left.split(' ');
+        let (root, point) = (left.nth(3)?, left.next()?);
+        let mut right = right.split(' ');
+        let fstype = right.next()?;
+        let found = if v2 {
+            fstype == "cgroup2"
+        } else {
+            fstype == "cgroup" && right.nth(1)?.split(',').any(|o| o == "cpu")
+        };
+        found.then_some((root, Path::new(point)))
+    })
+}
+
+/// `cpu.max` (`QUOTA PERIOD`, or `max PERIOD` without a limit).
+fn v2_quota(cpu_max: &str) -> Option<String> {
+    let mut fields = cpu_max.split_whitespace();
+    let quota: u64 = fields.next()?.parse().ok()?;
+    let period = fields.next().unwrap_or("100000");
+    Some(format!("{quota} µs of CPU every {period} µs"))
+}
+
+/// `cpu.cfs_quota_us` (-1 without a limit) and `cpu.cfs_period_us`.
+fn v1_quota(quota: &str, period: Option<&str>) -> Option<String> {
+    let quota: u64 = quota.trim().parse().ok()?;
+    let period = period.map_or("100000", str::trim);
+    Some(format!("{quota} µs of CPU every {period} µs"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,5 +370,67 @@ mod tests {
             eventually(|| shared.parked.load(Ordering::SeqCst)),
             "asleep after the window"
         );
+    }
+
+    const V1_MOUNTS: &str = "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+33 31 0:30 / /sys/fs/cgroup/cpuacct rw,relatime - cgroup cgroup rw,cpuacct
+40 31 0:35 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw";
+
+    const V2_MOUNTS: &str = "30 22 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate";
+
+    fn files<'a>(files: &'a [(&'a str, &'a str)]) -> impl Fn(&Path) -> Option<String> + 'a {
+        move |p| {
+            files
+                .iter()
+                .find(|(name, _)| Path::new(name) == p)
+                .map(|(_, text)| text.to_string())
+        }
+    }
+
+    #[test]
+    fn a_cpu_limit_is_found_in_the_cgroup_or_above_it() {
+        // cgroup v2: the container's own limit, and one set on the pod above it.
+        let cgroups = "0::/kubepods/pod1/ctr\n";
+        let own = [("/sys/fs/cgroup/kubepods/pod1/ctr/cpu.max", "50000 100000\n")];
+        let limit = cpu_limit_in(cgroups, V2_MOUNTS, files(&own)).expect("own limit");
+        assert!(
+            limit.starts_with("50000 µs of CPU every 100000 µs"),
+            "{limit}"
+        );
+        let above = [
+            ("/sys/fs/cgroup/kubepods/pod1/ctr/cpu.max", "max 100000\n"),
+            ("/sys/fs/cgroup/kubepods/pod1/cpu.max", "20000 100000\n"),
+        ];
+        let limit = cpu_limit_in(cgroups, V2_MOUNTS, files(&above)).expect("the pod's limit");
+        assert!(limit.contains("/sys/fs/cgroup/kubepods/pod1)"), "{limit}");
+        // cgroup v1 (hybrid, as on this project's machines), quota on the cgroup.
+        let cgroups = "9:name=systemd:/\n2:cpuacct:/\n1:cpu:/job\n0::/\n";
+        let v1 = [
+            ("/sys/fs/cgroup/cpu/job/cpu.cfs_quota_us", "150000\n"),
+            ("/sys/fs/cgroup/cpu/job/cpu.cfs_period_us", "100000\n"),
+        ];
+        let limit = cpu_limit_in(cgroups, V1_MOUNTS, files(&v1)).expect("v1 limit");
+        assert!(
+            limit.starts_with("150000 µs of CPU every 100000 µs"),
+            "{limit}"
+        );
+    }
+
+    #[test]
+    fn no_cpu_limit_without_a_quota_or_a_readable_cgroup() {
+        let none = [
+            ("/sys/fs/cgroup/cpu.max", "max 100000\n"),
+            ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "-1\n"),
+        ];
+        assert_eq!(cpu_limit_in("0::/\n", V2_MOUNTS, files(&none)), None);
+        assert_eq!(
+            cpu_limit_in("1:cpu:/\n0::/\n", V1_MOUNTS, files(&none)),
+            None
+        );
+        // Nothing readable, or no cgroup file system mounted.
+        assert_eq!(cpu_limit_in("0::/a\n", V2_MOUNTS, files(&[])), None);
+        assert_eq!(cpu_limit_in("0::/a\n", "", files(&none)), None);
+        assert_eq!(cpu_limit_in("garbage\n", V2_MOUNTS, files(&none)), None);
     }
 }
