@@ -81,13 +81,21 @@ async fn use_on_node(c: &Client, dir: &Path, v: &VolumeId, publish: bool) {
             .await
             .unwrap();
         fs::write(target.as_path().join("f"), b"pod data").unwrap();
-        c.node_unpublish_volume(NodeUnpublishVolumeRequest {
-            volume_id: v.clone(),
-            target_path: target,
-        })
-        .await
-        .unwrap();
+        unpublish(c, v, target).await;
     }
+    unstage(c, v, staging).await;
+}
+
+async fn unpublish(c: &Client, v: &VolumeId, target: NodePath) {
+    c.node_unpublish_volume(NodeUnpublishVolumeRequest {
+        volume_id: v.clone(),
+        target_path: target,
+    })
+    .await
+    .unwrap();
+}
+
+async fn unstage(c: &Client, v: &VolumeId, staging: NodePath) {
     c.node_unstage_volume(NodeUnstageVolumeRequest {
         volume_id: v.clone(),
         staging_target_path: staging,
@@ -233,18 +241,8 @@ async fn a_descriptor_into_a_staged_volume_never_reaches_the_next_volumes() {
     // A volume never staged, deleted after the workload's: its directory
     // is kept, so the next creation takes a kept one.
     let donor = create(c, "donor").await;
-    c.node_unpublish_volume(NodeUnpublishVolumeRequest {
-        volume_id: v.clone(),
-        target_path: target,
-    })
-    .await
-    .unwrap();
-    c.node_unstage_volume(NodeUnstageVolumeRequest {
-        volume_id: v.clone(),
-        staging_target_path: staging,
-    })
-    .await
-    .unwrap();
+    unpublish(c, &v, target).await;
+    unstage(c, &v, staging).await;
     delete(c, &state, &v).await;
     delete(c, &state, &donor).await;
     let kept_now = kept_soon(&state).await.len();
