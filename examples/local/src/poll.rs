@@ -237,8 +237,8 @@ where
 /// sets, described for a log line; `None` without one, or where the
 /// cgroup file systems cannot be read. The idle poller's spinning runs at
 /// idle priority but still counts against a quota: under a limit, as node
-/// plugins often run, it would get the driver throttled, so the binary
-/// starts without the poller where this finds one.
+/// plugins often run, it would get the driver throttled, and the binary
+/// warns when `--idle-poll` turns the poller on where this finds one.
 pub fn cpu_limit() -> Option<String> {
     let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
