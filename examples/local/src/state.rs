@@ -603,18 +603,22 @@ impl Layout {
         }
         Ok(())
     }
-    /// Makes `volumes/` and its shards mode 0700, at every start: a
-    /// volume's directory is world-writable (for any workload user, through
-    /// its mounts), and the directory of one never staged must not have
-    /// been reached by anyone but the driver's user, for it may be given to
-    /// the next volume ([`Recycler`]). The shards too, so that a descriptor
-    /// of one opened while it was open to all gives no way in either.
-    fn restrict_volumes(&self) -> Result<(), String> {
+    /// Makes `volumes/`, `snapshots/` and their shards mode 0700, at every
+    /// start: a volume's directory is world-writable (for any workload
+    /// user, through its mounts), and the directory of one never staged
+    /// must not have been reached by anyone but the driver's user, for it
+    /// may be given to the next volume ([`Recycler`]); a snapshot is a copy
+    /// of a volume's data, for the driver alone to read. The shards too, so
+    /// that a descriptor of one opened while it was open to all gives no
+    /// way in either.
+    fn restrict_data(&self) -> Result<(), String> {
         use std::os::unix::fs::PermissionsExt;
-        let shards = (0..SHARDS).map(|s| self.shard_dir(Top::Volumes, s as u8));
-        for dir in std::iter::once(self.volumes_dir()).chain(shards) {
-            fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
-                .map_err(|e| format!("restricting {}: {e}", dir.display()))?;
+        for top in [Top::Volumes, Top::Snapshots] {
+            let shards = (0..SHARDS).map(|s| self.shard_dir(top, s as u8));
+            for dir in std::iter::once(self.top_dir(top)).chain(shards) {
+                fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+                    .map_err(|e| format!("restricting {}: {e}", dir.display()))?;
+            }
         }
         Ok(())
     }
@@ -1496,7 +1500,7 @@ impl Store {
             fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         }
         layout.make_shards()?;
-        layout.restrict_volumes()?;
+        layout.restrict_data()?;
         // Directories kept for reuse by the run before are not named by any
         // record: they go. They were empty when kept, so each is removed
         // with `rmdir` only: one that is not empty (a file system repaired
@@ -2151,7 +2155,7 @@ mod tests {
     }
 
     #[test]
-    fn volumes_and_their_shards_are_reachable_by_the_driver_s_user_only() {
+    fn volumes_snapshots_and_their_shards_are_reachable_by_the_driver_s_user_only() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let layout = Store::open(dir.path()).unwrap().layout.clone();
@@ -2163,10 +2167,18 @@ mod tests {
             fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
         }
         fs::set_permissions(layout.volumes_dir(), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(layout.snapshots_dir(), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(
+            layout.shard_dir(Top::Snapshots, 7),
+            fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
         let _store = Store::open(dir.path()).unwrap();
-        assert_eq!(mode(&layout.volumes_dir()), 0o700);
-        for shard in 0..SHARDS {
-            assert_eq!(mode(&layout.shard_dir(Top::Volumes, shard as u8)), 0o700);
+        for top in [Top::Volumes, Top::Snapshots] {
+            assert_eq!(mode(&layout.top_dir(top)), 0o700);
+            for shard in 0..SHARDS {
+                assert_eq!(mode(&layout.shard_dir(top, shard as u8)), 0o700);
+            }
         }
     }
 
