@@ -33,12 +33,6 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-/// A window that measured well on a guest without a polling idle state
-/// (the binary's poller is off unless `--idle-poll` sets one): longer than a call of the quick kind takes plus a client's pause
-/// between two calls, short enough that a driver called now and then
-/// spends next to nothing.
-pub const DEFAULT_WINDOW: Duration = Duration::from_millis(2);
-
 /// The processor to follow is re-read at most this often, so that calls
 /// served on two processors in turn do not move the poller on every call.
 const FOLLOW_INTERVAL: Duration = Duration::from_millis(1);
@@ -97,7 +91,10 @@ pub struct IdlePoller {
 
 impl IdlePoller {
     /// Starts the poller thread with this window (see the module
-    /// documentation). `None` when the thread cannot run at idle priority
+    /// documentation; 2 ms measured well on a guest without a polling idle
+    /// state: longer than a quick call plus a client's pause between two
+    /// calls, short enough that a driver called now and then spends next to
+    /// nothing). `None` when the thread cannot run at idle priority
     /// (a spinning thread at normal priority would take the processor
     /// from the threads it is meant to serve) or cannot be started; the
     /// reason is logged.
