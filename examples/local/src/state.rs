@@ -1406,8 +1406,13 @@ impl Recycler {
         {
             let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let kept = self.free_dir.join(n.to_string());
+            // The list is held across the move, so that `free/` and the list
+            // agree for anyone who takes the list: a creation that starts
+            // once the directory is in `free/` finds it listed. It delays
+            // such a creation by one `rename` at most.
+            let mut free = self.free();
             if fs::rename(path, &kept).is_ok() {
-                self.free().push(kept);
+                free.push(kept);
                 return true;
             }
         }

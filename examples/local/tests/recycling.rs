@@ -190,10 +190,8 @@ async fn only_the_directory_of_a_volume_never_staged_is_given_to_a_new_volume() 
     }
 
     delete(c, &state, &fresh).await;
+    // Listed for reuse as soon as it is in `free/`: the next creation takes it.
     assert_eq!(kept_soon(&state).await, [inode_of(&fresh_pin)]);
-    // The remover lists a kept directory right after its `rename` into
-    // `free/`; give it that instant.
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let next = create(c, "next").await;
     let next_dir = data(&state, &next);
     assert_eq!(
@@ -246,7 +244,6 @@ async fn a_descriptor_into_a_staged_volume_never_reaches_the_next_volumes() {
     delete(c, &state, &v).await;
     delete(c, &state, &donor).await;
     let kept_now = kept_soon(&state).await.len();
-    tokio::time::sleep(Duration::from_millis(200)).await;
     // Every kept directory taken, and one more volume made new.
     let mut next = Vec::new();
     for i in 0..=kept_now {
