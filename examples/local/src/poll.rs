@@ -28,7 +28,7 @@
 //! up to one processor's idle time; after the last call, the window.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -43,17 +43,33 @@ const IDLE_CHECK: Duration = Duration::from_secs(10);
 /// `Shared::last_ns` before the first call.
 const NEVER: u64 = u64::MAX;
 
+/// Where the poller's spinning threads run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// One thread, moved to the processor that received the last call.
+    Follow,
+    /// One thread pinned to each processor the driver may run on.
+    EachCpu,
+}
+
 /// What the serving threads and the poller share.
 #[derive(Debug)]
 struct Shared {
     base: Instant,
     window_ns: u64,
+    /// Give way to any other runnable thread on each turn of the spin.
+    yields: bool,
     /// Nanoseconds since `base` of the last call's arrival.
     last_ns: AtomicU64,
     /// The processor that received the last call.
     cpu: AtomicUsize,
-    /// The poller is asleep (or about to sleep) on `wake`.
-    parked: AtomicBool,
+    /// How many spinning threads are asleep (or about to sleep) on `wake`.
+    parked: AtomicUsize,
+    /// How many spinning threads run (each holds one reference to this).
+    running: AtomicUsize,
+    /// How many spells of spinning the threads have begun (one per
+    /// thread per run of calls; what the tests look at).
+    spells: AtomicUsize,
     sleep: Mutex<()>,
     wake: Condvar,
 }
@@ -73,11 +89,11 @@ impl Shared {
         self.last_ns.store(self.now_ns(), Ordering::SeqCst);
         self.cpu
             .store(rustix::thread::sched_getcpu(), Ordering::Relaxed);
-        // Stored before looking, as the poller sets `parked` before it
-        // looks at `last_ns`: one of the two sees the other's write.
-        if self.parked.load(Ordering::SeqCst) {
+        // Stored before looking, as a spinner counts itself in `parked`
+        // before it looks at `last_ns`: one of the two sees the other's write.
+        if self.parked.load(Ordering::SeqCst) > 0 {
             let _guard = self.sleep.lock().unwrap_or_else(|e| e.into_inner());
-            self.wake.notify_one();
+            self.wake.notify_all();
         }
     }
 }
@@ -90,54 +106,55 @@ pub struct IdlePoller {
 }
 
 impl IdlePoller {
-    /// Starts the poller thread with this window (see the module
-    /// documentation; 2 ms measured well on a guest without a polling idle
-    /// state: longer than a quick call plus a client's pause between two
-    /// calls, short enough that a driver called now and then spends next to
-    /// nothing). `None` when the thread cannot run at idle priority
-    /// (a spinning thread at normal priority would take the processor
-    /// from the threads it is meant to serve) or cannot be started; the
-    /// reason is logged.
+    /// Starts the poller with this window (see the module documentation;
+    /// 2 ms measured well on a guest without a polling idle state: longer
+    /// than a quick call plus a client's pause between two calls, short
+    /// enough that a driver called now and then spends next to nothing).
+    /// `None` when no spinning thread can run at idle priority (a spinning
+    /// thread at normal priority would take the processor from the threads
+    /// it is meant to serve) or be started; the reason is logged.
     pub fn start(window: Duration) -> Option<IdlePoller> {
+        IdlePoller::start_with(window, Layout::Follow, true)
+    }
+
+    /// [`IdlePoller::start`] with a layout of the spinning threads, and
+    /// whether they yield on each turn.
+    pub fn start_with(window: Duration, layout: Layout, yields: bool) -> Option<IdlePoller> {
+        let cpus: Vec<Option<usize>> = match layout {
+            Layout::Follow => vec![None],
+            Layout::EachCpu => match rustix::thread::sched_getaffinity(None) {
+                Ok(set) => (0..rustix::thread::CpuSet::MAX_CPU)
+                    .filter(|&c| set.is_set(c))
+                    .map(Some)
+                    .collect(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the idle poller cannot read the processors allowed; serving without it");
+                    return None;
+                }
+            },
+        };
         let shared = Arc::new(Shared {
             base: Instant::now(),
             window_ns: u64::try_from(window.as_nanos()).unwrap_or(u64::MAX),
+            yields,
             last_ns: AtomicU64::new(NEVER),
             cpu: AtomicUsize::new(rustix::thread::sched_getcpu()),
-            parked: AtomicBool::new(false),
+            parked: AtomicUsize::new(0),
+            running: AtomicUsize::new(0),
+            spells: AtomicUsize::new(0),
             sleep: Mutex::new(()),
             wake: Condvar::new(),
         });
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let thread_shared = Arc::clone(&shared);
-        let spawned = std::thread::Builder::new()
-            .name("idle-poller".into())
-            .spawn(move || {
-                let idle = thread_priority::set_thread_priority_and_policy(
-                    thread_priority::thread_native_id(),
-                    thread_priority::ThreadPriority::Min,
-                    thread_priority::ThreadSchedulePolicy::Normal(
-                        thread_priority::NormalThreadSchedulePolicy::Idle,
-                    ),
-                );
-                let ok = idle.is_ok();
-                let _ = ready_tx.send(idle.map_err(|e| format!("{e:?}")));
-                if ok {
-                    run(thread_shared);
+        let mut started = 0;
+        for cpu in cpus {
+            match spawn(&shared, cpu) {
+                Ok(()) => started += 1,
+                Err(e) => {
+                    tracing::warn!(error = %e, ?cpu, "an idle-poller thread could not start");
                 }
-            });
-        if let Err(e) = spawned {
-            tracing::warn!(error = %e, "the idle poller could not start; serving without it");
-            return None;
-        }
-        match ready_rx.recv() {
-            Ok(Ok(())) => Some(IdlePoller { shared }),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "the idle poller cannot run at idle priority (SCHED_IDLE); serving without it");
-                None
             }
-            Err(_) => None,
         }
+        (started > 0).then_some(IdlePoller { shared })
     }
 
     /// The layer that tells the poller of each call (a store of the time
@@ -147,31 +164,81 @@ impl IdlePoller {
     }
 }
 
-/// The poller thread: spins while calls arrive, on the processor of the
-/// last one, and sleeps when none has arrived for the window. It ends once
-/// no handle or layer is left to call it.
-fn run(shared: Arc<Shared>) {
+/// Starts one spinning thread, pinned to `cpu` or following the calls,
+/// and waits until it runs at idle priority (or says why it cannot).
+fn spawn(shared: &Arc<Shared>, cpu: Option<usize>) -> Result<(), String> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let thread_shared = Arc::clone(shared);
+    std::thread::Builder::new()
+        .name(match cpu {
+            Some(c) => format!("idle-poller-{c}"),
+            None => "idle-poller".into(),
+        })
+        .spawn(move || {
+            let ready = (|| {
+                if let Some(c) = cpu {
+                    let mut set = rustix::thread::CpuSet::new();
+                    set.set(c);
+                    rustix::thread::sched_setaffinity(None, &set)
+                        .map_err(|e| format!("pinning to processor {c}: {e}"))?;
+                }
+                thread_priority::set_thread_priority_and_policy(
+                    thread_priority::thread_native_id(),
+                    thread_priority::ThreadPriority::Min,
+                    thread_priority::ThreadSchedulePolicy::Normal(
+                        thread_priority::NormalThreadSchedulePolicy::Idle,
+                    ),
+                )
+                .map_err(|e| format!("idle priority (SCHED_IDLE): {e:?}"))
+            })();
+            let ok = ready.is_ok();
+            if ok {
+                thread_shared.running.fetch_add(1, Ordering::SeqCst);
+            }
+            let _ = ready_tx.send(ready);
+            if ok {
+                run(&thread_shared, cpu.is_none());
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    ready_rx
+        .recv()
+        .unwrap_or_else(|_| Err("the thread ended before it started".into()))
+}
+
+/// A spinning thread: spins while calls arrive (on the processor of the
+/// last one when `follow`), and sleeps when none has arrived for the
+/// window. It ends once no handle or layer is left to call it.
+fn run(shared: &Arc<Shared>, follow: bool) {
     let mut pinned = usize::MAX;
     let mut followed = Instant::now()
         .checked_sub(FOLLOW_INTERVAL)
         .unwrap_or_else(Instant::now);
     loop {
+        if shared.active() {
+            shared.spells.fetch_add(1, Ordering::Relaxed);
+        }
         while shared.active() {
-            let cpu = shared.cpu.load(Ordering::Relaxed);
-            if cpu != pinned && followed.elapsed() >= FOLLOW_INTERVAL {
-                followed = Instant::now();
-                let mut set = rustix::thread::CpuSet::new();
-                set.set(cpu);
-                if rustix::thread::sched_setaffinity(None, &set).is_ok() {
-                    pinned = cpu;
+            if follow {
+                let cpu = shared.cpu.load(Ordering::Relaxed);
+                if cpu != pinned && followed.elapsed() >= FOLLOW_INTERVAL {
+                    followed = Instant::now();
+                    let mut set = rustix::thread::CpuSet::new();
+                    set.set(cpu);
+                    if rustix::thread::sched_setaffinity(None, &set).is_ok() {
+                        pinned = cpu;
+                    }
                 }
+            }
+            if shared.yields {
+                rustix::thread::sched_yield();
             }
             // No `spin_loop` hint: a PAUSE loop may make the hypervisor
             // take the vCPU away (pause-loop exiting), the very exit this
             // thread is here to avoid. Reading the clock is the wait.
         }
         let guard = shared.sleep.lock().unwrap_or_else(|e| e.into_inner());
-        shared.parked.store(true, Ordering::SeqCst);
+        shared.parked.fetch_add(1, Ordering::SeqCst);
         if !shared.active() {
             // A call arriving from here on finds `parked` and wakes this
             // thread; one that arrived just before is seen by `active`.
@@ -184,10 +251,107 @@ fn run(shared: Arc<Shared>) {
         } else {
             drop(guard);
         }
-        shared.parked.store(false, Ordering::SeqCst);
-        if Arc::strong_count(&shared) == 1 {
+        shared.parked.fetch_sub(1, Ordering::SeqCst);
+        // Only the spinning threads hold references: nothing can call.
+        if Arc::strong_count(shared) <= shared.running.load(Ordering::SeqCst) {
+            shared.running.fetch_sub(1, Ordering::SeqCst);
             return;
         }
+    }
+}
+
+/// The window `--idle-poll auto` uses where it turns the poller on.
+pub const AUTO_WINDOW: Duration = Duration::from_millis(2);
+
+/// The `--idle-poll` setting: `auto`, `0` (off) or a window in
+/// microseconds (on, whatever the machine).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Setting {
+    /// On where the guest halts when idle and no CPU limit applies (see
+    /// [`decide`]).
+    Auto,
+    /// Never.
+    Off,
+    /// Always, with this window.
+    Window(Duration),
+}
+
+impl std::str::FromStr for Setting {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Setting, String> {
+        match s.trim() {
+            "auto" => Ok(Setting::Auto),
+            n => match n.parse::<u64>() {
+                Ok(0) => Ok(Setting::Off),
+                Ok(us) => Ok(Setting::Window(Duration::from_micros(us))),
+                Err(_) => Err(format!(
+                    "{s:?}: expected `auto` or a number of microseconds (0: off)"
+                )),
+            },
+        }
+    }
+}
+
+/// Whether the poller runs, and why, as [`decide`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// The window, when the poller runs.
+    pub window: Option<Duration>,
+    /// Why, for a log line.
+    pub why: String,
+}
+
+/// The machine's cpuidle driver (`/sys/devices/system/cpu/cpuidle/current_driver`),
+/// `None` where the file is absent or unreadable.
+pub fn cpuidle_driver() -> Option<String> {
+    std::fs::read_to_string("/sys/devices/system/cpu/cpuidle/current_driver")
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// Whether an idle processor halts at once, from the cpuidle driver's
+/// name: with `none` (or no cpuidle at all, or nothing readable) the
+/// kernel's default idle executes `HLT`, which in a guest leaves it for
+/// the hypervisor; any driver (`haltpoll`, which polls first, or the
+/// idle states of bare metal, `intel_idle`, `acpi_idle`) chooses better.
+pub fn halts_when_idle(cpuidle_driver: Option<&str>) -> bool {
+    matches!(cpuidle_driver.map(str::trim), None | Some("" | "none"))
+}
+
+/// Decides `--idle-poll`: `0` off, a window on; `auto` on (with
+/// [`AUTO_WINDOW`]) only where the guest halts when idle
+/// ([`halts_when_idle`]) and no CPU limit applies (`cpu_limit`, as
+/// [`cpu_limit`] finds it: under a quota the spinning would get the driver
+/// throttled).
+pub fn decide(setting: Setting, cpuidle_driver: Option<&str>, cpu_limit: Option<&str>) -> Decision {
+    let driver = cpuidle_driver.map_or("absent", str::trim);
+    match setting {
+        Setting::Off => Decision {
+            window: None,
+            why: "--idle-poll 0".into(),
+        },
+        Setting::Window(w) => Decision {
+            window: Some(w),
+            why: format!("--idle-poll {}", w.as_micros()),
+        },
+        Setting::Auto if !halts_when_idle(cpuidle_driver) => Decision {
+            window: None,
+            why: format!(
+                "auto: the cpuidle driver is {driver}, idle processors do not simply halt"
+            ),
+        },
+        Setting::Auto => match cpu_limit {
+            Some(limit) => Decision {
+                window: None,
+                why: format!("auto: a CPU limit applies ({limit})"),
+            },
+            None => Decision {
+                window: Some(AUTO_WINDOW),
+                why: format!(
+                    "auto: the cpuidle driver is {driver} (idle processors halt) and no CPU limit applies"
+                ),
+            },
+        },
     }
 }
 
@@ -338,34 +502,105 @@ mod tests {
         false
     }
 
-    /// The poller sleeps until a call arrives, spins after it, sleeps again
-    /// once the window has passed with no call, and a call wakes it.
+    /// The poller's threads (one, or one per processor allowed) sleep
+    /// until a call arrives, spin after it, sleep again once the window has
+    /// passed with no call, and a call wakes them.
     #[test]
     fn the_poller_spins_after_a_call_and_sleeps_when_calls_stop() {
-        let Some(poller) = IdlePoller::start(Duration::from_millis(20)) else {
-            // Only a sandbox refusing SCHED_IDLE (seccomp) stops it.
+        let allowed = rustix::thread::sched_getaffinity(None).map_or(1, |s| s.count() as usize);
+        for (layout, threads) in [(Layout::Follow, 1), (Layout::EachCpu, allowed)] {
+            let Some(poller) = IdlePoller::start_with(Duration::from_millis(20), layout, true)
+            else {
+                // Only a sandbox refusing SCHED_IDLE (seccomp) stops it.
+                assert!(
+                    std::env::var("CI").as_deref() != Ok("true"),
+                    "the idle poller could not start"
+                );
+                return;
+            };
+            let shared = &poller.shared;
+            assert_eq!(shared.running.load(Ordering::SeqCst), threads, "{layout:?}");
+            assert!(!shared.active(), "no call yet");
+            let parked = || shared.parked.load(Ordering::SeqCst);
             assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "the idle poller could not start"
+                eventually(|| parked() == threads),
+                "{layout:?}: asleep before any call"
             );
-            return;
-        };
-        let shared = &poller.shared;
-        assert!(!shared.active(), "no call yet");
-        assert!(
-            eventually(|| shared.parked.load(Ordering::SeqCst)),
-            "asleep before any call"
+            assert_eq!(shared.spells.load(Ordering::SeqCst), 0);
+            // Each call wakes every thread, and each spins once it runs (a
+            // thread at idle priority may wait for a processor, so it may
+            // find the window over; calls are repeated until all did).
+            assert!(
+                eventually(|| {
+                    shared.touch();
+                    shared.spells.load(Ordering::SeqCst) >= threads
+                }),
+                "{layout:?}: woken by a call"
+            );
+            assert!(eventually(|| !shared.active()), "the window ends");
+            assert!(
+                eventually(|| parked() == threads),
+                "{layout:?}: asleep after the window"
+            );
+            // The threads end once nothing is left to call them.
+            let weak = Arc::downgrade(&poller.shared);
+            drop(poller);
+            assert!(
+                eventually(|| {
+                    if let Some(s) = weak.upgrade() {
+                        let _g = s.sleep.lock();
+                        s.wake.notify_all();
+                    }
+                    weak.strong_count() == 0
+                }),
+                "{layout:?}: the threads end"
+            );
+        }
+    }
+
+    #[test]
+    fn the_setting_parses_auto_off_and_windows() {
+        assert_eq!("auto".parse(), Ok(Setting::Auto));
+        assert_eq!("0".parse(), Ok(Setting::Off));
+        assert_eq!(
+            "2000".parse(),
+            Ok(Setting::Window(Duration::from_micros(2000)))
         );
-        shared.touch();
-        assert!(shared.active());
-        assert!(
-            eventually(|| !shared.parked.load(Ordering::SeqCst)),
-            "woken by a call"
-        );
-        assert!(eventually(|| !shared.active()), "the window ends");
-        assert!(
-            eventually(|| shared.parked.load(Ordering::SeqCst)),
-            "asleep after the window"
+        for bad in ["", "on", "-1", "2ms", "1.5"] {
+            let e = bad.parse::<Setting>().unwrap_err();
+            assert!(e.contains("auto") && e.contains("microseconds"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_guest_halts_with_no_cpuidle_driver_only() {
+        assert!(halts_when_idle(Some("none\n")));
+        assert!(halts_when_idle(Some("")));
+        assert!(halts_when_idle(None));
+        assert!(!halts_when_idle(Some("haltpoll\n")));
+        assert!(!halts_when_idle(Some("intel_idle")));
+        assert!(!halts_when_idle(Some("acpi_idle")));
+    }
+
+    #[test]
+    fn auto_runs_the_poller_only_on_a_halting_guest_without_a_cpu_limit() {
+        let limit = Some("50000 µs of CPU every 100000 µs (cgroup /sys/fs/cgroup/x)");
+        let on = decide(Setting::Auto, Some("none\n"), None);
+        assert_eq!(on.window, Some(AUTO_WINDOW), "{}", on.why);
+        assert_eq!(decide(Setting::Auto, None, None).window, Some(AUTO_WINDOW));
+        let quota = decide(Setting::Auto, Some("none"), limit);
+        assert_eq!(quota.window, None);
+        assert!(quota.why.contains("CPU limit"), "{}", quota.why);
+        let polls = decide(Setting::Auto, Some("haltpoll"), None);
+        assert_eq!(polls.window, None);
+        assert!(polls.why.contains("haltpoll"), "{}", polls.why);
+        assert_eq!(decide(Setting::Auto, Some("intel_idle"), None).window, None);
+        // `0` is always off, a window always on.
+        assert_eq!(decide(Setting::Off, Some("none"), None).window, None);
+        let w = Duration::from_micros(300);
+        assert_eq!(
+            decide(Setting::Window(w), Some("haltpoll"), limit).window,
+            Some(w)
         );
     }
 
