@@ -64,14 +64,6 @@ struct Cli {
     /// and no CPU limit applies (see the README).
     #[arg(long, value_name = "auto|MICROSECONDS", default_value = "0")]
     idle_poll: local::poll::Setting,
-
-    /// (Measurement only) where the idle poller's threads spin: follow or each.
-    #[arg(long, hide = true, default_value = "follow")]
-    idle_poll_layout: String,
-
-    /// (Measurement only) the idle poller's threads do not yield as they spin.
-    #[arg(long, hide = true)]
-    idle_poll_no_yield: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -149,11 +141,7 @@ async fn serve(cli: Cli) -> Result<(), Failure> {
                 tracing::warn!(%limit, "a CPU limit applies: the idle poller's spinning counts against its quota");
             }
             tracing::info!(why = %decision.why, window_us = window.as_micros(), "the idle poller is on");
-            let layout = match cli.idle_poll_layout.as_str() {
-                "each" => local::poll::Layout::EachCpu,
-                _ => local::poll::Layout::Follow,
-            };
-            local::poll::IdlePoller::start_with(window, layout, !cli.idle_poll_no_yield)
+            local::poll::IdlePoller::start(window)
         }
     };
     local::serve_with_poller(&driver, &cli.endpoint, shutdown, options, poller.as_ref())

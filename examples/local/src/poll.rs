@@ -17,18 +17,26 @@
 //! halting; where the machine does not use it, this thread does the same
 //! for the driver's processor: while calls have arrived within the last
 //! window, it stays runnable at `SCHED_IDLE` priority, so the processor
-//! does not halt between them, and any other thread that wakes there takes
-//! the processor at once (an idle-priority thread is preempted on every
-//! wakeup, and the scheduler places a woken thread on a processor running
-//! only idle-priority threads as on an idle one). It follows the processor
-//! that received the last call. Once no call has arrived for the window it
-//! sleeps, so an idle driver uses no processor time.
+//! does not halt between them. It follows the processor that received the
+//! last call. Once no call has arrived for the window it sleeps, so an
+//! idle driver uses no processor time.
+//!
+//! It must never keep a thread that has work from running. A thread that
+//! *wakes* on its processor preempts it at once (and the scheduler places
+//! a woken thread on a processor running only idle-priority threads as on
+//! an idle one), but `SCHED_IDLE` is only a very low weight, not a strict
+//! priority: a thread already *queued* on that processor (woken there by a
+//! client running on it, say, which then sleeps) may be passed over in
+//! favour of the poller for the rest of its slice, a millisecond or two.
+//! So the poller yields the processor ([`rustix::thread::sched_yield`])
+//! as it spins, and a queued thread runs at once; with a runqueue of one,
+//! the yield returns at once.
 //!
 //! Its cost is processor time that would otherwise be idle: under load,
 //! up to one processor's idle time; after the last call, the window.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -43,32 +51,19 @@ const IDLE_CHECK: Duration = Duration::from_secs(10);
 /// `Shared::last_ns` before the first call.
 const NEVER: u64 = u64::MAX;
 
-/// Where the poller's spinning threads run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Layout {
-    /// One thread, moved to the processor that received the last call.
-    Follow,
-    /// One thread pinned to each processor the driver may run on.
-    EachCpu,
-}
-
 /// What the serving threads and the poller share.
 #[derive(Debug)]
 struct Shared {
     base: Instant,
     window_ns: u64,
-    /// Give way to any other runnable thread on each turn of the spin.
-    yields: bool,
     /// Nanoseconds since `base` of the last call's arrival.
     last_ns: AtomicU64,
     /// The processor that received the last call.
     cpu: AtomicUsize,
-    /// How many spinning threads are asleep (or about to sleep) on `wake`.
-    parked: AtomicUsize,
-    /// How many spinning threads run (each holds one reference to this).
-    running: AtomicUsize,
-    /// How many spells of spinning the threads have begun (one per
-    /// thread per run of calls; what the tests look at).
+    /// The poller is asleep (or about to sleep) on `wake`.
+    parked: AtomicBool,
+    /// How many spells of spinning the poller has begun (one per run of
+    /// calls; what the tests look at).
     spells: AtomicUsize,
     sleep: Mutex<()>,
     wake: Condvar,
@@ -89,11 +84,11 @@ impl Shared {
         self.last_ns.store(self.now_ns(), Ordering::SeqCst);
         self.cpu
             .store(rustix::thread::sched_getcpu(), Ordering::Relaxed);
-        // Stored before looking, as a spinner counts itself in `parked`
-        // before it looks at `last_ns`: one of the two sees the other's write.
-        if self.parked.load(Ordering::SeqCst) > 0 {
+        // Stored before looking, as the poller sets `parked` before it
+        // looks at `last_ns`: one of the two sees the other's write.
+        if self.parked.load(Ordering::SeqCst) {
             let _guard = self.sleep.lock().unwrap_or_else(|e| e.into_inner());
-            self.wake.notify_all();
+            self.wake.notify_one();
         }
     }
 }
@@ -106,55 +101,55 @@ pub struct IdlePoller {
 }
 
 impl IdlePoller {
-    /// Starts the poller with this window (see the module documentation;
-    /// 2 ms measured well on a guest without a polling idle state: longer
-    /// than a quick call plus a client's pause between two calls, short
-    /// enough that a driver called now and then spends next to nothing).
-    /// `None` when no spinning thread can run at idle priority (a spinning
-    /// thread at normal priority would take the processor from the threads
-    /// it is meant to serve) or be started; the reason is logged.
+    /// Starts the poller thread with this window (see the module
+    /// documentation; 2 ms measured well on a guest without a polling idle
+    /// state: longer than a quick call plus a client's pause between two
+    /// calls, short enough that a driver called now and then spends next to
+    /// nothing). `None` when the thread cannot run at idle priority
+    /// (a spinning thread at normal priority would take the processor
+    /// from the threads it is meant to serve) or cannot be started; the
+    /// reason is logged.
     pub fn start(window: Duration) -> Option<IdlePoller> {
-        IdlePoller::start_with(window, Layout::Follow, true)
-    }
-
-    /// [`IdlePoller::start`] with a layout of the spinning threads, and
-    /// whether they yield on each turn.
-    pub fn start_with(window: Duration, layout: Layout, yields: bool) -> Option<IdlePoller> {
-        let cpus: Vec<Option<usize>> = match layout {
-            Layout::Follow => vec![None],
-            Layout::EachCpu => match rustix::thread::sched_getaffinity(None) {
-                Ok(set) => (0..rustix::thread::CpuSet::MAX_CPU)
-                    .filter(|&c| set.is_set(c))
-                    .map(Some)
-                    .collect(),
-                Err(e) => {
-                    tracing::warn!(error = %e, "the idle poller cannot read the processors allowed; serving without it");
-                    return None;
-                }
-            },
-        };
         let shared = Arc::new(Shared {
             base: Instant::now(),
             window_ns: u64::try_from(window.as_nanos()).unwrap_or(u64::MAX),
-            yields,
             last_ns: AtomicU64::new(NEVER),
             cpu: AtomicUsize::new(rustix::thread::sched_getcpu()),
-            parked: AtomicUsize::new(0),
-            running: AtomicUsize::new(0),
+            parked: AtomicBool::new(false),
             spells: AtomicUsize::new(0),
             sleep: Mutex::new(()),
             wake: Condvar::new(),
         });
-        let mut started = 0;
-        for cpu in cpus {
-            match spawn(&shared, cpu) {
-                Ok(()) => started += 1,
-                Err(e) => {
-                    tracing::warn!(error = %e, ?cpu, "an idle-poller thread could not start");
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread_shared = Arc::clone(&shared);
+        let spawned = std::thread::Builder::new()
+            .name("idle-poller".into())
+            .spawn(move || {
+                let idle = thread_priority::set_thread_priority_and_policy(
+                    thread_priority::thread_native_id(),
+                    thread_priority::ThreadPriority::Min,
+                    thread_priority::ThreadSchedulePolicy::Normal(
+                        thread_priority::NormalThreadSchedulePolicy::Idle,
+                    ),
+                );
+                let ok = idle.is_ok();
+                let _ = ready_tx.send(idle.map_err(|e| format!("{e:?}")));
+                if ok {
+                    run(thread_shared);
                 }
-            }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "the idle poller could not start; serving without it");
+            return None;
         }
-        (started > 0).then_some(IdlePoller { shared })
+        match ready_rx.recv() {
+            Ok(Ok(())) => Some(IdlePoller { shared }),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "the idle poller cannot run at idle priority (SCHED_IDLE); serving without it");
+                None
+            }
+            Err(_) => None,
+        }
     }
 
     /// The layer that tells the poller of each call (a store of the time
@@ -164,52 +159,10 @@ impl IdlePoller {
     }
 }
 
-/// Starts one spinning thread, pinned to `cpu` or following the calls,
-/// and waits until it runs at idle priority (or says why it cannot).
-fn spawn(shared: &Arc<Shared>, cpu: Option<usize>) -> Result<(), String> {
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let thread_shared = Arc::clone(shared);
-    std::thread::Builder::new()
-        .name(match cpu {
-            Some(c) => format!("idle-poller-{c}"),
-            None => "idle-poller".into(),
-        })
-        .spawn(move || {
-            let ready = (|| {
-                if let Some(c) = cpu {
-                    let mut set = rustix::thread::CpuSet::new();
-                    set.set(c);
-                    rustix::thread::sched_setaffinity(None, &set)
-                        .map_err(|e| format!("pinning to processor {c}: {e}"))?;
-                }
-                thread_priority::set_thread_priority_and_policy(
-                    thread_priority::thread_native_id(),
-                    thread_priority::ThreadPriority::Min,
-                    thread_priority::ThreadSchedulePolicy::Normal(
-                        thread_priority::NormalThreadSchedulePolicy::Idle,
-                    ),
-                )
-                .map_err(|e| format!("idle priority (SCHED_IDLE): {e:?}"))
-            })();
-            let ok = ready.is_ok();
-            if ok {
-                thread_shared.running.fetch_add(1, Ordering::SeqCst);
-            }
-            let _ = ready_tx.send(ready);
-            if ok {
-                run(&thread_shared, cpu.is_none());
-            }
-        })
-        .map_err(|e| e.to_string())?;
-    ready_rx
-        .recv()
-        .unwrap_or_else(|_| Err("the thread ended before it started".into()))
-}
-
-/// A spinning thread: spins while calls arrive (on the processor of the
-/// last one when `follow`), and sleeps when none has arrived for the
+/// The poller thread: spins while calls arrive, on the processor of the
+/// last one, yielding as it goes, and sleeps when none has arrived for the
 /// window. It ends once no handle or layer is left to call it.
-fn run(shared: &Arc<Shared>, follow: bool) {
+fn run(shared: Arc<Shared>) {
     let mut pinned = usize::MAX;
     let mut followed = Instant::now()
         .checked_sub(FOLLOW_INTERVAL)
@@ -219,26 +172,23 @@ fn run(shared: &Arc<Shared>, follow: bool) {
             shared.spells.fetch_add(1, Ordering::Relaxed);
         }
         while shared.active() {
-            if follow {
-                let cpu = shared.cpu.load(Ordering::Relaxed);
-                if cpu != pinned && followed.elapsed() >= FOLLOW_INTERVAL {
-                    followed = Instant::now();
-                    let mut set = rustix::thread::CpuSet::new();
-                    set.set(cpu);
-                    if rustix::thread::sched_setaffinity(None, &set).is_ok() {
-                        pinned = cpu;
-                    }
+            let cpu = shared.cpu.load(Ordering::Relaxed);
+            if cpu != pinned && followed.elapsed() >= FOLLOW_INTERVAL {
+                followed = Instant::now();
+                let mut set = rustix::thread::CpuSet::new();
+                set.set(cpu);
+                if rustix::thread::sched_setaffinity(None, &set).is_ok() {
+                    pinned = cpu;
                 }
             }
-            if shared.yields {
-                rustix::thread::sched_yield();
-            }
-            // No `spin_loop` hint: a PAUSE loop may make the hypervisor
-            // take the vCPU away (pause-loop exiting), the very exit this
-            // thread is here to avoid. Reading the clock is the wait.
+            // Gives the processor to any thread queued on it (see the
+            // module documentation). No `spin_loop` hint: a PAUSE loop may
+            // make the hypervisor take the vCPU away (pause-loop exiting),
+            // the very exit this thread is here to avoid.
+            rustix::thread::sched_yield();
         }
         let guard = shared.sleep.lock().unwrap_or_else(|e| e.into_inner());
-        shared.parked.fetch_add(1, Ordering::SeqCst);
+        shared.parked.store(true, Ordering::SeqCst);
         if !shared.active() {
             // A call arriving from here on finds `parked` and wakes this
             // thread; one that arrived just before is seen by `active`.
@@ -251,10 +201,8 @@ fn run(shared: &Arc<Shared>, follow: bool) {
         } else {
             drop(guard);
         }
-        shared.parked.fetch_sub(1, Ordering::SeqCst);
-        // Only the spinning threads hold references: nothing can call.
-        if Arc::strong_count(shared) <= shared.running.load(Ordering::SeqCst) {
-            shared.running.fetch_sub(1, Ordering::SeqCst);
+        shared.parked.store(false, Ordering::SeqCst);
+        if Arc::strong_count(&shared) == 1 {
             return;
         }
     }
@@ -502,60 +450,48 @@ mod tests {
         false
     }
 
-    /// The poller's threads (one, or one per processor allowed) sleep
-    /// until a call arrives, spin after it, sleep again once the window has
-    /// passed with no call, and a call wakes them.
+    /// The poller sleeps until a call arrives, spins after it, sleeps
+    /// again once the window has passed with no call, a call wakes it, and
+    /// it ends once nothing is left to call it.
     #[test]
     fn the_poller_spins_after_a_call_and_sleeps_when_calls_stop() {
-        let allowed = rustix::thread::sched_getaffinity(None).map_or(1, |s| s.count() as usize);
-        for (layout, threads) in [(Layout::Follow, 1), (Layout::EachCpu, allowed)] {
-            let Some(poller) = IdlePoller::start_with(Duration::from_millis(20), layout, true)
-            else {
-                // Only a sandbox refusing SCHED_IDLE (seccomp) stops it.
-                assert!(
-                    std::env::var("CI").as_deref() != Ok("true"),
-                    "the idle poller could not start"
-                );
-                return;
-            };
-            let shared = &poller.shared;
-            assert_eq!(shared.running.load(Ordering::SeqCst), threads, "{layout:?}");
-            assert!(!shared.active(), "no call yet");
-            let parked = || shared.parked.load(Ordering::SeqCst);
+        let Some(poller) = IdlePoller::start(Duration::from_millis(20)) else {
+            // Only a sandbox refusing SCHED_IDLE (seccomp) stops it.
             assert!(
-                eventually(|| parked() == threads),
-                "{layout:?}: asleep before any call"
+                std::env::var("CI").as_deref() != Ok("true"),
+                "the idle poller could not start"
             );
-            assert_eq!(shared.spells.load(Ordering::SeqCst), 0);
-            // Each call wakes every thread, and each spins once it runs (a
-            // thread at idle priority may wait for a processor, so it may
-            // find the window over; calls are repeated until all did).
-            assert!(
-                eventually(|| {
-                    shared.touch();
-                    shared.spells.load(Ordering::SeqCst) >= threads
-                }),
-                "{layout:?}: woken by a call"
-            );
-            assert!(eventually(|| !shared.active()), "the window ends");
-            assert!(
-                eventually(|| parked() == threads),
-                "{layout:?}: asleep after the window"
-            );
-            // The threads end once nothing is left to call them.
-            let weak = Arc::downgrade(&poller.shared);
-            drop(poller);
-            assert!(
-                eventually(|| {
-                    if let Some(s) = weak.upgrade() {
-                        let _g = s.sleep.lock();
-                        s.wake.notify_all();
-                    }
-                    weak.strong_count() == 0
-                }),
-                "{layout:?}: the threads end"
-            );
-        }
+            return;
+        };
+        let shared = &poller.shared;
+        let parked = || shared.parked.load(Ordering::SeqCst);
+        assert!(!shared.active(), "no call yet");
+        assert!(eventually(parked), "asleep before any call");
+        assert_eq!(shared.spells.load(Ordering::SeqCst), 0);
+        // A call wakes it and it spins once it runs (at idle priority it
+        // may wait for a processor and find the window over: calls are
+        // repeated until it did).
+        assert!(
+            eventually(|| {
+                shared.touch();
+                shared.spells.load(Ordering::SeqCst) >= 1
+            }),
+            "woken by a call"
+        );
+        assert!(eventually(|| !shared.active()), "the window ends");
+        assert!(eventually(parked), "asleep after the window");
+        let weak = Arc::downgrade(&poller.shared);
+        drop(poller);
+        assert!(
+            eventually(|| {
+                if let Some(s) = weak.upgrade() {
+                    let _guard = s.sleep.lock();
+                    s.wake.notify_one();
+                }
+                weak.strong_count() == 0
+            }),
+            "the thread ends"
+        );
     }
 
     #[test]
