@@ -58,10 +58,10 @@ struct Cli {
     #[arg(long, default_value = "text")]
     log_format: LogFormat,
 
-    /// Microseconds after each call during which idle-priority threads
-    /// keep the processors from halting: `0` (the default) never, N always,
-    /// `auto` only where the guest halts when idle (cpuidle driver `none`)
-    /// and no CPU limit applies (see the README).
+    /// Microseconds after each call during which an idle-priority thread
+    /// keeps the serving processor from halting: `0` (the default) never,
+    /// N always, `auto` 2000 only where the guest halts when idle (cpuidle
+    /// driver `none`) and no CPU limit applies (see the README).
     #[arg(long, value_name = "auto|MICROSECONDS", default_value = "0")]
     idle_poll: local::poll::Setting,
 }
