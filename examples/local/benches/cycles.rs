@@ -6,7 +6,7 @@
 //! ```text
 //! cargo bench -p local --bench cycles -- [--seconds S] [--python PYTHON]
 //!     [--workers 1,8,64] [--present 0,1000,10000] [--no-sdk] [--paired] [--no-sync]
-//!     [--rounds N] [--driver-arg ARG]...
+//!     [--rounds N] [--driver-arg ARG]... [--variant LABEL=ARGS]...
 //! ```
 //!
 //! Each number of volumes present has its own driver, filled once before
@@ -36,6 +36,19 @@
 //!
 //! `--driver-arg ARG` passes `ARG` to every driver the bench starts (say
 //! `--driver-arg=--idle-poll=0` to measure without the idle poller).
+//! `--variant LABEL=ARGS` (repeatable) compares drivers started with
+//! different arguments in the same run: each variant has its own drivers
+//! (ARGS split at spaces, after the `--driver-arg`s), and a group runs its
+//! cells for every variant one after the other, the variants' order
+//! reversed in odd rounds; with `--rounds` the summary also gives, per
+//! cell, the median (min–max) of each variant's rate to the first
+//! variant's in the same round. Say `--variant off=--idle-poll=0
+//! --variant on=--idle-poll=2000`.
+//!
+//! Every cell also prints the driver's CPU time per cycle (its user and
+//! system time from `/proc/PID/stat` over the cell, the connections'
+//! set-up included) and, of it, the idle poller's threads' (their
+//! `schedstat`).
 //!
 //! `--python` also drives every cell with `.ci/grpc_client.py bench` on that
 //! interpreter (which must have `grpcio`), in the same run against the same
@@ -77,6 +90,41 @@ impl Drop for Driver {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Driver {
+    /// The driver's CPU time so far and its idle poller threads' share, in
+    /// seconds (`/proc/PID/stat`'s user and system ticks; the threads'
+    /// `schedstat`, on-CPU nanoseconds).
+    fn cpu(&self) -> (f64, f64) {
+        let pid = self.child.id();
+        let total = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| {
+                // After the command name in parentheses: field 3 on.
+                let rest = &stat[stat.rfind(')')? + 2..];
+                let f: Vec<&str> = rest.split(' ').collect();
+                let ticks: f64 =
+                    f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+                Some(ticks / rustix::param::clock_ticks_per_second() as f64)
+            })
+            .unwrap_or(f64::NAN);
+        let mut poller = 0.0;
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+            for task in tasks.flatten() {
+                let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+                if !comm.starts_with("idle-poller") {
+                    continue;
+                }
+                let ns = std::fs::read_to_string(task.path().join("schedstat"))
+                    .ok()
+                    .and_then(|s| s.split(' ').next()?.parse::<f64>().ok())
+                    .unwrap_or(0.0);
+                poller += ns / 1e9;
+            }
+        }
+        (total, poller)
     }
 }
 
@@ -158,7 +206,12 @@ async fn fill(socket: &Path, have: usize, count: usize) {
 }
 
 /// One cell: `workers` clients cycling for `seconds`.
-async fn cell_run(socket: &Path, workers: usize, seconds: f64, tag: &str) -> (f64, f64, f64) {
+async fn cell_run(
+    socket: &Path,
+    workers: usize,
+    seconds: f64,
+    tag: &str,
+) -> (f64, f64, f64, usize) {
     let mut clients = Vec::new();
     for _ in 0..workers {
         let c = connect(socket).await;
@@ -208,7 +261,7 @@ async fn cell_run(socket: &Path, workers: usize, seconds: f64, tag: &str) -> (f6
         lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
             .map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
     };
-    (lat.len() as f64 / elapsed, pct(0.5), pct(0.99))
+    (lat.len() as f64 / elapsed, pct(0.5), pct(0.99), lat.len())
 }
 
 /// Writes back what the fill and earlier cells left dirty (see the module
@@ -225,6 +278,9 @@ struct Figures {
     rate: f64,
     p50: f64,
     p99: f64,
+    /// The driver's CPU per cycle, ms, and of it the idle poller's.
+    cpu: f64,
+    poller: f64,
 }
 
 /// Runs `.ci/grpc_client.py bench`; its line as printed, and its figures
@@ -234,7 +290,7 @@ fn python_cell(
     socket: &Path,
     workers: usize,
     seconds: f64,
-) -> (String, Option<Figures>) {
+) -> (String, Option<(Figures, usize)>) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../.ci/grpc_client.py");
     let out = Command::new(python)
         .arg(script)
@@ -261,19 +317,22 @@ fn python_cell(
     (line, figures)
 }
 
-/// The figures in the Python client's line (`... cycles/s=N create
-/// p50=Xms p99=Yms`).
-fn parse_python(line: &str) -> Option<Figures> {
+/// The figures in the Python client's line (`... cycles=N cycles/s=N
+/// create p50=Xms p99=Yms`), and its number of cycles.
+fn parse_python(line: &str) -> Option<(Figures, usize)> {
     let field = |key: &str| -> Option<f64> {
         let rest = &line[line.find(key)? + key.len()..];
         let end = rest.find([' ', 'm']).unwrap_or(rest.len());
         rest[..end].parse().ok()
     };
-    Some(Figures {
+    let figures = Figures {
         rate: field("cycles/s=")?,
         p50: field("p50=")?,
         p99: field("p99=")?,
-    })
+        cpu: f64::NAN,
+        poller: f64::NAN,
+    };
+    Some((figures, field(" cycles=")? as usize))
 }
 
 /// Which client drives a cell.
@@ -301,6 +360,8 @@ struct Cell {
     pair_of: Option<usize>,
     workers: usize,
     kind: Kind,
+    /// Index into the variants.
+    variant: usize,
 }
 
 impl Cell {
@@ -320,12 +381,14 @@ fn group_cells(
     workers: usize,
     kind: Kind,
     round: usize,
+    variant: usize,
 ) -> Vec<Cell> {
     let cell = |present, pair_of| Cell {
         present,
         pair_of,
         workers,
         kind,
+        variant,
     };
     if !paired {
         return present.iter().map(|&p| cell(p, None)).collect();
@@ -367,6 +430,7 @@ fn usage() -> ! {
     eprintln!(
         "usage: cargo bench -p local --bench cycles -- [--seconds S] [--python PYTHON]
     [--workers 1,8,64] [--present 0,1000,10000] [--no-sdk] [--paired] [--no-sync] [--rounds N]
+    [--driver-arg ARG]... [--variant LABEL=ARGS]...
 
   --seconds S        measured seconds per cell (default 3)
   --python PYTHON    also drive every cell with .ci/grpc_client.py on PYTHON (needs grpcio)
@@ -376,11 +440,23 @@ fn usage() -> ! {
   --paired           run each cell with volumes present next to the same cell on an empty driver
   --no-sync          no sync(2) before each cell
   --driver-arg ARG   pass ARG to every driver started (repeatable), e.g. --driver-arg=--idle-poll=0
-  --rounds N         run every cell N times, interleaved (groups rotated, pairs alternating),
-                     and print per cell the median and min-max over the rounds, and per pair
-                     the median of the present/empty ratios (default 1)"
+  --variant L=ARGS   compare drivers started with ARGS (split at spaces) in the same run, each
+                     cell run for every variant in turn (repeatable; the first is the reference),
+                     e.g. --variant off=--idle-poll=0 --variant on=--idle-poll=2000
+  --rounds N         run every cell N times, interleaved (groups rotated, pairs and variants
+                     alternating), and print per cell the median and min-max over the rounds,
+                     per pair the median of the present/empty ratios, and per variant the
+                     median of its ratios to the first variant (default 1)
+
+Every cell prints the driver's CPU per cycle (ms, /proc/PID/stat) and the idle poller's part."
     );
     std::process::exit(2)
+}
+
+/// Drivers started with the same arguments, one per number of volumes.
+struct Variant {
+    label: String,
+    args: Vec<String>,
 }
 
 fn main() {
@@ -393,6 +469,7 @@ fn main() {
     let mut sync = true;
     let mut rounds = 1usize;
     let mut driver_args: Vec<String> = Vec::new();
+    let mut variant_args: Vec<String> = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -409,6 +486,7 @@ fn main() {
             "--paired" => paired = true,
             "--no-sync" => sync = false,
             "--driver-arg" => driver_args.push(args.next().unwrap_or_else(|| usage())),
+            "--variant" => variant_args.push(args.next().unwrap_or_else(|| usage())),
             "--rounds" => {
                 rounds = args
                     .next()
@@ -420,9 +498,31 @@ fn main() {
             other if other.starts_with("--driver-arg=") => {
                 driver_args.push(other["--driver-arg=".len()..].to_string())
             }
+            other if other.starts_with("--variant=") => {
+                variant_args.push(other["--variant=".len()..].to_string())
+            }
             _ => {} // cargo passes --bench
         }
     }
+    let variants: Vec<Variant> = if variant_args.is_empty() {
+        vec![Variant {
+            label: String::new(),
+            args: driver_args.clone(),
+        }]
+    } else {
+        variant_args
+            .iter()
+            .map(|v| {
+                let (label, extra) = v.split_once('=').unwrap_or_else(|| usage());
+                let mut args = driver_args.clone();
+                args.extend(extra.split(' ').filter(|a| !a.is_empty()).map(String::from));
+                Variant {
+                    label: label.to_string(),
+                    args,
+                }
+            })
+            .collect()
+    };
     present_list.sort_unstable();
     present_list.dedup();
     let kinds: Vec<Kind> = [
@@ -436,26 +536,26 @@ fn main() {
         .enable_all()
         .build()
         .expect("a runtime");
-    // One driver per number of volumes present (the empty one also serves
-    // the pairs), each filled once.
+    // One driver per variant and number of volumes present (the empty one
+    // also serves the pairs), each filled once.
     let mut levels: Vec<usize> = present_list.clone();
     if paired && !levels.contains(&0) {
         levels.insert(0, 0);
     }
-    let drivers: Vec<(usize, Driver)> = levels
-        .iter()
-        .map(|&p| {
-            let d = start_driver(&driver_args);
+    let mut drivers: Vec<(usize, usize, Driver)> = Vec::new();
+    for (v, variant) in variants.iter().enumerate() {
+        for &p in &levels {
+            let d = start_driver(&variant.args);
             rt.block_on(fill(&d.socket, 0, p));
-            (p, d)
-        })
-        .collect();
-    let driver = |present: usize| {
+            drivers.push((v, p, d));
+        }
+    }
+    let driver = |variant: usize, present: usize| {
         &drivers
             .iter()
-            .find(|(p, _)| *p == present)
+            .find(|(v, p, _)| *v == variant && *p == present)
             .expect("a driver")
-            .1
+            .2
     };
     println!(
         "local, CreateVolume+DeleteVolume cycles over a unix socket, {seconds} s per cell{}{}",
@@ -466,8 +566,15 @@ fn main() {
             String::new()
         }
     );
+    if variants.len() > 1 {
+        for v in &variants {
+            println!("variant {}: driver args {:?}", v.label, v.args);
+        }
+    }
     let round_col = if rounds > 1 { "round  " } else { "" };
-    println!("{round_col}present   workers  client        cycles/s  create p50 ms  p99 ms");
+    println!(
+        "{round_col}variant  present   workers  client        cycles/s  create p50 ms  p99 ms  drv ms/cyc  poller"
+    );
     let groups: Vec<(usize, Kind)> = workers_list
         .iter()
         .flat_map(|&w| kinds.iter().map(move |&k| (w, k)))
@@ -476,52 +583,85 @@ fn main() {
     for round in 0..rounds {
         for g in 0..groups.len() {
             let (workers, kind) = groups[(g + round) % groups.len()];
-            for cell in group_cells(&present_list, paired, workers, kind, round) {
-                let socket = &driver(cell.present).socket;
+            let mut order: Vec<usize> = (0..variants.len()).collect();
+            if round % 2 == 1 {
+                order.reverse();
+            }
+            let cells = order
+                .into_iter()
+                .flat_map(|v| group_cells(&present_list, paired, workers, kind, round, v));
+            for cell in cells {
+                let d = driver(cell.variant, cell.present);
+                let socket = &d.socket;
                 settle(sync);
                 let label = cell.label();
+                let vlabel = &variants[cell.variant].label;
                 let round_no = if rounds > 1 {
                     format!("{:>5}  ", round + 1)
                 } else {
                     String::new()
                 };
-                match kind {
+                let before = d.cpu();
+                let (mut figures, cycles, line) = match kind {
                     Kind::Sdk => {
-                        let tag =
-                            format!("{}-{workers}-{round}", label.replace(['(', ')', ' '], ""));
-                        let (rate, p50, p99) =
-                            rt.block_on(cell_run(socket, workers, seconds, &tag));
-                        println!(
-                            "{round_no}{label:>8}  {workers:>7}  sdk (tonic)  {rate:>9.0}  {p50:>13.2}  {p99:>6.2}"
+                        let tag = format!(
+                            "{}-{workers}-{round}-{}",
+                            label.replace(['(', ')', ' '], ""),
+                            cell.variant
                         );
-                        results.push((round, cell, Figures { rate, p50, p99 }));
+                        let (rate, p50, p99, n) =
+                            rt.block_on(cell_run(socket, workers, seconds, &tag));
+                        let f = Figures {
+                            rate,
+                            p50,
+                            p99,
+                            cpu: f64::NAN,
+                            poller: f64::NAN,
+                        };
+                        let line = format!("sdk (tonic)  {rate:>9.0}  {p50:>13.2}  {p99:>6.2}");
+                        (Some(f), n, line)
                     }
                     Kind::Python => {
                         let py = python.as_deref().expect("a Python interpreter");
-                        let (line, figures) = python_cell(py, socket, workers, seconds);
-                        println!("{round_no}{label:>8}  {workers:>7}  python       {line}");
-                        if let Some(f) = figures {
-                            results.push((round, cell, f));
+                        let (line, parsed) = python_cell(py, socket, workers, seconds);
+                        let line = format!("python       {line}");
+                        match parsed {
+                            Some((f, n)) => (Some(f), n, line),
+                            None => (None, 0, line),
                         }
                     }
+                };
+                let after = d.cpu();
+                let per_cycle = |a: f64, b: f64| (a - b) * 1000.0 / cycles.max(1) as f64;
+                let (cpu, poller) = (per_cycle(after.0, before.0), per_cycle(after.1, before.1));
+                println!(
+                    "{round_no}{vlabel:>7}  {label:>7}  {workers:>7}  {line}  {cpu:>10.3}  {poller:>6.3}"
+                );
+                if let Some(f) = figures.as_mut() {
+                    f.cpu = cpu;
+                    f.poller = poller;
+                    results.push((round, cell, *f));
                 }
             }
         }
     }
     if rounds > 1 {
-        summary(&results, rounds);
+        summary(&results, rounds, &variants);
     }
 }
 
-/// The per-cell medians and the paired ratios over the rounds.
-fn summary(results: &[(usize, Cell, Figures)], rounds: usize) {
+/// The per-cell medians, the paired ratios and the variants' ratios over
+/// the rounds.
+fn summary(results: &[(usize, Cell, Figures)], rounds: usize, variants: &[Variant]) {
     println!();
     println!(
-        "over {rounds} rounds: cycles/s median (min-max), create p50/p99 ms medians; \
-         with volumes present, the median (min-max) of present / its pair in the same round"
+        "over {rounds} rounds: cycles/s median (min-max), create p50/p99 ms and the driver's \
+         (and poller's) CPU ms per cycle, medians; with volumes present, the median (min-max) \
+         of present / its pair in the same round; for a variant after the first, the median \
+         (min-max) of its rate / the first variant's in the same round"
     );
     println!(
-        "present   workers  client        cycles/s median (min-max)  p50 ms  p99 ms  present/pair"
+        "variant  present   workers  client        cycles/s median (min-max)  p50 ms  p99 ms  drv ms  poller  present/pair  variant/first"
     );
     let mut cells: Vec<Cell> = Vec::new();
     for (_, c, _) in results {
@@ -531,39 +671,63 @@ fn summary(results: &[(usize, Cell, Figures)], rounds: usize) {
     }
     cells.sort_by_key(|c| {
         let level = c.present.max(c.pair_of.unwrap_or(0));
-        (level, c.workers, c.kind == Kind::Python, c.present > 0)
+        (
+            level,
+            c.workers,
+            c.kind == Kind::Python,
+            c.present > 0,
+            c.pair_of.is_some(),
+            c.variant,
+        )
     });
+    let ratio_text = |ratios: Vec<f64>| {
+        if ratios.is_empty() {
+            String::new()
+        } else {
+            let (m, lo, hi) = median_min_max(&ratios);
+            format!("{m:.2} ({lo:.2}-{hi:.2})")
+        }
+    };
     for c in &cells {
-        let runs: Vec<&Figures> = results
+        let runs: Vec<(usize, &Figures)> = results
             .iter()
             .filter(|(_, x, _)| x == c)
-            .map(|(_, _, f)| f)
+            .map(|(r, _, f)| (*r, f))
             .collect();
-        let rates: Vec<f64> = runs.iter().map(|f| f.rate).collect();
-        let (rate, lo, hi) = median_min_max(&rates);
-        let (p50, _, _) = median_min_max(&runs.iter().map(|f| f.p50).collect::<Vec<_>>());
-        let (p99, _, _) = median_min_max(&runs.iter().map(|f| f.p99).collect::<Vec<_>>());
-        let ratio = if c.present > 0 {
-            let ratios: Vec<f64> = results
-                .iter()
-                .filter(|(_, x, _)| x == c)
-                .filter_map(|(round, _, f)| {
-                    let empty = pair_in_round(results, *round, c)?;
-                    Some(f.rate / empty.rate)
-                })
-                .collect();
-            if ratios.is_empty() {
-                String::new()
-            } else {
-                let (m, lo, hi) = median_min_max(&ratios);
-                format!("{m:.2} ({lo:.2}-{hi:.2})")
-            }
+        let median_of = |g: fn(&Figures) -> f64| {
+            median_min_max(&runs.iter().map(|(_, f)| g(f)).collect::<Vec<_>>())
+        };
+        let (rate, lo, hi) = median_of(|f| f.rate);
+        let (p50, _, _) = median_of(|f| f.p50);
+        let (p99, _, _) = median_of(|f| f.p99);
+        let (cpu, _, _) = median_of(|f| f.cpu);
+        let (poller, _, _) = median_of(|f| f.poller);
+        let pair = if c.present > 0 {
+            ratio_text(
+                runs.iter()
+                    .filter_map(|(round, f)| Some(f.rate / pair_in_round(results, *round, c)?.rate))
+                    .collect(),
+            )
+        } else {
+            String::new()
+        };
+        let against_first = if c.variant > 0 {
+            let first = Cell { variant: 0, ..*c };
+            ratio_text(
+                runs.iter()
+                    .filter_map(|(round, f)| {
+                        let base = results.iter().find(|(r, x, _)| r == round && *x == first)?;
+                        Some(f.rate / base.2.rate)
+                    })
+                    .collect(),
+            )
         } else {
             String::new()
         };
         let rates = format!("{rate:.0} ({lo:.0}-{hi:.0})");
         println!(
-            "{:>8}  {:>7}  {:<12}  {rates:<25}  {p50:>6.2}  {p99:>6.2}  {ratio}",
+            "{:>7}  {:>7}  {:>7}  {:<12}  {rates:<25}  {p50:>6.2}  {p99:>6.2}  {cpu:>6.3}  {poller:>6.3}  {pair:<12}  {against_first}",
+            variants[c.variant].label,
             c.label(),
             c.workers,
             c.kind.label(),
@@ -579,7 +743,9 @@ fn pair_in_round<'a>(
     round: usize,
     c: &Cell,
 ) -> Option<&'a Figures> {
-    let same = |x: &Cell| x.present == 0 && x.workers == c.workers && x.kind == c.kind;
+    let same = |x: &Cell| {
+        x.present == 0 && x.workers == c.workers && x.kind == c.kind && x.variant == c.variant
+    };
     let in_round = || {
         results
             .iter()

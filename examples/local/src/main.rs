@@ -59,12 +59,11 @@ struct Cli {
     log_format: LogFormat,
 
     /// Microseconds after each call during which an idle-priority thread
-    /// keeps the serving processor from halting (0, the default: never).
-    /// For guests without a polling idle state; under a CPU limit the
-    /// spinning uses the quota, and it can delay a client's next call on
-    /// the same processor (see the README).
-    #[arg(long, value_name = "MICROSECONDS", default_value_t = 0)]
-    idle_poll: u64,
+    /// keeps the serving processor from halting: `0` (the default) never,
+    /// N always, `auto` 2000 only where the guest halts when idle (cpuidle
+    /// driver `none`) and no CPU limit applies (see the README).
+    #[arg(long, value_name = "auto|MICROSECONDS", default_value = "0")]
+    idle_poll: local::poll::Setting,
 }
 
 #[derive(Subcommand, Debug)]
@@ -129,13 +128,20 @@ async fn serve(cli: Cli) -> Result<(), Failure> {
     let mut options = csi_types::server::ServeOptions::default();
     options.metrics_address = cli.metrics_address;
     let shutdown = csi_types::server::shutdown_signal();
-    let poller = match cli.idle_poll {
-        0 => None,
-        us => {
-            if let Some(limit) = local::poll::cpu_limit() {
+    let limit = local::poll::cpu_limit();
+    let cpuidle = local::poll::cpuidle_driver();
+    let decision = local::poll::decide(cli.idle_poll, cpuidle.as_deref(), limit.as_deref());
+    let poller = match decision.window {
+        None => {
+            tracing::info!(why = %decision.why, "the idle poller is off");
+            None
+        }
+        Some(window) => {
+            if let Some(limit) = &limit {
                 tracing::warn!(%limit, "a CPU limit applies: the idle poller's spinning counts against its quota");
             }
-            local::poll::IdlePoller::start(std::time::Duration::from_micros(us))
+            tracing::info!(why = %decision.why, window_us = window.as_micros(), "the idle poller is on");
+            local::poll::IdlePoller::start(window)
         }
     };
     local::serve_with_poller(&driver, &cli.endpoint, shutdown, options, poller.as_ref())

@@ -17,12 +17,20 @@
 //! halting; where the machine does not use it, this thread does the same
 //! for the driver's processor: while calls have arrived within the last
 //! window, it stays runnable at `SCHED_IDLE` priority, so the processor
-//! does not halt between them, and any other thread that wakes there takes
-//! the processor at once (an idle-priority thread is preempted on every
-//! wakeup, and the scheduler places a woken thread on a processor running
-//! only idle-priority threads as on an idle one). It follows the processor
-//! that received the last call. Once no call has arrived for the window it
-//! sleeps, so an idle driver uses no processor time.
+//! does not halt between them. It follows the processor that received the
+//! last call. Once no call has arrived for the window it sleeps, so an
+//! idle driver uses no processor time.
+//!
+//! It must never keep a thread that has work from running. A thread that
+//! *wakes* on its processor preempts it at once (and the scheduler places
+//! a woken thread on a processor running only idle-priority threads as on
+//! an idle one), but `SCHED_IDLE` is only a very low weight, not a strict
+//! priority: a thread already *queued* on that processor (woken there by a
+//! client running on it, say, which then sleeps) may be passed over in
+//! favour of the poller for the rest of its slice, a millisecond or two.
+//! So the poller yields the processor ([`rustix::thread::sched_yield`])
+//! as it spins, and a queued thread runs at once; with a runqueue of one,
+//! the yield returns at once.
 //!
 //! Its cost is processor time that would otherwise be idle: under load,
 //! up to one processor's idle time; after the last call, the window.
@@ -54,6 +62,9 @@ struct Shared {
     cpu: AtomicUsize,
     /// The poller is asleep (or about to sleep) on `wake`.
     parked: AtomicBool,
+    /// How many spells of spinning the poller has begun (one per run of
+    /// calls; what the tests look at).
+    spells: AtomicUsize,
     sleep: Mutex<()>,
     wake: Condvar,
 }
@@ -105,6 +116,7 @@ impl IdlePoller {
             last_ns: AtomicU64::new(NEVER),
             cpu: AtomicUsize::new(rustix::thread::sched_getcpu()),
             parked: AtomicBool::new(false),
+            spells: AtomicUsize::new(0),
             sleep: Mutex::new(()),
             wake: Condvar::new(),
         });
@@ -148,14 +160,17 @@ impl IdlePoller {
 }
 
 /// The poller thread: spins while calls arrive, on the processor of the
-/// last one, and sleeps when none has arrived for the window. It ends once
-/// no handle or layer is left to call it.
+/// last one, yielding as it goes, and sleeps when none has arrived for the
+/// window. It ends once no handle or layer is left to call it.
 fn run(shared: Arc<Shared>) {
     let mut pinned = usize::MAX;
     let mut followed = Instant::now()
         .checked_sub(FOLLOW_INTERVAL)
         .unwrap_or_else(Instant::now);
     loop {
+        if shared.active() {
+            shared.spells.fetch_add(1, Ordering::Relaxed);
+        }
         while shared.active() {
             let cpu = shared.cpu.load(Ordering::Relaxed);
             if cpu != pinned && followed.elapsed() >= FOLLOW_INTERVAL {
@@ -166,9 +181,11 @@ fn run(shared: Arc<Shared>) {
                     pinned = cpu;
                 }
             }
-            // No `spin_loop` hint: a PAUSE loop may make the hypervisor
-            // take the vCPU away (pause-loop exiting), the very exit this
-            // thread is here to avoid. Reading the clock is the wait.
+            // Gives the processor to any thread queued on it (see the
+            // module documentation). No `spin_loop` hint: a PAUSE loop may
+            // make the hypervisor take the vCPU away (pause-loop exiting),
+            // the very exit this thread is here to avoid.
+            rustix::thread::sched_yield();
         }
         let guard = shared.sleep.lock().unwrap_or_else(|e| e.into_inner());
         shared.parked.store(true, Ordering::SeqCst);
@@ -188,6 +205,101 @@ fn run(shared: Arc<Shared>) {
         if Arc::strong_count(&shared) == 1 {
             return;
         }
+    }
+}
+
+/// The window `--idle-poll auto` uses where it turns the poller on.
+pub const AUTO_WINDOW: Duration = Duration::from_millis(2);
+
+/// The `--idle-poll` setting: `auto`, `0` (off) or a window in
+/// microseconds (on, whatever the machine).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Setting {
+    /// On where the guest halts when idle and no CPU limit applies (see
+    /// [`decide`]).
+    Auto,
+    /// Never.
+    Off,
+    /// Always, with this window.
+    Window(Duration),
+}
+
+impl std::str::FromStr for Setting {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Setting, String> {
+        match s.trim() {
+            "auto" => Ok(Setting::Auto),
+            n => match n.parse::<u64>() {
+                Ok(0) => Ok(Setting::Off),
+                Ok(us) => Ok(Setting::Window(Duration::from_micros(us))),
+                Err(_) => Err(format!(
+                    "{s:?}: expected `auto` or a number of microseconds (0: off)"
+                )),
+            },
+        }
+    }
+}
+
+/// Whether the poller runs, and why, as [`decide`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// The window, when the poller runs.
+    pub window: Option<Duration>,
+    /// Why, for a log line.
+    pub why: String,
+}
+
+/// The machine's cpuidle driver (`/sys/devices/system/cpu/cpuidle/current_driver`),
+/// `None` where the file is absent or unreadable.
+pub fn cpuidle_driver() -> Option<String> {
+    std::fs::read_to_string("/sys/devices/system/cpu/cpuidle/current_driver")
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// Whether an idle processor halts at once, from the cpuidle driver's
+/// name: with `none` (or no cpuidle at all, or nothing readable) the
+/// kernel's default idle executes `HLT`, which in a guest leaves it for
+/// the hypervisor; any driver (`haltpoll`, which polls first, or the
+/// idle states of bare metal, `intel_idle`, `acpi_idle`) chooses better.
+pub fn halts_when_idle(cpuidle_driver: Option<&str>) -> bool {
+    matches!(cpuidle_driver.map(str::trim), None | Some("" | "none"))
+}
+
+/// Decides `--idle-poll`: `0` off, a window on; `auto` on (with
+/// [`AUTO_WINDOW`]) only where the guest halts when idle
+/// ([`halts_when_idle`]) and no CPU limit applies (`cpu_limit`, as
+/// [`cpu_limit`] finds it: under a quota the spinning would get the driver
+/// throttled).
+pub fn decide(setting: Setting, cpuidle_driver: Option<&str>, cpu_limit: Option<&str>) -> Decision {
+    let driver = cpuidle_driver.map_or("absent", str::trim);
+    match setting {
+        Setting::Off => Decision {
+            window: None,
+            why: "--idle-poll 0".into(),
+        },
+        Setting::Window(w) => Decision {
+            window: Some(w),
+            why: format!("--idle-poll {}", w.as_micros()),
+        },
+        Setting::Auto if !halts_when_idle(cpuidle_driver) => Decision {
+            window: None,
+            why: format!(
+                "auto: the cpuidle driver is {driver}, idle processors do not simply halt"
+            ),
+        },
+        Setting::Auto => match cpu_limit {
+            Some(limit) => Decision {
+                window: None,
+                why: format!("auto: a CPU limit applies ({limit})"),
+            },
+            None => Decision {
+                window: Some(AUTO_WINDOW),
+                why: format!(
+                    "auto: the cpuidle driver is {driver} (idle processors halt) and no CPU limit applies"
+                ),
+            },
+        },
     }
 }
 
@@ -338,8 +450,9 @@ mod tests {
         false
     }
 
-    /// The poller sleeps until a call arrives, spins after it, sleeps again
-    /// once the window has passed with no call, and a call wakes it.
+    /// The poller sleeps until a call arrives, spins after it, sleeps
+    /// again once the window has passed with no call, a call wakes it, and
+    /// it ends once nothing is left to call it.
     #[test]
     fn the_poller_spins_after_a_call_and_sleeps_when_calls_stop() {
         let Some(poller) = IdlePoller::start(Duration::from_millis(20)) else {
@@ -351,21 +464,79 @@ mod tests {
             return;
         };
         let shared = &poller.shared;
+        let parked = || shared.parked.load(Ordering::SeqCst);
         assert!(!shared.active(), "no call yet");
+        assert!(eventually(parked), "asleep before any call");
+        assert_eq!(shared.spells.load(Ordering::SeqCst), 0);
+        // A call wakes it and it spins once it runs (at idle priority it
+        // may wait for a processor and find the window over: calls are
+        // repeated until it did).
         assert!(
-            eventually(|| shared.parked.load(Ordering::SeqCst)),
-            "asleep before any call"
-        );
-        shared.touch();
-        assert!(shared.active());
-        assert!(
-            eventually(|| !shared.parked.load(Ordering::SeqCst)),
+            eventually(|| {
+                shared.touch();
+                shared.spells.load(Ordering::SeqCst) >= 1
+            }),
             "woken by a call"
         );
         assert!(eventually(|| !shared.active()), "the window ends");
+        assert!(eventually(parked), "asleep after the window");
+        let weak = Arc::downgrade(&poller.shared);
+        drop(poller);
         assert!(
-            eventually(|| shared.parked.load(Ordering::SeqCst)),
-            "asleep after the window"
+            eventually(|| {
+                if let Some(s) = weak.upgrade() {
+                    let _guard = s.sleep.lock();
+                    s.wake.notify_one();
+                }
+                weak.strong_count() == 0
+            }),
+            "the thread ends"
+        );
+    }
+
+    #[test]
+    fn the_setting_parses_auto_off_and_windows() {
+        assert_eq!("auto".parse(), Ok(Setting::Auto));
+        assert_eq!("0".parse(), Ok(Setting::Off));
+        assert_eq!(
+            "2000".parse(),
+            Ok(Setting::Window(Duration::from_micros(2000)))
+        );
+        for bad in ["", "on", "-1", "2ms", "1.5"] {
+            let e = bad.parse::<Setting>().unwrap_err();
+            assert!(e.contains("auto") && e.contains("microseconds"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_guest_halts_with_no_cpuidle_driver_only() {
+        assert!(halts_when_idle(Some("none\n")));
+        assert!(halts_when_idle(Some("")));
+        assert!(halts_when_idle(None));
+        assert!(!halts_when_idle(Some("haltpoll\n")));
+        assert!(!halts_when_idle(Some("intel_idle")));
+        assert!(!halts_when_idle(Some("acpi_idle")));
+    }
+
+    #[test]
+    fn auto_runs_the_poller_only_on_a_halting_guest_without_a_cpu_limit() {
+        let limit = Some("50000 µs of CPU every 100000 µs (cgroup /sys/fs/cgroup/x)");
+        let on = decide(Setting::Auto, Some("none\n"), None);
+        assert_eq!(on.window, Some(AUTO_WINDOW), "{}", on.why);
+        assert_eq!(decide(Setting::Auto, None, None).window, Some(AUTO_WINDOW));
+        let quota = decide(Setting::Auto, Some("none"), limit);
+        assert_eq!(quota.window, None);
+        assert!(quota.why.contains("CPU limit"), "{}", quota.why);
+        let polls = decide(Setting::Auto, Some("haltpoll"), None);
+        assert_eq!(polls.window, None);
+        assert!(polls.why.contains("haltpoll"), "{}", polls.why);
+        assert_eq!(decide(Setting::Auto, Some("intel_idle"), None).window, None);
+        // `0` is always off, a window always on.
+        assert_eq!(decide(Setting::Off, Some("none"), None).window, None);
+        let w = Duration::from_micros(300);
+        assert_eq!(
+            decide(Setting::Window(w), Some("haltpoll"), limit).window,
+            Some(w)
         );
     }
 
