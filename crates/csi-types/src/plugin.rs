@@ -649,7 +649,7 @@ macro_rules! wire_responses {
                         let rule = odd.rule.split(';').next().unwrap_or_default();
                         return Err(CsiError::invalid(odd.field, rule));
                     }
-                    $resp::try_from(self.clone()).map(drop)
+                    crate::check::ResponseRules::must(self)
                 }
             }
         )*)*

@@ -467,7 +467,7 @@ impl Topology {
         segments: impl IntoIterator<Item = (K, V)>,
     ) -> Result<Self, CsiError> {
         Self::parse(
-            "segments",
+            &|| "segments".to_string(),
             segments
                 .into_iter()
                 .map(|(k, v)| (k.into(), v.into()))
@@ -475,25 +475,17 @@ impl Topology {
         )
     }
 
-    fn parse(field: &str, segments: BTreeMap<String, String>) -> Result<Self, CsiError> {
-        validate::map_size(field, &segments)?;
-        let mut out = BTreeMap::new();
-        let mut lower = std::collections::BTreeSet::new();
-        // A key's field name (`segments["zone"]`) is built only for an
-        // error: topology is parsed in every CreateVolume request and response.
-        let key_field = |k: &str| format!("{field}[{k:?}]");
-        for (k, v) in segments {
-            if !lower.insert(k.to_ascii_lowercase()) {
-                return Err(CsiError::invalid(
-                    key_field(&k),
-                    "topology keys are case-insensitive and must be unique",
-                ));
-            }
-            let key = TopologyKey::parse_named(k, key_field)?;
-            let value = TopologyValue::parse_named(v, |_| key_field(key.as_str()))?;
-            out.insert(key, value);
-        }
-        Ok(Topology { segments: out })
+    /// `field` names the map in an error; it is called only for one.
+    fn parse(
+        field: &dyn Fn() -> String,
+        segments: BTreeMap<String, String>,
+    ) -> Result<Self, CsiError> {
+        check_segments(field, &segments)?;
+        let segments = segments
+            .into_iter()
+            .map(|(k, v)| (TopologyKey::from_checked(k), TopologyValue::from_checked(v)))
+            .collect();
+        Ok(Topology { segments })
     }
 
     /// The segment value for a key.
@@ -514,9 +506,45 @@ impl Topology {
     }
 }
 
+/// The rules of a topology's segments, checked in place; `field` names the
+/// map, and is called only when a rule is broken: topology is checked in
+/// every CreateVolume request and response.
+pub(crate) fn check_segments(
+    field: &dyn Fn() -> String,
+    segments: &BTreeMap<String, String>,
+) -> Result<(), CsiError> {
+    if validate::map_size("", segments).is_err() {
+        validate::map_size(&field(), segments)?;
+    }
+    let key_field = |k: &str| format!("{}[{k:?}]", field());
+    // Keys are unique ignoring ASCII case. A few keys (the usual case) are
+    // compared with the earlier ones in place; more go through a set of
+    // lower-cased copies.
+    let mut lower = (segments.len() > 8).then(std::collections::BTreeSet::new);
+    for (i, (k, v)) in segments.iter().enumerate() {
+        let repeated = match &mut lower {
+            Some(set) => !set.insert(k.to_ascii_lowercase()),
+            None => segments.keys().take(i).any(|e| e.eq_ignore_ascii_case(k)),
+        };
+        if repeated {
+            return Err(CsiError::invalid(
+                key_field(k),
+                "topology keys are case-insensitive and must be unique",
+            ));
+        }
+        if TopologyKey::check("", k).is_err() {
+            TopologyKey::check(&key_field(k), k)?;
+        }
+        if TopologyValue::check("", v).is_err() {
+            TopologyValue::check(&key_field(k), v)?;
+        }
+    }
+    Ok(())
+}
+
 impl FromProto<proto::Topology> for Topology {
     fn from_proto(field: &str, p: proto::Topology) -> Result<Self, CsiError> {
-        Topology::parse(&at(field, "segments"), p.segments)
+        Topology::parse(&|| at(field, "segments"), p.segments)
     }
 }
 
