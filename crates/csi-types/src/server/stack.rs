@@ -33,13 +33,13 @@ pub(crate) type LayerFn = Arc<dyn Fn(HttpService) -> HttpService + Send + Sync>;
 #[derive(Clone)]
 pub(crate) struct UserLayers(pub(crate) Arc<[LayerFn]>);
 
-impl tower::Layer<tonic::service::Routes> for UserLayers {
+impl tower::Layer<super::dispatch::Dispatch> for UserLayers {
     type Service = HttpService;
-    fn layer(&self, routes: tonic::service::Routes) -> HttpService {
+    fn layer(&self, csi: super::dispatch::Dispatch) -> HttpService {
         self.0
             .iter()
             .rev()
-            .fold(boxed(routes), |inner, layer| layer(inner))
+            .fold(boxed(csi), |inner, layer| layer(inner))
     }
 }
 
