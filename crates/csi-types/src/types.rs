@@ -158,27 +158,33 @@ impl AccessMode {
     }
 }
 
-impl FromProto<proto::volume_capability::AccessMode> for AccessMode {
-    fn from_proto(field: &str, p: proto::volume_capability::AccessMode) -> Result<Self, CsiError> {
-        use proto::volume_capability::access_mode::Mode;
-        let field = at(field, "mode");
-        match Mode::try_from(p.mode) {
-            Ok(Mode::SingleNodeWriter) => Ok(AccessMode::SingleNodeWriter),
-            Ok(Mode::SingleNodeReaderOnly) => Ok(AccessMode::SingleNodeReaderOnly),
-            Ok(Mode::MultiNodeReaderOnly) => Ok(AccessMode::MultiNodeReaderOnly),
-            Ok(Mode::MultiNodeSingleWriter) => Ok(AccessMode::MultiNodeSingleWriter),
-            Ok(Mode::MultiNodeMultiWriter) => Ok(AccessMode::MultiNodeMultiWriter),
-            Ok(Mode::SingleNodeSingleWriter) => Ok(AccessMode::SingleNodeSingleWriter),
-            Ok(Mode::SingleNodeMultiWriter) => Ok(AccessMode::SingleNodeMultiWriter),
-            Ok(Mode::Unknown) => Err(CsiError::invalid(
-                field,
-                "this field is REQUIRED: the mode must not be UNKNOWN",
-            )),
-            Err(_) => Err(CsiError::invalid(
-                field,
-                format!("unknown access mode {}", p.mode),
-            )),
-        }
+// The conversions of a volume capability's parts name their fields only for
+// an error (`field` is called then): every CreateVolume, publish and stage
+// request carries one, and building the paths on the way cost an allocation
+// per field.
+
+/// An access mode; `field` names the `access_mode` message.
+fn parse_access_mode(
+    field: &dyn Fn() -> String,
+    p: proto::volume_capability::AccessMode,
+) -> Result<AccessMode, CsiError> {
+    use proto::volume_capability::access_mode::Mode;
+    match Mode::try_from(p.mode) {
+        Ok(Mode::SingleNodeWriter) => Ok(AccessMode::SingleNodeWriter),
+        Ok(Mode::SingleNodeReaderOnly) => Ok(AccessMode::SingleNodeReaderOnly),
+        Ok(Mode::MultiNodeReaderOnly) => Ok(AccessMode::MultiNodeReaderOnly),
+        Ok(Mode::MultiNodeSingleWriter) => Ok(AccessMode::MultiNodeSingleWriter),
+        Ok(Mode::MultiNodeMultiWriter) => Ok(AccessMode::MultiNodeMultiWriter),
+        Ok(Mode::SingleNodeSingleWriter) => Ok(AccessMode::SingleNodeSingleWriter),
+        Ok(Mode::SingleNodeMultiWriter) => Ok(AccessMode::SingleNodeMultiWriter),
+        Ok(Mode::Unknown) => Err(CsiError::invalid(
+            at(&field(), "mode"),
+            "this field is REQUIRED: the mode must not be UNKNOWN",
+        )),
+        Err(_) => Err(CsiError::invalid(
+            at(&field(), "mode"),
+            format!("unknown access mode {}", p.mode),
+        )),
     }
 }
 
@@ -201,27 +207,33 @@ pub struct MountVolume {
     pub volume_mount_group: Option<String>,
 }
 
-impl FromProto<proto::volume_capability::MountVolume> for MountVolume {
-    fn from_proto(field: &str, p: proto::volume_capability::MountVolume) -> Result<Self, CsiError> {
-        let flags_bytes: usize = p.mount_flags.iter().map(String::len).sum();
-        if flags_bytes > validate::MAX_MOUNT_FLAGS_BYTES {
-            return Err(CsiError::invalid(
-                at(field, "mount_flags"),
-                format!(
-                    "the flags together must be at most {} bytes, got {flags_bytes}",
-                    validate::MAX_MOUNT_FLAGS_BYTES
-                ),
-            ));
-        }
-        Ok(MountVolume {
-            fs_type: validate::optional_string(&at(field, "fs_type"), p.fs_type)?,
-            mount_flags: p.mount_flags,
-            volume_mount_group: validate::optional_string(
-                &at(field, "volume_mount_group"),
-                p.volume_mount_group,
-            )?,
-        })
+/// A mount access type; `field` names the `mount` message.
+fn parse_mount_volume(
+    field: &dyn Fn() -> String,
+    p: proto::volume_capability::MountVolume,
+) -> Result<MountVolume, CsiError> {
+    let flags_bytes: usize = p.mount_flags.iter().map(String::len).sum();
+    if flags_bytes > validate::MAX_MOUNT_FLAGS_BYTES {
+        return Err(CsiError::invalid(
+            at(&field(), "mount_flags"),
+            format!(
+                "the flags together must be at most {} bytes, got {flags_bytes}",
+                validate::MAX_MOUNT_FLAGS_BYTES
+            ),
+        ));
     }
+    // `optional_string`: the 128-byte limit; empty means unset.
+    let optional = |name: &str, value: String| {
+        if validate::string("", &value).is_err() {
+            validate::string(&at(&field(), name), &value)?;
+        }
+        Ok::<_, CsiError>((!value.is_empty()).then_some(value))
+    };
+    Ok(MountVolume {
+        fs_type: optional("fs_type", p.fs_type)?,
+        mount_flags: p.mount_flags,
+        volume_mount_group: optional("volume_mount_group", p.volume_mount_group)?,
+    })
 }
 
 impl From<MountVolume> for proto::volume_capability::MountVolume {
@@ -308,7 +320,7 @@ impl FromProto<proto::VolumeCapability> for VolumeCapability {
         let access_type = match p.access_type {
             Some(Wire::Block(_)) => AccessType::Block,
             Some(Wire::Mount(m)) => {
-                AccessType::Mount(MountVolume::from_proto(&at(field, "mount"), m)?)
+                AccessType::Mount(parse_mount_volume(&|| at(field, "mount"), m)?)
             }
             None => {
                 return Err(CsiError::invalid(
@@ -317,7 +329,10 @@ impl FromProto<proto::VolumeCapability> for VolumeCapability {
                 ));
             }
         };
-        let access_mode = required(&at(field, "access_mode"), p.access_mode)?;
+        let access_mode = match p.access_mode {
+            Some(m) => parse_access_mode(&|| at(field, "access_mode"), m)?,
+            None => return Err(CsiError::missing(at(field, "access_mode"))),
+        };
         Ok(VolumeCapability {
             access_type,
             access_mode,
@@ -423,9 +438,12 @@ impl CapacityRange {
 
 impl FromProto<proto::CapacityRange> for CapacityRange {
     fn from_proto(field: &str, p: proto::CapacityRange) -> Result<Self, CsiError> {
-        let required_bytes =
-            validate::non_negative(&at(field, "required_bytes"), p.required_bytes)?;
-        let limit_bytes = validate::non_negative(&at(field, "limit_bytes"), p.limit_bytes)?;
+        // The fields are named only for an error.
+        let non_negative = |name: &str, v: i64| {
+            validate::non_negative("", v).or_else(|_| validate::non_negative(&at(field, name), v))
+        };
+        let required_bytes = non_negative("required_bytes", p.required_bytes)?;
+        let limit_bytes = non_negative("limit_bytes", p.limit_bytes)?;
         let r = CapacityRange {
             required_bytes: (required_bytes != 0).then_some(required_bytes),
             limit_bytes: (limit_bytes != 0).then_some(limit_bytes),
