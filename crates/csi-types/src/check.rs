@@ -126,14 +126,33 @@ impl fmt::Display for Oddity {
     }
 }
 
-/// The tolerated rules of a wire response (see the module docs). Implemented
-/// for every unary response of the RPC table, so a new RPC cannot be added
-/// without classifying its response.
+/// The rules of a wire response (see the module docs). Implemented for
+/// every response of the RPC table, so a new RPC cannot be added without
+/// classifying its response.
 pub trait ResponseRules {
     /// Every tolerated rule this response bends, in field order; empty when
-    /// it follows them all. MUST rules are checked by the typed conversion.
+    /// it follows them all. MUST rules are checked by the typed conversion
+    /// and by [`ResponseRules::must`].
     fn tolerated(&self) -> Vec<Oddity>;
+
+    /// Checks the MUST rules in place: `Ok` exactly when the typed
+    /// conversion (`TryFrom<proto::…>`) accepts the response, and otherwise
+    /// the same error, naming the field; without taking the response or
+    /// building the typed value (for a unary response; a streamed message is
+    /// converted from a copy).
+    ///
+    /// ```
+    /// use csi_types::{check::ResponseRules, proto};
+    /// let wire = proto::CreateVolumeResponse {
+    ///     volume: Some(proto::Volume { capacity_bytes: -1, volume_id: "v1".into(), ..Default::default() }),
+    /// };
+    /// let e = wire.must().unwrap_err();
+    /// assert_eq!(e.to_string(), "invalid `volume.capacity_bytes`: must not be negative, got -1");
+    /// ```
+    fn must(&self) -> Result<(), crate::CsiError>;
 }
+
+mod must;
 
 /// Walks a wire message for tolerated oddities under a field path.
 pub(crate) trait Walk {
@@ -296,6 +315,10 @@ macro_rules! response_rules {
                     self.walk("", &mut out);
                     out
                 }
+
+                fn must(&self) -> Result<(), crate::CsiError> {
+                    must::MustResponse::must(self)
+                }
             }
         )*)*
     };
@@ -308,12 +331,20 @@ impl ResponseRules for proto::GetMetadataAllocatedResponse {
     fn tolerated(&self) -> Vec<Oddity> {
         Vec::new()
     }
+
+    fn must(&self) -> Result<(), crate::CsiError> {
+        crate::snapshot_metadata::BlockMetadataResponse::try_from(self.clone()).map(drop)
+    }
 }
 
 /// The streamed block metadata messages have MUST rules only.
 impl ResponseRules for proto::GetMetadataDeltaResponse {
     fn tolerated(&self) -> Vec<Oddity> {
         Vec::new()
+    }
+
+    fn must(&self) -> Result<(), crate::CsiError> {
+        crate::snapshot_metadata::BlockMetadataResponse::try_from(self.clone()).map(drop)
     }
 }
 

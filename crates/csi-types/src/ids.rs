@@ -27,6 +27,23 @@ macro_rules! string_newtype {
                 Ok(Self(value))
             }
 
+            /// Checks a value in place against this type's rules, naming
+            /// `field` in the error: the verdict of [`Self::parse`], without
+            /// taking the string.
+            // Generated for every newtype, used by the response checks of
+            // those that responses carry.
+            #[allow(dead_code)]
+            pub(crate) fn check(field: &str, value: &str) -> Result<(), CsiError> {
+                $check(field, value)
+            }
+
+            /// Wraps a value that [`Self::check`] accepted.
+            // Generated for every newtype, used where a check came first.
+            #[allow(dead_code)]
+            pub(crate) fn from_checked(value: String) -> Self {
+                Self(value)
+            }
+
             /// [`Self::parse`] where the field's name is built from the
             /// value (`segments["zone"]`), only when the value is refused:
             /// the checks do not depend on the field's name.

@@ -355,19 +355,39 @@ impl From<BuildError> for CsiError {
 
 /// Keys of the operations in flight; a second operation on a key answers `ABORTED`.
 #[derive(Default)]
-struct InFlight(Arc<Mutex<HashSet<String>>>);
+struct InFlight(Arc<Mutex<HashSet<GuardKey>>>);
+
+/// What an operation guards: the kind of object (`volume`, `volume name`, …)
+/// and its id or name. The value is shared by the set and the call's token,
+/// so a call copies it once; the message naming it is built only for a
+/// refusal.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct GuardKey {
+    label: &'static str,
+    value: Arc<str>,
+}
+
+impl GuardKey {
+    fn new(label: &'static str, value: &str) -> Self {
+        GuardKey {
+            label,
+            value: Arc::from(value),
+        }
+    }
+}
 
 struct InFlightToken {
-    set: Arc<Mutex<HashSet<String>>>,
-    key: String,
+    set: Arc<Mutex<HashSet<GuardKey>>>,
+    key: GuardKey,
 }
 
 impl InFlight {
-    fn acquire(&self, key: String, rpc: &str) -> Result<InFlightToken, CsiError> {
+    fn acquire(&self, key: GuardKey, rpc: &str) -> Result<InFlightToken, CsiError> {
         let mut set = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if !set.insert(key.clone()) {
             return Err(CsiError::aborted(format!(
-                "{rpc}: an operation on {key} is already in progress; retry later"
+                "{rpc}: an operation on {} {:?} is already in progress; retry later",
+                key.label, &*key.value
             )));
         }
         Ok(InFlightToken {
@@ -420,7 +440,7 @@ impl Plugin {
         rpc: &'static str,
         req: P,
         handler: Result<H, CsiError>,
-        key: impl FnOnce(&T) -> Option<String>,
+        key: impl FnOnce(&T) -> Option<GuardKey>,
         call: impl FnOnce(H, T) -> Fut,
     ) -> Result<W, CsiError>
     where
@@ -519,7 +539,7 @@ macro_rules! guard_key {
         |_: &$req| None
     };
     ($req:ident, [$field:ident $label:literal]) => {
-        |r: &$req| Some(format!("{} {:?}", $label, r.$field.as_str()))
+        |r: &$req| Some(GuardKey::new($label, r.$field.as_str()))
     };
 }
 
@@ -649,7 +669,7 @@ macro_rules! wire_responses {
                         let rule = odd.rule.split(';').next().unwrap_or_default();
                         return Err(CsiError::invalid(odd.field, rule));
                     }
-                    $resp::try_from(self.clone()).map(drop)
+                    crate::check::ResponseRules::must(self)
                 }
             }
         )*)*

@@ -32,6 +32,7 @@ use crate::proto;
 
 mod authority;
 mod conn;
+mod dispatch;
 mod health;
 mod hpack;
 mod huffman_table;
@@ -195,57 +196,27 @@ impl proto::snapshot_metadata_server::SnapshotMetadata for Services {
 }
 
 /// A request for a path that no CSI service has.
-async fn unknown_method(uri: http::Uri) -> http::Response<tonic::body::Body> {
+fn unknown_method(path: &str) -> http::Response<tonic::body::Body> {
     Status::unimplemented(format!(
-        "unknown method {}: this endpoint serves the csi.v1 services Identity, Controller, GroupController, Node and SnapshotMetadata (and grpc.health.v1.Health when health is on)",
-        uri.path()
+        "unknown method {path}: this endpoint serves the csi.v1 services Identity, Controller, GroupController, Node and SnapshotMetadata (and grpc.health.v1.Health when health is on)"
     ))
     .into_http()
 }
 
 /// The tonic routes for all five CSI services over `api`, with tonic's
-/// default message size limit (4 MiB).
+/// default message size limit (4 MiB), for serving them with tonic's own
+/// server next to other services. ([`Server`] dispatches on the path
+/// itself, with the same answers.)
 pub fn routes(api: Arc<dyn RawCsi>) -> tonic::service::Routes {
-    routes_with_limit(api, ServeOptions::default().max_message_size, None)
-}
-
-/// The routes, with `limit` as the largest message decoded or encoded, and
-/// the health service when `health` is given (the server's stopping flag).
-fn routes_with_limit(
-    api: Arc<dyn RawCsi>,
-    limit: usize,
-    health: Option<tokio::sync::watch::Receiver<bool>>,
-) -> tonic::service::Routes {
-    let probe = health.map(|stopping| health::ProbeHealth {
-        api: Arc::clone(&api),
-        stopping,
-    });
-    let s = Services(api);
-    macro_rules! limited {
-        ($server:expr) => {
-            $server
-                .max_decoding_message_size(limit)
-                .max_encoding_message_size(limit)
-        };
-    }
-    let mut routes = tonic::service::Routes::new(limited!(
-        proto::identity_server::IdentityServer::new(s.clone())
-    ))
-    .add_service(limited!(proto::controller_server::ControllerServer::new(
-        s.clone()
-    )))
-    .add_service(limited!(
-        proto::group_controller_server::GroupControllerServer::new(s.clone())
-    ))
-    .add_service(limited!(proto::node_server::NodeServer::new(s.clone())))
-    .add_service(limited!(
-        proto::snapshot_metadata_server::SnapshotMetadataServer::new(s)
-    ));
-    if let Some(probe) = probe {
-        routes = routes.add_service(tonic_health::pb::health_server::HealthServer::new(probe));
-    }
+    let s = dispatch::Servers::new(api, ServeOptions::default().max_message_size, None);
+    let mut routes = tonic::service::Routes::new(s.identity)
+        .add_service(s.controller)
+        .add_service(s.group_controller)
+        .add_service(s.node)
+        .add_service(s.snapshot_metadata);
     let router = std::mem::take(routes.axum_router_mut());
-    *routes.axum_router_mut() = router.fallback(unknown_method);
+    *routes.axum_router_mut() =
+        router.fallback(|uri: http::Uri| async move { unknown_method(uri.path()) });
     routes
 }
 
@@ -611,7 +582,11 @@ impl Server {
             let _ = stopping_tx.send(true);
         };
         let health = options.health.then_some(stopping);
-        let routes = routes_with_limit(api, options.max_message_size, health);
+        let csi = dispatch::Dispatch::new(dispatch::Servers::new(
+            api,
+            options.max_message_size,
+            health,
+        ));
         let user_stack = stack::UserLayers(layers.into());
         let idle = options.idle_timeout;
         let server = tonic::transport::Server::builder()
@@ -622,10 +597,9 @@ impl Server {
             ))
             .layer(conn::CallLayer)
             .layer(stack::DeadlineLayer(options.call_timeout))
-            .layer(user_stack)
-            .add_routes(routes);
+            .layer(user_stack);
         let incoming = incoming.map_ok(move |s| conn::ServerConn::new(s, idle));
-        let csi = server.serve_with_incoming_shutdown(incoming, shutdown);
+        let csi = server.serve_with_incoming_shutdown(csi, incoming, shutdown);
         match metrics {
             Some((listener, m)) => {
                 tokio::select! {

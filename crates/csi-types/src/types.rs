@@ -158,27 +158,33 @@ impl AccessMode {
     }
 }
 
-impl FromProto<proto::volume_capability::AccessMode> for AccessMode {
-    fn from_proto(field: &str, p: proto::volume_capability::AccessMode) -> Result<Self, CsiError> {
-        use proto::volume_capability::access_mode::Mode;
-        let field = at(field, "mode");
-        match Mode::try_from(p.mode) {
-            Ok(Mode::SingleNodeWriter) => Ok(AccessMode::SingleNodeWriter),
-            Ok(Mode::SingleNodeReaderOnly) => Ok(AccessMode::SingleNodeReaderOnly),
-            Ok(Mode::MultiNodeReaderOnly) => Ok(AccessMode::MultiNodeReaderOnly),
-            Ok(Mode::MultiNodeSingleWriter) => Ok(AccessMode::MultiNodeSingleWriter),
-            Ok(Mode::MultiNodeMultiWriter) => Ok(AccessMode::MultiNodeMultiWriter),
-            Ok(Mode::SingleNodeSingleWriter) => Ok(AccessMode::SingleNodeSingleWriter),
-            Ok(Mode::SingleNodeMultiWriter) => Ok(AccessMode::SingleNodeMultiWriter),
-            Ok(Mode::Unknown) => Err(CsiError::invalid(
-                field,
-                "this field is REQUIRED: the mode must not be UNKNOWN",
-            )),
-            Err(_) => Err(CsiError::invalid(
-                field,
-                format!("unknown access mode {}", p.mode),
-            )),
-        }
+// The conversions of a volume capability's parts name their fields only for
+// an error (`field` is called then): every CreateVolume, publish and stage
+// request carries one, and building the paths on the way cost an allocation
+// per field.
+
+/// An access mode; `field` names the `access_mode` message.
+fn parse_access_mode(
+    field: &dyn Fn() -> String,
+    p: proto::volume_capability::AccessMode,
+) -> Result<AccessMode, CsiError> {
+    use proto::volume_capability::access_mode::Mode;
+    match Mode::try_from(p.mode) {
+        Ok(Mode::SingleNodeWriter) => Ok(AccessMode::SingleNodeWriter),
+        Ok(Mode::SingleNodeReaderOnly) => Ok(AccessMode::SingleNodeReaderOnly),
+        Ok(Mode::MultiNodeReaderOnly) => Ok(AccessMode::MultiNodeReaderOnly),
+        Ok(Mode::MultiNodeSingleWriter) => Ok(AccessMode::MultiNodeSingleWriter),
+        Ok(Mode::MultiNodeMultiWriter) => Ok(AccessMode::MultiNodeMultiWriter),
+        Ok(Mode::SingleNodeSingleWriter) => Ok(AccessMode::SingleNodeSingleWriter),
+        Ok(Mode::SingleNodeMultiWriter) => Ok(AccessMode::SingleNodeMultiWriter),
+        Ok(Mode::Unknown) => Err(CsiError::invalid(
+            at(&field(), "mode"),
+            "this field is REQUIRED: the mode must not be UNKNOWN",
+        )),
+        Err(_) => Err(CsiError::invalid(
+            at(&field(), "mode"),
+            format!("unknown access mode {}", p.mode),
+        )),
     }
 }
 
@@ -201,27 +207,33 @@ pub struct MountVolume {
     pub volume_mount_group: Option<String>,
 }
 
-impl FromProto<proto::volume_capability::MountVolume> for MountVolume {
-    fn from_proto(field: &str, p: proto::volume_capability::MountVolume) -> Result<Self, CsiError> {
-        let flags_bytes: usize = p.mount_flags.iter().map(String::len).sum();
-        if flags_bytes > validate::MAX_MOUNT_FLAGS_BYTES {
-            return Err(CsiError::invalid(
-                at(field, "mount_flags"),
-                format!(
-                    "the flags together must be at most {} bytes, got {flags_bytes}",
-                    validate::MAX_MOUNT_FLAGS_BYTES
-                ),
-            ));
-        }
-        Ok(MountVolume {
-            fs_type: validate::optional_string(&at(field, "fs_type"), p.fs_type)?,
-            mount_flags: p.mount_flags,
-            volume_mount_group: validate::optional_string(
-                &at(field, "volume_mount_group"),
-                p.volume_mount_group,
-            )?,
-        })
+/// A mount access type; `field` names the `mount` message.
+fn parse_mount_volume(
+    field: &dyn Fn() -> String,
+    p: proto::volume_capability::MountVolume,
+) -> Result<MountVolume, CsiError> {
+    let flags_bytes: usize = p.mount_flags.iter().map(String::len).sum();
+    if flags_bytes > validate::MAX_MOUNT_FLAGS_BYTES {
+        return Err(CsiError::invalid(
+            at(&field(), "mount_flags"),
+            format!(
+                "the flags together must be at most {} bytes, got {flags_bytes}",
+                validate::MAX_MOUNT_FLAGS_BYTES
+            ),
+        ));
     }
+    // `optional_string`: the 128-byte limit; empty means unset.
+    let optional = |name: &str, value: String| {
+        if validate::string("", &value).is_err() {
+            validate::string(&at(&field(), name), &value)?;
+        }
+        Ok::<_, CsiError>((!value.is_empty()).then_some(value))
+    };
+    Ok(MountVolume {
+        fs_type: optional("fs_type", p.fs_type)?,
+        mount_flags: p.mount_flags,
+        volume_mount_group: optional("volume_mount_group", p.volume_mount_group)?,
+    })
 }
 
 impl From<MountVolume> for proto::volume_capability::MountVolume {
@@ -308,7 +320,7 @@ impl FromProto<proto::VolumeCapability> for VolumeCapability {
         let access_type = match p.access_type {
             Some(Wire::Block(_)) => AccessType::Block,
             Some(Wire::Mount(m)) => {
-                AccessType::Mount(MountVolume::from_proto(&at(field, "mount"), m)?)
+                AccessType::Mount(parse_mount_volume(&|| at(field, "mount"), m)?)
             }
             None => {
                 return Err(CsiError::invalid(
@@ -317,7 +329,10 @@ impl FromProto<proto::VolumeCapability> for VolumeCapability {
                 ));
             }
         };
-        let access_mode = required(&at(field, "access_mode"), p.access_mode)?;
+        let access_mode = match p.access_mode {
+            Some(m) => parse_access_mode(&|| at(field, "access_mode"), m)?,
+            None => return Err(CsiError::missing(at(field, "access_mode"))),
+        };
         Ok(VolumeCapability {
             access_type,
             access_mode,
@@ -423,9 +438,12 @@ impl CapacityRange {
 
 impl FromProto<proto::CapacityRange> for CapacityRange {
     fn from_proto(field: &str, p: proto::CapacityRange) -> Result<Self, CsiError> {
-        let required_bytes =
-            validate::non_negative(&at(field, "required_bytes"), p.required_bytes)?;
-        let limit_bytes = validate::non_negative(&at(field, "limit_bytes"), p.limit_bytes)?;
+        // The fields are named only for an error.
+        let non_negative = |name: &str, v: i64| {
+            validate::non_negative("", v).or_else(|_| validate::non_negative(&at(field, name), v))
+        };
+        let required_bytes = non_negative("required_bytes", p.required_bytes)?;
+        let limit_bytes = non_negative("limit_bytes", p.limit_bytes)?;
         let r = CapacityRange {
             required_bytes: (required_bytes != 0).then_some(required_bytes),
             limit_bytes: (limit_bytes != 0).then_some(limit_bytes),
@@ -467,7 +485,7 @@ impl Topology {
         segments: impl IntoIterator<Item = (K, V)>,
     ) -> Result<Self, CsiError> {
         Self::parse(
-            "segments",
+            &|| "segments".to_string(),
             segments
                 .into_iter()
                 .map(|(k, v)| (k.into(), v.into()))
@@ -475,25 +493,17 @@ impl Topology {
         )
     }
 
-    fn parse(field: &str, segments: BTreeMap<String, String>) -> Result<Self, CsiError> {
-        validate::map_size(field, &segments)?;
-        let mut out = BTreeMap::new();
-        let mut lower = std::collections::BTreeSet::new();
-        // A key's field name (`segments["zone"]`) is built only for an
-        // error: topology is parsed in every CreateVolume request and response.
-        let key_field = |k: &str| format!("{field}[{k:?}]");
-        for (k, v) in segments {
-            if !lower.insert(k.to_ascii_lowercase()) {
-                return Err(CsiError::invalid(
-                    key_field(&k),
-                    "topology keys are case-insensitive and must be unique",
-                ));
-            }
-            let key = TopologyKey::parse_named(k, key_field)?;
-            let value = TopologyValue::parse_named(v, |_| key_field(key.as_str()))?;
-            out.insert(key, value);
-        }
-        Ok(Topology { segments: out })
+    /// `field` names the map in an error; it is called only for one.
+    fn parse(
+        field: &dyn Fn() -> String,
+        segments: BTreeMap<String, String>,
+    ) -> Result<Self, CsiError> {
+        check_segments(field, &segments)?;
+        let segments = segments
+            .into_iter()
+            .map(|(k, v)| (TopologyKey::from_checked(k), TopologyValue::from_checked(v)))
+            .collect();
+        Ok(Topology { segments })
     }
 
     /// The segment value for a key.
@@ -514,9 +524,45 @@ impl Topology {
     }
 }
 
+/// The rules of a topology's segments, checked in place; `field` names the
+/// map, and is called only when a rule is broken: topology is checked in
+/// every CreateVolume request and response.
+pub(crate) fn check_segments(
+    field: &dyn Fn() -> String,
+    segments: &BTreeMap<String, String>,
+) -> Result<(), CsiError> {
+    if validate::map_size("", segments).is_err() {
+        validate::map_size(&field(), segments)?;
+    }
+    let key_field = |k: &str| format!("{}[{k:?}]", field());
+    // Keys are unique ignoring ASCII case. A few keys (the usual case) are
+    // compared with the earlier ones in place; more go through a set of
+    // lower-cased copies.
+    let mut lower = (segments.len() > 8).then(std::collections::BTreeSet::new);
+    for (i, (k, v)) in segments.iter().enumerate() {
+        let repeated = match &mut lower {
+            Some(set) => !set.insert(k.to_ascii_lowercase()),
+            None => segments.keys().take(i).any(|e| e.eq_ignore_ascii_case(k)),
+        };
+        if repeated {
+            return Err(CsiError::invalid(
+                key_field(k),
+                "topology keys are case-insensitive and must be unique",
+            ));
+        }
+        if TopologyKey::check("", k).is_err() {
+            TopologyKey::check(&key_field(k), k)?;
+        }
+        if TopologyValue::check("", v).is_err() {
+            TopologyValue::check(&key_field(k), v)?;
+        }
+    }
+    Ok(())
+}
+
 impl FromProto<proto::Topology> for Topology {
     fn from_proto(field: &str, p: proto::Topology) -> Result<Self, CsiError> {
-        Topology::parse(&at(field, "segments"), p.segments)
+        Topology::parse(&|| at(field, "segments"), p.segments)
     }
 }
 

@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::rc::Rc;
 
+use csi_types::check::ResponseRules;
 use csi_types::prelude::*;
 use csi_types::{
     capabilities::{
@@ -378,16 +379,48 @@ where
     T: TryFrom<P, Error = CsiError> + Debug,
     P: Debug,
 {
-    run(what, strategy, |p| {
-        // Errors are fine; a panic fails the property. An error must say something.
-        if let Err(e) = T::try_from(p) {
-            prop_assert!(!e.to_string().is_empty());
-            if let CsiError::InvalidArgument { field, rule } = &e {
-                prop_assert!(!field.is_empty() && !rule.is_empty(), "{e:?}");
-            }
+    run(what, strategy, no_panic_case::<T, P>);
+}
+
+fn no_panic_case<T, P>(p: P) -> Result<(), TestCaseError>
+where
+    T: TryFrom<P, Error = CsiError> + Debug,
+    P: Debug,
+{
+    // Errors are fine; a panic fails the property. An error must say something.
+    if let Err(e) = T::try_from(p) {
+        prop_assert!(!e.to_string().is_empty());
+        if let CsiError::InvalidArgument { field, rule } = &e {
+            prop_assert!(!field.is_empty() && !rule.is_empty(), "{e:?}");
         }
-        Ok(())
+    }
+    Ok(())
+}
+
+/// [`no_panic`] for a response, whose in-place check
+/// (`ResponseRules::must`) must answer what the conversion answers.
+fn no_panic_response<T, P>(what: &str, strategy: impl Strategy<Value = P>)
+where
+    T: TryFrom<P, Error = CsiError> + Debug,
+    P: Debug + Clone + ResponseRules,
+{
+    run(what, strategy, |p| {
+        must_agrees::<T, P>(&p)?;
+        no_panic_case::<T, P>(p)
     });
+}
+
+/// The in-place check of a response (`ResponseRules::must`) agrees with its
+/// typed conversion: the same verdict, the same first error.
+fn must_agrees<T, P>(p: &P) -> Result<(), TestCaseError>
+where
+    T: TryFrom<P, Error = CsiError> + Debug,
+    P: Debug + Clone + ResponseRules,
+{
+    let in_place = p.must();
+    let converted = T::try_from(p.clone()).map(drop);
+    prop_assert_eq!(in_place, converted, "{:?}", p);
+    Ok(())
 }
 
 #[test]
@@ -727,7 +760,7 @@ fn node_validation_never_panics() {
                 },
             ),
     );
-    no_panic::<NodeGetInfoResponse, _>(
+    no_panic_response::<NodeGetInfoResponse, _>(
         "NodeGetInfoResponse",
         (
             wild_string(),
@@ -817,7 +850,7 @@ fn group_controller_and_snapshot_metadata_validation_never_panics() {
                 },
             ),
     );
-    no_panic::<BlockMetadataResponse, _>(
+    no_panic_response::<BlockMetadataResponse, _>(
         "GetMetadataDeltaResponse",
         (wild_i32(), wild_i64(), vec((wild_i64(), wild_i64()), 0..=3)).prop_map(
             |(t, cap, ranges)| proto::GetMetadataDeltaResponse {
@@ -834,7 +867,7 @@ fn group_controller_and_snapshot_metadata_validation_never_panics() {
         ),
     );
     // Timestamps anywhere in i64 seconds and i32 nanos, through a group snapshot.
-    no_panic::<GetVolumeGroupSnapshotResponse, _>(
+    no_panic_response::<GetVolumeGroupSnapshotResponse, _>(
         "GetVolumeGroupSnapshotResponse",
         (wild_string(), any::<i64>(), any::<i32>(), any::<Snapshot>()).prop_map(
             |(id, seconds, nanos, snapshot)| {
@@ -934,7 +967,7 @@ fn wild_condition() -> BoxedStrategy<Option<proto::VolumeCondition>> {
 
 #[test]
 fn response_validation_never_panics() {
-    no_panic::<GetPluginInfoResponse, _>(
+    no_panic_response::<GetPluginInfoResponse, _>(
         "GetPluginInfoResponse",
         (wild_string(), wild_string(), wild_map()).prop_map(|(name, vendor_version, manifest)| {
             proto::GetPluginInfoResponse {
@@ -944,7 +977,7 @@ fn response_validation_never_panics() {
             }
         }),
     );
-    no_panic::<GetPluginCapabilitiesResponse, _>(
+    no_panic_response::<GetPluginCapabilitiesResponse, _>(
         "GetPluginCapabilitiesResponse",
         vec((any::<bool>(), wild_i32()), 0..=4).prop_map(|caps| {
             use proto::plugin_capability::{Service, Type, VolumeExpansion};
@@ -962,7 +995,7 @@ fn response_validation_never_panics() {
             }
         }),
     );
-    no_panic::<ControllerGetCapabilitiesResponse, _>(
+    no_panic_response::<ControllerGetCapabilitiesResponse, _>(
         "ControllerGetCapabilitiesResponse",
         vec(proptest::option::of(wild_i32()), 0..=4).prop_map(|caps| {
             use proto::controller_service_capability::{Rpc, Type};
@@ -976,12 +1009,12 @@ fn response_validation_never_panics() {
             }
         }),
     );
-    no_panic::<CreateVolumeResponse, _>(
+    no_panic_response::<CreateVolumeResponse, _>(
         "CreateVolumeResponse",
         proptest::option::of(wild_volume())
             .prop_map(|volume| proto::CreateVolumeResponse { volume }),
     );
-    no_panic::<ListVolumesResponse, _>(
+    no_panic_response::<ListVolumesResponse, _>(
         "ListVolumesResponse",
         (
             vec(
@@ -1009,7 +1042,7 @@ fn response_validation_never_panics() {
                 next_token,
             }),
     );
-    no_panic::<ValidateVolumeCapabilitiesResponse, _>(
+    no_panic_response::<ValidateVolumeCapabilitiesResponse, _>(
         "ValidateVolumeCapabilitiesResponse",
         (
             proptest::option::of((wild_map(), wild_capabilities(), wild_map(), wild_map())),
@@ -1031,7 +1064,7 @@ fn response_validation_never_panics() {
                 },
             ),
     );
-    no_panic::<GetCapacityResponse, _>(
+    no_panic_response::<GetCapacityResponse, _>(
         "GetCapacityResponse",
         (
             wild_i64(),
@@ -1048,7 +1081,7 @@ fn response_validation_never_panics() {
                 },
             ),
     );
-    no_panic::<ListSnapshotsResponse, _>(
+    no_panic_response::<ListSnapshotsResponse, _>(
         "ListSnapshotsResponse",
         (
             vec(proptest::option::of(wild_snapshot()), 0..=3),
@@ -1062,7 +1095,7 @@ fn response_validation_never_panics() {
                 next_token,
             }),
     );
-    no_panic::<NodeGetVolumeStatsResponse, _>(
+    no_panic_response::<NodeGetVolumeStatsResponse, _>(
         "NodeGetVolumeStatsResponse",
         (
             vec((wild_i64(), wild_i64(), wild_i64(), wild_i32()), 0..=2),
@@ -1083,7 +1116,7 @@ fn response_validation_never_panics() {
                 },
             ),
     );
-    no_panic::<CreateVolumeGroupSnapshotResponse, _>(
+    no_panic_response::<CreateVolumeGroupSnapshotResponse, _>(
         "CreateVolumeGroupSnapshotResponse",
         proptest::option::of((
             wild_string(),
@@ -1588,6 +1621,23 @@ where
         }
     }
     Ok(())
+}
+
+/// [`check`] for a response: the in-place check (`ResponseRules::must`)
+/// must agree with the conversion on the valid response and on each broken one.
+fn check_response<T, P>(valid: T, breaks: Vec<Break<P>>) -> Result<(), TestCaseError>
+where
+    T: TryFrom<P, Error = CsiError> + Into<P> + Debug,
+    P: Clone + Debug + ResponseRules,
+{
+    let wire: P = valid.into();
+    must_agrees::<T, P>(&wire)?;
+    for b in &breaks {
+        let mut p = wire.clone();
+        (b.apply)(&mut p);
+        must_agrees::<T, P>(&p)?;
+    }
+    check(T::try_from(wire).expect("checked above"), breaks)
 }
 
 /// As [`check`], with the object-bound fields (`csi_types::bound`) broken
@@ -2369,7 +2419,7 @@ fn responses_errors_name_the_field() {
                 id_breaks()
             ));
             b.extend(field!(P, "manifest", |p| &mut p.manifest, map_breaks()));
-            check(r, b)
+            check_response(r, b)
         },
     );
 
@@ -2382,7 +2432,7 @@ fn responses_errors_name_the_field() {
             |p| p.volume.as_mut().unwrap(),
             volume_breaks()
         ));
-        check(r, b)
+        check_response(r, b)
     });
 
     run(
@@ -2408,7 +2458,7 @@ fn responses_errors_name_the_field() {
                 // message bend tolerated rules only: see
                 // `tolerated_oddities_are_accepted_and_listed`.
             }
-            check(r, b)
+            check_response(r, b)
         },
     );
 
@@ -2429,7 +2479,7 @@ fn responses_errors_name_the_field() {
             ));
             // Tolerated rules only below `status`: see
             // `tolerated_oddities_are_accepted_and_listed`.
-            check(r, b)
+            check_response(r, b)
         },
     );
 
@@ -2466,7 +2516,7 @@ fn responses_errors_name_the_field() {
                 ));
                 b
             });
-            check(r, b)
+            check_response(r, b)
         },
     );
 
@@ -2490,7 +2540,7 @@ fn responses_errors_name_the_field() {
             |p| p.minimum_volume_size.get_or_insert(0),
             non_negative_breaks()
         ));
-        check(r, b)
+        check_response(r, b)
     });
 
     run(
@@ -2507,7 +2557,7 @@ fn responses_errors_name_the_field() {
                 |p| p.snapshot.as_mut().unwrap(),
                 snapshot_breaks()
             ));
-            check(r, b)
+            check_response(r, b)
         },
     );
 
@@ -2522,7 +2572,7 @@ fn responses_errors_name_the_field() {
             |p| p.snapshot.as_mut().unwrap(),
             snapshot_breaks()
         ));
-        check(r, b)
+        check_response(r, b)
     });
 
     run(
@@ -2544,7 +2594,7 @@ fn responses_errors_name_the_field() {
                     snapshot_breaks(),
                 ));
             }
-            check(r, b)
+            check_response(r, b)
         },
     );
 
@@ -2553,7 +2603,7 @@ fn responses_errors_name_the_field() {
         any::<ControllerExpandVolumeResponse>(),
         |r| {
             type P = proto::ControllerExpandVolumeResponse;
-            check(
+            check_response(
                 r,
                 field!(
                     P,
@@ -2598,7 +2648,7 @@ fn responses_errors_name_the_field() {
                 b.extend(field!(U, "used", |p| &mut p.used, non_negative_breaks()));
                 b
             });
-            check(r, b)
+            check_response(r, b)
         },
     );
 
@@ -2607,7 +2657,7 @@ fn responses_errors_name_the_field() {
         any::<NodeExpandVolumeResponse>(),
         |r| {
             type P = proto::NodeExpandVolumeResponse;
-            check(
+            check_response(
                 r,
                 field!(
                     P,
@@ -2634,7 +2684,7 @@ fn responses_errors_name_the_field() {
             |p| p.accessible_topology.get_or_insert_default(),
             topology_breaks()
         ));
-        check(r, b)
+        check_response(r, b)
     });
 
     run(
@@ -2670,7 +2720,7 @@ fn responses_errors_name_the_field() {
                 |p| p.group_snapshot.as_mut().unwrap(),
                 g
             ));
-            check(r, b)
+            check_response(r, b)
         },
     );
 
@@ -2719,7 +2769,7 @@ fn responses_errors_name_the_field() {
                 move |p: &mut P, f| f(range(p)),
                 m,
             ));
-            check(r, b)
+            check_response(r, b)
         },
     );
 }
@@ -3235,7 +3285,6 @@ fn an_empty_topology_requirement_is_rejected() {
 /// naming the field; a `Plugin` still refuses to send it.
 #[test]
 fn tolerated_oddities_are_accepted_and_listed() {
-    use csi_types::check::ResponseRules;
     // Published node ids that are not node ids (empty, 257 bytes) are dropped.
     for odd in ["".to_string(), "n".repeat(257)] {
         let wire = proto::ControllerGetVolumeResponse {

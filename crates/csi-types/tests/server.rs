@@ -187,6 +187,80 @@ async fn unsupported_and_unknown_rpcs_answer_unimplemented_with_a_message() {
             .unwrap()
     };
     let mut grpc = tonic::client::Grpc::new(channel);
+    // The server dispatches on the service name between the path's first
+    // two slashes: a name that only starts like a service's, or a path
+    // without a method, is no service's.
+    for path in [
+        "/csi.v1.Nonexistent/Frobnicate",
+        "/csi.v1.IdentityX/GetPluginInfo",
+        "/csi.v1.Identity",
+        "/",
+    ] {
+        grpc.ready().await.unwrap();
+        let status = grpc
+            .unary::<proto::ProbeRequest, proto::ProbeResponse, _>(
+                tonic::Request::new(proto::ProbeRequest {}),
+                http::uri::PathAndQuery::from_static(path),
+                tonic_prost::ProstCodec::default(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unimplemented, "{path}");
+        assert!(
+            status
+                .message()
+                .contains(&format!("unknown method {path}:")),
+            "{status:?}"
+        );
+    }
+    // An unknown method of a known service: the service's own standard answer.
+    grpc.ready().await.unwrap();
+    let status = grpc
+        .unary::<proto::ProbeRequest, proto::ProbeResponse, _>(
+            tonic::Request::new(proto::ProbeRequest {}),
+            http::uri::PathAndQuery::from_static("/csi.v1.Node/Frobnicate"),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unimplemented);
+
+    served.stop().await;
+}
+
+/// `server::routes`, served by tonic's own server next to nothing else,
+/// answers as `Server` does: the CSI calls, and UNIMPLEMENTED with the same
+/// message for a path no service has.
+#[tokio::test]
+async fn the_public_routes_serve_the_same_answers() {
+    let (server_end, client_end) = tokio::io::duplex(1 << 16);
+    let routes = server::routes(Arc::new(full_plugin(TestDriver::default())));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let incoming = futures::stream::iter([Ok::<_, std::io::Error>(server_end)])
+        .chain(futures::stream::pending());
+    let served = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = stopped.await;
+            }),
+    );
+    let mut client_end = Some(client_end);
+    let channel = tonic::transport::Endpoint::from_static("http://in-memory")
+        .connect_with_connector(tower::service_fn(move |_: http::Uri| {
+            let io = client_end
+                .take()
+                .ok_or_else(|| std::io::Error::other("one connection only"));
+            async move { io.map(hyper_util::rt::TokioIo::new) }
+        }))
+        .await
+        .unwrap();
+    let client = Client::from_channel(channel.clone());
+    let info = Csi::get_plugin_info(&client, GetPluginInfoRequest {})
+        .await
+        .unwrap();
+    assert_eq!(info.name.as_str(), "test.csi.example.com");
+    let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.unwrap();
     let status = grpc
         .unary::<proto::ProbeRequest, proto::ProbeResponse, _>(
@@ -200,11 +274,11 @@ async fn unsupported_and_unknown_rpcs_answer_unimplemented_with_a_message() {
     assert!(
         status
             .message()
-            .contains("unknown method /csi.v1.Nonexistent/Frobnicate"),
+            .contains("unknown method /csi.v1.Nonexistent/Frobnicate:"),
         "{status:?}"
     );
-
-    served.stop().await;
+    let _ = stop.send(());
+    served.await.unwrap().unwrap();
 }
 
 #[tokio::test]

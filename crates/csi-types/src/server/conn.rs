@@ -257,6 +257,11 @@ where
     }
 }
 
+/// Header names looked up on every response: as statics, a lookup hashes
+/// them without parsing and lower-casing the name first.
+pub(crate) static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+static GRPC_MESSAGE: http::HeaderName = http::HeaderName::from_static("grpc-message");
+
 /// tonic answers a message over the size limit with `OUT_OF_RANGE`; gRPC's
 /// convention (and what other gRPC servers answer) is `RESOURCE_EXHAUSTED`.
 fn exhausted_not_out_of_range(headers: &mut http::HeaderMap) {
@@ -266,14 +271,14 @@ fn exhausted_not_out_of_range(headers: &mut http::HeaderMap) {
         b"Error,%20encoded%20message%20length%20too%20large",
     ];
     let out_of_range = headers
-        .get("grpc-status")
+        .get(&GRPC_STATUS)
         .is_some_and(|s| s.as_bytes() == b"11");
     if out_of_range
         && headers
-            .get("grpc-message")
+            .get(&GRPC_MESSAGE)
             .is_some_and(|m| TOO_LARGE.iter().any(|p| m.as_bytes().starts_with(p)))
     {
-        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+        headers.insert(GRPC_STATUS.clone(), http::HeaderValue::from_static("8"));
     }
 }
 

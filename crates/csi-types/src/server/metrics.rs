@@ -183,7 +183,7 @@ fn code_name(code: Code) -> &'static str {
 
 /// The `grpc-status` in headers or trailers.
 fn grpc_status(headers: &http::HeaderMap) -> Option<Code> {
-    let v = headers.get("grpc-status")?;
+    let v = headers.get(&super::conn::GRPC_STATUS)?;
     let n: i32 = std::str::from_utf8(v.as_bytes()).ok()?.parse().ok()?;
     Some(Code::from_i32(n))
 }

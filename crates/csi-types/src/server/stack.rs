@@ -33,13 +33,13 @@ pub(crate) type LayerFn = Arc<dyn Fn(HttpService) -> HttpService + Send + Sync>;
 #[derive(Clone)]
 pub(crate) struct UserLayers(pub(crate) Arc<[LayerFn]>);
 
-impl tower::Layer<tonic::service::Routes> for UserLayers {
+impl tower::Layer<super::dispatch::Dispatch> for UserLayers {
     type Service = HttpService;
-    fn layer(&self, routes: tonic::service::Routes) -> HttpService {
+    fn layer(&self, csi: super::dispatch::Dispatch) -> HttpService {
         self.0
             .iter()
             .rev()
-            .fold(boxed(routes), |inner, layer| layer(inner))
+            .fold(boxed(csi), |inner, layer| layer(inner))
     }
 }
 
@@ -174,7 +174,9 @@ impl Future for DeadlineFuture {
 /// The `grpc-timeout` header (gRPC over HTTP/2: 1 to 8 digits and a unit),
 /// or `None` when absent or malformed (tonic ignores a malformed one too).
 fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
-    let v = headers.get("grpc-timeout")?.as_bytes();
+    // A static name is looked up without parsing it on every call.
+    static GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
+    let v = headers.get(&GRPC_TIMEOUT)?.as_bytes();
     let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
     if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
         return None;
