@@ -522,13 +522,6 @@ fn in_process(c: &mut Criterion) {
             for depth in [1, 2, 4] {
                 bench_pipeline(c, &group, &format!("volume-queued-qd{depth}"), &pipe, depth);
             }
-            // The caller serving its request's queues that no member thread
-            // has started on, instead of sleeping.
-            pipe.set_caller_helps(true);
-            for depth in [1, 4] {
-                let name = format!("volume-queued-qd{depth}-caller-helps");
-                bench_pipeline(c, &group, &name, &pipe, depth);
-            }
             drop(pipe);
             let pipe = Pipeline::with_threads(vol.clone(), cores).unwrap();
             bench_pipeline(

@@ -63,9 +63,7 @@ enum PendingInner<T> {
     Done(Result<T>),
     Queued {
         req: Arc<Request>,
-        shared: Arc<Shared>,
-        /// The queues holding the request's pieces.
-        queues: Vec<usize>,
+        vol: Arc<Volume>,
         offset: u64,
         wrap: fn(Option<BytesMut>) -> T,
     },
@@ -83,25 +81,15 @@ impl<T> Pending<T> {
     /// a write (done on every writable copy, or an error if a piece has no
     /// copy written), the filled buffer for a read.
     pub fn wait(self) -> Result<T> {
-        let (req, shared, queues, offset, wrap) = match self.inner {
+        let (req, vol, offset, wrap) = match self.inner {
             PendingInner::Done(r) => return r,
             PendingInner::Queued {
                 req,
-                shared,
-                queues,
+                vol,
                 offset,
                 wrap,
-            } => (req, shared, queues, offset, wrap),
+            } => (req, vol, offset, wrap),
         };
-        if shared.caller_helps.load(Ordering::Relaxed) {
-            // Serve the request's queues that no member thread is serving
-            // yet (each in order, as its thread would), instead of sleeping
-            // while a woken thread waits for a core.
-            for q in queues {
-                serve_once(&shared, q);
-            }
-        }
-        let vol = &shared.vol;
         let mut st = req.state.lock().unwrap_or_else(|p| p.into_inner());
         while st.result.is_none() {
             st = req.done.wait(st).unwrap_or_else(|p| p.into_inner());
@@ -166,10 +154,6 @@ struct Job {
 #[derive(Default)]
 struct QueueState {
     jobs: VecDeque<Job>,
-    /// Someone (the member thread or a helping caller) is running a batch
-    /// taken from this queue: nobody else takes one meanwhile, so that the
-    /// queue's members have one writer and pieces run in queue order.
-    busy: bool,
     stop: bool,
 }
 
@@ -182,7 +166,6 @@ struct Queue {
 struct Shared {
     vol: Arc<Volume>,
     queues: Vec<Queue>,
-    caller_helps: std::sync::atomic::AtomicBool,
 }
 
 /// Queued I/O on a volume: one submission queue and one thread per member
@@ -220,7 +203,6 @@ impl Pipeline {
         let shared = Arc::new(Shared {
             vol,
             queues: (0..threads).map(|_| Queue::default()).collect(),
-            caller_helps: std::sync::atomic::AtomicBool::new(false),
         });
         let mut handles = Vec::with_capacity(threads);
         for t in 0..threads {
@@ -247,14 +229,6 @@ impl Pipeline {
             shared,
             threads: handles,
         })
-    }
-
-    /// Whether a caller in [`Pending::wait`] first serves, itself, the
-    /// queues of its request that no member thread has started on (one
-    /// writer per member still: a queue is served by one thread at a
-    /// time, in order). Off by default.
-    pub fn set_caller_helps(&self, on: bool) {
-        self.shared.caller_helps.store(on, Ordering::Relaxed);
     }
 
     /// The volume.
@@ -326,12 +300,11 @@ impl Pipeline {
             regions,
             ..ReqState::default()
         };
-        let (req, queues) = self.enqueue(jobs, state);
+        let req = self.enqueue(jobs, state);
         Ok(Pending {
             inner: PendingInner::Queued {
                 req,
-                shared: self.shared.clone(),
-                queues,
+                vol: vol.clone(),
                 offset,
                 wrap: |_| (),
             },
@@ -391,12 +364,11 @@ impl Pipeline {
             rest: Some(buf),
             ..ReqState::default()
         };
-        let (req, queues) = self.enqueue(jobs, state);
+        let req = self.enqueue(jobs, state);
         Ok(Pending {
             inner: PendingInner::Queued {
                 req,
-                shared: self.shared.clone(),
-                queues,
+                vol: vol.clone(),
                 offset,
                 wrap: |b| b.unwrap_or_default(),
             },
@@ -404,12 +376,8 @@ impl Pipeline {
     }
 
     /// Count the request in (under the caller's shared gate) and queue its
-    /// pieces, each member's in one go. Returns the queues used.
-    fn enqueue(
-        &self,
-        jobs: Vec<(usize, usize, Work)>,
-        state: ReqState,
-    ) -> (Arc<Request>, Vec<usize>) {
+    /// pieces, each member's in one go.
+    fn enqueue(&self, jobs: Vec<(usize, usize, Work)>, state: ReqState) -> Arc<Request> {
         let req = Arc::new(Request {
             remaining: AtomicUsize::new(jobs.len()),
             state: Mutex::new(state),
@@ -426,12 +394,10 @@ impl Pipeline {
                 req: req.clone(),
             });
         }
-        let mut used = Vec::with_capacity(nq);
         for (q, jobs) in by_queue.into_iter().enumerate() {
             if jobs.is_empty() {
                 continue;
             }
-            used.push(q);
             let queue = self.queue_of(q);
             queue
                 .state
@@ -441,7 +407,7 @@ impl Pipeline {
                 .extend(jobs);
             queue.ready.notify_one();
         }
-        (req, used)
+        req
     }
 }
 
@@ -472,41 +438,17 @@ fn serve(shared: &Shared, t: usize) {
     loop {
         {
             let mut st = queue.state.lock().unwrap_or_else(|p| p.into_inner());
-            while st.jobs.is_empty() || st.busy {
-                if st.stop && st.jobs.is_empty() {
-                    return;
-                }
+            while st.jobs.is_empty() && !st.stop {
                 st = queue.ready.wait(st).unwrap_or_else(|p| p.into_inner());
             }
+            if st.jobs.is_empty() {
+                return;
+            }
             std::mem::swap(&mut batch, &mut st.jobs);
-            st.busy = true;
         }
         for job in batch.drain(..) {
             run(&shared.vol, job);
         }
-        queue.state.lock().unwrap_or_else(|p| p.into_inner()).busy = false;
-    }
-}
-
-/// A helping caller: run what queue `q` holds if nobody is serving it.
-fn serve_once(shared: &Shared, q: usize) {
-    let queue = &shared.queues[q];
-    let batch = {
-        let mut st = queue.state.lock().unwrap_or_else(|p| p.into_inner());
-        if st.busy || st.jobs.is_empty() {
-            return;
-        }
-        st.busy = true;
-        std::mem::take(&mut st.jobs)
-    };
-    for job in batch {
-        run(&shared.vol, job);
-    }
-    let mut st = queue.state.lock().unwrap_or_else(|p| p.into_inner());
-    st.busy = false;
-    if !st.jobs.is_empty() || st.stop {
-        // The member thread may have waited for the queue to be free.
-        queue.ready.notify_one();
     }
 }
 
