@@ -522,15 +522,19 @@ fn in_process(c: &mut Criterion) {
             for depth in [1, 2, 4] {
                 bench_pipeline(c, &group, &format!("volume-queued-qd{depth}"), &pipe, depth);
             }
+            // Idle member threads and waiting callers yielding their core
+            // 32 times before they block (no wake-up needed meanwhile).
+            pipe.set_spin_yields(32);
+            for depth in [1, 2, 4] {
+                let name = format!("volume-queued-qd{depth}-spin32");
+                bench_pipeline(c, &group, &name, &pipe, depth);
+            }
             drop(pipe);
             let pipe = Pipeline::with_threads(vol.clone(), cores).unwrap();
-            bench_pipeline(
-                c,
-                &group,
-                &format!("volume-queued-{cores}-threads-qd4"),
-                &pipe,
-                4,
-            );
+            let name = format!("volume-queued-{cores}-threads-qd4");
+            bench_pipeline(c, &group, &name, &pipe, 4);
+            pipe.set_spin_yields(32);
+            bench_pipeline(c, &group, &format!("{name}-spin32"), &pipe, 4);
             drop(pipe);
         }
         // As many callers as the aggregate has threads (same queue depth).

@@ -99,7 +99,7 @@ fn member_data(paths: &[std::path::PathBuf], data_offset: u64) -> Vec<Vec<u8>> {
 /// The same writes through `write_at` on one set of members and through a
 /// pipeline (4 in flight) on another: the data areas are byte for byte
 /// equal, and both read back the same.
-fn same_bytes_as_write_at(spec: &str, n: usize, threads: Option<usize>) {
+fn same_bytes_as_write_at(spec: &str, n: usize, threads: Option<usize>, spin: u32) {
     let dir = common::scratch();
     let da = dir.path().join("a");
     let db = dir.path().join("b");
@@ -118,6 +118,7 @@ fn same_bytes_as_write_at(spec: &str, n: usize, threads: Option<usize>) {
         None => Pipeline::new(vb.clone()).unwrap(),
         Some(t) => Pipeline::with_threads(vb.clone(), t).unwrap(),
     };
+    pipe.set_spin_yields(spin);
     write_queued(&pipe, &ops, 1000, 4);
     let want = read_all(&va);
     assert!(
@@ -141,21 +142,22 @@ fn same_bytes_as_write_at(spec: &str, n: usize, threads: Option<usize>) {
 
 #[test]
 fn raid10_n2_members_hold_the_same_bytes_as_after_write_at() {
-    same_bytes_as_write_at("raid10:n2", 4, None);
+    same_bytes_as_write_at("raid10:n2", 4, None, 0);
+    same_bytes_as_write_at("raid10:n2", 4, None, 32);
 }
 
 #[test]
 fn raid10_far_offset_and_odd_members_hold_the_same_bytes() {
-    same_bytes_as_write_at("raid10:f2", 4, None);
-    same_bytes_as_write_at("raid10:o2", 3, None);
-    same_bytes_as_write_at("raid10:n2", 5, Some(2));
+    same_bytes_as_write_at("raid10:f2", 4, None, 0);
+    same_bytes_as_write_at("raid10:o2", 3, None, 32);
+    same_bytes_as_write_at("raid10:n2", 5, Some(2), 32);
 }
 
 #[test]
 fn raid1_raid0_linear_hold_the_same_bytes() {
-    same_bytes_as_write_at("raid1", 3, None);
-    same_bytes_as_write_at("raid0", 3, None);
-    same_bytes_as_write_at("linear", 2, Some(1));
+    same_bytes_as_write_at("raid1", 3, None, 0);
+    same_bytes_as_write_at("raid0", 3, None, 32);
+    same_bytes_as_write_at("linear", 2, Some(1), 0);
 }
 
 /// Parity levels and encrypted volumes run on the calling thread: same
@@ -361,6 +363,7 @@ fn rebuild_under_pipelined_writes_leaves_agreeing_copies() {
     let (vol, flaky) = flaky_volume(dir.path(), "raid10:n2", 4);
     flaky[2].delay_writes_us.store(300, Ordering::SeqCst);
     let pipe = Arc::new(Pipeline::new(vol.clone()).unwrap());
+    pipe.set_spin_yields(32);
     let size = vol.size();
     write_queued(&pipe, &writes(size, 50, 3), 300, 4);
     let model = Arc::new(Mutex::new(read_all(&vol)));

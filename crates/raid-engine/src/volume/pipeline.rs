@@ -63,6 +63,7 @@ enum PendingInner<T> {
     Done(Result<T>),
     Queued {
         req: Arc<Request>,
+        spin: u32,
         vol: Arc<Volume>,
         offset: u64,
         wrap: fn(Option<BytesMut>) -> T,
@@ -81,17 +82,25 @@ impl<T> Pending<T> {
     /// a write (done on every writable copy, or an error if a piece has no
     /// copy written), the filled buffer for a read.
     pub fn wait(self) -> Result<T> {
-        let (req, vol, offset, wrap) = match self.inner {
+        let (req, spin, vol, offset, wrap) = match self.inner {
             PendingInner::Done(r) => return r,
             PendingInner::Queued {
                 req,
+                spin,
                 vol,
                 offset,
                 wrap,
-            } => (req, vol, offset, wrap),
+            } => (req, spin, vol, offset, wrap),
         };
+        for _ in 0..spin {
+            if req.remaining.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            std::thread::yield_now();
+        }
         let mut st = req.state.lock().unwrap_or_else(|p| p.into_inner());
         while st.result.is_none() {
+            st.waiting = true;
             st = req.done.wait(st).unwrap_or_else(|p| p.into_inner());
         }
         let result = st.result.take().unwrap_or(Ok(()));
@@ -136,6 +145,8 @@ struct ReqState {
     rest: Option<BytesMut>,
     joined: Option<BytesMut>,
     retry_read: bool,
+    /// The caller is blocked on `done`.
+    waiting: bool,
     result: Option<Result<()>>,
 }
 
@@ -154,6 +165,9 @@ struct Job {
 #[derive(Default)]
 struct QueueState {
     jobs: VecDeque<Job>,
+    /// The member thread is blocked on `ready` (a submitter wakes it only
+    /// then: a wake-up is a system call, and on a VM an interrupt).
+    sleeping: bool,
     stop: bool,
 }
 
@@ -166,6 +180,9 @@ struct Queue {
 struct Shared {
     vol: Arc<Volume>,
     queues: Vec<Queue>,
+    /// Times a member thread with an empty queue, or a caller in
+    /// [`Pending::wait`], yields its core before it blocks.
+    spin_yields: std::sync::atomic::AtomicU32,
 }
 
 /// Queued I/O on a volume: one submission queue and one thread per member
@@ -173,7 +190,8 @@ struct Shared {
 /// [module documentation](self).
 ///
 /// Dropping the pipeline completes every queued request and stops its
-/// threads.
+/// threads; drop it (or wait for every request) before
+/// [`Volume::close`], which records a clean shutdown.
 pub struct Pipeline {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
@@ -203,6 +221,7 @@ impl Pipeline {
         let shared = Arc::new(Shared {
             vol,
             queues: (0..threads).map(|_| Queue::default()).collect(),
+            spin_yields: std::sync::atomic::AtomicU32::new(0),
         });
         let mut handles = Vec::with_capacity(threads);
         for t in 0..threads {
@@ -229,6 +248,15 @@ impl Pipeline {
             shared,
             threads: handles,
         })
+    }
+
+    /// How many times a member thread whose queue is empty, and a caller
+    /// in [`Pending::wait`] whose request is not complete, yield their core
+    /// (`sched_yield`, letting the other threads run) and look again before
+    /// they block; a thread that is not blocked needs no wake-up. 0 (the
+    /// default) blocks at once.
+    pub fn set_spin_yields(&self, n: u32) {
+        self.shared.spin_yields.store(n, Ordering::Relaxed);
     }
 
     /// The volume.
@@ -304,6 +332,7 @@ impl Pipeline {
         Ok(Pending {
             inner: PendingInner::Queued {
                 req,
+                spin: self.shared.spin_yields.load(Ordering::Relaxed),
                 vol: vol.clone(),
                 offset,
                 wrap: |_| (),
@@ -368,6 +397,7 @@ impl Pipeline {
         Ok(Pending {
             inner: PendingInner::Queued {
                 req,
+                spin: self.shared.spin_yields.load(Ordering::Relaxed),
                 vol: vol.clone(),
                 offset,
                 wrap: |b| b.unwrap_or_default(),
@@ -399,13 +429,13 @@ impl Pipeline {
                 continue;
             }
             let queue = self.queue_of(q);
-            queue
-                .state
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .jobs
-                .extend(jobs);
-            queue.ready.notify_one();
+            let mut st = queue.state.lock().unwrap_or_else(|p| p.into_inner());
+            st.jobs.extend(jobs);
+            let wake = st.sleeping;
+            drop(st);
+            if wake {
+                queue.ready.notify_one();
+            }
         }
         req
     }
@@ -435,17 +465,28 @@ fn done<T>(r: Result<T>) -> Pending<T> {
 fn serve(shared: &Shared, t: usize) {
     let queue = &shared.queues[t];
     let mut batch = VecDeque::new();
+    let mut idle = 0;
     loop {
         {
             let mut st = queue.state.lock().unwrap_or_else(|p| p.into_inner());
-            while st.jobs.is_empty() && !st.stop {
-                st = queue.ready.wait(st).unwrap_or_else(|p| p.into_inner());
-            }
             if st.jobs.is_empty() {
-                return;
+                if st.stop {
+                    return;
+                }
+                if idle < shared.spin_yields.load(Ordering::Relaxed) {
+                    drop(st);
+                    idle += 1;
+                    std::thread::yield_now();
+                } else {
+                    st.sleeping = true;
+                    st = queue.ready.wait(st).unwrap_or_else(|p| p.into_inner());
+                    st.sleeping = false;
+                }
+                continue;
             }
             std::mem::swap(&mut batch, &mut st.jobs);
         }
+        idle = 0;
         for job in batch.drain(..) {
             run(&shared.vol, job);
         }
@@ -521,6 +562,9 @@ fn complete(vol: &Volume, req: &Request) {
     }
     vol.queued_end();
     st.result = Some(result);
+    let wake = st.waiting;
     drop(st);
-    req.done.notify_all();
+    if wake {
+        req.done.notify_all();
+    }
 }
