@@ -23,10 +23,8 @@ use std::process::Command;
 use std::sync::Arc;
 
 use criterion::{Criterion, Throughput};
-use raid_engine::volume::pipeline::aligned_buffer;
 use raid_engine::{
-    BlockDevice, CacheMode, CreateOptions, FileDevice, Pipeline, RebuildOptions, Volume,
-    VolumeLayout,
+    BlockDevice, CacheMode, CreateOptions, FileDevice, RebuildOptions, Volume, VolumeLayout,
 };
 
 const MEMBER: u64 = 96 << 20;
@@ -427,66 +425,6 @@ fn bench_streams(c: &mut Criterion, group: &str, name: &str, vol: &Volume, strea
     g.finish();
 }
 
-/// The volume through a [`Pipeline`] (one submission queue and thread per
-/// member, or per group of members): one caller keeping `depth` sequential
-/// 1 MiB requests in flight (writes from one shared page-aligned buffer,
-/// reads into `depth` page-aligned buffers that come back with each
-/// completion), every request waited for within the timed batch. Counts
-/// logical bytes.
-fn bench_pipeline(c: &mut Criterion, group: &str, name: &str, pipe: &Pipeline, depth: usize) {
-    let size = pipe.volume().size() / SEQ as u64 * SEQ as u64;
-    let mut src = aligned_buffer(SEQ);
-    src.fill(0x5a);
-    let src = src.freeze();
-    let mut free: Vec<_> = (0..depth).map(|_| aligned_buffer(SEQ)).collect();
-    let mut g = c.benchmark_group(group);
-    g.throughput(Throughput::Bytes(SEQ as u64));
-    let mut pos = 0u64;
-    let usage = Usage::default();
-    g.bench_function(format!("{name}/seq-write-1MiB"), |b| {
-        b.iter_custom(|iters| {
-            usage.time(1, iters * SEQ as u64, || {
-                let mut inflight = std::collections::VecDeque::with_capacity(depth);
-                for _ in 0..iters {
-                    if inflight.len() == depth {
-                        let p: raid_engine::volume::pipeline::Pending<()> =
-                            inflight.pop_front().unwrap();
-                        p.wait().unwrap();
-                    }
-                    inflight.push_back(pipe.write(src.clone(), pos).unwrap());
-                    pos = (pos + SEQ as u64) % size;
-                }
-                for p in inflight {
-                    p.wait().unwrap();
-                }
-            })
-        })
-    });
-    usage.report(&format!("{group}/{name}/seq-write-1MiB (logical bytes)"));
-    g.bench_function(format!("{name}/seq-read-1MiB"), |b| {
-        b.iter_custom(|iters| {
-            usage.time(1, iters * SEQ as u64, || {
-                let mut inflight = std::collections::VecDeque::with_capacity(depth);
-                for _ in 0..iters {
-                    if inflight.len() == depth {
-                        let p: raid_engine::volume::pipeline::Pending<_> =
-                            inflight.pop_front().unwrap();
-                        free.push(black_box(p.wait().unwrap()));
-                    }
-                    let buf = free.pop().unwrap();
-                    inflight.push_back(pipe.read(buf, pos).unwrap());
-                    pos = (pos + SEQ as u64) % size;
-                }
-                for p in inflight {
-                    free.push(black_box(p.wait().unwrap()));
-                }
-            })
-        })
-    });
-    usage.report(&format!("{group}/{name}/seq-read-1MiB (logical bytes)"));
-    g.finish();
-}
-
 fn in_process(c: &mut Criterion) {
     let dir = scratch();
     let plain = files(dir.path(), "plain", 1);
@@ -501,41 +439,20 @@ fn in_process(c: &mut Criterion) {
         fill(&devs);
         let mut opts = CreateOptions::new(VolumeLayout::parse(spec).unwrap());
         opts.chunk_sectors = 1024;
-        let vol = Arc::new(Volume::create(devs.clone(), &opts).unwrap());
+        let vol = Volume::create(devs.clone(), &opts).unwrap();
         vol.resync_all().unwrap();
         let group = format!("engine/{spec}");
-        bench_target(c, &group, "volume", &*vol);
+        bench_target(c, &group, "volume", &vol);
         if spec == "raid10:n2" {
             // Alternatives of the same volume: member I/O on one thread per
             // core (the calling one included), and one member after the
             // other on the calling thread.
             let cores = std::thread::available_parallelism().map_or(2, |c| c.get());
             vol.set_member_threads(cores);
-            bench_target_with(c, &group, &format!("volume-{cores}-threads"), &*vol, true);
+            bench_target_with(c, &group, &format!("volume-{cores}-threads"), &vol, true);
             vol.set_member_threads(1);
-            bench_target_with(c, &group, "volume-serial", &*vol, true);
+            bench_target_with(c, &group, "volume-serial", &vol, true);
             vol.set_member_threads(0);
-            // Queued: one submission queue and one thread per member, 1, 2
-            // and 4 requests in flight; and 4 in flight with one thread per
-            // core (each serving its members in turn).
-            let pipe = Pipeline::new(vol.clone()).unwrap();
-            for depth in [1, 2, 4] {
-                bench_pipeline(c, &group, &format!("volume-queued-qd{depth}"), &pipe, depth);
-            }
-            // Idle member threads and waiting callers yielding their core
-            // 32 times before they block (no wake-up needed meanwhile).
-            pipe.set_spin_yields(32);
-            for depth in [1, 2, 4] {
-                let name = format!("volume-queued-qd{depth}-spin32");
-                bench_pipeline(c, &group, &name, &pipe, depth);
-            }
-            drop(pipe);
-            let pipe = Pipeline::with_threads(vol.clone(), cores).unwrap();
-            let name = format!("volume-queued-{cores}-threads-qd4");
-            bench_pipeline(c, &group, &name, &pipe, 4);
-            pipe.set_spin_yields(32);
-            bench_pipeline(c, &group, &format!("{name}-spin32"), &pipe, 4);
-            drop(pipe);
         }
         // As many callers as the aggregate has threads (same queue depth).
         bench_streams(c, &group, &format!("volume-{n}-streams"), &vol, n);

@@ -85,7 +85,6 @@ pub mod volume;
 pub use crypt::Secret;
 pub use device::{BlockDevice, CacheMode, FileDevice};
 pub use error::{EngineError, Result};
-pub use volume::pipeline::Pipeline;
 pub use volume::{
     CreateOptions, MemberState, MemberStatus, Mismatch, Progress, RebuildOptions, ScrubReport,
     Volume, VolumeLayout,

@@ -13,7 +13,7 @@
 //! the members on per-volume worker threads.
 
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use raid::{FailureModel, Geometry, Layout, Level, Location, MemberContent};
@@ -28,7 +28,6 @@ use crate::meta::{
 };
 
 mod parity;
-pub mod pipeline;
 
 /// Bytes per sector.
 pub const SECTOR: u64 = 512;
@@ -280,11 +279,6 @@ pub struct Volume {
     /// At most this many threads (the caller included) do one request's
     /// member I/O (0: one per member).
     member_threads: AtomicUsize,
-    /// Requests queued on a [`pipeline::Pipeline`] and not yet complete
-    /// (their member I/O runs outside the caller's hold on the gate).
-    queued: Mutex<usize>,
-    /// Signalled when `queued` drops to zero.
-    queued_done: Condvar,
     #[cfg(feature = "fault-injection")]
     faults: crate::fault::Faults,
 }
@@ -501,8 +495,6 @@ impl Volume {
             size_sectors,
             workers: OnceLock::new(),
             member_threads: AtomicUsize::new(0),
-            queued: Mutex::new(0),
-            queued_done: Condvar::new(),
             #[cfg(feature = "fault-injection")]
             faults: Default::default(),
         }
@@ -752,34 +744,6 @@ impl Volume {
         done.into_iter()
             .flat_map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
             .collect()
-    }
-
-    /// Take the I/O gate exclusively and wait until no pipelined request is
-    /// in flight: a rebuild, resync or scrub step then sees every write
-    /// that started before it complete, as a caller of `write_at` holds
-    /// the gate (shared) until its member writes are done, while a
-    /// pipelined request holds it only while it is mapped and queued.
-    fn exclusive(&self) -> RwLockWriteGuard<'_, ()> {
-        let g = self.gate.write().unwrap_or_else(|p| p.into_inner());
-        let mut q = self.queued.lock().unwrap_or_else(|p| p.into_inner());
-        while *q > 0 {
-            q = self.queued_done.wait(q).unwrap_or_else(|p| p.into_inner());
-        }
-        g
-    }
-
-    /// A pipelined request was queued (called under the shared gate).
-    fn queued_begin(&self) {
-        *self.queued.lock().unwrap_or_else(|p| p.into_inner()) += 1;
-    }
-
-    /// A pipelined request completed (its bitmap regions ended).
-    fn queued_end(&self) {
-        let mut q = self.queued.lock().unwrap_or_else(|p| p.into_inner());
-        *q -= 1;
-        if *q == 0 {
-            self.queued_done.notify_all();
-        }
     }
 
     fn meta_lock(&self) -> std::sync::MutexGuard<'_, Meta> {
@@ -1760,7 +1724,7 @@ impl Volume {
                     // No write may be between planning (member left out)
                     // and its fix-up of a recovering member (see
                     // `write_parity`) when the member turns active.
-                    let _g = self.exclusive();
+                    let _g = self.gate.write().unwrap_or_else(|p| p.into_inner());
                     slot.watermark.store(u64::MAX, Ordering::SeqCst);
                     slot.state.store(ACTIVE, Ordering::SeqCst);
                 }
@@ -1798,7 +1762,7 @@ impl Volume {
         let mut buf = Vec::new();
         for step in steps {
             {
-                let _g = self.exclusive();
+                let _g = self.gate.write().unwrap_or_else(|p| p.into_inner());
                 match *step {
                     Step::Copy {
                         dst_sector,
@@ -1973,7 +1937,7 @@ impl Volume {
                     }
                 };
                 for (ds, src, ss, n) in steps {
-                    let _g = self.exclusive();
+                    let _g = self.gate.write().unwrap_or_else(|p| p.into_inner());
                     self.copy_step(m, ds, src, ss, n, &mut buf)?;
                     copied += n * SECTOR;
                 }
@@ -2010,7 +1974,7 @@ impl Volume {
         let mut pos = 0;
         while pos < self.size_sectors {
             let end = (pos + step).min(self.size_sectors);
-            let _g = self.exclusive();
+            let _g = self.gate.write().unwrap_or_else(|p| p.into_inner());
             for p in self.pieces(pos, end, false)? {
                 let copies: Vec<Location> = p
                     .copies

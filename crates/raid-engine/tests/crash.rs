@@ -20,20 +20,12 @@ use std::sync::Arc;
 use std::os::unix::process::ExitStatusExt;
 
 use raid_engine::fault::Fault;
-use raid_engine::volume::pipeline::{Bytes, Pending};
-use raid_engine::{
-    BlockDevice, CacheMode, CreateOptions, FileDevice, Pipeline, Volume, VolumeLayout,
-};
+use raid_engine::{BlockDevice, CacheMode, CreateOptions, FileDevice, Volume, VolumeLayout};
 
 const BLOCK: usize = 4096;
 const CHILD_ENV: &str = "RAID_ENGINE_CRASH_CHILD_DIR";
 /// Faults (`Fault::parse_list`) the writer injects into its volume.
 const FAULT_ENV: &str = "RAID_ENGINE_CRASH_CHILD_FAULTS";
-/// The writer keeps 4 writes in flight on a `Pipeline` with this many
-/// member threads (0: one per member) instead of calling `write_at`.
-const PIPELINE_ENV: &str = "RAID_ENGINE_CRASH_CHILD_PIPELINE";
-/// Writes the pipelined writer keeps in flight.
-const DEPTH: usize = 4;
 
 fn block(seq: u64, blockno: u64) -> Vec<u8> {
     let mut b = Vec::with_capacity(BLOCK);
@@ -60,18 +52,10 @@ fn crash_child_writer() {
         .iter()
         .map(|p| Arc::new(FileDevice::open(p, CacheMode::DirectIfSupported).unwrap()) as _)
         .collect();
-    let vol = Arc::new(Volume::assemble(devs, None).unwrap());
+    let vol = Volume::assemble(devs, None).unwrap();
     if let Ok(faults) = std::env::var(FAULT_ENV) {
         vol.inject_faults(&Fault::parse_list(&faults).unwrap());
     }
-    let pipe = std::env::var(PIPELINE_ENV).ok().map(|t| {
-        match t.parse::<usize>().unwrap() {
-            0 => Pipeline::new(vol.clone()),
-            t => Pipeline::with_threads(vol.clone(), t),
-        }
-        .unwrap()
-    });
-    let mut in_flight = std::collections::VecDeque::new();
     let blocks = vol.size() / BLOCK as u64;
     let mut log = std::fs::OpenOptions::new()
         .append(true)
@@ -93,23 +77,9 @@ fn crash_child_writer() {
         x ^= x >> 7;
         x ^= x << 17;
         let b = x % blocks;
-        match &pipe {
-            None => vol.write_at(&block(seq, b), b * BLOCK as u64).unwrap(),
-            Some(pipe) => {
-                if in_flight.len() == DEPTH {
-                    let p: Pending<()> = in_flight.pop_front().unwrap();
-                    p.wait().unwrap();
-                }
-                let data = Bytes::from(block(seq, b));
-                in_flight.push_back(pipe.write(data, b * BLOCK as u64).unwrap());
-            }
-        }
+        vol.write_at(&block(seq, b), b * BLOCK as u64).unwrap();
         pending.push((seq, b));
         if seq % 8 == 0 {
-            // Acknowledged: every write before the flush has completed.
-            for p in in_flight.drain(..) {
-                p.wait().unwrap();
-            }
             vol.flush().unwrap();
             let mut s = String::new();
             for (q, b) in pending.drain(..) {
@@ -129,34 +99,6 @@ fn killed_raid10_writer_leaves_agreeing_copies_with_every_flushed_write() {
 #[test]
 fn killed_raid6_writer_leaves_consistent_parity_with_every_flushed_write() {
     crash_rounds("raid6:left-symmetric", &kills_from_outside(5)).unwrap();
-}
-
-#[test]
-fn killed_pipelined_raid10_writer_leaves_agreeing_copies_with_every_flushed_write() {
-    crash_rounds_with("raid10:n2", &kills_from_outside(3), Some(0)).unwrap();
-}
-
-#[test]
-fn pipelined_raid10_writer_killed_between_copies_is_made_consistent_by_resync() {
-    // One member thread: the member writes run one after the other, so the
-    // crash point falls between the two copies of a write (with one thread
-    // per member, a write on another member may land in the meantime).
-    crash_rounds_with("raid10:n2", &torn_writes(RAID10_WRITES, ""), Some(1)).unwrap();
-    crash_rounds_with("raid10:n2", &torn_writes(RAID10_WRITES, "")[..1], Some(0)).unwrap();
-}
-
-#[test]
-fn pipelined_raid10_crash_check_fails_when_data_is_written_before_its_intent_bit() {
-    match crash_rounds_with(
-        "raid10:n2",
-        &torn_writes(RAID10_WRITES, "skip-intent-bit")[..1],
-        Some(1),
-    ) {
-        Ok(()) => {
-            panic!("the pipelined crash check passed although the writer skipped intent bits")
-        }
-        Err(e) => assert!(e.contains("disagree after resync"), "{e}"),
-    }
 }
 
 /// Member writes per 4 KiB write: RAID10 n2 writes two copies; RAID6 over
@@ -239,12 +181,6 @@ fn kills_from_outside(rounds: usize) -> Vec<Kill> {
 /// Rounds of: start the writer, let it die, reassemble, check. `Err`
 /// describes the first failed check.
 fn crash_rounds(layout: &str, kills: &[Kill]) -> Result<(), String> {
-    crash_rounds_with(layout, kills, None)
-}
-
-/// As [`crash_rounds`], the writer on a `Pipeline` with this many member
-/// threads (0: one per member) when `pipeline` is given.
-fn crash_rounds_with(layout: &str, kills: &[Kill], pipeline: Option<usize>) -> Result<(), String> {
     let dir = common::scratch();
     for p in paths(dir.path()) {
         FileDevice::create(&p, 4 << 20, CacheMode::Buffered).unwrap();
@@ -268,9 +204,6 @@ fn crash_rounds_with(layout: &str, kills: &[Kill], pipeline: Option<usize>) -> R
             "--test-threads=1",
         ])
         .env(CHILD_ENV, dir.path());
-        if let Some(t) = pipeline {
-            cmd.env(PIPELINE_ENV, t.to_string());
-        }
         match kill {
             Kill::Outside(want) => {
                 let mut child = cmd.spawn().unwrap();
