@@ -25,114 +25,19 @@
 //! trip on one core. Run with
 //! `cargo bench -p csi-types --bench middleware`.
 
-use std::sync::Arc;
+mod cycle;
+
 use std::time::Duration;
 
-use async_trait::async_trait;
 use criterion::{Criterion, criterion_group, criterion_main};
 use csi_types::client::Client;
-use csi_types::controller::{
-    CreateVolumeRequest, CreateVolumeResponse, DeleteVolumeRequest, DeleteVolumeResponse,
-    ValidateVolumeCapabilitiesRequest, ValidateVolumeCapabilitiesResponse,
-};
-use csi_types::identity::{GetPluginInfoRequest, GetPluginInfoResponse};
-use csi_types::ids::{PluginName, VolumeId};
+use csi_types::identity::GetPluginInfoRequest;
 use csi_types::logging::{LogFormat, subscriber};
 use csi_types::prelude::*;
 use csi_types::server::{ServeOptions, Server};
-use csi_types::types::{Topology, Volume};
 use csi_types::{RawCsi, proto};
-use futures::StreamExt;
 
-struct Bench;
-
-#[async_trait]
-impl Identity for Bench {
-    async fn get_plugin_info(
-        &self,
-        _: GetPluginInfoRequest,
-    ) -> Result<GetPluginInfoResponse, CsiError> {
-        GetPluginInfoResponse::new(PluginName::new("bench.csi.example.com")?, "1.0.0")
-    }
-}
-
-#[async_trait]
-impl Controller for Bench {
-    async fn validate_volume_capabilities(
-        &self,
-        req: ValidateVolumeCapabilitiesRequest,
-    ) -> Result<ValidateVolumeCapabilitiesResponse, CsiError> {
-        Ok(ValidateVolumeCapabilitiesResponse::confirm(&req))
-    }
-}
-
-#[async_trait]
-impl Provisioner for Bench {
-    async fn create_volume(
-        &self,
-        req: CreateVolumeRequest,
-    ) -> Result<CreateVolumeResponse, CsiError> {
-        let id = VolumeId::new(format!("vol-{}", req.name.as_str()))?;
-        let topology = Topology::new([("topology.local.csi.example.com/node", "node-1")])?;
-        Ok(CreateVolumeResponse::new(
-            Volume::new(id, 4096)
-                .with_context("kind", "mount")
-                .with_accessible_topology(topology),
-        ))
-    }
-
-    async fn delete_volume(
-        &self,
-        _: DeleteVolumeRequest,
-    ) -> Result<DeleteVolumeResponse, CsiError> {
-        Ok(DeleteVolumeResponse {})
-    }
-}
-
-fn plugin() -> Plugin {
-    let bench = Arc::new(Bench);
-    Plugin::builder(bench.clone())
-        .controller(bench.clone())
-        .provisioner(bench)
-        .build()
-        .unwrap()
-}
-
-/// The CreateVolume request of the `local` driver's benchmark.
-fn create_request(name: String) -> proto::CreateVolumeRequest {
-    proto::CreateVolumeRequest {
-        name,
-        capacity_range: Some(proto::CapacityRange {
-            required_bytes: 4096,
-            limit_bytes: 0,
-        }),
-        volume_capabilities: vec![proto::VolumeCapability {
-            access_type: Some(proto::volume_capability::AccessType::Mount(
-                proto::volume_capability::MountVolume::default(),
-            )),
-            access_mode: Some(proto::volume_capability::AccessMode {
-                mode: proto::volume_capability::access_mode::Mode::SingleNodeWriter as i32,
-            }),
-        }],
-        ..Default::default()
-    }
-}
-
-/// One CreateVolume + DeleteVolume cycle; `n` makes each volume name new.
-async fn cycle(api: &dyn RawCsi, n: u64) {
-    let volume = api
-        .raw_create_volume(create_request(format!("pvc-{n}")))
-        .await
-        .unwrap()
-        .volume
-        .unwrap();
-    api.raw_delete_volume(proto::DeleteVolumeRequest {
-        volume_id: volume.volume_id,
-        secrets: Default::default(),
-    })
-    .await
-    .unwrap();
-}
+use cycle::{cycle, plugin};
 
 #[derive(Clone, Copy)]
 enum Stack {
@@ -171,25 +76,7 @@ impl Stack {
 
 /// A server for `stack` on one in-memory connection, and a client on it.
 async fn duplex(stack: Stack) -> Client {
-    let (server_end, client_end) = tokio::io::duplex(1 << 20);
-    let incoming = futures::stream::iter([Ok::<_, std::io::Error>(server_end)])
-        .chain(futures::stream::pending());
-    tokio::spawn(
-        stack
-            .server()
-            .serve_with_incoming(incoming, std::future::pending()),
-    );
-    let mut client_end = Some(client_end);
-    let channel = tonic::transport::Endpoint::from_static("http://in-memory")
-        .connect_with_connector(tower::service_fn(move |_: http::Uri| {
-            let io = client_end
-                .take()
-                .ok_or_else(|| std::io::Error::other("one connection only"));
-            async move { io.map(hyper_util::rt::TokioIo::new) }
-        }))
-        .await
-        .unwrap();
-    Client::from_channel(channel)
+    cycle::duplex(stack.server()).await
 }
 
 /// A server for `stack` on a unix socket in `dir`, and a client on it.
