@@ -44,22 +44,6 @@ macro_rules! string_newtype {
                 Self(value)
             }
 
-            /// [`Self::parse`] where the field's name is built from the
-            /// value (`segments["zone"]`), only when the value is refused:
-            /// the checks do not depend on the field's name.
-            // Generated for every newtype, used by those whose field names
-            // are built per entry.
-            #[allow(dead_code)]
-            pub(crate) fn parse_named(
-                value: String,
-                field: impl FnOnce(&str) -> String,
-            ) -> Result<Self, CsiError> {
-                if $check("", &value).is_err() {
-                    $check(&field(&value), &value)?;
-                }
-                Ok(Self(value))
-            }
-
             /// The value as a string slice.
             pub fn as_str(&self) -> &str {
                 &self.0
@@ -347,9 +331,10 @@ mod tests {
     }
 
     #[test]
-    fn parse_named_builds_the_field_name_only_for_an_error() {
+    fn a_lazily_named_check_builds_the_field_name_only_for_an_error() {
+        let k = "Bad.example.com/x";
         let named =
-            TopologyKey::parse_named("Bad.example.com/x".into(), |k| format!("segments[{k:?}]"))
+            crate::validate::lazily(|| format!("segments[{k:?}]"), |f| TopologyKey::check(f, k))
                 .unwrap_err();
         let direct = TopologyKey::parse(
             "segments[\"Bad.example.com/x\"]",
@@ -362,7 +347,11 @@ mod tests {
                 .to_string()
                 .contains("segments[\"Bad.example.com/x\"]")
         );
-        TopologyValue::parse_named("z1".into(), |_| panic!("built for a valid value")).unwrap();
+        crate::validate::lazily(
+            || panic!("built for a valid value"),
+            |f| TopologyValue::check(f, "z1"),
+        )
+        .unwrap();
     }
 
     #[test]

@@ -224,9 +224,7 @@ fn parse_mount_volume(
     }
     // `optional_string`: the 128-byte limit; empty means unset.
     let optional = |name: &str, value: String| {
-        if validate::string("", &value).is_err() {
-            validate::string(&at(&field(), name), &value)?;
-        }
+        validate::lazily(|| at(&field(), name), |f| validate::string(f, &value))?;
         Ok::<_, CsiError>((!value.is_empty()).then_some(value))
     };
     Ok(MountVolume {
@@ -440,7 +438,7 @@ impl FromProto<proto::CapacityRange> for CapacityRange {
     fn from_proto(field: &str, p: proto::CapacityRange) -> Result<Self, CsiError> {
         // The fields are named only for an error.
         let non_negative = |name: &str, v: i64| {
-            validate::non_negative("", v).or_else(|_| validate::non_negative(&at(field, name), v))
+            validate::lazily(|| at(field, name), |f| validate::non_negative(f, v))
         };
         let required_bytes = non_negative("required_bytes", p.required_bytes)?;
         let limit_bytes = non_negative("limit_bytes", p.limit_bytes)?;
@@ -531,9 +529,7 @@ pub(crate) fn check_segments(
     field: &dyn Fn() -> String,
     segments: &BTreeMap<String, String>,
 ) -> Result<(), CsiError> {
-    if validate::map_size("", segments).is_err() {
-        validate::map_size(&field(), segments)?;
-    }
+    validate::lazily(field, |f| validate::map_size(f, segments))?;
     let key_field = |k: &str| format!("{}[{k:?}]", field());
     // Keys are unique ignoring ASCII case. A few keys (the usual case) are
     // compared with the earlier ones in place; more go through a set of
@@ -550,12 +546,8 @@ pub(crate) fn check_segments(
                 "topology keys are case-insensitive and must be unique",
             ));
         }
-        if TopologyKey::check("", k).is_err() {
-            TopologyKey::check(&key_field(k), k)?;
-        }
-        if TopologyValue::check("", v).is_err() {
-            TopologyValue::check(&key_field(k), v)?;
-        }
+        validate::lazily(|| key_field(k), |f| TopologyKey::check(f, k))?;
+        validate::lazily(|| key_field(k), |f| TopologyValue::check(f, v))?;
     }
     Ok(())
 }

@@ -229,6 +229,17 @@ pub(crate) fn map(
     Ok(map)
 }
 
+/// Runs `rule`, whose verdict does not depend on the field's name, and
+/// builds that name (`field`) only when the rule is broken: for fields
+/// checked on every call whose paths (`segments["zone"]`, `volume.volume_id`)
+/// would otherwise be put together for nothing.
+pub(crate) fn lazily<T>(
+    field: impl FnOnce() -> String,
+    rule: impl Fn(&str) -> Result<T, CsiError>,
+) -> Result<T, CsiError> {
+    rule("").or_else(|_| rule(&field()))
+}
+
 /// A non-negative int64 that must be set (non-zero is not required: 0 is a valid size).
 pub(crate) fn non_negative(field: &str, value: i64) -> Result<u64, CsiError> {
     u64::try_from(value)

@@ -54,10 +54,7 @@ impl<'a> Path<'a> {
 /// Runs `rule`, whose verdict does not depend on the field's name, naming
 /// the field only when the rule is broken.
 fn named<T>(path: Path<'_>, rule: impl Fn(&str) -> Result<T, CsiError>) -> Result<(), CsiError> {
-    if rule("").is_ok() {
-        return Ok(());
-    }
-    rule(&path.render()).map(drop)
+    validate::lazily(|| path.render(), rule).map(drop)
 }
 
 fn missing(path: Path<'_>) -> CsiError {
