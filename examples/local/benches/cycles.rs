@@ -566,6 +566,16 @@ fn main() {
             String::new()
         }
     );
+    if let Some(py) = &python {
+        let version = Command::new(py)
+            .args(["-c", "import grpc; print(grpc.__version__)"])
+            .output()
+            .ok()
+            .filter(|out| out.status.success())
+            .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string())
+            .unwrap_or_else(|| "its version unknown".to_string());
+        println!("python client: {py}, grpcio {version}");
+    }
     if variants.len() > 1 {
         for v in &variants {
             println!("variant {}: driver args {:?}", v.label, v.args);
@@ -624,10 +634,15 @@ fn main() {
                     Kind::Python => {
                         let py = python.as_deref().expect("a Python interpreter");
                         let (line, parsed) = python_cell(py, socket, workers, seconds);
-                        let line = format!("python       {line}");
                         match parsed {
-                            Some((f, n)) => (Some(f), n, line),
-                            None => (None, 0, line),
+                            Some((f, n)) => {
+                                let line = format!(
+                                    "python       {:>9.0}  {:>13.2}  {:>6.2}",
+                                    f.rate, f.p50, f.p99
+                                );
+                                (Some(f), n, line)
+                            }
+                            None => (None, 0, format!("python       {line}")),
                         }
                     }
                 };
