@@ -59,7 +59,8 @@ struct Cli {
     log_format: LogFormat,
 
     /// Microseconds after each call during which an idle-priority thread
-    /// keeps the serving processor from halting: `0` (the default) never,
+    /// keeps the serving processor from halting, while calls come one at a
+    /// time: `0` (the default) never,
     /// N always, `auto` 2000 only where the guest halts when idle (cpuidle
     /// driver `none`) and no CPU limit applies (see the README).
     #[arg(long, value_name = "auto|MICROSECONDS", default_value = "0")]

@@ -32,10 +32,21 @@
 //! as it spins, and a queued thread runs at once; with a runqueue of one,
 //! the yield returns at once.
 //!
-//! Its cost is processor time that would otherwise be idle: under load,
-//! up to one processor's idle time; after the last call, the window.
+//! It spins only while calls come one at a time. Once two calls are in
+//! flight together the processors have work of their own between calls,
+//! and a spinning thread only competes with the clients sharing the
+//! machine (64 concurrent clients lost throughput with a poller that spun
+//! whenever calls arrived); from a call that found another in flight until
+//! [`CROWD_HOLD_WINDOWS`] windows later the poller sleeps, and calls do not
+//! wake it.
+//!
+//! Its cost is processor time that would otherwise be idle: while calls
+//! come one at a time, up to one processor's idle time; after the last
+//! call, the window.
 
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Context, Poll};
@@ -48,16 +59,29 @@ const FOLLOW_INTERVAL: Duration = Duration::from_millis(1);
 /// How often a sleeping poller looks whether anything is left to call it.
 const IDLE_CHECK: Duration = Duration::from_secs(10);
 
-/// `Shared::last_ns` before the first call.
+/// `Shared::last_ns` before the first call, `Shared::crowded_ns` before
+/// two calls were first in flight together.
 const NEVER: u64 = u64::MAX;
+
+/// How long, in windows, the poller stays asleep after a call that found
+/// another in flight (with the 2 ms window of `auto`, 100 ms): long enough
+/// that a steady run of concurrent calls never lets it spin between them.
+pub const CROWD_HOLD_WINDOWS: u64 = 50;
 
 /// What the serving threads and the poller share.
 #[derive(Debug)]
 struct Shared {
     base: Instant,
     window_ns: u64,
+    /// `window_ns` times [`CROWD_HOLD_WINDOWS`].
+    crowd_hold_ns: u64,
     /// Nanoseconds since `base` of the last call's arrival.
     last_ns: AtomicU64,
+    /// Calls in flight (their futures not yet finished or dropped).
+    in_flight: AtomicUsize,
+    /// Nanoseconds since `base` of the last call that arrived while
+    /// another was in flight.
+    crowded_ns: AtomicU64,
     /// The processor that received the last call.
     cpu: AtomicUsize,
     /// The poller is asleep (or about to sleep) on `wake`.
@@ -75,21 +99,50 @@ impl Shared {
     }
 
     fn active(&self) -> bool {
-        let last = self.last_ns.load(Ordering::SeqCst);
-        last != NEVER && self.now_ns().saturating_sub(last) < self.window_ns
+        self.active_at(self.now_ns())
     }
 
-    /// A call arrived on this thread's processor.
-    fn touch(&self) {
-        self.last_ns.store(self.now_ns(), Ordering::SeqCst);
+    /// Whether the poller spins at `now`: a call arrived within the window
+    /// and none found another in flight within the hold.
+    fn active_at(&self, now: u64) -> bool {
+        let last = self.last_ns.load(Ordering::SeqCst);
+        if last == NEVER || now.saturating_sub(last) >= self.window_ns {
+            return false;
+        }
+        let crowded = self.crowded_ns.load(Ordering::SeqCst);
+        crowded == NEVER || now.saturating_sub(crowded) >= self.crowd_hold_ns
+    }
+
+    /// A call arrived on this thread's processor; it is in flight until
+    /// the guard is dropped.
+    fn begin(self: &Arc<Self>) -> InFlight {
+        let now = self.now_ns();
+        if self.in_flight.fetch_add(1, Ordering::SeqCst) > 0 {
+            self.crowded_ns.store(now, Ordering::SeqCst);
+        }
+        self.last_ns.store(now, Ordering::SeqCst);
         self.cpu
             .store(rustix::thread::sched_getcpu(), Ordering::Relaxed);
         // Stored before looking, as the poller sets `parked` before it
-        // looks at `last_ns`: one of the two sees the other's write.
-        if self.parked.load(Ordering::SeqCst) {
+        // looks at `last_ns`: one of the two sees the other's write. A
+        // crowded call leaves it asleep (waking it only to have it see
+        // that it must not spin would cost a wakeup per call).
+        if self.parked.load(Ordering::SeqCst) && self.active_at(now) {
             let _guard = self.sleep.lock().unwrap_or_else(|e| e.into_inner());
             self.wake.notify_one();
         }
+        InFlight(Arc::clone(self))
+    }
+}
+
+/// A call in flight, counted until dropped (when the call's future ends
+/// or is dropped unfinished).
+#[derive(Debug)]
+struct InFlight(Arc<Shared>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -110,10 +163,14 @@ impl IdlePoller {
     /// from the threads it is meant to serve) or cannot be started; the
     /// reason is logged.
     pub fn start(window: Duration) -> Option<IdlePoller> {
+        let window_ns = u64::try_from(window.as_nanos()).unwrap_or(u64::MAX);
         let shared = Arc::new(Shared {
             base: Instant::now(),
-            window_ns: u64::try_from(window.as_nanos()).unwrap_or(u64::MAX),
+            window_ns,
+            crowd_hold_ns: window_ns.saturating_mul(CROWD_HOLD_WINDOWS),
             last_ns: AtomicU64::new(NEVER),
+            in_flight: AtomicUsize::new(0),
+            crowded_ns: AtomicU64::new(NEVER),
             cpu: AtomicUsize::new(rustix::thread::sched_getcpu()),
             parked: AtomicBool::new(false),
             spells: AtomicUsize::new(0),
@@ -153,7 +210,8 @@ impl IdlePoller {
     }
 
     /// The layer that tells the poller of each call (a store of the time
-    /// and the processor; a wakeup only when the poller sleeps).
+    /// and the processor, a count of the calls in flight; a wakeup only
+    /// when the poller sleeps and may spin).
     pub fn layer(&self) -> TouchLayer {
         TouchLayer(Arc::clone(&self.shared))
     }
@@ -330,15 +388,35 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = S::Future;
+    type Future = Tracked<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: R) -> S::Future {
-        self.shared.touch();
-        self.inner.call(req)
+    fn call(&mut self, req: R) -> Tracked<S::Future> {
+        let in_flight = self.shared.begin();
+        Tracked {
+            inner: self.inner.call(req),
+            _in_flight: in_flight,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A call's future, counted as in flight until it ends or is dropped.
+    #[derive(Debug)]
+    pub struct Tracked<F> {
+        #[pin]
+        inner: F,
+        _in_flight: InFlight,
+    }
+}
+
+impl<F: Future> Future for Tracked<F> {
+    type Output = F::Output;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.project().inner.poll(cx)
     }
 }
 
@@ -473,7 +551,7 @@ mod tests {
         // repeated until it did).
         assert!(
             eventually(|| {
-                shared.touch();
+                drop(shared.begin());
                 shared.spells.load(Ordering::SeqCst) >= 1
             }),
             "woken by a call"
@@ -492,6 +570,52 @@ mod tests {
             }),
             "the thread ends"
         );
+    }
+
+    /// A call that finds another in flight stops the spinning for the
+    /// hold, whether the calls end or are dropped unfinished; a call
+    /// alone after the hold spins again.
+    #[test]
+    fn the_poller_spins_only_while_calls_come_one_at_a_time() {
+        use tower::{Layer, Service};
+        let Some(poller) = IdlePoller::start(Duration::from_millis(2)) else {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "the idle poller could not start"
+            );
+            return;
+        };
+        let shared = &poller.shared;
+        let hold = shared.crowd_hold_ns;
+        assert_eq!(hold, 2_000_000 * CROWD_HOLD_WINDOWS);
+        let last = || shared.last_ns.load(Ordering::SeqCst);
+        let in_flight = || shared.in_flight.load(Ordering::SeqCst);
+
+        // Through the layer: a call's future counts while it lives.
+        let mut service = poller.layer().layer(tower::service_fn(|_: ()| {
+            std::future::pending::<Result<(), ()>>()
+        }));
+        let first = service.call(());
+        assert_eq!(in_flight(), 1);
+        assert!(shared.active_at(last() + 1), "one call in flight: spin");
+        assert!(!shared.active_at(last() + 2_000_000), "the window ended");
+
+        let second = service.call(());
+        assert_eq!(in_flight(), 2);
+        assert!(!shared.active_at(last() + 1), "two in flight: no spinning");
+        drop(first);
+        drop(second);
+        assert_eq!(in_flight(), 0, "dropped calls are no longer in flight");
+
+        drop(shared.begin());
+        let alone = last();
+        assert!(!shared.active_at(alone + 1), "alone, but within the hold");
+        // A call alone, one hold after the crowded one (the clock moved
+        // on by hand).
+        let later = shared.crowded_ns.load(Ordering::SeqCst) + hold;
+        shared.last_ns.store(later, Ordering::SeqCst);
+        assert!(shared.active_at(later + 1), "alone after the hold: spin");
+        assert_eq!(in_flight(), 0);
     }
 
     #[test]
