@@ -97,8 +97,7 @@ use crate::capabilities::{
 };
 use crate::ids::NodeId;
 use crate::proto;
-use crate::types::at;
-use crate::validate::{self, index};
+use crate::validate::{self, at, index};
 
 /// How much a broken response rule matters to the CO.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -152,7 +151,7 @@ pub trait ResponseRules {
     fn must(&self) -> Result<(), crate::CsiError>;
 }
 
-mod must;
+pub(crate) mod must;
 
 /// Walks a wire message for tolerated oddities under a field path.
 pub(crate) trait Walk {

@@ -8,8 +8,8 @@ use crate::capabilities::GroupControllerCapabilities;
 use crate::ids::{GroupSnapshotId, GroupSnapshotName, SnapshotId, VolumeId};
 use crate::proto;
 use crate::redact::Secrets;
-use crate::types::{FromProto, Map, Snapshot, at, id_list, non_empty_list, required, timestamp};
-use crate::validate;
+use crate::types::{FromProto, Map, Snapshot, at, id_list, non_empty_list, required};
+use crate::validate::{self, timestamp};
 
 /// `GroupControllerGetCapabilities` request (empty).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
