@@ -333,8 +333,7 @@ const ROOT: Path<'static> = Path::Named("");
 impl MustResponse for proto::GetPluginInfoResponse {
     fn must(&self) -> Result<(), CsiError> {
         named(ROOT.at("name"), |f| PluginName::check(f, &self.name))?;
-        validate::required("vendor_version", &self.vendor_version)?;
-        validate::string("vendor_version", &self.vendor_version)?;
+        crate::identity::check_vendor_version(&self.vendor_version)?;
         map(ROOT.at("manifest"), &self.manifest)
     }
 }
