@@ -137,8 +137,10 @@ pub trait ResponseRules {
     /// Checks the MUST rules in place: `Ok` exactly when the typed
     /// conversion (`TryFrom<proto::…>`) accepts the response, and otherwise
     /// the same error, naming the field; without taking the response or
-    /// building the typed value (for a unary response; a streamed message is
-    /// converted from a copy).
+    /// building the typed value. For a unary response this check is where
+    /// the rules are written: its conversion runs it, then builds the typed
+    /// value without checking again. A streamed message is converted from a
+    /// copy.
     ///
     /// ```
     /// use csi_types::{check::ResponseRules, proto};
