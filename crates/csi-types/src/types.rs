@@ -316,6 +316,7 @@ impl FromProto<proto::VolumeCapability> for VolumeCapability {
 }
 
 impl FromChecked<proto::VolumeCapability> for VolumeCapability {
+    #[inline]
     fn from_checked(p: proto::VolumeCapability) -> Self {
         use proto::volume_capability::AccessType as Wire;
         VolumeCapability {

@@ -60,6 +60,7 @@ impl<'a> Path<'a> {
 
 /// Runs `rule`, whose verdict does not depend on the field's name, naming
 /// the field only when the rule is broken.
+#[inline]
 fn named<T>(path: Path<'_>, rule: impl Fn(&str) -> Result<T, CsiError>) -> Result<(), CsiError> {
     validate::lazily(|| path.render(), rule).map(drop)
 }
@@ -85,6 +86,7 @@ pub(crate) trait Must {
 
 impl<T: Must> Must for Option<T> {
     /// A REQUIRED message.
+    #[inline]
     fn must(&self, path: Path<'_>) -> Result<(), CsiError> {
         match self {
             Some(m) => m.must(path),
