@@ -97,8 +97,7 @@ use crate::capabilities::{
 };
 use crate::ids::NodeId;
 use crate::proto;
-use crate::types::at;
-use crate::validate::{self, index};
+use crate::validate::{self, at, index};
 
 /// How much a broken response rule matters to the CO.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -138,8 +137,10 @@ pub trait ResponseRules {
     /// Checks the MUST rules in place: `Ok` exactly when the typed
     /// conversion (`TryFrom<proto::…>`) accepts the response, and otherwise
     /// the same error, naming the field; without taking the response or
-    /// building the typed value (for a unary response; a streamed message is
-    /// converted from a copy).
+    /// building the typed value. For a unary response this check is where
+    /// the rules are written: its conversion runs it, then builds the typed
+    /// value without checking again. A streamed message is converted from a
+    /// copy.
     ///
     /// ```
     /// use csi_types::{check::ResponseRules, proto};
@@ -152,7 +153,7 @@ pub trait ResponseRules {
     fn must(&self) -> Result<(), crate::CsiError>;
 }
 
-mod must;
+pub(crate) mod must;
 
 /// Walks a wire message for tolerated oddities under a field path.
 pub(crate) trait Walk {

@@ -2,13 +2,14 @@
 
 use crate::CsiError;
 use crate::capabilities::ControllerCapabilities;
+use crate::check::must::MustResponse;
 use crate::ids::{NodeId, SnapshotId, SnapshotName, VolumeId, VolumeName};
 use crate::proto;
 use crate::redact::Secrets;
 use crate::types::{
-    CapacityRange, FromProto, Map, Snapshot, Topology, TopologyRequirement, Volume,
-    VolumeCapability, VolumeCondition, VolumeContentSource, at, list, non_empty_list, optional,
-    optional_id, required,
+    CapacityRange, FromChecked, Map, Snapshot, Topology, TopologyRequirement, Volume,
+    VolumeCapability, VolumeCondition, VolumeContentSource, list, non_empty_list, optional,
+    optional_id, proven, proven_size, required,
 };
 use crate::validate;
 
@@ -84,8 +85,9 @@ impl CreateVolumeResponse {
 impl TryFrom<proto::CreateVolumeResponse> for CreateVolumeResponse {
     type Error = CsiError;
     fn try_from(p: proto::CreateVolumeResponse) -> Result<Self, CsiError> {
+        p.must()?;
         Ok(CreateVolumeResponse {
-            volume: required("volume", p.volume)?,
+            volume: Volume::from_checked(proven(p.volume)),
         })
     }
 }
@@ -307,35 +309,28 @@ impl ValidateVolumeCapabilitiesResponse {
     }
 }
 
-impl FromProto<proto::validate_volume_capabilities_response::Confirmed> for Confirmed {
-    fn from_proto(
-        field: &str,
-        p: proto::validate_volume_capabilities_response::Confirmed,
-    ) -> Result<Self, CsiError> {
-        Ok(Confirmed {
-            volume_context: validate::map(&at(field, "volume_context"), p.volume_context)?,
-            volume_capabilities: non_empty_list(
-                &at(field, "volume_capabilities"),
-                p.volume_capabilities,
-            )?,
-            parameters: validate::map(&at(field, "parameters"), p.parameters)?,
-            mutable_parameters: validate::map(
-                &at(field, "mutable_parameters"),
-                p.mutable_parameters,
-            )?,
-        })
+impl FromChecked<proto::validate_volume_capabilities_response::Confirmed> for Confirmed {
+    fn from_checked(p: proto::validate_volume_capabilities_response::Confirmed) -> Self {
+        Confirmed {
+            volume_context: p.volume_context,
+            volume_capabilities: p
+                .volume_capabilities
+                .into_iter()
+                .map(VolumeCapability::from_checked)
+                .collect(),
+            parameters: p.parameters,
+            mutable_parameters: p.mutable_parameters,
+        }
     }
 }
 
 impl TryFrom<proto::ValidateVolumeCapabilitiesResponse> for ValidateVolumeCapabilitiesResponse {
     type Error = CsiError;
     fn try_from(p: proto::ValidateVolumeCapabilitiesResponse) -> Result<Self, CsiError> {
+        p.must()?;
         Ok(ValidateVolumeCapabilitiesResponse {
-            confirmed: optional("confirmed", p.confirmed)?,
-            message: {
-                validate::string("message", &p.message)?;
-                p.message
-            },
+            confirmed: p.confirmed.map(Confirmed::from_checked),
+            message: p.message,
         })
     }
 }
@@ -437,20 +432,20 @@ impl VolumeStatus {
         })
     }
 
-    fn parse(
-        field: &str,
+    /// A status received from a plugin: it has tolerated rules only.
+    fn received(
         published_node_ids: Vec<String>,
         volume_condition: Option<proto::VolumeCondition>,
-    ) -> Result<Self, CsiError> {
-        Ok(VolumeStatus {
+    ) -> Self {
+        VolumeStatus {
             // A tolerated rule (see `crate::check`): entries that are not
             // node ids are ignored, not refused.
             published_node_ids: published_node_ids
                 .into_iter()
                 .filter_map(|id| NodeId::new(id).ok())
                 .collect(),
-            volume_condition: optional(&at(field, "volume_condition"), volume_condition)?,
-        })
+            volume_condition: volume_condition.map(VolumeCondition::from_checked),
+        }
     }
 
     fn into_parts(self) -> (Vec<String>, Option<proto::VolumeCondition>) {
@@ -482,30 +477,33 @@ pub struct ListVolumesResponse {
     pub next_token: Option<String>,
 }
 
-impl FromProto<proto::list_volumes_response::Entry> for ListVolumesEntry {
-    fn from_proto(field: &str, p: proto::list_volumes_response::Entry) -> Result<Self, CsiError> {
-        Ok(ListVolumesEntry {
-            volume: required(&at(field, "volume"), p.volume)?,
+impl FromChecked<proto::list_volumes_response::Entry> for ListVolumesEntry {
+    fn from_checked(p: proto::list_volumes_response::Entry) -> Self {
+        ListVolumesEntry {
+            volume: Volume::from_checked(proven(p.volume)),
             status: p
                 .status
-                .map(|s| {
-                    VolumeStatus::parse(
-                        &at(field, "status"),
-                        s.published_node_ids,
-                        s.volume_condition,
-                    )
-                })
-                .transpose()?,
-        })
+                .map(|s| VolumeStatus::received(s.published_node_ids, s.volume_condition)),
+        }
     }
+}
+
+/// A page token its check accepted; empty means the last page.
+fn next_token(token: String) -> Option<String> {
+    (!token.is_empty()).then_some(token)
 }
 
 impl TryFrom<proto::ListVolumesResponse> for ListVolumesResponse {
     type Error = CsiError;
     fn try_from(p: proto::ListVolumesResponse) -> Result<Self, CsiError> {
+        p.must()?;
         Ok(ListVolumesResponse {
-            entries: list("entries", p.entries)?,
-            next_token: validate::optional_string("next_token", p.next_token)?,
+            entries: p
+                .entries
+                .into_iter()
+                .map(ListVolumesEntry::from_checked)
+                .collect(),
+            next_token: next_token(p.next_token),
         })
     }
 }
@@ -575,14 +573,11 @@ impl ControllerGetVolumeResponse {
 impl TryFrom<proto::ControllerGetVolumeResponse> for ControllerGetVolumeResponse {
     type Error = CsiError;
     fn try_from(p: proto::ControllerGetVolumeResponse) -> Result<Self, CsiError> {
-        let status = p.status.ok_or_else(|| CsiError::missing("status"))?;
+        p.must()?;
+        let status = proven(p.status);
         Ok(ControllerGetVolumeResponse {
-            volume: required("volume", p.volume)?,
-            status: VolumeStatus::parse(
-                "status",
-                status.published_node_ids,
-                status.volume_condition,
-            )?,
+            volume: Volume::from_checked(proven(p.volume)),
+            status: VolumeStatus::received(status.published_node_ids, status.volume_condition),
         })
     }
 }
@@ -688,16 +683,11 @@ pub struct GetCapacityResponse {
 impl TryFrom<proto::GetCapacityResponse> for GetCapacityResponse {
     type Error = CsiError;
     fn try_from(p: proto::GetCapacityResponse) -> Result<Self, CsiError> {
+        p.must()?;
         Ok(GetCapacityResponse {
-            available_capacity: validate::non_negative("available_capacity", p.available_capacity)?,
-            maximum_volume_size: p
-                .maximum_volume_size
-                .map(|v| validate::non_negative("maximum_volume_size", v))
-                .transpose()?,
-            minimum_volume_size: p
-                .minimum_volume_size
-                .map(|v| validate::non_negative("minimum_volume_size", v))
-                .transpose()?,
+            available_capacity: proven_size(p.available_capacity),
+            maximum_volume_size: p.maximum_volume_size.map(proven_size),
+            minimum_volume_size: p.minimum_volume_size.map(proven_size),
         })
     }
 }
@@ -891,15 +881,14 @@ pub struct ListSnapshotsResponse {
 impl TryFrom<proto::ListSnapshotsResponse> for ListSnapshotsResponse {
     type Error = CsiError;
     fn try_from(p: proto::ListSnapshotsResponse) -> Result<Self, CsiError> {
-        let entries = p
-            .entries
-            .into_iter()
-            .enumerate()
-            .map(|(i, e)| required(&format!("entries[{i}].snapshot"), e.snapshot))
-            .collect::<Result<_, _>>()?;
+        p.must()?;
         Ok(ListSnapshotsResponse {
-            entries,
-            next_token: validate::optional_string("next_token", p.next_token)?,
+            entries: p
+                .entries
+                .into_iter()
+                .map(|e| Snapshot::from_checked(proven(e.snapshot)))
+                .collect(),
+            next_token: next_token(p.next_token),
         })
     }
 }
@@ -967,7 +956,8 @@ macro_rules! snapshot_response {
             impl TryFrom<$wire> for $typed {
                 type Error = CsiError;
                 fn try_from(p: $wire) -> Result<Self, CsiError> {
-                    Ok($typed { snapshot: required("snapshot", p.snapshot)? })
+                    p.must()?;
+                    Ok($typed { snapshot: Snapshot::from_checked(proven(p.snapshot)) })
                 }
             }
 
@@ -1033,8 +1023,9 @@ pub struct ControllerExpandVolumeResponse {
 impl TryFrom<proto::ControllerExpandVolumeResponse> for ControllerExpandVolumeResponse {
     type Error = CsiError;
     fn try_from(p: proto::ControllerExpandVolumeResponse) -> Result<Self, CsiError> {
+        p.must()?;
         Ok(ControllerExpandVolumeResponse {
-            capacity_bytes: validate::non_negative("capacity_bytes", p.capacity_bytes)?,
+            capacity_bytes: proven_size(p.capacity_bytes),
             node_expansion_required: p.node_expansion_required,
         })
     }
@@ -1052,8 +1043,9 @@ impl From<ControllerExpandVolumeResponse> for proto::ControllerExpandVolumeRespo
 impl TryFrom<proto::ControllerPublishVolumeResponse> for ControllerPublishVolumeResponse {
     type Error = CsiError;
     fn try_from(p: proto::ControllerPublishVolumeResponse) -> Result<Self, CsiError> {
+        p.must()?;
         Ok(ControllerPublishVolumeResponse {
-            publish_context: validate::map("publish_context", p.publish_context)?,
+            publish_context: p.publish_context,
         })
     }
 }

@@ -5,10 +5,11 @@ use std::time::SystemTime;
 use crate::CsiError;
 use crate::bound::ObjectBound;
 use crate::capabilities::GroupControllerCapabilities;
+use crate::check::must::MustResponse;
 use crate::ids::{GroupSnapshotId, GroupSnapshotName, SnapshotId, VolumeId};
 use crate::proto;
 use crate::redact::Secrets;
-use crate::types::{FromProto, Map, Snapshot, at, id_list, non_empty_list, required, timestamp};
+use crate::types::{FromChecked, Map, Snapshot, id_list, proven, proven_time};
 use crate::validate;
 
 /// `GroupControllerGetCapabilities` request (empty).
@@ -98,35 +99,18 @@ pub struct VolumeGroupSnapshot {
     pub ready_to_use: bool,
 }
 
-impl FromProto<proto::VolumeGroupSnapshot> for VolumeGroupSnapshot {
-    fn from_proto(field: &str, p: proto::VolumeGroupSnapshot) -> Result<Self, CsiError> {
-        let group_snapshot_id =
-            GroupSnapshotId::parse(&at(field, "group_snapshot_id"), p.group_snapshot_id)?;
-        let snapshots: Vec<Snapshot> = non_empty_list(&at(field, "snapshots"), p.snapshots)?;
-        // "If this message is inside a VolumeGroupSnapshot message, the value
-        // MUST be the same as the group_snapshot_id in that message."
-        for (i, s) in snapshots.iter().enumerate() {
-            if s.group_snapshot_id.as_ref() != Some(&group_snapshot_id) {
-                return Err(CsiError::invalid(
-                    format!("{}[{i}].group_snapshot_id", at(field, "snapshots")),
-                    format!("must equal the group's id {:?}", group_snapshot_id.as_str()),
-                ));
-            }
-        }
-        // "If any snapshot in the list of snapshots in this message have
-        // ready_to_use set to false, the SP MUST set this field to false."
-        if p.ready_to_use && snapshots.iter().any(|s| !s.ready_to_use) {
-            return Err(CsiError::invalid(
-                at(field, "ready_to_use"),
-                "must be false while any member snapshot is not ready to use",
-            ));
-        }
-        Ok(VolumeGroupSnapshot {
-            group_snapshot_id,
-            snapshots,
-            creation_time: timestamp(&at(field, "creation_time"), p.creation_time)?,
+impl FromChecked<proto::VolumeGroupSnapshot> for VolumeGroupSnapshot {
+    fn from_checked(p: proto::VolumeGroupSnapshot) -> Self {
+        VolumeGroupSnapshot {
+            group_snapshot_id: GroupSnapshotId::from_checked(p.group_snapshot_id),
+            snapshots: p
+                .snapshots
+                .into_iter()
+                .map(Snapshot::from_checked)
+                .collect(),
+            creation_time: proven_time(p.creation_time),
             ready_to_use: p.ready_to_use,
-        })
+        }
     }
 }
 
@@ -230,7 +214,10 @@ macro_rules! group_snapshot_response {
             impl TryFrom<$wire> for $typed {
                 type Error = CsiError;
                 fn try_from(p: $wire) -> Result<Self, CsiError> {
-                    Ok($typed { group_snapshot: required("group_snapshot", p.group_snapshot)? })
+                    p.must()?;
+                    Ok($typed {
+                        group_snapshot: VolumeGroupSnapshot::from_checked(proven(p.group_snapshot)),
+                    })
                 }
             }
 

@@ -2,9 +2,10 @@
 
 use crate::CsiError;
 use crate::capabilities::PluginCapabilities;
+use crate::check::must::MustResponse;
 use crate::ids::PluginName;
 use crate::proto;
-use crate::types::{Map, at};
+use crate::types::Map;
 use crate::validate;
 
 /// `GetPluginInfo` request (empty).
@@ -35,8 +36,7 @@ impl GetPluginInfoResponse {
     /// A response with every REQUIRED field; fails if `vendor_version` is empty or too long.
     pub fn new(name: PluginName, vendor_version: impl Into<String>) -> Result<Self, CsiError> {
         let vendor_version = vendor_version.into();
-        validate::required("vendor_version", &vendor_version)?;
-        validate::string("vendor_version", &vendor_version)?;
+        check_vendor_version(&vendor_version)?;
         Ok(GetPluginInfoResponse {
             name,
             vendor_version,
@@ -49,6 +49,13 @@ impl GetPluginInfoResponse {
         self.manifest.insert(key.into(), value.into());
         self
     }
+}
+
+/// The rules of `vendor_version`, shared by [`GetPluginInfoResponse::new`]
+/// and the response's in-place check.
+pub(crate) fn check_vendor_version(v: &str) -> Result<(), CsiError> {
+    validate::required("vendor_version", v)?;
+    validate::string("vendor_version", v)
 }
 
 /// `GetPluginCapabilities` request (empty).
@@ -95,10 +102,12 @@ crate::messages::empty_messages! {
 impl TryFrom<proto::GetPluginInfoResponse> for GetPluginInfoResponse {
     type Error = CsiError;
     fn try_from(p: proto::GetPluginInfoResponse) -> Result<Self, CsiError> {
-        let mut r =
-            GetPluginInfoResponse::new(PluginName::parse("name", p.name)?, p.vendor_version)?;
-        r.manifest = validate::map(&at("", "manifest"), p.manifest)?;
-        Ok(r)
+        p.must()?;
+        Ok(GetPluginInfoResponse {
+            name: PluginName::from_checked(p.name),
+            vendor_version: p.vendor_version,
+            manifest: p.manifest,
+        })
     }
 }
 

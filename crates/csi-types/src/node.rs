@@ -3,12 +3,13 @@
 use crate::CsiError;
 use crate::bound::ObjectBound;
 use crate::capabilities::NodeCapabilities;
+use crate::check::must::MustResponse;
 use crate::ids::{NodeId, NodePath, VolumeId};
 use crate::proto;
 use crate::redact::Secrets;
 use crate::types::{
-    CapacityRange, FromProto, Map, Topology, VolumeCapability, VolumeCondition, at, list, optional,
-    optional_id, required,
+    CapacityRange, FromChecked, Map, Topology, VolumeCapability, VolumeCondition, optional,
+    optional_id, proven_size, required,
 };
 use crate::validate;
 
@@ -239,25 +240,19 @@ pub struct VolumeUsage {
     pub used: u64,
 }
 
-impl FromProto<proto::VolumeUsage> for VolumeUsage {
-    fn from_proto(field: &str, p: proto::VolumeUsage) -> Result<Self, CsiError> {
+impl FromChecked<proto::VolumeUsage> for VolumeUsage {
+    fn from_checked(p: proto::VolumeUsage) -> Self {
         use proto::volume_usage::Unit;
-        let unit = match Unit::try_from(p.unit) {
-            Ok(Unit::Bytes) => UsageUnit::Bytes,
-            Ok(Unit::Inodes) => UsageUnit::Inodes,
-            _ => {
-                return Err(CsiError::invalid(
-                    at(field, "unit"),
-                    "this field is REQUIRED: BYTES or INODES",
-                ));
-            }
-        };
-        Ok(VolumeUsage {
-            unit,
-            total: validate::non_negative(&at(field, "total"), p.total)?,
-            available: validate::non_negative(&at(field, "available"), p.available)?,
-            used: validate::non_negative(&at(field, "used"), p.used)?,
-        })
+        VolumeUsage {
+            unit: crate::types::proven(match Unit::try_from(p.unit) {
+                Ok(Unit::Bytes) => Some(UsageUnit::Bytes),
+                Ok(Unit::Inodes) => Some(UsageUnit::Inodes),
+                Ok(Unit::Unknown) | Err(_) => None,
+            }),
+            total: proven_size(p.total),
+            available: proven_size(p.available),
+            used: proven_size(p.used),
+        }
     }
 }
 
@@ -288,9 +283,10 @@ pub struct NodeGetVolumeStatsResponse {
 impl TryFrom<proto::NodeGetVolumeStatsResponse> for NodeGetVolumeStatsResponse {
     type Error = CsiError;
     fn try_from(p: proto::NodeGetVolumeStatsResponse) -> Result<Self, CsiError> {
+        p.must()?;
         Ok(NodeGetVolumeStatsResponse {
-            usage: list("usage", p.usage)?,
-            volume_condition: optional("volume_condition", p.volume_condition)?,
+            usage: p.usage.into_iter().map(VolumeUsage::from_checked).collect(),
+            volume_condition: p.volume_condition.map(VolumeCondition::from_checked),
         })
     }
 }
@@ -359,7 +355,8 @@ pub struct NodeExpandVolumeResponse {
 impl TryFrom<proto::NodeExpandVolumeResponse> for NodeExpandVolumeResponse {
     type Error = CsiError;
     fn try_from(p: proto::NodeExpandVolumeResponse) -> Result<Self, CsiError> {
-        let bytes = validate::non_negative("capacity_bytes", p.capacity_bytes)?;
+        p.must()?;
+        let bytes = proven_size(p.capacity_bytes);
         Ok(NodeExpandVolumeResponse {
             capacity_bytes: (bytes != 0).then_some(bytes),
         })
@@ -443,11 +440,12 @@ impl NodeGetInfoResponse {
 impl TryFrom<proto::NodeGetInfoResponse> for NodeGetInfoResponse {
     type Error = CsiError;
     fn try_from(p: proto::NodeGetInfoResponse) -> Result<Self, CsiError> {
-        let max = validate::non_negative("max_volumes_per_node", p.max_volumes_per_node)?;
+        p.must()?;
+        let max = proven_size(p.max_volumes_per_node);
         Ok(NodeGetInfoResponse {
-            node_id: NodeId::parse("node_id", p.node_id)?,
+            node_id: NodeId::from_checked(p.node_id),
             max_volumes_per_node: (max != 0).then_some(max),
-            accessible_topology: optional("accessible_topology", p.accessible_topology)?,
+            accessible_topology: p.accessible_topology.map(Topology::from_checked),
         })
     }
 }

@@ -6,25 +6,53 @@ use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use crate::CsiError;
+use crate::check::must::{Must, Path, check_segments};
 use crate::ids::{GroupSnapshotId, SnapshotId, TopologyKey, TopologyValue, VolumeId};
 use crate::proto;
-use crate::validate::{self, index, join};
+use crate::validate::{self, index};
 
 /// A `map<string, string>` field such as `parameters` or `volume_context`.
 pub type Map = BTreeMap<String, String>;
 
-/// Names a child field of `parent` (`parent.child`, or `child` at the root).
-pub(crate) fn at(parent: &str, child: &str) -> String {
-    if parent.is_empty() {
-        child.to_string()
-    } else {
-        join(parent, child)
-    }
-}
+pub(crate) use crate::validate::at;
 
 /// Converts a nested wire message into its typed form, naming fields from `field`.
 pub(crate) trait FromProto<P>: Sized {
     fn from_proto(field: &str, p: P) -> Result<Self, CsiError>;
+}
+
+/// Builds a typed message from a wire message its in-place check
+/// (`crate::check::must`) accepted, without checking again: the MUST rules
+/// of the responses, and of the nested messages requests share with them,
+/// are written once, in those checks.
+pub(crate) trait FromChecked<P> {
+    fn from_checked(p: P) -> Self;
+}
+
+/// The conversion of a nested wire message whose rules are its in-place
+/// check: the check, naming fields under `field`, then the construction.
+pub(crate) fn checked<P: Must, T: FromChecked<P>>(field: &str, p: P) -> Result<T, CsiError> {
+    p.must(Path::Named(field))?;
+    Ok(T::from_checked(p))
+}
+
+/// What an in-place check proved: a REQUIRED field it found set, a value it
+/// found in range. A message the check accepted always has it; reaching the
+/// `expect` would be a bug of this crate (a check and its construction out
+/// of step), not bad input: the property tests convert random broken
+/// messages of every kind.
+pub(crate) fn proven<T>(v: Option<T>) -> T {
+    v.expect("accepted by the in-place check")
+}
+
+/// A non-negative int64 its check accepted.
+pub(crate) fn proven_size(v: i64) -> u64 {
+    proven(u64::try_from(v).ok())
+}
+
+/// A REQUIRED timestamp its check accepted.
+pub(crate) fn proven_time(t: Option<prost_types::Timestamp>) -> SystemTime {
+    proven(t.and_then(|t| SystemTime::try_from(t).ok()))
 }
 
 pub(crate) fn required<P, T: FromProto<P>>(field: &str, p: Option<P>) -> Result<T, CsiError> {
@@ -158,34 +186,19 @@ impl AccessMode {
     }
 }
 
-// The conversions of a volume capability's parts name their fields only for
-// an error (`field` is called then): every CreateVolume, publish and stage
-// request carries one, and building the paths on the way cost an allocation
-// per field.
-
-/// An access mode; `field` names the `access_mode` message.
-fn parse_access_mode(
-    field: &dyn Fn() -> String,
-    p: proto::volume_capability::AccessMode,
-) -> Result<AccessMode, CsiError> {
+/// An access mode its check accepted (a known mode, not `UNKNOWN`).
+fn checked_access_mode(p: proto::volume_capability::AccessMode) -> AccessMode {
     use proto::volume_capability::access_mode::Mode;
-    match Mode::try_from(p.mode) {
-        Ok(Mode::SingleNodeWriter) => Ok(AccessMode::SingleNodeWriter),
-        Ok(Mode::SingleNodeReaderOnly) => Ok(AccessMode::SingleNodeReaderOnly),
-        Ok(Mode::MultiNodeReaderOnly) => Ok(AccessMode::MultiNodeReaderOnly),
-        Ok(Mode::MultiNodeSingleWriter) => Ok(AccessMode::MultiNodeSingleWriter),
-        Ok(Mode::MultiNodeMultiWriter) => Ok(AccessMode::MultiNodeMultiWriter),
-        Ok(Mode::SingleNodeSingleWriter) => Ok(AccessMode::SingleNodeSingleWriter),
-        Ok(Mode::SingleNodeMultiWriter) => Ok(AccessMode::SingleNodeMultiWriter),
-        Ok(Mode::Unknown) => Err(CsiError::invalid(
-            at(&field(), "mode"),
-            "this field is REQUIRED: the mode must not be UNKNOWN",
-        )),
-        Err(_) => Err(CsiError::invalid(
-            at(&field(), "mode"),
-            format!("unknown access mode {}", p.mode),
-        )),
-    }
+    proven(match Mode::try_from(p.mode) {
+        Ok(Mode::SingleNodeWriter) => Some(AccessMode::SingleNodeWriter),
+        Ok(Mode::SingleNodeReaderOnly) => Some(AccessMode::SingleNodeReaderOnly),
+        Ok(Mode::MultiNodeReaderOnly) => Some(AccessMode::MultiNodeReaderOnly),
+        Ok(Mode::MultiNodeSingleWriter) => Some(AccessMode::MultiNodeSingleWriter),
+        Ok(Mode::MultiNodeMultiWriter) => Some(AccessMode::MultiNodeMultiWriter),
+        Ok(Mode::SingleNodeSingleWriter) => Some(AccessMode::SingleNodeSingleWriter),
+        Ok(Mode::SingleNodeMultiWriter) => Some(AccessMode::SingleNodeMultiWriter),
+        Ok(Mode::Unknown) | Err(_) => None,
+    })
 }
 
 impl From<AccessMode> for proto::volume_capability::AccessMode {
@@ -207,31 +220,15 @@ pub struct MountVolume {
     pub volume_mount_group: Option<String>,
 }
 
-/// A mount access type; `field` names the `mount` message.
-fn parse_mount_volume(
-    field: &dyn Fn() -> String,
-    p: proto::volume_capability::MountVolume,
-) -> Result<MountVolume, CsiError> {
-    let flags_bytes: usize = p.mount_flags.iter().map(String::len).sum();
-    if flags_bytes > validate::MAX_MOUNT_FLAGS_BYTES {
-        return Err(CsiError::invalid(
-            at(&field(), "mount_flags"),
-            format!(
-                "the flags together must be at most {} bytes, got {flags_bytes}",
-                validate::MAX_MOUNT_FLAGS_BYTES
-            ),
-        ));
+impl FromChecked<proto::volume_capability::MountVolume> for MountVolume {
+    fn from_checked(p: proto::volume_capability::MountVolume) -> Self {
+        let optional = |value: String| (!value.is_empty()).then_some(value);
+        MountVolume {
+            fs_type: optional(p.fs_type),
+            mount_flags: p.mount_flags,
+            volume_mount_group: optional(p.volume_mount_group),
+        }
     }
-    // `optional_string`: the 128-byte limit; empty means unset.
-    let optional = |name: &str, value: String| {
-        validate::lazily(|| at(&field(), name), |f| validate::string(f, &value))?;
-        Ok::<_, CsiError>((!value.is_empty()).then_some(value))
-    };
-    Ok(MountVolume {
-        fs_type: optional("fs_type", p.fs_type)?,
-        mount_flags: p.mount_flags,
-        volume_mount_group: optional("volume_mount_group", p.volume_mount_group)?,
-    })
 }
 
 impl From<MountVolume> for proto::volume_capability::MountVolume {
@@ -314,27 +311,21 @@ impl VolumeCapability {
 
 impl FromProto<proto::VolumeCapability> for VolumeCapability {
     fn from_proto(field: &str, p: proto::VolumeCapability) -> Result<Self, CsiError> {
+        checked(field, p)
+    }
+}
+
+impl FromChecked<proto::VolumeCapability> for VolumeCapability {
+    #[inline]
+    fn from_checked(p: proto::VolumeCapability) -> Self {
         use proto::volume_capability::AccessType as Wire;
-        let access_type = match p.access_type {
-            Some(Wire::Block(_)) => AccessType::Block,
-            Some(Wire::Mount(m)) => {
-                AccessType::Mount(parse_mount_volume(&|| at(field, "mount"), m)?)
-            }
-            None => {
-                return Err(CsiError::invalid(
-                    at(field, "access_type"),
-                    "exactly one of `block` or `mount` must be set",
-                ));
-            }
-        };
-        let access_mode = match p.access_mode {
-            Some(m) => parse_access_mode(&|| at(field, "access_mode"), m)?,
-            None => return Err(CsiError::missing(at(field, "access_mode"))),
-        };
-        Ok(VolumeCapability {
-            access_type,
-            access_mode,
-        })
+        VolumeCapability {
+            access_type: match proven(p.access_type) {
+                Wire::Block(_) => AccessType::Block,
+                Wire::Mount(m) => AccessType::Mount(MountVolume::from_checked(m)),
+            },
+            access_mode: checked_access_mode(proven(p.access_mode)),
+        }
     }
 }
 
@@ -497,11 +488,16 @@ impl Topology {
         segments: BTreeMap<String, String>,
     ) -> Result<Self, CsiError> {
         check_segments(field, &segments)?;
+        Ok(Self::from_segments(segments))
+    }
+
+    /// A topology from segments `check_segments` accepted.
+    fn from_segments(segments: BTreeMap<String, String>) -> Self {
         let segments = segments
             .into_iter()
             .map(|(k, v)| (TopologyKey::from_checked(k), TopologyValue::from_checked(v)))
             .collect();
-        Ok(Topology { segments })
+        Topology { segments }
     }
 
     /// The segment value for a key.
@@ -522,39 +518,15 @@ impl Topology {
     }
 }
 
-/// The rules of a topology's segments, checked in place; `field` names the
-/// map, and is called only when a rule is broken: topology is checked in
-/// every CreateVolume request and response.
-pub(crate) fn check_segments(
-    field: &dyn Fn() -> String,
-    segments: &BTreeMap<String, String>,
-) -> Result<(), CsiError> {
-    validate::lazily(field, |f| validate::map_size(f, segments))?;
-    let key_field = |k: &str| format!("{}[{k:?}]", field());
-    // Keys are unique ignoring ASCII case. A few keys (the usual case) are
-    // compared with the earlier ones in place; more go through a set of
-    // lower-cased copies.
-    let mut lower = (segments.len() > 8).then(std::collections::BTreeSet::new);
-    for (i, (k, v)) in segments.iter().enumerate() {
-        let repeated = match &mut lower {
-            Some(set) => !set.insert(k.to_ascii_lowercase()),
-            None => segments.keys().take(i).any(|e| e.eq_ignore_ascii_case(k)),
-        };
-        if repeated {
-            return Err(CsiError::invalid(
-                key_field(k),
-                "topology keys are case-insensitive and must be unique",
-            ));
-        }
-        validate::lazily(|| key_field(k), |f| TopologyKey::check(f, k))?;
-        validate::lazily(|| key_field(k), |f| TopologyValue::check(f, v))?;
-    }
-    Ok(())
-}
-
 impl FromProto<proto::Topology> for Topology {
     fn from_proto(field: &str, p: proto::Topology) -> Result<Self, CsiError> {
-        Topology::parse(&|| at(field, "segments"), p.segments)
+        checked(field, p)
+    }
+}
+
+impl FromChecked<proto::Topology> for Topology {
+    fn from_checked(p: proto::Topology) -> Self {
+        Topology::from_segments(p.segments)
     }
 }
 
@@ -629,20 +601,18 @@ pub enum VolumeContentSource {
 
 impl FromProto<proto::VolumeContentSource> for VolumeContentSource {
     fn from_proto(field: &str, p: proto::VolumeContentSource) -> Result<Self, CsiError> {
+        checked(field, p)
+    }
+}
+
+impl FromChecked<proto::VolumeContentSource> for VolumeContentSource {
+    fn from_checked(p: proto::VolumeContentSource) -> Self {
         use proto::volume_content_source::Type;
-        match p.r#type {
-            Some(Type::Snapshot(s)) => Ok(VolumeContentSource::Snapshot(SnapshotId::parse(
-                &at(field, "snapshot.snapshot_id"),
-                s.snapshot_id,
-            )?)),
-            Some(Type::Volume(v)) => Ok(VolumeContentSource::Volume(VolumeId::parse(
-                &at(field, "volume.volume_id"),
-                v.volume_id,
-            )?)),
-            None => Err(CsiError::invalid(
-                at(field, "type"),
-                "exactly one of `snapshot` or `volume` must be set",
-            )),
+        match proven(p.r#type) {
+            Type::Snapshot(s) => {
+                VolumeContentSource::Snapshot(SnapshotId::from_checked(s.snapshot_id))
+            }
+            Type::Volume(v) => VolumeContentSource::Volume(VolumeId::from_checked(v.volume_id)),
         }
     }
 }
@@ -717,13 +687,23 @@ impl Volume {
 
 impl FromProto<proto::Volume> for Volume {
     fn from_proto(field: &str, p: proto::Volume) -> Result<Self, CsiError> {
-        Ok(Volume {
-            volume_id: VolumeId::parse(&at(field, "volume_id"), p.volume_id)?,
-            capacity_bytes: validate::non_negative(&at(field, "capacity_bytes"), p.capacity_bytes)?,
-            volume_context: validate::map(&at(field, "volume_context"), p.volume_context)?,
-            content_source: optional(&at(field, "content_source"), p.content_source)?,
-            accessible_topology: list(&at(field, "accessible_topology"), p.accessible_topology)?,
-        })
+        checked(field, p)
+    }
+}
+
+impl FromChecked<proto::Volume> for Volume {
+    fn from_checked(p: proto::Volume) -> Self {
+        Volume {
+            volume_id: VolumeId::from_checked(p.volume_id),
+            capacity_bytes: proven_size(p.capacity_bytes),
+            volume_context: p.volume_context,
+            content_source: p.content_source.map(VolumeContentSource::from_checked),
+            accessible_topology: p
+                .accessible_topology
+                .into_iter()
+                .map(Topology::from_checked)
+                .collect(),
+        }
     }
 }
 
@@ -782,14 +762,19 @@ fn condition_message(message: String, default: &str) -> String {
 }
 
 impl FromProto<proto::VolumeCondition> for VolumeCondition {
-    fn from_proto(field: &str, p: proto::VolumeCondition) -> Result<Self, CsiError> {
-        // The message's rules are tolerated (see `crate::check`): it is
-        // kept as received; a `Plugin` still refuses to send a bad one.
-        let _ = field;
-        Ok(VolumeCondition {
+    fn from_proto(_field: &str, p: proto::VolumeCondition) -> Result<Self, CsiError> {
+        Ok(VolumeCondition::from_checked(p))
+    }
+}
+
+impl FromChecked<proto::VolumeCondition> for VolumeCondition {
+    /// The message's rules are tolerated (see `crate::check`): it is kept
+    /// as received; a `Plugin` still refuses to send a bad one.
+    fn from_checked(p: proto::VolumeCondition) -> Self {
+        VolumeCondition {
             abnormal: p.abnormal,
             message: p.message,
-        })
+        }
     }
 }
 
@@ -841,15 +826,6 @@ pub(crate) fn to_timestamp(t: SystemTime) -> prost_types::Timestamp {
     }
 }
 
-pub(crate) fn timestamp(
-    field: &str,
-    t: Option<prost_types::Timestamp>,
-) -> Result<SystemTime, CsiError> {
-    let t = t.ok_or_else(|| CsiError::missing(field))?;
-    SystemTime::try_from(t)
-        .map_err(|e| CsiError::invalid(field, format!("not a valid timestamp: {e}")))
-}
-
 /// A snapshot of a volume.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Snapshot {
@@ -895,18 +871,21 @@ impl Snapshot {
 
 impl FromProto<proto::Snapshot> for Snapshot {
     fn from_proto(field: &str, p: proto::Snapshot) -> Result<Self, CsiError> {
-        Ok(Snapshot {
-            snapshot_id: SnapshotId::parse(&at(field, "snapshot_id"), p.snapshot_id)?,
-            source_volume_id: VolumeId::parse(&at(field, "source_volume_id"), p.source_volume_id)?,
-            size_bytes: validate::non_negative(&at(field, "size_bytes"), p.size_bytes)?,
-            creation_time: timestamp(&at(field, "creation_time"), p.creation_time)?,
+        checked(field, p)
+    }
+}
+
+impl FromChecked<proto::Snapshot> for Snapshot {
+    fn from_checked(p: proto::Snapshot) -> Self {
+        Snapshot {
+            snapshot_id: SnapshotId::from_checked(p.snapshot_id),
+            source_volume_id: VolumeId::from_checked(p.source_volume_id),
+            size_bytes: proven_size(p.size_bytes),
+            creation_time: proven_time(p.creation_time),
             ready_to_use: p.ready_to_use,
-            group_snapshot_id: optional_id(
-                &at(field, "group_snapshot_id"),
-                p.group_snapshot_id,
-                GroupSnapshotId::parse,
-            )?,
-        })
+            group_snapshot_id: (!p.group_snapshot_id.is_empty())
+                .then(|| GroupSnapshotId::from_checked(p.group_snapshot_id)),
+        }
     }
 }
 

@@ -411,7 +411,11 @@ where
 }
 
 /// The in-place check of a response (`ResponseRules::must`) agrees with its
-/// typed conversion: the same verdict, the same first error.
+/// typed conversion: the same verdict, the same first error. The unary
+/// responses' conversions run that check and then build without checking
+/// again, so this holds the construction to what the check proved (a field
+/// it builds as present or in range that the check let through broken would
+/// panic here) and the streamed messages' check to their conversion.
 fn must_agrees<T, P>(p: &P) -> Result<(), TestCaseError>
 where
     T: TryFrom<P, Error = CsiError> + Debug,

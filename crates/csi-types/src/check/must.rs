@@ -1,30 +1,37 @@
-//! The MUST rules of the responses, checked in place.
+//! The MUST rules of the responses, checked in place: the one place they
+//! are written.
 //!
-//! [`super::ResponseRules::must`] answers what the typed conversion
-//! (`TryFrom<proto::…>`) answers, the same first error included, without
-//! taking the message or building the typed value: a [`crate::Plugin`]
-//! checks every response its driver builds before sending it, and a copy of
-//! the response for a conversion whose result is thrown away was the largest
-//! single cost of its per-call path. Field paths are put together only for
-//! an error (the rules' verdicts never depend on them).
+//! [`super::ResponseRules::must`] checks a wire response without taking it
+//! or building the typed value: a [`crate::Plugin`] checks every response
+//! its driver builds before sending it, and a copy of the response for a
+//! conversion whose result is thrown away was the largest single cost of its
+//! per-call path. Field paths are put together only for an error (the
+//! rules' verdicts never depend on them).
 //!
-//! The rules here repeat those of the conversions, in the same order;
-//! `tests/properties.rs` holds the two to the same answer on random wire
-//! responses, valid and broken.
+//! The typed conversions (`TryFrom<proto::…>` of the responses, and of the
+//! nested messages requests share with them: volume capabilities, topology,
+//! content sources) run these checks and then build the typed value from
+//! the checked message without checking again (`FromChecked`), so a
+//! conversion cannot disagree with its check. `tests/properties.rs` still
+//! holds the two to the same answer on random wire responses, valid and
+//! broken.
 
 use std::collections::BTreeMap;
 
 use crate::CsiError;
-use crate::ids::{GroupSnapshotId, NodeId, PluginName, SnapshotId, VolumeId};
+use crate::ids::{
+    GroupSnapshotId, NodeId, PluginName, SnapshotId, TopologyKey, TopologyValue, VolumeId,
+};
 use crate::proto;
-use crate::types::{at, check_segments};
-use crate::validate::{self, index};
+use crate::validate::{self, at, index};
 
 /// A field path, rendered only when a rule is broken.
 #[derive(Clone, Copy)]
 pub(crate) enum Path<'a> {
-    /// The message itself.
-    Root,
+    /// A path already put together (the empty one names the message
+    /// itself): where a conversion that names its fields eagerly hands a
+    /// nested message over.
+    Named(&'a str),
     /// A child field (or a dotted path of them) of a path.
     Field(&'a Path<'a>, &'static str),
     /// An entry of a repeated field.
@@ -44,7 +51,7 @@ impl<'a> Path<'a> {
     /// `entries[0].snapshot`).
     fn render(&self) -> String {
         match self {
-            Path::Root => String::new(),
+            Path::Named(path) => (*path).to_string(),
             Path::Field(parent, name) => at(&parent.render(), name),
             Path::Index(parent, i) => index(&parent.render(), *i),
         }
@@ -53,6 +60,7 @@ impl<'a> Path<'a> {
 
 /// Runs `rule`, whose verdict does not depend on the field's name, naming
 /// the field only when the rule is broken.
+#[inline]
 fn named<T>(path: Path<'_>, rule: impl Fn(&str) -> Result<T, CsiError>) -> Result<(), CsiError> {
     validate::lazily(|| path.render(), rule).map(drop)
 }
@@ -71,11 +79,14 @@ fn non_negative(path: Path<'_>, value: i64) -> Result<(), CsiError> {
 
 /// A message's MUST rules under a field path.
 pub(crate) trait Must {
+    /// `Ok` when the message follows its MUST rules; otherwise the first
+    /// broken one, naming its field under `path`.
     fn must(&self, path: Path<'_>) -> Result<(), CsiError>;
 }
 
 impl<T: Must> Must for Option<T> {
     /// A REQUIRED message.
+    #[inline]
     fn must(&self, path: Path<'_>) -> Result<(), CsiError> {
         match self {
             Some(m) => m.must(path),
@@ -104,6 +115,36 @@ fn non_empty_list<T: Must>(path: Path<'_>, items: &[T]) -> Result<(), CsiError> 
         ));
     }
     list(path, items)
+}
+
+/// The rules of a topology's segments, checked in place; `field` names the
+/// map, and is called only when a rule is broken: topology is checked in
+/// every CreateVolume request and response.
+pub(crate) fn check_segments(
+    field: &dyn Fn() -> String,
+    segments: &BTreeMap<String, String>,
+) -> Result<(), CsiError> {
+    validate::lazily(field, |f| validate::map_size(f, segments))?;
+    let key_field = |k: &str| format!("{}[{k:?}]", field());
+    // Keys are unique ignoring ASCII case. A few keys (the usual case) are
+    // compared with the earlier ones in place; more go through a set of
+    // lower-cased copies.
+    let mut lower = (segments.len() > 8).then(std::collections::BTreeSet::new);
+    for (i, (k, v)) in segments.iter().enumerate() {
+        let repeated = match &mut lower {
+            Some(set) => !set.insert(k.to_ascii_lowercase()),
+            None => segments.keys().take(i).any(|e| e.eq_ignore_ascii_case(k)),
+        };
+        if repeated {
+            return Err(CsiError::invalid(
+                key_field(k),
+                "topology keys are case-insensitive and must be unique",
+            ));
+        }
+        validate::lazily(|| key_field(k), |f| TopologyKey::check(f, k))?;
+        validate::lazily(|| key_field(k), |f| TopologyValue::check(f, v))?;
+    }
+    Ok(())
 }
 
 impl Must for proto::Topology {
@@ -153,7 +194,7 @@ impl Must for proto::Snapshot {
         })?;
         non_negative(path.at("size_bytes"), self.size_bytes)?;
         named(path.at("creation_time"), |f| {
-            crate::types::timestamp(f, self.creation_time)
+            validate::timestamp(f, self.creation_time)
         })?;
         if self.group_snapshot_id.is_empty() {
             Ok(())
@@ -263,7 +304,7 @@ impl Must for proto::VolumeGroupSnapshot {
             ));
         }
         named(path.at("creation_time"), |f| {
-            crate::types::timestamp(f, self.creation_time)
+            validate::timestamp(f, self.creation_time)
         })
     }
 }
@@ -283,18 +324,18 @@ impl Must for proto::VolumeUsage {
     }
 }
 
-/// The MUST rules of each unary response, in the order of its conversion.
+/// The MUST rules of each unary response, in field order (the order of
+/// the first error).
 pub(crate) trait MustResponse {
     fn must(&self) -> Result<(), CsiError>;
 }
 
-const ROOT: Path<'static> = Path::Root;
+const ROOT: Path<'static> = Path::Named("");
 
 impl MustResponse for proto::GetPluginInfoResponse {
     fn must(&self) -> Result<(), CsiError> {
         named(ROOT.at("name"), |f| PluginName::check(f, &self.name))?;
-        validate::required("vendor_version", &self.vendor_version)?;
-        validate::string("vendor_version", &self.vendor_version)?;
+        crate::identity::check_vendor_version(&self.vendor_version)?;
         map(ROOT.at("manifest"), &self.manifest)
     }
 }
