@@ -578,7 +578,12 @@ impl Server {
     /// The client reconnects as it would over a socket (after an idle
     /// timeout, say). Once the server has stopped, a call is answered
     /// `UNAVAILABLE`, its message saying that the in-memory server has
-    /// stopped.
+    /// stopped. (On a multi-threaded runtime, a call made just as the
+    /// server stops may instead get the closing connection's own answer,
+    /// such as `CANCELLED`, as over a socket: the client's connection task
+    /// may not have seen the close yet. On a current-thread runtime, the
+    /// default of `#[tokio::test]`, the first call after [`InMemoryServer::stop`]
+    /// is already `UNAVAILABLE`.)
     ///
     /// ```
     /// use std::sync::Arc;
