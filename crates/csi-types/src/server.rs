@@ -605,7 +605,7 @@ impl Server {
     ///
     /// let info = client.get_plugin_info(GetPluginInfoRequest {}).await?;
     /// assert_eq!(info.name.as_str(), "hello.csi.example.com");
-    /// // What the driver does not serve is answered by the server's stack.
+    /// // A service the plugin does not offer answers UNIMPLEMENTED, over the wire.
     /// let err = client.raw_create_volume(proto::CreateVolumeRequest::default()).await.unwrap_err();
     /// assert_eq!(err.code(), Code::Unimplemented);
     ///
@@ -703,6 +703,8 @@ impl Ready {
 /// A [`Server`] serving in memory ([`Server::serve_in_memory`]): stop it
 /// with [`InMemoryServer::stop`] to learn how it ended. Dropping the handle
 /// stops the server too (gracefully, on its task), without waiting for it.
+/// The server also stops by itself once the client and all its clones are
+/// dropped, as nothing can call it any more.
 #[cfg(feature = "client")]
 #[derive(Debug)]
 #[must_use = "dropping the handle stops the server"]

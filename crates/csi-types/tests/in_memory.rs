@@ -153,6 +153,37 @@ async fn dropping_the_handle_stops_the_server() {
     assert_eq!(refused.code(), Code::Unavailable, "{refused}");
 }
 
+/// With the client and its clones gone, nothing can call the server: it
+/// stops by itself (its metrics endpoint closes), and `stop` then returns
+/// its result.
+#[tokio::test]
+async fn the_server_stops_when_its_clients_are_gone() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = free.local_addr().unwrap();
+    drop(free);
+    let mut options = ServeOptions::default();
+    options.metrics_address = Some(address);
+    let (client, server) = Server::new(full_plugin(TestDriver::default()))
+        .options(options)
+        .serve_in_memory()
+        .await
+        .unwrap();
+    let clone = client.clone();
+    clone.probe(Default::default()).await.unwrap();
+    drop(client);
+    clone.probe(Default::default()).await.unwrap();
+    drop(clone);
+    // The bound only guards against a hang.
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while tokio::net::TcpStream::connect(address).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the server never stopped");
+    server.stop().await.unwrap();
+}
+
 /// The channel opens a new connection when the server closed the last one
 /// (here by its idle timeout), as over a socket.
 #[tokio::test]
