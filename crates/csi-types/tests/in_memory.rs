@@ -208,12 +208,16 @@ async fn the_channel_reconnects_after_an_idle_close() {
     RawCsi::raw_probe(&client, proto::ProbeRequest {})
         .await
         .unwrap();
-    assert_eq!(opened.load(Ordering::SeqCst), 1);
+    // (Normally one; more if a stalled machine let the idle timeout close
+    // the first connection before the call.)
+    let before = opened.load(Ordering::SeqCst);
+    assert!(before >= 1);
+    // Well past the idle timeout: the connection is closed meanwhile.
     tokio::time::sleep(Duration::from_secs(1)).await;
     RawCsi::raw_probe(&client, proto::ProbeRequest {})
         .await
         .unwrap();
-    assert_eq!(opened.load(Ordering::SeqCst), 2);
+    assert!(opened.load(Ordering::SeqCst) > before, "no new connection");
     let _ = stop.send(());
     served.await.unwrap().unwrap();
 }
