@@ -4,8 +4,8 @@
 //! - `direct`: as a typed method in the same task (the Plugin alone:
 //!   validation, the response check, panic isolation, the call's span, no
 //!   gRPC);
-//! - over gRPC, on an in-memory connection (`duplex`: HTTP/2 and tonic, no
-//!   kernel) and on a unix socket (`unix`), with the server
+//! - over gRPC, on an in-memory connection (`duplex`,
+//!   `Server::serve_in_memory`: HTTP/2 and tonic, no kernel) and on a unix socket (`unix`), with the server
 //!   - `bare`: no metrics, no call timeout, no log subscriber, no user layer;
 //!   - `standard`: the SDK's standard stack: Prometheus metrics on, a call
 //!     timeout, and JSON logs at `info` (written to a sink, so the cost is
@@ -34,7 +34,7 @@ use csi_types::client::Client;
 use csi_types::identity::GetPluginInfoRequest;
 use csi_types::logging::{LogFormat, subscriber};
 use csi_types::prelude::*;
-use csi_types::server::{ServeOptions, Server};
+use csi_types::server::{InMemoryServer, ServeOptions, Server};
 use csi_types::{RawCsi, proto};
 
 use cycle::{cycle, plugin};
@@ -74,9 +74,20 @@ impl Stack {
     }
 }
 
-/// A server for `stack` on one in-memory connection, and a client on it.
-async fn duplex(stack: Stack) -> Client {
-    cycle::duplex(stack.server()).await
+/// A client of a server for `stack` on `transport`, and the in-memory
+/// server's handle, which stops that server when dropped.
+async fn connect(
+    stack: Stack,
+    transport: &str,
+    dir: &std::path::Path,
+) -> (Client, Option<InMemoryServer>) {
+    match transport {
+        "duplex" => {
+            let (client, server) = stack.server().serve_in_memory().await.unwrap();
+            (client, Some(server))
+        }
+        _ => (unix(stack, dir).await, None),
+    }
 }
 
 /// A server for `stack` on a unix socket in `dir`, and a client on it.
@@ -121,12 +132,7 @@ fn middleware(c: &mut Criterion) {
             // The subscriber is this thread's, and the runtime runs every task
             // on this thread: server, client and Plugin all log through it.
             let _logs = matches!(stack, Stack::Standard).then(json_logs);
-            let client = rt.block_on(async {
-                match transport {
-                    "duplex" => duplex(stack).await,
-                    _ => unix(stack, dir.path()).await,
-                }
-            });
+            let (client, _server) = rt.block_on(connect(stack, transport, dir.path()));
             let id = format!("{transport}/{}", stack.name());
             group.bench_function(id, |b| {
                 b.iter(|| {
@@ -147,12 +153,8 @@ fn middleware(c: &mut Criterion) {
         })
     });
     for transport in ["duplex", "unix"] {
-        let client = rt.block_on(async {
-            match transport {
-                "duplex" => duplex(Stack::Bare).await,
-                _ => unix(Stack::Bare, &dir.path().join("cycle")).await,
-            }
-        });
+        let (client, _server) =
+            rt.block_on(connect(Stack::Bare, transport, &dir.path().join("cycle")));
         group.bench_function(format!("{transport}/bare"), |b| {
             b.iter(|| {
                 n += 1;

@@ -8,7 +8,7 @@
 //! - `direct`: the calls go to the [`Plugin`] in process, through
 //!   [`RawCsi`] with wire requests (validation, the operation guard, the
 //!   response check, the span);
-//! - `duplex`: the calls go over gRPC on an in-memory connection, with
+//! - `duplex`: the calls go over gRPC in memory (`Server::serve_in_memory`), with
 //!   `client::Client` and the server on one current-thread runtime (the
 //!   server's whole stack: the `:authority` rewriter, HTTP/2, the dispatch
 //!   to the CSI services and the Plugin; the client's side is counted too).
@@ -50,9 +50,18 @@ fn main() {
         .build()
         .expect("a runtime");
     rt.block_on(async {
+        // The in-memory server's handle: it stops the server when dropped.
+        let mut _server = None;
         let api: Box<dyn RawCsi> = match mode.as_str() {
             "direct" => Box::new(cycle::plugin()),
-            "duplex" => Box::new(cycle::duplex(Server::new(cycle::plugin())).await),
+            "duplex" => {
+                let (client, server) = Server::new(cycle::plugin())
+                    .serve_in_memory()
+                    .await
+                    .expect("the in-memory server");
+                _server = Some(server);
+                Box::new(client)
+            }
             _ => {
                 eprintln!("{usage}");
                 std::process::exit(2);

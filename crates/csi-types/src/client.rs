@@ -3,6 +3,12 @@
 //! [`Client`] implements [`RawCsi`], and through it the typed [`crate::Csi`],
 //! so the same code drives an in-process [`crate::Plugin`] or a plugin in
 //! another process, written in any language.
+//!
+//! [`in_memory_channel`] connects without a socket, to a server in the same
+//! process (`server::Server::serve_in_memory` is the short way to use it).
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use async_trait::async_trait;
 use futures::stream::StreamExt;
@@ -113,6 +119,109 @@ impl Client {
             node: NodeClient::new(channel.clone()),
             snapshot_metadata: SnapshotMetadataClient::new(channel),
         }
+    }
+}
+
+/// How many bytes each direction of an in-memory connection holds before
+/// its writer waits for the reader: 1 MiB, so that a typical message passes
+/// in one write.
+const IN_MEMORY_BUFFER: usize = 1 << 20;
+
+/// A gRPC channel to a server in the same process, without a socket, and
+/// the server's side of it: the connections the channel opens, for
+/// `server::Server::serve_with_incoming` (or tonic's own
+/// `serve_with_incoming_shutdown`) to serve.
+///
+/// The channel opens its first connection before this returns, and a new
+/// one whenever the server closed the last (an idle timeout, for example),
+/// as it would over a socket. Once the [`InMemoryIncoming`] is dropped (the
+/// server stopped), opening a connection fails with an
+/// [`std::io::ErrorKind::ConnectionRefused`] error saying so, which a call
+/// on the channel answers `UNAVAILABLE`. Needs a tokio runtime.
+///
+/// `server::Server::serve_in_memory` does this, serves the incoming side
+/// and hands back a [`Client`]; this is for serving it some other way:
+///
+/// ```
+/// use std::sync::Arc;
+/// use csi_types::{Csi, identity::*, ids::PluginName, prelude::*};
+/// # struct Hello;
+/// # #[async_trait::async_trait]
+/// # impl Identity for Hello {
+/// #     async fn get_plugin_info(&self, _: GetPluginInfoRequest) -> Result<GetPluginInfoResponse, CsiError> {
+/// #         GetPluginInfoResponse::new(PluginName::new("hello.csi.example.com")?, "0.1.0")
+/// #     }
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let plugin = Plugin::builder(Arc::new(Hello)).build()?;
+/// let (channel, incoming) = csi_types::client::in_memory_channel().await?;
+/// // tonic's own server, with the CSI routes next to whatever else it serves.
+/// let served = tokio::spawn(
+///     tonic::transport::Server::builder()
+///         .add_routes(csi_types::server::routes(Arc::new(plugin)))
+///         .serve_with_incoming(incoming),
+/// );
+/// let client = csi_types::client::Client::from_channel(channel);
+/// let info = client.get_plugin_info(GetPluginInfoRequest {}).await?;
+/// assert_eq!(info.name.as_str(), "hello.csi.example.com");
+/// # served.abort();
+/// # Ok(()) }
+/// ```
+pub async fn in_memory_channel() -> Result<(Channel, InMemoryIncoming), ConnectError> {
+    let (connector, incoming) = in_memory_connector();
+    let channel = connect_in_memory(connector)
+        .await
+        .map_err(|source| ConnectError::Transport {
+            endpoint: "in-memory".to_string(),
+            source,
+        })?;
+    Ok((channel, incoming))
+}
+
+/// Opens connections for [`in_memory_channel`]: each a new
+/// `tokio::io::duplex` pipe, whose server end goes to the [`InMemoryIncoming`].
+#[derive(Clone)]
+pub(crate) struct InMemoryConnector(tokio::sync::mpsc::UnboundedSender<tokio::io::DuplexStream>);
+
+/// A connector and the stream of the connections it opens.
+pub(crate) fn in_memory_connector() -> (InMemoryConnector, InMemoryIncoming) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    (InMemoryConnector(tx), InMemoryIncoming(rx))
+}
+
+/// A channel over `connector`'s connections, its first one open.
+pub(crate) async fn connect_in_memory(
+    connector: InMemoryConnector,
+) -> Result<Channel, tonic::transport::Error> {
+    // The URI is required by tonic but unused: the connector makes the pipe.
+    TonicEndpoint::from_static("http://in-memory")
+        .connect_with_connector(tower::service_fn(move |_: http::Uri| {
+            let (client_end, server_end) = tokio::io::duplex(IN_MEMORY_BUFFER);
+            let opened = match connector.0.send(server_end) {
+                Ok(()) => Ok(hyper_util::rt::TokioIo::new(client_end)),
+                Err(_) => Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionRefused,
+                    "the in-memory server has stopped: nothing accepts this channel's connections any more",
+                )),
+            };
+            std::future::ready(opened)
+        }))
+        .await
+}
+
+/// The server's side of an [`in_memory_channel`]: a stream of the
+/// connections the channel opens, each one end of a `tokio::io::duplex`
+/// pipe. It ends when the channel and every clone of it are dropped.
+/// Dropping it refuses the channel's next connection.
+#[derive(Debug)]
+pub struct InMemoryIncoming(tokio::sync::mpsc::UnboundedReceiver<tokio::io::DuplexStream>);
+
+impl futures::Stream for InMemoryIncoming {
+    type Item = std::io::Result<tokio::io::DuplexStream>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx).map(|c| c.map(Ok))
     }
 }
 

@@ -108,7 +108,9 @@
 //! # Features
 //!
 //! - `server` (default): [`server::serve`] over tonic on `unix://` or `tcp://`.
-//! - `client` (default): `client::Client`, a [`RawCsi`] over gRPC.
+//! - `client` (default): `client::Client`, a [`RawCsi`] over gRPC; with
+//!   `server` too, `server::Server::serve_in_memory` serves a plugin in the
+//!   process and returns a client of it, for tests without a socket.
 //! - `mock`: mockall mocks of every driver trait (`driver::MockIdentity`,
 //!   `driver::MockProvisioner`, …), for code built around a driver.
 //! - `proptest`: `Arbitrary` for every typed request, response and newtype.

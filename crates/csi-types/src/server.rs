@@ -15,6 +15,10 @@
 //! timeout answering `DEADLINE_EXCEEDED` (`call_timeout`; the client's
 //! `grpc-timeout` is always honoured the same way) and the standard gRPC
 //! health service reflecting `Probe` (`health`, on by default).
+//!
+//! `Server::serve_in_memory` (with feature `client`) serves that whole stack
+//! in the process, without a socket, and hands back a connected
+//! `client::Client`: the way to test a driver through gRPC.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -139,6 +143,10 @@ pub enum ServeError {
         "a metrics registry was given but ServeOptions::metrics_address is not set, so nothing would serve it"
     )]
     RegistryWithoutAddress,
+    /// The task of an in-memory server (`Server::serve_in_memory`) was
+    /// cancelled before it returned: its tokio runtime is shutting down.
+    #[error("the in-memory server's task was cancelled: its tokio runtime is shutting down")]
+    Cancelled,
 }
 
 /// The tonic services over one shared [`RawCsi`].
@@ -493,51 +501,15 @@ impl Server {
     }
 
     /// Serves the connections `incoming` yields (an already bound listener,
-    /// a socket handed over by systemd, or one end of an in-memory
-    /// `tokio::io::duplex` pipe) until `shutdown` completes, then drains
+    /// a socket handed over by systemd, or the `client::InMemoryIncoming`
+    /// of an in-memory channel) until `shutdown` completes, then drains
     /// in-flight calls and returns; the metrics endpoint, if any, stops with
     /// it. Each connection gets the same stack as [`Server::serve`]. The end
     /// of `incoming` stops the server, as `shutdown` does.
     ///
-    /// ```
-    /// use std::sync::Arc;
-    /// use csi_types::{identity::*, ids::PluginName, prelude::*, proto};
-    /// # struct Hello;
-    /// # #[async_trait::async_trait]
-    /// # impl Identity for Hello {
-    /// #     async fn get_plugin_info(&self, _: GetPluginInfoRequest) -> Result<GetPluginInfoResponse, CsiError> {
-    /// #         GetPluginInfoResponse::new(PluginName::new("hello.csi.example.com")?, "0.1.0")
-    /// #     }
-    /// # }
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let plugin = Plugin::builder(Arc::new(Hello)).build()?;
-    /// // One in-memory connection: the server reads one end, a tonic client the other.
-    /// // (The server stops when `incoming` ends, so this one stays open.)
-    /// use futures::StreamExt;
-    /// let (server_end, client_end) = tokio::io::duplex(64 << 10);
-    /// let incoming = futures::stream::iter([Ok::<_, std::io::Error>(server_end)])
-    ///     .chain(futures::stream::pending());
-    /// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    /// let server = tokio::spawn(
-    ///     csi_types::server::Server::new(plugin)
-    ///         .serve_with_incoming(incoming, async { let _ = stopped.await; }),
-    /// );
-    /// let mut client_end = Some(client_end);
-    /// let channel = tonic::transport::Endpoint::from_static("http://in-memory")
-    ///     .connect_with_connector(tower::service_fn(move |_| {
-    ///         let io = client_end.take().ok_or_else(|| std::io::Error::other("one connection only"));
-    ///         async move { io.map(hyper_util::rt::TokioIo::new) }
-    ///     }))
-    ///     .await?;
-    /// let info = proto::identity_client::IdentityClient::new(channel)
-    ///     .get_plugin_info(proto::GetPluginInfoRequest {})
-    ///     .await?;
-    /// assert_eq!(info.get_ref().name, "hello.csi.example.com");
-    /// let _ = stop.send(());
-    /// server.await??;
-    /// # Ok(()) }
-    /// ```
+    /// To test a driver through this stack without a socket,
+    /// `Server::serve_in_memory` (features `server` and `client`) does all
+    /// of it and hands back a client.
     pub async fn serve_with_incoming<I, IO, E>(
         self,
         incoming: I,
@@ -548,6 +520,12 @@ impl Server {
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
         E: Into<BoxError>,
     {
+        self.ready().await?.serve(incoming, shutdown).await
+    }
+
+    /// Checks the configuration and binds the metrics endpoint: everything
+    /// that can fail before the first connection is served.
+    async fn ready(self) -> Result<Ready, ServeError> {
         self.check()?;
         let Server {
             api,
@@ -576,6 +554,115 @@ impl Server {
             }
             None => None,
         };
+        Ok(Ready {
+            api,
+            options,
+            layers,
+            metrics,
+        })
+    }
+
+    /// Serves this server's whole stack (the [`crate::Plugin`]'s
+    /// validation and logging, the user's layers, the deadline, the metrics)
+    /// in this process, without a socket, and returns a [`crate::client::Client`]
+    /// connected to it and the handle that stops it (features `server` and
+    /// `client`). For a driver's tests: each call crosses the same gRPC
+    /// encoding, HTTP/2 connection and layers as over a unix socket.
+    ///
+    /// The server runs on a spawned tokio task. [`InMemoryServer::stop`]
+    /// stops it gracefully (in-flight calls finish) and returns what it
+    /// returned; dropping the handle stops it too, without waiting. The
+    /// configuration is checked first, and the metrics endpoint, if any,
+    /// bound: an error there is returned here, and nothing is spawned.
+    ///
+    /// The client reconnects as it would over a socket (after an idle
+    /// timeout, say). Once the server has stopped, a call is answered
+    /// `UNAVAILABLE`, its message saying that the in-memory server has
+    /// stopped. (On a multi-threaded runtime, a call made just as the
+    /// server stops may instead get the closing connection's own answer,
+    /// such as `CANCELLED`, as over a socket: the client's connection task
+    /// may not have seen the close yet. On a current-thread runtime, the
+    /// default of `#[tokio::test]`, the first call after [`InMemoryServer::stop`]
+    /// is already `UNAVAILABLE`.)
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use csi_types::{Csi, RawCsi, identity::*, ids::PluginName, prelude::*, proto};
+    /// use csi_types::server::Server;
+    ///
+    /// struct Hello;
+    /// #[async_trait::async_trait]
+    /// impl Identity for Hello {
+    ///     async fn get_plugin_info(&self, _: GetPluginInfoRequest) -> Result<GetPluginInfoResponse, CsiError> {
+    ///         GetPluginInfoResponse::new(PluginName::new("hello.csi.example.com")?, "0.1.0")
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let plugin = Plugin::builder(Arc::new(Hello)).build()?;
+    /// let (client, server) = Server::new(plugin).serve_in_memory().await?;
+    ///
+    /// let info = client.get_plugin_info(GetPluginInfoRequest {}).await?;
+    /// assert_eq!(info.name.as_str(), "hello.csi.example.com");
+    /// // A service the plugin does not offer answers UNIMPLEMENTED, over the wire.
+    /// let err = client.raw_create_volume(proto::CreateVolumeRequest::default()).await.unwrap_err();
+    /// assert_eq!(err.code(), Code::Unimplemented);
+    ///
+    /// server.stop().await?;
+    /// let err = client.get_plugin_info(GetPluginInfoRequest {}).await.unwrap_err();
+    /// assert_eq!(err.code(), Code::Unavailable);
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "client")]
+    pub async fn serve_in_memory(
+        self,
+    ) -> Result<(crate::client::Client, InMemoryServer), ServeError> {
+        let ready = self.ready().await?;
+        let (connector, incoming) = crate::client::in_memory_connector();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        // The shutdown signal is the handle's sender: sent, or dropped with the handle.
+        let task = tokio::spawn(ready.serve(incoming, async move {
+            let _ = stopped.await;
+        }));
+        let server = InMemoryServer { stop, task };
+        match crate::client::connect_in_memory(connector).await {
+            Ok(channel) => Ok((crate::client::Client::from_channel(channel), server)),
+            Err(e) => {
+                // Nothing will call this server: stop it, and report why.
+                let _ = server.stop().await;
+                Err(ServeError::Transport(e))
+            }
+        }
+    }
+}
+
+/// A [`Server`] checked and its metrics endpoint bound, ready to serve.
+struct Ready {
+    api: Arc<dyn RawCsi>,
+    options: ServeOptions,
+    layers: Vec<stack::LayerFn>,
+    metrics: Option<(tokio::net::TcpListener, Arc<metrics::Metrics>)>,
+}
+
+impl Ready {
+    /// [`Server::serve_with_incoming`], after [`Server::ready`].
+    async fn serve<I, IO, E>(
+        self,
+        incoming: I,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), ServeError>
+    where
+        I: futures::Stream<Item = Result<IO, E>> + Send,
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        E: Into<BoxError>,
+    {
+        let Ready {
+            api,
+            options,
+            layers,
+            metrics,
+        } = self;
         let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
         let shutdown = async move {
             shutdown.await;
@@ -610,6 +697,37 @@ impl Server {
             None => csi.await?,
         }
         Ok(())
+    }
+}
+
+/// A [`Server`] serving in memory ([`Server::serve_in_memory`]): stop it
+/// with [`InMemoryServer::stop`] to learn how it ended. Dropping the handle
+/// stops the server too (gracefully, on its task), without waiting for it.
+/// The server also stops by itself once the client and all its clones are
+/// dropped, as nothing can call it any more.
+#[cfg(feature = "client")]
+#[derive(Debug)]
+#[must_use = "dropping the handle stops the server"]
+pub struct InMemoryServer {
+    /// Sent or dropped: the server's shutdown signal.
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), ServeError>>,
+}
+
+#[cfg(feature = "client")]
+impl InMemoryServer {
+    /// Stops the server gracefully: it accepts no new call, lets the calls
+    /// in flight finish, and returns; this returns what the server returned
+    /// (`Ok(())`, or the error that stopped it earlier). A panic on the
+    /// server's task is resumed here.
+    pub async fn stop(self) -> Result<(), ServeError> {
+        let InMemoryServer { stop, task } = self;
+        let _ = stop.send(());
+        match task.await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(ServeError::Cancelled),
+        }
     }
 }
 

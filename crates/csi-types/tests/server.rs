@@ -233,11 +233,9 @@ async fn unsupported_and_unknown_rpcs_answer_unimplemented_with_a_message() {
 /// message for a path no service has.
 #[tokio::test]
 async fn the_public_routes_serve_the_same_answers() {
-    let (server_end, client_end) = tokio::io::duplex(1 << 16);
+    let (channel, incoming) = csi_types::client::in_memory_channel().await.unwrap();
     let routes = server::routes(Arc::new(full_plugin(TestDriver::default())));
     let (stop, stopped) = oneshot::channel::<()>();
-    let incoming = futures::stream::iter([Ok::<_, std::io::Error>(server_end)])
-        .chain(futures::stream::pending());
     let served = tokio::spawn(
         tonic::transport::Server::builder()
             .add_routes(routes)
@@ -245,16 +243,6 @@ async fn the_public_routes_serve_the_same_answers() {
                 let _ = stopped.await;
             }),
     );
-    let mut client_end = Some(client_end);
-    let channel = tonic::transport::Endpoint::from_static("http://in-memory")
-        .connect_with_connector(tower::service_fn(move |_: http::Uri| {
-            let io = client_end
-                .take()
-                .ok_or_else(|| std::io::Error::other("one connection only"));
-            async move { io.map(hyper_util::rt::TokioIo::new) }
-        }))
-        .await
-        .unwrap();
     let client = Client::from_channel(channel.clone());
     let info = Csi::get_plugin_info(&client, GetPluginInfoRequest {})
         .await

@@ -1,4 +1,4 @@
-//! The driver, requests and in-memory connection shared by the middleware
+//! The driver and requests shared by the middleware
 //! bench (`benches/middleware.rs`) and the callgrind program
 //! (`examples/profile_cycles.rs`, which includes this file by path), so
 //! that both measure the same cycle.
@@ -10,7 +10,6 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use csi_types::client::Client;
 use csi_types::controller::{
     CreateVolumeRequest, CreateVolumeResponse, DeleteVolumeRequest, DeleteVolumeResponse,
     ValidateVolumeCapabilitiesRequest, ValidateVolumeCapabilitiesResponse,
@@ -18,10 +17,8 @@ use csi_types::controller::{
 use csi_types::identity::{GetPluginInfoRequest, GetPluginInfoResponse};
 use csi_types::ids::{PluginName, VolumeId};
 use csi_types::prelude::*;
-use csi_types::server::Server;
 use csi_types::types::{Topology, Volume};
 use csi_types::{RawCsi, proto};
-use futures::StreamExt;
 
 struct Driver {
     topology: Topology,
@@ -120,23 +117,4 @@ pub async fn cycle(api: &dyn RawCsi, n: u64) {
     })
     .await
     .expect("DeleteVolume succeeds");
-}
-
-/// `server` serving one in-memory connection, and a client on it.
-pub async fn duplex(server: Server) -> Client {
-    let (server_end, client_end) = tokio::io::duplex(1 << 20);
-    let incoming = futures::stream::iter([Ok::<_, std::io::Error>(server_end)])
-        .chain(futures::stream::pending());
-    tokio::spawn(server.serve_with_incoming(incoming, std::future::pending()));
-    let mut client_end = Some(client_end);
-    let channel = tonic::transport::Endpoint::from_static("http://in-memory")
-        .connect_with_connector(tower::service_fn(move |_: http::Uri| {
-            let io = client_end
-                .take()
-                .ok_or_else(|| std::io::Error::other("one connection only"));
-            async move { io.map(hyper_util::rt::TokioIo::new) }
-        }))
-        .await
-        .expect("the in-memory connection");
-    Client::from_channel(channel)
 }
