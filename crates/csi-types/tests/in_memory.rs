@@ -13,7 +13,7 @@ use csi_types::client::Client;
 use csi_types::controller::{CreateVolumeRequest, ListVolumesRequest};
 use csi_types::identity::GetPluginInfoRequest;
 use csi_types::prelude::*;
-use csi_types::server::{ServeError, ServeOptions, Server};
+use csi_types::server::{InMemoryServer, ServeError, ServeOptions, Server};
 use csi_types::{RawCsi, proto};
 use futures::StreamExt;
 
@@ -106,10 +106,9 @@ async fn a_failed_check_is_an_error_and_nothing_is_served() {
     assert!(err.to_string().contains("metrics endpoint"), "{err}");
 }
 
-/// `stop` returns once the server has returned: its metrics endpoint,
-/// which stops with it, no longer accepts connections.
-#[tokio::test]
-async fn stop_waits_for_the_server_to_end() {
+/// A server with a metrics endpoint on a free port (what shows when the
+/// server has ended: the endpoint stops with it), its client and the port.
+async fn with_metrics() -> (Client, InMemoryServer, std::net::SocketAddr) {
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = free.local_addr().unwrap();
     drop(free);
@@ -120,6 +119,14 @@ async fn stop_waits_for_the_server_to_end() {
         .serve_in_memory()
         .await
         .unwrap();
+    (client, server, address)
+}
+
+/// `stop` returns once the server has returned: its metrics endpoint,
+/// which stops with it, no longer accepts connections.
+#[tokio::test]
+async fn stop_waits_for_the_server_to_end() {
+    let (client, server, address) = with_metrics().await;
     client.probe(Default::default()).await.unwrap();
     tokio::net::TcpStream::connect(address).await.unwrap();
 
@@ -158,16 +165,7 @@ async fn dropping_the_handle_stops_the_server() {
 /// its result.
 #[tokio::test]
 async fn the_server_stops_when_its_clients_are_gone() {
-    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = free.local_addr().unwrap();
-    drop(free);
-    let mut options = ServeOptions::default();
-    options.metrics_address = Some(address);
-    let (client, server) = Server::new(full_plugin(TestDriver::default()))
-        .options(options)
-        .serve_in_memory()
-        .await
-        .unwrap();
+    let (client, server, address) = with_metrics().await;
     let clone = client.clone();
     clone.probe(Default::default()).await.unwrap();
     drop(client);
