@@ -196,15 +196,7 @@ async fn unsupported_and_unknown_rpcs_answer_unimplemented_with_a_message() {
         "/csi.v1.Identity",
         "/",
     ] {
-        grpc.ready().await.unwrap();
-        let status = grpc
-            .unary::<proto::ProbeRequest, proto::ProbeResponse, _>(
-                tonic::Request::new(proto::ProbeRequest {}),
-                http::uri::PathAndQuery::from_static(path),
-                tonic_prost::ProstCodec::default(),
-            )
-            .await
-            .unwrap_err();
+        let status = probe_at(&mut grpc, path).await;
         assert_eq!(status.code(), tonic::Code::Unimplemented, "{path}");
         assert!(
             status
@@ -214,18 +206,26 @@ async fn unsupported_and_unknown_rpcs_answer_unimplemented_with_a_message() {
         );
     }
     // An unknown method of a known service: the service's own standard answer.
-    grpc.ready().await.unwrap();
-    let status = grpc
-        .unary::<proto::ProbeRequest, proto::ProbeResponse, _>(
-            tonic::Request::new(proto::ProbeRequest {}),
-            http::uri::PathAndQuery::from_static("/csi.v1.Node/Frobnicate"),
-            tonic_prost::ProstCodec::default(),
-        )
-        .await
-        .unwrap_err();
+    let status = probe_at(&mut grpc, "/csi.v1.Node/Frobnicate").await;
     assert_eq!(status.code(), tonic::Code::Unimplemented);
 
     served.stop().await;
+}
+
+/// A Probe request sent to `path`, whatever service and method it names;
+/// the error it is answered with.
+async fn probe_at(
+    grpc: &mut tonic::client::Grpc<tonic::transport::Channel>,
+    path: &'static str,
+) -> tonic::Status {
+    grpc.ready().await.unwrap();
+    grpc.unary::<proto::ProbeRequest, proto::ProbeResponse, _>(
+        tonic::Request::new(proto::ProbeRequest {}),
+        http::uri::PathAndQuery::from_static(path),
+        tonic_prost::ProstCodec::default(),
+    )
+    .await
+    .unwrap_err()
 }
 
 /// `server::routes`, served by tonic's own server next to nothing else,
@@ -249,15 +249,7 @@ async fn the_public_routes_serve_the_same_answers() {
         .unwrap();
     assert_eq!(info.name.as_str(), "test.csi.example.com");
     let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.unwrap();
-    let status = grpc
-        .unary::<proto::ProbeRequest, proto::ProbeResponse, _>(
-            tonic::Request::new(proto::ProbeRequest {}),
-            http::uri::PathAndQuery::from_static("/csi.v1.Nonexistent/Frobnicate"),
-            tonic_prost::ProstCodec::default(),
-        )
-        .await
-        .unwrap_err();
+    let status = probe_at(&mut grpc, "/csi.v1.Nonexistent/Frobnicate").await;
     assert_eq!(status.code(), tonic::Code::Unimplemented);
     assert!(
         status
