@@ -21,12 +21,34 @@ fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples")
 }
 
-fn temp(name: &str, text: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("placement-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    let p = d.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
+/// An input file `name` holding `text` in a directory of its own, removed when dropped.
+struct Input {
+    path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Input {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for Input {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.path.as_os_str()
+    }
+}
+
+fn temp(name: &str, text: &str) -> Input {
+    let dir = tempfile::Builder::new()
+        .prefix("placement-cli-")
+        .tempdir()
+        .unwrap();
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    Input { path, _dir: dir }
 }
 
 fn run(args: &[&Path]) -> Output {
@@ -111,7 +133,8 @@ fn a_closed_stdout_ends_quietly() {
     }
     let req = temp("many.toml", &text);
     let mut child = place()
-        .args([dir().join("inventory.toml"), req])
+        .arg(dir().join("inventory.toml"))
+        .arg(&req)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
