@@ -64,6 +64,13 @@ fn create_status_rebuild_scrub() {
     assert!(ok, "{err}");
     assert!(out.contains("rebuilt role 2"), "{out}");
     assert!(err.contains("100.0%"), "no progress bar: {err}");
+    // Not a terminal: one line per tenth, no redraws.
+    assert!(
+        !err.contains('\r'),
+        "a log gets lines, not redraws: {err:?}"
+    );
+    let bars = err.lines().filter(|l| l.contains("MiB/s")).count();
+    assert!((1..=11).contains(&bars), "{bars} progress lines: {err}");
 
     // Role 2 now lives on the spare.
     let mut m2 = m.clone();

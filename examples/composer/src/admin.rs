@@ -196,14 +196,62 @@ fn rebuild(
     Ok(serde_json::json!({ "plan": plan_json(&plan), "rebuilt": rebuilt }))
 }
 
-/// Draws a rebuild progress bar at `pct` percent on stderr.
-pub fn draw_progress(pct: u64) {
-    let n = (pct.min(100) / 4) as usize;
-    eprint!(
-        "\r  rebuild [{}{}] {pct:3}%",
-        "#".repeat(n),
-        " ".repeat(25 - n)
-    );
+/// A rebuild progress bar on stderr. On a terminal it is redrawn in place at
+/// every percent; elsewhere (a log file, a CI job) it prints one line at
+/// each tenth, so that a log keeps eleven lines rather than a hundred
+/// carriage returns.
+pub struct ProgressBar {
+    terminal: bool,
+    /// The percentage last drawn, `u64::MAX` before the first.
+    shown: std::sync::atomic::AtomicU64,
+}
+
+impl Default for ProgressBar {
+    fn default() -> Self {
+        ProgressBar::new()
+    }
+}
+
+impl ProgressBar {
+    /// A bar drawn on this process's stderr.
+    pub fn new() -> ProgressBar {
+        ProgressBar {
+            terminal: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            shown: std::sync::atomic::AtomicU64::new(u64::MAX),
+        }
+    }
+
+    /// Shows `done` of `total` bytes (100 % when `total` is 0).
+    pub fn update(&self, done: u64, total: u64) {
+        let pct = (done.saturating_mul(100))
+            .checked_div(total)
+            .unwrap_or(100)
+            .min(100);
+        // A log gets the tenths only (0, 10, … 100).
+        let step = if self.terminal { pct } else { pct / 10 * 10 };
+        let last = self.shown.swap(step, std::sync::atomic::Ordering::Relaxed);
+        if last == step {
+            return;
+        }
+        let n = (step / 4) as usize;
+        let bar = format!(
+            "  rebuild [{}{}] {step:3}%",
+            "#".repeat(n),
+            " ".repeat(25 - n)
+        );
+        if self.terminal {
+            eprint!("\r{bar}");
+        } else {
+            eprintln!("{bar}");
+        }
+    }
+
+    /// Ends the bar's line on a terminal, once anything was drawn.
+    pub fn finish(&self) {
+        if self.terminal && self.shown.load(std::sync::atomic::Ordering::Relaxed) != u64::MAX {
+            eprintln!();
+        }
+    }
 }
 
 /// Serves the admin protocol on `path` until `shutdown` completes.

@@ -457,17 +457,10 @@ async fn story(d: &ComposerDriver, dir: &Path, out: &mut dyn Write) -> Result<()
             .and_then(|_| c.get(&v.id).map_err(e));
         let rec = step(out, &format!("repair plan for {drive}"), t, r)?;
         let t = Instant::now();
-        let shown = std::sync::atomic::AtomicU64::new(u64::MAX);
-        let bar = |_: usize, p: raid_engine::Progress| {
-            let pct = (p.done_bytes * 100)
-                .checked_div(p.total_bytes)
-                .unwrap_or(100);
-            if shown.swap(pct, std::sync::atomic::Ordering::Relaxed) != pct {
-                crate::admin::draw_progress(pct);
-            }
-        };
+        let progress = crate::admin::ProgressBar::new();
+        let bar = |_: usize, p: raid_engine::Progress| progress.update(p.done_bytes, p.total_bytes);
         let r = side.rebuild_to(&rec, None, &bar).map(|roles| {
-            eprintln!();
+            progress.finish();
             roles
                 .iter()
                 .map(|r| rec.members[*r].drive.clone())

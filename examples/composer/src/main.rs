@@ -454,21 +454,14 @@ async fn run(cli: Cli) -> Result<(), String> {
                     max_bytes_per_sec,
                 },
             };
-            let mut shown = None;
+            let bar = admin::ProgressBar::new();
             let answer = admin::call_with_progress(&socket, &req, &mut |p| {
-                let (done, total) = (p["done"].as_u64(), p["total"].as_u64());
-                let pct = done
-                    .zip(total)
-                    .map_or(0, |(d, t)| (d * 100).checked_div(t).unwrap_or(100));
-                if shown != Some(pct) {
-                    admin::draw_progress(pct);
-                    shown = Some(pct);
+                if let (Some(done), Some(total)) = (p["done"].as_u64(), p["total"].as_u64()) {
+                    bar.update(done, total);
                 }
             })
             .await;
-            if shown.is_some() {
-                eprintln!();
-            }
+            bar.finish();
             let answer = answer?;
             if let Some(e) = answer.get("error") {
                 return Err(e.as_str().unwrap_or_default().to_string());

@@ -91,4 +91,8 @@ fn the_demo_binary_prints_no_warnings_by_default() {
     );
     assert_eq!(logged.len(), 2, "one warning per failed drive:\n{stderr}");
     assert!(stderr.contains("rebuild ["), "{stderr}");
+    // Not a terminal: the bars print a line per tenth, two rebuilds.
+    assert!(!stderr.contains('\r'), "a log gets lines, not redraws");
+    let bars = stderr.lines().filter(|l| l.contains("rebuild [")).count();
+    assert!((2..=22).contains(&bars), "{bars} progress lines:\n{stderr}");
 }

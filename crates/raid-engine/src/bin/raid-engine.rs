@@ -209,26 +209,46 @@ fn print_status(v: &Volume) {
     }
 }
 
+/// A progress bar on stderr: redrawn in place on a terminal; elsewhere (a
+/// log file, a CI job) one line at each tenth of the work, so that a log
+/// keeps a few lines rather than a carriage return per callback.
 fn progress_bar(started: Instant) -> impl Fn(Progress) + Sync {
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let shown_tenth = std::sync::atomic::AtomicU64::new(u64::MAX);
     move |p: Progress| {
         let frac = if p.total_bytes == 0 {
             1.0
         } else {
-            p.done_bytes as f64 / p.total_bytes as f64
+            (p.done_bytes as f64 / p.total_bytes as f64).min(1.0)
         };
+        if !terminal {
+            let tenth = (frac * 10.0) as u64;
+            if shown_tenth.swap(tenth, std::sync::atomic::Ordering::Relaxed) == tenth {
+                return;
+            }
+        }
         let width = 40;
         let filled = (frac * width as f64) as usize;
         let secs = started.elapsed().as_secs_f64().max(1e-3);
         let mut err = std::io::stderr().lock();
         let _ = write!(
             err,
-            "\r[{}{}] {:5.1}% {:8.1} MiB/s",
+            "{}[{}{}] {:5.1}% {:8.1} MiB/s{}",
+            if terminal { "\r" } else { "" },
             "#".repeat(filled),
             ".".repeat(width - filled),
             frac * 100.0,
-            p.done_bytes as f64 / secs / (1 << 20) as f64
+            p.done_bytes as f64 / secs / (1 << 20) as f64,
+            if terminal { "" } else { "\n" }
         );
         let _ = err.flush();
+    }
+}
+
+/// Ends [`progress_bar`]'s line on a terminal (elsewhere each line ended).
+fn end_progress_line() {
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        eprintln!();
     }
 }
 
@@ -342,7 +362,7 @@ fn run(cli: Cli) -> Result<(), String> {
                     },
                 )
                 .map_err(|e| e.to_string())?;
-            eprintln!();
+            end_progress_line();
             v.close().map_err(|e| e.to_string())?;
             println!("rebuilt role {role}: {} bytes copied", p.done_bytes);
         }
@@ -359,7 +379,7 @@ fn run(cli: Cli) -> Result<(), String> {
                     },
                 )
                 .map_err(|e| e.to_string())?;
-            eprintln!();
+            end_progress_line();
             v.close().map_err(|e| e.to_string())?;
             println!("re-added role {role}: {} bytes resynced", p.done_bytes);
         }
