@@ -86,6 +86,6 @@ pub use crypt::Secret;
 pub use device::{BlockDevice, CacheMode, FileDevice};
 pub use error::{EngineError, Result};
 pub use volume::{
-    CreateOptions, MemberState, MemberStatus, Mismatch, Progress, RebuildOptions, ScrubReport,
-    Volume, VolumeLayout,
+    CreateOptions, Examination, Health, MemberState, MemberStatus, Mismatch, Progress,
+    RebuildOptions, RoleCondition, RoleExamination, ScrubReport, Volume, VolumeLayout,
 };
