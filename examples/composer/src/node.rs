@@ -994,6 +994,12 @@ impl NodeSide {
                 "failed: every member is gone ({})",
                 failed.join(", ")
             ))
+        } else if let raid_engine::Health::DataLost { reason, .. } = volume.health() {
+            // Survivors remain, but some data has no copy on them.
+            VolumeCondition::abnormal(format!(
+                "failed: {}; some data has no copy left: {reason}",
+                failed.join(", ")
+            ))
         } else if !failed.is_empty() {
             VolumeCondition::abnormal(format!(
                 "degraded: {} failed; served from the survivors",
