@@ -116,7 +116,7 @@ fn status_and_scrub_on_whole_degraded_and_failed_volumes() {
     // Role 3 missing: degraded but whole.
     let (code, out, err) = run_code(&["status", m[0], m[1], m[2]]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("state: degraded: role 3 (Missing)"), "{out}");
+    assert!(out.contains("state: degraded: role 3 (missing)"), "{out}");
     assert!(metadata(&m) == before, "status wrote to a member");
     // Scrubbing it starts it without role 3: the even chunks have two
     // copies, the odd ones one.
@@ -135,7 +135,10 @@ fn status_and_scrub_on_whole_degraded_and_failed_volumes() {
     let (code, out, err) = run_code(&[&["status"][..], &m].concat());
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("role 3: Faulty"), "{out}");
-    assert!(out.contains("state: degraded"), "{out}");
+    assert!(
+        out.contains("state: degraded: role 3 (recorded failed)"),
+        "{out}"
+    );
     let (code, _, err) = run_code(&[&["readd", "--role", "3"][..], &m].concat());
     assert_eq!(code, 0, "{err}");
     let (code, out, err) = run_code(&[&["scrub"][..], &m].concat());

@@ -16,7 +16,7 @@ use clap::{Parser, Subcommand};
 use raid_engine::nbd::{AllowList, Export, NbdDevice, NbdServer};
 use raid_engine::{
     BlockDevice, CacheMode, CreateOptions, EngineError, FileDevice, Health, Progress,
-    RebuildOptions, Secret, Volume, VolumeLayout,
+    RebuildOptions, RoleCondition, Secret, Volume, VolumeLayout,
 };
 
 /// The exit codes, as `--help` lists them.
@@ -291,10 +291,17 @@ fn status(m: &Members) -> Result<(), Failure> {
         Health::Degraded { unavailable } => {
             let list: Vec<String> = unavailable
                 .iter()
-                .map(|&r| format!("role {r} ({})", x.roles[r].condition))
+                .map(|&r| {
+                    let why = match x.roles[r].condition {
+                        RoleCondition::Missing => "missing",
+                        RoleCondition::Faulty => "recorded failed",
+                        _ => "not in sync",
+                    };
+                    format!("role {r} ({why})")
+                })
                 .collect();
             println!(
-                "state: degraded: {} unavailable; every byte still has a readable copy",
+                "state: degraded: {} unavailable; every byte can still be read",
                 list.join(", ")
             );
         }
