@@ -995,9 +995,10 @@ impl NodeSide {
                 failed.join(", ")
             ))
         } else if let raid_engine::Health::DataLost { reason, .. } = volume.health() {
-            // Survivors remain, but some data has no copy on them.
+            // Survivors remain, but some data has no copy on them. The
+            // message is cut at 128 bytes: the essentials first.
             VolumeCondition::abnormal(format!(
-                "failed: {}; some data has no copy left: {reason}",
+                "failed: some data has no copy left: {} failed ({reason})",
                 failed.join(", ")
             ))
         } else if !failed.is_empty() {
