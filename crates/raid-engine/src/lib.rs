@@ -15,7 +15,13 @@
 //!   degraded.
 //! * Degraded mode, a write-intent bitmap persisted on the members, online
 //!   rebuild onto a replacement following `raid`'s rebuild plan (throttled,
-//!   with progress), bitmap-driven re-add, crash resync and scrub.
+//!   with progress), bitmap-driven re-add, crash resync and scrub (which
+//!   counts what it could not check: [`ScrubReport`]).
+//! * No silent data loss: [`Volume::assemble`] refuses to start a volume
+//!   whose missing or failed members hold every copy of some data (by
+//!   `raid`'s failure analysis), [`Volume::examine`] inspects the members
+//!   without starting it, and [`Volume::health`] tells when members that
+//!   failed while the volume ran have taken some data with them.
 //! * Optional AES-256-XTS encryption at rest ([`Secret`]).
 //! * [`nbd`]: an NBD server exporting drive files with an allow-list, and
 //!   an NBD client usable as a member.
@@ -86,6 +92,6 @@ pub use crypt::Secret;
 pub use device::{BlockDevice, CacheMode, FileDevice};
 pub use error::{EngineError, Result};
 pub use volume::{
-    CreateOptions, MemberState, MemberStatus, Mismatch, Progress, RebuildOptions, ScrubReport,
-    Volume, VolumeLayout,
+    CreateOptions, Examination, Health, MemberState, MemberStatus, Mismatch, Progress,
+    RebuildOptions, RoleCondition, RoleExamination, ScrubReport, Volume, VolumeLayout,
 };

@@ -197,7 +197,15 @@ pub struct Mismatch {
 }
 
 /// Result of [`Volume::scrub`].
+///
+/// Every byte of the volume is counted in exactly one of
+/// [`checked_bytes`](Self::checked_bytes),
+/// [`unverifiable_bytes`](Self::unverifiable_bytes) and
+/// [`unreadable_bytes`](Self::unreadable_bytes), so a scrub that could not
+/// compare everything says how much it left out.
+/// [`is_complete`](Self::is_complete) tells whether it checked everything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ScrubReport {
     /// Bytes of member data read.
     pub bytes_read: u64,
@@ -206,6 +214,142 @@ pub struct ScrubReport {
     /// Whether the mismatches were repaired (copies rewritten from the
     /// first readable copy, parity recomputed from the data).
     pub repaired: bool,
+    /// Volume bytes whose copies (or whose stripe's parity) were compared.
+    pub checked_bytes: u64,
+    /// Volume bytes that are readable but could not be checked because
+    /// nothing is left to compare them with: only one readable copy (a
+    /// degraded mirror; every byte of a linear or RAID0 volume), or a
+    /// RAID4/5/6 stripe with an unavailable member (its data can be
+    /// computed from the rest, but not verified).
+    pub unverifiable_bytes: u64,
+    /// Volume bytes that have no readable copy and cannot be computed: lost
+    /// while the volume ran (more members failed than the layout
+    /// tolerates). Reads of them answer [`EngineError::Unavailable`].
+    pub unreadable_bytes: u64,
+}
+
+impl ScrubReport {
+    /// Whether every byte of the volume was checked (nothing unverifiable
+    /// or unreadable).
+    pub fn is_complete(&self) -> bool {
+        self.unverifiable_bytes == 0 && self.unreadable_bytes == 0
+    }
+}
+
+/// Whether a volume still holds all its data, from the members available.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Health {
+    /// Every member is present and in sync.
+    Whole,
+    /// Some members are unavailable (missing, failed, or not yet rebuilt),
+    /// but every byte still has a readable copy or can be computed from
+    /// parity: the volume serves all its data, without redundancy for some.
+    Degraded {
+        /// The unavailable roles, ascending.
+        unavailable: Vec<usize>,
+    },
+    /// Some data has no readable copy and cannot be computed, according to
+    /// `raid`'s failure analysis (`raid::FailureModel::loses_data`): reads
+    /// and writes of it answer [`EngineError::Unavailable`], and
+    /// [`Volume::assemble`] refuses to start such a volume.
+    DataLost {
+        /// The unavailable roles, ascending.
+        unavailable: Vec<usize>,
+        /// Which roles are unavailable (with their devices where known)
+        /// and which data has no copy, e.g. `role 2 (missing) and role 3
+        /// (missing) are unavailable; roles 2 and 3 hold both copies of the
+        /// odd chunks (...)`.
+        reason: String,
+    },
+}
+
+impl Health {
+    /// The unavailable roles (empty when whole).
+    pub fn unavailable(&self) -> &[usize] {
+        match self {
+            Health::Whole => &[],
+            Health::Degraded { unavailable } | Health::DataLost { unavailable, .. } => unavailable,
+        }
+    }
+
+    /// Whether some data has no readable copy.
+    pub fn loses_data(&self) -> bool {
+        matches!(self, Health::DataLost { .. })
+    }
+}
+
+/// The condition of one role as the superblocks record it, read by
+/// [`Volume::examine`] without starting the volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RoleCondition {
+    /// A device holds the role and the volume records it in sync.
+    Active,
+    /// No device given holds the role.
+    Missing,
+    /// A device holds the role, but the volume recorded it failed while it
+    /// was in sync: [`Volume::readd`] brings it back with a bitmap resync.
+    Faulty,
+    /// A device holds the role, but it was never (fully) rebuilt: it needs
+    /// [`Volume::replace`] and [`Volume::rebuild`].
+    Spare,
+}
+
+impl std::fmt::Display for RoleCondition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RoleCondition::Active => "Active",
+            RoleCondition::Missing => "Missing",
+            RoleCondition::Faulty => "Faulty (recorded failed)",
+            RoleCondition::Spare => "Spare (not in sync)",
+        })
+    }
+}
+
+/// One role of an [`Examination`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RoleExamination {
+    /// Role (member index).
+    pub role: usize,
+    /// What the superblocks record for it.
+    pub condition: RoleCondition,
+    /// The device holding it, if one was given.
+    pub device: Option<String>,
+}
+
+/// What the members' superblocks say about a volume, read by
+/// [`Volume::examine`] without starting it (like `mdadm --examine`).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Examination {
+    /// Placement of data.
+    pub layout: VolumeLayout,
+    /// Usable size in bytes (for a linear volume with a missing member,
+    /// that member's size is taken to be the size recorded by the newest
+    /// superblock's own member).
+    pub size: u64,
+    /// Whether data is encrypted at rest.
+    pub encrypted: bool,
+    /// Whether the volume was last closed cleanly (otherwise assembly
+    /// resyncs the regions the bitmap marks).
+    pub clean: bool,
+    /// The newest superblock's event count.
+    pub events: u64,
+    /// Every role, in role order.
+    pub roles: Vec<RoleExamination>,
+    /// Whether the data is all there; [`Health::DataLost`] means
+    /// [`Volume::assemble`] refuses to start the volume.
+    pub health: Health,
+}
+
+impl Examination {
+    /// Whether [`Volume::assemble`] would start the volume from these
+    /// members (its health is not [`Health::DataLost`]).
+    pub fn can_start(&self) -> bool {
+        !self.health.loses_data()
+    }
 }
 
 const ACTIVE: u8 = 0;
@@ -500,119 +644,89 @@ impl Volume {
         }
     }
 
+    /// Read and check the members' superblocks without starting the
+    /// volume or writing anything (like `mdadm --examine`): every role's
+    /// recorded condition, and whether the data is all there. An operator
+    /// needs this most when [`Volume::assemble`] refuses to start the
+    /// volume. `secret` is not needed; if given, it is checked as
+    /// `assemble` checks it.
+    ///
+    /// Errors: as [`Volume::assemble`] for unreadable, damaged or
+    /// inconsistent superblocks and a wrong secret; never
+    /// [`EngineError::Unavailable`] (see [`Examination::health`]).
+    pub fn examine(
+        devices: &[Arc<dyn BlockDevice>],
+        secret: Option<&Secret>,
+    ) -> Result<Examination> {
+        let found = Found::read(devices.to_vec())?;
+        if secret.is_some() {
+            found.cipher(secret)?;
+        }
+        let size = match &found.mapper {
+            Mapper::Md(g) => g.array_sectors(),
+            Mapper::Linear { sizes, .. } => sizes.iter().sum(),
+        } * SECTOR;
+        Ok(Examination {
+            layout: found.layout,
+            size,
+            encrypted: found.auth.encryption.is_some(),
+            clean: found.auth.clean,
+            events: found.auth.events,
+            roles: (0..found.placed.len())
+                .map(|r| RoleExamination {
+                    role: r,
+                    condition: found.condition(r),
+                    device: found.placed[r].as_ref().map(|d| d.describe()),
+                })
+                .collect(),
+            health: found.health()?,
+        })
+    }
+
     /// Assemble a volume from its members, given in any order; members that
     /// are absent are treated as failed. `secret` is required for an
     /// encrypted volume.
     ///
     /// The superblock with the highest event count describes the volume. A
     /// present member that it records as failed is attached but stays
-    /// failed until [`Volume::readd`]. If the volume was not shut down
-    /// cleanly, the regions its bitmap marks are resynced before this
-    /// returns, so that every copy (and parity) agrees again.
+    /// failed until [`Volume::readd`]; a member that is absent is recorded
+    /// failed (and the event count bumped) when the volume starts without
+    /// it, so that when it comes back with its old data it is not read as
+    /// if in sync: it too needs [`Volume::readd`]. If the volume was not
+    /// shut down cleanly, the regions its bitmap marks are resynced before
+    /// this returns, so that every copy (and parity) agrees again.
+    ///
+    /// Like md, which refuses to start an array without enough operational
+    /// devices, this refuses with [`EngineError::Unavailable`], and writes
+    /// nothing, when the missing or recorded-failed members hold every copy
+    /// of some data according to `raid`'s failure analysis
+    /// (`raid::FailureModel::loses_data`): a linear or RAID0 volume without
+    /// any one of its members, RAID1 without all members, RAID4/5 without
+    /// two, RAID6 without three, RAID10 without every copy of some chunk
+    /// (for a 4-member `n2`, roles 2 and 3, not roles 0 and 2). The message
+    /// names the unavailable roles (with their devices where known), the
+    /// layout, and which data has no copy; [`Volume::examine`] gives the
+    /// same answer without trying to start. There is no way to start such
+    /// a volume anyway: nothing in this crate or its callers needs to.
     pub fn assemble(devices: Vec<Arc<dyn BlockDevice>>, secret: Option<&Secret>) -> Result<Volume> {
-        let mut sbs = Vec::with_capacity(devices.len());
-        for d in &devices {
-            let mut b = vec![0u8; SB_SIZE];
-            d.read_at(&mut b, SB_OFFSET)
-                .map_err(crate::error::io_err(format!(
-                    "{}: read superblock",
-                    d.describe()
-                )))?;
-            sbs.push(Superblock::decode(&b, &d.describe())?);
+        let found = Found::read(devices)?;
+        if let Health::DataLost { reason, .. } = found.health()? {
+            return Err(EngineError::Unavailable(format!(
+                "cannot start the {} volume of {} members: {reason}",
+                found.layout,
+                found.placed.len()
+            )));
         }
-        let Some(auth_i) = (0..sbs.len()).max_by_key(|&i| sbs[i].events) else {
-            return Err(invalid("devices", "no members given"));
-        };
-        let auth = sbs[auth_i].clone();
-        let n = auth.roles.len();
-        let mut placed: Vec<Option<Arc<dyn BlockDevice>>> = vec![None; n];
-        let mut present_sb: Vec<Option<Superblock>> = vec![None; n];
-        for (d, sb) in devices.into_iter().zip(sbs) {
-            let name = d.describe();
-            let meta_err = |detail: String| EngineError::Metadata {
-                member: name.clone(),
-                detail,
-            };
-            if sb.array_uuid != auth.array_uuid {
-                return Err(meta_err(
-                    "belongs to another volume (array uuid differs)".into(),
-                ));
-            }
-            let r = sb.role as usize;
-            if r >= n {
-                return Err(meta_err(format!(
-                    "role {r} is not below the volume's {n} members"
-                )));
-            }
-            if sb.device_uuid != auth.roles[r].1 {
-                return Err(meta_err(format!(
-                    "was role {r}, which another device has since taken over"
-                )));
-            }
-            if placed[r].is_some() {
-                return Err(meta_err(format!("role {r} given twice")));
-            }
-            placed[r] = Some(d);
-            present_sb[r] = Some(sb);
-        }
-        let room = (auth.data_offset * SECTOR).saturating_sub(BITMAP_OFFSET);
-        if auth.bitmap_bytes > room || (auth.bitmap_bytes > 0 && auth.bitmap_region == 0) {
-            return Err(EngineError::Metadata {
-                member: "superblock".into(),
-                detail: format!(
-                    "bitmap of {} bytes, {} sectors per bit, does not fit the {room} bytes before the data",
-                    auth.bitmap_bytes, auth.bitmap_region
-                ),
-            });
-        }
-        let layout =
-            if auth.level == LINEAR_LEVEL {
-                VolumeLayout::Linear
-            } else {
-                VolumeLayout::Md(layout_from_sb(auth.level, &auth.layout_name).ok_or_else(
-                    || EngineError::Metadata {
-                        member: "superblock".into(),
-                        detail: format!(
-                            "unknown level {} layout {:?}",
-                            auth.level, auth.layout_name
-                        ),
-                    },
-                )?)
-            };
-        let mut comps = vec![auth.component_sectors; n];
-        let needs_all = matches!(
-            layout,
-            VolumeLayout::Linear | VolumeLayout::Md(Layout::Raid0(_))
-        );
-        for r in 0..n {
-            match &present_sb[r] {
-                Some(sb) => comps[r] = sb.component_sectors,
-                None if needs_all => {
-                    return Err(EngineError::Unavailable(format!(
-                        "member {r} of a {layout} volume is missing and the level has no redundancy"
-                    )));
-                }
-                None => {}
-            }
-        }
-        let mapper = match layout {
-            VolumeLayout::Linear => linear_mapper(comps.clone()),
-            VolumeLayout::Md(l) => Mapper::Md(Geometry::new(l, auth.chunk_sectors, &comps)?),
-        };
-        let cipher = match (&auth.encryption, secret) {
-            (Some((salt, check)), Some(s)) => Some(Cipher::new(s, salt, check)?),
-            (Some(_), None) => {
-                return Err(EngineError::Crypto(
-                    "the volume is encrypted: a secret is required".into(),
-                ));
-            }
-            (None, Some(_)) => {
-                return Err(EngineError::Crypto(
-                    "a secret was given but the volume is not encrypted".into(),
-                ));
-            }
-            (None, None) => None,
-        };
+        let cipher = found.cipher(secret)?;
+        let Found {
+            auth,
+            mapper,
+            comps,
+            placed,
+            present_sb,
+            ..
+        } = found;
+        let n = placed.len();
         // The bitmap: the union over members that are up to date.
         let redundant = is_redundant(&mapper);
         let bitmap = if redundant {
@@ -663,6 +777,9 @@ impl Volume {
         for r in 0..n {
             if vol.meta_lock().roles[r].0 != RoleState::Active {
                 vol.slots[r].state.store(FAILED, Ordering::SeqCst);
+            } else if vol.slots[r].device().is_none() {
+                // Started without it: from now on it misses writes.
+                vol.mark_failed_absent(r);
             }
         }
         if !vol.active_roles().is_empty() {
@@ -797,6 +914,33 @@ impl Volume {
             .collect()
     }
 
+    /// Whether the volume still holds all its data, from the members that
+    /// are active now: [`Health::DataLost`] once members failing one after
+    /// another (I/O errors, [`Volume::fail_member`]) have taken every copy
+    /// of some data, by `raid`'s failure analysis. Reads and writes of
+    /// such data answer [`EngineError::Unavailable`]; the rest is still
+    /// served. A member being rebuilt counts as unavailable until its
+    /// rebuild ends.
+    pub fn health(&self) -> Health {
+        let unavailable: Vec<usize> = (0..self.slots.len())
+            .filter(|&r| self.slots[r].state.load(Ordering::SeqCst) != ACTIVE)
+            .collect();
+        let label = |r: usize| {
+            let state = match self.slots[r].state.load(Ordering::SeqCst) {
+                RECOVERING => "being rebuilt",
+                _ => "failed",
+            };
+            match self.slots[r].device() {
+                Some(d) => format!("role {r} ({}, {state})", d.describe()),
+                None => format!("role {r} (missing)"),
+            }
+        };
+        // The roles are below the member count, so the analysis cannot
+        // refuse them; should it, the volume is at least degraded.
+        assess(&self.mapper, unavailable.clone(), &label)
+            .unwrap_or(Health::Degraded { unavailable })
+    }
+
     fn active_roles(&self) -> Vec<usize> {
         (0..self.slots.len())
             .filter(|&r| self.slots[r].state.load(Ordering::SeqCst) == ACTIVE)
@@ -850,6 +994,16 @@ impl Volume {
         }
         self.mark_failed(role, "failed by the caller");
         self.write_superblocks(false)
+    }
+
+    /// Record role `role`, which has no device but was in sync, as failed
+    /// (a new event), so that its device, should it come back with old
+    /// data, is not taken as in sync.
+    fn mark_failed_absent(&self, role: usize) {
+        tracing::warn!(role, "member missing: the volume starts without it");
+        let mut m = self.meta_lock();
+        m.roles[role].0 = RoleState::Faulty;
+        m.events += 1;
     }
 
     fn mark_failed(&self, role: usize, why: &str) {
@@ -1958,7 +2112,13 @@ impl Volume {
     }
 
     /// Compare every copy of every sector; with `repair`, rewrite copies
-    /// that differ from the first readable copy.
+    /// that differ from the first readable copy. RAID4/5/6: check P (and
+    /// Q) of every stripe against its data; with `repair`, rewrite them.
+    ///
+    /// What cannot be compared is counted, not skipped in silence: bytes
+    /// with a single readable copy (a degraded mirror, and every byte of a
+    /// linear or RAID0 volume), stripes with an unavailable member, and
+    /// bytes with no readable copy at all; see [`ScrubReport`].
     pub fn scrub(&self, repair: bool) -> Result<ScrubReport> {
         let mut report = ScrubReport {
             repaired: repair,
@@ -1982,10 +2142,18 @@ impl Volume {
                     .copied()
                     .filter(|l| self.readable(l.member, l.sector + p.sectors))
                     .collect();
-                if copies.len() < 2 {
-                    continue;
-                }
                 let len = (p.sectors * SECTOR) as usize;
+                match copies.len() {
+                    0 => {
+                        report.unreadable_bytes += len as u64;
+                        continue;
+                    }
+                    1 => {
+                        report.unverifiable_bytes += len as u64;
+                        continue;
+                    }
+                    _ => report.checked_bytes += len as u64,
+                }
                 let mut bufs = Vec::with_capacity(copies.len());
                 for l in &copies {
                     let mut b = vec![0u8; len];
@@ -2032,6 +2200,288 @@ impl Volume {
             self.flush()?;
         }
         Ok(report)
+    }
+}
+
+/// The superblocks of a set of members, checked against each other, and
+/// the geometry they describe: what [`Volume::examine`] reports and
+/// [`Volume::assemble`] starts from. Reading them writes nothing.
+struct Found {
+    /// The newest superblock (highest event count).
+    auth: Superblock,
+    layout: VolumeLayout,
+    mapper: Mapper,
+    /// Data-area sectors per role (the newest superblock's value for roles
+    /// without a device).
+    comps: Vec<u64>,
+    /// The device holding each role, if one was given.
+    placed: Vec<Option<Arc<dyn BlockDevice>>>,
+    present_sb: Vec<Option<Superblock>>,
+}
+
+impl Found {
+    fn read(devices: Vec<Arc<dyn BlockDevice>>) -> Result<Found> {
+        let mut sbs = Vec::with_capacity(devices.len());
+        for d in &devices {
+            let mut b = vec![0u8; SB_SIZE];
+            d.read_at(&mut b, SB_OFFSET)
+                .map_err(crate::error::io_err(format!(
+                    "{}: read superblock",
+                    d.describe()
+                )))?;
+            sbs.push(Superblock::decode(&b, &d.describe())?);
+        }
+        let Some(auth_i) = (0..sbs.len()).max_by_key(|&i| sbs[i].events) else {
+            return Err(invalid("devices", "no members given"));
+        };
+        let auth = sbs[auth_i].clone();
+        let n = auth.roles.len();
+        let mut placed: Vec<Option<Arc<dyn BlockDevice>>> = vec![None; n];
+        let mut present_sb: Vec<Option<Superblock>> = vec![None; n];
+        for (d, sb) in devices.into_iter().zip(sbs) {
+            let name = d.describe();
+            let meta_err = |detail: String| EngineError::Metadata {
+                member: name.clone(),
+                detail,
+            };
+            if sb.array_uuid != auth.array_uuid {
+                return Err(meta_err(
+                    "belongs to another volume (array uuid differs)".into(),
+                ));
+            }
+            let r = sb.role as usize;
+            if r >= n {
+                return Err(meta_err(format!(
+                    "role {r} is not below the volume's {n} members"
+                )));
+            }
+            if sb.device_uuid != auth.roles[r].1 {
+                return Err(meta_err(format!(
+                    "was role {r}, which another device has since taken over"
+                )));
+            }
+            if placed[r].is_some() {
+                return Err(meta_err(format!("role {r} given twice")));
+            }
+            placed[r] = Some(d);
+            present_sb[r] = Some(sb);
+        }
+        let room = (auth.data_offset * SECTOR).saturating_sub(BITMAP_OFFSET);
+        if auth.bitmap_bytes > room || (auth.bitmap_bytes > 0 && auth.bitmap_region == 0) {
+            return Err(EngineError::Metadata {
+                member: "superblock".into(),
+                detail: format!(
+                    "bitmap of {} bytes, {} sectors per bit, does not fit the {room} bytes before the data",
+                    auth.bitmap_bytes, auth.bitmap_region
+                ),
+            });
+        }
+        let layout =
+            if auth.level == LINEAR_LEVEL {
+                VolumeLayout::Linear
+            } else {
+                VolumeLayout::Md(layout_from_sb(auth.level, &auth.layout_name).ok_or_else(
+                    || EngineError::Metadata {
+                        member: "superblock".into(),
+                        detail: format!(
+                            "unknown level {} layout {:?}",
+                            auth.level, auth.layout_name
+                        ),
+                    },
+                )?)
+            };
+        let comps: Vec<u64> = present_sb
+            .iter()
+            .map(|sb| {
+                sb.as_ref()
+                    .map_or(auth.component_sectors, |sb| sb.component_sectors)
+            })
+            .collect();
+        let mapper = match layout {
+            VolumeLayout::Linear => linear_mapper(comps.clone()),
+            VolumeLayout::Md(l) => Mapper::Md(Geometry::new(l, auth.chunk_sectors, &comps)?),
+        };
+        Ok(Found {
+            auth,
+            layout,
+            mapper,
+            comps,
+            placed,
+            present_sb,
+        })
+    }
+
+    fn condition(&self, r: usize) -> RoleCondition {
+        match (&self.placed[r], self.auth.roles[r].0) {
+            (None, _) => RoleCondition::Missing,
+            (Some(_), RoleState::Active) => RoleCondition::Active,
+            (Some(_), RoleState::Faulty) => RoleCondition::Faulty,
+            (Some(_), RoleState::Spare) => RoleCondition::Spare,
+        }
+    }
+
+    /// Whether the roles that are missing or recorded failed lose data.
+    fn health(&self) -> Result<Health> {
+        let unavailable: Vec<usize> = (0..self.placed.len())
+            .filter(|&r| self.condition(r) != RoleCondition::Active)
+            .collect();
+        assess(&self.mapper, unavailable, &|r| {
+            let dev = self.placed[r].as_ref().map(|d| d.describe());
+            match (self.condition(r), dev) {
+                (RoleCondition::Faulty, Some(d)) => format!("role {r} ({d}, recorded failed)"),
+                (RoleCondition::Spare, Some(d)) => format!("role {r} ({d}, not in sync)"),
+                _ => format!("role {r} (missing)"),
+            }
+        })
+    }
+
+    /// The cipher for `secret`, checked against the newest superblock.
+    fn cipher(&self, secret: Option<&Secret>) -> Result<Option<Cipher>> {
+        match (&self.auth.encryption, secret) {
+            (Some((salt, check)), Some(s)) => Ok(Some(Cipher::new(s, salt, check)?)),
+            (Some(_), None) => Err(EngineError::Crypto(
+                "the volume is encrypted: a secret is required".into(),
+            )),
+            (None, Some(_)) => Err(EngineError::Crypto(
+                "a secret was given but the volume is not encrypted".into(),
+            )),
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+/// Whether losing the `unavailable` roles loses data, by `raid`'s failure
+/// analysis (a linear volume has one copy of every byte, so it loses data
+/// with any role), and if so why; `label` names a role in the message.
+fn assess(
+    mapper: &Mapper,
+    unavailable: Vec<usize>,
+    label: &dyn Fn(usize) -> String,
+) -> Result<Health> {
+    if unavailable.is_empty() {
+        return Ok(Health::Whole);
+    }
+    let loses = match mapper {
+        Mapper::Md(g) => FailureModel::new(g).loses_data(&unavailable)?,
+        Mapper::Linear { .. } => true,
+    };
+    if !loses {
+        return Ok(Health::Degraded { unavailable });
+    }
+    let verb = if unavailable.len() == 1 { "is" } else { "are" };
+    let reason = format!(
+        "{} {verb} unavailable; {}",
+        join_and(unavailable.iter().map(|&r| label(r))),
+        lost_data(mapper, &unavailable)
+    );
+    Ok(Health::DataLost {
+        unavailable,
+        reason,
+    })
+}
+
+/// Which data has no copy once the `unavailable` roles (a set that
+/// [`assess`] found loses data) are gone, in words.
+fn lost_data(mapper: &Mapper, unavailable: &[usize]) -> String {
+    let g = match mapper {
+        Mapper::Md(g) => g,
+        Mapper::Linear { starts, sizes } => {
+            let parts = unavailable.iter().map(|&r| {
+                format!(
+                    "role {r} holds volume bytes {}..{}",
+                    starts[r] * SECTOR,
+                    (starts[r] + sizes[r]) * SECTOR
+                )
+            });
+            return format!(
+                "linear keeps one copy of every byte, and {}: that data has no copy left",
+                join_and(parts)
+            );
+        }
+    };
+    let layout = g.layout();
+    match layout {
+        Layout::Raid1 => format!(
+            "{layout} keeps one copy on each member and all {} are unavailable: no byte has a copy left",
+            g.members()
+        ),
+        Layout::Raid4 | Layout::Raid5(_) | Layout::Raid6(_) => {
+            let t = g.guaranteed_tolerance();
+            format!(
+                "{layout} computes at most {t} unavailable member{} of a stripe from parity, \
+                 {} are unavailable and every stripe spans every member: every stripe has data with no copy left",
+                if t == 1 { "" } else { "s" },
+                unavailable.len()
+            )
+        }
+        Layout::Raid0(_) | Layout::Raid10(_) => lost_chunks(g, unavailable),
+    }
+}
+
+/// For RAID0/10: the chunks whose every copy is on an `unavailable` role.
+/// The members of chunk `c` depend only on `c` modulo the member count (as
+/// in `raid`'s failure analysis), so the first `members` chunks show the
+/// pattern, which is then told with its shortest period ("the odd
+/// chunks", "chunks 1 and 2 of every 3").
+fn lost_chunks(g: &Geometry, unavailable: &[usize]) -> String {
+    let chunk = g.chunk_sectors().max(1);
+    let period = (g.members() as u64).min(g.array_sectors() / chunk).max(1);
+    let mut lost = Vec::new();
+    let mut holders = std::collections::BTreeSet::new();
+    for c in 0..period {
+        if let Ok(m) = g.map(c * chunk)
+            && m.copies.iter().all(|l| unavailable.contains(&l.member))
+        {
+            lost.push(c);
+            holders.extend(m.copies.iter().map(|l| l.member));
+        }
+    }
+    let what = match g.copies() {
+        1 => "the only copy".to_string(),
+        2 => "both copies".to_string(),
+        n => format!("all {n} copies"),
+    };
+    let Some(&first) = lost.first() else {
+        return format!("they hold {what} of some chunks");
+    };
+    let p = (1..=period)
+        .find(|&p| {
+            period.is_multiple_of(p)
+                && (0..period).all(|c| lost.contains(&c) == lost.contains(&(c % p)))
+        })
+        .unwrap_or(period);
+    let base: Vec<u64> = lost.iter().copied().filter(|&c| c < p).collect();
+    let which = match (p, base.as_slice()) {
+        (1, _) => "every chunk".to_string(),
+        (2, [0]) => "the even chunks".to_string(),
+        (2, [1]) => "the odd chunks".to_string(),
+        _ => format!(
+            "chunk{} {} of every {p}",
+            if base.len() == 1 { "" } else { "s" },
+            join_and(base.iter().map(u64::to_string))
+        ),
+    };
+    let (roles, verb) = if holders.len() == 1 {
+        ("role", "holds")
+    } else {
+        ("roles", "hold")
+    };
+    format!(
+        "{roles} {} {verb} {what} of {which} ({} KiB each, the first at volume bytes {}..{}): that data has no copy left",
+        join_and(holders.iter().map(usize::to_string)),
+        chunk * SECTOR / 1024,
+        first * chunk * SECTOR,
+        (first + 1) * chunk * SECTOR
+    )
+}
+
+/// `a`, `a and b`, `a, b and c`.
+fn join_and(items: impl Iterator<Item = String>) -> String {
+    let v: Vec<String> = items.collect();
+    match v.len() {
+        0 => String::new(),
+        1 => v[0].clone(),
+        n => format!("{} and {}", v[..n - 1].join(", "), v[n - 1]),
     }
 }
 

@@ -6,15 +6,160 @@ mod common;
 use std::process::Command;
 
 fn run(args: &[&str]) -> (bool, String, String) {
+    let (code, out, err) = run_code(args);
+    (code == 0, out, err)
+}
+
+/// The exit code, stdout and stderr.
+fn run_code(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_raid-engine"))
         .args(args)
         .output()
         .unwrap();
     (
-        out.status.success(),
+        out.status.code().expect("killed by a signal"),
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Each member's bytes before its data area (superblock and bitmap).
+fn metadata(paths: &[&str]) -> Vec<Vec<u8>> {
+    paths
+        .iter()
+        .map(|p| {
+            let mut b = std::fs::read(p).unwrap();
+            b.truncate(1 << 20);
+            b
+        })
+        .collect()
+}
+
+/// `status` and `scrub` on a whole, a degraded and a data-losing member
+/// set: what they print and their exit codes (0, 3 cannot start, 4 scrub
+/// incomplete); a volume that cannot start is inspected without a write.
+#[test]
+fn status_and_scrub_on_whole_degraded_and_failed_volumes() {
+    let dir = common::scratch();
+    let (paths, devs) = common::members(dir.path(), 4, 8 << 20);
+    drop(devs);
+    let m: Vec<&str> = paths.iter().map(|p| p.to_str().unwrap()).collect();
+    let (code, _, err) = run_code(
+        &[
+            &[
+                "create",
+                "--level",
+                "raid10",
+                "--chunk",
+                "64K",
+                "--data-offset",
+                "2048",
+                "--resync",
+            ][..],
+            &m,
+        ]
+        .concat(),
+    );
+    assert_eq!(code, 0, "{err}");
+
+    let (code, out, err) = run_code(&[&["status"][..], &m].concat());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("state: whole"), "{out}");
+    assert_eq!(out.matches("Active").count(), 4, "{out}");
+    let (code, out, err) = run_code(&[&["scrub"][..], &m].concat());
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(" 0 mismatches") && !out.contains("not checked"),
+        "{out}"
+    );
+    let size: u64 = out
+        .split(" of ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no volume size in {out}"));
+    assert!(out.contains(&format!("checked {size} of {size}")), "{out}");
+
+    // Roles 2 and 3 missing: both copies of the odd chunks are gone. The
+    // members are examined without a write and every role is shown.
+    let before = metadata(&m);
+    let (code, out, err) = run_code(&["status", m[0], m[1]]);
+    assert_eq!(code, 3, "{out}{err}");
+    for want in [
+        "role 0: Active",
+        "role 1: Active",
+        "role 2: Missing",
+        "role 3: Missing",
+        "state: cannot start",
+        "roles 2 and 3 hold both copies of the odd chunks",
+    ] {
+        assert!(out.contains(want), "{want:?} not in {out}");
+    }
+    assert!(err.contains("cannot start"), "{err}");
+    let (code, out, err) = run_code(&["status", m[0]]);
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(out.contains("role 1: Missing"), "{out}");
+    for args in [&["scrub", m[0], m[1]][..], &["scrub", m[0]][..]] {
+        let (code, out, err) = run_code(args);
+        assert_eq!(code, 3, "{args:?}: {out}{err}");
+        assert!(!out.contains("mismatches"), "{args:?}: {out}");
+        assert!(
+            err.contains("cannot start the raid10 n2 volume") && err.contains("role 2 (missing)"),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(
+        metadata(&m) == before,
+        "a refused command wrote to a member"
+    );
+
+    // Role 3 missing: degraded but whole.
+    let (code, out, err) = run_code(&["status", m[0], m[1], m[2]]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("state: degraded: role 3 (missing)"), "{out}");
+    assert!(metadata(&m) == before, "status wrote to a member");
+    // Scrubbing it starts it without role 3: the even chunks have two
+    // copies, the odd ones one.
+    let (code, out, err) = run_code(&["scrub", m[0], m[1], m[2]]);
+    assert_eq!(code, 4, "{out}{err}");
+    assert!(
+        out.contains(&format!("{} bytes not checked (degraded)", size / 2)),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("checked {} of {size}", size / 2)),
+        "{out}"
+    );
+    assert!(err.contains("scrub incomplete"), "{err}");
+    // Role 3 missed that start: it is recorded failed until re-added.
+    let (code, out, err) = run_code(&[&["status"][..], &m].concat());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("role 3: Faulty"), "{out}");
+    assert!(
+        out.contains("state: degraded: role 3 (recorded failed)"),
+        "{out}"
+    );
+    let (code, _, err) = run_code(&[&["readd", "--role", "3"][..], &m].concat());
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = run_code(&[&["scrub"][..], &m].concat());
+    assert_eq!(code, 0, "{out}{err}");
+
+    // No redundancy: nothing can be compared.
+    let (code, _, err) = run_code(&["create", "--level", "raid0", m[0], m[1]]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = run_code(&["scrub", m[0], m[1]]);
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("bytes not checked (no redundancy"), "{out}");
+    let (code, out, _) = run_code(&["status", m[1]]);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("the only copy"), "{out}");
+
+    let (code, out, _) = run_code(&["status", "--help"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("Exit codes") && out.contains("3  the volume cannot start"),
+        "{out}"
+    );
 }
 
 #[test]

@@ -49,3 +49,48 @@ fn scrub_finds_and_repairs() {
     corrupt_and_scrub("raid5:left-symmetric", 4);
     corrupt_and_scrub("raid6:left-symmetric", 5);
 }
+
+/// A scrub that cannot compare everything says how much it left out:
+/// bytes with one readable copy (or in a stripe with a member missing),
+/// and bytes with none; every byte is counted once.
+#[test]
+fn scrub_counts_what_it_could_not_check() {
+    // (layout, members, roles failed, expected share of the volume in
+    // eighths: checked, unverifiable, unreadable)
+    let cases: &[(&str, usize, &[usize], [u64; 3])] = &[
+        ("raid1", 3, &[], [8, 0, 0]),
+        ("raid1", 3, &[1], [8, 0, 0]),
+        ("raid1", 2, &[0], [0, 8, 0]),
+        ("raid10:n2", 4, &[0], [4, 4, 0]),
+        ("raid10:n2", 4, &[0, 2], [0, 8, 0]),
+        // Both copies of the even chunks gone while running.
+        ("raid10:n2", 4, &[0, 1], [4, 0, 4]),
+        ("raid10:n2", 4, &[0, 1, 2], [0, 4, 4]),
+        ("raid5:left-symmetric", 4, &[2], [0, 8, 0]),
+        ("raid5:left-symmetric", 4, &[1, 2], [0, 0, 8]),
+        ("raid6:left-symmetric", 5, &[4], [0, 8, 0]),
+        ("raid6:left-symmetric", 5, &[0, 1, 4], [0, 0, 8]),
+        ("raid0", 2, &[], [0, 8, 0]),
+        ("linear", 2, &[], [0, 8, 0]),
+    ];
+    for &(spec, n, failed, [checked, unverifiable, unreadable]) in cases {
+        let dir = common::scratch();
+        let (_paths, devs) = common::members(dir.path(), n, 4 << 20);
+        let mut opts = CreateOptions::new(VolumeLayout::parse(spec).unwrap());
+        opts.chunk_sectors = 16;
+        let vol = Volume::create(devs, &opts).unwrap();
+        vol.write_at(&common::pattern(3, vol.size() as usize), 0)
+            .unwrap();
+        for &r in failed {
+            vol.fail_member(r).unwrap();
+        }
+        let r = vol.scrub(false).unwrap();
+        let eighth = vol.size() / 8;
+        let what = format!("{spec} over {n} without {failed:?}: {r:?}");
+        assert_eq!(r.checked_bytes, checked * eighth, "{what}");
+        assert_eq!(r.unverifiable_bytes, unverifiable * eighth, "{what}");
+        assert_eq!(r.unreadable_bytes, unreadable * eighth, "{what}");
+        assert_eq!(r.is_complete(), checked == 8, "{what}");
+        assert!(r.mismatches.is_empty(), "{what}");
+    }
+}

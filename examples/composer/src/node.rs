@@ -994,6 +994,13 @@ impl NodeSide {
                 "failed: every member is gone ({})",
                 failed.join(", ")
             ))
+        } else if let raid_engine::Health::DataLost { reason, .. } = volume.health() {
+            // Survivors remain, but some data has no copy on them. The
+            // message is cut at 128 bytes: the essentials first.
+            VolumeCondition::abnormal(format!(
+                "failed: some data has no copy left: {} failed ({reason})",
+                failed.join(", ")
+            ))
         } else if !failed.is_empty() {
             VolumeCondition::abnormal(format!(
                 "degraded: {} failed; served from the survivors",

@@ -15,15 +15,36 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 use raid_engine::nbd::{AllowList, Export, NbdDevice, NbdServer};
 use raid_engine::{
-    BlockDevice, CacheMode, CreateOptions, FileDevice, Progress, RebuildOptions, Secret, Volume,
-    VolumeLayout,
+    BlockDevice, CacheMode, CreateOptions, EngineError, FileDevice, Health, Progress,
+    RebuildOptions, RoleCondition, Secret, Volume, VolumeLayout,
 };
+
+/// The exit codes, as `--help` lists them.
+const EXIT_CODES: &str = "Exit codes:
+  0  success (status: the volume can start, whole or degraded; scrub: every
+     byte checked and no mismatch left unrepaired)
+  1  error: bad arguments, unreadable or inconsistent members, I/O error, or
+     (scrub without --repair) mismatches found
+  2  command-line usage error
+  3  the volume cannot start: the missing or failed members hold every copy
+     of some data (status still prints every role and why)
+  4  scrub: not every byte could be checked (degraded: a single readable
+     copy or a stripe with a member missing; no redundancy; or no readable
+     copy); what was checked had no mismatch";
+
+/// Exit code: an error.
+const EXIT_ERROR: u8 = 1;
+/// Exit code: the volume cannot start.
+const EXIT_CANNOT_START: u8 = 3;
+/// Exit code: the scrub could not check every byte.
+const EXIT_SCRUB_INCOMPLETE: u8 = 4;
 
 #[derive(Parser)]
 #[command(
     name = "raid-engine",
     version,
-    about = "User-space md-compatible RAID volumes"
+    about = "User-space md-compatible RAID volumes",
+    after_help = EXIT_CODES
 )]
 struct Cli {
     #[command(subcommand)]
@@ -63,7 +84,11 @@ enum Cmd {
         #[command(flatten)]
         m: Members,
     },
-    /// Print the volume's size, layout and member states.
+    /// Print the volume's size, layout, every role's state and whether it
+    /// can start, from the superblocks alone (nothing is started or
+    /// written; a secret is not needed). Exits 0 when the volume can start
+    /// (whole or degraded), 3 when it cannot.
+    #[command(after_help = EXIT_CODES)]
     Status {
         #[command(flatten)]
         m: Members,
@@ -124,7 +149,10 @@ enum Cmd {
         #[command(flatten)]
         m: Members,
     },
-    /// Compare every copy; with --repair rewrite the ones that differ.
+    /// Compare every copy (or check every stripe's parity); with --repair
+    /// rewrite the ones that differ. Says how many bytes could not be
+    /// checked, and exits 4 if any (1 if mismatches were left unrepaired).
+    #[command(after_help = EXIT_CODES)]
     Scrub {
         /// Repair mismatches.
         #[arg(long)]
@@ -185,9 +213,36 @@ fn open_members(m: &Members) -> Result<Opened, String> {
     Ok((devs, secret))
 }
 
-fn assemble(m: &Members) -> Result<Volume, String> {
+/// Why a command failed, and the exit code that says so.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Failure {
+            code: EXIT_ERROR,
+            message,
+        }
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(message: &str) -> Self {
+        message.to_string().into()
+    }
+}
+
+fn assemble(m: &Members) -> Result<Volume, Failure> {
     let (devs, secret) = open_members(m)?;
-    Volume::assemble(devs, secret.as_ref()).map_err(|e| e.to_string())
+    Volume::assemble(devs, secret.as_ref()).map_err(|e| Failure {
+        code: match e {
+            EngineError::Unavailable(_) => EXIT_CANNOT_START,
+            _ => EXIT_ERROR,
+        },
+        message: e.to_string(),
+    })
 }
 
 fn print_status(v: &Volume) {
@@ -207,6 +262,59 @@ fn print_status(v: &Volume) {
             s.device.unwrap_or_else(|| "(missing)".into())
         );
     }
+}
+
+/// `status`: the superblocks' view, without starting the volume.
+fn status(m: &Members) -> Result<(), Failure> {
+    let (devs, secret) = open_members(m)?;
+    let x = Volume::examine(&devs, secret.as_ref()).map_err(|e| e.to_string())?;
+    println!(
+        "size {} bytes, {} members, {}{}{}",
+        x.size,
+        x.roles.len(),
+        x.layout,
+        if x.encrypted { ", encrypted" } else { "" },
+        if x.clean {
+            ""
+        } else {
+            ", not shut down cleanly"
+        }
+    );
+    for r in &x.roles {
+        match &r.device {
+            Some(d) => println!("  role {}: {} {d}", r.role, r.condition),
+            None => println!("  role {}: {}", r.role, r.condition),
+        }
+    }
+    match &x.health {
+        Health::Whole => println!("state: whole (every member active)"),
+        Health::Degraded { unavailable } => {
+            let list: Vec<String> = unavailable
+                .iter()
+                .map(|&r| {
+                    let why = match x.roles[r].condition {
+                        RoleCondition::Missing => "missing",
+                        RoleCondition::Faulty => "recorded failed",
+                        _ => "not in sync",
+                    };
+                    format!("role {r} ({why})")
+                })
+                .collect();
+            println!(
+                "state: degraded: {} unavailable; every byte can still be read",
+                list.join(", ")
+            );
+        }
+        Health::DataLost { reason, .. } => {
+            println!("state: cannot start: {reason}");
+            return Err(Failure {
+                code: EXIT_CANNOT_START,
+                message: format!("the {} volume cannot start: {reason}", x.layout),
+            });
+        }
+        other => println!("state: {other:?}"),
+    }
+    Ok(())
 }
 
 /// A progress bar on stderr: redrawn in place on a terminal; elsewhere (a
@@ -252,7 +360,7 @@ fn end_progress_line() {
     }
 }
 
-fn run(cli: Cli) -> Result<(), String> {
+fn run(cli: Cli) -> Result<(), Failure> {
     match cli.cmd {
         Cmd::Create {
             level,
@@ -275,10 +383,7 @@ fn run(cli: Cli) -> Result<(), String> {
             v.close().map_err(|e| e.to_string())?;
             print_status(&v);
         }
-        Cmd::Status { m } => {
-            let v = assemble(&m)?;
-            print_status(&v);
-        }
+        Cmd::Status { m } => status(&m)?,
         Cmd::ServeNbd { listen, exports } => {
             let server = NbdServer::bind(&listen).map_err(|e| e.to_string())?;
             for spec in exports {
@@ -388,8 +493,10 @@ fn run(cli: Cli) -> Result<(), String> {
             let r = v.scrub(repair).map_err(|e| e.to_string())?;
             v.close().map_err(|e| e.to_string())?;
             println!(
-                "read {} bytes, {} mismatches{}",
+                "read {} bytes, checked {} of {} volume bytes, {} mismatches{}",
                 r.bytes_read,
+                r.checked_bytes,
+                v.size(),
                 r.mismatches.len(),
                 if repair { " (repaired)" } else { "" }
             );
@@ -399,8 +506,31 @@ fn run(cli: Cli) -> Result<(), String> {
                     mm.at, mm.sectors, mm.members
                 );
             }
+            if r.unverifiable_bytes > 0 {
+                let why = match v.health() {
+                    Health::Whole => "no redundancy: a single copy",
+                    _ => "degraded",
+                };
+                println!("{} bytes not checked ({why})", r.unverifiable_bytes);
+            }
+            if r.unreadable_bytes > 0 {
+                println!(
+                    "{} bytes not checked (no readable copy: data lost)",
+                    r.unreadable_bytes
+                );
+            }
             if !r.mismatches.is_empty() && !repair {
                 return Err("mismatches found".into());
+            }
+            if !r.is_complete() {
+                return Err(Failure {
+                    code: EXIT_SCRUB_INCOMPLETE,
+                    message: format!(
+                        "scrub incomplete: {} of {} volume bytes not checked",
+                        r.unverifiable_bytes + r.unreadable_bytes,
+                        v.size()
+                    ),
+                });
             }
         }
     }
@@ -416,7 +546,7 @@ fn expose(
     loop_dev: bool,
     (adaptive_poll, busy_poll): (Duration, Duration),
     m: &Members,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let v = Arc::new(assemble(m)?);
     let stop = signals()?;
     let opts = raid_engine::fuse::ExposeOptions::default()
@@ -434,10 +564,7 @@ fn expose(
             .output()
             .map_err(|e| format!("losetup: {e}"))?;
         if !out.status.success() {
-            return Err(format!(
-                "losetup: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
+            return Err(format!("losetup: {}", String::from_utf8_lossy(&out.stderr).trim()).into());
         }
         let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
         println!("{p}");
@@ -466,7 +593,7 @@ fn expose(
     _: bool,
     _: (Duration, Duration),
     _: &Members,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     Err("expose: this raid-engine was built without the `fuse` feature".into())
 }
 
@@ -485,9 +612,9 @@ fn main() -> ExitCode {
         .init();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("raid-engine: {e}");
-            ExitCode::FAILURE
+        Err(f) => {
+            eprintln!("raid-engine: {}", f.message);
+            ExitCode::from(f.code)
         }
     }
 }

@@ -352,7 +352,9 @@ impl Volume {
         Ok(done)
     }
 
-    /// Check (and with `repair` rewrite) the parity of every stripe.
+    /// Check (and with `repair` rewrite) the parity of every stripe whose
+    /// members are all readable; count the others' data as unverifiable
+    /// (a member missing) or unreadable (more missing than tolerated).
     pub(super) fn scrub_parity(&self, repair: bool) -> Result<ScrubReport> {
         let g = self.geometry_or_err()?;
         let chunk = g.chunk_sectors();
@@ -366,9 +368,21 @@ impl Volume {
         for stripe in 0..g.stripes() {
             let _g = self.gate.write().unwrap_or_else(|p| p.into_inner());
             let sector = stripe * chunk;
-            if (0..n).any(|m| !self.readable(m, sector + chunk)) {
+            let data_bytes = chunk * SECTOR * g.data_disks() as u64;
+            let missing = (0..n)
+                .filter(|&m| !self.readable(m, sector + chunk))
+                .count();
+            if missing > g.guaranteed_tolerance() {
+                report.unreadable_bytes += data_bytes;
                 continue;
             }
+            if missing > 0 {
+                // The data can be computed, but nothing is left to check
+                // it against (md does not check a degraded array either).
+                report.unverifiable_bytes += data_bytes;
+                continue;
+            }
+            report.checked_bytes += data_bytes;
             let layout = g.stripe_layout(stripe)?;
             let mut bufs = vec![vec![0u8; len]; n];
             for (m, b) in bufs.iter_mut().enumerate() {

@@ -1,0 +1,79 @@
+//! The node side's volume condition follows the engine's health, through
+//! the engine alone (no kernel, no root): one failed member of a RAID10
+//! leaves it "degraded"; failing the other copy of some chunks makes it
+//! "failed", saying that some data has no copy left and naming the
+//! members and drives (before, any volume with a survivor was "degraded:
+//! served from the survivors").
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use composer::ComposerDriver;
+use composer::node::{Backend, NodeConfig};
+use composer_core::{Inventory, MemStore};
+use csi_types::types::CapacityRange;
+
+#[test]
+fn condition_says_failed_once_both_copies_of_some_chunks_are_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = Inventory::from_toml(composer::demo::DEMO_INVENTORY).unwrap();
+    let driver = ComposerDriver::open(inv, Arc::new(MemStore::default()), Some("r1-n1"))
+        .unwrap()
+        .with_node_side(NodeConfig {
+            data_dir: dir.path().join("drives"),
+            run_dir: dir.path().join("run"),
+            backend: Backend::Userspace,
+        });
+    let c = driver.composer();
+    let side = driver.node_side().unwrap();
+    let params: BTreeMap<String, String> = [("type", "hdd"), ("redundancy", "true")]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let range = CapacityRange::new(Some(400 << 20), None).unwrap();
+    let v = c
+        .create("striped", &params, range, true, true, None)
+        .unwrap();
+    assert_eq!(v.layout.kind.name(), "raid10");
+    let vol = side.assemble_unexposed(&v.record).unwrap();
+    let id = v.record.id.clone();
+    assert!(!side.condition(&id).unwrap().abnormal);
+
+    // The members holding the copies of the first chunk.
+    let copies: Vec<usize> = vol
+        .geometry()
+        .unwrap()
+        .map(0)
+        .unwrap()
+        .copies
+        .iter()
+        .map(|l| l.member)
+        .collect();
+    assert_eq!(copies.len(), 2);
+    vol.fail_member(copies[0]).unwrap();
+    let cond = side.condition(&id).unwrap();
+    assert!(
+        cond.abnormal && cond.message.starts_with("degraded"),
+        "{cond:?}"
+    );
+
+    vol.fail_member(copies[1]).unwrap();
+    let cond = side.condition(&id).unwrap();
+    assert!(
+        cond.abnormal
+            && cond.message.starts_with("failed")
+            && cond.message.contains("some data has no copy left"),
+        "{cond:?}"
+    );
+    for &r in &copies {
+        let drive = &v.record.members[r].drive;
+        assert!(
+            cond.message
+                .contains(&format!("member {r} (drive {drive})")),
+            "{cond:?}"
+        );
+    }
+    let mut buf = vec![0u8; 4096];
+    assert!(vol.read_at(&mut buf, 0).is_err());
+    side.release_all();
+}
