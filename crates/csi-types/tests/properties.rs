@@ -375,10 +375,10 @@ fn wild_source() -> BoxedStrategy<Option<proto::VolumeContentSource>> {
 }
 
 /// The fields of a streamed block-metadata message, anything at all: any
-/// type number, any figures; and, half of the time, ranges that follow one
-/// another (each starting where the one before ends, plus a small gap that
-/// may be negative), so that the order and size rules, and not only the
-/// signs, decide.
+/// type number, any figures; and, half of the time, a known type, a
+/// capacity in range and ranges that follow one another (each starting
+/// where the one before ends, plus a small gap that may be negative), so
+/// that the order and size rules, and not only the signs, decide.
 fn wild_block_metadata() -> impl Strategy<Value = (i32, i64, Vec<proto::BlockMetadata>)> {
     let range = |(byte_offset, size_bytes)| proto::BlockMetadata {
         byte_offset,
@@ -388,7 +388,13 @@ fn wild_block_metadata() -> impl Strategy<Value = (i32, i64, Vec<proto::BlockMet
         .prop_map(move |r| r.into_iter().map(range).collect::<Vec<_>>());
     let following = (
         0i64..(1 << 20),
-        vec((-2i64..=2, prop_oneof![Just(4096i64), 1i64..=8192]), 0..=4),
+        vec(
+            (
+                prop_oneof![2 => 0i64..=2, 1 => -2i64..=-1],
+                prop_oneof![Just(4096i64), 1i64..=8192],
+            ),
+            0..=4,
+        ),
     )
         .prop_map(|(start, steps)| {
             let mut at = start;
@@ -406,7 +412,7 @@ fn wild_block_metadata() -> impl Strategy<Value = (i32, i64, Vec<proto::BlockMet
         });
     (
         prop_oneof![wild_i32(), 0i32..=3],
-        wild_i64(),
+        prop_oneof![wild_i64(), 0i64..(1 << 40)],
         prop_oneof![wild, following],
     )
 }
