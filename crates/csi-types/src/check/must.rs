@@ -3,18 +3,19 @@
 //!
 //! [`super::ResponseRules::must`] checks a wire response without taking it
 //! or building the typed value: a [`crate::Plugin`] checks every response
-//! its driver builds before sending it, and a copy of the response for a
-//! conversion whose result is thrown away was the largest single cost of its
-//! per-call path. Field paths are put together only for an error (the
-//! rules' verdicts never depend on them).
+//! its driver builds, and every message of a SnapshotMetadata stream, before
+//! sending it, and a copy of the response for a conversion whose result is
+//! thrown away was the largest single cost of its per-call path. Field
+//! paths are put together only for an error (the rules' verdicts never
+//! depend on them).
 //!
-//! The typed conversions (`TryFrom<proto::…>` of the responses, and of the
-//! nested messages requests share with them: volume capabilities, topology,
-//! content sources) run these checks and then build the typed value from
-//! the checked message without checking again (`FromChecked`), so a
-//! conversion cannot disagree with its check. `tests/properties.rs` still
-//! holds the two to the same answer on random wire responses, valid and
-//! broken.
+//! The typed conversions (`TryFrom<proto::…>` of the unary responses, of
+//! each streamed block-metadata message, and of the nested messages
+//! requests share with them: volume capabilities, topology, content
+//! sources) run these checks and then build the typed value from the
+//! checked message without checking again (`FromChecked`), so a conversion
+//! cannot disagree with its check. `tests/properties.rs` still holds the two
+//! to the same answer on random wire responses, valid and broken.
 
 use std::collections::BTreeMap;
 
@@ -74,6 +75,11 @@ fn map(path: Path<'_>, map: &BTreeMap<String, String>) -> Result<(), CsiError> {
 }
 
 fn non_negative(path: Path<'_>, value: i64) -> Result<(), CsiError> {
+    // The common case without the rule's call: a streamed block-metadata
+    // message holds two of these per range.
+    if value >= 0 {
+        return Ok(());
+    }
     named(path, |f| validate::non_negative(f, value))
 }
 
