@@ -172,7 +172,9 @@ const CAPABILITY_RULE: &str = "a capability this version of the spec does not kn
 
 /// Whether `id` is a valid published node id; the typed layer keeps only these.
 pub(crate) fn is_node_id(id: &str) -> bool {
-    NodeId::new(id).is_ok()
+    // In place: the Plugin walks every ListVolumes and ControllerGetVolume
+    // response it sends, and an id is not copied to be looked at.
+    NodeId::check("node_id", id).is_ok()
 }
 
 fn published_nodes(field: &str, ids: &[String], out: &mut Vec<Oddity>) {
