@@ -137,10 +137,10 @@ pub trait ResponseRules {
     /// Checks the MUST rules in place: `Ok` exactly when the typed
     /// conversion (`TryFrom<proto::…>`) accepts the response, and otherwise
     /// the same error, naming the field; without taking the response or
-    /// building the typed value. For a unary response this check is where
-    /// the rules are written: its conversion runs it, then builds the typed
-    /// value without checking again. A streamed message is converted from a
-    /// copy.
+    /// building the typed value. This check is where the rules are written,
+    /// for a unary response and for each message of the SnapshotMetadata
+    /// streams alike: the conversion runs it, then builds the typed value
+    /// without checking again.
     ///
     /// ```
     /// use csi_types::{check::ResponseRules, proto};
@@ -172,7 +172,9 @@ const CAPABILITY_RULE: &str = "a capability this version of the spec does not kn
 
 /// Whether `id` is a valid published node id; the typed layer keeps only these.
 pub(crate) fn is_node_id(id: &str) -> bool {
-    NodeId::new(id).is_ok()
+    // In place: the Plugin walks every ListVolumes and ControllerGetVolume
+    // response it sends, and an id is not copied to be looked at.
+    NodeId::check("node_id", id).is_ok()
 }
 
 fn published_nodes(field: &str, ids: &[String], out: &mut Vec<Oddity>) {
@@ -327,27 +329,25 @@ macro_rules! response_rules {
 
 crate::api::for_each_unary_rpc!(response_rules);
 
-/// The streamed block metadata messages have MUST rules only.
-impl ResponseRules for proto::GetMetadataAllocatedResponse {
-    fn tolerated(&self) -> Vec<Oddity> {
-        Vec::new()
-    }
+/// The streamed block metadata messages have MUST rules only; each message
+/// is checked in place, as a unary response is.
+macro_rules! streamed_response_rules {
+    ($($resp:ident),*) => {
+        $(
+            impl ResponseRules for proto::$resp {
+                fn tolerated(&self) -> Vec<Oddity> {
+                    Vec::new()
+                }
 
-    fn must(&self) -> Result<(), crate::CsiError> {
-        crate::snapshot_metadata::BlockMetadataResponse::try_from(self.clone()).map(drop)
-    }
+                fn must(&self) -> Result<(), crate::CsiError> {
+                    must::MustResponse::must(self)
+                }
+            }
+        )*
+    };
 }
 
-/// The streamed block metadata messages have MUST rules only.
-impl ResponseRules for proto::GetMetadataDeltaResponse {
-    fn tolerated(&self) -> Vec<Oddity> {
-        Vec::new()
-    }
-
-    fn must(&self) -> Result<(), crate::CsiError> {
-        crate::snapshot_metadata::BlockMetadataResponse::try_from(self.clone()).map(drop)
-    }
-}
+streamed_response_rules!(GetMetadataAllocatedResponse, GetMetadataDeltaResponse);
 
 #[cfg(test)]
 mod tests {

@@ -406,8 +406,12 @@ impl VolumeStatus {
     /// use csi_types::types::VolumeCondition;
     /// let s = VolumeStatus::from_published(["node-1", "node-2"], Some(VolumeCondition::healthy("ok")))?;
     /// assert_eq!(s.published_node_ids.len(), 2);
-    /// let err = VolumeStatus::from_published([""], None).unwrap_err();
+    /// let err = VolumeStatus::from_published(["node-1", ""], None).unwrap_err();
     /// assert_eq!(err.code(), csi_types::Code::Internal);
+    /// assert_eq!(
+    ///     err.to_string(),
+    ///     "internal error: published node id \"\" is not a node id: invalid `node_id`: this field is REQUIRED"
+    /// );
     /// # Ok::<(), csi_types::CsiError>(())
     /// ```
     pub fn from_published<I, S>(
@@ -422,12 +426,14 @@ impl VolumeStatus {
             published_node_ids: node_ids
                 .into_iter()
                 .map(|n| {
-                    let n = n.into();
-                    NodeId::new(n.clone()).map_err(|e| {
+                    let n: String = n.into();
+                    // Checked in place, so the id is not copied for the error.
+                    NodeId::check("node_id", &n).map_err(|e| {
                         CsiError::internal(format!("published node id {n:?} is not a node id: {e}"))
-                    })
+                    })?;
+                    Ok(NodeId::from_checked(n))
                 })
-                .collect::<Result<_, _>>()?,
+                .collect::<Result<_, CsiError>>()?,
             volume_condition: condition,
         })
     }

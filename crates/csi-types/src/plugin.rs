@@ -19,6 +19,7 @@ use crate::api::{RawCsi, RawStream};
 use crate::capabilities::{
     ControllerCapabilities, GroupControllerCapabilities, NodeCapabilities, PluginCapabilities,
 };
+use crate::check::ResponseRules;
 use crate::controller::*;
 use crate::driver::*;
 use crate::group_controller::*;
@@ -635,8 +636,7 @@ impl Plugin {
         P: Debug,
         T: TryFrom<P, Error = CsiError>,
         Fut: Future<Output = Result<BlockMetadataStream, CsiError>>,
-        W: From<BlockMetadataResponse> + Clone + Send + 'static,
-        BlockMetadataResponse: TryFrom<W, Error = CsiError>,
+        W: From<BlockMetadataResponse> + ResponseRules + Send + 'static,
     {
         let stream: BlockStream = self
             .unary(
@@ -685,18 +685,17 @@ impl WireResponse for BlockStream {
     }
 }
 
-/// Checks each streamed block-metadata message before it is sent.
+/// Checks each streamed block-metadata message in place before it is sent
+/// (the messages have MUST rules only).
 fn checked_block_messages<W>(rpc: &'static str, stream: BlockStream) -> RawStream<W>
 where
-    W: From<BlockMetadataResponse> + Send + 'static,
-    BlockMetadataResponse: TryFrom<W, Error = CsiError>,
-    W: Clone,
+    W: From<BlockMetadataResponse> + ResponseRules + Send + 'static,
 {
     stream
         .0
         .map(move |r| {
             let wire = W::from(r?);
-            BlockMetadataResponse::try_from(wire.clone()).map_err(|e| {
+            wire.must().map_err(|e| {
                 CsiError::internal(format!("the driver's {rpc} stream breaks the spec: {e}"))
             })?;
             Ok(wire)

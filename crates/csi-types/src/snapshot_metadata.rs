@@ -2,10 +2,11 @@
 //! allocated and changed block ranges of snapshots, streamed.
 
 use crate::CsiError;
+use crate::check::must::MustResponse;
 use crate::ids::SnapshotId;
 use crate::proto;
 use crate::redact::Secrets;
-use crate::types::{FromProto, at, list};
+use crate::types::{FromChecked, proven, proven_size};
 use crate::validate;
 
 /// How the block ranges of a response are sized.
@@ -26,12 +27,14 @@ pub struct BlockMetadata {
     pub size_bytes: u64,
 }
 
-impl FromProto<proto::BlockMetadata> for BlockMetadata {
-    fn from_proto(field: &str, p: proto::BlockMetadata) -> Result<Self, CsiError> {
-        Ok(BlockMetadata {
-            byte_offset: validate::non_negative(&at(field, "byte_offset"), p.byte_offset)?,
-            size_bytes: validate::non_negative(&at(field, "size_bytes"), p.size_bytes)?,
-        })
+/// A range its check (`crate::check::must`) accepted: both figures are
+/// not negative.
+impl FromChecked<proto::BlockMetadata> for BlockMetadata {
+    fn from_checked(p: proto::BlockMetadata) -> Self {
+        BlockMetadata {
+            byte_offset: proven_size(p.byte_offset),
+            size_bytes: proven_size(p.size_bytes),
+        }
     }
 }
 
@@ -44,15 +47,13 @@ impl From<BlockMetadata> for proto::BlockMetadata {
     }
 }
 
-fn block_metadata_type(field: &str, v: i32) -> Result<BlockMetadataType, CsiError> {
-    match proto::BlockMetadataType::try_from(v) {
-        Ok(proto::BlockMetadataType::FixedLength) => Ok(BlockMetadataType::FixedLength),
-        Ok(proto::BlockMetadataType::VariableLength) => Ok(BlockMetadataType::VariableLength),
-        _ => Err(CsiError::invalid(
-            field,
-            "this field is REQUIRED: FIXED_LENGTH or VARIABLE_LENGTH",
-        )),
-    }
+/// A type its check accepted: `FIXED_LENGTH` or `VARIABLE_LENGTH`.
+fn checked_block_metadata_type(v: i32) -> BlockMetadataType {
+    proven(match proto::BlockMetadataType::try_from(v) {
+        Ok(proto::BlockMetadataType::FixedLength) => Some(BlockMetadataType::FixedLength),
+        Ok(proto::BlockMetadataType::VariableLength) => Some(BlockMetadataType::VariableLength),
+        _ => None,
+    })
 }
 
 fn block_metadata_type_to_proto(t: BlockMetadataType) -> i32 {
@@ -60,37 +61,6 @@ fn block_metadata_type_to_proto(t: BlockMetadataType) -> i32 {
         BlockMetadataType::FixedLength => proto::BlockMetadataType::FixedLength as i32,
         BlockMetadataType::VariableLength => proto::BlockMetadataType::VariableLength as i32,
     }
-}
-
-/// The spec's rules for the ranges of one message: ascending by offset, not
-/// overlapping, and all of one size when the type is `FIXED_LENGTH`.
-fn check_ranges(r: &BlockMetadataResponse) -> Result<(), CsiError> {
-    for (i, pair) in r.block_metadata.windows(2).enumerate() {
-        let (prev, cur) = (pair[0], pair[1]);
-        let field = format!("block_metadata[{}]", i + 1);
-        if cur.byte_offset < prev.byte_offset.saturating_add(prev.size_bytes) {
-            return Err(CsiError::invalid(
-                field,
-                format!(
-                    "ranges must be in ascending order and must not overlap: starts at {} before the previous range ends at {}",
-                    cur.byte_offset,
-                    prev.byte_offset.saturating_add(prev.size_bytes)
-                ),
-            ));
-        }
-        if r.block_metadata_type == BlockMetadataType::FixedLength
-            && cur.size_bytes != prev.size_bytes
-        {
-            return Err(CsiError::invalid(
-                field,
-                format!(
-                    "FIXED_LENGTH ranges must all have one size: {} after {}",
-                    cur.size_bytes, prev.size_bytes
-                ),
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// A request's `starting_offset`. A negative one is `OUT_OF_RANGE`, not
@@ -209,16 +179,25 @@ pub struct BlockMetadataResponse {
 macro_rules! block_metadata_response {
     ($($wire:ty),*) => {
         $(
+            /// The message's MUST rules are its in-place check
+            /// (`crate::check::ResponseRules::must`, which a `Plugin` runs
+            /// on every message it streams); the conversion runs it, then
+            /// builds the typed value without checking again.
             impl TryFrom<$wire> for BlockMetadataResponse {
                 type Error = CsiError;
                 fn try_from(p: $wire) -> Result<Self, CsiError> {
-                    let r = BlockMetadataResponse {
-                        block_metadata_type: block_metadata_type("block_metadata_type", p.block_metadata_type)?,
-                        volume_capacity_bytes: validate::non_negative("volume_capacity_bytes", p.volume_capacity_bytes)?,
-                        block_metadata: list("block_metadata", p.block_metadata)?,
-                    };
-                    check_ranges(&r)?;
-                    Ok(r)
+                    p.must()?;
+                    Ok(BlockMetadataResponse::from_checked(p))
+                }
+            }
+
+            impl FromChecked<$wire> for BlockMetadataResponse {
+                fn from_checked(p: $wire) -> Self {
+                    BlockMetadataResponse {
+                        block_metadata_type: checked_block_metadata_type(p.block_metadata_type),
+                        volume_capacity_bytes: proven_size(p.volume_capacity_bytes),
+                        block_metadata: p.block_metadata.into_iter().map(BlockMetadata::from_checked).collect(),
+                    }
                 }
             }
 

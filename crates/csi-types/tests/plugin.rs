@@ -340,3 +340,106 @@ async fn responses_that_break_the_spec_are_not_sent() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn streamed_messages_that_break_the_spec_are_not_sent() {
+    use csi_types::snapshot_metadata::{
+        BlockMetadata, BlockMetadataResponse, BlockMetadataType, GetMetadataAllocatedRequest,
+        GetMetadataDeltaRequest,
+    };
+    use futures::StreamExt;
+
+    // A driver whose streams send one valid message, then one whose second
+    // range starts inside its first.
+    struct Overlapping;
+    #[async_trait::async_trait]
+    impl Identity for Overlapping {
+        async fn get_plugin_info(
+            &self,
+            _: GetPluginInfoRequest,
+        ) -> Result<GetPluginInfoResponse, CsiError> {
+            GetPluginInfoResponse::new(PluginName::new("overlapping")?, "1")
+        }
+    }
+    fn messages() -> BlockMetadataStream {
+        let message = |ranges: &[(u64, u64)]| {
+            Ok(BlockMetadataResponse {
+                block_metadata_type: BlockMetadataType::VariableLength,
+                volume_capacity_bytes: 1 << 20,
+                block_metadata: ranges
+                    .iter()
+                    .map(|&(byte_offset, size_bytes)| BlockMetadata {
+                        byte_offset,
+                        size_bytes,
+                    })
+                    .collect(),
+            })
+        };
+        futures::stream::iter([
+            message(&[(0, 4096), (4096, 4096)]),
+            message(&[(16384, 8192), (20480, 4096)]),
+        ])
+        .boxed()
+    }
+    #[async_trait::async_trait]
+    impl SnapshotMetadata for Overlapping {
+        async fn get_metadata_allocated(
+            &self,
+            _: GetMetadataAllocatedRequest,
+        ) -> Result<BlockMetadataStream, CsiError> {
+            Ok(messages())
+        }
+        async fn get_metadata_delta(
+            &self,
+            _: GetMetadataDeltaRequest,
+        ) -> Result<BlockMetadataStream, CsiError> {
+            Ok(messages())
+        }
+    }
+    let driver = Arc::new(Overlapping);
+    let plugin = Plugin::builder(driver.clone())
+        .snapshot_metadata(driver)
+        .build()
+        .unwrap();
+    let rule = "invalid `block_metadata[1]`: ranges must be in ascending order and must not \
+                overlap: starts at 20480 before the previous range ends at 24576";
+
+    let allocated: Vec<_> = RawCsi::raw_get_metadata_allocated(
+        &plugin,
+        proto::GetMetadataAllocatedRequest {
+            snapshot_id: "s".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+    .collect()
+    .await;
+    assert_eq!(allocated.len(), 2);
+    assert_eq!(allocated[0].as_ref().unwrap().block_metadata.len(), 2);
+    let err = allocated[1].as_ref().unwrap_err();
+    assert_eq!(err.code(), Code::Internal);
+    assert_eq!(
+        err.to_string(),
+        format!("internal error: the driver's GetMetadataAllocated stream breaks the spec: {rule}")
+    );
+
+    let delta: Vec<_> = RawCsi::raw_get_metadata_delta(
+        &plugin,
+        proto::GetMetadataDeltaRequest {
+            base_snapshot_id: "a".into(),
+            target_snapshot_id: "b".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+    .collect()
+    .await;
+    assert_eq!(delta.len(), 2);
+    assert!(delta[0].is_ok(), "{:?}", delta[0]);
+    assert_eq!(
+        delta[1].as_ref().unwrap_err().to_string(),
+        format!("internal error: the driver's GetMetadataDelta stream breaks the spec: {rule}")
+    );
+}

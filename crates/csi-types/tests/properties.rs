@@ -374,6 +374,49 @@ fn wild_source() -> BoxedStrategy<Option<proto::VolumeContentSource>> {
     .boxed()
 }
 
+/// The fields of a streamed block-metadata message, anything at all: any
+/// type number, any figures; and, half of the time, a known type, a
+/// capacity in range and ranges that follow one another (each starting
+/// where the one before ends, plus a small gap that may be negative), so
+/// that the order and size rules, and not only the signs, decide.
+fn wild_block_metadata() -> impl Strategy<Value = (i32, i64, Vec<proto::BlockMetadata>)> {
+    let range = |(byte_offset, size_bytes)| proto::BlockMetadata {
+        byte_offset,
+        size_bytes,
+    };
+    let wild = vec((wild_i64(), wild_i64()), 0..=4)
+        .prop_map(move |r| r.into_iter().map(range).collect::<Vec<_>>());
+    let following = (
+        0i64..(1 << 20),
+        vec(
+            (
+                prop_oneof![2 => 0i64..=2, 1 => -2i64..=-1],
+                prop_oneof![Just(4096i64), 1i64..=8192],
+            ),
+            0..=4,
+        ),
+    )
+        .prop_map(|(start, steps)| {
+            let mut at = start;
+            steps
+                .into_iter()
+                .map(|(gap, size_bytes)| {
+                    let byte_offset = at + gap;
+                    at = byte_offset + size_bytes;
+                    proto::BlockMetadata {
+                        byte_offset,
+                        size_bytes,
+                    }
+                })
+                .collect::<Vec<_>>()
+        });
+    (
+        prop_oneof![wild_i32(), 0i32..=3],
+        prop_oneof![wild_i64(), 0i64..(1 << 40)],
+        prop_oneof![wild, following],
+    )
+}
+
 fn no_panic<T, P>(what: &str, strategy: impl Strategy<Value = P>)
 where
     T: TryFrom<P, Error = CsiError> + Debug,
@@ -411,11 +454,12 @@ where
 }
 
 /// The in-place check of a response (`ResponseRules::must`) agrees with its
-/// typed conversion: the same verdict, the same first error. The unary
-/// responses' conversions run that check and then build without checking
-/// again, so this holds the construction to what the check proved (a field
+/// typed conversion: the same verdict, the same first error, the same text.
+/// The conversions (of the unary responses and of each streamed
+/// block-metadata message) run that check and then build without checking
+/// again, so this holds the construction to what the check proved: a field
 /// it builds as present or in range that the check let through broken would
-/// panic here) and the streamed messages' check to their conversion.
+/// panic here.
 fn must_agrees<T, P>(p: &P) -> Result<(), TestCaseError>
 where
     T: TryFrom<P, Error = CsiError> + Debug,
@@ -423,6 +467,12 @@ where
 {
     let in_place = p.must();
     let converted = T::try_from(p.clone()).map(drop);
+    prop_assert_eq!(
+        in_place.as_ref().map_err(ToString::to_string),
+        converted.as_ref().map_err(ToString::to_string),
+        "{:?}",
+        p
+    );
     prop_assert_eq!(in_place, converted, "{:?}", p);
     Ok(())
 }
@@ -855,20 +905,20 @@ fn group_controller_and_snapshot_metadata_validation_never_panics() {
             ),
     );
     no_panic_response::<BlockMetadataResponse, _>(
+        "GetMetadataAllocatedResponse",
+        wild_block_metadata().prop_map(|(t, cap, ranges)| proto::GetMetadataAllocatedResponse {
+            block_metadata_type: t,
+            volume_capacity_bytes: cap,
+            block_metadata: ranges,
+        }),
+    );
+    no_panic_response::<BlockMetadataResponse, _>(
         "GetMetadataDeltaResponse",
-        (wild_i32(), wild_i64(), vec((wild_i64(), wild_i64()), 0..=3)).prop_map(
-            |(t, cap, ranges)| proto::GetMetadataDeltaResponse {
-                block_metadata_type: t,
-                volume_capacity_bytes: cap,
-                block_metadata: ranges
-                    .into_iter()
-                    .map(|(byte_offset, size_bytes)| proto::BlockMetadata {
-                        byte_offset,
-                        size_bytes,
-                    })
-                    .collect(),
-            },
-        ),
+        wild_block_metadata().prop_map(|(t, cap, ranges)| proto::GetMetadataDeltaResponse {
+            block_metadata_type: t,
+            volume_capacity_bytes: cap,
+            block_metadata: ranges,
+        }),
     );
     // Timestamps anywhere in i64 seconds and i32 nanos, through a group snapshot.
     no_panic_response::<GetVolumeGroupSnapshotResponse, _>(
@@ -2728,54 +2778,142 @@ fn responses_errors_name_the_field() {
         },
     );
 
-    run(
+    block_metadata_errors_name_the_field::<proto::GetMetadataAllocatedResponse>(
         "GetMetadataAllocatedResponse",
-        any::<BlockMetadataResponse>(),
-        |r| {
-            type P = proto::GetMetadataAllocatedResponse;
-            type M = proto::BlockMetadata;
-            let mut b = vec![
-                brk("UNKNOWN type", "block_metadata_type", |p: &mut P| {
-                    p.block_metadata_type = 0
-                }),
-                brk("type 3", "block_metadata_type", |p: &mut P| {
-                    p.block_metadata_type = 3
-                }),
-            ];
-            b.extend(field!(
-                P,
-                "volume_capacity_bytes",
-                |p| &mut p.volume_capacity_bytes,
-                non_negative_breaks()
-            ));
-            fn range(p: &mut P) -> &mut M {
-                p.block_metadata.push(M {
-                    byte_offset: 0,
-                    size_bytes: 1,
-                });
-                p.block_metadata.last_mut().unwrap()
-            }
-            let n = r.block_metadata.len();
-            let mut m = field!(
-                M,
-                "byte_offset",
-                |p| &mut p.byte_offset,
-                non_negative_breaks()
-            );
-            m.extend(field!(
-                M,
-                "size_bytes",
-                |p| &mut p.size_bytes,
-                non_negative_breaks()
-            ));
-            b.extend(lift(
-                &format!("block_metadata[{n}]"),
-                move |p: &mut P, f| f(range(p)),
-                m,
-            ));
-            check_response(r, b)
-        },
     );
+    block_metadata_errors_name_the_field::<proto::GetMetadataDeltaResponse>(
+        "GetMetadataDeltaResponse",
+    );
+}
+
+/// The fields of the two streamed block-metadata messages, which are the
+/// same, reached through one trait so that both are broken the same ways.
+trait StreamedBlockMetadata:
+    From<BlockMetadataResponse> + Clone + Debug + ResponseRules + 'static
+{
+    fn type_mut(&mut self) -> &mut i32;
+    fn capacity_mut(&mut self) -> &mut i64;
+    fn ranges_mut(&mut self) -> &mut Vec<proto::BlockMetadata>;
+}
+
+macro_rules! streamed_block_metadata {
+    ($($wire:ty),*) => {
+        $(
+            impl StreamedBlockMetadata for $wire {
+                fn type_mut(&mut self) -> &mut i32 {
+                    &mut self.block_metadata_type
+                }
+                fn capacity_mut(&mut self) -> &mut i64 {
+                    &mut self.volume_capacity_bytes
+                }
+                fn ranges_mut(&mut self) -> &mut Vec<proto::BlockMetadata> {
+                    &mut self.block_metadata
+                }
+            }
+        )*
+    };
+}
+
+streamed_block_metadata!(
+    proto::GetMetadataAllocatedResponse,
+    proto::GetMetadataDeltaResponse
+);
+
+/// Breaks a valid streamed message in every way its rules name: the type,
+/// the signs, and the order, overlap and size of its ranges; each break
+/// fails naming its field, in the in-place check and the conversion alike.
+fn block_metadata_errors_name_the_field<P>(what: &str)
+where
+    P: StreamedBlockMetadata,
+    BlockMetadataResponse: TryFrom<P, Error = CsiError> + Into<P>,
+{
+    type M = proto::BlockMetadata;
+    run(what, any::<BlockMetadataResponse>(), |r| {
+        let mut b = vec![
+            brk("UNKNOWN type", "block_metadata_type", |p: &mut P| {
+                *p.type_mut() = 0
+            }),
+            brk("type 3", "block_metadata_type", |p: &mut P| {
+                *p.type_mut() = 3
+            }),
+        ];
+        b.extend(field!(
+            P,
+            "volume_capacity_bytes",
+            |p| p.capacity_mut(),
+            non_negative_breaks()
+        ));
+        fn range<P: StreamedBlockMetadata>(p: &mut P) -> &mut M {
+            p.ranges_mut().push(M {
+                byte_offset: 0,
+                size_bytes: 1,
+            });
+            p.ranges_mut().last_mut().unwrap()
+        }
+        let n = r.block_metadata.len();
+        let mut m = field!(
+            M,
+            "byte_offset",
+            |p| &mut p.byte_offset,
+            non_negative_breaks()
+        );
+        m.extend(field!(
+            M,
+            "size_bytes",
+            |p| &mut p.size_bytes,
+            non_negative_breaks()
+        ));
+        b.extend(lift(
+            &format!("block_metadata[{n}]"),
+            move |p: &mut P, f| f(range(p)),
+            m,
+        ));
+        if let Some(last) = r.block_metadata.last().copied() {
+            let offset = i64::try_from(last.byte_offset).expect("generated below 2^31");
+            let size = i64::try_from(last.size_bytes).expect("generated below 2^24");
+            b.push(brk(
+                "a range starting inside the last one",
+                &format!("block_metadata[{n}]"),
+                move |p: &mut P| {
+                    p.ranges_mut().push(M {
+                        byte_offset: offset + size - 1,
+                        size_bytes: size,
+                    })
+                },
+            ));
+            b.push(brk(
+                "the last range repeated in front of the first",
+                "block_metadata[1]",
+                move |p: &mut P| {
+                    p.ranges_mut().insert(
+                        0,
+                        M {
+                            byte_offset: offset,
+                            size_bytes: size,
+                        },
+                    )
+                },
+            ));
+            let next = M {
+                byte_offset: offset + size,
+                size_bytes: size + 1,
+            };
+            if r.block_metadata_type == BlockMetadataType::FixedLength {
+                b.push(brk(
+                    "FIXED_LENGTH: a range of another size",
+                    &format!("block_metadata[{n}]"),
+                    move |p: &mut P| p.ranges_mut().push(next),
+                ));
+            } else {
+                // Not a break: VARIABLE_LENGTH ranges have any size.
+                let mut p: P = r.clone().into();
+                p.ranges_mut().push(next);
+                must_agrees::<BlockMetadataResponse, P>(&p)?;
+                prop_assert!(p.must().is_ok(), "{p:?}");
+            }
+        }
+        check_response(r, b)
+    });
 }
 
 #[test]
@@ -3361,48 +3499,101 @@ fn converting_an_extreme_creation_time_does_not_panic() {
     assert!(std::panic::catch_unwind(|| proto::Snapshot::from(s)).is_ok());
 }
 
+/// The errors of a streamed block-metadata message, word for word: what
+/// the Plugin sends a driver's broken stream, and the client reports.
 #[test]
 fn block_metadata_ranges_must_be_ordered_and_disjoint() {
+    use proto::BlockMetadataType::{FixedLength, VariableLength};
     let range = |byte_offset, size_bytes| proto::BlockMetadata {
         byte_offset,
         size_bytes,
     };
-    let response = |t: proto::BlockMetadataType, ranges: Vec<proto::BlockMetadata>| {
-        proto::GetMetadataDeltaResponse {
-            block_metadata_type: t as i32,
-            volume_capacity_bytes: 1 << 30,
-            block_metadata: ranges,
-        }
-    };
     let bad = [
         (
             "overlapping",
-            response(
-                proto::BlockMetadataType::VariableLength,
-                vec![range(0, 8192), range(4096, 4096)],
-            ),
+            VariableLength as i32,
+            1 << 30,
+            vec![range(0, 8192), range(4096, 4096)],
+            "invalid `block_metadata[1]`: ranges must be in ascending order and must not \
+             overlap: starts at 4096 before the previous range ends at 8192",
         ),
         (
             "descending",
-            response(
-                proto::BlockMetadataType::VariableLength,
-                vec![range(8192, 4096), range(0, 4096)],
-            ),
+            VariableLength as i32,
+            1 << 30,
+            vec![range(8192, 4096), range(0, 4096)],
+            "invalid `block_metadata[1]`: ranges must be in ascending order and must not \
+             overlap: starts at 0 before the previous range ends at 12288",
         ),
         (
             "FIXED_LENGTH with two sizes",
-            response(
-                proto::BlockMetadataType::FixedLength,
-                vec![range(0, 4096), range(8192, 8192)],
-            ),
+            FixedLength as i32,
+            1 << 30,
+            vec![range(0, 4096), range(8192, 8192)],
+            "invalid `block_metadata[1]`: FIXED_LENGTH ranges must all have one size: 8192 \
+             after 4096",
+        ),
+        (
+            "an end past i64::MAX",
+            VariableLength as i32,
+            i64::MAX,
+            vec![range(i64::MAX, i64::MAX), range(i64::MAX, 1)],
+            "invalid `block_metadata[1]`: ranges must be in ascending order and must not \
+             overlap: starts at 9223372036854775807 before the previous range ends at \
+             18446744073709551614",
+        ),
+        (
+            "a negative size after an overlap",
+            VariableLength as i32,
+            1 << 30,
+            vec![range(0, 8192), range(4096, 4096), range(16384, -1)],
+            "invalid `block_metadata[2].size_bytes`: must not be negative, got -1",
+        ),
+        (
+            "a negative offset",
+            FixedLength as i32,
+            1 << 30,
+            vec![range(0, 4096), range(-4096, 4096)],
+            "invalid `block_metadata[1].byte_offset`: must not be negative, got -4096",
+        ),
+        (
+            "a negative capacity",
+            FixedLength as i32,
+            -1,
+            vec![range(-1, 4096)],
+            "invalid `volume_capacity_bytes`: must not be negative, got -1",
+        ),
+        (
+            "UNKNOWN type",
+            0,
+            -1,
+            vec![],
+            "invalid `block_metadata_type`: this field is REQUIRED: FIXED_LENGTH or \
+             VARIABLE_LENGTH",
         ),
     ];
-    for (what, wire) in bad {
-        match BlockMetadataResponse::try_from(wire) {
-            Err(CsiError::InvalidArgument { field, .. }) => {
-                assert_eq!(field, "block_metadata[1]", "{what}")
-            }
-            other => panic!("{what}: expected InvalidArgument on block_metadata[1], got {other:?}"),
+    for (what, block_metadata_type, volume_capacity_bytes, block_metadata, error) in bad {
+        let delta = proto::GetMetadataDeltaResponse {
+            block_metadata_type,
+            volume_capacity_bytes,
+            block_metadata: block_metadata.clone(),
+        };
+        let allocated = proto::GetMetadataAllocatedResponse {
+            block_metadata_type,
+            volume_capacity_bytes,
+            block_metadata,
+        };
+        for e in [
+            delta.must().unwrap_err(),
+            BlockMetadataResponse::try_from(delta).unwrap_err(),
+            allocated.must().unwrap_err(),
+            BlockMetadataResponse::try_from(allocated).unwrap_err(),
+        ] {
+            assert!(
+                matches!(e, CsiError::InvalidArgument { .. }),
+                "{what}: {e:?}"
+            );
+            assert_eq!(e.to_string(), error, "{what}");
         }
     }
 }

@@ -3,18 +3,19 @@
 //!
 //! [`super::ResponseRules::must`] checks a wire response without taking it
 //! or building the typed value: a [`crate::Plugin`] checks every response
-//! its driver builds before sending it, and a copy of the response for a
-//! conversion whose result is thrown away was the largest single cost of its
-//! per-call path. Field paths are put together only for an error (the
-//! rules' verdicts never depend on them).
+//! its driver builds, and every message of a SnapshotMetadata stream, before
+//! sending it, and a copy of the response for a conversion whose result is
+//! thrown away was the largest single cost of its per-call path. Field
+//! paths are put together only for an error (the rules' verdicts never
+//! depend on them).
 //!
-//! The typed conversions (`TryFrom<proto::…>` of the responses, and of the
-//! nested messages requests share with them: volume capabilities, topology,
-//! content sources) run these checks and then build the typed value from
-//! the checked message without checking again (`FromChecked`), so a
-//! conversion cannot disagree with its check. `tests/properties.rs` still
-//! holds the two to the same answer on random wire responses, valid and
-//! broken.
+//! The typed conversions (`TryFrom<proto::…>` of the unary responses, of
+//! each streamed block-metadata message, and of the nested messages
+//! requests share with them: volume capabilities, topology, content
+//! sources) run these checks and then build the typed value from the
+//! checked message without checking again (`FromChecked`), so a conversion
+//! cannot disagree with its check. `tests/properties.rs` still holds the two
+//! to the same answer on random wire responses, valid and broken.
 
 use std::collections::BTreeMap;
 
@@ -74,6 +75,11 @@ fn map(path: Path<'_>, map: &BTreeMap<String, String>) -> Result<(), CsiError> {
 }
 
 fn non_negative(path: Path<'_>, value: i64) -> Result<(), CsiError> {
+    // The common case without the rule's call: a streamed block-metadata
+    // message holds two of these per range.
+    if value >= 0 {
+        return Ok(());
+    }
     named(path, |f| validate::non_negative(f, value))
 }
 
@@ -324,8 +330,71 @@ impl Must for proto::VolumeUsage {
     }
 }
 
-/// The MUST rules of each unary response, in field order (the order of
-/// the first error).
+impl Must for proto::BlockMetadata {
+    fn must(&self, path: Path<'_>) -> Result<(), CsiError> {
+        non_negative(path.at("byte_offset"), self.byte_offset)?;
+        non_negative(path.at("size_bytes"), self.size_bytes)
+    }
+}
+
+/// The MUST rules of one streamed block-metadata message
+/// (`GetMetadataAllocated` and `GetMetadataDelta` stream the same fields):
+/// a known type, sizes and offsets not negative, then the ranges in
+/// ascending order without overlap, all of one size for `FIXED_LENGTH`. The
+/// order of the ranges is checked after every range's own fields, so the
+/// first error is the one the checks of the fields alone would give.
+fn block_metadata_message(
+    block_metadata_type: i32,
+    volume_capacity_bytes: i64,
+    ranges: &[proto::BlockMetadata],
+) -> Result<(), CsiError> {
+    use proto::BlockMetadataType;
+    let fixed = match BlockMetadataType::try_from(block_metadata_type) {
+        Ok(BlockMetadataType::FixedLength) => true,
+        Ok(BlockMetadataType::VariableLength) => false,
+        _ => {
+            return Err(CsiError::invalid(
+                "block_metadata_type",
+                "this field is REQUIRED: FIXED_LENGTH or VARIABLE_LENGTH",
+            ));
+        }
+    };
+    non_negative(ROOT.at("volume_capacity_bytes"), volume_capacity_bytes)?;
+    let path = ROOT.at("block_metadata");
+    list(path, ranges)?;
+    // Every offset and size was found non-negative above, so `unsigned_abs`
+    // is the value itself, and the end of a range (at most 2 * i64::MAX)
+    // fits a u64.
+    for (i, pair) in ranges.windows(2).enumerate() {
+        let (prev, cur) = (&pair[0], &pair[1]);
+        let end = prev
+            .byte_offset
+            .unsigned_abs()
+            .saturating_add(prev.size_bytes.unsigned_abs());
+        if cur.byte_offset.unsigned_abs() < end {
+            return Err(CsiError::invalid(
+                path.index(i + 1).render(),
+                format!(
+                    "ranges must be in ascending order and must not overlap: starts at {} before the previous range ends at {end}",
+                    cur.byte_offset
+                ),
+            ));
+        }
+        if fixed && cur.size_bytes != prev.size_bytes {
+            return Err(CsiError::invalid(
+                path.index(i + 1).render(),
+                format!(
+                    "FIXED_LENGTH ranges must all have one size: {} after {}",
+                    cur.size_bytes, prev.size_bytes
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The MUST rules of each response, in field order (the order of the first
+/// error): every unary response, and each message of the two streams.
 pub(crate) trait MustResponse {
     fn must(&self) -> Result<(), CsiError>;
 }
@@ -444,6 +513,26 @@ impl MustResponse for proto::NodeGetInfoResponse {
         non_negative(ROOT.at("max_volumes_per_node"), self.max_volumes_per_node)?;
         named(ROOT.at("node_id"), |f| NodeId::check(f, &self.node_id))?;
         optional(ROOT.at("accessible_topology"), &self.accessible_topology)
+    }
+}
+
+impl MustResponse for proto::GetMetadataAllocatedResponse {
+    fn must(&self) -> Result<(), CsiError> {
+        block_metadata_message(
+            self.block_metadata_type,
+            self.volume_capacity_bytes,
+            &self.block_metadata,
+        )
+    }
+}
+
+impl MustResponse for proto::GetMetadataDeltaResponse {
+    fn must(&self) -> Result<(), CsiError> {
+        block_metadata_message(
+            self.block_metadata_type,
+            self.volume_capacity_bytes,
+            &self.block_metadata,
+        )
     }
 }
 
