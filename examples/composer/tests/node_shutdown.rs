@@ -5,7 +5,8 @@
 //! the application wrote is durable although it never called `fsync` (the
 //! shutdown syncs every file system and flushes every engine), the volumes
 //! stay staged (the CO owns them until `NodeUnstageVolume`), and a new
-//! process re-serves them at the next stage with every byte in place.
+//! process re-serves them at the next stage with every byte in place and,
+//! at the unstage, leaves none of the loop devices either process attached.
 //!
 //! Needs root, `/dev/fuse` and loop devices: without them the test says so
 //! and passes, except under `CI=true`, where it fails.
@@ -23,6 +24,7 @@ async fn sigterm_flushes_and_keeps_published_volumes_staged() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
     let _cleanup = Cleanup(dir.clone());
+    let mut loops = common::LoopLedger::start(&dir);
     let a = Server::start_logging(&dir, "info").await;
     let mut vols = Vec::new();
     for (name, params, bytes) in [
@@ -41,6 +43,8 @@ async fn sigterm_flushes_and_keeps_published_volumes_staged() {
         }
         vols.push((v, files));
     }
+    loops.note();
+    assert_eq!(loops.noted(), 2, "one loop device per staged volume");
     let status = a.terminate(Duration::from_secs(120));
     assert!(status.success(), "composer ended with {status}");
     let log = std::fs::read_to_string(dir.join("server.log")).unwrap();
@@ -62,10 +66,14 @@ async fn sigterm_flushes_and_keeps_published_volumes_staged() {
         publish(&b.client, v).await.unwrap();
         check(&v.target, files);
     }
+    loops.note();
     for (v, _) in &vols {
         teardown(&b.client, v).await;
     }
     common::assert_nothing_left(&dir);
+    // Every loop device either process attached, the one the first left
+    // over its RAID1 volume's FUSE file included.
+    loops.assert_released();
     let status = b.terminate(Duration::from_secs(120));
     assert!(status.success(), "composer ended with {status}");
 }
