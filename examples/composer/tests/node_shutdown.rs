@@ -6,7 +6,9 @@
 //! shutdown syncs every file system and flushes every engine), the volumes
 //! stay staged (the CO owns them until `NodeUnstageVolume`), and a new
 //! process re-serves them at the next stage with every byte in place and,
-//! at the unstage, leaves none of the loop devices either process attached.
+//! at the unstage, leaves none of the loop devices either process attached,
+//! also from a state file as written before loop devices were recorded with
+//! their disk sequence numbers.
 //!
 //! Needs root, `/dev/fuse` and loop devices: without them the test says so
 //! and passes, except under `CI=true`, where it fails.
@@ -59,6 +61,17 @@ async fn sigterm_flushes_and_keeps_published_volumes_staged() {
         assert!(state.contains(&v.id), "{} kept in {state}", v.id);
         assert!(state.contains(v.target.to_str().unwrap()), "{state}");
     }
+
+    // The new process reads the state as an older version wrote it, without
+    // the loop devices' disk sequence numbers: it still finds its loop devices
+    // (the slice's over its drive file, the RAID1's below its FUSE directory).
+    let path = dir.join("node/run/node-state.json");
+    let mut old: serde_json::Value = serde_json::from_str(&state).unwrap();
+    for (_, r) in old["staged"].as_object_mut().unwrap() {
+        let seq = r.as_object_mut().unwrap().remove("loop_diskseq");
+        assert!(seq.is_some_and(|s| s.is_u64()), "recorded: {state}");
+    }
+    std::fs::write(&path, old.to_string()).unwrap();
 
     let b = Server::start(&dir).await;
     for (v, files) in &vols {
