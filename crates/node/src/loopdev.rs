@@ -162,8 +162,9 @@ impl LoopDevice {
         device.attached().map(|_| device)
     }
 
-    /// The kernel's disk sequence number of this attachment (sysfs `diskseq`): a new one at
-    /// every attach of any disk on the host, so the pair (device, sequence number) names one
+    /// The kernel's disk sequence number of this attachment (sysfs `diskseq`): the kernel
+    /// gives a device a new one at every attach and detach, from one counter for all disks that
+    /// never repeats until the host reboots, so the pair (device, sequence number) names one
     /// attachment. `None` on kernels without it (before Linux 5.15).
     pub fn diskseq(&self) -> Option<u64> {
         self.diskseq
@@ -208,10 +209,11 @@ impl LoopDevice {
     }
 
     /// Detaches the device (the kernel defers it while the device is still open or mounted,
-    /// see [`LoopDevice::detaches_at_last_close`]). An attachment that is already gone is not
-    /// an error, and the device number is then left alone: where the kernel numbers
-    /// attachments ([`LoopDevice::diskseq`]), a number attached again since, by anyone, is
-    /// never detached through this value.
+    /// see [`LoopDevice::detaches_at_last_close`]). Where the kernel numbers attachments
+    /// ([`LoopDevice::diskseq`]), an attachment that is already gone is not an error, and the
+    /// device number is left alone: a number attached again since, by anyone, is never
+    /// detached through this value. Without them the number is all there is to go by, and
+    /// `losetup -d` of a number that is not attached fails.
     pub fn detach(&self) -> Result<(), Error> {
         if self.diskseq.is_some() && self.attached().is_none() {
             return Ok(());
@@ -221,8 +223,9 @@ impl LoopDevice {
 
     /// Detaches the device and waits up to `timeout` for the kernel to let it go: the kernel
     /// defers a detach while anything (a lazily unmounted filesystem, a udev probe, a reader that
-    /// is closing) still holds the device open. Returns whether the device is gone (or already
-    /// backs another file); a deferred detach still completes once its last user closes it.
+    /// is closing) still holds the device open. Returns whether this attachment is gone (the number
+    /// may already serve another file); a deferred detach still completes once its last user
+    /// closes it, which [`LoopDevice::detaches_at_last_close`] tells.
     ///
     /// ```no_run
     /// # use std::time::Duration;

@@ -464,7 +464,10 @@ impl NodeSide {
     /// once that mount is lazily unmounted, the kernel names the backing file
     /// `/volume` (its path inside the detached mount), and only the recorded
     /// attachment (`loop_diskseq`) still finds the device. A device that this
-    /// process uses for a volume it staged is never detached here.
+    /// process uses for a volume it staged is never detached here (in state
+    /// without sequence numbers, a plain range's recorded number that this
+    /// process has attached again to the same drive file looks like the
+    /// record's).
     fn teardown_recorded(&self, id: &str, r: &StagedRecord) -> Result<(), CsiError> {
         if !r.block {
             csi_node::unmount_all(&r.staging).map_err(CsiError::from)?;
@@ -492,12 +495,13 @@ impl NodeSide {
             .filter_map(|s| s.loopdev.clone())
             .collect();
         for l in &devices {
+            // Attached by this process for another volume (a number the
+            // earlier process recorded and that was reused): not this
+            // record's, and not left behind.
             if live.contains(l) {
-                return Err(internal(format!(
-                    "volume {id}: loop device {} is used by a volume this node process staged; \
-                     it is not detached for the earlier process's record",
-                    l.path().display()
-                )));
+                tracing::info!(device = %l.path().display(), volume = id,
+                    "recorded loop device now serves a volume staged by this process; left attached");
+                continue;
             }
             detach_left(id, l)?;
         }
