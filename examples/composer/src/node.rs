@@ -854,8 +854,13 @@ impl NodeSide {
         let exposure = raid_engine::fuse::expose(volume.clone(), &fuse_dir, "volume")
             .map_err(|e| engine_err("exposing the volume through FUSE", e))?;
         let undo = |exposure: FuseExposure, l: Option<&LoopDevice>| {
-            if let Some(l) = l {
-                let _ = l.detach();
+            // The device first: once the FUSE mount is lazily unmounted the
+            // kernel names its file `/volume`, and nothing finds it again.
+            if let Some(l) = l
+                && let Err(e) = l.detach()
+            {
+                tracing::error!(device = %l.path().display(), error = %e,
+                    "detaching the loop device after a failed stage");
             }
             let _ = exposure.unmount();
         };
