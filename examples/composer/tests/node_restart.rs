@@ -4,7 +4,9 @@
 //! mounted filesystems; the process is killed with SIGKILL and started again
 //! on the same directories. Then `NodeStageVolume` of a staged volume is
 //! idempotent (the slice's loop device survived and is taken over; the
-//! RAID1 volume is re-assembled and its publish bound again), the files read
+//! RAID1 volume is re-assembled and its publish bound again, while the
+//! loop device number its killed process recorded, detached and attached
+//! again to another file meanwhile, is left alone), the files read
 //! back equal, `NodePublishVolume` is idempotent, and `NodeUnpublishVolume`
 //! and `NodeUnstageVolume` clean up, also of a volume not staged again:
 //! no mount and no loop device is left under the test's directory, and no
@@ -68,6 +70,40 @@ async fn staged_volumes_survive_a_node_process_restart() {
         "{:?}",
         loops.attached()
     );
+    // The first RAID1 volume's loop device goes and its number is attached
+    // again, to another file, before the new process comes (here by the
+    // test, which takes the volume's mounts down to free it; any user of loop
+    // devices may take a freed number): the new process finds that number in
+    // its state with another attachment on it, and must leave it alone.
+    let m = &vols[0].0;
+    let staged_at = std::fs::canonicalize(&m.staging).unwrap();
+    let source = csi_node::mount_table()
+        .unwrap()
+        .into_iter()
+        .find(|e| e.mount_point == staged_at)
+        .unwrap()
+        .source;
+    let old = csi_node::LoopDevice::open(std::path::Path::new(&source)).unwrap();
+    csi_node::unmount_all(&m.target).unwrap();
+    csi_node::unmount_all(&m.staging).unwrap();
+    assert!(
+        old.detach_and_wait(std::time::Duration::from_secs(30))
+            .unwrap()
+    );
+    let decoy = dir.join("decoy.img");
+    std::fs::File::create(&decoy)
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    // Fails if another process took the number first: the case is the same.
+    let _ = std::process::Command::new("losetup")
+        .arg(old.path())
+        .arg(&decoy)
+        .status();
+    let reused = csi_node::LoopDevice::open(old.path())
+        .expect("the freed number is attached again, by the test or another process");
+    assert_ne!(reused, old);
+    let still_there = || csi_node::LoopDevice::open(reused.path()).as_ref() == Some(&reused);
 
     let b = Server::start(&dir).await;
     let [(mirror, mf), (mirror2, _), (slice, sf)] = &vols[..] else {
@@ -80,13 +116,17 @@ async fn staged_volumes_survive_a_node_process_restart() {
     // target bound to the new stack.
     stage(&b.client, mirror).await.unwrap();
     stage(&b.client, mirror).await.unwrap();
+    assert!(still_there(), "{} was detached", reused.path().display());
     check(&mirror.target, mf);
     publish(&b.client, mirror).await.unwrap();
     publish(&b.client, slice).await.unwrap();
     loops.note();
+    // And the test's own device at the reused number, when the test got it.
+    let decoy_dev =
+        usize::from(reused.backing_file() == Some(std::fs::canonicalize(&decoy).unwrap()));
     assert_eq!(
         loops.noted(),
-        4,
+        4 + decoy_dev,
         "the re-assembled RAID1 volume's new device"
     );
     // Another staging path is still refused.
@@ -102,6 +142,14 @@ async fn staged_volumes_survive_a_node_process_restart() {
     }
     // Idempotent.
     teardown(&b.client, mirror2).await;
+    assert!(still_there(), "{} was detached", reused.path().display());
+    if reused.backing_file() == Some(std::fs::canonicalize(&decoy).unwrap()) {
+        assert!(
+            reused
+                .detach_and_wait(std::time::Duration::from_secs(30))
+                .unwrap()
+        );
+    }
     common::assert_nothing_left(&dir);
     loops.assert_released();
     b.kill();
