@@ -47,8 +47,8 @@ pub use error::Error;
 pub use format::{FsType, format_and_mount, mkfs, probe_filesystem, resize_filesystem};
 pub use loopdev::{AttachOptions, LoopDevice};
 pub use mount::{
-    MountEntry, MountOptions, bind_mount, create_file_target, is_mount_point, mount_table,
-    mounts_under, release_under, remount_readonly, unmount, unmount_all,
+    MountEntry, MountOptions, bind_mount, create_file_target, is_mount_point, lazy_unmount_under,
+    mount_table, mounts_under, release_under, remount_readonly, unmount, unmount_all,
 };
 pub use stats::{FsStats, block_device_size, filesystem_stats};
 

@@ -7,6 +7,15 @@
 //! twice). A backing file system that refuses `O_DIRECT`, or an offset the loop driver cannot
 //! align, leaves the device in buffered mode: the attach still succeeds, logs why, and
 //! [`LoopDevice::direct_io`] reads `false`.
+//!
+//! A [`LoopDevice`] names one *attachment*, not just a device number: it carries the kernel's disk
+//! sequence number (sysfs `diskseq`, Linux 5.15 and later), which changes at every attach. A
+//! device number that was detached and then attached by someone else to another file is therefore
+//! never mistaken for the one this value was made for: [`LoopDevice::detach`] leaves it alone, and
+//! a process that recorded the number (a node plugin's state file) finds its own attachment
+//! again with [`LoopDevice::open_attachment`], even when the kernel can no longer name the backing
+//! file (a file on a lazily unmounted file system shows as a path relative to the detached mount,
+//! such as `/volume`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -29,10 +38,13 @@ pub struct AttachOptions {
     pub size_limit: Option<u64>,
 }
 
-/// An attached loop device.
+/// An attached loop device: one attachment of a file to a device number.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct LoopDevice {
     path: PathBuf,
+    /// The disk sequence number of the attachment; `None` where the kernel has none (before
+    /// Linux 5.15), and then the device number is all there is to go by.
+    diskseq: Option<u64>,
 }
 
 impl LoopDevice {
@@ -95,7 +107,7 @@ impl LoopDevice {
             }
             Err(e) => return Err(e),
         };
-        let device = LoopDevice { path };
+        let device = LoopDevice::current(path);
         if opts.direct_io && device.direct_io() == Some(false) {
             tracing::warn!(file = %file.display(), device = %device.path.display(),
                 reason = %refused_direct_io(file, opts.offset),
@@ -106,19 +118,73 @@ impl LoopDevice {
         Ok(device)
     }
 
-    /// Whether the device does direct I/O on its file (sysfs `loop/dio`); `None` once detached.
-    pub fn direct_io(&self) -> Option<bool> {
-        let name = self.path.file_name()?.to_string_lossy().into_owned();
-        let s = fs::read_to_string(format!("/sys/block/{name}/loop/dio")).ok()?;
-        Some(s.trim() == "1")
+    /// The attachment at `path` now (whatever it is).
+    fn current(path: PathBuf) -> Self {
+        let diskseq = sysfs(&path, "diskseq").and_then(|s| s.parse().ok());
+        LoopDevice { path, diskseq }
     }
 
-    /// The device, e.g. `/dev/loop3`, when `path` names an attached loop device.
+    /// Whether the device does direct I/O on its file (sysfs `loop/dio`); `None` once detached.
+    pub fn direct_io(&self) -> Option<bool> {
+        self.attached()?;
+        Some(sysfs(&self.path, "loop/dio")? == "1")
+    }
+
+    /// The device, e.g. `/dev/loop3`, when `path` names an attached loop device: the attachment
+    /// there now.
     pub fn open(path: &Path) -> Option<Self> {
+        let device = LoopDevice::current(path.to_path_buf());
+        device.backing_file().map(|_| device)
+    }
+
+    /// The device at `path` if it is still the attachment whose disk sequence number
+    /// ([`LoopDevice::diskseq`]) was `diskseq`; `None` once that attachment is gone, even when
+    /// the number has since been attached again (by anyone, to any file).
+    ///
+    /// This is how a process finds a loop device it attached before it restarted, from what it
+    /// recorded: unlike the backing file's path, the sequence number stays readable when the
+    /// backing file sits on a file system that has died or been lazily unmounted.
+    ///
+    /// ```no_run
+    /// # use std::path::Path;
+    /// # use csi_node::LoopDevice;
+    /// # fn demo(recorded: &Path, seq: u64) -> Result<(), csi_node::Error> {
+    /// if let Some(dev) = LoopDevice::open_attachment(recorded, seq) {
+    ///     dev.detach()?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn open_attachment(path: &Path, diskseq: u64) -> Option<Self> {
         let device = LoopDevice {
             path: path.to_path_buf(),
+            diskseq: Some(diskseq),
         };
-        device.backing_file().map(|_| device)
+        device.attached().map(|_| device)
+    }
+
+    /// The kernel's disk sequence number of this attachment (sysfs `diskseq`): the kernel
+    /// gives a device a new one at every attach and detach, from one counter for all disks that
+    /// never repeats until the host reboots, so the pair (device, sequence number) names one
+    /// attachment. `None` on kernels without it (before Linux 5.15).
+    pub fn diskseq(&self) -> Option<u64> {
+        self.diskseq
+    }
+
+    /// `Some` while this attachment is attached: the device has a backing file and, where the
+    /// kernel numbers attachments, still the same sequence number.
+    fn attached(&self) -> Option<()> {
+        sysfs(&self.path, "loop/backing_file")?;
+        match self.diskseq {
+            None => Some(()),
+            Some(seq) => (sysfs(&self.path, "diskseq")?.parse::<u64>().ok()? == seq).then_some(()),
+        }
+    }
+
+    /// Whether the kernel has been asked to detach this attachment at its last close (sysfs
+    /// `loop/autoclear`): what a detach of a device that is still open leaves, and what a
+    /// detach that [`LoopDevice::detach_and_wait`] could not see through in time means.
+    pub fn detaches_at_last_close(&self) -> bool {
+        self.attached().is_some() && sysfs(&self.path, "loop/autoclear").as_deref() == Some("1")
     }
 
     /// The device node (`/dev/loopN`).
@@ -126,11 +192,15 @@ impl LoopDevice {
         &self.path
     }
 
-    /// The file behind the device, from sysfs; `None` once detached.
+    /// The file behind the device, from sysfs; `None` once this attachment is detached.
+    ///
+    /// The kernel gives the path as seen from the root of this process: a file on a file
+    /// system that has been lazily unmounted shows as its path inside that file system (a FUSE
+    /// file `MOUNT/volume` becomes `/volume`), and a deleted file ends in ` (deleted)`.
     pub fn backing_file(&self) -> Option<PathBuf> {
-        let name = self.path.file_name()?.to_string_lossy().into_owned();
-        let s = fs::read_to_string(format!("/sys/block/{name}/loop/backing_file")).ok()?;
-        Some(PathBuf::from(s.trim()))
+        let backing = sysfs(&self.path, "loop/backing_file")?;
+        self.attached()?;
+        Some(PathBuf::from(backing))
     }
 
     /// Makes the device see its backing file's new size (after an expansion).
@@ -138,15 +208,24 @@ impl LoopDevice {
         run(Command::new("losetup").arg("-c").arg(&self.path)).map(|_| ())
     }
 
-    /// Detaches the device (the kernel defers it while the device is still open or mounted).
+    /// Detaches the device (the kernel defers it while the device is still open or mounted,
+    /// see [`LoopDevice::detaches_at_last_close`]). Where the kernel numbers attachments
+    /// ([`LoopDevice::diskseq`]), an attachment that is already gone is not an error, and the
+    /// device number is left alone: a number attached again since, by anyone, is never
+    /// detached through this value. Without them the number is all there is to go by, and
+    /// `losetup -d` of a number that is not attached fails.
     pub fn detach(&self) -> Result<(), Error> {
+        if self.diskseq.is_some() && self.attached().is_none() {
+            return Ok(());
+        }
         run(Command::new("losetup").arg("-d").arg(&self.path)).map(|_| ())
     }
 
     /// Detaches the device and waits up to `timeout` for the kernel to let it go: the kernel
     /// defers a detach while anything (a lazily unmounted filesystem, a udev probe, a reader that
-    /// is closing) still holds the device open. Returns whether the device is gone (or already
-    /// backs another file); a deferred detach still completes once its last user closes it.
+    /// is closing) still holds the device open. Returns whether this attachment is gone (the number
+    /// may already serve another file); a deferred detach still completes once its last user
+    /// closes it, which [`LoopDevice::detaches_at_last_close`] tells.
     ///
     /// ```no_run
     /// # use std::time::Duration;
@@ -173,8 +252,9 @@ impl LoopDevice {
         }
     }
 
-    /// Every attached loop device, with its backing file.
-    fn all() -> Vec<(LoopDevice, PathBuf)> {
+    /// Every attached loop device on the host, with its backing file as the kernel names it
+    /// (see [`LoopDevice::backing_file`]), whoever attached it.
+    pub fn all() -> Vec<(LoopDevice, PathBuf)> {
         let Ok(entries) = fs::read_dir("/sys/block") else {
             return Vec::new();
         };
@@ -182,9 +262,7 @@ impl LoopDevice {
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .filter(|n| n.starts_with("loop"))
-            .map(|n| LoopDevice {
-                path: PathBuf::from(format!("/dev/{n}")),
-            })
+            .map(|n| LoopDevice::current(PathBuf::from(format!("/dev/{n}"))))
             .filter_map(|d| d.backing_file().map(|b| (d, b)))
             .collect()
     }
@@ -202,8 +280,16 @@ impl LoopDevice {
     }
 
     /// The loop devices whose backing file lies below `dir`.
+    ///
+    /// `dir` is resolved without looking at it where it cannot be looked at: the root of a FUSE
+    /// mount whose server has died answers every `stat` with `ENOTCONN`, and a directory that
+    /// has been removed is gone, yet loop devices can still hold files below either. Such a
+    /// directory is resolved through its nearest ancestor that resolves. A backing file on a
+    /// mount that has already been lazily unmounted is no longer named below `dir` by the
+    /// kernel and is not found here: detach before unmounting (as [`crate::release_under`]
+    /// does), or keep the attachment's [`LoopDevice::diskseq`].
     pub fn backed_under(dir: &Path) -> Vec<LoopDevice> {
-        let Ok(dir) = fs::canonicalize(dir) else {
+        let Ok(dir) = crate::mount::resolve(dir) else {
             return Vec::new();
         };
         Self::all()
@@ -212,6 +298,13 @@ impl LoopDevice {
             .map(|(d, _)| d)
             .collect()
     }
+}
+
+/// The sysfs attribute `attr` of the block device `dev` (`/sys/block/NAME/ATTR`), trimmed.
+fn sysfs(dev: &Path, attr: &str) -> Option<String> {
+    let name = dev.file_name()?.to_str()?;
+    let s = fs::read_to_string(Path::new("/sys/block").join(name).join(attr)).ok()?;
+    Some(s.trim().to_string())
 }
 
 /// Why the loop driver left a device over `file` from `offset` in buffered mode.

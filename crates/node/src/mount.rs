@@ -191,13 +191,68 @@ pub fn is_mount_point(path: &Path) -> Result<bool, Error> {
 }
 
 /// The mount points at or below `dir`, in mount order (unmount them in reverse).
+///
+/// `dir` is resolved without looking at it where it cannot be looked at (the root of a FUSE
+/// mount whose server has died answers `ENOTCONN`): through its nearest ancestor that resolves.
+/// A directory that does not exist has nothing mounted below it.
 pub fn mounts_under(dir: &Path) -> Result<Vec<PathBuf>, Error> {
-    let dir = fs::canonicalize(dir).map_err(|e| Error::io("canonicalize", dir, e))?;
+    let dir = resolve(dir)?;
     Ok(mount_table()?
         .into_iter()
         .map(|m| m.mount_point)
         .filter(|m| m.starts_with(&dir))
         .collect())
+}
+
+/// `path`, absolute and free of symbolic links, as far as it can be resolved: the longest
+/// prefix that `canonicalize` accepts, with the rest of the components appended as they are.
+/// `canonicalize` stats every component, and some cannot be stat'ed although the kernel still
+/// names paths below them (a dead FUSE mount's root, a removed directory that an open file or a
+/// loop device still lies below).
+///
+/// A `..` after the part that resolves cannot be followed without looking: that is an error.
+pub(crate) fn resolve(path: &Path) -> Result<PathBuf, Error> {
+    let path = std::path::absolute(path).map_err(|e| Error::io("resolve", path, e))?;
+    let first = match fs::canonicalize(&path) {
+        Ok(p) => return Ok(p),
+        Err(e) => e,
+    };
+    for base in path.ancestors().skip(1) {
+        let Ok(resolved) = fs::canonicalize(base) else {
+            continue;
+        };
+        // `base` is an ancestor of `path`: the prefix strips.
+        let rest = path.strip_prefix(base).unwrap_or(Path::new(""));
+        if rest
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            break;
+        }
+        return Ok(resolved.join(rest));
+    }
+    Err(Error::io("canonicalize", path, first))
+}
+
+/// Lazily unmounts (`MNT_DETACH`) every mount at or below `dir`, the last mounted first:
+/// each disappears from the tree at once and is released when nothing uses it any more, so a
+/// mount whose server has died (FUSE) goes too. Not being mounted is not an error.
+///
+/// Detach the loop devices whose backing files lie below `dir` first: once their mount is
+/// detached, the kernel names such a backing file by its path inside the detached file system
+/// (`/volume` for `DIR/volume` on a FUSE mount at `DIR`), and no search below `dir` finds the
+/// device again.
+pub fn lazy_unmount_under(dir: &Path) -> Result<(), Error> {
+    for p in mounts_under(dir)?.iter().rev() {
+        match rustix::mount::unmount(p, UnmountFlags::DETACH) {
+            Ok(()) => {}
+            // Gone already, with a mount it was stacked on or below.
+            Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOENT)
+                if !mounts_under(dir)?.contains(p) => {}
+            Err(e) => return Err(Error::errno("lazy unmount", p, e)),
+        }
+    }
+    Ok(())
 }
 
 /// Mounts the filesystem on `device` at `target` with `fs_type` and `options`.
@@ -315,25 +370,24 @@ pub fn unmount_all(target: &Path) -> Result<(), Error> {
     })
 }
 
-/// Detaches every mount at or below `dir` and every loop device whose backing file is below
+/// Detaches every loop device whose backing file is below `dir` and every mount at or below
 /// `dir`: the safety net of demos and tests, so that removing a temporary directory never
 /// reaches through a mount left by a failed step. Best effort: errors are logged, not returned.
+///
+/// The loop devices go first (a device still open, such as one a file system below `dir` is
+/// mounted from, is detached by the kernel at its last close), and only then are the mounts
+/// lazily unmounted: a loop device over a file on a mount that is already detached can no
+/// longer be found by its path (see [`lazy_unmount_under`]). A node plugin that must not leave
+/// a device behind detaches its own devices, checks them, and calls [`lazy_unmount_under`],
+/// which returns its errors.
 pub fn release_under(dir: &Path) {
-    match mounts_under(dir) {
-        Ok(points) => {
-            for p in points.iter().rev() {
-                if let Err(e) = rustix::mount::unmount(p, UnmountFlags::DETACH) {
-                    tracing::warn!(path = %p.display(), error = %e, "lazy unmount failed");
-                }
-            }
-        }
-        Err(Error::NotFound { .. }) => {}
-        Err(e) => tracing::warn!(error = %e, "listing mounts failed"),
-    }
     for device in crate::LoopDevice::backed_under(dir) {
         if let Err(e) = device.detach() {
             tracing::warn!(device = %device.path().display(), error = %e, "loop detach failed");
         }
+    }
+    if let Err(e) = lazy_unmount_under(dir) {
+        tracing::warn!(dir = %dir.display(), error = %e, "lazy unmount failed");
     }
 }
 
@@ -354,6 +408,25 @@ mod tests {
         assert!(m.read_only);
         assert_eq!(parse_mountinfo_line("garbage"), None);
         assert_eq!(unescape("a\\134b\\0"), "a\\b\\0");
+    }
+
+    #[test]
+    fn resolve_appends_what_does_not_resolve_to_the_nearest_ancestor_that_does() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = fs::canonicalize(tmp.path()).unwrap();
+        fs::create_dir(base.join("real")).unwrap();
+        std::os::unix::fs::symlink(base.join("real"), base.join("link")).unwrap();
+        assert_eq!(
+            resolve(&tmp.path().join("link")).unwrap(),
+            base.join("real")
+        );
+        assert_eq!(
+            resolve(&tmp.path().join("link/gone/deeper")).unwrap(),
+            base.join("real/gone/deeper")
+        );
+        assert!(resolve(&tmp.path().join("gone/../real")).is_err());
+        let rel = resolve(Path::new("no-such-dir-here")).unwrap();
+        assert_eq!(rel, fs::canonicalize(".").unwrap().join("no-such-dir-here"));
     }
 
     #[test]

@@ -545,3 +545,211 @@ fn direct_io_refused_by_the_kernel_falls_back_to_buffered_io() {
     assert_eq!(read_device(dev.path(), 0, data.len()), data);
     dev.detach().unwrap();
 }
+
+/// A loop device this test attached, detached when the test ends however it ends (only this
+/// attachment: its disk sequence number tells it from a later one at the same number).
+struct Attached(LoopDevice);
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        let _ = self.0.detach();
+    }
+}
+
+/// Mounts a tmpfs on `dir` (created) and makes an `size`-byte file `name` in it.
+fn tmpfs_with_file(dir: &Path, name: &str, size: u64) -> PathBuf {
+    fs::create_dir_all(dir).unwrap();
+    rustix::mount::mount(
+        "tmpfs",
+        dir,
+        "tmpfs",
+        rustix::mount::MountFlags::empty(),
+        c"size=16m",
+    )
+    .unwrap();
+    let file = dir.join(name);
+    fs::File::create(&file).unwrap().set_len(size).unwrap();
+    file
+}
+
+#[test]
+fn release_under_detaches_loop_devices_before_it_unmounts_their_files() {
+    if unavailable(&["losetup"]).is_some() {
+        return;
+    }
+    let s = Scratch::new();
+    // A loop device over a file on a mount below the directory, like the composer's loop
+    // device over the file of its FUSE mount.
+    let file = tmpfs_with_file(&s.path("fs"), "volume", 4 << 20);
+    let dev = Attached(LoopDevice::attach(&file, false).unwrap());
+    assert_eq!(LoopDevice::backed_under(s.0.path()), vec![dev.0.clone()]);
+    csi_node::release_under(s.0.path());
+    assert!(csi_node::mounts_under(s.0.path()).unwrap().is_empty());
+    // Unmounting first would have left the device attached for good, over a file the kernel
+    // then names `/volume`.
+    assert!(
+        dev.0.backing_file().is_none(),
+        "{} left attached, backed by {:?}",
+        dev.0.path().display(),
+        dev.0.backing_file()
+    );
+}
+
+#[test]
+fn a_loop_device_over_a_lazily_unmounted_file_is_found_by_its_attachment() {
+    if unavailable(&["losetup"]).is_some() {
+        return;
+    }
+    let s = Scratch::new();
+    let file = tmpfs_with_file(&s.path("fs"), "volume", 4 << 20);
+    let dev = Attached(LoopDevice::attach(&file, false).unwrap());
+    let Some(seq) = dev.0.diskseq() else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI must run on a kernel with loop disk sequence numbers (Linux 5.15+)"
+        );
+        eprintln!("skipped: this kernel has no disk sequence numbers");
+        return;
+    };
+    csi_node::lazy_unmount_under(&s.path("fs")).unwrap();
+    // What the kernel reports now: the file's path inside the detached tmpfs.
+    assert_eq!(dev.0.backing_file().as_deref(), Some(Path::new("/volume")));
+    assert!(LoopDevice::backed_under(s.0.path()).is_empty());
+    // The recorded attachment still finds it, and only it.
+    let found = LoopDevice::open_attachment(dev.0.path(), seq).unwrap();
+    assert_eq!(found, dev.0);
+    assert!(LoopDevice::open_attachment(dev.0.path(), seq + 1).is_none());
+    assert!(dev.0.detach_and_wait(Duration::from_secs(30)).unwrap());
+    assert!(LoopDevice::open_attachment(dev.0.path(), seq).is_none());
+    assert!(!dev.0.detaches_at_last_close());
+}
+
+#[test]
+fn a_detached_attachment_never_detaches_the_next_one_at_its_number() {
+    if unavailable(&["losetup"]).is_some() {
+        return;
+    }
+    let s = Scratch::new();
+    let (one, two) = (s.image("one.img", 1 << 20), s.image("two.img", 1 << 20));
+    // Attach, detach, and attach another file at the same number: what another process that
+    // takes the freed number does. Another process may take it first; then try again.
+    let (old, new) = (0..20)
+        .find_map(|_| {
+            let old = LoopDevice::attach(&one, false).unwrap();
+            old.detach().unwrap();
+            let taken = std::process::Command::new("losetup")
+                .arg(old.path())
+                .arg(&two)
+                .status()
+                .unwrap()
+                .success();
+            taken.then(|| {
+                let new = Attached(LoopDevice::open(old.path()).unwrap());
+                (old, new)
+            })
+        })
+        .expect("the freed loop device number was taken by another process 20 times");
+    if old.diskseq().is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI must run on a kernel with loop disk sequence numbers (Linux 5.15+)"
+        );
+        eprintln!("skipped: this kernel has no disk sequence numbers");
+        return;
+    }
+    assert_ne!(old.diskseq(), new.0.diskseq());
+    assert_eq!(old.backing_file(), None);
+    assert_eq!(old.direct_io(), None);
+    old.detach().unwrap();
+    assert!(old.detach_and_wait(Duration::from_secs(1)).unwrap());
+    assert_eq!(
+        new.0.backing_file(),
+        Some(fs::canonicalize(&two).unwrap()),
+        "the next attachment at {} was detached",
+        new.0.path().display()
+    );
+}
+
+#[test]
+fn mounts_below_a_dead_fuse_mount_are_found_and_lazily_unmounted() {
+    if unavailable(&[]).is_some() {
+        return;
+    }
+    let fuse = match fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+    {
+        Ok(f) => f,
+        Err(e) => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI must run the node tests: /dev/fuse: {e}"
+            );
+            eprintln!("skipped: /dev/fuse: {e}");
+            return;
+        }
+    };
+    let s = Scratch::new();
+    let point = s.dir("fuse");
+    let data = std::ffi::CString::new(format!(
+        "fd={},rootmode=40000,user_id=0,group_id=0",
+        std::os::fd::AsRawFd::as_raw_fd(&fuse)
+    ))
+    .unwrap();
+    rustix::mount::mount(
+        "dead",
+        &point,
+        "fuse",
+        rustix::mount::MountFlags::empty(),
+        data.as_c_str(),
+    )
+    .unwrap();
+    // No server ever answers, and closing its end aborts the connection: what a node
+    // process killed with its FUSE mounts leaves.
+    drop(fuse);
+    let e = fs::symlink_metadata(&point).unwrap_err();
+    assert_eq!(
+        e.raw_os_error(),
+        Some(rustix::io::Errno::NOTCONN.raw_os_error()),
+        "{e}"
+    );
+    let resolved = fs::canonicalize(s.0.path()).unwrap().join("fuse");
+    assert_eq!(
+        csi_node::mounts_under(&point).unwrap(),
+        vec![resolved.clone()]
+    );
+    assert_eq!(LoopDevice::backed_under(&point), Vec::new());
+    csi_node::lazy_unmount_under(&point).unwrap();
+    assert!(csi_node::mounts_under(s.0.path()).unwrap().is_empty());
+    // Idempotent.
+    csi_node::lazy_unmount_under(&point).unwrap();
+}
+
+#[test]
+fn loop_devices_below_a_removed_directory_are_found_and_released() {
+    if unavailable(&["losetup"]).is_some() {
+        return;
+    }
+    let s = Scratch::new();
+    let gone = s.dir("gone");
+    let image = gone.join("disk.img");
+    fs::File::create(&image).unwrap().set_len(1 << 20).unwrap();
+    let dev = Attached(LoopDevice::attach(&image, false).unwrap());
+    // A test's directory removed while the device still holds the file.
+    fs::remove_file(&image).unwrap();
+    fs::remove_dir(&gone).unwrap();
+    assert!(
+        dev.0
+            .backing_file()
+            .unwrap()
+            .to_string_lossy()
+            .ends_with("disk.img (deleted)"),
+        "{:?}",
+        dev.0.backing_file()
+    );
+    assert_eq!(LoopDevice::backed_under(&gone), vec![dev.0.clone()]);
+    csi_node::release_under(&gone);
+    assert!(dev.0.detach_and_wait(Duration::from_secs(30)).unwrap());
+    assert_eq!(dev.0.backing_file(), None);
+}

@@ -408,6 +408,7 @@ impl NodeSide {
                     block: s.block,
                     drives: s.drives.clone(),
                     loopdev: s.loopdev.as_ref().map(|l| l.path().to_path_buf()),
+                    loop_diskseq: s.loopdev.as_ref().and_then(LoopDevice::diskseq),
                     fuse_dir: s.volume.is_some().then(|| s.fuse_dir.clone()),
                     luks: s.luks.as_ref().map(|m| m.name.clone()),
                 },
@@ -444,12 +445,71 @@ impl NodeSide {
         for t in self.targets_of(id) {
             csi_node::unmount_all(&t).map_err(CsiError::from)?;
         }
-        teardown_recorded(&r)?;
+        self.teardown_recorded(id, &r)?;
         self.recovered
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(id);
         Ok(Some(r))
+    }
+
+    /// Takes apart what an earlier process left of staged volume `id`: the
+    /// staging mount, the LUKS mapping, the loop device and the (dead) FUSE
+    /// mount, in that order. Not best effort: a loop device of the volume
+    /// that cannot be detached fails the call, and the caller keeps the
+    /// record, so that the CO's retry comes back to it rather than the device
+    /// staying attached for good over a dead file.
+    ///
+    /// The loop devices are detached before the FUSE mount is unmounted:
+    /// once that mount is lazily unmounted, the kernel names the backing file
+    /// `/volume` (its path inside the detached mount), and only the recorded
+    /// attachment (`loop_diskseq`) still finds the device. A device that this
+    /// process uses for a volume it staged is never detached here (in state
+    /// without sequence numbers, a plain range's recorded number that this
+    /// process has attached again to the same drive file looks like the
+    /// record's).
+    fn teardown_recorded(&self, id: &str, r: &StagedRecord) -> Result<(), CsiError> {
+        if !r.block {
+            csi_node::unmount_all(&r.staging).map_err(CsiError::from)?;
+        }
+        if let Some(name) = &r.luks
+            && Path::new("/dev/mapper").join(name).exists()
+        {
+            crate::luks::Luks::new(crate::luks::SystemCryptsetup)
+                .close(name)
+                .map_err(internal)?;
+        }
+        let mut devices: Vec<LoopDevice> = recorded_loop(&self.cfg, r).into_iter().collect();
+        if let Some(dir) = &r.fuse_dir {
+            // The FUSE mount is still there (dead): the kernel names the
+            // files below it by their full path.
+            for l in LoopDevice::backed_under(dir) {
+                if !devices.contains(&l) {
+                    devices.push(l);
+                }
+            }
+        }
+        let live: Vec<LoopDevice> = self
+            .lock()
+            .values()
+            .filter_map(|s| s.loopdev.clone())
+            .collect();
+        for l in &devices {
+            // Attached by this process for another volume (a number the
+            // earlier process recorded and that was reused): not this
+            // record's, and not left behind.
+            if live.contains(l) {
+                tracing::info!(device = %l.path().display(), volume = id,
+                    "recorded loop device now serves a volume staged by this process; left attached");
+                continue;
+            }
+            detach_left(id, l)?;
+        }
+        if let Some(dir) = &r.fuse_dir {
+            csi_node::lazy_unmount_under(dir).map_err(CsiError::from)?;
+            let _ = fs::remove_dir(dir);
+        }
+        Ok(())
     }
 
     /// The targets `id` is published at.
@@ -794,8 +854,13 @@ impl NodeSide {
         let exposure = raid_engine::fuse::expose(volume.clone(), &fuse_dir, "volume")
             .map_err(|e| engine_err("exposing the volume through FUSE", e))?;
         let undo = |exposure: FuseExposure, l: Option<&LoopDevice>| {
-            if let Some(l) = l {
-                let _ = l.detach();
+            // The device first: once the FUSE mount is lazily unmounted the
+            // kernel names its file `/volume`, and nothing finds it again.
+            if let Some(l) = l
+                && let Err(e) = l.detach()
+            {
+                tracing::error!(device = %l.path().display(), error = %e,
+                    "detaching the loop device after a failed stage");
             }
             let _ = exposure.unmount();
         };
@@ -883,7 +948,7 @@ impl NodeSide {
             .cloned();
         if let Some(r) = r {
             if r.staging == staging {
-                teardown_recorded(&r)?;
+                self.teardown_recorded(id, &r)?;
                 self.recovered
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -1302,8 +1367,7 @@ fn adopt(cfg: &NodeConfig, r: &StagedRecord) -> Option<Staged> {
     if r.fuse_dir.is_some() || r.luks.is_some() {
         return None;
     }
-    let path = r.loopdev.as_ref()?;
-    let l = LoopDevice::open(path)?;
+    let l = recorded_loop(cfg, r)?;
     let drive = cfg.data_dir.join(format!("{}.img", r.drives.first()?));
     let backing = l.backing_file()?;
     if fs::canonicalize(&backing).ok()? != fs::canonicalize(&drive).ok()? {
@@ -1325,33 +1389,51 @@ fn adopt(cfg: &NodeConfig, r: &StagedRecord) -> Option<Staged> {
     })
 }
 
-/// Takes apart what an earlier process left of a staged volume: the
-/// staging mount, the loop device and the (dead) FUSE mount.
-fn teardown_recorded(r: &StagedRecord) -> Result<(), CsiError> {
-    if !r.block {
-        csi_node::unmount_all(&r.staging).map_err(CsiError::from)?;
+/// The loop device an earlier process recorded for `r`, if it is still the
+/// attachment that process made: by its disk sequence number where one was
+/// recorded; in state written before they were, a plain drive range's device
+/// that is still over its drive file (an engine volume's device is found
+/// below its FUSE directory instead). `None` when the recorded number has
+/// been detached, whoever attached it since: that device is not ours.
+fn recorded_loop(cfg: &NodeConfig, r: &StagedRecord) -> Option<LoopDevice> {
+    let path = r.loopdev.as_deref()?;
+    if let Some(seq) = r.loop_diskseq {
+        return LoopDevice::open_attachment(path, seq);
     }
-    if let Some(name) = &r.luks
-        && Path::new("/dev/mapper").join(name).exists()
+    if r.fuse_dir.is_some() {
+        return None;
+    }
+    let l = LoopDevice::open(path)?;
+    let drive = cfg.data_dir.join(format!("{}.img", r.drives.first()?));
+    let same = fs::canonicalize(l.backing_file()?).ok()? == fs::canonicalize(&drive).ok()?;
+    same.then_some(l)
+}
+
+/// Detaches loop device `l` that an earlier process left for volume `id`,
+/// waiting as an unstage does. A detach the kernel defers because the device
+/// is still open (a udev probe; a bind mount of its file system that the CO
+/// has not unpublished) completes at the device's last close, and counts as
+/// done when the kernel shows it pending; a device still attached without
+/// that is an error, for the CO to retry.
+fn detach_left(id: &str, l: &LoopDevice) -> Result<(), CsiError> {
+    if l.detach_and_wait(LOOP_DETACH_WAIT)
+        .map_err(CsiError::from)?
     {
-        crate::luks::Luks::new(crate::luks::SystemCryptsetup)
-            .close(name)
-            .map_err(internal)?;
+        return Ok(());
     }
-    match &r.fuse_dir {
-        // The loop device over the FUSE file and the FUSE mount, lazily:
-        // the file system behind them ended with the earlier process.
-        Some(dir) => {
-            csi_node::release_under(dir);
-            let _ = fs::remove_dir(dir);
-        }
-        None => {
-            if let Some(l) = r.loopdev.as_deref().and_then(LoopDevice::open) {
-                l.detach().map_err(CsiError::from)?;
-            }
-        }
+    if l.detaches_at_last_close() {
+        tracing::info!(device = %l.path().display(), volume = id,
+            "loop device left by the earlier process still open; the kernel detaches it at its last close");
+        return Ok(());
     }
-    Ok(())
+    if l.backing_file().is_none() {
+        return Ok(());
+    }
+    Err(internal(format!(
+        "volume {id}: loop device {} left by the earlier node process is still attached after \
+         a detach",
+        l.path().display()
+    )))
 }
 
 /// Whether an `encryptionFormat=luks` volume can stage here; else

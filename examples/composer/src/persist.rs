@@ -21,6 +21,13 @@ pub(crate) struct StagedRecord {
     pub drives: Vec<String>,
     /// The loop device the volume is attached to.
     pub loopdev: Option<PathBuf>,
+    /// The disk sequence number of that attachment (`csi_node::LoopDevice::diskseq`): how a
+    /// later process tells its own device from a number attached again by someone else, and
+    /// finds it when the kernel no longer names its backing file (a FUSE file on a mount that
+    /// was lazily unmounted). `None` in state written before it was recorded, or on kernels
+    /// without disk sequence numbers.
+    #[serde(default)]
+    pub loop_diskseq: Option<u64>,
     /// The FUSE directory of an engine volume (`None`: a plain drive range).
     pub fuse_dir: Option<PathBuf>,
     /// The device-mapper name of its LUKS2 mapping (`encryptionFormat=luks`).
@@ -83,6 +90,7 @@ mod tests {
                 block: false,
                 drives: vec!["d1".into(), "d2".into()],
                 loopdev: Some("/dev/loop3".into()),
+                loop_diskseq: Some(1559),
                 fuse_dir: Some("/run/v1".into()),
                 luks: Some("composer-v1".into()),
             },
@@ -90,14 +98,17 @@ mod tests {
         s.targets.insert("/t/v1".into(), ("v1".into(), true));
         s.save(dir.path()).unwrap();
         assert_eq!(NodeState::load(dir.path()).unwrap(), s);
-        // A state written before LUKS mappings were recorded still loads.
+        // A state written before LUKS mappings and loop attachments were recorded still loads.
         let mut old: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.path().join(FILE)).unwrap()).unwrap();
         let v1 = old["staged"]["v1"].as_object_mut().unwrap();
         assert!(v1.remove("luks").is_some());
+        assert!(v1.remove("loop_diskseq").is_some());
         std::fs::write(dir.path().join(FILE), old.to_string()).unwrap();
         let loaded = NodeState::load(dir.path()).unwrap();
         assert_eq!(loaded.staged["v1"].luks, None);
+        assert_eq!(loaded.staged["v1"].loop_diskseq, None);
+        assert_eq!(loaded.staged["v1"].loopdev, s.staged["v1"].loopdev);
         std::fs::write(dir.path().join(FILE), b"{not json").unwrap();
         let e = NodeState::load(dir.path()).unwrap_err();
         assert!(e.contains(FILE), "{e}");

@@ -225,6 +225,116 @@ pub fn assert_nothing_left(dir: &Path) {
     assert!(loops.is_empty(), "left attached: {loops:?}");
 }
 
+/// The loop devices a test's composer attached, by attachment (device and
+/// disk sequence number), so that the end of the test can fail on any of
+/// them still attached, including one whose backing file the kernel no
+/// longer names below the test's directory (a FUSE file whose mount was
+/// lazily unmounted shows as `/volume`), which no search below the directory
+/// finds.
+///
+/// A device is the test's when it was not attached at the start and, at
+/// some [`LoopLedger::note`], its backing file lay below the directory or a
+/// mount below the directory was made from it. Devices that other processes
+/// attach meanwhile (other tests, demos) are never counted, and never
+/// touched: dropping the ledger detaches only the test's own attachments
+/// that are left, so that a failing test does not leave them behind.
+///
+/// It does not fail on every new device whose backing path is gone
+/// (`/volume`): other processes on the host leave such devices too (old
+/// builds of this very test, run by someone else meanwhile), and a test
+/// cannot tell theirs from its own without having noted it. On a kernel
+/// without disk sequence numbers (before Linux 5.15) a device number is all
+/// there is: one detached and attached again by another process would count
+/// as left, and the drop then detaches nothing.
+pub struct LoopLedger {
+    dir: PathBuf,
+    before: Vec<csi_node::LoopDevice>,
+    seen: Vec<csi_node::LoopDevice>,
+}
+
+impl LoopLedger {
+    /// Starts with the loop devices attached now, none of them the test's.
+    pub fn start(dir: &Path) -> LoopLedger {
+        LoopLedger {
+            dir: std::fs::canonicalize(dir).unwrap(),
+            before: csi_node::LoopDevice::all()
+                .into_iter()
+                .map(|(d, _)| d)
+                .collect(),
+            seen: Vec::new(),
+        }
+    }
+
+    /// Notes the test's loop devices attached now: call it whenever volumes
+    /// are staged (their devices are mounted below the directory then).
+    pub fn note(&mut self) {
+        let mut found: Vec<csi_node::LoopDevice> = csi_node::LoopDevice::all()
+            .into_iter()
+            .filter(|(_, b)| b.starts_with(&self.dir))
+            .map(|(d, _)| d)
+            .collect();
+        for m in csi_node::mount_table().unwrap() {
+            if m.mount_point.starts_with(&self.dir)
+                && let Some(d) = csi_node::LoopDevice::open(Path::new(&m.source))
+            {
+                found.push(d);
+            }
+        }
+        for d in found {
+            if !self.before.contains(&d) && !self.seen.contains(&d) {
+                self.seen.push(d);
+            }
+        }
+    }
+
+    /// The test's noted loop devices still attached, with their backing
+    /// files as the kernel names them.
+    pub fn attached(&self) -> Vec<(csi_node::LoopDevice, PathBuf)> {
+        self.seen
+            .iter()
+            .filter_map(|d| d.backing_file().map(|b| (d.clone(), b)))
+            .collect()
+    }
+
+    /// How many of the test's loop devices have been noted.
+    pub fn noted(&self) -> usize {
+        self.seen.len()
+    }
+
+    /// Asserts that every loop device the test attached is detached (after
+    /// noting what is attached now), waiting a while for a detach that the
+    /// kernel deferred until a udev probe or a closing reader lets go.
+    pub fn assert_released(&mut self) {
+        self.note();
+        let mut left = Vec::new();
+        for _ in 0..500 {
+            left = self
+                .attached()
+                .iter()
+                .map(|(d, b)| format!("{} over {}", d.path().display(), b.display()))
+                .collect::<Vec<String>>();
+            if left.is_empty() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!(
+            "loop devices the test attached are left attached: {left:?} (of {} noted)",
+            self.seen.len()
+        );
+    }
+}
+
+impl Drop for LoopLedger {
+    fn drop(&mut self) {
+        // Only attachments the kernel numbers: a bare device number may
+        // serve another process by now.
+        for d in self.seen.iter().filter(|d| d.diskseq().is_some()) {
+            let _ = d.detach();
+        }
+    }
+}
+
 /// Releases every mount and loop device under its directory when dropped.
 pub struct Cleanup(pub PathBuf);
 
