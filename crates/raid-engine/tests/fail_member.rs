@@ -208,3 +208,32 @@ fn out_of_range_roles_are_invalid() {
         }
     }
 }
+
+/// The refusal the README shows, word for word (with this test's paths).
+#[test]
+fn the_refusal_message_names_the_role_its_device_and_the_lost_chunks() {
+    let dir = common::scratch();
+    let (paths, devs) = common::members(dir.path(), 4, 4 << 20);
+    let mut opts = CreateOptions::new(VolumeLayout::parse("raid10:n2").unwrap());
+    opts.chunk_sectors = 1024;
+    opts.data_offset_sectors = Some(DATA_OFFSET_SECTORS);
+    let vol = Volume::create(devs, &opts).unwrap();
+    vol.fail_member(2).unwrap();
+    let p = |r: usize| paths[r].display().to_string();
+    let msg = vol.fail_member(3).unwrap_err().to_string();
+    assert_eq!(
+        msg,
+        format!(
+            "invalid role: failing role 3 ({}) of the raid10 n2 volume of 4 members is \
+             refused because it would lose data (as mdadm --fail refuses the last copy): \
+             role 2 ({}, failed) and role 3 ({}, if failed) are unavailable; roles 2 and 3 \
+             hold both copies of the odd chunks (512 KiB each, the first at volume bytes \
+             524288..1048576): that data has no copy left",
+            p(3),
+            p(2),
+            p(3)
+        )
+    );
+    // Roles 0 and 2 hold no chunk's both copies: role 0 may go.
+    vol.fail_member(0).unwrap();
+}
