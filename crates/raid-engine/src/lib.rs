@@ -20,8 +20,11 @@
 //! * No silent data loss: [`Volume::assemble`] refuses to start a volume
 //!   whose missing or failed members hold every copy of some data (by
 //!   `raid`'s failure analysis), [`Volume::examine`] inspects the members
-//!   without starting it, and [`Volume::health`] tells when members that
-//!   failed while the volume ran have taken some data with them.
+//!   without starting it, [`Volume::fail_member`] refuses to fail the last
+//!   copy of any data (as `mdadm --fail` does; [`Volume::fail_member_forced`]
+//!   is the explicit opt-in for tests), and [`Volume::health`] tells when
+//!   members that failed while the volume ran have taken some data with
+//!   them.
 //! * Optional AES-256-XTS encryption at rest ([`Secret`]).
 //! * [`nbd`]: an NBD server exporting drive files with an allow-list, and
 //!   an NBD client usable as a member.

@@ -409,6 +409,8 @@ pub struct Volume {
     bitmap: Option<Bitmap>,
     cipher: Option<Cipher>,
     gate: RwLock<()>,
+    /// Serialises [`Volume::fail_member`]'s check with its failure.
+    fail_lock: Mutex<()>,
     stripe_locks: Vec<Mutex<()>>,
     /// Serialise the read-modify-write of unaligned writes whose aligned
     /// windows share an edge block (blocks share locks modulo the count).
@@ -633,6 +635,7 @@ impl Volume {
             bitmap,
             cipher,
             gate: RwLock::new(()),
+            fail_lock: Mutex::new(()),
             stripe_locks: (0..parity::STRIPE_LOCKS).map(|_| Mutex::new(())).collect(),
             rmw_locks: (0..RMW_LOCKS).map(|_| Mutex::new(())).collect(),
             pages: PagePool::default(),
@@ -922,23 +925,15 @@ impl Volume {
     /// served. A member being rebuilt counts as unavailable until its
     /// rebuild ends.
     pub fn health(&self) -> Health {
-        let unavailable: Vec<usize> = (0..self.slots.len())
-            .filter(|&r| self.slots[r].state.load(Ordering::SeqCst) != ACTIVE)
-            .collect();
-        let label = |r: usize| {
-            let state = match self.slots[r].state.load(Ordering::SeqCst) {
-                RECOVERING => "being rebuilt",
-                _ => "failed",
-            };
-            match self.slots[r].device() {
-                Some(d) => format!("role {r} ({}, {state})", d.describe()),
-                None => format!("role {r} (missing)"),
-            }
-        };
-        // The roles are below the member count, so the analysis cannot
-        // refuse them; should it, the volume is at least degraded.
-        assess(&self.mapper, unavailable.clone(), &label)
-            .unwrap_or(Health::Degraded { unavailable })
+        // With no role added this is the current health; the roles are
+        // below the member count, so the analysis cannot refuse them;
+        // should it, the volume is at least degraded.
+        self.health_if_failed(&[])
+            .unwrap_or_else(|_| Health::Degraded {
+                unavailable: (0..self.slots.len())
+                    .filter(|&r| self.slots[r].state.load(Ordering::SeqCst) != ACTIVE)
+                    .collect(),
+            })
     }
 
     fn active_roles(&self) -> Vec<usize> {
@@ -985,15 +980,109 @@ impl Volume {
 
     /// Mark member `role` failed: it is no longer read or written, and the
     /// bitmap keeps every region written from now on for its return.
+    ///
+    /// Like `mdadm --fail`, which answers "Device or resource busy" for the
+    /// last in-sync device of a RAID1 or RAID10, this refuses, and changes
+    /// nothing (member states, superblocks, event count and bitmap stay as
+    /// they were), when failing `role` on top of the members already
+    /// failed, missing or being rebuilt would leave some data with no
+    /// readable copy, by `raid`'s failure analysis (the rule
+    /// [`Volume::assemble`] applies; [`Volume::health_if_failed`] asks
+    /// without failing anything). That is every member of a linear or
+    /// RAID0 volume, the last member of a RAID1, a RAID4/5 member once one
+    /// is unavailable, a RAID6 member once two are, and for RAID10 a member
+    /// holding the last copy of some chunk. The refusal is
+    /// [`EngineError::Invalid`] with field `role`, not
+    /// [`EngineError::Unavailable`]: the data is still all there, and the
+    /// request is what cannot be granted while the volume is in this state.
+    /// Its message names the role, its device and which data would have no
+    /// copy left.
+    ///
+    /// A role that has already failed is a no-op success. Members whose I/O
+    /// fails are marked failed whatever the consequence (that is what RAID
+    /// does; [`Volume::health`] then says whether data was lost); to fail a
+    /// member deliberately beyond what the layout tolerates, use
+    /// [`Volume::fail_member_forced`].
     pub fn fail_member(&self, role: usize) -> Result<()> {
+        self.check_role(role)?;
+        // Two callers failing the last two copies at once must not both
+        // pass the check: the check and the failure happen under one lock.
+        let _serial = self.fail_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if self.slots[role].state.load(Ordering::SeqCst) != FAILED
+            && let Health::DataLost { reason, .. } = self.health_if_failed(&[role])?
+        {
+            let dev = self.slots[role]
+                .device()
+                .map_or_else(|| "no device".to_string(), |d| d.describe());
+            return Err(invalid(
+                "role",
+                format!(
+                    "failing role {role} ({dev}) of the {} volume of {} members is refused \
+                     because it would lose data (as mdadm --fail refuses the last copy): {reason}",
+                    match &self.mapper {
+                        Mapper::Md(g) => VolumeLayout::Md(g.layout()),
+                        Mapper::Linear { .. } => VolumeLayout::Linear,
+                    },
+                    self.slots.len()
+                ),
+            ));
+        }
+        self.fail_member_forced(role)
+    }
+
+    /// Mark member `role` failed even if that leaves some data with no
+    /// readable copy: reads and writes of such data then answer
+    /// [`EngineError::Unavailable`] and [`Volume::health`] reports
+    /// [`Health::DataLost`], as when members fail through I/O errors.
+    ///
+    /// Use [`Volume::fail_member`] for everything an operator asks for; this
+    /// is for tests and simulations that need a volume that lost data at
+    /// run time (md reaches that state only through I/O errors: `mdadm
+    /// --fail` cannot). A role that has already failed is a no-op success.
+    /// Failing the last active member answers [`EngineError::Unavailable`]
+    /// (`every member has failed`), the member failed all the same.
+    pub fn fail_member_forced(&self, role: usize) -> Result<()> {
+        self.check_role(role)?;
+        self.mark_failed(role, "failed by the caller");
+        self.write_superblocks(false)
+    }
+
+    /// What [`Volume::health`] would answer if the `roles` failed now, on
+    /// top of the members already failed, missing or being rebuilt; nothing
+    /// is changed. [`Health::DataLost`] is exactly when
+    /// [`Volume::fail_member`] would refuse them (for one role) and its
+    /// reason says which data would have no copy left; a role given here is
+    /// labelled `if failed` in it. Answers [`EngineError::Invalid`] for a
+    /// role not below the member count.
+    pub fn health_if_failed(&self, roles: &[usize]) -> Result<Health> {
+        for &r in roles {
+            self.check_role(r)?;
+        }
+        let unavailable: Vec<usize> = (0..self.slots.len())
+            .filter(|&r| roles.contains(&r) || self.slots[r].state.load(Ordering::SeqCst) != ACTIVE)
+            .collect();
+        let label = |r: usize| {
+            let state = match self.slots[r].state.load(Ordering::SeqCst) {
+                ACTIVE => "if failed",
+                RECOVERING => "being rebuilt",
+                _ => "failed",
+            };
+            match self.slots[r].device() {
+                Some(d) => format!("role {r} ({}, {state})", d.describe()),
+                None => format!("role {r} (missing)"),
+            }
+        };
+        assess(&self.mapper, unavailable, &label)
+    }
+
+    fn check_role(&self, role: usize) -> Result<()> {
         if role >= self.slots.len() {
             return Err(invalid(
                 "role",
                 format!("{role} is not below the member count {}", self.slots.len()),
             ));
         }
-        self.mark_failed(role, "failed by the caller");
-        self.write_superblocks(false)
+        Ok(())
     }
 
     /// Record role `role`, which has no device but was in sync, as failed

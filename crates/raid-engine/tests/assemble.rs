@@ -186,8 +186,10 @@ fn failures_at_run_time_are_reported_and_remembered() {
             let loses = f.model.loses_data(&set).unwrap();
             let vol = Volume::assemble(f.open(&(0..n).collect::<Vec<_>>()), None).unwrap();
             assert_eq!(vol.health(), Health::Whole, "{what}");
+            // Forced: the data-losing sets are the point here, and
+            // `fail_member` refuses them (tests/fail_member.rs).
             for &r in &set {
-                vol.fail_member(r).unwrap();
+                vol.fail_member_forced(r).unwrap();
             }
             let health = vol.health();
             assert_eq!(health.loses_data(), loses, "{what}: {health:?}");

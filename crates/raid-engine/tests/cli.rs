@@ -247,3 +247,41 @@ fn create_status_rebuild_scrub() {
     }
     assert!(std::fs::read_dir(&mnt).unwrap().next().is_none());
 }
+
+/// `rebuild` of an active role fails it first; when it holds the last copy
+/// (a RAID1 started without its other leg) that is refused, saying why,
+/// and the role stays active.
+#[test]
+fn rebuild_refuses_to_fail_the_last_copy() {
+    let dir = common::scratch();
+    let (paths, devs) = common::members(dir.path(), 2, 8 << 20);
+    drop(devs);
+    let spare = dir.path().join("spare");
+    std::fs::File::create(&spare)
+        .unwrap()
+        .set_len(8 << 20)
+        .unwrap();
+    let m: Vec<&str> = paths.iter().map(|p| p.to_str().unwrap()).collect();
+    let (ok, _, err) = run(&[&["create", "--level", "raid1", "--resync"][..], &m].concat());
+    assert!(ok, "{err}");
+
+    // Role 1 is not given: the volume runs on role 0 alone.
+    let (code, _, err) = run_code(&[
+        "rebuild",
+        "--role",
+        "0",
+        "--replacement",
+        spare.to_str().unwrap(),
+        m[0],
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("role 0 is active and cannot be failed to be replaced")
+            && err.contains(&format!("failing role 0 ({})", m[0]))
+            && err.contains("no byte has a copy left"),
+        "{err}"
+    );
+    let (ok, out, err) = run(&["status", m[0]]);
+    assert!(ok, "{err}");
+    assert_eq!(out.matches("Active").count(), 1, "{out}");
+}

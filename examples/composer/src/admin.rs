@@ -9,9 +9,11 @@
 //! served with the node side (`composer serve --node-id … --data-dir …`):
 //! `{"op":"fail-drive","target":DRIVE}` (marks the drive failed and fails
 //! its members in the staged volumes, which keep serving from the
-//! survivors) and `{"op":"rebuild","target":DRIVE}` (applies the drive's
-//! repair plan and rebuilds every staged volume it moved onto the
-//! replacement; before the answer, one `{"progress": {…}}` line per percent).
+//! survivors; refused, changing nothing, when the drive holds the last copy
+//! of some data of a staged volume, as `mdadm --fail` refuses) and
+//! `{"op":"rebuild","target":DRIVE}` (applies the drive's repair plan and
+//! rebuilds every staged volume it moved onto the replacement; before the
+//! answer, one `{"progress": {…}}` line per percent).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -51,7 +53,8 @@ pub enum Request {
         /// Drive or enclosure id.
         target: String,
     },
-    /// Mark a drive failed and fail its members on this node.
+    /// Mark a drive failed and fail its members on this node (refused,
+    /// changing nothing, when it holds the last copy of some data).
     FailDrive {
         /// Drive id.
         target: String,
@@ -151,8 +154,15 @@ fn fail_drive(c: &Composer, side: &NodeSide, drive: &str) -> Result<serde_json::
     if c.inventory().drive_index(drive).is_none() {
         return Err(format!("target: no drive {drive:?} in the inventory"));
     }
+    // The engine refuses to fail the last copy of some data: ask before
+    // the inventory records the drive failed, so that a refusal changes
+    // nothing anywhere.
+    side.check_fail_drive(drive)
+        .map_err(|e| format!("fail-drive {drive}: refused: {e}"))?;
     c.mark(drive, Health::Failed).map_err(|e| e.to_string())?;
-    let volumes = side.fail_drive(drive).map_err(|e| e.to_string())?;
+    let volumes = side
+        .fail_drive(drive)
+        .map_err(|e| format!("fail-drive {drive}: {e}"))?;
     tracing::warn!(
         drive,
         ?volumes,

@@ -1078,10 +1078,53 @@ impl NodeSide {
         })
     }
 
+    /// Whether [`NodeSide::fail_drive`] would fail `drive`: refused
+    /// (`FAILED_PRECONDITION`, naming the drive, each volume and which of
+    /// its data would have no copy left) when failing every member on it,
+    /// on top of the members already failed, would lose data of some
+    /// staged volume, as the engine's `fail_member` refuses. Changes
+    /// nothing.
+    pub fn check_fail_drive(&self, drive: &str) -> Result<(), CsiError> {
+        Self::refusal(&self.lock(), drive)
+    }
+
+    fn refusal(map: &BTreeMap<String, Staged>, drive: &str) -> Result<(), CsiError> {
+        let mut lost = Vec::new();
+        for (id, s) in map.iter() {
+            let Some(volume) = &s.volume else { continue };
+            let roles: Vec<usize> = (0..s.drives.len())
+                .filter(|&r| s.drives[r] == drive)
+                .collect();
+            if roles.is_empty() {
+                continue;
+            }
+            match volume.health_if_failed(&roles) {
+                Ok(raid_engine::Health::DataLost { reason, .. }) => {
+                    lost.push(format!("volume {id}: {reason}"))
+                }
+                Ok(_) => {}
+                Err(e) => return Err(engine_err(&format!("checking volume {id}"), e)),
+            }
+        }
+        if lost.is_empty() {
+            return Ok(());
+        }
+        Err(CsiError::failed_precondition(format!(
+            "drive {drive} is not failed: it holds the last copy of some data \
+             (failing it would lose that data; nothing was changed): {}",
+            lost.join("; ")
+        )))
+    }
+
     /// Fails every member on `drive` in the staged volumes; returns the
-    /// volumes touched.
+    /// volumes touched. Refused, changing nothing, when that would leave
+    /// some data of a staged volume with no copy (see
+    /// [`NodeSide::check_fail_drive`]).
     pub fn fail_drive(&self, drive: &str) -> Result<Vec<String>, CsiError> {
         let map = self.lock();
+        // Checked for every volume first, so that a refusal leaves none
+        // of them failed; the engine checks each member again.
+        Self::refusal(&map, drive)?;
         let mut hit = Vec::new();
         for (id, s) in map.iter() {
             let Some(volume) = &s.volume else { continue };

@@ -2,7 +2,9 @@
 //! node side serves a RAID1 volume mounted and written by the test; the CLI
 //! (`composer admin fail-drive`, another process) fails one of its drives:
 //! every file reads back equal with no error, `ControllerGetVolume` reports
-//! the volume degraded naming the drive. `composer admin rebuild` applies the
+//! the volume degraded naming the drive; failing the survivor's drive, the
+//! last copy, is refused with the reason and changes nothing.
+//! `composer admin rebuild` applies the
 //! repair plan (a replacement drive) and rebuilds onto it, rate-limited so
 //! that the test can watch: the CLI draws a progress bar to 100 %,
 //! `ControllerGetVolume`'s condition shows the rebuild with its progress
@@ -88,6 +90,36 @@ async fn admin_fails_a_drive_and_rebuilds_with_progress_across_processes() {
         c.abnormal && c.message.contains("degraded") && c.message.contains(&drive),
         "{c:?}"
     );
+
+    // The survivor holds the last copy: failing it too is refused, with
+    // the drive and the reason, and changes nothing (the engine keeps
+    // serving, the inventory does not record the drive failed).
+    let last = rec["members"][0]["drive"].as_str().unwrap().to_string();
+    let out = admin_cli(&s.admin, &["fail-drive", &last])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the last copy was failed: {stderr}");
+    assert!(
+        stderr.contains(&format!("drive {last} is not failed"))
+            && stderr.contains("last copy")
+            && stderr.contains(v.id.as_str())
+            && stderr.contains("no byte has a copy left"),
+        "{stderr}"
+    );
+    check(&v.target, &files);
+    let c = condition(&s, &v.id).await;
+    assert!(c.abnormal && c.message.contains("degraded"), "{c:?}");
+    let drives = admin::call(&s.admin, &Request::Drives).await.unwrap();
+    let d = drives["ok"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == last.as_str())
+        .expect("the survivor's drive is listed")
+        .clone();
+    let health: composer_core::Health = serde_json::from_value(d["health"].clone()).unwrap();
+    assert!(health != composer_core::Health::Failed, "{d}");
 
     // 40 MB/s over a 256 MiB member: several seconds to watch.
     let child = admin_cli(

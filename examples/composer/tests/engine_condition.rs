@@ -57,7 +57,8 @@ fn condition_says_failed_once_both_copies_of_some_chunks_are_gone() {
         "{cond:?}"
     );
 
-    vol.fail_member(copies[1]).unwrap();
+    // The last copy: `fail_member` refuses it; this test needs the loss.
+    vol.fail_member_forced(copies[1]).unwrap();
     let cond = side.condition(&id).unwrap();
     assert!(
         cond.abnormal

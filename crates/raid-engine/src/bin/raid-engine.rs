@@ -128,6 +128,8 @@ enum Cmd {
         m: Members,
     },
     /// Rebuild a failed member onto a replacement device, with a progress bar.
+    /// An active role is failed first, unless it holds the last copy of
+    /// some data (refused, as `mdadm --fail` refuses).
     Rebuild {
         /// Role (member index) to rebuild.
         #[arg(long)]
@@ -451,7 +453,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 v.status().get(role).map(|s| s.state),
                 Some(raid_engine::MemberState::Active)
             ) {
-                v.fail_member(role).map_err(|e| e.to_string())?;
+                // Refused when the role holds the last copy of some data.
+                v.fail_member(role).map_err(|e| {
+                    format!("role {role} is active and cannot be failed to be replaced: {e}")
+                })?;
             }
             v.replace(role, dev).map_err(|e| e.to_string())?;
             let rate = rate
