@@ -2088,13 +2088,7 @@ impl Volume {
             ));
         }
         if let Some(d) = device {
-            let mut b = vec![0u8; SB_SIZE];
-            d.read_at(&mut b, SB_OFFSET)
-                .map_err(crate::error::io_err(format!(
-                    "{}: read superblock",
-                    d.describe()
-                )))?;
-            let sb = Superblock::decode(&b, &d.describe())?;
+            let sb = read_superblock(d.as_ref())?;
             if sb.array_uuid != self.meta_lock().array_uuid || sb.device_uuid != uuid {
                 return Err(EngineError::Metadata {
                     member: d.describe(),
@@ -2308,17 +2302,22 @@ struct Found {
     present_sb: Vec<Option<Superblock>>,
 }
 
+/// Reads and decodes member `d`'s superblock.
+fn read_superblock(d: &dyn BlockDevice) -> Result<Superblock> {
+    let mut b = vec![0u8; SB_SIZE];
+    d.read_at(&mut b, SB_OFFSET)
+        .map_err(crate::error::io_err(format!(
+            "{}: read superblock",
+            d.describe()
+        )))?;
+    Superblock::decode(&b, &d.describe())
+}
+
 impl Found {
     fn read(devices: Vec<Arc<dyn BlockDevice>>) -> Result<Found> {
         let mut sbs = Vec::with_capacity(devices.len());
         for d in &devices {
-            let mut b = vec![0u8; SB_SIZE];
-            d.read_at(&mut b, SB_OFFSET)
-                .map_err(crate::error::io_err(format!(
-                    "{}: read superblock",
-                    d.describe()
-                )))?;
-            sbs.push(Superblock::decode(&b, &d.describe())?);
+            sbs.push(read_superblock(d.as_ref())?);
         }
         let Some(auth_i) = (0..sbs.len()).max_by_key(|&i| sbs[i].events) else {
             return Err(invalid("devices", "no members given"));
