@@ -162,16 +162,22 @@ fn status_and_scrub_on_whole_degraded_and_failed_volumes() {
     );
 }
 
+/// An empty replacement device of `bytes` in `dir`.
+fn spare_file(dir: &std::path::Path, bytes: u64) -> std::path::PathBuf {
+    let spare = dir.join("spare");
+    std::fs::File::create(&spare)
+        .unwrap()
+        .set_len(bytes)
+        .unwrap();
+    spare
+}
+
 #[test]
 fn create_status_rebuild_scrub() {
     let dir = common::scratch();
     let (paths, devs) = common::members(dir.path(), 4, 8 << 20);
     drop(devs);
-    let spare = dir.path().join("spare");
-    std::fs::File::create(&spare)
-        .unwrap()
-        .set_len(8 << 20)
-        .unwrap();
+    let spare = spare_file(dir.path(), 8 << 20);
     let m: Vec<&str> = paths.iter().map(|p| p.to_str().unwrap()).collect();
 
     let (ok, out, err) = run(&[
@@ -256,11 +262,7 @@ fn rebuild_refuses_to_fail_the_last_copy() {
     let dir = common::scratch();
     let (paths, devs) = common::members(dir.path(), 2, 8 << 20);
     drop(devs);
-    let spare = dir.path().join("spare");
-    std::fs::File::create(&spare)
-        .unwrap()
-        .set_len(8 << 20)
-        .unwrap();
+    let spare = spare_file(dir.path(), 8 << 20);
     let m: Vec<&str> = paths.iter().map(|p| p.to_str().unwrap()).collect();
     let (ok, _, err) = run(&[&["create", "--level", "raid1", "--resync"][..], &m].concat());
     assert!(ok, "{err}");
