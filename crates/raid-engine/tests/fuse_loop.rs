@@ -200,11 +200,24 @@ impl Exposed {
     }
 
     /// SIGTERM and wait: the CLI detaches the loop device, unmounts and
-    /// closes the volume.
+    /// closes the volume. After a clean exit the attachment it printed is
+    /// gone (the device has no backing file, or the kernel has numbered a
+    /// new attachment of it since: its disk sequence number changed).
     fn stop(mut self) -> std::process::ExitStatus {
+        let sysfs = |attr: &str| {
+            std::fs::read_to_string(format!("/sys/block/{}/{attr}", &self.loopdev[5..]))
+                .map(|s| s.trim().to_string())
+                .ok()
+        };
+        let seq = sysfs("diskseq");
         self.signal(rustix::process::Signal::TERM);
         self.stopped = true;
-        self.child.wait().unwrap()
+        let status = self.child.wait().unwrap();
+        if status.success() {
+            let gone = sysfs("loop/backing_file").is_none() || sysfs("diskseq") != seq;
+            assert!(gone, "{} still attached after expose exited", self.loopdev);
+        }
+        status
     }
 
     /// Runs `steps` with the loop device's path, then stops the CLI

@@ -559,21 +559,23 @@ fn expose(
         .with_busy_poll(busy_poll);
     let exp =
         raid_engine::fuse::expose_with(v.clone(), mount, name, &opts).map_err(|e| e.to_string())?;
-    let mut loop_path = None;
+    let mut attached = None;
     if loop_dev {
         // Direct I/O: the loop driver sends its requests to the
-        // FUSE file asynchronously, several at once.
-        let out = std::process::Command::new("losetup")
-            .args(["-f", "--show", "--direct-io=on"])
-            .arg(exp.file())
-            .output()
-            .map_err(|e| format!("losetup: {e}"))?;
-        if !out.status.success() {
-            return Err(format!("losetup: {}", String::from_utf8_lossy(&out.stderr).trim()).into());
-        }
-        let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        println!("{p}");
-        loop_path = Some(p);
+        // FUSE file asynchronously, several at once. The device is
+        // remembered as one attachment (its disk sequence number), so
+        // that the detach at the end never touches a device number that
+        // someone else attached in between.
+        let dev = csi_node::LoopDevice::attach_with(
+            exp.file(),
+            &csi_node::AttachOptions {
+                direct_io: true,
+                ..csi_node::AttachOptions::default()
+            },
+        )
+        .map_err(|e| format!("attaching a loop device to {}: {e}", exp.file().display()))?;
+        println!("{}", dev.path().display());
+        attached = Some(dev);
     } else {
         println!("{}", exp.file().display());
     }
@@ -581,14 +583,37 @@ fn expose(
     while !stop.load(Ordering::SeqCst) && !exp.is_finished() {
         std::thread::sleep(Duration::from_millis(100));
     }
-    if let Some(p) = loop_path {
-        let _ = std::process::Command::new("losetup")
-            .args(["-d", &p])
-            .status();
-    }
+    // Detach before the unmount: once the FUSE mount is gone the kernel
+    // no longer names the device's backing file under it. While the device
+    // stays open (a file system still mounted on it) or cannot be detached,
+    // the unmount below keeps serving it and returns once its last user has
+    // let it go; a failed detach is said at once and makes the exit status
+    // non-zero.
+    let detached = match &attached {
+        None => Ok(()),
+        Some(dev) => match dev.detach_and_wait(Duration::from_secs(10)) {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                eprintln!(
+                    "{} is still open: served until its last user closes it, \
+                     then the kernel detaches it",
+                    dev.path().display()
+                );
+                Ok(())
+            }
+            Err(e) => {
+                let e = format!(
+                    "detaching {}: {e}; served until it is detached",
+                    dev.path().display()
+                );
+                eprintln!("raid-engine: {e}");
+                Err(e)
+            }
+        },
+    };
     exp.unmount().map_err(|e| e.to_string())?;
     eprintln!("volume closed");
-    Ok(())
+    detached.map_err(Failure::from)
 }
 
 #[cfg(not(feature = "fuse"))]
