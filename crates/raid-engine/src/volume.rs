@@ -375,6 +375,24 @@ enum Mapper {
     Linear { starts: Vec<u64>, sizes: Vec<u64> },
 }
 
+impl Mapper {
+    /// The volume's usable size in sectors.
+    fn sectors(&self) -> u64 {
+        match self {
+            Mapper::Md(g) => g.array_sectors(),
+            Mapper::Linear { sizes, .. } => sizes.iter().sum(),
+        }
+    }
+
+    /// The placement of data it maps.
+    fn layout(&self) -> VolumeLayout {
+        match self {
+            Mapper::Md(g) => VolumeLayout::Md(g.layout()),
+            Mapper::Linear { .. } => VolumeLayout::Linear,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Meta {
     array_uuid: [u8; 16],
@@ -615,10 +633,7 @@ impl Volume {
         bitmap: Option<Bitmap>,
         cipher: Option<Cipher>,
     ) -> Volume {
-        let size_sectors = match &mapper {
-            Mapper::Md(g) => g.array_sectors(),
-            Mapper::Linear { sizes, .. } => sizes.iter().sum(),
-        };
+        let size_sectors = mapper.sectors();
         let slots = devices
             .into_iter()
             .map(|d| Slot {
@@ -665,12 +680,9 @@ impl Volume {
         if secret.is_some() {
             found.cipher(secret)?;
         }
-        let size = match &found.mapper {
-            Mapper::Md(g) => g.array_sectors(),
-            Mapper::Linear { sizes, .. } => sizes.iter().sum(),
-        } * SECTOR;
+        let size = found.mapper.sectors() * SECTOR;
         Ok(Examination {
-            layout: found.layout,
+            layout: found.mapper.layout(),
             size,
             encrypted: found.auth.encryption.is_some(),
             clean: found.auth.clean,
@@ -716,7 +728,7 @@ impl Volume {
         if let Health::DataLost { reason, .. } = found.health()? {
             return Err(EngineError::Unavailable(format!(
                 "cannot start the {} volume of {} members: {reason}",
-                found.layout,
+                found.mapper.layout(),
                 found.placed.len()
             )));
         }
@@ -1019,10 +1031,7 @@ impl Volume {
                 format!(
                     "failing role {role} ({dev}) of the {} volume of {} members is refused \
                      because it would lose data (as mdadm --fail refuses the last copy): {reason}",
-                    match &self.mapper {
-                        Mapper::Md(g) => VolumeLayout::Md(g.layout()),
-                        Mapper::Linear { .. } => VolumeLayout::Linear,
-                    },
+                    self.mapper.layout(),
                     self.slots.len()
                 ),
             ));
@@ -2292,7 +2301,6 @@ impl Volume {
 struct Found {
     /// The newest superblock (highest event count).
     auth: Superblock,
-    layout: VolumeLayout,
     mapper: Mapper,
     /// Data-area sectors per role (the newest superblock's value for roles
     /// without a device).
@@ -2391,7 +2399,6 @@ impl Found {
         };
         Ok(Found {
             auth,
-            layout,
             mapper,
             comps,
             placed,
