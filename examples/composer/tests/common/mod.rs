@@ -268,11 +268,7 @@ impl LoopLedger {
     /// Notes the test's loop devices attached now: call it whenever volumes
     /// are staged (their devices are mounted below the directory then).
     pub fn note(&mut self) {
-        let mut found: Vec<csi_node::LoopDevice> = csi_node::LoopDevice::all()
-            .into_iter()
-            .filter(|(_, b)| b.starts_with(&self.dir))
-            .map(|(d, _)| d)
-            .collect();
+        let mut found = csi_node::LoopDevice::backed_under(&self.dir);
         for m in csi_node::mount_table().unwrap() {
             if m.mount_point.starts_with(&self.dir)
                 && let Some(d) = csi_node::LoopDevice::open(Path::new(&m.source))
