@@ -212,15 +212,23 @@ pub struct ScrubReport {
     /// Mismatches found.
     pub mismatches: Vec<Mismatch>,
     /// Whether the mismatches were repaired (copies rewritten from the
-    /// first readable copy, parity recomputed from the data).
+    /// first readable copy, parity recomputed from the data). In a RAID6
+    /// stripe with one member unavailable a single syndrome cannot tell
+    /// which member is wrong; like md's repair, the parity that was checked
+    /// is taken for the wrong one and rewritten.
     pub repaired: bool,
     /// Volume bytes whose copies (or whose stripe's parity) were compared.
+    /// A RAID6 stripe with one member unavailable is checked with the
+    /// redundancy it has left: the unavailable member is computed from the
+    /// rest and the remaining parity compared (Q, or P when Q is the one
+    /// missing).
     pub checked_bytes: u64,
     /// Volume bytes that are readable but could not be checked because
     /// nothing is left to compare them with: only one readable copy (a
     /// degraded mirror; every byte of a linear or RAID0 volume), or a
-    /// RAID4/5/6 stripe with an unavailable member (its data can be
-    /// computed from the rest, but not verified).
+    /// stripe with no redundancy left (RAID4/5 with an unavailable member,
+    /// RAID6 with two: its data can be computed from the rest, but not
+    /// verified).
     pub unverifiable_bytes: u64,
     /// Volume bytes that have no readable copy and cannot be computed: lost
     /// while the volume ran (more members failed than the layout
@@ -2206,11 +2214,17 @@ impl Volume {
     /// Compare every copy of every sector; with `repair`, rewrite copies
     /// that differ from the first readable copy. RAID4/5/6: check P (and
     /// Q) of every stripe against its data; with `repair`, rewrite them.
+    /// A RAID6 stripe with one member unavailable is still checked: the
+    /// missing member is computed from the rest and the remaining parity
+    /// compared (Q, or P when Q is the missing one); with `repair` that
+    /// parity is rewritten, as md's repair does, since one syndrome cannot
+    /// say which member is wrong.
     ///
     /// What cannot be compared is counted, not skipped in silence: bytes
     /// with a single readable copy (a degraded mirror, and every byte of a
-    /// linear or RAID0 volume), stripes with an unavailable member, and
-    /// bytes with no readable copy at all; see [`ScrubReport`].
+    /// linear or RAID0 volume), stripes with no redundancy left (RAID4/5
+    /// with a member unavailable, RAID6 with two), and bytes with no
+    /// readable copy at all; see [`ScrubReport`].
     pub fn scrub(&self, repair: bool) -> Result<ScrubReport> {
         let mut report = ScrubReport {
             repaired: repair,

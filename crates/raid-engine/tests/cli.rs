@@ -287,3 +287,75 @@ fn rebuild_refuses_to_fail_the_last_copy() {
     assert!(ok, "{err}");
     assert_eq!(out.matches("Active").count(), 1, "{out}");
 }
+
+/// `scrub` of a RAID6 with one member missing checks every byte against
+/// the parity it has left (exit 0, was 4), finds a byte changed behind its
+/// back (exit 1) and repairs it; with two missing nothing is left to check
+/// against (exit 4).
+#[test]
+fn scrub_checks_a_raid6_with_one_member_missing() {
+    let dir = common::scratch();
+    let (paths, devs) = common::members(dir.path(), 5, 4 << 20);
+    drop(devs);
+    let m: Vec<&str> = paths.iter().map(|p| p.to_str().unwrap()).collect();
+    let (code, _, err) = run_code(
+        &[
+            &[
+                "create",
+                "--level",
+                "raid6",
+                "--chunk",
+                "16K",
+                "--data-offset",
+                "2048",
+                "--resync",
+            ][..],
+            &m,
+        ]
+        .concat(),
+    );
+    assert_eq!(code, 0, "{err}");
+
+    // Role 4 missing.
+    let (code, out, err) = run_code(&["scrub", m[0], m[1], m[2], m[3]]);
+    assert_eq!(code, 0, "{out}{err}");
+    let size: u64 = out
+        .split(" of ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no volume size in {out}"));
+    assert!(
+        out.contains(&format!("checked {size} of {size}")) && out.contains(" 0 mismatches"),
+        "{out}"
+    );
+    assert!(!out.contains("not checked"), "{out}");
+
+    // A byte of role 1's data area changed: whatever role 1 holds in that
+    // stripe, the remaining parity no longer matches.
+    let mut bytes = std::fs::read(m[1]).unwrap();
+    bytes[(1 << 20) + 100] ^= 0x5a;
+    std::fs::write(m[1], &bytes).unwrap();
+    let (code, out, err) = run_code(&["scrub", m[0], m[1], m[2], m[3]]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains(" 1 mismatches") && out.contains("at 0 "),
+        "{out}"
+    );
+    assert!(err.contains("mismatches found"), "{err}");
+    let (code, out, err) = run_code(&["scrub", "--repair", m[0], m[1], m[2], m[3]]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(" 1 mismatches (repaired)"), "{out}");
+    let (code, out, err) = run_code(&["scrub", m[0], m[1], m[2], m[3]]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(" 0 mismatches"), "{out}");
+
+    // Roles 3 and 4 missing: no redundancy left.
+    let (code, out, err) = run_code(&["scrub", m[0], m[1], m[2]]);
+    assert_eq!(code, 4, "{out}{err}");
+    assert!(
+        out.contains(&format!("{size} bytes not checked (degraded)")),
+        "{out}"
+    );
+    assert!(err.contains("scrub incomplete"), "{err}");
+}

@@ -51,8 +51,9 @@ fn scrub_finds_and_repairs() {
 }
 
 /// A scrub that cannot compare everything says how much it left out:
-/// bytes with one readable copy (or in a stripe with a member missing),
-/// and bytes with none; every byte is counted once.
+/// bytes with one readable copy (or in a stripe with no redundancy left:
+/// RAID5 with a member missing, RAID6 with two), and bytes with none;
+/// every byte is counted once.
 #[test]
 fn scrub_counts_what_it_could_not_check() {
     // (layout, members, roles failed, expected share of the volume in
@@ -68,7 +69,12 @@ fn scrub_counts_what_it_could_not_check() {
         ("raid10:n2", 4, &[0, 1, 2], [0, 4, 4]),
         ("raid5:left-symmetric", 4, &[2], [0, 8, 0]),
         ("raid5:left-symmetric", 4, &[1, 2], [0, 0, 8]),
-        ("raid6:left-symmetric", 5, &[4], [0, 8, 0]),
+        // One missing: every stripe keeps a redundancy and is checked.
+        ("raid6:left-symmetric", 5, &[4], [8, 0, 0]),
+        ("raid6:left-symmetric", 6, &[0], [8, 0, 0]),
+        ("raid6:left-symmetric", 5, &[1, 4], [0, 8, 0]),
+        ("raid6:left-symmetric", 6, &[2, 3], [0, 8, 0]),
+        ("raid5:left-symmetric", 6, &[5], [0, 8, 0]),
         ("raid6:left-symmetric", 5, &[0, 1, 4], [0, 0, 8]),
         ("raid0", 2, &[], [0, 8, 0]),
         ("linear", 2, &[], [0, 8, 0]),
@@ -93,5 +99,125 @@ fn scrub_counts_what_it_could_not_check() {
         assert_eq!(r.unreadable_bytes, unreadable * eighth, "{what}");
         assert_eq!(r.is_complete(), checked == 8, "{what}");
         assert!(r.mismatches.is_empty(), "{what}");
+    }
+}
+
+/// Flip every bit of the byte at `offset` of a member file's data area.
+fn flip(dev: &dyn raid_engine::BlockDevice, offset: u64) {
+    let mut b = [0u8; 512];
+    let at = offset / 512 * 512;
+    dev.read_at(&mut b, at).unwrap();
+    b[(offset - at) as usize] ^= 0xff;
+    dev.write_at(&b, at).unwrap();
+}
+
+/// A RAID6 stripe with one member missing still has one redundancy, and
+/// scrub checks it: with the stripe's data member, P member or Q member
+/// failed, every byte is checked and a consistent volume has no mismatch.
+/// A byte changed behind the engine's back in a present data chunk or in a
+/// present parity chunk is found in that stripe and blamed on the parity
+/// that was checked (Q, or P when Q is the missing one); `repair` rewrites
+/// that parity, after which scrub is clean and the volume reads what it
+/// read before the repair (the original data except the changed byte, and
+/// the missing data member's byte that P reconstructs from it).
+#[test]
+fn degraded_raid6_is_checked_against_the_parity_it_has_left() {
+    const N: usize = 6;
+    const STRIPE: u64 = 3;
+    const AT: u64 = 777; // byte within the chunk
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Role {
+        Data,
+        P,
+        Q,
+    }
+    for failed in [Role::Data, Role::P, Role::Q] {
+        let dir = common::scratch();
+        let (_paths, devs) = common::members(dir.path(), N, 4 << 20);
+        let mut opts = CreateOptions::new(VolumeLayout::parse("raid6:left-symmetric").unwrap());
+        opts.chunk_sectors = 16;
+        let vol = Volume::create(devs.clone(), &opts).unwrap();
+        let original = common::pattern(11, vol.size() as usize);
+        vol.write_at(&original, 0).unwrap();
+        vol.flush().unwrap();
+        let g = vol.geometry().unwrap();
+        let chunk_bytes = g.chunk_sectors() * 512;
+        let row_bytes = chunk_bytes * g.data_disks() as u64;
+        let layout = g.stripe_layout(STRIPE).unwrap();
+        let q = layout.q.unwrap();
+        let victim = match failed {
+            Role::Data => layout.data[1],
+            Role::P => layout.p,
+            Role::Q => q,
+        };
+        let checked = if failed == Role::Q { layout.p } else { q };
+        vol.fail_member(victim).unwrap();
+
+        let what = format!("{failed:?} member {victim} of stripe {STRIPE} failed");
+        let r = vol.scrub(false).unwrap();
+        assert!(r.is_complete(), "{what}: {r:?}");
+        assert_eq!(r.checked_bytes, vol.size(), "{what}: {r:?}");
+        assert!(r.mismatches.is_empty(), "{what}: {r:?}");
+        assert_eq!(
+            r.bytes_read,
+            g.stripes() * chunk_bytes * (N as u64 - 1),
+            "{what}: every present member read once"
+        );
+
+        // Logical byte offset of data chunk `i` of the stripe at AT.
+        let logical = |i: usize| STRIPE * row_bytes + i as u64 * chunk_bytes + AT;
+        let member_at = vol.data_offset_bytes() + STRIPE * chunk_bytes + AT;
+        let data_of = |m: usize| layout.data.iter().position(|&d| d == m);
+        let present_data = *layout.data.iter().find(|&&d| d != victim).unwrap();
+        let mut corrupt = vec![present_data, checked];
+        if failed == Role::Data {
+            // P is not checked but rebuilds the missing data member.
+            corrupt.push(layout.p);
+        }
+        let mut expected = original.clone();
+        for target in corrupt {
+            let what = format!("{what}, member {target} changed");
+            let member_chunk = |dev: &dyn raid_engine::BlockDevice| {
+                let mut b = vec![0u8; chunk_bytes as usize];
+                dev.read_at(&mut b, member_at - AT).unwrap();
+                b
+            };
+            let before = member_chunk(&*devs[target]);
+            flip(&*devs[target], member_at);
+            if let Some(i) = data_of(target) {
+                expected[logical(i) as usize] ^= 0xff;
+            }
+            // The missing data member is P ⊕ the other data.
+            if let Some(i) = data_of(victim).filter(|_| target != q) {
+                expected[logical(i) as usize] ^= 0xff;
+            }
+
+            let r = vol.scrub(false).unwrap();
+            assert!(r.is_complete(), "{what}: {r:?}");
+            assert_eq!(r.mismatches.len(), 1, "{what}: {r:?}");
+            assert_eq!(r.mismatches[0].at, STRIPE, "{what}");
+            assert_eq!(r.mismatches[0].sectors, g.chunk_sectors(), "{what}");
+            assert_eq!(r.mismatches[0].members, vec![checked], "{what}");
+
+            let r = vol.scrub(true).unwrap();
+            assert!(r.repaired && r.mismatches.len() == 1, "{what}: {r:?}");
+            if target == checked {
+                assert!(
+                    member_chunk(&*devs[target]) == before,
+                    "{what}: the parity was not rewritten"
+                );
+            }
+            let r = vol.scrub(false).unwrap();
+            assert!(r.is_complete() && r.mismatches.is_empty(), "{what}: {r:?}");
+            let mut back = vec![0u8; original.len()];
+            vol.read_at(&mut back, 0).unwrap();
+            let differ: Vec<usize> = (0..back.len())
+                .filter(|&i| back[i] != expected[i])
+                .collect();
+            assert!(
+                differ.is_empty(),
+                "{what}: bytes {differ:?} read back changed"
+            );
+        }
     }
 }

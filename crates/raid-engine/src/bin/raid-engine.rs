@@ -29,8 +29,9 @@ const EXIT_CODES: &str = "Exit codes:
   3  the volume cannot start: the missing or failed members hold every copy
      of some data (status still prints every role and why)
   4  scrub: not every byte could be checked (degraded: a single readable
-     copy or a stripe with a member missing; no redundancy; or no readable
-     copy); what was checked had no mismatch";
+     copy, or a stripe with no redundancy left (RAID4/5 with a member
+     missing, RAID6 with two); no redundancy; or no readable copy); what
+     was checked had no mismatch";
 
 /// Exit code: an error.
 const EXIT_ERROR: u8 = 1;
@@ -152,8 +153,11 @@ enum Cmd {
         m: Members,
     },
     /// Compare every copy (or check every stripe's parity); with --repair
-    /// rewrite the ones that differ. Says how many bytes could not be
-    /// checked, and exits 4 if any (1 if mismatches were left unrepaired).
+    /// rewrite the ones that differ. A RAID6 stripe with one member
+    /// missing is checked against the parity it has left, and --repair
+    /// rewrites that parity (as md does: one syndrome cannot say which
+    /// member is wrong). Says how many bytes could not be checked, and
+    /// exits 4 if any (1 if mismatches were left unrepaired).
     #[command(after_help = EXIT_CODES)]
     Scrub {
         /// Repair mismatches.

@@ -352,14 +352,26 @@ impl Volume {
         Ok(done)
     }
 
-    /// Check (and with `repair` rewrite) the parity of every stripe whose
-    /// members are all readable; count the others' data as unverifiable
-    /// (a member missing) or unreadable (more missing than tolerated).
+    /// Check (and with `repair` rewrite) the parity of every stripe that
+    /// still has redundancy; count the others' data as unverifiable (no
+    /// redundancy left: RAID4/5 with a member missing, RAID6 with two) or
+    /// unreadable (more missing than tolerated).
+    ///
+    /// A RAID6 stripe with one member missing still has one redundancy and
+    /// is checked: the missing member and one present parity are recomputed
+    /// from the rest and that parity is compared with the one on disk. P
+    /// missing: Q is checked against the data; Q missing: P is; a data
+    /// member missing: it is rebuilt from P and Q is checked. One syndrome
+    /// cannot tell which member is wrong, so `repair` does what md's repair
+    /// does and takes the parity for the wrong one: it rewrites the parity
+    /// it recomputed (and the data that parity protects stays as read, or
+    /// as P reconstructs it).
     pub(super) fn scrub_parity(&self, repair: bool) -> Result<ScrubReport> {
         let g = self.geometry_or_err()?;
         let chunk = g.chunk_sectors();
         let n = self.slots.len();
         let len = (chunk * SECTOR) as usize;
+        let tolerance = g.guaranteed_tolerance();
         let mut report = ScrubReport {
             repaired: repair,
             ..ScrubReport::default()
@@ -369,23 +381,51 @@ impl Volume {
             let _g = self.gate.write().unwrap_or_else(|p| p.into_inner());
             let sector = stripe * chunk;
             let data_bytes = chunk * SECTOR * g.data_disks() as u64;
-            let missing = (0..n)
+            let missing: Vec<usize> = (0..n)
                 .filter(|&m| !self.readable(m, sector + chunk))
-                .count();
-            if missing > g.guaranteed_tolerance() {
+                .collect();
+            if missing.len() > tolerance {
                 report.unreadable_bytes += data_bytes;
                 continue;
             }
-            if missing > 0 {
+            if !missing.is_empty() && missing.len() == tolerance {
                 // The data can be computed, but nothing is left to check
-                // it against (md does not check a degraded array either).
+                // it against (md does not check such a stripe either).
                 report.unverifiable_bytes += data_bytes;
                 continue;
             }
-            report.checked_bytes += data_bytes;
             let layout = g.stripe_layout(stripe)?;
+            // `targets` are recomputed from the other members, `checked`
+            // (the present ones among them) compared with the disk.
+            let (targets, checked) = match *missing.as_slice() {
+                [] => {
+                    let mut t = vec![layout.p];
+                    t.extend(layout.q);
+                    (t.clone(), t)
+                }
+                // RAID6 with one member missing (fewer than the tolerance):
+                // check Q, or P when Q is the one missing.
+                [m] => {
+                    let check = match layout.q {
+                        Some(q) if q != m => q,
+                        _ => layout.p,
+                    };
+                    (vec![m, check], vec![check])
+                }
+                _ => {
+                    // No layout tolerates more than two missing members.
+                    return Err(EngineError::Unsupported(format!(
+                        "scrub of stripe {stripe}: checking {} with members {missing:?} missing",
+                        g.layout()
+                    )));
+                }
+            };
+            report.checked_bytes += data_bytes;
             let mut bufs = vec![vec![0u8; len]; n];
             for (m, b) in bufs.iter_mut().enumerate() {
+                if missing.contains(&m) {
+                    continue;
+                }
                 let d = self.slots[m]
                     .device()
                     .ok_or_else(|| EngineError::Unavailable(format!("member {m} has no device")))?;
@@ -397,13 +437,11 @@ impl Volume {
                 report.bytes_read += len as u64;
             }
             let mut want = bufs.clone();
-            let mut targets = vec![layout.p];
-            targets.extend(layout.q);
             {
                 let mut views: Vec<&mut [u8]> = want.iter_mut().map(|b| &mut b[..]).collect();
                 engine.reconstruct_slices(&layout, &mut views, &targets)?;
             }
-            let bad: Vec<usize> = targets
+            let bad: Vec<usize> = checked
                 .iter()
                 .copied()
                 .filter(|&t| want[t] != bufs[t])
