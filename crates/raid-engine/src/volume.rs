@@ -1875,19 +1875,21 @@ impl Volume {
         Ok(out)
     }
 
-    /// Attach `device` as a fresh replacement for failed member `role`; call
-    /// [`Volume::rebuild`] next. The device's old contents are ignored.
-    pub fn replace(&self, role: usize, device: Arc<dyn BlockDevice>) -> Result<()> {
-        let slot = self.slots.get(role).ok_or_else(|| {
-            invalid(
-                "role",
-                format!("{role} is not below the member count {}", self.slots.len()),
-            )
-        })?;
-        if slot.state.load(Ordering::SeqCst) != FAILED {
+    /// Whether `device` may replace member `role`, changing nothing: it is
+    /// large enough for the member, and it is not the device of another
+    /// role this volume still uses (its superblock names this volume and a
+    /// role that has not failed), which a rebuild onto it would overwrite.
+    /// [`Volume::replace`] checks the same; call this first when `role` is
+    /// still active and has to be failed before it is replaced, so that a
+    /// wrong replacement is refused before anything is failed.
+    ///
+    /// Errors: [`EngineError::Invalid`] naming `role` or `device` and the
+    /// rule broken.
+    pub fn check_replacement(&self, role: usize, device: &dyn BlockDevice) -> Result<()> {
+        if role >= self.slots.len() {
             return Err(invalid(
                 "role",
-                format!("member {role} has not failed; fail it before replacing it"),
+                format!("{role} is not below the member count {}", self.slots.len()),
             ));
         }
         let need = self.data_offset_bytes + self.meta_lock().components[role] * SECTOR;
@@ -1901,6 +1903,48 @@ impl Volume {
                 ),
             ));
         }
+        // A device without this volume's superblock (a new disk, another
+        // volume's old member) is overwritten as the caller asks.
+        let Ok(sb) = read_superblock(device) else {
+            return Ok(());
+        };
+        let holder = sb.role as usize;
+        let in_use = {
+            let m = self.meta_lock();
+            sb.array_uuid == m.array_uuid
+                && holder != role
+                && m.roles.get(holder).is_some_and(|r| r.1 == sb.device_uuid)
+        } && self.slots[holder].state.load(Ordering::SeqCst) != FAILED;
+        if in_use {
+            return Err(invalid(
+                "device",
+                format!(
+                    "{} holds role {holder} of this volume, which is in use: rebuilding role {role} onto it would overwrite role {holder}",
+                    device.describe()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Attach `device` as a fresh replacement for failed member `role`; call
+    /// [`Volume::rebuild`] next. The device's old contents are ignored, but
+    /// a device that holds another role of this volume still in use is
+    /// refused (see [`Volume::check_replacement`]).
+    pub fn replace(&self, role: usize, device: Arc<dyn BlockDevice>) -> Result<()> {
+        let slot = self.slots.get(role).ok_or_else(|| {
+            invalid(
+                "role",
+                format!("{role} is not below the member count {}", self.slots.len()),
+            )
+        })?;
+        if slot.state.load(Ordering::SeqCst) != FAILED {
+            return Err(invalid(
+                "role",
+                format!("member {role} has not failed; fail it before replacing it"),
+            ));
+        }
+        self.check_replacement(role, &*device)?;
         let uuid = random::<16>()?;
         *slot.dev.write().unwrap_or_else(|p| p.into_inner()) = Some(device);
         {
@@ -2115,7 +2159,12 @@ impl Volume {
             *slot.dev.write().unwrap_or_else(|p| p.into_inner()) = Some(d);
         }
         if slot.device().is_none() {
-            return Err(invalid("device", format!("member {role} has no device")));
+            return Err(invalid(
+                "device",
+                format!(
+                    "member {role} has no device: it was not among the members the volume started with; give the device that left role {role}"
+                ),
+            ));
         }
         slot.watermark.store(0, Ordering::SeqCst);
         slot.state.store(RECOVERING, Ordering::SeqCst);

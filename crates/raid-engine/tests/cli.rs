@@ -359,3 +359,92 @@ fn scrub_checks_a_raid6_with_one_member_missing() {
     );
     assert!(err.contains("scrub incomplete"), "{err}");
 }
+
+/// A `rebuild` with a wrong argument changes nothing: a bad `--rate`, a
+/// replacement too small, or a replacement that is another member of the
+/// volume in use (a rebuild onto it would overwrite that member) is refused
+/// before the role is failed; the volume stays whole, every byte checks,
+/// and a refused command (like a `readd` of a role that does not exist)
+/// still closes the volume cleanly.
+#[test]
+fn rebuild_with_a_wrong_argument_changes_nothing() {
+    let dir = common::scratch();
+    let (paths, devs) = common::members(dir.path(), 4, 8 << 20);
+    drop(devs);
+    let spare = spare_file(dir.path(), 8 << 20);
+    let small = dir.path().join("small");
+    std::fs::File::create(&small)
+        .unwrap()
+        .set_len(4 << 20)
+        .unwrap();
+    let m: Vec<&str> = paths.iter().map(|p| p.to_str().unwrap()).collect();
+    let (code, _, err) = run_code(
+        &[
+            &["create", "--level", "raid6", "--chunk", "64K", "--resync"][..],
+            &m,
+        ]
+        .concat(),
+    );
+    assert_eq!(code, 0, "{err}");
+
+    let whole = |what: &str| {
+        let (code, out, err) = run_code(&[&["status"][..], &m].concat());
+        assert_eq!(code, 0, "{what}: {out}{err}");
+        assert_eq!(out.matches("Active").count(), 4, "{what}: {out}");
+        assert!(out.contains("state: whole"), "{what}: {out}");
+        assert!(!out.contains("not shut down cleanly"), "{what}: {out}");
+    };
+    let untouched = |p: &std::path::Path| {
+        assert!(
+            std::fs::read(p).unwrap().iter().all(|&b| b == 0),
+            "{} was written",
+            p.display()
+        );
+    };
+    let spare = spare.to_str().unwrap();
+    for (args, want) in [
+        (
+            vec!["--replacement", spare, "--rate", "fast"],
+            "--rate: `fast` is not a size",
+        ),
+        (
+            vec!["--replacement", small.to_str().unwrap()],
+            "member 1 needs at least",
+        ),
+        (
+            vec!["--replacement", m[2]],
+            "holds role 2 of this volume, which is in use",
+        ),
+    ] {
+        let args = [&["rebuild", "--role", "1"][..], &args, &m].concat();
+        let (code, out, err) = run_code(&args);
+        assert_eq!(code, 1, "{args:?}: {out}{err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(!out.contains("rebuilt"), "{args:?}: {out}");
+        whole(&format!("after {args:?}"));
+        untouched(std::path::Path::new(spare));
+        untouched(&small);
+    }
+    let (code, out, err) = run_code(&[&["scrub"][..], &m].concat());
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(" 0 mismatches"), "{out}");
+
+    let (code, _, err) = run_code(&[&["readd", "--role", "9"][..], &m].concat());
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("9 is not below the member count 4"), "{err}");
+    whole("after a refused readd");
+    // Role 2's device not given: the message says what to give.
+    let (code, _, err) = run_code(&["readd", "--role", "2", m[0], m[1], m[3]]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("not among the members the volume started with"),
+        "{err}"
+    );
+    let (code, out, err) = run_code(&[&["status"][..], &m].concat());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("role 2: Faulty"), "{out}");
+    assert!(!out.contains("not shut down cleanly"), "{out}");
+    let (code, _, err) = run_code(&[&["readd", "--role", "2"][..], &m].concat());
+    assert_eq!(code, 0, "{err}");
+    whole("after the readd");
+}

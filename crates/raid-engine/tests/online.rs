@@ -202,3 +202,50 @@ fn bitmap_bits_clear_at_the_second_quiet_flush() {
     vol.close().unwrap();
     assert_eq!(bits_on_disk(), [0, 0], "close leaves the bitmap clear");
 }
+
+/// A replacement that is the device of another role still in use is
+/// refused, naming that role, and changes nothing: a rebuild onto it would
+/// overwrite that member. The failed role's own old device, or one that
+/// held a role which has since failed, may be used.
+#[test]
+fn replace_refuses_a_device_of_a_role_in_use() {
+    for (spec, n, in_use) in [("raid6:left-symmetric", 5, 2), ("raid1", 2, 0)] {
+        let dir = common::scratch();
+        let (_paths, devs) = common::members(dir.path(), n, 4 << 20);
+        let mut opts = CreateOptions::new(VolumeLayout::parse(spec).unwrap());
+        opts.chunk_sectors = 16;
+        let vol = Volume::create(devs.clone(), &opts).unwrap();
+        let data = common::pattern(21, vol.size() as usize);
+        vol.write_at(&data, 0).unwrap();
+        vol.fail_member(1).unwrap();
+        let before: Vec<MemberState> = vol.status().iter().map(|s| s.state).collect();
+
+        let e = vol
+            .replace(1, devs[in_use].clone())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&format!(
+                "holds role {in_use} of this volume, which is in use"
+            )),
+            "{spec}: {e}"
+        );
+        let e = vol
+            .check_replacement(1, &*devs[in_use])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(&format!("role {in_use}")), "{spec}: {e}");
+        let after: Vec<MemberState> = vol.status().iter().map(|s| s.state).collect();
+        assert_eq!(before, after, "{spec}: a refused replace changed a state");
+        let mut back = vec![0u8; data.len()];
+        vol.read_at(&mut back, 0).unwrap();
+        assert!(back == data, "{spec}: data changed");
+
+        // Role 1's own old device is a valid replacement.
+        vol.replace(1, devs[1].clone()).unwrap();
+        vol.rebuild(1, &RebuildOptions::default()).unwrap();
+        assert!(vol.scrub(false).unwrap().mismatches.is_empty(), "{spec}");
+        vol.read_at(&mut back, 0).unwrap();
+        assert!(back == data, "{spec}: data changed by the rebuild");
+    }
+}

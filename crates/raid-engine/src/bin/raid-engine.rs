@@ -451,37 +451,41 @@ fn run(cli: Cli) -> Result<(), Failure> {
             rate,
             m,
         } => {
-            let v = assemble(&m)?;
-            let dev = open_member(&replacement, m.buffered)?;
-            if matches!(
-                v.status().get(role).map(|s| s.state),
-                Some(raid_engine::MemberState::Active)
-            ) {
-                // Refused when the role holds the last copy of some data.
-                v.fail_member(role).map_err(|e| {
-                    format!("role {role} is active and cannot be failed to be replaced: {e}")
-                })?;
-            }
-            v.replace(role, dev).map_err(|e| e.to_string())?;
+            // Every argument is checked before the role is failed: a typo
+            // must not leave a healthy volume degraded.
             let rate = rate
                 .map(|r| parse_size(&r, 1).map_err(|e| format!("--rate: {e}")))
                 .transpose()?;
-            let bar = progress_bar(Instant::now());
-            let p = v
-                .rebuild(
-                    role,
-                    &RebuildOptions {
-                        max_bytes_per_sec: rate,
-                        progress: Some(&bar),
-                    },
-                )
-                .map_err(|e| e.to_string())?;
-            end_progress_line();
-            v.close().map_err(|e| e.to_string())?;
-            println!("rebuilt role {role}: {} bytes copied", p.done_bytes);
+            let dev = open_member(&replacement, m.buffered)?;
+            with_volume(&m, |v| {
+                v.check_replacement(role, &*dev)
+                    .map_err(|e| format!("--replacement: {e}"))?;
+                if matches!(
+                    v.status().get(role).map(|s| s.state),
+                    Some(raid_engine::MemberState::Active)
+                ) {
+                    // Refused when the role holds the last copy of some data.
+                    v.fail_member(role).map_err(|e| {
+                        format!("role {role} is active and cannot be failed to be replaced: {e}")
+                    })?;
+                }
+                v.replace(role, dev).map_err(|e| e.to_string())?;
+                let bar = progress_bar(Instant::now());
+                let p = v
+                    .rebuild(
+                        role,
+                        &RebuildOptions {
+                            max_bytes_per_sec: rate,
+                            progress: Some(&bar),
+                        },
+                    )
+                    .map_err(|e| e.to_string())?;
+                end_progress_line();
+                println!("rebuilt role {role}: {} bytes copied", p.done_bytes);
+                Ok(())
+            })?;
         }
-        Cmd::Readd { role, m } => {
-            let v = assemble(&m)?;
+        Cmd::Readd { role, m } => with_volume(&m, |v| {
             let bar = progress_bar(Instant::now());
             let p = v
                 .readd(
@@ -494,13 +498,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 )
                 .map_err(|e| e.to_string())?;
             end_progress_line();
-            v.close().map_err(|e| e.to_string())?;
             println!("re-added role {role}: {} bytes resynced", p.done_bytes);
-        }
-        Cmd::Scrub { repair, m } => {
-            let v = assemble(&m)?;
+            Ok(())
+        })?,
+        Cmd::Scrub { repair, m } => with_volume(&m, |v| {
             let r = v.scrub(repair).map_err(|e| e.to_string())?;
-            v.close().map_err(|e| e.to_string())?;
             println!(
                 "read {} bytes, checked {} of {} volume bytes, {} mismatches{}",
                 r.bytes_read,
@@ -541,9 +543,20 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     ),
                 });
             }
-        }
+            Ok(())
+        })?,
     }
     Ok(())
+}
+
+/// Start the volume, run `f` on it and close it whatever `f` answers, so
+/// that a refused or failed command does not leave the members recorded
+/// as not shut down cleanly. `f`'s failure comes first.
+fn with_volume(m: &Members, f: impl FnOnce(&Volume) -> Result<(), Failure>) -> Result<(), Failure> {
+    let v = assemble(m)?;
+    let result = f(&v);
+    let closed = v.close().map_err(|e| Failure::from(e.to_string()));
+    result.and(closed)
 }
 
 /// `expose`: serve the volume as a FUSE file (and a loop device on it)
