@@ -186,6 +186,14 @@ fn run_case(c: &Case) {
     check_all(&vol, &model, &format!("{spec} n={n} without {first:?}"));
     apply(&vol, &mut model, &c.writes, 2);
     check_all(&vol, &model, "degraded writes");
+    // What redundancy is left (a second copy, or RAID6's other parity)
+    // agrees after the degraded writes.
+    let r = vol.scrub(false).unwrap();
+    assert!(
+        r.mismatches.is_empty(),
+        "{spec} n={n} without {first:?}: degraded writes left {:?}",
+        r.mismatches
+    );
 
     // Bring the failed members back: the first by bitmap re-add, the others
     // onto fresh replacements with a full rebuild.
