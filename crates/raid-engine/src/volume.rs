@@ -535,7 +535,9 @@ impl Volume {
         let data_offset = opts
             .data_offset_sectors
             .unwrap_or_else(|| raid::mdadm::default_data_offset_v12(min_dev, chunk));
-        if data_offset * SECTOR < BITMAP_OFFSET + SECTOR {
+        // Compared in sectors: a data offset near u64::MAX sectors has no
+        // byte count (the device-size check below refuses it).
+        if data_offset < (BITMAP_OFFSET + SECTOR).div_ceil(SECTOR) {
             return Err(invalid(
                 "data_offset_sectors",
                 format!(
@@ -631,6 +633,27 @@ impl Volume {
         // Zero the bitmap area, then write the superblocks.
         vol.persist_bitmap()?;
         vol.write_superblocks(false)?;
+        // One device given twice (a path and a link to it, one NBD export
+        // under two names) would hold two roles in one data area, and no
+        // assembly could tell them apart: each member must read back the
+        // superblock written for its own role.
+        for (r, slot) in vol.slots.iter().enumerate() {
+            let Some(d) = slot.device() else { continue };
+            let other = read_superblock(&*d)?.role as usize;
+            if other != r {
+                return Err(invalid(
+                    format!("devices[{r}]"),
+                    format!(
+                        "{} is the same device as devices[{other}] ({}): the superblock written for role {r} reads back as role {other}'s; give each member once",
+                        d.describe(),
+                        vol.slots
+                            .get(other)
+                            .and_then(|s| s.device())
+                            .map_or_else(|| "?".into(), |o| o.describe()),
+                    ),
+                ));
+            }
+        }
         Ok(vol)
     }
 
@@ -2421,6 +2444,21 @@ impl Found {
             }
             if placed[r].is_some() {
                 return Err(meta_err(format!("role {r} given twice")));
+            }
+            // A member cut short after it was written (a truncated file, a
+            // smaller disk copied over) would fail the first I/O past its
+            // end in the middle of a command.
+            let need = auth
+                .data_offset
+                .saturating_add(sb.component_sectors)
+                .saturating_mul(SECTOR);
+            if d.size() < need {
+                return Err(meta_err(format!(
+                    "has {} bytes, but role {r} needs {need} (data offset of {} sectors and {} data sectors): was it truncated? Leave it out to start without it",
+                    d.size(),
+                    auth.data_offset,
+                    sb.component_sectors
+                )));
             }
             placed[r] = Some(d);
             present_sb[r] = Some(sb);

@@ -360,3 +360,49 @@ fn a_member_missing_at_start_does_not_return_as_in_sync() {
         assert!(back == new, "{spec}: wrong data after the re-add");
     }
 }
+
+/// A member cut short after the volume was written (a truncated file) is
+/// refused by `assemble` and `examine`, naming it and the size its role
+/// needs, instead of starting and failing the first I/O past its end; the
+/// volume starts without it and reads every byte.
+#[test]
+fn a_truncated_member_is_refused_naming_it() {
+    let dir = common::scratch();
+    let (paths, devs) = common::members(dir.path(), 4, MEMBER_BYTES);
+    let mut opts = CreateOptions::new(VolumeLayout::parse("raid5").unwrap());
+    opts.chunk_sectors = 16;
+    opts.data_offset_sectors = Some(DATA_OFFSET_SECTORS);
+    let vol = Volume::create(devs, &opts).unwrap();
+    let data = common::pattern(31, vol.size() as usize);
+    vol.write_at(&data, 0).unwrap();
+    vol.close().unwrap();
+    drop(vol);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&paths[2])
+        .unwrap()
+        .set_len(MEMBER_BYTES / 2)
+        .unwrap();
+
+    let devs = common::reopen(&paths);
+    let expect = format!(
+        "has {} bytes, but role 2 needs {MEMBER_BYTES} (data offset of {DATA_OFFSET_SECTORS} sectors",
+        MEMBER_BYTES / 2
+    );
+    for e in [
+        Volume::examine(&devs, None).unwrap_err(),
+        Volume::assemble(devs.clone(), None).unwrap_err(),
+    ] {
+        assert!(
+            matches!(&e, EngineError::Metadata { member, detail }
+                if member == &paths[2].display().to_string() && detail.contains(&expect)),
+            "{e}"
+        );
+    }
+    let without: Vec<Arc<dyn BlockDevice>> =
+        vec![devs[0].clone(), devs[1].clone(), devs[3].clone()];
+    let vol = Volume::assemble(without, None).unwrap();
+    let mut back = vec![0u8; data.len()];
+    vol.read_at(&mut back, 0).unwrap();
+    assert!(back == data);
+}

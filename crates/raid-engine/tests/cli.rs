@@ -448,3 +448,41 @@ fn rebuild_with_a_wrong_argument_changes_nothing() {
     assert_eq!(code, 0, "{err}");
     whole("after the readd");
 }
+
+/// `create` refuses one device given twice (by the same path, or by a
+/// link to it), naming both places, and a data offset too large for any
+/// device, without a panic.
+#[test]
+fn create_refuses_a_device_given_twice_and_a_huge_data_offset() {
+    let dir = common::scratch();
+    let (paths, devs) = common::members(dir.path(), 3, 8 << 20);
+    drop(devs);
+    let link = dir.path().join("link-to-m1");
+    std::os::unix::fs::symlink(&paths[1], &link).unwrap();
+    let m: Vec<&str> = paths.iter().map(|p| p.to_str().unwrap()).collect();
+    let link = link.to_str().unwrap();
+    for (level, members) in [
+        ("raid5", vec![m[0], m[1], m[1], m[2]]),
+        ("raid1", vec![m[1], link]),
+    ] {
+        let args = [&["create", "--level", level][..], &members].concat();
+        let (code, out, err) = run_code(&args);
+        assert_eq!(code, 1, "{args:?}: {out}{err}");
+        assert!(
+            err.contains("is the same device as devices[") && err.contains("give each member once"),
+            "{args:?}: {err}"
+        );
+    }
+    let (code, out, err) = run_code(&[
+        "create",
+        "--level",
+        "raid1",
+        "--data-offset",
+        "18446744073709551615",
+        m[0],
+        m[2],
+    ]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("data offset"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

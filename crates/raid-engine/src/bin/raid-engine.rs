@@ -70,7 +70,8 @@ enum Cmd {
     /// Create a volume (writes superblocks; data areas are not initialised
     /// unless --resync is given).
     Create {
-        /// linear, single, raid0, raid1, raid10[:n2|f2|o2|...]
+        /// linear, single, raid0, raid1, raid10[:n2|f2|o2|...], raid4,
+        /// raid5[:left-symmetric|...], raid6[:left-symmetric|...]
         #[arg(long)]
         level: String,
         /// Chunk size: KiB like mdadm, or with suffix K/M.
