@@ -330,6 +330,10 @@ fn scrub_checks_a_raid6_with_one_member_missing() {
         "{out}"
     );
     assert!(!out.contains("not checked"), "{out}");
+    assert!(
+        out.contains("degraded: role 4 unavailable; readd or rebuild it"),
+        "{out}"
+    );
 
     // A byte of role 1's data area changed: whatever role 1 holds in that
     // stripe, the remaining parity no longer matches.
@@ -485,4 +489,56 @@ fn create_refuses_a_device_given_twice_and_a_huge_data_offset() {
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains("data offset"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+}
+
+/// `serve-nbd` refuses one export name given twice (the server would
+/// serve the last one under it) before it serves anything.
+#[test]
+fn serve_nbd_refuses_an_export_name_given_twice() {
+    let dir = common::scratch();
+    let (paths, devs) = common::members(dir.path(), 2, 1 << 20);
+    drop(devs);
+    let d0 = format!("d0={}", paths[0].display());
+    let d0_again = format!("d0={}", paths[1].display());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_raid-engine"))
+        .args([
+            "serve-nbd",
+            "--listen",
+            "127.0.0.1:0",
+            "--export",
+            &d0,
+            "--export",
+            &d0_again,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A server that accepted the arguments runs until stopped: not a
+    // timing check, only a guard so that the test fails instead of hanging.
+    let mut status = None;
+    for _ in 0..600 {
+        status = child.try_wait().unwrap();
+        if status.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    if status.is_none() {
+        child.kill().unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(1),
+        "still serving: {err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "--export {d0_again}: export name `d0` given twice"
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("serving NBD"), "{err}");
 }

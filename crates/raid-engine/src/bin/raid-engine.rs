@@ -393,10 +393,16 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Cmd::Status { m } => status(&m)?,
         Cmd::ServeNbd { listen, exports } => {
             let server = NbdServer::bind(&listen).map_err(|e| e.to_string())?;
+            let mut names = std::collections::BTreeSet::new();
             for spec in exports {
                 let (name, rest) = spec
                     .split_once('=')
                     .ok_or_else(|| format!("--export {spec}: expected NAME=PATH[@IP+IP]"))?;
+                // The server replaces an export of the same name: a client
+                // asking for it would get the last one given.
+                if !names.insert(name.to_string()) {
+                    return Err(format!("--export {spec}: export name `{name}` given twice").into());
+                }
                 let (path, allow) = match rest.split_once('@') {
                     Some((p, ips)) => {
                         let ips = ips
@@ -516,6 +522,17 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 println!(
                     "  at {} (+{} sectors): members {:?}",
                     mm.at, mm.sectors, mm.members
+                );
+            }
+            if let Health::Degraded { unavailable } = v.health() {
+                // A RAID6 with one member missing checks in full and exits
+                // 0: the output says it is degraded all the same.
+                let roles: Vec<String> = unavailable.iter().map(|r| r.to_string()).collect();
+                println!(
+                    "degraded: role{} {} unavailable; readd or rebuild {}",
+                    if roles.len() == 1 { "" } else { "s" },
+                    roles.join(", "),
+                    if roles.len() == 1 { "it" } else { "them" }
                 );
             }
             if r.unverifiable_bytes > 0 {
