@@ -971,6 +971,19 @@ impl Composer {
         st.pool.set_mark(target, health)
     }
 
+    /// The mark `target` (a drive, enclosure or server) carries from
+    /// [`Composer::mark`], [`Health::Healthy`] when it has none: its own
+    /// mark, not the health it inherits from its enclosure or the
+    /// inventory file. Reading it before a mark lets a caller put it back.
+    pub fn mark_of(&self, target: &str) -> Health {
+        self.lock_current()
+            .pool
+            .marks()
+            .get(target)
+            .copied()
+            .unwrap_or_default()
+    }
+
     /// The repair plan for a drive or enclosure: the members on it re-placed
     /// under their volumes' original requests.
     pub fn repair_plan(&self, target: &str) -> Result<placement::RepairPlan, Error> {

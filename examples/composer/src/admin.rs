@@ -10,7 +10,10 @@
 //! `{"op":"fail-drive","target":DRIVE}` (marks the drive failed and fails
 //! its members in the staged volumes, which keep serving from the
 //! survivors; refused, changing nothing, when the drive holds the last copy
-//! of some data of a staged volume, as `mdadm --fail` refuses) and
+//! of some data of a staged volume, as `mdadm --fail` refuses; when the
+//! engine stops it part way, the error lists the volumes whose member was
+//! failed, which keep the drive failed, and with none the drive's mark is
+//! put back) and
 //! `{"op":"rebuild","target":DRIVE}` (applies the drive's repair plan and
 //! rebuilds every staged volume it moved onto the replacement; before the
 //! answer, one `{"progress": {…}}` line per percent).
@@ -159,16 +162,51 @@ fn fail_drive(c: &Composer, side: &NodeSide, drive: &str) -> Result<serde_json::
     // nothing anywhere.
     side.check_fail_drive(drive)
         .map_err(|e| format!("fail-drive {drive}: refused: {e}"))?;
+    let before = c.mark_of(drive);
     c.mark(drive, Health::Failed).map_err(|e| e.to_string())?;
-    let volumes = side
-        .fail_drive(drive)
-        .map_err(|e| format!("fail-drive {drive}: {e}"))?;
+    // The node checks again and the engine once more per member: a volume
+    // staged since the check, or a member failed through I/O since, can
+    // still stop it, and failing a member writes the survivors' superblocks,
+    // which can fail. The inventory must then say what is true.
+    let volumes = side.fail_drive(drive).map_err(|e| {
+        let why = format!("fail-drive {drive}: {}", e.error);
+        if !e.failed.is_empty() {
+            // A failed member is not taken back: the drive is out of
+            // those volumes, and the inventory says so.
+            return format!(
+                "{why}; its members in {} were failed before that and stay failed \
+                 (those volumes run without it), so the inventory keeps drive {drive} \
+                 failed; its members in other volumes were not failed",
+                e.failed.join(", ")
+            );
+        }
+        match c.mark(drive, before) {
+            Ok(()) => format!(
+                "{why}; no member on drive {drive} was failed, and the inventory \
+                 marks it {} again, as before",
+                health_name(before)
+            ),
+            Err(m) => format!(
+                "{why}; no member on drive {drive} was failed, but the inventory \
+                 still marks it failed: putting back its mark {} failed: {m}",
+                health_name(before)
+            ),
+        }
+    })?;
     tracing::warn!(
         drive,
         ?volumes,
         "drive failed by the operator; volumes served from the survivors"
     );
     Ok(serde_json::json!({ "drive": drive, "degraded": volumes }))
+}
+
+/// A health as the admin protocol spells it (`"failed"`, …).
+fn health_name(h: Health) -> String {
+    serde_json::to_value(h)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("{h:?}"))
 }
 
 fn rebuild(

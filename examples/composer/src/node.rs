@@ -266,6 +266,34 @@ impl Staged {
     }
 }
 
+/// Why [`NodeSide::fail_drive`] stopped, and what it had changed by then.
+#[derive(Debug)]
+pub struct FailDriveError {
+    /// What stopped it.
+    pub error: CsiError,
+    /// The volumes whose member on the drive this call failed before it
+    /// stopped (empty: it changed nothing). They stay degraded: a failed
+    /// member comes back only through a rebuild.
+    pub failed: Vec<String>,
+}
+
+impl std::fmt::Display for FailDriveError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.error)?;
+        if self.failed.is_empty() {
+            write!(f, " (no member was failed)")
+        } else {
+            write!(
+                f,
+                " (its members in {} were failed before that and stay failed)",
+                self.failed.join(", ")
+            )
+        }
+    }
+}
+
+impl std::error::Error for FailDriveError {}
+
 /// The node side's state: what is staged where.
 pub struct NodeSide {
     cfg: NodeConfig,
@@ -1120,24 +1148,55 @@ impl NodeSide {
     /// volumes touched. Refused, changing nothing, when that would leave
     /// some data of a staged volume with no copy (see
     /// [`NodeSide::check_fail_drive`]).
-    pub fn fail_drive(&self, drive: &str) -> Result<Vec<String>, CsiError> {
+    ///
+    /// The engine can still stop it part way: it checks each member again
+    /// (a member of the volume that failed through I/O since the check can
+    /// make this one the last copy), and failing a member writes the
+    /// survivors' superblocks, which can fail. The error then lists the
+    /// volumes whose member on `drive` this call had failed by then
+    /// ([`FailDriveError::failed`]): a failed member is not taken back, so
+    /// those volumes stay degraded.
+    pub fn fail_drive(&self, drive: &str) -> Result<Vec<String>, FailDriveError> {
         let map = self.lock();
         // Checked for every volume first, so that a refusal leaves none
         // of them failed; the engine checks each member again.
-        Self::refusal(&map, drive)?;
-        let mut hit = Vec::new();
+        Self::refusal(&map, drive).map_err(|error| FailDriveError {
+            error,
+            failed: Vec::new(),
+        })?;
+        let mut hit: Vec<String> = Vec::new();
         for (id, s) in map.iter() {
             let Some(volume) = &s.volume else { continue };
             for (role, d) in s.drives.iter().enumerate() {
-                if d == drive {
-                    volume
-                        .fail_member(role)
-                        .map_err(|e| engine_err(&format!("failing member {role} of {id}"), e))?;
+                if d != drive {
+                    continue;
+                }
+                let was_failed = Self::is_failed(volume, role);
+                if let Err(e) = volume.fail_member(role) {
+                    // The engine marks the member failed before it writes
+                    // the survivors' superblocks: an error there still
+                    // failed it.
+                    if !was_failed && Self::is_failed(volume, role) && !hit.contains(id) {
+                        hit.push(id.clone());
+                    }
+                    return Err(FailDriveError {
+                        error: engine_err(&format!("failing member {role} of {id}"), e),
+                        failed: hit,
+                    });
+                }
+                if !hit.contains(id) {
                     hit.push(id.clone());
                 }
             }
         }
         Ok(hit)
+    }
+
+    fn is_failed(volume: &EngineVolume, role: usize) -> bool {
+        volume
+            .status()
+            .get(role)
+            .is_some_and(|m| m.state == MemberState::Failed)
     }
 
     /// Brings staged volume `rec.id` to `rec`'s members: every role whose
