@@ -15,8 +15,10 @@
 //! failed, which keep the drive failed, and with none the drive's mark is
 //! put back) and
 //! `{"op":"rebuild","target":DRIVE}` (applies the drive's repair plan and
-//! rebuilds every staged volume it moved onto the replacement; before the
-//! answer, one `{"progress": {…}}` line per percent).
+//! rebuilds every staged volume it moved onto the replacement; refused,
+//! changing nothing, while a member it would move is not failed in a
+//! staged volume's engine, or belongs to a single drive or slice staged
+//! here; before the answer, one `{"progress": {…}}` line per percent).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -217,6 +219,27 @@ fn rebuild(
     progress: &(dyn Fn(serde_json::Value) + Sync),
     repaired: &dyn Fn(&placement::RepairPlan),
 ) -> Result<serde_json::Value, String> {
+    // The engine replaces failed members only: every member the plan
+    // would move off a volume staged here must have failed there first.
+    // Checked before the plan is applied, so that a refusal changes
+    // nothing (before, the records moved and the node kept the old member,
+    // while the pool took the old space back for other volumes).
+    let planned = c.repair_plan(drive).map_err(|e| e.to_string())?;
+    let refused: Vec<String> = planned
+        .moves
+        .iter()
+        .filter_map(|m| {
+            side.check_rebuild(&m.volume.to_string(), m.member, &m.from.to_string())
+                .err()
+                .map(|e| e.to_string())
+        })
+        .collect();
+    if !refused.is_empty() {
+        return Err(format!(
+            "rebuild {drive}: refused, nothing was changed: {}",
+            refused.join("; ")
+        ));
+    }
     let plan = c.apply_repair(drive).map_err(|e| e.to_string())?;
     repaired(&plan);
     let mut rebuilt = Vec::new();

@@ -1119,13 +1119,20 @@ impl NodeSide {
     fn refusal(map: &BTreeMap<String, Staged>, drive: &str) -> Result<(), CsiError> {
         let mut lost = Vec::new();
         for (id, s) in map.iter() {
-            let Some(volume) = &s.volume else { continue };
             let roles: Vec<usize> = (0..s.drives.len())
                 .filter(|&r| s.drives[r] == drive)
                 .collect();
             if roles.is_empty() {
                 continue;
             }
+            let Some(volume) = &s.volume else {
+                // A single drive or slice staged through a loop device
+                // over its drive file: the drive holds its only copy.
+                lost.push(format!(
+                    "volume {id}: a single drive or slice, its only copy is on drive {drive}"
+                ));
+                continue;
+            };
             match volume.health_if_failed(&roles) {
                 Ok(raid_engine::Health::DataLost { reason, .. }) => {
                     lost.push(format!("volume {id}: {reason}"))
@@ -1197,6 +1204,38 @@ impl NodeSide {
             .status()
             .get(role)
             .is_some_and(|m| m.state == MemberState::Failed)
+    }
+
+    /// Whether member `role` of volume `id`, on `drive`, may move to another
+    /// drive with [`NodeSide::rebuild_to`]: always when the volume is not
+    /// staged here; else only once the engine has failed that member (the
+    /// engine replaces failed members only). Refused
+    /// (`FAILED_PRECONDITION`, saying what to do) for a member still in
+    /// use, and for a single drive or slice staged here, whose only copy
+    /// its drive holds. Changes nothing.
+    pub fn check_rebuild(&self, id: &str, role: usize, drive: &str) -> Result<(), CsiError> {
+        let map = self.lock();
+        let Some(s) = map.get(id) else { return Ok(()) };
+        let Some(volume) = &s.volume else {
+            return Err(CsiError::failed_precondition(format!(
+                "volume {id} is staged on this node as a single drive or slice on drive \
+                 {drive}: it has no other copy to rebuild a new member from"
+            )));
+        };
+        match volume.status().get(role).map(|m| &m.state) {
+            Some(MemberState::Failed) => Ok(()),
+            Some(state) => Err(CsiError::failed_precondition(format!(
+                "member {role} of volume {id} (drive {drive}) is {} in the engine, not \
+                 failed: fail the drive first (composer admin fail-drive {drive})",
+                match state {
+                    MemberState::Recovering { .. } => "being rebuilt",
+                    _ => "in use",
+                }
+            ))),
+            None => Err(internal(format!(
+                "volume {id} has no member {role} on this node"
+            ))),
+        }
     }
 
     /// Brings staged volume `rec.id` to `rec`'s members: every role whose
