@@ -784,12 +784,12 @@ impl NodeSide {
                 s.staging.display()
             )));
         }
-        let encrypt = rec.parameters.get("encrypt").map(String::as_str) == Some("true");
-        let luks = encrypt
-            && composer_core::Parameters::parse(&rec.parameters)
-                .map_err(CsiError::from)?
-                .encryption_format
-                == composer_core::EncryptionFormat::Luks;
+        // The parameters as the controller read them: `encrypt` is a
+        // boolean spelled any way `Parameters::parse` takes (" True ", …),
+        // never a plaintext stage of a volume created encrypted.
+        let params = composer_core::Parameters::parse(&rec.parameters).map_err(CsiError::from)?;
+        let encrypt = params.encrypt;
+        let luks = encrypt && params.encryption_format == composer_core::EncryptionFormat::Luks;
         if luks {
             // Before anything is attached or formatted.
             luks_available(&rec.id)?;
