@@ -16,7 +16,8 @@
 //! put back) and
 //! `{"op":"rebuild","target":DRIVE}` (applies the drive's repair plan and
 //! rebuilds every staged volume it moved onto the replacement; refused,
-//! changing nothing, while a member it would move is not failed in a
+//! changing nothing, for a drive not marked failed, while a member it
+//! would move is not failed in a
 //! staged volume's engine, or belongs to a single drive or slice staged
 //! here; before the answer, one `{"progress": {…}}` line per percent).
 
@@ -225,6 +226,29 @@ fn rebuild(
     // nothing (before, the records moved and the node kept the old member,
     // while the pool took the old space back for other volumes).
     let planned = c.repair_plan(drive).map_err(|e| e.to_string())?;
+    // A rebuild replaces members whose drive is gone. On a drive still in
+    // service (a typo, or a drive meant to be emptied, which `repair-apply`
+    // does) it would move the records of volumes that other nodes keep
+    // using on that drive.
+    let report = c.drive_report();
+    let working: Vec<String> = planned
+        .drives
+        .iter()
+        .filter_map(|d| {
+            report
+                .iter()
+                .find(|r| r.id == d.as_str() && r.health != Health::Failed)
+                .map(|r| format!("{} ({})", r.id, health_name(r.health)))
+        })
+        .collect();
+    if !working.is_empty() {
+        return Err(format!(
+            "rebuild {drive}: refused, nothing was changed: not failed: {}; a rebuild \
+             replaces failed drives (composer admin fail-drive DRIVE first); \
+             repair-apply moves the members off a working drive",
+            working.join(", ")
+        ));
+    }
     let refused: Vec<String> = planned
         .moves
         .iter()

@@ -6,9 +6,11 @@
 //! moved to the replacement and the pool took the old member's space back
 //! for other volumes, while the node kept reading and writing the old
 //! member, and the answer was the engine's refusal. Now it is refused
-//! before the plan is applied, saying to fail the drive first; after
-//! `fail-drive` the same `rebuild` goes through. (Through the engine alone:
-//! no kernel, no root.)
+//! before the plan is applied: a drive not marked failed as such (a
+//! rebuild replaces failed drives; `repair-apply` empties working ones),
+//! a member the engine has not failed saying to fail the drive first;
+//! after `fail-drive` the same `rebuild` goes through. (Through the engine
+//! alone: no kernel, no root.)
 //!
 //! A single drive or slice staged on this node (a loop device over its
 //! drive file, no engine) has its only copy on its drive: `fail-drive` of
@@ -77,6 +79,22 @@ fn rebuild_of_a_member_still_in_use_is_refused_and_changes_nothing() {
     let vol = side.assemble_unexposed(&v.record).unwrap();
     let drive = v.record.members[0].drive.clone();
 
+    // A working drive no volume uses: nothing to rebuild, said so rather
+    // than an empty success.
+    let idle = c
+        .drive_report()
+        .into_iter()
+        .find(|d| d.volumes.is_empty())
+        .unwrap()
+        .id;
+    let answer = ask(c, side, rebuild(&idle));
+    assert!(
+        answer["error"]
+            .as_str()
+            .is_some_and(|e| e.contains(&format!("not failed: {idle} (healthy)"))),
+        "{answer}"
+    );
+
     // Healthy, then marked failed without the engine knowing: both refused.
     for marked in [false, true] {
         if marked {
@@ -86,12 +104,16 @@ fn rebuild_of_a_member_still_in_use_is_refused_and_changes_nothing() {
         let error = answer["error"]
             .as_str()
             .unwrap_or_else(|| panic!("a rebuild of a member in use went through: {answer}"));
+        let why = if marked {
+            format!(
+                "member 0 of volume {id} (drive {drive}) is in use in the engine, not failed: \
+                 fail the drive first (composer admin fail-drive {drive})"
+            )
+        } else {
+            format!("not failed: {drive} (healthy); a rebuild replaces failed drives")
+        };
         assert!(
-            error.contains("nothing was changed")
-                && error.contains(&format!(
-                    "member 0 of volume {id} (drive {drive}) is in use"
-                ))
-                && error.contains(&format!("composer admin fail-drive {drive}")),
+            error.contains("nothing was changed") && error.contains(&why),
             "{error}"
         );
         assert_eq!(c.get(&id).unwrap().record, v.record, "marked: {marked}");
