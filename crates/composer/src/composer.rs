@@ -765,8 +765,16 @@ impl Composer {
             new.layout.usable_bytes = member;
             new.capacity = want;
         } else {
+            // Only a single slice grows in place; say which other kind
+            // this is ("a single of whole drives or mirrored slices" read
+            // as neither).
+            let what = if rec.layout.kind == LayoutKind::SliceMirror {
+                "mirrored slices, which do not grow in place"
+            } else {
+                "whole drives, which do not grow"
+            };
             return Err(Error::OutOfRange(format!(
-                "volume {id} is a {} of whole drives or mirrored slices holding at most {} bytes{}; it cannot grow to {want} bytes (create a larger volume and copy)",
+                "volume {id} is a {} ({what}) holding at most {} bytes{}; it cannot grow to {want} bytes (create a larger volume and copy)",
                 rec.layout.kind.name(),
                 rec.layout.usable_bytes - overhead,
                 if overhead > 0 {
