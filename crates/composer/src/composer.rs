@@ -765,8 +765,16 @@ impl Composer {
             new.layout.usable_bytes = member;
             new.capacity = want;
         } else {
+            // Only a single slice grows in place; say which other kind
+            // this is ("a single of whole drives or mirrored slices" read
+            // as neither).
+            let what = if rec.layout.kind == LayoutKind::SliceMirror {
+                "mirrored slices, which do not grow in place"
+            } else {
+                "whole drives, which do not grow"
+            };
             return Err(Error::OutOfRange(format!(
-                "volume {id} is a {} of whole drives or mirrored slices holding at most {} bytes{}; it cannot grow to {want} bytes (create a larger volume and copy)",
+                "volume {id} is a {} ({what}) holding at most {} bytes{}; it cannot grow to {want} bytes (create a larger volume and copy)",
                 rec.layout.kind.name(),
                 rec.layout.usable_bytes - overhead,
                 if overhead > 0 {
@@ -969,6 +977,19 @@ impl Composer {
         };
         self.store.commit(Batch::read_at(st.synced, vec![op]))?;
         st.pool.set_mark(target, health)
+    }
+
+    /// The mark `target` (a drive, enclosure or server) carries from
+    /// [`Composer::mark`], [`Health::Healthy`] when it has none: its own
+    /// mark, not the health it inherits from its enclosure or the
+    /// inventory file. Reading it before a mark lets a caller put it back.
+    pub fn mark_of(&self, target: &str) -> Health {
+        self.lock_current()
+            .pool
+            .marks()
+            .get(target)
+            .copied()
+            .unwrap_or_default()
     }
 
     /// The repair plan for a drive or enclosure: the members on it re-placed

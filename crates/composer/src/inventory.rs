@@ -371,6 +371,12 @@ pub struct Inventory {
 /// Tags starting with this are the composer's own (see [`crate::convert`]).
 pub const RESERVED_TAG_PREFIX: &str = "composer.";
 
+/// The most drives one enclosure may hold (the largest JBODs sold hold
+/// about a hundred): a `count` beyond it is a typo, refused with the entry
+/// named, rather than an inventory of billions of drives that takes all
+/// the memory there is before it answers.
+pub const MAX_ENCLOSURE_DRIVES: u32 = 1024;
+
 fn bad(entry: impl Into<String>, rule: impl Into<String>) -> Error {
     Error::Inventory {
         entry: entry.into(),
@@ -571,6 +577,16 @@ impl Inventory {
                 if g.count == 0 {
                     return Err(bad(ge, "count must be at least 1"));
                 }
+                if u64::from(slot) + u64::from(g.count) > u64::from(MAX_ENCLOSURE_DRIVES) {
+                    return Err(bad(
+                        ge,
+                        format!(
+                            "count {} is too many: an enclosure holds at most \
+                             {MAX_ENCLOSURE_DRIVES} drives ({slot} before this entry)",
+                            g.count
+                        ),
+                    ));
+                }
                 if g.id.is_some() && g.count != 1 {
                     return Err(bad(ge, "id may only be given with count = 1"));
                 }
@@ -769,6 +785,11 @@ impl Inventory {
     /// 400 GB/s switch, `hdd_jbods` JBODs of `drives_per_jbod` 16 TB 7200-rpm
     /// HDDs, `flash_ebods` eBODs of `drives_per_jbod` 7.68 TB NVMe drives and
     /// `servers` servers.
+    ///
+    /// # Panics
+    ///
+    /// When the shape makes an invalid inventory: `drives_per_jbod` 0 or
+    /// above [`MAX_ENCLOSURE_DRIVES`].
     pub fn generate(g: &Generate) -> Inventory {
         let mut f = InventoryFile::default();
         for s in 0..g.sites {
@@ -848,7 +869,7 @@ pub struct Generate {
     pub hdd_jbods: u32,
     /// NVMe eBODs per rack.
     pub flash_ebods: u32,
-    /// Drives per enclosure.
+    /// Drives per enclosure (1 to [`MAX_ENCLOSURE_DRIVES`]).
     pub drives_per_jbod: u32,
     /// Servers per rack.
     pub servers: u32,
@@ -942,6 +963,18 @@ switch = "tor1"
                     "{BASE}[[jbod]]\nid = \"j1\"\nrack = \"r1\"\n[[jbod.drive]]\nid = \"d\"\ncount = 2\nkind = \"ssd\"\ncapacity = \"1 TB\"\n"
                 ),
                 "id may only be given with count = 1",
+            ),
+            (
+                &format!(
+                    "{BASE}[[jbod]]\nid = \"j1\"\nrack = \"r1\"\n[[jbod.drive]]\ncount = 4000000000\nkind = \"hdd\"\ncapacity = \"1 TB\"\n"
+                ),
+                "jbod 'j1' drive entry 1: count 4000000000 is too many: an enclosure holds at most 1024 drives (0 before this entry)",
+            ),
+            (
+                &format!(
+                    "{BASE}[[jbod]]\nid = \"j1\"\nrack = \"r1\"\n[[jbod.drive]]\ncount = 1000\nkind = \"hdd\"\ncapacity = \"1 TB\"\n[[jbod.drive]]\ncount = 25\nkind = \"hdd\"\ncapacity = \"1 TB\"\n"
+                ),
+                "jbod 'j1' drive entry 2: count 25 is too many: an enclosure holds at most 1024 drives (1000 before this entry)",
             ),
             (
                 &format!("{BASE}[[server]]\nid = \"n1\"\nrack = \"r1\"\nmax_volumes = 0\n"),

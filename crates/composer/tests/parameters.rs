@@ -608,7 +608,22 @@ fn expansion_grows_slices_in_place_and_refuses_beyond_whole_drives() {
     );
     let e = c.expand(&h.id, range(19 * TB)).unwrap_err();
     assert!(
-        matches!(&e, Error::OutOfRange(m) if m.contains("cannot grow")),
+        matches!(&e, Error::OutOfRange(m) if m.contains("is a single (whole drives, which do not grow)") && m.contains("cannot grow")),
+        "{e}"
+    );
+    let m = c
+        .create(
+            "m",
+            &params(&[("type", "slice"), ("redundancy", "true")]),
+            range(GB),
+            false,
+            true,
+            None,
+        )
+        .unwrap();
+    let e = c.expand(&m.id, range(2 * GB)).unwrap_err();
+    assert!(
+        matches!(&e, Error::OutOfRange(m) if m.contains("is a slice-mirror (mirrored slices, which do not grow in place)")),
         "{e}"
     );
 }

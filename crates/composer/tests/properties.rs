@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use composer_core::{Composer, Error, Inventory, MemStore, Parameters, Store};
+use composer_core::{Composer, Error, Health, Inventory, MemStore, Parameters, Store};
 use csi_types::types::CapacityRange;
 use proptest::prelude::*;
 
@@ -166,6 +166,126 @@ proptest! {
             prop_assert_eq!(cap, rec.capacity);
             prop_assert!(rec.capacity >= more);
             prop_assert!(rec.layout.usable_bytes >= rec.capacity + overhead, "{:?}", rec.layout);
+        }
+    }
+}
+
+/// An operation on the drives under random volumes: mark one (or its
+/// enclosure), or apply its repair plan.
+#[derive(Debug, Clone)]
+enum Repair {
+    Create {
+        name: u8,
+        class: u8,
+        gib: u64,
+    },
+    Delete {
+        pick: u8,
+    },
+    Mark {
+        pick: u8,
+        member: u8,
+        health: u8,
+        jbod: bool,
+    },
+    Apply {
+        pick: u8,
+        member: u8,
+        jbod: bool,
+    },
+}
+
+fn repair_op() -> impl Strategy<Value = Repair> {
+    prop_oneof![
+        4 => (any::<u8>(), 0..CLASSES.len() as u8, prop_oneof![1u64..64, 1000u64..40_000])
+            .prop_map(|(name, class, gib)| Repair::Create { name: name % 24, class, gib }),
+        1 => any::<u8>().prop_map(|pick| Repair::Delete { pick }),
+        2 => (any::<u8>(), any::<u8>(), 0u8..4, prop::bool::weighted(0.2))
+            .prop_map(|(pick, member, health, jbod)| Repair::Mark { pick, member, health, jbod }),
+        2 => (any::<u8>(), any::<u8>(), prop::bool::weighted(0.2))
+            .prop_map(|(pick, member, jbod)| Repair::Apply { pick, member, jbod }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(24), ..ProptestConfig::default() })]
+
+    /// Marks and repair plans applied under random volumes: no byte is held
+    /// twice, a failed call changes nothing, a repair moves every member off
+    /// its target but those it lists unplaceable, and the records and marks
+    /// alone rebuild the same pool (same records, drive use and health,
+    /// capacity).
+    #[test]
+    fn marks_and_repairs_keep_the_invariants(ops in proptest::collection::vec(repair_op(), 1..40)) {
+        let store = Arc::new(MemStore::default());
+        let c = Composer::open(Inventory::default_inventory(), store.clone()).unwrap();
+        for op in &ops {
+            let before = store.load().unwrap();
+            let recs = c.records();
+            let drive = |p: u8, m: u8, jbod: bool| {
+                (!recs.is_empty()).then(|| {
+                    let r = &recs[p as usize % recs.len()];
+                    let d = &r.members[m as usize % r.members.len()].drive;
+                    if jbod {
+                        let i = c.inventory().drive_index(d).unwrap();
+                        let j = c.inventory().drives()[i as usize].jbod;
+                        c.inventory().jbod_id(j).to_string()
+                    } else {
+                        d.clone()
+                    }
+                })
+            };
+            let result: Result<(), Error> = match op {
+                Repair::Create { name, class, gib } => {
+                    let params = CLASSES[*class as usize].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+                    c.create(&format!("v{name}"), &params, CapacityRange::new(Some(gib << 30), None).unwrap(), false, true, None).map(|_| ())
+                }
+                Repair::Delete { pick } => match (!recs.is_empty()).then(|| recs[*pick as usize % recs.len()].id.clone()) {
+                    Some(id) => c.delete(&id),
+                    None => Ok(()),
+                },
+                Repair::Mark { pick, member, health, jbod } => match drive(*pick, *member, *jbod) {
+                    Some(t) => {
+                        let h = [Health::Healthy, Health::Degraded, Health::Draining, Health::Failed][*health as usize];
+                        c.mark(&t, h)
+                    }
+                    None => Ok(()),
+                },
+                Repair::Apply { pick, member, jbod } => match drive(*pick, *member, *jbod) {
+                    Some(t) => c.apply_repair(&t).map(|plan| {
+                        let on: Vec<String> = plan.drives.iter().map(|d| d.to_string()).collect();
+                        let stuck: Vec<(String, usize)> = plan.unplaceable.iter()
+                            .flat_map(|u| u.members.iter().map(move |&m| (u.volume.to_string(), m)))
+                            .collect();
+                        for r in c.records() {
+                            for (i, m) in r.members.iter().enumerate() {
+                                assert!(
+                                    !on.contains(&m.drive) || stuck.contains(&(r.id.clone(), i)),
+                                    "repair of {t}: member {i} of {} stays on {} ({plan:?})", r.id, m.drive
+                                );
+                            }
+                        }
+                    }),
+                    None => Ok(()),
+                },
+            };
+            if let Err(e) = &result {
+                let after = store.load().unwrap();
+                prop_assert_eq!(&before.volumes, &after.volumes, "{:?} failed ({}) but changed the records", op, e);
+                prop_assert!(!matches!(e, Error::Internal(_) | Error::Store(_)), "{:?}: {}", op, e);
+            }
+            no_overlap(&c)?;
+        }
+        let again = Composer::open(Inventory::default_inventory(), store.clone()).unwrap();
+        prop_assert_eq!(again.records(), c.records());
+        let use_of = |c: &Composer| c.drive_report().into_iter().map(|d| (d.id, d.used, d.health, d.volumes)).collect::<Vec<_>>();
+        prop_assert_eq!(use_of(&again), use_of(&c));
+        for p in [
+            BTreeMap::new(),
+            [("type".to_string(), "slice".to_string())].into(),
+            [("type".to_string(), "slice".to_string()), ("redundancy".to_string(), "true".to_string())].into(),
+        ] {
+            prop_assert_eq!(again.capacity(&p, None).unwrap(), c.capacity(&p, None).unwrap(), "{:?}", p);
         }
     }
 }

@@ -10,10 +10,16 @@
 //! `{"op":"fail-drive","target":DRIVE}` (marks the drive failed and fails
 //! its members in the staged volumes, which keep serving from the
 //! survivors; refused, changing nothing, when the drive holds the last copy
-//! of some data of a staged volume, as `mdadm --fail` refuses) and
+//! of some data of a staged volume, as `mdadm --fail` refuses; when the
+//! engine stops it part way, the error lists the volumes whose member was
+//! failed, which keep the drive failed, and with none the drive's mark is
+//! put back) and
 //! `{"op":"rebuild","target":DRIVE}` (applies the drive's repair plan and
-//! rebuilds every staged volume it moved onto the replacement; before the
-//! answer, one `{"progress": {…}}` line per percent).
+//! rebuilds every staged volume it moved onto the replacement; refused,
+//! changing nothing, for a drive not marked failed, while a member it
+//! would move is not failed in a
+//! staged volume's engine, or belongs to a single drive or slice staged
+//! here; before the answer, one `{"progress": {…}}` line per percent).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -159,16 +165,51 @@ fn fail_drive(c: &Composer, side: &NodeSide, drive: &str) -> Result<serde_json::
     // nothing anywhere.
     side.check_fail_drive(drive)
         .map_err(|e| format!("fail-drive {drive}: refused: {e}"))?;
+    let before = c.mark_of(drive);
     c.mark(drive, Health::Failed).map_err(|e| e.to_string())?;
-    let volumes = side
-        .fail_drive(drive)
-        .map_err(|e| format!("fail-drive {drive}: {e}"))?;
+    // The node checks again and the engine once more per member: a volume
+    // staged since the check, or a member failed through I/O since, can
+    // still stop it, and failing a member writes the survivors' superblocks,
+    // which can fail. The inventory must then say what is true.
+    let volumes = side.fail_drive(drive).map_err(|e| {
+        let why = format!("fail-drive {drive}: {}", e.error);
+        if !e.failed.is_empty() {
+            // A failed member is not taken back: the drive is out of
+            // those volumes, and the inventory says so.
+            return format!(
+                "{why}; its members in {} were failed before that and stay failed \
+                 (those volumes run without it), so the inventory keeps drive {drive} \
+                 failed; its members in other volumes were not failed",
+                e.failed.join(", ")
+            );
+        }
+        match c.mark(drive, before) {
+            Ok(()) => format!(
+                "{why}; no member on drive {drive} was failed, and the inventory \
+                 marks it {} again, as before",
+                health_name(before)
+            ),
+            Err(m) => format!(
+                "{why}; no member on drive {drive} was failed, but the inventory \
+                 still marks it failed: putting back its mark {} failed: {m}",
+                health_name(before)
+            ),
+        }
+    })?;
     tracing::warn!(
         drive,
         ?volumes,
         "drive failed by the operator; volumes served from the survivors"
     );
     Ok(serde_json::json!({ "drive": drive, "degraded": volumes }))
+}
+
+/// A health as the admin protocol spells it (`"failed"`, …).
+fn health_name(h: Health) -> String {
+    serde_json::to_value(h)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("{h:?}"))
 }
 
 fn rebuild(
@@ -179,6 +220,50 @@ fn rebuild(
     progress: &(dyn Fn(serde_json::Value) + Sync),
     repaired: &dyn Fn(&placement::RepairPlan),
 ) -> Result<serde_json::Value, String> {
+    // The engine replaces failed members only: every member the plan
+    // would move off a volume staged here must have failed there first.
+    // Checked before the plan is applied, so that a refusal changes
+    // nothing (before, the records moved and the node kept the old member,
+    // while the pool took the old space back for other volumes).
+    let planned = c.repair_plan(drive).map_err(|e| e.to_string())?;
+    // A rebuild replaces members whose drive is gone. On a drive still in
+    // service (a typo, or a drive meant to be emptied, which `repair-apply`
+    // does) it would move the records of volumes that other nodes keep
+    // using on that drive.
+    let report = c.drive_report();
+    let working: Vec<String> = planned
+        .drives
+        .iter()
+        .filter_map(|d| {
+            report
+                .iter()
+                .find(|r| r.id == d.as_str() && r.health != Health::Failed)
+                .map(|r| format!("{} ({})", r.id, health_name(r.health)))
+        })
+        .collect();
+    if !working.is_empty() {
+        return Err(format!(
+            "rebuild {drive}: refused, nothing was changed: not failed: {}; a rebuild \
+             replaces failed drives (composer admin fail-drive DRIVE first); \
+             repair-apply moves the members off a working drive",
+            working.join(", ")
+        ));
+    }
+    let refused: Vec<String> = planned
+        .moves
+        .iter()
+        .filter_map(|m| {
+            side.check_rebuild(&m.volume.to_string(), m.member, &m.from.to_string())
+                .err()
+                .map(|e| e.to_string())
+        })
+        .collect();
+    if !refused.is_empty() {
+        return Err(format!(
+            "rebuild {drive}: refused, nothing was changed: {}",
+            refused.join("; ")
+        ));
+    }
     let plan = c.apply_repair(drive).map_err(|e| e.to_string())?;
     repaired(&plan);
     let mut rebuilt = Vec::new();

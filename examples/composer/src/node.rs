@@ -266,6 +266,34 @@ impl Staged {
     }
 }
 
+/// Why [`NodeSide::fail_drive`] stopped, and what it had changed by then.
+#[derive(Debug)]
+pub struct FailDriveError {
+    /// What stopped it.
+    pub error: CsiError,
+    /// The volumes whose member on the drive this call failed before it
+    /// stopped (empty: it changed nothing). They stay degraded: a failed
+    /// member comes back only through a rebuild.
+    pub failed: Vec<String>,
+}
+
+impl std::fmt::Display for FailDriveError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.error)?;
+        if self.failed.is_empty() {
+            write!(f, " (no member was failed)")
+        } else {
+            write!(
+                f,
+                " (its members in {} were failed before that and stay failed)",
+                self.failed.join(", ")
+            )
+        }
+    }
+}
+
+impl std::error::Error for FailDriveError {}
+
 /// The node side's state: what is staged where.
 pub struct NodeSide {
     cfg: NodeConfig,
@@ -756,12 +784,12 @@ impl NodeSide {
                 s.staging.display()
             )));
         }
-        let encrypt = rec.parameters.get("encrypt").map(String::as_str) == Some("true");
-        let luks = encrypt
-            && composer_core::Parameters::parse(&rec.parameters)
-                .map_err(CsiError::from)?
-                .encryption_format
-                == composer_core::EncryptionFormat::Luks;
+        // The parameters as the controller read them: `encrypt` is a
+        // boolean spelled any way `Parameters::parse` takes (" True ", …),
+        // never a plaintext stage of a volume created encrypted.
+        let params = composer_core::Parameters::parse(&rec.parameters).map_err(CsiError::from)?;
+        let encrypt = params.encrypt;
+        let luks = encrypt && params.encryption_format == composer_core::EncryptionFormat::Luks;
         if luks {
             // Before anything is attached or formatted.
             luks_available(&rec.id)?;
@@ -1091,13 +1119,20 @@ impl NodeSide {
     fn refusal(map: &BTreeMap<String, Staged>, drive: &str) -> Result<(), CsiError> {
         let mut lost = Vec::new();
         for (id, s) in map.iter() {
-            let Some(volume) = &s.volume else { continue };
             let roles: Vec<usize> = (0..s.drives.len())
                 .filter(|&r| s.drives[r] == drive)
                 .collect();
             if roles.is_empty() {
                 continue;
             }
+            let Some(volume) = &s.volume else {
+                // A single drive or slice staged through a loop device
+                // over its drive file: the drive holds its only copy.
+                lost.push(format!(
+                    "volume {id}: a single drive or slice, its only copy is on drive {drive}"
+                ));
+                continue;
+            };
             match volume.health_if_failed(&roles) {
                 Ok(raid_engine::Health::DataLost { reason, .. }) => {
                     lost.push(format!("volume {id}: {reason}"))
@@ -1120,24 +1155,87 @@ impl NodeSide {
     /// volumes touched. Refused, changing nothing, when that would leave
     /// some data of a staged volume with no copy (see
     /// [`NodeSide::check_fail_drive`]).
-    pub fn fail_drive(&self, drive: &str) -> Result<Vec<String>, CsiError> {
+    ///
+    /// The engine can still stop it part way: it checks each member again
+    /// (a member of the volume that failed through I/O since the check can
+    /// make this one the last copy), and failing a member writes the
+    /// survivors' superblocks, which can fail. The error then lists the
+    /// volumes whose member on `drive` this call had failed by then
+    /// ([`FailDriveError::failed`]): a failed member is not taken back, so
+    /// those volumes stay degraded.
+    pub fn fail_drive(&self, drive: &str) -> Result<Vec<String>, FailDriveError> {
         let map = self.lock();
         // Checked for every volume first, so that a refusal leaves none
         // of them failed; the engine checks each member again.
-        Self::refusal(&map, drive)?;
-        let mut hit = Vec::new();
+        Self::refusal(&map, drive).map_err(|error| FailDriveError {
+            error,
+            failed: Vec::new(),
+        })?;
+        let mut hit: Vec<String> = Vec::new();
         for (id, s) in map.iter() {
             let Some(volume) = &s.volume else { continue };
             for (role, d) in s.drives.iter().enumerate() {
-                if d == drive {
-                    volume
-                        .fail_member(role)
-                        .map_err(|e| engine_err(&format!("failing member {role} of {id}"), e))?;
+                if d != drive {
+                    continue;
+                }
+                let was_failed = Self::is_failed(volume, role);
+                if let Err(e) = volume.fail_member(role) {
+                    // The engine marks the member failed before it writes
+                    // the survivors' superblocks: an error there still
+                    // failed it.
+                    if !was_failed && Self::is_failed(volume, role) && !hit.contains(id) {
+                        hit.push(id.clone());
+                    }
+                    return Err(FailDriveError {
+                        error: engine_err(&format!("failing member {role} of {id}"), e),
+                        failed: hit,
+                    });
+                }
+                if !hit.contains(id) {
                     hit.push(id.clone());
                 }
             }
         }
         Ok(hit)
+    }
+
+    fn is_failed(volume: &EngineVolume, role: usize) -> bool {
+        volume
+            .status()
+            .get(role)
+            .is_some_and(|m| m.state == MemberState::Failed)
+    }
+
+    /// Whether member `role` of volume `id`, on `drive`, may move to another
+    /// drive with [`NodeSide::rebuild_to`]: always when the volume is not
+    /// staged here; else only once the engine has failed that member (the
+    /// engine replaces failed members only). Refused
+    /// (`FAILED_PRECONDITION`, saying what to do) for a member still in
+    /// use, and for a single drive or slice staged here, whose only copy
+    /// its drive holds. Changes nothing.
+    pub fn check_rebuild(&self, id: &str, role: usize, drive: &str) -> Result<(), CsiError> {
+        let map = self.lock();
+        let Some(s) = map.get(id) else { return Ok(()) };
+        let Some(volume) = &s.volume else {
+            return Err(CsiError::failed_precondition(format!(
+                "volume {id} is staged on this node as a single drive or slice on drive \
+                 {drive}: it has no other copy to rebuild a new member from"
+            )));
+        };
+        match volume.status().get(role).map(|m| &m.state) {
+            Some(MemberState::Failed) => Ok(()),
+            Some(state) => Err(CsiError::failed_precondition(format!(
+                "member {role} of volume {id} (drive {drive}) is {} in the engine, not \
+                 failed: fail the drive first (composer admin fail-drive {drive})",
+                match state {
+                    MemberState::Recovering { .. } => "being rebuilt",
+                    _ => "in use",
+                }
+            ))),
+            None => Err(internal(format!(
+                "volume {id} has no member {role} on this node"
+            ))),
+        }
     }
 
     /// Brings staged volume `rec.id` to `rec`'s members: every role whose

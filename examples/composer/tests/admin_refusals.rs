@@ -1,0 +1,224 @@
+//! What `composer admin rebuild` and `fail-drive` refuse, changing nothing.
+//!
+//! `rebuild` of a drive whose member a staged volume still uses (the drive
+//! healthy, or only marked failed with `mark`): the engine replaces failed
+//! members only. Before, the repair plan was applied first: the record
+//! moved to the replacement and the pool took the old member's space back
+//! for other volumes, while the node kept reading and writing the old
+//! member, and the answer was the engine's refusal. Now it is refused
+//! before the plan is applied: a drive not marked failed as such (a
+//! rebuild replaces failed drives; `repair-apply` empties working ones),
+//! a member the engine has not failed saying to fail the drive first;
+//! after `fail-drive` the same `rebuild` goes through. (Through the engine
+//! alone: no kernel, no root.)
+//!
+//! A single drive or slice staged on this node (a loop device over its
+//! drive file, no engine) has its only copy on its drive: `fail-drive` of
+//! that drive is refused as for the last copy of an engine volume (before,
+//! it answered success with no volume degraded, and the inventory called
+//! the drive of a working volume failed), and `rebuild` after a `mark` is
+//! refused rather than moving the record to a blank drive. That one needs
+//! root and loop devices: without them it says so and passes, except under
+//! `CI=true`, where it fails.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use composer::ComposerDriver;
+use composer::admin::{self, Request};
+use composer::node::{Backend, NodeConfig};
+use composer_core::{Composer, Health, Inventory, MemStore};
+use csi_types::prelude::*;
+use csi_types::types::CapacityRange;
+use raid_engine::MemberState;
+
+mod common;
+use common::{InProcess, Vol, cap};
+
+fn ask(c: &Composer, side: &composer::node::NodeSide, req: Request) -> serde_json::Value {
+    admin::handle_with(c, Some(side), req, &|_| {}, None)
+}
+
+fn rebuild(target: &str) -> Request {
+    Request::Rebuild {
+        target: target.to_string(),
+        max_bytes_per_sec: None,
+    }
+}
+
+fn health(c: &Composer, drive: &str) -> Health {
+    c.drive_report()
+        .into_iter()
+        .find(|d| d.id == drive)
+        .unwrap()
+        .health
+}
+
+#[test]
+fn rebuild_of_a_member_still_in_use_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = Inventory::from_toml(composer::demo::DEMO_INVENTORY).unwrap();
+    let driver = ComposerDriver::open(inv, Arc::new(MemStore::default()), Some("r1-n1"))
+        .unwrap()
+        .with_node_side(NodeConfig {
+            data_dir: dir.path().join("drives"),
+            run_dir: dir.path().join("run"),
+            backend: Backend::Userspace,
+        });
+    let c = driver.composer();
+    let side = driver.node_side().unwrap();
+    let params: BTreeMap<String, String> = [("type", "slice"), ("redundancy", "true")]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let range = CapacityRange::new(Some(32 << 20), None).unwrap();
+    let v = c
+        .create("mirror", &params, range, true, true, None)
+        .unwrap();
+    let id = v.record.id.clone();
+    let vol = side.assemble_unexposed(&v.record).unwrap();
+    let drive = v.record.members[0].drive.clone();
+
+    // A working drive no volume uses: nothing to rebuild, said so rather
+    // than an empty success.
+    let idle = c
+        .drive_report()
+        .into_iter()
+        .find(|d| d.volumes.is_empty())
+        .unwrap()
+        .id;
+    let answer = ask(c, side, rebuild(&idle));
+    assert!(
+        answer["error"]
+            .as_str()
+            .is_some_and(|e| e.contains(&format!("not failed: {idle} (healthy)"))),
+        "{answer}"
+    );
+
+    // Healthy, then marked failed without the engine knowing: both refused.
+    for marked in [false, true] {
+        if marked {
+            c.mark(&drive, Health::Failed).unwrap();
+        }
+        let answer = ask(c, side, rebuild(&drive));
+        let error = answer["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("a rebuild of a member in use went through: {answer}"));
+        let why = if marked {
+            format!(
+                "member 0 of volume {id} (drive {drive}) is in use in the engine, not failed: \
+                 fail the drive first (composer admin fail-drive {drive})"
+            )
+        } else {
+            format!("not failed: {drive} (healthy); a rebuild replaces failed drives")
+        };
+        assert!(
+            error.contains("nothing was changed") && error.contains(&why),
+            "{error}"
+        );
+        assert_eq!(c.get(&id).unwrap().record, v.record, "marked: {marked}");
+        assert!(
+            c.drive_report()
+                .iter()
+                .any(|d| d.id == drive && d.volumes.contains(&id)),
+            "the pool gave the member's space back"
+        );
+        assert!(
+            vol.status().iter().all(|m| m.state == MemberState::Active),
+            "{:?}",
+            vol.status()
+        );
+    }
+
+    // Failed in the engine: the rebuild goes through.
+    let answer = ask(
+        c,
+        side,
+        Request::FailDrive {
+            target: drive.clone(),
+        },
+    );
+    assert_eq!(answer["ok"]["degraded"][0], id.as_str(), "{answer}");
+    let answer = ask(c, side, rebuild(&drive));
+    assert_eq!(
+        answer["ok"]["rebuilt"][0]["volume"],
+        id.as_str(),
+        "{answer}"
+    );
+    let rec = c.get(&id).unwrap().record;
+    assert!(rec.members.iter().all(|m| m.drive != drive), "{rec:?}");
+    assert!(
+        vol.status().iter().all(|m| m.state == MemberState::Active),
+        "{:?}",
+        vol.status()
+    );
+    side.release_all();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drive_of_a_staged_single_slice_is_not_failed_nor_rebuilt() {
+    if !common::can_mount() {
+        return;
+    }
+    let s = InProcess::new();
+    let c = s.driver.composer();
+    let side = s.driver.node_side().unwrap();
+    let mut req = composer::create_request("plain", &[("type", "slice")], 32 << 20).unwrap();
+    req.volume_capabilities = vec![cap()];
+    let id = Csi::create_volume(&s.plugin, req)
+        .await
+        .unwrap()
+        .volume
+        .volume_id
+        .as_str()
+        .to_string();
+    common::controller_publish(&s.plugin, &id).await;
+    let v = Vol {
+        id: id.clone(),
+        staging: s.dir.path().join("staging").join("plain"),
+        target: s.dir.path().join("target").join("plain"),
+    };
+    common::stage(&s.plugin, &v).await.unwrap();
+    let before = c.get(&id).unwrap().record;
+    let drive = before.members[0].drive.clone();
+
+    let answer = ask(
+        c,
+        side,
+        Request::FailDrive {
+            target: drive.clone(),
+        },
+    );
+    let error = answer["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the drive of a staged slice was failed: {answer}"));
+    assert!(
+        error.contains(&format!("drive {drive} is not failed"))
+            && error.contains(&format!("volume {id}: a single drive or slice")),
+        "{error}"
+    );
+    assert_eq!(health(c, &drive), Health::Healthy);
+
+    // Marked failed by hand: the rebuild cannot move it to a blank drive.
+    c.mark(&drive, Health::Failed).unwrap();
+    let answer = ask(c, side, rebuild(&drive));
+    let error = answer["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the staged slice was moved: {answer}"));
+    assert!(
+        error.contains("nothing was changed")
+            && error.contains(&format!("volume {id} is staged on this node")),
+        "{error}"
+    );
+    assert_eq!(c.get(&id).unwrap().record, before);
+
+    Csi::node_unstage_volume(
+        &s.plugin,
+        csi_types::node::NodeUnstageVolumeRequest {
+            volume_id: csi_types::ids::VolumeId::new(&id).unwrap(),
+            staging_target_path: common::np(&v.staging),
+        },
+    )
+    .await
+    .unwrap();
+}
