@@ -133,3 +133,39 @@ fn a_second_driver_on_the_same_state_directory_is_refused() {
         "the refused driver changed the journal"
     );
 }
+
+#[test]
+fn bad_flag_values_are_one_line_naming_the_flag_and_the_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    // A state directory that cannot be made: a flag value that got through would end the run
+    // with status 1 there, rather than serve.
+    let blocker = dir.path().join("file");
+    std::fs::write(&blocker, b"not a directory").unwrap();
+    let state = blocker.join("state");
+    let endpoint = format!("unix://{}/csi.sock", dir.path().display());
+    let cases: &[(&[&str], &str)] = &[
+        // Taken for an unknown flag before, with a usage text over four lines.
+        (
+            &["--capacity", "-1"],
+            "local: invalid value '-1' for '--capacity <CAPACITY>': size \"-1\": must not be negative (see --help)",
+        ),
+        (
+            &["--capacity", "1.5Xi"],
+            "local: invalid value '1.5Xi' for '--capacity <CAPACITY>': size \"1.5Xi\": unknown unit \"Xi\" \
+             (use B, kB, MB, GB, TB, PB, EB or KiB, MiB, GiB, TiB, PiB, EiB) (see --help)",
+        ),
+        // A second value for a key replaced the first without a word.
+        (
+            &["--topology", "zone=a", "--topology", "zone=b"],
+            "local: --topology \"zone=b\": key \"zone\" is already given (\"zone=a\"); each key takes one value",
+        ),
+    ];
+    for (args, expect) in cases {
+        let mut all = vec!["--endpoint", &endpoint, "--node-id", "n1"];
+        all.extend_from_slice(args);
+        let out = local(&all, &state);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        assert_eq!(stderr_lines(&out), vec![expect.to_string()], "{args:?}");
+        assert!(!state.exists(), "{args:?} created the state directory");
+    }
+}
