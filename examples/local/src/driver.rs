@@ -102,6 +102,13 @@ pub(crate) struct Inner {
 /// anything in it is read or changed. The lock goes with the process (the kernel drops it when
 /// the file is closed, also after a crash), so no stale lock file can keep a driver out.
 fn lock_state_dir(dir: &std::path::Path) -> Result<std::fs::File, String> {
+    // create_dir_all on a file says only "File exists".
+    if dir.exists() && !dir.is_dir() {
+        return Err(format!(
+            "state directory {} exists and is not a directory",
+            dir.display()
+        ));
+    }
     std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let path = dir.join("lock");
     let file = std::fs::OpenOptions::new()

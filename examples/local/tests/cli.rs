@@ -82,6 +82,24 @@ fn a_state_directory_that_cannot_be_created_is_a_failure_of_the_work() {
 }
 
 #[test]
+fn a_state_directory_that_is_a_file_is_named_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("state");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let endpoint = format!("unix://{}/csi.sock", dir.path().display());
+    let out = local(&["--endpoint", &endpoint, "--node-id", "n1"], &file);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    // It used to say "creating STATE: File exists (os error 17)".
+    assert_eq!(
+        stderr_lines(&out),
+        vec![format!(
+            "local: state directory {} exists and is not a directory",
+            file.display()
+        )]
+    );
+}
+
+#[test]
 fn a_second_driver_on_the_same_state_directory_is_refused() {
     // Two drivers on one directory would each replay and clear the journal the other appends
     // to, and collect the other's new volumes as garbage: the second is refused before it
