@@ -209,6 +209,16 @@ fn bad_input_is_one_line_on_stderr_and_exit_status_2() {
     assert!(e.contains("expected key=value"), "{e}");
     let e = bad_input(&["--endpoint", "unix:///x", "--no-such-flag"]);
     assert!(e.contains("--no-such-flag"), "{e}");
+    // Zero volume size: the case that asks for a larger capacity asked for 0 again and failed
+    // a driver that rightly answered OK. Zero concurrency: the concurrency cases passed
+    // without a call.
+    let e = bad_input(&["--endpoint", "unix:///x", "--volume-size", "0"]);
+    assert!(e.contains("--volume-size"), "{e}");
+    let e = bad_input(&["--endpoint", "unix:///x", "--concurrency", "0"]);
+    assert!(
+        e.contains("--concurrency") && e.contains("must be at least 1"),
+        "{e}"
+    );
 }
 
 #[test]

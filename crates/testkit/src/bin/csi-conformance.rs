@@ -53,8 +53,10 @@ struct Args {
     /// A second node the controller knows, for the publish-to-another-node case.
     #[arg(long)]
     second_node_id: Option<String>,
-    /// Size in bytes of the volumes the suite creates.
-    #[arg(long, default_value_t = 1 << 20)]
+    /// Size in bytes of the volumes the suite creates (at least 1: with 0, "a larger
+    /// capacity" is 0 too, and a driver that rightly answers OK would fail
+    /// `create_volume/incompatible_existing`).
+    #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(1..))]
     volume_size: u64,
     /// Run only the cases whose name contains this text.
     #[arg(long)]
@@ -65,8 +67,9 @@ struct Args {
     /// Seed of the state machine's random sequences (same seed, same sequences).
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Concurrent calls in the concurrency cases.
-    #[arg(long, default_value_t = 8)]
+    /// Concurrent calls in the concurrency cases (at least 1: with 0 they would pass
+    /// without a call).
+    #[arg(long, default_value_t = 8, value_parser = at_least_one)]
     concurrency: usize,
     /// Seconds a case may take before it fails as hung.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
@@ -86,6 +89,14 @@ struct Args {
     /// List the case names and exit.
     #[arg(long)]
     list: bool,
+}
+
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_string()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn key_value(s: &str) -> Result<(String, String), String> {
