@@ -179,11 +179,38 @@ impl Serialize for Bytes {
 
 /// A size exactly as written in a file, kept raw so that validation can name the entry that holds
 /// a negative or malformed value.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone)]
 pub(crate) enum RawSize {
     Int(i64),
+    Unsigned(u64),
     Text(String),
+}
+
+/// By hand rather than `#[serde(untagged)]`: a value of the wrong type (`1.5`, `true`) must be
+/// answered with the rule ("expected a size: ...") rather than "data did not match any variant
+/// of untagged enum RawSize".
+impl<'de> Deserialize<'de> for RawSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = RawSize;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "a size: an integer number of bytes or a string with a unit (\"500 GB\", \"10Gi\")",
+                )
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RawSize, E> {
+                Ok(RawSize::Int(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RawSize, E> {
+                Ok(RawSize::Unsigned(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawSize, E> {
+                Ok(RawSize::Text(v.to_string()))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 impl RawSize {
@@ -191,6 +218,7 @@ impl RawSize {
         match self {
             RawSize::Int(i) if *i < 0 => Err(format!("must not be negative (got {i})")),
             RawSize::Int(i) => Ok(*i as u64),
+            RawSize::Unsigned(u) => Ok(*u),
             RawSize::Text(t) => parse_size(t),
         }
     }

@@ -284,3 +284,21 @@ fn request_files_parse_and_reject_typos() {
         .unwrap_err();
     assert!(e.to_string().contains("negative"), "{e}");
 }
+
+/// A size of the wrong TOML type names the rule; it used to say only "data did not match any
+/// variant of untagged enum RawSize".
+#[test]
+fn sizes_of_the_wrong_type_name_the_rule() {
+    const RULE: &str =
+        r#"expected a size: an integer number of bytes or a string with a unit ("500 GB", "10Gi")"#;
+    for value in ["1.5", "true", "[1]"] {
+        let e = RequestFile::from_toml(&format!(
+            "[[request]]\nshape = {{ type = \"single\" }}\nsize = {value}\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains(RULE), "{value}: {e}");
+        let e = err(&BASE.replace("capacity = 3840000000000", &format!("capacity = {value}")));
+        assert!(e.contains(RULE), "{value}: {e}");
+    }
+}

@@ -104,6 +104,14 @@ fn build(args: &GeometryArgs) -> Result<Geometry, Vec<String>> {
     };
     if args.members == 0 {
         errors.push("--members: must be at least 1".into());
+    } else if args.members > raid::geometry::MAX_MEMBERS {
+        // Checked before one size is repeated for every member: a count like 10^14 would
+        // otherwise ask for that many sizes in memory and abort the process.
+        errors.push(format!(
+            "--members: md arrays have at most {} members, got {}",
+            raid::geometry::MAX_MEMBERS,
+            args.members
+        ));
     }
     let given: Vec<&str> = args.member_size.split(',').collect();
     let mut sizes = Vec::new();
@@ -115,6 +123,7 @@ fn build(args: &GeometryArgs) -> Result<Geometry, Vec<String>> {
     }
     let sizes = match given.len() {
         _ if sizes.len() < given.len() => Vec::new(),
+        _ if args.members == 0 || args.members > raid::geometry::MAX_MEMBERS => Vec::new(),
         1 => vec![sizes[0]; args.members],
         n if n == args.members => sizes,
         n => {
@@ -163,7 +172,7 @@ fn each_line(answer: impl Fn(&str) -> Result<Value, String>) -> ExitCode {
     let stdin = std::io::stdin();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut bad = false;
-    for (n, line) in stdin.lock().lines().enumerate() {
+    for (n, line) in stdin.lock().split(b'\n').enumerate() {
         let line = match line {
             Ok(l) => l,
             Err(e) => {
@@ -171,15 +180,26 @@ fn each_line(answer: impl Fn(&str) -> Result<Value, String>) -> ExitCode {
                 return fail(&[format!("reading stdin: {e}")], WORK_FAILED);
             }
         };
+        // A line that is not UTF-8 is a bad line like any other that is not an address: it
+        // gets its error object and the tool carries on.
+        let (line, answered) = match String::from_utf8(line) {
+            Ok(l) => (l, None),
+            Err(e) => (
+                String::from_utf8_lossy(e.as_bytes()).into_owned(),
+                Some(Err("the line is not UTF-8 text".to_string())),
+            ),
+        };
         let text = line.trim();
         if text.is_empty() {
             continue;
         }
-        let obj = answer(text).unwrap_or_else(|e| {
-            bad = true;
-            let _ = writeln!(std::io::stderr().lock(), "raid-map: line {}: {e}", n + 1);
-            json!({"line": n + 1, "input": text, "error": e})
-        });
+        let obj = answered
+            .unwrap_or_else(|| answer(text))
+            .unwrap_or_else(|e| {
+                bad = true;
+                let _ = writeln!(std::io::stderr().lock(), "raid-map: line {}: {e}", n + 1);
+                json!({"line": n + 1, "input": text, "error": e})
+            });
         if let Err(e) = writeln!(out, "{obj}") {
             return write_failed(e);
         }

@@ -290,6 +290,58 @@ fn bad_arguments_give_one_line_per_error_and_status_2() {
 }
 
 #[test]
+fn a_member_count_beyond_md_is_refused_before_any_allocation() {
+    // 10^14 members used to ask for 10^14 sizes in memory and abort (status 134).
+    for members in ["1921", "100000000000000", "18446744073709551615"] {
+        let (code, out, err) = run(
+            &[
+                "capacity",
+                "--level",
+                "raid0",
+                "--members",
+                members,
+                "--member-size",
+                "1GiB",
+            ],
+            "",
+        );
+        assert_eq!((code, out.as_str()), (2, ""), "{members}: {err}");
+        assert_eq!(
+            err.trim_end(),
+            format!("raid-map: --members: md arrays have at most 1920 members, got {members}")
+        );
+    }
+}
+
+#[test]
+fn a_line_that_is_not_utf8_is_a_bad_line() {
+    // Not a failure of the work: the line gets its error object and the next one its answer.
+    let mut child = Command::new(raid_map())
+        .args(raid6_args("map"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn raid-map");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"0\n\xff\xfe\n8\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let lines = lines(&String::from_utf8(out.stdout).unwrap());
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(lines[0]["logical"], 0);
+    assert_eq!(lines[1]["line"], 2);
+    assert_eq!(lines[1]["error"], "the line is not UTF-8 text");
+    assert_eq!(lines[2]["logical"], 8);
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err, "raid-map: line 2: the line is not UTF-8 text\n");
+}
+
+#[test]
 fn unreadable_stdin_is_a_failure_of_the_work() {
     // A directory opens but cannot be read.
     let out = Command::new(raid_map())

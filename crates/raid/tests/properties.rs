@@ -18,7 +18,25 @@ fn cases(default: u32) -> ProptestConfig {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default);
-    ProptestConfig::with_cases(n)
+    config_for(n)
+}
+
+/// `n` cases, and room for the strategies' filters to reject in proportion: the geometry
+/// strategies throw away about one draw per two cases (invalid geometries, wrong copy
+/// counts), so proptest's fixed default of 65,536 local rejects aborted
+/// `raid10_loss_matches_brute_force` at `RAID_PROPTEST_CASES=150000` ("Too many local
+/// rejects") without a failing case.
+fn config_for(n: u32) -> ProptestConfig {
+    let mut config = ProptestConfig::with_cases(n);
+    config.max_local_rejects = config.max_local_rejects.max(n.saturating_mul(4));
+    config
+}
+
+#[test]
+fn long_runs_have_room_for_rejects() {
+    assert_eq!(config_for(96).max_local_rejects, 65_536);
+    assert_eq!(config_for(150_000).max_local_rejects, 600_000);
+    assert_eq!(config_for(u32::MAX).max_local_rejects, u32::MAX);
 }
 
 const ALGS: [ParityAlgorithm; 14] = [

@@ -209,6 +209,16 @@ fn bad_input_is_one_line_on_stderr_and_exit_status_2() {
     assert!(e.contains("expected key=value"), "{e}");
     let e = bad_input(&["--endpoint", "unix:///x", "--no-such-flag"]);
     assert!(e.contains("--no-such-flag"), "{e}");
+    // Zero volume size: the case that asks for a larger capacity asked for 0 again and failed
+    // a driver that rightly answered OK. Zero concurrency: the concurrency cases passed
+    // without a call.
+    let e = bad_input(&["--endpoint", "unix:///x", "--volume-size", "0"]);
+    assert!(e.contains("--volume-size"), "{e}");
+    let e = bad_input(&["--endpoint", "unix:///x", "--concurrency", "0"]);
+    assert!(
+        e.contains("--concurrency") && e.contains("must be at least 1"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -229,6 +239,57 @@ fn a_failed_connection_keeps_the_os_cause() {
         e.contains("Connection refused"),
         "the OS cause is lost: {e}"
     );
+}
+
+#[test]
+fn an_endpoint_that_accepts_but_never_answers_is_refused_as_unreachable() {
+    // A hung driver, or a server that is not gRPC: the socket accepts, nothing answers. The
+    // runner used to wait for it forever without a word.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hung.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    std::thread::spawn(move || {
+        // Accepted connections are kept open and never read from.
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            held.push(conn);
+        }
+    });
+    let endpoint = format!("unix://{}", path.display());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_csi-conformance"))
+        .args(["--endpoint", &endpoint, "--connect-timeout", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Not a speed check: a deadline far beyond the 1 s asked for, so that a runner that waits
+    // forever fails this test instead of hanging it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("the runner still waits for an endpoint that never answers");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(out.stdout.is_empty(), "no case ran");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(&format!("csi-conformance: cannot connect to {endpoint}: ")),
+        "{stderr}"
+    );
+    assert!(
+        stderr
+            .contains("within 1 s (--connect-timeout): is the driver hung, or not a gRPC server?"),
+        "{stderr}"
+    );
+    // Zero would refuse every endpoint: not a timeout.
+    let e = bad_input(&["--endpoint", &endpoint, "--connect-timeout", "0"]);
+    assert!(e.contains("--connect-timeout"), "{e}");
 }
 
 #[test]

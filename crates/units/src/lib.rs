@@ -9,6 +9,7 @@
 //! | no unit, or `B` | bytes | `4096`, `512 B`, `1_000` |
 //! | SI: `k`/`K`, `M`, `G`, `T`, `P`, `E`, with or without `B` | powers of **1000** | `12TB`, `500 G`, `4k` |
 //! | IEC: `Ki`, `Mi`, `Gi`, `Ti`, `Pi`, `Ei`, with or without `B` | powers of **1024** | `4 KiB`, `10Gi`, `1.5 GiB` |
+//! | a decimal exponent, `e` or `E` and a signed integer, instead of a unit | bytes × 10ⁿ | `1e3`, `1.5E9`, `150e-1` |
 //!
 //! Multi-letter units are case-insensitive (`gib`, `GB`). A lone `m` is refused: in Kubernetes
 //! quantities it means *milli*, which is never a size. A fraction is allowed when the result is a
@@ -552,44 +553,107 @@ fn parse(text: &str, what: &'static str) -> Result<u64, ParseSizeError> {
     if number.is_empty() {
         return Err(fail(ErrorKind::NoNumber));
     }
-    let unit = match Unit::parse(unit_text) {
-        Some(unit) => unit,
-        None if unit_text == "m" => return Err(fail(ErrorKind::Milli)),
-        None => return Err(fail(ErrorKind::UnknownUnit(unit_text.to_string()))),
+    // A Kubernetes decimal exponent (`1e3`, `1E-2`) is written where a unit would be; a lone `E`
+    // with no digits after it is still exa.
+    let (unit, exponent) = match decimal_exponent(unit_text) {
+        Some(exponent) => (Unit::B, Some(exponent)),
+        None => match Unit::parse(unit_text) {
+            Some(unit) => (unit, None),
+            None if unit_text == "m" => return Err(fail(ErrorKind::Milli)),
+            None => return Err(fail(ErrorKind::UnknownUnit(unit_text.to_string()))),
+        },
     };
     let (whole, frac) = number.split_once('.').unwrap_or((&number, ""));
     let digits_ok = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
     if (whole.is_empty() && frac.is_empty()) || !digits_ok(whole) || !digits_ok(frac) {
         return Err(fail(ErrorKind::BadNumber(number.clone())));
     }
-    // whole * unit + frac * unit / 10^len(frac), all in u128 so that nothing rounds.
-    let frac = frac.trim_end_matches('0');
-    let to_u128 = |s: &str| -> Result<u128, ParseSizeError> {
-        if s.is_empty() {
-            return Ok(0);
-        }
-        s.parse::<u128>().map_err(|_| fail(ErrorKind::Overflow))
+    exact_bytes(whole, frac, exponent, unit).map_err(fail)
+}
+
+/// A decimal exponent as written after the number: `e` or `E`, an optional sign and digits.
+/// An exponent too long for an `i64` is kept as `i64::MIN`/`i64::MAX`: either way it leaves a
+/// fraction or does not fit, which `exact_bytes` answers without computing it.
+fn decimal_exponent(text: &str) -> Option<i64> {
+    let rest = text.strip_prefix(['e', 'E'])?;
+    let (negative, digits) = match rest.as_bytes().first() {
+        Some(b'-') => (true, &rest[1..]),
+        Some(b'+') => (false, &rest[1..]),
+        _ => (false, rest),
     };
-    let unit_bytes = u128::from(unit.bytes());
-    let mut total = to_u128(whole)?
-        .checked_mul(unit_bytes)
-        .ok_or_else(|| fail(ErrorKind::Overflow))?;
-    if !frac.is_empty() {
-        let scale = u32::try_from(frac.len())
-            .ok()
-            .and_then(|len| 10u128.checked_pow(len))
-            .ok_or_else(|| fail(ErrorKind::Fractional))?;
-        let scaled = to_u128(frac)?
-            .checked_mul(unit_bytes)
-            .ok_or_else(|| fail(ErrorKind::Overflow))?;
-        if scaled % scale != 0 {
-            return Err(fail(ErrorKind::Fractional));
-        }
-        total = total
-            .checked_add(scaled / scale)
-            .ok_or_else(|| fail(ErrorKind::Overflow))?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
     }
-    u64::try_from(total).map_err(|_| fail(ErrorKind::Overflow))
+    let magnitude = digits.parse::<i64>().unwrap_or(i64::MAX);
+    Some(if negative { -magnitude } else { magnitude })
+}
+
+/// The exact value of `whole.frac × 10^exponent × unit`, without floating point and without
+/// limiting how many digits the fraction has.
+///
+/// The digits become one integer `d` with a power of ten `10^e` (trailing zeros move into `e`).
+/// Then `d × 10^e ≥ 10^(len(d) − 1 + e)` bounds the value from below, so anything with
+/// `len(d) − 1 + e ≥ 20` does not fit in 64 bits (whether or not it is whole). Otherwise
+/// `e ≤ 19`, and `d × 10^e × unit` is multiplied out in decimal digits, in time linear in the
+/// input: the digits before the last `−e` are the whole bytes, which must fit in 64 bits, and
+/// the last `−e` must be zeros. So a value of 2⁶⁴ bytes or more is `Overflow`, and a smaller
+/// one that is not whole is `Fractional`.
+fn exact_bytes(
+    whole: &str,
+    frac: &str,
+    exponent: Option<i64>,
+    unit: Unit,
+) -> Result<u64, ErrorKind> {
+    let mut digits: Vec<u8> = whole
+        .bytes()
+        .chain(frac.bytes())
+        .map(|b| b - b'0')
+        .collect();
+    // i128: the exponent and the digit counts cannot overflow it.
+    let mut e = i128::from(exponent.unwrap_or(0)) - frac.len() as i128;
+    let leading = digits.iter().take_while(|&&d| d == 0).count();
+    digits.drain(..leading);
+    if digits.is_empty() {
+        return Ok(0);
+    }
+    while digits.last() == Some(&0) {
+        digits.pop();
+        e += 1;
+    }
+    if digits.len() as i128 - 1 + e >= 20 {
+        return Err(ErrorKind::Overflow);
+    }
+    if e > 0 {
+        digits.resize(digits.len() + e as usize, 0);
+    }
+    // digits × unit, in place, least significant digit last.
+    let mut carry = 0u128;
+    for d in digits.iter_mut().rev() {
+        let v = u128::from(*d) * u128::from(unit.bytes()) + carry;
+        *d = (v % 10) as u8;
+        carry = v / 10;
+    }
+    while carry > 0 {
+        digits.insert(0, (carry % 10) as u8);
+        carry /= 10;
+    }
+    // The whole bytes, then what is left after the decimal point.
+    let cut = if e < 0 {
+        usize::try_from(-e).map_or(0, |scale| digits.len().saturating_sub(scale))
+    } else {
+        digits.len()
+    };
+    let mut value = 0u64;
+    for &d in &digits[..cut] {
+        value = value
+            .checked_mul(10)
+            .and_then(|v| v.checked_add(u64::from(d)))
+            .ok_or(ErrorKind::Overflow)?;
+    }
+    if digits[cut..].iter().any(|&d| d != 0) {
+        return Err(ErrorKind::Fractional);
+    }
+    Ok(value)
 }
 
 #[cfg(feature = "serde")]

@@ -186,11 +186,110 @@ proptest! {
         let _ = ByteRate::parse(&text);
     }
 
+    /// `DIGITS.DIGITSeN` against a reference in `u128` arithmetic: the exact value when it is a
+    /// whole number of bytes that fits, `Overflow` from 2^64 bytes up, `Fractional` otherwise.
+    #[test]
+    fn exponents_match_exact_arithmetic(
+        whole in 0u64..1_000_000_000_000,
+        frac in proptest::option::of("[0-9]{1,12}"),
+        exponent in -30i32..30,
+        upper in any::<bool>(),
+    ) {
+        let frac = frac.unwrap_or_default();
+        let text = format!(
+            "{whole}{}{frac}{}{exponent}",
+            if frac.is_empty() { "" } else { "." },
+            if upper { "E" } else { "e" },
+        );
+        let mantissa: u128 = format!("{whole}{frac}").parse().unwrap();
+        let scale = i32::try_from(frac.len()).unwrap() - exponent;
+        let expect = if mantissa == 0 {
+            Ok(0)
+        } else if scale <= 0 {
+            10u128
+                .checked_pow(scale.unsigned_abs())
+                .and_then(|p| p.checked_mul(mantissa))
+                .and_then(|v| u64::try_from(v).ok())
+                .ok_or(ErrorKind::Overflow)
+        } else {
+            // 2^64 bytes or more is an overflow, whole or not; below that, a fraction is
+            // refused. A power of ten beyond u128 exceeds the mantissa (below 10^24).
+            match 10u128.checked_pow(scale.unsigned_abs()) {
+                Some(p) if u64::try_from(mantissa / p).is_err() => Err(ErrorKind::Overflow),
+                Some(p) if mantissa.is_multiple_of(p) => Ok((mantissa / p) as u64),
+                _ => Err(ErrorKind::Fractional),
+            }
+        };
+        let got = ByteSize::parse(&text).map(|s| s.bytes()).map_err(|e| e.kind().clone());
+        prop_assert_eq!(got, expect, "{}", text);
+    }
+
     #[test]
     fn fractions_are_exact(whole in 0u64..1_000_000, half in any::<bool>(), unit in 1usize..7) {
         let unit = [Unit::B, Unit::KiB, Unit::MiB, Unit::GiB, Unit::TiB, Unit::KB, Unit::MB][unit];
         let text = format!("{whole}{} {}", if half { ".5" } else { "" }, unit.symbol());
         let expect = whole * unit.bytes() + if half { unit.bytes() / 2 } else { 0 };
         prop_assert_eq!(ByteSize::parse(&text).map(|s| s.bytes()), Ok(expect));
+    }
+}
+
+/// Kubernetes quantities may carry a decimal exponent (`<decimalExponent> ::= "e" <signedNumber>
+/// | "E" <signedNumber>`, apimachinery `resource.Quantity`): `1e3` is 1000 bytes. It used to be
+/// read as an unknown unit `"e3"`; it is exact like every other form, and an exponent that leaves
+/// a fraction or does not fit says so.
+#[test]
+fn decimal_exponents_are_exact() {
+    let accepted: &[(&str, u64)] = &[
+        ("1e3", 1000),
+        ("1E3", 1000),
+        ("1e+3", 1000),
+        ("+2e0", 2),
+        ("1.5e3", 1500),
+        (".5e1", 5),
+        ("150e-1", 15),
+        ("1e19", 10_000_000_000_000_000_000),
+        ("18446744073709551615e0", u64::MAX),
+        ("1844674407370955161.5e1", u64::MAX),
+        ("0e99999999999999999999999", 0),
+        ("0.000e-5", 0),
+        // Trailing zeros of the digits cancel a negative exponent.
+        ("1000000e-6", 1),
+        // The `E` of exa without digits after it stays a unit.
+        ("1E", 1_000_000_000_000_000_000),
+        // Fractions of many digits that still come out whole: 2^-39 EiB is 2 MiB.
+        ("0.000000000001818989403545856475830078125 EiB", 2 << 20),
+        ("0.000000000001818989403545856475830078125Ei", 2 << 20),
+    ];
+    for &(text, bytes) in accepted {
+        assert_eq!(
+            ByteSize::parse(text).map(|s| s.bytes()),
+            Ok(bytes),
+            "{text}"
+        );
+    }
+    let refused: &[(&str, ErrorKind)] = &[
+        ("1e-3", ErrorKind::Fractional),
+        ("15e-1", ErrorKind::Fractional),
+        ("1e-99999999999999999999999", ErrorKind::Fractional),
+        ("1e20", ErrorKind::Overflow),
+        ("2e19", ErrorKind::Overflow),
+        ("1e99999999999999999999999", ErrorKind::Overflow),
+        ("1e400", ErrorKind::Overflow),
+        // 2^64 bytes or more is an overflow, whole or not.
+        ("18446744073709551616.5", ErrorKind::Overflow),
+        ("10000000000.00000000001e10", ErrorKind::Overflow),
+        ("1844674407370955161.55e1", ErrorKind::Fractional),
+        ("18446744073709551616e0", ErrorKind::Overflow),
+        (
+            "0.1000000000000000000000000000000000000001",
+            ErrorKind::Fractional,
+        ),
+        ("1e3Ki", ErrorKind::UnknownUnit("e3Ki".into())),
+        ("1e+", ErrorKind::UnknownUnit("e+".into())),
+        ("1Ki1", ErrorKind::UnknownUnit("Ki1".into())),
+    ];
+    for (text, kind) in refused {
+        let err = ByteSize::parse(text).unwrap_err();
+        assert_eq!(err.kind(), kind, "{text}");
     }
 }

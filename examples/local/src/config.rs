@@ -79,10 +79,18 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 /// ```
 pub fn parse_topology(pairs: &[String]) -> Result<Topology, String> {
     let mut segments = Vec::new();
+    let mut seen = std::collections::BTreeMap::new();
     for p in pairs {
         let (k, v) = p
             .split_once('=')
             .ok_or_else(|| format!("--topology {p:?}: expected key=value"))?;
+        // A topology maps each key to one value: a second value for a key would otherwise
+        // replace the first without a word.
+        if let Some(first) = seen.insert(k, p) {
+            return Err(format!(
+                "--topology {p:?}: key {k:?} is already given ({first:?}); each key takes one value"
+            ));
+        }
         segments.push((k.to_string(), v.to_string()));
     }
     Topology::new(segments).map_err(|e| format!("--topology: {e}"))

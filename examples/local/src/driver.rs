@@ -88,10 +88,46 @@ pub struct LocalDriver {
 
 pub(crate) struct Inner {
     pub cfg: Config,
+    /// The state directory's `lock` file, locked (`flock`, exclusive) while the driver lives:
+    /// a second driver on the same directory would replay and clear the journal this one
+    /// appends to and collect this one's new volumes as garbage.
+    _lock: std::fs::File,
     store: Mutex<Store>,
     journal: Arc<Journal>,
     /// Per-object locks for the work done outside the store's lock.
     pub keys: Keys,
+}
+
+/// Creates the state directory if needed and takes the exclusive lock on its `lock` file, before
+/// anything in it is read or changed. The lock goes with the process (the kernel drops it when
+/// the file is closed, also after a crash), so no stale lock file can keep a driver out.
+fn lock_state_dir(dir: &std::path::Path) -> Result<std::fs::File, String> {
+    // create_dir_all on a file says only "File exists".
+    if dir.exists() && !dir.is_dir() {
+        return Err(format!(
+            "state directory {} exists and is not a directory",
+            dir.display()
+        ));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let path = dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| format!("opening {}: {e}", path.display()))?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(file),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(format!(
+            "state directory {} is in use by another local driver (it holds the lock on {}); \
+             stop that driver or give this one its own --state-dir",
+            dir.display(),
+            path.display()
+        )),
+        Err(e) => Err(format!("locking {}: {e}", path.display())),
+    }
 }
 
 /// Locks by name: a volume or snapshot name, or an object id (see
@@ -203,6 +239,7 @@ impl LocalDriver {
     /// Opens the state directory (creating it if needed, and removing data
     /// left by operations a crash cut short) and returns the driver.
     pub fn open(cfg: Config) -> Result<LocalDriver, String> {
+        let lock = lock_state_dir(&cfg.state_dir)?;
         let store = Store::open(&cfg.state_dir)?;
         tracing::info!(
             state_dir = %cfg.state_dir.display(),
@@ -213,6 +250,7 @@ impl LocalDriver {
         Ok(LocalDriver {
             inner: Arc::new(Inner {
                 cfg,
+                _lock: lock,
                 journal: store.journal(),
                 store: Mutex::new(store),
                 keys: Keys::default(),

@@ -13,7 +13,9 @@ use local::config::{self, Config};
 /// A single-node CSI driver: volumes are directories and sparse images under
 /// --state-dir, published with bind mounts and loop devices.
 #[derive(Parser, Debug)]
-#[command(name = "local", version, about, long_about = None)]
+// Negative numbers reach the value parsers (`--capacity -1`: "must not be negative") instead
+// of being taken for an unknown flag.
+#[command(name = "local", version, about, long_about = None, allow_negative_numbers = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -170,7 +172,26 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version: printed on stdout, status 0.
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            // clap's message spans several lines (what is wrong, a usage line, a hint); keep
+            // what is wrong, on one line like every other error of the binary.
+            let text = e.to_string();
+            let what: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            report(&format!(
+                "{} (see --help)",
+                what.join(" ").trim_start_matches("error: ")
+            ));
+            return ExitCode::from(2);
+        }
+    };
     match cli.command {
         Some(Command::Demo) => {
             logging(cli.log_format, "warn");

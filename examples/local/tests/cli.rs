@@ -80,3 +80,110 @@ fn a_state_directory_that_cannot_be_created_is_a_failure_of_the_work() {
     assert_eq!(lines.len(), 1, "printed once, on one line: {lines:?}");
     assert!(lines[0].starts_with("local: "), "{lines:?}");
 }
+
+#[test]
+fn a_state_directory_that_is_a_file_is_named_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("state");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let endpoint = format!("unix://{}/csi.sock", dir.path().display());
+    let out = local(&["--endpoint", &endpoint, "--node-id", "n1"], &file);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    // It used to say "creating STATE: File exists (os error 17)".
+    assert_eq!(
+        stderr_lines(&out),
+        vec![format!(
+            "local: state directory {} exists and is not a directory",
+            file.display()
+        )]
+    );
+}
+
+#[test]
+fn a_second_driver_on_the_same_state_directory_is_refused() {
+    // Two drivers on one directory would each replay and clear the journal the other appends
+    // to, and collect the other's new volumes as garbage: the second is refused before it
+    // reads or changes anything.
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let socket = dir.path().join("first.sock");
+    let mut first = Command::new(env!("CARGO_BIN_EXE_local"))
+        .args(["--node-id", "n1", "--endpoint"])
+        .arg(format!("unix://{}", socket.display()))
+        .arg("--state-dir")
+        .arg(&state)
+        .env_remove("CSI_ENDPOINT")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Ready once its socket exists (it opens the state before it listens).
+    while !socket.exists() {
+        if let Some(status) = first.try_wait().unwrap() {
+            panic!("the first driver exited with {status}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let journal = std::fs::read(state.join("journal")).unwrap();
+    // The same endpoint too: before the lock, the second driver opened (and could change) the
+    // state and only then found the socket in use; it never serves.
+    let endpoint = format!("unix://{}", socket.display());
+    let out = local(&["--endpoint", &endpoint, "--node-id", "n1"], &state);
+    let still_running = first.try_wait().unwrap().is_none();
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let lines = stderr_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(
+        lines[0],
+        format!(
+            "local: state directory {} is in use by another local driver (it holds the lock on {}); \
+             stop that driver or give this one its own --state-dir",
+            state.display(),
+            state.join("lock").display()
+        )
+    );
+    assert!(still_running, "the first driver stopped");
+    assert!(socket.exists(), "the first driver's socket is gone");
+    assert_eq!(
+        std::fs::read(state.join("journal")).unwrap(),
+        journal,
+        "the refused driver changed the journal"
+    );
+}
+
+#[test]
+fn bad_flag_values_are_one_line_naming_the_flag_and_the_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    // A state directory that cannot be made: a flag value that got through would end the run
+    // with status 1 there, rather than serve.
+    let blocker = dir.path().join("file");
+    std::fs::write(&blocker, b"not a directory").unwrap();
+    let state = blocker.join("state");
+    let endpoint = format!("unix://{}/csi.sock", dir.path().display());
+    let cases: &[(&[&str], &str)] = &[
+        // Taken for an unknown flag before, with a usage text over four lines.
+        (
+            &["--capacity", "-1"],
+            "local: invalid value '-1' for '--capacity <CAPACITY>': size \"-1\": must not be negative (see --help)",
+        ),
+        (
+            &["--capacity", "1.5Xi"],
+            "local: invalid value '1.5Xi' for '--capacity <CAPACITY>': size \"1.5Xi\": unknown unit \"Xi\" \
+             (use B, kB, MB, GB, TB, PB, EB or KiB, MiB, GiB, TiB, PiB, EiB) (see --help)",
+        ),
+        // A second value for a key replaced the first without a word.
+        (
+            &["--topology", "zone=a", "--topology", "zone=b"],
+            "local: --topology \"zone=b\": key \"zone\" is already given (\"zone=a\"); each key takes one value",
+        ),
+    ];
+    for (args, expect) in cases {
+        let mut all = vec!["--endpoint", &endpoint, "--node-id", "n1"];
+        all.extend_from_slice(args);
+        let out = local(&all, &state);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        assert_eq!(stderr_lines(&out), vec![expect.to_string()], "{args:?}");
+        assert!(!state.exists(), "{args:?} created the state directory");
+    }
+}

@@ -4,7 +4,7 @@
 //! csi-conformance --endpoint unix:///csi/csi.sock [--node-endpoint unix:///...]
 //!     [--staging-dir DIR] [--target-dir DIR] [--params k=v ...] [--mutable-params k=v ...]
 //!     [--second-node-id ID] [--volume-size BYTES] [--filter PATTERN] [--cases N] [--seed N]
-//!     [--block-targets-may-be-files] [--junit FILE]
+//!     [--block-targets-may-be-files] [--junit FILE] [--case-timeout S] [--connect-timeout S]
 //! ```
 //!
 //! Prints `PASS name`, `FAIL name: reason` or `SKIP name: reason` per case,
@@ -13,7 +13,8 @@
 //! expect, then `N passed, N failed, N skipped` (and `, N warnings`).
 //!
 //! Exit status: 0 when no case failed (warnings included), 1 when a case
-//! failed, 2 on bad input (arguments, an endpoint that cannot be reached, a
+//! failed, 2 on bad input (arguments, an endpoint that cannot be reached or
+//! does not answer GetPluginInfo within `--connect-timeout`, a
 //! `--junit` path that cannot be written — checked before the run starts),
 //! each error on one line of stderr.
 
@@ -52,8 +53,10 @@ struct Args {
     /// A second node the controller knows, for the publish-to-another-node case.
     #[arg(long)]
     second_node_id: Option<String>,
-    /// Size in bytes of the volumes the suite creates.
-    #[arg(long, default_value_t = 1 << 20)]
+    /// Size in bytes of the volumes the suite creates (at least 1: with 0, "a larger
+    /// capacity" is 0 too, and a driver that rightly answers OK would fail
+    /// `create_volume/incompatible_existing`).
+    #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(1..))]
     volume_size: u64,
     /// Run only the cases whose name contains this text.
     #[arg(long)]
@@ -64,12 +67,18 @@ struct Args {
     /// Seed of the state machine's random sequences (same seed, same sequences).
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Concurrent calls in the concurrency cases.
-    #[arg(long, default_value_t = 8)]
+    /// Concurrent calls in the concurrency cases (at least 1: with 0 they would pass
+    /// without a call).
+    #[arg(long, default_value_t = 8, value_parser = at_least_one)]
     concurrency: usize,
     /// Seconds a case may take before it fails as hung.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     case_timeout: u64,
+    /// Seconds to connect to an endpoint and get an answer to GetPluginInfo (any answer,
+    /// an error too) before the run starts; an endpoint that accepts connections but never
+    /// answers is refused as unreachable instead of hanging the runner.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    connect_timeout: u64,
     /// Accept a regular file as a published BLOCK volume's target, for
     /// drivers (like the in-memory reference driver) that cannot make device nodes.
     #[arg(long)]
@@ -80,6 +89,14 @@ struct Args {
     /// List the case names and exit.
     #[arg(long)]
     list: bool,
+}
+
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_string()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn key_value(s: &str) -> Result<(String, String), String> {
@@ -138,6 +155,31 @@ fn main() -> ExitCode {
     runtime.block_on(run(args))
 }
 
+/// Connects to `endpoint` and waits for an answer to GetPluginInfo, all within `wait`. Whether
+/// the answer is right is for the identity cases to judge; any answer, an error status too,
+/// shows that something serves gRPC there. Without a deadline, a socket whose owner accepts but
+/// never answers (a hung driver, or not a gRPC server) kept the runner waiting forever, silent.
+async fn connect(endpoint: &str, wait: std::time::Duration) -> Result<Client, String> {
+    use csi_types::RawCsi as _;
+    let no_answer = |what: &str| {
+        format!(
+            "cannot connect to {endpoint}: {what} within {} s (--connect-timeout): \
+             is the driver hung, or not a gRPC server?",
+            wait.as_secs()
+        )
+    };
+    let client = match tokio::time::timeout(wait, Client::connect(endpoint)).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => return Err(format!("cannot connect to {endpoint}: {e}")),
+        Err(_) => return Err(no_answer("the connection was accepted but not set up")),
+    };
+    let probe = client.raw_get_plugin_info(csi_types::proto::GetPluginInfoRequest {});
+    match tokio::time::timeout(wait, probe).await {
+        Ok(_) => Ok(client),
+        Err(_) => Err(no_answer("no answer to GetPluginInfo")),
+    }
+}
+
 async fn run(args: Args) -> ExitCode {
     let tmp = std::env::temp_dir().join(format!("csi-conformance-{}", std::process::id()));
     let mut config = Config::new(&tmp);
@@ -168,15 +210,16 @@ async fn run(args: Args) -> ExitCode {
         },
     };
     let endpoint = args.endpoint.unwrap_or_default();
-    let controller: Arc<dyn RawCsi> = match Client::connect(&endpoint).await {
+    let wait = std::time::Duration::from_secs(args.connect_timeout);
+    let controller: Arc<dyn RawCsi> = match connect(&endpoint, wait).await {
         Ok(c) => Arc::new(c),
-        Err(e) => return bad_input(format!("cannot connect to {endpoint}: {e}")),
+        Err(e) => return bad_input(e),
     };
     let node: Arc<dyn RawCsi> = match &args.node_endpoint {
         None => controller.clone(),
-        Some(ep) => match Client::connect(ep).await {
+        Some(ep) => match connect(ep, wait).await {
             Ok(c) => Arc::new(c),
-            Err(e) => return bad_input(format!("cannot connect to {ep}: {e}")),
+            Err(e) => return bad_input(e),
         },
     };
     let report = Suite::new(config, controller, node)
