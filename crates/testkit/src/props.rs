@@ -1101,11 +1101,11 @@ impl Seq<'_> {
                 let Some(old) = old else {
                     return expect_code(what, r, Code::NotFound).map(Some);
                 };
-                // A request below the current size is a shrink, which a
-                // plugin may refuse ("Unsupported capacity") or answer as a
-                // no-op with the current size.
-                if required < old
-                    && let Err(e) = &r
+                // A plugin may refuse a size it does not allow ("Unsupported
+                // capacity"): a shrink (which it may also answer as a no-op
+                // with the current size), or a growth it cannot make (a
+                // volume that is one whole drive). The size stays as it was.
+                if let Err(e) = &r
                     && e.code() == Code::OutOfRange
                 {
                     return Ok(Some((Code::OutOfRange, None)));

@@ -259,6 +259,37 @@ async fn a_driver_that_refuses_to_shrink_passes() {
     assert_passes_everything(broken::plugin("refuses-shrink")).await;
 }
 
+/// A plugin may refuse any `ControllerExpandVolume` it cannot satisfy with
+/// `OUT_OF_RANGE` ("capacity range not allowed by the Plugin"), growth
+/// included: the grow case skips, saying why, and the state machine takes
+/// the refusal as leaving the size unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driver_that_cannot_grow_passes() {
+    let plugin = broken::plugin("cannot-grow");
+    assert_passes_everything(plugin.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::config(dir.path());
+    config.filter = Some("controller/expand_volume/grow".into());
+    let report = Suite::new(config, plugin.clone(), plugin).run().await;
+    match report.outcome("controller/expand_volume/grow") {
+        Some(Outcome::Skip(why)) => assert!(why.contains("OUT_OF_RANGE"), "{why}"),
+        other => panic!("controller/expand_volume/grow: expected SKIP, got {other:?}"),
+    }
+}
+
+/// A refusal is right only for a size the plugin does not allow: a driver
+/// that refuses an expansion during the race and grants the same request
+/// alone afterwards fails the concurrency case.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catches_an_expansion_refused_only_under_concurrency() {
+    let report = run(broken::plugin("refuses-once")).await;
+    assert_fails(
+        &report,
+        "concurrency/same_volume_operations",
+        "alone after the race the same request answered",
+    );
+}
+
 /// A driver whose ids derive from names gives a name created again after
 /// its deletion the old id back; that is not a deleted object reappearing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

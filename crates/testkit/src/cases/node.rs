@@ -602,30 +602,44 @@ async fn lifecycle(c: Ctx) -> Result<(), CaseError> {
         .plugin
         .contains(PluginCapabilities::VOLUME_EXPANSION_ONLINE);
     let mut new_size = None;
+    let mut grow_refused = false;
     if online && c.found().controller.contains(CC::EXPAND_VOLUME) {
         let want = vol.capacity_bytes.max(c.config().volume_size) * 2;
-        let r: csi_types::controller::ControllerExpandVolumeResponse = c.ok(
-            "ControllerExpandVolume (published)",
-            c.ctl()
-                .raw_controller_expand_volume(proto::ControllerExpandVolumeRequest {
-                    volume_id: id.clone(),
-                    capacity_range: Some(proto::CapacityRange {
-                        required_bytes: want as i64,
-                        limit_bytes: 0,
-                    }),
-                    volume_capability: Some(rw()),
-                    ..Default::default()
-                })
-                .await,
-        )?;
-        ensure!(
-            r.capacity_bytes >= want,
-            "ControllerExpandVolume to {want} answered {}",
-            r.capacity_bytes
-        );
-        new_size = Some(want);
+        let r = c
+            .ctl()
+            .raw_controller_expand_volume(proto::ControllerExpandVolumeRequest {
+                volume_id: id.clone(),
+                capacity_range: Some(proto::CapacityRange {
+                    required_bytes: want as i64,
+                    limit_bytes: 0,
+                }),
+                volume_capability: Some(rw()),
+                ..Default::default()
+            })
+            .await;
+        match r {
+            // A size the plugin does not allow, which the spec lets it
+            // refuse: the volume keeps its size and is not expanded online.
+            Err(e) if e.code() == Code::OutOfRange => {
+                c.warn(format!(
+                    "ControllerExpandVolume (published) to {want} bytes answered OUT_OF_RANGE, so online expansion was not exercised: {}",
+                    crate::ctx::describe(&e)
+                ));
+                grow_refused = true;
+            }
+            r => {
+                let r: csi_types::controller::ControllerExpandVolumeResponse =
+                    c.ok("ControllerExpandVolume (published)", r)?;
+                ensure!(
+                    r.capacity_bytes >= want,
+                    "ControllerExpandVolume to {want} answered {}",
+                    r.capacity_bytes
+                );
+                new_size = Some(want);
+            }
+        }
     }
-    if online && c.found().node.contains(NC::EXPAND_VOLUME) {
+    if online && !grow_refused && c.found().node.contains(NC::EXPAND_VOLUME) {
         let req = proto::NodeExpandVolumeRequest {
             volume_id: id.clone(),
             volume_path: target.clone(),

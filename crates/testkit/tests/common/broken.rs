@@ -517,6 +517,71 @@ impl ControllerExpander for RefusesShrink {
     }
 }
 
+/// A driver that advertises `EXPAND_VOLUME` but cannot grow its volumes
+/// (as a composer cannot grow a volume that is one whole drive): every
+/// `ControllerExpandVolume` of a known volume to another size answers
+/// `OUT_OF_RANGE`, which the spec allows ("capacity range not allowed by the
+/// Plugin").
+struct CannotGrow(Arc<MemDriver>);
+
+#[async_trait]
+impl ControllerExpander for CannotGrow {
+    async fn controller_expand_volume(
+        &self,
+        req: ControllerExpandVolumeRequest,
+    ) -> Result<ControllerExpandVolumeResponse, CsiError> {
+        let vols = self
+            .0
+            .list_volumes(ListVolumesRequest {
+                max_entries: None,
+                starting_token: None,
+            })
+            .await?;
+        let current = vols
+            .entries
+            .iter()
+            .find(|e| e.volume.volume_id == req.volume_id)
+            .map(|e| e.volume.capacity_bytes);
+        if let (Some(current), Some(required)) = (current, req.capacity_range.required_bytes)
+            && required != current
+        {
+            return Err(CsiError::out_of_range(format!(
+                "volume {} is a whole drive of {current} bytes; it cannot become {required}",
+                req.volume_id
+            )));
+        }
+        self.0.controller_expand_volume(req).await
+    }
+}
+
+/// A driver that refuses each expansion with `OUT_OF_RANGE` the first time
+/// it is asked for that size, and grants it when asked again: a refusal of a
+/// size it does allow, which the concurrency case must catch.
+struct RefusesOnce(
+    Arc<MemDriver>,
+    std::sync::Mutex<std::collections::HashSet<(String, u64)>>,
+);
+
+#[async_trait]
+impl ControllerExpander for RefusesOnce {
+    async fn controller_expand_volume(
+        &self,
+        req: ControllerExpandVolumeRequest,
+    ) -> Result<ControllerExpandVolumeResponse, CsiError> {
+        let key = (
+            req.volume_id.to_string(),
+            req.capacity_range.required_bytes.unwrap_or(0),
+        );
+        if self.1.lock().unwrap().insert(key.clone()) {
+            return Err(CsiError::out_of_range(format!(
+                "volume {} cannot become {} bytes",
+                key.0, key.1
+            )));
+        }
+        self.0.controller_expand_volume(req).await
+    }
+}
+
 /// `CreateVolume` with a check-then-create race: it looks the name up,
 /// waits, then creates under a name of its own. Serial retries find the
 /// volume; concurrent calls with one name each make a volume.
@@ -762,6 +827,10 @@ pub fn plugin(kind: &str) -> Arc<dyn RawCsi> {
             b.provisioner(strict.clone()).snapshotter(strict)
         }
         "refuses-shrink" => b.controller_expander(Arc::new(RefusesShrink(driver.clone()))),
+        "cannot-grow" => b.controller_expander(Arc::new(CannotGrow(driver.clone()))),
+        "refuses-once" => {
+            b.controller_expander(Arc::new(RefusesOnce(driver.clone(), Default::default())))
+        }
         "first-preferred" => b.provisioner(EditCreate::first_preferred(&driver)),
         "capacity-everywhere" => b.capacity_reporter(Arc::new(CapacityEverywhere(driver.clone()))),
         "wrong-code" => return Arc::new(Faulty(driver.plugin(), Fault::WrongCodeOnDelete)),
