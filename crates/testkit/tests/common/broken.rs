@@ -483,6 +483,22 @@ impl Snapshotter for KeepsDependents {
     }
 }
 
+/// The capacity of volume `id` as the memdriver lists it, `None` when it
+/// does not know the volume.
+async fn capacity_of(driver: &MemDriver, id: &VolumeId) -> Result<Option<u64>, CsiError> {
+    let vols = driver
+        .list_volumes(ListVolumesRequest {
+            max_entries: None,
+            starting_token: None,
+        })
+        .await?;
+    Ok(vols
+        .entries
+        .iter()
+        .find(|e| e.volume.volume_id == *id)
+        .map(|e| e.volume.capacity_bytes))
+}
+
 /// Not broken: `ControllerExpandVolume` below the current size answers
 /// `OUT_OF_RANGE` ("Unsupported capacity") instead of a no-op.
 struct RefusesShrink(Arc<MemDriver>);
@@ -493,18 +509,7 @@ impl ControllerExpander for RefusesShrink {
         &self,
         req: ControllerExpandVolumeRequest,
     ) -> Result<ControllerExpandVolumeResponse, CsiError> {
-        let vols = self
-            .0
-            .list_volumes(ListVolumesRequest {
-                max_entries: None,
-                starting_token: None,
-            })
-            .await?;
-        let current = vols
-            .entries
-            .iter()
-            .find(|e| e.volume.volume_id == req.volume_id)
-            .map(|e| e.volume.capacity_bytes);
+        let current = capacity_of(&self.0, &req.volume_id).await?;
         if let (Some(current), Some(required)) = (current, req.capacity_range.required_bytes)
             && required < current
         {
@@ -530,18 +535,7 @@ impl ControllerExpander for CannotGrow {
         &self,
         req: ControllerExpandVolumeRequest,
     ) -> Result<ControllerExpandVolumeResponse, CsiError> {
-        let vols = self
-            .0
-            .list_volumes(ListVolumesRequest {
-                max_entries: None,
-                starting_token: None,
-            })
-            .await?;
-        let current = vols
-            .entries
-            .iter()
-            .find(|e| e.volume.volume_id == req.volume_id)
-            .map(|e| e.volume.capacity_bytes);
+        let current = capacity_of(&self.0, &req.volume_id).await?;
         if let (Some(current), Some(required)) = (current, req.capacity_range.required_bytes)
             && required != current
         {
