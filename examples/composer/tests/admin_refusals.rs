@@ -21,13 +21,8 @@
 //! root and loop devices: without them it says so and passes, except under
 //! `CI=true`, where it fails.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-
-use composer::ComposerDriver;
 use composer::admin::{self, Request};
-use composer::node::{Backend, NodeConfig};
-use composer_core::{Composer, Health, Inventory, MemStore};
+use composer_core::{Composer, Health};
 use csi_types::prelude::*;
 use csi_types::types::CapacityRange;
 use raid_engine::MemberState;
@@ -57,20 +52,10 @@ fn health(c: &Composer, drive: &str) -> Health {
 #[test]
 fn rebuild_of_a_member_still_in_use_is_refused_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let inv = Inventory::from_toml(composer::demo::DEMO_INVENTORY).unwrap();
-    let driver = ComposerDriver::open(inv, Arc::new(MemStore::default()), Some("r1-n1"))
-        .unwrap()
-        .with_node_side(NodeConfig {
-            data_dir: dir.path().join("drives"),
-            run_dir: dir.path().join("run"),
-            backend: Backend::Userspace,
-        });
+    let driver = common::driver_in(dir.path());
     let c = driver.composer();
     let side = driver.node_side().unwrap();
-    let params: BTreeMap<String, String> = [("type", "slice"), ("redundancy", "true")]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let params = common::params(&[("type", "slice"), ("redundancy", "true")]);
     let range = CapacityRange::new(Some(32 << 20), None).unwrap();
     let v = c
         .create("mirror", &params, range, true, true, None)

@@ -5,31 +5,17 @@
 //! members and drives (before, any volume with a survivor was "degraded:
 //! served from the survivors").
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-
-use composer::ComposerDriver;
-use composer::node::{Backend, NodeConfig};
-use composer_core::{Inventory, MemStore};
 use csi_types::types::CapacityRange;
+
+mod common;
 
 #[test]
 fn condition_says_failed_once_both_copies_of_some_chunks_are_gone() {
     let dir = tempfile::tempdir().unwrap();
-    let inv = Inventory::from_toml(composer::demo::DEMO_INVENTORY).unwrap();
-    let driver = ComposerDriver::open(inv, Arc::new(MemStore::default()), Some("r1-n1"))
-        .unwrap()
-        .with_node_side(NodeConfig {
-            data_dir: dir.path().join("drives"),
-            run_dir: dir.path().join("run"),
-            backend: Backend::Userspace,
-        });
+    let driver = common::driver_in(dir.path());
     let c = driver.composer();
     let side = driver.node_side().unwrap();
-    let params: BTreeMap<String, String> = [("type", "hdd"), ("redundancy", "true")]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let params = common::params(&[("type", "hdd"), ("redundancy", "true")]);
     let range = CapacityRange::new(Some(400 << 20), None).unwrap();
     let v = c
         .create("striped", &params, range, true, true, None)

@@ -14,28 +14,18 @@
 //! The limit is process-wide: this file holds this one test. Runs through
 //! the engine alone (no kernel mounts, no root).
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-
-use composer::ComposerDriver;
 use composer::admin::{self, Request};
-use composer::node::{Backend, NodeConfig};
-use composer_core::{Health, Inventory, Media, MemStore};
+use composer_core::{Health, Media};
 use csi_types::types::CapacityRange;
 use raid_engine::MemberState;
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 
+mod common;
+
 #[tokio::test]
 async fn a_fail_drive_stopped_part_way_keeps_the_drive_failed_and_names_what_it_changed() {
     let dir = tempfile::tempdir().unwrap();
-    let inv = Inventory::from_toml(composer::demo::DEMO_INVENTORY).unwrap();
-    let driver = ComposerDriver::open(inv, Arc::new(MemStore::default()), Some("r1-n1"))
-        .unwrap()
-        .with_node_side(NodeConfig {
-            data_dir: dir.path().join("drives"),
-            run_dir: dir.path().join("run"),
-            backend: Backend::Userspace,
-        });
+    let driver = common::driver_in(dir.path());
     let c = driver.composer().clone();
     let side = driver.node_side().unwrap().clone();
 
@@ -54,10 +44,7 @@ async fn a_fail_drive_stopped_part_way_keeps_the_drive_failed_and_names_what_it_
             c.mark(d, Health::Draining).unwrap();
         }
     }
-    let params: BTreeMap<String, String> = [("type", "slice"), ("redundancy", "true")]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let params = common::params(&[("type", "slice"), ("redundancy", "true")]);
     let range = CapacityRange::new(Some(64 << 20), None).unwrap();
     let first = c.create("first", &params, range, true, true, None).unwrap();
     let second = c

@@ -416,6 +416,31 @@ pub fn can_mount() -> bool {
     false
 }
 
+/// A composer with its node side for server `r1-n1` (the user-space
+/// backend) over the demo's inventory and an in-memory store, its drive
+/// files and run files under `dir`; for tests that call the composer and
+/// the node side directly, without a `Plugin`.
+pub fn driver_in(dir: &Path) -> composer::ComposerDriver {
+    use composer::node::{Backend, NodeConfig};
+    let inv = composer_core::Inventory::from_toml(composer::demo::DEMO_INVENTORY).unwrap();
+    let store = std::sync::Arc::new(composer_core::MemStore::default());
+    composer::ComposerDriver::open(inv, store, Some("r1-n1"))
+        .unwrap()
+        .with_node_side(NodeConfig {
+            data_dir: dir.join("drives"),
+            run_dir: dir.join("run"),
+            backend: Backend::Userspace,
+        })
+}
+
+/// StorageClass parameters from `key`, `value` pairs.
+pub fn params(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 /// A composer with its node side in this process, over the demo's inventory
 /// and a temporary directory; dropping it releases every mount and loop device
 /// under that directory.
