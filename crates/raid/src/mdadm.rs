@@ -122,7 +122,10 @@ pub fn geometry_for_devices(
     for (i, &d) in dev_sectors.iter().enumerate() {
         comps.push(
             component_sectors(layout.level(), d, chunk, Some(offset)).map_err(|e| match e {
-                crate::RaidError::InvalidGeometry { rule, .. } => {
+                // The device's own size names the device; a rule on
+                // another parameter (a striped level without a chunk)
+                // keeps that parameter's name.
+                crate::RaidError::InvalidGeometry { field, rule } if field == "dev_sectors" => {
                     geom_err(format!("dev_sectors[{i}]"), rule)
                 }
                 other => other,

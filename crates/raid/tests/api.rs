@@ -445,6 +445,18 @@ fn mdadm_sizes_and_arguments() {
         Err(RaidError::InvalidGeometry { field, .. }) => assert_eq!(field, "dev_sectors[1]"),
         other => panic!("{other:?}"),
     }
+    // A striped level without a chunk: the chunk is at fault, not a device.
+    match mdadm::geometry_for_devices(
+        Layout::Raid5(ParityAlgorithm::LeftSymmetric),
+        0,
+        &[dev, dev, dev],
+        None,
+    ) {
+        Err(RaidError::InvalidGeometry { field, rule }) => {
+            assert_eq!(field, "chunk_sectors", "{rule}")
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
