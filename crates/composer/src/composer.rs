@@ -1010,9 +1010,23 @@ impl Composer {
     /// changes when any step fails. Rebuilding the data onto the new members
     /// is the node side's work (md re-add), driven by the new records.
     pub fn apply_repair(&self, target: &str) -> Result<placement::RepairPlan, Error> {
+        self.apply_repair_if(target, |_| Ok(()))
+    }
+
+    /// As [`Composer::apply_repair`], with `accept` asked about the plan
+    /// before anything is recorded: when it answers an error, that error is
+    /// returned and nothing changes. It sees the very plan that would be
+    /// applied (a node side can refuse moves of members it still uses), and
+    /// runs under the composer's lock, so it must not call this `Composer`.
+    pub fn apply_repair_if(
+        &self,
+        target: &str,
+        accept: impl FnOnce(&placement::RepairPlan) -> Result<(), Error>,
+    ) -> Result<placement::RepairPlan, Error> {
         let placement_target = self.repair_target(target)?;
         let mut st = self.lock_synced()?;
         let plan = st.pool.plan_repair(&placement_target)?;
+        accept(&plan)?;
         let result = (|| -> Result<Vec<(String, u64)>, Error> {
             let mut changed: BTreeMap<String, VolumeRecord> = BTreeMap::new();
             let mut freed = Vec::new();

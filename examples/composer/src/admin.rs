@@ -220,26 +220,15 @@ fn rebuild(
     progress: &(dyn Fn(serde_json::Value) + Sync),
     repaired: &dyn Fn(&placement::RepairPlan),
 ) -> Result<serde_json::Value, String> {
-    // The engine replaces failed members only: every member the plan
-    // would move off a volume staged here must have failed there first.
-    // Checked before the plan is applied, so that a refusal changes
-    // nothing (before, the records moved and the node kept the old member,
-    // while the pool took the old space back for other volumes).
-    let planned = c.repair_plan(drive).map_err(|e| e.to_string())?;
     // A rebuild replaces members whose drive is gone. On a drive still in
     // service (a typo, or a drive meant to be emptied, which `repair-apply`
     // does) it would move the records of volumes that other nodes keep
-    // using on that drive.
-    let report = c.drive_report();
-    let working: Vec<String> = planned
-        .drives
+    // using on that drive. The target is a drive or an enclosure.
+    let working: Vec<String> = c
+        .drive_report()
         .iter()
-        .filter_map(|d| {
-            report
-                .iter()
-                .find(|r| r.id == d.as_str() && r.health != Health::Failed)
-                .map(|r| format!("{} ({})", r.id, health_name(r.health)))
-        })
+        .filter(|r| (r.id == drive || r.jbod == drive) && r.health != Health::Failed)
+        .map(|r| format!("{} ({})", r.id, health_name(r.health)))
         .collect();
     if !working.is_empty() {
         return Err(format!(
@@ -249,22 +238,33 @@ fn rebuild(
             working.join(", ")
         ));
     }
-    let refused: Vec<String> = planned
-        .moves
-        .iter()
-        .filter_map(|m| {
-            side.check_rebuild(&m.volume.to_string(), m.member, &m.from.to_string())
-                .err()
-                .map(|e| e.to_string())
+    // The engine replaces failed members only: every member the plan
+    // moves off a volume staged here must have failed there first. Asked
+    // about the plan being applied, before it is recorded, so that a
+    // refusal changes nothing (before, the records moved and the node kept
+    // the old member, while the pool took the old space back for other
+    // volumes).
+    let plan = c
+        .apply_repair_if(drive, |plan| {
+            let refused: Vec<String> = plan
+                .moves
+                .iter()
+                .filter_map(|m| {
+                    side.check_rebuild(&m.volume.to_string(), m.member, &m.from.to_string())
+                        .err()
+                        .map(|e| e.to_string())
+                })
+                .collect();
+            if refused.is_empty() {
+                Ok(())
+            } else {
+                Err(composer_core::Error::FailedPrecondition(format!(
+                    "rebuild {drive}: refused, nothing was changed: {}",
+                    refused.join("; ")
+                )))
+            }
         })
-        .collect();
-    if !refused.is_empty() {
-        return Err(format!(
-            "rebuild {drive}: refused, nothing was changed: {}",
-            refused.join("; ")
-        ));
-    }
-    let plan = c.apply_repair(drive).map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?;
     repaired(&plan);
     let mut rebuilt = Vec::new();
     let mut volumes: Vec<String> = plan.moves.iter().map(|m| m.volume.to_string()).collect();
