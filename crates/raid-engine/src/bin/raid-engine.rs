@@ -524,7 +524,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     mm.at, mm.sectors, mm.members
                 );
             }
-            if let Health::Degraded { unavailable } = v.health() {
+            let health = v.health();
+            if let Health::Degraded { unavailable } = &health {
                 // A RAID6 with one member missing checks in full and exits
                 // 0: the output says it is degraded all the same.
                 let roles: Vec<String> = unavailable.iter().map(|r| r.to_string()).collect();
@@ -536,7 +537,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 );
             }
             if r.unverifiable_bytes > 0 {
-                let why = match v.health() {
+                let why = match health {
                     Health::Whole => "no redundancy: a single copy",
                     _ => "degraded",
                 };
