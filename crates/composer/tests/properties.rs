@@ -36,6 +36,28 @@ const CLASSES: &[&[(&str, &str)]] = &[
     ],
 ];
 
+/// The StorageClass parameters of `CLASSES[class]`.
+fn class_params(class: usize) -> BTreeMap<String, String> {
+    CLASSES[class]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Creates volume `v{name}` of `gib` GiB in class `class`.
+fn create(c: &Composer, name: u8, class: u8, gib: u64) -> Result<(), Error> {
+    let range = CapacityRange::new(Some(gib << 30), None).unwrap();
+    c.create(
+        &format!("v{name}"),
+        &class_params(class as usize),
+        range,
+        false,
+        true,
+        None,
+    )
+    .map(|_| ())
+}
+
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (any::<u8>(), 0..CLASSES.len() as u8, prop_oneof![1u64..64, 1000u64..40_000])
@@ -86,8 +108,7 @@ proptest! {
             let pick = |p: u8| (!ids.is_empty()).then(|| ids[p as usize % ids.len()].clone());
             let result: Result<(), Error> = match op {
                 Op::Create { name, class, gib } => {
-                    let params = CLASSES[*class as usize].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-                    c.create(&format!("v{name}"), &params, CapacityRange::new(Some(gib << 30), None).unwrap(), false, true, None).map(|_| ())
+                    create(&c, *name, *class, *gib)
                 }
                 Op::Delete { pick: p } => match pick(*p) { Some(id) => c.delete(&id), None => Ok(()) },
                 Op::Publish { pick: p, server } => match pick(*p) {
@@ -142,7 +163,7 @@ proptest! {
         grow in 0u64..200_000,
     ) {
         let c = Composer::open(Inventory::default_inventory(), Arc::new(MemStore::default())).unwrap();
-        let mut params: BTreeMap<String, String> = CLASSES[class].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut params = class_params(class);
         match format {
             1 => { params.insert("encrypt".into(), "true".into()); }
             2 => {
@@ -237,8 +258,7 @@ proptest! {
             };
             let result: Result<(), Error> = match op {
                 Repair::Create { name, class, gib } => {
-                    let params = CLASSES[*class as usize].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-                    c.create(&format!("v{name}"), &params, CapacityRange::new(Some(gib << 30), None).unwrap(), false, true, None).map(|_| ())
+                    create(&c, *name, *class, *gib)
                 }
                 Repair::Delete { pick } => match (!recs.is_empty()).then(|| recs[*pick as usize % recs.len()].id.clone()) {
                     Some(id) => c.delete(&id),
