@@ -95,6 +95,6 @@ pub use crypt::Secret;
 pub use device::{BlockDevice, CacheMode, FileDevice};
 pub use error::{EngineError, Result};
 pub use volume::{
-    CreateOptions, Examination, Health, MemberState, MemberStatus, Mismatch, Progress,
-    RebuildOptions, RoleCondition, RoleExamination, ScrubReport, Volume, VolumeLayout,
+    CreateOptions, Examination, FailedMember, Health, MemberState, MemberStatus, Mismatch,
+    Progress, RebuildOptions, RoleCondition, RoleExamination, ScrubReport, Volume, VolumeLayout,
 };

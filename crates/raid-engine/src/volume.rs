@@ -234,6 +234,28 @@ pub struct ScrubReport {
     /// while the volume ran (more members failed than the layout
     /// tolerates). Reads of them answer [`EngineError::Unavailable`].
     pub unreadable_bytes: u64,
+    /// Members that failed during this scrub (a read, or a repair write,
+    /// answered an error), in the order they failed. As md does, and as a
+    /// read error on the data path does, each was marked failed (and so
+    /// recorded in the other members' superblocks) and the scrub carried on
+    /// from the members left: the volume is now degraded, or, past what the
+    /// layout tolerates, has lost data ([`Volume::health`] says which). The
+    /// bytes that depended on a failed member are counted in the other
+    /// fields by what was left to check them with.
+    pub failed_members: Vec<FailedMember>,
+}
+
+/// A member that failed during [`Volume::scrub`] (see
+/// [`ScrubReport::failed_members`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FailedMember {
+    /// The member's role.
+    pub role: usize,
+    /// Its device ([`BlockDevice::describe`]).
+    pub device: String,
+    /// What failed: `read error: ...` or `repair write error: ...`.
+    pub error: String,
 }
 
 impl ScrubReport {
@@ -1763,6 +1785,43 @@ impl Volume {
         self.data_offset_bytes + sector * SECTOR
     }
 
+    /// Mark member `m` failed after its I/O failed during a scrub, record
+    /// it in `report`, and write the others' superblocks, as a read error
+    /// on the data path does. The scrub carries on from the members left,
+    /// whatever their number: with none left the rest is counted
+    /// unreadable, so the error that every member has failed is only
+    /// logged here.
+    pub(crate) fn scrub_member_failed(
+        &self,
+        report: &mut ScrubReport,
+        m: usize,
+        what: &str,
+        e: &std::io::Error,
+    ) {
+        let device = self.slots[m]
+            .device()
+            .map_or_else(|| "no device".to_string(), |d| d.describe());
+        let error = format!("{what} error: {e}");
+        self.mark_failed(m, &format!("scrub {error}"));
+        report.failed_members.push(FailedMember {
+            role: m,
+            device,
+            error,
+        });
+        if let Err(e) = self.write_superblocks(false) {
+            tracing::warn!(error = %e, "scrub: recording a failed member");
+        }
+    }
+
+    /// Write to member `m`'s device (an error if none is attached), outside
+    /// the data path (no fault-injection count).
+    fn member_write_raw(&self, m: usize, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        match self.slots[m].device() {
+            Some(d) => d.write_at(buf, offset),
+            None => Err(std::io::Error::other("no device")),
+        }
+    }
+
     /// Read from member `m`'s device (an error if none is attached).
     fn member_read(&self, m: usize, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
         match self.slots[m].device() {
@@ -2314,63 +2373,61 @@ impl Volume {
             let end = (pos + step).min(self.size_sectors);
             let _g = self.gate.write().unwrap_or_else(|p| p.into_inner());
             for p in self.pieces(pos, end, false)? {
-                let copies: Vec<Location> = p
-                    .copies
-                    .iter()
-                    .copied()
-                    .filter(|l| self.readable(l.member, l.sector + p.sectors))
-                    .collect();
                 let len = (p.sectors * SECTOR) as usize;
-                match copies.len() {
-                    0 => {
-                        report.unreadable_bytes += len as u64;
-                        continue;
+                // Again from the members left whenever a read fails.
+                'piece: loop {
+                    let copies: Vec<Location> = p
+                        .copies
+                        .iter()
+                        .copied()
+                        .filter(|l| self.readable(l.member, l.sector + p.sectors))
+                        .collect();
+                    match copies.len() {
+                        0 => {
+                            report.unreadable_bytes += len as u64;
+                            break;
+                        }
+                        1 => {
+                            report.unverifiable_bytes += len as u64;
+                            break;
+                        }
+                        _ => {}
                     }
-                    1 => {
-                        report.unverifiable_bytes += len as u64;
-                        continue;
+                    let mut bufs = Vec::with_capacity(copies.len());
+                    for l in &copies {
+                        let mut b = vec![0u8; len];
+                        if let Err(e) =
+                            self.member_read(l.member, &mut b, self.member_off(l.sector))
+                        {
+                            self.scrub_member_failed(&mut report, l.member, "read", &e);
+                            continue 'piece;
+                        }
+                        report.bytes_read += len as u64;
+                        bufs.push(b);
                     }
-                    _ => report.checked_bytes += len as u64,
-                }
-                let mut bufs = Vec::with_capacity(copies.len());
-                for l in &copies {
-                    let mut b = vec![0u8; len];
-                    let d = self.slots[l.member].device().ok_or_else(|| {
-                        EngineError::Unavailable(format!("member {} has no device", l.member))
-                    })?;
-                    d.read_at(&mut b, self.member_off(l.sector))
-                        .map_err(crate::error::io_err(format!(
-                            "member {} ({}): scrub read",
-                            l.member,
-                            d.describe()
-                        )))?;
-                    report.bytes_read += len as u64;
-                    bufs.push(b);
-                }
-                let bad: Vec<usize> = (1..copies.len()).filter(|&i| bufs[i] != bufs[0]).collect();
-                if bad.is_empty() {
-                    continue;
-                }
-                if repair {
-                    for &i in &bad {
-                        let l = copies[i];
-                        let d = self.slots[l.member].device().ok_or_else(|| {
-                            EngineError::Unavailable(format!("member {} has no device", l.member))
-                        })?;
-                        d.write_at(&bufs[0], self.member_off(l.sector)).map_err(
-                            crate::error::io_err(format!(
-                                "member {} ({}): scrub repair",
-                                l.member,
-                                d.describe()
-                            )),
-                        )?;
+                    report.checked_bytes += len as u64;
+                    let bad: Vec<usize> =
+                        (1..copies.len()).filter(|&i| bufs[i] != bufs[0]).collect();
+                    if bad.is_empty() {
+                        break;
                     }
+                    if repair {
+                        for &i in &bad {
+                            let l = copies[i];
+                            if let Err(e) =
+                                self.member_write_raw(l.member, &bufs[0], self.member_off(l.sector))
+                            {
+                                self.scrub_member_failed(&mut report, l.member, "repair write", &e);
+                            }
+                        }
+                    }
+                    report.mismatches.push(Mismatch {
+                        at: p.logical,
+                        sectors: p.sectors,
+                        members: bad.iter().map(|&i| copies[i].member).collect(),
+                    });
+                    break;
                 }
-                report.mismatches.push(Mismatch {
-                    at: p.logical,
-                    sectors: p.sectors,
-                    members: bad.iter().map(|&i| copies[i].member).collect(),
-                });
             }
             pos = end;
         }

@@ -542,3 +542,92 @@ fn serve_nbd_refuses_an_export_name_given_twice() {
     );
     assert!(!err.contains("serving NBD"), "{err}");
 }
+
+/// Serve `path` over NBD from this process through a member that fails
+/// reads once armed; the URL the command line opens it by.
+fn serve_failing(
+    path: &std::path::Path,
+) -> (
+    raid_engine::nbd::ServerHandle,
+    std::sync::Arc<common::FailingReads>,
+    String,
+) {
+    use raid_engine::nbd::{AllowList, Export, NbdServer};
+    let file = raid_engine::FileDevice::open(path, raid_engine::CacheMode::Buffered).unwrap();
+    let failing = common::FailingReads::new(std::sync::Arc::new(file));
+    let server = NbdServer::bind("127.0.0.1:0").unwrap();
+    server
+        .add_export(Export {
+            name: "bad".into(),
+            device: failing.clone(),
+            allow: AllowList::Any,
+            read_only: false,
+        })
+        .unwrap();
+    let h = server.spawn().unwrap();
+    let url = format!("nbd://127.0.0.1:{}/bad", h.local_addr().port());
+    (h, failing, url)
+}
+
+/// `scrub` with a member whose reads fail: the member is marked failed,
+/// the scrub carries on from the others (every byte of a three-way mirror
+/// is still checked), the output names the member and says the volume is
+/// now degraded, the exit code is 1 (an I/O error), and the others'
+/// superblocks record the member failed. Before, the scrub stopped at the
+/// error.
+#[test]
+fn scrub_marks_a_member_whose_reads_fail_and_carries_on() {
+    let dir = common::scratch();
+    let (paths, devs) = common::members(dir.path(), 3, 4 << 20);
+    drop(devs);
+    let (_server, failing, url) = serve_failing(&paths[1]);
+    let m = [paths[0].to_str().unwrap(), &url, paths[2].to_str().unwrap()];
+    let (code, _, err) = run_code(
+        &[
+            &[
+                "create",
+                "--level",
+                "raid1",
+                "--data-offset",
+                "2048",
+                "--resync",
+            ][..],
+            &m,
+        ]
+        .concat(),
+    );
+    assert_eq!(code, 0, "{err}");
+    failing.fail_reads_from(3 << 20);
+
+    let (code, out, err) = run_code(&[&["scrub"][..], &m].concat());
+    assert_eq!(code, 1, "{out}{err}");
+    let size: u64 = out
+        .split(" of ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no volume size in {out}"));
+    assert!(
+        out.contains(&format!("checked {size} of {size}")) && out.contains(" 0 mismatches"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "role 1 ({url}) failed during the scrub (read error: "
+        )) && out.contains("degraded: role 1 unavailable; readd or rebuild it"),
+        "{out}"
+    );
+    assert!(
+        err.contains(&format!(
+            "role 1 ({url}) failed during the scrub and is now marked failed: the volume is degraded"
+        )),
+        "{err}"
+    );
+    let (code, out, err) = run_code(&[&["status"][..], &m].concat());
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!("role 1: Faulty (recorded failed) {url}"))
+            && !out.contains("not shut down cleanly"),
+        "{out}"
+    );
+}

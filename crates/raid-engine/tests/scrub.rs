@@ -221,3 +221,87 @@ fn degraded_raid6_is_checked_against_the_parity_it_has_left() {
         }
     }
 }
+
+/// A member read error during a scrub does what md's check does: the
+/// member is marked failed (and recorded so in the others' superblocks),
+/// the scrub carries on from the members left, and the report names the
+/// member; every byte is still counted once, by what was left to check it
+/// with, and the volume reads what was written. Before, the scrub stopped
+/// at the error with nothing marked.
+#[test]
+fn scrub_fails_a_member_whose_reads_fail_and_carries_on() {
+    // (layout, members, role whose reads fail)
+    let cases: &[(&str, usize, usize)] = &[
+        ("raid1", 3, 1),
+        ("raid1", 2, 0),
+        ("raid10:n2", 4, 2),
+        ("raid10:f2", 3, 0),
+        ("raid5:left-symmetric", 4, 1),
+        ("raid6:left-symmetric", 5, 3),
+    ];
+    for &(spec, n, victim) in cases {
+        let dir = common::scratch();
+        let (paths, mut devs) = common::members(dir.path(), n, 4 << 20);
+        let failing = common::FailingReads::new(devs[victim].clone());
+        devs[victim] = failing.clone();
+        let mut opts = CreateOptions::new(VolumeLayout::parse(spec).unwrap());
+        opts.chunk_sectors = 16;
+        let vol = Volume::create(devs, &opts).unwrap();
+        let data = common::pattern(7, vol.size() as usize);
+        vol.write_at(&data, 0).unwrap();
+        vol.flush().unwrap();
+        // Half-way through the member's data area.
+        let half = vol.data_offset_bytes()
+            + (raid_engine::BlockDevice::size(&*failing) - vol.data_offset_bytes()) / 2;
+        failing.fail_reads_from(half);
+        let what = format!("{spec} over {n}, role {victim} failing");
+        let r = vol
+            .scrub(false)
+            .unwrap_or_else(|e| panic!("{what}: scrub stopped: {e}"));
+        assert_eq!(r.failed_members.len(), 1, "{what}: {r:?}");
+        assert_eq!(r.failed_members[0].role, victim, "{what}");
+        assert!(
+            r.failed_members[0].device.contains("failing reads")
+                && r.failed_members[0].error.starts_with("read error: "),
+            "{what}: {r:?}"
+        );
+        assert!(r.mismatches.is_empty(), "{what}: {r:?}");
+        assert_eq!(
+            r.checked_bytes + r.unverifiable_bytes + r.unreadable_bytes,
+            vol.size(),
+            "{what}: {r:?}"
+        );
+        // Up to the failure every byte was checked; afterwards each layout
+        // checks what its survivors can still check.
+        assert!(
+            r.checked_bytes >= vol.size() / 2 - (1 << 20),
+            "{what}: {r:?}"
+        );
+        assert_eq!(r.unreadable_bytes, 0, "{what}: {r:?}");
+        assert_eq!(
+            vol.health(),
+            raid_engine::Health::Degraded {
+                unavailable: vec![victim]
+            },
+            "{what}"
+        );
+        assert_eq!(
+            vol.status()[victim].state,
+            raid_engine::MemberState::Failed,
+            "{what}"
+        );
+        let mut back = vec![0u8; data.len()];
+        vol.read_at(&mut back, 0).unwrap();
+        assert!(back == data, "{what}: reads differ");
+        // The others' superblocks record it failed: without it the volume
+        // starts degraded, and with it the member is not taken as in sync.
+        vol.close().unwrap();
+        drop(vol);
+        let x = Volume::examine(&common::reopen(&paths), None).unwrap();
+        assert_eq!(
+            x.roles[victim].condition,
+            raid_engine::RoleCondition::Faulty,
+            "{what}"
+        );
+    }
+}

@@ -23,8 +23,10 @@ use raid_engine::{
 const EXIT_CODES: &str = "Exit codes:
   0  success (status: the volume can start, whole or degraded; scrub: every
      byte checked and no mismatch left unrepaired)
-  1  error: bad arguments, unreadable or inconsistent members, I/O error, or
-     (scrub without --repair) mismatches found
+  1  error: bad arguments, unreadable or inconsistent members, I/O error
+     (scrub: a member whose I/O failed is marked failed, the scrub carries
+     on without it and says so), or (scrub without --repair) mismatches
+     found
   2  command-line usage error
   3  the volume cannot start: the missing or failed members hold every copy
      of some data (status still prints every role and why)
@@ -158,7 +160,9 @@ enum Cmd {
     /// missing is checked against the parity it has left, and --repair
     /// rewrites that parity (as md does: one syndrome cannot say which
     /// member is wrong). Says how many bytes could not be checked, and
-    /// exits 4 if any (1 if mismatches were left unrepaired).
+    /// exits 4 if any (1 if mismatches were left unrepaired). A member
+    /// whose read fails is marked failed and the scrub carries on from
+    /// the others, as md does; it is named and the exit code is 1.
     #[command(after_help = EXIT_CODES)]
     Scrub {
         /// Repair mismatches.
@@ -524,17 +528,27 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     mm.at, mm.sectors, mm.members
                 );
             }
-            let health = v.health();
-            if let Health::Degraded { unavailable } = &health {
-                // A RAID6 with one member missing checks in full and exits
-                // 0: the output says it is degraded all the same.
-                let roles: Vec<String> = unavailable.iter().map(|r| r.to_string()).collect();
+            for f in &r.failed_members {
                 println!(
-                    "degraded: role{} {} unavailable; readd or rebuild {}",
-                    if roles.len() == 1 { "" } else { "s" },
-                    roles.join(", "),
-                    if roles.len() == 1 { "it" } else { "them" }
+                    "role {} ({}) failed during the scrub ({}): marked failed, scrub carried on without it",
+                    f.role, f.device, f.error
                 );
+            }
+            let health = v.health();
+            match &health {
+                Health::Degraded { unavailable } => {
+                    // A RAID6 with one member missing checks in full and
+                    // exits 0: the output says it is degraded all the same.
+                    let roles: Vec<String> = unavailable.iter().map(|r| r.to_string()).collect();
+                    println!(
+                        "degraded: role{} {} unavailable; readd or rebuild {}",
+                        if roles.len() == 1 { "" } else { "s" },
+                        roles.join(", "),
+                        if roles.len() == 1 { "it" } else { "them" }
+                    );
+                }
+                Health::DataLost { reason, .. } => println!("data lost: {reason}"),
+                _ => {}
             }
             if r.unverifiable_bytes > 0 {
                 let why = match health {
@@ -551,6 +565,26 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             if !r.mismatches.is_empty() && !repair {
                 return Err("mismatches found".into());
+            }
+            if !r.failed_members.is_empty() {
+                // An I/O error (exit 1), though the scrub went on: the
+                // volume lost a member and needs an operator.
+                let roles: Vec<String> = r
+                    .failed_members
+                    .iter()
+                    .map(|f| format!("role {} ({})", f.role, f.device))
+                    .collect();
+                return Err(format!(
+                    "{} failed during the scrub and {} now marked failed: the volume is {}",
+                    roles.join(", "),
+                    if roles.len() == 1 { "is" } else { "are" },
+                    if health.loses_data() {
+                        "missing data"
+                    } else {
+                        "degraded; rebuild or readd"
+                    }
+                )
+                .into());
             }
             if !r.is_complete() {
                 return Err(Failure {

@@ -381,91 +381,87 @@ impl Volume {
             let _g = self.gate.write().unwrap_or_else(|p| p.into_inner());
             let sector = stripe * chunk;
             let data_bytes = chunk * SECTOR * g.data_disks() as u64;
-            let missing: Vec<usize> = (0..n)
-                .filter(|&m| !self.readable(m, sector + chunk))
-                .collect();
-            if missing.len() > tolerance {
-                report.unreadable_bytes += data_bytes;
-                continue;
-            }
-            if !missing.is_empty() && missing.len() == tolerance {
-                // The data can be computed, but nothing is left to check
-                // it against (md does not check such a stripe either).
-                report.unverifiable_bytes += data_bytes;
-                continue;
-            }
-            let layout = g.stripe_layout(stripe)?;
-            // `targets` are recomputed from the other members, `checked`
-            // (the present ones among them) compared with the disk.
-            let (targets, checked) = match *missing.as_slice() {
-                [] => {
-                    let mut t = vec![layout.p];
-                    t.extend(layout.q);
-                    (t.clone(), t)
+            // Again from the members left whenever a read fails.
+            'stripe: loop {
+                let missing: Vec<usize> = (0..n)
+                    .filter(|&m| !self.readable(m, sector + chunk))
+                    .collect();
+                if missing.len() > tolerance {
+                    report.unreadable_bytes += data_bytes;
+                    break;
                 }
-                // RAID6 with one member missing (fewer than the tolerance):
-                // check Q, or P when Q is the one missing.
-                [m] => {
-                    let check = match layout.q {
-                        Some(q) if q != m => q,
-                        _ => layout.p,
-                    };
-                    (vec![m, check], vec![check])
+                if !missing.is_empty() && missing.len() == tolerance {
+                    // The data can be computed, but nothing is left to check
+                    // it against (md does not check such a stripe either).
+                    report.unverifiable_bytes += data_bytes;
+                    break;
                 }
-                _ => {
-                    // No layout tolerates more than two missing members.
-                    return Err(EngineError::Unsupported(format!(
-                        "scrub of stripe {stripe}: checking {} with members {missing:?} missing",
-                        g.layout()
-                    )));
+                let layout = g.stripe_layout(stripe)?;
+                // `targets` are recomputed from the other members, `checked`
+                // (the present ones among them) compared with the disk.
+                let (targets, checked) = match *missing.as_slice() {
+                    [] => {
+                        let mut t = vec![layout.p];
+                        t.extend(layout.q);
+                        (t.clone(), t)
+                    }
+                    // RAID6 with one member missing (fewer than the tolerance):
+                    // check Q, or P when Q is the one missing.
+                    [m] => {
+                        let check = match layout.q {
+                            Some(q) if q != m => q,
+                            _ => layout.p,
+                        };
+                        (vec![m, check], vec![check])
+                    }
+                    _ => {
+                        // No layout tolerates more than two missing members.
+                        return Err(EngineError::Unsupported(format!(
+                            "scrub of stripe {stripe}: checking {} with members {missing:?} missing",
+                            g.layout()
+                        )));
+                    }
+                };
+                let mut bufs = vec![vec![0u8; len]; n];
+                for (m, b) in bufs.iter_mut().enumerate() {
+                    if missing.contains(&m) {
+                        continue;
+                    }
+                    if let Err(e) = self.member_read(m, b, self.member_off(sector)) {
+                        self.scrub_member_failed(&mut report, m, "read", &e);
+                        continue 'stripe;
+                    }
+                    report.bytes_read += len as u64;
                 }
-            };
-            report.checked_bytes += data_bytes;
-            let mut bufs = vec![vec![0u8; len]; n];
-            for (m, b) in bufs.iter_mut().enumerate() {
-                if missing.contains(&m) {
-                    continue;
+                report.checked_bytes += data_bytes;
+                let mut want = bufs.clone();
+                {
+                    let mut views: Vec<&mut [u8]> = want.iter_mut().map(|b| &mut b[..]).collect();
+                    engine.reconstruct_slices(&layout, &mut views, &targets)?;
                 }
-                let d = self.slots[m]
-                    .device()
-                    .ok_or_else(|| EngineError::Unavailable(format!("member {m} has no device")))?;
-                d.read_at(b, self.member_off(sector))
-                    .map_err(crate::error::io_err(format!(
-                        "member {m} ({}): scrub read",
-                        d.describe()
-                    )))?;
-                report.bytes_read += len as u64;
-            }
-            let mut want = bufs.clone();
-            {
-                let mut views: Vec<&mut [u8]> = want.iter_mut().map(|b| &mut b[..]).collect();
-                engine.reconstruct_slices(&layout, &mut views, &targets)?;
-            }
-            let bad: Vec<usize> = checked
-                .iter()
-                .copied()
-                .filter(|&t| want[t] != bufs[t])
-                .collect();
-            if bad.is_empty() {
-                continue;
-            }
-            if repair {
-                for &t in &bad {
-                    let d = self.slots[t].device().ok_or_else(|| {
-                        EngineError::Unavailable(format!("member {t} has no device"))
-                    })?;
-                    d.write_at(&want[t], self.member_off(sector))
-                        .map_err(crate::error::io_err(format!(
-                            "member {t} ({}): scrub repair",
-                            d.describe()
-                        )))?;
+                let bad: Vec<usize> = checked
+                    .iter()
+                    .copied()
+                    .filter(|&t| want[t] != bufs[t])
+                    .collect();
+                if bad.is_empty() {
+                    break;
                 }
+                if repair {
+                    for &t in &bad {
+                        if let Err(e) = self.member_write_raw(t, &want[t], self.member_off(sector))
+                        {
+                            self.scrub_member_failed(&mut report, t, "repair write", &e);
+                        }
+                    }
+                }
+                report.mismatches.push(Mismatch {
+                    at: stripe,
+                    sectors: chunk,
+                    members: bad,
+                });
+                break;
             }
-            report.mismatches.push(Mismatch {
-                at: stripe,
-                sectors: chunk,
-                members: bad,
-            });
         }
         if repair && !report.mismatches.is_empty() {
             self.flush()?;

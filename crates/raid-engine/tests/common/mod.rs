@@ -80,3 +80,48 @@ pub fn scratch() -> tempfile::TempDir {
         Err(_) => tempfile::tempdir().unwrap(),
     }
 }
+
+/// A member that answers `EIO` to every read reaching past byte `from`
+/// once [`FailingReads::fail_reads_from`] arms it: a drive with a bad
+/// area, for the tests of what the engine does on a member read error.
+#[derive(Debug)]
+pub struct FailingReads {
+    inner: Arc<dyn BlockDevice>,
+    from: std::sync::atomic::AtomicU64,
+}
+
+impl FailingReads {
+    /// Wrap `inner`, not failing yet.
+    pub fn new(inner: Arc<dyn BlockDevice>) -> Arc<Self> {
+        Arc::new(FailingReads {
+            inner,
+            from: std::sync::atomic::AtomicU64::new(u64::MAX),
+        })
+    }
+
+    /// From now on, fail reads that reach past byte `from`.
+    pub fn fail_reads_from(&self, from: u64) {
+        self.from.store(from, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl BlockDevice for FailingReads {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        if offset + buf.len() as u64 > self.from.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(std::io::Error::from_raw_os_error(5));
+        }
+        self.inner.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        self.inner.write_at(buf, offset)
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+    fn describe(&self) -> String {
+        format!("{} (failing reads)", self.inner.describe())
+    }
+}
