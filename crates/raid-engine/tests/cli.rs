@@ -631,3 +631,47 @@ fn scrub_marks_a_member_whose_reads_fail_and_carries_on() {
         "{out}"
     );
 }
+
+/// `create --resync` whose resync fails (the first copy's member fails its
+/// reads) exits 1 naming the member, and still closes the volume: the
+/// superblocks record that member failed and a clean shutdown, and the
+/// volume starts degraded from the others. Before, the members were left
+/// recorded as not shut down cleanly, with the failed member still active.
+#[test]
+fn create_resync_that_fails_closes_the_volume() {
+    let dir = common::scratch();
+    let (paths, devs) = common::members(dir.path(), 3, 4 << 20);
+    drop(devs);
+    let (_server, failing, url) = serve_failing(&paths[0]);
+    failing.fail_reads_from(1 << 20);
+    let m = [&url, paths[1].to_str().unwrap(), paths[2].to_str().unwrap()];
+    let (code, out, err) = run_code(
+        &[
+            &[
+                "create",
+                "--level",
+                "raid1",
+                "--data-offset",
+                "2048",
+                "--resync",
+            ][..],
+            &m,
+        ]
+        .concat(),
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("--resync: ") && err.contains(&format!("member 0 ({url}): read")),
+        "{err}"
+    );
+    assert!(out.contains("role 0: Failed"), "{out}");
+    let (code, out, err) = run_code(&[&["status"][..], &m].concat());
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!("role 0: Faulty (recorded failed) {url}"))
+            && !out.contains("not shut down cleanly"),
+        "{out}"
+    );
+    let (code, out, err) = run_code(&["scrub", m[1], m[2]]);
+    assert_eq!(code, 0, "{out}{err}");
+}

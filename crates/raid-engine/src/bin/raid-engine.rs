@@ -83,6 +83,8 @@ enum Cmd {
         #[arg(long)]
         data_offset: Option<u64>,
         /// Copy the first copy over the others everywhere after creating.
+        /// A member whose I/O fails meanwhile is marked failed, the volume
+        /// is closed (degraded), and the next assembly resyncs the rest.
         #[arg(long)]
         resync: bool,
         #[command(flatten)]
@@ -388,10 +390,27 @@ fn run(cli: Cli) -> Result<(), Failure> {
             opts.data_offset_sectors = data_offset;
             opts.secret = secret;
             let v = Volume::create(devs, &opts).map_err(|e| e.to_string())?;
-            if resync {
-                v.resync_all().map_err(|e| e.to_string())?;
+            // A failed resync closes the volume too (as `with_volume`
+            // does), so that the superblocks record the member whose I/O
+            // failed as failed (until then only the volume in memory
+            // knows) and a clean shutdown. A resync fails only through a
+            // member's I/O error, which marks that member failed: the
+            // volume is then degraded, and a flush of a degraded volume
+            // keeps every bitmap bit, so the regions not yet resynced stay
+            // marked and the next assembly resyncs them.
+            let resynced = if resync {
+                v.resync_all()
+                    .map(|_| ())
+                    .map_err(|e| format!("--resync: {e}"))
+            } else {
+                Ok(())
+            };
+            let closed = v.close().map_err(|e| e.to_string());
+            if let Err(e) = resynced {
+                print_status(&v);
+                return Err(e.into());
             }
-            v.close().map_err(|e| e.to_string())?;
+            closed?;
             print_status(&v);
         }
         Cmd::Status { m } => status(&m)?,
