@@ -675,3 +675,63 @@ fn create_resync_that_fails_closes_the_volume() {
     let (code, out, err) = run_code(&["scrub", m[1], m[2]]);
     assert_eq!(code, 0, "{out}{err}");
 }
+
+/// `status` with a member whose superblock cannot be read (wiped, a file
+/// that does not exist, a device failing its reads) lists it as
+/// unreadable with the reason and still describes the volume from the
+/// others, then exits 1 naming it (3 when the others cannot start the
+/// volume). Before, it printed only the first member's error.
+#[test]
+fn status_describes_the_rest_when_a_superblock_is_unreadable() {
+    let dir = common::scratch();
+    let (paths, devs) = common::members(dir.path(), 4, 4 << 20);
+    drop(devs);
+    let (_server, failing, url) = serve_failing(&paths[3]);
+    let m = [
+        paths[0].to_str().unwrap(),
+        paths[1].to_str().unwrap(),
+        paths[2].to_str().unwrap(),
+        &url,
+    ];
+    let (code, _, err) =
+        run_code(&[&["create", "--level", "raid6", "--chunk", "16K"][..], &m].concat());
+    assert_eq!(code, 0, "{err}");
+    // Role 1's superblock wiped, role 3's device failing every read.
+    let mut bytes = std::fs::read(m[1]).unwrap();
+    bytes[4096..8192].fill(0);
+    std::fs::write(m[1], &bytes).unwrap();
+    failing.fail_reads_from(0);
+    let before = metadata(&[m[0], m[2]]);
+    let gone = dir.path().join("gone");
+    let gone = gone.to_str().unwrap();
+    let (code, out, err) = run_code(&["status", m[0], m[1], m[2], &url, gone]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("4 members, raid6")
+            && out.contains(&format!("role 0: Active {}", m[0]))
+            && out.contains(&format!("role 2: Active {}", m[2]))
+            && out.contains("role 1: Missing")
+            && out.contains("role 3: Missing")
+            && out.contains(&format!(
+                "unreadable: member {}: no raid-engine superblock",
+                m[1]
+            ))
+            && out.contains(&format!("unreadable: {url}: read superblock: "))
+            && out.contains(&format!("unreadable: {gone}: No such file"))
+            && out.contains("state: degraded: role 1 (missing), role 3 (missing) unavailable"),
+        "{out}"
+    );
+    assert!(
+        err.contains("unreadable members: ") && err.contains(m[1]) && err.contains(&url),
+        "{err}"
+    );
+    // Nothing was written.
+    assert_eq!(metadata(&[m[0], m[2]]), before);
+    // Without role 2 as well, the others cannot start it: exit 3.
+    let (code, out, err) = run_code(&["status", m[0], m[1]]);
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(
+        out.contains("unreadable: member ") && out.contains("state: cannot start"),
+        "{out}"
+    );
+}

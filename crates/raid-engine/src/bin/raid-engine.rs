@@ -93,7 +93,10 @@ enum Cmd {
     /// Print the volume's size, layout, every role's state and whether it
     /// can start, from the superblocks alone (nothing is started or
     /// written; a secret is not needed). Exits 0 when the volume can start
-    /// (whole or degraded), 3 when it cannot.
+    /// (whole or degraded), 3 when it cannot. A member whose superblock
+    /// cannot be read is listed as unreadable with the reason, the rest is
+    /// described from the others, and the exit code is 1 (3 if the others
+    /// cannot start the volume).
     #[command(after_help = EXIT_CODES)]
     Status {
         #[command(flatten)]
@@ -215,15 +218,18 @@ fn open_members(m: &Members) -> Result<Opened, String> {
         .iter()
         .map(|s| open_member(s, m.buffered))
         .collect::<Result<Vec<_>, _>>()?;
-    let secret = match &m.secret_file {
+    Ok((devs, read_secret(m)?))
+}
+
+fn read_secret(m: &Members) -> Result<Option<Secret>, String> {
+    match &m.secret_file {
         Some(p) => {
             let bytes =
                 std::fs::read(p).map_err(|e| format!("--secret-file {}: {e}", p.display()))?;
-            Some(Secret::new(bytes).map_err(|e| e.to_string())?)
+            Ok(Some(Secret::new(bytes).map_err(|e| e.to_string())?))
         }
-        None => None,
-    };
-    Ok((devs, secret))
+        None => Ok(None),
+    }
 }
 
 /// Why a command failed, and the exit code that says so.
@@ -278,8 +284,32 @@ fn print_status(v: &Volume) {
 }
 
 /// `status`: the superblocks' view, without starting the volume.
+///
+/// A member that cannot be opened, or whose superblock cannot be read or
+/// makes no sense on its own (an I/O error, no superblock, a truncated
+/// device), is listed as unreadable with the reason, and the volume is
+/// described from the others; the exit code is then 1 (3 if the others
+/// cannot start it), since `assemble` with the same members would refuse.
 fn status(m: &Members) -> Result<(), Failure> {
-    let (devs, secret) = open_members(m)?;
+    let secret = read_secret(m)?;
+    let mut devs = Vec::with_capacity(m.members.len());
+    let mut unreadable = Vec::new();
+    for spec in &m.members {
+        let checked = open_member(spec, m.buffered).and_then(|d| {
+            Volume::examine(std::slice::from_ref(&d), None)
+                .map(|_| d)
+                .map_err(|e| e.to_string())
+        });
+        match checked {
+            Ok(d) => devs.push(d),
+            // The engine's messages name the device; say it otherwise.
+            Err(e) if e.contains(spec.as_str()) => unreadable.push(e),
+            Err(e) => unreadable.push(format!("{spec}: {e}")),
+        }
+    }
+    if devs.is_empty() {
+        return Err(format!("no member is readable: {}", unreadable.join("; ")).into());
+    }
     let x = Volume::examine(&devs, secret.as_ref()).map_err(|e| e.to_string())?;
     println!(
         "size {} bytes, {} members, {}{}{}",
@@ -298,6 +328,9 @@ fn status(m: &Members) -> Result<(), Failure> {
             Some(d) => println!("  role {}: {} {d}", r.role, r.condition),
             None => println!("  role {}: {}", r.role, r.condition),
         }
+    }
+    for u in &unreadable {
+        println!("  unreadable: {u}");
     }
     match &x.health {
         Health::Whole => println!("state: whole (every member active)"),
@@ -326,6 +359,16 @@ fn status(m: &Members) -> Result<(), Failure> {
             });
         }
         other => println!("state: {other:?}"),
+    }
+    if !unreadable.is_empty() {
+        return Err(format!(
+            "unreadable member{}: {} (the status above is from the others; leave {} out to start the volume without {})",
+            if unreadable.len() == 1 { "" } else { "s" },
+            unreadable.join("; "),
+            if unreadable.len() == 1 { "it" } else { "them" },
+            if unreadable.len() == 1 { "it" } else { "them" },
+        )
+        .into());
     }
     Ok(())
 }
