@@ -540,6 +540,12 @@ impl Volume {
     /// initialised: like `mdadm --create --assume-clean`, followed here by
     /// an explicit [`Volume::resync_all`] if the caller wants mirrors and
     /// parity to agree on never-written space.
+    ///
+    /// One device given twice is refused ([`EngineError::Invalid`], field
+    /// `devices[i]`). A create that fails after it started writing (that
+    /// refusal, an I/O error) writes back the bytes its superblock and
+    /// bitmap writes replaced, so that a member of another volume given by
+    /// mistake stays that volume's member.
     pub fn create(devices: Vec<Arc<dyn BlockDevice>>, opts: &CreateOptions) -> Result<Volume> {
         let n = devices.len();
         if n == 0 || n > MAX_MEMBERS {
@@ -652,18 +658,44 @@ impl Volume {
             redundant.then(|| Bitmap::new(region, regions, bytes, Vec::new())),
             cipher,
         );
+        // What the metadata writes below overwrite, read before any of
+        // them: a create that fails (a device given twice, an I/O error)
+        // puts it back, so that a member of another volume given by
+        // mistake stays that volume's member. A device given twice is
+        // read twice before the first write, so both copies are its old
+        // bytes.
+        let meta_len = (BITMAP_OFFSET - SB_OFFSET) as usize + bytes;
+        let mut saved = Vec::with_capacity(n);
+        for slot in &vol.slots {
+            let Some(d) = slot.device() else { continue };
+            let mut b = vec![0u8; meta_len];
+            d.read_at(&mut b, SB_OFFSET)
+                .map_err(crate::error::io_err(format!(
+                    "{}: read the metadata area before creating",
+                    d.describe()
+                )))?;
+            saved.push((d, b));
+        }
+        let restore = |e: EngineError| {
+            for (d, b) in saved.iter().rev() {
+                if let Err(re) = d.write_at(b, SB_OFFSET).and_then(|()| d.flush()) {
+                    tracing::warn!(device = %d.describe(), error = %re, "restoring the metadata area after a failed create");
+                }
+            }
+            e
+        };
         // Zero the bitmap area, then write the superblocks.
-        vol.persist_bitmap()?;
-        vol.write_superblocks(false)?;
+        vol.persist_bitmap().map_err(restore)?;
+        vol.write_superblocks(false).map_err(restore)?;
         // One device given twice (a path and a link to it, one NBD export
         // under two names) would hold two roles in one data area, and no
         // assembly could tell them apart: each member must read back the
         // superblock written for its own role.
         for (r, slot) in vol.slots.iter().enumerate() {
             let Some(d) = slot.device() else { continue };
-            let other = read_superblock(&*d)?.role as usize;
+            let other = read_superblock(&*d).map_err(restore)?.role as usize;
             if other != r {
-                return Err(invalid(
+                return Err(restore(invalid(
                     format!("devices[{r}]"),
                     format!(
                         "{} is the same device as devices[{other}] ({}): the superblock written for role {r} reads back as role {other}'s; give each member once",
@@ -673,7 +705,7 @@ impl Volume {
                             .and_then(|s| s.device())
                             .map_or_else(|| "?".into(), |o| o.describe()),
                     ),
-                ));
+                )));
             }
         }
         Ok(vol)

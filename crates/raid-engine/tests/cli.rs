@@ -455,7 +455,10 @@ fn rebuild_with_a_wrong_argument_changes_nothing() {
 
 /// `create` refuses one device given twice (by the same path, or by a
 /// link to it), naming both places, and a data offset too large for any
-/// device, without a panic.
+/// device, without a panic. The refused create leaves the devices' old
+/// metadata as it was: a member of a volume given twice by mistake stays
+/// that volume's member (before, its superblock was overwritten by the
+/// check).
 #[test]
 fn create_refuses_a_device_given_twice_and_a_huge_data_offset() {
     let dir = common::scratch();
@@ -465,6 +468,9 @@ fn create_refuses_a_device_given_twice_and_a_huge_data_offset() {
     std::os::unix::fs::symlink(&paths[1], &link).unwrap();
     let m: Vec<&str> = paths.iter().map(|p| p.to_str().unwrap()).collect();
     let link = link.to_str().unwrap();
+    let (code, _, err) = run_code(&["create", "--level", "raid1", m[1], m[2]]);
+    assert_eq!(code, 0, "{err}");
+    let before = metadata(&m);
     for (level, members) in [
         ("raid5", vec![m[0], m[1], m[1], m[2]]),
         ("raid1", vec![m[1], link]),
@@ -475,6 +481,13 @@ fn create_refuses_a_device_given_twice_and_a_huge_data_offset() {
         assert!(
             err.contains("is the same device as devices[") && err.contains("give each member once"),
             "{args:?}: {err}"
+        );
+        assert!(metadata(&m) == before, "{args:?}: metadata changed");
+        let (code, out, err) = run_code(&["status", m[1], m[2]]);
+        assert_eq!(code, 0, "{args:?}: {out}{err}");
+        assert!(
+            out.contains("2 members, raid1") && out.contains("state: whole"),
+            "{out}"
         );
     }
     let (code, out, err) = run_code(&[
