@@ -835,7 +835,34 @@ impl ExposeOptions {
     }
 }
 
+/// Refuse a mount point that is not an existing empty directory: as root
+/// the kernel mounts over a regular file, and over a directory's entries,
+/// which then vanish from view until the unmount.
+fn check_mountpoint(mountpoint: &Path) -> Result<()> {
+    let refuse = |rule: String| invalid("mountpoint", format!("{}: {rule}", mountpoint.display()));
+    let meta = std::fs::metadata(mountpoint)
+        .map_err(|e| refuse(format!("must be an existing empty directory ({e})")))?;
+    if !meta.is_dir() {
+        return Err(refuse(
+            "must be an existing empty directory, not a file".into(),
+        ));
+    }
+    let mut entries = std::fs::read_dir(mountpoint)
+        .map_err(|e| refuse(format!("must be an existing empty directory ({e})")))?;
+    if let Some(entry) = entries.next() {
+        let first = entry.map_or_else(|e| e.to_string(), |e| format!("{:?}", e.file_name()));
+        return Err(refuse(format!(
+            "must be an empty directory, it holds {first}: mounting over it would hide what it holds"
+        )));
+    }
+    Ok(())
+}
+
 /// [`expose`] with explicit options.
+///
+/// Errors: [`EngineError::Invalid`] for options out of range, a `name`
+/// that is not a plain file name, and a `mountpoint` that is not an
+/// existing empty directory (field `mountpoint`).
 pub fn expose_with(
     volume: Arc<Volume>,
     mountpoint: &Path,
@@ -876,6 +903,7 @@ pub fn expose_with(
             format!("{name:?} must be a plain file name (no `/`, not `.` or `..`)"),
         ));
     }
+    check_mountpoint(mountpoint)?;
     let counters = Arc::new(Counters::default());
     let poller = Arc::new(std::sync::OnceLock::new());
     let fs = VolumeFs {

@@ -822,3 +822,39 @@ fn idle_and_sparse_exposures_do_not_poll_and_busy_polling_is_seen_spinning() {
         "a worker busy polling for 500 ms used only {cpu:?} of CPU"
     );
 }
+
+/// The mount point must be an existing empty directory, as documented:
+/// a regular file or a directory with entries is refused before anything
+/// is mounted (as root the kernel would mount over both, hiding what the
+/// directory holds). Before, both were mounted over.
+#[test]
+fn expose_refuses_a_mount_point_that_is_not_an_empty_directory() {
+    let dir = common::scratch();
+    let (_paths, devs) = common::members(dir.path(), 2, 4 << 20);
+    let mut opts =
+        raid_engine::CreateOptions::new(raid_engine::VolumeLayout::parse("raid1").unwrap());
+    opts.chunk_sectors = 0;
+    let vol = std::sync::Arc::new(Volume::create(devs, &opts).unwrap());
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"keep").unwrap();
+    let full = dir.path().join("full");
+    std::fs::create_dir(&full).unwrap();
+    std::fs::write(full.join("x"), b"keep").unwrap();
+    for (mountpoint, rule) in [
+        (&file, "not a file"),
+        (&full, "it holds \"x\""),
+        (&dir.path().join("nowhere"), "No such file"),
+    ] {
+        let e = raid_engine::fuse::expose(vol.clone(), mountpoint, "volume").unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            matches!(e, raid_engine::EngineError::Invalid { ref field, .. } if field == "mountpoint")
+                && msg.contains(&mountpoint.display().to_string())
+                && msg.contains(rule),
+            "{}: {msg}",
+            mountpoint.display()
+        );
+    }
+    assert_eq!(std::fs::read(&file).unwrap(), b"keep");
+    assert_eq!(std::fs::read(full.join("x")).unwrap(), b"keep");
+}
