@@ -145,7 +145,7 @@ fn status_and_scrub_on_whole_degraded_and_failed_volumes() {
     assert_eq!(code, 0, "{out}{err}");
 
     // No redundancy: nothing can be compared.
-    let (code, _, err) = run_code(&["create", "--level", "raid0", m[0], m[1]]);
+    let (code, _, err) = run_code(&["create", "--level", "raid0", "--force", m[0], m[1]]);
     assert_eq!(code, 0, "{err}");
     let (code, out, _) = run_code(&["scrub", m[0], m[1]]);
     assert_eq!(code, 4, "{out}");
@@ -475,7 +475,8 @@ fn create_refuses_a_device_given_twice_and_a_huge_data_offset() {
         ("raid5", vec![m[0], m[1], m[1], m[2]]),
         ("raid1", vec![m[1], link]),
     ] {
-        let args = [&["create", "--level", level][..], &members].concat();
+        // Forced: m1 is a member of the RAID1 above.
+        let args = [&["create", "--force", "--level", level][..], &members].concat();
         let (code, out, err) = run_code(&args);
         assert_eq!(code, 1, "{args:?}: {out}{err}");
         assert!(
@@ -492,6 +493,7 @@ fn create_refuses_a_device_given_twice_and_a_huge_data_offset() {
     }
     let (code, out, err) = run_code(&[
         "create",
+        "--force",
         "--level",
         "raid1",
         "--data-offset",
@@ -745,6 +747,57 @@ fn status_describes_the_rest_when_a_superblock_is_unreadable() {
     assert_eq!(code, 3, "{out}{err}");
     assert!(
         out.contains("unreadable: member ") && out.contains("state: cannot start"),
+        "{out}"
+    );
+}
+
+/// `create` over a device that holds a member of an existing volume is
+/// refused before anything is written, naming the device, its role and
+/// the volume (mdadm asks first); `--force` creates over it. Before, the
+/// volume was overwritten without a word.
+#[test]
+fn create_refuses_a_member_of_another_volume_without_force() {
+    let dir = common::scratch();
+    let (paths, devs) = common::members(dir.path(), 4, 8 << 20);
+    drop(devs);
+    let m: Vec<&str> = paths.iter().map(|p| p.to_str().unwrap()).collect();
+    let key = dir.path().join("key");
+    std::fs::write(&key, [7u8; 32]).unwrap();
+    let key = key.to_str().unwrap();
+    let (code, _, err) = run_code(&[
+        "create",
+        "--level",
+        "raid5",
+        "--chunk",
+        "64K",
+        "--secret-file",
+        key,
+        m[0],
+        m[1],
+        m[2],
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let before = metadata(&m);
+    let (code, out, err) = run_code(&["create", "--level", "raid1", m[3], m[1]]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains(&format!(
+            "devices[1] ({}) holds role 1 of an existing raid5 left-symmetric volume of 3 members",
+            m[1]
+        )) && err.contains("encrypted")
+            && err.contains("give --force"),
+        "{err}"
+    );
+    assert!(metadata(&m) == before, "a refused create wrote");
+    let (code, out, err) = run_code(&["status", m[0], m[1], m[2]]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("state: whole"), "{out}");
+    let (code, out, err) = run_code(&["create", "--force", "--level", "raid1", m[3], m[1]]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = run_code(&["status", m[3], m[1]]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("2 members, raid1") && out.contains("state: whole"),
         "{out}"
     );
 }

@@ -82,6 +82,11 @@ enum Cmd {
         /// Data offset in sectors (default: mdadm's v1.2 default).
         #[arg(long)]
         data_offset: Option<u64>,
+        /// Create even over devices that hold a member of an existing
+        /// volume (refused without it, as mdadm asks first: their
+        /// superblocks would be overwritten).
+        #[arg(long)]
+        force: bool,
         /// Copy the first copy over the others everywhere after creating.
         /// A member whose I/O fails meanwhile is marked failed, the volume
         /// is closed (degraded), and the next assembly resyncs the rest.
@@ -283,6 +288,32 @@ fn print_status(v: &Volume) {
     }
 }
 
+/// `create` without `--force`: refuse devices that hold a member of an
+/// existing volume (a superblock that reads and makes sense on its own),
+/// naming the first such device and the volume, before anything is written.
+fn refuse_members_of_volumes(m: &Members, devs: &[Arc<dyn BlockDevice>]) -> Result<(), Failure> {
+    for (i, d) in devs.iter().enumerate() {
+        let Ok(x) = Volume::examine(std::slice::from_ref(d), None) else {
+            continue;
+        };
+        let role = x
+            .roles
+            .iter()
+            .find(|r| r.device.is_some())
+            .map_or_else(|| "a member".to_string(), |r| format!("role {}", r.role));
+        return Err(format!(
+            "devices[{i}] ({}) holds {role} of an existing {} volume of {} members ({} bytes{}): create would overwrite it; give --force to create over it anyway",
+            m.members[i],
+            x.layout,
+            x.roles.len(),
+            x.size,
+            if x.encrypted { ", encrypted" } else { "" },
+        )
+        .into());
+    }
+    Ok(())
+}
+
 /// `status`: the superblocks' view, without starting the volume.
 ///
 /// A member that cannot be opened, or whose superblock cannot be read or
@@ -423,6 +454,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             chunk,
             data_offset,
             resync,
+            force,
             m,
         } => {
             let (devs, secret) = open_members(&m)?;
@@ -432,6 +464,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 parse_size(&chunk, 1024).map_err(|e| format!("--chunk: {e}"))? / 512;
             opts.data_offset_sectors = data_offset;
             opts.secret = secret;
+            // After the arguments' checks: a typo is said first.
+            if !force {
+                refuse_members_of_volumes(&m, &devs)?;
+            }
             let v = Volume::create(devs, &opts).map_err(|e| e.to_string())?;
             // A failed resync closes the volume too (as `with_volume`
             // does), so that the superblocks record the member whose I/O
