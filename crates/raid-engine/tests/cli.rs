@@ -801,3 +801,56 @@ fn create_refuses_a_member_of_another_volume_without_force() {
         "{out}"
     );
 }
+
+/// A reader that leaves early (`raid-engine rebuild ... | head -1`) does
+/// not make the command panic: it finishes its work, closes the volume
+/// and exits with its own status. Before, the first line printed to the
+/// closed pipe panicked (exit 101) in the middle of the command, before
+/// the volume was closed.
+#[test]
+fn a_closed_stdout_does_not_panic_the_command() {
+    let dir = common::scratch();
+    let (paths, devs) = common::members(dir.path(), 2, 8 << 20);
+    drop(devs);
+    let m: Vec<&str> = paths.iter().map(|p| p.to_str().unwrap()).collect();
+    let spare = spare_file(dir.path(), 8 << 20);
+    let closed = |args: &[&str]| {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_raid-engine"))
+            .args(args)
+            .stdout(writer)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = closed(&[&["create", "--level", "raid1"][..], &m].concat());
+    assert_eq!(code, Some(0), "{err}");
+    let (code, err) = closed(&[&["status"][..], &m].concat());
+    assert_eq!(code, Some(0), "{err}");
+    let (code, err) = closed(
+        &[
+            &[
+                "rebuild",
+                "--role",
+                "1",
+                "--replacement",
+                spare.to_str().unwrap(),
+            ][..],
+            &m,
+        ]
+        .concat(),
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    // The rebuild finished and closed the volume.
+    let (code, out, err) = run_code(&["status", m[0], spare.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("state: whole") && !out.contains("not shut down cleanly"),
+        "{out}"
+    );
+}

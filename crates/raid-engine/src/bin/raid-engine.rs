@@ -19,6 +19,16 @@ use raid_engine::{
     RebuildOptions, RoleCondition, Secret, Volume, VolumeLayout,
 };
 
+/// `println!` that does not panic when stdout is closed (`| head -1`, a
+/// reader gone): the command carries on, closes its volume and exits with
+/// its own status; what could not be printed is lost, as it would be for
+/// any reader that left.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// The exit codes, as `--help` lists them.
 const EXIT_CODES: &str = "Exit codes:
   0  success (status: the volume can start, whole or degraded; scrub: every
@@ -270,7 +280,7 @@ fn assemble(m: &Members) -> Result<Volume, Failure> {
 }
 
 fn print_status(v: &Volume) {
-    println!(
+    out!(
         "size {} bytes, {} members, {}{}",
         v.size(),
         v.members(),
@@ -279,7 +289,7 @@ fn print_status(v: &Volume) {
         if v.is_encrypted() { ", encrypted" } else { "" }
     );
     for s in v.status() {
-        println!(
+        out!(
             "  role {}: {:?} {}",
             s.role,
             s.state,
@@ -342,7 +352,7 @@ fn status(m: &Members) -> Result<(), Failure> {
         return Err(format!("no member is readable: {}", unreadable.join("; ")).into());
     }
     let x = Volume::examine(&devs, secret.as_ref()).map_err(|e| e.to_string())?;
-    println!(
+    out!(
         "size {} bytes, {} members, {}{}{}",
         x.size,
         x.roles.len(),
@@ -356,15 +366,15 @@ fn status(m: &Members) -> Result<(), Failure> {
     );
     for r in &x.roles {
         match &r.device {
-            Some(d) => println!("  role {}: {} {d}", r.role, r.condition),
-            None => println!("  role {}: {}", r.role, r.condition),
+            Some(d) => out!("  role {}: {} {d}", r.role, r.condition),
+            None => out!("  role {}: {}", r.role, r.condition),
         }
     }
     for u in &unreadable {
-        println!("  unreadable: {u}");
+        out!("  unreadable: {u}");
     }
     match &x.health {
-        Health::Whole => println!("state: whole (every member active)"),
+        Health::Whole => out!("state: whole (every member active)"),
         Health::Degraded { unavailable } => {
             let list: Vec<String> = unavailable
                 .iter()
@@ -377,19 +387,19 @@ fn status(m: &Members) -> Result<(), Failure> {
                     format!("role {r} ({why})")
                 })
                 .collect();
-            println!(
+            out!(
                 "state: degraded: {} unavailable; every byte can still be read",
                 list.join(", ")
             );
         }
         Health::DataLost { reason, .. } => {
-            println!("state: cannot start: {reason}");
+            out!("state: cannot start: {reason}");
             return Err(Failure {
                 code: EXIT_CANNOT_START,
                 message: format!("the {} volume cannot start: {reason}", x.layout),
             });
         }
-        other => println!("state: {other:?}"),
+        other => out!("state: {other:?}"),
     }
     if !unreadable.is_empty() {
         return Err(format!(
@@ -590,7 +600,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     )
                     .map_err(|e| e.to_string())?;
                 end_progress_line();
-                println!("rebuilt role {role}: {} bytes copied", p.done_bytes);
+                out!("rebuilt role {role}: {} bytes copied", p.done_bytes);
                 Ok(())
             })?;
         }
@@ -607,12 +617,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 )
                 .map_err(|e| e.to_string())?;
             end_progress_line();
-            println!("re-added role {role}: {} bytes resynced", p.done_bytes);
+            out!("re-added role {role}: {} bytes resynced", p.done_bytes);
             Ok(())
         })?,
         Cmd::Scrub { repair, m } => with_volume(&m, |v| {
             let r = v.scrub(repair).map_err(|e| e.to_string())?;
-            println!(
+            out!(
                 "read {} bytes, checked {} of {} volume bytes, {} mismatches{}",
                 r.bytes_read,
                 r.checked_bytes,
@@ -621,15 +631,19 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 if repair { " (repaired)" } else { "" }
             );
             for mm in &r.mismatches {
-                println!(
+                out!(
                     "  at {} (+{} sectors): members {:?}",
-                    mm.at, mm.sectors, mm.members
+                    mm.at,
+                    mm.sectors,
+                    mm.members
                 );
             }
             for f in &r.failed_members {
-                println!(
+                out!(
                     "role {} ({}) failed during the scrub ({}): marked failed, scrub carried on without it",
-                    f.role, f.device, f.error
+                    f.role,
+                    f.device,
+                    f.error
                 );
             }
             let health = v.health();
@@ -638,14 +652,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     // A RAID6 with one member missing checks in full and
                     // exits 0: the output says it is degraded all the same.
                     let roles: Vec<String> = unavailable.iter().map(|r| r.to_string()).collect();
-                    println!(
+                    out!(
                         "degraded: role{} {} unavailable; readd or rebuild {}",
                         if roles.len() == 1 { "" } else { "s" },
                         roles.join(", "),
                         if roles.len() == 1 { "it" } else { "them" }
                     );
                 }
-                Health::DataLost { reason, .. } => println!("data lost: {reason}"),
+                Health::DataLost { reason, .. } => out!("data lost: {reason}"),
                 _ => {}
             }
             if r.unverifiable_bytes > 0 {
@@ -653,10 +667,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     Health::Whole => "no redundancy: a single copy",
                     _ => "degraded",
                 };
-                println!("{} bytes not checked ({why})", r.unverifiable_bytes);
+                out!("{} bytes not checked ({why})", r.unverifiable_bytes);
             }
             if r.unreadable_bytes > 0 {
-                println!(
+                out!(
                     "{} bytes not checked (no readable copy: data lost)",
                     r.unreadable_bytes
                 );
@@ -742,10 +756,10 @@ fn expose(
             },
         )
         .map_err(|e| format!("attaching a loop device to {}: {e}", exp.file().display()))?;
-        println!("{}", dev.path().display());
+        out!("{}", dev.path().display());
         attached = Some(dev);
     } else {
-        println!("{}", exp.file().display());
+        out!("{}", exp.file().display());
     }
     let _ = std::io::stdout().flush();
     while !stop.load(Ordering::SeqCst) && !exp.is_finished() {
