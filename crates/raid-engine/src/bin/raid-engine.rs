@@ -467,9 +467,18 @@ fn run(cli: Cli) -> Result<(), Failure> {
             force,
             m,
         } => {
+            let layout = VolumeLayout::parse(&level).map_err(|e| e.to_string())?;
+            // `single` parses as RAID1 (over one member): more members
+            // would silently make a mirror.
+            if level.trim().eq_ignore_ascii_case("single") && m.members.len() != 1 {
+                return Err(format!(
+                    "--level single takes exactly 1 member, got {} (a mirror is --level raid1)",
+                    m.members.len()
+                )
+                .into());
+            }
             let (devs, secret) = open_members(&m)?;
-            let mut opts =
-                CreateOptions::new(VolumeLayout::parse(&level).map_err(|e| e.to_string())?);
+            let mut opts = CreateOptions::new(layout);
             opts.chunk_sectors =
                 parse_size(&chunk, 1024).map_err(|e| format!("--chunk: {e}"))? / 512;
             opts.data_offset_sectors = data_offset;
