@@ -878,3 +878,31 @@ fn create_single_takes_one_member() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("1 members"), "{out}");
 }
+
+/// `serve-nbd` names the `--export` at fault when its path cannot be
+/// served (missing, empty, a directory) or its name breaks NBD's rule.
+/// Before, the message was the bare OS error (`: No such file or
+/// directory` for an empty path).
+#[test]
+fn serve_nbd_names_the_export_at_fault() {
+    let dir = common::scratch();
+    let missing = format!("a={}", dir.path().join("missing").display());
+    let a_dir = format!("a={}", dir.path().display());
+    let (paths, devs) = common::members(dir.path(), 1, 1 << 20);
+    drop(devs);
+    let unnamed = format!("={}", paths[0].display());
+    for (spec, rule) in [
+        (missing.as_str(), "No such file"),
+        ("a=", "PATH is empty"),
+        (a_dir.as_str(), "Is a directory"),
+        (unnamed.as_str(), "export name"),
+    ] {
+        let (code, out, err) =
+            run_code(&["serve-nbd", "--listen", "127.0.0.1:0", "--export", spec]);
+        assert_eq!(code, 1, "{spec}: {out}{err}");
+        assert!(
+            err.contains(&format!("raid-engine: --export {spec}: ")) && err.contains(rule),
+            "{spec}: {err}"
+        );
+    }
+}

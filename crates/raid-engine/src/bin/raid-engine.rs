@@ -161,7 +161,8 @@ enum Cmd {
         /// The replacement device.
         #[arg(long)]
         replacement: String,
-        /// Throttle, bytes per second (suffix K/M/G allowed).
+        /// Throttle, bytes per second (suffix K/M/G allowed; 0: no limit,
+        /// as without it).
         #[arg(long)]
         rate: Option<String>,
         #[command(flatten)]
@@ -538,7 +539,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     }
                     None => (rest, AllowList::Any),
                 };
-                let dev = open_member(path, false)?;
+                if path.is_empty() {
+                    return Err(format!("--export {spec}: PATH is empty").into());
+                }
+                let dev = open_member(path, false).map_err(|e| format!("--export {spec}: {e}"))?;
                 server
                     .add_export(Export {
                         name: name.to_string(),
@@ -546,7 +550,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                         allow,
                         read_only: false,
                     })
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| format!("--export {spec}: {e}"))?;
             }
             eprintln!(
                 "serving NBD on {}",
