@@ -906,3 +906,41 @@ fn serve_nbd_names_the_export_at_fault() {
         );
     }
 }
+
+/// An empty device path, as a member or as `--replacement`, is refused
+/// saying so (and a replacement that cannot be opened names
+/// `--replacement`), before anything is written. Before, the message was
+/// `: No such file or directory`.
+#[test]
+fn an_empty_device_path_is_refused_by_name() {
+    let dir = common::scratch();
+    let (paths, devs) = common::members(dir.path(), 2, 8 << 20);
+    drop(devs);
+    let m: Vec<&str> = paths.iter().map(|p| p.to_str().unwrap()).collect();
+    let (code, out, err) = run_code(&["create", "--level", "raid1", m[0], ""]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("raid-engine: an empty device path"), "{err}");
+    let (code, _, err) = run_code(&[&["create", "--level", "raid1"][..], &m].concat());
+    assert_eq!(code, 0, "{err}");
+    let missing = dir.path().join("missing");
+    for (replacement, rule) in [
+        ("", "an empty device path"),
+        (missing.to_str().unwrap(), "No such file"),
+    ] {
+        let (code, out, err) = run_code(
+            &[
+                &["rebuild", "--role", "1", "--replacement", replacement][..],
+                &m,
+            ]
+            .concat(),
+        );
+        assert_eq!(code, 1, "{out}{err}");
+        assert!(
+            err.contains("raid-engine: --replacement: ") && err.contains(rule),
+            "{err}"
+        );
+    }
+    let (code, out, err) = run_code(&[&["status"][..], &m].concat());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("state: whole"), "{out}");
+}

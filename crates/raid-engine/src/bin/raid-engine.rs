@@ -209,6 +209,9 @@ fn parse_size(s: &str, default_unit: u64) -> Result<u64, String> {
 }
 
 fn open_member(spec: &str, buffered: bool) -> Result<Arc<dyn BlockDevice>, String> {
+    if spec.is_empty() {
+        return Err("an empty device path (a device is a path or nbd://HOST:PORT/EXPORT)".into());
+    }
     if let Some(rest) = spec.strip_prefix("nbd://") {
         let (addr, name) = rest.split_once('/').unwrap_or((rest, ""));
         return NbdDevice::connect(addr, name)
@@ -588,7 +591,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let rate = rate
                 .map(|r| parse_size(&r, 1).map_err(|e| format!("--rate: {e}")))
                 .transpose()?;
-            let dev = open_member(&replacement, m.buffered)?;
+            let dev =
+                open_member(&replacement, m.buffered).map_err(|e| format!("--replacement: {e}"))?;
             with_volume(&m, |v| {
                 v.check_replacement(role, &*dev)
                     .map_err(|e| format!("--replacement: {e}"))?;
