@@ -51,6 +51,10 @@ pub enum EngineError {
     /// The operation is not supported by this volume or device.
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// A long operation (rebuild, re-add, scrub) stopped because
+    /// `Volume::interrupt` asked it to; says how far it got.
+    #[error("interrupted: {0}")]
+    Interrupted(String),
 }
 
 /// Shorthand for results in this crate.

@@ -12,7 +12,7 @@
 //! lost between the copy's read and its write. Large requests fan out over
 //! the members on per-volume worker threads.
 
-use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
@@ -459,6 +459,8 @@ pub struct Volume {
     gate: RwLock<()>,
     /// Serialises [`Volume::fail_member`]'s check with its failure.
     fail_lock: Mutex<()>,
+    /// Set by [`Volume::interrupt`]: long operations stop at their next step.
+    interrupted: AtomicBool,
     stripe_locks: Vec<Mutex<()>>,
     /// Serialise the read-modify-write of unaligned writes whose aligned
     /// windows share an edge block (blocks share locks modulo the count).
@@ -736,6 +738,7 @@ impl Volume {
             cipher,
             gate: RwLock::new(()),
             fail_lock: Mutex::new(()),
+            interrupted: AtomicBool::new(false),
             stripe_locks: (0..parity::STRIPE_LOCKS).map(|_| Mutex::new(())).collect(),
             rmw_locks: (0..RMW_LOCKS).map(|_| Mutex::new(())).collect(),
             pages: PagePool::default(),
@@ -2167,6 +2170,30 @@ impl Volume {
         }
     }
 
+    /// Ask a running [`Volume::rebuild`], [`Volume::readd`] or
+    /// [`Volume::scrub`] to stop before its next step (a chunk or a
+    /// stripe), for a caller that was told to stop (a SIGTERM). The
+    /// operation answers [`EngineError::Interrupted`] and leaves the volume
+    /// as any failure of it does: a member being rebuilt or re-added stays
+    /// failed and is rebuilt again from its start later; a scrub's repairs
+    /// so far stay. The volume keeps serving reads and writes; every later
+    /// one of these operations on it stops at once (the caller is ending),
+    /// and [`Volume::close`] records a clean shutdown as usual.
+    pub fn interrupt(&self) {
+        self.interrupted.store(true, Ordering::SeqCst);
+    }
+
+    /// [`EngineError::Interrupted`] once [`Volume::interrupt`] was called,
+    /// saying how far the operation got.
+    pub(crate) fn check_interrupted(&self, done: u64, total: u64) -> Result<()> {
+        if self.interrupted.load(Ordering::SeqCst) {
+            return Err(EngineError::Interrupted(format!(
+                "stopped after {done} of {total} bytes"
+            )));
+        }
+        Ok(())
+    }
+
     fn run_copy(
         &self,
         role: usize,
@@ -2179,6 +2206,7 @@ impl Volume {
         let started = Instant::now();
         let mut buf = Vec::new();
         for step in steps {
+            self.check_interrupted(done, total)?;
             {
                 let _g = self.gate.write().unwrap_or_else(|p| p.into_inner());
                 match *step {
@@ -2402,6 +2430,7 @@ impl Volume {
         };
         let mut pos = 0;
         while pos < self.size_sectors {
+            self.check_interrupted(pos * SECTOR, self.size_sectors * SECTOR)?;
             let end = (pos + step).min(self.size_sectors);
             let _g = self.gate.write().unwrap_or_else(|p| p.into_inner());
             for p in self.pieces(pos, end, false)? {

@@ -615,7 +615,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
                             progress: Some(&bar),
                         },
                     )
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| {
+                        end_progress_line();
+                        recovery_error("rebuild", role, e)
+                    })?;
                 end_progress_line();
                 out!("rebuilt role {role}: {} bytes copied", p.done_bytes);
                 Ok(())
@@ -632,13 +635,26 @@ fn run(cli: Cli) -> Result<(), Failure> {
                         progress: Some(&bar),
                     },
                 )
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| {
+                    end_progress_line();
+                    recovery_error("readd", role, e)
+                })?;
             end_progress_line();
             out!("re-added role {role}: {} bytes resynced", p.done_bytes);
             Ok(())
         })?,
         Cmd::Scrub { repair, m } => with_volume(&m, |v| {
-            let r = v.scrub(repair).map_err(|e| e.to_string())?;
+            let r = v.scrub(repair).map_err(|e| match e {
+                EngineError::Interrupted(how_far) => format!(
+                    "scrub interrupted by a signal ({how_far}){}",
+                    if repair {
+                        "; the mismatches found so far were repaired"
+                    } else {
+                        ""
+                    }
+                ),
+                e => e.to_string(),
+            })?;
             out!(
                 "read {} bytes, checked {} of {} volume bytes, {} mismatches{}",
                 r.bytes_read,
@@ -734,11 +750,60 @@ fn run(cli: Cli) -> Result<(), Failure> {
 /// Start the volume, run `f` on it and close it whatever `f` answers, so
 /// that a refused or failed command does not leave the members recorded
 /// as not shut down cleanly. `f`'s failure comes first.
+///
+/// A SIGTERM or SIGINT while `f` runs interrupts a rebuild, readd or scrub
+/// at its next step ([`Volume::interrupt`]), and the volume is closed as
+/// for any failure; a second signal ends the process at once.
 fn with_volume(m: &Members, f: impl FnOnce(&Volume) -> Result<(), Failure>) -> Result<(), Failure> {
     let v = assemble(m)?;
-    let result = f(&v);
+    let stop = match interruptible() {
+        Ok(stop) => stop,
+        Err(e) => {
+            let _ = v.close();
+            return Err(e.into());
+        }
+    };
+    let finished = AtomicBool::new(false);
+    let result = std::thread::scope(|s| {
+        s.spawn(|| {
+            while !finished.load(Ordering::SeqCst) {
+                if stop.load(Ordering::SeqCst) {
+                    v.interrupt();
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let result = f(&v);
+        finished.store(true, Ordering::SeqCst);
+        result
+    });
     let closed = v.close().map_err(|e| Failure::from(e.to_string()));
     result.and(closed)
+}
+
+/// A flag set by the first SIGTERM or SIGINT; the second one exits at once
+/// (status 1), so that a command that does not stop can still be ended.
+fn interruptible() -> Result<Arc<AtomicBool>, String> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        // Registered first, so that it sees the flag before this signal
+        // sets it: it exits only on a signal after the first.
+        signal_hook::flag::register_conditional_shutdown(sig, EXIT_ERROR.into(), stop.clone())
+            .map_err(|e| format!("signal: {e}"))?;
+        signal_hook::flag::register(sig, stop.clone()).map_err(|e| format!("signal: {e}"))?;
+    }
+    Ok(stop)
+}
+
+/// The message of a rebuild or readd of `role` that failed with `e`.
+fn recovery_error(what: &str, role: usize, e: EngineError) -> String {
+    match e {
+        EngineError::Interrupted(how_far) => format!(
+            "{what} of role {role} interrupted by a signal ({how_far}): role {role} stays failed; run {what} again to start it over"
+        ),
+        e => e.to_string(),
+    }
 }
 
 /// `expose`: serve the volume as a FUSE file (and a loop device on it)

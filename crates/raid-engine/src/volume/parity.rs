@@ -378,6 +378,10 @@ impl Volume {
         };
         let engine = ParityEngine::detect();
         for stripe in 0..g.stripes() {
+            self.check_interrupted(
+                stripe * chunk * SECTOR * g.data_disks() as u64,
+                g.stripes() * chunk * SECTOR * g.data_disks() as u64,
+            )?;
             let _g = self.gate.write().unwrap_or_else(|p| p.into_inner());
             let sector = stripe * chunk;
             let data_bytes = chunk * SECTOR * g.data_disks() as u64;
