@@ -2173,10 +2173,12 @@ impl Volume {
     /// Ask a running [`Volume::rebuild`], [`Volume::readd`] or
     /// [`Volume::scrub`] to stop before its next step (a chunk or a
     /// stripe), for a caller that was told to stop (a SIGTERM). The
-    /// operation answers [`EngineError::Interrupted`] and leaves the volume
-    /// as any failure of it does: a member being rebuilt or re-added stays
-    /// failed and is rebuilt again from its start later; a scrub's repairs
-    /// so far stay. The volume keeps serving reads and writes; every later
+    /// operation answers [`EngineError::Interrupted`]: a member being
+    /// rebuilt stays failed (its replacement not in sync) and is rebuilt
+    /// again from its start later; a member being re-added stays recorded
+    /// failed while in sync, with every region it may lack still marked in
+    /// the bitmap, so that a later readd starts over; a scrub's repairs so
+    /// far stay. The volume keeps serving reads and writes; every later
     /// one of these operations on it stops at once (the caller is ending),
     /// and [`Volume::close`] records a clean shutdown as usual.
     pub fn interrupt(&self) {
@@ -2323,6 +2325,18 @@ impl Volume {
             self.persist_bitmap()?;
             self.run_copy(role, &steps, opts, false)
         })();
+        if let Err(EngineError::Interrupted(_)) = &res
+            && slot.state.load(Ordering::SeqCst) == RECOVERING
+        {
+            // Stopped on request, not by an error: the role stays recorded
+            // failed while in sync (not a spare needing a full rebuild), so
+            // that a later readd starts over. That is safe because every
+            // region it may lack keeps its bit: a volume with a member not
+            // active clears none.
+            slot.state.store(FAILED, Ordering::SeqCst);
+            let _ = self.write_superblocks(false);
+            return res;
+        }
         self.finish_recovery(role, res)
     }
 

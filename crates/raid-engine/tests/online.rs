@@ -249,3 +249,74 @@ fn replace_refuses_a_device_of_a_role_in_use() {
         assert!(back == data, "{spec}: data changed by the rebuild");
     }
 }
+
+/// `Volume::interrupt` stops a readd and a rebuild at their next step with
+/// `EngineError::Interrupted`. An interrupted readd leaves the role
+/// recorded failed while in sync, so that after a restart a readd (by
+/// bitmap, not a full rebuild) completes it; an interrupted rebuild leaves
+/// the replacement not in sync, and a rebuild after a restart completes
+/// it. Either way the volume then scrubs clean and reads what was written.
+#[test]
+fn interrupted_readd_and_rebuild_can_be_run_again() {
+    for readd in [true, false] {
+        let dir = common::scratch();
+        let (paths, devs) = common::members(dir.path(), 3, 4 << 20);
+        let mut opts = CreateOptions::new(VolumeLayout::parse("raid5").unwrap());
+        opts.chunk_sectors = 16;
+        opts.bitmap_region_bytes = 64 << 10;
+        let vol = Volume::create(devs, &opts).unwrap();
+        vol.write_at(&common::pattern(1, vol.size() as usize), 0)
+            .unwrap();
+        vol.fail_member(1).unwrap();
+        // Every region written while role 1 is away: its readd has many
+        // steps.
+        let data = common::pattern(2, vol.size() as usize);
+        vol.write_at(&data, 0).unwrap();
+        let stop = |_: Progress| vol.interrupt();
+        let opts = RebuildOptions {
+            max_bytes_per_sec: None,
+            progress: Some(&stop),
+        };
+        let spare = dir.path().join("spare");
+        let e = if readd {
+            vol.readd(1, None, &opts).unwrap_err()
+        } else {
+            let d = FileDevice::create(&spare, 4 << 20, CacheMode::DirectIfSupported).unwrap();
+            vol.replace(1, Arc::new(d)).unwrap();
+            vol.rebuild(1, &opts).unwrap_err()
+        };
+        let what = if readd { "readd" } else { "rebuild" };
+        assert!(
+            matches!(e, raid_engine::EngineError::Interrupted(_)),
+            "{what}: {e}"
+        );
+        assert_eq!(vol.status()[1].state, MemberState::Failed, "{what}");
+        vol.close().unwrap();
+        drop(vol);
+
+        let mut given = paths.clone();
+        if !readd {
+            given[1] = spare.clone();
+        }
+        let vol = Volume::assemble(common::reopen(&given), None).unwrap();
+        let condition = Volume::examine(&common::reopen(&given), None)
+            .unwrap()
+            .roles[1]
+            .condition;
+        if readd {
+            assert_eq!(condition, raid_engine::RoleCondition::Faulty, "{what}");
+            vol.readd(1, None, &RebuildOptions::default()).unwrap();
+        } else {
+            assert_eq!(condition, raid_engine::RoleCondition::Spare, "{what}");
+            // As the CLI's rebuild does with the replacement given again.
+            vol.replace(1, common::reopen(std::slice::from_ref(&spare)).remove(0))
+                .unwrap();
+            vol.rebuild(1, &RebuildOptions::default()).unwrap();
+        }
+        let r = vol.scrub(false).unwrap();
+        assert!(r.mismatches.is_empty() && r.is_complete(), "{what}: {r:?}");
+        let mut back = vec![0u8; data.len()];
+        vol.read_at(&mut back, 0).unwrap();
+        assert!(back == data, "{what}: reads differ");
+    }
+}
