@@ -1022,3 +1022,59 @@ fn sigterm_interrupts_a_rebuild_and_closes_the_volume() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains(" 0 mismatches"), "{out}");
 }
+
+/// A second process writing the members of a volume in use is refused:
+/// while `serve-nbd` serves a member file, `scrub --repair` and `rebuild`
+/// on it exit 1 saying the file is in use by another process, and change
+/// nothing; once the server is gone they run. `status` (read only) runs
+/// all along. Before, both processes wrote the same members.
+#[test]
+fn a_member_in_use_by_another_process_is_refused() {
+    use std::io::BufRead;
+    let dir = common::scratch();
+    let (paths, devs) = common::members(dir.path(), 2, 8 << 20);
+    drop(devs);
+    let m: Vec<&str> = paths.iter().map(|p| p.to_str().unwrap()).collect();
+    let spare = spare_file(dir.path(), 8 << 20);
+    let spare = spare.to_str().unwrap();
+    let (code, _, err) = run_code(&[&["create", "--level", "raid1"][..], &m].concat());
+    assert_eq!(code, 0, "{err}");
+    let export = format!("d0={}", m[0]);
+    let mut server = Command::new(env!("CARGO_BIN_EXE_raid-engine"))
+        .args(["serve-nbd", "--listen", "127.0.0.1:0", "--export", &export])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(server.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("serving NBD"), "{line}");
+    let before = metadata(&[m[0], m[1], spare]);
+    for args in [
+        &["scrub", "--repair"][..],
+        &["rebuild", "--role", "1", "--replacement", spare][..],
+        &["create", "--force", "--level", "raid1"][..],
+    ] {
+        let (code, out, err) = run_code(&[args, &m].concat());
+        assert_eq!(code, 1, "{args:?}: {out}{err}");
+        assert!(
+            err.contains(&format!("{} is in use by another process", m[0])),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(
+        metadata(&[m[0], m[1], spare]) == before,
+        "a refused command wrote"
+    );
+    let (code, out, err) = run_code(&[&["status"][..], &m].concat());
+    assert_eq!(code, 0, "{out}{err}");
+    let st = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert!(server.wait().unwrap().success());
+    let (code, out, err) = run_code(&[&["scrub", "--repair"][..], &m].concat());
+    assert_eq!(code, 0, "{out}{err}");
+}
