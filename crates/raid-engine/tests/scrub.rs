@@ -305,3 +305,52 @@ fn scrub_fails_a_member_whose_reads_fail_and_carries_on() {
         );
     }
 }
+
+/// A repair write that fails during `scrub --repair` fails that member as
+/// a read error does: the mismatch is still reported, the member is named
+/// in the report with the write error, the scrub carries on, and the
+/// volume is degraded and reads what was written. Before, the scrub
+/// stopped at the error.
+#[test]
+fn a_failed_repair_write_fails_the_member_and_the_scrub_carries_on() {
+    let dir = common::scratch();
+    let (_paths, mut devs) = common::members(dir.path(), 3, 4 << 20);
+    let failing = common::FailingReads::new(devs[1].clone());
+    devs[1] = failing.clone();
+    let mut opts = CreateOptions::new(VolumeLayout::parse("raid1").unwrap());
+    opts.chunk_sectors = 16;
+    let vol = Volume::create(devs.clone(), &opts).unwrap();
+    let data = common::pattern(11, vol.size() as usize);
+    vol.write_at(&data, 0).unwrap();
+    vol.flush().unwrap();
+    // Role 1's copy of sector 100 changed behind the engine's back, and
+    // role 1 refusing writes from then on.
+    let at = vol.data_offset_bytes() + 100 * 512;
+    devs[1].write_at(&[0xa5; 512], at).unwrap();
+    failing.fail_writes_from(vol.data_offset_bytes());
+    let r = vol.scrub(true).unwrap();
+    assert_eq!(r.mismatches.len(), 1, "{r:?}");
+    assert_eq!(r.mismatches[0].members, vec![1], "{r:?}");
+    assert_eq!(r.failed_members.len(), 1, "{r:?}");
+    assert_eq!(r.failed_members[0].role, 1, "{r:?}");
+    assert!(
+        r.failed_members[0]
+            .error
+            .starts_with("repair write error: "),
+        "{r:?}"
+    );
+    assert_eq!(
+        r.checked_bytes + r.unverifiable_bytes + r.unreadable_bytes,
+        vol.size(),
+        "{r:?}"
+    );
+    assert_eq!(
+        vol.health(),
+        raid_engine::Health::Degraded {
+            unavailable: vec![1]
+        }
+    );
+    let mut back = vec![0u8; data.len()];
+    vol.read_at(&mut back, 0).unwrap();
+    assert!(back == data, "reads differ");
+}

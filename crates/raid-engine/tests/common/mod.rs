@@ -82,12 +82,14 @@ pub fn scratch() -> tempfile::TempDir {
 }
 
 /// A member that answers `EIO` to every read reaching past byte `from`
-/// once [`FailingReads::fail_reads_from`] arms it: a drive with a bad
-/// area, for the tests of what the engine does on a member read error.
+/// once [`FailingReads::fail_reads_from`] arms it (and to writes, once
+/// [`FailingReads::fail_writes_from`] does): a drive with a bad area, for
+/// the tests of what the engine does on a member I/O error.
 #[derive(Debug)]
 pub struct FailingReads {
     inner: Arc<dyn BlockDevice>,
     from: std::sync::atomic::AtomicU64,
+    writes_from: std::sync::atomic::AtomicU64,
 }
 
 impl FailingReads {
@@ -96,7 +98,14 @@ impl FailingReads {
         Arc::new(FailingReads {
             inner,
             from: std::sync::atomic::AtomicU64::new(u64::MAX),
+            writes_from: std::sync::atomic::AtomicU64::new(u64::MAX),
         })
+    }
+
+    /// From now on, fail writes that reach past byte `from` as well.
+    pub fn fail_writes_from(&self, from: u64) {
+        self.writes_from
+            .store(from, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// From now on, fail reads that reach past byte `from`.
@@ -116,6 +125,9 @@ impl BlockDevice for FailingReads {
         self.inner.read_at(buf, offset)
     }
     fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        if offset + buf.len() as u64 > self.writes_from.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(std::io::Error::from_raw_os_error(5));
+        }
         self.inner.write_at(buf, offset)
     }
     fn flush(&self) -> std::io::Result<()> {
