@@ -9,9 +9,18 @@ use clap::{Parser, Subcommand};
 use composer::admin::{self, Request};
 use composer_core::{EtcdConfig, EtcdStore, Health, Inventory, RedbStore, Store};
 
+/// The exit statuses, shown at the end of `composer --help`.
+const EXIT_STATUS: &str = "\
+Exit status:
+  0  success
+  1  the operation was refused or failed (stderr says why)
+  2  usage error: an unknown subcommand, flag or value, or flags that do not
+     go together (clap's convention)
+  3  serve: the shutdown after SIGTERM took longer than 25 s and was cut short";
+
 /// A composer: carves a pool of disaggregated drives into CSI volumes.
 #[derive(Parser, Debug)]
-#[command(name = "composer", version, about, long_about = None)]
+#[command(name = "composer", version, about, long_about = None, after_help = EXIT_STATUS)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -137,8 +146,8 @@ enum AdminCommand {
     Mark {
         /// Drive, JBOD or server id.
         target: String,
-        /// failed | draining | degraded | healthy.
-        health: String,
+        /// The new health.
+        health: HealthArg,
     },
     /// Show the repair plan for a drive or JBOD.
     RepairPlan {
@@ -165,6 +174,43 @@ enum AdminCommand {
         #[arg(long)]
         max_bytes_per_sec: Option<u64>,
     },
+}
+
+/// `composer admin mark`'s health, checked by clap (a usage error, exit 2).
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum HealthArg {
+    Failed,
+    Draining,
+    Degraded,
+    Healthy,
+}
+
+impl From<HealthArg> for Health {
+    fn from(h: HealthArg) -> Health {
+        match h {
+            HealthArg::Failed => Health::Failed,
+            HealthArg::Draining => Health::Draining,
+            HealthArg::Degraded => Health::Degraded,
+            HealthArg::Healthy => Health::Healthy,
+        }
+    }
+}
+
+/// Why a command did not succeed, which decides the exit status (see
+/// [`EXIT_STATUS`]).
+#[derive(Debug)]
+enum Failure {
+    /// The command line is wrong: exit 2, as clap exits for its own usage
+    /// errors, so that a script can tell a typo from a refusal.
+    Usage(String),
+    /// The operation was refused or failed: exit 1.
+    Failed(String),
+}
+
+impl From<String> for Failure {
+    fn from(e: String) -> Failure {
+        Failure::Failed(e)
+    }
 }
 
 /// The bounds of `composer serve`'s shutdown.
@@ -210,10 +256,12 @@ fn load_inventory(file: Option<&PathBuf>) -> Result<Inventory, String> {
 fn etcd_user_of(
     user: Option<String>,
     password_file: Option<PathBuf>,
-) -> Result<Option<(String, String)>, String> {
+) -> Result<Option<(String, String)>, Failure> {
     let Some(user) = user else {
         return match password_file {
-            Some(_) => Err("--etcd-password-file: needs --etcd-user".into()),
+            Some(_) => Err(Failure::Usage(
+                "--etcd-password-file: needs --etcd-user".into(),
+            )),
             None => Ok(None),
         };
     };
@@ -223,32 +271,38 @@ fn etcd_user_of(
             .trim_end_matches(['\r', '\n'])
             .to_string(),
         None => std::env::var("ETCD_PASSWORD").map_err(|_| {
-            "--etcd-user: the password must be in --etcd-password-file or ETCD_PASSWORD".to_string()
+            Failure::Usage(
+                "--etcd-user: the password must be in --etcd-password-file or ETCD_PASSWORD"
+                    .to_string(),
+            )
         })?,
     };
     Ok(Some((user, password)))
 }
 
-/// `--etcd-ca` with an optional `--etcd-cert`/`--etcd-key` pair.
+/// `--etcd-ca` with an optional `--etcd-cert`/`--etcd-key` pair; the
+/// errors are usage errors.
 fn etcd_tls_of(
     ca: Option<PathBuf>,
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
-) -> Result<Option<composer_core::EtcdTls>, String> {
+) -> Result<Option<composer_core::EtcdTls>, Failure> {
     let identity = match (cert, key) {
         (Some(c), Some(k)) => Some((c, k)),
         (None, None) => None,
-        (Some(_), None) => return Err("--etcd-cert: needs --etcd-key".into()),
-        (None, Some(_)) => return Err("--etcd-key: needs --etcd-cert".into()),
+        (Some(_), None) => return Err(Failure::Usage("--etcd-cert: needs --etcd-key".into())),
+        (None, Some(_)) => return Err(Failure::Usage("--etcd-key: needs --etcd-cert".into())),
     };
     match (ca, identity) {
         (Some(ca), identity) => Ok(Some(composer_core::EtcdTls { ca, identity })),
-        (None, Some(_)) => Err("--etcd-cert: TLS to etcd needs --etcd-ca".into()),
+        (None, Some(_)) => Err(Failure::Usage(
+            "--etcd-cert: TLS to etcd needs --etcd-ca".into(),
+        )),
         (None, None) => Ok(None),
     }
 }
 
-async fn run(cli: Cli) -> Result<(), String> {
+async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Serve {
             endpoint,
@@ -272,6 +326,12 @@ async fn run(cli: Cli) -> Result<(), String> {
             jbod_agent,
             jbod_agent_listen,
         } => {
+            // Usage first, before anything is created or opened.
+            if data_dir.is_some() && node_id.is_none() {
+                return Err(Failure::Usage(
+                    "--data-dir serves the node side and needs --node-id".into(),
+                ));
+            }
             let inv = load_inventory(inventory.as_ref())?;
             if store.is_none()
                 && let Some(dir) = state.parent()
@@ -288,7 +348,8 @@ async fn run(cli: Cli) -> Result<(), String> {
             let store: Arc<dyn Store> = match store {
                 None => Arc::new(RedbStore::open(&state).map_err(|e| e.to_string())?),
                 Some(url) => {
-                    let mut cfg = EtcdConfig::parse(&url).map_err(|e| e.to_string())?;
+                    let mut cfg =
+                        EtcdConfig::parse(&url).map_err(|e| Failure::Usage(e.to_string()))?;
                     cfg.prefix = etcd_prefix.trim_end_matches('/').to_string();
                     cfg.user = etcd_user_of(etcd_user, etcd_password_file)?;
                     cfg.tls = etcd_tls_of(etcd_ca, etcd_cert, etcd_key)?;
@@ -300,9 +361,6 @@ async fn run(cli: Cli) -> Result<(), String> {
             let mut driver = composer::ComposerDriver::open(inv, store, node_id.as_deref())
                 .map_err(|e| e.to_string())?;
             if let Some(data) = data_dir {
-                if node_id.is_none() {
-                    return Err("--data-dir serves the node side and needs --node-id".into());
-                }
                 driver = driver.with_node_side(composer::node::NodeConfig {
                     run_dir: data.join("run"),
                     data_dir: data.join("drives"),
@@ -406,7 +464,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             }
             let _ = tx.send(true);
             let _ = tokio::time::timeout(shutdown::DRAIN, admin).await;
-            r
+            r.map_err(Failure::Failed)
         }
         Command::Demo => {
             let dir = std::env::temp_dir().join(format!("composer-demo-{}", std::process::id()));
@@ -421,7 +479,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 if r.is_ok() { "passed" } else { "FAILED" },
                 started.elapsed().as_secs_f64()
             );
-            r
+            r.map_err(Failure::Failed)
         }
         Command::Admin { socket, what } => {
             let req = match what {
@@ -431,17 +489,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 AdminCommand::Volumes => Request::Volumes,
                 AdminCommand::Mark { target, health } => Request::Mark {
                     target,
-                    health: match health.as_str() {
-                        "failed" => Health::Failed,
-                        "draining" => Health::Draining,
-                        "degraded" => Health::Degraded,
-                        "healthy" => Health::Healthy,
-                        other => {
-                            return Err(format!(
-                                "health: must be failed, draining, degraded or healthy, got {other:?}"
-                            ));
-                        }
-                    },
+                    health: health.into(),
                 },
                 AdminCommand::RepairPlan { target } => Request::RepairPlan { target },
                 AdminCommand::RepairApply { target } => Request::RepairApply { target },
@@ -464,7 +512,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             bar.finish();
             let answer = answer?;
             if let Some(e) = answer.get("error") {
-                return Err(e.as_str().unwrap_or_default().to_string());
+                return Err(Failure::Failed(e.as_str().unwrap_or_default().to_string()));
             }
             println!(
                 "{}",
@@ -514,8 +562,13 @@ async fn main() {
     }
     let code = match run(cli).await {
         Ok(()) => 0,
-        Err(e) => {
+        Err(Failure::Failed(e)) => {
             eprintln!("composer: {e}");
+            1
+        }
+        Err(Failure::Usage(e)) => {
+            eprintln!("composer: {e}");
+            eprintln!("For more information, try '--help'.");
             2
         }
     };

@@ -1,0 +1,168 @@
+//! `composer`'s exit statuses, as `composer --help` lists them: 2 for a
+//! usage error (clap's own convention, also for flags that do not go
+//! together), 1 for an operation that was refused or failed. Before, every
+//! error exited 2, so a script could not tell a typo from a refusal.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+mod common;
+
+fn composer(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_composer"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("the composer binary runs")
+}
+
+fn code(out: &Output) -> i32 {
+    out.status
+        .code()
+        .unwrap_or_else(|| panic!("ended by a signal: {:?}", out.status))
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn help_lists_the_exit_statuses() {
+    let out = composer(&["--help"]);
+    assert_eq!(code(&out), 0);
+    let help = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "Exit status:",
+        "0  success",
+        "1  the operation was refused or failed",
+        "2  usage error",
+        "3  serve: the shutdown after SIGTERM took longer than 25 s",
+    ] {
+        assert!(help.contains(line), "{line:?} missing from:\n{help}");
+    }
+}
+
+#[test]
+fn usage_errors_exit_2_before_anything_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let state = p("state.redb");
+    let admin_sock = p("admin.sock");
+    let data = p("data");
+    let cases: &[(&[&str], &str)] = &[
+        (&["no-such-command"], "unrecognized subcommand"),
+        (
+            &["admin", "mark", "r1-e1-00", "broken"],
+            "invalid value 'broken'",
+        ),
+        (&["admin", "rebuild"], "required"),
+        (
+            &[
+                "serve",
+                "--state",
+                &state,
+                "--admin-socket",
+                &admin_sock,
+                "--data-dir",
+                &data,
+            ],
+            "--data-dir serves the node side and needs --node-id",
+        ),
+        (
+            &[
+                "serve",
+                "--store",
+                "etcd:/127.0.0.1",
+                "--admin-socket",
+                &admin_sock,
+            ],
+            "--store",
+        ),
+        (
+            &[
+                "serve",
+                "--store",
+                "etcd://127.0.0.1:1",
+                "--admin-socket",
+                &admin_sock,
+                "--etcd-key",
+                &p("key.pem"),
+            ],
+            "--etcd-key: needs --etcd-cert",
+        ),
+    ];
+    for (args, says) in cases {
+        let out = composer(args);
+        let err = stderr(&out);
+        assert_eq!(code(&out), 2, "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    // Nothing was created by a refused command line.
+    for f in [&state, &data] {
+        assert!(!Path::new(f).exists(), "{f} was created");
+    }
+}
+
+#[test]
+fn failed_operations_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "drives = 3\n").unwrap();
+    let missing = dir.path().join("admin.sock");
+    let cases: Vec<(Vec<&str>, String)> = vec![
+        (
+            vec!["inventory", bad.to_str().unwrap()],
+            bad.display().to_string(),
+        ),
+        (
+            vec!["admin", "--socket", missing.to_str().unwrap(), "drives"],
+            format!("connecting to {}", missing.display()),
+        ),
+    ];
+    for (args, says) in cases {
+        let out = composer(&args);
+        let err = stderr(&out);
+        assert_eq!(code(&out), 1, "{args:?}: {err}");
+        assert!(err.contains(&says), "{args:?}: {err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_of_a_running_composer_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = common::Server::start(dir.path()).await;
+    let sock = s.admin.to_str().unwrap().to_string();
+    let cases: &[(&[&str], &str)] = &[
+        (&["mark", "no-such-drive", "failed"], "no-such-drive"),
+        (&["repair-plan", "no-such-drive"], "no-such-drive"),
+        (
+            &["fail-drive", "no-such-drive"],
+            "no drive \"no-such-drive\"",
+        ),
+        (&["rebuild", "no-such-drive"], "no-such-drive"),
+        // A healthy drive: a rebuild replaces failed drives.
+        (&["rebuild", "r1-e1-00"], "refused, nothing was changed"),
+    ];
+    for (what, says) in cases {
+        let mut args = vec!["admin", "--socket", &sock];
+        args.extend_from_slice(what);
+        let out = tokio::task::spawn_blocking({
+            let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            move || {
+                Command::new(env!("CARGO_BIN_EXE_composer"))
+                    .args(&args)
+                    .output()
+                    .unwrap()
+            }
+        })
+        .await
+        .unwrap();
+        let err = stderr(&out);
+        assert_eq!(code(&out), 1, "{what:?}: {err}");
+        assert!(err.contains(says), "{what:?}: {err}");
+    }
+    // And a question it can answer: 0.
+    let out = composer(&["admin", "--socket", &sock, "drives"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    s.kill();
+}
