@@ -28,7 +28,7 @@ use csi_types::types::CapacityRange;
 use raid_engine::MemberState;
 
 mod common;
-use common::{InProcess, Vol, cap};
+use common::InProcess;
 
 fn ask(c: &Composer, side: &composer::node::NodeSide, req: Request) -> serde_json::Value {
     admin::handle_with(c, Some(side), req, &|_| {}, None)
@@ -148,22 +148,15 @@ async fn the_drive_of_a_staged_single_slice_is_not_failed_nor_rebuilt() {
     let s = InProcess::new();
     let c = s.driver.composer();
     let side = s.driver.node_side().unwrap();
-    let mut req = composer::create_request("plain", &[("type", "slice")], 32 << 20).unwrap();
-    req.volume_capabilities = vec![cap()];
-    let id = Csi::create_volume(&s.plugin, req)
-        .await
-        .unwrap()
-        .volume
-        .volume_id
-        .as_str()
-        .to_string();
-    common::controller_publish(&s.plugin, &id).await;
-    let v = Vol {
-        id: id.clone(),
-        staging: s.dir.path().join("staging").join("plain"),
-        target: s.dir.path().join("target").join("plain"),
-    };
-    common::stage(&s.plugin, &v).await.unwrap();
+    let v = common::provision_staged(
+        &s.plugin,
+        s.dir.path(),
+        "plain",
+        &[("type", "slice")],
+        32 << 20,
+    )
+    .await;
+    let id = v.id.clone();
     let before = c.get(&id).unwrap().record;
     let drive = before.members[0].drive.clone();
 
