@@ -157,6 +157,22 @@ fn side_of(side: Option<&NodeSide>) -> Result<&NodeSide, String> {
 }
 
 fn fail_drive(c: &Composer, side: &NodeSide, drive: &str) -> Result<serde_json::Value, String> {
+    fail_drive_with(c, side, drive, &|| {})
+}
+
+/// `fail-drive` of `drive` as the admin socket answers it (the `ok` value,
+/// or the error), running `meanwhile` after the inventory records the
+/// drive failed and before the node side fails its members: the window in
+/// which a volume staged or a member failed through I/O by someone else
+/// can still make the node refuse. The admin socket runs nothing there;
+/// a test runs such a change there to reach, deterministically, the path
+/// that puts the drive's earlier mark back when no member was failed.
+pub fn fail_drive_with(
+    c: &Composer,
+    side: &NodeSide,
+    drive: &str,
+    meanwhile: &dyn Fn(),
+) -> Result<serde_json::Value, String> {
     if c.inventory().drive_index(drive).is_none() {
         return Err(format!("target: no drive {drive:?} in the inventory"));
     }
@@ -167,6 +183,7 @@ fn fail_drive(c: &Composer, side: &NodeSide, drive: &str) -> Result<serde_json::
         .map_err(|e| format!("fail-drive {drive}: refused: {e}"))?;
     let before = c.mark_of(drive);
     c.mark(drive, Health::Failed).map_err(|e| e.to_string())?;
+    meanwhile();
     // The node checks again and the engine once more per member: a volume
     // staged since the check, or a member failed through I/O since, can
     // still stop it, and failing a member writes the survivors' superblocks,

@@ -200,3 +200,71 @@ async fn the_drive_of_a_staged_single_slice_is_not_failed_nor_rebuilt() {
     .await
     .unwrap();
 }
+
+/// `fail-drive` checked that the drive could be failed and marked it
+/// failed, and then the node refused after all (here the other member of
+/// the mirror failed through I/O in between, so that the drive became the
+/// last copy): no member was failed, so the drive's earlier mark comes
+/// back, `draining` here, not `healthy` and not `failed`. Reached through
+/// `admin::fail_drive_with`, which runs the change in that window; before,
+/// only a race reached this path.
+#[test]
+fn a_fail_drive_the_node_refuses_after_the_mark_puts_the_earlier_mark_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let driver = common::driver_in(dir.path());
+    let c = driver.composer();
+    let side = driver.node_side().unwrap();
+    let params = common::params(&[("type", "slice"), ("redundancy", "true")]);
+    let range = CapacityRange::new(Some(32 << 20), None).unwrap();
+    let v = c
+        .create("mirror", &params, range, true, true, None)
+        .unwrap();
+    let id = v.record.id.clone();
+    let vol = side.assemble_unexposed(&v.record).unwrap();
+    let drive = v.record.members[0].drive.clone();
+    c.mark(&drive, Health::Draining).unwrap();
+
+    let ran = std::sync::atomic::AtomicBool::new(false);
+    let error = admin::fail_drive_with(c, side, &drive, &|| {
+        // The inventory says failed while the node has not acted yet.
+        assert_eq!(c.mark_of(&drive), Health::Failed);
+        vol.fail_member(1).unwrap();
+        ran.store(true, std::sync::atomic::Ordering::SeqCst);
+    })
+    .expect_err("the last copy was failed");
+    assert!(ran.load(std::sync::atomic::Ordering::SeqCst));
+    assert!(
+        error.contains(&format!("drive {drive} is not failed"))
+            && error.contains(&format!("volume {id}"))
+            && error.contains(&format!(
+                "no member on drive {drive} was failed, and the inventory marks it draining \
+                 again, as before"
+            )),
+        "{error}"
+    );
+    assert_eq!(c.mark_of(&drive), Health::Draining);
+    assert_eq!(health(c, &drive), Health::Draining);
+    // The engine still serves from the drive, its last copy.
+    let st = vol.status();
+    assert_eq!(st[0].state, MemberState::Active, "{st:?}");
+    let mut buf = vec![0u8; 4096];
+    vol.read_at(&mut buf, 0).unwrap();
+
+    // With the window left alone the same call goes through the path the
+    // admin socket takes: a healthy mirror, the drive failed for good.
+    let other = c.create("other", &params, range, true, true, None).unwrap();
+    let vol2 = side.assemble_unexposed(&other.record).unwrap();
+    let drive2 = other.record.members[0].drive.clone();
+    let answer = admin::fail_drive_with(c, side, &drive2, &|| {}).unwrap();
+    assert!(
+        answer["degraded"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v == other.record.id.as_str()),
+        "{answer}"
+    );
+    assert_eq!(c.mark_of(&drive2), Health::Failed);
+    assert_eq!(vol2.status()[0].state, MemberState::Failed);
+    side.release_all();
+}
