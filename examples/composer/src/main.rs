@@ -327,6 +327,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             jbod_agent_listen,
         } => {
             // Usage first, before anything is created or opened.
+            if let Err(e) = endpoint.parse::<csi_types::endpoint::Endpoint>() {
+                return Err(Failure::Usage(format!("--endpoint: {e}")));
+            }
             if data_dir.is_some() && node_id.is_none() {
                 return Err(Failure::Usage(
                     "--data-dir serves the node side and needs --node-id".into(),

@@ -71,6 +71,18 @@ fn usage_errors_exit_2_before_anything_is_created() {
         (
             &[
                 "serve",
+                "--endpoint",
+                "csi.sock",
+                "--state",
+                &state,
+                "--admin-socket",
+                &admin_sock,
+            ],
+            "--endpoint: invalid endpoint \"csi.sock\"",
+        ),
+        (
+            &[
+                "serve",
                 "--store",
                 "etcd:/127.0.0.1",
                 "--admin-socket",
