@@ -389,6 +389,18 @@ impl Parameters {
         Ok(p)
     }
 
+    /// Whether parameter maps `a` and `b` ask for the same volume: written
+    /// alike, or read alike by [`Parameters::parse`] (the case of a
+    /// fixed-vocabulary value, blanks, the keys Kubernetes adds do not
+    /// count). What a repeated create and a validation compare.
+    pub fn same_class(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> bool {
+        a == b
+            || matches!(
+                (Parameters::parse(a), Parameters::parse(b)),
+                (Ok(x), Ok(y)) if x == y
+            )
+    }
+
     /// The minimum RPM that applies (only to HDD volumes).
     pub fn effective_min_rpm(&self) -> Option<u32> {
         match self.kind {

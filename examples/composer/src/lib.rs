@@ -295,7 +295,9 @@ impl Controller for ComposerDriver {
     ) -> Result<ValidateVolumeCapabilitiesResponse, CsiError> {
         let id = req.volume_id.as_str().to_string();
         let v = self.run(move |c| c.get(&id)).await?;
-        if !req.parameters.is_empty() && req.parameters != v.parameters {
+        if !req.parameters.is_empty()
+            && !composer_core::Parameters::same_class(&req.parameters, &v.parameters)
+        {
             return Ok(ValidateVolumeCapabilitiesResponse::unsupported(
                 "the parameters differ from the volume's",
             ));

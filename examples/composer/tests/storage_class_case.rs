@@ -53,6 +53,32 @@ async fn the_controller_reads_values_whatever_their_case_and_refuses_others() {
         .record;
     assert_eq!(rec.layout.kind, composer_core::LayoutKind::SliceMirror);
 
+    // The same StorageClass spelt otherwise validates; another does not.
+    for (fs, confirmed) in [("xfs", true), ("Ext4", false)] {
+        let r = Csi::validate_volume_capabilities(
+            &s.plugin,
+            csi_types::controller::ValidateVolumeCapabilitiesRequest {
+                volume_id: v.volume_id.clone(),
+                volume_context: Default::default(),
+                volume_capabilities: vec![xfs_cap(fs)],
+                parameters: [
+                    ("type", "slice"),
+                    ("fsType", fs),
+                    ("redundancy", "true"),
+                    ("networkTransportsAllowed", "nbd"),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+                secrets: Secrets::default(),
+                mutable_parameters: Default::default(),
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.confirmed.is_some(), confirmed, "{fs}: {}", r.message);
+    }
+
     for (params, cap, field, rule) in [
         (
             [("type", "slice"), ("fsType", "Btrfs")],
