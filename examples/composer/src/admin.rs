@@ -5,7 +5,9 @@
 //! `{"op":"volumes"}`,
 //! `{"op":"mark","target":ID,"health":"failed"|"draining"|"healthy"}`,
 //! `{"op":"repair-plan","target":DRIVE_OR_JBOD}`,
-//! `{"op":"repair-apply","target":DRIVE_OR_JBOD}`;
+//! `{"op":"repair-apply","target":DRIVE_OR_JBOD}` (with a node side,
+//! refused, changing nothing, when it would move a member of a volume
+//! staged here: `rebuild` moves and rebuilds those);
 //! served with the node side (`composer serve --node-id … --data-dir …`):
 //! `{"op":"fail-drive","target":DRIVE}` (marks the drive failed and fails
 //! its members in the staged volumes, which keep serving from the
@@ -135,12 +137,51 @@ pub fn handle_with(
             .mark(&target, health)
             .map(|()| serde_json::json!("marked")),
         Request::RepairPlan { target } => c.repair_plan(&target).map(|p| plan_json(&p)),
-        Request::RepairApply { target } => c.apply_repair(&target).map(|p| {
-            repaired(&p);
-            plan_json(&p)
-        }),
+        Request::RepairApply { target } => c
+            .apply_repair_if(&target, |plan| match side {
+                Some(s) => refuse_staged_moves(s, &target, plan),
+                None => Ok(()),
+            })
+            .map(|p| {
+                repaired(&p);
+                plan_json(&p)
+            }),
     };
     answer(r.map_err(|e| e.to_string()))
+}
+
+/// `repair-apply` only moves records: a volume staged on this node would
+/// go on reading and writing its old member while the record names the
+/// new one and the pool hands the old space to other volumes, and no
+/// later `rebuild` would find the move. Such moves are refused, changing
+/// nothing; `rebuild` moves and rebuilds them.
+fn refuse_staged_moves(
+    side: &NodeSide,
+    target: &str,
+    plan: &placement::RepairPlan,
+) -> Result<(), composer_core::Error> {
+    let mut staged: Vec<String> = plan
+        .moves
+        .iter()
+        .filter(|m| side.is_staged(&m.volume.to_string()))
+        .map(|m| {
+            format!(
+                "member {} of volume {} (drive {})",
+                m.member, m.volume, m.from
+            )
+        })
+        .collect();
+    if staged.is_empty() {
+        return Ok(());
+    }
+    staged.dedup();
+    Err(composer_core::Error::FailedPrecondition(format!(
+        "repair-apply {target}: refused, nothing was changed: {} staged on this node, \
+         which would keep using the old member: composer admin rebuild moves and \
+         rebuilds a staged volume (after composer admin fail-drive of the drive), \
+         or unstage it first",
+        staged.join(", ")
+    )))
 }
 
 fn answer(r: Result<serde_json::Value, String>) -> serde_json::Value {

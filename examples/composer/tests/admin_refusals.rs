@@ -268,3 +268,101 @@ fn a_fail_drive_the_node_refuses_after_the_mark_puts_the_earlier_mark_back() {
     assert_eq!(vol2.status()[0].state, MemberState::Failed);
     side.release_all();
 }
+
+/// `repair-apply` moves records only: of a volume staged on this node it
+/// would leave the engine on the old member while the record names the
+/// new one and the pool gives the old space to other volumes (and no later
+/// `rebuild` finds the move). Refused, changing nothing, naming `rebuild`;
+/// a volume not staged here moves as before.
+#[test]
+fn repair_apply_of_a_volume_staged_here_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let driver = common::driver_in(dir.path());
+    let c = driver.composer();
+    let side = driver.node_side().unwrap();
+    let params = common::params(&[("type", "slice"), ("redundancy", "true")]);
+    let range = CapacityRange::new(Some(32 << 20), None).unwrap();
+    let v = c
+        .create("mirror", &params, range, true, true, None)
+        .unwrap();
+    let id = v.record.id.clone();
+    let vol = side.assemble_unexposed(&v.record).unwrap();
+    let drive = v.record.members[0].drive.clone();
+
+    for failed_in_engine in [false, true] {
+        if failed_in_engine {
+            let answer = ask(
+                c,
+                side,
+                Request::FailDrive {
+                    target: drive.clone(),
+                },
+            );
+            assert!(answer["ok"].is_object(), "{answer}");
+        }
+        let answer = ask(
+            c,
+            side,
+            Request::RepairApply {
+                target: drive.clone(),
+            },
+        );
+        let error = answer["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("the record of a staged volume moved: {answer}"));
+        assert!(
+            error.contains("nothing was changed")
+                && error.contains(&format!("member 0 of volume {id} (drive {drive})"))
+                && error.contains("composer admin rebuild"),
+            "{error}"
+        );
+        assert_eq!(c.get(&id).unwrap().record, v.record);
+        assert!(
+            c.drive_report()
+                .iter()
+                .any(|d| d.id == drive && d.volumes.contains(&id)),
+            "the pool gave the member's space back"
+        );
+    }
+    // The rebuild moves and rebuilds it.
+    let answer = ask(c, side, rebuild(&drive));
+    assert_eq!(
+        answer["ok"]["rebuilt"][0]["volume"],
+        id.as_str(),
+        "{answer}"
+    );
+    assert!(
+        vol.status().iter().all(|m| m.state == MemberState::Active),
+        "{:?}",
+        vol.status()
+    );
+
+    // Not staged here: moved as before.
+    let hdd = common::params(&[("type", "hdd"), ("redundancy", "true")]);
+    let other = c
+        .create(
+            "elsewhere",
+            &hdd,
+            CapacityRange::new(Some(64 << 20), None).unwrap(),
+            true,
+            true,
+            None,
+        )
+        .unwrap();
+    let from = other.record.members[0].drive.clone();
+    let answer = ask(
+        c,
+        side,
+        Request::RepairApply {
+            target: from.clone(),
+        },
+    );
+    assert_eq!(
+        answer["ok"]["moves"][0]["volume"],
+        other.record.id.as_str(),
+        "{answer}"
+    );
+    let rec = c.get(&other.record.id).unwrap().record;
+    assert!(rec.members.iter().all(|m| m.drive != from), "{rec:?}");
+    side.release_all();
+}
