@@ -246,7 +246,19 @@ fn load_inventory(file: Option<&PathBuf>) -> Result<Inventory, String> {
         Some(p) => {
             let text =
                 std::fs::read_to_string(p).map_err(|e| format!("reading {}: {e}", p.display()))?;
-            Inventory::from_toml(&text).map_err(|e| format!("{}: {e}", p.display()))
+            let inv = Inventory::from_toml(&text).map_err(|e| format!("{}: {e}", p.display()))?;
+            // Valid TOML with nothing in it (an empty file, a ConfigMap key
+            // mounted empty) would serve a composer that refuses every
+            // create for want of space.
+            if inv.drives().is_empty() {
+                return Err(format!(
+                    "{}: inventory: no drives: a composer needs at least one [[jbod]] \
+                     with a [[jbod.drive]] entry (composer inventory --print shows the \
+                     built-in one)",
+                    p.display()
+                ));
+            }
+            Ok(inv)
         }
     }
 }

@@ -120,11 +120,34 @@ fn failed_operations_exit_1() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "drives = 3\n").unwrap();
+    let state = dir.path().join("state.redb");
+    let empty = dir.path().join("empty.toml");
+    std::fs::write(&empty, "# nothing yet\n").unwrap();
     let missing = dir.path().join("admin.sock");
     let cases: Vec<(Vec<&str>, String)> = vec![
         (
             vec!["inventory", bad.to_str().unwrap()],
             bad.display().to_string(),
+        ),
+        (
+            vec!["inventory", empty.to_str().unwrap()],
+            format!("{}: inventory: no drives", empty.display()),
+        ),
+        (
+            vec![
+                "serve",
+                // An endpoint that cannot be bound: had the inventory been
+                // taken, the command ends rather than serving.
+                "--endpoint",
+                "unix:///proc/no-such-dir/csi.sock",
+                "--inventory",
+                empty.to_str().unwrap(),
+                "--state",
+                state.to_str().unwrap(),
+                "--admin-socket",
+                missing.to_str().unwrap(),
+            ],
+            format!("{}: inventory: no drives", empty.display()),
         ),
         (
             vec!["admin", "--socket", missing.to_str().unwrap(), "drives"],
@@ -137,6 +160,7 @@ fn failed_operations_exit_1() {
         assert_eq!(code(&out), 1, "{args:?}: {err}");
         assert!(err.contains(&says), "{args:?}: {err}");
     }
+    assert!(!state.exists(), "serve created its state for an empty inventory");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
