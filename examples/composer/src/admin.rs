@@ -506,13 +506,22 @@ pub async fn call_with_progress(
         .await
         .map_err(|e| e.to_string())?;
     let mut lines = BufReader::new(r).lines();
+    // Something other than a composer's admin socket (the CSI endpoint,
+    // given by mistake, answers HTTP/2 bytes) is named, not parsed.
+    let foreign = |e: &dyn std::fmt::Display| {
+        format!(
+            "{}: the answer is not the composer admin protocol ({e}): is it the admin \
+             socket (composer serve --admin-socket), not the CSI endpoint?",
+            path.display()
+        )
+    };
     loop {
         let line = lines
             .next_line()
             .await
-            .map_err(|e| e.to_string())?
-            .ok_or("the composer closed the connection")?;
-        let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| e.to_string())?;
+            .map_err(|e| foreign(&e))?
+            .ok_or_else(|| format!("{}: the composer closed the connection", path.display()))?;
+        let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| foreign(&e))?;
         match v.get("progress") {
             Some(p) => on_progress(p),
             None => return Ok(v),

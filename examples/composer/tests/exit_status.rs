@@ -160,7 +160,10 @@ fn failed_operations_exit_1() {
         assert_eq!(code(&out), 1, "{args:?}: {err}");
         assert!(err.contains(&says), "{args:?}: {err}");
     }
-    assert!(!state.exists(), "serve created its state for an empty inventory");
+    assert!(
+        !state.exists(),
+        "serve created its state for an empty inventory"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,6 +200,19 @@ async fn refusals_of_a_running_composer_exit_1() {
         assert_eq!(code(&out), 1, "{what:?}: {err}");
         assert!(err.contains(says), "{what:?}: {err}");
     }
+    // The CSI endpoint given as the admin socket: said so, not a JSON
+    // parser's complaint.
+    let csi = dir.path().join("csi.sock");
+    let out = composer(&["admin", "--socket", csi.to_str().unwrap(), "drives"]);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}: the answer is not the composer admin protocol",
+            csi.display()
+        )) && err.contains("not the CSI endpoint?"),
+        "{err}"
+    );
     // And a question it can answer: 0.
     let out = composer(&["admin", "--socket", &sock, "drives"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
