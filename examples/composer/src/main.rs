@@ -70,9 +70,11 @@ enum Command {
         /// The key (PEM) of --etcd-cert.
         #[arg(long)]
         etcd_key: Option<PathBuf>,
-        /// Lease of the leader among replicas on etcd, in seconds: a paused or
-        /// cut-off leader loses its background work after at most this long.
-        #[arg(long, default_value_t = 10)]
+        /// Lease of the leader among replicas on etcd, in seconds (1 to
+        /// 9000000000, etcd's longest lease): a paused or cut-off leader
+        /// loses its background work after at most this long.
+        #[arg(long, default_value_t = 10,
+              value_parser = clap::value_parser!(u64).range(1..=MAX_LEASE_TTL_S))]
         etcd_lease_ttl: u64,
         /// This replica's id in the leader key (default: host name and PID).
         #[arg(long)]
@@ -127,7 +129,7 @@ enum Command {
         /// The file.
         file: Option<PathBuf>,
         /// Print the built-in inventory.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "file")]
         print: bool,
     },
 }
@@ -175,6 +177,11 @@ enum AdminCommand {
         max_bytes_per_sec: Option<u64>,
     },
 }
+
+/// etcd's longest lease (`MaxLeaseTTL`, seconds): etcd refuses longer
+/// ones, and a replica asking for one would never lead, with no error
+/// beyond a debug line. Zero was taken as one second.
+const MAX_LEASE_TTL_S: u64 = 9_000_000_000;
 
 /// `composer admin mark`'s health, checked by clap (a usage error, exit 2).
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]

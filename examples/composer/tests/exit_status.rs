@@ -102,7 +102,30 @@ fn usage_errors_exit_2_before_anything_is_created() {
             ],
             "--etcd-key: needs --etcd-cert",
         ),
+        (
+            &["inventory", "--print", &p("inv.toml")],
+            "cannot be used with",
+        ),
     ];
+    for ttl in ["0", "9000000001"] {
+        // Had the lease been taken, the unreachable etcd would end the
+        // command with 1.
+        let out = composer(&[
+            "serve",
+            "--store",
+            "etcd://127.0.0.1:1",
+            "--admin-socket",
+            &admin_sock,
+            "--etcd-lease-ttl",
+            ttl,
+        ]);
+        let err = stderr(&out);
+        assert_eq!(code(&out), 2, "--etcd-lease-ttl {ttl}: {err}");
+        assert!(
+            err.contains(&format!("invalid value '{ttl}' for '--etcd-lease-ttl")),
+            "{err}"
+        );
+    }
     for (args, says) in cases {
         let out = composer(args);
         let err = stderr(&out);
