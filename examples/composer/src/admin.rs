@@ -425,7 +425,7 @@ pub async fn serve_with(
     path: &Path,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), String> {
-    let _ = std::fs::remove_file(path);
+    prepare_socket(path)?;
     let listener = tokio::net::UnixListener::bind(path)
         .map_err(|e| format!("binding {}: {e}", path.display()))?;
     tokio::pin!(shutdown);
@@ -480,8 +480,43 @@ pub async fn serve_with(
             }
         }
     }
-    let _ = std::fs::remove_file(path);
+    if is_socket(path) {
+        let _ = std::fs::remove_file(path);
+    }
     Ok(())
+}
+
+fn is_socket(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
+}
+
+/// Makes `path` ready for the admin socket, as the CSI endpoint's is: a
+/// socket left by a process that is gone is removed; a socket another
+/// process (another composer) listens on, and anything that is not a
+/// socket, are refused and left alone. Before, whatever was at `path` was
+/// removed: `--admin-socket` naming the state database or the inventory by
+/// mistake deleted it, and a second composer took the first one's socket.
+pub fn prepare_socket(path: &Path) -> Result<(), String> {
+    match std::fs::symlink_metadata(path) {
+        Ok(_) if is_socket(path) => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(format!(
+                    "--admin-socket {}: another process serves this socket (another \
+                     composer?); not taken",
+                    path.display()
+                ));
+            }
+            std::fs::remove_file(path)
+                .map_err(|e| format!("removing the stale socket {}: {e}", path.display()))
+        }
+        Ok(_) => Err(format!(
+            "--admin-socket {}: exists and is not a socket; not removed",
+            path.display()
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("--admin-socket {}: {e}", path.display())),
+    }
 }
 
 /// Sends one request and returns the answer.

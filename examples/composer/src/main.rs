@@ -365,6 +365,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 std::fs::create_dir_all(dir)
                     .map_err(|e| format!("creating {}: {e}", dir.display()))?;
             }
+            // Checked before the store opens: the admin task's own errors
+            // come too late to stop the start.
+            admin::prepare_socket(&admin_socket)?;
             let started = std::time::Instant::now();
             let mut etcd = None;
             let store: Arc<dyn Store> = match store {
@@ -440,10 +443,15 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let admin = {
                 let mut rx = rx.clone();
                 tokio::spawn(async move {
-                    admin::serve_with(c, side, after_repair, &admin_socket, async move {
+                    let r = admin::serve_with(c, side, after_repair, &admin_socket, async move {
                         let _ = rx.changed().await;
                     })
-                    .await
+                    .await;
+                    // Said when it happens, not at shutdown.
+                    if let Err(e) = &r {
+                        tracing::error!("the admin socket is not served: {e}");
+                    }
+                    r
                 })
             };
             let mut rx2 = rx;

@@ -241,3 +241,85 @@ async fn refusals_of_a_running_composer_exit_1() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     s.kill();
 }
+
+/// `serve` runs `args`; panics unless it ends within a generous bound (a
+/// guard against the process serving on, not a speed check).
+fn serve_ends(args: &[&str]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_composer"))
+        .arg("serve")
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > until {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("serve {args:?} went on serving: {}", stderr(&out));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// `--admin-socket` naming a file that is not a socket (the state
+/// database, the inventory, by a slip) or the live socket of another
+/// composer is refused and left alone. Before, whatever was there was
+/// removed: the file was deleted, or the running composer lost its admin
+/// socket to the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_socket_path_in_use_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let o = |name: &str| other.path().join(name).to_str().unwrap().to_string();
+    let precious = other.path().join("inventory.toml");
+    std::fs::write(&precious, composer::demo::DEMO_INVENTORY).unwrap();
+    let endpoint = format!("unix://{}", o("csi.sock"));
+    let out = serve_ends(&[
+        "--endpoint",
+        &endpoint,
+        "--state",
+        &o("state.redb"),
+        "--admin-socket",
+        precious.to_str().unwrap(),
+    ]);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 1, "{err}");
+    assert!(
+        err.contains("exists and is not a socket; not removed"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&precious).unwrap(),
+        composer::demo::DEMO_INVENTORY
+    );
+    assert!(!other.path().join("state.redb").exists());
+
+    let s = common::Server::start(dir.path()).await;
+    let taken = s.admin.to_str().unwrap().to_string();
+    let out = tokio::task::spawn_blocking({
+        let (endpoint, state, taken) = (endpoint.clone(), o("state.redb"), taken.clone());
+        move || {
+            serve_ends(&[
+                "--endpoint",
+                &endpoint,
+                "--state",
+                &state,
+                "--admin-socket",
+                &taken,
+            ])
+        }
+    })
+    .await
+    .unwrap();
+    let err = stderr(&out);
+    assert_eq!(code(&out), 1, "{err}");
+    assert!(err.contains("another process serves this socket"), "{err}");
+    // The first composer still answers on it.
+    let out = composer(&["admin", "--socket", &taken, "drives"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    s.kill();
+}
