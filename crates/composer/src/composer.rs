@@ -443,7 +443,10 @@ impl Composer {
             }
             if let Some(id) = st.by_name.get(name) {
                 let v = &st.volumes[id];
-                if &v.parameters != parameters {
+                // The same StorageClass read by the one rule (`fsType: XFS`
+                // is `xfs`; the external-provisioner's own keys do not
+                // count), not the same spelling.
+                if !Parameters::same_class(&v.parameters, parameters) {
                     return Err(Error::AlreadyExists(format!(
                         "volume {name:?} exists with other parameters"
                     )));

@@ -51,12 +51,23 @@ pub enum FsType {
 }
 
 impl FsType {
+    /// Every filesystem, with its name.
+    pub const ALL: &[(&'static str, FsType)] = &[("ext4", FsType::Ext4), ("xfs", FsType::Xfs)];
+
     /// The name.
     pub fn name(self) -> &'static str {
         match self {
             FsType::Ext4 => "ext4",
             FsType::Xfs => "xfs",
         }
+    }
+
+    /// The filesystem named `name`, read as the StorageClass key `fsType`
+    /// is (ASCII case and surrounding blanks do not matter, `XFS` is xfs):
+    /// for a capability's `fs_type`, which Kubernetes takes from the same
+    /// StorageClass, so that the controller and the node read both alike.
+    pub fn from_name(name: &str) -> Option<FsType> {
+        lookup(name, FsType::ALL)
     }
 }
 
@@ -162,12 +173,38 @@ fn bad(key: &str, rule: impl Into<String>) -> Error {
     }
 }
 
-fn boolean(key: &str, v: &str) -> Result<bool, Error> {
-    match v.trim().to_ascii_lowercase().as_str() {
-        "true" => Ok(true),
-        "false" => Ok(false),
-        _ => Err(bad(key, format!("must be true or false, got {v:?}"))),
+/// The value of `choices` that `v` names. Every value from a fixed
+/// vocabulary (`type`, `fsType`, `encryptionFormat`, the booleans, the
+/// transports) is read this one way: ASCII case and surrounding blanks do
+/// not matter, as Kubernetes' own drivers read `fsType` and volume types
+/// (`XFS`, `SSD`, `True`). Names of things in the inventory (tags, storage
+/// groups) are ids and stay exact.
+fn lookup<T: Copy>(v: &str, choices: &[(&str, T)]) -> Option<T> {
+    let v = v.trim();
+    choices
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(v))
+        .map(|&(_, t)| t)
+}
+
+/// `choices`' names as a rule says them: "a, b or c".
+fn alternatives<T>(choices: &[(&str, T)]) -> String {
+    let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+    match names.split_last() {
+        Some((last, [])) => last.to_string(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
     }
+}
+
+/// [`lookup`], refusing any other value with the key and the allowed ones.
+fn one_of<T: Copy>(key: &str, v: &str, choices: &[(&str, T)]) -> Result<T, Error> {
+    lookup(v, choices)
+        .ok_or_else(|| bad(key, format!("must be {}, got {v:?}", alternatives(choices))))
+}
+
+fn boolean(key: &str, v: &str) -> Result<bool, Error> {
+    one_of(key, v, &[("true", true), ("false", false)])
 }
 
 fn list(key: &str, v: &str) -> Result<Vec<String>, Error> {
@@ -228,12 +265,15 @@ impl Parameters {
             let key = k.as_str();
             match key {
                 "type" => {
-                    p.kind = match v.trim() {
-                        "hdd" => VolumeType::Hdd,
-                        "ssd" => VolumeType::Ssd,
-                        "slice" => VolumeType::Slice,
-                        _ => return Err(bad(key, format!("must be hdd, ssd or slice, got {v:?}"))),
-                    }
+                    p.kind = one_of(
+                        key,
+                        v,
+                        &[
+                            ("hdd", VolumeType::Hdd),
+                            ("ssd", VolumeType::Ssd),
+                            ("slice", VolumeType::Slice),
+                        ],
+                    )?
                 }
                 "rpm" => {
                     let rpm: u32 = v.trim().parse().map_err(|_| {
@@ -247,13 +287,7 @@ impl Parameters {
                     }
                     p.min_rpm = Some(rpm);
                 }
-                "fsType" => {
-                    p.fs_type = match v.trim() {
-                        "ext4" => FsType::Ext4,
-                        "xfs" => FsType::Xfs,
-                        _ => return Err(bad(key, format!("must be ext4 or xfs, got {v:?}"))),
-                    }
-                }
+                "fsType" => p.fs_type = one_of(key, v, FsType::ALL)?,
                 "striping" => p.striping = boolean(key, v)?,
                 "redundancy" => p.redundancy = boolean(key, v)?,
                 "raidMaxDrives" => {
@@ -273,11 +307,14 @@ impl Parameters {
                 "jbodResiliency" => p.jbod_resiliency = boolean(key, v)?,
                 "encrypt" => p.encrypt = boolean(key, v)?,
                 "encryptionFormat" => {
-                    p.encryption_format = match v.trim() {
-                        "engine" => EncryptionFormat::Engine,
-                        "luks" => EncryptionFormat::Luks,
-                        _ => return Err(bad(key, format!("must be engine or luks, got {v:?}"))),
-                    }
+                    p.encryption_format = one_of(
+                        key,
+                        v,
+                        &[
+                            ("engine", EncryptionFormat::Engine),
+                            ("luks", EncryptionFormat::Luks),
+                        ],
+                    )?
                 }
                 "minVolumeSize" => p.min_volume_size = Some(size(key, v)?),
                 "maxVolumeSize" => p.max_volume_size = Some(size(key, v)?),
@@ -291,9 +328,24 @@ impl Parameters {
                         p.transports = TransportSet::ALL;
                     } else {
                         let mut ts = Vec::new();
+                        let choices: Vec<(&str, Transport)> = [
+                            Transport::Iscsi,
+                            Transport::Nvmetcp,
+                            Transport::Roce,
+                            Transport::Nbd,
+                        ]
+                        .into_iter()
+                        .map(|t| (t.name(), t))
+                        .collect();
                         for n in &names {
-                            ts.push(Transport::parse(n).ok_or_else(|| {
-                                bad(key, format!("unknown transport {n:?} (expected iscsi, nvmetcp, roce or nbd)"))
+                            ts.push(lookup(n, &choices).ok_or_else(|| {
+                                bad(
+                                    key,
+                                    format!(
+                                        "unknown transport {n:?} (expected {})",
+                                        alternatives(&choices)
+                                    ),
+                                )
                             })?);
                         }
                         p.transports = TransportSet::of(ts);
@@ -335,6 +387,18 @@ impl Parameters {
             ));
         }
         Ok(p)
+    }
+
+    /// Whether parameter maps `a` and `b` ask for the same volume: written
+    /// alike, or read alike by [`Parameters::parse`] (the case of a
+    /// fixed-vocabulary value, blanks, the keys Kubernetes adds do not
+    /// count). What a repeated create and a validation compare.
+    pub fn same_class(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> bool {
+        a == b
+            || matches!(
+                (Parameters::parse(a), Parameters::parse(b)),
+                (Ok(x), Ok(y)) if x == y
+            )
     }
 
     /// The minimum RPM that applies (only to HDD volumes).
@@ -424,6 +488,58 @@ mod tests {
                 .unwrap()
                 .transports,
             TransportSet::ALL
+        );
+    }
+
+    #[test]
+    fn fixed_vocabulary_values_ignore_case_and_blanks() {
+        let p = parse(&[
+            ("type", "SSD"),
+            ("fsType", " XFS "),
+            ("striping", "False"),
+            ("redundancy", "TRUE"),
+            ("encrypt", "True"),
+            ("encryptionFormat", "LUKS"),
+            ("networkTransportsAllowed", "NBD, iSCSI"),
+        ])
+        .unwrap();
+        assert_eq!(p.kind, VolumeType::Ssd);
+        assert_eq!(p.fs_type, FsType::Xfs);
+        assert!(!p.striping && p.redundancy && p.encrypt);
+        assert_eq!(p.encryption_format, EncryptionFormat::Luks);
+        assert_eq!(
+            p.transports.iter().collect::<Vec<_>>(),
+            [Transport::Iscsi, Transport::Nbd]
+        );
+        assert_eq!(parse(&[("type", "Slice")]).unwrap().kind, VolumeType::Slice);
+        // The capability's fs_type is read the same way.
+        assert_eq!(FsType::from_name("Ext4"), Some(FsType::Ext4));
+        assert_eq!(FsType::from_name("btrfs"), None);
+        // Ids stay exact: a tag or storage group is a name in the inventory.
+        assert_eq!(
+            parse(&[("requiredTags", "Fast")]).unwrap().required_tags,
+            ["Fast"]
+        );
+        // Other values are still refused, naming the key and what it takes.
+        fails(
+            &[("type", "Tape")],
+            "type",
+            "must be hdd, ssd or slice, got \"Tape\"",
+        );
+        fails(
+            &[("fsType", "EXT3")],
+            "fsType",
+            "must be ext4 or xfs, got \"EXT3\"",
+        );
+        fails(
+            &[("encrypt", "TRUE"), ("encryptionFormat", "dm-crypt")],
+            "encryptionFormat",
+            "must be engine or luks",
+        );
+        fails(
+            &[("networkTransportsAllowed", "FC")],
+            "networkTransportsAllowed",
+            "unknown transport \"FC\" (expected iscsi, nvmetcp, roce or nbd)",
         );
     }
 

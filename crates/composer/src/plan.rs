@@ -971,8 +971,25 @@ impl Pool {
     }
 
     /// Commits a repair plan to the placement engine.
+    ///
+    /// Placement's `apply_plan` also marks the target's drives failed in
+    /// the engine; the composer's health is its durable marks, which a
+    /// restart rebuilds the engine from. The target's drives are set back
+    /// to that health, so that the running engine places exactly as a
+    /// restarted one would (before, a `repair-apply` of a drive not marked
+    /// failed kept it out of every placement until the next restart, while
+    /// the drive report called it healthy).
     pub fn apply_plan(&mut self, plan: &placement::RepairPlan) -> Result<(), Error> {
-        self.engine.apply_plan(plan).map_err(place_err)
+        self.engine.apply_plan(plan).map_err(place_err)?;
+        for d in &plan.drives {
+            if let Some(i) = self.inv.drive_index(&d.to_string()) {
+                let h = self.drive_health(i);
+                self.engine
+                    .set_drive_health(&d.to_string(), h)
+                    .map_err(place_err)?;
+            }
+        }
+        Ok(())
     }
 
     /// Allocates a slice of `len` bytes on `drive`; returns its offset.

@@ -465,6 +465,42 @@ fn topology_requirements_pick_the_site_and_reachable_transport() {
     );
 }
 
+/// A repeat of a create names the same StorageClass when its parameters
+/// read the same (case of a fixed-vocabulary value, the keys the
+/// external-provisioner adds): the volume is returned, not
+/// `ALREADY_EXISTS`; parameters that read differently still are.
+#[test]
+fn a_repeat_with_the_same_parameters_spelt_differently_is_the_same_create() {
+    let c = composer();
+    let v = create(&c, "pvc", &[("type", "slice"), ("fsType", "xfs")], 5 << 30).unwrap();
+    let again = create(
+        &c,
+        "pvc",
+        &[
+            ("type", "SLICE"),
+            ("fsType", " XFS"),
+            ("csi.storage.k8s.io/pvc/name", "data-0"),
+        ],
+        5 << 30,
+    )
+    .unwrap();
+    assert_eq!(again.record, v.record);
+    for other in [
+        &[("type", "slice"), ("fsType", "ext4")][..],
+        &[("type", "slice")][..],
+        &[("type", "slice"), ("fsType", "xfs"), ("redundancy", "true")][..],
+    ] {
+        assert!(
+            matches!(
+                create(&c, "pvc", other, 5 << 30),
+                Err(Error::AlreadyExists(_))
+            ),
+            "{other:?}"
+        );
+    }
+    assert_eq!(c.volume_count(), 1);
+}
+
 #[test]
 fn create_is_idempotent_by_name_across_restarts() {
     let dir = tempfile::tempdir().unwrap();

@@ -5,7 +5,9 @@
 //! `{"op":"volumes"}`,
 //! `{"op":"mark","target":ID,"health":"failed"|"draining"|"healthy"}`,
 //! `{"op":"repair-plan","target":DRIVE_OR_JBOD}`,
-//! `{"op":"repair-apply","target":DRIVE_OR_JBOD}`;
+//! `{"op":"repair-apply","target":DRIVE_OR_JBOD}` (with a node side,
+//! refused, changing nothing, when it would move a member of a volume
+//! staged here: `rebuild` moves and rebuilds those);
 //! served with the node side (`composer serve --node-id … --data-dir …`):
 //! `{"op":"fail-drive","target":DRIVE}` (marks the drive failed and fails
 //! its members in the staged volumes, which keep serving from the
@@ -135,12 +137,51 @@ pub fn handle_with(
             .mark(&target, health)
             .map(|()| serde_json::json!("marked")),
         Request::RepairPlan { target } => c.repair_plan(&target).map(|p| plan_json(&p)),
-        Request::RepairApply { target } => c.apply_repair(&target).map(|p| {
-            repaired(&p);
-            plan_json(&p)
-        }),
+        Request::RepairApply { target } => c
+            .apply_repair_if(&target, |plan| match side {
+                Some(s) => refuse_staged_moves(s, &target, plan),
+                None => Ok(()),
+            })
+            .map(|p| {
+                repaired(&p);
+                plan_json(&p)
+            }),
     };
     answer(r.map_err(|e| e.to_string()))
+}
+
+/// `repair-apply` only moves records: a volume staged on this node would
+/// go on reading and writing its old member while the record names the
+/// new one and the pool hands the old space to other volumes, and no
+/// later `rebuild` would find the move. Such moves are refused, changing
+/// nothing; `rebuild` moves and rebuilds them.
+fn refuse_staged_moves(
+    side: &NodeSide,
+    target: &str,
+    plan: &placement::RepairPlan,
+) -> Result<(), composer_core::Error> {
+    let mut staged: Vec<String> = plan
+        .moves
+        .iter()
+        .filter(|m| side.is_staged(&m.volume.to_string()))
+        .map(|m| {
+            format!(
+                "member {} of volume {} (drive {})",
+                m.member, m.volume, m.from
+            )
+        })
+        .collect();
+    if staged.is_empty() {
+        return Ok(());
+    }
+    staged.dedup();
+    Err(composer_core::Error::FailedPrecondition(format!(
+        "repair-apply {target}: refused, nothing was changed: {} staged on this node, \
+         which would keep using the old member: composer admin rebuild moves and \
+         rebuilds a staged volume (after composer admin fail-drive of the drive), \
+         or unstage it first",
+        staged.join(", ")
+    )))
 }
 
 fn answer(r: Result<serde_json::Value, String>) -> serde_json::Value {
@@ -157,6 +198,22 @@ fn side_of(side: Option<&NodeSide>) -> Result<&NodeSide, String> {
 }
 
 fn fail_drive(c: &Composer, side: &NodeSide, drive: &str) -> Result<serde_json::Value, String> {
+    fail_drive_with(c, side, drive, &|| {})
+}
+
+/// `fail-drive` of `drive` as the admin socket answers it (the `ok` value,
+/// or the error), running `meanwhile` after the inventory records the
+/// drive failed and before the node side fails its members: the window in
+/// which a volume staged or a member failed through I/O by someone else
+/// can still make the node refuse. The admin socket runs nothing there;
+/// a test runs such a change there to reach, deterministically, the path
+/// that puts the drive's earlier mark back when no member was failed.
+pub fn fail_drive_with(
+    c: &Composer,
+    side: &NodeSide,
+    drive: &str,
+    meanwhile: &dyn Fn(),
+) -> Result<serde_json::Value, String> {
     if c.inventory().drive_index(drive).is_none() {
         return Err(format!("target: no drive {drive:?} in the inventory"));
     }
@@ -167,6 +224,7 @@ fn fail_drive(c: &Composer, side: &NodeSide, drive: &str) -> Result<serde_json::
         .map_err(|e| format!("fail-drive {drive}: refused: {e}"))?;
     let before = c.mark_of(drive);
     c.mark(drive, Health::Failed).map_err(|e| e.to_string())?;
+    meanwhile();
     // The node checks again and the engine once more per member: a volume
     // staged since the check, or a member failed through I/O since, can
     // still stop it, and failing a member writes the survivors' superblocks,
@@ -367,7 +425,7 @@ pub async fn serve_with(
     path: &Path,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), String> {
-    let _ = std::fs::remove_file(path);
+    prepare_socket(path)?;
     let listener = tokio::net::UnixListener::bind(path)
         .map_err(|e| format!("binding {}: {e}", path.display()))?;
     tokio::pin!(shutdown);
@@ -422,8 +480,43 @@ pub async fn serve_with(
             }
         }
     }
-    let _ = std::fs::remove_file(path);
+    if is_socket(path) {
+        let _ = std::fs::remove_file(path);
+    }
     Ok(())
+}
+
+fn is_socket(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
+}
+
+/// Makes `path` ready for the admin socket, as the CSI endpoint's is: a
+/// socket left by a process that is gone is removed; a socket another
+/// process (another composer) listens on, and anything that is not a
+/// socket, are refused and left alone. Before, whatever was at `path` was
+/// removed: `--admin-socket` naming the state database or the inventory by
+/// mistake deleted it, and a second composer took the first one's socket.
+pub fn prepare_socket(path: &Path) -> Result<(), String> {
+    match std::fs::symlink_metadata(path) {
+        Ok(_) if is_socket(path) => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(format!(
+                    "--admin-socket {}: another process serves this socket (another \
+                     composer?); not taken",
+                    path.display()
+                ));
+            }
+            std::fs::remove_file(path)
+                .map_err(|e| format!("removing the stale socket {}: {e}", path.display()))
+        }
+        Ok(_) => Err(format!(
+            "--admin-socket {}: exists and is not a socket; not removed",
+            path.display()
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("--admin-socket {}: {e}", path.display())),
+    }
 }
 
 /// Sends one request and returns the answer.
@@ -448,13 +541,22 @@ pub async fn call_with_progress(
         .await
         .map_err(|e| e.to_string())?;
     let mut lines = BufReader::new(r).lines();
+    // Something other than a composer's admin socket (the CSI endpoint,
+    // given by mistake, answers HTTP/2 bytes) is named, not parsed.
+    let foreign = |e: &dyn std::fmt::Display| {
+        format!(
+            "{}: the answer is not the composer admin protocol ({e}): is it the admin \
+             socket (composer serve --admin-socket), not the CSI endpoint?",
+            path.display()
+        )
+    };
     loop {
         let line = lines
             .next_line()
             .await
-            .map_err(|e| e.to_string())?
-            .ok_or("the composer closed the connection")?;
-        let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| e.to_string())?;
+            .map_err(|e| foreign(&e))?
+            .ok_or_else(|| format!("{}: the composer closed the connection", path.display()))?;
+        let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| foreign(&e))?;
         match v.get("progress") {
             Some(p) => on_progress(p),
             None => return Ok(v),

@@ -245,7 +245,7 @@ fn check_caps(
         if let Some(m) = c.mount_options()
             && let Some(fs) = m.fs_type.as_deref()
             && !fs.is_empty()
-            && fs != p.fs_type.name()
+            && composer_core::params::FsType::from_name(fs) != Some(p.fs_type)
         {
             return Err(CsiError::invalid(
                 format!("volume_capabilities[{i}].mount.fs_type"),
@@ -295,7 +295,9 @@ impl Controller for ComposerDriver {
     ) -> Result<ValidateVolumeCapabilitiesResponse, CsiError> {
         let id = req.volume_id.as_str().to_string();
         let v = self.run(move |c| c.get(&id)).await?;
-        if !req.parameters.is_empty() && req.parameters != v.parameters {
+        if !req.parameters.is_empty()
+            && !composer_core::Parameters::same_class(&req.parameters, &v.parameters)
+        {
             return Ok(ValidateVolumeCapabilitiesResponse::unsupported(
                 "the parameters differ from the volume's",
             ));
@@ -654,16 +656,27 @@ impl NodeStager for ComposerDriver {
             )));
         }
         let p = composer_core::Parameters::parse(&rec.parameters).map_err(CsiError::from)?;
-        let (fs_name, flags) = match &req.volume_capability.access_type {
-            AccessType::Mount(m) => (
-                m.fs_type
-                    .clone()
-                    .unwrap_or_else(|| p.fs_type.name().to_string()),
-                m.mount_flags.clone(),
-            ),
-            AccessType::Block => (p.fs_type.name().to_string(), Vec::new()),
+        // The capability's fs_type is read as the StorageClass's fsType is
+        // (Kubernetes takes it from there), by the same rule.
+        let (fs_type, flags) = match &req.volume_capability.access_type {
+            AccessType::Mount(m) => match m.fs_type.as_deref().filter(|f| !f.is_empty()) {
+                Some(f) => (
+                    composer_core::params::FsType::from_name(f).ok_or_else(|| {
+                        CsiError::invalid(
+                            "volume_capability.mount.fs_type",
+                            format!("must be ext4 or xfs, got {f:?}"),
+                        )
+                    })?,
+                    m.mount_flags.clone(),
+                ),
+                None => (p.fs_type, m.mount_flags.clone()),
+            },
+            AccessType::Block => (p.fs_type, Vec::new()),
         };
-        let fs: csi_node::FsType = fs_name.parse().map_err(CsiError::from)?;
+        let fs = match fs_type {
+            composer_core::params::FsType::Ext4 => csi_node::FsType::Ext4,
+            composer_core::params::FsType::Xfs => csi_node::FsType::Xfs,
+        };
         let staging = req.staging_target_path.as_path().to_path_buf();
         let secrets: BTreeMap<String, String> = req.secrets.expose().clone();
         tokio::task::spawn_blocking(move || {

@@ -9,9 +9,18 @@ use clap::{Parser, Subcommand};
 use composer::admin::{self, Request};
 use composer_core::{EtcdConfig, EtcdStore, Health, Inventory, RedbStore, Store};
 
+/// The exit statuses, shown at the end of `composer --help`.
+const EXIT_STATUS: &str = "\
+Exit status:
+  0  success
+  1  the operation was refused or failed (stderr says why)
+  2  usage error: an unknown subcommand, flag or value, or flags that do not
+     go together (clap's convention)
+  3  serve: the shutdown after SIGTERM took longer than 25 s and was cut short";
+
 /// A composer: carves a pool of disaggregated drives into CSI volumes.
 #[derive(Parser, Debug)]
-#[command(name = "composer", version, about, long_about = None)]
+#[command(name = "composer", version, about, long_about = None, after_help = EXIT_STATUS)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -61,9 +70,11 @@ enum Command {
         /// The key (PEM) of --etcd-cert.
         #[arg(long)]
         etcd_key: Option<PathBuf>,
-        /// Lease of the leader among replicas on etcd, in seconds: a paused or
-        /// cut-off leader loses its background work after at most this long.
-        #[arg(long, default_value_t = 10)]
+        /// Lease of the leader among replicas on etcd, in seconds (1 to
+        /// 9000000000, etcd's longest lease): a paused or cut-off leader
+        /// loses its background work after at most this long.
+        #[arg(long, default_value_t = 10,
+              value_parser = clap::value_parser!(u64).range(1..=MAX_LEASE_TTL_S))]
         etcd_lease_ttl: u64,
         /// This replica's id in the leader key (default: host name and PID).
         #[arg(long)]
@@ -118,7 +129,7 @@ enum Command {
         /// The file.
         file: Option<PathBuf>,
         /// Print the built-in inventory.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "file")]
         print: bool,
     },
 }
@@ -137,8 +148,8 @@ enum AdminCommand {
     Mark {
         /// Drive, JBOD or server id.
         target: String,
-        /// failed | draining | degraded | healthy.
-        health: String,
+        /// The new health.
+        health: HealthArg,
     },
     /// Show the repair plan for a drive or JBOD.
     RepairPlan {
@@ -165,6 +176,48 @@ enum AdminCommand {
         #[arg(long)]
         max_bytes_per_sec: Option<u64>,
     },
+}
+
+/// etcd's longest lease (`MaxLeaseTTL`, seconds): etcd refuses longer
+/// ones, and a replica asking for one would never lead, with no error
+/// beyond a debug line. Zero was taken as one second.
+const MAX_LEASE_TTL_S: u64 = 9_000_000_000;
+
+/// `composer admin mark`'s health, checked by clap (a usage error, exit 2).
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum HealthArg {
+    Failed,
+    Draining,
+    Degraded,
+    Healthy,
+}
+
+impl From<HealthArg> for Health {
+    fn from(h: HealthArg) -> Health {
+        match h {
+            HealthArg::Failed => Health::Failed,
+            HealthArg::Draining => Health::Draining,
+            HealthArg::Degraded => Health::Degraded,
+            HealthArg::Healthy => Health::Healthy,
+        }
+    }
+}
+
+/// Why a command did not succeed, which decides the exit status (see
+/// [`EXIT_STATUS`]).
+#[derive(Debug)]
+enum Failure {
+    /// The command line is wrong: exit 2, as clap exits for its own usage
+    /// errors, so that a script can tell a typo from a refusal.
+    Usage(String),
+    /// The operation was refused or failed: exit 1.
+    Failed(String),
+}
+
+impl From<String> for Failure {
+    fn from(e: String) -> Failure {
+        Failure::Failed(e)
+    }
 }
 
 /// The bounds of `composer serve`'s shutdown.
@@ -200,7 +253,19 @@ fn load_inventory(file: Option<&PathBuf>) -> Result<Inventory, String> {
         Some(p) => {
             let text =
                 std::fs::read_to_string(p).map_err(|e| format!("reading {}: {e}", p.display()))?;
-            Inventory::from_toml(&text).map_err(|e| format!("{}: {e}", p.display()))
+            let inv = Inventory::from_toml(&text).map_err(|e| format!("{}: {e}", p.display()))?;
+            // Valid TOML with nothing in it (an empty file, a ConfigMap key
+            // mounted empty) would serve a composer that refuses every
+            // create for want of space.
+            if inv.drives().is_empty() {
+                return Err(format!(
+                    "{}: inventory: no drives: a composer needs at least one [[jbod]] \
+                     with a [[jbod.drive]] entry (composer inventory --print shows the \
+                     built-in one)",
+                    p.display()
+                ));
+            }
+            Ok(inv)
         }
     }
 }
@@ -210,10 +275,12 @@ fn load_inventory(file: Option<&PathBuf>) -> Result<Inventory, String> {
 fn etcd_user_of(
     user: Option<String>,
     password_file: Option<PathBuf>,
-) -> Result<Option<(String, String)>, String> {
+) -> Result<Option<(String, String)>, Failure> {
     let Some(user) = user else {
         return match password_file {
-            Some(_) => Err("--etcd-password-file: needs --etcd-user".into()),
+            Some(_) => Err(Failure::Usage(
+                "--etcd-password-file: needs --etcd-user".into(),
+            )),
             None => Ok(None),
         };
     };
@@ -223,32 +290,38 @@ fn etcd_user_of(
             .trim_end_matches(['\r', '\n'])
             .to_string(),
         None => std::env::var("ETCD_PASSWORD").map_err(|_| {
-            "--etcd-user: the password must be in --etcd-password-file or ETCD_PASSWORD".to_string()
+            Failure::Usage(
+                "--etcd-user: the password must be in --etcd-password-file or ETCD_PASSWORD"
+                    .to_string(),
+            )
         })?,
     };
     Ok(Some((user, password)))
 }
 
-/// `--etcd-ca` with an optional `--etcd-cert`/`--etcd-key` pair.
+/// `--etcd-ca` with an optional `--etcd-cert`/`--etcd-key` pair; the
+/// errors are usage errors.
 fn etcd_tls_of(
     ca: Option<PathBuf>,
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
-) -> Result<Option<composer_core::EtcdTls>, String> {
+) -> Result<Option<composer_core::EtcdTls>, Failure> {
     let identity = match (cert, key) {
         (Some(c), Some(k)) => Some((c, k)),
         (None, None) => None,
-        (Some(_), None) => return Err("--etcd-cert: needs --etcd-key".into()),
-        (None, Some(_)) => return Err("--etcd-key: needs --etcd-cert".into()),
+        (Some(_), None) => return Err(Failure::Usage("--etcd-cert: needs --etcd-key".into())),
+        (None, Some(_)) => return Err(Failure::Usage("--etcd-key: needs --etcd-cert".into())),
     };
     match (ca, identity) {
         (Some(ca), identity) => Ok(Some(composer_core::EtcdTls { ca, identity })),
-        (None, Some(_)) => Err("--etcd-cert: TLS to etcd needs --etcd-ca".into()),
+        (None, Some(_)) => Err(Failure::Usage(
+            "--etcd-cert: TLS to etcd needs --etcd-ca".into(),
+        )),
         (None, None) => Ok(None),
     }
 }
 
-async fn run(cli: Cli) -> Result<(), String> {
+async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Serve {
             endpoint,
@@ -272,6 +345,15 @@ async fn run(cli: Cli) -> Result<(), String> {
             jbod_agent,
             jbod_agent_listen,
         } => {
+            // Usage first, before anything is created or opened.
+            if let Err(e) = endpoint.parse::<csi_types::endpoint::Endpoint>() {
+                return Err(Failure::Usage(format!("--endpoint: {e}")));
+            }
+            if data_dir.is_some() && node_id.is_none() {
+                return Err(Failure::Usage(
+                    "--data-dir serves the node side and needs --node-id".into(),
+                ));
+            }
             let inv = load_inventory(inventory.as_ref())?;
             if store.is_none()
                 && let Some(dir) = state.parent()
@@ -283,12 +365,16 @@ async fn run(cli: Cli) -> Result<(), String> {
                 std::fs::create_dir_all(dir)
                     .map_err(|e| format!("creating {}: {e}", dir.display()))?;
             }
+            // Checked before the store opens: the admin task's own errors
+            // come too late to stop the start.
+            admin::prepare_socket(&admin_socket)?;
             let started = std::time::Instant::now();
             let mut etcd = None;
             let store: Arc<dyn Store> = match store {
                 None => Arc::new(RedbStore::open(&state).map_err(|e| e.to_string())?),
                 Some(url) => {
-                    let mut cfg = EtcdConfig::parse(&url).map_err(|e| e.to_string())?;
+                    let mut cfg =
+                        EtcdConfig::parse(&url).map_err(|e| Failure::Usage(e.to_string()))?;
                     cfg.prefix = etcd_prefix.trim_end_matches('/').to_string();
                     cfg.user = etcd_user_of(etcd_user, etcd_password_file)?;
                     cfg.tls = etcd_tls_of(etcd_ca, etcd_cert, etcd_key)?;
@@ -300,9 +386,6 @@ async fn run(cli: Cli) -> Result<(), String> {
             let mut driver = composer::ComposerDriver::open(inv, store, node_id.as_deref())
                 .map_err(|e| e.to_string())?;
             if let Some(data) = data_dir {
-                if node_id.is_none() {
-                    return Err("--data-dir serves the node side and needs --node-id".into());
-                }
                 driver = driver.with_node_side(composer::node::NodeConfig {
                     run_dir: data.join("run"),
                     data_dir: data.join("drives"),
@@ -360,10 +443,15 @@ async fn run(cli: Cli) -> Result<(), String> {
             let admin = {
                 let mut rx = rx.clone();
                 tokio::spawn(async move {
-                    admin::serve_with(c, side, after_repair, &admin_socket, async move {
+                    let r = admin::serve_with(c, side, after_repair, &admin_socket, async move {
                         let _ = rx.changed().await;
                     })
-                    .await
+                    .await;
+                    // Said when it happens, not at shutdown.
+                    if let Err(e) = &r {
+                        tracing::error!("the admin socket is not served: {e}");
+                    }
+                    r
                 })
             };
             let mut rx2 = rx;
@@ -406,7 +494,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             }
             let _ = tx.send(true);
             let _ = tokio::time::timeout(shutdown::DRAIN, admin).await;
-            r
+            r.map_err(Failure::Failed)
         }
         Command::Demo => {
             let dir = std::env::temp_dir().join(format!("composer-demo-{}", std::process::id()));
@@ -421,7 +509,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 if r.is_ok() { "passed" } else { "FAILED" },
                 started.elapsed().as_secs_f64()
             );
-            r
+            r.map_err(Failure::Failed)
         }
         Command::Admin { socket, what } => {
             let req = match what {
@@ -431,17 +519,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 AdminCommand::Volumes => Request::Volumes,
                 AdminCommand::Mark { target, health } => Request::Mark {
                     target,
-                    health: match health.as_str() {
-                        "failed" => Health::Failed,
-                        "draining" => Health::Draining,
-                        "degraded" => Health::Degraded,
-                        "healthy" => Health::Healthy,
-                        other => {
-                            return Err(format!(
-                                "health: must be failed, draining, degraded or healthy, got {other:?}"
-                            ));
-                        }
-                    },
+                    health: health.into(),
                 },
                 AdminCommand::RepairPlan { target } => Request::RepairPlan { target },
                 AdminCommand::RepairApply { target } => Request::RepairApply { target },
@@ -464,7 +542,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             bar.finish();
             let answer = answer?;
             if let Some(e) = answer.get("error") {
-                return Err(e.as_str().unwrap_or_default().to_string());
+                return Err(Failure::Failed(e.as_str().unwrap_or_default().to_string()));
             }
             println!(
                 "{}",
@@ -514,8 +592,13 @@ async fn main() {
     }
     let code = match run(cli).await {
         Ok(()) => 0,
-        Err(e) => {
+        Err(Failure::Failed(e)) => {
             eprintln!("composer: {e}");
+            1
+        }
+        Err(Failure::Usage(e)) => {
+            eprintln!("composer: {e}");
+            eprintln!("For more information, try '--help'.");
             2
         }
     };

@@ -664,6 +664,17 @@ impl NodeSide {
         })
     }
 
+    /// Whether volume `id` is staged on this node: assembled here, or staged
+    /// by an earlier node process and waiting for its next stage.
+    pub fn is_staged(&self, id: &str) -> bool {
+        self.lock().contains_key(id)
+            || self
+                .recovered
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(id)
+    }
+
     /// The engine volume staged for `id`, if any.
     pub fn volume(&self, id: &str) -> Option<Arc<EngineVolume>> {
         self.lock().get(id).and_then(|s| s.volume.clone())

@@ -28,7 +28,7 @@ use csi_types::types::CapacityRange;
 use raid_engine::MemberState;
 
 mod common;
-use common::{InProcess, Vol, cap};
+use common::InProcess;
 
 fn ask(c: &Composer, side: &composer::node::NodeSide, req: Request) -> serde_json::Value {
     admin::handle_with(c, Some(side), req, &|_| {}, None)
@@ -148,22 +148,15 @@ async fn the_drive_of_a_staged_single_slice_is_not_failed_nor_rebuilt() {
     let s = InProcess::new();
     let c = s.driver.composer();
     let side = s.driver.node_side().unwrap();
-    let mut req = composer::create_request("plain", &[("type", "slice")], 32 << 20).unwrap();
-    req.volume_capabilities = vec![cap()];
-    let id = Csi::create_volume(&s.plugin, req)
-        .await
-        .unwrap()
-        .volume
-        .volume_id
-        .as_str()
-        .to_string();
-    common::controller_publish(&s.plugin, &id).await;
-    let v = Vol {
-        id: id.clone(),
-        staging: s.dir.path().join("staging").join("plain"),
-        target: s.dir.path().join("target").join("plain"),
-    };
-    common::stage(&s.plugin, &v).await.unwrap();
+    let v = common::provision_staged(
+        &s.plugin,
+        s.dir.path(),
+        "plain",
+        &[("type", "slice")],
+        32 << 20,
+    )
+    .await;
+    let id = v.id.clone();
     let before = c.get(&id).unwrap().record;
     let drive = before.members[0].drive.clone();
 
@@ -206,4 +199,170 @@ async fn the_drive_of_a_staged_single_slice_is_not_failed_nor_rebuilt() {
     )
     .await
     .unwrap();
+}
+
+/// `fail-drive` checked that the drive could be failed and marked it
+/// failed, and then the node refused after all (here the other member of
+/// the mirror failed through I/O in between, so that the drive became the
+/// last copy): no member was failed, so the drive's earlier mark comes
+/// back, `draining` here, not `healthy` and not `failed`. Reached through
+/// `admin::fail_drive_with`, which runs the change in that window; before,
+/// only a race reached this path.
+#[test]
+fn a_fail_drive_the_node_refuses_after_the_mark_puts_the_earlier_mark_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let driver = common::driver_in(dir.path());
+    let c = driver.composer();
+    let side = driver.node_side().unwrap();
+    let params = common::params(&[("type", "slice"), ("redundancy", "true")]);
+    let range = CapacityRange::new(Some(32 << 20), None).unwrap();
+    let v = c
+        .create("mirror", &params, range, true, true, None)
+        .unwrap();
+    let id = v.record.id.clone();
+    let vol = side.assemble_unexposed(&v.record).unwrap();
+    let drive = v.record.members[0].drive.clone();
+    c.mark(&drive, Health::Draining).unwrap();
+
+    let ran = std::sync::atomic::AtomicBool::new(false);
+    let error = admin::fail_drive_with(c, side, &drive, &|| {
+        // The inventory says failed while the node has not acted yet.
+        assert_eq!(c.mark_of(&drive), Health::Failed);
+        vol.fail_member(1).unwrap();
+        ran.store(true, std::sync::atomic::Ordering::SeqCst);
+    })
+    .expect_err("the last copy was failed");
+    assert!(ran.load(std::sync::atomic::Ordering::SeqCst));
+    assert!(
+        error.contains(&format!("drive {drive} is not failed"))
+            && error.contains(&format!("volume {id}"))
+            && error.contains(&format!(
+                "no member on drive {drive} was failed, and the inventory marks it draining \
+                 again, as before"
+            )),
+        "{error}"
+    );
+    assert_eq!(c.mark_of(&drive), Health::Draining);
+    assert_eq!(health(c, &drive), Health::Draining);
+    // The engine still serves from the drive, its last copy.
+    let st = vol.status();
+    assert_eq!(st[0].state, MemberState::Active, "{st:?}");
+    let mut buf = vec![0u8; 4096];
+    vol.read_at(&mut buf, 0).unwrap();
+
+    // With the window left alone the same call goes through the path the
+    // admin socket takes: a healthy mirror, the drive failed for good.
+    let other = c.create("other", &params, range, true, true, None).unwrap();
+    let vol2 = side.assemble_unexposed(&other.record).unwrap();
+    let drive2 = other.record.members[0].drive.clone();
+    let answer = admin::fail_drive_with(c, side, &drive2, &|| {}).unwrap();
+    assert!(
+        answer["degraded"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v == other.record.id.as_str()),
+        "{answer}"
+    );
+    assert_eq!(c.mark_of(&drive2), Health::Failed);
+    assert_eq!(vol2.status()[0].state, MemberState::Failed);
+    side.release_all();
+}
+
+/// `repair-apply` moves records only: of a volume staged on this node it
+/// would leave the engine on the old member while the record names the
+/// new one and the pool gives the old space to other volumes (and no later
+/// `rebuild` finds the move). Refused, changing nothing, naming `rebuild`;
+/// a volume not staged here moves as before.
+#[test]
+fn repair_apply_of_a_volume_staged_here_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let driver = common::driver_in(dir.path());
+    let c = driver.composer();
+    let side = driver.node_side().unwrap();
+    let params = common::params(&[("type", "slice"), ("redundancy", "true")]);
+    let range = CapacityRange::new(Some(32 << 20), None).unwrap();
+    let v = c
+        .create("mirror", &params, range, true, true, None)
+        .unwrap();
+    let id = v.record.id.clone();
+    let vol = side.assemble_unexposed(&v.record).unwrap();
+    let drive = v.record.members[0].drive.clone();
+
+    for failed_in_engine in [false, true] {
+        if failed_in_engine {
+            let answer = ask(
+                c,
+                side,
+                Request::FailDrive {
+                    target: drive.clone(),
+                },
+            );
+            assert!(answer["ok"].is_object(), "{answer}");
+        }
+        let answer = ask(
+            c,
+            side,
+            Request::RepairApply {
+                target: drive.clone(),
+            },
+        );
+        let error = answer["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("the record of a staged volume moved: {answer}"));
+        assert!(
+            error.contains("nothing was changed")
+                && error.contains(&format!("member 0 of volume {id} (drive {drive})"))
+                && error.contains("composer admin rebuild"),
+            "{error}"
+        );
+        assert_eq!(c.get(&id).unwrap().record, v.record);
+        assert!(
+            c.drive_report()
+                .iter()
+                .any(|d| d.id == drive && d.volumes.contains(&id)),
+            "the pool gave the member's space back"
+        );
+    }
+    // The rebuild moves and rebuilds it.
+    let answer = ask(c, side, rebuild(&drive));
+    assert_eq!(
+        answer["ok"]["rebuilt"][0]["volume"],
+        id.as_str(),
+        "{answer}"
+    );
+    assert!(
+        vol.status().iter().all(|m| m.state == MemberState::Active),
+        "{:?}",
+        vol.status()
+    );
+
+    // Not staged here: moved as before.
+    let hdd = common::params(&[("type", "hdd"), ("redundancy", "true")]);
+    let other = c
+        .create(
+            "elsewhere",
+            &hdd,
+            CapacityRange::new(Some(64 << 20), None).unwrap(),
+            true,
+            true,
+            None,
+        )
+        .unwrap();
+    let from = other.record.members[0].drive.clone();
+    let answer = ask(
+        c,
+        side,
+        Request::RepairApply {
+            target: from.clone(),
+        },
+    );
+    assert_eq!(
+        answer["ok"]["moves"][0]["volume"],
+        other.record.id.as_str(),
+        "{answer}"
+    );
+    let rec = c.get(&other.record.id).unwrap().record;
+    assert!(rec.members.iter().all(|m| m.drive != from), "{rec:?}");
+    side.release_all();
 }

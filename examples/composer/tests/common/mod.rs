@@ -362,9 +362,24 @@ pub async fn controller_publish<C: Csi>(c: &C, id: &str) -> Map {
 }
 
 /// Creates a mount volume, publishes it to r1-n1, stages and publishes it
-/// under `dir/staging/NAME` and `dir/target/NAME`.
-pub async fn provision(
-    c: &Client,
+/// under `dir/staging/NAME` and `dir/target/NAME`, through `c` (a client of
+/// a `composer` process, or a plugin in this one).
+pub async fn provision<C: Csi>(
+    c: &C,
+    dir: &Path,
+    name: &str,
+    params: &[(&str, &str)],
+    bytes: u64,
+) -> Vol {
+    let v = provision_staged(c, dir, name, params, bytes).await;
+    publish(c, &v).await.unwrap();
+    v
+}
+
+/// [`provision`] without the node publish: the volume is staged under
+/// `dir/staging/NAME` only.
+pub async fn provision_staged<C: Csi>(
+    c: &C,
     dir: &Path,
     name: &str,
     params: &[(&str, &str)],
@@ -386,7 +401,6 @@ pub async fn provision(
         target: dir.join("target").join(name),
     };
     stage(c, &v).await.unwrap();
-    publish(c, &v).await.unwrap();
     v
 }
 

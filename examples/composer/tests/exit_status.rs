@@ -1,0 +1,325 @@
+//! `composer`'s exit statuses, as `composer --help` lists them: 2 for a
+//! usage error (clap's own convention, also for flags that do not go
+//! together), 1 for an operation that was refused or failed. Before, every
+//! error exited 2, so a script could not tell a typo from a refusal.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+mod common;
+
+fn composer(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_composer"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("the composer binary runs")
+}
+
+fn code(out: &Output) -> i32 {
+    out.status
+        .code()
+        .unwrap_or_else(|| panic!("ended by a signal: {:?}", out.status))
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn help_lists_the_exit_statuses() {
+    let out = composer(&["--help"]);
+    assert_eq!(code(&out), 0);
+    let help = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "Exit status:",
+        "0  success",
+        "1  the operation was refused or failed",
+        "2  usage error",
+        "3  serve: the shutdown after SIGTERM took longer than 25 s",
+    ] {
+        assert!(help.contains(line), "{line:?} missing from:\n{help}");
+    }
+}
+
+#[test]
+fn usage_errors_exit_2_before_anything_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let state = p("state.redb");
+    let admin_sock = p("admin.sock");
+    let data = p("data");
+    let cases: &[(&[&str], &str)] = &[
+        (&["no-such-command"], "unrecognized subcommand"),
+        (
+            &["admin", "mark", "r1-e1-00", "broken"],
+            "invalid value 'broken'",
+        ),
+        (&["admin", "rebuild"], "required"),
+        (
+            &[
+                "serve",
+                "--state",
+                &state,
+                "--admin-socket",
+                &admin_sock,
+                "--data-dir",
+                &data,
+            ],
+            "--data-dir serves the node side and needs --node-id",
+        ),
+        (
+            &[
+                "serve",
+                "--endpoint",
+                "csi.sock",
+                "--state",
+                &state,
+                "--admin-socket",
+                &admin_sock,
+            ],
+            "--endpoint: invalid endpoint \"csi.sock\"",
+        ),
+        (
+            &[
+                "serve",
+                "--store",
+                "etcd:/127.0.0.1",
+                "--admin-socket",
+                &admin_sock,
+            ],
+            "--store",
+        ),
+        (
+            &[
+                "serve",
+                "--store",
+                "etcd://127.0.0.1:1",
+                "--admin-socket",
+                &admin_sock,
+                "--etcd-key",
+                &p("key.pem"),
+            ],
+            "--etcd-key: needs --etcd-cert",
+        ),
+        (
+            &["inventory", "--print", &p("inv.toml")],
+            "cannot be used with",
+        ),
+    ];
+    for ttl in ["0", "9000000001"] {
+        // Had the lease been taken, the unreachable etcd would end the
+        // command with 1.
+        let out = composer(&[
+            "serve",
+            "--store",
+            "etcd://127.0.0.1:1",
+            "--admin-socket",
+            &admin_sock,
+            "--etcd-lease-ttl",
+            ttl,
+        ]);
+        let err = stderr(&out);
+        assert_eq!(code(&out), 2, "--etcd-lease-ttl {ttl}: {err}");
+        assert!(
+            err.contains(&format!("invalid value '{ttl}' for '--etcd-lease-ttl")),
+            "{err}"
+        );
+    }
+    for (args, says) in cases {
+        let out = composer(args);
+        let err = stderr(&out);
+        assert_eq!(code(&out), 2, "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    // Nothing was created by a refused command line.
+    for f in [&state, &data] {
+        assert!(!Path::new(f).exists(), "{f} was created");
+    }
+}
+
+#[test]
+fn failed_operations_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "drives = 3\n").unwrap();
+    let state = dir.path().join("state.redb");
+    let empty = dir.path().join("empty.toml");
+    std::fs::write(&empty, "# nothing yet\n").unwrap();
+    let missing = dir.path().join("admin.sock");
+    let cases: Vec<(Vec<&str>, String)> = vec![
+        (
+            vec!["inventory", bad.to_str().unwrap()],
+            bad.display().to_string(),
+        ),
+        (
+            vec!["inventory", empty.to_str().unwrap()],
+            format!("{}: inventory: no drives", empty.display()),
+        ),
+        (
+            vec![
+                "serve",
+                // An endpoint that cannot be bound: had the inventory been
+                // taken, the command ends rather than serving.
+                "--endpoint",
+                "unix:///proc/no-such-dir/csi.sock",
+                "--inventory",
+                empty.to_str().unwrap(),
+                "--state",
+                state.to_str().unwrap(),
+                "--admin-socket",
+                missing.to_str().unwrap(),
+            ],
+            format!("{}: inventory: no drives", empty.display()),
+        ),
+        (
+            vec!["admin", "--socket", missing.to_str().unwrap(), "drives"],
+            format!("connecting to {}", missing.display()),
+        ),
+    ];
+    for (args, says) in cases {
+        let out = composer(&args);
+        let err = stderr(&out);
+        assert_eq!(code(&out), 1, "{args:?}: {err}");
+        assert!(err.contains(&says), "{args:?}: {err}");
+    }
+    assert!(
+        !state.exists(),
+        "serve created its state for an empty inventory"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_of_a_running_composer_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = common::Server::start(dir.path()).await;
+    let sock = s.admin.to_str().unwrap().to_string();
+    let cases: &[(&[&str], &str)] = &[
+        (&["mark", "no-such-drive", "failed"], "no-such-drive"),
+        (&["repair-plan", "no-such-drive"], "no-such-drive"),
+        (
+            &["fail-drive", "no-such-drive"],
+            "no drive \"no-such-drive\"",
+        ),
+        (&["rebuild", "no-such-drive"], "no-such-drive"),
+        // A healthy drive: a rebuild replaces failed drives.
+        (&["rebuild", "r1-e1-00"], "refused, nothing was changed"),
+    ];
+    for (what, says) in cases {
+        let mut args = vec!["admin", "--socket", &sock];
+        args.extend_from_slice(what);
+        let out = tokio::task::spawn_blocking({
+            let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            move || {
+                Command::new(env!("CARGO_BIN_EXE_composer"))
+                    .args(&args)
+                    .output()
+                    .unwrap()
+            }
+        })
+        .await
+        .unwrap();
+        let err = stderr(&out);
+        assert_eq!(code(&out), 1, "{what:?}: {err}");
+        assert!(err.contains(says), "{what:?}: {err}");
+    }
+    // The CSI endpoint given as the admin socket: said so, not a JSON
+    // parser's complaint.
+    let csi = dir.path().join("csi.sock");
+    let out = composer(&["admin", "--socket", csi.to_str().unwrap(), "drives"]);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}: the answer is not the composer admin protocol",
+            csi.display()
+        )) && err.contains("not the CSI endpoint?"),
+        "{err}"
+    );
+    // And a question it can answer: 0.
+    let out = composer(&["admin", "--socket", &sock, "drives"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    s.kill();
+}
+
+/// `serve` runs `args`; panics unless it ends within a generous bound (a
+/// guard against the process serving on, not a speed check).
+fn serve_ends(args: &[&str]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_composer"))
+        .arg("serve")
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > until {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("serve {args:?} went on serving: {}", stderr(&out));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// `--admin-socket` naming a file that is not a socket (the state
+/// database, the inventory, by a slip) or the live socket of another
+/// composer is refused and left alone. Before, whatever was there was
+/// removed: the file was deleted, or the running composer lost its admin
+/// socket to the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_socket_path_in_use_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let o = |name: &str| other.path().join(name).to_str().unwrap().to_string();
+    let precious = other.path().join("inventory.toml");
+    std::fs::write(&precious, composer::demo::DEMO_INVENTORY).unwrap();
+    let endpoint = format!("unix://{}", o("csi.sock"));
+    let out = serve_ends(&[
+        "--endpoint",
+        &endpoint,
+        "--state",
+        &o("state.redb"),
+        "--admin-socket",
+        precious.to_str().unwrap(),
+    ]);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 1, "{err}");
+    assert!(
+        err.contains("exists and is not a socket; not removed"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&precious).unwrap(),
+        composer::demo::DEMO_INVENTORY
+    );
+    assert!(!other.path().join("state.redb").exists());
+
+    let s = common::Server::start(dir.path()).await;
+    let taken = s.admin.to_str().unwrap().to_string();
+    let out = tokio::task::spawn_blocking({
+        let (endpoint, state, taken) = (endpoint.clone(), o("state.redb"), taken.clone());
+        move || {
+            serve_ends(&[
+                "--endpoint",
+                &endpoint,
+                "--state",
+                &state,
+                "--admin-socket",
+                &taken,
+            ])
+        }
+    })
+    .await
+    .unwrap();
+    let err = stderr(&out);
+    assert_eq!(code(&out), 1, "{err}");
+    assert!(err.contains("another process serves this socket"), "{err}");
+    // The first composer still answers on it.
+    let out = composer(&["admin", "--socket", &taken, "drives"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    s.kill();
+}
