@@ -259,6 +259,29 @@ async fn a_driver_that_refuses_to_shrink_passes() {
     assert_passes_everything(broken::plugin("refuses-shrink")).await;
 }
 
+/// A plugin whose volumes' capacity is unknown answers `capacity_bytes` 0 and may find an
+/// existing volume compatible with a larger range (the spec leaves that to it): OK passes
+/// `create_volume/incompatible_existing` with a warning, and the state machine takes OK or
+/// `ALREADY_EXISTS`. Both used to demand `ALREADY_EXISTS`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driver_of_unknown_capacity_passes() {
+    let plugin = broken::plugin("unknown-capacity");
+    assert_passes_everything(plugin.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::config(dir.path());
+    config.filter = Some("controller/create_volume/incompatible_existing".into());
+    let report = Suite::new(config, plugin.clone(), plugin).run().await;
+    let r = &report.results[0];
+    assert_eq!(r.outcome, Outcome::Pass, "{r}");
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.contains("answered OK") && w.contains("unknown")),
+        "{:?}",
+        r.warnings
+    );
+}
+
 /// A plugin may refuse any `ControllerExpandVolume` it cannot satisfy with
 /// `OUT_OF_RANGE` ("capacity range not allowed by the Plugin"), growth
 /// included: the grow case skips, saying why, and the state machine takes
