@@ -1756,6 +1756,14 @@ pub(crate) async fn state_machine(c: Ctx) -> CaseResult {
                     ops.iter().map(|op| op.to_string()).collect(),
                 ),
             };
+            if calls.is_empty() {
+                // Shrunk to no call at all: the check fails on the state the driver starts
+                // from, and an empty list of calls ("minimal failing sequence (0 calls):")
+                // said nothing.
+                return Err(CaseError::Fail(format!(
+                    "{reason}\nthis fails before the first call of any sequence: the driver's state at the start (ListVolumes, ListSnapshots, GetCapacity) already disagrees with the spec, whatever the calls"
+                )));
+            }
             let calls: Vec<String> = calls
                 .iter()
                 .enumerate()

@@ -432,8 +432,12 @@ pub(super) fn cases() -> Vec<Case> {
                 )?;
                 ensure!(
                     r.confirmed.is_some(),
-                    "ValidateVolumeCapabilities did not confirm the capability the volume was created with: {}",
-                    r.message
+                    "ValidateVolumeCapabilities did not confirm the capability the volume was created with ({})",
+                    if r.message.is_empty() {
+                        "and gave no message saying why"
+                    } else {
+                        r.message.as_str()
+                    }
                 );
                 Ok(())
             }

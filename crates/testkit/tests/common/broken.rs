@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use csi_testkit::memdriver::{MemDriver, MemDriverConfig};
 use csi_types::api::RawStream;
+use csi_types::capabilities::ControllerCapabilities;
 use csi_types::prelude::*;
 use csi_types::{
     RawCsi,
@@ -15,6 +16,7 @@ use csi_types::{
         CreateVolumeRequest, CreateVolumeResponse, DeleteSnapshotRequest, DeleteSnapshotResponse,
         DeleteVolumeRequest, DeleteVolumeResponse, GetCapacityRequest, GetCapacityResponse,
         ListSnapshotsRequest, ListVolumesRequest, ListVolumesResponse,
+        ValidateVolumeCapabilitiesRequest, ValidateVolumeCapabilitiesResponse,
     },
     ids::{VolumeId, VolumeName},
     node::{
@@ -358,6 +360,33 @@ impl VolumeLister for LosesPages {
             resp.entries.remove(0);
         }
         Ok(resp)
+    }
+}
+
+/// `ValidateVolumeCapabilities` that confirms nothing and gives no message.
+struct NeverConfirms(Arc<MemDriver>);
+
+#[async_trait]
+impl Controller for NeverConfirms {
+    async fn validate_volume_capabilities(
+        &self,
+        req: ValidateVolumeCapabilitiesRequest,
+    ) -> Result<ValidateVolumeCapabilitiesResponse, CsiError> {
+        self.0.validate_volume_capabilities(req).await?; // NOT_FOUND as the memdriver answers
+        Ok(ValidateVolumeCapabilitiesResponse::default())
+    }
+    fn feature_capabilities(&self) -> ControllerCapabilities {
+        Controller::feature_capabilities(&*self.0)
+    }
+}
+
+/// `ListVolumes` that always fails: the state machine fails before its first call.
+struct CannotList;
+
+#[async_trait]
+impl VolumeLister for CannotList {
+    async fn list_volumes(&self, _: ListVolumesRequest) -> Result<ListVolumesResponse, CsiError> {
+        Err(CsiError::internal("the volume table is unreadable"))
     }
 }
 
@@ -873,6 +902,8 @@ pub fn plugin(kind: &str) -> Arc<dyn RawCsi> {
             let strict = Arc::new(KeepsDependents(driver.clone()));
             b.provisioner(strict.clone()).snapshotter(strict)
         }
+        "cannot-list" => b.volume_lister(Arc::new(CannotList)),
+        "never-confirms" => b.controller(Arc::new(NeverConfirms(driver.clone()))),
         "unknown-capacity" => {
             let unknown = Arc::new(UnknownCapacity(driver.clone()));
             b.provisioner(unknown.clone()).controller_expander(unknown)
