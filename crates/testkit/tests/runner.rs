@@ -214,6 +214,9 @@ fn bad_input_is_one_line_on_stderr_and_exit_status_2() {
     // without a call.
     let e = bad_input(&["--endpoint", "unix:///x", "--volume-size", "0"]);
     assert!(e.contains("--volume-size"), "{e}");
+    // A mistyped filter ran nothing and exited 0.
+    let e = bad_input(&["--endpoint", "unix:///x", "--filter", "controler/"]);
+    assert!(e.contains("--filter \"controler/\" matches no case"), "{e}");
     let e = bad_input(&["--endpoint", "unix:///x", "--concurrency", "0"]);
     assert!(
         e.contains("--concurrency") && e.contains("must be at least 1"),
