@@ -43,6 +43,26 @@ pub enum ConnectError {
     },
 }
 
+/// `connect(2)` answers `ECONNREFUSED` both for a socket nobody listens on and for a path
+/// that is not a socket at all (a regular file, a directory), and "Connection refused" sends
+/// the reader looking for a driver that is not running. Say what the path is instead.
+fn explain_unix_connect(path: &std::path::Path, e: std::io::Error) -> std::io::Error {
+    use std::os::unix::fs::FileTypeExt;
+    if e.kind() != std::io::ErrorKind::ConnectionRefused {
+        return e;
+    }
+    let what = match std::fs::metadata(path) {
+        Ok(m) if m.file_type().is_socket() => {
+            "a unix socket that no process is listening on (is the driver running?)"
+        }
+        Ok(m) if m.is_dir() => "a directory, not a unix socket",
+        Ok(m) if m.is_file() => "a regular file, not a unix socket",
+        Ok(_) => "not a unix socket",
+        Err(_) => return e,
+    };
+    std::io::Error::new(e.kind(), format!("{e}: {} is {what}", path.display()))
+}
+
 /// `error: cause: cause …`, skipping a cause whose text repeats the previous one.
 fn cause_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
@@ -94,7 +114,9 @@ impl Client {
                     .connect_with_connector(tower::service_fn(move |_: http::Uri| {
                         let path = path.clone();
                         async move {
-                            let stream = tokio::net::UnixStream::connect(path).await?;
+                            let stream = tokio::net::UnixStream::connect(&path)
+                                .await
+                                .map_err(|e| explain_unix_connect(&path, e))?;
                             Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
                         }
                     }))

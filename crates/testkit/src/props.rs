@@ -560,7 +560,11 @@ impl Seq<'_> {
                 let fits = if v.cap > 0 {
                     v.cap >= required
                 } else {
-                    v.requested >= required
+                    // capacity_bytes 0: the capacity is unknown (an NFS share, say). A range
+                    // within the one it was created with fits; for a larger one, whether the
+                    // volume satisfies it is the plugin's to judge: OK (with the same volume)
+                    // and ALREADY_EXISTS are both right.
+                    v.requested >= required || r.is_ok()
                 };
                 if fits && v.source == key {
                     let resp: csi_types::controller::CreateVolumeResponse =
@@ -709,7 +713,12 @@ impl Seq<'_> {
                     return Ok(None);
                 }
                 let (id, cap, missing) = match self.m.vols.get(&from) {
-                    Some(v) => (v.id.clone(), v.cap.max(size), false),
+                    // A clone at least as large as its source: the source's capacity, or,
+                    // when the plugin reported it unknown (0), the size it was created for.
+                    Some(v) => {
+                        let source = if v.cap > 0 { v.cap } else { v.requested };
+                        (v.id.clone(), source.max(size), false)
+                    }
                     None => (self.gone_id(from), size, true),
                 };
                 let src = proto::VolumeContentSource {
@@ -1747,6 +1756,14 @@ pub(crate) async fn state_machine(c: Ctx) -> CaseResult {
                     ops.iter().map(|op| op.to_string()).collect(),
                 ),
             };
+            if calls.is_empty() {
+                // Shrunk to no call at all: the check fails on the state the driver starts
+                // from, and an empty list of calls ("minimal failing sequence (0 calls):")
+                // said nothing.
+                return Err(CaseError::Fail(format!(
+                    "{reason}\nthis fails before the first call of any sequence: the driver's state at the start (ListVolumes, ListSnapshots, GetCapacity) already disagrees with the spec, whatever the calls"
+                )));
+            }
             let calls: Vec<String> = calls
                 .iter()
                 .enumerate()

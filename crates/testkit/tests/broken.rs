@@ -259,6 +259,67 @@ async fn a_driver_that_refuses_to_shrink_passes() {
     assert_passes_everything(broken::plugin("refuses-shrink")).await;
 }
 
+/// A state machine that fails before its first call (here every `ListVolumes` fails) says
+/// so, instead of printing an empty "minimal failing sequence (0 calls):".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_before_the_first_call_says_so() {
+    let plugin = broken::plugin("cannot-list");
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::config(dir.path());
+    config.filter = Some("properties/state_machine".into());
+    let report = Suite::new(config, plugin.clone(), plugin).run().await;
+    match report.outcome("properties/state_machine") {
+        Some(Outcome::Fail(why)) => {
+            assert!(why.contains("the volume table is unreadable"), "{why}");
+            assert!(why.contains("before the first call"), "{why}");
+            assert!(!why.contains("(0 calls)"), "{why}");
+        }
+        other => panic!("properties/state_machine: expected FAIL, got {other:?}"),
+    }
+}
+
+/// A plugin that does not confirm the capability a volume was created with, and gives no
+/// message, fails `validate_volume_capabilities/confirms` with a reason that says so (it
+/// ended in a bare ": ").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catches_validation_that_confirms_nothing() {
+    let plugin = broken::plugin("never-confirms");
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::config(dir.path());
+    config.filter = Some("controller/validate_volume_capabilities/confirms".into());
+    let report = Suite::new(config, plugin.clone(), plugin).run().await;
+    match report.outcome("controller/validate_volume_capabilities/confirms") {
+        Some(Outcome::Fail(why)) => {
+            assert!(why.contains("did not confirm"), "{why}");
+            assert!(why.contains("gave no message"), "{why}");
+        }
+        other => panic!("expected FAIL, got {other:?}"),
+    }
+}
+
+/// A plugin whose volumes' capacity is unknown answers `capacity_bytes` 0 and may find an
+/// existing volume compatible with a larger range (the spec leaves that to it): OK passes
+/// `create_volume/incompatible_existing` with a warning, and the state machine takes OK or
+/// `ALREADY_EXISTS`. Both used to demand `ALREADY_EXISTS`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driver_of_unknown_capacity_passes() {
+    let plugin = broken::plugin("unknown-capacity");
+    assert_passes_everything(plugin.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::config(dir.path());
+    config.filter = Some("controller/create_volume/incompatible_existing".into());
+    let report = Suite::new(config, plugin.clone(), plugin).run().await;
+    let r = &report.results[0];
+    assert_eq!(r.outcome, Outcome::Pass, "{r}");
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.contains("answered OK") && w.contains("unknown")),
+        "{:?}",
+        r.warnings
+    );
+}
+
 /// A plugin may refuse any `ControllerExpandVolume` it cannot satisfy with
 /// `OUT_OF_RANGE` ("capacity range not allowed by the Plugin"), growth
 /// included: the grow case skips, saying why, and the state machine takes

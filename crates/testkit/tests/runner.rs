@@ -214,6 +214,9 @@ fn bad_input_is_one_line_on_stderr_and_exit_status_2() {
     // without a call.
     let e = bad_input(&["--endpoint", "unix:///x", "--volume-size", "0"]);
     assert!(e.contains("--volume-size"), "{e}");
+    // A mistyped filter ran nothing and exited 0.
+    let e = bad_input(&["--endpoint", "unix:///x", "--filter", "controler/"]);
+    assert!(e.contains("--filter \"controler/\" matches no case"), "{e}");
     let e = bad_input(&["--endpoint", "unix:///x", "--concurrency", "0"]);
     assert!(
         e.contains("--concurrency") && e.contains("must be at least 1"),
@@ -239,6 +242,15 @@ fn a_failed_connection_keeps_the_os_cause() {
         e.contains("Connection refused"),
         "the OS cause is lost: {e}"
     );
+    assert!(e.contains("no process is listening"), "{e}");
+    // A path that exists and is not a socket answers "Connection refused" too, which sent
+    // the reader looking for a driver that was not running: the message says what it is.
+    let file = dir.path().join("csi.sock");
+    std::fs::write(&file, b"not a socket").unwrap();
+    let e = bad_input(&["--endpoint", &format!("unix://{}", file.display())]);
+    assert!(e.contains("is a regular file, not a unix socket"), "{e}");
+    let e = bad_input(&["--endpoint", &format!("unix://{}", dir.path().display())]);
+    assert!(e.contains("is a directory, not a unix socket"), "{e}");
 }
 
 #[test]

@@ -12,7 +12,9 @@
 //! | a decimal exponent, `e` or `E` and a signed integer, instead of a unit | bytes × 10ⁿ | `1e3`, `1.5E9`, `150e-1` |
 //!
 //! Multi-letter units are case-insensitive (`gib`, `GB`). A lone `m` is refused: in Kubernetes
-//! quantities it means *milli*, which is never a size. A fraction is allowed when the result is a
+//! quantities it means *milli*, which is never a size. A lone `e` is refused too: Kubernetes reads
+//! only the upper-case `E` as exa, and an `e` there starts a decimal exponent, which needs digits
+//! (`1e3`; `1e` and `1e+` are errors). A fraction is allowed when the result is a
 //! whole number of bytes (`1.5 GiB` is 1,610,612,736 bytes; `0.1 KiB` is refused, it is 102.4).
 //! Values are exact: no floating point is involved anywhere.
 //!
@@ -151,8 +153,10 @@ impl Unit {
 
     /// Reads a unit as written after a number; `None` when it is not one.
     fn parse(text: &str) -> Option<Unit> {
-        // A lone `m` is milli in Kubernetes quantities; only the upper-case `M` is mega.
-        if text == "m" {
+        // A lone `m` is milli in Kubernetes quantities; only the upper-case `M` is mega. A lone
+        // `e` is not a unit there either: only the upper-case `E` is exa, and `e` starts a
+        // decimal exponent (`1e3`), which needs digits.
+        if text == "m" || text == "e" {
             return None;
         }
         let lower = text.to_ascii_lowercase();
@@ -525,6 +529,13 @@ pub enum ErrorKind {
         "\"m\" means milli in Kubernetes quantities; write M or MB for 10^6 bytes, Mi or MiB for 2^20"
     )]
     Milli,
+    /// An `e` or `E` with an optional sign and no digits after it (`1e`, `1e+`, `1E-`): a decimal
+    /// exponent needs digits (`1e3`), and in Kubernetes quantities only the upper-case `E` alone
+    /// is exa.
+    #[error(
+        "{0:?} is a decimal exponent without digits (write e.g. 1e3); for 10^18 bytes write E or EB, for 2^60 Ei or EiB"
+    )]
+    IncompleteExponent(String),
     /// A fraction that does not come out as whole bytes.
     #[error("is not a whole number of bytes")]
     Fractional,
@@ -554,12 +565,16 @@ fn parse(text: &str, what: &'static str) -> Result<u64, ParseSizeError> {
         return Err(fail(ErrorKind::NoNumber));
     }
     // A Kubernetes decimal exponent (`1e3`, `1E-2`) is written where a unit would be; a lone `E`
-    // with no digits after it is still exa.
+    // with no digits after it is still exa, but Kubernetes refuses a lone `e` and an `e`/`E`
+    // with only a sign after it (`<decimalExponent> ::= "e" <signedNumber> | "E" <signedNumber>`).
     let (unit, exponent) = match decimal_exponent(unit_text) {
         Some(exponent) => (Unit::B, Some(exponent)),
         None => match Unit::parse(unit_text) {
             Some(unit) => (unit, None),
             None if unit_text == "m" => return Err(fail(ErrorKind::Milli)),
+            None if is_incomplete_exponent(unit_text) => {
+                return Err(fail(ErrorKind::IncompleteExponent(unit_text.to_string())));
+            }
             None => return Err(fail(ErrorKind::UnknownUnit(unit_text.to_string()))),
         },
     };
@@ -586,6 +601,11 @@ fn decimal_exponent(text: &str) -> Option<i64> {
     }
     let magnitude = digits.parse::<i64>().unwrap_or(i64::MAX);
     Some(if negative { -magnitude } else { magnitude })
+}
+
+/// `e` or `E` with at most a sign after it: the start of a decimal exponent without its digits.
+fn is_incomplete_exponent(text: &str) -> bool {
+    matches!(text, "e" | "e+" | "e-" | "E+" | "E-")
 }
 
 /// The exact value of `whole.frac × 10^exponent × unit`, without floating point and without

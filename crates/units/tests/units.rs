@@ -256,6 +256,9 @@ fn decimal_exponents_are_exact() {
         ("1000000e-6", 1),
         // The `E` of exa without digits after it stays a unit.
         ("1E", 1_000_000_000_000_000_000),
+        ("1 E", 1_000_000_000_000_000_000),
+        // Multi-letter units stay case-insensitive.
+        ("1eb", 1_000_000_000_000_000_000),
         // Fractions of many digits that still come out whole: 2^-39 EiB is 2 MiB.
         ("0.000000000001818989403545856475830078125 EiB", 2 << 20),
         ("0.000000000001818989403545856475830078125Ei", 2 << 20),
@@ -285,7 +288,12 @@ fn decimal_exponents_are_exact() {
             ErrorKind::Fractional,
         ),
         ("1e3Ki", ErrorKind::UnknownUnit("e3Ki".into())),
-        ("1e+", ErrorKind::UnknownUnit("e+".into())),
+        ("1e+", ErrorKind::IncompleteExponent("e+".into())),
+        ("1E-", ErrorKind::IncompleteExponent("E-".into())),
+        // Kubernetes reads a lone lower-case `e` as neither exa (only `E` is) nor an exponent
+        // (which needs digits); it used to be read here as exa, 10^18 bytes.
+        ("1e", ErrorKind::IncompleteExponent("e".into())),
+        ("1 e", ErrorKind::IncompleteExponent("e".into())),
         ("1Ki1", ErrorKind::UnknownUnit("Ki1".into())),
     ];
     for (text, kind) in refused {

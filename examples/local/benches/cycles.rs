@@ -157,29 +157,14 @@ fn start_driver(extra: &[String]) -> Driver {
     }
 }
 
-fn create_request(name: String) -> proto::CreateVolumeRequest {
-    proto::CreateVolumeRequest {
-        name,
-        capacity_range: Some(proto::CapacityRange {
-            required_bytes: 4096,
-            limit_bytes: 0,
-        }),
-        volume_capabilities: vec![proto::VolumeCapability {
-            access_type: Some(proto::volume_capability::AccessType::Mount(
-                proto::volume_capability::MountVolume::default(),
-            )),
-            access_mode: Some(proto::volume_capability::AccessMode {
-                mode: proto::volume_capability::access_mode::Mode::SingleNodeWriter as i32,
-            }),
-        }],
-        ..Default::default()
-    }
-}
-
 async fn create(client: &Client, name: String) -> String {
-    let resp = RawCsi::raw_create_volume(client, create_request(name))
-        .await
-        .expect("CreateVolume succeeds");
+    let resp = RawCsi::raw_create_volume(
+        client,
+        // The request the csi-types middleware bench sends too.
+        proto::CreateVolumeRequest::single_node_mount(name, 4096),
+    )
+    .await
+    .expect("CreateVolume succeeds");
     resp.volume.expect("a volume").volume_id
 }
 

@@ -83,30 +83,13 @@ pub fn plugin() -> Plugin {
         .expect("a valid plugin")
 }
 
-/// The CreateVolume request of the `local` driver's benchmark.
-pub fn create_request(name: String) -> proto::CreateVolumeRequest {
-    proto::CreateVolumeRequest {
-        name,
-        capacity_range: Some(proto::CapacityRange {
-            required_bytes: 4096,
-            limit_bytes: 0,
-        }),
-        volume_capabilities: vec![proto::VolumeCapability {
-            access_type: Some(proto::volume_capability::AccessType::Mount(
-                proto::volume_capability::MountVolume::default(),
-            )),
-            access_mode: Some(proto::volume_capability::AccessMode {
-                mode: proto::volume_capability::access_mode::Mode::SingleNodeWriter as i32,
-            }),
-        }],
-        ..Default::default()
-    }
-}
-
 /// One CreateVolume + DeleteVolume cycle; `n` makes the volume's name new.
 pub async fn cycle(api: &dyn RawCsi, n: u64) {
     let volume = api
-        .raw_create_volume(create_request(format!("pvc-{n}")))
+        .raw_create_volume(proto::CreateVolumeRequest::single_node_mount(
+            format!("pvc-{n}"),
+            4096,
+        ))
         .await
         .expect("CreateVolume succeeds")
         .volume

@@ -13,7 +13,8 @@
 //! expect, then `N passed, N failed, N skipped` (and `, N warnings`).
 //!
 //! Exit status: 0 when no case failed (warnings included), 1 when a case
-//! failed, 2 on bad input (arguments, an endpoint that cannot be reached or
+//! failed, 2 on bad input (arguments, a `--filter` that matches no case, an
+//! endpoint that cannot be reached or
 //! does not answer GetPluginInfo within `--connect-timeout`, a
 //! `--junit` path that cannot be written — checked before the run starts),
 //! each error on one line of stderr.
@@ -140,6 +141,17 @@ fn main() -> ExitCode {
             println!("{}  {}", c.name, c.about);
         }
         return ExitCode::SUCCESS;
+    }
+    // A mistyped filter used to run nothing and exit 0 ("0 passed, 0 failed, 0 skipped"),
+    // which a CI job reads as success.
+    if let Some(f) = &args.filter
+        && !csi_testkit::all_cases()
+            .iter()
+            .any(|c| c.name.contains(f.as_str()))
+    {
+        return bad_input(format!(
+            "--filter {f:?} matches no case (--list prints their names)"
+        ));
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use csi_testkit::memdriver::{MemDriver, MemDriverConfig};
 use csi_types::api::RawStream;
+use csi_types::capabilities::ControllerCapabilities;
 use csi_types::prelude::*;
 use csi_types::{
     RawCsi,
@@ -15,6 +16,7 @@ use csi_types::{
         CreateVolumeRequest, CreateVolumeResponse, DeleteSnapshotRequest, DeleteSnapshotResponse,
         DeleteVolumeRequest, DeleteVolumeResponse, GetCapacityRequest, GetCapacityResponse,
         ListSnapshotsRequest, ListVolumesRequest, ListVolumesResponse,
+        ValidateVolumeCapabilitiesRequest, ValidateVolumeCapabilitiesResponse,
     },
     ids::{VolumeId, VolumeName},
     node::{
@@ -50,6 +52,59 @@ impl Provisioner for NotIdempotent {
         req: DeleteVolumeRequest,
     ) -> Result<DeleteVolumeResponse, CsiError> {
         self.0.delete_volume(req).await
+    }
+}
+
+/// Not a bug: `CreateVolume` as a driver of shares whose size it does not know (the spec's
+/// example for `capacity_bytes` 0 is an NFS share). It answers `capacity_bytes` 0, and a name
+/// that exists answers OK whatever capacity range it is asked for again: for a volume of
+/// unknown size, whether a range is compatible is the plugin's to judge.
+struct UnknownCapacity(Arc<MemDriver>);
+
+#[async_trait]
+impl Provisioner for UnknownCapacity {
+    async fn create_volume(
+        &self,
+        req: CreateVolumeRequest,
+    ) -> Result<CreateVolumeResponse, CsiError> {
+        let mut resp = match self.0.create_volume(req.clone()).await {
+            // Incompatible with the existing volume: compatible but for the capacity range?
+            Err(e) if e.code() == Code::AlreadyExists => {
+                let mut any_size = req;
+                any_size.capacity_range = None;
+                self.0.create_volume(any_size).await.map_err(|_| e)?
+            }
+            r => r?,
+        };
+        resp.volume.capacity_bytes = 0;
+        Ok(resp)
+    }
+    async fn delete_volume(
+        &self,
+        req: DeleteVolumeRequest,
+    ) -> Result<DeleteVolumeResponse, CsiError> {
+        self.0.delete_volume(req).await
+    }
+}
+
+/// A share of unknown size cannot be resized either: every `ControllerExpandVolume` of an
+/// existing volume answers `OUT_OF_RANGE` (a size the plugin does not allow).
+#[async_trait]
+impl ControllerExpander for UnknownCapacity {
+    async fn controller_expand_volume(
+        &self,
+        req: ControllerExpandVolumeRequest,
+    ) -> Result<ControllerExpandVolumeResponse, CsiError> {
+        if capacity_of(&self.0, &req.volume_id).await?.is_none() {
+            return Err(CsiError::not_found(format!(
+                "volume {} does not exist",
+                req.volume_id
+            )));
+        }
+        Err(CsiError::out_of_range(format!(
+            "volume {} is a share of unknown size; it cannot be resized",
+            req.volume_id
+        )))
     }
 }
 
@@ -305,6 +360,33 @@ impl VolumeLister for LosesPages {
             resp.entries.remove(0);
         }
         Ok(resp)
+    }
+}
+
+/// `ValidateVolumeCapabilities` that confirms nothing and gives no message.
+struct NeverConfirms(Arc<MemDriver>);
+
+#[async_trait]
+impl Controller for NeverConfirms {
+    async fn validate_volume_capabilities(
+        &self,
+        req: ValidateVolumeCapabilitiesRequest,
+    ) -> Result<ValidateVolumeCapabilitiesResponse, CsiError> {
+        self.0.validate_volume_capabilities(req).await?; // NOT_FOUND as the memdriver answers
+        Ok(ValidateVolumeCapabilitiesResponse::default())
+    }
+    fn feature_capabilities(&self) -> ControllerCapabilities {
+        Controller::feature_capabilities(&*self.0)
+    }
+}
+
+/// `ListVolumes` that always fails: the state machine fails before its first call.
+struct CannotList;
+
+#[async_trait]
+impl VolumeLister for CannotList {
+    async fn list_volumes(&self, _: ListVolumesRequest) -> Result<ListVolumesResponse, CsiError> {
+        Err(CsiError::internal("the volume table is unreadable"))
     }
 }
 
@@ -819,6 +901,12 @@ pub fn plugin(kind: &str) -> Arc<dyn RawCsi> {
         "keeps-dependents" => {
             let strict = Arc::new(KeepsDependents(driver.clone()));
             b.provisioner(strict.clone()).snapshotter(strict)
+        }
+        "cannot-list" => b.volume_lister(Arc::new(CannotList)),
+        "never-confirms" => b.controller(Arc::new(NeverConfirms(driver.clone()))),
+        "unknown-capacity" => {
+            let unknown = Arc::new(UnknownCapacity(driver.clone()));
+            b.provisioner(unknown.clone()).controller_expander(unknown)
         }
         "refuses-shrink" => b.controller_expander(Arc::new(RefusesShrink(driver.clone()))),
         "cannot-grow" => b.controller_expander(Arc::new(CannotGrow(driver.clone()))),
