@@ -93,13 +93,15 @@ fn build(args: &GeometryArgs) -> Result<Geometry, Vec<String>> {
     let chunk = if level == Some(Level::Raid1) {
         Some(0)
     } else {
-        sectors("--chunk", &args.chunk)
-            .and_then(|s| {
-                ChunkSize::new(s)
-                    .map(|c| c.sectors().get())
-                    .map_err(|e| format!("--chunk: {e}"))
-            })
-            .map_err(|e| errors.push(e))
+        // Checked as a chunk size from the bytes given, so that the message
+        // names the size in the user's unit (`6 KiB`), not in sectors.
+        args.chunk
+            .trim()
+            .parse::<ByteSize>()
+            .map_err(|e| e.to_string())
+            .and_then(|size| ChunkSize::from_byte_size(size).map_err(|e| e.to_string()))
+            .map(|c| c.sectors().get())
+            .map_err(|e| errors.push(format!("--chunk: {e}")))
             .ok()
     };
     if args.members == 0 {
