@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use fleet_sim::{PolicyKind, SimConfig, svg};
+use fleet_sim::{PolicyKind, Progress, SimConfig, svg};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Simulate years of a composable data centre: failures, rebuilds and data loss per placement
@@ -132,10 +132,11 @@ fn main() -> ExitCode {
     } else {
         ProgressDrawTarget::stderr()
     });
-    let style =
-        ProgressStyle::with_template("{prefix:>8} [{bar:40}] {percent:>3}% {elapsed_precise}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> ");
+    let style = ProgressStyle::with_template(
+        "{prefix:>8} [{bar:40}] {percent:>3}% {elapsed_precise} {msg}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("=> ");
     let bars: Vec<ProgressBar> = cfg
         .policies
         .iter()
@@ -147,9 +148,16 @@ fn main() -> ExitCode {
         })
         .collect();
     let started = std::time::Instant::now();
-    let result = fleet_sim::run(&cfg, inventory, &mut |i, f| {
+    let years = cfg.years;
+    let result = fleet_sim::run(&cfg, inventory, &mut |i, p| {
         if let Some(b) = bars.get(i) {
-            b.set_position((f * 1000.0) as u64);
+            b.set_position((p.fraction() * 1000.0) as u64);
+            b.set_message(match p {
+                Progress::Placing { done, total } => {
+                    format!("placing the initial volumes: {done} of {total}")
+                }
+                Progress::Simulating(f) => format!("simulated {:.2} of {years} years", f * years),
+            });
         }
     });
     for b in &bars {

@@ -156,6 +156,32 @@ impl std::fmt::Debug for Simulation<'_> {
     }
 }
 
+/// How far one policy's run has got.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Progress {
+    /// Placing the initial population at simulated time 0: volumes placed (or refused) so far,
+    /// out of `total`.
+    Placing {
+        /// Arrivals handled so far.
+        done: u64,
+        /// The initial population (`workload.volumes`).
+        total: u64,
+    },
+    /// Simulating: the fraction of simulated time done, from 0 to 1.
+    Simulating(f64),
+}
+
+impl Progress {
+    /// The fraction of the current stage done, in `[0, 1]`.
+    pub fn fraction(self) -> f64 {
+        match self {
+            Progress::Placing { total: 0, .. } => 1.0,
+            Progress::Placing { done, total } => done as f64 / total as f64,
+            Progress::Simulating(f) => f.clamp(0.0, 1.0),
+        }
+    }
+}
+
 fn stream(seed: u64, salt: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(seed ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
@@ -295,8 +321,10 @@ impl<'a> Simulation<'a> {
         rate_per_hour(afr) * n as f64
     }
 
-    /// Runs to the end; `progress` is called now and then with the fraction done.
-    pub fn run(mut self, progress: &mut dyn FnMut(f64)) -> PolicyStats {
+    /// Runs to the end; `progress` is called now and then: while the initial population is
+    /// placed (which takes seconds for a large or crowded fleet, all at simulated time 0) and
+    /// then with the fraction of simulated time done, ending with `Simulating(1.0)`.
+    pub fn run(mut self, progress: &mut dyn FnMut(Progress)) -> PolicyStats {
         // Hardware first (its stream must not depend on the workload), then the population.
         for d in 0..self.fleet.drives.len() as u32 {
             let t = self.drive_lifetime();
@@ -314,8 +342,13 @@ impl<'a> Simulation<'a> {
         self.push(t, Ev::ServerFail);
         let t = exp_sample(&mut self.hw, rr);
         self.push(t, Ev::RackFail);
-        for _ in 0..self.cfg.workload.volumes {
+        let total = self.cfg.workload.volumes;
+        progress(Progress::Placing { done: 0, total });
+        for done in 1..=total {
             self.arrive();
+            if done % 1024 == 0 || done == total {
+                progress(Progress::Placing { done, total });
+            }
         }
         self.schedule_arrival();
         self.push(0.0, Ev::Sample);
@@ -329,11 +362,11 @@ impl<'a> Simulation<'a> {
             }
             if self.events - last_report >= 4096 {
                 last_report = self.events;
-                progress(self.now / self.end);
+                progress(Progress::Simulating(self.now / self.end));
             }
         }
         self.advance(self.end);
-        progress(1.0);
+        progress(Progress::Simulating(1.0));
         self.finish()
     }
 
