@@ -403,14 +403,31 @@ pub struct VolumeClass {
 pub const MAX_MEMBERS: usize = 64;
 
 impl SimConfig {
-    /// Parses a TOML configuration; absent fields take their defaults.
+    /// Parses and validates a TOML configuration; absent fields take their defaults.
     pub fn from_toml(text: &str) -> Result<Self, SimError> {
-        let c: SimConfig = toml::from_str(text).map_err(|e| SimError::Config {
-            field: "(file)".into(),
-            rule: e.to_string(),
-        })?;
+        let c = SimConfig::parse_toml(text)?;
         c.validate()?;
         Ok(c)
+    }
+
+    /// Parses a TOML configuration without checking its rules, so that a caller can apply
+    /// overrides (the command line's flags) before [`SimConfig::validate`]. A parse error is
+    /// one line naming the line, the column and the text there ([`SimError::Syntax`]).
+    pub fn parse_toml(text: &str) -> Result<Self, SimError> {
+        toml::from_str(text).map_err(|e| {
+            let at = e.span().map_or(0, |s| s.start.min(text.len()));
+            let before = text.get(..at).unwrap_or("");
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            let line_end = text[line_start..]
+                .find('\n')
+                .map_or(text.len(), |i| line_start + i);
+            SimError::Syntax {
+                line: before.matches('\n').count() + 1,
+                column: before[line_start..].chars().count() + 1,
+                text: text[line_start..line_end].trim().to_string(),
+                message: e.message().trim().replace('\n', "; "),
+            }
+        })
     }
 
     /// Checks every rule; the error names the field.
@@ -527,7 +544,10 @@ impl SimConfig {
         let w = &self.workload;
         non_negative("workload.mean_lifetime_days", w.mean_lifetime_days)?;
         if w.volumes > 50_000_000 {
-            return bad("workload.volumes", "must be at most 50,000,000");
+            return bad(
+                "workload.volumes",
+                format!("must be at most 50,000,000, got {}", w.volumes),
+            );
         }
         if w.class.is_empty() {
             return bad("workload.class", "must list at least one class");

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use fleet_sim::{PolicyKind, Progress, SimConfig, svg};
+use fleet_sim::{PolicyKind, Progress, SimConfig, SimError, svg};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Simulate years of a composable data centre: failures, rebuilds and data loss per placement
@@ -20,13 +20,15 @@ struct Args {
     #[arg(long)]
     inventory: Option<PathBuf>,
     /// Seed (overrides the configuration).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     seed: Option<u64>,
     /// Simulated years (overrides the configuration).
-    #[arg(long)]
+    // Negative numbers are taken as values so that the message states the rule (positive)
+    // instead of clap's "unexpected argument '-1'".
+    #[arg(long, allow_negative_numbers = true)]
     years: Option<f64>,
     /// Steady volume population (overrides the configuration).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     volumes: Option<u64>,
     /// Comma-separated policies: engine, straw2, random (overrides the configuration).
     #[arg(long, value_delimiter = ',')]
@@ -53,18 +55,47 @@ fn fail(msg: String) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// A validation error, attributed to the flag that set the field, or else to the file.
+fn invalid(e: SimError, args: &Args) -> String {
+    if let SimError::Config { field, rule } = &e {
+        let flag = match field.as_str() {
+            "years" if args.years.is_some() => Some("--years"),
+            "workload.volumes" if args.volumes.is_some() => Some("--volumes"),
+            _ => None,
+        };
+        if let Some(flag) = flag {
+            return format!("{flag}: {rule}");
+        }
+    }
+    match &args.config {
+        Some(p) => format!("{}: {e}", p.display()),
+        None => e.to_string(),
+    }
+}
+
 fn main() -> ExitCode {
     let args = match Args::try_parse() {
         Ok(a) => a,
-        Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
+        // Help and version go to stdout with status 0.
+        Err(e) if !e.use_stderr() => {
             let _ = e.print();
-            return ExitCode::from(code);
+            return ExitCode::SUCCESS;
+        }
+        // One line, like every other error of the tool (clap adds a usage block).
+        Err(e) => {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("bad arguments");
+            return fail(format!(
+                "{} (see --help)",
+                first.trim_start_matches("error: ")
+            ));
         }
     };
+    // The file is parsed, the flags override it, and then the whole is validated once: a
+    // flag can correct a file's value, and an error names the flag when a flag set the value.
     let mut cfg = match &args.config {
         Some(p) => match std::fs::read_to_string(p) {
-            Ok(t) => match SimConfig::from_toml(&t) {
+            Ok(t) => match SimConfig::parse_toml(&t) {
                 Ok(c) => c,
                 Err(e) => return fail(format!("{}: {e}", p.display())),
             },
@@ -97,7 +128,7 @@ fn main() -> ExitCode {
         cfg.policies = out;
     }
     if let Err(e) = cfg.validate() {
-        return fail(e.to_string());
+        return fail(invalid(e, &args));
     }
     if args.print_config {
         match toml::to_string_pretty(&cfg) {

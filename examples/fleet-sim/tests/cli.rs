@@ -35,6 +35,64 @@ fn expect_usage_error(args: &[&str], needle: &str) {
         "args {args:?}: expected {needle:?} in {err}"
     );
     assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(err.lines().count(), 1, "args {args:?}: one line: {err}");
+    assert!(err.starts_with("fleet-sim: "), "{err}");
+}
+
+/// Every usage error is one line naming the flag (or the file, line and text) and the rule:
+/// before, a flag's bad value was reported under the configuration's field name
+/// (`config: years …`), clap's errors and TOML parse errors spanned five lines, and a
+/// negative `--years` was "unexpected argument '-1'".
+#[test]
+fn usage_errors_are_one_line_naming_the_flag() {
+    let exact = |args: &[&str], want: &str| {
+        let out = bin().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stderr), want, "{args:?}");
+    };
+    exact(
+        &["--years", "0"],
+        "fleet-sim: --years: must be a positive number, got 0\n",
+    );
+    exact(
+        &["--years", "-1"],
+        "fleet-sim: --years: must be a positive number, got -1\n",
+    );
+    exact(
+        &["--volumes", "99999999999"],
+        "fleet-sim: --volumes: must be at most 50,000,000, got 99999999999\n",
+    );
+    exact(
+        &["--bogus"],
+        "fleet-sim: unexpected argument '--bogus' found (see --help)\n",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("c.toml");
+    std::fs::write(&f, "years = 0.5\n[workload]\nvolumes = \"many\"\n").unwrap();
+    let path = f.to_str().unwrap();
+    exact(
+        &["--config", path],
+        &format!(
+            "fleet-sim: {path}: line 3, column 11 (`volumes = \"many\"`): invalid type: string \"many\", expected u64\n"
+        ),
+    );
+    // A value the file breaks is named with the file.
+    std::fs::write(&f, "years = 0\n").unwrap();
+    exact(
+        &["--config", path],
+        &format!("fleet-sim: {path}: config: years must be a positive number, got 0\n"),
+    );
+    // A flag overrides the file before the rules are checked.
+    let out = bin()
+        .args(["--config", path, "--years", "2", "--print-config"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("years = 2.0"));
 }
 
 #[test]
@@ -42,7 +100,7 @@ fn bad_input_exits_2_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     expect_usage_error(&["--policies", "engine,crush"], "unknown policy 'crush'");
     expect_usage_error(&["--policies", "engine,engine"], "listed twice");
-    expect_usage_error(&["--years=-1"], "years must be a positive number");
+    expect_usage_error(&["--years=-1"], "--years: must be a positive number");
     expect_usage_error(&["--years", "abc"], "invalid value");
     expect_usage_error(
         &["--config", "/nonexistent/x.toml"],
