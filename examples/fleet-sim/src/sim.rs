@@ -142,7 +142,9 @@ pub struct Simulation<'a> {
     ure: ChaCha8Rng,
     class_cum: Vec<f64>,
     drive_rate: f64,
-    weibull_scale: f64,
+    /// `ln(-ln(1 - afr))`, the Weibull lifetime's log cumulative hazard at one year
+    /// (`-inf` when the AFR is 0: drives never fail).
+    weibull_log_hazard: f64,
     stats: PolicyStats,
     events: u64,
 }
@@ -247,11 +249,7 @@ impl<'a> Simulation<'a> {
             .collect();
         let d = &cfg.failures.drive;
         let drive_rate = rate_per_hour(d.afr);
-        let weibull_scale = if d.afr > 0.0 {
-            HOURS_PER_YEAR / (-(1.0 - d.afr).ln()).powf(1.0 / d.shape)
-        } else {
-            f64::INFINITY
-        };
+        let weibull_log_hazard = (-(1.0 - d.afr).ln()).ln();
         let mut stats = PolicyStats::new(policy, &fleet, cfg);
         stats.loss_models = loss.iter().map(|l| l.description.clone()).collect();
         Ok(Simulation {
@@ -285,7 +283,7 @@ impl<'a> Simulation<'a> {
             ure: stream(cfg.seed, 3),
             class_cum,
             drive_rate,
-            weibull_scale,
+            weibull_log_hazard,
             stats,
             events: 0,
             fleet,
@@ -308,11 +306,16 @@ impl<'a> Simulation<'a> {
         match d.distribution {
             Distribution::Exponential => exp_sample(&mut self.hw, self.drive_rate),
             Distribution::Weibull => {
-                if !self.weibull_scale.is_finite() {
+                if self.weibull_log_hazard == f64::NEG_INFINITY {
                     return f64::INFINITY;
                 }
+                // One year × (E / H)^(1/shape) with E ~ Exp(1) and H = -ln(1 - afr), in logs:
+                // the scale alone, H^(-1/shape), overflows for small shapes (below about
+                // 0.002 at the default AFR), which made every lifetime infinite and the run
+                // report no drive failure at all.
                 let u: f64 = self.hw.random::<f64>();
-                self.weibull_scale * (-(1.0 - u).ln()).powf(1.0 / d.shape)
+                let log_e = (-(1.0 - u).ln()).ln();
+                HOURS_PER_YEAR * ((log_e - self.weibull_log_hazard) / d.shape).exp()
             }
         }
     }
