@@ -145,3 +145,31 @@ fn a_closed_stdout_ends_quietly() {
     assert!(err.is_empty(), "{err}");
     assert_eq!(o.status.code(), Some(0), "{err}");
 }
+
+/// Argument errors are one line too (clap printed four or five: the error, a tip, the usage and
+/// a pointer to --help), and still exit 2.
+#[test]
+fn bad_arguments_exit_2_on_one_line() {
+    let inv = dir().join("inventory.toml");
+    for (args, want) in [
+        (
+            vec![inv.as_os_str(), "--seed".as_ref(), "-1".as_ref()],
+            "place: unexpected argument '-1' found (see --help)",
+        ),
+        (
+            vec![inv.as_os_str(), "--seed".as_ref(), "x".as_ref()],
+            "place: invalid value 'x' for '--seed <SEED>': invalid digit found in string (see --help)",
+        ),
+        (
+            vec![],
+            "place: the following required arguments were not provided: <INVENTORY> (see --help)",
+        ),
+    ] {
+        let o = place().args(&args).output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {o:?}");
+        assert_eq!(stderr_lines(&o), vec![want.to_string()], "{args:?}");
+    }
+    let o = place().arg("--help").output().unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("Usage"));
+}
