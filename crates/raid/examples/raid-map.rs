@@ -323,8 +323,18 @@ fn main() -> ExitCode {
         // Help and version go to stdout with status 0.
         Err(e) if !e.use_stderr() => e.exit(),
         Err(e) => {
+            // clap's first paragraph, on one line: it lists missing arguments on lines of
+            // their own (the first line alone named none); tips and usage follow a blank line.
             let text = e.to_string();
-            let first = text.lines().next().unwrap_or("bad arguments");
+            let first = text
+                .split("\n\n")
+                .next()
+                .unwrap_or("bad arguments")
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ");
             return fail(
                 &[first.trim_start_matches("error: ").to_string()],
                 BAD_INPUT,
