@@ -1,6 +1,7 @@
 //! `fleet-sim` command line: runs the simulation, prints the report (text or JSON), writes
 //! SVG plots, and shows a progress bar on stderr.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -180,15 +181,36 @@ fn main() -> ExitCode {
         .collect();
     let started = std::time::Instant::now();
     let years = cfg.years;
+    let message = |p: Progress| match p {
+        Progress::Placing { done, total } => {
+            format!("placing the initial volumes: {done} of {total}")
+        }
+        Progress::Simulating(f) => format!("simulated {:.2} of {years} years", f * years),
+    };
+    // Bars are drawn only on a terminal: with stderr redirected (a log, CI), a long run would
+    // show nothing for minutes, so there each policy gets a plain line per tenth of a stage.
+    let lines = !args.quiet && !std::io::stderr().is_terminal();
+    let mut printed: Vec<(bool, i64)> = vec![(false, -1); cfg.policies.len()];
+    let names: Vec<&str> = cfg.policies.iter().map(|p| p.name()).collect();
     let result = fleet_sim::run(&cfg, inventory, &mut |i, p| {
         if let Some(b) = bars.get(i) {
             b.set_position((p.fraction() * 1000.0) as u64);
-            b.set_message(match p {
-                Progress::Placing { done, total } => {
-                    format!("placing the initial volumes: {done} of {total}")
-                }
-                Progress::Simulating(f) => format!("simulated {:.2} of {years} years", f * years),
-            });
+            b.set_message(message(p));
+        }
+        if lines && let Some(last) = printed.get_mut(i) {
+            let stage = (
+                matches!(p, Progress::Simulating(_)),
+                (p.fraction() * 10.0) as i64,
+            );
+            if stage > *last {
+                *last = stage;
+                eprintln!(
+                    "fleet-sim: {}: {:.0}%: {}",
+                    names[i],
+                    p.fraction() * 100.0,
+                    message(p)
+                );
+            }
         }
     });
     for b in &bars {

@@ -210,3 +210,52 @@ fn reads_an_inventory_file() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(report["drives"].as_u64().unwrap() > 0);
 }
+
+/// With stderr not a terminal (a log file, CI), progress bars are not drawn; progress is a plain
+/// line per policy and tenth of each stage instead (before, a long run printed nothing until
+/// the end). `--quiet` silences it.
+#[test]
+fn progress_is_logged_when_stderr_is_not_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = small_config(dir.path());
+    let out = bin()
+        .args(["--config", cfg.to_str().unwrap(), "--policies", "random"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(
+        lines.first(),
+        Some(&"fleet-sim: random: 0%: placing the initial volumes: 0 of 300"),
+        "{err}"
+    );
+    assert!(
+        lines.contains(&"fleet-sim: random: 100%: placing the initial volumes: 300 of 300"),
+        "{err}"
+    );
+    assert!(
+        lines.contains(&"fleet-sim: random: 100%: simulated 0.50 of 0.5 years"),
+        "{err}"
+    );
+    // At most one line per tenth of each stage, and a summary.
+    assert!(lines.len() <= 2 * 11 + 1, "{err}");
+    assert!(
+        lines
+            .last()
+            .unwrap()
+            .starts_with("simulated 0.5 years of 1 policies"),
+        "{err}"
+    );
+    let quiet = bin()
+        .args([
+            "--config",
+            cfg.to_str().unwrap(),
+            "--policies",
+            "random",
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    assert!(quiet.stderr.is_empty());
+}
