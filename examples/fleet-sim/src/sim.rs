@@ -203,19 +203,22 @@ impl<'a> Simulation<'a> {
             .workload
             .class
             .iter()
-            .map(|c| ClassInfo::new(c, &fleet))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| SimError::Config {
-                field: "workload.class".into(),
-                rule: e,
-            })?;
+            .enumerate()
+            .map(|(i, c)| {
+                ClassInfo::new(c, &fleet).map_err(|(field, rule)| SimError::Config {
+                    field: format!("workload.class[{i}] ('{}').{field}", c.name),
+                    rule,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let loss = cfg
             .workload
             .class
             .iter()
-            .map(|c| {
+            .enumerate()
+            .map(|(i, c)| {
                 LossModel::new(&c.shape).map_err(|e| SimError::Config {
-                    field: format!("workload.class '{}'.shape", c.name),
+                    field: format!("workload.class[{i}] ('{}').shape", c.name),
                     rule: format!("raid cannot analyse it: {e}"),
                 })
             })

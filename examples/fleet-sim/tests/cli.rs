@@ -82,6 +82,18 @@ fn usage_errors_are_one_line_naming_the_flag() {
         &["--config", path],
         &format!("fleet-sim: {path}: config: years must be a positive number, got 0\n"),
     );
+    // A class separating by a level the inventory lacks: the class's field, said once
+    // (was "workload.class class 'raid1': … (levels: )").
+    let inv = dir.path().join("inv.toml");
+    std::fs::write(
+        &inv,
+        "[[drive]]\nid = \"a\"\nkind = \"hdd\"\ncapacity = \"1 TB\"\n",
+    )
+    .unwrap();
+    exact(
+        &["--inventory", inv.to_str().unwrap(), "--years", "0.1"],
+        "fleet-sim: config: workload.class[0] ('raid1').separation[0].level 'rack' is not a level of the inventory (it has none)\n",
+    );
     // A flag overrides the file before the rules are checked.
     let out = bin()
         .args(["--config", path, "--years", "2", "--print-config"])
