@@ -14,6 +14,7 @@ fn place() -> Command {
         .join("examples")
         .join(format!("place{}", std::env::consts::EXE_SUFFIX));
     assert!(bin.exists(), "{} not built", bin.display());
+    assert_fresh(&bin);
     Command::new(bin)
 }
 
@@ -172,4 +173,38 @@ fn bad_arguments_exit_2_on_one_line() {
     let o = place().arg("--help").output().unwrap();
     assert_eq!(o.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&o.stdout).contains("Usage"));
+}
+
+/// Fails when the example is older than its source or the library's: `cargo test --test cli`
+/// builds no examples, and then ran the previous build's binary, passing or failing against
+/// code that was no longer there.
+fn assert_fresh(bin: &Path) {
+    fn newest(dir: &Path) -> std::time::SystemTime {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| {
+                let p = e.path();
+                if p.is_dir() {
+                    newest(&p)
+                } else {
+                    e.metadata().unwrap().modified().unwrap()
+                }
+            })
+            .max()
+            .unwrap_or(std::time::UNIX_EPOCH)
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let source = newest(&root.join("src")).max(
+        std::fs::metadata(root.join("examples/place.rs"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+    );
+    let built = std::fs::metadata(bin).unwrap().modified().unwrap();
+    assert!(
+        built >= source,
+        "{} is older than its sources: run the whole `cargo test -p placement` (which builds the examples) or `cargo build -p placement --example place`",
+        bin.display()
+    );
 }

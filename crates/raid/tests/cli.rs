@@ -2,7 +2,7 @@
 //! checks its JSON-lines output against the library.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use raid::{Geometry, Layout, Level, MemberContent};
@@ -22,6 +22,7 @@ fn raid_map() -> PathBuf {
         "{} not built: run the whole `cargo test -p raid`, which builds the examples",
         path.display()
     );
+    assert_fresh(&path);
     path
 }
 
@@ -396,4 +397,38 @@ fn a_closed_stdout_ends_quietly() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(out.status.code(), Some(0), "{err}");
+}
+
+/// Fails when the example is older than its source or the library's: `cargo test --test cli`
+/// builds no examples, and then ran the previous build's binary, passing or failing against
+/// code that was no longer there.
+fn assert_fresh(bin: &Path) {
+    fn newest(dir: &Path) -> std::time::SystemTime {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| {
+                let p = e.path();
+                if p.is_dir() {
+                    newest(&p)
+                } else {
+                    e.metadata().unwrap().modified().unwrap()
+                }
+            })
+            .max()
+            .unwrap_or(std::time::UNIX_EPOCH)
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let source = newest(&root.join("src")).max(
+        std::fs::metadata(root.join("examples/raid-map.rs"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+    );
+    let built = std::fs::metadata(bin).unwrap().modified().unwrap();
+    assert!(
+        built >= source,
+        "{} is older than its sources: run the whole `cargo test -p raid` (which builds the examples) or `cargo build -p raid --example raid-map`",
+        bin.display()
+    );
 }
