@@ -48,3 +48,40 @@ fn arrivals_are_bounded() {
     cfg.validate().unwrap();
     SimConfig::default().validate().unwrap();
 }
+
+/// A fleet whose raw capacity passes 2^64 bytes is refused: the totals wrapped (a release
+/// build printed 17,553 PB raw for four 9 EB drives, 36,000 PB) or panicked (debug).
+#[test]
+fn total_capacity_must_fit_in_64_bits() {
+    use fleet_sim::config::{FleetConfig, MediumConfig};
+    use placement::DriveKind;
+    let mut cfg = SimConfig {
+        years: 0.1,
+        policies: vec![fleet_sim::PolicyKind::Random],
+        ..SimConfig::default()
+    };
+    cfg.workload.volumes = 10;
+    cfg.fleet = FleetConfig {
+        racks: 1,
+        drives_per_rack: 4,
+        servers_per_rack: 1,
+        media: vec![MediumConfig {
+            kind: DriveKind::Hdd,
+            share: 1.0,
+            capacities: vec![fleet_sim::units::ByteSize::new(9_000_000_000_000_000_000)],
+            rpm: 7200,
+        }],
+        ..FleetConfig::default()
+    };
+    match fleet_sim::run(&cfg, None, &mut |_, _| {}) {
+        Err(SimError::Inventory(msg)) => assert_eq!(
+            msg,
+            "the drives' total capacity is 36.0 EB; the simulator counts bytes in 64 bits (at most 18.4 EB)"
+        ),
+        other => panic!("expected an inventory error, got {other:?}"),
+    }
+    // Two such drives (18 EB) fit.
+    cfg.fleet.drives_per_rack = 2;
+    let r = fleet_sim::run(&cfg, None, &mut |_, _| {}).unwrap();
+    assert_eq!(r.capacity_bytes, 18_000_000_000_000_000_000);
+}
