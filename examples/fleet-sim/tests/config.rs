@@ -85,3 +85,28 @@ fn total_capacity_must_fit_in_64_bits() {
     let r = fleet_sim::run(&cfg, None, &mut |_, _| {}).unwrap();
     assert_eq!(r.capacity_bytes, 18_000_000_000_000_000_000);
 }
+
+/// Server counts are bounded like drive counts (they were not: 80,000,000 servers were
+/// generated as inventory entries until memory ran out), and both errors give the count.
+#[test]
+fn fleet_size_is_bounded_with_the_count() {
+    let mut cfg = SimConfig::default();
+    cfg.fleet.racks = 4;
+    cfg.fleet.servers_per_rack = 20_000_000;
+    assert_eq!(
+        refused(&cfg),
+        (
+            "fleet.servers_per_rack".to_string(),
+            "gives 80000000 servers over 4 racks; at most 10,000,000".to_string()
+        )
+    );
+    cfg.fleet.servers_per_rack = 1;
+    cfg.fleet.drives_per_rack = 3_000_000;
+    assert_eq!(
+        refused(&cfg),
+        (
+            "fleet.drives_per_rack".to_string(),
+            "gives 12000000 drives over 4 racks; at most 10,000,000".to_string()
+        )
+    );
+}
