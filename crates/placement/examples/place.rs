@@ -65,7 +65,23 @@ fn one_line(text: &str) -> String {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        // Help and version go to stdout with status 0.
+        Err(e) if !e.use_stderr() => e.exit(),
+        // One line, like every other error (clap adds tips and a usage block).
+        Err(e) => {
+            // The error is clap's first paragraph (which may list missing arguments on
+            // lines of their own); tips and usage follow after a blank line.
+            let text = e.to_string();
+            let first = one_line(text.split("\n\n").next().unwrap_or("bad arguments"));
+            eprintln!(
+                "place: {} (see --help)",
+                first.trim_start_matches("error: ")
+            );
+            return ExitCode::from(2);
+        }
+    };
     match run(args) {
         Ok(()) | Err(Failure::Closed) => ExitCode::SUCCESS,
         Err(Failure::Reported(status)) => ExitCode::from(status),

@@ -2504,6 +2504,16 @@ impl Engine {
             .ok_or_else(|| PlacementError::UnknownVolume(id.clone()))?;
         let old = vol.drives.clone();
         let old_shape = vol.spec.request.shape.clone();
+        // Checked before `n` sizes the pins below: a shape of billions of members allocated
+        // gigabytes (or aborted the process) before `compile` refused it.
+        new_request
+            .shape
+            .validate()
+            .map_err(|(field, reason)| PlacementError::InvalidRequest {
+                request: new_request.label(),
+                field: field.into(),
+                reason,
+            })?;
         let n = new_request.shape.member_count();
         let compatible = match (&old_shape, &new_request.shape) {
             (Shape::Mirror { .. } | Shape::Single, Shape::Mirror { .. }) => true,

@@ -46,10 +46,11 @@ fn one() -> u32 {
 }
 
 impl Shape {
-    /// Total number of members.
+    /// Total number of members (`usize::MAX` if that does not fit: such a shape is refused
+    /// by every placement, which allows at most 4,096 members).
     pub fn member_count(&self) -> usize {
         let (g, s) = self.groups();
-        g * s
+        g.saturating_mul(s)
     }
 
     /// `(number of redundancy groups, members per group)`.
@@ -58,7 +59,9 @@ impl Shape {
             Shape::Single | Shape::Slice => (1, 1),
             Shape::Mirror { legs } => (1, legs as usize),
             Shape::Raid10 { stripes, mirrors } => (stripes as usize, mirrors as usize),
-            Shape::Parity { k, m, sets } => (sets as usize, (k + m) as usize),
+            // Added as usize: `k + m` in u32 overflowed (a panic in debug builds, and in
+            // release a wrapped count that could pass validation).
+            Shape::Parity { k, m, sets } => (sets as usize, k as usize + m as usize),
         }
     }
 

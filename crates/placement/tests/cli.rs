@@ -14,6 +14,7 @@ fn place() -> Command {
         .join("examples")
         .join(format!("place{}", std::env::consts::EXE_SUFFIX));
     assert!(bin.exists(), "{} not built", bin.display());
+    assert_fresh(&bin);
     Command::new(bin)
 }
 
@@ -144,4 +145,66 @@ fn a_closed_stdout_ends_quietly() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.is_empty(), "{err}");
     assert_eq!(o.status.code(), Some(0), "{err}");
+}
+
+/// Argument errors are one line too (clap printed four or five: the error, a tip, the usage and
+/// a pointer to --help), and still exit 2.
+#[test]
+fn bad_arguments_exit_2_on_one_line() {
+    let inv = dir().join("inventory.toml");
+    for (args, want) in [
+        (
+            vec![inv.as_os_str(), "--seed".as_ref(), "-1".as_ref()],
+            "place: unexpected argument '-1' found (see --help)",
+        ),
+        (
+            vec![inv.as_os_str(), "--seed".as_ref(), "x".as_ref()],
+            "place: invalid value 'x' for '--seed <SEED>': invalid digit found in string (see --help)",
+        ),
+        (
+            vec![],
+            "place: the following required arguments were not provided: <INVENTORY> (see --help)",
+        ),
+    ] {
+        let o = place().args(&args).output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {o:?}");
+        assert_eq!(stderr_lines(&o), vec![want.to_string()], "{args:?}");
+    }
+    let o = place().arg("--help").output().unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("Usage"));
+}
+
+/// Fails when the example is older than its source or the library's: `cargo test --test cli`
+/// builds no examples, and then ran the previous build's binary, passing or failing against
+/// code that was no longer there.
+fn assert_fresh(bin: &Path) {
+    fn newest(dir: &Path) -> std::time::SystemTime {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| {
+                let p = e.path();
+                if p.is_dir() {
+                    newest(&p)
+                } else {
+                    e.metadata().unwrap().modified().unwrap()
+                }
+            })
+            .max()
+            .unwrap_or(std::time::UNIX_EPOCH)
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let source = newest(&root.join("src")).max(
+        std::fs::metadata(root.join("examples/place.rs"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+    );
+    let built = std::fs::metadata(bin).unwrap().modified().unwrap();
+    assert!(
+        built >= source,
+        "{} is older than its sources: run the whole `cargo test -p placement` (which builds the examples) or `cargo build -p placement --example place`",
+        bin.display()
+    );
 }

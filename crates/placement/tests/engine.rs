@@ -235,6 +235,63 @@ fn invalid_requests_name_the_field() {
     }
 }
 
+/// Member counts past u32 are counted, not overflowed: `k + m` was added in u32, which
+/// panicked in debug builds (and wrapped to a small count in release), and
+/// `sets × (k + m)` can pass `usize`.
+#[test]
+fn huge_shapes_are_refused_with_their_member_count() {
+    let max = u32::MAX;
+    let parity = |k, m, sets| Shape::Parity { k, m, sets };
+    assert_eq!(parity(max, 1, 1).member_count(), 1 << 32);
+    assert_eq!(parity(max, max, max).member_count(), usize::MAX);
+    let e = Engine::new(grid(2, 2), 0).unwrap();
+    for (shape, want) in [
+        (
+            parity(max, 1, 1),
+            "shape has 4294967296 members; at most 4096",
+        ),
+        (
+            parity(1 << 31, 1 << 31, 1),
+            "shape has 4294967296 members; at most 4096",
+        ),
+        (
+            parity(max, max, max),
+            "shape has 18446744073709551615 members; at most 4096",
+        ),
+    ] {
+        let err = e.plan(&Request::new(shape, 1)).unwrap_err();
+        assert!(matches!(err, PlacementError::InvalidRequest { .. }));
+        assert!(err.to_string().contains(want), "{err} lacks {want}");
+    }
+}
+
+/// `expand` checks the new shape before sizing anything by it: growing to billions of
+/// members allocated one pin per member first (16 GiB for `legs = u32::MAX`, minutes of
+/// work; more for RAID10 stripes) and only then refused the shape.
+#[test]
+fn expand_refuses_a_huge_shape_before_sizing_anything_by_it() {
+    let mut e = Engine::new(grid(3, 3), 0).unwrap();
+    e.place(vid("v"), &mirror(2, 1000)).unwrap();
+    let version = e.version();
+    for shape in [
+        Shape::Mirror { legs: u32::MAX },
+        Shape::Parity {
+            k: u32::MAX,
+            m: u32::MAX,
+            sets: u32::MAX,
+        },
+    ] {
+        let err = e.expand(&vid("v"), &Request::new(shape, 1000)).unwrap_err();
+        assert!(
+            matches!(&err, PlacementError::InvalidRequest { field, .. } if field == "shape"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("at most 4096"), "{err}");
+    }
+    assert_eq!(e.version(), version);
+    assert_eq!(e.volume(&vid("v")).unwrap().members.len(), 2);
+}
+
 #[test]
 fn example_inventory_and_requests_work() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");

@@ -93,13 +93,15 @@ fn build(args: &GeometryArgs) -> Result<Geometry, Vec<String>> {
     let chunk = if level == Some(Level::Raid1) {
         Some(0)
     } else {
-        sectors("--chunk", &args.chunk)
-            .and_then(|s| {
-                ChunkSize::new(s)
-                    .map(|c| c.sectors().get())
-                    .map_err(|e| format!("--chunk: {e}"))
-            })
-            .map_err(|e| errors.push(e))
+        // Checked as a chunk size from the bytes given, so that the message
+        // names the size in the user's unit (`6 KiB`), not in sectors.
+        args.chunk
+            .trim()
+            .parse::<ByteSize>()
+            .map_err(|e| e.to_string())
+            .and_then(|size| ChunkSize::from_byte_size(size).map_err(|e| e.to_string()))
+            .map(|c| c.sectors().get())
+            .map_err(|e| errors.push(format!("--chunk: {e}")))
             .ok()
     };
     if args.members == 0 {
@@ -321,8 +323,18 @@ fn main() -> ExitCode {
         // Help and version go to stdout with status 0.
         Err(e) if !e.use_stderr() => e.exit(),
         Err(e) => {
+            // clap's first paragraph, on one line: it lists missing arguments on lines of
+            // their own (the first line alone named none); tips and usage follow a blank line.
             let text = e.to_string();
-            let first = text.lines().next().unwrap_or("bad arguments");
+            let first = text
+                .split("\n\n")
+                .next()
+                .unwrap_or("bad arguments")
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ");
             return fail(
                 &[first.trim_start_matches("error: ").to_string()],
                 BAD_INPUT,

@@ -44,10 +44,12 @@ pub enum RaidError {
         limit: u64,
     },
     /// A size breaks its type's rule (a chunk that is not a multiple of
-    /// 4 KiB, bytes that are not whole sectors, an overflow).
-    #[error("size {field}: {rule}")]
+    /// 4 KiB, bytes that are not whole sectors, an overflow). Displays as
+    /// one sentence, e.g. `invalid chunk size: 6 KiB is not a positive
+    /// multiple of 4 KiB`.
+    #[error("invalid {field}: {rule}")]
     BadSize {
-        /// The size at fault (`chunk`, `bytes`, `data_offset`, …).
+        /// The size at fault (`size`, `byte count`, `KiB count`, `chunk size`).
         field: String,
         /// The rule, with the offending value.
         rule: String,

@@ -55,7 +55,7 @@ impl Sectors {
     pub fn from_bytes(bytes: u64) -> Result<Self> {
         if !bytes.is_multiple_of(SECTOR_BYTES) {
             return Err(bad(
-                "bytes",
+                "byte count",
                 format!("{bytes} is not a whole number of 512-byte sectors"),
             ));
         }
@@ -69,7 +69,7 @@ impl Sectors {
     pub fn from_kib(kib: u64) -> Result<Self> {
         kib.checked_mul(2)
             .map(Sectors)
-            .ok_or_else(|| bad("kib", format!("{kib} KiB overflows a sector count")))
+            .ok_or_else(|| bad("KiB count", format!("{kib} KiB overflows a sector count")))
     }
     /// The size in bytes, or `None` if it does not fit in a `u64`.
     pub const fn checked_bytes(self) -> Option<u64> {
@@ -133,18 +133,26 @@ impl ChunkSize {
         let s = sectors.get();
         if s == 0 || !s.is_multiple_of(8) {
             return Err(bad(
-                "chunk",
+                "chunk size",
                 format!("{s} sectors is not a positive multiple of 8 sectors (4 KiB)"),
             ));
         }
         Ok(ChunkSize(s))
     }
-    /// A chunk of exactly `size`.
+    /// A chunk of exactly `size`; an error unless it is a positive
+    /// multiple of 4 KiB (a size that is not whole sectors is reported in
+    /// those terms too, in the unit the caller gave).
     pub fn from_byte_size(size: ByteSize) -> Result<Self> {
-        let sectors = Sectors::from_byte_size(size)?;
+        let whole = |_| {
+            bad(
+                "chunk size",
+                format!("{size} is not a positive multiple of 4 KiB"),
+            )
+        };
+        let sectors = Sectors::from_byte_size(size).map_err(whole)?;
         ChunkSize::new(sectors).map_err(|_| {
             bad(
-                "chunk",
+                "chunk size",
                 format!("{size} is not a positive multiple of 4 KiB"),
             )
         })
@@ -195,6 +203,44 @@ mod tests {
         assert_eq!(
             ChunkSize::from_kib(64).unwrap().checked_bytes(),
             Some(65536)
+        );
+    }
+
+    /// Every size error reads as one sentence naming the size and its rule,
+    /// with no doubled word ("size size: …" before).
+    #[test]
+    fn size_errors_read_as_one_sentence() {
+        let msg = |r: Result<_>| match r {
+            Err(e @ RaidError::BadSize { .. }) => e.to_string(),
+            other => panic!("expected BadSize, got {other:?}"),
+        };
+        assert_eq!(
+            msg(Sectors::from_byte_size(ByteSize::new(1000)).map(|_| ())),
+            "invalid size: 1 kB is not a whole number of 512-byte sectors"
+        );
+        assert_eq!(
+            msg(Sectors::from_bytes(4097).map(|_| ())),
+            "invalid byte count: 4097 is not a whole number of 512-byte sectors"
+        );
+        assert_eq!(
+            msg(Sectors::from_kib(u64::MAX).map(|_| ())),
+            format!(
+                "invalid KiB count: {} KiB overflows a sector count",
+                u64::MAX
+            )
+        );
+        assert_eq!(
+            msg(ChunkSize::new(Sectors::new(12)).map(|_| ())),
+            "invalid chunk size: 12 sectors is not a positive multiple of 8 sectors (4 KiB)"
+        );
+        assert_eq!(
+            msg(ChunkSize::from_byte_size(ByteSize::kib(6)).map(|_| ())),
+            "invalid chunk size: 6 KiB is not a positive multiple of 4 KiB"
+        );
+        // Not whole sectors: still said in chunk terms, in the caller's unit.
+        assert_eq!(
+            msg(ChunkSize::from_byte_size(ByteSize::new(1000)).map(|_| ())),
+            "invalid chunk size: 1 kB is not a positive multiple of 4 KiB"
         );
     }
 }

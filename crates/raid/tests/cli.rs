@@ -2,7 +2,7 @@
 //! checks its JSON-lines output against the library.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use raid::{Geometry, Layout, Level, MemberContent};
@@ -22,6 +22,7 @@ fn raid_map() -> PathBuf {
         "{} not built: run the whole `cargo test -p raid`, which builds the examples",
         path.display()
     );
+    assert_fresh(&path);
     path
 }
 
@@ -265,7 +266,10 @@ fn bad_arguments_give_one_line_per_error_and_status_2() {
     let err: Vec<&str> = err.lines().collect();
     assert_eq!(err.len(), 3, "{err:?}");
     assert!(err[0].starts_with("raid-map: --layout: "), "{err:?}");
-    assert!(err[1].starts_with("raid-map: --chunk: "), "{err:?}");
+    assert_eq!(
+        err[1],
+        "raid-map: --chunk: invalid chunk size: 6 KiB is not a positive multiple of 4 KiB"
+    );
     assert!(err[2].starts_with("raid-map: --member-size: "), "{err:?}");
     // A size that is not whole sectors, and an unknown unit.
     let (code, _, err) = run(
@@ -273,17 +277,24 @@ fn bad_arguments_give_one_line_per_error_and_status_2() {
         "",
     );
     assert_eq!(code, 2);
-    assert!(err.contains("whole number of 512-byte sectors"), "{err}");
+    assert_eq!(
+        err,
+        "raid-map: --member-size: invalid size: 1 kB is not a whole number of 512-byte sectors\n"
+    );
     let (code, _, err) = run(
         &sh("capacity --level raid1 --members 2 --member-size 1XB"),
         "",
     );
     assert_eq!(code, 2);
     assert_eq!(err.lines().count(), 1, "{err}");
-    // clap's own errors: one line too.
+    // clap's own errors: one line too, naming the missing arguments (the line used to end
+    // at "not provided:").
     let (code, _, err) = run(&["map", "--level", "raid1"], "");
     assert_eq!(code, 2);
-    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(
+        err,
+        "raid-map: the following required arguments were not provided: --members <MEMBERS> --member-size <MEMBER_SIZE>\n"
+    );
     let (code, _, err) = run(&["frobnicate"], "");
     assert_eq!(code, 2);
     assert_eq!(err.lines().count(), 1, "{err}");
@@ -386,4 +397,38 @@ fn a_closed_stdout_ends_quietly() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(out.status.code(), Some(0), "{err}");
+}
+
+/// Fails when the example is older than its source or the library's: `cargo test --test cli`
+/// builds no examples, and then ran the previous build's binary, passing or failing against
+/// code that was no longer there.
+fn assert_fresh(bin: &Path) {
+    fn newest(dir: &Path) -> std::time::SystemTime {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| {
+                let p = e.path();
+                if p.is_dir() {
+                    newest(&p)
+                } else {
+                    e.metadata().unwrap().modified().unwrap()
+                }
+            })
+            .max()
+            .unwrap_or(std::time::UNIX_EPOCH)
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let source = newest(&root.join("src")).max(
+        std::fs::metadata(root.join("examples/raid-map.rs"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+    );
+    let built = std::fs::metadata(bin).unwrap().modified().unwrap();
+    assert!(
+        built >= source,
+        "{} is older than its sources: run the whole `cargo test -p raid` (which builds the examples) or `cargo build -p raid --example raid-map`",
+        bin.display()
+    );
 }

@@ -19,7 +19,7 @@ pub struct SimConfig {
     pub years: f64,
     /// Policies to compare, each over the same failure and workload streams.
     pub policies: Vec<PolicyKind>,
-    /// Interval between utilisation samples, days.
+    /// Interval between utilisation samples, days (at most 1,000,000 samples per run).
     pub sample_days: f64,
     /// Step budget of the placement engine's complete search (`Engine::set_search_budget`).
     /// A request the window search cannot place costs up to this many steps (and its
@@ -299,7 +299,8 @@ pub struct WorkloadConfig {
     /// Steady population: this many volumes are placed at time 0, and arrivals (Poisson, rate
     /// `volumes / mean lifetime`) balance departures.
     pub volumes: u64,
-    /// Mean volume lifetime (exponential), days; 0 = volumes never depart.
+    /// Mean volume lifetime (exponential), days; 0 = volumes never depart. At most
+    /// 250,000,000 arrivals (`volumes × years × 365 / mean_lifetime_days`) per run.
     pub mean_lifetime_days: f64,
     /// The classes, drawn by weight.
     pub class: Vec<VolumeClass>,
@@ -402,15 +403,40 @@ pub struct VolumeClass {
 /// Largest member count the simulator tracks per volume (failed members are a bit mask).
 pub const MAX_MEMBERS: usize = 64;
 
+/// Most utilisation samples a run takes (`years × 365 / sample_days`).
+const MAX_SAMPLES: f64 = 1_000_000.0;
+
+/// Most arrivals a run expects after the initial population
+/// (`volumes × years × 365 / mean_lifetime_days`; the default run has 500,000, the largest
+/// population for 5 years at the default lifetime 125,000,000).
+const MAX_ARRIVALS: f64 = 250_000_000.0;
+
 impl SimConfig {
-    /// Parses a TOML configuration; absent fields take their defaults.
+    /// Parses and validates a TOML configuration; absent fields take their defaults.
     pub fn from_toml(text: &str) -> Result<Self, SimError> {
-        let c: SimConfig = toml::from_str(text).map_err(|e| SimError::Config {
-            field: "(file)".into(),
-            rule: e.to_string(),
-        })?;
+        let c = SimConfig::parse_toml(text)?;
         c.validate()?;
         Ok(c)
+    }
+
+    /// Parses a TOML configuration without checking its rules, so that a caller can apply
+    /// overrides (the command line's flags) before [`SimConfig::validate`]. A parse error is
+    /// one line naming the line, the column and the text there ([`SimError::Syntax`]).
+    pub fn parse_toml(text: &str) -> Result<Self, SimError> {
+        toml::from_str(text).map_err(|e| {
+            let at = e.span().map_or(0, |s| s.start.min(text.len()));
+            let before = text.get(..at).unwrap_or("");
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            let line_end = text[line_start..]
+                .find('\n')
+                .map_or(text.len(), |i| line_start + i);
+            SimError::Syntax {
+                line: before.matches('\n').count() + 1,
+                column: before[line_start..].chars().count() + 1,
+                text: text[line_start..line_end].trim().to_string(),
+                message: e.message().trim().replace('\n', "; "),
+            }
+        })
     }
 
     /// Checks every rule; the error names the field.
@@ -447,6 +473,20 @@ impl SimConfig {
             return bad("years", format!("must be at most 1000, got {}", self.years));
         }
         positive("sample_days", self.sample_days)?;
+        // Each sample is an event and a stored point: a tiny interval made the run spin through
+        // billions of samples, growing without bound in memory.
+        let samples = self.years * 365.0 / self.sample_days;
+        if samples > MAX_SAMPLES {
+            return bad(
+                "sample_days",
+                format!(
+                    "must be at least {} days for {} years (at most 1,000,000 utilisation samples), got {}",
+                    self.years * 365.0 / MAX_SAMPLES,
+                    self.years,
+                    self.sample_days
+                ),
+            );
+        }
         if self.engine_search_budget == 0 {
             return bad("engine_search_budget", "must be at least 1");
         }
@@ -464,8 +504,27 @@ impl SimConfig {
                 return bad(name, "must be at least 1");
             }
         }
-        if (f.racks as u64) * (f.drives_per_rack as u64) > 10_000_000 {
-            return bad("fleet", "more than 10,000,000 drives");
+        let drives = f.racks as u64 * f.drives_per_rack as u64;
+        if drives > 10_000_000 {
+            return bad(
+                "fleet.drives_per_rack",
+                format!(
+                    "gives {drives} drives over {} racks; at most 10,000,000",
+                    f.racks
+                ),
+            );
+        }
+        // Servers are inventory entries too: 4 racks of 20,000,000 servers took 1.2 GB in
+        // 6 s and kept growing.
+        let servers = f.racks as u64 * f.servers_per_rack as u64;
+        if servers > 10_000_000 {
+            return bad(
+                "fleet.servers_per_rack",
+                format!(
+                    "gives {servers} servers over {} racks; at most 10,000,000",
+                    f.racks
+                ),
+            );
         }
         if f.media.is_empty() {
             return bad("fleet.media", "must list at least one medium");
@@ -527,7 +586,24 @@ impl SimConfig {
         let w = &self.workload;
         non_negative("workload.mean_lifetime_days", w.mean_lifetime_days)?;
         if w.volumes > 50_000_000 {
-            return bad("workload.volumes", "must be at most 50,000,000");
+            return bad(
+                "workload.volumes",
+                format!("must be at most 50,000,000, got {}", w.volumes),
+            );
+        }
+        if w.mean_lifetime_days > 0.0 {
+            // Arrivals balance departures: a short lifetime means as many arrivals, each a
+            // placement; a tiny one made the run spin through an endless stream of them.
+            let arrivals = w.volumes as f64 * self.years * 365.0 / w.mean_lifetime_days;
+            if arrivals > MAX_ARRIVALS {
+                return bad(
+                    "workload.mean_lifetime_days",
+                    format!(
+                        "of {} days gives about {arrivals:.3e} arrivals of {} volumes in {} years; at most 250,000,000 are simulated (give a longer lifetime, or 0 for volumes that never depart)",
+                        w.mean_lifetime_days, w.volumes, self.years
+                    ),
+                );
+            }
         }
         if w.class.is_empty() {
             return bad("workload.class", "must list at least one class");

@@ -12,6 +12,19 @@ pub enum SimError {
         /// The rule broken.
         rule: String,
     },
+    /// A configuration file is not valid TOML for the configuration's fields (a syntax error,
+    /// a value of the wrong type, an unknown or repeated field).
+    #[error("line {line}, column {column} (`{text}`): {message}")]
+    Syntax {
+        /// 1-based line of the offending value.
+        line: usize,
+        /// 1-based column (in characters).
+        column: usize,
+        /// That line, trimmed.
+        text: String,
+        /// What is wrong, on one line.
+        message: String,
+    },
     /// The inventory (generated or read) is not usable.
     #[error("inventory: {0}")]
     Inventory(String),

@@ -225,6 +225,15 @@ impl Fleet {
         if spec.drives.is_empty() {
             return Err(SimError::Inventory("the inventory has no drives".into()));
         }
+        // The simulator adds capacities in u64 (the raw total, utilisation samples): past
+        // 2^64 bytes a debug build panicked and a release build reported a wrapped total.
+        let total: u128 = spec.drives.iter().map(|d| d.capacity.0 as u128).sum();
+        if total > u64::MAX as u128 {
+            return Err(SimError::Inventory(format!(
+                "the drives' total capacity is {:.1} EB; the simulator counts bytes in 64 bits (at most 18.4 EB)",
+                total as f64 / 1e18
+            )));
+        }
         let mut levels: Vec<String> = Vec::new();
         let mut dom_index: HashMap<&str, u32> = HashMap::new();
         let mut domains: Vec<Domain> = Vec::with_capacity(spec.domains.len());

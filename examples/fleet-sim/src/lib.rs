@@ -46,14 +46,16 @@ pub use config::{PolicyKind, SimConfig};
 pub use error::SimError;
 pub use fleet::Fleet;
 pub use report::Report;
+pub use sim::Progress;
 
 /// Runs every configured policy over the same fleet, failures and workload (one thread per
 /// policy) and gathers the report. `inventory` replaces the generated fleet. `progress` is
-/// called with the policy's index and its fraction done.
+/// called with the policy's index and how far it has got ([`Progress`]: first the placement
+/// of the initial population, then the fraction of simulated time).
 pub fn run(
     cfg: &SimConfig,
     inventory: Option<placement::InventorySpec>,
-    progress: &mut (dyn FnMut(usize, f64) + Send),
+    progress: &mut (dyn FnMut(usize, Progress) + Send),
 ) -> Result<Report, SimError> {
     cfg.validate()?;
     let spec = match inventory {

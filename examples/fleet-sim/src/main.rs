@@ -1,11 +1,12 @@
 //! `fleet-sim` command line: runs the simulation, prints the report (text or JSON), writes
 //! SVG plots, and shows a progress bar on stderr.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use fleet_sim::{PolicyKind, SimConfig, svg};
+use fleet_sim::{PolicyKind, Progress, SimConfig, SimError, svg};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Simulate years of a composable data centre: failures, rebuilds and data loss per placement
@@ -20,13 +21,15 @@ struct Args {
     #[arg(long)]
     inventory: Option<PathBuf>,
     /// Seed (overrides the configuration).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     seed: Option<u64>,
     /// Simulated years (overrides the configuration).
-    #[arg(long)]
+    // Negative numbers are taken as values so that the message states the rule (positive)
+    // instead of clap's "unexpected argument '-1'".
+    #[arg(long, allow_negative_numbers = true)]
     years: Option<f64>,
     /// Steady volume population (overrides the configuration).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     volumes: Option<u64>,
     /// Comma-separated policies: engine, straw2, random (overrides the configuration).
     #[arg(long, value_delimiter = ',')]
@@ -53,18 +56,47 @@ fn fail(msg: String) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// A validation error, attributed to the flag that set the field, or else to the file.
+fn invalid(e: SimError, args: &Args) -> String {
+    if let SimError::Config { field, rule } = &e {
+        let flag = match field.as_str() {
+            "years" if args.years.is_some() => Some("--years"),
+            "workload.volumes" if args.volumes.is_some() => Some("--volumes"),
+            _ => None,
+        };
+        if let Some(flag) = flag {
+            return format!("{flag}: {rule}");
+        }
+    }
+    match &args.config {
+        Some(p) => format!("{}: {e}", p.display()),
+        None => e.to_string(),
+    }
+}
+
 fn main() -> ExitCode {
     let args = match Args::try_parse() {
         Ok(a) => a,
-        Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
+        // Help and version go to stdout with status 0.
+        Err(e) if !e.use_stderr() => {
             let _ = e.print();
-            return ExitCode::from(code);
+            return ExitCode::SUCCESS;
+        }
+        // One line, like every other error of the tool (clap adds a usage block).
+        Err(e) => {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("bad arguments");
+            return fail(format!(
+                "{} (see --help)",
+                first.trim_start_matches("error: ")
+            ));
         }
     };
+    // The file is parsed, the flags override it, and then the whole is validated once: a
+    // flag can correct a file's value, and an error names the flag when a flag set the value.
     let mut cfg = match &args.config {
         Some(p) => match std::fs::read_to_string(p) {
-            Ok(t) => match SimConfig::from_toml(&t) {
+            Ok(t) => match SimConfig::parse_toml(&t) {
                 Ok(c) => c,
                 Err(e) => return fail(format!("{}: {e}", p.display())),
             },
@@ -97,7 +129,7 @@ fn main() -> ExitCode {
         cfg.policies = out;
     }
     if let Err(e) = cfg.validate() {
-        return fail(e.to_string());
+        return fail(invalid(e, &args));
     }
     if args.print_config {
         match toml::to_string_pretty(&cfg) {
@@ -132,10 +164,11 @@ fn main() -> ExitCode {
     } else {
         ProgressDrawTarget::stderr()
     });
-    let style =
-        ProgressStyle::with_template("{prefix:>8} [{bar:40}] {percent:>3}% {elapsed_precise}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> ");
+    let style = ProgressStyle::with_template(
+        "{prefix:>8} [{bar:40}] {percent:>3}% {elapsed_precise} {msg}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("=> ");
     let bars: Vec<ProgressBar> = cfg
         .policies
         .iter()
@@ -147,9 +180,37 @@ fn main() -> ExitCode {
         })
         .collect();
     let started = std::time::Instant::now();
-    let result = fleet_sim::run(&cfg, inventory, &mut |i, f| {
+    let years = cfg.years;
+    let message = |p: Progress| match p {
+        Progress::Placing { done, total } => {
+            format!("placing the initial volumes: {done} of {total}")
+        }
+        Progress::Simulating(f) => format!("simulated {:.2} of {years} years", f * years),
+    };
+    // Bars are drawn only on a terminal: with stderr redirected (a log, CI), a long run would
+    // show nothing for minutes, so there each policy gets a plain line per tenth of a stage.
+    let lines = !args.quiet && !std::io::stderr().is_terminal();
+    let mut printed: Vec<(bool, i64)> = vec![(false, -1); cfg.policies.len()];
+    let names: Vec<&str> = cfg.policies.iter().map(|p| p.name()).collect();
+    let result = fleet_sim::run(&cfg, inventory, &mut |i, p| {
         if let Some(b) = bars.get(i) {
-            b.set_position((f * 1000.0) as u64);
+            b.set_position((p.fraction() * 1000.0) as u64);
+            b.set_message(message(p));
+        }
+        if lines && let Some(last) = printed.get_mut(i) {
+            let stage = (
+                matches!(p, Progress::Simulating(_)),
+                (p.fraction() * 10.0) as i64,
+            );
+            if stage > *last {
+                *last = stage;
+                eprintln!(
+                    "fleet-sim: {}: {:.0}%: {}",
+                    names[i],
+                    p.fraction() * 100.0,
+                    message(p)
+                );
+            }
         }
     });
     for b in &bars {

@@ -50,8 +50,9 @@ pub fn kind_bit(k: DriveKind) -> u8 {
 }
 
 impl ClassInfo {
-    /// Compiles a class against the fleet's level names.
-    pub fn new(class: &VolumeClass, fleet: &Fleet) -> Result<Self, String> {
+    /// Compiles a class against the fleet's level names. An error gives the class's field at
+    /// fault (`separation[0].level`) and the rule.
+    pub fn new(class: &VolumeClass, fleet: &Fleet) -> Result<Self, (String, String)> {
         let mut kinds = class.kinds.iter().fold(0u8, |a, &k| a | kind_bit(k));
         if kinds == 0 {
             kinds = if class.shape == Shape::Slice { 6 } else { 7 };
@@ -59,11 +60,14 @@ impl ClassInfo {
         let mut hard = Vec::new();
         for (i, s) in class.separation.iter().enumerate() {
             let level = fleet.level(&s.level).ok_or_else(|| {
-                format!(
-                    "class '{}': separation[{i}].level '{}' is not a level of the inventory (levels: {})",
-                    class.name,
-                    s.level,
-                    fleet.levels.join(", ")
+                let levels = if fleet.levels.is_empty() {
+                    "it has none".to_string()
+                } else {
+                    format!("levels: {}", fleet.levels.join(", "))
+                };
+                (
+                    format!("separation[{i}].level"),
+                    format!("'{}' is not a level of the inventory ({levels})", s.level),
                 )
             })?;
             if s.mode == Mode::Hard {

@@ -208,7 +208,8 @@ pub struct Rate {
     pub per_1000_volume_years: f64,
     /// Lower bound of the 95% interval.
     pub low: f64,
-    /// Upper bound of the 95% interval.
+    /// Upper bound of the 95% interval; infinite (`null` in JSON) with no exposure, where
+    /// the count says nothing about the rate.
     pub high: f64,
 }
 
@@ -230,17 +231,37 @@ impl Rate {
     /// The rate of `events` over `volume_years`.
     pub fn new(events: u64, volume_years: f64) -> Self {
         let (lo, hi) = poisson_interval(events);
-        let k = if volume_years > 0.0 {
-            1000.0 / volume_years
-        } else {
-            0.0
-        };
+        if volume_years <= 0.0 {
+            // No exposure (a class no volume was placed in, or no volumes at all): the interval
+            // is unbounded, not the certain 0–0 that scaling by zero would claim.
+            return Rate {
+                events,
+                volume_years,
+                per_1000_volume_years: 0.0,
+                low: 0.0,
+                high: f64::INFINITY,
+            };
+        }
+        let k = 1000.0 / volume_years;
         Rate {
             events,
             volume_years,
             per_1000_volume_years: events as f64 * k,
             low: lo * k,
             high: hi * k,
+        }
+    }
+
+    /// `R per 1,000 <unit> (<ci> L–H)` with R right-aligned in `width`, or why there is
+    /// no rate.
+    fn text(&self, width: usize, unit: &str, ci: &str) -> String {
+        if self.volume_years <= 0.0 {
+            "no rate: no volume-years (nothing was placed)".to_string()
+        } else {
+            format!(
+                "{:>width$.4} per 1,000 {unit} ({ci} {:.4}–{:.4})",
+                self.per_1000_volume_years, self.low, self.high
+            )
         }
     }
 }
@@ -470,13 +491,11 @@ impl Report {
             let _ = writeln!(o, "\n== policy {} ==", p.policy);
             let _ = writeln!(
                 o,
-                "data loss: {} events ({} incidents) in {:.0} volume-years = {:.4} per 1,000 volume-years (95% CI {:.4}–{:.4})",
+                "data loss: {} events ({} incidents) in {:.0} volume-years = {}",
                 p.loss.events,
                 p.loss_incidents,
                 p.loss.volume_years,
-                p.loss.per_1000_volume_years,
-                p.loss.low,
-                p.loss.high
+                p.loss.text(0, "volume-years", "95% CI")
             );
             let causes: Vec<String> = p
                 .loss_by_cause
@@ -490,12 +509,10 @@ impl Report {
             for c in &p.classes {
                 let _ = writeln!(
                     o,
-                    "  {:<12} {:>6} events {:>10.4} per 1,000 vol-yr (CI {:.4}–{:.4})  [{}]",
+                    "  {:<12} {:>6} events {}  [{}]",
                     c.name,
                     c.loss.events,
-                    c.loss.per_1000_volume_years,
-                    c.loss.low,
-                    c.loss.high,
+                    c.loss.text(10, "vol-yr", "CI"),
                     c.analysis
                 );
             }

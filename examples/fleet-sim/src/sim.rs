@@ -142,7 +142,9 @@ pub struct Simulation<'a> {
     ure: ChaCha8Rng,
     class_cum: Vec<f64>,
     drive_rate: f64,
-    weibull_scale: f64,
+    /// `ln(-ln(1 - afr))`, the Weibull lifetime's log cumulative hazard at one year
+    /// (`-inf` when the AFR is 0: drives never fail).
+    weibull_log_hazard: f64,
     stats: PolicyStats,
     events: u64,
 }
@@ -153,6 +155,32 @@ impl std::fmt::Debug for Simulation<'_> {
             .field("policy", &self.policy)
             .field("now", &self.now)
             .finish_non_exhaustive()
+    }
+}
+
+/// How far one policy's run has got.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Progress {
+    /// Placing the initial population at simulated time 0: volumes placed (or refused) so far,
+    /// out of `total`.
+    Placing {
+        /// Arrivals handled so far.
+        done: u64,
+        /// The initial population (`workload.volumes`).
+        total: u64,
+    },
+    /// Simulating: the fraction of simulated time done, from 0 to 1.
+    Simulating(f64),
+}
+
+impl Progress {
+    /// The fraction of the current stage done, in `[0, 1]`.
+    pub fn fraction(self) -> f64 {
+        match self {
+            Progress::Placing { total: 0, .. } => 1.0,
+            Progress::Placing { done, total } => done as f64 / total as f64,
+            Progress::Simulating(f) => f.clamp(0.0, 1.0),
+        }
     }
 }
 
@@ -175,19 +203,22 @@ impl<'a> Simulation<'a> {
             .workload
             .class
             .iter()
-            .map(|c| ClassInfo::new(c, &fleet))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| SimError::Config {
-                field: "workload.class".into(),
-                rule: e,
-            })?;
+            .enumerate()
+            .map(|(i, c)| {
+                ClassInfo::new(c, &fleet).map_err(|(field, rule)| SimError::Config {
+                    field: format!("workload.class[{i}] ('{}').{field}", c.name),
+                    rule,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let loss = cfg
             .workload
             .class
             .iter()
-            .map(|c| {
+            .enumerate()
+            .map(|(i, c)| {
                 LossModel::new(&c.shape).map_err(|e| SimError::Config {
-                    field: format!("workload.class '{}'.shape", c.name),
+                    field: format!("workload.class[{i}] ('{}').shape", c.name),
                     rule: format!("raid cannot analyse it: {e}"),
                 })
             })
@@ -221,11 +252,7 @@ impl<'a> Simulation<'a> {
             .collect();
         let d = &cfg.failures.drive;
         let drive_rate = rate_per_hour(d.afr);
-        let weibull_scale = if d.afr > 0.0 {
-            HOURS_PER_YEAR / (-(1.0 - d.afr).ln()).powf(1.0 / d.shape)
-        } else {
-            f64::INFINITY
-        };
+        let weibull_log_hazard = (-(1.0 - d.afr).ln()).ln();
         let mut stats = PolicyStats::new(policy, &fleet, cfg);
         stats.loss_models = loss.iter().map(|l| l.description.clone()).collect();
         Ok(Simulation {
@@ -259,7 +286,7 @@ impl<'a> Simulation<'a> {
             ure: stream(cfg.seed, 3),
             class_cum,
             drive_rate,
-            weibull_scale,
+            weibull_log_hazard,
             stats,
             events: 0,
             fleet,
@@ -282,11 +309,16 @@ impl<'a> Simulation<'a> {
         match d.distribution {
             Distribution::Exponential => exp_sample(&mut self.hw, self.drive_rate),
             Distribution::Weibull => {
-                if !self.weibull_scale.is_finite() {
+                if self.weibull_log_hazard == f64::NEG_INFINITY {
                     return f64::INFINITY;
                 }
+                // One year × (E / H)^(1/shape) with E ~ Exp(1) and H = -ln(1 - afr), in logs:
+                // the scale alone, H^(-1/shape), overflows for small shapes (below about
+                // 0.002 at the default AFR), which made every lifetime infinite and the run
+                // report no drive failure at all.
                 let u: f64 = self.hw.random::<f64>();
-                self.weibull_scale * (-(1.0 - u).ln()).powf(1.0 / d.shape)
+                let log_e = (-(1.0 - u).ln()).ln();
+                HOURS_PER_YEAR * ((log_e - self.weibull_log_hazard) / d.shape).exp()
             }
         }
     }
@@ -295,8 +327,10 @@ impl<'a> Simulation<'a> {
         rate_per_hour(afr) * n as f64
     }
 
-    /// Runs to the end; `progress` is called now and then with the fraction done.
-    pub fn run(mut self, progress: &mut dyn FnMut(f64)) -> PolicyStats {
+    /// Runs to the end; `progress` is called now and then: while the initial population is
+    /// placed (which takes seconds for a large or crowded fleet, all at simulated time 0) and
+    /// then with the fraction of simulated time done, ending with `Simulating(1.0)`.
+    pub fn run(mut self, progress: &mut dyn FnMut(Progress)) -> PolicyStats {
         // Hardware first (its stream must not depend on the workload), then the population.
         for d in 0..self.fleet.drives.len() as u32 {
             let t = self.drive_lifetime();
@@ -314,8 +348,13 @@ impl<'a> Simulation<'a> {
         self.push(t, Ev::ServerFail);
         let t = exp_sample(&mut self.hw, rr);
         self.push(t, Ev::RackFail);
-        for _ in 0..self.cfg.workload.volumes {
+        let total = self.cfg.workload.volumes;
+        progress(Progress::Placing { done: 0, total });
+        for done in 1..=total {
             self.arrive();
+            if done % 1024 == 0 || done == total {
+                progress(Progress::Placing { done, total });
+            }
         }
         self.schedule_arrival();
         self.push(0.0, Ev::Sample);
@@ -329,11 +368,11 @@ impl<'a> Simulation<'a> {
             }
             if self.events - last_report >= 4096 {
                 last_report = self.events;
-                progress(self.now / self.end);
+                progress(Progress::Simulating(self.now / self.end));
             }
         }
         self.advance(self.end);
-        progress(1.0);
+        progress(Progress::Simulating(1.0));
         self.finish()
     }
 

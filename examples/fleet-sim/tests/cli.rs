@@ -35,6 +35,76 @@ fn expect_usage_error(args: &[&str], needle: &str) {
         "args {args:?}: expected {needle:?} in {err}"
     );
     assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(err.lines().count(), 1, "args {args:?}: one line: {err}");
+    assert!(err.starts_with("fleet-sim: "), "{err}");
+}
+
+/// Every usage error is one line naming the flag (or the file, line and text) and the rule:
+/// before, a flag's bad value was reported under the configuration's field name
+/// (`config: years …`), clap's errors and TOML parse errors spanned five lines, and a
+/// negative `--years` was "unexpected argument '-1'".
+#[test]
+fn usage_errors_are_one_line_naming_the_flag() {
+    let exact = |args: &[&str], want: &str| {
+        let out = bin().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stderr), want, "{args:?}");
+    };
+    exact(
+        &["--years", "0"],
+        "fleet-sim: --years: must be a positive number, got 0\n",
+    );
+    exact(
+        &["--years", "-1"],
+        "fleet-sim: --years: must be a positive number, got -1\n",
+    );
+    exact(
+        &["--volumes", "99999999999"],
+        "fleet-sim: --volumes: must be at most 50,000,000, got 99999999999\n",
+    );
+    exact(
+        &["--bogus"],
+        "fleet-sim: unexpected argument '--bogus' found (see --help)\n",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("c.toml");
+    std::fs::write(&f, "years = 0.5\n[workload]\nvolumes = \"many\"\n").unwrap();
+    let path = f.to_str().unwrap();
+    exact(
+        &["--config", path],
+        &format!(
+            "fleet-sim: {path}: line 3, column 11 (`volumes = \"many\"`): invalid type: string \"many\", expected u64\n"
+        ),
+    );
+    // A value the file breaks is named with the file.
+    std::fs::write(&f, "years = 0\n").unwrap();
+    exact(
+        &["--config", path],
+        &format!("fleet-sim: {path}: config: years must be a positive number, got 0\n"),
+    );
+    // A class separating by a level the inventory lacks: the class's field, said once
+    // (was "workload.class class 'raid1': … (levels: )").
+    let inv = dir.path().join("inv.toml");
+    std::fs::write(
+        &inv,
+        "[[drive]]\nid = \"a\"\nkind = \"hdd\"\ncapacity = \"1 TB\"\n",
+    )
+    .unwrap();
+    exact(
+        &["--inventory", inv.to_str().unwrap(), "--years", "0.1"],
+        "fleet-sim: config: workload.class[0] ('raid1').separation[0].level 'rack' is not a level of the inventory (it has none)\n",
+    );
+    // A flag overrides the file before the rules are checked.
+    let out = bin()
+        .args(["--config", path, "--years", "2", "--print-config"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("years = 2.0"));
 }
 
 #[test]
@@ -42,7 +112,7 @@ fn bad_input_exits_2_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     expect_usage_error(&["--policies", "engine,crush"], "unknown policy 'crush'");
     expect_usage_error(&["--policies", "engine,engine"], "listed twice");
-    expect_usage_error(&["--years=-1"], "years must be a positive number");
+    expect_usage_error(&["--years=-1"], "--years: must be a positive number");
     expect_usage_error(&["--years", "abc"], "invalid value");
     expect_usage_error(
         &["--config", "/nonexistent/x.toml"],
@@ -151,4 +221,53 @@ fn reads_an_inventory_file() {
     );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(report["drives"].as_u64().unwrap() > 0);
+}
+
+/// With stderr not a terminal (a log file, CI), progress bars are not drawn; progress is a plain
+/// line per policy and tenth of each stage instead (before, a long run printed nothing until
+/// the end). `--quiet` silences it.
+#[test]
+fn progress_is_logged_when_stderr_is_not_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = small_config(dir.path());
+    let out = bin()
+        .args(["--config", cfg.to_str().unwrap(), "--policies", "random"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(
+        lines.first(),
+        Some(&"fleet-sim: random: 0%: placing the initial volumes: 0 of 300"),
+        "{err}"
+    );
+    assert!(
+        lines.contains(&"fleet-sim: random: 100%: placing the initial volumes: 300 of 300"),
+        "{err}"
+    );
+    assert!(
+        lines.contains(&"fleet-sim: random: 100%: simulated 0.50 of 0.5 years"),
+        "{err}"
+    );
+    // At most one line per tenth of each stage, and a summary.
+    assert!(lines.len() <= 2 * 11 + 1, "{err}");
+    assert!(
+        lines
+            .last()
+            .unwrap()
+            .starts_with("simulated 0.5 years of 1 policies"),
+        "{err}"
+    );
+    let quiet = bin()
+        .args([
+            "--config",
+            cfg.to_str().unwrap(),
+            "--policies",
+            "random",
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    assert!(quiet.stderr.is_empty());
 }

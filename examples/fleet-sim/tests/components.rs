@@ -224,3 +224,43 @@ fn random_policy_ignores_separation_but_not_room() {
         assert_eq!(s.len(), 8, "members on distinct drives");
     }
 }
+
+/// Lifetimes are scaled so that the AFR is the probability of failing within the first year,
+/// whatever the Weibull shape: with replacements slower than a year each slot fails at most
+/// once, so about `afr` of the drives fail. At shape 1e-4 the old scale `H^(-1/shape)`
+/// overflowed to infinity and no drive ever failed.
+#[test]
+fn weibull_lifetimes_follow_the_afr_at_any_shape() {
+    use fleet_sim::config::{Distribution, DriveFailure};
+    for shape in [1e-4, 0.3, 1.0, 3.0, 1e6] {
+        let mut cfg = SimConfig {
+            years: 1.0,
+            policies: vec![fleet_sim::PolicyKind::Random],
+            ..SimConfig::default()
+        };
+        cfg.fleet.racks = 4;
+        cfg.fleet.drives_per_rack = 120;
+        cfg.fleet.servers_per_rack = 2;
+        cfg.workload.volumes = 10;
+        cfg.failures.drive = DriveFailure {
+            distribution: Distribution::Weibull,
+            afr: 0.5,
+            shape,
+        };
+        cfg.failures.drive_replace_hours = 1e6;
+        for d in [
+            &mut cfg.failures.jbod,
+            &mut cfg.failures.server,
+            &mut cfg.failures.rack,
+        ] {
+            d.afr = 0.0;
+        }
+        let r = fleet_sim::run(&cfg, None, &mut |_, _| {}).unwrap();
+        let failed = r.hardware.drive_failures as f64 / r.drives as f64;
+        // 480 drives: the binomial's standard deviation is 2.3 points.
+        assert!(
+            (0.4..0.6).contains(&failed),
+            "shape {shape}: {failed} of the drives failed in the first year, expected about 0.5"
+        );
+    }
+}

@@ -1,0 +1,112 @@
+//! Configuration rules that keep a run finite.
+
+use fleet_sim::{SimConfig, SimError};
+
+fn refused(cfg: &SimConfig) -> (String, String) {
+    match cfg.validate() {
+        Err(SimError::Config { field, rule }) => (field, rule),
+        other => panic!("expected a configuration error, got {other:?}"),
+    }
+}
+
+/// A tiny sampling interval made the run spin through billions of samples while its memory
+/// grew (140 MB after 12 s for half a year at 1e-6 days, with no end in sight).
+#[test]
+fn sampling_interval_is_bounded_by_the_sample_count() {
+    let mut cfg = SimConfig {
+        years: 0.5,
+        sample_days: 1e-6,
+        ..SimConfig::default()
+    };
+    let (field, rule) = refused(&cfg);
+    assert_eq!(field, "sample_days");
+    assert_eq!(
+        rule,
+        "must be at least 0.0001825 days for 0.5 years (at most 1,000,000 utilisation samples), got 0.000001"
+    );
+    cfg.sample_days = 0.0001825;
+    cfg.validate().unwrap();
+}
+
+/// A tiny mean lifetime made arrivals (volumes / lifetime per unit time) endless.
+#[test]
+fn arrivals_are_bounded() {
+    let mut cfg = SimConfig {
+        years: 0.5,
+        ..SimConfig::default()
+    };
+    cfg.workload.volumes = 300;
+    cfg.workload.mean_lifetime_days = 1e-9;
+    let (field, rule) = refused(&cfg);
+    assert_eq!(field, "workload.mean_lifetime_days");
+    assert!(
+        rule.starts_with("of 0.000000001 days gives about 5.475e13 arrivals of 300 volumes in 0.5 years; at most 250,000,000"),
+        "{rule}"
+    );
+    // 0 (never depart) and the defaults are fine.
+    cfg.workload.mean_lifetime_days = 0.0;
+    cfg.validate().unwrap();
+    SimConfig::default().validate().unwrap();
+}
+
+/// A fleet whose raw capacity passes 2^64 bytes is refused: the totals wrapped (a release
+/// build printed 17,553 PB raw for four 9 EB drives, 36,000 PB) or panicked (debug).
+#[test]
+fn total_capacity_must_fit_in_64_bits() {
+    use fleet_sim::config::{FleetConfig, MediumConfig};
+    use placement::DriveKind;
+    let mut cfg = SimConfig {
+        years: 0.1,
+        policies: vec![fleet_sim::PolicyKind::Random],
+        ..SimConfig::default()
+    };
+    cfg.workload.volumes = 10;
+    cfg.fleet = FleetConfig {
+        racks: 1,
+        drives_per_rack: 4,
+        servers_per_rack: 1,
+        media: vec![MediumConfig {
+            kind: DriveKind::Hdd,
+            share: 1.0,
+            capacities: vec![fleet_sim::units::ByteSize::new(9_000_000_000_000_000_000)],
+            rpm: 7200,
+        }],
+        ..FleetConfig::default()
+    };
+    match fleet_sim::run(&cfg, None, &mut |_, _| {}) {
+        Err(SimError::Inventory(msg)) => assert_eq!(
+            msg,
+            "the drives' total capacity is 36.0 EB; the simulator counts bytes in 64 bits (at most 18.4 EB)"
+        ),
+        other => panic!("expected an inventory error, got {other:?}"),
+    }
+    // Two such drives (18 EB) fit.
+    cfg.fleet.drives_per_rack = 2;
+    let r = fleet_sim::run(&cfg, None, &mut |_, _| {}).unwrap();
+    assert_eq!(r.capacity_bytes, 18_000_000_000_000_000_000);
+}
+
+/// Server counts are bounded like drive counts (they were not: 80,000,000 servers were
+/// generated as inventory entries until memory ran out), and both errors give the count.
+#[test]
+fn fleet_size_is_bounded_with_the_count() {
+    let mut cfg = SimConfig::default();
+    cfg.fleet.racks = 4;
+    cfg.fleet.servers_per_rack = 20_000_000;
+    assert_eq!(
+        refused(&cfg),
+        (
+            "fleet.servers_per_rack".to_string(),
+            "gives 80000000 servers over 4 racks; at most 10,000,000".to_string()
+        )
+    );
+    cfg.fleet.servers_per_rack = 1;
+    cfg.fleet.drives_per_rack = 3_000_000;
+    assert_eq!(
+        refused(&cfg),
+        (
+            "fleet.drives_per_rack".to_string(),
+            "gives 12000000 drives over 4 racks; at most 10,000,000".to_string()
+        )
+    );
+}
