@@ -22,7 +22,8 @@
 //! `CI=true`, where it fails.
 
 use composer::admin::{self, Request};
-use composer_core::{Composer, Health};
+use composer::node::NodeSide;
+use composer_core::{Composer, Health, VolumeRecord};
 use csi_types::prelude::*;
 use csi_types::types::CapacityRange;
 use raid_engine::MemberState;
@@ -30,7 +31,7 @@ use raid_engine::MemberState;
 mod common;
 use common::InProcess;
 
-fn ask(c: &Composer, side: &composer::node::NodeSide, req: Request) -> serde_json::Value {
+fn ask(c: &Composer, side: &NodeSide, req: Request) -> serde_json::Value {
     admin::handle_with(c, Some(side), req, &|_| {}, None)
 }
 
@@ -39,6 +40,22 @@ fn rebuild(target: &str) -> Request {
         target: target.to_string(),
         max_bytes_per_sec: None,
     }
+}
+
+/// A two-way mirror of SSD slices named `name`, created and assembled by
+/// the node side as a staged volume is (without a mount): its record, the
+/// engine's volume and the drive of its first member.
+fn assembled_mirror(
+    c: &Composer,
+    side: &NodeSide,
+    name: &str,
+) -> (VolumeRecord, std::sync::Arc<raid_engine::Volume>, String) {
+    let params = common::params(&[("type", "slice"), ("redundancy", "true")]);
+    let range = CapacityRange::new(Some(32 << 20), None).unwrap();
+    let v = c.create(name, &params, range, true, true, None).unwrap();
+    let vol = side.assemble_unexposed(&v.record).unwrap();
+    let drive = v.record.members[0].drive.clone();
+    (v.record, vol, drive)
 }
 
 fn health(c: &Composer, drive: &str) -> Health {
@@ -55,14 +72,8 @@ fn rebuild_of_a_member_still_in_use_is_refused_and_changes_nothing() {
     let driver = common::driver_in(dir.path());
     let c = driver.composer();
     let side = driver.node_side().unwrap();
-    let params = common::params(&[("type", "slice"), ("redundancy", "true")]);
-    let range = CapacityRange::new(Some(32 << 20), None).unwrap();
-    let v = c
-        .create("mirror", &params, range, true, true, None)
-        .unwrap();
-    let id = v.record.id.clone();
-    let vol = side.assemble_unexposed(&v.record).unwrap();
-    let drive = v.record.members[0].drive.clone();
+    let (record, vol, drive) = assembled_mirror(c, side, "mirror");
+    let id = record.id.clone();
 
     // A working drive no volume uses: nothing to rebuild, said so rather
     // than an empty success.
@@ -101,7 +112,7 @@ fn rebuild_of_a_member_still_in_use_is_refused_and_changes_nothing() {
             error.contains("nothing was changed") && error.contains(&why),
             "{error}"
         );
-        assert_eq!(c.get(&id).unwrap().record, v.record, "marked: {marked}");
+        assert_eq!(c.get(&id).unwrap().record, record, "marked: {marked}");
         assert!(
             c.drive_report()
                 .iter()
@@ -214,14 +225,8 @@ fn a_fail_drive_the_node_refuses_after_the_mark_puts_the_earlier_mark_back() {
     let driver = common::driver_in(dir.path());
     let c = driver.composer();
     let side = driver.node_side().unwrap();
-    let params = common::params(&[("type", "slice"), ("redundancy", "true")]);
-    let range = CapacityRange::new(Some(32 << 20), None).unwrap();
-    let v = c
-        .create("mirror", &params, range, true, true, None)
-        .unwrap();
-    let id = v.record.id.clone();
-    let vol = side.assemble_unexposed(&v.record).unwrap();
-    let drive = v.record.members[0].drive.clone();
+    let (record, vol, drive) = assembled_mirror(c, side, "mirror");
+    let id = record.id.clone();
     c.mark(&drive, Health::Draining).unwrap();
 
     let ran = std::sync::atomic::AtomicBool::new(false);
@@ -252,16 +257,14 @@ fn a_fail_drive_the_node_refuses_after_the_mark_puts_the_earlier_mark_back() {
 
     // With the window left alone the same call goes through the path the
     // admin socket takes: a healthy mirror, the drive failed for good.
-    let other = c.create("other", &params, range, true, true, None).unwrap();
-    let vol2 = side.assemble_unexposed(&other.record).unwrap();
-    let drive2 = other.record.members[0].drive.clone();
+    let (other, vol2, drive2) = assembled_mirror(c, side, "other");
     let answer = admin::fail_drive_with(c, side, &drive2, &|| {}).unwrap();
     assert!(
         answer["degraded"]
             .as_array()
             .unwrap()
             .iter()
-            .any(|v| v == other.record.id.as_str()),
+            .any(|v| v == other.id.as_str()),
         "{answer}"
     );
     assert_eq!(c.mark_of(&drive2), Health::Failed);
@@ -280,14 +283,8 @@ fn repair_apply_of_a_volume_staged_here_is_refused_and_changes_nothing() {
     let driver = common::driver_in(dir.path());
     let c = driver.composer();
     let side = driver.node_side().unwrap();
-    let params = common::params(&[("type", "slice"), ("redundancy", "true")]);
-    let range = CapacityRange::new(Some(32 << 20), None).unwrap();
-    let v = c
-        .create("mirror", &params, range, true, true, None)
-        .unwrap();
-    let id = v.record.id.clone();
-    let vol = side.assemble_unexposed(&v.record).unwrap();
-    let drive = v.record.members[0].drive.clone();
+    let (record, vol, drive) = assembled_mirror(c, side, "mirror");
+    let id = record.id.clone();
 
     for failed_in_engine in [false, true] {
         if failed_in_engine {
@@ -316,7 +313,7 @@ fn repair_apply_of_a_volume_staged_here_is_refused_and_changes_nothing() {
                 && error.contains("composer admin rebuild"),
             "{error}"
         );
-        assert_eq!(c.get(&id).unwrap().record, v.record);
+        assert_eq!(c.get(&id).unwrap().record, record);
         assert!(
             c.drive_report()
                 .iter()
