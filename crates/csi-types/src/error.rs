@@ -205,6 +205,20 @@ impl CsiError {
         CsiError::Internal(msg.into())
     }
 
+    /// The error of a response constructor given a field that breaks a rule:
+    /// the driver built an invalid response, which is its own bug, so the CO
+    /// must receive `INTERNAL` rather than the `INVALID_ARGUMENT` that would
+    /// blame its request (CSI spec, "Error Scheme"). The message names the
+    /// response, the field and the rule.
+    pub(crate) fn built_invalid(response: &str, e: CsiError) -> Self {
+        match e {
+            CsiError::InvalidArgument { field, rule } => CsiError::Internal(format!(
+                "invalid {response} built by the driver: {field}: {rule}"
+            )),
+            other => CsiError::Internal(format!("invalid {response} built by the driver: {other}")),
+        }
+    }
+
     /// The gRPC status code for this error.
     ///
     /// This is the crate's one mapping from conditions to codes. The spec's

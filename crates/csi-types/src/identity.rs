@@ -33,10 +33,29 @@ pub struct GetPluginInfoResponse {
 }
 
 impl GetPluginInfoResponse {
-    /// A response with every REQUIRED field; fails if `vendor_version` is empty or too long.
+    /// A response with every REQUIRED field.
+    ///
+    /// # Errors
+    /// `INTERNAL` if `vendor_version` is empty or too long, naming the field
+    /// and the rule: a driver that builds an invalid response has a bug of its
+    /// own, so the error it passes on with `?` must not answer
+    /// `INVALID_ARGUMENT`, which would blame the CO's request.
+    ///
+    /// ```
+    /// use csi_types::{Code, identity::GetPluginInfoResponse, ids::PluginName};
+    /// let name = PluginName::new("local.csi.example.com").unwrap();
+    /// let err = GetPluginInfoResponse::new(name, "").unwrap_err();
+    /// assert_eq!(err.code(), Code::Internal);
+    /// assert_eq!(
+    ///     err.to_string(),
+    ///     "internal error: invalid GetPluginInfoResponse built by the driver: \
+    ///      vendor_version: this field is REQUIRED"
+    /// );
+    /// ```
     pub fn new(name: PluginName, vendor_version: impl Into<String>) -> Result<Self, CsiError> {
         let vendor_version = vendor_version.into();
-        check_vendor_version(&vendor_version)?;
+        check_vendor_version(&vendor_version)
+            .map_err(|e| CsiError::built_invalid("GetPluginInfoResponse", e))?;
         Ok(GetPluginInfoResponse {
             name,
             vendor_version,

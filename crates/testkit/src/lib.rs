@@ -170,7 +170,7 @@ impl Suite {
                     Outcome::Fail(format!("the case panicked: {}", panic_text(&*panic)))
                 }
                 Err(_) => Outcome::Fail(format!(
-                    "did not finish within {:?}",
+                    "did not finish within {:?} (case_timeout, --case-timeout)",
                     self.config.case_timeout
                 )),
             };
@@ -178,7 +178,7 @@ impl Suite {
                 match tokio::time::timeout(self.config.case_timeout, ctx.cleanup()).await {
                     Ok(l) => l,
                     Err(_) => vec![format!(
-                        "did not finish within {:?}",
+                        "did not finish within {:?} (case_timeout, --case-timeout)",
                         self.config.case_timeout
                     )],
                 };

@@ -225,6 +225,63 @@ fn bad_input_is_one_line_on_stderr_and_exit_status_2() {
 }
 
 #[test]
+fn volume_size_takes_a_quantity_and_refuses_zero_and_more_than_int64() {
+    // Accepted: `--list` parses every argument, then prints the cases.
+    for size in ["1Gi", "1G", "1e9", "4096"] {
+        let (code, out) = runner(&["--volume-size", size, "--list"]);
+        assert_eq!(code, 0, "--volume-size {size}: {out}");
+    }
+    let e = bad_input(&["--endpoint", "unix:///x", "--volume-size", "0"]);
+    assert!(
+        e.contains("--volume-size") && e.contains("must be at least 1 byte"),
+        "{e}"
+    );
+    let e = bad_input(&["--endpoint", "unix:///x", "--volume-size", "8Ei"]);
+    assert!(
+        e.contains("--volume-size") && e.contains("is too large: a CSI size is at most"),
+        "{e}"
+    );
+    let e = bad_input(&["--endpoint", "unix:///x", "--volume-size", "1Xi"]);
+    assert!(
+        e.contains("--volume-size") && e.contains("unknown unit"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_negative_case_count_is_refused_as_such() {
+    let e = bad_input(&["--endpoint", "unix:///x", "--cases", "-1"]);
+    assert!(
+        e.contains("--cases") && e.contains("must be a positive number"),
+        "{e}"
+    );
+    let (code, out) = runner(&["--cases", "0", "--list"]);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn a_hung_case_names_the_case_timeout_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let (endpoint, stop) = serve(common::broken::plugin("hangs-on-probe"), dir.path());
+    let (code, out) = runner(&[
+        "--endpoint",
+        &endpoint,
+        "--filter",
+        "identity/probe",
+        "--case-timeout",
+        "1",
+    ]);
+    stop.send(()).unwrap();
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(
+            "FAIL identity/probe: did not finish within 1s (case_timeout, --case-timeout)"
+        ),
+        "{out}"
+    );
+}
+
+#[test]
 fn a_failed_connection_keeps_the_os_cause() {
     let dir = tempfile::tempdir().unwrap();
     let missing = format!("unix://{}", dir.path().join("nobody-here.sock").display());

@@ -70,6 +70,25 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok(bytes)
 }
 
+/// Parses `--max-volumes-per-node`: a count of volumes, 0 for no limit. A minus sign gets
+/// its own message rather than the integer parser's "invalid digit found in string".
+///
+/// ```
+/// assert_eq!(local::config::parse_attach_limit("16").unwrap(), 16);
+/// assert_eq!(local::config::parse_attach_limit("0").unwrap(), 0);
+/// assert_eq!(
+///     local::config::parse_attach_limit("-3").unwrap_err(),
+///     "must not be negative (0: no limit)"
+/// );
+/// assert!(local::config::parse_attach_limit("many").is_err());
+/// ```
+pub fn parse_attach_limit(s: &str) -> Result<u64, String> {
+    if s.trim_start().starts_with('-') {
+        return Err("must not be negative (0: no limit)".to_string());
+    }
+    s.parse::<u64>().map_err(|e| e.to_string())
+}
+
 /// Parses `--topology` values (`key=value`, repeated) into a checked topology.
 ///
 /// ```

@@ -13,8 +13,8 @@ use local::config::{self, Config};
 /// A single-node CSI driver: volumes are directories and sparse images under
 /// --state-dir, published with bind mounts and loop devices.
 #[derive(Parser, Debug)]
-// Negative numbers reach the value parsers (`--capacity -1`: "must not be negative") instead
-// of being taken for an unknown flag.
+// Negative numbers reach the value parsers (`--capacity -1`, `--max-volumes-per-node -3`:
+// "must not be negative") instead of being taken for an unknown flag.
 #[command(name = "local", version, about, long_about = None, allow_negative_numbers = true)]
 struct Cli {
     #[command(subcommand)]
@@ -41,7 +41,7 @@ struct Cli {
     capacity: u64,
 
     /// The attach limit reported by NodeGetInfo and enforced by ControllerPublishVolume (0: none).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = config::parse_attach_limit)]
     max_volumes_per_node: u64,
 
     /// The node's topology, KEY=VALUE, repeatable (default: topology.local.csi.example.com/node=<node-id>).

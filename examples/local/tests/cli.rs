@@ -172,6 +172,12 @@ fn bad_flag_values_are_one_line_naming_the_flag_and_the_rule() {
             "local: invalid value '1.5Xi' for '--capacity <CAPACITY>': size \"1.5Xi\": unknown unit \"Xi\" \
              (use B, kB, MB, GB, TB, PB, EB or KiB, MiB, GiB, TiB, PiB, EiB) (see --help)",
         ),
+        // "invalid digit found in string" before.
+        (
+            &["--max-volumes-per-node", "-3"],
+            "local: invalid value '-3' for '--max-volumes-per-node <MAX_VOLUMES_PER_NODE>': \
+             must not be negative (0: no limit) (see --help)",
+        ),
         // A second value for a key replaced the first without a word.
         (
             &["--topology", "zone=a", "--topology", "zone=b"],

@@ -3,7 +3,7 @@
 //! ```text
 //! csi-conformance --endpoint unix:///csi/csi.sock [--node-endpoint unix:///...]
 //!     [--staging-dir DIR] [--target-dir DIR] [--params k=v ...] [--mutable-params k=v ...]
-//!     [--second-node-id ID] [--volume-size BYTES] [--filter PATTERN] [--cases N] [--seed N]
+//!     [--second-node-id ID] [--volume-size SIZE] [--filter PATTERN] [--cases N] [--seed N]
 //!     [--block-targets-may-be-files] [--junit FILE] [--case-timeout S] [--connect-timeout S]
 //! ```
 //!
@@ -54,16 +54,18 @@ struct Args {
     /// A second node the controller knows, for the publish-to-another-node case.
     #[arg(long)]
     second_node_id: Option<String>,
-    /// Size in bytes of the volumes the suite creates (at least 1: with 0, "a larger
-    /// capacity" is 0 too, and a driver that rightly answers OK would fail
-    /// `create_volume/incompatible_existing`).
-    #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Size of the volumes the suite creates: bytes or a Kubernetes quantity (`1Gi`, `1G`,
+    /// `1e9`). At least 1 byte: with 0, "a larger capacity" is 0 too, and a driver that
+    /// rightly answers OK would fail `create_volume/incompatible_existing`.
+    #[arg(long, default_value = "1Mi", value_parser = volume_size)]
     volume_size: u64,
     /// Run only the cases whose name contains this text.
     #[arg(long)]
     filter: Option<String>,
-    /// Random sequences the state-machine property runs.
-    #[arg(long, default_value_t = 32)]
+    /// Random sequences the state-machine property runs (0 skips it).
+    // A negative number reaches `cases` (which says what is wrong) instead of being taken
+    // for an unknown flag.
+    #[arg(long, default_value_t = 32, allow_negative_numbers = true, value_parser = cases)]
     cases: u32,
     /// Seed of the state machine's random sequences (same seed, same sequences).
     #[arg(long, default_value_t = 0)]
@@ -90,6 +92,32 @@ struct Args {
     /// List the case names and exit.
     #[arg(long)]
     list: bool,
+}
+
+/// `--volume-size`: a size as `storage_units` reads it (bytes, `1Gi`, `1G`, `1e9`), from 1 byte
+/// to the largest size CSI carries (an `int64`). clap names the flag in front of the error.
+fn volume_size(s: &str) -> Result<u64, String> {
+    let bytes = storage_units::ByteSize::parse(s)
+        .map_err(|e| e.to_string())?
+        .bytes();
+    if bytes == 0 {
+        return Err("must be at least 1 byte".to_string());
+    }
+    if bytes > i64::MAX as u64 {
+        return Err(format!(
+            "{s:?} is too large: a CSI size is at most {} bytes",
+            i64::MAX
+        ));
+    }
+    Ok(bytes)
+}
+
+/// `--cases`: a count, where a minus sign gets a message rather than "invalid digit".
+fn cases(s: &str) -> Result<u32, String> {
+    if s.trim_start().starts_with('-') {
+        return Err("must be a positive number, or 0 to skip properties/state_machine".to_string());
+    }
+    s.parse::<u32>().map_err(|e| e.to_string())
 }
 
 fn at_least_one(s: &str) -> Result<usize, String> {

@@ -118,6 +118,8 @@ enum Fault {
     WrongCodeOnDelete,
     /// `Probe` panics (possible only in process, where no server catches it).
     PanicOnProbe,
+    /// `Probe` never answers.
+    HangsOnProbe,
     /// Not a bug: wherever the spec allows several answers, the other one
     /// (see `answers_the_spec_allows`).
     OtherAllowedAnswers,
@@ -225,6 +227,9 @@ raw_impl! {
     async fn raw_probe(&self, req: proto::ProbeRequest) -> Result<proto::ProbeResponse, CsiError> {
         if self.1 == Fault::PanicOnProbe {
             panic!("probe exploded");
+        }
+        if self.1 == Fault::HangsOnProbe {
+            std::future::pending::<()>().await;
         }
         RawCsi::raw_probe(&self.0, req).await
     }
@@ -923,6 +928,7 @@ pub fn plugin(kind: &str) -> Arc<dyn RawCsi> {
             return Arc::new(Faulty(driver.plugin(), Fault::NegativeCapacity));
         }
         "panics-on-probe" => return Arc::new(Faulty(driver.plugin(), Fault::PanicOnProbe)),
+        "hangs-on-probe" => return Arc::new(Faulty(driver.plugin(), Fault::HangsOnProbe)),
         // Without the plugin's per-name operation guard, which would
         // otherwise answer ABORTED to the concurrent calls and hide the race.
         "racy" => b.operation_guard(false).provisioner(Arc::new(Racy {
