@@ -222,6 +222,19 @@ fn bad_input_is_one_line_on_stderr_and_exit_status_2() {
         e.contains("--concurrency") && e.contains("must be at least 1"),
         "{e}"
     );
+    // A negative number was taken for an unknown flag ("unexpected argument '-3'").
+    for flag in ["--concurrency", "--case-timeout", "--connect-timeout"] {
+        let e = bad_input(&["--endpoint", "unix:///x", flag, "-3"]);
+        assert!(
+            e.contains(flag) && e.contains("must be at least 1"),
+            "{flag}: {e}"
+        );
+    }
+    let e = bad_input(&["--endpoint", "unix:///x", "--seed", "-1"]);
+    assert!(
+        e.contains("--seed") && e.contains("must be a whole number from 0"),
+        "{e}"
+    );
 }
 
 #[test]

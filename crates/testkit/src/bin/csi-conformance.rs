@@ -68,19 +68,19 @@ struct Args {
     #[arg(long, default_value_t = 32, allow_negative_numbers = true, value_parser = cases)]
     cases: u32,
     /// Seed of the state machine's random sequences (same seed, same sequences).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = seed)]
     seed: u64,
     /// Concurrent calls in the concurrency cases (at least 1: with 0 they would pass
     /// without a call).
-    #[arg(long, default_value_t = 8, value_parser = at_least_one)]
+    #[arg(long, default_value_t = 8, allow_negative_numbers = true, value_parser = at_least_one::<usize>)]
     concurrency: usize,
     /// Seconds a case may take before it fails as hung.
-    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 300, allow_negative_numbers = true, value_parser = at_least_one::<u64>)]
     case_timeout: u64,
     /// Seconds to connect to an endpoint and get an answer to GetPluginInfo (any answer,
     /// an error too) before the run starts; an endpoint that accepts connections but never
     /// answers is refused as unreachable instead of hanging the runner.
-    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 30, allow_negative_numbers = true, value_parser = at_least_one::<u64>)]
     connect_timeout: u64,
     /// Accept a regular file as a published BLOCK volume's target, for
     /// drivers (like the in-memory reference driver) that cannot make device nodes.
@@ -120,12 +120,29 @@ fn cases(s: &str) -> Result<u32, String> {
     s.parse::<u32>().map_err(|e| e.to_string())
 }
 
-fn at_least_one(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(0) => Err("must be at least 1".to_string()),
+/// A count or a number of seconds: a whole number from 1. A negative one reaches this
+/// parser (`allow_negative_numbers`) and is told the rule, instead of being taken for an
+/// unknown flag or answered "invalid digit".
+fn at_least_one<T>(s: &str) -> Result<T, String>
+where
+    T: std::str::FromStr<Err = std::num::ParseIntError> + Default + PartialEq,
+{
+    if s.trim_start().starts_with('-') {
+        return Err("must be at least 1".to_string());
+    }
+    match s.parse::<T>() {
+        Ok(n) if n == T::default() => Err("must be at least 1".to_string()),
         Ok(n) => Ok(n),
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// `--seed`: any whole number from 0 to 2^64 - 1; a negative one is told so.
+fn seed(s: &str) -> Result<u64, String> {
+    if s.trim_start().starts_with('-') {
+        return Err("must be a whole number from 0 to 18446744073709551615".to_string());
+    }
+    s.parse::<u64>().map_err(|e| e.to_string())
 }
 
 fn key_value(s: &str) -> Result<(String, String), String> {
