@@ -649,7 +649,8 @@ impl Allocator {
         Ok(self.to_slice(id, &self.slices[&id]))
     }
 
-    /// Sets `size` bytes aside until `now + ttl` (caller's clock, any unit; `ttl > 0`), placed
+    /// Sets `size` bytes aside until `now + ttl` (caller's clock, any unit; `ttl > 0` and
+    /// `now + ttl <= u64::MAX`, else [`Error::InvalidArgument`] naming `ttl`), placed
     /// like [`allocate`](Self::allocate). Releases expired reservations first (as
     /// [`expire`](Self::expire) with `now`), so that their space can be used; if the
     /// reservation then fails, they are put back: a failed call changes nothing.
@@ -687,8 +688,7 @@ impl Allocator {
         now: u64,
         ttl: u64,
     ) -> Result<Reservation, Error> {
-        check_ttl(ttl)?;
-        let expires_at = now.saturating_add(ttl);
+        let expires_at = expiry(now, ttl)?;
         let slice = match max {
             None => self.place(min, constraints, Some(expires_at))?,
             Some(max) => self.place_range(min, max, constraints, Some(expires_at))?,
@@ -713,10 +713,11 @@ impl Allocator {
         Ok(self.to_slice(id, &self.slices[&id]))
     }
 
-    /// Extends a reservation that has not expired to `now + ttl` (`ttl > 0`, caller's clock).
+    /// Extends a reservation that has not expired to `now + ttl` (caller's clock; `ttl > 0` and
+    /// `now + ttl <= u64::MAX`, as for [`reserve`](Self::reserve)).
     /// An expired one (`now >= expires_at`) is refused with [`Error::ReservationExpired`].
     pub fn renew(&mut self, id: SliceId, now: u64, ttl: u64) -> Result<Reservation, Error> {
-        check_ttl(ttl)?;
+        let expires_at = expiry(now, ttl)?;
         let t = self.expect_state(id, true)?.expires.expect("reservation");
         if now >= t {
             return Err(Error::ReservationExpired {
@@ -725,7 +726,6 @@ impl Allocator {
                 now,
             });
         }
-        let expires_at = now.saturating_add(ttl);
         self.set_expiry(id, Some(expires_at));
         Ok(Reservation {
             slice: self.to_slice(id, &self.slices[&id]),
@@ -1199,9 +1199,12 @@ impl Allocator {
     }
 }
 
-/// A reservation needs a positive time to live: `ttl == 0` would hand out a reservation that
-/// has already expired.
-pub(crate) fn check_ttl(ttl: u64) -> Result<(), Error> {
+/// When a reservation made at `now` with time to live `ttl` expires: `now + ttl`.
+///
+/// Both ways to hand out a reservation that is already expired when made are refused: `ttl ==
+/// 0`, and a sum past `u64::MAX` (clamping it to `u64::MAX` would give `expires_at == now` when
+/// `now` is `u64::MAX`, and a shorter life than asked for in general).
+pub(crate) fn expiry(now: u64, ttl: u64) -> Result<u64, Error> {
     if ttl == 0 {
         return Err(Error::InvalidArgument {
             field: "ttl",
@@ -1209,7 +1212,14 @@ pub(crate) fn check_ttl(ttl: u64) -> Result<(), Error> {
                 .into(),
         });
     }
-    Ok(())
+    now.checked_add(ttl).ok_or_else(|| Error::InvalidArgument {
+        field: "ttl",
+        rule: format!(
+            "now + ttl must be at most {} (u64::MAX), but now {now} + ttl {ttl} overflows \
+             (the reservation could not live ttl)",
+            u64::MAX
+        ),
+    })
 }
 
 /// The error for a capacity range that holds no multiple of any candidate's unit.

@@ -263,7 +263,9 @@ impl<'a> Tx<'a> {
         now: u64,
         ttl: u64,
     ) -> Result<Reservation, Error> {
-        crate::alloc::check_ttl(ttl)?;
+        // Refuse a bad ttl before releasing anything (the transaction would undo it, but a call
+        // that is refused outright should not touch the allocator at all).
+        crate::alloc::expiry(now, ttl)?;
         self.expire(now);
         let r = self.a.place_reservation(min, max, c, now, ttl)?;
         Ok(self.new_reservation(r))

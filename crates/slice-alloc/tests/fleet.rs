@@ -146,6 +146,51 @@ fn reservations_renew_and_list() {
     assert_eq!(a.reservations(), [r1]);
 }
 
+/// Near the end of the clock, `now + ttl` must fit a u64: clamping it gave a reservation made
+/// at `u64::MAX` with ttl 1 an expiry equal to `now`, expired when made although ttl > 0. Such a
+/// call is refused naming `ttl` and the rule, and changes nothing (an expired reservation that
+/// `reserve` would have released first stays); a sum of exactly `u64::MAX` is fine.
+#[test]
+fn reservations_whose_expiry_overflows_are_refused_and_change_nothing() {
+    const MAX: u64 = u64::MAX;
+    let mut a = alloc(&[(1, 100)]);
+    let any = Constraints::any();
+    let old = a.reserve(10 * GIB, &any, 0, 10).unwrap();
+    let before = a.snapshot(0);
+    for (now, ttl) in [(MAX, 1), (MAX - 5, 10), (1, MAX)] {
+        for err in [
+            a.reserve(GIB, &any, now, ttl).unwrap_err(),
+            a.reserve_range(GIB, 2 * GIB, &any, now, ttl).unwrap_err(),
+        ] {
+            let msg = err.to_string();
+            assert!(
+                matches!(err, Error::InvalidArgument { field: "ttl", .. }),
+                "{msg}"
+            );
+            assert!(
+                msg.contains("now + ttl") && msg.contains(&now.to_string()),
+                "{msg}"
+            );
+        }
+        assert_eq!(a.snapshot(0), before, "now {now}, ttl {ttl}");
+        assert!(a.is_reservation(old.slice.id));
+    }
+    // Exactly u64::MAX: alive until the last tick.
+    let last = a.reserve(GIB, &any, MAX - 10, 10).unwrap();
+    assert_eq!(last.expires_at, MAX);
+    assert!(a.slice(old.slice.id).is_none(), "expired at 10, released");
+    // Renewal follows the same rule and keeps the old expiry when refused.
+    let err = a.renew(last.slice.id, MAX - 1, 2).unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidArgument { field: "ttl", .. }),
+        "{err}"
+    );
+    assert_eq!(a.reservations()[0].expires_at, MAX);
+    assert_eq!(a.renew(last.slice.id, MAX - 1, 1).unwrap().expires_at, MAX);
+    assert_eq!(a.expire(MAX - 1), []);
+    a.commit(last.slice.id, MAX - 1).unwrap();
+}
+
 #[test]
 fn a_cordoned_device_takes_nothing_new_but_its_slices_live_on() {
     let mut a = alloc(&[(1, 100), (2, 100)]);

@@ -394,6 +394,44 @@ fn expiry_is_journaled_and_a_failed_reserve_changes_nothing() {
     assert_eq!(r.allocator.reservations(), []);
 }
 
+/// A reservation whose expiry would overflow is refused before anything is journaled, and one
+/// that expires at exactly `u64::MAX` survives recovery with that expiry (the old clamping
+/// journaled `expires_at == now`, a reservation recovery brought back already expired).
+#[test]
+fn reservations_at_the_end_of_the_clock_round_trip_through_the_journal() {
+    const MAX: u64 = u64::MAX;
+    let mut j = one_device();
+    let any = Constraints::any();
+    let r = j.reserve(GIB, &any, MAX - 10, 10).unwrap();
+    let len = j.writer().len();
+    let err = j.reserve(GIB, &any, MAX, 1).unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidArgument { field: "ttl", .. }),
+        "{err}"
+    );
+    let err = j.reserve_range(GIB, 2 * GIB, &any, MAX - 1, 2).unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidArgument { field: "ttl", .. }),
+        "{err}"
+    );
+    let err = j.renew(r.slice.id, MAX - 1, 5).unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidArgument { field: "ttl", .. }),
+        "{err}"
+    );
+    assert_eq!(j.writer().len(), len, "a refused call journals nothing");
+
+    let rec = recover(None, j.writer(), AllocatorConfig::default()).unwrap();
+    assert_eq!(rec.allocator.reservations(), j.allocator().reservations());
+    assert_eq!(rec.allocator.reservations()[0].expires_at, MAX);
+    let mut j2 = Journaled::resume(rec, j.writer().clone(), 1 << 20).unwrap();
+    assert_eq!(j2.expire(MAX - 1).unwrap(), []);
+    j2.commit(r.slice.id, MAX - 1).unwrap();
+    let rec = recover(None, j2.writer(), AllocatorConfig::default()).unwrap();
+    assert!(!rec.allocator.is_reservation(r.slice.id));
+    assert!(rec.allocator.slice(r.slice.id).is_some());
+}
+
 /// A writer that fails after `budget` bytes, leaving a partial frame like a full disk would.
 struct Failing {
     data: Vec<u8>,
