@@ -85,7 +85,9 @@ impl PolicyKind {
     }
 }
 
-/// The generated fleet (ignored when an inventory file is given, except for the level names).
+/// The generated fleet. With an inventory file only the level names apply: a configuration
+/// file that sets any other `[fleet]` field together with an inventory is refused (see
+/// [`generated_fleet_fields`]), as the simulated fleet would not be the one it describes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FleetConfig {
@@ -398,6 +400,25 @@ pub struct VolumeClass {
     /// Bandwidth spreading (placement's request field).
     #[serde(default)]
     pub bandwidth_spread: Vec<Spread>,
+}
+
+/// The `[fleet]` fields of a configuration file that describe the generated fleet (all but
+/// `jbod_level` and `rack_level`), as `fleet.NAME`, in the file's order. An inventory file
+/// replaces the generated fleet, so the command line refuses a file that sets any of them
+/// together with `--inventory` rather than silently simulating another fleet. A file that does
+/// not parse gives none (its error is reported by [`SimConfig::parse_toml`]).
+pub fn generated_fleet_fields(text: &str) -> Vec<String> {
+    let Ok(table) = toml::from_str::<toml::Table>(text) else {
+        return Vec::new();
+    };
+    match table.get("fleet") {
+        Some(toml::Value::Table(fleet)) => fleet
+            .keys()
+            .filter(|k| !matches!(k.as_str(), "jbod_level" | "rack_level"))
+            .map(|k| format!("fleet.{k}"))
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// Largest member count the simulator tracks per volume (failed members are a bit mask).

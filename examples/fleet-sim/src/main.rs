@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use fleet_sim::config::generated_fleet_fields;
 use fleet_sim::{PolicyKind, Progress, SimConfig, SimError, svg};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -17,7 +18,8 @@ struct Args {
     /// Configuration file (TOML); absent fields take the defaults (see --print-config).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Inventory file in the placement crate's format, instead of the generated fleet.
+    /// Inventory file in the placement crate's format, instead of the generated fleet (the
+    /// configuration's [fleet] may then set only jbod_level and rack_level).
     #[arg(long)]
     inventory: Option<PathBuf>,
     /// Seed (overrides the configuration).
@@ -97,6 +99,17 @@ fn main() -> ExitCode {
     let mut cfg = match &args.config {
         Some(p) => match std::fs::read_to_string(p) {
             Ok(t) => match SimConfig::parse_toml(&t) {
+                // An inventory replaces the generated fleet: a file that also sizes the
+                // generated fleet would run a simulation of another fleet without a word.
+                Ok(_) if args.inventory.is_some() && !generated_fleet_fields(&t).is_empty() => {
+                    return fail(format!(
+                        "{}: {} describe the generated fleet, which --inventory replaces: \
+                         remove them or drop --inventory (only fleet.jbod_level and \
+                         fleet.rack_level apply to an inventory)",
+                        p.display(),
+                        generated_fleet_fields(&t).join(", ")
+                    ));
+                }
                 Ok(c) => c,
                 Err(e) => return fail(format!("{}: {e}", p.display())),
             },

@@ -223,6 +223,71 @@ fn reads_an_inventory_file() {
     assert!(report["drives"].as_u64().unwrap() > 0);
 }
 
+/// A configuration that sizes the generated fleet together with `--inventory` is refused,
+/// naming the file, the fields and the flag: the sizes were silently ignored, and the user got
+/// a simulation of another fleet. The level names, which do apply to an inventory, are fine.
+#[test]
+fn fleet_sizes_with_an_inventory_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../crates/placement/examples/inventory.toml"
+    );
+    let cfg = dir.path().join("c.toml");
+    let path = cfg.to_str().unwrap();
+    std::fs::write(
+        &cfg,
+        "years = 0.2
+[fleet]
+racks = 40
+zones = 2
+",
+    )
+    .unwrap();
+    let out = bin()
+        .args(["--config", path, "--inventory", inv, "--quiet"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "fleet-sim: {path}: fleet.racks, fleet.zones describe the generated fleet, which \
+             --inventory replaces: remove them or drop --inventory (only fleet.jbod_level and \
+             fleet.rack_level apply to an inventory)\n"
+        )
+    );
+    assert!(out.stdout.is_empty());
+    // The same file without --inventory is a valid configuration.
+    let out = bin()
+        .args(["--config", path, "--print-config"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Only the level names: accepted with the inventory.
+    std::fs::write(
+        &cfg,
+        "[fleet]
+jbod_level = \"jbod\"
+rack_level = \"rack\"
+",
+    )
+    .unwrap();
+    let out = bin()
+        .args(["--config", path, "--inventory", inv, "--print-config"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// With stderr not a terminal (a log file, CI), progress bars are not drawn; progress is a plain
 /// line per policy and tenth of each stage instead (before, a long run printed nothing until
 /// the end). `--quiet` silences it.
