@@ -178,6 +178,10 @@ fn bad_arguments_exit_2_on_one_line() {
 /// Fails when the example is older than its source or the library's: `cargo test --test cli`
 /// builds no examples, and then ran the previous build's binary, passing or failing against
 /// code that was no longer there.
+///
+/// Twin of `assert_fresh` in `crates/raid/tests/cli.rs`: change both. Not shared through a `#[path]` file,
+/// because `cargo package` takes only the crate's own directory, and the packaged tests of
+/// either crate would then not build.
 fn assert_fresh(bin: &Path) {
     fn newest(dir: &Path) -> std::time::SystemTime {
         std::fs::read_dir(dir)
