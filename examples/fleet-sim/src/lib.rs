@@ -59,7 +59,22 @@ pub fn run(
 ) -> Result<Report, SimError> {
     cfg.validate()?;
     let spec = match inventory {
-        Some(s) => s,
+        Some(s) => {
+            // `validate` checked the generated fleet's size; this is the inventory's.
+            let flash = s
+                .drives
+                .iter()
+                .filter(|d| d.kind != placement::DriveKind::Hdd);
+            let (drives, servers) = (s.drives.len() as u64, s.servers.len() as u64);
+            if let Err(SimError::Config { rule, .. }) =
+                cfg.check_memory(drives, flash.count() as u64, servers)
+            {
+                return Err(SimError::Inventory(format!(
+                    "with this configuration, {rule}"
+                )));
+            }
+            s
+        }
         None => fleet::generate(&cfg.fleet, cfg.seed)?,
     };
     let fleet = Arc::new(Fleet::new(

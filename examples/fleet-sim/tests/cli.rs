@@ -62,6 +62,14 @@ fn usage_errors_are_one_line_naming_the_flag() {
         &["--volumes", "99999999999"],
         "fleet-sim: --volumes: must be at most 50,000,000, got 99999999999\n",
     );
+    // A run too large for memory blames the flag that made it so.
+    let out = bin().args(["--volumes", "50000000"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("fleet-sim: --volumes: makes a run that would need about 61.9 GiB"),
+        "{err}"
+    );
     exact(
         &["--bogus"],
         "fleet-sim: unexpected argument '--bogus' found (see --help)\n",

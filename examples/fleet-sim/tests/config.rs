@@ -110,3 +110,57 @@ fn fleet_size_is_bounded_with_the_count() {
         )
     );
 }
+
+/// The count bounds alone let through runs far above the 24 GiB a run may use (measured about
+/// 2 KB per drive of the default mix, 4 KB per all-flash drive under three policies, 1.2 KB per
+/// volume): 10,000,000 SSDs, or 50,000,000 volumes. Such runs are refused before anything is
+/// built, naming the field with the largest share and the estimate. No test builds them.
+#[test]
+fn runs_estimated_above_the_memory_limit_are_refused() {
+    use fleet_sim::config::{MEMORY_LIMIT, MediumConfig};
+    use placement::DriveKind;
+    // The largest population the count bounds allow.
+    let mut cfg = SimConfig::default();
+    cfg.workload.volumes = 50_000_000;
+    cfg.workload.mean_lifetime_days = 0.0;
+    let (field, rule) = refused(&cfg);
+    assert_eq!(field, "workload.volumes");
+    assert_eq!(
+        rule,
+        "makes a run that would need about 60.8 GiB of memory, above the 24 GiB a run may use \
+         (estimated: 0.2 GiB for 100000 drives, 15000 of them solid-state, 0.0 GiB for 10000 \
+         servers, 60.5 GiB for 50000000 volumes, under 3 policies)"
+    );
+    // One policy needs less: the engine alone fits 25,000,000 volumes.
+    cfg.policies = vec![fleet_sim::PolicyKind::Engine];
+    cfg.workload.volumes = 25_000_000;
+    cfg.validate().unwrap();
+    // The largest fleet the count bounds allow, all solid-state: every policy's slice
+    // allocator holds every drive.
+    let mut cfg = SimConfig::default();
+    cfg.fleet.racks = 10_000;
+    cfg.fleet.servers_per_rack = 1;
+    cfg.fleet.media = vec![MediumConfig {
+        kind: DriveKind::Ssd,
+        share: 1.0,
+        capacities: vec![fleet_sim::units::ByteSize::new(7_680_000_000_000)],
+        rpm: 0,
+    }];
+    let (field, rule) = refused(&cfg);
+    assert_eq!(field, "fleet.drives_per_rack");
+    assert!(
+        rule.contains("for 10000000 drives, 10000000 of them solid-state"),
+        "{rule}"
+    );
+    // The same fleet of HDDs fits.
+    cfg.fleet.media[0].kind = DriveKind::Hdd;
+    cfg.validate().unwrap();
+    let e = cfg.memory_estimate(10_000_000, 0, 10_000);
+    assert!(e.total < MEMORY_LIMIT as f64 && e.total > 15e9, "{e:?}");
+    // An inventory is checked with its own counts.
+    assert!(cfg.check_memory(100_000, 100_000, 10_000).is_ok());
+    assert!(matches!(
+        cfg.check_memory(20_000_000, 0, 0),
+        Err(SimError::Config { field, .. }) if field == "fleet.drives_per_rack"
+    ));
+}
