@@ -252,6 +252,10 @@ pub struct Engine {
     seg: DomainIndex,
     /// Static class keys of `seg`'s classes (health always `Healthy`).
     seg_keys: Vec<ClassKey>,
+    /// The placed volumes, by slot. A removal moves the last volume into the freed slot (as
+    /// removing a drive or domain moves the last entry), so that the table holds exactly the
+    /// placed volumes, in the order a rebuild from the snapshot gives them: before, it kept a
+    /// slot for every volume ever placed, so a long-lived engine grew without bound.
     pub(crate) volumes: Vec<Option<Box<Vol>>>,
     vol_index: VolIndex,
     /// One shared copy of each distinct request of the placed volumes (volumes placed under
@@ -1173,7 +1177,8 @@ impl Engine {
             .map(|v| &v.spec)
     }
 
-    /// All placed volumes.
+    /// All placed volumes, in the snapshot's order: the order of placement, except that a
+    /// removal moves the last volume into the removed one's place.
     pub fn volumes(&self) -> impl Iterator<Item = &VolumeSpec> {
         self.volumes.iter().flatten().map(|v| &v.spec)
     }
@@ -1192,7 +1197,7 @@ impl Engine {
 
     pub(crate) fn insert_volume(&mut self, mut spec: VolumeSpec, drives: Vec<u32>) {
         spec.request = self.intern(spec.request);
-        let slot = self.volumes.len() as u32;
+        let slot = u32::try_from(self.volumes.len()).expect("fewer than 2^32 placed volumes");
         for (m, &d) in drives.iter().enumerate() {
             self.drive_members[d as usize].push((slot, m as u32));
         }
@@ -1206,6 +1211,47 @@ impl Engine {
             self.server_users[*s as usize].push(slot);
         }
         self.volumes.push(Some(Box::new(Vol { spec, drives })));
+    }
+
+    /// Moves the volume in the last slot to `slot` (just freed), renumbering its entries in
+    /// the per-drive and per-server lists and in the id index.
+    fn fill_slot(&mut self, slot: u32) {
+        self.volumes.swap_remove(slot as usize);
+        let last = self.volumes.len() as u32;
+        if slot == last {
+            return;
+        }
+        let Some(v) = self.volumes[slot as usize].as_ref() else {
+            return;
+        };
+        let renumber = |s: &mut u32| {
+            if *s == last {
+                *s = slot;
+            }
+        };
+        for &d in &v.drives {
+            for (s, _) in &mut self.drive_members[d as usize] {
+                renumber(s);
+            }
+        }
+        if let Some(&i) = v
+            .spec
+            .request
+            .attach_server
+            .as_ref()
+            .and_then(|s| self.inv.server_index.get(s))
+        {
+            self.server_users[i as usize].iter_mut().for_each(renumber);
+        }
+        let ix = &mut self.vol_index;
+        match ix.by_hash.get_mut(&VolIndex::hash(&v.spec.id)) {
+            Some(s) if *s == last => *s = slot,
+            _ => {
+                if let Some(s) = ix.collided.get_mut(&v.spec.id) {
+                    renumber(s);
+                }
+            }
+        }
     }
 
     /// The shared copy of a request equal to `r` (`r` itself when it is the first).
@@ -2411,6 +2457,7 @@ impl Engine {
             );
         }
         self.release(&vol.spec.request);
+        self.fill_slot(slot);
         self.version += 1;
         Ok(vol.spec)
     }
@@ -3485,6 +3532,56 @@ mod tests {
             e.check_indexes().unwrap();
         }
         assert!(e.inv.levels.is_empty());
+    }
+
+    /// Placing and removing volumes for a long time keeps the engine's volume table at the
+    /// number of volumes placed at once: it grew by one slot per volume ever placed (8 bytes
+    /// each, never given back; 17 MB in fleet-sim's engine over 1.8 million arrivals of a
+    /// 1,000-volume population), with slots that would wrap at 2^32. Reused slots keep every
+    /// lookup, index and drive's member list exact.
+    #[test]
+    fn removed_volumes_slots_are_reused() {
+        let inv = Inventory::from_toml(
+            "[[drive]]\nid = \"a\"\nkind = \"hdd\"\ncapacity = 1000\n\
+             [[drive]]\nid = \"b\"\nkind = \"hdd\"\ncapacity = 1000\n",
+        )
+        .unwrap();
+        let mut e = Engine::new(inv, 7).unwrap();
+        let id = |n: u32| VolumeId::new(format!("v{n}")).unwrap();
+        let mut live: std::collections::VecDeque<u32> = Default::default();
+        for n in 0..3000u32 {
+            let size = 10 + u64::from(n % 7);
+            e.place(id(n), &Request::new(Shape::Single, size)).unwrap();
+            live.push_back(n);
+            // Up to five at once, removed in an order that is not the placement order.
+            if live.len() > 4 {
+                let gone = live.remove((n as usize * 7) % live.len()).unwrap();
+                e.remove(&id(gone)).unwrap();
+                assert!(e.volume(&id(gone)).is_none());
+            }
+        }
+        assert!(
+            e.volumes.len() <= 5,
+            "{} slots for {} volumes",
+            e.volumes.len(),
+            live.len()
+        );
+        assert_eq!(e.volumes().count(), live.len());
+        for &n in &live {
+            assert_eq!(e.volume(&id(n)).unwrap().id, id(n));
+        }
+        let members: usize = e.drive_members.iter().map(Vec::len).sum();
+        assert_eq!(members, live.len());
+        e.check_indexes().unwrap();
+        // The same state as a rebuild from the snapshot, before and after more changes.
+        let mut rebuilt = Engine::new(e.snapshot(), 7).unwrap();
+        assert_eq!(rebuilt.snapshot().spec(), e.snapshot().spec());
+        for (n, gone) in [(5000, live[1]), (5001, live[0])] {
+            let req = Request::new(Shape::Single, 12);
+            assert_eq!(e.place(id(n), &req), rebuilt.place(id(n), &req));
+            assert_eq!(e.remove(&id(gone)), rebuilt.remove(&id(gone)));
+            assert_eq!(rebuilt.snapshot().spec(), e.snapshot().spec());
+        }
     }
 
     fn vol(id: &str) -> Option<Box<Vol>> {
