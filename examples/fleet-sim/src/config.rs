@@ -91,7 +91,8 @@ impl PolicyKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FleetConfig {
-    /// Zones (racks are dealt round-robin into zones).
+    /// Zones (racks are dealt round-robin into zones; zones beyond the racks would be empty
+    /// and are not generated).
     pub zones: u32,
     /// Racks.
     pub racks: u32,
