@@ -171,6 +171,20 @@ fn main() -> ExitCode {
     {
         return fail(format!("cannot create {}: {e}", dir.display()));
     }
+    // Opened before the run (not truncated until the report is ready): a directory or an
+    // unwritable path was found only after the whole simulation, whose JSON was then lost.
+    let json_out = match &args.json_out {
+        Some(p) => match std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(p)
+        {
+            Ok(f) => Some((p, f)),
+            Err(e) => return fail(format!("cannot write {}: {e}", p.display())),
+        },
+        None => None,
+    };
 
     let multi = MultiProgress::with_draw_target(if args.quiet {
         ProgressDrawTarget::hidden()
@@ -246,10 +260,14 @@ fn main() -> ExitCode {
     } else {
         print!("{}", report.to_text());
     }
-    if let Some(p) = &args.json_out
-        && let Err(e) = std::fs::write(p, report.to_json())
-    {
-        return fail(format!("cannot write {}: {e}", p.display()));
+    if let Some((p, mut f)) = json_out {
+        use std::io::Write;
+        if let Err(e) = f
+            .set_len(0)
+            .and_then(|()| f.write_all(report.to_json().as_bytes()))
+        {
+            return fail(format!("cannot write {}: {e}", p.display()));
+        }
     }
     if let Some(dir) = &args.svg_dir {
         for (name, body) in [

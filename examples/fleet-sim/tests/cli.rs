@@ -162,6 +162,45 @@ fn bad_input_exits_2_with_a_clear_message() {
     expect_usage_error(&["--inventory", inv.to_str().unwrap()], "inv.toml");
 }
 
+/// An output path that cannot be written is refused before the simulation, not after it
+/// (the run's JSON was lost after minutes of work, and the text report had been printed as if
+/// all were well).
+#[test]
+fn an_unwritable_json_out_is_refused_before_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = small_config(dir.path());
+    let out = bin()
+        .args(["--config", cfg.to_str().unwrap(), "--quiet"])
+        .args(["--json-out", dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with(&format!(
+            "fleet-sim: cannot write {}: ",
+            dir.path().display()
+        )),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty(), "no report before the refusal");
+    // An existing file is replaced by the report, not appended to.
+    let json = dir.path().join("r.json");
+    std::fs::write(&json, "x".repeat(1 << 20)).unwrap();
+    let out = bin()
+        .args(["--config", cfg.to_str().unwrap(), "--quiet"])
+        .args(["--json-out", json.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&json).unwrap();
+    serde_json::from_str::<serde_json::Value>(&text).unwrap();
+}
+
 #[test]
 fn runs_and_writes_report_and_plots() {
     let dir = tempfile::tempdir().unwrap();
