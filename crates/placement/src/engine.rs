@@ -796,7 +796,10 @@ impl Engine {
             }) {
                 return Some((
                     format!("separation[{i}].attribute"),
-                    format!("'{a}' is not a drive attribute (attributes: {left})"),
+                    format!(
+                        "'{a}' is not a drive attribute {}",
+                        known("attributes", &left)
+                    ),
                 ));
             }
             let field = match r.pinned.iter().position(|p| p.drive == *id) {
@@ -934,7 +937,10 @@ impl Engine {
             {
                 return Some((
                     format!("separation[{i}].level"),
-                    format!("'{level}' is not a failure-domain level (levels: {left})"),
+                    format!(
+                        "'{level}' is not a failure-domain level {}",
+                        known("levels", &left)
+                    ),
                 ));
             }
             for (field, list) in [("requisite", &r.requisite), ("preferred", &r.preferred)] {
@@ -1066,7 +1072,10 @@ impl Engine {
                     let i = r.bandwidth_spread.iter().position(|s| s.kind == kind)?;
                     Some((
                         format!("bandwidth_spread[{i}].kind"),
-                        format!("'{kind}' is not a bandwidth-domain kind (kinds: {left})"),
+                        format!(
+                            "'{kind}' is not a bandwidth-domain kind {}",
+                            known("kinds", &left)
+                        ),
                     ))
                 };
                 self.refuse_if_named(&target, named)?;
@@ -1480,8 +1489,8 @@ impl Engine {
                     bad(
                         format!("separation[{i}].attribute"),
                         format!(
-                            "'{a}' is not a drive attribute (attributes: {})",
-                            inv.attr_names.join(", ")
+                            "'{a}' is not a drive attribute {}",
+                            known("attributes", &inv.attr_names.join(", "))
                         ),
                     )
                 })?;
@@ -1491,9 +1500,9 @@ impl Engine {
                     bad(
                         format!("separation[{i}].level"),
                         format!(
-                            "'{}' is not a failure-domain level (levels: {})",
+                            "'{}' is not a failure-domain level {}",
                             s.level,
-                            inv.levels.join(", ")
+                            known("levels", &inv.levels.join(", "))
                         ),
                     )
                 })?
@@ -1509,9 +1518,9 @@ impl Engine {
                 bad(
                     format!("bandwidth_spread[{i}].kind"),
                     format!(
-                        "'{}' is not a bandwidth-domain kind (kinds: {})",
+                        "'{}' is not a bandwidth-domain kind {}",
                         s.kind,
-                        inv.bw_kinds.join(", ")
+                        known("kinds", &inv.bw_kinds.join(", "))
                     ),
                 )
             })?;
@@ -3070,6 +3079,16 @@ impl<'a> Search<'a> {
             }
         }
         false
+    }
+}
+
+/// The names an unknown one could have been, for an error: `(levels: rack, jbod)`, or `(the
+/// inventory has none)` rather than an empty list (`(levels: )`).
+fn known(what: &str, names: &str) -> String {
+    if names.is_empty() {
+        "(the inventory has none)".into()
+    } else {
+        format!("({what}: {names})")
     }
 }
 

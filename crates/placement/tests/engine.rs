@@ -806,7 +806,7 @@ fn removing_an_attributes_first_carrier_renumbers_in_place() {
         Err(PlacementError::InUse { target, held_by }) => {
             assert_eq!(target, "drive 'd'");
             assert!(
-                held_by.contains("'v' (without it its request.separation[0].attribute 'fan' is not a drive attribute (attributes: )"),
+                held_by.contains("'v' (without it its request.separation[0].attribute 'fan' is not a drive attribute (the inventory has none)"),
                 "{held_by}"
             );
         }
@@ -816,7 +816,7 @@ fn removing_an_attributes_first_carrier_renumbers_in_place() {
     same(&e, "refused");
     e.remove(&vid("v")).unwrap();
     e.remove_drive(&DriveId::new("d").unwrap()).unwrap();
-    assert!(same(&e, "d removed").contains("(attributes: )"));
+    assert!(same(&e, "d removed").contains("is not a drive attribute (the inventory has none)"));
 }
 
 /// Removing a storage group moves the last group into its place: the drives of the moved group
@@ -897,4 +897,50 @@ fn equal_requests_share_one_copy() {
     e.remove(&VolumeId::new("a").unwrap()).unwrap();
     e.place(VolumeId::new("e").unwrap(), &req).unwrap();
     assert!(Arc::ptr_eq(&get(&e, "b"), &get(&e, "e")));
+}
+
+/// A request naming a level, attribute or bandwidth kind the inventory lacks is told which
+/// names exist, and when there are none, says so (it printed an empty list: `(levels: )`).
+#[test]
+fn unknown_names_list_the_known_ones_or_say_there_are_none() {
+    let bare =
+        Inventory::from_toml("[[drive]]\nid = \"a\"\nkind = \"hdd\"\ncapacity = 1000\n").unwrap();
+    let racked = Inventory::from_toml(
+        "domain = [{ id = \"r0\", level = \"rack\" }]\n\
+         bandwidth_domain = [{ id = \"p\", kind = \"port\", capacity = 1000 }]\n\
+         [[drive]]\nid = \"a\"\nkind = \"hdd\"\ncapacity = 1000\ndomain = \"r0\"\n\
+         attributes = { psu = \"1\" }\n",
+    )
+    .unwrap();
+    let by_level = Request::new(Shape::Single, 10).separate("row", Mode::Hard);
+    let mut by_attr = Request::new(Shape::Single, 10);
+    by_attr.separation = vec![Separation::attribute("pdu", Mode::Hard)];
+    let mut by_kind = Request::new(Shape::Single, 10);
+    by_kind.bandwidth_spread = vec![Spread {
+        kind: "tor".into(),
+        mode: Mode::Hard,
+        max_per_domain: 1,
+        per_group: false,
+    }];
+    let err = |inv: &Inventory, r: &Request| {
+        Engine::new(inv.clone(), 0)
+            .unwrap()
+            .plan(r)
+            .unwrap_err()
+            .to_string()
+    };
+    for (r, what) in [
+        (&by_level, "'row' is not a failure-domain level"),
+        (&by_attr, "'pdu' is not a drive attribute"),
+        (&by_kind, "'tor' is not a bandwidth-domain kind"),
+    ] {
+        let msg = err(&bare, r);
+        assert!(
+            msg.contains(&format!("{what} (the inventory has none)")),
+            "{msg}"
+        );
+    }
+    assert!(err(&racked, &by_level).contains("(levels: rack)"));
+    assert!(err(&racked, &by_attr).contains("(attributes: psu)"));
+    assert!(err(&racked, &by_kind).contains("(kinds: port)"));
 }
