@@ -67,7 +67,7 @@ fn usage_errors_are_one_line_naming_the_flag() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.starts_with("fleet-sim: --volumes: makes a run that would need about 61.9 GiB"),
+        err.starts_with("fleet-sim: --volumes: makes a run that would need about 60.8 GiB"),
         "{err}"
     );
     exact(
