@@ -665,6 +665,18 @@ impl SimConfig {
                     "must list at least one positive capacity",
                 );
             }
+            // The placement inventory keeps sizes in TOML's integer range; above it, the error
+            // came from the generated inventory, naming a drive the user never wrote.
+            if let Some(c) = m.capacities.iter().find(|c| c.bytes() > i64::MAX as u64) {
+                return bad(
+                    format!("fleet.media[{i}].capacities"),
+                    format!(
+                        "must be at most {} bytes (the placement inventory's integer range), got {}",
+                        i64::MAX,
+                        c.bytes()
+                    ),
+                );
+            }
         }
         if f.media.iter().map(|m| m.share).sum::<f64>() <= 0.0 {
             return bad("fleet.media", "shares must not all be zero");

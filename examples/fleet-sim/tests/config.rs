@@ -187,3 +187,23 @@ fn only_zones_that_hold_a_rack_are_generated() {
     cfg.fleet.zones = 2;
     assert_eq!(zones(&cfg), ["z0", "z1"]);
 }
+
+/// A drive capacity above the placement inventory's integer range is refused as the
+/// configuration's field (it was refused by the generated inventory, naming a drive the user
+/// never wrote: "inventory: drive 'r0000-j00-d00': capacity must be at most ...").
+#[test]
+fn drive_capacities_fit_the_inventory() {
+    let mut cfg = SimConfig::default();
+    cfg.fleet.media[1].capacities = vec![fleet_sim::units::ByteSize::new(u64::MAX)];
+    assert_eq!(
+        refused(&cfg),
+        (
+            "fleet.media[1].capacities".to_string(),
+            "must be at most 9223372036854775807 bytes (the placement inventory's integer range), \
+             got 18446744073709551615"
+                .to_string()
+        )
+    );
+    cfg.fleet.media[1].capacities = vec![fleet_sim::units::ByteSize::new(i64::MAX as u64)];
+    cfg.validate().unwrap();
+}
