@@ -59,16 +59,24 @@ struct GeometryArgs {
     #[arg(long, default_value = "")]
     layout: String,
     /// Number of members.
-    #[arg(long)]
+    // Negative numbers (and sizes below) are taken as values, so that the message states the
+    // rule instead of clap's "unexpected argument '-1' found".
+    #[arg(long, allow_negative_numbers = true, value_parser = members)]
     members: usize,
     /// Chunk size, e.g. 64KiB or 512KiB (a number alone is bytes); a
     /// multiple of 4 KiB. Ignored for raid1.
-    #[arg(long, default_value = "512KiB")]
+    #[arg(long, default_value = "512KiB", allow_negative_numbers = true)]
     chunk: String,
     /// Size of each member's data area: one size for all members or a
     /// comma-separated list (1GiB, 500GB, 1073741824); whole 512-byte sectors.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     member_size: String,
+}
+
+/// `--members`: a whole number (its range is checked with the geometry).
+fn members(text: &str) -> Result<usize, String> {
+    text.parse()
+        .map_err(|_| "must be a whole number of members, at least 1".to_string())
 }
 
 /// Parse a size with the workspace's unit rules into whole sectors.

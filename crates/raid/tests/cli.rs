@@ -295,6 +295,25 @@ fn bad_arguments_give_one_line_per_error_and_status_2() {
         err,
         "raid-map: the following required arguments were not provided: --members <MEMBERS> --member-size <MEMBER_SIZE>\n"
     );
+    // Negative numbers are values that break the flag's rule (they were "unexpected
+    // argument '-1' found", as if the flag took no value).
+    for (args, want) in [
+        (
+            "capacity --level raid0 --members -1 --member-size 1GiB",
+            "raid-map: invalid value '-1' for '--members <MEMBERS>': must be a whole number of members, at least 1\n",
+        ),
+        (
+            "capacity --level raid0 --members 3 --member-size -5",
+            "raid-map: --member-size: size \"-5\": must not be negative\n",
+        ),
+        (
+            "capacity --level raid0 --members 3 --chunk -4096 --member-size 1GiB",
+            "raid-map: --chunk: size \"-4096\": must not be negative\n",
+        ),
+    ] {
+        let (code, out, err) = run(&sh(args), "");
+        assert_eq!((code, out.as_str(), err.as_str()), (2, "", want), "{args}");
+    }
     let (code, _, err) = run(&["frobnicate"], "");
     assert_eq!(code, 2);
     assert_eq!(err.lines().count(), 1, "{err}");
