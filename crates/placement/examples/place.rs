@@ -30,8 +30,10 @@ struct Args {
     inventory: PathBuf,
     /// Requests TOML file (`[[request]]` tables).
     requests: Option<PathBuf>,
-    /// Tie-breaking seed.
-    #[arg(long, default_value_t = 0)]
+    /// Tie-breaking seed (0 to 18446744073709551615).
+    // A negative number is taken as a value, so that the message states the rule instead of
+    // clap's "unexpected argument '-1' found".
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = seed)]
     seed: u64,
     /// Print a repair plan for this failed drive or failure domain.
     #[arg(long)]
@@ -42,6 +44,12 @@ struct Args {
     /// Write the resulting state here.
     #[arg(long)]
     save: Option<PathBuf>,
+}
+
+/// `--seed`: a whole number that fits in 64 bits.
+fn seed(text: &str) -> Result<u64, String> {
+    text.parse()
+        .map_err(|_| format!("must be a whole number from 0 to {}", u64::MAX))
 }
 
 /// How a run ends: the exit status and, for failures, one line per error on stderr.

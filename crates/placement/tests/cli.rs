@@ -154,12 +154,13 @@ fn bad_arguments_exit_2_on_one_line() {
     let inv = dir().join("inventory.toml");
     for (args, want) in [
         (
+            // Was "unexpected argument '-1' found", as if --seed took no value.
             vec![inv.as_os_str(), "--seed".as_ref(), "-1".as_ref()],
-            "place: unexpected argument '-1' found (see --help)",
+            "place: invalid value '-1' for '--seed <SEED>': must be a whole number from 0 to 18446744073709551615 (see --help)",
         ),
         (
             vec![inv.as_os_str(), "--seed".as_ref(), "x".as_ref()],
-            "place: invalid value 'x' for '--seed <SEED>': invalid digit found in string (see --help)",
+            "place: invalid value 'x' for '--seed <SEED>': must be a whole number from 0 to 18446744073709551615 (see --help)",
         ),
         (
             vec![],
