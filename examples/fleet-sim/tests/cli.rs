@@ -26,6 +26,23 @@ volumes = 300
     p
 }
 
+/// The placement crate's example inventory: three racks of HDD and flash JBODs.
+const EXAMPLE_INVENTORY: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../crates/placement/examples/inventory.toml"
+);
+
+/// Runs the simulator with `args`, which must succeed.
+fn succeed(args: &[&str]) -> std::process::Output {
+    let out = bin().args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 fn expect_usage_error(args: &[&str], needle: &str) {
     let out = bin().args(args).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -187,16 +204,8 @@ fn an_unwritable_json_out_is_refused_before_the_run() {
     // An existing file is replaced by the report, not appended to.
     let json = dir.path().join("r.json");
     std::fs::write(&json, "x".repeat(1 << 20)).unwrap();
-    let out = bin()
-        .args(["--config", cfg.to_str().unwrap(), "--quiet"])
-        .args(["--json-out", json.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (cfg, json_path) = (cfg.to_str().unwrap(), json.to_str().unwrap());
+    succeed(&["--config", cfg, "--quiet", "--json-out", json_path]);
     let text = std::fs::read_to_string(&json).unwrap();
     serde_json::from_str::<serde_json::Value>(&text).unwrap();
 }
@@ -240,32 +249,21 @@ fn runs_and_writes_report_and_plots() {
 #[test]
 fn reads_an_inventory_file() {
     let dir = tempfile::tempdir().unwrap();
-    let inv = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../crates/placement/examples/inventory.toml"
-    );
     let cfg = dir.path().join("c.toml");
     std::fs::write(
         &cfg,
         "years = 0.2\npolicies = [\"engine\"]\n[workload]\nvolumes = 4\n[[workload.class]]\nname = \"m\"\nweight = 1\nshape = { type = \"mirror\", legs = 2 }\nsizes = [\"100 GB\"]\n",
     )
     .unwrap();
-    let out = bin()
-        .args([
-            "--config",
-            cfg.to_str().unwrap(),
-            "--inventory",
-            inv,
-            "--quiet",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let cfg = cfg.to_str().unwrap();
+    let out = succeed(&[
+        "--config",
+        cfg,
+        "--inventory",
+        EXAMPLE_INVENTORY,
+        "--quiet",
+        "--json",
+    ]);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(report["drives"].as_u64().unwrap() > 0);
 }
@@ -276,23 +274,17 @@ fn reads_an_inventory_file() {
 #[test]
 fn fleet_sizes_with_an_inventory_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let inv = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../crates/placement/examples/inventory.toml"
-    );
     let cfg = dir.path().join("c.toml");
     let path = cfg.to_str().unwrap();
-    std::fs::write(
-        &cfg,
-        "years = 0.2
-[fleet]
-racks = 40
-zones = 2
-",
-    )
-    .unwrap();
+    std::fs::write(&cfg, "years = 0.2\n[fleet]\nracks = 40\nzones = 2\n").unwrap();
     let out = bin()
-        .args(["--config", path, "--inventory", inv, "--quiet"])
+        .args([
+            "--config",
+            path,
+            "--inventory",
+            EXAMPLE_INVENTORY,
+            "--quiet",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -306,33 +298,20 @@ zones = 2
     );
     assert!(out.stdout.is_empty());
     // The same file without --inventory is a valid configuration.
-    let out = bin()
-        .args(["--config", path, "--print-config"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeed(&["--config", path, "--print-config"]);
     // Only the level names: accepted with the inventory.
     std::fs::write(
         &cfg,
-        "[fleet]
-jbod_level = \"jbod\"
-rack_level = \"rack\"
-",
+        "[fleet]\njbod_level = \"jbod\"\nrack_level = \"rack\"\n",
     )
     .unwrap();
-    let out = bin()
-        .args(["--config", path, "--inventory", inv, "--print-config"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeed(&[
+        "--config",
+        path,
+        "--inventory",
+        EXAMPLE_INVENTORY,
+        "--print-config",
+    ]);
 }
 
 /// With stderr not a terminal (a log file, CI), progress bars are not drawn; progress is a plain
