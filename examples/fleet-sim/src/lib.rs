@@ -69,9 +69,7 @@ pub fn run(
             if let Err(SimError::Config { rule, .. }) =
                 cfg.check_memory(drives, flash.count() as u64, servers)
             {
-                return Err(SimError::Inventory(format!(
-                    "with this configuration, {rule}"
-                )));
+                return Err(SimError::Inventory(format!("this inventory {rule}")));
             }
             s
         }

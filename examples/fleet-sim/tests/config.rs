@@ -207,3 +207,42 @@ fn drive_capacities_fit_the_inventory() {
     cfg.fleet.media[1].capacities = vec![fleet_sim::units::ByteSize::new(i64::MAX as u64)];
     cfg.validate().unwrap();
 }
+
+/// An inventory file is checked with its own counts: here the configuration's tiny generated
+/// fleet and 19,500,000 volumes fit (23.6 GiB), and 100,000 SSDs read as an inventory take the
+/// run past 24 GiB. Refused before the fleet is built (the test allocates the inventory only).
+#[test]
+fn an_inventory_is_checked_for_memory_with_its_own_counts() {
+    use fleet_sim::config::{FleetConfig, MediumConfig};
+    use placement::DriveKind;
+    let ssd = FleetConfig {
+        racks: 100,
+        drives_per_rack: 1000,
+        servers_per_rack: 1,
+        media: vec![MediumConfig {
+            kind: DriveKind::Ssd,
+            share: 1.0,
+            capacities: vec![fleet_sim::units::ByteSize::new(7_680_000_000_000)],
+            rpm: 0,
+        }],
+        ..FleetConfig::default()
+    };
+    let inventory = fleet_sim::fleet::generate(&ssd, 1).unwrap();
+    let mut cfg = SimConfig::default();
+    cfg.fleet.zones = 1;
+    cfg.fleet.racks = 1;
+    cfg.fleet.drives_per_rack = 1;
+    cfg.fleet.servers_per_rack = 1;
+    cfg.workload.volumes = 19_500_000;
+    cfg.validate().unwrap();
+    match fleet_sim::run(&cfg, Some(inventory), &mut |_, _| {}) {
+        Err(SimError::Inventory(msg)) => assert_eq!(
+            msg,
+            "this inventory makes a run that would need about 24.1 GiB of memory, above the 24 \
+             GiB a run may use (estimated: 0.4 GiB for 100000 drives, 100000 of them \
+             solid-state, 0.0 GiB for 100 servers, 23.6 GiB for 19500000 volumes, under 3 \
+             policies)"
+        ),
+        other => panic!("expected the inventory to be refused, got {other:?}"),
+    }
+}
