@@ -1,7 +1,9 @@
 //! Mounts: the mount table, filesystem and bind mounts, read-only remounts, unmounts.
 
+use std::ffi::OsString;
 use std::fs;
 use std::io;
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
 use rustix::mount::{MountFlags, UnmountFlags};
@@ -121,6 +123,11 @@ impl MountOptions {
 }
 
 /// One line of `/proc/self/mountinfo`.
+///
+/// Paths are kept byte for byte: the kernel escapes only space, tab, newline and backslash in
+/// mountinfo (as `\040`, `\011`, `\012`, `\134`) and writes every other byte of a path as it
+/// is, so a mount point need not be UTF-8, and one that is not still compares equal to the
+/// path it was mounted on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MountEntry {
     /// The mount point.
@@ -128,56 +135,78 @@ pub struct MountEntry {
     /// The path inside the mounted filesystem that is mounted there (`/` for a whole
     /// filesystem, the source directory for a bind mount).
     pub root: PathBuf,
-    /// The filesystem type (`ext4`, `tmpfs`, …).
+    /// The filesystem type (`ext4`, `tmpfs`, `fuse.sshfs`, …); a byte that is not UTF-8 (only
+    /// a FUSE subtype can hold one) shows as U+FFFD.
     pub fs_type: String,
-    /// The source (a device such as `/dev/loop3`, or a name such as `tmpfs`).
-    pub source: String,
+    /// The source as given to `mount(2)`: a device such as `/dev/loop3` (compare it with
+    /// `Path::new(&entry.source)`), or a name such as `tmpfs`. Kept byte for byte, like the
+    /// paths, since a device path need not be UTF-8 either.
+    pub source: OsString,
     /// Whether the mount is read-only.
     pub read_only: bool,
 }
 
 /// The mount table of this process's mount namespace, in mount order.
+///
+/// The table is read as bytes: a mount point anywhere on the host whose path is not UTF-8
+/// (any user can make one) is listed like any other and spoils nothing else.
 pub fn mount_table() -> Result<Vec<MountEntry>, Error> {
-    let text = fs::read_to_string("/proc/self/mountinfo")
+    let text = fs::read("/proc/self/mountinfo")
         .map_err(|e| Error::io("read", "/proc/self/mountinfo", e))?;
-    Ok(text.lines().filter_map(parse_mountinfo_line).collect())
+    Ok(text
+        .split(|&b| b == b'\n')
+        .filter_map(parse_mountinfo_line)
+        .collect())
 }
 
 /// Parses `36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue`.
-fn parse_mountinfo_line(line: &str) -> Option<MountEntry> {
-    let (left, right) = line.split_once(" - ")?;
-    let fields: Vec<&str> = left.split(' ').collect();
-    let mut right = right.split(' ');
+fn parse_mountinfo_line(line: &[u8]) -> Option<MountEntry> {
+    // The optional fields end at the first lone `-`; a space inside a path is escaped, so the
+    // first " - " is that separator.
+    let sep = line.windows(3).position(|w| w == b" - ")?;
+    let (left, right) = (&line[..sep], &line[sep + 3..]);
+    let fields: Vec<&[u8]> = left.split(|&b| b == b' ').collect();
+    let mut right = right.split(|&b| b == b' ');
     let fs_type = right.next()?;
     let source = right.next()?;
     Some(MountEntry {
         root: PathBuf::from(unescape(fields.get(3)?)),
         mount_point: PathBuf::from(unescape(fields.get(4)?)),
-        read_only: fields.get(5)?.split(',').any(|o| o == "ro"),
-        fs_type: unescape(fs_type),
+        read_only: fields.get(5)?.split(|&b| b == b',').any(|o| o == b"ro"),
+        fs_type: unescape(fs_type).to_string_lossy().into_owned(),
         source: unescape(source),
     })
 }
 
-/// Undoes mountinfo's octal escapes (`\040` for a space).
-fn unescape(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
+/// Undoes mountinfo's octal escapes (`\040` for a space), byte for byte.
+fn unescape(s: &[u8]) -> OsString {
+    let mut out = Vec::with_capacity(s.len());
     let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes.get(i + 1..i + 4);
-        match octal {
-            Some(d) if bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)) => {
-                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
-                i += 4;
+    while i < s.len() {
+        match s.get(i + 1..i + 4) {
+            Some(d) if s[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)) => {
+                // Three octal digits can say up to 0o777; the kernel writes only bytes.
+                let value = u32::from(d[0] - b'0') * 64
+                    + u32::from(d[1] - b'0') * 8
+                    + u32::from(d[2] - b'0');
+                match u8::try_from(value) {
+                    Ok(byte) => {
+                        out.push(byte);
+                        i += 4;
+                    }
+                    Err(_) => {
+                        out.push(s[i]);
+                        i += 1;
+                    }
+                }
             }
             _ => {
-                out.push(bytes[i]);
+                out.push(s[i]);
                 i += 1;
             }
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    OsString::from_vec(out)
 }
 
 /// Whether something is mounted on `path`. A path that does not exist is not a mount point.
@@ -398,7 +427,7 @@ mod tests {
     #[test]
     fn mountinfo_lines() {
         let m = parse_mountinfo_line(
-            "36 35 98:0 /mnt1 /mnt\\0402 ro,noatime master:1 - ext3 /dev/root rw,errors=continue",
+            b"36 35 98:0 /mnt1 /mnt\\0402 ro,noatime master:1 - ext3 /dev/root rw,errors=continue",
         )
         .unwrap();
         assert_eq!(m.mount_point, Path::new("/mnt 2"));
@@ -406,8 +435,36 @@ mod tests {
         assert_eq!(m.fs_type, "ext3");
         assert_eq!(m.source, "/dev/root");
         assert!(m.read_only);
-        assert_eq!(parse_mountinfo_line("garbage"), None);
-        assert_eq!(unescape("a\\134b\\0"), "a\\b\\0");
+        assert_eq!(parse_mountinfo_line(b"garbage"), None);
+        assert_eq!(unescape(b"a\\134b\\0"), "a\\b\\0");
+        // Above 0o377 is not a byte: kept as written, never an overflow.
+        assert_eq!(unescape(b"\\777\\400"), "\\777\\400");
+    }
+
+    #[test]
+    fn mountinfo_keeps_paths_that_are_not_utf8_byte_for_byte() {
+        use std::os::unix::ffi::OsStrExt;
+        // The kernel writes every byte but space, tab, newline and backslash raw.
+        let line = b"812 35 0:99 / /tmp/x/\xff\xfe\\040dir rw,relatime shared:9 - tmpfs t\xffmp rw,size=1024k";
+        let m = parse_mountinfo_line(line).unwrap();
+        assert_eq!(m.mount_point.as_os_str().as_bytes(), b"/tmp/x/\xff\xfe dir");
+        assert_eq!(m.source.as_bytes(), b"t\xffmp");
+        assert_eq!(m.fs_type, "tmpfs");
+        assert!(!m.read_only);
+        // One such line among others spoils none of them.
+        let table = [
+            &b"1 0 8:1 / / rw - ext4 /dev/sda1 rw"[..],
+            line,
+            b"2 1 0:5 / /dev\\0111 rw - devtmpfs udev rw",
+        ]
+        .join(&b'\n');
+        let points: Vec<PathBuf> = table
+            .split(|&b| b == b'\n')
+            .filter_map(parse_mountinfo_line)
+            .map(|m| m.mount_point)
+            .collect();
+        assert_eq!(points.len(), 3);
+        assert_eq!(points[2], Path::new("/dev\t1"));
     }
 
     #[test]

@@ -131,7 +131,7 @@ fn lifecycle(fs_type: FsType, size: u64) {
         .find(|m| m.mount_point == fs::canonicalize(&staging).unwrap())
         .unwrap();
     assert_eq!(entry.fs_type, fs_type.as_str());
-    assert_eq!(entry.source, dev.path().to_string_lossy());
+    assert_eq!(entry.source, dev.path().as_os_str());
     write_file(&staging.join("hello"), b"kept").unwrap();
     let before = csi_node::filesystem_stats(&staging).unwrap();
     assert!(
@@ -752,4 +752,68 @@ fn loop_devices_below_a_removed_directory_are_found_and_released() {
     csi_node::release_under(&gone);
     assert!(dev.0.detach_and_wait(Duration::from_secs(30)).unwrap());
     assert_eq!(dev.0.backing_file(), None);
+}
+
+/// Lazily unmounts its paths when dropped, by path and without the mount table, so that a test
+/// of the mount table itself cleans up even when the table cannot be read.
+struct UnmountOnDrop(Vec<PathBuf>);
+
+impl Drop for UnmountOnDrop {
+    fn drop(&mut self) {
+        for p in self.0.iter().rev() {
+            while rustix::mount::unmount(p, rustix::mount::UnmountFlags::DETACH).is_ok() {}
+        }
+    }
+}
+
+#[test]
+fn a_mount_point_whose_name_is_not_utf8_spoils_nothing() {
+    use std::os::unix::ffi::OsStrExt;
+    if unavailable(&[]).is_some() {
+        return;
+    }
+    let s = Scratch::new();
+    // Any user (or container runtime) can make such a directory and mount on it.
+    let odd =
+        s.0.path()
+            .join(std::ffi::OsStr::from_bytes(b"vol-\xff\xfe name"));
+    let plain = s.path("plain");
+    let mut guard = UnmountOnDrop(Vec::new());
+    for dir in [&odd, &plain] {
+        fs::create_dir(dir).unwrap();
+        rustix::mount::mount(
+            "tmpfs",
+            dir,
+            "tmpfs",
+            rustix::mount::MountFlags::empty(),
+            c"size=1m",
+        )
+        .unwrap();
+        guard.0.push(dir.clone());
+    }
+    assert!(csi_node::is_mount_point(&odd).unwrap());
+    assert!(csi_node::is_mount_point(&plain).unwrap());
+    assert!(!csi_node::is_mount_point(s.0.path()).unwrap());
+    let canonical = fs::canonicalize(s.0.path()).unwrap();
+    assert_eq!(
+        csi_node::mounts_under(s.0.path()).unwrap(),
+        [
+            canonical.join(odd.file_name().unwrap()),
+            canonical.join("plain")
+        ]
+    );
+    let entry = csi_node::mount_table()
+        .unwrap()
+        .into_iter()
+        .find(|m| m.mount_point == canonical.join(odd.file_name().unwrap()))
+        .unwrap();
+    assert_eq!(entry.fs_type, "tmpfs");
+    assert_eq!(entry.source, "tmpfs");
+    // Unpublish and unstage of such a path work, and stay idempotent.
+    assert!(csi_node::unmount(&odd).unwrap());
+    csi_node::unmount_all(&odd).unwrap();
+    assert!(!csi_node::is_mount_point(&odd).unwrap());
+    assert!(csi_node::is_mount_point(&plain).unwrap());
+    drop(guard);
+    assert!(csi_node::mounts_under(s.0.path()).unwrap().is_empty());
 }
