@@ -173,7 +173,7 @@ impl LoopDevice {
     /// `Some` while this attachment is attached: the device has a backing file and, where the
     /// kernel numbers attachments, still the same sequence number.
     fn attached(&self) -> Option<()> {
-        sysfs(&self.path, "loop/backing_file")?;
+        sysfs_raw(&self.path, "loop/backing_file")?;
         match self.diskseq {
             None => Some(()),
             Some(seq) => (sysfs(&self.path, "diskseq")?.parse::<u64>().ok()? == seq).then_some(()),
@@ -198,9 +198,9 @@ impl LoopDevice {
     /// system that has been lazily unmounted shows as its path inside that file system (a FUSE
     /// file `MOUNT/volume` becomes `/volume`), and a deleted file ends in ` (deleted)`.
     pub fn backing_file(&self) -> Option<PathBuf> {
-        let backing = sysfs(&self.path, "loop/backing_file")?;
+        let backing = sysfs_path(&self.path, "loop/backing_file")?;
         self.attached()?;
-        Some(PathBuf::from(backing))
+        Some(backing)
     }
 
     /// Makes the device see its backing file's new size (after an expansion).
@@ -300,11 +300,29 @@ impl LoopDevice {
     }
 }
 
-/// The sysfs attribute `attr` of the block device `dev` (`/sys/block/NAME/ATTR`), trimmed.
+/// The sysfs attribute `attr` of the block device `dev` (`/sys/block/NAME/ATTR`), trimmed: for
+/// the numbers and flags sysfs shows as text.
 fn sysfs(dev: &Path, attr: &str) -> Option<String> {
-    let name = dev.file_name()?.to_str()?;
-    let s = fs::read_to_string(Path::new("/sys/block").join(name).join(attr)).ok()?;
-    Some(s.trim().to_string())
+    let raw = sysfs_raw(dev, attr)?;
+    Some(std::str::from_utf8(&raw).ok()?.trim().to_string())
+}
+
+/// The sysfs attribute `attr` of `dev` that holds a path (`loop/backing_file`), byte for byte:
+/// a file name need not be UTF-8 and may end in spaces, so only the line's newline goes.
+fn sysfs_path(dev: &Path, attr: &str) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStringExt;
+    let mut raw = sysfs_raw(dev, attr)?;
+    if raw.last() == Some(&b'\n') {
+        raw.pop();
+    }
+    Some(PathBuf::from(std::ffi::OsString::from_vec(raw)))
+}
+
+/// The bytes of the sysfs attribute `attr` of `dev`; `None` where it cannot be read (no such
+/// device, or not attached).
+fn sysfs_raw(dev: &Path, attr: &str) -> Option<Vec<u8>> {
+    let name = dev.file_name()?;
+    fs::read(Path::new("/sys/block").join(name).join(attr)).ok()
 }
 
 /// Why the loop driver left a device over `file` from `offset` in buffered mode.

@@ -817,3 +817,54 @@ fn a_mount_point_whose_name_is_not_utf8_spoils_nothing() {
     drop(guard);
     assert!(csi_node::mounts_under(s.0.path()).unwrap().is_empty());
 }
+
+/// Detaches a loop device by its number with `losetup -d` when dropped, but only while the
+/// number still holds the attachment with disk sequence number `.1` (read from sysfs here, not
+/// through the crate), so that a test of the crate's own detach cleans up even when that
+/// detach does nothing, and never detaches a later attachment at the same number.
+struct DetachByNumber(PathBuf, Option<String>);
+
+impl Drop for DetachByNumber {
+    fn drop(&mut self) {
+        let name = self.0.file_name().unwrap().to_owned();
+        let seq = fs::read_to_string(Path::new("/sys/block").join(name).join("diskseq")).ok();
+        if seq.is_some() && seq == self.1 {
+            let _ = std::process::Command::new("losetup")
+                .arg("-d")
+                .arg(&self.0)
+                .status();
+        }
+    }
+}
+
+#[test]
+fn a_loop_device_over_a_file_whose_name_is_not_utf8_is_found_and_detached() {
+    use std::os::unix::ffi::OsStrExt;
+    if unavailable(&["losetup"]).is_some() {
+        return;
+    }
+    let s = Scratch::new();
+    // A state directory may be any path the OS accepts: bytes that are not UTF-8, a name
+    // ending in a space.
+    let dir = s.0.path().join(std::ffi::OsStr::from_bytes(b"state-\xff"));
+    fs::create_dir(&dir).unwrap();
+    let image = dir.join("disk.img ");
+    fs::File::create(&image).unwrap().set_len(1 << 20).unwrap();
+    let image = fs::canonicalize(&image).unwrap();
+    let dev = LoopDevice::attach(&image, false).unwrap();
+    let name = dev.path().file_name().unwrap().to_owned();
+    let _guard = DetachByNumber(
+        dev.path().to_path_buf(),
+        fs::read_to_string(Path::new("/sys/block").join(name).join("diskseq")).ok(),
+    );
+    assert_eq!(dev.backing_file().as_deref(), Some(image.as_path()));
+    assert_eq!(LoopDevice::backed_by(&image), vec![dev.clone()]);
+    assert_eq!(LoopDevice::backed_under(&dir), vec![dev.clone()]);
+    assert_eq!(
+        LoopDevice::open(dev.path()).map(|d| d.backing_file()),
+        Some(Some(image.clone()))
+    );
+    assert!(dev.detach_and_wait(Duration::from_secs(15)).unwrap());
+    assert!(dev.backing_file().is_none());
+    assert!(LoopDevice::backed_by(&image).is_empty());
+}
