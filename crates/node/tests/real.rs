@@ -670,11 +670,10 @@ fn a_detached_attachment_never_detaches_the_next_one_at_its_number() {
     );
 }
 
-#[test]
-fn mounts_below_a_dead_fuse_mount_are_found_and_lazily_unmounted() {
-    if unavailable(&[]).is_some() {
-        return;
-    }
+/// Mounts a FUSE file system on `DIR/name` whose server is gone (a `/dev/fuse` connection
+/// closed without a server, whose root answers `ENOTCONN`): what a node process killed with its
+/// FUSE mounts leaves. `None` (after saying why) where `/dev/fuse` cannot be opened.
+fn dead_fuse_mount(s: &Scratch, name: &str) -> Option<PathBuf> {
     let fuse = match fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -687,11 +686,10 @@ fn mounts_below_a_dead_fuse_mount_are_found_and_lazily_unmounted() {
                 "CI must run the node tests: /dev/fuse: {e}"
             );
             eprintln!("skipped: /dev/fuse: {e}");
-            return;
+            return None;
         }
     };
-    let s = Scratch::new();
-    let point = s.dir("fuse");
+    let point = s.dir(name);
     let data = std::ffi::CString::new(format!(
         "fd={},rootmode=40000,user_id=0,group_id=0",
         std::os::fd::AsRawFd::as_raw_fd(&fuse)
@@ -705,8 +703,7 @@ fn mounts_below_a_dead_fuse_mount_are_found_and_lazily_unmounted() {
         data.as_c_str(),
     )
     .unwrap();
-    // No server ever answers, and closing its end aborts the connection: what a node
-    // process killed with its FUSE mounts leaves.
+    // No server ever answers, and closing its end aborts the connection.
     drop(fuse);
     let e = fs::symlink_metadata(&point).unwrap_err();
     assert_eq!(
@@ -714,6 +711,18 @@ fn mounts_below_a_dead_fuse_mount_are_found_and_lazily_unmounted() {
         Some(rustix::io::Errno::NOTCONN.raw_os_error()),
         "{e}"
     );
+    Some(point)
+}
+
+#[test]
+fn mounts_below_a_dead_fuse_mount_are_found_and_lazily_unmounted() {
+    if unavailable(&[]).is_some() {
+        return;
+    }
+    let s = Scratch::new();
+    let Some(point) = dead_fuse_mount(&s, "fuse") else {
+        return;
+    };
     let resolved = fs::canonicalize(s.0.path()).unwrap().join("fuse");
     assert_eq!(
         csi_node::mounts_under(&point).unwrap(),
@@ -724,6 +733,26 @@ fn mounts_below_a_dead_fuse_mount_are_found_and_lazily_unmounted() {
     assert!(csi_node::mounts_under(s.0.path()).unwrap().is_empty());
     // Idempotent.
     csi_node::lazy_unmount_under(&point).unwrap();
+}
+
+#[test]
+fn a_dead_mount_point_is_a_mount_point_and_unmounts() {
+    if unavailable(&[]).is_some() {
+        return;
+    }
+    let s = Scratch::new();
+    let Some(point) = dead_fuse_mount(&s, "target") else {
+        return;
+    };
+    // NodeUnpublishVolume of a target whose FUSE server died: the check and the unmount
+    // must not stop at the root that answers ENOTCONN, or the target stays for good.
+    assert!(csi_node::is_mount_point(&point).unwrap());
+    csi_node::unmount_all(&point).unwrap();
+    assert!(!csi_node::is_mount_point(&point).unwrap());
+    assert!(csi_node::mounts_under(s.0.path()).unwrap().is_empty());
+    fs::remove_dir(&point).unwrap();
+    // Idempotent, once the target is gone too.
+    csi_node::unmount_all(&point).unwrap();
 }
 
 #[test]
