@@ -39,6 +39,16 @@ pub enum Error {
         /// Why it has to be.
         why: String,
     },
+    /// The path already has a mount other than the one asked for; nothing is mounted over it.
+    #[error("{path} already has {mounted} mounted on it, not {wanted}; nothing is mounted over it")]
+    AlreadyMounted {
+        /// The mount point.
+        path: PathBuf,
+        /// What is mounted there (source, filesystem type, mode).
+        mounted: String,
+        /// What was to be mounted there.
+        wanted: String,
+    },
     /// A blank device that was to be mounted read-only or grown: there is nothing to mount.
     #[error("{device} holds no filesystem (it is formatted only by a writable mount)")]
     Unformatted {
@@ -128,6 +138,7 @@ impl Error {
 /// | [`BadMountOption`](Error::BadMountOption) | INVALID_ARGUMENT | names `volume_capability.mount.mount_flags` |
 /// | [`FilesystemMismatch`](Error::FilesystemMismatch) | FAILED_PRECONDITION | the volume cannot serve the capability asked for ("exceeds capabilities") |
 /// | [`Unformatted`](Error::Unformatted) | FAILED_PRECONDITION | a read-only stage of a blank volume |
+/// | [`AlreadyMounted`](Error::AlreadyMounted) | ALREADY_EXISTS | the staging path has another volume or mode mounted ("Volume published but is incompatible", NodeStageVolume) |
 /// | [`NotMounted`](Error::NotMounted) | FAILED_PRECONDITION | e.g. growing an unmounted XFS |
 /// | [`UnsupportedFilesystem`](Error::UnsupportedFilesystem) | INVALID_ARGUMENT | names `volume_capability.mount.fs_type` |
 /// | [`MissingTool`](Error::MissingTool) | FAILED_PRECONDITION | a missing required dependency, as for Probe |
@@ -140,6 +151,7 @@ impl From<Error> for csi_types::CsiError {
         use csi_types::CsiError;
         match &e {
             Error::NotFound { .. } => CsiError::not_found(e.to_string()),
+            Error::AlreadyMounted { .. } => CsiError::already_exists(e.to_string()),
             Error::BadMountOption { option, rule } => CsiError::invalid(
                 "volume_capability.mount.mount_flags",
                 format!("{option:?} is not supported: {rule}"),

@@ -89,13 +89,62 @@ pub fn mkfs(device: &Path, fs: FsType) -> Result<(), Error> {
 
 /// Mounts `device` on `target` with `fs`, formatting it first when (and only when) it is blank:
 /// a device holding another filesystem is refused ([`Error::FilesystemMismatch`]), a blank one
-/// asked for read-only is refused ([`Error::Unformatted`]). `target` must exist.
+/// asked for read-only is refused ([`Error::Unformatted`]). `target` must exist, and is checked
+/// before anything is formatted.
+///
+/// Idempotent, as NodeStageVolume must be: when `target` already has `device`'s `fs` mounted
+/// on it, read-only as `options` ask or read-write as they do not, nothing is done. Any other
+/// mount on `target` (another device, the other mode, a bind of a directory) is refused with
+/// [`Error::AlreadyMounted`], which names it; nothing is stacked over it.
 pub fn format_and_mount(
     device: &Path,
     target: &Path,
     fs: FsType,
     options: &MountOptions,
 ) -> Result<(), Error> {
+    if !target.exists() {
+        return Err(Error::NotFound {
+            path: target.to_path_buf(),
+        });
+    }
+    if let Some(top) = crate::mount::top_mount(target)? {
+        let same_device = std::fs::canonicalize(device)
+            .is_ok_and(|d| std::fs::canonicalize(&top.source).is_ok_and(|s| s == d));
+        if same_device
+            && top.root == Path::new("/")
+            && top.fs_type == fs.as_str()
+            && top.read_only == options.is_read_only()
+        {
+            return Ok(());
+        }
+        return Err(Error::AlreadyMounted {
+            path: target.to_path_buf(),
+            mounted: format!(
+                "{} ({}{}, {})",
+                Path::new(&top.source).display(),
+                top.fs_type,
+                if top.root == Path::new("/") {
+                    String::new()
+                } else {
+                    format!(" at {}", top.root.display())
+                },
+                if top.read_only {
+                    "read-only"
+                } else {
+                    "read-write"
+                }
+            ),
+            wanted: format!(
+                "{} ({fs}, {})",
+                device.display(),
+                if options.is_read_only() {
+                    "read-only"
+                } else {
+                    "read-write"
+                }
+            ),
+        });
+    }
     match probe_filesystem(device)? {
         Some(found) if found == fs.as_str() => {}
         Some(found) => {
@@ -111,11 +160,6 @@ pub fn format_and_mount(
             });
         }
         None => mkfs(device, fs)?,
-    }
-    if !target.exists() {
-        return Err(Error::NotFound {
-            path: target.to_path_buf(),
-        });
     }
     mount_filesystem(device, target, fs.as_str(), options)
 }

@@ -211,12 +211,21 @@ fn unescape(s: &[u8]) -> OsString {
 
 /// Whether something is mounted on `path`. A path that does not exist is not a mount point.
 pub fn is_mount_point(path: &Path) -> Result<bool, Error> {
+    Ok(top_mount(path)?.is_some())
+}
+
+/// The top mount on `path` (the last mounted there), if any; a path that does not exist has
+/// none.
+pub(crate) fn top_mount(path: &Path) -> Result<Option<MountEntry>, Error> {
     let path = match fs::canonicalize(path) {
         Ok(p) => p,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io("canonicalize", path, e)),
     };
-    Ok(mount_table()?.iter().any(|m| m.mount_point == path))
+    Ok(mount_table()?
+        .into_iter()
+        .rev()
+        .find(|m| m.mount_point == path))
 }
 
 /// The mount points at or below `dir`, in mount order (unmount them in reverse).

@@ -897,3 +897,83 @@ fn a_loop_device_over_a_file_whose_name_is_not_utf8_is_found_and_detached() {
     assert!(dev.backing_file().is_none());
     assert!(LoopDevice::backed_by(&image).is_empty());
 }
+
+#[test]
+fn a_missing_staging_path_formats_nothing() {
+    if unavailable(&["blkid", "mkfs.ext4", "losetup"]).is_some() {
+        return;
+    }
+    let s = Scratch::new();
+    let image = s.image("disk.img", 32 << 20);
+    let dev = LoopDevice::attach(&image, false).unwrap();
+    let missing = s.path("no-staging");
+    let err =
+        csi_node::format_and_mount(dev.path(), &missing, FsType::Ext4, &MountOptions::default())
+            .unwrap_err();
+    assert!(
+        matches!(&err, Error::NotFound { path } if *path == missing),
+        "{err}"
+    );
+    // The failed call left the device as it found it: blank.
+    assert_eq!(csi_node::probe_filesystem(dev.path()).unwrap(), None);
+    assert!(dev.detach_and_wait(Duration::from_secs(30)).unwrap());
+}
+
+#[test]
+fn a_staging_path_that_is_mounted_already_is_never_mounted_over() {
+    if unavailable(&["blkid", "mkfs.ext4", "losetup"]).is_some() {
+        return;
+    }
+    let s = Scratch::new();
+    let (a, b) = (s.image("a.img", 32 << 20), s.image("b.img", 32 << 20));
+    let (dev_a, dev_b) = (
+        LoopDevice::attach(&a, false).unwrap(),
+        LoopDevice::attach(&b, false).unwrap(),
+    );
+    let staging = s.dir("staging");
+    let rw = MountOptions::default();
+    let mounts = || {
+        let point = fs::canonicalize(&staging).unwrap();
+        csi_node::mount_table()
+            .unwrap()
+            .into_iter()
+            .filter(|m| m.mount_point == point)
+            .map(|m| m.source)
+            .collect::<Vec<_>>()
+    };
+    csi_node::format_and_mount(dev_a.path(), &staging, FsType::Ext4, &rw).unwrap();
+    write_file(&staging.join("a"), b"volume a").unwrap();
+    // A retried NodeStageVolume: done already, nothing stacked.
+    csi_node::format_and_mount(dev_a.path(), &staging, FsType::Ext4, &rw).unwrap();
+    assert_eq!(mounts(), [dev_a.path().as_os_str()]);
+    // Another device, the other mode, another filesystem type: refused, naming what is there.
+    for (dev, fs_type, opts) in [
+        (&dev_b, FsType::Ext4, rw.clone()),
+        (&dev_a, FsType::Ext4, rw.clone().read_only()),
+        (&dev_a, FsType::Xfs, rw.clone()),
+    ] {
+        let err = csi_node::format_and_mount(dev.path(), &staging, fs_type, &opts).unwrap_err();
+        assert!(matches!(err, Error::AlreadyMounted { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains(&staging.display().to_string()), "{msg}");
+        assert!(msg.contains(&dev_a.path().display().to_string()), "{msg}");
+        assert_eq!(
+            csi_types::CsiError::from(err).code(),
+            csi_types::Code::AlreadyExists
+        );
+        assert_eq!(mounts(), [dev_a.path().as_os_str()]);
+        assert_eq!(fs::read(staging.join("a")).unwrap(), b"volume a");
+    }
+    // The other device was not formatted by the refused call.
+    assert_eq!(csi_node::probe_filesystem(dev_b.path()).unwrap(), None);
+    // A bind mount of a directory on the staging path is not the device either.
+    csi_node::unmount_all(&staging).unwrap();
+    let dir = s.dir("dir");
+    csi_node::bind_mount(&dir, &staging, &rw, false).unwrap();
+    let err = csi_node::format_and_mount(dev_a.path(), &staging, FsType::Ext4, &rw).unwrap_err();
+    assert!(matches!(err, Error::AlreadyMounted { .. }), "{err}");
+    csi_node::unmount_all(&staging).unwrap();
+    for dev in [dev_a, dev_b] {
+        assert!(dev.detach_and_wait(Duration::from_secs(30)).unwrap());
+    }
+}
