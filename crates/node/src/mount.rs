@@ -12,22 +12,28 @@ use crate::Error;
 
 /// Options that are per-mount flags, applied with `mount(2)`'s flags (and so valid on a bind
 /// mount too); every other option is filesystem data, passed to the filesystem as `mount -o` would.
-const FLAGS: &[(&str, Option<MountFlags>)] = &[
-    ("defaults", None),
-    ("rw", None),
-    ("ro", Some(MountFlags::RDONLY)),
-    ("noexec", Some(MountFlags::NOEXEC)),
-    ("exec", None),
-    ("nosuid", Some(MountFlags::NOSUID)),
-    ("suid", None),
-    ("nodev", Some(MountFlags::NODEV)),
-    ("dev", None),
-    ("noatime", Some(MountFlags::NOATIME)),
-    ("nodiratime", Some(MountFlags::NODIRATIME)),
-    ("relatime", Some(MountFlags::RELATIME)),
-    ("strictatime", Some(MountFlags::STRICTATIME)),
-    ("sync", Some(MountFlags::SYNCHRONOUS)),
-    ("dirsync", Some(MountFlags::DIRSYNC)),
+///
+/// The third member names the setting an option chooses: two different options of one setting
+/// (`ro` and `rw`, `noatime` and `relatime`) contradict each other. `mount(8)` lets the last one
+/// win, `mount(2)` would let the flag win (`ro,rw` is read-only), and a `mount_flags` list has
+/// no order anyone meant, so they are refused.
+const FLAGS: &[(&str, Option<MountFlags>, Option<&str>)] = &[
+    ("defaults", None, None),
+    ("rw", None, Some("ro/rw")),
+    ("ro", Some(MountFlags::RDONLY), Some("ro/rw")),
+    ("noexec", Some(MountFlags::NOEXEC), Some("exec")),
+    ("exec", None, Some("exec")),
+    ("nosuid", Some(MountFlags::NOSUID), Some("suid")),
+    ("suid", None, Some("suid")),
+    ("nodev", Some(MountFlags::NODEV), Some("dev")),
+    ("dev", None, Some("dev")),
+    ("noatime", Some(MountFlags::NOATIME), Some("atime")),
+    ("nodiratime", Some(MountFlags::NODIRATIME), None),
+    ("relatime", Some(MountFlags::RELATIME), Some("atime")),
+    ("strictatime", Some(MountFlags::STRICTATIME), Some("atime")),
+    ("sync", Some(MountFlags::SYNCHRONOUS), Some("sync")),
+    ("async", None, Some("sync")),
+    ("dirsync", Some(MountFlags::DIRSYNC), None),
 ];
 
 /// Mount options as a CSI `mount_flags` list carries them, sorted into per-mount flags and
@@ -53,12 +59,26 @@ impl Default for MountOptions {
 
 impl MountOptions {
     /// Reads options such as `["noatime", "discard", "ro"]` (or `["noatime,discard"]`).
+    ///
+    /// An option given twice counts once; two options that set one thing differently (`ro`
+    /// and `rw`, `exec` and `noexec`, `suid` and `nosuid`, `dev` and `nodev`, `sync` and
+    /// `async`, two of `noatime`, `relatime` and `strictatime`) are refused, naming both.
+    ///
+    /// ```
+    /// use csi_node::{Error, MountOptions};
+    /// assert!(MountOptions::parse(["ro", "noatime,ro"]).unwrap().is_read_only());
+    /// let err = MountOptions::parse(["ro", "rw"]).unwrap_err();
+    /// assert!(matches!(&err, Error::BadMountOption { option, .. } if option == "rw"));
+    /// assert!(err.to_string().contains("\"ro\""), "{err}");
+    /// ```
     pub fn parse<I, S>(options: I) -> Result<Self, Error>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
         let mut out = MountOptions::default();
+        // The option each setting was given as (`ro/rw` → `ro`).
+        let mut chosen: Vec<(&str, &str)> = Vec::new();
         for entry in options {
             for option in entry.as_ref().split(',') {
                 if option.is_empty() || option.contains(|c: char| c.is_whitespace() || c == '\0') {
@@ -67,8 +87,24 @@ impl MountOptions {
                         rule: "an option is a non-empty word without spaces".into(),
                     });
                 }
-                match FLAGS.iter().find(|(name, _)| *name == option) {
-                    Some((_, flag)) => out.flags |= flag.unwrap_or(MountFlags::empty()),
+                match FLAGS.iter().find(|(name, ..)| *name == option) {
+                    Some((name, flag, setting)) => {
+                        if let Some(setting) = setting {
+                            match chosen.iter().find(|(s, _)| s == setting) {
+                                Some((_, earlier)) if earlier != name => {
+                                    return Err(Error::BadMountOption {
+                                        option: option.to_string(),
+                                        rule: format!(
+                                            "it contradicts {earlier:?} given with it; give one of them"
+                                        ),
+                                    });
+                                }
+                                Some(_) => {}
+                                None => chosen.push((setting, name)),
+                            }
+                        }
+                        out.flags |= flag.unwrap_or(MountFlags::empty());
+                    }
                     None => out.data.push(option.to_string()),
                 }
             }
@@ -115,7 +151,11 @@ impl MountOptions {
                 option: option.clone(),
                 rule: format!(
                     "a bind mount takes only per-mount flags: {}",
-                    FLAGS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                    FLAGS
+                        .iter()
+                        .map(|(n, ..)| *n)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             }),
         }
@@ -510,6 +550,89 @@ mod tests {
         );
         for bad in ["", "a b", "x,,y", "nul\0"] {
             assert!(MountOptions::parse([bad]).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn options_that_contradict_each_other_are_refused_naming_both() {
+        for (first, second) in [
+            ("ro", "rw"),
+            ("rw", "ro"),
+            ("noexec", "exec"),
+            ("suid", "nosuid"),
+            ("nodev", "dev"),
+            ("noatime", "relatime"),
+            ("strictatime", "noatime"),
+            ("sync", "async"),
+        ] {
+            for options in [
+                vec![first.to_string(), second.to_string()],
+                vec![format!("{first},{second}")],
+                vec![format!("{first},discard"), format!("noatime,{second}")],
+            ] {
+                let err = MountOptions::parse(&options).unwrap_err();
+                let msg = err.to_string();
+                assert!(
+                    matches!(&err, Error::BadMountOption { option, .. } if option == second),
+                    "{options:?}: {msg}"
+                );
+                assert!(msg.contains(&format!("{first:?}")), "{options:?}: {msg}");
+            }
+        }
+        // The same option twice, and `defaults` with anything, are not contradictions.
+        let o = MountOptions::parse(["ro,ro", "defaults", "ro", "nodiratime,noatime"]).unwrap();
+        assert!(o.is_read_only());
+        assert_eq!(
+            o.bind_flags().unwrap(),
+            MountFlags::RDONLY | MountFlags::NOATIME | MountFlags::NODIRATIME
+        );
+        // `async` is mount(8)'s default, a flag (not filesystem data) that a bind mount takes.
+        let o = MountOptions::parse(["async", "rw"]).unwrap();
+        assert!(!o.is_read_only());
+        assert_eq!(o.bind_flags().unwrap(), MountFlags::empty());
+    }
+
+    use proptest::prelude::*;
+
+    proptest::proptest! {
+        /// Whatever the list, `parse` refuses it exactly when two options set one thing
+        /// differently, and otherwise keeps every flag and every data option, in order.
+        #[test]
+        fn parse_refuses_exactly_the_contradictions(
+            picks in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::sample::select(FLAGS.iter().map(|f| f.0.to_string()).collect::<Vec<_>>()),
+                    "[a-z]{1,6}(=[a-z0-9]{1,4})?",
+                ],
+                0..8,
+            ),
+            joined in proptest::bool::ANY,
+        ) {
+            let entries = if joined && !picks.is_empty() { vec![picks.join(",")] } else { picks.clone() };
+            let known = |o: &str| FLAGS.iter().find(|(n, ..)| *n == o);
+            let contradiction = picks.iter().enumerate().any(|(i, a)| {
+                picks[..i].iter().any(|b| {
+                    matches!((known(a), known(b)), (Some((na, _, Some(sa))), Some((nb, _, Some(sb))))
+                        if sa == sb && na != nb)
+                })
+            });
+            match MountOptions::parse(&entries) {
+                Err(e) => {
+                    prop_assert!(contradiction, "{entries:?}: {e}");
+                    prop_assert!(matches!(e, Error::BadMountOption { .. }), "{}", e);
+                }
+                Ok(o) => {
+                    prop_assert!(!contradiction, "{entries:?} accepted");
+                    let data: Vec<&String> = picks.iter().filter(|p| known(p).is_none()).collect();
+                    prop_assert_eq!(o.data().iter().collect::<Vec<_>>(), data);
+                    let flags = picks
+                        .iter()
+                        .filter_map(|p| known(p).and_then(|(_, f, _)| *f))
+                        .fold(MountFlags::empty(), |a, f| a | f);
+                    prop_assert_eq!(o.flags, flags);
+                    prop_assert_eq!(o.is_read_only(), picks.iter().any(|p| p == "ro"));
+                }
+            }
         }
     }
 }
