@@ -18,6 +18,10 @@ use crate::Error;
 /// `SEEK_DATA` everything is copied. The copy is not flushed: call [`sync_filesystem`] or
 /// `File::sync_all` to make it durable.
 ///
+/// `src` must be a regular file (a block device or a directory is refused, naming it). A copy
+/// that fails part way (`ENOSPC`, a read error) removes what it made of `dst`, so a retry
+/// starts clean.
+///
 /// ```
 /// # fn main() -> Result<(), csi_node::Error> {
 /// let dir = tempfile::tempdir().unwrap();
@@ -31,51 +35,84 @@ use crate::Error;
 /// ```
 pub fn copy_sparse(src: &Path, dst: &Path) -> Result<(), Error> {
     let mut input = fs::File::open(src).map_err(|e| Error::io("open", src, e))?;
-    let len = input
-        .metadata()
-        .map_err(|e| Error::io("stat", src, e))?
-        .len();
+    let meta = input.metadata().map_err(|e| Error::io("stat", src, e))?;
+    if !meta.is_file() {
+        return Err(not_a(src, "regular file"));
+    }
     let mut output = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(dst)
         .map_err(|e| Error::io("create", dst, e))?;
+    copy_extents(&mut input, &mut output, meta.len(), src, dst).inspect_err(|_| {
+        drop(output);
+        let _ = fs::remove_file(dst);
+    })
+}
+
+/// What a copy refuses to copy: `path` is not a `kind`.
+fn not_a(path: &Path, kind: &str) -> Error {
+    Error::io(
+        "copy",
+        path,
+        io::Error::new(io::ErrorKind::InvalidInput, format!("not a {kind}")),
+    )
+}
+
+/// Copies the data extents of `input` (`len` bytes, from `src`) to `output` (at `dst`).
+fn copy_extents(
+    input: &mut fs::File,
+    output: &mut fs::File,
+    len: u64,
+    src: &Path,
+    dst: &Path,
+) -> Result<(), Error> {
     output
         .set_len(len)
         .map_err(|e| Error::io("truncate", dst, e))?;
     let mut buf = vec![0u8; 1 << 20];
     let mut pos = 0u64;
     while pos < len {
-        let data = match rustix::fs::seek(&input, rustix::fs::SeekFrom::Data(pos)) {
+        let data = match rustix::fs::seek(&*input, rustix::fs::SeekFrom::Data(pos)) {
             Ok(d) => d,
             // ENXIO: no data after `pos`, the rest is a hole.
             Err(rustix::io::Errno::NXIO) => break,
             // A filesystem without SEEK_DATA: copy everything.
             Err(_) => pos,
         };
-        let hole = rustix::fs::seek(&input, rustix::fs::SeekFrom::Hole(data)).unwrap_or(len);
-        copy_range(&mut input, &mut output, data, hole.min(len), &mut buf)
-            .map_err(|e| Error::io("copy to", dst, e))?;
+        let hole = rustix::fs::seek(&*input, rustix::fs::SeekFrom::Hole(data)).unwrap_or(len);
+        copy_range(input, output, data, hole.min(len), &mut buf, src, dst)?;
         pos = hole.max(data + 1);
     }
     Ok(())
 }
 
-/// Copies the bytes `start..end` of `input` to the same offsets of `output`.
+/// Copies the bytes `start..end` of `input` to the same offsets of `output`; a failure names
+/// the side that failed.
 fn copy_range(
     input: &mut fs::File,
     output: &mut fs::File,
     start: u64,
     end: u64,
     buf: &mut [u8],
-) -> io::Result<()> {
-    input.seek(SeekFrom::Start(start))?;
-    output.seek(SeekFrom::Start(start))?;
+    src: &Path,
+    dst: &Path,
+) -> Result<(), Error> {
+    input
+        .seek(SeekFrom::Start(start))
+        .map_err(|e| Error::io("seek", src, e))?;
+    output
+        .seek(SeekFrom::Start(start))
+        .map_err(|e| Error::io("seek", dst, e))?;
     let mut left = end.saturating_sub(start);
     while left > 0 {
         let n = (left as usize).min(buf.len());
-        input.read_exact(&mut buf[..n])?;
-        output.write_all(&buf[..n])?;
+        input
+            .read_exact(&mut buf[..n])
+            .map_err(|e| Error::io("read", src, e))?;
+        output
+            .write_all(&buf[..n])
+            .map_err(|e| Error::io("write", dst, e))?;
         left -= n as u64;
     }
     Ok(())
@@ -84,6 +121,7 @@ fn copy_range(
 /// Copies the directory tree `src` to `dst`, which must not exist: directories, regular files
 /// (sparse, through [`copy_sparse`]), symbolic links (as links) and permissions. Sockets, FIFOs
 /// and device nodes are not volume content and are skipped. Not flushed, like [`copy_sparse`].
+/// `src` must be a directory; a copy that fails part way removes `dst` whole.
 ///
 /// ```
 /// # fn main() -> Result<(), csi_node::Error> {
@@ -97,15 +135,31 @@ fn copy_range(
 /// ```
 pub fn copy_tree(src: &Path, dst: &Path) -> Result<(), Error> {
     let meta = fs::metadata(src).map_err(|e| Error::io("stat", src, e))?;
+    if !meta.is_dir() {
+        return Err(not_a(src, "directory"));
+    }
     fs::create_dir(dst).map_err(|e| Error::io("create directory", dst, e))?;
-    fs::set_permissions(dst, meta.permissions()).map_err(|e| Error::io("chmod", dst, e))?;
+    // `dst` is this call's own (created above, never there before): a copy that fails part
+    // way removes it whole.
+    copy_tree_into(src, dst, meta.permissions()).inspect_err(|_| {
+        let _ = fs::remove_dir_all(dst);
+    })
+}
+
+/// Copies what is in the directory `src` into the new directory `dst`, then gives `dst`
+/// `perms` (last, so that a read-only source directory does not stop its own copy).
+fn copy_tree_into(src: &Path, dst: &Path, perms: fs::Permissions) -> Result<(), Error> {
     for entry in fs::read_dir(src).map_err(|e| Error::io("read directory", src, e))? {
         let entry = entry.map_err(|e| Error::io("read directory", src, e))?;
         let from = entry.path();
         let to = dst.join(entry.file_name());
         let ty = entry.file_type().map_err(|e| Error::io("stat", &from, e))?;
         if ty.is_dir() {
-            copy_tree(&from, &to)?;
+            let perms = fs::metadata(&from)
+                .map_err(|e| Error::io("stat", &from, e))?
+                .permissions();
+            fs::create_dir(&to).map_err(|e| Error::io("create directory", &to, e))?;
+            copy_tree_into(&from, &to, perms)?;
         } else if ty.is_symlink() {
             let link = fs::read_link(&from).map_err(|e| Error::io("read link", &from, e))?;
             std::os::unix::fs::symlink(link, &to).map_err(|e| Error::io("symlink", &to, e))?;
@@ -117,7 +171,7 @@ pub fn copy_tree(src: &Path, dst: &Path) -> Result<(), Error> {
             fs::set_permissions(&to, perms).map_err(|e| Error::io("chmod", &to, e))?;
         }
     }
-    Ok(())
+    fs::set_permissions(dst, perms).map_err(|e| Error::io("chmod", dst, e))
 }
 
 /// Flushes the whole filesystem holding `path` to stable storage (`syncfs(2)`): one call makes
@@ -170,6 +224,25 @@ mod tests {
             copy_sparse(&dir.path().join("none"), &dir.path().join("c")),
             Err(Error::NotFound { .. })
         ));
+    }
+
+    #[test]
+    fn what_is_not_a_regular_file_or_a_directory_is_refused_and_nothing_is_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let dst = dir.path().join("dst");
+        // A device reads as 0 bytes long: its copy would have been an empty file.
+        for src in [Path::new("/dev/null"), dir.path()] {
+            let err = copy_sparse(src, &dst).unwrap_err();
+            let msg = err.to_string();
+            assert!(msg.contains("not a regular file"), "{msg}");
+            assert!(msg.contains(&src.display().to_string()), "{msg}");
+            assert!(!dst.exists(), "{src:?}");
+        }
+        let file = dir.path().join("file");
+        fs::write(&file, b"x").unwrap();
+        let err = copy_tree(&file, &dst).unwrap_err();
+        assert!(err.to_string().contains("not a directory"), "{err}");
+        assert!(!dst.exists());
     }
 
     #[test]
