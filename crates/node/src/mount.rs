@@ -366,6 +366,11 @@ pub(crate) fn mount_filesystem(
 /// remounts the bind with `options`' flags and read-only when `read_only`. A bind mount takes
 /// per-mount flags only; filesystem data options are refused before anything is mounted. On a
 /// failed remount the bind is undone.
+///
+/// A bind never loosens what the mount holding `source` restricts: where that mount is
+/// read-only, `nosuid`, `nodev` or `noexec`, so is the bind, whatever `options` say (a remount
+/// with flags would otherwise replace them, and a volume staged read-only would be published
+/// writable).
 pub fn bind_mount(
     source: &Path,
     target: &Path,
@@ -380,13 +385,37 @@ pub fn bind_mount(
         let missing = if source.exists() { target } else { source };
         Error::errno("bind mount", missing, e)
     })?;
-    if !flags.is_empty()
-        && let Err(e) = rustix::mount::mount_remount(target, MountFlags::BIND | flags, "")
-    {
-        let _ = rustix::mount::unmount(target, UnmountFlags::empty());
-        return Err(Error::errno("remount", target, e));
+    if flags.is_empty() {
+        // No remount: the bind has the flags of the mount it was made from.
+        return Ok(());
     }
-    Ok(())
+    let remount = rustix::fs::statvfs(target)
+        .map_err(|e| Error::errno("statvfs", target, e))
+        .and_then(|st| {
+            let kept = restrictions(st.f_flag);
+            rustix::mount::mount_remount(target, MountFlags::BIND | flags | kept, "")
+                .map_err(|e| Error::errno("remount", target, e))
+        });
+    if remount.is_err() {
+        let _ = rustix::mount::unmount(target, UnmountFlags::empty());
+    }
+    remount
+}
+
+/// The restrictions among a mount's flags (as `statvfs` reports them) that a bind remount would
+/// drop unless given again: read-only, `nosuid`, `nodev`, `noexec`. (The atime flags are kept
+/// by the kernel when the remount names none.)
+fn restrictions(f: rustix::fs::StatVfsMountFlags) -> MountFlags {
+    use rustix::fs::StatVfsMountFlags as St;
+    [
+        (St::RDONLY, MountFlags::RDONLY),
+        (St::NOSUID, MountFlags::NOSUID),
+        (St::NODEV, MountFlags::NODEV),
+        (St::NOEXEC, MountFlags::NOEXEC),
+    ]
+    .into_iter()
+    .filter(|(st, _)| f.contains(*st))
+    .fold(MountFlags::empty(), |acc, (_, m)| acc | m)
 }
 
 /// Creates the empty regular file (mode 0600) that a block volume is bind-mounted on at its

@@ -1012,3 +1012,57 @@ fn a_copy_that_runs_out_of_space_leaves_nothing_behind() {
     // test thread forks in the meantime briefly does, so it is not asserted here.)
     assert_eq!(fs::read_dir(&small).unwrap().count(), 0);
 }
+
+#[test]
+fn a_bind_with_flags_keeps_what_the_source_mount_restricts() {
+    use rustix::fs::StatVfsMountFlags as St;
+    use rustix::mount::MountFlags;
+    if unavailable(&[]).is_some() {
+        return;
+    }
+    let s = Scratch::new();
+    let flags = |p: &Path| rustix::fs::statvfs(p).unwrap().f_flag;
+    // A volume on a file system mounted nosuid, nodev, noexec.
+    let fs_dir = s.dir("fs");
+    rustix::mount::mount(
+        "tmpfs",
+        &fs_dir,
+        "tmpfs",
+        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+        c"size=1m",
+    )
+    .unwrap();
+    let mut guard = UnmountOnDrop(vec![fs_dir.clone()]);
+    let volume = fs_dir.join("volume");
+    fs::create_dir(&volume).unwrap();
+    // Staged read-only (a bind, as the local driver stages), then published with a flag.
+    let staging = s.dir("staging");
+    csi_node::bind_mount(&volume, &staging, &MountOptions::default(), true).unwrap();
+    guard.0.push(staging.clone());
+    let target = s.dir("target");
+    let noatime = MountOptions::parse(["noatime"]).unwrap();
+    csi_node::bind_mount(&staging, &target, &noatime, false).unwrap();
+    guard.0.push(target.clone());
+    let got = flags(&target);
+    for want in [St::RDONLY, St::NOSUID, St::NODEV, St::NOEXEC, St::NOATIME] {
+        assert!(got.contains(want), "{want:?} missing from {got:?}");
+    }
+    let err = write_file(&target.join("x"), b"x").unwrap_err();
+    assert_eq!(
+        err.raw_os_error(),
+        Some(rustix::io::Errno::ROFS.raw_os_error())
+    );
+    // Without flags to apply there is no remount, and the bind has the source's flags too.
+    let plain = s.dir("plain");
+    csi_node::bind_mount(&staging, &plain, &MountOptions::default(), false).unwrap();
+    guard.0.push(plain.clone());
+    assert!(flags(&plain).contains(St::RDONLY | St::NOSUID | St::NODEV | St::NOEXEC));
+    // A read-write source with no restriction stays read-write.
+    let rw_source = s.dir("rw-source");
+    let rw_target = s.dir("rw-target");
+    csi_node::bind_mount(&rw_source, &rw_target, &noatime, false).unwrap();
+    guard.0.push(rw_target.clone());
+    write_file(&rw_target.join("x"), b"x").unwrap();
+    drop(guard);
+    assert!(csi_node::mounts_under(s.0.path()).unwrap().is_empty());
+}
