@@ -436,9 +436,11 @@ pub fn create_file_target(path: &Path) -> Result<(), Error> {
 }
 
 /// Remounts the mount at `target` read-only (a bind mount's flags only; the filesystem under it
-/// stays writable through its other mounts).
+/// stays writable through its other mounts). Its `nosuid`, `nodev` and `noexec` stay.
 pub fn remount_readonly(target: &Path) -> Result<(), Error> {
-    rustix::mount::mount_remount(target, MountFlags::BIND | MountFlags::RDONLY, "")
+    let st = rustix::fs::statvfs(target).map_err(|e| Error::errno("statvfs", target, e))?;
+    let flags = MountFlags::BIND | MountFlags::RDONLY | restrictions(st.f_flag);
+    rustix::mount::mount_remount(target, flags, "")
         .map_err(|e| Error::errno("remount read-only", target, e))
 }
 

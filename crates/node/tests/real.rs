@@ -1057,6 +1057,12 @@ fn a_bind_with_flags_keeps_what_the_source_mount_restricts() {
     csi_node::bind_mount(&staging, &plain, &MountOptions::default(), false).unwrap();
     guard.0.push(plain.clone());
     assert!(flags(&plain).contains(St::RDONLY | St::NOSUID | St::NODEV | St::NOEXEC));
+    // A read-only remount keeps them too.
+    let later = s.dir("later");
+    csi_node::bind_mount(&volume, &later, &MountOptions::default(), false).unwrap();
+    guard.0.push(later.clone());
+    csi_node::remount_readonly(&later).unwrap();
+    assert!(flags(&later).contains(St::RDONLY | St::NOSUID | St::NODEV | St::NOEXEC));
     // A read-write source with no restriction stays read-write.
     let rw_source = s.dir("rw-source");
     let rw_target = s.dir("rw-target");
