@@ -49,6 +49,14 @@ pub enum Error {
         /// What was to be mounted there.
         wanted: String,
     },
+    /// A mount target that is a symbolic link: the mount would land on what it points to.
+    #[error(
+        "{path} is a symbolic link; nothing is mounted on it, as the mount would land on what it points to"
+    )]
+    SymbolicLink {
+        /// The link.
+        path: PathBuf,
+    },
     /// A blank device that was to be mounted read-only or grown: there is nothing to mount.
     #[error("{device} holds no filesystem (it is formatted only by a writable mount)")]
     Unformatted {
@@ -140,6 +148,7 @@ impl Error {
 /// | [`Unformatted`](Error::Unformatted) | FAILED_PRECONDITION | a read-only stage of a blank volume |
 /// | [`AlreadyMounted`](Error::AlreadyMounted) | ALREADY_EXISTS | the staging path has another volume or mode mounted ("Volume published but is incompatible", NodeStageVolume) |
 /// | [`NotMounted`](Error::NotMounted) | FAILED_PRECONDITION | e.g. growing an unmounted XFS |
+/// | [`SymbolicLink`](Error::SymbolicLink) | FAILED_PRECONDITION | a staging or target path that is a symbolic link |
 /// | [`UnsupportedFilesystem`](Error::UnsupportedFilesystem) | INVALID_ARGUMENT | names `volume_capability.mount.fs_type` |
 /// | [`MissingTool`](Error::MissingTool) | FAILED_PRECONDITION | a missing required dependency, as for Probe |
 /// | [`Busy`](Error::Busy) | FAILED_PRECONDITION | in use |
@@ -163,6 +172,7 @@ impl From<Error> for csi_types::CsiError {
             Error::FilesystemMismatch { .. }
             | Error::Unformatted { .. }
             | Error::NotMounted { .. }
+            | Error::SymbolicLink { .. }
             | Error::MissingTool { .. }
             | Error::Busy { .. }
             | Error::NotPermitted { .. } => CsiError::failed_precondition(e.to_string()),

@@ -89,8 +89,8 @@ pub fn mkfs(device: &Path, fs: FsType) -> Result<(), Error> {
 
 /// Mounts `device` on `target` with `fs`, formatting it first when (and only when) it is blank:
 /// a device holding another filesystem is refused ([`Error::FilesystemMismatch`]), a blank one
-/// asked for read-only is refused ([`Error::Unformatted`]). `target` must exist, and is checked
-/// before anything is formatted.
+/// asked for read-only is refused ([`Error::Unformatted`]). `target` must exist and not be a
+/// symbolic link ([`Error::SymbolicLink`]), which is checked before anything is formatted.
 ///
 /// Idempotent, as NodeStageVolume must be: when `target` already has `device`'s `fs` mounted
 /// on it, read-only as `options` ask or read-write as they do not, nothing is done. Any other
@@ -107,6 +107,7 @@ pub fn format_and_mount(
             path: target.to_path_buf(),
         });
     }
+    crate::mount::refuse_symlink(target)?;
     if let Some(top) = crate::mount::top_mount(target)? {
         let same_device = std::fs::canonicalize(device)
             .is_ok_and(|d| std::fs::canonicalize(&top.source).is_ok_and(|s| s == d));

@@ -249,7 +249,9 @@ fn unescape(s: &[u8]) -> OsString {
     OsString::from_vec(out)
 }
 
-/// Whether something is mounted on `path`. A path that does not exist is not a mount point.
+/// Whether something is mounted on `path`. A path that does not exist is not a mount point, nor
+/// is a symbolic link (even one that points at a mount point): [`unmount`] never follows one
+/// to unmount what it points to.
 pub fn is_mount_point(path: &Path) -> Result<bool, Error> {
     Ok(top_mount(path)?.is_some())
 }
@@ -257,6 +259,11 @@ pub fn is_mount_point(path: &Path) -> Result<bool, Error> {
 /// The top mount on `path` (the last mounted there), if any; a path that does not exist has
 /// none.
 pub(crate) fn top_mount(path: &Path) -> Result<Option<MountEntry>, Error> {
+    // A symbolic link is never a mount point (mount(2) follows it): what it points to may be
+    // one, but through the link it is someone else's mount.
+    if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Ok(None);
+    }
     let path = match fs::canonicalize(path) {
         Ok(p) => p,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -378,6 +385,7 @@ pub fn bind_mount(
     read_only: bool,
 ) -> Result<(), Error> {
     let mut flags = options.bind_flags()?;
+    refuse_symlink(target)?;
     if read_only {
         flags |= MountFlags::RDONLY;
     }
@@ -400,6 +408,17 @@ pub fn bind_mount(
         let _ = rustix::mount::unmount(target, UnmountFlags::empty());
     }
     remount
+}
+
+/// Refuses a mount target that is a symbolic link: `mount(2)` would follow it and mount on
+/// what it points to (a staging path, another volume), which no unmount of the link undoes.
+pub(crate) fn refuse_symlink(target: &Path) -> Result<(), Error> {
+    match fs::symlink_metadata(target) {
+        Ok(m) if m.file_type().is_symlink() => Err(Error::SymbolicLink {
+            path: target.to_path_buf(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// The restrictions among a mount's flags (as `statvfs` reports them) that a bind remount would
@@ -454,7 +473,7 @@ pub fn unmount(target: &Path) -> Result<bool, Error> {
     // retry a few times before reporting it, as kubelet would retry the whole call.
     let mut delay = std::time::Duration::from_millis(20);
     loop {
-        match rustix::mount::unmount(target, UnmountFlags::empty()) {
+        match rustix::mount::unmount(target, UnmountFlags::NOFOLLOW) {
             Ok(()) => return Ok(true),
             Err(rustix::io::Errno::BUSY) if delay < std::time::Duration::from_millis(400) => {
                 std::thread::sleep(delay);

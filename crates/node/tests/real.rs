@@ -1072,3 +1072,57 @@ fn a_bind_with_flags_keeps_what_the_source_mount_restricts() {
     drop(guard);
     assert!(csi_node::mounts_under(s.0.path()).unwrap().is_empty());
 }
+
+#[test]
+fn a_symbolic_link_to_a_staging_path_is_neither_mounted_on_nor_unmounted_through() {
+    if unavailable(&[]).is_some() {
+        return;
+    }
+    let s = Scratch::new();
+    let staging = s.dir("staging");
+    csi_node::bind_mount(&s.dir("volume"), &staging, &MountOptions::default(), false).unwrap();
+    let _guard = UnmountOnDrop(vec![staging.clone()]);
+    let link = s.path("target");
+    std::os::unix::fs::symlink(&staging, &link).unwrap();
+    let stacked = || {
+        let point = fs::canonicalize(&staging).unwrap();
+        csi_node::mount_table()
+            .unwrap()
+            .iter()
+            .filter(|m| m.mount_point == point)
+            .count()
+    };
+    // Publishing on the link would have stacked the staging path on itself.
+    let err = csi_node::bind_mount(&staging, &link, &MountOptions::default(), true).unwrap_err();
+    assert!(
+        matches!(&err, Error::SymbolicLink { path } if *path == link),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains(&link.display().to_string()),
+        "{err}"
+    );
+    assert_eq!(
+        csi_types::CsiError::from(err).code(),
+        csi_types::Code::FailedPrecondition
+    );
+    let err = csi_node::format_and_mount(
+        Path::new("/dev/no-such-device"),
+        &link,
+        FsType::Ext4,
+        &MountOptions::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::SymbolicLink { .. }), "{err}");
+    assert_eq!(stacked(), 1);
+    // Unpublishing the link would have unmounted the staging path through it.
+    assert!(!csi_node::is_mount_point(&link).unwrap());
+    assert!(!csi_node::unmount(&link).unwrap());
+    csi_node::unmount_all(&link).unwrap();
+    assert_eq!(stacked(), 1);
+    assert!(csi_node::is_mount_point(&staging).unwrap());
+    // A symbolic link above the path is followed as ever.
+    let parent_link = s.path("by-link");
+    std::os::unix::fs::symlink(s.0.path(), &parent_link).unwrap();
+    assert!(csi_node::is_mount_point(&parent_link.join("staging")).unwrap());
+}
