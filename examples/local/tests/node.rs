@@ -371,7 +371,30 @@ fn loops_of(image: &Path) -> usize {
         .arg(image)
         .output()
         .unwrap();
-    String::from_utf8(out.stdout).unwrap().lines().count()
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+/// Detaches, when dropped, every loop device `losetup -j` finds over `image` (only this test's
+/// own image), so that a test of the driver's own detaching leaks nothing when it fails.
+struct DetachLoopsOf(std::path::PathBuf);
+
+impl Drop for DetachLoopsOf {
+    fn drop(&mut self) {
+        let Ok(out) = std::process::Command::new("losetup")
+            .arg("-j")
+            .arg(&self.0)
+            .output()
+        else {
+            return;
+        };
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            if let Some((dev, _)) = line.split_once(':') {
+                let _ = std::process::Command::new("losetup")
+                    .args(["-d", dev])
+                    .status();
+            }
+        }
+    }
 }
 
 /// Whether `cond` holds within 30 s (a bound on a hang; udev on a loaded
@@ -518,6 +541,75 @@ async fn block_volume_is_published_as_a_loop_device() {
     })
     .await
     .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_block_volume_in_a_state_directory_whose_path_is_not_utf8_is_detached_at_unpublish() {
+    use std::os::unix::ffi::OsStrExt;
+    if !can_mount("a_block_volume_in_a_state_directory_whose_path_is_not_utf8") {
+        return;
+    }
+    // `--state-dir` takes any path the OS does.
+    let s = Served::start(|cfg| {
+        cfg.state_dir = cfg
+            .state_dir
+            .with_file_name(std::ffi::OsStr::from_bytes(b"state-\xff"));
+    })
+    .await;
+    let c = &s.client;
+    let v = c
+        .create_volume(block_req("b", 8 * MIB))
+        .await
+        .unwrap()
+        .volume
+        .volume_id;
+    let img = local::volume_data_path(&s.driver.config().state_dir, v.as_str(), true);
+    assert!(img.is_file(), "{}", img.display());
+    let _cleanup = DetachLoopsOf(img.clone());
+    let cap = VolumeCapability::block(AccessMode::SingleNodeWriter);
+    let (staging, target) = (s.path("staging"), s.path("dev"));
+    match c.node_stage_volume(stage(&v, &staging, &cap)).await {
+        Ok(_) => {}
+        Err(e) if e.code() == Code::FailedPrecondition => {
+            eprintln!("skipping the loop device checks: {e}");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    }
+    c.node_publish_volume(publish(&v, Some(&staging), &target, &cap, false))
+        .await
+        .unwrap();
+    assert_eq!(loops_of(&img), 1);
+    // The node finds the device to refresh it after an expansion...
+    c.controller_expand_volume(ControllerExpandVolumeRequest {
+        volume_id: v.clone(),
+        capacity_range: CapacityRange::exactly(16 * MIB),
+        secrets: Secrets::default(),
+        volume_capability: Some(cap.clone()),
+    })
+    .await
+    .unwrap();
+    c.node_expand_volume(NodeExpandVolumeRequest {
+        volume_id: v.clone(),
+        volume_path: target.clone().into(),
+        capacity_range: Some(CapacityRange::exactly(16 * MIB)),
+        staging_target_path: Some(staging.clone()).into(),
+        volume_capability: Some(cap.clone()),
+        secrets: Secrets::default(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(device_size(target.as_path()).0, 16 * MIB);
+    // ... and to detach it at unpublish, where it took the device for gone and left it attached.
+    c.node_unpublish_volume(unpublish(&v, &target))
+        .await
+        .unwrap();
+    assert!(
+        eventually(|| loops_of(&img) == 0),
+        "{} loop devices still serve the image",
+        loops_of(&img)
+    );
+    c.node_unstage_volume(unstage(&v, &staging)).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
