@@ -183,6 +183,93 @@ async fn node_errors_that_need_no_mount() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_path_of_the_wrong_kind_is_refused_naming_the_field_and_left_as_it_was() {
+    if !can_mount("a_path_of_the_wrong_kind_is_refused_naming_the_field") {
+        return;
+    }
+    let s = Served::start(|_| {}).await;
+    let c = &s.client;
+    let m = c
+        .create_volume(mount_req("m", MIB))
+        .await
+        .unwrap()
+        .volume
+        .volume_id;
+    let b = c
+        .create_volume(block_req("b", MIB))
+        .await
+        .unwrap()
+        .volume
+        .volume_id;
+    let (mcap, bcap) = (
+        VolumeCapability::mount(AccessMode::SingleNodeWriter),
+        VolumeCapability::block(AccessMode::SingleNodeWriter),
+    );
+    // A staging path that is a file.
+    let file = s.path("a-file");
+    fs::write(file.as_path(), b"kept").unwrap();
+    let e = c
+        .node_stage_volume(stage(&m, &file, &mcap))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
+    assert!(e.to_string().contains("staging_target_path"), "{e}");
+    assert!(e.to_string().contains("not a directory"), "{e}");
+    let (mst, bst) = (s.path("mst"), s.path("bst"));
+    c.node_stage_volume(stage(&m, &mst, &mcap)).await.unwrap();
+    match c.node_stage_volume(stage(&b, &bst, &bcap)).await {
+        Ok(_) => {}
+        Err(e) if e.code() == Code::FailedPrecondition => {
+            eprintln!("skipping the loop device checks: {e}");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    }
+    // A mount volume's target that is a file, a block volume's that is a directory, a target
+    // whose parent is missing: each named, with the rule, and nothing changed.
+    let dir = s.path("a-dir");
+    fs::create_dir(dir.as_path()).unwrap();
+    let orphan = s.path("no-parent/target");
+    for (v, staging, target, cap, words) in [
+        (
+            &m,
+            &mst,
+            &file,
+            &mcap,
+            "is not a directory: a mount volume is published on a directory",
+        ),
+        (
+            &b,
+            &bst,
+            &dir,
+            &bcap,
+            "is a directory: a block volume is published on a file",
+        ),
+        (&m, &mst, &orphan, &mcap, "parent directory of target_path"),
+    ] {
+        let e = c
+            .node_publish_volume(publish(v, Some(staging), target, cap, false))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
+        let msg = e.to_string();
+        assert!(msg.contains(words), "{msg}");
+        assert!(msg.contains(target.as_str()), "{msg}");
+    }
+    assert_eq!(fs::read(file.as_path()).unwrap(), b"kept");
+    assert!(dir.as_path().is_dir());
+    assert!(!orphan.as_path().parent().unwrap().exists());
+    let img = local::volume_data_path(&s.state_dir(), b.as_str(), true);
+    assert!(eventually(|| loops_of(&img) == 0), "a loop device was left");
+    // Only the mount volume's staging mount is there (a block volume stages without one).
+    let mut mounts = csi_node::mounts_under(s.dir.path()).unwrap();
+    mounts.sort();
+    assert_eq!(mounts, [fs::canonicalize(mst.as_path()).unwrap()]);
+    c.node_unstage_volume(unstage(&m, &mst)).await.unwrap();
+    c.node_unstage_volume(unstage(&b, &bst)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn mount_volume_life_cycle_with_real_bind_mounts() {
     if !can_mount("mount_volume_life_cycle_with_real_bind_mounts") {
         return;
