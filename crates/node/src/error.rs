@@ -21,12 +21,14 @@ pub enum Error {
         /// Which options are accepted here.
         rule: String,
     },
-    /// The device already holds a filesystem of another type; it is never formatted over.
-    #[error("{device} holds a {found} filesystem, not {wanted}; it is not formatted over")]
+    /// The device already holds a filesystem of another type, or a partition table; it is never
+    /// formatted over.
+    #[error("{device} holds {found}, not {wanted}; it is not formatted over")]
     FilesystemMismatch {
         /// The device.
         device: PathBuf,
-        /// What `blkid` found on it.
+        /// What `blkid` found on it: a filesystem type (`ext4`) or a partition table (`a gpt
+        /// partition table`), as [`crate::probe_filesystem`] says.
         found: String,
         /// What was asked for.
         wanted: String,

@@ -45,8 +45,11 @@ impl FromStr for FsType {
     }
 }
 
-/// The filesystem type on `device` as `blkid` reads it from the device itself (not its cache),
-/// or `None` for a blank device.
+/// What `device` holds as `blkid` reads it from the device itself (not its cache): the
+/// filesystem type (`ext4`, `xfs`, `crypto_LUKS`, `LVM2_member`, `swap`, …), or, for a device
+/// that holds no filesystem but a partition table, `"a PTTYPE partition table"` (such as `"a
+/// gpt partition table"`); `None` only for a device that holds neither. A partitioned disk is
+/// not blank: formatting it would destroy its partitions.
 pub fn probe_filesystem(device: &Path) -> Result<Option<String>, Error> {
     if !device.exists() {
         return Err(Error::NotFound {
@@ -54,13 +57,30 @@ pub fn probe_filesystem(device: &Path) -> Result<Option<String>, Error> {
         });
     }
     let mut cmd = Command::new("blkid");
-    cmd.args(["-p", "-o", "value", "-s", "TYPE"]).arg(device);
-    match run(&mut cmd) {
-        Ok(t) if t.is_empty() => Ok(None),
-        Ok(t) => Ok(Some(t)),
+    cmd.args(["-p", "-o", "export"]).arg(device);
+    let out = match run(&mut cmd) {
+        Ok(out) => out,
         // blkid's exit status 2: nothing was found on the device.
-        Err(Error::Command { status, .. }) if status.ends_with("exit status: 2") => Ok(None),
-        Err(e) => Err(e),
+        Err(Error::Command { status, .. }) if status.ends_with("exit status: 2") => {
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    Ok(probed(&out))
+}
+
+/// What `blkid -p -o export` output (`KEY=value` lines) says a device holds.
+fn probed(export: &str) -> Option<String> {
+    let value = |key: &str| {
+        export
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .filter(|v| !v.is_empty())
+    };
+    match (value("TYPE"), value("PTTYPE")) {
+        (Some(fs), _) => Some(fs.to_string()),
+        (None, Some(pt)) => Some(format!("a {pt} partition table")),
+        (None, None) => None,
     }
 }
 
@@ -88,7 +108,8 @@ pub fn mkfs(device: &Path, fs: FsType) -> Result<(), Error> {
 }
 
 /// Mounts `device` on `target` with `fs`, formatting it first when (and only when) it is blank:
-/// a device holding another filesystem is refused ([`Error::FilesystemMismatch`]), a blank one
+/// a device holding another filesystem or a partition table is refused
+/// ([`Error::FilesystemMismatch`]), a blank one
 /// asked for read-only is refused ([`Error::Unformatted`]). `target` must exist and not be a
 /// symbolic link ([`Error::SymbolicLink`]), which is checked before anything is formatted.
 ///
@@ -218,4 +239,29 @@ pub fn resize_filesystem(device: &Path) -> Result<(), Error> {
     }
     tracing::info!(device = %device.display(), fs = %fs, "filesystem grown");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::probed;
+
+    #[test]
+    fn blkid_export_output_is_read_for_a_filesystem_or_a_partition_table() {
+        assert_eq!(
+            probed("DEVNAME=/dev/loop0\nUUID=1234\nBLOCK_SIZE=4096\nTYPE=ext4"),
+            Some("ext4".to_string())
+        );
+        // A disk with partitions and no filesystem of its own is not blank.
+        assert_eq!(
+            probed("DEVNAME=/dev/loop0\nPTUUID=78563412\nPTTYPE=dos"),
+            Some("a dos partition table".to_string())
+        );
+        // PTTYPE is not TYPE, and a filesystem wins over a partition table (an ISO image).
+        assert_eq!(
+            probed("PTTYPE=dos\nTYPE=iso9660"),
+            Some("iso9660".to_string())
+        );
+        assert_eq!(probed("DEVNAME=/dev/loop0"), None);
+        assert_eq!(probed(""), None);
+    }
 }

@@ -12,7 +12,7 @@
 //! Mounts are made with the `mount(2)` system call (through `rustix`); formatting, probing and
 //! resizing run the standard tools (`blkid`, `mkfs.ext4`/`mkfs.xfs`, `resize2fs`/`xfs_growfs`,
 //! `losetup`), whose absence is reported as a missing dependency, never guessed around. Nothing
-//! here formats a device that already holds a filesystem.
+//! here formats a device that already holds a filesystem or a partition table.
 //!
 //! ```no_run
 //! use std::path::Path;

@@ -1126,3 +1126,52 @@ fn a_symbolic_link_to_a_staging_path_is_neither_mounted_on_nor_unmounted_through
     std::os::unix::fs::symlink(s.0.path(), &parent_link).unwrap();
     assert!(csi_node::is_mount_point(&parent_link.join("staging")).unwrap());
 }
+
+#[test]
+fn a_partitioned_disk_is_never_formatted() {
+    use std::io::{Read, Seek, SeekFrom};
+    if unavailable(&["blkid", "mkfs.ext4", "losetup"]).is_some() {
+        return;
+    }
+    let s = Scratch::new();
+    let image = s.image("disk.img", 32 << 20);
+    // A DOS partition table (one Linux partition from sector 2048) and nothing else: no
+    // filesystem on the whole disk, so blkid reports PTTYPE and no TYPE.
+    let mut mbr = [0u8; 512];
+    mbr[440..444].copy_from_slice(&[0x12, 0x34, 0x56, 0x78]);
+    mbr[446 + 4] = 0x83;
+    mbr[446 + 8..446 + 12].copy_from_slice(&2048u32.to_le_bytes());
+    mbr[446 + 12..446 + 16].copy_from_slice(&30000u32.to_le_bytes());
+    mbr[510] = 0x55;
+    mbr[511] = 0xAA;
+    {
+        let mut f = fs::OpenOptions::new().write(true).open(&image).unwrap();
+        f.write_all(&mbr).unwrap();
+        f.sync_all().unwrap();
+    }
+    let dev = LoopDevice::attach(&image, false).unwrap();
+    assert_eq!(
+        csi_node::probe_filesystem(dev.path()).unwrap().as_deref(),
+        Some("a dos partition table")
+    );
+    let target = s.dir("t");
+    let err =
+        csi_node::format_and_mount(dev.path(), &target, FsType::Ext4, &MountOptions::default())
+            .unwrap_err();
+    assert!(
+        matches!(&err, Error::FilesystemMismatch { found, .. } if found == "a dos partition table"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("not formatted over"), "{err}");
+    assert_eq!(
+        csi_types::CsiError::from(err).code(),
+        csi_types::Code::FailedPrecondition
+    );
+    assert!(!csi_node::is_mount_point(&target).unwrap());
+    assert!(dev.detach_and_wait(Duration::from_secs(30)).unwrap());
+    let mut first = [0u8; 512];
+    let mut f = fs::File::open(&image).unwrap();
+    f.seek(SeekFrom::Start(0)).unwrap();
+    f.read_exact(&mut first).unwrap();
+    assert_eq!(first, mbr, "the partition table is intact");
+}
