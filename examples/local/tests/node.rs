@@ -217,13 +217,8 @@ async fn a_path_of_the_wrong_kind_is_refused_naming_the_field_and_left_as_it_was
     assert!(e.to_string().contains("not a directory"), "{e}");
     let (mst, bst) = (s.path("mst"), s.path("bst"));
     c.node_stage_volume(stage(&m, &mst, &mcap)).await.unwrap();
-    match c.node_stage_volume(stage(&b, &bst, &bcap)).await {
-        Ok(_) => {}
-        Err(e) if e.code() == Code::FailedPrecondition => {
-            eprintln!("skipping the loop device checks: {e}");
-            return;
-        }
-        Err(e) => panic!("{e}"),
+    if !stage_block(c, &b, &bst, &bcap).await {
+        return;
     }
     // A mount volume's target that is a file, a block volume's that is a directory, a target
     // whose parent is missing: each named, with the rule, and nothing changed.
@@ -451,6 +446,56 @@ async fn single_node_single_writer_publishes_once_read_write() {
     c.node_unstage_volume(unstage(&v, &staging)).await.unwrap();
 }
 
+/// Stages the block volume `v` at `staging`; false, after saying why, where this machine has no
+/// loop devices (the driver answers FAILED_PRECONDITION).
+async fn stage_block(
+    c: &csi_types::client::Client,
+    v: &VolumeId,
+    staging: &NodePath,
+    cap: &VolumeCapability,
+) -> bool {
+    match c.node_stage_volume(stage(v, staging, cap)).await {
+        Ok(_) => true,
+        Err(e) if e.code() == Code::FailedPrecondition => {
+            eprintln!("skipping the loop device checks: {e}");
+            false
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Grows the published block volume `v` to `bytes`: ControllerExpandVolume, then
+/// NodeExpandVolume at `target`. Returns whether the controller asked for the node step.
+async fn expand_block(
+    c: &csi_types::client::Client,
+    v: &VolumeId,
+    staging: &NodePath,
+    target: &NodePath,
+    cap: &VolumeCapability,
+    bytes: u64,
+) -> bool {
+    let r = c
+        .controller_expand_volume(ControllerExpandVolumeRequest {
+            volume_id: v.clone(),
+            capacity_range: CapacityRange::exactly(bytes),
+            secrets: Secrets::default(),
+            volume_capability: Some(cap.clone()),
+        })
+        .await
+        .unwrap();
+    c.node_expand_volume(NodeExpandVolumeRequest {
+        volume_id: v.clone(),
+        volume_path: target.clone().into(),
+        capacity_range: Some(CapacityRange::exactly(bytes)),
+        staging_target_path: Some(staging.clone()).into(),
+        volume_capability: Some(cap.clone()),
+        secrets: Secrets::default(),
+    })
+    .await
+    .unwrap();
+    r.node_expansion_required
+}
+
 /// How many loop devices serve `image` (`losetup -j`).
 fn loops_of(image: &Path) -> usize {
     let out = std::process::Command::new("losetup")
@@ -530,13 +575,8 @@ async fn block_volume_is_published_as_a_loop_device() {
     let img = local::volume_data_path(&s.state_dir(), v.as_str(), true);
     let cap = VolumeCapability::block(AccessMode::SingleNodeWriter);
     let (staging, target, ro_target) = (s.path("staging"), s.path("dev-rw"), s.path("dev-ro"));
-    match c.node_stage_volume(stage(&v, &staging, &cap)).await {
-        Ok(_) => {}
-        Err(e) if e.code() == Code::FailedPrecondition => {
-            eprintln!("skipping the loop device checks: {e}");
-            return;
-        }
-        Err(e) => panic!("{e}"),
+    if !stage_block(c, &v, &staging, &cap).await {
+        return;
     }
     c.node_publish_volume(publish(&v, Some(&staging), &target, &cap, false))
         .await
@@ -588,26 +628,7 @@ async fn block_volume_is_published_as_a_loop_device() {
     drop(ro);
 
     // Online expansion: the controller grows the image, the node makes the device see it.
-    let r = c
-        .controller_expand_volume(ControllerExpandVolumeRequest {
-            volume_id: v.clone(),
-            capacity_range: CapacityRange::exactly(16 * MIB),
-            secrets: Secrets::default(),
-            volume_capability: Some(cap.clone()),
-        })
-        .await
-        .unwrap();
-    assert!(r.node_expansion_required);
-    c.node_expand_volume(NodeExpandVolumeRequest {
-        volume_id: v.clone(),
-        volume_path: target.clone().into(),
-        capacity_range: Some(CapacityRange::exactly(16 * MIB)),
-        staging_target_path: Some(staging.clone()).into(),
-        volume_capability: Some(cap.clone()),
-        secrets: Secrets::default(),
-    })
-    .await
-    .unwrap();
+    assert!(expand_block(c, &v, &staging, &target, &cap, 16 * MIB).await);
     assert_eq!(device_size(target.as_path()).0, 16 * MIB);
     let st = c.node_get_volume_stats(stats(&v, &target)).await.unwrap();
     assert_eq!(st.usage[0].total, 16 * MIB);
@@ -655,37 +676,15 @@ async fn a_block_volume_in_a_state_directory_whose_path_is_not_utf8_is_detached_
     let _cleanup = DetachLoopsOf(img.clone());
     let cap = VolumeCapability::block(AccessMode::SingleNodeWriter);
     let (staging, target) = (s.path("staging"), s.path("dev"));
-    match c.node_stage_volume(stage(&v, &staging, &cap)).await {
-        Ok(_) => {}
-        Err(e) if e.code() == Code::FailedPrecondition => {
-            eprintln!("skipping the loop device checks: {e}");
-            return;
-        }
-        Err(e) => panic!("{e}"),
+    if !stage_block(c, &v, &staging, &cap).await {
+        return;
     }
     c.node_publish_volume(publish(&v, Some(&staging), &target, &cap, false))
         .await
         .unwrap();
     assert_eq!(loops_of(&img), 1);
     // The node finds the device to refresh it after an expansion...
-    c.controller_expand_volume(ControllerExpandVolumeRequest {
-        volume_id: v.clone(),
-        capacity_range: CapacityRange::exactly(16 * MIB),
-        secrets: Secrets::default(),
-        volume_capability: Some(cap.clone()),
-    })
-    .await
-    .unwrap();
-    c.node_expand_volume(NodeExpandVolumeRequest {
-        volume_id: v.clone(),
-        volume_path: target.clone().into(),
-        capacity_range: Some(CapacityRange::exactly(16 * MIB)),
-        staging_target_path: Some(staging.clone()).into(),
-        volume_capability: Some(cap.clone()),
-        secrets: Secrets::default(),
-    })
-    .await
-    .unwrap();
+    expand_block(c, &v, &staging, &target, &cap, 16 * MIB).await;
     assert_eq!(device_size(target.as_path()).0, 16 * MIB);
     // ... and to detach it at unpublish, where it took the device for gone and left it attached.
     c.node_unpublish_volume(unpublish(&v, &target))
