@@ -189,18 +189,8 @@ async fn a_path_of_the_wrong_kind_is_refused_naming_the_field_and_left_as_it_was
     }
     let s = Served::start(|_| {}).await;
     let c = &s.client;
-    let m = c
-        .create_volume(mount_req("m", MIB))
-        .await
-        .unwrap()
-        .volume
-        .volume_id;
-    let b = c
-        .create_volume(block_req("b", MIB))
-        .await
-        .unwrap()
-        .volume
-        .volume_id;
+    let m = new_volume(c, mount_req("m", MIB)).await;
+    let b = new_volume(c, block_req("b", MIB)).await;
     let (mcap, bcap) = (
         VolumeCapability::mount(AccessMode::SingleNodeWriter),
         VolumeCapability::block(AccessMode::SingleNodeWriter),
@@ -665,12 +655,7 @@ async fn a_block_volume_in_a_state_directory_whose_path_is_not_utf8_is_detached_
     })
     .await;
     let c = &s.client;
-    let v = c
-        .create_volume(block_req("b", 8 * MIB))
-        .await
-        .unwrap()
-        .volume
-        .volume_id;
+    let v = new_volume(c, block_req("b", 8 * MIB)).await;
     let img = local::volume_data_path(&s.driver.config().state_dir, v.as_str(), true);
     assert!(img.is_file(), "{}", img.display());
     let _cleanup = DetachLoopsOf(img.clone());
