@@ -130,8 +130,7 @@ pub fn format_and_mount(
     }
     crate::mount::refuse_symlink(target)?;
     if let Some(top) = crate::mount::top_mount(target)? {
-        let same_device = std::fs::canonicalize(device)
-            .is_ok_and(|d| std::fs::canonicalize(&top.source).is_ok_and(|s| s == d));
+        let same_device = std::fs::canonicalize(device).is_ok_and(|d| top.is_from_device(&d));
         if same_device
             && top.root == Path::new("/")
             && top.fs_type == fs.as_str()
@@ -206,7 +205,7 @@ pub fn resize_filesystem(device: &Path) -> Result<(), Error> {
         std::fs::canonicalize(device).map_err(|e| Error::io("canonicalize", device, e))?;
     let mount_point = crate::mount_table()?
         .into_iter()
-        .find(|m| Path::new(&m.source) == canonical && m.root == Path::new("/"))
+        .find(|m| m.root == Path::new("/") && m.is_from_device(&canonical))
         .map(|m| m.mount_point);
     match (fs, mount_point) {
         (FsType::Ext4, Some(_)) => {

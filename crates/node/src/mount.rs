@@ -186,6 +186,17 @@ pub struct MountEntry {
     pub read_only: bool,
 }
 
+impl MountEntry {
+    /// Whether the mount's source is the device at `canonical` (a path without symbolic
+    /// links): the source as given to `mount(2)` may be a link to it (`/dev/mapper/NAME`,
+    /// `/dev/disk/by-id/…`), so it is resolved first. A source that is not an absolute path
+    /// (`tmpfs`, `overlay`) is no device.
+    pub(crate) fn is_from_device(&self, canonical: &Path) -> bool {
+        let source = Path::new(&self.source);
+        source.is_absolute() && fs::canonicalize(source).is_ok_and(|s| s == canonical)
+    }
+}
+
 /// The mount table of this process's mount namespace, in mount order.
 ///
 /// The table is read as bytes: a mount point anywhere on the host whose path is not UTF-8

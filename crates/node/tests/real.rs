@@ -1175,3 +1175,38 @@ fn a_partitioned_disk_is_never_formatted() {
     f.read_exact(&mut first).unwrap();
     assert_eq!(first, mbr, "the partition table is intact");
 }
+
+#[test]
+fn a_filesystem_mounted_through_a_link_to_its_device_grows_online() {
+    if unavailable(&["blkid", "mkfs.xfs", "xfs_growfs", "losetup"]).is_some() {
+        return;
+    }
+    let s = Scratch::new();
+    // mkfs.xfs refuses filesystems under 300 MB.
+    let image = s.image("disk.img", 320 << 20);
+    let dev = LoopDevice::attach(&image, false).unwrap();
+    // Staged through a link to the device, as /dev/mapper/NAME or /dev/disk/by-id/… are: the
+    // mount table then names the link, not /dev/loopN.
+    let link = s.path("by-id-volume");
+    std::os::unix::fs::symlink(dev.path(), &link).unwrap();
+    let staging = s.dir("staging");
+    let opts = MountOptions::default();
+    csi_node::format_and_mount(&link, &staging, FsType::Xfs, &opts).unwrap();
+    // A retried stage through the device's own path is the same mount.
+    csi_node::format_and_mount(dev.path(), &staging, FsType::Xfs, &opts).unwrap();
+    let before = csi_node::filesystem_stats(&staging).unwrap().bytes_total;
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&image)
+        .unwrap()
+        .set_len(640 << 20)
+        .unwrap();
+    dev.refresh().unwrap();
+    // Where the link was taken for another device, the filesystem was "not mounted" and XFS
+    // could not grow.
+    csi_node::resize_filesystem(dev.path()).unwrap();
+    let after = csi_node::filesystem_stats(&staging).unwrap().bytes_total;
+    assert!(after > before + (200 << 20), "{before} -> {after}");
+    csi_node::unmount_all(&staging).unwrap();
+    assert!(dev.detach_and_wait(Duration::from_secs(30)).unwrap());
+}
