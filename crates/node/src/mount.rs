@@ -212,14 +212,13 @@ pub fn mount_table() -> Result<Vec<MountEntry>, Error> {
 
 /// Parses `36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue`.
 fn parse_mountinfo_line(line: &[u8]) -> Option<MountEntry> {
-    // The optional fields end at the first lone `-`; a space inside a path is escaped, so the
-    // first " - " is that separator.
-    let sep = line.windows(3).position(|w| w == b" - ")?;
-    let (left, right) = (&line[..sep], &line[sep + 3..]);
-    let fields: Vec<&[u8]> = left.split(|&b| b == b' ').collect();
-    let mut right = right.split(|&b| b == b' ');
-    let fs_type = right.next()?;
-    let source = right.next()?;
+    // Six fixed fields, then optional fields up to a lone `-`, then the filesystem type and
+    // the source (proc(5)). Read by position: a space inside a field is escaped, so fields
+    // split on spaces, and none of the fixed ones is taken for the separator.
+    let fields: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
+    let sep = 6 + fields.get(6..)?.iter().position(|f| *f == b"-")?;
+    let fs_type = fields.get(sep + 1)?;
+    let source = fields.get(sep + 2)?;
     Some(MountEntry {
         root: PathBuf::from(unescape(fields.get(3)?)),
         mount_point: PathBuf::from(unescape(fields.get(4)?)),
@@ -655,7 +654,49 @@ mod tests {
 
     use proptest::prelude::*;
 
+    /// A path as the kernel writes it in mountinfo (`mangle` in fs/proc_namespace.c): space,
+    /// tab, newline and backslash as three octal digits, every other byte as it is.
+    fn kernel_escape(path: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for &b in path {
+            if matches!(b, b' ' | b'\t' | b'\n' | b'\\') {
+                out.extend_from_slice(format!("\\{b:03o}").as_bytes());
+            } else {
+                out.push(b);
+            }
+        }
+        out
+    }
+
     proptest::proptest! {
+        /// Any mount point and source the kernel can write (any bytes but NUL) come back from
+        /// the parser byte for byte, whatever the other fields hold.
+        #[test]
+        fn mountinfo_paths_come_back_byte_for_byte(
+            point in proptest::collection::vec(1u8..=255, 1..40),
+            root in proptest::collection::vec(1u8..=255, 1..20),
+            source in proptest::collection::vec(1u8..=255, 1..20),
+            optional in proptest::sample::select(vec!["", " shared:7", " master:1 propagate_from:2"]),
+            ro in proptest::bool::ANY,
+        ) {
+            use std::os::unix::ffi::OsStrExt;
+            let mut line = b"36 35 98:0 ".to_vec();
+            line.extend(kernel_escape(&root));
+            line.push(b' ');
+            line.extend(kernel_escape(&point));
+            line.extend_from_slice(if ro { b" ro,noatime" } else { b" rw,relatime" });
+            line.extend_from_slice(optional.as_bytes());
+            line.extend_from_slice(b" - ext4 ");
+            line.extend(kernel_escape(&source));
+            line.extend_from_slice(b" rw,errors=continue");
+            let m = parse_mountinfo_line(&line).unwrap();
+            prop_assert_eq!(m.mount_point.as_os_str().as_bytes(), &point[..]);
+            prop_assert_eq!(m.root.as_os_str().as_bytes(), &root[..]);
+            prop_assert_eq!(m.source.as_bytes(), &source[..]);
+            prop_assert_eq!(m.fs_type, "ext4");
+            prop_assert_eq!(m.read_only, ro);
+        }
+
         /// Whatever the list, `parse` refuses it exactly when two options set one thing
         /// differently, and otherwise keeps every flag and every data option, in order.
         #[test]
