@@ -183,13 +183,41 @@ pub fn sync_filesystem(path: &Path) -> Result<(), Error> {
 
 /// The bytes allocated on disk for `path` and, for a directory, everything below it (what
 /// `du -s` counts; symbolic links are not followed). A sparse file counts only its data.
+///
+/// A volume in use changes while it is measured: a file or directory below `path` that is
+/// removed between being listed and being looked at counts as nothing, as it would a moment
+/// later; only `path` itself missing is [`Error::NotFound`].
 pub fn allocated_bytes(path: &Path) -> Result<u64, Error> {
     let meta = fs::symlink_metadata(path).map_err(|e| Error::io("stat", path, e))?;
-    let mut total = meta.blocks() * 512;
-    if meta.is_dir() {
-        for entry in fs::read_dir(path).map_err(|e| Error::io("read directory", path, e))? {
-            let entry = entry.map_err(|e| Error::io("read directory", path, e))?;
-            total += allocated_bytes(&entry.path())?;
+    Ok(meta.blocks() * 512
+        + if meta.is_dir() {
+            allocated_below(path)?
+        } else {
+            0
+        })
+}
+
+/// What the entries of the directory `dir` occupy, skipping those that go while it is read.
+fn allocated_below(dir: &Path) -> Result<u64, Error> {
+    let gone = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if gone(&e) => return Ok(0),
+        Err(e) => return Err(Error::io("read directory", dir, e)),
+    };
+    let mut total = 0;
+    for entry in entries {
+        let path = entry
+            .map_err(|e| Error::io("read directory", dir, e))?
+            .path();
+        let meta = match fs::symlink_metadata(&path) {
+            Ok(meta) => meta,
+            Err(e) if gone(&e) => continue,
+            Err(e) => return Err(Error::io("stat", &path, e)),
+        };
+        total += meta.blocks() * 512;
+        if meta.is_dir() {
+            total += allocated_below(&path)?;
         }
     }
     Ok(total)
@@ -222,6 +250,52 @@ mod tests {
         ));
         assert!(matches!(
             copy_sparse(&dir.path().join("none"), &dir.path().join("c")),
+            Err(Error::NotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn a_tree_that_changes_while_it_is_measured_is_measured() {
+        // A workload creating and removing files (and directories) while NodeGetVolumeStats
+        // walks its volume: an entry listed and gone before it is looked at made the whole
+        // measurement fail with NotFound, which a CO reads as "no such volume".
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        fs::write(root.join("kept"), vec![1u8; 8192]).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let churn = {
+            let (root, stop) = (root.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut i = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let d = root.join(format!("d{}", i % 8));
+                    let _ = fs::create_dir(&d);
+                    let _ = fs::write(d.join("f"), b"x");
+                    let _ = fs::write(root.join(format!("f{}", i % 64)), b"x");
+                    let _ = fs::remove_file(root.join(format!("f{}", (i + 32) % 64)));
+                    let _ = fs::remove_dir_all(root.join(format!("d{}", (i + 4) % 8)));
+                    i += 1;
+                }
+            })
+        };
+        let mut errors = Vec::new();
+        for _ in 0..3000 {
+            match allocated_bytes(&root) {
+                Ok(n) => assert!(n >= 8192, "{n}"),
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        churn.join().unwrap();
+        assert!(
+            errors.is_empty(),
+            "{} failures, first: {}",
+            errors.len(),
+            errors[0]
+        );
+        // The path itself missing is still NotFound.
+        assert!(matches!(
+            allocated_bytes(&root.join("none")),
             Err(Error::NotFound { .. })
         ));
     }
