@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::str::FromStr;
 
 use crate::mount::{MountOptions, mount_filesystem};
-use crate::{Error, run};
+use crate::{Error, path_arg, run};
 
 /// A filesystem the crate formats, mounts and grows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -57,7 +57,7 @@ pub fn probe_filesystem(device: &Path) -> Result<Option<String>, Error> {
         });
     }
     let mut cmd = Command::new("blkid");
-    cmd.args(["-p", "-o", "export"]).arg(device);
+    cmd.args(["-p", "-o", "export"]).arg(path_arg(device));
     let out = match run(&mut cmd) {
         Ok(out) => out,
         // blkid's exit status 2: nothing was found on the device.
@@ -101,7 +101,7 @@ pub fn mkfs(device: &Path, fs: FsType) -> Result<(), Error> {
             c
         }
     };
-    cmd.arg(device).stdin(Stdio::null());
+    cmd.arg(path_arg(device)).stdin(Stdio::null());
     run(&mut cmd)?;
     tracing::info!(device = %device.display(), fs = %fs, "formatted");
     Ok(())
@@ -209,20 +209,24 @@ pub fn resize_filesystem(device: &Path) -> Result<(), Error> {
         .map(|m| m.mount_point);
     match (fs, mount_point) {
         (FsType::Ext4, Some(_)) => {
-            run(Command::new("resize2fs").arg(device).stdin(Stdio::null()))?;
+            run(Command::new("resize2fs")
+                .arg(path_arg(device))
+                .stdin(Stdio::null()))?;
         }
         (FsType::Ext4, None) => {
             // e2fsck's exit status 1 means "errors corrected": the filesystem is fine now.
             match run(Command::new("e2fsck")
                 .args(["-f", "-p"])
-                .arg(device)
+                .arg(path_arg(device))
                 .stdin(Stdio::null()))
             {
                 Ok(_) => {}
                 Err(Error::Command { status, .. }) if status.ends_with("exit status: 1") => {}
                 Err(e) => return Err(e),
             }
-            run(Command::new("resize2fs").arg(device).stdin(Stdio::null()))?;
+            run(Command::new("resize2fs")
+                .arg(path_arg(device))
+                .stdin(Stdio::null()))?;
         }
         (FsType::Xfs, Some(mount_point)) => {
             run(Command::new("xfs_growfs")

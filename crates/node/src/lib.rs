@@ -82,6 +82,18 @@ pub(crate) fn run(cmd: &mut std::process::Command) -> Result<String, Error> {
     }
 }
 
+/// `path` as an argument of a command line: a relative path that begins with `-` (a file
+/// named `-D` in the working directory) is written `./-D`, so that no tool takes it for an
+/// option (`losetup -f --show -D` would ask to detach every loop device).
+pub(crate) fn path_arg(path: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    if path.as_os_str().as_bytes().first() == Some(&b'-') {
+        std::path::Path::new(".").join(path)
+    } else {
+        path.to_path_buf()
+    }
+}
+
 /// The README's examples, compiled as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

@@ -21,7 +21,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::{Error, run};
+use crate::{Error, path_arg, run};
 
 /// How [`LoopDevice::attach_with`] attaches a file.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -93,7 +93,7 @@ impl LoopDevice {
             if direct_io {
                 cmd.arg("--direct-io=on");
             }
-            cmd.arg(file);
+            cmd.arg(path_arg(file));
             cmd
         };
         let path = match run(&mut command(opts.direct_io)) {
@@ -205,7 +205,7 @@ impl LoopDevice {
 
     /// Makes the device see its backing file's new size (after an expansion).
     pub fn refresh(&self) -> Result<(), Error> {
-        run(Command::new("losetup").arg("-c").arg(&self.path)).map(|_| ())
+        run(Command::new("losetup").arg("-c").arg(path_arg(&self.path))).map(|_| ())
     }
 
     /// Detaches the device (the kernel defers it while the device is still open or mounted,
@@ -218,7 +218,7 @@ impl LoopDevice {
         if self.diskseq.is_some() && self.attached().is_none() {
             return Ok(());
         }
-        run(Command::new("losetup").arg("-d").arg(&self.path)).map(|_| ())
+        run(Command::new("losetup").arg("-d").arg(path_arg(&self.path))).map(|_| ())
     }
 
     /// Detaches the device and waits up to `timeout` for the kernel to let it go: the kernel

@@ -1210,3 +1210,43 @@ fn a_filesystem_mounted_through_a_link_to_its_device_grows_online() {
     csi_node::unmount_all(&staging).unwrap();
     assert!(dev.detach_and_wait(Duration::from_secs(30)).unwrap());
 }
+
+/// Works in `dir` until dropped, then goes back. The tests of this file name everything else by
+/// absolute paths, so the change does not reach them.
+struct InDir(PathBuf);
+
+impl InDir {
+    fn enter(dir: &Path) -> InDir {
+        let back = std::env::current_dir().unwrap();
+        std::env::set_current_dir(dir).unwrap();
+        InDir(back)
+    }
+}
+
+impl Drop for InDir {
+    fn drop(&mut self) {
+        let _ = std::env::set_current_dir(&self.0);
+    }
+}
+
+#[test]
+fn a_relative_path_that_begins_with_a_dash_is_a_path_not_an_option() {
+    if unavailable(&["blkid", "losetup"]).is_some() {
+        return;
+    }
+    let s = Scratch::new();
+    fs::File::create(s.path("-r"))
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    let image = fs::canonicalize(s.path("-r")).unwrap();
+    let dev = {
+        let _here = InDir::enter(s.0.path());
+        // `losetup -f --show -r` and `blkid ... -r` took the file for the read-only flag.
+        assert_eq!(csi_node::probe_filesystem(Path::new("-r")).unwrap(), None);
+        LoopDevice::attach(Path::new("-r"), false).unwrap()
+    };
+    let _detach = Attached(dev.clone());
+    assert_eq!(dev.backing_file(), Some(image));
+    assert!(dev.detach_and_wait(Duration::from_secs(30)).unwrap());
+}
