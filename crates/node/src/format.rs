@@ -188,7 +188,8 @@ pub fn format_and_mount(
 /// Grows the filesystem on `device` to the device's size, after the device itself grew.
 ///
 /// A mounted filesystem grows online: ext4 with `resize2fs` (the kernel needs
-/// `CAP_SYS_RESOURCE` for it), XFS with `xfs_growfs` on its mount point. An unmounted ext4 is
+/// `CAP_SYS_RESOURCE` for it), XFS with `xfs_growfs` on a mount of it (the whole filesystem's,
+/// or else a bind of one of its directories). An unmounted ext4 is
 /// checked (`e2fsck -f -p`) and grown offline; an unmounted XFS cannot grow
 /// ([`Error::NotMounted`]). Growing a filesystem that already fills its device succeeds and
 /// changes nothing.
@@ -203,10 +204,15 @@ pub fn resize_filesystem(device: &Path) -> Result<(), Error> {
     };
     let canonical =
         std::fs::canonicalize(device).map_err(|e| Error::io("canonicalize", device, e))?;
-    let mount_point = crate::mount_table()?
+    // Any mount of the filesystem will do, a bind of one of its directories too (all that is
+    // left of a staged volume once its staging path is unmounted and a publish remains), but
+    // the whole filesystem's first.
+    let mut mounts: Vec<_> = crate::mount_table()?
         .into_iter()
-        .find(|m| m.root == Path::new("/") && m.is_from_device(&canonical))
-        .map(|m| m.mount_point);
+        .filter(|m| m.is_from_device(&canonical))
+        .collect();
+    mounts.sort_by_key(|m| m.root != Path::new("/"));
+    let mount_point = mounts.into_iter().next().map(|m| m.mount_point);
     match (fs, mount_point) {
         (FsType::Ext4, Some(_)) => {
             run(Command::new("resize2fs")

@@ -1177,7 +1177,7 @@ fn a_partitioned_disk_is_never_formatted() {
 }
 
 #[test]
-fn a_filesystem_mounted_through_a_link_to_its_device_grows_online() {
+fn a_filesystem_mounted_through_a_link_or_only_by_a_bind_of_a_directory_grows_online() {
     if unavailable(&["blkid", "mkfs.xfs", "xfs_growfs", "losetup"]).is_some() {
         return;
     }
@@ -1207,7 +1207,23 @@ fn a_filesystem_mounted_through_a_link_to_its_device_grows_online() {
     csi_node::resize_filesystem(dev.path()).unwrap();
     let after = csi_node::filesystem_stats(&staging).unwrap().bytes_total;
     assert!(after > before + (200 << 20), "{before} -> {after}");
+    // With the staging path unmounted, a publish of one of its directories is all that is left
+    // of the filesystem's mounts: it grows through that (it was taken for unmounted).
+    fs::create_dir(staging.join("sub")).unwrap();
+    let target = s.dir("target");
+    csi_node::bind_mount(&staging.join("sub"), &target, &opts, false).unwrap();
     csi_node::unmount_all(&staging).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&image)
+        .unwrap()
+        .set_len(960 << 20)
+        .unwrap();
+    dev.refresh().unwrap();
+    csi_node::resize_filesystem(dev.path()).unwrap();
+    let last = csi_node::filesystem_stats(&target).unwrap().bytes_total;
+    assert!(last > after + (200 << 20), "{after} -> {last}");
+    csi_node::unmount_all(&target).unwrap();
     assert!(dev.detach_and_wait(Duration::from_secs(30)).unwrap());
 }
 
