@@ -19,9 +19,10 @@
 //! use csi_node::{FsType, MountOptions};
 //!
 //! # fn main() -> Result<(), csi_node::Error> {
-//! // NodeStageVolume: format on first use, mount on the staging path.
+//! // NodeStageVolume: format on first use, mount on the staging path (a retry does nothing).
+//! let device = Path::new("/dev/disk/by-id/virtio-pv-1");
 //! let staging = Path::new("/var/lib/kubelet/plugins/example/staging/pv-1");
-//! csi_node::format_and_mount(Path::new("/dev/loop7"), staging, FsType::Ext4, &MountOptions::default())?;
+//! csi_node::format_and_mount(device, staging, FsType::Ext4, &MountOptions::default())?;
 //! // NodePublishVolume, read-only: a bind mount of the staging path, remounted read-only.
 //! let target = Path::new("/var/lib/kubelet/pods/uid/volumes/kubernetes.io~csi/pv-1/mount");
 //! csi_node::bind_mount(staging, target, &MountOptions::parse(["noatime"])?, true)?;
@@ -29,6 +30,9 @@
 //! // NodeGetVolumeStats.
 //! let stats = csi_node::filesystem_stats(target)?;
 //! println!("{} of {} bytes free", stats.bytes_available, stats.bytes_total);
+//! // NodeUnpublishVolume and NodeUnstageVolume: idempotent, nothing mounted is not an error.
+//! csi_node::unmount_all(target)?;
+//! csi_node::unmount_all(staging)?;
 //! # Ok(()) }
 //! ```
 //!
