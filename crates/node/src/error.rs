@@ -16,7 +16,8 @@ pub enum Error {
     /// A mount option the operation cannot apply.
     #[error("mount option {option:?} is not supported: {rule}")]
     BadMountOption {
-        /// The option as given.
+        /// The option as given, with the value of a `key=value` option shown as `<hidden>`:
+        /// `mount_flags` MAY carry secrets, which CSI says must not leak.
         option: String,
         /// Which options are accepted here.
         rule: String,

@@ -83,7 +83,7 @@ impl MountOptions {
             for option in entry.as_ref().split(',') {
                 if option.is_empty() || option.contains(|c: char| c.is_whitespace() || c == '\0') {
                     return Err(Error::BadMountOption {
-                        option: entry.as_ref().to_string(),
+                        option: redacted(entry.as_ref()),
                         rule: "an option is a non-empty word without spaces".into(),
                     });
                 }
@@ -148,7 +148,7 @@ impl MountOptions {
         match self.data.first() {
             None => Ok(self.flags),
             Some(option) => Err(Error::BadMountOption {
-                option: option.clone(),
+                option: redacted(option),
                 rule: format!(
                     "a bind mount takes only per-mount flags: {}",
                     FLAGS
@@ -160,6 +160,20 @@ impl MountOptions {
             }),
         }
     }
+}
+
+/// Mount options as an error may show them: the value of each `key=value` option is left out.
+/// CSI's `mount_flags` MAY carry secrets (`password=…` for a network filesystem), which a plugin
+/// MUST NOT leak, and an error message travels to the CO, its logs and its users' events.
+fn redacted(options: &str) -> String {
+    options
+        .split(',')
+        .map(|o| match o.split_once('=') {
+            Some((key, _)) => format!("{key}=<hidden>"),
+            None => o.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// One line of `/proc/self/mountinfo`.
@@ -360,14 +374,14 @@ pub(crate) fn mount_filesystem(
     let data = options.data.join(",");
     // The options were checked free of NUL when parsed.
     let c_data = std::ffi::CString::new(data.clone()).map_err(|_| Error::BadMountOption {
-        option: data.clone(),
+        option: redacted(&data),
         rule: "an option is a non-empty word without spaces".into(),
     })?;
     rustix::mount::mount(device, target, fs_type, options.flags, c_data.as_c_str()).map_err(
         |e| {
             if e == rustix::io::Errno::INVAL && !options.data.is_empty() {
                 Error::BadMountOption {
-                    option: data.clone(),
+                    option: redacted(&data),
                     rule: format!("the kernel's {fs_type} refused these options ({e})"),
                 }
             } else {
@@ -611,6 +625,33 @@ mod tests {
         for bad in ["", "a b", "x,,y", "nul\0"] {
             assert!(MountOptions::parse([bad]).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn an_error_never_shows_the_value_of_a_mount_option() {
+        let secret = "hunter2";
+        let errors = [
+            MountOptions::parse(["noatime", "password=hunter2"])
+                .unwrap()
+                .check_bindable()
+                .unwrap_err(),
+            MountOptions::parse(["user=me,pass word=hunter2"]).unwrap_err(),
+            MountOptions::parse(["password=hunter2 "]).unwrap_err(),
+        ];
+        for err in errors {
+            let msg = err.to_string();
+            assert!(!msg.contains(secret), "{msg}");
+            assert!(msg.contains("=<hidden>"), "{msg}");
+            #[cfg(feature = "csi")]
+            {
+                let status = csi_types::CsiError::from(err).to_string();
+                assert!(!status.contains(secret), "{status}");
+            }
+        }
+        assert_eq!(
+            redacted("ro,errors=remount-ro,a=b=c"),
+            "ro,errors=<hidden>,a=<hidden>"
+        );
     }
 
     #[test]

@@ -1266,3 +1266,25 @@ fn a_relative_path_that_begins_with_a_dash_is_a_path_not_an_option() {
     assert_eq!(dev.backing_file(), Some(image));
     assert!(dev.detach_and_wait(Duration::from_secs(30)).unwrap());
 }
+
+#[test]
+fn options_the_kernel_refuses_are_named_without_their_values() {
+    if unavailable(&["blkid", "mkfs.ext4", "losetup"]).is_some() {
+        return;
+    }
+    let s = Scratch::new();
+    let image = s.image("disk.img", 32 << 20);
+    let dev = LoopDevice::attach(&image, false).unwrap();
+    let staging = s.dir("staging");
+    // What a network filesystem's mount_flags carry; ext4 knows no such option.
+    let opts = MountOptions::parse(["noatime", "password=hunter2"]).unwrap();
+    let err = csi_node::format_and_mount(dev.path(), &staging, FsType::Ext4, &opts).unwrap_err();
+    assert!(matches!(err, Error::BadMountOption { .. }), "{err}");
+    let status = csi_types::CsiError::from(err);
+    assert_eq!(status.code(), csi_types::Code::InvalidArgument);
+    let msg = status.to_string();
+    assert!(msg.contains("password=<hidden>"), "{msg}");
+    assert!(!msg.contains("hunter2"), "{msg}");
+    assert!(!csi_node::is_mount_point(&staging).unwrap());
+    assert!(dev.detach_and_wait(Duration::from_secs(30)).unwrap());
+}
