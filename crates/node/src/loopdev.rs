@@ -31,10 +31,10 @@ pub struct AttachOptions {
     /// Ask for direct I/O (`--direct-io=on`), falling back to buffered I/O with a logged reason
     /// where it cannot be had.
     pub direct_io: bool,
-    /// Where the device starts in the file, in bytes (`--offset`).
+    /// Where the device starts in the file, in bytes (`--offset`); before the end of the file.
     pub offset: u64,
-    /// How many bytes of the file from `offset` the device shows (`--sizelimit`); `None`: up to
-    /// the end of the file.
+    /// How many bytes of the file from `offset` the device shows (`--sizelimit`), above 0;
+    /// `None`: up to the end of the file.
     pub size_limit: Option<u64>,
 }
 
@@ -73,10 +73,29 @@ impl LoopDevice {
     /// the kernel leaves in buffered mode is still returned (the reason is logged as a
     /// warning); [`LoopDevice::direct_io`] tells which mode it got.
     pub fn attach_with(file: &Path, opts: &AttachOptions) -> Result<Self, Error> {
-        if !file.exists() {
-            return Err(Error::NotFound {
-                path: file.to_path_buf(),
-            });
+        let len = fs::metadata(file)
+            .map_err(|e| Error::io("stat", file, e))?
+            .len();
+        // losetup takes `--sizelimit 0` for "no limit" and an offset at or past the end for a
+        // device of no bytes: neither is what such options ask for.
+        let refuse = |rule: String| {
+            Err(Error::io(
+                "attach",
+                file,
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, rule),
+            ))
+        };
+        if opts.size_limit == Some(0) {
+            return refuse(
+                "size_limit 0 would show the whole file: give None for that, or a size above 0"
+                    .into(),
+            );
+        }
+        if opts.offset > 0 && opts.offset >= len {
+            return refuse(format!(
+                "offset {} is at or past the end of the file ({len} bytes): the device would be empty",
+                opts.offset
+            ));
         }
         let command = |direct_io: bool| {
             let mut cmd = Command::new("losetup");

@@ -1288,3 +1288,45 @@ fn options_the_kernel_refuses_are_named_without_their_values() {
     assert!(!csi_node::is_mount_point(&staging).unwrap());
     assert!(dev.detach_and_wait(Duration::from_secs(30)).unwrap());
 }
+
+#[test]
+fn a_range_of_no_bytes_is_refused_before_anything_is_attached() {
+    if unavailable(&["losetup"]).is_some() {
+        return;
+    }
+    let s = Scratch::new();
+    let image = s.image("disk.img", 4 << 20);
+    for (opts, words) in [
+        // losetup reads `--sizelimit 0` as no limit: the whole file.
+        (
+            csi_node::AttachOptions {
+                size_limit: Some(0),
+                ..Default::default()
+            },
+            "size_limit 0",
+        ),
+        // And an offset past the end as a device of 0 bytes.
+        (
+            csi_node::AttachOptions {
+                offset: 8 << 20,
+                ..Default::default()
+            },
+            "past the end",
+        ),
+    ] {
+        let err = LoopDevice::attach_with(&image, &opts).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains(words), "{msg}");
+        assert!(msg.contains(&image.display().to_string()), "{msg}");
+        assert!(LoopDevice::backed_by(&image).is_empty(), "{opts:?}");
+    }
+    // A range inside the file is fine.
+    let opts = csi_node::AttachOptions {
+        offset: 1 << 20,
+        size_limit: Some(1 << 20),
+        ..Default::default()
+    };
+    let dev = Attached(LoopDevice::attach_with(&image, &opts).unwrap());
+    assert_eq!(csi_node::block_device_size(dev.0.path()).unwrap(), 1 << 20);
+    assert!(dev.0.detach_and_wait(Duration::from_secs(30)).unwrap());
+}
