@@ -42,10 +42,25 @@ const FLAGS: &[(&str, Option<MountFlags>, Option<&str>)] = &[
 /// # Invariants
 /// Every option is non-empty and free of whitespace, NUL and `,` (a comma-joined entry is split
 /// into its options when parsed).
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Its `Debug` shows the values of `key=value` options as `<hidden>`, as its errors do: CSI's
+/// `mount_flags` MAY carry secrets, and a value printed with `{:?}` ends up in logs.
+#[derive(Clone, PartialEq, Eq)]
 pub struct MountOptions {
     flags: MountFlags,
     data: Vec<String>,
+}
+
+impl std::fmt::Debug for MountOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MountOptions")
+            .field("flags", &self.flags)
+            .field(
+                "data",
+                &self.data.iter().map(|o| redacted(o)).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
 }
 
 impl Default for MountOptions {
@@ -651,6 +666,14 @@ mod tests {
         assert_eq!(
             redacted("ro,errors=remount-ro,a=b=c"),
             "ro,errors=<hidden>,a=<hidden>"
+        );
+        // Nor does the options' Debug, which is what `{:?}` in a log line prints.
+        let o = MountOptions::parse(["noatime", "password=hunter2", "discard"]).unwrap();
+        let debug = format!("{o:?}");
+        assert!(!debug.contains(secret), "{debug}");
+        assert!(
+            debug.contains("password=<hidden>") && debug.contains("discard"),
+            "{debug}"
         );
     }
 
