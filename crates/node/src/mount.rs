@@ -410,8 +410,9 @@ pub(crate) fn mount_filesystem(
 
 /// Bind-mounts `source` (a directory, or a file such as a block device) on `target`, then
 /// remounts the bind with `options`' flags and read-only when `read_only`. A bind mount takes
-/// per-mount flags only; filesystem data options are refused before anything is mounted. On a
-/// failed remount the bind is undone.
+/// per-mount flags only; filesystem data options are refused before anything is mounted, and
+/// so are a directory on a file and a file on a directory, naming both. On a failed remount the
+/// bind is undone.
 ///
 /// A bind never loosens what the mount holding `source` restricts: where that mount is
 /// read-only, `nosuid`, `nodev` or `noexec`, so is the bind, whatever `options` say (a remount
@@ -425,6 +426,31 @@ pub fn bind_mount(
 ) -> Result<(), Error> {
     let mut flags = options.bind_flags()?;
     refuse_symlink(target)?;
+    if let (Ok(s), Ok(t)) = (fs::metadata(source), fs::metadata(target))
+        && s.is_dir() != t.is_dir()
+    {
+        let kind = |dir: bool| {
+            if dir {
+                "a directory"
+            } else {
+                "not a directory"
+            }
+        };
+        return Err(Error::io(
+            "bind mount",
+            target,
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} is {} and the target is {}: a directory is bound on a directory, a file \
+                     or a device on a file",
+                    source.display(),
+                    kind(s.is_dir()),
+                    kind(t.is_dir())
+                ),
+            ),
+        ));
+    }
     if read_only {
         flags |= MountFlags::RDONLY;
     }

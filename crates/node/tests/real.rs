@@ -1330,3 +1330,23 @@ fn a_range_of_no_bytes_is_refused_before_anything_is_attached() {
     assert_eq!(csi_node::block_device_size(dev.0.path()).unwrap(), 1 << 20);
     assert!(dev.0.detach_and_wait(Duration::from_secs(30)).unwrap());
 }
+
+#[test]
+fn a_directory_on_a_file_or_a_device_on_a_directory_is_refused_naming_both() {
+    if unavailable(&[]).is_some() {
+        return;
+    }
+    let s = Scratch::new();
+    let (dir, file) = (s.dir("dir"), s.path("file"));
+    fs::write(&file, b"").unwrap();
+    for (source, target) in [(&dir, &file), (&file, &dir)] {
+        let err = csi_node::bind_mount(source, target, &MountOptions::default(), false)
+            .unwrap_err()
+            .to_string();
+        // The kernel says only "Not a directory".
+        assert!(err.contains("a directory is bound on a directory"), "{err}");
+        assert!(err.contains(&source.display().to_string()), "{err}");
+        assert!(err.contains(&target.display().to_string()), "{err}");
+    }
+    assert!(csi_node::mounts_under(s.0.path()).unwrap().is_empty());
+}
