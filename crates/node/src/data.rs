@@ -18,6 +18,10 @@ use crate::Error;
 /// `SEEK_DATA` everything is copied. The copy is not flushed: call [`sync_filesystem`] or
 /// `File::sync_all` to make it durable.
 ///
+/// `src` must be a regular file (a block device or a directory is refused, naming it). A copy
+/// that fails part way (`ENOSPC`, a read error) removes what it made of `dst`, so a retry
+/// starts clean.
+///
 /// ```
 /// # fn main() -> Result<(), csi_node::Error> {
 /// let dir = tempfile::tempdir().unwrap();
@@ -31,51 +35,84 @@ use crate::Error;
 /// ```
 pub fn copy_sparse(src: &Path, dst: &Path) -> Result<(), Error> {
     let mut input = fs::File::open(src).map_err(|e| Error::io("open", src, e))?;
-    let len = input
-        .metadata()
-        .map_err(|e| Error::io("stat", src, e))?
-        .len();
+    let meta = input.metadata().map_err(|e| Error::io("stat", src, e))?;
+    if !meta.is_file() {
+        return Err(not_a(src, "regular file"));
+    }
     let mut output = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(dst)
         .map_err(|e| Error::io("create", dst, e))?;
+    copy_extents(&mut input, &mut output, meta.len(), src, dst).inspect_err(|_| {
+        drop(output);
+        let _ = fs::remove_file(dst);
+    })
+}
+
+/// What a copy refuses to copy: `path` is not a `kind`.
+fn not_a(path: &Path, kind: &str) -> Error {
+    Error::io(
+        "copy",
+        path,
+        io::Error::new(io::ErrorKind::InvalidInput, format!("not a {kind}")),
+    )
+}
+
+/// Copies the data extents of `input` (`len` bytes, from `src`) to `output` (at `dst`).
+fn copy_extents(
+    input: &mut fs::File,
+    output: &mut fs::File,
+    len: u64,
+    src: &Path,
+    dst: &Path,
+) -> Result<(), Error> {
     output
         .set_len(len)
         .map_err(|e| Error::io("truncate", dst, e))?;
     let mut buf = vec![0u8; 1 << 20];
     let mut pos = 0u64;
     while pos < len {
-        let data = match rustix::fs::seek(&input, rustix::fs::SeekFrom::Data(pos)) {
+        let data = match rustix::fs::seek(&*input, rustix::fs::SeekFrom::Data(pos)) {
             Ok(d) => d,
             // ENXIO: no data after `pos`, the rest is a hole.
             Err(rustix::io::Errno::NXIO) => break,
             // A filesystem without SEEK_DATA: copy everything.
             Err(_) => pos,
         };
-        let hole = rustix::fs::seek(&input, rustix::fs::SeekFrom::Hole(data)).unwrap_or(len);
-        copy_range(&mut input, &mut output, data, hole.min(len), &mut buf)
-            .map_err(|e| Error::io("copy to", dst, e))?;
+        let hole = rustix::fs::seek(&*input, rustix::fs::SeekFrom::Hole(data)).unwrap_or(len);
+        copy_range(input, output, data, hole.min(len), &mut buf, src, dst)?;
         pos = hole.max(data + 1);
     }
     Ok(())
 }
 
-/// Copies the bytes `start..end` of `input` to the same offsets of `output`.
+/// Copies the bytes `start..end` of `input` to the same offsets of `output`; a failure names
+/// the side that failed.
 fn copy_range(
     input: &mut fs::File,
     output: &mut fs::File,
     start: u64,
     end: u64,
     buf: &mut [u8],
-) -> io::Result<()> {
-    input.seek(SeekFrom::Start(start))?;
-    output.seek(SeekFrom::Start(start))?;
+    src: &Path,
+    dst: &Path,
+) -> Result<(), Error> {
+    input
+        .seek(SeekFrom::Start(start))
+        .map_err(|e| Error::io("seek", src, e))?;
+    output
+        .seek(SeekFrom::Start(start))
+        .map_err(|e| Error::io("seek", dst, e))?;
     let mut left = end.saturating_sub(start);
     while left > 0 {
         let n = (left as usize).min(buf.len());
-        input.read_exact(&mut buf[..n])?;
-        output.write_all(&buf[..n])?;
+        input
+            .read_exact(&mut buf[..n])
+            .map_err(|e| Error::io("read", src, e))?;
+        output
+            .write_all(&buf[..n])
+            .map_err(|e| Error::io("write", dst, e))?;
         left -= n as u64;
     }
     Ok(())
@@ -84,6 +121,8 @@ fn copy_range(
 /// Copies the directory tree `src` to `dst`, which must not exist: directories, regular files
 /// (sparse, through [`copy_sparse`]), symbolic links (as links) and permissions. Sockets, FIFOs
 /// and device nodes are not volume content and are skipped. Not flushed, like [`copy_sparse`].
+/// `src` must be a directory; a copy that fails part way removes `dst` whole. What is removed
+/// from `src` while it is copied (a volume in use) is left out, not a failure.
 ///
 /// ```
 /// # fn main() -> Result<(), csi_node::Error> {
@@ -97,27 +136,58 @@ fn copy_range(
 /// ```
 pub fn copy_tree(src: &Path, dst: &Path) -> Result<(), Error> {
     let meta = fs::metadata(src).map_err(|e| Error::io("stat", src, e))?;
+    if !meta.is_dir() {
+        return Err(not_a(src, "directory"));
+    }
     fs::create_dir(dst).map_err(|e| Error::io("create directory", dst, e))?;
-    fs::set_permissions(dst, meta.permissions()).map_err(|e| Error::io("chmod", dst, e))?;
-    for entry in fs::read_dir(src).map_err(|e| Error::io("read directory", src, e))? {
+    // `dst` is this call's own (created above, never there before): a copy that fails part
+    // way removes it whole.
+    copy_tree_into(src, dst, meta.permissions()).inspect_err(|_| {
+        let _ = fs::remove_dir_all(dst);
+    })
+}
+
+/// Copies what is in the directory `src` into the new directory `dst`, then gives `dst`
+/// `perms` (last, so that a read-only source directory does not stop its own copy).
+fn copy_tree_into(src: &Path, dst: &Path, perms: fs::Permissions) -> Result<(), Error> {
+    // A volume in use changes while it is copied: an entry removed between being listed and
+    // being copied is left out, as a copy made a moment later would leave it out.
+    let gone = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
+    let entries = match fs::read_dir(src) {
+        Ok(entries) => Some(entries),
+        Err(e) if gone(&e) => None,
+        Err(e) => return Err(Error::io("read directory", src, e)),
+    };
+    for entry in entries.into_iter().flatten() {
         let entry = entry.map_err(|e| Error::io("read directory", src, e))?;
         let from = entry.path();
         let to = dst.join(entry.file_name());
-        let ty = entry.file_type().map_err(|e| Error::io("stat", &from, e))?;
+        let meta = match fs::symlink_metadata(&from) {
+            Ok(meta) => meta,
+            Err(e) if gone(&e) => continue,
+            Err(e) => return Err(Error::io("stat", &from, e)),
+        };
+        let ty = meta.file_type();
         if ty.is_dir() {
-            copy_tree(&from, &to)?;
+            fs::create_dir(&to).map_err(|e| Error::io("create directory", &to, e))?;
+            copy_tree_into(&from, &to, meta.permissions())?;
         } else if ty.is_symlink() {
-            let link = fs::read_link(&from).map_err(|e| Error::io("read link", &from, e))?;
+            let link = match fs::read_link(&from) {
+                Ok(link) => link,
+                Err(e) if gone(&e) => continue,
+                Err(e) => return Err(Error::io("read link", &from, e)),
+            };
             std::os::unix::fs::symlink(link, &to).map_err(|e| Error::io("symlink", &to, e))?;
         } else if ty.is_file() {
-            copy_sparse(&from, &to)?;
-            let perms = fs::metadata(&from)
-                .map_err(|e| Error::io("stat", &from, e))?
-                .permissions();
-            fs::set_permissions(&to, perms).map_err(|e| Error::io("chmod", &to, e))?;
+            match copy_sparse(&from, &to) {
+                Ok(()) => {}
+                Err(Error::NotFound { path }) if path == from => continue,
+                Err(e) => return Err(e),
+            }
+            fs::set_permissions(&to, meta.permissions()).map_err(|e| Error::io("chmod", &to, e))?;
         }
     }
-    Ok(())
+    fs::set_permissions(dst, perms).map_err(|e| Error::io("chmod", dst, e))
 }
 
 /// Flushes the whole filesystem holding `path` to stable storage (`syncfs(2)`): one call makes
@@ -129,13 +199,41 @@ pub fn sync_filesystem(path: &Path) -> Result<(), Error> {
 
 /// The bytes allocated on disk for `path` and, for a directory, everything below it (what
 /// `du -s` counts; symbolic links are not followed). A sparse file counts only its data.
+///
+/// A volume in use changes while it is measured: a file or directory below `path` that is
+/// removed between being listed and being looked at counts as nothing, as it would a moment
+/// later; only `path` itself missing is [`Error::NotFound`].
 pub fn allocated_bytes(path: &Path) -> Result<u64, Error> {
     let meta = fs::symlink_metadata(path).map_err(|e| Error::io("stat", path, e))?;
-    let mut total = meta.blocks() * 512;
-    if meta.is_dir() {
-        for entry in fs::read_dir(path).map_err(|e| Error::io("read directory", path, e))? {
-            let entry = entry.map_err(|e| Error::io("read directory", path, e))?;
-            total += allocated_bytes(&entry.path())?;
+    Ok(meta.blocks() * 512
+        + if meta.is_dir() {
+            allocated_below(path)?
+        } else {
+            0
+        })
+}
+
+/// What the entries of the directory `dir` occupy, skipping those that go while it is read.
+fn allocated_below(dir: &Path) -> Result<u64, Error> {
+    let gone = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if gone(&e) => return Ok(0),
+        Err(e) => return Err(Error::io("read directory", dir, e)),
+    };
+    let mut total = 0;
+    for entry in entries {
+        let path = entry
+            .map_err(|e| Error::io("read directory", dir, e))?
+            .path();
+        let meta = match fs::symlink_metadata(&path) {
+            Ok(meta) => meta,
+            Err(e) if gone(&e) => continue,
+            Err(e) => return Err(Error::io("stat", &path, e)),
+        };
+        total += meta.blocks() * 512;
+        if meta.is_dir() {
+            total += allocated_below(&path)?;
         }
     }
     Ok(total)
@@ -170,6 +268,80 @@ mod tests {
             copy_sparse(&dir.path().join("none"), &dir.path().join("c")),
             Err(Error::NotFound { .. })
         ));
+    }
+
+    #[test]
+    fn a_tree_that_changes_while_it_is_measured_or_copied_is_measured_and_copied() {
+        // A workload creating and removing files (and directories) while NodeGetVolumeStats
+        // walks its volume: an entry listed and gone before it is looked at made the whole
+        // measurement fail with NotFound, which a CO reads as "no such volume".
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        fs::write(root.join("kept"), vec![1u8; 8192]).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let churn = {
+            let (root, stop) = (root.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut i = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let d = root.join(format!("d{}", i % 8));
+                    let _ = fs::create_dir(&d);
+                    let _ = fs::write(d.join("f"), b"x");
+                    let _ = fs::write(root.join(format!("f{}", i % 64)), b"x");
+                    let _ = fs::remove_file(root.join(format!("f{}", (i + 32) % 64)));
+                    let _ = fs::remove_dir_all(root.join(format!("d{}", (i + 4) % 8)));
+                    i += 1;
+                }
+            })
+        };
+        let copies = tempfile::tempdir().unwrap();
+        let mut errors = Vec::new();
+        for i in 0..1500 {
+            match allocated_bytes(&root) {
+                Ok(n) => assert!(n >= 8192, "{n}"),
+                Err(e) => errors.push(e.to_string()),
+            }
+            // A snapshot of the same volume, by a tree copy, every fifteenth time.
+            if i % 15 == 0 {
+                let copy = copies.path().join(i.to_string());
+                match copy_tree(&root, &copy) {
+                    Ok(()) => assert_eq!(fs::read(copy.join("kept")).unwrap().len(), 8192),
+                    Err(e) => errors.push(e.to_string()),
+                }
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        churn.join().unwrap();
+        assert!(
+            errors.is_empty(),
+            "{} failures, first: {}",
+            errors.len(),
+            errors[0]
+        );
+        // The path itself missing is still NotFound.
+        assert!(matches!(
+            allocated_bytes(&root.join("none")),
+            Err(Error::NotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn what_is_not_a_regular_file_or_a_directory_is_refused_and_nothing_is_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let dst = dir.path().join("dst");
+        // A device reads as 0 bytes long: its copy would have been an empty file.
+        for src in [Path::new("/dev/null"), dir.path()] {
+            let err = copy_sparse(src, &dst).unwrap_err();
+            let msg = err.to_string();
+            assert!(msg.contains("not a regular file"), "{msg}");
+            assert!(msg.contains(&src.display().to_string()), "{msg}");
+            assert!(!dst.exists(), "{src:?}");
+        }
+        let file = dir.path().join("file");
+        fs::write(&file, b"x").unwrap();
+        let err = copy_tree(&file, &dst).unwrap_err();
+        assert!(err.to_string().contains("not a directory"), "{err}");
+        assert!(!dst.exists());
     }
 
     #[test]

@@ -16,17 +16,20 @@ pub enum Error {
     /// A mount option the operation cannot apply.
     #[error("mount option {option:?} is not supported: {rule}")]
     BadMountOption {
-        /// The option as given.
+        /// The option as given, with the value of a `key=value` option shown as `<hidden>`:
+        /// `mount_flags` MAY carry secrets, which CSI says must not leak.
         option: String,
         /// Which options are accepted here.
         rule: String,
     },
-    /// The device already holds a filesystem of another type; it is never formatted over.
-    #[error("{device} holds a {found} filesystem, not {wanted}; it is not formatted over")]
+    /// The device already holds a filesystem of another type, or a partition table; it is never
+    /// formatted over.
+    #[error("{device} holds {found}, not {wanted}; it is not formatted over")]
     FilesystemMismatch {
         /// The device.
         device: PathBuf,
-        /// What `blkid` found on it.
+        /// What `blkid` found on it: a filesystem type (`ext4`) or a partition table (`a gpt
+        /// partition table`), as [`crate::probe_filesystem`] says.
         found: String,
         /// What was asked for.
         wanted: String,
@@ -38,6 +41,24 @@ pub enum Error {
         path: PathBuf,
         /// Why it has to be.
         why: String,
+    },
+    /// The path already has a mount other than the one asked for; nothing is mounted over it.
+    #[error("{path} already has {mounted} mounted on it, not {wanted}; nothing is mounted over it")]
+    AlreadyMounted {
+        /// The mount point.
+        path: PathBuf,
+        /// What is mounted there (source, filesystem type, mode).
+        mounted: String,
+        /// What was to be mounted there.
+        wanted: String,
+    },
+    /// A mount target that is a symbolic link: the mount would land on what it points to.
+    #[error(
+        "{path} is a symbolic link; nothing is mounted on it, as the mount would land on what it points to"
+    )]
+    SymbolicLink {
+        /// The link.
+        path: PathBuf,
     },
     /// A blank device that was to be mounted read-only or grown: there is nothing to mount.
     #[error("{device} holds no filesystem (it is formatted only by a writable mount)")]
@@ -128,7 +149,9 @@ impl Error {
 /// | [`BadMountOption`](Error::BadMountOption) | INVALID_ARGUMENT | names `volume_capability.mount.mount_flags` |
 /// | [`FilesystemMismatch`](Error::FilesystemMismatch) | FAILED_PRECONDITION | the volume cannot serve the capability asked for ("exceeds capabilities") |
 /// | [`Unformatted`](Error::Unformatted) | FAILED_PRECONDITION | a read-only stage of a blank volume |
+/// | [`AlreadyMounted`](Error::AlreadyMounted) | ALREADY_EXISTS | the staging path has another volume or mode mounted ("Volume published but is incompatible", NodeStageVolume) |
 /// | [`NotMounted`](Error::NotMounted) | FAILED_PRECONDITION | e.g. growing an unmounted XFS |
+/// | [`SymbolicLink`](Error::SymbolicLink) | FAILED_PRECONDITION | a staging or target path that is a symbolic link |
 /// | [`UnsupportedFilesystem`](Error::UnsupportedFilesystem) | INVALID_ARGUMENT | names `volume_capability.mount.fs_type` |
 /// | [`MissingTool`](Error::MissingTool) | FAILED_PRECONDITION | a missing required dependency, as for Probe |
 /// | [`Busy`](Error::Busy) | FAILED_PRECONDITION | in use |
@@ -140,6 +163,7 @@ impl From<Error> for csi_types::CsiError {
         use csi_types::CsiError;
         match &e {
             Error::NotFound { .. } => CsiError::not_found(e.to_string()),
+            Error::AlreadyMounted { .. } => CsiError::already_exists(e.to_string()),
             Error::BadMountOption { option, rule } => CsiError::invalid(
                 "volume_capability.mount.mount_flags",
                 format!("{option:?} is not supported: {rule}"),
@@ -151,6 +175,7 @@ impl From<Error> for csi_types::CsiError {
             Error::FilesystemMismatch { .. }
             | Error::Unformatted { .. }
             | Error::NotMounted { .. }
+            | Error::SymbolicLink { .. }
             | Error::MissingTool { .. }
             | Error::Busy { .. }
             | Error::NotPermitted { .. } => CsiError::failed_precondition(e.to_string()),

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::str::FromStr;
 
 use crate::mount::{MountOptions, mount_filesystem};
-use crate::{Error, run};
+use crate::{Error, path_arg, run};
 
 /// A filesystem the crate formats, mounts and grows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -45,8 +45,11 @@ impl FromStr for FsType {
     }
 }
 
-/// The filesystem type on `device` as `blkid` reads it from the device itself (not its cache),
-/// or `None` for a blank device.
+/// What `device` holds as `blkid` reads it from the device itself (not its cache): the
+/// filesystem type (`ext4`, `xfs`, `crypto_LUKS`, `LVM2_member`, `swap`, …), or, for a device
+/// that holds no filesystem but a partition table, `"a PTTYPE partition table"` (such as `"a
+/// gpt partition table"`); `None` only for a device that holds neither. A partitioned disk is
+/// not blank: formatting it would destroy its partitions.
 pub fn probe_filesystem(device: &Path) -> Result<Option<String>, Error> {
     if !device.exists() {
         return Err(Error::NotFound {
@@ -54,13 +57,30 @@ pub fn probe_filesystem(device: &Path) -> Result<Option<String>, Error> {
         });
     }
     let mut cmd = Command::new("blkid");
-    cmd.args(["-p", "-o", "value", "-s", "TYPE"]).arg(device);
-    match run(&mut cmd) {
-        Ok(t) if t.is_empty() => Ok(None),
-        Ok(t) => Ok(Some(t)),
+    cmd.args(["-p", "-o", "export"]).arg(path_arg(device));
+    let out = match run(&mut cmd) {
+        Ok(out) => out,
         // blkid's exit status 2: nothing was found on the device.
-        Err(Error::Command { status, .. }) if status.ends_with("exit status: 2") => Ok(None),
-        Err(e) => Err(e),
+        Err(Error::Command { status, .. }) if status.ends_with("exit status: 2") => {
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    Ok(probed(&out))
+}
+
+/// What `blkid -p -o export` output (`KEY=value` lines) says a device holds.
+fn probed(export: &str) -> Option<String> {
+    let value = |key: &str| {
+        export
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .filter(|v| !v.is_empty())
+    };
+    match (value("TYPE"), value("PTTYPE")) {
+        (Some(fs), _) => Some(fs.to_string()),
+        (None, Some(pt)) => Some(format!("a {pt} partition table")),
+        (None, None) => None,
     }
 }
 
@@ -81,21 +101,71 @@ pub fn mkfs(device: &Path, fs: FsType) -> Result<(), Error> {
             c
         }
     };
-    cmd.arg(device).stdin(Stdio::null());
+    cmd.arg(path_arg(device)).stdin(Stdio::null());
     run(&mut cmd)?;
     tracing::info!(device = %device.display(), fs = %fs, "formatted");
     Ok(())
 }
 
 /// Mounts `device` on `target` with `fs`, formatting it first when (and only when) it is blank:
-/// a device holding another filesystem is refused ([`Error::FilesystemMismatch`]), a blank one
-/// asked for read-only is refused ([`Error::Unformatted`]). `target` must exist.
+/// a device holding another filesystem or a partition table is refused
+/// ([`Error::FilesystemMismatch`]), a blank one
+/// asked for read-only is refused ([`Error::Unformatted`]). `target` must exist and not be a
+/// symbolic link ([`Error::SymbolicLink`]), which is checked before anything is formatted.
+///
+/// Idempotent, as NodeStageVolume must be: when `target` already has `device`'s `fs` mounted
+/// on it, read-only as `options` ask or read-write as they do not, nothing is done. Any other
+/// mount on `target` (another device, the other mode, a bind of a directory) is refused with
+/// [`Error::AlreadyMounted`], which names it; nothing is stacked over it.
 pub fn format_and_mount(
     device: &Path,
     target: &Path,
     fs: FsType,
     options: &MountOptions,
 ) -> Result<(), Error> {
+    if !target.exists() {
+        return Err(Error::NotFound {
+            path: target.to_path_buf(),
+        });
+    }
+    crate::mount::refuse_symlink(target)?;
+    if let Some(top) = crate::mount::top_mount(target)? {
+        let same_device = std::fs::canonicalize(device).is_ok_and(|d| top.is_from_device(&d));
+        if same_device
+            && top.root == Path::new("/")
+            && top.fs_type == fs.as_str()
+            && top.read_only == options.is_read_only()
+        {
+            return Ok(());
+        }
+        return Err(Error::AlreadyMounted {
+            path: target.to_path_buf(),
+            mounted: format!(
+                "{} ({}{}, {})",
+                Path::new(&top.source).display(),
+                top.fs_type,
+                if top.root == Path::new("/") {
+                    String::new()
+                } else {
+                    format!(" at {}", top.root.display())
+                },
+                if top.read_only {
+                    "read-only"
+                } else {
+                    "read-write"
+                }
+            ),
+            wanted: format!(
+                "{} ({fs}, {})",
+                device.display(),
+                if options.is_read_only() {
+                    "read-only"
+                } else {
+                    "read-write"
+                }
+            ),
+        });
+    }
     match probe_filesystem(device)? {
         Some(found) if found == fs.as_str() => {}
         Some(found) => {
@@ -112,18 +182,14 @@ pub fn format_and_mount(
         }
         None => mkfs(device, fs)?,
     }
-    if !target.exists() {
-        return Err(Error::NotFound {
-            path: target.to_path_buf(),
-        });
-    }
     mount_filesystem(device, target, fs.as_str(), options)
 }
 
 /// Grows the filesystem on `device` to the device's size, after the device itself grew.
 ///
 /// A mounted filesystem grows online: ext4 with `resize2fs` (the kernel needs
-/// `CAP_SYS_RESOURCE` for it), XFS with `xfs_growfs` on its mount point. An unmounted ext4 is
+/// `CAP_SYS_RESOURCE` for it), XFS with `xfs_growfs` on a mount of it (the whole filesystem's,
+/// or else a bind of one of its directories). An unmounted ext4 is
 /// checked (`e2fsck -f -p`) and grown offline; an unmounted XFS cannot grow
 /// ([`Error::NotMounted`]). Growing a filesystem that already fills its device succeeds and
 /// changes nothing.
@@ -138,26 +204,35 @@ pub fn resize_filesystem(device: &Path) -> Result<(), Error> {
     };
     let canonical =
         std::fs::canonicalize(device).map_err(|e| Error::io("canonicalize", device, e))?;
-    let mount_point = crate::mount_table()?
+    // Any mount of the filesystem will do, a bind of one of its directories too (all that is
+    // left of a staged volume once its staging path is unmounted and a publish remains), but
+    // the whole filesystem's first.
+    let mut mounts: Vec<_> = crate::mount_table()?
         .into_iter()
-        .find(|m| Path::new(&m.source) == canonical && m.root == Path::new("/"))
-        .map(|m| m.mount_point);
+        .filter(|m| m.is_from_device(&canonical))
+        .collect();
+    mounts.sort_by_key(|m| m.root != Path::new("/"));
+    let mount_point = mounts.into_iter().next().map(|m| m.mount_point);
     match (fs, mount_point) {
         (FsType::Ext4, Some(_)) => {
-            run(Command::new("resize2fs").arg(device).stdin(Stdio::null()))?;
+            run(Command::new("resize2fs")
+                .arg(path_arg(device))
+                .stdin(Stdio::null()))?;
         }
         (FsType::Ext4, None) => {
             // e2fsck's exit status 1 means "errors corrected": the filesystem is fine now.
             match run(Command::new("e2fsck")
                 .args(["-f", "-p"])
-                .arg(device)
+                .arg(path_arg(device))
                 .stdin(Stdio::null()))
             {
                 Ok(_) => {}
                 Err(Error::Command { status, .. }) if status.ends_with("exit status: 1") => {}
                 Err(e) => return Err(e),
             }
-            run(Command::new("resize2fs").arg(device).stdin(Stdio::null()))?;
+            run(Command::new("resize2fs")
+                .arg(path_arg(device))
+                .stdin(Stdio::null()))?;
         }
         (FsType::Xfs, Some(mount_point)) => {
             run(Command::new("xfs_growfs")
@@ -173,4 +248,29 @@ pub fn resize_filesystem(device: &Path) -> Result<(), Error> {
     }
     tracing::info!(device = %device.display(), fs = %fs, "filesystem grown");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::probed;
+
+    #[test]
+    fn blkid_export_output_is_read_for_a_filesystem_or_a_partition_table() {
+        assert_eq!(
+            probed("DEVNAME=/dev/loop0\nUUID=1234\nBLOCK_SIZE=4096\nTYPE=ext4"),
+            Some("ext4".to_string())
+        );
+        // A disk with partitions and no filesystem of its own is not blank.
+        assert_eq!(
+            probed("DEVNAME=/dev/loop0\nPTUUID=78563412\nPTTYPE=dos"),
+            Some("a dos partition table".to_string())
+        );
+        // PTTYPE is not TYPE, and a filesystem wins over a partition table (an ISO image).
+        assert_eq!(
+            probed("PTTYPE=dos\nTYPE=iso9660"),
+            Some("iso9660".to_string())
+        );
+        assert_eq!(probed("DEVNAME=/dev/loop0"), None);
+        assert_eq!(probed(""), None);
+    }
 }

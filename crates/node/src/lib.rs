@@ -12,16 +12,17 @@
 //! Mounts are made with the `mount(2)` system call (through `rustix`); formatting, probing and
 //! resizing run the standard tools (`blkid`, `mkfs.ext4`/`mkfs.xfs`, `resize2fs`/`xfs_growfs`,
 //! `losetup`), whose absence is reported as a missing dependency, never guessed around. Nothing
-//! here formats a device that already holds a filesystem.
+//! here formats a device that already holds a filesystem or a partition table.
 //!
 //! ```no_run
 //! use std::path::Path;
 //! use csi_node::{FsType, MountOptions};
 //!
 //! # fn main() -> Result<(), csi_node::Error> {
-//! // NodeStageVolume: format on first use, mount on the staging path.
+//! // NodeStageVolume: format on first use, mount on the staging path (a retry does nothing).
+//! let device = Path::new("/dev/disk/by-id/virtio-pv-1");
 //! let staging = Path::new("/var/lib/kubelet/plugins/example/staging/pv-1");
-//! csi_node::format_and_mount(Path::new("/dev/loop7"), staging, FsType::Ext4, &MountOptions::default())?;
+//! csi_node::format_and_mount(device, staging, FsType::Ext4, &MountOptions::default())?;
 //! // NodePublishVolume, read-only: a bind mount of the staging path, remounted read-only.
 //! let target = Path::new("/var/lib/kubelet/pods/uid/volumes/kubernetes.io~csi/pv-1/mount");
 //! csi_node::bind_mount(staging, target, &MountOptions::parse(["noatime"])?, true)?;
@@ -29,6 +30,9 @@
 //! // NodeGetVolumeStats.
 //! let stats = csi_node::filesystem_stats(target)?;
 //! println!("{} of {} bytes free", stats.bytes_available, stats.bytes_total);
+//! // NodeUnpublishVolume and NodeUnstageVolume: idempotent, nothing mounted is not an error.
+//! csi_node::unmount_all(target)?;
+//! csi_node::unmount_all(staging)?;
 //! # Ok(()) }
 //! ```
 //!
@@ -79,6 +83,18 @@ pub(crate) fn run(cmd: &mut std::process::Command) -> Result<String, Error> {
             status: out.status.to_string(),
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
         })
+    }
+}
+
+/// `path` as an argument of a command line: a relative path that begins with `-` (a file
+/// named `-D` in the working directory) is written `./-D`, so that no tool takes it for an
+/// option (`losetup -f --show -D` would ask to detach every loop device).
+pub(crate) fn path_arg(path: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    if path.as_os_str().as_bytes().first() == Some(&b'-') {
+        std::path::Path::new(".").join(path)
+    } else {
+        path.to_path_buf()
     }
 }
 

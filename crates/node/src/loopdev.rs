@@ -21,7 +21,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::{Error, run};
+use crate::{Error, path_arg, run};
 
 /// How [`LoopDevice::attach_with`] attaches a file.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -31,10 +31,10 @@ pub struct AttachOptions {
     /// Ask for direct I/O (`--direct-io=on`), falling back to buffered I/O with a logged reason
     /// where it cannot be had.
     pub direct_io: bool,
-    /// Where the device starts in the file, in bytes (`--offset`).
+    /// Where the device starts in the file, in bytes (`--offset`); before the end of the file.
     pub offset: u64,
-    /// How many bytes of the file from `offset` the device shows (`--sizelimit`); `None`: up to
-    /// the end of the file.
+    /// How many bytes of the file from `offset` the device shows (`--sizelimit`), above 0;
+    /// `None`: up to the end of the file.
     pub size_limit: Option<u64>,
 }
 
@@ -73,10 +73,29 @@ impl LoopDevice {
     /// the kernel leaves in buffered mode is still returned (the reason is logged as a
     /// warning); [`LoopDevice::direct_io`] tells which mode it got.
     pub fn attach_with(file: &Path, opts: &AttachOptions) -> Result<Self, Error> {
-        if !file.exists() {
-            return Err(Error::NotFound {
-                path: file.to_path_buf(),
-            });
+        let len = fs::metadata(file)
+            .map_err(|e| Error::io("stat", file, e))?
+            .len();
+        // losetup takes `--sizelimit 0` for "no limit" and an offset at or past the end for a
+        // device of no bytes: neither is what such options ask for.
+        let refuse = |rule: String| {
+            Err(Error::io(
+                "attach",
+                file,
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, rule),
+            ))
+        };
+        if opts.size_limit == Some(0) {
+            return refuse(
+                "size_limit 0 would show the whole file: give None for that, or a size above 0"
+                    .into(),
+            );
+        }
+        if opts.offset > 0 && opts.offset >= len {
+            return refuse(format!(
+                "offset {} is at or past the end of the file ({len} bytes): the device would be empty",
+                opts.offset
+            ));
         }
         let command = |direct_io: bool| {
             let mut cmd = Command::new("losetup");
@@ -93,7 +112,7 @@ impl LoopDevice {
             if direct_io {
                 cmd.arg("--direct-io=on");
             }
-            cmd.arg(file);
+            cmd.arg(path_arg(file));
             cmd
         };
         let path = match run(&mut command(opts.direct_io)) {
@@ -173,7 +192,7 @@ impl LoopDevice {
     /// `Some` while this attachment is attached: the device has a backing file and, where the
     /// kernel numbers attachments, still the same sequence number.
     fn attached(&self) -> Option<()> {
-        sysfs(&self.path, "loop/backing_file")?;
+        sysfs_raw(&self.path, "loop/backing_file")?;
         match self.diskseq {
             None => Some(()),
             Some(seq) => (sysfs(&self.path, "diskseq")?.parse::<u64>().ok()? == seq).then_some(()),
@@ -198,14 +217,14 @@ impl LoopDevice {
     /// system that has been lazily unmounted shows as its path inside that file system (a FUSE
     /// file `MOUNT/volume` becomes `/volume`), and a deleted file ends in ` (deleted)`.
     pub fn backing_file(&self) -> Option<PathBuf> {
-        let backing = sysfs(&self.path, "loop/backing_file")?;
+        let backing = sysfs_path(&self.path, "loop/backing_file")?;
         self.attached()?;
-        Some(PathBuf::from(backing))
+        Some(backing)
     }
 
     /// Makes the device see its backing file's new size (after an expansion).
     pub fn refresh(&self) -> Result<(), Error> {
-        run(Command::new("losetup").arg("-c").arg(&self.path)).map(|_| ())
+        run(Command::new("losetup").arg("-c").arg(path_arg(&self.path))).map(|_| ())
     }
 
     /// Detaches the device (the kernel defers it while the device is still open or mounted,
@@ -218,7 +237,7 @@ impl LoopDevice {
         if self.diskseq.is_some() && self.attached().is_none() {
             return Ok(());
         }
-        run(Command::new("losetup").arg("-d").arg(&self.path)).map(|_| ())
+        run(Command::new("losetup").arg("-d").arg(path_arg(&self.path))).map(|_| ())
     }
 
     /// Detaches the device and waits up to `timeout` for the kernel to let it go: the kernel
@@ -300,11 +319,29 @@ impl LoopDevice {
     }
 }
 
-/// The sysfs attribute `attr` of the block device `dev` (`/sys/block/NAME/ATTR`), trimmed.
+/// The sysfs attribute `attr` of the block device `dev` (`/sys/block/NAME/ATTR`), trimmed: for
+/// the numbers and flags sysfs shows as text.
 fn sysfs(dev: &Path, attr: &str) -> Option<String> {
-    let name = dev.file_name()?.to_str()?;
-    let s = fs::read_to_string(Path::new("/sys/block").join(name).join(attr)).ok()?;
-    Some(s.trim().to_string())
+    let raw = sysfs_raw(dev, attr)?;
+    Some(std::str::from_utf8(&raw).ok()?.trim().to_string())
+}
+
+/// The sysfs attribute `attr` of `dev` that holds a path (`loop/backing_file`), byte for byte:
+/// a file name need not be UTF-8 and may end in spaces, so only the line's newline goes.
+fn sysfs_path(dev: &Path, attr: &str) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStringExt;
+    let mut raw = sysfs_raw(dev, attr)?;
+    if raw.last() == Some(&b'\n') {
+        raw.pop();
+    }
+    Some(PathBuf::from(std::ffi::OsString::from_vec(raw)))
+}
+
+/// The bytes of the sysfs attribute `attr` of `dev`; `None` where it cannot be read (no such
+/// device, or not attached).
+fn sysfs_raw(dev: &Path, attr: &str) -> Option<Vec<u8>> {
+    let name = dev.file_name()?;
+    fs::read(Path::new("/sys/block").join(name).join(attr)).ok()
 }
 
 /// Why the loop driver left a device over `file` from `offset` in buffered mode.

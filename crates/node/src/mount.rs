@@ -1,7 +1,9 @@
 //! Mounts: the mount table, filesystem and bind mounts, read-only remounts, unmounts.
 
+use std::ffi::OsString;
 use std::fs;
 use std::io;
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
 use rustix::mount::{MountFlags, UnmountFlags};
@@ -10,22 +12,28 @@ use crate::Error;
 
 /// Options that are per-mount flags, applied with `mount(2)`'s flags (and so valid on a bind
 /// mount too); every other option is filesystem data, passed to the filesystem as `mount -o` would.
-const FLAGS: &[(&str, Option<MountFlags>)] = &[
-    ("defaults", None),
-    ("rw", None),
-    ("ro", Some(MountFlags::RDONLY)),
-    ("noexec", Some(MountFlags::NOEXEC)),
-    ("exec", None),
-    ("nosuid", Some(MountFlags::NOSUID)),
-    ("suid", None),
-    ("nodev", Some(MountFlags::NODEV)),
-    ("dev", None),
-    ("noatime", Some(MountFlags::NOATIME)),
-    ("nodiratime", Some(MountFlags::NODIRATIME)),
-    ("relatime", Some(MountFlags::RELATIME)),
-    ("strictatime", Some(MountFlags::STRICTATIME)),
-    ("sync", Some(MountFlags::SYNCHRONOUS)),
-    ("dirsync", Some(MountFlags::DIRSYNC)),
+///
+/// The third member names the setting an option chooses: two different options of one setting
+/// (`ro` and `rw`, `noatime` and `relatime`) contradict each other. `mount(8)` lets the last one
+/// win, `mount(2)` would let the flag win (`ro,rw` is read-only), and a `mount_flags` list has
+/// no order anyone meant, so they are refused.
+const FLAGS: &[(&str, Option<MountFlags>, Option<&str>)] = &[
+    ("defaults", None, None),
+    ("rw", None, Some("ro/rw")),
+    ("ro", Some(MountFlags::RDONLY), Some("ro/rw")),
+    ("noexec", Some(MountFlags::NOEXEC), Some("exec")),
+    ("exec", None, Some("exec")),
+    ("nosuid", Some(MountFlags::NOSUID), Some("suid")),
+    ("suid", None, Some("suid")),
+    ("nodev", Some(MountFlags::NODEV), Some("dev")),
+    ("dev", None, Some("dev")),
+    ("noatime", Some(MountFlags::NOATIME), Some("atime")),
+    ("nodiratime", Some(MountFlags::NODIRATIME), None),
+    ("relatime", Some(MountFlags::RELATIME), Some("atime")),
+    ("strictatime", Some(MountFlags::STRICTATIME), Some("atime")),
+    ("sync", Some(MountFlags::SYNCHRONOUS), Some("sync")),
+    ("async", None, Some("sync")),
+    ("dirsync", Some(MountFlags::DIRSYNC), None),
 ];
 
 /// Mount options as a CSI `mount_flags` list carries them, sorted into per-mount flags and
@@ -34,10 +42,25 @@ const FLAGS: &[(&str, Option<MountFlags>)] = &[
 /// # Invariants
 /// Every option is non-empty and free of whitespace, NUL and `,` (a comma-joined entry is split
 /// into its options when parsed).
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Its `Debug` shows the values of `key=value` options as `<hidden>`, as its errors do: CSI's
+/// `mount_flags` MAY carry secrets, and a value printed with `{:?}` ends up in logs.
+#[derive(Clone, PartialEq, Eq)]
 pub struct MountOptions {
     flags: MountFlags,
     data: Vec<String>,
+}
+
+impl std::fmt::Debug for MountOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MountOptions")
+            .field("flags", &self.flags)
+            .field(
+                "data",
+                &self.data.iter().map(|o| redacted(o)).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
 }
 
 impl Default for MountOptions {
@@ -51,22 +74,52 @@ impl Default for MountOptions {
 
 impl MountOptions {
     /// Reads options such as `["noatime", "discard", "ro"]` (or `["noatime,discard"]`).
+    ///
+    /// An option given twice counts once; two options that set one thing differently (`ro`
+    /// and `rw`, `exec` and `noexec`, `suid` and `nosuid`, `dev` and `nodev`, `sync` and
+    /// `async`, two of `noatime`, `relatime` and `strictatime`) are refused, naming both.
+    ///
+    /// ```
+    /// use csi_node::{Error, MountOptions};
+    /// assert!(MountOptions::parse(["ro", "noatime,ro"]).unwrap().is_read_only());
+    /// let err = MountOptions::parse(["ro", "rw"]).unwrap_err();
+    /// assert!(matches!(&err, Error::BadMountOption { option, .. } if option == "rw"));
+    /// assert!(err.to_string().contains("\"ro\""), "{err}");
+    /// ```
     pub fn parse<I, S>(options: I) -> Result<Self, Error>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
         let mut out = MountOptions::default();
+        // The option each setting was given as (`ro/rw` → `ro`).
+        let mut chosen: Vec<(&str, &str)> = Vec::new();
         for entry in options {
             for option in entry.as_ref().split(',') {
                 if option.is_empty() || option.contains(|c: char| c.is_whitespace() || c == '\0') {
                     return Err(Error::BadMountOption {
-                        option: entry.as_ref().to_string(),
+                        option: redacted(entry.as_ref()),
                         rule: "an option is a non-empty word without spaces".into(),
                     });
                 }
-                match FLAGS.iter().find(|(name, _)| *name == option) {
-                    Some((_, flag)) => out.flags |= flag.unwrap_or(MountFlags::empty()),
+                match FLAGS.iter().find(|(name, ..)| *name == option) {
+                    Some((name, flag, setting)) => {
+                        if let Some(setting) = setting {
+                            match chosen.iter().find(|(s, _)| s == setting) {
+                                Some((_, earlier)) if earlier != name => {
+                                    return Err(Error::BadMountOption {
+                                        option: option.to_string(),
+                                        rule: format!(
+                                            "it contradicts {earlier:?} given with it; give one of them"
+                                        ),
+                                    });
+                                }
+                                Some(_) => {}
+                                None => chosen.push((setting, name)),
+                            }
+                        }
+                        out.flags |= flag.unwrap_or(MountFlags::empty());
+                    }
                     None => out.data.push(option.to_string()),
                 }
             }
@@ -110,17 +163,40 @@ impl MountOptions {
         match self.data.first() {
             None => Ok(self.flags),
             Some(option) => Err(Error::BadMountOption {
-                option: option.clone(),
+                option: redacted(option),
                 rule: format!(
                     "a bind mount takes only per-mount flags: {}",
-                    FLAGS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                    FLAGS
+                        .iter()
+                        .map(|(n, ..)| *n)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             }),
         }
     }
 }
 
+/// Mount options as an error may show them: the value of each `key=value` option is left out.
+/// CSI's `mount_flags` MAY carry secrets (`password=…` for a network filesystem), which a plugin
+/// MUST NOT leak, and an error message travels to the CO, its logs and its users' events.
+fn redacted(options: &str) -> String {
+    options
+        .split(',')
+        .map(|o| match o.split_once('=') {
+            Some((key, _)) => format!("{key}=<hidden>"),
+            None => o.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// One line of `/proc/self/mountinfo`.
+///
+/// Paths are kept byte for byte: the kernel escapes only space, tab, newline and backslash in
+/// mountinfo (as `\040`, `\011`, `\012`, `\134`) and writes every other byte of a path as it
+/// is, so a mount point need not be UTF-8, and one that is not still compares equal to the
+/// path it was mounted on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MountEntry {
     /// The mount point.
@@ -128,66 +204,114 @@ pub struct MountEntry {
     /// The path inside the mounted filesystem that is mounted there (`/` for a whole
     /// filesystem, the source directory for a bind mount).
     pub root: PathBuf,
-    /// The filesystem type (`ext4`, `tmpfs`, …).
+    /// The filesystem type (`ext4`, `tmpfs`, `fuse.sshfs`, …); a byte that is not UTF-8 (only
+    /// a FUSE subtype can hold one) shows as U+FFFD.
     pub fs_type: String,
-    /// The source (a device such as `/dev/loop3`, or a name such as `tmpfs`).
-    pub source: String,
+    /// The source as given to `mount(2)`: a device such as `/dev/loop3` (compare it with
+    /// `Path::new(&entry.source)`), or a name such as `tmpfs`. Kept byte for byte, like the
+    /// paths, since a device path need not be UTF-8 either.
+    pub source: OsString,
     /// Whether the mount is read-only.
     pub read_only: bool,
 }
 
+impl MountEntry {
+    /// Whether the mount's source is the device at `canonical` (a path without symbolic
+    /// links): the source as given to `mount(2)` may be a link to it (`/dev/mapper/NAME`,
+    /// `/dev/disk/by-id/…`), so it is resolved first. A source that is not an absolute path
+    /// (`tmpfs`, `overlay`) is no device.
+    pub(crate) fn is_from_device(&self, canonical: &Path) -> bool {
+        let source = Path::new(&self.source);
+        source.is_absolute() && fs::canonicalize(source).is_ok_and(|s| s == canonical)
+    }
+}
+
 /// The mount table of this process's mount namespace, in mount order.
+///
+/// The table is read as bytes: a mount point anywhere on the host whose path is not UTF-8
+/// (any user can make one) is listed like any other and spoils nothing else.
 pub fn mount_table() -> Result<Vec<MountEntry>, Error> {
-    let text = fs::read_to_string("/proc/self/mountinfo")
+    let text = fs::read("/proc/self/mountinfo")
         .map_err(|e| Error::io("read", "/proc/self/mountinfo", e))?;
-    Ok(text.lines().filter_map(parse_mountinfo_line).collect())
+    Ok(text
+        .split(|&b| b == b'\n')
+        .filter_map(parse_mountinfo_line)
+        .collect())
 }
 
 /// Parses `36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue`.
-fn parse_mountinfo_line(line: &str) -> Option<MountEntry> {
-    let (left, right) = line.split_once(" - ")?;
-    let fields: Vec<&str> = left.split(' ').collect();
-    let mut right = right.split(' ');
-    let fs_type = right.next()?;
-    let source = right.next()?;
+fn parse_mountinfo_line(line: &[u8]) -> Option<MountEntry> {
+    // Six fixed fields, then optional fields up to a lone `-`, then the filesystem type and
+    // the source (proc(5)). Read by position: a space inside a field is escaped, so fields
+    // split on spaces, and none of the fixed ones is taken for the separator.
+    let fields: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
+    let sep = 6 + fields.get(6..)?.iter().position(|f| *f == b"-")?;
+    let fs_type = fields.get(sep + 1)?;
+    let source = fields.get(sep + 2)?;
     Some(MountEntry {
         root: PathBuf::from(unescape(fields.get(3)?)),
         mount_point: PathBuf::from(unescape(fields.get(4)?)),
-        read_only: fields.get(5)?.split(',').any(|o| o == "ro"),
-        fs_type: unescape(fs_type),
+        read_only: fields.get(5)?.split(|&b| b == b',').any(|o| o == b"ro"),
+        fs_type: unescape(fs_type).to_string_lossy().into_owned(),
         source: unescape(source),
     })
 }
 
-/// Undoes mountinfo's octal escapes (`\040` for a space).
-fn unescape(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
+/// Undoes mountinfo's octal escapes (`\040` for a space), byte for byte.
+fn unescape(s: &[u8]) -> OsString {
+    let mut out = Vec::with_capacity(s.len());
     let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes.get(i + 1..i + 4);
-        match octal {
-            Some(d) if bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)) => {
-                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
-                i += 4;
+    while i < s.len() {
+        match s.get(i + 1..i + 4) {
+            Some(d) if s[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)) => {
+                // Three octal digits can say up to 0o777; the kernel writes only bytes.
+                let value = u32::from(d[0] - b'0') * 64
+                    + u32::from(d[1] - b'0') * 8
+                    + u32::from(d[2] - b'0');
+                match u8::try_from(value) {
+                    Ok(byte) => {
+                        out.push(byte);
+                        i += 4;
+                    }
+                    Err(_) => {
+                        out.push(s[i]);
+                        i += 1;
+                    }
+                }
             }
             _ => {
-                out.push(bytes[i]);
+                out.push(s[i]);
                 i += 1;
             }
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    OsString::from_vec(out)
 }
 
-/// Whether something is mounted on `path`. A path that does not exist is not a mount point.
+/// Whether something is mounted on `path`. A path that does not exist is not a mount point, nor
+/// is a symbolic link (even one that points at a mount point): [`unmount`] never follows one
+/// to unmount what it points to.
 pub fn is_mount_point(path: &Path) -> Result<bool, Error> {
+    Ok(top_mount(path)?.is_some())
+}
+
+/// The top mount on `path` (the last mounted there), if any; a path that does not exist has
+/// none.
+pub(crate) fn top_mount(path: &Path) -> Result<Option<MountEntry>, Error> {
+    // A symbolic link is never a mount point (mount(2) follows it): what it points to may be
+    // one, but through the link it is someone else's mount.
+    if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Ok(None);
+    }
     let path = match fs::canonicalize(path) {
         Ok(p) => p,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io("canonicalize", path, e)),
     };
-    Ok(mount_table()?.iter().any(|m| m.mount_point == path))
+    Ok(mount_table()?
+        .into_iter()
+        .rev()
+        .find(|m| m.mount_point == path))
 }
 
 /// The mount points at or below `dir`, in mount order (unmount them in reverse).
@@ -265,14 +389,14 @@ pub(crate) fn mount_filesystem(
     let data = options.data.join(",");
     // The options were checked free of NUL when parsed.
     let c_data = std::ffi::CString::new(data.clone()).map_err(|_| Error::BadMountOption {
-        option: data.clone(),
+        option: redacted(&data),
         rule: "an option is a non-empty word without spaces".into(),
     })?;
     rustix::mount::mount(device, target, fs_type, options.flags, c_data.as_c_str()).map_err(
         |e| {
             if e == rustix::io::Errno::INVAL && !options.data.is_empty() {
                 Error::BadMountOption {
-                    option: data.clone(),
+                    option: redacted(&data),
                     rule: format!("the kernel's {fs_type} refused these options ({e})"),
                 }
             } else {
@@ -286,8 +410,14 @@ pub(crate) fn mount_filesystem(
 
 /// Bind-mounts `source` (a directory, or a file such as a block device) on `target`, then
 /// remounts the bind with `options`' flags and read-only when `read_only`. A bind mount takes
-/// per-mount flags only; filesystem data options are refused before anything is mounted. On a
-/// failed remount the bind is undone.
+/// per-mount flags only; filesystem data options are refused before anything is mounted, and
+/// so are a directory on a file and a file on a directory, naming both. On a failed remount the
+/// bind is undone.
+///
+/// A bind never loosens what the mount holding `source` restricts: where that mount is
+/// read-only, `nosuid`, `nodev` or `noexec`, so is the bind, whatever `options` say (a remount
+/// with flags would otherwise replace them, and a volume staged read-only would be published
+/// writable).
 pub fn bind_mount(
     source: &Path,
     target: &Path,
@@ -295,6 +425,32 @@ pub fn bind_mount(
     read_only: bool,
 ) -> Result<(), Error> {
     let mut flags = options.bind_flags()?;
+    refuse_symlink(target)?;
+    if let (Ok(s), Ok(t)) = (fs::metadata(source), fs::metadata(target))
+        && s.is_dir() != t.is_dir()
+    {
+        let kind = |dir: bool| {
+            if dir {
+                "a directory"
+            } else {
+                "not a directory"
+            }
+        };
+        return Err(Error::io(
+            "bind mount",
+            target,
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} is {} and the target is {}: a directory is bound on a directory, a file \
+                     or a device on a file",
+                    source.display(),
+                    kind(s.is_dir()),
+                    kind(t.is_dir())
+                ),
+            ),
+        ));
+    }
     if read_only {
         flags |= MountFlags::RDONLY;
     }
@@ -302,13 +458,48 @@ pub fn bind_mount(
         let missing = if source.exists() { target } else { source };
         Error::errno("bind mount", missing, e)
     })?;
-    if !flags.is_empty()
-        && let Err(e) = rustix::mount::mount_remount(target, MountFlags::BIND | flags, "")
-    {
-        let _ = rustix::mount::unmount(target, UnmountFlags::empty());
-        return Err(Error::errno("remount", target, e));
+    if flags.is_empty() {
+        // No remount: the bind has the flags of the mount it was made from.
+        return Ok(());
     }
-    Ok(())
+    let remount = rustix::fs::statvfs(target)
+        .map_err(|e| Error::errno("statvfs", target, e))
+        .and_then(|st| {
+            let kept = restrictions(st.f_flag);
+            rustix::mount::mount_remount(target, MountFlags::BIND | flags | kept, "")
+                .map_err(|e| Error::errno("remount", target, e))
+        });
+    if remount.is_err() {
+        let _ = rustix::mount::unmount(target, UnmountFlags::empty());
+    }
+    remount
+}
+
+/// Refuses a mount target that is a symbolic link: `mount(2)` would follow it and mount on
+/// what it points to (a staging path, another volume), which no unmount of the link undoes.
+pub(crate) fn refuse_symlink(target: &Path) -> Result<(), Error> {
+    match fs::symlink_metadata(target) {
+        Ok(m) if m.file_type().is_symlink() => Err(Error::SymbolicLink {
+            path: target.to_path_buf(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The restrictions among a mount's flags (as `statvfs` reports them) that a bind remount would
+/// drop unless given again: read-only, `nosuid`, `nodev`, `noexec`. (The atime flags are kept
+/// by the kernel when the remount names none.)
+fn restrictions(f: rustix::fs::StatVfsMountFlags) -> MountFlags {
+    use rustix::fs::StatVfsMountFlags as St;
+    [
+        (St::RDONLY, MountFlags::RDONLY),
+        (St::NOSUID, MountFlags::NOSUID),
+        (St::NODEV, MountFlags::NODEV),
+        (St::NOEXEC, MountFlags::NOEXEC),
+    ]
+    .into_iter()
+    .filter(|(st, _)| f.contains(*st))
+    .fold(MountFlags::empty(), |acc, (_, m)| acc | m)
 }
 
 /// Creates the empty regular file (mode 0600) that a block volume is bind-mounted on at its
@@ -329,9 +520,11 @@ pub fn create_file_target(path: &Path) -> Result<(), Error> {
 }
 
 /// Remounts the mount at `target` read-only (a bind mount's flags only; the filesystem under it
-/// stays writable through its other mounts).
+/// stays writable through its other mounts). Its `nosuid`, `nodev` and `noexec` stay.
 pub fn remount_readonly(target: &Path) -> Result<(), Error> {
-    rustix::mount::mount_remount(target, MountFlags::BIND | MountFlags::RDONLY, "")
+    let st = rustix::fs::statvfs(target).map_err(|e| Error::errno("statvfs", target, e))?;
+    let flags = MountFlags::BIND | MountFlags::RDONLY | restrictions(st.f_flag);
+    rustix::mount::mount_remount(target, flags, "")
         .map_err(|e| Error::errno("remount read-only", target, e))
 }
 
@@ -345,7 +538,7 @@ pub fn unmount(target: &Path) -> Result<bool, Error> {
     // retry a few times before reporting it, as kubelet would retry the whole call.
     let mut delay = std::time::Duration::from_millis(20);
     loop {
-        match rustix::mount::unmount(target, UnmountFlags::empty()) {
+        match rustix::mount::unmount(target, UnmountFlags::NOFOLLOW) {
             Ok(()) => return Ok(true),
             Err(rustix::io::Errno::BUSY) if delay < std::time::Duration::from_millis(400) => {
                 std::thread::sleep(delay);
@@ -398,7 +591,7 @@ mod tests {
     #[test]
     fn mountinfo_lines() {
         let m = parse_mountinfo_line(
-            "36 35 98:0 /mnt1 /mnt\\0402 ro,noatime master:1 - ext3 /dev/root rw,errors=continue",
+            b"36 35 98:0 /mnt1 /mnt\\0402 ro,noatime master:1 - ext3 /dev/root rw,errors=continue",
         )
         .unwrap();
         assert_eq!(m.mount_point, Path::new("/mnt 2"));
@@ -406,8 +599,36 @@ mod tests {
         assert_eq!(m.fs_type, "ext3");
         assert_eq!(m.source, "/dev/root");
         assert!(m.read_only);
-        assert_eq!(parse_mountinfo_line("garbage"), None);
-        assert_eq!(unescape("a\\134b\\0"), "a\\b\\0");
+        assert_eq!(parse_mountinfo_line(b"garbage"), None);
+        assert_eq!(unescape(b"a\\134b\\0"), "a\\b\\0");
+        // Above 0o377 is not a byte: kept as written, never an overflow.
+        assert_eq!(unescape(b"\\777\\400"), "\\777\\400");
+    }
+
+    #[test]
+    fn mountinfo_keeps_paths_that_are_not_utf8_byte_for_byte() {
+        use std::os::unix::ffi::OsStrExt;
+        // The kernel writes every byte but space, tab, newline and backslash raw.
+        let line = b"812 35 0:99 / /tmp/x/\xff\xfe\\040dir rw,relatime shared:9 - tmpfs t\xffmp rw,size=1024k";
+        let m = parse_mountinfo_line(line).unwrap();
+        assert_eq!(m.mount_point.as_os_str().as_bytes(), b"/tmp/x/\xff\xfe dir");
+        assert_eq!(m.source.as_bytes(), b"t\xffmp");
+        assert_eq!(m.fs_type, "tmpfs");
+        assert!(!m.read_only);
+        // One such line among others spoils none of them.
+        let table = [
+            &b"1 0 8:1 / / rw - ext4 /dev/sda1 rw"[..],
+            line,
+            b"2 1 0:5 / /dev\\0111 rw - devtmpfs udev rw",
+        ]
+        .join(&b'\n');
+        let points: Vec<PathBuf> = table
+            .split(|&b| b == b'\n')
+            .filter_map(parse_mountinfo_line)
+            .map(|m| m.mount_point)
+            .collect();
+        assert_eq!(points.len(), 3);
+        assert_eq!(points[2], Path::new("/dev\t1"));
     }
 
     #[test]
@@ -444,6 +665,166 @@ mod tests {
         );
         for bad in ["", "a b", "x,,y", "nul\0"] {
             assert!(MountOptions::parse([bad]).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn an_error_never_shows_the_value_of_a_mount_option() {
+        let secret = "hunter2";
+        let errors = [
+            MountOptions::parse(["noatime", "password=hunter2"])
+                .unwrap()
+                .check_bindable()
+                .unwrap_err(),
+            MountOptions::parse(["user=me,pass word=hunter2"]).unwrap_err(),
+            MountOptions::parse(["password=hunter2 "]).unwrap_err(),
+        ];
+        for err in errors {
+            let msg = err.to_string();
+            assert!(!msg.contains(secret), "{msg}");
+            assert!(msg.contains("=<hidden>"), "{msg}");
+            #[cfg(feature = "csi")]
+            {
+                let status = csi_types::CsiError::from(err).to_string();
+                assert!(!status.contains(secret), "{status}");
+            }
+        }
+        assert_eq!(
+            redacted("ro,errors=remount-ro,a=b=c"),
+            "ro,errors=<hidden>,a=<hidden>"
+        );
+        // Nor does the options' Debug, which is what `{:?}` in a log line prints.
+        let o = MountOptions::parse(["noatime", "password=hunter2", "discard"]).unwrap();
+        let debug = format!("{o:?}");
+        assert!(!debug.contains(secret), "{debug}");
+        assert!(
+            debug.contains("password=<hidden>") && debug.contains("discard"),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn options_that_contradict_each_other_are_refused_naming_both() {
+        for (first, second) in [
+            ("ro", "rw"),
+            ("rw", "ro"),
+            ("noexec", "exec"),
+            ("suid", "nosuid"),
+            ("nodev", "dev"),
+            ("noatime", "relatime"),
+            ("strictatime", "noatime"),
+            ("sync", "async"),
+        ] {
+            for options in [
+                vec![first.to_string(), second.to_string()],
+                vec![format!("{first},{second}")],
+                vec![format!("{first},discard"), format!("noatime,{second}")],
+            ] {
+                let err = MountOptions::parse(&options).unwrap_err();
+                let msg = err.to_string();
+                assert!(
+                    matches!(&err, Error::BadMountOption { option, .. } if option == second),
+                    "{options:?}: {msg}"
+                );
+                assert!(msg.contains(&format!("{first:?}")), "{options:?}: {msg}");
+            }
+        }
+        // The same option twice, and `defaults` with anything, are not contradictions.
+        let o = MountOptions::parse(["ro,ro", "defaults", "ro", "nodiratime,noatime"]).unwrap();
+        assert!(o.is_read_only());
+        assert_eq!(
+            o.bind_flags().unwrap(),
+            MountFlags::RDONLY | MountFlags::NOATIME | MountFlags::NODIRATIME
+        );
+        // `async` is mount(8)'s default, a flag (not filesystem data) that a bind mount takes.
+        let o = MountOptions::parse(["async", "rw"]).unwrap();
+        assert!(!o.is_read_only());
+        assert_eq!(o.bind_flags().unwrap(), MountFlags::empty());
+    }
+
+    use proptest::prelude::*;
+
+    /// A path as the kernel writes it in mountinfo (`mangle` in fs/proc_namespace.c): space,
+    /// tab, newline and backslash as three octal digits, every other byte as it is.
+    fn kernel_escape(path: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for &b in path {
+            if matches!(b, b' ' | b'\t' | b'\n' | b'\\') {
+                out.extend_from_slice(format!("\\{b:03o}").as_bytes());
+            } else {
+                out.push(b);
+            }
+        }
+        out
+    }
+
+    proptest::proptest! {
+        /// Any mount point and source the kernel can write (any bytes but NUL) come back from
+        /// the parser byte for byte, whatever the other fields hold.
+        #[test]
+        fn mountinfo_paths_come_back_byte_for_byte(
+            point in proptest::collection::vec(1u8..=255, 1..40),
+            root in proptest::collection::vec(1u8..=255, 1..20),
+            source in proptest::collection::vec(1u8..=255, 1..20),
+            optional in proptest::sample::select(vec!["", " shared:7", " master:1 propagate_from:2"]),
+            ro in proptest::bool::ANY,
+        ) {
+            use std::os::unix::ffi::OsStrExt;
+            let mut line = b"36 35 98:0 ".to_vec();
+            line.extend(kernel_escape(&root));
+            line.push(b' ');
+            line.extend(kernel_escape(&point));
+            line.extend_from_slice(if ro { b" ro,noatime" } else { b" rw,relatime" });
+            line.extend_from_slice(optional.as_bytes());
+            line.extend_from_slice(b" - ext4 ");
+            line.extend(kernel_escape(&source));
+            line.extend_from_slice(b" rw,errors=continue");
+            let m = parse_mountinfo_line(&line).unwrap();
+            prop_assert_eq!(m.mount_point.as_os_str().as_bytes(), &point[..]);
+            prop_assert_eq!(m.root.as_os_str().as_bytes(), &root[..]);
+            prop_assert_eq!(m.source.as_bytes(), &source[..]);
+            prop_assert_eq!(m.fs_type, "ext4");
+            prop_assert_eq!(m.read_only, ro);
+        }
+
+        /// Whatever the list, `parse` refuses it exactly when two options set one thing
+        /// differently, and otherwise keeps every flag and every data option, in order.
+        #[test]
+        fn parse_refuses_exactly_the_contradictions(
+            picks in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::sample::select(FLAGS.iter().map(|f| f.0.to_string()).collect::<Vec<_>>()),
+                    "[a-z]{1,6}(=[a-z0-9]{1,4})?",
+                ],
+                0..8,
+            ),
+            joined in proptest::bool::ANY,
+        ) {
+            let entries = if joined && !picks.is_empty() { vec![picks.join(",")] } else { picks.clone() };
+            let known = |o: &str| FLAGS.iter().find(|(n, ..)| *n == o);
+            let contradiction = picks.iter().enumerate().any(|(i, a)| {
+                picks[..i].iter().any(|b| {
+                    matches!((known(a), known(b)), (Some((na, _, Some(sa))), Some((nb, _, Some(sb))))
+                        if sa == sb && na != nb)
+                })
+            });
+            match MountOptions::parse(&entries) {
+                Err(e) => {
+                    prop_assert!(contradiction, "{entries:?}: {e}");
+                    prop_assert!(matches!(e, Error::BadMountOption { .. }), "{}", e);
+                }
+                Ok(o) => {
+                    prop_assert!(!contradiction, "{entries:?} accepted");
+                    let data: Vec<&String> = picks.iter().filter(|p| known(p).is_none()).collect();
+                    prop_assert_eq!(o.data().iter().collect::<Vec<_>>(), data);
+                    let flags = picks
+                        .iter()
+                        .filter_map(|p| known(p).and_then(|(_, f, _)| *f))
+                        .fold(MountFlags::empty(), |a, f| a | f);
+                    prop_assert_eq!(o.flags, flags);
+                    prop_assert_eq!(o.is_read_only(), picks.iter().any(|p| p == "ro"));
+                }
+            }
         }
     }
 }

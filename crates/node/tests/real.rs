@@ -131,7 +131,7 @@ fn lifecycle(fs_type: FsType, size: u64) {
         .find(|m| m.mount_point == fs::canonicalize(&staging).unwrap())
         .unwrap();
     assert_eq!(entry.fs_type, fs_type.as_str());
-    assert_eq!(entry.source, dev.path().to_string_lossy());
+    assert_eq!(entry.source, dev.path().as_os_str());
     write_file(&staging.join("hello"), b"kept").unwrap();
     let before = csi_node::filesystem_stats(&staging).unwrap();
     assert!(
@@ -670,11 +670,10 @@ fn a_detached_attachment_never_detaches_the_next_one_at_its_number() {
     );
 }
 
-#[test]
-fn mounts_below_a_dead_fuse_mount_are_found_and_lazily_unmounted() {
-    if unavailable(&[]).is_some() {
-        return;
-    }
+/// Mounts a FUSE file system on `DIR/name` whose server is gone (a `/dev/fuse` connection
+/// closed without a server, whose root answers `ENOTCONN`): what a node process killed with its
+/// FUSE mounts leaves. `None` (after saying why) where `/dev/fuse` cannot be opened.
+fn dead_fuse_mount(s: &Scratch, name: &str) -> Option<PathBuf> {
     let fuse = match fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -687,11 +686,10 @@ fn mounts_below_a_dead_fuse_mount_are_found_and_lazily_unmounted() {
                 "CI must run the node tests: /dev/fuse: {e}"
             );
             eprintln!("skipped: /dev/fuse: {e}");
-            return;
+            return None;
         }
     };
-    let s = Scratch::new();
-    let point = s.dir("fuse");
+    let point = s.dir(name);
     let data = std::ffi::CString::new(format!(
         "fd={},rootmode=40000,user_id=0,group_id=0",
         std::os::fd::AsRawFd::as_raw_fd(&fuse)
@@ -705,8 +703,7 @@ fn mounts_below_a_dead_fuse_mount_are_found_and_lazily_unmounted() {
         data.as_c_str(),
     )
     .unwrap();
-    // No server ever answers, and closing its end aborts the connection: what a node
-    // process killed with its FUSE mounts leaves.
+    // No server ever answers, and closing its end aborts the connection.
     drop(fuse);
     let e = fs::symlink_metadata(&point).unwrap_err();
     assert_eq!(
@@ -714,6 +711,18 @@ fn mounts_below_a_dead_fuse_mount_are_found_and_lazily_unmounted() {
         Some(rustix::io::Errno::NOTCONN.raw_os_error()),
         "{e}"
     );
+    Some(point)
+}
+
+#[test]
+fn mounts_below_a_dead_fuse_mount_are_found_and_lazily_unmounted() {
+    if unavailable(&[]).is_some() {
+        return;
+    }
+    let s = Scratch::new();
+    let Some(point) = dead_fuse_mount(&s, "fuse") else {
+        return;
+    };
     let resolved = fs::canonicalize(s.0.path()).unwrap().join("fuse");
     assert_eq!(
         csi_node::mounts_under(&point).unwrap(),
@@ -724,6 +733,26 @@ fn mounts_below_a_dead_fuse_mount_are_found_and_lazily_unmounted() {
     assert!(csi_node::mounts_under(s.0.path()).unwrap().is_empty());
     // Idempotent.
     csi_node::lazy_unmount_under(&point).unwrap();
+}
+
+#[test]
+fn a_dead_mount_point_is_a_mount_point_and_unmounts() {
+    if unavailable(&[]).is_some() {
+        return;
+    }
+    let s = Scratch::new();
+    let Some(point) = dead_fuse_mount(&s, "target") else {
+        return;
+    };
+    // NodeUnpublishVolume of a target whose FUSE server died: the check and the unmount
+    // must not stop at the root that answers ENOTCONN, or the target stays for good.
+    assert!(csi_node::is_mount_point(&point).unwrap());
+    csi_node::unmount_all(&point).unwrap();
+    assert!(!csi_node::is_mount_point(&point).unwrap());
+    assert!(csi_node::mounts_under(s.0.path()).unwrap().is_empty());
+    fs::remove_dir(&point).unwrap();
+    // Idempotent, once the target is gone too.
+    csi_node::unmount_all(&point).unwrap();
 }
 
 #[test]
@@ -752,4 +781,572 @@ fn loop_devices_below_a_removed_directory_are_found_and_released() {
     csi_node::release_under(&gone);
     assert!(dev.0.detach_and_wait(Duration::from_secs(30)).unwrap());
     assert_eq!(dev.0.backing_file(), None);
+}
+
+/// Lazily unmounts its paths when dropped, by path and without the mount table, so that a test
+/// of the mount table itself cleans up even when the table cannot be read.
+struct UnmountOnDrop(Vec<PathBuf>);
+
+impl Drop for UnmountOnDrop {
+    fn drop(&mut self) {
+        for p in self.0.iter().rev() {
+            while rustix::mount::unmount(p, rustix::mount::UnmountFlags::DETACH).is_ok() {}
+        }
+    }
+}
+
+#[test]
+fn a_mount_point_whose_name_is_not_utf8_spoils_nothing() {
+    use std::os::unix::ffi::OsStrExt;
+    if unavailable(&[]).is_some() {
+        return;
+    }
+    let s = Scratch::new();
+    // Any user (or container runtime) can make such a directory and mount on it.
+    let odd =
+        s.0.path()
+            .join(std::ffi::OsStr::from_bytes(b"vol-\xff\xfe name"));
+    let plain = s.path("plain");
+    let mut guard = UnmountOnDrop(Vec::new());
+    for dir in [&odd, &plain] {
+        fs::create_dir(dir).unwrap();
+        rustix::mount::mount(
+            "tmpfs",
+            dir,
+            "tmpfs",
+            rustix::mount::MountFlags::empty(),
+            c"size=1m",
+        )
+        .unwrap();
+        guard.0.push(dir.clone());
+    }
+    assert!(csi_node::is_mount_point(&odd).unwrap());
+    assert!(csi_node::is_mount_point(&plain).unwrap());
+    assert!(!csi_node::is_mount_point(s.0.path()).unwrap());
+    let canonical = fs::canonicalize(s.0.path()).unwrap();
+    assert_eq!(
+        csi_node::mounts_under(s.0.path()).unwrap(),
+        [
+            canonical.join(odd.file_name().unwrap()),
+            canonical.join("plain")
+        ]
+    );
+    let entry = csi_node::mount_table()
+        .unwrap()
+        .into_iter()
+        .find(|m| m.mount_point == canonical.join(odd.file_name().unwrap()))
+        .unwrap();
+    assert_eq!(entry.fs_type, "tmpfs");
+    assert_eq!(entry.source, "tmpfs");
+    // Unpublish and unstage of such a path work, and stay idempotent.
+    assert!(csi_node::unmount(&odd).unwrap());
+    csi_node::unmount_all(&odd).unwrap();
+    assert!(!csi_node::is_mount_point(&odd).unwrap());
+    assert!(csi_node::is_mount_point(&plain).unwrap());
+    drop(guard);
+    assert!(csi_node::mounts_under(s.0.path()).unwrap().is_empty());
+}
+
+/// Detaches a loop device by its number with `losetup -d` when dropped, but only while the
+/// number still holds the attachment with disk sequence number `.1` (read from sysfs here, not
+/// through the crate), so that a test of the crate's own detach cleans up even when that
+/// detach does nothing, and never detaches a later attachment at the same number.
+struct DetachByNumber(PathBuf, Option<String>);
+
+impl Drop for DetachByNumber {
+    fn drop(&mut self) {
+        let name = self.0.file_name().unwrap().to_owned();
+        let seq = fs::read_to_string(Path::new("/sys/block").join(name).join("diskseq")).ok();
+        if seq.is_some() && seq == self.1 {
+            let _ = std::process::Command::new("losetup")
+                .arg("-d")
+                .arg(&self.0)
+                .status();
+        }
+    }
+}
+
+#[test]
+fn a_loop_device_over_a_file_whose_name_is_not_utf8_is_found_and_detached() {
+    use std::os::unix::ffi::OsStrExt;
+    if unavailable(&["losetup"]).is_some() {
+        return;
+    }
+    let s = Scratch::new();
+    // A state directory may be any path the OS accepts: bytes that are not UTF-8, a name
+    // ending in a space.
+    let dir = s.0.path().join(std::ffi::OsStr::from_bytes(b"state-\xff"));
+    fs::create_dir(&dir).unwrap();
+    let image = dir.join("disk.img ");
+    fs::File::create(&image).unwrap().set_len(1 << 20).unwrap();
+    let image = fs::canonicalize(&image).unwrap();
+    let dev = LoopDevice::attach(&image, false).unwrap();
+    let name = dev.path().file_name().unwrap().to_owned();
+    let _guard = DetachByNumber(
+        dev.path().to_path_buf(),
+        fs::read_to_string(Path::new("/sys/block").join(name).join("diskseq")).ok(),
+    );
+    assert_eq!(dev.backing_file().as_deref(), Some(image.as_path()));
+    assert_eq!(LoopDevice::backed_by(&image), vec![dev.clone()]);
+    assert_eq!(LoopDevice::backed_under(&dir), vec![dev.clone()]);
+    assert_eq!(
+        LoopDevice::open(dev.path()).map(|d| d.backing_file()),
+        Some(Some(image.clone()))
+    );
+    assert!(dev.detach_and_wait(Duration::from_secs(15)).unwrap());
+    assert!(dev.backing_file().is_none());
+    assert!(LoopDevice::backed_by(&image).is_empty());
+}
+
+#[test]
+fn a_missing_staging_path_formats_nothing() {
+    if unavailable(&["blkid", "mkfs.ext4", "losetup"]).is_some() {
+        return;
+    }
+    let s = Scratch::new();
+    let image = s.image("disk.img", 32 << 20);
+    let dev = LoopDevice::attach(&image, false).unwrap();
+    let missing = s.path("no-staging");
+    let err =
+        csi_node::format_and_mount(dev.path(), &missing, FsType::Ext4, &MountOptions::default())
+            .unwrap_err();
+    assert!(
+        matches!(&err, Error::NotFound { path } if *path == missing),
+        "{err}"
+    );
+    // The failed call left the device as it found it: blank.
+    assert_eq!(csi_node::probe_filesystem(dev.path()).unwrap(), None);
+    assert!(dev.detach_and_wait(Duration::from_secs(30)).unwrap());
+}
+
+#[test]
+fn a_staging_path_that_is_mounted_already_is_never_mounted_over() {
+    if unavailable(&["blkid", "mkfs.ext4", "losetup"]).is_some() {
+        return;
+    }
+    let s = Scratch::new();
+    let (a, b) = (s.image("a.img", 32 << 20), s.image("b.img", 32 << 20));
+    let (dev_a, dev_b) = (
+        LoopDevice::attach(&a, false).unwrap(),
+        LoopDevice::attach(&b, false).unwrap(),
+    );
+    let staging = s.dir("staging");
+    let rw = MountOptions::default();
+    let mounts = || {
+        let point = fs::canonicalize(&staging).unwrap();
+        csi_node::mount_table()
+            .unwrap()
+            .into_iter()
+            .filter(|m| m.mount_point == point)
+            .map(|m| m.source)
+            .collect::<Vec<_>>()
+    };
+    csi_node::format_and_mount(dev_a.path(), &staging, FsType::Ext4, &rw).unwrap();
+    write_file(&staging.join("a"), b"volume a").unwrap();
+    // A retried NodeStageVolume: done already, nothing stacked.
+    csi_node::format_and_mount(dev_a.path(), &staging, FsType::Ext4, &rw).unwrap();
+    assert_eq!(mounts(), [dev_a.path().as_os_str()]);
+    // Another device, the other mode, another filesystem type: refused, naming what is there.
+    for (dev, fs_type, opts) in [
+        (&dev_b, FsType::Ext4, rw.clone()),
+        (&dev_a, FsType::Ext4, rw.clone().read_only()),
+        (&dev_a, FsType::Xfs, rw.clone()),
+    ] {
+        let err = csi_node::format_and_mount(dev.path(), &staging, fs_type, &opts).unwrap_err();
+        assert!(matches!(err, Error::AlreadyMounted { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains(&staging.display().to_string()), "{msg}");
+        assert!(msg.contains(&dev_a.path().display().to_string()), "{msg}");
+        assert_eq!(
+            csi_types::CsiError::from(err).code(),
+            csi_types::Code::AlreadyExists
+        );
+        assert_eq!(mounts(), [dev_a.path().as_os_str()]);
+        assert_eq!(fs::read(staging.join("a")).unwrap(), b"volume a");
+    }
+    // The other device was not formatted by the refused call.
+    assert_eq!(csi_node::probe_filesystem(dev_b.path()).unwrap(), None);
+    // A bind mount of a directory on the staging path is not the device either.
+    csi_node::unmount_all(&staging).unwrap();
+    let dir = s.dir("dir");
+    csi_node::bind_mount(&dir, &staging, &rw, false).unwrap();
+    let err = csi_node::format_and_mount(dev_a.path(), &staging, FsType::Ext4, &rw).unwrap_err();
+    assert!(matches!(err, Error::AlreadyMounted { .. }), "{err}");
+    csi_node::unmount_all(&staging).unwrap();
+    for dev in [dev_a, dev_b] {
+        assert!(dev.detach_and_wait(Duration::from_secs(30)).unwrap());
+    }
+}
+
+#[test]
+fn a_copy_that_runs_out_of_space_leaves_nothing_behind() {
+    if unavailable(&[]).is_some() {
+        return;
+    }
+    let s = Scratch::new();
+    let src = s.dir("src");
+    fs::write(src.join("a"), b"small").unwrap();
+    fs::create_dir(src.join("sub")).unwrap();
+    fs::write(src.join("sub/big"), vec![7u8; 3 << 20]).unwrap();
+    let small = s.dir("small");
+    rustix::mount::mount(
+        "tmpfs",
+        &small,
+        "tmpfs",
+        rustix::mount::MountFlags::empty(),
+        c"size=1m",
+    )
+    .unwrap();
+    let _unmount = UnmountOnDrop(vec![small.clone()]);
+    let err = csi_node::copy_sparse(&src.join("sub/big"), &small.join("img")).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.starts_with("write "), "{msg}");
+    assert!(
+        msg.contains(&small.join("img").display().to_string()),
+        "{msg}"
+    );
+    let err = csi_node::copy_tree(&src, &small.join("tree")).unwrap_err();
+    assert!(err.to_string().contains("No space left"), "{err}");
+    // A retry starts clean: nothing of either copy is left.
+    // (The space itself comes back once no process holds the removed files: a child another
+    // test thread forks in the meantime briefly does, so it is not asserted here.)
+    assert_eq!(fs::read_dir(&small).unwrap().count(), 0);
+}
+
+#[test]
+fn a_bind_with_flags_keeps_what_the_source_mount_restricts() {
+    use rustix::fs::StatVfsMountFlags as St;
+    use rustix::mount::MountFlags;
+    if unavailable(&[]).is_some() {
+        return;
+    }
+    let s = Scratch::new();
+    let flags = |p: &Path| rustix::fs::statvfs(p).unwrap().f_flag;
+    // A volume on a file system mounted nosuid, nodev, noexec.
+    let fs_dir = s.dir("fs");
+    rustix::mount::mount(
+        "tmpfs",
+        &fs_dir,
+        "tmpfs",
+        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+        c"size=1m",
+    )
+    .unwrap();
+    let mut guard = UnmountOnDrop(vec![fs_dir.clone()]);
+    let volume = fs_dir.join("volume");
+    fs::create_dir(&volume).unwrap();
+    // Staged read-only (a bind, as the local driver stages), then published with a flag.
+    let staging = s.dir("staging");
+    csi_node::bind_mount(&volume, &staging, &MountOptions::default(), true).unwrap();
+    guard.0.push(staging.clone());
+    let target = s.dir("target");
+    let noatime = MountOptions::parse(["noatime"]).unwrap();
+    csi_node::bind_mount(&staging, &target, &noatime, false).unwrap();
+    guard.0.push(target.clone());
+    let got = flags(&target);
+    for want in [St::RDONLY, St::NOSUID, St::NODEV, St::NOEXEC, St::NOATIME] {
+        assert!(got.contains(want), "{want:?} missing from {got:?}");
+    }
+    let err = write_file(&target.join("x"), b"x").unwrap_err();
+    assert_eq!(
+        err.raw_os_error(),
+        Some(rustix::io::Errno::ROFS.raw_os_error())
+    );
+    // Without flags to apply there is no remount, and the bind has the source's flags too.
+    let plain = s.dir("plain");
+    csi_node::bind_mount(&staging, &plain, &MountOptions::default(), false).unwrap();
+    guard.0.push(plain.clone());
+    assert!(flags(&plain).contains(St::RDONLY | St::NOSUID | St::NODEV | St::NOEXEC));
+    // A read-only remount keeps them too.
+    let later = s.dir("later");
+    csi_node::bind_mount(&volume, &later, &MountOptions::default(), false).unwrap();
+    guard.0.push(later.clone());
+    csi_node::remount_readonly(&later).unwrap();
+    assert!(flags(&later).contains(St::RDONLY | St::NOSUID | St::NODEV | St::NOEXEC));
+    // A read-write source with no restriction stays read-write.
+    let rw_source = s.dir("rw-source");
+    let rw_target = s.dir("rw-target");
+    csi_node::bind_mount(&rw_source, &rw_target, &noatime, false).unwrap();
+    guard.0.push(rw_target.clone());
+    write_file(&rw_target.join("x"), b"x").unwrap();
+    drop(guard);
+    assert!(csi_node::mounts_under(s.0.path()).unwrap().is_empty());
+}
+
+#[test]
+fn a_symbolic_link_to_a_staging_path_is_neither_mounted_on_nor_unmounted_through() {
+    if unavailable(&[]).is_some() {
+        return;
+    }
+    let s = Scratch::new();
+    let staging = s.dir("staging");
+    csi_node::bind_mount(&s.dir("volume"), &staging, &MountOptions::default(), false).unwrap();
+    let _guard = UnmountOnDrop(vec![staging.clone()]);
+    let link = s.path("target");
+    std::os::unix::fs::symlink(&staging, &link).unwrap();
+    let stacked = || {
+        let point = fs::canonicalize(&staging).unwrap();
+        csi_node::mount_table()
+            .unwrap()
+            .iter()
+            .filter(|m| m.mount_point == point)
+            .count()
+    };
+    // Publishing on the link would have stacked the staging path on itself.
+    let err = csi_node::bind_mount(&staging, &link, &MountOptions::default(), true).unwrap_err();
+    assert!(
+        matches!(&err, Error::SymbolicLink { path } if *path == link),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains(&link.display().to_string()),
+        "{err}"
+    );
+    assert_eq!(
+        csi_types::CsiError::from(err).code(),
+        csi_types::Code::FailedPrecondition
+    );
+    let err = csi_node::format_and_mount(
+        Path::new("/dev/no-such-device"),
+        &link,
+        FsType::Ext4,
+        &MountOptions::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::SymbolicLink { .. }), "{err}");
+    assert_eq!(stacked(), 1);
+    // Unpublishing the link would have unmounted the staging path through it.
+    assert!(!csi_node::is_mount_point(&link).unwrap());
+    assert!(!csi_node::unmount(&link).unwrap());
+    csi_node::unmount_all(&link).unwrap();
+    assert_eq!(stacked(), 1);
+    assert!(csi_node::is_mount_point(&staging).unwrap());
+    // A symbolic link above the path is followed as ever.
+    let parent_link = s.path("by-link");
+    std::os::unix::fs::symlink(s.0.path(), &parent_link).unwrap();
+    assert!(csi_node::is_mount_point(&parent_link.join("staging")).unwrap());
+}
+
+#[test]
+fn a_partitioned_disk_is_never_formatted() {
+    use std::io::{Read, Seek, SeekFrom};
+    if unavailable(&["blkid", "mkfs.ext4", "losetup"]).is_some() {
+        return;
+    }
+    let s = Scratch::new();
+    let image = s.image("disk.img", 32 << 20);
+    // A DOS partition table (one Linux partition from sector 2048) and nothing else: no
+    // filesystem on the whole disk, so blkid reports PTTYPE and no TYPE.
+    let mut mbr = [0u8; 512];
+    mbr[440..444].copy_from_slice(&[0x12, 0x34, 0x56, 0x78]);
+    mbr[446 + 4] = 0x83;
+    mbr[446 + 8..446 + 12].copy_from_slice(&2048u32.to_le_bytes());
+    mbr[446 + 12..446 + 16].copy_from_slice(&30000u32.to_le_bytes());
+    mbr[510] = 0x55;
+    mbr[511] = 0xAA;
+    {
+        let mut f = fs::OpenOptions::new().write(true).open(&image).unwrap();
+        f.write_all(&mbr).unwrap();
+        f.sync_all().unwrap();
+    }
+    let dev = LoopDevice::attach(&image, false).unwrap();
+    assert_eq!(
+        csi_node::probe_filesystem(dev.path()).unwrap().as_deref(),
+        Some("a dos partition table")
+    );
+    let target = s.dir("t");
+    let err =
+        csi_node::format_and_mount(dev.path(), &target, FsType::Ext4, &MountOptions::default())
+            .unwrap_err();
+    assert!(
+        matches!(&err, Error::FilesystemMismatch { found, .. } if found == "a dos partition table"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("not formatted over"), "{err}");
+    assert_eq!(
+        csi_types::CsiError::from(err).code(),
+        csi_types::Code::FailedPrecondition
+    );
+    assert!(!csi_node::is_mount_point(&target).unwrap());
+    assert!(dev.detach_and_wait(Duration::from_secs(30)).unwrap());
+    let mut first = [0u8; 512];
+    let mut f = fs::File::open(&image).unwrap();
+    f.seek(SeekFrom::Start(0)).unwrap();
+    f.read_exact(&mut first).unwrap();
+    assert_eq!(first, mbr, "the partition table is intact");
+}
+
+#[test]
+fn a_filesystem_mounted_through_a_link_or_only_by_a_bind_of_a_directory_grows_online() {
+    if unavailable(&["blkid", "mkfs.xfs", "xfs_growfs", "losetup"]).is_some() {
+        return;
+    }
+    let s = Scratch::new();
+    // mkfs.xfs refuses filesystems under 300 MB.
+    let image = s.image("disk.img", 320 << 20);
+    let dev = LoopDevice::attach(&image, false).unwrap();
+    // Staged through a link to the device, as /dev/mapper/NAME or /dev/disk/by-id/… are: the
+    // mount table then names the link, not /dev/loopN.
+    let link = s.path("by-id-volume");
+    std::os::unix::fs::symlink(dev.path(), &link).unwrap();
+    let staging = s.dir("staging");
+    let opts = MountOptions::default();
+    csi_node::format_and_mount(&link, &staging, FsType::Xfs, &opts).unwrap();
+    // A retried stage through the device's own path is the same mount.
+    csi_node::format_and_mount(dev.path(), &staging, FsType::Xfs, &opts).unwrap();
+    let before = csi_node::filesystem_stats(&staging).unwrap().bytes_total;
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&image)
+        .unwrap()
+        .set_len(640 << 20)
+        .unwrap();
+    dev.refresh().unwrap();
+    // Where the link was taken for another device, the filesystem was "not mounted" and XFS
+    // could not grow.
+    csi_node::resize_filesystem(dev.path()).unwrap();
+    let after = csi_node::filesystem_stats(&staging).unwrap().bytes_total;
+    assert!(after > before + (200 << 20), "{before} -> {after}");
+    // With the staging path unmounted, a publish of one of its directories is all that is left
+    // of the filesystem's mounts: it grows through that (it was taken for unmounted).
+    fs::create_dir(staging.join("sub")).unwrap();
+    let target = s.dir("target");
+    csi_node::bind_mount(&staging.join("sub"), &target, &opts, false).unwrap();
+    csi_node::unmount_all(&staging).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&image)
+        .unwrap()
+        .set_len(960 << 20)
+        .unwrap();
+    dev.refresh().unwrap();
+    csi_node::resize_filesystem(dev.path()).unwrap();
+    let last = csi_node::filesystem_stats(&target).unwrap().bytes_total;
+    assert!(last > after + (200 << 20), "{after} -> {last}");
+    csi_node::unmount_all(&target).unwrap();
+    assert!(dev.detach_and_wait(Duration::from_secs(30)).unwrap());
+}
+
+/// Works in `dir` until dropped, then goes back. The tests of this file name everything else by
+/// absolute paths, so the change does not reach them.
+struct InDir(PathBuf);
+
+impl InDir {
+    fn enter(dir: &Path) -> InDir {
+        let back = std::env::current_dir().unwrap();
+        std::env::set_current_dir(dir).unwrap();
+        InDir(back)
+    }
+}
+
+impl Drop for InDir {
+    fn drop(&mut self) {
+        let _ = std::env::set_current_dir(&self.0);
+    }
+}
+
+#[test]
+fn a_relative_path_that_begins_with_a_dash_is_a_path_not_an_option() {
+    if unavailable(&["blkid", "losetup"]).is_some() {
+        return;
+    }
+    let s = Scratch::new();
+    fs::File::create(s.path("-r"))
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    let image = fs::canonicalize(s.path("-r")).unwrap();
+    let dev = {
+        let _here = InDir::enter(s.0.path());
+        // `losetup -f --show -r` and `blkid ... -r` took the file for the read-only flag.
+        assert_eq!(csi_node::probe_filesystem(Path::new("-r")).unwrap(), None);
+        LoopDevice::attach(Path::new("-r"), false).unwrap()
+    };
+    let _detach = Attached(dev.clone());
+    assert_eq!(dev.backing_file(), Some(image));
+    assert!(dev.detach_and_wait(Duration::from_secs(30)).unwrap());
+}
+
+#[test]
+fn options_the_kernel_refuses_are_named_without_their_values() {
+    if unavailable(&["blkid", "mkfs.ext4", "losetup"]).is_some() {
+        return;
+    }
+    let s = Scratch::new();
+    let image = s.image("disk.img", 32 << 20);
+    let dev = LoopDevice::attach(&image, false).unwrap();
+    let staging = s.dir("staging");
+    // What a network filesystem's mount_flags carry; ext4 knows no such option.
+    let opts = MountOptions::parse(["noatime", "password=hunter2"]).unwrap();
+    let err = csi_node::format_and_mount(dev.path(), &staging, FsType::Ext4, &opts).unwrap_err();
+    assert!(matches!(err, Error::BadMountOption { .. }), "{err}");
+    let status = csi_types::CsiError::from(err);
+    assert_eq!(status.code(), csi_types::Code::InvalidArgument);
+    let msg = status.to_string();
+    assert!(msg.contains("password=<hidden>"), "{msg}");
+    assert!(!msg.contains("hunter2"), "{msg}");
+    assert!(!csi_node::is_mount_point(&staging).unwrap());
+    assert!(dev.detach_and_wait(Duration::from_secs(30)).unwrap());
+}
+
+#[test]
+fn a_range_of_no_bytes_is_refused_before_anything_is_attached() {
+    if unavailable(&["losetup"]).is_some() {
+        return;
+    }
+    let s = Scratch::new();
+    let image = s.image("disk.img", 4 << 20);
+    for (opts, words) in [
+        // losetup reads `--sizelimit 0` as no limit: the whole file.
+        (
+            csi_node::AttachOptions {
+                size_limit: Some(0),
+                ..Default::default()
+            },
+            "size_limit 0",
+        ),
+        // And an offset past the end as a device of 0 bytes.
+        (
+            csi_node::AttachOptions {
+                offset: 8 << 20,
+                ..Default::default()
+            },
+            "past the end",
+        ),
+    ] {
+        let err = LoopDevice::attach_with(&image, &opts).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains(words), "{msg}");
+        assert!(msg.contains(&image.display().to_string()), "{msg}");
+        assert!(LoopDevice::backed_by(&image).is_empty(), "{opts:?}");
+    }
+    // A range inside the file is fine.
+    let opts = csi_node::AttachOptions {
+        offset: 1 << 20,
+        size_limit: Some(1 << 20),
+        ..Default::default()
+    };
+    let dev = Attached(LoopDevice::attach_with(&image, &opts).unwrap());
+    assert_eq!(csi_node::block_device_size(dev.0.path()).unwrap(), 1 << 20);
+    assert!(dev.0.detach_and_wait(Duration::from_secs(30)).unwrap());
+}
+
+#[test]
+fn a_directory_on_a_file_or_a_device_on_a_directory_is_refused_naming_both() {
+    if unavailable(&[]).is_some() {
+        return;
+    }
+    let s = Scratch::new();
+    let (dir, file) = (s.dir("dir"), s.path("file"));
+    fs::write(&file, b"").unwrap();
+    for (source, target) in [(&dir, &file), (&file, &dir)] {
+        let err = csi_node::bind_mount(source, target, &MountOptions::default(), false)
+            .unwrap_err()
+            .to_string();
+        // The kernel says only "Not a directory".
+        assert!(err.contains("a directory is bound on a directory"), "{err}");
+        assert!(err.contains(&source.display().to_string()), "{err}");
+        assert!(err.contains(&target.display().to_string()), "{err}");
+    }
+    assert!(csi_node::mounts_under(s.0.path()).unwrap().is_empty());
 }

@@ -104,8 +104,11 @@ fn volume_request(
     }
 }
 
+/// A path below the demo's directory as a CSI path; `run` checked that directory is UTF-8, and
+/// the names below it are.
 fn path(p: &Path) -> NodePath {
-    NodePath::new(p.to_string_lossy().into_owned()).expect("an absolute temp path")
+    let p = p.to_str().expect("below the demo's UTF-8 directory");
+    NodePath::new(p).expect("an absolute temp path")
 }
 
 /// Runs the demo, printing to `out`; true when every step succeeded.
@@ -120,6 +123,20 @@ pub async fn run(out: &mut impl Write) -> bool {
             return false;
         }
     };
+    // CSI paths are strings: a lossy copy of a directory whose name is not UTF-8 would name
+    // another directory, and the driver would mount there.
+    if tmp.path().to_str().is_none() {
+        st.check::<()>(
+            "make a temporary directory",
+            Err(format!(
+                "{} is not UTF-8, and CSI paths (staging_target_path, target_path) are strings: \
+                 set TMPDIR to a directory whose path is UTF-8",
+                tmp.path().display()
+            )),
+            |_| String::new(),
+        );
+        return false;
+    }
     let state_dir = tmp.path().join("state");
     let socket = tmp.path().join("csi.sock");
     let endpoint = format!("unix://{}", socket.display());

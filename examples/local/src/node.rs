@@ -89,6 +89,7 @@ impl Inner {
                 CsiError::failed_precondition(format!("block volumes need loop devices: {e}"))
             })?;
         } else {
+            check_target_kind("staging_target_path", staging, true, false)?;
             fs::create_dir_all(staging)
                 .map_err(|e| io_err(format!("creating {}", staging.display()), e))?;
             let mounted = csi_node::is_mount_point(staging)?;
@@ -231,6 +232,7 @@ impl Inner {
             )));
         }
         let block = v.block;
+        check_target_kind("target_path", target, !block, true)?;
         let data = store.layout.volume_path(id, block);
         // Already done by NodeStageVolume; kept here so that no mount of a
         // volume is ever made with the volume still counted as never staged.
@@ -495,6 +497,48 @@ impl Inner {
             info = info.with_topology(self.cfg.topology.clone());
         }
         Ok(info)
+    }
+}
+
+/// Checks what is at `path`, where the driver is to mount, before anything is made or changed
+/// there: a directory (`dir`) for a mount volume, a file for a block volume, or nothing, with
+/// (where `parent_given`, as the CO guarantees for `target_path`) its parent directory. A
+/// mismatch is FAILED_PRECONDITION naming `field`, the path and the rule, where the system
+/// call's `File exists` or `Not a directory` was answered as INTERNAL.
+fn check_target_kind(
+    field: &str,
+    path: &Path,
+    dir: bool,
+    parent_given: bool,
+) -> Result<(), CsiError> {
+    let (want, kind) = if dir {
+        ("a directory", "mount")
+    } else {
+        ("a file", "block")
+    };
+    match fs::metadata(path) {
+        Ok(m) if m.is_dir() != dir => Err(CsiError::failed_precondition(format!(
+            "{field} {} is {}: a {kind} volume is {} on {want}",
+            path.display(),
+            if m.is_dir() {
+                "a directory"
+            } else {
+                "not a directory"
+            },
+            if field.starts_with("staging") {
+                "staged"
+            } else {
+                "published"
+            },
+        ))),
+        Ok(_) => Ok(()),
+        Err(_) if parent_given && !path.parent().is_some_and(Path::is_dir) => {
+            Err(CsiError::failed_precondition(format!(
+                "the parent directory of {field} {} does not exist (the CO makes it; the plugin makes only {field} itself)",
+                path.display()
+            )))
+        }
+        Err(_) => Ok(()),
     }
 }
 

@@ -427,9 +427,18 @@ impl<F: Future> Future for Tracked<F> {
 /// plugins often run, it would get the driver throttled, and the binary
 /// warns when `--idle-poll` turns the poller on where this finds one.
 pub fn cpu_limit() -> Option<String> {
-    let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    cpu_limit_in(&cgroups, &mounts, |p| std::fs::read_to_string(p).ok())
+    cpu_limit_from(|p| std::fs::read(p).ok())
+}
+
+/// [`cpu_limit`] with the files' bytes from `read`. They are decoded lossily: mountinfo writes
+/// every byte of a path but space, tab, newline and backslash as it is, so one mount point
+/// that is not UTF-8 anywhere on the host (any user can make one) would otherwise make the
+/// whole table unreadable and hide the limit; the lines that matter here are UTF-8.
+fn cpu_limit_from(read: impl Fn(&Path) -> Option<Vec<u8>>) -> Option<String> {
+    let text = |p: &Path| read(p).map(|b| String::from_utf8_lossy(&b).into_owned());
+    let cgroups = text(Path::new("/proc/self/cgroup"))?;
+    let mounts = text(Path::new("/proc/self/mountinfo"))?;
+    cpu_limit_in(&cgroups, &mounts, text)
 }
 
 /// [`cpu_limit`] over the text of `/proc/self/cgroup` and
@@ -705,6 +714,25 @@ mod tests {
         let limit = cpu_limit_in(cgroups, V1_MOUNTS, files(&v1)).expect("v1 limit");
         assert!(
             limit.starts_with("150000 µs of CPU every 100000 µs"),
+            "{limit}"
+        );
+    }
+
+    #[test]
+    fn a_mount_point_that_is_not_utf8_does_not_hide_the_limit() {
+        let mut mountinfo = b"812 30 0:99 / /tmp/vol-\xff rw,relatime - tmpfs tmpfs rw\n".to_vec();
+        mountinfo.extend_from_slice(V2_MOUNTS.as_bytes());
+        let read = |p: &Path| -> Option<Vec<u8>> {
+            match p.to_str()? {
+                "/proc/self/cgroup" => Some(b"0::/kubepods/pod1/ctr\n".to_vec()),
+                "/proc/self/mountinfo" => Some(mountinfo.clone()),
+                "/sys/fs/cgroup/kubepods/pod1/ctr/cpu.max" => Some(b"50000 100000\n".to_vec()),
+                _ => None,
+            }
+        };
+        let limit = cpu_limit_from(read).expect("the limit, whatever else is mounted");
+        assert!(
+            limit.starts_with("50000 µs of CPU every 100000 µs"),
             "{limit}"
         );
     }

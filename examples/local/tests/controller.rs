@@ -142,6 +142,40 @@ async fn create_is_idempotent_by_name_and_refuses_incompatible_duplicates() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn mount_flags_that_contradict_each_other_are_refused_at_create() {
+    let s = Served::start(|_| {}).await;
+    let c = &s.client;
+    let with_flags = |name: &str, flags: &[&str]| {
+        let mut r = mount_req(name, MIB);
+        if let csi_types::types::AccessType::Mount(m) = &mut r.volume_capabilities[0].access_type {
+            m.mount_flags = flags.iter().map(|f| f.to_string()).collect();
+        }
+        r
+    };
+    // Accepted, a publish would have bind-mounted read-only or read-write as it pleased.
+    for flags in [
+        &["ro", "rw"][..],
+        &["noatime,relatime"],
+        &["nosuid", "suid"],
+    ] {
+        let e = c.create_volume(with_flags("x", flags)).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{flags:?}: {e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("volume_capabilities[0].mount.mount_flags"),
+            "{msg}"
+        );
+        assert!(msg.contains("contradicts"), "{msg}");
+    }
+    // The same flag twice is fine.
+    c.create_volume(with_flags("y", &["ro", "noatime,ro"]))
+        .await
+        .unwrap();
+    let all = c.list_volumes(ListVolumesRequest::default()).await.unwrap();
+    assert_eq!(all.entries.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn capacity_is_accounted_and_enforced() {
     let s = Served::start(|c| c.capacity = 64 * MIB).await;
     let c = &s.client;

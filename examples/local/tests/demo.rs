@@ -47,6 +47,37 @@ fn demo_succeeds_and_prints_one_line_per_step() {
 }
 
 #[test]
+fn a_temporary_directory_whose_path_is_not_utf8_is_refused_naming_tmpdir() {
+    use std::os::unix::ffi::OsStrExt;
+    let parent = tempfile::tempdir().unwrap();
+    let odd = parent.path().join(std::ffi::OsStr::from_bytes(b"tmp-\xff"));
+    std::fs::create_dir(&odd).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_local"))
+        .arg("demo")
+        .env("TMPDIR", &odd)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("[FAIL] make a temporary directory"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("TMPDIR") && stdout.contains("not UTF-8"),
+        "{stdout}"
+    );
+    // Nothing was made at the path's lossy copy (U+FFFD for the byte), where the driver
+    // staged and published before; the demo's own directory is gone.
+    let names: Vec<_> = std::fs::read_dir(parent.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, [odd.file_name().unwrap()]);
+    assert_eq!(std::fs::read_dir(&odd).unwrap().count(), 0);
+}
+
+#[test]
 fn help_lists_the_options() {
     let out = Command::new(env!("CARGO_BIN_EXE_local"))
         .arg("--help")

@@ -24,10 +24,15 @@ use csi_types::{
     types::{AccessMode, CapacityRange, Map, VolumeCapability},
 };
 
+/// The mount table as text: read as bytes, since a mount point elsewhere on the host whose
+/// path is not UTF-8 (the csi-node tests make one) must not fail these tests.
+fn mountinfo() -> String {
+    String::from_utf8_lossy(&fs::read("/proc/self/mountinfo").unwrap()).into_owned()
+}
+
 fn is_mounted(p: &Path) -> bool {
     let p = fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-    fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
+    mountinfo()
         .lines()
         .any(|l| l.split(' ').nth(4).map(Path::new) == Some(p.as_path()))
 }
@@ -175,6 +180,78 @@ async fn node_errors_that_need_no_mount() {
         code(c.node_get_volume_stats(stats(&v, &target)).await),
         Code::NotFound
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_path_of_the_wrong_kind_is_refused_naming_the_field_and_left_as_it_was() {
+    if !can_mount("a_path_of_the_wrong_kind_is_refused_naming_the_field") {
+        return;
+    }
+    let s = Served::start(|_| {}).await;
+    let c = &s.client;
+    let m = new_volume(c, mount_req("m", MIB)).await;
+    let b = new_volume(c, block_req("b", MIB)).await;
+    let (mcap, bcap) = (
+        VolumeCapability::mount(AccessMode::SingleNodeWriter),
+        VolumeCapability::block(AccessMode::SingleNodeWriter),
+    );
+    // A staging path that is a file.
+    let file = s.path("a-file");
+    fs::write(file.as_path(), b"kept").unwrap();
+    let e = c
+        .node_stage_volume(stage(&m, &file, &mcap))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
+    assert!(e.to_string().contains("staging_target_path"), "{e}");
+    assert!(e.to_string().contains("not a directory"), "{e}");
+    let (mst, bst) = (s.path("mst"), s.path("bst"));
+    c.node_stage_volume(stage(&m, &mst, &mcap)).await.unwrap();
+    if !stage_block(c, &b, &bst, &bcap).await {
+        return;
+    }
+    // A mount volume's target that is a file, a block volume's that is a directory, a target
+    // whose parent is missing: each named, with the rule, and nothing changed.
+    let dir = s.path("a-dir");
+    fs::create_dir(dir.as_path()).unwrap();
+    let orphan = s.path("no-parent/target");
+    for (v, staging, target, cap, words) in [
+        (
+            &m,
+            &mst,
+            &file,
+            &mcap,
+            "is not a directory: a mount volume is published on a directory",
+        ),
+        (
+            &b,
+            &bst,
+            &dir,
+            &bcap,
+            "is a directory: a block volume is published on a file",
+        ),
+        (&m, &mst, &orphan, &mcap, "parent directory of target_path"),
+    ] {
+        let e = c
+            .node_publish_volume(publish(v, Some(staging), target, cap, false))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
+        let msg = e.to_string();
+        assert!(msg.contains(words), "{msg}");
+        assert!(msg.contains(target.as_str()), "{msg}");
+    }
+    assert_eq!(fs::read(file.as_path()).unwrap(), b"kept");
+    assert!(dir.as_path().is_dir());
+    assert!(!orphan.as_path().parent().unwrap().exists());
+    let img = local::volume_data_path(&s.state_dir(), b.as_str(), true);
+    assert!(eventually(|| loops_of(&img) == 0), "a loop device was left");
+    // Only the mount volume's staging mount is there (a block volume stages without one).
+    let mut mounts = csi_node::mounts_under(s.dir.path()).unwrap();
+    mounts.sort();
+    assert_eq!(mounts, [fs::canonicalize(mst.as_path()).unwrap()]);
+    c.node_unstage_volume(unstage(&m, &mst)).await.unwrap();
+    c.node_unstage_volume(unstage(&b, &bst)).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -359,6 +436,56 @@ async fn single_node_single_writer_publishes_once_read_write() {
     c.node_unstage_volume(unstage(&v, &staging)).await.unwrap();
 }
 
+/// Stages the block volume `v` at `staging`; false, after saying why, where this machine has no
+/// loop devices (the driver answers FAILED_PRECONDITION).
+async fn stage_block(
+    c: &csi_types::client::Client,
+    v: &VolumeId,
+    staging: &NodePath,
+    cap: &VolumeCapability,
+) -> bool {
+    match c.node_stage_volume(stage(v, staging, cap)).await {
+        Ok(_) => true,
+        Err(e) if e.code() == Code::FailedPrecondition => {
+            eprintln!("skipping the loop device checks: {e}");
+            false
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Grows the published block volume `v` to `bytes`: ControllerExpandVolume, then
+/// NodeExpandVolume at `target`. Returns whether the controller asked for the node step.
+async fn expand_block(
+    c: &csi_types::client::Client,
+    v: &VolumeId,
+    staging: &NodePath,
+    target: &NodePath,
+    cap: &VolumeCapability,
+    bytes: u64,
+) -> bool {
+    let r = c
+        .controller_expand_volume(ControllerExpandVolumeRequest {
+            volume_id: v.clone(),
+            capacity_range: CapacityRange::exactly(bytes),
+            secrets: Secrets::default(),
+            volume_capability: Some(cap.clone()),
+        })
+        .await
+        .unwrap();
+    c.node_expand_volume(NodeExpandVolumeRequest {
+        volume_id: v.clone(),
+        volume_path: target.clone().into(),
+        capacity_range: Some(CapacityRange::exactly(bytes)),
+        staging_target_path: Some(staging.clone()).into(),
+        volume_capability: Some(cap.clone()),
+        secrets: Secrets::default(),
+    })
+    .await
+    .unwrap();
+    r.node_expansion_required
+}
+
 /// How many loop devices serve `image` (`losetup -j`).
 fn loops_of(image: &Path) -> usize {
     let out = std::process::Command::new("losetup")
@@ -366,7 +493,30 @@ fn loops_of(image: &Path) -> usize {
         .arg(image)
         .output()
         .unwrap();
-    String::from_utf8(out.stdout).unwrap().lines().count()
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+/// Detaches, when dropped, every loop device `losetup -j` finds over `image` (only this test's
+/// own image), so that a test of the driver's own detaching leaks nothing when it fails.
+struct DetachLoopsOf(std::path::PathBuf);
+
+impl Drop for DetachLoopsOf {
+    fn drop(&mut self) {
+        let Ok(out) = std::process::Command::new("losetup")
+            .arg("-j")
+            .arg(&self.0)
+            .output()
+        else {
+            return;
+        };
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            if let Some((dev, _)) = line.split_once(':') {
+                let _ = std::process::Command::new("losetup")
+                    .args(["-d", dev])
+                    .status();
+            }
+        }
+    }
 }
 
 /// Whether `cond` holds within 30 s (a bound on a hang; udev on a loaded
@@ -415,13 +565,8 @@ async fn block_volume_is_published_as_a_loop_device() {
     let img = local::volume_data_path(&s.state_dir(), v.as_str(), true);
     let cap = VolumeCapability::block(AccessMode::SingleNodeWriter);
     let (staging, target, ro_target) = (s.path("staging"), s.path("dev-rw"), s.path("dev-ro"));
-    match c.node_stage_volume(stage(&v, &staging, &cap)).await {
-        Ok(_) => {}
-        Err(e) if e.code() == Code::FailedPrecondition => {
-            eprintln!("skipping the loop device checks: {e}");
-            return;
-        }
-        Err(e) => panic!("{e}"),
+    if !stage_block(c, &v, &staging, &cap).await {
+        return;
     }
     c.node_publish_volume(publish(&v, Some(&staging), &target, &cap, false))
         .await
@@ -473,26 +618,7 @@ async fn block_volume_is_published_as_a_loop_device() {
     drop(ro);
 
     // Online expansion: the controller grows the image, the node makes the device see it.
-    let r = c
-        .controller_expand_volume(ControllerExpandVolumeRequest {
-            volume_id: v.clone(),
-            capacity_range: CapacityRange::exactly(16 * MIB),
-            secrets: Secrets::default(),
-            volume_capability: Some(cap.clone()),
-        })
-        .await
-        .unwrap();
-    assert!(r.node_expansion_required);
-    c.node_expand_volume(NodeExpandVolumeRequest {
-        volume_id: v.clone(),
-        volume_path: target.clone().into(),
-        capacity_range: Some(CapacityRange::exactly(16 * MIB)),
-        staging_target_path: Some(staging.clone()).into(),
-        volume_capability: Some(cap.clone()),
-        secrets: Secrets::default(),
-    })
-    .await
-    .unwrap();
+    assert!(expand_block(c, &v, &staging, &target, &cap, 16 * MIB).await);
     assert_eq!(device_size(target.as_path()).0, 16 * MIB);
     let st = c.node_get_volume_stats(stats(&v, &target)).await.unwrap();
     assert_eq!(st.usage[0].total, 16 * MIB);
@@ -513,6 +639,48 @@ async fn block_volume_is_published_as_a_loop_device() {
     })
     .await
     .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_block_volume_in_a_state_directory_whose_path_is_not_utf8_is_detached_at_unpublish() {
+    use std::os::unix::ffi::OsStrExt;
+    if !can_mount("a_block_volume_in_a_state_directory_whose_path_is_not_utf8") {
+        return;
+    }
+    // `--state-dir` takes any path the OS does.
+    let s = Served::start(|cfg| {
+        cfg.state_dir = cfg
+            .state_dir
+            .with_file_name(std::ffi::OsStr::from_bytes(b"state-\xff"));
+    })
+    .await;
+    let c = &s.client;
+    let v = new_volume(c, block_req("b", 8 * MIB)).await;
+    let img = local::volume_data_path(&s.driver.config().state_dir, v.as_str(), true);
+    assert!(img.is_file(), "{}", img.display());
+    let _cleanup = DetachLoopsOf(img.clone());
+    let cap = VolumeCapability::block(AccessMode::SingleNodeWriter);
+    let (staging, target) = (s.path("staging"), s.path("dev"));
+    if !stage_block(c, &v, &staging, &cap).await {
+        return;
+    }
+    c.node_publish_volume(publish(&v, Some(&staging), &target, &cap, false))
+        .await
+        .unwrap();
+    assert_eq!(loops_of(&img), 1);
+    // The node finds the device to refresh it after an expansion...
+    expand_block(c, &v, &staging, &target, &cap, 16 * MIB).await;
+    assert_eq!(device_size(target.as_path()).0, 16 * MIB);
+    // ... and to detach it at unpublish, where it took the device for gone and left it attached.
+    c.node_unpublish_volume(unpublish(&v, &target))
+        .await
+        .unwrap();
+    assert!(
+        eventually(|| loops_of(&img) == 0),
+        "{} loop devices still serve the image",
+        loops_of(&img)
+    );
+    c.node_unstage_volume(unstage(&v, &staging)).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -600,7 +768,7 @@ async fn a_publish_cut_short_by_a_crash_is_redone_cleanly() {
     c.node_publish_volume(publish(&v, Some(&staging), &target, &cap, false))
         .await
         .unwrap();
-    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let mounts = mountinfo();
     let target_canon = fs::canonicalize(target.as_path()).unwrap();
     let stacked = mounts
         .lines()

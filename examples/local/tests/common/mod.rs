@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use csi_types::client::Client;
 use csi_types::{
-    Code, CsiError,
+    Code, Csi, CsiError,
     controller::CreateVolumeRequest,
     ids::{NodePath, VolumeName},
     redact::Secrets,
@@ -116,6 +116,11 @@ pub async fn connect(endpoint: &str) -> Client {
 pub const MIB: u64 = 1 << 20;
 
 /// A mount-volume request of `bytes` (required only).
+/// Creates a volume and returns its id.
+pub async fn new_volume(c: &Client, r: CreateVolumeRequest) -> csi_types::ids::VolumeId {
+    c.create_volume(r).await.unwrap().volume.volume_id
+}
+
 pub fn mount_req(name: &str, bytes: u64) -> CreateVolumeRequest {
     req(
         name,
