@@ -817,7 +817,7 @@ impl Composer {
         topology: Option<&Topology>,
     ) -> Result<Capacity, Error> {
         let p = Parameters::parse(parameters)?;
-        let st = self.lock_current();
+        let mut st = self.lock_current();
         let site = match topology {
             None => None,
             Some(t) => match convert::segment_scope(&self.inv, t) {
@@ -836,6 +836,19 @@ impl Composer {
             _ => &[Media::Ssd, Media::Nvme],
         };
         let transports: TransportSet = p.transports;
+        // Per site, the transports some healthy server of it supports: a
+        // drive reached over none of them takes no volume.
+        let reached: Vec<TransportSet> = (0..self.inv.file().sites.len() as u32)
+            .map(|s| {
+                TransportSet::of(
+                    self.inv
+                        .site_servers(s)
+                        .iter()
+                        .filter(|&&x| st.pool.server_health(x) != Health::Failed)
+                        .flat_map(|&x| self.inv.servers()[x as usize].transports.iter()),
+                )
+            })
+            .collect();
         let eng = st.pool.engine();
         let mut devices: Vec<slice_alloc::DeviceId> = Vec::new();
         let mut available = 0u64;
@@ -852,7 +865,10 @@ impl Composer {
                         .inv
                         .rack_group(d.rack)
                         .is_some_and(|g| p.storage_groups.iter().any(|x| x == g)))
-                || transports.intersect(d.transports).is_empty()
+                || transports
+                    .intersect(d.transports)
+                    .intersect(reached[d.site as usize])
+                    .is_empty()
             {
                 continue;
             }
@@ -905,6 +921,15 @@ impl Composer {
         // The largest device holds the largest volume and its header.
         let max = max.saturating_sub(p.device_overhead());
         let max = p.max_volume_size.map_or(max, |m| m.min(max));
+        // The estimate, checked by planning it as a create would (and
+        // lowered until one places): before, a slice's estimate counted
+        // SSDs no server reached over an allowed transport and mirror legs
+        // in one enclosure, and a create of the maximum reported failed.
+        let within = topology.map(|t| TopologyRequirement {
+            requisite: vec![t.clone()],
+            preferred: Vec::new(),
+        });
+        let max = st.pool.largest_placeable(&p, within.as_ref(), max)?;
         Ok(Capacity {
             available,
             maximum_volume_size: max,

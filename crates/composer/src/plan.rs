@@ -622,7 +622,11 @@ impl Pool {
             ];
         }
         let n = choice.shape.member_count() as u32;
-        if n > 1 {
+        // Switches are optional in an inventory: with none, placement has
+        // no bandwidth domain of kind `switch`, and spreading over them
+        // was refused as a malformed request (an INTERNAL answer to every
+        // create of more than one drive).
+        if n > 1 && !self.inv.file().switches.is_empty() {
             r.bandwidth_spread = vec![placement::Spread {
                 kind: "switch".into(),
                 mode: mode(!p.soft_domains),
@@ -684,13 +688,34 @@ impl Pool {
                                 && self.server_health(x) != Health::Failed
                         }) && {
                             let r = self.request(&vreq, &kinds, s, t, cap, Some(cap), c);
-                            matches!(self.engine.max_placeable(&r, None), Ok(Some(b)) if b.0 >= cap)
+                            match self.engine.max_placeable(&r, None) {
+                                Ok(b) => b.is_some_and(|b| b.0 >= cap),
+                                // An exhausted search budget: unknown, not
+                                // "does not fit"; counted as not fitting
+                                // (never reporting a volume no create could
+                                // place), but said, since it lowers the
+                                // answer.
+                                Err(e) => {
+                                    tracing::warn!(
+                                        layout = %describe(c, cap),
+                                        transport = %t,
+                                        "maximum_volume_size: placement could not decide \
+                                         whether this layout fits, counted as not fitting: {e}"
+                                    );
+                                    false
+                                }
+                            }
                         }
                     })
                 })
             };
-            // Placeable is monotone in the member count: bisect for the
-            // largest layout that fits.
+            // Placeable is monotone along `layouts` (one family each: a
+            // single drive then RAID0 of 2.., or RAID1 then RAID10 of
+            // 2.. stripes): a placement of n members holds one of n - 1
+            // (drop a member from the fullest switch; for mirrors, keep one
+            // leg of two pairs, which lie in different enclosures and storage
+            // groups), so bisect for the largest layout that fits.
+            // `tests/capacity_agrees.rs` checks the answer against creates.
             let (mut lo, mut hi) = (0usize, layouts.len());
             while lo < hi {
                 let mid = lo + (hi - lo) / 2;
@@ -705,6 +730,70 @@ impl Pool {
             }
         }
         best
+    }
+
+    /// Whether a create of a volume of `p` of `bytes` (the size asked for,
+    /// as `required_bytes`) would succeed now, accessible from `topology`:
+    /// the volume is planned as a create plans it and taken back at once,
+    /// so the pool is as before. An `Err` only when taking it back failed.
+    pub fn would_place(
+        &mut self,
+        p: &Parameters,
+        topology: Option<&TopologyRequirement>,
+        bytes: u64,
+    ) -> Result<bool, Error> {
+        // Not a volume id the composer hands out (those are `vol-N`).
+        const PROBE: &str = "capacity-probe";
+        let Ok(range) = CapacityRange::new(Some(bytes), None) else {
+            return Ok(false);
+        };
+        let req = VolumeRequest {
+            name: PROBE,
+            parameters: p,
+            range,
+            topology,
+        };
+        match self.place(PROBE, &req) {
+            Ok(plan) => {
+                self.unplace(PROBE, plan.layout.kind, &plan.members)?;
+                Ok(true)
+            }
+            Err(_) => Ok(false),
+        }
+    }
+
+    /// The largest size up to `upper` (an estimate that no larger create
+    /// can exceed) with which a create of a volume of `p` would succeed
+    /// now, accessible from `topology`: `upper` itself when it places, else
+    /// the largest whole number of [`SLICE_GRANULARITY`] below it that
+    /// does, by bisection; 0 when none does. Changes nothing.
+    ///
+    /// The estimates ([`Pool::max_whole_volume`], the slice allocator's
+    /// largest free extent) cannot see everything a create checks (for a
+    /// slice: which servers reach the drive, mirror legs in separate
+    /// enclosures and switches), and `maximum_volume_size` must be a size
+    /// that a create then places.
+    pub fn largest_placeable(
+        &mut self,
+        p: &Parameters,
+        topology: Option<&TopologyRequirement>,
+        upper: u64,
+    ) -> Result<u64, Error> {
+        if upper == 0 || self.would_place(p, topology, upper)? {
+            return Ok(upper);
+        }
+        let g = SLICE_GRANULARITY;
+        // Invariant: `lo` granules place (0 trivially), `hi` granules do not.
+        let (mut lo, mut hi) = (0u64, upper.div_ceil(g));
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if self.would_place(p, topology, mid * g)? {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo * g)
     }
 
     /// Places `preq` and, for slices, allocates them; on failure nothing changes.
@@ -858,11 +947,21 @@ impl Pool {
         if self.unplaced.remove(&rec.id) {
             return Ok(());
         }
-        let vid =
-            placement::VolumeId::new(rec.id.clone()).map_err(|e| Error::Internal(e.to_string()))?;
+        self.unplace(&rec.id, rec.layout.kind, &rec.members)
+    }
+
+    /// Takes volume `id` of layout `kind` with `members` out of placement
+    /// and the slice allocator.
+    fn unplace(
+        &mut self,
+        id: &str,
+        kind: LayoutKind,
+        members: &[MemberRecord],
+    ) -> Result<(), Error> {
+        let vid = placement::VolumeId::new(id).map_err(|e| Error::Internal(e.to_string()))?;
         self.engine.remove(&vid).map_err(place_err)?;
-        if rec.layout.kind.is_slice() {
-            for m in &rec.members {
+        if kind.is_slice() {
+            for m in members {
                 let i = self
                     .inv
                     .drive_index(&m.drive)
