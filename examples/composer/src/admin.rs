@@ -629,6 +629,11 @@ pub async fn call_with(
             ));
         }
         if !line.ends_with('\n') {
+            // Something else (the CSI endpoint's HTTP/2 bytes) is named as
+            // such; a cut JSON line as a cut answer.
+            if !line.trim_start().starts_with('{') {
+                return Err(foreign(&format_args!("{n} bytes that are not a JSON line")));
+            }
             return Err(format!(
                 "{}: the composer closed the connection in the middle of an answer \
                  (after {n} bytes of a line)",

@@ -121,6 +121,17 @@ async fn a_peer_closing_in_the_middle_of_an_answer_is_told_as_such() {
 }
 
 #[tokio::test]
+async fn a_peer_sending_bytes_that_are_no_json_line_is_named_foreign() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = socket_path(&dir);
+    // What an HTTP/2 server (the CSI endpoint) sends first, then closes.
+    let server = replying(&path, "\0\0\x12\x04\0\0\0\0\0\0\x03");
+    let e = call(&path, HUNG).await.unwrap_err();
+    assert!(e.contains("not the composer admin protocol"), "{e}");
+    server.abort();
+}
+
+#[tokio::test]
 async fn a_peer_closing_without_an_answer_is_told_as_such() {
     let dir = tempfile::tempdir().unwrap();
     let path = socket_path(&dir);
