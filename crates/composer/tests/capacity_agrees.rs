@@ -5,7 +5,8 @@
 //! spec: `maximum_volume_size` is the largest volume that could be
 //! created now; a request no volume can satisfy is `OUT_OF_RANGE`, one
 //! the free capacity cannot, `RESOURCE_EXHAUSTED`). A report of 0 means
-//! no volume at all fits.
+//! no volume at all fits. The same in a topology segment (the site, a
+//! rack, a server, or one naming nothing), the create asking for it.
 //!
 //! 64 cases by default; set `COMPOSER_CORE_PROPTEST_CASES` for more.
 
@@ -14,7 +15,7 @@ use std::fmt::Write;
 use std::sync::Arc;
 
 use composer_core::{Composer, Error, Inventory, MemStore};
-use csi_types::types::CapacityRange;
+use csi_types::types::{CapacityRange, Topology, TopologyRequirement};
 use proptest::prelude::*;
 
 /// One enclosure: its drive entries (count, kind, capacity in TB).
@@ -165,6 +166,7 @@ proptest! {
         racks in proptest::collection::vec(rack(), 1..=3),
         before in proptest::collection::vec((parameters(), 1u64..6000), 0..4),
         p in parameters(),
+        within in (0u8..5, 0usize..3),
     ) {
         let toml = inventory_toml(&racks);
         let inv = Inventory::from_toml(&toml).unwrap();
@@ -173,28 +175,52 @@ proptest! {
         for (i, (q, gib)) in before.iter().enumerate() {
             let _ = create(&c, &format!("before-{i}"), q, gib << 30);
         }
-        let max = match c.capacity(&p, None) {
+        // GetCapacity's accessible_topology: none, the site, a rack, a
+        // server (as the external-provisioner asks per node), or a
+        // segment naming nothing; the create asks for the same segment.
+        let r = within.1 % racks.len();
+        let segment = match within.0 {
+            0 => None,
+            1 => Some(vec![("topology.composer.csi/site", "dc1".to_string())]),
+            2 => Some(vec![("topology.composer.csi/rack", format!("r{r}"))]),
+            3 => Some(vec![
+                ("topology.composer.csi/site", "dc1".to_string()),
+                ("topology.composer.csi/rack", format!("r{r}")),
+                ("topology.composer.csi/server", format!("r{r}-n1")),
+            ]),
+            _ => Some(vec![("topology.composer.csi/rack", "elsewhere".to_string())]),
+        };
+        let segment = segment.map(|kv| Topology::new(kv).unwrap());
+        let requirement = segment.clone().map(|t| TopologyRequirement {
+            requisite: vec![t],
+            preferred: Vec::new(),
+        });
+        let create_in = |name: &str, p: &BTreeMap<String, String>, bytes: u64| {
+            let range = CapacityRange::new(Some(bytes), None).unwrap();
+            c.create(name, p, range, true, true, requirement.as_ref()).map(|_| ())
+        };
+        let max = match c.capacity(&p, segment.as_ref()) {
             Ok(cap) => cap.maximum_volume_size,
             Err(e) => {
                 // Parameters refused by one are refused by the other.
                 prop_assert!(matches!(e, Error::Parameter { .. }), "{:?}", e);
-                let create = create(&c, "refused", &p, 1 << 30);
+                let create = create_in("refused", &p, 1 << 30);
                 prop_assert!(matches!(create, Err(Error::Parameter { .. })), "{:?}", create);
                 return Ok(());
             }
         };
-        let over = create(&c, "over", &p, max + 1);
+        let over = create_in("over", &p, max + 1);
         prop_assert!(
             matches!(over, Err(Error::OutOfRange(_) | Error::Exhausted(_))),
-            "maximum_volume_size {} for {:?}, but a create of one byte more answered {:?}\n{}",
-            max, p, over, toml
+            "maximum_volume_size {} for {:?} in {:?}, but a create of one byte more answered {:?}\n{}",
+            max, p, segment, over, toml
         );
         if max > 0 {
-            let at = create(&c, "at", &p, max);
+            let at = create_in("at", &p, max);
             prop_assert!(
                 at.is_ok(),
-                "maximum_volume_size {} for {:?}, but a create of it failed: {:?}\n{}",
-                max, p, at, toml
+                "maximum_volume_size {} for {:?} in {:?}, but a create of it failed: {:?}\n{}",
+                max, p, segment, at, toml
             );
         }
     }
@@ -303,4 +329,46 @@ fn an_inventory_without_switches_takes_mirrors_and_stripes() {
         create(&c, name, &p, max).unwrap();
         c.delete(&c.records()[0].id).unwrap();
     }
+}
+
+/// Shrunk from the property: whole SSDs asked for in a rack (the segment
+/// of GetCapacity's `accessible_topology`) whose only server does not
+/// speak the allowed transport. Before, the estimate asked whether some
+/// server of the site did, and reported a whole drive.
+#[test]
+fn whole_drives_in_a_rack_no_server_of_it_reaches_are_no_capacity() {
+    // Rack r1's server speaks nbd; rack r0's, with the SSDs, does not.
+    let toml = "[[site]]\nid = \"dc1\"\n\n[[rack]]\nid = \"r0\"\nsite = \"dc1\"\n\n\
+                [[rack]]\nid = \"r1\"\nsite = \"dc1\"\n\n\
+                [[jbod]]\nid = \"r0-j0\"\nrack = \"r0\"\n\n\
+                [[jbod.drive]]\ncount = 2\nkind = \"ssd\"\ncapacity = \"1 TB\"\n\n\
+                [[server]]\nid = \"r0-n1\"\nrack = \"r0\"\ntransports = [\"roce\"]\n\n\
+                [[server]]\nid = \"r1-n1\"\nrack = \"r1\"\ntransports = [\"nbd\"]\n";
+    let c = Composer::open(
+        Inventory::from_toml(toml).unwrap(),
+        Arc::new(MemStore::default()),
+    )
+    .unwrap();
+    let p = params(&[("type", "ssd"), ("networkTransportsAllowed", "nbd")]);
+    let rack = Topology::new([("topology.composer.csi/rack", "r0")]).unwrap();
+    assert_eq!(c.capacity(&p, Some(&rack)).unwrap().maximum_volume_size, 0);
+    let within = TopologyRequirement {
+        requisite: vec![rack],
+        preferred: Vec::new(),
+    };
+    let range = CapacityRange::new(Some(1 << 30), None).unwrap();
+    let e = c
+        .create("v", &p, range, true, true, Some(&within))
+        .unwrap_err();
+    assert!(matches!(e, Error::Exhausted(_)), "{e}");
+    // From rack r1 the same SSDs are reached, at the reported size.
+    let r1 = Topology::new([("topology.composer.csi/rack", "r1")]).unwrap();
+    let max = c.capacity(&p, Some(&r1)).unwrap().maximum_volume_size;
+    assert!(max > 900_000_000_000, "{max}");
+    let within = TopologyRequirement {
+        requisite: vec![r1],
+        preferred: Vec::new(),
+    };
+    let range = CapacityRange::new(Some(max), None).unwrap();
+    c.create("v", &p, range, true, true, Some(&within)).unwrap();
 }
