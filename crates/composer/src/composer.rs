@@ -817,6 +817,11 @@ impl Composer {
         topology: Option<&Topology>,
     ) -> Result<Capacity, Error> {
         let p = Parameters::parse(parameters)?;
+        // A create accessible from the segment asks for it as requisite.
+        let within = topology.map(|t| TopologyRequirement {
+            requisite: vec![t.clone()],
+            preferred: Vec::new(),
+        });
         let mut st = self.lock_current();
         let site = match topology {
             None => None,
@@ -916,7 +921,7 @@ impl Composer {
             if p.redundancy {
                 available /= 2;
             }
-            st.pool.max_whole_volume(&p, site)
+            st.pool.max_whole_volume(&p, within.as_ref())
         };
         // The largest device holds the largest volume and its header.
         let max = max.saturating_sub(p.device_overhead());
@@ -925,10 +930,6 @@ impl Composer {
         // lowered until one places): before, a slice's estimate counted
         // SSDs no server reached over an allowed transport and mirror legs
         // in one enclosure, and a create of the maximum reported failed.
-        let within = topology.map(|t| TopologyRequirement {
-            requisite: vec![t.clone()],
-            preferred: Vec::new(),
-        });
         let max = st.pool.largest_placeable(&p, within.as_ref(), max)?;
         Ok(Capacity {
             available,

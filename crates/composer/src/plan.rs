@@ -517,13 +517,7 @@ impl Pool {
         let mut attempts = 0;
         for (site, scopes) in &sites {
             for t in p.transports.iter() {
-                let reachable = scopes.iter().any(|sc| {
-                    sc.any_server(&self.inv, *site, |s| {
-                        self.inv.servers()[s as usize].transports.contains(t)
-                            && self.server_health(s) != Health::Failed
-                    })
-                });
-                if !reachable {
+                if !self.reachable(*site, scopes, t) {
                     continue;
                 }
                 for (member, cap_tag, choice) in &candidates {
@@ -659,18 +653,27 @@ impl Pool {
         (kinds, caps)
     }
 
-    /// The largest whole-drive volume of `p` placement could place now (in
-    /// `site` when given), under the same constraints as a create: for each
-    /// drive capacity of the medium, the largest layout (one drive, a RAID0,
-    /// RAID1 or RAID10 of up to `raidMaxDrives` drives) whose members
+    /// Whether some healthy server in one of `scopes` of `site` supports
+    /// transport `t` (a volume over `t` there is accessible from it).
+    fn reachable(&self, site: u32, scopes: &[convert::Scope], t: Transport) -> bool {
+        scopes.iter().any(|sc| {
+            sc.any_server(&self.inv, site, |s| {
+                self.inv.servers()[s as usize].transports.contains(t)
+                    && self.server_health(s) != Health::Failed
+            })
+        })
+    }
+
+    /// The largest whole-drive volume of `p` placement could place now
+    /// (accessible from `topology` when given, as a create asks), under the
+    /// same constraints as a create: for each drive capacity of the medium,
+    /// the largest layout (one drive, a RAID0, RAID1 or RAID10 of up to
+    /// `raidMaxDrives` drives) whose members
     /// [`placement::Engine::max_placeable`] finds whole drives for, over a
-    /// transport some healthy server of the site supports. 0 when none.
-    pub fn max_whole_volume(&self, p: &Parameters, site: Option<u32>) -> u64 {
+    /// transport some healthy server in the topology supports. 0 when none.
+    pub fn max_whole_volume(&self, p: &Parameters, topology: Option<&TopologyRequirement>) -> u64 {
         let (kinds, caps) = self.media_of(p);
-        let sites: Vec<u32> = match site {
-            Some(s) => vec![s],
-            None => (0..self.inv.file().sites.len() as u32).collect(),
-        };
+        let sites = convert::candidate_sites(&self.inv, topology);
         let vreq = VolumeRequest {
             name: "capacity",
             parameters: p,
@@ -681,12 +684,10 @@ impl Pool {
         for &cap in &caps {
             let layouts = whole_layouts(cap, p);
             let fits = |c: &Choice| {
-                sites.iter().any(|&s| {
+                sites.iter().any(|(s, scopes)| {
+                    let s = *s;
                     p.transports.iter().any(|t| {
-                        self.inv.site_servers(s).iter().any(|&x| {
-                            self.inv.servers()[x as usize].transports.contains(t)
-                                && self.server_health(x) != Health::Failed
-                        }) && {
+                        self.reachable(s, scopes, t) && {
                             let r = self.request(&vreq, &kinds, s, t, cap, Some(cap), c);
                             match self.engine.max_placeable(&r, None) {
                                 Ok(b) => b.is_some_and(|b| b.0 >= cap),
