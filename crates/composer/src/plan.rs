@@ -1286,6 +1286,38 @@ fn explain(ex: &placement::Explanation) -> String {
 mod tests {
     use super::*;
 
+    /// The estimate itself (no plan check) sees the segment's servers:
+    /// SSDs in rack r0, whose server speaks roce only, and a server in r1
+    /// speaking nbd. For nbd, r0 reaches none and r1 reaches both.
+    #[test]
+    fn max_whole_volume_asks_the_servers_of_the_segment() {
+        let inv = Inventory::from_toml(
+            "[[site]]\nid = \"dc1\"\n[[rack]]\nid = \"r0\"\nsite = \"dc1\"\n\
+             [[rack]]\nid = \"r1\"\nsite = \"dc1\"\n\
+             [[jbod]]\nid = \"j0\"\nrack = \"r0\"\n\
+             [[jbod.drive]]\ncount = 2\nkind = \"ssd\"\ncapacity = \"1 TB\"\n\
+             [[server]]\nid = \"n0\"\nrack = \"r0\"\ntransports = [\"roce\"]\n\
+             [[server]]\nid = \"n1\"\nrack = \"r1\"\ntransports = [\"nbd\"]\n",
+        )
+        .unwrap();
+        let (pool, _) = Pool::build(Arc::new(inv), BTreeMap::new(), &BTreeMap::new()).unwrap();
+        let p = Parameters::parse(
+            &[("type", "ssd"), ("networkTransportsAllowed", "nbd")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+        .unwrap();
+        let rack = |r: &str| TopologyRequirement {
+            requisite: vec![Topology::new([(convert::TOPOLOGY_RACK, r)]).unwrap()],
+            preferred: Vec::new(),
+        };
+        assert_eq!(pool.max_whole_volume(&p, Some(&rack("r0"))), 0);
+        // A stripe of the two (no switch to spread over).
+        assert!(pool.max_whole_volume(&p, Some(&rack("r1"))) > 1_000_000_000_000);
+        assert!(pool.max_whole_volume(&p, None) > 1_000_000_000_000);
+    }
+
     #[test]
     fn whole_drive_layouts_follow_md_arithmetic() {
         let tb = 1_000_000_000_000u64;
