@@ -431,6 +431,19 @@ pub async fn serve_with(
     path: &Path,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), String> {
+    serve_with_heartbeat(c, side, after, path, shutdown, HEARTBEAT).await
+}
+
+/// Like [`serve_with`], sending `{"alive": true}` every `heartbeat` while a
+/// request is being answered ([`HEARTBEAT`] there; a test shortens it).
+pub async fn serve_with_heartbeat(
+    c: Arc<Composer>,
+    side: Option<Arc<NodeSide>>,
+    after: Option<AfterRepair>,
+    path: &Path,
+    shutdown: impl std::future::Future<Output = ()>,
+    heartbeat: Duration,
+) -> Result<(), String> {
     prepare_socket(path)?;
     let listener = tokio::net::UnixListener::bind(path)
         .map_err(|e| format!("binding {}: {e}", path.display()))?;
@@ -468,8 +481,8 @@ pub async fn serve_with(
                                 // while none does, so that the client's idle
                                 // timeout only fires on a silent peer.
                                 let mut beat = tokio::time::interval_at(
-                                    tokio::time::Instant::now() + HEARTBEAT,
-                                    HEARTBEAT,
+                                    tokio::time::Instant::now() + heartbeat,
+                                    heartbeat,
                                 );
                                 loop {
                                     let out = tokio::select! {

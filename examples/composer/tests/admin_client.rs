@@ -2,7 +2,8 @@
 //! that are not a well-behaved composer: a socket that accepts and never
 //! answers, one that closes before or in the middle of an answer, one that
 //! sends heartbeats for a while before answering, and `--socket` naming a
-//! regular file, a directory or nothing.
+//! regular file, a directory or nothing; and the admin socket sending
+//! heartbeats while a request is held up.
 //!
 //! Before, a socket that accepted and never answered kept the client
 //! waiting forever: every call here runs under a test-level timeout, so
@@ -205,4 +206,88 @@ fn the_cli_refuses_an_idle_timeout_of_zero() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("--idle-timeout"), "{err}");
+}
+
+/// A store whose commits wait until the test lets them through, so that
+/// a request (`mark`) is held up for as long as the test wants.
+struct GatedStore {
+    inner: composer_core::MemStore,
+    gate: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl composer_core::Store for GatedStore {
+    fn load(&self) -> Result<composer_core::StoredState, composer_core::Error> {
+        self.inner.load()
+    }
+
+    fn commit(&self, batch: composer_core::Batch) -> Result<u64, composer_core::Error> {
+        let _ = self.gate.lock().unwrap().recv();
+        self.inner.commit(batch)
+    }
+}
+
+#[tokio::test]
+async fn the_admin_socket_sends_heartbeats_while_a_request_is_held_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = socket_path(&dir);
+    let (open_gate, gate) = std::sync::mpsc::channel();
+    let store = GatedStore {
+        inner: composer_core::MemStore::default(),
+        gate: std::sync::Mutex::new(gate),
+    };
+    let c = std::sync::Arc::new(
+        composer_core::Composer::open(
+            composer_core::Inventory::default_inventory(),
+            std::sync::Arc::new(store),
+        )
+        .unwrap(),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn({
+        let path = path.clone();
+        async move {
+            admin::serve_with_heartbeat(
+                c,
+                None,
+                None,
+                &path,
+                async {
+                    let _ = stopped.await;
+                },
+                Duration::from_millis(20),
+            )
+            .await
+        }
+    });
+    // Connect once the socket is bound.
+    let stream = loop {
+        match tokio::net::UnixStream::connect(&path).await {
+            Ok(s) => break s,
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    };
+    let (r, mut w) = stream.into_split();
+    w.write_all(b"{\"op\":\"mark\",\"target\":\"r1-j1-00\",\"health\":\"draining\"}\n")
+        .await
+        .unwrap();
+    let mut lines = BufReader::new(r).lines();
+    let mut next = async || {
+        tokio::time::timeout(HUNG, lines.next_line())
+            .await
+            .expect("no line while the request is held up: no heartbeat")
+            .unwrap()
+            .expect("the socket closed")
+    };
+    // The commit waits for the gate: what comes first is a heartbeat.
+    assert_eq!(next().await, "{\"alive\":true}");
+    open_gate.send(()).unwrap();
+    let answer = loop {
+        let l = next().await;
+        if l != "{\"alive\":true}" {
+            break l;
+        }
+    };
+    assert_eq!(answer, "{\"ok\":\"marked\"}");
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
 }
