@@ -823,10 +823,10 @@ impl Composer {
             preferred: Vec::new(),
         });
         let mut st = self.lock_current();
-        let site = match topology {
+        let scope = match topology {
             None => None,
             Some(t) => match convert::segment_scope(&self.inv, t) {
-                Some((s, _)) => Some(s),
+                Some(s) => Some(s),
                 None => {
                     return Ok(Capacity {
                         available: 0,
@@ -843,13 +843,21 @@ impl Composer {
         let transports: TransportSet = p.transports;
         // Per site, the transports some healthy server of it supports: a
         // drive reached over none of them takes no volume.
+        // (In the segment's scope when one is given: a volume accessible
+        // from a rack or a server is reached from there.)
+        let site = scope.as_ref().map(|(s, _)| *s);
         let reached: Vec<TransportSet> = (0..self.inv.file().sites.len() as u32)
             .map(|s| {
+                let healthy = |x: &u32| st.pool.server_health(*x) != Health::Failed;
+                let servers: Vec<u32> = match &scope {
+                    Some((_, convert::Scope::Rack(r))) => self.inv.rack_servers(*r).to_vec(),
+                    Some((_, convert::Scope::Server(x))) => vec![*x],
+                    _ => self.inv.site_servers(s).to_vec(),
+                };
                 TransportSet::of(
-                    self.inv
-                        .site_servers(s)
+                    servers
                         .iter()
-                        .filter(|&&x| st.pool.server_health(x) != Health::Failed)
+                        .filter(|x| healthy(x))
                         .flat_map(|&x| self.inv.servers()[x as usize].transports.iter()),
                 )
             })

@@ -337,18 +337,7 @@ fn an_inventory_without_switches_takes_mirrors_and_stripes() {
 /// server of the site did, and reported a whole drive.
 #[test]
 fn whole_drives_in_a_rack_no_server_of_it_reaches_are_no_capacity() {
-    // Rack r1's server speaks nbd; rack r0's, with the SSDs, does not.
-    let toml = "[[site]]\nid = \"dc1\"\n\n[[rack]]\nid = \"r0\"\nsite = \"dc1\"\n\n\
-                [[rack]]\nid = \"r1\"\nsite = \"dc1\"\n\n\
-                [[jbod]]\nid = \"r0-j0\"\nrack = \"r0\"\n\n\
-                [[jbod.drive]]\ncount = 2\nkind = \"ssd\"\ncapacity = \"1 TB\"\n\n\
-                [[server]]\nid = \"r0-n1\"\nrack = \"r0\"\ntransports = [\"roce\"]\n\n\
-                [[server]]\nid = \"r1-n1\"\nrack = \"r1\"\ntransports = [\"nbd\"]\n";
-    let c = Composer::open(
-        Inventory::from_toml(toml).unwrap(),
-        Arc::new(MemStore::default()),
-    )
-    .unwrap();
+    let c = two_racks();
     let p = params(&[("type", "ssd"), ("networkTransportsAllowed", "nbd")]);
     let rack = Topology::new([("topology.composer.csi/rack", "r0")]).unwrap();
     assert_eq!(c.capacity(&p, Some(&rack)).unwrap().maximum_volume_size, 0);
@@ -371,4 +360,46 @@ fn whole_drives_in_a_rack_no_server_of_it_reaches_are_no_capacity() {
     };
     let range = CapacityRange::new(Some(max), None).unwrap();
     c.create("v", &p, range, true, true, Some(&within)).unwrap();
+}
+
+/// Two SSDs in rack r0, whose server speaks roce only; rack r1 has a
+/// server speaking nbd and no drives.
+fn two_racks() -> Composer {
+    // Rack r1's server speaks nbd; rack r0's, with the SSDs, does not.
+    let toml = "[[site]]\nid = \"dc1\"\n\n[[rack]]\nid = \"r0\"\nsite = \"dc1\"\n\n\
+                [[rack]]\nid = \"r1\"\nsite = \"dc1\"\n\n\
+                [[jbod]]\nid = \"r0-j0\"\nrack = \"r0\"\n\n\
+                [[jbod.drive]]\ncount = 2\nkind = \"ssd\"\ncapacity = \"1 TB\"\n\n\
+                [[server]]\nid = \"r0-n1\"\nrack = \"r0\"\ntransports = [\"roce\"]\n\n\
+                [[server]]\nid = \"r1-n1\"\nrack = \"r1\"\ntransports = [\"nbd\"]\n";
+    Composer::open(
+        Inventory::from_toml(toml).unwrap(),
+        Arc::new(MemStore::default()),
+    )
+    .unwrap()
+}
+
+/// `available_capacity` in a segment counts the drives a server of the
+/// segment reaches over an allowed transport. Before, every drive of the
+/// segment's site counted: rack r0 reported 2 TB available for nbd while
+/// no volume over nbd could be accessible from it.
+#[test]
+fn available_in_a_segment_counts_what_its_servers_reach() {
+    let c = two_racks();
+    let p = params(&[("type", "ssd"), ("networkTransportsAllowed", "nbd")]);
+    let at = |kv: &[(&str, &str)]| {
+        let t = Topology::new(kv.iter().copied()).unwrap();
+        c.capacity(&p, Some(&t)).unwrap().available
+    };
+    let tb = 1_000_000_000_000;
+    assert_eq!(at(&[("topology.composer.csi/rack", "r0")]), 0);
+    assert_eq!(at(&[("topology.composer.csi/server", "r0-n1")]), 0);
+    assert_eq!(at(&[("topology.composer.csi/rack", "r1")]), 2 * tb);
+    assert_eq!(at(&[("topology.composer.csi/server", "r1-n1")]), 2 * tb);
+    assert_eq!(at(&[("topology.composer.csi/site", "dc1")]), 2 * tb);
+    // Slices alike.
+    let p = params(&[("type", "slice"), ("networkTransportsAllowed", "nbd")]);
+    let r0 = Topology::new([("topology.composer.csi/rack", "r0")]).unwrap();
+    let cap = c.capacity(&p, Some(&r0)).unwrap();
+    assert_eq!((cap.available, cap.maximum_volume_size), (0, 0));
 }
