@@ -1253,6 +1253,29 @@ fn describe(c: &Choice, member: u64) -> String {
 /// blocked hard constraint.
 fn explain(ex: &placement::Explanation) -> String {
     let mut s = ex.to_string();
+    // Placement names its filters; an operator reads StorageClass keys.
+    let keys: Vec<&str> = ex
+        .removed
+        .iter()
+        .filter_map(|c| match c.filter {
+            placement::Filter::Kind => Some("kind is type"),
+            placement::Filter::MinRpm => Some("min_rpm is rpm"),
+            placement::Filter::RequireTags => Some(
+                "require_tags is requiredTags and, for whole drives, the layout's drive \
+                 capacity (composer.capacity=<bytes>)",
+            ),
+            placement::Filter::ExcludeTags => Some("exclude_tags is excludedTags"),
+            placement::Filter::StorageGroup => Some("storage_group is storageGroup"),
+            placement::Filter::Transport => Some(
+                "transport is networkTransportsAllowed, over a transport a server of the \
+                 topology speaks",
+            ),
+            _ => None,
+        })
+        .collect();
+    if !keys.is_empty() {
+        s.push_str(&format!(" (filters: {})", keys.join("; ")));
+    }
     let level = |name: &str| {
         ex.blocked.iter().any(|b| {
             matches!(b, placement::Blocker::Separation { scope: placement::Scope::Level(l), .. } if l == name)
