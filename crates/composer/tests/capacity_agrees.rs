@@ -153,9 +153,34 @@ fn parameters() -> impl Strategy<Value = BTreeMap<String, String>> {
         )
 }
 
+/// A composer over the inventory `toml`, with nothing stored.
+fn open(toml: &str) -> Composer {
+    Composer::open(
+        Inventory::from_toml(toml).unwrap(),
+        Arc::new(MemStore::default()),
+    )
+    .unwrap()
+}
+
 fn create(c: &Composer, name: &str, p: &BTreeMap<String, String>, bytes: u64) -> Result<(), Error> {
+    create_within(c, name, p, bytes, None)
+}
+
+/// Creates volume `name` of `bytes`, accessible from `segment` when given.
+fn create_within(
+    c: &Composer,
+    name: &str,
+    p: &BTreeMap<String, String>,
+    bytes: u64,
+    segment: Option<&Topology>,
+) -> Result<(), Error> {
     let range = CapacityRange::new(Some(bytes), None).unwrap();
-    c.create(name, p, range, true, true, None).map(|_| ())
+    let within = segment.map(|t| TopologyRequirement {
+        requisite: vec![t.clone()],
+        preferred: Vec::new(),
+    });
+    c.create(name, p, range, true, true, within.as_ref())
+        .map(|_| ())
 }
 
 proptest! {
@@ -169,8 +194,7 @@ proptest! {
         within in (0u8..5, 0usize..3),
     ) {
         let toml = inventory_toml(&racks);
-        let inv = Inventory::from_toml(&toml).unwrap();
-        let c = Composer::open(inv, Arc::new(MemStore::default())).unwrap();
+        let c = open(&toml);
         // Some volumes first, so that drives are partly used.
         for (i, (q, gib)) in before.iter().enumerate() {
             let _ = create(&c, &format!("before-{i}"), q, gib << 30);
@@ -191,13 +215,8 @@ proptest! {
             _ => Some(vec![("topology.composer.csi/rack", "elsewhere".to_string())]),
         };
         let segment = segment.map(|kv| Topology::new(kv).unwrap());
-        let requirement = segment.clone().map(|t| TopologyRequirement {
-            requisite: vec![t],
-            preferred: Vec::new(),
-        });
         let create_in = |name: &str, p: &BTreeMap<String, String>, bytes: u64| {
-            let range = CapacityRange::new(Some(bytes), None).unwrap();
-            c.create(name, p, range, true, true, requirement.as_ref()).map(|_| ())
+            create_within(&c, name, p, bytes, segment.as_ref())
         };
         let max = match c.capacity(&p, segment.as_ref()) {
             Ok(cap) => cap.maximum_volume_size,
@@ -243,11 +262,7 @@ fn two_ssds(server_transports: &str) -> Composer {
          [[jbod.drive]]\ncount = 2\nkind = \"ssd\"\ncapacity = \"1 TB\"\n\n\
          [[server]]\nid = \"r0-n1\"\nrack = \"r0\"\ntransports = {server_transports}\n"
     );
-    Composer::open(
-        Inventory::from_toml(&toml).unwrap(),
-        Arc::new(MemStore::default()),
-    )
-    .unwrap()
+    open(&toml)
 }
 
 fn params(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
@@ -341,25 +356,13 @@ fn whole_drives_in_a_rack_no_server_of_it_reaches_are_no_capacity() {
     let p = params(&[("type", "ssd"), ("networkTransportsAllowed", "nbd")]);
     let rack = Topology::new([("topology.composer.csi/rack", "r0")]).unwrap();
     assert_eq!(c.capacity(&p, Some(&rack)).unwrap().maximum_volume_size, 0);
-    let within = TopologyRequirement {
-        requisite: vec![rack],
-        preferred: Vec::new(),
-    };
-    let range = CapacityRange::new(Some(1 << 30), None).unwrap();
-    let e = c
-        .create("v", &p, range, true, true, Some(&within))
-        .unwrap_err();
+    let e = create_within(&c, "v", &p, 1 << 30, Some(&rack)).unwrap_err();
     assert!(matches!(e, Error::Exhausted(_)), "{e}");
     // From rack r1 the same SSDs are reached, at the reported size.
     let r1 = Topology::new([("topology.composer.csi/rack", "r1")]).unwrap();
     let max = c.capacity(&p, Some(&r1)).unwrap().maximum_volume_size;
     assert!(max > 900_000_000_000, "{max}");
-    let within = TopologyRequirement {
-        requisite: vec![r1],
-        preferred: Vec::new(),
-    };
-    let range = CapacityRange::new(Some(max), None).unwrap();
-    c.create("v", &p, range, true, true, Some(&within)).unwrap();
+    create_within(&c, "v", &p, max, Some(&r1)).unwrap();
 }
 
 /// Two SSDs in rack r0, whose server speaks roce only; rack r1 has a
@@ -372,11 +375,7 @@ fn two_racks() -> Composer {
                 [[jbod.drive]]\ncount = 2\nkind = \"ssd\"\ncapacity = \"1 TB\"\n\n\
                 [[server]]\nid = \"r0-n1\"\nrack = \"r0\"\ntransports = [\"roce\"]\n\n\
                 [[server]]\nid = \"r1-n1\"\nrack = \"r1\"\ntransports = [\"nbd\"]\n";
-    Composer::open(
-        Inventory::from_toml(toml).unwrap(),
-        Arc::new(MemStore::default()),
-    )
-    .unwrap()
+    open(toml)
 }
 
 /// `available_capacity` in a segment counts the drives a server of the
