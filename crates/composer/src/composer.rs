@@ -817,11 +817,16 @@ impl Composer {
         topology: Option<&Topology>,
     ) -> Result<Capacity, Error> {
         let p = Parameters::parse(parameters)?;
-        let st = self.lock_current();
-        let site = match topology {
+        // A create accessible from the segment asks for it as requisite.
+        let within = topology.map(|t| TopologyRequirement {
+            requisite: vec![t.clone()],
+            preferred: Vec::new(),
+        });
+        let mut st = self.lock_current();
+        let scope = match topology {
             None => None,
             Some(t) => match convert::segment_scope(&self.inv, t) {
-                Some((s, _)) => Some(s),
+                Some(s) => Some(s),
                 None => {
                     return Ok(Capacity {
                         available: 0,
@@ -836,6 +841,27 @@ impl Composer {
             _ => &[Media::Ssd, Media::Nvme],
         };
         let transports: TransportSet = p.transports;
+        // Per site, the transports some healthy server of it supports: a
+        // drive reached over none of them takes no volume.
+        // (In the segment's scope when one is given: a volume accessible
+        // from a rack or a server is reached from there.)
+        let site = scope.as_ref().map(|(s, _)| *s);
+        let reached: Vec<TransportSet> = (0..self.inv.file().sites.len() as u32)
+            .map(|s| {
+                let healthy = |x: &u32| st.pool.server_health(*x) != Health::Failed;
+                let servers: Vec<u32> = match &scope {
+                    Some((_, convert::Scope::Rack(r))) => self.inv.rack_servers(*r).to_vec(),
+                    Some((_, convert::Scope::Server(x))) => vec![*x],
+                    _ => self.inv.site_servers(s).to_vec(),
+                };
+                TransportSet::of(
+                    servers
+                        .iter()
+                        .filter(|x| healthy(x))
+                        .flat_map(|&x| self.inv.servers()[x as usize].transports.iter()),
+                )
+            })
+            .collect();
         let eng = st.pool.engine();
         let mut devices: Vec<slice_alloc::DeviceId> = Vec::new();
         let mut available = 0u64;
@@ -852,7 +878,10 @@ impl Composer {
                         .inv
                         .rack_group(d.rack)
                         .is_some_and(|g| p.storage_groups.iter().any(|x| x == g)))
-                || transports.intersect(d.transports).is_empty()
+                || transports
+                    .intersect(d.transports)
+                    .intersect(reached[d.site as usize])
+                    .is_empty()
             {
                 continue;
             }
@@ -900,11 +929,16 @@ impl Composer {
             if p.redundancy {
                 available /= 2;
             }
-            st.pool.max_whole_volume(&p, site)
+            st.pool.max_whole_volume(&p, within.as_ref())
         };
         // The largest device holds the largest volume and its header.
         let max = max.saturating_sub(p.device_overhead());
         let max = p.max_volume_size.map_or(max, |m| m.min(max));
+        // The estimate, checked by planning it as a create would (and
+        // lowered until one places): before, a slice's estimate counted
+        // SSDs no server reached over an allowed transport and mirror legs
+        // in one enclosure, and a create of the maximum reported failed.
+        let max = st.pool.largest_placeable(&p, within.as_ref(), max)?;
         Ok(Capacity {
             available,
             maximum_volume_size: max,

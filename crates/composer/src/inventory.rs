@@ -665,6 +665,34 @@ impl Inventory {
                 health: s.health,
             });
         }
+        // Marks, repairs and `composer admin` name a drive, an enclosure or
+        // a server by its id alone, and one mark map holds all three: a
+        // drive named as an enclosure or a server would be marked with it.
+        for d in &drives {
+            let other = if jbod_index.contains_key(&d.id) {
+                Some("jbod")
+            } else if server_index.contains_key(&d.id) {
+                Some("server")
+            } else {
+                None
+            };
+            if let Some(kind) = other {
+                return Err(bad(
+                    format!("drive '{}'", d.id),
+                    format!(
+                        "id is also the id of a {kind}; drives, enclosures and servers are \
+                         marked and repaired by id, which must name one of them"
+                    ),
+                ));
+            }
+        }
+        if let Some(s) = file.servers.iter().find(|s| jbod_index.contains_key(&s.id)) {
+            return Err(bad(
+                format!("server '{}'", s.id),
+                "id is also the id of a jbod; drives, enclosures and servers are \
+                 marked and repaired by id, which must name one of them",
+            ));
+        }
         let mut caps: BTreeMap<Media, BTreeSet<u64>> = BTreeMap::new();
         for d in &drives {
             caps.entry(d.kind).or_default().insert(d.capacity);
@@ -931,6 +959,25 @@ switch = "tor1"
             (
                 "[[site]]\nid = \"x\"\n[[site]]\nid = \"x\"\n",
                 "site 'x': duplicate site id",
+            ),
+            // One mark would have failed both.
+            (
+                &format!(
+                    "{BASE}[[jbod]]\nid = \"j1\"\nrack = \"r1\"\n[[jbod.drive]]\nid = \"j1\"\nkind = \"ssd\"\ncapacity = \"1 TB\"\n"
+                ),
+                "drive 'j1': id is also the id of a jbod",
+            ),
+            (
+                &format!(
+                    "{BASE}[[jbod]]\nid = \"j1\"\nrack = \"r1\"\n[[jbod.drive]]\nid = \"n1\"\nkind = \"ssd\"\ncapacity = \"1 TB\"\n[[server]]\nid = \"n1\"\nrack = \"r1\"\n"
+                ),
+                "drive 'n1': id is also the id of a server",
+            ),
+            (
+                &format!(
+                    "{BASE}[[jbod]]\nid = \"j1\"\nrack = \"r1\"\n[[server]]\nid = \"j1\"\nrack = \"r1\"\n"
+                ),
+                "server 'j1': id is also the id of a jbod",
             ),
             (
                 &format!("{BASE}[[jbod]]\nid = \"j1\"\nrack = \"r9\"\n"),

@@ -517,13 +517,7 @@ impl Pool {
         let mut attempts = 0;
         for (site, scopes) in &sites {
             for t in p.transports.iter() {
-                let reachable = scopes.iter().any(|sc| {
-                    sc.any_server(&self.inv, *site, |s| {
-                        self.inv.servers()[s as usize].transports.contains(t)
-                            && self.server_health(s) != Health::Failed
-                    })
-                });
-                if !reachable {
+                if !self.reachable(*site, scopes, t) {
                     continue;
                 }
                 for (member, cap_tag, choice) in &candidates {
@@ -622,7 +616,11 @@ impl Pool {
             ];
         }
         let n = choice.shape.member_count() as u32;
-        if n > 1 {
+        // Switches are optional in an inventory: with none, placement has
+        // no bandwidth domain of kind `switch`, and spreading over them
+        // was refused as a malformed request (an INTERNAL answer to every
+        // create of more than one drive).
+        if n > 1 && !self.inv.file().switches.is_empty() {
             r.bandwidth_spread = vec![placement::Spread {
                 kind: "switch".into(),
                 mode: mode(!p.soft_domains),
@@ -655,18 +653,27 @@ impl Pool {
         (kinds, caps)
     }
 
-    /// The largest whole-drive volume of `p` placement could place now (in
-    /// `site` when given), under the same constraints as a create: for each
-    /// drive capacity of the medium, the largest layout (one drive, a RAID0,
-    /// RAID1 or RAID10 of up to `raidMaxDrives` drives) whose members
+    /// Whether some healthy server in one of `scopes` of `site` supports
+    /// transport `t` (a volume over `t` there is accessible from it).
+    fn reachable(&self, site: u32, scopes: &[convert::Scope], t: Transport) -> bool {
+        scopes.iter().any(|sc| {
+            sc.any_server(&self.inv, site, |s| {
+                self.inv.servers()[s as usize].transports.contains(t)
+                    && self.server_health(s) != Health::Failed
+            })
+        })
+    }
+
+    /// The largest whole-drive volume of `p` placement could place now
+    /// (accessible from `topology` when given, as a create asks), under the
+    /// same constraints as a create: for each drive capacity of the medium,
+    /// the largest layout (one drive, a RAID0, RAID1 or RAID10 of up to
+    /// `raidMaxDrives` drives) whose members
     /// [`placement::Engine::max_placeable`] finds whole drives for, over a
-    /// transport some healthy server of the site supports. 0 when none.
-    pub fn max_whole_volume(&self, p: &Parameters, site: Option<u32>) -> u64 {
+    /// transport some healthy server in the topology supports. 0 when none.
+    pub fn max_whole_volume(&self, p: &Parameters, topology: Option<&TopologyRequirement>) -> u64 {
         let (kinds, caps) = self.media_of(p);
-        let sites: Vec<u32> = match site {
-            Some(s) => vec![s],
-            None => (0..self.inv.file().sites.len() as u32).collect(),
-        };
+        let sites = convert::candidate_sites(&self.inv, topology);
         let vreq = VolumeRequest {
             name: "capacity",
             parameters: p,
@@ -677,20 +684,39 @@ impl Pool {
         for &cap in &caps {
             let layouts = whole_layouts(cap, p);
             let fits = |c: &Choice| {
-                sites.iter().any(|&s| {
+                sites.iter().any(|(s, scopes)| {
+                    let s = *s;
                     p.transports.iter().any(|t| {
-                        self.inv.site_servers(s).iter().any(|&x| {
-                            self.inv.servers()[x as usize].transports.contains(t)
-                                && self.server_health(x) != Health::Failed
-                        }) && {
+                        self.reachable(s, scopes, t) && {
                             let r = self.request(&vreq, &kinds, s, t, cap, Some(cap), c);
-                            matches!(self.engine.max_placeable(&r, None), Ok(Some(b)) if b.0 >= cap)
+                            match self.engine.max_placeable(&r, None) {
+                                Ok(b) => b.is_some_and(|b| b.0 >= cap),
+                                // An exhausted search budget: unknown, not
+                                // "does not fit"; counted as not fitting
+                                // (never reporting a volume no create could
+                                // place), but said, since it lowers the
+                                // answer.
+                                Err(e) => {
+                                    tracing::warn!(
+                                        layout = %describe(c, cap),
+                                        transport = %t,
+                                        "maximum_volume_size: placement could not decide \
+                                         whether this layout fits, counted as not fitting: {e}"
+                                    );
+                                    false
+                                }
+                            }
                         }
                     })
                 })
             };
-            // Placeable is monotone in the member count: bisect for the
-            // largest layout that fits.
+            // Placeable is monotone along `layouts` (one family each: a
+            // single drive then RAID0 of 2.., or RAID1 then RAID10 of
+            // 2.. stripes): a placement of n members holds one of n - 1
+            // (drop a member from the fullest switch; for mirrors, keep one
+            // leg of two pairs, which lie in different enclosures and storage
+            // groups), so bisect for the largest layout that fits.
+            // `tests/capacity_agrees.rs` checks the answer against creates.
             let (mut lo, mut hi) = (0usize, layouts.len());
             while lo < hi {
                 let mid = lo + (hi - lo) / 2;
@@ -705,6 +731,70 @@ impl Pool {
             }
         }
         best
+    }
+
+    /// Whether a create of a volume of `p` of `bytes` (the size asked for,
+    /// as `required_bytes`) would succeed now, accessible from `topology`:
+    /// the volume is planned as a create plans it and taken back at once,
+    /// so the pool is as before. An `Err` only when taking it back failed.
+    pub fn would_place(
+        &mut self,
+        p: &Parameters,
+        topology: Option<&TopologyRequirement>,
+        bytes: u64,
+    ) -> Result<bool, Error> {
+        // Not a volume id the composer hands out (those are `vol-N`).
+        const PROBE: &str = "capacity-probe";
+        let Ok(range) = CapacityRange::new(Some(bytes), None) else {
+            return Ok(false);
+        };
+        let req = VolumeRequest {
+            name: PROBE,
+            parameters: p,
+            range,
+            topology,
+        };
+        match self.place(PROBE, &req) {
+            Ok(plan) => {
+                self.unplace(PROBE, plan.layout.kind, &plan.members)?;
+                Ok(true)
+            }
+            Err(_) => Ok(false),
+        }
+    }
+
+    /// The largest size up to `upper` (an estimate that no larger create
+    /// can exceed) with which a create of a volume of `p` would succeed
+    /// now, accessible from `topology`: `upper` itself when it places, else
+    /// the largest whole number of [`SLICE_GRANULARITY`] below it that
+    /// does, by bisection; 0 when none does. Changes nothing.
+    ///
+    /// The estimates ([`Pool::max_whole_volume`], the slice allocator's
+    /// largest free extent) cannot see everything a create checks (for a
+    /// slice: which servers reach the drive, mirror legs in separate
+    /// enclosures and switches), and `maximum_volume_size` must be a size
+    /// that a create then places.
+    pub fn largest_placeable(
+        &mut self,
+        p: &Parameters,
+        topology: Option<&TopologyRequirement>,
+        upper: u64,
+    ) -> Result<u64, Error> {
+        if upper == 0 || self.would_place(p, topology, upper)? {
+            return Ok(upper);
+        }
+        let g = SLICE_GRANULARITY;
+        // Invariant: `lo` granules place (0 trivially), `hi` granules do not.
+        let (mut lo, mut hi) = (0u64, upper.div_ceil(g));
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if self.would_place(p, topology, mid * g)? {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo * g)
     }
 
     /// Places `preq` and, for slices, allocates them; on failure nothing changes.
@@ -858,11 +948,21 @@ impl Pool {
         if self.unplaced.remove(&rec.id) {
             return Ok(());
         }
-        let vid =
-            placement::VolumeId::new(rec.id.clone()).map_err(|e| Error::Internal(e.to_string()))?;
+        self.unplace(&rec.id, rec.layout.kind, &rec.members)
+    }
+
+    /// Takes volume `id` of layout `kind` with `members` out of placement
+    /// and the slice allocator.
+    fn unplace(
+        &mut self,
+        id: &str,
+        kind: LayoutKind,
+        members: &[MemberRecord],
+    ) -> Result<(), Error> {
+        let vid = placement::VolumeId::new(id).map_err(|e| Error::Internal(e.to_string()))?;
         self.engine.remove(&vid).map_err(place_err)?;
-        if rec.layout.kind.is_slice() {
-            for m in &rec.members {
+        if kind.is_slice() {
+            for m in members {
                 let i = self
                     .inv
                     .drive_index(&m.drive)
@@ -1153,6 +1253,29 @@ fn describe(c: &Choice, member: u64) -> String {
 /// blocked hard constraint.
 fn explain(ex: &placement::Explanation) -> String {
     let mut s = ex.to_string();
+    // Placement names its filters; an operator reads StorageClass keys.
+    let keys: Vec<&str> = ex
+        .removed
+        .iter()
+        .filter_map(|c| match c.filter {
+            placement::Filter::Kind => Some("kind is type"),
+            placement::Filter::MinRpm => Some("min_rpm is rpm"),
+            placement::Filter::RequireTags => Some(
+                "require_tags is requiredTags and, for whole drives, the layout's drive \
+                 capacity (composer.capacity=<bytes>)",
+            ),
+            placement::Filter::ExcludeTags => Some("exclude_tags is excludedTags"),
+            placement::Filter::StorageGroup => Some("storage_group is storageGroup"),
+            placement::Filter::Transport => Some(
+                "transport is networkTransportsAllowed, over a transport a server of the \
+                 topology speaks",
+            ),
+            _ => None,
+        })
+        .collect();
+    if !keys.is_empty() {
+        s.push_str(&format!(" (filters: {})", keys.join("; ")));
+    }
     let level = |name: &str| {
         ex.blocked.iter().any(|b| {
             matches!(b, placement::Blocker::Separation { scope: placement::Scope::Level(l), .. } if l == name)
@@ -1185,6 +1308,38 @@ fn explain(ex: &placement::Explanation) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The estimate itself (no plan check) sees the segment's servers:
+    /// SSDs in rack r0, whose server speaks roce only, and a server in r1
+    /// speaking nbd. For nbd, r0 reaches none and r1 reaches both.
+    #[test]
+    fn max_whole_volume_asks_the_servers_of_the_segment() {
+        let inv = Inventory::from_toml(
+            "[[site]]\nid = \"dc1\"\n[[rack]]\nid = \"r0\"\nsite = \"dc1\"\n\
+             [[rack]]\nid = \"r1\"\nsite = \"dc1\"\n\
+             [[jbod]]\nid = \"j0\"\nrack = \"r0\"\n\
+             [[jbod.drive]]\ncount = 2\nkind = \"ssd\"\ncapacity = \"1 TB\"\n\
+             [[server]]\nid = \"n0\"\nrack = \"r0\"\ntransports = [\"roce\"]\n\
+             [[server]]\nid = \"n1\"\nrack = \"r1\"\ntransports = [\"nbd\"]\n",
+        )
+        .unwrap();
+        let (pool, _) = Pool::build(Arc::new(inv), BTreeMap::new(), &BTreeMap::new()).unwrap();
+        let p = Parameters::parse(
+            &[("type", "ssd"), ("networkTransportsAllowed", "nbd")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+        .unwrap();
+        let rack = |r: &str| TopologyRequirement {
+            requisite: vec![Topology::new([(convert::TOPOLOGY_RACK, r)]).unwrap()],
+            preferred: Vec::new(),
+        };
+        assert_eq!(pool.max_whole_volume(&p, Some(&rack("r0"))), 0);
+        // A stripe of the two (no switch to spread over).
+        assert!(pool.max_whole_volume(&p, Some(&rack("r1"))) > 1_000_000_000_000);
+        assert!(pool.max_whole_volume(&p, None) > 1_000_000_000_000);
+    }
 
     #[test]
     fn whole_drive_layouts_follow_md_arithmetic() {

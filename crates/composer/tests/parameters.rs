@@ -373,6 +373,10 @@ fn required_and_excluded_tags_filter_drives() {
     assert!(!drive(&c, &v.members[0].drive).tags.contains("archive"));
     let e = exhausted(create(&c, "none", &[("requiredTags", "gold")], GB));
     assert!(e.contains("require_tags"), "{e}");
+    // Placement's filter names are told in StorageClass keys.
+    assert!(e.contains("require_tags is requiredTags"), "{e}");
+    let e = exhausted(create(&c, "none", &[("rpm", "20000")], GB));
+    assert!(e.contains("min_rpm is rpm"), "{e}");
 }
 
 #[test]

@@ -22,9 +22,15 @@
 //! would move is not failed in a
 //! staged volume's engine, or belongs to a single drive or slice staged
 //! here; before the answer, one `{"progress": {…}}` line per percent).
+//!
+//! While a request is being answered the socket sends `{"alive": true}`
+//! every [`HEARTBEAT`]; a client ([`call_with`]) gives up after an idle
+//! timeout without any line, so a peer that accepts and never answers
+//! cannot keep `composer admin` waiting forever.
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use composer_core::{Composer, Health};
 
@@ -425,6 +431,19 @@ pub async fn serve_with(
     path: &Path,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), String> {
+    serve_with_heartbeat(c, side, after, path, shutdown, HEARTBEAT).await
+}
+
+/// Like [`serve_with`], sending `{"alive": true}` every `heartbeat` while a
+/// request is being answered ([`HEARTBEAT`] there; a test shortens it).
+pub async fn serve_with_heartbeat(
+    c: Arc<Composer>,
+    side: Option<Arc<NodeSide>>,
+    after: Option<AfterRepair>,
+    path: &Path,
+    shutdown: impl std::future::Future<Output = ()>,
+    heartbeat: Duration,
+) -> Result<(), String> {
     prepare_socket(path)?;
     let listener = tokio::net::UnixListener::bind(path)
         .map_err(|e| format!("binding {}: {e}", path.display()))?;
@@ -458,8 +477,22 @@ pub async fn serve_with(
                                         after.as_ref(),
                                     )
                                 });
-                                while let Some(p) = rx.recv().await {
-                                    let mut out = serde_json::json!({ "progress": p }).to_string();
+                                // Progress lines as they come, and a heartbeat
+                                // while none does, so that the client's idle
+                                // timeout only fires on a silent peer.
+                                let mut beat = tokio::time::interval_at(
+                                    tokio::time::Instant::now() + heartbeat,
+                                    heartbeat,
+                                );
+                                loop {
+                                    let out = tokio::select! {
+                                        p = rx.recv() => match p {
+                                            Some(p) => serde_json::json!({ "progress": p }),
+                                            None => break,
+                                        },
+                                        _ = beat.tick() => serde_json::json!({ "alive": true }),
+                                    };
+                                    let mut out = out.to_string();
                                     out.push('\n');
                                     if w.write_all(out.as_bytes()).await.is_err() {
                                         break;
@@ -519,28 +552,74 @@ pub fn prepare_socket(path: &Path) -> Result<(), String> {
     }
 }
 
-/// Sends one request and returns the answer.
+/// How long [`call`] waits for the next line of an answer by default: a
+/// composer sends a line at least every [`HEARTBEAT`] while it works on a
+/// request, so only a socket that accepts and never answers stays silent
+/// this long. The time between lines, not the whole call: a `rebuild`
+/// streams progress lines for as long as the rebuild takes.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How often the admin socket sends `{"alive": true}` while a request is
+/// being answered (a long `repair-apply`, a `rebuild` slower than a
+/// percent per line), so that a client's idle timeout only fires on a
+/// peer that says nothing at all.
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// Sends one request and returns the answer, waiting at most
+/// [`DEFAULT_IDLE_TIMEOUT`] for each line.
 pub async fn call(path: &Path, req: &Request) -> Result<serde_json::Value, String> {
     call_with_progress(path, req, &mut |_| {}).await
 }
 
 /// Sends one request, hands every progress line to `on_progress`, and
-/// returns the answer.
+/// returns the answer, waiting at most [`DEFAULT_IDLE_TIMEOUT`] for each line.
 pub async fn call_with_progress(
     path: &Path,
     req: &Request,
     on_progress: &mut (dyn FnMut(&serde_json::Value) + Send),
 ) -> Result<serde_json::Value, String> {
-    let stream = tokio::net::UnixStream::connect(path)
+    call_with(path, req, DEFAULT_IDLE_TIMEOUT, on_progress).await
+}
+
+/// Like [`call_with_progress`], giving up when `idle` passes without a
+/// line from the socket (connecting, sending the request, or between two
+/// lines of the answer): before, a socket that accepted and never answered
+/// (a hung composer, a foreign listener) kept `composer admin` waiting
+/// forever. Heartbeat lines (`{"alive": true}`) count as lines and are not
+/// handed on.
+pub async fn call_with(
+    path: &Path,
+    req: &Request,
+    idle: Duration,
+    on_progress: &mut (dyn FnMut(&serde_json::Value) + Send),
+) -> Result<serde_json::Value, String> {
+    let silent = |what: &str| {
+        format!(
+            "{}: {what} for {} s (--idle-timeout): is a composer serving this admin \
+             socket (composer serve --admin-socket), and is it responsive?",
+            path.display(),
+            idle.as_secs_f64()
+        )
+    };
+    let stream = tokio::time::timeout(idle, tokio::net::UnixStream::connect(path))
         .await
-        .map_err(|e| format!("connecting to {}: {e}", path.display()))?;
+        .map_err(|_| silent("no connection"))?
+        .map_err(|e| {
+            let hint = match std::fs::symlink_metadata(path) {
+                Err(_) => " (nothing there: is composer serve running with this --admin-socket?)",
+                Ok(_) if !is_socket(path) => " (not a socket: --socket names the admin socket)",
+                Ok(_) => " (no process listens on it: is composer serve running?)",
+            };
+            format!("connecting to {}: {e}{hint}", path.display())
+        })?;
     let (r, mut w) = stream.into_split();
     let mut line = serde_json::to_string(req).map_err(|e| e.to_string())?;
     line.push('\n');
-    w.write_all(line.as_bytes())
+    tokio::time::timeout(idle, w.write_all(line.as_bytes()))
         .await
-        .map_err(|e| e.to_string())?;
-    let mut lines = BufReader::new(r).lines();
+        .map_err(|_| silent("the request could not be sent"))?
+        .map_err(|e| format!("{}: sending the request: {e}", path.display()))?;
+    let mut r = BufReader::new(r);
     // Something other than a composer's admin socket (the CSI endpoint,
     // given by mistake, answers HTTP/2 bytes) is named, not parsed.
     let foreign = |e: &dyn std::fmt::Display| {
@@ -551,12 +630,33 @@ pub async fn call_with_progress(
         )
     };
     loop {
-        let line = lines
-            .next_line()
+        let mut line = String::new();
+        let n = tokio::time::timeout(idle, r.read_line(&mut line))
             .await
-            .map_err(|e| foreign(&e))?
-            .ok_or_else(|| format!("{}: the composer closed the connection", path.display()))?;
+            .map_err(|_| silent("no answer"))?
+            .map_err(|e| foreign(&e))?;
+        if n == 0 {
+            return Err(format!(
+                "{}: the composer closed the connection without answering",
+                path.display()
+            ));
+        }
+        if !line.ends_with('\n') {
+            // Something else (the CSI endpoint's HTTP/2 bytes) is named as
+            // such; a cut JSON line as a cut answer.
+            if !line.trim_start().starts_with('{') {
+                return Err(foreign(&format_args!("{n} bytes that are not a JSON line")));
+            }
+            return Err(format!(
+                "{}: the composer closed the connection in the middle of an answer \
+                 (after {n} bytes of a line)",
+                path.display()
+            ));
+        }
         let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| foreign(&e))?;
+        if v.get("alive").is_some() {
+            continue;
+        }
         match v.get("progress") {
             Some(p) => on_progress(p),
             None => return Ok(v),

@@ -120,6 +120,14 @@ enum Command {
         /// The admin socket.
         #[arg(long, default_value = "/run/composer/admin.sock")]
         socket: PathBuf,
+        /// Seconds to wait for the next line from the socket (connecting,
+        /// then between lines of the answer) before giving up with an
+        /// error; not a limit on the whole call: a composer sends a line
+        /// at least every 5 s while it works, and a rebuild streams
+        /// progress for as long as it runs.
+        #[arg(long, value_name = "SECONDS", default_value_t = admin::DEFAULT_IDLE_TIMEOUT.as_secs(),
+              value_parser = clap::value_parser!(u64).range(1..))]
+        idle_timeout: u64,
         #[command(subcommand)]
         what: AdminCommand,
     },
@@ -511,7 +519,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             );
             r.map_err(Failure::Failed)
         }
-        Command::Admin { socket, what } => {
+        Command::Admin {
+            socket,
+            idle_timeout,
+            what,
+        } => {
             let req = match what {
                 AdminCommand::Drives => Request::Drives,
                 AdminCommand::Servers => Request::Servers,
@@ -533,7 +545,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 },
             };
             let bar = admin::ProgressBar::new();
-            let answer = admin::call_with_progress(&socket, &req, &mut |p| {
+            let idle = std::time::Duration::from_secs(idle_timeout);
+            let answer = admin::call_with(&socket, &req, idle, &mut |p| {
                 if let (Some(done), Some(total)) = (p["done"].as_u64(), p["total"].as_u64()) {
                     bar.update(done, total);
                 }
