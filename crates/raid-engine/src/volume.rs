@@ -20,7 +20,7 @@ use raid::{FailureModel, Geometry, Layout, Level, Location, MemberContent};
 
 use crate::bitmap::Bitmap;
 use crate::crypt::{Cipher, Secret};
-use crate::device::{BlockDevice, DIRECT_ALIGN, PagePool};
+use crate::device::{BlockDevice, Claim, ClaimHolder, DIRECT_ALIGN, PagePool};
 use crate::error::{EngineError, Result, invalid};
 use crate::fault::Fault;
 use crate::meta::{
@@ -475,8 +475,51 @@ pub struct Volume {
     /// At most this many threads (the caller included) do one request's
     /// member I/O (0: one per member).
     member_threads: AtomicUsize,
+    /// This volume, as the holder of its members' claims.
+    holder: ClaimHolder,
+    /// The claims on the devices attached (and given), released when the
+    /// volume is dropped or a device replaced.
+    claims: Mutex<Vec<(Arc<dyn BlockDevice>, Claim)>>,
     #[cfg(feature = "fault-injection")]
     faults: crate::fault::Faults,
+}
+
+/// Whether `a` and `b` are the same device object.
+fn same_device(a: &Arc<dyn BlockDevice>, b: &Arc<dyn BlockDevice>) -> bool {
+    std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b))
+}
+
+/// `device`'s claim for `holder`, or the error that names it as `what`.
+fn claim_device(holder: &ClaimHolder, device: &dyn BlockDevice, what: String) -> Result<Claim> {
+    match device.claim(holder) {
+        Ok(c) => Ok(c),
+        Err(e) if e.kind() == std::io::ErrorKind::ResourceBusy => Err(EngineError::InUse {
+            what,
+            detail: e.to_string(),
+        }),
+        Err(e) => Err(EngineError::Io {
+            what: format!("{what}: claim"),
+            source: e,
+        }),
+    }
+}
+
+/// Claims on every one of `devices` for a new volume, before anything is
+/// read or written: a device another volume or export holds, in this
+/// process or another, is refused by name.
+fn claim_members(
+    devices: &[Arc<dyn BlockDevice>],
+) -> Result<(ClaimHolder, Vec<(Arc<dyn BlockDevice>, Claim)>)> {
+    let holder = ClaimHolder::new("a volume");
+    let claims = devices
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let what = format!("devices[{i}] ({})", d.describe());
+            Ok((d.clone(), claim_device(&holder, &**d, what)?))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((holder, claims))
 }
 
 /// At most this many member worker threads per volume.
@@ -548,6 +591,12 @@ impl Volume {
     /// refusal, an I/O error) writes back the bytes its superblock and
     /// bitmap writes replaced, so that a member of another volume given by
     /// mistake stays that volume's member.
+    ///
+    /// Every device is claimed for the volume first
+    /// ([`BlockDevice::claim`]) until it is dropped: one that another
+    /// volume or NBD server holds, in this process or another, is refused
+    /// with [`EngineError::InUse`] naming it, before anything is read or
+    /// written.
     pub fn create(devices: Vec<Arc<dyn BlockDevice>>, opts: &CreateOptions) -> Result<Volume> {
         let n = devices.len();
         if n == 0 || n > MAX_MEMBERS {
@@ -556,6 +605,7 @@ impl Volume {
                 format!("need 1 to {MAX_MEMBERS} members, got {n}"),
             ));
         }
+        let claimed = claim_members(&devices)?;
         let dev_sectors: Vec<u64> = devices.iter().map(|d| d.size() / SECTOR).collect();
         let min_dev = dev_sectors.iter().copied().min().unwrap_or(0);
         let chunk = match opts.layout {
@@ -659,6 +709,7 @@ impl Volume {
             meta,
             redundant.then(|| Bitmap::new(region, regions, bytes, Vec::new())),
             cipher,
+            claimed,
         );
         // What the metadata writes below overwrite, read before any of
         // them: a create that fails (a device given twice, an I/O error)
@@ -719,6 +770,7 @@ impl Volume {
         meta: Meta,
         bitmap: Option<Bitmap>,
         cipher: Option<Cipher>,
+        (holder, claims): (ClaimHolder, Vec<(Arc<dyn BlockDevice>, Claim)>),
     ) -> Volume {
         let size_sectors = mapper.sectors();
         let slots = devices
@@ -745,6 +797,8 @@ impl Volume {
             size_sectors,
             workers: OnceLock::new(),
             member_threads: AtomicUsize::new(0),
+            holder,
+            claims: Mutex::new(claims),
             #[cfg(feature = "fault-injection")]
             faults: Default::default(),
         }
@@ -811,7 +865,12 @@ impl Volume {
     /// layout, and which data has no copy; [`Volume::examine`] gives the
     /// same answer without trying to start. There is no way to start such
     /// a volume anyway: nothing in this crate or its callers needs to.
+    ///
+    /// The devices are claimed as [`Volume::create`] claims them: one that
+    /// another volume or NBD server holds is refused with
+    /// [`EngineError::InUse`], before its superblock is read.
     pub fn assemble(devices: Vec<Arc<dyn BlockDevice>>, secret: Option<&Secret>) -> Result<Volume> {
+        let claimed = claim_members(&devices)?;
         let found = Found::read(devices)?;
         if let Health::DataLost { reason, .. } = found.health()? {
             return Err(EngineError::Unavailable(format!(
@@ -876,7 +935,7 @@ impl Volume {
             roles: auth.roles.clone(),
             encryption: auth.encryption,
         };
-        let vol = Volume::build(mapper, placed, meta, bitmap, cipher);
+        let vol = Volume::build(mapper, placed, meta, bitmap, cipher, claimed);
         for r in 0..n {
             if vol.meta_lock().roles[r].0 != RoleState::Active {
                 vol.slots[r].state.store(FAILED, Ordering::SeqCst);
@@ -2001,7 +2060,8 @@ impl Volume {
     /// wrong replacement is refused before anything is failed.
     ///
     /// Errors: [`EngineError::Invalid`] naming `role` or `device` and the
-    /// rule broken.
+    /// rule broken; [`EngineError::InUse`] when another volume or NBD
+    /// export holds the device ([`BlockDevice::claim`]).
     pub fn check_replacement(&self, role: usize, device: &dyn BlockDevice) -> Result<()> {
         if role >= self.slots.len() {
             return Err(invalid(
@@ -2041,7 +2101,38 @@ impl Volume {
                 ),
             ));
         }
-        Ok(())
+        // Another volume or export (here or in another process) uses it.
+        let what = format!("replacement for role {role} ({})", device.describe());
+        claim_device(&self.holder, device, what).map(drop)
+    }
+
+    /// [`Volume::check_replacement`], and whether the volume can claim
+    /// `device` ([`BlockDevice::claim`]): the claim, to keep while the
+    /// device is attached.
+    fn claim_replacement(
+        &self,
+        role: usize,
+        device: &Arc<dyn BlockDevice>,
+    ) -> Result<(Arc<dyn BlockDevice>, Claim)> {
+        self.check_replacement(role, &**device)?;
+        let what = format!("replacement for role {role} ({})", device.describe());
+        Ok((device.clone(), claim_device(&self.holder, &**device, what)?))
+    }
+
+    /// Keep `claim` for the device now attached to `role` in place of
+    /// `old`, whose claim is released (unless it is still attached).
+    fn swap_claim(&self, old: Option<Arc<dyn BlockDevice>>, claim: (Arc<dyn BlockDevice>, Claim)) {
+        let mut claims = self.claims.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = old {
+            let still_used = self
+                .slots
+                .iter()
+                .any(|s| s.device().is_some_and(|d| same_device(&d, &old)));
+            if !still_used {
+                claims.retain(|(d, _)| !same_device(d, &old));
+            }
+        }
+        claims.push(claim);
     }
 
     /// Attach `device` as a fresh replacement for failed member `role`; call
@@ -2061,9 +2152,14 @@ impl Volume {
                 format!("member {role} has not failed; fail it before replacing it"),
             ));
         }
-        self.check_replacement(role, &*device)?;
+        let claim = self.claim_replacement(role, &device)?;
         let uuid = random::<16>()?;
-        *slot.dev.write().unwrap_or_else(|p| p.into_inner()) = Some(device);
+        let old = slot
+            .dev
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(device);
+        self.swap_claim(old, claim);
         {
             let mut m = self.meta_lock();
             m.roles[role] = (RoleState::Spare, uuid);
@@ -2300,7 +2396,14 @@ impl Volume {
                     detail: format!("is not the device that left role {role}"),
                 });
             }
-            *slot.dev.write().unwrap_or_else(|p| p.into_inner()) = Some(d);
+            let what = format!("device for role {role} ({})", d.describe());
+            let claim = (d.clone(), claim_device(&self.holder, &*d, what)?);
+            let old = slot
+                .dev
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .replace(d);
+            self.swap_claim(old, claim);
         }
         if slot.device().is_none() {
             return Err(invalid(

@@ -251,55 +251,6 @@ fn read_secret(m: &Members) -> Result<Option<Secret>, String> {
     }
 }
 
-/// Exclusive advisory locks (`flock`) on the local devices a command
-/// writes, held until it ends: two processes writing the same members (an
-/// `expose` in one shell, a `scrub --repair` or `rebuild` in another) would
-/// overwrite each other's superblocks, bitmap and data. NBD members are
-/// the server's to guard (`serve-nbd` takes the same locks). A device given
-/// twice is locked once (the engine then refuses it by name); `status`
-/// writes nothing and takes none.
-#[derive(Default)]
-struct Locks(Vec<(std::fs::File, (u64, u64))>);
-
-impl Locks {
-    /// Locks on `specs`.
-    fn of<'a>(specs: impl IntoIterator<Item = &'a str>) -> Result<Locks, String> {
-        let mut locks = Locks::default();
-        for spec in specs {
-            locks.claim(spec)?;
-        }
-        Ok(locks)
-    }
-
-    /// Lock `spec` too (once per device, however it is named).
-    fn claim(&mut self, spec: &str) -> Result<(), String> {
-        if spec.is_empty() || spec.starts_with("nbd://") {
-            return Ok(());
-        }
-        // A device that cannot be opened is refused by name when it is
-        // opened as a member; nothing to lock.
-        let Ok(f) = std::fs::File::open(spec) else {
-            return Ok(());
-        };
-        let st = rustix::fs::fstat(&f).map_err(|e| format!("{spec}: {e}"))?;
-        let key = (st.st_dev as u64, st.st_ino as u64);
-        if self.0.iter().any(|(_, k)| *k == key) {
-            return Ok(());
-        }
-        match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => {
-                self.0.push((f, key));
-                Ok(())
-            }
-            Err(rustix::io::Errno::WOULDBLOCK) => Err(format!(
-                "{spec} is in use by another process (one holds its lock: a raid-engine \
-                 create, expose, rebuild, readd, scrub or serve-nbd?); stop it first"
-            )),
-            Err(e) => Err(format!("{spec}: lock: {e}")),
-        }
-    }
-}
-
 /// Why a command failed, and the exit code that says so.
 struct Failure {
     code: u8,
@@ -521,7 +472,6 @@ fn run(cli: Cli) -> Result<(), Failure> {
             m,
         } => {
             let layout = VolumeLayout::parse(&level).map_err(|e| e.to_string())?;
-            let _locks = Locks::of(m.members.iter().map(String::as_str))?;
             // `single` parses as RAID1 (over one member): more members
             // would silently make a mirror.
             if level.trim().eq_ignore_ascii_case("single") && m.members.len() != 1 {
@@ -569,7 +519,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Cmd::ServeNbd { listen, exports } => {
             let server = NbdServer::bind(&listen).map_err(|e| e.to_string())?;
             let mut names = std::collections::BTreeSet::new();
-            let mut locks = Locks::default();
+            // The server claims nothing itself (an embedding program may
+            // export files it also uses); this process serves its exports
+            // only, so it holds their claims until it ends.
+            let holder = raid_engine::ClaimHolder::new("raid-engine serve-nbd");
+            let mut claims = Vec::new();
             for spec in exports {
                 let (name, rest) = spec
                     .split_once('=')
@@ -596,10 +550,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 if path.is_empty() {
                     return Err(format!("--export {spec}: PATH is empty").into());
                 }
-                locks
-                    .claim(path)
-                    .map_err(|e| format!("--export {spec}: {e}"))?;
                 let dev = open_member(path, false).map_err(|e| format!("--export {spec}: {e}"))?;
+                claims.push(
+                    dev.claim(&holder)
+                        .map_err(|e| format!("--export {spec}: {e}"))?,
+                );
                 server
                     .add_export(Export {
                         name: name.to_string(),
@@ -645,15 +600,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let rate = rate
                 .map(|r| parse_size(&r, 1).map_err(|e| format!("--rate: {e}")))
                 .transpose()?;
-            // The members first: a replacement that is one of them is
-            // refused by name below, not as locked.
-            let mut locks = Locks::of(m.members.iter().map(String::as_str))?;
-            locks
-                .claim(&replacement)
-                .map_err(|e| format!("--replacement: {e}"))?;
             let dev =
                 open_member(&replacement, m.buffered).map_err(|e| format!("--replacement: {e}"))?;
-            with_volume_locking(&m, locks, |v| {
+            with_volume(&m, |v| {
                 v.check_replacement(role, &*dev)
                     .map_err(|e| format!("--replacement: {e}"))?;
                 if matches!(
@@ -815,18 +764,6 @@ fn run(cli: Cli) -> Result<(), Failure> {
 /// at its next step ([`Volume::interrupt`]), and the volume is closed as
 /// for any failure; a second signal ends the process at once.
 fn with_volume(m: &Members, f: impl FnOnce(&Volume) -> Result<(), Failure>) -> Result<(), Failure> {
-    with_volume_locking(m, Locks::default(), f)
-}
-
-/// [`with_volume`], holding `locks` as well as the members' until it ends.
-fn with_volume_locking(
-    m: &Members,
-    mut locks: Locks,
-    f: impl FnOnce(&Volume) -> Result<(), Failure>,
-) -> Result<(), Failure> {
-    for spec in &m.members {
-        locks.claim(spec)?;
-    }
     let v = assemble(m)?;
     let stop = match interruptible() {
         Ok(stop) => stop,
@@ -888,7 +825,6 @@ fn expose(
     (adaptive_poll, busy_poll): (Duration, Duration),
     m: &Members,
 ) -> Result<(), Failure> {
-    let _locks = Locks::of(m.members.iter().map(String::as_str))?;
     let v = Arc::new(assemble(m)?);
     let stop = signals()?;
     let opts = raid_engine::fuse::ExposeOptions::default()

@@ -1,0 +1,266 @@
+//! Exclusive use of members, enforced by the library: a member file that a
+//! volume (or `raid-engine serve-nbd`) holds cannot be assembled into a
+//! second volume, from this process or another, and nothing is written to
+//! it by the refused call. Before, only the command line took `flock`s: a program
+//! embedding the library could assemble the same files twice and both
+//! volumes wrote them.
+
+mod common;
+
+use std::os::unix::fs::OpenOptionsExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+
+use raid_engine::{
+    BlockDevice, CacheMode, CreateOptions, EngineError, FileDevice, Volume, VolumeLayout,
+};
+
+fn raid1() -> CreateOptions {
+    CreateOptions::new(VolumeLayout::parse("raid1").unwrap())
+}
+
+/// Each member's metadata area (superblock and bitmap).
+fn metadata(paths: &[std::path::PathBuf]) -> Vec<Vec<u8>> {
+    paths
+        .iter()
+        .map(|p| {
+            let mut b = std::fs::read(p).unwrap();
+            b.truncate(1 << 20);
+            b
+        })
+        .collect()
+}
+
+/// The error of a refused call, which must be `InUse` naming `member`.
+fn assert_in_use(r: raid_engine::Result<Volume>, member: &str, holder: &str) {
+    match r {
+        Err(e @ EngineError::InUse { .. }) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains(member) && msg.contains(holder),
+                "{member:?} and {holder:?} not in {msg}"
+            );
+        }
+        Err(e) => panic!("refused, but not as in use: {e}"),
+        Ok(_) => panic!("a second volume was assembled over members in use"),
+    }
+}
+
+/// Two assemblies of the same member files in one process: the second is
+/// refused naming the member, by the same `FileDevice`s or freshly opened
+/// ones, and writes nothing; once the first volume is dropped, the files
+/// can be assembled again.
+#[test]
+fn a_second_volume_over_the_same_members_in_one_process_is_refused() {
+    let dir = common::scratch();
+    let (paths, devs) = common::members(dir.path(), 2, 8 << 20);
+    let first = Volume::create(devs.clone(), &raid1()).unwrap();
+    first.write_at(&[7u8; 4096], 0).unwrap();
+    first.flush().unwrap();
+    let before = metadata(&paths);
+
+    let m0 = paths[0].display().to_string();
+    assert_in_use(
+        Volume::assemble(common::reopen(&paths), None),
+        &format!("devices[0] ({m0})"),
+        "in use by a volume in this process",
+    );
+    assert_in_use(Volume::assemble(devs.clone(), None), &m0, "in use");
+    // Given in the other order, the first member named is role 1's file.
+    let swapped = vec![common::reopen(&paths)[1].clone()];
+    assert_in_use(
+        Volume::assemble(swapped, None),
+        &format!("devices[0] ({})", paths[1].display()),
+        "in use",
+    );
+    // `create` over them (a mistake) is refused as well, before it writes.
+    let e = Volume::create(common::reopen(&paths), &raid1())
+        .err()
+        .expect("create over members in use");
+    assert!(matches!(e, EngineError::InUse { .. }), "{e}");
+    assert!(metadata(&paths) == before, "a refused call wrote a member");
+
+    // The first volume still works, and its members are free once it is
+    // dropped.
+    let mut back = [0u8; 4096];
+    first.read_at(&mut back, 0).unwrap();
+    assert_eq!(back, [7u8; 4096]);
+    first.close().unwrap();
+    drop(first);
+    let again = Volume::assemble(common::reopen(&paths), None).unwrap();
+    again.read_at(&mut back, 0).unwrap();
+    assert_eq!(back, [7u8; 4096]);
+}
+
+/// A replacement that another volume holds is refused by
+/// `check_replacement` and `replace`, and the role stays as it was; the
+/// failed role's own file, opened again, is accepted (the volume's own
+/// claim).
+#[test]
+fn a_replacement_held_by_another_volume_is_refused() {
+    let dir = common::scratch();
+    let (paths, devs) = common::members(dir.path(), 4, 8 << 20);
+    let (a, b) = (devs[..2].to_vec(), devs[2..].to_vec());
+    let va = Volume::create(a, &raid1()).unwrap();
+    let vb = Volume::create(b, &raid1()).unwrap();
+    va.fail_member(1).unwrap();
+    let other = common::reopen(&paths[2..3]).remove(0);
+    let e = va.check_replacement(1, &*other).unwrap_err();
+    assert!(
+        matches!(e, EngineError::InUse { .. })
+            && e.to_string().contains(&paths[2].display().to_string()),
+        "{e}"
+    );
+    let e = va.replace(1, other).unwrap_err();
+    assert!(matches!(e, EngineError::InUse { .. }), "{e}");
+    assert_eq!(va.status()[1].state, raid_engine::MemberState::Failed);
+    let own = common::reopen(&paths[1..2]).remove(0);
+    va.replace(1, own).unwrap();
+    va.rebuild(1, &Default::default()).unwrap();
+    drop(vb);
+}
+
+/// Runs `raid-engine serve-nbd` exporting `path` until killed.
+fn serve(path: &std::path::Path) -> Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_raid-engine"))
+        .args(["serve-nbd", "--listen", "127.0.0.1:0", "--export"])
+        .arg(format!("d0={}", path.display()))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // It says so once its exports are claimed and it serves.
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut err, &mut line).unwrap();
+    assert!(line.contains("serving NBD on"), "{line}");
+    child
+}
+
+/// Across processes: a volume of this process keeps a `raid-engine scrub`
+/// or `serve-nbd` in another off its members (exit 1, the member named as
+/// in use), and a `raid-engine serve-nbd` exporting a member keeps this
+/// process's `assemble` off it.
+#[test]
+fn members_in_use_by_another_process_are_refused() {
+    let dir = common::scratch();
+    let (paths, devs) = common::members(dir.path(), 2, 8 << 20);
+    let vol = Volume::create(devs, &raid1()).unwrap();
+    let before = metadata(&paths);
+    let out = Command::new(env!("CARGO_BIN_EXE_raid-engine"))
+        .arg("scrub")
+        .args(&paths)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{} is in use by another process",
+            paths[0].display()
+        )),
+        "{err}"
+    );
+    assert!(
+        metadata(&paths) == before,
+        "the refused scrub wrote a member"
+    );
+    // Nor can another process export it over NBD.
+    let out = Command::new(env!("CARGO_BIN_EXE_raid-engine"))
+        .args(["serve-nbd", "--listen", "127.0.0.1:0", "--export"])
+        .arg(format!("d1={}", paths[1].display()))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "--export d1={0}: {0} is in use by another process",
+            paths[1].display()
+        )),
+        "{err}"
+    );
+    vol.close().unwrap();
+    drop(vol);
+
+    let mut child = serve(&paths[1]);
+    let r = Volume::assemble(common::reopen(&paths), None);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_in_use(
+        r,
+        &format!("devices[1] ({})", paths[1].display()),
+        "in use by another process",
+    );
+    Volume::assemble(common::reopen(&paths), None).unwrap();
+}
+
+/// A block device member is opened `O_EXCL` while claimed, as md does: a
+/// loop device in a volume cannot be opened exclusively by anyone else
+/// (`mkfs`, `mount`, mdadm), and a mounted one cannot join a volume.
+#[test]
+fn block_device_members_are_held_exclusively() {
+    if !common::ensure_program("losetup", "mount") {
+        common::skip("losetup is not available");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let backing = dir.path().join("backing");
+    std::fs::File::create(&backing)
+        .unwrap()
+        .set_len(16 << 20)
+        .unwrap();
+    let out = Command::new("losetup")
+        .args(["-f", "--show"])
+        .arg(&backing)
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        common::skip(&format!(
+            "losetup -f failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+        return;
+    }
+    let loopdev = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let result = std::panic::catch_unwind(|| {
+        let (_, mut devs) = common::members(dir.path(), 1, 16 << 20);
+        let dev: Arc<dyn BlockDevice> =
+            Arc::new(FileDevice::open(&loopdev, CacheMode::DirectIfSupported).unwrap());
+        devs.insert(0, dev);
+        let vol = Volume::create(devs, &raid1()).unwrap();
+        let excl = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::EXCL.bits() as i32)
+            .open(&loopdev);
+        let e = excl.expect_err("an O_EXCL open of a member in use succeeded");
+        assert_eq!(
+            e.raw_os_error(),
+            Some(rustix::io::Errno::BUSY.raw_os_error())
+        );
+        drop(vol);
+        // Released with the volume.
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::EXCL.bits() as i32)
+            .open(&loopdev)
+            .unwrap();
+        // Held exclusively by someone else: refused naming it.
+        let held = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::EXCL.bits() as i32)
+            .open(&loopdev)
+            .unwrap();
+        let dev: Arc<dyn BlockDevice> =
+            Arc::new(FileDevice::open(&loopdev, CacheMode::DirectIfSupported).unwrap());
+        let e = Volume::create(vec![dev], &raid1()).err().unwrap();
+        assert!(
+            matches!(e, EngineError::InUse { .. }) && e.to_string().contains(&loopdev),
+            "{e}"
+        );
+        drop(held);
+    });
+    let _ = Command::new("losetup").args(["-d", &loopdev]).status();
+    if let Err(p) = result {
+        std::panic::resume_unwind(p);
+    }
+}
