@@ -40,10 +40,8 @@ fn metadata(paths: &[&str]) -> Vec<Vec<u8>> {
 /// incomplete); a volume that cannot start is inspected without a write.
 #[test]
 fn status_and_scrub_on_whole_degraded_and_failed_volumes() {
-    let dir = common::scratch();
-    let (paths, devs) = common::members(dir.path(), 4, 8 << 20);
-    drop(devs);
-    let m: Vec<&str> = paths.iter().map(|p| p.to_str().unwrap()).collect();
+    let files = common::MemberFiles::new(4, 8 << 20);
+    let m = files.args();
     let (code, _, err) = run_code(
         &[
             &[
@@ -174,11 +172,10 @@ fn spare_file(dir: &std::path::Path, bytes: u64) -> std::path::PathBuf {
 
 #[test]
 fn create_status_rebuild_scrub() {
-    let dir = common::scratch();
-    let (paths, devs) = common::members(dir.path(), 4, 8 << 20);
-    drop(devs);
+    let files = common::MemberFiles::new(4, 8 << 20);
+    let dir = &files.dir;
     let spare = spare_file(dir.path(), 8 << 20);
-    let m: Vec<&str> = paths.iter().map(|p| p.to_str().unwrap()).collect();
+    let m = files.args();
 
     let (ok, out, err) = run(&[
         &[
@@ -259,11 +256,10 @@ fn create_status_rebuild_scrub() {
 /// and the role stays active.
 #[test]
 fn rebuild_refuses_to_fail_the_last_copy() {
-    let dir = common::scratch();
-    let (paths, devs) = common::members(dir.path(), 2, 8 << 20);
-    drop(devs);
+    let files = common::MemberFiles::new(2, 8 << 20);
+    let dir = &files.dir;
     let spare = spare_file(dir.path(), 8 << 20);
-    let m: Vec<&str> = paths.iter().map(|p| p.to_str().unwrap()).collect();
+    let m = files.args();
     let (ok, _, err) = run(&[&["create", "--level", "raid1", "--resync"][..], &m].concat());
     assert!(ok, "{err}");
 
@@ -294,10 +290,8 @@ fn rebuild_refuses_to_fail_the_last_copy() {
 /// against (exit 4).
 #[test]
 fn scrub_checks_a_raid6_with_one_member_missing() {
-    let dir = common::scratch();
-    let (paths, devs) = common::members(dir.path(), 5, 4 << 20);
-    drop(devs);
-    let m: Vec<&str> = paths.iter().map(|p| p.to_str().unwrap()).collect();
+    let files = common::MemberFiles::new(5, 4 << 20);
+    let m = files.args();
     let (code, _, err) = run_code(
         &[
             &[
@@ -372,16 +366,15 @@ fn scrub_checks_a_raid6_with_one_member_missing() {
 /// still closes the volume cleanly.
 #[test]
 fn rebuild_with_a_wrong_argument_changes_nothing() {
-    let dir = common::scratch();
-    let (paths, devs) = common::members(dir.path(), 4, 8 << 20);
-    drop(devs);
+    let files = common::MemberFiles::new(4, 8 << 20);
+    let dir = &files.dir;
     let spare = spare_file(dir.path(), 8 << 20);
     let small = dir.path().join("small");
     std::fs::File::create(&small)
         .unwrap()
         .set_len(4 << 20)
         .unwrap();
-    let m: Vec<&str> = paths.iter().map(|p| p.to_str().unwrap()).collect();
+    let m = files.args();
     let (code, _, err) = run_code(
         &[
             &["create", "--level", "raid6", "--chunk", "64K", "--resync"][..],
@@ -461,12 +454,11 @@ fn rebuild_with_a_wrong_argument_changes_nothing() {
 /// check).
 #[test]
 fn create_refuses_a_device_given_twice_and_a_huge_data_offset() {
-    let dir = common::scratch();
-    let (paths, devs) = common::members(dir.path(), 3, 8 << 20);
-    drop(devs);
+    let files = common::MemberFiles::new(3, 8 << 20);
+    let (dir, paths) = (&files.dir, &files.paths);
     let link = dir.path().join("link-to-m1");
     std::os::unix::fs::symlink(&paths[1], &link).unwrap();
-    let m: Vec<&str> = paths.iter().map(|p| p.to_str().unwrap()).collect();
+    let m = files.args();
     let link = link.to_str().unwrap();
     let (code, _, err) = run_code(&["create", "--level", "raid1", m[1], m[2]]);
     assert_eq!(code, 0, "{err}");
@@ -510,9 +502,8 @@ fn create_refuses_a_device_given_twice_and_a_huge_data_offset() {
 /// serve the last one under it) before it serves anything.
 #[test]
 fn serve_nbd_refuses_an_export_name_given_twice() {
-    let dir = common::scratch();
-    let (paths, devs) = common::members(dir.path(), 2, 1 << 20);
-    drop(devs);
+    let files = common::MemberFiles::new(2, 1 << 20);
+    let paths = &files.paths;
     let d0 = format!("d0={}", paths[0].display());
     let d0_again = format!("d0={}", paths[1].display());
     let mut child = Command::new(env!("CARGO_BIN_EXE_raid-engine"))
@@ -592,9 +583,8 @@ fn serve_failing(
 /// error.
 #[test]
 fn scrub_marks_a_member_whose_reads_fail_and_carries_on() {
-    let dir = common::scratch();
-    let (paths, devs) = common::members(dir.path(), 3, 4 << 20);
-    drop(devs);
+    let files = common::MemberFiles::new(3, 4 << 20);
+    let paths = &files.paths;
     let (_server, failing, url) = serve_failing(&paths[1]);
     let m = [paths[0].to_str().unwrap(), &url, paths[2].to_str().unwrap()];
     let (code, _, err) = run_code(
@@ -654,9 +644,8 @@ fn scrub_marks_a_member_whose_reads_fail_and_carries_on() {
 /// recorded as not shut down cleanly, with the failed member still active.
 #[test]
 fn create_resync_that_fails_closes_the_volume() {
-    let dir = common::scratch();
-    let (paths, devs) = common::members(dir.path(), 3, 4 << 20);
-    drop(devs);
+    let files = common::MemberFiles::new(3, 4 << 20);
+    let paths = &files.paths;
     let (_server, failing, url) = serve_failing(&paths[0]);
     failing.fail_reads_from(1 << 20);
     let m = [&url, paths[1].to_str().unwrap(), paths[2].to_str().unwrap()];
@@ -698,9 +687,8 @@ fn create_resync_that_fails_closes_the_volume() {
 /// volume). Before, it printed only the first member's error.
 #[test]
 fn status_describes_the_rest_when_a_superblock_is_unreadable() {
-    let dir = common::scratch();
-    let (paths, devs) = common::members(dir.path(), 4, 4 << 20);
-    drop(devs);
+    let files = common::MemberFiles::new(4, 4 << 20);
+    let (dir, paths) = (&files.dir, &files.paths);
     let (_server, failing, url) = serve_failing(&paths[3]);
     let m = [
         paths[0].to_str().unwrap(),
@@ -757,10 +745,9 @@ fn status_describes_the_rest_when_a_superblock_is_unreadable() {
 /// volume was overwritten without a word.
 #[test]
 fn create_refuses_a_member_of_another_volume_without_force() {
-    let dir = common::scratch();
-    let (paths, devs) = common::members(dir.path(), 4, 8 << 20);
-    drop(devs);
-    let m: Vec<&str> = paths.iter().map(|p| p.to_str().unwrap()).collect();
+    let files = common::MemberFiles::new(4, 8 << 20);
+    let dir = &files.dir;
+    let m = files.args();
     let key = dir.path().join("key");
     std::fs::write(&key, [7u8; 32]).unwrap();
     let key = key.to_str().unwrap();
@@ -809,10 +796,9 @@ fn create_refuses_a_member_of_another_volume_without_force() {
 /// the volume was closed.
 #[test]
 fn a_closed_stdout_does_not_panic_the_command() {
-    let dir = common::scratch();
-    let (paths, devs) = common::members(dir.path(), 2, 8 << 20);
-    drop(devs);
-    let m: Vec<&str> = paths.iter().map(|p| p.to_str().unwrap()).collect();
+    let files = common::MemberFiles::new(2, 8 << 20);
+    let dir = &files.dir;
+    let m = files.args();
     let spare = spare_file(dir.path(), 8 << 20);
     let closed = |args: &[&str]| {
         let (reader, writer) = std::io::pipe().unwrap();
@@ -860,10 +846,8 @@ fn a_closed_stdout_does_not_panic_the_command() {
 /// without a word.
 #[test]
 fn create_single_takes_one_member() {
-    let dir = common::scratch();
-    let (paths, devs) = common::members(dir.path(), 2, 8 << 20);
-    drop(devs);
-    let m: Vec<&str> = paths.iter().map(|p| p.to_str().unwrap()).collect();
+    let files = common::MemberFiles::new(2, 8 << 20);
+    let m = files.args();
     let (code, out, err) = run_code(&["create", "--level", "single", m[0], m[1]]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(
@@ -885,11 +869,10 @@ fn create_single_takes_one_member() {
 /// directory` for an empty path).
 #[test]
 fn serve_nbd_names_the_export_at_fault() {
-    let dir = common::scratch();
+    let files = common::MemberFiles::new(1, 1 << 20);
+    let (dir, paths) = (&files.dir, &files.paths);
     let missing = format!("a={}", dir.path().join("missing").display());
     let a_dir = format!("a={}", dir.path().display());
-    let (paths, devs) = common::members(dir.path(), 1, 1 << 20);
-    drop(devs);
     let unnamed = format!("={}", paths[0].display());
     for (spec, rule) in [
         (missing.as_str(), "No such file"),
@@ -913,10 +896,9 @@ fn serve_nbd_names_the_export_at_fault() {
 /// `: No such file or directory`.
 #[test]
 fn an_empty_device_path_is_refused_by_name() {
-    let dir = common::scratch();
-    let (paths, devs) = common::members(dir.path(), 2, 8 << 20);
-    drop(devs);
-    let m: Vec<&str> = paths.iter().map(|p| p.to_str().unwrap()).collect();
+    let files = common::MemberFiles::new(2, 8 << 20);
+    let dir = &files.dir;
+    let m = files.args();
     let (code, out, err) = run_code(&["create", "--level", "raid1", m[0], ""]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains("raid-engine: an empty device path"), "{err}");
@@ -953,12 +935,11 @@ fn an_empty_device_path_is_refused_by_name() {
 #[test]
 fn sigterm_interrupts_a_rebuild_and_closes_the_volume() {
     use std::io::BufRead;
-    let dir = common::scratch();
-    let (paths, devs) = common::members(dir.path(), 3, 16 << 20);
-    drop(devs);
+    let files = common::MemberFiles::new(3, 16 << 20);
+    let dir = &files.dir;
     let spare = spare_file(dir.path(), 16 << 20);
     let spare = spare.to_str().unwrap();
-    let m: Vec<&str> = paths.iter().map(|p| p.to_str().unwrap()).collect();
+    let m = files.args();
     let (code, _, err) =
         run_code(&[&["create", "--level", "raid5", "--chunk", "64K"][..], &m].concat());
     assert_eq!(code, 0, "{err}");
@@ -1031,10 +1012,9 @@ fn sigterm_interrupts_a_rebuild_and_closes_the_volume() {
 #[test]
 fn a_member_in_use_by_another_process_is_refused() {
     use std::io::BufRead;
-    let dir = common::scratch();
-    let (paths, devs) = common::members(dir.path(), 2, 8 << 20);
-    drop(devs);
-    let m: Vec<&str> = paths.iter().map(|p| p.to_str().unwrap()).collect();
+    let files = common::MemberFiles::new(2, 8 << 20);
+    let dir = &files.dir;
+    let m = files.args();
     let spare = spare_file(dir.path(), 8 << 20);
     let spare = spare.to_str().unwrap();
     let (code, _, err) = run_code(&[&["create", "--level", "raid1"][..], &m].concat());
