@@ -367,6 +367,9 @@ pub struct Examination {
     pub clean: bool,
     /// The newest superblock's event count.
     pub events: u64,
+    /// The volume's identity (its array uuid, as
+    /// `8-4-4-4-12` hex digits): members of one volume share it.
+    pub uuid: String,
     /// Every role, in role order.
     pub roles: Vec<RoleExamination>,
     /// Whether the data is all there; [`Health::DataLost`] means
@@ -829,6 +832,7 @@ impl Volume {
             encrypted: found.auth.encryption.is_some(),
             clean: found.auth.clean,
             events: found.auth.events,
+            uuid: uuid_text(&found.auth.array_uuid),
             roles: (0..found.placed.len())
                 .map(|r| RoleExamination {
                     role: r,
@@ -2631,6 +2635,19 @@ struct Found {
     present_sb: Vec<Option<Superblock>>,
 }
 
+/// An array uuid as `8-4-4-4-12` hex digits.
+fn uuid_text(u: &[u8; 16]) -> String {
+    let hex: String = u.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
 /// Reads and decodes member `d`'s superblock.
 fn read_superblock(d: &dyn BlockDevice) -> Result<Superblock> {
     let mut b = vec![0u8; SB_SIZE];
@@ -2655,30 +2672,37 @@ impl Found {
         let n = auth.roles.len();
         let mut placed: Vec<Option<Arc<dyn BlockDevice>>> = vec![None; n];
         let mut present_sb: Vec<Option<Superblock>> = vec![None; n];
+        // Every member that contradicts the newest superblock (or another
+        // member) is named, not only the first: an operator sorting out a
+        // mixed-up set of devices needs the whole picture at once.
+        let mut problems: Vec<(String, String)> = Vec::new();
+        let newest = devices[auth_i].describe();
         for (d, sb) in devices.into_iter().zip(sbs) {
             let name = d.describe();
-            let meta_err = |detail: String| EngineError::Metadata {
-                member: name.clone(),
-                detail,
-            };
+            let mut problem = |detail: String| problems.push((name.clone(), detail));
             if sb.array_uuid != auth.array_uuid {
-                return Err(meta_err(
-                    "belongs to another volume (array uuid differs)".into(),
+                problem(format!(
+                    "belongs to another volume (array uuid {}, where the newest superblock, {newest}'s, has {})",
+                    uuid_text(&sb.array_uuid),
+                    uuid_text(&auth.array_uuid)
                 ));
+                continue;
             }
             let r = sb.role as usize;
             if r >= n {
-                return Err(meta_err(format!(
-                    "role {r} is not below the volume's {n} members"
-                )));
+                problem(format!("role {r} is not below the volume's {n} members"));
+                continue;
             }
             if sb.device_uuid != auth.roles[r].1 {
-                return Err(meta_err(format!(
-                    "was role {r}, which another device has since taken over"
-                )));
+                problem(format!(
+                    "was role {r} (event {}), which another device has since taken over (event {}, {newest})",
+                    sb.events, auth.events
+                ));
+                continue;
             }
-            if placed[r].is_some() {
-                return Err(meta_err(format!("role {r} given twice")));
+            if let Some(first) = &placed[r] {
+                problem(format!("role {r} given twice (also {})", first.describe()));
+                continue;
             }
             // A member cut short after it was written (a truncated file, a
             // smaller disk copied over) would fail the first I/O past its
@@ -2688,15 +2712,26 @@ impl Found {
                 .saturating_add(sb.component_sectors)
                 .saturating_mul(SECTOR);
             if d.size() < need {
-                return Err(meta_err(format!(
+                problem(format!(
                     "has {} bytes, but role {r} needs {need} (data offset of {} sectors and {} data sectors): was it truncated? Leave it out to start without it",
                     d.size(),
                     auth.data_offset,
                     sb.component_sectors
-                )));
+                ));
+                continue;
             }
             placed[r] = Some(d);
             present_sb[r] = Some(sb);
+        }
+        if let Some(((member, detail), rest)) = problems.split_first() {
+            let mut detail = detail.clone();
+            for (m, d) in rest {
+                detail.push_str(&format!("; also member {m}: {d}"));
+            }
+            return Err(EngineError::Metadata {
+                member: member.clone(),
+                detail,
+            });
         }
         let room = (auth.data_offset * SECTOR).saturating_sub(BITMAP_OFFSET);
         if auth.bitmap_bytes > room || (auth.bitmap_bytes > 0 && auth.bitmap_region == 0) {

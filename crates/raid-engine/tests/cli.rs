@@ -1058,3 +1058,60 @@ fn a_member_in_use_by_another_process_is_refused() {
     let (code, out, err) = run_code(&[&["scrub", "--repair"][..], &m].concat());
     assert_eq!(code, 0, "{out}{err}");
 }
+
+/// `status` over members that contradict each other (two volumes mixed
+/// up) lists every member with its own superblock's view (role, volume
+/// uuid, layout, event count) and names every member that contradicts the
+/// newest superblock, exiting 1. Before, it printed nothing but the first
+/// contradiction.
+#[test]
+fn status_lists_every_member_when_they_contradict_each_other() {
+    let a = common::MemberFiles::new(2, 8 << 20);
+    let b = common::MemberFiles::new(2, 8 << 20);
+    let (a, b) = (a.args(), b.args());
+    for m in [&a, &b] {
+        let (code, _, err) = run_code(&[&["create", "--level", "raid1"][..], m].concat());
+        assert_eq!(code, 0, "{err}");
+    }
+    // Volume b's superblocks are the newest: role 1 failed and rebuilt.
+    let (code, _, err) = run_code(&["rebuild", "--role", "1", "--replacement", b[1], b[0], b[1]]);
+    assert_eq!(code, 0, "{err}");
+    let uuid = |m: &str| {
+        // Degraded (one member of two given): exit 0.
+        let (code, out, err) = run_code(&["status", m]);
+        assert_eq!(code, 0, "{err}");
+        out.lines()
+            .find_map(|l| l.strip_prefix("volume "))
+            .unwrap_or_else(|| panic!("no uuid in {out}"))
+            .to_string()
+    };
+    let (ua, ub) = (uuid(a[0]), uuid(b[0]));
+    assert_ne!(ua, ub);
+
+    let mixed = [a[0], b[0], a[1], b[1]];
+    let (code, out, err) = run_code(&[&["status"][..], &mixed].concat());
+    assert_eq!(code, 1, "{out}{err}");
+    for (m, role, u) in [
+        (a[0], 0, &ua),
+        (b[0], 0, &ub),
+        (a[1], 1, &ua),
+        (b[1], 1, &ub),
+    ] {
+        let line = out
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{m}:")))
+            .unwrap_or_else(|| panic!("{m} not listed: {out}"));
+        assert!(
+            line.contains(&format!("role {role} of volume {u} (raid1, 2 members")),
+            "{line}"
+        );
+    }
+    // Both members of the older volume contradict the newest superblock.
+    for m in [a[0], a[1]] {
+        assert!(
+            err.contains(&format!("{m}: belongs to another volume (array uuid {ua}")),
+            "{m} not named: {err}"
+        );
+    }
+    assert!(!err.contains(&format!("{}: belongs", b[0])), "{err}");
+}

@@ -111,7 +111,10 @@ enum Cmd {
     /// (whole or degraded), 3 when it cannot. A member whose superblock
     /// cannot be read is listed as unreadable with the reason, the rest is
     /// described from the others, and the exit code is 1 (3 if the others
-    /// cannot start the volume).
+    /// cannot start the volume). Members that contradict each other (two
+    /// volumes mixed up, a role given twice, a member replaced since) are
+    /// each listed with their own superblock's view, followed by every
+    /// contradiction; the exit code is then 1.
     #[command(after_help = EXIT_CODES)]
     Status {
         #[command(flatten)]
@@ -338,15 +341,19 @@ fn refuse_members_of_volumes(m: &Members, devs: &[Arc<dyn BlockDevice>]) -> Resu
 fn status(m: &Members) -> Result<(), Failure> {
     let secret = read_secret(m)?;
     let mut devs = Vec::with_capacity(m.members.len());
+    let mut views = Vec::with_capacity(m.members.len());
     let mut unreadable = Vec::new();
     for spec in &m.members {
         let checked = open_member(spec, m.buffered).and_then(|d| {
             Volume::examine(std::slice::from_ref(&d), None)
-                .map(|_| d)
+                .map(|x| (d, x))
                 .map_err(|e| e.to_string())
         });
         match checked {
-            Ok(d) => devs.push(d),
+            Ok((d, x)) => {
+                devs.push(d);
+                views.push((spec, x));
+            }
             // The engine's messages name the device; say it otherwise.
             Err(e) if e.contains(spec.as_str()) => unreadable.push(e),
             Err(e) => unreadable.push(format!("{spec}: {e}")),
@@ -355,7 +362,46 @@ fn status(m: &Members) -> Result<(), Failure> {
     if devs.is_empty() {
         return Err(format!("no member is readable: {}", unreadable.join("; ")).into());
     }
-    let x = Volume::examine(&devs, secret.as_ref()).map_err(|e| e.to_string())?;
+    let x = match Volume::examine(&devs, secret.as_ref()) {
+        Ok(x) => x,
+        // The members contradict each other (two volumes, a role given
+        // twice, a member replaced since): every member's own superblock
+        // is listed, then everything that contradicts, so that the
+        // operator sees which devices belong together.
+        Err(e @ EngineError::Metadata { .. }) => {
+            out!("members disagree; each member's own superblock says:");
+            for (spec, v) in &views {
+                let role = v
+                    .roles
+                    .iter()
+                    .find(|r| r.device.is_some())
+                    .map_or_else(|| "no role".to_string(), |r| format!("role {}", r.role));
+                out!(
+                    "  {spec}: {role} of volume {} ({}, {} members, {} bytes{}), event {}{}",
+                    v.uuid,
+                    v.layout,
+                    v.roles.len(),
+                    v.size,
+                    if v.encrypted { ", encrypted" } else { "" },
+                    v.events,
+                    if v.clean {
+                        ""
+                    } else {
+                        ", not shut down cleanly"
+                    }
+                );
+            }
+            for u in &unreadable {
+                out!("  unreadable: {u}");
+            }
+            return Err(format!(
+                "the members contradict each other: {e} (give the members of one volume; status of each alone shows its view)"
+            )
+            .into());
+        }
+        Err(e) => return Err(e.to_string().into()),
+    };
+    out!("volume {}", x.uuid);
     out!(
         "size {} bytes, {} members, {}{}{}",
         x.size,
