@@ -90,7 +90,7 @@ enum Cmd {
         #[arg(long, default_value = "512K")]
         chunk: String,
         /// Data offset in sectors (default: mdadm's v1.2 default).
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true, value_parser = whole::<u64>)]
         data_offset: Option<u64>,
         /// Create even over devices that hold a member of an existing
         /// volume (refused without it, as mdadm asks first: their
@@ -145,11 +145,11 @@ enum Cmd {
         /// Longest adaptive polling window, in µs: while requests come at
         /// short gaps, a worker polls for the next one instead of sleeping
         /// (0: off; at most 1000).
-        #[arg(long, default_value_t = 50)]
+        #[arg(long, default_value_t = 50, allow_negative_numbers = true, value_parser = micros::<1000>)]
         poll_us: u64,
         /// Busy polling: poll for this long after every request, in µs,
         /// whatever the gaps (0: off, the default; at most 1000000).
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = micros::<1_000_000>)]
         busy_poll_us: u64,
         #[command(flatten)]
         m: Members,
@@ -159,7 +159,7 @@ enum Cmd {
     /// some data (refused, as `mdadm --fail` refuses).
     Rebuild {
         /// Role (member index) to rebuild.
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true, value_parser = whole::<usize>)]
         role: usize,
         /// The replacement device.
         #[arg(long)]
@@ -174,7 +174,7 @@ enum Cmd {
     /// Bring a failed member back with a bitmap-driven resync.
     Readd {
         /// Role (member index) to bring back.
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true, value_parser = whole::<usize>)]
         role: usize,
         #[command(flatten)]
         m: Members,
@@ -195,6 +195,43 @@ enum Cmd {
         #[command(flatten)]
         m: Members,
     },
+}
+
+/// A whole number from 0 (a role, a sector count). A negative one reaches
+/// this parser (`allow_negative_numbers`) and is told the rule, instead of
+/// being taken for an unknown flag ("unexpected argument '-1'").
+fn whole<T: std::str::FromStr>(s: &str) -> Result<T, String> {
+    if s.trim_start().starts_with('-') {
+        return Err("must not be negative (a whole number from 0)".into());
+    }
+    s.trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a whole number from 0"))
+}
+
+/// A number of microseconds from 0 to `MAX`.
+fn micros<const MAX: u64>(s: &str) -> Result<u64, String> {
+    let n: u64 = whole(s)?;
+    if n > MAX {
+        return Err(format!("{n} µs is more than the {MAX} µs allowed"));
+    }
+    Ok(n)
+}
+
+/// The message of `e` with the library's parameter named by the flag the
+/// user typed: `flag` tells, for a field of [`EngineError::Invalid`] (or
+/// of the geometry's `raid::RaidError::InvalidGeometry`), the flag and its
+/// value (`chunk_sectors` is `--chunk 3K`), or `None` to keep the message.
+fn flag_error(e: EngineError, flag: impl Fn(&str) -> Option<String>) -> String {
+    let (field, rule) = match &e {
+        EngineError::Invalid { field, rule }
+        | EngineError::Raid(raid::RaidError::InvalidGeometry { field, rule }) => (field, rule),
+        _ => return e.to_string(),
+    };
+    match flag(field) {
+        Some(flag) => format!("{flag}: {rule}"),
+        None => e.to_string(),
+    }
 }
 
 fn parse_size(s: &str, default_unit: u64) -> Result<u64, String> {
@@ -248,7 +285,10 @@ fn read_secret(m: &Members) -> Result<Option<Secret>, String> {
         Some(p) => {
             let bytes =
                 std::fs::read(p).map_err(|e| format!("--secret-file {}: {e}", p.display()))?;
-            Ok(Some(Secret::new(bytes).map_err(|e| e.to_string())?))
+            let flag = format!("--secret-file {}", p.display());
+            Ok(Some(Secret::new(bytes).map_err(|e| {
+                flag_error(e, |f| (f == "secret").then(|| flag.clone()))
+            })?))
         }
         None => Ok(None),
     }
@@ -537,7 +577,18 @@ fn run(cli: Cli) -> Result<(), Failure> {
             if !force {
                 refuse_members_of_volumes(&m, &devs)?;
             }
-            let v = Volume::create(devs, &opts).map_err(|e| e.to_string())?;
+            let sectors = opts.chunk_sectors;
+            let v = Volume::create(devs, &opts).map_err(|e| {
+                flag_error(e, |f| match f {
+                    "chunk_sectors" => Some(format!("--chunk {chunk} ({sectors} sectors)")),
+                    "data_offset_sectors" => Some("--data-offset".into()),
+                    // The geometry's name for a member's size.
+                    f => f
+                        .strip_prefix("dev_sectors[")
+                        .and_then(|i| i.strip_suffix(']')?.parse::<usize>().ok())
+                        .and_then(|i| Some(format!("{} (devices[{i}])", m.members.get(i)?))),
+                })
+            })?;
             // A failed resync closes the volume too (as `with_volume`
             // does), so that the superblocks record the member whose I/O
             // failed as failed (until then only the volume in memory
@@ -649,8 +700,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let dev =
                 open_member(&replacement, m.buffered).map_err(|e| format!("--replacement: {e}"))?;
             with_volume(&m, |v| {
-                v.check_replacement(role, &*dev)
-                    .map_err(|e| format!("--replacement: {e}"))?;
+                v.check_replacement(role, &*dev).map_err(|e| match e {
+                    EngineError::Invalid { .. } => flag_error(e, |f| match f {
+                        "role" => Some(format!("--role {role}")),
+                        "device" => Some("--replacement".into()),
+                        _ => None,
+                    }),
+                    e => format!("--replacement: {e}"),
+                })?;
                 if matches!(
                     v.status().get(role).map(|s| s.state),
                     Some(raid_engine::MemberState::Active)
@@ -857,7 +914,7 @@ fn recovery_error(what: &str, role: usize, e: EngineError) -> String {
         EngineError::Interrupted(how_far) => format!(
             "{what} of role {role} interrupted by a signal ({how_far}): role {role} stays failed; run {what} again to start it over"
         ),
-        e => e.to_string(),
+        e => flag_error(e, |f| (f == "role").then(|| format!("--role {role}"))),
     }
 }
 
@@ -872,12 +929,32 @@ fn expose(
     m: &Members,
 ) -> Result<(), Failure> {
     let v = Arc::new(assemble(m)?);
-    let stop = signals()?;
     let opts = raid_engine::fuse::ExposeOptions::default()
         .with_adaptive_poll(adaptive_poll)
         .with_busy_poll(busy_poll);
-    let exp =
-        raid_engine::fuse::expose_with(v.clone(), mount, name, &opts).map_err(|e| e.to_string())?;
+    let exposed = signals().map_err(Failure::from).and_then(|stop| {
+        raid_engine::fuse::expose_with(v.clone(), mount, name, &opts)
+            .map(|exp| (stop, exp))
+            .map_err(|e| {
+                Failure::from(flag_error(e, |f| match f {
+                    "mountpoint" => Some("--mount".into()),
+                    "name" => Some("--name".into()),
+                    "adaptive_poll" => Some("--poll-us".into()),
+                    "busy_poll" => Some("--busy-poll-us".into()),
+                    _ => None,
+                }))
+            })
+    });
+    // Refused (a mount point that is not an empty directory, a bad
+    // --name): the volume is closed as it was found, not left recorded as
+    // not shut down cleanly.
+    let (stop, exp) = match exposed {
+        Ok(x) => x,
+        Err(f) => {
+            let _ = v.close();
+            return Err(f);
+        }
+    };
     let mut attached = None;
     if loop_dev {
         // Direct I/O: the loop driver sends its requests to the
