@@ -1242,3 +1242,22 @@ fn option_errors_name_the_flags_typed() {
         );
     }
 }
+
+/// An NBD member whose address has no port (or no host) is told what is
+/// expected, not the resolver's "invalid socket address".
+#[test]
+fn malformed_nbd_addresses_say_what_is_expected() {
+    for (uri, addr) in [
+        ("nbd://nohost/x", "nohost"),
+        ("nbd://", ""),
+        ("nbd://:10809/x", ":10809"),
+        ("nbd://127.0.0.1:/x", "127.0.0.1:"),
+    ] {
+        let (code, out, err) = run_code(&["status", uri]);
+        assert_eq!(code, 1, "{uri}: {out}{err}");
+        assert!(
+            err.contains(&format!("address `{addr}` is not HOST:PORT")),
+            "{uri}: {err}"
+        );
+    }
+}

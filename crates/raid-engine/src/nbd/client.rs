@@ -55,9 +55,19 @@ impl NbdDevice {
         let label = format!("nbd://{addr}/{name}");
         let nbd = |m: String| EngineError::Nbd(format!("{label}: {m}"));
         let ioe = |what: &str| crate::error::io_err(format!("{label}: {what}"));
+        // `host` alone (no port) or an empty address: say what is expected
+        // instead of the resolver's "invalid socket address".
+        match addr.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && !port.is_empty() => {}
+            _ => {
+                return Err(nbd(format!(
+                    "address `{addr}` is not HOST:PORT (NBD's port is usually 10809)"
+                )));
+            }
+        }
         let sa = addr
             .to_socket_addrs()
-            .map_err(ioe("resolve"))?
+            .map_err(ioe(&format!("resolve `{addr}`")))?
             .next()
             .ok_or_else(|| nbd("address resolves to nothing".into()))?;
         let mut s = match source {
