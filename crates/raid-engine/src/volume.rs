@@ -482,10 +482,13 @@ pub struct Volume {
     holder: ClaimHolder,
     /// The claims on the devices attached (and given), released when the
     /// volume is dropped or a device replaced.
-    claims: Mutex<Vec<(Arc<dyn BlockDevice>, Claim)>>,
+    claims: Mutex<Claims>,
     #[cfg(feature = "fault-injection")]
     faults: crate::fault::Faults,
 }
+
+/// Devices claimed by a volume, each with its claim.
+type Claims = Vec<(Arc<dyn BlockDevice>, Claim)>;
 
 /// Whether `a` and `b` are the same device object.
 fn same_device(a: &Arc<dyn BlockDevice>, b: &Arc<dyn BlockDevice>) -> bool {
@@ -510,9 +513,7 @@ fn claim_device(holder: &ClaimHolder, device: &dyn BlockDevice, what: String) ->
 /// Claims on every one of `devices` for a new volume, before anything is
 /// read or written: a device another volume or export holds, in this
 /// process or another, is refused by name.
-fn claim_members(
-    devices: &[Arc<dyn BlockDevice>],
-) -> Result<(ClaimHolder, Vec<(Arc<dyn BlockDevice>, Claim)>)> {
+fn claim_members(devices: &[Arc<dyn BlockDevice>]) -> Result<(ClaimHolder, Claims)> {
     let holder = ClaimHolder::new("a volume");
     let claims = devices
         .iter()
@@ -773,7 +774,7 @@ impl Volume {
         meta: Meta,
         bitmap: Option<Bitmap>,
         cipher: Option<Cipher>,
-        (holder, claims): (ClaimHolder, Vec<(Arc<dyn BlockDevice>, Claim)>),
+        (holder, claims): (ClaimHolder, Claims),
     ) -> Volume {
         let size_sectors = mapper.sectors();
         let slots = devices
@@ -2123,9 +2124,14 @@ impl Volume {
         Ok((device.clone(), claim_device(&self.holder, &**device, what)?))
     }
 
-    /// Keep `claim` for the device now attached to `role` in place of
-    /// `old`, whose claim is released (unless it is still attached).
-    fn swap_claim(&self, old: Option<Arc<dyn BlockDevice>>, claim: (Arc<dyn BlockDevice>, Claim)) {
+    /// Attach the claimed device to `slot`, keeping its claim; the claim of
+    /// the device it replaces is released (unless another role has it).
+    fn attach(&self, slot: &Slot, (device, claim): (Arc<dyn BlockDevice>, Claim)) {
+        let old = slot
+            .dev
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(device.clone());
         let mut claims = self.claims.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(old) = old {
             let still_used = self
@@ -2136,7 +2142,7 @@ impl Volume {
                 claims.retain(|(d, _)| !same_device(d, &old));
             }
         }
-        claims.push(claim);
+        claims.push((device, claim));
     }
 
     /// Attach `device` as a fresh replacement for failed member `role`; call
@@ -2158,12 +2164,7 @@ impl Volume {
         }
         let claim = self.claim_replacement(role, &device)?;
         let uuid = random::<16>()?;
-        let old = slot
-            .dev
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .replace(device);
-        self.swap_claim(old, claim);
+        self.attach(slot, claim);
         {
             let mut m = self.meta_lock();
             m.roles[role] = (RoleState::Spare, uuid);
@@ -2401,13 +2402,8 @@ impl Volume {
                 });
             }
             let what = format!("device for role {role} ({})", d.describe());
-            let claim = (d.clone(), claim_device(&self.holder, &*d, what)?);
-            let old = slot
-                .dev
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .replace(d);
-            self.swap_claim(old, claim);
+            let claim = claim_device(&self.holder, &*d, what)?;
+            self.attach(slot, (d, claim));
         }
         if slot.device().is_none() {
             return Err(invalid(

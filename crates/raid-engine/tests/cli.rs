@@ -23,18 +23,6 @@ fn run_code(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// Each member's bytes before its data area (superblock and bitmap).
-fn metadata(paths: &[&str]) -> Vec<Vec<u8>> {
-    paths
-        .iter()
-        .map(|p| {
-            let mut b = std::fs::read(p).unwrap();
-            b.truncate(1 << 20);
-            b
-        })
-        .collect()
-}
-
 /// `status` and `scrub` on a whole, a degraded and a data-losing member
 /// set: what they print and their exit codes (0, 3 cannot start, 4 scrub
 /// incomplete); a volume that cannot start is inspected without a write.
@@ -80,7 +68,7 @@ fn status_and_scrub_on_whole_degraded_and_failed_volumes() {
 
     // Roles 2 and 3 missing: both copies of the odd chunks are gone. The
     // members are examined without a write and every role is shown.
-    let before = metadata(&m);
+    let before = common::metadata(&m);
     let (code, out, err) = run_code(&["status", m[0], m[1]]);
     assert_eq!(code, 3, "{out}{err}");
     for want in [
@@ -107,7 +95,7 @@ fn status_and_scrub_on_whole_degraded_and_failed_volumes() {
         );
     }
     assert!(
-        metadata(&m) == before,
+        common::metadata(&m) == before,
         "a refused command wrote to a member"
     );
 
@@ -115,7 +103,7 @@ fn status_and_scrub_on_whole_degraded_and_failed_volumes() {
     let (code, out, err) = run_code(&["status", m[0], m[1], m[2]]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("state: degraded: role 3 (missing)"), "{out}");
-    assert!(metadata(&m) == before, "status wrote to a member");
+    assert!(common::metadata(&m) == before, "status wrote to a member");
     // Scrubbing it starts it without role 3: the even chunks have two
     // copies, the odd ones one.
     let (code, out, err) = run_code(&["scrub", m[0], m[1], m[2]]);
@@ -448,7 +436,7 @@ fn create_refuses_a_device_given_twice_and_a_huge_data_offset() {
     let link = link.to_str().unwrap();
     let (code, _, err) = run_code(&["create", "--level", "raid1", m[1], m[2]]);
     assert_eq!(code, 0, "{err}");
-    let before = metadata(&m);
+    let before = common::metadata(&m);
     for (level, members) in [
         ("raid5", vec![m[0], m[1], m[1], m[2]]),
         ("raid1", vec![m[1], link]),
@@ -461,7 +449,7 @@ fn create_refuses_a_device_given_twice_and_a_huge_data_offset() {
             err.contains("is the same device as devices[") && err.contains("give each member once"),
             "{args:?}: {err}"
         );
-        assert!(metadata(&m) == before, "{args:?}: metadata changed");
+        assert!(common::metadata(&m) == before, "{args:?}: metadata changed");
         let (code, out, err) = run_code(&["status", m[1], m[2]]);
         assert_eq!(code, 0, "{args:?}: {out}{err}");
         assert!(
@@ -690,7 +678,7 @@ fn status_describes_the_rest_when_a_superblock_is_unreadable() {
     bytes[4096..8192].fill(0);
     std::fs::write(m[1], &bytes).unwrap();
     failing.fail_reads_from(0);
-    let before = metadata(&[m[0], m[2]]);
+    let before = common::metadata(&[m[0], m[2]]);
     let gone = dir.path().join("gone");
     let gone = gone.to_str().unwrap();
     let (code, out, err) = run_code(&["status", m[0], m[1], m[2], &url, gone]);
@@ -715,7 +703,7 @@ fn status_describes_the_rest_when_a_superblock_is_unreadable() {
         "{err}"
     );
     // Nothing was written.
-    assert_eq!(metadata(&[m[0], m[2]]), before);
+    assert_eq!(common::metadata(&[m[0], m[2]]), before);
     // Without role 2 as well, the others cannot start it: exit 3.
     let (code, out, err) = run_code(&["status", m[0], m[1]]);
     assert_eq!(code, 3, "{out}{err}");
@@ -750,7 +738,7 @@ fn create_refuses_a_member_of_another_volume_without_force() {
         m[2],
     ]);
     assert_eq!(code, 0, "{err}");
-    let before = metadata(&m);
+    let before = common::metadata(&m);
     let (code, out, err) = run_code(&["create", "--level", "raid1", m[3], m[1]]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(
@@ -761,7 +749,7 @@ fn create_refuses_a_member_of_another_volume_without_force() {
             && err.contains("give --force"),
         "{err}"
     );
-    assert!(metadata(&m) == before, "a refused create wrote");
+    assert!(common::metadata(&m) == before, "a refused create wrote");
     let (code, out, err) = run_code(&["status", m[0], m[1], m[2]]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("state: whole"), "{out}");
@@ -841,7 +829,9 @@ fn create_single_takes_one_member() {
         "{err}"
     );
     assert!(
-        metadata(&m).iter().all(|b| b.iter().all(|&x| x == 0)),
+        common::metadata(&m)
+            .iter()
+            .all(|b| b.iter().all(|&x| x == 0)),
         "written"
     );
     let (code, out, err) = run_code(&["create", "--level", "single", m[0]]);
@@ -1016,7 +1006,7 @@ fn a_member_in_use_by_another_process_is_refused() {
         .read_line(&mut line)
         .unwrap();
     assert!(line.contains("serving NBD"), "{line}");
-    let before = metadata(&[m[0], m[1], spare]);
+    let before = common::metadata(&[m[0], m[1], spare]);
     for args in [
         &["scrub", "--repair"][..],
         &["rebuild", "--role", "1", "--replacement", spare][..],
@@ -1030,7 +1020,7 @@ fn a_member_in_use_by_another_process_is_refused() {
         );
     }
     assert!(
-        metadata(&[m[0], m[1], spare]) == before,
+        common::metadata(&[m[0], m[1], spare]) == before,
         "a refused command wrote"
     );
     let (code, out, err) = run_code(&[&["status"][..], &m].concat());

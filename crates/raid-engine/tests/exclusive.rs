@@ -19,18 +19,6 @@ fn raid1() -> CreateOptions {
     CreateOptions::new(VolumeLayout::parse("raid1").unwrap())
 }
 
-/// Each member's metadata area (superblock and bitmap).
-fn metadata(paths: &[std::path::PathBuf]) -> Vec<Vec<u8>> {
-    paths
-        .iter()
-        .map(|p| {
-            let mut b = std::fs::read(p).unwrap();
-            b.truncate(1 << 20);
-            b
-        })
-        .collect()
-}
-
 /// The error of a refused call, which must be `InUse` naming `member`.
 fn assert_in_use(r: raid_engine::Result<Volume>, member: &str, holder: &str) {
     match r {
@@ -57,7 +45,7 @@ fn a_second_volume_over_the_same_members_in_one_process_is_refused() {
     let first = Volume::create(devs.clone(), &raid1()).unwrap();
     first.write_at(&[7u8; 4096], 0).unwrap();
     first.flush().unwrap();
-    let before = metadata(&paths);
+    let before = common::metadata(&paths);
 
     let m0 = paths[0].display().to_string();
     assert_in_use(
@@ -74,11 +62,13 @@ fn a_second_volume_over_the_same_members_in_one_process_is_refused() {
         "in use",
     );
     // `create` over them (a mistake) is refused as well, before it writes.
-    let e = Volume::create(common::reopen(&paths), &raid1())
-        .err()
-        .expect("create over members in use");
+    let e =
+        Volume::create(common::reopen(&paths), &raid1()).expect_err("create over members in use");
     assert!(matches!(e, EngineError::InUse { .. }), "{e}");
-    assert!(metadata(&paths) == before, "a refused call wrote a member");
+    assert!(
+        common::metadata(&paths) == before,
+        "a refused call wrote a member"
+    );
 
     // The first volume still works, and its members are free once it is
     // dropped.
@@ -145,40 +135,35 @@ fn members_in_use_by_another_process_are_refused() {
     let dir = common::scratch();
     let (paths, devs) = common::members(dir.path(), 2, 8 << 20);
     let vol = Volume::create(devs, &raid1()).unwrap();
-    let before = metadata(&paths);
-    let out = Command::new(env!("CARGO_BIN_EXE_raid-engine"))
-        .arg("scrub")
-        .args(&paths)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains(&format!(
-            "{} is in use by another process",
-            paths[0].display()
-        )),
-        "{err}"
-    );
-    assert!(
-        metadata(&paths) == before,
-        "the refused scrub wrote a member"
-    );
-    // Nor can another process export it over NBD.
-    let out = Command::new(env!("CARGO_BIN_EXE_raid-engine"))
-        .args(["serve-nbd", "--listen", "127.0.0.1:0", "--export"])
-        .arg(format!("d1={}", paths[1].display()))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains(&format!(
-            "--export d1={0}: {0} is in use by another process",
-            paths[1].display()
-        )),
-        "{err}"
-    );
+    let before = common::metadata(&paths);
+    // A scrub in another process, and an export over NBD, are refused.
+    let (m0, m1) = (paths[0].display(), paths[1].display());
+    for (args, want) in [
+        (
+            vec!["scrub".to_string(), m0.to_string(), m1.to_string()],
+            format!("{m0} is in use by another process"),
+        ),
+        (
+            ["serve-nbd", "--listen", "127.0.0.1:0", "--export"]
+                .map(String::from)
+                .into_iter()
+                .chain([format!("d1={m1}")])
+                .collect(),
+            format!("--export d1={m1}: {m1} is in use by another process"),
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_raid-engine"))
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(&want), "{args:?}: {want:?} not in {err}");
+        assert!(
+            common::metadata(&paths) == before,
+            "{args:?} wrote a member"
+        );
+    }
     vol.close().unwrap();
     drop(vol);
 
@@ -196,7 +181,9 @@ fn members_in_use_by_another_process_are_refused() {
 
 /// A block device member is opened `O_EXCL` while claimed, as md does: a
 /// loop device in a volume cannot be opened exclusively by anyone else
-/// (`mkfs`, `mount`, mdadm), and a mounted one cannot join a volume.
+/// (`mount`, mdadm), is free again once the volume is dropped, and one
+/// that another program holds exclusively, or that is mounted, cannot
+/// join a volume (before, `create` overwrote the mounted file system).
 #[test]
 fn block_device_members_are_held_exclusively() {
     if !common::ensure_program("losetup", "mount") {
@@ -222,6 +209,7 @@ fn block_device_members_are_held_exclusively() {
         return;
     }
     let loopdev = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let mnt = dir.path().join("mnt");
     let result = std::panic::catch_unwind(|| {
         let (_, mut devs) = common::members(dir.path(), 1, 16 << 20);
         let dev: Arc<dyn BlockDevice> =
@@ -258,7 +246,37 @@ fn block_device_members_are_held_exclusively() {
             "{e}"
         );
         drop(held);
+        // A mounted file system on it: creating a volume over it (which
+        // would overwrite the file system under the mount) is refused, and
+        // the file system is intact.
+        let fs_ok = Command::new("mkfs.ext4")
+            .args(["-q", "-F", &loopdev])
+            .status()
+            .is_ok_and(|s| s.success());
+        std::fs::create_dir(&mnt).unwrap();
+        if fs_ok
+            && Command::new("mount")
+                .arg(&loopdev)
+                .arg(&mnt)
+                .status()
+                .is_ok_and(|s| s.success())
+        {
+            let before = common::metadata(&[&loopdev]);
+            let dev: Arc<dyn BlockDevice> =
+                Arc::new(FileDevice::open(&loopdev, CacheMode::DirectIfSupported).unwrap());
+            let e = Volume::create(vec![dev], &raid1()).err().unwrap();
+            assert!(
+                matches!(e, EngineError::InUse { .. })
+                    && e.to_string()
+                        .contains("the kernel refuses to open it exclusively"),
+                "{e}"
+            );
+            assert!(common::metadata(&[&loopdev]) == before);
+        } else {
+            common::skip("mkfs.ext4 or mount failed: the mounted case is not checked");
+        }
     });
+    let _ = Command::new("umount").arg(&mnt).status();
     let _ = Command::new("losetup").args(["-d", &loopdev]).status();
     if let Err(p) = result {
         std::panic::resume_unwind(p);

@@ -43,6 +43,19 @@ impl MemberFiles {
     }
 }
 
+/// Each member file's first MiB (superblock and bitmap): what a refused
+/// command must leave as it was.
+pub fn metadata(paths: &[impl AsRef<Path>]) -> Vec<Vec<u8>> {
+    paths
+        .iter()
+        .map(|p| {
+            let mut b = std::fs::read(p).unwrap();
+            b.truncate(1 << 20);
+            b
+        })
+        .collect()
+}
+
 /// Reopen member files.
 pub fn reopen(paths: &[PathBuf]) -> Vec<Arc<dyn BlockDevice>> {
     paths
