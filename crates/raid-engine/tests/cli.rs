@@ -850,11 +850,23 @@ fn serve_nbd_names_the_export_at_fault() {
     let missing = format!("a={}", dir.path().join("missing").display());
     let a_dir = format!("a={}", dir.path().display());
     let unnamed = format!("={}", paths[0].display());
+    let p = paths[0].display();
+    let (no_ip, trailing, host) = (
+        format!("a={p}@"),
+        format!("a={p}@10.0.0.1+"),
+        format!("a={p}@jbod1"),
+    );
     for (spec, rule) in [
         (missing.as_str(), "No such file"),
         ("a=", "PATH is empty"),
         (a_dir.as_str(), "Is a directory"),
         (unnamed.as_str(), "export name"),
+        (no_ip.as_str(), "an empty address in the allow-list after @"),
+        (
+            trailing.as_str(),
+            "an empty address in the allow-list after @",
+        ),
+        (host.as_str(), "`jbod1` is not an IP address"),
     ] {
         let (code, out, err) =
             run_code(&["serve-nbd", "--listen", "127.0.0.1:0", "--export", spec]);
@@ -864,6 +876,15 @@ fn serve_nbd_names_the_export_at_fault() {
             "{spec}: {err}"
         );
     }
+    // An address to listen on that is not one names --listen (was "nbd:
+    // bind nonsense: ...").
+    let spec = format!("a={p}");
+    let (code, _, err) = run_code(&["serve-nbd", "--listen", "nonsense", "--export", &spec]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("raid-engine: --listen nonsense: ") && err.contains("ADDRESS:PORT"),
+        "{err}"
+    );
 }
 
 /// An empty device path, as a member or as `--replacement`, is refused

@@ -614,7 +614,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Cmd::Status { m } => status(&m)?,
         Cmd::ServeNbd { listen, exports } => {
-            let server = NbdServer::bind(&listen).map_err(|e| e.to_string())?;
+            let server = NbdServer::bind(&listen).map_err(|e| match e {
+                EngineError::Io { source, .. } => format!(
+                    "--listen {listen}: {source} (an ADDRESS:PORT to listen on, like 0.0.0.0:10809)"
+                ),
+                e => format!("--listen {listen}: {e}"),
+            })?;
             let mut names = std::collections::BTreeSet::new();
             // The server claims nothing itself (an embedding program may
             // export files it also uses); this process serves its exports
@@ -635,6 +640,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
                         let ips = ips
                             .split('+')
                             .map(|s| {
+                                if s.is_empty() {
+                                    return Err(format!(
+                                        "--export {spec}: an empty address in the allow-list after @ (NAME=PATH@IP+IP)"
+                                    ));
+                                }
                                 s.parse::<IpAddr>().map_err(|_| {
                                     format!("--export {spec}: `{s}` is not an IP address")
                                 })
