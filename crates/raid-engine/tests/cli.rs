@@ -1135,7 +1135,24 @@ fn option_errors_name_the_flags_typed() {
     std::fs::write(&empty, b"").unwrap();
     let empty = empty.to_str().unwrap();
     let empty_rule = format!("--secret-file {empty}: must be 16 to 1024 bytes long, got 0 bytes");
+    let secret = files.dir.path().join("secret");
+    std::fs::write(&secret, [7u8; 32]).unwrap();
+    let secret = secret.to_str().unwrap();
+    let not_encrypted =
+        format!("--secret-file {secret}: a secret was given but the volume is not encrypted");
     let cases: &[(&[&str], i32, &[&str], &str)] = &[
+        (
+            &["scrub", "--secret-file", secret],
+            1,
+            &[&not_encrypted],
+            "encryption:",
+        ),
+        (
+            &["status", "--secret-file", secret],
+            1,
+            &[&not_encrypted],
+            "encryption:",
+        ),
         (
             &[
                 "create",
@@ -1271,4 +1288,45 @@ fn malformed_nbd_addresses_say_what_is_expected() {
             "{uri}: {err}"
         );
     }
+}
+
+/// An encrypted volume given no secret, or the wrong one, is told by
+/// `--secret-file` (was `encryption: ...`, naming no flag).
+#[test]
+fn a_wrong_or_missing_secret_names_secret_file() {
+    let files = common::MemberFiles::new(2, 8 << 20);
+    let m = files.args();
+    let secret = |name: &str, byte: u8| {
+        let p = files.dir.path().join(name);
+        std::fs::write(&p, [byte; 32]).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let (right, wrong) = (secret("right", 1), secret("wrong", 2));
+    let (code, _, err) = run_code(
+        &[
+            &["create", "--level", "raid1", "--secret-file", &right][..],
+            &m,
+        ]
+        .concat(),
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run_code(&[&["scrub"][..], &m].concat());
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(
+            "the volume is encrypted: a secret is required: give it with --secret-file FILE"
+        ),
+        "{err}"
+    );
+    // status needs no secret, but checks one given.
+    for cmd in ["scrub", "status"] {
+        let (code, _, err) = run_code(&[&[cmd, "--secret-file", &wrong][..], &m].concat());
+        assert_eq!(code, 1, "{err}");
+        assert!(
+            err.contains(&format!("--secret-file {wrong}: the secret does not match")),
+            "{cmd}: {err}"
+        );
+    }
+    let (code, out, err) = run_code(&[&["scrub", "--secret-file", &right][..], &m].concat());
+    assert_eq!(code, 0, "{out}{err}");
 }

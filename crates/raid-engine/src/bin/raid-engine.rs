@@ -322,8 +322,20 @@ fn assemble(m: &Members) -> Result<Volume, Failure> {
             EngineError::Unavailable(_) => EXIT_CANNOT_START,
             _ => EXIT_ERROR,
         },
-        message: e.to_string(),
+        message: secret_error(m, e),
     })
+}
+
+/// The message of `e`, where a secret that does not fit the volume is
+/// told by `--secret-file` (given, or to give).
+fn secret_error(m: &Members, e: EngineError) -> String {
+    match (e, &m.secret_file) {
+        (EngineError::Crypto(why), Some(p)) => format!("--secret-file {}: {why}", p.display()),
+        (EngineError::Crypto(why), None) => {
+            format!("{why}: give it with --secret-file FILE")
+        }
+        (e, _) => e.to_string(),
+    }
 }
 
 fn print_status(v: &Volume) {
@@ -439,7 +451,7 @@ fn status(m: &Members) -> Result<(), Failure> {
             )
             .into());
         }
-        Err(e) => return Err(e.to_string().into()),
+        Err(e) => return Err(secret_error(m, e).into()),
     };
     out!("volume {}", x.uuid);
     out!(
