@@ -2665,6 +2665,18 @@ impl Found {
             return Err(invalid("devices", "no members given"));
         };
         let auth = sbs[auth_i].clone();
+        // Every change of membership adds one event: a count this large
+        // cannot come from use (2^63 events), only from damage, and would
+        // overflow at the volume's next event.
+        if auth.events > u64::MAX / 2 {
+            return Err(EngineError::Metadata {
+                member: devices[auth_i].describe(),
+                detail: format!(
+                    "event count {} is not plausible (more than 2^63): the superblock is damaged",
+                    auth.events
+                ),
+            });
+        }
         let n = auth.roles.len();
         let mut placed: Vec<Option<Arc<dyn BlockDevice>>> = vec![None; n];
         let mut present_sb: Vec<Option<Superblock>> = vec![None; n];
@@ -2764,6 +2776,28 @@ impl Found {
             VolumeLayout::Linear => linear_mapper(comps.clone()),
             VolumeLayout::Md(l) => Mapper::Md(Geometry::new(l, auth.chunk_sectors, &comps)?),
         };
+        // The bitmap must have a bit for every region of the data area
+        // (a superblock whose bitmap is shorter, say 0 bytes, made the
+        // first write index past its end and panic).
+        if is_redundant(&mapper) {
+            let regions = comps
+                .iter()
+                .max()
+                .copied()
+                .unwrap_or(0)
+                .div_ceil(auth.bitmap_region.max(1));
+            if auth.bitmap_bytes.saturating_mul(8) < regions {
+                return Err(EngineError::Metadata {
+                    member: newest,
+                    detail: format!(
+                        "bitmap of {} bytes ({} bits) cannot cover the {regions} regions of {} sectors in the data area: the superblock is damaged",
+                        auth.bitmap_bytes,
+                        auth.bitmap_bytes.saturating_mul(8),
+                        auth.bitmap_region
+                    ),
+                });
+            }
+        }
         Ok(Found {
             auth,
             mapper,
