@@ -361,6 +361,14 @@ fn print_status(v: &Volume) {
 /// existing volume (a superblock that reads and makes sense on its own),
 /// naming the first such device and the volume, before anything is written.
 fn refuse_members_of_volumes(m: &Members, devs: &[Arc<dyn BlockDevice>]) -> Result<(), Failure> {
+    // A device in use (by an expose, a scrub, ...) is said first: --force
+    // would not help there, and `create` would refuse it anyway.
+    let probe = raid_engine::ClaimHolder::new("raid-engine create");
+    for (i, d) in devs.iter().enumerate() {
+        if let Err(e) = d.claim(&probe) {
+            return Err(format!("devices[{i}] ({}): {e}", m.members[i]).into());
+        }
+    }
     for (i, d) in devs.iter().enumerate() {
         let Ok(x) = Volume::examine(std::slice::from_ref(d), None) else {
             continue;
