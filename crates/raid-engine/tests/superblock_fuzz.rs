@@ -91,6 +91,37 @@ fn apply(sb: &mut Superblock, c: &Change) {
     }
 }
 
+/// A closed 4-member volume of `level` (1 MiB written) whose superblocks
+/// then get `changes`: each applies to member `m`, or to every member when
+/// `m` is 3 or more.
+fn damaged(
+    level: &str,
+    changes: &[(usize, Change)],
+) -> (tempfile::TempDir, Vec<std::path::PathBuf>) {
+    let dir = common::scratch();
+    let (paths, devs) = common::members(dir.path(), 4, 4 << 20);
+    let mut opts = CreateOptions::new(VolumeLayout::parse(level).unwrap());
+    opts.chunk_sectors = 128;
+    let v = Volume::create(devs, &opts).unwrap();
+    v.write_at(&common::pattern(1, 1 << 20), 0).unwrap();
+    v.close().unwrap();
+    drop(v);
+    for (m, c) in changes {
+        for (i, p) in paths.iter().enumerate() {
+            if *m < 3 && *m != i {
+                continue;
+            }
+            let mut bytes = std::fs::read(p).unwrap();
+            let at = SB_OFFSET as usize;
+            let mut sb = Superblock::decode(&bytes[at..at + SB_SIZE], "m").unwrap();
+            apply(&mut sb, c);
+            bytes[at..at + SB_SIZE].copy_from_slice(&sb.encode());
+            std::fs::write(p, bytes).unwrap();
+        }
+    }
+    (dir, paths)
+}
+
 fn cases() -> u32 {
     std::env::var("RAID_ENGINE_PROPTEST_CASES")
         .ok()
@@ -106,28 +137,7 @@ proptest! {
         level in prop_oneof![Just("raid1"), Just("raid5"), Just("raid6"), Just("raid10"), Just("raid0"), Just("linear")],
         changes in proptest::collection::vec((0usize..4, change()), 1..4),
     ) {
-        let dir = common::scratch();
-        let (paths, devs) = common::members(dir.path(), 4, 4 << 20);
-        let mut opts = CreateOptions::new(VolumeLayout::parse(level).unwrap());
-        opts.chunk_sectors = 128;
-        let v = Volume::create(devs, &opts).unwrap();
-        v.write_at(&common::pattern(1, 1 << 20), 0).unwrap();
-        v.close().unwrap();
-        drop(v);
-        // Change the superblocks (member `m`, or every member when 3).
-        for (m, c) in &changes {
-            for (i, p) in paths.iter().enumerate() {
-                if *m != 3 && *m != i {
-                    continue;
-                }
-                let mut bytes = std::fs::read(p).unwrap();
-                let at = SB_OFFSET as usize;
-                let mut sb = Superblock::decode(&bytes[at..at + SB_SIZE], "m").unwrap();
-                apply(&mut sb, c);
-                bytes[at..at + SB_SIZE].copy_from_slice(&sb.encode());
-                std::fs::write(p, bytes).unwrap();
-            }
-        }
+        let (_dir, paths) = damaged(level, &changes);
         let r = catch_unwind(AssertUnwindSafe(|| {
             let _ = Volume::examine(&common::reopen(&paths), None);
             if let Ok(v) = Volume::assemble(common::reopen(&paths), None) {
@@ -147,21 +157,7 @@ proptest! {
 /// `assemble` refuse it as damaged, naming the bitmap.
 #[test]
 fn a_bitmap_too_short_for_the_data_area_is_refused() {
-    let dir = common::scratch();
-    let (paths, devs) = common::members(dir.path(), 4, 4 << 20);
-    let mut opts = CreateOptions::new(VolumeLayout::parse("raid5").unwrap());
-    opts.chunk_sectors = 128;
-    let v = Volume::create(devs, &opts).unwrap();
-    v.close().unwrap();
-    drop(v);
-    for p in &paths {
-        let mut bytes = std::fs::read(p).unwrap();
-        let at = SB_OFFSET as usize;
-        let mut sb = Superblock::decode(&bytes[at..at + SB_SIZE], "m").unwrap();
-        apply(&mut sb, &Change::BitmapBytes(0));
-        bytes[at..at + SB_SIZE].copy_from_slice(&sb.encode());
-        std::fs::write(p, bytes).unwrap();
-    }
+    let (_dir, paths) = damaged("raid5", &[(3, Change::BitmapBytes(0))]);
     let e = Volume::examine(&common::reopen(&paths), None).unwrap_err();
     assert!(
         e.to_string()
@@ -185,24 +181,10 @@ fn a_bitmap_too_short_for_the_data_area_is_refused() {
 /// damaged, naming the member.
 #[test]
 fn an_event_count_about_to_overflow_is_refused() {
-    let dir = common::scratch();
-    let (paths, devs) = common::members(dir.path(), 4, 4 << 20);
-    let mut opts = CreateOptions::new(VolumeLayout::parse("raid6").unwrap());
-    opts.chunk_sectors = 128;
-    let v = Volume::create(devs, &opts).unwrap();
-    v.close().unwrap();
-    drop(v);
-    for (i, p) in paths.iter().enumerate() {
-        let mut bytes = std::fs::read(p).unwrap();
-        let at = SB_OFFSET as usize;
-        let mut sb = Superblock::decode(&bytes[at..at + SB_SIZE], "m").unwrap();
-        if i == 0 {
-            apply(&mut sb, &Change::Events(u64::MAX));
-        }
-        apply(&mut sb, &Change::Roles(5));
-        bytes[at..at + SB_SIZE].copy_from_slice(&sb.encode());
-        std::fs::write(p, bytes).unwrap();
-    }
+    let (_dir, paths) = damaged(
+        "raid6",
+        &[(0, Change::Events(u64::MAX)), (3, Change::Roles(5))],
+    );
     let want = format!(
         "member {}: event count {} is not plausible",
         paths[0].display(),
