@@ -186,3 +186,44 @@ fn members_in_use_by_another_process_are_refused() {
     );
     Volume::assemble(common::reopen(&paths), None).unwrap();
 }
+
+/// `readd` with a device claims it too: one that another holder has (here
+/// a claim taken through the public API, as an embedding program would)
+/// is refused naming the holder, the role stays failed, and once the claim
+/// is dropped the same call brings the role back.
+#[test]
+fn readd_claims_the_device_it_is_given() {
+    let dir = common::scratch();
+    let (paths, devs) = common::members(dir.path(), 2, 8 << 20);
+    let v = Volume::create(devs, &raid1()).unwrap();
+    v.fail_member(1).unwrap();
+    v.close().unwrap();
+    drop(v);
+    // Started without role 1's device; it comes back through readd.
+    let v = Volume::assemble(common::reopen(&paths[..1]), None).unwrap();
+    let other = raid_engine::ClaimHolder::new("a backup job");
+    let held = common::reopen(&paths[1..])[0].claim(&other).unwrap();
+    let e = v
+        .readd(
+            1,
+            Some(common::reopen(&paths[1..]).remove(0)),
+            &Default::default(),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(e, EngineError::InUse { .. })
+            && e.to_string().contains("device for role 1")
+            && e.to_string()
+                .contains("in use by a backup job in this process"),
+        "{e}"
+    );
+    assert_eq!(v.status()[1].state, raid_engine::MemberState::Failed);
+    drop(held);
+    v.readd(
+        1,
+        Some(common::reopen(&paths[1..]).remove(0)),
+        &Default::default(),
+    )
+    .unwrap();
+    assert_eq!(v.status()[1].state, raid_engine::MemberState::Active);
+}
