@@ -1222,6 +1222,16 @@ fn option_errors_name_the_flags_typed() {
             "data_offset_sectors",
         ),
         (
+            &["create", "--force", "--level", "raid5", "--chunk", "4G"],
+            1,
+            &[
+                "(devices[0]): ",
+                "do not exceed the data offset",
+                "mdadm's default for these members and --chunk 4G",
+            ],
+            "dev_sectors",
+        ),
+        (
             &[
                 "create",
                 "--force",

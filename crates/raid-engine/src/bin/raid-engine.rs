@@ -599,7 +599,23 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             let sectors = opts.chunk_sectors;
             let v = Volume::create(devs, &opts).map_err(|e| {
-                flag_error(e, |f| match f {
+                // A member too small for mdadm's default data offset: the
+                // user gave no offset, so say where it comes from.
+                let hint = match &e {
+                    EngineError::Raid(raid::RaidError::InvalidGeometry { field, rule })
+                        if data_offset.is_none()
+                            && field.starts_with("dev_sectors[")
+                            && rule.contains("data offset") =>
+                    {
+                        format!(
+                            " (the data offset is mdadm's default for these members and --chunk {chunk}, \
+                             which keeps room to grow the array; give a smaller --chunk, larger \
+                             members, or --data-offset)"
+                        )
+                    }
+                    _ => String::new(),
+                };
+                let msg = flag_error(e, |f| match f {
                     "chunk_sectors" => Some(format!("--chunk {chunk} ({sectors} sectors)")),
                     "data_offset_sectors" => Some("--data-offset".into()),
                     // The geometry's name for a member's size.
@@ -607,7 +623,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
                         .strip_prefix("dev_sectors[")
                         .and_then(|i| i.strip_suffix(']')?.parse::<usize>().ok())
                         .and_then(|i| Some(format!("{} (devices[{i}])", m.members.get(i)?))),
-                })
+                });
+                msg + &hint
             })?;
             // A failed resync closes the volume too (as `with_volume`
             // does), so that the superblocks record the member whose I/O
