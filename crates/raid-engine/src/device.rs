@@ -82,7 +82,7 @@ pub trait BlockDevice: Send + Sync + fmt::Debug {
     }
 }
 
-/// Who holds a [`Claim`]: one per volume or NBD server. Claims of the same
+/// Who holds a [`Claim`]: one per volume (or exporting server). Claims of the same
 /// holder on one device do not exclude each other; claims of two holders
 /// do.
 #[derive(Debug)]

@@ -511,7 +511,8 @@ fn claim_device(holder: &ClaimHolder, device: &dyn BlockDevice, what: String) ->
 }
 
 /// Claims on every one of `devices` for a new volume, before anything is
-/// read or written: a device another volume or export holds, in this
+/// read or written: a device another holder (a volume, a serve-nbd
+/// export) has, in this
 /// process or another, is refused by name.
 fn claim_members(devices: &[Arc<dyn BlockDevice>]) -> Result<(ClaimHolder, Claims)> {
     let holder = ClaimHolder::new("a volume");
@@ -598,9 +599,9 @@ impl Volume {
     ///
     /// Every device is claimed for the volume first
     /// ([`BlockDevice::claim`]) until it is dropped: one that another
-    /// volume or NBD server holds, in this process or another, is refused
-    /// with [`EngineError::InUse`] naming it, before anything is read or
-    /// written.
+    /// holder (a volume, `raid-engine serve-nbd`) has, in this process or
+    /// another, is refused with [`EngineError::InUse`] naming it, before
+    /// anything is read or written.
     pub fn create(devices: Vec<Arc<dyn BlockDevice>>, opts: &CreateOptions) -> Result<Volume> {
         let n = devices.len();
         if n == 0 || n > MAX_MEMBERS {
@@ -872,7 +873,7 @@ impl Volume {
     /// a volume anyway: nothing in this crate or its callers needs to.
     ///
     /// The devices are claimed as [`Volume::create`] claims them: one that
-    /// another volume or NBD server holds is refused with
+    /// another holder has is refused with
     /// [`EngineError::InUse`], before its superblock is read.
     pub fn assemble(devices: Vec<Arc<dyn BlockDevice>>, secret: Option<&Secret>) -> Result<Volume> {
         let claimed = claim_members(&devices)?;
@@ -2065,8 +2066,9 @@ impl Volume {
     /// wrong replacement is refused before anything is failed.
     ///
     /// Errors: [`EngineError::Invalid`] naming `role` or `device` and the
-    /// rule broken; [`EngineError::InUse`] when another volume or NBD
-    /// export holds the device ([`BlockDevice::claim`]).
+    /// rule broken; [`EngineError::InUse`] when another holder (a volume,
+    /// an export of `raid-engine serve-nbd`) has the device
+    /// ([`BlockDevice::claim`]).
     pub fn check_replacement(&self, role: usize, device: &dyn BlockDevice) -> Result<()> {
         if role >= self.slots.len() {
             return Err(invalid(
