@@ -54,10 +54,11 @@ pub trait BlockDevice: Send + Sync + fmt::Debug {
     fn alignment(&self) -> usize {
         1
     }
-    /// Claim the device for the exclusive use of `holder` (a volume, an NBD
-    /// server) until the returned [`Claim`] is dropped: two volumes writing
-    /// one member would overwrite each other's superblocks, bitmap and
-    /// data. [`Volume::create`](crate::Volume::create),
+    /// Claim the device for the exclusive use of `holder` (a volume, a
+    /// program exporting it) until the returned [`Claim`] is dropped: two
+    /// volumes writing one member would overwrite each other's
+    /// superblocks, bitmap and data.
+    /// [`Volume::create`](crate::Volume::create),
     /// [`Volume::assemble`](crate::Volume::assemble),
     /// and [`Volume::replace`](crate::Volume::replace) claim their devices
     /// before they read or write them. [`NbdServer`](crate::nbd::NbdServer)
@@ -82,9 +83,9 @@ pub trait BlockDevice: Send + Sync + fmt::Debug {
     }
 }
 
-/// Who holds a [`Claim`]: one per volume (or exporting server). Claims of the same
-/// holder on one device do not exclude each other; claims of two holders
-/// do.
+/// Who holds a [`Claim`]: one per volume (or exporting program). Claims
+/// of the same holder on one device do not exclude each other; claims of
+/// two holders do.
 #[derive(Debug)]
 pub struct ClaimHolder {
     id: u64,
@@ -93,7 +94,7 @@ pub struct ClaimHolder {
 
 impl ClaimHolder {
     /// A new holder, unique in this process; `what` says who it is in the
-    /// messages of refused claims (`a volume`, `an NBD server`).
+    /// messages of refused claims (`a volume`, `raid-engine serve-nbd`).
     pub fn new(what: impl Into<String>) -> ClaimHolder {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         ClaimHolder {
