@@ -54,6 +54,123 @@ pub trait BlockDevice: Send + Sync + fmt::Debug {
     fn alignment(&self) -> usize {
         1
     }
+    /// Claim the device for the exclusive use of `holder` (a volume, a
+    /// program exporting it) until the returned [`Claim`] is dropped: two
+    /// volumes writing one member would overwrite each other's
+    /// superblocks, bitmap and data.
+    /// [`Volume::create`](crate::Volume::create),
+    /// [`Volume::assemble`](crate::Volume::assemble),
+    /// and [`Volume::replace`](crate::Volume::replace) claim their devices
+    /// before they read or write them. [`NbdServer`](crate::nbd::NbdServer)
+    /// claims nothing (a program may export the drives it also uses); a
+    /// program that serves its drives alone claims them itself, as
+    /// `raid-engine serve-nbd` does.
+    ///
+    /// Contract: a device claimed by another holder, in this process or
+    /// another, is refused with [`io::ErrorKind::ResourceBusy`] and a
+    /// message naming the device and who holds it; the same holder may
+    /// claim a device again (one device given for two roles is for the
+    /// volume to refuse, by its superblock), and every claim must be
+    /// dropped before another holder gets it.
+    ///
+    /// The default claims nothing: for devices whose exclusive use is
+    /// guarded elsewhere (an NBD export, by the server that exports it),
+    /// or that are not shared. [`FileDevice`] takes an exclusive `flock`
+    /// (and, on a block device, an `O_EXCL` open, as md does).
+    fn claim(&self, holder: &ClaimHolder) -> io::Result<Claim> {
+        let _ = holder;
+        Ok(Claim::none())
+    }
+}
+
+/// Who holds a [`Claim`]: one per volume (or exporting program). Claims
+/// of the same holder on one device do not exclude each other; claims of
+/// two holders do.
+#[derive(Debug)]
+pub struct ClaimHolder {
+    id: u64,
+    what: String,
+}
+
+impl ClaimHolder {
+    /// A new holder, unique in this process; `what` says who it is in the
+    /// messages of refused claims (`a volume`, `raid-engine serve-nbd`).
+    pub fn new(what: impl Into<String>) -> ClaimHolder {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        ClaimHolder {
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
+            what: what.into(),
+        }
+    }
+}
+
+/// A device's claim for one holder ([`BlockDevice::claim`]); dropping it
+/// releases the claim.
+#[must_use = "the claim is released when it is dropped"]
+pub struct Claim(Option<Box<dyn Send + Sync>>);
+
+impl fmt::Debug for Claim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Claim").field(&self.0.is_some()).finish()
+    }
+}
+
+impl Claim {
+    /// No claim: for devices that need none (the default of
+    /// [`BlockDevice::claim`]).
+    pub fn none() -> Claim {
+        Claim(None)
+    }
+
+    /// A claim that `guard` holds: dropping the claim drops `guard`, which
+    /// releases it (an implementation of [`BlockDevice::claim`] for a
+    /// device that wraps another returns the inner device's claim, or its
+    /// own guard).
+    pub fn new(guard: impl Send + Sync + 'static) -> Claim {
+        Claim(Some(Box::new(guard)))
+    }
+}
+
+/// Files and block devices claimed in this process, by identity (device
+/// and inode of a file; device number of a block device, whatever node
+/// names it): a second `flock` of the same file from this process would
+/// conflict with the first even for the same holder, and a refusal can
+/// name who holds it.
+static CLAIMED: Mutex<Vec<Claimed>> = Mutex::new(Vec::new());
+
+struct Claimed {
+    key: (bool, u64, u64),
+    holder: u64,
+    what: String,
+    path: PathBuf,
+    count: usize,
+    /// A duplicate of the claiming device's descriptor, holding the
+    /// `flock` (released explicitly: the device may outlive the claim).
+    lock: File,
+    /// A block device opened with `O_EXCL`, held while claimed.
+    _excl: Option<File>,
+}
+
+/// [`FileDevice`]'s claim, released when dropped.
+struct FileClaim {
+    key: (bool, u64, u64),
+}
+
+impl Drop for FileClaim {
+    fn drop(&mut self) {
+        let mut claimed = CLAIMED.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = claimed.iter().position(|c| c.key == self.key) {
+            claimed[i].count -= 1;
+            if claimed[i].count == 0 {
+                let c = claimed.swap_remove(i);
+                let _ = rustix::fs::flock(&c.lock, rustix::fs::FlockOperation::Unlock);
+            }
+        }
+    }
+}
+
+fn busy(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::ResourceBusy, msg)
 }
 
 // Object safety is part of the contract: volumes hold `Arc<dyn BlockDevice>`.
@@ -360,6 +477,81 @@ impl BlockDevice for FileDevice {
 
     fn describe(&self) -> String {
         self.path.display().to_string()
+    }
+
+    /// An exclusive, non-blocking `flock` of the file (what `raid-engine`
+    /// commands in other processes take too), and on a block device an
+    /// `O_EXCL` open as md takes (refused while the device is mounted, a
+    /// member of an md array or otherwise opened exclusively).
+    fn claim(&self, holder: &ClaimHolder) -> io::Result<Claim> {
+        let st = rustix::fs::fstat(&self.file)?;
+        let block =
+            rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::BlockDevice;
+        let key = if block {
+            (true, st.st_rdev as u64, 0)
+        } else {
+            (false, st.st_dev as u64, st.st_ino as u64)
+        };
+        let path = self.path.display();
+        let mut claimed = CLAIMED.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = claimed.iter_mut().find(|c| c.key == key) {
+            if c.holder != holder.id {
+                return Err(busy(format!(
+                    "{path} is in use by {} in this process (claimed as {}); give it to one volume or export at a time",
+                    c.what,
+                    c.path.display()
+                )));
+            }
+            c.count += 1;
+            return Ok(Claim::new(FileClaim { key }));
+        }
+        let lock = self.file.try_clone()?;
+        match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                return Err(busy(format!(
+                    "{path} is in use by another process (one holds its lock: a raid-engine \
+                     create, expose, rebuild, readd, scrub or serve-nbd, or a program using \
+                     the raid-engine library?); stop it first"
+                )));
+            }
+            Err(e) => return Err(io::Error::new(e.kind(), format!("{path}: lock: {e}"))),
+        }
+        let excl = if block {
+            match OpenOptions::new()
+                .read(true)
+                .custom_flags(rustix::fs::OFlags::EXCL.bits() as i32)
+                .open(&self.path)
+            {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    let _ = rustix::fs::flock(&lock, rustix::fs::FlockOperation::Unlock);
+                    return Err(
+                        if e.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error()) {
+                            busy(format!(
+                                "{path} is in use: the kernel refuses to open it exclusively (mounted, \
+                             a member of an md array or a device-mapper target, or opened \
+                             exclusively by another program)"
+                            ))
+                        } else {
+                            io::Error::new(e.kind(), format!("{path}: exclusive open: {e}"))
+                        },
+                    );
+                }
+            }
+        } else {
+            None
+        };
+        claimed.push(Claimed {
+            key,
+            holder: holder.id,
+            what: holder.what.clone(),
+            path: self.path.clone(),
+            count: 1,
+            lock,
+            _excl: excl,
+        });
+        Ok(Claim::new(FileClaim { key }))
     }
 
     /// 4 KiB for `O_DIRECT` on a file system or device that refuses

@@ -51,6 +51,17 @@ pub enum EngineError {
     /// The operation is not supported by this volume or device.
     #[error("unsupported: {0}")]
     Unsupported(String),
+    /// A member device is in use by another holder (a volume, an export of
+    /// `raid-engine serve-nbd`), in this process or another
+    /// ([`BlockDevice::claim`](crate::BlockDevice::claim) refused it);
+    /// nothing was written.
+    #[error("{what}: {detail}")]
+    InUse {
+        /// Which member (`devices[1] (/tmp/d1)`, `replacement`).
+        what: String,
+        /// The device and who holds it.
+        detail: String,
+    },
     /// A long operation (rebuild, re-add, scrub) stopped because
     /// `Volume::interrupt` asked it to; says how far it got.
     #[error("interrupted: {0}")]

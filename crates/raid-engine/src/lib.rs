@@ -25,6 +25,10 @@
 //!   is the explicit opt-in for tests), and [`Volume::health`] tells when
 //!   members that failed while the volume ran have taken some data with
 //!   them.
+//! * Exclusive use of members: a volume claims its devices
+//!   ([`BlockDevice::claim`]: `flock`, and `O_EXCL` on block devices), so a
+//!   second volume over the same files, in this process or another, is
+//!   refused ([`EngineError::InUse`]) before it writes.
 //! * Optional AES-256-XTS encryption at rest ([`Secret`]).
 //! * [`nbd`]: an NBD server exporting drive files with an allow-list, and
 //!   an NBD client usable as a member.
@@ -92,7 +96,7 @@ pub mod nbd;
 pub mod volume;
 
 pub use crypt::Secret;
-pub use device::{BlockDevice, CacheMode, FileDevice};
+pub use device::{BlockDevice, CacheMode, Claim, ClaimHolder, FileDevice};
 pub use error::{EngineError, Result};
 pub use volume::{
     CreateOptions, Examination, FailedMember, Health, MemberState, MemberStatus, Mismatch,

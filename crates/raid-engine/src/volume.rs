@@ -20,7 +20,7 @@ use raid::{FailureModel, Geometry, Layout, Level, Location, MemberContent};
 
 use crate::bitmap::Bitmap;
 use crate::crypt::{Cipher, Secret};
-use crate::device::{BlockDevice, DIRECT_ALIGN, PagePool};
+use crate::device::{BlockDevice, Claim, ClaimHolder, DIRECT_ALIGN, PagePool};
 use crate::error::{EngineError, Result, invalid};
 use crate::fault::Fault;
 use crate::meta::{
@@ -367,6 +367,9 @@ pub struct Examination {
     pub clean: bool,
     /// The newest superblock's event count.
     pub events: u64,
+    /// The volume's identity (its array uuid, as
+    /// `8-4-4-4-12` hex digits): members of one volume share it.
+    pub uuid: String,
     /// Every role, in role order.
     pub roles: Vec<RoleExamination>,
     /// Whether the data is all there; [`Health::DataLost`] means
@@ -475,8 +478,53 @@ pub struct Volume {
     /// At most this many threads (the caller included) do one request's
     /// member I/O (0: one per member).
     member_threads: AtomicUsize,
+    /// This volume, as the holder of its members' claims.
+    holder: ClaimHolder,
+    /// The claims on the devices attached (and given), released when the
+    /// volume is dropped or a device replaced.
+    claims: Mutex<Claims>,
     #[cfg(feature = "fault-injection")]
     faults: crate::fault::Faults,
+}
+
+/// Devices claimed by a volume, each with its claim.
+type Claims = Vec<(Arc<dyn BlockDevice>, Claim)>;
+
+/// Whether `a` and `b` are the same device object.
+fn same_device(a: &Arc<dyn BlockDevice>, b: &Arc<dyn BlockDevice>) -> bool {
+    std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b))
+}
+
+/// `device`'s claim for `holder`, or the error that names it as `what`.
+fn claim_device(holder: &ClaimHolder, device: &dyn BlockDevice, what: String) -> Result<Claim> {
+    match device.claim(holder) {
+        Ok(c) => Ok(c),
+        Err(e) if e.kind() == std::io::ErrorKind::ResourceBusy => Err(EngineError::InUse {
+            what,
+            detail: e.to_string(),
+        }),
+        Err(e) => Err(EngineError::Io {
+            what: format!("{what}: claim"),
+            source: e,
+        }),
+    }
+}
+
+/// Claims on every one of `devices` for a new volume, before anything is
+/// read or written: a device another holder (a volume, a serve-nbd
+/// export) has, in this
+/// process or another, is refused by name.
+fn claim_members(devices: &[Arc<dyn BlockDevice>]) -> Result<(ClaimHolder, Claims)> {
+    let holder = ClaimHolder::new("a volume");
+    let claims = devices
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let what = format!("devices[{i}] ({})", d.describe());
+            Ok((d.clone(), claim_device(&holder, &**d, what)?))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((holder, claims))
 }
 
 /// At most this many member worker threads per volume.
@@ -548,6 +596,12 @@ impl Volume {
     /// refusal, an I/O error) writes back the bytes its superblock and
     /// bitmap writes replaced, so that a member of another volume given by
     /// mistake stays that volume's member.
+    ///
+    /// Every device is claimed for the volume first
+    /// ([`BlockDevice::claim`]) until it is dropped: one that another
+    /// holder (a volume, `raid-engine serve-nbd`) has, in this process or
+    /// another, is refused with [`EngineError::InUse`] naming it, before
+    /// anything is read or written.
     pub fn create(devices: Vec<Arc<dyn BlockDevice>>, opts: &CreateOptions) -> Result<Volume> {
         let n = devices.len();
         if n == 0 || n > MAX_MEMBERS {
@@ -556,6 +610,7 @@ impl Volume {
                 format!("need 1 to {MAX_MEMBERS} members, got {n}"),
             ));
         }
+        let claimed = claim_members(&devices)?;
         let dev_sectors: Vec<u64> = devices.iter().map(|d| d.size() / SECTOR).collect();
         let min_dev = dev_sectors.iter().copied().min().unwrap_or(0);
         let chunk = match opts.layout {
@@ -659,6 +714,7 @@ impl Volume {
             meta,
             redundant.then(|| Bitmap::new(region, regions, bytes, Vec::new())),
             cipher,
+            claimed,
         );
         // What the metadata writes below overwrite, read before any of
         // them: a create that fails (a device given twice, an I/O error)
@@ -719,6 +775,7 @@ impl Volume {
         meta: Meta,
         bitmap: Option<Bitmap>,
         cipher: Option<Cipher>,
+        (holder, claims): (ClaimHolder, Claims),
     ) -> Volume {
         let size_sectors = mapper.sectors();
         let slots = devices
@@ -745,6 +802,8 @@ impl Volume {
             size_sectors,
             workers: OnceLock::new(),
             member_threads: AtomicUsize::new(0),
+            holder,
+            claims: Mutex::new(claims),
             #[cfg(feature = "fault-injection")]
             faults: Default::default(),
         }
@@ -775,6 +834,7 @@ impl Volume {
             encrypted: found.auth.encryption.is_some(),
             clean: found.auth.clean,
             events: found.auth.events,
+            uuid: uuid_text(&found.auth.array_uuid),
             roles: (0..found.placed.len())
                 .map(|r| RoleExamination {
                     role: r,
@@ -811,7 +871,12 @@ impl Volume {
     /// layout, and which data has no copy; [`Volume::examine`] gives the
     /// same answer without trying to start. There is no way to start such
     /// a volume anyway: nothing in this crate or its callers needs to.
+    ///
+    /// The devices are claimed as [`Volume::create`] claims them: one that
+    /// another holder has is refused with
+    /// [`EngineError::InUse`], before its superblock is read.
     pub fn assemble(devices: Vec<Arc<dyn BlockDevice>>, secret: Option<&Secret>) -> Result<Volume> {
+        let claimed = claim_members(&devices)?;
         let found = Found::read(devices)?;
         if let Health::DataLost { reason, .. } = found.health()? {
             return Err(EngineError::Unavailable(format!(
@@ -876,7 +941,7 @@ impl Volume {
             roles: auth.roles.clone(),
             encryption: auth.encryption,
         };
-        let vol = Volume::build(mapper, placed, meta, bitmap, cipher);
+        let vol = Volume::build(mapper, placed, meta, bitmap, cipher, claimed);
         for r in 0..n {
             if vol.meta_lock().roles[r].0 != RoleState::Active {
                 vol.slots[r].state.store(FAILED, Ordering::SeqCst);
@@ -2001,7 +2066,9 @@ impl Volume {
     /// wrong replacement is refused before anything is failed.
     ///
     /// Errors: [`EngineError::Invalid`] naming `role` or `device` and the
-    /// rule broken.
+    /// rule broken; [`EngineError::InUse`] when another holder (a volume,
+    /// an export of `raid-engine serve-nbd`) has the device
+    /// ([`BlockDevice::claim`]).
     pub fn check_replacement(&self, role: usize, device: &dyn BlockDevice) -> Result<()> {
         if role >= self.slots.len() {
             return Err(invalid(
@@ -2041,7 +2108,43 @@ impl Volume {
                 ),
             ));
         }
-        Ok(())
+        // Another volume or export (here or in another process) uses it.
+        let what = format!("replacement for role {role} ({})", device.describe());
+        claim_device(&self.holder, device, what).map(drop)
+    }
+
+    /// [`Volume::check_replacement`], and whether the volume can claim
+    /// `device` ([`BlockDevice::claim`]): the claim, to keep while the
+    /// device is attached.
+    fn claim_replacement(
+        &self,
+        role: usize,
+        device: &Arc<dyn BlockDevice>,
+    ) -> Result<(Arc<dyn BlockDevice>, Claim)> {
+        self.check_replacement(role, &**device)?;
+        let what = format!("replacement for role {role} ({})", device.describe());
+        Ok((device.clone(), claim_device(&self.holder, &**device, what)?))
+    }
+
+    /// Attach the claimed device to `slot`, keeping its claim; the claim of
+    /// the device it replaces is released (unless another role has it).
+    fn attach(&self, slot: &Slot, (device, claim): (Arc<dyn BlockDevice>, Claim)) {
+        let old = slot
+            .dev
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(device.clone());
+        let mut claims = self.claims.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = old {
+            let still_used = self
+                .slots
+                .iter()
+                .any(|s| s.device().is_some_and(|d| same_device(&d, &old)));
+            if !still_used {
+                claims.retain(|(d, _)| !same_device(d, &old));
+            }
+        }
+        claims.push((device, claim));
     }
 
     /// Attach `device` as a fresh replacement for failed member `role`; call
@@ -2061,9 +2164,9 @@ impl Volume {
                 format!("member {role} has not failed; fail it before replacing it"),
             ));
         }
-        self.check_replacement(role, &*device)?;
+        let claim = self.claim_replacement(role, &device)?;
         let uuid = random::<16>()?;
-        *slot.dev.write().unwrap_or_else(|p| p.into_inner()) = Some(device);
+        self.attach(slot, claim);
         {
             let mut m = self.meta_lock();
             m.roles[role] = (RoleState::Spare, uuid);
@@ -2300,7 +2403,9 @@ impl Volume {
                     detail: format!("is not the device that left role {role}"),
                 });
             }
-            *slot.dev.write().unwrap_or_else(|p| p.into_inner()) = Some(d);
+            let what = format!("device for role {role} ({})", d.describe());
+            let claim = claim_device(&self.holder, &*d, what)?;
+            self.attach(slot, (d, claim));
         }
         if slot.device().is_none() {
             return Err(invalid(
@@ -2528,6 +2633,19 @@ struct Found {
     present_sb: Vec<Option<Superblock>>,
 }
 
+/// An array uuid as `8-4-4-4-12` hex digits.
+fn uuid_text(u: &[u8; 16]) -> String {
+    let hex: String = u.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
 /// Reads and decodes member `d`'s superblock.
 fn read_superblock(d: &dyn BlockDevice) -> Result<Superblock> {
     let mut b = vec![0u8; SB_SIZE];
@@ -2549,33 +2667,52 @@ impl Found {
             return Err(invalid("devices", "no members given"));
         };
         let auth = sbs[auth_i].clone();
+        // Every change of membership adds one event: a count this large
+        // cannot come from use (2^63 events), only from damage, and would
+        // overflow at the volume's next event.
+        if auth.events > u64::MAX / 2 {
+            return Err(EngineError::Metadata {
+                member: devices[auth_i].describe(),
+                detail: format!(
+                    "event count {} is not plausible (more than 2^63): the superblock is damaged",
+                    auth.events
+                ),
+            });
+        }
         let n = auth.roles.len();
         let mut placed: Vec<Option<Arc<dyn BlockDevice>>> = vec![None; n];
         let mut present_sb: Vec<Option<Superblock>> = vec![None; n];
+        // Every member that contradicts the newest superblock (or another
+        // member) is named, not only the first: an operator sorting out a
+        // mixed-up set of devices needs the whole picture at once.
+        let mut problems: Vec<(String, String)> = Vec::new();
+        let newest = devices[auth_i].describe();
         for (d, sb) in devices.into_iter().zip(sbs) {
             let name = d.describe();
-            let meta_err = |detail: String| EngineError::Metadata {
-                member: name.clone(),
-                detail,
-            };
+            let mut problem = |detail: String| problems.push((name.clone(), detail));
             if sb.array_uuid != auth.array_uuid {
-                return Err(meta_err(
-                    "belongs to another volume (array uuid differs)".into(),
+                problem(format!(
+                    "belongs to another volume (array uuid {}, where the newest superblock, {newest}'s, has {})",
+                    uuid_text(&sb.array_uuid),
+                    uuid_text(&auth.array_uuid)
                 ));
+                continue;
             }
             let r = sb.role as usize;
             if r >= n {
-                return Err(meta_err(format!(
-                    "role {r} is not below the volume's {n} members"
-                )));
+                problem(format!("role {r} is not below the volume's {n} members"));
+                continue;
             }
             if sb.device_uuid != auth.roles[r].1 {
-                return Err(meta_err(format!(
-                    "was role {r}, which another device has since taken over"
-                )));
+                problem(format!(
+                    "was role {r} (event {}), which another device has since taken over (event {}, {newest})",
+                    sb.events, auth.events
+                ));
+                continue;
             }
-            if placed[r].is_some() {
-                return Err(meta_err(format!("role {r} given twice")));
+            if let Some(first) = &placed[r] {
+                problem(format!("role {r} given twice (also {})", first.describe()));
+                continue;
             }
             // A member cut short after it was written (a truncated file, a
             // smaller disk copied over) would fail the first I/O past its
@@ -2585,15 +2722,26 @@ impl Found {
                 .saturating_add(sb.component_sectors)
                 .saturating_mul(SECTOR);
             if d.size() < need {
-                return Err(meta_err(format!(
+                problem(format!(
                     "has {} bytes, but role {r} needs {need} (data offset of {} sectors and {} data sectors): was it truncated? Leave it out to start without it",
                     d.size(),
                     auth.data_offset,
                     sb.component_sectors
-                )));
+                ));
+                continue;
             }
             placed[r] = Some(d);
             present_sb[r] = Some(sb);
+        }
+        if let Some(((member, detail), rest)) = problems.split_first() {
+            let mut detail = detail.clone();
+            for (m, d) in rest {
+                detail.push_str(&format!("; also member {m}: {d}"));
+            }
+            return Err(EngineError::Metadata {
+                member: member.clone(),
+                detail,
+            });
         }
         let room = (auth.data_offset * SECTOR).saturating_sub(BITMAP_OFFSET);
         if auth.bitmap_bytes > room || (auth.bitmap_bytes > 0 && auth.bitmap_region == 0) {
@@ -2630,6 +2778,28 @@ impl Found {
             VolumeLayout::Linear => linear_mapper(comps.clone()),
             VolumeLayout::Md(l) => Mapper::Md(Geometry::new(l, auth.chunk_sectors, &comps)?),
         };
+        // The bitmap must have a bit for every region of the data area
+        // (a superblock whose bitmap is shorter, say 0 bytes, made the
+        // first write index past its end and panic).
+        if is_redundant(&mapper) {
+            let regions = comps
+                .iter()
+                .max()
+                .copied()
+                .unwrap_or(0)
+                .div_ceil(auth.bitmap_region.max(1));
+            if auth.bitmap_bytes.saturating_mul(8) < regions {
+                return Err(EngineError::Metadata {
+                    member: newest,
+                    detail: format!(
+                        "bitmap of {} bytes ({} bits) cannot cover the {regions} regions of {} sectors in the data area: the superblock is damaged",
+                        auth.bitmap_bytes,
+                        auth.bitmap_bytes.saturating_mul(8),
+                        auth.bitmap_region
+                    ),
+                });
+            }
+        }
         Ok(Found {
             auth,
             mapper,

@@ -407,3 +407,35 @@ fn replies_arrive_out_of_request_order_and_reads_get_their_data() {
     }
     assert_eq!(serial.replies_out_of_order(), 0);
 }
+
+/// A peer that accepts the connection and never speaks (not an NBD server,
+/// or a hung one): the handshake gives up after the timeout with an error
+/// saying no answer came, where before `connect` waited forever. The peer
+/// here is a plain listener that holds each connection open until the
+/// test ends.
+#[test]
+fn a_peer_that_never_answers_the_handshake_times_out() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (done, wait) = std::sync::mpsc::channel::<()>();
+    let peer = std::thread::spawn(move || {
+        let held = listener.accept().unwrap();
+        let _ = wait.recv();
+        drop(held);
+    });
+    let e = NbdDevice::connect_timeout(&addr, "x", std::time::Duration::from_millis(200))
+        .expect_err("a silent peer was taken for an NBD server");
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&format!("nbd://{addr}/x: read greeting: no answer within")),
+        "{msg}"
+    );
+    assert!(
+        NbdDevice::connect_timeout(&addr, "x", std::time::Duration::ZERO)
+            .unwrap_err()
+            .to_string()
+            .contains("invalid timeout"),
+    );
+    done.send(()).unwrap();
+    peer.join().unwrap();
+}

@@ -90,7 +90,7 @@ enum Cmd {
         #[arg(long, default_value = "512K")]
         chunk: String,
         /// Data offset in sectors (default: mdadm's v1.2 default).
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true, value_parser = whole::<u64>)]
         data_offset: Option<u64>,
         /// Create even over devices that hold a member of an existing
         /// volume (refused without it, as mdadm asks first: their
@@ -111,7 +111,10 @@ enum Cmd {
     /// (whole or degraded), 3 when it cannot. A member whose superblock
     /// cannot be read is listed as unreadable with the reason, the rest is
     /// described from the others, and the exit code is 1 (3 if the others
-    /// cannot start the volume).
+    /// cannot start the volume). Members that contradict each other (two
+    /// volumes mixed up, a role given twice, a member replaced since) are
+    /// each listed with their own superblock's view, followed by every
+    /// contradiction; the exit code is then 1.
     #[command(after_help = EXIT_CODES)]
     Status {
         #[command(flatten)]
@@ -142,11 +145,11 @@ enum Cmd {
         /// Longest adaptive polling window, in µs: while requests come at
         /// short gaps, a worker polls for the next one instead of sleeping
         /// (0: off; at most 1000).
-        #[arg(long, default_value_t = 50)]
+        #[arg(long, default_value_t = 50, allow_negative_numbers = true, value_parser = micros::<1000>)]
         poll_us: u64,
         /// Busy polling: poll for this long after every request, in µs,
         /// whatever the gaps (0: off, the default; at most 1000000).
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = micros::<1_000_000>)]
         busy_poll_us: u64,
         #[command(flatten)]
         m: Members,
@@ -156,7 +159,7 @@ enum Cmd {
     /// some data (refused, as `mdadm --fail` refuses).
     Rebuild {
         /// Role (member index) to rebuild.
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true, value_parser = whole::<usize>)]
         role: usize,
         /// The replacement device.
         #[arg(long)]
@@ -171,7 +174,7 @@ enum Cmd {
     /// Bring a failed member back with a bitmap-driven resync.
     Readd {
         /// Role (member index) to bring back.
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true, value_parser = whole::<usize>)]
         role: usize,
         #[command(flatten)]
         m: Members,
@@ -192,6 +195,43 @@ enum Cmd {
         #[command(flatten)]
         m: Members,
     },
+}
+
+/// A whole number from 0 (a role, a sector count). A negative one reaches
+/// this parser (`allow_negative_numbers`) and is told the rule, instead of
+/// being taken for an unknown flag ("unexpected argument '-1'").
+fn whole<T: std::str::FromStr>(s: &str) -> Result<T, String> {
+    if s.trim_start().starts_with('-') {
+        return Err("must not be negative (a whole number from 0)".into());
+    }
+    s.trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a whole number from 0"))
+}
+
+/// A number of microseconds from 0 to `MAX`.
+fn micros<const MAX: u64>(s: &str) -> Result<u64, String> {
+    let n: u64 = whole(s)?;
+    if n > MAX {
+        return Err(format!("{n} µs is more than the {MAX} µs allowed"));
+    }
+    Ok(n)
+}
+
+/// The message of `e` with the library's parameter named by the flag the
+/// user typed: `flag` tells, for a field of [`EngineError::Invalid`] (or
+/// of the geometry's `raid::RaidError::InvalidGeometry`), the flag and its
+/// value (`chunk_sectors` is `--chunk 3K`), or `None` to keep the message.
+fn flag_error(e: EngineError, flag: impl Fn(&str) -> Option<String>) -> String {
+    let (field, rule) = match &e {
+        EngineError::Invalid { field, rule }
+        | EngineError::Raid(raid::RaidError::InvalidGeometry { field, rule }) => (field, rule),
+        _ => return e.to_string(),
+    };
+    match flag(field) {
+        Some(flag) => format!("{flag}: {rule}"),
+        None => e.to_string(),
+    }
 }
 
 fn parse_size(s: &str, default_unit: u64) -> Result<u64, String> {
@@ -245,58 +285,12 @@ fn read_secret(m: &Members) -> Result<Option<Secret>, String> {
         Some(p) => {
             let bytes =
                 std::fs::read(p).map_err(|e| format!("--secret-file {}: {e}", p.display()))?;
-            Ok(Some(Secret::new(bytes).map_err(|e| e.to_string())?))
+            let flag = format!("--secret-file {}", p.display());
+            Ok(Some(Secret::new(bytes).map_err(|e| {
+                flag_error(e, |f| (f == "secret").then(|| flag.clone()))
+            })?))
         }
         None => Ok(None),
-    }
-}
-
-/// Exclusive advisory locks (`flock`) on the local devices a command
-/// writes, held until it ends: two processes writing the same members (an
-/// `expose` in one shell, a `scrub --repair` or `rebuild` in another) would
-/// overwrite each other's superblocks, bitmap and data. NBD members are
-/// the server's to guard (`serve-nbd` takes the same locks). A device given
-/// twice is locked once (the engine then refuses it by name); `status`
-/// writes nothing and takes none.
-#[derive(Default)]
-struct Locks(Vec<(std::fs::File, (u64, u64))>);
-
-impl Locks {
-    /// Locks on `specs`.
-    fn of<'a>(specs: impl IntoIterator<Item = &'a str>) -> Result<Locks, String> {
-        let mut locks = Locks::default();
-        for spec in specs {
-            locks.claim(spec)?;
-        }
-        Ok(locks)
-    }
-
-    /// Lock `spec` too (once per device, however it is named).
-    fn claim(&mut self, spec: &str) -> Result<(), String> {
-        if spec.is_empty() || spec.starts_with("nbd://") {
-            return Ok(());
-        }
-        // A device that cannot be opened is refused by name when it is
-        // opened as a member; nothing to lock.
-        let Ok(f) = std::fs::File::open(spec) else {
-            return Ok(());
-        };
-        let st = rustix::fs::fstat(&f).map_err(|e| format!("{spec}: {e}"))?;
-        let key = (st.st_dev as u64, st.st_ino as u64);
-        if self.0.iter().any(|(_, k)| *k == key) {
-            return Ok(());
-        }
-        match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => {
-                self.0.push((f, key));
-                Ok(())
-            }
-            Err(rustix::io::Errno::WOULDBLOCK) => Err(format!(
-                "{spec} is in use by another process (one holds its lock: a raid-engine \
-                 create, expose, rebuild, readd, scrub or serve-nbd?); stop it first"
-            )),
-            Err(e) => Err(format!("{spec}: lock: {e}")),
-        }
     }
 }
 
@@ -328,8 +322,20 @@ fn assemble(m: &Members) -> Result<Volume, Failure> {
             EngineError::Unavailable(_) => EXIT_CANNOT_START,
             _ => EXIT_ERROR,
         },
-        message: e.to_string(),
+        message: secret_error(m, e),
     })
+}
+
+/// The message of `e`, where a secret that does not fit the volume is
+/// told by `--secret-file` (given, or to give).
+fn secret_error(m: &Members, e: EngineError) -> String {
+    match (e, &m.secret_file) {
+        (EngineError::Crypto(why), Some(p)) => format!("--secret-file {}: {why}", p.display()),
+        (EngineError::Crypto(why), None) => {
+            format!("{why}: give it with --secret-file FILE")
+        }
+        (e, _) => e.to_string(),
+    }
 }
 
 fn print_status(v: &Volume) {
@@ -355,6 +361,14 @@ fn print_status(v: &Volume) {
 /// existing volume (a superblock that reads and makes sense on its own),
 /// naming the first such device and the volume, before anything is written.
 fn refuse_members_of_volumes(m: &Members, devs: &[Arc<dyn BlockDevice>]) -> Result<(), Failure> {
+    // A device in use (by an expose, a scrub, ...) is said first: --force
+    // would not help there, and `create` would refuse it anyway.
+    let probe = raid_engine::ClaimHolder::new("raid-engine create");
+    for (i, d) in devs.iter().enumerate() {
+        if let Err(e) = d.claim(&probe) {
+            return Err(format!("devices[{i}] ({}): {e}", m.members[i]).into());
+        }
+    }
     for (i, d) in devs.iter().enumerate() {
         let Ok(x) = Volume::examine(std::slice::from_ref(d), None) else {
             continue;
@@ -387,15 +401,19 @@ fn refuse_members_of_volumes(m: &Members, devs: &[Arc<dyn BlockDevice>]) -> Resu
 fn status(m: &Members) -> Result<(), Failure> {
     let secret = read_secret(m)?;
     let mut devs = Vec::with_capacity(m.members.len());
+    let mut views = Vec::with_capacity(m.members.len());
     let mut unreadable = Vec::new();
     for spec in &m.members {
         let checked = open_member(spec, m.buffered).and_then(|d| {
             Volume::examine(std::slice::from_ref(&d), None)
-                .map(|_| d)
+                .map(|x| (d, x))
                 .map_err(|e| e.to_string())
         });
         match checked {
-            Ok(d) => devs.push(d),
+            Ok((d, x)) => {
+                devs.push(d);
+                views.push((spec, x));
+            }
             // The engine's messages name the device; say it otherwise.
             Err(e) if e.contains(spec.as_str()) => unreadable.push(e),
             Err(e) => unreadable.push(format!("{spec}: {e}")),
@@ -404,7 +422,46 @@ fn status(m: &Members) -> Result<(), Failure> {
     if devs.is_empty() {
         return Err(format!("no member is readable: {}", unreadable.join("; ")).into());
     }
-    let x = Volume::examine(&devs, secret.as_ref()).map_err(|e| e.to_string())?;
+    let x = match Volume::examine(&devs, secret.as_ref()) {
+        Ok(x) => x,
+        // The members contradict each other (two volumes, a role given
+        // twice, a member replaced since): every member's own superblock
+        // is listed, then everything that contradicts, so that the
+        // operator sees which devices belong together.
+        Err(e @ EngineError::Metadata { .. }) => {
+            out!("members disagree; each member's own superblock says:");
+            for (spec, v) in &views {
+                let role = v
+                    .roles
+                    .iter()
+                    .find(|r| r.device.is_some())
+                    .map_or_else(|| "no role".to_string(), |r| format!("role {}", r.role));
+                out!(
+                    "  {spec}: {role} of volume {} ({}, {} members, {} bytes{}), event {}{}",
+                    v.uuid,
+                    v.layout,
+                    v.roles.len(),
+                    v.size,
+                    if v.encrypted { ", encrypted" } else { "" },
+                    v.events,
+                    if v.clean {
+                        ""
+                    } else {
+                        ", not shut down cleanly"
+                    }
+                );
+            }
+            for u in &unreadable {
+                out!("  unreadable: {u}");
+            }
+            return Err(format!(
+                "the members contradict each other: {e} (give the members of one volume; status of each alone shows its view)"
+            )
+            .into());
+        }
+        Err(e) => return Err(secret_error(m, e).into()),
+    };
+    out!("volume {}", x.uuid);
     out!(
         "size {} bytes, {} members, {}{}{}",
         x.size,
@@ -521,7 +578,6 @@ fn run(cli: Cli) -> Result<(), Failure> {
             m,
         } => {
             let layout = VolumeLayout::parse(&level).map_err(|e| e.to_string())?;
-            let _locks = Locks::of(m.members.iter().map(String::as_str))?;
             // `single` parses as RAID1 (over one member): more members
             // would silently make a mirror.
             if level.trim().eq_ignore_ascii_case("single") && m.members.len() != 1 {
@@ -541,7 +597,35 @@ fn run(cli: Cli) -> Result<(), Failure> {
             if !force {
                 refuse_members_of_volumes(&m, &devs)?;
             }
-            let v = Volume::create(devs, &opts).map_err(|e| e.to_string())?;
+            let sectors = opts.chunk_sectors;
+            let v = Volume::create(devs, &opts).map_err(|e| {
+                // A member too small for mdadm's default data offset: the
+                // user gave no offset, so say where it comes from.
+                let hint = match &e {
+                    EngineError::Raid(raid::RaidError::InvalidGeometry { field, rule })
+                        if data_offset.is_none()
+                            && field.starts_with("dev_sectors[")
+                            && rule.contains("data offset") =>
+                    {
+                        format!(
+                            " (the data offset is mdadm's default for these members and --chunk {chunk}, \
+                             which keeps room to grow the array; give a smaller --chunk, larger \
+                             members, or --data-offset)"
+                        )
+                    }
+                    _ => String::new(),
+                };
+                let msg = flag_error(e, |f| match f {
+                    "chunk_sectors" => Some(format!("--chunk {chunk} ({sectors} sectors)")),
+                    "data_offset_sectors" => Some("--data-offset".into()),
+                    // The geometry's name for a member's size.
+                    f => f
+                        .strip_prefix("dev_sectors[")
+                        .and_then(|i| i.strip_suffix(']')?.parse::<usize>().ok())
+                        .and_then(|i| Some(format!("{} (devices[{i}])", m.members.get(i)?))),
+                });
+                msg + &hint
+            })?;
             // A failed resync closes the volume too (as `with_volume`
             // does), so that the superblocks record the member whose I/O
             // failed as failed (until then only the volume in memory
@@ -567,9 +651,18 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Cmd::Status { m } => status(&m)?,
         Cmd::ServeNbd { listen, exports } => {
-            let server = NbdServer::bind(&listen).map_err(|e| e.to_string())?;
+            let server = NbdServer::bind(&listen).map_err(|e| match e {
+                EngineError::Io { source, .. } => format!(
+                    "--listen {listen}: {source} (an ADDRESS:PORT to listen on, like 0.0.0.0:10809)"
+                ),
+                e => format!("--listen {listen}: {e}"),
+            })?;
             let mut names = std::collections::BTreeSet::new();
-            let mut locks = Locks::default();
+            // The server claims nothing itself (an embedding program may
+            // export files it also uses); this process serves its exports
+            // only, so it holds their claims until it ends.
+            let holder = raid_engine::ClaimHolder::new("raid-engine serve-nbd");
+            let mut claims = Vec::new();
             for spec in exports {
                 let (name, rest) = spec
                     .split_once('=')
@@ -584,6 +677,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
                         let ips = ips
                             .split('+')
                             .map(|s| {
+                                if s.is_empty() {
+                                    return Err(format!(
+                                        "--export {spec}: an empty address in the allow-list after @ (NAME=PATH@IP+IP)"
+                                    ));
+                                }
                                 s.parse::<IpAddr>().map_err(|_| {
                                     format!("--export {spec}: `{s}` is not an IP address")
                                 })
@@ -596,10 +694,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 if path.is_empty() {
                     return Err(format!("--export {spec}: PATH is empty").into());
                 }
-                locks
-                    .claim(path)
-                    .map_err(|e| format!("--export {spec}: {e}"))?;
                 let dev = open_member(path, false).map_err(|e| format!("--export {spec}: {e}"))?;
+                claims.push(
+                    dev.claim(&holder)
+                        .map_err(|e| format!("--export {spec}: {e}"))?,
+                );
                 server
                     .add_export(Export {
                         name: name.to_string(),
@@ -645,17 +744,17 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let rate = rate
                 .map(|r| parse_size(&r, 1).map_err(|e| format!("--rate: {e}")))
                 .transpose()?;
-            // The members first: a replacement that is one of them is
-            // refused by name below, not as locked.
-            let mut locks = Locks::of(m.members.iter().map(String::as_str))?;
-            locks
-                .claim(&replacement)
-                .map_err(|e| format!("--replacement: {e}"))?;
             let dev =
                 open_member(&replacement, m.buffered).map_err(|e| format!("--replacement: {e}"))?;
-            with_volume_locking(&m, locks, |v| {
-                v.check_replacement(role, &*dev)
-                    .map_err(|e| format!("--replacement: {e}"))?;
+            with_volume(&m, |v| {
+                v.check_replacement(role, &*dev).map_err(|e| match e {
+                    EngineError::Invalid { .. } => flag_error(e, |f| match f {
+                        "role" => Some(format!("--role {role}")),
+                        "device" => Some("--replacement".into()),
+                        _ => None,
+                    }),
+                    e => format!("--replacement: {e}"),
+                })?;
                 if matches!(
                     v.status().get(role).map(|s| s.state),
                     Some(raid_engine::MemberState::Active)
@@ -815,18 +914,6 @@ fn run(cli: Cli) -> Result<(), Failure> {
 /// at its next step ([`Volume::interrupt`]), and the volume is closed as
 /// for any failure; a second signal ends the process at once.
 fn with_volume(m: &Members, f: impl FnOnce(&Volume) -> Result<(), Failure>) -> Result<(), Failure> {
-    with_volume_locking(m, Locks::default(), f)
-}
-
-/// [`with_volume`], holding `locks` as well as the members' until it ends.
-fn with_volume_locking(
-    m: &Members,
-    mut locks: Locks,
-    f: impl FnOnce(&Volume) -> Result<(), Failure>,
-) -> Result<(), Failure> {
-    for spec in &m.members {
-        locks.claim(spec)?;
-    }
     let v = assemble(m)?;
     let stop = match interruptible() {
         Ok(stop) => stop,
@@ -874,7 +961,7 @@ fn recovery_error(what: &str, role: usize, e: EngineError) -> String {
         EngineError::Interrupted(how_far) => format!(
             "{what} of role {role} interrupted by a signal ({how_far}): role {role} stays failed; run {what} again to start it over"
         ),
-        e => e.to_string(),
+        e => flag_error(e, |f| (f == "role").then(|| format!("--role {role}"))),
     }
 }
 
@@ -888,14 +975,33 @@ fn expose(
     (adaptive_poll, busy_poll): (Duration, Duration),
     m: &Members,
 ) -> Result<(), Failure> {
-    let _locks = Locks::of(m.members.iter().map(String::as_str))?;
     let v = Arc::new(assemble(m)?);
-    let stop = signals()?;
     let opts = raid_engine::fuse::ExposeOptions::default()
         .with_adaptive_poll(adaptive_poll)
         .with_busy_poll(busy_poll);
-    let exp =
-        raid_engine::fuse::expose_with(v.clone(), mount, name, &opts).map_err(|e| e.to_string())?;
+    let exposed = signals().map_err(Failure::from).and_then(|stop| {
+        raid_engine::fuse::expose_with(v.clone(), mount, name, &opts)
+            .map(|exp| (stop, exp))
+            .map_err(|e| {
+                Failure::from(flag_error(e, |f| match f {
+                    "mountpoint" => Some("--mount".into()),
+                    "name" => Some("--name".into()),
+                    "adaptive_poll" => Some("--poll-us".into()),
+                    "busy_poll" => Some("--busy-poll-us".into()),
+                    _ => None,
+                }))
+            })
+    });
+    // Refused (a mount point that is not an empty directory, a bad
+    // --name): the volume is closed as it was found, not left recorded as
+    // not shut down cleanly.
+    let (stop, exp) = match exposed {
+        Ok(x) => x,
+        Err(f) => {
+            let _ = v.close();
+            return Err(f);
+        }
+    };
     let mut attached = None;
     if loop_dev {
         // Direct I/O: the loop driver sends its requests to the

@@ -3,6 +3,7 @@
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::{Condvar, Mutex};
+use std::time::Duration;
 
 use super::*;
 use crate::device::{BlockDevice, check_range};
@@ -38,9 +39,25 @@ fn rd<const N: usize>(r: &mut impl Read) -> io::Result<[u8; N]> {
 
 impl NbdDevice {
     /// Connect to `addr` (`host:port`) and open export `name` with
-    /// `NBD_OPT_GO`.
+    /// `NBD_OPT_GO`, giving up after [`HANDSHAKE_TIMEOUT`] without an
+    /// answer (see [`NbdDevice::connect_timeout`]).
     pub fn connect(addr: &str, name: &str) -> Result<Self> {
-        Self::connect_inner(addr, name, None)
+        Self::connect_inner(addr, name, None, HANDSHAKE_TIMEOUT)
+    }
+
+    /// [`NbdDevice::connect`], giving up when the TCP connection, or any
+    /// step of the handshake, gets no answer within `timeout` (a peer that
+    /// is not an NBD server, or one that hangs): an error naming the step,
+    /// where before the call waited forever. Requests after the handshake
+    /// have no timeout: a slow drive is not a failed one.
+    pub fn connect_timeout(addr: &str, name: &str, timeout: Duration) -> Result<Self> {
+        if timeout.is_zero() {
+            return Err(crate::error::invalid(
+                "timeout",
+                "must be more than zero (a handshake takes a round trip)",
+            ));
+        }
+        Self::connect_inner(addr, name, None, timeout)
     }
 
     /// Like [`NbdDevice::connect`], from the local address `source` (port
@@ -48,20 +65,45 @@ impl NbdDevice {
     /// Several hosts can be modelled on one machine this way, each with its
     /// own loopback address (`127.0.0.N`).
     pub fn connect_from(addr: &str, name: &str, source: std::net::IpAddr) -> Result<Self> {
-        Self::connect_inner(addr, name, Some(source))
+        Self::connect_inner(addr, name, Some(source), HANDSHAKE_TIMEOUT)
     }
 
-    fn connect_inner(addr: &str, name: &str, source: Option<std::net::IpAddr>) -> Result<Self> {
+    fn connect_inner(
+        addr: &str,
+        name: &str,
+        source: Option<std::net::IpAddr>,
+        timeout: Duration,
+    ) -> Result<Self> {
         let label = format!("nbd://{addr}/{name}");
         let nbd = |m: String| EngineError::Nbd(format!("{label}: {m}"));
-        let ioe = |what: &str| crate::error::io_err(format!("{label}: {what}"));
+        // A step that got no answer in time says so (the OS says only
+        // "Resource temporarily unavailable").
+        let ioe = |what: &str| {
+            let what = format!("{label}: {what}");
+            move |e: io::Error| match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => EngineError::Nbd(format!(
+                    "{what}: no answer within {timeout:?} (is it an NBD server, and up?)"
+                )),
+                _ => EngineError::Io { what, source: e },
+            }
+        };
+        // `host` alone (no port) or an empty address: say what is expected
+        // instead of the resolver's "invalid socket address".
+        match addr.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && !port.is_empty() => {}
+            _ => {
+                return Err(nbd(format!(
+                    "address `{addr}` is not HOST:PORT (NBD's port is usually 10809)"
+                )));
+            }
+        }
         let sa = addr
             .to_socket_addrs()
-            .map_err(ioe("resolve"))?
+            .map_err(ioe(&format!("resolve `{addr}`")))?
             .next()
             .ok_or_else(|| nbd("address resolves to nothing".into()))?;
         let mut s = match source {
-            None => TcpStream::connect(sa).map_err(ioe("connect"))?,
+            None => TcpStream::connect_timeout(&sa, timeout).map_err(ioe("connect"))?,
             Some(ip) => {
                 use rustix::net::{AddressFamily, SocketType};
                 let family = if sa.is_ipv4() {
@@ -79,6 +121,9 @@ impl NbdDevice {
             }
         };
         let _ = s.set_nodelay(true);
+        s.set_read_timeout(Some(timeout))
+            .and_then(|()| s.set_write_timeout(Some(timeout)))
+            .map_err(ioe("set the handshake timeout"))?;
         let greet: [u8; 18] = rd(&mut s).map_err(ioe("read greeting"))?;
         if greet[..8] != NBDMAGIC.to_be_bytes() || greet[8..16] != IHAVEOPT.to_be_bytes() {
             return Err(nbd("not a newstyle NBD server".into()));
@@ -138,6 +183,9 @@ impl NbdDevice {
         }
         let (size, flags) = export
             .ok_or_else(|| nbd("server acknowledged NBD_OPT_GO without export info".into()))?;
+        s.set_read_timeout(None)
+            .and_then(|()| s.set_write_timeout(None))
+            .map_err(ioe("clear the handshake timeout"))?;
         Ok(NbdDevice {
             replies: Mutex::new(Replies {
                 reader: Some(s.try_clone().map_err(ioe("clone the connection"))?),

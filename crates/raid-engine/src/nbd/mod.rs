@@ -72,6 +72,10 @@ pub(crate) const ENOSPC: u32 = 28;
 /// Largest payload of one request the server accepts and the client sends.
 pub const MAX_REQUEST_BYTES: u32 = 32 << 20;
 
+/// How long [`NbdDevice::connect`] waits for the TCP connection and for
+/// each answer of the handshake before it gives up.
+pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A description of an option reply error, for messages.
 pub(crate) fn rep_err_name(t: u32) -> &'static str {
     match t {

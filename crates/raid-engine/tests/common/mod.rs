@@ -19,6 +19,43 @@ pub fn members(dir: &Path, n: usize, size: u64) -> (Vec<PathBuf>, Vec<Arc<dyn Bl
     (paths, devs)
 }
 
+/// `n` sparse member files of `size` bytes in a fresh scratch directory
+/// (none of them open), for tests that hand paths to a command.
+pub struct MemberFiles {
+    /// The directory holding them (removed when dropped).
+    pub dir: tempfile::TempDir,
+    /// `dir/m0`, `dir/m1`, …
+    pub paths: Vec<PathBuf>,
+}
+
+impl MemberFiles {
+    /// Create the files.
+    pub fn new(n: usize, size: u64) -> MemberFiles {
+        let dir = scratch();
+        let (paths, devs) = members(dir.path(), n, size);
+        drop(devs);
+        MemberFiles { dir, paths }
+    }
+
+    /// The paths as command-line arguments.
+    pub fn args(&self) -> Vec<&str> {
+        self.paths.iter().map(|p| p.to_str().unwrap()).collect()
+    }
+}
+
+/// Each member file's first MiB (superblock and bitmap): what a refused
+/// command must leave as it was.
+pub fn metadata(paths: &[impl AsRef<Path>]) -> Vec<Vec<u8>> {
+    paths
+        .iter()
+        .map(|p| {
+            let mut b = std::fs::read(p).unwrap();
+            b.truncate(1 << 20);
+            b
+        })
+        .collect()
+}
+
 /// Reopen member files.
 pub fn reopen(paths: &[PathBuf]) -> Vec<Arc<dyn BlockDevice>> {
     paths
