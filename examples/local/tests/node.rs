@@ -787,3 +787,98 @@ async fn a_publish_cut_short_by_a_crash_is_redone_cleanly() {
         .unwrap();
     c.node_unstage_volume(unstage(&v, &staging)).await.unwrap();
 }
+
+/// Runs `mount ARGS…` (or `umount`), asserting it succeeds.
+fn run(cmd: &str, args: &[&std::ffi::OsStr]) {
+    let st = std::process::Command::new(cmd).args(args).status().unwrap();
+    assert!(st.success(), "{cmd} {args:?} failed");
+}
+
+/// How many mounts are stacked on `p`.
+fn mounts_on(p: &Path) -> usize {
+    let p = fs::canonicalize(p).unwrap();
+    mountinfo()
+        .lines()
+        .filter(|l| l.split(' ').nth(4).map(Path::new) == Some(p.as_path()))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mount_on_the_staging_path_that_is_not_the_volumes_own_is_refused_and_left_mounted() {
+    if !can_mount("a_mount_on_the_staging_path_that_is_not_the_volumes_own_is_refused") {
+        return;
+    }
+    let s = Served::start(|_| {}).await;
+    let c = &s.client;
+    let cap = VolumeCapability::mount(AccessMode::SingleNodeWriter);
+    let v = new_volume(c, mount_req("v", MIB)).await;
+    let staging = s.path("staging");
+    let dir = staging.as_path();
+    fs::create_dir(dir).unwrap();
+    // An operator's tmpfs on the staging path, holding a file of theirs.
+    run(
+        "mount",
+        &[
+            "-t".as_ref(),
+            "tmpfs".as_ref(),
+            "tmpfs".as_ref(),
+            dir.as_os_str(),
+        ],
+    );
+    fs::write(dir.join("theirs"), b"keep").unwrap();
+    let e = c
+        .node_stage_volume(stage(&v, &staging, &cap))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("staging_target_path") && msg.contains(dir.to_str().unwrap()),
+        "{msg}"
+    );
+    assert!(msg.contains("tmpfs"), "names what is mounted there: {msg}");
+    assert_eq!(mounts_on(dir), 1, "the tmpfs is still mounted");
+    assert_eq!(fs::read(dir.join("theirs")).unwrap(), b"keep");
+    run("umount", &[dir.as_os_str()]);
+
+    // A bind of the volume's own directory with no record (a crash between the mount and the
+    // record) is the plugin's leftover: replaced, not stacked on.
+    let data = local::volume_data_path(&s.state_dir(), v.as_str(), false);
+    run(
+        "mount",
+        &["--bind".as_ref(), data.as_os_str(), dir.as_os_str()],
+    );
+    c.node_stage_volume(stage(&v, &staging, &cap))
+        .await
+        .unwrap();
+    assert_eq!(
+        mounts_on(dir),
+        1,
+        "the leftover was replaced, not stacked on"
+    );
+    fs::write(dir.join("through-staging"), b"x").unwrap();
+    assert!(
+        data.join("through-staging").exists(),
+        "the volume is staged there"
+    );
+
+    // Unstage likewise leaves a mount stacked on the volume's by someone else.
+    run(
+        "mount",
+        &[
+            "-t".as_ref(),
+            "tmpfs".as_ref(),
+            "tmpfs".as_ref(),
+            dir.as_os_str(),
+        ],
+    );
+    let e = c
+        .node_unstage_volume(unstage(&v, &staging))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
+    assert_eq!(mounts_on(dir), 2, "both mounts stay");
+    run("umount", &[dir.as_os_str()]);
+    c.node_unstage_volume(unstage(&v, &staging)).await.unwrap();
+    assert!(!is_mounted(dir));
+}
