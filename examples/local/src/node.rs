@@ -13,7 +13,7 @@
 //! before it is used again, so a retried call never stacks mounts. A staging
 //! path is unmounted only where what is mounted there is provably this
 //! volume's own directory: another mount there (someone else's) is refused
-//! and left as it is.
+//! and left as it is. A failed publish removes only the target it made.
 
 use std::fs;
 use std::path::Path;
@@ -248,6 +248,9 @@ impl Inner {
         if csi_node::is_mount_point(target)? {
             csi_node::unmount_all(target)?;
         }
+        // The target the CO made (kubelet makes a block volume's file) stays on a failed call:
+        // only what this call makes is removed when it fails.
+        let created = fs::symlink_metadata(target).is_err();
         let mut rec = wanted;
         if block {
             // Loop devices of this image that no publication records were
@@ -266,7 +269,9 @@ impl Inner {
             }
             csi_node::create_file_target(target)?;
             let dev = LoopDevice::attach(&data, readonly).map_err(|e| {
-                let _ = fs::remove_file(target);
+                if created {
+                    let _ = fs::remove_file(target);
+                }
                 CsiError::failed_precondition(format!(
                     "cannot attach {} to a loop device: {e}",
                     data.display()
@@ -276,7 +281,9 @@ impl Inner {
                 csi_node::bind_mount(dev.path(), target, &MountOptions::default(), readonly)
             {
                 let _ = dev.detach();
-                let _ = fs::remove_file(target);
+                if created {
+                    let _ = fs::remove_file(target);
+                }
                 return Err(e.into());
             }
             rec.loop_device = Some(dev.path().to_string_lossy().into_owned());
@@ -294,14 +301,16 @@ impl Inner {
                 .unwrap_or_default();
             csi_node::bind_mount(staging.as_path(), target, &flags, readonly).inspect_err(
                 |_| {
-                    let _ = fs::remove_dir(target);
+                    if created {
+                        let _ = fs::remove_dir(target);
+                    }
                 },
             )?;
         }
         let mut next = store.state.clone();
         next.published.insert(key, rec.clone());
         if let Err(e) = store.commit(next) {
-            undo_publish(target, &rec);
+            undo_publish(target, &rec, created);
             return Err(e);
         }
         tracing::info!(volume_id = %id, target = %target.display(), readonly, device = ?rec.loop_device, "volume published");
@@ -564,16 +573,21 @@ fn detach_if_ours(dev: &str, image: &Path) {
     }
 }
 
-/// Undoes a publish whose record could not be saved.
-fn undo_publish(target: &Path, rec: &PublishRec) {
+/// Undoes a publish whose record could not be saved; the target itself is removed only where
+/// the publish `created` it.
+fn undo_publish(target: &Path, rec: &PublishRec, created: bool) {
     let _ = csi_node::unmount_all(target);
-    if let Some(dev) = &rec.loop_device {
-        if let Some(device) = LoopDevice::open(Path::new(dev)) {
-            let _ = device.detach();
-        }
-        let _ = fs::remove_file(target);
-    } else {
-        let _ = fs::remove_dir(target);
+    if let Some(dev) = &rec.loop_device
+        && let Some(device) = LoopDevice::open(Path::new(dev))
+    {
+        let _ = device.detach();
+    }
+    if created {
+        let _ = if rec.loop_device.is_some() {
+            fs::remove_file(target)
+        } else {
+            fs::remove_dir(target)
+        };
     }
 }
 

@@ -882,3 +882,43 @@ async fn a_mount_on_the_staging_path_that_is_not_the_volumes_own_is_refused_and_
     c.node_unstage_volume(unstage(&v, &staging)).await.unwrap();
     assert!(!is_mounted(dir));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_block_publish_keeps_the_target_file_the_co_made() {
+    if !can_mount("a_failed_block_publish_keeps_the_target_file_the_co_made") {
+        return;
+    }
+    let s = Served::start(|_| {}).await;
+    let c = &s.client;
+    let v = new_volume(c, block_req("b", 4 * MIB)).await;
+    let img = local::volume_data_path(&s.state_dir(), v.as_str(), true);
+    let _cleanup = DetachLoopsOf(img.clone());
+    let cap = VolumeCapability::block(AccessMode::SingleNodeWriter);
+    let (staging, target) = (s.path("staging"), s.path("dev"));
+    if !stage_block(c, &v, &staging, &cap).await {
+        return;
+    }
+    // The CO makes the target file, as kubelet does for a block volume.
+    fs::write(target.as_path(), b"").unwrap();
+    // The image out of the way: attaching it to a loop device fails.
+    let aside = img.with_extension("aside");
+    fs::rename(&img, &aside).unwrap();
+    let r = c
+        .node_publish_volume(publish(&v, Some(&staging), &target, &cap, false))
+        .await;
+    fs::rename(&aside, &img).unwrap();
+    assert!(r.is_err(), "attaching a missing image fails");
+    assert!(
+        target.as_path().is_file(),
+        "the target file the CO made is still there"
+    );
+    // The retry publishes on that same file.
+    c.node_publish_volume(publish(&v, Some(&staging), &target, &cap, false))
+        .await
+        .unwrap();
+    assert!(is_mounted(target.as_path()));
+    c.node_unpublish_volume(unpublish(&v, &target))
+        .await
+        .unwrap();
+    c.node_unstage_volume(unstage(&v, &staging)).await.unwrap();
+}
