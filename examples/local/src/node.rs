@@ -338,15 +338,22 @@ impl Inner {
         if let Some(dev) = &rec.loop_device {
             detach_if_ours(dev, &store.layout.volume_path(id, true));
         }
+        // Unmounted now (unmount_all returns only once nothing is mounted there): the target
+        // is removed, as the spec asks of what the plugin made there, but a directory that
+        // holds files (written after the unmount, or by the CO) is the CO's to clear (kubelet
+        // removes the target directory itself). Refusing would fail every retry the same way.
         let removed = if rec.cap.block {
             fs::remove_file(target)
         } else {
             fs::remove_dir(target)
         };
-        if let Err(e) = removed
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            return Err(io_err(format!("removing {}", target.display()), e));
+        match removed {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => {
+                tracing::warn!(volume_id = %id, target = %key, "target directory left in place: it is not empty");
+            }
+            Err(e) => return Err(io_err(format!("removing {}", target.display()), e)),
         }
         let mut next = store.state.clone();
         next.published.remove(&key);

@@ -922,3 +922,38 @@ async fn a_failed_block_publish_keeps_the_target_file_the_co_made() {
         .unwrap();
     c.node_unstage_volume(unstage(&v, &staging)).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unpublish_answers_ok_once_unmounted_even_when_files_stay_in_the_target() {
+    if !can_mount("unpublish_answers_ok_once_unmounted_even_when_files_stay_in_the_target") {
+        return;
+    }
+    let s = Served::start(|_| {}).await;
+    let c = &s.client;
+    let cap = VolumeCapability::mount(AccessMode::SingleNodeWriter);
+    let v = new_volume(c, mount_req("v", MIB)).await;
+    let (staging, target) = (s.path("staging"), s.path("target"));
+    c.node_stage_volume(stage(&v, &staging, &cap))
+        .await
+        .unwrap();
+    c.node_publish_volume(publish(&v, Some(&staging), &target, &cap, false))
+        .await
+        .unwrap();
+    let dir = target.as_path();
+    // Unmounted under the plugin, then written into: the directory is no longer empty.
+    run("umount", &[dir.as_os_str()]);
+    fs::write(dir.join("written-after"), b"x").unwrap();
+    for _ in 0..2 {
+        c.node_unpublish_volume(unpublish(&v, &target))
+            .await
+            .unwrap();
+        assert!(!is_mounted(dir));
+    }
+    assert!(
+        dir.join("written-after").exists(),
+        "files in the target are left to the CO"
+    );
+    // The publication is gone: unstaging is no longer refused.
+    c.node_unstage_volume(unstage(&v, &staging)).await.unwrap();
+    assert!(!is_mounted(staging.as_path()));
+}
