@@ -957,3 +957,62 @@ async fn unpublish_answers_ok_once_unmounted_even_when_files_stay_in_the_target(
     c.node_unstage_volume(unstage(&v, &staging)).await.unwrap();
     assert!(!is_mounted(staging.as_path()));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unstaging_a_block_volume_unmounts_nothing() {
+    if !can_mount("unstaging_a_block_volume_unmounts_nothing") {
+        return;
+    }
+    let s = Served::start(|_| {}).await;
+    let c = &s.client;
+    let v = new_volume(c, block_req("b", 4 * MIB)).await;
+    let cap = VolumeCapability::block(AccessMode::SingleNodeWriter);
+    let staging = s.path("staging");
+    let dir = staging.as_path();
+    fs::create_dir(dir).unwrap();
+    if !stage_block(c, &v, &staging, &cap).await {
+        return;
+    }
+    // A block volume is staged without a mount: a mount there is someone else's.
+    run(
+        "mount",
+        &[
+            "-t".as_ref(),
+            "tmpfs".as_ref(),
+            "tmpfs".as_ref(),
+            dir.as_os_str(),
+        ],
+    );
+    c.node_unstage_volume(unstage(&v, &staging)).await.unwrap();
+    assert_eq!(mounts_on(dir), 1, "the tmpfs is still mounted");
+    run("umount", &[dir.as_os_str()]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_mount_publish_keeps_the_target_directory_the_co_made() {
+    if !can_mount("a_failed_mount_publish_keeps_the_target_directory_the_co_made") {
+        return;
+    }
+    let s = Served::start(|_| {}).await;
+    let c = &s.client;
+    let cap = VolumeCapability::mount(AccessMode::SingleNodeWriter);
+    let v = new_volume(c, mount_req("v", MIB)).await;
+    let (staging, target) = (s.path("staging"), s.path("target"));
+    c.node_stage_volume(stage(&v, &staging, &cap))
+        .await
+        .unwrap();
+    fs::create_dir(target.as_path()).unwrap();
+    // The staging path unmounted and removed behind the plugin's back: the bind from it fails.
+    run("umount", &[staging.as_path().as_os_str()]);
+    fs::remove_dir(staging.as_path()).unwrap();
+    let e = c
+        .node_publish_volume(publish(&v, Some(&staging), &target, &cap, false))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains(staging.as_str()), "{e}");
+    assert!(
+        target.as_path().is_dir(),
+        "the target directory the CO made is still there"
+    );
+    c.node_unstage_volume(unstage(&v, &staging)).await.unwrap();
+}
