@@ -803,6 +803,22 @@ fn mounts_on(p: &Path) -> usize {
         .count()
 }
 
+/// A served driver with a mount volume staged at its path `staging`, and the capability it was
+/// staged with; `None` (after saying why) where mounts cannot be made.
+async fn staged_mount_volume(test: &str) -> Option<(Served, VolumeId, VolumeCapability)> {
+    if !can_mount(test) {
+        return None;
+    }
+    let s = Served::start(|_| {}).await;
+    let cap = VolumeCapability::mount(AccessMode::SingleNodeWriter);
+    let v = new_volume(&s.client, mount_req("v", MIB)).await;
+    s.client
+        .node_stage_volume(stage(&v, &s.path("staging"), &cap))
+        .await
+        .unwrap();
+    Some((s, v, cap))
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_mount_on_the_staging_path_that_is_not_the_volumes_own_is_refused_and_left_mounted() {
     if !can_mount("a_mount_on_the_staging_path_that_is_not_the_volumes_own_is_refused") {
@@ -925,17 +941,15 @@ async fn a_failed_block_publish_keeps_the_target_file_the_co_made() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn unpublish_answers_ok_once_unmounted_even_when_files_stay_in_the_target() {
-    if !can_mount("unpublish_answers_ok_once_unmounted_even_when_files_stay_in_the_target") {
+    let Some((s, v, cap)) = staged_mount_volume(
+        "unpublish_answers_ok_once_unmounted_even_when_files_stay_in_the_target",
+    )
+    .await
+    else {
         return;
-    }
-    let s = Served::start(|_| {}).await;
+    };
     let c = &s.client;
-    let cap = VolumeCapability::mount(AccessMode::SingleNodeWriter);
-    let v = new_volume(c, mount_req("v", MIB)).await;
     let (staging, target) = (s.path("staging"), s.path("target"));
-    c.node_stage_volume(stage(&v, &staging, &cap))
-        .await
-        .unwrap();
     c.node_publish_volume(publish(&v, Some(&staging), &target, &cap, false))
         .await
         .unwrap();
@@ -990,17 +1004,13 @@ async fn unstaging_a_block_volume_unmounts_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_mount_publish_keeps_the_target_directory_the_co_made() {
-    if !can_mount("a_failed_mount_publish_keeps_the_target_directory_the_co_made") {
+    let Some((s, v, cap)) =
+        staged_mount_volume("a_failed_mount_publish_keeps_the_target_directory_the_co_made").await
+    else {
         return;
-    }
-    let s = Served::start(|_| {}).await;
+    };
     let c = &s.client;
-    let cap = VolumeCapability::mount(AccessMode::SingleNodeWriter);
-    let v = new_volume(c, mount_req("v", MIB)).await;
     let (staging, target) = (s.path("staging"), s.path("target"));
-    c.node_stage_volume(stage(&v, &staging, &cap))
-        .await
-        .unwrap();
     fs::create_dir(target.as_path()).unwrap();
     // The staging path unmounted and removed behind the plugin's back: the bind from it fails.
     run("umount", &[staging.as_path().as_os_str()]);
