@@ -10,7 +10,10 @@
 //!
 //! Each mount is made before the record of it is saved, and a path that is
 //! mounted without a record (left by a crash between the two) is unmounted
-//! before it is used again, so a retried call never stacks mounts.
+//! before it is used again, so a retried call never stacks mounts. A staging
+//! path is unmounted only where what is mounted there is provably this
+//! volume's own directory: another mount there (someone else's) is refused
+//! and left as it is. A failed publish removes only the target it made.
 
 use std::fs;
 use std::path::Path;
@@ -92,13 +95,13 @@ impl Inner {
             check_target_kind("staging_target_path", staging, true, false)?;
             fs::create_dir_all(staging)
                 .map_err(|e| io_err(format!("creating {}", staging.display()), e))?;
-            let mounted = csi_node::is_mount_point(staging)?;
             let recorded = store.state.staged.contains_key(&key);
-            if mounted && !recorded {
-                // A mount left by a crash before its record was saved.
-                csi_node::unmount_all(staging)?;
+            if !recorded {
+                // A bind of this volume's directory left by a crash before its record was
+                // saved is ours to undo; any other mount there is refused, untouched.
+                unmount_own_binds("staging_target_path", staging, &data, id)?;
             }
-            if !(mounted && recorded) {
+            if !(recorded && csi_node::is_mount_point(staging)?) {
                 csi_node::bind_mount(&data, staging, &MountOptions::default(), false)?;
             }
         }
@@ -125,17 +128,18 @@ impl Inner {
         let key = req.staging_target_path.to_string();
         let staging = req.staging_target_path.as_path();
         let mut store = self.lock();
-        let staged_here = store
+        let Some(block) = store
             .state
             .staged
             .get(&key)
-            .is_some_and(|s| s.volume_id == id);
-        if !staged_here {
+            .filter(|s| s.volume_id == id)
+            .map(|s| s.cap.block)
+        else {
             if !store.state.volumes.contains_key(id) {
                 return Err(not_found_volume(id));
             }
             return Ok(NodeUnstageVolumeResponse {});
-        }
+        };
         if let Some(target) = store
             .state
             .published
@@ -147,7 +151,11 @@ impl Inner {
                 "volume {id} is still published at {target} from {key}; unpublish it first"
             )));
         }
-        csi_node::unmount_all(staging)?;
+        // A block volume is staged without a mount: whatever is mounted there is not ours.
+        if !block {
+            let data = store.layout.volume_path(id, false);
+            unmount_own_binds("staging_target_path", staging, &data, id)?;
+        }
         let mut next = store.state.clone();
         next.staged.remove(&key);
         store.commit(next)?;
@@ -240,6 +248,9 @@ impl Inner {
         if csi_node::is_mount_point(target)? {
             csi_node::unmount_all(target)?;
         }
+        // The target the CO made (kubelet makes a block volume's file) stays on a failed call:
+        // only what this call makes is removed when it fails.
+        let created = fs::symlink_metadata(target).is_err();
         let mut rec = wanted;
         if block {
             // Loop devices of this image that no publication records were
@@ -258,7 +269,9 @@ impl Inner {
             }
             csi_node::create_file_target(target)?;
             let dev = LoopDevice::attach(&data, readonly).map_err(|e| {
-                let _ = fs::remove_file(target);
+                if created {
+                    let _ = fs::remove_file(target);
+                }
                 CsiError::failed_precondition(format!(
                     "cannot attach {} to a loop device: {e}",
                     data.display()
@@ -268,7 +281,9 @@ impl Inner {
                 csi_node::bind_mount(dev.path(), target, &MountOptions::default(), readonly)
             {
                 let _ = dev.detach();
-                let _ = fs::remove_file(target);
+                if created {
+                    let _ = fs::remove_file(target);
+                }
                 return Err(e.into());
             }
             rec.loop_device = Some(dev.path().to_string_lossy().into_owned());
@@ -286,14 +301,16 @@ impl Inner {
                 .unwrap_or_default();
             csi_node::bind_mount(staging.as_path(), target, &flags, readonly).inspect_err(
                 |_| {
-                    let _ = fs::remove_dir(target);
+                    if created {
+                        let _ = fs::remove_dir(target);
+                    }
                 },
             )?;
         }
         let mut next = store.state.clone();
         next.published.insert(key, rec.clone());
         if let Err(e) = store.commit(next) {
-            undo_publish(target, &rec);
+            undo_publish(target, &rec, created);
             return Err(e);
         }
         tracing::info!(volume_id = %id, target = %target.display(), readonly, device = ?rec.loop_device, "volume published");
@@ -321,15 +338,22 @@ impl Inner {
         if let Some(dev) = &rec.loop_device {
             detach_if_ours(dev, &store.layout.volume_path(id, true));
         }
+        // Unmounted now (unmount_all returns only once nothing is mounted there): the target
+        // is removed, as the spec asks of what the plugin made there, but a directory that
+        // holds files (written after the unmount, or by the CO) is the CO's to clear (kubelet
+        // removes the target directory itself). Refusing would fail every retry the same way.
         let removed = if rec.cap.block {
             fs::remove_file(target)
         } else {
             fs::remove_dir(target)
         };
-        if let Err(e) = removed
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            return Err(io_err(format!("removing {}", target.display()), e));
+        match removed {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => {
+                tracing::warn!(volume_id = %id, target = %key, "target directory left in place: it is not empty");
+            }
+            Err(e) => return Err(io_err(format!("removing {}", target.display()), e)),
         }
         let mut next = store.state.clone();
         next.published.remove(&key);
@@ -556,15 +580,71 @@ fn detach_if_ours(dev: &str, image: &Path) {
     }
 }
 
-/// Undoes a publish whose record could not be saved.
-fn undo_publish(target: &Path, rec: &PublishRec) {
+/// Undoes a publish whose record could not be saved; the target itself is removed only where
+/// the publish `created` it.
+fn undo_publish(target: &Path, rec: &PublishRec, created: bool) {
     let _ = csi_node::unmount_all(target);
-    if let Some(dev) = &rec.loop_device {
-        if let Some(device) = LoopDevice::open(Path::new(dev)) {
-            let _ = device.detach();
-        }
-        let _ = fs::remove_file(target);
-    } else {
-        let _ = fs::remove_dir(target);
+    if let Some(dev) = &rec.loop_device
+        && let Some(device) = LoopDevice::open(Path::new(dev))
+    {
+        let _ = device.detach();
     }
+    if created {
+        let _ = if rec.loop_device.is_some() {
+            fs::remove_file(target)
+        } else {
+            fs::remove_dir(target)
+        };
+    }
+}
+
+/// Unmounts from `path` (given as `field`) the binds of volume `id`'s directory `data` that
+/// are stacked there, top first: what a crash between a mount and the record of it leaves.
+/// A bind is known for ours by what it shows, `data` itself (same device and inode), not
+/// by its path. Any other mount there (another driver's volume, a tmpfs an operator mounted)
+/// is FAILED_PRECONDITION naming the path and what is mounted on it, and stays mounted.
+fn unmount_own_binds(field: &str, path: &Path, data: &Path, id: &str) -> Result<(), CsiError> {
+    use std::os::unix::fs::MetadataExt;
+    let ours = || {
+        let (Ok(seen), Ok(own)) = (fs::metadata(path), fs::metadata(data)) else {
+            return false;
+        };
+        (seen.dev(), seen.ino()) == (own.dev(), own.ino())
+    };
+    // Bounded like csi_node::unmount_all: a bind stacked many times is unmounted as often.
+    for _ in 0..64 {
+        if !csi_node::is_mount_point(path)? {
+            return Ok(());
+        }
+        if !ours() {
+            let canonical = fs::canonicalize(path)
+                .map_err(|e| io_err(format!("resolving {}", path.display()), e))?;
+            let what = csi_node::mount_table()?
+                .into_iter()
+                .rev()
+                .find(|m| m.mount_point == canonical)
+                .map_or_else(
+                    || "a mount".to_string(),
+                    |m| {
+                        format!(
+                            "{} from {} (root {})",
+                            m.fs_type,
+                            Path::new(&m.source).display(),
+                            m.root.display()
+                        )
+                    },
+                );
+            return Err(CsiError::failed_precondition(format!(
+                "{field} {} has {what} mounted on it, which is not volume {id}'s directory \
+                 and which this plugin did not mount; unmount it or use another path",
+                path.display()
+            )));
+        }
+        csi_node::unmount(path)?;
+    }
+    Err(csi_node::Error::Busy {
+        path: path.to_path_buf(),
+        source: std::io::Error::other("still mounted after 64 unmounts"),
+    }
+    .into())
 }

@@ -787,3 +787,242 @@ async fn a_publish_cut_short_by_a_crash_is_redone_cleanly() {
         .unwrap();
     c.node_unstage_volume(unstage(&v, &staging)).await.unwrap();
 }
+
+/// Runs `mount ARGS…` (or `umount`), asserting it succeeds.
+fn run(cmd: &str, args: &[&std::ffi::OsStr]) {
+    let st = std::process::Command::new(cmd).args(args).status().unwrap();
+    assert!(st.success(), "{cmd} {args:?} failed");
+}
+
+/// How many mounts are stacked on `p`.
+fn mounts_on(p: &Path) -> usize {
+    let p = fs::canonicalize(p).unwrap();
+    mountinfo()
+        .lines()
+        .filter(|l| l.split(' ').nth(4).map(Path::new) == Some(p.as_path()))
+        .count()
+}
+
+/// A served driver with a mount volume staged at its path `staging`, and the capability it was
+/// staged with; `None` (after saying why) where mounts cannot be made.
+async fn staged_mount_volume(test: &str) -> Option<(Served, VolumeId, VolumeCapability)> {
+    if !can_mount(test) {
+        return None;
+    }
+    let s = Served::start(|_| {}).await;
+    let cap = VolumeCapability::mount(AccessMode::SingleNodeWriter);
+    let v = new_volume(&s.client, mount_req("v", MIB)).await;
+    s.client
+        .node_stage_volume(stage(&v, &s.path("staging"), &cap))
+        .await
+        .unwrap();
+    Some((s, v, cap))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mount_on_the_staging_path_that_is_not_the_volumes_own_is_refused_and_left_mounted() {
+    if !can_mount("a_mount_on_the_staging_path_that_is_not_the_volumes_own_is_refused") {
+        return;
+    }
+    let s = Served::start(|_| {}).await;
+    let c = &s.client;
+    let cap = VolumeCapability::mount(AccessMode::SingleNodeWriter);
+    let v = new_volume(c, mount_req("v", MIB)).await;
+    let staging = s.path("staging");
+    let dir = staging.as_path();
+    fs::create_dir(dir).unwrap();
+    // An operator's tmpfs on the staging path, holding a file of theirs.
+    run(
+        "mount",
+        &[
+            "-t".as_ref(),
+            "tmpfs".as_ref(),
+            "tmpfs".as_ref(),
+            dir.as_os_str(),
+        ],
+    );
+    fs::write(dir.join("theirs"), b"keep").unwrap();
+    let e = c
+        .node_stage_volume(stage(&v, &staging, &cap))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("staging_target_path") && msg.contains(dir.to_str().unwrap()),
+        "{msg}"
+    );
+    assert!(msg.contains("tmpfs"), "names what is mounted there: {msg}");
+    assert_eq!(mounts_on(dir), 1, "the tmpfs is still mounted");
+    assert_eq!(fs::read(dir.join("theirs")).unwrap(), b"keep");
+    run("umount", &[dir.as_os_str()]);
+
+    // A bind of the volume's own directory with no record (a crash between the mount and the
+    // record) is the plugin's leftover: replaced, not stacked on.
+    let data = local::volume_data_path(&s.state_dir(), v.as_str(), false);
+    run(
+        "mount",
+        &["--bind".as_ref(), data.as_os_str(), dir.as_os_str()],
+    );
+    c.node_stage_volume(stage(&v, &staging, &cap))
+        .await
+        .unwrap();
+    assert_eq!(
+        mounts_on(dir),
+        1,
+        "the leftover was replaced, not stacked on"
+    );
+    fs::write(dir.join("through-staging"), b"x").unwrap();
+    assert!(
+        data.join("through-staging").exists(),
+        "the volume is staged there"
+    );
+
+    // Unstage likewise leaves a mount stacked on the volume's by someone else.
+    run(
+        "mount",
+        &[
+            "-t".as_ref(),
+            "tmpfs".as_ref(),
+            "tmpfs".as_ref(),
+            dir.as_os_str(),
+        ],
+    );
+    let e = c
+        .node_unstage_volume(unstage(&v, &staging))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
+    assert_eq!(mounts_on(dir), 2, "both mounts stay");
+    run("umount", &[dir.as_os_str()]);
+    c.node_unstage_volume(unstage(&v, &staging)).await.unwrap();
+    assert!(!is_mounted(dir));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_block_publish_keeps_the_target_file_the_co_made() {
+    if !can_mount("a_failed_block_publish_keeps_the_target_file_the_co_made") {
+        return;
+    }
+    let s = Served::start(|_| {}).await;
+    let c = &s.client;
+    let v = new_volume(c, block_req("b", 4 * MIB)).await;
+    let img = local::volume_data_path(&s.state_dir(), v.as_str(), true);
+    let _cleanup = DetachLoopsOf(img.clone());
+    let cap = VolumeCapability::block(AccessMode::SingleNodeWriter);
+    let (staging, target) = (s.path("staging"), s.path("dev"));
+    if !stage_block(c, &v, &staging, &cap).await {
+        return;
+    }
+    // The CO makes the target file, as kubelet does for a block volume.
+    fs::write(target.as_path(), b"").unwrap();
+    // The image out of the way: attaching it to a loop device fails.
+    let aside = img.with_extension("aside");
+    fs::rename(&img, &aside).unwrap();
+    let r = c
+        .node_publish_volume(publish(&v, Some(&staging), &target, &cap, false))
+        .await;
+    fs::rename(&aside, &img).unwrap();
+    assert!(r.is_err(), "attaching a missing image fails");
+    assert!(
+        target.as_path().is_file(),
+        "the target file the CO made is still there"
+    );
+    // The retry publishes on that same file.
+    c.node_publish_volume(publish(&v, Some(&staging), &target, &cap, false))
+        .await
+        .unwrap();
+    assert!(is_mounted(target.as_path()));
+    c.node_unpublish_volume(unpublish(&v, &target))
+        .await
+        .unwrap();
+    c.node_unstage_volume(unstage(&v, &staging)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unpublish_answers_ok_once_unmounted_even_when_files_stay_in_the_target() {
+    let Some((s, v, cap)) = staged_mount_volume(
+        "unpublish_answers_ok_once_unmounted_even_when_files_stay_in_the_target",
+    )
+    .await
+    else {
+        return;
+    };
+    let c = &s.client;
+    let (staging, target) = (s.path("staging"), s.path("target"));
+    c.node_publish_volume(publish(&v, Some(&staging), &target, &cap, false))
+        .await
+        .unwrap();
+    let dir = target.as_path();
+    // Unmounted under the plugin, then written into: the directory is no longer empty.
+    run("umount", &[dir.as_os_str()]);
+    fs::write(dir.join("written-after"), b"x").unwrap();
+    for _ in 0..2 {
+        c.node_unpublish_volume(unpublish(&v, &target))
+            .await
+            .unwrap();
+        assert!(!is_mounted(dir));
+    }
+    assert!(
+        dir.join("written-after").exists(),
+        "files in the target are left to the CO"
+    );
+    // The publication is gone: unstaging is no longer refused.
+    c.node_unstage_volume(unstage(&v, &staging)).await.unwrap();
+    assert!(!is_mounted(staging.as_path()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unstaging_a_block_volume_unmounts_nothing() {
+    if !can_mount("unstaging_a_block_volume_unmounts_nothing") {
+        return;
+    }
+    let s = Served::start(|_| {}).await;
+    let c = &s.client;
+    let v = new_volume(c, block_req("b", 4 * MIB)).await;
+    let cap = VolumeCapability::block(AccessMode::SingleNodeWriter);
+    let staging = s.path("staging");
+    let dir = staging.as_path();
+    fs::create_dir(dir).unwrap();
+    if !stage_block(c, &v, &staging, &cap).await {
+        return;
+    }
+    // A block volume is staged without a mount: a mount there is someone else's.
+    run(
+        "mount",
+        &[
+            "-t".as_ref(),
+            "tmpfs".as_ref(),
+            "tmpfs".as_ref(),
+            dir.as_os_str(),
+        ],
+    );
+    c.node_unstage_volume(unstage(&v, &staging)).await.unwrap();
+    assert_eq!(mounts_on(dir), 1, "the tmpfs is still mounted");
+    run("umount", &[dir.as_os_str()]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_mount_publish_keeps_the_target_directory_the_co_made() {
+    let Some((s, v, cap)) =
+        staged_mount_volume("a_failed_mount_publish_keeps_the_target_directory_the_co_made").await
+    else {
+        return;
+    };
+    let c = &s.client;
+    let (staging, target) = (s.path("staging"), s.path("target"));
+    fs::create_dir(target.as_path()).unwrap();
+    // The staging path unmounted and removed behind the plugin's back: the bind from it fails.
+    run("umount", &[staging.as_path().as_os_str()]);
+    fs::remove_dir(staging.as_path()).unwrap();
+    let e = c
+        .node_publish_volume(publish(&v, Some(&staging), &target, &cap, false))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains(staging.as_str()), "{e}");
+    assert!(
+        target.as_path().is_dir(),
+        "the target directory the CO made is still there"
+    );
+    c.node_unstage_volume(unstage(&v, &staging)).await.unwrap();
+}
