@@ -465,6 +465,9 @@ impl Composer {
                 }
                 return Ok(self.view(&st, v));
             }
+            // A repeat of a create made before these rules answers as it
+            // did; a new volume's class is held to them.
+            Parameters::check_new(parameters)?;
             let seq = st.next_seq;
             st.next_seq += 1;
             let id = format!("vol-{seq:012}");
@@ -817,6 +820,8 @@ impl Composer {
         topology: Option<&Topology>,
     ) -> Result<Capacity, Error> {
         let p = Parameters::parse(parameters)?;
+        // What a create of this class would refuse has no capacity either.
+        Parameters::check_new(parameters)?;
         // A create accessible from the segment asks for it as requisite.
         let within = topology.map(|t| TopologyRequirement {
             requisite: vec![t.clone()],
