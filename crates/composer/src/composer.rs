@@ -1006,7 +1006,7 @@ impl Composer {
             && self.inv.server_index(target).is_none()
         {
             return Err(Error::NotFound(format!(
-                "{target:?} is no drive, enclosure or server of the inventory"
+                "target: no drive, enclosure or server {target:?} in the inventory"
             )));
         }
         let mut st = self.lock_synced()?;
@@ -1129,7 +1129,7 @@ impl Composer {
             Ok(target.to_string())
         } else {
             Err(Error::NotFound(format!(
-                "{target:?} is no drive or enclosure of the inventory"
+                "target: no drive or enclosure {target:?} in the inventory"
             )))
         }
     }

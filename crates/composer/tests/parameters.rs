@@ -828,3 +828,24 @@ fn a_volume_recorded_with_an_empty_list_entry_still_loads() {
     c.delete(&v.id).unwrap();
     assert!(matches!(c.get(&v.id), Err(Error::NotFound(_))));
 }
+
+/// `mark` and the repair plan of an id the inventory does not hold say
+/// which argument is wrong as `fail-drive` does (`target: …`).
+#[test]
+fn unknown_targets_are_named_as_target() {
+    let c = composer();
+    match c.mark("no-such-drive", Health::Failed) {
+        Err(Error::NotFound(m)) => assert_eq!(
+            m,
+            "target: no drive, enclosure or server \"no-such-drive\" in the inventory"
+        ),
+        other => panic!("{other:?}"),
+    }
+    match c.repair_plan("no-such-drive") {
+        Err(Error::NotFound(m)) => assert_eq!(
+            m,
+            "target: no drive or enclosure \"no-such-drive\" in the inventory"
+        ),
+        other => panic!("{other:?}"),
+    }
+}
