@@ -146,6 +146,15 @@ fn failed_operations_exit_1() {
     let state = dir.path().join("state.redb");
     let empty = dir.path().join("empty.toml");
     std::fs::write(&empty, "# nothing yet\n").unwrap();
+    // Drives and no server: every create would fail.
+    let serverless = dir.path().join("serverless.toml");
+    std::fs::write(
+        &serverless,
+        "[[site]]\nid = \"dc\"\n[[rack]]\nid = \"r1\"\nsite = \"dc\"\n\
+         [[jbod]]\nid = \"j1\"\nrack = \"r1\"\n\
+         [[jbod.drive]]\nkind = \"ssd\"\ncapacity = \"1 TB\"\n",
+    )
+    .unwrap();
     let missing = dir.path().join("admin.sock");
     let cases: Vec<(Vec<&str>, String)> = vec![
         (
@@ -155,6 +164,13 @@ fn failed_operations_exit_1() {
         (
             vec!["inventory", empty.to_str().unwrap()],
             format!("{}: inventory: no drives", empty.display()),
+        ),
+        (
+            vec!["inventory", serverless.to_str().unwrap()],
+            format!(
+                "{}: inventory: no servers: a composer needs at least one [[server]]",
+                serverless.display()
+            ),
         ),
         (
             vec![
