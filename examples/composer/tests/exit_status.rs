@@ -211,11 +211,18 @@ async fn refusals_of_a_running_composer_exit_1() {
     let s = common::Server::start(dir.path()).await;
     let sock = s.admin.to_str().unwrap().to_string();
     let cases: &[(&[&str], &str)] = &[
-        (&["mark", "no-such-drive", "failed"], "no-such-drive"),
-        (&["repair-plan", "no-such-drive"], "no-such-drive"),
+        // Every unknown id is told alike, naming the argument.
+        (
+            &["mark", "no-such-drive", "failed"],
+            "target: no drive, enclosure or server \"no-such-drive\"",
+        ),
+        (
+            &["repair-plan", "no-such-drive"],
+            "target: no drive or enclosure \"no-such-drive\"",
+        ),
         (
             &["fail-drive", "no-such-drive"],
-            "no drive \"no-such-drive\"",
+            "target: no drive \"no-such-drive\"",
         ),
         (&["rebuild", "no-such-drive"], "no-such-drive"),
         // A healthy drive: a rebuild replaces failed drives.
