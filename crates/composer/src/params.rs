@@ -512,13 +512,17 @@ mod tests {
         )
     }
 
-    fn fails(kv: &[(&str, &str)], key: &str, rule: &str) {
-        let e = parse(kv).unwrap_err();
-        let Error::Parameter { key: k, rule: r } = &e else {
+    /// `e` is a refusal of `key` whose rule says `rule`.
+    fn names(e: &Error, key: &str, rule: &str) {
+        let Error::Parameter { key: k, rule: r } = e else {
             panic!("{e:?}")
         };
         assert_eq!(k, key, "{e}");
         assert!(r.contains(rule), "{r:?} should contain {rule:?}");
+    }
+
+    fn fails(kv: &[(&str, &str)], key: &str, rule: &str) {
+        names(&parse(kv).unwrap_err(), key, rule);
     }
 
     #[test]
@@ -643,12 +647,7 @@ mod tests {
     /// `check_new` refuses, naming the key and the rule.
     fn refused_new(kv: &[(&str, &str)], key: &str, rule: &str) {
         parse(kv).unwrap();
-        let e = Parameters::check_new(&map(kv)).unwrap_err();
-        let Error::Parameter { key: k, rule: r } = &e else {
-            panic!("{e:?}")
-        };
-        assert_eq!(k, key, "{e}");
-        assert!(r.contains(rule), "{r:?} should contain {rule:?}");
+        names(&Parameters::check_new(&map(kv)).unwrap_err(), key, rule);
     }
 
     #[test]

@@ -745,53 +745,29 @@ fn refused(r: Result<VolumeView, Error>, key: &str, rule: &str) {
 #[test]
 fn a_new_class_with_an_empty_repeated_or_reserved_list_entry_is_refused() {
     let c = composer();
-    refused(
-        create(&c, "a", &[("requiredTags", "archive,,archive")], GB),
-        "requiredTags",
-        "has an empty entry",
-    );
-    refused(
-        create(&c, "a", &[("requiredTags", "")], GB),
-        "requiredTags",
-        "must not be empty",
-    );
-    refused(
-        create(&c, "a", &[("excludedTags", " , ")], GB),
-        "excludedTags",
-        "has an empty entry",
-    );
-    refused(
-        create(&c, "a", &[("storageGroup", "")], GB),
-        "storageGroup",
-        "must not be empty",
-    );
-    refused(
-        create(&c, "a", &[("requiredTags", "archive,archive")], GB),
-        "requiredTags",
-        "\"archive\" is listed twice",
-    );
-    refused(
-        create(&c, "a", &[("networkTransportsAllowed", "nbd,")], GB),
-        "networkTransportsAllowed",
-        "has an empty entry",
-    );
-    // Every drive carries composer.capacity=<bytes>: the class would reach
-    // into the composer's own encoding.
-    refused(
-        create(
-            &c,
-            "a",
-            &[("excludedTags", "composer.capacity=16000000000000")],
-            GB,
+    let cases = [
+        ("requiredTags", "archive,,archive", "has an empty entry"),
+        ("requiredTags", "", "must not be empty"),
+        ("excludedTags", " , ", "has an empty entry"),
+        ("storageGroup", "", "must not be empty"),
+        (
+            "requiredTags",
+            "archive,archive",
+            "\"archive\" is listed twice",
         ),
-        "excludedTags",
-        "tags starting with \"composer.\" are the composer's own",
-    );
-    refused(
-        create(&c, "a", &[("requiredTags", "composer.fast")], GB),
-        "requiredTags",
-        "are the composer's own",
-    );
+        ("networkTransportsAllowed", "nbd,", "has an empty entry"),
+        // Every drive carries composer.capacity=<bytes>: the class would
+        // reach into the composer's own encoding.
+        (
+            "excludedTags",
+            "composer.capacity=16000000000000",
+            "tags starting with \"composer.\" are the composer's own",
+        ),
+        ("requiredTags", "composer.fast", "are the composer's own"),
+    ];
+    for (key, value, rule) in cases {
+        refused(create(&c, "a", &[(key, value)], GB), key, rule);
+    }
     assert!(c.records().is_empty(), "a refused create made a volume");
     // GetCapacity of such a class answers as its create would.
     assert!(matches!(
