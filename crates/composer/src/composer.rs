@@ -465,6 +465,9 @@ impl Composer {
                 }
                 return Ok(self.view(&st, v));
             }
+            // A repeat of a create made before these rules answers as it
+            // did; a new volume's class is held to them.
+            Parameters::check_new(parameters)?;
             let seq = st.next_seq;
             st.next_seq += 1;
             let id = format!("vol-{seq:012}");
@@ -817,6 +820,8 @@ impl Composer {
         topology: Option<&Topology>,
     ) -> Result<Capacity, Error> {
         let p = Parameters::parse(parameters)?;
+        // What a create of this class would refuse has no capacity either.
+        Parameters::check_new(parameters)?;
         // A create accessible from the segment asks for it as requisite.
         let within = topology.map(|t| TopologyRequirement {
             requisite: vec![t.clone()],
@@ -1001,7 +1006,7 @@ impl Composer {
             && self.inv.server_index(target).is_none()
         {
             return Err(Error::NotFound(format!(
-                "{target:?} is no drive, enclosure or server of the inventory"
+                "target: no drive, enclosure or server {target:?} in the inventory"
             )));
         }
         let mut st = self.lock_synced()?;
@@ -1124,7 +1129,7 @@ impl Composer {
             Ok(target.to_string())
         } else {
             Err(Error::NotFound(format!(
-                "{target:?} is no drive or enclosure of the inventory"
+                "target: no drive or enclosure {target:?} in the inventory"
             )))
         }
     }

@@ -478,6 +478,41 @@ impl Inventory {
         Inventory::from_file(file)
     }
 
+    /// Whether a composer can serve this inventory: it needs at least one
+    /// drive to place volumes on and at least one server to attach them to.
+    /// [`Inventory::from_toml`] takes either alone (a fragment checked on
+    /// its own, a test's); a file a composer is to serve is checked with
+    /// this too, so that valid TOML that lacks them (an empty file, a
+    /// ConfigMap key mounted empty, a file without its `[[server]]`
+    /// entries) is refused at load rather than answering every create
+    /// `RESOURCE_EXHAUSTED`.
+    ///
+    /// ```
+    /// use composer_core::Inventory;
+    /// Inventory::default_inventory().check_can_serve().unwrap();
+    /// let no_servers = "[[site]]\nid = \"dc\"\n[[rack]]\nid = \"r1\"\nsite = \"dc\"\n\
+    ///     [[jbod]]\nid = \"j1\"\nrack = \"r1\"\n\
+    ///     [[jbod.drive]]\nkind = \"ssd\"\ncapacity = \"1 TB\"\n";
+    /// let e = Inventory::from_toml(no_servers).unwrap().check_can_serve().unwrap_err();
+    /// assert!(e.to_string().starts_with("inventory: no servers: a composer needs at least one [[server]]"));
+    /// ```
+    pub fn check_can_serve(&self) -> Result<(), Error> {
+        if self.drives.is_empty() {
+            return Err(bad(
+                "no drives",
+                "a composer needs at least one [[jbod]] with a [[jbod.drive]] entry",
+            ));
+        }
+        if self.servers.is_empty() {
+            return Err(bad(
+                "no servers",
+                "a composer needs at least one [[server]] to attach volumes to \
+                 (with none, every create fails for want of a server that supports a transport)",
+            ));
+        }
+        Ok(())
+    }
+
     /// The built-in default inventory.
     pub fn default_inventory() -> Inventory {
         Inventory::from_toml(DEFAULT_INVENTORY).expect("the built-in inventory is valid")
@@ -1044,6 +1079,34 @@ switch = "tor1"
             let e = err(text);
             assert!(e.contains(want), "{e:?} should contain {want:?}");
         }
+    }
+
+    #[test]
+    fn a_served_inventory_needs_drives_and_servers() {
+        let served = |text: &str| {
+            Inventory::from_toml(text)
+                .unwrap()
+                .check_can_serve()
+                .map_err(|e| e.to_string())
+        };
+        let jbod = "[[jbod]]\nid = \"j1\"\nrack = \"r1\"\n[[jbod.drive]]\nkind = \"ssd\"\ncapacity = \"1 TB\"\n";
+        let server = "[[server]]\nid = \"n1\"\nrack = \"r1\"\n";
+        assert_eq!(
+            served(""),
+            Err(
+                "inventory: no drives: a composer needs at least one [[jbod]] with a \
+                 [[jbod.drive]] entry"
+                    .to_string()
+            )
+        );
+        assert_eq!(served(&format!("{BASE}{server}")), served(""));
+        let e = served(&format!("{BASE}{jbod}")).unwrap_err();
+        assert!(
+            e.starts_with("inventory: no servers: a composer needs at least one [[server]]"),
+            "{e}"
+        );
+        served(&format!("{BASE}{jbod}{server}")).unwrap();
+        Inventory::default_inventory().check_can_serve().unwrap();
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use crate::error::Error;
-use crate::inventory::{Transport, TransportSet};
+use crate::inventory::{RESERVED_TAG_PREFIX, Transport, TransportSet};
 use storage_units::ByteSize;
 
 /// What a volume is built from.
@@ -163,6 +163,14 @@ pub const KEYS: &[&str] = &[
     "networkTransportsAllowed",
 ];
 
+/// The keys whose value is a comma-separated list.
+pub const LIST_KEYS: &[&str] = &[
+    "requiredTags",
+    "excludedTags",
+    "storageGroup",
+    "networkTransportsAllowed",
+];
+
 /// Keys with this prefix are added by Kubernetes' external-provisioner and ignored.
 pub const KUBERNETES_PREFIX: &str = "csi.storage.k8s.io/";
 
@@ -250,6 +258,11 @@ impl Parameters {
     }
 
     /// Parses StorageClass parameters.
+    ///
+    /// This is also how stored volume records are read back, so it accepts
+    /// what earlier versions accepted (an empty list entry is skipped, a
+    /// repeated one folded); a new volume's class is also held to
+    /// [`Parameters::check_new`].
     ///
     /// ```
     /// use composer_core::{Parameters, VolumeType};
@@ -389,6 +402,83 @@ impl Parameters {
         Ok(p)
     }
 
+    /// The rules a class must also meet to make a new volume, beyond what
+    /// [`Parameters::parse`] reads: [`Composer::create`] and
+    /// [`Composer::capacity`] hold new requests to them, while `parse` keeps
+    /// reading what earlier versions accepted, so that volumes recorded with
+    /// such a class still load, list, expand, stage and delete.
+    ///
+    /// * A list key ([`LIST_KEYS`]) must not be empty (leave the key out for
+    ///   its default) and must have no empty entry (`fast,,nvme`, `fast,`):
+    ///   both are templating slips that would silently make another class.
+    /// * No entry may be listed twice (`fast,fast`; transports by name,
+    ///   whatever the case), as the Kubernetes API refuses a duplicate in a
+    ///   set-valued field rather than folding it.
+    /// * `requiredTags` and `excludedTags` must not name a tag starting with
+    ///   [`RESERVED_TAG_PREFIX`]: such tags are the composer's own encoding
+    ///   (the inventory refuses them on its entries), so requiring one places
+    ///   nothing and excluding one reaches into internals that may change.
+    ///
+    /// ```
+    /// use composer_core::Parameters;
+    /// let e = Parameters::check_new(&[("requiredTags".into(), "fast,,nvme".into())].into())
+    ///     .unwrap_err();
+    /// assert!(e.to_string().starts_with("parameters[\"requiredTags\"]: \"fast,,nvme\" has an empty entry"));
+    /// assert!(Parameters::check_new(&[("requiredTags".into(), "fast, nvme".into())].into()).is_ok());
+    /// ```
+    ///
+    /// [`Composer::create`]: crate::Composer::create
+    /// [`Composer::capacity`]: crate::Composer::capacity
+    pub fn check_new(map: &BTreeMap<String, String>) -> Result<(), Error> {
+        for &key in LIST_KEYS {
+            let Some(v) = map.get(key) else { continue };
+            if v.trim().is_empty() {
+                return Err(bad(
+                    key,
+                    format!(
+                        "must not be empty: list at least one value, or leave the key out \
+                         for its default, got {v:?}"
+                    ),
+                ));
+            }
+            let mut seen: Vec<String> = Vec::new();
+            for item in v.split(',').map(str::trim) {
+                if item.is_empty() {
+                    return Err(bad(
+                        key,
+                        format!(
+                            "{v:?} has an empty entry: values are separated by single commas, \
+                             with none at either end"
+                        ),
+                    ));
+                }
+                // Transports are a fixed vocabulary read whatever the case;
+                // tags and storage groups are exact ids.
+                let name = if key == "networkTransportsAllowed" {
+                    item.to_ascii_lowercase()
+                } else {
+                    item.to_string()
+                };
+                if seen.contains(&name) {
+                    return Err(bad(key, format!("{item:?} is listed twice in {v:?}")));
+                }
+                if matches!(key, "requiredTags" | "excludedTags")
+                    && item.starts_with(RESERVED_TAG_PREFIX)
+                {
+                    return Err(bad(
+                        key,
+                        format!(
+                            "tag {item:?}: tags starting with {RESERVED_TAG_PREFIX:?} are the \
+                             composer's own and no inventory entry carries them"
+                        ),
+                    ));
+                }
+                seen.push(name);
+            }
+        }
+        Ok(())
+    }
+
     /// Whether parameter maps `a` and `b` ask for the same volume: written
     /// alike, or read alike by [`Parameters::parse`] (the case of a
     /// fixed-vocabulary value, blanks, the keys Kubernetes adds do not
@@ -422,13 +512,17 @@ mod tests {
         )
     }
 
-    fn fails(kv: &[(&str, &str)], key: &str, rule: &str) {
-        let e = parse(kv).unwrap_err();
-        let Error::Parameter { key: k, rule: r } = &e else {
+    /// `e` is a refusal of `key` whose rule says `rule`.
+    fn names(e: &Error, key: &str, rule: &str) {
+        let Error::Parameter { key: k, rule: r } = e else {
             panic!("{e:?}")
         };
         assert_eq!(k, key, "{e}");
         assert!(r.contains(rule), "{r:?} should contain {rule:?}");
+    }
+
+    fn fails(kv: &[(&str, &str)], key: &str, rule: &str) {
+        names(&parse(kv).unwrap_err(), key, rule);
     }
 
     #[test]
@@ -540,6 +634,79 @@ mod tests {
             &[("networkTransportsAllowed", "FC")],
             "networkTransportsAllowed",
             "unknown transport \"FC\" (expected iscsi, nvmetcp, roce or nbd)",
+        );
+    }
+
+    fn map(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// A new class that `parse` reads (as it reads stored records) but
+    /// `check_new` refuses, naming the key and the rule.
+    fn refused_new(kv: &[(&str, &str)], key: &str, rule: &str) {
+        parse(kv).unwrap();
+        names(&Parameters::check_new(&map(kv)).unwrap_err(), key, rule);
+    }
+
+    #[test]
+    fn new_classes_refuse_empty_repeated_and_reserved_entries() {
+        for key in LIST_KEYS {
+            refused_new(&[(key, "")], key, "must not be empty");
+            refused_new(&[(key, " , ")], key, "has an empty entry");
+        }
+        refused_new(
+            &[("requiredTags", "fast,,nvme")],
+            "requiredTags",
+            "\"fast,,nvme\" has an empty entry",
+        );
+        refused_new(&[("excludedTags", "slow,")], "excludedTags", "empty entry");
+        refused_new(&[("storageGroup", ",sg-a")], "storageGroup", "empty entry");
+        refused_new(
+            &[("networkTransportsAllowed", "nbd,,iscsi")],
+            "networkTransportsAllowed",
+            "empty entry",
+        );
+        refused_new(
+            &[("requiredTags", "a, a")],
+            "requiredTags",
+            "\"a\" is listed twice",
+        );
+        refused_new(&[("storageGroup", "sg,sg")], "storageGroup", "twice");
+        refused_new(
+            &[("networkTransportsAllowed", "nbd,NBD")],
+            "networkTransportsAllowed",
+            "\"NBD\" is listed twice",
+        );
+        for key in ["requiredTags", "excludedTags"] {
+            refused_new(
+                &[(key, "fast,composer.capacity=16000000000000")],
+                key,
+                "tag \"composer.capacity=16000000000000\": tags starting with \"composer.\" \
+                 are the composer's own",
+            );
+        }
+        // What stays accepted: blanks around entries, tags differing in
+        // case (ids are exact), a tag that merely contains "composer.".
+        for ok in [
+            map(&[("requiredTags", " fast , nvme ")]),
+            map(&[
+                ("requiredTags", "Fast,fast"),
+                ("excludedTags", "x.composer.y"),
+            ]),
+            map(&[
+                ("storageGroup", "sg-a,sg-b"),
+                ("networkTransportsAllowed", "nbd, iscsi"),
+            ]),
+            map(&[("type", "ssd")]),
+        ] {
+            Parameters::check_new(&ok).unwrap();
+        }
+        // Read back as before: an old record's `a,,b` is `a, b`.
+        assert_eq!(
+            parse(&[("requiredTags", "a,,b,a")]).unwrap().required_tags,
+            ["a", "b"]
         );
     }
 

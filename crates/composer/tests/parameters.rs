@@ -730,3 +730,98 @@ fn maximum_volume_size_is_what_placement_can_place() {
     // Now every drive is taken.
     assert_eq!(cap(&[]), 0);
 }
+
+fn refused(r: Result<VolumeView, Error>, key: &str, rule: &str) {
+    match r {
+        Err(Error::Parameter { key: k, rule: r }) if k == key && r.contains(rule) => {}
+        other => panic!("expected parameters[{key:?}] ({rule}), got {other:?}"),
+    }
+}
+
+/// A class typed with an empty entry, an empty value, a repeated entry or
+/// one of the composer's own tags asks for something it does not say: a
+/// new volume is refused, naming the key and the rule, and nothing is made.
+/// Before, `archive,,archive` was read as `archive` and `""` as no tags.
+#[test]
+fn a_new_class_with_an_empty_repeated_or_reserved_list_entry_is_refused() {
+    let c = composer();
+    let cases = [
+        ("requiredTags", "archive,,archive", "has an empty entry"),
+        ("requiredTags", "", "must not be empty"),
+        ("excludedTags", " , ", "has an empty entry"),
+        ("storageGroup", "", "must not be empty"),
+        (
+            "requiredTags",
+            "archive,archive",
+            "\"archive\" is listed twice",
+        ),
+        ("networkTransportsAllowed", "nbd,", "has an empty entry"),
+        // Every drive carries composer.capacity=<bytes>: the class would
+        // reach into the composer's own encoding.
+        (
+            "excludedTags",
+            "composer.capacity=16000000000000",
+            "tags starting with \"composer.\" are the composer's own",
+        ),
+        ("requiredTags", "composer.fast", "are the composer's own"),
+    ];
+    for (key, value, rule) in cases {
+        refused(create(&c, "a", &[(key, value)], GB), key, rule);
+    }
+    assert!(c.records().is_empty(), "a refused create made a volume");
+    // GetCapacity of such a class answers as its create would.
+    assert!(matches!(
+        c.capacity(&params(&[("requiredTags", "archive,,archive")]), None),
+        Err(Error::Parameter { key, .. }) if key == "requiredTags"
+    ));
+    // Blanks around entries stay allowed.
+    create(&c, "ok", &[("requiredTags", " archive ")], GB).unwrap();
+}
+
+/// A volume recorded before the rules above, with `requiredTags:
+/// archive,,archive` (read then as `archive`), still loads, lists,
+/// expands, answers a repeated create as before and deletes.
+#[test]
+fn a_volume_recorded_with_an_empty_list_entry_still_loads() {
+    use composer_core::{Batch, Op, Store};
+    let store = Arc::new(MemStore::default());
+    let c = Composer::open(Inventory::default_inventory(), store.clone()).unwrap();
+    let v = create(&c, "old", &[("requiredTags", "archive")], GB).unwrap();
+    // As an earlier version recorded it.
+    let mut rec = c.records().pop().unwrap();
+    let old = params(&[("requiredTags", "archive,,archive")]);
+    rec.parameters = old.clone();
+    store
+        .commit(Batch::of(vec![Op::PutVolume(Box::new(rec))]))
+        .unwrap();
+    drop(c);
+    let c = Composer::open(Inventory::default_inventory(), store.clone()).unwrap();
+    assert_eq!(c.get(&v.id).unwrap().parameters, old);
+    assert_eq!(c.records().len(), 1);
+    let again = c.create("old", &old, range(GB), false, true, None).unwrap();
+    assert_eq!(again.id, v.id);
+    assert!(c.expand(&v.id, range(2 * GB)).unwrap() >= 2 * GB);
+    c.delete(&v.id).unwrap();
+    assert!(matches!(c.get(&v.id), Err(Error::NotFound(_))));
+}
+
+/// `mark` and the repair plan of an id the inventory does not hold say
+/// which argument is wrong as `fail-drive` does (`target: …`).
+#[test]
+fn unknown_targets_are_named_as_target() {
+    let c = composer();
+    match c.mark("no-such-drive", Health::Failed) {
+        Err(Error::NotFound(m)) => assert_eq!(
+            m,
+            "target: no drive, enclosure or server \"no-such-drive\" in the inventory"
+        ),
+        other => panic!("{other:?}"),
+    }
+    match c.repair_plan("no-such-drive") {
+        Err(Error::NotFound(m)) => assert_eq!(
+            m,
+            "target: no drive or enclosure \"no-such-drive\" in the inventory"
+        ),
+        other => panic!("{other:?}"),
+    }
+}

@@ -263,16 +263,14 @@ fn load_inventory(file: Option<&PathBuf>) -> Result<Inventory, String> {
                 std::fs::read_to_string(p).map_err(|e| format!("reading {}: {e}", p.display()))?;
             let inv = Inventory::from_toml(&text).map_err(|e| format!("{}: {e}", p.display()))?;
             // Valid TOML with nothing in it (an empty file, a ConfigMap key
-            // mounted empty) would serve a composer that refuses every
-            // create for want of space.
-            if inv.drives().is_empty() {
-                return Err(format!(
-                    "{}: inventory: no drives: a composer needs at least one [[jbod]] \
-                     with a [[jbod.drive]] entry (composer inventory --print shows the \
-                     built-in one)",
+            // mounted empty) or without its servers would serve a composer
+            // that refuses every create.
+            inv.check_can_serve().map_err(|e| {
+                format!(
+                    "{}: {e} (composer inventory --print shows the built-in one)",
                     p.display()
-                ));
-            }
+                )
+            })?;
             Ok(inv)
         }
     }

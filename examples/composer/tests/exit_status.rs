@@ -146,6 +146,15 @@ fn failed_operations_exit_1() {
     let state = dir.path().join("state.redb");
     let empty = dir.path().join("empty.toml");
     std::fs::write(&empty, "# nothing yet\n").unwrap();
+    // Drives and no server: every create would fail.
+    let serverless = dir.path().join("serverless.toml");
+    std::fs::write(
+        &serverless,
+        "[[site]]\nid = \"dc\"\n[[rack]]\nid = \"r1\"\nsite = \"dc\"\n\
+         [[jbod]]\nid = \"j1\"\nrack = \"r1\"\n\
+         [[jbod.drive]]\nkind = \"ssd\"\ncapacity = \"1 TB\"\n",
+    )
+    .unwrap();
     let missing = dir.path().join("admin.sock");
     let cases: Vec<(Vec<&str>, String)> = vec![
         (
@@ -155,6 +164,13 @@ fn failed_operations_exit_1() {
         (
             vec!["inventory", empty.to_str().unwrap()],
             format!("{}: inventory: no drives", empty.display()),
+        ),
+        (
+            vec!["inventory", serverless.to_str().unwrap()],
+            format!(
+                "{}: inventory: no servers: a composer needs at least one [[server]]",
+                serverless.display()
+            ),
         ),
         (
             vec![
@@ -195,11 +211,18 @@ async fn refusals_of_a_running_composer_exit_1() {
     let s = common::Server::start(dir.path()).await;
     let sock = s.admin.to_str().unwrap().to_string();
     let cases: &[(&[&str], &str)] = &[
-        (&["mark", "no-such-drive", "failed"], "no-such-drive"),
-        (&["repair-plan", "no-such-drive"], "no-such-drive"),
+        // Every unknown id is told alike, naming the argument.
+        (
+            &["mark", "no-such-drive", "failed"],
+            "target: no drive, enclosure or server \"no-such-drive\"",
+        ),
+        (
+            &["repair-plan", "no-such-drive"],
+            "target: no drive or enclosure \"no-such-drive\"",
+        ),
         (
             &["fail-drive", "no-such-drive"],
-            "no drive \"no-such-drive\"",
+            "target: no drive \"no-such-drive\"",
         ),
         (&["rebuild", "no-such-drive"], "no-such-drive"),
         // A healthy drive: a rebuild replaces failed drives.
