@@ -408,9 +408,10 @@ impl Parameters {
     /// reading what earlier versions accepted, so that volumes recorded with
     /// such a class still load, list, expand, stage and delete.
     ///
-    /// * A list key ([`LIST_KEYS`]) must not be empty (leave the key out for
-    ///   its default) and must have no empty entry (`fast,,nvme`, `fast,`):
-    ///   both are templating slips that would silently make another class.
+    /// * A list key ([`LIST_KEYS`]) must have no empty entry (`fast,,nvme`,
+    ///   `fast,`, `,`): a templating slip that would silently make another
+    ///   class. A blank value as a whole reads as the key left out (its
+    ///   default), as a template renders an unset value.
     /// * No entry may be listed twice (`fast,fast`; transports by name,
     ///   whatever the case), as the Kubernetes API refuses a duplicate in a
     ///   set-valued field rather than folding it.
@@ -432,14 +433,10 @@ impl Parameters {
     pub fn check_new(map: &BTreeMap<String, String>) -> Result<(), Error> {
         for &key in LIST_KEYS {
             let Some(v) = map.get(key) else { continue };
+            // A blank value reads as the key left out, as it always has
+            // (documented: "empty = all"); templates render unset values so.
             if v.trim().is_empty() {
-                return Err(bad(
-                    key,
-                    format!(
-                        "must not be empty: list at least one value, or leave the key out \
-                         for its default, got {v:?}"
-                    ),
-                ));
+                continue;
             }
             let mut seen: Vec<String> = Vec::new();
             for item in v.split(',').map(str::trim) {
@@ -653,7 +650,9 @@ mod tests {
     #[test]
     fn new_classes_refuse_empty_repeated_and_reserved_entries() {
         for key in LIST_KEYS {
-            refused_new(&[(key, "")], key, "must not be empty");
+            // A blank value is the key left out, as documented.
+            Parameters::check_new(&map(&[(key, "")])).unwrap();
+            Parameters::check_new(&map(&[(key, "  ")])).unwrap();
             refused_new(&[(key, " , ")], key, "has an empty entry");
         }
         refused_new(
