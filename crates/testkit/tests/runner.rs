@@ -323,30 +323,31 @@ fn a_failed_connection_keeps_the_os_cause() {
     assert!(e.contains("is a directory, not a unix socket"), "{e}");
 }
 
-#[test]
-fn an_endpoint_that_accepts_but_never_answers_is_refused_as_unreachable() {
-    // A hung driver, or a server that is not gRPC: the socket accepts, nothing answers. The
-    // runner used to wait for it forever without a word.
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("hung.sock");
+/// A unix socket in `dir` that accepts connections, keeps them open and never reads from
+/// them: a hung driver, or a server that is not gRPC.
+fn mute_socket(dir: &std::path::Path) -> String {
+    let path = dir.join("hung.sock");
     let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
     std::thread::spawn(move || {
-        // Accepted connections are kept open and never read from.
         let mut held = Vec::new();
         for conn in listener.incoming() {
             held.push(conn);
         }
     });
-    let endpoint = format!("unix://{}", path.display());
+    format!("unix://{}", path.display())
+}
+
+/// Runs the runner to its end, killing it (by its id) and failing the test if it is still
+/// running after a bound far beyond any timeout under test: a guard against a hang, not a
+/// speed check.
+fn run_to_end(args: &[&str]) -> std::process::Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_csi-conformance"))
-        .args(["--endpoint", &endpoint, "--connect-timeout", "1"])
+        .args(args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Not a speed check: a deadline far beyond the 1 s asked for, so that a runner that waits
-    // forever fails this test instead of hanging it.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
     while child.try_wait().unwrap().is_none() {
         if std::time::Instant::now() > deadline {
             child.kill().unwrap();
@@ -355,7 +356,15 @@ fn an_endpoint_that_accepts_but_never_answers_is_refused_as_unreachable() {
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let out = child.wait_with_output().unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn an_endpoint_that_accepts_but_never_answers_is_refused_as_unreachable() {
+    // The runner used to wait for it forever without a word.
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = mute_socket(dir.path());
+    let out = run_to_end(&["--endpoint", &endpoint, "--connect-timeout", "1"]);
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(out.stdout.is_empty(), "no case ran");
@@ -372,6 +381,33 @@ fn an_endpoint_that_accepts_but_never_answers_is_refused_as_unreachable() {
     // Zero would refuse every endpoint: not a timeout.
     let e = bad_input(&["--endpoint", &endpoint, "--connect-timeout", "0"]);
     assert!(e.contains("--connect-timeout"), "{e}");
+}
+
+#[test]
+fn a_mute_endpoint_is_refused_even_when_the_connect_timeout_outlasts_the_keepalive() {
+    // With a --connect-timeout longer than the client's keepalive (30 s), GetPluginInfo ends
+    // UNAVAILABLE first; that is no answer from a plugin, and the suite must not start (each
+    // case would fail the same way, one keepalive timeout after the other).
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = mute_socket(dir.path());
+    let out = run_to_end(&[
+        "--endpoint",
+        &endpoint,
+        "--connect-timeout",
+        "200",
+        "--case-timeout",
+        "1",
+    ]);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(out.stdout.is_empty(), "no case ran");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(&format!(
+            "csi-conformance: cannot connect to {endpoint}: GetPluginInfo failed: unavailable: "
+        )) && stderr.contains("(keepalive_timeout): is the driver hung, or not a gRPC server?"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use clap::Parser;
 use csi_testkit::{Config, Suite};
 use csi_types::RawCsi;
-use csi_types::client::Client;
+use csi_types::client::{Client, ConnectOptions};
 
 /// Run the CSI conformance suite against a plugin's endpoint.
 #[derive(Parser, Debug)]
@@ -225,13 +225,21 @@ async fn connect(endpoint: &str, wait: std::time::Duration) -> Result<Client, St
             wait.as_secs()
         )
     };
-    let client = match tokio::time::timeout(wait, Client::connect(endpoint)).await {
+    let mut options = ConnectOptions::default();
+    options.connect_timeout = wait;
+    let client = match tokio::time::timeout(wait, Client::connect_with(endpoint, options)).await {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => return Err(format!("cannot connect to {endpoint}: {e}")),
         Err(_) => return Err(no_answer("the connection was accepted but not set up")),
     };
     let probe = client.raw_get_plugin_info(csi_types::proto::GetPluginInfoRequest {});
     match tokio::time::timeout(wait, probe).await {
+        // UNAVAILABLE is the client's own answer when the connection fails or the peer stops
+        // answering its pings: nothing serves gRPC there, and every case would fail the same
+        // way, each after the keepalive timeout.
+        Ok(Err(e)) if e.code() == csi_types::Code::Unavailable => Err(format!(
+            "cannot connect to {endpoint}: GetPluginInfo failed: {e}"
+        )),
         Ok(_) => Ok(client),
         Err(_) => Err(no_answer("no answer to GetPluginInfo")),
     }
