@@ -437,3 +437,81 @@ fn runner_lists_the_cases_without_an_endpoint() {
     let expected: Vec<&str> = csi_testkit::all_cases().iter().map(|c| c.name).collect();
     assert_eq!(names, expected);
 }
+
+#[test]
+fn work_dirs_keys_and_node_ids_are_checked_before_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, "x").unwrap();
+    let ep = "unix:///nonexistent/csi.sock";
+    let file_arg = file.to_str().unwrap();
+
+    // A regular file where a directory is expected.
+    let e = bad_input(&["--endpoint", ep, "--staging-dir", file_arg]);
+    assert_eq!(
+        e.trim_end(),
+        format!("csi-conformance: --staging-dir {file_arg}: is not a directory")
+    );
+    let e = bad_input(&["--endpoint", ep, "--target-dir", file_arg]);
+    assert!(e.starts_with("csi-conformance: --target-dir "), "{e}");
+    // A directory that cannot be made (under a regular file).
+    let under = file.join("sub");
+    let e = bad_input(&["--endpoint", ep, "--staging-dir", under.to_str().unwrap()]);
+    assert!(
+        e.contains("--staging-dir") && e.contains("cannot create it"),
+        "{e}"
+    );
+
+    // The same key twice used to keep the last value silently.
+    let e = bad_input(&["--endpoint", ep, "--params", "a=1", "--params", "a=2"]);
+    assert_eq!(
+        e.trim_end(),
+        "csi-conformance: --params: key \"a\" is given twice (\"1\" and \"2\"); give each key once"
+    );
+    let e = bad_input(&["--endpoint", ep, "--mutable-params", "iops=1", "iops=2"]);
+    assert!(
+        e.contains("--mutable-params: key \"iops\" is given twice"),
+        "{e}"
+    );
+
+    // A node id CSI refuses is told with the flag, not sent to fail a case.
+    let e = bad_input(&["--endpoint", ep, "--second-node-id", ""]);
+    assert!(
+        e.contains("--second-node-id") && e.contains("this field is REQUIRED"),
+        "{e}"
+    );
+    let long = "n".repeat(257);
+    let e = bad_input(&["--endpoint", ep, "--second-node-id", &long]);
+    assert!(e.contains("must be at most 256 bytes, got 257"), "{e}");
+}
+
+#[test]
+fn relative_work_dirs_are_made_absolute() {
+    // CSI paths are absolute: relative ones used to be sent as they were, and every node case
+    // failed with the driver's INVALID_ARGUMENT.
+    let dir = tempfile::tempdir().unwrap();
+    let (endpoint, stop) = serve(
+        MemDriver::new(MemDriverConfig::default()).plugin(),
+        dir.path(),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_csi-conformance"))
+        .current_dir(dir.path())
+        .args([
+            "--endpoint",
+            &endpoint,
+            "--staging-dir",
+            "rel/staging",
+            "--target-dir",
+            "rel/target",
+            "--filter",
+            "node/",
+            "--block-targets-may-be-files",
+        ])
+        .output()
+        .unwrap();
+    stop.send(()).unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("PASS node/"), "{stdout}");
+    assert!(dir.path().join("rel/staging").is_dir());
+}

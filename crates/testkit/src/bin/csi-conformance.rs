@@ -52,7 +52,7 @@ struct Args {
     #[arg(long = "mutable-params", value_parser = key_value, num_args = 1..)]
     mutable_params: Vec<(String, String)>,
     /// A second node the controller knows, for the publish-to-another-node case.
-    #[arg(long)]
+    #[arg(long, value_parser = node_id)]
     second_node_id: Option<String>,
     /// Size of the volumes the suite creates: bytes or a Kubernetes quantity (`1Gi`, `1G`,
     /// `1e9`). At least 1 byte: with 0, "a larger capacity" is 0 too, and a driver that
@@ -143,6 +143,45 @@ fn seed(s: &str) -> Result<u64, String> {
         return Err("must be a whole number from 0 to 18446744073709551615".to_string());
     }
     s.parse::<u64>().map_err(|e| e.to_string())
+}
+
+/// `--second-node-id`: a node id as CSI defines one, so that a bad one is told here rather
+/// than failing the case that sends it with the driver's INVALID_ARGUMENT.
+fn node_id(s: &str) -> Result<String, String> {
+    csi_types::ids::NodeId::new(s)
+        .map(String::from)
+        .map_err(|e| e.to_string())
+}
+
+/// The pairs of a repeatable `key=value` flag as a map; a key given twice is refused rather
+/// than the last value silently winning.
+fn unique_pairs(
+    flag: &str,
+    pairs: Vec<(String, String)>,
+) -> Result<BTreeMap<String, String>, String> {
+    let mut map = BTreeMap::new();
+    for (k, v) in pairs {
+        if let Some(first) = map.insert(k.clone(), v.clone()) {
+            return Err(format!(
+                "{flag}: key {k:?} is given twice ({first:?} and {v:?}); give each key once"
+            ));
+        }
+    }
+    Ok(map)
+}
+
+/// `--staging-dir`/`--target-dir`: absolute (CSI paths are; a relative one would make every
+/// node case fail with the driver's INVALID_ARGUMENT), and a directory that exists or can be
+/// made, checked before the run.
+fn work_dir(flag: &str, dir: &std::path::Path) -> Result<PathBuf, String> {
+    let dir = std::path::absolute(dir).map_err(|e| format!("{flag} {}: {e}", dir.display()))?;
+    match std::fs::metadata(&dir) {
+        Ok(m) if !m.is_dir() => Err(format!("{flag} {}: is not a directory", dir.display())),
+        Ok(_) => Ok(dir),
+        Err(_) => std::fs::create_dir_all(&dir)
+            .map(|()| dir.clone())
+            .map_err(|e| format!("{flag} {}: cannot create it: {e}", dir.display())),
+    }
 }
 
 fn key_value(s: &str) -> Result<(String, String), String> {
@@ -249,13 +288,25 @@ async fn run(args: Args) -> ExitCode {
     let tmp = std::env::temp_dir().join(format!("csi-conformance-{}", std::process::id()));
     let mut config = Config::new(&tmp);
     if let Some(d) = args.staging_dir {
-        config.staging_dir = d;
+        match work_dir("--staging-dir", &d) {
+            Ok(d) => config.staging_dir = d,
+            Err(e) => return bad_input(e),
+        }
     }
     if let Some(d) = args.target_dir {
-        config.target_dir = d;
+        match work_dir("--target-dir", &d) {
+            Ok(d) => config.target_dir = d,
+            Err(e) => return bad_input(e),
+        }
     }
-    config.parameters = args.params.into_iter().collect::<BTreeMap<_, _>>();
-    config.mutable_parameters = args.mutable_params.into_iter().collect::<BTreeMap<_, _>>();
+    match unique_pairs("--params", args.params) {
+        Ok(p) => config.parameters = p,
+        Err(e) => return bad_input(e),
+    }
+    match unique_pairs("--mutable-params", args.mutable_params) {
+        Ok(p) => config.mutable_parameters = p,
+        Err(e) => return bad_input(e),
+    }
     config.second_node_id = args.second_node_id;
     config.volume_size = args.volume_size;
     config.filter = args.filter;
