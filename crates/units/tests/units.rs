@@ -375,7 +375,10 @@ fn kubernetes_quantities_to_the_letter() {
         let err = ByteSize::parse_quantity(text).unwrap_err();
         assert_eq!(err.kind(), kind, "{text}");
         assert_eq!(err.input(), *text);
-        assert!(err.to_string().starts_with(&format!("quantity {text:?}: ")), "{err}");
+        assert!(
+            err.to_string().starts_with(&format!("quantity {text:?}: ")),
+            "{err}"
+        );
     }
 }
 
