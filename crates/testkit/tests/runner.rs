@@ -515,3 +515,26 @@ fn relative_work_dirs_are_made_absolute() {
     assert!(stdout.contains("PASS node/"), "{stdout}");
     assert!(dir.path().join("rel/staging").is_dir());
 }
+
+#[test]
+fn a_huge_concurrency_and_a_negative_volume_size_are_told_the_rule() {
+    let ep = "unix:///nonexistent/csi.sock";
+    // Used to be taken, and the concurrency cases spawned that many tasks.
+    let e = bad_input(&["--endpoint", ep, "--concurrency", "100000000000"]);
+    assert!(
+        e.contains("--concurrency") && e.contains("must be at most 1024"),
+        "{e}"
+    );
+    assert!(bad_input(&["--endpoint", ep, "--concurrency", "1025"]).contains("at most 1024"));
+    // A leading minus used to be taken for an unknown flag ("unexpected argument '-0'").
+    let e = bad_input(&["--endpoint", ep, "--volume-size", "-0"]);
+    assert!(
+        e.contains("--volume-size") && e.contains("must be at least 1 byte"),
+        "{e}"
+    );
+    let e = bad_input(&["--endpoint", ep, "--volume-size", "-5Gi"]);
+    assert!(
+        e.contains("--volume-size") && e.contains("must not be negative"),
+        "{e}"
+    );
+}

@@ -57,7 +57,9 @@ struct Args {
     /// Size of the volumes the suite creates: bytes or a Kubernetes quantity (`1Gi`, `1G`,
     /// `1e9`). At least 1 byte: with 0, "a larger capacity" is 0 too, and a driver that
     /// rightly answers OK would fail `create_volume/incompatible_existing`.
-    #[arg(long, default_value = "1Mi", value_parser = volume_size)]
+    // A leading minus reaches `volume_size` (which says what is wrong) instead of being
+    // taken for an unknown flag; `-0` is zero there, as in Kubernetes.
+    #[arg(long, default_value = "1Mi", allow_hyphen_values = true, value_parser = volume_size)]
     volume_size: u64,
     /// Run only the cases whose name contains this text.
     #[arg(long)]
@@ -70,9 +72,9 @@ struct Args {
     /// Seed of the state machine's random sequences (same seed, same sequences).
     #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = seed)]
     seed: u64,
-    /// Concurrent calls in the concurrency cases (at least 1: with 0 they would pass
-    /// without a call).
-    #[arg(long, default_value_t = 8, allow_negative_numbers = true, value_parser = at_least_one::<usize>)]
+    /// Concurrent calls in the concurrency cases, from 1 (with 0 they would pass without a
+    /// call) to 1024 (each is a task and a call in flight; more only exhausts the runner).
+    #[arg(long, default_value_t = 8, allow_negative_numbers = true, value_parser = concurrency)]
     concurrency: usize,
     /// Seconds a case may take before it fails as hung.
     #[arg(long, default_value_t = 300, allow_negative_numbers = true, value_parser = at_least_one::<u64>)]
@@ -134,6 +136,20 @@ where
         Ok(n) if n == T::default() => Err("must be at least 1".to_string()),
         Ok(n) => Ok(n),
         Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The most concurrent calls `--concurrency` takes.
+const MAX_CONCURRENCY: usize = 1024;
+
+/// `--concurrency`: from 1 to [`MAX_CONCURRENCY`]. A huge number used to be taken, and the
+/// concurrency cases spawned that many tasks until the runner ran out of memory.
+fn concurrency(s: &str) -> Result<usize, String> {
+    match at_least_one::<usize>(s) {
+        Ok(n) if n > MAX_CONCURRENCY => Err(format!(
+            "must be at most {MAX_CONCURRENCY} (each is a task and a call in flight)"
+        )),
+        other => other,
     }
 }
 
