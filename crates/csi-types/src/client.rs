@@ -112,25 +112,6 @@ impl Default for ConnectOptions {
     }
 }
 
-/// A path too long for a unix socket address fails with the standard library's "path must
-/// be shorter than SUN_LEN", which names neither the limit nor the length. Say both.
-fn explain_long_path(path: &std::path::Path, e: std::io::Error) -> std::io::Error {
-    use std::os::unix::ffi::OsStrExt;
-    // `sun_path` holds 108 bytes on Linux (104 on the BSDs), the last one the NUL.
-    const SUN_PATH_BYTES: usize = 108;
-    let len = path.as_os_str().as_bytes().len();
-    if e.kind() != std::io::ErrorKind::InvalidInput || len < SUN_PATH_BYTES - 1 {
-        return e;
-    }
-    std::io::Error::new(
-        e.kind(),
-        format!(
-            "the socket path is {len} bytes, and a unix socket path must be shorter than \
-             {SUN_PATH_BYTES} bytes (sun_path): use a shorter directory"
-        ),
-    )
-}
-
 /// `connect(2)` answers `ECONNREFUSED` both for a socket nobody listens on and for a path
 /// that is not a socket at all (a regular file, a directory), and "Connection refused" sends
 /// the reader looking for a driver that is not running. Say what the path is instead.
@@ -229,10 +210,12 @@ impl Client {
                         .connect_with_connector(tower::service_fn(move |_: http::Uri| {
                             let path = path.clone();
                             async move {
+                                if let Some(e) = crate::endpoint::socket_path_too_long(&path) {
+                                    return Err(e);
+                                }
                                 let stream = tokio::net::UnixStream::connect(&path)
                                     .await
-                                    .map_err(|e| explain_unix_connect(&path, e))
-                                    .map_err(|e| explain_long_path(&path, e))?;
+                                    .map_err(|e| explain_unix_connect(&path, e))?;
                                 Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
                             }
                         }))

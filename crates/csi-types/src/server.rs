@@ -232,6 +232,10 @@ pub fn routes(api: Arc<dyn RawCsi>) -> tonic::service::Routes {
 fn prepare_socket(path: &Path) -> Result<(), ServeError> {
     use std::os::unix::fs::FileTypeExt;
     let io = |context: String| move |source| ServeError::Io { context, source };
+    // Before anything is created: `bind` would refuse it after the directories were made.
+    if let Some(e) = crate::endpoint::socket_path_too_long(path) {
+        return Err(io(format!("binding {}", path.display()))(e));
+    }
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
