@@ -25,6 +25,24 @@ async fn ends<T>(f: impl Future<Output = T>) -> T {
         .expect("hung: neither an answer nor an error")
 }
 
+/// A unix socket that accepts connections (the kernel queues them) and never reads: a hung
+/// driver, or a server that is not gRPC. Open while the value lives.
+struct Mute {
+    endpoint: String,
+    _listener: std::os::unix::net::UnixListener,
+    _dir: tempfile::TempDir,
+}
+
+fn mute_socket() -> Mute {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("mute.sock");
+    Mute {
+        endpoint: format!("unix://{}", sock.display()),
+        _listener: std::os::unix::net::UnixListener::bind(&sock).unwrap(),
+        _dir: dir,
+    }
+}
+
 async fn connect_err(endpoint: &str) -> String {
     match ends(Client::connect(endpoint)).await {
         Ok(_) => panic!("connected to {endpoint}"),
@@ -40,13 +58,9 @@ async fn plugin_info(client: &Client) -> CsiError {
 
 #[tokio::test]
 async fn a_socket_that_accepts_but_never_answers_fails_unavailable() {
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("mute.sock");
-    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
-    let endpoint = format!("unix://{}", sock.display());
-    let client = ends(Client::connect_with(&endpoint, short()))
-        .await
-        .unwrap();
+    let mute = mute_socket();
+    let endpoint = &mute.endpoint;
+    let client = ends(Client::connect_with(endpoint, short())).await.unwrap();
     let err = plugin_info(&client).await;
     assert_eq!(err.code(), Code::Unavailable, "{err}");
     let msg = err.to_string();
@@ -63,12 +77,9 @@ async fn a_socket_that_accepts_but_never_answers_fails_unavailable() {
 /// With the defaults of `Client::connect`, which used to wait for ever.
 #[tokio::test]
 async fn by_default_a_call_to_a_socket_that_never_answers_ends() {
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("mute.sock");
-    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
-    let client = ends(Client::connect(&format!("unix://{}", sock.display())))
-        .await
-        .unwrap();
+    let mute = mute_socket();
+    let endpoint = &mute.endpoint;
+    let client = ends(Client::connect(endpoint)).await.unwrap();
     let err = plugin_info(&client).await;
     assert_eq!(err.code(), Code::Unavailable, "{err}");
 }
@@ -86,18 +97,14 @@ async fn a_tcp_port_that_accepts_but_never_answers_fails_unavailable() {
 
 #[tokio::test]
 async fn the_call_timeout_answers_deadline_exceeded_naming_the_rpc() {
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("mute.sock");
-    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
-    let endpoint = format!("unix://{}", sock.display());
+    let mute = mute_socket();
+    let endpoint = &mute.endpoint;
     let mut options = short();
     // The keepalive would end the call too; only the call timeout may here.
     options.keepalive_interval = Duration::from_secs(3600);
     options.keepalive_timeout = Duration::from_secs(3600);
     options.call_timeout = Some(Duration::from_millis(200));
-    let client = ends(Client::connect_with(&endpoint, options))
-        .await
-        .unwrap();
+    let client = ends(Client::connect_with(endpoint, options)).await.unwrap();
     let err = plugin_info(&client).await;
     assert_eq!(err.code(), Code::DeadlineExceeded, "{err}");
     assert_eq!(
