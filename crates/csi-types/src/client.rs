@@ -56,6 +56,10 @@ pub enum ConnectError {
     },
 }
 
+/// The longest wait the client passes on: 99,999,999 hours, the most `grpc-timeout` can say
+/// (tonic panics on a longer one, and hyper on a keepalive that overflows an `Instant`).
+const MAX_WAIT: Duration = Duration::from_secs(99_999_999 * 3600);
+
 /// How a [`Client`] connects and how long it waits; [`Client::connect`]
 /// uses the defaults.
 ///
@@ -72,6 +76,9 @@ pub enum ConnectError {
 ///   after `call_timeout`, which is also sent to the server as the call's
 ///   `grpc-timeout`. CSI calls may legitimately take minutes (CreateVolume
 ///   of a large volume), so there is none by default.
+///
+/// A duration beyond 99,999,999 hours (what `grpc-timeout` can carry) is
+/// taken as that.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -197,6 +204,12 @@ impl Client {
             endpoint: endpoint.to_string(),
             source,
         };
+        let options = ConnectOptions {
+            connect_timeout: options.connect_timeout.min(MAX_WAIT),
+            call_timeout: options.call_timeout.map(|t| t.min(MAX_WAIT)),
+            keepalive_interval: options.keepalive_interval.min(MAX_WAIT),
+            keepalive_timeout: options.keepalive_timeout.min(MAX_WAIT),
+        };
         let configure = |e: TonicEndpoint| {
             e.connect_timeout(options.connect_timeout)
                 .http2_keep_alive_interval(options.keepalive_interval)
@@ -259,7 +272,7 @@ impl Client {
     /// The same client with every call bounded by `timeout` (see
     /// [`ConnectOptions::call_timeout`]); `None` removes the bound.
     pub fn with_call_timeout(mut self, timeout: Option<Duration>) -> Client {
-        self.call_timeout = timeout;
+        self.call_timeout = timeout.map(|t| t.min(MAX_WAIT));
         self
     }
 
@@ -267,7 +280,7 @@ impl Client {
     fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut req = tonic::Request::new(message);
         if let Some(t) = self.call_timeout {
-            req.set_timeout(t);
+            req.set_timeout(t.min(MAX_WAIT));
         }
         req
     }

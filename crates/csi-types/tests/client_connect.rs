@@ -5,6 +5,8 @@
 use std::future::Future;
 use std::time::Duration;
 
+mod common;
+
 use csi_types::client::{Client, ConnectError, ConnectOptions};
 use csi_types::{Code, CsiError, RawCsi, proto};
 
@@ -147,4 +149,40 @@ async fn a_malformed_endpoint_is_refused_before_connecting() {
         .await
         .unwrap_err();
     assert!(matches!(e, ConnectError::Endpoint(_)), "{e}");
+}
+
+/// Extreme options connect and call a working plugin: zero waits end in their own error,
+/// `Duration::MAX` used to panic in tonic (`grpc-timeout`) and hyper (the keepalive).
+#[tokio::test]
+async fn extreme_options_never_panic() {
+    let served = common::serve(common::full_plugin(common::TestDriver::default())).await;
+    let with = |f: fn(&mut ConnectOptions)| {
+        let mut o = ConnectOptions::default();
+        f(&mut o);
+        o
+    };
+    let huge = with(|o| {
+        o.connect_timeout = Duration::MAX;
+        o.call_timeout = Some(Duration::MAX);
+        o.keepalive_interval = Duration::MAX;
+        o.keepalive_timeout = Duration::MAX;
+    });
+    for options in [
+        huge,
+        with(|o| o.keepalive_interval = Duration::ZERO),
+        with(|o| o.keepalive_timeout = Duration::ZERO),
+    ] {
+        let client = ends(Client::connect_with(&served.endpoint, options.clone()))
+            .await
+            .unwrap();
+        let answer = ends(client.raw_get_plugin_info(proto::GetPluginInfoRequest {})).await;
+        assert!(answer.is_ok(), "{options:?}: {answer:?}");
+    }
+    let client = ends(Client::connect(&served.endpoint))
+        .await
+        .unwrap()
+        .with_call_timeout(Some(Duration::ZERO));
+    let err = plugin_info(&client).await;
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err}");
+    served.stop().await;
 }
