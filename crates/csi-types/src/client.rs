@@ -16,6 +16,7 @@ use futures::stream::StreamExt;
 use tonic::transport::{Channel, Endpoint as TonicEndpoint};
 
 use crate::CsiError;
+use crate::MAX_WAIT;
 use crate::api::{RawCsi, RawStream};
 use crate::endpoint::{Endpoint, EndpointError};
 use crate::proto;
@@ -55,10 +56,6 @@ pub enum ConnectError {
         after: Duration,
     },
 }
-
-/// The longest wait the client passes on: 99,999,999 hours, the most `grpc-timeout` can say
-/// (tonic panics on a longer one, and hyper on a keepalive that overflows an `Instant`).
-const MAX_WAIT: Duration = Duration::from_secs(99_999_999 * 3600);
 
 /// How a [`Client`] connects and how long it waits; [`Client::connect`]
 /// uses the defaults.

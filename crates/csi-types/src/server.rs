@@ -59,6 +59,9 @@ pub use stack::{BoxError, HttpService};
 /// options.idle_timeout = Some(Duration::from_secs(60));
 /// options.max_message_size = 16 << 20;
 /// ```
+///
+/// A duration beyond 99,999,999 hours (what `grpc-timeout` can carry) is
+/// taken as that.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ServeOptions {
@@ -663,10 +666,15 @@ impl Ready {
     {
         let Ready {
             api,
-            options,
+            mut options,
             layers,
             metrics,
         } = self;
+        let bounded = |d: Duration| d.min(crate::MAX_WAIT);
+        options.idle_timeout = options.idle_timeout.map(bounded);
+        options.keepalive_interval = options.keepalive_interval.map(bounded);
+        options.keepalive_timeout = bounded(options.keepalive_timeout);
+        options.call_timeout = options.call_timeout.map(bounded);
         let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
         let shutdown = async move {
             shutdown.await;
