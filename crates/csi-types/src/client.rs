@@ -316,22 +316,28 @@ impl Client {
         {
             return self.expired(rpc, t);
         }
-        match std::error::Error::source(&s) {
-            Some(cause) if s.code() == tonic::Code::Unavailable => {
-                let chain = cause_chain(cause);
-                let hint = if chain.contains("keep-alive timed out") {
-                    format!(
-                        ": the plugin did not answer an HTTP/2 ping within {:?} \
-                         (keepalive_timeout): is the driver hung, or not a gRPC server?",
-                        self.keepalive_timeout
-                    )
-                } else {
-                    String::new()
-                };
-                CsiError::Unavailable(format!("{rpc}: {chain}{hint}"))
-            }
-            _ => s.into(),
-        }
+        // Only a status the client made itself has a source: one received from the server
+        // is its code and message.
+        let Some(cause) = std::error::Error::source(&s) else {
+            return s.into();
+        };
+        let chain = cause_chain(cause);
+        let hint = if chain.contains("keep-alive timed out") {
+            format!(
+                ": the plugin did not answer an HTTP/2 ping within {:?} (keepalive_timeout): \
+                 is the driver hung, or not a gRPC server?",
+                self.keepalive_timeout
+            )
+        } else if s.code() == tonic::Code::Unavailable {
+            // The causes say it (no such file, nobody listening, the in-memory server stopped).
+            String::new()
+        } else {
+            // tonic answers INTERNAL "h2 protocol error" or UNKNOWN "transport error".
+            ": the peer broke the connection or does not speak gRPC (HTTP/2): \
+             is the endpoint a CSI plugin?"
+                .to_string()
+        };
+        CsiError::from_code(s.code().into(), &format!("{rpc}: {chain}{hint}"))
     }
 }
 

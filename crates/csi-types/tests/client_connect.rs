@@ -186,3 +186,40 @@ async fn extreme_options_never_panic() {
     assert_eq!(err.code(), Code::DeadlineExceeded, "{err}");
     served.stop().await;
 }
+
+/// A socket whose owner answers bytes that are not HTTP/2 (some other protocol's server):
+/// the call used to fail with only "internal error: h2 protocol error: http2 error".
+#[tokio::test]
+async fn a_peer_that_does_not_speak_grpc_is_named_for_it() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("not-grpc.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    std::thread::spawn(move || {
+        // Each connection gets bytes that are no HTTP/2 frame, and is kept open.
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            let mut conn = conn.unwrap();
+            let _ = conn.write_all(&[0u8; 64]);
+            held.push(conn);
+        }
+    });
+    let endpoint = format!("unix://{}", sock.display());
+    let client = ends(Client::connect(&endpoint)).await.unwrap();
+    let err = plugin_info(&client).await;
+    // tonic's code depends on which side notices first: INTERNAL (a protocol error) or
+    // CANCELLED (the connection closed under the call). The message says what happened.
+    assert!(
+        matches!(err.code(), Code::Internal | Code::Cancelled),
+        "{err}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("GetPluginInfo: transport error: ")
+            && msg.ends_with(
+                "the peer broke the connection or does not speak gRPC (HTTP/2): \
+                 is the endpoint a CSI plugin?"
+            ),
+        "{msg}"
+    );
+}
