@@ -305,8 +305,9 @@ impl Client {
         CsiError::DeadlineExceeded(format!("no answer to {rpc} within {t:?} (call_timeout)"))
     }
 
-    /// A status the client made itself says little ("http2 error"); its
-    /// causes say what failed, and the options involved are named.
+    /// A status the client made itself says little ("http2 error") and its
+    /// code depends on which side noticed first; it becomes `UNAVAILABLE`
+    /// with the causes that say what failed, naming the options involved.
     fn explain(&self, rpc: &str, s: tonic::Status) -> CsiError {
         // tonic's channel enforces the request's `grpc-timeout` too, and
         // answers `CANCELLED` "Timeout expired" when it wins the race.
@@ -332,12 +333,15 @@ impl Client {
             // The causes say it (no such file, nobody listening, the in-memory server stopped).
             String::new()
         } else {
-            // tonic answers INTERNAL "h2 protocol error" or UNKNOWN "transport error".
+            // tonic answers INTERNAL "h2 protocol error", CANCELLED "connection closed" or
+            // UNKNOWN "transport error", whichever side noticed first.
             ": the peer broke the connection or does not speak gRPC (HTTP/2): \
              is the endpoint a CSI plugin?"
                 .to_string()
         };
-        CsiError::from_code(s.code().into(), &format!("{rpc}: {chain}{hint}"))
+        // The call failed on the connection, before any answer of the plugin: gRPC's
+        // UNAVAILABLE, whatever code tonic picked (CSI calls are idempotent, so a retry is safe).
+        CsiError::Unavailable(format!("{rpc}: {chain}{hint}"))
     }
 }
 

@@ -586,11 +586,10 @@ impl Server {
     /// timeout, say). Once the server has stopped, a call is answered
     /// `UNAVAILABLE`, its message saying that the in-memory server has
     /// stopped. (On a multi-threaded runtime, a call made just as the
-    /// server stops may instead get the closing connection's own answer,
-    /// such as `CANCELLED`, as over a socket: the client's connection task
-    /// may not have seen the close yet. On a current-thread runtime, the
-    /// default of `#[tokio::test]`, the first call after [`InMemoryServer::stop`]
-    /// is already `UNAVAILABLE`.)
+    /// server stops may instead fail on the closing connection, as over a
+    /// socket: the client's connection task may not have seen the close
+    /// yet. That is `UNAVAILABLE` too, its message saying the connection
+    /// closed.)
     ///
     /// ```
     /// use std::sync::Arc;

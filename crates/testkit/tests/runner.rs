@@ -538,3 +538,33 @@ fn a_huge_concurrency_and_a_negative_volume_size_are_told_the_rule() {
         "{e}"
     );
 }
+
+#[test]
+fn an_endpoint_that_does_not_speak_grpc_is_refused_as_unreachable() {
+    // Its answer to GetPluginInfo used to be taken for a plugin's, and every case failed.
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("not-grpc.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            let mut conn = conn.unwrap();
+            let _ = conn.write_all(b"SSH-2.0-OpenSSH_9.6\r\n");
+            held.push(conn);
+        }
+    });
+    let endpoint = format!("unix://{}", path.display());
+    let out = run_to_end(&["--endpoint", &endpoint]);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(out.stdout.is_empty(), "no case ran");
+    assert!(
+        stderr.starts_with(&format!(
+            "csi-conformance: cannot connect to {endpoint}: GetPluginInfo failed: unavailable: "
+        )) && stderr
+            .trim_end()
+            .ends_with("does not speak gRPC (HTTP/2): is the endpoint a CSI plugin?"),
+        "{stderr}"
+    );
+}
