@@ -300,6 +300,8 @@ fn a_failed_connection_keeps_the_os_cause() {
     let missing = format!("unix://{}", dir.path().join("nobody-here.sock").display());
     let e = bad_input(&["--endpoint", &missing]);
     assert!(e.contains("cannot connect"), "{e}");
+    // The endpoint is named once, not again by the client's own message.
+    assert_eq!(e.matches(missing.as_str()).count(), 1, "{e}");
     assert!(
         e.contains("No such file or directory"),
         "the OS cause is lost: {e}"

@@ -284,7 +284,14 @@ async fn connect(endpoint: &str, wait: std::time::Duration) -> Result<Client, St
     options.connect_timeout = wait;
     let client = match tokio::time::timeout(wait, Client::connect_with(endpoint, options)).await {
         Ok(Ok(c)) => c,
-        Ok(Err(e)) => return Err(format!("cannot connect to {endpoint}: {e}")),
+        Ok(Err(e)) => {
+            // The client's message starts with the endpoint too; say it once.
+            let e = e.to_string();
+            let why = e
+                .strip_prefix(&format!("connecting to {endpoint}: "))
+                .unwrap_or(&e);
+            return Err(format!("cannot connect to {endpoint}: {why}"));
+        }
         Err(_) => return Err(no_answer("the connection was accepted but not set up")),
     };
     let probe = client.raw_get_plugin_info(csi_types::proto::GetPluginInfoRequest {});
