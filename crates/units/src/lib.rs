@@ -46,7 +46,8 @@
 //!
 //! # Features
 //! - `serde`: `ByteSize` and [`ByteRate`] deserialize from an integer (bytes) or a string with a
-//!   unit, and serialize as an integer.
+//!   unit, and serialize as an integer. A floating-point number (`1.5e9` in JSON) is refused
+//!   with the way to write it: the file's parser may already have rounded it.
 //! - `proptest`: `Arbitrary` implementations for both.
 
 use std::fmt;
@@ -795,28 +796,73 @@ fn exact_bytes(
 
 #[cfg(feature = "serde")]
 mod serde_impls {
-    use super::{ByteRate, ByteSize};
+    use super::{ByteRate, ByteSize, ParseSizeError};
     use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
+    use std::fmt;
 
-    /// An integer or a string, as a file holds it.
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Unsigned(u64),
-        Signed(i64),
-        Text(String),
+    /// An integer (bytes) or a string with a unit, as a file holds it; anything else is
+    /// refused naming the rule. (An untagged enum said only "data did not match any variant".)
+    struct Visitor {
+        what: &'static str,
+        example: &'static str,
+        parse: fn(&str) -> Result<u64, ParseSizeError>,
     }
 
-    fn from_raw<E: de::Error>(
-        raw: Raw,
-        parse: fn(&str) -> Result<u64, super::ParseSizeError>,
-    ) -> Result<u64, E> {
-        match raw {
-            Raw::Unsigned(n) => Ok(n),
-            Raw::Signed(i) => {
-                u64::try_from(i).map_err(|_| E::custom(format!("{i} must not be negative")))
+    impl de::Visitor<'_> for Visitor {
+        type Value = u64;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(
+                f,
+                "a {} in bytes (an integer) or a string with a unit, such as {:?}",
+                self.what, self.example
+            )
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<u64, E> {
+            Ok(v)
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<u64, E> {
+            u64::try_from(v)
+                .map_err(|_| E::custom(format!("{} {v}: must not be negative", self.what)))
+        }
+
+        fn visit_u128<E: de::Error>(self, v: u128) -> Result<u64, E> {
+            u64::try_from(v)
+                .map_err(|_| E::custom(format!("{} {v}: does not fit in 64 bits", self.what)))
+        }
+
+        fn visit_i128<E: de::Error>(self, v: i128) -> Result<u64, E> {
+            if v < 0 {
+                return Err(E::custom(format!(
+                    "{} {v}: must not be negative",
+                    self.what
+                )));
             }
-            Raw::Text(t) => parse(&t).map_err(E::custom),
+            self.visit_u128(v.unsigned_abs())
+        }
+
+        /// A floating-point number may already have been rounded by the file's parser
+        /// (`12345678901234567891` and `1.00000000000000001` are not what they say), and sizes
+        /// are exact: refused, with the way to write it.
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<u64, E> {
+            let what = self.what;
+            Err(E::custom(if v < 0.0 {
+                format!("{what} {v}: must not be negative")
+            } else if v >= 18_446_744_073_709_551_616.0 {
+                format!("{what} {v}: does not fit in 64 bits")
+            } else {
+                format!(
+                    "{what} {v}: a floating-point number is not read as a {what}, since it may have \
+                     been rounded; write an integer of bytes or a string such as \"1.5e9\" or {:?}",
+                    self.example
+                )
+            }))
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<u64, E> {
+            (self.parse)(v).map_err(E::custom)
         }
     }
 
@@ -828,7 +874,12 @@ mod serde_impls {
 
     impl<'de> Deserialize<'de> for ByteSize {
         fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            from_raw(Raw::deserialize(d)?, |t| ByteSize::parse(t).map(|s| s.0)).map(ByteSize)
+            d.deserialize_any(Visitor {
+                what: "size",
+                example: "10Gi",
+                parse: |t| ByteSize::parse(t).map(|s| s.0),
+            })
+            .map(ByteSize)
         }
     }
 
@@ -840,7 +891,12 @@ mod serde_impls {
 
     impl<'de> Deserialize<'de> for ByteRate {
         fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            from_raw(Raw::deserialize(d)?, |t| ByteRate::parse(t).map(|r| r.0)).map(ByteRate)
+            d.deserialize_any(Visitor {
+                what: "rate",
+                example: "200 MB/s",
+                parse: |t| ByteRate::parse(t).map(|r| r.0),
+            })
+            .map(ByteRate)
         }
     }
 }

@@ -425,3 +425,55 @@ proptest! {
         let _ = ByteSize::parse_quantity(&text);
     }
 }
+
+/// What a file holds besides integers and strings is refused naming the rule (an untagged
+/// enum used to say only "data did not match any variant of untagged enum Raw"), and a
+/// floating-point number, which the file's parser may have rounded, is never taken.
+#[test]
+fn serde_names_the_rule_for_every_other_value() {
+    #[derive(serde::Deserialize, Debug)]
+    struct Drive {
+        #[allow(dead_code)]
+        capacity: ByteSize,
+    }
+    let json = |t: &str| serde_json::from_str::<Drive>(t).unwrap_err().to_string();
+    let toml = |t: &str| toml::from_str::<Drive>(t).unwrap_err().to_string();
+    let float = "a floating-point number is not read as a size, since it may have been \
+                 rounded; write an integer of bytes or a string such as \"1.5e9\" or \"10Gi\"";
+    assert!(json(r#"{"capacity": 1.5e9}"#).contains(&format!("size 1500000000: {float}")));
+    assert!(json(r#"{"capacity": 1e3}"#).contains(float));
+    assert!(toml("capacity = 1.5").contains(&format!("size 1.5: {float}")));
+    assert!(json(r#"{"capacity": -0.5}"#).contains("size -0.5: must not be negative"));
+    let e = json(r#"{"capacity": 18446744073709551616}"#);
+    assert!(e.contains("does not fit in 64 bits"), "{e}");
+    let expected =
+        "expected a size in bytes (an integer) or a string with a unit, such as \"10Gi\"";
+    for bad in [
+        r#"{"capacity": null}"#,
+        r#"{"capacity": true}"#,
+        r#"{"capacity": [1]}"#,
+    ] {
+        assert!(json(bad).contains(expected), "{bad}: {}", json(bad));
+    }
+    assert!(toml("capacity = true").contains(expected));
+    // Integers and strings as before; -0 is zero.
+    let ok = |t: &str| serde_json::from_str::<Drive>(t).map(|d| format!("{d:?}"));
+    assert_eq!(
+        ok(r#"{"capacity": 18446744073709551615}"#).unwrap(),
+        "Drive { capacity: ByteSize(18446744073709551615) }"
+    );
+    // (JSON's `-0` is a floating-point number to serde_json; TOML's is an integer.)
+    let zero = toml::from_str::<Drive>("capacity = -0").map(|d| format!("{d:?}"));
+    assert_eq!(zero.unwrap(), "Drive { capacity: ByteSize(0) }");
+    assert_eq!(
+        ok(r#"{"capacity": "-0"}"#).unwrap(),
+        "Drive { capacity: ByteSize(0) }"
+    );
+    let e = serde_json::from_str::<ByteRate>("2.5")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("rate 2.5: a floating-point number is not read as a rate"),
+        "{e}"
+    );
+}
