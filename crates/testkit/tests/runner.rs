@@ -323,6 +323,13 @@ fn a_failed_connection_keeps_the_os_cause() {
     assert!(e.contains("is a regular file, not a unix socket"), "{e}");
     let e = bad_input(&["--endpoint", &format!("unix://{}", dir.path().display())]);
     assert!(e.contains("is a directory, not a unix socket"), "{e}");
+    // Too long for a unix socket: the limit, not "path must be shorter than SUN_LEN".
+    let long = dir.path().join("s".repeat(120));
+    let e = bad_input(&["--endpoint", &format!("unix://{}", long.display())]);
+    assert!(
+        e.contains("a unix socket path must be shorter than 108 bytes (sun_path)"),
+        "{e}"
+    );
 }
 
 /// A unix socket in `dir` that accepts connections, keeps them open and never reads from
