@@ -151,8 +151,7 @@ async fn a_malformed_endpoint_is_refused_before_connecting() {
     assert!(matches!(e, ConnectError::Endpoint(_)), "{e}");
 }
 
-/// Extreme options connect and call a working plugin: zero waits end in their own error,
-/// `Duration::MAX` used to panic in tonic (`grpc-timeout`) and hyper (the keepalive).
+/// Extreme options connect and call a working plugin: `Duration::MAX` used to panic in tonic (`grpc-timeout`) and hyper (the keepalive).
 #[tokio::test]
 async fn extreme_options_never_panic() {
     let served = common::serve(common::full_plugin(common::TestDriver::default())).await;
@@ -181,9 +180,9 @@ async fn extreme_options_never_panic() {
     let client = ends(Client::connect(&served.endpoint))
         .await
         .unwrap()
-        .with_call_timeout(Some(Duration::ZERO));
-    let err = plugin_info(&client).await;
-    assert_eq!(err.code(), Code::DeadlineExceeded, "{err}");
+        .with_call_timeout(Some(Duration::MAX));
+    let answer = ends(client.raw_get_plugin_info(proto::GetPluginInfoRequest {})).await;
+    assert!(answer.is_ok(), "{answer:?}");
     served.stop().await;
 }
 
