@@ -4,8 +4,10 @@
 //! All five CSI services are registered; a service the plugin does not offer
 //! answers `UNIMPLEMENTED` with a message saying so, and so does a method
 //! that no CSI service has. On a unix socket a stale socket file left by a
-//! dead process is removed before binding (a live one is an error), and the
-//! socket file is removed again after a graceful shutdown.
+//! dead process is removed before binding (a live one is an error), the
+//! socket's own directory is created if missing (not a chain of missing
+//! directories, which is more likely a typo), and the socket file is removed
+//! again after a graceful shutdown.
 //!
 //! [`Server`] is the seam for middleware: it serves the same stack as
 //! [`serve`] with the driver author's own tower layers (authentication,
@@ -252,8 +254,27 @@ fn prepare_socket(path: &Path) -> Result<(), ServeError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io(format!("inspecting {}", path.display()))(e)),
     }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+    // The socket's own directory is made (`/run/csi-local` for `/run/csi-local/csi.sock`), but
+    // not a chain of them: a typo in a deployment's path (`/var/lib/kubelte/plugins/x/csi.sock`)
+    // used to create every missing directory and serve where nothing would ever connect.
+    if let Some(dir) = path.parent()
+        && !dir.is_dir()
+    {
+        if let Some(above) = dir.parent()
+            && !above.as_os_str().is_empty()
+            && !above.is_dir()
+        {
+            return Err(io(format!("creating {}", dir.display()))(
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!(
+                        "{} does not exist either (a typo?): only the socket's own directory is created",
+                        above.display()
+                    ),
+                ),
+            ));
+        }
+        std::fs::create_dir(dir).map_err(io(format!("creating {}", dir.display())))?;
     }
     Ok(())
 }

@@ -324,6 +324,28 @@ async fn stale_sockets_are_replaced_and_live_ones_refused() {
     );
     assert!(!dir.path().join("new-dir").exists());
 
+    // Only the socket's own directory is made: a chain of missing ones is more likely a typo
+    // in the path, and used to be created whole.
+    let typo = dir.path().join("kubelte/plugins/x/csi.sock");
+    let err = server::serve(
+        full_plugin(TestDriver::default()),
+        &format!("unix://{}", typo.display()),
+        async {},
+    )
+    .await
+    .unwrap_err();
+    let above = dir.path().join("kubelte/plugins");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "creating {}: {} does not exist either (a typo?): only the socket's own directory \
+             is created",
+            above.join("x").display(),
+            above.display()
+        )
+    );
+    assert!(!dir.path().join("kubelte").exists());
+
     let _ = stop.send(());
     task.await.unwrap().unwrap();
     assert!(
