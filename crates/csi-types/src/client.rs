@@ -9,12 +9,14 @@
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::stream::StreamExt;
 use tonic::transport::{Channel, Endpoint as TonicEndpoint};
 
 use crate::CsiError;
+use crate::MAX_WAIT;
 use crate::api::{RawCsi, RawStream};
 use crate::endpoint::{Endpoint, EndpointError};
 use crate::proto;
@@ -41,6 +43,77 @@ pub enum ConnectError {
         /// Why.
         source: tonic::transport::Error,
     },
+    /// The connection was not set up within
+    /// [`ConnectOptions::connect_timeout`].
+    #[error(
+        "connecting to {endpoint}: not connected within {after:?} (connect_timeout): \
+         is the driver hung, or is something other than a gRPC server listening there?"
+    )]
+    TimedOut {
+        /// Where.
+        endpoint: String,
+        /// The timeout that ran out.
+        after: Duration,
+    },
+}
+
+/// How a [`Client`] connects and how long it waits; [`Client::connect`]
+/// uses the defaults.
+///
+/// Every wait is bounded, so that a peer that accepts a connection but
+/// never answers (a hung driver, or a socket that is not a gRPC server)
+/// ends in an error rather than a hang:
+///
+/// - opening the connection is bounded by `connect_timeout`
+///   ([`ConnectError::TimedOut`]);
+/// - a call on a connection whose peer stopped answering altogether fails
+///   `UNAVAILABLE` once an HTTP/2 PING, sent every `keepalive_interval`
+///   while a call is in flight, goes unanswered for `keepalive_timeout`;
+/// - a call that a live server does not finish fails `DEADLINE_EXCEEDED`
+///   after `call_timeout`, which is also sent to the server as the call's
+///   `grpc-timeout`. CSI calls may legitimately take minutes (CreateVolume
+///   of a large volume), so there is none by default.
+///
+/// A duration beyond 99,999,999 hours (what `grpc-timeout` can carry) is
+/// taken as that.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use csi_types::client::{Client, ConnectOptions};
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut options = ConnectOptions::default();
+/// options.connect_timeout = Duration::from_secs(5);
+/// options.call_timeout = Some(Duration::from_secs(60));
+/// let client = Client::connect_with("unix:///run/csi/csi.sock", options).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectOptions {
+    /// The longest [`Client::connect_with`] may take to open the
+    /// connection. Default 30 seconds.
+    pub connect_timeout: Duration,
+    /// The longest a call may wait for its answer before it fails
+    /// `DEADLINE_EXCEEDED`; sent to the server as `grpc-timeout`. `None`
+    /// (the default) waits as long as the server keeps the connection alive.
+    pub call_timeout: Option<Duration>,
+    /// How often the client pings (HTTP/2 PING) a connection that has a
+    /// call in flight, to find a peer that stopped answering. Default 10 seconds.
+    pub keepalive_interval: Duration,
+    /// How long a ping may go unanswered before the connection is closed
+    /// and its calls fail `UNAVAILABLE`. Default 20 seconds.
+    pub keepalive_timeout: Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            connect_timeout: Duration::from_secs(30),
+            call_timeout: None,
+            keepalive_interval: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(20),
+        }
+    }
 }
 
 /// `connect(2)` answers `ECONNREFUSED` both for a socket nobody listens on and for a path
@@ -97,42 +170,90 @@ pub struct Client {
     group_controller: GroupControllerClient<Channel>,
     node: NodeClient<Channel>,
     snapshot_metadata: SnapshotMetadataClient<Channel>,
+    call_timeout: Option<Duration>,
+    /// Named in the error of a call whose connection died of it.
+    keepalive_timeout: Duration,
 }
 
 impl Client {
-    /// Connects to `unix:///path` or `tcp://ip:port`.
+    /// Connects to `unix:///path` or `tcp://ip:port` with the default
+    /// [`ConnectOptions`]: at most 30 seconds to connect, and a call on a
+    /// connection whose peer stopped answering fails `UNAVAILABLE` within
+    /// 30 seconds.
     pub async fn connect(endpoint: &str) -> Result<Client, ConnectError> {
+        Self::connect_with(endpoint, ConnectOptions::default()).await
+    }
+
+    /// Connects to `unix:///path` or `tcp://ip:port` with `options`.
+    ///
+    /// # Errors
+    /// [`ConnectError::Endpoint`] for a malformed endpoint,
+    /// [`ConnectError::Transport`] when the connection fails (the message
+    /// says why: no such file, a regular file or a directory rather than a
+    /// socket, a path too long for a socket, nobody listening),
+    /// [`ConnectError::TimedOut`] after `options.connect_timeout`.
+    pub async fn connect_with(
+        endpoint: &str,
+        options: ConnectOptions,
+    ) -> Result<Client, ConnectError> {
         let parsed: Endpoint = endpoint.parse()?;
         let transport = |source| ConnectError::Transport {
             endpoint: endpoint.to_string(),
             source,
         };
-        let channel = match parsed {
-            Endpoint::Unix(path) => {
-                // The URI is required by tonic but unused: the connector dials the socket.
-                TonicEndpoint::from_static("http://[::1]:50051")
-                    .connect_with_connector(tower::service_fn(move |_: http::Uri| {
-                        let path = path.clone();
-                        async move {
-                            let stream = tokio::net::UnixStream::connect(&path)
-                                .await
-                                .map_err(|e| explain_unix_connect(&path, e))?;
-                            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-                        }
-                    }))
-                    .await
-                    .map_err(transport)?
-            }
-            Endpoint::Tcp(addr) => TonicEndpoint::from_shared(format!("http://{addr}"))
-                .map_err(transport)?
+        let options = ConnectOptions {
+            connect_timeout: options.connect_timeout.min(MAX_WAIT),
+            call_timeout: options.call_timeout.map(|t| t.min(MAX_WAIT)),
+            keepalive_interval: options.keepalive_interval.min(MAX_WAIT),
+            keepalive_timeout: options.keepalive_timeout.min(MAX_WAIT),
+        };
+        let configure = |e: TonicEndpoint| {
+            e.connect_timeout(options.connect_timeout)
+                .http2_keep_alive_interval(options.keepalive_interval)
+                .keep_alive_timeout(options.keepalive_timeout)
+        };
+        let connecting = async {
+            Ok::<_, ConnectError>(match parsed {
+                Endpoint::Unix(path) => {
+                    // The URI is required by tonic but unused: the connector dials the socket.
+                    configure(TonicEndpoint::from_static("http://[::1]:50051"))
+                        .connect_with_connector(tower::service_fn(move |_: http::Uri| {
+                            let path = path.clone();
+                            async move {
+                                if let Some(e) = crate::endpoint::socket_path_too_long(&path) {
+                                    return Err(e);
+                                }
+                                let stream = tokio::net::UnixStream::connect(&path)
+                                    .await
+                                    .map_err(|e| explain_unix_connect(&path, e))?;
+                                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+                            }
+                        }))
+                        .await
+                        .map_err(transport)?
+                }
+                Endpoint::Tcp(addr) => configure(
+                    TonicEndpoint::from_shared(format!("http://{addr}")).map_err(transport)?,
+                )
                 .connect()
                 .await
                 .map_err(transport)?,
+            })
         };
-        Ok(Client::from_channel(channel))
+        // tonic bounds the dial; this bounds the whole set-up, whatever step waits.
+        let channel = tokio::time::timeout(options.connect_timeout, connecting)
+            .await
+            .map_err(|_| ConnectError::TimedOut {
+                endpoint: endpoint.to_string(),
+                after: options.connect_timeout,
+            })??;
+        let mut client = Client::from_channel(channel);
+        client.call_timeout = options.call_timeout;
+        client.keepalive_timeout = options.keepalive_timeout;
+        Ok(client)
     }
 
-    /// A client over an existing channel.
+    /// A client over an existing channel, without a call timeout.
     pub fn from_channel(channel: Channel) -> Client {
         Client {
             identity: IdentityClient::new(channel.clone()),
@@ -140,7 +261,87 @@ impl Client {
             group_controller: GroupControllerClient::new(channel.clone()),
             node: NodeClient::new(channel.clone()),
             snapshot_metadata: SnapshotMetadataClient::new(channel),
+            call_timeout: None,
+            keepalive_timeout: ConnectOptions::default().keepalive_timeout,
         }
+    }
+
+    /// The same client with every call bounded by `timeout` (see
+    /// [`ConnectOptions::call_timeout`]); `None` removes the bound.
+    pub fn with_call_timeout(mut self, timeout: Option<Duration>) -> Client {
+        self.call_timeout = timeout.map(|t| t.min(MAX_WAIT));
+        self
+    }
+
+    /// Wraps a request, sending the call timeout as its `grpc-timeout`.
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(message);
+        if let Some(t) = self.call_timeout {
+            req.set_timeout(t.min(MAX_WAIT));
+        }
+        req
+    }
+
+    /// Runs a call, bounded by the call timeout, and makes its error say
+    /// what happened.
+    async fn bounded<R>(
+        &self,
+        rpc: &str,
+        call: impl std::future::Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+    ) -> Result<R, CsiError> {
+        let answer = match self.call_timeout {
+            None => call.await,
+            Some(t) => match tokio::time::timeout(t, call).await {
+                Ok(answer) => answer,
+                Err(_) => return Err(self.expired(rpc, t)),
+            },
+        };
+        answer
+            .map(tonic::Response::into_inner)
+            .map_err(|s| self.explain(rpc, s))
+    }
+
+    fn expired(&self, rpc: &str, t: Duration) -> CsiError {
+        CsiError::DeadlineExceeded(format!("no answer to {rpc} within {t:?} (call_timeout)"))
+    }
+
+    /// A status the client made itself says little ("http2 error") and its
+    /// code depends on which side noticed first; it becomes `UNAVAILABLE`
+    /// with the causes that say what failed, naming the options involved.
+    fn explain(&self, rpc: &str, s: tonic::Status) -> CsiError {
+        // tonic's channel enforces the request's `grpc-timeout` too, and
+        // answers `CANCELLED` "Timeout expired" when it wins the race.
+        if let Some(t) = self.call_timeout
+            && s.code() == tonic::Code::Cancelled
+            && s.message() == tonic::TimeoutExpired(()).to_string()
+        {
+            return self.expired(rpc, t);
+        }
+        // Only a status the client made itself has a source: one received from the server
+        // is its code and message.
+        let Some(cause) = std::error::Error::source(&s) else {
+            return s.into();
+        };
+        let chain = cause_chain(cause);
+        let hint = if chain.contains("keep-alive timed out") {
+            format!(
+                ": the plugin did not answer an HTTP/2 ping within {:?} (keepalive_timeout): \
+                 is the driver hung, or not a gRPC server?",
+                self.keepalive_timeout
+            )
+        } else if s.code() == tonic::Code::Unavailable {
+            // The causes say it (no such file, nobody listening, the in-memory server stopped).
+            String::new()
+        } else {
+            // tonic answers INTERNAL "h2 protocol error", CANCELLED "connection closed" or
+            // UNKNOWN "transport error", whichever side noticed first.
+            ": the peer broke the connection or does not speak gRPC (HTTP/2): \
+             is the endpoint a CSI plugin?"
+                .to_string()
+        };
+        // The call failed on the connection, before any answer of the plugin: gRPC's
+        // UNAVAILABLE, whatever code tonic picked (CSI calls are idempotent, so a retry is safe).
+        CsiError::Unavailable(format!("{rpc}: {chain}{hint}"))
     }
 }
 
@@ -256,16 +457,20 @@ macro_rules! client_calls {
             $($(
                 async fn $raw(&self, req: proto::$req) -> Result<proto::$resp, CsiError> {
                     let mut c = self.$field.clone();
-                    Ok(c.$method(req).await?.into_inner())
+                    self.bounded($rpc, c.$method(self.request(req))).await
                 }
             )*)*
 
+            // The call timeout bounds a stream's start (its first answer); the
+            // server's `grpc-timeout` bounds the rest.
             async fn raw_get_metadata_allocated(
                 &self,
                 req: proto::GetMetadataAllocatedRequest,
             ) -> Result<RawStream<proto::GetMetadataAllocatedResponse>, CsiError> {
                 let mut c = self.snapshot_metadata.clone();
-                let stream = c.get_metadata_allocated(req).await?.into_inner();
+                let stream = self
+                    .bounded("GetMetadataAllocated", c.get_metadata_allocated(self.request(req)))
+                    .await?;
                 Ok(stream.map(|r| r.map_err(CsiError::from)).boxed())
             }
 
@@ -274,7 +479,9 @@ macro_rules! client_calls {
                 req: proto::GetMetadataDeltaRequest,
             ) -> Result<RawStream<proto::GetMetadataDeltaResponse>, CsiError> {
                 let mut c = self.snapshot_metadata.clone();
-                let stream = c.get_metadata_delta(req).await?.into_inner();
+                let stream = self
+                    .bounded("GetMetadataDelta", c.get_metadata_delta(self.request(req)))
+                    .await?;
                 Ok(stream.map(|r| r.map_err(CsiError::from)).boxed())
             }
         }

@@ -211,10 +211,38 @@ impl CsiError {
     /// blame its request (CSI spec, "Error Scheme"). The message names the
     /// response, the field and the rule.
     pub(crate) fn built_invalid(response: &str, e: CsiError) -> Self {
-        match e {
+        e.built_by_driver(response)
+    }
+
+    /// This error, raised while the driver built `response` from its own
+    /// values, as the `INTERNAL` the CO must receive: a bad value in a
+    /// response is the driver's bug, and the `INVALID_ARGUMENT` of a
+    /// newtype's check would blame the CO's request. The message keeps the
+    /// field and the rule, and names the response.
+    ///
+    /// The response builders that take a driver's strings
+    /// ([`crate::types::Volume::try_new`], …) do this themselves; this is for
+    /// any other field a driver fills from its own state.
+    ///
+    /// ```
+    /// use csi_types::{Code, ids::SnapshotId};
+    /// let e = SnapshotId::new("")
+    ///     .map_err(|e| e.built_by_driver("CreateSnapshotResponse"))
+    ///     .unwrap_err();
+    /// assert_eq!(e.code(), Code::Internal);
+    /// assert_eq!(
+    ///     e.to_string(),
+    ///     "internal error: invalid CreateSnapshotResponse built by the driver: \
+    ///      snapshot_id: this field is REQUIRED"
+    /// );
+    /// ```
+    pub fn built_by_driver(self, response: &str) -> Self {
+        match self {
             CsiError::InvalidArgument { field, rule } => CsiError::Internal(format!(
                 "invalid {response} built by the driver: {field}: {rule}"
             )),
+            // Already the driver's: a second wrapping would only repeat it.
+            internal @ CsiError::Internal(_) => internal,
             other => CsiError::Internal(format!("invalid {response} built by the driver: {other}")),
         }
     }

@@ -1,5 +1,41 @@
 //! Newtypes for the identifiers and names of CSI. Each is validated once, at
 //! construction, so a handler never re-checks it.
+//!
+//! # Which code a bad value answers
+//!
+//! Whose bug a bad value is depends on who wrote it, and so does the gRPC
+//! code the CO must receive (CSI spec, "Error Scheme"): a bad value in a
+//! request is the caller's (`INVALID_ARGUMENT`), a bad value in a response is
+//! the driver's (`INTERNAL`). The code is therefore decided where the value
+//! is used, not by the newtype, except where the newtype has one use only:
+//!
+//! | newtype | found in | `new`'s error |
+//! |---|---|---|
+//! | [`VolumeName`], [`SnapshotName`], [`GroupSnapshotName`], [`NodePath`] | requests only | `INVALID_ARGUMENT` |
+//! | [`PluginName`] | `GetPluginInfoResponse` only | `INTERNAL` |
+//! | [`VolumeId`], [`SnapshotId`], [`GroupSnapshotId`], [`NodeId`], [`TopologyKey`], [`TopologyValue`] | requests and responses | `INVALID_ARGUMENT`: the caller's value |
+//!
+//! A driver building a response from its own strings hands them to the
+//! response builder, which validates them and answers `INTERNAL` naming the
+//! response and the field: [`crate::types::Volume::try_new`],
+//! [`crate::types::Snapshot::try_new`],
+//! [`crate::node::NodeGetInfoResponse::try_new`]; for any other field,
+//! [`CsiError::built_by_driver`] turns the newtype's error into that one.
+//!
+//! ```
+//! use csi_types::{Code, ids::{PluginName, VolumeId}, types::Volume};
+//! // A request's volume id, checked for the CO: the caller's mistake.
+//! assert_eq!(VolumeId::new("").unwrap_err().code(), Code::InvalidArgument);
+//! // The same id in the driver's own response: the driver's bug.
+//! let e = Volume::try_new("", 1 << 30).unwrap_err();
+//! assert_eq!(e.code(), Code::Internal);
+//! assert_eq!(
+//!     e.to_string(),
+//!     "internal error: invalid Volume built by the driver: volume_id: this field is REQUIRED"
+//! );
+//! // A plugin name only ever comes from the driver.
+//! assert_eq!(PluginName::new("-bad").unwrap_err().code(), Code::Internal);
+//! ```
 
 use std::fmt;
 
@@ -10,15 +46,22 @@ macro_rules! string_newtype {
     (
         $(#[$meta:meta])*
         $name:ident, field = $field:literal, check = $check:path
+        $(, built_by_the_driver_in = $response:literal)?
     ) => {
         $(#[$meta])*
         #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub struct $name(String);
 
         impl $name {
-            /// Validates the value; the error names the field this type usually fills.
+            /// Validates the value; the error names the field this type
+            /// usually fills and the rule it breaks. Its code is
+            /// `INVALID_ARGUMENT`, except for a type that only a driver's
+            /// response carries, whose error is `INTERNAL` (see the
+            /// module docs).
             pub fn new(value: impl Into<String>) -> Result<Self, CsiError> {
-                Self::parse($field, value.into())
+                let parsed = Self::parse($field, value.into());
+                $(let parsed = parsed.map_err(|e| CsiError::built_invalid($response, e));)?
+                parsed
             }
 
             /// Validates the value, naming `field` in the error.
@@ -216,7 +259,20 @@ string_newtype! {
     /// assert!(PluginName::new("local.csi.example.com").is_ok());
     /// assert!(PluginName::new("-bad").is_err());
     /// ```
-    PluginName, field = "name", check = plugin_name
+    ///
+    /// Only a driver builds one, for its `GetPluginInfoResponse`, so a bad
+    /// name is the driver's bug: [`PluginName::new`] answers `INTERNAL`
+    /// naming the response, the field and the rule, and a driver passing
+    /// it on with `?` does not blame the CO's request.
+    ///
+    /// ```
+    /// use csi_types::{Code, ids::PluginName};
+    /// let e = PluginName::new("csi_driver").unwrap_err();
+    /// assert_eq!(e.code(), Code::Internal);
+    /// assert!(e.to_string().contains("GetPluginInfoResponse built by the driver: name: "), "{e}");
+    /// ```
+    PluginName, field = "name", check = plugin_name,
+    built_by_the_driver_in = "GetPluginInfoResponse"
 }
 
 string_newtype! {
@@ -314,6 +370,28 @@ mod tests {
         assert!(PluginName::new("a_b").is_err());
         assert!(PluginName::new("a.").is_err());
         assert!(PluginName::new("").is_err());
+    }
+
+    #[test]
+    fn only_the_response_only_plugin_name_answers_internal() {
+        use crate::Code;
+        // The driver's bug: INTERNAL, naming the response, field and rule.
+        let e = PluginName::new("a_b").unwrap_err();
+        assert_eq!(e.code(), Code::Internal);
+        assert!(
+            e.to_string().starts_with(
+                "internal error: invalid GetPluginInfoResponse built by the driver: name: \
+                 the plugin name must follow domain name notation"
+            ),
+            "{e}"
+        );
+        // Shared with requests: the caller's value, INVALID_ARGUMENT.
+        assert_eq!(VolumeId::new("").unwrap_err().code(), Code::InvalidArgument);
+        assert_eq!(NodeId::new("").unwrap_err().code(), Code::InvalidArgument);
+        assert_eq!(
+            VolumeName::new("").unwrap_err().code(),
+            Code::InvalidArgument
+        );
     }
 
     #[test]

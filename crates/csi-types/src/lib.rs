@@ -159,6 +159,12 @@ pub use api::{Csi, RawCsi};
 pub use error::{Code, CsiError};
 pub use plugin::{BuildError, Plugin, PluginBuilder};
 
+/// The longest wait the client and the server pass on to tonic and hyper: 99,999,999 hours,
+/// the most `grpc-timeout` can say. Longer options are taken as this, since tonic panics on a
+/// longer `grpc-timeout` and hyper on a keepalive that overflows an `Instant`.
+#[cfg(any(feature = "server", feature = "client"))]
+pub(crate) const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(99_999_999 * 3600);
+
 /// The size limits of the CSI specification, in bytes, that the typed layer
 /// enforces on every request and response.
 pub mod limits {

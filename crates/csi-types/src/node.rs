@@ -424,6 +424,28 @@ impl NodeGetInfoResponse {
         }
     }
 
+    /// A response from the driver's own node id, which this checks: a bad
+    /// id is the driver's bug, so the error is `INTERNAL` naming the field
+    /// and the rule (not the `INVALID_ARGUMENT` of [`NodeId::new`], which
+    /// would blame the CO's request). Takes a [`NodeId`] or a string.
+    ///
+    /// ```
+    /// use csi_types::{Code, node::NodeGetInfoResponse};
+    /// assert!(NodeGetInfoResponse::try_new("node-1").is_ok());
+    /// let e = NodeGetInfoResponse::try_new("").unwrap_err();
+    /// assert_eq!(e.code(), Code::Internal);
+    /// assert_eq!(
+    ///     e.to_string(),
+    ///     "internal error: invalid NodeGetInfoResponse built by the driver: \
+    ///      node_id: this field is REQUIRED"
+    /// );
+    /// ```
+    pub fn try_new(node_id: impl Into<String>) -> Result<Self, CsiError> {
+        let node_id = NodeId::parse("node_id", node_id.into())
+            .map_err(|e| e.built_by_driver("NodeGetInfoResponse"))?;
+        Ok(Self::new(node_id))
+    }
+
     /// Sets the attach limit.
     pub fn with_max_volumes(mut self, n: u64) -> Self {
         self.max_volumes_per_node = Some(n);

@@ -4,8 +4,10 @@
 //! All five CSI services are registered; a service the plugin does not offer
 //! answers `UNIMPLEMENTED` with a message saying so, and so does a method
 //! that no CSI service has. On a unix socket a stale socket file left by a
-//! dead process is removed before binding (a live one is an error), and the
-//! socket file is removed again after a graceful shutdown.
+//! dead process is removed before binding (a live one is an error), the
+//! socket's own directory is created if missing (not a chain of missing
+//! directories, which is more likely a typo), and the socket file is removed
+//! again after a graceful shutdown.
 //!
 //! [`Server`] is the seam for middleware: it serves the same stack as
 //! [`serve`] with the driver author's own tower layers (authentication,
@@ -59,6 +61,9 @@ pub use stack::{BoxError, HttpService};
 /// options.idle_timeout = Some(Duration::from_secs(60));
 /// options.max_message_size = 16 << 20;
 /// ```
+///
+/// A duration beyond 99,999,999 hours (what `grpc-timeout` can carry) is
+/// taken as that.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ServeOptions {
@@ -232,6 +237,10 @@ pub fn routes(api: Arc<dyn RawCsi>) -> tonic::service::Routes {
 fn prepare_socket(path: &Path) -> Result<(), ServeError> {
     use std::os::unix::fs::FileTypeExt;
     let io = |context: String| move |source| ServeError::Io { context, source };
+    // Before anything is created: `bind` would refuse it after the directories were made.
+    if let Some(e) = crate::endpoint::socket_path_too_long(path) {
+        return Err(io(format!("binding {}", path.display()))(e));
+    }
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
@@ -245,8 +254,27 @@ fn prepare_socket(path: &Path) -> Result<(), ServeError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io(format!("inspecting {}", path.display()))(e)),
     }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+    // The socket's own directory is made (`/run/csi-local` for `/run/csi-local/csi.sock`), but
+    // not a chain of them: a typo in a deployment's path (`/var/lib/kubelte/plugins/x/csi.sock`)
+    // used to create every missing directory and serve where nothing would ever connect.
+    if let Some(dir) = path.parent()
+        && !dir.is_dir()
+    {
+        if let Some(above) = dir.parent()
+            && !above.as_os_str().is_empty()
+            && !above.is_dir()
+        {
+            return Err(io(format!("creating {}", dir.display()))(
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!(
+                        "{} does not exist either (a typo?): only the socket's own directory is created",
+                        above.display()
+                    ),
+                ),
+            ));
+        }
+        std::fs::create_dir(dir).map_err(io(format!("creating {}", dir.display())))?;
     }
     Ok(())
 }
@@ -579,11 +607,10 @@ impl Server {
     /// timeout, say). Once the server has stopped, a call is answered
     /// `UNAVAILABLE`, its message saying that the in-memory server has
     /// stopped. (On a multi-threaded runtime, a call made just as the
-    /// server stops may instead get the closing connection's own answer,
-    /// such as `CANCELLED`, as over a socket: the client's connection task
-    /// may not have seen the close yet. On a current-thread runtime, the
-    /// default of `#[tokio::test]`, the first call after [`InMemoryServer::stop`]
-    /// is already `UNAVAILABLE`.)
+    /// server stops may instead fail on the closing connection, as over a
+    /// socket: the client's connection task may not have seen the close
+    /// yet. That is `UNAVAILABLE` too, its message saying the connection
+    /// closed.)
     ///
     /// ```
     /// use std::sync::Arc;
@@ -659,10 +686,15 @@ impl Ready {
     {
         let Ready {
             api,
-            options,
+            mut options,
             layers,
             metrics,
         } = self;
+        let bounded = |d: Duration| d.min(crate::MAX_WAIT);
+        options.idle_timeout = options.idle_timeout.map(bounded);
+        options.keepalive_interval = options.keepalive_interval.map(bounded);
+        options.keepalive_timeout = bounded(options.keepalive_timeout);
+        options.call_timeout = options.call_timeout.map(bounded);
         let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
         let shutdown = async move {
             shutdown.await;

@@ -666,6 +666,29 @@ impl Volume {
         }
     }
 
+    /// A volume from the driver's own id, which this checks: a bad id is
+    /// the driver's bug, so the error is `INTERNAL` naming the field and
+    /// the rule (not the `INVALID_ARGUMENT` of [`VolumeId::new`], which
+    /// would blame the CO's request). Takes a [`VolumeId`] or a string.
+    ///
+    /// ```
+    /// use csi_types::{Code, types::Volume};
+    /// let v = Volume::try_new("vol-1", 1 << 30).unwrap();
+    /// assert_eq!(v.volume_id.as_str(), "vol-1");
+    /// let e = Volume::try_new("v".repeat(129), 1 << 30).unwrap_err();
+    /// assert_eq!(e.code(), Code::Internal);
+    /// assert_eq!(
+    ///     e.to_string(),
+    ///     "internal error: invalid Volume built by the driver: \
+    ///      volume_id: must be at most 128 bytes, got 129"
+    /// );
+    /// ```
+    pub fn try_new(volume_id: impl Into<String>, capacity_bytes: u64) -> Result<Self, CsiError> {
+        let volume_id = VolumeId::parse("volume_id", volume_id.into())
+            .map_err(|e| e.built_by_driver("Volume"))?;
+        Ok(Self::new(volume_id, capacity_bytes))
+    }
+
     /// Adds a volume context entry.
     pub fn with_context(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.volume_context.insert(key.into(), value.into());
@@ -860,6 +883,43 @@ impl Snapshot {
             ready_to_use,
             group_snapshot_id: None,
         }
+    }
+
+    /// A snapshot from the driver's own ids, which this checks: a bad id is
+    /// the driver's bug, so the error is `INTERNAL` naming the field and the
+    /// rule. Takes newtypes or strings.
+    ///
+    /// ```
+    /// use std::time::SystemTime;
+    /// use csi_types::{Code, types::Snapshot};
+    /// let now = SystemTime::now();
+    /// assert!(Snapshot::try_new("snap-1", "vol-1", 0, now, true).is_ok());
+    /// let e = Snapshot::try_new("snap-1", "", 0, now, true).unwrap_err();
+    /// assert_eq!(e.code(), Code::Internal);
+    /// assert_eq!(
+    ///     e.to_string(),
+    ///     "internal error: invalid Snapshot built by the driver: \
+    ///      source_volume_id: this field is REQUIRED"
+    /// );
+    /// ```
+    pub fn try_new(
+        snapshot_id: impl Into<String>,
+        source_volume_id: impl Into<String>,
+        size_bytes: u64,
+        creation_time: SystemTime,
+        ready_to_use: bool,
+    ) -> Result<Self, CsiError> {
+        let built = |e: CsiError| e.built_by_driver("Snapshot");
+        let snapshot_id = SnapshotId::parse("snapshot_id", snapshot_id.into()).map_err(built)?;
+        let source_volume_id =
+            VolumeId::parse("source_volume_id", source_volume_id.into()).map_err(built)?;
+        Ok(Self::new(
+            snapshot_id,
+            source_volume_id,
+            size_bytes,
+            creation_time,
+            ready_to_use,
+        ))
     }
 
     /// Marks the snapshot as a member of a group snapshot.

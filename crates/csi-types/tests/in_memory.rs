@@ -219,3 +219,23 @@ async fn the_channel_reconnects_after_an_idle_close() {
     let _ = stop.send(());
     served.await.unwrap().unwrap();
 }
+
+/// `Duration::MAX` in every wait of `ServeOptions` used to panic in hyper's keepalive (an
+/// `Instant` overflow) inside the connection task, and the call failed "transport error".
+#[tokio::test]
+async fn the_longest_durations_serve_calls() {
+    let mut options = ServeOptions::default();
+    options.idle_timeout = Some(Duration::MAX);
+    options.keepalive_interval = Some(Duration::MAX);
+    options.keepalive_timeout = Duration::MAX;
+    options.call_timeout = Some(Duration::MAX);
+    let (client, server) = Server::new(full_plugin(TestDriver::default()))
+        .options(options)
+        .serve_in_memory()
+        .await
+        .unwrap();
+    let info = client.get_plugin_info(GetPluginInfoRequest {}).await;
+    assert!(info.is_ok(), "{info:?}");
+    drop(client);
+    server.stop().await.unwrap();
+}

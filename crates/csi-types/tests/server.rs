@@ -304,6 +304,48 @@ async fn stale_sockets_are_replaced_and_live_ones_refused() {
     assert!(matches!(err, server::ServeError::NotASocket(_)), "{err}");
     assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
 
+    // A path too long for a unix socket says the limit, and creates nothing: the parent
+    // directories used to be made before `bind` refused it with "SUN_LEN".
+    let long = dir.path().join("new-dir").join("s".repeat(120));
+    let err = server::serve(
+        full_plugin(TestDriver::default()),
+        &format!("unix://{}", long.display()),
+        async {},
+    )
+    .await
+    .unwrap_err();
+    let len = long.as_os_str().len();
+    assert!(
+        err.to_string().ends_with(&format!(
+            "the socket path is {len} bytes, and a unix socket path must be shorter than \
+             108 bytes (sun_path): use a shorter directory"
+        )),
+        "{err}"
+    );
+    assert!(!dir.path().join("new-dir").exists());
+
+    // Only the socket's own directory is made: a chain of missing ones is more likely a typo
+    // in the path, and used to be created whole.
+    let typo = dir.path().join("kubelte/plugins/x/csi.sock");
+    let err = server::serve(
+        full_plugin(TestDriver::default()),
+        &format!("unix://{}", typo.display()),
+        async {},
+    )
+    .await
+    .unwrap_err();
+    let above = dir.path().join("kubelte/plugins");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "creating {}: {} does not exist either (a typo?): only the socket's own directory \
+             is created",
+            above.join("x").display(),
+            above.display()
+        )
+    );
+    assert!(!dir.path().join("kubelte").exists());
+
     let _ = stop.send(());
     task.await.unwrap().unwrap();
     assert!(

@@ -104,8 +104,17 @@ pub struct Suite {
 }
 
 impl Suite {
-    /// A suite over the given endpoints.
-    pub fn new(config: Config, controller: Arc<dyn RawCsi>, node: Arc<dyn RawCsi>) -> Suite {
+    /// A suite over the given endpoints. A relative `staging_dir` or
+    /// `target_dir` is taken from the current directory: CSI paths are
+    /// absolute, and a relative one would fail every node case with the
+    /// driver's `INVALID_ARGUMENT`.
+    pub fn new(mut config: Config, controller: Arc<dyn RawCsi>, node: Arc<dyn RawCsi>) -> Suite {
+        for dir in [&mut config.staging_dir, &mut config.target_dir] {
+            // Only fails for an empty path (or no current directory), which the cases report.
+            if let Ok(absolute) = std::path::absolute(&*dir) {
+                *dir = absolute;
+            }
+        }
         Suite {
             config,
             controller,

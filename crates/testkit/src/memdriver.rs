@@ -52,7 +52,7 @@ use csi_types::{
         GetVolumeGroupSnapshotRequest, GetVolumeGroupSnapshotResponse, VolumeGroupSnapshot,
     },
     identity::{GetPluginInfoRequest, GetPluginInfoResponse},
-    ids::{GroupSnapshotId, NodeId, PluginName, SnapshotId, VolumeId},
+    ids::{GroupSnapshotId, PluginName, SnapshotId, VolumeId},
     node::{
         NodeExpandVolumeRequest, NodeExpandVolumeResponse, NodeGetInfoRequest, NodeGetInfoResponse,
         NodeGetVolumeStatsRequest, NodeGetVolumeStatsResponse, NodePublishVolumeRequest,
@@ -218,15 +218,12 @@ impl State {
     }
 
     fn snapshot(&self, id: &str, snap: &Snap) -> Result<Snapshot, CsiError> {
-        let s = Snapshot::new(
-            SnapshotId::new(id)?,
-            VolumeId::new(snap.source.clone())?,
-            snap.size,
-            snap.created,
-            true,
-        );
+        // Its own ids: a bad one is this driver's bug (INTERNAL).
+        let s = Snapshot::try_new(id, snap.source.clone(), snap.size, snap.created, true)?;
         Ok(match &snap.group {
-            Some(g) => s.with_group_snapshot_id(GroupSnapshotId::new(g.clone())?),
+            Some(g) => s.with_group_snapshot_id(
+                GroupSnapshotId::new(g.clone()).map_err(|e| e.built_by_driver("Snapshot"))?,
+            ),
             None => s,
         })
     }
@@ -238,7 +235,8 @@ impl State {
             .map(|m| self.snapshot(m, &self.snapshots[m]))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(VolumeGroupSnapshot {
-            group_snapshot_id: GroupSnapshotId::new(id)?,
+            group_snapshot_id: GroupSnapshotId::new(id)
+                .map_err(|e| e.built_by_driver("VolumeGroupSnapshot"))?,
             snapshots,
             creation_time: g.created,
             ready_to_use: true,
@@ -345,7 +343,7 @@ impl MemDriver {
     }
 
     fn volume(&self, id: &str, v: &Vol) -> Result<Volume, CsiError> {
-        let mut vol = Volume::new(VolumeId::new(id)?, v.capacity);
+        let mut vol = Volume::try_new(id, v.capacity)?;
         if let Some(s) = &v.source {
             vol = vol.with_content_source(s.clone());
         }
@@ -859,7 +857,7 @@ impl Node for MemDriver {
     }
 
     async fn node_get_info(&self, _: NodeGetInfoRequest) -> Result<NodeGetInfoResponse, CsiError> {
-        let info = NodeGetInfoResponse::new(NodeId::new(self.config.node_id.clone())?)
+        let info = NodeGetInfoResponse::try_new(self.config.node_id.clone())?
             .with_max_volumes(self.config.max_volumes_per_node);
         Ok(match &self.config.topology {
             Some(t) => info.with_topology(t.clone()),

@@ -197,3 +197,29 @@ async fn memdriver_passes_with_separate_controller_and_node_plugins() {
     common::assert_all_pass(&report);
     assert_eq!(report.skipped(), 0, "{}", report.summary());
 }
+
+/// `dir` written relative to the current directory.
+fn relative_to_cwd(dir: &std::path::Path) -> std::path::PathBuf {
+    let cwd = std::env::current_dir().unwrap();
+    let mut rel = std::path::PathBuf::new();
+    for _ in cwd.components().skip(1) {
+        rel.push("..");
+    }
+    rel.join(dir.strip_prefix("/").unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relative_work_dirs_are_taken_from_the_current_directory() {
+    // They used to be sent as they were, and every node case failed with INVALID_ARGUMENT.
+    let dir = tempfile::tempdir().unwrap();
+    let plugin: Arc<dyn RawCsi> = Arc::new(MemDriver::new(MemDriverConfig::default()).plugin());
+    let mut config = common::config(dir.path());
+    config.staging_dir = relative_to_cwd(&dir.path().join("staging"));
+    config.target_dir = relative_to_cwd(&dir.path().join("target"));
+    assert!(config.staging_dir.is_relative());
+    config.filter = Some("node/".into());
+    let report = Suite::new(config, plugin.clone(), plugin).run().await;
+    common::assert_all_pass(&report);
+    assert!(report.results.len() > 3, "{}", report.summary());
+    assert!(dir.path().join("staging").is_dir());
+}

@@ -300,6 +300,8 @@ fn a_failed_connection_keeps_the_os_cause() {
     let missing = format!("unix://{}", dir.path().join("nobody-here.sock").display());
     let e = bad_input(&["--endpoint", &missing]);
     assert!(e.contains("cannot connect"), "{e}");
+    // The endpoint is named once, not again by the client's own message.
+    assert_eq!(e.matches(missing.as_str()).count(), 1, "{e}");
     assert!(
         e.contains("No such file or directory"),
         "the OS cause is lost: {e}"
@@ -321,32 +323,40 @@ fn a_failed_connection_keeps_the_os_cause() {
     assert!(e.contains("is a regular file, not a unix socket"), "{e}");
     let e = bad_input(&["--endpoint", &format!("unix://{}", dir.path().display())]);
     assert!(e.contains("is a directory, not a unix socket"), "{e}");
+    // Too long for a unix socket: the limit, not "path must be shorter than SUN_LEN".
+    let long = dir.path().join("s".repeat(120));
+    let e = bad_input(&["--endpoint", &format!("unix://{}", long.display())]);
+    assert!(
+        e.contains("a unix socket path must be shorter than 108 bytes (sun_path)"),
+        "{e}"
+    );
 }
 
-#[test]
-fn an_endpoint_that_accepts_but_never_answers_is_refused_as_unreachable() {
-    // A hung driver, or a server that is not gRPC: the socket accepts, nothing answers. The
-    // runner used to wait for it forever without a word.
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("hung.sock");
+/// A unix socket in `dir` that accepts connections, keeps them open and never reads from
+/// them: a hung driver, or a server that is not gRPC.
+fn mute_socket(dir: &std::path::Path) -> String {
+    let path = dir.join("hung.sock");
     let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
     std::thread::spawn(move || {
-        // Accepted connections are kept open and never read from.
         let mut held = Vec::new();
         for conn in listener.incoming() {
             held.push(conn);
         }
     });
-    let endpoint = format!("unix://{}", path.display());
+    format!("unix://{}", path.display())
+}
+
+/// Runs the runner to its end, killing it (by its id) and failing the test if it is still
+/// running after a bound far beyond any timeout under test: a guard against a hang, not a
+/// speed check.
+fn run_to_end(args: &[&str]) -> std::process::Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_csi-conformance"))
-        .args(["--endpoint", &endpoint, "--connect-timeout", "1"])
+        .args(args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Not a speed check: a deadline far beyond the 1 s asked for, so that a runner that waits
-    // forever fails this test instead of hanging it.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
     while child.try_wait().unwrap().is_none() {
         if std::time::Instant::now() > deadline {
             child.kill().unwrap();
@@ -355,7 +365,15 @@ fn an_endpoint_that_accepts_but_never_answers_is_refused_as_unreachable() {
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let out = child.wait_with_output().unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn an_endpoint_that_accepts_but_never_answers_is_refused_as_unreachable() {
+    // The runner used to wait for it forever without a word.
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = mute_socket(dir.path());
+    let out = run_to_end(&["--endpoint", &endpoint, "--connect-timeout", "1"]);
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(out.stdout.is_empty(), "no case ran");
@@ -372,6 +390,33 @@ fn an_endpoint_that_accepts_but_never_answers_is_refused_as_unreachable() {
     // Zero would refuse every endpoint: not a timeout.
     let e = bad_input(&["--endpoint", &endpoint, "--connect-timeout", "0"]);
     assert!(e.contains("--connect-timeout"), "{e}");
+}
+
+#[test]
+fn a_mute_endpoint_is_refused_even_when_the_connect_timeout_outlasts_the_keepalive() {
+    // With a --connect-timeout longer than the client's keepalive (30 s), GetPluginInfo ends
+    // UNAVAILABLE first; that is no answer from a plugin, and the suite must not start (each
+    // case would fail the same way, one keepalive timeout after the other).
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = mute_socket(dir.path());
+    let out = run_to_end(&[
+        "--endpoint",
+        &endpoint,
+        "--connect-timeout",
+        "200",
+        "--case-timeout",
+        "1",
+    ]);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(out.stdout.is_empty(), "no case ran");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(&format!(
+            "csi-conformance: cannot connect to {endpoint}: GetPluginInfo failed: unavailable: "
+        )) && stderr.contains("(keepalive_timeout): is the driver hung, or not a gRPC server?"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -400,4 +445,135 @@ fn runner_lists_the_cases_without_an_endpoint() {
         .collect();
     let expected: Vec<&str> = csi_testkit::all_cases().iter().map(|c| c.name).collect();
     assert_eq!(names, expected);
+}
+
+#[test]
+fn work_dirs_keys_and_node_ids_are_checked_before_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, "x").unwrap();
+    let ep = "unix:///nonexistent/csi.sock";
+    let file_arg = file.to_str().unwrap();
+
+    // A regular file where a directory is expected.
+    let e = bad_input(&["--endpoint", ep, "--staging-dir", file_arg]);
+    assert_eq!(
+        e.trim_end(),
+        format!("csi-conformance: --staging-dir {file_arg}: is not a directory")
+    );
+    let e = bad_input(&["--endpoint", ep, "--target-dir", file_arg]);
+    assert!(e.starts_with("csi-conformance: --target-dir "), "{e}");
+    // A directory that cannot be made (under a regular file).
+    let under = file.join("sub");
+    let e = bad_input(&["--endpoint", ep, "--staging-dir", under.to_str().unwrap()]);
+    assert!(
+        e.contains("--staging-dir") && e.contains("cannot create it"),
+        "{e}"
+    );
+
+    // The same key twice used to keep the last value silently.
+    let e = bad_input(&["--endpoint", ep, "--params", "a=1", "--params", "a=2"]);
+    assert_eq!(
+        e.trim_end(),
+        "csi-conformance: --params: key \"a\" is given twice (\"1\" and \"2\"); give each key once"
+    );
+    let e = bad_input(&["--endpoint", ep, "--mutable-params", "iops=1", "iops=2"]);
+    assert!(
+        e.contains("--mutable-params: key \"iops\" is given twice"),
+        "{e}"
+    );
+
+    // A node id CSI refuses is told with the flag, not sent to fail a case.
+    let e = bad_input(&["--endpoint", ep, "--second-node-id", ""]);
+    assert!(
+        e.contains("--second-node-id") && e.contains("this field is REQUIRED"),
+        "{e}"
+    );
+    let long = "n".repeat(257);
+    let e = bad_input(&["--endpoint", ep, "--second-node-id", &long]);
+    assert!(e.contains("must be at most 256 bytes, got 257"), "{e}");
+}
+
+#[test]
+fn relative_work_dirs_are_made_absolute() {
+    // CSI paths are absolute: relative ones used to be sent as they were, and every node case
+    // failed with the driver's INVALID_ARGUMENT.
+    let dir = tempfile::tempdir().unwrap();
+    let (endpoint, stop) = serve(
+        MemDriver::new(MemDriverConfig::default()).plugin(),
+        dir.path(),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_csi-conformance"))
+        .current_dir(dir.path())
+        .args([
+            "--endpoint",
+            &endpoint,
+            "--staging-dir",
+            "rel/staging",
+            "--target-dir",
+            "rel/target",
+            "--filter",
+            "node/",
+            "--block-targets-may-be-files",
+        ])
+        .output()
+        .unwrap();
+    stop.send(()).unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("PASS node/"), "{stdout}");
+    assert!(dir.path().join("rel/staging").is_dir());
+}
+
+#[test]
+fn a_huge_concurrency_and_a_negative_volume_size_are_told_the_rule() {
+    let ep = "unix:///nonexistent/csi.sock";
+    // Used to be taken, and the concurrency cases spawned that many tasks.
+    let e = bad_input(&["--endpoint", ep, "--concurrency", "100000000000"]);
+    assert!(
+        e.contains("--concurrency") && e.contains("must be at most 1024"),
+        "{e}"
+    );
+    assert!(bad_input(&["--endpoint", ep, "--concurrency", "1025"]).contains("at most 1024"));
+    // A leading minus used to be taken for an unknown flag ("unexpected argument '-0'").
+    let e = bad_input(&["--endpoint", ep, "--volume-size", "-0"]);
+    assert!(
+        e.contains("--volume-size") && e.contains("must be at least 1 byte"),
+        "{e}"
+    );
+    let e = bad_input(&["--endpoint", ep, "--volume-size", "-5Gi"]);
+    assert!(
+        e.contains("--volume-size") && e.contains("must not be negative"),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_endpoint_that_does_not_speak_grpc_is_refused_as_unreachable() {
+    // Its answer to GetPluginInfo used to be taken for a plugin's, and every case failed.
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("not-grpc.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            let mut conn = conn.unwrap();
+            let _ = conn.write_all(b"SSH-2.0-OpenSSH_9.6\r\n");
+            held.push(conn);
+        }
+    });
+    let endpoint = format!("unix://{}", path.display());
+    let out = run_to_end(&["--endpoint", &endpoint]);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(out.stdout.is_empty(), "no case ran");
+    assert!(
+        stderr.starts_with(&format!(
+            "csi-conformance: cannot connect to {endpoint}: GetPluginInfo failed: unavailable: "
+        )) && stderr
+            .trim_end()
+            .ends_with("does not speak gRPC (HTTP/2): is the endpoint a CSI plugin?"),
+        "{stderr}"
+    );
 }

@@ -1,8 +1,9 @@
 //! One byte-size type for the whole SDK.
 //!
 //! Storage software mixes two unit systems and gets hurt by it: a "T" that is 10¹² bytes in one
-//! file and 2⁴⁰ in another silently loses 9% of a drive. This crate has one rule, the one
-//! Kubernetes quantities use, and every crate of the SDK parses and prints sizes through it:
+//! file and 2⁴⁰ in another silently loses 9% of a drive. This crate has one rule, the meaning
+//! Kubernetes quantities give the units, and every crate of the SDK parses and prints sizes
+//! through it:
 //!
 //! | written | meaning | examples |
 //! |---|---|---|
@@ -10,6 +11,12 @@
 //! | SI: `k`/`K`, `M`, `G`, `T`, `P`, `E`, with or without `B` | powers of **1000** | `12TB`, `500 G`, `4k` |
 //! | IEC: `Ki`, `Mi`, `Gi`, `Ti`, `Pi`, `Ei`, with or without `B` | powers of **1024** | `4 KiB`, `10Gi`, `1.5 GiB` |
 //! | a decimal exponent, `e` or `E` and a signed integer, instead of a unit | bytes × 10ⁿ | `1e3`, `1.5E9`, `150e-1` |
+//!
+//! The units mean what they mean in Kubernetes quantities, and every Kubernetes quantity that is
+//! a whole number of bytes reads the same here (`-0` is zero). The notation is wider, for people:
+//! spaces, a `B`, `_` between digits, `K` and case-insensitive multi-letter units, none of which
+//! Kubernetes accepts; [`ByteSize::parse_quantity`] reads Kubernetes' grammar to the letter, for
+//! text that Kubernetes itself must accept.
 //!
 //! Multi-letter units are case-insensitive (`gib`, `GB`). A lone `m` is refused: in Kubernetes
 //! quantities it means *milli*, which is never a size. A lone `e` is refused too: Kubernetes reads
@@ -39,7 +46,8 @@
 //!
 //! # Features
 //! - `serde`: `ByteSize` and [`ByteRate`] deserialize from an integer (bytes) or a string with a
-//!   unit, and serialize as an integer.
+//!   unit, and serialize as an integer. A floating-point number (`1.5e9` in JSON) is refused
+//!   with the way to write it: the file's parser may already have rounded it.
 //! - `proptest`: `Arbitrary` implementations for both.
 
 use std::fmt;
@@ -264,6 +272,45 @@ impl ByteSize {
     /// Parses a size as the [crate documentation](crate) describes.
     pub fn parse(text: &str) -> Result<Self, ParseSizeError> {
         parse(text, "size").map(ByteSize)
+    }
+
+    /// Parses a Kubernetes quantity exactly as Kubernetes' `resource.Quantity` grammar writes
+    /// it, for text that Kubernetes itself produced or must accept (a PVC's `storage`, a
+    /// StorageClass parameter validated by the API server):
+    ///
+    /// ```text
+    /// <quantity>        ::= <signedNumber><suffix>
+    /// <signedNumber>    ::= <number> | "+" <number> | "-" <number>
+    /// <number>          ::= <digits> | <digits>.<digits> | <digits>. | .<digits>
+    /// <suffix>          ::= "" | k | M | G | T | P | E | Ki | Mi | Gi | Ti | Pi | Ei
+    ///                     | m | u | n | "e" <signedInteger> | "E" <signedInteger>
+    /// ```
+    ///
+    /// Suffixes are case-sensitive and nothing else is allowed: no space, no `B`, no `_`. The
+    /// value must be a whole number of bytes that fits in 64 bits, and is never rounded:
+    /// `0.1` and `500m` (half a byte) are refused; `1500m` is 1 byte and a half, refused;
+    /// `2000m` is 2 bytes; `-0` is zero; any other negative number is refused.
+    ///
+    /// [`ByteSize::parse`] reads everything this reads (except the rarely meant milli, micro
+    /// and nano suffixes) and more (`12 TB`, `4 KiB`, `1_000`, `1gi`), for files and flags
+    /// written by people.
+    ///
+    /// ```
+    /// use storage_units::ByteSize;
+    /// assert_eq!(ByteSize::parse_quantity("1.5Gi")?.bytes(), 1_610_612_736);
+    /// assert_eq!(ByteSize::parse_quantity("1e3")?.bytes(), 1000);
+    /// assert_eq!(ByteSize::parse_quantity("+.5Ki")?.bytes(), 512);
+    /// let e = ByteSize::parse_quantity("1gi").unwrap_err();
+    /// assert_eq!(
+    ///     e.to_string(),
+    ///     "quantity \"1gi\": unknown suffix \"gi\" (suffixes are case-sensitive: \
+    ///      k, M, G, T, P, E, Ki, Mi, Gi, Ti, Pi, Ei, or an exponent such as e3)"
+    /// );
+    /// assert!(ByteSize::parse_quantity("1 Gi").is_err());
+    /// # Ok::<(), storage_units::ParseSizeError>(())
+    /// ```
+    pub fn parse_quantity(text: &str) -> Result<Self, ParseSizeError> {
+        parse_quantity(text).map(ByteSize)
     }
 
     /// `self + other`, or `None` on overflow.
@@ -542,6 +589,12 @@ pub enum ErrorKind {
     /// More than 2⁶⁴ − 1 bytes.
     #[error("does not fit in 64 bits")]
     Overflow,
+    /// A suffix [`ByteSize::parse_quantity`] does not know: Kubernetes' suffixes are
+    /// case-sensitive, and a quantity has no space, `B` or `_`.
+    #[error(
+        "unknown suffix {0:?} (suffixes are case-sensitive: k, M, G, T, P, E, Ki, Mi, Gi, Ti, Pi, Ei, or an exponent such as e3)"
+    )]
+    UnknownSuffix(String),
 }
 
 fn parse(text: &str, what: &'static str) -> Result<u64, ParseSizeError> {
@@ -551,8 +604,13 @@ fn parse(text: &str, what: &'static str) -> Result<u64, ParseSizeError> {
         kind,
     };
     let t = text.trim();
-    if t.starts_with('-') {
-        return Err(fail(ErrorKind::Negative));
+    if let Some(rest) = t.strip_prefix('-') {
+        // Kubernetes reads `-0` (and `-0.0Gi`) as zero, which is a size; any other negative
+        // number is not. A second sign (`--0`, `-+0`) is no number at all.
+        return match rest.starts_with(['+', '-']) {
+            false if parse(rest, what) == Ok(0) => Ok(0),
+            _ => Err(fail(ErrorKind::Negative)),
+        };
     }
     let t = t.strip_prefix('+').unwrap_or(t);
     let split = t
@@ -584,6 +642,66 @@ fn parse(text: &str, what: &'static str) -> Result<u64, ParseSizeError> {
         return Err(fail(ErrorKind::BadNumber(number.clone())));
     }
     exact_bytes(whole, frac, exponent, unit).map_err(fail)
+}
+
+/// [`ByteSize::parse_quantity`]: Kubernetes' grammar, to the letter.
+fn parse_quantity(text: &str) -> Result<u64, ParseSizeError> {
+    let fail = |kind| ParseSizeError {
+        what: "quantity",
+        input: text.to_string(),
+        kind,
+    };
+    let (negative, t) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, suffix) = t.split_at(split);
+    if number.is_empty() {
+        return Err(fail(ErrorKind::NoNumber));
+    }
+    let (whole, frac) = number.split_once('.').unwrap_or((number, ""));
+    if (whole.is_empty() && frac.is_empty()) || frac.contains('.') {
+        return Err(fail(ErrorKind::BadNumber(number.to_string())));
+    }
+    let (unit, exponent) = match suffix {
+        "" => (Unit::B, None),
+        "k" => (Unit::KB, None),
+        "M" => (Unit::MB, None),
+        "G" => (Unit::GB, None),
+        "T" => (Unit::TB, None),
+        "P" => (Unit::PB, None),
+        "E" => (Unit::EB, None),
+        "Ki" => (Unit::KiB, None),
+        "Mi" => (Unit::MiB, None),
+        "Gi" => (Unit::GiB, None),
+        "Ti" => (Unit::TiB, None),
+        "Pi" => (Unit::PiB, None),
+        "Ei" => (Unit::EiB, None),
+        // Milli, micro, nano: whole bytes only, as every other value.
+        "m" => (Unit::B, Some(-3)),
+        "u" => (Unit::B, Some(-6)),
+        "n" => (Unit::B, Some(-9)),
+        _ => match decimal_exponent(suffix) {
+            Some(exponent) => (Unit::B, Some(exponent)),
+            None if is_incomplete_exponent(suffix) => {
+                return Err(fail(ErrorKind::IncompleteExponent(suffix.to_string())));
+            }
+            None => return Err(fail(ErrorKind::UnknownSuffix(suffix.to_string()))),
+        },
+    };
+    let value = exact_bytes(whole, frac, exponent, unit).map_err(|kind| match kind {
+        ErrorKind::Fractional if negative => ErrorKind::Negative,
+        kind => kind,
+    });
+    match value {
+        Ok(v) if negative && v != 0 => Err(fail(ErrorKind::Negative)),
+        Ok(v) => Ok(v),
+        Err(kind) => Err(fail(kind)),
+    }
 }
 
 /// A decimal exponent as written after the number: `e` or `E`, an optional sign and digits.
@@ -678,28 +796,73 @@ fn exact_bytes(
 
 #[cfg(feature = "serde")]
 mod serde_impls {
-    use super::{ByteRate, ByteSize};
+    use super::{ByteRate, ByteSize, ParseSizeError};
     use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
+    use std::fmt;
 
-    /// An integer or a string, as a file holds it.
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Unsigned(u64),
-        Signed(i64),
-        Text(String),
+    /// An integer (bytes) or a string with a unit, as a file holds it; anything else is
+    /// refused naming the rule. (An untagged enum said only "data did not match any variant".)
+    struct Visitor {
+        what: &'static str,
+        example: &'static str,
+        parse: fn(&str) -> Result<u64, ParseSizeError>,
     }
 
-    fn from_raw<E: de::Error>(
-        raw: Raw,
-        parse: fn(&str) -> Result<u64, super::ParseSizeError>,
-    ) -> Result<u64, E> {
-        match raw {
-            Raw::Unsigned(n) => Ok(n),
-            Raw::Signed(i) => {
-                u64::try_from(i).map_err(|_| E::custom(format!("{i} must not be negative")))
+    impl de::Visitor<'_> for Visitor {
+        type Value = u64;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(
+                f,
+                "a {} in bytes (an integer) or a string with a unit, such as {:?}",
+                self.what, self.example
+            )
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<u64, E> {
+            Ok(v)
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<u64, E> {
+            u64::try_from(v)
+                .map_err(|_| E::custom(format!("{} {v}: must not be negative", self.what)))
+        }
+
+        fn visit_u128<E: de::Error>(self, v: u128) -> Result<u64, E> {
+            u64::try_from(v)
+                .map_err(|_| E::custom(format!("{} {v}: does not fit in 64 bits", self.what)))
+        }
+
+        fn visit_i128<E: de::Error>(self, v: i128) -> Result<u64, E> {
+            if v < 0 {
+                return Err(E::custom(format!(
+                    "{} {v}: must not be negative",
+                    self.what
+                )));
             }
-            Raw::Text(t) => parse(&t).map_err(E::custom),
+            self.visit_u128(v.unsigned_abs())
+        }
+
+        /// A floating-point number may already have been rounded by the file's parser
+        /// (`12345678901234567891` and `1.00000000000000001` are not what they say), and sizes
+        /// are exact: refused, with the way to write it.
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<u64, E> {
+            let what = self.what;
+            Err(E::custom(if v < 0.0 {
+                format!("{what} {v}: must not be negative")
+            } else if v >= 18_446_744_073_709_551_616.0 {
+                format!("{what} {v}: does not fit in 64 bits")
+            } else {
+                format!(
+                    "{what} {v}: a floating-point number is not read as a {what}, since it may have \
+                     been rounded; write an integer of bytes or a string such as \"1.5e9\" or {:?}",
+                    self.example
+                )
+            }))
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<u64, E> {
+            (self.parse)(v).map_err(E::custom)
         }
     }
 
@@ -711,7 +874,12 @@ mod serde_impls {
 
     impl<'de> Deserialize<'de> for ByteSize {
         fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            from_raw(Raw::deserialize(d)?, |t| ByteSize::parse(t).map(|s| s.0)).map(ByteSize)
+            d.deserialize_any(Visitor {
+                what: "size",
+                example: "10Gi",
+                parse: |t| ByteSize::parse(t).map(|s| s.0),
+            })
+            .map(ByteSize)
         }
     }
 
@@ -723,7 +891,12 @@ mod serde_impls {
 
     impl<'de> Deserialize<'de> for ByteRate {
         fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            from_raw(Raw::deserialize(d)?, |t| ByteRate::parse(t).map(|r| r.0)).map(ByteRate)
+            d.deserialize_any(Visitor {
+                what: "rate",
+                example: "200 MB/s",
+                parse: |t| ByteRate::parse(t).map(|r| r.0),
+            })
+            .map(ByteRate)
         }
     }
 }

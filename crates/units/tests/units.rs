@@ -301,3 +301,179 @@ fn decimal_exponents_are_exact() {
         assert_eq!(err.kind(), kind, "{text}");
     }
 }
+
+/// Quantities as Kubernetes users write them, each against the `resource.Quantity` grammar
+/// (`<signedNumber><suffix>`, case-sensitive suffixes, nothing else): what Kubernetes accepts
+/// and is a whole number of bytes that fits 64 bits is read exactly; what it refuses, or what
+/// is not whole bytes, or does not fit, is refused with the rule, never rounded.
+#[test]
+fn kubernetes_quantities_to_the_letter() {
+    let accepted: &[(&str, u64)] = &[
+        ("1Gi", 1 << 30),
+        ("1G", 1_000_000_000),
+        ("1.5Gi", 1_610_612_736),
+        ("1e3", 1000),
+        ("1E3", 1000),
+        ("1E+3", 1000),
+        ("1000e-3", 1),
+        ("1E", 1_000_000_000_000_000_000),
+        ("1k", 1000),
+        ("+1Gi", 1 << 30),
+        ("-0", 0),
+        ("-0.0Gi", 0),
+        ("+0", 0),
+        ("1.", 1),
+        (".5Ki", 512),
+        ("+.5Ki", 512),
+        ("2000m", 2),
+        ("3000000u", 3),
+        ("15Ei", 15 << 60),
+        ("18446744073709551615", u64::MAX),
+        ("0.0000000000000000000000001e25", 1),
+    ];
+    for &(text, bytes) in accepted {
+        assert_eq!(
+            ByteSize::parse_quantity(text).map(|s| s.bytes()),
+            Ok(bytes),
+            "{text}"
+        );
+    }
+    let refused: &[(&str, ErrorKind)] = &[
+        // Not a whole number of bytes: never rounded.
+        ("0.1", ErrorKind::Fractional),
+        ("9.9999999999999999999Gi", ErrorKind::Fractional),
+        ("500m", ErrorKind::Fractional),
+        ("1e-3", ErrorKind::Fractional),
+        // Does not fit 64 bits.
+        ("16Ei", ErrorKind::Overflow),
+        ("18446744073709551616", ErrorKind::Overflow),
+        ("1e20", ErrorKind::Overflow),
+        // Negative.
+        ("-1", ErrorKind::Negative),
+        ("-0.5", ErrorKind::Negative),
+        // Not the grammar: suffixes are case-sensitive, no space, no B, no _.
+        ("1gi", ErrorKind::UnknownSuffix("gi".into())),
+        ("1K", ErrorKind::UnknownSuffix("K".into())),
+        ("1GB", ErrorKind::UnknownSuffix("GB".into())),
+        ("1GiB", ErrorKind::UnknownSuffix("GiB".into())),
+        ("1 Gi", ErrorKind::UnknownSuffix(" Gi".into())),
+        ("1Gi ", ErrorKind::UnknownSuffix("Gi ".into())),
+        ("1_000", ErrorKind::UnknownSuffix("_000".into())),
+        (" 1Gi", ErrorKind::NoNumber),
+        ("", ErrorKind::NoNumber),
+        ("Gi", ErrorKind::NoNumber),
+        ("--1", ErrorKind::NoNumber),
+        ("+-1", ErrorKind::NoNumber),
+        (".", ErrorKind::BadNumber(".".into())),
+        ("1.2.3", ErrorKind::BadNumber("1.2.3".into())),
+        ("1e", ErrorKind::IncompleteExponent("e".into())),
+        ("1E-", ErrorKind::IncompleteExponent("E-".into())),
+        ("1e3Gi", ErrorKind::UnknownSuffix("e3Gi".into())),
+        ("1e1.5", ErrorKind::UnknownSuffix("e1.5".into())),
+    ];
+    for (text, kind) in refused {
+        let err = ByteSize::parse_quantity(text).unwrap_err();
+        assert_eq!(err.kind(), kind, "{text}");
+        assert_eq!(err.input(), *text);
+        assert!(
+            err.to_string().starts_with(&format!("quantity {text:?}: ")),
+            "{err}"
+        );
+    }
+}
+
+/// Kubernetes reads `-0` as zero, which is a size; it used to be refused as negative.
+#[test]
+fn negative_zero_is_zero_and_other_negatives_are_refused() {
+    for zero in ["-0", "-0.0", "-0 GiB", "-0e5", " -0 "] {
+        assert_eq!(ByteSize::parse(zero), Ok(ByteSize::ZERO), "{zero}");
+    }
+    assert_eq!(ByteRate::parse("-0/s"), Ok(ByteRate::new(0)));
+    for negative in ["-1", "-0.5 KiB", "-1e3", "--0", "-+0", "-0 XB", "-"] {
+        let err = ByteSize::parse(negative).unwrap_err();
+        assert_eq!(err.kind(), &ErrorKind::Negative, "{negative}");
+    }
+}
+
+proptest! {
+    /// What `quantity()` prints, Kubernetes' strict grammar reads back to the same size.
+    #[test]
+    fn quantity_display_parses_back_strictly(size in any::<ByteSize>()) {
+        prop_assert_eq!(ByteSize::parse_quantity(&size.quantity().to_string()), Ok(size));
+    }
+
+    /// The two parsers never disagree on a value: what the strict one reads (milli, micro and
+    /// nano aside, which people do not mean for sizes), the liberal one reads the same.
+    #[test]
+    fn the_liberal_parser_agrees_with_the_strict_one(
+        sign in "[+-]?",
+        whole in "[0-9]{0,21}",
+        frac in proptest::option::of("[0-9]{0,21}"),
+        suffix in "(|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei|[eE][+-]?[0-9]{1,2})",
+    ) {
+        let text = match &frac {
+            Some(f) => format!("{sign}{whole}.{f}{suffix}"),
+            None => format!("{sign}{whole}{suffix}"),
+        };
+        if let Ok(strict) = ByteSize::parse_quantity(&text) {
+            prop_assert_eq!(ByteSize::parse(&text), Ok(strict), "{}", text);
+        }
+    }
+
+    #[test]
+    fn parse_quantity_never_panics(text in "\\PC{0,24}") {
+        let _ = ByteSize::parse_quantity(&text);
+    }
+}
+
+/// What a file holds besides integers and strings is refused naming the rule (an untagged
+/// enum used to say only "data did not match any variant of untagged enum Raw"), and a
+/// floating-point number, which the file's parser may have rounded, is never taken.
+#[test]
+fn serde_names_the_rule_for_every_other_value() {
+    #[derive(serde::Deserialize, Debug)]
+    struct Drive {
+        #[allow(dead_code)]
+        capacity: ByteSize,
+    }
+    let json = |t: &str| serde_json::from_str::<Drive>(t).unwrap_err().to_string();
+    let toml = |t: &str| toml::from_str::<Drive>(t).unwrap_err().to_string();
+    let float = "a floating-point number is not read as a size, since it may have been \
+                 rounded; write an integer of bytes or a string such as \"1.5e9\" or \"10Gi\"";
+    assert!(json(r#"{"capacity": 1.5e9}"#).contains(&format!("size 1500000000: {float}")));
+    assert!(json(r#"{"capacity": 1e3}"#).contains(float));
+    assert!(toml("capacity = 1.5").contains(&format!("size 1.5: {float}")));
+    assert!(json(r#"{"capacity": -0.5}"#).contains("size -0.5: must not be negative"));
+    let e = json(r#"{"capacity": 18446744073709551616}"#);
+    assert!(e.contains("does not fit in 64 bits"), "{e}");
+    let expected =
+        "expected a size in bytes (an integer) or a string with a unit, such as \"10Gi\"";
+    for bad in [
+        r#"{"capacity": null}"#,
+        r#"{"capacity": true}"#,
+        r#"{"capacity": [1]}"#,
+    ] {
+        assert!(json(bad).contains(expected), "{bad}: {}", json(bad));
+    }
+    assert!(toml("capacity = true").contains(expected));
+    // Integers and strings as before; -0 is zero.
+    let ok = |t: &str| serde_json::from_str::<Drive>(t).map(|d| format!("{d:?}"));
+    assert_eq!(
+        ok(r#"{"capacity": 18446744073709551615}"#).unwrap(),
+        "Drive { capacity: ByteSize(18446744073709551615) }"
+    );
+    // (JSON's `-0` is a floating-point number to serde_json; TOML's is an integer.)
+    let zero = toml::from_str::<Drive>("capacity = -0").map(|d| format!("{d:?}"));
+    assert_eq!(zero.unwrap(), "Drive { capacity: ByteSize(0) }");
+    assert_eq!(
+        ok(r#"{"capacity": "-0"}"#).unwrap(),
+        "Drive { capacity: ByteSize(0) }"
+    );
+    let e = serde_json::from_str::<ByteRate>("2.5")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("rate 2.5: a floating-point number is not read as a rate"),
+        "{e}"
+    );
+}

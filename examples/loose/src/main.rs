@@ -693,9 +693,17 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut endpoint = None;
     let mut node_id = "loose-node".to_string();
-    let mut it = std::env::args().skip(1);
+    // `std::env::args` panics on an argument that is not UTF-8; refuse it instead.
+    let mut it = std::env::args_os().skip(1).map(|a| {
+        a.into_string()
+            .map_err(|a| format!("argument {a:?} is not valid UTF-8"))
+    });
     while let Some(a) = it.next() {
-        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
+        let a = a?;
+        let mut value = |name: &str| {
+            it.next()
+                .unwrap_or_else(|| Err(format!("{name} needs a value")))
+        };
         match a.as_str() {
             "--endpoint" => endpoint = Some(value("--endpoint")?),
             "--node-id" => node_id = value("--node-id")?,

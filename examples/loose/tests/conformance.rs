@@ -185,3 +185,41 @@ async fn the_typed_client_accepts_tolerated_oddities() {
     let status = list.entries[0].status.as_ref().unwrap();
     assert_eq!(status.published_node_ids.len(), 1);
 }
+
+/// Bad arguments: exit status 2 and one line on stderr naming the problem, never a panic.
+#[test]
+fn bad_arguments_are_one_line_and_exit_status_2() {
+    use std::os::unix::ffi::OsStrExt;
+    let run = |args: &[&std::ffi::OsStr]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_loose"))
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        stderr
+    };
+    let os = |s: &str| std::ffi::OsStr::new(s).to_owned();
+    // Not UTF-8: `std::env::args` used to panic on it.
+    let bad = std::ffi::OsStr::from_bytes(b"/tmp/\xff.sock").to_owned();
+    let e = run(&[&os("--endpoint"), &bad]);
+    assert_eq!(
+        e.trim_end(),
+        r#"loose: argument "/tmp/\xFF.sock" is not valid UTF-8"#
+    );
+    let e = run(&[&os("--endpoint")]);
+    assert_eq!(e.trim_end(), "loose: --endpoint needs a value");
+    let e = run(&[&os("--endpoint"), &os("unix://relative.sock")]);
+    assert!(
+        e.contains("--endpoint must be unix:///absolute/path"),
+        "{e}"
+    );
+    let e = run(&[
+        &os("--endpoint"),
+        &os("unix:///tmp/x.sock"),
+        &os("--node-id"),
+        &os(""),
+    ]);
+    assert_eq!(e.trim_end(), "loose: --node-id must be 1 to 256 bytes");
+}

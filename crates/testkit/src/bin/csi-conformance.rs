@@ -27,7 +27,7 @@ use std::sync::Arc;
 use clap::Parser;
 use csi_testkit::{Config, Suite};
 use csi_types::RawCsi;
-use csi_types::client::Client;
+use csi_types::client::{Client, ConnectOptions};
 
 /// Run the CSI conformance suite against a plugin's endpoint.
 #[derive(Parser, Debug)]
@@ -52,12 +52,14 @@ struct Args {
     #[arg(long = "mutable-params", value_parser = key_value, num_args = 1..)]
     mutable_params: Vec<(String, String)>,
     /// A second node the controller knows, for the publish-to-another-node case.
-    #[arg(long)]
+    #[arg(long, value_parser = node_id)]
     second_node_id: Option<String>,
     /// Size of the volumes the suite creates: bytes or a Kubernetes quantity (`1Gi`, `1G`,
     /// `1e9`). At least 1 byte: with 0, "a larger capacity" is 0 too, and a driver that
     /// rightly answers OK would fail `create_volume/incompatible_existing`.
-    #[arg(long, default_value = "1Mi", value_parser = volume_size)]
+    // A leading minus reaches `volume_size` (which says what is wrong) instead of being
+    // taken for an unknown flag; `-0` is zero there, as in Kubernetes.
+    #[arg(long, default_value = "1Mi", allow_hyphen_values = true, value_parser = volume_size)]
     volume_size: u64,
     /// Run only the cases whose name contains this text.
     #[arg(long)]
@@ -70,9 +72,9 @@ struct Args {
     /// Seed of the state machine's random sequences (same seed, same sequences).
     #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = seed)]
     seed: u64,
-    /// Concurrent calls in the concurrency cases (at least 1: with 0 they would pass
-    /// without a call).
-    #[arg(long, default_value_t = 8, allow_negative_numbers = true, value_parser = at_least_one::<usize>)]
+    /// Concurrent calls in the concurrency cases, from 1 (with 0 they would pass without a
+    /// call) to 1024 (each is a task and a call in flight; more only exhausts the runner).
+    #[arg(long, default_value_t = 8, allow_negative_numbers = true, value_parser = concurrency)]
     concurrency: usize,
     /// Seconds a case may take before it fails as hung.
     #[arg(long, default_value_t = 300, allow_negative_numbers = true, value_parser = at_least_one::<u64>)]
@@ -137,12 +139,65 @@ where
     }
 }
 
+/// The most concurrent calls `--concurrency` takes.
+const MAX_CONCURRENCY: usize = 1024;
+
+/// `--concurrency`: from 1 to [`MAX_CONCURRENCY`]. A huge number used to be taken, and the
+/// concurrency cases spawned that many tasks until the runner ran out of memory.
+fn concurrency(s: &str) -> Result<usize, String> {
+    match at_least_one::<usize>(s) {
+        Ok(n) if n > MAX_CONCURRENCY => Err(format!(
+            "must be at most {MAX_CONCURRENCY} (each is a task and a call in flight)"
+        )),
+        other => other,
+    }
+}
+
 /// `--seed`: any whole number from 0 to 2^64 - 1; a negative one is told so.
 fn seed(s: &str) -> Result<u64, String> {
     if s.trim_start().starts_with('-') {
         return Err("must be a whole number from 0 to 18446744073709551615".to_string());
     }
     s.parse::<u64>().map_err(|e| e.to_string())
+}
+
+/// `--second-node-id`: a node id as CSI defines one, so that a bad one is told here rather
+/// than failing the case that sends it with the driver's INVALID_ARGUMENT.
+fn node_id(s: &str) -> Result<String, String> {
+    csi_types::ids::NodeId::new(s)
+        .map(String::from)
+        .map_err(|e| e.to_string())
+}
+
+/// The pairs of a repeatable `key=value` flag as a map; a key given twice is refused rather
+/// than the last value silently winning.
+fn unique_pairs(
+    flag: &str,
+    pairs: Vec<(String, String)>,
+) -> Result<BTreeMap<String, String>, String> {
+    let mut map = BTreeMap::new();
+    for (k, v) in pairs {
+        if let Some(first) = map.insert(k.clone(), v.clone()) {
+            return Err(format!(
+                "{flag}: key {k:?} is given twice ({first:?} and {v:?}); give each key once"
+            ));
+        }
+    }
+    Ok(map)
+}
+
+/// `--staging-dir`/`--target-dir`: absolute (CSI paths are; a relative one would make every
+/// node case fail with the driver's INVALID_ARGUMENT), and a directory that exists or can be
+/// made, checked before the run.
+fn work_dir(flag: &str, dir: &std::path::Path) -> Result<PathBuf, String> {
+    let dir = std::path::absolute(dir).map_err(|e| format!("{flag} {}: {e}", dir.display()))?;
+    match std::fs::metadata(&dir) {
+        Ok(m) if !m.is_dir() => Err(format!("{flag} {}: is not a directory", dir.display())),
+        Ok(_) => Ok(dir),
+        Err(_) => std::fs::create_dir_all(&dir)
+            .map(|()| dir.clone())
+            .map_err(|e| format!("{flag} {}: cannot create it: {e}", dir.display())),
+    }
 }
 
 fn key_value(s: &str) -> Result<(String, String), String> {
@@ -225,13 +280,28 @@ async fn connect(endpoint: &str, wait: std::time::Duration) -> Result<Client, St
             wait.as_secs()
         )
     };
-    let client = match tokio::time::timeout(wait, Client::connect(endpoint)).await {
+    let mut options = ConnectOptions::default();
+    options.connect_timeout = wait;
+    let client = match tokio::time::timeout(wait, Client::connect_with(endpoint, options)).await {
         Ok(Ok(c)) => c,
-        Ok(Err(e)) => return Err(format!("cannot connect to {endpoint}: {e}")),
+        Ok(Err(e)) => {
+            // The client's message starts with the endpoint too; say it once.
+            let e = e.to_string();
+            let why = e
+                .strip_prefix(&format!("connecting to {endpoint}: "))
+                .unwrap_or(&e);
+            return Err(format!("cannot connect to {endpoint}: {why}"));
+        }
         Err(_) => return Err(no_answer("the connection was accepted but not set up")),
     };
     let probe = client.raw_get_plugin_info(csi_types::proto::GetPluginInfoRequest {});
     match tokio::time::timeout(wait, probe).await {
+        // UNAVAILABLE is the client's own answer when the connection fails or the peer stops
+        // answering its pings: nothing serves gRPC there, and every case would fail the same
+        // way, each after the keepalive timeout.
+        Ok(Err(e)) if e.code() == csi_types::Code::Unavailable => Err(format!(
+            "cannot connect to {endpoint}: GetPluginInfo failed: {e}"
+        )),
         Ok(_) => Ok(client),
         Err(_) => Err(no_answer("no answer to GetPluginInfo")),
     }
@@ -241,13 +311,25 @@ async fn run(args: Args) -> ExitCode {
     let tmp = std::env::temp_dir().join(format!("csi-conformance-{}", std::process::id()));
     let mut config = Config::new(&tmp);
     if let Some(d) = args.staging_dir {
-        config.staging_dir = d;
+        match work_dir("--staging-dir", &d) {
+            Ok(d) => config.staging_dir = d,
+            Err(e) => return bad_input(e),
+        }
     }
     if let Some(d) = args.target_dir {
-        config.target_dir = d;
+        match work_dir("--target-dir", &d) {
+            Ok(d) => config.target_dir = d,
+            Err(e) => return bad_input(e),
+        }
     }
-    config.parameters = args.params.into_iter().collect::<BTreeMap<_, _>>();
-    config.mutable_parameters = args.mutable_params.into_iter().collect::<BTreeMap<_, _>>();
+    match unique_pairs("--params", args.params) {
+        Ok(p) => config.parameters = p,
+        Err(e) => return bad_input(e),
+    }
+    match unique_pairs("--mutable-params", args.mutable_params) {
+        Ok(p) => config.mutable_parameters = p,
+        Err(e) => return bad_input(e),
+    }
     config.second_node_id = args.second_node_id;
     config.volume_size = args.volume_size;
     config.filter = args.filter;

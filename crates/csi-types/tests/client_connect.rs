@@ -1,0 +1,221 @@
+//! Connecting the client to endpoints that are not a working plugin: each
+//! ends in an error that says what is wrong, never a hang or a panic. The
+//! sockets are real, in a temporary directory; the listeners never read.
+
+use std::future::Future;
+use std::time::Duration;
+
+mod common;
+
+use csi_types::client::{Client, ConnectError, ConnectOptions};
+use csi_types::{Code, CsiError, RawCsi, proto};
+
+/// Short waits, so that the bounds under test end the calls quickly.
+fn short() -> ConnectOptions {
+    let mut o = ConnectOptions::default();
+    o.connect_timeout = Duration::from_millis(500);
+    o.keepalive_interval = Duration::from_millis(100);
+    o.keepalive_timeout = Duration::from_millis(200);
+    o
+}
+
+/// Fails the test instead of hanging it when `f` never ends. The bound is
+/// far above any timeout under test: it is a guard, not the assertion.
+async fn ends<T>(f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(120), f)
+        .await
+        .expect("hung: neither an answer nor an error")
+}
+
+/// A unix socket that accepts connections (the kernel queues them) and never reads: a hung
+/// driver, or a server that is not gRPC. Open while the value lives.
+struct Mute {
+    endpoint: String,
+    _listener: std::os::unix::net::UnixListener,
+    _dir: tempfile::TempDir,
+}
+
+fn mute_socket() -> Mute {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("mute.sock");
+    Mute {
+        endpoint: format!("unix://{}", sock.display()),
+        _listener: std::os::unix::net::UnixListener::bind(&sock).unwrap(),
+        _dir: dir,
+    }
+}
+
+async fn connect_err(endpoint: &str) -> String {
+    match ends(Client::connect(endpoint)).await {
+        Ok(_) => panic!("connected to {endpoint}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+async fn plugin_info(client: &Client) -> CsiError {
+    ends(client.raw_get_plugin_info(proto::GetPluginInfoRequest {}))
+        .await
+        .expect_err("an answer from a listener that never reads")
+}
+
+#[tokio::test]
+async fn a_socket_that_accepts_but_never_answers_fails_unavailable() {
+    let mute = mute_socket();
+    let endpoint = &mute.endpoint;
+    let client = ends(Client::connect_with(endpoint, short())).await.unwrap();
+    let err = plugin_info(&client).await;
+    assert_eq!(err.code(), Code::Unavailable, "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("unavailable: GetPluginInfo: ")
+            && msg.ends_with(
+                "the plugin did not answer an HTTP/2 ping within 200ms (keepalive_timeout): \
+                 is the driver hung, or not a gRPC server?"
+            ),
+        "{msg}"
+    );
+}
+
+/// With the defaults of `Client::connect`, which used to wait for ever.
+#[tokio::test]
+async fn by_default_a_call_to_a_socket_that_never_answers_ends() {
+    let mute = mute_socket();
+    let endpoint = &mute.endpoint;
+    let client = ends(Client::connect(endpoint)).await.unwrap();
+    let err = plugin_info(&client).await;
+    assert_eq!(err.code(), Code::Unavailable, "{err}");
+}
+
+#[tokio::test]
+async fn a_tcp_port_that_accepts_but_never_answers_fails_unavailable() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("tcp://{}", listener.local_addr().unwrap());
+    let client = ends(Client::connect_with(&endpoint, short()))
+        .await
+        .unwrap();
+    let err = plugin_info(&client).await;
+    assert_eq!(err.code(), Code::Unavailable, "{err}");
+}
+
+#[tokio::test]
+async fn the_call_timeout_answers_deadline_exceeded_naming_the_rpc() {
+    let mute = mute_socket();
+    let endpoint = &mute.endpoint;
+    let mut options = short();
+    // The keepalive would end the call too; only the call timeout may here.
+    options.keepalive_interval = Duration::from_secs(3600);
+    options.keepalive_timeout = Duration::from_secs(3600);
+    options.call_timeout = Some(Duration::from_millis(200));
+    let client = ends(Client::connect_with(endpoint, options)).await.unwrap();
+    let err = plugin_info(&client).await;
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err}");
+    assert_eq!(
+        err.to_string(),
+        "deadline exceeded: no answer to GetPluginInfo within 200ms (call_timeout)"
+    );
+}
+
+#[tokio::test]
+async fn a_regular_file_or_a_directory_is_named_for_what_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, "not a socket").unwrap();
+    let e = connect_err(&format!("unix://{}", file.display())).await;
+    assert!(e.ends_with("is a regular file, not a unix socket"), "{e}");
+    let e = connect_err(&format!("unix://{}", dir.path().display())).await;
+    assert!(e.ends_with("is a directory, not a unix socket"), "{e}");
+    let e = connect_err(&format!("unix://{}/missing.sock", dir.path().display())).await;
+    assert!(e.contains("No such file or directory"), "{e}");
+}
+
+#[tokio::test]
+async fn a_socket_path_too_long_for_sun_path_says_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s".repeat(120));
+    let len = path.as_os_str().len();
+    let e = connect_err(&format!("unix://{}", path.display())).await;
+    assert!(
+        e.ends_with(&format!(
+            "the socket path is {len} bytes, and a unix socket path must be shorter than \
+             108 bytes (sun_path): use a shorter directory"
+        )),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_endpoint_is_refused_before_connecting() {
+    let e = ends(Client::connect("unix://relative.sock"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ConnectError::Endpoint(_)), "{e}");
+}
+
+/// Extreme options connect and call a working plugin: `Duration::MAX` used to panic in tonic (`grpc-timeout`) and hyper (the keepalive).
+#[tokio::test]
+async fn extreme_options_never_panic() {
+    let served = common::serve(common::full_plugin(common::TestDriver::default())).await;
+    let with = |f: fn(&mut ConnectOptions)| {
+        let mut o = ConnectOptions::default();
+        f(&mut o);
+        o
+    };
+    let huge = with(|o| {
+        o.connect_timeout = Duration::MAX;
+        o.call_timeout = Some(Duration::MAX);
+        o.keepalive_interval = Duration::MAX;
+        o.keepalive_timeout = Duration::MAX;
+    });
+    for options in [
+        huge,
+        with(|o| o.keepalive_interval = Duration::ZERO),
+        with(|o| o.keepalive_timeout = Duration::ZERO),
+    ] {
+        let client = ends(Client::connect_with(&served.endpoint, options.clone()))
+            .await
+            .unwrap();
+        let answer = ends(client.raw_get_plugin_info(proto::GetPluginInfoRequest {})).await;
+        assert!(answer.is_ok(), "{options:?}: {answer:?}");
+    }
+    let client = ends(Client::connect(&served.endpoint))
+        .await
+        .unwrap()
+        .with_call_timeout(Some(Duration::MAX));
+    let answer = ends(client.raw_get_plugin_info(proto::GetPluginInfoRequest {})).await;
+    assert!(answer.is_ok(), "{answer:?}");
+    served.stop().await;
+}
+
+/// A socket whose owner answers bytes that are not HTTP/2 (some other protocol's server):
+/// the call used to fail with only "internal error: h2 protocol error: http2 error".
+#[tokio::test]
+async fn a_peer_that_does_not_speak_grpc_is_named_for_it() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("not-grpc.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    std::thread::spawn(move || {
+        // Each connection gets bytes that are no HTTP/2 frame, and is kept open.
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            let mut conn = conn.unwrap();
+            let _ = conn.write_all(&[0u8; 64]);
+            held.push(conn);
+        }
+    });
+    let endpoint = format!("unix://{}", sock.display());
+    let client = ends(Client::connect(&endpoint)).await.unwrap();
+    let err = plugin_info(&client).await;
+    // tonic's own code depended on which side noticed first: INTERNAL (a protocol error) or
+    // CANCELLED (the connection closed under the call). Either way no answer came.
+    assert_eq!(err.code(), Code::Unavailable, "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("unavailable: GetPluginInfo: transport error: ")
+            && msg.ends_with(
+                "the peer broke the connection or does not speak gRPC (HTTP/2): \
+                 is the endpoint a CSI plugin?"
+            ),
+        "{msg}"
+    );
+}
