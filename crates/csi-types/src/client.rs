@@ -98,7 +98,14 @@ pub struct ConnectOptions {
     /// (the default) waits as long as the server keeps the connection alive.
     pub call_timeout: Option<Duration>,
     /// How often the client pings (HTTP/2 PING) a connection that has a
-    /// call in flight, to find a peer that stopped answering. Default 10 seconds.
+    /// call in flight, to find a peer that stopped answering. Default 5
+    /// minutes ([`DEFAULT_KEEPALIVE_INTERVAL`]): gRPC servers in Go and C
+    /// core (most CSI drivers) by default count a ping sooner than 5 minutes
+    /// after the last one, while they send nothing, as a strike, and after
+    /// two strikes close the connection with `GOAWAY too_many_pings`, which
+    /// fails every call on it; a shorter interval would kill a CreateVolume
+    /// or NodeStageVolume that works quietly for half a minute. Shorten it
+    /// only for servers that allow it (this crate's server does).
     pub keepalive_interval: Duration,
     /// How long a ping may go unanswered before the connection is closed
     /// and its calls fail `UNAVAILABLE`. Default 20 seconds.
@@ -110,11 +117,16 @@ impl Default for ConnectOptions {
         ConnectOptions {
             connect_timeout: Duration::from_secs(30),
             call_timeout: None,
-            keepalive_interval: Duration::from_secs(10),
+            keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
             keepalive_timeout: Duration::from_secs(20),
         }
     }
 }
+
+/// The default [`ConnectOptions::keepalive_interval`]: 5 minutes, the least
+/// interval between pings that gRPC servers in Go and C core accept by
+/// default (their `MinTime` / `min_recv_ping_interval_without_data`).
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(300);
 
 /// `connect(2)` answers `ECONNREFUSED` both for a socket nobody listens on and for a path
 /// that is not a socket at all (a regular file, a directory), and "Connection refused" sends

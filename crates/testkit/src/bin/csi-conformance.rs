@@ -296,9 +296,10 @@ async fn connect(endpoint: &str, wait: std::time::Duration) -> Result<Client, St
     };
     let probe = client.raw_get_plugin_info(csi_types::proto::GetPluginInfoRequest {});
     match tokio::time::timeout(wait, probe).await {
-        // UNAVAILABLE is the client's own answer when the connection fails or the peer stops
-        // answering its pings: nothing serves gRPC there, and every case would fail the same
-        // way, each after the keepalive timeout.
+        // UNAVAILABLE is the client's own answer when the connection fails (a peer that
+        // does not speak HTTP/2, or closes) or stops answering its pings (with a
+        // --connect-timeout longer than the client's keepalive, 5 min + 20 s): nothing serves
+        // gRPC there, and every case would fail the same way.
         Ok(Err(e)) if e.code() == csi_types::Code::Unavailable => Err(format!(
             "cannot connect to {endpoint}: GetPluginInfo failed: {e}"
         )),
