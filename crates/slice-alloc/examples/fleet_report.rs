@@ -245,24 +245,83 @@ fn memory_child(name: &str, policy: Policy, ops: u64) {
     println!("{kib}");
 }
 
+/// The allocators the report measures, by the name `--only` takes.
+const ALLOCATORS: [&str; 4] = [
+    Ours::NAME,
+    OffsetAlloc::NAME,
+    RangeAlloc::NAME,
+    BestFit::NAME,
+];
+
+/// What the command line asks for.
+struct Args {
+    ops: u64,
+    policies: Vec<Policy>,
+    only: Option<String>,
+    memory_child: Option<String>,
+}
+
+/// Reads `--ops N`, `--policy extent|largest-extent`, `--only NAME` and (internal)
+/// `--memory-child NAME`; a bad or missing value, or an unknown flag, is one line naming the
+/// flag and the rule.
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
+    let mut out = Args {
+        ops: 1_000_000,
+        policies: Policy::ALL.to_vec(),
+        only: None,
+        memory_child: None,
+    };
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--ops" => {
+                let v = value()?;
+                out.ops = v
+                    .parse()
+                    .map_err(|_| format!("--ops takes a whole number of operations, got {v:?}"))?;
+            }
+            "--policy" => {
+                let v = value()?;
+                out.policies = vec![Policy::parse(&v).ok_or_else(|| {
+                    format!("--policy takes extent or largest-extent, got {v:?}")
+                })?];
+            }
+            "--only" | "--memory-child" => {
+                let v = value()?;
+                if !ALLOCATORS.contains(&v.as_str()) {
+                    return Err(format!(
+                        "{flag} takes one of {}, got {v:?}",
+                        ALLOCATORS.map(|n| format!("{n:?}")).join(", ")
+                    ));
+                }
+                if flag == "--only" {
+                    out.only = Some(v);
+                } else {
+                    out.memory_child = Some(v);
+                }
+            }
+            other => {
+                return Err(format!(
+                    "unknown argument {other:?} (flags: --ops N, --policy extent|largest-extent, --only NAME)"
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Runs the report (or, with `--memory-child`, one allocator's memory measurement).
 pub fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let ops = args
-        .iter()
-        .position(|a| a == "--ops")
-        .and_then(|i| args.get(i + 1))
-        .map_or(1_000_000, |v| v.parse().expect("--ops takes a number"));
-    let arg = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .map(|i| args.get(i + 1).cloned().unwrap_or_default())
-    };
-    let policies: Vec<Policy> = match arg("--policy") {
-        Some(p) => vec![Policy::parse(&p).expect("--policy takes extent or largest-extent")],
-        None => Policy::ALL.to_vec(),
-    };
-    if let Some(name) = arg("--memory-child") {
+    let Args {
+        ops,
+        policies,
+        only,
+        memory_child: child,
+    } = parse_args(std::env::args().skip(1)).unwrap_or_else(|e| {
+        eprintln!("fleet_report: {e}");
+        std::process::exit(2)
+    });
+    if let Some(name) = child {
         memory_child(&name, policies[0], ops);
         return;
     }
@@ -271,7 +330,6 @@ pub fn main() {
         workload::seed()
     );
     // `--only <name>` measures one allocator (for profiling).
-    let only = arg("--only");
     let want = |n: &str| only.as_deref().is_none_or(|o| o == n);
     let mut all = Vec::new();
     for &policy in &policies {
