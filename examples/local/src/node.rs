@@ -102,7 +102,7 @@ impl Inner {
                 unmount_own_binds(
                     "staging_target_path",
                     staging,
-                    &[data.clone()],
+                    std::slice::from_ref(&data),
                     &format!("volume {id}'s directory"),
                 )?;
             }
