@@ -10,10 +10,13 @@
 //!
 //! Each mount is made before the record of it is saved, and a path that is
 //! mounted without a record (left by a crash between the two) is unmounted
-//! before it is used again, so a retried call never stacks mounts. A staging
+//! before it is used again, so a retried call never stacks mounts. Such a
 //! path is unmounted only where what is mounted there is provably this
-//! volume's own directory: another mount there (someone else's) is refused
-//! and left as it is. A failed publish removes only the target it made.
+//! volume's own: its directory on a staging path; a bind of the staging path
+//! (mount volume), or of its image or one of the image's loop devices (block
+//! volume), on a target. Another mount there (someone else's) is refused,
+//! naming the field, and left as it is. A failed publish removes only the
+//! target it made.
 
 use std::fs;
 use std::path::Path;
