@@ -48,7 +48,7 @@ use csi_types::{
         ValidateVolumeCapabilitiesRequest, ValidateVolumeCapabilitiesResponse, VolumeStatus,
     },
     identity::{GetPluginInfoRequest, GetPluginInfoResponse, ProbeRequest, ProbeResponse},
-    ids::{NodeId, PluginName, VolumeId, VolumeName},
+    ids::{PluginName, VolumeId, VolumeName},
     node::{
         NodeExpandVolumeRequest, NodeExpandVolumeResponse, NodeGetInfoRequest, NodeGetInfoResponse,
         NodeGetVolumeStatsRequest, NodeGetVolumeStatsResponse, NodePublishVolumeRequest,
@@ -207,7 +207,7 @@ impl ComposerDriver {
 
 fn volume(v: &composer_core::composer::VolumeView) -> Result<Volume, CsiError> {
     let p = composer_core::Parameters::parse(&v.parameters).map_err(CsiError::from)?;
-    let mut vol = Volume::new(VolumeId::new(v.id.clone())?, v.capacity)
+    let mut vol = Volume::try_new(v.id.clone(), v.capacity)?
         .with_context("layout", v.layout.kind.name())
         .with_context("transport", v.transport.name())
         .with_context("fsType", p.fs_type.name())
@@ -623,7 +623,7 @@ impl Node for ComposerDriver {
             .ok_or_else(|| CsiError::unimplemented("no node id configured"))?;
         let inv = self.composer.inventory();
         let srv = &inv.servers()[s as usize];
-        Ok(NodeGetInfoResponse::new(NodeId::new(srv.id.clone())?)
+        Ok(NodeGetInfoResponse::try_new(srv.id.clone())?
             .with_max_volumes(srv.max_volumes as u64)
             .with_topology(convert::node_topology(inv, s)))
     }

@@ -27,7 +27,7 @@ use csi_types::{
         DeleteVolumeGroupSnapshotRequest, DeleteVolumeGroupSnapshotResponse,
         GetVolumeGroupSnapshotRequest, GetVolumeGroupSnapshotResponse, VolumeGroupSnapshot,
     },
-    ids::{GroupSnapshotId, SnapshotId, VolumeId},
+    ids::{GroupSnapshotId, SnapshotId},
     types::{Map, Snapshot, VolumeCapability, VolumeCondition, VolumeContentSource},
 };
 
@@ -728,15 +728,12 @@ impl Inner {
     }
 
     fn snapshot_of(&self, id: &str, s: &SnapshotRec) -> Result<Snapshot, CsiError> {
-        let mut snap = Snapshot::new(
-            SnapshotId::new(id)?,
-            VolumeId::new(s.source_volume.clone())?,
-            s.size,
-            s.created.time(),
-            true,
-        );
+        let mut snap =
+            Snapshot::try_new(id, s.source_volume.clone(), s.size, s.created.time(), true)?;
         if let Some(g) = &s.group {
-            snap = snap.with_group_snapshot_id(GroupSnapshotId::new(g.clone())?);
+            snap = snap.with_group_snapshot_id(
+                GroupSnapshotId::new(g.clone()).map_err(|e| e.built_by_driver("Snapshot"))?,
+            );
         }
         Ok(snap)
     }
@@ -883,7 +880,8 @@ impl Inner {
             })
             .collect::<Result<_, _>>()?;
         Ok(VolumeGroupSnapshot {
-            group_snapshot_id: GroupSnapshotId::new(id)?,
+            group_snapshot_id: GroupSnapshotId::new(id)
+                .map_err(|e| e.built_by_driver("VolumeGroupSnapshot"))?,
             snapshots,
             creation_time: g.created.time(),
             ready_to_use: true,
@@ -1072,6 +1070,7 @@ mod tests {
 
     use super::*;
     use crate::{Config, LocalDriver};
+    use csi_types::ids::VolumeId;
     use csi_types::ids::VolumeName;
     use csi_types::redact::Secrets;
     use csi_types::types::{AccessMode, CapacityRange};

@@ -331,19 +331,19 @@ impl Inner {
 
     /// The volume as CSI shows it.
     pub fn volume_of(&self, id: &str, v: &VolumeRec) -> Result<Volume, CsiError> {
-        let mut vol = Volume::new(VolumeId::new(id)?, v.capacity)
+        let mut vol = Volume::try_new(id, v.capacity)?
             .with_context("kind", if v.block { "block" } else { "mount" });
         for (k, val) in &v.mutable {
             vol = vol.with_context(k.clone(), val.clone());
         }
         if let Some(src) = &v.source {
             vol = vol.with_content_source(match src {
-                crate::state::SourceRec::Snapshot(s) => {
-                    VolumeContentSource::Snapshot(SnapshotId::new(s.clone())?)
-                }
-                crate::state::SourceRec::Volume(s) => {
-                    VolumeContentSource::Volume(VolumeId::new(s.clone())?)
-                }
+                crate::state::SourceRec::Snapshot(s) => VolumeContentSource::Snapshot(
+                    SnapshotId::new(s.clone()).map_err(|e| e.built_by_driver("Volume"))?,
+                ),
+                crate::state::SourceRec::Volume(s) => VolumeContentSource::Volume(
+                    VolumeId::new(s.clone()).map_err(|e| e.built_by_driver("Volume"))?,
+                ),
             });
         }
         if !self.cfg.topology.segments().is_empty() {

@@ -10,10 +10,13 @@
 //!
 //! Each mount is made before the record of it is saved, and a path that is
 //! mounted without a record (left by a crash between the two) is unmounted
-//! before it is used again, so a retried call never stacks mounts. A staging
+//! before it is used again, so a retried call never stacks mounts. Such a
 //! path is unmounted only where what is mounted there is provably this
-//! volume's own directory: another mount there (someone else's) is refused
-//! and left as it is. A failed publish removes only the target it made.
+//! volume's own: its directory on a staging path; a bind of the staging path
+//! (mount volume), or of its image or one of the image's loop devices (block
+//! volume), on a target. Another mount there (someone else's) is refused,
+//! naming the field, and left as it is. A failed publish removes only the
+//! target it made.
 
 use std::fs;
 use std::path::Path;
@@ -99,7 +102,12 @@ impl Inner {
             if !recorded {
                 // A bind of this volume's directory left by a crash before its record was
                 // saved is ours to undo; any other mount there is refused, untouched.
-                unmount_own_binds("staging_target_path", staging, &data, id)?;
+                unmount_own_binds(
+                    "staging_target_path",
+                    staging,
+                    std::slice::from_ref(&data),
+                    &format!("volume {id}'s directory"),
+                )?;
             }
             if !(recorded && csi_node::is_mount_point(staging)?) {
                 csi_node::bind_mount(&data, staging, &MountOptions::default(), false)?;
@@ -154,7 +162,12 @@ impl Inner {
         // A block volume is staged without a mount: whatever is mounted there is not ours.
         if !block {
             let data = store.layout.volume_path(id, false);
-            unmount_own_binds("staging_target_path", staging, &data, id)?;
+            unmount_own_binds(
+                "staging_target_path",
+                staging,
+                &[data],
+                &format!("volume {id}'s directory"),
+            )?;
         }
         let mut next = store.state.clone();
         next.staged.remove(&key);
@@ -245,9 +258,29 @@ impl Inner {
         // Already done by NodeStageVolume; kept here so that no mount of a
         // volume is ever made with the volume still counted as never staged.
         store.mark_staged(id)?;
-        if csi_node::is_mount_point(target)? {
-            csi_node::unmount_all(target)?;
-        }
+        // A mount on the target without a record of it is ours to undo only where it is what a
+        // publish of this volume cut short by a crash leaves: a bind of the staging path (mount
+        // volume), or of one of the image's loop devices or the image itself (block volume).
+        // Anything else there (another driver's, an operator's tmpfs) is refused, untouched.
+        let own: Vec<std::path::PathBuf> = if block {
+            LoopDevice::backed_by(&data)
+                .iter()
+                .map(|d| d.path().to_path_buf())
+                .chain([data.clone()])
+                .collect()
+        } else {
+            vec![staging.as_path().to_path_buf(), data.clone()]
+        };
+        unmount_own_binds(
+            "target_path",
+            target,
+            &own,
+            &if block {
+                format!("volume {id}'s image or one of its loop devices")
+            } else {
+                format!("volume {id}'s staging path {staging}")
+            },
+        )?;
         // The target the CO made (kubelet makes a block volume's file) stays on a failed call:
         // only what this call makes is removed when it fails.
         let created = fs::symlink_metadata(target).is_err();
@@ -598,18 +631,25 @@ fn undo_publish(target: &Path, rec: &PublishRec, created: bool) {
     }
 }
 
-/// Unmounts from `path` (given as `field`) the binds of volume `id`'s directory `data` that
-/// are stacked there, top first: what a crash between a mount and the record of it leaves.
-/// A bind is known for ours by what it shows, `data` itself (same device and inode), not
-/// by its path. Any other mount there (another driver's volume, a tmpfs an operator mounted)
-/// is FAILED_PRECONDITION naming the path and what is mounted on it, and stays mounted.
-fn unmount_own_binds(field: &str, path: &Path, data: &Path, id: &str) -> Result<(), CsiError> {
+/// Unmounts from `path` (given as `field`) the binds of one of the volume's own files `own`
+/// (`whose` describes them in the error) that are stacked there, top first: what a crash
+/// between a mount and the record of it leaves. A bind is known for ours by what it shows, one
+/// of `own` itself (same device and inode), not by its path. Any other mount there (another
+/// driver's volume, a tmpfs an operator mounted) is FAILED_PRECONDITION naming the field, the
+/// path and what is mounted on it, and stays mounted.
+fn unmount_own_binds(
+    field: &str,
+    path: &Path,
+    own: &[std::path::PathBuf],
+    whose: &str,
+) -> Result<(), CsiError> {
     use std::os::unix::fs::MetadataExt;
     let ours = || {
-        let (Ok(seen), Ok(own)) = (fs::metadata(path), fs::metadata(data)) else {
+        let Ok(seen) = fs::metadata(path) else {
             return false;
         };
-        (seen.dev(), seen.ino()) == (own.dev(), own.ino())
+        own.iter()
+            .any(|o| fs::metadata(o).is_ok_and(|o| (seen.dev(), seen.ino()) == (o.dev(), o.ino())))
     };
     // Bounded like csi_node::unmount_all: a bind stacked many times is unmounted as often.
     for _ in 0..64 {
@@ -635,7 +675,7 @@ fn unmount_own_binds(field: &str, path: &Path, data: &Path, id: &str) -> Result<
                     },
                 );
             return Err(CsiError::failed_precondition(format!(
-                "{field} {} has {what} mounted on it, which is not volume {id}'s directory \
+                "{field} {} has {what} mounted on it, which is not {whose} \
                  and which this plugin did not mount; unmount it or use another path",
                 path.display()
             )));

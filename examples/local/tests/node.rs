@@ -819,6 +819,34 @@ async fn staged_mount_volume(test: &str) -> Option<(Served, VolumeId, VolumeCapa
     Some((s, v, cap))
 }
 
+/// Mounts a tmpfs on the directory `dir`, as an operator might, holding a file of theirs.
+fn operators_tmpfs_on(dir: &Path) {
+    run(
+        "mount",
+        &[
+            "-t".as_ref(),
+            "tmpfs".as_ref(),
+            "tmpfs".as_ref(),
+            dir.as_os_str(),
+        ],
+    );
+    fs::write(dir.join("theirs"), b"keep").unwrap();
+}
+
+/// Asserts that `e` refuses the tmpfs of [`operators_tmpfs_on`] at `dir`, given as `field`,
+/// naming both and what is mounted, and that the tmpfs is still mounted with its file.
+fn assert_refused_and_kept(e: &csi_types::CsiError, field: &str, dir: &Path) {
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains(field) && msg.contains(dir.to_str().unwrap()),
+        "{msg}"
+    );
+    assert!(msg.contains("tmpfs"), "names what is mounted there: {msg}");
+    assert_eq!(mounts_on(dir), 1, "the tmpfs is still mounted");
+    assert_eq!(fs::read(dir.join("theirs")).unwrap(), b"keep");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_mount_on_the_staging_path_that_is_not_the_volumes_own_is_refused_and_left_mounted() {
     if !can_mount("a_mount_on_the_staging_path_that_is_not_the_volumes_own_is_refused") {
@@ -832,29 +860,12 @@ async fn a_mount_on_the_staging_path_that_is_not_the_volumes_own_is_refused_and_
     let dir = staging.as_path();
     fs::create_dir(dir).unwrap();
     // An operator's tmpfs on the staging path, holding a file of theirs.
-    run(
-        "mount",
-        &[
-            "-t".as_ref(),
-            "tmpfs".as_ref(),
-            "tmpfs".as_ref(),
-            dir.as_os_str(),
-        ],
-    );
-    fs::write(dir.join("theirs"), b"keep").unwrap();
+    operators_tmpfs_on(dir);
     let e = c
         .node_stage_volume(stage(&v, &staging, &cap))
         .await
         .unwrap_err();
-    assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
-    let msg = e.to_string();
-    assert!(
-        msg.contains("staging_target_path") && msg.contains(dir.to_str().unwrap()),
-        "{msg}"
-    );
-    assert!(msg.contains("tmpfs"), "names what is mounted there: {msg}");
-    assert_eq!(mounts_on(dir), 1, "the tmpfs is still mounted");
-    assert_eq!(fs::read(dir.join("theirs")).unwrap(), b"keep");
+    assert_refused_and_kept(&e, "staging_target_path", dir);
     run("umount", &[dir.as_os_str()]);
 
     // A bind of the volume's own directory with no record (a crash between the mount and the
@@ -895,6 +906,56 @@ async fn a_mount_on_the_staging_path_that_is_not_the_volumes_own_is_refused_and_
     assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
     assert_eq!(mounts_on(dir), 2, "both mounts stay");
     run("umount", &[dir.as_os_str()]);
+    c.node_unstage_volume(unstage(&v, &staging)).await.unwrap();
+    assert!(!is_mounted(dir));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mount_on_the_target_path_that_is_not_the_volumes_own_is_refused_and_left_mounted() {
+    let Some((s, v, cap)) =
+        staged_mount_volume("a_mount_on_the_target_path_that_is_not_the_volumes_own").await
+    else {
+        return;
+    };
+    let c = &s.client;
+    let (staging, target) = (s.path("staging"), s.path("target"));
+    let dir = target.as_path();
+    fs::create_dir(dir).unwrap();
+    // An operator's tmpfs on the target path, holding a file of theirs, and no record.
+    operators_tmpfs_on(dir);
+    let e = c
+        .node_publish_volume(publish(&v, Some(&staging), &target, &cap, false))
+        .await
+        .unwrap_err();
+    assert_refused_and_kept(&e, "target_path", dir);
+    run("umount", &[dir.as_os_str()]);
+
+    // A bind of the staging path with no record (a crash between the mount and the record) is
+    // the plugin's leftover: replaced, not stacked on.
+    run(
+        "mount",
+        &[
+            "--bind".as_ref(),
+            staging.as_path().as_os_str(),
+            dir.as_os_str(),
+        ],
+    );
+    c.node_publish_volume(publish(&v, Some(&staging), &target, &cap, false))
+        .await
+        .unwrap();
+    assert_eq!(
+        mounts_on(dir),
+        1,
+        "the leftover was replaced, not stacked on"
+    );
+    fs::write(dir.join("through-target"), b"x").unwrap();
+    assert!(
+        staging.as_path().join("through-target").exists(),
+        "the volume is published there"
+    );
+    c.node_unpublish_volume(unpublish(&v, &target))
+        .await
+        .unwrap();
     c.node_unstage_volume(unstage(&v, &staging)).await.unwrap();
     assert!(!is_mounted(dir));
 }
