@@ -159,6 +159,14 @@ impl Unit {
         }
     }
 
+    /// The unit whose [`Unit::quantity_suffix`] is `suffix`, exactly as written (`"Gi"`, `"k"`,
+    /// `""` for bytes); `None` for any other text.
+    fn from_quantity_suffix(suffix: &str) -> Option<Unit> {
+        std::iter::once(Unit::B)
+            .chain(DISPLAY_ORDER)
+            .find(|u| u.quantity_suffix() == suffix)
+    }
+
     /// Reads a unit as written after a number; `None` when it is not one.
     fn parse(text: &str) -> Option<Unit> {
         // A lone `m` is milli in Kubernetes quantities; only the upper-case `M` is mega. A lone
@@ -668,29 +676,19 @@ fn parse_quantity(text: &str) -> Result<u64, ParseSizeError> {
         return Err(fail(ErrorKind::BadNumber(number.to_string())));
     }
     let (unit, exponent) = match suffix {
-        "" => (Unit::B, None),
-        "k" => (Unit::KB, None),
-        "M" => (Unit::MB, None),
-        "G" => (Unit::GB, None),
-        "T" => (Unit::TB, None),
-        "P" => (Unit::PB, None),
-        "E" => (Unit::EB, None),
-        "Ki" => (Unit::KiB, None),
-        "Mi" => (Unit::MiB, None),
-        "Gi" => (Unit::GiB, None),
-        "Ti" => (Unit::TiB, None),
-        "Pi" => (Unit::PiB, None),
-        "Ei" => (Unit::EiB, None),
         // Milli, micro, nano: whole bytes only, as every other value.
         "m" => (Unit::B, Some(-3)),
         "u" => (Unit::B, Some(-6)),
         "n" => (Unit::B, Some(-9)),
-        _ => match decimal_exponent(suffix) {
-            Some(exponent) => (Unit::B, Some(exponent)),
-            None if is_incomplete_exponent(suffix) => {
-                return Err(fail(ErrorKind::IncompleteExponent(suffix.to_string())));
-            }
-            None => return Err(fail(ErrorKind::UnknownSuffix(suffix.to_string()))),
+        _ => match Unit::from_quantity_suffix(suffix) {
+            Some(unit) => (unit, None),
+            None => match decimal_exponent(suffix) {
+                Some(exponent) => (Unit::B, Some(exponent)),
+                None if is_incomplete_exponent(suffix) => {
+                    return Err(fail(ErrorKind::IncompleteExponent(suffix.to_string())));
+                }
+                None => return Err(fail(ErrorKind::UnknownSuffix(suffix.to_string()))),
+            },
         },
     };
     let value = exact_bytes(whole, frac, exponent, unit).map_err(|kind| match kind {
