@@ -1195,16 +1195,20 @@ fn a_filesystem_mounted_through_a_link_or_only_by_a_bind_of_a_directory_grows_on
     // A retried stage through the device's own path is the same mount.
     csi_node::format_and_mount(dev.path(), &staging, FsType::Xfs, &opts).unwrap();
     let before = csi_node::filesystem_stats(&staging).unwrap().bytes_total;
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&image)
-        .unwrap()
-        .set_len(640 << 20)
-        .unwrap();
-    dev.refresh().unwrap();
+    // The image grows to `len` bytes, the loop device with it, then the filesystem online.
+    let grow = |len: u64| {
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&image)
+            .unwrap()
+            .set_len(len)
+            .unwrap();
+        dev.refresh().unwrap();
+        csi_node::resize_filesystem(dev.path()).unwrap();
+    };
     // Where the link was taken for another device, the filesystem was "not mounted" and XFS
     // could not grow.
-    csi_node::resize_filesystem(dev.path()).unwrap();
+    grow(640 << 20);
     let after = csi_node::filesystem_stats(&staging).unwrap().bytes_total;
     assert!(after > before + (200 << 20), "{before} -> {after}");
     // With the staging path unmounted, a publish of one of its directories is all that is left
@@ -1213,14 +1217,7 @@ fn a_filesystem_mounted_through_a_link_or_only_by_a_bind_of_a_directory_grows_on
     let target = s.dir("target");
     csi_node::bind_mount(&staging.join("sub"), &target, &opts, false).unwrap();
     csi_node::unmount_all(&staging).unwrap();
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&image)
-        .unwrap()
-        .set_len(960 << 20)
-        .unwrap();
-    dev.refresh().unwrap();
-    csi_node::resize_filesystem(dev.path()).unwrap();
+    grow(960 << 20);
     let last = csi_node::filesystem_stats(&target).unwrap().bytes_total;
     assert!(last > after + (200 << 20), "{after} -> {last}");
     csi_node::unmount_all(&target).unwrap();
