@@ -78,10 +78,12 @@ impl fmt::Display for Endpoint {
 
 /// The size of `sun_path`, which holds a unix socket's path and its closing NUL: 108 bytes on
 /// Linux (104 on the BSDs and macOS, whose `bind` and `connect` still refuse a longer one).
+#[cfg(any(feature = "client", feature = "server"))]
 pub(crate) const SUN_PATH_BYTES: usize = 108;
 
 /// The error for a socket path too long for `sun_path`, naming the limit and the length (the
 /// standard library only says "path must be shorter than SUN_LEN"); `None` when it fits.
+#[cfg(any(feature = "client", feature = "server"))]
 pub(crate) fn socket_path_too_long(path: &std::path::Path) -> Option<std::io::Error> {
     use std::os::unix::ffi::OsStrExt;
     let len = path.as_os_str().as_bytes().len();
