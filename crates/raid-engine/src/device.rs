@@ -12,8 +12,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytemuck::{Pod, Zeroable};
 
@@ -76,10 +76,33 @@ pub trait BlockDevice: Send + Sync + fmt::Debug {
     /// The default claims nothing: for devices whose exclusive use is
     /// guarded elsewhere (an NBD export, by the server that exports it),
     /// or that are not shared. [`FileDevice`] takes an exclusive `flock`
-    /// (and, on a block device, an `O_EXCL` open, as md does).
+    /// and a write lock over the whole file (and, on a block device, an
+    /// `O_EXCL` open, as md does).
     fn claim(&self, holder: &ClaimHolder) -> io::Result<Claim> {
         let _ = holder;
         Ok(Claim::none())
+    }
+
+    /// Claim only the `len` bytes at `offset` of the device for `holder`,
+    /// as [`BlockDevice::claim`] claims all of it: for a member that is a
+    /// slice of the device ([`SliceDevice`]), so that volumes on disjoint
+    /// slices of one drive both hold theirs.
+    ///
+    /// Contract: as [`BlockDevice::claim`], for the bytes of the range: a
+    /// claim of another holder that overlaps them (a slice, or the whole
+    /// device) is refused with [`io::ErrorKind::ResourceBusy`] and a
+    /// message naming the device, the range and the rule; the same holder
+    /// may claim the same range again, and is refused an overlapping
+    /// other one (two members of one volume must not share bytes).
+    ///
+    /// The default claims the whole device ([`BlockDevice::claim`]): a
+    /// device that cannot claim part of itself claims too much rather than
+    /// nothing. [`FileDevice`] takes an open-file-description write lock
+    /// (`F_OFD_SETLK`) over exactly the range, and a shared `flock` that
+    /// keeps whole-file claims off.
+    fn claim_range(&self, holder: &ClaimHolder, offset: u64, len: u64) -> io::Result<Claim> {
+        let _ = (offset, len);
+        self.claim(holder)
     }
 }
 
@@ -133,37 +156,80 @@ impl Claim {
 
 /// Files and block devices claimed in this process, by identity (device
 /// and inode of a file; device number of a block device, whatever node
-/// names it): a second `flock` of the same file from this process would
-/// conflict with the first even for the same holder, and a refusal can
-/// name who holds it.
+/// names it) and byte range: two claims of one file from this process
+/// would not exclude each other through the kernel's locks when they share
+/// an owner, and a refusal can name who holds it.
 static CLAIMED: Mutex<Vec<Claimed>> = Mutex::new(Vec::new());
 
+/// Identity of a claimed file: (is a block device, device, inode).
+type FileKey = (bool, u64, u64);
+
 struct Claimed {
-    key: (bool, u64, u64),
+    key: FileKey,
+    range: ByteRange,
     holder: u64,
     what: String,
     path: PathBuf,
     count: usize,
-    /// A duplicate of the claiming device's descriptor, holding the
-    /// `flock` (released explicitly: the device may outlive the claim).
-    lock: File,
+    /// The claim's own open file description (the file opened again),
+    /// holding its `flock` and its OFD byte-range lock: closing it, when
+    /// the last claim of this entry is dropped, releases both (the device
+    /// may outlive the claim).
+    _lock: File,
     /// A block device opened with `O_EXCL`, held while claimed.
     _excl: Option<File>,
 }
 
+/// The bytes a claim covers: `start..end`, or from `start` to whatever
+/// the end of the file is (`end` `None`: a whole-file claim).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ByteRange {
+    start: u64,
+    end: Option<u64>,
+}
+
+impl ByteRange {
+    const WHOLE: ByteRange = ByteRange {
+        start: 0,
+        end: None,
+    };
+
+    fn overlaps(&self, o: &ByteRange) -> bool {
+        self.end.is_none_or(|e| o.start < e) && o.end.is_none_or(|e| self.start < e)
+    }
+}
+
+impl fmt::Display for ByteRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.end {
+            None if self.start == 0 => f.write_str("the whole file"),
+            None => write!(f, "bytes {}..", self.start),
+            Some(e) => write!(f, "bytes {}..{}", self.start, e),
+        }
+    }
+}
+
+/// The rule a refused claim breaks, said in every refusal.
+const CLAIM_RULE: &str =
+    "a byte of a drive belongs to one volume or export at a time; stop the other holder first";
+
 /// [`FileDevice`]'s claim, released when dropped.
 struct FileClaim {
-    key: (bool, u64, u64),
+    key: FileKey,
+    range: ByteRange,
 }
 
 impl Drop for FileClaim {
     fn drop(&mut self) {
         let mut claimed = CLAIMED.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(i) = claimed.iter().position(|c| c.key == self.key) {
+        if let Some(i) = claimed
+            .iter()
+            .position(|c| c.key == self.key && c.range == self.range)
+        {
             claimed[i].count -= 1;
             if claimed[i].count == 0 {
-                let c = claimed.swap_remove(i);
-                let _ = rustix::fs::flock(&c.lock, rustix::fs::FlockOperation::Unlock);
+                // Closing its file description releases its locks.
+                claimed.swap_remove(i);
             }
         }
     }
@@ -388,6 +454,188 @@ impl FileDevice {
     }
 }
 
+impl FileDevice {
+    /// The claim of `range` for `holder`: first against the claims of this
+    /// process (which name their holder), then through the kernel's locks
+    /// of a file description of its own, against other processes.
+    fn claim_bytes(&self, holder: &ClaimHolder, range: ByteRange) -> io::Result<Claim> {
+        let st = rustix::fs::fstat(&self.file)?;
+        let block =
+            rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::BlockDevice;
+        let key = if block {
+            (true, st.st_rdev as u64, 0)
+        } else {
+            (false, st.st_dev as u64, st.st_ino as u64)
+        };
+        let whole = range.end.is_none();
+        let path = self.path.display();
+        // What is refused: the file, or the range of it.
+        let asked = if whole {
+            path.to_string()
+        } else {
+            format!("{path} {range}")
+        };
+        let mut claimed = CLAIMED.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = claimed
+            .iter_mut()
+            .find(|c| c.key == key && c.range == range && c.holder == holder.id)
+        {
+            c.count += 1;
+            return Ok(Claim::new(FileClaim { key, range }));
+        }
+        if let Some(c) = claimed
+            .iter()
+            .find(|c| c.key == key && c.range.overlaps(&range))
+        {
+            let held = if whole && c.range == range {
+                String::new()
+            } else {
+                format!("it holds {}, ", c.range)
+            };
+            let who = if c.holder == holder.id {
+                format!("{} (the same one, for another member)", c.what)
+            } else {
+                c.what.clone()
+            };
+            return Err(busy(format!(
+                "{asked} is in use by {who} in this process ({held}claimed as {}); {CLAIM_RULE}",
+                c.path.display()
+            )));
+        }
+        // A file description of the claim's own: the kernel's locks of two
+        // claims exclude each other only if their descriptions differ.
+        let lock = self.reopen()?;
+        let op = if whole {
+            rustix::fs::FlockOperation::NonBlockingLockExclusive
+        } else {
+            rustix::fs::FlockOperation::NonBlockingLockShared
+        };
+        match rustix::fs::flock(&lock, op) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::WOULDBLOCK) if whole => {
+                return Err(busy(format!(
+                    "{path} is in use by another process (one holds its lock: a raid-engine \
+                     create, expose, rebuild, readd, scrub or serve-nbd, or a program using \
+                     the raid-engine library?); stop it first"
+                )));
+            }
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                return Err(busy(format!(
+                    "{asked} is in use by another process (it holds the whole file: a \
+                     raid-engine command or a program using the raid-engine library?); {CLAIM_RULE}"
+                )));
+            }
+            Err(e) => return Err(io::Error::new(e.kind(), format!("{path}: lock: {e}"))),
+        }
+        if let Err(e) = ofd_lock(&lock, range) {
+            if e != nix::errno::Errno::EAGAIN && e != nix::errno::Errno::EACCES {
+                return Err(io::Error::new(
+                    io::Error::from(e).kind(),
+                    format!("{path}: lock of {range}: {e}"),
+                ));
+            }
+            let theirs = ofd_conflict(&lock, range)
+                .map(|r| format!("it holds {r}"))
+                .unwrap_or_else(|| "it holds a lock over part of them".into());
+            return Err(busy(format!(
+                "{asked} is in use by another process ({theirs}: a raid-engine volume or export \
+                 over a slice of it?); {CLAIM_RULE}"
+            )));
+        }
+        let excl = if block && whole {
+            match OpenOptions::new()
+                .read(true)
+                .custom_flags(rustix::fs::OFlags::EXCL.bits() as i32)
+                .open(&self.path)
+            {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    return Err(
+                        if e.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error()) {
+                            busy(format!(
+                                "{path} is in use: the kernel refuses to open it exclusively (mounted, \
+                             a member of an md array or a device-mapper target, or opened \
+                             exclusively by another program)"
+                            ))
+                        } else {
+                            io::Error::new(e.kind(), format!("{path}: exclusive open: {e}"))
+                        },
+                    );
+                }
+            }
+        } else {
+            None
+        };
+        claimed.push(Claimed {
+            key,
+            range,
+            holder: holder.id,
+            what: holder.what.clone(),
+            path: self.path.clone(),
+            count: 1,
+            _lock: lock,
+            _excl: excl,
+        });
+        Ok(Claim::new(FileClaim { key, range }))
+    }
+
+    /// The file opened again: a new open file description (through
+    /// `/proc/self/fd`, which finds it whatever its path has become; by its
+    /// path where `/proc` is not mounted).
+    fn reopen(&self) -> io::Result<File> {
+        use std::os::fd::AsRawFd;
+        let open = |p: &Path| OpenOptions::new().read(true).write(true).open(p);
+        open(Path::new(&format!(
+            "/proc/self/fd/{}",
+            self.file.as_raw_fd()
+        )))
+        .or_else(|_| open(&self.path))
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: lock: {e}", self.path.display())))
+    }
+}
+
+/// The `flock` record of a write lock over `range` (`l_len` 0: to the end
+/// of the file, however far it grows).
+fn ofd_record(range: ByteRange) -> nix::Result<nix::libc::flock> {
+    let start = i64::try_from(range.start).map_err(|_| nix::errno::Errno::EINVAL)?;
+    let len = match range.end {
+        None => 0,
+        Some(e) => i64::try_from(e - range.start).map_err(|_| nix::errno::Errno::EINVAL)?,
+    };
+    Ok(nix::libc::flock {
+        l_type: nix::libc::F_WRLCK as nix::libc::c_short,
+        l_whence: nix::libc::SEEK_SET as nix::libc::c_short,
+        l_start: start,
+        l_len: len,
+        l_pid: 0,
+    })
+}
+
+/// Take an open-file-description write lock over `range` of `file`
+/// without waiting; released when the description is closed.
+fn ofd_lock(file: &File, range: ByteRange) -> nix::Result<()> {
+    let fl = ofd_record(range)?;
+    nix::fcntl::fcntl(file, nix::fcntl::FcntlArg::F_OFD_SETLK(&fl)).map(drop)
+}
+
+/// The range of a lock that conflicts with a write lock over `range`, if
+/// the kernel still reports one.
+fn ofd_conflict(file: &File, range: ByteRange) -> Option<ByteRange> {
+    let mut fl = ofd_record(range).ok()?;
+    nix::fcntl::fcntl(file, nix::fcntl::FcntlArg::F_OFD_GETLK(&mut fl)).ok()?;
+    if fl.l_type == nix::libc::F_UNLCK as nix::libc::c_short {
+        return None;
+    }
+    let start = u64::try_from(fl.l_start).ok()?;
+    Some(ByteRange {
+        start,
+        end: match fl.l_len {
+            0 => None,
+            n => start.checked_add(u64::try_from(n).ok()?),
+        },
+    })
+}
+
 fn poisoned() -> io::Error {
     io::Error::other("a lock was poisoned by a panicking thread")
 }
@@ -480,78 +728,41 @@ impl BlockDevice for FileDevice {
     }
 
     /// An exclusive, non-blocking `flock` of the file (what `raid-engine`
-    /// commands in other processes take too), and on a block device an
-    /// `O_EXCL` open as md takes (refused while the device is mounted, a
-    /// member of an md array or otherwise opened exclusively).
+    /// commands in other processes take too) and an open-file-description
+    /// write lock over all of it (what keeps [`BlockDevice::claim_range`]
+    /// claims of slices off), and on a block device an `O_EXCL` open as md
+    /// takes (refused while the device is mounted, a member of an md array
+    /// or otherwise opened exclusively).
     fn claim(&self, holder: &ClaimHolder) -> io::Result<Claim> {
-        let st = rustix::fs::fstat(&self.file)?;
-        let block =
-            rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::BlockDevice;
-        let key = if block {
-            (true, st.st_rdev as u64, 0)
-        } else {
-            (false, st.st_dev as u64, st.st_ino as u64)
-        };
-        let path = self.path.display();
-        let mut claimed = CLAIMED.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = claimed.iter_mut().find(|c| c.key == key) {
-            if c.holder != holder.id {
-                return Err(busy(format!(
-                    "{path} is in use by {} in this process (claimed as {}); give it to one volume or export at a time",
-                    c.what,
-                    c.path.display()
-                )));
-            }
-            c.count += 1;
-            return Ok(Claim::new(FileClaim { key }));
-        }
-        let lock = self.file.try_clone()?;
-        match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => {}
-            Err(rustix::io::Errno::WOULDBLOCK) => {
-                return Err(busy(format!(
-                    "{path} is in use by another process (one holds its lock: a raid-engine \
-                     create, expose, rebuild, readd, scrub or serve-nbd, or a program using \
-                     the raid-engine library?); stop it first"
-                )));
-            }
-            Err(e) => return Err(io::Error::new(e.kind(), format!("{path}: lock: {e}"))),
-        }
-        let excl = if block {
-            match OpenOptions::new()
-                .read(true)
-                .custom_flags(rustix::fs::OFlags::EXCL.bits() as i32)
-                .open(&self.path)
-            {
-                Ok(f) => Some(f),
-                Err(e) => {
-                    let _ = rustix::fs::flock(&lock, rustix::fs::FlockOperation::Unlock);
-                    return Err(
-                        if e.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error()) {
-                            busy(format!(
-                                "{path} is in use: the kernel refuses to open it exclusively (mounted, \
-                             a member of an md array or a device-mapper target, or opened \
-                             exclusively by another program)"
-                            ))
-                        } else {
-                            io::Error::new(e.kind(), format!("{path}: exclusive open: {e}"))
-                        },
-                    );
-                }
-            }
-        } else {
-            None
-        };
-        claimed.push(Claimed {
-            key,
-            holder: holder.id,
-            what: holder.what.clone(),
-            path: self.path.clone(),
-            count: 1,
-            lock,
-            _excl: excl,
-        });
-        Ok(Claim::new(FileClaim { key }))
+        self.claim_bytes(holder, ByteRange::WHOLE)
+    }
+
+    /// A shared, non-blocking `flock` of the file (whole-file claims take
+    /// it exclusively, so the two exclude each other) and an
+    /// open-file-description write lock (`F_OFD_SETLK`) over exactly the
+    /// range. A slice of a block device is not opened `O_EXCL`: that would
+    /// keep the other slices off.
+    fn claim_range(&self, holder: &ClaimHolder, offset: u64, len: u64) -> io::Result<Claim> {
+        let end = offset
+            .checked_add(len)
+            .filter(|&e| len > 0 && e <= self.size)
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "{}: cannot claim {len} bytes at {offset}: a claimed range must be non-empty and within the {} bytes of the file",
+                        self.path.display(),
+                        self.size
+                    ),
+                )
+            })?;
+        self.claim_bytes(
+            holder,
+            ByteRange {
+                start: offset,
+                end: Some(end),
+            },
+        )
     }
 
     /// 4 KiB for `O_DIRECT` on a file system or device that refuses
@@ -563,6 +774,129 @@ impl BlockDevice for FileDevice {
         } else {
             1
         }
+    }
+}
+
+/// A member that is a byte range of another device: the `len` bytes at
+/// `offset` of a drive file, block device or NBD export, as a composer
+/// that carves drives into slices gives them to its volumes.
+///
+/// Its [`BlockDevice::claim`] claims only those bytes
+/// ([`BlockDevice::claim_range`] of the device underneath): volumes on
+/// disjoint slices of one drive each hold theirs, while two volumes (or a
+/// volume and a whole-drive user) on overlapping bytes refuse each other.
+///
+/// ```
+/// use std::sync::Arc;
+/// use raid_engine::device::{BlockDevice, CacheMode, ClaimHolder, FileDevice, SliceDevice};
+///
+/// let dir = tempfile::tempdir()?;
+/// let drive = Arc::new(FileDevice::create(dir.path().join("drive"), 8 << 20, CacheMode::Buffered)?);
+/// let a = SliceDevice::new(drive.clone(), 0, 4 << 20)?;
+/// let b = SliceDevice::new(drive.clone(), 4 << 20, 4 << 20)?;
+/// let (va, vb) = (ClaimHolder::new("volume a"), ClaimHolder::new("volume b"));
+/// let _ca = a.claim(&va)?;
+/// let _cb = b.claim(&vb)?; // disjoint: both held
+/// // The whole drive overlaps both.
+/// assert!(drive.claim(&ClaimHolder::new("a backup job")).is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct SliceDevice {
+    inner: Arc<dyn BlockDevice>,
+    offset: u64,
+    len: u64,
+}
+
+impl SliceDevice {
+    /// The `len` bytes at `offset` of `inner`. Refused
+    /// ([`io::ErrorKind::InvalidInput`]) when the range is empty or does
+    /// not lie within `inner`.
+    pub fn new(inner: Arc<dyn BlockDevice>, offset: u64, len: u64) -> io::Result<SliceDevice> {
+        if len == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{}: a slice must not be empty", inner.describe()),
+            ));
+        }
+        check_range_u64(inner.size(), offset, len).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{}: slice {offset}+{len} is beyond the end of the device ({} bytes)",
+                    inner.describe(),
+                    inner.size()
+                ),
+            )
+        })?;
+        Ok(SliceDevice { inner, offset, len })
+    }
+
+    /// The device the slice is part of.
+    pub fn inner(&self) -> &Arc<dyn BlockDevice> {
+        &self.inner
+    }
+
+    /// Where the slice starts on that device (bytes).
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+}
+
+impl BlockDevice for SliceDevice {
+    fn size(&self) -> u64 {
+        self.len
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        check_range(self, offset, buf.len())?;
+        self.inner.read_at(buf, self.offset + offset)
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        check_range(self, offset, buf.len())?;
+        self.inner.write_at(buf, self.offset + offset)
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        self.inner.flush()
+    }
+
+    fn trim(&self, offset: u64, len: u64) -> io::Result<()> {
+        check_range_u64(self.len, offset, len)?;
+        self.inner.trim(self.offset + offset, len)
+    }
+
+    /// The device's name and the range: `drive.img[1048576..2097152]`.
+    fn describe(&self) -> String {
+        format!(
+            "{}[{}..{}]",
+            self.inner.describe(),
+            self.offset,
+            self.offset + self.len
+        )
+    }
+
+    /// The device's alignment where the slice starts on it (else 1: the
+    /// device has to merge whatever the volume does).
+    fn alignment(&self) -> usize {
+        let a = self.inner.alignment();
+        if self.offset.is_multiple_of(a.max(1) as u64) {
+            a
+        } else {
+            1
+        }
+    }
+
+    /// The slice's bytes of the device ([`BlockDevice::claim_range`]).
+    fn claim(&self, holder: &ClaimHolder) -> io::Result<Claim> {
+        self.inner.claim_range(holder, self.offset, self.len)
+    }
+
+    /// A range of the slice is that range of the device.
+    fn claim_range(&self, holder: &ClaimHolder, offset: u64, len: u64) -> io::Result<Claim> {
+        check_range_u64(self.len, offset, len)?;
+        self.inner.claim_range(holder, self.offset + offset, len)
     }
 }
 

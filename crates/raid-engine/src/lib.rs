@@ -96,7 +96,7 @@ pub mod nbd;
 pub mod volume;
 
 pub use crypt::Secret;
-pub use device::{BlockDevice, CacheMode, Claim, ClaimHolder, FileDevice};
+pub use device::{BlockDevice, CacheMode, Claim, ClaimHolder, FileDevice, SliceDevice};
 pub use error::{EngineError, Result};
 pub use volume::{
     CreateOptions, Examination, FailedMember, Health, MemberState, MemberStatus, Mismatch,
