@@ -100,5 +100,6 @@ pub use device::{BlockDevice, CacheMode, Claim, ClaimHolder, FileDevice, SliceDe
 pub use error::{EngineError, Result};
 pub use volume::{
     CreateOptions, Examination, FailedMember, Health, MemberState, MemberStatus, Mismatch,
-    Progress, RebuildOptions, RoleCondition, RoleExamination, ScrubReport, Volume, VolumeLayout,
+    Progress, RebuildOptions, Replacement, RoleCondition, RoleExamination, ScrubReport, Volume,
+    VolumeLayout,
 };

@@ -490,6 +490,31 @@ pub struct Volume {
 /// Devices claimed by a volume, each with its claim.
 type Claims = Vec<(Arc<dyn BlockDevice>, Claim)>;
 
+/// A device checked and claimed as the replacement of one role of one
+/// volume ([`Volume::reserve_replacement`]), to give to
+/// [`Volume::replace_reserved`]. It holds the device's claim: dropped
+/// unused, it releases it.
+#[must_use = "the replacement's claim is released when it is dropped"]
+#[derive(Debug)]
+pub struct Replacement {
+    array_uuid: [u8; 16],
+    role: usize,
+    device: Arc<dyn BlockDevice>,
+    claim: Claim,
+}
+
+impl Replacement {
+    /// The role it is reserved for.
+    pub fn role(&self) -> usize {
+        self.role
+    }
+
+    /// The device reserved.
+    pub fn device(&self) -> &Arc<dyn BlockDevice> {
+        &self.device
+    }
+}
+
 /// Whether `a` and `b` are the same device object.
 fn same_device(a: &Arc<dyn BlockDevice>, b: &Arc<dyn BlockDevice>) -> bool {
     std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b))
@@ -2070,6 +2095,41 @@ impl Volume {
     /// an export of `raid-engine serve-nbd`) has the device
     /// ([`BlockDevice::claim`]).
     pub fn check_replacement(&self, role: usize, device: &dyn BlockDevice) -> Result<()> {
+        self.check_replacement_fits(role, device)?;
+        // Another volume or export (here or in another process) uses it.
+        let what = format!("replacement for role {role} ({})", device.describe());
+        claim_device(&self.holder, device, what).map(drop)
+    }
+
+    /// [`Volume::check_replacement`] and the claim of `device` for this
+    /// volume, kept in the returned [`Replacement`] until
+    /// [`Volume::replace_reserved`] attaches the device (which keeps the
+    /// claim as long as the device stays attached) or the reservation is
+    /// dropped: nobody, in this process or another, can take the device
+    /// between the check and the swap. Call it before failing an active
+    /// role that is to be replaced, as `raid-engine rebuild` does, so that
+    /// a replacement that is wrong or in use is refused before anything is
+    /// failed, and one that is right cannot be taken away afterwards.
+    ///
+    /// Errors: those of [`Volume::check_replacement`].
+    pub fn reserve_replacement(
+        &self,
+        role: usize,
+        device: Arc<dyn BlockDevice>,
+    ) -> Result<Replacement> {
+        self.check_replacement_fits(role, &*device)?;
+        let what = format!("replacement for role {role} ({})", device.describe());
+        let claim = claim_device(&self.holder, &*device, what)?;
+        Ok(Replacement {
+            array_uuid: self.meta_lock().array_uuid,
+            role,
+            device,
+            claim,
+        })
+    }
+
+    /// The checks of [`Volume::check_replacement`] short of the claim.
+    fn check_replacement_fits(&self, role: usize, device: &dyn BlockDevice) -> Result<()> {
         if role >= self.slots.len() {
             return Err(invalid(
                 "role",
@@ -2108,22 +2168,7 @@ impl Volume {
                 ),
             ));
         }
-        // Another volume or export (here or in another process) uses it.
-        let what = format!("replacement for role {role} ({})", device.describe());
-        claim_device(&self.holder, device, what).map(drop)
-    }
-
-    /// [`Volume::check_replacement`], and whether the volume can claim
-    /// `device` ([`BlockDevice::claim`]): the claim, to keep while the
-    /// device is attached.
-    fn claim_replacement(
-        &self,
-        role: usize,
-        device: &Arc<dyn BlockDevice>,
-    ) -> Result<(Arc<dyn BlockDevice>, Claim)> {
-        self.check_replacement(role, &**device)?;
-        let what = format!("replacement for role {role} ({})", device.describe());
-        Ok((device.clone(), claim_device(&self.holder, &**device, what)?))
+        Ok(())
     }
 
     /// Attach the claimed device to `slot`, keeping its claim; the claim of
@@ -2147,11 +2192,9 @@ impl Volume {
         claims.push((device, claim));
     }
 
-    /// Attach `device` as a fresh replacement for failed member `role`; call
-    /// [`Volume::rebuild`] next. The device's old contents are ignored, but
-    /// a device that holds another role of this volume still in use is
-    /// refused (see [`Volume::check_replacement`]).
-    pub fn replace(&self, role: usize, device: Arc<dyn BlockDevice>) -> Result<()> {
+    /// Member `role`'s slot, if it has failed (else the error for
+    /// [`Volume::replace`]).
+    fn check_failed(&self, role: usize) -> Result<&Slot> {
         let slot = self.slots.get(role).ok_or_else(|| {
             invalid(
                 "role",
@@ -2164,9 +2207,46 @@ impl Volume {
                 format!("member {role} has not failed; fail it before replacing it"),
             ));
         }
-        let claim = self.claim_replacement(role, &device)?;
+        Ok(slot)
+    }
+
+    /// Attach `device` as a fresh replacement for failed member `role`; call
+    /// [`Volume::rebuild`] next. The device's old contents are ignored, but
+    /// a device that holds another role of this volume still in use is
+    /// refused (see [`Volume::check_replacement`]).
+    pub fn replace(&self, role: usize, device: Arc<dyn BlockDevice>) -> Result<()> {
+        self.check_failed(role)?;
+        self.replace_reserved(self.reserve_replacement(role, device)?)
+    }
+
+    /// [`Volume::replace`] with a device reserved by
+    /// [`Volume::reserve_replacement`] (for the same role of this volume),
+    /// whose claim the volume keeps while the device is attached. The role
+    /// must have failed since; the checks of the reservation are made
+    /// again, the claim is not let go in between.
+    ///
+    /// Errors: [`EngineError::Invalid`] (field `replacement`) for a
+    /// reservation of another volume; those of [`Volume::replace`].
+    pub fn replace_reserved(&self, reserved: Replacement) -> Result<()> {
+        if reserved.array_uuid != self.meta_lock().array_uuid {
+            return Err(invalid(
+                "replacement",
+                format!(
+                    "{} was reserved for another volume; reserve it with this volume's reserve_replacement",
+                    reserved.device.describe()
+                ),
+            ));
+        }
+        let Replacement {
+            role,
+            device,
+            claim,
+            ..
+        } = reserved;
+        let slot = self.check_failed(role)?;
+        self.check_replacement_fits(role, &*device)?;
         let uuid = random::<16>()?;
-        self.attach(slot, claim);
+        self.attach(slot, (device, claim));
         {
             let mut m = self.meta_lock();
             m.roles[role] = (RoleState::Spare, uuid);

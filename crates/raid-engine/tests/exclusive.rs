@@ -106,6 +106,59 @@ fn a_replacement_held_by_another_volume_is_refused() {
     drop(vb);
 }
 
+/// The replacement of an active role is reserved before the role is
+/// failed (as `raid-engine rebuild` does) and stays claimed by the volume
+/// from then on: another holder cannot take it between the check, the
+/// failing of the role and the swap, nor during the rebuild. Before, the
+/// check claimed the device and let it go again before the role was
+/// failed, and the replace claimed it anew: whoever took it in between
+/// left the volume degraded with its replacement refused.
+#[test]
+fn a_reserved_replacement_stays_claimed_from_the_check_to_the_swap() {
+    let dir = common::scratch();
+    let (paths, devs) = common::members(dir.path(), 3, 8 << 20);
+    let v = Volume::create(devs[..2].to_vec(), &raid1()).unwrap();
+    v.write_at(&[9u8; 8192], 0).unwrap();
+    let other = raid_engine::ClaimHolder::new("a backup job");
+    let spare = || common::reopen(&paths[2..3]).remove(0);
+    let reserved = v.reserve_replacement(1, spare()).unwrap();
+    assert_eq!(reserved.role(), 1);
+    let taken = |what: &str| {
+        let e = spare().claim(&other).expect_err(what);
+        assert!(e.to_string().contains("in use by a volume"), "{what}: {e}");
+    };
+    taken("reserved, role still active");
+    v.fail_member(1).unwrap();
+    taken("reserved, role failed");
+    v.replace_reserved(reserved).unwrap();
+    taken("attached");
+    v.rebuild(1, &Default::default()).unwrap();
+    taken("rebuilt");
+    let mut back = [0u8; 8192];
+    v.read_at(&mut back, 0).unwrap();
+    assert_eq!(back, [9u8; 8192]);
+
+    // A reservation dropped unused releases the device; one made by
+    // another volume is refused by name, and the role stays failed.
+    let dir2 = common::scratch();
+    let (p2, d2) = common::members(dir2.path(), 3, 8 << 20);
+    let w = Volume::create(d2[..2].to_vec(), &raid1()).unwrap();
+    let fresh = || common::reopen(&p2[2..3]).remove(0);
+    let unused = w.reserve_replacement(1, fresh()).unwrap();
+    assert!(fresh().claim(&other).is_err());
+    drop(unused);
+    drop(fresh().claim(&other).unwrap());
+    let foreign = w.reserve_replacement(1, fresh()).unwrap();
+    v.fail_member(0).unwrap();
+    let e = v.replace_reserved(foreign).unwrap_err();
+    assert!(
+        matches!(e, EngineError::Invalid { .. })
+            && e.to_string().contains("reserved for another volume"),
+        "{e}"
+    );
+    assert_eq!(v.status()[0].state, raid_engine::MemberState::Failed);
+}
+
 /// Runs `raid-engine serve-nbd` exporting `path` until killed.
 fn serve(path: &std::path::Path) -> Child {
     let mut child = Command::new(env!("CARGO_BIN_EXE_raid-engine"))

@@ -747,7 +747,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let dev =
                 open_member(&replacement, m.buffered).map_err(|e| format!("--replacement: {e}"))?;
             with_volume(&m, |v| {
-                v.check_replacement(role, &*dev).map_err(|e| match e {
+                // Checked and claimed at once, and kept claimed until the
+                // swap: nobody can take it once the role is failed.
+                let reserved = v.reserve_replacement(role, dev).map_err(|e| match e {
                     EngineError::Invalid { .. } => flag_error(e, |f| match f {
                         "role" => Some(format!("--role {role}")),
                         "device" => Some("--replacement".into()),
@@ -764,7 +766,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                         format!("role {role} is active and cannot be failed to be replaced: {e}")
                     })?;
                 }
-                v.replace(role, dev).map_err(|e| e.to_string())?;
+                v.replace_reserved(reserved).map_err(|e| e.to_string())?;
                 let bar = progress_bar(Instant::now());
                 let p = v
                     .rebuild(
