@@ -629,10 +629,24 @@ impl Volume {
     /// anything is read or written.
     pub fn create(devices: Vec<Arc<dyn BlockDevice>>, opts: &CreateOptions) -> Result<Volume> {
         let n = devices.len();
-        if n == 0 || n > MAX_MEMBERS {
+        // The engine's limit where it is the tighter one (its superblock's
+        // role table), said with the level's own minimum: raid's message
+        // would name raid's larger maximum.
+        let allowed = match opts.layout {
+            VolumeLayout::Md(l) => l.member_range(),
+            VolumeLayout::Linear => 1..=MAX_MEMBERS,
+        };
+        let (min, max) = (*allowed.start(), (*allowed.end()).min(MAX_MEMBERS));
+        if n < min || n > max {
+            // Every layout's maximum in raid is above the engine's.
+            let why = if n > max {
+                format!(" (a raid-engine superblock holds at most {MAX_MEMBERS} roles)")
+            } else {
+                String::new()
+            };
             return Err(invalid(
                 "devices",
-                format!("need 1 to {MAX_MEMBERS} members, got {n}"),
+                format!("{} needs {min}..={max} members{why}, got {n}", opts.layout),
             ));
         }
         let claimed = claim_members(&devices)?;

@@ -116,3 +116,51 @@ fn every_copy_layout_is_byte_exact() {
         check_layout(spec, n, chunk);
     }
 }
+
+/// A member count the engine refuses is refused with the engine's range:
+/// the level's minimum and the engine's maximum where its superblock's
+/// role table is the tighter limit. Before, 220 members of a RAID6 were
+/// refused with "need 1 to 200" (RAID6 needs 4) and 3 with raid's
+/// "4..=255" (the engine takes at most 200).
+#[test]
+fn member_counts_are_refused_with_the_engines_own_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_paths, devs) = common::members(dir.path(), 220, MIB);
+    for (spec, n, want) in [
+        (
+            "raid6",
+            220,
+            "raid6 left-symmetric needs 4..=200 members (a raid-engine superblock holds at most 200 roles), got 220",
+        ),
+        (
+            "raid6",
+            3,
+            "raid6 left-symmetric needs 4..=200 members, got 3",
+        ),
+        ("raid10:n3", 2, "needs 3..=200 members"),
+        ("raid5", 201, "needs 2..=200 members"),
+        (
+            "linear",
+            201,
+            "linear needs 1..=200 members (a raid-engine superblock holds at most 200 roles), got 201",
+        ),
+        ("raid1", 0, "needs 1..=200 members, got 0"),
+    ] {
+        let opts = CreateOptions::new(VolumeLayout::parse(spec).unwrap());
+        let e = Volume::create(devs[..n].to_vec(), &opts).unwrap_err();
+        assert!(
+            matches!(&e, raid_engine::EngineError::Invalid { field, .. } if field == "devices"),
+            "{spec} over {n}: {e}"
+        );
+        assert!(e.to_string().contains(want), "{spec} over {n}: {e}");
+    }
+    // Where raid's own limit is the one that refuses, raid's message says
+    // raid's range.
+    let e = raid::Geometry::new(
+        raid::Layout::default_for(raid::Level::Raid6),
+        128,
+        &[1 << 20; 256],
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("4..=255 members, got 256"), "{e}");
+}

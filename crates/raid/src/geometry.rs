@@ -281,18 +281,9 @@ impl Geometry {
     /// component size; see [`crate::mdadm`] to derive it from drive sizes).
     pub fn new(layout: Layout, chunk_sectors: u64, member_sectors: &[u64]) -> Result<Self> {
         let n = member_sectors.len();
-        let min_members = match layout {
-            Layout::Raid0(_) | Layout::Raid1 => 1,
-            Layout::Raid4 | Layout::Raid5(_) => 2,
-            Layout::Raid6(_) => 4,
-            Layout::Raid10(r) => r.copies(),
-        };
-        let max_members = if matches!(layout, Layout::Raid6(_)) {
-            MAX_RAID6_MEMBERS
-        } else {
-            MAX_MEMBERS
-        };
-        if n < min_members || n > max_members {
+        let allowed = layout.member_range();
+        let (min_members, max_members) = (*allowed.start(), *allowed.end());
+        if !allowed.contains(&n) {
             return Err(geom_err(
                 "members",
                 format!("{layout} needs {min_members}..={max_members} members, got {n}"),

@@ -297,6 +297,27 @@ impl Layout {
         }
     }
 
+    /// How many members [`Geometry::new`](crate::Geometry::new) accepts
+    /// for this layout: RAID0/1 at least 1, RAID4/5 at least 2, RAID10 at
+    /// least its copies, all at most [`MAX_MEMBERS`](crate::geometry::MAX_MEMBERS);
+    /// RAID6 4 to [`MAX_RAID6_MEMBERS`](crate::geometry::MAX_RAID6_MEMBERS). A user
+    /// of the crate with a smaller limit of its own (a superblock with
+    /// fewer role slots) intersects it with this range to say its own.
+    ///
+    /// ```
+    /// use raid::{Layout, Level};
+    /// assert_eq!(Layout::default_for(Level::Raid6).member_range(), 4..=255);
+    /// ```
+    pub fn member_range(&self) -> std::ops::RangeInclusive<usize> {
+        use crate::geometry::{MAX_MEMBERS, MAX_RAID6_MEMBERS};
+        match self {
+            Layout::Raid0(_) | Layout::Raid1 => 1..=MAX_MEMBERS,
+            Layout::Raid4 | Layout::Raid5(_) => 2..=MAX_MEMBERS,
+            Layout::Raid6(_) => 4..=MAX_RAID6_MEMBERS,
+            Layout::Raid10(r) => r.copies()..=MAX_MEMBERS,
+        }
+    }
+
     /// The default layout for a level: RAID0 `original` (`RAID0_ORIG_LAYOUT`;
     /// pass `alternate` for multi-zone arrays created by kernels 3.14 to 5.3),
     /// RAID5/6 `left-symmetric` and RAID10 `n2` (mdadm's defaults).
