@@ -478,6 +478,11 @@ pub struct Volume {
     /// At most this many threads (the caller included) do one request's
     /// member I/O (0: one per member).
     member_threads: AtomicUsize,
+    /// How many workers the next request wakes to help the caller
+    /// ([`Volume::fan_out`]): lowered to those of the last request that
+    /// found a member's I/O left to do, raised by one after a request in
+    /// which every one did.
+    helpers: AtomicUsize,
     /// This volume, as the holder of its members' claims.
     holder: ClaimHolder,
     /// The claims on the devices attached (and given), released when the
@@ -841,6 +846,7 @@ impl Volume {
             size_sectors,
             workers: OnceLock::new(),
             member_threads: AtomicUsize::new(0),
+            helpers: AtomicUsize::new(MAX_WORKERS),
             holder,
             claims: Mutex::new(claims),
             #[cfg(feature = "fault-injection")]
@@ -1019,7 +1025,11 @@ impl Volume {
     /// NBD); members that only cost CPU (files on tmpfs) gain nothing from
     /// more threads than cores. The threads share a request's members
     /// between them: whichever is free takes the next member's I/O, so a
-    /// worker that wakes late leaves its share to the others.
+    /// worker that wakes late leaves its share to the others. A request
+    /// wakes no more workers than found work in the one before (plus one):
+    /// where the caller ends up doing every member's I/O before they wake
+    /// (members in memory, busy cores), waking them only cost wake-ups the
+    /// caller then waited for.
     pub fn set_member_threads(&self, n: usize) {
         self.member_threads.store(n, Ordering::Relaxed);
     }
@@ -1048,23 +1058,40 @@ impl Volume {
         let todo: Vec<Mutex<Vec<J>>> = groups.into_iter().map(Mutex::new).collect();
         let done: Vec<Mutex<Vec<R>>> = (0..n).map(|_| Mutex::new(Vec::new())).collect();
         let next = AtomicUsize::new(0);
+        // Whether a thread found any group left: a worker that wakes after
+        // the others took every group cost a wake-up for nothing, and the
+        // caller waited for it all the same (a scope ends when each job it
+        // spawned has run).
         let work = || {
+            let mut took = false;
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= n {
-                    break;
+                    break took;
                 }
+                took = true;
                 let jobs = std::mem::take(&mut *todo[i].lock().unwrap_or_else(|p| p.into_inner()));
                 let out: Vec<R> = jobs.into_iter().map(f).collect();
                 *done[i].lock().unwrap_or_else(|p| p.into_inner()) = out;
             }
         };
+        let wanted = threads - 1;
+        let helpers = self.helpers.load(Ordering::Relaxed).clamp(1, wanted);
+        let useful = AtomicUsize::new(0);
         pool.in_place_scope(|s| {
-            for _ in 1..threads {
-                s.spawn(|_| work());
+            for _ in 0..helpers {
+                s.spawn(|_| {
+                    if work() {
+                        useful.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
             }
             work();
         });
+        self.helpers.store(
+            next_helpers(helpers, useful.into_inner(), wanted),
+            Ordering::Relaxed,
+        );
         done.into_iter()
             .flat_map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
             .collect()
@@ -3094,6 +3121,22 @@ fn is_redundant(m: &Mapper) -> bool {
     }
 }
 
+/// How many workers [`Volume::fan_out`] wakes next, after `woken` were
+/// woken and `useful` of them found a member's I/O left to do (the others
+/// came after the caller and the rest had taken it all): as many as were
+/// useful (at least one), or one more (up to `wanted`) when all were.
+/// Members that make their caller wait (drives, NBD) leave every group to
+/// a worker that wakes promptly, and keep one worker per member busy;
+/// members that only cost CPU (files in memory, as many threads as cores
+/// or more) stop waking workers that only compete for the cores.
+fn next_helpers(woken: usize, useful: usize, wanted: usize) -> usize {
+    if useful >= woken {
+        (woken + 1).min(wanted.max(1))
+    } else {
+        useful.max(1)
+    }
+}
+
 fn group_by_member<J>(jobs: Vec<J>, member: impl Fn(&J) -> usize, n: usize) -> Vec<Vec<J>> {
     let mut groups: Vec<Vec<J>> = (0..n).map(|_| Vec::new()).collect();
     for j in jobs {
@@ -3102,4 +3145,22 @@ fn group_by_member<J>(jobs: Vec<J>, member: impl Fn(&J) -> usize, n: usize) -> V
     }
     groups.retain(|g| !g.is_empty());
     groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_helpers;
+
+    #[test]
+    fn helpers_follow_those_that_found_work() {
+        // Every one useful: one more, up to what the request can use.
+        assert_eq!(next_helpers(1, 1, 3), 2);
+        assert_eq!(next_helpers(3, 3, 3), 3);
+        assert_eq!(next_helpers(2, 2, 1), 1);
+        // Some came too late: as many as were useful, never none (one
+        // keeps probing whether help arrives in time again).
+        assert_eq!(next_helpers(3, 1, 3), 1);
+        assert_eq!(next_helpers(3, 0, 3), 1);
+        assert_eq!(next_helpers(31, 7, 31), 7);
+    }
 }
