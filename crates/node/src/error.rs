@@ -104,6 +104,27 @@ pub enum Error {
         /// What it printed on standard error.
         stderr: String,
     },
+    /// A program ran longer than its timeout ([`crate::Tool::timeout`]) and was killed with its
+    /// process group: the device it works on is most likely hung.
+    #[error(
+        "`{command}` did not finish within {waited:.1?} and was killed (process group {pid}{}); \
+         the device it works on may be hung: check it and the kernel log (`dmesg`), then retry, \
+         or allow it longer with `Tool::{tool:?}.set_timeout`",
+        if *exited { "" } else { ", still blocked in the kernel" }
+    )]
+    Timeout {
+        /// The command line.
+        command: String,
+        /// The tool it ran.
+        tool: crate::Tool,
+        /// How long it ran before it was killed.
+        waited: std::time::Duration,
+        /// Its process id, which is also its process group's.
+        pid: u32,
+        /// Whether it has exited since (a process blocked in the kernel on a hung device dies
+        /// only once the kernel lets it go).
+        exited: bool,
+    },
     /// A system call failed.
     #[error("{op} {path}: {source}")]
     Io {
@@ -156,6 +177,7 @@ impl Error {
 /// | [`MissingTool`](Error::MissingTool) | FAILED_PRECONDITION | a missing required dependency, as for Probe |
 /// | [`Busy`](Error::Busy) | FAILED_PRECONDITION | in use |
 /// | [`NotPermitted`](Error::NotPermitted) | FAILED_PRECONDITION | the plugin lacks the privilege to mount (a deployment error, not the volume's) |
+/// | [`Timeout`](Error::Timeout) | DEADLINE_EXCEEDED | a tool hung and was killed: the CO retries, and kubelet keeps the volume's state "uncertain" (the tool may have done part of its work) until a call succeeds |
 /// | [`Command`](Error::Command), [`Io`](Error::Io) | INTERNAL | the node could not do its part |
 #[cfg(feature = "csi")]
 impl From<Error> for csi_types::CsiError {
@@ -179,6 +201,7 @@ impl From<Error> for csi_types::CsiError {
             | Error::MissingTool { .. }
             | Error::Busy { .. }
             | Error::NotPermitted { .. } => CsiError::failed_precondition(e.to_string()),
+            Error::Timeout { .. } => CsiError::DeadlineExceeded(e.to_string()),
             Error::Command { .. } | Error::Io { .. } => CsiError::internal(e.to_string()),
         }
     }

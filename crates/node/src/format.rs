@@ -2,11 +2,10 @@
 
 use std::fmt;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::str::FromStr;
 
 use crate::mount::{MountOptions, mount_filesystem};
-use crate::{Error, path_arg, run};
+use crate::{Error, Tool, path_arg, run};
 
 /// A filesystem the crate formats, mounts and grows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -56,9 +55,9 @@ pub fn probe_filesystem(device: &Path) -> Result<Option<String>, Error> {
             path: device.to_path_buf(),
         });
     }
-    let mut cmd = Command::new("blkid");
+    let mut cmd = Tool::Blkid.command();
     cmd.args(["-p", "-o", "export"]).arg(path_arg(device));
-    let out = match run(&mut cmd) {
+    let out = match run(Tool::Blkid, &mut cmd) {
         Ok(out) => out,
         // blkid's exit status 2: nothing was found on the device.
         Err(Error::Command { status, .. }) if status.ends_with("exit status: 2") => {
@@ -87,22 +86,19 @@ fn probed(export: &str) -> Option<String> {
 /// Formats `device` with `fs`, whatever is on it. Callers that must never destroy data use
 /// [`format_and_mount`], which formats only a blank device.
 pub fn mkfs(device: &Path, fs: FsType) -> Result<(), Error> {
-    let mut cmd = match fs {
+    let tool = match fs {
+        FsType::Ext4 => Tool::MkfsExt4,
+        FsType::Xfs => Tool::MkfsXfs,
+    };
+    let mut cmd = tool.command();
+    match fs {
         // Lazy inode-table and journal initialisation: a large volume is ready in a second and
         // the kernel finishes the work in the background.
-        FsType::Ext4 => {
-            let mut c = Command::new("mkfs.ext4");
-            c.args(["-q", "-F", "-E", "lazy_itable_init=1,lazy_journal_init=1"]);
-            c
-        }
-        FsType::Xfs => {
-            let mut c = Command::new("mkfs.xfs");
-            c.arg("-q");
-            c
-        }
+        FsType::Ext4 => cmd.args(["-q", "-F", "-E", "lazy_itable_init=1,lazy_journal_init=1"]),
+        FsType::Xfs => cmd.arg("-q"),
     };
-    cmd.arg(path_arg(device)).stdin(Stdio::null());
-    run(&mut cmd)?;
+    cmd.arg(path_arg(device));
+    run(tool, &mut cmd)?;
     tracing::info!(device = %device.display(), fs = %fs, "formatted");
     Ok(())
 }
@@ -215,29 +211,31 @@ pub fn resize_filesystem(device: &Path) -> Result<(), Error> {
     let mount_point = mounts.into_iter().next().map(|m| m.mount_point);
     match (fs, mount_point) {
         (FsType::Ext4, Some(_)) => {
-            run(Command::new("resize2fs")
-                .arg(path_arg(device))
-                .stdin(Stdio::null()))?;
+            run(
+                Tool::Resize2fs,
+                Tool::Resize2fs.command().arg(path_arg(device)),
+            )?;
         }
         (FsType::Ext4, None) => {
             // e2fsck's exit status 1 means "errors corrected": the filesystem is fine now.
-            match run(Command::new("e2fsck")
-                .args(["-f", "-p"])
-                .arg(path_arg(device))
-                .stdin(Stdio::null()))
-            {
+            match run(
+                Tool::E2fsck,
+                Tool::E2fsck
+                    .command()
+                    .args(["-f", "-p"])
+                    .arg(path_arg(device)),
+            ) {
                 Ok(_) => {}
                 Err(Error::Command { status, .. }) if status.ends_with("exit status: 1") => {}
                 Err(e) => return Err(e),
             }
-            run(Command::new("resize2fs")
-                .arg(path_arg(device))
-                .stdin(Stdio::null()))?;
+            run(
+                Tool::Resize2fs,
+                Tool::Resize2fs.command().arg(path_arg(device)),
+            )?;
         }
         (FsType::Xfs, Some(mount_point)) => {
-            run(Command::new("xfs_growfs")
-                .arg(&mount_point)
-                .stdin(Stdio::null()))?;
+            run(Tool::XfsGrowfs, Tool::XfsGrowfs.command().arg(&mount_point))?;
         }
         (FsType::Xfs, None) => {
             return Err(Error::NotMounted {

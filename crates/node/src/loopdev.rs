@@ -19,9 +19,8 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use crate::{Error, path_arg, run};
+use crate::{Error, Tool, path_arg, run};
 
 /// How [`LoopDevice::attach_with`] attaches a file.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -55,7 +54,7 @@ impl LoopDevice {
                 tool: "/dev/loop-control (the `loop` kernel module)".into(),
             });
         }
-        run(Command::new("losetup").arg("--version")).map(|_| ())
+        run(Tool::Losetup, Tool::Losetup.command().arg("--version")).map(|_| ())
     }
 
     /// Attaches `file` to a free loop device (buffered I/O, the whole file).
@@ -98,7 +97,7 @@ impl LoopDevice {
             ));
         }
         let command = |direct_io: bool| {
-            let mut cmd = Command::new("losetup");
+            let mut cmd = Tool::Losetup.command();
             cmd.arg("-f").arg("--show");
             if opts.read_only {
                 cmd.arg("-r");
@@ -115,11 +114,11 @@ impl LoopDevice {
             cmd.arg(path_arg(file));
             cmd
         };
-        let path = match run(&mut command(opts.direct_io)) {
+        let path = match run(Tool::Losetup, &mut command(opts.direct_io)) {
             Ok(p) => PathBuf::from(p),
             // An older losetup that fails the whole attach when direct I/O is refused.
             Err(e @ Error::Command { .. }) if opts.direct_io => {
-                let p = PathBuf::from(run(&mut command(false))?);
+                let p = PathBuf::from(run(Tool::Losetup, &mut command(false))?);
                 tracing::warn!(file = %file.display(), device = %p.display(), reason = %e,
                     "loop device attached with buffered I/O: losetup refused --direct-io=on");
                 p
@@ -224,7 +223,11 @@ impl LoopDevice {
 
     /// Makes the device see its backing file's new size (after an expansion).
     pub fn refresh(&self) -> Result<(), Error> {
-        run(Command::new("losetup").arg("-c").arg(path_arg(&self.path))).map(|_| ())
+        run(
+            Tool::Losetup,
+            Tool::Losetup.command().arg("-c").arg(path_arg(&self.path)),
+        )
+        .map(|_| ())
     }
 
     /// Detaches the device (the kernel defers it while the device is still open or mounted,
@@ -237,7 +240,11 @@ impl LoopDevice {
         if self.diskseq.is_some() && self.attached().is_none() {
             return Ok(());
         }
-        run(Command::new("losetup").arg("-d").arg(path_arg(&self.path))).map(|_| ())
+        run(
+            Tool::Losetup,
+            Tool::Losetup.command().arg("-d").arg(path_arg(&self.path)),
+        )
+        .map(|_| ())
     }
 
     /// Detaches the device and waits up to `timeout` for the kernel to let it go: the kernel

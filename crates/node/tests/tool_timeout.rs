@@ -1,0 +1,155 @@
+//! A tool that hangs is killed with its process group once its timeout passes, and the call
+//! fails naming it. These tests point the tools at scripts that hang (a real process that
+//! sleeps and leaves a grandchild sleeping too), which is why they live in a test binary of
+//! their own: `Tool::set_program` is process-wide, and no other test here runs a real tool.
+//! Each test changes only its own tools.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use csi_node::{AttachOptions, Error, FsType, LoopDevice, Tool};
+
+/// A script at `DIR/NAME` that records its pid and its grandchild's, then waits for the
+/// grandchild, a `sleep` of 30 seconds: longer than any test should take.
+fn hanging_script(dir: &Path, name: &str) -> std::path::PathBuf {
+    let script = dir.join(name);
+    let pids = dir.join(format!("{name}.pids"));
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nsleep 30 &\necho \"$$ $!\" > '{}'\nwait\n",
+            pids.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}
+
+/// The pids `hanging_script` recorded: the script's and its grandchild's.
+fn recorded_pids(dir: &Path, name: &str) -> (u32, u32) {
+    let text = fs::read_to_string(dir.join(format!("{name}.pids"))).unwrap();
+    let mut it = text.split_whitespace().map(|p| p.parse().unwrap());
+    (it.next().unwrap(), it.next().unwrap())
+}
+
+/// Whether `pid` has died: gone, or a zombie left for its parent (init, in a container that
+/// may never reap it).
+fn dead(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+/// Waits up to ten seconds for `cond`: a bound on a kill that is immediate, not a measure of
+/// speed.
+fn eventually(cond: impl Fn() -> bool) -> bool {
+    let end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
+}
+
+/// Runs `call` with `tool` pointed at a hanging script and a short timeout, and checks that it
+/// fails with the tool's timeout error, that the message says what to do, that the code is
+/// DEADLINE_EXCEEDED, and that the script and its grandchild are dead.
+fn assert_killed_on_timeout<T: std::fmt::Debug>(
+    tool: Tool,
+    call: impl FnOnce() -> Result<T, Error>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!("hung-{}", tool.name());
+    tool.set_program(hanging_script(dir.path(), &name));
+    tool.set_timeout(Duration::from_secs(2));
+    let err = call().unwrap_err();
+    let msg = err.to_string();
+    let Error::Timeout {
+        tool: which,
+        pid,
+        waited,
+        exited,
+        ..
+    } = err
+    else {
+        panic!("{tool:?}: not a timeout: {msg}");
+    };
+    assert_eq!(which, tool, "{msg}");
+    assert!(waited >= Duration::from_secs(2), "{msg}");
+    assert!(exited, "the script is not blocked in the kernel: {msg}");
+    for part in [
+        name.as_str(),
+        "did not finish within",
+        "dmesg",
+        "set_timeout",
+    ] {
+        assert!(msg.contains(part), "{part:?} missing: {msg}");
+    }
+    let (script, grandchild) = recorded_pids(dir.path(), &name);
+    assert_eq!(pid, script, "{msg}");
+    assert!(dead(script), "the script {script} is still running");
+    assert!(
+        eventually(|| dead(grandchild)),
+        "the script's child {grandchild} (its process group) was not killed"
+    );
+    let status = csi_types::CsiError::from(Error::Timeout {
+        command: "x".into(),
+        tool,
+        waited,
+        pid,
+        exited,
+    });
+    assert_eq!(status.code(), csi_types::Code::DeadlineExceeded, "{status}");
+}
+
+#[test]
+fn a_hung_blkid_is_killed_and_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("image");
+    fs::write(&image, vec![0u8; 4096]).unwrap();
+    assert_killed_on_timeout(Tool::Blkid, || csi_node::probe_filesystem(&image));
+    // The file is untouched.
+    assert_eq!(fs::read(&image).unwrap(), vec![0u8; 4096]);
+}
+
+#[test]
+fn a_hung_mkfs_is_killed_and_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("image");
+    fs::write(&image, vec![0u8; 4096]).unwrap();
+    assert_killed_on_timeout(Tool::MkfsXfs, || csi_node::mkfs(&image, FsType::Xfs));
+}
+
+#[test]
+fn a_hung_losetup_is_killed_and_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("image");
+    fs::write(&image, vec![0u8; 4096]).unwrap();
+    assert_killed_on_timeout(Tool::Losetup, || {
+        LoopDevice::attach_with(&image, &AttachOptions::default())
+    });
+}
+
+#[test]
+fn settings_are_per_tool_and_a_default_stays_until_set() {
+    // Tools no other test here changes.
+    assert_eq!(Tool::XfsGrowfs.timeout(), Tool::XfsGrowfs.default_timeout());
+    assert_eq!(Tool::XfsGrowfs.program(), Path::new("xfs_growfs"));
+    Tool::E2fsck.set_timeout(Duration::from_secs(1234));
+    assert_eq!(Tool::E2fsck.timeout(), Duration::from_secs(1234));
+    assert_eq!(Tool::XfsGrowfs.timeout(), Tool::XfsGrowfs.default_timeout());
+    for tool in Tool::ALL {
+        assert!(
+            tool.default_timeout() >= Duration::from_secs(30),
+            "{tool:?}"
+        );
+    }
+}
