@@ -91,9 +91,8 @@ impl Inner {
         // mount and the record of it.
         store.mark_staged(id)?;
         if block {
-            LoopDevice::check_available().map_err(|e| {
-                CsiError::failed_precondition(format!("block volumes need loop devices: {e}"))
-            })?;
+            LoopDevice::check_available()
+                .map_err(|e| loop_error("block volumes need loop devices".into(), e))?;
         } else {
             check_target_kind("staging_target_path", staging, true, false)?;
             fs::create_dir_all(staging)
@@ -305,10 +304,10 @@ impl Inner {
                 if created {
                     let _ = fs::remove_file(target);
                 }
-                CsiError::failed_precondition(format!(
-                    "cannot attach {} to a loop device: {e}",
-                    data.display()
-                ))
+                loop_error(
+                    format!("cannot attach {} to a loop device", data.display()),
+                    e,
+                )
             })?;
             if let Err(e) =
                 csi_node::bind_mount(dev.path(), target, &MountOptions::default(), readonly)
@@ -597,6 +596,16 @@ fn check_target_kind(
         }
         Err(_) => Ok(()),
     }
+}
+
+/// A loop-device failure as FAILED_PRECONDITION, `what` first; but a `losetup` that hung and was
+/// killed ([`csi_node::Error::Timeout`]) keeps its DEADLINE_EXCEEDED, which the CO retries (the
+/// device may come back) and which kubelet takes for an uncertain outcome, not a final one.
+fn loop_error(what: String, e: csi_node::Error) -> CsiError {
+    if matches!(e, csi_node::Error::Timeout { .. }) {
+        return e.into();
+    }
+    CsiError::failed_precondition(format!("{what}: {e}"))
 }
 
 /// Detaches a loop device if it still serves `image` (it may have been
