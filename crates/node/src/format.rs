@@ -109,6 +109,12 @@ pub fn mkfs(device: &Path, fs: FsType) -> Result<(), Error> {
 /// asked for read-only is refused ([`Error::Unformatted`]). `target` must exist and not be a
 /// symbolic link ([`Error::SymbolicLink`]), which is checked before anything is formatted.
 ///
+/// `options`' filesystem data is checked with the kernel's parser before the device is probed
+/// or formatted ([`MountOptions::check_for_filesystem`]): an unknown option or a bad value
+/// formats nothing. An option that is well formed but does not fit the new filesystem is
+/// refused only by the mount, after the format: the device then holds an empty filesystem of
+/// `fs`, which a retry with other options mounts without formatting again.
+///
 /// Idempotent, as NodeStageVolume must be: when `target` already has `device`'s `fs` mounted
 /// on it, read-only as `options` ask or read-write as they do not, nothing is done. Any other
 /// mount on `target` (another device, the other mode, a bind of a directory) is refused with
@@ -162,6 +168,9 @@ pub fn format_and_mount(
             ),
         });
     }
+    // Options the kernel refuses are refused before the device is formatted: a retry with
+    // the options fixed then finds the device as it was.
+    options.check_for_filesystem(fs.as_str())?;
     match probe_filesystem(device)? {
         Some(found) if found == fs.as_str() => {}
         Some(found) => {

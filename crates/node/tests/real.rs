@@ -1347,3 +1347,48 @@ fn a_directory_on_a_file_or_a_device_on_a_directory_is_refused_naming_both() {
     }
     assert!(csi_node::mounts_under(s.0.path()).unwrap().is_empty());
 }
+
+#[test]
+fn a_mount_option_the_kernel_refuses_formats_nothing() {
+    if unavailable(&["blkid", "mkfs.ext4", "mkfs.xfs", "losetup"]).is_some() {
+        return;
+    }
+    for (fs_type, bad_value) in [
+        (FsType::Ext4, "errors=bogus"),
+        (FsType::Xfs, "logbufs=many"),
+    ] {
+        let s = Scratch::new();
+        let image = s.image("disk.img", 320 << 20);
+        let dev = LoopDevice::attach(&image, false).unwrap();
+        let staging = s.dir("staging");
+        for bad in [vec!["noatime", "nosuchoption"], vec![bad_value]] {
+            let opts = MountOptions::parse(&bad).unwrap();
+            let err = csi_node::format_and_mount(dev.path(), &staging, fs_type, &opts).unwrap_err();
+            let msg = err.to_string();
+            assert!(
+                matches!(&err, Error::BadMountOption { .. }),
+                "{fs_type} {bad:?}: {msg}"
+            );
+            let key = bad.last().unwrap().split('=').next().unwrap();
+            assert!(msg.contains(key), "{fs_type}: names the option: {msg}");
+            assert!(
+                !msg.contains("bogus") && !msg.contains("many"),
+                "{fs_type}: a value is never shown: {msg}"
+            );
+            // Nothing was formatted, nothing mounted: the device is as blank as it was.
+            assert_eq!(
+                csi_node::probe_filesystem(dev.path()).unwrap(),
+                None,
+                "{fs_type} {bad:?} formatted the device"
+            );
+            assert!(!csi_node::is_mount_point(&staging).unwrap());
+        }
+        // Options the kernel knows pass the check and the stage goes ahead.
+        let good = MountOptions::parse(["noatime", "discard"]).unwrap();
+        good.check_for_filesystem(fs_type.as_str()).unwrap();
+        csi_node::format_and_mount(dev.path(), &staging, fs_type, &good).unwrap();
+        assert!(csi_node::is_mount_point(&staging).unwrap());
+        csi_node::unmount_all(&staging).unwrap();
+        assert!(dev.detach_and_wait(Duration::from_secs(30)).unwrap());
+    }
+}
