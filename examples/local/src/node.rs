@@ -16,7 +16,11 @@
 //! (mount volume), or of its image or one of the image's loop devices (block
 //! volume), on a target. Another mount there (someone else's) is refused,
 //! naming the field, and left as it is. A failed publish removes only the
-//! target it made.
+//! target it made. Unpublish and unstage likewise unmount only the
+//! driver's own binds: a mount someone stacked on one is refused
+//! (FAILED_PRECONDITION, naming it) and stays, with the bind under it and a
+//! block volume's loop device, until its owner unmounts it and the CO
+//! retries.
 
 use std::fs;
 use std::path::Path;
@@ -118,8 +122,9 @@ impl Inner {
         let mut next = store.state.clone();
         next.staged.insert(key, rec);
         if let Err(e) = store.commit(next) {
+            // The bind this call just made, and nothing stacked under it.
             if !block {
-                let _ = csi_node::unmount_all(staging);
+                let _ = csi_node::unmount(staging);
             }
             return Err(e);
         }
@@ -261,25 +266,7 @@ impl Inner {
         // publish of this volume cut short by a crash leaves: a bind of the staging path (mount
         // volume), or of one of the image's loop devices or the image itself (block volume).
         // Anything else there (another driver's, an operator's tmpfs) is refused, untouched.
-        let own: Vec<std::path::PathBuf> = if block {
-            LoopDevice::backed_by(&data)
-                .iter()
-                .map(|d| d.path().to_path_buf())
-                .chain([data.clone()])
-                .collect()
-        } else {
-            vec![staging.as_path().to_path_buf(), data.clone()]
-        };
-        unmount_own_binds(
-            "target_path",
-            target,
-            &own,
-            &if block {
-                format!("volume {id}'s image or one of its loop devices")
-            } else {
-                format!("volume {id}'s staging path {staging}")
-            },
-        )?;
+        unmount_own_publish_binds(id, target, block, &data, staging.as_path())?;
         // The target the CO made (kubelet makes a block volume's file) stays on a failed call:
         // only what this call makes is removed when it fails.
         let created = fs::symlink_metadata(target).is_err();
@@ -366,11 +353,15 @@ impl Inner {
                 return Ok(NodeUnpublishVolumeResponse {});
             }
         };
-        csi_node::unmount_all(target)?;
+        // Only this publication's bind is unmounted: a mount someone stacked on it since is
+        // refused, and stays, as does the bind under it (and its loop device) until they
+        // unmount theirs and the CO retries.
+        let data = store.layout.volume_path(id, rec.cap.block);
+        unmount_own_publish_binds(id, target, rec.cap.block, &data, Path::new(&rec.staging))?;
         if let Some(dev) = &rec.loop_device {
             detach_if_ours(dev, &store.layout.volume_path(id, true));
         }
-        // Unmounted now (unmount_all returns only once nothing is mounted there): the target
+        // Unmounted now (nothing is left mounted there once the binds are gone): the target
         // is removed, as the spec asks of what the plugin made there, but a directory that
         // holds files (written after the unmount, or by the CO) is the CO's to clear (kubelet
         // removes the target directory itself). Refusing would fail every retry the same way.
@@ -625,7 +616,9 @@ fn detach_if_ours(dev: &str, image: &Path) {
 /// Undoes a publish whose record could not be saved; the target itself is removed only where
 /// the publish `created` it.
 fn undo_publish(target: &Path, rec: &PublishRec, created: bool) {
-    let _ = csi_node::unmount_all(target);
+    // The bind the publish just made: the top mount, over nothing (the publish refused any
+    // other mount there).
+    let _ = csi_node::unmount(target);
     if let Some(dev) = &rec.loop_device
         && let Some(device) = LoopDevice::open(Path::new(dev))
     {
@@ -638,6 +631,35 @@ fn undo_publish(target: &Path, rec: &PublishRec, created: bool) {
             fs::remove_dir(target)
         };
     }
+}
+
+/// Unmounts from the publish target `target` the binds of volume `id` a publish makes there: of
+/// the staging path `staging` (or the volume's directory `data`) for a mount volume, of one of
+/// the image's loop devices (or the image `data` itself) for a block volume. Anything else
+/// mounted there is refused as in [`unmount_own_binds`], and stays.
+fn unmount_own_publish_binds(
+    id: &str,
+    target: &Path,
+    block: bool,
+    data: &Path,
+    staging: &Path,
+) -> Result<(), CsiError> {
+    let (own, whose): (Vec<std::path::PathBuf>, String) = if block {
+        (
+            LoopDevice::backed_by(data)
+                .iter()
+                .map(|d| d.path().to_path_buf())
+                .chain([data.to_path_buf()])
+                .collect(),
+            format!("volume {id}'s image or one of its loop devices"),
+        )
+    } else {
+        (
+            vec![staging.to_path_buf(), data.to_path_buf()],
+            format!("volume {id}'s staging path {}", staging.display()),
+        )
+    };
+    unmount_own_binds("target_path", target, &own, &whose)
 }
 
 /// Unmounts from `path` (given as `field`) the binds of one of the volume's own files `own`

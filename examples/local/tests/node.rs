@@ -1087,3 +1087,127 @@ async fn a_failed_mount_publish_keeps_the_target_directory_the_co_made() {
     );
     c.node_unstage_volume(unstage(&v, &staging)).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unpublish_leaves_a_mount_stacked_on_the_target_by_someone_else() {
+    let Some((s, v, cap)) =
+        staged_mount_volume("unpublish_leaves_a_mount_stacked_on_the_target_by_someone_else").await
+    else {
+        return;
+    };
+    let c = &s.client;
+    let (staging, target) = (s.path("staging"), s.path("target"));
+    c.node_publish_volume(publish(&v, Some(&staging), &target, &cap, false))
+        .await
+        .unwrap();
+    let dir = target.as_path();
+    // An operator's tmpfs stacked on the published target.
+    operators_tmpfs_on(dir);
+    for _ in 0..2 {
+        let e = c
+            .node_unpublish_volume(unpublish(&v, &target))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("target_path") && msg.contains(target.as_str()) && msg.contains("tmpfs"),
+            "{msg}"
+        );
+        assert_eq!(mounts_on(dir), 2, "the tmpfs and the bind under it stay");
+        assert_eq!(fs::read(dir.join("theirs")).unwrap(), b"keep");
+    }
+    // Still published: unstaging is refused.
+    let e = c
+        .node_unstage_volume(unstage(&v, &staging))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
+    // Once they take theirs away, the retry unmounts the bind.
+    run("umount", &[dir.as_os_str()]);
+    c.node_unpublish_volume(unpublish(&v, &target))
+        .await
+        .unwrap();
+    assert!(!is_mounted(dir));
+    c.node_unstage_volume(unstage(&v, &staging)).await.unwrap();
+}
+
+/// A file of someone else's, bind-mounted on the block target file `target`, as another
+/// driver's device would be.
+fn foreign_file_bind_on(s: &Served, target: &Path) -> std::path::PathBuf {
+    let theirs = s.dir.path().join("theirs-device");
+    fs::write(&theirs, b"theirs").unwrap();
+    run(
+        "mount",
+        &["--bind".as_ref(), theirs.as_os_str(), target.as_os_str()],
+    );
+    theirs
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mount_on_a_block_target_that_is_not_the_volumes_own_is_refused_and_left_mounted() {
+    if !can_mount("a_mount_on_a_block_target_that_is_not_the_volumes_own_is_refused") {
+        return;
+    }
+    let s = Served::start(|_| {}).await;
+    let c = &s.client;
+    let v = new_volume(c, block_req("b", 4 * MIB)).await;
+    let img = local::volume_data_path(&s.state_dir(), v.as_str(), true);
+    let _cleanup = DetachLoopsOf(img.clone());
+    let cap = VolumeCapability::block(AccessMode::SingleNodeWriter);
+    let (staging, target) = (s.path("staging"), s.path("dev"));
+    if !stage_block(c, &v, &staging, &cap).await {
+        return;
+    }
+    // The CO's target file with someone else's file bound on it, and no record.
+    fs::write(target.as_path(), b"").unwrap();
+    let file = target.as_path();
+    foreign_file_bind_on(&s, file);
+    let e = c
+        .node_publish_volume(publish(&v, Some(&staging), &target, &cap, false))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("target_path") && msg.contains(target.as_str()),
+        "{msg}"
+    );
+    assert_eq!(mounts_on(file), 1, "their bind is still mounted");
+    assert_eq!(fs::read(file).unwrap(), b"theirs");
+    assert_eq!(
+        loops_of(&img),
+        0,
+        "nothing was attached for the refused publish"
+    );
+    run("umount", &[file.as_os_str()]);
+
+    // Published; then someone stacks theirs on it: unpublish leaves both, and the device.
+    c.node_publish_volume(publish(&v, Some(&staging), &target, &cap, false))
+        .await
+        .unwrap();
+    foreign_file_bind_on(&s, file);
+    let e = c
+        .node_unpublish_volume(unpublish(&v, &target))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
+    assert_eq!(
+        mounts_on(file),
+        2,
+        "their bind and the device's under it stay"
+    );
+    assert_eq!(fs::read(file).unwrap(), b"theirs");
+    assert_eq!(
+        loops_of(&img),
+        1,
+        "the device stays attached under their bind"
+    );
+    run("umount", &[file.as_os_str()]);
+    c.node_unpublish_volume(unpublish(&v, &target))
+        .await
+        .unwrap();
+    assert!(!is_mounted(file));
+    assert!(eventually(|| loops_of(&img) == 0), "the device is detached");
+    c.node_unstage_volume(unstage(&v, &staging)).await.unwrap();
+}
