@@ -109,6 +109,9 @@ pub fn mkfs(device: &Path, fs: FsType) -> Result<(), Error> {
 /// asked for read-only is refused ([`Error::Unformatted`]). `target` must exist and not be a
 /// symbolic link ([`Error::SymbolicLink`]), which is checked before anything is formatted.
 ///
+/// `device` must be a block device (an image file is refused: attach it to a loop device) and
+/// `target` a directory; both are checked before anything is formatted.
+///
 /// `options`' filesystem data is checked with the kernel's parser before the device is probed
 /// or formatted ([`MountOptions::check_for_filesystem`]): an unknown option or a bad value
 /// formats nothing. An option that is well formed but does not fit the new filesystem is
@@ -168,6 +171,7 @@ pub fn format_and_mount(
             ),
         });
     }
+    check_kinds(device, target)?;
     // Options the kernel refuses are refused before the device is formatted: a retry with
     // the options fixed then finds the device as it was.
     options.check_for_filesystem(fs.as_str())?;
@@ -188,6 +192,52 @@ pub fn format_and_mount(
         None => mkfs(device, fs)?,
     }
     mount_filesystem(device, target, fs.as_str(), options)
+}
+
+/// Refuses, before anything is probed or formatted, a `device` that is not a block device and
+/// a `target` that is not a directory: `mount(2)` refuses either (`ENOTBLK`, `ENOTDIR`), but
+/// only after `mkfs` would have formatted the device (an image file given for a device is
+/// formatted whole).
+fn check_kinds(device: &Path, target: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::FileTypeExt;
+    let refuse = |op, path: &Path, rule: String| {
+        Err(Error::io(
+            op,
+            path,
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, rule),
+        ))
+    };
+    let d = std::fs::metadata(device).map_err(|e| Error::io("stat", device, e))?;
+    if !d.file_type().is_block_device() {
+        return refuse(
+            "format",
+            device,
+            format!(
+                "{} is {}, not a block device: a filesystem is made and mounted on a block \
+                 device (attach an image file to a loop device first, LoopDevice::attach)",
+                device.display(),
+                if d.is_dir() {
+                    "a directory"
+                } else if d.is_file() {
+                    "a regular file"
+                } else {
+                    "a special file"
+                }
+            ),
+        );
+    }
+    let t = std::fs::metadata(target).map_err(|e| Error::io("stat", target, e))?;
+    if !t.is_dir() {
+        return refuse(
+            "mount",
+            target,
+            format!(
+                "{} is not a directory: a filesystem is mounted on a directory",
+                target.display()
+            ),
+        );
+    }
+    Ok(())
 }
 
 /// Grows the filesystem on `device` to the device's size, after the device itself grew.

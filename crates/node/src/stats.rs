@@ -37,8 +37,23 @@ pub fn filesystem_stats(path: &Path) -> Result<FsStats, Error> {
     })
 }
 
-/// The size in bytes of a block device (or of a regular file) at `path`.
+/// The size in bytes of a block device (or of a regular file) at `path`; anything else (a
+/// directory, whose "size" a seek would make up) is refused, naming it.
 pub fn block_device_size(path: &Path) -> Result<u64, Error> {
+    use std::os::unix::fs::FileTypeExt;
+    let kind = std::fs::metadata(path)
+        .map_err(|e| Error::io("stat", path, e))?
+        .file_type();
+    if !(kind.is_file() || kind.is_block_device()) {
+        return Err(Error::io(
+            "size of",
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "neither a block device nor a regular file",
+            ),
+        ));
+    }
     let mut f = File::open(path).map_err(|e| Error::io("open", path, e))?;
     f.seek(SeekFrom::End(0))
         .map_err(|e| Error::io("seek", path, e))

@@ -1392,3 +1392,44 @@ fn a_mount_option_the_kernel_refuses_formats_nothing() {
         assert!(dev.detach_and_wait(Duration::from_secs(30)).unwrap());
     }
 }
+
+#[test]
+fn an_image_file_or_a_file_target_is_refused_before_anything_is_formatted() {
+    if unavailable(&["blkid", "mkfs.ext4", "losetup"]).is_some() {
+        return;
+    }
+    let s = Scratch::new();
+    // A new user's first try: the image file itself for the device.
+    let image = s.image("disk.img", 32 << 20);
+    let staging = s.dir("staging");
+    let err = csi_node::format_and_mount(&image, &staging, FsType::Ext4, &MountOptions::default())
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("not a block device") && msg.contains("LoopDevice::attach"),
+        "{msg}"
+    );
+    assert_eq!(
+        csi_node::probe_filesystem(&image).unwrap(),
+        None,
+        "the image file was formatted"
+    );
+    assert!(!csi_node::is_mount_point(&staging).unwrap());
+    // A device and a staging path that is a file.
+    let dev = LoopDevice::attach(&image, false).unwrap();
+    let file = s.path("staging-file");
+    fs::write(&file, b"").unwrap();
+    let err = csi_node::format_and_mount(dev.path(), &file, FsType::Ext4, &MountOptions::default())
+        .unwrap_err();
+    assert!(err.to_string().contains("not a directory"), "{err}");
+    assert_eq!(csi_node::probe_filesystem(dev.path()).unwrap(), None);
+    // The size of a directory is no number at all.
+    let err = csi_node::block_device_size(&staging).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("neither a block device nor a regular file"),
+        "{err}"
+    );
+    assert_eq!(csi_node::block_device_size(dev.path()).unwrap(), 32 << 20);
+    assert!(dev.detach_and_wait(Duration::from_secs(30)).unwrap());
+}
