@@ -36,6 +36,10 @@ const FLAGS: &[(&str, Option<MountFlags>, Option<&str>)] = &[
     ("dirsync", Some(MountFlags::DIRSYNC), None),
 ];
 
+/// Superblock flags the kernel takes among a filesystem's options by name alone, ignoring any
+/// value (`vfs_parse_sb_flag` in fs/fs_context.c), besides those in [`FLAGS`].
+const KERNEL_SB_FLAGS: &[&str] = &["lazytime", "nolazytime", "mand", "nomand", "posixacl"];
+
 /// Mount options as a CSI `mount_flags` list carries them, sorted into per-mount flags and
 /// filesystem data.
 ///
@@ -120,7 +124,21 @@ impl MountOptions {
                         }
                         out.flags |= flag.unwrap_or(MountFlags::empty());
                     }
-                    None => out.data.push(option.to_string()),
+                    None => {
+                        // `ro=1` is no filesystem data: the kernel reads a superblock flag by
+                        // its name alone, value ignored, so `ro=0` would mount read-only while
+                        // these options said read-write.
+                        if let Some((key, _)) = option.split_once('=')
+                            && (FLAGS.iter().any(|(name, ..)| *name == key)
+                                || KERNEL_SB_FLAGS.contains(&key))
+                        {
+                            return Err(Error::BadMountOption {
+                                option: redacted(option),
+                                rule: format!("{key:?} is a flag and takes no value; give {key:?}"),
+                            });
+                        }
+                        out.data.push(option.to_string())
+                    }
                 }
             }
         }
@@ -806,6 +824,30 @@ mod tests {
         assert_eq!(o.bind_flags().unwrap(), MountFlags::empty());
     }
 
+    #[test]
+    fn a_flag_given_a_value_is_refused_as_the_kernel_would_read_it_as_the_flag() {
+        for bad in [
+            "ro=0",
+            "rw=1",
+            "sync=no",
+            "noexec=",
+            "lazytime=off",
+            "posixacl=0",
+        ] {
+            let err = MountOptions::parse(["noatime", bad]).unwrap_err();
+            let key = bad.split('=').next().unwrap();
+            assert!(
+                matches!(&err, Error::BadMountOption { option, .. } if *option == format!("{key}=<hidden>")),
+                "{bad}: {err}"
+            );
+            assert!(err.to_string().contains("takes no value"), "{err}");
+        }
+        // A filesystem's own options with values stay data.
+        let o = MountOptions::parse(["errors=remount-ro", "rodata=1"]).unwrap();
+        assert_eq!(o.data(), ["errors=remount-ro", "rodata=1"]);
+        assert!(!o.is_read_only());
+    }
+
     use proptest::prelude::*;
 
     /// A path as the kernel writes it in mountinfo (`mangle` in fs/proc_namespace.c): space,
@@ -859,6 +901,7 @@ mod tests {
                 proptest::prop_oneof![
                     proptest::sample::select(FLAGS.iter().map(|f| f.0.to_string()).collect::<Vec<_>>()),
                     "[a-z]{1,6}(=[a-z0-9]{1,4})?",
+                    "(ro|rw|sync|noexec|relatime|lazytime|posixacl)=[a-z0-9]{0,3}",
                 ],
                 0..8,
             ),
@@ -872,13 +915,17 @@ mod tests {
                         if sa == sb && na != nb)
                 })
             });
+            let flag_with_value = picks.iter().any(|p| {
+                p.split_once('=')
+                    .is_some_and(|(k, _)| known(k).is_some() || KERNEL_SB_FLAGS.contains(&k))
+            });
             match MountOptions::parse(&entries) {
                 Err(e) => {
-                    prop_assert!(contradiction, "{entries:?}: {e}");
+                    prop_assert!(contradiction || flag_with_value, "{entries:?}: {e}");
                     prop_assert!(matches!(e, Error::BadMountOption { .. }), "{}", e);
                 }
                 Ok(o) => {
-                    prop_assert!(!contradiction, "{entries:?} accepted");
+                    prop_assert!(!contradiction && !flag_with_value, "{entries:?} accepted");
                     let data: Vec<&String> = picks.iter().filter(|p| known(p).is_none()).collect();
                     prop_assert_eq!(o.data().iter().collect::<Vec<_>>(), data);
                     let flags = picks
