@@ -42,6 +42,20 @@ use csi_types::{
 use crate::driver::{Inner, cap_rec, mismatch};
 use crate::state::{PublishRec, StageRec, io_err};
 
+/// The key a node path is recorded under: the path as the kernel reads it, without repeated or
+/// trailing `/` and `.` components, so that `/pods/p/mount/` and `/pods/p/mount` name one
+/// staging or publication (recorded apart, a retry under the other spelling unmounted the
+/// first bind as a leftover and recorded a second publication, which then kept the volume
+/// "still published" after its unpublish). A `..` is kept: what it names depends on the links
+/// before it.
+fn path_key(p: &csi_types::ids::NodePath) -> String {
+    Path::new(p.as_str())
+        .components()
+        .collect::<std::path::PathBuf>()
+        .to_string_lossy()
+        .into_owned()
+}
+
 fn not_found_volume(id: &str) -> CsiError {
     CsiError::not_found(format!("volume {id:?} does not exist"))
 }
@@ -79,7 +93,7 @@ impl Inner {
             volume_id: id.to_string(),
             cap: cap_rec(&req.volume_capability),
         };
-        let key = req.staging_target_path.to_string();
+        let key = path_key(&req.staging_target_path);
         if let Some(existing) = store.state.staged.get(&key)
             && *existing != rec
         {
@@ -137,7 +151,7 @@ impl Inner {
         req: NodeUnstageVolumeRequest,
     ) -> Result<NodeUnstageVolumeResponse, CsiError> {
         let id = req.volume_id.as_str();
-        let key = req.staging_target_path.to_string();
+        let key = path_key(&req.staging_target_path);
         let staging = req.staging_target_path.as_path();
         let mut store = self.lock();
         let Some(block) = store
@@ -186,7 +200,7 @@ impl Inner {
     ) -> Result<NodePublishVolumeResponse, CsiError> {
         let id = req.volume_id.as_str();
         let target = req.target_path.as_path();
-        let key = req.target_path.to_string();
+        let key = path_key(&req.target_path);
         let mut store = self.lock();
         let v = store
             .state
@@ -198,16 +212,17 @@ impl Inner {
                 "staging_target_path is not set: this plugin has STAGE_UNSTAGE_VOLUME; call NodeStageVolume first",
             )
         })?;
-        if store
+        let Some(staged_mode) = store
             .state
             .staged
-            .get(staging.as_str())
-            .is_none_or(|s| s.volume_id != id)
-        {
+            .get(&path_key(staging))
+            .filter(|s| s.volume_id == id)
+            .map(|s| s.cap.mode.clone())
+        else {
             return Err(CsiError::failed_precondition(format!(
                 "volume {id} is not staged at {staging}; call NodeStageVolume first"
             )));
-        }
+        };
         if let Some(why) = mismatch(&req.volume_capability, v.block) {
             return Err(CsiError::failed_precondition(format!(
                 "cannot publish volume {id} with this capability: {why}"
@@ -218,11 +233,24 @@ impl Inner {
             .get(self.cfg.node_id.as_str())
             .is_some_and(|p| p.readonly);
         let readonly = req.readonly || controller_ro || read_only_mode(&req.volume_capability);
+        // A publish is never looser than its stage: a volume staged with an access mode that
+        // grants only read access is not published writable under another mode.
+        if !readonly
+            && AccessMode::ALL
+                .into_iter()
+                .any(|m| format!("{m:?}") == staged_mode && m.is_read_only())
+        {
+            return Err(CsiError::failed_precondition(format!(
+                "volume {id} is staged at {staging} with access mode {staged_mode}, which grants \
+                 only read access; publish it with readonly set or a read-only access mode, or \
+                 stage it again with a writable one"
+            )));
+        }
         let wanted = PublishRec {
             volume_id: id.to_string(),
             cap: cap_rec(&req.volume_capability),
             readonly,
-            staging: staging.to_string(),
+            staging: path_key(staging),
             loop_device: None,
         };
         let same = |p: &PublishRec| {
@@ -341,7 +369,7 @@ impl Inner {
         req: NodeUnpublishVolumeRequest,
     ) -> Result<NodeUnpublishVolumeResponse, CsiError> {
         let id = req.volume_id.as_str();
-        let key = req.target_path.to_string();
+        let key = path_key(&req.target_path);
         let target = req.target_path.as_path();
         let mut store = self.lock();
         let rec = match store.state.published.get(&key) {
@@ -400,7 +428,8 @@ impl Inner {
         let volume_path = req.volume_path.get()?;
         req.staging_target_path.get()?;
         let path = volume_path.as_path();
-        let key = volume_path.as_str();
+        let key = path_key(&volume_path);
+        let key = key.as_str();
         let published = store
             .state
             .published
@@ -437,7 +466,9 @@ impl Inner {
                 VolumeCondition::healthy(format!("{used} of {} bytes allocated", v.capacity))
             }
         } else {
-            let fs = csi_node::filesystem_stats(path)?;
+            // The volume's own directory, not the path: a path whose mount is gone (the
+            // condition below says so) shows the filesystem it lies on, someone else's.
+            let fs = csi_node::filesystem_stats(&data)?;
             usage.push(VolumeUsage {
                 unit: UsageUnit::Bytes,
                 total: v.capacity,
@@ -481,7 +512,8 @@ impl Inner {
         // Object-bound fields: checked once the volume is known to exist.
         let volume_path = req.volume_path.get()?;
         req.staging_target_path.get()?;
-        let key = volume_path.as_str();
+        let key = path_key(&volume_path);
+        let key = key.as_str();
         let published = store
             .state
             .published

@@ -1211,3 +1211,133 @@ async fn a_mount_on_a_block_target_that_is_not_the_volumes_own_is_refused_and_le
     assert!(eventually(|| loops_of(&img) == 0), "the device is detached");
     c.node_unstage_volume(unstage(&v, &staging)).await.unwrap();
 }
+
+/// `p` spelled with `suffix` after it (`/`, `//.`): the same directory for the kernel.
+fn spelled(p: &NodePath, suffix: &str) -> NodePath {
+    NodePath::new(format!("{}{suffix}", p.as_str())).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_path_spelled_two_ways_is_one_staging_and_one_publication() {
+    let Some((s, v, cap)) =
+        staged_mount_volume("one_path_spelled_two_ways_is_one_staging_and_one_publication").await
+    else {
+        return;
+    };
+    let c = &s.client;
+    let (staging, target) = (s.path("staging"), s.path("target"));
+    // The stage again, with a trailing slash: the same staging, nothing stacked.
+    c.node_stage_volume(stage(&v, &spelled(&staging, "/"), &cap))
+        .await
+        .unwrap();
+    assert_eq!(mounts_on(staging.as_path()), 1);
+    c.node_publish_volume(publish(&v, Some(&staging), &target, &cap, false))
+        .await
+        .unwrap();
+    // A retry under other spellings of both paths is the same publication.
+    c.node_publish_volume(publish(
+        &v,
+        Some(&spelled(&staging, "//.")),
+        &spelled(&target, "/"),
+        &cap,
+        false,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(mounts_on(target.as_path()), 1);
+    // Unpublished under a third spelling: unmounted, and nothing keeps the volume published.
+    c.node_unpublish_volume(unpublish(&v, &spelled(&target, "//")))
+        .await
+        .unwrap();
+    assert!(!is_mounted(target.as_path()));
+    c.node_unstage_volume(unstage(&v, &spelled(&staging, "/.")))
+        .await
+        .unwrap();
+    assert!(!is_mounted(staging.as_path()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_volume_staged_read_only_is_never_published_writable() {
+    if !can_mount("a_volume_staged_read_only_is_never_published_writable") {
+        return;
+    }
+    let s = Served::start(|_| {}).await;
+    let c = &s.client;
+    let v = new_volume(c, mount_req("v", MIB)).await;
+    let (staging, target) = (s.path("staging"), s.path("target"));
+    let reader = VolumeCapability::mount(AccessMode::SingleNodeReaderOnly);
+    c.node_stage_volume(stage(&v, &staging, &reader))
+        .await
+        .unwrap();
+    // Published under a writable access mode, without readonly: refused, nothing made.
+    let writer = VolumeCapability::mount(AccessMode::SingleNodeWriter);
+    let e = c
+        .node_publish_volume(publish(&v, Some(&staging), &target, &writer, false))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
+    assert!(e.to_string().contains("SingleNodeReaderOnly"), "{e}");
+    assert!(!target.as_path().exists());
+    // With readonly set it is published, read-only.
+    c.node_publish_volume(publish(&v, Some(&staging), &target, &writer, true))
+        .await
+        .unwrap();
+    let err = fs::write(target.as_path().join("x"), b"x").unwrap_err();
+    assert_eq!(
+        err.raw_os_error(),
+        Some(rustix::io::Errno::ROFS.raw_os_error())
+    );
+    c.node_unpublish_volume(unpublish(&v, &target))
+        .await
+        .unwrap();
+    c.node_unstage_volume(unstage(&v, &staging)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stats_of_a_target_whose_mount_is_gone_are_the_volumes_not_its_parents() {
+    let Some((s, v, cap)) =
+        staged_mount_volume("stats_of_a_target_whose_mount_is_gone_are_the_volumes").await
+    else {
+        return;
+    };
+    let c = &s.client;
+    // The target on a filesystem of its own, as kubelet's pod directories may be.
+    let pods = s.path("pods");
+    fs::create_dir(pods.as_path()).unwrap();
+    run(
+        "mount",
+        &[
+            "-t".as_ref(),
+            "tmpfs".as_ref(),
+            "tmpfs".as_ref(),
+            pods.as_path().as_os_str(),
+        ],
+    );
+    let target = spelled(&pods, "/target");
+    let staging = s.path("staging");
+    c.node_publish_volume(publish(&v, Some(&staging), &target, &cap, false))
+        .await
+        .unwrap();
+    let inodes = |st: &csi_types::node::NodeGetVolumeStatsResponse| {
+        st.usage
+            .iter()
+            .find(|u| u.unit == UsageUnit::Inodes)
+            .map(|u| u.total)
+            .unwrap()
+    };
+    let mounted = c.node_get_volume_stats(stats(&v, &target)).await.unwrap();
+    // The bind is taken away behind the plugin's back.
+    run("umount", &[target.as_path().as_os_str()]);
+    let gone = c.node_get_volume_stats(stats(&v, &target)).await.unwrap();
+    assert!(gone.volume_condition.as_ref().unwrap().abnormal);
+    assert_eq!(
+        inodes(&gone),
+        inodes(&mounted),
+        "the inodes are the volume's, not those of the tmpfs the target lies on"
+    );
+    c.node_unpublish_volume(unpublish(&v, &target))
+        .await
+        .unwrap();
+    c.node_unstage_volume(unstage(&v, &staging)).await.unwrap();
+    run("umount", &[pods.as_path().as_os_str()]);
+}
