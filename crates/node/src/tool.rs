@@ -113,7 +113,8 @@ impl Tool {
     /// Sets how long every later run of the tool may take, in this whole process (a node
     /// plugin sets it once at start, from its configuration). A run still going when it
     /// passes is killed with its process group and fails with [`Error::Timeout`]. A zero
-    /// timeout kills every run at once: it fails every call that needs the tool.
+    /// timeout kills every run at once: it fails every call that needs the tool;
+    /// `Duration::MAX` sets no limit.
     pub fn set_timeout(self, timeout: Duration) {
         settings_mut()[self.index()].timeout = Some(timeout);
     }
@@ -175,7 +176,8 @@ pub(crate) fn run(tool: Tool, cmd: &mut Command) -> Result<String, Error> {
             }
         })?;
     let started = Instant::now();
-    let deadline = started + timeout;
+    // A timeout too long for the clock (`Duration::MAX`, "no limit") is no deadline at all.
+    let deadline = started.checked_add(timeout);
     // The pipes are drained while the tool runs, so that a tool that writes much never blocks
     // on a full pipe; each reader ends when every process holding its pipe has.
     let stdout = drain(child.stdout.take());
@@ -202,15 +204,21 @@ pub(crate) fn run(tool: Tool, cmd: &mut Command) -> Result<String, Error> {
             }
         }
         let now = Instant::now();
-        if now >= deadline {
+        let left = deadline.map_or(pause, |d| d.saturating_duration_since(now));
+        if left.is_zero() {
             return Err(timed_out(child));
         }
-        std::thread::sleep(pause.min(deadline - now));
+        std::thread::sleep(pause.min(left));
         pause = (pause * 2).min(Duration::from_millis(50));
     };
     // The tool has exited; what it left running in its group may still hold the pipes.
-    let left = deadline.saturating_duration_since(Instant::now());
-    let (Ok(out), Ok(err)) = (stdout.recv_timeout(left), stderr.recv_timeout(left)) else {
+    let read = |rx: std::sync::mpsc::Receiver<Vec<u8>>| match deadline {
+        Some(d) => rx
+            .recv_timeout(d.saturating_duration_since(Instant::now()))
+            .ok(),
+        None => rx.recv().ok(),
+    };
+    let (Some(out), Some(err)) = (read(stdout), read(stderr)) else {
         return Err(Error::Timeout {
             command: format!("{cmd:?}"),
             tool,

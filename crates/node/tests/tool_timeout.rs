@@ -153,3 +153,16 @@ fn settings_are_per_tool_and_a_default_stays_until_set() {
         );
     }
 }
+
+#[test]
+fn a_timeout_of_duration_max_is_no_limit_and_no_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("quick-mkfs");
+    fs::write(&script, "#!/bin/sh\necho formatted \"$@\"\n").unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    let image = dir.path().join("image");
+    fs::write(&image, b"").unwrap();
+    Tool::MkfsExt4.set_program(&script);
+    Tool::MkfsExt4.set_timeout(Duration::MAX);
+    csi_node::mkfs(&image, FsType::Ext4).unwrap();
+}
