@@ -24,17 +24,16 @@ use csi_types::{
     types::{AccessMode, CapacityRange, Map, VolumeCapability},
 };
 
-/// The mount table as text: read as bytes, since a mount point elsewhere on the host whose
-/// path is not UTF-8 (the csi-node tests make one) must not fail these tests.
-fn mountinfo() -> String {
-    String::from_utf8_lossy(&fs::read("/proc/self/mountinfo").unwrap()).into_owned()
-}
-
+/// Whether something is mounted on `p`, from csi-node's reading of the mount table: byte for
+/// byte, with the kernel's escapes of space, tab, newline and backslash undone, and a mount
+/// point elsewhere on the host whose path is not UTF-8 (the csi-node tests make one) spoils
+/// nothing.
 fn is_mounted(p: &Path) -> bool {
     let p = fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-    mountinfo()
-        .lines()
-        .any(|l| l.split(' ').nth(4).map(Path::new) == Some(p.as_path()))
+    csi_node::mount_table()
+        .unwrap()
+        .iter()
+        .any(|m| m.mount_point == p)
 }
 
 fn stage(v: &VolumeId, staging: &NodePath, cap: &VolumeCapability) -> NodeStageVolumeRequest {
@@ -768,13 +767,11 @@ async fn a_publish_cut_short_by_a_crash_is_redone_cleanly() {
     c.node_publish_volume(publish(&v, Some(&staging), &target, &cap, false))
         .await
         .unwrap();
-    let mounts = mountinfo();
-    let target_canon = fs::canonicalize(target.as_path()).unwrap();
-    let stacked = mounts
-        .lines()
-        .filter(|l| l.split(' ').nth(4).map(Path::new) == Some(target_canon.as_path()))
-        .count();
-    assert_eq!(stacked, 1, "the stale mount was replaced, not stacked on");
+    assert_eq!(
+        mounts_on(target.as_path()),
+        1,
+        "the stale mount was replaced, not stacked on"
+    );
     // Only the new publication's device serves the image: the stale one was
     // detached (the kernel may hand its number out again).
     assert!(
@@ -797,9 +794,10 @@ fn run(cmd: &str, args: &[&std::ffi::OsStr]) {
 /// How many mounts are stacked on `p`.
 fn mounts_on(p: &Path) -> usize {
     let p = fs::canonicalize(p).unwrap();
-    mountinfo()
-        .lines()
-        .filter(|l| l.split(' ').nth(4).map(Path::new) == Some(p.as_path()))
+    csi_node::mount_table()
+        .unwrap()
+        .iter()
+        .filter(|m| m.mount_point == p)
         .count()
 }
 
@@ -1340,4 +1338,37 @@ async fn stats_of_a_target_whose_mount_is_gone_are_the_volumes_not_its_parents()
         .unwrap();
     c.node_unstage_volume(unstage(&v, &staging)).await.unwrap();
     run("umount", &[pods.as_path().as_os_str()]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn paths_with_spaces_and_newlines_stage_publish_and_unpublish() {
+    if !can_mount("paths_with_spaces_and_newlines_stage_publish_and_unpublish") {
+        return;
+    }
+    let s = Served::start(|_| {}).await;
+    let c = &s.client;
+    let cap = VolumeCapability::mount(AccessMode::SingleNodeWriter);
+    let v = new_volume(c, mount_req("v", MIB)).await;
+    let (staging, target) = (s.path("staging dir\n1"), s.path("tar get\n\t\\x"));
+    for _ in 0..2 {
+        c.node_stage_volume(stage(&v, &staging, &cap))
+            .await
+            .unwrap();
+        c.node_publish_volume(publish(&v, Some(&staging), &target, &cap, false))
+            .await
+            .unwrap();
+    }
+    assert_eq!(mounts_on(staging.as_path()), 1);
+    assert_eq!(mounts_on(target.as_path()), 1);
+    fs::write(target.as_path().join("f"), b"x").unwrap();
+    assert!(staging.as_path().join("f").exists());
+    c.node_get_volume_stats(stats(&v, &target)).await.unwrap();
+    for _ in 0..2 {
+        c.node_unpublish_volume(unpublish(&v, &target))
+            .await
+            .unwrap();
+        c.node_unstage_volume(unstage(&v, &staging)).await.unwrap();
+    }
+    assert!(!target.as_path().exists());
+    assert!(!is_mounted(staging.as_path()));
 }
