@@ -294,7 +294,19 @@ impl Inner {
         // publish of this volume cut short by a crash leaves: a bind of the staging path (mount
         // volume), or of one of the image's loop devices or the image itself (block volume).
         // Anything else there (another driver's, an operator's tmpfs) is refused, untouched.
-        unmount_own_publish_binds(id, target, block, &data, staging.as_path())?;
+        let recorded_device = store
+            .state
+            .published
+            .get(&key)
+            .and_then(|p| p.loop_device.clone());
+        unmount_own_publish_binds(
+            id,
+            target,
+            block,
+            &data,
+            staging.as_path(),
+            recorded_device.as_deref().map(Path::new),
+        )?;
         // The target the CO made (kubelet makes a block volume's file) stays on a failed call:
         // only what this call makes is removed when it fails.
         let created = fs::symlink_metadata(target).is_err();
@@ -385,7 +397,14 @@ impl Inner {
         // refused, and stays, as does the bind under it (and its loop device) until they
         // unmount theirs and the CO retries.
         let data = store.layout.volume_path(id, rec.cap.block);
-        unmount_own_publish_binds(id, target, rec.cap.block, &data, Path::new(&rec.staging))?;
+        unmount_own_publish_binds(
+            id,
+            target,
+            rec.cap.block,
+            &data,
+            Path::new(&rec.staging),
+            rec.loop_device.as_deref().map(Path::new),
+        )?;
         if let Some(dev) = &rec.loop_device {
             detach_if_ours(dev, &store.layout.volume_path(id, true));
         }
@@ -549,13 +568,22 @@ impl Inner {
             }
         }
         if v.block {
-            // Every loop device of the volume learns the image's new size.
-            for p in store.state.published.values().filter(|p| p.volume_id == id) {
+            // Every loop device of the volume learns the image's new size; a recorded number
+            // that now serves another file (detached behind the plugin's back and attached
+            // again by anyone) is not this volume's, and is left alone.
+            let image = store.layout.volume_path(id, true);
+            for (target, p) in store
+                .state
+                .published
+                .iter()
+                .filter(|(_, p)| p.volume_id == id)
+            {
                 if let Some(dev) = &p.loop_device {
-                    LoopDevice::open(Path::new(dev))
+                    own_loop_device(dev, &image)
                         .ok_or_else(|| {
                             CsiError::internal(format!(
-                                "loop device {dev} of volume {id} is no longer attached"
+                                "loop device {dev} of volume {id} (published at {target}) no \
+                                 longer serves its image; unpublish and publish it again"
                             ))
                         })?
                         .refresh()?;
@@ -631,16 +659,22 @@ fn loop_error(what: String, e: csi_node::Error) -> CsiError {
     CsiError::failed_precondition(format!("{what}: {e}"))
 }
 
+/// The loop device at `dev` if it still serves `image` (it may have been detached and its
+/// number attached again to another file since).
+fn own_loop_device(dev: &str, image: &Path) -> Option<LoopDevice> {
+    let device = LoopDevice::open(Path::new(dev))?;
+    device
+        .backing_file()
+        .is_some_and(|b| fs::canonicalize(image).is_ok_and(|i| i == b) || b == image)
+        .then_some(device)
+}
+
 /// Detaches a loop device if it still serves `image` (it may have been
 /// detached and reused since).
 fn detach_if_ours(dev: &str, image: &Path) {
-    let Some(device) = LoopDevice::open(Path::new(dev)) else {
-        return;
-    };
-    let ours = device
-        .backing_file()
-        .is_some_and(|b| fs::canonicalize(image).is_ok_and(|i| i == b) || b == image);
-    if ours && let Err(e) = device.detach() {
+    if let Some(device) = own_loop_device(dev, image)
+        && let Err(e) = device.detach()
+    {
         tracing::warn!(device = dev, error = %e, "could not detach loop device");
     }
 }
@@ -667,20 +701,24 @@ fn undo_publish(target: &Path, rec: &PublishRec, created: bool) {
 
 /// Unmounts from the publish target `target` the binds of volume `id` a publish makes there: of
 /// the staging path `staging` (or the volume's directory `data`) for a mount volume, of one of
-/// the image's loop devices (or the image `data` itself) for a block volume. Anything else
-/// mounted there is refused as in [`unmount_own_binds`], and stays.
+/// the image's loop devices (or the image `data` itself) for a block volume, and of the loop
+/// device `recorded` for this publication, whatever that number serves now (its node was bound
+/// there by this plugin). Anything else mounted there is refused as in [`unmount_own_binds`],
+/// and stays.
 fn unmount_own_publish_binds(
     id: &str,
     target: &Path,
     block: bool,
     data: &Path,
     staging: &Path,
+    recorded: Option<&Path>,
 ) -> Result<(), CsiError> {
     let (own, whose): (Vec<std::path::PathBuf>, String) = if block {
         (
             LoopDevice::backed_by(data)
                 .iter()
                 .map(|d| d.path().to_path_buf())
+                .chain(recorded.map(Path::to_path_buf))
                 .chain([data.to_path_buf()])
                 .collect(),
             format!("volume {id}'s image or one of its loop devices"),

@@ -1372,3 +1372,78 @@ async fn paths_with_spaces_and_newlines_stage_publish_and_unpublish() {
     assert!(!target.as_path().exists());
     assert!(!is_mounted(staging.as_path()));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn node_expand_leaves_a_loop_number_that_now_serves_another_file_alone() {
+    if !can_mount("node_expand_leaves_a_loop_number_that_now_serves_another_file_alone") {
+        return;
+    }
+    let s = Served::start(|_| {}).await;
+    let c = &s.client;
+    let v = new_volume(c, block_req("b", 4 * MIB)).await;
+    let img = local::volume_data_path(&s.state_dir(), v.as_str(), true);
+    let _cleanup = DetachLoopsOf(img.clone());
+    let cap = VolumeCapability::block(AccessMode::SingleNodeWriter);
+    let (staging, target) = (s.path("staging"), s.path("dev"));
+    if !stage_block(c, &v, &staging, &cap).await {
+        return;
+    }
+    c.node_publish_volume(publish(&v, Some(&staging), &target, &cap, false))
+        .await
+        .unwrap();
+    let out = std::process::Command::new("losetup")
+        .arg("-j")
+        .arg(&img)
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+    let dev = listing.split_once(':').unwrap().0.to_string();
+    // Detached behind the plugin's back, and its number attached again to another file: by
+    // this test where the number is still free, else by whoever took it first.
+    let other = s.dir.path().join("other.img");
+    fs::File::create(&other).unwrap().set_len(MIB).unwrap();
+    let _other = DetachLoopsOf(other.clone());
+    run("losetup", &["-d".as_ref(), dev.as_ref()]);
+    assert!(eventually(|| loops_of(&img) == 0));
+    let _ = std::process::Command::new("losetup")
+        .arg(&dev)
+        .arg(&other)
+        .status();
+    let reused = loops_of(&other) == 1;
+    c.controller_expand_volume(ControllerExpandVolumeRequest {
+        volume_id: v.clone(),
+        capacity_range: CapacityRange::exactly(8 * MIB),
+        secrets: Secrets::default(),
+        volume_capability: Some(cap.clone()),
+    })
+    .await
+    .unwrap();
+    let e = c
+        .node_expand_volume(NodeExpandVolumeRequest {
+            volume_id: v.clone(),
+            volume_path: target.clone().into(),
+            capacity_range: Some(CapacityRange::exactly(8 * MIB)),
+            staging_target_path: Some(staging.clone()).into(),
+            volume_capability: Some(cap.clone()),
+            secrets: Secrets::default(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Internal, "{e}");
+    assert!(
+        e.to_string().contains(&dev) && e.to_string().contains("no longer serves its image"),
+        "{e}"
+    );
+    // Unpublish unmounts the stale node and leaves the number's new attachment be.
+    c.node_unpublish_volume(unpublish(&v, &target))
+        .await
+        .unwrap();
+    if reused {
+        assert_eq!(
+            loops_of(&other),
+            1,
+            "the other file's device stays attached"
+        );
+    }
+    c.node_unstage_volume(unstage(&v, &staging)).await.unwrap();
+}
