@@ -453,6 +453,25 @@ async fn stage_block(
     }
 }
 
+/// A served driver with a 4 MiB block volume staged at its path `staging`, the capability it
+/// was staged with, and a guard over its image that detaches the image's loop devices when
+/// dropped; `None` (after saying why) where mounts or loop devices cannot be had.
+async fn staged_block_volume(
+    test: &str,
+) -> Option<(Served, VolumeId, VolumeCapability, DetachLoopsOf)> {
+    if !can_mount(test) {
+        return None;
+    }
+    let s = Served::start(|_| {}).await;
+    let v = new_volume(&s.client, block_req("b", 4 * MIB)).await;
+    let loops = DetachLoopsOf(local::volume_data_path(&s.state_dir(), v.as_str(), true));
+    let cap = VolumeCapability::block(AccessMode::SingleNodeWriter);
+    if !stage_block(&s.client, &v, &s.path("staging"), &cap).await {
+        return None;
+    }
+    Some((s, v, cap, loops))
+}
+
 /// Grows the published block volume `v` to `bytes`: ControllerExpandVolume, then
 /// NodeExpandVolume at `target`. Returns whether the controller asked for the node step.
 async fn expand_block(
@@ -960,19 +979,13 @@ async fn a_mount_on_the_target_path_that_is_not_the_volumes_own_is_refused_and_l
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_block_publish_keeps_the_target_file_the_co_made() {
-    if !can_mount("a_failed_block_publish_keeps_the_target_file_the_co_made") {
+    let Some((s, v, cap, loops)) =
+        staged_block_volume("a_failed_block_publish_keeps_the_target_file_the_co_made").await
+    else {
         return;
-    }
-    let s = Served::start(|_| {}).await;
-    let c = &s.client;
-    let v = new_volume(c, block_req("b", 4 * MIB)).await;
-    let img = local::volume_data_path(&s.state_dir(), v.as_str(), true);
-    let _cleanup = DetachLoopsOf(img.clone());
-    let cap = VolumeCapability::block(AccessMode::SingleNodeWriter);
+    };
+    let (c, img) = (&s.client, loops.0.clone());
     let (staging, target) = (s.path("staging"), s.path("dev"));
-    if !stage_block(c, &v, &staging, &cap).await {
-        return;
-    }
     // The CO makes the target file, as kubelet does for a block volume.
     fs::write(target.as_path(), b"").unwrap();
     // The image out of the way: attaching it to a loop device fails.
@@ -1144,19 +1157,14 @@ fn foreign_file_bind_on(s: &Served, target: &Path) -> std::path::PathBuf {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_mount_on_a_block_target_that_is_not_the_volumes_own_is_refused_and_left_mounted() {
-    if !can_mount("a_mount_on_a_block_target_that_is_not_the_volumes_own_is_refused") {
+    let Some((s, v, cap, loops)) =
+        staged_block_volume("a_mount_on_a_block_target_that_is_not_the_volumes_own_is_refused")
+            .await
+    else {
         return;
-    }
-    let s = Served::start(|_| {}).await;
-    let c = &s.client;
-    let v = new_volume(c, block_req("b", 4 * MIB)).await;
-    let img = local::volume_data_path(&s.state_dir(), v.as_str(), true);
-    let _cleanup = DetachLoopsOf(img.clone());
-    let cap = VolumeCapability::block(AccessMode::SingleNodeWriter);
+    };
+    let (c, img) = (&s.client, loops.0.clone());
     let (staging, target) = (s.path("staging"), s.path("dev"));
-    if !stage_block(c, &v, &staging, &cap).await {
-        return;
-    }
     // The CO's target file with someone else's file bound on it, and no record.
     fs::write(target.as_path(), b"").unwrap();
     let file = target.as_path();
@@ -1375,19 +1383,14 @@ async fn paths_with_spaces_and_newlines_stage_publish_and_unpublish() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn node_expand_leaves_a_loop_number_that_now_serves_another_file_alone() {
-    if !can_mount("node_expand_leaves_a_loop_number_that_now_serves_another_file_alone") {
+    let Some((s, v, cap, loops)) =
+        staged_block_volume("node_expand_leaves_a_loop_number_that_now_serves_another_file_alone")
+            .await
+    else {
         return;
-    }
-    let s = Served::start(|_| {}).await;
-    let c = &s.client;
-    let v = new_volume(c, block_req("b", 4 * MIB)).await;
-    let img = local::volume_data_path(&s.state_dir(), v.as_str(), true);
-    let _cleanup = DetachLoopsOf(img.clone());
-    let cap = VolumeCapability::block(AccessMode::SingleNodeWriter);
+    };
+    let (c, img) = (&s.client, loops.0.clone());
     let (staging, target) = (s.path("staging"), s.path("dev"));
-    if !stage_block(c, &v, &staging, &cap).await {
-        return;
-    }
     c.node_publish_volume(publish(&v, Some(&staging), &target, &cap, false))
         .await
         .unwrap();
