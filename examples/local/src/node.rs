@@ -232,7 +232,20 @@ impl Inner {
             .published
             .get(self.cfg.node_id.as_str())
             .is_some_and(|p| p.readonly);
-        let readonly = req.readonly || controller_ro || read_only_mode(&req.volume_capability);
+        // The mount flags, checked before anything is made: a bind applies per-mount flags
+        // only, and an `ro` among them makes the publish read-only like `readonly` does (it
+        // counts as one for SINGLE_NODE_SINGLE_WRITER).
+        let flags = req
+            .volume_capability
+            .mount_options()
+            .map(|m| MountOptions::parse(&m.mount_flags))
+            .transpose()?
+            .unwrap_or_default();
+        flags.check_bindable()?;
+        let readonly = req.readonly
+            || controller_ro
+            || read_only_mode(&req.volume_capability)
+            || flags.is_read_only();
         // A publish is never looser than its stage: a volume staged with an access mode that
         // grants only read access is not published writable under another mode.
         if !readonly
@@ -352,12 +365,6 @@ impl Inner {
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && target.is_dir() => {}
                 Err(e) => return Err(io_err(format!("creating {}", target.display()), e)),
             }
-            let flags = req
-                .volume_capability
-                .mount_options()
-                .map(|m| MountOptions::parse(&m.mount_flags))
-                .transpose()?
-                .unwrap_or_default();
             csi_node::bind_mount(staging.as_path(), target, &flags, readonly).inspect_err(
                 |_| {
                     if created {

@@ -21,7 +21,7 @@ use csi_types::{
         NodeUnpublishVolumeRequest, NodeUnstageVolumeRequest, UsageUnit,
     },
     redact::Secrets,
-    types::{AccessMode, CapacityRange, Map, VolumeCapability},
+    types::{AccessMode, AccessType, CapacityRange, Map, VolumeCapability},
 };
 
 /// Whether something is mounted on `p`, from csi-node's reading of the mount table: byte for
@@ -1447,6 +1447,43 @@ async fn node_expand_leaves_a_loop_number_that_now_serves_another_file_alone() {
             1,
             "the other file's device stays attached"
         );
+    }
+    c.node_unstage_volume(unstage(&v, &staging)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_publish_made_read_only_by_its_mount_flags_is_no_writer() {
+    if !can_mount("a_publish_made_read_only_by_its_mount_flags_is_no_writer") {
+        return;
+    }
+    let s = Served::start(|_| {}).await;
+    let c = &s.client;
+    let cap = VolumeCapability::mount(AccessMode::SingleNodeSingleWriter);
+    let v = new_volume(c, req("v", MIB, cap.clone())).await;
+    let (staging, a, b) = (s.path("staging"), s.path("a"), s.path("b"));
+    c.node_stage_volume(stage(&v, &staging, &cap))
+        .await
+        .unwrap();
+    // Published at `a` with `ro` among its mount flags (readonly unset): a read-only bind.
+    let mut ro_flags = cap.clone();
+    if let AccessType::Mount(m) = &mut ro_flags.access_type {
+        m.mount_flags = vec!["ro".into(), "noatime".into()];
+    }
+    c.node_publish_volume(publish(&v, Some(&staging), &a, &ro_flags, false))
+        .await
+        .unwrap();
+    let err = fs::write(a.as_path().join("x"), b"x").unwrap_err();
+    assert_eq!(
+        err.raw_os_error(),
+        Some(rustix::io::Errno::ROFS.raw_os_error())
+    );
+    // So the one read-write publish SINGLE_NODE_SINGLE_WRITER allows is still to be had.
+    c.node_publish_volume(publish(&v, Some(&staging), &b, &cap, false))
+        .await
+        .unwrap();
+    fs::write(b.as_path().join("x"), b"x").unwrap();
+    for t in [&a, &b] {
+        c.node_unpublish_volume(unpublish(&v, t)).await.unwrap();
     }
     c.node_unstage_volume(unstage(&v, &staging)).await.unwrap();
 }
