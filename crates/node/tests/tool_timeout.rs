@@ -14,18 +14,12 @@ use csi_node::{AttachOptions, Error, FsType, LoopDevice, Tool};
 /// A script at `DIR/NAME` that records its pid and its grandchild's, then waits for the
 /// grandchild, a `sleep` of 30 seconds: longer than any test should take.
 fn hanging_script(dir: &Path, name: &str) -> std::path::PathBuf {
-    let script = dir.join(name);
     let pids = dir.join(format!("{name}.pids"));
-    fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\nsleep 30 &\necho \"$$ $!\" > '{}'\nwait\n",
-            pids.display()
-        ),
+    script(
+        dir,
+        name,
+        &format!("sleep 30 &\necho \"$$ $!\" > '{}'\nwait", pids.display()),
     )
-    .unwrap();
-    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
-    script
 }
 
 /// The pids `hanging_script` recorded: the script's and its grandchild's.
@@ -154,15 +148,38 @@ fn settings_are_per_tool_and_a_default_stays_until_set() {
     }
 }
 
-#[test]
-fn a_timeout_of_duration_max_is_no_limit_and_no_panic() {
-    let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("quick-mkfs");
-    fs::write(&script, "#!/bin/sh\necho formatted \"$@\"\n").unwrap();
+/// A script at `DIR/NAME` running `body`.
+fn script(dir: &Path, name: &str, body: &str) -> std::path::PathBuf {
+    let script = dir.join(name);
+    fs::write(&script, format!("#!/bin/sh\n{body}\n")).unwrap();
     fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}
+
+#[test]
+fn a_tool_that_writes_more_than_a_pipe_holds_is_read_whole() {
+    // mkfs.ext4 only: the other tests here change other tools.
+    let dir = tempfile::tempdir().unwrap();
     let image = dir.path().join("image");
     fs::write(&image, b"").unwrap();
-    Tool::MkfsExt4.set_program(&script);
+    // 300 kB on each stream, more than a pipe holds (64 kB): a runner that read only after
+    // the tool exited would wait for ever, here until the timeout.
+    Tool::MkfsExt4.set_program(script(
+        dir.path(),
+        "chatty-mkfs",
+        "head -c 300000 /dev/zero | tr '\\0' o\nhead -c 300000 /dev/zero | tr '\\0' e >&2\nexit 3",
+    ));
+    Tool::MkfsExt4.set_timeout(Duration::from_secs(120));
+    let err = csi_node::mkfs(&image, FsType::Ext4).unwrap_err();
+    let Error::Command { status, stderr, .. } = err else {
+        panic!("not the tool's own failure: {err}");
+    };
+    assert!(status.ends_with("exit status: 3"), "{status}");
+    assert_eq!(stderr.len(), 300_000);
+    assert!(stderr.bytes().all(|b| b == b'e'));
+
+    // A timeout of Duration::MAX is no limit, and no overflow.
+    Tool::MkfsExt4.set_program(script(dir.path(), "quick-mkfs", "echo formatted \"$@\""));
     Tool::MkfsExt4.set_timeout(Duration::MAX);
     csi_node::mkfs(&image, FsType::Ext4).unwrap();
 }
