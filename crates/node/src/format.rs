@@ -145,29 +145,11 @@ pub fn format_and_mount(
         }
         return Err(Error::AlreadyMounted {
             path: target.to_path_buf(),
-            mounted: format!(
-                "{} ({}{}, {})",
-                Path::new(&top.source).display(),
-                top.fs_type,
-                if top.root == Path::new("/") {
-                    String::new()
-                } else {
-                    format!(" at {}", top.root.display())
-                },
-                if top.read_only {
-                    "read-only"
-                } else {
-                    "read-write"
-                }
-            ),
+            mounted: crate::mount::describe(&top),
             wanted: format!(
                 "{} ({fs}, {})",
                 device.display(),
-                if options.is_read_only() {
-                    "read-only"
-                } else {
-                    "read-write"
-                }
+                crate::mount::mode(options.is_read_only())
             ),
         });
     }

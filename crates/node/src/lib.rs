@@ -25,7 +25,8 @@
 //! let device = Path::new("/dev/disk/by-id/virtio-pv-1");
 //! let staging = Path::new("/var/lib/kubelet/plugins/example/staging/pv-1");
 //! csi_node::format_and_mount(device, staging, FsType::Ext4, &MountOptions::default())?;
-//! // NodePublishVolume, read-only: a bind mount of the staging path, remounted read-only.
+//! // NodePublishVolume, read-only: a bind mount of the staging path, remounted read-only
+//! // (a retry does nothing).
 //! let target = Path::new("/var/lib/kubelet/pods/uid/volumes/kubernetes.io~csi/pv-1/mount");
 //! csi_node::bind_mount(staging, target, &MountOptions::parse(["noatime"])?, true)?;
 //! assert!(csi_node::is_mount_point(target)?);

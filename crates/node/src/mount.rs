@@ -496,6 +496,12 @@ pub(crate) fn mount_filesystem(
 /// so are a directory on a file and a file on a directory, naming both. On a failed remount the
 /// bind is undone.
 ///
+/// Idempotent, as NodePublishVolume must be: when `target` already shows `source` (a bind of
+/// it), read-only as asked or read-write as not, nothing is done. Any other mount on `target`
+/// (another source, the other mode, someone's tmpfs) is refused with [`Error::AlreadyMounted`],
+/// which names it; nothing is stacked over it. (The mode is all that is compared: a retry
+/// with other flags, such as `noexec`, finds the first bind and keeps it.)
+///
 /// A bind never loosens what the mount holding `source` restricts: where that mount is
 /// read-only, `nosuid`, `nodev` or `noexec`, so is the bind, whatever `options` say (a remount
 /// with flags would otherwise replace them, and a volume staged read-only would be published
@@ -536,6 +542,26 @@ pub fn bind_mount(
     if read_only {
         flags |= MountFlags::RDONLY;
     }
+    if let Some(top) = top_mount(target)? {
+        // A retry (kubelet retries NodePublishVolume) finds its bind there: nothing to do.
+        // Anything else there is not stacked on.
+        use std::os::unix::fs::MetadataExt;
+        let same_file = matches!(
+            (fs::metadata(source), fs::metadata(target)),
+            (Ok(s), Ok(t)) if (s.dev(), s.ino()) == (t.dev(), t.ino())
+        );
+        let source_ro = rustix::fs::statvfs(source)
+            .is_ok_and(|st| st.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY));
+        let wanted_ro = flags.contains(MountFlags::RDONLY) || source_ro;
+        if same_file && top.read_only == wanted_ro {
+            return Ok(());
+        }
+        return Err(Error::AlreadyMounted {
+            path: target.to_path_buf(),
+            mounted: describe(&top),
+            wanted: format!("a bind of {} ({})", source.display(), mode(wanted_ro)),
+        });
+    }
     rustix::mount::mount_bind(source, target).map_err(|e| {
         let missing = if source.exists() { target } else { source };
         Error::errno("bind mount", missing, e)
@@ -555,6 +581,27 @@ pub fn bind_mount(
         let _ = rustix::mount::unmount(target, UnmountFlags::empty());
     }
     remount
+}
+
+/// A mount as an error names it: source, filesystem type, the directory of it that is mounted
+/// (for a bind) and mode: `/dev/loop3 (ext4, read-write)`, `/dev/sda1 (ext4 at /srv, read-only)`.
+pub(crate) fn describe(m: &MountEntry) -> String {
+    format!(
+        "{} ({}{}, {})",
+        Path::new(&m.source).display(),
+        m.fs_type,
+        if m.root == Path::new("/") {
+            String::new()
+        } else {
+            format!(" at {}", m.root.display())
+        },
+        mode(m.read_only)
+    )
+}
+
+/// `read-only` or `read-write`.
+pub(crate) fn mode(read_only: bool) -> &'static str {
+    if read_only { "read-only" } else { "read-write" }
 }
 
 /// Refuses a mount target that is a symbolic link: `mount(2)` would follow it and mount on

@@ -1433,3 +1433,66 @@ fn an_image_file_or_a_file_target_is_refused_before_anything_is_formatted() {
     assert_eq!(csi_node::block_device_size(dev.path()).unwrap(), 32 << 20);
     assert!(dev.detach_and_wait(Duration::from_secs(30)).unwrap());
 }
+
+/// How many mounts are stacked on `p`.
+fn mounts_on(p: &Path) -> usize {
+    let p = fs::canonicalize(p).unwrap();
+    csi_node::mount_table()
+        .unwrap()
+        .iter()
+        .filter(|m| m.mount_point == p)
+        .count()
+}
+
+#[test]
+fn a_retried_bind_stacks_nothing_and_another_mount_is_never_bound_over() {
+    if unavailable(&["losetup"]).is_some() {
+        return;
+    }
+    let s = Scratch::new();
+    let (staging, target) = (s.dir("staging"), s.dir("target"));
+    fs::write(staging.join("ours"), b"ours").unwrap();
+    let opts = MountOptions::default();
+    // NodePublishVolume retried by the CO: one bind.
+    for _ in 0..3 {
+        csi_node::bind_mount(&staging, &target, &opts, true).unwrap();
+    }
+    assert_eq!(mounts_on(&target), 1);
+    // The other mode, or another source, is not what is there: refused, naming it.
+    let other = s.dir("other");
+    for (source, ro) in [(&staging, false), (&other, true)] {
+        let err = csi_node::bind_mount(source, &target, &opts, ro).unwrap_err();
+        assert!(matches!(err, Error::AlreadyMounted { .. }), "{err}");
+        assert!(err.to_string().contains("read-only"), "{err}");
+        assert_eq!(mounts_on(&target), 1);
+    }
+    assert_eq!(fs::read(target.join("ours")).unwrap(), b"ours");
+    csi_node::unmount_all(&target).unwrap();
+
+    // Someone's tmpfs on the target: never bound over.
+    rustix::mount::mount(
+        "tmpfs",
+        &target,
+        "tmpfs",
+        rustix::mount::MountFlags::empty(),
+        None,
+    )
+    .unwrap();
+    let err = csi_node::bind_mount(&staging, &target, &opts, false).unwrap_err();
+    assert!(err.to_string().contains("tmpfs"), "{err}");
+    assert_eq!(mounts_on(&target), 1);
+    assert!(!target.join("ours").exists());
+    csi_node::unmount_all(&target).unwrap();
+
+    // A block device on a file target, retried: one bind.
+    let image = s.image("disk.img", 1 << 20);
+    let dev = LoopDevice::attach(&image, false).unwrap();
+    let file = s.path("dev-target");
+    csi_node::create_file_target(&file).unwrap();
+    for _ in 0..2 {
+        csi_node::bind_mount(dev.path(), &file, &opts, false).unwrap();
+    }
+    assert_eq!(mounts_on(&file), 1);
+    csi_node::unmount_all(&file).unwrap();
+    assert!(dev.detach_and_wait(Duration::from_secs(30)).unwrap());
+}
