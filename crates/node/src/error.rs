@@ -52,6 +52,18 @@ pub enum Error {
         /// What was to be mounted there.
         wanted: String,
     },
+    /// A mount on the path that the caller did not make (see [`crate::unmount_own`]); it is
+    /// left mounted.
+    #[error(
+        "{path} has {mounted} mounted on it, which is none of the mounts this call removes; it \
+         is left mounted: whoever mounted it unmounts it, or use another path"
+    )]
+    ForeignMount {
+        /// The mount point.
+        path: PathBuf,
+        /// What is mounted there (source, filesystem type, mode).
+        mounted: String,
+    },
     /// A mount target that is a symbolic link: the mount would land on what it points to.
     #[error(
         "{path} is a symbolic link; nothing is mounted on it, as the mount would land on what it points to"
@@ -172,6 +184,7 @@ impl Error {
 /// | [`Unformatted`](Error::Unformatted) | FAILED_PRECONDITION | a read-only stage of a blank volume |
 /// | [`AlreadyMounted`](Error::AlreadyMounted) | ALREADY_EXISTS | the staging path has another volume or mode mounted ("Volume published but is incompatible", NodeStageVolume) |
 /// | [`NotMounted`](Error::NotMounted) | FAILED_PRECONDITION | e.g. growing an unmounted XFS |
+/// | [`ForeignMount`](Error::ForeignMount) | FAILED_PRECONDITION | someone else's mount is stacked on the path; the call cannot complete until it is gone |
 /// | [`SymbolicLink`](Error::SymbolicLink) | FAILED_PRECONDITION | a staging or target path that is a symbolic link |
 /// | [`UnsupportedFilesystem`](Error::UnsupportedFilesystem) | INVALID_ARGUMENT | names `volume_capability.mount.fs_type` |
 /// | [`MissingTool`](Error::MissingTool) | FAILED_PRECONDITION | a missing required dependency, as for Probe |
@@ -198,6 +211,7 @@ impl From<Error> for csi_types::CsiError {
             | Error::Unformatted { .. }
             | Error::NotMounted { .. }
             | Error::SymbolicLink { .. }
+            | Error::ForeignMount { .. }
             | Error::MissingTool { .. }
             | Error::Busy { .. }
             | Error::NotPermitted { .. } => CsiError::failed_precondition(e.to_string()),

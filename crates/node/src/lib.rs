@@ -33,9 +33,10 @@
 //! // NodeGetVolumeStats.
 //! let stats = csi_node::filesystem_stats(target)?;
 //! println!("{} of {} bytes free", stats.bytes_available, stats.bytes_total);
-//! // NodeUnpublishVolume and NodeUnstageVolume: idempotent, nothing mounted is not an error.
-//! csi_node::unmount_all(target)?;
-//! csi_node::unmount_all(staging)?;
+//! // NodeUnpublishVolume and NodeUnstageVolume: idempotent, nothing mounted is not an error;
+//! // only the plugin's own mounts come off (someone's stacked on them is refused and stays).
+//! csi_node::unmount_own(target, &[staging])?;
+//! csi_node::unmount_own(staging, &[device])?;
 //! # Ok(()) }
 //! ```
 //!
@@ -56,7 +57,7 @@ pub use format::{FsType, format_and_mount, mkfs, probe_filesystem, resize_filesy
 pub use loopdev::{AttachOptions, LoopDevice};
 pub use mount::{
     MountEntry, MountOptions, bind_mount, create_file_target, is_mount_point, lazy_unmount_under,
-    mount_table, mounts_under, release_under, remount_readonly, unmount, unmount_all,
+    mount_table, mounts_under, release_under, remount_readonly, unmount, unmount_all, unmount_own,
 };
 pub use stats::{FsStats, block_device_size, filesystem_stats};
 pub use tool::Tool;

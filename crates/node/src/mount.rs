@@ -678,8 +678,64 @@ pub fn unmount(target: &Path) -> Result<bool, Error> {
     }
 }
 
-/// Unmounts everything stacked on `target` (a bind stacked twice is unmounted twice). Not
-/// being mounted is not an error, so that unstage and unpublish stay idempotent.
+/// Unmounts from `target` the mounts this plugin made there, and nothing else: each mount
+/// stacked on `target`, the last first, that is one of `sources`' (a bind of one of them, so that
+/// `target` shows that very file, same device and inode; or, for a block device among
+/// `sources`, its filesystem mounted whole). The first mount that is not, someone else's
+/// stacked on the plugin's (an operator's tmpfs, another driver's volume), is refused with
+/// [`Error::ForeignMount`], which names it, and stays, with what is under it. Nothing mounted
+/// is not an error, so that unpublish and unstage stay idempotent. Returns how many mounts
+/// came off.
+///
+/// This is what NodeUnpublishVolume and NodeUnstageVolume want: [`unmount_all`] takes off
+/// whatever is stacked on the path, whoever mounted it.
+///
+/// ```no_run
+/// # use std::path::Path;
+/// # fn demo(staging: &Path, target: &Path) -> Result<(), csi_node::Error> {
+/// // NodeUnpublishVolume of a volume published by a bind of its staging path.
+/// csi_node::unmount_own(target, &[staging])?;
+/// # Ok(()) }
+/// ```
+pub fn unmount_own<P: AsRef<Path>>(target: &Path, sources: &[P]) -> Result<usize, Error> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let own = |top: &MountEntry| {
+        let shown = fs::metadata(target).ok();
+        sources.iter().any(|src| {
+            let Ok(m) = fs::metadata(src.as_ref()) else {
+                return false;
+            };
+            let same_file = shown
+                .as_ref()
+                .is_some_and(|t| (t.dev(), t.ino()) == (m.dev(), m.ino()));
+            let its_filesystem = m.file_type().is_block_device()
+                && top.root == Path::new("/")
+                && fs::canonicalize(src.as_ref()).is_ok_and(|d| top.is_from_device(&d));
+            same_file || its_filesystem
+        })
+    };
+    // Bounded like unmount_all: a bind stacked many times is unmounted as often.
+    for done in 0..64 {
+        let Some(top) = top_mount(target)? else {
+            return Ok(done);
+        };
+        if !own(&top) {
+            return Err(Error::ForeignMount {
+                path: target.to_path_buf(),
+                mounted: describe(&top),
+            });
+        }
+        unmount(target)?;
+    }
+    Err(Error::Busy {
+        path: target.to_path_buf(),
+        source: io::Error::other("still mounted after 64 unmounts"),
+    })
+}
+
+/// Unmounts everything stacked on `target` (a bind stacked twice is unmounted twice), whoever
+/// mounted it: see [`unmount_own`] for what a node plugin unmounts at unpublish and unstage.
+/// Not being mounted is not an error.
 pub fn unmount_all(target: &Path) -> Result<(), Error> {
     for _ in 0..64 {
         if !unmount(target)? {

@@ -1496,3 +1496,45 @@ fn a_retried_bind_stacks_nothing_and_another_mount_is_never_bound_over() {
     csi_node::unmount_all(&file).unwrap();
     assert!(dev.detach_and_wait(Duration::from_secs(30)).unwrap());
 }
+
+#[test]
+fn unmount_own_takes_off_the_plugins_mounts_and_leaves_one_stacked_on_them() {
+    if unavailable(&["blkid", "mkfs.ext4", "losetup"]).is_some() {
+        return;
+    }
+    let s = Scratch::new();
+    let image = s.image("disk.img", 32 << 20);
+    let dev = LoopDevice::attach(&image, false).unwrap();
+    let (staging, target) = (s.dir("staging"), s.dir("target"));
+    let opts = MountOptions::default();
+    csi_node::format_and_mount(dev.path(), &staging, FsType::Ext4, &opts).unwrap();
+    csi_node::bind_mount(&staging, &target, &opts, false).unwrap();
+    let tmpfs = |dir: &Path| {
+        rustix::mount::mount(
+            "tmpfs",
+            dir,
+            "tmpfs",
+            rustix::mount::MountFlags::empty(),
+            None,
+        )
+        .unwrap();
+        fs::write(dir.join("theirs"), b"keep").unwrap();
+    };
+    for (path, own) in [(&target, &staging), (&staging, &dev.path().to_path_buf())] {
+        // Someone's tmpfs stacked on the plugin's mount: refused, both stay.
+        tmpfs(path);
+        let err = csi_node::unmount_own(path, &[own]).unwrap_err();
+        assert!(matches!(err, Error::ForeignMount { .. }), "{err}");
+        assert!(err.to_string().contains("tmpfs"), "{err}");
+        let status = csi_types::CsiError::from(err);
+        assert_eq!(status.code(), csi_types::Code::FailedPrecondition);
+        assert_eq!(mounts_on(path), 2);
+        assert_eq!(fs::read(path.join("theirs")).unwrap(), b"keep");
+        csi_node::unmount(path).unwrap();
+        // Then the plugin's own comes off, once; a retry finds nothing to do.
+        assert_eq!(csi_node::unmount_own(path, &[own]).unwrap(), 1);
+        assert_eq!(csi_node::unmount_own(path, &[own]).unwrap(), 0);
+        assert_eq!(mounts_on(path), 0);
+    }
+    assert!(dev.detach_and_wait(Duration::from_secs(30)).unwrap());
+}
