@@ -741,7 +741,8 @@ fn unmount_own_publish_binds(
 
 /// Unmounts from `path` (given as `field`) the binds of one of the volume's own files `own`
 /// (`whose` describes them in the error) that are stacked there, top first: what a crash
-/// between a mount and the record of it leaves. A bind is known for ours by what it shows, one
+/// between a mount and the record of it leaves, or a publish or stage being undone. A bind is
+/// known for ours by what it shows ([`csi_node::unmount_own`]), one
 /// of `own` itself (same device and inode), not by its path. Any other mount there (another
 /// driver's volume, a tmpfs an operator mounted) is FAILED_PRECONDITION naming the field, the
 /// path and what is mounted on it, and stays mounted.
@@ -751,48 +752,15 @@ fn unmount_own_binds(
     own: &[std::path::PathBuf],
     whose: &str,
 ) -> Result<(), CsiError> {
-    use std::os::unix::fs::MetadataExt;
-    let ours = || {
-        let Ok(seen) = fs::metadata(path) else {
-            return false;
-        };
-        own.iter()
-            .any(|o| fs::metadata(o).is_ok_and(|o| (seen.dev(), seen.ino()) == (o.dev(), o.ino())))
-    };
-    // Bounded like csi_node::unmount_all: a bind stacked many times is unmounted as often.
-    for _ in 0..64 {
-        if !csi_node::is_mount_point(path)? {
-            return Ok(());
-        }
-        if !ours() {
-            let canonical = fs::canonicalize(path)
-                .map_err(|e| io_err(format!("resolving {}", path.display()), e))?;
-            let what = csi_node::mount_table()?
-                .into_iter()
-                .rev()
-                .find(|m| m.mount_point == canonical)
-                .map_or_else(
-                    || "a mount".to_string(),
-                    |m| {
-                        format!(
-                            "{} from {} (root {})",
-                            m.fs_type,
-                            Path::new(&m.source).display(),
-                            m.root.display()
-                        )
-                    },
-                );
-            return Err(CsiError::failed_precondition(format!(
-                "{field} {} has {what} mounted on it, which is not {whose} \
-                 and which this plugin did not mount; unmount it or use another path",
+    match csi_node::unmount_own(path, own) {
+        Ok(_) => Ok(()),
+        Err(csi_node::Error::ForeignMount { mounted, .. }) => {
+            Err(CsiError::failed_precondition(format!(
+                "{field} {} has {mounted} mounted on it, which is not {whose} and which this \
+                 plugin did not mount; unmount it or use another path",
                 path.display()
-            )));
+            )))
         }
-        csi_node::unmount(path)?;
+        Err(e) => Err(e.into()),
     }
-    Err(csi_node::Error::Busy {
-        path: path.to_path_buf(),
-        source: std::io::Error::other("still mounted after 64 unmounts"),
-    }
-    .into())
 }
