@@ -1431,6 +1431,9 @@ fn an_image_file_or_a_file_target_is_refused_before_anything_is_formatted() {
         "{err}"
     );
     assert_eq!(csi_node::block_device_size(dev.path()).unwrap(), 32 << 20);
+    // Nor is a device's "filesystem" the one its node lies on.
+    let err = csi_node::filesystem_stats(dev.path()).unwrap_err();
+    assert!(err.to_string().contains("block_device_size"), "{err}");
     assert!(dev.detach_and_wait(Duration::from_secs(30)).unwrap());
 }
 
