@@ -114,11 +114,21 @@ impl LoopDevice {
             cmd.arg(path_arg(file));
             cmd
         };
-        let path = match run(Tool::Losetup, &mut command(opts.direct_io)) {
+        // A losetup killed at its timeout may have attached the file already, and no one
+        // would know the device: what was not there before is detached again.
+        let before = LoopDevice::backed_by(file);
+        let attach = |direct_io: bool| {
+            run(Tool::Losetup, &mut command(direct_io)).inspect_err(|e| {
+                if matches!(e, Error::Timeout { .. }) {
+                    detach_new_attachments(file, &before);
+                }
+            })
+        };
+        let path = match attach(opts.direct_io) {
             Ok(p) => PathBuf::from(p),
             // An older losetup that fails the whole attach when direct I/O is refused.
             Err(e @ Error::Command { .. }) if opts.direct_io => {
-                let p = PathBuf::from(run(Tool::Losetup, &mut command(false))?);
+                let p = PathBuf::from(attach(false)?);
                 tracing::warn!(file = %file.display(), device = %p.display(), reason = %e,
                     "loop device attached with buffered I/O: losetup refused --direct-io=on");
                 p
@@ -323,6 +333,24 @@ impl LoopDevice {
             .filter(|(_, b)| b.starts_with(&dir))
             .map(|(d, _)| d)
             .collect()
+    }
+}
+
+/// Detaches the loop devices over `file` that are not among `before`: what a `losetup` killed
+/// at its timeout attached (best effort, logged). An attach still blocked in the kernel when
+/// the tool was killed may complete after this; it is then left, over `file`, for
+/// [`LoopDevice::backed_by`] to find.
+fn detach_new_attachments(file: &Path, before: &[LoopDevice]) {
+    for device in LoopDevice::backed_by(file) {
+        if before.contains(&device) {
+            continue;
+        }
+        match device.detach() {
+            Ok(()) => tracing::warn!(file = %file.display(), device = %device.path.display(),
+                "detached a loop device attached by a losetup that timed out"),
+            Err(e) => tracing::warn!(file = %file.display(), device = %device.path.display(),
+                error = %e, "could not detach a loop device attached by a losetup that timed out"),
+        }
     }
 }
 
