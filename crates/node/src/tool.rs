@@ -219,6 +219,14 @@ pub(crate) fn run(tool: Tool, cmd: &mut Command) -> Result<String, Error> {
         None => rx.recv().ok(),
     };
     let (Some(out), Some(err)) = (read(stdout), read(stderr)) else {
+        // What holds the pipes is left from the tool's group (a process it started and did not
+        // wait for): the group still exists while it does, so its id is still the tool's.
+        if let Some(pgid) = i32::try_from(child.id())
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+        }
         return Err(Error::Timeout {
             command: format!("{cmd:?}"),
             tool,

@@ -120,6 +120,21 @@ fn a_hung_mkfs_is_killed_and_named() {
     let image = dir.path().join("image");
     fs::write(&image, vec![0u8; 4096]).unwrap();
     assert_killed_on_timeout(Tool::MkfsXfs, || csi_node::mkfs(&image, FsType::Xfs));
+    // A tool that exits at once but leaves a process of its group holding its output: the
+    // output never ends, so the call ends at the timeout, and the leftover is killed too.
+    let pids = dir.path().join("leftover.pid");
+    Tool::MkfsXfs.set_program(script(
+        dir.path(),
+        "mkfs-leaves-a-child",
+        &format!("sleep 30 &\necho $! > '{}'\nexit 0", pids.display()),
+    ));
+    let err = csi_node::mkfs(&image, FsType::Xfs).unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err}");
+    let leftover: u32 = fs::read_to_string(&pids).unwrap().trim().parse().unwrap();
+    assert!(
+        eventually(|| dead(leftover)),
+        "the process {leftover} the tool left holding its output was not killed"
+    );
 }
 
 #[test]
