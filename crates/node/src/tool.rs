@@ -58,11 +58,14 @@ const UNSET: Setting = Setting {
     timeout: None,
 };
 
-static SETTINGS: RwLock<[Setting; Tool::ALL.len()]> = RwLock::new([UNSET; Tool::ALL.len()]);
+/// How many tools there are.
+const TOOLS: usize = Tool::ALL.len();
+
+static SETTINGS: RwLock<[Setting; TOOLS]> = RwLock::new([UNSET; TOOLS]);
 
 impl Tool {
-    /// Every tool.
-    pub const ALL: [Tool; 7] = [
+    /// Every tool (a slice, so that a tool added later changes no type).
+    pub const ALL: &'static [Tool] = &[
         Tool::Blkid,
         Tool::MkfsExt4,
         Tool::MkfsXfs,
@@ -142,12 +145,12 @@ impl Tool {
     }
 }
 
-fn settings() -> std::sync::RwLockReadGuard<'static, [Setting; Tool::ALL.len()]> {
+fn settings() -> std::sync::RwLockReadGuard<'static, [Setting; TOOLS]> {
     // The settings are plain values, whole after any write: a panic elsewhere spoils nothing.
     SETTINGS.read().unwrap_or_else(|e| e.into_inner())
 }
 
-fn settings_mut() -> std::sync::RwLockWriteGuard<'static, [Setting; Tool::ALL.len()]> {
+fn settings_mut() -> std::sync::RwLockWriteGuard<'static, [Setting; TOOLS]> {
     SETTINGS.write().unwrap_or_else(|e| e.into_inner())
 }
 

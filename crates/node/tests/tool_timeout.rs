@@ -177,7 +177,7 @@ fn settings_are_per_tool_and_a_default_stays_until_set() {
     Tool::E2fsck.set_timeout(Duration::from_secs(1234));
     assert_eq!(Tool::E2fsck.timeout(), Duration::from_secs(1234));
     assert_eq!(Tool::XfsGrowfs.timeout(), Tool::XfsGrowfs.default_timeout());
-    for tool in Tool::ALL {
+    for &tool in Tool::ALL {
         assert!(
             tool.default_timeout() >= Duration::from_secs(30),
             "{tool:?}"
