@@ -52,6 +52,18 @@ pub enum Error {
         /// What was to be mounted there.
         wanted: String,
     },
+    /// A mount on the path that the caller did not make (see [`crate::unmount_own`]); it is
+    /// left mounted.
+    #[error(
+        "{path} has {mounted} mounted on it, which is none of the mounts this call removes; it \
+         is left mounted: whoever mounted it unmounts it, or use another path"
+    )]
+    ForeignMount {
+        /// The mount point.
+        path: PathBuf,
+        /// What is mounted there (source, filesystem type, mode).
+        mounted: String,
+    },
     /// A mount target that is a symbolic link: the mount would land on what it points to.
     #[error(
         "{path} is a symbolic link; nothing is mounted on it, as the mount would land on what it points to"
@@ -104,6 +116,27 @@ pub enum Error {
         /// What it printed on standard error.
         stderr: String,
     },
+    /// A program ran longer than its timeout ([`crate::Tool::timeout`]) and was killed with its
+    /// process group: the device it works on is most likely hung.
+    #[error(
+        "`{command}` did not finish within {waited:.1?} and was killed (process group {pid}{}); \
+         the device it works on may be hung: check it and the kernel log (`dmesg`), then retry, \
+         or allow it longer with `Tool::{tool:?}.set_timeout`",
+        if *exited { "" } else { ", still blocked in the kernel" }
+    )]
+    Timeout {
+        /// The command line.
+        command: String,
+        /// The tool it ran.
+        tool: crate::Tool,
+        /// How long it ran before it was killed.
+        waited: std::time::Duration,
+        /// Its process id, which is also its process group's.
+        pid: u32,
+        /// Whether it has exited since (a process blocked in the kernel on a hung device dies
+        /// only once the kernel lets it go).
+        exited: bool,
+    },
     /// A system call failed.
     #[error("{op} {path}: {source}")]
     Io {
@@ -151,11 +184,13 @@ impl Error {
 /// | [`Unformatted`](Error::Unformatted) | FAILED_PRECONDITION | a read-only stage of a blank volume |
 /// | [`AlreadyMounted`](Error::AlreadyMounted) | ALREADY_EXISTS | the staging path has another volume or mode mounted ("Volume published but is incompatible", NodeStageVolume) |
 /// | [`NotMounted`](Error::NotMounted) | FAILED_PRECONDITION | e.g. growing an unmounted XFS |
+/// | [`ForeignMount`](Error::ForeignMount) | FAILED_PRECONDITION | someone else's mount is stacked on the path; the call cannot complete until it is gone |
 /// | [`SymbolicLink`](Error::SymbolicLink) | FAILED_PRECONDITION | a staging or target path that is a symbolic link |
 /// | [`UnsupportedFilesystem`](Error::UnsupportedFilesystem) | INVALID_ARGUMENT | names `volume_capability.mount.fs_type` |
 /// | [`MissingTool`](Error::MissingTool) | FAILED_PRECONDITION | a missing required dependency, as for Probe |
 /// | [`Busy`](Error::Busy) | FAILED_PRECONDITION | in use |
 /// | [`NotPermitted`](Error::NotPermitted) | FAILED_PRECONDITION | the plugin lacks the privilege to mount (a deployment error, not the volume's) |
+/// | [`Timeout`](Error::Timeout) | DEADLINE_EXCEEDED | a tool hung and was killed: the CO retries, and kubelet keeps the volume's state "uncertain" (the tool may have done part of its work) until a call succeeds |
 /// | [`Command`](Error::Command), [`Io`](Error::Io) | INTERNAL | the node could not do its part |
 #[cfg(feature = "csi")]
 impl From<Error> for csi_types::CsiError {
@@ -176,9 +211,11 @@ impl From<Error> for csi_types::CsiError {
             | Error::Unformatted { .. }
             | Error::NotMounted { .. }
             | Error::SymbolicLink { .. }
+            | Error::ForeignMount { .. }
             | Error::MissingTool { .. }
             | Error::Busy { .. }
             | Error::NotPermitted { .. } => CsiError::failed_precondition(e.to_string()),
+            Error::Timeout { .. } => CsiError::DeadlineExceeded(e.to_string()),
             Error::Command { .. } | Error::Io { .. } => CsiError::internal(e.to_string()),
         }
     }

@@ -2,11 +2,10 @@
 
 use std::fmt;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::str::FromStr;
 
 use crate::mount::{MountOptions, mount_filesystem};
-use crate::{Error, path_arg, run};
+use crate::{Error, Tool, path_arg, run};
 
 /// A filesystem the crate formats, mounts and grows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -56,9 +55,9 @@ pub fn probe_filesystem(device: &Path) -> Result<Option<String>, Error> {
             path: device.to_path_buf(),
         });
     }
-    let mut cmd = Command::new("blkid");
+    let mut cmd = Tool::Blkid.command();
     cmd.args(["-p", "-o", "export"]).arg(path_arg(device));
-    let out = match run(&mut cmd) {
+    let out = match run(Tool::Blkid, &mut cmd) {
         Ok(out) => out,
         // blkid's exit status 2: nothing was found on the device.
         Err(Error::Command { status, .. }) if status.ends_with("exit status: 2") => {
@@ -87,22 +86,19 @@ fn probed(export: &str) -> Option<String> {
 /// Formats `device` with `fs`, whatever is on it. Callers that must never destroy data use
 /// [`format_and_mount`], which formats only a blank device.
 pub fn mkfs(device: &Path, fs: FsType) -> Result<(), Error> {
-    let mut cmd = match fs {
+    let tool = match fs {
+        FsType::Ext4 => Tool::MkfsExt4,
+        FsType::Xfs => Tool::MkfsXfs,
+    };
+    let mut cmd = tool.command();
+    match fs {
         // Lazy inode-table and journal initialisation: a large volume is ready in a second and
         // the kernel finishes the work in the background.
-        FsType::Ext4 => {
-            let mut c = Command::new("mkfs.ext4");
-            c.args(["-q", "-F", "-E", "lazy_itable_init=1,lazy_journal_init=1"]);
-            c
-        }
-        FsType::Xfs => {
-            let mut c = Command::new("mkfs.xfs");
-            c.arg("-q");
-            c
-        }
+        FsType::Ext4 => cmd.args(["-q", "-F", "-E", "lazy_itable_init=1,lazy_journal_init=1"]),
+        FsType::Xfs => cmd.arg("-q"),
     };
-    cmd.arg(path_arg(device)).stdin(Stdio::null());
-    run(&mut cmd)?;
+    cmd.arg(path_arg(device));
+    run(tool, &mut cmd)?;
     tracing::info!(device = %device.display(), fs = %fs, "formatted");
     Ok(())
 }
@@ -112,6 +108,15 @@ pub fn mkfs(device: &Path, fs: FsType) -> Result<(), Error> {
 /// ([`Error::FilesystemMismatch`]), a blank one
 /// asked for read-only is refused ([`Error::Unformatted`]). `target` must exist and not be a
 /// symbolic link ([`Error::SymbolicLink`]), which is checked before anything is formatted.
+///
+/// `device` must be a block device (an image file is refused: attach it to a loop device) and
+/// `target` a directory; both are checked before anything is formatted.
+///
+/// `options`' filesystem data is checked with the kernel's parser before the device is probed
+/// or formatted ([`MountOptions::check_for_filesystem`]): an unknown option or a bad value
+/// formats nothing. An option that is well formed but does not fit the new filesystem is
+/// refused only by the mount, after the format: the device then holds an empty filesystem of
+/// `fs`, which a retry with other options mounts without formatting again.
 ///
 /// Idempotent, as NodeStageVolume must be: when `target` already has `device`'s `fs` mounted
 /// on it, read-only as `options` ask or read-write as they do not, nothing is done. Any other
@@ -140,32 +145,18 @@ pub fn format_and_mount(
         }
         return Err(Error::AlreadyMounted {
             path: target.to_path_buf(),
-            mounted: format!(
-                "{} ({}{}, {})",
-                Path::new(&top.source).display(),
-                top.fs_type,
-                if top.root == Path::new("/") {
-                    String::new()
-                } else {
-                    format!(" at {}", top.root.display())
-                },
-                if top.read_only {
-                    "read-only"
-                } else {
-                    "read-write"
-                }
-            ),
+            mounted: crate::mount::describe(&top),
             wanted: format!(
                 "{} ({fs}, {})",
                 device.display(),
-                if options.is_read_only() {
-                    "read-only"
-                } else {
-                    "read-write"
-                }
+                crate::mount::mode(options.is_read_only())
             ),
         });
     }
+    check_kinds(device, target)?;
+    // Options the kernel refuses are refused before the device is formatted: a retry with
+    // the options fixed then finds the device as it was.
+    options.check_for_filesystem(fs.as_str())?;
     match probe_filesystem(device)? {
         Some(found) if found == fs.as_str() => {}
         Some(found) => {
@@ -183,6 +174,52 @@ pub fn format_and_mount(
         None => mkfs(device, fs)?,
     }
     mount_filesystem(device, target, fs.as_str(), options)
+}
+
+/// Refuses, before anything is probed or formatted, a `device` that is not a block device and
+/// a `target` that is not a directory: `mount(2)` refuses either (`ENOTBLK`, `ENOTDIR`), but
+/// only after `mkfs` would have formatted the device (an image file given for a device is
+/// formatted whole).
+fn check_kinds(device: &Path, target: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::FileTypeExt;
+    let refuse = |op, path: &Path, rule: String| {
+        Err(Error::io(
+            op,
+            path,
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, rule),
+        ))
+    };
+    let d = std::fs::metadata(device).map_err(|e| Error::io("stat", device, e))?;
+    if !d.file_type().is_block_device() {
+        return refuse(
+            "format",
+            device,
+            format!(
+                "{} is {}, not a block device: a filesystem is made and mounted on a block \
+                 device (attach an image file to a loop device first, LoopDevice::attach)",
+                device.display(),
+                if d.is_dir() {
+                    "a directory"
+                } else if d.is_file() {
+                    "a regular file"
+                } else {
+                    "a special file"
+                }
+            ),
+        );
+    }
+    let t = std::fs::metadata(target).map_err(|e| Error::io("stat", target, e))?;
+    if !t.is_dir() {
+        return refuse(
+            "mount",
+            target,
+            format!(
+                "{} is not a directory: a filesystem is mounted on a directory",
+                target.display()
+            ),
+        );
+    }
+    Ok(())
 }
 
 /// Grows the filesystem on `device` to the device's size, after the device itself grew.
@@ -215,29 +252,31 @@ pub fn resize_filesystem(device: &Path) -> Result<(), Error> {
     let mount_point = mounts.into_iter().next().map(|m| m.mount_point);
     match (fs, mount_point) {
         (FsType::Ext4, Some(_)) => {
-            run(Command::new("resize2fs")
-                .arg(path_arg(device))
-                .stdin(Stdio::null()))?;
+            run(
+                Tool::Resize2fs,
+                Tool::Resize2fs.command().arg(path_arg(device)),
+            )?;
         }
         (FsType::Ext4, None) => {
             // e2fsck's exit status 1 means "errors corrected": the filesystem is fine now.
-            match run(Command::new("e2fsck")
-                .args(["-f", "-p"])
-                .arg(path_arg(device))
-                .stdin(Stdio::null()))
-            {
+            match run(
+                Tool::E2fsck,
+                Tool::E2fsck
+                    .command()
+                    .args(["-f", "-p"])
+                    .arg(path_arg(device)),
+            ) {
                 Ok(_) => {}
                 Err(Error::Command { status, .. }) if status.ends_with("exit status: 1") => {}
                 Err(e) => return Err(e),
             }
-            run(Command::new("resize2fs")
-                .arg(path_arg(device))
-                .stdin(Stdio::null()))?;
+            run(
+                Tool::Resize2fs,
+                Tool::Resize2fs.command().arg(path_arg(device)),
+            )?;
         }
         (FsType::Xfs, Some(mount_point)) => {
-            run(Command::new("xfs_growfs")
-                .arg(&mount_point)
-                .stdin(Stdio::null()))?;
+            run(Tool::XfsGrowfs, Tool::XfsGrowfs.command().arg(&mount_point))?;
         }
         (FsType::Xfs, None) => {
             return Err(Error::NotMounted {

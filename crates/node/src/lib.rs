@@ -11,7 +11,9 @@
 //!
 //! Mounts are made with the `mount(2)` system call (through `rustix`); formatting, probing and
 //! resizing run the standard tools (`blkid`, `mkfs.ext4`/`mkfs.xfs`, `resize2fs`/`xfs_growfs`,
-//! `losetup`), whose absence is reported as a missing dependency, never guessed around. Nothing
+//! `losetup`), whose absence is reported as a missing dependency, never guessed around. Each run
+//! is bounded by the tool's timeout ([`Tool`]): a tool still running when it passes (on a hung
+//! device) is killed with its process group, and the call fails with [`Error::Timeout`]. Nothing
 //! here formats a device that already holds a filesystem or a partition table.
 //!
 //! ```no_run
@@ -23,16 +25,18 @@
 //! let device = Path::new("/dev/disk/by-id/virtio-pv-1");
 //! let staging = Path::new("/var/lib/kubelet/plugins/example/staging/pv-1");
 //! csi_node::format_and_mount(device, staging, FsType::Ext4, &MountOptions::default())?;
-//! // NodePublishVolume, read-only: a bind mount of the staging path, remounted read-only.
+//! // NodePublishVolume, read-only: a bind mount of the staging path, remounted read-only
+//! // (a retry does nothing).
 //! let target = Path::new("/var/lib/kubelet/pods/uid/volumes/kubernetes.io~csi/pv-1/mount");
 //! csi_node::bind_mount(staging, target, &MountOptions::parse(["noatime"])?, true)?;
 //! assert!(csi_node::is_mount_point(target)?);
 //! // NodeGetVolumeStats.
 //! let stats = csi_node::filesystem_stats(target)?;
 //! println!("{} of {} bytes free", stats.bytes_available, stats.bytes_total);
-//! // NodeUnpublishVolume and NodeUnstageVolume: idempotent, nothing mounted is not an error.
-//! csi_node::unmount_all(target)?;
-//! csi_node::unmount_all(staging)?;
+//! // NodeUnpublishVolume and NodeUnstageVolume: idempotent, nothing mounted is not an error;
+//! // only the plugin's own mounts come off (someone's stacked on them is refused and stays).
+//! csi_node::unmount_own(target, &[staging])?;
+//! csi_node::unmount_own(staging, &[device])?;
 //! # Ok(()) }
 //! ```
 //!
@@ -45,6 +49,7 @@ mod format;
 mod loopdev;
 mod mount;
 mod stats;
+mod tool;
 
 pub use data::{allocated_bytes, copy_sparse, copy_tree, sync_filesystem};
 pub use error::Error;
@@ -52,38 +57,15 @@ pub use format::{FsType, format_and_mount, mkfs, probe_filesystem, resize_filesy
 pub use loopdev::{AttachOptions, LoopDevice};
 pub use mount::{
     MountEntry, MountOptions, bind_mount, create_file_target, is_mount_point, lazy_unmount_under,
-    mount_table, mounts_under, release_under, remount_readonly, unmount, unmount_all,
+    mount_table, mounts_under, release_under, remount_readonly, unmount, unmount_all, unmount_own,
 };
 pub use stats::{FsStats, block_device_size, filesystem_stats};
+pub use tool::Tool;
+pub(crate) use tool::run;
 
 /// Whether the effective user is root (mounts and loop devices need it).
 pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
-}
-
-/// Runs a command and returns its trimmed standard output; a failure names the command, its
-/// status and what it printed on standard error. A program that cannot be started is a missing
-/// dependency.
-pub(crate) fn run(cmd: &mut std::process::Command) -> Result<String, Error> {
-    let program = cmd.get_program().to_string_lossy().into_owned();
-    let out = cmd.output().map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            Error::MissingTool {
-                tool: program.clone(),
-            }
-        } else {
-            Error::io("run", std::path::PathBuf::from(&program), e)
-        }
-    })?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(Error::Command {
-            command: format!("{cmd:?}"),
-            status: out.status.to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
-    }
 }
 
 /// `path` as an argument of a command line: a relative path that begins with `-` (a file

@@ -19,9 +19,8 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use crate::{Error, path_arg, run};
+use crate::{Error, Tool, path_arg, run};
 
 /// How [`LoopDevice::attach_with`] attaches a file.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -55,7 +54,7 @@ impl LoopDevice {
                 tool: "/dev/loop-control (the `loop` kernel module)".into(),
             });
         }
-        run(Command::new("losetup").arg("--version")).map(|_| ())
+        run(Tool::Losetup, Tool::Losetup.command().arg("--version")).map(|_| ())
     }
 
     /// Attaches `file` to a free loop device (buffered I/O, the whole file).
@@ -98,7 +97,7 @@ impl LoopDevice {
             ));
         }
         let command = |direct_io: bool| {
-            let mut cmd = Command::new("losetup");
+            let mut cmd = Tool::Losetup.command();
             cmd.arg("-f").arg("--show");
             if opts.read_only {
                 cmd.arg("-r");
@@ -115,11 +114,21 @@ impl LoopDevice {
             cmd.arg(path_arg(file));
             cmd
         };
-        let path = match run(&mut command(opts.direct_io)) {
+        // A losetup killed at its timeout may have attached the file already, and no one
+        // would know the device: what was not there before is detached again.
+        let before = LoopDevice::backed_by(file);
+        let attach = |direct_io: bool| {
+            run(Tool::Losetup, &mut command(direct_io)).inspect_err(|e| {
+                if matches!(e, Error::Timeout { .. }) {
+                    detach_new_attachments(file, &before);
+                }
+            })
+        };
+        let path = match attach(opts.direct_io) {
             Ok(p) => PathBuf::from(p),
             // An older losetup that fails the whole attach when direct I/O is refused.
             Err(e @ Error::Command { .. }) if opts.direct_io => {
-                let p = PathBuf::from(run(&mut command(false))?);
+                let p = PathBuf::from(attach(false)?);
                 tracing::warn!(file = %file.display(), device = %p.display(), reason = %e,
                     "loop device attached with buffered I/O: losetup refused --direct-io=on");
                 p
@@ -224,7 +233,11 @@ impl LoopDevice {
 
     /// Makes the device see its backing file's new size (after an expansion).
     pub fn refresh(&self) -> Result<(), Error> {
-        run(Command::new("losetup").arg("-c").arg(path_arg(&self.path))).map(|_| ())
+        run(
+            Tool::Losetup,
+            Tool::Losetup.command().arg("-c").arg(path_arg(&self.path)),
+        )
+        .map(|_| ())
     }
 
     /// Detaches the device (the kernel defers it while the device is still open or mounted,
@@ -237,7 +250,11 @@ impl LoopDevice {
         if self.diskseq.is_some() && self.attached().is_none() {
             return Ok(());
         }
-        run(Command::new("losetup").arg("-d").arg(path_arg(&self.path))).map(|_| ())
+        run(
+            Tool::Losetup,
+            Tool::Losetup.command().arg("-d").arg(path_arg(&self.path)),
+        )
+        .map(|_| ())
     }
 
     /// Detaches the device and waits up to `timeout` for the kernel to let it go: the kernel
@@ -316,6 +333,24 @@ impl LoopDevice {
             .filter(|(_, b)| b.starts_with(&dir))
             .map(|(d, _)| d)
             .collect()
+    }
+}
+
+/// Detaches the loop devices over `file` that are not among `before`: what a `losetup` killed
+/// at its timeout attached (best effort, logged). An attach still blocked in the kernel when
+/// the tool was killed may complete after this; it is then left, over `file`, for
+/// [`LoopDevice::backed_by`] to find.
+fn detach_new_attachments(file: &Path, before: &[LoopDevice]) {
+    for device in LoopDevice::backed_by(file) {
+        if before.contains(&device) {
+            continue;
+        }
+        match device.detach() {
+            Ok(()) => tracing::warn!(file = %file.display(), device = %device.path.display(),
+                "detached a loop device attached by a losetup that timed out"),
+            Err(e) => tracing::warn!(file = %file.display(), device = %device.path.display(),
+                error = %e, "could not detach a loop device attached by a losetup that timed out"),
+        }
     }
 }
 

@@ -36,6 +36,10 @@ const FLAGS: &[(&str, Option<MountFlags>, Option<&str>)] = &[
     ("dirsync", Some(MountFlags::DIRSYNC), None),
 ];
 
+/// Superblock flags the kernel takes among a filesystem's options by name alone, ignoring any
+/// value (`vfs_parse_sb_flag` in fs/fs_context.c), besides those in [`FLAGS`].
+const KERNEL_SB_FLAGS: &[&str] = &["lazytime", "nolazytime", "mand", "nomand", "posixacl"];
+
 /// Mount options as a CSI `mount_flags` list carries them, sorted into per-mount flags and
 /// filesystem data.
 ///
@@ -120,7 +124,21 @@ impl MountOptions {
                         }
                         out.flags |= flag.unwrap_or(MountFlags::empty());
                     }
-                    None => out.data.push(option.to_string()),
+                    None => {
+                        // `ro=1` is no filesystem data: the kernel reads a superblock flag by
+                        // its name alone, value ignored, so `ro=0` would mount read-only while
+                        // these options said read-write.
+                        if let Some((key, _)) = option.split_once('=')
+                            && (FLAGS.iter().any(|(name, ..)| *name == key)
+                                || KERNEL_SB_FLAGS.contains(&key))
+                        {
+                            return Err(Error::BadMountOption {
+                                option: redacted(option),
+                                rule: format!("{key:?} is a flag and takes no value; give {key:?}"),
+                            });
+                        }
+                        out.data.push(option.to_string())
+                    }
                 }
             }
         }
@@ -156,6 +174,70 @@ impl MountOptions {
     /// ```
     pub fn check_bindable(&self) -> Result<(), Error> {
         self.bind_flags().map(|_| ())
+    }
+
+    /// Checks the filesystem data options (`discard`, `errors=remount-ro`, …) with the
+    /// kernel's own parser for `fs_type`, without a device and before anything is formatted or
+    /// mounted: each option is given to a new filesystem context (`fsopen(2)`, `fsconfig(2)`,
+    /// Linux 5.2 and later), as `mount(2)` gives it, and one the kernel refuses (an unknown
+    /// option, a value that is not one of the option's) is [`Error::BadMountOption`], with the
+    /// kernel's reason and without the option's value. [`crate::format_and_mount`] calls this
+    /// first, so that a bad option formats nothing.
+    ///
+    /// What it cannot tell: an option that is well formed but does not fit the filesystem on
+    /// the device (such as a `logbsize` that does not suit an XFS log, or a `journal_*` option
+    /// for an ext4 without a journal) is refused only by the mount itself. Where the kernel
+    /// has no `fsopen` (before Linux 5.2), or the filesystem still parses its options the
+    /// legacy way, nothing is checked here and the mount is the check.
+    ///
+    /// ```no_run
+    /// use csi_node::{Error, MountOptions};
+    /// let o = MountOptions::parse(["noatime", "errors=remount-ro"]).unwrap();
+    /// assert!(o.check_for_filesystem("ext4").is_ok());
+    /// let err = MountOptions::parse(["nosuchoption"]).unwrap().check_for_filesystem("ext4");
+    /// assert!(matches!(err, Err(Error::BadMountOption { .. })));
+    /// ```
+    pub fn check_for_filesystem(&self, fs_type: &str) -> Result<(), Error> {
+        use rustix::mount::{FsOpenFlags, fsconfig_set_flag, fsconfig_set_string, fsopen};
+        if self.data.is_empty() {
+            return Ok(());
+        }
+        // No filesystem context to be had (an older kernel, no such filesystem, no privilege):
+        // the mount checks the options itself, as it always did.
+        let Ok(fd) = fsopen(fs_type, FsOpenFlags::FSOPEN_CLOEXEC) else {
+            return Ok(());
+        };
+        for option in &self.data {
+            let set = match option.split_once('=') {
+                Some((key, value)) => fsconfig_set_string(&fd, key, value),
+                None => fsconfig_set_flag(&fd, option.as_str()),
+            };
+            match set {
+                Ok(()) => {}
+                Err(rustix::io::Errno::INVAL) => {
+                    // The kernel says why in the context's log ("e ext4: Unknown parameter
+                    // 'x'"); a value is hidden there as everywhere.
+                    let mut log = [0u8; 256];
+                    let why = rustix::io::read(&fd, &mut log)
+                        .ok()
+                        .map(|n| String::from_utf8_lossy(&log[..n]).trim().to_string())
+                        .map(|m| m.strip_prefix("e ").unwrap_or(&m).to_string())
+                        .map(|m| match option.split_once('=') {
+                            Some((_, value)) if !value.is_empty() => m.replace(value, "<hidden>"),
+                            _ => m,
+                        })
+                        .filter(|m| !m.is_empty())
+                        .unwrap_or_else(|| "invalid argument".into());
+                    return Err(Error::BadMountOption {
+                        option: redacted(option),
+                        rule: format!("the kernel's {fs_type} refuses it ({why})"),
+                    });
+                }
+                // Anything else is no verdict on the option: the mount will tell.
+                Err(_) => return Ok(()),
+            }
+        }
+        Ok(())
     }
 
     /// The options a bind mount can apply: per-mount flags only.
@@ -414,6 +496,12 @@ pub(crate) fn mount_filesystem(
 /// so are a directory on a file and a file on a directory, naming both. On a failed remount the
 /// bind is undone.
 ///
+/// Idempotent, as NodePublishVolume must be: when `target` already shows `source` (a bind of
+/// it), read-only as asked or read-write as not, nothing is done. Any other mount on `target`
+/// (another source, the other mode, someone's tmpfs) is refused with [`Error::AlreadyMounted`],
+/// which names it; nothing is stacked over it. (The mode is all that is compared: a retry
+/// with other flags, such as `noexec`, finds the first bind and keeps it.)
+///
 /// A bind never loosens what the mount holding `source` restricts: where that mount is
 /// read-only, `nosuid`, `nodev` or `noexec`, so is the bind, whatever `options` say (a remount
 /// with flags would otherwise replace them, and a volume staged read-only would be published
@@ -454,6 +542,26 @@ pub fn bind_mount(
     if read_only {
         flags |= MountFlags::RDONLY;
     }
+    if let Some(top) = top_mount(target)? {
+        // A retry (kubelet retries NodePublishVolume) finds its bind there: nothing to do.
+        // Anything else there is not stacked on.
+        use std::os::unix::fs::MetadataExt;
+        let same_file = matches!(
+            (fs::metadata(source), fs::metadata(target)),
+            (Ok(s), Ok(t)) if (s.dev(), s.ino()) == (t.dev(), t.ino())
+        );
+        let source_ro = rustix::fs::statvfs(source)
+            .is_ok_and(|st| st.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY));
+        let wanted_ro = flags.contains(MountFlags::RDONLY) || source_ro;
+        if same_file && top.read_only == wanted_ro {
+            return Ok(());
+        }
+        return Err(Error::AlreadyMounted {
+            path: target.to_path_buf(),
+            mounted: describe(&top),
+            wanted: format!("a bind of {} ({})", source.display(), mode(wanted_ro)),
+        });
+    }
     rustix::mount::mount_bind(source, target).map_err(|e| {
         let missing = if source.exists() { target } else { source };
         Error::errno("bind mount", missing, e)
@@ -473,6 +581,27 @@ pub fn bind_mount(
         let _ = rustix::mount::unmount(target, UnmountFlags::empty());
     }
     remount
+}
+
+/// A mount as an error names it: source, filesystem type, the directory of it that is mounted
+/// (for a bind) and mode: `/dev/loop3 (ext4, read-write)`, `/dev/sda1 (ext4 at /srv, read-only)`.
+pub(crate) fn describe(m: &MountEntry) -> String {
+    format!(
+        "{} ({}{}, {})",
+        Path::new(&m.source).display(),
+        m.fs_type,
+        if m.root == Path::new("/") {
+            String::new()
+        } else {
+            format!(" at {}", m.root.display())
+        },
+        mode(m.read_only)
+    )
+}
+
+/// `read-only` or `read-write`.
+pub(crate) fn mode(read_only: bool) -> &'static str {
+    if read_only { "read-only" } else { "read-write" }
 }
 
 /// Refuses a mount target that is a symbolic link: `mount(2)` would follow it and mount on
@@ -549,8 +678,64 @@ pub fn unmount(target: &Path) -> Result<bool, Error> {
     }
 }
 
-/// Unmounts everything stacked on `target` (a bind stacked twice is unmounted twice). Not
-/// being mounted is not an error, so that unstage and unpublish stay idempotent.
+/// Unmounts from `target` the mounts this plugin made there, and nothing else: each mount
+/// stacked on `target`, the last first, that is one of `sources`' (a bind of one of them, so that
+/// `target` shows that very file, same device and inode; or, for a block device among
+/// `sources`, its filesystem mounted whole). The first mount that is not, someone else's
+/// stacked on the plugin's (an operator's tmpfs, another driver's volume), is refused with
+/// [`Error::ForeignMount`], which names it, and stays, with what is under it. Nothing mounted
+/// is not an error, so that unpublish and unstage stay idempotent. Returns how many mounts
+/// came off.
+///
+/// This is what NodeUnpublishVolume and NodeUnstageVolume want: [`unmount_all`] takes off
+/// whatever is stacked on the path, whoever mounted it.
+///
+/// ```no_run
+/// # use std::path::Path;
+/// # fn demo(staging: &Path, target: &Path) -> Result<(), csi_node::Error> {
+/// // NodeUnpublishVolume of a volume published by a bind of its staging path.
+/// csi_node::unmount_own(target, &[staging])?;
+/// # Ok(()) }
+/// ```
+pub fn unmount_own<P: AsRef<Path>>(target: &Path, sources: &[P]) -> Result<usize, Error> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let own = |top: &MountEntry| {
+        let shown = fs::metadata(target).ok();
+        sources.iter().any(|src| {
+            let Ok(m) = fs::metadata(src.as_ref()) else {
+                return false;
+            };
+            let same_file = shown
+                .as_ref()
+                .is_some_and(|t| (t.dev(), t.ino()) == (m.dev(), m.ino()));
+            let its_filesystem = m.file_type().is_block_device()
+                && top.root == Path::new("/")
+                && fs::canonicalize(src.as_ref()).is_ok_and(|d| top.is_from_device(&d));
+            same_file || its_filesystem
+        })
+    };
+    // Bounded like unmount_all: a bind stacked many times is unmounted as often.
+    for done in 0..64 {
+        let Some(top) = top_mount(target)? else {
+            return Ok(done);
+        };
+        if !own(&top) {
+            return Err(Error::ForeignMount {
+                path: target.to_path_buf(),
+                mounted: describe(&top),
+            });
+        }
+        unmount(target)?;
+    }
+    Err(Error::Busy {
+        path: target.to_path_buf(),
+        source: io::Error::other("still mounted after 64 unmounts"),
+    })
+}
+
+/// Unmounts everything stacked on `target` (a bind stacked twice is unmounted twice), whoever
+/// mounted it: see [`unmount_own`] for what a node plugin unmounts at unpublish and unstage.
+/// Not being mounted is not an error.
 pub fn unmount_all(target: &Path) -> Result<(), Error> {
     for _ in 0..64 {
         if !unmount(target)? {
@@ -742,6 +927,30 @@ mod tests {
         assert_eq!(o.bind_flags().unwrap(), MountFlags::empty());
     }
 
+    #[test]
+    fn a_flag_given_a_value_is_refused_as_the_kernel_would_read_it_as_the_flag() {
+        for bad in [
+            "ro=0",
+            "rw=1",
+            "sync=no",
+            "noexec=",
+            "lazytime=off",
+            "posixacl=0",
+        ] {
+            let err = MountOptions::parse(["noatime", bad]).unwrap_err();
+            let key = bad.split('=').next().unwrap();
+            assert!(
+                matches!(&err, Error::BadMountOption { option, .. } if *option == format!("{key}=<hidden>")),
+                "{bad}: {err}"
+            );
+            assert!(err.to_string().contains("takes no value"), "{err}");
+        }
+        // A filesystem's own options with values stay data.
+        let o = MountOptions::parse(["errors=remount-ro", "rodata=1"]).unwrap();
+        assert_eq!(o.data(), ["errors=remount-ro", "rodata=1"]);
+        assert!(!o.is_read_only());
+    }
+
     use proptest::prelude::*;
 
     /// A path as the kernel writes it in mountinfo (`mangle` in fs/proc_namespace.c): space,
@@ -795,6 +1004,7 @@ mod tests {
                 proptest::prop_oneof![
                     proptest::sample::select(FLAGS.iter().map(|f| f.0.to_string()).collect::<Vec<_>>()),
                     "[a-z]{1,6}(=[a-z0-9]{1,4})?",
+                    "(ro|rw|sync|noexec|relatime|lazytime|posixacl)=[a-z0-9]{0,3}",
                 ],
                 0..8,
             ),
@@ -808,13 +1018,17 @@ mod tests {
                         if sa == sb && na != nb)
                 })
             });
+            let flag_with_value = picks.iter().any(|p| {
+                p.split_once('=')
+                    .is_some_and(|(k, _)| known(k).is_some() || KERNEL_SB_FLAGS.contains(&k))
+            });
             match MountOptions::parse(&entries) {
                 Err(e) => {
-                    prop_assert!(contradiction, "{entries:?}: {e}");
+                    prop_assert!(contradiction || flag_with_value, "{entries:?}: {e}");
                     prop_assert!(matches!(e, Error::BadMountOption { .. }), "{}", e);
                 }
                 Ok(o) => {
-                    prop_assert!(!contradiction, "{entries:?} accepted");
+                    prop_assert!(!contradiction && !flag_with_value, "{entries:?} accepted");
                     let data: Vec<&String> = picks.iter().filter(|p| known(p).is_none()).collect();
                     prop_assert_eq!(o.data().iter().collect::<Vec<_>>(), data);
                     let flags = picks

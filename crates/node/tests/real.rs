@@ -1347,3 +1347,197 @@ fn a_directory_on_a_file_or_a_device_on_a_directory_is_refused_naming_both() {
     }
     assert!(csi_node::mounts_under(s.0.path()).unwrap().is_empty());
 }
+
+#[test]
+fn a_mount_option_the_kernel_refuses_formats_nothing() {
+    if unavailable(&["blkid", "mkfs.ext4", "mkfs.xfs", "losetup"]).is_some() {
+        return;
+    }
+    for (fs_type, bad_value) in [
+        (FsType::Ext4, "errors=bogus"),
+        (FsType::Xfs, "logbufs=many"),
+    ] {
+        let s = Scratch::new();
+        let image = s.image("disk.img", 320 << 20);
+        let dev = LoopDevice::attach(&image, false).unwrap();
+        let staging = s.dir("staging");
+        for bad in [vec!["noatime", "nosuchoption"], vec![bad_value]] {
+            let opts = MountOptions::parse(&bad).unwrap();
+            let err = csi_node::format_and_mount(dev.path(), &staging, fs_type, &opts).unwrap_err();
+            let msg = err.to_string();
+            assert!(
+                matches!(&err, Error::BadMountOption { .. }),
+                "{fs_type} {bad:?}: {msg}"
+            );
+            let key = bad.last().unwrap().split('=').next().unwrap();
+            assert!(msg.contains(key), "{fs_type}: names the option: {msg}");
+            assert!(
+                !msg.contains("bogus") && !msg.contains("many"),
+                "{fs_type}: a value is never shown: {msg}"
+            );
+            // Nothing was formatted, nothing mounted: the device is as blank as it was.
+            assert_eq!(
+                csi_node::probe_filesystem(dev.path()).unwrap(),
+                None,
+                "{fs_type} {bad:?} formatted the device"
+            );
+            assert!(!csi_node::is_mount_point(&staging).unwrap());
+        }
+        // Options the kernel knows pass the check and the stage goes ahead.
+        let good = MountOptions::parse(["noatime", "discard"]).unwrap();
+        good.check_for_filesystem(fs_type.as_str()).unwrap();
+        csi_node::format_and_mount(dev.path(), &staging, fs_type, &good).unwrap();
+        assert!(csi_node::is_mount_point(&staging).unwrap());
+        csi_node::unmount_all(&staging).unwrap();
+        assert!(dev.detach_and_wait(Duration::from_secs(30)).unwrap());
+    }
+}
+
+#[test]
+fn an_image_file_or_a_file_target_is_refused_before_anything_is_formatted() {
+    if unavailable(&["blkid", "mkfs.ext4", "losetup"]).is_some() {
+        return;
+    }
+    let s = Scratch::new();
+    // A new user's first try: the image file itself for the device.
+    let image = s.image("disk.img", 32 << 20);
+    let staging = s.dir("staging");
+    let err = csi_node::format_and_mount(&image, &staging, FsType::Ext4, &MountOptions::default())
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("not a block device") && msg.contains("LoopDevice::attach"),
+        "{msg}"
+    );
+    assert_eq!(
+        csi_node::probe_filesystem(&image).unwrap(),
+        None,
+        "the image file was formatted"
+    );
+    assert!(!csi_node::is_mount_point(&staging).unwrap());
+    // A device and a staging path that is a file.
+    let dev = LoopDevice::attach(&image, false).unwrap();
+    let file = s.path("staging-file");
+    fs::write(&file, b"").unwrap();
+    let err = csi_node::format_and_mount(dev.path(), &file, FsType::Ext4, &MountOptions::default())
+        .unwrap_err();
+    assert!(err.to_string().contains("not a directory"), "{err}");
+    assert_eq!(csi_node::probe_filesystem(dev.path()).unwrap(), None);
+    // The size of a directory is no number at all.
+    let err = csi_node::block_device_size(&staging).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("neither a block device nor a regular file"),
+        "{err}"
+    );
+    assert_eq!(csi_node::block_device_size(dev.path()).unwrap(), 32 << 20);
+    // Nor is a device's "filesystem" the one its node lies on.
+    let err = csi_node::filesystem_stats(dev.path()).unwrap_err();
+    assert!(err.to_string().contains("block_device_size"), "{err}");
+    assert!(dev.detach_and_wait(Duration::from_secs(30)).unwrap());
+}
+
+/// How many mounts are stacked on `p`.
+fn mounts_on(p: &Path) -> usize {
+    let p = fs::canonicalize(p).unwrap();
+    csi_node::mount_table()
+        .unwrap()
+        .iter()
+        .filter(|m| m.mount_point == p)
+        .count()
+}
+
+#[test]
+fn a_retried_bind_stacks_nothing_and_another_mount_is_never_bound_over() {
+    if unavailable(&["losetup"]).is_some() {
+        return;
+    }
+    let s = Scratch::new();
+    let (staging, target) = (s.dir("staging"), s.dir("target"));
+    fs::write(staging.join("ours"), b"ours").unwrap();
+    let opts = MountOptions::default();
+    // NodePublishVolume retried by the CO: one bind.
+    for _ in 0..3 {
+        csi_node::bind_mount(&staging, &target, &opts, true).unwrap();
+    }
+    assert_eq!(mounts_on(&target), 1);
+    // The other mode, or another source, is not what is there: refused, naming it.
+    let other = s.dir("other");
+    for (source, ro) in [(&staging, false), (&other, true)] {
+        let err = csi_node::bind_mount(source, &target, &opts, ro).unwrap_err();
+        assert!(matches!(err, Error::AlreadyMounted { .. }), "{err}");
+        assert!(err.to_string().contains("read-only"), "{err}");
+        assert_eq!(mounts_on(&target), 1);
+    }
+    assert_eq!(fs::read(target.join("ours")).unwrap(), b"ours");
+    csi_node::unmount_all(&target).unwrap();
+
+    // Someone's tmpfs on the target: never bound over.
+    rustix::mount::mount(
+        "tmpfs",
+        &target,
+        "tmpfs",
+        rustix::mount::MountFlags::empty(),
+        None,
+    )
+    .unwrap();
+    let err = csi_node::bind_mount(&staging, &target, &opts, false).unwrap_err();
+    assert!(err.to_string().contains("tmpfs"), "{err}");
+    assert_eq!(mounts_on(&target), 1);
+    assert!(!target.join("ours").exists());
+    csi_node::unmount_all(&target).unwrap();
+
+    // A block device on a file target, retried: one bind.
+    let image = s.image("disk.img", 1 << 20);
+    let dev = LoopDevice::attach(&image, false).unwrap();
+    let file = s.path("dev-target");
+    csi_node::create_file_target(&file).unwrap();
+    for _ in 0..2 {
+        csi_node::bind_mount(dev.path(), &file, &opts, false).unwrap();
+    }
+    assert_eq!(mounts_on(&file), 1);
+    csi_node::unmount_all(&file).unwrap();
+    assert!(dev.detach_and_wait(Duration::from_secs(30)).unwrap());
+}
+
+#[test]
+fn unmount_own_takes_off_the_plugins_mounts_and_leaves_one_stacked_on_them() {
+    if unavailable(&["blkid", "mkfs.ext4", "losetup"]).is_some() {
+        return;
+    }
+    let s = Scratch::new();
+    let image = s.image("disk.img", 32 << 20);
+    let dev = LoopDevice::attach(&image, false).unwrap();
+    let (staging, target) = (s.dir("staging"), s.dir("target"));
+    let opts = MountOptions::default();
+    csi_node::format_and_mount(dev.path(), &staging, FsType::Ext4, &opts).unwrap();
+    csi_node::bind_mount(&staging, &target, &opts, false).unwrap();
+    let tmpfs = |dir: &Path| {
+        rustix::mount::mount(
+            "tmpfs",
+            dir,
+            "tmpfs",
+            rustix::mount::MountFlags::empty(),
+            None,
+        )
+        .unwrap();
+        fs::write(dir.join("theirs"), b"keep").unwrap();
+    };
+    for (path, own) in [(&target, &staging), (&staging, &dev.path().to_path_buf())] {
+        // Someone's tmpfs stacked on the plugin's mount: refused, both stay.
+        tmpfs(path);
+        let err = csi_node::unmount_own(path, &[own]).unwrap_err();
+        assert!(matches!(err, Error::ForeignMount { .. }), "{err}");
+        assert!(err.to_string().contains("tmpfs"), "{err}");
+        let status = csi_types::CsiError::from(err);
+        assert_eq!(status.code(), csi_types::Code::FailedPrecondition);
+        assert_eq!(mounts_on(path), 2);
+        assert_eq!(fs::read(path.join("theirs")).unwrap(), b"keep");
+        csi_node::unmount(path).unwrap();
+        // Then the plugin's own comes off, once; a retry finds nothing to do.
+        assert_eq!(csi_node::unmount_own(path, &[own]).unwrap(), 1);
+        assert_eq!(csi_node::unmount_own(path, &[own]).unwrap(), 0);
+        assert_eq!(mounts_on(path), 0);
+    }
+    assert!(dev.detach_and_wait(Duration::from_secs(30)).unwrap());
+}

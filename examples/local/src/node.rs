@@ -16,7 +16,11 @@
 //! (mount volume), or of its image or one of the image's loop devices (block
 //! volume), on a target. Another mount there (someone else's) is refused,
 //! naming the field, and left as it is. A failed publish removes only the
-//! target it made.
+//! target it made. Unpublish and unstage likewise unmount only the
+//! driver's own binds: a mount someone stacked on one is refused
+//! (FAILED_PRECONDITION, naming it) and stays, with the bind under it and a
+//! block volume's loop device, until its owner unmounts it and the CO
+//! retries.
 
 use std::fs;
 use std::path::Path;
@@ -37,6 +41,20 @@ use csi_types::{
 
 use crate::driver::{Inner, cap_rec, mismatch};
 use crate::state::{PublishRec, StageRec, io_err};
+
+/// The key a node path is recorded under: the path as the kernel reads it, without repeated or
+/// trailing `/` and `.` components, so that `/pods/p/mount/` and `/pods/p/mount` name one
+/// staging or publication (recorded apart, a retry under the other spelling unmounted the
+/// first bind as a leftover and recorded a second publication, which then kept the volume
+/// "still published" after its unpublish). A `..` is kept: what it names depends on the links
+/// before it.
+fn path_key(p: &csi_types::ids::NodePath) -> String {
+    Path::new(p.as_str())
+        .components()
+        .collect::<std::path::PathBuf>()
+        .to_string_lossy()
+        .into_owned()
+}
 
 fn not_found_volume(id: &str) -> CsiError {
     CsiError::not_found(format!("volume {id:?} does not exist"))
@@ -75,7 +93,7 @@ impl Inner {
             volume_id: id.to_string(),
             cap: cap_rec(&req.volume_capability),
         };
-        let key = req.staging_target_path.to_string();
+        let key = path_key(&req.staging_target_path);
         if let Some(existing) = store.state.staged.get(&key)
             && *existing != rec
         {
@@ -91,9 +109,8 @@ impl Inner {
         // mount and the record of it.
         store.mark_staged(id)?;
         if block {
-            LoopDevice::check_available().map_err(|e| {
-                CsiError::failed_precondition(format!("block volumes need loop devices: {e}"))
-            })?;
+            LoopDevice::check_available()
+                .map_err(|e| loop_error("block volumes need loop devices".into(), e))?;
         } else {
             check_target_kind("staging_target_path", staging, true, false)?;
             fs::create_dir_all(staging)
@@ -119,8 +136,9 @@ impl Inner {
         let mut next = store.state.clone();
         next.staged.insert(key, rec);
         if let Err(e) = store.commit(next) {
+            // The bind this call just made, and nothing stacked under it.
             if !block {
-                let _ = csi_node::unmount_all(staging);
+                let _ = csi_node::unmount(staging);
             }
             return Err(e);
         }
@@ -133,7 +151,7 @@ impl Inner {
         req: NodeUnstageVolumeRequest,
     ) -> Result<NodeUnstageVolumeResponse, CsiError> {
         let id = req.volume_id.as_str();
-        let key = req.staging_target_path.to_string();
+        let key = path_key(&req.staging_target_path);
         let staging = req.staging_target_path.as_path();
         let mut store = self.lock();
         let Some(block) = store
@@ -182,7 +200,7 @@ impl Inner {
     ) -> Result<NodePublishVolumeResponse, CsiError> {
         let id = req.volume_id.as_str();
         let target = req.target_path.as_path();
-        let key = req.target_path.to_string();
+        let key = path_key(&req.target_path);
         let mut store = self.lock();
         let v = store
             .state
@@ -194,16 +212,17 @@ impl Inner {
                 "staging_target_path is not set: this plugin has STAGE_UNSTAGE_VOLUME; call NodeStageVolume first",
             )
         })?;
-        if store
+        let Some(staged_mode) = store
             .state
             .staged
-            .get(staging.as_str())
-            .is_none_or(|s| s.volume_id != id)
-        {
+            .get(&path_key(staging))
+            .filter(|s| s.volume_id == id)
+            .map(|s| s.cap.mode.clone())
+        else {
             return Err(CsiError::failed_precondition(format!(
                 "volume {id} is not staged at {staging}; call NodeStageVolume first"
             )));
-        }
+        };
         if let Some(why) = mismatch(&req.volume_capability, v.block) {
             return Err(CsiError::failed_precondition(format!(
                 "cannot publish volume {id} with this capability: {why}"
@@ -213,12 +232,38 @@ impl Inner {
             .published
             .get(self.cfg.node_id.as_str())
             .is_some_and(|p| p.readonly);
-        let readonly = req.readonly || controller_ro || read_only_mode(&req.volume_capability);
+        // The mount flags, checked before anything is made: a bind applies per-mount flags
+        // only, and an `ro` among them makes the publish read-only like `readonly` does (it
+        // counts as one for SINGLE_NODE_SINGLE_WRITER).
+        let flags = req
+            .volume_capability
+            .mount_options()
+            .map(|m| MountOptions::parse(&m.mount_flags))
+            .transpose()?
+            .unwrap_or_default();
+        flags.check_bindable()?;
+        let readonly = req.readonly
+            || controller_ro
+            || read_only_mode(&req.volume_capability)
+            || flags.is_read_only();
+        // A publish is never looser than its stage: a volume staged with an access mode that
+        // grants only read access is not published writable under another mode.
+        if !readonly
+            && AccessMode::ALL
+                .into_iter()
+                .any(|m| format!("{m:?}") == staged_mode && m.is_read_only())
+        {
+            return Err(CsiError::failed_precondition(format!(
+                "volume {id} is staged at {staging} with access mode {staged_mode}, which grants \
+                 only read access; publish it with readonly set or a read-only access mode, or \
+                 stage it again with a writable one"
+            )));
+        }
         let wanted = PublishRec {
             volume_id: id.to_string(),
             cap: cap_rec(&req.volume_capability),
             readonly,
-            staging: staging.to_string(),
+            staging: path_key(staging),
             loop_device: None,
         };
         let same = |p: &PublishRec| {
@@ -262,24 +307,18 @@ impl Inner {
         // publish of this volume cut short by a crash leaves: a bind of the staging path (mount
         // volume), or of one of the image's loop devices or the image itself (block volume).
         // Anything else there (another driver's, an operator's tmpfs) is refused, untouched.
-        let own: Vec<std::path::PathBuf> = if block {
-            LoopDevice::backed_by(&data)
-                .iter()
-                .map(|d| d.path().to_path_buf())
-                .chain([data.clone()])
-                .collect()
-        } else {
-            vec![staging.as_path().to_path_buf(), data.clone()]
-        };
-        unmount_own_binds(
-            "target_path",
+        let recorded_device = store
+            .state
+            .published
+            .get(&key)
+            .and_then(|p| p.loop_device.clone());
+        unmount_own_publish_binds(
+            id,
             target,
-            &own,
-            &if block {
-                format!("volume {id}'s image or one of its loop devices")
-            } else {
-                format!("volume {id}'s staging path {staging}")
-            },
+            block,
+            &data,
+            staging.as_path(),
+            recorded_device.as_deref().map(Path::new),
         )?;
         // The target the CO made (kubelet makes a block volume's file) stays on a failed call:
         // only what this call makes is removed when it fails.
@@ -305,10 +344,10 @@ impl Inner {
                 if created {
                     let _ = fs::remove_file(target);
                 }
-                CsiError::failed_precondition(format!(
-                    "cannot attach {} to a loop device: {e}",
-                    data.display()
-                ))
+                loop_error(
+                    format!("cannot attach {} to a loop device", data.display()),
+                    e,
+                )
             })?;
             if let Err(e) =
                 csi_node::bind_mount(dev.path(), target, &MountOptions::default(), readonly)
@@ -326,12 +365,6 @@ impl Inner {
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && target.is_dir() => {}
                 Err(e) => return Err(io_err(format!("creating {}", target.display()), e)),
             }
-            let flags = req
-                .volume_capability
-                .mount_options()
-                .map(|m| MountOptions::parse(&m.mount_flags))
-                .transpose()?
-                .unwrap_or_default();
             csi_node::bind_mount(staging.as_path(), target, &flags, readonly).inspect_err(
                 |_| {
                     if created {
@@ -355,7 +388,7 @@ impl Inner {
         req: NodeUnpublishVolumeRequest,
     ) -> Result<NodeUnpublishVolumeResponse, CsiError> {
         let id = req.volume_id.as_str();
-        let key = req.target_path.to_string();
+        let key = path_key(&req.target_path);
         let target = req.target_path.as_path();
         let mut store = self.lock();
         let rec = match store.state.published.get(&key) {
@@ -367,11 +400,22 @@ impl Inner {
                 return Ok(NodeUnpublishVolumeResponse {});
             }
         };
-        csi_node::unmount_all(target)?;
+        // Only this publication's bind is unmounted: a mount someone stacked on it since is
+        // refused, and stays, as does the bind under it (and its loop device) until they
+        // unmount theirs and the CO retries.
+        let data = store.layout.volume_path(id, rec.cap.block);
+        unmount_own_publish_binds(
+            id,
+            target,
+            rec.cap.block,
+            &data,
+            Path::new(&rec.staging),
+            rec.loop_device.as_deref().map(Path::new),
+        )?;
         if let Some(dev) = &rec.loop_device {
             detach_if_ours(dev, &store.layout.volume_path(id, true));
         }
-        // Unmounted now (unmount_all returns only once nothing is mounted there): the target
+        // Unmounted now (nothing is left mounted there once the binds are gone): the target
         // is removed, as the spec asks of what the plugin made there, but a directory that
         // holds files (written after the unmount, or by the CO) is the CO's to clear (kubelet
         // removes the target directory itself). Refusing would fail every retry the same way.
@@ -410,7 +454,8 @@ impl Inner {
         let volume_path = req.volume_path.get()?;
         req.staging_target_path.get()?;
         let path = volume_path.as_path();
-        let key = volume_path.as_str();
+        let key = path_key(&volume_path);
+        let key = key.as_str();
         let published = store
             .state
             .published
@@ -447,7 +492,9 @@ impl Inner {
                 VolumeCondition::healthy(format!("{used} of {} bytes allocated", v.capacity))
             }
         } else {
-            let fs = csi_node::filesystem_stats(path)?;
+            // The volume's own directory, not the path: a path whose mount is gone (the
+            // condition below says so) shows the filesystem it lies on, someone else's.
+            let fs = csi_node::filesystem_stats(&data)?;
             usage.push(VolumeUsage {
                 unit: UsageUnit::Bytes,
                 total: v.capacity,
@@ -491,7 +538,8 @@ impl Inner {
         // Object-bound fields: checked once the volume is known to exist.
         let volume_path = req.volume_path.get()?;
         req.staging_target_path.get()?;
-        let key = volume_path.as_str();
+        let key = path_key(&volume_path);
+        let key = key.as_str();
         let published = store
             .state
             .published
@@ -527,13 +575,22 @@ impl Inner {
             }
         }
         if v.block {
-            // Every loop device of the volume learns the image's new size.
-            for p in store.state.published.values().filter(|p| p.volume_id == id) {
+            // Every loop device of the volume learns the image's new size; a recorded number
+            // that now serves another file (detached behind the plugin's back and attached
+            // again by anyone) is not this volume's, and is left alone.
+            let image = store.layout.volume_path(id, true);
+            for (target, p) in store
+                .state
+                .published
+                .iter()
+                .filter(|(_, p)| p.volume_id == id)
+            {
                 if let Some(dev) = &p.loop_device {
-                    LoopDevice::open(Path::new(dev))
+                    own_loop_device(dev, &image)
                         .ok_or_else(|| {
                             CsiError::internal(format!(
-                                "loop device {dev} of volume {id} is no longer attached"
+                                "loop device {dev} of volume {id} (published at {target}) no \
+                                 longer serves its image; unpublish and publish it again"
                             ))
                         })?
                         .refresh()?;
@@ -599,16 +656,32 @@ fn check_target_kind(
     }
 }
 
+/// A loop-device failure as FAILED_PRECONDITION, `what` first; but a `losetup` that hung and was
+/// killed ([`csi_node::Error::Timeout`]) keeps its DEADLINE_EXCEEDED, which the CO retries (the
+/// device may come back) and which kubelet takes for an uncertain outcome, not a final one.
+fn loop_error(what: String, e: csi_node::Error) -> CsiError {
+    if matches!(e, csi_node::Error::Timeout { .. }) {
+        return e.into();
+    }
+    CsiError::failed_precondition(format!("{what}: {e}"))
+}
+
+/// The loop device at `dev` if it still serves `image` (it may have been detached and its
+/// number attached again to another file since).
+fn own_loop_device(dev: &str, image: &Path) -> Option<LoopDevice> {
+    let device = LoopDevice::open(Path::new(dev))?;
+    device
+        .backing_file()
+        .is_some_and(|b| fs::canonicalize(image).is_ok_and(|i| i == b) || b == image)
+        .then_some(device)
+}
+
 /// Detaches a loop device if it still serves `image` (it may have been
 /// detached and reused since).
 fn detach_if_ours(dev: &str, image: &Path) {
-    let Some(device) = LoopDevice::open(Path::new(dev)) else {
-        return;
-    };
-    let ours = device
-        .backing_file()
-        .is_some_and(|b| fs::canonicalize(image).is_ok_and(|i| i == b) || b == image);
-    if ours && let Err(e) = device.detach() {
+    if let Some(device) = own_loop_device(dev, image)
+        && let Err(e) = device.detach()
+    {
         tracing::warn!(device = dev, error = %e, "could not detach loop device");
     }
 }
@@ -616,7 +689,9 @@ fn detach_if_ours(dev: &str, image: &Path) {
 /// Undoes a publish whose record could not be saved; the target itself is removed only where
 /// the publish `created` it.
 fn undo_publish(target: &Path, rec: &PublishRec, created: bool) {
-    let _ = csi_node::unmount_all(target);
+    // The bind the publish just made: the top mount, over nothing (the publish refused any
+    // other mount there).
+    let _ = csi_node::unmount(target);
     if let Some(dev) = &rec.loop_device
         && let Some(device) = LoopDevice::open(Path::new(dev))
     {
@@ -631,9 +706,43 @@ fn undo_publish(target: &Path, rec: &PublishRec, created: bool) {
     }
 }
 
+/// Unmounts from the publish target `target` the binds of volume `id` a publish makes there: of
+/// the staging path `staging` (or the volume's directory `data`) for a mount volume, of one of
+/// the image's loop devices (or the image `data` itself) for a block volume, and of the loop
+/// device `recorded` for this publication, whatever that number serves now (its node was bound
+/// there by this plugin). Anything else mounted there is refused as in [`unmount_own_binds`],
+/// and stays.
+fn unmount_own_publish_binds(
+    id: &str,
+    target: &Path,
+    block: bool,
+    data: &Path,
+    staging: &Path,
+    recorded: Option<&Path>,
+) -> Result<(), CsiError> {
+    let (own, whose): (Vec<std::path::PathBuf>, String) = if block {
+        (
+            LoopDevice::backed_by(data)
+                .iter()
+                .map(|d| d.path().to_path_buf())
+                .chain(recorded.map(Path::to_path_buf))
+                .chain([data.to_path_buf()])
+                .collect(),
+            format!("volume {id}'s image or one of its loop devices"),
+        )
+    } else {
+        (
+            vec![staging.to_path_buf(), data.to_path_buf()],
+            format!("volume {id}'s staging path {}", staging.display()),
+        )
+    };
+    unmount_own_binds("target_path", target, &own, &whose)
+}
+
 /// Unmounts from `path` (given as `field`) the binds of one of the volume's own files `own`
 /// (`whose` describes them in the error) that are stacked there, top first: what a crash
-/// between a mount and the record of it leaves. A bind is known for ours by what it shows, one
+/// between a mount and the record of it leaves, or a publish or stage being undone. A bind is
+/// known for ours by what it shows ([`csi_node::unmount_own`]), one
 /// of `own` itself (same device and inode), not by its path. Any other mount there (another
 /// driver's volume, a tmpfs an operator mounted) is FAILED_PRECONDITION naming the field, the
 /// path and what is mounted on it, and stays mounted.
@@ -643,48 +752,15 @@ fn unmount_own_binds(
     own: &[std::path::PathBuf],
     whose: &str,
 ) -> Result<(), CsiError> {
-    use std::os::unix::fs::MetadataExt;
-    let ours = || {
-        let Ok(seen) = fs::metadata(path) else {
-            return false;
-        };
-        own.iter()
-            .any(|o| fs::metadata(o).is_ok_and(|o| (seen.dev(), seen.ino()) == (o.dev(), o.ino())))
-    };
-    // Bounded like csi_node::unmount_all: a bind stacked many times is unmounted as often.
-    for _ in 0..64 {
-        if !csi_node::is_mount_point(path)? {
-            return Ok(());
-        }
-        if !ours() {
-            let canonical = fs::canonicalize(path)
-                .map_err(|e| io_err(format!("resolving {}", path.display()), e))?;
-            let what = csi_node::mount_table()?
-                .into_iter()
-                .rev()
-                .find(|m| m.mount_point == canonical)
-                .map_or_else(
-                    || "a mount".to_string(),
-                    |m| {
-                        format!(
-                            "{} from {} (root {})",
-                            m.fs_type,
-                            Path::new(&m.source).display(),
-                            m.root.display()
-                        )
-                    },
-                );
-            return Err(CsiError::failed_precondition(format!(
-                "{field} {} has {what} mounted on it, which is not {whose} \
-                 and which this plugin did not mount; unmount it or use another path",
+    match csi_node::unmount_own(path, own) {
+        Ok(_) => Ok(()),
+        Err(csi_node::Error::ForeignMount { mounted, .. }) => {
+            Err(CsiError::failed_precondition(format!(
+                "{field} {} has {mounted} mounted on it, which is not {whose} and which this \
+                 plugin did not mount; unmount it or use another path",
                 path.display()
-            )));
+            )))
         }
-        csi_node::unmount(path)?;
+        Err(e) => Err(e.into()),
     }
-    Err(csi_node::Error::Busy {
-        path: path.to_path_buf(),
-        source: std::io::Error::other("still mounted after 64 unmounts"),
-    }
-    .into())
 }

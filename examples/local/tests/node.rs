@@ -21,20 +21,19 @@ use csi_types::{
         NodeUnpublishVolumeRequest, NodeUnstageVolumeRequest, UsageUnit,
     },
     redact::Secrets,
-    types::{AccessMode, CapacityRange, Map, VolumeCapability},
+    types::{AccessMode, AccessType, CapacityRange, Map, VolumeCapability},
 };
 
-/// The mount table as text: read as bytes, since a mount point elsewhere on the host whose
-/// path is not UTF-8 (the csi-node tests make one) must not fail these tests.
-fn mountinfo() -> String {
-    String::from_utf8_lossy(&fs::read("/proc/self/mountinfo").unwrap()).into_owned()
-}
-
+/// Whether something is mounted on `p`, from csi-node's reading of the mount table: byte for
+/// byte, with the kernel's escapes of space, tab, newline and backslash undone, and a mount
+/// point elsewhere on the host whose path is not UTF-8 (the csi-node tests make one) spoils
+/// nothing.
 fn is_mounted(p: &Path) -> bool {
     let p = fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-    mountinfo()
-        .lines()
-        .any(|l| l.split(' ').nth(4).map(Path::new) == Some(p.as_path()))
+    csi_node::mount_table()
+        .unwrap()
+        .iter()
+        .any(|m| m.mount_point == p)
 }
 
 fn stage(v: &VolumeId, staging: &NodePath, cap: &VolumeCapability) -> NodeStageVolumeRequest {
@@ -454,6 +453,25 @@ async fn stage_block(
     }
 }
 
+/// A served driver with a 4 MiB block volume staged at its path `staging`, the capability it
+/// was staged with, and a guard over its image that detaches the image's loop devices when
+/// dropped; `None` (after saying why) where mounts or loop devices cannot be had.
+async fn staged_block_volume(
+    test: &str,
+) -> Option<(Served, VolumeId, VolumeCapability, DetachLoopsOf)> {
+    if !can_mount(test) {
+        return None;
+    }
+    let s = Served::start(|_| {}).await;
+    let v = new_volume(&s.client, block_req("b", 4 * MIB)).await;
+    let loops = DetachLoopsOf(local::volume_data_path(&s.state_dir(), v.as_str(), true));
+    let cap = VolumeCapability::block(AccessMode::SingleNodeWriter);
+    if !stage_block(&s.client, &v, &s.path("staging"), &cap).await {
+        return None;
+    }
+    Some((s, v, cap, loops))
+}
+
 /// Grows the published block volume `v` to `bytes`: ControllerExpandVolume, then
 /// NodeExpandVolume at `target`. Returns whether the controller asked for the node step.
 async fn expand_block(
@@ -768,13 +786,11 @@ async fn a_publish_cut_short_by_a_crash_is_redone_cleanly() {
     c.node_publish_volume(publish(&v, Some(&staging), &target, &cap, false))
         .await
         .unwrap();
-    let mounts = mountinfo();
-    let target_canon = fs::canonicalize(target.as_path()).unwrap();
-    let stacked = mounts
-        .lines()
-        .filter(|l| l.split(' ').nth(4).map(Path::new) == Some(target_canon.as_path()))
-        .count();
-    assert_eq!(stacked, 1, "the stale mount was replaced, not stacked on");
+    assert_eq!(
+        mounts_on(target.as_path()),
+        1,
+        "the stale mount was replaced, not stacked on"
+    );
     // Only the new publication's device serves the image: the stale one was
     // detached (the kernel may hand its number out again).
     assert!(
@@ -797,9 +813,10 @@ fn run(cmd: &str, args: &[&std::ffi::OsStr]) {
 /// How many mounts are stacked on `p`.
 fn mounts_on(p: &Path) -> usize {
     let p = fs::canonicalize(p).unwrap();
-    mountinfo()
-        .lines()
-        .filter(|l| l.split(' ').nth(4).map(Path::new) == Some(p.as_path()))
+    csi_node::mount_table()
+        .unwrap()
+        .iter()
+        .filter(|m| m.mount_point == p)
         .count()
 }
 
@@ -962,19 +979,13 @@ async fn a_mount_on_the_target_path_that_is_not_the_volumes_own_is_refused_and_l
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_block_publish_keeps_the_target_file_the_co_made() {
-    if !can_mount("a_failed_block_publish_keeps_the_target_file_the_co_made") {
+    let Some((s, v, cap, loops)) =
+        staged_block_volume("a_failed_block_publish_keeps_the_target_file_the_co_made").await
+    else {
         return;
-    }
-    let s = Served::start(|_| {}).await;
-    let c = &s.client;
-    let v = new_volume(c, block_req("b", 4 * MIB)).await;
-    let img = local::volume_data_path(&s.state_dir(), v.as_str(), true);
-    let _cleanup = DetachLoopsOf(img.clone());
-    let cap = VolumeCapability::block(AccessMode::SingleNodeWriter);
+    };
+    let (c, img) = (&s.client, loops.0.clone());
     let (staging, target) = (s.path("staging"), s.path("dev"));
-    if !stage_block(c, &v, &staging, &cap).await {
-        return;
-    }
     // The CO makes the target file, as kubelet does for a block volume.
     fs::write(target.as_path(), b"").unwrap();
     // The image out of the way: attaching it to a loop device fails.
@@ -1085,5 +1096,394 @@ async fn a_failed_mount_publish_keeps_the_target_directory_the_co_made() {
         target.as_path().is_dir(),
         "the target directory the CO made is still there"
     );
+    c.node_unstage_volume(unstage(&v, &staging)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unpublish_leaves_a_mount_stacked_on_the_target_by_someone_else() {
+    let Some((s, v, cap)) =
+        staged_mount_volume("unpublish_leaves_a_mount_stacked_on_the_target_by_someone_else").await
+    else {
+        return;
+    };
+    let c = &s.client;
+    let (staging, target) = (s.path("staging"), s.path("target"));
+    c.node_publish_volume(publish(&v, Some(&staging), &target, &cap, false))
+        .await
+        .unwrap();
+    let dir = target.as_path();
+    // An operator's tmpfs stacked on the published target.
+    operators_tmpfs_on(dir);
+    for _ in 0..2 {
+        let e = c
+            .node_unpublish_volume(unpublish(&v, &target))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("target_path") && msg.contains(target.as_str()) && msg.contains("tmpfs"),
+            "{msg}"
+        );
+        assert_eq!(mounts_on(dir), 2, "the tmpfs and the bind under it stay");
+        assert_eq!(fs::read(dir.join("theirs")).unwrap(), b"keep");
+    }
+    // Still published: unstaging is refused.
+    let e = c
+        .node_unstage_volume(unstage(&v, &staging))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
+    // Once they take theirs away, the retry unmounts the bind.
+    run("umount", &[dir.as_os_str()]);
+    c.node_unpublish_volume(unpublish(&v, &target))
+        .await
+        .unwrap();
+    assert!(!is_mounted(dir));
+    c.node_unstage_volume(unstage(&v, &staging)).await.unwrap();
+}
+
+/// A file of someone else's, bind-mounted on the block target file `target`, as another
+/// driver's device would be.
+fn foreign_file_bind_on(s: &Served, target: &Path) -> std::path::PathBuf {
+    let theirs = s.dir.path().join("theirs-device");
+    fs::write(&theirs, b"theirs").unwrap();
+    run(
+        "mount",
+        &["--bind".as_ref(), theirs.as_os_str(), target.as_os_str()],
+    );
+    theirs
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mount_on_a_block_target_that_is_not_the_volumes_own_is_refused_and_left_mounted() {
+    let Some((s, v, cap, loops)) =
+        staged_block_volume("a_mount_on_a_block_target_that_is_not_the_volumes_own_is_refused")
+            .await
+    else {
+        return;
+    };
+    let (c, img) = (&s.client, loops.0.clone());
+    let (staging, target) = (s.path("staging"), s.path("dev"));
+    // The CO's target file with someone else's file bound on it, and no record.
+    fs::write(target.as_path(), b"").unwrap();
+    let file = target.as_path();
+    foreign_file_bind_on(&s, file);
+    let e = c
+        .node_publish_volume(publish(&v, Some(&staging), &target, &cap, false))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("target_path") && msg.contains(target.as_str()),
+        "{msg}"
+    );
+    assert_eq!(mounts_on(file), 1, "their bind is still mounted");
+    assert_eq!(fs::read(file).unwrap(), b"theirs");
+    assert_eq!(
+        loops_of(&img),
+        0,
+        "nothing was attached for the refused publish"
+    );
+    run("umount", &[file.as_os_str()]);
+
+    // Published; then someone stacks theirs on it: unpublish leaves both, and the device.
+    c.node_publish_volume(publish(&v, Some(&staging), &target, &cap, false))
+        .await
+        .unwrap();
+    foreign_file_bind_on(&s, file);
+    let e = c
+        .node_unpublish_volume(unpublish(&v, &target))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
+    assert_eq!(
+        mounts_on(file),
+        2,
+        "their bind and the device's under it stay"
+    );
+    assert_eq!(fs::read(file).unwrap(), b"theirs");
+    assert_eq!(
+        loops_of(&img),
+        1,
+        "the device stays attached under their bind"
+    );
+    run("umount", &[file.as_os_str()]);
+    c.node_unpublish_volume(unpublish(&v, &target))
+        .await
+        .unwrap();
+    assert!(!is_mounted(file));
+    assert!(eventually(|| loops_of(&img) == 0), "the device is detached");
+    c.node_unstage_volume(unstage(&v, &staging)).await.unwrap();
+}
+
+/// `p` spelled with `suffix` after it (`/`, `//.`): the same directory for the kernel.
+fn spelled(p: &NodePath, suffix: &str) -> NodePath {
+    NodePath::new(format!("{}{suffix}", p.as_str())).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_path_spelled_two_ways_is_one_staging_and_one_publication() {
+    let Some((s, v, cap)) =
+        staged_mount_volume("one_path_spelled_two_ways_is_one_staging_and_one_publication").await
+    else {
+        return;
+    };
+    let c = &s.client;
+    let (staging, target) = (s.path("staging"), s.path("target"));
+    // The stage again, with a trailing slash: the same staging, nothing stacked.
+    c.node_stage_volume(stage(&v, &spelled(&staging, "/"), &cap))
+        .await
+        .unwrap();
+    assert_eq!(mounts_on(staging.as_path()), 1);
+    c.node_publish_volume(publish(&v, Some(&staging), &target, &cap, false))
+        .await
+        .unwrap();
+    // A retry under other spellings of both paths is the same publication.
+    c.node_publish_volume(publish(
+        &v,
+        Some(&spelled(&staging, "//.")),
+        &spelled(&target, "/"),
+        &cap,
+        false,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(mounts_on(target.as_path()), 1);
+    // Unpublished under a third spelling: unmounted, and nothing keeps the volume published.
+    c.node_unpublish_volume(unpublish(&v, &spelled(&target, "//")))
+        .await
+        .unwrap();
+    assert!(!is_mounted(target.as_path()));
+    c.node_unstage_volume(unstage(&v, &spelled(&staging, "/.")))
+        .await
+        .unwrap();
+    assert!(!is_mounted(staging.as_path()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_volume_staged_read_only_is_never_published_writable() {
+    if !can_mount("a_volume_staged_read_only_is_never_published_writable") {
+        return;
+    }
+    let s = Served::start(|_| {}).await;
+    let c = &s.client;
+    let v = new_volume(c, mount_req("v", MIB)).await;
+    let (staging, target) = (s.path("staging"), s.path("target"));
+    let reader = VolumeCapability::mount(AccessMode::SingleNodeReaderOnly);
+    c.node_stage_volume(stage(&v, &staging, &reader))
+        .await
+        .unwrap();
+    // Published under a writable access mode, without readonly: refused, nothing made.
+    let writer = VolumeCapability::mount(AccessMode::SingleNodeWriter);
+    let e = c
+        .node_publish_volume(publish(&v, Some(&staging), &target, &writer, false))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
+    assert!(e.to_string().contains("SingleNodeReaderOnly"), "{e}");
+    assert!(!target.as_path().exists());
+    // With readonly set it is published, read-only.
+    c.node_publish_volume(publish(&v, Some(&staging), &target, &writer, true))
+        .await
+        .unwrap();
+    let err = fs::write(target.as_path().join("x"), b"x").unwrap_err();
+    assert_eq!(
+        err.raw_os_error(),
+        Some(rustix::io::Errno::ROFS.raw_os_error())
+    );
+    c.node_unpublish_volume(unpublish(&v, &target))
+        .await
+        .unwrap();
+    c.node_unstage_volume(unstage(&v, &staging)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stats_of_a_target_whose_mount_is_gone_are_the_volumes_not_its_parents() {
+    let Some((s, v, cap)) =
+        staged_mount_volume("stats_of_a_target_whose_mount_is_gone_are_the_volumes").await
+    else {
+        return;
+    };
+    let c = &s.client;
+    // The target on a filesystem of its own, as kubelet's pod directories may be.
+    let pods = s.path("pods");
+    fs::create_dir(pods.as_path()).unwrap();
+    run(
+        "mount",
+        &[
+            "-t".as_ref(),
+            "tmpfs".as_ref(),
+            "tmpfs".as_ref(),
+            pods.as_path().as_os_str(),
+        ],
+    );
+    let target = spelled(&pods, "/target");
+    let staging = s.path("staging");
+    c.node_publish_volume(publish(&v, Some(&staging), &target, &cap, false))
+        .await
+        .unwrap();
+    let inodes = |st: &csi_types::node::NodeGetVolumeStatsResponse| {
+        st.usage
+            .iter()
+            .find(|u| u.unit == UsageUnit::Inodes)
+            .map(|u| u.total)
+            .unwrap()
+    };
+    let mounted = c.node_get_volume_stats(stats(&v, &target)).await.unwrap();
+    // The bind is taken away behind the plugin's back.
+    run("umount", &[target.as_path().as_os_str()]);
+    let gone = c.node_get_volume_stats(stats(&v, &target)).await.unwrap();
+    assert!(gone.volume_condition.as_ref().unwrap().abnormal);
+    assert_eq!(
+        inodes(&gone),
+        inodes(&mounted),
+        "the inodes are the volume's, not those of the tmpfs the target lies on"
+    );
+    c.node_unpublish_volume(unpublish(&v, &target))
+        .await
+        .unwrap();
+    c.node_unstage_volume(unstage(&v, &staging)).await.unwrap();
+    run("umount", &[pods.as_path().as_os_str()]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn paths_with_spaces_and_newlines_stage_publish_and_unpublish() {
+    if !can_mount("paths_with_spaces_and_newlines_stage_publish_and_unpublish") {
+        return;
+    }
+    let s = Served::start(|_| {}).await;
+    let c = &s.client;
+    let cap = VolumeCapability::mount(AccessMode::SingleNodeWriter);
+    let v = new_volume(c, mount_req("v", MIB)).await;
+    let (staging, target) = (s.path("staging dir\n1"), s.path("tar get\n\t\\x"));
+    for _ in 0..2 {
+        c.node_stage_volume(stage(&v, &staging, &cap))
+            .await
+            .unwrap();
+        c.node_publish_volume(publish(&v, Some(&staging), &target, &cap, false))
+            .await
+            .unwrap();
+    }
+    assert_eq!(mounts_on(staging.as_path()), 1);
+    assert_eq!(mounts_on(target.as_path()), 1);
+    fs::write(target.as_path().join("f"), b"x").unwrap();
+    assert!(staging.as_path().join("f").exists());
+    c.node_get_volume_stats(stats(&v, &target)).await.unwrap();
+    for _ in 0..2 {
+        c.node_unpublish_volume(unpublish(&v, &target))
+            .await
+            .unwrap();
+        c.node_unstage_volume(unstage(&v, &staging)).await.unwrap();
+    }
+    assert!(!target.as_path().exists());
+    assert!(!is_mounted(staging.as_path()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn node_expand_leaves_a_loop_number_that_now_serves_another_file_alone() {
+    let Some((s, v, cap, loops)) =
+        staged_block_volume("node_expand_leaves_a_loop_number_that_now_serves_another_file_alone")
+            .await
+    else {
+        return;
+    };
+    let (c, img) = (&s.client, loops.0.clone());
+    let (staging, target) = (s.path("staging"), s.path("dev"));
+    c.node_publish_volume(publish(&v, Some(&staging), &target, &cap, false))
+        .await
+        .unwrap();
+    let out = std::process::Command::new("losetup")
+        .arg("-j")
+        .arg(&img)
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+    let dev = listing.split_once(':').unwrap().0.to_string();
+    // Detached behind the plugin's back, and its number attached again to another file: by
+    // this test where the number is still free, else by whoever took it first.
+    let other = s.dir.path().join("other.img");
+    fs::File::create(&other).unwrap().set_len(MIB).unwrap();
+    let _other = DetachLoopsOf(other.clone());
+    run("losetup", &["-d".as_ref(), dev.as_ref()]);
+    assert!(eventually(|| loops_of(&img) == 0));
+    let _ = std::process::Command::new("losetup")
+        .arg(&dev)
+        .arg(&other)
+        .status();
+    let reused = loops_of(&other) == 1;
+    c.controller_expand_volume(ControllerExpandVolumeRequest {
+        volume_id: v.clone(),
+        capacity_range: CapacityRange::exactly(8 * MIB),
+        secrets: Secrets::default(),
+        volume_capability: Some(cap.clone()),
+    })
+    .await
+    .unwrap();
+    let e = c
+        .node_expand_volume(NodeExpandVolumeRequest {
+            volume_id: v.clone(),
+            volume_path: target.clone().into(),
+            capacity_range: Some(CapacityRange::exactly(8 * MIB)),
+            staging_target_path: Some(staging.clone()).into(),
+            volume_capability: Some(cap.clone()),
+            secrets: Secrets::default(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Internal, "{e}");
+    assert!(
+        e.to_string().contains(&dev) && e.to_string().contains("no longer serves its image"),
+        "{e}"
+    );
+    // Unpublish unmounts the stale node and leaves the number's new attachment be.
+    c.node_unpublish_volume(unpublish(&v, &target))
+        .await
+        .unwrap();
+    if reused {
+        assert_eq!(
+            loops_of(&other),
+            1,
+            "the other file's device stays attached"
+        );
+    }
+    c.node_unstage_volume(unstage(&v, &staging)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_publish_made_read_only_by_its_mount_flags_is_no_writer() {
+    if !can_mount("a_publish_made_read_only_by_its_mount_flags_is_no_writer") {
+        return;
+    }
+    let s = Served::start(|_| {}).await;
+    let c = &s.client;
+    let cap = VolumeCapability::mount(AccessMode::SingleNodeSingleWriter);
+    let v = new_volume(c, req("v", MIB, cap.clone())).await;
+    let (staging, a, b) = (s.path("staging"), s.path("a"), s.path("b"));
+    c.node_stage_volume(stage(&v, &staging, &cap))
+        .await
+        .unwrap();
+    // Published at `a` with `ro` among its mount flags (readonly unset): a read-only bind.
+    let mut ro_flags = cap.clone();
+    if let AccessType::Mount(m) = &mut ro_flags.access_type {
+        m.mount_flags = vec!["ro".into(), "noatime".into()];
+    }
+    c.node_publish_volume(publish(&v, Some(&staging), &a, &ro_flags, false))
+        .await
+        .unwrap();
+    let err = fs::write(a.as_path().join("x"), b"x").unwrap_err();
+    assert_eq!(
+        err.raw_os_error(),
+        Some(rustix::io::Errno::ROFS.raw_os_error())
+    );
+    // So the one read-write publish SINGLE_NODE_SINGLE_WRITER allows is still to be had.
+    c.node_publish_volume(publish(&v, Some(&staging), &b, &cap, false))
+        .await
+        .unwrap();
+    fs::write(b.as_path().join("x"), b"x").unwrap();
+    for t in [&a, &b] {
+        c.node_unpublish_volume(unpublish(&v, t)).await.unwrap();
+    }
     c.node_unstage_volume(unstage(&v, &staging)).await.unwrap();
 }

@@ -1,0 +1,288 @@
+//! The programs the crate runs (`blkid`, `mkfs.*`, `e2fsck`, `resize2fs`, `xfs_growfs`,
+//! `losetup`), each with a bounded wait.
+//!
+//! A tool that touches a hung device (a dead iSCSI path, a stuck NBD peer, a failing disk) can
+//! wait for it forever; a node plugin that waits with it blocks the RPC, and every later RPC that
+//! needs the same lock. Every run here is bounded by the tool's timeout ([`Tool::timeout`]):
+//! when it passes, the tool's whole process group is killed (`SIGKILL`) and the call returns
+//! [`Error::Timeout`], which names the command, the time waited and what to do.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+use crate::Error;
+
+/// A program the crate runs. Each has a timeout (a per-tool default, [`Tool::default_timeout`],
+/// which [`Tool::set_timeout`] changes for the whole process) and a program (its name, looked up
+/// in `PATH`, unless [`Tool::set_program`] gives another).
+///
+/// ```
+/// use std::time::Duration;
+/// use csi_node::Tool;
+/// // A node whose volumes are large: give mkfs.xfs (which discards every block) longer.
+/// Tool::MkfsXfs.set_timeout(Duration::from_secs(15 * 60));
+/// assert_eq!(Tool::MkfsXfs.timeout(), Duration::from_secs(15 * 60));
+/// assert_eq!(Tool::Blkid.timeout(), Tool::Blkid.default_timeout());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Tool {
+    /// `blkid`, which probes what a device holds.
+    Blkid,
+    /// `mkfs.ext4`.
+    MkfsExt4,
+    /// `mkfs.xfs`.
+    MkfsXfs,
+    /// `e2fsck`, run before an offline ext4 resize.
+    E2fsck,
+    /// `resize2fs`, which grows ext4.
+    Resize2fs,
+    /// `xfs_growfs`, which grows a mounted XFS.
+    XfsGrowfs,
+    /// `losetup`, which attaches, refreshes and detaches loop devices.
+    Losetup,
+}
+
+/// What [`Tool::set_timeout`] and [`Tool::set_program`] changed, by [`Tool::index`].
+#[derive(Clone)]
+struct Setting {
+    program: Option<PathBuf>,
+    timeout: Option<Duration>,
+}
+
+const UNSET: Setting = Setting {
+    program: None,
+    timeout: None,
+};
+
+/// How many tools there are.
+const TOOLS: usize = Tool::ALL.len();
+
+static SETTINGS: RwLock<[Setting; TOOLS]> = RwLock::new([UNSET; TOOLS]);
+
+impl Tool {
+    /// Every tool (a slice, so that a tool added later changes no type).
+    pub const ALL: &'static [Tool] = &[
+        Tool::Blkid,
+        Tool::MkfsExt4,
+        Tool::MkfsXfs,
+        Tool::E2fsck,
+        Tool::Resize2fs,
+        Tool::XfsGrowfs,
+        Tool::Losetup,
+    ];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The program's usual name (`mkfs.ext4`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Tool::Blkid => "blkid",
+            Tool::MkfsExt4 => "mkfs.ext4",
+            Tool::MkfsXfs => "mkfs.xfs",
+            Tool::E2fsck => "e2fsck",
+            Tool::Resize2fs => "resize2fs",
+            Tool::XfsGrowfs => "xfs_growfs",
+            Tool::Losetup => "losetup",
+        }
+    }
+
+    /// How long a run of the tool may take unless [`Tool::set_timeout`] said otherwise: 30
+    /// seconds for `blkid` and `losetup` (they read a superblock or make one ioctl, and take
+    /// milliseconds on a working device); 5 minutes for `mkfs.ext4` (lazy initialisation, so the
+    /// size matters little), `resize2fs` and `xfs_growfs`; 10 minutes for `mkfs.xfs` (it discards
+    /// every block first) and `e2fsck -f` (it reads all metadata).
+    pub fn default_timeout(self) -> Duration {
+        match self {
+            Tool::Blkid | Tool::Losetup => Duration::from_secs(30),
+            Tool::MkfsExt4 | Tool::Resize2fs | Tool::XfsGrowfs => Duration::from_secs(5 * 60),
+            Tool::MkfsXfs | Tool::E2fsck => Duration::from_secs(10 * 60),
+        }
+    }
+
+    /// How long a run of the tool may take now: what [`Tool::set_timeout`] last set, or else
+    /// [`Tool::default_timeout`].
+    pub fn timeout(self) -> Duration {
+        settings()[self.index()]
+            .timeout
+            .unwrap_or_else(|| self.default_timeout())
+    }
+
+    /// Sets how long every later run of the tool may take, in this whole process (a node
+    /// plugin sets it once at start, from its configuration). A run still going when it
+    /// passes is killed with its process group and fails with [`Error::Timeout`]. A zero
+    /// timeout kills every run at once: it fails every call that needs the tool;
+    /// `Duration::MAX` sets no limit.
+    pub fn set_timeout(self, timeout: Duration) {
+        settings_mut()[self.index()].timeout = Some(timeout);
+    }
+
+    /// The program run for the tool: what [`Tool::set_program`] last set, or else its
+    /// [`Tool::name`], looked up in `PATH`.
+    pub fn program(self) -> PathBuf {
+        settings()[self.index()]
+            .program
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(self.name()))
+    }
+
+    /// Runs `program` for the tool from now on, in this whole process: for a node image that
+    /// keeps its tools outside `PATH` (`/usr/local/sbin/mkfs.xfs` of a newer xfsprogs), or a
+    /// wrapper that runs them in the host's mount namespace (`nsenter`). The program is
+    /// called with the tool's own arguments.
+    pub fn set_program(self, program: impl Into<PathBuf>) {
+        settings_mut()[self.index()].program = Some(program.into());
+    }
+
+    /// A command that runs the tool's program.
+    pub(crate) fn command(self) -> Command {
+        Command::new(self.program())
+    }
+}
+
+fn settings() -> std::sync::RwLockReadGuard<'static, [Setting; TOOLS]> {
+    // The settings are plain values, whole after any write: a panic elsewhere spoils nothing.
+    SETTINGS.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn settings_mut() -> std::sync::RwLockWriteGuard<'static, [Setting; TOOLS]> {
+    SETTINGS.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs `cmd` (made by [`Tool::command`]) for at most the tool's timeout and returns its trimmed
+/// standard output; a failure names the command, its status and what it printed on standard
+/// error. A program that cannot be started is a missing dependency. The tool reads nothing
+/// (its standard input is `/dev/null`) and runs in a process group of its own, which is killed
+/// when the timeout passes.
+pub(crate) fn run(tool: Tool, cmd: &mut Command) -> Result<String, Error> {
+    use std::os::unix::process::CommandExt;
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let timeout = tool.timeout();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::MissingTool {
+                    tool: program.clone(),
+                }
+            } else {
+                Error::io("run", PathBuf::from(&program), e)
+            }
+        })?;
+    let started = Instant::now();
+    // A timeout too long for the clock (`Duration::MAX`, "no limit") is no deadline at all.
+    let deadline = started.checked_add(timeout);
+    // The pipes are drained while the tool runs, so that a tool that writes much never blocks
+    // on a full pipe; each reader ends when every process holding its pipe has.
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let timed_out = |child: std::process::Child| {
+        let pid = child.id();
+        let exited = kill_group(child);
+        Error::Timeout {
+            command: format!("{cmd:?}"),
+            tool,
+            waited: started.elapsed(),
+            pid,
+            exited,
+        }
+    };
+    let mut pause = Duration::from_millis(1);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) => {}
+            Err(e) => {
+                kill_group(child);
+                return Err(Error::io("wait for", PathBuf::from(&program), e));
+            }
+        }
+        let now = Instant::now();
+        let left = deadline.map_or(pause, |d| d.saturating_duration_since(now));
+        if left.is_zero() {
+            return Err(timed_out(child));
+        }
+        std::thread::sleep(pause.min(left));
+        pause = (pause * 2).min(Duration::from_millis(50));
+    };
+    // The tool has exited; what it left running in its group may still hold the pipes.
+    let read = |rx: std::sync::mpsc::Receiver<Vec<u8>>| match deadline {
+        Some(d) => rx
+            .recv_timeout(d.saturating_duration_since(Instant::now()))
+            .ok(),
+        None => rx.recv().ok(),
+    };
+    let (Some(out), Some(err)) = (read(stdout), read(stderr)) else {
+        // What holds the pipes is left from the tool's group (a process it started and did not
+        // wait for): the group still exists while it does, so its id is still the tool's.
+        if let Some(pgid) = i32::try_from(child.id())
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+        }
+        return Err(Error::Timeout {
+            command: format!("{cmd:?}"),
+            tool,
+            waited: started.elapsed(),
+            pid: child.id(),
+            exited: true,
+        });
+    };
+    if status.success() {
+        Ok(String::from_utf8_lossy(&out).trim().to_string())
+    } else {
+        Err(Error::Command {
+            command: format!("{cmd:?}"),
+            status: status.to_string(),
+            stderr: String::from_utf8_lossy(&err).trim().to_string(),
+        })
+    }
+}
+
+/// Reads `pipe` to its end on a thread of its own; the bytes arrive on the channel.
+fn drain(pipe: Option<impl Read + Send + 'static>) -> std::sync::mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(mut p) = pipe {
+            let _ = p.read_to_end(&mut buf);
+        }
+        let _ = tx.send(buf);
+    });
+    rx
+}
+
+/// Kills the process group that `child` leads (`SIGKILL` to every process in it) and reaps the
+/// child. Returns whether it has exited within a second: a process blocked in the kernel on a
+/// hung device (state `D`) dies only once the kernel lets go of it, and is then reaped by a
+/// thread left waiting for it, so that no zombie stays.
+fn kill_group(mut child: std::process::Child) -> bool {
+    if let Some(pid) = i32::try_from(child.id())
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    {
+        // The group's id is the child's pid (`process_group(0)`), and the child is not reaped
+        // yet, so the id names no one else's group.
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+    }
+    let _ = child.kill();
+    let grace = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < grace {
+        if let Ok(Some(_)) = child.try_wait() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::spawn(move || child.wait());
+    false
+}
