@@ -137,7 +137,14 @@ fn seq_of(id: &str) -> Option<u64> {
 impl Composer {
     /// Loads the store, rebuilds the pool and checks records against the
     /// inventory ([`Composer::reconcile_report`]).
+    ///
+    /// Refuses, with [`Error::Inventory`] and before reading the store, an
+    /// inventory a composer cannot serve ([`Inventory::check_can_serve`]:
+    /// no drive, or no server to attach a volume to); such a composer
+    /// would answer every create `RESOURCE_EXHAUSTED` and could never
+    /// publish.
     pub fn open(inv: Inventory, store: Arc<dyn Store>) -> Result<Composer, Error> {
+        inv.check_can_serve()?;
         let inv = Arc::new(inv);
         let st = store.load()?;
         let (pool, report) = Pool::build(inv.clone(), st.marks.clone(), &st.volumes)?;

@@ -481,11 +481,12 @@ impl Inventory {
     /// Whether a composer can serve this inventory: it needs at least one
     /// drive to place volumes on and at least one server to attach them to.
     /// [`Inventory::from_toml`] takes either alone (a fragment checked on
-    /// its own, a test's); a file a composer is to serve is checked with
-    /// this too, so that valid TOML that lacks them (an empty file, a
-    /// ConfigMap key mounted empty, a file without its `[[server]]`
-    /// entries) is refused at load rather than answering every create
-    /// `RESOURCE_EXHAUSTED`.
+    /// its own, a test's); [`Composer::open`](crate::Composer::open)
+    /// refuses an inventory this refuses, so that valid TOML that lacks
+    /// them (an empty file, a ConfigMap key mounted empty, a file without
+    /// its `[[server]]` entries) is refused at start rather than answering
+    /// every create `RESOURCE_EXHAUSTED`. Call it to check a file ahead of
+    /// time.
     ///
     /// ```
     /// use composer_core::Inventory;
