@@ -874,7 +874,6 @@ impl Composer {
                 )
             })
             .collect();
-        let eng = st.pool.engine();
         let mut devices: Vec<slice_alloc::DeviceId> = Vec::new();
         let mut available = 0u64;
         for (i, d) in self.inv.drives().iter().enumerate() {
@@ -899,12 +898,8 @@ impl Composer {
             }
             if p.kind == VolumeType::Slice {
                 devices.push(slice_alloc::DeviceId::new(i as u64));
-            } else {
-                let id = placement::DriveId::new(d.id.clone())
-                    .map_err(|e| Error::Internal(e.to_string()))?;
-                if eng.utilization(&id) == Some(0.0) {
-                    available += d.capacity;
-                }
+            } else if st.pool.drive_is_unused(i) {
+                available += d.capacity;
             }
         }
         let max = if p.kind == VolumeType::Slice {
