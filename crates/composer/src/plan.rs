@@ -413,11 +413,19 @@ impl Pool {
     /// every drive, and a lookup by id (a `String` made and hashed per
     /// drive) took most of a call's time at 100,000 drives.
     pub fn drive_is_unused(&self, i: u32) -> bool {
+        self.drive_free(i) == self.inv.drives()[i as usize].capacity
+    }
+
+    /// The bytes of drive `i` (an index of the inventory's drives) no
+    /// member of a volume takes, whole-drive or slice: placement's count.
+    /// (The slice allocator sees slices only: an SSD that a whole-drive
+    /// volume holds is all free there.)
+    pub fn drive_free(&self, i: u32) -> u64 {
         // The engine's drives are the inventory's, in its order
         // (`convert::placement_spec`); the pool never adds or removes one.
         let d = &self.engine.inventory().spec().drives[i as usize];
         debug_assert_eq!(d.id.as_str(), self.inv.drives()[i as usize].id);
-        d.free.0 == d.capacity.0
+        d.free.0
     }
 
     /// A server's health: the worse of the file's and its mark.

@@ -7,6 +7,9 @@
 //! the free capacity cannot, `RESOURCE_EXHAUSTED`). A report of 0 means
 //! no volume at all fits. The same in a topology segment (the site, a
 //! rack, a server, or one naming nothing), the create asking for it.
+//! `available_capacity` holds the maximum, and for slices is (but for
+//! crumbs under 1 MiB) 0 when no volume places: a mirror's legs lie in
+//! two enclosures, storage groups and switches, not on any two SSDs.
 //!
 //! 64 cases by default; set `COMPOSER_CORE_PROPTEST_CASES` for more.
 
@@ -219,7 +222,25 @@ proptest! {
             create_within(&c, name, p, bytes, segment.as_ref())
         };
         let max = match c.capacity(&p, segment.as_ref()) {
-            Ok(cap) => cap.maximum_volume_size,
+            Ok(cap) => {
+                // The largest volume is made of available bytes.
+                prop_assert!(
+                    cap.available >= cap.maximum_volume_size,
+                    "available {} below maximum_volume_size {} for {:?} in {:?}\n{}",
+                    cap.available, cap.maximum_volume_size, p, segment, toml
+                );
+                // Slices: when no slice (or mirror of two) of 1 MiB
+                // places, nothing is available but the crumbs under 1 MiB
+                // at the end of each SSD (at most 48 SSDs here).
+                if p["type"] == "slice" && cap.maximum_volume_size == 0 {
+                    prop_assert!(
+                        cap.available < 48 << 20,
+                        "available {} for {:?} in {:?}, but no volume places\n{}",
+                        cap.available, p, segment, toml
+                    );
+                }
+                cap.maximum_volume_size
+            }
             Err(e) => {
                 // Parameters refused by one are refused by the other.
                 prop_assert!(matches!(e, Error::Parameter { .. }), "{:?}", e);
@@ -401,4 +422,55 @@ fn available_in_a_segment_counts_what_its_servers_reach() {
     let r0 = Topology::new([("topology.composer.csi/rack", "r0")]).unwrap();
     let cap = c.capacity(&p, Some(&r0)).unwrap();
     assert_eq!((cap.available, cap.maximum_volume_size), (0, 0));
+}
+
+/// Shrunk from the property: a slice mirror over SSDs its separation
+/// does not let hold both legs. Before, half the free bytes of every SSD
+/// counted as available (the legs' separation ignored) while no mirror
+/// placed: 1 TB over two SSDs of one enclosure with `jbodResiliency=true`,
+/// 0.5 TB over one SSD (two legs never share a drive).
+#[test]
+fn a_slice_mirror_has_available_only_where_its_legs_may_lie() {
+    let c = two_ssds("[\"roce\"]");
+    let one_enclosure = params(&[
+        ("type", "slice"),
+        ("redundancy", "true"),
+        ("sgResiliency", "false"),
+    ]);
+    let cap = c.capacity(&one_enclosure, None).unwrap();
+    assert_eq!((cap.available, cap.maximum_volume_size), (0, 0));
+    // With best-effort enclosures, the two SSDs hold a mirror of ~1 TB.
+    let loose = params(&[
+        ("type", "slice"),
+        ("redundancy", "true"),
+        ("sgResiliency", "false"),
+        ("jbodResiliency", "false"),
+    ]);
+    let cap = c.capacity(&loose, None).unwrap();
+    assert!(cap.available >= cap.maximum_volume_size, "{cap:?}");
+    assert!(cap.maximum_volume_size > 900_000_000_000, "{cap:?}");
+    // One SSD: no mirror, whatever the separation.
+    let c = open(
+        "[[site]]\nid = \"dc1\"\n\n[[rack]]\nid = \"r0\"\nsite = \"dc1\"\n\n\
+         [[jbod]]\nid = \"r0-j0\"\nrack = \"r0\"\n\n\
+         [[jbod.drive]]\nkind = \"ssd\"\ncapacity = \"1 TB\"\n\n\
+         [[server]]\nid = \"r0-n1\"\nrack = \"r0\"\n",
+    );
+    let cap = c.capacity(&loose, None).unwrap();
+    assert_eq!((cap.available, cap.maximum_volume_size), (0, 0));
+}
+
+/// Shrunk from the property: SSDs a whole-drive volume holds. The slice
+/// allocator sees slices only, and before, their bytes counted as
+/// available for slices (2 TB here) while no slice placed.
+#[test]
+fn ssds_held_by_a_whole_drive_volume_are_no_slice_capacity() {
+    let c = two_ssds("[\"roce\"]");
+    // A stripe over both SSDs.
+    create(&c, "stripe", &params(&[("type", "ssd")]), 1_500_000_000_000).unwrap();
+    let slice = params(&[("type", "slice")]);
+    let cap = c.capacity(&slice, None).unwrap();
+    assert_eq!((cap.available, cap.maximum_volume_size), (0, 0));
+    let e = create(&c, "v", &slice, 1 << 30).unwrap_err();
+    assert!(matches!(e, Error::Exhausted(_)), "{e}");
 }
