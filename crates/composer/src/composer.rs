@@ -829,6 +829,7 @@ impl Composer {
         let p = Parameters::parse(parameters)?;
         // What a create of this class would refuse has no capacity either.
         Parameters::check_new(parameters)?;
+        self.inv.check_names(&p)?;
         // A create accessible from the segment asks for it as requisite.
         let within = topology.map(|t| TopologyRequirement {
             requisite: vec![t.clone()],

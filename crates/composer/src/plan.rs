@@ -468,14 +468,7 @@ impl Pool {
                 p.min_volume_size.map_or("unset".into(), human)
             )));
         }
-        for g in &p.storage_groups {
-            if !self.inv.file().storage_groups.iter().any(|s| &s.id == g) {
-                return Err(Error::Parameter {
-                    key: "storageGroup".into(),
-                    rule: format!("unknown storage group '{g}'"),
-                });
-            }
-        }
+        self.inv.check_names(p)?;
         // The device holds the volume and the node's header (LUKS2).
         let overhead = p.device_overhead();
         let need = want.saturating_add(overhead);

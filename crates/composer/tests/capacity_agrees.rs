@@ -474,3 +474,29 @@ fn ssds_held_by_a_whole_drive_volume_are_no_slice_capacity() {
     let e = create(&c, "v", &slice, 1 << 30).unwrap_err();
     assert!(matches!(e, Error::Exhausted(_)), "{e}");
 }
+
+/// A class naming a storage group the inventory lacks (a typo) is refused
+/// by GetCapacity as by CreateVolume, naming the key and the groups there
+/// are. Before, GetCapacity answered 0 bytes: a CO saw a class with no
+/// room, not a mistake to fix.
+#[test]
+fn an_unknown_storage_group_is_refused_by_both() {
+    let c = open(&inventory_toml(&[Rack {
+        group: 1,
+        switch: true,
+        jbods: vec![Jbod {
+            drives: vec![(2, true, 1)],
+        }],
+        server_transports: 1,
+    }]));
+    let p = params(&[("storageGroup", "sg-typo")]);
+    let says = "parameters[\"storageGroup\"]: unknown storage group 'sg-typo' (the inventory's: sg-a, sg-b)";
+    let e = c.capacity(&p, None).unwrap_err();
+    assert!(matches!(e, Error::Parameter { .. }), "{e:?}");
+    assert_eq!(e.to_string(), says);
+    let e = create(&c, "v", &p, 1 << 30).unwrap_err();
+    assert_eq!(e.to_string(), says);
+    // A group that exists has capacity.
+    let p = params(&[("storageGroup", "sg-a")]);
+    assert!(c.capacity(&p, None).unwrap().maximum_volume_size > 0);
+}
