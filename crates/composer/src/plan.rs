@@ -519,9 +519,25 @@ impl Pool {
         }
         let sites = convert::candidate_sites(&self.inv, req.topology);
         if sites.is_empty() {
-            return Err(Error::Exhausted(
-                "no site of the inventory matches the accessibility requirements (topology keys: topology.composer.csi/site, /rack, /server)".into(),
-            ));
+            // Each requisite segment with why it names nothing here.
+            let why: Vec<String> = req
+                .topology
+                .map(|t| {
+                    t.requisite
+                        .iter()
+                        .chain(&t.preferred)
+                        .filter_map(|s| convert::resolve_segment(&self.inv, s).err())
+                        .collect()
+                })
+                .unwrap_or_default();
+            return Err(Error::Exhausted(format!(
+                "accessibility_requirements: no segment names a site, rack or server of the inventory{}",
+                if why.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", why.join("; "))
+                }
+            )));
         }
         // The most telling failure: the attempt whose filters left the most
         // drives (the first of equals: the fastest transport, the smallest layout).
