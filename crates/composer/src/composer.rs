@@ -1217,7 +1217,7 @@ impl<'a> LegRules<'a> {
     /// hold the two legs (0 when no two may): the bytes of the first drive,
     /// largest first, apart from one before it. Reorders `items`.
     fn largest_pair(&self, items: &mut [(u32, u64)]) -> u64 {
-        items.sort_unstable_by(|a, b| b.1.cmp(&a.1));
+        items.sort_unstable_by_key(|x| std::cmp::Reverse(x.1));
         // One drive per enclosure seen: `apart` depends on enclosures only.
         let mut seen: Vec<u32> = Vec::new();
         let mut jbods: HashSet<u32> = HashSet::new();
