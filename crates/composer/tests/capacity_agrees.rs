@@ -196,74 +196,165 @@ proptest! {
         p in parameters(),
         within in (0u8..5, 0usize..3),
     ) {
-        let toml = inventory_toml(&racks);
-        let c = open(&toml);
-        // Some volumes first, so that drives are partly used.
-        for (i, (q, gib)) in before.iter().enumerate() {
-            let _ = create(&c, &format!("before-{i}"), q, gib << 30);
-        }
-        // GetCapacity's accessible_topology: none, the site, a rack, a
-        // server (as the external-provisioner asks per node), or a
-        // segment naming nothing; the create asks for the same segment.
-        let r = within.1 % racks.len();
-        let segment = match within.0 {
-            0 => None,
-            1 => Some(vec![("topology.composer.csi/site", "dc1".to_string())]),
-            2 => Some(vec![("topology.composer.csi/rack", format!("r{r}"))]),
-            3 => Some(vec![
-                ("topology.composer.csi/site", "dc1".to_string()),
-                ("topology.composer.csi/rack", format!("r{r}")),
-                ("topology.composer.csi/server", format!("r{r}-n1")),
-            ]),
-            _ => Some(vec![("topology.composer.csi/rack", "elsewhere".to_string())]),
-        };
-        let segment = segment.map(|kv| Topology::new(kv).unwrap());
-        let create_in = |name: &str, p: &BTreeMap<String, String>, bytes: u64| {
-            create_within(&c, name, p, bytes, segment.as_ref())
-        };
-        let max = match c.capacity(&p, segment.as_ref()) {
-            Ok(cap) => {
-                // The largest volume is made of available bytes.
-                prop_assert!(
-                    cap.available >= cap.maximum_volume_size,
-                    "available {} below maximum_volume_size {} for {:?} in {:?}\n{}",
-                    cap.available, cap.maximum_volume_size, p, segment, toml
-                );
-                // Slices: when no slice (or mirror of two) of 1 MiB
-                // places, nothing is available but the crumbs under 1 MiB
-                // at the end of each SSD (at most 48 SSDs here).
-                if p["type"] == "slice" && cap.maximum_volume_size == 0 {
-                    prop_assert!(
-                        cap.available < 48 << 20,
-                        "available {} for {:?} in {:?}, but no volume places\n{}",
-                        cap.available, p, segment, toml
-                    );
-                }
-                cap.maximum_volume_size
-            }
-            Err(e) => {
-                // Parameters refused by one are refused by the other.
-                prop_assert!(matches!(e, Error::Parameter { .. }), "{:?}", e);
-                let create = create_in("refused", &p, 1 << 30);
-                prop_assert!(matches!(create, Err(Error::Parameter { .. })), "{:?}", create);
-                return Ok(());
-            }
-        };
-        let over = create_in("over", &p, max + 1);
-        prop_assert!(
-            matches!(over, Err(Error::OutOfRange(_) | Error::Exhausted(_))),
-            "maximum_volume_size {} for {:?} in {:?}, but a create of one byte more answered {:?}\n{}",
-            max, p, segment, over, toml
-        );
-        if max > 0 {
-            let at = create_in("at", &p, max);
-            prop_assert!(
-                at.is_ok(),
-                "maximum_volume_size {} for {:?} in {:?}, but a create of it failed: {:?}\n{}",
-                max, p, segment, at, toml
-            );
-        }
+        agree(&racks, &before, &p, within)?;
     }
+
+    /// The same with the keys that bound or narrow a class: size bounds,
+    /// storage groups (one the inventory lacks too), tags.
+    #[test]
+    fn the_same_with_size_bounds_storage_groups_and_tags(
+        racks in proptest::collection::vec(rack(), 1..=3),
+        before in proptest::collection::vec((parameters(), 1u64..6000), 0..4),
+        p in parameters(),
+        extra in narrowing(),
+        within in (0u8..5, 0usize..3),
+    ) {
+        let mut p = p;
+        p.extend(extra);
+        agree(&racks, &before, &p, within)?;
+    }
+}
+
+/// `minVolumeSize`, `maxVolumeSize`, `storageGroup` and `requiredTags` /
+/// `excludedTags`, each present or not.
+fn narrowing() -> impl Strategy<Value = BTreeMap<String, String>> {
+    let size = prop_oneof![
+        Just("1Gi"),
+        Just("100Gi"),
+        Just("1TB"),
+        Just("1.5TB"),
+        Just("3TB")
+    ];
+    (
+        proptest::option::of(size.clone()),
+        proptest::option::of(size),
+        proptest::option::of(prop_oneof![
+            Just("sg-a"),
+            Just("sg-b"),
+            Just("sg-a,sg-b"),
+            Just("sg-nosuch")
+        ]),
+        proptest::option::of(prop_oneof![Just("fast"), Just("nosuch")]),
+        proptest::option::of(Just("fast")),
+    )
+        .prop_map(|(min, max, sg, req, excl)| {
+            let mut m = BTreeMap::new();
+            let mut put = |k: &str, v: Option<&str>| {
+                if let Some(v) = v {
+                    m.insert(k.to_string(), v.to_string());
+                }
+            };
+            put("minVolumeSize", min);
+            put("maxVolumeSize", max);
+            put("storageGroup", sg);
+            put("requiredTags", req);
+            put("excludedTags", excl);
+            m
+        })
+}
+
+/// The property: a create of the reported maximum fits, one byte more
+/// does not, and `available` agrees (see the file's head).
+fn agree(
+    racks: &[Rack],
+    before: &[(BTreeMap<String, String>, u64)],
+    p: &BTreeMap<String, String>,
+    within: (u8, usize),
+) -> Result<(), TestCaseError> {
+    let toml = inventory_toml(racks);
+    let c = open(&toml);
+    // Some volumes first, so that drives are partly used.
+    for (i, (q, gib)) in before.iter().enumerate() {
+        let _ = create(&c, &format!("before-{i}"), q, gib << 30);
+    }
+    // GetCapacity's accessible_topology: none, the site, a rack, a
+    // server (as the external-provisioner asks per node), or a
+    // segment naming nothing; the create asks for the same segment.
+    let r = within.1 % racks.len();
+    let segment = match within.0 {
+        0 => None,
+        1 => Some(vec![("topology.composer.csi/site", "dc1".to_string())]),
+        2 => Some(vec![("topology.composer.csi/rack", format!("r{r}"))]),
+        3 => Some(vec![
+            ("topology.composer.csi/site", "dc1".to_string()),
+            ("topology.composer.csi/rack", format!("r{r}")),
+            ("topology.composer.csi/server", format!("r{r}-n1")),
+        ]),
+        _ => Some(vec![(
+            "topology.composer.csi/rack",
+            "elsewhere".to_string(),
+        )]),
+    };
+    let segment = segment.map(|kv| Topology::new(kv).unwrap());
+    let create_in = |name: &str, p: &BTreeMap<String, String>, bytes: u64| {
+        create_within(&c, name, p, bytes, segment.as_ref())
+    };
+    let max = match c.capacity(&p, segment.as_ref()) {
+        Ok(cap) => {
+            // The largest volume is made of available bytes.
+            prop_assert!(
+                cap.available >= cap.maximum_volume_size,
+                "available {} below maximum_volume_size {} for {:?} in {:?}\n{}",
+                cap.available,
+                cap.maximum_volume_size,
+                p,
+                segment,
+                toml
+            );
+            // Slices: when no slice (or mirror of two) of 1 MiB
+            // places, nothing is available but the crumbs under 1 MiB
+            // at the end of each SSD (at most 48 SSDs here). (With a
+            // minVolumeSize no SSD holds, its free bytes still count.)
+            if p["type"] == "slice"
+                && !p.contains_key("minVolumeSize")
+                && cap.maximum_volume_size == 0
+            {
+                prop_assert!(
+                    cap.available < 48 << 20,
+                    "available {} for {:?} in {:?}, but no volume places\n{}",
+                    cap.available,
+                    p,
+                    segment,
+                    toml
+                );
+            }
+            cap.maximum_volume_size
+        }
+        Err(e) => {
+            // Parameters refused by one are refused by the other.
+            prop_assert!(matches!(e, Error::Parameter { .. }), "{:?}", e);
+            let create = create_in("refused", &p, 1 << 30);
+            prop_assert!(
+                matches!(create, Err(Error::Parameter { .. })),
+                "{:?}",
+                create
+            );
+            return Ok(());
+        }
+    };
+    let over = create_in("over", &p, max + 1);
+    prop_assert!(
+        matches!(over, Err(Error::OutOfRange(_) | Error::Exhausted(_))),
+        "maximum_volume_size {} for {:?} in {:?}, but a create of one byte more answered {:?}\n{}",
+        max,
+        p,
+        segment,
+        over,
+        toml
+    );
+    if max > 0 {
+        let at = create_in("at", &p, max);
+        prop_assert!(
+            at.is_ok(),
+            "maximum_volume_size {} for {:?} in {:?}, but a create of it failed: {:?}\n{}",
+            max,
+            p,
+            segment,
+            at,
+            toml
+        );
+    }
+    Ok(())
 }
 
 /// `default` cases, or `COMPOSER_CORE_PROPTEST_CASES` for longer runs.
