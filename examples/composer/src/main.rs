@@ -180,8 +180,10 @@ enum AdminCommand {
     Rebuild {
         /// Drive id.
         drive: String,
-        /// Rebuild rate limit in bytes per second.
-        #[arg(long)]
+        /// Rebuild rate limit in bytes per second (at least 1; leave it
+        /// out for no limit). 0 read as no limit, the opposite of what it
+        /// says.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         max_bytes_per_sec: Option<u64>,
     },
 }
