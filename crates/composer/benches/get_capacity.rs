@@ -2,7 +2,8 @@
 //! 10,000 servers and 100,000 drives ([`Generate::LARGE`]) with volumes
 //! already placed, per StorageClass (whole HDD, RAID1, RAID10, whole SSD,
 //! slice, slice mirror), over the whole inventory and in one server's
-//! segment (the external-provisioner asks per node); then CreateVolume
+//! segment (the external-provisioner asks per node), and two classes
+//! nothing fits (every layout tried and refused); then CreateVolume
 //! latency with and without GetCapacity calls running beside it.
 //!
 //! `Composer::capacity` holds the state lock for the whole call, so the
@@ -166,7 +167,23 @@ fn main() {
     )])
     .unwrap();
     println!("GetCapacity (the state lock is held for the whole call):");
-    for (name, kv) in CLASSES {
+    // Classes nothing fits, where every layout is tried and refused (the
+    // refusals carry placement's explanations).
+    const NOTHING_FITS: &[(&str, &[(&str, &str)])] = &[
+        (
+            "raid10, a tag no drive has",
+            &[("redundancy", "true"), ("requiredTags", "nosuch")],
+        ),
+        (
+            "slice mirror, min 8 TB",
+            &[
+                ("type", "slice"),
+                ("redundancy", "true"),
+                ("minVolumeSize", "8TB"),
+            ],
+        ),
+    ];
+    for (name, kv) in CLASSES.iter().chain(NOTHING_FITS) {
         let p = params(kv);
         for (segment, topology) in [("whole inventory", None), ("one server", Some(&server))] {
             let mut times = Vec::new();
