@@ -289,7 +289,7 @@ fn agree(
     let create_in = |name: &str, p: &BTreeMap<String, String>, bytes: u64| {
         create_within(&c, name, p, bytes, segment.as_ref())
     };
-    let max = match c.capacity(&p, segment.as_ref()) {
+    let max = match c.capacity(p, segment.as_ref()) {
         Ok(cap) => {
             // The largest volume is made of available bytes.
             prop_assert!(
@@ -323,7 +323,7 @@ fn agree(
         Err(e) => {
             // Parameters refused by one are refused by the other.
             prop_assert!(matches!(e, Error::Parameter { .. }), "{:?}", e);
-            let create = create_in("refused", &p, 1 << 30);
+            let create = create_in("refused", p, 1 << 30);
             prop_assert!(
                 matches!(create, Err(Error::Parameter { .. })),
                 "{:?}",
@@ -332,7 +332,7 @@ fn agree(
             return Ok(());
         }
     };
-    let over = create_in("over", &p, max + 1);
+    let over = create_in("over", p, max + 1);
     prop_assert!(
         matches!(over, Err(Error::OutOfRange(_) | Error::Exhausted(_))),
         "maximum_volume_size {} for {:?} in {:?}, but a create of one byte more answered {:?}\n{}",
@@ -343,7 +343,7 @@ fn agree(
         toml
     );
     if max > 0 {
-        let at = create_in("at", &p, max);
+        let at = create_in("at", p, max);
         prop_assert!(
             at.is_ok(),
             "maximum_volume_size {} for {:?} in {:?}, but a create of it failed: {:?}\n{}",
