@@ -137,7 +137,14 @@ fn seq_of(id: &str) -> Option<u64> {
 impl Composer {
     /// Loads the store, rebuilds the pool and checks records against the
     /// inventory ([`Composer::reconcile_report`]).
+    ///
+    /// Refuses, with [`Error::Inventory`] and before reading the store, an
+    /// inventory a composer cannot serve ([`Inventory::check_can_serve`]:
+    /// no drive, or no server to attach a volume to); such a composer
+    /// would answer every create `RESOURCE_EXHAUSTED` and could never
+    /// publish.
     pub fn open(inv: Inventory, store: Arc<dyn Store>) -> Result<Composer, Error> {
+        inv.check_can_serve()?;
         let inv = Arc::new(inv);
         let st = store.load()?;
         let (pool, report) = Pool::build(inv.clone(), st.marks.clone(), &st.volumes)?;
@@ -822,6 +829,7 @@ impl Composer {
         let p = Parameters::parse(parameters)?;
         // What a create of this class would refuse has no capacity either.
         Parameters::check_new(parameters)?;
+        self.inv.check_names(&p)?;
         // A create accessible from the segment asks for it as requisite.
         let within = topology.map(|t| TopologyRequirement {
             requisite: vec![t.clone()],
@@ -867,9 +875,10 @@ impl Composer {
                 )
             })
             .collect();
-        let eng = st.pool.engine();
-        let mut devices: Vec<slice_alloc::DeviceId> = Vec::new();
-        let mut available = 0u64;
+        // Eligible drives: for slices every SSD (inventory index), else
+        // the whole drives nothing is on, with their bytes.
+        let mut devices: Vec<u32> = Vec::new();
+        let mut empty: Vec<(u32, u64)> = Vec::new();
         for (i, d) in self.inv.drives().iter().enumerate() {
             let i = i as u32;
             if !kinds.contains(&d.kind)
@@ -891,50 +900,51 @@ impl Composer {
                 continue;
             }
             if p.kind == VolumeType::Slice {
-                devices.push(slice_alloc::DeviceId::new(i as u64));
-            } else {
-                let id = placement::DriveId::new(d.id.clone())
-                    .map_err(|e| Error::Internal(e.to_string()))?;
-                if eng.utilization(&id) == Some(0.0) {
-                    available += d.capacity;
-                }
+                devices.push(i);
+            } else if st.pool.drive_is_unused(i) {
+                empty.push((i, d.capacity));
             }
         }
-        let max = if p.kind == VolumeType::Slice {
-            // slice-alloc's capacity over the eligible SSDs: free bytes and
-            // the largest slice; a mirror's second leg is the largest slice
-            // on the other SSDs.
-            let slice_err =
-                |e: slice_alloc::Error| Error::Internal(format!("slice allocator: {e}"));
-            let report = |devs: &[slice_alloc::DeviceId]| {
-                if devs.is_empty() {
-                    Ok(None)
-                } else {
-                    st.pool
-                        .slices()
-                        .capacity(Some(devs))
-                        .map(Some)
-                        .map_err(slice_err)
+        let legs = LegRules::new(&self.inv, &p);
+        let (available, max) = if p.kind == VolumeType::Slice {
+            // slice-alloc's free bytes and largest slice per eligible SSD,
+            // on SSDs no whole-drive volume holds (slice-alloc sees slices
+            // only: before, such an SSD counted as all free).
+            let slices = st.pool.slices();
+            let mut free = Vec::with_capacity(devices.len());
+            let mut largest = Vec::with_capacity(devices.len());
+            for &i in &devices {
+                if st.pool.drive_free(i) == 0 {
+                    continue;
                 }
-            };
-            match report(&devices)? {
-                None => 0,
-                Some(all) => {
-                    available = all.free;
-                    if p.redundancy {
-                        available /= 2;
-                        devices.retain(|d| Some(*d) != all.largest_on);
-                        report(&devices)?.map_or(0, |r| mirror_usable(r.largest_allocatable))
-                    } else {
-                        all.largest_allocatable
-                    }
-                }
+                let r = slices
+                    .capacity(Some(&[slice_alloc::DeviceId::new(u64::from(i))]))
+                    .map_err(|e| Error::Internal(format!("slice allocator: {e}")))?;
+                free.push((i, r.free));
+                largest.push((i, r.largest_allocatable));
+            }
+            if p.redundancy {
+                // The legs of a mirror lie on two SSDs its separation
+                // allows: before, the second leg was the largest slice on
+                // any other SSD, and half the free bytes counted as
+                // available, in one enclosure or storage group too.
+                (
+                    legs.mirrored_bound(&free),
+                    mirror_usable(legs.largest_pair(&mut largest)),
+                )
+            } else {
+                (
+                    free.iter().map(|x| x.1).sum(),
+                    largest.iter().map(|x| x.1).max().unwrap_or(0),
+                )
             }
         } else {
-            if p.redundancy {
-                available /= 2;
-            }
-            st.pool.max_whole_volume(&p, within.as_ref())
+            let available = if p.redundancy {
+                legs.mirrored_bound(&empty)
+            } else {
+                empty.iter().map(|x| x.1).sum()
+            };
+            (available, st.pool.max_whole_volume(&p, within.as_ref()))
         };
         // The largest device holds the largest volume and its header.
         let max = max.saturating_sub(p.device_overhead());
@@ -1148,6 +1158,125 @@ impl Composer {
     /// Number of volumes.
     pub fn volume_count(&self) -> usize {
         self.lock_current().volumes.len()
+    }
+}
+
+/// What keeps the two legs of a mirror apart, as [`Pool::place`] asks it
+/// of placement for a redundant layout: never both in one enclosure
+/// (`jbodResiliency`), one storage group (`sgResiliency`; a rack in no
+/// storage group is a group of its own), or behind one switch (spreading,
+/// hard unless `softDomains`, when the inventory has switches; a drive
+/// behind none is not limited by it); always in one site (a plan is of one
+/// site). Soft rules never stop a plan, so they do not count here.
+///
+/// Every rule is a function of the drives' enclosures.
+struct LegRules<'a> {
+    inv: &'a Inventory,
+    jbod: bool,
+    group: bool,
+    switch: bool,
+}
+
+impl<'a> LegRules<'a> {
+    fn new(inv: &'a Inventory, p: &Parameters) -> Self {
+        LegRules {
+            inv,
+            jbod: p.jbod_resiliency,
+            group: p.sg_resiliency,
+            switch: !p.soft_domains && !inv.file().switches.is_empty(),
+        }
+    }
+
+    /// The drive's storage group, or its rack when it is in none.
+    fn group(&self, d: u32) -> (Option<&'a str>, u32) {
+        let rack = self.inv.drives()[d as usize].rack;
+        match self.inv.rack_group(rack) {
+            Some(g) => (Some(g), 0),
+            None => (None, rack),
+        }
+    }
+
+    fn switch(&self, d: u32) -> Option<&'a str> {
+        self.inv.jbod_switch(self.inv.drives()[d as usize].jbod)
+    }
+
+    /// Whether drives `a` and `b` may hold the two legs of one mirror.
+    fn apart(&self, a: u32, b: u32) -> bool {
+        let (da, db) = (
+            &self.inv.drives()[a as usize],
+            &self.inv.drives()[b as usize],
+        );
+        a != b
+            && da.site == db.site
+            && !(self.jbod && da.jbod == db.jbod)
+            && !(self.group && self.group(a) == self.group(b))
+            && !(self.switch && self.switch(a).is_some() && self.switch(a) == self.switch(b))
+    }
+
+    /// The largest `min(x, y)` of two drives' `(drive, bytes)` that may
+    /// hold the two legs (0 when no two may): the bytes of the first drive,
+    /// largest first, apart from one before it. Reorders `items`.
+    fn largest_pair(&self, items: &mut [(u32, u64)]) -> u64 {
+        items.sort_unstable_by_key(|x| std::cmp::Reverse(x.1));
+        // One drive per enclosure seen: `apart` depends on enclosures only.
+        let mut seen: Vec<u32> = Vec::new();
+        let mut jbods: HashSet<u32> = HashSet::new();
+        for &(d, bytes) in items.iter() {
+            if bytes == 0 {
+                break;
+            }
+            if seen.iter().any(|&x| self.apart(x, d)) {
+                return bytes;
+            }
+            if jbods.insert(self.inv.drives()[d as usize].jbod) {
+                seen.push(d);
+            }
+        }
+        0
+    }
+
+    /// An upper bound of the bytes mirrors can take from free `(drive,
+    /// bytes)`: per site, half of its free bytes, and no more than lies
+    /// outside the fullest drive, or enclosure, storage group or switch
+    /// that holds at most one leg of each mirror (each mirror has a leg
+    /// outside it).
+    fn mirrored_bound(&self, items: &[(u32, u64)]) -> u64 {
+        let mut per_site: BTreeMap<u32, Vec<(u32, u64)>> = BTreeMap::new();
+        for &(d, b) in items {
+            per_site
+                .entry(self.inv.drives()[d as usize].site)
+                .or_default()
+                .push((d, b));
+        }
+        per_site
+            .values()
+            .map(|items| {
+                let total: u64 = items.iter().map(|x| x.1).sum();
+                // Two legs are never on one drive.
+                let most = items.iter().map(|x| x.1).max().unwrap_or(0);
+                let mut bound = (total / 2).min(total - most);
+                let mut fullest = |key: &dyn Fn(u32) -> Option<(Option<&'a str>, u32)>| {
+                    let mut sums: HashMap<(Option<&'a str>, u32), u64> = HashMap::new();
+                    for &(d, b) in items {
+                        if let Some(k) = key(d) {
+                            *sums.entry(k).or_default() += b;
+                        }
+                    }
+                    let most = sums.values().copied().max().unwrap_or(0);
+                    bound = bound.min(total - most);
+                };
+                if self.jbod {
+                    fullest(&|d| Some((None, self.inv.drives()[d as usize].jbod)));
+                }
+                if self.group {
+                    fullest(&|d| Some(self.group(d)));
+                }
+                if self.switch {
+                    fullest(&|d| self.switch(d).map(|s| (Some(s), 0)));
+                }
+                bound
+            })
+            .sum()
     }
 }
 

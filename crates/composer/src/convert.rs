@@ -229,33 +229,63 @@ impl Scope {
 /// Where one topology segment points: `(site, scope)`, or `None` when no
 /// server of the inventory matches it (unknown key or value).
 pub fn segment_scope(inv: &Inventory, t: &Topology) -> Option<(u32, Scope)> {
+    resolve_segment(inv, t).ok()
+}
+
+/// [`segment_scope`], or why the segment names no server of the inventory
+/// (the key or value at fault), for an error a user can act on.
+pub fn resolve_segment(inv: &Inventory, t: &Topology) -> Result<(u32, Scope), String> {
     let mut site = None;
     let mut rack = None;
     let mut server = None;
     for (k, v) in t.segments() {
         let v = v.as_str();
+        let unknown = |what: &str| format!("{k}={v}: no {what} {v:?} in the inventory");
         match k.as_str() {
-            TOPOLOGY_SITE => site = Some(inv.site_index(v)?),
-            TOPOLOGY_RACK => rack = Some(inv.rack_index(v)?),
-            TOPOLOGY_SERVER => server = Some(inv.server_index(v)?),
-            _ => return None,
+            TOPOLOGY_SITE => site = Some(inv.site_index(v).ok_or_else(|| unknown("site"))?),
+            TOPOLOGY_RACK => rack = Some(inv.rack_index(v).ok_or_else(|| unknown("rack"))?),
+            TOPOLOGY_SERVER => server = Some(inv.server_index(v).ok_or_else(|| unknown("server"))?),
+            _ => {
+                return Err(format!(
+                    "{k}: not a topology key of this driver ({TOPOLOGY_SITE}, {TOPOLOGY_RACK}, {TOPOLOGY_SERVER})"
+                ));
+            }
         }
     }
     if let Some(s) = server {
         let srv = &inv.servers()[s as usize];
-        if rack.is_some_and(|r| r != srv.rack) || site.is_some_and(|x| x != srv.site) {
-            return None;
+        if let Some(r) = rack.filter(|&r| r != srv.rack) {
+            return Err(format!(
+                "server {:?} is in rack {:?}, not {:?}",
+                srv.id,
+                inv.rack_id(srv.rack),
+                inv.rack_id(r)
+            ));
         }
-        return Some((srv.site, Scope::Server(s)));
+        if let Some(x) = site.filter(|&x| x != srv.site) {
+            return Err(format!(
+                "server {:?} is in site {:?}, not {:?}",
+                srv.id,
+                inv.site_id(srv.site),
+                inv.site_id(x)
+            ));
+        }
+        return Ok((srv.site, Scope::Server(s)));
     }
     if let Some(r) = rack {
         let rs = inv.rack_site(r);
-        if site.is_some_and(|x| x != rs) {
-            return None;
+        if let Some(x) = site.filter(|&x| x != rs) {
+            return Err(format!(
+                "rack {:?} is in site {:?}, not {:?}",
+                inv.rack_id(r),
+                inv.site_id(rs),
+                inv.site_id(x)
+            ));
         }
-        return Some((rs, Scope::Rack(r)));
+        return Ok((rs, Scope::Rack(r)));
     }
     site.map(|s| (s, Scope::Site))
+        .ok_or_else(|| "an empty segment names no site, rack or server".to_string())
 }
 
 /// The sites a volume may go to, best first, each with the scopes the

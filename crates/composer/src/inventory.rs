@@ -481,11 +481,12 @@ impl Inventory {
     /// Whether a composer can serve this inventory: it needs at least one
     /// drive to place volumes on and at least one server to attach them to.
     /// [`Inventory::from_toml`] takes either alone (a fragment checked on
-    /// its own, a test's); a file a composer is to serve is checked with
-    /// this too, so that valid TOML that lacks them (an empty file, a
-    /// ConfigMap key mounted empty, a file without its `[[server]]`
-    /// entries) is refused at load rather than answering every create
-    /// `RESOURCE_EXHAUSTED`.
+    /// its own, a test's); [`Composer::open`](crate::Composer::open)
+    /// refuses an inventory this refuses, so that valid TOML that lacks
+    /// them (an empty file, a ConfigMap key mounted empty, a file without
+    /// its `[[server]]` entries) is refused at start rather than answering
+    /// every create `RESOURCE_EXHAUSTED`. Call it to check a file ahead of
+    /// time.
     ///
     /// ```
     /// use composer_core::Inventory;
@@ -511,6 +512,44 @@ impl Inventory {
             ));
         }
         Ok(())
+    }
+
+    /// Whether every storage group `p` names (`storageGroup`) is one of
+    /// this inventory's: a create and `GetCapacity` of such a class are
+    /// refused alike, naming the key and the groups there are (before,
+    /// `GetCapacity` answered 0 bytes for a misspelt group while the create
+    /// was refused, so a CO saw an empty class rather than an error).
+    ///
+    /// ```
+    /// use composer_core::{Inventory, Parameters};
+    /// let p = Parameters::parse(&[("storageGroup".into(), "sg-z".into())].into()).unwrap();
+    /// let e = Inventory::default_inventory().check_names(&p).unwrap_err();
+    /// assert!(e.to_string().starts_with("parameters[\"storageGroup\"]: unknown storage group 'sg-z'"));
+    /// ```
+    pub fn check_names(&self, p: &crate::Parameters) -> Result<(), Error> {
+        let groups = &self.file.storage_groups;
+        match p
+            .storage_groups
+            .iter()
+            .find(|g| !groups.iter().any(|s| &s.id == *g))
+        {
+            None => Ok(()),
+            Some(g) => Err(Error::Parameter {
+                key: "storageGroup".into(),
+                rule: if groups.is_empty() {
+                    format!("unknown storage group '{g}' (the inventory has none)")
+                } else {
+                    format!(
+                        "unknown storage group '{g}' (the inventory's: {})",
+                        groups
+                            .iter()
+                            .map(|s| s.id.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                },
+            }),
+        }
     }
 
     /// The built-in default inventory.

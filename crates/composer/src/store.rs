@@ -328,8 +328,26 @@ fn store_err(what: &str) -> impl Fn(&dyn std::fmt::Display) -> Error + '_ {
 impl RedbStore {
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: &Path) -> Result<RedbStore, Error> {
-        let db = redb::Database::create(path)
-            .map_err(|e| Error::Store(format!("opening {}: {e}", path.display())))?;
+        let db = redb::Database::create(path).map_err(|e| {
+            // redb's own words name neither the rule nor what to do.
+            let why = match &e {
+                redb::DatabaseError::DatabaseAlreadyOpen => {
+                    "another process has this state open (one composer serves a redb state; \
+                     replicas that share their state use etcd)"
+                        .to_string()
+                }
+                redb::DatabaseError::Storage(redb::StorageError::Io(io))
+                    if io.kind() == std::io::ErrorKind::InvalidData =>
+                {
+                    format!("not a composer state file (a redb database): {e}")
+                }
+                redb::DatabaseError::Storage(redb::StorageError::Corrupted(_)) => {
+                    format!("not a composer state file (a redb database), or a damaged one: {e}")
+                }
+                _ => e.to_string(),
+            };
+            Error::Store(format!("opening {}: {why}", path.display()))
+        })?;
         {
             let w = db.begin_write().map_err(|e| store_err("begin")(&e))?;
             w.open_table(VOLUMES)
@@ -585,6 +603,35 @@ mod tests {
         assert_eq!(st.revision, 2);
         assert_eq!(st.next_seq, 7);
         assert!(st.marks.is_empty());
+    }
+
+    /// A state already open elsewhere, or a file that is not a state,
+    /// says so. Before, redb's words alone: "Database already open. Cannot
+    /// acquire lock." and "I/O error: invalid data".
+    #[test]
+    fn redb_open_names_what_is_wrong_with_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        let held = RedbStore::open(&path).unwrap();
+        let e = RedbStore::open(&path).err().unwrap().to_string();
+        assert!(
+            e.ends_with("state.redb: another process has this state open (one composer serves a redb state; replicas that share their state use etcd)"),
+            "{e}"
+        );
+        drop(held);
+        RedbStore::open(&path).unwrap();
+        let junk = dir.path().join("junk.redb");
+        std::fs::write(&junk, "not a database, a file written by mistake\n").unwrap();
+        let e = RedbStore::open(&junk).err().unwrap().to_string();
+        assert!(
+            e.contains("junk.redb: not a composer state file (a redb database)"),
+            "{e}"
+        );
+        // The file is left as it was.
+        assert_eq!(
+            std::fs::read_to_string(&junk).unwrap(),
+            "not a database, a file written by mistake\n"
+        );
     }
 
     #[test]

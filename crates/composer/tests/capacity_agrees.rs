@@ -7,6 +7,9 @@
 //! the free capacity cannot, `RESOURCE_EXHAUSTED`). A report of 0 means
 //! no volume at all fits. The same in a topology segment (the site, a
 //! rack, a server, or one naming nothing), the create asking for it.
+//! `available_capacity` holds the maximum, and for slices is (but for
+//! crumbs under 1 MiB) 0 when no volume places: a mirror's legs lie in
+//! two enclosures, storage groups and switches, not on any two SSDs.
 //!
 //! 64 cases by default; set `COMPOSER_CORE_PROPTEST_CASES` for more.
 
@@ -193,56 +196,165 @@ proptest! {
         p in parameters(),
         within in (0u8..5, 0usize..3),
     ) {
-        let toml = inventory_toml(&racks);
-        let c = open(&toml);
-        // Some volumes first, so that drives are partly used.
-        for (i, (q, gib)) in before.iter().enumerate() {
-            let _ = create(&c, &format!("before-{i}"), q, gib << 30);
-        }
-        // GetCapacity's accessible_topology: none, the site, a rack, a
-        // server (as the external-provisioner asks per node), or a
-        // segment naming nothing; the create asks for the same segment.
-        let r = within.1 % racks.len();
-        let segment = match within.0 {
-            0 => None,
-            1 => Some(vec![("topology.composer.csi/site", "dc1".to_string())]),
-            2 => Some(vec![("topology.composer.csi/rack", format!("r{r}"))]),
-            3 => Some(vec![
-                ("topology.composer.csi/site", "dc1".to_string()),
-                ("topology.composer.csi/rack", format!("r{r}")),
-                ("topology.composer.csi/server", format!("r{r}-n1")),
-            ]),
-            _ => Some(vec![("topology.composer.csi/rack", "elsewhere".to_string())]),
-        };
-        let segment = segment.map(|kv| Topology::new(kv).unwrap());
-        let create_in = |name: &str, p: &BTreeMap<String, String>, bytes: u64| {
-            create_within(&c, name, p, bytes, segment.as_ref())
-        };
-        let max = match c.capacity(&p, segment.as_ref()) {
-            Ok(cap) => cap.maximum_volume_size,
-            Err(e) => {
-                // Parameters refused by one are refused by the other.
-                prop_assert!(matches!(e, Error::Parameter { .. }), "{:?}", e);
-                let create = create_in("refused", &p, 1 << 30);
-                prop_assert!(matches!(create, Err(Error::Parameter { .. })), "{:?}", create);
-                return Ok(());
-            }
-        };
-        let over = create_in("over", &p, max + 1);
-        prop_assert!(
-            matches!(over, Err(Error::OutOfRange(_) | Error::Exhausted(_))),
-            "maximum_volume_size {} for {:?} in {:?}, but a create of one byte more answered {:?}\n{}",
-            max, p, segment, over, toml
-        );
-        if max > 0 {
-            let at = create_in("at", &p, max);
-            prop_assert!(
-                at.is_ok(),
-                "maximum_volume_size {} for {:?} in {:?}, but a create of it failed: {:?}\n{}",
-                max, p, segment, at, toml
-            );
-        }
+        agree(&racks, &before, &p, within)?;
     }
+
+    /// The same with the keys that bound or narrow a class: size bounds,
+    /// storage groups (one the inventory lacks too), tags.
+    #[test]
+    fn the_same_with_size_bounds_storage_groups_and_tags(
+        racks in proptest::collection::vec(rack(), 1..=3),
+        before in proptest::collection::vec((parameters(), 1u64..6000), 0..4),
+        p in parameters(),
+        extra in narrowing(),
+        within in (0u8..5, 0usize..3),
+    ) {
+        let mut p = p;
+        p.extend(extra);
+        agree(&racks, &before, &p, within)?;
+    }
+}
+
+/// `minVolumeSize`, `maxVolumeSize`, `storageGroup` and `requiredTags` /
+/// `excludedTags`, each present or not.
+fn narrowing() -> impl Strategy<Value = BTreeMap<String, String>> {
+    let size = prop_oneof![
+        Just("1Gi"),
+        Just("100Gi"),
+        Just("1TB"),
+        Just("1.5TB"),
+        Just("3TB")
+    ];
+    (
+        proptest::option::of(size.clone()),
+        proptest::option::of(size),
+        proptest::option::of(prop_oneof![
+            Just("sg-a"),
+            Just("sg-b"),
+            Just("sg-a,sg-b"),
+            Just("sg-nosuch")
+        ]),
+        proptest::option::of(prop_oneof![Just("fast"), Just("nosuch")]),
+        proptest::option::of(Just("fast")),
+    )
+        .prop_map(|(min, max, sg, req, excl)| {
+            let mut m = BTreeMap::new();
+            let mut put = |k: &str, v: Option<&str>| {
+                if let Some(v) = v {
+                    m.insert(k.to_string(), v.to_string());
+                }
+            };
+            put("minVolumeSize", min);
+            put("maxVolumeSize", max);
+            put("storageGroup", sg);
+            put("requiredTags", req);
+            put("excludedTags", excl);
+            m
+        })
+}
+
+/// The property: a create of the reported maximum fits, one byte more
+/// does not, and `available` agrees (see the file's head).
+fn agree(
+    racks: &[Rack],
+    before: &[(BTreeMap<String, String>, u64)],
+    p: &BTreeMap<String, String>,
+    within: (u8, usize),
+) -> Result<(), TestCaseError> {
+    let toml = inventory_toml(racks);
+    let c = open(&toml);
+    // Some volumes first, so that drives are partly used.
+    for (i, (q, gib)) in before.iter().enumerate() {
+        let _ = create(&c, &format!("before-{i}"), q, gib << 30);
+    }
+    // GetCapacity's accessible_topology: none, the site, a rack, a
+    // server (as the external-provisioner asks per node), or a
+    // segment naming nothing; the create asks for the same segment.
+    let r = within.1 % racks.len();
+    let segment = match within.0 {
+        0 => None,
+        1 => Some(vec![("topology.composer.csi/site", "dc1".to_string())]),
+        2 => Some(vec![("topology.composer.csi/rack", format!("r{r}"))]),
+        3 => Some(vec![
+            ("topology.composer.csi/site", "dc1".to_string()),
+            ("topology.composer.csi/rack", format!("r{r}")),
+            ("topology.composer.csi/server", format!("r{r}-n1")),
+        ]),
+        _ => Some(vec![(
+            "topology.composer.csi/rack",
+            "elsewhere".to_string(),
+        )]),
+    };
+    let segment = segment.map(|kv| Topology::new(kv).unwrap());
+    let create_in = |name: &str, p: &BTreeMap<String, String>, bytes: u64| {
+        create_within(&c, name, p, bytes, segment.as_ref())
+    };
+    let max = match c.capacity(p, segment.as_ref()) {
+        Ok(cap) => {
+            // The largest volume is made of available bytes.
+            prop_assert!(
+                cap.available >= cap.maximum_volume_size,
+                "available {} below maximum_volume_size {} for {:?} in {:?}\n{}",
+                cap.available,
+                cap.maximum_volume_size,
+                p,
+                segment,
+                toml
+            );
+            // Slices: when no slice (or mirror of two) of 1 MiB
+            // places, nothing is available but the crumbs under 1 MiB
+            // at the end of each SSD (at most 48 SSDs here). (With a
+            // minVolumeSize no SSD holds, its free bytes still count.)
+            if p["type"] == "slice"
+                && !p.contains_key("minVolumeSize")
+                && cap.maximum_volume_size == 0
+            {
+                prop_assert!(
+                    cap.available < 48 << 20,
+                    "available {} for {:?} in {:?}, but no volume places\n{}",
+                    cap.available,
+                    p,
+                    segment,
+                    toml
+                );
+            }
+            cap.maximum_volume_size
+        }
+        Err(e) => {
+            // Parameters refused by one are refused by the other.
+            prop_assert!(matches!(e, Error::Parameter { .. }), "{:?}", e);
+            let create = create_in("refused", p, 1 << 30);
+            prop_assert!(
+                matches!(create, Err(Error::Parameter { .. })),
+                "{:?}",
+                create
+            );
+            return Ok(());
+        }
+    };
+    let over = create_in("over", p, max + 1);
+    prop_assert!(
+        matches!(over, Err(Error::OutOfRange(_) | Error::Exhausted(_))),
+        "maximum_volume_size {} for {:?} in {:?}, but a create of one byte more answered {:?}\n{}",
+        max,
+        p,
+        segment,
+        over,
+        toml
+    );
+    if max > 0 {
+        let at = create_in("at", p, max);
+        prop_assert!(
+            at.is_ok(),
+            "maximum_volume_size {} for {:?} in {:?}, but a create of it failed: {:?}\n{}",
+            max,
+            p,
+            segment,
+            at,
+            toml
+        );
+    }
+    Ok(())
 }
 
 /// `default` cases, or `COMPOSER_CORE_PROPTEST_CASES` for longer runs.
@@ -401,4 +513,81 @@ fn available_in_a_segment_counts_what_its_servers_reach() {
     let r0 = Topology::new([("topology.composer.csi/rack", "r0")]).unwrap();
     let cap = c.capacity(&p, Some(&r0)).unwrap();
     assert_eq!((cap.available, cap.maximum_volume_size), (0, 0));
+}
+
+/// Shrunk from the property: a slice mirror over SSDs its separation
+/// does not let hold both legs. Before, half the free bytes of every SSD
+/// counted as available (the legs' separation ignored) while no mirror
+/// placed: 1 TB over two SSDs of one enclosure with `jbodResiliency=true`,
+/// 0.5 TB over one SSD (two legs never share a drive).
+#[test]
+fn a_slice_mirror_has_available_only_where_its_legs_may_lie() {
+    let c = two_ssds("[\"roce\"]");
+    let one_enclosure = params(&[
+        ("type", "slice"),
+        ("redundancy", "true"),
+        ("sgResiliency", "false"),
+    ]);
+    let cap = c.capacity(&one_enclosure, None).unwrap();
+    assert_eq!((cap.available, cap.maximum_volume_size), (0, 0));
+    // With best-effort enclosures, the two SSDs hold a mirror of ~1 TB.
+    let loose = params(&[
+        ("type", "slice"),
+        ("redundancy", "true"),
+        ("sgResiliency", "false"),
+        ("jbodResiliency", "false"),
+    ]);
+    let cap = c.capacity(&loose, None).unwrap();
+    assert!(cap.available >= cap.maximum_volume_size, "{cap:?}");
+    assert!(cap.maximum_volume_size > 900_000_000_000, "{cap:?}");
+    // One SSD: no mirror, whatever the separation.
+    let c = open(
+        "[[site]]\nid = \"dc1\"\n\n[[rack]]\nid = \"r0\"\nsite = \"dc1\"\n\n\
+         [[jbod]]\nid = \"r0-j0\"\nrack = \"r0\"\n\n\
+         [[jbod.drive]]\nkind = \"ssd\"\ncapacity = \"1 TB\"\n\n\
+         [[server]]\nid = \"r0-n1\"\nrack = \"r0\"\n",
+    );
+    let cap = c.capacity(&loose, None).unwrap();
+    assert_eq!((cap.available, cap.maximum_volume_size), (0, 0));
+}
+
+/// Shrunk from the property: SSDs a whole-drive volume holds. The slice
+/// allocator sees slices only, and before, their bytes counted as
+/// available for slices (2 TB here) while no slice placed.
+#[test]
+fn ssds_held_by_a_whole_drive_volume_are_no_slice_capacity() {
+    let c = two_ssds("[\"roce\"]");
+    // A stripe over both SSDs.
+    create(&c, "stripe", &params(&[("type", "ssd")]), 1_500_000_000_000).unwrap();
+    let slice = params(&[("type", "slice")]);
+    let cap = c.capacity(&slice, None).unwrap();
+    assert_eq!((cap.available, cap.maximum_volume_size), (0, 0));
+    let e = create(&c, "v", &slice, 1 << 30).unwrap_err();
+    assert!(matches!(e, Error::Exhausted(_)), "{e}");
+}
+
+/// A class naming a storage group the inventory lacks (a typo) is refused
+/// by GetCapacity as by CreateVolume, naming the key and the groups there
+/// are. Before, GetCapacity answered 0 bytes: a CO saw a class with no
+/// room, not a mistake to fix.
+#[test]
+fn an_unknown_storage_group_is_refused_by_both() {
+    let c = open(&inventory_toml(&[Rack {
+        group: 1,
+        switch: true,
+        jbods: vec![Jbod {
+            drives: vec![(2, true, 1)],
+        }],
+        server_transports: 1,
+    }]));
+    let p = params(&[("storageGroup", "sg-typo")]);
+    let says = "parameters[\"storageGroup\"]: unknown storage group 'sg-typo' (the inventory's: sg-a, sg-b)";
+    let e = c.capacity(&p, None).unwrap_err();
+    assert!(matches!(e, Error::Parameter { .. }), "{e:?}");
+    assert_eq!(e.to_string(), says);
+    let e = create(&c, "v", &p, 1 << 30).unwrap_err();
+    assert_eq!(e.to_string(), says);
+    // A group that exists has capacity.
+    let p = params(&[("storageGroup", "sg-a")]);
+    assert!(c.capacity(&p, None).unwrap().maximum_volume_size > 0);
 }

@@ -180,8 +180,10 @@ enum AdminCommand {
     Rebuild {
         /// Drive id.
         drive: String,
-        /// Rebuild rate limit in bytes per second.
-        #[arg(long)]
+        /// Rebuild rate limit in bytes per second (at least 1; leave it
+        /// out for no limit). 0 read as no limit, the opposite of what it
+        /// says.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
         max_bytes_per_sec: Option<u64>,
     },
 }
@@ -263,8 +265,10 @@ fn load_inventory(file: Option<&PathBuf>) -> Result<Inventory, String> {
                 std::fs::read_to_string(p).map_err(|e| format!("reading {}: {e}", p.display()))?;
             let inv = Inventory::from_toml(&text).map_err(|e| format!("{}: {e}", p.display()))?;
             // Valid TOML with nothing in it (an empty file, a ConfigMap key
-            // mounted empty) or without its servers would serve a composer
-            // that refuses every create.
+            // mounted empty) or without its servers: `Composer::open`
+            // refuses it with the same check, but `serve` opens the store
+            // (and creates the state file) before it, and `inventory FILE`
+            // opens no composer; so it is asked here, with the path.
             inv.check_can_serve().map_err(|e| {
                 format!(
                     "{}: {e} (composer inventory --print shows the built-in one)",

@@ -56,6 +56,11 @@ fn usage_errors_exit_2_before_anything_is_created() {
             "invalid value 'broken'",
         ),
         (&["admin", "rebuild"], "required"),
+        // 0 bytes per second was taken as no limit at all.
+        (
+            &["admin", "rebuild", "r1-e1-00", "--max-bytes-per-sec", "0"],
+            "invalid value '0' for '--max-bytes-per-sec <MAX_BYTES_PER_SEC>': 0 is not in 1..",
+        ),
         (
             &[
                 "serve",
