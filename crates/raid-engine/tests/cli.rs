@@ -839,6 +839,38 @@ fn create_single_takes_one_member() {
     assert!(out.contains("1 members"), "{out}");
 }
 
+/// A member count the level does not take is said of the MEMBERS
+/// arguments, not of the library's `devices` field (before: "invalid
+/// devices: raid6 left-symmetric needs 4..=200 members, got 2"), and
+/// nothing is written.
+#[test]
+fn a_wrong_member_count_names_the_members_arguments() {
+    let files = common::MemberFiles::new(2, 8 << 20);
+    let m = files.args();
+    for (level, given, rule) in [
+        (
+            "raid6",
+            &m[..],
+            "raid6 left-symmetric needs 4..=200 members, got 2",
+        ),
+        ("raid10", &m[..1], "raid10 n2 needs 2..=200 members, got 1"),
+    ] {
+        let (code, out, err) = run_code(&[&["create", "--level", level][..], given].concat());
+        assert_eq!(code, 1, "{out}{err}");
+        assert_eq!(
+            err.trim(),
+            format!("raid-engine: the MEMBERS arguments: {rule}"),
+            "{level}"
+        );
+    }
+    assert!(
+        common::metadata(&m)
+            .iter()
+            .all(|b| b.iter().all(|&x| x == 0)),
+        "written"
+    );
+}
+
 /// `serve-nbd` names the `--export` at fault when its path cannot be
 /// served (missing, empty, a directory) or its name breaks NBD's rule.
 /// Before, the message was the bare OS error (`: No such file or

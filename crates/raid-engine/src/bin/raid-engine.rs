@@ -618,6 +618,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 let msg = flag_error(e, |f| match f {
                     "chunk_sectors" => Some(format!("--chunk {chunk} ({sectors} sectors)")),
                     "data_offset_sectors" => Some("--data-offset".into()),
+                    // The library's name for the member list.
+                    "devices" => Some("the MEMBERS arguments".into()),
                     // The geometry's name for a member's size.
                     f => f
                         .strip_prefix("dev_sectors[")
