@@ -265,8 +265,16 @@ fn internal(what: impl std::fmt::Display) -> CsiError {
     CsiError::internal(what.to_string())
 }
 
+/// An engine error as the CSI error of the call: a member another volume
+/// or process holds is FAILED_PRECONDITION (the holder must stop first;
+/// nothing was written), anything else INTERNAL.
 fn engine_err(what: &str, e: raid_engine::EngineError) -> CsiError {
-    CsiError::internal(format!("{what}: {e}"))
+    match e {
+        raid_engine::EngineError::InUse { .. } => {
+            CsiError::failed_precondition(format!("{what}: {e}"))
+        }
+        e => CsiError::internal(format!("{what}: {e}")),
+    }
 }
 
 fn layout_of(kind: LayoutKind) -> &'static str {

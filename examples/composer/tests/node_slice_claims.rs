@@ -2,13 +2,15 @@
 //! volumes on disjoint slices of one drive both assemble, and a second
 //! assembly of a volume whose slices are held (a second node side on the
 //! same drives: another composer process on the node, or a stale state
-//! record) is refused naming the drive file, the range and the rule, while
+//! record) is refused with FAILED_PRECONDITION (was INTERNAL once claimed)
+//! naming the drive file, the range and the rule, while
 //! the first volume keeps working. Before, the node's members claimed
 //! nothing and both assemblies wrote the same bytes. Through the engine
 //! alone (no kernel, no root): `assemble_unexposed` is staging without the
 //! FUSE exposure.
 
 use composer::node::NodeSide;
+use csi_types::Code;
 use csi_types::types::CapacityRange;
 
 mod common;
@@ -43,7 +45,10 @@ fn volumes_claim_exactly_their_slices_of_a_drive() {
     // A second node side on the same drive files: volume a's slices are
     // held by the first.
     let other = NodeSide::new(side.config().clone());
-    let err = other.assemble_unexposed(&a.record).unwrap_err().to_string();
+    let err = other.assemble_unexposed(&a.record).unwrap_err();
+    // The other holder must stop first: not an internal error.
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    let err = err.to_string();
     let m = &a.record.members[0];
     let file = side
         .config()
