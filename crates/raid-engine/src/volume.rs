@@ -347,6 +347,12 @@ pub struct RoleExamination {
     pub condition: RoleCondition,
     /// The device holding it, if one was given.
     pub device: Option<String>,
+    /// Whether the newest superblock records the role in sync. A role
+    /// [`RoleCondition::Missing`] now that was in sync when the volume last
+    /// ran is recorded failed when [`Volume::assemble`] starts the volume
+    /// without it (mdadm refuses to start such an array unless given
+    /// `--run`).
+    pub recorded_active: bool,
 }
 
 /// What the members' superblocks say about a volume, read by
@@ -885,6 +891,7 @@ impl Volume {
                     role: r,
                     condition: found.condition(r),
                     device: found.placed[r].as_ref().map(|d| d.describe()),
+                    recorded_active: found.auth.roles[r].0 == RoleState::Active,
                 })
                 .collect(),
             health: found.health()?,

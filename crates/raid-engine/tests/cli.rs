@@ -104,9 +104,9 @@ fn status_and_scrub_on_whole_degraded_and_failed_volumes() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("state: degraded: role 3 (missing)"), "{out}");
     assert!(common::metadata(&m) == before, "status wrote to a member");
-    // Scrubbing it starts it without role 3: the even chunks have two
+    // Scrubbing it with --run starts it without role 3: the even chunks have two
     // copies, the odd ones one.
-    let (code, out, err) = run_code(&["scrub", m[0], m[1], m[2]]);
+    let (code, out, err) = run_code(&["scrub", "--run", m[0], m[1], m[2]]);
     assert_eq!(code, 4, "{out}{err}");
     assert!(
         out.contains(&format!("{} bytes not checked (degraded)", size / 2)),
@@ -240,6 +240,7 @@ fn rebuild_refuses_to_fail_the_last_copy() {
     // Role 1 is not given: the volume runs on role 0 alone.
     let (code, _, err) = run_code(&[
         "rebuild",
+        "--run",
         "--role",
         "0",
         "--replacement",
@@ -285,7 +286,7 @@ fn scrub_checks_a_raid6_with_one_member_missing() {
     assert_eq!(code, 0, "{err}");
 
     // Role 4 missing.
-    let (code, out, err) = run_code(&["scrub", m[0], m[1], m[2], m[3]]);
+    let (code, out, err) = run_code(&["scrub", "--run", m[0], m[1], m[2], m[3]]);
     assert_eq!(code, 0, "{out}{err}");
     let size: u64 = out
         .split(" of ")
@@ -323,7 +324,7 @@ fn scrub_checks_a_raid6_with_one_member_missing() {
     assert!(out.contains(" 0 mismatches"), "{out}");
 
     // Roles 3 and 4 missing: no redundancy left.
-    let (code, out, err) = run_code(&["scrub", m[0], m[1], m[2]]);
+    let (code, out, err) = run_code(&["scrub", "--run", m[0], m[1], m[2]]);
     assert_eq!(code, 4, "{out}{err}");
     assert!(
         out.contains(&format!("{size} bytes not checked (degraded)")),
@@ -404,20 +405,15 @@ fn rebuild_with_a_wrong_argument_changes_nothing() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("9 is not below the member count 4"), "{err}");
     whole("after a refused readd");
-    // Role 2's device not given: the message says what to give.
+    // Role 2's device not given: the message says what to give, and the
+    // volume is not started without it (before, role 2 was recorded failed).
     let (code, _, err) = run_code(&["readd", "--role", "2", m[0], m[1], m[3]]);
     assert_eq!(code, 1, "{err}");
     assert!(
-        err.contains("not among the members the volume started with"),
+        err.contains("role 2 of the volume is not given") && err.contains("--run"),
         "{err}"
     );
-    let (code, out, err) = run_code(&[&["status"][..], &m].concat());
-    assert_eq!(code, 0, "{err}");
-    assert!(out.contains("role 2: Faulty"), "{out}");
-    assert!(!out.contains("not shut down cleanly"), "{out}");
-    let (code, _, err) = run_code(&[&["readd", "--role", "2"][..], &m].concat());
-    assert_eq!(code, 0, "{err}");
-    whole("after the readd");
+    whole("after a readd without the role's device");
 }
 
 /// `create` refuses one device given twice (by the same path, or by a
@@ -837,6 +833,98 @@ fn create_single_takes_one_member() {
     let (code, out, err) = run_code(&["create", "--level", "single", m[0]]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("1 members"), "{out}");
+}
+
+/// A member count the level does not take is said of the MEMBERS
+/// arguments, not of the library's `devices` field (before: "invalid
+/// devices: raid6 left-symmetric needs 4..=200 members, got 2"), and
+/// nothing is written.
+#[test]
+fn a_wrong_member_count_names_the_members_arguments() {
+    let files = common::MemberFiles::new(2, 8 << 20);
+    let m = files.args();
+    for (level, given, rule) in [
+        (
+            "raid6",
+            &m[..],
+            "raid6 left-symmetric needs 4..=200 members, got 2",
+        ),
+        ("raid10", &m[..1], "raid10 n2 needs 2..=200 members, got 1"),
+    ] {
+        let (code, out, err) = run_code(&[&["create", "--level", level][..], given].concat());
+        assert_eq!(code, 1, "{out}{err}");
+        assert_eq!(
+            err.trim(),
+            format!("raid-engine: the MEMBERS arguments: {rule}"),
+            "{level}"
+        );
+    }
+    assert!(
+        common::metadata(&m)
+            .iter()
+            .all(|b| b.iter().all(|&x| x == 0)),
+        "written"
+    );
+}
+
+/// A member left off the command line is not recorded failed behind the
+/// user's back: a command that starts the volume without a role that was
+/// in sync refuses, naming the role and `--run`, and writes nothing (as
+/// mdadm refuses to assemble an array with fewer members than last time
+/// unless given --run); with `--run` it starts degraded and records the
+/// role failed. Before, `scrub m0` of a 2-member raid1 left role 1
+/// "Faulty (recorded failed)" until readded.
+#[test]
+fn a_member_left_off_is_refused_unless_run_is_given() {
+    let files = common::MemberFiles::new(2, 8 << 20);
+    let m = files.args();
+    let (code, _, err) = run_code(&[&["create", "--level", "raid1", "--resync"][..], &m].concat());
+    assert_eq!(code, 0, "{err}");
+    let before = common::metadata(&m);
+    for args in [
+        &["scrub", m[0]][..],
+        &["scrub", "--repair", m[1]],
+        &["readd", "--role", "0", m[1]],
+    ] {
+        let (code, out, err) = run_code(args);
+        assert_eq!(code, 1, "{args:?}: {out}{err}");
+        let role = if args.contains(&m[0]) { 1 } else { 0 };
+        assert_eq!(
+            err.trim(),
+            format!(
+                "raid-engine: role {role} of the volume is not given (in sync when the volume \
+                 last ran): give every member, or --run to start the volume degraded without it \
+                 (recorded failed; back only by readd or rebuild)"
+            ),
+            "{args:?}"
+        );
+        assert!(common::metadata(&m) == before, "{args:?} wrote to a member");
+    }
+    let (code, out, err) = run_code(&[&["status"][..], &m].concat());
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.matches("Active").count(), 2, "{out}");
+
+    // With --run: started degraded, role 1 recorded failed, and a scrub of
+    // role 0 alone no longer needs --run (nothing more is recorded).
+    let (code, out, err) = run_code(&["scrub", "--run", m[0]]);
+    assert_eq!(code, 4, "{out}{err}");
+    let (code, out, err) = run_code(&[&["status"][..], &m].concat());
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("role 1: Faulty (recorded failed)"), "{out}");
+    let (code, out, err) = run_code(&["scrub", m[0]]);
+    assert_eq!(code, 4, "{out}{err}");
+    let (code, out, err) = run_code(&[&["readd", "--role", "1"][..], &m].concat());
+    assert_eq!(code, 0, "{out}{err}");
+
+    // A rebuild of the role left off (its drive is dead) needs no --run:
+    // that role is the one being replaced.
+    let spare = spare_file(files.dir.path(), 8 << 20);
+    let spare = spare.to_str().unwrap();
+    let (code, out, err) = run_code(&["rebuild", "--role", "1", "--replacement", spare, m[0]]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = run_code(&["status", m[0], spare]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("state: whole"), "{out}");
 }
 
 /// `serve-nbd` names the `--export` at fault when its path cannot be

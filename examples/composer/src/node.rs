@@ -40,8 +40,8 @@ use csi_node::{AttachOptions, LoopDevice, MountOptions};
 use csi_types::{CsiError, types::VolumeCondition};
 use raid_engine::fuse::FuseExposure;
 use raid_engine::{
-    BlockDevice, CacheMode, CreateOptions, FileDevice, MemberState, Progress, RebuildOptions,
-    Secret, Volume as EngineVolume, VolumeLayout,
+    BlockDevice, CacheMode, Claim, ClaimHolder, CreateOptions, FileDevice, MemberState, Progress,
+    RebuildOptions, Secret, SliceDevice, Volume as EngineVolume, VolumeLayout,
 };
 
 /// The node-stage secret that keys an `encrypt=true` volume.
@@ -78,60 +78,6 @@ pub struct NodeConfig {
     pub backend: Backend,
 }
 
-/// A member: a byte range of a drive (its file, or its NBD export).
-#[derive(Debug)]
-struct MemberDevice {
-    file: Arc<dyn BlockDevice>,
-    offset: u64,
-    len: u64,
-    name: String,
-}
-
-impl MemberDevice {
-    fn check(&self, offset: u64, len: usize) -> io::Result<()> {
-        match offset.checked_add(len as u64) {
-            Some(end) if end <= self.len => Ok(()),
-            _ => Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "{}: access beyond the member's {} bytes",
-                    self.name, self.len
-                ),
-            )),
-        }
-    }
-}
-
-impl BlockDevice for MemberDevice {
-    fn size(&self) -> u64 {
-        self.len
-    }
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.check(offset, buf.len())?;
-        self.file.read_at(buf, self.offset + offset)
-    }
-    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.check(offset, buf.len())?;
-        self.file.write_at(buf, self.offset + offset)
-    }
-    fn flush(&self) -> io::Result<()> {
-        self.file.flush()
-    }
-    fn describe(&self) -> String {
-        self.name.clone()
-    }
-    /// The drive's alignment where the member starts on it (else 1: the
-    /// drive has to merge whatever the volume does).
-    fn alignment(&self) -> usize {
-        let a = self.file.alignment();
-        if self.offset.is_multiple_of(a.max(1) as u64) {
-            a
-        } else {
-            1
-        }
-    }
-}
-
 /// Sectors of engine metadata (superblock at 4 KiB, no bitmap) a single
 /// drive or slice over NBD keeps in memory in front of its member range.
 /// (The engine checks that it holds the superblock and leaves the data
@@ -151,11 +97,11 @@ const NODE_LOCAL_META_BYTES: u64 = NODE_LOCAL_META_SECTORS * 512;
 #[derive(Debug)]
 struct NodeLocalMeta {
     meta: Mutex<Vec<u8>>,
-    data: MemberDevice,
+    data: SliceDevice,
 }
 
 impl NodeLocalMeta {
-    fn new(data: MemberDevice) -> NodeLocalMeta {
+    fn new(data: SliceDevice) -> NodeLocalMeta {
         NodeLocalMeta {
             meta: Mutex::new(vec![0; NODE_LOCAL_META_BYTES as usize]),
             data,
@@ -167,12 +113,12 @@ impl NodeLocalMeta {
     fn split(&self, offset: u64, len: usize) -> io::Result<usize> {
         let meta = NODE_LOCAL_META_BYTES;
         match offset.checked_add(len as u64) {
-            Some(end) if end <= meta + self.data.len => {
+            Some(end) if end <= meta + self.data.size() => {
                 Ok(meta.saturating_sub(offset).min(len as u64) as usize)
             }
             _ => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("{}: access beyond the member", self.data.name),
+                format!("{}: access beyond the member", self.data.describe()),
             )),
         }
     }
@@ -180,7 +126,7 @@ impl NodeLocalMeta {
 
 impl BlockDevice for NodeLocalMeta {
     fn size(&self) -> u64 {
-        NODE_LOCAL_META_BYTES + self.data.len
+        NODE_LOCAL_META_BYTES + self.data.size()
     }
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         let head = self.split(offset, buf.len())?;
@@ -212,7 +158,13 @@ impl BlockDevice for NodeLocalMeta {
         self.data.flush()
     }
     fn describe(&self) -> String {
-        self.data.name.clone()
+        self.data.describe()
+    }
+    /// The member's bytes of the drive: the memory area in front is this
+    /// process's own. (A range of this device claims all of them, the
+    /// default of [`BlockDevice::claim_range`].)
+    fn claim(&self, holder: &ClaimHolder) -> io::Result<Claim> {
+        self.data.claim(holder)
     }
     /// The member's alignment, where the memory area in front keeps the
     /// member's blocks aligned in this device's offsets.
@@ -313,8 +265,16 @@ fn internal(what: impl std::fmt::Display) -> CsiError {
     CsiError::internal(what.to_string())
 }
 
+/// An engine error as the CSI error of the call: a member another volume
+/// or process holds is FAILED_PRECONDITION (the holder must stop first;
+/// nothing was written), anything else INTERNAL.
 fn engine_err(what: &str, e: raid_engine::EngineError) -> CsiError {
-    CsiError::internal(format!("{what}: {e}"))
+    match e {
+        raid_engine::EngineError::InUse { .. } => {
+            CsiError::failed_precondition(format!("{what}: {e}"))
+        }
+        e => CsiError::internal(format!("{what}: {e}")),
+    }
 }
 
 fn layout_of(kind: LayoutKind) -> &'static str {
@@ -375,14 +335,18 @@ impl NodeSide {
             .insert(id.to_string(), (agent.to_string(), source));
     }
 
-    /// A member of `rec`: over NBD when the volume is remote, else its file.
+    /// A member of `rec`: the byte range of its drive, over NBD when the
+    /// volume is remote, else of its file. A volume claims exactly these
+    /// bytes of the drive ([`BlockDevice::claim_range`]), so volumes on
+    /// disjoint slices of one drive file both open and overlapping ones
+    /// refuse each other, in this process or another.
     fn member_of(
         &self,
         rec: &VolumeRecord,
         drive: &str,
         offset: u64,
         len: u64,
-    ) -> Result<MemberDevice, CsiError> {
+    ) -> Result<SliceDevice, CsiError> {
         let remote = self
             .remote
             .lock()
@@ -394,19 +358,8 @@ impl NodeSide {
             Some((agent, source)) => {
                 let dev = crate::agent::connect_member(&agent, drive, source)
                     .map_err(|e| engine_err(&format!("drive {drive} over NBD"), e))?;
-                if dev.size() < offset + len {
-                    return Err(internal(format!(
-                        "drive {drive} over NBD has {} bytes, the member needs {}",
-                        dev.size(),
-                        offset + len
-                    )));
-                }
-                Ok(MemberDevice {
-                    file: Arc::new(dev),
-                    offset,
-                    len,
-                    name: format!("nbd:{drive}@{offset}"),
-                })
+                SliceDevice::new(Arc::new(dev), offset, len)
+                    .map_err(|e| internal(format!("drive {drive} over NBD: {e}")))
             }
         }
     }
@@ -633,7 +586,7 @@ impl NodeSide {
         &self.cfg
     }
 
-    fn open_member(&self, drive: &str, offset: u64, len: u64) -> Result<MemberDevice, CsiError> {
+    fn open_member(&self, drive: &str, offset: u64, len: u64) -> Result<SliceDevice, CsiError> {
         fs::create_dir_all(&self.cfg.data_dir)
             .map_err(|e| internal(format!("creating {}: {e}", self.cfg.data_dir.display())))?;
         let path = self.cfg.data_dir.join(format!("{drive}.img"));
@@ -656,12 +609,8 @@ impl NodeSide {
         drop(f);
         let file = FileDevice::open(&path, CacheMode::DirectIfSupported)
             .map_err(|e| internal(format!("opening drive {}: {e}", path.display())))?;
-        Ok(MemberDevice {
-            file: Arc::new(file),
-            offset,
-            len,
-            name: format!("{drive}@{offset}"),
-        })
+        SliceDevice::new(Arc::new(file), offset, len)
+            .map_err(|e| internal(format!("drive {}: {e}", path.display())))
     }
 
     /// Whether volume `id` is staged on this node: assembled here, or staged
@@ -693,7 +642,8 @@ impl NodeSide {
         let mut blank = true;
         for m in &rec.members {
             let d = self.member_of(rec, &m.drive, m.offset, rec.layout.member_bytes.min(m.len))?;
-            blank &= is_blank(&d).map_err(|e| internal(format!("reading {}: {e}", d.name)))?;
+            blank &=
+                is_blank(&d).map_err(|e| internal(format!("reading {}: {e}", d.describe())))?;
             devs.push(Arc::new(d));
         }
         if blank {

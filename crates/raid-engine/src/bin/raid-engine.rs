@@ -75,6 +75,13 @@ struct Members {
     /// Use buffered I/O instead of O_DIRECT on local members.
     #[arg(long)]
     buffered: bool,
+    /// Start the volume even though members that were in sync when it last
+    /// ran are not given (as mdadm --run): it starts degraded and records
+    /// them failed, so that they come back only by readd or rebuild.
+    /// Without it such a start is refused. (status never starts the volume
+    /// and create starts a new one: both ignore it.)
+    #[arg(long)]
+    run: bool,
 }
 
 #[derive(Subcommand)]
@@ -315,8 +322,41 @@ impl From<&str> for Failure {
     }
 }
 
-fn assemble(m: &Members) -> Result<Volume, Failure> {
+/// Starts the volume from `m`. Refused unless `--run` is given when a role
+/// that was in sync when the volume last ran is missing (other than
+/// `replacing`, the role a rebuild gives a new device): starting without
+/// it records it failed. A volume that cannot start at all is left to
+/// `Volume::assemble` to refuse, as are unreadable members.
+fn assemble(m: &Members, replacing: Option<usize>) -> Result<Volume, Failure> {
     let (devs, secret) = open_members(m)?;
+    if !m.run
+        && let Ok(x) = Volume::examine(&devs, None)
+        && x.can_start()
+    {
+        let missing: Vec<String> = x
+            .roles
+            .iter()
+            .filter(|r| {
+                r.condition == RoleCondition::Missing
+                    && r.recorded_active
+                    && Some(r.role) != replacing
+            })
+            .map(|r| r.role.to_string())
+            .collect();
+        if !missing.is_empty() {
+            let (roles, them, are) = match missing.len() {
+                1 => ("role", "it", "is"),
+                _ => ("roles", "them", "are"),
+            };
+            return Err(format!(
+                "{roles} {} of the volume {are} not given (in sync when the volume last ran): \
+                 give every member, or --run to start the volume degraded without {them} \
+                 (recorded failed; back only by readd or rebuild)",
+                missing.join(", ")
+            )
+            .into());
+        }
+    }
     Volume::assemble(devs, secret.as_ref()).map_err(|e| Failure {
         code: match e {
             EngineError::Unavailable(_) => EXIT_CANNOT_START,
@@ -618,6 +658,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 let msg = flag_error(e, |f| match f {
                     "chunk_sectors" => Some(format!("--chunk {chunk} ({sectors} sectors)")),
                     "data_offset_sectors" => Some("--data-offset".into()),
+                    // The library's name for the member list.
+                    "devices" => Some("the MEMBERS arguments".into()),
                     // The geometry's name for a member's size.
                     f => f
                         .strip_prefix("dev_sectors[")
@@ -746,7 +788,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 .transpose()?;
             let dev =
                 open_member(&replacement, m.buffered).map_err(|e| format!("--replacement: {e}"))?;
-            with_volume(&m, |v| {
+            with_volume(&m, Some(role), |v| {
                 // Checked and claimed at once, and kept claimed until the
                 // swap: nobody can take it once the role is failed.
                 let reserved = v.reserve_replacement(role, dev).map_err(|e| match e {
@@ -785,7 +827,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 Ok(())
             })?;
         }
-        Cmd::Readd { role, m } => with_volume(&m, |v| {
+        Cmd::Readd { role, m } => with_volume(&m, None, |v| {
             let bar = progress_bar(Instant::now());
             let p = v
                 .readd(
@@ -804,7 +846,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             out!("re-added role {role}: {} bytes resynced", p.done_bytes);
             Ok(())
         })?,
-        Cmd::Scrub { repair, m } => with_volume(&m, |v| {
+        Cmd::Scrub { repair, m } => with_volume(&m, None, |v| {
             let r = v.scrub(repair).map_err(|e| match e {
                 EngineError::Interrupted(how_far) => format!(
                     "scrub interrupted by a signal ({how_far}){}",
@@ -915,8 +957,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
 /// A SIGTERM or SIGINT while `f` runs interrupts a rebuild, readd or scrub
 /// at its next step ([`Volume::interrupt`]), and the volume is closed as
 /// for any failure; a second signal ends the process at once.
-fn with_volume(m: &Members, f: impl FnOnce(&Volume) -> Result<(), Failure>) -> Result<(), Failure> {
-    let v = assemble(m)?;
+fn with_volume(
+    m: &Members,
+    replacing: Option<usize>,
+    f: impl FnOnce(&Volume) -> Result<(), Failure>,
+) -> Result<(), Failure> {
+    let v = assemble(m, replacing)?;
     let stop = match interruptible() {
         Ok(stop) => stop,
         Err(e) => {
@@ -977,7 +1023,7 @@ fn expose(
     (adaptive_poll, busy_poll): (Duration, Duration),
     m: &Members,
 ) -> Result<(), Failure> {
-    let v = Arc::new(assemble(m)?);
+    let v = Arc::new(assemble(m, None)?);
     let opts = raid_engine::fuse::ExposeOptions::default()
         .with_adaptive_poll(adaptive_poll)
         .with_busy_poll(busy_poll);
