@@ -7,6 +7,7 @@ use placement::{DriveKind, Mode, Separation, Shape, Spread};
 use serde::{Deserialize, Serialize};
 
 use crate::error::SimError;
+use crate::num::exact;
 use crate::units::{ByteRate, ByteSize};
 
 /// Everything one run needs.
@@ -579,26 +580,35 @@ impl SimConfig {
             if v.is_finite() && v > 0.0 {
                 Ok(())
             } else {
-                bad(field, format!("must be a positive number, got {v}"))
+                bad(
+                    field,
+                    format!("must be a positive number, got {}", exact(v)),
+                )
             }
         }
         fn non_negative(field: &str, v: f64) -> Result<(), SimError> {
             if v.is_finite() && v >= 0.0 {
                 Ok(())
             } else {
-                bad(field, format!("must be a non-negative number, got {v}"))
+                bad(
+                    field,
+                    format!("must be a non-negative number, got {}", exact(v)),
+                )
             }
         }
         fn afr(field: &str, v: f64) -> Result<(), SimError> {
             if (0.0..1.0).contains(&v) {
                 Ok(())
             } else {
-                bad(field, format!("must lie in [0, 1), got {v}"))
+                bad(field, format!("must lie in [0, 1), got {}", exact(v)))
             }
         }
         positive("years", self.years)?;
         if self.years > 1000.0 {
-            return bad("years", format!("must be at most 1000, got {}", self.years));
+            return bad(
+                "years",
+                format!("must be at most 1000, got {}", exact(self.years)),
+            );
         }
         positive("sample_days", self.sample_days)?;
         // Each sample is an event and a stored point: a tiny interval made the run spin through
@@ -609,9 +619,9 @@ impl SimConfig {
                 "sample_days",
                 format!(
                     "must be at least {} days for {} years (at most 1,000,000 utilisation samples), got {}",
-                    self.years * 365.0 / MAX_SAMPLES,
-                    self.years,
-                    self.sample_days
+                    exact(self.years * 365.0 / MAX_SAMPLES),
+                    exact(self.years),
+                    exact(self.sample_days)
                 ),
             );
         }
@@ -702,7 +712,7 @@ impl SimConfig {
         if !(0.0..1.0).contains(&fl.ure_per_bit) {
             return bad(
                 "failures.ure_per_bit",
-                format!("must lie in [0, 1), got {}", fl.ure_per_bit),
+                format!("must lie in [0, 1), got {}", exact(fl.ure_per_bit)),
             );
         }
         let r = &self.rebuild;
@@ -710,7 +720,7 @@ impl SimConfig {
         if !(r.share > 0.0 && r.share <= 1.0) {
             return bad(
                 "rebuild.share",
-                format!("must lie in (0, 1], got {}", r.share),
+                format!("must lie in (0, 1], got {}", exact(r.share)),
             );
         }
         for (name, v) in [
@@ -740,7 +750,9 @@ impl SimConfig {
                     "workload.mean_lifetime_days",
                     format!(
                         "of {} days gives about {arrivals:.3e} arrivals of {} volumes in {} years; at most 250,000,000 are simulated (give a longer lifetime, or 0 for volumes that never depart)",
-                        w.mean_lifetime_days, w.volumes, self.years
+                        exact(w.mean_lifetime_days),
+                        w.volumes,
+                        exact(self.years)
                     ),
                 );
             }

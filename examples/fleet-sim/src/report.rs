@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::config::{PolicyKind, SimConfig};
 use crate::fleet::Fleet;
+use crate::num::{exact, human};
 
 /// Why a volume lost data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -242,13 +243,15 @@ impl Rate {
                 high: f64::INFINITY,
             };
         }
-        let k = 1000.0 / volume_years;
+        // Scale each figure on its own: `1000 / volume_years` overflows to infinity for a
+        // subnormal exposure (`--years 1e-320`), and 0 events times it printed `NaN`.
+        let per_1000 = |x: f64| x * 1000.0 / volume_years;
         Rate {
             events,
             volume_years,
-            per_1000_volume_years: events as f64 * k,
-            low: lo * k,
-            high: hi * k,
+            per_1000_volume_years: per_1000(events as f64),
+            low: per_1000(lo),
+            high: per_1000(hi),
         }
     }
 
@@ -259,8 +262,10 @@ impl Rate {
             "no rate: no volume-years (nothing was placed)".to_string()
         } else {
             format!(
-                "{:>width$.4} per 1,000 {unit} ({ci} {:.4}–{:.4})",
-                self.per_1000_volume_years, self.low, self.high
+                "{:>width$} per 1,000 {unit} ({ci} {}–{})",
+                human(self.per_1000_volume_years),
+                human(self.low),
+                human(self.high)
             )
         }
     }
@@ -460,9 +465,11 @@ pub struct Report {
 
 fn bytes_per_sec(b: f64) -> String {
     if b >= 1e9 {
-        format!("{:.2} GB/s", b / 1e9)
+        format!("{} GB/s", human(b / 1e9))
+    } else if b >= 1e6 || b == 0.0 {
+        format!("{} MB/s", human(b / 1e6))
     } else {
-        format!("{:.0} MB/s", b / 1e6)
+        format!("{} kB/s", human(b / 1e3))
     }
 }
 
@@ -472,13 +479,13 @@ impl Report {
         let mut o = String::new();
         let _ = writeln!(
             o,
-            "fleet: {} drives ({:.1} PB raw), {} JBODs, {} racks, {} servers; {} years, seed {}",
+            "fleet: {} drives ({} PB raw), {} JBODs, {} racks, {} servers; {} years, seed {}",
             self.drives,
-            self.capacity_bytes as f64 / 1e15,
+            human(self.capacity_bytes as f64 / 1e15),
             self.jbods,
             self.racks,
             self.servers,
-            self.years,
+            exact(self.years),
             self.seed
         );
         let h = &self.hardware;
@@ -491,10 +498,10 @@ impl Report {
             let _ = writeln!(o, "\n== policy {} ==", p.policy);
             let _ = writeln!(
                 o,
-                "data loss: {} events ({} incidents) in {:.0} volume-years = {}",
+                "data loss: {} events ({} incidents) in {} volume-years = {}",
                 p.loss.events,
                 p.loss_incidents,
-                p.loss.volume_years,
+                human(p.loss.volume_years),
                 p.loss.text(0, "volume-years", "95% CI")
             );
             let causes: Vec<String> = p
@@ -518,11 +525,11 @@ impl Report {
             }
             let _ = writeln!(
                 o,
-                "rebuilds: {} done, p50 {:.2} h, p99 {:.2} h, max {:.2} h; peak total {}",
+                "rebuilds: {} done, p50 {} h, p99 {} h, max {} h; peak total {}",
                 p.rebuilds,
-                p.rebuild_p50_hours,
-                p.rebuild_p99_hours,
-                p.rebuild_max_hours,
+                human(p.rebuild_p50_hours),
+                human(p.rebuild_p99_hours),
+                human(p.rebuild_max_hours),
                 bytes_per_sec(p.peak_rebuild_total)
             );
             for k in &p.peak_by_kind {
@@ -559,8 +566,10 @@ impl Report {
             );
             let _ = writeln!(
                 o,
-                "UREs corrected {}; volume-hours without attach server {:.0}; {} events",
-                p.ure_corrected, p.unavailable_volume_hours, p.events
+                "UREs corrected {}; volume-hours without attach server {}; {} events",
+                p.ure_corrected,
+                human(p.unavailable_volume_hours),
+                p.events
             );
             for (op, n, first) in &p.errors {
                 let _ = writeln!(o, "  {op} failed {n} times; first: {first}");

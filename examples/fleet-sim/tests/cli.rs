@@ -75,6 +75,11 @@ fn usage_errors_are_one_line_naming_the_flag() {
         &["--years", "-1"],
         "fleet-sim: --years: must be a positive number, got -1\n",
     );
+    // The value as given, not its 309 digits.
+    exact(
+        &["--years", "1e308"],
+        "fleet-sim: --years: must be at most 1000, got 1e308\n",
+    );
     exact(
         &["--volumes", "99999999999"],
         "fleet-sim: --volumes: must be at most 50,000,000, got 99999999999\n",
@@ -338,7 +343,7 @@ fn progress_is_logged_when_stderr_is_not_a_terminal() {
         "{err}"
     );
     assert!(
-        lines.contains(&"fleet-sim: random: 100%: simulated 0.50 of 0.5 years"),
+        lines.contains(&"fleet-sim: random: 100%: simulated 0.5 of 0.5 years"),
         "{err}"
     );
     // At most one line per tenth of each stage, and a summary.

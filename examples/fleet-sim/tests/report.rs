@@ -44,3 +44,67 @@ fn exposure_gives_a_finite_interval_around_the_rate() {
     assert_eq!(rate.per_1000_volume_years, 2.0);
     assert!(rate.low < 2.0 && 2.0 < rate.high && rate.high.is_finite());
 }
+
+/// A subnormal exposure (`--years 1e-320` gives about 3e-318 volume-years) made the scale
+/// factor infinite and the rate of 0 events `0 × inf = NaN`, printed and sent as JSON `null`.
+#[test]
+fn a_subnormal_exposure_gives_a_rate_not_nan() {
+    let rate = fleet_sim::report::Rate::new(0, 2.8e-318);
+    assert_eq!(rate.per_1000_volume_years, 0.0);
+    assert_eq!(rate.low, 0.0);
+    assert!(rate.high > 0.0, "{rate:?}");
+    let rate = fleet_sim::report::Rate::new(3, 1e-300);
+    assert!(rate.per_1000_volume_years.is_finite() && rate.per_1000_volume_years > 0.0);
+}
+
+/// A run of 0.001 years has a fraction of a volume-year and bounds in the tens of thousands:
+/// the text once printed them as `in 0 volume-years` and `(95% CI 0.0000–13100.0423)`. Every
+/// figure now carries about three significant digits, while the JSON keeps full precision.
+#[test]
+fn a_tiny_run_prints_significant_digits_and_exact_json() {
+    let mut cfg = SimConfig {
+        years: 0.001,
+        policies: vec![PolicyKind::Random],
+        ..SimConfig::default()
+    };
+    cfg.fleet.racks = 4;
+    cfg.fleet.drives_per_rack = 120;
+    cfg.fleet.servers_per_rack = 2;
+    cfg.workload.volumes = 300;
+    let r = run(&cfg, None, &mut |_, _| {}).unwrap();
+    let p = &r.policies[0];
+    assert!(p.loss.volume_years > 0.0 && p.loss.volume_years < 1.0);
+    let text = r.to_text();
+    assert!(text.contains("0.001 years"), "{text}");
+    let line = text.lines().find(|l| l.starts_with("data loss:")).unwrap();
+    // The exposure, rounded to 3 significant digits, not to a whole (and wrong) `0`.
+    let shown = fleet_sim::num::human(p.loss.volume_years);
+    assert!(shown.starts_with("0.") && shown.len() <= 5, "{shown}");
+    assert!(line.contains(&format!("in {shown} volume-years")), "{line}");
+    assert!(
+        line.contains(&format!(
+            "(95% CI 0–{})",
+            fleet_sim::num::human(p.loss.high)
+        )),
+        "{line}"
+    );
+    // No figure in the report has more than three digits after a decimal point, unless it
+    // is below 0.001 (where they are its significant digits).
+    for word in text.split(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        if let Some((whole, frac)) = word.split_once('.') {
+            assert!(
+                frac.len() <= 3 || whole.trim_start_matches('0').is_empty(),
+                "{word} in: {text}"
+            );
+        }
+    }
+    let json: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+    assert_eq!(
+        json["policies"][0]["loss"]["volume_years"].as_f64(),
+        Some(p.loss.volume_years)
+    );
+    assert_eq!(
+        json["policies"][0]["loss"]["high"].as_f64(),
+        Some(p.loss.high)
+    );
+}
