@@ -169,9 +169,11 @@ pub struct MediumConfig {
 }
 
 /// Failure processes. Rates are annual failure rates (probability of failing within a year of
-/// service); a rate of 0 disables the process.
+/// service); a rate of 0 disables the process. Every field is optional, down to each field of
+/// `[failures.drive]`, `[failures.jbod]`, `[failures.server]` and `[failures.rack]`: a table
+/// that sets only `afr` keeps its default `repair_hours`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(from = "PartialFailures")]
 pub struct FailureConfig {
     /// Drive lifetimes.
     pub drive: DriveFailure,
@@ -209,6 +211,71 @@ impl Default for FailureConfig {
                 repair_hours: 12.0,
             },
             ure_per_bit: 1e-15,
+        }
+    }
+}
+
+/// `[failures]` as written: each absent field takes [`FailureConfig::default`]'s value. (With
+/// the tables deserialized whole, `[failures.jbod]` with only `afr` was refused for a missing
+/// `repair_hours`, against "every field is optional"; the default of a nested field depends on
+/// its table, so serde's per-type defaults cannot give it.)
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PartialFailures {
+    drive: Option<PartialDrive>,
+    drive_replace_hours: Option<f64>,
+    jbod: Option<PartialDomain>,
+    server: Option<PartialDomain>,
+    rack: Option<PartialDomain>,
+    ure_per_bit: Option<f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PartialDrive {
+    distribution: Option<Distribution>,
+    afr: Option<f64>,
+    shape: Option<f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PartialDomain {
+    afr: Option<f64>,
+    repair_hours: Option<f64>,
+}
+
+impl PartialDomain {
+    fn over(self, d: DomainFailure) -> DomainFailure {
+        DomainFailure {
+            afr: self.afr.unwrap_or(d.afr),
+            repair_hours: self.repair_hours.unwrap_or(d.repair_hours),
+        }
+    }
+}
+
+impl From<PartialFailures> for FailureConfig {
+    fn from(p: PartialFailures) -> Self {
+        let d = FailureConfig::default();
+        let drive = match p.drive {
+            None => d.drive,
+            Some(x) => DriveFailure {
+                distribution: x.distribution.unwrap_or(d.drive.distribution),
+                afr: x.afr.unwrap_or(d.drive.afr),
+                shape: x.shape.unwrap_or(d.drive.shape),
+            },
+        };
+        let domain = |x: Option<PartialDomain>, dflt: DomainFailure| match x {
+            None => dflt,
+            Some(x) => x.over(dflt),
+        };
+        FailureConfig {
+            drive,
+            drive_replace_hours: p.drive_replace_hours.unwrap_or(d.drive_replace_hours),
+            jbod: domain(p.jbod, d.jbod),
+            server: domain(p.server, d.server),
+            rack: domain(p.rack, d.rack),
+            ure_per_bit: p.ure_per_bit.unwrap_or(d.ure_per_bit),
         }
     }
 }
