@@ -87,6 +87,52 @@ fn display_is_exact_and_prefers_binary() {
     );
 }
 
+/// Network speeds are written in bits: `100 Gb/s` is a 100-gigabit port, 12.5 GB/s. The
+/// case-insensitive units read it as 100 GB/s, eight times the link, and a bandwidth domain
+/// declared so was silently overstated. A rate refuses a prefix with a lower-case `b`, naming
+/// the byte unit to write; sizes keep their case-insensitive units.
+#[test]
+fn a_rate_in_bits_is_refused_not_read_as_bytes() {
+    for (text, unit, bytes) in [
+        ("100 Gb/s", "Gb", "GB"),
+        ("100Gb/s", "Gb", "GB"),
+        ("10 gb/s", "gb", "GB"),
+        ("400 mb/s", "mb", "MB"),
+        ("1 kb/s", "kb", "kB"),
+        ("25 Gib/s", "Gib", "GiB"),
+        ("25 Gb", "Gb", "GB"),
+    ] {
+        let e = ByteRate::parse(text).unwrap_err();
+        assert_eq!(e.kind(), &ErrorKind::Bits(unit.to_string()), "{text}");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "rate {text:?}: {unit:?} reads as bits per second in a rate; write {bytes} for bytes (a bit rate divided by 8)"
+            )
+        );
+    }
+    for (text, v) in [
+        ("12.5 GB/s", 12_500_000_000u64),
+        ("12.5 GB", 12_500_000_000),
+        ("10 GiB/s", 10 << 30),
+        ("1 gB/s", 1_000_000_000),
+        ("512 B/s", 512),
+        ("512/s", 512),
+        ("512 b/s", 512),
+    ] {
+        assert_eq!(
+            ByteRate::parse(text).unwrap().bytes_per_second(),
+            v,
+            "{text}"
+        );
+    }
+    // Sizes are not rates: case-insensitive as documented.
+    assert_eq!(
+        ByteSize::parse("12 tb").unwrap().bytes(),
+        12_000_000_000_000
+    );
+}
+
 #[test]
 fn approx_has_three_significant_digits() {
     assert_eq!(ByteSize::new(512).approx().to_string(), "512 B");
