@@ -248,6 +248,9 @@ fn main() -> ExitCode {
     }
     let report = match result {
         Ok(r) => r,
+        // A class the fleet cannot hold is found only once the fleet is built: still a
+        // configuration error, attributed to the file (or flag) like those found before.
+        Err(e @ SimError::Config { .. }) => return fail(invalid(e, &args)),
         Err(e) => return fail(e.to_string()),
     };
     if !args.quiet {

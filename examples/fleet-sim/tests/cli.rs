@@ -124,6 +124,34 @@ fn usage_errors_are_one_line_naming_the_flag() {
         &["--inventory", inv.to_str().unwrap(), "--years", "0.1"],
         "fleet-sim: config: workload.class[0] ('raid1').separation[0].level 'rack' is not a level of the inventory (it has none)\n",
     );
+    // The same rule broken by the configuration file names the file, although it is found
+    // only once the fleet is built (it was "fleet-sim: config: …", without the file).
+    std::fs::write(
+        &f,
+        "[[workload.class]]\nname = \"a\"\nweight = 1.0\nkinds = [\"hdd\"]\nsizes = [\"1 TB\"]\n\
+         shape = { type = \"mirror\", legs = 2 }\nseparation = [{ level = \"row\" }]\n",
+    )
+    .unwrap();
+    let out = bin()
+        .args([
+            "--config",
+            path,
+            "--years",
+            "0.01",
+            "--volumes",
+            "10",
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with(&format!(
+            "fleet-sim: {path}: config: workload.class[0] ('a').separation[0].level 'row' is not a level of the inventory"
+        )),
+        "{err}"
+    );
     // A flag overrides the file before the rules are checked.
     let out = bin()
         .args(["--config", path, "--years", "2", "--print-config"])
