@@ -355,11 +355,12 @@ impl<S: JournalSink> GroupCommit<S> {
             return Err(Error::JournalPoisoned);
         }
         let st_ref = &mut *st;
+        let seq = crate::journal::next_seq(st_ref.last_seq)?;
         let (v, journal) = Tx::change(&mut st_ref.alloc, f)?;
         let Some((record, undo)) = journal else {
             return Ok(v);
         };
-        st_ref.last_seq += 1;
+        st_ref.last_seq = seq;
         encode_record(st_ref.last_seq, &record, &mut st_ref.pending);
         let (mine, generation) = (st_ref.last_seq, st_ref.generation);
         st_ref.undo.push((mine, undo));

@@ -42,7 +42,8 @@
 //! and why (`None` when only zero bytes follow the last frame). Otherwise the journal is
 //! damaged, truncating would lose acknowledged records, and recovery refuses with
 //! [`Error::CorruptJournal`] naming the byte offset. A checksum-valid frame that does not
-//! decode, or a sequence gap, is always refused. Every single-byte corruption of a journal is
+//! decode, or a sequence gap, is always refused, and so is a record carrying slice id
+//! `u64::MAX` (no id would be left after it) or a sequence that runs past `u64::MAX`. Every single-byte corruption of a journal is
 //! thus either refused, or (in its last frame, where it cannot be told from a torn write)
 //! recovered to every record before the damaged frame, and reported.
 //!
@@ -767,7 +768,7 @@ pub fn decode_journal(bytes: &[u8]) -> Result<DecodedJournal, Error> {
         match parse_frame(&bytes[pos..]) {
             Ok((seq, record, len)) => {
                 if let Some(prev) = entries.last()
-                    && seq != prev.seq + 1
+                    && prev.seq.checked_add(1) != Some(seq)
                 {
                     return Err(corrupt(
                         pos,
@@ -904,6 +905,16 @@ pub struct Journaled<W: Write> {
     buf: Vec<u8>,
 }
 
+/// The sequence number after `last`, or an error when `last` is the largest: checked before a
+/// change is applied, so that a change that could not be journaled is not made (a snapshot or
+/// journal claiming `u64::MAX` overflowed the counter on the next change).
+pub(crate) fn next_seq(last: u64) -> Result<u64, Error> {
+    last.checked_add(1).ok_or_else(|| Error::InvalidArgument {
+        field: "last_seq",
+        rule: format!("record sequence numbers are used up: the last was {last}"),
+    })
+}
+
 impl<W: Write> Journaled<W> {
     /// Starts a new journal on `writer` (writes the header) for `alloc`, whose state is covered
     /// by a snapshot with `last_seq` (0 for a fresh allocator).
@@ -992,12 +1003,12 @@ impl<W: Write> Journaled<W> {
         if self.poisoned {
             return Err(Error::JournalPoisoned);
         }
+        let seq = next_seq(self.last_seq)?;
         let (v, journal) = Tx::change(&mut self.alloc, f)?;
         let Some((record, undo)) = journal else {
             return Ok(v);
         };
         self.buf.clear();
-        let seq = self.last_seq + 1;
         encode_record(seq, &record, &mut self.buf);
         match self
             .writer
