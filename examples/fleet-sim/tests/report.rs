@@ -2,19 +2,31 @@
 
 use fleet_sim::{PolicyKind, SimConfig, run};
 
+/// A run of the random policy over a small generated fleet.
+fn random_run(
+    years: f64,
+    racks: u32,
+    drives_per_rack: u32,
+    servers_per_rack: u32,
+    volumes: u64,
+) -> SimConfig {
+    let mut cfg = SimConfig {
+        years,
+        policies: vec![PolicyKind::Random],
+        ..SimConfig::default()
+    };
+    cfg.fleet.racks = racks;
+    cfg.fleet.drives_per_rack = drives_per_rack;
+    cfg.fleet.servers_per_rack = servers_per_rack;
+    cfg.workload.volumes = volumes;
+    cfg
+}
+
 /// A class nothing was placed in (here: no volumes at all) has no rate. Before, its rate was
 /// printed as `0.0000 (CI 0.0000–0.0000)`, a certainty that zero exposure cannot give.
 #[test]
 fn no_exposure_gives_no_rate_and_an_unbounded_interval() {
-    let mut cfg = SimConfig {
-        years: 0.1,
-        policies: vec![PolicyKind::Random],
-        ..SimConfig::default()
-    };
-    cfg.fleet.racks = 2;
-    cfg.fleet.drives_per_rack = 60;
-    cfg.fleet.servers_per_rack = 1;
-    cfg.workload.volumes = 0;
+    let cfg = random_run(0.1, 2, 60, 1, 0);
     let r = run(&cfg, None, &mut |_, _| {}).unwrap();
     let p = &r.policies[0];
     assert_eq!(p.loss.volume_years, 0.0);
@@ -62,15 +74,7 @@ fn a_subnormal_exposure_gives_a_rate_not_nan() {
 /// figure now carries about three significant digits, while the JSON keeps full precision.
 #[test]
 fn a_tiny_run_prints_significant_digits_and_exact_json() {
-    let mut cfg = SimConfig {
-        years: 0.001,
-        policies: vec![PolicyKind::Random],
-        ..SimConfig::default()
-    };
-    cfg.fleet.racks = 4;
-    cfg.fleet.drives_per_rack = 120;
-    cfg.fleet.servers_per_rack = 2;
-    cfg.workload.volumes = 300;
+    let cfg = random_run(0.001, 4, 120, 2, 300);
     let r = run(&cfg, None, &mut |_, _| {}).unwrap();
     let p = &r.policies[0];
     assert!(p.loss.volume_years > 0.0 && p.loss.volume_years < 1.0);
