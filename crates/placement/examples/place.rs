@@ -181,7 +181,7 @@ fn run(args: Args) -> Result<(), Failure> {
     }
     if let Some(path) = &args.save {
         std::fs::write(path, engine.snapshot().to_toml())
-            .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+            .map_err(|e| invalid(format!("--save {}: {e}", path.display())))?;
     }
     match (bad_request, unplaced) {
         (true, _) => Err(Failure::Reported(2)),

@@ -171,6 +171,18 @@ fn bad_arguments_exit_2_on_one_line() {
         assert_eq!(o.status.code(), Some(2), "{args:?}: {o:?}");
         assert_eq!(stderr_lines(&o), vec![want.to_string()], "{args:?}");
     }
+    // A state file that cannot be written names the flag (it named only the path, like an
+    // unreadable input file).
+    let d = tempfile::tempdir().unwrap();
+    let to = d.path().join("missing").join("state.toml");
+    let o = place().arg(&inv).arg("--save").arg(&to).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    let lines = stderr_lines(&o);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with(&format!("place: --save {}: ", to.display())),
+        "{lines:?}"
+    );
     let o = place().arg("--help").output().unwrap();
     assert_eq!(o.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&o.stdout).contains("Usage"));
