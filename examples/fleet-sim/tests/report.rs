@@ -112,3 +112,35 @@ fn a_tiny_run_prints_significant_digits_and_exact_json() {
         Some(p.loss.high)
     );
 }
+
+/// The charts' tick labels of a 0.001-year run were all `0.00` (fixed decimals); each tick now
+/// has its own label with three significant digits.
+#[test]
+fn tiny_runs_get_distinct_tick_labels() {
+    use fleet_sim::svg::{Series, line_chart};
+    let labels = |xmax: f64| -> Vec<String> {
+        let svg = line_chart(
+            "t",
+            "years",
+            "y",
+            &[Series {
+                label: "a".into(),
+                points: vec![(0.0, 0.0), (xmax, 1.0)],
+            }],
+            false,
+        );
+        // The x ticks: `text-anchor="middle">LABEL</text>` after each tick line.
+        svg.split(r#"text-anchor="middle">"#)
+            .skip(1)
+            .filter_map(|s| s.split('<').next())
+            .map(str::to_string)
+            .filter(|l| l.chars().next().is_some_and(|c| c.is_ascii_digit()))
+            .collect()
+    };
+    assert_eq!(
+        labels(0.001),
+        ["0", "0.0002", "0.0004", "0.0006", "0.0008", "0.001"]
+    );
+    assert_eq!(labels(5.0), ["0", "1", "2", "3", "4", "5"]);
+    assert_eq!(labels(1000.0), ["0", "200", "400", "600", "800", "1,000"]);
+}
