@@ -400,7 +400,9 @@ impl ByteSize {
     }
 
     /// A display of the size for people, with three significant digits in binary units
-    /// (`"10.9 TiB"`, `"512 B"`). Not exact; use `Display` where the value must survive a round trip.
+    /// (`"10.9 TiB"`, `"0.977 MiB"` for 1000 KiB, `"1.00 MiB"` for 1 MiB less a byte); below
+    /// 1 KiB the exact bytes (`"512 B"`). Not exact; use `Display` where the value must survive
+    /// a round trip.
     pub fn approx(self) -> Approx {
         Approx(self)
     }
@@ -480,7 +482,27 @@ impl fmt::Display for Approx {
         let hundredths = scaled(100);
         let (whole, frac) = (hundredths / 100, hundredths % 100);
         let tenths = scaled(10);
-        if whole >= 100 || tenths >= 1000 {
+        let next = match unit {
+            Unit::KiB => Some(Unit::MiB),
+            Unit::MiB => Some(Unit::GiB),
+            Unit::GiB => Some(Unit::TiB),
+            Unit::TiB => Some(Unit::PiB),
+            Unit::PiB => Some(Unit::EiB),
+            _ => None,
+        };
+        if let Some(next) = next
+            && scaled(1) >= 1000
+        {
+            // 1000–1023 of a unit are four digits ("1024 KiB" for 1 MiB less a byte): the next
+            // unit gives three, "0.977 MiB" ... "1.00 MiB".
+            let per = u128::from(next.bytes());
+            let thousandths = (bytes * 1000 + per / 2) / per;
+            if thousandths >= 1000 {
+                write!(f, "1.00 {}", next.symbol())
+            } else {
+                write!(f, "0.{thousandths:03} {}", next.symbol())
+            }
+        } else if whole >= 100 || tenths >= 1000 {
             write!(f, "{} {}", scaled(1), unit.symbol())
         } else if whole >= 10 {
             write!(f, "{}.{} {}", tenths / 10, tenths % 10, unit.symbol())

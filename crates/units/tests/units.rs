@@ -141,6 +141,25 @@ fn approx_has_three_significant_digits() {
     assert_eq!(ByteSize::tb(12).approx().to_string(), "10.9 TiB");
     assert_eq!(ByteSize::gib(999).approx().to_string(), "999 GiB");
     assert_eq!(ByteSize::new(u64::MAX).approx().to_string(), "16.0 EiB");
+    // 1000–1023 of a unit were printed with four digits ("1024 KiB" for 1 MiB less a byte,
+    // "1000 KiB"); they are shown in the next unit.
+    assert_eq!(ByteSize::mib(1).approx().to_string(), "1.00 MiB");
+    assert_eq!(
+        ByteSize::new((1 << 20) - 1).approx().to_string(),
+        "1.00 MiB"
+    );
+    assert_eq!(ByteSize::kib(1000).approx().to_string(), "0.977 MiB");
+    assert_eq!(ByteSize::new(1_023_999).approx().to_string(), "0.977 MiB");
+    assert_eq!(
+        ByteSize::new(1_022_976 + 511).approx().to_string(),
+        "999 KiB"
+    );
+    assert_eq!(ByteSize::gib(1023).approx().to_string(), "0.999 TiB");
+    assert_eq!(
+        ByteSize::new((1 << 60) - 1).approx().to_string(),
+        "1.00 EiB"
+    );
+    assert_eq!(ByteSize::new(1023).approx().to_string(), "1023 B");
 }
 
 #[test]
