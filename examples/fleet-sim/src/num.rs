@@ -53,20 +53,29 @@ pub fn exact(x: f64) -> String {
     if s.len() > 16 { format!("{x:e}") } else { s }
 }
 
-/// A whole number with a comma every three digits.
-fn group(x: f64) -> String {
-    let digits = format!("{:.0}", x.abs());
-    let mut o = String::with_capacity(digits.len() + digits.len() / 3 + 1);
-    if x < 0.0 {
-        o.push('-');
-    }
+/// A count with a comma every three digits (`7,263`, `127,557`), as [`human`] writes whole
+/// numbers, so that one report does not mix `89,351` and `127557`.
+///
+/// ```
+/// assert_eq!(fleet_sim::num::count(127_557), "127,557");
+/// assert_eq!(fleet_sim::num::count(999), "999");
+/// ```
+pub fn count(n: u64) -> String {
+    let digits = n.to_string();
+    let mut o = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             o.push(',');
         }
         o.push(c);
     }
     o
+}
+
+/// A whole number below 10^15 (exact in an `f64`) with a comma every three digits.
+fn group(x: f64) -> String {
+    let sign = if x < 0.0 { "-" } else { "" };
+    format!("{sign}{}", count(x.abs() as u64))
 }
 
 /// `1.50` → `1.5`, `2.00` → `2` (the digits shown are significant; their zeros are noise).

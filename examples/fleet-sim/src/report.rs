@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::config::{PolicyKind, SimConfig};
 use crate::fleet::Fleet;
-use crate::num::{exact, human};
+use crate::num::{count, exact, human};
 
 /// Why a volume lost data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -480,11 +480,11 @@ impl Report {
         let _ = writeln!(
             o,
             "fleet: {} drives ({} PB raw), {} JBODs, {} racks, {} servers; {} years, seed {}",
-            self.drives,
+            count(self.drives as u64),
             human(self.capacity_bytes as f64 / 1e15),
-            self.jbods,
-            self.racks,
-            self.servers,
+            count(self.jbods as u64),
+            count(self.racks as u64),
+            count(self.servers as u64),
             exact(self.years),
             self.seed
         );
@@ -492,15 +492,18 @@ impl Report {
         let _ = writeln!(
             o,
             "hardware: {} drive failures, {} JBOD outages, {} server outages, {} rack outages",
-            h.drive_failures, h.jbod_failures, h.server_failures, h.rack_failures
+            count(h.drive_failures),
+            count(h.jbod_failures),
+            count(h.server_failures),
+            count(h.rack_failures)
         );
         for p in &self.policies {
             let _ = writeln!(o, "\n== policy {} ==", p.policy);
             let _ = writeln!(
                 o,
                 "data loss: {} events ({} incidents) in {} volume-years = {}",
-                p.loss.events,
-                p.loss_incidents,
+                count(p.loss.events),
+                count(p.loss_incidents),
                 human(p.loss.volume_years),
                 p.loss.text(0, "volume-years", "95% CI")
             );
@@ -508,7 +511,7 @@ impl Report {
                 .loss_by_cause
                 .iter()
                 .filter(|c| c.1 > 0)
-                .map(|(c, n)| format!("{c} {n}"))
+                .map(|(c, n)| format!("{c} {}", count(*n)))
                 .collect();
             if !causes.is_empty() {
                 let _ = writeln!(o, "  by cause: {}", causes.join(", "));
@@ -518,7 +521,7 @@ impl Report {
                     o,
                     "  {:<12} {:>6} events {}  [{}]",
                     c.name,
-                    c.loss.events,
+                    count(c.loss.events),
                     c.loss.text(10, "vol-yr", "CI"),
                     c.analysis
                 );
@@ -526,7 +529,7 @@ impl Report {
             let _ = writeln!(
                 o,
                 "rebuilds: {} done, p50 {} h, p99 {} h, max {} h; peak total {}",
-                p.rebuilds,
+                count(p.rebuilds),
                 human(p.rebuild_p50_hours),
                 human(p.rebuild_p99_hours),
                 human(p.rebuild_max_hours),
@@ -551,28 +554,28 @@ impl Report {
                     last.utilisation * 100.0,
                     umin * 100.0,
                     umax * 100.0,
-                    last.volumes
+                    count(last.volumes)
                 );
             }
             let _ = writeln!(
                 o,
                 "unrepairable volumes: {} ({} still waiting at the end); arrivals {} (rejected {}), restores failed {}, slice allocations failed {}",
-                p.unrepairable_volumes,
-                p.unrepaired_at_end,
-                p.arrivals,
-                p.rejected_arrivals,
-                p.restore_failures,
-                p.slice_failures
+                count(p.unrepairable_volumes),
+                count(p.unrepaired_at_end),
+                count(p.arrivals),
+                count(p.rejected_arrivals),
+                count(p.restore_failures),
+                count(p.slice_failures)
             );
             let _ = writeln!(
                 o,
                 "UREs corrected {}; volume-hours without attach server {}; {} events",
-                p.ure_corrected,
+                count(p.ure_corrected),
                 human(p.unavailable_volume_hours),
-                p.events
+                count(p.events)
             );
             for (op, n, first) in &p.errors {
-                let _ = writeln!(o, "  {op} failed {n} times; first: {first}");
+                let _ = writeln!(o, "  {op} failed {} times; first: {first}", count(*n));
             }
         }
         o
