@@ -100,10 +100,13 @@ impl Shape {
             Shape::Parity { k: 0, .. } => bad("shape.k"),
             Shape::Parity { m: 0, .. } => bad("shape.m"),
             Shape::Parity { sets: 0, .. } => bad("shape.sets"),
-            _ if self.member_count() > 4096 => Err((
-                "shape",
-                format!("has {} members; at most 4096", self.member_count()),
-            )),
+            _ if self.member_count() > 4096 => {
+                // Counted in u128: `member_count` saturates, and a saturated count printed a
+                // wrong number (18446744073709551615 for 3.7e28 members).
+                let (g, s) = self.groups();
+                let n = g as u128 * s as u128;
+                Err(("shape", format!("has {n} members; at most 4096")))
+            }
             _ => Ok(()),
         }
     }

@@ -308,8 +308,10 @@ fn huge_shapes_are_refused_with_their_member_count() {
             "shape has 4294967296 members; at most 4096",
         ),
         (
+            // The true count, (2^32 - 1) × 2 (2^32 - 1); it was the saturated usize::MAX,
+            // 18446744073709551615, half the count and a number the shape does not have.
             parity(max, max, max),
-            "shape has 18446744073709551615 members; at most 4096",
+            "shape has 36893488130239234050 members; at most 4096",
         ),
     ] {
         let err = e.plan(&Request::new(shape, 1)).unwrap_err();
