@@ -553,6 +553,19 @@ pub const MAX_MEMBERS: usize = 64;
 /// Most utilisation samples a run takes (`years × 365 / sample_days`).
 const MAX_SAMPLES: f64 = 1_000_000.0;
 
+/// `s` for a one-line message: its first 80 characters and how many more there were (a
+/// 100,000-character value was echoed whole, twice: in the line's text and in TOML's message).
+fn clip(s: &str) -> String {
+    match s.char_indices().nth(80) {
+        None => s.to_string(),
+        Some((cut, _)) => format!(
+            "{}… ({} more characters)",
+            &s[..cut],
+            s[cut..].chars().count()
+        ),
+    }
+}
+
 /// Most arrivals a run expects after the initial population
 /// (`volumes × years × 365 / mean_lifetime_days`; the default run has 500,000, the largest
 /// population for 5 years at the default lifetime 125,000,000).
@@ -580,8 +593,8 @@ impl SimConfig {
             SimError::Syntax {
                 line: before.matches('\n').count() + 1,
                 column: before[line_start..].chars().count() + 1,
-                text: text[line_start..line_end].trim().to_string(),
-                message: e.message().trim().replace('\n', "; "),
+                text: clip(text[line_start..line_end].trim()),
+                message: clip(&e.message().trim().replace('\n', "; ")),
             }
         })
     }

@@ -276,3 +276,21 @@ fn a_failure_table_may_set_some_of_its_fields() {
         .to_string();
     assert!(err.contains("unknown field `repair`"), "{err}");
 }
+
+/// A file with a 100,000-character value of the wrong type was echoed whole twice in the
+/// one-line error (200 kB on stderr); the line and TOML's message are shortened.
+#[test]
+fn a_long_bad_line_is_quoted_short() {
+    let long = "x".repeat(100_000);
+    let e = SimConfig::from_toml(&format!("years = \"{long}\"\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.len() < 400, "{} bytes: {}", e.len(), &e[..400]);
+    assert!(e.starts_with("line 1, column 9 (`years = \"xxxx"), "{e}");
+    // The line: `years = "` and 71 x, then the 99,930 characters left of its 100,010.
+    assert!(
+        e.contains("… (99930 more characters)`): invalid type: string"),
+        "{e}"
+    );
+    assert_eq!(e.matches("more characters)").count(), 2, "{e}");
+}
