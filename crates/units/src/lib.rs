@@ -599,7 +599,7 @@ impl fmt::Display for ByteRate {
 
 /// A size or rate that could not be read. The message quotes the input and names the rule.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{what} {input:?}: {kind}")]
+#[error("{what} {}: {kind}", shown(.input))]
 pub struct ParseSizeError {
     what: &'static str,
     input: String,
@@ -629,10 +629,13 @@ pub enum ErrorKind {
     #[error("must not be negative")]
     Negative,
     /// Digits that are not a decimal number.
-    #[error("{0:?} is not a decimal number")]
+    #[error("{} is not a decimal number", shown(.0))]
     BadNumber(String),
     /// A suffix that is not a unit.
-    #[error("unknown unit {0:?} (use B, kB, MB, GB, TB, PB, EB or KiB, MiB, GiB, TiB, PiB, EiB)")]
+    #[error(
+        "unknown unit {} (use B, kB, MB, GB, TB, PB, EB or KiB, MiB, GiB, TiB, PiB, EiB)",
+        shown(.0)
+    )]
     UnknownUnit(String),
     /// A lone `m`: milli in Kubernetes quantities.
     #[error(
@@ -662,9 +665,20 @@ pub enum ErrorKind {
     /// A suffix [`ByteSize::parse_quantity`] does not know: Kubernetes' suffixes are
     /// case-sensitive, and a quantity has no space, `B` or `_`.
     #[error(
-        "unknown suffix {0:?} (suffixes are case-sensitive: k, M, G, T, P, E, Ki, Mi, Gi, Ti, Pi, Ei, or an exponent such as e3)"
+        "unknown suffix {} (suffixes are case-sensitive: k, M, G, T, P, E, Ki, Mi, Gi, Ti, Pi, Ei, or an exponent such as e3)",
+        shown(.0)
     )]
     UnknownSuffix(String),
+}
+
+/// Text a message quotes: whole up to 64 characters, else its first 64 and its length, so that
+/// an error stays one short line whatever was read (the full text stays in
+/// [`ParseSizeError::input`]).
+fn shown(text: &str) -> String {
+    match text.char_indices().nth(64) {
+        None => format!("{text:?}"),
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &text[..cut], text.len()),
+    }
 }
 
 /// `Gb` → `GB`, `kib` → `KiB`: the byte unit of a bits-looking unit, for [`ErrorKind::Bits`].

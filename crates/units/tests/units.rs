@@ -133,6 +133,34 @@ fn a_rate_in_bits_is_refused_not_read_as_bytes() {
     );
 }
 
+/// A 100,000-character size was quoted whole, twice (the input and the unknown unit), in
+/// its one-line error; both are shortened to 64 characters and a length, and `input()` keeps
+/// the text.
+#[test]
+fn a_long_bad_size_is_quoted_short() {
+    let text = format!("1 {}", "x".repeat(100_000));
+    let e = ByteSize::parse(&text).unwrap_err();
+    assert_eq!(e.input(), text);
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "size {:?}… (100002 bytes): unknown unit {:?}… (100000 bytes) (use B, kB, MB, GB, TB, PB, EB or KiB, MiB, GiB, TiB, PiB, EiB)",
+            &text[..64],
+            "x".repeat(64)
+        )
+    );
+    let digits = "1.".repeat(50_000);
+    let e = ByteSize::parse(&digits).unwrap_err().to_string();
+    assert!(e.len() < 300, "{}", e.len());
+    let e = ByteSize::parse_quantity(&text).unwrap_err().to_string();
+    assert!(e.len() < 400, "{}", e.len());
+    // Short text is quoted whole, as before.
+    assert_eq!(
+        ByteSize::parse("1 xb").unwrap_err().to_string(),
+        "size \"1 xb\": unknown unit \"xb\" (use B, kB, MB, GB, TB, PB, EB or KiB, MiB, GiB, TiB, PiB, EiB)"
+    );
+}
+
 #[test]
 fn approx_has_three_significant_digits() {
     assert_eq!(ByteSize::new(512).approx().to_string(), "512 B");
