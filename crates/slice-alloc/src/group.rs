@@ -360,8 +360,14 @@ impl<S: JournalSink> GroupCommit<S> {
         let Some((record, undo)) = journal else {
             return Ok(v);
         };
+        let start = st_ref.pending.len();
+        encode_record(seq, &record, &mut st_ref.pending);
+        if let Err(e) = crate::journal::check_frame(&st_ref.pending[start..]) {
+            st_ref.pending.truncate(start);
+            undo_all(&mut st_ref.alloc, undo);
+            return Err(e);
+        }
         st_ref.last_seq = seq;
-        encode_record(st_ref.last_seq, &record, &mut st_ref.pending);
         let (mine, generation) = (st_ref.last_seq, st_ref.generation);
         st_ref.undo.push((mine, undo));
         loop {

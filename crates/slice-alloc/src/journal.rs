@@ -28,6 +28,10 @@
 //! | 13 | SetReserved | `device, reserved` |
 //! | 14 | Atomic | `n: u32` (≥ 2), then `n` × (tag, body) of non-atomic records |
 //!
+//! A payload holds at most 16 MiB (recovery treats a longer length as damage), so a change
+//! whose record would be longer (a multi-extent slice of over a million extents) is refused
+//! and undone rather than written and acknowledged.
+//!
 //! Sequence numbers increase by exactly one from frame to frame. A call that makes several
 //! changes (`reserve` or `expire` releasing expired reservations) writes one Atomic frame.
 //! Every slice and reservation id appears in the record that created it, so replay (and the
@@ -905,6 +909,23 @@ pub struct Journaled<W: Write> {
     buf: Vec<u8>,
 }
 
+/// Refuses a frame whose payload is larger than recovery reads back ([`MAX_PAYLOAD`]): writing
+/// it acknowledged a change that recovery then dropped as a torn tail (or, with frames after
+/// it, refused the whole journal). A slice of more than a million extents made one.
+pub(crate) fn check_frame(frame: &[u8]) -> Result<(), Error> {
+    let payload = frame.len().saturating_sub(8);
+    if payload > MAX_PAYLOAD as usize {
+        return Err(Error::InvalidArgument {
+            field: "change",
+            rule: format!(
+                "its journal record would be {payload} bytes, above the {MAX_PAYLOAD} a record \
+                 may hold (recovery could not read it back): make it in smaller steps"
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// The sequence number after `last`, or an error when `last` is the largest: checked before a
 /// change is applied, so that a change that could not be journaled is not made (a snapshot or
 /// journal claiming `u64::MAX` overflowed the counter on the next change).
@@ -1010,6 +1031,10 @@ impl<W: Write> Journaled<W> {
         };
         self.buf.clear();
         encode_record(seq, &record, &mut self.buf);
+        if let Err(e) = check_frame(&self.buf) {
+            undo_all(&mut self.alloc, undo);
+            return Err(e);
+        }
         match self
             .writer
             .write_all(&self.buf)
