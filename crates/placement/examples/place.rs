@@ -132,7 +132,8 @@ fn run(args: Args) -> Result<(), Failure> {
         let name = req.name.clone().unwrap_or_else(|| format!("request-{i}"));
         let value = match VolumeId::new(name.clone()) {
             Err(e) => {
-                eprintln!("place: request '{name}': name {e}");
+                // The error quotes the name (shortened when long): not twice.
+                eprintln!("place: request[{i}].name: {e}");
                 bad_request = true;
                 json!({ "request": name, "placed": false, "error": e.to_string() })
             }
@@ -181,7 +182,7 @@ fn run(args: Args) -> Result<(), Failure> {
     }
     if let Some(path) = &args.save {
         std::fs::write(path, engine.snapshot().to_toml())
-            .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+            .map_err(|e| invalid(format!("--save {}: {e}", path.display())))?;
     }
     match (bad_request, unplaced) {
         (true, _) => Err(Failure::Reported(2)),

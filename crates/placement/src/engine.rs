@@ -2579,15 +2579,43 @@ impl Engine {
             }
             (a, b) => a == b,
         };
-        if !compatible || n < old.len() || new_request.size != vol.spec.request.size {
-            return Err(PlacementError::InvalidRequest {
-                request: id.to_string(),
-                field: "shape".into(),
-                reason: format!(
-                    "cannot grow {:?} to {:?} with the same member size (existing members must keep their index)",
-                    old_shape, new_request.shape
+        // Each refusal names its own rule (one message, with the shapes in Rust's debug
+        // notation, covered all three).
+        let refuse = |field: &str, reason: String| PlacementError::InvalidRequest {
+            request: id.to_string(),
+            field: field.into(),
+            reason,
+        };
+        if !compatible {
+            return Err(refuse(
+                "shape",
+                format!(
+                    "cannot grow {old_shape} into {}: only more mirror legs, more raid10 stripes \
+                     or more parity sets keep the existing members at their index",
+                    new_request.shape
                 ),
-            });
+            ));
+        }
+        if n < old.len() {
+            return Err(refuse(
+                "shape",
+                format!(
+                    "{} has {n} members, fewer than the {} of the placed {old_shape}: expand only \
+                     grows (remove and place again to shrink)",
+                    new_request.shape,
+                    old.len()
+                ),
+            ));
+        }
+        if new_request.size != vol.spec.request.size {
+            return Err(refuse(
+                "size",
+                format!(
+                    "must stay the placed volume's {} bytes per member (got {}): expand adds \
+                     members, it does not resize them",
+                    vol.spec.request.size, new_request.size
+                ),
+            ));
         }
         let mut pins = vec![NONE; n];
         pins[..old.len()].copy_from_slice(&old);

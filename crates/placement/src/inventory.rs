@@ -746,6 +746,19 @@ impl Inventory {
         for (field, v) in [("capacity", b.capacity), ("load", b.load)] {
             check_toml_int(&entry, field, v)?;
         }
+        // `load` includes the listed volumes' demand, and the engine never charges a domain
+        // past its capacity (bandwidth is a hard headroom check); a file that says otherwise
+        // is refused like `free` above `capacity`, not loaded as an overcommitted domain.
+        if b.load > b.capacity {
+            return Err(invalid(
+                entry(),
+                "load",
+                format!(
+                    "({}) exceeds capacity ({}); load may not exceed capacity",
+                    b.load, b.capacity
+                ),
+            ));
+        }
         if b.kind.trim().is_empty() {
             return Err(invalid(entry(), "kind", "must not be empty"));
         }
@@ -938,6 +951,21 @@ impl Inventory {
         new_id(&self.group_index, "storage_group", &g.id)?;
         for (field, v) in [("quota", g.quota.unwrap_or_default()), ("used", g.used)] {
             check_toml_int(&entry, field, v)?;
+        }
+        // `used` includes the listed volumes, and the engine never charges a group past its
+        // quota; a file that says otherwise is refused like `free` above `capacity`, rather
+        // than loaded as a group that is silently over its quota.
+        if let Some(q) = g.quota
+            && g.used > q
+        {
+            return Err(invalid(
+                entry(),
+                "used",
+                format!(
+                    "({}) exceeds quota ({q}); used may not exceed quota",
+                    g.used
+                ),
+            ));
         }
         self.group_index
             .insert(g.id.clone(), self.group_index.len() as u32);

@@ -9,12 +9,21 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Why a string is not a valid identifier.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid identifier {value:?}: {reason}")]
+#[error("invalid identifier {}: {reason}", shown(.value))]
 pub struct IdError {
     /// The rejected text.
     pub value: String,
     /// The rule it broke.
     pub reason: &'static str,
+}
+
+/// A rejected identifier as a message quotes it: whole up to 64 characters, else its first 64
+/// and its length (a 100,000-byte name was echoed whole in the one-line error).
+pub(crate) fn shown(value: &str) -> String {
+    match value.char_indices().nth(64) {
+        None => format!("{value:?}"),
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &value[..cut], value.len()),
+    }
 }
 
 fn check_id(s: &str) -> Result<(), &'static str> {

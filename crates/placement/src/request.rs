@@ -45,6 +45,22 @@ fn one() -> u32 {
     1
 }
 
+/// The shape in the request file's terms, for messages: `single`, `slice`,
+/// `mirror (legs = 2)`, `raid10 (stripes = 3, mirrors = 2)`, `parity (k = 4, m = 2, sets = 1)`.
+impl std::fmt::Display for Shape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Shape::Single => f.write_str("single"),
+            Shape::Slice => f.write_str("slice"),
+            Shape::Mirror { legs } => write!(f, "mirror (legs = {legs})"),
+            Shape::Raid10 { stripes, mirrors } => {
+                write!(f, "raid10 (stripes = {stripes}, mirrors = {mirrors})")
+            }
+            Shape::Parity { k, m, sets } => write!(f, "parity (k = {k}, m = {m}, sets = {sets})"),
+        }
+    }
+}
+
 impl Shape {
     /// Total number of members (`usize::MAX` if that does not fit: such a shape is refused
     /// by every placement, which allows at most 4,096 members).
@@ -84,10 +100,13 @@ impl Shape {
             Shape::Parity { k: 0, .. } => bad("shape.k"),
             Shape::Parity { m: 0, .. } => bad("shape.m"),
             Shape::Parity { sets: 0, .. } => bad("shape.sets"),
-            _ if self.member_count() > 4096 => Err((
-                "shape",
-                format!("has {} members; at most 4096", self.member_count()),
-            )),
+            _ if self.member_count() > 4096 => {
+                // Counted in u128: `member_count` saturates, and a saturated count printed a
+                // wrong number (18446744073709551615 for 3.7e28 members).
+                let (g, s) = self.groups();
+                let n = g as u128 * s as u128;
+                Err(("shape", format!("has {n} members; at most 4096")))
+            }
             _ => Ok(()),
         }
     }

@@ -147,6 +147,27 @@ fn a_closed_stdout_ends_quietly() {
     assert_eq!(o.status.code(), Some(0), "{err}");
 }
 
+/// A request name of 100,000 bytes was echoed whole, twice, in its one stderr line ("request
+/// 'nnn…': name invalid identifier \"nnn…\""); the line names the request's index and field
+/// and quotes the first 64 characters with the length.
+#[test]
+fn a_long_bad_name_is_quoted_short() {
+    let name = "n".repeat(100_000);
+    let req = temp(
+        "long.toml",
+        &format!("[[request]]\nname = \"{name}\"\nshape = {{ type = \"single\" }}\nsize = 1\n"),
+    );
+    let o = run(&[&dir().join("inventory.toml"), &req]);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert_eq!(
+        stderr_lines(&o),
+        vec![format!(
+            "place: request[0].name: invalid identifier {:?}… (100000 bytes): must be at most 253 bytes",
+            &name[..64]
+        )]
+    );
+}
+
 /// Argument errors are one line too (clap printed four or five: the error, a tip, the usage and
 /// a pointer to --help), and still exit 2.
 #[test]
@@ -171,6 +192,18 @@ fn bad_arguments_exit_2_on_one_line() {
         assert_eq!(o.status.code(), Some(2), "{args:?}: {o:?}");
         assert_eq!(stderr_lines(&o), vec![want.to_string()], "{args:?}");
     }
+    // A state file that cannot be written names the flag (it named only the path, like an
+    // unreadable input file).
+    let d = tempfile::tempdir().unwrap();
+    let to = d.path().join("missing").join("state.toml");
+    let o = place().arg(&inv).arg("--save").arg(&to).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    let lines = stderr_lines(&o);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with(&format!("place: --save {}: ", to.display())),
+        "{lines:?}"
+    );
     let o = place().arg("--help").output().unwrap();
     assert_eq!(o.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&o.stdout).contains("Usage"));

@@ -102,6 +102,59 @@ fn expand_keeps_existing_members_and_charges_only_new_ones() {
     assert_eq!(e.volume(&vid("v")).unwrap().members.len(), 3);
 }
 
+/// Each way `expand` refuses names its own field and rule, in the request file's terms. One
+/// message covered all three, with the shapes in Rust's debug notation: `cannot grow
+/// Mirror { legs: 3 } to Mirror { legs: 2 } with the same member size (…)` also when only
+/// the legs went down, and `field: shape` when only the size changed.
+#[test]
+fn expand_refusals_name_the_field_and_the_rule() {
+    let mut e = Engine::new(grid(3, 3), 0).unwrap();
+    let size = 100_000_000_000;
+    e.place(vid("v"), &mirror(3, size)).unwrap();
+    let version = e.version();
+    let refused = |e: &mut Engine, req: &Request| match e.expand(&vid("v"), req).unwrap_err() {
+        PlacementError::InvalidRequest { field, reason, .. } => (field, reason),
+        other => panic!("{other}"),
+    };
+    assert_eq!(
+        refused(&mut e, &mirror(2, size)),
+        (
+            "shape".to_string(),
+            "mirror (legs = 2) has 2 members, fewer than the 3 of the placed mirror (legs = 3): \
+             expand only grows (remove and place again to shrink)"
+                .to_string()
+        )
+    );
+    assert_eq!(
+        refused(&mut e, &mirror(4, size / 2)),
+        (
+            "size".to_string(),
+            "must stay the placed volume's 100000000000 bytes per member (got 50000000000): \
+             expand adds members, it does not resize them"
+                .to_string()
+        )
+    );
+    let raid10 = Request::new(
+        Shape::Raid10 {
+            stripes: 2,
+            mirrors: 2,
+        },
+        size,
+    );
+    assert_eq!(
+        refused(&mut e, &raid10),
+        (
+            "shape".to_string(),
+            "cannot grow mirror (legs = 3) into raid10 (stripes = 2, mirrors = 2): only more \
+             mirror legs, more raid10 stripes or more parity sets keep the existing members at \
+             their index"
+                .to_string()
+        )
+    );
+    assert_eq!(e.version(), version);
+    assert_eq!(e.volume(&vid("v")).unwrap().members.len(), 3);
+}
+
 #[test]
 fn replace_member_moves_only_that_member() {
     let mut e = Engine::new(grid(3, 3), 0).unwrap();
@@ -255,8 +308,10 @@ fn huge_shapes_are_refused_with_their_member_count() {
             "shape has 4294967296 members; at most 4096",
         ),
         (
+            // The true count, (2^32 - 1) × 2 (2^32 - 1); it was the saturated usize::MAX,
+            // 18446744073709551615, half the count and a number the shape does not have.
             parity(max, max, max),
-            "shape has 18446744073709551615 members; at most 4096",
+            "shape has 36893488130239234050 members; at most 4096",
         ),
     ] {
         let err = e.plan(&Request::new(shape, 1)).unwrap_err();

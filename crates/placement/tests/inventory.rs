@@ -170,6 +170,60 @@ fn cycles_are_reported_with_their_path() {
     assert_eq!(err(&self_loop), "failure-domain cycle: z1 -> z1");
 }
 
+/// `load` and `used` include the listed volumes and the engine never charges past capacity or
+/// quota, so an inventory that declares more is refused like `free` above `capacity` (it was
+/// loaded, and the domain or group silently counted as overcommitted); the live additions
+/// apply the same rule and change nothing when they refuse.
+#[test]
+fn load_above_capacity_and_used_above_quota_are_refused() {
+    let text = BASE.replace("load = \"1 GB/s\"", "load = \"13 GB/s\"");
+    assert_eq!(
+        err(&text),
+        "bandwidth_domain 'tor1': load (13000000000) exceeds capacity (12500000000); load may not exceed capacity"
+    );
+    let text = BASE.replace("quota = \"10 TB\"", "quota = \"10 TB\"\nused = \"11 TB\"");
+    assert_eq!(
+        err(&text),
+        "storage_group 'gold': used (11000000000000) exceeds quota (10000000000000); used may not exceed quota"
+    );
+    // At the limit both are fine.
+    let text = BASE
+        .replace("load = \"1 GB/s\"", "load = \"12.5 GB/s\"")
+        .replace("quota = \"10 TB\"", "quota = \"10 TB\"\nused = \"10 TB\"");
+    Inventory::from_toml(&text).unwrap();
+
+    let mut engine = Engine::new(Inventory::from_toml(BASE).unwrap(), 0).unwrap();
+    let before = engine.snapshot().to_toml();
+    let version = engine.version();
+    let e = engine
+        .add_bandwidth_domain(BwDomainSpec {
+            id: BwDomainId::new("tor2").unwrap(),
+            kind: "switch".into(),
+            capacity: Bytes(10),
+            load: Bytes(11),
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("bandwidth_domain 'tor2': load (11) exceeds capacity (10)"),
+        "{e}"
+    );
+    let e = engine
+        .add_storage_group(GroupSpec {
+            id: GroupId::new("silver").unwrap(),
+            quota: Some(Bytes(0)),
+            used: Bytes(1),
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("storage_group 'silver': used (1) exceeds quota (0)"),
+        "{e}"
+    );
+    assert_eq!(engine.snapshot().to_toml(), before);
+    assert_eq!(engine.version(), version);
+}
+
 #[test]
 fn negative_and_inconsistent_sizes_are_named() {
     let text = BASE.replace("capacity = \"16 TB\"", "capacity = -5");

@@ -437,9 +437,22 @@ impl Geometry {
             }
         }
         if g.array_sectors == 0 {
+            // Only raid10 gets here (the other levels hold data in one chunk per member, which
+            // was checked above): say how large the smallest member must be.
+            let need = match layout {
+                Layout::Raid10(r) => raid10_min_chunks(r.near(), r.far(), n as u64)
+                    .map(|c| {
+                        format!(
+                            ": {layout} over {n} members needs at least {} sectors ({c} chunks) per member, got {min}",
+                            c * chunk
+                        )
+                    })
+                    .unwrap_or_default(),
+                _ => String::new(),
+            };
             return Err(geom_err(
                 "member_sectors",
-                "the members are too small to hold any data in this layout",
+                format!("the members are too small to hold any data in this layout{need}"),
             ));
         }
         Ok(g)
@@ -1121,6 +1134,18 @@ impl Geometry {
         }
         Ok(out)
     }
+}
+
+/// The fewest whole chunks per member for which md's `calc_sectors()` gives a raid10 of `near`
+/// × `far` copies over `disks` members any data (the same arithmetic as [`Geometry::new`]).
+/// At most `near × far` chunks are needed: then every member holds one chunk of each copy.
+fn raid10_min_chunks(near: u8, far: u8, disks: u64) -> Option<u64> {
+    let (nc, fc) = (u64::from(near), u64::from(far));
+    (1..=nc * fc).find(|&chunks| {
+        let array_chunks = chunks / fc * disks / nc;
+        let per_dev = (array_chunks * nc * fc).div_ceil(disks);
+        per_dev / fc * disks / nc > 0
+    })
 }
 
 #[cfg(test)]

@@ -133,6 +133,61 @@ fn bad_geometry_names_the_field() {
     assert!(g.stripe_layout(8).is_err());
 }
 
+/// A raid10 whose members are too small for md's `calc_sectors()` to give any data was refused
+/// with "the members are too small to hold any data in this layout" and no size to aim for.
+/// The rule now names the smallest member that holds data, and that size is exactly the edge:
+/// one chunk less is refused, that many chunks build.
+#[test]
+fn raid10_too_small_members_name_the_smallest_size() {
+    let mut checked = 0;
+    for near in 1..=4u8 {
+        for far in 1..=4u8 {
+            for offset in [false, true] {
+                if near * far < 2 {
+                    continue;
+                }
+                let Ok(l) = Raid10Layout::new(near, far, offset) else {
+                    continue;
+                };
+                for disks in (near * far) as usize..=9 {
+                    let layout = Layout::Raid10(l);
+                    let fits = |chunks: u64| Geometry::new(layout, 8, &vec![8 * chunks; disks]);
+                    let Some(need) = (1..=64).find(|&c| fits(c).is_ok()) else {
+                        // A layout md refuses at this member count, whatever the size.
+                        assert!(
+                            matches!(fits(64), Err(RaidError::InvalidGeometry { ref field, .. }) if field == "members"),
+                            "{layout} over {disks}: {:?}",
+                            fits(64)
+                        );
+                        continue;
+                    };
+                    if need == 1 {
+                        continue;
+                    }
+                    match fits(need - 1) {
+                        Err(RaidError::InvalidGeometry { field, rule }) => {
+                            assert_eq!(field, "member_sectors");
+                            assert_eq!(
+                                rule,
+                                format!(
+                                    "the members are too small to hold any data in this layout: \
+                                     {layout} over {disks} members needs at least {} sectors \
+                                     ({need} chunks) per member, got {}",
+                                    8 * need,
+                                    8 * (need - 1)
+                                )
+                            );
+                            checked += 1;
+                        }
+                        other => panic!("{layout} over {disks}: {other:?}"),
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked > 10, "{checked}");
+}
+
 #[test]
 fn parity_bad_buffers_are_errors_and_change_nothing() {
     let g = Geometry::new(Layout::Raid6(ParityAlgorithm::LeftSymmetric), 8, &[64; 5]).unwrap();

@@ -251,6 +251,36 @@ fn bad_lines_are_bad_input() {
     assert_eq!(lines_of(&out, "error"), 3);
 }
 
+/// A long bad line was echoed whole in the error (100,000 digits on one stderr line and again
+/// in the JSON `error`); the message quotes its first 40 characters and says how many more
+/// there were, and the JSON `input` keeps the whole line.
+#[test]
+fn a_long_bad_line_is_quoted_short() {
+    let long = "9".repeat(100_000);
+    let (code, out, err) = run(
+        &sh("map --level raid1 --members 2 --member-size 1MiB"),
+        &format!("{long}\n"),
+    );
+    assert_eq!(code, 2);
+    let want = format!(
+        "`{}… (99960 more characters)` is not a decimal sector number",
+        &long[..40]
+    );
+    assert_eq!(err, format!("raid-map: line 1: {want}\n"));
+    let lines = lines(&out);
+    assert_eq!(lines[0]["error"], want.as_str());
+    assert_eq!(lines[0]["input"], long.as_str());
+    let (_, _, err) = run(
+        &sh("unmap --level raid1 --members 2 --member-size 1MiB"),
+        &format!("1 2 {long}\n"),
+    );
+    assert!(err.len() < 200, "{}", &err[..200]);
+    assert!(
+        err.contains("more characters)` is not `MEMBER SECTOR`"),
+        "{err}"
+    );
+}
+
 fn lines_of(out: &str, key: &str) -> usize {
     lines(out).iter().filter(|v| v.get(key).is_some()).count()
 }

@@ -9,6 +9,9 @@
 //!     [--ops 1000000] [--policy extent|largest-extent] [--only <allocator>]
 //! ```
 //!
+//! `--ops` is at least 1,000 (fewer are too quick to time). A closed standard output
+//! (`fleet_report | head -3`) ends the run quietly.
+//!
 //! Without `--policy` it measures every allocator under both device policies: best fit by
 //! extent (slice-alloc's default) and best fit by largest free extent. `cargo bench -p
 //! slice-alloc` runs the same report (`benches/fleet.rs`) after the criterion benchmarks.
@@ -261,6 +264,27 @@ struct Args {
     memory_child: Option<String>,
 }
 
+/// Fewest operations `--ops` takes.
+const MIN_OPS: u64 = 1000;
+
+/// One line of the report on standard output; a closed pipe (`fleet_report | head -3`) ends the
+/// run quietly instead of panicking, and another write error ends it with status 1.
+fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out
+        .write_fmt(line)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush())
+    {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("fleet_report: standard output: {e}");
+        std::process::exit(1);
+    }
+}
+
 /// Reads `--ops N`, `--policy extent|largest-extent`, `--only NAME` and (internal)
 /// `--memory-child NAME`; a bad or missing value, or an unknown flag, is one line naming the
 /// flag and the rule.
@@ -279,6 +303,13 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
                 out.ops = v
                     .parse()
                     .map_err(|_| format!("--ops takes a whole number of operations, got {v:?}"))?;
+                // `--ops 0` printed NaN rates (0 operations in 0 s) and a handful printed inf
+                // (faster than the clock ticks): too few to time is an input error.
+                if out.ops < MIN_OPS {
+                    return Err(format!(
+                        "--ops must be at least {MIN_OPS} (fewer are too quick to time), got {v}"
+                    ));
+                }
             }
             "--policy" => {
                 let v = value()?;
@@ -325,10 +356,10 @@ pub fn main() {
         memory_child(&name, policies[0], ops);
         return;
     }
-    println!(
+    say(format_args!(
         "workload: {DEVICES} devices x {DEVICE_UNITS} GiB, slices log-uniform 1-2048 GiB, fill 90%, then {ops} mixed ops, seed {:#x}",
         workload::seed()
-    );
+    ));
     // `--only <name>` measures one allocator (for profiling).
     let want = |n: &str| only.as_deref().is_none_or(|o| o == n);
     let mut all = Vec::new();
@@ -363,12 +394,14 @@ pub fn main() {
             .ok()
             .map(|k| k / 1024.0);
     }
-    println!(
+    say(format_args!(
         "\n| device policy | allocator | allocations/s at 90% (CPU time / wall) | mixed ops/s (CPU time / wall) | allocation attempts | failed | failed while a fitting extent existed | fill failures | 1 - largest/free | Ceph score | live slices growable 10% in place | live slices | final fill | resident memory |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    ));
+    say(format_args!(
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    ));
     for f in &all {
-        println!(
+        say(format_args!(
             "| {} | {} | {:.2} M / {:.2} M | {:.2} M / {:.2} M | {} | {} ({:.2}%) | {} | {} | {:.3} | {:.3} | {:.1}% | {} | {:.1}% | {} |",
             f.policy.map_or("", Policy::name),
             f.name,
@@ -388,6 +421,6 @@ pub fn main() {
             100.0 * f.fill,
             f.rss_mib
                 .map_or("n/a".to_string(), |m| format!("{m:.1} MiB")),
-        );
+        ));
     }
 }

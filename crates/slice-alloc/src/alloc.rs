@@ -248,6 +248,7 @@ impl Allocator {
         expires: Option<u64>,
     ) -> Result<Slice, Error> {
         positive("size", size)?;
+        self.fresh_id()?;
         let (idx, plan) = match self.choose(size, c) {
             Ok(x) => x,
             Err(e) => {
@@ -258,7 +259,24 @@ impl Allocator {
         Ok(self.take_plan(idx, plan, expires))
     }
 
-    /// Enters a slice planned by [`choose`](Self::choose) under the next id.
+    /// The id the next new slice gets, or an error when none is left: ids are below
+    /// `u64::MAX`, so that the id after a restored one always exists (a snapshot or journal
+    /// record may carry any id; handing out `u64::MAX` would leave no next id).
+    fn fresh_id(&self) -> Result<SliceId, Error> {
+        if self.next_id == u64::MAX {
+            return Err(Error::InvalidArgument {
+                field: "slice id",
+                rule: format!(
+                    "no slice id is left: ids are below {} and the next would be {0}",
+                    u64::MAX
+                ),
+            });
+        }
+        Ok(SliceId::new(self.next_id))
+    }
+
+    /// Enters a slice planned by [`choose`](Self::choose) under the next id (checked by
+    /// [`fresh_id`](Self::fresh_id) before planning).
     fn take_plan(&mut self, idx: u32, plan: Exts, expires: Option<u64>) -> Slice {
         let id = SliceId::new(self.next_id);
         self.next_id += 1;
@@ -324,6 +342,7 @@ impl Allocator {
         expires: Option<u64>,
     ) -> Result<Slice, Error> {
         positive("max", max)?;
+        self.fresh_id()?;
         if min > max {
             return Err(Error::InvalidArgument {
                 field: "min",
@@ -410,7 +429,7 @@ impl Allocator {
         offset: u64,
         size: u64,
     ) -> Result<Slice, Error> {
-        let id = SliceId::new(self.next_id);
+        let id = self.fresh_id()?;
         let idx = self.idx(device)?;
         if self.dev(idx).cordoned {
             return Err(Error::Cordoned(device));
@@ -440,6 +459,16 @@ impl Allocator {
     ) -> Result<(), Error> {
         if self.slices.contains_key(&id) {
             return Err(Error::DuplicateSlice(id));
+        }
+        if id.get() == u64::MAX {
+            // The next id would not exist (replaying such a record overflowed `next_id`).
+            return Err(Error::InvalidArgument {
+                field: "slice id",
+                rule: format!(
+                    "{id} is not an id: ids are below {} so that a next id exists",
+                    u64::MAX
+                ),
+            });
         }
         if extents.is_empty() {
             return Err(Error::InvalidArgument {

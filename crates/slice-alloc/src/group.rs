@@ -355,12 +355,19 @@ impl<S: JournalSink> GroupCommit<S> {
             return Err(Error::JournalPoisoned);
         }
         let st_ref = &mut *st;
+        let seq = crate::journal::next_seq(st_ref.last_seq)?;
         let (v, journal) = Tx::change(&mut st_ref.alloc, f)?;
         let Some((record, undo)) = journal else {
             return Ok(v);
         };
-        st_ref.last_seq += 1;
-        encode_record(st_ref.last_seq, &record, &mut st_ref.pending);
+        let start = st_ref.pending.len();
+        encode_record(seq, &record, &mut st_ref.pending);
+        if let Err(e) = crate::journal::check_frame(&st_ref.pending[start..]) {
+            st_ref.pending.truncate(start);
+            undo_all(&mut st_ref.alloc, undo);
+            return Err(e);
+        }
+        st_ref.last_seq = seq;
         let (mine, generation) = (st_ref.last_seq, st_ref.generation);
         st_ref.undo.push((mine, undo));
         loop {

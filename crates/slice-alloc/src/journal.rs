@@ -28,6 +28,10 @@
 //! | 13 | SetReserved | `device, reserved` |
 //! | 14 | Atomic | `n: u32` (≥ 2), then `n` × (tag, body) of non-atomic records |
 //!
+//! A payload holds at most 16 MiB (recovery treats a longer length as damage), so a change
+//! whose record would be longer (a multi-extent slice of over a million extents) is refused
+//! and undone rather than written and acknowledged.
+//!
 //! Sequence numbers increase by exactly one from frame to frame. A call that makes several
 //! changes (`reserve` or `expire` releasing expired reservations) writes one Atomic frame.
 //! Every slice and reservation id appears in the record that created it, so replay (and the
@@ -42,7 +46,8 @@
 //! and why (`None` when only zero bytes follow the last frame). Otherwise the journal is
 //! damaged, truncating would lose acknowledged records, and recovery refuses with
 //! [`Error::CorruptJournal`] naming the byte offset. A checksum-valid frame that does not
-//! decode, or a sequence gap, is always refused. Every single-byte corruption of a journal is
+//! decode, or a sequence gap, is always refused, and so is a record carrying slice id
+//! `u64::MAX` (no id would be left after it) or a sequence that runs past `u64::MAX`. Every single-byte corruption of a journal is
 //! thus either refused, or (in its last frame, where it cannot be told from a torn write)
 //! recovered to every record before the damaged frame, and reported.
 //!
@@ -767,7 +772,7 @@ pub fn decode_journal(bytes: &[u8]) -> Result<DecodedJournal, Error> {
         match parse_frame(&bytes[pos..]) {
             Ok((seq, record, len)) => {
                 if let Some(prev) = entries.last()
-                    && seq != prev.seq + 1
+                    && prev.seq.checked_add(1) != Some(seq)
                 {
                     return Err(corrupt(
                         pos,
@@ -904,6 +909,33 @@ pub struct Journaled<W: Write> {
     buf: Vec<u8>,
 }
 
+/// Refuses a frame whose payload is larger than recovery reads back ([`MAX_PAYLOAD`]): writing
+/// it acknowledged a change that recovery then dropped as a torn tail (or, with frames after
+/// it, refused the whole journal). A slice of more than a million extents made one.
+pub(crate) fn check_frame(frame: &[u8]) -> Result<(), Error> {
+    let payload = frame.len().saturating_sub(8);
+    if payload > MAX_PAYLOAD as usize {
+        return Err(Error::InvalidArgument {
+            field: "change",
+            rule: format!(
+                "its journal record would be {payload} bytes, above the {MAX_PAYLOAD} a record \
+                 may hold (recovery could not read it back): make it in smaller steps"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The sequence number after `last`, or an error when `last` is the largest: checked before a
+/// change is applied, so that a change that could not be journaled is not made (a snapshot or
+/// journal claiming `u64::MAX` overflowed the counter on the next change).
+pub(crate) fn next_seq(last: u64) -> Result<u64, Error> {
+    last.checked_add(1).ok_or_else(|| Error::InvalidArgument {
+        field: "last_seq",
+        rule: format!("record sequence numbers are used up: the last was {last}"),
+    })
+}
+
 impl<W: Write> Journaled<W> {
     /// Starts a new journal on `writer` (writes the header) for `alloc`, whose state is covered
     /// by a snapshot with `last_seq` (0 for a fresh allocator).
@@ -992,13 +1024,17 @@ impl<W: Write> Journaled<W> {
         if self.poisoned {
             return Err(Error::JournalPoisoned);
         }
+        let seq = next_seq(self.last_seq)?;
         let (v, journal) = Tx::change(&mut self.alloc, f)?;
         let Some((record, undo)) = journal else {
             return Ok(v);
         };
         self.buf.clear();
-        let seq = self.last_seq + 1;
         encode_record(seq, &record, &mut self.buf);
+        if let Err(e) = check_frame(&self.buf) {
+            undo_all(&mut self.alloc, undo);
+            return Err(e);
+        }
         match self
             .writer
             .write_all(&self.buf)

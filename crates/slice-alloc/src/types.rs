@@ -39,7 +39,8 @@ impl std::fmt::Display for DeviceId {
 ///
 /// # Invariants
 /// Assigned by the allocator, never reused within one allocator's lifetime (the counter is
-/// carried by snapshots and journal records).
+/// carried by snapshots and journal records). Below `u64::MAX`: a snapshot or journal record
+/// with that id is refused, since no id would be left after it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct SliceId(u64);

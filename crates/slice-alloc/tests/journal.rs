@@ -250,6 +250,175 @@ fn replayed_records_are_checked_and_the_culprit_named() {
     );
 }
 
+/// A checksum-valid record or a snapshot carrying slice id `u64::MAX` made recovery panic
+/// (`next_id = id + 1` overflowed), and a snapshot whose `next_slice_id` is `u64::MAX` made
+/// the next allocation panic the same way. Both are refused with an error naming the id, the
+/// allocator stays usable and loses nothing.
+#[test]
+fn the_largest_slice_id_is_refused_not_a_panic() {
+    let mut bytes = JOURNAL_HEADER.to_vec();
+    let recs = [
+        Record::AddDevice(dev(1, 100)),
+        Record::Allocate {
+            slice: SliceId::new(u64::MAX),
+            device: DeviceId::new(1),
+            extents: vec![Extent::new(0, GIB).unwrap()],
+        },
+    ];
+    for (i, r) in recs.iter().enumerate() {
+        encode_record(i as u64 + 1, r, &mut bytes);
+    }
+    let msg = recover(None, &bytes, AllocatorConfig::default())
+        .unwrap_err()
+        .to_string();
+    assert!(msg.starts_with("journal record 2 at byte"), "{msg}");
+    assert!(
+        msg.ends_with(
+            "invalid slice id: slice 18446744073709551615 is not an id: ids are below \
+             18446744073709551615 so that a next id exists"
+        ),
+        "{msg}"
+    );
+
+    // The largest id below it is fine, and is the last one: nothing more is handed out.
+    let mut a = Allocator::new(AllocatorConfig::default()).unwrap();
+    a.add_device(dev(1, 100)).unwrap();
+    let mut snap = a.snapshot(0);
+    snap.devices[0].slices.push(slice_alloc::SliceSnapshot {
+        id: SliceId::new(u64::MAX - 1),
+        extents: vec![Extent::new(0, GIB).unwrap()],
+        expires_at: None,
+    });
+    let mut a = Allocator::from_snapshot(&snap, AllocatorConfig::default()).unwrap();
+    let before = a.snapshot(0);
+    assert_eq!(before.next_slice_id, u64::MAX);
+    for r in [
+        a.allocate(GIB, &Constraints::any()),
+        a.allocate_range(GIB, 2 * GIB, &Constraints::any()),
+        a.allocate_at(DeviceId::new(1), 10 * GIB, GIB),
+        a.reserve(GIB, &Constraints::any(), 0, 10).map(|r| r.slice),
+    ] {
+        let e = r.unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "invalid slice id: no slice id is left: ids are below 18446744073709551615 and the \
+             next would be 18446744073709551615"
+        );
+    }
+    assert_eq!(a.snapshot(0), before);
+    // Other changes go on.
+    a.free(SliceId::new(u64::MAX - 1)).unwrap();
+    let mut snap = a.snapshot(0);
+    snap.next_slice_id = u64::MAX;
+    let a = Allocator::from_snapshot(&snap, AllocatorConfig::default()).unwrap();
+    assert_eq!(a.snapshot(0), snap);
+}
+
+/// A checksum-valid frame with sequence `u64::MAX` followed by another made decoding panic
+/// (`prev + 1` overflowed); a snapshot or journal ending at `u64::MAX` made the next change
+/// panic the same way, after it was applied. The journal is refused as corrupt, and the change
+/// is refused before anything changes.
+#[test]
+fn the_largest_sequence_number_is_refused_not_a_panic() {
+    let mut bytes = JOURNAL_HEADER.to_vec();
+    encode_record(u64::MAX, &Record::AddDevice(dev(1, 10)), &mut bytes);
+    let second = bytes.len();
+    encode_record(0, &Record::AddDevice(dev(2, 10)), &mut bytes);
+    match decode_journal(&bytes) {
+        Err(Error::CorruptJournal { offset, reason }) => {
+            assert_eq!(offset as usize, second);
+            assert_eq!(reason, "sequence 0 does not follow 18446744073709551615");
+        }
+        other => panic!("{other:?}"),
+    }
+    let snap = Allocator::new(AllocatorConfig::default())
+        .unwrap()
+        .snapshot(u64::MAX - 1);
+    let r = recover(Some(&snap), &bytes[..second], AllocatorConfig::default()).unwrap();
+    assert_eq!(r.last_seq, u64::MAX);
+    let mut j = Journaled::resume(r, bytes[..second].to_vec(), 1 << 20).unwrap();
+    let before = j.allocator().snapshot(0);
+    let e = j.add_device(dev(2, 10)).unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "invalid last_seq: record sequence numbers are used up: the last was 18446744073709551615"
+    );
+    assert_eq!(j.allocator().snapshot(0), before);
+    assert_eq!(j.writer().len(), second);
+
+    let g = slice_alloc::GroupCommit::create(
+        Allocator::new(AllocatorConfig::default()).unwrap(),
+        Vec::new(),
+        u64::MAX,
+        1 << 20,
+    )
+    .unwrap();
+    assert!(
+        g.add_device(dev(1, 10))
+            .unwrap_err()
+            .to_string()
+            .contains("sequence numbers are used up")
+    );
+}
+
+/// A change whose record is larger than a frame may hold (16 MiB: a multi-extent slice of
+/// more than a million extents) was written and acknowledged, and recovery then dropped it as
+/// a torn tail. It is refused before anything is written, and the allocator is unchanged.
+#[test]
+fn a_record_too_large_to_recover_is_refused_not_acknowledged() {
+    let config = AllocatorConfig {
+        multi_extent: true,
+        ..AllocatorConfig::default()
+    };
+    // 1,100,000 free one-byte holes between one-byte slices (1 byte granularity).
+    let holes: u64 = 1_100_000;
+    let mut a = Allocator::new(config.clone()).unwrap();
+    let dev = DeviceSpec::from_parts(DeviceId::new(1), 2 * holes, 1, 0).unwrap();
+    a.add_device(dev).unwrap();
+    for i in 0..holes {
+        a.allocate_at(DeviceId::new(1), 2 * i + 1, 1).unwrap();
+    }
+    let mut j = Journaled::create(a, Vec::new(), 0, u64::MAX).unwrap();
+    let before = j.allocator().snapshot(0).devices;
+    let written = j.writer().len();
+    let e = j
+        .allocate(holes, &Constraints::any())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with(
+            "invalid change: its journal record would be 17600029 bytes, above the 16777216"
+        ),
+        "{e}"
+    );
+    // (Compared without printing a million slices; as for a failed write, the refused change
+    // may have used an id, which is never handed out again.)
+    assert!(j.allocator().snapshot(0).devices == before);
+    assert_eq!(j.writer().len(), written);
+    // A smaller multi-extent slice goes on, and its record reads back.
+    let s = j.allocate(1000, &Constraints::any()).unwrap();
+    assert_eq!(s.extents.len(), 1000);
+    let d = decode_journal(j.writer()).unwrap();
+    assert_eq!(d.entries.len(), 1);
+    assert_eq!(
+        d.entries[0].record,
+        Record::Allocate {
+            slice: s.id,
+            device: s.device,
+            extents: s.extents.clone(),
+        }
+    );
+    // Group commit refuses it the same way, and goes on.
+    let (alloc, _) = j.into_parts();
+    let g = slice_alloc::GroupCommit::create(alloc, Vec::new(), 0, u64::MAX).unwrap();
+    let e = g
+        .allocate(holes - 1000, &Constraints::any())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("above the 16777216 a record may hold"), "{e}");
+    g.allocate(1000, &Constraints::any()).unwrap();
+}
+
 #[test]
 fn condensing_keeps_every_acknowledged_record() {
     let mut j = sample();

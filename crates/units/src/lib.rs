@@ -23,7 +23,8 @@
 //! only the upper-case `E` as exa, and an `e` there starts a decimal exponent, which needs digits
 //! (`1e3`; `1e` and `1e+` are errors). A fraction is allowed when the result is a
 //! whole number of bytes (`1.5 GiB` is 1,610,612,736 bytes; `0.1 KiB` is refused, it is 102.4).
-//! Values are exact: no floating point is involved anywhere.
+//! Values are exact: no floating point is involved anywhere. In a [`ByteRate`] a prefix with a
+//! lower-case `b` (`100 Gb/s`) is refused: network speeds are written so in bits per second.
 //!
 //! [`ByteSize`]'s `Display` is exact too, in the unit that divides the value with the fewest
 //! digits (binary on a tie), so that printing and parsing again gives the same number; [`ByteSize::approx`] prints
@@ -399,7 +400,9 @@ impl ByteSize {
     }
 
     /// A display of the size for people, with three significant digits in binary units
-    /// (`"10.9 TiB"`, `"512 B"`). Not exact; use `Display` where the value must survive a round trip.
+    /// (`"10.9 TiB"`, `"0.977 MiB"` for 1000 KiB, `"1.00 MiB"` for 1 MiB less a byte); below
+    /// 1 KiB the exact bytes (`"512 B"`). Not exact; use `Display` where the value must survive
+    /// a round trip.
     pub fn approx(self) -> Approx {
         Approx(self)
     }
@@ -479,7 +482,27 @@ impl fmt::Display for Approx {
         let hundredths = scaled(100);
         let (whole, frac) = (hundredths / 100, hundredths % 100);
         let tenths = scaled(10);
-        if whole >= 100 || tenths >= 1000 {
+        let next = match unit {
+            Unit::KiB => Some(Unit::MiB),
+            Unit::MiB => Some(Unit::GiB),
+            Unit::GiB => Some(Unit::TiB),
+            Unit::TiB => Some(Unit::PiB),
+            Unit::PiB => Some(Unit::EiB),
+            _ => None,
+        };
+        if let Some(next) = next
+            && scaled(1) >= 1000
+        {
+            // 1000–1023 of a unit are four digits ("1024 KiB" for 1 MiB less a byte): the next
+            // unit gives three, "0.977 MiB" ... "1.00 MiB".
+            let per = u128::from(next.bytes());
+            let thousandths = (bytes * 1000 + per / 2) / per;
+            if thousandths >= 1000 {
+                write!(f, "1.00 {}", next.symbol())
+            } else {
+                write!(f, "0.{thousandths:03} {}", next.symbol())
+            }
+        } else if whole >= 100 || tenths >= 1000 {
             write!(f, "{} {}", scaled(1), unit.symbol())
         } else if whole >= 10 {
             write!(f, "{}.{} {}", tenths / 10, tenths % 10, unit.symbol())
@@ -519,9 +542,41 @@ impl ByteRate {
     }
 
     /// Parses a size with an optional `/s` suffix.
+    ///
+    /// A unit prefix followed by a lower-case `b` (`Gb/s`, `10 mb/s`, `1 Gib/s`) is refused
+    /// with [`ErrorKind::Bits`]: network speeds are written that way in bits per second, and
+    /// reading `100 Gb/s` (a 100-gigabit port, 12.5 GB/s) as 100 GB/s would overstate the link
+    /// eightfold. Sizes keep case-insensitive units (`12 tb`), where no bit reading is common.
+    ///
+    /// ```
+    /// use storage_units::{ByteRate, ErrorKind};
+    ///
+    /// assert_eq!(ByteRate::parse("12.5 GB/s")?.bytes_per_second(), 12_500_000_000);
+    /// let e = ByteRate::parse("100 Gb/s").unwrap_err();
+    /// assert!(matches!(e.kind(), ErrorKind::Bits(_)));
+    /// assert_eq!(
+    ///     e.to_string(),
+    ///     "rate \"100 Gb/s\": \"Gb\" reads as bits per second in a rate; write GB for bytes \
+    ///      (a bit rate divided by 8)"
+    /// );
+    /// # Ok::<(), storage_units::ParseSizeError>(())
+    /// ```
     pub fn parse(text: &str) -> Result<Self, ParseSizeError> {
         let t = text.trim();
         let t = t.strip_suffix("/s").unwrap_or(t);
+        let fail = |kind| ParseSizeError {
+            what: "rate",
+            input: text.to_string(),
+            kind,
+        };
+        let unit = t.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+        let unit = &t[unit.len()..];
+        if let Some(stem) = unit.strip_suffix('b')
+            && !stem.is_empty()
+            && Unit::parse(unit).is_some_and(|u| u != Unit::B)
+        {
+            return Err(fail(ErrorKind::Bits(unit.to_string())));
+        }
         parse(t, "rate").map(ByteRate).map_err(|e| ParseSizeError {
             input: text.to_string(),
             ..e
@@ -544,7 +599,7 @@ impl fmt::Display for ByteRate {
 
 /// A size or rate that could not be read. The message quotes the input and names the rule.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{what} {input:?}: {kind}")]
+#[error("{what} {}: {kind}", shown(.input))]
 pub struct ParseSizeError {
     what: &'static str,
     input: String,
@@ -574,10 +629,13 @@ pub enum ErrorKind {
     #[error("must not be negative")]
     Negative,
     /// Digits that are not a decimal number.
-    #[error("{0:?} is not a decimal number")]
+    #[error("{} is not a decimal number", shown(.0))]
     BadNumber(String),
     /// A suffix that is not a unit.
-    #[error("unknown unit {0:?} (use B, kB, MB, GB, TB, PB, EB or KiB, MiB, GiB, TiB, PiB, EiB)")]
+    #[error(
+        "unknown unit {} (use B, kB, MB, GB, TB, PB, EB or KiB, MiB, GiB, TiB, PiB, EiB)",
+        shown(.0)
+    )]
     UnknownUnit(String),
     /// A lone `m`: milli in Kubernetes quantities.
     #[error(
@@ -597,12 +655,35 @@ pub enum ErrorKind {
     /// More than 2⁶⁴ − 1 bytes.
     #[error("does not fit in 64 bits")]
     Overflow,
+    /// In a rate, a unit prefix with a lower-case `b` (`Gb`, `mb`, `Gib`): bits per second
+    /// as network speeds are written, not bytes; see [`ByteRate::parse`].
+    #[error(
+        "{0:?} reads as bits per second in a rate; write {upper} for bytes (a bit rate divided by 8)",
+        upper = bytes_spelling(.0)
+    )]
+    Bits(String),
     /// A suffix [`ByteSize::parse_quantity`] does not know: Kubernetes' suffixes are
     /// case-sensitive, and a quantity has no space, `B` or `_`.
     #[error(
-        "unknown suffix {0:?} (suffixes are case-sensitive: k, M, G, T, P, E, Ki, Mi, Gi, Ti, Pi, Ei, or an exponent such as e3)"
+        "unknown suffix {} (suffixes are case-sensitive: k, M, G, T, P, E, Ki, Mi, Gi, Ti, Pi, Ei, or an exponent such as e3)",
+        shown(.0)
     )]
     UnknownSuffix(String),
+}
+
+/// Text a message quotes: whole up to 64 characters, else its first 64 and its length, so that
+/// an error stays one short line whatever was read (the full text stays in
+/// [`ParseSizeError::input`]).
+fn shown(text: &str) -> String {
+    match text.char_indices().nth(64) {
+        None => format!("{text:?}"),
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &text[..cut], text.len()),
+    }
+}
+
+/// `Gb` → `GB`, `kib` → `KiB`: the byte unit of a bits-looking unit, for [`ErrorKind::Bits`].
+fn bytes_spelling(unit: &str) -> String {
+    Unit::parse(unit).map_or_else(|| unit.to_string(), |u| u.symbol().to_string())
 }
 
 fn parse(text: &str, what: &'static str) -> Result<u64, ParseSizeError> {

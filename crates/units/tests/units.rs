@@ -87,6 +87,80 @@ fn display_is_exact_and_prefers_binary() {
     );
 }
 
+/// Network speeds are written in bits: `100 Gb/s` is a 100-gigabit port, 12.5 GB/s. The
+/// case-insensitive units read it as 100 GB/s, eight times the link, and a bandwidth domain
+/// declared so was silently overstated. A rate refuses a prefix with a lower-case `b`, naming
+/// the byte unit to write; sizes keep their case-insensitive units.
+#[test]
+fn a_rate_in_bits_is_refused_not_read_as_bytes() {
+    for (text, unit, bytes) in [
+        ("100 Gb/s", "Gb", "GB"),
+        ("100Gb/s", "Gb", "GB"),
+        ("10 gb/s", "gb", "GB"),
+        ("400 mb/s", "mb", "MB"),
+        ("1 kb/s", "kb", "kB"),
+        ("25 Gib/s", "Gib", "GiB"),
+        ("25 Gb", "Gb", "GB"),
+    ] {
+        let e = ByteRate::parse(text).unwrap_err();
+        assert_eq!(e.kind(), &ErrorKind::Bits(unit.to_string()), "{text}");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "rate {text:?}: {unit:?} reads as bits per second in a rate; write {bytes} for bytes (a bit rate divided by 8)"
+            )
+        );
+    }
+    for (text, v) in [
+        ("12.5 GB/s", 12_500_000_000u64),
+        ("12.5 GB", 12_500_000_000),
+        ("10 GiB/s", 10 << 30),
+        ("1 gB/s", 1_000_000_000),
+        ("512 B/s", 512),
+        ("512/s", 512),
+        ("512 b/s", 512),
+    ] {
+        assert_eq!(
+            ByteRate::parse(text).unwrap().bytes_per_second(),
+            v,
+            "{text}"
+        );
+    }
+    // Sizes are not rates: case-insensitive as documented.
+    assert_eq!(
+        ByteSize::parse("12 tb").unwrap().bytes(),
+        12_000_000_000_000
+    );
+}
+
+/// A 100,000-character size was quoted whole, twice (the input and the unknown unit), in
+/// its one-line error; both are shortened to 64 characters and a length, and `input()` keeps
+/// the text.
+#[test]
+fn a_long_bad_size_is_quoted_short() {
+    let text = format!("1 {}", "x".repeat(100_000));
+    let e = ByteSize::parse(&text).unwrap_err();
+    assert_eq!(e.input(), text);
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "size {:?}… (100002 bytes): unknown unit {:?}… (100000 bytes) (use B, kB, MB, GB, TB, PB, EB or KiB, MiB, GiB, TiB, PiB, EiB)",
+            &text[..64],
+            "x".repeat(64)
+        )
+    );
+    let digits = "1.".repeat(50_000);
+    let e = ByteSize::parse(&digits).unwrap_err().to_string();
+    assert!(e.len() < 300, "{}", e.len());
+    let e = ByteSize::parse_quantity(&text).unwrap_err().to_string();
+    assert!(e.len() < 400, "{}", e.len());
+    // Short text is quoted whole, as before.
+    assert_eq!(
+        ByteSize::parse("1 xb").unwrap_err().to_string(),
+        "size \"1 xb\": unknown unit \"xb\" (use B, kB, MB, GB, TB, PB, EB or KiB, MiB, GiB, TiB, PiB, EiB)"
+    );
+}
+
 #[test]
 fn approx_has_three_significant_digits() {
     assert_eq!(ByteSize::new(512).approx().to_string(), "512 B");
@@ -95,6 +169,25 @@ fn approx_has_three_significant_digits() {
     assert_eq!(ByteSize::tb(12).approx().to_string(), "10.9 TiB");
     assert_eq!(ByteSize::gib(999).approx().to_string(), "999 GiB");
     assert_eq!(ByteSize::new(u64::MAX).approx().to_string(), "16.0 EiB");
+    // 1000–1023 of a unit were printed with four digits ("1024 KiB" for 1 MiB less a byte,
+    // "1000 KiB"); they are shown in the next unit.
+    assert_eq!(ByteSize::mib(1).approx().to_string(), "1.00 MiB");
+    assert_eq!(
+        ByteSize::new((1 << 20) - 1).approx().to_string(),
+        "1.00 MiB"
+    );
+    assert_eq!(ByteSize::kib(1000).approx().to_string(), "0.977 MiB");
+    assert_eq!(ByteSize::new(1_023_999).approx().to_string(), "0.977 MiB");
+    assert_eq!(
+        ByteSize::new(1_022_976 + 511).approx().to_string(),
+        "999 KiB"
+    );
+    assert_eq!(ByteSize::gib(1023).approx().to_string(), "0.999 TiB");
+    assert_eq!(
+        ByteSize::new((1 << 60) - 1).approx().to_string(),
+        "1.00 EiB"
+    );
+    assert_eq!(ByteSize::new(1023).approx().to_string(), "1023 B");
 }
 
 #[test]

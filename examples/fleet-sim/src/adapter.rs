@@ -194,8 +194,9 @@ fn geometry(level: Level, layout: &str, members: usize) -> Result<Geometry, Stri
 impl LossModel {
     /// The analysis for a volume shape: a mirror is md RAID1 over its legs; RAID10 is md
     /// raid10 `n<mirrors>` over all members (md's near layout puts chunk copies on
-    /// consecutive members, the placement crate's group order); a `k+1` parity set is RAID5,
-    /// `k+2` RAID6, one set per group; a single member or slice is RAID0 of one member.
+    /// consecutive members, the placement crate's group order), or md raid0 with one mirror;
+    /// a `k+1` parity set is RAID5, `k+2` RAID6, one set per group; a single member or slice
+    /// is RAID0 of one member.
     pub fn new(shape: &Shape) -> Result<Self, String> {
         let (groups, per) = shape.groups();
         let (model, description, groups, per) = match *shape {
@@ -214,6 +215,21 @@ impl LossModel {
                 format!("md raid1, {legs} legs"),
                 1,
                 legs as usize,
+            ),
+            // One mirror is no redundancy: md's raid10 needs two copies (`n1` is no layout),
+            // and a stripe without copies is raid0.
+            Shape::Raid10 {
+                stripes,
+                mirrors: 1,
+            } => (
+                GroupModel::Raid(Box::new(FailureModel::new(&geometry(
+                    Level::Raid0,
+                    "",
+                    stripes as usize,
+                )?))),
+                format!("md raid0, {stripes} members (raid10 with one mirror: no redundancy)"),
+                1,
+                stripes as usize,
             ),
             Shape::Raid10 { stripes, mirrors } => {
                 let n = (stripes * mirrors) as usize;

@@ -7,6 +7,7 @@ use placement::{DriveKind, Mode, Separation, Shape, Spread};
 use serde::{Deserialize, Serialize};
 
 use crate::error::SimError;
+use crate::num::exact;
 use crate::units::{ByteRate, ByteSize};
 
 /// Everything one run needs.
@@ -168,9 +169,11 @@ pub struct MediumConfig {
 }
 
 /// Failure processes. Rates are annual failure rates (probability of failing within a year of
-/// service); a rate of 0 disables the process.
+/// service); a rate of 0 disables the process. Every field is optional, down to each field of
+/// `[failures.drive]`, `[failures.jbod]`, `[failures.server]` and `[failures.rack]`: a table
+/// that sets only `afr` keeps its default `repair_hours`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(from = "PartialFailures")]
 pub struct FailureConfig {
     /// Drive lifetimes.
     pub drive: DriveFailure,
@@ -208,6 +211,71 @@ impl Default for FailureConfig {
                 repair_hours: 12.0,
             },
             ure_per_bit: 1e-15,
+        }
+    }
+}
+
+/// `[failures]` as written: each absent field takes [`FailureConfig::default`]'s value. (With
+/// the tables deserialized whole, `[failures.jbod]` with only `afr` was refused for a missing
+/// `repair_hours`, against "every field is optional"; the default of a nested field depends on
+/// its table, so serde's per-type defaults cannot give it.)
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PartialFailures {
+    drive: Option<PartialDrive>,
+    drive_replace_hours: Option<f64>,
+    jbod: Option<PartialDomain>,
+    server: Option<PartialDomain>,
+    rack: Option<PartialDomain>,
+    ure_per_bit: Option<f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PartialDrive {
+    distribution: Option<Distribution>,
+    afr: Option<f64>,
+    shape: Option<f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PartialDomain {
+    afr: Option<f64>,
+    repair_hours: Option<f64>,
+}
+
+impl PartialDomain {
+    fn over(self, d: DomainFailure) -> DomainFailure {
+        DomainFailure {
+            afr: self.afr.unwrap_or(d.afr),
+            repair_hours: self.repair_hours.unwrap_or(d.repair_hours),
+        }
+    }
+}
+
+impl From<PartialFailures> for FailureConfig {
+    fn from(p: PartialFailures) -> Self {
+        let d = FailureConfig::default();
+        let drive = match p.drive {
+            None => d.drive,
+            Some(x) => DriveFailure {
+                distribution: x.distribution.unwrap_or(d.drive.distribution),
+                afr: x.afr.unwrap_or(d.drive.afr),
+                shape: x.shape.unwrap_or(d.drive.shape),
+            },
+        };
+        let domain = |x: Option<PartialDomain>, dflt: DomainFailure| match x {
+            None => dflt,
+            Some(x) => x.over(dflt),
+        };
+        FailureConfig {
+            drive,
+            drive_replace_hours: p.drive_replace_hours.unwrap_or(d.drive_replace_hours),
+            jbod: domain(p.jbod, d.jbod),
+            server: domain(p.server, d.server),
+            rack: domain(p.rack, d.rack),
+            ure_per_bit: p.ure_per_bit.unwrap_or(d.ure_per_bit),
         }
     }
 }
@@ -485,6 +553,19 @@ pub const MAX_MEMBERS: usize = 64;
 /// Most utilisation samples a run takes (`years × 365 / sample_days`).
 const MAX_SAMPLES: f64 = 1_000_000.0;
 
+/// `s` for a one-line message: its first 80 characters and how many more there were (a
+/// 100,000-character value was echoed whole, twice: in the line's text and in TOML's message).
+fn clip(s: &str) -> String {
+    match s.char_indices().nth(80) {
+        None => s.to_string(),
+        Some((cut, _)) => format!(
+            "{}… ({} more characters)",
+            &s[..cut],
+            s[cut..].chars().count()
+        ),
+    }
+}
+
 /// Most arrivals a run expects after the initial population
 /// (`volumes × years × 365 / mean_lifetime_days`; the default run has 500,000, the largest
 /// population for 5 years at the default lifetime 125,000,000).
@@ -512,8 +593,8 @@ impl SimConfig {
             SimError::Syntax {
                 line: before.matches('\n').count() + 1,
                 column: before[line_start..].chars().count() + 1,
-                text: text[line_start..line_end].trim().to_string(),
-                message: e.message().trim().replace('\n', "; "),
+                text: clip(text[line_start..line_end].trim()),
+                message: clip(&e.message().trim().replace('\n', "; ")),
             }
         })
     }
@@ -579,26 +660,35 @@ impl SimConfig {
             if v.is_finite() && v > 0.0 {
                 Ok(())
             } else {
-                bad(field, format!("must be a positive number, got {v}"))
+                bad(
+                    field,
+                    format!("must be a positive number, got {}", exact(v)),
+                )
             }
         }
         fn non_negative(field: &str, v: f64) -> Result<(), SimError> {
             if v.is_finite() && v >= 0.0 {
                 Ok(())
             } else {
-                bad(field, format!("must be a non-negative number, got {v}"))
+                bad(
+                    field,
+                    format!("must be a non-negative number, got {}", exact(v)),
+                )
             }
         }
         fn afr(field: &str, v: f64) -> Result<(), SimError> {
             if (0.0..1.0).contains(&v) {
                 Ok(())
             } else {
-                bad(field, format!("must lie in [0, 1), got {v}"))
+                bad(field, format!("must lie in [0, 1), got {}", exact(v)))
             }
         }
         positive("years", self.years)?;
         if self.years > 1000.0 {
-            return bad("years", format!("must be at most 1000, got {}", self.years));
+            return bad(
+                "years",
+                format!("must be at most 1000, got {}", exact(self.years)),
+            );
         }
         positive("sample_days", self.sample_days)?;
         // Each sample is an event and a stored point: a tiny interval made the run spin through
@@ -609,9 +699,9 @@ impl SimConfig {
                 "sample_days",
                 format!(
                     "must be at least {} days for {} years (at most 1,000,000 utilisation samples), got {}",
-                    self.years * 365.0 / MAX_SAMPLES,
-                    self.years,
-                    self.sample_days
+                    exact(self.years * 365.0 / MAX_SAMPLES),
+                    exact(self.years),
+                    exact(self.sample_days)
                 ),
             );
         }
@@ -702,7 +792,7 @@ impl SimConfig {
         if !(0.0..1.0).contains(&fl.ure_per_bit) {
             return bad(
                 "failures.ure_per_bit",
-                format!("must lie in [0, 1), got {}", fl.ure_per_bit),
+                format!("must lie in [0, 1), got {}", exact(fl.ure_per_bit)),
             );
         }
         let r = &self.rebuild;
@@ -710,7 +800,7 @@ impl SimConfig {
         if !(r.share > 0.0 && r.share <= 1.0) {
             return bad(
                 "rebuild.share",
-                format!("must lie in (0, 1], got {}", r.share),
+                format!("must lie in (0, 1], got {}", exact(r.share)),
             );
         }
         for (name, v) in [
@@ -740,7 +830,9 @@ impl SimConfig {
                     "workload.mean_lifetime_days",
                     format!(
                         "of {} days gives about {arrivals:.3e} arrivals of {} volumes in {} years; at most 250,000,000 are simulated (give a longer lifetime, or 0 for volumes that never depart)",
-                        w.mean_lifetime_days, w.volumes, self.years
+                        exact(w.mean_lifetime_days),
+                        w.volumes,
+                        exact(self.years)
                     ),
                 );
             }

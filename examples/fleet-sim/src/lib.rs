@@ -27,13 +27,14 @@
 //! Modules: [`config`] (the TOML configuration), [`fleet`] (inventory generation and the
 //! derived topology), [`policy`] (the policies' contract, straw2, random), [`adapter`] (every
 //! call into `placement`, `raid` and `slice-alloc`), [`flow`] (the fair-share rebuild model),
-//! [`sim`] (the event loop), [`report`] and [`svg`] (output).
+//! [`sim`] (the event loop), [`report`], [`num`] and [`svg`] (output).
 
 pub mod adapter;
 pub mod config;
 pub mod error;
 pub mod fleet;
 pub mod flow;
+pub mod num;
 pub mod policy;
 pub mod report;
 pub mod sim;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use fleet_sim::config::generated_fleet_fields;
+use fleet_sim::num::{exact, human};
 use fleet_sim::{PolicyKind, Progress, SimConfig, SimError, svg};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -212,7 +213,9 @@ fn main() -> ExitCode {
         Progress::Placing { done, total } => {
             format!("placing the initial volumes: {done} of {total}")
         }
-        Progress::Simulating(f) => format!("simulated {:.2} of {years} years", f * years),
+        Progress::Simulating(f) => {
+            format!("simulated {} of {} years", human(f * years), exact(years))
+        }
     };
     // Bars are drawn only on a terminal: with stderr redirected (a log, CI), a long run would
     // show nothing for minutes, so there each policy gets a plain line per tenth of a stage.
@@ -245,12 +248,15 @@ fn main() -> ExitCode {
     }
     let report = match result {
         Ok(r) => r,
+        // A class the fleet cannot hold is found only once the fleet is built: still a
+        // configuration error, attributed to the file (or flag) like those found before.
+        Err(e @ SimError::Config { .. }) => return fail(invalid(e, &args)),
         Err(e) => return fail(e.to_string()),
     };
     if !args.quiet {
         eprintln!(
             "simulated {} years of {} policies in {:.1} s",
-            cfg.years,
+            exact(cfg.years),
             cfg.policies.len(),
             started.elapsed().as_secs_f64()
         );

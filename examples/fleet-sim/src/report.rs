@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::config::{PolicyKind, SimConfig};
 use crate::fleet::Fleet;
+use crate::num::{count, exact, human};
 
 /// Why a volume lost data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -242,13 +243,15 @@ impl Rate {
                 high: f64::INFINITY,
             };
         }
-        let k = 1000.0 / volume_years;
+        // Scale each figure on its own: `1000 / volume_years` overflows to infinity for a
+        // subnormal exposure (`--years 1e-320`), and 0 events times it printed `NaN`.
+        let per_1000 = |x: f64| x * 1000.0 / volume_years;
         Rate {
             events,
             volume_years,
-            per_1000_volume_years: events as f64 * k,
-            low: lo * k,
-            high: hi * k,
+            per_1000_volume_years: per_1000(events as f64),
+            low: per_1000(lo),
+            high: per_1000(hi),
         }
     }
 
@@ -259,8 +262,10 @@ impl Rate {
             "no rate: no volume-years (nothing was placed)".to_string()
         } else {
             format!(
-                "{:>width$.4} per 1,000 {unit} ({ci} {:.4}–{:.4})",
-                self.per_1000_volume_years, self.low, self.high
+                "{:>width$} per 1,000 {unit} ({ci} {}–{})",
+                human(self.per_1000_volume_years),
+                human(self.low),
+                human(self.high)
             )
         }
     }
@@ -460,9 +465,11 @@ pub struct Report {
 
 fn bytes_per_sec(b: f64) -> String {
     if b >= 1e9 {
-        format!("{:.2} GB/s", b / 1e9)
+        format!("{} GB/s", human(b / 1e9))
+    } else if b >= 1e6 || b == 0.0 {
+        format!("{} MB/s", human(b / 1e6))
     } else {
-        format!("{:.0} MB/s", b / 1e6)
+        format!("{} kB/s", human(b / 1e3))
     }
 }
 
@@ -472,36 +479,39 @@ impl Report {
         let mut o = String::new();
         let _ = writeln!(
             o,
-            "fleet: {} drives ({:.1} PB raw), {} JBODs, {} racks, {} servers; {} years, seed {}",
-            self.drives,
-            self.capacity_bytes as f64 / 1e15,
-            self.jbods,
-            self.racks,
-            self.servers,
-            self.years,
+            "fleet: {} drives ({} PB raw), {} JBODs, {} racks, {} servers; {} years, seed {}",
+            count(self.drives as u64),
+            human(self.capacity_bytes as f64 / 1e15),
+            count(self.jbods as u64),
+            count(self.racks as u64),
+            count(self.servers as u64),
+            exact(self.years),
             self.seed
         );
         let h = &self.hardware;
         let _ = writeln!(
             o,
             "hardware: {} drive failures, {} JBOD outages, {} server outages, {} rack outages",
-            h.drive_failures, h.jbod_failures, h.server_failures, h.rack_failures
+            count(h.drive_failures),
+            count(h.jbod_failures),
+            count(h.server_failures),
+            count(h.rack_failures)
         );
         for p in &self.policies {
             let _ = writeln!(o, "\n== policy {} ==", p.policy);
             let _ = writeln!(
                 o,
-                "data loss: {} events ({} incidents) in {:.0} volume-years = {}",
-                p.loss.events,
-                p.loss_incidents,
-                p.loss.volume_years,
+                "data loss: {} events ({} incidents) in {} volume-years = {}",
+                count(p.loss.events),
+                count(p.loss_incidents),
+                human(p.loss.volume_years),
                 p.loss.text(0, "volume-years", "95% CI")
             );
             let causes: Vec<String> = p
                 .loss_by_cause
                 .iter()
                 .filter(|c| c.1 > 0)
-                .map(|(c, n)| format!("{c} {n}"))
+                .map(|(c, n)| format!("{c} {}", count(*n)))
                 .collect();
             if !causes.is_empty() {
                 let _ = writeln!(o, "  by cause: {}", causes.join(", "));
@@ -511,18 +521,18 @@ impl Report {
                     o,
                     "  {:<12} {:>6} events {}  [{}]",
                     c.name,
-                    c.loss.events,
+                    count(c.loss.events),
                     c.loss.text(10, "vol-yr", "CI"),
                     c.analysis
                 );
             }
             let _ = writeln!(
                 o,
-                "rebuilds: {} done, p50 {:.2} h, p99 {:.2} h, max {:.2} h; peak total {}",
-                p.rebuilds,
-                p.rebuild_p50_hours,
-                p.rebuild_p99_hours,
-                p.rebuild_max_hours,
+                "rebuilds: {} done, p50 {} h, p99 {} h, max {} h; peak total {}",
+                count(p.rebuilds),
+                human(p.rebuild_p50_hours),
+                human(p.rebuild_p99_hours),
+                human(p.rebuild_max_hours),
                 bytes_per_sec(p.peak_rebuild_total)
             );
             for k in &p.peak_by_kind {
@@ -544,26 +554,28 @@ impl Report {
                     last.utilisation * 100.0,
                     umin * 100.0,
                     umax * 100.0,
-                    last.volumes
+                    count(last.volumes)
                 );
             }
             let _ = writeln!(
                 o,
                 "unrepairable volumes: {} ({} still waiting at the end); arrivals {} (rejected {}), restores failed {}, slice allocations failed {}",
-                p.unrepairable_volumes,
-                p.unrepaired_at_end,
-                p.arrivals,
-                p.rejected_arrivals,
-                p.restore_failures,
-                p.slice_failures
+                count(p.unrepairable_volumes),
+                count(p.unrepaired_at_end),
+                count(p.arrivals),
+                count(p.rejected_arrivals),
+                count(p.restore_failures),
+                count(p.slice_failures)
             );
             let _ = writeln!(
                 o,
-                "UREs corrected {}; volume-hours without attach server {:.0}; {} events",
-                p.ure_corrected, p.unavailable_volume_hours, p.events
+                "UREs corrected {}; volume-hours without attach server {}; {} events",
+                count(p.ure_corrected),
+                human(p.unavailable_volume_hours),
+                count(p.events)
             );
             for (op, n, first) in &p.errors {
-                let _ = writeln!(o, "  {op} failed {n} times; first: {first}");
+                let _ = writeln!(o, "  {op} failed {} times; first: {first}", count(*n));
             }
         }
         o

@@ -142,16 +142,10 @@ pub fn line_chart(
     o
 }
 
+/// A tick label: three significant digits at any scale (fixed decimals labelled every tick
+/// of a 0.001-year run `0.00`).
 fn fmt_tick(v: f64) -> String {
-    if v == 0.0 {
-        "0".into()
-    } else if v.abs() >= 100.0 {
-        format!("{v:.0}")
-    } else if v.abs() >= 1.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.2}")
-    }
+    crate::num::human(v)
 }
 
 /// Utilisation (percent of in-service capacity) over time, one line per policy.

@@ -75,6 +75,11 @@ fn usage_errors_are_one_line_naming_the_flag() {
         &["--years", "-1"],
         "fleet-sim: --years: must be a positive number, got -1\n",
     );
+    // The value as given, not its 309 digits.
+    exact(
+        &["--years", "1e308"],
+        "fleet-sim: --years: must be at most 1000, got 1e308\n",
+    );
     exact(
         &["--volumes", "99999999999"],
         "fleet-sim: --volumes: must be at most 50,000,000, got 99999999999\n",
@@ -118,6 +123,34 @@ fn usage_errors_are_one_line_naming_the_flag() {
     exact(
         &["--inventory", inv.to_str().unwrap(), "--years", "0.1"],
         "fleet-sim: config: workload.class[0] ('raid1').separation[0].level 'rack' is not a level of the inventory (it has none)\n",
+    );
+    // The same rule broken by the configuration file names the file, although it is found
+    // only once the fleet is built (it was "fleet-sim: config: …", without the file).
+    std::fs::write(
+        &f,
+        "[[workload.class]]\nname = \"a\"\nweight = 1.0\nkinds = [\"hdd\"]\nsizes = [\"1 TB\"]\n\
+         shape = { type = \"mirror\", legs = 2 }\nseparation = [{ level = \"row\" }]\n",
+    )
+    .unwrap();
+    let out = bin()
+        .args([
+            "--config",
+            path,
+            "--years",
+            "0.01",
+            "--volumes",
+            "10",
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with(&format!(
+            "fleet-sim: {path}: config: workload.class[0] ('a').separation[0].level 'row' is not a level of the inventory"
+        )),
+        "{err}"
     );
     // A flag overrides the file before the rules are checked.
     let out = bin()
@@ -338,7 +371,7 @@ fn progress_is_logged_when_stderr_is_not_a_terminal() {
         "{err}"
     );
     assert!(
-        lines.contains(&"fleet-sim: random: 100%: simulated 0.50 of 0.5 years"),
+        lines.contains(&"fleet-sim: random: 100%: simulated 0.5 of 0.5 years"),
         "{err}"
     );
     // At most one line per tenth of each stage, and a summary.

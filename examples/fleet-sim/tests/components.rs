@@ -105,6 +105,19 @@ fn loss_model_follows_md() {
     assert!(!ec.fatal(0b111) && ec.fatal(0b1111));
     let single = LossModel::new(&Shape::Slice).unwrap();
     assert!(single.fatal(1));
+    // RAID10 with one mirror is a stripe without copies (md raid0): any failure loses data.
+    // It was refused as md raid10 `n1`, which is no layout.
+    let stripe = LossModel::new(&Shape::Raid10 {
+        stripes: 3,
+        mirrors: 1,
+    })
+    .unwrap();
+    assert!(stripe.fatal(0b100) && !stripe.fatal(0));
+    assert!(
+        stripe.description.starts_with("md raid0, 3 members"),
+        "{}",
+        stripe.description
+    );
     // MTTDL: a RAID5 of 4 is about MTTF^2 / (n (n-1) MTTR).
     let raid5 = LossModel::new(&Shape::Parity {
         k: 3,

@@ -246,3 +246,51 @@ fn an_inventory_is_checked_for_memory_with_its_own_counts() {
         other => panic!("expected the inventory to be refused, got {other:?}"),
     }
 }
+
+/// "Every field is optional in a configuration file": a failure table that sets only some of
+/// its fields keeps the defaults of the others (`[failures.jbod]` with only `afr` was refused
+/// for a missing `repair_hours`, and `[failures.drive]` with only `afr` for a missing
+/// `distribution`). Unknown fields are still refused.
+#[test]
+fn a_failure_table_may_set_some_of_its_fields() {
+    let cfg = SimConfig::from_toml(
+        "[failures.jbod]\nafr = 0.02\n[failures.drive]\nafr = 0.03\n[failures.rack]\nrepair_hours = 6.0\n",
+    )
+    .unwrap();
+    let d = SimConfig::default().failures;
+    assert_eq!(cfg.failures.jbod.afr, 0.02);
+    assert_eq!(cfg.failures.jbod.repair_hours, d.jbod.repair_hours);
+    assert_eq!(cfg.failures.drive.afr, 0.03);
+    assert_eq!(cfg.failures.drive.distribution, d.drive.distribution);
+    assert_eq!(cfg.failures.drive.shape, d.drive.shape);
+    assert_eq!(cfg.failures.rack.afr, d.rack.afr);
+    assert_eq!(cfg.failures.rack.repair_hours, 6.0);
+    assert_eq!(cfg.failures.server, d.server);
+    assert_eq!(cfg.failures.drive_replace_hours, d.drive_replace_hours);
+    // What --print-config writes reads back as the same configuration.
+    let full = SimConfig::default();
+    let text = toml::to_string(&full).unwrap();
+    assert_eq!(SimConfig::from_toml(&text).unwrap(), full);
+    let err = SimConfig::from_toml("[failures.jbod]\nafr = 0.02\nrepair = 3.0\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unknown field `repair`"), "{err}");
+}
+
+/// A file with a 100,000-character value of the wrong type was echoed whole twice in the
+/// one-line error (200 kB on stderr); the line and TOML's message are shortened.
+#[test]
+fn a_long_bad_line_is_quoted_short() {
+    let long = "x".repeat(100_000);
+    let e = SimConfig::from_toml(&format!("years = \"{long}\"\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.len() < 400, "{} bytes: {}", e.len(), &e[..400]);
+    assert!(e.starts_with("line 1, column 9 (`years = \"xxxx"), "{e}");
+    // The line: `years = "` and 71 x, then the 99,930 characters left of its 100,010.
+    assert!(
+        e.contains("… (99930 more characters)`): invalid type: string"),
+        "{e}"
+    );
+    assert_eq!(e.matches("more characters)").count(), 2, "{e}");
+}

@@ -72,17 +72,20 @@ impl Gen {
         }
         let uplinks = r.random_range(1..=3usize);
         for u in 0..uplinks {
+            // Load up to capacity (a loaded inventory never has more: refused).
+            let capacity = r.random_range(1..=10u64) * 100;
             spec.bandwidth_domains.push(BwDomainSpec {
                 id: BwDomainId::new(format!("up{u}")).unwrap(),
                 kind: "uplink".into(),
-                capacity: Bytes(r.random_range(1..=10u64) * 100),
-                load: Bytes(r.random_range(0..=300u64)),
+                capacity: Bytes(capacity),
+                load: Bytes(r.random_range(0..=300u64.min(capacity))),
             });
         }
+        let quota = r.random_range(0..=60u64);
         spec.storage_groups.push(GroupSpec {
             id: GroupId::new("g1").unwrap(),
-            quota: Some(Bytes(r.random_range(0..=60u64))),
-            used: Bytes(r.random_range(0..=10u64)),
+            quota: Some(Bytes(quota)),
+            used: Bytes(r.random_range(0..=10u64.min(quota))),
         });
         spec.storage_groups.push(GroupSpec {
             id: GroupId::new("g2").unwrap(),
