@@ -162,7 +162,7 @@ impl CsiError {
 
     /// A missing REQUIRED field.
     pub fn missing(field: impl Into<String>) -> Self {
-        Self::invalid(field, "this field is REQUIRED")
+        Self::invalid(field, crate::validate::REQUIRED)
     }
 
     /// [`CsiError::NotFound`].

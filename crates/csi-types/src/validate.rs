@@ -20,6 +20,9 @@ pub const MAX_MOUNT_FLAGS_BYTES: usize = 4096;
 /// The limit of a DNS label style name (plugin name, topology key parts and values).
 pub const MAX_LABEL_CHARS: usize = 63;
 
+/// The rule of an empty REQUIRED field.
+pub(crate) const REQUIRED: &str = "this field is REQUIRED";
+
 pub(crate) fn required(field: &str, value: &str) -> Result<(), CsiError> {
     if value.is_empty() {
         Err(CsiError::missing(field))
