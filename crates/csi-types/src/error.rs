@@ -371,6 +371,15 @@ impl CsiError {
     }
 }
 
+/// The error of a conversion that cannot fail (the typed-to-wire
+/// conversion of a message without sizes), so that generic code can treat
+/// every conversion as fallible.
+impl From<std::convert::Infallible> for CsiError {
+    fn from(never: std::convert::Infallible) -> CsiError {
+        match never {}
+    }
+}
+
 #[cfg(any(feature = "server", feature = "client"))]
 mod tonic_conv {
     use super::{Code, CsiError};
