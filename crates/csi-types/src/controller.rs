@@ -401,7 +401,8 @@ impl VolumeStatus {
     /// them, e.g. the keys of its publication map) with this condition (for
     /// a `VOLUME_CONDITION` capable plugin; `None` otherwise). A kept node id
     /// that is not a valid one is the driver's own state gone wrong:
-    /// `INTERNAL`, naming it.
+    /// `INTERNAL`, naming its place in the list and the rule (not its value,
+    /// which may be anything the driver's state holds).
     ///
     /// ```
     /// use csi_types::controller::VolumeStatus;
@@ -412,7 +413,14 @@ impl VolumeStatus {
     /// assert_eq!(err.code(), csi_types::Code::Internal);
     /// assert_eq!(
     ///     err.to_string(),
-    ///     "internal error: published node id \"\" is not a node id: invalid `node_id`: this field is REQUIRED"
+    ///     "internal error: invalid VolumeStatus built by the driver: \
+    ///      published_node_ids[1]: this field is REQUIRED"
+    /// );
+    /// let err = VolumeStatus::from_published(["n".repeat(100_000)], None).unwrap_err();
+    /// assert_eq!(
+    ///     err.to_string(),
+    ///     "internal error: invalid VolumeStatus built by the driver: \
+    ///      published_node_ids[0]: must be at most 256 bytes, got 100000"
     /// );
     /// # Ok::<(), csi_types::CsiError>(())
     /// ```
@@ -427,12 +435,12 @@ impl VolumeStatus {
         Ok(VolumeStatus {
             published_node_ids: node_ids
                 .into_iter()
-                .map(|n| {
+                .enumerate()
+                .map(|(i, n)| {
                     let n: String = n.into();
                     // Checked in place, so the id is not copied for the error.
-                    NodeId::check("node_id", &n).map_err(|e| {
-                        CsiError::internal(format!("published node id {n:?} is not a node id: {e}"))
-                    })?;
+                    validate::lazily(|| index("published_node_ids", i), |f| NodeId::check(f, &n))
+                        .map_err(|e| e.built_by_driver("VolumeStatus"))?;
                     Ok(NodeId::from_checked(n))
                 })
                 .collect::<Result<_, CsiError>>()?,
