@@ -130,9 +130,25 @@ pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(300);
 
 /// `connect(2)` answers `ECONNREFUSED` both for a socket nobody listens on and for a path
 /// that is not a socket at all (a regular file, a directory), and "Connection refused" sends
-/// the reader looking for a driver that is not running. Say what the path is instead.
+/// the reader looking for a driver that is not running. Say what the path is instead; and for
+/// nothing at the path (`ENOENT`, the commonest case: the driver is not running yet, or the
+/// endpoint has a typo), say so, and whether its directory is missing too.
 fn explain_unix_connect(path: &std::path::Path, e: std::io::Error) -> std::io::Error {
     use std::os::unix::fs::FileTypeExt;
+    if e.kind() == std::io::ErrorKind::NotFound {
+        let what = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => format!(
+                "nothing at {}, and its directory {} does not exist either (a typo?)",
+                path.display(),
+                dir.display()
+            ),
+            _ => format!(
+                "nothing at {}: is the driver running, and serving this endpoint?",
+                path.display()
+            ),
+        };
+        return std::io::Error::new(e.kind(), format!("{e}: {what}"));
+    }
     if e.kind() != std::io::ErrorKind::ConnectionRefused {
         return e;
     }

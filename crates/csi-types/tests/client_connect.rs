@@ -129,8 +129,26 @@ async fn a_regular_file_or_a_directory_is_named_for_what_it_is() {
     assert!(e.ends_with("is a regular file, not a unix socket"), "{e}");
     let e = connect_err(&format!("unix://{}", dir.path().display())).await;
     assert!(e.ends_with("is a directory, not a unix socket"), "{e}");
-    let e = connect_err(&format!("unix://{}/missing.sock", dir.path().display())).await;
+    let missing = dir.path().join("missing.sock");
+    let e = connect_err(&format!("unix://{}", missing.display())).await;
     assert!(e.contains("No such file or directory"), "{e}");
+    assert!(
+        e.ends_with(&format!(
+            "nothing at {}: is the driver running, and serving this endpoint?",
+            missing.display()
+        )),
+        "{e}"
+    );
+    let typo = dir.path().join("csi-lcoal/csi.sock");
+    let e = connect_err(&format!("unix://{}", typo.display())).await;
+    assert!(
+        e.ends_with(&format!(
+            "nothing at {}, and its directory {} does not exist either (a typo?)",
+            typo.display(),
+            dir.path().join("csi-lcoal").display()
+        )),
+        "{e}"
+    );
 }
 
 #[tokio::test]
