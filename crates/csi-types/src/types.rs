@@ -412,6 +412,11 @@ impl CapacityRange {
     /// assert!(r.contains(1 << 30));
     /// assert_eq!(r.choose(4096, 1 << 20), Some(1 << 30));
     /// assert!(CapacityRange::new(Some(2), Some(1)).is_err());
+    /// assert_eq!(
+    ///     CapacityRange::new(None, Some(u64::MAX)).unwrap_err().to_string(),
+    ///     "invalid `capacity_range.limit_bytes`: must be at most 9223372036854775807 \
+    ///      (the largest int64, which the wire carries), got 18446744073709551615"
+    /// );
     /// ```
     pub fn new(required_bytes: Option<u64>, limit_bytes: Option<u64>) -> Result<Self, CsiError> {
         let r = CapacityRange {
@@ -435,10 +440,9 @@ impl CapacityRange {
             ("required_bytes", self.required_bytes),
             ("limit_bytes", self.limit_bytes),
         ] {
-            if let Some(v) = v
-                && v > i64::MAX as u64
-            {
-                return Err(CsiError::invalid(at(field, name), "must fit in an int64"));
+            if let Some(v) = v {
+                // The rule of the conversion to the wire, in its words.
+                validate::wire_size(|| at(field, name), v)?;
             }
         }
         if let (Some(req), Some(lim)) = (self.required_bytes, self.limit_bytes)
