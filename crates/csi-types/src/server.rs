@@ -675,6 +675,8 @@ impl Server {
         self,
     ) -> Result<(crate::client::Client, InMemoryServer), ServeError> {
         let ready = self.ready().await?;
+        // The client reads and sends what the server does.
+        let max_message_size = ready.options.max_message_size;
         let (connector, incoming) = crate::client::in_memory_connector();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         // The shutdown signal is the handle's sender: sent, or dropped with the handle.
@@ -683,7 +685,11 @@ impl Server {
         }));
         let server = InMemoryServer { stop, task };
         match crate::client::connect_in_memory(connector).await {
-            Ok(channel) => Ok((crate::client::Client::from_channel(channel), server)),
+            Ok(channel) => Ok((
+                crate::client::Client::from_channel(channel)
+                    .with_max_message_size(max_message_size),
+                server,
+            )),
             Err(e) => {
                 // Nothing will call this server: stop it, and report why.
                 let _ = server.stop().await;
