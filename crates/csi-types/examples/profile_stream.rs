@@ -119,7 +119,7 @@ fn main() {
             "raw" => {
                 let mut s = RawCsi::raw_get_metadata_allocated(
                     &plugin,
-                    proto::GetMetadataAllocatedRequest::from(request),
+                    proto::GetMetadataAllocatedRequest::try_from(request).expect("offset 0 fits"),
                 )
                 .await
                 .expect("the stream");

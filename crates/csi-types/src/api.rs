@@ -148,13 +148,18 @@ macro_rules! define_apis {
         ///
         /// A response that breaks a MUST rule of the spec is refused with
         /// `INTERNAL`, naming the RPC and the field; one that bends a
-        /// tolerated rule is accepted and logged ([`crate::check`]).
+        /// tolerated rule is accepted and logged ([`crate::check`]). A
+        /// request with a size the wire's `int64` cannot carry (above
+        /// `i64::MAX`) is refused before it is sent, with
+        /// `INVALID_ARGUMENT` naming the field.
         #[async_trait]
         pub trait Csi: RawCsi {
             $($(
                 #[doc = concat!("`", $rpc, "`, typed.")]
                 async fn $method(&self, req: $req) -> Result<$resp, CsiError> {
-                    let resp = RawCsi::$raw(self, req.into()).await?;
+                    // A size the wire cannot carry is refused here, naming
+                    // the field, rather than sent as another size.
+                    let resp = RawCsi::$raw(self, proto::$req::try_from(req)?).await?;
                     for odd in crate::check::ResponseRules::tolerated(&resp) {
                         tracing::warn!(rpc = $rpc, "the plugin's response bends a rule the spec tolerates: {odd}");
                     }
@@ -167,7 +172,7 @@ macro_rules! define_apis {
                 &self,
                 req: GetMetadataAllocatedRequest,
             ) -> Result<BoxStream<'static, Result<BlockMetadataResponse, CsiError>>, CsiError> {
-                let stream = RawCsi::raw_get_metadata_allocated(self, req.into()).await?;
+                let stream = RawCsi::raw_get_metadata_allocated(self, req.try_into()?).await?;
                 Ok(stream
                     .map(|r| r.and_then(|m| BlockMetadataResponse::try_from(m).map_err(|e| invalid_response("GetMetadataAllocated", e))))
                     .boxed())
@@ -178,7 +183,7 @@ macro_rules! define_apis {
                 &self,
                 req: GetMetadataDeltaRequest,
             ) -> Result<BoxStream<'static, Result<BlockMetadataResponse, CsiError>>, CsiError> {
-                let stream = RawCsi::raw_get_metadata_delta(self, req.into()).await?;
+                let stream = RawCsi::raw_get_metadata_delta(self, req.try_into()?).await?;
                 Ok(stream
                     .map(|r| r.and_then(|m| BlockMetadataResponse::try_from(m).map_err(|e| invalid_response("GetMetadataDelta", e))))
                     .boxed())

@@ -28,7 +28,8 @@
 //! proptest! {
 //!     #![proptest_config(ProptestConfig::with_cases(16))]
 //!     fn requests_survive_the_wire(req in any::<CreateVolumeRequest>()) {
-//!         let wire = proto::CreateVolumeRequest::from(req.clone());
+//!         // Sizes are drawn within int64, so the conversion to the wire succeeds.
+//!         let wire = proto::CreateVolumeRequest::try_from(req.clone()).unwrap();
 //!         prop_assert_eq!(CreateVolumeRequest::try_from(wire).unwrap(), req);
 //!     }
 //! }

@@ -110,6 +110,11 @@ pub struct ConnectOptions {
     /// How long a ping may go unanswered before the connection is closed
     /// and its calls fail `UNAVAILABLE`. Default 20 seconds.
     pub keepalive_timeout: Duration,
+    /// The largest request and response message, in bytes: a larger
+    /// response fails `RESOURCE_EXHAUSTED` saying so. Default 4 MiB, gRPC's
+    /// usual limit and the server's default
+    /// (`server::ServeOptions::max_message_size`); raise both together.
+    pub max_message_size: usize,
 }
 
 impl Default for ConnectOptions {
@@ -119,9 +124,13 @@ impl Default for ConnectOptions {
             call_timeout: None,
             keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
             keepalive_timeout: Duration::from_secs(20),
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
         }
     }
 }
+
+/// The default [`ConnectOptions::max_message_size`]: 4 MiB.
+const DEFAULT_MAX_MESSAGE_SIZE: usize = 4 << 20;
 
 /// The default [`ConnectOptions::keepalive_interval`]: 5 minutes, the least
 /// interval between pings that gRPC servers in Go and C core accept by
@@ -130,9 +139,25 @@ pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(300);
 
 /// `connect(2)` answers `ECONNREFUSED` both for a socket nobody listens on and for a path
 /// that is not a socket at all (a regular file, a directory), and "Connection refused" sends
-/// the reader looking for a driver that is not running. Say what the path is instead.
+/// the reader looking for a driver that is not running. Say what the path is instead; and for
+/// nothing at the path (`ENOENT`, the commonest case: the driver is not running yet, or the
+/// endpoint has a typo), say so, and whether its directory is missing too.
 fn explain_unix_connect(path: &std::path::Path, e: std::io::Error) -> std::io::Error {
     use std::os::unix::fs::FileTypeExt;
+    if e.kind() == std::io::ErrorKind::NotFound {
+        let what = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => format!(
+                "nothing at {}, and its directory {} does not exist either (a typo?)",
+                path.display(),
+                dir.display()
+            ),
+            _ => format!(
+                "nothing at {}: is the driver running, and serving this endpoint?",
+                path.display()
+            ),
+        };
+        return std::io::Error::new(e.kind(), format!("{e}: {what}"));
+    }
     if e.kind() != std::io::ErrorKind::ConnectionRefused {
         return e;
     }
@@ -185,6 +210,8 @@ pub struct Client {
     call_timeout: Option<Duration>,
     /// Named in the error of a call whose connection died of it.
     keepalive_timeout: Duration,
+    /// Named in the error of a response over it.
+    max_message_size: usize,
 }
 
 impl Client {
@@ -218,6 +245,7 @@ impl Client {
             call_timeout: options.call_timeout.map(|t| t.min(MAX_WAIT)),
             keepalive_interval: options.keepalive_interval.min(MAX_WAIT),
             keepalive_timeout: options.keepalive_timeout.min(MAX_WAIT),
+            max_message_size: options.max_message_size,
         };
         let configure = |e: TonicEndpoint| {
             e.connect_timeout(options.connect_timeout)
@@ -262,6 +290,7 @@ impl Client {
         let mut client = Client::from_channel(channel);
         client.call_timeout = options.call_timeout;
         client.keepalive_timeout = options.keepalive_timeout;
+        client = client.with_max_message_size(options.max_message_size);
         Ok(client)
     }
 
@@ -275,6 +304,36 @@ impl Client {
             snapshot_metadata: SnapshotMetadataClient::new(channel),
             call_timeout: None,
             keepalive_timeout: ConnectOptions::default().keepalive_timeout,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+        }
+    }
+
+    /// The same client with requests and responses up to `bytes` (see
+    /// [`ConnectOptions::max_message_size`]).
+    pub fn with_max_message_size(self, bytes: usize) -> Client {
+        Client {
+            identity: self
+                .identity
+                .max_decoding_message_size(bytes)
+                .max_encoding_message_size(bytes),
+            controller: self
+                .controller
+                .max_decoding_message_size(bytes)
+                .max_encoding_message_size(bytes),
+            group_controller: self
+                .group_controller
+                .max_decoding_message_size(bytes)
+                .max_encoding_message_size(bytes),
+            node: self
+                .node
+                .max_decoding_message_size(bytes)
+                .max_encoding_message_size(bytes),
+            snapshot_metadata: self
+                .snapshot_metadata
+                .max_decoding_message_size(bytes)
+                .max_encoding_message_size(bytes),
+            max_message_size: bytes,
+            ..self
         }
     }
 
@@ -329,6 +388,9 @@ impl Client {
         {
             return self.expired(rpc, t);
         }
+        if let Some(e) = self.too_large(rpc, &s) {
+            return e;
+        }
         // Only a status the client made itself has a source: one received from the server
         // is its code and message.
         let Some(cause) = std::error::Error::source(&s) else {
@@ -354,6 +416,41 @@ impl Client {
         // The call failed on the connection, before any answer of the plugin: gRPC's
         // UNAVAILABLE, whatever code tonic picked (CSI calls are idempotent, so a retry is safe).
         CsiError::Unavailable(format!("{rpc}: {chain}{hint}"))
+    }
+
+    /// tonic's `OUT_OF_RANGE` "Error, decoded (encoded) message length too
+    /// large: found N bytes, the limit is: M bytes" for a message over this
+    /// client's limit, which reads as the plugin's CSI `OUT_OF_RANGE` (an
+    /// unsupported capacity range): `RESOURCE_EXHAUSTED` naming the message
+    /// and the option. `None` for any other status, and for a limit that is
+    /// not this client's (a peer's own answer, passed on as it is).
+    fn too_large(&self, rpc: &str, s: &tonic::Status) -> Option<CsiError> {
+        if s.code() != tonic::Code::OutOfRange {
+            return None;
+        }
+        let m = s.message();
+        let which = if m.starts_with("Error, decoded message length too large") {
+            "response"
+        } else if m.starts_with("Error, encoded message length too large") {
+            "request"
+        } else {
+            return None;
+        };
+        let number_after = |marker: &str| -> Option<usize> {
+            let rest = &m[m.find(marker)? + marker.len()..];
+            let end = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len());
+            rest[..end].parse().ok()
+        };
+        let found = number_after("found ")?;
+        let limit = number_after("is: ")?;
+        (limit == self.max_message_size).then(|| {
+            CsiError::ResourceExhausted(format!(
+                "{rpc}: the {which} is {found} bytes, over this client's limit of {limit} bytes \
+                 (ConnectOptions::max_message_size)"
+            ))
+        })
     }
 }
 

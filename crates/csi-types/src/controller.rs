@@ -7,11 +7,12 @@ use crate::ids::{NodeId, SnapshotId, SnapshotName, VolumeId, VolumeName};
 use crate::proto;
 use crate::redact::Secrets;
 use crate::types::{
-    CapacityRange, FromChecked, Map, Snapshot, Topology, TopologyRequirement, Volume,
+    CapacityRange, FromChecked, IntoWire, Map, Snapshot, Topology, TopologyRequirement, Volume,
     VolumeCapability, VolumeCondition, VolumeContentSource, list, non_empty_list, optional,
-    optional_id, proven, proven_size, required,
+    optional_id, optional_into_wire, proven, proven_size, required, root,
 };
 use crate::validate;
+use crate::validate::{at, index};
 
 /// `CreateVolume` request: provision a volume, idempotently by `name`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,18 +54,19 @@ impl TryFrom<proto::CreateVolumeRequest> for CreateVolumeRequest {
     }
 }
 
-impl From<CreateVolumeRequest> for proto::CreateVolumeRequest {
-    fn from(r: CreateVolumeRequest) -> Self {
-        proto::CreateVolumeRequest {
+impl IntoWire<proto::CreateVolumeRequest> for CreateVolumeRequest {
+    fn into_wire(self, _: &dyn Fn() -> String) -> Result<proto::CreateVolumeRequest, CsiError> {
+        let r = self;
+        Ok(proto::CreateVolumeRequest {
             name: r.name.into_string(),
-            capacity_range: r.capacity_range.map(Into::into),
+            capacity_range: optional_into_wire(&root("capacity_range"), r.capacity_range)?,
             volume_capabilities: r.volume_capabilities.into_iter().map(Into::into).collect(),
             parameters: r.parameters,
             secrets: r.secrets.into_inner(),
             volume_content_source: r.volume_content_source.map(Into::into),
             accessibility_requirements: r.accessibility_requirements.map(Into::into),
             mutable_parameters: r.mutable_parameters,
-        }
+        })
     }
 }
 
@@ -92,11 +94,11 @@ impl TryFrom<proto::CreateVolumeResponse> for CreateVolumeResponse {
     }
 }
 
-impl From<CreateVolumeResponse> for proto::CreateVolumeResponse {
-    fn from(r: CreateVolumeResponse) -> Self {
-        proto::CreateVolumeResponse {
-            volume: Some(r.volume.into()),
-        }
+impl IntoWire<proto::CreateVolumeResponse> for CreateVolumeResponse {
+    fn into_wire(self, _: &dyn Fn() -> String) -> Result<proto::CreateVolumeResponse, CsiError> {
+        Ok(proto::CreateVolumeResponse {
+            volume: Some(self.volume.into_wire(&root("volume"))?),
+        })
     }
 }
 
@@ -399,7 +401,8 @@ impl VolumeStatus {
     /// them, e.g. the keys of its publication map) with this condition (for
     /// a `VOLUME_CONDITION` capable plugin; `None` otherwise). A kept node id
     /// that is not a valid one is the driver's own state gone wrong:
-    /// `INTERNAL`, naming it.
+    /// `INTERNAL`, naming its place in the list and the rule (not its value,
+    /// which may be anything the driver's state holds).
     ///
     /// ```
     /// use csi_types::controller::VolumeStatus;
@@ -410,7 +413,14 @@ impl VolumeStatus {
     /// assert_eq!(err.code(), csi_types::Code::Internal);
     /// assert_eq!(
     ///     err.to_string(),
-    ///     "internal error: published node id \"\" is not a node id: invalid `node_id`: this field is REQUIRED"
+    ///     "internal error: invalid VolumeStatus built by the driver: \
+    ///      published_node_ids[1]: this field is REQUIRED"
+    /// );
+    /// let err = VolumeStatus::from_published(["n".repeat(100_000)], None).unwrap_err();
+    /// assert_eq!(
+    ///     err.to_string(),
+    ///     "internal error: invalid VolumeStatus built by the driver: \
+    ///      published_node_ids[0]: must be at most 256 bytes, got 100000"
     /// );
     /// # Ok::<(), csi_types::CsiError>(())
     /// ```
@@ -425,12 +435,12 @@ impl VolumeStatus {
         Ok(VolumeStatus {
             published_node_ids: node_ids
                 .into_iter()
-                .map(|n| {
+                .enumerate()
+                .map(|(i, n)| {
                     let n: String = n.into();
                     // Checked in place, so the id is not copied for the error.
-                    NodeId::check("node_id", &n).map_err(|e| {
-                        CsiError::internal(format!("published node id {n:?} is not a node id: {e}"))
-                    })?;
+                    validate::lazily(|| index("published_node_ids", i), |f| NodeId::check(f, &n))
+                        .map_err(|e| e.built_by_driver("VolumeStatus"))?;
                     Ok(NodeId::from_checked(n))
                 })
                 .collect::<Result<_, CsiError>>()?,
@@ -514,25 +524,29 @@ impl TryFrom<proto::ListVolumesResponse> for ListVolumesResponse {
     }
 }
 
-impl From<ListVolumesResponse> for proto::ListVolumesResponse {
-    fn from(r: ListVolumesResponse) -> Self {
-        proto::ListVolumesResponse {
+impl IntoWire<proto::ListVolumesResponse> for ListVolumesResponse {
+    fn into_wire(self, _: &dyn Fn() -> String) -> Result<proto::ListVolumesResponse, CsiError> {
+        let r = self;
+        Ok(proto::ListVolumesResponse {
             entries: r
                 .entries
                 .into_iter()
-                .map(|e| proto::list_volumes_response::Entry {
-                    volume: Some(e.volume.into()),
-                    status: e.status.map(|s| {
-                        let (published_node_ids, volume_condition) = s.into_parts();
-                        proto::list_volumes_response::VolumeStatus {
-                            published_node_ids,
-                            volume_condition,
-                        }
-                    }),
+                .enumerate()
+                .map(|(i, e)| {
+                    Ok(proto::list_volumes_response::Entry {
+                        volume: Some(e.volume.into_wire(&|| at(&index("entries", i), "volume"))?),
+                        status: e.status.map(|s| {
+                            let (published_node_ids, volume_condition) = s.into_parts();
+                            proto::list_volumes_response::VolumeStatus {
+                                published_node_ids,
+                                volume_condition,
+                            }
+                        }),
+                    })
                 })
-                .collect(),
+                .collect::<Result<_, CsiError>>()?,
             next_token: r.next_token.unwrap_or_default(),
-        }
+        })
     }
 }
 
@@ -588,16 +602,20 @@ impl TryFrom<proto::ControllerGetVolumeResponse> for ControllerGetVolumeResponse
     }
 }
 
-impl From<ControllerGetVolumeResponse> for proto::ControllerGetVolumeResponse {
-    fn from(r: ControllerGetVolumeResponse) -> Self {
+impl IntoWire<proto::ControllerGetVolumeResponse> for ControllerGetVolumeResponse {
+    fn into_wire(
+        self,
+        _: &dyn Fn() -> String,
+    ) -> Result<proto::ControllerGetVolumeResponse, CsiError> {
+        let r = self;
         let (published_node_ids, volume_condition) = r.status.into_parts();
-        proto::ControllerGetVolumeResponse {
-            volume: Some(r.volume.into()),
+        Ok(proto::ControllerGetVolumeResponse {
+            volume: Some(r.volume.into_wire(&root("volume"))?),
             status: Some(proto::controller_get_volume_response::VolumeStatus {
                 published_node_ids,
                 volume_condition,
             }),
-        }
+        })
     }
 }
 
@@ -698,13 +716,19 @@ impl TryFrom<proto::GetCapacityResponse> for GetCapacityResponse {
     }
 }
 
-impl From<GetCapacityResponse> for proto::GetCapacityResponse {
-    fn from(r: GetCapacityResponse) -> Self {
-        proto::GetCapacityResponse {
-            available_capacity: validate::to_i64(r.available_capacity),
-            maximum_volume_size: r.maximum_volume_size.map(validate::to_i64),
-            minimum_volume_size: r.minimum_volume_size.map(validate::to_i64),
-        }
+impl IntoWire<proto::GetCapacityResponse> for GetCapacityResponse {
+    fn into_wire(self, _: &dyn Fn() -> String) -> Result<proto::GetCapacityResponse, CsiError> {
+        let size = |name: &'static str, v: Option<u64>| {
+            v.map(|v| validate::wire_size(root(name), v)).transpose()
+        };
+        Ok(proto::GetCapacityResponse {
+            available_capacity: validate::wire_size(
+                root("available_capacity"),
+                self.available_capacity,
+            )?,
+            maximum_volume_size: size("maximum_volume_size", self.maximum_volume_size)?,
+            minimum_volume_size: size("minimum_volume_size", self.minimum_volume_size)?,
+        })
     }
 }
 
@@ -899,18 +923,22 @@ impl TryFrom<proto::ListSnapshotsResponse> for ListSnapshotsResponse {
     }
 }
 
-impl From<ListSnapshotsResponse> for proto::ListSnapshotsResponse {
-    fn from(r: ListSnapshotsResponse) -> Self {
-        proto::ListSnapshotsResponse {
+impl IntoWire<proto::ListSnapshotsResponse> for ListSnapshotsResponse {
+    fn into_wire(self, _: &dyn Fn() -> String) -> Result<proto::ListSnapshotsResponse, CsiError> {
+        let r = self;
+        Ok(proto::ListSnapshotsResponse {
             entries: r
                 .entries
                 .into_iter()
-                .map(|s| proto::list_snapshots_response::Entry {
-                    snapshot: Some(s.into()),
+                .enumerate()
+                .map(|(i, s)| {
+                    Ok(proto::list_snapshots_response::Entry {
+                        snapshot: Some(s.into_wire(&|| at(&index("entries", i), "snapshot"))?),
+                    })
                 })
-                .collect(),
+                .collect::<Result<_, CsiError>>()?,
             next_token: r.next_token.unwrap_or_default(),
-        }
+        })
     }
 }
 
@@ -967,9 +995,11 @@ macro_rules! snapshot_response {
                 }
             }
 
-            impl From<$typed> for $wire {
-                fn from(r: $typed) -> Self {
-                    Self { snapshot: Some(r.snapshot.into()) }
+            impl IntoWire<$wire> for $typed {
+                fn into_wire(self, _: &dyn Fn() -> String) -> Result<$wire, CsiError> {
+                    let mut wire = <$wire>::default();
+                    wire.snapshot = Some(self.snapshot.into_wire(&root("snapshot"))?);
+                    Ok(wire)
                 }
             }
         )*
@@ -1006,14 +1036,18 @@ impl TryFrom<proto::ControllerExpandVolumeRequest> for ControllerExpandVolumeReq
     }
 }
 
-impl From<ControllerExpandVolumeRequest> for proto::ControllerExpandVolumeRequest {
-    fn from(r: ControllerExpandVolumeRequest) -> Self {
-        proto::ControllerExpandVolumeRequest {
+impl IntoWire<proto::ControllerExpandVolumeRequest> for ControllerExpandVolumeRequest {
+    fn into_wire(
+        self,
+        _: &dyn Fn() -> String,
+    ) -> Result<proto::ControllerExpandVolumeRequest, CsiError> {
+        let r = self;
+        Ok(proto::ControllerExpandVolumeRequest {
             volume_id: r.volume_id.into_string(),
-            capacity_range: Some(r.capacity_range.into()),
+            capacity_range: Some(r.capacity_range.into_wire(&root("capacity_range"))?),
             secrets: r.secrets.into_inner(),
             volume_capability: r.volume_capability.map(Into::into),
-        }
+        })
     }
 }
 
@@ -1037,13 +1071,29 @@ impl TryFrom<proto::ControllerExpandVolumeResponse> for ControllerExpandVolumeRe
     }
 }
 
-impl From<ControllerExpandVolumeResponse> for proto::ControllerExpandVolumeResponse {
-    fn from(r: ControllerExpandVolumeResponse) -> Self {
-        proto::ControllerExpandVolumeResponse {
-            capacity_bytes: validate::to_i64(r.capacity_bytes),
-            node_expansion_required: r.node_expansion_required,
-        }
+impl IntoWire<proto::ControllerExpandVolumeResponse> for ControllerExpandVolumeResponse {
+    fn into_wire(
+        self,
+        _: &dyn Fn() -> String,
+    ) -> Result<proto::ControllerExpandVolumeResponse, CsiError> {
+        Ok(proto::ControllerExpandVolumeResponse {
+            capacity_bytes: validate::wire_size(root("capacity_bytes"), self.capacity_bytes)?,
+            node_expansion_required: self.node_expansion_required,
+        })
     }
+}
+
+crate::types::try_into_proto! {
+    CreateVolumeRequest => proto::CreateVolumeRequest,
+    CreateVolumeResponse => proto::CreateVolumeResponse,
+    ListVolumesResponse => proto::ListVolumesResponse,
+    ControllerGetVolumeResponse => proto::ControllerGetVolumeResponse,
+    GetCapacityResponse => proto::GetCapacityResponse,
+    CreateSnapshotResponse => proto::CreateSnapshotResponse,
+    ListSnapshotsResponse => proto::ListSnapshotsResponse,
+    GetSnapshotResponse => proto::GetSnapshotResponse,
+    ControllerExpandVolumeRequest => proto::ControllerExpandVolumeRequest,
+    ControllerExpandVolumeResponse => proto::ControllerExpandVolumeResponse,
 }
 
 impl TryFrom<proto::ControllerPublishVolumeResponse> for ControllerPublishVolumeResponse {

@@ -15,6 +15,9 @@ use std::path::PathBuf;
 /// );
 /// assert!("tcp://127.0.0.1:10000".parse::<Endpoint>().is_ok());
 /// assert!("http://x".parse::<Endpoint>().is_err());
+/// let e = "unix:///run/csi\0/csi.sock".parse::<Endpoint>().unwrap_err();
+/// assert!(e.to_string().ends_with("the socket path must not contain a NUL byte"), "{e}");
+/// assert!("/run/csi\0".parse::<Endpoint>().is_err());
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Endpoint {
@@ -52,6 +55,11 @@ impl std::str::FromStr for Endpoint {
                     "the socket path must be absolute (unix:///path/to/csi.sock)",
                 ));
             }
+            // No path with one can be bound or connected to; refused here, before a server
+            // makes the socket's directory.
+            if path.contains('\0') {
+                return Err(err("the socket path must not contain a NUL byte"));
+            }
             return Ok(Endpoint::Unix(PathBuf::from(path)));
         }
         if let Some(addr) = s.strip_prefix("tcp://") {
@@ -61,6 +69,9 @@ impl std::str::FromStr for Endpoint {
                 .map_err(|_| err("expected tcp://IP:PORT, e.g. tcp://127.0.0.1:10000"));
         }
         if s.starts_with('/') {
+            if s.contains('\0') {
+                return Err(err("the socket path must not contain a NUL byte"));
+            }
             return Ok(Endpoint::Unix(PathBuf::from(s)));
         }
         Err(err("expected unix:///path/to/csi.sock or tcp://IP:PORT"))

@@ -162,7 +162,7 @@ impl CsiError {
 
     /// A missing REQUIRED field.
     pub fn missing(field: impl Into<String>) -> Self {
-        Self::invalid(field, "this field is REQUIRED")
+        Self::invalid(field, crate::validate::REQUIRED)
     }
 
     /// [`CsiError::NotFound`].
@@ -368,6 +368,15 @@ impl CsiError {
                 message: message.to_string(),
             },
         }
+    }
+}
+
+/// The error of a conversion that cannot fail (the typed-to-wire
+/// conversion of a message without sizes), so that generic code can treat
+/// every conversion as fallible.
+impl From<std::convert::Infallible> for CsiError {
+    fn from(never: std::convert::Infallible) -> CsiError {
+        match never {}
     }
 }
 

@@ -9,7 +9,9 @@ use crate::check::must::MustResponse;
 use crate::ids::{GroupSnapshotId, GroupSnapshotName, SnapshotId, VolumeId};
 use crate::proto;
 use crate::redact::Secrets;
-use crate::types::{FromChecked, Map, Snapshot, id_list, proven, proven_time};
+use crate::types::{
+    FromChecked, IntoWire, Map, Snapshot, id_list, list_into_wire, proven, proven_time, root,
+};
 use crate::validate;
 
 /// `GroupControllerGetCapabilities` request (empty).
@@ -114,15 +116,22 @@ impl FromChecked<proto::VolumeGroupSnapshot> for VolumeGroupSnapshot {
     }
 }
 
-impl From<VolumeGroupSnapshot> for proto::VolumeGroupSnapshot {
-    fn from(g: VolumeGroupSnapshot) -> Self {
-        proto::VolumeGroupSnapshot {
+impl IntoWire<proto::VolumeGroupSnapshot> for VolumeGroupSnapshot {
+    fn into_wire(self, field: &dyn Fn() -> String) -> Result<proto::VolumeGroupSnapshot, CsiError> {
+        let g = self;
+        Ok(proto::VolumeGroupSnapshot {
             group_snapshot_id: g.group_snapshot_id.into_string(),
-            snapshots: g.snapshots.into_iter().map(Into::into).collect(),
+            snapshots: list_into_wire(&|| validate::at(&field(), "snapshots"), g.snapshots)?,
             creation_time: Some(crate::types::to_timestamp(g.creation_time)),
             ready_to_use: g.ready_to_use,
-        }
+        })
     }
+}
+
+crate::types::try_into_proto! {
+    VolumeGroupSnapshot => proto::VolumeGroupSnapshot,
+    CreateVolumeGroupSnapshotResponse => proto::CreateVolumeGroupSnapshotResponse,
+    GetVolumeGroupSnapshotResponse => proto::GetVolumeGroupSnapshotResponse,
 }
 
 /// `CreateVolumeGroupSnapshot` response.
@@ -221,9 +230,11 @@ macro_rules! group_snapshot_response {
                 }
             }
 
-            impl From<$typed> for $wire {
-                fn from(r: $typed) -> Self {
-                    Self { group_snapshot: Some(r.group_snapshot.into()) }
+            impl IntoWire<$wire> for $typed {
+                fn into_wire(self, _: &dyn Fn() -> String) -> Result<$wire, CsiError> {
+                    let mut wire = <$wire>::default();
+                    wire.group_snapshot = Some(self.group_snapshot.into_wire(&root("group_snapshot"))?);
+                    Ok(wire)
                 }
             }
         )*

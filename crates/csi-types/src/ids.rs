@@ -22,6 +22,11 @@
 //! [`crate::node::NodeGetInfoResponse::try_new`]; for any other field,
 //! [`CsiError::built_by_driver`] turns the newtype's error into that one.
 //!
+//! A value that comes from outside a CSI message (a flag, a config file) is
+//! neither: parse it with [`str::parse`], whose error, [`InvalidValue`],
+//! is the rule alone, for the caller to prefix with the flag or key it came
+//! from.
+//!
 //! ```
 //! use csi_types::{Code, ids::{PluginName, VolumeId}, types::Volume};
 //! // A request's volume id, checked for the CO: the caller's mistake.
@@ -35,6 +40,9 @@
 //! );
 //! // A plugin name only ever comes from the driver.
 //! assert_eq!(PluginName::new("-bad").unwrap_err().code(), Code::Internal);
+//! // The same name typed by a user: the rule, for the flag's message.
+//! let e = "-bad".parse::<PluginName>().unwrap_err();
+//! assert!(e.to_string().starts_with("the plugin name must follow domain name notation"), "{e}");
 //! ```
 
 use std::fmt;
@@ -142,13 +150,95 @@ macro_rules! string_newtype {
             }
         }
 
+        /// Parses a value from outside a CSI message (a flag, a config
+        /// file): the error is the rule alone, for the caller to prefix
+        /// with where the value came from, and carries no gRPC code (see
+        /// [`InvalidValue`]).
         impl std::str::FromStr for $name {
-            type Err = CsiError;
-            fn from_str(v: &str) -> Result<Self, CsiError> {
-                Self::new(v)
+            type Err = InvalidValue;
+            fn from_str(v: &str) -> Result<Self, InvalidValue> {
+                $check("", v).map_err(|e| InvalidValue::new(stringify!($name), $field, None $(.or(Some($response)))?, e))?;
+                Ok(Self(v.to_string()))
             }
         }
     };
+}
+
+/// A value from outside a CSI message (a flag, a config file, an
+/// environment variable) that breaks the rule of the newtype it was parsed
+/// into with [`str::parse`].
+///
+/// Its `Display` is the rule alone, without a field of the wire or a gRPC
+/// code, for the caller to prefix with where the value came from (a flag's
+/// name). With `?` in a driver method it becomes the [`CsiError`] that the
+/// newtype's `new` gives for the same value (`INTERNAL` for a
+/// [`PluginName`], `INVALID_ARGUMENT` naming the field for the others).
+///
+/// ```
+/// use csi_types::ids::{NodeId, PluginName};
+/// let e = "csi_driver".parse::<PluginName>().unwrap_err();
+/// assert_eq!(
+///     format!("--driver-name: {e}"),
+///     "--driver-name: the plugin name must follow domain name notation: begin and end with \
+///      an alphanumeric and contain only alphanumerics, '-' or '.' (got \"csi_driver\")"
+/// );
+/// assert_eq!(e.type_name(), "PluginName");
+/// let e = "".parse::<NodeId>().unwrap_err();
+/// assert_eq!(format!("--node-id: {e}"), "--node-id: must not be empty");
+/// assert_eq!("n".repeat(257).parse::<NodeId>().unwrap_err().rule(), "must be at most 256 bytes, got 257");
+/// assert_eq!("node-1".parse::<NodeId>().unwrap().as_str(), "node-1");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{rule}")]
+pub struct InvalidValue {
+    type_name: &'static str,
+    field: &'static str,
+    response: Option<&'static str>,
+    rule: String,
+}
+
+impl InvalidValue {
+    fn new(
+        type_name: &'static str,
+        field: &'static str,
+        response: Option<&'static str>,
+        e: CsiError,
+    ) -> Self {
+        let rule = match e {
+            // The wire's word for an empty field; a flag or a config key is not a field.
+            CsiError::InvalidArgument { rule, .. } if rule == validate::REQUIRED => {
+                "must not be empty".to_string()
+            }
+            CsiError::InvalidArgument { rule, .. } => rule,
+            other => other.to_string(),
+        };
+        InvalidValue {
+            type_name,
+            field,
+            response,
+            rule,
+        }
+    }
+
+    /// The rule the value breaks (the `Display` text).
+    pub fn rule(&self) -> &str {
+        &self.rule
+    }
+
+    /// The newtype the value was parsed into (`"NodeId"`).
+    pub fn type_name(&self) -> &'static str {
+        self.type_name
+    }
+}
+
+impl From<InvalidValue> for CsiError {
+    fn from(e: InvalidValue) -> CsiError {
+        let err = CsiError::invalid(e.field, e.rule);
+        match e.response {
+            Some(response) => err.built_by_driver(response),
+            None => err,
+        }
+    }
 }
 
 fn id(field: &str, v: &str) -> Result<(), CsiError> {
@@ -271,6 +361,16 @@ string_newtype! {
     /// assert_eq!(e.code(), Code::Internal);
     /// assert!(e.to_string().contains("GetPluginInfoResponse built by the driver: name: "), "{e}");
     /// ```
+    ///
+    /// A name the user chose (a `--driver-name` flag, a config file) is
+    /// parsed instead: the error is the rule, without the response
+    /// ([`InvalidValue`]).
+    ///
+    /// ```
+    /// use csi_types::ids::PluginName;
+    /// let e = "csi_driver".parse::<PluginName>().unwrap_err();
+    /// assert!(e.to_string().starts_with("the plugin name must follow domain name notation"), "{e}");
+    /// ```
     PluginName, field = "name", check = plugin_name,
     built_by_the_driver_in = "GetPluginInfoResponse"
 }
@@ -391,6 +491,50 @@ mod tests {
         assert_eq!(
             VolumeName::new("").unwrap_err().code(),
             Code::InvalidArgument
+        );
+    }
+
+    #[test]
+    fn a_value_from_outside_a_message_parses_to_the_rule_alone() {
+        use std::str::FromStr;
+        // The user's plugin name: the rule, no response and no INTERNAL.
+        let e = PluginName::from_str("a_b").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("the plugin name must follow domain name notation"),
+            "{e}"
+        );
+        assert_eq!(e.type_name(), "PluginName");
+        // With `?` in a driver, the same error as `new`.
+        assert_eq!(CsiError::from(e), PluginName::new("a_b").unwrap_err(),);
+        // Every newtype has the same shape; an empty value is "empty", not a REQUIRED field.
+        assert_eq!(
+            NodeId::from_str("").unwrap_err().to_string(),
+            "must not be empty"
+        );
+        assert_eq!(
+            VolumeId::from_str(&"x".repeat(129))
+                .unwrap_err()
+                .to_string(),
+            "must be at most 128 bytes, got 129"
+        );
+        let e = VolumeName::from_str("a\u{0}").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "must not contain the control character U+0000"
+        );
+        assert_eq!(CsiError::from(e), VolumeName::new("a\u{0}").unwrap_err());
+        assert!(
+            NodePath::from_str("relative")
+                .unwrap_err()
+                .to_string()
+                .contains("absolute")
+        );
+        assert!(TopologyKey::from_str("Bad.example.com/x").is_err());
+        assert_eq!(TopologyValue::from_str("z1").unwrap().as_str(), "z1");
+        assert_eq!(
+            PluginName::from_str("a.b").unwrap(),
+            PluginName::new("a.b").unwrap()
         );
     }
 

@@ -84,7 +84,10 @@
 //!   and [`Plugin`] checks every response against the spec before sending it
 //!   (a driver that sets a public field out of bounds gets `INTERNAL`, not a
 //!   malformed reply). Sizes are `u64`; the wire's `int64` cannot carry more
-//!   than `i64::MAX`, and larger values are sent as `i64::MAX`.
+//!   than `i64::MAX`, so a message with a size is converted to the wire with
+//!   `TryFrom`, which refuses a larger one naming the field: a request is
+//!   refused before it is sent (`INVALID_ARGUMENT`), and a response a driver
+//!   built answers `INTERNAL`, rather than either being sent as another size.
 //!   Two rules shape the typed layer where the spec leaves room: a request
 //!   that names a missing object gets the missing-object answer first, its
 //!   *object-bound* fields kept raw until the driver's lookup ([`bound`]);

@@ -8,8 +8,8 @@ use crate::ids::{NodeId, NodePath, VolumeId};
 use crate::proto;
 use crate::redact::Secrets;
 use crate::types::{
-    CapacityRange, FromChecked, Map, Topology, VolumeCapability, VolumeCondition, optional,
-    optional_id, proven_size, required,
+    CapacityRange, FromChecked, IntoWire, Map, Topology, VolumeCapability, VolumeCondition,
+    list_into_wire, optional, optional_id, optional_into_wire, proven_size, required, root,
 };
 use crate::validate;
 
@@ -256,18 +256,19 @@ impl FromChecked<proto::VolumeUsage> for VolumeUsage {
     }
 }
 
-impl From<VolumeUsage> for proto::VolumeUsage {
-    fn from(u: VolumeUsage) -> Self {
+impl IntoWire<proto::VolumeUsage> for VolumeUsage {
+    fn into_wire(self, field: &dyn Fn() -> String) -> Result<proto::VolumeUsage, CsiError> {
         use proto::volume_usage::Unit;
-        proto::VolumeUsage {
-            available: validate::to_i64(u.available),
-            total: validate::to_i64(u.total),
-            used: validate::to_i64(u.used),
-            unit: match u.unit {
+        let size = |name, v| validate::wire_size(|| validate::at(&field(), name), v);
+        Ok(proto::VolumeUsage {
+            available: size("available", self.available)?,
+            total: size("total", self.total)?,
+            used: size("used", self.used)?,
+            unit: match self.unit {
                 UsageUnit::Bytes => Unit::Bytes as i32,
                 UsageUnit::Inodes => Unit::Inodes as i32,
             },
-        }
+        })
     }
 }
 
@@ -291,12 +292,15 @@ impl TryFrom<proto::NodeGetVolumeStatsResponse> for NodeGetVolumeStatsResponse {
     }
 }
 
-impl From<NodeGetVolumeStatsResponse> for proto::NodeGetVolumeStatsResponse {
-    fn from(r: NodeGetVolumeStatsResponse) -> Self {
-        proto::NodeGetVolumeStatsResponse {
-            usage: r.usage.into_iter().map(Into::into).collect(),
-            volume_condition: r.volume_condition.map(Into::into),
-        }
+impl IntoWire<proto::NodeGetVolumeStatsResponse> for NodeGetVolumeStatsResponse {
+    fn into_wire(
+        self,
+        _: &dyn Fn() -> String,
+    ) -> Result<proto::NodeGetVolumeStatsResponse, CsiError> {
+        Ok(proto::NodeGetVolumeStatsResponse {
+            usage: list_into_wire(&root("usage"), self.usage)?,
+            volume_condition: self.volume_condition.map(Into::into),
+        })
     }
 }
 
@@ -332,16 +336,17 @@ impl TryFrom<proto::NodeExpandVolumeRequest> for NodeExpandVolumeRequest {
     }
 }
 
-impl From<NodeExpandVolumeRequest> for proto::NodeExpandVolumeRequest {
-    fn from(r: NodeExpandVolumeRequest) -> Self {
-        proto::NodeExpandVolumeRequest {
+impl IntoWire<proto::NodeExpandVolumeRequest> for NodeExpandVolumeRequest {
+    fn into_wire(self, _: &dyn Fn() -> String) -> Result<proto::NodeExpandVolumeRequest, CsiError> {
+        let r = self;
+        Ok(proto::NodeExpandVolumeRequest {
             volume_id: r.volume_id.into_string(),
             volume_path: r.volume_path.into_raw(),
-            capacity_range: r.capacity_range.map(Into::into),
+            capacity_range: optional_into_wire(&root("capacity_range"), r.capacity_range)?,
             staging_target_path: r.staging_target_path.into_raw(),
             volume_capability: r.volume_capability.map(Into::into),
             secrets: r.secrets.into_inner(),
-        }
+        })
     }
 }
 
@@ -363,11 +368,16 @@ impl TryFrom<proto::NodeExpandVolumeResponse> for NodeExpandVolumeResponse {
     }
 }
 
-impl From<NodeExpandVolumeResponse> for proto::NodeExpandVolumeResponse {
-    fn from(r: NodeExpandVolumeResponse) -> Self {
-        proto::NodeExpandVolumeResponse {
-            capacity_bytes: r.capacity_bytes.map(validate::to_i64).unwrap_or(0),
-        }
+impl IntoWire<proto::NodeExpandVolumeResponse> for NodeExpandVolumeResponse {
+    fn into_wire(
+        self,
+        _: &dyn Fn() -> String,
+    ) -> Result<proto::NodeExpandVolumeResponse, CsiError> {
+        Ok(proto::NodeExpandVolumeResponse {
+            capacity_bytes: self
+                .capacity_bytes
+                .map_or(Ok(0), |v| validate::wire_size(root("capacity_bytes"), v))?,
+        })
     }
 }
 
@@ -472,14 +482,25 @@ impl TryFrom<proto::NodeGetInfoResponse> for NodeGetInfoResponse {
     }
 }
 
-impl From<NodeGetInfoResponse> for proto::NodeGetInfoResponse {
-    fn from(r: NodeGetInfoResponse) -> Self {
-        proto::NodeGetInfoResponse {
+impl IntoWire<proto::NodeGetInfoResponse> for NodeGetInfoResponse {
+    fn into_wire(self, _: &dyn Fn() -> String) -> Result<proto::NodeGetInfoResponse, CsiError> {
+        let r = self;
+        Ok(proto::NodeGetInfoResponse {
             node_id: r.node_id.into_string(),
-            max_volumes_per_node: r.max_volumes_per_node.map(validate::to_i64).unwrap_or(0),
+            max_volumes_per_node: r.max_volumes_per_node.map_or(Ok(0), |v| {
+                validate::wire_size(root("max_volumes_per_node"), v)
+            })?,
             accessible_topology: r.accessible_topology.map(Into::into),
-        }
+        })
     }
+}
+
+crate::types::try_into_proto! {
+    VolumeUsage => proto::VolumeUsage,
+    NodeGetVolumeStatsResponse => proto::NodeGetVolumeStatsResponse,
+    NodeExpandVolumeRequest => proto::NodeExpandVolumeRequest,
+    NodeExpandVolumeResponse => proto::NodeExpandVolumeResponse,
+    NodeGetInfoResponse => proto::NodeGetInfoResponse,
 }
 
 crate::messages::empty_messages! {

@@ -448,7 +448,8 @@ impl Plugin {
         P: Debug,
         T: TryFrom<P, Error = CsiError>,
         Fut: Future<Output = Result<R, CsiError>>,
-        W: From<R> + Debug + WireResponse,
+        W: TryFrom<R> + Debug + WireResponse,
+        CsiError: From<W::Error>,
     {
         let span = tracing::info_span!("csi", rpc);
         async move {
@@ -465,7 +466,11 @@ impl Plugin {
                 };
                 match AssertUnwindSafe(call(handler, typed)).catch_unwind().await {
                     Ok(r) => {
-                        let wire = W::from(r?);
+                        // A size the wire's int64 cannot carry is the
+                        // driver's bug: INTERNAL, not another size sent.
+                        let wire = W::try_from(r?).map_err(|e| {
+                            CsiError::from(e).built_by_driver(&format!("{rpc}Response"))
+                        })?;
                         // Public fields let a driver build a response the
                         // spec forbids (an empty condition message, a map
                         // over 4 KiB); it is refused here, not sent.
@@ -636,7 +641,7 @@ impl Plugin {
         P: Debug,
         T: TryFrom<P, Error = CsiError>,
         Fut: Future<Output = Result<BlockMetadataStream, CsiError>>,
-        W: From<BlockMetadataResponse> + ResponseRules + Send + 'static,
+        W: TryFrom<BlockMetadataResponse, Error = CsiError> + ResponseRules + Send + 'static,
     {
         let stream: BlockStream = self
             .unary(
@@ -689,12 +694,12 @@ impl WireResponse for BlockStream {
 /// (the messages have MUST rules only).
 fn checked_block_messages<W>(rpc: &'static str, stream: BlockStream) -> RawStream<W>
 where
-    W: From<BlockMetadataResponse> + ResponseRules + Send + 'static,
+    W: TryFrom<BlockMetadataResponse, Error = CsiError> + ResponseRules + Send + 'static,
 {
     stream
         .0
         .map(move |r| {
-            let wire = W::from(r?);
+            let wire = W::try_from(r?).map_err(|e| e.built_by_driver(&format!("{rpc}Response")))?;
             wire.must().map_err(|e| {
                 CsiError::internal(format!("the driver's {rpc} stream breaks the spec: {e}"))
             })?;

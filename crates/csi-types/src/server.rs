@@ -122,11 +122,11 @@ pub enum ServeError {
     /// The endpoint string is malformed.
     #[error(transparent)]
     Endpoint(#[from] EndpointError),
-    /// Another process is serving on the unix socket.
-    #[error("{0}: another process is listening on this socket")]
+    /// Another process is serving on the unix socket; it is left to it.
+    #[error("{0}: another process serves this socket; not taken")]
     SocketInUse(PathBuf),
     /// The path exists and is not a socket; it is not removed.
-    #[error("{0}: exists and is not a unix socket")]
+    #[error("{0}: exists and is not a socket; not removed")]
     NotASocket(PathBuf),
     /// Binding or preparing the listener failed.
     #[error("{context}: {source}")]
@@ -233,8 +233,37 @@ pub fn routes(api: Arc<dyn RawCsi>) -> tonic::service::Routes {
     routes
 }
 
-/// Removes a socket file left by a process that is gone; refuses a live one.
-fn prepare_socket(path: &Path) -> Result<(), ServeError> {
+/// Makes `path` ready for a unix socket to be bound there, by the rule
+/// [`serve`] applies to a `unix://` endpoint; public so that a driver's
+/// other sockets (an admin or debug socket) follow the same rule:
+///
+/// - a path too long for a unix socket (`sun_path`, 108 bytes with its
+///   NUL) is refused, naming the limit, before anything is created;
+/// - a socket left by a process that is gone is removed; a socket another
+///   process listens on is refused ([`ServeError::SocketInUse`]), and so is
+///   anything that is not a socket ([`ServeError::NotASocket`]): neither is
+///   removed;
+/// - the socket's own directory is created if missing, but not a chain of
+///   missing directories, which is more likely a typo in the path.
+///
+/// ```
+/// use csi_types::server::{prepare_unix_socket, ServeError};
+/// let dir = std::env::temp_dir().join(format!("csi-types-doc-{}", std::process::id()));
+/// # let _ = std::fs::remove_dir_all(&dir);
+/// let socket = dir.join("admin.sock");
+/// prepare_unix_socket(&socket)?; // creates `dir`, the socket's own directory
+/// assert!(dir.is_dir());
+/// let _listener = std::os::unix::net::UnixListener::bind(&socket)?;
+/// // Now served: a second server is refused, and the socket kept.
+/// let e = prepare_unix_socket(&socket).unwrap_err();
+/// assert!(matches!(e, ServeError::SocketInUse(_)), "{e}");
+/// // A typo two directories deep creates nothing.
+/// assert!(prepare_unix_socket(&dir.join("typo/x/csi.sock")).is_err());
+/// assert!(!dir.join("typo").exists());
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn prepare_unix_socket(path: &Path) -> Result<(), ServeError> {
     use std::os::unix::fs::FileTypeExt;
     let io = |context: String| move |source| ServeError::Io { context, source };
     // Before anything is created: `bind` would refuse it after the directories were made.
@@ -488,7 +517,7 @@ impl Server {
         self.check()?;
         match &endpoint {
             Endpoint::Unix(path) => {
-                prepare_socket(path)?;
+                prepare_unix_socket(path)?;
                 let listener =
                     tokio::net::UnixListener::bind(path).map_err(|source| ServeError::Io {
                         context: format!("binding {}", path.display()),
@@ -646,6 +675,8 @@ impl Server {
         self,
     ) -> Result<(crate::client::Client, InMemoryServer), ServeError> {
         let ready = self.ready().await?;
+        // The client reads and sends what the server does.
+        let max_message_size = ready.options.max_message_size;
         let (connector, incoming) = crate::client::in_memory_connector();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         // The shutdown signal is the handle's sender: sent, or dropped with the handle.
@@ -654,7 +685,11 @@ impl Server {
         }));
         let server = InMemoryServer { stop, task };
         match crate::client::connect_in_memory(connector).await {
-            Ok(channel) => Ok((crate::client::Client::from_channel(channel), server)),
+            Ok(channel) => Ok((
+                crate::client::Client::from_channel(channel)
+                    .with_max_message_size(max_message_size),
+                server,
+            )),
             Err(e) => {
                 // Nothing will call this server: stop it, and report why.
                 let _ = server.stop().await;

@@ -6,7 +6,7 @@ use crate::check::must::MustResponse;
 use crate::ids::SnapshotId;
 use crate::proto;
 use crate::redact::Secrets;
-use crate::types::{FromChecked, proven, proven_size};
+use crate::types::{FromChecked, IntoWire, list_into_wire, proven, proven_size, root};
 use crate::validate;
 
 /// How the block ranges of a response are sized.
@@ -38,12 +38,13 @@ impl FromChecked<proto::BlockMetadata> for BlockMetadata {
     }
 }
 
-impl From<BlockMetadata> for proto::BlockMetadata {
-    fn from(b: BlockMetadata) -> Self {
-        proto::BlockMetadata {
-            byte_offset: validate::to_i64(b.byte_offset),
-            size_bytes: validate::to_i64(b.size_bytes),
-        }
+impl IntoWire<proto::BlockMetadata> for BlockMetadata {
+    fn into_wire(self, field: &dyn Fn() -> String) -> Result<proto::BlockMetadata, CsiError> {
+        let size = |name, v| validate::wire_size(|| validate::at(&field(), name), v);
+        Ok(proto::BlockMetadata {
+            byte_offset: size("byte_offset", self.byte_offset)?,
+            size_bytes: size("size_bytes", self.size_bytes)?,
+        })
     }
 }
 
@@ -114,14 +115,18 @@ impl TryFrom<proto::GetMetadataAllocatedRequest> for GetMetadataAllocatedRequest
     }
 }
 
-impl From<GetMetadataAllocatedRequest> for proto::GetMetadataAllocatedRequest {
-    fn from(r: GetMetadataAllocatedRequest) -> Self {
-        proto::GetMetadataAllocatedRequest {
+impl IntoWire<proto::GetMetadataAllocatedRequest> for GetMetadataAllocatedRequest {
+    fn into_wire(
+        self,
+        _: &dyn Fn() -> String,
+    ) -> Result<proto::GetMetadataAllocatedRequest, CsiError> {
+        let r = self;
+        Ok(proto::GetMetadataAllocatedRequest {
             snapshot_id: r.snapshot_id.into_string(),
-            starting_offset: validate::to_i64(r.starting_offset),
+            starting_offset: validate::wire_size(root("starting_offset"), r.starting_offset)?,
             max_results: r.max_results.map_or(0, validate::count_to_wire),
             secrets: r.secrets.into_inner(),
-        }
+        })
     }
 }
 
@@ -153,16 +158,25 @@ impl TryFrom<proto::GetMetadataDeltaRequest> for GetMetadataDeltaRequest {
     }
 }
 
-impl From<GetMetadataDeltaRequest> for proto::GetMetadataDeltaRequest {
-    fn from(r: GetMetadataDeltaRequest) -> Self {
-        proto::GetMetadataDeltaRequest {
+impl IntoWire<proto::GetMetadataDeltaRequest> for GetMetadataDeltaRequest {
+    fn into_wire(self, _: &dyn Fn() -> String) -> Result<proto::GetMetadataDeltaRequest, CsiError> {
+        let r = self;
+        Ok(proto::GetMetadataDeltaRequest {
             base_snapshot_id: r.base_snapshot_id.into_string(),
             target_snapshot_id: r.target_snapshot_id.into_string(),
-            starting_offset: validate::to_i64(r.starting_offset),
+            starting_offset: validate::wire_size(root("starting_offset"), r.starting_offset)?,
             max_results: r.max_results.map_or(0, validate::count_to_wire),
             secrets: r.secrets.into_inner(),
-        }
+        })
     }
+}
+
+crate::types::try_into_proto! {
+    BlockMetadata => proto::BlockMetadata,
+    GetMetadataAllocatedRequest => proto::GetMetadataAllocatedRequest,
+    GetMetadataDeltaRequest => proto::GetMetadataDeltaRequest,
+    BlockMetadataResponse => proto::GetMetadataAllocatedResponse,
+    BlockMetadataResponse => proto::GetMetadataDeltaResponse,
 }
 
 /// One message of a `GetMetadataAllocated` or `GetMetadataDelta` stream.
@@ -201,13 +215,15 @@ macro_rules! block_metadata_response {
                 }
             }
 
-            impl From<BlockMetadataResponse> for $wire {
-                fn from(r: BlockMetadataResponse) -> Self {
-                    Self {
-                        block_metadata_type: block_metadata_type_to_proto(r.block_metadata_type),
-                        volume_capacity_bytes: validate::to_i64(r.volume_capacity_bytes),
-                        block_metadata: r.block_metadata.into_iter().map(Into::into).collect(),
-                    }
+            impl IntoWire<$wire> for BlockMetadataResponse {
+                fn into_wire(self, _: &dyn Fn() -> String) -> Result<$wire, CsiError> {
+                    let r = self;
+                    let mut wire = <$wire>::default();
+                    wire.block_metadata_type = block_metadata_type_to_proto(r.block_metadata_type);
+                    wire.volume_capacity_bytes =
+                        validate::wire_size(root("volume_capacity_bytes"), r.volume_capacity_bytes)?;
+                    wire.block_metadata = list_into_wire(&root("block_metadata"), r.block_metadata)?;
+                    Ok(wire)
                 }
             }
         )*

@@ -21,6 +21,55 @@ pub(crate) trait FromProto<P>: Sized {
     fn from_proto(field: &str, p: P) -> Result<Self, CsiError>;
 }
 
+/// Converts a typed message into its wire form, naming fields under
+/// `field` (put together only for an error): the conversion fails where the
+/// wire cannot carry a value (a size above `i64::MAX`), rather than sending
+/// another one.
+pub(crate) trait IntoWire<P> {
+    fn into_wire(self, field: &dyn Fn() -> String) -> Result<P, CsiError>;
+}
+
+/// The path of a field at the root of a message, for [`IntoWire`].
+pub(crate) fn root(name: &'static str) -> impl Fn() -> String {
+    move || name.to_string()
+}
+
+/// Converts an optional nested message into its wire form under `field`.
+pub(crate) fn optional_into_wire<T: IntoWire<P>, P>(
+    field: &dyn Fn() -> String,
+    t: Option<T>,
+) -> Result<Option<P>, CsiError> {
+    t.map(|t| t.into_wire(field)).transpose()
+}
+
+/// Converts a list into its wire form, naming entry `i` `field[i]`.
+pub(crate) fn list_into_wire<T: IntoWire<P>, P>(
+    field: &dyn Fn() -> String,
+    items: Vec<T>,
+) -> Result<Vec<P>, CsiError> {
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| t.into_wire(&|| index(&field(), i)))
+        .collect()
+}
+
+/// Implements the public `TryFrom<typed>` of a wire message with a root
+/// field path, for messages whose conversion can fail.
+macro_rules! try_into_proto {
+    ($($typed:ty => $wire:ty),* $(,)?) => {
+        $(
+            impl TryFrom<$typed> for $wire {
+                type Error = CsiError;
+                fn try_from(t: $typed) -> Result<Self, CsiError> {
+                    $crate::types::IntoWire::into_wire(t, &String::new)
+                }
+            }
+        )*
+    };
+}
+pub(crate) use try_into_proto;
+
 /// Builds a typed message from a wire message its in-place check
 /// (`crate::check::must`) accepted, without checking again: the MUST rules
 /// of the responses, and of the nested messages requests share with them,
@@ -363,6 +412,11 @@ impl CapacityRange {
     /// assert!(r.contains(1 << 30));
     /// assert_eq!(r.choose(4096, 1 << 20), Some(1 << 30));
     /// assert!(CapacityRange::new(Some(2), Some(1)).is_err());
+    /// assert_eq!(
+    ///     CapacityRange::new(None, Some(u64::MAX)).unwrap_err().to_string(),
+    ///     "invalid `capacity_range.limit_bytes`: must be at most 9223372036854775807 \
+    ///      (the largest int64, which the wire carries), got 18446744073709551615"
+    /// );
     /// ```
     pub fn new(required_bytes: Option<u64>, limit_bytes: Option<u64>) -> Result<Self, CsiError> {
         let r = CapacityRange {
@@ -386,10 +440,9 @@ impl CapacityRange {
             ("required_bytes", self.required_bytes),
             ("limit_bytes", self.limit_bytes),
         ] {
-            if let Some(v) = v
-                && v > i64::MAX as u64
-            {
-                return Err(CsiError::invalid(at(field, name), "must fit in an int64"));
+            if let Some(v) = v {
+                // The rule of the conversion to the wire, in its words.
+                validate::wire_size(|| at(field, name), v)?;
             }
         }
         if let (Some(req), Some(lim)) = (self.required_bytes, self.limit_bytes)
@@ -442,12 +495,15 @@ impl FromProto<proto::CapacityRange> for CapacityRange {
     }
 }
 
-impl From<CapacityRange> for proto::CapacityRange {
-    fn from(r: CapacityRange) -> Self {
-        proto::CapacityRange {
-            required_bytes: r.required_bytes.map(validate::to_i64).unwrap_or(0),
-            limit_bytes: r.limit_bytes.map(validate::to_i64).unwrap_or(0),
-        }
+impl IntoWire<proto::CapacityRange> for CapacityRange {
+    fn into_wire(self, field: &dyn Fn() -> String) -> Result<proto::CapacityRange, CsiError> {
+        let size = |name, v: Option<u64>| {
+            v.map_or(Ok(0), |v| validate::wire_size(|| at(&field(), name), v))
+        };
+        Ok(proto::CapacityRange {
+            required_bytes: size("required_bytes", self.required_bytes)?,
+            limit_bytes: size("limit_bytes", self.limit_bytes)?,
+        })
     }
 }
 
@@ -730,15 +786,19 @@ impl FromChecked<proto::Volume> for Volume {
     }
 }
 
-impl From<Volume> for proto::Volume {
-    fn from(v: Volume) -> Self {
-        proto::Volume {
-            capacity_bytes: validate::to_i64(v.capacity_bytes),
+impl IntoWire<proto::Volume> for Volume {
+    fn into_wire(self, field: &dyn Fn() -> String) -> Result<proto::Volume, CsiError> {
+        let v = self;
+        Ok(proto::Volume {
+            capacity_bytes: validate::wire_size(
+                || at(&field(), "capacity_bytes"),
+                v.capacity_bytes,
+            )?,
             volume_id: v.volume_id.into_string(),
             volume_context: v.volume_context,
             content_source: v.content_source.map(Into::into),
             accessible_topology: v.accessible_topology.into_iter().map(Into::into).collect(),
-        }
+        })
     }
 }
 
@@ -949,17 +1009,24 @@ impl FromChecked<proto::Snapshot> for Snapshot {
     }
 }
 
-impl From<Snapshot> for proto::Snapshot {
-    fn from(s: Snapshot) -> Self {
-        proto::Snapshot {
-            size_bytes: validate::to_i64(s.size_bytes),
+impl IntoWire<proto::Snapshot> for Snapshot {
+    fn into_wire(self, field: &dyn Fn() -> String) -> Result<proto::Snapshot, CsiError> {
+        let s = self;
+        Ok(proto::Snapshot {
+            size_bytes: validate::wire_size(|| at(&field(), "size_bytes"), s.size_bytes)?,
             snapshot_id: s.snapshot_id.into_string(),
             source_volume_id: s.source_volume_id.into_string(),
             creation_time: Some(to_timestamp(s.creation_time)),
             ready_to_use: s.ready_to_use,
             group_snapshot_id: s.group_snapshot_id.map(String::from).unwrap_or_default(),
-        }
+        })
     }
+}
+
+try_into_proto! {
+    CapacityRange => proto::CapacityRange,
+    Volume => proto::Volume,
+    Snapshot => proto::Snapshot,
 }
 
 /// Implements the public `TryFrom<wire>` for a typed message with a root field path.

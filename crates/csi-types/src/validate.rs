@@ -20,6 +20,9 @@ pub const MAX_MOUNT_FLAGS_BYTES: usize = 4096;
 /// The limit of a DNS label style name (plugin name, topology key parts and values).
 pub const MAX_LABEL_CHARS: usize = 63;
 
+/// The rule of an empty REQUIRED field.
+pub(crate) const REQUIRED: &str = "this field is REQUIRED";
+
 pub(crate) fn required(field: &str, value: &str) -> Result<(), CsiError> {
     if value.is_empty() {
         Err(CsiError::missing(field))
@@ -283,9 +286,19 @@ pub(crate) fn count_to_wire(n: u32) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
-/// Converts a u64 that the typed layer guarantees fits back to int64, saturating.
-pub(crate) fn to_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
+/// A typed size (`u64`) as the wire's `int64`, naming the field (built by
+/// `field` only for the error) when it does not fit: sent as `i64::MAX`, it
+/// would be a different size than the one built.
+pub(crate) fn wire_size(field: impl FnOnce() -> String, value: u64) -> Result<i64, CsiError> {
+    i64::try_from(value).map_err(|_| {
+        CsiError::invalid(
+            field(),
+            format!(
+                "must be at most {} (the largest int64, which the wire carries), got {value}",
+                i64::MAX
+            ),
+        )
+    })
 }
 
 /// An empty string means "unset".

@@ -129,8 +129,26 @@ async fn a_regular_file_or_a_directory_is_named_for_what_it_is() {
     assert!(e.ends_with("is a regular file, not a unix socket"), "{e}");
     let e = connect_err(&format!("unix://{}", dir.path().display())).await;
     assert!(e.ends_with("is a directory, not a unix socket"), "{e}");
-    let e = connect_err(&format!("unix://{}/missing.sock", dir.path().display())).await;
+    let missing = dir.path().join("missing.sock");
+    let e = connect_err(&format!("unix://{}", missing.display())).await;
     assert!(e.contains("No such file or directory"), "{e}");
+    assert!(
+        e.ends_with(&format!(
+            "nothing at {}: is the driver running, and serving this endpoint?",
+            missing.display()
+        )),
+        "{e}"
+    );
+    let typo = dir.path().join("csi-lcoal/csi.sock");
+    let e = connect_err(&format!("unix://{}", typo.display())).await;
+    assert!(
+        e.ends_with(&format!(
+            "nothing at {}, and its directory {} does not exist either (a typo?)",
+            typo.display(),
+            dir.path().join("csi-lcoal").display()
+        )),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -223,4 +241,57 @@ async fn a_peer_that_does_not_speak_grpc_is_named_for_it() {
             ),
         "{msg}"
     );
+}
+
+/// A response over the client's message size limit is `RESOURCE_EXHAUSTED` naming the
+/// option that raises it (tonic's `OUT_OF_RANGE` "Error, decoded message length too large"
+/// read as the plugin's CSI `OUT_OF_RANGE`), and `ConnectOptions::max_message_size` raises it
+/// to match a server that sends larger messages (before, a client could not).
+#[tokio::test]
+async fn a_response_over_the_clients_limit_names_the_option_that_raises_it() {
+    use csi_types::server::{ServeOptions, Server};
+    let driver = common::TestDriver::default();
+    // About 6 MiB of ListVolumes entries: 128-byte ids.
+    for i in 0..45_000 {
+        driver
+            .volumes
+            .lock()
+            .unwrap()
+            .insert(format!("{i:0>128}"), 1 << 20);
+    }
+    let mut options = ServeOptions::default();
+    options.max_message_size = 16 << 20;
+    let served =
+        common::serve_server(Server::new(common::full_plugin(driver)).options(options)).await;
+
+    let client = ends(Client::connect(&served.endpoint)).await.unwrap();
+    let err = ends(RawCsi::raw_list_volumes(
+        &client,
+        proto::ListVolumesRequest::default(),
+    ))
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+    let text = err.to_string();
+    assert!(
+        text.starts_with("resource exhausted: ListVolumes: the response is ")
+            && text.ends_with(
+                " bytes, over this client's limit of 4194304 bytes (ConnectOptions::max_message_size)"
+            ),
+        "{text}"
+    );
+
+    let mut options = ConnectOptions::default();
+    options.max_message_size = 16 << 20;
+    let client = ends(Client::connect_with(&served.endpoint, options))
+        .await
+        .unwrap();
+    let list = ends(RawCsi::raw_list_volumes(
+        &client,
+        proto::ListVolumesRequest::default(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(list.entries.len(), 45_000);
+    served.stop().await;
 }

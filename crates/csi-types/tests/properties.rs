@@ -95,11 +95,16 @@ fn run<S: Strategy>(what: &str, strategy: S, test: impl Fn(S::Value) -> Result<(
 
 fn round_trip<T, P>()
 where
-    T: Arbitrary + Clone + Debug + PartialEq + Into<P> + TryFrom<P, Error = CsiError>,
+    T: Arbitrary
+        + Clone
+        + Debug
+        + PartialEq
+        + TryInto<P, Error: Debug>
+        + TryFrom<P, Error = CsiError>,
     P: prost::Message + Default + Clone + PartialEq,
 {
     run(std::any::type_name::<T>(), any::<T>(), |typed| {
-        let wire: P = typed.clone().into();
+        let wire: P = typed.clone().try_into().expect("sizes within int64");
         let decoded = P::decode(wire.encode_to_vec().as_slice())
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert!(
@@ -925,7 +930,7 @@ fn group_controller_and_snapshot_metadata_validation_never_panics() {
         "GetVolumeGroupSnapshotResponse",
         (wild_string(), any::<i64>(), any::<i32>(), any::<Snapshot>()).prop_map(
             |(id, seconds, nanos, snapshot)| {
-                let mut member = proto::Snapshot::from(snapshot);
+                let mut member = proto::Snapshot::try_from(snapshot).expect("a size within int64");
                 member.creation_time = Some(prost_types::Timestamp {
                     seconds,
                     nanos: nanos.wrapping_neg(),
@@ -1197,7 +1202,7 @@ fn response_validation_never_panics() {
 /// still decodes to the validation; also decodes pure noise.
 fn mutated_bytes_never_panic<T, P>()
 where
-    T: Arbitrary + Into<P> + TryFrom<P, Error = CsiError> + Debug,
+    T: Arbitrary + TryInto<P, Error: Debug> + TryFrom<P, Error = CsiError> + Debug,
     P: prost::Message + Default,
 {
     let strategy = (
@@ -1210,7 +1215,7 @@ where
         std::any::type_name::<T>(),
         strategy,
         |(typed, edits, cut, noise)| {
-            let wire: P = typed.into();
+            let wire: P = typed.try_into().expect("sizes within int64");
             let mut bytes = wire.encode_to_vec();
             if !bytes.is_empty() {
                 for (at, b) in edits {
@@ -1648,10 +1653,10 @@ fn capability_list_breaks(len: usize, at: Index) -> Vec<Break<Vec<proto::VolumeC
 /// Breaks a typed-valid request in every listed way; each must fail naming its field.
 fn check<T, P>(valid: T, breaks: Vec<Break<P>>) -> Result<(), TestCaseError>
 where
-    T: TryFrom<P, Error = CsiError> + Into<P> + Debug,
+    T: TryFrom<P, Error = CsiError> + TryInto<P, Error: Debug> + Debug,
     P: Clone + Debug,
 {
-    let wire: P = valid.into();
+    let wire: P = valid.try_into().expect("sizes within int64");
     prop_assert!(
         T::try_from(wire.clone()).is_ok(),
         "the unbroken request must be valid: {wire:?}"
@@ -1681,10 +1686,10 @@ where
 /// must agree with the conversion on the valid response and on each broken one.
 fn check_response<T, P>(valid: T, breaks: Vec<Break<P>>) -> Result<(), TestCaseError>
 where
-    T: TryFrom<P, Error = CsiError> + Into<P> + Debug,
+    T: TryFrom<P, Error = CsiError> + TryInto<P, Error: Debug> + Debug,
     P: Clone + Debug + ResponseRules,
 {
-    let wire: P = valid.into();
+    let wire: P = valid.try_into().expect("sizes within int64");
     must_agrees::<T, P>(&wire)?;
     for b in &breaks {
         let mut p = wire.clone();
@@ -1705,10 +1710,10 @@ fn check_bound<T, P>(
     validate_bound: impl Fn(&T) -> Result<(), CsiError>,
 ) -> Result<(), TestCaseError>
 where
-    T: TryFrom<P, Error = CsiError> + Into<P> + Debug + Clone,
+    T: TryFrom<P, Error = CsiError> + TryInto<P, Error: Debug> + Debug + Clone,
     P: Clone + Debug,
 {
-    let wire: P = valid.clone().into();
+    let wire: P = valid.clone().try_into().expect("sizes within int64");
     prop_assert!(
         validate_bound(&valid).is_ok(),
         "the unbroken request must be valid: {wire:?}"
@@ -2683,7 +2688,8 @@ fn responses_errors_name_the_field() {
                         available: 5,
                         used: 5,
                     }
-                    .into(),
+                    .try_into()
+                    .unwrap(),
                 ];
                 &mut p.usage[0]
             }
@@ -2789,7 +2795,7 @@ fn responses_errors_name_the_field() {
 /// The fields of the two streamed block-metadata messages, which are the
 /// same, reached through one trait so that both are broken the same ways.
 trait StreamedBlockMetadata:
-    From<BlockMetadataResponse> + Clone + Debug + ResponseRules + 'static
+    TryFrom<BlockMetadataResponse, Error = CsiError> + Clone + Debug + ResponseRules + 'static
 {
     fn type_mut(&mut self) -> &mut i32;
     fn capacity_mut(&mut self) -> &mut i64;
@@ -2825,7 +2831,7 @@ streamed_block_metadata!(
 fn block_metadata_errors_name_the_field<P>(what: &str)
 where
     P: StreamedBlockMetadata,
-    BlockMetadataResponse: TryFrom<P, Error = CsiError> + Into<P>,
+    BlockMetadataResponse: TryFrom<P, Error = CsiError> + TryInto<P, Error: Debug>,
 {
     type M = proto::BlockMetadata;
     run(what, any::<BlockMetadataResponse>(), |r| {
@@ -2906,7 +2912,7 @@ where
                 ));
             } else {
                 // Not a break: VARIABLE_LENGTH ranges have any size.
-                let mut p: P = r.clone().into();
+                let mut p: P = r.clone().try_into().expect("sizes within int64");
                 p.ranges_mut().push(next);
                 must_agrees::<BlockMetadataResponse, P>(&p)?;
                 prop_assert!(p.must().is_ok(), "{p:?}");
@@ -3285,7 +3291,7 @@ const NOT_BY_THE_CONVERSION: &[(&str, &str)] = &[
 
 fn required_enforced<T, P>(spec: &Spec, seen: &std::cell::RefCell<BTreeSet<FieldKey>>)
 where
-    T: Arbitrary + Into<P> + TryFrom<P, Error = CsiError> + Debug,
+    T: Arbitrary + TryInto<P, Error: Debug> + TryFrom<P, Error = CsiError> + Debug,
     P: prost::Message + Default,
 {
     // `csi_types::proto::CreateVolumeRequest` -> `CreateVolumeRequest`.
@@ -3295,7 +3301,7 @@ where
         "{message} is not a top-level message"
     );
     run(message, any::<T>(), |typed| {
-        let wire: P = typed.into();
+        let wire: P = typed.try_into().expect("sizes within int64");
         let mut removals = Vec::new();
         spec.removals(message, &wire.encode_to_vec(), "", &mut removals);
         for (path, key, bytes) in removals {
@@ -3403,7 +3409,7 @@ fn every_required_field_of_the_spec_is_enforced() {
 fn an_empty_topology_requirement_is_rejected() {
     // "If TopologyRequirement is specified either requisite or preferred or
     // both MUST be specified."
-    let mut p = proto::CreateVolumeRequest::from(CreateVolumeRequest {
+    let mut p = proto::CreateVolumeRequest::try_from(CreateVolumeRequest {
         name: VolumeName::new("pvc-1").unwrap(),
         capacity_range: None,
         volume_capabilities: vec![VolumeCapability::block(AccessMode::SingleNodeWriter)],
@@ -3412,7 +3418,8 @@ fn an_empty_topology_requirement_is_rejected() {
         volume_content_source: None,
         accessibility_requirements: None,
         mutable_parameters: Default::default(),
-    });
+    })
+    .unwrap();
     p.accessibility_requirements = Some(proto::TopologyRequirement::default());
     match CreateVolumeRequest::try_from(p) {
         Err(CsiError::InvalidArgument { field, .. }) => {
@@ -3430,7 +3437,11 @@ fn tolerated_oddities_are_accepted_and_listed() {
     // Published node ids that are not node ids (empty, 257 bytes) are dropped.
     for odd in ["".to_string(), "n".repeat(257)] {
         let wire = proto::ControllerGetVolumeResponse {
-            volume: Some(Volume::new(VolumeId::new("v").unwrap(), 1).into()),
+            volume: Some(
+                Volume::new(VolumeId::new("v").unwrap(), 1)
+                    .try_into()
+                    .unwrap(),
+            ),
             status: Some(proto::controller_get_volume_response::VolumeStatus {
                 published_node_ids: vec![odd, "node-1".into()],
                 volume_condition: None,
@@ -3461,7 +3472,11 @@ fn tolerated_oddities_are_accepted_and_listed() {
     // ListVolumes: both at once, in field order.
     let wire = proto::ListVolumesResponse {
         entries: vec![proto::list_volumes_response::Entry {
-            volume: Some(Volume::new(VolumeId::new("v").unwrap(), 1).into()),
+            volume: Some(
+                Volume::new(VolumeId::new("v").unwrap(), 1)
+                    .try_into()
+                    .unwrap(),
+            ),
             status: Some(proto::list_volumes_response::VolumeStatus {
                 published_node_ids: vec![String::new()],
                 volume_condition: Some(proto::VolumeCondition {
@@ -3496,7 +3511,7 @@ fn converting_an_extreme_creation_time_does_not_panic() {
         t,
         true,
     );
-    assert!(std::panic::catch_unwind(|| proto::Snapshot::from(s)).is_ok());
+    assert!(std::panic::catch_unwind(|| proto::Snapshot::try_from(s)).is_ok());
 }
 
 /// The errors of a streamed block-metadata message, word for word: what

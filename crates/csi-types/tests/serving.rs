@@ -164,6 +164,13 @@ async fn oversized_messages_are_resource_exhausted() {
     .await
     .unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+    // Which message, its size and the limit, and the setting that raises it (tonic said "Error,
+    // decoded message length too large: found 102404 bytes, the limit is: 65536 bytes").
+    assert_eq!(
+        err.to_string(),
+        "resource exhausted: the request is 102404 bytes, over this server's limit of 65536 \
+         bytes (ServeOptions::max_message_size)"
+    );
     // A message under the limit is decoded (and then refused by validation).
     let err = RawCsi::raw_create_volume(
         &client,

@@ -166,10 +166,10 @@ fn string_of(b: &[u8], number: u32) -> String {
 /// Typed → prost → bytes → raw prost → typed; returns the bytes.
 fn through_the_wire<T, P>(typed: &T) -> Vec<u8>
 where
-    T: Clone + Debug + PartialEq + Into<P> + TryFrom<P, Error = CsiError>,
+    T: Clone + Debug + PartialEq + TryInto<P, Error: Debug> + TryFrom<P, Error = CsiError>,
     P: Message + Default + PartialEq + Debug + Clone,
 {
-    let wire: P = typed.clone().into();
+    let wire: P = typed.clone().try_into().expect("sizes within int64");
     let bytes = wire.encode_to_vec();
     assert_eq!(bytes.len(), wire.encoded_len());
     let decoded = P::decode(bytes.as_slice()).expect("the raw prost type decodes our bytes");

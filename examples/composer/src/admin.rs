@@ -524,32 +524,20 @@ fn is_socket(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
 }
 
-/// Makes `path` ready for the admin socket, as the CSI endpoint's is: a
-/// socket left by a process that is gone is removed; a socket another
-/// process (another composer) listens on, and anything that is not a
-/// socket, are refused and left alone. Before, whatever was at `path` was
-/// removed: `--admin-socket` naming the state database or the inventory by
-/// mistake deleted it, and a second composer took the first one's socket.
+/// Makes `path` ready for the admin socket by the rule of the CSI
+/// endpoint (`csi_types::server::prepare_unix_socket`): a socket left by a
+/// process that is gone is removed; a socket another process (another
+/// composer) listens on, and anything that is not a socket, are refused and
+/// left alone; a path too long for a unix socket is refused before anything
+/// is made; the socket's own directory is created, not a chain of them.
+/// (`--admin-socket` naming the state database by mistake once deleted it.)
 pub fn prepare_socket(path: &Path) -> Result<(), String> {
-    match std::fs::symlink_metadata(path) {
-        Ok(_) if is_socket(path) => {
-            if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                return Err(format!(
-                    "--admin-socket {}: another process serves this socket (another \
-                     composer?); not taken",
-                    path.display()
-                ));
-            }
-            std::fs::remove_file(path)
-                .map_err(|e| format!("removing the stale socket {}: {e}", path.display()))
+    csi_types::server::prepare_unix_socket(path).map_err(|e| match e {
+        csi_types::server::ServeError::SocketInUse(_) => {
+            format!("--admin-socket: {e} (another composer serves it?)")
         }
-        Ok(_) => Err(format!(
-            "--admin-socket {}: exists and is not a socket; not removed",
-            path.display()
-        )),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(format!("--admin-socket {}: {e}", path.display())),
-    }
+        e => format!("--admin-socket: {e}"),
+    })
 }
 
 /// How long [`call`] waits for the next line of an answer by default: a

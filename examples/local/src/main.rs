@@ -5,9 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use csi_types::CsiError;
 use csi_types::endpoint::Endpoint;
-use csi_types::identity::GetPluginInfoResponse;
 use csi_types::ids::{NodeId, PluginName};
 use csi_types::logging::LogFormat;
 use local::config::{self, Config};
@@ -88,26 +86,15 @@ fn logging(format: LogFormat, default: &str) {
 }
 
 /// `--driver-name`, checked by csi-types' rule for a plugin name, the error naming the flag and
-/// the rule. `PluginName::new` answers INTERNAL ("invalid GetPluginInfoResponse built by the
-/// driver"), right for a name in the driver's code but not for the user's value; csi-types has
-/// no public check of a plugin name alone, so the value is checked as the `name` of a
-/// GetPluginInfoResponse read from the wire, whose error is the field and the rule.
+/// the rule (not `PluginName::new`, whose INTERNAL "built by the driver" is for a name in the
+/// driver's code).
 fn driver_name(value: &str) -> Result<PluginName, String> {
-    let wire = csi_types::proto::GetPluginInfoResponse {
-        name: value.to_string(),
-        vendor_version: env!("CARGO_PKG_VERSION").to_string(),
-        manifest: Default::default(),
-    };
-    match GetPluginInfoResponse::try_from(wire) {
-        Ok(r) => Ok(r.name),
-        Err(CsiError::InvalidArgument { rule, .. }) => Err(format!("--driver-name: {rule}")),
-        Err(e) => Err(format!("--driver-name: {e}")),
-    }
+    value.parse().map_err(|e| format!("--driver-name: {e}"))
 }
 
 fn config(cli: &Cli) -> Result<Config, String> {
     let node_id = cli.node_id.clone().unwrap_or_else(config::hostname);
-    let node_id = NodeId::new(node_id).map_err(|e| format!("--node-id: {e}"))?;
+    let node_id: NodeId = node_id.parse().map_err(|e| format!("--node-id: {e}"))?;
     let topology = if cli.topology.is_empty() {
         config::default_topology(&node_id)
     } else {

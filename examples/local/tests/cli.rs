@@ -71,6 +71,24 @@ fn a_bad_driver_name_is_bad_input_with_a_grammatical_message() {
 }
 
 #[test]
+fn a_bad_node_id_names_the_flag_and_the_rule_not_a_wire_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let endpoint = format!("unix://{}/csi.sock", dir.path().display());
+    let long = "n".repeat(257);
+    for (value, rule) in [
+        ("", "must not be empty"),
+        (long.as_str(), "must be at most 256 bytes, got 257"),
+    ] {
+        let out = local(&["--endpoint", &endpoint, "--node-id", value], &state);
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        let lines = stderr_lines(&out);
+        assert_eq!(lines, [format!("local: --node-id: {rule}")]);
+        assert!(!state.exists());
+    }
+}
+
+#[test]
 fn a_state_directory_that_cannot_be_created_is_a_failure_of_the_work() {
     let dir = tempfile::tempdir().unwrap();
     // A regular file where the state directory's parent should be.

@@ -264,22 +264,63 @@ static GRPC_MESSAGE: http::HeaderName = http::HeaderName::from_static("grpc-mess
 
 /// tonic answers a message over the size limit with `OUT_OF_RANGE`; gRPC's
 /// convention (and what other gRPC servers answer) is `RESOURCE_EXHAUSTED`.
+/// Its message ("Error, decoded message length too large: found N bytes, the
+/// limit is: M bytes") is said again naming the message and the setting
+/// that raises the limit.
 fn exhausted_not_out_of_range(headers: &mut http::HeaderMap) {
-    // tonic's messages, as percent-encoded in `grpc-message`.
-    const TOO_LARGE: [&[u8]; 2] = [
-        b"Error,%20decoded%20message%20length%20too%20large",
-        b"Error,%20encoded%20message%20length%20too%20large",
+    // tonic's messages, as percent-encoded in `grpc-message`, and which
+    // message each is about.
+    const TOO_LARGE: [(&[u8], &str); 2] = [
+        (
+            b"Error,%20decoded%20message%20length%20too%20large",
+            "request",
+        ),
+        (
+            b"Error,%20encoded%20message%20length%20too%20large",
+            "response",
+        ),
     ];
     let out_of_range = headers
         .get(&GRPC_STATUS)
         .is_some_and(|s| s.as_bytes() == b"11");
-    if out_of_range
-        && headers
-            .get(&GRPC_MESSAGE)
-            .is_some_and(|m| TOO_LARGE.iter().any(|p| m.as_bytes().starts_with(p)))
-    {
-        headers.insert(GRPC_STATUS.clone(), http::HeaderValue::from_static("8"));
+    if !out_of_range {
+        return;
     }
+    let Some((message, which)) = headers.get(&GRPC_MESSAGE).and_then(|m| {
+        TOO_LARGE
+            .iter()
+            .find(|(p, _)| m.as_bytes().starts_with(p))
+            .map(|&(_, which)| (m.as_bytes(), which))
+    }) else {
+        return;
+    };
+    let said = too_large_message(message, which);
+    headers.insert(GRPC_STATUS.clone(), http::HeaderValue::from_static("8"));
+    if let Some(said) = said.and_then(|s| http::HeaderValue::try_from(s).ok()) {
+        headers.insert(GRPC_MESSAGE.clone(), said);
+    }
+}
+
+/// The `grpc-message` (percent-encoded) for tonic's "found N bytes, the
+/// limit is: M bytes"; `None` if its numbers are not where they were.
+fn too_large_message(tonic: &[u8], which: &str) -> Option<String> {
+    let text = std::str::from_utf8(tonic).ok()?;
+    let number_after = |marker: &str| -> Option<u64> {
+        let rest = &text[text.find(marker)? + marker.len()..];
+        let end = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        rest[..end].parse().ok()
+    };
+    let found = number_after("found%20")?;
+    let limit = number_after("is:%20")?;
+    Some(
+        format!(
+            "the {which} is {found} bytes, over this server's limit of {limit} bytes \
+             (ServeOptions::max_message_size)"
+        )
+        .replace(' ', "%20"),
+    )
 }
 
 /// A response body that holds its call's [`CallGuard`] until it ends, and
@@ -320,5 +361,40 @@ impl http_body::Body for CallBody {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_response_over_the_limit_is_named_as_the_response() {
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert(GRPC_STATUS.clone(), http::HeaderValue::from_static("11"));
+        trailers.insert(
+            GRPC_MESSAGE.clone(),
+            http::HeaderValue::from_static(
+                "Error,%20encoded%20message%20length%20too%20large:%20found%205000000%20bytes,\
+                 %20the%20limit%20is:%204194304%20bytes",
+            ),
+        );
+        exhausted_not_out_of_range(&mut trailers);
+        assert_eq!(trailers[&GRPC_STATUS], "8");
+        assert_eq!(
+            trailers[&GRPC_MESSAGE],
+            "the%20response%20is%205000000%20bytes,%20over%20this%20server's%20limit%20of\
+             %204194304%20bytes%20(ServeOptions::max_message_size)"
+        );
+        // Another OUT_OF_RANGE is left as it is.
+        let mut other = http::HeaderMap::new();
+        other.insert(GRPC_STATUS.clone(), http::HeaderValue::from_static("11"));
+        other.insert(
+            GRPC_MESSAGE.clone(),
+            http::HeaderValue::from_static("offset"),
+        );
+        exhausted_not_out_of_range(&mut other);
+        assert_eq!(other[&GRPC_STATUS], "11");
+        assert_eq!(other[&GRPC_MESSAGE], "offset");
     }
 }
