@@ -794,9 +794,14 @@ impl Pool {
                         && self.drive_is_unused(*i as u32)
                 })
                 .count();
+            // A layout bigger than maxVolumeSize is never made (`place` drops it).
             let layouts: Vec<Choice> = layouts
                 .into_iter()
                 .take_while(|c| c.shape.member_count() <= free_drives)
+                .take_while(|c| {
+                    p.max_volume_size
+                        .is_none_or(|m| c.usable.saturating_sub(p.device_overhead()) <= m)
+                })
                 .collect();
             // Placeable is monotone along `layouts` (one family each: a
             // single drive then RAID0 of 2.., or RAID1 then RAID10 of

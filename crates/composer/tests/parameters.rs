@@ -349,7 +349,7 @@ fn min_and_max_volume_size_bound_the_request() {
     let cap = c
         .capacity(&params(&[("maxVolumeSize", "1 TB")]), None)
         .unwrap();
-    assert_eq!(cap.maximum_volume_size, 0, "{cap:?}");
+    assert_eq!((cap.maximum_volume_size, cap.available), (0, 0), "{cap:?}");
 }
 
 /// One JBOD of a 16 TB and a 4 TB HDD.
@@ -891,4 +891,17 @@ fn unknown_targets_are_named_as_target() {
         ),
         other => panic!("{other:?}"),
     }
+}
+
+/// GetCapacity agrees with the limit: with maxVolumeSize 5 TB the largest volume is the 4 TB
+/// drive, exactly (before, the 16 TB drive was counted, capped to 5 TB, and bisection answered
+/// a MiB-rounded size below 4 TB of which one byte more still placed).
+#[test]
+fn maximum_volume_size_leaves_out_drives_above_max_volume_size() {
+    let c = small(TWO_SIZES);
+    let p = [("maxVolumeSize", "5 TB")];
+    let cap = c.capacity(&params(&p), None).unwrap();
+    assert_eq!(cap.maximum_volume_size, 4 * TB, "{cap:?}");
+    out_of_range(create(&c, "over", &p, 4 * TB + 1));
+    assert_eq!(create(&c, "at", &p, 4 * TB).unwrap().capacity, 4 * TB);
 }
