@@ -351,3 +351,47 @@ async fn an_admin_socket_path_in_use_is_refused_and_left_alone() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     s.kill();
 }
+
+/// A second composer started by mistake on the CSI endpoint a running one serves is refused
+/// before it opens or creates any state. Before, it opened (and created) its redb state file
+/// first and only then found the endpoint in use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_in_use_is_refused_before_the_state_is_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let o = |name: &str| other.path().join(name).to_str().unwrap().to_string();
+    let s = common::Server::start(dir.path()).await;
+    let endpoint = format!("unix://{}", dir.path().join("csi.sock").display());
+    let out = tokio::task::spawn_blocking({
+        let (endpoint, state, admin) = (endpoint.clone(), o("state.redb"), o("admin.sock"));
+        move || {
+            serve_ends(&[
+                "--endpoint",
+                &endpoint,
+                "--state",
+                &state,
+                "--admin-socket",
+                &admin,
+            ])
+        }
+    })
+    .await
+    .unwrap();
+    let err = stderr(&out);
+    assert!(
+        !other.path().join("state.redb").exists(),
+        "no state was created: {err}"
+    );
+    assert_eq!(code(&out), 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "--endpoint {endpoint}: another process is serving on it"
+        )),
+        "{err}"
+    );
+    assert!(!other.path().join("admin.sock").exists());
+    // The first composer still answers.
+    let out = composer(&["admin", "--socket", s.admin.to_str().unwrap(), "drives"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    s.kill();
+}
