@@ -293,6 +293,24 @@ fn serve_ends(args: &[&str]) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// [`serve_ends`] of a second composer with `endpoint`, `state` and `admin`, from a blocking
+/// task, beside a first one this test runs.
+async fn serve_ends_beside(endpoint: &str, state: &str, admin: &str) -> Output {
+    let args = [
+        "--endpoint".to_string(),
+        endpoint.to_string(),
+        "--state".to_string(),
+        state.to_string(),
+        "--admin-socket".to_string(),
+        admin.to_string(),
+    ];
+    tokio::task::spawn_blocking(move || {
+        serve_ends(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    })
+    .await
+    .unwrap()
+}
+
 /// `--admin-socket` naming a file that is not a socket (the state
 /// database, the inventory, by a slip) or the live socket of another
 /// composer is refused and left alone. Before, whatever was there was
@@ -328,21 +346,7 @@ async fn an_admin_socket_path_in_use_is_refused_and_left_alone() {
 
     let s = common::Server::start(dir.path()).await;
     let taken = s.admin.to_str().unwrap().to_string();
-    let out = tokio::task::spawn_blocking({
-        let (endpoint, state, taken) = (endpoint.clone(), o("state.redb"), taken.clone());
-        move || {
-            serve_ends(&[
-                "--endpoint",
-                &endpoint,
-                "--state",
-                &state,
-                "--admin-socket",
-                &taken,
-            ])
-        }
-    })
-    .await
-    .unwrap();
+    let out = serve_ends_beside(&endpoint, &o("state.redb"), &taken).await;
     let err = stderr(&out);
     assert_eq!(code(&out), 1, "{err}");
     assert!(err.contains("another process serves this socket"), "{err}");
@@ -362,21 +366,7 @@ async fn an_endpoint_in_use_is_refused_before_the_state_is_opened() {
     let o = |name: &str| other.path().join(name).to_str().unwrap().to_string();
     let s = common::Server::start(dir.path()).await;
     let endpoint = format!("unix://{}", dir.path().join("csi.sock").display());
-    let out = tokio::task::spawn_blocking({
-        let (endpoint, state, admin) = (endpoint.clone(), o("state.redb"), o("admin.sock"));
-        move || {
-            serve_ends(&[
-                "--endpoint",
-                &endpoint,
-                "--state",
-                &state,
-                "--admin-socket",
-                &admin,
-            ])
-        }
-    })
-    .await
-    .unwrap();
+    let out = serve_ends_beside(&endpoint, &o("state.redb"), &o("admin.sock")).await;
     let err = stderr(&out);
     assert!(
         !other.path().join("state.redb").exists(),

@@ -36,6 +36,20 @@ fn missing() -> Option<String> {
     composer::demo::missing_prerequisite()
 }
 
+/// Whether the test is to be skipped, said on stderr: this host cannot mount (a failure under
+/// `CI=true`).
+fn cannot_mount() -> bool {
+    let Some(why) = missing() else {
+        return false;
+    };
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "CI=true but this host cannot mount: {why}"
+    );
+    eprintln!("SKIPPED: the node side needs root, FUSE and loop devices: {why}");
+    true
+}
+
 fn mount_cap() -> VolumeCapability {
     VolumeCapability::mount(AccessMode::SingleNodeWriter)
 }
@@ -208,12 +222,7 @@ async fn teardown(s: &Setup, id: &str, name: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raid1_and_raid10_survive_failures_and_rebuild_through_mounted_filesystems() {
-    if let Some(why) = missing() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true but this host cannot mount: {why}"
-        );
-        eprintln!("SKIPPED: the node side needs root, FUSE and loop devices: {why}");
+    if cannot_mount() {
         return;
     }
     let s = setup();
@@ -423,12 +432,7 @@ fn stack_tmpfs(path: &Path) {
 /// complete.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unpublish_and_unstage_leave_a_mount_stacked_by_someone_else() {
-    if let Some(why) = missing() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true but this host cannot mount: {why}"
-        );
-        eprintln!("SKIPPED: the node side needs root, FUSE and loop devices: {why}");
+    if cannot_mount() {
         return;
     }
     let s = setup();
