@@ -1596,7 +1596,12 @@ fn recorded_devices(cfg: &NodeConfig, r: &StagedRecord) -> Vec<PathBuf> {
 /// `own` (see [`NodeSide::own_sources`]), and nothing else: a mount someone else stacked on it
 /// (an operator's tmpfs, another driver's volume) is FAILED_PRECONDITION naming the field, the
 /// path and what is mounted, and stays mounted, with the volume's mount under it.
-pub fn unmount_own_at(field: &str, path: &Path, own: &[PathBuf], id: &str) -> Result<(), CsiError> {
+pub(crate) fn unmount_own_at(
+    field: &str,
+    path: &Path,
+    own: &[PathBuf],
+    id: &str,
+) -> Result<(), CsiError> {
     match csi_node::unmount_own(path, own) {
         Ok(_) => Ok(()),
         Err(csi_node::Error::ForeignMount { mounted, .. }) => {
