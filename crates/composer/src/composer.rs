@@ -954,6 +954,10 @@ impl Composer {
         // SSDs no server reached over an allowed transport and mirror legs
         // in one enclosure, and a create of the maximum reported failed.
         let max = st.pool.largest_placeable(&p, within.as_ref(), max)?;
+        // No volume places (a minVolumeSize no drive holds, a maxVolumeSize below every whole
+        // drive, crumbs under 1 MiB): no bytes are available to this class either, or a CO
+        // tracking capacity would schedule a create here that cannot succeed.
+        let available = if max == 0 { 0 } else { available };
         Ok(Capacity {
             available,
             maximum_volume_size: max,

@@ -21,7 +21,7 @@ use storage_units::{ByteRate, ByteSize};
 pub const DEFAULT_INVENTORY: &str = include_str!("../default-inventory.toml");
 
 /// A storage transport between a server and a drive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
     /// NVMe over RDMA (RoCE v2): the fastest.
@@ -106,7 +106,7 @@ impl TransportSet {
 }
 
 /// The medium of a drive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Media {
     /// Spinning disk (give `rpm`).
@@ -125,7 +125,7 @@ pub enum Media {
 pub use placement::Health;
 
 /// A storage enclosure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Enclosure {
     /// Just a bunch of disks behind a SAS expander and an Ethernet head.
@@ -133,6 +133,68 @@ pub enum Enclosure {
     Jbod,
     /// Ethernet bunch of flash: each NVMe drive reachable on the fabric.
     Ebod,
+}
+
+/// Reads one of `names` (each with its value) whatever its ASCII case and surrounding blanks, as
+/// StorageClass values are read (`kind = "SSD"`, `transports = ["RoCE"]`); anything else is
+/// refused naming the values allowed.
+fn any_case<'de, D, T>(d: D, names: &[(&str, T)]) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Copy,
+{
+    let got = String::deserialize(d)?;
+    let key = got.trim().to_ascii_lowercase();
+    names
+        .iter()
+        .find(|(n, _)| *n == key)
+        .map(|(_, v)| *v)
+        .ok_or_else(|| {
+            let allowed: Vec<&str> = names.iter().map(|(n, _)| *n).collect();
+            serde::de::Error::custom(format!(
+                "unknown value {got:?}, expected one of {} (any case)",
+                allowed.join(", ")
+            ))
+        })
+}
+
+impl<'de> Deserialize<'de> for Transport {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let names = Transport::FASTEST_FIRST.map(|t| (t.name(), t));
+        any_case(d, &names)
+    }
+}
+
+impl<'de> Deserialize<'de> for Media {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        any_case(
+            d,
+            &[
+                ("hdd", Media::Hdd),
+                ("ssd", Media::Ssd),
+                ("nvme", Media::Nvme),
+            ],
+        )
+    }
+}
+
+impl<'de> Deserialize<'de> for Enclosure {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        any_case(d, &[("jbod", Enclosure::Jbod), ("ebod", Enclosure::Ebod)])
+    }
+}
+
+/// A drive's or server's `health`, in any case (placement's names).
+fn health_any_case<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Health, D::Error> {
+    any_case(
+        d,
+        &[
+            ("healthy", Health::Healthy),
+            ("degraded", Health::Degraded),
+            ("draining", Health::Draining),
+            ("failed", Health::Failed),
+        ],
+    )
 }
 
 fn default_transports() -> Vec<Transport> {
@@ -226,7 +288,7 @@ pub struct DriveGroupSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transports: Option<Vec<Transport>>,
     /// State of these drives.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "health_any_case")]
     pub health: Health,
 }
 
@@ -273,7 +335,7 @@ pub struct ServerSpec {
     #[serde(default = "default_max_volumes")]
     pub max_volumes: u32,
     /// State of the server.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "health_any_case")]
     pub health: Health,
 }
 
@@ -1103,7 +1165,13 @@ switch = "tor1"
             ),
             (
                 &format!("{BASE}[[server]]\nid = \"n1\"\nrack = \"r1\"\ntransports = [\"fc\"]\n"),
-                "unknown variant `fc`",
+                "unknown value \"fc\", expected one of roce, nvmetcp, iscsi, nbd (any case)",
+            ),
+            (
+                &format!(
+                    "{BASE}[[jbod]]\nid = \"j1\"\nrack = \"r1\"\n[[jbod.drive]]\ncount = 1\nkind = \"tape\"\ncapacity = \"1 TB\"\n"
+                ),
+                "unknown value \"tape\", expected one of hdd, ssd, nvme (any case)",
             ),
             (
                 &format!("{BASE}[[rack]]\nid = \"r2\"\nsite = \"dc1\"\ncolour = \"red\"\n"),
@@ -1118,6 +1186,27 @@ switch = "tor1"
             let e = err(text);
             assert!(e.contains(want), "{e:?} should contain {want:?}");
         }
+    }
+
+    /// Enum values in the file are read whatever their ASCII case and surrounding blanks, as
+    /// StorageClass values are (`kind = "SSD"` was refused before, while `type: SSD` was not).
+    #[test]
+    fn enum_values_are_read_in_any_case() {
+        let text = format!(
+            "{BASE}[[jbod]]\nid = \"j1\"\nrack = \"r1\"\nkind = \"EBOD\"\ntransports = [\"RoCE\", \" nbd \"]\n\
+             [[jbod.drive]]\ncount = 2\nkind = \"SSD\"\ncapacity = \"1 TB\"\nhealth = \"Degraded\"\n\
+             [[server]]\nid = \"n1\"\nrack = \"r1\"\ntransports = [\"NBD\"]\nhealth = \"FAILED\"\n"
+        );
+        let inv = Inventory::from_toml(&text).unwrap();
+        let d = &inv.drives()[0];
+        assert_eq!(d.kind, Media::Ssd);
+        assert_eq!(d.health, Health::Degraded);
+        assert_eq!(
+            d.transports,
+            TransportSet::of([Transport::Roce, Transport::Nbd])
+        );
+        assert_eq!(inv.file().jbods[0].kind, Enclosure::Ebod);
+        assert_eq!(inv.servers()[0].health, Health::Failed);
     }
 
     #[test]

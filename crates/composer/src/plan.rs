@@ -517,6 +517,39 @@ impl Pool {
                 )));
             }
         }
+        // The volume must not be bigger than the limit (CSI CapacityRange): a whole-drive
+        // layout is the whole drive, and a drive larger than the limit is no candidate.
+        if let Some(l) = limit {
+            let smallest = candidates
+                .iter()
+                .map(|(_, _, c)| c.usable - overhead)
+                .min()
+                .unwrap_or(0);
+            candidates.retain(|(_, _, c)| c.usable - overhead <= l);
+            if candidates.is_empty() {
+                let field = if req.range.limit_bytes == Some(l) {
+                    "limit_bytes"
+                } else {
+                    "the StorageClass's maxVolumeSize"
+                };
+                return Err(Error::OutOfRange(format!(
+                    "{field} {} is below the smallest volume of type={} that holds {}: {}{}; raise the limit or use type=slice",
+                    human(l),
+                    match p.kind {
+                        VolumeType::Hdd => "hdd",
+                        VolumeType::Ssd => "ssd",
+                        VolumeType::Slice => "slice",
+                    },
+                    human(want),
+                    human(smallest),
+                    if p.kind == VolumeType::Slice {
+                        ""
+                    } else {
+                        " (whole drives)"
+                    }
+                )));
+            }
+        }
         let sites = convert::candidate_sites(&self.inv, req.topology);
         if sites.is_empty() {
             // Each requisite segment with why it names nothing here.
@@ -556,7 +589,8 @@ impl Pool {
                         Ok((members, soft)) => {
                             // What the pod sees: the device less the header.
                             let visible = choice.usable - overhead;
-                            let capacity = limit.map_or(visible, |l| l.min(visible));
+                            // Never above the limit: the candidates above it were dropped.
+                            let capacity = visible;
                             return Ok(Plan {
                                 layout: LayoutRecord {
                                     kind: choice.kind,
@@ -760,9 +794,14 @@ impl Pool {
                         && self.drive_is_unused(*i as u32)
                 })
                 .count();
+            // A layout bigger than maxVolumeSize is never made (`place` drops it).
             let layouts: Vec<Choice> = layouts
                 .into_iter()
                 .take_while(|c| c.shape.member_count() <= free_drives)
+                .take_while(|c| {
+                    p.max_volume_size
+                        .is_none_or(|m| c.usable.saturating_sub(p.device_overhead()) <= m)
+                })
                 .collect();
             // Placeable is monotone along `layouts` (one family each: a
             // single drive then RAID0 of 2.., or RAID1 then RAID10 of

@@ -7,9 +7,9 @@
 //! the free capacity cannot, `RESOURCE_EXHAUSTED`). A report of 0 means
 //! no volume at all fits. The same in a topology segment (the site, a
 //! rack, a server, or one naming nothing), the create asking for it.
-//! `available_capacity` holds the maximum, and for slices is (but for
-//! crumbs under 1 MiB) 0 when no volume places: a mirror's legs lie in
-//! two enclosures, storage groups and switches, not on any two SSDs.
+//! `available_capacity` holds the maximum, and is 0 when no volume
+//! places: a mirror's legs lie in two enclosures, storage groups and
+//! switches, not on any two SSDs; a minVolumeSize may fit no drive.
 //!
 //! 64 cases by default; set `COMPOSER_CORE_PROPTEST_CASES` for more.
 
@@ -301,16 +301,13 @@ fn agree(
                 segment,
                 toml
             );
-            // Slices: when no slice (or mirror of two) of 1 MiB
-            // places, nothing is available but the crumbs under 1 MiB
-            // at the end of each SSD (at most 48 SSDs here). (With a
-            // minVolumeSize no SSD holds, its free bytes still count.)
-            if p["type"] == "slice"
-                && !p.contains_key("minVolumeSize")
-                && cap.maximum_volume_size == 0
-            {
+            // When no volume places (no slice or mirror of two of
+            // 1 MiB, a minVolumeSize no drive holds, a maxVolumeSize
+            // below every whole drive), nothing is available: before,
+            // the free bytes still counted and a CO scheduled there.
+            if cap.maximum_volume_size == 0 {
                 prop_assert!(
-                    cap.available < 48 << 20,
+                    cap.available == 0,
                     "available {} for {:?} in {:?}, but no volume places\n{}",
                     cap.available,
                     p,
@@ -590,4 +587,18 @@ fn an_unknown_storage_group_is_refused_by_both() {
     // A group that exists has capacity.
     let p = params(&[("storageGroup", "sg-a")]);
     assert!(c.capacity(&p, None).unwrap().maximum_volume_size > 0);
+}
+
+/// A minVolumeSize no SSD holds: no volume places, and no bytes are available either (before,
+/// `available_capacity` still counted the two free SSDs while `maximum_volume_size` was 0, and a
+/// CO tracking capacity scheduled creates here).
+#[test]
+fn a_min_volume_size_no_drive_holds_is_no_capacity() {
+    let c = two_ssds("[\"nbd\"]");
+    for kind in ["slice", "ssd"] {
+        let p = params(&[("type", kind), ("minVolumeSize", "3TB")]);
+        let cap = c.capacity(&p, None).unwrap();
+        assert_eq!((cap.available, cap.maximum_volume_size), (0, 0), "{kind}");
+        assert!(create(&c, "v", &p, 1 << 30).is_err(), "{kind}");
+    }
 }

@@ -342,9 +342,79 @@ fn min_and_max_volume_size_bound_the_request() {
     );
     let e = out_of_range(create(&c, "max", &[("maxVolumeSize", "1 TB")], 2 * TB));
     assert!(e.contains("maxVolumeSize"), "{e}");
-    // A whole 8 TB drive is reported as at most maxVolumeSize.
-    let v = create(&c, "capped", &[("maxVolumeSize", "1 TB")], GB).unwrap();
-    assert_eq!(v.capacity, TB);
+    // A whole 8 TB drive is bigger than maxVolumeSize: no volume is made (before, the drive was
+    // taken and reported as 1 TB), and GetCapacity agrees that nothing fits.
+    let e = out_of_range(create(&c, "capped", &[("maxVolumeSize", "1 TB")], GB));
+    assert!(e.contains("maxVolumeSize 1"), "{e}");
+    let cap = c
+        .capacity(&params(&[("maxVolumeSize", "1 TB")]), None)
+        .unwrap();
+    assert_eq!((cap.maximum_volume_size, cap.available), (0, 0), "{cap:?}");
+}
+
+/// One JBOD of a 16 TB and a 4 TB HDD.
+const TWO_SIZES: &str = r#"
+[[site]]
+id = "dc"
+[[switch]]
+id = "tor"
+site = "dc"
+bandwidth = "100 GB/s"
+[[rack]]
+id = "r1"
+site = "dc"
+switch = "tor"
+[[jbod]]
+id = "j1"
+rack = "r1"
+[[jbod.drive]]
+count = 1
+kind = "hdd"
+capacity = "16 TB"
+[[jbod.drive]]
+count = 1
+kind = "hdd"
+capacity = "4 TB"
+[[server]]
+id = "n1"
+rack = "r1"
+"#;
+
+/// CSI CapacityRange: the volume is never bigger than limit_bytes. A whole-drive type takes a
+/// drive within the limit when there is one, and answers OUT_OF_RANGE naming limit_bytes and the
+/// smallest volume it can make when there is none (before, a limit of 1 GiB took a whole drive
+/// and reported it as 1 GiB).
+#[test]
+fn limit_bytes_is_never_exceeded_by_a_whole_drive() {
+    let c = small(TWO_SIZES);
+    let limited = |name: &str, limit: u64| {
+        c.create(
+            name,
+            &params(&[]),
+            CapacityRange::new(None, Some(limit)).unwrap(),
+            false,
+            true,
+            None,
+        )
+    };
+    for limit in [1, 1 << 30] {
+        let e = out_of_range(limited("tiny", limit));
+        assert!(e.contains("limit_bytes") && e.contains("4 TB"), "{e}");
+    }
+    let e = out_of_range(limited("tiny", 1 << 30));
+    assert_eq!(
+        e,
+        "limit_bytes 1 GiB is below the smallest volume of type=hdd that holds 1 GiB: 4 TB \
+         (whole drives); raise the limit or use type=slice"
+    );
+    // 5 TB: the 4 TB drive, reported as what it is; the 16 TB drive stays free.
+    let v = limited("fits", 5 * TB).unwrap();
+    assert_eq!(v.capacity, 4 * TB);
+    assert_eq!(drive(&c, &v.members[0].drive).capacity, 4 * TB);
+    // Now only the 16 TB drive is free: a drive within the limit exists but is taken, which is
+    // RESOURCE_EXHAUSTED, and the 16 TB drive is not taken in its place.
+    let e = exhausted(limited("again", 5 * TB));
+    assert!(e.contains("4 TB"), "{e}");
 }
 
 #[test]
@@ -630,20 +700,11 @@ fn expansion_grows_slices_in_place_and_refuses_beyond_whole_drives() {
         20 << 30,
         "never shrinks"
     );
-    let h = c
-        .create(
-            "h",
-            &params(&[]),
-            CapacityRange::new(Some(GB), Some(TB)).unwrap(),
-            false,
-            true,
-            None,
-        )
-        .unwrap();
-    assert_eq!(h.capacity, TB, "a whole 8 TB drive reported as limit_bytes");
+    let h = create(&c, "h", &[], GB).unwrap();
+    assert_eq!(h.capacity, 8 * TB, "a whole 8 TB drive");
     assert_eq!(
         c.expand(&h.id, range(4 * TB)).unwrap(),
-        4 * TB,
+        8 * TB,
         "within the whole drive"
     );
     let e = c.expand(&h.id, range(19 * TB)).unwrap_err();
@@ -830,4 +891,17 @@ fn unknown_targets_are_named_as_target() {
         ),
         other => panic!("{other:?}"),
     }
+}
+
+/// GetCapacity agrees with the limit: with maxVolumeSize 5 TB the largest volume is the 4 TB
+/// drive, exactly (before, the 16 TB drive was counted, capped to 5 TB, and bisection answered
+/// a MiB-rounded size below 4 TB of which one byte more still placed).
+#[test]
+fn maximum_volume_size_leaves_out_drives_above_max_volume_size() {
+    let c = small(TWO_SIZES);
+    let p = [("maxVolumeSize", "5 TB")];
+    let cap = c.capacity(&params(&p), None).unwrap();
+    assert_eq!(cap.maximum_volume_size, 4 * TB, "{cap:?}");
+    out_of_range(create(&c, "over", &p, 4 * TB + 1));
+    assert_eq!(create(&c, "at", &p, 4 * TB).unwrap().capacity, 4 * TB);
 }

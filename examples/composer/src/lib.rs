@@ -592,11 +592,15 @@ impl Node for ComposerDriver {
     ) -> Result<NodeUnpublishVolumeResponse, CsiError> {
         let side = self.side()?.clone();
         let id = req.volume_id.as_str().to_string();
-        self.run(move |c| c.get(&id)).await?;
+        let known = id.clone();
+        self.run(move |c| c.get(&known)).await?;
         let target = req.target_path.as_path().to_path_buf();
-        side.release_target(&target);
         tokio::task::spawn_blocking(move || -> Result<(), CsiError> {
-            csi_node::unmount_all(&target).map_err(CsiError::from)?;
+            // Only this volume's binds come off; a mount stacked on them by someone else is
+            // refused and stays, and the publish stays recorded.
+            let own = side.own_sources(&id);
+            node::unmount_own_at("target_path", &target, &own, &id)?;
+            side.release_target(&target);
             if target.is_dir() {
                 let _ = std::fs::remove_dir(&target);
             } else if target.exists() {

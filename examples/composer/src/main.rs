@@ -257,6 +257,29 @@ mod shutdown {
     }
 }
 
+/// Refuses `--endpoint` (`text`, parsed as `ep`) when another process serves it: a unix socket
+/// that accepts a connection, or a TCP address that cannot be bound. Nothing is created or
+/// removed here; the server's own start removes a stale socket.
+fn endpoint_in_use(text: &str, ep: &csi_types::endpoint::Endpoint) -> Result<(), String> {
+    use csi_types::endpoint::Endpoint;
+    use std::os::unix::fs::FileTypeExt;
+    let in_use = match ep {
+        Endpoint::Unix(path) => {
+            std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
+                && std::os::unix::net::UnixStream::connect(path).is_ok()
+        }
+        Endpoint::Tcp(addr) => std::net::TcpListener::bind(addr)
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::AddrInUse),
+    };
+    if in_use {
+        return Err(format!(
+            "--endpoint {text}: another process is serving on it (another composer?); nothing \
+             was opened: stop it or choose another endpoint"
+        ));
+    }
+    Ok(())
+}
+
 fn load_inventory(file: Option<&PathBuf>) -> Result<Inventory, String> {
     match file {
         None => Ok(Inventory::default_inventory()),
@@ -356,9 +379,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             jbod_agent_listen,
         } => {
             // Usage first, before anything is created or opened.
-            if let Err(e) = endpoint.parse::<csi_types::endpoint::Endpoint>() {
-                return Err(Failure::Usage(format!("--endpoint: {e}")));
-            }
+            let ep = match endpoint.parse::<csi_types::endpoint::Endpoint>() {
+                Ok(ep) => ep,
+                Err(e) => return Err(Failure::Usage(format!("--endpoint: {e}"))),
+            };
+            // A second composer started by mistake on a live endpoint stops here, before it
+            // opens (or creates) the state the first one serves.
+            endpoint_in_use(&endpoint, &ep)?;
             if data_dir.is_some() && node_id.is_none() {
                 return Err(Failure::Usage(
                     "--data-dir serves the node side and needs --node-id".into(),

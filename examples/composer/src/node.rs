@@ -423,8 +423,9 @@ impl NodeSide {
                 r.staging.display()
             )));
         }
+        let own = self.own_sources(id);
         for t in self.targets_of(id) {
-            csi_node::unmount_all(&t).map_err(CsiError::from)?;
+            unmount_own_at("target_path", &t, &own, id)?;
         }
         self.teardown_recorded(id, &r)?;
         self.recovered
@@ -451,7 +452,12 @@ impl NodeSide {
     /// record's).
     fn teardown_recorded(&self, id: &str, r: &StagedRecord) -> Result<(), CsiError> {
         if !r.block {
-            csi_node::unmount_all(&r.staging).map_err(CsiError::from)?;
+            unmount_own_at(
+                "staging_target_path",
+                &r.staging,
+                &recorded_devices(&self.cfg, r),
+                id,
+            )?;
         }
         if let Some(name) = &r.luks
             && Path::new("/dev/mapper").join(name).exists()
@@ -519,7 +525,7 @@ impl NodeSide {
             .map(|(t, (_, ro))| (t.clone(), *ro))
             .collect();
         for (t, ro) in targets {
-            csi_node::unmount_all(&t).map_err(CsiError::from)?;
+            unmount_own_at("target_path", &t, &[staging.clone(), dev.clone()], id)?;
             let source = if block { &dev } else { &staging };
             csi_node::bind_mount(source, &t, &MountOptions::default(), ro)
                 .map_err(CsiError::from)?;
@@ -960,7 +966,8 @@ impl NodeSide {
             return Ok(());
         }
         if !s.block {
-            csi_node::unmount_all(staging).map_err(CsiError::from)?;
+            let own: Vec<PathBuf> = s.device().into_iter().collect();
+            unmount_own_at("staging_target_path", staging, &own, id)?;
         }
         if let Some(m) = &s.luks {
             crate::luks::Luks::new(crate::luks::SystemCryptsetup)
@@ -1014,6 +1021,24 @@ impl NodeSide {
         self.lock()
             .get(id)
             .and_then(|s| s.device().map(|d| (s.staging.clone(), s.block, d)))
+    }
+
+    /// What a publish of `id` on this node binds at its target: the staging path and the
+    /// exposed device of the volume staged by this process, or, for one staged before a
+    /// restart, its recorded staging path and devices. Empty when `id` is not staged here.
+    pub fn own_sources(&self, id: &str) -> Vec<PathBuf> {
+        if let Some(s) = self.lock().get(id) {
+            return [Some(s.staging.clone()), s.device()]
+                .into_iter()
+                .flatten()
+                .collect();
+        }
+        let recovered = self.recovered.lock().unwrap_or_else(|p| p.into_inner());
+        recovered.get(id).map_or_else(Vec::new, |r| {
+            let mut own = vec![r.staging.clone()];
+            own.extend(recorded_devices(&self.cfg, r));
+            own
+        })
     }
 
     /// The volume's condition as the engine sees it.
@@ -1497,6 +1522,49 @@ fn adopt(cfg: &NodeConfig, r: &StagedRecord) -> Option<Staged> {
 /// that is still over its drive file (an engine volume's device is found
 /// below its FUSE directory instead). `None` when the recorded number has
 /// been detached, whoever attached it since: that device is not ours.
+/// The devices of a volume staged by an earlier process that its staging mount can be made
+/// from: the LUKS mapping, the recorded loop device, and the loop devices over files below its
+/// (dead) FUSE mount.
+fn recorded_devices(cfg: &NodeConfig, r: &StagedRecord) -> Vec<PathBuf> {
+    let mut own: Vec<PathBuf> = r
+        .luks
+        .iter()
+        .map(|name| Path::new("/dev/mapper").join(name))
+        .collect();
+    own.extend(recorded_loop(cfg, r).map(|l| l.path().to_path_buf()));
+    if let Some(dir) = &r.fuse_dir {
+        own.extend(
+            LoopDevice::backed_under(dir)
+                .iter()
+                .map(|l| l.path().to_path_buf()),
+        );
+    }
+    own
+}
+
+/// Unmounts from `path` (the request's `field`) the mounts of volume `id` stacked there, one of
+/// `own` (see [`NodeSide::own_sources`]), and nothing else: a mount someone else stacked on it
+/// (an operator's tmpfs, another driver's volume) is FAILED_PRECONDITION naming the field, the
+/// path and what is mounted, and stays mounted, with the volume's mount under it.
+pub(crate) fn unmount_own_at(
+    field: &str,
+    path: &Path,
+    own: &[PathBuf],
+    id: &str,
+) -> Result<(), CsiError> {
+    match csi_node::unmount_own(path, own) {
+        Ok(_) => Ok(()),
+        Err(csi_node::Error::ForeignMount { mounted, .. }) => {
+            Err(CsiError::failed_precondition(format!(
+                "{field} {} has {mounted} mounted on it, which is not volume {id}'s and which \
+                 this plugin did not mount; unmount it or use another path",
+                path.display()
+            )))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn recorded_loop(cfg: &NodeConfig, r: &StagedRecord) -> Option<LoopDevice> {
     let path = r.loopdev.as_deref()?;
     if let Some(seq) = r.loop_diskseq {

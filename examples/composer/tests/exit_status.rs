@@ -293,6 +293,24 @@ fn serve_ends(args: &[&str]) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// [`serve_ends`] of a second composer with `endpoint`, `state` and `admin`, from a blocking
+/// task, beside a first one this test runs.
+async fn serve_ends_beside(endpoint: &str, state: &str, admin: &str) -> Output {
+    let args = [
+        "--endpoint".to_string(),
+        endpoint.to_string(),
+        "--state".to_string(),
+        state.to_string(),
+        "--admin-socket".to_string(),
+        admin.to_string(),
+    ];
+    tokio::task::spawn_blocking(move || {
+        serve_ends(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    })
+    .await
+    .unwrap()
+}
+
 /// `--admin-socket` naming a file that is not a socket (the state
 /// database, the inventory, by a slip) or the live socket of another
 /// composer is refused and left alone. Before, whatever was there was
@@ -328,26 +346,42 @@ async fn an_admin_socket_path_in_use_is_refused_and_left_alone() {
 
     let s = common::Server::start(dir.path()).await;
     let taken = s.admin.to_str().unwrap().to_string();
-    let out = tokio::task::spawn_blocking({
-        let (endpoint, state, taken) = (endpoint.clone(), o("state.redb"), taken.clone());
-        move || {
-            serve_ends(&[
-                "--endpoint",
-                &endpoint,
-                "--state",
-                &state,
-                "--admin-socket",
-                &taken,
-            ])
-        }
-    })
-    .await
-    .unwrap();
+    let out = serve_ends_beside(&endpoint, &o("state.redb"), &taken).await;
     let err = stderr(&out);
     assert_eq!(code(&out), 1, "{err}");
     assert!(err.contains("another process serves this socket"), "{err}");
     // The first composer still answers on it.
     let out = composer(&["admin", "--socket", &taken, "drives"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    s.kill();
+}
+
+/// A second composer started by mistake on the CSI endpoint a running one serves is refused
+/// before it opens or creates any state. Before, it opened (and created) its redb state file
+/// first and only then found the endpoint in use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_in_use_is_refused_before_the_state_is_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let o = |name: &str| other.path().join(name).to_str().unwrap().to_string();
+    let s = common::Server::start(dir.path()).await;
+    let endpoint = format!("unix://{}", dir.path().join("csi.sock").display());
+    let out = serve_ends_beside(&endpoint, &o("state.redb"), &o("admin.sock")).await;
+    let err = stderr(&out);
+    assert!(
+        !other.path().join("state.redb").exists(),
+        "no state was created: {err}"
+    );
+    assert_eq!(code(&out), 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "--endpoint {endpoint}: another process is serving on it"
+        )),
+        "{err}"
+    );
+    assert!(!other.path().join("admin.sock").exists());
+    // The first composer still answers.
+    let out = composer(&["admin", "--socket", s.admin.to_str().unwrap(), "drives"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     s.kill();
 }

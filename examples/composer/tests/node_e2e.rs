@@ -36,6 +36,20 @@ fn missing() -> Option<String> {
     composer::demo::missing_prerequisite()
 }
 
+/// Whether the test is to be skipped, said on stderr: this host cannot mount (a failure under
+/// `CI=true`).
+fn cannot_mount() -> bool {
+    let Some(why) = missing() else {
+        return false;
+    };
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "CI=true but this host cannot mount: {why}"
+    );
+    eprintln!("SKIPPED: the node side needs root, FUSE and loop devices: {why}");
+    true
+}
+
 fn mount_cap() -> VolumeCapability {
     VolumeCapability::mount(AccessMode::SingleNodeWriter)
 }
@@ -208,12 +222,7 @@ async fn teardown(s: &Setup, id: &str, name: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raid1_and_raid10_survive_failures_and_rebuild_through_mounted_filesystems() {
-    if let Some(why) = missing() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true but this host cannot mount: {why}"
-        );
-        eprintln!("SKIPPED: the node side needs root, FUSE and loop devices: {why}");
+    if cannot_mount() {
         return;
     }
     let s = setup();
@@ -403,4 +412,75 @@ async fn luks_request_answers_failed_precondition() {
             .unwrap_or_default();
         assert!(!state.contains(vol.volume_id.as_str()), "{name}: {state}");
     }
+}
+
+/// Mounts a tmpfs on `path` as someone else would (an operator, another driver), with a marker
+/// file in it.
+fn stack_tmpfs(path: &Path) {
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "foreign-tmpfs"])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount tmpfs on {}", path.display());
+    std::fs::write(path.join("marker"), b"not the composer's").unwrap();
+}
+
+/// Unpublish and unstage take off only the composer's own mounts: a tmpfs someone else stacked
+/// on the published target (or on the staging path) is refused with FAILED_PRECONDITION naming
+/// the path, and stays mounted with its files; once its owner unmounts it, the same calls
+/// complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unpublish_and_unstage_leave_a_mount_stacked_by_someone_else() {
+    if cannot_mount() {
+        return;
+    }
+    let s = setup();
+    let name = "stacked";
+    let (id, target) = provision(&s, name, 100 << 20).await;
+    let staging = s.dir.path().join("staging").join(name);
+    let vid = VolumeId::new(&id).unwrap();
+    let unpublish = || {
+        Csi::node_unpublish_volume(
+            &s.plugin,
+            NodeUnpublishVolumeRequest {
+                volume_id: vid.clone(),
+                target_path: NodePath::new(target.to_str().unwrap()).unwrap(),
+            },
+        )
+    };
+    let unstage = || {
+        Csi::node_unstage_volume(
+            &s.plugin,
+            NodeUnstageVolumeRequest {
+                volume_id: vid.clone(),
+                staging_target_path: NodePath::new(staging.to_str().unwrap()).unwrap(),
+            },
+        )
+    };
+
+    stack_tmpfs(&target);
+    let err = unpublish().await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    assert!(err.to_string().contains(target.to_str().unwrap()), "{err}");
+    assert!(
+        std::fs::read(target.join("marker")).is_ok(),
+        "the foreign tmpfs stays mounted"
+    );
+    csi_node::unmount(&target).unwrap();
+    assert!(
+        csi_node::is_mount_point(&target).unwrap(),
+        "the volume's bind stayed under it"
+    );
+    unpublish().await.unwrap();
+    assert!(!target.exists());
+
+    stack_tmpfs(&staging);
+    let err = unstage().await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    assert!(err.to_string().contains(staging.to_str().unwrap()), "{err}");
+    assert!(std::fs::read(staging.join("marker")).is_ok());
+    csi_node::unmount(&staging).unwrap();
+    unstage().await.unwrap();
+    assert!(!csi_node::is_mount_point(&staging).unwrap_or(false));
 }
