@@ -398,12 +398,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 std::fs::create_dir_all(dir)
                     .map_err(|e| format!("creating {}: {e}", dir.display()))?;
             }
-            if let Some(dir) = admin_socket.parent() {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| format!("creating {}: {e}", dir.display()))?;
-            }
             // Checked before the store opens: the admin task's own errors
-            // come too late to stop the start.
+            // come too late to stop the start. It makes the socket's own
+            // directory (`/run/composer`), not a chain of missing ones.
             admin::prepare_socket(&admin_socket)?;
             let started = std::time::Instant::now();
             let mut etcd = None;

@@ -356,6 +356,30 @@ async fn an_admin_socket_path_in_use_is_refused_and_left_alone() {
     s.kill();
 }
 
+/// `serve` makes the admin socket's own directory, as `--endpoint`'s, but not
+/// a chain of missing ones: a typo in a deployment's path is refused before
+/// anything is created. Before, `serve` created every missing directory of
+/// `--admin-socket` itself, whatever the socket rule said.
+#[test]
+fn a_typo_in_the_admin_socket_directory_is_refused_before_anything_is_created() {
+    let other = tempfile::tempdir().unwrap();
+    let o = |name: &str| other.path().join(name).to_str().unwrap().to_string();
+    let out = serve_ends(&[
+        "--endpoint",
+        &format!("unix://{}", o("csi.sock")),
+        "--state",
+        &o("state.redb"),
+        "--admin-socket",
+        &o("rnu/composer/admin.sock"),
+    ]);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 1, "{err}");
+    assert!(err.contains("--admin-socket: "), "{err}");
+    assert!(err.contains("does not exist either (a typo?)"), "{err}");
+    assert!(!other.path().join("rnu").exists(), "{err}");
+    assert!(!other.path().join("state.redb").exists(), "{err}");
+}
+
 /// A second composer started by mistake on the CSI endpoint a running one serves is refused
 /// before it opens or creates any state. Before, it opened (and created) its redb state file
 /// first and only then found the endpoint in use.
