@@ -533,7 +533,7 @@ impl Pool {
                     "the StorageClass's maxVolumeSize"
                 };
                 return Err(Error::OutOfRange(format!(
-                    "{field} {} is below the smallest volume of type={} that holds {}: {}{}; raise the limit or use type=slice",
+                    "{field} {} is below the smallest volume of type={} that holds {}: {}{}",
                     human(l),
                     match p.kind {
                         VolumeType::Hdd => "hdd",
@@ -543,9 +543,9 @@ impl Pool {
                     human(want),
                     human(smallest),
                     if p.kind == VolumeType::Slice {
-                        ""
+                        " (slices come in whole MiB); raise the limit"
                     } else {
-                        " (whole drives)"
+                        " (whole drives); raise the limit or use type=slice"
                     }
                 )));
             }

@@ -417,6 +417,30 @@ fn limit_bytes_is_never_exceeded_by_a_whole_drive() {
     assert!(e.contains("4 TB"), "{e}");
 }
 
+/// A slice's limit below a whole MiB is OUT_OF_RANGE with the hint that fits a slice (before,
+/// it told a `type=slice` request to use type=slice).
+#[test]
+fn a_slice_limit_below_a_mib_says_to_raise_the_limit() {
+    let c = composer();
+    let e = out_of_range(c.create(
+        "tiny-slice",
+        &params(&[("type", "slice")]),
+        CapacityRange::new(None, Some(1000)).unwrap(),
+        false,
+        true,
+        None,
+    ));
+    assert!(
+        e.starts_with("limit_bytes 1 kB is below the smallest volume of type=slice"),
+        "{e}"
+    );
+    assert!(
+        e.ends_with("1 MiB (slices come in whole MiB); raise the limit"),
+        "{e}"
+    );
+    assert!(!e.contains("use type=slice"), "{e}");
+}
+
 #[test]
 fn soft_domains_relaxes_switch_spreading() {
     let c = small(ONE_GROUP);
