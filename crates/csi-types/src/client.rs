@@ -436,16 +436,8 @@ impl Client {
         } else {
             return None;
         };
-        let number_after = |marker: &str| -> Option<usize> {
-            let rest = &m[m.find(marker)? + marker.len()..];
-            let end = rest
-                .find(|c: char| !c.is_ascii_digit())
-                .unwrap_or(rest.len());
-            rest[..end].parse().ok()
-        };
-        let found = number_after("found ")?;
-        let limit = number_after("is: ")?;
-        (limit == self.max_message_size).then(|| {
+        let (found, limit) = crate::error::tonic_too_large_sizes(m)?;
+        (u64::try_from(self.max_message_size) == Ok(limit)).then(|| {
             CsiError::ResourceExhausted(format!(
                 "{rpc}: the {which} is {found} bytes, over this client's limit of {limit} bytes \
                  (ConnectOptions::max_message_size)"

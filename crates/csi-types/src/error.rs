@@ -410,6 +410,23 @@ mod tonic_conv {
     }
 }
 
+/// The sizes in tonic's answer to a message over a limit ("Error, decoded
+/// (encoded) message length too large: found N bytes, the limit is: M
+/// bytes"): `(N, M)`, or `None` if its numbers are not where they were. The
+/// client and the server both say it again naming the message and the
+/// setting that raises the limit.
+#[cfg(any(feature = "client", feature = "server"))]
+pub(crate) fn tonic_too_large_sizes(message: &str) -> Option<(u64, u64)> {
+    let number_after = |marker: &str| -> Option<u64> {
+        let rest = &message[message.find(marker)? + marker.len()..];
+        let end = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        rest[..end].parse().ok()
+    };
+    Some((number_after("found ")?, number_after("is: ")?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

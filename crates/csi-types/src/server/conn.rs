@@ -304,16 +304,8 @@ fn exhausted_not_out_of_range(headers: &mut http::HeaderMap) {
 /// The `grpc-message` (percent-encoded) for tonic's "found N bytes, the
 /// limit is: M bytes"; `None` if its numbers are not where they were.
 fn too_large_message(tonic: &[u8], which: &str) -> Option<String> {
-    let text = std::str::from_utf8(tonic).ok()?;
-    let number_after = |marker: &str| -> Option<u64> {
-        let rest = &text[text.find(marker)? + marker.len()..];
-        let end = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        rest[..end].parse().ok()
-    };
-    let found = number_after("found%20")?;
-    let limit = number_after("is:%20")?;
+    let text = std::str::from_utf8(tonic).ok()?.replace("%20", " ");
+    let (found, limit) = crate::error::tonic_too_large_sizes(&text)?;
     Some(
         format!(
             "the {which} is {found} bytes, over this server's limit of {limit} bytes \
