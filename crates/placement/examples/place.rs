@@ -7,7 +7,8 @@
 //!
 //! Places the requests in order, committing each, and prints one JSON object per request on
 //! its own line. `--evacuate`/`--drain` then print the repair/drain plan for a drive or failure
-//! domain (as a JSON object). `--save` writes the resulting state (with volumes) as TOML.
+//! domain (as a JSON object). `--save` writes the resulting state (with volumes) as TOML; the
+//! file is opened before placing, so a path that cannot be written fails the run first.
 //! Formats are described in the crate README.
 //!
 //! Exit status: 0 when every request was placed, 1 when a request could not be placed (its
@@ -16,7 +17,7 @@
 //! `head`) ends the run quietly.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -109,6 +110,52 @@ fn emit(out: &mut impl Write, value: &serde_json::Value) -> Result<(), Failure> 
     }
 }
 
+/// The `--save` file, opened (and created if missing) before any work but replaced only at the
+/// end: an existing file keeps its content when the run fails first, and a file this run
+/// created is removed then.
+struct SaveTo {
+    path: PathBuf,
+    file: std::fs::File,
+    created: bool,
+    written: bool,
+}
+
+impl SaveTo {
+    fn open(path: &Path) -> Result<Self, String> {
+        let fail = |e: std::io::Error| format!("--save {}: {e}", path.display());
+        let created = !path.exists();
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(fail)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+            created,
+            written: false,
+        })
+    }
+
+    fn write(&mut self, text: &str) -> Result<(), String> {
+        self.written = true;
+        self.file
+            .set_len(0)
+            .and_then(|()| self.file.write_all(text.as_bytes()))
+            .and_then(|()| self.file.flush())
+            .map_err(|e| format!("--save {}: {e}", self.path.display()))
+    }
+}
+
+impl Drop for SaveTo {
+    fn drop(&mut self) {
+        if self.created && !self.written {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
 fn run(args: Args) -> Result<(), Failure> {
     let invalid = Failure::Invalid;
     let read = |p: &PathBuf| {
@@ -123,6 +170,12 @@ fn run(args: Args) -> Result<(), Failure> {
             RequestFile::from_toml(&read(path)?)
                 .map_err(|e| invalid(format!("{}: {e}", path.display())))?,
         ),
+        None => None,
+    };
+    // Opened before placing, so that a state file that cannot be written ends the run before
+    // the work rather than after it.
+    let mut save = match &args.save {
+        Some(path) => Some(SaveTo::open(path).map_err(invalid)?),
         None => None,
     };
     let mut out = std::io::stdout().lock();
@@ -180,9 +233,8 @@ fn run(args: Args) -> Result<(), Failure> {
             .map_err(|e| invalid(format!("--drain: {e}")))?;
         emit(&mut out, &json!({ "plan": plan }))?;
     }
-    if let Some(path) = &args.save {
-        std::fs::write(path, engine.snapshot().to_toml())
-            .map_err(|e| invalid(format!("--save {}: {e}", path.display())))?;
+    if let Some(save) = &mut save {
+        save.write(&engine.snapshot().to_toml()).map_err(invalid)?;
     }
     match (bad_request, unplaced) {
         (true, _) => Err(Failure::Reported(2)),

@@ -263,9 +263,10 @@ pub enum DriveKind {
 }
 
 /// Operational state of a drive. Only [`Health::Healthy`] drives receive new members.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
-)]
+///
+/// Written in lowercase; read in any ASCII case with surrounding blanks trimmed (as the
+/// composer reads its inventory values): `health = " Draining "` is [`Health::Draining`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Health {
     /// In service.
@@ -277,6 +278,34 @@ pub enum Health {
     Draining,
     /// Gone: its members must be rebuilt elsewhere.
     Failed,
+}
+
+impl Health {
+    /// Every health with its name as written (and read, in any ASCII case).
+    pub const NAMES: [(&'static str, Health); 4] = [
+        ("healthy", Health::Healthy),
+        ("degraded", Health::Degraded),
+        ("draining", Health::Draining),
+        ("failed", Health::Failed),
+    ];
+}
+
+impl<'de> Deserialize<'de> for Health {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let got = String::deserialize(d)?;
+        let key = got.trim().to_ascii_lowercase();
+        Health::NAMES
+            .iter()
+            .find(|(name, _)| *name == key)
+            .map(|&(_, h)| h)
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "unknown health {}, expected one of healthy, degraded, draining, failed \
+                     (any case)",
+                    shown(&got)
+                ))
+            })
+    }
 }
 
 bitflags! {

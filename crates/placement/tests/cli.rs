@@ -209,6 +209,64 @@ fn bad_arguments_exit_2_on_one_line() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("Usage"));
 }
 
+/// `--save` was written only after every placement: a path that cannot be written lost the whole
+/// run at its end. It is opened first, so nothing is placed (no JSON line) and the run ends 2;
+/// an existing state file keeps its content when the run fails before its end, and a state file
+/// the failed run created is removed.
+#[test]
+fn an_unwritable_save_path_fails_before_placing() {
+    let inv = dir().join("inventory.toml");
+    let req = dir().join("requests.toml");
+    let d = tempfile::tempdir().unwrap();
+    for to in [
+        d.path().join("missing").join("state.toml"),
+        d.path().to_path_buf(),
+    ] {
+        let o = place()
+            .arg(&inv)
+            .arg(&req)
+            .arg("--save")
+            .arg(&to)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{o:?}");
+        assert!(o.stdout.is_empty(), "placed before failing: {o:?}");
+        let lines = stderr_lines(&o);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].starts_with(&format!("place: --save {}: ", to.display())),
+            "{lines:?}"
+        );
+    }
+    // A run that fails after opening the file: an existing file is left as it was, a new one
+    // is not left behind empty.
+    let old = d.path().join("old.toml");
+    std::fs::write(&old, "kept = true\n").unwrap();
+    let new = d.path().join("new.toml");
+    for to in [&old, &new] {
+        let o = place()
+            .arg(&inv)
+            .arg("--evacuate")
+            .arg("no-such-target")
+            .arg("--save")
+            .arg(to)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{o:?}");
+    }
+    assert_eq!(std::fs::read_to_string(&old).unwrap(), "kept = true\n");
+    assert!(!new.exists());
+    // A run that ends replaces the old content (shorter content leaves no tail behind).
+    std::fs::write(&old, "x".repeat(1 << 20)).unwrap();
+    let o = place().arg(&inv).arg("--save").arg(&old).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let saved = std::fs::read_to_string(&old).unwrap();
+    assert!(
+        placement::Inventory::from_toml(&saved).is_ok(),
+        "old tail kept: {saved:.200}"
+    );
+}
+
 /// Fails when the example is older than its source or the library's: `cargo test --test cli`
 /// builds no examples, and then ran the previous build's binary, passing or failing against
 /// code that was no longer there.

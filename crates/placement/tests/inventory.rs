@@ -112,6 +112,35 @@ fn state_with_volumes_round_trips() {
     assert_eq!(plan.moves.len() + plan.unplaceable.len(), 1);
 }
 
+/// `health` was read only in lowercase (serde's derive), while the composer reads its
+/// inventory values in any case with blanks trimmed: `health = "Failed"` was refused.
+#[test]
+fn health_is_read_in_any_case() {
+    for (text, want) in [
+        ("Failed", Health::Failed),
+        (" DRAINING ", Health::Draining),
+        ("degraded", Health::Degraded),
+        ("Healthy", Health::Healthy),
+    ] {
+        let inv = Inventory::from_toml(
+            &BASE.replace("health = \"degraded\"", &format!("health = {text:?}")),
+        )
+        .unwrap();
+        let d2 = inv.drive(&DriveId::new("d2").unwrap()).unwrap();
+        assert_eq!(d2.health, want, "{text:?}");
+    }
+    let e = err(&BASE.replace("health = \"degraded\"", "health = \"sick\""));
+    assert!(
+        e.contains(
+            "unknown health \"sick\", expected one of healthy, degraded, draining, failed (any case)"
+        ),
+        "{e}"
+    );
+    // Still written in lowercase.
+    let inv = Inventory::from_toml(&BASE.replace("\"degraded\"", "\"Draining\"")).unwrap();
+    assert!(inv.to_toml().contains("health = \"draining\""));
+}
+
 #[test]
 fn duplicate_ids_are_named() {
     let text = format!("{BASE}\n[[drive]]\nid = \"d1\"\nkind = \"ssd\"\ncapacity = 5\n");

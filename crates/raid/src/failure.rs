@@ -705,6 +705,11 @@ impl RebuildPlan {
     /// md's speed limit) and (bytes read from each source / its bandwidth).
     /// An estimate: it ignores foreground I/O, seeks and md's minimum-speed
     /// throttling.
+    ///
+    /// # Errors
+    /// [`RaidError::BadEstimate`] naming the field when a member has no rate, a rate is not a
+    /// positive finite number, or a rate is so small (subnormal) that the time it gives is not
+    /// finite.
     pub fn estimate_time(&self, rates: &RebuildRates) -> Result<RebuildEstimate> {
         let bw = &rates.member_bytes_per_sec;
         let needed = self
@@ -726,21 +731,47 @@ impl RebuildPlan {
                 rule: "must be a positive finite number".into(),
             });
         }
+        // A positive rate can still be so small (subnormal) that the time overflows to infinity.
+        let time = |bytes: f64, rate: f64, field: String| {
+            let t = bytes / rate;
+            if t.is_finite() {
+                Ok(t)
+            } else {
+                Err(RaidError::BadEstimate {
+                    field,
+                    rule: format!(
+                        "{rate:e} bytes/s is too slow: {bytes} bytes would take longer than \
+                         any finite number of seconds"
+                    ),
+                })
+            }
+        };
         let write_bytes = self.write_sectors as f64 * 512.0;
-        let mut worst = (write_bytes / bw[self.target], Some(self.target));
+        let target = time(
+            write_bytes,
+            bw[self.target],
+            format!("member_bytes_per_sec[{}]", self.target),
+        )?;
+        let mut worst = (target, Some(self.target));
         if let Some(limit) = rates.speed_limit_max_bytes_per_sec {
+            let field = "speed_limit_max_bytes_per_sec";
             if !(limit.is_finite() && limit > 0.0) {
                 return Err(RaidError::BadEstimate {
-                    field: "speed_limit_max_bytes_per_sec".into(),
+                    field: field.into(),
                     rule: "must be a positive finite number".into(),
                 });
             }
-            if write_bytes / limit > worst.0 {
-                worst = (write_bytes / limit, None);
+            let t = time(write_bytes, limit, field.into())?;
+            if t > worst.0 {
+                worst = (t, None);
             }
         }
         for s in &self.sources {
-            let t = s.sectors as f64 * 512.0 / bw[s.member];
+            let t = time(
+                s.sectors as f64 * 512.0,
+                bw[s.member],
+                format!("member_bytes_per_sec[{}]", s.member),
+            )?;
             if t > worst.0 {
                 worst = (t, Some(s.member));
             }

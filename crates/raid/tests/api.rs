@@ -347,6 +347,28 @@ fn rebuild_plans_and_estimates() {
     let mut bad = RebuildRates::uniform(4, 1.0);
     bad.member_bytes_per_sec[3] = f64::NAN;
     assert!(plan.estimate_time(&bad).is_err());
+    // A subnormal rate is positive and finite, but 1 GiB at it takes infinitely long: it gave
+    // `seconds: inf`. Refused, naming the rate (a source's, the target's, md's limit).
+    for (member, field) in [
+        (1, "member_bytes_per_sec[1]"),
+        (2, "member_bytes_per_sec[2]"),
+    ] {
+        let mut slow = RebuildRates::uniform(4, 1e8);
+        slow.member_bytes_per_sec[member] = f64::from_bits(1); // 5e-324
+        match plan.estimate_time(&slow) {
+            Err(RaidError::BadEstimate { field: f, rule }) => {
+                assert_eq!(f, field);
+                assert!(rule.starts_with("5e-324 bytes/s is too slow: "), "{rule}");
+            }
+            other => panic!("{field}: {other:?}"),
+        }
+    }
+    let mut slow = RebuildRates::uniform(4, 1e8);
+    slow.speed_limit_max_bytes_per_sec = Some(1e-310);
+    assert!(matches!(
+        plan.estimate_time(&slow),
+        Err(RaidError::BadEstimate { field, .. }) if field == "speed_limit_max_bytes_per_sec"
+    ));
 
     // RAID10 n2 on 3 members: member 0's chunks come from members 1 and 2.
     let g = Geometry::new(

@@ -99,9 +99,9 @@ pub(crate) struct Entry {
 /// # Invariants
 /// Every slice lies inside its device, is aligned to the device's granularity and overlaps no
 /// other slice or reservation; for every device, free + allocated = usable capacity. Every
-/// public method either succeeds or returns an error leaving the allocator exactly as it was
-/// (a change undone after a failed journal write keeps its slice id used up: ids are never
-/// handed out twice).
+/// public method either succeeds or returns an error leaving the allocator exactly as it was,
+/// next slice id included (also for a journaled change undone after its write failed or its
+/// record was refused: an id never acknowledged may be handed out again, one acknowledged never).
 #[derive(Clone, Debug)]
 pub struct Allocator {
     pub(crate) config: AllocatorConfig,

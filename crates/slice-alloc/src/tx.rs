@@ -15,6 +15,9 @@ pub(crate) enum Undo {
     Apply(Record),
     /// Turn a committed slice back into a reservation expiring at this time.
     Uncommit(SliceId, u64),
+    /// Put the next slice id back to this value (the first step of a change that used ids, so
+    /// undone last).
+    NextId(u64),
 }
 
 /// Undoes `steps` (in reverse order). Each step inverts a change that succeeded and everything
@@ -28,6 +31,7 @@ pub(crate) fn undo_all(a: &mut Allocator, steps: Vec<Undo>) {
                 }
             }
             Undo::Uncommit(id, t) => a.set_expiry(id, Some(t)),
+            Undo::NextId(next) => a.next_id = next,
         }
     }
 }
@@ -87,8 +91,16 @@ impl<'a> Tx<'a> {
         a: &mut Allocator,
         f: impl FnOnce(&mut Tx<'_>) -> Result<T, Error>,
     ) -> Result<(T, Option<Journal>), Error> {
+        // A refused change leaves the next slice id where it was too. Handing an undone id out
+        // again is as safe as reusing the undone change's sequence number, which the journal
+        // already does: neither was acknowledged, and a new journal starts after a failed write.
+        let next_id = a.next_id;
         let mut tx = Tx::new(a);
-        match f(&mut tx) {
+        let result = f(&mut tx);
+        if tx.a.next_id != next_id {
+            tx.undo.insert(0, Undo::NextId(next_id));
+        }
+        match result {
             Ok(v) => Ok((v, tx.record().map(|r| (r, tx.undo)))),
             Err(e) => {
                 tx.rollback();

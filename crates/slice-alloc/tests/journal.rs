@@ -380,6 +380,7 @@ fn a_record_too_large_to_recover_is_refused_not_acknowledged() {
     }
     let mut j = Journaled::create(a, Vec::new(), 0, u64::MAX).unwrap();
     let before = j.allocator().snapshot(0).devices;
+    let next_before = j.snapshot().next_slice_id;
     let written = j.writer().len();
     let e = j
         .allocate(holes, &Constraints::any())
@@ -391,9 +392,9 @@ fn a_record_too_large_to_recover_is_refused_not_acknowledged() {
         ),
         "{e}"
     );
-    // (Compared without printing a million slices; as for a failed write, the refused change
-    // may have used an id, which is never handed out again.)
+    // (Compared without printing a million slices.) The refused change gave its id back.
     assert!(j.allocator().snapshot(0).devices == before);
+    assert_eq!(j.snapshot().next_slice_id, next_before);
     assert_eq!(j.writer().len(), written);
     // A smaller multi-extent slice goes on, and its record reads back.
     let s = j.allocate(1000, &Constraints::any()).unwrap();
@@ -687,8 +688,8 @@ impl Write for Switch {
 }
 
 /// Every kind of change, when its journal write fails, is undone exactly: the allocator is
-/// back where it was (only the next slice id may have moved on), which is also what recovery
-/// rebuilds from the journal.
+/// back where it was, next slice id included (the whole snapshot compares equal), which is also
+/// what recovery rebuilds from the journal.
 #[test]
 fn every_change_is_undone_when_its_write_fails() {
     type Change = fn(&mut Journaled<Switch>) -> Result<(), Error>;
@@ -768,7 +769,7 @@ fn every_change_is_undone_when_its_write_fails() {
         let err = change(&mut j).unwrap_err();
         assert!(matches!(err, Error::JournalWrite(_)), "{name}: {err}");
         let after = j.snapshot();
-        assert_eq!(after.devices, before.devices, "{name} was not undone");
+        assert_eq!(after, before, "{name} was not undone");
         assert_eq!(j.allocator().reservations().len(), 3, "{name}");
         let r = recover(None, &j.writer().data, AllocatorConfig::default()).unwrap();
         assert_eq!(r.allocator.snapshot(0).devices, before.devices, "{name}");

@@ -555,7 +555,7 @@ const MAX_SAMPLES: f64 = 1_000_000.0;
 
 /// `s` for a one-line message: its first 80 characters and how many more there were (a
 /// 100,000-character value was echoed whole, twice: in the line's text and in TOML's message).
-fn clip(s: &str) -> String {
+pub(crate) fn clip(s: &str) -> String {
     match s.char_indices().nth(80) {
         None => s.to_string(),
         Some((cut, _)) => format!(
@@ -564,6 +564,12 @@ fn clip(s: &str) -> String {
             s[cut..].chars().count()
         ),
     }
+}
+
+/// The name of `field` of workload class `i` in errors: `workload.class[i] ('name').field`,
+/// the name shortened by [`clip`] (names have no length limit).
+pub(crate) fn class_field(i: usize, name: &str, field: &str) -> String {
+    format!("workload.class[{i}] ('{}').{field}", clip(name))
 }
 
 /// Most arrivals a run expects after the initial population
@@ -841,7 +847,7 @@ impl SimConfig {
             return bad("workload.class", "must list at least one class");
         }
         for (i, c) in w.class.iter().enumerate() {
-            let at = |f: &str| format!("workload.class[{i}] ('{}').{f}", c.name);
+            let at = |f: &str| class_field(i, &c.name, f);
             non_negative(&at("weight"), c.weight)?;
             if c.sizes.is_empty() || c.sizes.iter().any(|s| s.bytes() == 0) {
                 return bad(at("sizes"), "must list at least one positive size");

@@ -6,7 +6,7 @@ use placement::{DriveKind, Mode, Request, Shape};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::config::VolumeClass;
+use crate::config::{VolumeClass, clip};
 use std::sync::Arc;
 
 use crate::fleet::Fleet;
@@ -67,7 +67,10 @@ impl ClassInfo {
                 };
                 (
                     format!("separation[{i}].level"),
-                    format!("'{}' is not a level of the inventory ({levels})", s.level),
+                    format!(
+                        "'{}' is not a level of the inventory ({levels})",
+                        clip(&s.level)
+                    ),
                 )
             })?;
             if s.mode == Mode::Hard {
@@ -291,7 +294,7 @@ impl Placer for Straw2 {
                 None => {
                     return Err(format!(
                         "straw2: no drive for member {m} of '{}' after 50 draws",
-                        class.class.name
+                        clip(&class.class.name)
                     ));
                 }
             }
@@ -329,7 +332,7 @@ impl Placer for Straw2 {
             let d = found.ok_or_else(|| {
                 format!(
                     "straw2: no replacement drive for member {m} of '{}'",
-                    class.class.name
+                    clip(&class.class.name)
                 )
             })?;
             now[m] = d;
@@ -406,7 +409,7 @@ impl Placer for RandomPlacer {
             let d = self.pick(st, class.kinds, size, &out).ok_or_else(|| {
                 format!(
                     "random: no drive with room for member {m} of '{}' in 1000 draws",
-                    class.class.name
+                    clip(&class.class.name)
                 )
             })?;
             out.push(d);
@@ -432,7 +435,7 @@ impl Placer for RandomPlacer {
             let d = self.pick(st, class.kinds, size, &avoid).ok_or_else(|| {
                 format!(
                     "random: no replacement drive for member {m} of '{}'",
-                    class.class.name
+                    clip(&class.class.name)
                 )
             })?;
             avoid.push(d);

@@ -206,7 +206,7 @@ impl<'a> Simulation<'a> {
             .enumerate()
             .map(|(i, c)| {
                 ClassInfo::new(c, &fleet).map_err(|(field, rule)| SimError::Config {
-                    field: format!("workload.class[{i}] ('{}').{field}", c.name),
+                    field: crate::config::class_field(i, &c.name, &field),
                     rule,
                 })
             })
@@ -218,7 +218,7 @@ impl<'a> Simulation<'a> {
             .enumerate()
             .map(|(i, c)| {
                 LossModel::new(&c.shape).map_err(|e| SimError::Config {
-                    field: format!("workload.class[{i}] ('{}').shape", c.name),
+                    field: crate::config::class_field(i, &c.name, "shape"),
                     rule: format!("raid cannot analyse it: {e}"),
                 })
             })

@@ -148,6 +148,28 @@ fn state(fleet: &Fleet) -> DriveState {
     }
 }
 
+/// A separation level the inventory lacks was echoed whole (100,000 characters in one line);
+/// it is shortened as syntax errors are.
+#[test]
+fn a_long_unknown_level_is_quoted_short() {
+    let fleet = small_fleet();
+    let mut class = SimConfig::default().workload.class[0].clone();
+    let level = "l".repeat(100_000);
+    class.separation[0].level = level.clone();
+    let Err((field, rule)) = ClassInfo::new(&class, &fleet) else {
+        panic!("an unknown level was accepted");
+    };
+    assert_eq!(field, "separation[0].level");
+    assert!(
+        rule.starts_with(&format!(
+            "'{}… (99920 more characters)' is not a level of the inventory (levels: ",
+            &level[..80]
+        )),
+        "{rule:.300}"
+    );
+    assert!(rule.len() < 300, "{} bytes", rule.len());
+}
+
 #[test]
 fn straw2_separates_racks_and_avoids_down_drives() {
     let fleet = small_fleet();

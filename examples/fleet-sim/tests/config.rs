@@ -294,3 +294,21 @@ fn a_long_bad_line_is_quoted_short() {
     );
     assert_eq!(e.matches("more characters)").count(), 2, "{e}");
 }
+
+/// A class name of 100,000 characters was echoed whole in the field of every error about its
+/// class ("workload.class[0] ('nnn…').weight"); it is shortened as syntax errors are.
+#[test]
+fn a_long_class_name_is_quoted_short() {
+    let name = "n".repeat(100_000);
+    let mut cfg = SimConfig::default();
+    cfg.workload.class[0].name = name.clone();
+    cfg.workload.class[0].weight = -1.0;
+    let (field, _) = refused(&cfg);
+    assert_eq!(
+        field,
+        format!(
+            "workload.class[0] ('{}… (99920 more characters)').weight",
+            &name[..80]
+        )
+    );
+}
