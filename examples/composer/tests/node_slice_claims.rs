@@ -15,6 +15,54 @@ use csi_types::types::CapacityRange;
 
 mod common;
 
+use composer_core::store::VolumeRecord;
+use std::path::{Path, PathBuf};
+
+/// Releases what `side` staged and every loop device and mount under the
+/// directory when dropped: a failing assertion leaves nothing behind.
+struct Release<'a>(&'a NodeSide, &'a Path);
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        self.0.release_all();
+        csi_node::release_under(self.1);
+    }
+}
+
+/// A plain volume (`type=slice`, 64 MiB) created by the composer of
+/// `driver`, and a record `vol-b` over the second half of its range and
+/// the first half of the next one.
+fn plain_and_overlapping(driver: &composer::ComposerDriver) -> (VolumeRecord, VolumeRecord) {
+    let params = common::params(&[("type", "slice")]);
+    let range = CapacityRange::new(Some(64 << 20), None).unwrap();
+    let a = driver
+        .composer()
+        .create("a", &params, range, true, true, None)
+        .unwrap()
+        .record;
+    let mut b = a.clone();
+    b.id = "vol-b".into();
+    b.members[0].offset += a.members[0].len / 2;
+    (a, b)
+}
+
+/// Where the tests stage volume `id` under `dir`.
+fn staging(dir: &Path, id: &str) -> PathBuf {
+    dir.join(format!("staging-{id}"))
+}
+
+/// Stages `rec` on `side` for block access (no file system) under `dir`.
+fn stage_block(side: &NodeSide, dir: &Path, rec: &VolumeRecord) -> Result<(), csi_types::CsiError> {
+    side.stage(
+        rec,
+        &staging(dir, &rec.id),
+        true,
+        csi_node::FsType::Ext4,
+        &[],
+        &Default::default(),
+    )
+}
+
 #[test]
 fn volumes_claim_exactly_their_slices_of_a_drive() {
     let dir = tempfile::tempdir().unwrap();
@@ -99,39 +147,13 @@ fn a_staged_plain_volume_holds_its_bytes_of_the_drive() {
     use std::os::unix::fs::FileExt;
     let dir = tempfile::tempdir().unwrap();
     let driver = common::driver_in(dir.path());
-    let c = driver.composer();
     let side = driver.node_side().unwrap();
-    // A failing assertion leaves no loop device behind.
-    struct Release<'a>(&'a NodeSide, &'a std::path::Path);
-    impl Drop for Release<'_> {
-        fn drop(&mut self) {
-            self.0.release_all();
-            csi_node::release_under(self.1);
-        }
-    }
     let _release = Release(side, dir.path());
-    let params = common::params(&[("type", "slice")]);
-    let range = CapacityRange::new(Some(64 << 20), None).unwrap();
-    let a = c.create("a", &params, range, true, true, None).unwrap();
-    // Volume b on the second half of a's range and the first half of the
-    // next one.
-    let mut b = a.record.clone();
-    b.id = "vol-b".into();
-    let m = &a.record.members[0];
-    b.members[0].offset += m.len / 2;
-    let no_secrets = std::collections::BTreeMap::new();
-    let stage = |rec: &composer_core::store::VolumeRecord| {
-        side.stage(
-            rec,
-            &dir.path().join(format!("staging-{}", rec.id)),
-            true,
-            csi_node::FsType::Ext4,
-            &[],
-            &no_secrets,
-        )
-    };
-    stage(&a.record).unwrap();
-    let (_, _, dev) = side.staged_at(&a.record.id).unwrap();
+    let (a, b) = plain_and_overlapping(&driver);
+    let m = &a.members[0];
+    let stage = |rec: &VolumeRecord| stage_block(side, dir.path(), rec);
+    stage(&a).unwrap();
+    let (_, _, dev) = side.staged_at(&a.id).unwrap();
     let data: Vec<u8> = (0..65536u32).map(|i| (i % 251) as u8).collect();
     let disk = std::fs::OpenOptions::new()
         .read(true)
@@ -168,11 +190,7 @@ fn a_staged_plain_volume_holds_its_bytes_of_the_drive() {
     disk.write_all_at(&data[..4096], 65536).unwrap();
     drop(disk);
 
-    side.unstage(
-        &a.record.id,
-        &dir.path().join(format!("staging-{}", a.record.id)),
-    )
-    .unwrap();
+    side.unstage(&a.id, &staging(dir.path(), &a.id)).unwrap();
     stage(&b).unwrap();
     assert!(side.staged_at(&b.id).is_some());
 }
@@ -190,42 +208,18 @@ fn a_plain_volume_taken_over_after_a_restart_holds_its_bytes_again() {
     }
     let dir = tempfile::tempdir().unwrap();
     let driver = common::driver_in(dir.path());
-    let c = driver.composer();
     let cfg = driver.node_side().unwrap().config().clone();
-    let params = common::params(&[("type", "slice")]);
-    let range = CapacityRange::new(Some(64 << 20), None).unwrap();
-    let a = c.create("a", &params, range, true, true, None).unwrap();
-    let mut b = a.record.clone();
-    b.id = "vol-b".into();
-    b.members[0].offset += a.record.members[0].len / 2;
-    let no_secrets = std::collections::BTreeMap::new();
-    let staging = |id: &str| dir.path().join(format!("staging-{id}"));
-    let stage = |side: &NodeSide, rec: &composer_core::store::VolumeRecord| {
-        side.stage(
-            rec,
-            &staging(&rec.id),
-            true,
-            csi_node::FsType::Ext4,
-            &[],
-            &no_secrets,
-        )
-    };
-    struct Release<'a>(&'a NodeSide, &'a std::path::Path);
-    impl Drop for Release<'_> {
-        fn drop(&mut self) {
-            self.0.release_all();
-            csi_node::release_under(self.1);
-        }
-    }
+    let (a, b) = plain_and_overlapping(&driver);
+    let stage = |side: &NodeSide, rec: &VolumeRecord| stage_block(side, dir.path(), rec);
     let first = NodeSide::new(cfg.clone());
-    stage(&first, &a.record).unwrap();
-    let (_, _, dev) = first.staged_at(&a.record.id).unwrap();
+    stage(&first, &a).unwrap();
+    let (_, _, dev) = first.staged_at(&a.id).unwrap();
     drop(first);
 
     let second = NodeSide::new(cfg);
     let _release = Release(&second, dir.path());
     // Taken over, on the same device.
-    assert_eq!(second.staged_at(&a.record.id).unwrap().2, dev);
+    assert_eq!(second.staged_at(&a.id).unwrap().2, dev);
     let err = stage(&second, &b).unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
     assert!(
@@ -233,8 +227,6 @@ fn a_plain_volume_taken_over_after_a_restart_holds_its_bytes_again() {
             .contains("a byte of a drive belongs to one volume"),
         "{err}"
     );
-    second
-        .unstage(&a.record.id, &staging(&a.record.id))
-        .unwrap();
+    second.unstage(&a.id, &staging(dir.path(), &a.id)).unwrap();
     stage(&second, &b).unwrap();
 }
