@@ -1428,3 +1428,27 @@ fn a_wrong_or_missing_secret_names_secret_file() {
     let (code, out, err) = run_code(&[&["scrub", "--secret-file", &right][..], &m].concat());
     assert_eq!(code, 0, "{out}{err}");
 }
+
+/// `--run` belongs to the commands that start an existing volume (expose,
+/// rebuild, readd, scrub): `status` (never starts it) and `create` (starts
+/// a new one) refuse it as a usage error (exit 2) naming the flag, before
+/// anything is read or written, instead of accepting and ignoring it.
+#[test]
+fn run_is_refused_where_nothing_is_started() {
+    let files = common::MemberFiles::new(2, 8 << 20);
+    let m = files.args();
+    let (ok, _, err) = run(&[&["create", "--level", "raid1"][..], &m].concat());
+    assert!(ok, "{err}");
+    for cmd in [
+        &["status", "--run"][..],
+        &["create", "--level", "raid1", "--force", "--run"],
+    ] {
+        let (code, out, err) = run_code(&[cmd, &m].concat());
+        assert_eq!(code, 2, "{cmd:?}: {out}{err}");
+        assert!(err.contains("--run"), "{cmd:?}: {err}");
+        assert!(out.is_empty(), "{cmd:?}: {out}");
+    }
+    // Still taken where the volume is started.
+    let (code, _, err) = run_code(&[&["scrub", "--run"][..], &m].concat());
+    assert_eq!(code, 0, "{err}");
+}

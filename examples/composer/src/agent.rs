@@ -16,6 +16,12 @@
 //! address ([`connect_member`]), so the allow-list decides for real: the
 //! server sees the peer address of each connection.
 //!
+//! A volume's members are claimed on the agent's drive files
+//! ([`BlockDevice::claim_range`]) for as long as the volume is exported: an
+//! `nbd` volume whose members overlap another's (in this agent or another
+//! process on the files) is refused with FAILED_PRECONDITION naming the
+//! drive file, the range and the rule, and nothing of its grants changes.
+//!
 //! An allow-list is checked when an export is opened; connections opened
 //! before an unpublish keep working until the node closes them (NodeUnstage
 //! comes before ControllerUnpublish in CSI's order).
@@ -29,7 +35,7 @@ use composer_core::inventory::Transport;
 use composer_core::store::VolumeRecord;
 use composer_core::{Composer, Inventory};
 use csi_types::CsiError;
-use raid_engine::device::{BlockDevice, CacheMode, FileDevice};
+use raid_engine::device::{BlockDevice, CacheMode, Claim, ClaimHolder, FileDevice};
 use raid_engine::nbd::{AllowList, Export, NbdDevice, NbdServer, ServerHandle};
 
 /// Publish-context key carrying the agent's `host:port` for NBD volumes.
@@ -100,6 +106,10 @@ struct Grants {
     drives: BTreeMap<String, Exported>,
     /// Per volume, the drives it holds grants on.
     volumes: BTreeMap<String, BTreeSet<String>>,
+    /// Per volume with grants, its claims on its members' bytes of the
+    /// drive files ([`BlockDevice::claim_range`]), held as long as it is
+    /// exported.
+    claims: BTreeMap<String, (ClaimHolder, Vec<Claim>)>,
 }
 
 /// A running agent. Shut it down with [`JbodAgent::shutdown`].
@@ -157,8 +167,19 @@ impl JbodAgent {
 
     /// Makes the grants of volume `id` what `rec` says: for an `nbd` volume,
     /// each of its drives open to every server it is published to; for any
-    /// other volume, or `None` (deleted), no grant at all.
+    /// other volume, or `None` (deleted), no grant at all. A volume with
+    /// grants holds its members' bytes of the drive files; one whose bytes
+    /// another holder has is refused with FAILED_PRECONDITION (naming the
+    /// file, the range and the rule) and its grants stay as they were.
     pub fn sync_volume(&self, id: &str, rec: Option<&VolumeRecord>) -> Result<(), CsiError> {
+        if self
+            .server
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none()
+        {
+            return Err(internal("the agent has stopped".into()));
+        }
         let mut want: BTreeMap<String, BTreeSet<IpAddr>> = BTreeMap::new();
         if let Some(r) = rec.filter(|r| r.transport == Transport::Nbd) {
             let mut ips = BTreeSet::new();
@@ -177,12 +198,52 @@ impl JbodAgent {
             }
         }
         let mut g = self.lock();
-        // Export the drives newly needed first, so a failure changes nothing.
+        // Open the drives newly needed and claim the volume's bytes of them
+        // first, so a failure changes nothing.
+        let mut opened = BTreeMap::new();
         for drive in want.keys() {
             if !g.drives.contains_key(drive) {
-                let dev = self.open_drive(drive)?;
-                g.drives.insert(drive.clone(), (dev, BTreeMap::new()));
+                opened.insert(drive.clone(), self.open_drive(drive)?);
             }
+        }
+        let (holder, old) = g.claims.remove(id).unwrap_or_else(|| {
+            (
+                ClaimHolder::new(format!("the JBOD agent's export of volume {id}")),
+                Vec::new(),
+            )
+        });
+        let members = rec.filter(|_| !want.is_empty()).map(|r| &r.members[..]);
+        let mut claims = Vec::new();
+        for m in members.unwrap_or_default() {
+            let Some(dev) = g
+                .drives
+                .get(&m.drive)
+                .map(|(d, _)| d)
+                .or_else(|| opened.get(&m.drive))
+            else {
+                continue;
+            };
+            match dev.claim_range(&holder, m.offset, m.len) {
+                Ok(c) => claims.push(c),
+                Err(e) => {
+                    g.claims.insert(id.to_string(), (holder, old));
+                    let what = format!("JBOD agent: exporting volume {id}: {e}");
+                    return Err(if e.kind() == std::io::ErrorKind::ResourceBusy {
+                        CsiError::failed_precondition(what)
+                    } else {
+                        CsiError::internal(what)
+                    });
+                }
+            }
+        }
+        // The new claims are taken: the old ones (the same ranges, counted
+        // twice meanwhile, or ranges no longer exported) go.
+        drop(old);
+        if !claims.is_empty() {
+            g.claims.insert(id.to_string(), (holder, claims));
+        }
+        for (drive, dev) in opened {
+            g.drives.insert(drive, (dev, BTreeMap::new()));
         }
         let mut touched: BTreeSet<String> = g.volumes.remove(id).unwrap_or_default();
         for d in &touched {
@@ -266,10 +327,12 @@ impl JbodAgent {
         Ok(Arc::new(dev))
     }
 
-    /// Stops accepting connections.
+    /// Stops accepting connections, and lets the volumes' bytes of the
+    /// drive files go (another agent may export them now).
     pub fn shutdown(&self) {
         if let Some(h) = self.server.lock().unwrap_or_else(|p| p.into_inner()).take() {
             h.shutdown();
         }
+        self.lock().claims.clear();
     }
 }

@@ -12,6 +12,13 @@
 //! be encrypted by the engine (no room for the engine's header: use
 //! `encryptionFormat=luks`, else `FAILED_PRECONDITION`).
 //!
+//! A volume holds its bytes of each drive file while it is staged (the
+//! engine's claims of its members; for a plain range behind a loop device,
+//! a claim of the range the node keeps, taken again when a restarted node
+//! process takes the device over): a volume whose bytes overlap them, in
+//! this process or another, is refused with `FAILED_PRECONDITION` naming
+//! the drive file, the range and the rule.
+//!
 //! A volume whose transport is `nbd` reaches its members over NBD instead,
 //! from the JBOD agent named in the publish context, connecting from this
 //! server's own address ([`crate::agent`]). A single drive or slice over
@@ -192,6 +199,10 @@ struct Staged {
     /// The dm-crypt mapping of an `encryptionFormat=luks` volume, on top of
     /// the loop device.
     luks: Option<LuksMapping>,
+    /// A plain drive range's claim on its bytes of the drive file
+    /// ([`claim_plain`]), held while it is staged: an engine
+    /// volume's claims are its own.
+    _claim: Option<Claim>,
 }
 
 /// An open LUKS2 mapping `/dev/mapper/<name>` and the passphrase that
@@ -306,7 +317,7 @@ impl NodeSide {
         let mut staged = BTreeMap::new();
         let mut recovered = BTreeMap::new();
         for (id, r) in state.staged {
-            match adopt(&cfg, &r) {
+            match adopt(&cfg, &id, &r) {
                 Some(s) => {
                     tracing::info!(volume = %id, "staged before the restart; loop device still attached");
                     staged.insert(id, s);
@@ -814,6 +825,8 @@ impl NodeSide {
                 .ok_or_else(|| internal("a volume without members"))?;
             let path = self.cfg.data_dir.join(format!("{}.img", m.drive));
             drop(self.open_member(&m.drive, m.offset, m.len)?);
+            // The bytes the loop device serves, held before it is attached.
+            let claim = claim_plain(&rec.id, &path, m.offset, rec.layout.usable_bytes)?;
             let loopdev = attach_range(&path, m.offset, rec.layout.usable_bytes)?;
             let mapping = match open_and_mount(&rec.id, &loopdev, luks_key, mount) {
                 Ok(m) => m,
@@ -834,6 +847,7 @@ impl NodeSide {
                     fuse_dir: PathBuf::new(),
                     rebuilding: None,
                     luks: mapping,
+                    _claim: Some(claim),
                 },
             );
             return Ok(());
@@ -890,6 +904,7 @@ impl NodeSide {
                 fuse_dir,
                 rebuilding: None,
                 luks: mapping,
+                _claim: None,
             },
         );
         Ok(())
@@ -928,6 +943,7 @@ impl NodeSide {
                 fuse_dir: PathBuf::new(),
                 rebuilding: None,
                 luks: None,
+                _claim: None,
             },
         );
         Ok(volume)
@@ -1445,6 +1461,42 @@ fn mount_staging(
 }
 
 /// A loop device over `len` bytes of `file` from `offset` (direct I/O).
+/// Claims the `len` bytes at `offset` of drive file `path` for plain volume
+/// `id` ([`BlockDevice::claim_range`]), as an engine volume claims its
+/// slices: a plain volume goes to a loop device over the file, which claims
+/// nothing. Held for as long as the volume is staged, so that an
+/// overlapping volume (plain or not, in this process or another) is
+/// refused with FAILED_PRECONDITION naming the file, the range and the rule.
+fn claim_plain(id: &str, path: &Path, offset: u64, len: u64) -> Result<Claim, CsiError> {
+    let file = FileDevice::open(path, CacheMode::Buffered)
+        .map_err(|e| internal(format!("opening drive {}: {e}", path.display())))?;
+    file.claim_range(&ClaimHolder::new(format!("volume {id}")), offset, len)
+        .map_err(|e| {
+            let what = format!("volume {id}: claiming its bytes of the drive");
+            if e.kind() == io::ErrorKind::ResourceBusy {
+                CsiError::failed_precondition(format!("{what}: {e}"))
+            } else {
+                internal(format!("{what}: {e}"))
+            }
+        })
+}
+
+/// The byte range `(offset, len)` of its backing file that loop device
+/// `dev` serves (sysfs `loop/offset` and `loop/sizelimit`); `None` when it
+/// is not a loop device or shows no size limit.
+fn loop_range(dev: &Path) -> Option<(u64, u64)> {
+    let name = dev.file_name()?.to_str()?;
+    let read = |f: &str| -> Option<u64> {
+        fs::read_to_string(format!("/sys/block/{name}/loop/{f}"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    let len = read("sizelimit")?;
+    (len > 0).then_some((read("offset")?, len))
+}
+
 fn attach_range(file: &Path, offset: u64, len: u64) -> Result<LoopDevice, CsiError> {
     let opts = AttachOptions {
         direct_io: true,
@@ -1488,7 +1540,7 @@ fn mdadm_unavailable() -> CsiError {
 
 /// The staged state of a plain drive range recorded by an earlier process,
 /// when its loop device is still attached to its drive file.
-fn adopt(cfg: &NodeConfig, r: &StagedRecord) -> Option<Staged> {
+fn adopt(cfg: &NodeConfig, id: &str, r: &StagedRecord) -> Option<Staged> {
     // A LUKS mapping's passphrase is not kept on disk: the next stage opens
     // it again.
     if r.fuse_dir.is_some() || r.luks.is_some() {
@@ -1503,6 +1555,18 @@ fn adopt(cfg: &NodeConfig, r: &StagedRecord) -> Option<Staged> {
     if !r.block && !csi_node::is_mount_point(&r.staging).unwrap_or(false) {
         return None;
     }
+    // The claim the earlier process held on the device's bytes died with
+    // it: take it again, or leave the volume to the next stage (which
+    // refuses while another holder has them).
+    let (offset, len) = loop_range(l.path())?;
+    let claim = match claim_plain(id, &drive, offset, len) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(volume = id, device = %l.path().display(), error = %e,
+                "staged before the restart, but another holder has its bytes of the drive");
+            return None;
+        }
+    };
     Some(Staged {
         staging: r.staging.clone(),
         block: r.block,
@@ -1513,6 +1577,7 @@ fn adopt(cfg: &NodeConfig, r: &StagedRecord) -> Option<Staged> {
         fuse_dir: PathBuf::new(),
         rebuilding: None,
         luks: None,
+        _claim: Some(claim),
     })
 }
 

@@ -125,7 +125,9 @@ async fn only_the_servers_a_drive_is_published_to_can_open_it() {
         assert!(connect_member(&addr, d, n1).is_err());
     }
 
-    // A controller restarted on the same records grants the same.
+    // A controller restarted on the same records grants the same (the
+    // first agent has stopped: its claims on the drive files went with it).
+    agent.shutdown();
     let agent2 = Arc::new(
         JbodAgent::start(
             Arc::new(inv.clone()),
@@ -134,14 +136,16 @@ async fn only_the_servers_a_drive_is_published_to_can_open_it() {
         )
         .unwrap(),
     );
-    let _again = ComposerDriver::open(inv.clone(), store.clone(), None)
+    let again = ComposerDriver::open(inv.clone(), store.clone(), None)
         .unwrap()
         .with_agent(agent2.clone())
         .unwrap();
     for d in &drives {
         assert_eq!(agent2.allowed(d).into_iter().collect::<Vec<_>>(), vec![n2]);
     }
-    agent2.shutdown();
+    let (agent, plugin) = (agent2, again.plugin().unwrap());
+    let addr = agent.addr().to_string();
+    connect_member(&addr, &drives[0], n2).unwrap();
 
     // Unpublished everywhere and deleted: nobody.
     Csi::controller_unpublish_volume(&plugin, unpublish_req(&vol.volume_id, "r2-n1"))
@@ -215,5 +219,70 @@ async fn a_repair_on_the_admin_socket_grants_the_replacement() {
     assert!(agent.allowed(&new).contains(&n1));
     assert!(agent.allowed(&failed).is_empty());
     connect_member(&agent.addr().to_string(), &new, n1).unwrap();
+    agent.shutdown();
+}
+
+/// The agent holds an exported volume's bytes of its drive files: a volume
+/// whose members overlap them is refused with FAILED_PRECONDITION naming the
+/// drive file, the range and the rule, and changes no grant; the first keeps
+/// being served; once it is unpublished the second exports. Before, the
+/// agent claimed nothing and exported both over the same bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exported_volume_holds_its_bytes_of_the_drives() {
+    let store: Arc<dyn Store> = Arc::new(MemStore::default());
+    let (dir, agent, driver) = setup(store.clone());
+    let inv = driver.composer().inventory().clone();
+    let plugin = driver.plugin().unwrap();
+    let vol = create(&plugin, "mirror", NBD_MIRROR).await;
+    Csi::controller_publish_volume(&plugin, publish_req(&vol.volume_id, "r1-n1"))
+        .await
+        .unwrap();
+    let rec = driver
+        .composer()
+        .get(vol.volume_id.as_str())
+        .unwrap()
+        .record;
+    // Volume b over the second half of each of a's members, published to
+    // the other server.
+    let mut b = rec.clone();
+    b.id = "vol-b".into();
+    for m in &mut b.members {
+        m.offset += m.len / 2;
+        m.len /= 2;
+    }
+    b.published = [("r2-n1".to_string(), Default::default())]
+        .into_iter()
+        .collect();
+    let (n1, n2) = (address(&inv, "r1-n1"), address(&inv, "r2-n1"));
+    let m = &b.members[0];
+    let err = agent.sync_volume("vol-b", Some(&b)).unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    let err = err.to_string();
+    let file = dir.path().join("drives").join(format!("{}.img", m.drive));
+    assert!(err.contains(&file.display().to_string()), "{err}");
+    assert!(
+        err.contains(&format!("{}..", m.offset)),
+        "no range in: {err}"
+    );
+    assert!(
+        err.contains("a byte of a drive belongs to one volume"),
+        "{err}"
+    );
+    // Nothing of b was granted; a is served as before.
+    let addr = agent.addr().to_string();
+    for m in &b.members {
+        assert_eq!(
+            agent.allowed(&m.drive).into_iter().collect::<Vec<_>>(),
+            vec![n1]
+        );
+        assert!(connect_member(&addr, &m.drive, n2).is_err());
+        connect_member(&addr, &m.drive, n1).unwrap();
+    }
+
+    Csi::controller_unpublish_volume(&plugin, unpublish_req(&vol.volume_id, "r1-n1"))
+        .await
+        .unwrap();
+    agent.sync_volume("vol-b", Some(&b)).unwrap();
+    connect_member(&addr, &b.members[0].drive, n2).unwrap();
     agent.shutdown();
 }

@@ -75,13 +75,29 @@ struct Members {
     /// Use buffered I/O instead of O_DIRECT on local members.
     #[arg(long)]
     buffered: bool,
+}
+
+/// The members of a volume that the command starts (expose, rebuild, readd,
+/// scrub), and whether it may start degraded. Only these take `--run`:
+/// status never starts the volume and create starts a new one, so there it
+/// is a usage error rather than a flag silently ignored.
+#[derive(clap::Args)]
+struct Start {
+    #[command(flatten)]
+    m: Members,
     /// Start the volume even though members that were in sync when it last
     /// ran are not given (as mdadm --run): it starts degraded and records
     /// them failed, so that they come back only by readd or rebuild.
-    /// Without it such a start is refused. (status never starts the volume
-    /// and create starts a new one: both ignore it.)
+    /// Without it such a start is refused.
     #[arg(long)]
     run: bool,
+}
+
+impl std::ops::Deref for Start {
+    type Target = Members;
+    fn deref(&self) -> &Members {
+        &self.m
+    }
 }
 
 #[derive(Subcommand)]
@@ -159,7 +175,7 @@ enum Cmd {
         #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = micros::<1_000_000>)]
         busy_poll_us: u64,
         #[command(flatten)]
-        m: Members,
+        m: Start,
     },
     /// Rebuild a failed member onto a replacement device, with a progress bar.
     /// An active role is failed first, unless it holds the last copy of
@@ -176,7 +192,7 @@ enum Cmd {
         #[arg(long)]
         rate: Option<String>,
         #[command(flatten)]
-        m: Members,
+        m: Start,
     },
     /// Bring a failed member back with a bitmap-driven resync.
     Readd {
@@ -184,7 +200,7 @@ enum Cmd {
         #[arg(long, allow_negative_numbers = true, value_parser = whole::<usize>)]
         role: usize,
         #[command(flatten)]
-        m: Members,
+        m: Start,
     },
     /// Compare every copy (or check every stripe's parity); with --repair
     /// rewrite the ones that differ. A RAID6 stripe with one member
@@ -200,7 +216,7 @@ enum Cmd {
         #[arg(long)]
         repair: bool,
         #[command(flatten)]
-        m: Members,
+        m: Start,
     },
 }
 
@@ -327,7 +343,7 @@ impl From<&str> for Failure {
 /// `replacing`, the role a rebuild gives a new device): starting without
 /// it records it failed. A volume that cannot start at all is left to
 /// `Volume::assemble` to refuse, as are unreadable members.
-fn assemble(m: &Members, replacing: Option<usize>) -> Result<Volume, Failure> {
+fn assemble(m: &Start, replacing: Option<usize>) -> Result<Volume, Failure> {
     let (devs, secret) = open_members(m)?;
     if !m.run
         && let Ok(x) = Volume::examine(&devs, None)
@@ -958,7 +974,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
 /// at its next step ([`Volume::interrupt`]), and the volume is closed as
 /// for any failure; a second signal ends the process at once.
 fn with_volume(
-    m: &Members,
+    m: &Start,
     replacing: Option<usize>,
     f: impl FnOnce(&Volume) -> Result<(), Failure>,
 ) -> Result<(), Failure> {
@@ -1021,7 +1037,7 @@ fn expose(
     name: &str,
     loop_dev: bool,
     (adaptive_poll, busy_poll): (Duration, Duration),
-    m: &Members,
+    m: &Start,
 ) -> Result<(), Failure> {
     let v = Arc::new(assemble(m, None)?);
     let opts = raid_engine::fuse::ExposeOptions::default()
@@ -1113,7 +1129,7 @@ fn expose(
     _: &str,
     _: bool,
     _: (Duration, Duration),
-    _: &Members,
+    _: &Start,
 ) -> Result<(), Failure> {
     Err("expose: this raid-engine was built without the `fuse` feature".into())
 }
