@@ -186,15 +186,7 @@ impl<'de> Deserialize<'de> for Enclosure {
 
 /// A drive's or server's `health`, in any case (placement's names).
 fn health_any_case<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Health, D::Error> {
-    any_case(
-        d,
-        &[
-            ("healthy", Health::Healthy),
-            ("degraded", Health::Degraded),
-            ("draining", Health::Draining),
-            ("failed", Health::Failed),
-        ],
-    )
+    any_case(d, &Health::NAMES)
 }
 
 fn default_transports() -> Vec<Transport> {
