@@ -504,53 +504,6 @@ async fn expand_block(
     r.node_expansion_required
 }
 
-/// How many loop devices serve `image` (`losetup -j`).
-fn loops_of(image: &Path) -> usize {
-    let out = std::process::Command::new("losetup")
-        .arg("-j")
-        .arg(image)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).lines().count()
-}
-
-/// Detaches, when dropped, every loop device `losetup -j` finds over `image` (only this test's
-/// own image), so that a test of the driver's own detaching leaks nothing when it fails.
-struct DetachLoopsOf(std::path::PathBuf);
-
-impl Drop for DetachLoopsOf {
-    fn drop(&mut self) {
-        let Ok(out) = std::process::Command::new("losetup")
-            .arg("-j")
-            .arg(&self.0)
-            .output()
-        else {
-            return;
-        };
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            if let Some((dev, _)) = line.split_once(':') {
-                let _ = std::process::Command::new("losetup")
-                    .args(["-d", dev])
-                    .status();
-            }
-        }
-    }
-}
-
-/// Whether `cond` holds within 30 s (a bound on a hang; udev on a loaded
-/// box can take seconds). A detached loop device that udev is
-/// still probing is cleared by the kernel when udev closes it, a moment later.
-fn eventually(cond: impl Fn() -> bool) -> bool {
-    let start = std::time::Instant::now();
-    while start.elapsed() < std::time::Duration::from_secs(30) {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    false
-}
-
 /// The block device size the kernel reports for a device node, from sysfs.
 fn device_size(dev: &Path) -> (u64, String) {
     let rdev = fs::metadata(dev).unwrap().rdev();
