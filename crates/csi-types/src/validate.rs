@@ -111,6 +111,15 @@ pub(crate) fn secret_key(
     Ok(())
 }
 
+/// The first repeated entry of `ids`, as `(first, again)` indexes: the rule behind lists
+/// whose entries name distinct objects.
+pub(crate) fn first_repeat<'a>(ids: impl IntoIterator<Item = &'a str>) -> Option<(usize, usize)> {
+    let mut seen = BTreeMap::new();
+    ids.into_iter()
+        .enumerate()
+        .find_map(|(i, id)| seen.insert(id, i).map(|first| (first, i)))
+}
+
 /// An absolute path of at most [`MAX_PATH_BYTES`] without NUL bytes.
 pub(crate) fn path(field: &str, value: &str) -> Result<(), CsiError> {
     required(field, value)?;
