@@ -17,11 +17,10 @@ use csi_types::{
     ids::{NodePath, VolumeId},
     node::{
         NodeExpandVolumeRequest, NodeGetCapabilitiesRequest, NodeGetInfoRequest,
-        NodeGetVolumeStatsRequest, NodePublishVolumeRequest, NodeStageVolumeRequest,
-        NodeUnpublishVolumeRequest, NodeUnstageVolumeRequest, UsageUnit,
+        NodeGetVolumeStatsRequest, UsageUnit,
     },
     redact::Secrets,
-    types::{AccessMode, AccessType, CapacityRange, Map, VolumeCapability},
+    types::{AccessMode, AccessType, CapacityRange, VolumeCapability},
 };
 
 /// Whether something is mounted on `p`, from csi-node's reading of the mount table: byte for
@@ -34,50 +33,6 @@ fn is_mounted(p: &Path) -> bool {
         .unwrap()
         .iter()
         .any(|m| m.mount_point == p)
-}
-
-fn stage(v: &VolumeId, staging: &NodePath, cap: &VolumeCapability) -> NodeStageVolumeRequest {
-    NodeStageVolumeRequest {
-        volume_id: v.clone(),
-        publish_context: Map::new(),
-        staging_target_path: staging.clone(),
-        volume_capability: cap.clone(),
-        secrets: Secrets::default(),
-        volume_context: Map::new(),
-    }
-}
-
-fn publish(
-    v: &VolumeId,
-    staging: Option<&NodePath>,
-    target: &NodePath,
-    cap: &VolumeCapability,
-    readonly: bool,
-) -> NodePublishVolumeRequest {
-    NodePublishVolumeRequest {
-        volume_id: v.clone(),
-        publish_context: Map::new(),
-        staging_target_path: staging.cloned(),
-        target_path: target.clone(),
-        volume_capability: cap.clone(),
-        readonly,
-        secrets: Secrets::default(),
-        volume_context: Map::new(),
-    }
-}
-
-fn unpublish(v: &VolumeId, target: &NodePath) -> NodeUnpublishVolumeRequest {
-    NodeUnpublishVolumeRequest {
-        volume_id: v.clone(),
-        target_path: target.clone(),
-    }
-}
-
-fn unstage(v: &VolumeId, staging: &NodePath) -> NodeUnstageVolumeRequest {
-    NodeUnstageVolumeRequest {
-        volume_id: v.clone(),
-        staging_target_path: staging.clone(),
-    }
 }
 
 fn stats(v: &VolumeId, p: &NodePath) -> NodeGetVolumeStatsRequest {

@@ -15,12 +15,7 @@ use common::*;
 use csi_node::Tool;
 use csi_types::{
     Code, Csi,
-    node::{
-        NodePublishVolumeRequest, NodeStageVolumeRequest, NodeUnpublishVolumeRequest,
-        NodeUnstageVolumeRequest,
-    },
-    redact::Secrets,
-    types::{AccessMode, Map, VolumeCapability},
+    types::{AccessMode, VolumeCapability},
 };
 
 #[tokio::test(flavor = "multi_thread")]
@@ -35,16 +30,9 @@ async fn a_failed_detach_fails_the_unpublish_and_its_retry_detaches() {
     let _cleanup = DetachLoopsOf(img.clone());
     let cap = VolumeCapability::block(AccessMode::SingleNodeWriter);
     let staging = s.path("staging");
-    c.node_stage_volume(NodeStageVolumeRequest {
-        volume_id: v.clone(),
-        publish_context: Map::new(),
-        staging_target_path: staging.clone(),
-        volume_capability: cap.clone(),
-        secrets: Secrets::default(),
-        volume_context: Map::new(),
-    })
-    .await
-    .unwrap();
+    c.node_stage_volume(stage(&v, &staging, &cap))
+        .await
+        .unwrap();
     // losetup answers `--version` and attaches as usual, but fails `-d` (exit 1), or hangs on
     // it until its timeout kills it.
     let failing = s.dir.path().join("failing-losetup");
@@ -65,27 +53,14 @@ async fn a_failed_detach_fails_the_unpublish_and_its_retry_detaches() {
     for (script, code) in [(&failing, Code::Internal), (&hung, Code::DeadlineExceeded)] {
         let target = s.path(&format!("dev-{code:?}"));
         fs::write(target.as_path(), b"").unwrap();
-        c.node_publish_volume(NodePublishVolumeRequest {
-            volume_id: v.clone(),
-            publish_context: Map::new(),
-            staging_target_path: Some(staging.clone()),
-            target_path: target.clone(),
-            volume_capability: cap.clone(),
-            readonly: false,
-            secrets: Secrets::default(),
-            volume_context: Map::new(),
-        })
-        .await
-        .unwrap();
+        c.node_publish_volume(publish(&v, Some(&staging), &target, &cap, false))
+            .await
+            .unwrap();
         assert_eq!(loops_of(&img), 1);
         Tool::Losetup.set_program(script);
         Tool::Losetup.set_timeout(Duration::from_secs(2));
-        let unpublish = NodeUnpublishVolumeRequest {
-            volume_id: v.clone(),
-            target_path: target.clone(),
-        };
         let e = c
-            .node_unpublish_volume(unpublish.clone())
+            .node_unpublish_volume(unpublish(&v, &target))
             .await
             .unwrap_err();
         assert_eq!(e.code(), code, "{e}");
@@ -94,24 +69,18 @@ async fn a_failed_detach_fails_the_unpublish_and_its_retry_detaches() {
         assert_eq!(loops_of(&img), 1, "the loop device is still attached");
         // The publication is still recorded: unstaging is refused until it is gone.
         let e = c
-            .node_unstage_volume(NodeUnstageVolumeRequest {
-                volume_id: v.clone(),
-                staging_target_path: staging.clone(),
-            })
+            .node_unstage_volume(unstage(&v, &staging))
             .await
             .unwrap_err();
         assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
         // With losetup working again, the CO's retry detaches and answers OK.
         Tool::Losetup.set_program("losetup");
         Tool::Losetup.set_timeout(Tool::Losetup.default_timeout());
-        c.node_unpublish_volume(unpublish).await.unwrap();
+        c.node_unpublish_volume(unpublish(&v, &target))
+            .await
+            .unwrap();
         assert!(eventually(|| loops_of(&img) == 0), "a loop device was left");
         assert!(!target.as_path().exists());
     }
-    c.node_unstage_volume(NodeUnstageVolumeRequest {
-        volume_id: v,
-        staging_target_path: staging,
-    })
-    .await
-    .unwrap();
+    c.node_unstage_volume(unstage(&v, &staging)).await.unwrap();
 }

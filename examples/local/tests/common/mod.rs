@@ -10,7 +10,11 @@ use csi_types::client::Client;
 use csi_types::{
     Code, Csi, CsiError,
     controller::CreateVolumeRequest,
-    ids::{NodePath, VolumeName},
+    ids::{NodePath, VolumeId, VolumeName},
+    node::{
+        NodePublishVolumeRequest, NodeStageVolumeRequest, NodeUnpublishVolumeRequest,
+        NodeUnstageVolumeRequest,
+    },
     redact::Secrets,
     types::{AccessMode, CapacityRange, Map, VolumeCapability, VolumeContentSource},
 };
@@ -246,4 +250,49 @@ pub fn eventually(cond: impl Fn() -> bool) -> bool {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     false
+}
+
+/// The requests of the node calls for volume `v`, with no secrets and no context.
+pub fn stage(v: &VolumeId, staging: &NodePath, cap: &VolumeCapability) -> NodeStageVolumeRequest {
+    NodeStageVolumeRequest {
+        volume_id: v.clone(),
+        publish_context: Map::new(),
+        staging_target_path: staging.clone(),
+        volume_capability: cap.clone(),
+        secrets: Secrets::default(),
+        volume_context: Map::new(),
+    }
+}
+
+pub fn publish(
+    v: &VolumeId,
+    staging: Option<&NodePath>,
+    target: &NodePath,
+    cap: &VolumeCapability,
+    readonly: bool,
+) -> NodePublishVolumeRequest {
+    NodePublishVolumeRequest {
+        volume_id: v.clone(),
+        publish_context: Map::new(),
+        staging_target_path: staging.cloned(),
+        target_path: target.clone(),
+        volume_capability: cap.clone(),
+        readonly,
+        secrets: Secrets::default(),
+        volume_context: Map::new(),
+    }
+}
+
+pub fn unpublish(v: &VolumeId, target: &NodePath) -> NodeUnpublishVolumeRequest {
+    NodeUnpublishVolumeRequest {
+        volume_id: v.clone(),
+        target_path: target.clone(),
+    }
+}
+
+pub fn unstage(v: &VolumeId, staging: &NodePath) -> NodeUnstageVolumeRequest {
+    NodeUnstageVolumeRequest {
+        volume_id: v.clone(),
+        staging_target_path: staging.clone(),
+    }
 }
