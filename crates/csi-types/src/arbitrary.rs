@@ -778,9 +778,14 @@ arbitrary! {
         any::<Secrets>(),
         string_map(),
     )
-        .prop_map(|(name, source_volume_ids, secrets, parameters)| CreateVolumeGroupSnapshotRequest {
+        .prop_map(|(name, mut source_volume_ids, secrets, parameters)| CreateVolumeGroupSnapshotRequest {
             name,
-            source_volume_ids,
+            // Each volume once, as the type requires.
+            source_volume_ids: {
+                let mut seen = std::collections::BTreeSet::new();
+                source_volume_ids.retain(|v| seen.insert(v.clone()));
+                source_volume_ids
+            },
             secrets,
             parameters,
         });
@@ -788,14 +793,19 @@ arbitrary! {
     // and the group is ready exactly when every member is (the spec: MUST be
     // false if any member is not ready, SHOULD be true if all are).
     VolumeGroupSnapshot => (any::<GroupSnapshotId>(), vec(any::<Snapshot>(), 1..=3), timestamp())
-        .prop_map(|(group_snapshot_id, snapshots, creation_time)| VolumeGroupSnapshot {
-            ready_to_use: snapshots.iter().all(|s| s.ready_to_use),
-            snapshots: snapshots
-                .into_iter()
-                .map(|s| s.with_group_snapshot_id(group_snapshot_id.clone()))
-                .collect(),
-            group_snapshot_id,
-            creation_time,
+        .prop_map(|(group_snapshot_id, mut snapshots, creation_time)| {
+            // Each member its own snapshot id, as the type requires.
+            let mut seen = std::collections::BTreeSet::new();
+            snapshots.retain(|s| seen.insert(s.snapshot_id.clone()));
+            VolumeGroupSnapshot {
+                ready_to_use: snapshots.iter().all(|s| s.ready_to_use),
+                snapshots: snapshots
+                    .into_iter()
+                    .map(|s| s.with_group_snapshot_id(group_snapshot_id.clone()))
+                    .collect(),
+                group_snapshot_id,
+                creation_time,
+            }
         });
     CreateVolumeGroupSnapshotResponse => any::<VolumeGroupSnapshot>()
         .prop_map(|group_snapshot| CreateVolumeGroupSnapshotResponse { group_snapshot });

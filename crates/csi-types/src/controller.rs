@@ -360,7 +360,15 @@ impl From<ValidateVolumeCapabilitiesResponse> for proto::ValidateVolumeCapabilit
 /// `ListVolumes` request: one page of volumes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ListVolumesRequest {
-    /// At most this many entries; `None` lets the plugin choose.
+    /// At most this many entries; `None` lets the plugin choose. The wire carries an `int32`
+    /// where 0 means no maximum: `Some(0)` is sent as 0 (read back as `None`), and a value
+    /// above `i32::MAX` is sent as `i32::MAX`, a cap that changes no page a plugin can return.
+    ///
+    /// ```
+    /// # use csi_types::{controller::ListVolumesRequest, proto};
+    /// let r = ListVolumesRequest { max_entries: Some(u32::MAX), ..Default::default() };
+    /// assert_eq!(proto::ListVolumesRequest::from(r).max_entries, i32::MAX);
+    /// ```
     pub max_entries: Option<u32>,
     /// Continue after a previous page's `next_token`.
     pub starting_token: Option<String>,
@@ -838,7 +846,9 @@ pub struct DeleteSnapshotResponse {}
 /// `ListSnapshots` request: one page of snapshots, optionally filtered.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ListSnapshotsRequest {
-    /// At most this many entries; `None` lets the plugin choose.
+    /// At most this many entries; `None` lets the plugin choose. As for
+    /// [`ListVolumesRequest::max_entries`], `Some(0)` is sent as 0 (no maximum) and a value
+    /// above `i32::MAX` as `i32::MAX`.
     pub max_entries: Option<u32>,
     /// Continue after a previous page's `next_token`.
     pub starting_token: Option<String>,

@@ -52,7 +52,10 @@ impl From<GroupControllerGetCapabilitiesResponse>
 pub struct CreateVolumeGroupSnapshotRequest {
     /// The CO's name for the group snapshot; the idempotency key.
     pub name: GroupSnapshotName,
-    /// The volumes; at least one.
+    /// The volumes; at least one, each once. The spec does not say whether a volume may be
+    /// listed twice, but a group snapshot cuts one snapshot per volume at one instant, so a
+    /// repeated volume can only be a CO's mistake: it is INVALID_ARGUMENT naming the repeat
+    /// (`source_volume_ids[2]`) and the entry it repeats, before the driver sees the request.
     pub source_volume_ids: Vec<VolumeId>,
     /// Secrets for the storage system.
     pub secrets: Secrets,
@@ -65,12 +68,24 @@ impl TryFrom<proto::CreateVolumeGroupSnapshotRequest> for CreateVolumeGroupSnaps
     fn try_from(p: proto::CreateVolumeGroupSnapshotRequest) -> Result<Self, CsiError> {
         Ok(CreateVolumeGroupSnapshotRequest {
             name: GroupSnapshotName::parse("name", p.name)?,
-            source_volume_ids: id_list(
-                "source_volume_ids",
-                p.source_volume_ids,
-                true,
-                VolumeId::parse,
-            )?,
+            source_volume_ids: {
+                if let Some((first, again)) =
+                    validate::first_repeat(p.source_volume_ids.iter().map(String::as_str))
+                {
+                    return Err(CsiError::invalid(
+                        validate::index("source_volume_ids", again),
+                        format!(
+                            "repeats source_volume_ids[{first}]: a group snapshot takes each volume once"
+                        ),
+                    ));
+                }
+                id_list(
+                    "source_volume_ids",
+                    p.source_volume_ids,
+                    true,
+                    VolumeId::parse,
+                )?
+            },
             secrets: Secrets::parse("secrets", p.secrets)?,
             parameters: validate::map("parameters", p.parameters)?,
         })
@@ -93,7 +108,9 @@ impl From<CreateVolumeGroupSnapshotRequest> for proto::CreateVolumeGroupSnapshot
 pub struct VolumeGroupSnapshot {
     /// Its id. REQUIRED.
     pub group_snapshot_id: GroupSnapshotId,
-    /// One snapshot per source volume; at least one. Each carries `group_snapshot_id`.
+    /// One snapshot per source volume; at least one. Each carries `group_snapshot_id`, and
+    /// each has its own `snapshot_id` (the spec: a snapshot id identifies one snapshot): a
+    /// group that lists an id twice is a driver bug, INTERNAL naming the repeat.
     pub snapshots: Vec<Snapshot>,
     /// When it was cut. REQUIRED.
     pub creation_time: SystemTime,
@@ -119,6 +136,17 @@ impl FromChecked<proto::VolumeGroupSnapshot> for VolumeGroupSnapshot {
 impl IntoWire<proto::VolumeGroupSnapshot> for VolumeGroupSnapshot {
     fn into_wire(self, field: &dyn Fn() -> String) -> Result<proto::VolumeGroupSnapshot, CsiError> {
         let g = self;
+        if let Some((first, again)) =
+            validate::first_repeat(g.snapshots.iter().map(|s| s.snapshot_id.as_str()))
+        {
+            let snapshots = validate::at(&field(), "snapshots");
+            return Err(CsiError::invalid(
+                validate::at(&validate::index(&snapshots, again), "snapshot_id"),
+                format!(
+                    "repeats {snapshots}[{first}]'s: each member of a group is its own snapshot"
+                ),
+            ));
+        }
         Ok(proto::VolumeGroupSnapshot {
             group_snapshot_id: g.group_snapshot_id.into_string(),
             snapshots: list_into_wire(&|| validate::at(&field(), "snapshots"), g.snapshots)?,

@@ -52,8 +52,8 @@ impl Secrets {
         map: BTreeMap<String, String>,
     ) -> Result<Self, crate::CsiError> {
         crate::validate::map_size(field, &map)?;
-        for key in map.keys() {
-            crate::validate::secret_key(field, key)?;
+        for (i, key) in map.keys().enumerate() {
+            crate::validate::secret_key(field, i + 1, map.len(), key)?;
         }
         Ok(Self(map))
     }

@@ -97,7 +97,9 @@ pub struct GetMetadataAllocatedRequest {
     pub snapshot_id: SnapshotId,
     /// Start at this byte offset.
     pub starting_offset: u64,
-    /// At most this many ranges per response message; `None` lets the plugin choose.
+    /// At most this many ranges per response message; `None` lets the plugin choose. The
+    /// wire's `int32` reads 0 as no maximum: `Some(0)` is sent as 0, and a value above
+    /// `i32::MAX` as `i32::MAX` (a cap on a maximum, harmless).
     pub max_results: Option<u32>,
     /// Secrets for the storage system.
     pub secrets: Secrets,
@@ -139,7 +141,9 @@ pub struct GetMetadataDeltaRequest {
     pub target_snapshot_id: SnapshotId,
     /// Start at this byte offset.
     pub starting_offset: u64,
-    /// At most this many ranges per response message; `None` lets the plugin choose.
+    /// At most this many ranges per response message; `None` lets the plugin choose. The
+    /// wire's `int32` reads 0 as no maximum: `Some(0)` is sent as 0, and a value above
+    /// `i32::MAX` as `i32::MAX` (a cap on a maximum, harmless).
     pub max_results: Option<u32>,
     /// Secrets for the storage system.
     pub secrets: Secrets,

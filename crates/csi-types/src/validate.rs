@@ -74,22 +74,50 @@ pub(crate) fn map_size(field: &str, map: &BTreeMap<String, String>) -> Result<()
     }
 }
 
-pub(crate) fn secret_key(field: &str, key: &str) -> Result<(), CsiError> {
+/// Checks the secret key `key`, the `position`th (from 1) of `count` keys of `field` in byte
+/// order. An invalid key is named by that place and its length, never quoted: a key field is
+/// where a secret value lands when pasted into the wrong box, and the error reaches the CO's
+/// logs. Only the first disallowed character is shown, and only when it is ASCII punctuation
+/// (`:`, `=`, `/`); any other is described ("a space", "a non-ASCII character").
+pub(crate) fn secret_key(
+    field: &str,
+    position: usize,
+    count: usize,
+    key: &str,
+) -> Result<(), CsiError> {
     if key.is_empty() {
         return Err(CsiError::invalid(field, "secret keys must not be empty"));
     }
-    if let Some(c) = key
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    if let Some((at, c)) = key
+        .char_indices()
+        .find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
     {
+        let what = match c {
+            ' ' => "a space".to_string(),
+            c if c.is_ascii_punctuation() => format!("{c:?}"),
+            c if c.is_ascii_control() => "a control character".to_string(),
+            _ => "a non-ASCII character".to_string(),
+        };
         return Err(CsiError::invalid(
-            format!("{field}[{key:?}]"),
+            field,
             format!(
-                "secret keys may contain only ASCII alphanumerics, '-', '_' and '.', found {c:?}"
+                "key {position} of {count} in byte order ({} bytes, not shown: it may hold a \
+                 secret) has {what} at byte {at}: secret keys may contain only ASCII \
+                 alphanumerics, '-', '_' and '.'",
+                key.len()
             ),
         ));
     }
     Ok(())
+}
+
+/// The first repeated entry of `ids`, as `(first, again)` indexes: the rule behind lists
+/// whose entries name distinct objects.
+pub(crate) fn first_repeat<'a>(ids: impl IntoIterator<Item = &'a str>) -> Option<(usize, usize)> {
+    let mut seen = BTreeMap::new();
+    ids.into_iter()
+        .enumerate()
+        .find_map(|(i, id)| seen.insert(id, i).map(|first| (first, i)))
 }
 
 /// An absolute path of at most [`MAX_PATH_BYTES`] without NUL bytes.
@@ -331,5 +359,41 @@ mod tests {
         assert_eq!(index("x", 9), "x[9]");
         assert_eq!(index("x", 10), "x[10]");
         assert_eq!(index("x", usize::MAX), format!("x[{}]", usize::MAX));
+    }
+
+    /// A secret value pasted into a key by mistake is not repeated in the error (which a CO
+    /// logs, and a driver too): the key is named by its place, its length and the rule.
+    #[test]
+    fn an_invalid_secret_key_is_not_quoted() {
+        let leaked = "s3cr3t-AKIAIOSFODNN7EXAMPLE-wJalrXUtnFEMI";
+        let key = format!("password: {leaked}{}", "x".repeat(4000));
+        let map = BTreeMap::from([
+            ("a-user".to_string(), "u".to_string()),
+            (key.clone(), "v".to_string()),
+        ]);
+        let e = crate::redact::Secrets::new(map).unwrap_err();
+        for shown in [e.to_string(), format!("{e:?}")] {
+            assert!(!shown.contains("s3cr3t"), "{shown}");
+            assert!(!shown.contains("password"), "{shown}");
+            assert!(shown.len() < 400, "{shown}");
+        }
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "invalid `secrets`: key 2 of 2 in byte order ({} bytes, not shown: it may hold a secret) \
+                 has ':' at byte 8: secret keys may contain only ASCII alphanumerics, '-', '_' \
+                 and '.'",
+                key.len()
+            )
+        );
+        // A character that is not ASCII punctuation is described, not shown.
+        let e = crate::redact::Secrets::new(BTreeMap::from([("pässword".into(), "v".into())]))
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("has a non-ASCII character at byte 1"),
+            "{e}"
+        );
+        assert!(!e.to_string().contains('ä'), "{e}");
     }
 }

@@ -1434,16 +1434,17 @@ fn map_breaks() -> Vec<Break<WireMap>> {
     ]
 }
 
-/// Secrets: bad key characters (the error names the key), an empty key, too big.
+/// Secrets: bad key characters (the error names the map, and the key by its place, never
+/// quoting it: a key may hold a pasted secret), an empty key, too big.
 fn secret_breaks() -> Vec<Break<WireMap>> {
     let mut v = vec![
-        brk("space in key", "[\"pass word\"]", |m: &mut WireMap| {
+        brk("space in key", "", |m: &mut WireMap| {
             m.insert("pass word".into(), "x".into());
         }),
-        brk("cyrillic key", "[\"ключ\"]", |m: &mut WireMap| {
+        brk("cyrillic key", "", |m: &mut WireMap| {
             m.insert("ключ".into(), "x".into());
         }),
-        brk("slash in key", "[\"a/b\"]", |m: &mut WireMap| {
+        brk("slash in key", "", |m: &mut WireMap| {
             m.insert("a/b".into(), "x".into());
         }),
         brk("empty key", "", |m: &mut WireMap| {

@@ -2,6 +2,9 @@
 //! much it may provision, and the parsing of the command-line values.
 
 use std::path::PathBuf;
+use std::time::Duration;
+
+use csi_node::Tool;
 
 use csi_types::{
     ids::{NodeId, PluginName},
@@ -30,6 +33,11 @@ pub struct Config {
     pub max_volumes_per_node: u64,
     /// Where the node is; empty means no accessibility constraints.
     pub topology: Topology,
+    /// Time limits for the programs csi-node runs (`--tool-timeout`), each tool at most once.
+    /// [`LocalDriver::open`](crate::LocalDriver::open) sets them with [`Tool::set_timeout`],
+    /// for the whole process (csi-node's settings are process-wide); a tool not named keeps
+    /// its limit ([`Tool::default_timeout`] unless something else set it).
+    pub tool_timeouts: Vec<(Tool, Duration)>,
 }
 
 impl Config {
@@ -43,6 +51,7 @@ impl Config {
             capacity: 10 << 30,
             max_volumes_per_node: 16,
             topology: Topology::new([(DEFAULT_TOPOLOGY_KEY, "node-1")]).expect("a valid constant"),
+            tool_timeouts: Vec::new(),
         }
     }
 }
@@ -113,6 +122,72 @@ pub fn parse_topology(pairs: &[String]) -> Result<Topology, String> {
         segments.push((k.to_string(), v.to_string()));
     }
     Topology::new(segments).map_err(|e| format!("--topology: {e}"))
+}
+
+/// Parses `--tool-timeout` values (`NAME=DURATION`, repeated): `NAME` is a program csi-node
+/// runs ([`Tool::name`]: `blkid`, `mkfs.ext4`, `mkfs.xfs`, `e2fsck`, `resize2fs`, `xfs_growfs`,
+/// `losetup`), each at most once; `DURATION` a whole number of `ms`, `s`, `m` or `h`, more
+/// than zero (a zero limit would fail every call that runs the tool).
+///
+/// ```
+/// use std::time::Duration;
+/// use csi_node::Tool;
+/// let t = local::config::parse_tool_timeouts(&["mkfs.xfs=15m".into(), "losetup=90s".into()]).unwrap();
+/// assert_eq!(t, [(Tool::MkfsXfs, Duration::from_secs(900)), (Tool::Losetup, Duration::from_secs(90))]);
+/// let e = local::config::parse_tool_timeouts(&["losetup=90".into()]).unwrap_err();
+/// assert!(e.starts_with("--tool-timeout \"losetup=90\": "), "{e}");
+/// ```
+pub fn parse_tool_timeouts(pairs: &[String]) -> Result<Vec<(Tool, Duration)>, String> {
+    let mut out: Vec<(Tool, Duration)> = Vec::new();
+    for p in pairs {
+        let fail = |rule: String| format!("--tool-timeout {p:?}: {rule}");
+        let (name, value) = p
+            .split_once('=')
+            .ok_or_else(|| fail("expected NAME=DURATION (e.g. mkfs.xfs=15m)".into()))?;
+        let tool = Tool::ALL
+            .iter()
+            .copied()
+            .find(|t| t.name() == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Tool::ALL.iter().map(|t| t.name()).collect();
+                fail(format!(
+                    "unknown tool {name:?}; the tools are {}",
+                    names.join(", ")
+                ))
+            })?;
+        if out.iter().any(|(t, _)| *t == tool) {
+            return Err(fail(format!(
+                "tool {name:?} is already given; each tool takes one limit"
+            )));
+        }
+        out.push((tool, parse_duration(value).map_err(fail)?));
+    }
+    Ok(out)
+}
+
+/// A duration for `--tool-timeout`: whole `ms`, `s`, `m` or `h`, more than zero.
+fn parse_duration(value: &str) -> Result<Duration, String> {
+    let rule = "a duration is a whole number of ms, s, m or h (e.g. 90s, 15m)";
+    let digits = value.bytes().take_while(u8::is_ascii_digit).count();
+    let (number, unit) = value.split_at(digits);
+    let scale_ms: u64 = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(format!("duration {value:?}: {rule}")),
+    };
+    let ms = number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale_ms))
+        .ok_or_else(|| format!("duration {value:?}: {rule}"))?;
+    if ms == 0 {
+        return Err(format!(
+            "duration {value:?}: must be more than zero (a zero limit fails every call that runs the tool)"
+        ));
+    }
+    Ok(Duration::from_millis(ms))
 }
 
 /// The default topology for a node id: `topology.local.csi.example.com/node=<id>`

@@ -238,8 +238,15 @@ impl Drop for KeyGuard<'_> {
 impl LocalDriver {
     /// Opens the state directory (creating it if needed, and removing data
     /// left by operations a crash cut short) and returns the driver.
+    ///
+    /// The tool time limits of [`Config::tool_timeouts`] are set first (for the whole process,
+    /// see [`csi_node::Tool::set_timeout`]), once the state directory is known to be this
+    /// driver's, so that the clean-up already runs under them.
     pub fn open(cfg: Config) -> Result<LocalDriver, String> {
         let lock = lock_state_dir(&cfg.state_dir)?;
+        for (tool, limit) in &cfg.tool_timeouts {
+            tool.set_timeout(*limit);
+        }
         let store = Store::open(&cfg.state_dir)?;
         tracing::info!(
             state_dir = %cfg.state_dir.display(),

@@ -48,6 +48,11 @@ struct Cli {
     #[arg(long = "topology", value_name = "KEY=VALUE")]
     topology: Vec<String>,
 
+    /// A time limit for a program the node runs, NAME=DURATION, repeatable (e.g. mkfs.xfs=15m;
+    /// tools: blkid, mkfs.ext4, mkfs.xfs, e2fsck, resize2fs, xfs_growfs, losetup).
+    #[arg(long = "tool-timeout", value_name = "NAME=DURATION")]
+    tool_timeout: Vec<String>,
+
     /// The plugin name reported by GetPluginInfo.
     #[arg(long, default_value = config::DEFAULT_DRIVER_NAME)]
     driver_name: String,
@@ -107,6 +112,7 @@ fn config(cli: &Cli) -> Result<Config, String> {
         capacity: cli.capacity,
         max_volumes_per_node: cli.max_volumes_per_node,
         topology,
+        tool_timeouts: config::parse_tool_timeouts(&cli.tool_timeout)?,
     })
 }
 

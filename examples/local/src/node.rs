@@ -413,7 +413,7 @@ impl Inner {
             rec.loop_device.as_deref().map(Path::new),
         )?;
         if let Some(dev) = &rec.loop_device {
-            detach_if_ours(dev, &store.layout.volume_path(id, true));
+            detach_if_ours(dev, &store.layout.volume_path(id, true))?;
         }
         // Unmounted now (nothing is left mounted there once the binds are gone): the target
         // is removed, as the spec asks of what the plugin made there, but a directory that
@@ -677,13 +677,24 @@ fn own_loop_device(dev: &str, image: &Path) -> Option<LoopDevice> {
 }
 
 /// Detaches a loop device if it still serves `image` (it may have been
-/// detached and reused since).
-fn detach_if_ours(dev: &str, image: &Path) {
-    if let Some(device) = own_loop_device(dev, image)
-        && let Err(e) = device.detach()
-    {
-        tracing::warn!(device = dev, error = %e, "could not detach loop device");
-    }
+/// detached and reused since). A detach that fails is the caller's error: answering OK would
+/// tell the CO the volume is released while the device still holds its image. A `losetup`
+/// killed at its timeout ([`csi_node::Error::Timeout`]) is DEADLINE_EXCEEDED, which the CO
+/// retries; any other failure is INTERNAL naming the device and the image. The caller keeps
+/// its record, so that the retry finds the device and detaches it.
+fn detach_if_ours(dev: &str, image: &Path) -> Result<(), CsiError> {
+    let Some(device) = own_loop_device(dev, image) else {
+        return Ok(());
+    };
+    device.detach().map_err(|e| {
+        if matches!(e, csi_node::Error::Timeout { .. }) {
+            return e.into();
+        }
+        CsiError::internal(format!(
+            "cannot detach loop device {dev} of {}: {e}",
+            image.display()
+        ))
+    })
 }
 
 /// Undoes a publish whose record could not be saved; the target itself is removed only where

@@ -207,6 +207,29 @@ fn bad_flag_values_are_one_line_naming_the_flag_and_the_rule() {
             &["--topology", "zone=a", "--topology", "zone=b"],
             "local: --topology \"zone=b\": key \"zone\" is already given (\"zone=a\"); each key takes one value",
         ),
+        (
+            &["--tool-timeout", "losetup"],
+            "local: --tool-timeout \"losetup\": expected NAME=DURATION (e.g. mkfs.xfs=15m)",
+        ),
+        (
+            &["--tool-timeout", "mkfs=5m"],
+            "local: --tool-timeout \"mkfs=5m\": unknown tool \"mkfs\"; the tools are blkid, mkfs.ext4, \
+             mkfs.xfs, e2fsck, resize2fs, xfs_growfs, losetup",
+        ),
+        (
+            &["--tool-timeout", "losetup=90"],
+            "local: --tool-timeout \"losetup=90\": duration \"90\": a duration is a whole number of ms, s, m \
+             or h (e.g. 90s, 15m)",
+        ),
+        (
+            &["--tool-timeout", "blkid=0s"],
+            "local: --tool-timeout \"blkid=0s\": duration \"0s\": must be more than zero (a zero limit fails \
+             every call that runs the tool)",
+        ),
+        (
+            &["--tool-timeout", "blkid=1m", "--tool-timeout", "blkid=2m"],
+            "local: --tool-timeout \"blkid=2m\": tool \"blkid\" is already given; each tool takes one limit",
+        ),
     ];
     for (args, expect) in cases {
         let mut all = vec!["--endpoint", &endpoint, "--node-id", "n1"];

@@ -12,12 +12,7 @@ use common::*;
 use csi_node::Tool;
 use csi_types::{
     Code, Csi,
-    node::{
-        NodePublishVolumeRequest, NodeStageVolumeRequest, NodeUnpublishVolumeRequest,
-        NodeUnstageVolumeRequest,
-    },
-    redact::Secrets,
-    types::{AccessMode, Map, VolumeCapability},
+    types::{AccessMode, VolumeCapability},
 };
 
 #[tokio::test(flavor = "multi_thread")]
@@ -30,16 +25,9 @@ async fn a_hung_losetup_answers_deadline_exceeded_and_leaves_the_driver_free() {
     let v = new_volume(c, block_req("b", 4 * MIB)).await;
     let cap = VolumeCapability::block(AccessMode::SingleNodeWriter);
     let (staging, target) = (s.path("staging"), s.path("dev"));
-    c.node_stage_volume(NodeStageVolumeRequest {
-        volume_id: v.clone(),
-        publish_context: Map::new(),
-        staging_target_path: staging.clone(),
-        volume_capability: cap.clone(),
-        secrets: Secrets::default(),
-        volume_context: Map::new(),
-    })
-    .await
-    .unwrap();
+    c.node_stage_volume(stage(&v, &staging, &cap))
+        .await
+        .unwrap();
     // losetup answers `--version` (the check for loop devices) and hangs on anything else.
     let script = s.dir.path().join("hung-losetup");
     fs::write(
@@ -52,16 +40,7 @@ async fn a_hung_losetup_answers_deadline_exceeded_and_leaves_the_driver_free() {
     Tool::Losetup.set_timeout(Duration::from_secs(2));
     // The CO makes the target file, as kubelet does for a block volume.
     fs::write(target.as_path(), b"").unwrap();
-    let publish = NodePublishVolumeRequest {
-        volume_id: v.clone(),
-        publish_context: Map::new(),
-        staging_target_path: Some(staging.clone()),
-        target_path: target.clone(),
-        volume_capability: cap.clone(),
-        readonly: false,
-        secrets: Secrets::default(),
-        volume_context: Map::new(),
-    };
+    let publish = publish(&v, Some(&staging), &target, &cap, false);
     let e = c.node_publish_volume(publish.clone()).await.unwrap_err();
     assert_eq!(e.code(), Code::DeadlineExceeded, "{e}");
     let msg = e.to_string();
@@ -74,16 +53,8 @@ async fn a_hung_losetup_answers_deadline_exceeded_and_leaves_the_driver_free() {
     Tool::Losetup.set_program("losetup");
     Tool::Losetup.set_timeout(Tool::Losetup.default_timeout());
     c.node_publish_volume(publish).await.unwrap();
-    c.node_unpublish_volume(NodeUnpublishVolumeRequest {
-        volume_id: v.clone(),
-        target_path: target.clone(),
-    })
-    .await
-    .unwrap();
-    c.node_unstage_volume(NodeUnstageVolumeRequest {
-        volume_id: v,
-        staging_target_path: staging,
-    })
-    .await
-    .unwrap();
+    c.node_unpublish_volume(unpublish(&v, &target))
+        .await
+        .unwrap();
+    c.node_unstage_volume(unstage(&v, &staging)).await.unwrap();
 }

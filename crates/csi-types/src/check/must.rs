@@ -301,6 +301,19 @@ impl Must for proto::VolumeGroupSnapshot {
                 ));
             }
         }
+        // A snapshot id "MUST contain enough information to uniquely identify this specific
+        // snapshot": an id listed twice is one snapshot counted twice, or two under one id.
+        if let Some((first, again)) =
+            validate::first_repeat(self.snapshots.iter().map(|s| s.snapshot_id.as_str()))
+        {
+            return Err(CsiError::invalid(
+                snapshots.index(again).at("snapshot_id").render(),
+                format!(
+                    "repeats {}[{first}]'s: each member of a group is its own snapshot",
+                    snapshots.render()
+                ),
+            ));
+        }
         // "If any snapshot in the list of snapshots in this message have
         // ready_to_use set to false, the SP MUST set this field to false."
         if self.ready_to_use && self.snapshots.iter().any(|s| !s.ready_to_use) {

@@ -10,7 +10,11 @@ use csi_types::client::Client;
 use csi_types::{
     Code, Csi, CsiError,
     controller::CreateVolumeRequest,
-    ids::{NodePath, VolumeName},
+    ids::{NodePath, VolumeId, VolumeName},
+    node::{
+        NodePublishVolumeRequest, NodeStageVolumeRequest, NodeUnpublishVolumeRequest,
+        NodeUnstageVolumeRequest,
+    },
     redact::Secrets,
     types::{AccessMode, CapacityRange, Map, VolumeCapability, VolumeContentSource},
 };
@@ -199,4 +203,96 @@ pub async fn gone(path: &Path) {
         "{} is still there ten seconds after its deletion",
         path.display()
     );
+}
+
+/// How many loop devices serve `image` (`losetup -j`).
+pub fn loops_of(image: &Path) -> usize {
+    let out = std::process::Command::new("losetup")
+        .arg("-j")
+        .arg(image)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+/// Detaches, when dropped, every loop device `losetup -j` finds over `image` (only this test's
+/// own image), so that a test of the driver's own detaching leaks nothing when it fails.
+pub struct DetachLoopsOf(pub std::path::PathBuf);
+
+impl Drop for DetachLoopsOf {
+    fn drop(&mut self) {
+        let Ok(out) = std::process::Command::new("losetup")
+            .arg("-j")
+            .arg(&self.0)
+            .output()
+        else {
+            return;
+        };
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            if let Some((dev, _)) = line.split_once(':') {
+                let _ = std::process::Command::new("losetup")
+                    .args(["-d", dev])
+                    .status();
+            }
+        }
+    }
+}
+
+/// Whether `cond` holds within 30 s (a bound on a hang; udev on a loaded
+/// box can take seconds). A detached loop device that udev is
+/// still probing is cleared by the kernel when udev closes it, a moment later.
+pub fn eventually(cond: impl Fn() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(30) {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    false
+}
+
+/// The requests of the node calls for volume `v`, with no secrets and no context.
+pub fn stage(v: &VolumeId, staging: &NodePath, cap: &VolumeCapability) -> NodeStageVolumeRequest {
+    NodeStageVolumeRequest {
+        volume_id: v.clone(),
+        publish_context: Map::new(),
+        staging_target_path: staging.clone(),
+        volume_capability: cap.clone(),
+        secrets: Secrets::default(),
+        volume_context: Map::new(),
+    }
+}
+
+pub fn publish(
+    v: &VolumeId,
+    staging: Option<&NodePath>,
+    target: &NodePath,
+    cap: &VolumeCapability,
+    readonly: bool,
+) -> NodePublishVolumeRequest {
+    NodePublishVolumeRequest {
+        volume_id: v.clone(),
+        publish_context: Map::new(),
+        staging_target_path: staging.cloned(),
+        target_path: target.clone(),
+        volume_capability: cap.clone(),
+        readonly,
+        secrets: Secrets::default(),
+        volume_context: Map::new(),
+    }
+}
+
+pub fn unpublish(v: &VolumeId, target: &NodePath) -> NodeUnpublishVolumeRequest {
+    NodeUnpublishVolumeRequest {
+        volume_id: v.clone(),
+        target_path: target.clone(),
+    }
+}
+
+pub fn unstage(v: &VolumeId, staging: &NodePath) -> NodeUnstageVolumeRequest {
+    NodeUnstageVolumeRequest {
+        volume_id: v.clone(),
+        staging_target_path: staging.clone(),
+    }
 }
