@@ -189,6 +189,18 @@ pub fn can_mount(test: &str) -> bool {
     false
 }
 
+/// Says why `test` skips its loop-device checks (a block stage refused with `FAILED_PRECONDITION`:
+/// no free loop device, no loop module); under `CI=true` the test fails instead, as
+/// [`can_mount`] does: CI runs where loop devices exist.
+pub fn skip_without_loop_devices(test: &str, why: &dyn std::fmt::Display) {
+    assert_ne!(
+        std::env::var("CI").as_deref(),
+        Ok("true"),
+        "{test}: a block volume did not stage ({why}) (CI=true: failing, not skipping)"
+    );
+    eprintln!("skipping the loop device checks of {test}: {why}");
+}
+
 /// Waits until `path` is gone: the driver disposes of a deleted volume's
 /// data after answering the deletion (its remover task). Panics if it is
 /// still there after ten seconds.
