@@ -161,6 +161,32 @@ impl Claim {
 /// an owner, and a refusal can name who holds it.
 static CLAIMED: Mutex<Vec<Claimed>> = Mutex::new(Vec::new());
 
+/// How long a claim waits out a kernel lock held outside this process's own claims before it
+/// is refused. A child that any thread of this process forks (`losetup`, `mkfs` and `mount` in
+/// a node plugin, a test's helper process) holds a copy of every file description, and so every
+/// `flock` and open-file-description lock on them, from the fork until its `exec` closes them:
+/// a claim released just before the fork is still held for that moment. Another process that
+/// really holds the bytes is refused once the wait is over.
+const FORK_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Runs `lock` until it succeeds, fails otherwise than `held`, or [`FORK_WINDOW`] has passed.
+fn waiting_out_forks<E>(
+    mut lock: impl FnMut() -> Result<(), E>,
+    held: impl Fn(&E) -> bool,
+) -> Result<(), E> {
+    let until = std::time::Instant::now() + FORK_WINDOW;
+    let mut pause = std::time::Duration::from_millis(1);
+    loop {
+        match lock() {
+            Err(e) if held(&e) && std::time::Instant::now() < until => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(50));
+            }
+            r => return r,
+        }
+    }
+}
+
 /// Identity of a claimed file: (is a block device, device, inode).
 type FileKey = (bool, u64, u64);
 
@@ -510,7 +536,10 @@ impl FileDevice {
         } else {
             rustix::fs::FlockOperation::NonBlockingLockShared
         };
-        match rustix::fs::flock(&lock, op) {
+        match waiting_out_forks(
+            || rustix::fs::flock(&lock, op),
+            |e| *e == rustix::io::Errno::WOULDBLOCK,
+        ) {
             Ok(()) => {}
             Err(rustix::io::Errno::WOULDBLOCK) if whole => {
                 return Err(busy(format!(
@@ -527,7 +556,10 @@ impl FileDevice {
             }
             Err(e) => return Err(io::Error::new(e.kind(), format!("{path}: lock: {e}"))),
         }
-        if let Err(e) = ofd_lock(&lock, range) {
+        if let Err(e) = waiting_out_forks(
+            || ofd_lock(&lock, range),
+            |e| *e == nix::errno::Errno::EAGAIN || *e == nix::errno::Errno::EACCES,
+        ) {
             if e != nix::errno::Errno::EAGAIN && e != nix::errno::Errno::EACCES {
                 return Err(io::Error::new(
                     io::Error::from(e).kind(),

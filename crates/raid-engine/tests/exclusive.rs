@@ -280,3 +280,32 @@ fn readd_claims_the_device_it_is_given() {
     .unwrap();
     assert_eq!(v.status()[1].state, raid_engine::MemberState::Active);
 }
+
+/// A claim waits out a kernel lock that another process lets go of within a moment, as a child
+/// forked by any thread of this process holds every lock of the parent's descriptors from the
+/// fork to its `exec`: a claim released just before such a fork, and taken again at once, was
+/// refused as "in use by another process" (a node plugin running losetup or mkfs beside an
+/// unstage and a stage; this file's own tests spawning helper processes beside each other).
+/// Here a real holder, util-linux `flock`, holds the file for a moment and lets go; a lock
+/// held on is still refused (the tests above).
+#[test]
+fn a_lock_let_go_of_within_a_moment_is_waited_out() {
+    use std::io::BufRead;
+    let dir = common::scratch();
+    let (paths, devs) = common::members(dir.path(), 1, 1 << 20);
+    drop(devs);
+    let mut holder = Command::new("flock")
+        .arg(&paths[0])
+        .args(["-c", "echo held; sleep 0.3"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("util-linux flock");
+    let mut line = String::new();
+    std::io::BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "held\n");
+    let claim = common::reopen(&paths)[0].claim(&raid_engine::ClaimHolder::new("a volume"));
+    holder.wait().unwrap();
+    let _held = claim.expect("the lock let go of within the wait is waited out");
+}
