@@ -18,14 +18,6 @@ mod common;
 use composer_core::store::VolumeRecord;
 use std::path::{Path, PathBuf};
 
-/// Taken by the tests that release a claim and take the bytes again while
-/// they start processes (losetup, mkfs): a child forked by another test's
-/// thread holds a copy of the released claim's file description, and with
-/// it the kernel's lock, until it execs, so a claim right after a release
-/// can be refused for that moment. One at a time, only this test's own
-/// children run then.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 /// Releases what `side` staged and every loop device and mount under the
 /// directory when dropped: a failing assertion leaves nothing behind.
 struct Release<'a>(&'a NodeSide, &'a Path);
@@ -152,7 +144,6 @@ fn a_staged_plain_volume_holds_its_bytes_of_the_drive() {
     if !common::can_mount() {
         return;
     }
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     use std::os::unix::fs::FileExt;
     let dir = tempfile::tempdir().unwrap();
     let driver = common::driver_in(dir.path());
@@ -215,7 +206,6 @@ fn a_plain_volume_taken_over_after_a_restart_holds_its_bytes_again() {
     if !common::can_mount() {
         return;
     }
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let driver = common::driver_in(dir.path());
     let cfg = driver.node_side().unwrap().config().clone();
