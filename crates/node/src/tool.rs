@@ -185,34 +185,43 @@ pub(crate) fn run(tool: Tool, cmd: &mut Command) -> Result<String, Error> {
     // on a full pipe; each reader ends when every process holding its pipe has.
     let stdout = drain(child.stdout.take());
     let stderr = drain(child.stderr.take());
-    let timed_out = |child: std::process::Child| {
-        let pid = child.id();
-        let exited = kill_group(child);
-        Error::Timeout {
-            command: format!("{cmd:?}"),
-            tool,
-            waited: started.elapsed(),
-            pid,
-            exited,
-        }
+    // Told when the tool exits (not polled for: a tool that exits is answered at once), and
+    // not reaped by the waiter, so that its pid, which is its group's id, stays its own until
+    // it is killed or reaped here.
+    let exit = exit_notice(child.id());
+    let waited = match deadline {
+        Some(d) => exit.recv_timeout(d.saturating_duration_since(Instant::now())),
+        None => exit
+            .recv()
+            .map_err(|_| std::sync::mpsc::RecvTimeoutError::Disconnected),
     };
-    let mut pause = Duration::from_millis(1);
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) => {}
-            Err(e) => {
-                kill_group(child);
-                return Err(Error::io("wait for", PathBuf::from(&program), e));
-            }
+    let status = match waited {
+        Ok(Ok(())) => child
+            .wait()
+            .map_err(|e| Error::io("wait for", PathBuf::from(&program), e))?,
+        Ok(Err(e)) => {
+            kill_group(child, &exit);
+            return Err(Error::io("wait for", PathBuf::from(&program), e));
         }
-        let now = Instant::now();
-        let left = deadline.map_or(pause, |d| d.saturating_duration_since(now));
-        if left.is_zero() {
-            return Err(timed_out(child));
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            kill_group(child, &exit);
+            return Err(Error::io(
+                "wait for",
+                PathBuf::from(&program),
+                std::io::Error::other("the thread waiting for the tool ended"),
+            ));
         }
-        std::thread::sleep(pause.min(left));
-        pause = (pause * 2).min(Duration::from_millis(50));
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            let pid = child.id();
+            let exited = kill_group(child, &exit);
+            return Err(Error::Timeout {
+                command: format!("{cmd:?}"),
+                tool,
+                waited: started.elapsed(),
+                pid,
+                exited,
+            });
+        }
     };
     // The tool has exited; what it left running in its group may still hold the pipes.
     let read = |rx: std::sync::mpsc::Receiver<Vec<u8>>| match deadline {
@@ -262,11 +271,40 @@ fn drain(pipe: Option<impl Read + Send + 'static>) -> std::sync::mpsc::Receiver<
     rx
 }
 
+/// Tells on the returned channel when the child `pid` has exited, without reaping it
+/// (`waitid` with `WNOWAIT`): the child stays a zombie until `Child::wait` reaps it, so its pid
+/// (and its group's id) cannot be given to another process before then. The waiting thread ends
+/// when the child exits; a failure to wait is sent instead.
+fn exit_notice(pid: u32) -> std::sync::mpsc::Receiver<std::io::Result<()>> {
+    use rustix::process::{Pid, WaitId, WaitIdOptions, waitid};
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let result = match i32::try_from(pid).ok().and_then(Pid::from_raw) {
+            None => Err(std::io::Error::other(format!("pid {pid} out of range"))),
+            Some(pid) => loop {
+                match waitid(
+                    WaitId::Pid(pid),
+                    WaitIdOptions::EXITED | WaitIdOptions::NOWAIT,
+                ) {
+                    Err(rustix::io::Errno::INTR) => continue,
+                    Err(e) => break Err(e.into()),
+                    Ok(_) => break Ok(()),
+                }
+            },
+        };
+        let _ = tx.send(result);
+    });
+    rx
+}
+
 /// Kills the process group that `child` leads (`SIGKILL` to every process in it) and reaps the
-/// child. Returns whether it has exited within a second: a process blocked in the kernel on a
-/// hung device (state `D`) dies only once the kernel lets go of it, and is then reaped by a
-/// thread left waiting for it, so that no zombie stays.
-fn kill_group(mut child: std::process::Child) -> bool {
+/// child. Returns whether it has exited within a second (`exit`, from [`exit_notice`], tells):
+/// a process blocked in the kernel on a hung device (state `D`) dies only once the kernel lets
+/// go of it, and is then reaped by a thread left waiting for it, so that no zombie stays.
+fn kill_group(
+    mut child: std::process::Child,
+    exit: &std::sync::mpsc::Receiver<std::io::Result<()>>,
+) -> bool {
     if let Some(pid) = i32::try_from(child.id())
         .ok()
         .and_then(rustix::process::Pid::from_raw)
@@ -276,13 +314,63 @@ fn kill_group(mut child: std::process::Child) -> bool {
         let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
     }
     let _ = child.kill();
-    let grace = Instant::now() + Duration::from_secs(1);
-    while Instant::now() < grace {
-        if let Ok(Some(_)) = child.try_wait() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
+    if let Ok(Ok(())) = exit.recv_timeout(Duration::from_secs(1)) {
+        let _ = child.wait();
+        return true;
     }
     std::thread::spawn(move || child.wait());
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The voluntary context switches of the calling thread so far: each time it slept or
+    /// blocked.
+    fn wakeups() -> u64 {
+        let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn the_caller_blocks_until_the_tool_exits_instead_of_polling() {
+        // A tool that runs two seconds: a runner that polls wakes every 50 ms at most, so
+        // some forty times; one that is told of the exit blocks once (and once more for
+        // each pipe and for the spawn).
+        let before = wakeups();
+        let out = run(
+            Tool::Losetup,
+            Command::new("sh").args(["-c", "sleep 2; echo done"]),
+        )
+        .unwrap();
+        let woke = wakeups() - before;
+        assert_eq!(out, "done");
+        assert!(woke < 10, "the caller woke {woke} times while the tool ran");
+    }
+
+    #[test]
+    fn the_exit_status_and_output_of_a_quick_tool_are_read() {
+        let err = run(
+            Tool::Losetup,
+            Command::new("sh").args(["-c", "echo oops >&2; exit 4"]),
+        )
+        .unwrap_err();
+        let Error::Command { status, stderr, .. } = err else {
+            panic!("not the tool's failure: {err}");
+        };
+        assert!(status.ends_with("exit status: 4"), "{status}");
+        assert_eq!(stderr, "oops");
+        // Many runs in a row, each reaped: no zombie and no waiter left behind blocks the next.
+        for i in 0..50 {
+            let out = run(Tool::Losetup, Command::new("echo").arg(i.to_string())).unwrap();
+            assert_eq!(out, i.to_string());
+        }
+    }
 }
