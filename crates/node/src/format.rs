@@ -85,6 +85,17 @@ fn probed(export: &str) -> Option<String> {
 
 /// Formats `device` with `fs`, whatever is on it. Callers that must never destroy data use
 /// [`format_and_mount`], which formats only a blank device.
+///
+/// A `mkfs` killed at its timeout ([`Error::Timeout`]) may have written part of a filesystem,
+/// superblock included: [`probe_filesystem`] would then find it, and a retried
+/// [`format_and_mount`] would mount a half-made filesystem (or refuse a device that is not
+/// blank). So after such a kill every signature libblkid finds on the device is erased with
+/// `wipefs -a` ([`Tool::Wipefs`]; the same probes [`probe_filesystem`] runs, filesystem, RAID
+/// and partition-table signatures alike, backup superblocks of GPT included), and the device
+/// looks blank again: the retry formats it anew. A `wipefs` that fails is logged as an error
+/// naming the device (run `wipefs -a` on it by hand before the retry); a `mkfs` still blocked
+/// in the kernel after the kill (`exited: false`) may write again after the wipe, which only a
+/// check of the device once it is back can tell.
 pub fn mkfs(device: &Path, fs: FsType) -> Result<(), Error> {
     let tool = match fs {
         FsType::Ext4 => Tool::MkfsExt4,
@@ -98,9 +109,28 @@ pub fn mkfs(device: &Path, fs: FsType) -> Result<(), Error> {
         FsType::Xfs => cmd.arg("-q"),
     };
     cmd.arg(path_arg(device));
-    run(tool, &mut cmd)?;
+    if let Err(e) = run(tool, &mut cmd) {
+        if matches!(e, Error::Timeout { .. }) {
+            wipe_signatures(device);
+        }
+        return Err(e);
+    }
     tracing::info!(device = %device.display(), fs = %fs, "formatted");
     Ok(())
+}
+
+/// Erases every signature libblkid finds on `device` (`wipefs -a`): what a `mkfs` killed
+/// half-way left. Best effort: a failure is logged, with what to do.
+fn wipe_signatures(device: &Path) {
+    let mut cmd = Tool::Wipefs.command();
+    cmd.arg("-a").arg(path_arg(device));
+    match run(Tool::Wipefs, &mut cmd) {
+        Ok(_) => tracing::warn!(device = %device.display(),
+            "erased the signatures a mkfs killed at its timeout may have written"),
+        Err(e) => tracing::error!(device = %device.display(), error = %e,
+            "could not erase what a mkfs killed at its timeout may have written: the device may \
+             hold a half-made filesystem; run `wipefs -a` on it before staging it again"),
+    }
 }
 
 /// Mounts `device` on `target` with `fs`, formatting it first when (and only when) it is blank:

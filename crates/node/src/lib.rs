@@ -11,7 +11,7 @@
 //!
 //! Mounts are made with the `mount(2)` system call (through `rustix`); formatting, probing and
 //! resizing run the standard tools (`blkid`, `mkfs.ext4`/`mkfs.xfs`, `resize2fs`/`xfs_growfs`,
-//! `losetup`), whose absence is reported as a missing dependency, never guessed around. Each run
+//! `losetup`, and `wipefs` after a `mkfs` killed half-way), whose absence is reported as a missing dependency, never guessed around. Each run
 //! is bounded by the tool's timeout ([`Tool`]): a tool still running when it passes (on a hung
 //! device) is killed with its process group, and the call fails with [`Error::Timeout`]. Nothing
 //! here formats a device that already holds a filesystem or a partition table.

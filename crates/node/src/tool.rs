@@ -1,5 +1,5 @@
 //! The programs the crate runs (`blkid`, `mkfs.*`, `e2fsck`, `resize2fs`, `xfs_growfs`,
-//! `losetup`), each with a bounded wait.
+//! `losetup`, `wipefs`), each with a bounded wait.
 //!
 //! A tool that touches a hung device (a dead iSCSI path, a stuck NBD peer, a failing disk) can
 //! wait for it forever; a node plugin that waits with it blocks the RPC, and every later RPC that
@@ -44,6 +44,8 @@ pub enum Tool {
     XfsGrowfs,
     /// `losetup`, which attaches, refreshes and detaches loop devices.
     Losetup,
+    /// `wipefs`, which erases the signatures a `mkfs` killed at its timeout may have left.
+    Wipefs,
 }
 
 /// What [`Tool::set_timeout`] and [`Tool::set_program`] changed, by [`Tool::index`].
@@ -73,6 +75,7 @@ impl Tool {
         Tool::Resize2fs,
         Tool::XfsGrowfs,
         Tool::Losetup,
+        Tool::Wipefs,
     ];
 
     fn index(self) -> usize {
@@ -89,17 +92,19 @@ impl Tool {
             Tool::Resize2fs => "resize2fs",
             Tool::XfsGrowfs => "xfs_growfs",
             Tool::Losetup => "losetup",
+            Tool::Wipefs => "wipefs",
         }
     }
 
     /// How long a run of the tool may take unless [`Tool::set_timeout`] said otherwise: 30
-    /// seconds for `blkid` and `losetup` (they read a superblock or make one ioctl, and take
+    /// seconds for `blkid`, `losetup` and `wipefs` (they read or clear a few superblocks or make
+    /// one ioctl, and take
     /// milliseconds on a working device); 5 minutes for `mkfs.ext4` (lazy initialisation, so the
     /// size matters little), `resize2fs` and `xfs_growfs`; 10 minutes for `mkfs.xfs` (it discards
     /// every block first) and `e2fsck -f` (it reads all metadata).
     pub fn default_timeout(self) -> Duration {
         match self {
-            Tool::Blkid | Tool::Losetup => Duration::from_secs(30),
+            Tool::Blkid | Tool::Losetup | Tool::Wipefs => Duration::from_secs(30),
             Tool::MkfsExt4 | Tool::Resize2fs | Tool::XfsGrowfs => Duration::from_secs(5 * 60),
             Tool::MkfsXfs | Tool::E2fsck => Duration::from_secs(10 * 60),
         }

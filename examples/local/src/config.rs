@@ -126,7 +126,7 @@ pub fn parse_topology(pairs: &[String]) -> Result<Topology, String> {
 
 /// Parses `--tool-timeout` values (`NAME=DURATION`, repeated): `NAME` is a program csi-node
 /// runs ([`Tool::name`]: `blkid`, `mkfs.ext4`, `mkfs.xfs`, `e2fsck`, `resize2fs`, `xfs_growfs`,
-/// `losetup`), each at most once; `DURATION` a whole number of `ms`, `s`, `m` or `h`, more
+/// `losetup`, `wipefs`), each at most once; `DURATION` a whole number of `ms`, `s`, `m` or `h`, more
 /// than zero (a zero limit would fail every call that runs the tool).
 ///
 /// ```

@@ -49,7 +49,7 @@ struct Cli {
     topology: Vec<String>,
 
     /// A time limit for a program the node runs, NAME=DURATION, repeatable (e.g. mkfs.xfs=15m;
-    /// tools: blkid, mkfs.ext4, mkfs.xfs, e2fsck, resize2fs, xfs_growfs, losetup).
+    /// tools: blkid, mkfs.ext4, mkfs.xfs, e2fsck, resize2fs, xfs_growfs, losetup, wipefs).
     #[arg(long = "tool-timeout", value_name = "NAME=DURATION")]
     tool_timeout: Vec<String>,
 
