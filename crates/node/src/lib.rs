@@ -61,7 +61,7 @@ pub use mount::{
 };
 pub use stats::{FsStats, block_device_size, filesystem_stats};
 pub use tool::Tool;
-pub(crate) use tool::run;
+pub(crate) use tool::{run, run_with_cleanup};
 
 /// Whether the effective user is root (mounts and loop devices need it).
 pub fn is_root() -> bool {

@@ -20,7 +20,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::{Error, Tool, path_arg, run};
+use crate::{Error, Tool, path_arg, run, run_with_cleanup};
 
 /// How [`LoopDevice::attach_with`] attaches a file.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -71,6 +71,12 @@ impl LoopDevice {
     /// Attaches `file` to a free loop device as `opts` says. With `opts.direct_io`, a device
     /// the kernel leaves in buffered mode is still returned (the reason is logged as a
     /// warning); [`LoopDevice::direct_io`] tells which mode it got.
+    ///
+    /// A `losetup` killed at its timeout ([`Error::Timeout`]) may have attached the file all
+    /// the same, and no one would know the device: what it attached is detached again, before
+    /// the call returns or, for a `losetup` still blocked in the kernel then (`exited: false`),
+    /// once it dies at last. Attaches of one file in this process take turns, so that this
+    /// never detaches a device another attach made.
     pub fn attach_with(file: &Path, opts: &AttachOptions) -> Result<Self, Error> {
         let len = fs::metadata(file)
             .map_err(|e| Error::io("stat", file, e))?
@@ -115,10 +121,15 @@ impl LoopDevice {
             cmd
         };
         // A losetup killed at its timeout may have attached the file already, and no one
-        // would know the device: what was not there before is detached again.
+        // would know the device: what was not there before is detached again, now and, for a
+        // losetup still blocked in the kernel, once it has died (its attach may complete until
+        // then). Attaches of one file in this process take turns, so that such a late clean-up
+        // never takes a device another attach is making or has handed out.
+        let turn = AttachTurn::take(file);
         let before = LoopDevice::backed_by(file);
         let attach = |direct_io: bool| {
-            run(Tool::Losetup, &mut command(direct_io)).inspect_err(|e| {
+            let late = turn.late_cleanup(file, &before);
+            run_with_cleanup(Tool::Losetup, &mut command(direct_io), late).inspect_err(|e| {
                 if matches!(e, Error::Timeout { .. }) {
                     detach_new_attachments(file, &before);
                 }
@@ -136,6 +147,8 @@ impl LoopDevice {
             Err(e) => return Err(e),
         };
         let device = LoopDevice::current(path);
+        turn.handed_out(&device);
+        drop(turn);
         if opts.direct_io && device.direct_io() == Some(false) {
             tracing::warn!(file = %file.display(), device = %device.path.display(),
                 reason = %refused_direct_io(file, opts.offset),
@@ -336,13 +349,141 @@ impl LoopDevice {
     }
 }
 
-/// Detaches the loop devices over `file` that are not among `before`: what a `losetup` killed
-/// at its timeout attached (best effort, logged). An attach still blocked in the kernel when
-/// the tool was killed may complete after this; it is then left, over `file`, for
-/// [`LoopDevice::backed_by`] to find.
-fn detach_new_attachments(file: &Path, before: &[LoopDevice]) {
+/// The attaches of one backing file in this process, which take turns ([`AttachTurn`]).
+#[derive(Default)]
+struct FileAttaches {
+    /// Whether an attach or a late clean-up of the file has the turn.
+    busy: bool,
+    /// Late clean-ups that may still run: each waits for a killed `losetup` of the file to die.
+    late_cleanups: usize,
+    /// The devices attaches of the file handed out while a late clean-up may still run: not
+    /// the killed `losetup`'s, whatever their number.
+    handed_out: Vec<LoopDevice>,
+}
+
+type FileTurns = std::sync::Arc<(std::sync::Mutex<FileAttaches>, std::sync::Condvar)>;
+
+/// The backing files an attach or a late clean-up is using now, by canonical path.
+static ATTACHES: std::sync::Mutex<Vec<(PathBuf, FileTurns)>> = std::sync::Mutex::new(Vec::new());
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Plain values, whole after any write: a panic elsewhere spoils nothing.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The turn at one backing file, held by an attach or a late clean-up: while it is held, no
+/// other attach of the file in this process runs, and no late clean-up looks for what a
+/// killed `losetup` attached.
+struct AttachTurn {
+    key: PathBuf,
+    turns: FileTurns,
+}
+
+impl AttachTurn {
+    /// Waits for the turn at `file`.
+    fn take(file: &Path) -> Self {
+        let key = fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
+        let turns = {
+            let mut all = lock(&ATTACHES);
+            match all.iter().find(|(k, _)| *k == key) {
+                Some((_, t)) => t.clone(),
+                None => {
+                    let t = FileTurns::default();
+                    all.push((key.clone(), t.clone()));
+                    t
+                }
+            }
+        };
+        Self::wait(key, turns)
+    }
+
+    fn wait(key: PathBuf, turns: FileTurns) -> Self {
+        let (m, cv) = &*turns;
+        let mut state = lock(m);
+        while state.busy {
+            state = cv.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+        state.busy = true;
+        drop(state);
+        AttachTurn { key, turns }
+    }
+
+    /// Records that this attach hands `device` out.
+    fn handed_out(&self, device: &LoopDevice) {
+        let mut state = lock(&self.turns.0);
+        if state.late_cleanups > 0 {
+            state.handed_out.push(device.clone());
+        }
+    }
+
+    /// What detaches, once a `losetup` of `file` killed while blocked in the kernel has died,
+    /// the devices over `file` that were not among `before` and that no attach handed out
+    /// since: what it attached after it was killed.
+    fn late_cleanup(&self, file: &Path, before: &[LoopDevice]) -> crate::tool::Cleanup {
+        lock(&self.turns.0).late_cleanups += 1;
+        let late = LateCleanup {
+            key: self.key.clone(),
+            turns: self.turns.clone(),
+            file: file.to_path_buf(),
+            before: before.to_vec(),
+        };
+        Box::new(move || late.run())
+    }
+}
+
+impl Drop for AttachTurn {
+    fn drop(&mut self) {
+        let mut all = lock(&ATTACHES);
+        let (m, cv) = &*self.turns;
+        let mut state = lock(m);
+        state.busy = false;
+        cv.notify_all();
+        // Forgotten once nobody waits for the file (the list and this turn hold the only
+        // references, and new ones are taken under the list's lock).
+        if state.late_cleanups == 0 && std::sync::Arc::strong_count(&self.turns) == 2 {
+            all.retain(|(k, _)| *k != self.key);
+        }
+    }
+}
+
+/// A clean-up [`AttachTurn::late_cleanup`] made; dropped without running (the `losetup` exited
+/// in time), it only counts itself out.
+struct LateCleanup {
+    key: PathBuf,
+    turns: FileTurns,
+    file: PathBuf,
+    before: Vec<LoopDevice>,
+}
+
+impl LateCleanup {
+    fn run(self) {
+        let turn = AttachTurn::wait(self.key.clone(), self.turns.clone());
+        let mut keep = self.before.clone();
+        keep.extend(lock(&turn.turns.0).handed_out.iter().cloned());
+        detach_new_attachments(&self.file, &keep);
+        drop(turn);
+    }
+}
+
+impl Drop for LateCleanup {
+    fn drop(&mut self) {
+        let mut all = lock(&ATTACHES);
+        let mut state = lock(&self.turns.0);
+        state.late_cleanups -= 1;
+        if state.late_cleanups == 0 {
+            state.handed_out.clear();
+            if !state.busy && std::sync::Arc::strong_count(&self.turns) == 2 {
+                all.retain(|(k, _)| *k != self.key);
+            }
+        }
+    }
+}
+
+/// Detaches the loop devices over `file` that are not among `keep`: what a `losetup` killed
+/// at its timeout attached (best effort, logged).
+fn detach_new_attachments(file: &Path, keep: &[LoopDevice]) {
     for device in LoopDevice::backed_by(file) {
-        if before.contains(&device) {
+        if keep.contains(&device) {
             continue;
         }
         match device.detach() {

@@ -165,6 +165,24 @@ fn settings_mut() -> std::sync::RwLockWriteGuard<'static, [Setting; TOOLS]> {
 /// (its standard input is `/dev/null`) and runs in a process group of its own, which is killed
 /// when the timeout passes.
 pub(crate) fn run(tool: Tool, cmd: &mut Command) -> Result<String, Error> {
+    run_with_cleanup(tool, cmd, Box::new(|| {}))
+}
+
+/// What runs once a killed tool that was still blocked in the kernel when [`run_with_cleanup`]
+/// returned (its error's `exited: false`) has died at last: on the thread that reaps it,
+/// whenever the kernel lets it go.
+pub(crate) type Cleanup = Box<dyn FnOnce() + Send + 'static>;
+
+/// [`run`], and `cleanup` once a tool killed while blocked in the kernel has died (see
+/// [`Cleanup`]): for what it did until then, such as a `losetup` whose attach of a file on a
+/// hung file system completes after the call returned. Not run for a tool that exits by
+/// itself or dies within the grace after the kill: the caller sees its error and cleans up
+/// then.
+pub(crate) fn run_with_cleanup(
+    tool: Tool,
+    cmd: &mut Command,
+    cleanup: Cleanup,
+) -> Result<String, Error> {
     use std::os::unix::process::CommandExt;
     let program = cmd.get_program().to_string_lossy().into_owned();
     let timeout = tool.timeout();
@@ -205,11 +223,11 @@ pub(crate) fn run(tool: Tool, cmd: &mut Command) -> Result<String, Error> {
             .wait()
             .map_err(|e| Error::io("wait for", PathBuf::from(&program), e))?,
         Ok(Err(e)) => {
-            kill_group(child, &exit);
+            kill_group(child, &exit, cleanup);
             return Err(Error::io("wait for", PathBuf::from(&program), e));
         }
         Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-            kill_group(child, &exit);
+            kill_group(child, &exit, cleanup);
             return Err(Error::io(
                 "wait for",
                 PathBuf::from(&program),
@@ -218,7 +236,7 @@ pub(crate) fn run(tool: Tool, cmd: &mut Command) -> Result<String, Error> {
         }
         Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
             let pid = child.id();
-            let exited = kill_group(child, &exit);
+            let exited = kill_group(child, &exit, cleanup);
             return Err(Error::Timeout {
                 command: format!("{cmd:?}"),
                 tool,
@@ -305,10 +323,12 @@ fn exit_notice(pid: u32) -> std::sync::mpsc::Receiver<std::io::Result<()>> {
 /// Kills the process group that `child` leads (`SIGKILL` to every process in it) and reaps the
 /// child. Returns whether it has exited within a second (`exit`, from [`exit_notice`], tells):
 /// a process blocked in the kernel on a hung device (state `D`) dies only once the kernel lets
-/// go of it, and is then reaped by a thread left waiting for it, so that no zombie stays.
+/// go of it, and is then reaped by a thread left waiting for it, which runs `cleanup` next,
+/// so that no zombie stays and what it did meanwhile is undone.
 fn kill_group(
     mut child: std::process::Child,
     exit: &std::sync::mpsc::Receiver<std::io::Result<()>>,
+    cleanup: Cleanup,
 ) -> bool {
     if let Some(pid) = i32::try_from(child.id())
         .ok()
@@ -323,7 +343,10 @@ fn kill_group(
         let _ = child.wait();
         return true;
     }
-    std::thread::spawn(move || child.wait());
+    std::thread::spawn(move || {
+        let _ = child.wait();
+        cleanup();
+    });
     false
 }
 

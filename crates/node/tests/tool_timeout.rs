@@ -171,6 +171,96 @@ fn a_hung_losetup_is_killed_and_named() {
             .status();
     }
     assert!(left.is_empty(), "left attached: {left:?}");
+
+    // A losetup blocked in the kernel when it is killed, whose attach completes only after the
+    // call has returned: that device is detached once the losetup dies, while a device another
+    // attach of the file made meanwhile is kept. The block in the kernel is a frozen cgroup
+    // (the v1 freezer): a frozen process dies of its SIGKILL only once thawed.
+    let Some(freezer) = Freezer::new() else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI must run the attach-after-the-kill part: it needs the cgroup v1 freezer"
+        );
+        eprintln!("skipped the attach-after-the-kill part: needs the cgroup v1 freezer");
+        return;
+    };
+    let go = dir.path().join("go");
+    let attached = dir.path().join("attached");
+    Tool::Losetup.set_program(script(
+        dir.path(),
+        "attach-after-the-kill",
+        &format!(
+            "setsid sh -c 'while [ ! -e {go} ]; do sleep 0.05; done; losetup -f {image} && touch {attached}' \
+             </dev/null >/dev/null 2>&1 &\n\
+             echo $$ > {tasks}\necho FROZEN > {state}\nexec sleep 30",
+            go = go.display(),
+            image = image.display(),
+            attached = attached.display(),
+            tasks = freezer.dir.join("tasks").display(),
+            state = freezer.dir.join("freezer.state").display(),
+        ),
+    ));
+    let err = LoopDevice::attach_with(&image, &AttachOptions::default()).unwrap_err();
+    assert!(
+        matches!(err, Error::Timeout { exited: false, .. }),
+        "not blocked: {err}"
+    );
+    Tool::Losetup.set_program("losetup");
+    Tool::Losetup.set_timeout(Tool::Losetup.default_timeout());
+    fs::write(&go, b"").unwrap();
+    assert!(
+        eventually(|| attached.exists()),
+        "the late attach did not happen"
+    );
+    let late = LoopDevice::backed_by(&image);
+    assert_eq!(late.len(), 1, "{late:?}");
+    // Another attach of the file, while the killed losetup is still blocked.
+    let retry = LoopDevice::attach(&image, false).unwrap();
+    freezer.thaw();
+    let gone = eventually(|| !LoopDevice::backed_by(&image).contains(&late[0]));
+    let left = LoopDevice::backed_by(&image);
+    for d in &left {
+        let _ = std::process::Command::new("losetup")
+            .arg("-d")
+            .arg(d.path())
+            .status();
+    }
+    assert!(
+        gone,
+        "the device the killed losetup attached stayed: {late:?}"
+    );
+    assert_eq!(left, [retry], "the other attach's device was not kept");
+}
+
+/// A cgroup of the v1 freezer, removed (thawed, once empty) when dropped.
+struct Freezer {
+    dir: std::path::PathBuf,
+}
+
+impl Freezer {
+    fn new() -> Option<Self> {
+        let root = Path::new("/sys/fs/cgroup/freezer");
+        if !csi_node::is_root() || !root.join("tasks").exists() {
+            return None;
+        }
+        let dir = root.join(format!("csi-node-test-{}", std::process::id()));
+        fs::create_dir(&dir).ok()?;
+        Some(Freezer { dir })
+    }
+
+    fn thaw(&self) {
+        fs::write(self.dir.join("freezer.state"), "THAWED").unwrap();
+    }
+}
+
+impl Drop for Freezer {
+    fn drop(&mut self) {
+        let _ = fs::write(self.dir.join("freezer.state"), "THAWED");
+        eventually(|| {
+            fs::read_to_string(self.dir.join("tasks")).is_ok_and(|t| t.trim().is_empty())
+        });
+        let _ = fs::remove_dir(&self.dir);
+    }
 }
 
 #[test]
