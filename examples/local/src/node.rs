@@ -326,7 +326,9 @@ impl Inner {
         let mut rec = wanted;
         if block {
             // Loop devices of this image that no publication records were
-            // attached by a publish a crash cut short: detach them.
+            // attached by a publish a crash (or a failed detach) cut short: detach them. One
+            // that cannot be detached fails the call before anything is made (the CO retries):
+            // left attached, it would hold the image for ever, with no record to find it by.
             let recorded: Vec<&String> = store
                 .state
                 .published
@@ -336,7 +338,8 @@ impl Inner {
             for dev in LoopDevice::backed_by(&data) {
                 if !recorded.iter().any(|r| Path::new(r) == dev.path()) {
                     tracing::info!(device = %dev.path().display(), "detaching a loop device no publication records");
-                    let _ = dev.detach();
+                    dev.detach()
+                        .map_err(|e| detach_error(&dev.path().to_string_lossy(), &data, e))?;
                 }
             }
             csi_node::create_file_target(target)?;
@@ -352,7 +355,9 @@ impl Inner {
             if let Err(e) =
                 csi_node::bind_mount(dev.path(), target, &MountOptions::default(), readonly)
             {
-                let _ = dev.detach();
+                // The call fails with the bind's error either way; a device left attached is
+                // found by the retry (no publication records it) and detached there.
+                detach_logged(&dev, "after a failed bind");
                 if created {
                     let _ = fs::remove_file(target);
                 }
@@ -686,27 +691,47 @@ fn detach_if_ours(dev: &str, image: &Path) -> Result<(), CsiError> {
     let Some(device) = own_loop_device(dev, image) else {
         return Ok(());
     };
-    device.detach().map_err(|e| {
-        if matches!(e, csi_node::Error::Timeout { .. }) {
-            return e.into();
-        }
-        CsiError::internal(format!(
-            "cannot detach loop device {dev} of {}: {e}",
-            image.display()
-        ))
-    })
+    device.detach().map_err(|e| detach_error(dev, image, e))
+}
+
+/// A failed detach of the loop device `dev` over `image`: DEADLINE_EXCEEDED for a `losetup`
+/// killed at its timeout, which the CO retries; INTERNAL naming the device and the image
+/// otherwise.
+fn detach_error(dev: &str, image: &Path, e: csi_node::Error) -> CsiError {
+    if matches!(e, csi_node::Error::Timeout { .. }) {
+        return e.into();
+    }
+    CsiError::internal(format!(
+        "cannot detach loop device {dev} of {}: {e}",
+        image.display()
+    ))
+}
+
+/// Detaches `device` on a path that fails its call anyway (`when` says which), logging a
+/// failure at warn with the device and the error: the device then stays attached until the
+/// next publish of the volume detaches it (no publication records it).
+fn detach_logged(device: &LoopDevice, when: &str) {
+    if let Err(e) = device.detach() {
+        tracing::warn!(device = %device.path().display(), error = %e,
+            "could not detach a loop device {when}; the next publish of the volume detaches it");
+    }
 }
 
 /// Undoes a publish whose record could not be saved; the target itself is removed only where
 /// the publish `created` it.
 fn undo_publish(target: &Path, rec: &PublishRec, created: bool) {
     // The bind the publish just made: the top mount, over nothing (the publish refused any
-    // other mount there).
-    let _ = csi_node::unmount(target);
+    // other mount there). The call fails with the commit's error either way: what cannot be
+    // undone is logged, and a retry unmounts the bind (its own, unrecorded) and detaches the
+    // device (no publication records it).
+    if let Err(e) = csi_node::unmount(target) {
+        tracing::warn!(target = %target.display(), error = %e,
+            "could not unmount the bind of a publish whose record was not saved");
+    }
     if let Some(dev) = &rec.loop_device
         && let Some(device) = LoopDevice::open(Path::new(dev))
     {
-        let _ = device.detach();
+        detach_logged(&device, "of a publish whose record was not saved");
     }
     if created {
         let _ = if rec.loop_device.is_some() {
