@@ -241,13 +241,23 @@ impl LocalDriver {
     ///
     /// The tool time limits of [`Config::tool_timeouts`] are set first (for the whole process,
     /// see [`csi_node::Tool::set_timeout`]), once the state directory is known to be this
-    /// driver's, so that the clean-up already runs under them.
+    /// driver's, so that the clean-up already runs under them. When the state cannot be opened
+    /// the limits are put back as they were: a failed open changes nothing in the process.
     pub fn open(cfg: Config) -> Result<LocalDriver, String> {
         let lock = lock_state_dir(&cfg.state_dir)?;
+        let previous: Vec<_> = cfg
+            .tool_timeouts
+            .iter()
+            .map(|&(tool, _)| (tool, tool.timeout()))
+            .collect();
         for (tool, limit) in &cfg.tool_timeouts {
             tool.set_timeout(*limit);
         }
-        let store = Store::open(&cfg.state_dir)?;
+        let store = Store::open(&cfg.state_dir).inspect_err(|_| {
+            for &(tool, limit) in &previous {
+                tool.set_timeout(limit);
+            }
+        })?;
         tracing::info!(
             state_dir = %cfg.state_dir.display(),
             volumes = store.state.volumes.len(),

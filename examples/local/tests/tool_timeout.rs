@@ -20,3 +20,20 @@ fn the_configured_tool_timeouts_are_set_when_the_driver_opens() {
     assert_eq!(Tool::Losetup.timeout(), Duration::from_millis(1500));
     assert_eq!(Tool::Blkid.timeout(), Tool::Blkid.default_timeout());
 }
+
+#[test]
+fn a_driver_that_fails_to_open_leaves_the_tool_timeouts_as_they_were() {
+    // Tools the other test here leaves alone.
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(state.join("state.json"), b"not json").unwrap();
+    let mut cfg = Config::with_state_dir(state);
+    cfg.tool_timeouts =
+        local::config::parse_tool_timeouts(&["e2fsck=7m".into(), "wipefs=3s".into()]).unwrap();
+    Tool::E2fsck.set_timeout(Duration::from_secs(99));
+    let e = LocalDriver::open(cfg).err().unwrap();
+    assert!(e.contains("state.json"), "{e}");
+    assert_eq!(Tool::E2fsck.timeout(), Duration::from_secs(99));
+    assert_eq!(Tool::Wipefs.timeout(), Tool::Wipefs.default_timeout());
+}
