@@ -217,7 +217,7 @@ impl Inner {
             .staged
             .get(&path_key(staging))
             .filter(|s| s.volume_id == id)
-            .map(|s| s.cap.mode.clone())
+            .map(|s| AccessMode::from(s.cap.mode))
         else {
             return Err(CsiError::failed_precondition(format!(
                 "volume {id} is not staged at {staging}; call NodeStageVolume first"
@@ -248,13 +248,9 @@ impl Inner {
             || flags.is_read_only();
         // A publish is never looser than its stage: a volume staged with an access mode that
         // grants only read access is not published writable under another mode.
-        if !readonly
-            && AccessMode::ALL
-                .into_iter()
-                .any(|m| format!("{m:?}") == staged_mode && m.is_read_only())
-        {
+        if !readonly && staged_mode.is_read_only() {
             return Err(CsiError::failed_precondition(format!(
-                "volume {id} is staged at {staging} with access mode {staged_mode}, which grants \
+                "volume {id} is staged at {staging} with access mode {staged_mode:?}, which grants \
                  only read access; publish it with readonly set or a read-only access mode, or \
                  stage it again with a writable one"
             )));

@@ -77,10 +77,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use imbl::OrdMap;
 
 #[cfg(test)]
-use csi_types::types::{AccessMode, MountVolume};
+use csi_types::types::MountVolume;
 use csi_types::{
     CsiError,
-    types::{AccessType, Map, VolumeCapability},
+    types::{AccessMode, AccessType, Map, VolumeCapability},
 };
 use serde::{Deserialize, Serialize};
 
@@ -95,7 +95,49 @@ pub(crate) struct CapRec {
     pub fs_type: Option<String>,
     #[serde(default)]
     pub mount_flags: Vec<String>,
-    pub mode: String,
+    pub mode: ModeRec,
+}
+
+/// An access mode as stored. The names are fixed here, one per mode, rather than taken from
+/// [`AccessMode`]'s `Debug` output, which a change to the SDK could change; they are the names
+/// that output gave when state files stored it, so those files still load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum ModeRec {
+    SingleNodeWriter,
+    SingleNodeReaderOnly,
+    MultiNodeReaderOnly,
+    MultiNodeSingleWriter,
+    MultiNodeMultiWriter,
+    SingleNodeSingleWriter,
+    SingleNodeMultiWriter,
+}
+
+impl From<AccessMode> for ModeRec {
+    fn from(m: AccessMode) -> Self {
+        match m {
+            AccessMode::SingleNodeWriter => ModeRec::SingleNodeWriter,
+            AccessMode::SingleNodeReaderOnly => ModeRec::SingleNodeReaderOnly,
+            AccessMode::MultiNodeReaderOnly => ModeRec::MultiNodeReaderOnly,
+            AccessMode::MultiNodeSingleWriter => ModeRec::MultiNodeSingleWriter,
+            AccessMode::MultiNodeMultiWriter => ModeRec::MultiNodeMultiWriter,
+            AccessMode::SingleNodeSingleWriter => ModeRec::SingleNodeSingleWriter,
+            AccessMode::SingleNodeMultiWriter => ModeRec::SingleNodeMultiWriter,
+        }
+    }
+}
+
+impl From<ModeRec> for AccessMode {
+    fn from(m: ModeRec) -> Self {
+        match m {
+            ModeRec::SingleNodeWriter => AccessMode::SingleNodeWriter,
+            ModeRec::SingleNodeReaderOnly => AccessMode::SingleNodeReaderOnly,
+            ModeRec::MultiNodeReaderOnly => AccessMode::MultiNodeReaderOnly,
+            ModeRec::MultiNodeSingleWriter => AccessMode::MultiNodeSingleWriter,
+            ModeRec::MultiNodeMultiWriter => AccessMode::MultiNodeMultiWriter,
+            ModeRec::SingleNodeSingleWriter => AccessMode::SingleNodeSingleWriter,
+            ModeRec::SingleNodeMultiWriter => AccessMode::SingleNodeMultiWriter,
+        }
+    }
 }
 
 impl CapRec {
@@ -108,16 +150,13 @@ impl CapRec {
             block,
             fs_type,
             mount_flags,
-            mode: format!("{:?}", c.access_mode),
+            mode: c.access_mode.into(),
         }
     }
 
     #[cfg(test)]
     pub fn to_cap(&self) -> VolumeCapability {
-        let mode = AccessMode::ALL
-            .into_iter()
-            .find(|m| format!("{m:?}") == self.mode)
-            .unwrap_or(AccessMode::SingleNodeWriter);
+        let mode = AccessMode::from(self.mode);
         if self.block {
             VolumeCapability::block(mode)
         } else {
@@ -2483,6 +2522,33 @@ mod tests {
             err.contains("state.json is not valid driver state"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn access_modes_are_stored_under_fixed_names_that_older_state_files_hold() {
+        // The names state files have held since the first format (then written as
+        // `AccessMode`'s Debug output), one per mode in wire order.
+        let names = [
+            "SingleNodeWriter",
+            "SingleNodeReaderOnly",
+            "MultiNodeReaderOnly",
+            "MultiNodeSingleWriter",
+            "MultiNodeMultiWriter",
+            "SingleNodeSingleWriter",
+            "SingleNodeMultiWriter",
+        ];
+        for (mode, name) in AccessMode::ALL.into_iter().zip(names) {
+            let json = format!(r#"{{"block":true,"mode":"{name}"}}"#);
+            let rec: CapRec = serde_json::from_str(&json).unwrap();
+            assert_eq!(AccessMode::from(rec.mode), mode, "{name}");
+            assert_eq!(
+                serde_json::to_value(CapRec::from_cap(&VolumeCapability::block(mode))).unwrap()["mode"],
+                name
+            );
+        }
+        // A name no mode has is refused by the parser, not read as some default mode.
+        let bad = serde_json::from_str::<CapRec>(r#"{"block":true,"mode":"SingleNodeWritr"}"#);
+        assert!(bad.is_err());
     }
 
     #[test]
