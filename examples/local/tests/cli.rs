@@ -214,7 +214,7 @@ fn bad_flag_values_are_one_line_naming_the_flag_and_the_rule() {
         (
             &["--tool-timeout", "mkfs=5m"],
             "local: --tool-timeout \"mkfs=5m\": unknown tool \"mkfs\"; the tools are blkid, mkfs.ext4, \
-             mkfs.xfs, e2fsck, resize2fs, xfs_growfs, losetup",
+             mkfs.xfs, e2fsck, resize2fs, xfs_growfs, losetup, wipefs",
         ),
         (
             &["--tool-timeout", "losetup=90"],
