@@ -212,6 +212,19 @@ impl Inner {
                 "staging_target_path is not set: this plugin has STAGE_UNSTAGE_VOLUME; call NodeStageVolume first",
             )
         })?;
+        // A target that is the staging path, or lies inside it (inside the volume) or above it,
+        // would bind the staging path onto itself or into itself, or hide it: the stage's own
+        // bind was taken for a publish's leftover and unmounted.
+        let (t, st) = (Path::new(&key), path_key(staging));
+        if t.starts_with(&st) || Path::new(&st).starts_with(t) {
+            return Err(CsiError::invalid(
+                "target_path",
+                format!(
+                    "{key} is, lies inside or holds staging_target_path {st}: a volume is \
+                     published at a path apart from where it is staged"
+                ),
+            ));
+        }
         let Some(staged_mode) = store
             .state
             .staged

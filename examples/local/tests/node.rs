@@ -1395,3 +1395,37 @@ async fn a_publish_made_read_only_by_its_mount_flags_is_no_writer() {
     }
     c.node_unstage_volume(unstage(&v, &staging)).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_target_path_that_is_or_lies_in_the_staging_path_is_refused_and_the_stage_kept() {
+    let Some((s, v, cap)) = staged_mount_volume(
+        "a_target_path_that_is_or_lies_in_the_staging_path_is_refused_and_the_stage_kept",
+    )
+    .await
+    else {
+        return;
+    };
+    let c = &s.client;
+    let staging = s.path("staging");
+    fs::write(staging.as_path().join("data"), b"kept").unwrap();
+    // The staging path itself (spelled another way too), a path inside it (inside the
+    // volume), and a directory that holds it.
+    for target in [
+        staging.clone(),
+        spelled(&staging, "/."),
+        node_path(&staging.as_path().join("inside")),
+        s.path(""),
+    ] {
+        let e = c
+            .node_publish_volume(publish(&v, Some(&staging), &target, &cap, false))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{target:?}: {e}");
+        assert!(e.to_string().contains("target_path"), "{e}");
+        // The stage is as it was: one bind of the volume, its data in view, nothing made in it.
+        assert_eq!(mounts_on(staging.as_path()), 1, "{target:?}");
+        assert_eq!(fs::read(staging.as_path().join("data")).unwrap(), b"kept");
+        assert!(!staging.as_path().join("inside").exists());
+    }
+    c.node_unstage_volume(unstage(&v, &staging)).await.unwrap();
+}
