@@ -274,10 +274,12 @@ impl Inner {
             readonly,
             staging: path_key(staging),
             loop_device: None,
+            loop_diskseq: None,
         };
         let same = |p: &PublishRec| {
             PublishRec {
                 loop_device: None,
+                loop_diskseq: None,
                 ..p.clone()
             } == wanted
         };
@@ -373,6 +375,7 @@ impl Inner {
                 return Err(e.into());
             }
             rec.loop_device = Some(dev.path().to_string_lossy().into_owned());
+            rec.loop_diskseq = dev.diskseq();
         } else {
             match fs::create_dir(target) {
                 Ok(()) => {}
@@ -427,7 +430,7 @@ impl Inner {
             rec.loop_device.as_deref().map(Path::new),
         )?;
         if let Some(dev) = &rec.loop_device {
-            detach_if_ours(dev, &store.layout.volume_path(id, true))?;
+            detach_if_ours(dev, rec.loop_diskseq, &store.layout.volume_path(id, true))?;
         }
         // Unmounted now (nothing is left mounted there once the binds are gone): the target
         // is removed, as the spec asks of what the plugin made there, but a directory that
@@ -600,7 +603,7 @@ impl Inner {
                 .filter(|(_, p)| p.volume_id == id)
             {
                 if let Some(dev) = &p.loop_device {
-                    own_loop_device(dev, &image)
+                    own_loop_device(dev, p.loop_diskseq, &image)
                         .ok_or_else(|| {
                             CsiError::internal(format!(
                                 "loop device {dev} of volume {id} (published at {target}) no \
@@ -681,9 +684,14 @@ fn loop_error(what: String, e: csi_node::Error) -> CsiError {
 }
 
 /// The loop device at `dev` if it still serves `image` (it may have been detached and its
-/// number attached again to another file since).
-fn own_loop_device(dev: &str, image: &Path) -> Option<LoopDevice> {
-    let device = LoopDevice::open(Path::new(dev))?;
+/// number attached again to another file since) and, where its attachment's disk sequence
+/// number `diskseq` was recorded, is still that attachment: the number may serve another
+/// publication of the same image since.
+fn own_loop_device(dev: &str, diskseq: Option<u64>, image: &Path) -> Option<LoopDevice> {
+    let device = match diskseq {
+        Some(seq) => LoopDevice::open_attachment(Path::new(dev), seq)?,
+        None => LoopDevice::open(Path::new(dev))?,
+    };
     device
         .backing_file()
         .is_some_and(|b| fs::canonicalize(image).is_ok_and(|i| i == b) || b == image)
@@ -696,8 +704,8 @@ fn own_loop_device(dev: &str, image: &Path) -> Option<LoopDevice> {
 /// killed at its timeout ([`csi_node::Error::Timeout`]) is DEADLINE_EXCEEDED, which the CO
 /// retries; any other failure is INTERNAL naming the device and the image. The caller keeps
 /// its record, so that the retry finds the device and detaches it.
-fn detach_if_ours(dev: &str, image: &Path) -> Result<(), CsiError> {
-    let Some(device) = own_loop_device(dev, image) else {
+fn detach_if_ours(dev: &str, diskseq: Option<u64>, image: &Path) -> Result<(), CsiError> {
+    let Some(device) = own_loop_device(dev, diskseq, image) else {
         return Ok(());
     };
     device.detach().map_err(|e| detach_error(dev, image, e))
@@ -738,7 +746,10 @@ fn undo_publish(target: &Path, rec: &PublishRec, created: bool) {
             "could not unmount the bind of a publish whose record was not saved");
     }
     if let Some(dev) = &rec.loop_device
-        && let Some(device) = LoopDevice::open(Path::new(dev))
+        && let Some(device) = match rec.loop_diskseq {
+            Some(seq) => LoopDevice::open_attachment(Path::new(dev), seq),
+            None => LoopDevice::open(Path::new(dev)),
+        }
     {
         detach_logged(&device, "of a publish whose record was not saved");
     }

@@ -251,6 +251,12 @@ pub(crate) struct PublishRec {
     /// The loop device bound at the target, for block volumes.
     #[serde(default)]
     pub loop_device: Option<String>,
+    /// The disk sequence number of that device's attachment ([`csi_node::LoopDevice::diskseq`]),
+    /// where the kernel numbers attachments: the number alone may serve another publication of
+    /// the volume by the time this one is undone (records written before this field have none,
+    /// and go by the number).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loop_diskseq: Option<u64>,
 }
 
 /// A point in time as seconds and nanoseconds since the epoch.

@@ -1429,3 +1429,70 @@ async fn a_target_path_that_is_or_lies_in_the_staging_path_is_refused_and_the_st
     }
     c.node_unstage_volume(unstage(&v, &staging)).await.unwrap();
 }
+
+/// The loop devices serving `image` (`losetup -j`), by path.
+fn loop_devices_of(image: &Path) -> Vec<String> {
+    let out = std::process::Command::new("losetup")
+        .arg("-j")
+        .arg(image)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| Some(l.split_once(':')?.0.to_string()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retried_unpublish_never_detaches_the_device_another_publish_took_at_its_number() {
+    let test = "a_retried_unpublish_never_detaches_the_device_another_publish_took_at_its_number";
+    let Some((s, v, cap, _loops)) = staged_block_volume(test).await else {
+        return;
+    };
+    let c = &s.client;
+    let staging = s.path("staging");
+    let img = local::volume_data_path(&s.state_dir(), v.as_str(), true);
+    // An unpublish cut short by a crash after its detach, before its record was removed;
+    // then another publish of the volume takes the freed number (the lowest free one, unless
+    // another process takes it first: then try again).
+    let mut found = None;
+    for attempt in 0..20 {
+        let (a, b) = (
+            s.path(&format!("a{attempt}")),
+            s.path(&format!("b{attempt}")),
+        );
+        for t in [&a, &b] {
+            fs::write(t.as_path(), b"").unwrap();
+        }
+        c.node_publish_volume(publish(&v, Some(&staging), &a, &cap, false))
+            .await
+            .unwrap();
+        let dev_a = loop_devices_of(&img);
+        assert_eq!(dev_a.len(), 1, "{dev_a:?}");
+        run("umount", &[a.as_path().as_os_str()]);
+        run("losetup", &["-d".as_ref(), dev_a[0].as_ref()]);
+        c.node_publish_volume(publish(&v, Some(&staging), &b, &cap, false))
+            .await
+            .unwrap();
+        if loop_devices_of(&img) == dev_a {
+            found = Some((a, b, dev_a[0].clone()));
+            break;
+        }
+        for t in [&a, &b] {
+            c.node_unpublish_volume(unpublish(&v, t)).await.unwrap();
+        }
+    }
+    let (a, b, dev) =
+        found.expect("the freed loop device number was taken by another process 20 times");
+    // The CO's retry of the first unpublish: its number now serves the other publication.
+    c.node_unpublish_volume(unpublish(&v, &a)).await.unwrap();
+    assert_eq!(
+        loop_devices_of(&img),
+        [dev.clone()],
+        "the other publication's device {dev} was detached"
+    );
+    assert!(is_mounted(b.as_path()));
+    c.node_unpublish_volume(unpublish(&v, &b)).await.unwrap();
+    assert!(eventually(|| loops_of(&img) == 0), "a loop device was left");
+    c.node_unstage_volume(unstage(&v, &staging)).await.unwrap();
+}
