@@ -39,7 +39,7 @@ use csi_types::{
     types::{AccessMode, VolumeCapability, VolumeCondition},
 };
 
-use crate::driver::{Inner, cap_rec, mismatch};
+use crate::driver::{Inner, cap_rec, check_capability, mismatch};
 use crate::state::{PublishRec, StageRec, io_err};
 
 /// The key a node path is recorded under: the path as the kernel reads it, without repeated or
@@ -78,6 +78,9 @@ impl Inner {
             .volumes
             .get(id)
             .ok_or_else(|| not_found_volume(id))?;
+        // A malformed capability is a bad field (INVALID_ARGUMENT naming it); one the volume
+        // cannot serve (the other access type) exceeds its capabilities (FAILED_PRECONDITION).
+        check_capability("volume_capability", &req.volume_capability)?;
         if let Some(why) = mismatch(&req.volume_capability, v.block) {
             return Err(CsiError::failed_precondition(format!(
                 "cannot stage volume {id} with this capability: {why}"
@@ -207,6 +210,7 @@ impl Inner {
             .volumes
             .get(id)
             .ok_or_else(|| not_found_volume(id))?;
+        check_capability("volume_capability", &req.volume_capability)?;
         let staging = req.staging_target_path.as_ref().ok_or_else(|| {
             CsiError::failed_precondition(
                 "staging_target_path is not set: this plugin has STAGE_UNSTAGE_VOLUME; call NodeStageVolume first",

@@ -124,6 +124,32 @@ async fn node_errors_that_need_no_mount() {
         code(c.node_stage_volume(stage(&v, &staging, &block)).await),
         Code::FailedPrecondition
     );
+    // A mount flag a bind cannot apply is a bad field, not a capability the volume lacks: it
+    // is refused naming the field, before the volume's state is looked at.
+    let mut bad = cap.clone();
+    if let csi_types::types::AccessType::Mount(m) = &mut bad.access_type {
+        m.mount_flags = vec!["discard".into()];
+    }
+    let e = c
+        .node_stage_volume(stage(&v, &staging, &bad))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+    assert!(
+        e.to_string()
+            .contains("volume_capability.mount.mount_flags"),
+        "{e}"
+    );
+    let e = c
+        .node_publish_volume(publish(&v, Some(&staging), &target, &bad, false))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+    assert!(
+        e.to_string()
+            .contains("volume_capability.mount.mount_flags"),
+        "{e}"
+    );
     // Unpublishing or unstaging what is not there succeeds.
     c.node_unpublish_volume(unpublish(&v, &target))
         .await
