@@ -162,14 +162,7 @@ fn a_hung_losetup_is_killed_and_named() {
     ));
     let err = LoopDevice::attach_with(&image, &AttachOptions::default()).unwrap_err();
     assert!(matches!(err, Error::Timeout { .. }), "{err}");
-    let left = LoopDevice::backed_by(&image);
-    for d in &left {
-        // Cleaned up here all the same, so that a failure leaks nothing.
-        let _ = std::process::Command::new("losetup")
-            .arg("-d")
-            .arg(d.path())
-            .status();
-    }
+    let left = detach_all_over(&image);
     assert!(left.is_empty(), "left attached: {left:?}");
 
     // A losetup blocked in the kernel when it is killed, whose attach completes only after the
@@ -218,18 +211,25 @@ fn a_hung_losetup_is_killed_and_named() {
     let retry = LoopDevice::attach(&image, false).unwrap();
     freezer.thaw();
     let gone = eventually(|| !LoopDevice::backed_by(&image).contains(&late[0]));
-    let left = LoopDevice::backed_by(&image);
+    let left = detach_all_over(&image);
+    assert!(
+        gone,
+        "the device the killed losetup attached stayed: {late:?}"
+    );
+    assert_eq!(left, [retry], "the other attach's device was not kept");
+}
+
+/// The loop devices over `image`, each detached here (with the system's `losetup`), so that a
+/// failed check leaks nothing.
+fn detach_all_over(image: &Path) -> Vec<LoopDevice> {
+    let left = LoopDevice::backed_by(image);
     for d in &left {
         let _ = std::process::Command::new("losetup")
             .arg("-d")
             .arg(d.path())
             .status();
     }
-    assert!(
-        gone,
-        "the device the killed losetup attached stayed: {late:?}"
-    );
-    assert_eq!(left, [retry], "the other attach's device was not kept");
+    left
 }
 
 /// A cgroup of the v1 freezer, removed (thawed, once empty) when dropped.

@@ -219,12 +219,20 @@ pub async fn gone(path: &Path) {
 
 /// How many loop devices serve `image` (`losetup -j`).
 pub fn loops_of(image: &Path) -> usize {
+    loop_devices_of(image).len()
+}
+
+/// The loop devices serving `image` (`losetup -j`), by path.
+pub fn loop_devices_of(image: &Path) -> Vec<String> {
     let out = std::process::Command::new("losetup")
         .arg("-j")
         .arg(image)
         .output()
         .unwrap();
-    String::from_utf8_lossy(&out.stdout).lines().count()
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| Some(l.split_once(':')?.0.to_string()))
+        .collect()
 }
 
 /// Detaches, when dropped, every loop device `losetup -j` finds over `image` (only this test's
