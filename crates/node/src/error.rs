@@ -34,6 +34,14 @@ pub enum Error {
         /// What was asked for.
         wanted: String,
     },
+    /// The device holds a filesystem the crate does not grow (only ext4 and XFS).
+    #[error("{device} holds {found}, which is not grown here (ext4 and xfs are)")]
+    CannotGrow {
+        /// The device.
+        device: PathBuf,
+        /// What `blkid` found on it, as [`crate::probe_filesystem`] says.
+        found: String,
+    },
     /// The operation needs a mount that is not there.
     #[error("{path} is not mounted: {why}")]
     NotMounted {
@@ -184,6 +192,7 @@ impl Error {
 /// | [`Unformatted`](Error::Unformatted) | FAILED_PRECONDITION | a read-only stage of a blank volume |
 /// | [`AlreadyMounted`](Error::AlreadyMounted) | ALREADY_EXISTS | the staging path has another volume or mode mounted ("Volume published but is incompatible", NodeStageVolume) |
 /// | [`NotMounted`](Error::NotMounted) | FAILED_PRECONDITION | e.g. growing an unmounted XFS |
+/// | [`CannotGrow`](Error::CannotGrow) | FAILED_PRECONDITION | the volume holds a filesystem the node cannot grow (not a field of the request) |
 /// | [`ForeignMount`](Error::ForeignMount) | FAILED_PRECONDITION | someone else's mount is stacked on the path; the call cannot complete until it is gone |
 /// | [`SymbolicLink`](Error::SymbolicLink) | FAILED_PRECONDITION | a staging or target path that is a symbolic link |
 /// | [`UnsupportedFilesystem`](Error::UnsupportedFilesystem) | INVALID_ARGUMENT | names `volume_capability.mount.fs_type` |
@@ -210,6 +219,7 @@ impl From<Error> for csi_types::CsiError {
             Error::FilesystemMismatch { .. }
             | Error::Unformatted { .. }
             | Error::NotMounted { .. }
+            | Error::CannotGrow { .. }
             | Error::SymbolicLink { .. }
             | Error::ForeignMount { .. }
             | Error::MissingTool { .. }

@@ -258,11 +258,16 @@ fn check_kinds(device: &Path, target: &Path) -> Result<(), Error> {
 /// `CAP_SYS_RESOURCE` for it), XFS with `xfs_growfs` on a mount of it (the whole filesystem's,
 /// or else a bind of one of its directories). An unmounted ext4 is
 /// checked (`e2fsck -f -p`) and grown offline; an unmounted XFS cannot grow
-/// ([`Error::NotMounted`]). Growing a filesystem that already fills its device succeeds and
+/// ([`Error::NotMounted`]), nor can another filesystem ([`Error::CannotGrow`]). Growing a filesystem that already fills its device succeeds and
 /// changes nothing.
 pub fn resize_filesystem(device: &Path) -> Result<(), Error> {
     let fs = match probe_filesystem(device)? {
-        Some(t) => t.parse::<FsType>()?,
+        // What the device holds is no field of the caller's request: not the INVALID_ARGUMENT
+        // naming `fs_type` that `FsType`'s parser answers.
+        Some(t) => t.parse::<FsType>().map_err(|_| Error::CannotGrow {
+            device: device.to_path_buf(),
+            found: t.clone(),
+        })?,
         None => {
             return Err(Error::Unformatted {
                 device: device.to_path_buf(),

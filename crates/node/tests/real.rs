@@ -1541,3 +1541,28 @@ fn unmount_own_takes_off_the_plugins_mounts_and_leaves_one_stacked_on_them() {
     }
     assert!(dev.detach_and_wait(Duration::from_secs(30)).unwrap());
 }
+
+#[test]
+fn a_filesystem_that_is_not_grown_here_is_a_failed_precondition_not_a_bad_fs_type() {
+    // blkid and mkswap work on an image file: no root needed.
+    let s = Scratch::new();
+    let image = s.image("swap.img", 1 << 20);
+    let made = std::process::Command::new("mkswap")
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let err = csi_node::resize_filesystem(&image).unwrap_err();
+    assert!(
+        matches!(&err, Error::CannotGrow { found, .. } if found == "swap"),
+        "{err}"
+    );
+    // What the volume holds is no field of the request: not INVALID_ARGUMENT naming fs_type.
+    let status = csi_types::CsiError::from(err);
+    assert_eq!(
+        status.code(),
+        csi_types::Code::FailedPrecondition,
+        "{status}"
+    );
+    assert!(!status.to_string().contains("fs_type"), "{status}");
+}
