@@ -98,10 +98,9 @@ impl Tool {
 
     /// How long a run of the tool may take unless [`Tool::set_timeout`] said otherwise: 30
     /// seconds for `blkid`, `losetup` and `wipefs` (they read or clear a few superblocks or make
-    /// one ioctl, and take
-    /// milliseconds on a working device); 5 minutes for `mkfs.ext4` (lazy initialisation, so the
-    /// size matters little), `resize2fs` and `xfs_growfs`; 10 minutes for `mkfs.xfs` (it discards
-    /// every block first) and `e2fsck -f` (it reads all metadata).
+    /// one ioctl, and take milliseconds on a working device); 5 minutes for `mkfs.ext4` (lazy
+    /// initialisation, so the size matters little), `resize2fs` and `xfs_growfs`; 10 minutes for
+    /// `mkfs.xfs` (it discards every block first) and `e2fsck -f` (it reads all metadata).
     pub fn default_timeout(self) -> Duration {
         match self {
             Tool::Blkid | Tool::Losetup | Tool::Wipefs => Duration::from_secs(30),
@@ -163,7 +162,8 @@ fn settings_mut() -> std::sync::RwLockWriteGuard<'static, [Setting; TOOLS]> {
 /// standard output; a failure names the command, its status and what it printed on standard
 /// error. A program that cannot be started is a missing dependency. The tool reads nothing
 /// (its standard input is `/dev/null`) and runs in a process group of its own, which is killed
-/// when the timeout passes.
+/// when the timeout passes. Its exit is waited for, not polled for: the call returns as soon as
+/// the tool has exited.
 pub(crate) fn run(tool: Tool, cmd: &mut Command) -> Result<String, Error> {
     run_with_cleanup(tool, cmd, Box::new(|| {}))
 }
