@@ -286,3 +286,123 @@ async fn an_exported_volume_holds_its_bytes_of_the_drives() {
     connect_member(&addr, &b.members[0].drive, n2).unwrap();
     agent.shutdown();
 }
+
+/// An agent restarted while another holder has one volume's bytes of a
+/// drive file still exports every other volume, and says which it could
+/// not: start-up does not stop at the first refusal. The refused volume is
+/// granted at its next ControllerPublish once the holder lets go. Before,
+/// the first refusal ended the start-up and every later volume stayed
+/// ungranted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_agent_grants_every_volume_it_can() {
+    use raid_engine::{CacheMode, ClaimHolder, FileDevice};
+    let store: Arc<dyn Store> = Arc::new(MemStore::default());
+    let (dir, agent, driver) = setup(store.clone());
+    let inv = driver.composer().inventory().clone();
+    let plugin = driver.plugin().unwrap();
+    for name in ["one", "two", "three"] {
+        let vol = create(&plugin, name, NBD_MIRROR).await;
+        Csi::controller_publish_volume(&plugin, publish_req(&vol.volume_id, "r1-n1"))
+            .await
+            .unwrap();
+    }
+    agent.shutdown();
+    // The first volume the start-up meets: another holder has its first
+    // member's bytes.
+    let records = driver.composer().records();
+    let held = &records[0];
+    let m = &held.members[0];
+    let file = dir.path().join("drives").join(format!("{}.img", m.drive));
+    let other = FileDevice::open(&file, CacheMode::Buffered).unwrap();
+    let claim = other
+        .claim_range(&ClaimHolder::new("another exporter"), m.offset, m.len)
+        .unwrap();
+
+    let agent2 = Arc::new(
+        JbodAgent::start(
+            Arc::new(inv.clone()),
+            &dir.path().join("drives"),
+            "127.0.0.1:0",
+        )
+        .unwrap(),
+    );
+    let again = ComposerDriver::open(inv.clone(), store.clone(), None)
+        .unwrap()
+        .with_agent(agent2.clone())
+        .expect("the agent starts with what it can grant");
+    let refused = agent2.sync_all(again.composer()).unwrap();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].0, held.id);
+    assert_eq!(refused[0].1.code(), Code::FailedPrecondition);
+    assert!(
+        refused[0].1.to_string().contains("another exporter"),
+        "{}",
+        refused[0].1
+    );
+    // Every other volume is served to its server.
+    let n1 = address(&inv, "r1-n1");
+    let addr = agent2.addr().to_string();
+    for r in &records[1..] {
+        for m in &r.members {
+            assert!(agent2.allowed(&m.drive).contains(&n1), "{}", r.id);
+            connect_member(&addr, &m.drive, n1).unwrap();
+        }
+    }
+    // The holder lets go: the CO's retry of the publish grants it.
+    drop(claim);
+    let plugin = again.plugin().unwrap();
+    let id = VolumeId::new(&held.id).unwrap();
+    Csi::controller_publish_volume(&plugin, publish_req(&id, "r1-n1"))
+        .await
+        .unwrap();
+    for m in &held.members {
+        assert!(agent2.allowed(&m.drive).contains(&n1));
+    }
+    assert!(agent2.sync_all(again.composer()).unwrap().is_empty());
+    agent2.shutdown();
+}
+
+/// A volume whose member lies past the end of its drive file (the
+/// inventory gives the drive fewer bytes than the record uses) is refused
+/// with FAILED_PRECONDITION naming the drive, its size and the range, and
+/// changes no grant. Before, it was INTERNAL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_past_the_end_of_its_drive_is_a_failed_precondition() {
+    let (_dir, agent, driver) = setup(Arc::new(MemStore::default()));
+    let plugin = driver.plugin().unwrap();
+    let vol = create(&plugin, "mirror", NBD_MIRROR).await;
+    Csi::controller_publish_volume(&plugin, publish_req(&vol.volume_id, "r1-n1"))
+        .await
+        .unwrap();
+    let rec = driver
+        .composer()
+        .get(vol.volume_id.as_str())
+        .unwrap()
+        .record;
+    let mut past = rec.clone();
+    past.id = "vol-past".into();
+    let size = 256u64 << 20;
+    past.members[0].offset = size - 4096;
+    let before: Vec<_> = rec
+        .members
+        .iter()
+        .map(|m| agent.allowed(&m.drive))
+        .collect();
+    let err = agent.sync_volume("vol-past", Some(&past)).unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    let err = err.to_string();
+    let m = &past.members[0];
+    assert!(err.contains(&format!("drive {}", m.drive)), "{err}");
+    assert!(err.contains(&format!("{size} bytes")), "no size: {err}");
+    assert!(
+        err.contains(&format!("{}..{}", m.offset, m.offset + m.len)),
+        "no range: {err}"
+    );
+    let after: Vec<_> = rec
+        .members
+        .iter()
+        .map(|m| agent.allowed(&m.drive))
+        .collect();
+    assert_eq!(before, after);
+    agent.shutdown();
+}
