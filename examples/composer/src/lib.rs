@@ -153,8 +153,12 @@ impl ComposerDriver {
             Err(Error::NotFound(_)) => None,
             Err(e) => return Err(e),
         };
-        a.sync_volume(id, rec.as_ref())
-            .map_err(|e| Error::Internal(e.to_string()))
+        // A refusal (bytes held by another holder, a member past its
+        // drive's end) stays FAILED_PRECONDITION for the CO.
+        a.sync_volume(id, rec.as_ref()).map_err(|e| match e {
+            CsiError::FailedPrecondition(m) => Error::FailedPrecondition(m),
+            e => Error::Internal(e.to_string()),
+        })
     }
 
     /// The node side, when served.

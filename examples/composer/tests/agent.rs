@@ -348,10 +348,16 @@ async fn a_restarted_agent_grants_every_volume_it_can() {
             connect_member(&addr, &m.drive, n1).unwrap();
         }
     }
-    // The holder lets go: the CO's retry of the publish grants it.
-    drop(claim);
+    // A publish meanwhile answers the refusal as it is (was INTERNAL).
     let plugin = again.plugin().unwrap();
     let id = VolumeId::new(&held.id).unwrap();
+    let err = Csi::controller_publish_volume(&plugin, publish_req(&id, "r1-n1"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    assert!(err.to_string().contains("another exporter"), "{err}");
+    // The holder lets go: the CO's retry of the publish grants it.
+    drop(claim);
     Csi::controller_publish_volume(&plugin, publish_req(&id, "r1-n1"))
         .await
         .unwrap();
