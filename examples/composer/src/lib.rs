@@ -602,7 +602,7 @@ impl Node for ComposerDriver {
         tokio::task::spawn_blocking(move || -> Result<(), CsiError> {
             // Only this volume's binds come off; a mount stacked on them by someone else is
             // refused and stays, and the publish stays recorded.
-            let own = side.own_sources(&id);
+            let own = side.unpublish_sources(&id, &target);
             node::unmount_own_at("target_path", &target, &own, &id)?;
             side.release_target(&target);
             if target.is_dir() {

@@ -270,6 +270,9 @@ pub struct NodeSide {
     staged: Mutex<BTreeMap<String, Staged>>,
     /// Published targets: volume id and whether read-only.
     targets: Mutex<BTreeMap<PathBuf, (String, bool)>>,
+    /// Per published target, what its publish bound there from (see
+    /// [`NodeSide::unpublish_sources`]).
+    bound: Mutex<BTreeMap<PathBuf, Vec<PathBuf>>>,
     /// Volumes an earlier node process staged whose stack is gone (an engine
     /// volume's FUSE died with that process): the next stage re-assembles
     /// them, an unstage cleans up what is left.
@@ -342,6 +345,7 @@ impl NodeSide {
             cfg,
             staged: Mutex::new(staged),
             targets: Mutex::new(state.targets),
+            bound: Mutex::new(state.bound),
             recovered: Mutex::new(recovered),
             remote: Mutex::new(BTreeMap::new()),
             claim_id: {
@@ -420,6 +424,7 @@ impl NodeSide {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
+            bound: self.bound.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         };
         for (id, s) in self.lock().iter() {
             if s.staging.as_os_str().is_empty() {
@@ -572,9 +577,13 @@ impl NodeSide {
             let source = if block { &dev } else { &staging };
             csi_node::bind_mount(source, &t, &MountOptions::default(), ro)
                 .map_err(CsiError::from)?;
+            self.bound
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(t.clone(), vec![staging.clone(), dev.clone()]);
             tracing::info!(volume = id, target = %t.display(), "publish bound to the re-assembled volume");
         }
-        Ok(())
+        self.save_state()
     }
 
     /// Records a publish of `id` at `target`; `Ok(false)` when the same
@@ -591,11 +600,13 @@ impl NodeSide {
             None => {
                 t.insert(target.to_path_buf(), (id.to_string(), ro));
                 drop(t);
+                let sources = self.own_sources(id);
+                self.bound
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(target.to_path_buf(), sources);
                 if let Err(e) = self.save_state() {
-                    self.targets
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(target);
+                    self.forget_target(target);
                     return Err(e);
                 }
                 Ok(true)
@@ -612,16 +623,44 @@ impl NodeSide {
             .is_some_and(|(v, _)| v == id)
     }
 
-    /// Forgets the publish at `target`.
-    pub fn release_target(&self, target: &Path) {
-        let removed = self
-            .targets
+    /// What an unpublish of `id` at `target` may unmount there: what a
+    /// publish of `id` binds now ([`NodeSide::own_sources`]), and what the
+    /// publish recorded at `target` bound when it was made, kept across
+    /// restarts: once the volume is unstaged (out of the CO's order, or a
+    /// volume of an earlier node process whose stack died with it) the
+    /// former is empty, and the latter still tells the plugin's bind from
+    /// a mount someone else stacked there.
+    pub fn unpublish_sources(&self, id: &str, target: &Path) -> Vec<PathBuf> {
+        let mut own = self.own_sources(id);
+        if self.is_target_of(target, id)
+            && let Some(b) = self
+                .bound
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(target)
+        {
+            own.extend(b.iter().filter(|p| !p.as_os_str().is_empty()).cloned());
+        }
+        own
+    }
+
+    /// Drops the record of the publish at `target`; whether there was one.
+    fn forget_target(&self, target: &Path) -> bool {
+        self.bound
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(target);
-        if removed.is_some()
-            && let Err(e) = self.save_state()
-        {
+        self.targets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(target)
+            .is_some()
+    }
+
+    /// Forgets the publish at `target`.
+    pub fn release_target(&self, target: &Path) {
+        let removed = self.forget_target(target);
+        if removed && let Err(e) = self.save_state() {
             tracing::error!(error = %e, "recording the unpublish failed");
         }
     }
@@ -992,6 +1031,11 @@ impl NodeSide {
     }
 
     /// `NodeUnstageVolume`: unmount, detach the loop device, close the volume.
+    /// A volume this process serves that is still published at a mounted
+    /// target is refused with FAILED_PRECONDITION naming the targets, and
+    /// stays staged; one staged by an earlier process (its stack is dead) is
+    /// taken apart, and a later unpublish of its targets unmounts what that
+    /// publish bound ([`NodeSide::unpublish_sources`]).
     pub fn unstage(&self, id: &str, staging: &Path) -> Result<(), CsiError> {
         let r = self
             .recovered
@@ -1016,6 +1060,24 @@ impl NodeSide {
     }
 
     fn unstage_live(&self, id: &str, staging: &Path) -> Result<(), CsiError> {
+        // Not under a live publish (the CO unpublishes first; spec,
+        // NodeUnstageVolume): an engine volume's FUSE file cannot close
+        // while a bind of its file system holds it (the unstage would wait
+        // for it for good, holding the node side), and a plain range's
+        // claim must not go while the file system on it is in use.
+        let published: Vec<String> = self
+            .targets_of(id)
+            .into_iter()
+            .filter(|t| csi_node::is_mount_point(t).unwrap_or(false))
+            .map(|t| t.display().to_string())
+            .collect();
+        if !published.is_empty() && self.lock().get(id).is_some_and(|s| s.staging == staging) {
+            return Err(CsiError::failed_precondition(format!(
+                "volume {id} is still published at {}: call NodeUnpublishVolume for each \
+                 target before NodeUnstageVolume (nothing was unstaged)",
+                published.join(", ")
+            )));
+        }
         let mut map = self.lock();
         let Some(s) = map.get_mut(id) else {
             return Ok(());
