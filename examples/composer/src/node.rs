@@ -301,6 +301,46 @@ fn engine_err(what: &str, e: raid_engine::EngineError) -> CsiError {
     }
 }
 
+/// A refused or failed connection to the JBOD agent for `drive` of
+/// volume `id` as the CSI error of the stage: the agent not exporting the
+/// drive to this server (`NBD_REP_ERR_POLICY`: the volume is not granted
+/// here) is FAILED_PRECONDITION; an agent that cannot be reached
+/// (refused, reset, timed out) is UNAVAILABLE, for the CO to retry; anything
+/// else INTERNAL. Each names the volume, the drive and the agent.
+fn nbd_connect_err(
+    id: &str,
+    agent: &str,
+    drive: &str,
+    source: std::net::IpAddr,
+    e: raid_engine::EngineError,
+) -> CsiError {
+    use raid_engine::EngineError;
+    let what = format!("volume {id}: drive {drive} over NBD from the JBOD agent at {agent}");
+    match &e {
+        EngineError::Nbd(m) if m.contains("NBD_REP_ERR_POLICY") => {
+            CsiError::failed_precondition(format!(
+                "{what}: the agent does not export the drive to this server ({source}); \
+                 ControllerPublishVolume of the volume to this node grants it (if it was \
+                 published, the agent's log says why it refused): {e}"
+            ))
+        }
+        EngineError::Io { source: io, .. }
+            if matches!(
+                io.kind(),
+                io::ErrorKind::ConnectionRefused
+                    | io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::TimedOut
+                    | io::ErrorKind::HostUnreachable
+                    | io::ErrorKind::NetworkUnreachable
+            ) =>
+        {
+            CsiError::Unavailable(format!("{what}: the agent cannot be reached: {e}"))
+        }
+        _ => engine_err(&what, e),
+    }
+}
+
 fn layout_of(kind: LayoutKind) -> &'static str {
     match kind {
         LayoutKind::Single | LayoutKind::Slice => "single",
@@ -395,7 +435,7 @@ impl NodeSide {
         };
         let claim = claim_remote(self.claim_id, &rec.id, &agent, drive, offset, len)?;
         let dev = crate::agent::connect_member(&agent, drive, source)
-            .map_err(|e| engine_err(&format!("drive {drive} over NBD"), e))?;
+            .map_err(|e| nbd_connect_err(&rec.id, &agent, drive, source, e))?;
         let size = dev.size();
         if offset.checked_add(len).is_none_or(|end| end > size) {
             return Err(CsiError::failed_precondition(format!(

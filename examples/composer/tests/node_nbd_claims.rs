@@ -138,3 +138,52 @@ async fn a_member_past_the_end_of_its_drive_over_nbd_is_a_failed_precondition() 
     side.set_remote(&rec.id, &agent, source(&s));
     side.assemble_unexposed(&rec).unwrap();
 }
+
+/// A member the agent does not export to this server (the volume is not
+/// granted here) is FAILED_PRECONDITION saying so, and an agent that cannot
+/// be reached is UNAVAILABLE, for the CO to retry; each names the volume,
+/// the drive and the agent. Before, both were INTERNAL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_refuses_or_is_gone_is_a_clear_error() {
+    let s = common::InProcess::with_agent();
+    let side = s.driver.node_side().unwrap();
+    let _release = Release(vec![side]);
+    let (rec, agent) = published_mirror(&s).await;
+    // Unpublished: the agent exports the drives to nobody.
+    csi_types::prelude::Csi::controller_unpublish_volume(
+        &s.plugin,
+        csi_types::controller::ControllerUnpublishVolumeRequest {
+            volume_id: csi_types::ids::VolumeId::new(&rec.id).unwrap(),
+            node_id: None,
+            secrets: Default::default(),
+        },
+    )
+    .await
+    .unwrap();
+    side.set_remote(&rec.id, &agent, source(&s));
+    let err = side.assemble_unexposed(&rec).unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!("drive {}", rec.members[0].drive)),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&agent) && msg.contains("does not export"),
+        "{msg}"
+    );
+
+    // An agent address nobody listens on (the agent's, once it stopped).
+    common::controller_publish(&s.plugin, &rec.id).await;
+    let gone = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    side.set_remote(&rec.id, &gone, source(&s));
+    let err = side.assemble_unexposed(&rec).unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err}");
+    assert!(err.to_string().contains(&gone), "{err}");
+    // The agent back: it assembles.
+    side.set_remote(&rec.id, &agent, source(&s));
+    side.assemble_unexposed(&rec).unwrap();
+}
