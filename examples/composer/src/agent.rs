@@ -183,7 +183,13 @@ impl JbodAgent {
                     .inv
                     .server_index(node)
                     .and_then(server_address)
-                    .ok_or_else(|| internal(format!("node {node} has no address")))?;
+                    .ok_or_else(|| {
+                        CsiError::failed_precondition(format!(
+                            "JBOD agent: exporting volume {id}: it is published to node {node}, \
+                             which is not a server of the inventory (or has no address); every \
+                             node a volume is published to must be in the inventory"
+                        ))
+                    })?;
                 ips.insert(ip);
             }
             if !ips.is_empty() {
@@ -341,10 +347,12 @@ impl JbodAgent {
 
     /// The drive's file, created sparse at the drive's capacity.
     fn open_drive(&self, drive: &str) -> Result<Arc<dyn BlockDevice>, CsiError> {
-        let i = self
-            .inv
-            .drive_index(drive)
-            .ok_or_else(|| internal(format!("drive {drive} is not in the inventory")))?;
+        let i = self.inv.drive_index(drive).ok_or_else(|| {
+            CsiError::failed_precondition(format!(
+                "JBOD agent: drive {drive} is not in the inventory; every drive of a volume \
+                 must be (was it removed while volumes still use it?)"
+            ))
+        })?;
         let cap = self.inv.drives()[i as usize].capacity;
         let path = self.data_dir.join(format!("{drive}.img"));
         let f = std::fs::OpenOptions::new()

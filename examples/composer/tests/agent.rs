@@ -412,3 +412,45 @@ async fn a_member_past_the_end_of_its_drive_is_a_failed_precondition() {
     assert_eq!(before, after);
     agent.shutdown();
 }
+
+/// A record that names a drive or a node the inventory does not have (the
+/// inventory edited under the volumes) is FAILED_PRECONDITION naming it,
+/// and changes no grant. Before, both were INTERNAL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drive_or_node_missing_from_the_inventory_is_a_failed_precondition() {
+    let (_dir, agent, driver) = setup(Arc::new(MemStore::default()));
+    let plugin = driver.plugin().unwrap();
+    let vol = create(&plugin, "mirror", NBD_MIRROR).await;
+    Csi::controller_publish_volume(&plugin, publish_req(&vol.volume_id, "r1-n1"))
+        .await
+        .unwrap();
+    let rec = driver
+        .composer()
+        .get(vol.volume_id.as_str())
+        .unwrap()
+        .record;
+    let granted: Vec<_> = rec
+        .members
+        .iter()
+        .map(|m| agent.allowed(&m.drive))
+        .collect();
+    let mut gone_drive = rec.clone();
+    gone_drive.members[1].drive = "r9-gone".into();
+    let err = agent.sync_volume(&rec.id, Some(&gone_drive)).unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    assert!(err.to_string().contains("drive r9-gone"), "{err}");
+    let mut gone_node = rec.clone();
+    gone_node.published = [("r9-n1".to_string(), Default::default())]
+        .into_iter()
+        .collect();
+    let err = agent.sync_volume(&rec.id, Some(&gone_node)).unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    assert!(err.to_string().contains("node r9-n1"), "{err}");
+    let after: Vec<_> = rec
+        .members
+        .iter()
+        .map(|m| agent.allowed(&m.drive))
+        .collect();
+    assert_eq!(granted, after);
+    agent.shutdown();
+}
