@@ -362,9 +362,18 @@ impl NodeSide {
     /// run directory staged and published: plain drive ranges whose loop
     /// device survived are staged again as they are; engine volumes (whose
     /// FUSE ended with that process) wait for the next stage or unstage.
+    /// An unreadable state file is logged and moved aside
+    /// (`node-state.json.unreadable`), never overwritten, and the node
+    /// starts with nothing staged.
     pub fn new(cfg: NodeConfig) -> NodeSide {
         let state = NodeState::load(&cfg.run_dir).unwrap_or_else(|e| {
-            tracing::error!(error = %e, "the node state is unreadable; starting with none");
+            // Kept for the operator: the next change writes a new state.
+            match NodeState::set_aside(&cfg.run_dir) {
+                Ok(kept) => tracing::error!(error = %e, kept = %kept.display(),
+                    "the node state is unreadable; kept aside, starting with none"),
+                Err(a) => tracing::error!(error = %e, aside = %a,
+                    "the node state is unreadable, and could not be kept aside; starting with none"),
+            }
             NodeState::default()
         });
         let mut staged = BTreeMap::new();

@@ -63,6 +63,24 @@ impl NodeState {
         }
     }
 
+    /// Moves an unreadable state file in `run_dir` aside, to
+    /// `node-state.json.unreadable` (`.unreadable.1`, … when taken), so that
+    /// the state written next does not destroy what an operator can still
+    /// read in it by hand (the volumes and targets an earlier process
+    /// staged and published). Returns where it went.
+    pub fn set_aside(run_dir: &Path) -> Result<PathBuf, String> {
+        let path = run_dir.join(FILE);
+        let mut to = run_dir.join(format!("{FILE}.unreadable"));
+        let mut n = 0u32;
+        while to.exists() {
+            n += 1;
+            to = run_dir.join(format!("{FILE}.unreadable.{n}"));
+        }
+        fs::rename(&path, &to)
+            .map_err(|e| format!("moving {} to {}: {e}", path.display(), to.display()))?;
+        Ok(to)
+    }
+
     /// Replaces the state in `run_dir` atomically.
     pub fn save(&self, run_dir: &Path) -> Result<(), String> {
         let err = |what: &str, p: &Path, e: std::io::Error| format!("{what} {}: {e}", p.display());
