@@ -69,6 +69,31 @@ async fn create(plugin: &Plugin, name: &str, params: &[(&str, &str)]) -> Volume 
 
 const NBD_MIRROR: &[(&str, &str)] = &[("redundancy", "true"), ("networkTransportsAllowed", "nbd")];
 
+/// A mirrored `nbd` volume created and controller-published to r1-n1.
+async fn published_mirror(driver: &ComposerDriver) -> composer_core::store::VolumeRecord {
+    let plugin = driver.plugin().unwrap();
+    let vol = create(&plugin, "mirror", NBD_MIRROR).await;
+    Csi::controller_publish_volume(&plugin, publish_req(&vol.volume_id, "r1-n1"))
+        .await
+        .unwrap();
+    driver
+        .composer()
+        .get(vol.volume_id.as_str())
+        .unwrap()
+        .record
+}
+
+/// The servers allowed on each of `rec`'s drives, in member order.
+fn grants(
+    agent: &JbodAgent,
+    rec: &composer_core::store::VolumeRecord,
+) -> Vec<std::collections::BTreeSet<std::net::IpAddr>> {
+    rec.members
+        .iter()
+        .map(|m| agent.allowed(&m.drive))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_servers_a_drive_is_published_to_can_open_it() {
     let store: Arc<dyn Store> = Arc::new(MemStore::default());
@@ -232,16 +257,7 @@ async fn an_exported_volume_holds_its_bytes_of_the_drives() {
     let store: Arc<dyn Store> = Arc::new(MemStore::default());
     let (dir, agent, driver) = setup(store.clone());
     let inv = driver.composer().inventory().clone();
-    let plugin = driver.plugin().unwrap();
-    let vol = create(&plugin, "mirror", NBD_MIRROR).await;
-    Csi::controller_publish_volume(&plugin, publish_req(&vol.volume_id, "r1-n1"))
-        .await
-        .unwrap();
-    let rec = driver
-        .composer()
-        .get(vol.volume_id.as_str())
-        .unwrap()
-        .record;
+    let rec = published_mirror(&driver).await;
     // Volume b over the second half of each of a's members, published to
     // the other server.
     let mut b = rec.clone();
@@ -279,7 +295,9 @@ async fn an_exported_volume_holds_its_bytes_of_the_drives() {
         connect_member(&addr, &m.drive, n1).unwrap();
     }
 
-    Csi::controller_unpublish_volume(&plugin, unpublish_req(&vol.volume_id, "r1-n1"))
+    let plugin = driver.plugin().unwrap();
+    let id = VolumeId::new(&rec.id).unwrap();
+    Csi::controller_unpublish_volume(&plugin, unpublish_req(&id, "r1-n1"))
         .await
         .unwrap();
     agent.sync_volume("vol-b", Some(&b)).unwrap();
@@ -375,25 +393,12 @@ async fn a_restarted_agent_grants_every_volume_it_can() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_past_the_end_of_its_drive_is_a_failed_precondition() {
     let (_dir, agent, driver) = setup(Arc::new(MemStore::default()));
-    let plugin = driver.plugin().unwrap();
-    let vol = create(&plugin, "mirror", NBD_MIRROR).await;
-    Csi::controller_publish_volume(&plugin, publish_req(&vol.volume_id, "r1-n1"))
-        .await
-        .unwrap();
-    let rec = driver
-        .composer()
-        .get(vol.volume_id.as_str())
-        .unwrap()
-        .record;
+    let rec = published_mirror(&driver).await;
     let mut past = rec.clone();
     past.id = "vol-past".into();
     let size = 256u64 << 20;
     past.members[0].offset = size - 4096;
-    let before: Vec<_> = rec
-        .members
-        .iter()
-        .map(|m| agent.allowed(&m.drive))
-        .collect();
+    let before = grants(&agent, &rec);
     let err = agent.sync_volume("vol-past", Some(&past)).unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
     let err = err.to_string();
@@ -404,11 +409,7 @@ async fn a_member_past_the_end_of_its_drive_is_a_failed_precondition() {
         err.contains(&format!("{}..{}", m.offset, m.offset + m.len)),
         "no range: {err}"
     );
-    let after: Vec<_> = rec
-        .members
-        .iter()
-        .map(|m| agent.allowed(&m.drive))
-        .collect();
+    let after = grants(&agent, &rec);
     assert_eq!(before, after);
     agent.shutdown();
 }
@@ -419,21 +420,8 @@ async fn a_member_past_the_end_of_its_drive_is_a_failed_precondition() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drive_or_node_missing_from_the_inventory_is_a_failed_precondition() {
     let (_dir, agent, driver) = setup(Arc::new(MemStore::default()));
-    let plugin = driver.plugin().unwrap();
-    let vol = create(&plugin, "mirror", NBD_MIRROR).await;
-    Csi::controller_publish_volume(&plugin, publish_req(&vol.volume_id, "r1-n1"))
-        .await
-        .unwrap();
-    let rec = driver
-        .composer()
-        .get(vol.volume_id.as_str())
-        .unwrap()
-        .record;
-    let granted: Vec<_> = rec
-        .members
-        .iter()
-        .map(|m| agent.allowed(&m.drive))
-        .collect();
+    let rec = published_mirror(&driver).await;
+    let granted = grants(&agent, &rec);
     let mut gone_drive = rec.clone();
     gone_drive.members[1].drive = "r9-gone".into();
     let err = agent.sync_volume(&rec.id, Some(&gone_drive)).unwrap_err();
@@ -446,11 +434,7 @@ async fn a_drive_or_node_missing_from_the_inventory_is_a_failed_precondition() {
     let err = agent.sync_volume(&rec.id, Some(&gone_node)).unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
     assert!(err.to_string().contains("node r9-n1"), "{err}");
-    let after: Vec<_> = rec
-        .members
-        .iter()
-        .map(|m| agent.allowed(&m.drive))
-        .collect();
+    let after = grants(&agent, &rec);
     assert_eq!(granted, after);
     agent.shutdown();
 }

@@ -32,16 +32,7 @@ impl Drop for Release<'_> {
 /// agent grants its drives to r1-n1), with the agent's address.
 async fn published_mirror(s: &common::InProcess) -> (VolumeRecord, String) {
     let params = [("redundancy", "true"), ("networkTransportsAllowed", "nbd")];
-    let mut req = composer::create_request("mirror", &params, 64 << 20).unwrap();
-    req.volume_capabilities = vec![common::cap()];
-    let id = csi_types::prelude::Csi::create_volume(&s.plugin, req)
-        .await
-        .unwrap()
-        .volume
-        .volume_id
-        .as_str()
-        .to_string();
-    let ctx = common::controller_publish(&s.plugin, &id).await;
+    let (id, ctx) = common::create_published(&s.plugin, "mirror", &params, 64 << 20).await;
     let agent = ctx.get(composer::agent::CONTEXT_AGENT).unwrap().clone();
     (s.driver.composer().get(&id).unwrap().record, agent)
 }
