@@ -835,8 +835,7 @@ impl ComposerDriver {
             .node
             .and_then(agent::server_address)
             .ok_or_else(|| CsiError::internal("this server has no NBD source address"))?;
-        side.set_remote(&rec.id, agent, source);
-        Ok(())
+        side.set_remote(&rec.id, agent, source)
     }
 
     fn side(&self) -> Result<&Arc<node::NodeSide>, CsiError> {

@@ -405,12 +405,34 @@ impl NodeSide {
     }
 
     /// Volume `id` (transport `nbd`) reaches its members over NBD from
-    /// `agent` (`host:port`), connecting from `source`.
-    pub fn set_remote(&self, id: &str, agent: &str, source: std::net::IpAddr) {
+    /// `agent` (`host:port`, the publish context's
+    /// [`crate::agent::CONTEXT_AGENT`]), connecting from `source`. An agent
+    /// that is not `host:port` is INVALID_ARGUMENT naming the publish
+    /// context key, and changes nothing.
+    pub fn set_remote(
+        &self,
+        id: &str,
+        agent: &str,
+        source: std::net::IpAddr,
+    ) -> Result<(), CsiError> {
+        let port = agent
+            .rsplit_once(':')
+            .filter(|(host, _)| !host.is_empty() && !host.contains(char::is_whitespace))
+            .and_then(|(_, port)| port.parse::<u16>().ok())
+            .filter(|p| *p != 0);
+        if port.is_none() {
+            return Err(CsiError::invalid(
+                format!("publish_context[{:?}]", crate::agent::CONTEXT_AGENT),
+                format!(
+                    "must be the JBOD agent's host:port (a port from 1 to 65535), got {agent:?}"
+                ),
+            ));
+        }
         self.remote
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id.to_string(), (agent.to_string(), source));
+        Ok(())
     }
 
     /// A member of `rec`: the byte range of its drive, over NBD when the

@@ -52,13 +52,13 @@ async fn a_volume_over_nbd_holds_its_ranges_of_the_drives_in_the_node() {
     let other = NodeSide::new(side.config().clone());
     let _release = Release(vec![side, &other]);
 
-    side.set_remote(&rec.id, &agent, src);
+    side.set_remote(&rec.id, &agent, src).unwrap();
     let v = side.assemble_unexposed(&rec).unwrap();
     let data: Vec<u8> = (0..65536u32).map(|i| (i % 251) as u8).collect();
     v.write_at(&data, 0).unwrap();
 
     // A second node side of this process assembling the same volume.
-    other.set_remote(&rec.id, &agent, src);
+    other.set_remote(&rec.id, &agent, src).unwrap();
     let err = other.assemble_unexposed(&rec).unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
     let err = err.to_string();
@@ -80,7 +80,7 @@ async fn a_volume_over_nbd_holds_its_ranges_of_the_drives_in_the_node() {
     for m in &mut half.members {
         m.offset += m.len / 2;
     }
-    side.set_remote(&half.id, &agent, src);
+    side.set_remote(&half.id, &agent, src).unwrap();
     let err = side.assemble_unexposed(&half).unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
     assert!(err.to_string().contains(&rec.id), "names the holder: {err}");
@@ -114,7 +114,7 @@ async fn a_member_past_the_end_of_its_drive_over_nbd_is_a_failed_precondition() 
         .unwrap() as usize]
         .capacity;
     past.members[1].offset = capacity - 4096;
-    side.set_remote(&past.id, &agent, source(&s));
+    side.set_remote(&past.id, &agent, source(&s)).unwrap();
     let err = side.assemble_unexposed(&past).unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
     let err = err.to_string();
@@ -126,7 +126,7 @@ async fn a_member_past_the_end_of_its_drive_over_nbd_is_a_failed_precondition() 
         "no range: {err}"
     );
     // Nothing of it stayed claimed: the real volume assembles.
-    side.set_remote(&rec.id, &agent, source(&s));
+    side.set_remote(&rec.id, &agent, source(&s)).unwrap();
     side.assemble_unexposed(&rec).unwrap();
 }
 
@@ -151,7 +151,7 @@ async fn an_agent_that_refuses_or_is_gone_is_a_clear_error() {
     )
     .await
     .unwrap();
-    side.set_remote(&rec.id, &agent, source(&s));
+    side.set_remote(&rec.id, &agent, source(&s)).unwrap();
     let err = side.assemble_unexposed(&rec).unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
     let msg = err.to_string();
@@ -170,11 +170,41 @@ async fn an_agent_that_refuses_or_is_gone_is_a_clear_error() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().to_string()
     };
-    side.set_remote(&rec.id, &gone, source(&s));
+    side.set_remote(&rec.id, &gone, source(&s)).unwrap();
     let err = side.assemble_unexposed(&rec).unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err}");
     assert!(err.to_string().contains(&gone), "{err}");
     // The agent back: it assembles.
-    side.set_remote(&rec.id, &agent, source(&s));
+    side.set_remote(&rec.id, &agent, source(&s)).unwrap();
     side.assemble_unexposed(&rec).unwrap();
+}
+
+/// A publish context whose agent is not `host:port` is INVALID_ARGUMENT
+/// naming the key at NodeStageVolume. Before, the stage tried to connect
+/// and answered INTERNAL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_agent_in_the_publish_context_is_an_invalid_argument() {
+    let s = common::InProcess::with_agent();
+    let (rec, _) = published_mirror(&s).await;
+    for bad in [
+        "no-port",
+        "127.0.0.1:",
+        "127.0.0.1:0",
+        ":10809",
+        "host:99999",
+    ] {
+        let v = common::Vol {
+            id: rec.id.clone(),
+            staging: s.dir.path().join("staging").join("mirror"),
+            target: s.dir.path().join("target").join("mirror"),
+        };
+        let ctx = [(composer::agent::CONTEXT_AGENT.to_string(), bad.to_string())]
+            .into_iter()
+            .collect();
+        let err = common::stage_with(&s.plugin, &v, &ctx).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{bad}: {err}");
+        let msg = err.to_string();
+        assert!(msg.contains("nbdAgent") && msg.contains(bad), "{msg}");
+        assert!(!s.driver.node_side().unwrap().is_staged(&rec.id));
+    }
 }
