@@ -953,6 +953,15 @@ impl NodeSide {
         let luks_key = if luks { key } else { None };
         let opts = MountOptions::parse(mount_flags).map_err(CsiError::from)?;
         let mount = (!block).then_some((staging, fs_type, &opts));
+        // Before anything is claimed, attached or formatted: a file system
+        // is mounted on a directory.
+        if !block && fs::symlink_metadata(staging).is_ok_and(|m| !m.is_dir()) && !staging.is_dir() {
+            return Err(CsiError::failed_precondition(format!(
+                "staging_target_path {} exists and is not a directory: a volume staged for \
+                 mount access is mounted on a directory (remove it, or stage elsewhere)",
+                staging.display()
+            )));
+        }
         let plain = matches!(rec.layout.kind, LayoutKind::Single | LayoutKind::Slice);
         if plain && secret.is_some() {
             return Err(CsiError::failed_precondition(format!(

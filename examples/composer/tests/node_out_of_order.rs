@@ -15,6 +15,9 @@
 //!   earlier process bound, and nothing else. Before, that unpublish was
 //!   refused for good.
 //!
+//! And a staging path that is a file, not a directory, is refused before
+//! anything is attached.
+//!
 //! Needs root, `/dev/fuse` and loop devices: without them the tests say so
 //! and pass, except under `CI=true`, where they fail.
 
@@ -143,4 +146,41 @@ async fn unpublish_after_the_unstage_of_a_volume_of_an_earlier_process_cleans_up
     common::assert_nothing_left(&dir);
     loops.assert_released();
     b.kill();
+}
+
+/// A staging path for mount access that exists as a file (not a
+/// directory) is FAILED_PRECONDITION naming the field and the path, before
+/// anything is attached: nothing is left staged, attached or mounted.
+/// Before, the volume was assembled and attached and the mount then failed
+/// with INTERNAL ("File exists").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_staging_path_that_is_a_file_is_a_failed_precondition() {
+    if !common::can_mount() {
+        return;
+    }
+    let s = common::InProcess::new();
+    let dir = s.dir.path().to_path_buf();
+    for (name, params) in [
+        ("slice", &[("type", "slice")][..]),
+        ("mirror", &[("type", "hdd"), ("redundancy", "true")][..]),
+    ] {
+        let (id, _) = common::create_published(&s.plugin, name, params, 64 << 20).await;
+        let v = Vol {
+            id: id.clone(),
+            staging: dir.join("staging").join(name),
+            target: dir.join("target").join(name),
+        };
+        std::fs::create_dir_all(v.staging.parent().unwrap()).unwrap();
+        std::fs::write(&v.staging, b"not a directory").unwrap();
+        let err = common::stage(&s.plugin, &v).await.unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{name}: {err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("staging_target_path") && msg.contains(&v.staging.display().to_string()),
+            "{name}: {msg}"
+        );
+        assert!(!s.driver.node_side().unwrap().is_staged(&id), "{name}");
+        common::assert_nothing_left(&dir);
+        assert_eq!(std::fs::read(&v.staging).unwrap(), b"not a directory");
+    }
 }
