@@ -45,20 +45,26 @@ fn address(inv: &Inventory, server: &str) -> std::net::IpAddr {
 /// An agent over a temporary directory and a driver using it.
 fn setup(store: Arc<dyn Store>) -> (tempfile::TempDir, Arc<JbodAgent>, ComposerDriver) {
     let dir = tempfile::tempdir().unwrap();
+    let (agent, driver) = start(dir.path(), store).unwrap();
+    (dir, agent, driver)
+}
+
+/// An agent with its drive files under `dir/drives` and a driver over
+/// `store` using it (a controller started, or restarted, on the records).
+fn start(
+    dir: &std::path::Path,
+    store: Arc<dyn Store>,
+) -> Result<(Arc<JbodAgent>, ComposerDriver), CsiError> {
     let inv = inventory();
-    let agent = Arc::new(
-        JbodAgent::start(
-            Arc::new(inv.clone()),
-            &dir.path().join("drives"),
-            "127.0.0.1:0",
-        )
-        .unwrap(),
-    );
+    let agent = Arc::new(JbodAgent::start(
+        Arc::new(inv.clone()),
+        &dir.join("drives"),
+        "127.0.0.1:0",
+    )?);
     let driver = ComposerDriver::open(inv, store, None)
         .unwrap()
-        .with_agent(agent.clone())
-        .unwrap();
-    (dir, agent, driver)
+        .with_agent(agent.clone())?;
+    Ok((agent, driver))
 }
 
 /// Creates a volume with `params` (100 MiB).
@@ -153,18 +159,7 @@ async fn only_the_servers_a_drive_is_published_to_can_open_it() {
     // A controller restarted on the same records grants the same (the
     // first agent has stopped: its claims on the drive files went with it).
     agent.shutdown();
-    let agent2 = Arc::new(
-        JbodAgent::start(
-            Arc::new(inv.clone()),
-            &dir.path().join("drives"),
-            "127.0.0.1:0",
-        )
-        .unwrap(),
-    );
-    let again = ComposerDriver::open(inv.clone(), store.clone(), None)
-        .unwrap()
-        .with_agent(agent2.clone())
-        .unwrap();
+    let (agent2, again) = start(dir.path(), store.clone()).unwrap();
     for d in &drives {
         assert_eq!(agent2.allowed(d).into_iter().collect::<Vec<_>>(), vec![n2]);
     }
@@ -336,18 +331,8 @@ async fn a_restarted_agent_grants_every_volume_it_can() {
         .claim_range(&ClaimHolder::new("another exporter"), m.offset, m.len)
         .unwrap();
 
-    let agent2 = Arc::new(
-        JbodAgent::start(
-            Arc::new(inv.clone()),
-            &dir.path().join("drives"),
-            "127.0.0.1:0",
-        )
-        .unwrap(),
-    );
-    let again = ComposerDriver::open(inv.clone(), store.clone(), None)
-        .unwrap()
-        .with_agent(agent2.clone())
-        .expect("the agent starts with what it can grant");
+    let (agent2, again) =
+        start(dir.path(), store.clone()).expect("the agent starts with what it can grant");
     let refused = agent2.sync_all(again.composer()).unwrap();
     assert_eq!(refused.len(), 1, "{refused:?}");
     assert_eq!(refused[0].0, held.id);
