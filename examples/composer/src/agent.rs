@@ -172,12 +172,7 @@ impl JbodAgent {
     /// another holder has is refused with FAILED_PRECONDITION (naming the
     /// file, the range and the rule) and its grants stay as they were.
     pub fn sync_volume(&self, id: &str, rec: Option<&VolumeRecord>) -> Result<(), CsiError> {
-        if self
-            .server
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_none()
-        {
+        if self.is_stopped() {
             return Err(internal("the agent has stopped".into()));
         }
         let mut want: BTreeMap<String, BTreeSet<IpAddr>> = BTreeMap::new();
@@ -188,7 +183,13 @@ impl JbodAgent {
                     .inv
                     .server_index(node)
                     .and_then(server_address)
-                    .ok_or_else(|| internal(format!("node {node} has no address")))?;
+                    .ok_or_else(|| {
+                        CsiError::failed_precondition(format!(
+                            "JBOD agent: exporting volume {id}: it is published to node {node}, \
+                             which is not a server of the inventory (or has no address); every \
+                             node a volume is published to must be in the inventory"
+                        ))
+                    })?;
                 ips.insert(ip);
             }
             if !ips.is_empty() {
@@ -213,29 +214,51 @@ impl JbodAgent {
             )
         });
         let members = rec.filter(|_| !want.is_empty()).map(|r| &r.members[..]);
-        let mut claims = Vec::new();
-        for m in members.unwrap_or_default() {
-            let Some(dev) = g
-                .drives
-                .get(&m.drive)
-                .map(|(d, _)| d)
-                .or_else(|| opened.get(&m.drive))
-            else {
-                continue;
-            };
-            match dev.claim_range(&holder, m.offset, m.len) {
-                Ok(c) => claims.push(c),
-                Err(e) => {
-                    g.claims.insert(id.to_string(), (holder, old));
+        let claimed = (|| {
+            let mut claims = Vec::new();
+            for m in members.unwrap_or_default() {
+                let Some(dev) = g
+                    .drives
+                    .get(&m.drive)
+                    .map(|(d, _)| d)
+                    .or_else(|| opened.get(&m.drive))
+                else {
+                    continue;
+                };
+                let size = dev.size();
+                if m.len == 0 || m.offset.checked_add(m.len).is_none_or(|end| end > size) {
+                    // The record and the drive disagree (the inventory gives
+                    // the drive fewer bytes than when the volume was placed):
+                    // not the agent's fault, and nothing to retry as it is.
+                    return Err(CsiError::failed_precondition(format!(
+                        "JBOD agent: exporting volume {id}: its member on drive {} is bytes \
+                         {}..{} and the drive ({}) has {size} bytes; a member must be \
+                         non-empty and lie within its drive",
+                        m.drive,
+                        m.offset,
+                        u128::from(m.offset) + u128::from(m.len),
+                        dev.describe()
+                    )));
+                }
+                let c = dev.claim_range(&holder, m.offset, m.len).map_err(|e| {
                     let what = format!("JBOD agent: exporting volume {id}: {e}");
-                    return Err(if e.kind() == std::io::ErrorKind::ResourceBusy {
+                    if e.kind() == std::io::ErrorKind::ResourceBusy {
                         CsiError::failed_precondition(what)
                     } else {
                         CsiError::internal(what)
-                    });
-                }
+                    }
+                })?;
+                claims.push(c);
             }
-        }
+            Ok(claims)
+        })();
+        let claims = match claimed {
+            Ok(c) => c,
+            Err(e) => {
+                g.claims.insert(id.to_string(), (holder, old));
+                return Err(e);
+            }
+        };
         // The new claims are taken: the old ones (the same ranges, counted
         // twice meanwhile, or ranges no longer exported) go.
         drop(old);
@@ -288,22 +311,48 @@ impl JbodAgent {
         Ok(())
     }
 
-    /// Grants exactly what the composer's records say (on start-up).
-    pub fn sync_all(&self, c: &Composer) -> Result<(), CsiError> {
+    /// Grants what the composer's records say (on start-up): each `nbd`
+    /// volume published somewhere is granted on its own, so that one that
+    /// cannot be (its bytes held by another holder, a member past its
+    /// drive's end) does not keep the others from their servers. Each
+    /// refusal is logged at error level, naming the volume and why, and
+    /// returned with its volume id; the volume stays ungranted until its
+    /// next ControllerPublish (the CO's retry) or start-up grants it, and
+    /// that call answers the refusal to the CO. `Err` only when the agent
+    /// has stopped.
+    pub fn sync_all(&self, c: &Composer) -> Result<Vec<(String, CsiError)>, CsiError> {
+        let mut refused = Vec::new();
         for r in c.records() {
-            if r.transport == Transport::Nbd && !r.published.is_empty() {
-                self.sync_volume(&r.id.clone(), Some(&r))?;
+            if r.transport != Transport::Nbd || r.published.is_empty() {
+                continue;
+            }
+            if let Err(e) = self.sync_volume(&r.id, Some(&r)) {
+                if self.is_stopped() {
+                    return Err(e);
+                }
+                tracing::error!(volume = %r.id, error = %e,
+                    "JBOD agent: the volume's drives are not exported at start-up");
+                refused.push((r.id.clone(), e));
             }
         }
-        Ok(())
+        Ok(refused)
+    }
+
+    fn is_stopped(&self) -> bool {
+        self.server
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none()
     }
 
     /// The drive's file, created sparse at the drive's capacity.
     fn open_drive(&self, drive: &str) -> Result<Arc<dyn BlockDevice>, CsiError> {
-        let i = self
-            .inv
-            .drive_index(drive)
-            .ok_or_else(|| internal(format!("drive {drive} is not in the inventory")))?;
+        let i = self.inv.drive_index(drive).ok_or_else(|| {
+            CsiError::failed_precondition(format!(
+                "JBOD agent: drive {drive} is not in the inventory; every drive of a volume \
+                 must be (was it removed while volumes still use it?)"
+            ))
+        })?;
         let cap = self.inv.drives()[i as usize].capacity;
         let path = self.data_dir.join(format!("{drive}.img"));
         let f = std::fs::OpenOptions::new()

@@ -153,8 +153,12 @@ impl ComposerDriver {
             Err(Error::NotFound(_)) => None,
             Err(e) => return Err(e),
         };
-        a.sync_volume(id, rec.as_ref())
-            .map_err(|e| Error::Internal(e.to_string()))
+        // A refusal (bytes held by another holder, a member past its
+        // drive's end) stays FAILED_PRECONDITION for the CO.
+        a.sync_volume(id, rec.as_ref()).map_err(|e| match e {
+            CsiError::FailedPrecondition(m) => Error::FailedPrecondition(m),
+            e => Error::Internal(e.to_string()),
+        })
     }
 
     /// The node side, when served.
@@ -598,7 +602,7 @@ impl Node for ComposerDriver {
         tokio::task::spawn_blocking(move || -> Result<(), CsiError> {
             // Only this volume's binds come off; a mount stacked on them by someone else is
             // refused and stays, and the publish stays recorded.
-            let own = side.own_sources(&id);
+            let own = side.unpublish_sources(&id, &target);
             node::unmount_own_at("target_path", &target, &own, &id)?;
             side.release_target(&target);
             if target.is_dir() {
@@ -831,8 +835,7 @@ impl ComposerDriver {
             .node
             .and_then(agent::server_address)
             .ok_or_else(|| CsiError::internal("this server has no NBD source address"))?;
-        side.set_remote(&rec.id, agent, source);
-        Ok(())
+        side.set_remote(&rec.id, agent, source)
     }
 
     fn side(&self) -> Result<&Arc<node::NodeSide>, CsiError> {

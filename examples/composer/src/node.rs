@@ -17,7 +17,12 @@
 //! a claim of the range the node keeps, taken again when a restarted node
 //! process takes the device over): a volume whose bytes overlap them, in
 //! this process or another, is refused with `FAILED_PRECONDITION` naming
-//! the drive file, the range and the rule.
+//! the drive file, the range and the rule. A volume over NBD holds its
+//! ranges of the agent's drives in this process the same way (the agent
+//! holds them for every volume it exports to this server, and an NBD
+//! device claims nothing): a second assembly of overlapping ranges in this
+//! process is refused with `FAILED_PRECONDITION` naming the drive, the
+//! range, the holder and the rule.
 //!
 //! A volume whose transport is `nbd` reaches its members over NBD instead,
 //! from the JBOD agent named in the publish context, connecting from this
@@ -199,10 +204,12 @@ struct Staged {
     /// The dm-crypt mapping of an `encryptionFormat=luks` volume, on top of
     /// the loop device.
     luks: Option<LuksMapping>,
-    /// A plain drive range's claim on its bytes of the drive file
-    /// ([`claim_plain`]), held while it is staged: an engine
-    /// volume's claims are its own.
-    _claim: Option<Claim>,
+    /// Claims on the volume's bytes held while it is staged: a plain drive
+    /// range's on its drive file ([`claim_plain`]); an engine volume's
+    /// members reached over NBD, one per role ([`claim_remote`]; the
+    /// engine's own claims of them claim nothing). Local members of an
+    /// engine volume are claimed by the engine itself.
+    claims: Vec<Claim>,
 }
 
 /// An open LUKS2 mapping `/dev/mapper/<name>` and the passphrase that
@@ -263,6 +270,9 @@ pub struct NodeSide {
     staged: Mutex<BTreeMap<String, Staged>>,
     /// Published targets: volume id and whether read-only.
     targets: Mutex<BTreeMap<PathBuf, (String, bool)>>,
+    /// Per published target, what its publish bound there from (see
+    /// [`NodeSide::unpublish_sources`]).
+    bound: Mutex<BTreeMap<PathBuf, Vec<PathBuf>>>,
     /// Volumes an earlier node process staged whose stack is gone (an engine
     /// volume's FUSE died with that process): the next stage re-assembles
     /// them, an unstage cleans up what is left.
@@ -270,6 +280,9 @@ pub struct NodeSide {
     /// Per `nbd` volume: the JBOD agent (`host:port`) and this server's
     /// address to connect from.
     remote: Mutex<BTreeMap<String, (String, std::net::IpAddr)>>,
+    /// Who this node side is in its claims of drive ranges over NBD
+    /// ([`claim_remote`]), unique in the process.
+    claim_id: u64,
 }
 
 fn internal(what: impl std::fmt::Display) -> CsiError {
@@ -285,6 +298,46 @@ fn engine_err(what: &str, e: raid_engine::EngineError) -> CsiError {
             CsiError::failed_precondition(format!("{what}: {e}"))
         }
         e => CsiError::internal(format!("{what}: {e}")),
+    }
+}
+
+/// A refused or failed connection to the JBOD agent for `drive` of
+/// volume `id` as the CSI error of the stage: the agent not exporting the
+/// drive to this server (`NBD_REP_ERR_POLICY`: the volume is not granted
+/// here) is FAILED_PRECONDITION; an agent that cannot be reached
+/// (refused, reset, timed out) is UNAVAILABLE, for the CO to retry; anything
+/// else INTERNAL. Each names the volume, the drive and the agent.
+fn nbd_connect_err(
+    id: &str,
+    agent: &str,
+    drive: &str,
+    source: std::net::IpAddr,
+    e: raid_engine::EngineError,
+) -> CsiError {
+    use raid_engine::EngineError;
+    let what = format!("volume {id}: drive {drive} over NBD from the JBOD agent at {agent}");
+    match &e {
+        EngineError::Nbd(m) if m.contains("NBD_REP_ERR_POLICY") => {
+            CsiError::failed_precondition(format!(
+                "{what}: the agent does not export the drive to this server ({source}); \
+                 ControllerPublishVolume of the volume to this node grants it (if it was \
+                 published, the agent's log says why it refused): {e}"
+            ))
+        }
+        EngineError::Io { source: io, .. }
+            if matches!(
+                io.kind(),
+                io::ErrorKind::ConnectionRefused
+                    | io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::TimedOut
+                    | io::ErrorKind::HostUnreachable
+                    | io::ErrorKind::NetworkUnreachable
+            ) =>
+        {
+            CsiError::Unavailable(format!("{what}: the agent cannot be reached: {e}"))
+        }
+        _ => engine_err(&what, e),
     }
 }
 
@@ -309,9 +362,18 @@ impl NodeSide {
     /// run directory staged and published: plain drive ranges whose loop
     /// device survived are staged again as they are; engine volumes (whose
     /// FUSE ended with that process) wait for the next stage or unstage.
+    /// An unreadable state file is logged and moved aside
+    /// (`node-state.json.unreadable`), never overwritten, and the node
+    /// starts with nothing staged.
     pub fn new(cfg: NodeConfig) -> NodeSide {
         let state = NodeState::load(&cfg.run_dir).unwrap_or_else(|e| {
-            tracing::error!(error = %e, "the node state is unreadable; starting with none");
+            // Kept for the operator: the next change writes a new state.
+            match NodeState::set_aside(&cfg.run_dir) {
+                Ok(kept) => tracing::error!(error = %e, kept = %kept.display(),
+                    "the node state is unreadable; kept aside, starting with none"),
+                Err(a) => tracing::error!(error = %e, aside = %a,
+                    "the node state is unreadable, and could not be kept aside; starting with none"),
+            }
             NodeState::default()
         });
         let mut staged = BTreeMap::new();
@@ -332,47 +394,92 @@ impl NodeSide {
             cfg,
             staged: Mutex::new(staged),
             targets: Mutex::new(state.targets),
+            bound: Mutex::new(state.bound),
             recovered: Mutex::new(recovered),
             remote: Mutex::new(BTreeMap::new()),
+            claim_id: {
+                static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            },
         }
     }
 
     /// Volume `id` (transport `nbd`) reaches its members over NBD from
-    /// `agent` (`host:port`), connecting from `source`.
-    pub fn set_remote(&self, id: &str, agent: &str, source: std::net::IpAddr) {
+    /// `agent` (`host:port`, the publish context's
+    /// [`crate::agent::CONTEXT_AGENT`]), connecting from `source`. An agent
+    /// that is not `host:port` is INVALID_ARGUMENT naming the publish
+    /// context key, and changes nothing.
+    pub fn set_remote(
+        &self,
+        id: &str,
+        agent: &str,
+        source: std::net::IpAddr,
+    ) -> Result<(), CsiError> {
+        let port = agent
+            .rsplit_once(':')
+            .filter(|(host, _)| !host.is_empty() && !host.contains(char::is_whitespace))
+            .and_then(|(_, port)| port.parse::<u16>().ok())
+            .filter(|p| *p != 0);
+        if port.is_none() {
+            return Err(CsiError::invalid(
+                format!("publish_context[{:?}]", crate::agent::CONTEXT_AGENT),
+                format!(
+                    "must be the JBOD agent's host:port (a port from 1 to 65535), got {agent:?}"
+                ),
+            ));
+        }
         self.remote
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id.to_string(), (agent.to_string(), source));
+        Ok(())
     }
 
     /// A member of `rec`: the byte range of its drive, over NBD when the
-    /// volume is remote, else of its file. A volume claims exactly these
-    /// bytes of the drive ([`BlockDevice::claim_range`]), so volumes on
-    /// disjoint slices of one drive file both open and overlapping ones
-    /// refuse each other, in this process or another.
+    /// volume is remote, else of its file, with the claim the node holds on
+    /// it. A volume claims exactly these bytes of the drive: a local
+    /// member through the engine ([`BlockDevice::claim_range`] of the file,
+    /// so volumes on disjoint slices of one drive file both open and
+    /// overlapping ones refuse each other, in this process or another; the
+    /// claim returned is none), a member over NBD through the returned
+    /// claim ([`claim_remote`]: an NBD device claims nothing, and the
+    /// agent's claims are per exported volume, not per node), taken before
+    /// anything is connected, read or written.
+    ///
+    /// A member past the end of its drive over NBD is FAILED_PRECONDITION
+    /// naming the drive, its size and the range.
     fn member_of(
         &self,
         rec: &VolumeRecord,
         drive: &str,
         offset: u64,
         len: u64,
-    ) -> Result<SliceDevice, CsiError> {
+    ) -> Result<(SliceDevice, Claim), CsiError> {
         let remote = self
             .remote
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&rec.id)
             .cloned();
-        match remote {
-            None => self.open_member(drive, offset, len),
-            Some((agent, source)) => {
-                let dev = crate::agent::connect_member(&agent, drive, source)
-                    .map_err(|e| engine_err(&format!("drive {drive} over NBD"), e))?;
-                SliceDevice::new(Arc::new(dev), offset, len)
-                    .map_err(|e| internal(format!("drive {drive} over NBD: {e}")))
-            }
+        let Some((agent, source)) = remote else {
+            return Ok((self.open_member(drive, offset, len)?, Claim::none()));
+        };
+        let claim = claim_remote(self.claim_id, &rec.id, &agent, drive, offset, len)?;
+        let dev = crate::agent::connect_member(&agent, drive, source)
+            .map_err(|e| nbd_connect_err(&rec.id, &agent, drive, source, e))?;
+        let size = dev.size();
+        if offset.checked_add(len).is_none_or(|end| end > size) {
+            return Err(CsiError::failed_precondition(format!(
+                "volume {}: its member on drive {drive} (over NBD from {agent}) is bytes \
+                 {offset}..{}, past the end of the drive's {size} bytes; a member must lie \
+                 within its drive (the drive is smaller than when the volume was placed?)",
+                rec.id,
+                u128::from(offset) + u128::from(len)
+            )));
         }
+        let dev = SliceDevice::new(Arc::new(dev), offset, len)
+            .map_err(|e| internal(format!("drive {drive} over NBD: {e}")))?;
+        Ok((dev, claim))
     }
 
     /// Writes what is staged and published to the run directory.
@@ -388,6 +495,7 @@ impl NodeSide {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
+            bound: self.bound.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         };
         for (id, s) in self.lock().iter() {
             if s.staging.as_os_str().is_empty() {
@@ -540,9 +648,13 @@ impl NodeSide {
             let source = if block { &dev } else { &staging };
             csi_node::bind_mount(source, &t, &MountOptions::default(), ro)
                 .map_err(CsiError::from)?;
+            self.bound
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(t.clone(), vec![staging.clone(), dev.clone()]);
             tracing::info!(volume = id, target = %t.display(), "publish bound to the re-assembled volume");
         }
-        Ok(())
+        self.save_state()
     }
 
     /// Records a publish of `id` at `target`; `Ok(false)` when the same
@@ -559,11 +671,13 @@ impl NodeSide {
             None => {
                 t.insert(target.to_path_buf(), (id.to_string(), ro));
                 drop(t);
+                let sources = self.own_sources(id);
+                self.bound
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(target.to_path_buf(), sources);
                 if let Err(e) = self.save_state() {
-                    self.targets
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(target);
+                    self.forget_target(target);
                     return Err(e);
                 }
                 Ok(true)
@@ -580,16 +694,44 @@ impl NodeSide {
             .is_some_and(|(v, _)| v == id)
     }
 
-    /// Forgets the publish at `target`.
-    pub fn release_target(&self, target: &Path) {
-        let removed = self
-            .targets
+    /// What an unpublish of `id` at `target` may unmount there: what a
+    /// publish of `id` binds now ([`NodeSide::own_sources`]), and what the
+    /// publish recorded at `target` bound when it was made, kept across
+    /// restarts: once the volume is unstaged (out of the CO's order, or a
+    /// volume of an earlier node process whose stack died with it) the
+    /// former is empty, and the latter still tells the plugin's bind from
+    /// a mount someone else stacked there.
+    pub fn unpublish_sources(&self, id: &str, target: &Path) -> Vec<PathBuf> {
+        let mut own = self.own_sources(id);
+        if self.is_target_of(target, id)
+            && let Some(b) = self
+                .bound
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(target)
+        {
+            own.extend(b.iter().filter(|p| !p.as_os_str().is_empty()).cloned());
+        }
+        own
+    }
+
+    /// Drops the record of the publish at `target`; whether there was one.
+    fn forget_target(&self, target: &Path) -> bool {
+        self.bound
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(target);
-        if removed.is_some()
-            && let Err(e) = self.save_state()
-        {
+        self.targets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(target)
+            .is_some()
+    }
+
+    /// Forgets the publish at `target`.
+    pub fn release_target(&self, target: &Path) {
+        let removed = self.forget_target(target);
+        if removed && let Err(e) = self.save_state() {
             tracing::error!(error = %e, "recording the unpublish failed");
         }
     }
@@ -651,17 +793,23 @@ impl NodeSide {
         &self,
         rec: &VolumeRecord,
         secret: Option<Secret>,
-    ) -> Result<EngineVolume, CsiError> {
+    ) -> Result<(EngineVolume, Vec<Claim>), CsiError> {
         // The engine encrypts (encryptionFormat=engine) when given a secret;
         // a LUKS volume is encrypted above the engine instead.
         let engine_encrypted = secret.is_some();
         let mut devs: Vec<Arc<dyn BlockDevice>> = Vec::new();
-        let mut blank = true;
+        let mut claims = Vec::new();
+        // Every member claimed before any is read.
         for m in &rec.members {
-            let d = self.member_of(rec, &m.drive, m.offset, rec.layout.member_bytes.min(m.len))?;
-            blank &=
-                is_blank(&d).map_err(|e| internal(format!("reading {}: {e}", d.describe())))?;
+            let (d, c) =
+                self.member_of(rec, &m.drive, m.offset, rec.layout.member_bytes.min(m.len))?;
             devs.push(Arc::new(d));
+            claims.push(c);
+        }
+        let mut blank = true;
+        for d in &devs {
+            blank &=
+                is_blank(&**d).map_err(|e| internal(format!("reading {}: {e}", d.describe())))?;
         }
         if blank {
             let layout = VolumeLayout::parse(layout_of(rec.layout.kind))
@@ -672,6 +820,7 @@ impl NodeSide {
             }
             opts.secret = secret;
             EngineVolume::create(devs, &opts)
+                .map(|v| (v, claims))
                 .map_err(|e| engine_err(&format!("creating volume {}", rec.id), e))
         } else {
             let v = EngineVolume::assemble(devs, secret.as_ref())
@@ -682,20 +831,21 @@ impl NodeSide {
                     rec.id
                 )));
             }
-            Ok(v)
+            Ok((v, claims))
         }
     }
 
     /// The engine volume of a single drive or slice reached over NBD: a
     /// linear volume over its member range, its metadata in memory
     /// ([`NodeLocalMeta`]), exactly the range's bytes.
-    fn passthrough(&self, rec: &VolumeRecord) -> Result<EngineVolume, CsiError> {
+    fn passthrough(&self, rec: &VolumeRecord) -> Result<(EngineVolume, Vec<Claim>), CsiError> {
         let m = rec
             .members
             .first()
             .ok_or_else(|| internal("a volume without members"))?;
         let want = rec.layout.usable_bytes;
-        let dev = NodeLocalMeta::new(self.member_of(rec, &m.drive, m.offset, want)?);
+        let (member, claim) = self.member_of(rec, &m.drive, m.offset, want)?;
+        let dev = NodeLocalMeta::new(member);
         let mut opts = CreateOptions::new(VolumeLayout::Linear);
         opts.data_offset_sectors = Some(NODE_LOCAL_META_SECTORS);
         let v = EngineVolume::create(vec![Arc::new(dev)], &opts)
@@ -707,7 +857,7 @@ impl NodeSide {
                 v.size()
             )));
         }
-        Ok(v)
+        Ok((v, vec![claim]))
     }
 
     /// `NodeStageVolume` for `rec` at `staging`: a volume staged there by an
@@ -803,6 +953,15 @@ impl NodeSide {
         let luks_key = if luks { key } else { None };
         let opts = MountOptions::parse(mount_flags).map_err(CsiError::from)?;
         let mount = (!block).then_some((staging, fs_type, &opts));
+        // Before anything is claimed, attached or formatted: a file system
+        // is mounted on a directory.
+        if !block && fs::symlink_metadata(staging).is_ok_and(|m| !m.is_dir()) && !staging.is_dir() {
+            return Err(CsiError::failed_precondition(format!(
+                "staging_target_path {} exists and is not a directory: a volume staged for \
+                 mount access is mounted on a directory (remove it, or stage elsewhere)",
+                staging.display()
+            )));
+        }
         let plain = matches!(rec.layout.kind, LayoutKind::Single | LayoutKind::Slice);
         if plain && secret.is_some() {
             return Err(CsiError::failed_precondition(format!(
@@ -847,16 +1006,17 @@ impl NodeSide {
                     fuse_dir: PathBuf::new(),
                     rebuilding: None,
                     luks: mapping,
-                    _claim: Some(claim),
+                    claims: vec![claim],
                 },
             );
             return Ok(());
         }
-        let volume = Arc::new(if plain {
+        let (volume, claims) = if plain {
             self.passthrough(rec)?
         } else {
             self.assemble(rec, secret)?
-        });
+        };
+        let volume = Arc::new(volume);
         let fuse_dir = self.cfg.run_dir.join(&rec.id);
         fs::create_dir_all(&fuse_dir)
             .map_err(|e| internal(format!("creating {}: {e}", fuse_dir.display())))?;
@@ -904,7 +1064,7 @@ impl NodeSide {
                 fuse_dir,
                 rebuilding: None,
                 luks: mapping,
-                _claim: None,
+                claims,
             },
         );
         Ok(())
@@ -930,7 +1090,8 @@ impl NodeSide {
                 rec.id
             )));
         }
-        let volume = Arc::new(self.assemble(rec, None)?);
+        let (volume, claims) = self.assemble(rec, None)?;
+        let volume = Arc::new(volume);
         self.lock().insert(
             rec.id.clone(),
             Staged {
@@ -943,13 +1104,18 @@ impl NodeSide {
                 fuse_dir: PathBuf::new(),
                 rebuilding: None,
                 luks: None,
-                _claim: None,
+                claims,
             },
         );
         Ok(volume)
     }
 
     /// `NodeUnstageVolume`: unmount, detach the loop device, close the volume.
+    /// A volume this process serves that is still published at a mounted
+    /// target is refused with FAILED_PRECONDITION naming the targets, and
+    /// stays staged; one staged by an earlier process (its stack is dead) is
+    /// taken apart, and a later unpublish of its targets unmounts what that
+    /// publish bound ([`NodeSide::unpublish_sources`]).
     pub fn unstage(&self, id: &str, staging: &Path) -> Result<(), CsiError> {
         let r = self
             .recovered
@@ -974,6 +1140,24 @@ impl NodeSide {
     }
 
     fn unstage_live(&self, id: &str, staging: &Path) -> Result<(), CsiError> {
+        // Not under a live publish (the CO unpublishes first; spec,
+        // NodeUnstageVolume): an engine volume's FUSE file cannot close
+        // while a bind of its file system holds it (the unstage would wait
+        // for it for good, holding the node side), and a plain range's
+        // claim must not go while the file system on it is in use.
+        let published: Vec<String> = self
+            .targets_of(id)
+            .into_iter()
+            .filter(|t| csi_node::is_mount_point(t).unwrap_or(false))
+            .map(|t| t.display().to_string())
+            .collect();
+        if !published.is_empty() && self.lock().get(id).is_some_and(|s| s.staging == staging) {
+            return Err(CsiError::failed_precondition(format!(
+                "volume {id} is still published at {}: call NodeUnpublishVolume for each \
+                 target before NodeUnstageVolume (nothing was unstaged)",
+                published.join(", ")
+            )));
+        }
         let mut map = self.lock();
         let Some(s) = map.get_mut(id) else {
             return Ok(());
@@ -1271,7 +1455,7 @@ impl NodeSide {
             if old.get(role) == Some(&m.drive) {
                 continue;
             }
-            let dev =
+            let (dev, claim) =
                 self.member_of(rec, &m.drive, m.offset, rec.layout.member_bytes.min(m.len))?;
             volume
                 .replace(role, Arc::new(dev))
@@ -1279,6 +1463,10 @@ impl NodeSide {
             if let Some(s) = self.lock().get_mut(&rec.id) {
                 s.drives[role] = m.drive.clone();
                 s.rebuilding = Some((role, 0, 0));
+                // The replaced member's bytes go, the new member's are held.
+                if let Some(c) = s.claims.get_mut(role) {
+                    *c = claim;
+                }
             }
             let id = rec.id.clone();
             let logged = std::sync::atomic::AtomicU64::new(u64::MAX);
@@ -1481,6 +1669,100 @@ fn claim_plain(id: &str, path: &Path, offset: u64, len: u64) -> Result<Claim, Cs
         })
 }
 
+/// The rule a refused claim of a drive range over NBD breaks (raid-engine
+/// says the same of drive files).
+const CLAIM_RULE: &str =
+    "a byte of a drive belongs to one volume or export at a time; stop the other holder first";
+
+/// Ranges of drives reached over NBD that volumes assembled in this process
+/// hold ([`claim_remote`]), by agent, drive and byte range.
+static REMOTE_CLAIMS: Mutex<Vec<RemoteClaim>> = Mutex::new(Vec::new());
+
+/// A range of a drive over NBD held by a volume: one entry per volume and
+/// range, counted (the same volume may claim the same range again).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RemoteClaim {
+    /// The node side holding it ([`NodeSide`]'s `claim_id`): the same
+    /// volume assembled by two node sides of the process is two holders.
+    side: u64,
+    agent: String,
+    drive: String,
+    start: u64,
+    end: u64,
+    volume: String,
+}
+
+/// Held by a [`Claim`]: releases one count of its entry when dropped.
+struct RemoteClaimGuard(RemoteClaim);
+
+impl Drop for RemoteClaimGuard {
+    fn drop(&mut self) {
+        let mut all = REMOTE_CLAIMS.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = all.iter().position(|c| *c == self.0) {
+            all.swap_remove(i);
+        }
+    }
+}
+
+/// Claims bytes `offset..offset + len` of `drive`, reached over NBD from
+/// `agent`, for volume `volume` in this process, until the claim is
+/// dropped. An NBD device claims nothing ([`BlockDevice::claim`]'s
+/// default), and the JBOD agent holds the bytes of every volume it exports
+/// to this server at once: without this, two volumes of this node whose
+/// members overlap would both assemble over the same bytes. Overlapping
+/// bytes another volume holds (or the same volume, for another member) are
+/// refused with FAILED_PRECONDITION naming the drive, the range, the holder
+/// and the rule; the same range of the same volume is granted again.
+fn claim_remote(
+    side: u64,
+    volume: &str,
+    agent: &str,
+    drive: &str,
+    offset: u64,
+    len: u64,
+) -> Result<Claim, CsiError> {
+    // One agent spelled two ways is one agent.
+    let agent = agent
+        .parse::<std::net::SocketAddr>()
+        .map_or_else(|_| agent.to_string(), |a| a.to_string());
+    let end = offset.checked_add(len).ok_or_else(|| {
+        CsiError::failed_precondition(format!(
+            "volume {volume}: its member on drive {drive} (over NBD from {agent}) of {len} \
+             bytes at {offset} ends past the largest byte offset"
+        ))
+    })?;
+    let want = RemoteClaim {
+        side,
+        agent,
+        drive: drive.to_string(),
+        start: offset,
+        end,
+        volume: volume.to_string(),
+    };
+    let mut all = REMOTE_CLAIMS.lock().unwrap_or_else(|p| p.into_inner());
+    let held = all.iter().find(|c| {
+        c.agent == want.agent
+            && c.drive == want.drive
+            && c.start < want.end
+            && want.start < c.end
+            && **c != want
+    });
+    if let Some(c) = held {
+        let who = match (c.volume == want.volume, c.side == want.side) {
+            (true, true) => format!("volume {} itself, for another member", c.volume),
+            (true, false) => format!("volume {} assembled by another node side", c.volume),
+            (false, _) => format!("volume {}", c.volume),
+        };
+        return Err(CsiError::failed_precondition(format!(
+            "volume {volume}: drive {drive} over NBD from {} bytes {offset}..{end} is in use by \
+             {who} in this process (it holds bytes {}..{}); {CLAIM_RULE}",
+            want.agent, c.start, c.end
+        )));
+    }
+    all.push(want.clone());
+    Ok(Claim::new(RemoteClaimGuard(want)))
+}
+
 /// The byte range `(offset, len)` of its backing file that loop device
 /// `dev` serves (sysfs `loop/offset` and `loop/sizelimit`); `None` when it
 /// is not a loop device or shows no size limit.
@@ -1577,7 +1859,7 @@ fn adopt(cfg: &NodeConfig, id: &str, r: &StagedRecord) -> Option<Staged> {
         fuse_dir: PathBuf::new(),
         rebuilding: None,
         luks: None,
-        _claim: Some(claim),
+        claims: vec![claim],
     })
 }
 

@@ -42,6 +42,12 @@ pub(crate) struct NodeState {
     pub staged: BTreeMap<String, StagedRecord>,
     /// Published targets: volume id and whether read-only.
     pub targets: BTreeMap<PathBuf, (String, bool)>,
+    /// Per published target, what its publish bound there from (the
+    /// staging path and the device): how a later unpublish tells the
+    /// plugin's mount from another's once the volume is no longer staged.
+    /// Empty in state written before it was recorded.
+    #[serde(default)]
+    pub bound: BTreeMap<PathBuf, Vec<PathBuf>>,
 }
 
 const FILE: &str = "node-state.json";
@@ -55,6 +61,24 @@ impl NodeState {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(NodeState::default()),
             Err(e) => Err(format!("reading {}: {e}", path.display())),
         }
+    }
+
+    /// Moves an unreadable state file in `run_dir` aside, to
+    /// `node-state.json.unreadable` (`.unreadable.1`, … when taken), so that
+    /// the state written next does not destroy what an operator can still
+    /// read in it by hand (the volumes and targets an earlier process
+    /// staged and published). Returns where it went.
+    pub fn set_aside(run_dir: &Path) -> Result<PathBuf, String> {
+        let path = run_dir.join(FILE);
+        let mut to = run_dir.join(format!("{FILE}.unreadable"));
+        let mut n = 0u32;
+        while to.exists() {
+            n += 1;
+            to = run_dir.join(format!("{FILE}.unreadable.{n}"));
+        }
+        fs::rename(&path, &to)
+            .map_err(|e| format!("moving {} to {}: {e}", path.display(), to.display()))?;
+        Ok(to)
     }
 
     /// Replaces the state in `run_dir` atomically.
@@ -96,6 +120,8 @@ mod tests {
             },
         );
         s.targets.insert("/t/v1".into(), ("v1".into(), true));
+        s.bound
+            .insert("/t/v1".into(), vec!["/s/v1".into(), "/dev/loop3".into()]);
         s.save(dir.path()).unwrap();
         assert_eq!(NodeState::load(dir.path()).unwrap(), s);
         // A state written before LUKS mappings and loop attachments were recorded still loads.
@@ -104,11 +130,14 @@ mod tests {
         let v1 = old["staged"]["v1"].as_object_mut().unwrap();
         assert!(v1.remove("luks").is_some());
         assert!(v1.remove("loop_diskseq").is_some());
+        assert!(old.as_object_mut().unwrap().remove("bound").is_some());
         std::fs::write(dir.path().join(FILE), old.to_string()).unwrap();
         let loaded = NodeState::load(dir.path()).unwrap();
         assert_eq!(loaded.staged["v1"].luks, None);
         assert_eq!(loaded.staged["v1"].loop_diskseq, None);
         assert_eq!(loaded.staged["v1"].loopdev, s.staged["v1"].loopdev);
+        assert!(loaded.bound.is_empty());
+        assert_eq!(loaded.targets, s.targets);
         std::fs::write(dir.path().join(FILE), b"{not json").unwrap();
         let e = NodeState::load(dir.path()).unwrap_err();
         assert!(e.contains(FILE), "{e}");

@@ -45,20 +45,26 @@ fn address(inv: &Inventory, server: &str) -> std::net::IpAddr {
 /// An agent over a temporary directory and a driver using it.
 fn setup(store: Arc<dyn Store>) -> (tempfile::TempDir, Arc<JbodAgent>, ComposerDriver) {
     let dir = tempfile::tempdir().unwrap();
+    let (agent, driver) = start(dir.path(), store).unwrap();
+    (dir, agent, driver)
+}
+
+/// An agent with its drive files under `dir/drives` and a driver over
+/// `store` using it (a controller started, or restarted, on the records).
+fn start(
+    dir: &std::path::Path,
+    store: Arc<dyn Store>,
+) -> Result<(Arc<JbodAgent>, ComposerDriver), CsiError> {
     let inv = inventory();
-    let agent = Arc::new(
-        JbodAgent::start(
-            Arc::new(inv.clone()),
-            &dir.path().join("drives"),
-            "127.0.0.1:0",
-        )
-        .unwrap(),
-    );
+    let agent = Arc::new(JbodAgent::start(
+        Arc::new(inv.clone()),
+        &dir.join("drives"),
+        "127.0.0.1:0",
+    )?);
     let driver = ComposerDriver::open(inv, store, None)
         .unwrap()
-        .with_agent(agent.clone())
-        .unwrap();
-    (dir, agent, driver)
+        .with_agent(agent.clone())?;
+    Ok((agent, driver))
 }
 
 /// Creates a volume with `params` (100 MiB).
@@ -68,6 +74,31 @@ async fn create(plugin: &Plugin, name: &str, params: &[(&str, &str)]) -> Volume 
 }
 
 const NBD_MIRROR: &[(&str, &str)] = &[("redundancy", "true"), ("networkTransportsAllowed", "nbd")];
+
+/// A mirrored `nbd` volume created and controller-published to r1-n1.
+async fn published_mirror(driver: &ComposerDriver) -> composer_core::store::VolumeRecord {
+    let plugin = driver.plugin().unwrap();
+    let vol = create(&plugin, "mirror", NBD_MIRROR).await;
+    Csi::controller_publish_volume(&plugin, publish_req(&vol.volume_id, "r1-n1"))
+        .await
+        .unwrap();
+    driver
+        .composer()
+        .get(vol.volume_id.as_str())
+        .unwrap()
+        .record
+}
+
+/// The servers allowed on each of `rec`'s drives, in member order.
+fn grants(
+    agent: &JbodAgent,
+    rec: &composer_core::store::VolumeRecord,
+) -> Vec<std::collections::BTreeSet<std::net::IpAddr>> {
+    rec.members
+        .iter()
+        .map(|m| agent.allowed(&m.drive))
+        .collect()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_servers_a_drive_is_published_to_can_open_it() {
@@ -128,18 +159,7 @@ async fn only_the_servers_a_drive_is_published_to_can_open_it() {
     // A controller restarted on the same records grants the same (the
     // first agent has stopped: its claims on the drive files went with it).
     agent.shutdown();
-    let agent2 = Arc::new(
-        JbodAgent::start(
-            Arc::new(inv.clone()),
-            &dir.path().join("drives"),
-            "127.0.0.1:0",
-        )
-        .unwrap(),
-    );
-    let again = ComposerDriver::open(inv.clone(), store.clone(), None)
-        .unwrap()
-        .with_agent(agent2.clone())
-        .unwrap();
+    let (agent2, again) = start(dir.path(), store.clone()).unwrap();
     for d in &drives {
         assert_eq!(agent2.allowed(d).into_iter().collect::<Vec<_>>(), vec![n2]);
     }
@@ -232,16 +252,7 @@ async fn an_exported_volume_holds_its_bytes_of_the_drives() {
     let store: Arc<dyn Store> = Arc::new(MemStore::default());
     let (dir, agent, driver) = setup(store.clone());
     let inv = driver.composer().inventory().clone();
-    let plugin = driver.plugin().unwrap();
-    let vol = create(&plugin, "mirror", NBD_MIRROR).await;
-    Csi::controller_publish_volume(&plugin, publish_req(&vol.volume_id, "r1-n1"))
-        .await
-        .unwrap();
-    let rec = driver
-        .composer()
-        .get(vol.volume_id.as_str())
-        .unwrap()
-        .record;
+    let rec = published_mirror(&driver).await;
     // Volume b over the second half of each of a's members, published to
     // the other server.
     let mut b = rec.clone();
@@ -279,10 +290,136 @@ async fn an_exported_volume_holds_its_bytes_of_the_drives() {
         connect_member(&addr, &m.drive, n1).unwrap();
     }
 
-    Csi::controller_unpublish_volume(&plugin, unpublish_req(&vol.volume_id, "r1-n1"))
+    let plugin = driver.plugin().unwrap();
+    let id = VolumeId::new(&rec.id).unwrap();
+    Csi::controller_unpublish_volume(&plugin, unpublish_req(&id, "r1-n1"))
         .await
         .unwrap();
     agent.sync_volume("vol-b", Some(&b)).unwrap();
     connect_member(&addr, &b.members[0].drive, n2).unwrap();
+    agent.shutdown();
+}
+
+/// An agent restarted while another holder has one volume's bytes of a
+/// drive file still exports every other volume, and says which it could
+/// not: start-up does not stop at the first refusal. The refused volume is
+/// granted at its next ControllerPublish once the holder lets go. Before,
+/// the first refusal ended the start-up and every later volume stayed
+/// ungranted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_agent_grants_every_volume_it_can() {
+    use raid_engine::{CacheMode, ClaimHolder, FileDevice};
+    let store: Arc<dyn Store> = Arc::new(MemStore::default());
+    let (dir, agent, driver) = setup(store.clone());
+    let inv = driver.composer().inventory().clone();
+    let plugin = driver.plugin().unwrap();
+    for name in ["one", "two", "three"] {
+        let vol = create(&plugin, name, NBD_MIRROR).await;
+        Csi::controller_publish_volume(&plugin, publish_req(&vol.volume_id, "r1-n1"))
+            .await
+            .unwrap();
+    }
+    agent.shutdown();
+    // The first volume the start-up meets: another holder has its first
+    // member's bytes.
+    let records = driver.composer().records();
+    let held = &records[0];
+    let m = &held.members[0];
+    let file = dir.path().join("drives").join(format!("{}.img", m.drive));
+    let other = FileDevice::open(&file, CacheMode::Buffered).unwrap();
+    let claim = other
+        .claim_range(&ClaimHolder::new("another exporter"), m.offset, m.len)
+        .unwrap();
+
+    let (agent2, again) =
+        start(dir.path(), store.clone()).expect("the agent starts with what it can grant");
+    let refused = agent2.sync_all(again.composer()).unwrap();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].0, held.id);
+    assert_eq!(refused[0].1.code(), Code::FailedPrecondition);
+    assert!(
+        refused[0].1.to_string().contains("another exporter"),
+        "{}",
+        refused[0].1
+    );
+    // Every other volume is served to its server.
+    let n1 = address(&inv, "r1-n1");
+    let addr = agent2.addr().to_string();
+    for r in &records[1..] {
+        for m in &r.members {
+            assert!(agent2.allowed(&m.drive).contains(&n1), "{}", r.id);
+            connect_member(&addr, &m.drive, n1).unwrap();
+        }
+    }
+    // A publish meanwhile answers the refusal as it is (was INTERNAL).
+    let plugin = again.plugin().unwrap();
+    let id = VolumeId::new(&held.id).unwrap();
+    let err = Csi::controller_publish_volume(&plugin, publish_req(&id, "r1-n1"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    assert!(err.to_string().contains("another exporter"), "{err}");
+    // The holder lets go: the CO's retry of the publish grants it.
+    drop(claim);
+    Csi::controller_publish_volume(&plugin, publish_req(&id, "r1-n1"))
+        .await
+        .unwrap();
+    for m in &held.members {
+        assert!(agent2.allowed(&m.drive).contains(&n1));
+    }
+    assert!(agent2.sync_all(again.composer()).unwrap().is_empty());
+    agent2.shutdown();
+}
+
+/// A volume whose member lies past the end of its drive file (the
+/// inventory gives the drive fewer bytes than the record uses) is refused
+/// with FAILED_PRECONDITION naming the drive, its size and the range, and
+/// changes no grant. Before, it was INTERNAL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_past_the_end_of_its_drive_is_a_failed_precondition() {
+    let (_dir, agent, driver) = setup(Arc::new(MemStore::default()));
+    let rec = published_mirror(&driver).await;
+    let mut past = rec.clone();
+    past.id = "vol-past".into();
+    let size = 256u64 << 20;
+    past.members[0].offset = size - 4096;
+    let before = grants(&agent, &rec);
+    let err = agent.sync_volume("vol-past", Some(&past)).unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    let err = err.to_string();
+    let m = &past.members[0];
+    assert!(err.contains(&format!("drive {}", m.drive)), "{err}");
+    assert!(err.contains(&format!("{size} bytes")), "no size: {err}");
+    assert!(
+        err.contains(&format!("{}..{}", m.offset, m.offset + m.len)),
+        "no range: {err}"
+    );
+    let after = grants(&agent, &rec);
+    assert_eq!(before, after);
+    agent.shutdown();
+}
+
+/// A record that names a drive or a node the inventory does not have (the
+/// inventory edited under the volumes) is FAILED_PRECONDITION naming it,
+/// and changes no grant. Before, both were INTERNAL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drive_or_node_missing_from_the_inventory_is_a_failed_precondition() {
+    let (_dir, agent, driver) = setup(Arc::new(MemStore::default()));
+    let rec = published_mirror(&driver).await;
+    let granted = grants(&agent, &rec);
+    let mut gone_drive = rec.clone();
+    gone_drive.members[1].drive = "r9-gone".into();
+    let err = agent.sync_volume(&rec.id, Some(&gone_drive)).unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    assert!(err.to_string().contains("drive r9-gone"), "{err}");
+    let mut gone_node = rec.clone();
+    gone_node.published = [("r9-n1".to_string(), Default::default())]
+        .into_iter()
+        .collect();
+    let err = agent.sync_volume(&rec.id, Some(&gone_node)).unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    assert!(err.to_string().contains("node r9-n1"), "{err}");
+    let after = grants(&agent, &rec);
+    assert_eq!(granted, after);
     agent.shutdown();
 }

@@ -385,6 +385,24 @@ pub async fn provision_staged<C: Csi>(
     params: &[(&str, &str)],
     bytes: u64,
 ) -> Vol {
+    let (id, _) = create_published(c, name, params, bytes).await;
+    let v = Vol {
+        id,
+        staging: dir.join("staging").join(name),
+        target: dir.join("target").join(name),
+    };
+    stage(c, &v).await.unwrap();
+    v
+}
+
+/// Creates a mount volume and controller-publishes it to r1-n1; returns
+/// its id and the publish context.
+pub async fn create_published<C: Csi>(
+    c: &C,
+    name: &str,
+    params: &[(&str, &str)],
+    bytes: u64,
+) -> (String, Map) {
     let mut req = composer::create_request(name, params, bytes).unwrap();
     req.volume_capabilities = vec![cap()];
     let id = Csi::create_volume(c, req)
@@ -394,14 +412,8 @@ pub async fn provision_staged<C: Csi>(
         .volume_id
         .as_str()
         .to_string();
-    controller_publish(c, &id).await;
-    let v = Vol {
-        id,
-        staging: dir.join("staging").join(name),
-        target: dir.join("target").join(name),
-    };
-    stage(c, &v).await.unwrap();
-    v
+    let ctx = controller_publish(c, &id).await;
+    (id, ctx)
 }
 
 /// Writes `files` under `target`, each synced.

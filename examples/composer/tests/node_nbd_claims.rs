@@ -1,0 +1,210 @@
+//! A volume whose members are reached over NBD (the JBOD agent) holds its
+//! ranges of the drives in the node process, as a local volume holds its
+//! ranges of the drive files: a second assembly of the same ranges (a second
+//! node side in the process, a stale record, an overlapping record) is
+//! refused with FAILED_PRECONDITION naming the drive, the range and the
+//! rule, while the first volume keeps working; once it is released the
+//! ranges assemble again. Before, an NBD member claimed nothing on the node
+//! and both assemblies wrote the same bytes. A member past the end of its
+//! drive is FAILED_PRECONDITION naming the drive, its size and the range
+//! (was INTERNAL). Through the engine alone (`assemble_unexposed`): no root,
+//! FUSE or loop device needed.
+
+use composer::node::NodeSide;
+use composer_core::store::VolumeRecord;
+use csi_types::Code;
+
+mod common;
+
+/// Releases what each node side assembled when dropped, so that a failing
+/// assertion leaves no claim or connection behind.
+struct Release<'a>(Vec<&'a NodeSide>);
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        for s in &self.0 {
+            s.release_all();
+        }
+    }
+}
+
+/// A mirrored `nbd` volume created and controller-published to r1-n1 (the
+/// agent grants its drives to r1-n1), with the agent's address.
+async fn published_mirror(s: &common::InProcess) -> (VolumeRecord, String) {
+    let params = [("redundancy", "true"), ("networkTransportsAllowed", "nbd")];
+    let (id, ctx) = common::create_published(&s.plugin, "mirror", &params, 64 << 20).await;
+    let agent = ctx.get(composer::agent::CONTEXT_AGENT).unwrap().clone();
+    (s.driver.composer().get(&id).unwrap().record, agent)
+}
+
+/// r1-n1's own address, which the agent allows.
+fn source(s: &common::InProcess) -> std::net::IpAddr {
+    let inv = s.driver.composer().inventory();
+    composer::agent::server_address(inv.server_index("r1-n1").unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volume_over_nbd_holds_its_ranges_of_the_drives_in_the_node() {
+    let s = common::InProcess::with_agent();
+    let side = s.driver.node_side().unwrap();
+    let (rec, agent) = published_mirror(&s).await;
+    let src = source(&s);
+    let other = NodeSide::new(side.config().clone());
+    let _release = Release(vec![side, &other]);
+
+    side.set_remote(&rec.id, &agent, src).unwrap();
+    let v = side.assemble_unexposed(&rec).unwrap();
+    let data: Vec<u8> = (0..65536u32).map(|i| (i % 251) as u8).collect();
+    v.write_at(&data, 0).unwrap();
+
+    // A second node side of this process assembling the same volume.
+    other.set_remote(&rec.id, &agent, src).unwrap();
+    let err = other.assemble_unexposed(&rec).unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    let err = err.to_string();
+    let m = &rec.members[0];
+    assert!(err.contains(&format!("drive {}", m.drive)), "{err}");
+    assert!(
+        err.contains(&format!("bytes {}..", m.offset)),
+        "no range in: {err}"
+    );
+    assert!(
+        err.contains("is in use by") && err.contains("a byte of a drive belongs to one volume"),
+        "{err}"
+    );
+
+    // A record over the second half of each member and the first half of
+    // the space after it: refused in the same node side too.
+    let mut half = rec.clone();
+    half.id = "vol-half".into();
+    for m in &mut half.members {
+        m.offset += m.len / 2;
+    }
+    side.set_remote(&half.id, &agent, src).unwrap();
+    let err = side.assemble_unexposed(&half).unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    assert!(err.to_string().contains(&rec.id), "names the holder: {err}");
+
+    // The first volume is untouched and keeps working.
+    let mut got = vec![0u8; 65536];
+    v.read_at(&mut got, 0).unwrap();
+    assert!(got == data);
+    drop(v);
+
+    // Released, the ranges assemble again (the refusals held nothing).
+    side.release_all();
+    let again = other.assemble_unexposed(&rec).unwrap();
+    again.read_at(&mut got, 0).unwrap();
+    assert!(got == data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_past_the_end_of_its_drive_over_nbd_is_a_failed_precondition() {
+    let s = common::InProcess::with_agent();
+    let side = s.driver.node_side().unwrap();
+    let _release = Release(vec![side]);
+    let (rec, agent) = published_mirror(&s).await;
+    let mut past = rec.clone();
+    past.id = "vol-past".into();
+    let capacity = s.driver.composer().inventory().drives()[s
+        .driver
+        .composer()
+        .inventory()
+        .drive_index(&past.members[1].drive)
+        .unwrap() as usize]
+        .capacity;
+    past.members[1].offset = capacity - 4096;
+    side.set_remote(&past.id, &agent, source(&s)).unwrap();
+    let err = side.assemble_unexposed(&past).unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    let err = err.to_string();
+    let m = &past.members[1];
+    assert!(err.contains(&format!("drive {}", m.drive)), "{err}");
+    assert!(err.contains(&format!("{capacity} bytes")), "no size: {err}");
+    assert!(
+        err.contains(&format!("{}..{}", m.offset, m.offset + m.len)),
+        "no range: {err}"
+    );
+    // Nothing of it stayed claimed: the real volume assembles.
+    side.set_remote(&rec.id, &agent, source(&s)).unwrap();
+    side.assemble_unexposed(&rec).unwrap();
+}
+
+/// A member the agent does not export to this server (the volume is not
+/// granted here) is FAILED_PRECONDITION saying so, and an agent that cannot
+/// be reached is UNAVAILABLE, for the CO to retry; each names the volume,
+/// the drive and the agent. Before, both were INTERNAL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_refuses_or_is_gone_is_a_clear_error() {
+    let s = common::InProcess::with_agent();
+    let side = s.driver.node_side().unwrap();
+    let _release = Release(vec![side]);
+    let (rec, agent) = published_mirror(&s).await;
+    // Unpublished: the agent exports the drives to nobody.
+    csi_types::prelude::Csi::controller_unpublish_volume(
+        &s.plugin,
+        csi_types::controller::ControllerUnpublishVolumeRequest {
+            volume_id: csi_types::ids::VolumeId::new(&rec.id).unwrap(),
+            node_id: None,
+            secrets: Default::default(),
+        },
+    )
+    .await
+    .unwrap();
+    side.set_remote(&rec.id, &agent, source(&s)).unwrap();
+    let err = side.assemble_unexposed(&rec).unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!("drive {}", rec.members[0].drive)),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&agent) && msg.contains("does not export"),
+        "{msg}"
+    );
+
+    // An agent address nobody listens on (the agent's, once it stopped).
+    common::controller_publish(&s.plugin, &rec.id).await;
+    let gone = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    side.set_remote(&rec.id, &gone, source(&s)).unwrap();
+    let err = side.assemble_unexposed(&rec).unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err}");
+    assert!(err.to_string().contains(&gone), "{err}");
+    // The agent back: it assembles.
+    side.set_remote(&rec.id, &agent, source(&s)).unwrap();
+    side.assemble_unexposed(&rec).unwrap();
+}
+
+/// A publish context whose agent is not `host:port` is INVALID_ARGUMENT
+/// naming the key at NodeStageVolume. Before, the stage tried to connect
+/// and answered INTERNAL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_agent_in_the_publish_context_is_an_invalid_argument() {
+    let s = common::InProcess::with_agent();
+    let (rec, _) = published_mirror(&s).await;
+    for bad in [
+        "no-port",
+        "127.0.0.1:",
+        "127.0.0.1:0",
+        ":10809",
+        "host:99999",
+    ] {
+        let v = common::Vol {
+            id: rec.id.clone(),
+            staging: s.dir.path().join("staging").join("mirror"),
+            target: s.dir.path().join("target").join("mirror"),
+        };
+        let ctx = [(composer::agent::CONTEXT_AGENT.to_string(), bad.to_string())]
+            .into_iter()
+            .collect();
+        let err = common::stage_with(&s.plugin, &v, &ctx).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{bad}: {err}");
+        let msg = err.to_string();
+        assert!(msg.contains("nbdAgent") && msg.contains(bad), "{msg}");
+        assert!(!s.driver.node_side().unwrap().is_staged(&rec.id));
+    }
+}
