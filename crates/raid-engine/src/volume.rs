@@ -78,6 +78,9 @@ pub enum VolumeLayout {
 impl VolumeLayout {
     /// Parse `linear`/`jbod`/`single` or an md level with an optional
     /// layout after a colon (`raid10:f2`, `raid6:left-symmetric`, `raid1`).
+    /// An unknown level is [`EngineError::Invalid`] with field `level`, its
+    /// rule listing every level; a layout that is not one of the level's
+    /// is `raid`'s `BadLayout`.
     pub fn parse(s: &str) -> Result<Self> {
         let lower = s.trim().to_ascii_lowercase();
         match lower.as_str() {
@@ -86,7 +89,18 @@ impl VolumeLayout {
             _ => {}
         }
         let (level, layout) = lower.split_once(':').unwrap_or((&lower, ""));
-        let level: Level = level.parse()?;
+        let level: Level = level.parse().map_err(|e| match e {
+            // The `raid` crate's list leaves out the levels only this crate has.
+            raid::RaidError::BadLevel(_) => crate::error::invalid(
+                "level",
+                format!(
+                    "`{}` is not one of linear (or jbod), single, raid0, raid1, raid4, raid5, \
+                     raid6, raid10 (also 0/1/4/5/6/10), optionally with :LAYOUT (raid10:f2, raid5:ls)",
+                    s.trim()
+                ),
+            ),
+            e => e.into(),
+        })?;
         Ok(VolumeLayout::Md(Layout::parse(level, layout)?))
     }
 }

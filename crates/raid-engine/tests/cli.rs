@@ -1452,3 +1452,81 @@ fn run_is_refused_where_nothing_is_started() {
     let (code, _, err) = run_code(&[&["scrub", "--run"][..], &m].concat());
     assert_eq!(code, 0, "{err}");
 }
+
+/// Sizes and levels typed wrong, as a new user types them, are each told
+/// in one line naming the flag and the rule, and nothing is written: a
+/// negative `--chunk` or `--rate` (before: clap's "unexpected argument
+/// '-1'", as if it were a flag), one too large for 64 bits (before: "not a
+/// size"), a level that does not exist (before: the `raid` crate's list
+/// without `linear` and `single`, and no flag named) and a layout with a
+/// typo (before: no flag named).
+#[test]
+fn sizes_and_levels_typed_wrong_name_the_flag_and_the_rule() {
+    let files = common::MemberFiles::new(3, 8 << 20);
+    let m = files.args();
+    let (code, _, err) = run_code(&[&["create", "--level", "raid1"][..], &m[..2]].concat());
+    assert_eq!(code, 0, "{err}");
+    let spare = m[2];
+    let before = common::metadata(&files.paths);
+    let create = |level: &'static str, chunk: &'static str| -> Vec<&'static str> {
+        vec!["create", "--force", "--level", level, "--chunk", chunk]
+    };
+    let rebuild = |rate: &'static str| -> Vec<&str> {
+        vec![
+            "rebuild",
+            "--role",
+            "1",
+            "--replacement",
+            spare,
+            "--rate",
+            rate,
+        ]
+    };
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            create("raid5", "-1"),
+            "--chunk: `-1` must not be negative (a size: a whole number with optional K, M or G)",
+        ),
+        (
+            create("raid5", "99999999999999999999"),
+            "--chunk: `99999999999999999999` is too large (at most 18446744073709551615 bytes)",
+        ),
+        (
+            create("raid5", "18014398509481984"),
+            "--chunk: `18014398509481984` is too large",
+        ),
+        (create("raid5", "1e20"), "--chunk: `1e20` is not a size"),
+        (create("raid5", "NaN"), "--chunk: `NaN` is not a size"),
+        (create("raid5", "K"), "--chunk: `K` is not a size"),
+        (
+            create("raid7", "64K"),
+            "--level raid7: `raid7` is not one of linear (or jbod), single, raid0, raid1, raid4, raid5, raid6, raid10",
+        ),
+        (
+            create("raid5:left-symetric", "64K"),
+            "--level raid5:left-symetric: layout `left-symetric` is not a valid md layout for raid5",
+        ),
+        (
+            rebuild("-1"),
+            "--rate: `-1` must not be negative (a size: a whole number with optional K, M or G)",
+        ),
+        (
+            rebuild("99999999999G"),
+            "--rate: `99999999999G` is too large",
+        ),
+        (rebuild("NaN"), "--rate: `NaN` is not a size"),
+    ];
+    for (args, want) in cases {
+        let members: &[&str] = if args[0] == "create" { &m } else { &m[..2] };
+        let args = [&args[..], members].concat();
+        let (code, out, err) = run_code(&args);
+        assert_eq!(code, 1, "{args:?}: {out}{err}");
+        let line = err.trim_end();
+        assert!(!line.contains('\n'), "{args:?}: more than one line: {err}");
+        assert!(line.contains(want), "{args:?}: {want:?} not in {err}");
+        assert!(
+            common::metadata(&files.paths) == before,
+            "{args:?} wrote a member"
+        );
+    }
+}

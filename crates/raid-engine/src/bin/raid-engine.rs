@@ -110,7 +110,7 @@ enum Cmd {
         #[arg(long)]
         level: String,
         /// Chunk size: KiB like mdadm, or with suffix K/M.
-        #[arg(long, default_value = "512K")]
+        #[arg(long, default_value = "512K", allow_negative_numbers = true)]
         chunk: String,
         /// Data offset in sectors (default: mdadm's v1.2 default).
         #[arg(long, allow_negative_numbers = true, value_parser = whole::<u64>)]
@@ -189,7 +189,7 @@ enum Cmd {
         replacement: String,
         /// Throttle, bytes per second (suffix K/M/G allowed; 0: no limit,
         /// as without it).
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         rate: Option<String>,
         #[command(flatten)]
         m: Start,
@@ -257,6 +257,10 @@ fn flag_error(e: EngineError, flag: impl Fn(&str) -> Option<String>) -> String {
     }
 }
 
+/// A size from a flag's value: a whole number of `default_unit`s, or
+/// with a suffix K, M or G. A negative or too large one is told its rule
+/// (a negative one reaches this through `allow_negative_numbers`, instead
+/// of being taken for an unknown flag).
 fn parse_size(s: &str, default_unit: u64) -> Result<u64, String> {
     let s = s.trim();
     let (num, mult) = match s.chars().last() {
@@ -265,10 +269,21 @@ fn parse_size(s: &str, default_unit: u64) -> Result<u64, String> {
         Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
         _ => (s, default_unit),
     };
-    num.parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| format!("`{s}` is not a size (a number with optional K, M or G)"))
+    if s.starts_with('-') {
+        return Err(format!(
+            "`{s}` must not be negative (a size: a whole number with optional K, M or G)"
+        ));
+    }
+    if !num.is_empty() && num.bytes().all(|b| b.is_ascii_digit()) {
+        return num
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(mult))
+            .ok_or_else(|| format!("`{s}` is too large (at most {} bytes)", u64::MAX));
+    }
+    Err(format!(
+        "`{s}` is not a size (a whole number with optional K, M or G)"
+    ))
 }
 
 fn open_member(spec: &str, buffered: bool) -> Result<Arc<dyn BlockDevice>, String> {
@@ -633,7 +648,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
             force,
             m,
         } => {
-            let layout = VolumeLayout::parse(&level).map_err(|e| e.to_string())?;
+            let layout = VolumeLayout::parse(&level).map_err(|e| match e {
+                EngineError::Invalid { field, rule } if field == "level" => {
+                    format!("--level {level}: {rule}")
+                }
+                e => format!("--level {level}: {e}"),
+            })?;
             // `single` parses as RAID1 (over one member): more members
             // would silently make a mirror.
             if level.trim().eq_ignore_ascii_case("single") && m.members.len() != 1 {
