@@ -1530,3 +1530,37 @@ fn sizes_and_levels_typed_wrong_name_the_flag_and_the_rule() {
         );
     }
 }
+
+/// One file exported under two names (the same path, or another path to
+/// it) is refused naming both exports, before anything is served: two
+/// clients (two volumes) would write it through the two names. Before,
+/// both were served, since one holder claimed both.
+#[test]
+fn serve_nbd_refuses_one_file_exported_under_two_names() {
+    use std::io::BufRead;
+    let files = common::MemberFiles::new(1, 1 << 20);
+    let p = &files.paths[0];
+    let d0 = format!("d0={}", p.display());
+    let other_path = p.parent().unwrap().join(".").join(p.file_name().unwrap());
+    let d1 = format!("d1={}", other_path.display());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_raid-engine"))
+        .args(["serve-nbd", "--listen", "127.0.0.1:0"])
+        .args(["--export", &d0, "--export", &d1])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    if line.contains("serving NBD") {
+        child.kill().unwrap();
+    }
+    let status = child.wait().unwrap();
+    assert!(
+        line.starts_with(&format!("raid-engine: --export {d1}: "))
+            && line.contains(&format!("in use by raid-engine serve-nbd --export {d0}")),
+        "{line}"
+    );
+    assert_eq!(status.code(), Some(1), "{line}");
+}

@@ -738,8 +738,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let mut names = std::collections::BTreeSet::new();
             // The server claims nothing itself (an embedding program may
             // export files it also uses); this process serves its exports
-            // only, so it holds their claims until it ends.
-            let holder = raid_engine::ClaimHolder::new("raid-engine serve-nbd");
+            // only, so it holds their claims until it ends. Each export is
+            // a holder of its own: one file exported under two names would
+            // let two clients (two volumes) write it.
             let mut claims = Vec::new();
             for spec in exports {
                 let (name, rest) = spec
@@ -773,6 +774,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     return Err(format!("--export {spec}: PATH is empty").into());
                 }
                 let dev = open_member(path, false).map_err(|e| format!("--export {spec}: {e}"))?;
+                let holder =
+                    raid_engine::ClaimHolder::new(format!("raid-engine serve-nbd --export {spec}"));
                 claims.push(
                     dev.claim(&holder)
                         .map_err(|e| format!("--export {spec}: {e}"))?,
