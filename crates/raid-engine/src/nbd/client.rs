@@ -40,7 +40,8 @@ fn rd<const N: usize>(r: &mut impl Read) -> io::Result<[u8; N]> {
 impl NbdDevice {
     /// Connect to `addr` (`host:port`) and open export `name` with
     /// `NBD_OPT_GO`, giving up after [`HANDSHAKE_TIMEOUT`] without an
-    /// answer (see [`NbdDevice::connect_timeout`]).
+    /// answer (see [`NbdDevice::connect_timeout`]). A name longer than
+    /// [`MAX_NAME_BYTES`] is refused before anything is sent.
     pub fn connect(addr: &str, name: &str) -> Result<Self> {
         Self::connect_inner(addr, name, None, HANDSHAKE_TIMEOUT)
     }
@@ -74,6 +75,15 @@ impl NbdDevice {
         source: Option<std::net::IpAddr>,
         timeout: Duration,
     ) -> Result<Self> {
+        if name.len() > MAX_NAME_BYTES {
+            // Said before anything is sent, with the name shortened: the
+            // whole of it would drown the message.
+            let short: String = name.chars().take(32).collect();
+            return Err(EngineError::Nbd(format!(
+                "nbd://{addr}/{short}…: export name of {} bytes is too long: NBD allows at most {MAX_NAME_BYTES}",
+                name.len()
+            )));
+        }
         let label = format!("nbd://{addr}/{name}");
         let nbd = |m: String| EngineError::Nbd(format!("{label}: {m}"));
         // A step that got no answer in time says so (the OS says only
@@ -83,6 +93,9 @@ impl NbdDevice {
             move |e: io::Error| match e.kind() {
                 io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => EngineError::Nbd(format!(
                     "{what}: no answer within {timeout:?} (is it an NBD server, and up?)"
+                )),
+                io::ErrorKind::UnexpectedEof => EngineError::Nbd(format!(
+                    "{what}: the server closed the connection (is it an NBD server?)"
                 )),
                 _ => EngineError::Io { what, source: e },
             }
@@ -314,7 +327,14 @@ impl NbdDevice {
                 Ok(x) => x,
                 Err(e) => {
                     r.reader = Some(stream);
-                    r.broken = Some(e.to_string());
+                    r.broken = Some(match e.kind() {
+                        io::ErrorKind::UnexpectedEof => format!(
+                            "{}: the server closed the connection with requests unanswered",
+                            self.label
+                        ),
+                        io::ErrorKind::InvalidData => e.to_string(),
+                        _ => format!("{}: read reply: {e}", self.label),
+                    });
                     self.arrived.notify_all();
                     continue;
                 }
@@ -334,21 +354,26 @@ impl NbdDevice {
             } else if h == handle {
                 // Our own reply: its data goes straight into `out`.
                 drop(r);
-                let read = stream.read_exact(out);
+                let read = stream
+                    .read_exact(out)
+                    .map_err(|e| self.data_error(e, h, len));
                 r = self.lock_replies()?;
                 r.reader = Some(stream);
                 if let Err(e) = &read {
-                    r.broken = Some(format!("{}: read reply data: {e}", self.label));
+                    r.broken = Some(e.to_string());
                 }
                 self.arrived.notify_all();
                 return read;
             } else {
                 drop(r);
                 let mut data = vec![0u8; len as usize];
-                let read = stream.read_exact(&mut data).map(|()| data);
+                let read = stream
+                    .read_exact(&mut data)
+                    .map(|()| data)
+                    .map_err(|e| self.data_error(e, h, len));
                 r = self.lock_replies()?;
                 if let Err(e) = &read {
-                    r.broken = Some(format!("{}: read reply data: {e}", self.label));
+                    r.broken = Some(e.to_string());
                 }
                 read
             };
@@ -359,6 +384,24 @@ impl NbdDevice {
             }
             r.done.insert(h, result);
         }
+    }
+
+    /// The error of a reply's data (`len` bytes, of request `handle`) that
+    /// could not be read: the peer named, and a hang-up said as one.
+    fn data_error(&self, e: io::Error, handle: u64, len: u32) -> io::Error {
+        let why = match e.kind() {
+            io::ErrorKind::UnexpectedEof => {
+                "the server closed the connection in the middle of it".to_string()
+            }
+            _ => e.to_string(),
+        };
+        io::Error::new(
+            e.kind(),
+            format!(
+                "{}: reply to request {handle} ({len} bytes of reply data expected): {why}",
+                self.label
+            ),
+        )
     }
 
     /// One command over `[offset, offset + len)`, split into requests of at

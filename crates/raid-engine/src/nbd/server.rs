@@ -92,7 +92,7 @@ impl ServerHandle {
 }
 
 fn add(exports: &Exports, e: Export) -> Result<()> {
-    if e.name.is_empty() || e.name.len() > 4096 {
+    if e.name.is_empty() || e.name.len() > MAX_NAME_BYTES {
         return Err(invalid(
             "export name",
             "must be 1 to 4096 bytes (NBD's limit)",

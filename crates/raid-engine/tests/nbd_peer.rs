@@ -1,0 +1,215 @@
+//! The NBD client against a peer that misbehaves after a correct handshake:
+//! a fake server on a loopback socket that answers `NBD_OPT_GO` as the
+//! protocol says (`doc/proto.md` of the NBD project), then does one wrong
+//! thing. Every case must end in an error that names the peer (the
+//! device's `nbd://HOST:PORT/NAME`) and what was wrong, never a panic or a
+//! wait without end.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+
+use raid_engine::BlockDevice;
+use raid_engine::nbd::NbdDevice;
+
+const NBDMAGIC: u64 = 0x4e42_444d_4147_4943;
+const IHAVEOPT: u64 = 0x4948_4156_454f_5054;
+const REPLY_MAGIC: u64 = 0x0003_e889_0455_65a9;
+const SIMPLE_REPLY_MAGIC: u32 = 0x6744_6698;
+const OPT_GO: u32 = 7;
+const REP_ACK: u32 = 1;
+const REP_INFO: u32 = 3;
+/// `NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH`.
+const TFLAGS: u16 = 1 | 4;
+/// The fake export's size.
+const SIZE: u64 = 1 << 20;
+
+/// One request as the client sent it.
+struct Request {
+    handle: u64,
+    len: u32,
+}
+
+/// A fake server's side of one connection, after the handshake.
+struct Peer(TcpStream);
+
+impl Peer {
+    /// Reads the next request's header (a write's payload is not read).
+    fn request(&mut self) -> Request {
+        let mut h = [0u8; 28];
+        self.0.read_exact(&mut h).unwrap();
+        Request {
+            handle: u64::from_be_bytes(h[8..16].try_into().unwrap()),
+            len: u32::from_be_bytes(h[24..28].try_into().unwrap()),
+        }
+    }
+
+    /// Sends a simple reply's header (no data).
+    fn reply_head(&mut self, magic: u32, handle: u64) {
+        let mut r = magic.to_be_bytes().to_vec();
+        r.extend_from_slice(&0u32.to_be_bytes());
+        r.extend_from_slice(&handle.to_be_bytes());
+        self.0.write_all(&r).unwrap();
+    }
+}
+
+fn opt_reply(s: &mut TcpStream, typ: u32, data: &[u8]) {
+    let mut r = REPLY_MAGIC.to_be_bytes().to_vec();
+    r.extend_from_slice(&OPT_GO.to_be_bytes());
+    r.extend_from_slice(&typ.to_be_bytes());
+    r.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    r.extend_from_slice(data);
+    s.write_all(&r).unwrap();
+}
+
+/// Starts a fake server that completes the handshake of one client and
+/// then runs `then` on the connection; returns the client's device (its
+/// label) and the server thread.
+fn misbehaving(
+    then: impl FnOnce(&mut Peer) + Send + 'static,
+) -> (NbdDevice, String, std::thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut greet = NBDMAGIC.to_be_bytes().to_vec();
+        greet.extend_from_slice(&IHAVEOPT.to_be_bytes());
+        greet.extend_from_slice(&(1u16 | 2).to_be_bytes());
+        s.write_all(&greet).unwrap();
+        let mut flags = [0u8; 4];
+        s.read_exact(&mut flags).unwrap();
+        let mut head = [0u8; 16];
+        s.read_exact(&mut head).unwrap();
+        let len = u32::from_be_bytes(head[12..16].try_into().unwrap());
+        let mut data = vec![0u8; len as usize];
+        s.read_exact(&mut data).unwrap();
+        let mut info = 0u16.to_be_bytes().to_vec();
+        info.extend_from_slice(&SIZE.to_be_bytes());
+        info.extend_from_slice(&TFLAGS.to_be_bytes());
+        opt_reply(&mut s, REP_INFO, &info);
+        opt_reply(&mut s, REP_ACK, &[]);
+        then(&mut Peer(s));
+    });
+    let dev = NbdDevice::connect(&addr, "x").unwrap();
+    dev.set_max_in_flight(1).unwrap();
+    (dev, format!("nbd://{addr}/x"), server)
+}
+
+/// The error of a read of `len` bytes at 0, which must fail.
+fn read_error(dev: &NbdDevice, len: usize) -> String {
+    let mut buf = vec![0u8; len];
+    dev.read_at(&mut buf, 0)
+        .expect_err("a read answered wrongly succeeded")
+        .to_string()
+}
+
+/// The server hangs up after reading a request, before any reply: the
+/// error names the peer and says it closed the connection. Before, it was
+/// only "failed to fill whole buffer".
+#[test]
+fn a_server_closing_mid_request_is_named() {
+    let (dev, label, server) = misbehaving(|p| {
+        p.request();
+    });
+    let e = read_error(&dev, 4096);
+    server.join().unwrap();
+    assert!(
+        e.contains(&label) && e.contains("the server closed the connection"),
+        "{e}"
+    );
+    // The connection stays broken, and says why, for the next request.
+    let again = read_error(&dev, 4096);
+    assert!(again.contains(&label), "{again}");
+}
+
+/// A reply whose data stops short (the server hangs up in the middle of
+/// it): named, with how much was expected.
+#[test]
+fn a_reply_cut_short_is_named() {
+    let (dev, label, server) = misbehaving(|p| {
+        let r = p.request();
+        p.reply_head(SIMPLE_REPLY_MAGIC, r.handle);
+        p.0.write_all(&vec![7u8; r.len as usize / 2]).unwrap();
+    });
+    let e = read_error(&dev, 4096);
+    server.join().unwrap();
+    assert!(
+        e.contains(&label)
+            && e.contains("the server closed the connection")
+            && e.contains("4096 bytes of reply data"),
+        "{e}"
+    );
+}
+
+/// A reply for a handle the client never sent: named, with the handle.
+#[test]
+fn a_reply_for_an_unknown_handle_is_named() {
+    let (dev, label, server) = misbehaving(|p| {
+        let r = p.request();
+        p.reply_head(SIMPLE_REPLY_MAGIC, r.handle + 1000);
+        // Held open: the client must not wait for the real reply.
+        let mut rest = Vec::new();
+        let _ = p.0.read_to_end(&mut rest);
+    });
+    let e = read_error(&dev, 4096);
+    assert!(
+        e.contains(&label) && e.contains("reply for an unknown request"),
+        "{e}"
+    );
+    drop(dev);
+    server.join().unwrap();
+}
+
+/// A reply that is not one (a wrong magic): named.
+#[test]
+fn a_reply_with_a_wrong_magic_is_named() {
+    let (dev, label, server) = misbehaving(|p| {
+        let r = p.request();
+        p.reply_head(0x1234_5678, r.handle);
+        let mut rest = Vec::new();
+        let _ = p.0.read_to_end(&mut rest);
+    });
+    let e = read_error(&dev, 512);
+    assert!(e.contains(&label) && e.contains("bad reply magic"), "{e}");
+    drop(dev);
+    server.join().unwrap();
+}
+
+/// An export name longer than NBD's limit of 4096 bytes is refused before
+/// anything is sent, saying the rule (the peer named by its address, the
+/// name shortened). Before, it went to the server, which may take it for
+/// another export's name cut short or hang up.
+#[test]
+fn an_export_name_too_long_is_refused_before_it_is_sent() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    listener.set_nonblocking(true).unwrap();
+    let name = "n".repeat(4097);
+    let e = NbdDevice::connect(&addr, &name)
+        .expect_err("a name over 4096 bytes was sent")
+        .to_string();
+    assert!(
+        e.contains(&format!("nbd://{addr}/"))
+            && e.contains("export name of 4097 bytes")
+            && e.contains("at most 4096"),
+        "{e}"
+    );
+    assert!(e.len() < 400, "the whole name is in the message: {e}");
+    // Nothing connected.
+    assert!(listener.accept().is_err());
+    // 4096 bytes are allowed: the connection is made (and the peer, which
+    // hangs up at once, is said to have closed it).
+    let server = std::thread::spawn(move || {
+        listener.set_nonblocking(false).unwrap();
+        let (s, _) = listener.accept().unwrap();
+        drop(s);
+    });
+    let e = NbdDevice::connect(&addr, &"n".repeat(4096))
+        .expect_err("no NBD server")
+        .to_string();
+    assert!(
+        !e.contains("export name of")
+            && e.contains("read greeting: the server closed the connection"),
+        "{e}"
+    );
+    server.join().unwrap();
+}
