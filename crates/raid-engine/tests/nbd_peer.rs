@@ -213,3 +213,72 @@ fn an_export_name_too_long_is_refused_before_it_is_sent() {
     );
     server.join().unwrap();
 }
+
+/// The server's side: a client that connects and never completes the
+/// handshake is hung up on once the server's handshake timeout has passed
+/// (before, its connection and thread were held for ever); a client that
+/// completed it may stay idle for longer, and is still served.
+#[test]
+fn the_server_hangs_up_on_a_client_that_never_completes_the_handshake() {
+    use raid_engine::nbd::{AllowList, Export, NbdServer};
+    let dir = tempfile::tempdir().unwrap();
+    let file = raid_engine::FileDevice::create(
+        dir.path().join("d"),
+        SIZE,
+        raid_engine::CacheMode::Buffered,
+    )
+    .unwrap();
+    let timeout = std::time::Duration::from_millis(200);
+    let e = NbdServer::bind("127.0.0.1:0")
+        .unwrap()
+        .with_handshake_timeout(std::time::Duration::ZERO)
+        .unwrap_err();
+    assert!(e.to_string().contains("handshake_timeout"), "{e}");
+    let server = NbdServer::bind("127.0.0.1:0")
+        .unwrap()
+        .with_handshake_timeout(timeout)
+        .unwrap();
+    server
+        .add_export(Export {
+            name: "x".into(),
+            device: std::sync::Arc::new(file),
+            allow: AllowList::Any,
+            read_only: false,
+        })
+        .unwrap();
+    let h = server.spawn().unwrap();
+    let addr = h.local_addr();
+
+    for says in [&b""[..], &[0, 0, 0, 3, 0x49, 0x48]] {
+        let mut silent = TcpStream::connect(addr).unwrap();
+        // Only a guard against a server that never hangs up: the test
+        // fails (instead of hanging) if nothing comes within a minute.
+        silent
+            .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+            .unwrap();
+        let mut greeting = [0u8; 18];
+        silent.read_exact(&mut greeting).unwrap();
+        assert_eq!(greeting[..8], NBDMAGIC.to_be_bytes());
+        // Nothing, or the flags and the start of an option.
+        silent.write_all(says).unwrap();
+        let mut rest = Vec::new();
+        let r = silent.read_to_end(&mut rest);
+        // A hang-up with our bytes unread may come as a reset.
+        assert!(
+            matches!(&r, Ok(0))
+                || r.as_ref()
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+            "after {says:?}: the server did not hang up: {r:?}"
+        );
+    }
+
+    // Idle past the handshake timeout once open: still served.
+    let dev = NbdDevice::connect(&addr.to_string(), "x").unwrap();
+    std::thread::sleep(timeout * 3);
+    dev.write_at(&[5u8; 4096], 0).unwrap();
+    let mut back = [0u8; 4096];
+    dev.read_at(&mut back, 0).unwrap();
+    assert_eq!(back, [5u8; 4096]);
+    drop(dev);
+    h.shutdown();
+}
