@@ -282,3 +282,63 @@ fn the_server_hangs_up_on_a_client_that_never_completes_the_handshake() {
     drop(dev);
     h.shutdown();
 }
+
+/// A server that answers `NBD_OPT_GO` with information replies without
+/// end (or trickles them) never lets the handshake finish: the client
+/// gives up once its handshake timeout has passed, whatever the number of
+/// replies, naming the peer. Before, each reply restarted the wait and
+/// `connect` never returned.
+#[test]
+fn a_server_that_never_ends_its_option_replies_is_given_up_on() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut greet = NBDMAGIC.to_be_bytes().to_vec();
+        greet.extend_from_slice(&IHAVEOPT.to_be_bytes());
+        greet.extend_from_slice(&(1u16 | 2).to_be_bytes());
+        s.write_all(&greet).unwrap();
+        let mut head = [0u8; 20];
+        s.read_exact(&mut head).unwrap();
+        let len = u32::from_be_bytes(head[16..20].try_into().unwrap());
+        let mut data = vec![0u8; len as usize];
+        s.read_exact(&mut data).unwrap();
+        // NBD_INFO_BLOCK_SIZE, over and over, until the client hangs up.
+        let mut info = 3u16.to_be_bytes().to_vec();
+        for v in [1u32, 4096, 1 << 20] {
+            info.extend_from_slice(&v.to_be_bytes());
+        }
+        loop {
+            let mut r = REPLY_MAGIC.to_be_bytes().to_vec();
+            r.extend_from_slice(&OPT_GO.to_be_bytes());
+            r.extend_from_slice(&REP_INFO.to_be_bytes());
+            r.extend_from_slice(&(info.len() as u32).to_be_bytes());
+            r.extend_from_slice(&info);
+            if s.write_all(&r).is_err() || stopped.try_recv().is_ok() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    let client_addr = addr.clone();
+    std::thread::spawn(move || {
+        let r =
+            NbdDevice::connect_timeout(&client_addr, "x", std::time::Duration::from_millis(300));
+        let _ = tx.send(r.map(drop).map_err(|e| e.to_string()));
+    });
+    // Only a guard, so that the test fails instead of hanging.
+    let r = rx.recv_timeout(std::time::Duration::from_secs(60));
+    let _ = stop.send(());
+    let e = match r {
+        Ok(Err(e)) => e,
+        Ok(Ok(())) => panic!("a handshake without end was taken"),
+        Err(_) => panic!("connect did not give up on replies without end"),
+    };
+    assert!(
+        e.contains(&format!("nbd://{addr}/x")) && e.contains("not answered within"),
+        "{e}"
+    );
+    server.join().unwrap();
+}

@@ -49,8 +49,10 @@ impl NbdDevice {
     /// [`NbdDevice::connect`], giving up when the TCP connection, or any
     /// step of the handshake, gets no answer within `timeout` (a peer that
     /// is not an NBD server, or one that hangs): an error naming the step,
-    /// where before the call waited forever. Requests after the handshake
-    /// have no timeout: a slow drive is not a failed one.
+    /// where before the call waited forever. The replies to `NBD_OPT_GO`
+    /// have `timeout` in all, however many the server sends. Requests
+    /// after the handshake have no timeout: a slow drive is not a failed
+    /// one.
     pub fn connect_timeout(addr: &str, name: &str, timeout: Duration) -> Result<Self> {
         if timeout.is_zero() {
             return Err(crate::error::invalid(
@@ -163,8 +165,28 @@ impl NbdDevice {
         req.extend_from_slice(&data);
         s.write_all(&req).map_err(ioe("send NBD_OPT_GO"))?;
         let mut export: Option<(u64, u16)> = None;
+        // The replies to NBD_OPT_GO have `timeout` in all, whatever their
+        // number: a server that keeps sending them (or trickles them) is
+        // given up on as one that says nothing.
+        let deadline = std::time::Instant::now() + timeout;
+        let unanswered = || {
+            nbd(format!(
+                "read option reply: NBD_OPT_GO not answered within {timeout:?} \
+                 (is it an NBD server, and up?)"
+            ))
+        };
+        let late = |e: io::Error| match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => unanswered(),
+            _ => ioe("read option reply")(e),
+        };
         loop {
-            let h: [u8; 20] = rd(&mut s).map_err(ioe("read option reply"))?;
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(unanswered());
+            }
+            s.set_read_timeout(Some(left))
+                .map_err(ioe("set the handshake timeout"))?;
+            let h: [u8; 20] = rd(&mut s).map_err(late)?;
             let magic = u64::from_be_bytes(h[..8].try_into().unwrap_or_default());
             let typ = u32::from_be_bytes(h[12..16].try_into().unwrap_or_default());
             let len = u32::from_be_bytes(h[16..20].try_into().unwrap_or_default());
@@ -175,7 +197,7 @@ impl NbdDevice {
                 return Err(nbd(format!("option reply of {len} bytes is too long")));
             }
             let mut body = vec![0u8; len as usize];
-            s.read_exact(&mut body).map_err(ioe("read option reply"))?;
+            s.read_exact(&mut body).map_err(late)?;
             match typ {
                 REP_ACK => break,
                 REP_INFO if body.len() >= 12 && body[..2] == INFO_EXPORT.to_be_bytes() => {
