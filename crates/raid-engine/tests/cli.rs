@@ -1564,3 +1564,50 @@ fn serve_nbd_refuses_one_file_exported_under_two_names() {
     );
     assert_eq!(status.code(), Some(1), "{line}");
 }
+
+/// `create` over members of an existing volume, with an option that could
+/// not work anyway: the option's error is said first, not "give --force"
+/// (which the user would give, only to be told of the typo next, the
+/// volume's members then no longer guarded by the question). Nothing is
+/// written either way.
+#[test]
+fn create_says_a_wrong_option_before_asking_for_force() {
+    let files = common::MemberFiles::new(3, 8 << 20);
+    let m = files.args();
+    let (code, _, err) = run_code(&[&["create", "--level", "raid5"][..], &m].concat());
+    assert_eq!(code, 0, "{err}");
+    let before = common::metadata(&files.paths);
+    for (opts, want) in [
+        (
+            &["--level", "raid6"][..],
+            "the MEMBERS arguments: raid6 left-symmetric needs 4..=200 members, got 3",
+        ),
+        (
+            &["--level", "raid5", "--chunk", "3K"],
+            "--chunk 3K (6 sectors): ",
+        ),
+        (
+            &["--level", "raid5", "--data-offset", "99999999"],
+            "do not exceed the data offset of 99999999 sectors",
+        ),
+        (
+            &["--level", "raid5", "--chunk", "1G"],
+            "--chunk 1G, which keeps room",
+        ),
+    ] {
+        let args = [&["create"][..], opts, &m].concat();
+        let (code, out, err) = run_code(&args);
+        assert_eq!(code, 1, "{args:?}: {out}{err}");
+        assert!(err.contains(want), "{args:?}: {want:?} not in {err}");
+        assert!(!err.contains("--force"), "{args:?}: {err}");
+        assert!(
+            common::metadata(&files.paths) == before,
+            "{args:?} wrote a member"
+        );
+    }
+    // A right option is still asked for --force.
+    let (code, _, err) =
+        run_code(&[&["create", "--level", "raid5", "--chunk", "64K"][..], &m].concat());
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("give --force"), "{err}");
+}

@@ -669,12 +669,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 parse_size(&chunk, 1024).map_err(|e| format!("--chunk: {e}"))? / 512;
             opts.data_offset_sectors = data_offset;
             opts.secret = secret;
-            // After the arguments' checks: a typo is said first.
-            if !force {
-                refuse_members_of_volumes(&m, &devs)?;
-            }
             let sectors = opts.chunk_sectors;
-            let v = Volume::create(devs, &opts).map_err(|e| {
+            let create_error = |e: EngineError| {
                 // A member too small for mdadm's default data offset: the
                 // user gave no offset, so say where it comes from.
                 let hint = match &e {
@@ -703,7 +699,16 @@ fn run(cli: Cli) -> Result<(), Failure> {
                         .and_then(|i| Some(format!("{} (devices[{i}])", m.members.get(i)?))),
                 });
                 msg + &hint
-            })?;
+            };
+            // The options against the members' count and sizes first: a
+            // typo is said before the devices' contents are (a refusal
+            // for a member of another volume, then the same typo after
+            // --force).
+            opts.check(&devs).map_err(create_error)?;
+            if !force {
+                refuse_members_of_volumes(&m, &devs)?;
+            }
+            let v = Volume::create(devs, &opts).map_err(create_error)?;
             // A failed resync closes the volume too (as `with_volume`
             // does), so that the superblocks record the member whose I/O
             // failed as failed (until then only the volume in memory
