@@ -23,6 +23,22 @@ fn run_code(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// Starts the command and reads the first line it writes to stderr (a
+/// server's "serving NBD on", or the error that ended it).
+fn started(args: &[&str]) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_raid-engine"))
+        .args(args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (child, line)
+}
+
 /// `status` and `scrub` on a whole, a degraded and a data-losing member
 /// set: what they print and their exit codes (0, 3 cannot start, 4 scrub
 /// incomplete); a volume that cannot start is inspected without a write.
@@ -1096,7 +1112,6 @@ fn sigterm_interrupts_a_rebuild_and_closes_the_volume() {
 /// all along. Before, both processes wrote the same members.
 #[test]
 fn a_member_in_use_by_another_process_is_refused() {
-    use std::io::BufRead;
     let files = common::MemberFiles::new(2, 8 << 20);
     let dir = &files.dir;
     let m = files.args();
@@ -1105,15 +1120,8 @@ fn a_member_in_use_by_another_process_is_refused() {
     let (code, _, err) = run_code(&[&["create", "--level", "raid1"][..], &m].concat());
     assert_eq!(code, 0, "{err}");
     let export = format!("d0={}", m[0]);
-    let mut server = Command::new(env!("CARGO_BIN_EXE_raid-engine"))
-        .args(["serve-nbd", "--listen", "127.0.0.1:0", "--export", &export])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(server.stderr.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (mut server, line) =
+        started(&["serve-nbd", "--listen", "127.0.0.1:0", "--export", &export]);
     assert!(line.contains("serving NBD"), "{line}");
     let before = common::metadata(&[m[0], m[1], spare]);
     for args in [
@@ -1537,22 +1545,20 @@ fn sizes_and_levels_typed_wrong_name_the_flag_and_the_rule() {
 /// both were served, since one holder claimed both.
 #[test]
 fn serve_nbd_refuses_one_file_exported_under_two_names() {
-    use std::io::BufRead;
     let files = common::MemberFiles::new(1, 1 << 20);
     let p = &files.paths[0];
     let d0 = format!("d0={}", p.display());
     let other_path = p.parent().unwrap().join(".").join(p.file_name().unwrap());
     let d1 = format!("d1={}", other_path.display());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_raid-engine"))
-        .args(["serve-nbd", "--listen", "127.0.0.1:0"])
-        .args(["--export", &d0, "--export", &d1])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stderr.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (mut child, line) = started(&[
+        "serve-nbd",
+        "--listen",
+        "127.0.0.1:0",
+        "--export",
+        &d0,
+        "--export",
+        &d1,
+    ]);
     if line.contains("serving NBD") {
         child.kill().unwrap();
     }

@@ -281,6 +281,26 @@ fn readd_claims_the_device_it_is_given() {
     assert_eq!(v.status()[1].state, raid_engine::MemberState::Active);
 }
 
+/// util-linux `flock` holding `path` (an exclusive `flock`, as another
+/// raid-engine process takes) while it runs `then` in `sh` with the
+/// child's stdin; returned once the lock is held.
+fn flock_holding(path: &std::path::Path, then: &str) -> Child {
+    use std::io::BufRead;
+    let mut holder = Command::new("flock")
+        .arg(path)
+        .args(["-c", &format!("echo held; {then}")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("util-linux flock");
+    let mut line = String::new();
+    std::io::BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "held\n");
+    holder
+}
+
 /// A claim waits out a kernel lock that another process lets go of within a moment, as a child
 /// forked by any thread of this process holds every lock of the parent's descriptors from the
 /// fork to its `exec`: a claim released just before such a fork, and taken again at once, was
@@ -290,21 +310,10 @@ fn readd_claims_the_device_it_is_given() {
 /// held on is still refused (the tests above).
 #[test]
 fn a_lock_let_go_of_within_a_moment_is_waited_out() {
-    use std::io::BufRead;
     let dir = common::scratch();
     let (paths, devs) = common::members(dir.path(), 1, 1 << 20);
     drop(devs);
-    let mut holder = Command::new("flock")
-        .arg(&paths[0])
-        .args(["-c", "echo held; sleep 0.3"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("util-linux flock");
-    let mut line = String::new();
-    std::io::BufReader::new(holder.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line, "held\n");
+    let mut holder = flock_holding(&paths[0], "sleep 0.3");
     let claim = common::reopen(&paths)[0].claim(&raid_engine::ClaimHolder::new("a volume"));
     holder.wait().unwrap();
     let _held = claim.expect("the lock let go of within the wait is waited out");
@@ -328,23 +337,12 @@ fn descriptors_on(path: &std::path::Path) -> usize {
 /// `a` still succeeds. Before, the claim of `b` waited until the claim of `a` gave up, refused.
 #[test]
 fn a_claim_waiting_out_another_process_holds_up_no_claim_of_another_file() {
-    use std::io::{BufRead, Write};
+    use std::io::Write;
     let dir = common::scratch();
     let (paths, devs) = common::members(dir.path(), 2, 1 << 20);
     drop(devs);
     let a = std::fs::canonicalize(&paths[0]).unwrap();
-    let mut holder = Command::new("flock")
-        .arg(&a)
-        .args(["-c", "echo held; read _"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("util-linux flock");
-    let mut line = String::new();
-    std::io::BufReader::new(holder.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line, "held\n");
+    let mut holder = flock_holding(&a, "read _");
 
     let dev_a = common::reopen(&paths[..1]).remove(0);
     let dev_b = common::reopen(&paths[1..]).remove(0);

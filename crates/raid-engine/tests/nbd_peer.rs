@@ -52,13 +52,36 @@ impl Peer {
     }
 }
 
-fn opt_reply(s: &mut TcpStream, typ: u32, data: &[u8]) {
+/// Sends a reply to `NBD_OPT_GO`.
+fn try_opt_reply(s: &mut TcpStream, typ: u32, data: &[u8]) -> std::io::Result<()> {
     let mut r = REPLY_MAGIC.to_be_bytes().to_vec();
     r.extend_from_slice(&OPT_GO.to_be_bytes());
     r.extend_from_slice(&typ.to_be_bytes());
     r.extend_from_slice(&(data.len() as u32).to_be_bytes());
     r.extend_from_slice(data);
-    s.write_all(&r).unwrap();
+    s.write_all(&r)
+}
+
+fn opt_reply(s: &mut TcpStream, typ: u32, data: &[u8]) {
+    try_opt_reply(s, typ, data).unwrap();
+}
+
+/// Accepts one client and reads its handshake up to its `NBD_OPT_GO`
+/// (the fixed newstyle greeting sent, the client's flags and option
+/// read), which is left to answer.
+fn accept_until_go(listener: &TcpListener) -> TcpStream {
+    let (mut s, _) = listener.accept().unwrap();
+    let mut greet = NBDMAGIC.to_be_bytes().to_vec();
+    greet.extend_from_slice(&IHAVEOPT.to_be_bytes());
+    greet.extend_from_slice(&(1u16 | 2).to_be_bytes());
+    s.write_all(&greet).unwrap();
+    // The client's flags, then the option's magic, number and length.
+    let mut head = [0u8; 20];
+    s.read_exact(&mut head).unwrap();
+    let len = u32::from_be_bytes(head[16..20].try_into().unwrap());
+    let mut data = vec![0u8; len as usize];
+    s.read_exact(&mut data).unwrap();
+    s
 }
 
 /// Starts a fake server that completes the handshake of one client and
@@ -70,18 +93,7 @@ fn misbehaving(
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let server = std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        let mut greet = NBDMAGIC.to_be_bytes().to_vec();
-        greet.extend_from_slice(&IHAVEOPT.to_be_bytes());
-        greet.extend_from_slice(&(1u16 | 2).to_be_bytes());
-        s.write_all(&greet).unwrap();
-        let mut flags = [0u8; 4];
-        s.read_exact(&mut flags).unwrap();
-        let mut head = [0u8; 16];
-        s.read_exact(&mut head).unwrap();
-        let len = u32::from_be_bytes(head[12..16].try_into().unwrap());
-        let mut data = vec![0u8; len as usize];
-        s.read_exact(&mut data).unwrap();
+        let mut s = accept_until_go(&listener);
         let mut info = 0u16.to_be_bytes().to_vec();
         info.extend_from_slice(&SIZE.to_be_bytes());
         info.extend_from_slice(&TFLAGS.to_be_bytes());
@@ -294,28 +306,14 @@ fn a_server_that_never_ends_its_option_replies_is_given_up_on() {
     let addr = listener.local_addr().unwrap().to_string();
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
     let server = std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        let mut greet = NBDMAGIC.to_be_bytes().to_vec();
-        greet.extend_from_slice(&IHAVEOPT.to_be_bytes());
-        greet.extend_from_slice(&(1u16 | 2).to_be_bytes());
-        s.write_all(&greet).unwrap();
-        let mut head = [0u8; 20];
-        s.read_exact(&mut head).unwrap();
-        let len = u32::from_be_bytes(head[16..20].try_into().unwrap());
-        let mut data = vec![0u8; len as usize];
-        s.read_exact(&mut data).unwrap();
+        let mut s = accept_until_go(&listener);
         // NBD_INFO_BLOCK_SIZE, over and over, until the client hangs up.
         let mut info = 3u16.to_be_bytes().to_vec();
         for v in [1u32, 4096, 1 << 20] {
             info.extend_from_slice(&v.to_be_bytes());
         }
         loop {
-            let mut r = REPLY_MAGIC.to_be_bytes().to_vec();
-            r.extend_from_slice(&OPT_GO.to_be_bytes());
-            r.extend_from_slice(&REP_INFO.to_be_bytes());
-            r.extend_from_slice(&(info.len() as u32).to_be_bytes());
-            r.extend_from_slice(&info);
-            if s.write_all(&r).is_err() || stopped.try_recv().is_ok() {
+            if try_opt_reply(&mut s, REP_INFO, &info).is_err() || stopped.try_recv().is_ok() {
                 return;
             }
             std::thread::sleep(std::time::Duration::from_millis(5));
