@@ -1617,3 +1617,60 @@ fn create_says_a_wrong_option_before_asking_for_force() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("give --force"), "{err}");
 }
+
+/// `rebuild` onto a replacement that holds a member of another volume is
+/// refused without `--force`, as `create` over one is, before the role is
+/// failed or anything written: before, the other volume's member was
+/// overwritten without a word (and that volume left degraded). The
+/// volume's own device (its failed role's, or the role's own) is still
+/// taken without `--force`, and `--force` rebuilds onto the other.
+#[test]
+fn rebuild_onto_a_member_of_another_volume_asks_for_force() {
+    let files = common::MemberFiles::new(4, 8 << 20);
+    let m = files.args();
+    for pair in [&m[..2], &m[2..]] {
+        let (code, _, err) = run_code(&[&["create", "--level", "raid1"][..], pair].concat());
+        assert_eq!(code, 0, "{err}");
+    }
+    let bytes = || -> Vec<Vec<u8>> {
+        files
+            .paths
+            .iter()
+            .map(|p| std::fs::read(p).unwrap())
+            .collect()
+    };
+    let before = bytes();
+    let (code, out, err) = run_code(&["rebuild", "--role", "1", "--replacement", m[2], m[0], m[1]]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains(&format!(
+            "--replacement {} holds role 0 of an existing raid1 volume of 2 members",
+            m[2]
+        )) && err.contains("give --force to rebuild onto it anyway"),
+        "{err}"
+    );
+    assert!(bytes() == before, "a refused rebuild wrote a member");
+    for pair in [&m[..2], &m[2..]] {
+        let (code, out, err) = run_code(&[&["status"][..], pair].concat());
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains("state: whole"), "{out}");
+    }
+    // The role's own device: no question asked.
+    let (code, out, err) = run_code(&["rebuild", "--role", "1", "--replacement", m[1], m[0], m[1]]);
+    assert_eq!(code, 0, "{out}{err}");
+    // Forced onto the other volume's member.
+    let (code, out, err) = run_code(&[
+        "rebuild",
+        "--force",
+        "--role",
+        "1",
+        "--replacement",
+        m[2],
+        m[0],
+        m[1],
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = run_code(&["status", m[0], m[2]]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("state: whole"), "{out}");
+}

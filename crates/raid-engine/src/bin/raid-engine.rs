@@ -191,6 +191,11 @@ enum Cmd {
         /// as without it).
         #[arg(long, allow_negative_numbers = true)]
         rate: Option<String>,
+        /// Rebuild onto a replacement that holds a member of another
+        /// volume (refused without it, as create refuses: its superblock
+        /// and data would be overwritten).
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         m: Start,
     },
@@ -441,25 +446,37 @@ fn refuse_members_of_volumes(m: &Members, devs: &[Arc<dyn BlockDevice>]) -> Resu
         }
     }
     for (i, d) in devs.iter().enumerate() {
-        let Ok(x) = Volume::examine(std::slice::from_ref(d), None) else {
+        let Some((_, held)) = member_of_a_volume(d) else {
             continue;
         };
-        let role = x
-            .roles
-            .iter()
-            .find(|r| r.device.is_some())
-            .map_or_else(|| "a member".to_string(), |r| format!("role {}", r.role));
         return Err(format!(
-            "devices[{i}] ({}) holds {role} of an existing {} volume of {} members ({} bytes{}): create would overwrite it; give --force to create over it anyway",
+            "devices[{i}] ({}) holds {held}: create would overwrite it; give --force to create over it anyway",
             m.members[i],
-            x.layout,
-            x.roles.len(),
-            x.size,
-            if x.encrypted { ", encrypted" } else { "" },
         )
         .into());
     }
     Ok(())
+}
+
+/// The volume whose member `d` is, by its own superblock (a superblock
+/// that reads and makes sense on its own): that volume's uuid, and what
+/// `d` holds of it (`role 0 of an existing raid1 volume of 2 members
+/// (8388608 bytes)`).
+fn member_of_a_volume(d: &Arc<dyn BlockDevice>) -> Option<(String, String)> {
+    let x = Volume::examine(std::slice::from_ref(d), None).ok()?;
+    let role = x
+        .roles
+        .iter()
+        .find(|r| r.device.is_some())
+        .map_or_else(|| "a member".to_string(), |r| format!("role {}", r.role));
+    let held = format!(
+        "{role} of an existing {} volume of {} members ({} bytes{})",
+        x.layout,
+        x.roles.len(),
+        x.size,
+        if x.encrypted { ", encrypted" } else { "" },
+    );
+    Some((x.uuid, held))
 }
 
 /// `status`: the superblocks' view, without starting the volume.
@@ -823,6 +840,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             role,
             replacement,
             rate,
+            force,
             m,
         } => {
             // Every argument is checked before the role is failed: a typo
@@ -832,6 +850,19 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 .transpose()?;
             let dev =
                 open_member(&replacement, m.buffered).map_err(|e| format!("--replacement: {e}"))?;
+            // A member of another volume (not this one's own device, old
+            // or failed: the library decides about those).
+            if !force && let Some((uuid, held)) = member_of_a_volume(&dev) {
+                // Members that cannot be examined are for the assembly
+                // below to refuse, by name.
+                let (members, _) = open_members(&m)?;
+                if Volume::examine(&members, None).is_ok_and(|x| x.uuid != uuid) {
+                    return Err(format!(
+                        "--replacement {replacement} holds {held}: the rebuild would overwrite it; give --force to rebuild onto it anyway"
+                    )
+                    .into());
+                }
+            }
             with_volume(&m, Some(role), |v| {
                 // Checked and claimed at once, and kept claimed until the
                 // swap: nobody can take it once the role is failed.
