@@ -109,7 +109,7 @@ enum Cmd {
         /// raid5[:left-symmetric|...], raid6[:left-symmetric|...]
         #[arg(long)]
         level: String,
-        /// Chunk size: KiB like mdadm, or with suffix K/M.
+        /// Chunk size: KiB like mdadm, or with suffix K/M/G.
         #[arg(long, default_value = "512K", allow_negative_numbers = true)]
         chunk: String,
         /// Data offset in sectors (default: mdadm's v1.2 default).
