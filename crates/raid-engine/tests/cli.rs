@@ -1674,3 +1674,51 @@ fn rebuild_onto_a_member_of_another_volume_asks_for_force() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("state: whole"), "{out}");
 }
+
+/// `expose --name` longer than the kernel's 255 bytes (`NAME_MAX`) is
+/// refused by name and rule before anything is mounted, and the volume is
+/// closed cleanly: before, it was served under a name that no one could
+/// open (`File name too long`). Nothing needs FUSE here: the refusal comes
+/// first (a command that got as far as serving is stopped by SIGTERM).
+#[test]
+fn expose_refuses_a_name_longer_than_the_kernel_takes() {
+    use std::io::BufRead;
+    let files = common::MemberFiles::new(2, 8 << 20);
+    let m = files.args();
+    let (code, _, err) = run_code(&[&["create", "--level", "raid1"][..], &m].concat());
+    assert_eq!(code, 0, "{err}");
+    let mnt = files.dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let long = "v".repeat(256);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_raid-engine"))
+        .args(["expose", "--mount", mnt.to_str().unwrap(), "--name", &long])
+        .args(&m)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The exposed file's path, if it got as far as serving; else nothing.
+    let mut served = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut served)
+        .unwrap();
+    if !served.is_empty() {
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(served.is_empty(), "served as {served}");
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("--name: \"vvvv")
+            && err.contains("is 256 bytes long: a file name may be at most 255 bytes"),
+        "{err}"
+    );
+    assert!(std::fs::read_dir(&mnt).unwrap().next().is_none());
+    let (code, out, err) = run_code(&[&["status"][..], &m].concat());
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("not shut down cleanly"), "{out}");
+}
