@@ -340,3 +340,33 @@ fn a_server_that_never_ends_its_option_replies_is_given_up_on() {
     );
     server.join().unwrap();
 }
+
+/// A server that takes a request and never answers: with a request
+/// timeout set, the request fails once the timeout has passed without a
+/// byte, naming the export and the timeout, and so do later ones (the
+/// connection is given up on); zero is refused. Without one (the default)
+/// a slow server is waited for.
+#[test]
+fn a_server_that_never_answers_a_request_fails_it_after_the_request_timeout() {
+    let (dev, label, server) = misbehaving(|p| {
+        p.request();
+        // Held open, unanswered, until the client hangs up.
+        let mut rest = Vec::new();
+        let _ = p.0.read_to_end(&mut rest);
+    });
+    let e = dev
+        .set_request_timeout(Some(std::time::Duration::ZERO))
+        .unwrap_err();
+    assert!(e.to_string().contains("invalid request_timeout"), "{e}");
+    dev.set_request_timeout(Some(std::time::Duration::from_millis(200)))
+        .unwrap();
+    let e = read_error(&dev, 4096);
+    assert!(
+        e.contains(&label) && e.contains("no reply: nothing within 200ms (the request timeout)"),
+        "{e}"
+    );
+    let again = read_error(&dev, 512);
+    assert!(again.contains(&label) && again.contains("200ms"), "{again}");
+    drop(dev);
+    server.join().unwrap();
+}

@@ -26,6 +26,9 @@ pub struct NbdDevice {
     label: String,
     handle: std::sync::atomic::AtomicU64,
     max_in_flight: std::sync::atomic::AtomicUsize,
+    /// How long a waiting request may go without a byte of any reply
+    /// before the connection is taken as failed; `None`: no limit.
+    request_timeout: Mutex<Option<Duration>>,
     /// Replies that arrived while a request sent before theirs was still
     /// unanswered.
     overtaking: std::sync::atomic::AtomicU64,
@@ -51,8 +54,8 @@ impl NbdDevice {
     /// is not an NBD server, or one that hangs): an error naming the step,
     /// where before the call waited forever. The replies to `NBD_OPT_GO`
     /// have `timeout` in all, however many the server sends. Requests
-    /// after the handshake have no timeout: a slow drive is not a failed
-    /// one.
+    /// after the handshake have no timeout (a slow drive is not a failed
+    /// one) unless [`NbdDevice::set_request_timeout`] sets one.
     pub fn connect_timeout(addr: &str, name: &str, timeout: Duration) -> Result<Self> {
         if timeout.is_zero() {
             return Err(crate::error::invalid(
@@ -233,6 +236,7 @@ impl NbdDevice {
             label,
             handle: std::sync::atomic::AtomicU64::new(1),
             max_in_flight: std::sync::atomic::AtomicUsize::new(WINDOW),
+            request_timeout: Mutex::new(None),
             overtaking: std::sync::atomic::AtomicU64::new(0),
         })
     }
@@ -260,6 +264,51 @@ impl NbdDevice {
     /// requests in flight.
     pub fn replies_out_of_order(&self) -> u64 {
         self.overtaking.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Give up on a server that sends nothing while requests wait for
+    /// their replies for `timeout` (`None`, the default: wait as long as
+    /// it takes, since a slow drive is not a failed one). Once given up
+    /// on, every request in flight and every later one fails with an error
+    /// naming the export and the timeout, so that a volume marks the
+    /// member failed and carries on degraded (as the kernel's NBD client
+    /// fails its requests after its timeout) instead of hanging. Refused
+    /// when zero.
+    pub fn set_request_timeout(&self, timeout: Option<Duration>) -> Result<()> {
+        if timeout.is_some_and(|t| t.is_zero()) {
+            return Err(crate::error::invalid(
+                "request_timeout",
+                "must be more than zero, or None for no limit",
+            ));
+        }
+        let send = self.send.lock().map_err(|_| {
+            crate::error::invalid("request_timeout", "the connection lock is poisoned")
+        })?;
+        // One socket: its clone, the reading half, shares the option.
+        send.set_read_timeout(timeout)
+            .map_err(crate::error::io_err(format!(
+                "{}: set the request timeout",
+                self.label
+            )))?;
+        *self
+            .request_timeout
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = timeout;
+        Ok(())
+    }
+
+    /// What a read of the connection that timed out means.
+    fn silent_for(&self) -> String {
+        let t = *self
+            .request_timeout
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match t {
+            Some(t) => {
+                format!("nothing within {t:?} (the request timeout): the server is taken as failed")
+            }
+            None => "timed out".into(),
+        }
     }
 
     /// Whether the export is read-only.
@@ -355,6 +404,9 @@ impl NbdDevice {
                             self.label
                         ),
                         io::ErrorKind::InvalidData => e.to_string(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+                            format!("{}: no reply: {}", self.label, self.silent_for())
+                        }
                         _ => format!("{}: read reply: {e}", self.label),
                     });
                     self.arrived.notify_all();
@@ -415,6 +467,7 @@ impl NbdDevice {
             io::ErrorKind::UnexpectedEof => {
                 "the server closed the connection in the middle of it".to_string()
             }
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => self.silent_for(),
             _ => e.to_string(),
         };
         io::Error::new(
