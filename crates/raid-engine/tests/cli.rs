@@ -1503,6 +1503,14 @@ fn sizes_and_levels_typed_wrong_name_the_flag_and_the_rule() {
             create("raid5", "18014398509481984"),
             "--chunk: `18014398509481984` is too large",
         ),
+        (
+            create("raid5", "-64K"),
+            "--chunk: `-64K` must not be negative",
+        ),
+        (
+            create("raid5", "--resync"),
+            "--chunk: `--resync` is not a size (a whole number with optional K, M or G): was the value left out?",
+        ),
         (create("raid5", "1e20"), "--chunk: `1e20` is not a size"),
         (create("raid5", "NaN"), "--chunk: `NaN` is not a size"),
         (create("raid5", "K"), "--chunk: `K` is not a size"),
@@ -1523,6 +1531,7 @@ fn sizes_and_levels_typed_wrong_name_the_flag_and_the_rule() {
             "--rate: `99999999999G` is too large",
         ),
         (rebuild("NaN"), "--rate: `NaN` is not a size"),
+        (rebuild("-1M"), "--rate: `-1M` must not be negative"),
     ];
     for (args, want) in cases {
         let members: &[&str] = if args[0] == "create" { &m } else { &m[..2] };

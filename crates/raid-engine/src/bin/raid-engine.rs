@@ -110,7 +110,7 @@ enum Cmd {
         #[arg(long)]
         level: String,
         /// Chunk size: KiB like mdadm, or with suffix K/M/G.
-        #[arg(long, default_value = "512K", allow_negative_numbers = true)]
+        #[arg(long, default_value = "512K", allow_hyphen_values = true)]
         chunk: String,
         /// Data offset in sectors (default: mdadm's v1.2 default).
         #[arg(long, allow_negative_numbers = true, value_parser = whole::<u64>)]
@@ -189,7 +189,7 @@ enum Cmd {
         replacement: String,
         /// Throttle, bytes per second (suffix K/M/G allowed; 0: no limit,
         /// as without it).
-        #[arg(long, allow_negative_numbers = true)]
+        #[arg(long, allow_hyphen_values = true)]
         rate: Option<String>,
         /// Rebuild onto a replacement that holds a member of another
         /// volume (refused without it, as create refuses: its superblock
@@ -264,10 +264,16 @@ fn flag_error(e: EngineError, flag: impl Fn(&str) -> Option<String>) -> String {
 
 /// A size from a flag's value: a whole number of `default_unit`s, or
 /// with a suffix K, M or G. A negative or too large one is told its rule
-/// (a negative one reaches this through `allow_negative_numbers`, instead
-/// of being taken for an unknown flag).
+/// (a negative one, `-1` or `-64K`, reaches this through
+/// `allow_hyphen_values`, instead of being taken for an unknown flag; so
+/// does a flag typed where the value was left out).
 fn parse_size(s: &str, default_unit: u64) -> Result<u64, String> {
     let s = s.trim();
+    if s.starts_with("--") || (s.starts_with('-') && parse_size(&s[1..], default_unit).is_err()) {
+        return Err(format!(
+            "`{s}` is not a size (a whole number with optional K, M or G): was the value left out?"
+        ));
+    }
     let (num, mult) = match s.chars().last() {
         Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
         Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
