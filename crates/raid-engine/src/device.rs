@@ -159,7 +159,21 @@ impl Claim {
 /// names it) and byte range: two claims of one file from this process
 /// would not exclude each other through the kernel's locks when they share
 /// an owner, and a refusal can name who holds it.
+///
+/// A claim being taken is entered first as pending (its kernel locks not
+/// yet taken) and the table is let go of while it takes them, which may
+/// mean waiting out another process for up to [`FORK_WINDOW`]: claims of
+/// other bytes go on meanwhile, and a claim of overlapping bytes waits on
+/// [`SETTLED`] for the pending one to be published or given up.
 static CLAIMED: Mutex<Vec<Claimed>> = Mutex::new(Vec::new());
+
+/// Notified whenever a pending entry of [`CLAIMED`] is published or
+/// removed.
+static SETTLED: std::sync::Condvar = std::sync::Condvar::new();
+
+fn claimed_table() -> std::sync::MutexGuard<'static, Vec<Claimed>> {
+    CLAIMED.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// How long a claim waits out a kernel lock held outside this process's own claims before it
 /// is refused. A child that any thread of this process forks (`losetup`, `mkfs` and `mount` in
@@ -197,6 +211,14 @@ struct Claimed {
     what: String,
     path: PathBuf,
     count: usize,
+    /// The kernel's locks of the claim; `None` while they are being taken
+    /// (pending: the entry keeps overlapping claims waiting, and is
+    /// nobody's claim yet).
+    files: Option<ClaimFiles>,
+}
+
+/// What holds a claim in the kernel.
+struct ClaimFiles {
     /// The claim's own open file description (the file opened again),
     /// holding its `flock` and its OFD byte-range lock: closing it, when
     /// the last claim of this entry is dropped, releases both (the device
@@ -204,6 +226,36 @@ struct Claimed {
     _lock: File,
     /// A block device opened with `O_EXCL`, held while claimed.
     _excl: Option<File>,
+}
+
+/// A pending entry of [`CLAIMED`] while its kernel locks are taken:
+/// dropped, it publishes them ([`Pending::files`] set) or removes the
+/// entry, and wakes the claims waiting for it, whatever happened
+/// meanwhile (an error, a panic).
+struct Pending {
+    key: FileKey,
+    range: ByteRange,
+    files: Option<ClaimFiles>,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let mut claimed = claimed_table();
+        // Unique: a claim of overlapping bytes waits while this one is pending.
+        if let Some(i) = claimed
+            .iter()
+            .position(|c| c.files.is_none() && c.key == self.key && c.range == self.range)
+        {
+            match self.files.take() {
+                Some(files) => claimed[i].files = Some(files),
+                None => {
+                    claimed.swap_remove(i);
+                }
+            }
+        }
+        drop(claimed);
+        SETTLED.notify_all();
+    }
 }
 
 /// The bytes a claim covers: `start..end`, or from `start` to whatever
@@ -247,10 +299,10 @@ struct FileClaim {
 
 impl Drop for FileClaim {
     fn drop(&mut self) {
-        let mut claimed = CLAIMED.lock().unwrap_or_else(|p| p.into_inner());
+        let mut claimed = claimed_table();
         if let Some(i) = claimed
             .iter()
-            .position(|c| c.key == self.key && c.range == self.range)
+            .position(|c| c.files.is_some() && c.key == self.key && c.range == self.range)
         {
             claimed[i].count -= 1;
             if claimed[i].count == 0 {
@@ -483,7 +535,10 @@ impl FileDevice {
 impl FileDevice {
     /// The claim of `range` for `holder`: first against the claims of this
     /// process (which name their holder), then through the kernel's locks
-    /// of a file description of its own, against other processes.
+    /// of a file description of its own, against other processes. The
+    /// kernel's locks are taken with the claim entered as pending and the
+    /// table let go of: the wait for another process's lock
+    /// ([`FORK_WINDOW`]) holds up no claim of other bytes.
     fn claim_bytes(&self, holder: &ClaimHolder, range: ByteRange) -> io::Result<Claim> {
         let st = rustix::fs::fstat(&self.file)?;
         let block =
@@ -501,7 +556,15 @@ impl FileDevice {
         } else {
             format!("{path} {range}")
         };
-        let mut claimed = CLAIMED.lock().unwrap_or_else(|p| p.into_inner());
+        let mut claimed = claimed_table();
+        // A claim of overlapping bytes still taking its kernel locks: what
+        // it comes to decides this one, as if it had been taken first.
+        while claimed
+            .iter()
+            .any(|c| c.files.is_none() && c.key == key && c.range.overlaps(&range))
+        {
+            claimed = SETTLED.wait(claimed).unwrap_or_else(|p| p.into_inner());
+        }
         if let Some(c) = claimed
             .iter_mut()
             .find(|c| c.key == key && c.range == range && c.holder == holder.id)
@@ -528,6 +591,33 @@ impl FileDevice {
                 c.path.display()
             )));
         }
+        claimed.push(Claimed {
+            key,
+            range,
+            holder: holder.id,
+            what: holder.what.clone(),
+            path: self.path.clone(),
+            count: 1,
+            files: None,
+        });
+        drop(claimed);
+        let mut pending = Pending {
+            key,
+            range,
+            files: None,
+        };
+        pending.files = Some(self.kernel_locks(range, block, &asked)?);
+        // Dropped: published.
+        drop(pending);
+        Ok(Claim::new(FileClaim { key, range }))
+    }
+
+    /// The kernel's locks of a claim of `range` (`asked` names it in a
+    /// refusal), against other processes; waits out a lock held for a
+    /// moment ([`FORK_WINDOW`]).
+    fn kernel_locks(&self, range: ByteRange, block: bool, asked: &str) -> io::Result<ClaimFiles> {
+        let whole = range.end.is_none();
+        let path = self.path.display();
         // A file description of the claim's own: the kernel's locks of two
         // claims exclude each other only if their descriptions differ.
         let lock = self.reopen()?;
@@ -598,17 +688,10 @@ impl FileDevice {
         } else {
             None
         };
-        claimed.push(Claimed {
-            key,
-            range,
-            holder: holder.id,
-            what: holder.what.clone(),
-            path: self.path.clone(),
-            count: 1,
+        Ok(ClaimFiles {
             _lock: lock,
             _excl: excl,
-        });
-        Ok(Claim::new(FileClaim { key, range }))
+        })
     }
 
     /// The file opened again: a new open file description (through

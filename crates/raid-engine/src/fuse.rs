@@ -858,10 +858,14 @@ fn check_mountpoint(mountpoint: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Longest file name the kernel looks up (`NAME_MAX`), in bytes.
+const NAME_MAX: usize = 255;
+
 /// [`expose`] with explicit options.
 ///
 /// Errors: [`EngineError::Invalid`] for options out of range, a `name`
-/// that is not a plain file name, and a `mountpoint` that is not an
+/// that is not a plain file name (or is longer than the kernel's 255
+/// bytes), and a `mountpoint` that is not an
 /// existing empty directory (field `mountpoint`).
 pub fn expose_with(
     volume: Arc<Volume>,
@@ -897,10 +901,22 @@ pub fn expose_with(
             ),
         ));
     }
-    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+    if name.is_empty() || name.contains(['/', '\0']) || name == "." || name == ".." {
         return Err(invalid(
             "name",
             format!("{name:?} must be a plain file name (no `/`, not `.` or `..`)"),
+        ));
+    }
+    // The kernel looks up no longer name (NAME_MAX): the file would be
+    // served, and nobody could open it.
+    if name.len() > NAME_MAX {
+        let short: String = name.chars().take(32).collect();
+        return Err(invalid(
+            "name",
+            format!(
+                "\"{short}…\" is {} bytes long: a file name may be at most {NAME_MAX} bytes",
+                name.len()
+            ),
         ));
     }
     check_mountpoint(mountpoint)?;

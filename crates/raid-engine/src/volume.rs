@@ -78,6 +78,9 @@ pub enum VolumeLayout {
 impl VolumeLayout {
     /// Parse `linear`/`jbod`/`single` or an md level with an optional
     /// layout after a colon (`raid10:f2`, `raid6:left-symmetric`, `raid1`).
+    /// An unknown level is [`EngineError::Invalid`] with field `level`, its
+    /// rule listing every level; a layout that is not one of the level's
+    /// is `raid`'s `BadLayout`.
     pub fn parse(s: &str) -> Result<Self> {
         let lower = s.trim().to_ascii_lowercase();
         match lower.as_str() {
@@ -86,7 +89,18 @@ impl VolumeLayout {
             _ => {}
         }
         let (level, layout) = lower.split_once(':').unwrap_or((&lower, ""));
-        let level: Level = level.parse()?;
+        let level: Level = level.parse().map_err(|e| match e {
+            // The `raid` crate's list leaves out the levels only this crate has.
+            raid::RaidError::BadLevel(_) => crate::error::invalid(
+                "level",
+                format!(
+                    "`{}` is not one of linear (or jbod), single, raid0, raid1, raid4, raid5, \
+                     raid6, raid10 (also 0/1/4/5/6/10), optionally with :LAYOUT (raid10:f2, raid5:ls)",
+                    s.trim()
+                ),
+            ),
+            e => e.into(),
+        })?;
         Ok(VolumeLayout::Md(Layout::parse(level, layout)?))
     }
 }
@@ -129,6 +143,36 @@ impl CreateOptions {
             bitmap_region_bytes: 64 << 20,
             secret: None,
         }
+    }
+
+    /// Whether [`Volume::create`] would accept these options for
+    /// `devices`, as far as their count and sizes decide (the member count
+    /// of the level, the chunk, the data offset, room on every device),
+    /// with the error it would give: without claiming, reading or writing
+    /// any device, so that a caller can say a wrong option before asking
+    /// anything else (the command line checks this before it looks for
+    /// members of other volumes on the devices). `create` may still refuse
+    /// a device in use, one given twice, or one whose I/O fails.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use raid_engine::{BlockDevice, CacheMode, CreateOptions, FileDevice, VolumeLayout};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let devs: Vec<Arc<dyn BlockDevice>> = (0..3)
+    ///     .map(|i| -> std::io::Result<Arc<dyn BlockDevice>> {
+    ///         let p = dir.path().join(format!("m{i}"));
+    ///         Ok(Arc::new(FileDevice::create(p, 8 << 20, CacheMode::Buffered)?))
+    ///     })
+    ///     .collect::<Result<_, _>>()?;
+    /// let raid6 = CreateOptions::new(VolumeLayout::parse("raid6")?);
+    /// let e = raid6.check(&devs).unwrap_err();
+    /// assert!(e.to_string().contains("needs 4..=200 members, got 3"));
+    /// assert!(CreateOptions::new(VolumeLayout::parse("raid5")?).check(&devs).is_ok());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn check(&self, devices: &[Arc<dyn BlockDevice>]) -> Result<()> {
+        plan_create(devices, self).map(drop)
     }
 }
 
@@ -590,6 +634,118 @@ fn layout_from_sb(level: u32, name: &str) -> Option<Layout> {
     Layout::parse(level, name).ok()
 }
 
+/// [`Volume::create`]'s member count rule.
+fn check_member_count(n: usize, opts: &CreateOptions) -> Result<()> {
+    // The engine's limit where it is the tighter one (its superblock's
+    // role table), said with the level's own minimum: raid's message
+    // would name raid's larger maximum.
+    let allowed = match opts.layout {
+        VolumeLayout::Md(l) => l.member_range(),
+        VolumeLayout::Linear => 1..=MAX_MEMBERS,
+    };
+    let (min, max) = (*allowed.start(), (*allowed.end()).min(MAX_MEMBERS));
+    if n < min || n > max {
+        // Every layout's maximum in raid is above the engine's.
+        let why = if n > max {
+            format!(" (a raid-engine superblock holds at most {MAX_MEMBERS} roles)")
+        } else {
+            String::new()
+        };
+        return Err(invalid(
+            "devices",
+            format!("{} needs {min}..={max} members{why}, got {n}", opts.layout),
+        ));
+    }
+    Ok(())
+}
+
+/// What [`Volume::create`] lays out on `devices`, from their sizes and
+/// the options alone.
+struct CreatePlan {
+    mapper: Mapper,
+    components: Vec<u64>,
+    chunk: u64,
+    data_offset: u64,
+    region: u64,
+    regions: usize,
+    bytes: usize,
+}
+
+/// The layout of a new volume on `devices`, or the rule its options or
+/// device sizes break; reads and claims nothing.
+fn plan_create(devices: &[Arc<dyn BlockDevice>], opts: &CreateOptions) -> Result<CreatePlan> {
+    let n = devices.len();
+    check_member_count(n, opts)?;
+    let dev_sectors: Vec<u64> = devices.iter().map(|d| d.size() / SECTOR).collect();
+    let min_dev = dev_sectors.iter().copied().min().unwrap_or(0);
+    let chunk = match opts.layout {
+        VolumeLayout::Md(Layout::Raid1) | VolumeLayout::Linear => 0,
+        _ => opts.chunk_sectors,
+    };
+    let data_offset = opts
+        .data_offset_sectors
+        .unwrap_or_else(|| raid::mdadm::default_data_offset_v12(min_dev, chunk));
+    // Compared in sectors: a data offset near u64::MAX sectors has no
+    // byte count (the device-size check below refuses it).
+    if data_offset < (BITMAP_OFFSET + SECTOR).div_ceil(SECTOR) {
+        return Err(invalid(
+            "data_offset_sectors",
+            format!(
+                "{data_offset} sectors leave no room for the superblock and bitmap (at least {} needed)",
+                (BITMAP_OFFSET + SECTOR) / SECTOR
+            ),
+        ));
+    }
+    let (mapper, components) = match opts.layout {
+        VolumeLayout::Md(layout) => {
+            let g =
+                raid::mdadm::geometry_for_devices(layout, chunk, &dev_sectors, Some(data_offset))?;
+            let comps = g.member_sectors().to_vec();
+            (Mapper::Md(g), comps)
+        }
+        VolumeLayout::Linear => {
+            let mut sizes = Vec::with_capacity(n);
+            for (i, &d) in dev_sectors.iter().enumerate() {
+                let s = d.saturating_sub(data_offset) / 8 * 8;
+                if s == 0 {
+                    return Err(invalid(
+                        format!("devices[{i}]"),
+                        format!(
+                            "{} ({} bytes) has no room after the data offset of {data_offset} sectors",
+                            devices[i].describe(),
+                            devices[i].size()
+                        ),
+                    ));
+                }
+                sizes.push(s);
+            }
+            (linear_mapper(sizes.clone()), sizes)
+        }
+    };
+    let max_comp = components.iter().copied().max().unwrap_or(0);
+    let room = data_offset * SECTOR - BITMAP_OFFSET;
+    let mut region = (opts.bitmap_region_bytes / SECTOR)
+        .max(8)
+        .next_power_of_two();
+    let (regions, bytes) = loop {
+        let regions = max_comp.div_ceil(region) as usize;
+        let bytes = regions.div_ceil(8).div_ceil(512) * 512;
+        if bytes as u64 <= room {
+            break (regions, bytes);
+        }
+        region *= 2;
+    };
+    Ok(CreatePlan {
+        mapper,
+        components,
+        chunk,
+        data_offset,
+        region,
+        regions,
+        bytes,
+    })
+}
+
 fn level_code(l: &VolumeLayout) -> u32 {
     match l {
         VolumeLayout::Linear => LINEAR_LEVEL,
@@ -639,91 +795,18 @@ impl Volume {
     /// another, is refused with [`EngineError::InUse`] naming it, before
     /// anything is read or written.
     pub fn create(devices: Vec<Arc<dyn BlockDevice>>, opts: &CreateOptions) -> Result<Volume> {
-        let n = devices.len();
-        // The engine's limit where it is the tighter one (its superblock's
-        // role table), said with the level's own minimum: raid's message
-        // would name raid's larger maximum.
-        let allowed = match opts.layout {
-            VolumeLayout::Md(l) => l.member_range(),
-            VolumeLayout::Linear => 1..=MAX_MEMBERS,
-        };
-        let (min, max) = (*allowed.start(), (*allowed.end()).min(MAX_MEMBERS));
-        if n < min || n > max {
-            // Every layout's maximum in raid is above the engine's.
-            let why = if n > max {
-                format!(" (a raid-engine superblock holds at most {MAX_MEMBERS} roles)")
-            } else {
-                String::new()
-            };
-            return Err(invalid(
-                "devices",
-                format!("{} needs {min}..={max} members{why}, got {n}", opts.layout),
-            ));
-        }
+        check_member_count(devices.len(), opts)?;
         let claimed = claim_members(&devices)?;
-        let dev_sectors: Vec<u64> = devices.iter().map(|d| d.size() / SECTOR).collect();
-        let min_dev = dev_sectors.iter().copied().min().unwrap_or(0);
-        let chunk = match opts.layout {
-            VolumeLayout::Md(Layout::Raid1) | VolumeLayout::Linear => 0,
-            _ => opts.chunk_sectors,
-        };
-        let data_offset = opts
-            .data_offset_sectors
-            .unwrap_or_else(|| raid::mdadm::default_data_offset_v12(min_dev, chunk));
-        // Compared in sectors: a data offset near u64::MAX sectors has no
-        // byte count (the device-size check below refuses it).
-        if data_offset < (BITMAP_OFFSET + SECTOR).div_ceil(SECTOR) {
-            return Err(invalid(
-                "data_offset_sectors",
-                format!(
-                    "{data_offset} sectors leave no room for the superblock and bitmap (at least {} needed)",
-                    (BITMAP_OFFSET + SECTOR) / SECTOR
-                ),
-            ));
-        }
-        let (mapper, components) = match opts.layout {
-            VolumeLayout::Md(layout) => {
-                let g = raid::mdadm::geometry_for_devices(
-                    layout,
-                    chunk,
-                    &dev_sectors,
-                    Some(data_offset),
-                )?;
-                let comps = g.member_sectors().to_vec();
-                (Mapper::Md(g), comps)
-            }
-            VolumeLayout::Linear => {
-                let mut sizes = Vec::with_capacity(n);
-                for (i, &d) in dev_sectors.iter().enumerate() {
-                    let s = d.saturating_sub(data_offset) / 8 * 8;
-                    if s == 0 {
-                        return Err(invalid(
-                            format!("devices[{i}]"),
-                            format!(
-                                "{} ({} bytes) has no room after the data offset of {data_offset} sectors",
-                                devices[i].describe(),
-                                devices[i].size()
-                            ),
-                        ));
-                    }
-                    sizes.push(s);
-                }
-                (linear_mapper(sizes.clone()), sizes)
-            }
-        };
-        let max_comp = components.iter().copied().max().unwrap_or(0);
-        let room = data_offset * SECTOR - BITMAP_OFFSET;
-        let mut region = (opts.bitmap_region_bytes / SECTOR)
-            .max(8)
-            .next_power_of_two();
-        let (regions, bytes) = loop {
-            let regions = max_comp.div_ceil(region) as usize;
-            let bytes = regions.div_ceil(8).div_ceil(512) * 512;
-            if bytes as u64 <= room {
-                break (regions, bytes);
-            }
-            region *= 2;
-        };
+        let CreatePlan {
+            mapper,
+            components,
+            chunk,
+            data_offset,
+            region,
+            regions,
+            bytes,
+        } = plan_create(&devices, opts)?;
+        let n = devices.len();
         let encryption = match &opts.secret {
             Some(s) => {
                 let salt = random::<32>()?;

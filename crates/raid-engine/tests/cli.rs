@@ -23,6 +23,22 @@ fn run_code(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// Starts the command and reads the first line it writes to stderr (a
+/// server's "serving NBD on", or the error that ended it).
+fn started(args: &[&str]) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_raid-engine"))
+        .args(args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (child, line)
+}
+
 /// `status` and `scrub` on a whole, a degraded and a data-losing member
 /// set: what they print and their exit codes (0, 3 cannot start, 4 scrub
 /// incomplete); a volume that cannot start is inspected without a write.
@@ -1096,7 +1112,6 @@ fn sigterm_interrupts_a_rebuild_and_closes_the_volume() {
 /// all along. Before, both processes wrote the same members.
 #[test]
 fn a_member_in_use_by_another_process_is_refused() {
-    use std::io::BufRead;
     let files = common::MemberFiles::new(2, 8 << 20);
     let dir = &files.dir;
     let m = files.args();
@@ -1105,15 +1120,8 @@ fn a_member_in_use_by_another_process_is_refused() {
     let (code, _, err) = run_code(&[&["create", "--level", "raid1"][..], &m].concat());
     assert_eq!(code, 0, "{err}");
     let export = format!("d0={}", m[0]);
-    let mut server = Command::new(env!("CARGO_BIN_EXE_raid-engine"))
-        .args(["serve-nbd", "--listen", "127.0.0.1:0", "--export", &export])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(server.stderr.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (mut server, line) =
+        started(&["serve-nbd", "--listen", "127.0.0.1:0", "--export", &export]);
     assert!(line.contains("serving NBD"), "{line}");
     let before = common::metadata(&[m[0], m[1], spare]);
     for args in [
@@ -1451,4 +1459,275 @@ fn run_is_refused_where_nothing_is_started() {
     // Still taken where the volume is started.
     let (code, _, err) = run_code(&[&["scrub", "--run"][..], &m].concat());
     assert_eq!(code, 0, "{err}");
+}
+
+/// Sizes and levels typed wrong, as a new user types them, are each told
+/// in one line naming the flag and the rule, and nothing is written: a
+/// negative `--chunk` or `--rate` (before: clap's "unexpected argument
+/// '-1'", as if it were a flag), one too large for 64 bits (before: "not a
+/// size"), a level that does not exist (before: the `raid` crate's list
+/// without `linear` and `single`, and no flag named) and a layout with a
+/// typo (before: no flag named).
+#[test]
+fn sizes_and_levels_typed_wrong_name_the_flag_and_the_rule() {
+    let files = common::MemberFiles::new(3, 8 << 20);
+    let m = files.args();
+    let (code, _, err) = run_code(&[&["create", "--level", "raid1"][..], &m[..2]].concat());
+    assert_eq!(code, 0, "{err}");
+    let spare = m[2];
+    let before = common::metadata(&files.paths);
+    let create = |level: &'static str, chunk: &'static str| -> Vec<&'static str> {
+        vec!["create", "--force", "--level", level, "--chunk", chunk]
+    };
+    let rebuild = |rate: &'static str| -> Vec<&str> {
+        vec![
+            "rebuild",
+            "--role",
+            "1",
+            "--replacement",
+            spare,
+            "--rate",
+            rate,
+        ]
+    };
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            create("raid5", "-1"),
+            "--chunk: `-1` must not be negative (a size: a whole number with optional K, M or G)",
+        ),
+        (
+            create("raid5", "99999999999999999999"),
+            "--chunk: `99999999999999999999` is too large (at most 18446744073709551615 bytes)",
+        ),
+        (
+            create("raid5", "18014398509481984"),
+            "--chunk: `18014398509481984` is too large",
+        ),
+        (
+            create("raid5", "-64K"),
+            "--chunk: `-64K` must not be negative",
+        ),
+        (
+            create("raid5", "--resync"),
+            "--chunk: `--resync` is not a size (a whole number with optional K, M or G): was the value left out?",
+        ),
+        (create("raid5", "1e20"), "--chunk: `1e20` is not a size"),
+        (create("raid5", "NaN"), "--chunk: `NaN` is not a size"),
+        (create("raid5", "K"), "--chunk: `K` is not a size"),
+        (
+            create("raid7", "64K"),
+            "--level raid7: `raid7` is not one of linear (or jbod), single, raid0, raid1, raid4, raid5, raid6, raid10",
+        ),
+        (
+            create("raid5:left-symetric", "64K"),
+            "--level raid5:left-symetric: layout `left-symetric` is not a valid md layout for raid5",
+        ),
+        (
+            rebuild("-1"),
+            "--rate: `-1` must not be negative (a size: a whole number with optional K, M or G)",
+        ),
+        (
+            rebuild("99999999999G"),
+            "--rate: `99999999999G` is too large",
+        ),
+        (rebuild("NaN"), "--rate: `NaN` is not a size"),
+        (rebuild("-1M"), "--rate: `-1M` must not be negative"),
+    ];
+    for (args, want) in cases {
+        let members: &[&str] = if args[0] == "create" { &m } else { &m[..2] };
+        let args = [&args[..], members].concat();
+        let (code, out, err) = run_code(&args);
+        assert_eq!(code, 1, "{args:?}: {out}{err}");
+        let line = err.trim_end();
+        assert!(!line.contains('\n'), "{args:?}: more than one line: {err}");
+        assert!(line.contains(want), "{args:?}: {want:?} not in {err}");
+        assert!(
+            common::metadata(&files.paths) == before,
+            "{args:?} wrote a member"
+        );
+    }
+}
+
+/// One file exported under two names (the same path, or another path to
+/// it) is refused naming both exports, before anything is served: two
+/// clients (two volumes) would write it through the two names. Before,
+/// both were served, since one holder claimed both.
+#[test]
+fn serve_nbd_refuses_one_file_exported_under_two_names() {
+    let files = common::MemberFiles::new(1, 1 << 20);
+    let p = &files.paths[0];
+    let d0 = format!("d0={}", p.display());
+    let other_path = p.parent().unwrap().join(".").join(p.file_name().unwrap());
+    let d1 = format!("d1={}", other_path.display());
+    let (mut child, line) = started(&[
+        "serve-nbd",
+        "--listen",
+        "127.0.0.1:0",
+        "--export",
+        &d0,
+        "--export",
+        &d1,
+    ]);
+    if line.contains("serving NBD") {
+        child.kill().unwrap();
+    }
+    let status = child.wait().unwrap();
+    assert!(
+        line.starts_with(&format!("raid-engine: --export {d1}: "))
+            && line.contains(&format!("in use by raid-engine serve-nbd --export {d0}")),
+        "{line}"
+    );
+    assert_eq!(status.code(), Some(1), "{line}");
+}
+
+/// `create` over members of an existing volume, with an option that could
+/// not work anyway: the option's error is said first, not "give --force"
+/// (which the user would give, only to be told of the typo next, the
+/// volume's members then no longer guarded by the question). Nothing is
+/// written either way.
+#[test]
+fn create_says_a_wrong_option_before_asking_for_force() {
+    let files = common::MemberFiles::new(3, 8 << 20);
+    let m = files.args();
+    let (code, _, err) = run_code(&[&["create", "--level", "raid5"][..], &m].concat());
+    assert_eq!(code, 0, "{err}");
+    let before = common::metadata(&files.paths);
+    for (opts, want) in [
+        (
+            &["--level", "raid6"][..],
+            "the MEMBERS arguments: raid6 left-symmetric needs 4..=200 members, got 3",
+        ),
+        (
+            &["--level", "raid5", "--chunk", "3K"],
+            "--chunk 3K (6 sectors): ",
+        ),
+        (
+            &["--level", "raid5", "--data-offset", "99999999"],
+            "do not exceed the data offset of 99999999 sectors",
+        ),
+        (
+            &["--level", "raid5", "--chunk", "1G"],
+            "--chunk 1G, which keeps room",
+        ),
+    ] {
+        let args = [&["create"][..], opts, &m].concat();
+        let (code, out, err) = run_code(&args);
+        assert_eq!(code, 1, "{args:?}: {out}{err}");
+        assert!(err.contains(want), "{args:?}: {want:?} not in {err}");
+        assert!(!err.contains("--force"), "{args:?}: {err}");
+        assert!(
+            common::metadata(&files.paths) == before,
+            "{args:?} wrote a member"
+        );
+    }
+    // A right option is still asked for --force.
+    let (code, _, err) =
+        run_code(&[&["create", "--level", "raid5", "--chunk", "64K"][..], &m].concat());
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("give --force"), "{err}");
+}
+
+/// `rebuild` onto a replacement that holds a member of another volume is
+/// refused without `--force`, as `create` over one is, before the role is
+/// failed or anything written: before, the other volume's member was
+/// overwritten without a word (and that volume left degraded). The
+/// volume's own device (its failed role's, or the role's own) is still
+/// taken without `--force`, and `--force` rebuilds onto the other.
+#[test]
+fn rebuild_onto_a_member_of_another_volume_asks_for_force() {
+    let files = common::MemberFiles::new(4, 8 << 20);
+    let m = files.args();
+    for pair in [&m[..2], &m[2..]] {
+        let (code, _, err) = run_code(&[&["create", "--level", "raid1"][..], pair].concat());
+        assert_eq!(code, 0, "{err}");
+    }
+    let bytes = || -> Vec<Vec<u8>> {
+        files
+            .paths
+            .iter()
+            .map(|p| std::fs::read(p).unwrap())
+            .collect()
+    };
+    let before = bytes();
+    let (code, out, err) = run_code(&["rebuild", "--role", "1", "--replacement", m[2], m[0], m[1]]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains(&format!(
+            "--replacement {} holds role 0 of an existing raid1 volume of 2 members",
+            m[2]
+        )) && err.contains("give --force to rebuild onto it anyway"),
+        "{err}"
+    );
+    assert!(bytes() == before, "a refused rebuild wrote a member");
+    for pair in [&m[..2], &m[2..]] {
+        let (code, out, err) = run_code(&[&["status"][..], pair].concat());
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains("state: whole"), "{out}");
+    }
+    // The role's own device: no question asked.
+    let (code, out, err) = run_code(&["rebuild", "--role", "1", "--replacement", m[1], m[0], m[1]]);
+    assert_eq!(code, 0, "{out}{err}");
+    // Forced onto the other volume's member.
+    let (code, out, err) = run_code(&[
+        "rebuild",
+        "--force",
+        "--role",
+        "1",
+        "--replacement",
+        m[2],
+        m[0],
+        m[1],
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = run_code(&["status", m[0], m[2]]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("state: whole"), "{out}");
+}
+
+/// `expose --name` longer than the kernel's 255 bytes (`NAME_MAX`) is
+/// refused by name and rule before anything is mounted, and the volume is
+/// closed cleanly: before, it was served under a name that no one could
+/// open (`File name too long`). Nothing needs FUSE here: the refusal comes
+/// first (a command that got as far as serving is stopped by SIGTERM).
+#[test]
+fn expose_refuses_a_name_longer_than_the_kernel_takes() {
+    use std::io::BufRead;
+    let files = common::MemberFiles::new(2, 8 << 20);
+    let m = files.args();
+    let (code, _, err) = run_code(&[&["create", "--level", "raid1"][..], &m].concat());
+    assert_eq!(code, 0, "{err}");
+    let mnt = files.dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let long = "v".repeat(256);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_raid-engine"))
+        .args(["expose", "--mount", mnt.to_str().unwrap(), "--name", &long])
+        .args(&m)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The exposed file's path, if it got as far as serving; else nothing.
+    let mut served = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut served)
+        .unwrap();
+    if !served.is_empty() {
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(served.is_empty(), "served as {served}");
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("--name: \"vvvv")
+            && err.contains("is 256 bytes long: a file name may be at most 255 bytes"),
+        "{err}"
+    );
+    assert!(std::fs::read_dir(&mnt).unwrap().next().is_none());
+    let (code, out, err) = run_code(&[&["status"][..], &m].concat());
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("not shut down cleanly"), "{out}");
 }

@@ -281,6 +281,26 @@ fn readd_claims_the_device_it_is_given() {
     assert_eq!(v.status()[1].state, raid_engine::MemberState::Active);
 }
 
+/// util-linux `flock` holding `path` (an exclusive `flock`, as another
+/// raid-engine process takes) while it runs `then` in `sh` with the
+/// child's stdin; returned once the lock is held.
+fn flock_holding(path: &std::path::Path, then: &str) -> Child {
+    use std::io::BufRead;
+    let mut holder = Command::new("flock")
+        .arg(path)
+        .args(["-c", &format!("echo held; {then}")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("util-linux flock");
+    let mut line = String::new();
+    std::io::BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "held\n");
+    holder
+}
+
 /// A claim waits out a kernel lock that another process lets go of within a moment, as a child
 /// forked by any thread of this process holds every lock of the parent's descriptors from the
 /// fork to its `exec`: a claim released just before such a fork, and taken again at once, was
@@ -290,22 +310,113 @@ fn readd_claims_the_device_it_is_given() {
 /// held on is still refused (the tests above).
 #[test]
 fn a_lock_let_go_of_within_a_moment_is_waited_out() {
-    use std::io::BufRead;
     let dir = common::scratch();
     let (paths, devs) = common::members(dir.path(), 1, 1 << 20);
     drop(devs);
-    let mut holder = Command::new("flock")
-        .arg(&paths[0])
-        .args(["-c", "echo held; sleep 0.3"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("util-linux flock");
-    let mut line = String::new();
-    std::io::BufReader::new(holder.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line, "held\n");
+    let mut holder = flock_holding(&paths[0], "sleep 0.3");
     let claim = common::reopen(&paths)[0].claim(&raid_engine::ClaimHolder::new("a volume"));
     holder.wait().unwrap();
     let _held = claim.expect("the lock let go of within the wait is waited out");
+}
+
+/// How many of this process's descriptors are open on `path`.
+fn descriptors_on(path: &std::path::Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|t| t == path)
+        .count()
+}
+
+/// A claim waiting out another process's lock (up to a second, see the test above) holds up no
+/// claim of another file: before, it waited holding the process-wide table of claims, so every
+/// claim in the process, of any file, waited behind it and a node plugin staging one volume
+/// stalled all the others. Here util-linux `flock` holds file `a` until told to let go; one
+/// thread claims `a` and waits; while it waits (its own description of `a` is open), this thread
+/// claims file `b`, and only then lets `a` go: the claim of `b` completes first and the claim of
+/// `a` still succeeds. Before, the claim of `b` waited until the claim of `a` gave up, refused.
+#[test]
+fn a_claim_waiting_out_another_process_holds_up_no_claim_of_another_file() {
+    use std::io::Write;
+    let dir = common::scratch();
+    let (paths, devs) = common::members(dir.path(), 2, 1 << 20);
+    drop(devs);
+    let a = std::fs::canonicalize(&paths[0]).unwrap();
+    let mut holder = flock_holding(&a, "read _");
+
+    let dev_a = common::reopen(&paths[..1]).remove(0);
+    let dev_b = common::reopen(&paths[1..]).remove(0);
+    let opened = descriptors_on(&a);
+    let (done_a, a_result) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let r = dev_a.claim(&raid_engine::ClaimHolder::new("volume a"));
+        done_a.send(r.map_err(|e| e.to_string())).unwrap();
+    });
+    // The claim of `a` opens a description of its own before it tries the kernel's lock.
+    while descriptors_on(&a) == opened {
+        assert!(
+            matches!(
+                a_result.try_recv(),
+                Err(std::sync::mpsc::TryRecvError::Empty)
+            ),
+            "the claim of a returned before it was seen waiting"
+        );
+        std::thread::yield_now();
+    }
+    let claim_b = dev_b
+        .claim(&raid_engine::ClaimHolder::new("volume b"))
+        .unwrap();
+    assert!(
+        matches!(
+            a_result.try_recv(),
+            Err(std::sync::mpsc::TryRecvError::Empty)
+        ),
+        "the claim of b completed only after the claim of a had given up"
+    );
+    let mut stdin = holder.stdin.take().unwrap();
+    stdin.write_all(b"\n").unwrap();
+    drop(stdin);
+    holder.wait().unwrap();
+    let claim_a = a_result.recv().unwrap();
+    waiter.join().unwrap();
+    let _held = claim_a.expect("the claim of a, let go of while b was claimed, waited it out");
+    drop(claim_b);
+}
+
+/// Claims of one file raced from several threads, by several holders, whole or as overlapping
+/// slices: exactly one wins each round and the others are refused as in use in this process
+/// (a claim taking its kernel locks is pending in the table, and overlapping claims wait for
+/// what it comes to instead of taking the kernel's locks beside it).
+#[test]
+fn racing_claims_of_one_file_give_it_to_exactly_one_holder() {
+    let dir = common::scratch();
+    let (paths, devs) = common::members(dir.path(), 1, 1 << 20);
+    drop(devs);
+    for round in 0..50 {
+        let barrier = std::sync::Barrier::new(4);
+        let results: Vec<Result<raid_engine::Claim, String>> = std::thread::scope(|s| {
+            let threads: Vec<_> = (0..4u64)
+                .map(|t| {
+                    let dev = common::reopen(&paths).remove(0);
+                    let barrier = &barrier;
+                    s.spawn(move || {
+                        let holder = raid_engine::ClaimHolder::new(format!("holder {t}"));
+                        barrier.wait();
+                        match t {
+                            0 => dev.claim(&holder),
+                            // Slices that overlap each other and the whole file.
+                            t => dev.claim_range(&holder, (t - 1) * 4096, 3 * 4096),
+                        }
+                        .map_err(|e| e.to_string())
+                    })
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        let won = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(won, 1, "round {round}: {results:?}");
+        for e in results.iter().filter_map(|r| r.as_ref().err()) {
+            assert!(e.contains("in this process"), "round {round}: {e}");
+        }
+    }
 }

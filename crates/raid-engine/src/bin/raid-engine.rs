@@ -109,8 +109,8 @@ enum Cmd {
         /// raid5[:left-symmetric|...], raid6[:left-symmetric|...]
         #[arg(long)]
         level: String,
-        /// Chunk size: KiB like mdadm, or with suffix K/M.
-        #[arg(long, default_value = "512K")]
+        /// Chunk size: KiB like mdadm, or with suffix K/M/G.
+        #[arg(long, default_value = "512K", allow_hyphen_values = true)]
         chunk: String,
         /// Data offset in sectors (default: mdadm's v1.2 default).
         #[arg(long, allow_negative_numbers = true, value_parser = whole::<u64>)]
@@ -189,8 +189,13 @@ enum Cmd {
         replacement: String,
         /// Throttle, bytes per second (suffix K/M/G allowed; 0: no limit,
         /// as without it).
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         rate: Option<String>,
+        /// Rebuild onto a replacement that holds a member of another
+        /// volume (refused without it, as create refuses: its superblock
+        /// and data would be overwritten).
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         m: Start,
     },
@@ -257,18 +262,39 @@ fn flag_error(e: EngineError, flag: impl Fn(&str) -> Option<String>) -> String {
     }
 }
 
+/// A size from a flag's value: a whole number of `default_unit`s, or
+/// with a suffix K, M or G. A negative or too large one is told its rule
+/// (a negative one, `-1` or `-64K`, reaches this through
+/// `allow_hyphen_values`, instead of being taken for an unknown flag; so
+/// does a flag typed where the value was left out).
 fn parse_size(s: &str, default_unit: u64) -> Result<u64, String> {
     let s = s.trim();
+    if s.starts_with("--") || (s.starts_with('-') && parse_size(&s[1..], default_unit).is_err()) {
+        return Err(format!(
+            "`{s}` is not a size (a whole number with optional K, M or G): was the value left out?"
+        ));
+    }
     let (num, mult) = match s.chars().last() {
         Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
         Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
         Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
         _ => (s, default_unit),
     };
-    num.parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| format!("`{s}` is not a size (a number with optional K, M or G)"))
+    if s.starts_with('-') {
+        return Err(format!(
+            "`{s}` must not be negative (a size: a whole number with optional K, M or G)"
+        ));
+    }
+    if !num.is_empty() && num.bytes().all(|b| b.is_ascii_digit()) {
+        return num
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(mult))
+            .ok_or_else(|| format!("`{s}` is too large (at most {} bytes)", u64::MAX));
+    }
+    Err(format!(
+        "`{s}` is not a size (a whole number with optional K, M or G)"
+    ))
 }
 
 fn open_member(spec: &str, buffered: bool) -> Result<Arc<dyn BlockDevice>, String> {
@@ -426,25 +452,37 @@ fn refuse_members_of_volumes(m: &Members, devs: &[Arc<dyn BlockDevice>]) -> Resu
         }
     }
     for (i, d) in devs.iter().enumerate() {
-        let Ok(x) = Volume::examine(std::slice::from_ref(d), None) else {
+        let Some((_, held)) = member_of_a_volume(d) else {
             continue;
         };
-        let role = x
-            .roles
-            .iter()
-            .find(|r| r.device.is_some())
-            .map_or_else(|| "a member".to_string(), |r| format!("role {}", r.role));
         return Err(format!(
-            "devices[{i}] ({}) holds {role} of an existing {} volume of {} members ({} bytes{}): create would overwrite it; give --force to create over it anyway",
+            "devices[{i}] ({}) holds {held}: create would overwrite it; give --force to create over it anyway",
             m.members[i],
-            x.layout,
-            x.roles.len(),
-            x.size,
-            if x.encrypted { ", encrypted" } else { "" },
         )
         .into());
     }
     Ok(())
+}
+
+/// The volume whose member `d` is, by its own superblock (a superblock
+/// that reads and makes sense on its own): that volume's uuid, and what
+/// `d` holds of it (`role 0 of an existing raid1 volume of 2 members
+/// (8388608 bytes)`).
+fn member_of_a_volume(d: &Arc<dyn BlockDevice>) -> Option<(String, String)> {
+    let x = Volume::examine(std::slice::from_ref(d), None).ok()?;
+    let role = x
+        .roles
+        .iter()
+        .find(|r| r.device.is_some())
+        .map_or_else(|| "a member".to_string(), |r| format!("role {}", r.role));
+    let held = format!(
+        "{role} of an existing {} volume of {} members ({} bytes{})",
+        x.layout,
+        x.roles.len(),
+        x.size,
+        if x.encrypted { ", encrypted" } else { "" },
+    );
+    Some((x.uuid, held))
 }
 
 /// `status`: the superblocks' view, without starting the volume.
@@ -633,7 +671,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
             force,
             m,
         } => {
-            let layout = VolumeLayout::parse(&level).map_err(|e| e.to_string())?;
+            let layout = VolumeLayout::parse(&level).map_err(|e| match e {
+                EngineError::Invalid { field, rule } if field == "level" => {
+                    format!("--level {level}: {rule}")
+                }
+                e => format!("--level {level}: {e}"),
+            })?;
             // `single` parses as RAID1 (over one member): more members
             // would silently make a mirror.
             if level.trim().eq_ignore_ascii_case("single") && m.members.len() != 1 {
@@ -649,12 +692,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 parse_size(&chunk, 1024).map_err(|e| format!("--chunk: {e}"))? / 512;
             opts.data_offset_sectors = data_offset;
             opts.secret = secret;
-            // After the arguments' checks: a typo is said first.
-            if !force {
-                refuse_members_of_volumes(&m, &devs)?;
-            }
             let sectors = opts.chunk_sectors;
-            let v = Volume::create(devs, &opts).map_err(|e| {
+            let create_error = |e: EngineError| {
                 // A member too small for mdadm's default data offset: the
                 // user gave no offset, so say where it comes from.
                 let hint = match &e {
@@ -683,7 +722,16 @@ fn run(cli: Cli) -> Result<(), Failure> {
                         .and_then(|i| Some(format!("{} (devices[{i}])", m.members.get(i)?))),
                 });
                 msg + &hint
-            })?;
+            };
+            // The options against the members' count and sizes first: a
+            // typo is said before the devices' contents are (a refusal
+            // for a member of another volume, then the same typo after
+            // --force).
+            opts.check(&devs).map_err(create_error)?;
+            if !force {
+                refuse_members_of_volumes(&m, &devs)?;
+            }
+            let v = Volume::create(devs, &opts).map_err(create_error)?;
             // A failed resync closes the volume too (as `with_volume`
             // does), so that the superblocks record the member whose I/O
             // failed as failed (until then only the volume in memory
@@ -718,8 +766,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let mut names = std::collections::BTreeSet::new();
             // The server claims nothing itself (an embedding program may
             // export files it also uses); this process serves its exports
-            // only, so it holds their claims until it ends.
-            let holder = raid_engine::ClaimHolder::new("raid-engine serve-nbd");
+            // only, so it holds their claims until it ends. Each export is
+            // a holder of its own: one file exported under two names would
+            // let two clients (two volumes) write it.
             let mut claims = Vec::new();
             for spec in exports {
                 let (name, rest) = spec
@@ -753,6 +802,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     return Err(format!("--export {spec}: PATH is empty").into());
                 }
                 let dev = open_member(path, false).map_err(|e| format!("--export {spec}: {e}"))?;
+                let holder =
+                    raid_engine::ClaimHolder::new(format!("raid-engine serve-nbd --export {spec}"));
                 claims.push(
                     dev.claim(&holder)
                         .map_err(|e| format!("--export {spec}: {e}"))?,
@@ -795,6 +846,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             role,
             replacement,
             rate,
+            force,
             m,
         } => {
             // Every argument is checked before the role is failed: a typo
@@ -804,6 +856,19 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 .transpose()?;
             let dev =
                 open_member(&replacement, m.buffered).map_err(|e| format!("--replacement: {e}"))?;
+            // A member of another volume (not this one's own device, old
+            // or failed: the library decides about those).
+            if !force && let Some((uuid, held)) = member_of_a_volume(&dev) {
+                // Members that cannot be examined are for the assembly
+                // below to refuse, by name.
+                let (members, _) = open_members(&m)?;
+                if Volume::examine(&members, None).is_ok_and(|x| x.uuid != uuid) {
+                    return Err(format!(
+                        "--replacement {replacement} holds {held}: the rebuild would overwrite it; give --force to rebuild onto it anyway"
+                    )
+                    .into());
+                }
+            }
             with_volume(&m, Some(role), |v| {
                 // Checked and claimed at once, and kept claimed until the
                 // swap: nobody can take it once the role is failed.

@@ -26,6 +26,9 @@ pub struct NbdDevice {
     label: String,
     handle: std::sync::atomic::AtomicU64,
     max_in_flight: std::sync::atomic::AtomicUsize,
+    /// How long a waiting request may go without a byte of any reply
+    /// before the connection is taken as failed; `None`: no limit.
+    request_timeout: Mutex<Option<Duration>>,
     /// Replies that arrived while a request sent before theirs was still
     /// unanswered.
     overtaking: std::sync::atomic::AtomicU64,
@@ -40,7 +43,8 @@ fn rd<const N: usize>(r: &mut impl Read) -> io::Result<[u8; N]> {
 impl NbdDevice {
     /// Connect to `addr` (`host:port`) and open export `name` with
     /// `NBD_OPT_GO`, giving up after [`HANDSHAKE_TIMEOUT`] without an
-    /// answer (see [`NbdDevice::connect_timeout`]).
+    /// answer (see [`NbdDevice::connect_timeout`]). A name longer than
+    /// [`MAX_NAME_BYTES`] is refused before anything is sent.
     pub fn connect(addr: &str, name: &str) -> Result<Self> {
         Self::connect_inner(addr, name, None, HANDSHAKE_TIMEOUT)
     }
@@ -48,8 +52,10 @@ impl NbdDevice {
     /// [`NbdDevice::connect`], giving up when the TCP connection, or any
     /// step of the handshake, gets no answer within `timeout` (a peer that
     /// is not an NBD server, or one that hangs): an error naming the step,
-    /// where before the call waited forever. Requests after the handshake
-    /// have no timeout: a slow drive is not a failed one.
+    /// where before the call waited forever. The replies to `NBD_OPT_GO`
+    /// have `timeout` in all, however many the server sends. Requests
+    /// after the handshake have no timeout (a slow drive is not a failed
+    /// one) unless [`NbdDevice::set_request_timeout`] sets one.
     pub fn connect_timeout(addr: &str, name: &str, timeout: Duration) -> Result<Self> {
         if timeout.is_zero() {
             return Err(crate::error::invalid(
@@ -74,6 +80,15 @@ impl NbdDevice {
         source: Option<std::net::IpAddr>,
         timeout: Duration,
     ) -> Result<Self> {
+        if name.len() > MAX_NAME_BYTES {
+            // Said before anything is sent, with the name shortened: the
+            // whole of it would drown the message.
+            let short: String = name.chars().take(32).collect();
+            return Err(EngineError::Nbd(format!(
+                "nbd://{addr}/{short}…: export name of {} bytes is too long: NBD allows at most {MAX_NAME_BYTES}",
+                name.len()
+            )));
+        }
         let label = format!("nbd://{addr}/{name}");
         let nbd = |m: String| EngineError::Nbd(format!("{label}: {m}"));
         // A step that got no answer in time says so (the OS says only
@@ -83,6 +98,9 @@ impl NbdDevice {
             move |e: io::Error| match e.kind() {
                 io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => EngineError::Nbd(format!(
                     "{what}: no answer within {timeout:?} (is it an NBD server, and up?)"
+                )),
+                io::ErrorKind::UnexpectedEof => EngineError::Nbd(format!(
+                    "{what}: the server closed the connection (is it an NBD server?)"
                 )),
                 _ => EngineError::Io { what, source: e },
             }
@@ -150,8 +168,28 @@ impl NbdDevice {
         req.extend_from_slice(&data);
         s.write_all(&req).map_err(ioe("send NBD_OPT_GO"))?;
         let mut export: Option<(u64, u16)> = None;
+        // The replies to NBD_OPT_GO have `timeout` in all, whatever their
+        // number: a server that keeps sending them (or trickles them) is
+        // given up on as one that says nothing.
+        let deadline = std::time::Instant::now() + timeout;
+        let unanswered = || {
+            nbd(format!(
+                "read option reply: NBD_OPT_GO not answered within {timeout:?} \
+                 (is it an NBD server, and up?)"
+            ))
+        };
+        let late = |e: io::Error| match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => unanswered(),
+            _ => ioe("read option reply")(e),
+        };
         loop {
-            let h: [u8; 20] = rd(&mut s).map_err(ioe("read option reply"))?;
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(unanswered());
+            }
+            s.set_read_timeout(Some(left))
+                .map_err(ioe("set the handshake timeout"))?;
+            let h: [u8; 20] = rd(&mut s).map_err(late)?;
             let magic = u64::from_be_bytes(h[..8].try_into().unwrap_or_default());
             let typ = u32::from_be_bytes(h[12..16].try_into().unwrap_or_default());
             let len = u32::from_be_bytes(h[16..20].try_into().unwrap_or_default());
@@ -162,7 +200,7 @@ impl NbdDevice {
                 return Err(nbd(format!("option reply of {len} bytes is too long")));
             }
             let mut body = vec![0u8; len as usize];
-            s.read_exact(&mut body).map_err(ioe("read option reply"))?;
+            s.read_exact(&mut body).map_err(late)?;
             match typ {
                 REP_ACK => break,
                 REP_INFO if body.len() >= 12 && body[..2] == INFO_EXPORT.to_be_bytes() => {
@@ -198,6 +236,7 @@ impl NbdDevice {
             label,
             handle: std::sync::atomic::AtomicU64::new(1),
             max_in_flight: std::sync::atomic::AtomicUsize::new(WINDOW),
+            request_timeout: Mutex::new(None),
             overtaking: std::sync::atomic::AtomicU64::new(0),
         })
     }
@@ -225,6 +264,51 @@ impl NbdDevice {
     /// requests in flight.
     pub fn replies_out_of_order(&self) -> u64 {
         self.overtaking.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Give up on a server that sends nothing while requests wait for
+    /// their replies for `timeout` (`None`, the default: wait as long as
+    /// it takes, since a slow drive is not a failed one). Once given up
+    /// on, every request in flight and every later one fails with an error
+    /// naming the export and the timeout, so that a volume marks the
+    /// member failed and carries on degraded (as the kernel's NBD client
+    /// fails its requests after its timeout) instead of hanging. Refused
+    /// when zero.
+    pub fn set_request_timeout(&self, timeout: Option<Duration>) -> Result<()> {
+        if timeout.is_some_and(|t| t.is_zero()) {
+            return Err(crate::error::invalid(
+                "request_timeout",
+                "must be more than zero, or None for no limit",
+            ));
+        }
+        let send = self.send.lock().map_err(|_| {
+            crate::error::invalid("request_timeout", "the connection lock is poisoned")
+        })?;
+        // One socket: its clone, the reading half, shares the option.
+        send.set_read_timeout(timeout)
+            .map_err(crate::error::io_err(format!(
+                "{}: set the request timeout",
+                self.label
+            )))?;
+        *self
+            .request_timeout
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = timeout;
+        Ok(())
+    }
+
+    /// What a read of the connection that timed out means.
+    fn silent_for(&self) -> String {
+        let t = *self
+            .request_timeout
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match t {
+            Some(t) => {
+                format!("nothing within {t:?} (the request timeout): the server is taken as failed")
+            }
+            None => "timed out".into(),
+        }
     }
 
     /// Whether the export is read-only.
@@ -314,7 +398,17 @@ impl NbdDevice {
                 Ok(x) => x,
                 Err(e) => {
                     r.reader = Some(stream);
-                    r.broken = Some(e.to_string());
+                    r.broken = Some(match e.kind() {
+                        io::ErrorKind::UnexpectedEof => format!(
+                            "{}: the server closed the connection with requests unanswered",
+                            self.label
+                        ),
+                        io::ErrorKind::InvalidData => e.to_string(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
+                            format!("{}: no reply: {}", self.label, self.silent_for())
+                        }
+                        _ => format!("{}: read reply: {e}", self.label),
+                    });
                     self.arrived.notify_all();
                     continue;
                 }
@@ -334,21 +428,26 @@ impl NbdDevice {
             } else if h == handle {
                 // Our own reply: its data goes straight into `out`.
                 drop(r);
-                let read = stream.read_exact(out);
+                let read = stream
+                    .read_exact(out)
+                    .map_err(|e| self.data_error(e, h, len));
                 r = self.lock_replies()?;
                 r.reader = Some(stream);
                 if let Err(e) = &read {
-                    r.broken = Some(format!("{}: read reply data: {e}", self.label));
+                    r.broken = Some(e.to_string());
                 }
                 self.arrived.notify_all();
                 return read;
             } else {
                 drop(r);
                 let mut data = vec![0u8; len as usize];
-                let read = stream.read_exact(&mut data).map(|()| data);
+                let read = stream
+                    .read_exact(&mut data)
+                    .map(|()| data)
+                    .map_err(|e| self.data_error(e, h, len));
                 r = self.lock_replies()?;
                 if let Err(e) = &read {
-                    r.broken = Some(format!("{}: read reply data: {e}", self.label));
+                    r.broken = Some(e.to_string());
                 }
                 read
             };
@@ -359,6 +458,25 @@ impl NbdDevice {
             }
             r.done.insert(h, result);
         }
+    }
+
+    /// The error of a reply's data (`len` bytes, of request `handle`) that
+    /// could not be read: the peer named, and a hang-up said as one.
+    fn data_error(&self, e: io::Error, handle: u64, len: u32) -> io::Error {
+        let why = match e.kind() {
+            io::ErrorKind::UnexpectedEof => {
+                "the server closed the connection in the middle of it".to_string()
+            }
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => self.silent_for(),
+            _ => e.to_string(),
+        };
+        io::Error::new(
+            e.kind(),
+            format!(
+                "{}: reply to request {handle} ({len} bytes of reply data expected): {why}",
+                self.label
+            ),
+        )
     }
 
     /// One command over `[offset, offset + len)`, split into requests of at

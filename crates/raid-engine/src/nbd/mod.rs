@@ -69,6 +69,10 @@ pub(crate) const EIO: u32 = 5;
 pub(crate) const EINVAL: u32 = 22;
 pub(crate) const ENOSPC: u32 = 28;
 
+/// Longest export name, in bytes (NBD's limit): the server refuses to
+/// export, and the client to ask for, a longer one.
+pub const MAX_NAME_BYTES: usize = 4096;
+
 /// Largest payload of one request the server accepts and the client sends.
 pub const MAX_REQUEST_BYTES: u32 = 32 << 20;
 

@@ -58,6 +58,7 @@ pub struct NbdServer {
     listener: TcpListener,
     exports: Exports,
     stop: Arc<AtomicBool>,
+    handshake_timeout: std::time::Duration,
 }
 
 /// A running server (see [`NbdServer::spawn`]); dropping it does not stop
@@ -92,7 +93,7 @@ impl ServerHandle {
 }
 
 fn add(exports: &Exports, e: Export) -> Result<()> {
-    if e.name.is_empty() || e.name.len() > 4096 {
+    if e.name.is_empty() || e.name.len() > MAX_NAME_BYTES {
         return Err(invalid(
             "export name",
             "must be 1 to 4096 bytes (NBD's limit)",
@@ -114,7 +115,26 @@ impl NbdServer {
             listener,
             exports: Arc::new(RwLock::new(BTreeMap::new())),
             stop: Arc::new(AtomicBool::new(false)),
+            handshake_timeout: HANDSHAKE_TIMEOUT,
         })
+    }
+
+    /// How long a client has to complete the handshake (its flags and
+    /// options up to `NBD_OPT_GO` or `NBD_OPT_EXPORT_NAME`), from the
+    /// moment it connects; [`HANDSHAKE_TIMEOUT`] by default. A client that
+    /// takes longer (one that connects and says nothing, or trickles its
+    /// options) is hung up on, so that it does not hold a thread and a
+    /// socket for ever. Once an export is open there is no limit: a client
+    /// may stay idle between requests. Must be more than zero.
+    pub fn with_handshake_timeout(mut self, timeout: std::time::Duration) -> Result<Self> {
+        if timeout.is_zero() {
+            return Err(invalid(
+                "handshake_timeout",
+                "must be more than zero (a handshake takes a round trip)",
+            ));
+        }
+        self.handshake_timeout = timeout;
+        Ok(self)
     }
 
     /// Add or replace an export.
@@ -154,11 +174,12 @@ impl NbdServer {
             }
             let Ok(stream) = conn else { continue };
             let exports = self.exports.clone();
+            let timeout = self.handshake_timeout;
             let _ = std::thread::Builder::new()
                 .name("nbd-conn".into())
                 .spawn(move || {
                     let peer = stream.peer_addr().ok();
-                    if let Err(e) = serve_conn(stream, &exports) {
+                    if let Err(e) = serve_conn(stream, &exports, timeout) {
                         tracing::debug!(?peer, error = %e, "nbd connection ended");
                     }
                 });
@@ -200,12 +221,43 @@ fn tflags(e: &Export) -> u16 {
     f
 }
 
-fn serve_conn(stream: TcpStream, exports: &Exports) -> Result<()> {
+fn serve_conn(stream: TcpStream, exports: &Exports, timeout: std::time::Duration) -> Result<()> {
     let peer = stream
         .peer_addr()
         .map_err(crate::error::io_err("nbd: peer address"))?
         .ip();
     let _ = stream.set_nodelay(true);
+    // The handshake has `timeout` in all: each read of it may wait only
+    // for what is left (the socket's timeout, shared by its clones).
+    let deadline = std::time::Instant::now() + timeout;
+    let socket = stream
+        .try_clone()
+        .map_err(crate::error::io_err("nbd: clone socket"))?;
+    let in_time = |what: &str| -> Result<()> {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(EngineError::Nbd(format!(
+                "client {peer}: handshake not done within {timeout:?} ({what}): hung up"
+            )));
+        }
+        socket
+            .set_read_timeout(Some(left))
+            .and_then(|()| socket.set_write_timeout(Some(left)))
+            .map_err(crate::error::io_err("nbd: set the handshake timeout"))
+    };
+    // A read of the handshake that timed out says so, naming the client.
+    let late = |what: &'static str| {
+        move |e: io::Error| match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => EngineError::Nbd(format!(
+                "client {peer}: handshake not done within {timeout:?} ({what}): hung up"
+            )),
+            _ => EngineError::Io {
+                what: format!("nbd: client {peer}: {what}"),
+                source: e,
+            },
+        }
+    };
+    in_time("greeting")?;
     let mut r = BufReader::new(
         stream
             .try_clone()
@@ -218,7 +270,7 @@ fn serve_conn(stream: TcpStream, exports: &Exports) -> Result<()> {
         .and_then(|()| w.write_all(&(FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES).to_be_bytes()))
         .and_then(|()| w.flush())
         .map_err(io("nbd: send greeting"))?;
-    let cflags = rd_u32(&mut r).map_err(io("nbd: read client flags"))?;
+    let cflags = rd_u32(&mut r).map_err(late("read client flags"))?;
     if cflags & !(CFLAG_FIXED_NEWSTYLE | CFLAG_NO_ZEROES) != 0 {
         return Err(EngineError::Nbd(format!(
             "client flags {cflags:#x} include unknown bits"
@@ -235,20 +287,20 @@ fn serve_conn(stream: TcpStream, exports: &Exports) -> Result<()> {
     };
     // Option haggling.
     let export = loop {
-        let magic = rd_u64(&mut r).map_err(io("nbd: read option"))?;
+        in_time("read option")?;
+        let magic = rd_u64(&mut r).map_err(late("read option"))?;
         if magic != IHAVEOPT {
             return Err(EngineError::Nbd(format!("bad option magic {magic:#x}")));
         }
-        let opt = rd_u32(&mut r).map_err(io("nbd: read option"))?;
-        let len = rd_u32(&mut r).map_err(io("nbd: read option"))?;
+        let opt = rd_u32(&mut r).map_err(late("read option"))?;
+        let len = rd_u32(&mut r).map_err(late("read option"))?;
         if len > 64 * 1024 {
             return Err(EngineError::Nbd(format!(
                 "option {opt} data of {len} bytes is too long"
             )));
         }
         let mut data = vec![0u8; len as usize];
-        r.read_exact(&mut data)
-            .map_err(io("nbd: read option data"))?;
+        r.read_exact(&mut data).map_err(late("read option data"))?;
         let res: io::Result<Option<Export>> = (|| match opt {
             OPT_EXPORT_NAME => {
                 let name = String::from_utf8_lossy(&data).into_owned();
@@ -361,6 +413,11 @@ fn serve_conn(stream: TcpStream, exports: &Exports) -> Result<()> {
             None => continue,
         }
     };
+    // Open: a client may stay idle between requests.
+    socket
+        .set_read_timeout(None)
+        .and_then(|()| socket.set_write_timeout(None))
+        .map_err(crate::error::io_err("nbd: clear the handshake timeout"))?;
     transmission(&mut r, &mut w, &export)
 }
 
