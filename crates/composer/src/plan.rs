@@ -222,6 +222,13 @@ fn slice_layout(want: u64, mirrored: bool) -> (u64, u64, u64) {
     }
 }
 
+/// The slice member a create of `bytes` of `p` asks placement for, as
+/// [`Pool::place`] computes it.
+fn slice_member(p: &Parameters, bytes: u64) -> u64 {
+    let want = bytes.max(p.min_volume_size.unwrap_or(0)).max(1);
+    slice_layout(want.saturating_add(p.device_overhead()), p.redundancy).0
+}
+
 /// What the start-up check found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReconcileReport {
@@ -883,18 +890,80 @@ impl Pool {
         if upper == 0 || self.would_place(p, topology, upper)? {
             return Ok(upper);
         }
+        // A trial whose slice placement cannot hold is refused without
+        // planning it: a refused plan builds placement's explanation, which
+        // made each failing trial of the bisection cost a full search.
+        // Asked only now: in the usual case `upper` places at once.
+        let bound = self.slice_member_bound(p, topology);
+        let fits = |pool: &mut Self, bytes: u64| -> Result<bool, Error> {
+            if bound.is_some_and(|m| slice_member(p, bytes) > m) {
+                return Ok(false);
+            }
+            pool.would_place(p, topology, bytes)
+        };
         let g = SLICE_GRANULARITY;
         // Invariant: `lo` granules place (0 trivially), `hi` granules do not.
         let (mut lo, mut hi) = (0u64, upper.div_ceil(g));
         while hi - lo > 1 {
             let mid = lo + (hi - lo) / 2;
-            if self.would_place(p, topology, mid * g)? {
+            if fits(self, mid * g)? {
                 lo = mid;
             } else {
                 hi = mid;
             }
         }
         Ok(lo * g)
+    }
+
+    /// For slices, the largest member placement could place now for `p`
+    /// (accessible from `topology`), over the sites and transports a
+    /// create tries ([`placement::Engine::max_placeable`], which is exact
+    /// and builds no explanation); 0 when none places. A create asking a
+    /// larger member is refused by placement, whatever the slice allocator
+    /// holds. `None` for whole drives (their layouts depend on the size)
+    /// and when placement cannot tell (a search budget ran out).
+    fn slice_member_bound(
+        &self,
+        p: &Parameters,
+        topology: Option<&TopologyRequirement>,
+    ) -> Option<u64> {
+        if p.kind != VolumeType::Slice {
+            return None;
+        }
+        let (kinds, _) = self.media_of(p);
+        let (kind, shape) = if p.redundancy {
+            (LayoutKind::SliceMirror, Shape::Mirror { legs: 2 })
+        } else {
+            (LayoutKind::Slice, Shape::Slice)
+        };
+        // Only the shape matters to the request (its size is not asked).
+        let choice = Choice {
+            kind,
+            shape,
+            usable: 0,
+            chunk: 0,
+            data_offset: 0,
+        };
+        let vreq = VolumeRequest {
+            name: "capacity",
+            parameters: p,
+            range: CapacityRange::default(),
+            topology,
+        };
+        let mut bound = 0;
+        for (site, scopes) in convert::candidate_sites(&self.inv, topology) {
+            for t in p.transports.iter() {
+                if !self.reachable(site, &scopes, t) {
+                    continue;
+                }
+                let r = self.request(&vreq, &kinds, site, t, 1, None, &choice);
+                match self.engine.max_placeable(&r, None) {
+                    Ok(b) => bound = bound.max(b.map_or(0, |b| b.0)),
+                    Err(_) => return None,
+                }
+            }
+        }
+        Some(bound)
     }
 
     /// Places `preq` and, for slices, allocates them; on failure nothing changes.
