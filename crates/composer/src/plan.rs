@@ -203,6 +203,13 @@ fn whole_layouts(cap: u64, p: &Parameters) -> Vec<Choice> {
 
 /// The slice layout holding `want` bytes: member size, usable bytes, data offset.
 fn slice_layout(want: u64, mirrored: bool) -> (u64, u64, u64) {
+    // A size no drive holds, near the 64-bit limit (a `minVolumeSize` of
+    // 16 EiB): rounding it up to whole MiB overflowed (a panic, or a slice
+    // of 0 bytes in a release build). Every caller refuses a member larger
+    // than the largest drive.
+    if want > u64::MAX / 4 {
+        return (u64::MAX, 0, 0);
+    }
     let round = |b: u64| b.div_ceil(SLICE_GRANULARITY) * SLICE_GRANULARITY;
     let m = round(want);
     if !mirrored {

@@ -929,3 +929,43 @@ fn maximum_volume_size_leaves_out_drives_above_max_volume_size() {
     out_of_range(create(&c, "over", &p, 4 * TB + 1));
     assert_eq!(create(&c, "at", &p, 4 * TB).unwrap().capacity, 4 * TB);
 }
+
+/// Sizes at the top of the 64-bit range, in a StorageClass or a request,
+/// are answered as any size no drive holds: an error naming why, never a
+/// panic (an overflow rounding a slice up to whole MiB), and the state as
+/// before.
+#[test]
+fn sizes_near_the_64_bit_limit_answer_and_change_nothing() {
+    let c = composer();
+    let before = c.records();
+    for kind in ["slice", "ssd", "hdd"] {
+        for redundancy in ["false", "true"] {
+            for luks in [false, true] {
+                let mut kv = vec![("type", kind), ("redundancy", redundancy)];
+                if luks {
+                    kv.extend([("encrypt", "true"), ("encryptionFormat", "luks")]);
+                }
+                for min in ["18446744073709551615", "18446744073709551000", "16EiB"] {
+                    let mut kv = kv.clone();
+                    kv.push(("minVolumeSize", min));
+                    let p = params(&kv);
+                    if composer_core::Parameters::parse(&p).is_err() {
+                        continue;
+                    }
+                    let r = c.create("huge", &p, range(GB), false, true, None);
+                    let e = r.expect_err("no drive holds 16 EiB");
+                    assert!(
+                        matches!(e, Error::OutOfRange(_) | Error::Exhausted(_)),
+                        "{kv:?}: {e:?}"
+                    );
+                    let cap = c.capacity(&p, None).unwrap();
+                    assert_eq!(cap.maximum_volume_size, 0, "{kv:?}");
+                }
+                let p = params(&kv);
+                let r = c.create("huge", &p, range(i64::MAX as u64), false, true, None);
+                assert!(r.is_err(), "{kv:?}");
+            }
+        }
+    }
+    assert_eq!(c.records(), before);
+}
