@@ -763,6 +763,8 @@ impl Composer {
     }
 
     /// `ControllerExpandVolume` to `range`; returns the new capacity.
+    /// Volumes never shrink: a `limit_bytes` below the volume's capacity is
+    /// `OutOfRange`, and a smaller `required_bytes` answers the capacity.
     pub fn expand(&self, id: &str, range: CapacityRange) -> Result<u64, Error> {
         let mut st = self.lock_synced()?;
         let rec = Self::record(&st, id)?;
@@ -770,6 +772,16 @@ impl Composer {
             .required_bytes
             .or(range.limit_bytes)
             .unwrap_or(rec.capacity);
+        // Volumes never shrink: a limit below the volume's size is a range
+        // no answer meets (before, the size was answered, above the limit).
+        if let Some(l) = range.limit_bytes
+            && rec.capacity > l
+        {
+            return Err(Error::OutOfRange(format!(
+                "capacity_range: limit_bytes {l} is below the {} bytes volume {id} holds; volumes do not shrink",
+                rec.capacity
+            )));
+        }
         if want <= rec.capacity {
             return Ok(rec.capacity);
         }

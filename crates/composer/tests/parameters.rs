@@ -969,3 +969,28 @@ fn sizes_near_the_64_bit_limit_answer_and_change_nothing() {
     }
     assert_eq!(c.records(), before);
 }
+
+/// ControllerExpandVolume with a `limit_bytes` below the volume's size: no
+/// answer meets the range (volumes do not shrink), so it is `OUT_OF_RANGE`
+/// naming the field, and the volume stays as it was; before, the size was
+/// answered as if it met the range.
+#[test]
+fn expansion_below_the_volume_refuses_a_limit_it_cannot_meet() {
+    let c = composer();
+    for (name, kv) in [("s", &[("type", "slice")][..]), ("h", &[][..])] {
+        let v = create(&c, name, kv, 10 << 30).unwrap();
+        for (req, limit) in [(Some(5 << 30), 8 << 30), (None, 8 << 30)] {
+            let r = CapacityRange::new(req, Some(limit)).unwrap();
+            let e = c.expand(&v.id, r).unwrap_err();
+            assert!(
+                matches!(&e, Error::OutOfRange(m) if m.starts_with("capacity_range: limit_bytes 8589934592 is below")),
+                "{e}"
+            );
+            assert_eq!(c.get(&v.id).unwrap().record, v.record);
+        }
+        // A limit at the size, or none, still answers the size.
+        let at = CapacityRange::new(Some(5 << 30), Some(v.capacity)).unwrap();
+        assert_eq!(c.expand(&v.id, at).unwrap(), v.capacity);
+        assert_eq!(c.expand(&v.id, range(5 << 30)).unwrap(), v.capacity);
+    }
+}
