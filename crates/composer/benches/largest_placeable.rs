@@ -18,33 +18,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use composer_core::inventory::Generate;
-use composer_core::plan::SLICE_GRANULARITY;
 use composer_core::{Composer, Inventory, Media, MemStore, Parameters, Pool};
 use csi_types::types::CapacityRange;
+
+#[path = "../tests/support/every_trial_planned.rs"]
+mod support;
 
 fn params(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
     kv.iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
-}
-
-/// The algorithm before: bisection over `would_place`, every trial planned.
-fn every_trial_planned(pool: &mut Pool, p: &Parameters, upper: u64) -> u64 {
-    let mut fits = |b| pool.would_place(p, None, b).unwrap();
-    if upper == 0 || fits(upper) {
-        return upper;
-    }
-    let g = SLICE_GRANULARITY;
-    let (mut lo, mut hi) = (0u64, upper.div_ceil(g));
-    while hi - lo > 1 {
-        let mid = lo + (hi - lo) / 2;
-        if fits(mid * g) {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
-    }
-    lo * g
 }
 
 fn time(runs: usize, mut f: impl FnMut() -> u64) -> (Vec<Duration>, u64) {
@@ -102,7 +85,7 @@ fn main() {
         ),
     ] {
         let p = Parameters::parse(&params(kv)).unwrap();
-        let (old, a) = time(2, || every_trial_planned(&mut pool, &p, ssd));
+        let (old, a) = time(2, || support::every_trial_planned(&mut pool, &p, None, ssd));
         let (new, b) = time(5, || pool.largest_placeable(&p, None, ssd).unwrap());
         println!(
             "  {name:<13} every trial planned: min {:>9.2?} max {:>9.2?} (answer {a})",

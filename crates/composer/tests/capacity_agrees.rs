@@ -24,6 +24,9 @@ use composer_core::{Composer, Error, Inventory, MemStore};
 use csi_types::types::{CapacityRange, Topology, TopologyRequirement};
 use proptest::prelude::*;
 
+#[path = "support/every_trial_planned.rs"]
+mod support;
+
 /// One enclosure: its drive entries (count, kind, capacity in TB).
 #[derive(Debug, Clone)]
 struct Jbod {
@@ -260,35 +263,11 @@ proptest! {
         )
         .unwrap();
         for upper in [4_000_000_000_000, below * 1_000_000, 4_000_000_000_001] {
-            let old = bisection_over_would_place(&mut pool, &params, within.as_ref(), upper);
+            let old = support::every_trial_planned(&mut pool, &params, within.as_ref(), upper);
             let new = pool.largest_placeable(&params, within.as_ref(), upper).unwrap();
             prop_assert_eq!(new, old, "{:?} from {} in {:?}\n{}", p, upper, within, inventory_toml(&racks));
         }
     }
-}
-
-/// `Pool::largest_placeable` as it was: every trial planned.
-fn bisection_over_would_place(
-    pool: &mut composer_core::Pool,
-    p: &composer_core::Parameters,
-    topology: Option<&TopologyRequirement>,
-    upper: u64,
-) -> u64 {
-    let mut fits = |b| pool.would_place(p, topology, b).unwrap();
-    if upper == 0 || fits(upper) {
-        return upper;
-    }
-    let g = composer_core::plan::SLICE_GRANULARITY;
-    let (mut lo, mut hi) = (0u64, upper.div_ceil(g));
-    while hi - lo > 1 {
-        let mid = lo + (hi - lo) / 2;
-        if fits(mid * g) {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
-    }
-    lo * g
 }
 
 /// `minVolumeSize`, `maxVolumeSize`, `storageGroup` and `requiredTags` /
