@@ -492,7 +492,6 @@ impl Composer {
             // did; a new volume's class is held to them.
             Parameters::check_new(parameters)?;
             let seq = st.next_seq;
-            st.next_seq += 1;
             let id = format!("vol-{seq:012}");
             let req = VolumeRequest {
                 name,
@@ -501,6 +500,9 @@ impl Composer {
                 topology,
             };
             let plan = st.pool.place(&id, &req)?;
+            // Taken once planned: a refused create leaves the state as it
+            // was (before, each refusal used an id, and ids skipped).
+            st.next_seq += 1;
             for s in &plan.soft_violations {
                 tracing::info!(volume = %id, "soft constraint not met: {s}");
             }

@@ -994,3 +994,23 @@ fn expansion_below_the_volume_refuses_a_limit_it_cannot_meet() {
         assert_eq!(c.expand(&v.id, range(5 << 30)).unwrap(), v.capacity);
     }
 }
+
+/// A refused create leaves the state as it was, the next volume id
+/// included: before, every refusal used an id and the ids skipped.
+#[test]
+fn a_refused_create_uses_no_volume_id() {
+    let c = composer();
+    let a = create(&c, "a", &[("type", "slice")], GB).unwrap();
+    for (i, kv) in [
+        &[("type", "slice"), ("requiredTags", "nosuch")][..],
+        &[("type", "slice"), ("minVolumeSize", "1EB")][..],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        assert!(create(&c, &format!("refused-{i}"), kv, GB).is_err());
+    }
+    let b = create(&c, "b", &[("type", "slice")], GB).unwrap();
+    let seq = |id: &str| id.trim_start_matches("vol-").parse::<u64>().unwrap();
+    assert_eq!(seq(&b.id), seq(&a.id) + 1, "{} then {}", a.id, b.id);
+}
