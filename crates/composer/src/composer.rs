@@ -865,6 +865,10 @@ impl Composer {
             requisite: vec![t.clone()],
             preferred: Vec::new(),
         });
+        // The class's smallest volume, wherever it is asked about.
+        let minimum_volume_size = p
+            .min_volume_size
+            .or((p.kind == VolumeType::Slice).then_some(SLICE_GRANULARITY));
         let mut st = self.lock_current();
         let scope = match topology {
             None => None,
@@ -874,7 +878,7 @@ impl Composer {
                     return Ok(Capacity {
                         available: 0,
                         maximum_volume_size: 0,
-                        minimum_volume_size: p.min_volume_size,
+                        minimum_volume_size,
                     });
                 }
             },
@@ -991,9 +995,7 @@ impl Composer {
         Ok(Capacity {
             available,
             maximum_volume_size: max,
-            minimum_volume_size: p
-                .min_volume_size
-                .or((p.kind == VolumeType::Slice).then_some(SLICE_GRANULARITY)),
+            minimum_volume_size,
         })
     }
 

@@ -1014,3 +1014,26 @@ fn a_refused_create_uses_no_volume_id() {
     let seq = |id: &str| id.trim_start_matches("vol-").parse::<u64>().unwrap();
     assert_eq!(seq(&b.id), seq(&a.id) + 1, "{} then {}", a.id, b.id);
 }
+
+/// GetCapacity's `minimum_volume_size` is the class's, in a segment that
+/// names nothing of the inventory too (it said no minimum there for a
+/// slice, whose smallest volume is one MiB).
+#[test]
+fn the_minimum_volume_size_does_not_depend_on_the_segment() {
+    let c = composer();
+    let nowhere = Topology::new([("topology.composer.csi/rack", "elsewhere")]).unwrap();
+    for kv in [
+        &[("type", "slice")][..],
+        &[("type", "slice"), ("minVolumeSize", "5Gi")][..],
+        &[("type", "ssd")][..],
+    ] {
+        let p = params(kv);
+        let everywhere = c.capacity(&p, None).unwrap();
+        let there = c.capacity(&p, Some(&nowhere)).unwrap();
+        assert_eq!(there.maximum_volume_size, 0, "{kv:?}");
+        assert_eq!(
+            there.minimum_volume_size, everywhere.minimum_volume_size,
+            "{kv:?}"
+        );
+    }
+}
