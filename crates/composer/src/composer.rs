@@ -416,8 +416,9 @@ impl Composer {
     }
 
     /// `CreateVolume`. Idempotent by name: a repeat with the same parameters,
-    /// access type and a range the volume satisfies returns it; another
-    /// repeat is `AlreadyExists`. On a shared store, a plan that another
+    /// access type, an access mode the volume serves (a single-node volume
+    /// does not serve multi-node access) and a range the volume satisfies
+    /// returns it; another repeat is `AlreadyExists`. On a shared store, a plan that another
     /// replica's commit made stale is planned again on fresh state.
     pub fn create(
         &self,
@@ -484,6 +485,14 @@ impl Composer {
                     return Err(Error::AlreadyExists(format!(
                         "volume {name:?} exists as a {} volume",
                         if v.block { "block" } else { "mount" }
+                    )));
+                }
+                // A volume made for one node does not serve a request for
+                // many (CSI: incompatible `volume_capabilities`); before,
+                // it was answered as if it did.
+                if v.single_node && !single_node {
+                    return Err(Error::AlreadyExists(format!(
+                        "volume {name:?} exists for single-node access, and multi-node access is asked"
                     )));
                 }
                 return Ok(self.view(&st, v));

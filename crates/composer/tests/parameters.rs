@@ -1037,3 +1037,28 @@ fn the_minimum_volume_size_does_not_depend_on_the_segment() {
         );
     }
 }
+
+/// A repeated CreateVolume asking multi-node access of a volume made for
+/// one node is `ALREADY_EXISTS` (CSI: incompatible `volume_capabilities`),
+/// not the single-node volume; the other way round it is the volume.
+#[test]
+fn a_repeat_asking_more_access_than_the_volume_has_is_already_exists() {
+    let c = composer();
+    let p = params(&[("type", "slice")]);
+    let one = c.create("one", &p, range(GB), false, true, None).unwrap();
+    let e = c
+        .create("one", &p, range(GB), false, false, None)
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::AlreadyExists(m) if m.contains("single-node access")),
+        "{e}"
+    );
+    assert_eq!(c.get(&one.id).unwrap().record, one.record);
+    let many = c.create("many", &p, range(GB), false, false, None).unwrap();
+    assert_eq!(
+        c.create("many", &p, range(GB), false, true, None)
+            .unwrap()
+            .record,
+        many.record
+    );
+}
