@@ -417,8 +417,8 @@ impl Composer {
 
     /// `CreateVolume`. Idempotent by name: a repeat with the same parameters,
     /// access type, an access mode the volume serves (a single-node volume
-    /// does not serve multi-node access) and a range the volume satisfies
-    /// returns it; another repeat is `AlreadyExists`. On a shared store, a plan that another
+    /// does not serve multi-node access), a topology it is accessible from
+    /// and a range the volume satisfies returns it; another repeat is `AlreadyExists`. On a shared store, a plan that another
     /// replica's commit made stale is planned again on fresh state.
     pub fn create(
         &self,
@@ -495,6 +495,17 @@ impl Composer {
                         "volume {name:?} exists for single-node access, and multi-node access is asked"
                     )));
                 }
+                // Likewise a volume the requested topology cannot reach
+                // (CSI: incompatible `accessibility_requirements`).
+                if let Some(t) = topology
+                    && !self.accessible_from(v, t)
+                {
+                    return Err(Error::AlreadyExists(format!(
+                        "volume {name:?} exists in site {} over {}, which no server of the \
+                         requested accessibility_requirements reaches",
+                        v.site, v.transport
+                    )));
+                }
                 return Ok(self.view(&st, v));
             }
             // A repeat of a create made before these rules answers as it
@@ -559,6 +570,27 @@ impl Composer {
                 Err(e)
             }
         }
+    }
+
+    /// Whether a server that one of `req`'s segments names supports the
+    /// transport of volume `rec` in its site, as a create asking `req`
+    /// would have needed (health aside: a repeat of a create answers what
+    /// was made, whatever failed since).
+    fn accessible_from(&self, rec: &VolumeRecord, req: &TopologyRequirement) -> bool {
+        let Some(site) = self.inv.site_index(&rec.site) else {
+            return false;
+        };
+        convert::candidate_sites(&self.inv, Some(req))
+            .iter()
+            .filter(|(s, _)| *s == site)
+            .flat_map(|(_, scopes)| scopes)
+            .any(|sc| {
+                sc.any_server(&self.inv, site, |x| {
+                    self.inv.servers()[x as usize]
+                        .transports
+                        .contains(rec.transport)
+                })
+            })
     }
 
     /// `DeleteVolume`. Deleting an unknown volume succeeds; a published one is

@@ -1062,3 +1062,38 @@ fn a_repeat_asking_more_access_than_the_volume_has_is_already_exists() {
         many.record
     );
 }
+
+/// A repeated CreateVolume whose accessibility requirements no server that
+/// reaches the volume meets is `ALREADY_EXISTS` (CSI: incompatible
+/// `accessibility_requirements`), not the volume the requested servers
+/// cannot reach; a repeat the volume meets still answers it.
+#[test]
+fn a_repeat_from_a_topology_the_volume_does_not_reach_is_already_exists() {
+    // The enclosure speaks iSCSI; n2 has RoCE only.
+    let c = small(ONE_JBOD);
+    let on = |server: &str| TopologyRequirement {
+        requisite: vec![Topology::new([("topology.composer.csi/server", server)]).unwrap()],
+        preferred: Vec::new(),
+    };
+    let p = params(&[]);
+    let v = c
+        .create("v", &p, range(GB), false, true, Some(&on("n1")))
+        .unwrap();
+    let e = c
+        .create("v", &p, range(GB), false, true, Some(&on("n2")))
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::AlreadyExists(m) if m.contains("accessibility_requirements")),
+        "{e}"
+    );
+    assert!(
+        c.create("w", &p, range(GB), false, true, Some(&on("n2")))
+            .is_err(),
+        "n2 reaches no drive"
+    );
+    for again in [Some(on("n1")), None] {
+        let r = c.create("v", &p, range(GB), false, true, again.as_ref());
+        assert_eq!(r.unwrap().record, v.record);
+    }
+    assert_eq!(c.records(), [v.record]);
+}
