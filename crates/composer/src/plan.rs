@@ -201,17 +201,17 @@ fn whole_layouts(cap: u64, p: &Parameters) -> Vec<Choice> {
     out
 }
 
-/// The slice layout holding `want` bytes: member size, usable bytes, data offset.
+/// The slice layout holding `want` bytes: member size, usable bytes, data
+/// offset. A size whose member does not fit in 64 bits (a `minVolumeSize`
+/// of 16 EiB) has the member `u64::MAX`, which every caller refuses as
+/// larger than the largest drive: rounding it up to whole MiB overflowed
+/// (a panic, or a slice of 0 bytes in a release build).
 fn slice_layout(want: u64, mirrored: bool) -> (u64, u64, u64) {
-    // A size no drive holds, near the 64-bit limit (a `minVolumeSize` of
-    // 16 EiB): rounding it up to whole MiB overflowed (a panic, or a slice
-    // of 0 bytes in a release build). Every caller refuses a member larger
-    // than the largest drive.
-    if want > u64::MAX / 4 {
-        return (u64::MAX, 0, 0);
-    }
-    let round = |b: u64| b.div_ceil(SLICE_GRANULARITY) * SLICE_GRANULARITY;
-    let m = round(want);
+    const TOO_LARGE: (u64, u64, u64) = (u64::MAX, 0, 0);
+    let round = |b: u64| b.checked_next_multiple_of(SLICE_GRANULARITY);
+    let Some(m) = round(want) else {
+        return TOO_LARGE;
+    };
     if !mirrored {
         return (m, m, 0);
     }
@@ -225,7 +225,11 @@ fn slice_layout(want: u64, mirrored: bool) -> (u64, u64, u64) {
             return (member, usable, off);
         }
         let (usable, _) = md(raid::Layout::Raid1, 0, member, 2).unwrap_or((0, 0));
-        member = round(member + (want - usable.min(want)).max(SLICE_GRANULARITY));
+        let grow = (want - usable.min(want)).max(SLICE_GRANULARITY);
+        let Some(next) = member.checked_add(grow).and_then(round) else {
+            return TOO_LARGE;
+        };
+        member = next;
     }
 }
 
@@ -1609,6 +1613,21 @@ mod tests {
                 .unwrap_err()
                 .contains("raidMaxDrives=4")
         );
+    }
+
+    /// Sizes near the 64-bit limit: a member that does not fit is
+    /// `u64::MAX` (refused by every caller), one that fits is laid out
+    /// (an earlier guard refused every size above 4 EiB).
+    #[test]
+    fn slice_layouts_near_the_64_bit_limit() {
+        for mirrored in [false, true] {
+            assert_eq!(slice_layout(u64::MAX, mirrored).0, u64::MAX);
+            assert_eq!(slice_layout(u64::MAX - 1000, mirrored).0, u64::MAX);
+        }
+        let five_eib = 5u64 << 60;
+        assert_eq!(slice_layout(five_eib, false), (five_eib, five_eib, 0));
+        let (member, usable, _) = slice_layout(five_eib, true);
+        assert!(usable >= five_eib && member < u64::MAX, "{member} {usable}");
     }
 
     #[test]
