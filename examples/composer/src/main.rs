@@ -281,6 +281,19 @@ fn claim_endpoint(
     };
     match ep {
         Endpoint::Unix(path) => {
+            // A path too long to bind, said before the state is opened
+            // (before, the state was opened, and made, and then the bind
+            // failed). csi-types' own length check is crate-private;
+            // std's `SocketAddr::from_pathname` applies the same limit.
+            if std::os::unix::net::SocketAddr::from_pathname(path).is_err() {
+                use std::os::unix::ffi::OsStrExt;
+                return Err(format!(
+                    "--endpoint {text}: the socket path is {} bytes, and a unix socket path \
+                     must be shorter than 108 bytes (sun_path): use a shorter directory; \
+                     nothing was opened",
+                    path.as_os_str().as_bytes().len()
+                ));
+            }
             if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
                 && std::os::unix::net::UnixStream::connect(path).is_ok()
             {
@@ -699,6 +712,19 @@ mod tests {
             e.starts_with(&format!("--endpoint {text}: another process")),
             "{e}"
         );
+    }
+
+    /// A unix socket path too long to bind is refused by the check, before
+    /// the state opens, creating nothing (it was found only when serving).
+    #[test]
+    fn a_socket_path_too_long_is_refused_by_the_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a".repeat(110)).join("csi.sock");
+        let text = format!("unix://{}", path.display());
+        let e = claim_endpoint(&text, &text.parse().unwrap()).unwrap_err();
+        assert!(e.contains("must be shorter than 108 bytes"), "{e}");
+        assert!(e.starts_with(&format!("--endpoint {text}: ")), "{e}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     /// A unix socket nobody serves is neither created nor removed by the
