@@ -262,11 +262,12 @@ mod shutdown {
 /// take the port between this check and the serving (before, the check bound the address and let
 /// it go, and the state was opened before the server bound it again).
 ///
-/// A unix socket is in use when it accepts a connection. Nothing is created or removed for it
-/// here (the check runs before the state opens); the server's own start
-/// (`csi_types::server::prepare_unix_socket`) removes a stale socket and makes the socket's
-/// directory. That function is not called here because of those effects, and csi-types has no
-/// probe without them, so its connect test is repeated.
+/// A unix socket is in use when it accepts a connection; a path too long to bind, a path that
+/// is not a socket, and a missing directory above the socket's own are refused too. Nothing is
+/// created or removed for it here (the check runs before the state opens); the server's own
+/// start (`csi_types::server::prepare_unix_socket`) removes a stale socket and makes the
+/// socket's directory. That function is not called here because of those effects, and
+/// csi-types has no probe without them, so its tests are repeated.
 fn claim_endpoint(
     text: &str,
     ep: &csi_types::endpoint::Endpoint,
@@ -294,10 +295,34 @@ fn claim_endpoint(
                     path.as_os_str().as_bytes().len()
                 ));
             }
-            if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
-                && std::os::unix::net::UnixStream::connect(path).is_ok()
+            // What the server's start refuses (`prepare_unix_socket`), said
+            // before the state is opened: before, the state directory and
+            // database were made and then the start failed.
+            match std::fs::symlink_metadata(path) {
+                Ok(m) if m.file_type().is_socket() => {
+                    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                        return Err(in_use());
+                    }
+                }
+                Ok(_) => {
+                    return Err(format!(
+                        "--endpoint {text}: {} exists and is not a socket; nothing was opened",
+                        path.display()
+                    ));
+                }
+                Err(_) => {}
+            }
+            if let Some(dir) = path.parent()
+                && !dir.is_dir()
+                && let Some(above) = dir.parent()
+                && !above.as_os_str().is_empty()
+                && !above.is_dir()
             {
-                return Err(in_use());
+                return Err(format!(
+                    "--endpoint {text}: {} does not exist either (a typo?): only the socket's \
+                     own directory is created; nothing was opened",
+                    above.display()
+                ));
             }
             Ok(None)
         }
@@ -725,6 +750,30 @@ mod tests {
         assert!(e.contains("must be shorter than 108 bytes"), "{e}");
         assert!(e.starts_with(&format!("--endpoint {text}: ")), "{e}");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    /// What the server's start refuses for a unix socket (a missing
+    /// directory above the socket's own, a path that is not a socket) is
+    /// refused by the check, before the state opens, creating and removing
+    /// nothing; the socket's own directory missing is fine (the server
+    /// makes it).
+    #[test]
+    fn a_unix_endpoint_the_server_would_refuse_is_refused_by_the_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let check = |p: &std::path::Path| {
+            let text = format!("unix://{}", p.display());
+            claim_endpoint(&text, &text.parse().unwrap())
+        };
+        let e = check(&dir.path().join("typo/x/csi.sock")).unwrap_err();
+        assert!(e.contains("typo does not exist either (a typo?)"), "{e}");
+        let file = dir.path().join("state.redb");
+        std::fs::write(&file, b"data").unwrap();
+        let e = check(&file).unwrap_err();
+        assert!(e.contains("exists and is not a socket"), "{e}");
+        assert_eq!(std::fs::read(&file).unwrap(), b"data");
+        assert!(check(&dir.path().join("own/csi.sock")).unwrap().is_none());
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "only the file written here");
     }
 
     /// A unix socket nobody serves is neither created nor removed by the
