@@ -952,6 +952,20 @@ impl Composer {
             .collect();
         // Eligible drives: for slices every SSD (inventory index), else
         // the whole drives nothing is on, with their bytes.
+        // Whether whole drives of a capacity make a volume of the class
+        // (none above maxVolumeSize): before, drives whose every layout
+        // is larger than maxVolumeSize counted as available bytes. Per
+        // capacity, as an inventory has few.
+        let mut by_capacity: HashMap<u64, bool> = HashMap::new();
+        let mut takes_a_volume = |cap: u64| {
+            // Without a maximum every capacity does (no lookup per drive).
+            let Some(m) = p.max_volume_size else {
+                return true;
+            };
+            *by_capacity.entry(cap).or_insert_with(|| {
+                crate::plan::smallest_whole_volume(cap, &p).is_some_and(|s| s <= m)
+            })
+        };
         let mut devices: Vec<u32> = Vec::new();
         let mut empty: Vec<(u32, u64)> = Vec::new();
         for (i, d) in self.inv.drives().iter().enumerate() {
@@ -976,7 +990,7 @@ impl Composer {
             }
             if p.kind == VolumeType::Slice {
                 devices.push(i);
-            } else if st.pool.drive_is_unused(i) {
+            } else if st.pool.drive_is_unused(i) && takes_a_volume(d.capacity) {
                 empty.push((i, d.capacity));
             }
         }

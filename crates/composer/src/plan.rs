@@ -233,6 +233,17 @@ fn slice_layout(want: u64, mirrored: bool) -> (u64, u64, u64) {
     }
 }
 
+/// The smallest volume whole drives of `cap` bytes make for `p`: the
+/// capacity a pod would see (the LUKS2 header off); `None` when they make
+/// none. A drive whose smallest volume is above `maxVolumeSize` takes no
+/// volume of the class.
+pub(crate) fn smallest_whole_volume(cap: u64, p: &Parameters) -> Option<u64> {
+    whole_layouts(cap, p)
+        .iter()
+        .map(|c| c.usable.saturating_sub(p.device_overhead()))
+        .min()
+}
+
 /// The slice member a create of `bytes` of `p` asks placement for, as
 /// [`Pool::place`] computes it.
 fn slice_member(p: &Parameters, bytes: u64) -> u64 {

@@ -1097,3 +1097,40 @@ fn a_repeat_from_a_topology_the_volume_does_not_reach_is_already_exists() {
     }
     assert_eq!(c.records(), [v.record]);
 }
+
+/// GetCapacity's `available_capacity` counts only drives that make a
+/// volume of the class: whole drives whose every layout is above
+/// `maxVolumeSize` take none (they counted before).
+#[test]
+fn available_leaves_out_drives_larger_than_max_volume_size() {
+    let c = small(
+        r#"
+[[site]]
+id = "dc"
+[[rack]]
+id = "r1"
+site = "dc"
+[[jbod]]
+id = "j1"
+rack = "r1"
+[[jbod.drive]]
+count = 2
+kind = "hdd"
+capacity = "1 TB"
+[[jbod.drive]]
+count = 2
+kind = "hdd"
+capacity = "2 TB"
+[[server]]
+id = "n1"
+rack = "r1"
+"#,
+    );
+    let cap = c
+        .capacity(&params(&[("maxVolumeSize", "1.5TB")]), None)
+        .unwrap();
+    assert_eq!(cap.maximum_volume_size, TB);
+    assert_eq!(cap.available, 2 * TB, "the two 1 TB drives only");
+    let all = c.capacity(&params(&[]), None).unwrap();
+    assert_eq!(all.available, 6 * TB);
+}
