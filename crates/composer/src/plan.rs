@@ -915,11 +915,22 @@ impl Pool {
         // A trial whose slice placement cannot hold is refused without
         // planning it: a refused plan builds placement's explanation, which
         // made each failing trial of the bisection cost a full search.
-        // Asked only now: in the usual case `upper` places at once.
-        let bound = self.slice_member_bound(p, topology);
-        let fits = |pool: &mut Self, bytes: u64| -> Result<bool, Error> {
-            if bound.is_some_and(|m| slice_member(p, bytes) > m) {
-                return Ok(false);
+        // The bound is asked at the first trial that needs it: in the usual
+        // case `upper` places at once, and a slice larger than every drive
+        // is refused by `place` before any search (asking the bound there
+        // made a class nothing fits, minVolumeSize 8 TB, slower).
+        let largest = self.media_of(p).1.last().copied().unwrap_or(0);
+        let mut bound: Option<Option<u64>> = None;
+        let mut fits = |pool: &mut Self, bytes: u64| -> Result<bool, Error> {
+            if p.kind == VolumeType::Slice {
+                let member = slice_member(p, bytes);
+                if member > largest {
+                    return Ok(false);
+                }
+                let b = *bound.get_or_insert_with(|| pool.slice_member_bound(p, topology));
+                if b.is_some_and(|m| member > m) {
+                    return Ok(false);
+                }
             }
             pool.would_place(p, topology, bytes)
         };
