@@ -418,8 +418,9 @@ impl Composer {
     /// `CreateVolume`. Idempotent by name: a repeat with the same parameters,
     /// access type, an access mode the volume serves (a single-node volume
     /// does not serve multi-node access), a topology it is accessible from
-    /// and a range the volume satisfies returns it; another repeat is `AlreadyExists`. On a shared store, a plan that another
-    /// replica's commit made stale is planned again on fresh state.
+    /// and a range the volume satisfies returns it; another repeat is
+    /// `AlreadyExists`. On a shared store, a plan that another replica's
+    /// commit made stale is planned again on fresh state.
     pub fn create(
         &self,
         name: &str,
