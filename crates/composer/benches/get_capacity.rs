@@ -7,7 +7,11 @@
 //! latency with and without GetCapacity calls running beside it.
 //!
 //! `Composer::capacity` holds the state lock for the whole call, so the
-//! time of a call is the time every create waits behind it.
+//! time of a call is the time a create waits behind it. The lock serves its
+//! waiters in turn: a create waits for the call in progress, not for every
+//! call the GetCapacity loop makes meanwhile (with the standard mutex the
+//! loop took the lock straight back, and a create's worst wait was several
+//! calls: the "max" of the concurrent run).
 //!
 //! `cargo bench -p composer-core --bench get_capacity` (a few minutes).
 //! `COMPOSER_BENCH_VOLUMES=N` sets the volumes placed first (default 20000);

@@ -9,7 +9,7 @@
 //! and no allocation that is not in a record.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 
 use csi_types::paging::{Page, Paging};
 use csi_types::types::{CapacityRange, Topology, TopologyRequirement};
@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use crate::convert;
 use crate::error::Error;
+use crate::fair::{FairGuard, FairMutex};
 use crate::inventory::{Health, Inventory, Media, TransportSet};
 use crate::params::{Parameters, VolumeType};
 use crate::plan::{Pool, ReconcileReport, SLICE_GRANULARITY, VolumeRequest};
@@ -116,9 +117,14 @@ struct State {
 pub struct Composer {
     inv: Arc<Inventory>,
     store: Arc<dyn Store>,
-    state: Mutex<State>,
-    /// Notified when a plan in flight ends (its name is no longer busy).
-    settled: Condvar,
+    /// Served first come, first served: `GetCapacity` holds it for tens of
+    /// milliseconds at 100,000 drives, and with the standard mutex a create
+    /// waited behind several such calls asked back to back.
+    state: FairMutex<State>,
+    /// How many plans in flight have ended (their names no longer busy),
+    /// with its condition: [`Composer::settle`] waits on it without
+    /// holding the state (a waiter holding its turn would stop every call).
+    settled: (Mutex<u64>, Condvar),
     report: ReconcileReport,
 }
 
@@ -166,7 +172,7 @@ impl Composer {
         Ok(Composer {
             inv,
             store,
-            state: Mutex::new(State {
+            state: FairMutex::new(State {
                 pool,
                 volumes: st.volumes,
                 by_name,
@@ -179,7 +185,7 @@ impl Composer {
                 seen: HashMap::new(),
                 deferred: Vec::new(),
             }),
-            settled: Condvar::new(),
+            settled: (Mutex::new(0), Condvar::new()),
             report,
         })
     }
@@ -191,14 +197,21 @@ impl Composer {
             .ok_or_else(|| Error::NotFound(format!("volume {id} does not exist")))
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> FairGuard<'_, State> {
+        self.state.lock()
+    }
+
+    /// Says that a plan in flight ended (called with the state locked).
+    fn notify_settled(&self) {
+        let (ended, cv) = &self.settled;
+        *ended.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        cv.notify_all();
     }
 
     /// Locks the state and applies what other writers committed to a shared
     /// store since the last call ([`Store::changes`]): no reload, only the
     /// volumes and marks that changed.
-    fn lock_synced(&self) -> Result<MutexGuard<'_, State>, Error> {
+    fn lock_synced(&self) -> Result<FairGuard<'_, State>, Error> {
         let mut st = self.lock();
         self.sync(&mut st)?;
         Ok(st)
@@ -209,7 +222,7 @@ impl Composer {
     /// store is unreachable (then with the state as last synced). Without
     /// it a replica that serves no calls (a leader doing background work, an
     /// operator's report) would show the state of its last call.
-    fn lock_current(&self) -> MutexGuard<'_, State> {
+    fn lock_current(&self) -> FairGuard<'_, State> {
         let mut st = self.lock();
         if let Err(e) = self.sync(&mut st) {
             tracing::debug!("reporting the state as last synced: {e}");
@@ -242,20 +255,23 @@ impl Composer {
     /// only conflict again, so the retries would run out in a moment.
     fn settle(&self) -> Result<(), Error> {
         let deadline = std::time::Instant::now() + SETTLE_WAIT;
-        let mut st = self.lock_synced()?;
-        while !st.deferred.is_empty() {
+        let (ended, cv) = &self.settled;
+        loop {
+            let st = self.lock_synced()?;
             let now = std::time::Instant::now();
-            if now >= deadline {
-                break;
+            if st.deferred.is_empty() || now >= deadline {
+                return Ok(());
             }
-            st = self
-                .settled
-                .wait_timeout(st, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-            self.sync(&mut st)?;
+            // Read under the state lock, which every plan's end holds when
+            // it counts: an end after this read is seen by the wait.
+            let seen = ended.lock().unwrap_or_else(|e| e.into_inner());
+            let before = *seen;
+            drop(st);
+            drop(
+                cv.wait_timeout_while(seen, deadline - now, |n| *n == before)
+                    .unwrap_or_else(|e| e.into_inner()),
+            );
         }
-        Ok(())
     }
 
     fn apply_changes(st: &mut State, ch: crate::store::Changes) {
@@ -400,9 +416,11 @@ impl Composer {
     }
 
     /// `CreateVolume`. Idempotent by name: a repeat with the same parameters,
-    /// access type and a range the volume satisfies returns it; another
-    /// repeat is `AlreadyExists`. On a shared store, a plan that another
-    /// replica's commit made stale is planned again on fresh state.
+    /// access type, an access mode the volume serves (a single-node volume
+    /// does not serve multi-node access), a topology it is accessible from
+    /// and a range the volume satisfies returns it; another repeat is
+    /// `AlreadyExists`. On a shared store, a plan that another replica's
+    /// commit made stale is planned again on fresh state.
     pub fn create(
         &self,
         name: &str,
@@ -470,13 +488,31 @@ impl Composer {
                         if v.block { "block" } else { "mount" }
                     )));
                 }
+                // A volume made for one node does not serve a request for
+                // many (CSI: incompatible `volume_capabilities`); before,
+                // it was answered as if it did.
+                if v.single_node && !single_node {
+                    return Err(Error::AlreadyExists(format!(
+                        "volume {name:?} exists for single-node access, and multi-node access is asked"
+                    )));
+                }
+                // Likewise a volume the requested topology cannot reach
+                // (CSI: incompatible `accessibility_requirements`).
+                if let Some(t) = topology
+                    && !self.accessible_from(v, t)
+                {
+                    return Err(Error::AlreadyExists(format!(
+                        "volume {name:?} exists in site {} over {}, which no server of the \
+                         requested accessibility_requirements reaches",
+                        v.site, v.transport
+                    )));
+                }
                 return Ok(self.view(&st, v));
             }
             // A repeat of a create made before these rules answers as it
             // did; a new volume's class is held to them.
             Parameters::check_new(parameters)?;
             let seq = st.next_seq;
-            st.next_seq += 1;
             let id = format!("vol-{seq:012}");
             let req = VolumeRequest {
                 name,
@@ -485,6 +521,9 @@ impl Composer {
                 topology,
             };
             let plan = st.pool.place(&id, &req)?;
+            // Taken once planned: a refused create leaves the state as it
+            // was (before, each refusal used an id, and ids skipped).
+            st.next_seq += 1;
             for s in &plan.soft_violations {
                 tracing::info!(volume = %id, "soft constraint not met: {s}");
             }
@@ -515,7 +554,7 @@ impl Composer {
         ));
         let mut st = self.lock();
         st.busy.remove(name);
-        self.settled.notify_all();
+        self.notify_settled();
         self.sync_after_failure(&mut st, &result);
         let landed = st.in_flight.remove(&id).and_then(|(_, r)| r);
         match result.or_else(|e| landed.ok_or(e)) {
@@ -532,6 +571,27 @@ impl Composer {
                 Err(e)
             }
         }
+    }
+
+    /// Whether a server that one of `req`'s segments names supports the
+    /// transport of volume `rec` in its site, as a create asking `req`
+    /// would have needed (health aside: a repeat of a create answers what
+    /// was made, whatever failed since).
+    fn accessible_from(&self, rec: &VolumeRecord, req: &TopologyRequirement) -> bool {
+        let Some(site) = self.inv.site_index(&rec.site) else {
+            return false;
+        };
+        convert::candidate_sites(&self.inv, Some(req))
+            .iter()
+            .filter(|(s, _)| *s == site)
+            .flat_map(|(_, scopes)| scopes)
+            .any(|sc| {
+                sc.any_server(&self.inv, site, |x| {
+                    self.inv.servers()[x as usize]
+                        .transports
+                        .contains(rec.transport)
+                })
+            })
     }
 
     /// `DeleteVolume`. Deleting an unknown volume succeeds; a published one is
@@ -563,7 +623,7 @@ impl Composer {
             .commit(Batch::read_at(read, vec![Op::DeleteVolume(id.to_string())]));
         let mut st = self.lock();
         st.busy.remove(&rec.name);
-        self.settled.notify_all();
+        self.notify_settled();
         self.sync_after_failure(&mut st, &result);
         let landed = st.in_flight.remove(id).and_then(|(_, r)| r);
         let rev = result.or_else(|e| landed.ok_or(e))?;
@@ -747,6 +807,8 @@ impl Composer {
     }
 
     /// `ControllerExpandVolume` to `range`; returns the new capacity.
+    /// Volumes never shrink: a `limit_bytes` below the volume's capacity is
+    /// `OutOfRange`, and a smaller `required_bytes` answers the capacity.
     pub fn expand(&self, id: &str, range: CapacityRange) -> Result<u64, Error> {
         let mut st = self.lock_synced()?;
         let rec = Self::record(&st, id)?;
@@ -754,6 +816,16 @@ impl Composer {
             .required_bytes
             .or(range.limit_bytes)
             .unwrap_or(rec.capacity);
+        // Volumes never shrink: a limit below the volume's size is a range
+        // no answer meets (before, the size was answered, above the limit).
+        if let Some(l) = range.limit_bytes
+            && rec.capacity > l
+        {
+            return Err(Error::OutOfRange(format!(
+                "capacity_range: limit_bytes {l} is below the {} bytes volume {id} holds; volumes do not shrink",
+                rec.capacity
+            )));
+        }
         if want <= rec.capacity {
             return Ok(rec.capacity);
         }
@@ -835,6 +907,10 @@ impl Composer {
             requisite: vec![t.clone()],
             preferred: Vec::new(),
         });
+        // The class's smallest volume, wherever it is asked about.
+        let minimum_volume_size = p
+            .min_volume_size
+            .or((p.kind == VolumeType::Slice).then_some(SLICE_GRANULARITY));
         let mut st = self.lock_current();
         let scope = match topology {
             None => None,
@@ -844,7 +920,7 @@ impl Composer {
                     return Ok(Capacity {
                         available: 0,
                         maximum_volume_size: 0,
-                        minimum_volume_size: p.min_volume_size,
+                        minimum_volume_size,
                     });
                 }
             },
@@ -877,6 +953,20 @@ impl Composer {
             .collect();
         // Eligible drives: for slices every SSD (inventory index), else
         // the whole drives nothing is on, with their bytes.
+        // Whether whole drives of a capacity make a volume of the class
+        // (none above maxVolumeSize): before, drives whose every layout
+        // is larger than maxVolumeSize counted as available bytes. Per
+        // capacity, as an inventory has few.
+        let mut by_capacity: HashMap<u64, bool> = HashMap::new();
+        let mut takes_a_volume = |cap: u64| {
+            // Without a maximum every capacity does (no lookup per drive).
+            let Some(m) = p.max_volume_size else {
+                return true;
+            };
+            *by_capacity.entry(cap).or_insert_with(|| {
+                crate::plan::smallest_whole_volume(cap, &p).is_some_and(|s| s <= m)
+            })
+        };
         let mut devices: Vec<u32> = Vec::new();
         let mut empty: Vec<(u32, u64)> = Vec::new();
         for (i, d) in self.inv.drives().iter().enumerate() {
@@ -901,7 +991,7 @@ impl Composer {
             }
             if p.kind == VolumeType::Slice {
                 devices.push(i);
-            } else if st.pool.drive_is_unused(i) {
+            } else if st.pool.drive_is_unused(i) && takes_a_volume(d.capacity) {
                 empty.push((i, d.capacity));
             }
         }
@@ -961,9 +1051,7 @@ impl Composer {
         Ok(Capacity {
             available,
             maximum_volume_size: max,
-            minimum_volume_size: p
-                .min_volume_size
-                .or((p.kind == VolumeType::Slice).then_some(SLICE_GRANULARITY)),
+            minimum_volume_size,
         })
     }
 

@@ -32,6 +32,7 @@
 pub mod composer;
 pub mod convert;
 mod error;
+mod fair;
 pub mod inventory;
 pub mod params;
 pub mod plan;

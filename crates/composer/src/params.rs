@@ -231,6 +231,21 @@ fn list(key: &str, v: &str) -> Result<Vec<String>, Error> {
     Ok(out)
 }
 
+/// A whole number: its digits (surrounding blanks aside), said as `what`
+/// when it is not one. A number too large for the key is the caller's to
+/// refuse with its range: before, `rpm=99999999999` was told "must be a
+/// whole number", which it is.
+fn whole(key: &str, v: &str, what: &str) -> Result<u64, Error> {
+    // A leading `+` as `u32::from_str` took it (stored classes are read back).
+    let t = v.trim();
+    let t = t.strip_prefix('+').unwrap_or(t);
+    if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad(key, format!("must be {what}, got {v:?}")));
+    }
+    // Only digits: what does not parse is beyond 64 bits.
+    Ok(t.parse().unwrap_or(u64::MAX))
+}
+
 fn size(key: &str, v: &str) -> Result<u64, Error> {
     let s: ByteSize = v.parse().map_err(|e: storage_units::ParseSizeError| {
         bad(
@@ -289,32 +304,26 @@ impl Parameters {
                     )?
                 }
                 "rpm" => {
-                    let rpm: u32 = v.trim().parse().map_err(|_| {
-                        bad(
-                            key,
-                            format!("must be a whole number of revolutions per minute, got {v:?}"),
-                        )
-                    })?;
+                    let rpm = whole(key, v, "a whole number of revolutions per minute")?;
                     if rpm == 0 {
                         return Err(bad(key, "must be greater than zero"));
                     }
-                    p.min_rpm = Some(rpm);
+                    p.min_rpm = Some(u32::try_from(rpm).map_err(|_| {
+                        bad(key, format!("must be at most {}, got {rpm}", u32::MAX))
+                    })?);
                 }
                 "fsType" => p.fs_type = one_of(key, v, FsType::ALL)?,
                 "striping" => p.striping = boolean(key, v)?,
                 "redundancy" => p.redundancy = boolean(key, v)?,
                 "raidMaxDrives" => {
-                    let n: u32 = v
-                        .trim()
-                        .parse()
-                        .map_err(|_| bad(key, format!("must be a whole number, got {v:?}")))?;
-                    if !(1..=MAX_RAID_DRIVES).contains(&n) {
+                    let n = whole(key, v, "a whole number")?;
+                    if !(1..=u64::from(MAX_RAID_DRIVES)).contains(&n) {
                         return Err(bad(
                             key,
                             format!("must be between 1 and {MAX_RAID_DRIVES}, got {n}"),
                         ));
                     }
-                    p.raid_max_drives = n;
+                    p.raid_max_drives = n as u32;
                 }
                 "sgResiliency" => p.sg_resiliency = boolean(key, v)?,
                 "jbodResiliency" => p.jbod_resiliency = boolean(key, v)?,
@@ -706,6 +715,43 @@ mod tests {
         assert_eq!(
             parse(&[("requiredTags", "a,,b,a")]).unwrap().required_tags,
             ["a", "b"]
+        );
+    }
+
+    /// A number too large for its key is refused with the key's range, not
+    /// as "not a whole number"; a leading `+` reads as it always did.
+    #[test]
+    fn numbers_out_of_range_say_the_range() {
+        fails(
+            &[("rpm", "99999999999")],
+            "rpm",
+            "must be at most 4294967295, got 99999999999",
+        );
+        fails(
+            &[("raidMaxDrives", "4294967296")],
+            "raidMaxDrives",
+            "must be between 1 and 64, got 4294967296",
+        );
+        fails(
+            &[("raidMaxDrives", "99999999999999999999999")],
+            "raidMaxDrives",
+            "must be between 1 and 64",
+        );
+        fails(
+            &[("raidMaxDrives", "-3")],
+            "raidMaxDrives",
+            "must be a whole number, got \"-3\"",
+        );
+        fails(
+            &[("rpm", "7200.5")],
+            "rpm",
+            "whole number of revolutions per minute",
+        );
+        fails(&[("rpm", "+")], "rpm", "whole number");
+        assert_eq!(parse(&[("rpm", " +7200 ")]).unwrap().min_rpm, Some(7200));
+        assert_eq!(
+            parse(&[("raidMaxDrives", "+8")]).unwrap().raid_max_drives,
+            8
         );
     }
 

@@ -201,10 +201,17 @@ fn whole_layouts(cap: u64, p: &Parameters) -> Vec<Choice> {
     out
 }
 
-/// The slice layout holding `want` bytes: member size, usable bytes, data offset.
+/// The slice layout holding `want` bytes: member size, usable bytes, data
+/// offset. A size whose member does not fit in 64 bits (a `minVolumeSize`
+/// of 16 EiB) has the member `u64::MAX`, which every caller refuses as
+/// larger than the largest drive: rounding it up to whole MiB overflowed
+/// (a panic, or a slice of 0 bytes in a release build).
 fn slice_layout(want: u64, mirrored: bool) -> (u64, u64, u64) {
-    let round = |b: u64| b.div_ceil(SLICE_GRANULARITY) * SLICE_GRANULARITY;
-    let m = round(want);
+    const TOO_LARGE: (u64, u64, u64) = (u64::MAX, 0, 0);
+    let round = |b: u64| b.checked_next_multiple_of(SLICE_GRANULARITY);
+    let Some(m) = round(want) else {
+        return TOO_LARGE;
+    };
     if !mirrored {
         return (m, m, 0);
     }
@@ -218,8 +225,30 @@ fn slice_layout(want: u64, mirrored: bool) -> (u64, u64, u64) {
             return (member, usable, off);
         }
         let (usable, _) = md(raid::Layout::Raid1, 0, member, 2).unwrap_or((0, 0));
-        member = round(member + (want - usable.min(want)).max(SLICE_GRANULARITY));
+        let grow = (want - usable.min(want)).max(SLICE_GRANULARITY);
+        let Some(next) = member.checked_add(grow).and_then(round) else {
+            return TOO_LARGE;
+        };
+        member = next;
     }
+}
+
+/// The smallest volume whole drives of `cap` bytes make for `p`: the
+/// capacity a pod would see (the LUKS2 header off); `None` when they make
+/// none. A drive whose smallest volume is above `maxVolumeSize` takes no
+/// volume of the class.
+pub(crate) fn smallest_whole_volume(cap: u64, p: &Parameters) -> Option<u64> {
+    whole_layouts(cap, p)
+        .iter()
+        .map(|c| c.usable.saturating_sub(p.device_overhead()))
+        .min()
+}
+
+/// The slice member a create of `bytes` of `p` asks placement for, as
+/// [`Pool::place`] computes it.
+fn slice_member(p: &Parameters, bytes: u64) -> u64 {
+    let want = bytes.max(p.min_volume_size.unwrap_or(0)).max(1);
+    slice_layout(want.saturating_add(p.device_overhead()), p.redundancy).0
 }
 
 /// What the start-up check found.
@@ -883,18 +912,91 @@ impl Pool {
         if upper == 0 || self.would_place(p, topology, upper)? {
             return Ok(upper);
         }
+        // A trial whose slice placement cannot hold is refused without
+        // planning it: a refused plan builds placement's explanation, which
+        // made each failing trial of the bisection cost a full search.
+        // The bound is asked at the first trial that needs it: in the usual
+        // case `upper` places at once, and a slice larger than every drive
+        // is refused by `place` before any search (asking the bound there
+        // made a class nothing fits, minVolumeSize 8 TB, slower).
+        let largest = self.media_of(p).1.last().copied().unwrap_or(0);
+        let mut bound: Option<Option<u64>> = None;
+        let mut fits = |pool: &mut Self, bytes: u64| -> Result<bool, Error> {
+            if p.kind == VolumeType::Slice {
+                let member = slice_member(p, bytes);
+                if member > largest {
+                    return Ok(false);
+                }
+                let b = *bound.get_or_insert_with(|| pool.slice_member_bound(p, topology));
+                if b.is_some_and(|m| member > m) {
+                    return Ok(false);
+                }
+            }
+            pool.would_place(p, topology, bytes)
+        };
         let g = SLICE_GRANULARITY;
         // Invariant: `lo` granules place (0 trivially), `hi` granules do not.
         let (mut lo, mut hi) = (0u64, upper.div_ceil(g));
         while hi - lo > 1 {
             let mid = lo + (hi - lo) / 2;
-            if self.would_place(p, topology, mid * g)? {
+            if fits(self, mid * g)? {
                 lo = mid;
             } else {
                 hi = mid;
             }
         }
         Ok(lo * g)
+    }
+
+    /// For slices, the largest member placement could place now for `p`
+    /// (accessible from `topology`), over the sites and transports a
+    /// create tries ([`placement::Engine::max_placeable`], which is exact
+    /// and builds no explanation); 0 when none places. A create asking a
+    /// larger member is refused by placement, whatever the slice allocator
+    /// holds. `None` for whole drives (their layouts depend on the size)
+    /// and when placement cannot tell (a search budget ran out).
+    fn slice_member_bound(
+        &self,
+        p: &Parameters,
+        topology: Option<&TopologyRequirement>,
+    ) -> Option<u64> {
+        if p.kind != VolumeType::Slice {
+            return None;
+        }
+        let (kinds, _) = self.media_of(p);
+        let (kind, shape) = if p.redundancy {
+            (LayoutKind::SliceMirror, Shape::Mirror { legs: 2 })
+        } else {
+            (LayoutKind::Slice, Shape::Slice)
+        };
+        // Only the shape matters to the request (its size is not asked).
+        let choice = Choice {
+            kind,
+            shape,
+            usable: 0,
+            chunk: 0,
+            data_offset: 0,
+        };
+        let vreq = VolumeRequest {
+            name: "capacity",
+            parameters: p,
+            range: CapacityRange::default(),
+            topology,
+        };
+        let mut bound = 0;
+        for (site, scopes) in convert::candidate_sites(&self.inv, topology) {
+            for t in p.transports.iter() {
+                if !self.reachable(site, &scopes, t) {
+                    continue;
+                }
+                let r = self.request(&vreq, &kinds, site, t, 1, None, &choice);
+                match self.engine.max_placeable(&r, None) {
+                    Ok(b) => bound = bound.max(b.map_or(0, |b| b.0)),
+                    Err(_) => return None,
+                }
+            }
+        }
+        Some(bound)
     }
 
     /// Places `preq` and, for slices, allocates them; on failure nothing changes.
@@ -1533,6 +1635,21 @@ mod tests {
                 .unwrap_err()
                 .contains("raidMaxDrives=4")
         );
+    }
+
+    /// Sizes near the 64-bit limit: a member that does not fit is
+    /// `u64::MAX` (refused by every caller), one that fits is laid out
+    /// (an earlier guard refused every size above 4 EiB).
+    #[test]
+    fn slice_layouts_near_the_64_bit_limit() {
+        for mirrored in [false, true] {
+            assert_eq!(slice_layout(u64::MAX, mirrored).0, u64::MAX);
+            assert_eq!(slice_layout(u64::MAX - 1000, mirrored).0, u64::MAX);
+        }
+        let five_eib = 5u64 << 60;
+        assert_eq!(slice_layout(five_eib, false), (five_eib, five_eib, 0));
+        let (member, usable, _) = slice_layout(five_eib, true);
+        assert!(usable >= five_eib && member < u64::MAX, "{member} {usable}");
     }
 
     #[test]

@@ -10,6 +10,9 @@
 //! `available_capacity` holds the maximum, and is 0 when no volume
 //! places: a mirror's legs lie in two enclosures, storage groups and
 //! switches, not on any two SSDs; a minVolumeSize may fit no drive.
+//! And `Pool::largest_placeable`, which skips planning a slice trial
+//! placement cannot hold, answers as the plain bisection over
+//! `would_place` that it replaced.
 //!
 //! 64 cases by default; set `COMPOSER_CORE_PROPTEST_CASES` for more.
 
@@ -20,6 +23,9 @@ use std::sync::Arc;
 use composer_core::{Composer, Error, Inventory, MemStore};
 use csi_types::types::{CapacityRange, Topology, TopologyRequirement};
 use proptest::prelude::*;
+
+#[path = "support/every_trial_planned.rs"]
+mod support;
 
 /// One enclosure: its drive entries (count, kind, capacity in TB).
 #[derive(Debug, Clone)]
@@ -215,6 +221,55 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(64), ..ProptestConfig::default() })]
+
+    /// `Pool::largest_placeable` refuses a slice trial larger than
+    /// placement allows without planning it: its answers are the plain
+    /// bisection's over `would_place` (the algorithm before, kept here as
+    /// the oracle), for every class, from an estimate at or above the
+    /// answer (the largest SSD) or anywhere below it.
+    #[test]
+    fn largest_placeable_answers_as_the_bisection_over_would_place(
+        racks in proptest::collection::vec(rack(), 1..=3),
+        before in proptest::collection::vec((parameters(), 1u64..6000), 0..6),
+        p in parameters(),
+        slice in any::<bool>(),
+        extra in narrowing(),
+        within in (0u8..5, 0usize..3),
+        below in 1u64..=4_000_000,
+    ) {
+        let c = open(&inventory_toml(&racks));
+        for (i, (q, gib)) in before.iter().enumerate() {
+            let _ = create(&c, &format!("before-{i}"), q, gib << 30);
+        }
+        let mut p = p;
+        p.extend(extra);
+        if slice {
+            p.insert("type".into(), "slice".into());
+        }
+        let Ok(params) = composer_core::Parameters::parse(&p) else {
+            return Ok(());
+        };
+        let within = segment_of(&racks, within).map(|t| TopologyRequirement {
+            requisite: vec![t],
+            preferred: Vec::new(),
+        });
+        let records = c.records().into_iter().map(|r| (r.id.clone(), r)).collect();
+        let (mut pool, _) = composer_core::Pool::build(
+            Arc::new(c.inventory().clone()),
+            BTreeMap::new(),
+            &records,
+        )
+        .unwrap();
+        for upper in [4_000_000_000_000, below * 1_000_000, 4_000_000_000_001] {
+            let old = support::every_trial_planned(&mut pool, &params, within.as_ref(), upper);
+            let new = pool.largest_placeable(&params, within.as_ref(), upper).unwrap();
+            prop_assert_eq!(new, old, "{:?} from {} in {:?}\n{}", p, upper, within, inventory_toml(&racks));
+        }
+    }
+}
+
 /// `minVolumeSize`, `maxVolumeSize`, `storageGroup` and `requiredTags` /
 /// `excludedTags`, each present or not.
 fn narrowing() -> impl Strategy<Value = BTreeMap<String, String>> {
@@ -267,25 +322,7 @@ fn agree(
     for (i, (q, gib)) in before.iter().enumerate() {
         let _ = create(&c, &format!("before-{i}"), q, gib << 30);
     }
-    // GetCapacity's accessible_topology: none, the site, a rack, a
-    // server (as the external-provisioner asks per node), or a
-    // segment naming nothing; the create asks for the same segment.
-    let r = within.1 % racks.len();
-    let segment = match within.0 {
-        0 => None,
-        1 => Some(vec![("topology.composer.csi/site", "dc1".to_string())]),
-        2 => Some(vec![("topology.composer.csi/rack", format!("r{r}"))]),
-        3 => Some(vec![
-            ("topology.composer.csi/site", "dc1".to_string()),
-            ("topology.composer.csi/rack", format!("r{r}")),
-            ("topology.composer.csi/server", format!("r{r}-n1")),
-        ]),
-        _ => Some(vec![(
-            "topology.composer.csi/rack",
-            "elsewhere".to_string(),
-        )]),
-    };
-    let segment = segment.map(|kv| Topology::new(kv).unwrap());
+    let segment = segment_of(racks, within);
     let create_in = |name: &str, p: &BTreeMap<String, String>, bytes: u64| {
         create_within(&c, name, p, bytes, segment.as_ref())
     };
@@ -352,6 +389,28 @@ fn agree(
         );
     }
     Ok(())
+}
+
+/// GetCapacity's accessible_topology: none, the site, a rack, a server (as
+/// the external-provisioner asks per node), or a segment naming nothing;
+/// the create asks for the same segment.
+fn segment_of(racks: &[Rack], within: (u8, usize)) -> Option<Topology> {
+    let r = within.1 % racks.len();
+    let segment = match within.0 {
+        0 => None,
+        1 => Some(vec![("topology.composer.csi/site", "dc1".to_string())]),
+        2 => Some(vec![("topology.composer.csi/rack", format!("r{r}"))]),
+        3 => Some(vec![
+            ("topology.composer.csi/site", "dc1".to_string()),
+            ("topology.composer.csi/rack", format!("r{r}")),
+            ("topology.composer.csi/server", format!("r{r}-n1")),
+        ]),
+        _ => Some(vec![(
+            "topology.composer.csi/rack",
+            "elsewhere".to_string(),
+        )]),
+    };
+    segment.map(|kv| Topology::new(kv).unwrap())
 }
 
 /// `default` cases, or `COMPOSER_CORE_PROPTEST_CASES` for longer runs.

@@ -929,3 +929,208 @@ fn maximum_volume_size_leaves_out_drives_above_max_volume_size() {
     out_of_range(create(&c, "over", &p, 4 * TB + 1));
     assert_eq!(create(&c, "at", &p, 4 * TB).unwrap().capacity, 4 * TB);
 }
+
+/// Sizes at the top of the 64-bit range, in a StorageClass or a request,
+/// are answered as any size no drive holds: an error naming why, never a
+/// panic (an overflow rounding a slice up to whole MiB), and the state as
+/// before.
+#[test]
+fn sizes_near_the_64_bit_limit_answer_and_change_nothing() {
+    let c = composer();
+    let before = c.records();
+    for kind in ["slice", "ssd", "hdd"] {
+        for redundancy in ["false", "true"] {
+            for luks in [false, true] {
+                let mut kv = vec![("type", kind), ("redundancy", redundancy)];
+                if luks {
+                    kv.extend([("encrypt", "true"), ("encryptionFormat", "luks")]);
+                }
+                for min in ["18446744073709551615", "18446744073709551000", "16EiB"] {
+                    let mut kv = kv.clone();
+                    kv.push(("minVolumeSize", min));
+                    let p = params(&kv);
+                    if composer_core::Parameters::parse(&p).is_err() {
+                        continue;
+                    }
+                    let r = c.create("huge", &p, range(GB), false, true, None);
+                    let e = r.expect_err("no drive holds 16 EiB");
+                    assert!(
+                        matches!(e, Error::OutOfRange(_) | Error::Exhausted(_)),
+                        "{kv:?}: {e:?}"
+                    );
+                    let cap = c.capacity(&p, None).unwrap();
+                    assert_eq!(cap.maximum_volume_size, 0, "{kv:?}");
+                }
+                let p = params(&kv);
+                let r = c.create("huge", &p, range(i64::MAX as u64), false, true, None);
+                assert!(r.is_err(), "{kv:?}");
+            }
+        }
+    }
+    assert_eq!(c.records(), before);
+}
+
+/// ControllerExpandVolume with a `limit_bytes` below the volume's size: no
+/// answer meets the range (volumes do not shrink), so it is `OUT_OF_RANGE`
+/// naming the field, and the volume stays as it was; before, the size was
+/// answered as if it met the range.
+#[test]
+fn expansion_below_the_volume_refuses_a_limit_it_cannot_meet() {
+    let c = composer();
+    for (name, kv) in [("s", &[("type", "slice")][..]), ("h", &[][..])] {
+        let v = create(&c, name, kv, 10 << 30).unwrap();
+        for (req, limit) in [(Some(5 << 30), 8 << 30), (None, 8 << 30)] {
+            let r = CapacityRange::new(req, Some(limit)).unwrap();
+            let e = c.expand(&v.id, r).unwrap_err();
+            assert!(
+                matches!(&e, Error::OutOfRange(m) if m.starts_with("capacity_range: limit_bytes 8589934592 is below")),
+                "{e}"
+            );
+            assert_eq!(c.get(&v.id).unwrap().record, v.record);
+        }
+        // A limit at the size, or none, still answers the size.
+        let at = CapacityRange::new(Some(5 << 30), Some(v.capacity)).unwrap();
+        assert_eq!(c.expand(&v.id, at).unwrap(), v.capacity);
+        assert_eq!(c.expand(&v.id, range(5 << 30)).unwrap(), v.capacity);
+    }
+}
+
+/// A refused create leaves the state as it was, the next volume id
+/// included: before, every refusal used an id and the ids skipped.
+#[test]
+fn a_refused_create_uses_no_volume_id() {
+    let c = composer();
+    let a = create(&c, "a", &[("type", "slice")], GB).unwrap();
+    for (i, kv) in [
+        &[("type", "slice"), ("requiredTags", "nosuch")][..],
+        &[("type", "slice"), ("minVolumeSize", "1EB")][..],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        assert!(create(&c, &format!("refused-{i}"), kv, GB).is_err());
+    }
+    let b = create(&c, "b", &[("type", "slice")], GB).unwrap();
+    let seq = |id: &str| id.trim_start_matches("vol-").parse::<u64>().unwrap();
+    assert_eq!(seq(&b.id), seq(&a.id) + 1, "{} then {}", a.id, b.id);
+}
+
+/// GetCapacity's `minimum_volume_size` is the class's, in a segment that
+/// names nothing of the inventory too (it said no minimum there for a
+/// slice, whose smallest volume is one MiB).
+#[test]
+fn the_minimum_volume_size_does_not_depend_on_the_segment() {
+    let c = composer();
+    let nowhere = Topology::new([("topology.composer.csi/rack", "elsewhere")]).unwrap();
+    for kv in [
+        &[("type", "slice")][..],
+        &[("type", "slice"), ("minVolumeSize", "5Gi")][..],
+        &[("type", "ssd")][..],
+    ] {
+        let p = params(kv);
+        let everywhere = c.capacity(&p, None).unwrap();
+        let there = c.capacity(&p, Some(&nowhere)).unwrap();
+        assert_eq!(there.maximum_volume_size, 0, "{kv:?}");
+        assert_eq!(
+            there.minimum_volume_size, everywhere.minimum_volume_size,
+            "{kv:?}"
+        );
+    }
+}
+
+/// A repeated CreateVolume asking multi-node access of a volume made for
+/// one node is `ALREADY_EXISTS` (CSI: incompatible `volume_capabilities`),
+/// not the single-node volume; the other way round it is the volume.
+#[test]
+fn a_repeat_asking_more_access_than_the_volume_has_is_already_exists() {
+    let c = composer();
+    let p = params(&[("type", "slice")]);
+    let one = c.create("one", &p, range(GB), false, true, None).unwrap();
+    let e = c
+        .create("one", &p, range(GB), false, false, None)
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::AlreadyExists(m) if m.contains("single-node access")),
+        "{e}"
+    );
+    assert_eq!(c.get(&one.id).unwrap().record, one.record);
+    let many = c.create("many", &p, range(GB), false, false, None).unwrap();
+    assert_eq!(
+        c.create("many", &p, range(GB), false, true, None)
+            .unwrap()
+            .record,
+        many.record
+    );
+}
+
+/// A repeated CreateVolume whose accessibility requirements no server that
+/// reaches the volume meets is `ALREADY_EXISTS` (CSI: incompatible
+/// `accessibility_requirements`), not the volume the requested servers
+/// cannot reach; a repeat the volume meets still answers it.
+#[test]
+fn a_repeat_from_a_topology_the_volume_does_not_reach_is_already_exists() {
+    // The enclosure speaks iSCSI; n2 has RoCE only.
+    let c = small(ONE_JBOD);
+    let on = |server: &str| TopologyRequirement {
+        requisite: vec![Topology::new([("topology.composer.csi/server", server)]).unwrap()],
+        preferred: Vec::new(),
+    };
+    let p = params(&[]);
+    let v = c
+        .create("v", &p, range(GB), false, true, Some(&on("n1")))
+        .unwrap();
+    let e = c
+        .create("v", &p, range(GB), false, true, Some(&on("n2")))
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::AlreadyExists(m) if m.contains("accessibility_requirements")),
+        "{e}"
+    );
+    assert!(
+        c.create("w", &p, range(GB), false, true, Some(&on("n2")))
+            .is_err(),
+        "n2 reaches no drive"
+    );
+    for again in [Some(on("n1")), None] {
+        let r = c.create("v", &p, range(GB), false, true, again.as_ref());
+        assert_eq!(r.unwrap().record, v.record);
+    }
+    assert_eq!(c.records(), [v.record]);
+}
+
+/// GetCapacity's `available_capacity` counts only drives that make a
+/// volume of the class: whole drives whose every layout is above
+/// `maxVolumeSize` take none (they counted before).
+#[test]
+fn available_leaves_out_drives_larger_than_max_volume_size() {
+    let c = small(
+        r#"
+[[site]]
+id = "dc"
+[[rack]]
+id = "r1"
+site = "dc"
+[[jbod]]
+id = "j1"
+rack = "r1"
+[[jbod.drive]]
+count = 2
+kind = "hdd"
+capacity = "1 TB"
+[[jbod.drive]]
+count = 2
+kind = "hdd"
+capacity = "2 TB"
+[[server]]
+id = "n1"
+rack = "r1"
+"#,
+    );
+    let cap = c
+        .capacity(&params(&[("maxVolumeSize", "1.5TB")]), None)
+        .unwrap();
+    assert_eq!(cap.maximum_volume_size, TB);
+    assert_eq!(cap.available, 2 * TB, "the two 1 TB drives only");
+    let all = c.capacity(&params(&[]), None).unwrap();
+    assert_eq!(all.available, 6 * TB);
+}

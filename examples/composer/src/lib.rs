@@ -904,3 +904,35 @@ pub async fn serve_with_options(
         .await
         .map_err(|e| e.to_string())
 }
+
+/// [`serve_with_options`] on a TCP listener bound already: `composer serve` binds its
+/// `--endpoint` before it opens the state, so that no other process takes the port in between.
+/// Each connection gets what [`csi_types::server::Server::serve`] gives one (`TCP_NODELAY`
+/// included).
+pub async fn serve_listener_with_options(
+    driver: &ComposerDriver,
+    listener: std::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+    options: csi_types::server::ServeOptions,
+) -> Result<(), String> {
+    use tokio_stream::StreamExt;
+    let plugin = driver.plugin().map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let listener = listener
+        .set_nonblocking(true)
+        .and_then(|()| tokio::net::TcpListener::from_std(listener))
+        .map_err(|e| format!("serving on {addr}: {e}"))?;
+    tracing::info!(endpoint = %format!("tcp://{addr}"), "serving CSI");
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
+        s.inspect(|s| {
+            let _ = s.set_nodelay(true);
+        })
+    });
+    csi_types::server::Server::new(plugin)
+        .options(options)
+        .serve_with_incoming(incoming, shutdown)
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!(endpoint = %format!("tcp://{addr}"), "stopped");
+    Ok(())
+}

@@ -257,27 +257,83 @@ mod shutdown {
     }
 }
 
-/// Refuses `--endpoint` (`text`, parsed as `ep`) when another process serves it: a unix socket
-/// that accepts a connection, or a TCP address that cannot be bound. Nothing is created or
-/// removed here; the server's own start removes a stale socket.
-fn endpoint_in_use(text: &str, ep: &csi_types::endpoint::Endpoint) -> Result<(), String> {
+/// Refuses `--endpoint` (`text`, parsed as `ep`) when another process serves it, and for a TCP
+/// address binds it: the listener returned is the one `serve` serves on, so no other process can
+/// take the port between this check and the serving (before, the check bound the address and let
+/// it go, and the state was opened before the server bound it again).
+///
+/// A unix socket is in use when it accepts a connection; a path too long to bind, a path that
+/// is not a socket, and a missing directory above the socket's own are refused too. Nothing is
+/// created or removed for it here (the check runs before the state opens); the server's own
+/// start (`csi_types::server::prepare_unix_socket`) removes a stale socket and makes the
+/// socket's directory. That function is not called here because of those effects, and
+/// csi-types has no probe without them, so its tests are repeated.
+fn claim_endpoint(
+    text: &str,
+    ep: &csi_types::endpoint::Endpoint,
+) -> Result<Option<std::net::TcpListener>, String> {
     use csi_types::endpoint::Endpoint;
     use std::os::unix::fs::FileTypeExt;
-    let in_use = match ep {
-        Endpoint::Unix(path) => {
-            std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
-                && std::os::unix::net::UnixStream::connect(path).is_ok()
-        }
-        Endpoint::Tcp(addr) => std::net::TcpListener::bind(addr)
-            .is_err_and(|e| e.kind() == std::io::ErrorKind::AddrInUse),
-    };
-    if in_use {
-        return Err(format!(
+    let in_use = || {
+        format!(
             "--endpoint {text}: another process is serving on it (another composer?); nothing \
              was opened: stop it or choose another endpoint"
-        ));
+        )
+    };
+    match ep {
+        Endpoint::Unix(path) => {
+            // A path too long to bind, said before the state is opened
+            // (before, the state was opened, and made, and then the bind
+            // failed). csi-types' own length check is crate-private;
+            // std's `SocketAddr::from_pathname` applies the same limit.
+            if std::os::unix::net::SocketAddr::from_pathname(path).is_err() {
+                use std::os::unix::ffi::OsStrExt;
+                return Err(format!(
+                    "--endpoint {text}: the socket path is {} bytes, and a unix socket path \
+                     must be shorter than 108 bytes (sun_path): use a shorter directory; \
+                     nothing was opened",
+                    path.as_os_str().as_bytes().len()
+                ));
+            }
+            // What the server's start refuses (`prepare_unix_socket`), said
+            // before the state is opened: before, the state directory and
+            // database were made and then the start failed.
+            match std::fs::symlink_metadata(path) {
+                Ok(m) if m.file_type().is_socket() => {
+                    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                        return Err(in_use());
+                    }
+                }
+                Ok(_) => {
+                    return Err(format!(
+                        "--endpoint {text}: {} exists and is not a socket; nothing was opened",
+                        path.display()
+                    ));
+                }
+                Err(_) => {}
+            }
+            if let Some(dir) = path.parent()
+                && !dir.is_dir()
+                && let Some(above) = dir.parent()
+                && !above.as_os_str().is_empty()
+                && !above.is_dir()
+            {
+                return Err(format!(
+                    "--endpoint {text}: {} does not exist either (a typo?): only the socket's \
+                     own directory is created; nothing was opened",
+                    above.display()
+                ));
+            }
+            Ok(None)
+        }
+        Endpoint::Tcp(addr) => match std::net::TcpListener::bind(addr) {
+            Ok(l) => Ok(Some(l)),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(in_use()),
+            Err(e) => Err(format!(
+                "--endpoint {text}: cannot bind {addr}: {e}; nothing was opened"
+            )),
+        },
     }
-    Ok(())
 }
 
 fn load_inventory(file: Option<&PathBuf>) -> Result<Inventory, String> {
@@ -385,7 +441,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             };
             // A second composer started by mistake on a live endpoint stops here, before it
             // opens (or creates) the state the first one serves.
-            endpoint_in_use(&endpoint, &ep)?;
+            let listener = claim_endpoint(&endpoint, &ep)?;
             if data_dir.is_some() && node_id.is_none() {
                 return Err(Failure::Usage(
                     "--data-dir serves the node side and needs --node-id".into(),
@@ -492,19 +548,23 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let mut options = csi_types::server::ServeOptions::default();
             options.metrics_address = metrics_address;
             let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
-            let serve = composer::serve_with_options(
-                &driver,
-                &endpoint,
-                async move {
-                    tokio::select! {
-                        _ = csi_types::server::shutdown_signal() => {}
-                        _ = rx2.changed() => {}
+            let stop = async move {
+                tokio::select! {
+                    _ = csi_types::server::shutdown_signal() => {}
+                    _ = rx2.changed() => {}
+                }
+                shutdown::start_watchdog();
+                let _ = stopping_tx.send(true);
+            };
+            let serve = async {
+                match listener {
+                    // The address bound by the check, before the state opened.
+                    Some(l) => {
+                        composer::serve_listener_with_options(&driver, l, stop, options).await
                     }
-                    shutdown::start_watchdog();
-                    let _ = stopping_tx.send(true);
-                },
-                options,
-            );
+                    None => composer::serve_with_options(&driver, &endpoint, stop, options).await,
+                }
+            };
             // Calls in flight get `DRAIN` to finish; then the node flushes
             // and the process ends without them.
             let r = tokio::select! {
@@ -648,4 +708,98 @@ async fn main() {
     use std::io::Write;
     let _ = std::io::stdout().flush();
     std::process::exit(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::claim_endpoint;
+
+    /// The TCP address the check accepted stays bound until `serve` takes
+    /// it over: another process cannot take it in between (the check used
+    /// to bind it and let it go).
+    #[test]
+    fn a_checked_tcp_endpoint_stays_bound_for_the_server() {
+        let text = "tcp://127.0.0.1:0";
+        let listener = claim_endpoint(text, &text.parse().unwrap())
+            .unwrap()
+            .expect("a TCP endpoint is bound by the check");
+        let addr = listener.local_addr().unwrap();
+        let other = std::net::TcpListener::bind(addr).map(|_| ());
+        assert_eq!(
+            other.map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::AddrInUse),
+            "{addr} was free again after the check"
+        );
+        // And a second composer's check on it is refused, naming the flag.
+        let text = format!("tcp://{addr}");
+        let e = claim_endpoint(&text, &text.parse().unwrap()).unwrap_err();
+        assert!(
+            e.starts_with(&format!("--endpoint {text}: another process")),
+            "{e}"
+        );
+    }
+
+    /// A unix socket path too long to bind is refused by the check, before
+    /// the state opens, creating nothing (it was found only when serving).
+    #[test]
+    fn a_socket_path_too_long_is_refused_by_the_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a".repeat(110)).join("csi.sock");
+        let text = format!("unix://{}", path.display());
+        let e = claim_endpoint(&text, &text.parse().unwrap()).unwrap_err();
+        assert!(e.contains("must be shorter than 108 bytes"), "{e}");
+        assert!(e.starts_with(&format!("--endpoint {text}: ")), "{e}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    /// What the server's start refuses for a unix socket (a missing
+    /// directory above the socket's own, a path that is not a socket) is
+    /// refused by the check, before the state opens, creating and removing
+    /// nothing; the socket's own directory missing is fine (the server
+    /// makes it).
+    #[test]
+    fn a_unix_endpoint_the_server_would_refuse_is_refused_by_the_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let check = |p: &std::path::Path| {
+            let text = format!("unix://{}", p.display());
+            claim_endpoint(&text, &text.parse().unwrap())
+        };
+        let e = check(&dir.path().join("typo/x/csi.sock")).unwrap_err();
+        assert!(e.contains("typo does not exist either (a typo?)"), "{e}");
+        let file = dir.path().join("state.redb");
+        std::fs::write(&file, b"data").unwrap();
+        let e = check(&file).unwrap_err();
+        assert!(e.contains("exists and is not a socket"), "{e}");
+        assert_eq!(std::fs::read(&file).unwrap(), b"data");
+        assert!(check(&dir.path().join("own/csi.sock")).unwrap().is_none());
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "only the file written here");
+    }
+
+    /// A unix socket nobody serves is neither created nor removed by the
+    /// check.
+    #[test]
+    fn the_unix_check_creates_and_removes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("sub/csi.sock");
+        let text = format!("unix://{}", missing.display());
+        assert!(
+            claim_endpoint(&text, &text.parse().unwrap())
+                .unwrap()
+                .is_none()
+        );
+        assert!(!dir.path().join("sub").exists());
+        let stale = dir.path().join("stale.sock");
+        drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+        let text = format!("unix://{}", stale.display());
+        assert!(
+            claim_endpoint(&text, &text.parse().unwrap())
+                .unwrap()
+                .is_none()
+        );
+        assert!(stale.exists(), "the stale socket is the server's to remove");
+        let _live = std::os::unix::net::UnixListener::bind(dir.path().join("live.sock")).unwrap();
+        let text = format!("unix://{}", dir.path().join("live.sock").display());
+        assert!(claim_endpoint(&text, &text.parse().unwrap()).is_err());
+    }
 }
