@@ -1,5 +1,6 @@
 //! Calls whose record cannot be saved (the disk holding the state fails) leave what they made
-//! as it was before: an expansion's image goes back to its recorded size. The state directory is an ext4 on a loop device that the test shuts down
+//! as it was before: an expansion's image goes back to its recorded size, a stage's bind is
+//! unmounted. The state directory is an ext4 on a loop device that the test shuts down
 //! (`FS_IOC_SHUTDOWN`, via `xfs_io`); the volumes' data lives on a tmpfs mounted over
 //! `volumes/`, which stays healthy, so that what the calls do to it can be checked.
 //! Needs root, loop devices, `mkfs.ext4` and `xfs_io`; under `CI=true` it fails without them.
@@ -12,7 +13,10 @@ use std::process::Command;
 
 use common::*;
 use csi_types::{
-    Code, Csi, controller::ControllerExpandVolumeRequest, redact::Secrets, types::CapacityRange,
+    Code, Csi,
+    controller::ControllerExpandVolumeRequest,
+    redact::Secrets,
+    types::{AccessMode, CapacityRange, VolumeCapability},
 };
 
 const MIB: u64 = 1 << 20;
@@ -134,6 +138,48 @@ async fn an_expansion_not_recorded_leaves_the_image_at_its_recorded_size() {
         fs::metadata(&img).unwrap().len(),
         4 * MIB,
         "the image is larger than its record says"
+    );
+    let dir = s.stop().await;
+    drop(disk);
+    drop(dir);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stage_not_recorded_leaves_no_bind() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(disk) = StateDisk::make(dir.path(), "stage_not_recorded") else {
+        return;
+    };
+    let cfg = local::Config::with_state_dir(disk.state.clone());
+    let s = Served::start_in(dir, cfg).await;
+    let cap = VolumeCapability::mount(AccessMode::SingleNodeWriter);
+    let v = new_volume(&s.client, mount_req("m", MIB)).await;
+    // Staged once, so that its first-stage mark is saved already and the next stage gets as far
+    // as its bind before it saves anything.
+    let first = s.path("first");
+    s.client
+        .node_stage_volume(stage(&v, &first, &cap))
+        .await
+        .unwrap();
+    s.client
+        .node_unstage_volume(unstage(&v, &first))
+        .await
+        .unwrap();
+    lose_the_journal(&s, &disk).await;
+    let staging = s.path("staging");
+    let err = s
+        .client
+        .node_stage_volume(stage(&v, &staging, &cap))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Internal, "{err}");
+    assert!(
+        err.to_string().contains("could not save its state"),
+        "{err}"
+    );
+    assert!(
+        !csi_node::is_mount_point(staging.as_path()).unwrap(),
+        "a stage that was not recorded left its bind"
     );
     let dir = s.stop().await;
     drop(disk);
