@@ -217,6 +217,55 @@ fn a_hung_losetup_is_killed_and_named() {
         "the device the killed losetup attached stayed: {late:?}"
     );
     assert_eq!(left, [retry], "the other attach's device was not kept");
+
+    // The same, with the file deleted before the killed losetup dies: the kernel then names
+    // it `PATH (deleted)`, and the device is found by the file's identity instead.
+    let image = dir.path().join("deleted-image");
+    fs::write(&image, vec![0u8; 4096]).unwrap();
+    let go = dir.path().join("go-deleted");
+    let attached = dir.path().join("attached-deleted");
+    Tool::Losetup.set_program(script(
+        dir.path(),
+        "attach-after-the-kill-deleted",
+        &format!(
+            "setsid sh -c 'while [ ! -e {go} ]; do sleep 0.05; done; losetup -f {image} && touch {attached}' \
+             </dev/null >/dev/null 2>&1 &\n\
+             echo $$ > {tasks}\necho FROZEN > {state}\nexec sleep 30",
+            go = go.display(),
+            image = image.display(),
+            attached = attached.display(),
+            tasks = freezer.dir.join("tasks").display(),
+            state = freezer.dir.join("freezer.state").display(),
+        ),
+    ));
+    Tool::Losetup.set_timeout(Duration::from_secs(2));
+    let err = LoopDevice::attach_with(&image, &AttachOptions::default()).unwrap_err();
+    assert!(
+        matches!(err, Error::Timeout { exited: false, .. }),
+        "not blocked: {err}"
+    );
+    Tool::Losetup.set_program("losetup");
+    Tool::Losetup.set_timeout(Tool::Losetup.default_timeout());
+    fs::write(&go, b"").unwrap();
+    assert!(
+        eventually(|| attached.exists()),
+        "the late attach did not happen"
+    );
+    let late = LoopDevice::backed_by(&image);
+    assert_eq!(late.len(), 1, "{late:?}");
+    fs::remove_file(&image).unwrap();
+    freezer.thaw();
+    let gone = eventually(|| late[0].backing_file().is_none());
+    if !gone {
+        let _ = std::process::Command::new("losetup")
+            .arg("-d")
+            .arg(late[0].path())
+            .status();
+    }
+    assert!(
+        gone,
+        "the device the killed losetup attached to a file deleted since stayed: {late:?}"
+    );
 }
 
 /// The loop devices over `image`, each detached here (with the system's `losetup`), so that a
