@@ -145,6 +145,24 @@ pub enum Error {
         /// only once the kernel lets it go).
         exited: bool,
     },
+    /// A bind mount whose remount failed and which could not be taken off again: it stays on
+    /// the path with the flags of the mount it was made from (writable, where read-only may
+    /// have been asked), until someone unmounts it.
+    #[error(
+        "the remount of the bind on {path} failed ({failed}) and the bind could not be taken \
+         off again (unmount: {unmount}; lazy detach: {detach}), so it is still mounted, with \
+         other flags than asked: unmount it before the path is used"
+    )]
+    BindLeft {
+        /// The mount point.
+        path: PathBuf,
+        /// Why the bind's remount failed.
+        failed: Box<Error>,
+        /// What the kernel said to the unmount.
+        unmount: io::Error,
+        /// What the kernel said to the lazy detach after it.
+        detach: io::Error,
+    },
     /// A system call failed.
     #[error("{op} {path}: {source}")]
     Io {
@@ -200,7 +218,7 @@ impl Error {
 /// | [`Busy`](Error::Busy) | FAILED_PRECONDITION | in use |
 /// | [`NotPermitted`](Error::NotPermitted) | FAILED_PRECONDITION | the plugin lacks the privilege to mount (a deployment error, not the volume's) |
 /// | [`Timeout`](Error::Timeout) | DEADLINE_EXCEEDED | a tool hung and was killed: the CO retries, and kubelet keeps the volume's state "uncertain" (the tool may have done part of its work) until a call succeeds |
-/// | [`Command`](Error::Command), [`Io`](Error::Io) | INTERNAL | the node could not do its part |
+/// | [`Command`](Error::Command), [`Io`](Error::Io), [`BindLeft`](Error::BindLeft) | INTERNAL | the node could not do its part |
 #[cfg(feature = "csi")]
 impl From<Error> for csi_types::CsiError {
     fn from(e: Error) -> Self {
@@ -226,7 +244,9 @@ impl From<Error> for csi_types::CsiError {
             | Error::Busy { .. }
             | Error::NotPermitted { .. } => CsiError::failed_precondition(e.to_string()),
             Error::Timeout { .. } => CsiError::DeadlineExceeded(e.to_string()),
-            Error::Command { .. } | Error::Io { .. } => CsiError::internal(e.to_string()),
+            Error::Command { .. } | Error::Io { .. } | Error::BindLeft { .. } => {
+                CsiError::internal(e.to_string())
+            }
         }
     }
 }
@@ -234,6 +254,33 @@ impl From<Error> for csi_types::CsiError {
 #[cfg(all(test, feature = "csi"))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bind_left_behind_names_the_remount_and_both_unmounts() {
+        let errno = |e: rustix::io::Errno| io::Error::from_raw_os_error(e.raw_os_error());
+        let err = Error::BindLeft {
+            path: "/mnt/target".into(),
+            failed: Box::new(Error::io(
+                "remount",
+                "/mnt/target",
+                errno(rustix::io::Errno::BUSY),
+            )),
+            unmount: errno(rustix::io::Errno::BUSY),
+            detach: errno(rustix::io::Errno::INVAL),
+        };
+        let status = csi_types::CsiError::from(err);
+        assert_eq!(status.code(), csi_types::Code::Internal);
+        let msg = status.to_string();
+        for part in [
+            "remount",
+            "/mnt/target",
+            "still mounted",
+            "lazy detach",
+            "Invalid argument",
+        ] {
+            assert!(msg.contains(part), "{part}: {msg}");
+        }
+    }
 
     #[test]
     fn eperm_says_the_plugin_must_run_as_root() {

@@ -127,11 +127,12 @@ impl LoopDevice {
         // never takes a device another attach is making or has handed out.
         let turn = AttachTurn::take(file);
         let before = LoopDevice::backed_by(file);
+        let ident = file_ident(file);
         let attach = |direct_io: bool| {
-            let late = turn.late_cleanup(file, &before);
+            let late = turn.late_cleanup(file, ident, &before);
             run_with_cleanup(Tool::Losetup, &mut command(direct_io), late).inspect_err(|e| {
                 if matches!(e, Error::Timeout { .. }) {
-                    detach_new_attachments(file, &before);
+                    detach_new_attachments(file, ident, &before);
                 }
             })
         };
@@ -419,12 +420,18 @@ impl AttachTurn {
     /// What detaches, once a `losetup` of `file` killed while blocked in the kernel has died,
     /// the devices over `file` that were not among `before` and that no attach handed out
     /// since: what it attached after it was killed.
-    fn late_cleanup(&self, file: &Path, before: &[LoopDevice]) -> crate::tool::Cleanup {
+    fn late_cleanup(
+        &self,
+        file: &Path,
+        ident: Option<FileIdent>,
+        before: &[LoopDevice],
+    ) -> crate::tool::Cleanup {
         lock(&self.turns.0).late_cleanups += 1;
         let late = LateCleanup {
             key: self.key.clone(),
             turns: self.turns.clone(),
             file: file.to_path_buf(),
+            ident,
             before: before.to_vec(),
         };
         Box::new(move || late.run())
@@ -452,6 +459,8 @@ struct LateCleanup {
     key: PathBuf,
     turns: FileTurns,
     file: PathBuf,
+    /// The file's identity when the attach began.
+    ident: Option<FileIdent>,
     before: Vec<LoopDevice>,
 }
 
@@ -460,7 +469,7 @@ impl LateCleanup {
         let turn = AttachTurn::wait(self.key.clone(), self.turns.clone());
         let mut keep = self.before.clone();
         keep.extend(lock(&turn.turns.0).handed_out.iter().cloned());
-        detach_new_attachments(&self.file, &keep);
+        detach_new_attachments(&self.file, self.ident, &keep);
         drop(turn);
     }
 }
@@ -479,10 +488,58 @@ impl Drop for LateCleanup {
     }
 }
 
+/// A file's identity: the device of its file system (`st_dev`) and its inode number.
+type FileIdent = (u64, u64);
+
+/// The identity of the file at `path` now; `None` when there is none.
+fn file_ident(path: &Path) -> Option<FileIdent> {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// The loop devices whose backing file is the file `ident` names, found by identity (`losetup`'s
+/// `BACK-MAJ:MIN` and `BACK-INO`, which the kernel keeps for a deleted file too) where the path
+/// no longer leads to it: the kernel names a deleted backing file `PATH (deleted)`. A deleted
+/// file's inode is not reused while a device holds it open.
+fn backed_by_ident((dev, ino): FileIdent) -> Vec<LoopDevice> {
+    let mut cmd = Tool::Losetup.command();
+    cmd.args([
+        "--list",
+        "--noheadings",
+        "--raw",
+        "--output",
+        "NAME,BACK-MAJ:MIN,BACK-INO",
+    ]);
+    let listing = match run(Tool::Losetup, &mut cmd) {
+        Ok(out) => out,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not list loop devices by backing file identity");
+            return Vec::new();
+        }
+    };
+    let wanted = format!("{}:{}", rustix::fs::major(dev), rustix::fs::minor(dev));
+    listing
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (name, majmin, inode) = (fields.next()?, fields.next()?, fields.next()?);
+            // `--raw` writes the column's padding as `\x20`.
+            (majmin.replace("\\x20", "") == wanted && inode.parse() == Ok(ino))
+                .then(|| LoopDevice::current(PathBuf::from(name)))
+        })
+        .collect()
+}
+
 /// Detaches the loop devices over `file` that are not among `keep`: what a `losetup` killed
-/// at its timeout attached (best effort, logged).
-fn detach_new_attachments(file: &Path, keep: &[LoopDevice]) {
-    for device in LoopDevice::backed_by(file) {
+/// at its timeout attached (best effort, logged). `ident` is the file's identity when the
+/// attach began: once the path leads to no file or to another one (deleted, replaced), the
+/// devices are found by that identity, and a device over what the path names now is not ours.
+fn detach_new_attachments(file: &Path, ident: Option<FileIdent>, keep: &[LoopDevice]) {
+    let devices = match ident {
+        Some(ident) if file_ident(file) != Some(ident) => backed_by_ident(ident),
+        _ => LoopDevice::backed_by(file),
+    };
+    for device in devices {
         if keep.contains(&device) {
             continue;
         }

@@ -494,7 +494,8 @@ pub(crate) fn mount_filesystem(
 /// remounts the bind with `options`' flags and read-only when `read_only`. A bind mount takes
 /// per-mount flags only; filesystem data options are refused before anything is mounted, and
 /// so are a directory on a file and a file on a directory, naming both. On a failed remount the
-/// bind is undone.
+/// bind is undone (unmounted, or detached lazily when busy), so that no bind with other flags
+/// than asked stays; if even that fails, [`Error::BindLeft`] names both failures.
 ///
 /// Idempotent, as NodePublishVolume must be: when `target` already shows `source` (a bind of
 /// it), read-only as asked or read-write as not, nothing is done. Any other mount on `target`
@@ -570,6 +571,12 @@ pub fn bind_mount(
         // No remount: the bind has the flags of the mount it was made from.
         return Ok(());
     }
+    #[cfg(test)]
+    tests::BEFORE_REMOUNT.with(|hook| {
+        if let Some(hook) = hook.borrow_mut().as_mut() {
+            hook(target);
+        }
+    });
     let remount = rustix::fs::statvfs(target)
         .map_err(|e| Error::errno("statvfs", target, e))
         .and_then(|st| {
@@ -577,10 +584,34 @@ pub fn bind_mount(
             rustix::mount::mount_remount(target, MountFlags::BIND | flags | kept, "")
                 .map_err(|e| Error::errno("remount", target, e))
         });
-    if remount.is_err() {
-        let _ = rustix::mount::unmount(target, UnmountFlags::empty());
+    remount.map_err(|failed| undo_bind(target, failed))
+}
+
+/// Takes off the bind on `target` whose remount `failed`, so that no bind with other flags than
+/// asked (a writable one, where read-only was asked) stays there: a plain unmount, then a lazy
+/// detach when that fails (the bind is busy). Returns `failed` once the bind is gone, and
+/// [`Error::BindLeft`], which names every failure, when it stays.
+fn undo_bind(target: &Path, failed: Error) -> Error {
+    let Err(unmount) = rustix::mount::unmount(target, UnmountFlags::empty()) else {
+        return failed;
+    };
+    match rustix::mount::unmount(target, UnmountFlags::DETACH) {
+        Ok(()) => {
+            tracing::warn!(
+                target = %target.display(),
+                error = %failed,
+                unmount = %unmount,
+                "a bind whose remount failed was busy and is detached lazily"
+            );
+            failed
+        }
+        Err(detach) => Error::BindLeft {
+            path: target.to_path_buf(),
+            failed: Box::new(failed),
+            unmount: unmount.into(),
+            detach: detach.into(),
+        },
     }
-    remount
 }
 
 /// A mount as an error names it: source, filesystem type, the directory of it that is mounted
@@ -772,6 +803,58 @@ pub fn release_under(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::RefCell;
+
+    thread_local! {
+        /// Runs in [`bind_mount`] between the bind and its remount, on this thread only: a test
+        /// uses it to open a file for writing through the new bind, which makes the kernel
+        /// refuse the read-only remount (`EBUSY`), as a writer that got there first would.
+        #[allow(clippy::type_complexity)]
+        pub(super) static BEFORE_REMOUNT: RefCell<Option<Box<dyn FnMut(&Path)>>> =
+            const { RefCell::new(None) };
+    }
+
+    #[test]
+    fn a_read_only_bind_whose_remount_fails_never_stays_writable() {
+        if !crate::is_root() {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI must run the bind remount test: it needs root"
+            );
+            eprintln!("skipped: not root");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let (source, target) = (tmp.path().join("source"), tmp.path().join("target"));
+        fs::create_dir(&source).unwrap();
+        fs::create_dir(&target).unwrap();
+        // A file held open for writing through the bind: the read-only remount fails with
+        // EBUSY, and so does the plain unmount after it.
+        let writer = std::rc::Rc::new(RefCell::new(None));
+        let held = writer.clone();
+        BEFORE_REMOUNT.with(|hook| {
+            *hook.borrow_mut() = Some(Box::new(move |target: &Path| {
+                *held.borrow_mut() = Some(fs::File::create(target.join("open")).unwrap());
+            }))
+        });
+        let result = bind_mount(&source, &target, &MountOptions::default(), true);
+        BEFORE_REMOUNT.with(|hook| hook.borrow_mut().take());
+        let left = is_mount_point(&target).unwrap();
+        let ran = writer.borrow_mut().take().is_some();
+        if left {
+            rustix::mount::unmount(&target, UnmountFlags::DETACH).unwrap();
+        }
+        assert!(ran, "the hook ran");
+        assert!(
+            matches!(&result, Err(Error::Busy { path, .. }) if *path == target),
+            "{result:?}"
+        );
+        assert!(
+            !left,
+            "a bind asked read-only stays on {}",
+            target.display()
+        );
+    }
 
     #[test]
     fn mountinfo_lines() {

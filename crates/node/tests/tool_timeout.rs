@@ -177,11 +177,47 @@ fn a_hung_losetup_is_killed_and_named() {
         eprintln!("skipped the attach-after-the-kill part: needs the cgroup v1 freezer");
         return;
     };
-    let go = dir.path().join("go");
-    let attached = dir.path().join("attached");
+    let late = attach_after_the_kill(dir.path(), "first", &freezer, &image);
+    // Another attach of the file, while the killed losetup is still blocked.
+    let retry = LoopDevice::attach(&image, false).unwrap();
+    freezer.thaw();
+    let gone = eventually(|| !LoopDevice::backed_by(&image).contains(&late));
+    let left = detach_all_over(&image);
+    assert!(
+        gone,
+        "the device the killed losetup attached stayed: {late:?}"
+    );
+    assert_eq!(left, [retry], "the other attach's device was not kept");
+
+    // The same, with the file deleted before the killed losetup dies: the kernel then names
+    // it `PATH (deleted)`, and the device is found by the file's identity instead.
+    let image = dir.path().join("deleted-image");
+    fs::write(&image, vec![0u8; 4096]).unwrap();
+    let late = attach_after_the_kill(dir.path(), "deleted", &freezer, &image);
+    fs::remove_file(&image).unwrap();
+    freezer.thaw();
+    let gone = eventually(|| late.backing_file().is_none());
+    if !gone {
+        let _ = std::process::Command::new("losetup")
+            .arg("-d")
+            .arg(late.path())
+            .status();
+    }
+    assert!(
+        gone,
+        "the device the killed losetup attached to a file deleted since stayed: {late:?}"
+    );
+}
+
+/// Attaches `image` with a `losetup` that is killed at its timeout while blocked in the kernel
+/// (frozen in `freezer`), and whose attach (made by a child it left) happens only after the
+/// call has returned: returns that device. The killed `losetup` dies at the next thaw.
+fn attach_after_the_kill(dir: &Path, name: &str, freezer: &Freezer, image: &Path) -> LoopDevice {
+    let go = dir.join(format!("go-{name}"));
+    let attached = dir.join(format!("attached-{name}"));
     Tool::Losetup.set_program(script(
-        dir.path(),
-        "attach-after-the-kill",
+        dir,
+        &format!("attach-after-the-kill-{name}"),
         &format!(
             "setsid sh -c 'while [ ! -e {go} ]; do sleep 0.05; done; losetup -f {image} && touch {attached}' \
              </dev/null >/dev/null 2>&1 &\n\
@@ -193,7 +229,8 @@ fn a_hung_losetup_is_killed_and_named() {
             state = freezer.dir.join("freezer.state").display(),
         ),
     ));
-    let err = LoopDevice::attach_with(&image, &AttachOptions::default()).unwrap_err();
+    Tool::Losetup.set_timeout(Duration::from_secs(2));
+    let err = LoopDevice::attach_with(image, &AttachOptions::default()).unwrap_err();
     assert!(
         matches!(err, Error::Timeout { exited: false, .. }),
         "not blocked: {err}"
@@ -205,18 +242,9 @@ fn a_hung_losetup_is_killed_and_named() {
         eventually(|| attached.exists()),
         "the late attach did not happen"
     );
-    let late = LoopDevice::backed_by(&image);
+    let late = LoopDevice::backed_by(image);
     assert_eq!(late.len(), 1, "{late:?}");
-    // Another attach of the file, while the killed losetup is still blocked.
-    let retry = LoopDevice::attach(&image, false).unwrap();
-    freezer.thaw();
-    let gone = eventually(|| !LoopDevice::backed_by(&image).contains(&late[0]));
-    let left = detach_all_over(&image);
-    assert!(
-        gone,
-        "the device the killed losetup attached stayed: {late:?}"
-    );
-    assert_eq!(left, [retry], "the other attach's device was not kept");
+    late.into_iter().next().unwrap()
 }
 
 /// The loop devices over `image`, each detached here (with the system's `losetup`), so that a

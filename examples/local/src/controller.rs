@@ -679,20 +679,35 @@ impl Inner {
                 "growing {id} to {size} bytes needs {growth} more bytes, {free} are free"
             )));
         }
+        // The image grows before the record does: a crash in between leaves an image larger
+        // than recorded (its record, and the CO's retry, which grows it to the same size, stay
+        // right), where the other order would leave a record larger than its image, which a
+        // retry finds "large enough" and never grows.
+        let path = store.layout.volume_path(id, true);
+        let set_len = |len: u64| -> std::io::Result<()> {
+            let f = fs::OpenOptions::new().write(true).open(&path)?;
+            f.set_len(len)?;
+            f.sync_all()
+        };
         if block {
-            let path = store.layout.volume_path(id, true);
-            let grow = || -> std::io::Result<()> {
-                let f = fs::OpenOptions::new().write(true).open(&path)?;
-                f.set_len(size)?;
-                f.sync_all()
-            };
-            grow().map_err(|e| io_err(format!("growing {}", path.display()), e))?;
+            set_len(size).map_err(|e| io_err(format!("growing {}", path.display()), e))?;
         }
         let mut next = store.state.clone();
         if let Some(v) = next.volumes.get_mut(id).map(Arc::make_mut) {
             v.capacity = size;
         }
-        store.commit(next)?;
+        if let Err(e) = store.commit(next) {
+            // Not recorded: the image goes back to its recorded size (nothing has used the
+            // new bytes: a node grows into them only after this call succeeds).
+            if block && let Err(undo) = set_len(current) {
+                tracing::warn!(
+                    volume_id = %id, path = %path.display(), recorded = current, error = %undo,
+                    "a volume's expansion was not recorded and its image could not be shrunk \
+                     back; it stays larger than recorded until the expansion is retried"
+                );
+            }
+            return Err(e);
+        }
         tracing::info!(volume_id = %id, size, "volume expanded");
         Ok(ControllerExpandVolumeResponse {
             capacity_bytes: size,

@@ -140,8 +140,11 @@ impl Inner {
         next.staged.insert(key, rec);
         if let Err(e) = store.commit(next) {
             // The bind this call just made, and nothing stacked under it.
-            if !block {
-                let _ = csi_node::unmount(staging);
+            if !block && let Err(undo) = csi_node::unmount(staging) {
+                tracing::warn!(
+                    volume_id = %id, staging = %staging.display(), error = %undo,
+                    "a stage whose record was not saved could not unmount its bind"
+                );
             }
             return Err(e);
         }
