@@ -407,7 +407,18 @@ impl ControllerPublisher for ComposerDriver {
                 if let Some(a) = &me.agent
                     && v.transport == composer_core::inventory::Transport::Nbd
                 {
-                    me.sync_agent(c, &id)?;
+                    // The record first, then the agent: the agent's grants
+                    // follow the records (re-synced from them at start-up),
+                    // so a crash between the two steps leaves a record the
+                    // next start grants, never a grant with no record. A
+                    // refusal undoes a publication this call made, so the
+                    // failed call changes nothing.
+                    if let Err(e) = me.sync_agent(c, &id) {
+                        if !v.published.contains_key(&node) {
+                            c.unpublish(&id, Some(&node))?;
+                        }
+                        return Err(e);
+                    }
                     ctx.insert(agent::CONTEXT_AGENT.into(), a.addr().to_string());
                 }
                 Ok(ctx)
