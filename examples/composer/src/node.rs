@@ -1175,7 +1175,9 @@ impl NodeSide {
                 .map_err(internal)?;
             s.luks = None;
         }
-        if let Some(l) = s.loopdev.take() {
+        // Dropped from the record only once detached: a failed detach keeps
+        // it, so the CO's retry detaches it again instead of skipping it.
+        if let Some(l) = &s.loopdev {
             // The FUSE file below is closed next: give the kernel a moment to let the device go.
             if !l
                 .detach_and_wait(LOOP_DETACH_WAIT)
@@ -1188,6 +1190,7 @@ impl NodeSide {
                 tracing::info!(device = %l.path().display(), volume = id,
                     "loop device still open after unstage; the kernel detaches it at its last close");
             }
+            s.loopdev = None;
         }
         if let Some(x) = s.exposure.take() {
             x.unmount()
