@@ -407,8 +407,13 @@ impl NodeSide {
     /// Volume `id` (transport `nbd`) reaches its members over NBD from
     /// `agent` (`host:port`, the publish context's
     /// [`crate::agent::CONTEXT_AGENT`]), connecting from `source`. An agent
-    /// that is not `host:port` is INVALID_ARGUMENT naming the publish
-    /// context key, and changes nothing.
+    /// that is not `host:port`, or whose host does not resolve, is
+    /// INVALID_ARGUMENT naming the publish context key, and changes nothing.
+    ///
+    /// The name is resolved here, once: the members are connected to, and
+    /// their ranges claimed ([`claim_remote`]) by, the resolved address (of
+    /// `source`'s family when there is one), so one agent spelled two ways
+    /// (`localhost:10809`, `127.0.0.1:10809`) is one agent.
     pub fn set_remote(
         &self,
         id: &str,
@@ -428,10 +433,24 @@ impl NodeSide {
                 ),
             ));
         }
+        let unresolved = |why: String| {
+            CsiError::invalid(
+                format!("publish_context[{:?}]", crate::agent::CONTEXT_AGENT),
+                format!("must name a JBOD agent this node can resolve, got {agent:?}: {why}"),
+            )
+        };
+        let addrs: Vec<std::net::SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(agent)
+            .map_err(|e| unresolved(e.to_string()))?
+            .collect();
+        let addr = addrs
+            .iter()
+            .find(|a| a.is_ipv4() == source.is_ipv4())
+            .or_else(|| addrs.first())
+            .ok_or_else(|| unresolved("it resolves to no address".into()))?;
         self.remote
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id.to_string(), (agent.to_string(), source));
+            .insert(id.to_string(), (addr.to_string(), source));
         Ok(())
     }
 
@@ -1708,7 +1727,7 @@ impl Drop for RemoteClaimGuard {
 }
 
 /// Claims bytes `offset..offset + len` of `drive`, reached over NBD from
-/// `agent`, for volume `volume` in this process, until the claim is
+/// `agent` (the address [`NodeSide::set_remote`] resolved), for volume `volume` in this process, until the claim is
 /// dropped. An NBD device claims nothing ([`BlockDevice::claim`]'s
 /// default), and the JBOD agent holds the bytes of every volume it exports
 /// to this server at once: without this, two volumes of this node whose
@@ -1724,10 +1743,9 @@ fn claim_remote(
     offset: u64,
     len: u64,
 ) -> Result<Claim, CsiError> {
-    // One agent spelled two ways is one agent.
-    let agent = agent
-        .parse::<std::net::SocketAddr>()
-        .map_or_else(|_| agent.to_string(), |a| a.to_string());
+    // `agent` is the address `set_remote` resolved: one agent spelled two
+    // ways is one agent.
+    let agent = agent.to_string();
     let end = offset.checked_add(len).ok_or_else(|| {
         CsiError::failed_precondition(format!(
             "volume {volume}: its member on drive {drive} (over NBD from {agent}) of {len} \
