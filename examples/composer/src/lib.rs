@@ -779,10 +779,24 @@ impl NodeVolumeStats for ComposerDriver {
         let side = self.side()?.clone();
         let id = req.volume_id.as_str().to_string();
         let rec = self.run(move |c| c.get(&id)).await?;
-        let (_, block, dev) = side.staged_at(&rec.id).ok_or_else(|| {
-            CsiError::not_found(format!("volume {} is not staged on this node", rec.id))
-        })?;
         let path = req.volume_path.get()?.as_path().to_path_buf();
+        let Some((_, block, dev)) = side.staged_at(&rec.id) else {
+            // Staged by an earlier node process whose data path died with
+            // it: still staged as far as the CO knows, and abnormal (the
+            // VOLUME_CONDITION node capability), not NOT_FOUND.
+            if path.exists()
+                && let Some(condition) = side.recovered_condition(&rec.id, &path)
+            {
+                return Ok(NodeGetVolumeStatsResponse {
+                    usage: Vec::new(),
+                    volume_condition: Some(condition),
+                });
+            }
+            return Err(CsiError::not_found(format!(
+                "volume {} is not staged on this node",
+                rec.id
+            )));
+        };
         if !path.exists() {
             return Err(CsiError::not_found(format!(
                 "{} does not exist",

@@ -1263,6 +1263,32 @@ impl NodeSide {
         })
     }
 
+    /// The condition of volume `id` staged by an earlier node process whose
+    /// data path did not survive it (an engine volume's FUSE ended with that
+    /// process; a LUKS mapping or a plain range's loop device was not taken
+    /// over), when `path` is where it was staged or published: abnormal,
+    /// saying what is gone and that the next NodeStageVolume assembles it
+    /// again. `None` when `id` is not such a volume, or `path` is not its.
+    pub fn recovered_condition(&self, id: &str, path: &Path) -> Option<VolumeCondition> {
+        let r = self
+            .recovered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()?;
+        if r.staging != path && !self.targets_of(id).iter().any(|t| t == path) {
+            return None;
+        }
+        let gone = if r.fuse_dir.is_some() {
+            "its engine volume (FUSE) ended with that process"
+        } else {
+            "its device was not taken over"
+        };
+        Some(VolumeCondition::abnormal(format!(
+            "staged by an earlier node process: {gone}; NodeStageVolume assembles it again"
+        )))
+    }
+
     /// The volume's condition as the engine sees it.
     pub fn condition(&self, id: &str) -> Option<VolumeCondition> {
         let map = self.lock();
