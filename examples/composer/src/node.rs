@@ -411,7 +411,7 @@ impl NodeSide {
     /// INVALID_ARGUMENT naming the publish context key, and changes nothing.
     ///
     /// The name is resolved here, once: the members are connected to, and
-    /// their ranges claimed ([`claim_remote`]) by, the resolved address (of
+    /// their ranges claimed by, the resolved address (of
     /// `source`'s family when there is one), so one agent spelled two ways
     /// (`localhost:10809`, `127.0.0.1:10809`) is one agent.
     pub fn set_remote(
