@@ -665,7 +665,18 @@ impl NodeStager for ComposerDriver {
             )));
         }
         if rec.transport == composer_core::inventory::Transport::Nbd {
-            self.stage_over_nbd(&side, &rec.record, &req.publish_context)?;
+            // Resolves the agent's name: off the runtime's threads.
+            let (me, side, rec, ctx) = (
+                self.clone(),
+                side.clone(),
+                rec.record.clone(),
+                req.publish_context.clone(),
+            );
+            tokio::task::spawn_blocking(move || me.stage_over_nbd(&side, &rec, &ctx))
+                .await
+                .map_err(|e| {
+                    CsiError::internal(format!("the operation did not complete: {e}"))
+                })??;
         }
         let block = matches!(req.volume_capability.access_type, AccessType::Block);
         if block != rec.block && rec.block {
