@@ -407,7 +407,18 @@ impl ControllerPublisher for ComposerDriver {
                 if let Some(a) = &me.agent
                     && v.transport == composer_core::inventory::Transport::Nbd
                 {
-                    me.sync_agent(c, &id)?;
+                    // The record first, then the agent: the agent's grants
+                    // follow the records (re-synced from them at start-up),
+                    // so a crash between the two steps leaves a record the
+                    // next start grants, never a grant with no record. A
+                    // refusal undoes a publication this call made, so the
+                    // failed call changes nothing.
+                    if let Err(e) = me.sync_agent(c, &id) {
+                        if !v.published.contains_key(&node) {
+                            c.unpublish(&id, Some(&node))?;
+                        }
+                        return Err(e);
+                    }
                     ctx.insert(agent::CONTEXT_AGENT.into(), a.addr().to_string());
                 }
                 Ok(ctx)
@@ -654,7 +665,18 @@ impl NodeStager for ComposerDriver {
             )));
         }
         if rec.transport == composer_core::inventory::Transport::Nbd {
-            self.stage_over_nbd(&side, &rec.record, &req.publish_context)?;
+            // Resolves the agent's name: off the runtime's threads.
+            let (me, side, rec, ctx) = (
+                self.clone(),
+                side.clone(),
+                rec.record.clone(),
+                req.publish_context.clone(),
+            );
+            tokio::task::spawn_blocking(move || me.stage_over_nbd(&side, &rec, &ctx))
+                .await
+                .map_err(|e| {
+                    CsiError::internal(format!("the operation did not complete: {e}"))
+                })??;
         }
         let block = matches!(req.volume_capability.access_type, AccessType::Block);
         if block != rec.block && rec.block {
@@ -768,10 +790,24 @@ impl NodeVolumeStats for ComposerDriver {
         let side = self.side()?.clone();
         let id = req.volume_id.as_str().to_string();
         let rec = self.run(move |c| c.get(&id)).await?;
-        let (_, block, dev) = side.staged_at(&rec.id).ok_or_else(|| {
-            CsiError::not_found(format!("volume {} is not staged on this node", rec.id))
-        })?;
         let path = req.volume_path.get()?.as_path().to_path_buf();
+        let Some((_, block, dev)) = side.staged_at(&rec.id) else {
+            // Staged by an earlier node process whose data path died with
+            // it: still staged as far as the CO knows, and abnormal (the
+            // VOLUME_CONDITION node capability), not NOT_FOUND.
+            if path.exists()
+                && let Some(condition) = side.recovered_condition(&rec.id, &path)
+            {
+                return Ok(NodeGetVolumeStatsResponse {
+                    usage: Vec::new(),
+                    volume_condition: Some(condition),
+                });
+            }
+            return Err(CsiError::not_found(format!(
+                "volume {} is not staged on this node",
+                rec.id
+            )));
+        };
         if !path.exists() {
             return Err(CsiError::not_found(format!(
                 "{} does not exist",

@@ -407,8 +407,13 @@ impl NodeSide {
     /// Volume `id` (transport `nbd`) reaches its members over NBD from
     /// `agent` (`host:port`, the publish context's
     /// [`crate::agent::CONTEXT_AGENT`]), connecting from `source`. An agent
-    /// that is not `host:port` is INVALID_ARGUMENT naming the publish
-    /// context key, and changes nothing.
+    /// that is not `host:port`, or whose host does not resolve, is
+    /// INVALID_ARGUMENT naming the publish context key, and changes nothing.
+    ///
+    /// The name is resolved here, once: the members are connected to, and
+    /// their ranges claimed by, the resolved address (of
+    /// `source`'s family when there is one), so one agent spelled two ways
+    /// (`localhost:10809`, `127.0.0.1:10809`) is one agent.
     pub fn set_remote(
         &self,
         id: &str,
@@ -428,10 +433,24 @@ impl NodeSide {
                 ),
             ));
         }
+        let unresolved = |why: String| {
+            CsiError::invalid(
+                format!("publish_context[{:?}]", crate::agent::CONTEXT_AGENT),
+                format!("must name a JBOD agent this node can resolve, got {agent:?}: {why}"),
+            )
+        };
+        let addrs: Vec<std::net::SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(agent)
+            .map_err(|e| unresolved(e.to_string()))?
+            .collect();
+        let addr = addrs
+            .iter()
+            .find(|a| a.is_ipv4() == source.is_ipv4())
+            .or_else(|| addrs.first())
+            .ok_or_else(|| unresolved("it resolves to no address".into()))?;
         self.remote
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id.to_string(), (agent.to_string(), source));
+            .insert(id.to_string(), (addr.to_string(), source));
         Ok(())
     }
 
@@ -1175,7 +1194,9 @@ impl NodeSide {
                 .map_err(internal)?;
             s.luks = None;
         }
-        if let Some(l) = s.loopdev.take() {
+        // Dropped from the record only once detached: a failed detach keeps
+        // it, so the CO's retry detaches it again instead of skipping it.
+        if let Some(l) = &s.loopdev {
             // The FUSE file below is closed next: give the kernel a moment to let the device go.
             if !l
                 .detach_and_wait(LOOP_DETACH_WAIT)
@@ -1188,6 +1209,7 @@ impl NodeSide {
                 tracing::info!(device = %l.path().display(), volume = id,
                     "loop device still open after unstage; the kernel detaches it at its last close");
             }
+            s.loopdev = None;
         }
         if let Some(x) = s.exposure.take() {
             x.unmount()
@@ -1239,6 +1261,32 @@ impl NodeSide {
             own.extend(recorded_devices(&self.cfg, r));
             own
         })
+    }
+
+    /// The condition of volume `id` staged by an earlier node process whose
+    /// data path did not survive it (an engine volume's FUSE ended with that
+    /// process; a LUKS mapping or a plain range's loop device was not taken
+    /// over), when `path` is where it was staged or published: abnormal,
+    /// saying what is gone and that the next NodeStageVolume assembles it
+    /// again. `None` when `id` is not such a volume, or `path` is not its.
+    pub fn recovered_condition(&self, id: &str, path: &Path) -> Option<VolumeCondition> {
+        let r = self
+            .recovered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()?;
+        if r.staging != path && !self.targets_of(id).iter().any(|t| t == path) {
+            return None;
+        }
+        let gone = if r.fuse_dir.is_some() {
+            "its engine volume (FUSE) ended with that process"
+        } else {
+            "its device was not taken over"
+        };
+        Some(VolumeCondition::abnormal(format!(
+            "staged by an earlier node process: {gone}; NodeStageVolume assembles it again"
+        )))
     }
 
     /// The volume's condition as the engine sees it.
@@ -1705,7 +1753,7 @@ impl Drop for RemoteClaimGuard {
 }
 
 /// Claims bytes `offset..offset + len` of `drive`, reached over NBD from
-/// `agent`, for volume `volume` in this process, until the claim is
+/// `agent` (the address [`NodeSide::set_remote`] resolved), for volume `volume` in this process, until the claim is
 /// dropped. An NBD device claims nothing ([`BlockDevice::claim`]'s
 /// default), and the JBOD agent holds the bytes of every volume it exports
 /// to this server at once: without this, two volumes of this node whose
@@ -1721,10 +1769,9 @@ fn claim_remote(
     offset: u64,
     len: u64,
 ) -> Result<Claim, CsiError> {
-    // One agent spelled two ways is one agent.
-    let agent = agent
-        .parse::<std::net::SocketAddr>()
-        .map_or_else(|_| agent.to_string(), |a| a.to_string());
+    // `agent` is the address `set_remote` resolved: one agent spelled two
+    // ways is one agent.
+    let agent = agent.to_string();
     let end = offset.checked_add(len).ok_or_else(|| {
         CsiError::failed_precondition(format!(
             "volume {volume}: its member on drive {drive} (over NBD from {agent}) of {len} \

@@ -423,3 +423,61 @@ async fn a_drive_or_node_missing_from_the_inventory_is_a_failed_precondition() {
     assert_eq!(granted, after);
     agent.shutdown();
 }
+
+/// A ControllerPublish the agent refuses (another holder has the volume's
+/// bytes of a drive file) changes no record: the volume stays unpublished,
+/// so the refused call left nothing behind, and the retry once the holder
+/// lets go publishes and grants it. Before, the refused publish stayed
+/// recorded as published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_the_agent_refuses_records_nothing() {
+    use raid_engine::{CacheMode, ClaimHolder, FileDevice};
+    let (dir, agent, driver) = setup(Arc::new(MemStore::default()));
+    let inv = driver.composer().inventory().clone();
+    let plugin = driver.plugin().unwrap();
+    let vol = create(&plugin, "held", NBD_MIRROR).await;
+    let rec = driver
+        .composer()
+        .get(vol.volume_id.as_str())
+        .unwrap()
+        .record;
+    let m = &rec.members[0];
+    let drives = dir.path().join("drives");
+    std::fs::create_dir_all(&drives).unwrap();
+    let file = drives.join(format!("{}.img", m.drive));
+    std::fs::File::create(&file)
+        .unwrap()
+        .set_len(256 << 20)
+        .unwrap();
+    let other = FileDevice::open(&file, CacheMode::Buffered).unwrap();
+    let claim = other
+        .claim_range(&ClaimHolder::new("another exporter"), m.offset, m.len)
+        .unwrap();
+
+    let err = Csi::controller_publish_volume(&plugin, publish_req(&vol.volume_id, "r1-n1"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    assert!(err.to_string().contains("another exporter"), "{err}");
+    let after = driver.composer().get(vol.volume_id.as_str()).unwrap();
+    assert!(after.published.is_empty(), "{:?}", after.published);
+    let n1 = address(&inv, "r1-n1");
+    assert!(
+        rec.members
+            .iter()
+            .all(|m| !agent.allowed(&m.drive).contains(&n1))
+    );
+
+    drop(claim);
+    Csi::controller_publish_volume(&plugin, publish_req(&vol.volume_id, "r1-n1"))
+        .await
+        .unwrap();
+    let after = driver.composer().get(vol.volume_id.as_str()).unwrap();
+    assert_eq!(after.published.keys().collect::<Vec<_>>(), ["r1-n1"]);
+    assert!(
+        rec.members
+            .iter()
+            .all(|m| agent.allowed(&m.drive).contains(&n1))
+    );
+    agent.shutdown();
+}

@@ -179,9 +179,9 @@ async fn an_agent_that_refuses_or_is_gone_is_a_clear_error() {
     side.assemble_unexposed(&rec).unwrap();
 }
 
-/// A publish context whose agent is not `host:port` is INVALID_ARGUMENT
-/// naming the key at NodeStageVolume. Before, the stage tried to connect
-/// and answered INTERNAL.
+/// A publish context whose agent is not `host:port`, or names a host that
+/// does not resolve, is INVALID_ARGUMENT naming the key at NodeStageVolume.
+/// Before, the stage tried to connect and answered INTERNAL, for both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_agent_in_the_publish_context_is_an_invalid_argument() {
     let s = common::InProcess::with_agent();
@@ -192,6 +192,7 @@ async fn a_malformed_agent_in_the_publish_context_is_an_invalid_argument() {
         "127.0.0.1:0",
         ":10809",
         "host:99999",
+        "no-such-agent.invalid:10809",
     ] {
         let v = common::Vol {
             id: rec.id.clone(),
@@ -207,4 +208,40 @@ async fn a_malformed_agent_in_the_publish_context_is_an_invalid_argument() {
         assert!(msg.contains("nbdAgent") && msg.contains(bad), "{msg}");
         assert!(!s.driver.node_side().unwrap().is_staged(&rec.id));
     }
+}
+
+/// One agent spelled by name and by address is one agent: a volume
+/// assembled from `127.0.0.1:PORT` holds its ranges against a second
+/// assembly from `localhost:PORT`. Before, the claims were keyed by the
+/// spelling, and both assemblies wrote the same bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_spelled_by_name_and_by_address_is_one_agent() {
+    let s = common::InProcess::with_agent();
+    let side = s.driver.node_side().unwrap();
+    let (rec, agent) = published_mirror(&s).await;
+    let src = source(&s);
+    let other = NodeSide::new(side.config().clone());
+    let _release = Release(vec![side, &other]);
+    let port = agent
+        .strip_prefix("127.0.0.1:")
+        .expect("the agent listens on 127.0.0.1");
+    let by_name = format!("localhost:{port}");
+    // The test's premise: this host resolves localhost to the agent's address.
+    let resolved: Vec<_> = std::net::ToSocketAddrs::to_socket_addrs(&by_name[..])
+        .unwrap()
+        .map(|a| a.to_string())
+        .collect();
+    assert!(
+        resolved.contains(&agent),
+        "{by_name} resolves to {resolved:?}"
+    );
+
+    side.set_remote(&rec.id, &agent, src).unwrap();
+    let _v = side.assemble_unexposed(&rec).unwrap();
+    other.set_remote(&rec.id, &by_name, src).unwrap();
+    let err = other.assemble_unexposed(&rec).unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    let err = err.to_string();
+    assert!(err.contains("is in use by"), "{err}");
+    assert!(err.contains(&agent), "names the resolved agent: {err}");
 }
