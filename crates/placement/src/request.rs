@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Bytes, DriveId, DriveKind, GroupId, ServerId, Transports};
+use crate::model::{Bytes, DriveId, DriveKind, GroupId, ServerId, Transports, named_enum};
 
 /// The layout of a volume. Members are numbered group by group: redundancy group 0's members
 /// first, then group 1's, and so on.
@@ -113,7 +113,9 @@ impl Shape {
 }
 
 /// Whether a constraint must hold or is only preferred.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+///
+/// Written in lowercase; read in any ASCII case with surrounding blanks trimmed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Never violated: placement fails instead.
@@ -122,6 +124,8 @@ pub enum Mode {
     /// Honoured when possible; a placement that violates it reports the violation.
     Soft,
 }
+
+named_enum!(Mode, "mode", [("hard", Hard), ("soft", Soft)]);
 
 /// Separation within each redundancy group, by one of: a failure-domain hierarchy `level`, the
 /// drives' `storage_group`, or a drive `attribute` (exactly one is given).

@@ -141,6 +141,63 @@ fn health_is_read_in_any_case() {
     assert!(inv.to_toml().contains("health = \"draining\""));
 }
 
+/// `kind` was read only in lowercase (serde's derive), unlike `health` and the composer's
+/// inventory values: `kind = "NVMe"` was refused, in inventories, in requests' `kinds` and in
+/// fleet-sim configurations alike. The same held for a constraint's `mode`.
+#[test]
+fn drive_kind_and_mode_are_read_in_any_case() {
+    for (text, want) in [
+        ("HDD", DriveKind::Hdd),
+        (" NVMe ", DriveKind::Nvme),
+        ("Ssd", DriveKind::Ssd),
+    ] {
+        let inv =
+            Inventory::from_toml(&BASE.replacen("kind = \"hdd\"", &format!("kind = {text:?}"), 1))
+                .unwrap();
+        assert_eq!(
+            inv.drive(&DriveId::new("d1").unwrap()).unwrap().kind,
+            want,
+            "{text:?}"
+        );
+        assert_eq!(text.parse::<DriveKind>(), Ok(want));
+        // Still written in lowercase.
+        assert!(inv.to_toml().contains(&format!("kind = \"{want}\"")));
+        assert_eq!(want.to_string(), want.name());
+    }
+    let e = err(&BASE.replacen("kind = \"hdd\"", "kind = \"tape\"", 1));
+    assert!(
+        e.contains("unknown drive kind \"tape\", expected one of hdd, ssd, nvme (any case)"),
+        "{e}"
+    );
+
+    let reqs = RequestFile::from_toml(
+        r#"
+        [[request]]
+        name = "a"
+        shape = { type = "mirror", legs = 2 }
+        size = "1 GB"
+        kinds = ["HDD", "Nvme"]
+        separation = [{ level = "rack", mode = "Soft" }]
+        bandwidth_spread = [{ kind = "port", mode = " HARD " }]
+        "#,
+    )
+    .unwrap();
+    let r = &reqs.requests[0];
+    assert_eq!(r.kinds, [DriveKind::Hdd, DriveKind::Nvme]);
+    assert_eq!(r.separation[0].mode, Mode::Soft);
+    assert_eq!(r.bandwidth_spread[0].mode, Mode::Hard);
+    let e = RequestFile::from_toml(
+        "[[request]]\nname = \"a\"\nshape = { type = \"single\" }\nsize = 1\n\
+         separation = [{ level = \"rack\", mode = \"maybe\" }]\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("unknown mode \"maybe\", expected one of hard, soft (any case)"),
+        "{e}"
+    );
+}
+
 #[test]
 fn duplicate_ids_are_named() {
     let text = format!("{BASE}\n[[drive]]\nid = \"d1\"\nkind = \"ssd\"\ncapacity = 5\n");

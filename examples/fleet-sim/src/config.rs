@@ -3,8 +3,8 @@
 //! field has a default (the 10,000-server / 100,000-drive fleet of the README), so an empty
 //! TOML file is a valid configuration. [`SimConfig::validate`] names the field and the rule.
 
-use placement::{DriveKind, Mode, Separation, Shape, Spread};
-use serde::{Deserialize, Serialize};
+use placement::{DriveKind, Mode, Separation, Shape, Spread, UnknownName, by_name};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::SimError;
 use crate::num::exact;
@@ -53,8 +53,30 @@ impl Default for SimConfig {
     }
 }
 
+/// `NAMES` and a `Deserialize` that reads a name in any ASCII case through
+/// [`placement::by_name`], for the enums a configuration names; serde's derive writes them in
+/// lowercase.
+macro_rules! read_by_name {
+    ($ty:ident, $what:literal, [$(($name:literal, $variant:ident)),+ $(,)?]) => {
+        impl $ty {
+            /// Every value with its name as written (and read, in any ASCII case).
+            pub const NAMES: [(&'static str, $ty); [$($name),+].len()] =
+                [$(($name, $ty::$variant)),+];
+        }
+
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let got = String::deserialize(d)?;
+                by_name($what, &$ty::NAMES, &got).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
 /// How volumes choose drives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+///
+/// Written in lowercase; read in any ASCII case, blanks trimmed (as placement reads drive kinds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PolicyKind {
     /// The `placement` engine under each class's request (separation, spreading).
@@ -75,16 +97,17 @@ impl PolicyKind {
         }
     }
 
-    /// Parses a name as [`PolicyKind::name`] prints it.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "engine" => Some(PolicyKind::Engine),
-            "straw2" => Some(PolicyKind::Straw2),
-            "random" => Some(PolicyKind::Random),
-            _ => None,
-        }
+    /// Parses a name as [`PolicyKind::name`] prints it, in any ASCII case.
+    pub fn parse(s: &str) -> Result<Self, UnknownName> {
+        by_name("policy", &Self::NAMES, s)
     }
 }
+
+read_by_name!(
+    PolicyKind,
+    "policy",
+    [("engine", Engine), ("straw2", Straw2), ("random", Random)]
+);
 
 /// The generated fleet. With an inventory file only the level names apply: a configuration
 /// file that sets any other `[fleet]` field together with an inventory is refused (see
@@ -297,8 +320,8 @@ fn one() -> f64 {
     1.0
 }
 
-/// Lifetime distribution family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Lifetime distribution family (read in any ASCII case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Distribution {
     /// Constant hazard.
@@ -306,6 +329,12 @@ pub enum Distribution {
     /// Weibull with a shape parameter.
     Weibull,
 }
+
+read_by_name!(
+    Distribution,
+    "distribution",
+    [("exponential", Exponential), ("weibull", Weibull)]
+);
 
 /// An outage process for a whole failure domain.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -353,8 +382,8 @@ impl Default for RebuildConfig {
     }
 }
 
-/// Rebuild duration model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Rebuild duration model (read in any ASCII case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RebuildModel {
     /// Fair-share fluid model over drive and bandwidth-domain capacities.
@@ -362,6 +391,12 @@ pub enum RebuildModel {
     /// Constant duration.
     Fixed,
 }
+
+read_by_name!(
+    RebuildModel,
+    "rebuild model",
+    [("bandwidth", Bandwidth), ("fixed", Fixed)]
+);
 
 /// Volume arrivals, lifetimes and the mix of classes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

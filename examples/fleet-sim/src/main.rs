@@ -130,14 +130,10 @@ fn main() -> ExitCode {
     if let Some(ps) = &args.policies {
         let mut out = Vec::new();
         for p in ps {
-            match PolicyKind::parse(p.trim()) {
-                Some(k) if !out.contains(&k) => out.push(k),
-                Some(_) => return fail(format!("--policies: '{p}' is listed twice")),
-                None => {
-                    return fail(format!(
-                        "--policies: unknown policy '{p}' (expected engine, straw2 or random)"
-                    ));
-                }
+            match PolicyKind::parse(p) {
+                Ok(k) if !out.contains(&k) => out.push(k),
+                Ok(_) => return fail(format!("--policies: '{p}' is listed twice")),
+                Err(e) => return fail(format!("--policies: {e}")),
             }
         }
         cfg.policies = out;

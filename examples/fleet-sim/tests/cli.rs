@@ -168,7 +168,24 @@ fn usage_errors_are_one_line_naming_the_flag() {
 #[test]
 fn bad_input_exits_2_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
-    expect_usage_error(&["--policies", "engine,crush"], "unknown policy 'crush'");
+    expect_usage_error(
+        &["--policies", "engine,crush"],
+        "--policies: unknown policy \"crush\", expected one of engine, straw2, random (any case)",
+    );
+    // Names are read in any case, as in a configuration file.
+    let out = bin()
+        .args(["--policies", "Engine, RANDOM", "--print-config"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("policies = [\n    \"engine\",\n    \"random\",\n]")
+    );
     expect_usage_error(&["--policies", "engine,engine"], "listed twice");
     expect_usage_error(&["--years=-1"], "--years: must be a positive number");
     expect_usage_error(&["--years", "abc"], "invalid value");

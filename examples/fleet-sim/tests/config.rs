@@ -312,3 +312,42 @@ fn a_long_class_name_is_quoted_short() {
         )
     );
 }
+
+/// The names a configuration gives (a medium's `kind`, a class's `kinds`, `policies`, the drive
+/// failure `distribution`, the rebuild `model`) were read only in lowercase, while placement
+/// reads drive health, and the composer its inventory values, in any case: `kind = "NVMe"` was
+/// refused. They are read in any ASCII case and still written in lowercase.
+#[test]
+fn names_are_read_in_any_case() {
+    let mut text = toml::to_string(&SimConfig::default()).unwrap();
+    for (from, to) in [
+        ("kind = \"nvme\"", "kind = \"NVMe\""),
+        ("\"straw2\"", "\" Straw2 \""),
+        (
+            "distribution = \"exponential\"",
+            "distribution = \"Exponential\"",
+        ),
+        ("model = \"bandwidth\"", "model = \"FIXED\""),
+    ] {
+        assert!(text.contains(from), "{from}");
+        text = text.replacen(from, to, 1);
+    }
+    let cfg = SimConfig::from_toml(&text).unwrap();
+    assert_eq!(cfg.fleet.media[2].kind, placement::DriveKind::Nvme);
+    assert_eq!(cfg.policies[1], fleet_sim::PolicyKind::Straw2);
+    assert_eq!(
+        cfg.failures.drive.distribution,
+        fleet_sim::config::Distribution::Exponential
+    );
+    assert_eq!(cfg.rebuild.model, fleet_sim::config::RebuildModel::Fixed);
+    let again = toml::to_string(&cfg).unwrap();
+    assert!(again.contains("kind = \"nvme\"") && again.contains("model = \"fixed\""));
+
+    let e = SimConfig::from_toml("[rebuild]\nmodel = \"fluid\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("unknown rebuild model \"fluid\", expected one of bandwidth, fixed (any case)"),
+        "{e}"
+    );
+}
