@@ -6,24 +6,16 @@ use std::str::FromStr;
 
 use bitflags::bitflags;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use storage_units::quote;
 
 /// Why a string is not a valid identifier.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid identifier {}: {reason}", shown(.value))]
+#[error("invalid identifier {}: {reason}", quote(.value))]
 pub struct IdError {
     /// The rejected text.
     pub value: String,
     /// The rule it broke.
     pub reason: &'static str,
-}
-
-/// A rejected identifier as a message quotes it: whole up to 64 characters, else its first 64
-/// and its length (a 100,000-byte name was echoed whole in the one-line error).
-pub(crate) fn shown(value: &str) -> String {
-    match value.char_indices().nth(64) {
-        None => format!("{value:?}"),
-        Some((cut, _)) => format!("{:?}… ({} bytes)", &value[..cut], value.len()),
-    }
 }
 
 fn check_id(s: &str) -> Result<(), &'static str> {
@@ -253,7 +245,7 @@ impl proptest::arbitrary::Arbitrary for Bytes {
 /// A name that is none of a type's names, as in `kind = "tape"`: the message quotes it and
 /// lists the names accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown {what} {}, expected one of {} (any case)", shown(.value), .expected.join(", "))]
+#[error("unknown {what} {}, expected one of {} (any case)", quote(.value), .expected.join(", "))]
 pub struct UnknownName {
     /// What was read (`drive kind`, `health`, `mode`).
     pub what: &'static str,
@@ -438,7 +430,8 @@ impl Transports {
             "roce" | "nvme-roce" | "rdma" | "nvme-rdma" => Ok(Transports::ROCE),
             "nbd" => Ok(Transports::NBD),
             _ => Err(format!(
-                "unknown transport {s:?} (expected iscsi, nvme-tcp, roce or nbd)"
+                "unknown transport {} (expected iscsi, nvme-tcp, roce or nbd)",
+                quote(s)
             )),
         }
     }

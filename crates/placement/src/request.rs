@@ -360,8 +360,6 @@ pub struct RequestFile {
 impl RequestFile {
     /// Parses a TOML request file.
     pub fn from_toml(text: &str) -> Result<Self, crate::InventoryError> {
-        toml::from_str(text).map_err(|e| crate::InventoryError::Parse {
-            message: e.to_string(),
-        })
+        toml::from_str(text).map_err(|e| crate::InventoryError::from_toml(text, &e))
     }
 }

@@ -442,3 +442,27 @@ fn sizes_of_the_wrong_type_name_the_rule() {
         assert!(e.contains(RULE), "{value}: {e}");
     }
 }
+
+/// A parse error was toml's five-line message, repeating the offending line whole, and an
+/// unknown transport was echoed whole too: a 100,000-character name made a 200 kB error. It is
+/// one line naming the line and column, the name quoted short as every other rejected name is.
+#[test]
+fn a_long_unknown_transport_is_quoted_short() {
+    let name = "t".repeat(100_000);
+    let e = err(&BASE.replacen("\"iscsi\", \"nvme-tcp\"", &format!("{name:?}"), 1));
+    assert_eq!(
+        e,
+        format!(
+            "parse error: line 33, column 14: unknown transport {:?}… (100000 bytes) (expected iscsi, nvme-tcp, roce or nbd)",
+            &name[..64]
+        ),
+    );
+    let e = RequestFile::from_toml(&format!("[[request]]\nname = \"a\"\n{name} = 1\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.len() < 300 && !e.contains('\n'), "{e:.300}");
+    assert!(
+        e.starts_with("parse error: line 3, column 1: unknown field `ttt"),
+        "{e:.300}"
+    );
+}

@@ -25,7 +25,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use raid::{ChunkSize, Geometry, Layout, Level, MemberContent, Sectors};
 use serde_json::{Value, json};
-use storage_units::ByteSize;
+use storage_units::{ByteSize, quote};
 
 #[derive(Parser)]
 #[command(
@@ -222,22 +222,7 @@ fn each_line(answer: impl Fn(&str) -> Result<Value, String>) -> ExitCode {
 
 fn number(text: &str, what: &str) -> Result<u64, String> {
     text.parse::<u64>()
-        .map_err(|_| format!("`{}` is not a decimal {what}", quoted(text)))
-}
-
-/// `text` for an error message: at most 40 characters, the rest elided with how much was left
-/// out, so that a long bad line is one short line on stderr (a 100,000-digit line was echoed
-/// whole, on stderr and in the JSON `error`; the JSON `input` still carries the line).
-fn quoted(text: &str) -> String {
-    const MAX: usize = 40;
-    match text.char_indices().nth(MAX) {
-        None => text.to_string(),
-        Some((cut, _)) => format!(
-            "{}… ({} more characters)",
-            &text[..cut],
-            text[cut..].chars().count()
-        ),
-    }
+        .map_err(|_| format!("{} is not a decimal {what}", quote(text)))
 }
 
 fn map(g: &Geometry, text: &str) -> Result<Value, String> {
@@ -266,7 +251,7 @@ fn unmap(g: &Geometry, text: &str) -> Result<Value, String> {
         .filter(|s| !s.is_empty())
         .collect();
     let [member, sector] = parts[..] else {
-        return Err(format!("`{}` is not `MEMBER SECTOR`", quoted(text)));
+        return Err(format!("{} is not `MEMBER SECTOR`", quote(text)));
     };
     let member = number(member, "member number")?;
     let sector = number(sector, "sector number")?;

@@ -252,8 +252,8 @@ fn bad_lines_are_bad_input() {
 }
 
 /// A long bad line was echoed whole in the error (100,000 digits on one stderr line and again
-/// in the JSON `error`); the message quotes its first 40 characters and says how many more
-/// there were, and the JSON `input` keeps the whole line.
+/// in the JSON `error`); the message quotes its first 64 characters and its length, as every
+/// crate of the SDK does (`storage_units::quote`), and the JSON `input` keeps the whole line.
 #[test]
 fn a_long_bad_line_is_quoted_short() {
     let long = "9".repeat(100_000);
@@ -263,8 +263,8 @@ fn a_long_bad_line_is_quoted_short() {
     );
     assert_eq!(code, 2);
     let want = format!(
-        "`{}… (99960 more characters)` is not a decimal sector number",
-        &long[..40]
+        "\"{}\"… (100000 bytes) is not a decimal sector number",
+        &long[..64]
     );
     assert_eq!(err, format!("raid-map: line 1: {want}\n"));
     let lines = lines(&out);
@@ -275,10 +275,24 @@ fn a_long_bad_line_is_quoted_short() {
         &format!("1 2 {long}\n"),
     );
     assert!(err.len() < 200, "{}", &err[..200]);
-    assert!(
-        err.contains("more characters)` is not `MEMBER SECTOR`"),
-        "{err}"
+    assert!(err.contains(" bytes) is not `MEMBER SECTOR`"), "{err}");
+}
+
+/// A bad line's control characters were written raw to the terminal in the stderr message (an
+/// escape sequence in the input recoloured or cleared the screen); they are escaped.
+#[test]
+fn a_bad_line_with_control_characters_is_escaped() {
+    let (code, out, err) = run(
+        &sh("map --level raid1 --members 2 --member-size 1MiB"),
+        "\x1b[2J7\x07\n",
     );
+    assert_eq!(code, 2);
+    assert_eq!(
+        err,
+        "raid-map: line 1: \"\\u{1b}[2J7\\u{7}\" is not a decimal sector number\n"
+    );
+    assert!(!err.contains('\x1b'));
+    assert_eq!(lines(&out)[0]["input"], "\x1b[2J7\x07");
 }
 
 fn lines_of(out: &str, key: &str) -> usize {

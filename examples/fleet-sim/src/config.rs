@@ -5,6 +5,7 @@
 
 use placement::{DriveKind, Mode, Separation, Shape, Spread, UnknownName, by_name};
 use serde::{Deserialize, Deserializer, Serialize};
+use storage_units::{SHOWN_CHARS, quote, shorten};
 
 use crate::error::SimError;
 use crate::num::exact;
@@ -588,23 +589,10 @@ pub const MAX_MEMBERS: usize = 64;
 /// Most utilisation samples a run takes (`years × 365 / sample_days`).
 const MAX_SAMPLES: f64 = 1_000_000.0;
 
-/// `s` for a one-line message: its first 80 characters and how many more there were (a
-/// 100,000-character value was echoed whole, twice: in the line's text and in TOML's message).
-pub(crate) fn clip(s: &str) -> String {
-    match s.char_indices().nth(80) {
-        None => s.to_string(),
-        Some((cut, _)) => format!(
-            "{}… ({} more characters)",
-            &s[..cut],
-            s[cut..].chars().count()
-        ),
-    }
-}
-
-/// The name of `field` of workload class `i` in errors: `workload.class[i] ('name').field`,
-/// the name shortened by [`clip`] (names have no length limit).
+/// The name of `field` of workload class `i` in errors: `workload.class[i] ("name").field`,
+/// the name quoted short by [`quote`] (names have no length limit).
 pub(crate) fn class_field(i: usize, name: &str, field: &str) -> String {
-    format!("workload.class[{i}] ('{}').{field}", clip(name))
+    format!("workload.class[{i}] ({}).{field}", quote(name))
 }
 
 /// Most arrivals a run expects after the initial population
@@ -634,8 +622,10 @@ impl SimConfig {
             SimError::Syntax {
                 line: before.matches('\n').count() + 1,
                 column: before[line_start..].chars().count() + 1,
-                text: clip(text[line_start..line_end].trim()),
-                message: clip(&e.message().trim().replace('\n', "; ")),
+                text: shorten(text[line_start..line_end].trim(), SHOWN_CHARS).into_owned(),
+                // Long enough for this crate's own messages (which quote their input short) and
+                // TOML's, short for TOML's echo of a long value.
+                message: shorten(&e.message().trim().replace('\n', "; "), 200).into_owned(),
             }
         })
     }

@@ -10,6 +10,7 @@ use fleet_sim::config::generated_fleet_fields;
 use fleet_sim::num::{exact, human};
 use fleet_sim::{PolicyKind, Progress, SimConfig, SimError, svg};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use storage_units::quote;
 
 /// Simulate years of a composable data centre: failures, rebuilds and data loss per placement
 /// policy.
@@ -132,7 +133,7 @@ fn main() -> ExitCode {
         for p in ps {
             match PolicyKind::parse(p) {
                 Ok(k) if !out.contains(&k) => out.push(k),
-                Ok(_) => return fail(format!("--policies: '{p}' is listed twice")),
+                Ok(_) => return fail(format!("--policies: {} is listed twice", quote(p))),
                 Err(e) => return fail(format!("--policies: {e}")),
             }
         }

@@ -122,7 +122,7 @@ fn usage_errors_are_one_line_naming_the_flag() {
     .unwrap();
     exact(
         &["--inventory", inv.to_str().unwrap(), "--years", "0.1"],
-        "fleet-sim: config: workload.class[0] ('raid1').separation[0].level 'rack' is not a level of the inventory (it has none)\n",
+        "fleet-sim: config: workload.class[0] (\"raid1\").separation[0].level \"rack\" is not a level of the inventory (it has none)\n",
     );
     // The same rule broken by the configuration file names the file, although it is found
     // only once the fleet is built (it was "fleet-sim: config: …", without the file).
@@ -148,7 +148,7 @@ fn usage_errors_are_one_line_naming_the_flag() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.starts_with(&format!(
-            "fleet-sim: {path}: config: workload.class[0] ('a').separation[0].level 'row' is not a level of the inventory"
+            "fleet-sim: {path}: config: workload.class[0] (\"a\").separation[0].level \"row\" is not a level of the inventory"
         )),
         "{err}"
     );
@@ -207,7 +207,7 @@ fn bad_input_exits_2_with_a_clear_message() {
         ("[rebuild]\nshare = 0\n", "rebuild.share"),
         (
             "[fleet]\nracks = 2\ndrives_per_rack = 60\n[[workload.class]]\nname = \"w\"\nweight = 1\nshape = { type = \"mirror\", legs = 2 }\nsizes = [\"1 TB\"]\nseparation = [{ level = \"row\" }]\n",
-            "'row' is not a level of the inventory",
+            "\"row\" is not a level of the inventory",
         ),
         (
             "[[workload.class]]\nname = \"wide\"\nweight = 1\nshape = { type = \"raid10\", stripes = 40, mirrors = 2 }\nsizes = [\"1 TB\"]\n",

@@ -287,16 +287,19 @@ fn a_long_bad_line_is_quoted_short() {
         .to_string();
     assert!(e.len() < 400, "{} bytes: {}", e.len(), &e[..400]);
     assert!(e.starts_with("line 1, column 9 (`years = \"xxxx"), "{e}");
-    // The line: `years = "` and 71 x, then the 99,930 characters left of its 100,010.
+    // The line: `years = "` and 55 x of its 100,010 bytes.
     assert!(
-        e.contains("… (99930 more characters)`): invalid type: string"),
+        e.contains(&format!(
+            "{}… (100010 bytes)`): invalid type: string",
+            "x".repeat(55)
+        )),
         "{e}"
     );
-    assert_eq!(e.matches("more characters)").count(), 2, "{e}");
+    assert_eq!(e.matches(" bytes)").count(), 2, "{e}");
 }
 
 /// A class name of 100,000 characters was echoed whole in the field of every error about its
-/// class ("workload.class[0] ('nnn…').weight"); it is shortened as syntax errors are.
+/// class ("workload.class[0] ('nnn…').weight"); it is quoted short as every input is.
 #[test]
 fn a_long_class_name_is_quoted_short() {
     let name = "n".repeat(100_000);
@@ -307,8 +310,8 @@ fn a_long_class_name_is_quoted_short() {
     assert_eq!(
         field,
         format!(
-            "workload.class[0] ('{}… (99920 more characters)').weight",
-            &name[..80]
+            "workload.class[0] ({:?}… (100000 bytes)).weight",
+            &name[..64]
         )
     );
 }
@@ -350,4 +353,15 @@ fn names_are_read_in_any_case() {
         e.contains("unknown rebuild model \"fluid\", expected one of bandwidth, fixed (any case)"),
         "{e}"
     );
+}
+
+/// A class name with a newline broke the one-line error about its class in two, and control
+/// characters reached the terminal raw; the name is quoted with them escaped.
+#[test]
+fn a_class_name_with_control_characters_is_escaped() {
+    let mut cfg = SimConfig::default();
+    cfg.workload.class[0].name = "a\nb\x1b[2J".to_string();
+    cfg.workload.class[0].weight = -1.0;
+    let (field, _) = refused(&cfg);
+    assert_eq!(field, r#"workload.class[0] ("a\nb\u{1b}[2J").weight"#);
 }
