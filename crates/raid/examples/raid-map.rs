@@ -59,17 +59,17 @@ struct GeometryArgs {
     #[arg(long, default_value = "")]
     layout: String,
     /// Number of members.
-    // Negative numbers (and sizes below) are taken as values, so that the message states the
-    // rule instead of clap's "unexpected argument '-1' found".
+    // Negative numbers (and any size below: `-1G` is no number to clap) are taken as values, so
+    // that the message states the rule instead of clap's "unexpected argument '-1' found".
     #[arg(long, allow_negative_numbers = true, value_parser = members)]
     members: usize,
     /// Chunk size, e.g. 64KiB or 512KiB (a number alone is bytes); a
     /// multiple of 4 KiB. Ignored for raid1.
-    #[arg(long, default_value = "512KiB", allow_negative_numbers = true)]
+    #[arg(long, default_value = "512KiB", allow_hyphen_values = true)]
     chunk: String,
     /// Size of each member's data area: one size for all members or a
     /// comma-separated list (1GiB, 500GB, 1073741824); whole 512-byte sectors.
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, allow_hyphen_values = true)]
     member_size: String,
 }
 
@@ -325,29 +325,41 @@ fn capacity(g: &Geometry) -> Value {
     o
 }
 
+/// A clap error as one line: clap's first paragraph (it lists missing arguments on lines of
+/// their own; tips and usage follow a blank line), with a long or unprintable value quoted short
+/// and escaped (clap quoted a 100,000-character `--members` whole).
+fn clap_line(e: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        // clap printed the whole help, of which the first paragraph is the tool's description.
+        return "a command is required: map, unmap, stripe or capacity".into();
+    }
+    let text = e.to_string();
+    let mut first = text
+        .split("\n\n")
+        .next()
+        .unwrap_or("bad arguments")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    for kind in [ContextKind::InvalidValue, ContextKind::InvalidArg] {
+        if let Some(ContextValue::String(v)) = e.get(kind)
+            && (v.chars().count() > storage_units::SHOWN_CHARS || v.chars().any(char::is_control))
+        {
+            first = first.replacen(&format!("'{v}'"), &quote(v), 1);
+        }
+    }
+    first.trim_start_matches("error: ").to_string()
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         // Help and version go to stdout with status 0.
         Err(e) if !e.use_stderr() => e.exit(),
-        Err(e) => {
-            // clap's first paragraph, on one line: it lists missing arguments on lines of
-            // their own (the first line alone named none); tips and usage follow a blank line.
-            let text = e.to_string();
-            let first = text
-                .split("\n\n")
-                .next()
-                .unwrap_or("bad arguments")
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .collect::<Vec<_>>()
-                .join(" ");
-            return fail(
-                &[first.trim_start_matches("error: ").to_string()],
-                BAD_INPUT,
-            );
-        }
+        Err(e) => return fail(&[clap_line(&e)], BAD_INPUT),
     };
     let (Cmd::Map(args) | Cmd::Unmap(args) | Cmd::Stripe(args) | Cmd::Capacity(args)) = &cli.cmd;
     let g = match build(args) {

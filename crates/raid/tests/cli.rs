@@ -295,6 +295,40 @@ fn a_bad_line_with_control_characters_is_escaped() {
     assert_eq!(lines(&out)[0]["input"], "\x1b[2J7\x07");
 }
 
+/// Tried as a new user would: no command printed the tool's description as if it were the
+/// error; a negative size with a unit (`-1G`) was "unexpected argument '-1' found"; and clap
+/// quoted a 100,000-character value whole. Each is one line naming the rule.
+#[test]
+fn arguments_tried_as_a_new_user_would() {
+    let long = "x".repeat(100_000);
+    let members = format!("map --level raid5 --member-size 1G --members {long}");
+    for (args, want) in [
+        (
+            String::new(),
+            "raid-map: a command is required: map, unmap, stripe or capacity\n".to_string(),
+        ),
+        (
+            "map --level raid5 --members 3 --member-size -1G".into(),
+            "raid-map: --member-size: size \"-1G\": must not be negative\n".into(),
+        ),
+        (
+            "map --level raid5 --members 3 --member-size 1G --chunk -4KiB".into(),
+            "raid-map: --chunk: size \"-4KiB\": must not be negative\n".into(),
+        ),
+        (
+            members,
+            format!(
+                "raid-map: invalid value {:?}… (100000 bytes) for '--members <MEMBERS>': must be a whole number of members, at least 1\n",
+                &long[..64]
+            ),
+        ),
+    ] {
+        let (code, out, err) = run(&sh(&args), "");
+        assert_eq!((code, out.as_str()), (2, ""), "{args:.80}");
+        assert_eq!(err, want, "{args:.80}");
+    }
+}
+
 fn lines_of(out: &str, key: &str) -> usize {
     lines(out).iter().filter(|v| v.get(key).is_some()).count()
 }
