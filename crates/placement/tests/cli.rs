@@ -304,3 +304,54 @@ fn assert_fresh(bin: &Path) {
         bin.display()
     );
 }
+
+/// Tried as a new user would: a 100,000-character `--seed` or `--evacuate` target was echoed
+/// whole (a 100 kB line), and a newline in a target broke the line; an inventory value in the
+/// wrong case was refused. Values are quoted short and escaped, names read in any case.
+#[test]
+fn long_and_unprintable_arguments_are_quoted_short() {
+    let inv = dir().join("inventory.toml");
+    let long = "x".repeat(100_000);
+    for (flag, want) in [
+        (
+            "--seed",
+            format!(
+                "place: invalid value {:?}… (100000 bytes) for '--seed <SEED>': must be a whole number from 0 to 18446744073709551615 (see --help)",
+                &long[..64]
+            ),
+        ),
+        (
+            "--evacuate",
+            format!(
+                "place: --evacuate: unknown drive or failure domain {:?}… (100000 bytes)",
+                &long[..64]
+            ),
+        ),
+    ] {
+        let o = place().arg(&inv).arg(flag).arg(&long).output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{flag}");
+        assert!(o.stderr.len() < 400, "{flag}: {} bytes", o.stderr.len());
+        assert_eq!(stderr_lines(&o), vec![want], "{flag}");
+    }
+    let o = place()
+        .arg(&inv)
+        .args(["--drain", "a\nb"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        stderr_lines(&o),
+        vec![r#"place: --drain: unknown drive or failure domain "a\nb""#.to_string()]
+    );
+    // A drive kind in capitals is read as it is in every other inventory field.
+    let text = std::fs::read_to_string(&inv)
+        .unwrap()
+        .replace("kind = \"hdd\"", "kind = \"HDD\"");
+    let upper = temp("upper.toml", &text);
+    let o = run(&[&upper]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

@@ -345,10 +345,8 @@ fn clap_line(e: &clap::Error) -> String {
         .collect::<Vec<_>>()
         .join(" ");
     for kind in [ContextKind::InvalidValue, ContextKind::InvalidArg] {
-        if let Some(ContextValue::String(v)) = e.get(kind)
-            && (v.chars().count() > storage_units::SHOWN_CHARS || v.chars().any(char::is_control))
-        {
-            first = first.replacen(&format!("'{v}'"), &quote(v), 1);
+        if let Some(ContextValue::String(v)) = e.get(kind) {
+            first = storage_units::requote(&first, v).into_owned();
         }
     }
     first.trim_start_matches("error: ").to_string()

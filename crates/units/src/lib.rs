@@ -714,6 +714,35 @@ pub fn shorten(text: &str, max_chars: usize) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// `message`, another library's (a command-line parser's, say), with the `value` it quotes
+/// whole requoted by [`quote`] when that value is long or holds control characters: `'value'`
+/// (or the bare value) is replaced once. Short printable values are left as the library wrote
+/// them.
+///
+/// ```
+/// use storage_units::requote;
+///
+/// let long = "x".repeat(100);
+/// let message = format!("invalid value '{long}' for '--seed <SEED>'");
+/// assert_eq!(
+///     requote(&message, &long),
+///     format!("invalid value {:?}… (100 bytes) for '--seed <SEED>'", &long[..64])
+/// );
+/// assert_eq!(requote("invalid value 'x' for '--seed'", "x"), "invalid value 'x' for '--seed'");
+/// ```
+pub fn requote<'a>(message: &'a str, value: &str) -> std::borrow::Cow<'a, str> {
+    if cut(value, SHOWN_CHARS).is_none() && !value.chars().any(char::is_control) {
+        return message.into();
+    }
+    let quoted = format!("'{value}'");
+    let old = if message.contains(&quoted) {
+        quoted.as_str()
+    } else {
+        value
+    };
+    message.replacen(old, &quote(value), 1).into()
+}
+
 /// The byte offset of character number `max_chars` of `text`, if it has more characters.
 fn cut(text: &str, max_chars: usize) -> Option<usize> {
     text.char_indices().nth(max_chars).map(|(at, _)| at)

@@ -592,3 +592,26 @@ fn quote_keeps_messages_one_short_line() {
         assert!(q.len() < 200 && !q.contains('\n'), "{q}");
     }
 }
+
+/// Another library's message that quotes a value whole (clap: `invalid value '…' for`) gets
+/// the value quoted short; short printable values keep the library's quotes.
+#[test]
+fn requote_shortens_only_long_or_unprintable_values() {
+    use storage_units::{quote, requote};
+    let long = "y".repeat(1000);
+    let m = format!("unexpected argument '{long}' found");
+    assert_eq!(
+        requote(&m, &long),
+        format!("unexpected argument {} found", quote(&long))
+    );
+    assert_eq!(
+        requote("invalid value 'a\nb' for '--x'", "a\nb"),
+        r#"invalid value "a\nb" for '--x'"#
+    );
+    // Not quoted by the library: the bare value is replaced.
+    assert_eq!(
+        requote(&format!("no {long} here"), &long),
+        format!("no {} here", quote(&long))
+    );
+    assert_eq!(requote("invalid value 'abc'", "abc"), "invalid value 'abc'");
+}

@@ -412,3 +412,73 @@ fn progress_is_logged_when_stderr_is_not_a_terminal() {
         .unwrap();
     assert!(quiet.stderr.is_empty());
 }
+
+/// A run that fails after its outputs were opened (a class the built fleet cannot hold) left an
+/// empty `--json-out` file and an empty `--svg-dir` behind; what the run created is removed,
+/// and an existing file is left as it was.
+#[test]
+fn a_failed_run_leaves_no_output_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("late.toml");
+    std::fs::write(
+        &cfg,
+        "[[workload.class]]\nname = \"a\"\nweight = 1.0\nkinds = [\"hdd\"]\nsizes = [\"1 TB\"]\n\
+         shape = { type = \"mirror\", legs = 2 }\nseparation = [{ level = \"row\" }]\n",
+    )
+    .unwrap();
+    let (json, svg) = (dir.path().join("r.json"), dir.path().join("charts"));
+    let kept = dir.path().join("kept.json");
+    std::fs::write(&kept, "before").unwrap();
+    for out_path in [&json, &kept] {
+        let out = bin()
+            .args(["--config", cfg.to_str().unwrap(), "--quiet"])
+            .args(["--years", "0.01", "--volumes", "10"])
+            .args(["--json-out", out_path.to_str().unwrap()])
+            .args(["--svg-dir", svg.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("is not a level of the inventory"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!svg.exists(), "the --svg-dir this run created is left");
+    }
+    assert!(!json.exists(), "the --json-out this run created is left");
+    assert_eq!(std::fs::read_to_string(&kept).unwrap(), "before");
+}
+
+/// Tried as a new user would: `--volumes 1e6` and `--seed -1` gave Rust's "invalid digit found
+/// in string", `--years abc` "invalid float literal", stating no rule; and a 100,000-character
+/// value was echoed whole. Each is one line naming the flag and the rule, the value quoted short.
+#[test]
+fn flag_values_name_the_rule() {
+    let long = "x".repeat(100_000);
+    let whole = "must be a whole number from 0 to 18446744073709551615";
+    expect_usage_error(
+        &["--volumes", "1e6"],
+        &format!("'1e6' for '--volumes <VOLUMES>': {whole}"),
+    );
+    expect_usage_error(
+        &["--seed", "-1"],
+        &format!("'-1' for '--seed <SEED>': {whole}"),
+    );
+    expect_usage_error(
+        &["--years", "abc"],
+        "'abc' for '--years <YEARS>': must be a number of years, e.g. 5 or 0.5",
+    );
+    let out = bin().args(["--years", &long]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stderr.len() < 300, "{} bytes", out.stderr.len());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "fleet-sim: invalid value {:?}… (100000 bytes) for '--years <YEARS>': must be a number of years, e.g. 5 or 0.5 (see --help)\n",
+            &long[..64]
+        )
+    );
+    let out = bin().args(["--config", &long]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stderr.len() < 400, "{} bytes", out.stderr.len());
+}
