@@ -466,3 +466,68 @@ fn a_long_unknown_transport_is_quoted_short() {
         "{e:.300}"
     );
 }
+
+/// A shape's `type` was read only in lowercase (serde's tagged enum) while every other name
+/// in a request is read in any case; `{ type = "single", legs = 2 }` was read as a single drive,
+/// the `legs` ignored without a word; and a negative count was "expected u32".
+#[test]
+fn shape_types_are_read_in_any_case_and_stray_fields_refused() {
+    let shape = |text: &str| {
+        RequestFile::from_toml(&format!(
+            "[[request]]\nname = \"a\"\nshape = {text}\nsize = 1\n"
+        ))
+        .map(|f| f.requests[0].shape.clone())
+        .map_err(|e| e.to_string())
+    };
+    assert_eq!(
+        shape("{ type = \" Mirror \", legs = 2 }"),
+        Ok(Shape::Mirror { legs: 2 })
+    );
+    assert_eq!(
+        shape("{ type = \"RAID10\", stripes = 3, mirrors = 2 }"),
+        Ok(Shape::Raid10 {
+            stripes: 3,
+            mirrors: 2
+        })
+    );
+    assert_eq!(
+        shape("{ type = \"Parity\", k = 4, m = 2 }"),
+        Ok(Shape::Parity {
+            k: 4,
+            m: 2,
+            sets: 1
+        })
+    );
+    assert_eq!(shape("{ type = \"SLICE\" }"), Ok(Shape::Slice));
+    for (text, want) in [
+        (
+            "{ type = \"single\", legs = 2 }",
+            "unknown field `legs` (a single shape takes no other field than `type`)",
+        ),
+        (
+            "{ type = \"mirror\", legs = 2, k = 1 }",
+            "unknown field `k` (a mirror shape takes `legs`)",
+        ),
+        ("{ type = \"mirror\" }", "missing field `legs`"),
+        (
+            "{ type = \"raid6\" }",
+            "unknown shape type \"raid6\", expected one of single, mirror, raid10, slice, parity (any case)",
+        ),
+        (
+            "{ type = \"mirror\", legs = -2 }",
+            "`legs` must be a whole number from 1 to 4294967295, got -2",
+        ),
+    ] {
+        let e = shape(text).unwrap_err();
+        assert!(e.ends_with(want), "{text}: {e}");
+    }
+    // Written as before: the type in lowercase, read back to the same shape.
+    let file = RequestFile::from_toml(
+        "[[request]]\nname = \"a\"\nshape = { type = \"Parity\", k = 4, m = 2 }\nsize = 1\n",
+    )
+    .unwrap();
+    let text = toml::to_string(&file).unwrap();
+    assert!(text.contains("type = \"parity\""), "{text}");
+    let again = RequestFile::from_toml(&text).unwrap();
+    assert_eq!(again.requests[0].shape, file.requests[0].shape);
+}
