@@ -559,8 +559,9 @@ impl InventoryError {
     /// value made a 200 kB error).
     pub(crate) fn from_toml(text: &str, e: &toml::de::Error) -> Self {
         let what = e.message().trim().replace('\n', "; ");
-        // Long enough for this crate's own messages, which quote their input short.
-        let what = storage_units::shorten(&what, 200);
+        // Long enough for this crate's own messages, which quote their input short, and for
+        // toml's list of a request's fields (about 300 characters).
+        let what = storage_units::shorten(&what, 512);
         let message = match e.span() {
             Some(span) => {
                 let before = text.get(..span.start).unwrap_or(text);

@@ -460,10 +460,19 @@ fn a_long_unknown_transport_is_quoted_short() {
     let e = RequestFile::from_toml(&format!("[[request]]\nname = \"a\"\n{name} = 1\n"))
         .unwrap_err()
         .to_string();
-    assert!(e.len() < 300 && !e.contains('\n'), "{e:.300}");
+    assert!(e.len() < 700 && !e.contains('\n'), "{e:.700}");
     assert!(
         e.starts_with("parse error: line 3, column 1: unknown field `ttt"),
-        "{e:.300}"
+        "{e:.700}"
+    );
+    // A short message is not cut: the request's whole list of fields is named (it was cut
+    // after 200 characters, before `attach_server`).
+    let e = RequestFile::from_toml("[[request]]\nname = \"a\"\nbogus = 1\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.ends_with("`preferred`, `pinned`, `exclude_drives`"),
+        "{e}"
     );
 }
 
