@@ -329,6 +329,42 @@ fn arguments_tried_as_a_new_user_would() {
     }
 }
 
+/// The README's `raid-map` output is what the tool prints for the README's array: it showed
+/// keys in an order the tool never prints and `map` figures of a 4 KiB chunk under a
+/// `--chunk 64KiB` command, and its bad-line example had the keys out of order too.
+#[test]
+fn the_readme_shows_what_the_tool_prints() {
+    let readme = include_str!("../README.md");
+    let geometry =
+        "--level raid6 --layout left-symmetric --members 5 --chunk 64KiB --member-size 1GiB";
+    assert!(
+        readme.contains("echo 56 | cargo run -p raid --example raid-map -- map --level raid6 --layout left-symmetric \\\n    --members 5 --chunk 64KiB --member-size 1GiB\n"),
+        "the README's command changed: update this test"
+    );
+    let block = readme
+        .split(
+            "`map` of `56`, `unmap` of `1 0`, `stripe` of `1` and `capacity` print:\n\n```json\n",
+        )
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("the README's output block");
+    let mut printed = String::new();
+    for (cmd, input) in [
+        ("map", "56\n"),
+        ("unmap", "1 0\n"),
+        ("stripe", "1\n"),
+        ("capacity", ""),
+    ] {
+        let (code, out, err) = run(&sh(&format!("{cmd} {geometry}")), input);
+        assert_eq!((code, err.as_str()), (0, ""), "{cmd}");
+        printed.push_str(&out);
+    }
+    assert_eq!(block, printed);
+    let (_, out, _) = run(&sh(&format!("map {geometry}")), "1\n2\nabc\n");
+    let bad = out.lines().nth(2).unwrap();
+    assert!(readme.contains(&format!("`{bad}`")), "{bad}");
+}
+
 fn lines_of(out: &str, key: &str) -> usize {
     lines(out).iter().filter(|v| v.get(key).is_some()).count()
 }
