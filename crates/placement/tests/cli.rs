@@ -8,13 +8,18 @@ use std::process::{Command, Output, Stdio};
 /// The example binary, built next to this test by `cargo test` (examples are compiled with the
 /// tests: `target/<profile>/examples/place`).
 fn place() -> Command {
+    example("place")
+}
+
+/// The example `name`, built next to this test.
+fn example(name: &str) -> Command {
     let exe = std::env::current_exe().unwrap();
     let profile = exe.parent().and_then(Path::parent).unwrap();
     let bin = profile
         .join("examples")
-        .join(format!("place{}", std::env::consts::EXE_SUFFIX));
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     assert!(bin.exists(), "{} not built", bin.display());
-    assert_fresh(&bin);
+    assert_fresh(&bin, name);
     Command::new(bin)
 }
 
@@ -274,7 +279,7 @@ fn an_unwritable_save_path_fails_before_placing() {
 /// Twin of `assert_fresh` in `crates/raid/tests/cli.rs`: change both. Not shared through a `#[path]` file,
 /// because `cargo package` takes only the crate's own directory, and the packaged tests of
 /// either crate would then not build.
-fn assert_fresh(bin: &Path) {
+fn assert_fresh(bin: &Path, name: &str) {
     fn newest(dir: &Path) -> std::time::SystemTime {
         std::fs::read_dir(dir)
             .unwrap()
@@ -292,7 +297,7 @@ fn assert_fresh(bin: &Path) {
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let source = newest(&root.join("src")).max(
-        std::fs::metadata(root.join("examples/place.rs"))
+        std::fs::metadata(root.join(format!("examples/{name}.rs")))
             .unwrap()
             .modified()
             .unwrap(),
@@ -354,4 +359,33 @@ fn long_and_unprintable_arguments_are_quoted_short() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
+}
+
+/// `profile_ops` ran its default 100 racks (minutes of filling) when `PROFILE_RACKS` or
+/// `PROFILE_REPS` could not be read, and panicked on `PROFILE_RACKS=1`; each is one line naming
+/// the variable and the rule, with status 2, before any work.
+#[test]
+fn profile_ops_refuses_unreadable_counts() {
+    for (var, value, min) in [
+        ("PROFILE_RACKS", "abc", 2),
+        ("PROFILE_RACKS", "1", 2),
+        ("PROFILE_REPS", "-3", 1),
+        ("PROFILE_REPS", "0", 1),
+    ] {
+        let o = example("profile_ops")
+            .env_remove("PROFILE_WAIT")
+            .env("PROFILE_RACKS", "2")
+            .env(var, value)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{var}={value}: {o:?}");
+        assert_eq!(
+            stderr_lines(&o),
+            vec![format!(
+                "profile_ops: {var} must be a whole number, at least {min}, got {value:?}"
+            )],
+            "{var}={value}"
+        );
+        assert!(o.stdout.is_empty(), "{var}={value}");
+    }
 }
