@@ -173,15 +173,7 @@ fn bad_input_exits_2_with_a_clear_message() {
         "--policies: unknown policy \"crush\", expected one of engine, straw2, random (any case)",
     );
     // Names are read in any case, as in a configuration file.
-    let out = bin()
-        .args(["--policies", "Engine, RANDOM", "--print-config"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = succeed(&["--policies", "Engine, RANDOM", "--print-config"]);
     assert!(
         String::from_utf8_lossy(&out.stdout)
             .contains("policies = [\n    \"engine\",\n    \"random\",\n]")
