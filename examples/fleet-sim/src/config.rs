@@ -595,6 +595,21 @@ pub(crate) fn class_field(i: usize, name: &str, field: &str) -> String {
     format!("workload.class[{i}] ({}).{field}", quote(name))
 }
 
+/// serde's message for a count out of its type's range (`invalid value: integer `-3`, expected
+/// u32`, for `racks = -3`) in the configuration's words: the rule, then the value.
+fn count_rule(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("invalid value: integer `")?;
+    let (value, ty) = rest.split_once("`, expected ")?;
+    let max = match ty.trim() {
+        "u32" => u64::from(u32::MAX),
+        "u64" => u64::MAX,
+        _ => return None,
+    };
+    Some(format!(
+        "must be a whole number from 0 to {max}, got {value}"
+    ))
+}
+
 /// Most arrivals a run expects after the initial population
 /// (`volumes × years × 365 / mean_lifetime_days`; the default run has 500,000, the largest
 /// population for 5 years at the default lifetime 125,000,000).
@@ -625,7 +640,9 @@ impl SimConfig {
                 text: shorten(text[line_start..line_end].trim(), SHOWN_CHARS).into_owned(),
                 // Long enough for this crate's own messages (which quote their input short) and
                 // TOML's, short for TOML's echo of a long value.
-                message: shorten(&e.message().trim().replace('\n', "; "), 200).into_owned(),
+                message: count_rule(e.message()).unwrap_or_else(|| {
+                    shorten(&e.message().trim().replace('\n', "; "), 200).into_owned()
+                }),
             }
         })
     }

@@ -365,3 +365,26 @@ fn a_class_name_with_control_characters_is_escaped() {
     let (field, _) = refused(&cfg);
     assert_eq!(field, r#"workload.class[0] ("a\nb\u{1b}[2J").weight"#);
 }
+
+/// A negative or too large count was serde's "invalid value: integer `-3`, expected u32",
+/// naming a Rust type instead of the rule; it states the range.
+#[test]
+fn counts_out_of_range_state_the_rule() {
+    for (text, want) in [
+        (
+            "[fleet]\nracks = -3\n",
+            "line 2, column 9 (`racks = -3`): must be a whole number from 0 to 4294967295, got -3",
+        ),
+        (
+            "[fleet]\nracks = 5000000000\n",
+            "line 2, column 9 (`racks = 5000000000`): must be a whole number from 0 to 4294967295, got 5000000000",
+        ),
+        (
+            "seed = -1\n",
+            "line 1, column 8 (`seed = -1`): must be a whole number from 0 to 18446744073709551615, got -1",
+        ),
+    ] {
+        let e = SimConfig::from_toml(text).unwrap_err().to_string();
+        assert_eq!(e, want, "{text}");
+    }
+}
