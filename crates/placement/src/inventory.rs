@@ -560,8 +560,12 @@ impl InventoryError {
     pub(crate) fn from_toml(text: &str, e: &toml::de::Error) -> Self {
         let what = e.message().trim().replace('\n', "; ");
         // Long enough for this crate's own messages, which quote their input short, and for
-        // toml's list of a request's fields (about 300 characters).
-        let what = storage_units::shorten(&what, 512);
+        // toml's list of a request's fields (about 300 characters). A count out of range is
+        // said in words ("expected u32" named a Rust type).
+        let what = match storage_units::count_rule(&what) {
+            Some(rule) => rule.into(),
+            None => storage_units::shorten(&what, 512),
+        };
         let message = match e.span() {
             Some(span) => {
                 let before = text.get(..span.start).unwrap_or(text);

@@ -540,3 +540,29 @@ fn shape_types_are_read_in_any_case_and_stray_fields_refused() {
     let again = RequestFile::from_toml(&text).unwrap();
     assert_eq!(again.requests[0].shape, file.requests[0].shape);
 }
+
+/// A negative count or index in a request (`min_rpm = -5`, a pin's `member = -1`) was serde's
+/// "invalid value: integer `-5`, expected u32", naming a Rust type; it states the range.
+#[test]
+fn counts_out_of_range_state_the_rule() {
+    for (field, want) in [
+        (
+            "min_rpm = -5",
+            "line 5, column 11: must be a whole number from 0 to 4294967295, got -5",
+        ),
+        (
+            "pinned = [{ member = -1, drive = \"d1\" }]",
+            &format!(
+                "line 5, column 22: must be a whole number from 0 to {}, got -1",
+                usize::MAX
+            ),
+        ),
+    ] {
+        let e = RequestFile::from_toml(&format!(
+            "[[request]]\nname = \"a\"\nshape = {{ type = \"single\" }}\nsize = 1\n{field}\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert_eq!(e, format!("parse error: {want}"), "{field}");
+    }
+}

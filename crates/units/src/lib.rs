@@ -743,6 +743,35 @@ pub fn requote<'a>(message: &'a str, value: &str) -> std::borrow::Cow<'a, str> {
     message.replacen(old, &quote(value), 1).into()
 }
 
+/// serde's message for an integer out of its type's range (`invalid value: integer `-3`,
+/// expected u32`, as toml reports `racks = -3`) in a reader's words: the range, then the value.
+/// `None` for any other message. For the unsigned types a count or index is read as.
+///
+/// ```
+/// use storage_units::count_rule;
+///
+/// assert_eq!(
+///     count_rule("invalid value: integer `-3`, expected u32").as_deref(),
+///     Some("must be a whole number from 0 to 4294967295, got -3")
+/// );
+/// assert_eq!(count_rule("invalid type: string \"x\", expected u32"), None);
+/// ```
+pub fn count_rule(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("invalid value: integer `")?;
+    let (value, ty) = rest.split_once("`, expected ")?;
+    let max = match ty.trim() {
+        "u8" => u64::from(u8::MAX),
+        "u16" => u64::from(u16::MAX),
+        "u32" => u64::from(u32::MAX),
+        "u64" => u64::MAX,
+        "usize" => usize::MAX as u64,
+        _ => return None,
+    };
+    Some(format!(
+        "must be a whole number from 0 to {max}, got {value}"
+    ))
+}
+
 /// The byte offset of character number `max_chars` of `text`, if it has more characters.
 fn cut(text: &str, max_chars: usize) -> Option<usize> {
     text.char_indices().nth(max_chars).map(|(at, _)| at)

@@ -5,7 +5,7 @@
 
 use placement::{DriveKind, Mode, Separation, Shape, Spread, UnknownName, by_name};
 use serde::{Deserialize, Deserializer, Serialize};
-use storage_units::{SHOWN_CHARS, quote, shorten};
+use storage_units::{SHOWN_CHARS, count_rule, quote, shorten};
 
 use crate::error::SimError;
 use crate::num::exact;
@@ -593,21 +593,6 @@ const MAX_SAMPLES: f64 = 1_000_000.0;
 /// the name quoted short by [`quote`] (names have no length limit).
 pub(crate) fn class_field(i: usize, name: &str, field: &str) -> String {
     format!("workload.class[{i}] ({}).{field}", quote(name))
-}
-
-/// serde's message for a count out of its type's range (`invalid value: integer `-3`, expected
-/// u32`, for `racks = -3`) in the configuration's words: the rule, then the value.
-fn count_rule(message: &str) -> Option<String> {
-    let rest = message.strip_prefix("invalid value: integer `")?;
-    let (value, ty) = rest.split_once("`, expected ")?;
-    let max = match ty.trim() {
-        "u32" => u64::from(u32::MAX),
-        "u64" => u64::MAX,
-        _ => return None,
-    };
-    Some(format!(
-        "must be a whole number from 0 to {max}, got {value}"
-    ))
 }
 
 /// Most arrivals a run expects after the initial population
