@@ -71,9 +71,13 @@ fn years(text: &str) -> Result<f64, String> {
 }
 
 /// A path in a message: whole up to 256 characters (a 100,000-character `--config` was echoed
-/// whole).
+/// whole), or quoted with its control characters escaped (a newline in it broke the line).
 fn shown(p: &Path) -> String {
-    shorten(&p.display().to_string(), 256).into_owned()
+    let text = p.display().to_string();
+    if text.chars().any(char::is_control) {
+        return quote(&text);
+    }
+    shorten(&text, 256).into_owned()
 }
 
 fn fail(msg: String) -> ExitCode {

@@ -473,4 +473,9 @@ fn flag_values_name_the_rule() {
     let out = bin().args(["--config", &long]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(out.stderr.len() < 400, "{} bytes", out.stderr.len());
+    // A newline in a path broke the one-line message in two.
+    expect_usage_error(
+        &["--config", "no\nsuch.toml"],
+        r#"fleet-sim: cannot read "no\nsuch.toml": "#,
+    );
 }
