@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
+use clap::error::{ContextKind, ContextValue};
 use placement::{Engine, Inventory, PlacementError, RequestFile, VolumeId};
 use serde_json::json;
 
@@ -83,7 +84,13 @@ fn main() -> ExitCode {
             // The error is clap's first paragraph (which may list missing arguments on
             // lines of their own); tips and usage follow after a blank line.
             let text = e.to_string();
-            let first = one_line(text.split("\n\n").next().unwrap_or("bad arguments"));
+            let mut first = one_line(text.split("\n\n").next().unwrap_or("bad arguments"));
+            // clap quotes a bad value whole: a 100,000-character --seed made a 100 kB line.
+            for kind in [ContextKind::InvalidValue, ContextKind::InvalidArg] {
+                if let Some(ContextValue::String(v)) = e.get(kind) {
+                    first = storage_units::requote(&first, v).into_owned();
+                }
+            }
             eprintln!(
                 "place: {} (see --help)",
                 first.trim_start_matches("error: ")

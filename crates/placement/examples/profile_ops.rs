@@ -81,18 +81,29 @@ fn op_health(engine: &mut Engine, drive: &str, reps: usize) -> usize {
     affected
 }
 
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+/// A count from the environment, at least `min`; else one line naming the variable and the rule,
+/// and status 2 (an unreadable value silently ran the default, minutes of 100 racks, and
+/// `PROFILE_RACKS=1` panicked).
+fn env(name: &str, default: usize, min: usize) -> usize {
+    let Ok(text) = std::env::var(name) else {
+        return default;
+    };
+    match text.trim().parse() {
+        Ok(n) if n >= min => n,
+        _ => {
+            eprintln!(
+                "profile_ops: {name} must be a whole number, at least {min}, got {}",
+                storage_units::quote(&text)
+            );
+            std::process::exit(2)
+        }
+    }
 }
 
 fn main() {
-    let racks = env("PROFILE_RACKS", 100);
-    let reps = env("PROFILE_REPS", 100);
     // The evacuated JBOD is the bench's (a full HDD JBOD in the second rack).
-    assert!(racks >= 2, "PROFILE_RACKS must be at least 2");
+    let racks = env("PROFILE_RACKS", 100, 2);
+    let reps = env("PROFILE_REPS", 100, 1);
     let mut engine = Engine::new(inventory_of(racks), 1).expect("engine");
     fill_to(&mut engine, 0.90);
     if let Ok(w) = std::env::var("PROFILE_WAIT") {

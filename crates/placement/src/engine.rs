@@ -56,7 +56,7 @@ pub enum PlacementError {
     #[error("volume '{0}' already exists")]
     VolumeExists(VolumeId),
     /// The evacuation/drain target names neither a drive nor a failure domain.
-    #[error("unknown drive or failure domain '{0}'")]
+    #[error("unknown drive or failure domain {}", storage_units::quote(.0))]
     UnknownTarget(String),
     /// A plan no longer fits the current state (something changed since it was made).
     #[error("stale plan: {0}")]

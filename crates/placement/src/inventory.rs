@@ -553,12 +553,40 @@ pub(crate) struct CheckedDrive {
     bws: Vec<u32>,
 }
 
+impl InventoryError {
+    /// A TOML error on one line, `line L, column C: message`, the message shortened: toml's
+    /// `Display` spans five lines and repeats the offending line whole (a 100,000-character
+    /// value made a 200 kB error).
+    pub(crate) fn from_toml(text: &str, e: &toml::de::Error) -> Self {
+        let what = e.message().trim().replace('\n', "; ");
+        // Long enough for this crate's own messages, which quote their input short, and for
+        // toml's list of a request's fields (about 300 characters). A count out of range is
+        // said in words ("expected u32" named a Rust type).
+        let what = match storage_units::count_rule(&what) {
+            Some(rule) => rule.into(),
+            None => storage_units::shorten(&what, 512),
+        };
+        let message = match e.span() {
+            Some(span) => {
+                let before = text.get(..span.start).unwrap_or(text);
+                let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+                format!(
+                    "line {}, column {}: {what}",
+                    before.matches('\n').count() + 1,
+                    before[line_start..].chars().count() + 1
+                )
+            }
+            None => what.into_owned(),
+        };
+        InventoryError::Parse { message }
+    }
+}
+
 impl Inventory {
     /// Parses and validates a TOML inventory.
     pub fn from_toml(text: &str) -> Result<Self, InventoryError> {
-        let raw: RawInventory = toml::from_str(text).map_err(|e| InventoryError::Parse {
-            message: e.to_string(),
-        })?;
+        let raw: RawInventory =
+            toml::from_str(text).map_err(|e| InventoryError::from_toml(text, &e))?;
         Self::from_spec(raw.into_spec()?)
     }
 

@@ -105,7 +105,7 @@ pub use inventory::{
 };
 pub use model::{
     BwDomainId, Bytes, DomainId, DriveId, DriveKind, GroupId, Health, IdError, ServerId,
-    Transports, VolumeId,
+    Transports, UnknownName, VolumeId, by_name,
 };
 pub use repair::{Move, PlanKind, RepairPlan, Unplaceable};
 pub use request::{Mode, Pin, Request, RequestFile, Segment, Separation, Shape, Spread};

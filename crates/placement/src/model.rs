@@ -6,24 +6,16 @@ use std::str::FromStr;
 
 use bitflags::bitflags;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use storage_units::quote;
 
 /// Why a string is not a valid identifier.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid identifier {}: {reason}", shown(.value))]
+#[error("invalid identifier {}: {reason}", quote(.value))]
 pub struct IdError {
     /// The rejected text.
     pub value: String,
     /// The rule it broke.
     pub reason: &'static str,
-}
-
-/// A rejected identifier as a message quotes it: whole up to 64 characters, else its first 64
-/// and its length (a 100,000-byte name was echoed whole in the one-line error).
-pub(crate) fn shown(value: &str) -> String {
-    match value.char_indices().nth(64) {
-        None => format!("{value:?}"),
-        Some((cut, _)) => format!("{:?}… ({} bytes)", &value[..cut], value.len()),
-    }
 }
 
 fn check_id(s: &str) -> Result<(), &'static str> {
@@ -250,8 +242,95 @@ impl proptest::arbitrary::Arbitrary for Bytes {
     }
 }
 
+/// A name that is none of a type's names, as in `kind = "tape"`: the message quotes it and
+/// lists the names accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} {}, expected one of {} (any case)", quote(.value), .expected.join(", "))]
+pub struct UnknownName {
+    /// What was read (`drive kind`, `health`, `mode`).
+    pub what: &'static str,
+    /// The rejected text.
+    pub value: String,
+    /// The names accepted, as written.
+    pub expected: Vec<&'static str>,
+}
+
+/// The value named `text` among `names`: names are matched in any ASCII case with surrounding
+/// blanks trimmed, as the composer reads its inventory values.
+///
+/// ```
+/// use placement::{DriveKind, by_name};
+///
+/// assert_eq!(by_name("drive kind", &DriveKind::NAMES, " NVMe "), Ok(DriveKind::Nvme));
+/// let e = by_name("drive kind", &DriveKind::NAMES, "tape").unwrap_err();
+/// assert_eq!(
+///     e.to_string(),
+///     "unknown drive kind \"tape\", expected one of hdd, ssd, nvme (any case)"
+/// );
+/// ```
+pub fn by_name<T: Copy>(
+    what: &'static str,
+    names: &[(&'static str, T)],
+    text: &str,
+) -> Result<T, UnknownName> {
+    let key = text.trim();
+    names
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(key))
+        .map(|&(_, v)| v)
+        .ok_or_else(|| UnknownName {
+            what,
+            value: text.to_string(),
+            expected: names.iter().map(|&(name, _)| name).collect(),
+        })
+}
+
+/// For an enum named in files and on command lines: `NAMES`, `name()`, a canonical `Display`
+/// (the lower-case name, as serde writes it) and `FromStr`/`Deserialize` that read the name in
+/// any ASCII case through [`by_name`].
+macro_rules! named_enum {
+    ($ty:ident, $what:literal, [$(($name:literal, $variant:ident)),+ $(,)?]) => {
+        impl $ty {
+            /// Every value with its name as written (and read, in any ASCII case).
+            pub const NAMES: [(&'static str, $ty); [$($name),+].len()] =
+                [$(($name, $ty::$variant)),+];
+
+            /// The name as written in files and messages.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $name,)+
+                }
+            }
+        }
+
+        impl ::std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+
+        impl ::std::str::FromStr for $ty {
+            type Err = $crate::model::UnknownName;
+            fn from_str(s: &str) -> Result<Self, $crate::model::UnknownName> {
+                $crate::model::by_name($what, &Self::NAMES, s)
+            }
+        }
+
+        impl<'de> ::serde::Deserialize<'de> for $ty {
+            fn deserialize<D: ::serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let got = <String as ::serde::Deserialize>::deserialize(d)?;
+                got.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+pub(crate) use named_enum;
+
 /// The medium of a drive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+///
+/// Written in lowercase; read in any ASCII case with surrounding blanks trimmed:
+/// `kind = "NVMe"` is [`DriveKind::Nvme`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DriveKind {
     /// Spinning disk.
@@ -261,6 +340,12 @@ pub enum DriveKind {
     /// NVMe solid-state drive.
     Nvme,
 }
+
+named_enum!(
+    DriveKind,
+    "drive kind",
+    [("hdd", Hdd), ("ssd", Ssd), ("nvme", Nvme)]
+);
 
 /// Operational state of a drive. Only [`Health::Healthy`] drives receive new members.
 ///
@@ -280,33 +365,16 @@ pub enum Health {
     Failed,
 }
 
-impl Health {
-    /// Every health with its name as written (and read, in any ASCII case).
-    pub const NAMES: [(&'static str, Health); 4] = [
-        ("healthy", Health::Healthy),
-        ("degraded", Health::Degraded),
-        ("draining", Health::Draining),
-        ("failed", Health::Failed),
-    ];
-}
-
-impl<'de> Deserialize<'de> for Health {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let got = String::deserialize(d)?;
-        let key = got.trim().to_ascii_lowercase();
-        Health::NAMES
-            .iter()
-            .find(|(name, _)| *name == key)
-            .map(|&(_, h)| h)
-            .ok_or_else(|| {
-                serde::de::Error::custom(format!(
-                    "unknown health {}, expected one of healthy, degraded, draining, failed \
-                     (any case)",
-                    shown(&got)
-                ))
-            })
-    }
-}
+named_enum!(
+    Health,
+    "health",
+    [
+        ("healthy", Healthy),
+        ("degraded", Degraded),
+        ("draining", Draining),
+        ("failed", Failed),
+    ]
+);
 
 bitflags! {
     /// Storage transports over which a drive can be exported.
@@ -362,7 +430,8 @@ impl Transports {
             "roce" | "nvme-roce" | "rdma" | "nvme-rdma" => Ok(Transports::ROCE),
             "nbd" => Ok(Transports::NBD),
             _ => Err(format!(
-                "unknown transport {s:?} (expected iscsi, nvme-tcp, roce or nbd)"
+                "unknown transport {} (expected iscsi, nvme-tcp, roce or nbd)",
+                quote(s)
             )),
         }
     }

@@ -5,12 +5,15 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Bytes, DriveId, DriveKind, GroupId, ServerId, Transports};
+use crate::model::{Bytes, DriveId, DriveKind, GroupId, ServerId, Transports, named_enum};
 
 /// The layout of a volume. Members are numbered group by group: redundancy group 0's members
 /// first, then group 1's, and so on.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+///
+/// Written `{ type = "mirror", legs = 2 }`, the type in lowercase; the type is read in any ASCII
+/// case (`"Mirror"`), and a field the type does not take (`legs` for `single`) is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
 pub enum Shape {
     /// One member on one drive.
     Single,
@@ -36,9 +39,111 @@ pub enum Shape {
         /// Parity members per set (at least 1).
         m: u32,
         /// Number of sets (default 1).
-        #[serde(default = "one")]
         sets: u32,
     },
+}
+
+/// A shape as written, before its type is known: every field any type takes (as `i64`, so
+/// that a negative count is refused with the rule rather than as "expected u32").
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a shape table such as { type = \"mirror\", legs = 2 }"
+)]
+struct RawShape {
+    #[serde(rename = "type")]
+    kind: String,
+    legs: Option<i64>,
+    stripes: Option<i64>,
+    mirrors: Option<i64>,
+    k: Option<i64>,
+    m: Option<i64>,
+    sets: Option<i64>,
+}
+
+/// The shape types and the fields each takes.
+const SHAPE_TYPES: [(&str, &[&str]); 5] = [
+    ("single", &[]),
+    ("mirror", &["legs"]),
+    ("raid10", &["stripes", "mirrors"]),
+    ("slice", &[]),
+    ("parity", &["k", "m", "sets"]),
+];
+
+/// By hand rather than derived: serde's internally tagged enums match the tag only in the
+/// case written (`type = "Mirror"` was refused, while drive kinds, health and modes are read in
+/// any case) and let a unit type ignore fields (`{ type = "single", legs = 2 }` was read as a
+/// single drive without a word).
+impl<'de> Deserialize<'de> for Shape {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let raw = RawShape::deserialize(d)?;
+        let names = SHAPE_TYPES.map(|(name, _)| (name, name));
+        let kind =
+            crate::model::by_name("shape type", &names, &raw.kind).map_err(D::Error::custom)?;
+        let takes = SHAPE_TYPES
+            .iter()
+            .find(|(name, _)| *name == kind)
+            .map_or(&[][..], |t| t.1);
+        let given = [
+            ("legs", raw.legs),
+            ("stripes", raw.stripes),
+            ("mirrors", raw.mirrors),
+            ("k", raw.k),
+            ("m", raw.m),
+            ("sets", raw.sets),
+        ];
+        if let Some((field, _)) = given
+            .iter()
+            .find(|(f, v)| v.is_some() && !takes.contains(f))
+        {
+            let expected = match takes {
+                [] => format!("a {kind} shape takes no other field than `type`"),
+                _ => format!(
+                    "a {kind} shape takes {}",
+                    takes
+                        .iter()
+                        .map(|f| format!("`{f}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+            return Err(D::Error::custom(format!(
+                "unknown field `{field}` ({expected})"
+            )));
+        }
+        // Zero passes here: `Request::validate` names it as `shape.legs`, with the request.
+        let count = |field: &'static str, v: Option<i64>| -> Result<Option<u32>, D::Error> {
+            v.map(|v| {
+                u32::try_from(v).map_err(|_| {
+                    D::Error::custom(format!(
+                        "`{field}` must be a whole number from 1 to {}, got {v}",
+                        u32::MAX
+                    ))
+                })
+            })
+            .transpose()
+        };
+        let need = |field: &'static str, v: Option<i64>| {
+            count(field, v)?.ok_or_else(|| D::Error::missing_field(field))
+        };
+        Ok(match kind {
+            "single" => Shape::Single,
+            "slice" => Shape::Slice,
+            "mirror" => Shape::Mirror {
+                legs: need("legs", raw.legs)?,
+            },
+            "raid10" => Shape::Raid10 {
+                stripes: need("stripes", raw.stripes)?,
+                mirrors: need("mirrors", raw.mirrors)?,
+            },
+            _ => Shape::Parity {
+                k: need("k", raw.k)?,
+                m: need("m", raw.m)?,
+                sets: count("sets", raw.sets)?.unwrap_or(1),
+            },
+        })
+    }
 }
 
 fn one() -> u32 {
@@ -113,7 +218,9 @@ impl Shape {
 }
 
 /// Whether a constraint must hold or is only preferred.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+///
+/// Written in lowercase; read in any ASCII case with surrounding blanks trimmed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Never violated: placement fails instead.
@@ -122,6 +229,8 @@ pub enum Mode {
     /// Honoured when possible; a placement that violates it reports the violation.
     Soft,
 }
+
+named_enum!(Mode, "mode", [("hard", Hard), ("soft", Soft)]);
 
 /// Separation within each redundancy group, by one of: a failure-domain hierarchy `level`, the
 /// drives' `storage_group`, or a drive `attribute` (exactly one is given).
@@ -356,8 +465,6 @@ pub struct RequestFile {
 impl RequestFile {
     /// Parses a TOML request file.
     pub fn from_toml(text: &str) -> Result<Self, crate::InventoryError> {
-        toml::from_str(text).map_err(|e| crate::InventoryError::Parse {
-            message: e.to_string(),
-        })
+        toml::from_str(text).map_err(|e| crate::InventoryError::from_toml(text, &e))
     }
 }

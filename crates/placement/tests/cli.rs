@@ -8,13 +8,18 @@ use std::process::{Command, Output, Stdio};
 /// The example binary, built next to this test by `cargo test` (examples are compiled with the
 /// tests: `target/<profile>/examples/place`).
 fn place() -> Command {
+    example("place")
+}
+
+/// The example `name`, built next to this test.
+fn example(name: &str) -> Command {
     let exe = std::env::current_exe().unwrap();
     let profile = exe.parent().and_then(Path::parent).unwrap();
     let bin = profile
         .join("examples")
-        .join(format!("place{}", std::env::consts::EXE_SUFFIX));
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     assert!(bin.exists(), "{} not built", bin.display());
-    assert_fresh(&bin);
+    assert_fresh(&bin, name);
     Command::new(bin)
 }
 
@@ -274,7 +279,7 @@ fn an_unwritable_save_path_fails_before_placing() {
 /// Twin of `assert_fresh` in `crates/raid/tests/cli.rs`: change both. Not shared through a `#[path]` file,
 /// because `cargo package` takes only the crate's own directory, and the packaged tests of
 /// either crate would then not build.
-fn assert_fresh(bin: &Path) {
+fn assert_fresh(bin: &Path, name: &str) {
     fn newest(dir: &Path) -> std::time::SystemTime {
         std::fs::read_dir(dir)
             .unwrap()
@@ -292,7 +297,7 @@ fn assert_fresh(bin: &Path) {
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let source = newest(&root.join("src")).max(
-        std::fs::metadata(root.join("examples/place.rs"))
+        std::fs::metadata(root.join(format!("examples/{name}.rs")))
             .unwrap()
             .modified()
             .unwrap(),
@@ -303,4 +308,84 @@ fn assert_fresh(bin: &Path) {
         "{} is older than its sources: run the whole `cargo test -p placement` (which builds the examples) or `cargo build -p placement --example place`",
         bin.display()
     );
+}
+
+/// Tried as a new user would: a 100,000-character `--seed` or `--evacuate` target was echoed
+/// whole (a 100 kB line), and a newline in a target broke the line; an inventory value in the
+/// wrong case was refused. Values are quoted short and escaped, names read in any case.
+#[test]
+fn long_and_unprintable_arguments_are_quoted_short() {
+    let inv = dir().join("inventory.toml");
+    let long = "x".repeat(100_000);
+    for (flag, want) in [
+        (
+            "--seed",
+            format!(
+                "place: invalid value {:?}… (100000 bytes) for '--seed <SEED>': must be a whole number from 0 to 18446744073709551615 (see --help)",
+                &long[..64]
+            ),
+        ),
+        (
+            "--evacuate",
+            format!(
+                "place: --evacuate: unknown drive or failure domain {:?}… (100000 bytes)",
+                &long[..64]
+            ),
+        ),
+    ] {
+        let o = place().arg(&inv).arg(flag).arg(&long).output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{flag}");
+        assert!(o.stderr.len() < 400, "{flag}: {} bytes", o.stderr.len());
+        assert_eq!(stderr_lines(&o), vec![want], "{flag}");
+    }
+    let o = place()
+        .arg(&inv)
+        .args(["--drain", "a\nb"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        stderr_lines(&o),
+        vec![r#"place: --drain: unknown drive or failure domain "a\nb""#.to_string()]
+    );
+    // A drive kind in capitals is read as it is in every other inventory field.
+    let text = std::fs::read_to_string(&inv)
+        .unwrap()
+        .replace("kind = \"hdd\"", "kind = \"HDD\"");
+    let upper = temp("upper.toml", &text);
+    let o = run(&[&upper]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// `profile_ops` ran its default 100 racks (minutes of filling) when `PROFILE_RACKS` or
+/// `PROFILE_REPS` could not be read, and panicked on `PROFILE_RACKS=1`; each is one line naming
+/// the variable and the rule, with status 2, before any work.
+#[test]
+fn profile_ops_refuses_unreadable_counts() {
+    for (var, value, min) in [
+        ("PROFILE_RACKS", "abc", 2),
+        ("PROFILE_RACKS", "1", 2),
+        ("PROFILE_REPS", "-3", 1),
+        ("PROFILE_REPS", "0", 1),
+    ] {
+        let o = example("profile_ops")
+            .env_remove("PROFILE_WAIT")
+            .env("PROFILE_RACKS", "2")
+            .env(var, value)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{var}={value}: {o:?}");
+        assert_eq!(
+            stderr_lines(&o),
+            vec![format!(
+                "profile_ops: {var} must be a whole number, at least {min}, got {value:?}"
+            )],
+            "{var}={value}"
+        );
+        assert!(o.stdout.is_empty(), "{var}={value}");
+    }
 }

@@ -141,6 +141,63 @@ fn health_is_read_in_any_case() {
     assert!(inv.to_toml().contains("health = \"draining\""));
 }
 
+/// `kind` was read only in lowercase (serde's derive), unlike `health` and the composer's
+/// inventory values: `kind = "NVMe"` was refused, in inventories, in requests' `kinds` and in
+/// fleet-sim configurations alike. The same held for a constraint's `mode`.
+#[test]
+fn drive_kind_and_mode_are_read_in_any_case() {
+    for (text, want) in [
+        ("HDD", DriveKind::Hdd),
+        (" NVMe ", DriveKind::Nvme),
+        ("Ssd", DriveKind::Ssd),
+    ] {
+        let inv =
+            Inventory::from_toml(&BASE.replacen("kind = \"hdd\"", &format!("kind = {text:?}"), 1))
+                .unwrap();
+        assert_eq!(
+            inv.drive(&DriveId::new("d1").unwrap()).unwrap().kind,
+            want,
+            "{text:?}"
+        );
+        assert_eq!(text.parse::<DriveKind>(), Ok(want));
+        // Still written in lowercase.
+        assert!(inv.to_toml().contains(&format!("kind = \"{want}\"")));
+        assert_eq!(want.to_string(), want.name());
+    }
+    let e = err(&BASE.replacen("kind = \"hdd\"", "kind = \"tape\"", 1));
+    assert!(
+        e.contains("unknown drive kind \"tape\", expected one of hdd, ssd, nvme (any case)"),
+        "{e}"
+    );
+
+    let reqs = RequestFile::from_toml(
+        r#"
+        [[request]]
+        name = "a"
+        shape = { type = "mirror", legs = 2 }
+        size = "1 GB"
+        kinds = ["HDD", "Nvme"]
+        separation = [{ level = "rack", mode = "Soft" }]
+        bandwidth_spread = [{ kind = "port", mode = " HARD " }]
+        "#,
+    )
+    .unwrap();
+    let r = &reqs.requests[0];
+    assert_eq!(r.kinds, [DriveKind::Hdd, DriveKind::Nvme]);
+    assert_eq!(r.separation[0].mode, Mode::Soft);
+    assert_eq!(r.bandwidth_spread[0].mode, Mode::Hard);
+    let e = RequestFile::from_toml(
+        "[[request]]\nname = \"a\"\nshape = { type = \"single\" }\nsize = 1\n\
+         separation = [{ level = \"rack\", mode = \"maybe\" }]\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("unknown mode \"maybe\", expected one of hard, soft (any case)"),
+        "{e}"
+    );
+}
+
 #[test]
 fn duplicate_ids_are_named() {
     let text = format!("{BASE}\n[[drive]]\nid = \"d1\"\nkind = \"ssd\"\ncapacity = 5\n");
@@ -383,5 +440,129 @@ fn sizes_of_the_wrong_type_name_the_rule() {
         assert!(e.contains(RULE), "{value}: {e}");
         let e = err(&BASE.replace("capacity = 3840000000000", &format!("capacity = {value}")));
         assert!(e.contains(RULE), "{value}: {e}");
+    }
+}
+
+/// A parse error was toml's five-line message, repeating the offending line whole, and an
+/// unknown transport was echoed whole too: a 100,000-character name made a 200 kB error. It is
+/// one line naming the line and column, the name quoted short as every other rejected name is.
+#[test]
+fn a_long_unknown_transport_is_quoted_short() {
+    let name = "t".repeat(100_000);
+    let e = err(&BASE.replacen("\"iscsi\", \"nvme-tcp\"", &format!("{name:?}"), 1));
+    assert_eq!(
+        e,
+        format!(
+            "parse error: line 33, column 14: unknown transport {:?}… (100000 bytes) (expected iscsi, nvme-tcp, roce or nbd)",
+            &name[..64]
+        ),
+    );
+    let e = RequestFile::from_toml(&format!("[[request]]\nname = \"a\"\n{name} = 1\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.len() < 700 && !e.contains('\n'), "{e:.700}");
+    assert!(
+        e.starts_with("parse error: line 3, column 1: unknown field `ttt"),
+        "{e:.700}"
+    );
+    // A short message is not cut: the request's whole list of fields is named (it was cut
+    // after 200 characters, before `attach_server`).
+    let e = RequestFile::from_toml("[[request]]\nname = \"a\"\nbogus = 1\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.ends_with("`preferred`, `pinned`, `exclude_drives`"),
+        "{e}"
+    );
+}
+
+/// A shape's `type` was read only in lowercase (serde's tagged enum) while every other name
+/// in a request is read in any case; `{ type = "single", legs = 2 }` was read as a single drive,
+/// the `legs` ignored without a word; and a negative count was "expected u32".
+#[test]
+fn shape_types_are_read_in_any_case_and_stray_fields_refused() {
+    let shape = |text: &str| {
+        RequestFile::from_toml(&format!(
+            "[[request]]\nname = \"a\"\nshape = {text}\nsize = 1\n"
+        ))
+        .map(|f| f.requests[0].shape.clone())
+        .map_err(|e| e.to_string())
+    };
+    assert_eq!(
+        shape("{ type = \" Mirror \", legs = 2 }"),
+        Ok(Shape::Mirror { legs: 2 })
+    );
+    assert_eq!(
+        shape("{ type = \"RAID10\", stripes = 3, mirrors = 2 }"),
+        Ok(Shape::Raid10 {
+            stripes: 3,
+            mirrors: 2
+        })
+    );
+    assert_eq!(
+        shape("{ type = \"Parity\", k = 4, m = 2 }"),
+        Ok(Shape::Parity {
+            k: 4,
+            m: 2,
+            sets: 1
+        })
+    );
+    assert_eq!(shape("{ type = \"SLICE\" }"), Ok(Shape::Slice));
+    for (text, want) in [
+        (
+            "{ type = \"single\", legs = 2 }",
+            "unknown field `legs` (a single shape takes no other field than `type`)",
+        ),
+        (
+            "{ type = \"mirror\", legs = 2, k = 1 }",
+            "unknown field `k` (a mirror shape takes `legs`)",
+        ),
+        ("{ type = \"mirror\" }", "missing field `legs`"),
+        (
+            "{ type = \"raid6\" }",
+            "unknown shape type \"raid6\", expected one of single, mirror, raid10, slice, parity (any case)",
+        ),
+        (
+            "{ type = \"mirror\", legs = -2 }",
+            "`legs` must be a whole number from 1 to 4294967295, got -2",
+        ),
+    ] {
+        let e = shape(text).unwrap_err();
+        assert!(e.ends_with(want), "{text}: {e}");
+    }
+    // Written as before: the type in lowercase, read back to the same shape.
+    let file = RequestFile::from_toml(
+        "[[request]]\nname = \"a\"\nshape = { type = \"Parity\", k = 4, m = 2 }\nsize = 1\n",
+    )
+    .unwrap();
+    let text = toml::to_string(&file).unwrap();
+    assert!(text.contains("type = \"parity\""), "{text}");
+    let again = RequestFile::from_toml(&text).unwrap();
+    assert_eq!(again.requests[0].shape, file.requests[0].shape);
+}
+
+/// A negative count or index in a request (`min_rpm = -5`, a pin's `member = -1`) was serde's
+/// "invalid value: integer `-5`, expected u32", naming a Rust type; it states the range.
+#[test]
+fn counts_out_of_range_state_the_rule() {
+    for (field, want) in [
+        (
+            "min_rpm = -5",
+            "line 5, column 11: must be a whole number from 0 to 4294967295, got -5",
+        ),
+        (
+            "pinned = [{ member = -1, drive = \"d1\" }]",
+            &format!(
+                "line 5, column 22: must be a whole number from 0 to {}, got -1",
+                usize::MAX
+            ),
+        ),
+    ] {
+        let e = RequestFile::from_toml(&format!(
+            "[[request]]\nname = \"a\"\nshape = {{ type = \"single\" }}\nsize = 1\n{field}\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert_eq!(e, format!("parse error: {want}"), "{field}");
     }
 }

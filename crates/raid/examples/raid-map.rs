@@ -25,7 +25,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use raid::{ChunkSize, Geometry, Layout, Level, MemberContent, Sectors};
 use serde_json::{Value, json};
-use storage_units::ByteSize;
+use storage_units::{ByteSize, quote};
 
 #[derive(Parser)]
 #[command(
@@ -59,17 +59,17 @@ struct GeometryArgs {
     #[arg(long, default_value = "")]
     layout: String,
     /// Number of members.
-    // Negative numbers (and sizes below) are taken as values, so that the message states the
-    // rule instead of clap's "unexpected argument '-1' found".
+    // Negative numbers (and any size below: `-1G` is no number to clap) are taken as values, so
+    // that the message states the rule instead of clap's "unexpected argument '-1' found".
     #[arg(long, allow_negative_numbers = true, value_parser = members)]
     members: usize,
     /// Chunk size, e.g. 64KiB or 512KiB (a number alone is bytes); a
     /// multiple of 4 KiB. Ignored for raid1.
-    #[arg(long, default_value = "512KiB", allow_negative_numbers = true)]
+    #[arg(long, default_value = "512KiB", allow_hyphen_values = true)]
     chunk: String,
     /// Size of each member's data area: one size for all members or a
     /// comma-separated list (1GiB, 500GB, 1073741824); whole 512-byte sectors.
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, allow_hyphen_values = true)]
     member_size: String,
 }
 
@@ -222,22 +222,7 @@ fn each_line(answer: impl Fn(&str) -> Result<Value, String>) -> ExitCode {
 
 fn number(text: &str, what: &str) -> Result<u64, String> {
     text.parse::<u64>()
-        .map_err(|_| format!("`{}` is not a decimal {what}", quoted(text)))
-}
-
-/// `text` for an error message: at most 40 characters, the rest elided with how much was left
-/// out, so that a long bad line is one short line on stderr (a 100,000-digit line was echoed
-/// whole, on stderr and in the JSON `error`; the JSON `input` still carries the line).
-fn quoted(text: &str) -> String {
-    const MAX: usize = 40;
-    match text.char_indices().nth(MAX) {
-        None => text.to_string(),
-        Some((cut, _)) => format!(
-            "{}… ({} more characters)",
-            &text[..cut],
-            text[cut..].chars().count()
-        ),
-    }
+        .map_err(|_| format!("{} is not a decimal {what}", quote(text)))
 }
 
 fn map(g: &Geometry, text: &str) -> Result<Value, String> {
@@ -266,7 +251,7 @@ fn unmap(g: &Geometry, text: &str) -> Result<Value, String> {
         .filter(|s| !s.is_empty())
         .collect();
     let [member, sector] = parts[..] else {
-        return Err(format!("`{}` is not `MEMBER SECTOR`", quoted(text)));
+        return Err(format!("{} is not `MEMBER SECTOR`", quote(text)));
     };
     let member = number(member, "member number")?;
     let sector = number(sector, "sector number")?;
@@ -340,29 +325,39 @@ fn capacity(g: &Geometry) -> Value {
     o
 }
 
+/// A clap error as one line: clap's first paragraph (it lists missing arguments on lines of
+/// their own; tips and usage follow a blank line), with a long or unprintable value quoted short
+/// and escaped (clap quoted a 100,000-character `--members` whole).
+fn clap_line(e: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        // clap printed the whole help, of which the first paragraph is the tool's description.
+        return "a command is required: map, unmap, stripe or capacity".into();
+    }
+    let text = e.to_string();
+    let mut first = text
+        .split("\n\n")
+        .next()
+        .unwrap_or("bad arguments")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    for kind in [ContextKind::InvalidValue, ContextKind::InvalidArg] {
+        if let Some(ContextValue::String(v)) = e.get(kind) {
+            first = storage_units::requote(&first, v).into_owned();
+        }
+    }
+    first.trim_start_matches("error: ").to_string()
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         // Help and version go to stdout with status 0.
         Err(e) if !e.use_stderr() => e.exit(),
-        Err(e) => {
-            // clap's first paragraph, on one line: it lists missing arguments on lines of
-            // their own (the first line alone named none); tips and usage follow a blank line.
-            let text = e.to_string();
-            let first = text
-                .split("\n\n")
-                .next()
-                .unwrap_or("bad arguments")
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .collect::<Vec<_>>()
-                .join(" ");
-            return fail(
-                &[first.trim_start_matches("error: ").to_string()],
-                BAD_INPUT,
-            );
-        }
+        Err(e) => return fail(&[clap_line(&e)], BAD_INPUT),
     };
     let (Cmd::Map(args) | Cmd::Unmap(args) | Cmd::Stripe(args) | Cmd::Capacity(args)) = &cli.cmd;
     let g = match build(args) {

@@ -1,5 +1,6 @@
 //! The crate's one error type.
 
+use storage_units::quote;
 use thiserror::Error;
 
 /// Everything that can go wrong in this crate.
@@ -11,7 +12,7 @@ use thiserror::Error;
 #[non_exhaustive]
 pub enum RaidError {
     /// A layout name could not be parsed for the given RAID level.
-    #[error("layout `{name}` is not a valid md layout for {level}: {rule}")]
+    #[error("layout {} is not a valid md layout for {level}: {rule}", quote(.name))]
     BadLayout {
         /// The level the layout was parsed for (`raid5`, …).
         level: String,
@@ -22,7 +23,8 @@ pub enum RaidError {
     },
     /// A RAID level name could not be parsed.
     #[error(
-        "level `{0}` is not one of raid0, raid1, raid4, raid5, raid6, raid10 (also 0/1/4/5/6/10)"
+        "level {} is not one of raid0, raid1, raid4, raid5, raid6, raid10 (also 0/1/4/5/6/10)",
+        quote(.0)
     )]
     BadLevel(String),
     /// A geometry parameter breaks one of md's rules.

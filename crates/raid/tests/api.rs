@@ -75,6 +75,34 @@ fn bad_layout_names_explain_the_rule() {
     assert!(Raid10Layout::from_md_number(1 << 17 | 0x102).is_err());
 }
 
+/// A bad level or layout name was echoed whole and raw between backticks: a 100,000-character
+/// `--level` made a 100 kB error line, and a newline in it broke the line. Names are quoted
+/// short and escaped, as every crate of the SDK quotes input (`storage_units::quote`).
+#[test]
+fn bad_level_and_layout_names_are_quoted_short() {
+    let long = "x".repeat(100_000);
+    let e = long.parse::<Level>().unwrap_err().to_string();
+    assert!(e.len() < 300, "{} bytes", e.len());
+    assert_eq!(
+        e,
+        format!(
+            "level {:?}… (100000 bytes) is not one of raid0, raid1, raid4, raid5, raid6, raid10 (also 0/1/4/5/6/10)",
+            &long[..64]
+        )
+    );
+    let e = "raid\n7".parse::<Level>().unwrap_err().to_string();
+    assert!(e.starts_with(r#"level "raid\n7" is not one of"#), "{e}");
+    let e = Layout::parse(Level::Raid5, &long).unwrap_err().to_string();
+    assert!(e.len() < 600, "{} bytes", e.len());
+    assert!(
+        e.starts_with(&format!(
+            "layout {:?}… (100000 bytes) is not a valid md layout for raid5",
+            &long[..64]
+        )),
+        "{e:.300}"
+    );
+}
+
 #[test]
 fn bad_geometry_names_the_field() {
     let ls = Layout::Raid5(ParityAlgorithm::LeftSymmetric);

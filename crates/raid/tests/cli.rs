@@ -252,8 +252,8 @@ fn bad_lines_are_bad_input() {
 }
 
 /// A long bad line was echoed whole in the error (100,000 digits on one stderr line and again
-/// in the JSON `error`); the message quotes its first 40 characters and says how many more
-/// there were, and the JSON `input` keeps the whole line.
+/// in the JSON `error`); the message quotes its first 64 characters and its length, as every
+/// crate of the SDK does (`storage_units::quote`), and the JSON `input` keeps the whole line.
 #[test]
 fn a_long_bad_line_is_quoted_short() {
     let long = "9".repeat(100_000);
@@ -263,8 +263,8 @@ fn a_long_bad_line_is_quoted_short() {
     );
     assert_eq!(code, 2);
     let want = format!(
-        "`{}… (99960 more characters)` is not a decimal sector number",
-        &long[..40]
+        "\"{}\"… (100000 bytes) is not a decimal sector number",
+        &long[..64]
     );
     assert_eq!(err, format!("raid-map: line 1: {want}\n"));
     let lines = lines(&out);
@@ -275,10 +275,94 @@ fn a_long_bad_line_is_quoted_short() {
         &format!("1 2 {long}\n"),
     );
     assert!(err.len() < 200, "{}", &err[..200]);
-    assert!(
-        err.contains("more characters)` is not `MEMBER SECTOR`"),
-        "{err}"
+    assert!(err.contains(" bytes) is not `MEMBER SECTOR`"), "{err}");
+}
+
+/// A bad line's control characters were written raw to the terminal in the stderr message (an
+/// escape sequence in the input recoloured or cleared the screen); they are escaped.
+#[test]
+fn a_bad_line_with_control_characters_is_escaped() {
+    let (code, out, err) = run(
+        &sh("map --level raid1 --members 2 --member-size 1MiB"),
+        "\x1b[2J7\x07\n",
     );
+    assert_eq!(code, 2);
+    assert_eq!(
+        err,
+        "raid-map: line 1: \"\\u{1b}[2J7\\u{7}\" is not a decimal sector number\n"
+    );
+    assert!(!err.contains('\x1b'));
+    assert_eq!(lines(&out)[0]["input"], "\x1b[2J7\x07");
+}
+
+/// Tried as a new user would: no command printed the tool's description as if it were the
+/// error; a negative size with a unit (`-1G`) was "unexpected argument '-1' found"; and clap
+/// quoted a 100,000-character value whole. Each is one line naming the rule.
+#[test]
+fn arguments_tried_as_a_new_user_would() {
+    let long = "x".repeat(100_000);
+    let members = format!("map --level raid5 --member-size 1G --members {long}");
+    for (args, want) in [
+        (
+            String::new(),
+            "raid-map: a command is required: map, unmap, stripe or capacity\n".to_string(),
+        ),
+        (
+            "map --level raid5 --members 3 --member-size -1G".into(),
+            "raid-map: --member-size: size \"-1G\": must not be negative\n".into(),
+        ),
+        (
+            "map --level raid5 --members 3 --member-size 1G --chunk -4KiB".into(),
+            "raid-map: --chunk: size \"-4KiB\": must not be negative\n".into(),
+        ),
+        (
+            members,
+            format!(
+                "raid-map: invalid value {:?}… (100000 bytes) for '--members <MEMBERS>': must be a whole number of members, at least 1\n",
+                &long[..64]
+            ),
+        ),
+    ] {
+        let (code, out, err) = run(&sh(&args), "");
+        assert_eq!((code, out.as_str()), (2, ""), "{args:.80}");
+        assert_eq!(err, want, "{args:.80}");
+    }
+}
+
+/// The README's `raid-map` output is what the tool prints for the README's array: it showed
+/// keys in an order the tool never prints and `map` figures of a 4 KiB chunk under a
+/// `--chunk 64KiB` command, and its bad-line example had the keys out of order too.
+#[test]
+fn the_readme_shows_what_the_tool_prints() {
+    let readme = include_str!("../README.md");
+    let geometry =
+        "--level raid6 --layout left-symmetric --members 5 --chunk 64KiB --member-size 1GiB";
+    assert!(
+        readme.contains("echo 56 | cargo run -p raid --example raid-map -- map --level raid6 --layout left-symmetric \\\n    --members 5 --chunk 64KiB --member-size 1GiB\n"),
+        "the README's command changed: update this test"
+    );
+    let block = readme
+        .split(
+            "`map` of `56`, `unmap` of `1 0`, `stripe` of `1` and `capacity` print:\n\n```json\n",
+        )
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("the README's output block");
+    let mut printed = String::new();
+    for (cmd, input) in [
+        ("map", "56\n"),
+        ("unmap", "1 0\n"),
+        ("stripe", "1\n"),
+        ("capacity", ""),
+    ] {
+        let (code, out, err) = run(&sh(&format!("{cmd} {geometry}")), input);
+        assert_eq!((code, err.as_str()), (0, ""), "{cmd}");
+        printed.push_str(&out);
+    }
+    assert_eq!(block, printed);
+    let (_, out, _) = run(&sh(&format!("map {geometry}")), "1\n2\nabc\n");
+    let bad = out.lines().nth(2).unwrap();
+    assert!(readme.contains(&format!("`{bad}`")), "{bad}");
 }
 
 fn lines_of(out: &str, key: &str) -> usize {

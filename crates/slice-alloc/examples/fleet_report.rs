@@ -23,6 +23,7 @@ use std::time::Instant;
 mod workload;
 
 use slice_alloc::ceph_fragmentation_score;
+use storage_units::quote;
 use workload::{
     BestFit, Counts, DEVICE_UNITS, DEVICES, Fleet, OffsetAlloc, Ours, Policy, RangeAlloc, Run,
     TARGET, gaps, layout,
@@ -285,10 +286,13 @@ fn say(line: std::fmt::Arguments<'_>) {
     }
 }
 
+/// The flags, for `--help` and the unknown-flag message.
+const FLAGS: &str = "--ops N, --policy extent|largest-extent, --only NAME";
+
 /// Reads `--ops N`, `--policy extent|largest-extent`, `--only NAME` and (internal)
 /// `--memory-child NAME`; a bad or missing value, or an unknown flag, is one line naming the
-/// flag and the rule.
-fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
+/// flag and the rule, the value quoted short. `None` for `--help`.
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
     let mut out = Args {
         ops: 1_000_000,
         policies: Policy::ALL.to_vec(),
@@ -300,9 +304,12 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         match flag.as_str() {
             "--ops" => {
                 let v = value()?;
-                out.ops = v
-                    .parse()
-                    .map_err(|_| format!("--ops takes a whole number of operations, got {v:?}"))?;
+                out.ops = v.parse().map_err(|_| {
+                    format!(
+                        "--ops takes a whole number of operations, got {}",
+                        quote(&v)
+                    )
+                })?;
                 // `--ops 0` printed NaN rates (0 operations in 0 s) and a handful printed inf
                 // (faster than the clock ticks): too few to time is an input error.
                 if out.ops < MIN_OPS {
@@ -314,15 +321,16 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             "--policy" => {
                 let v = value()?;
                 out.policies = vec![Policy::parse(&v).ok_or_else(|| {
-                    format!("--policy takes extent or largest-extent, got {v:?}")
+                    format!("--policy takes extent or largest-extent, got {}", quote(&v))
                 })?];
             }
             "--only" | "--memory-child" => {
                 let v = value()?;
                 if !ALLOCATORS.contains(&v.as_str()) {
                     return Err(format!(
-                        "{flag} takes one of {}, got {v:?}",
-                        ALLOCATORS.map(|n| format!("{n:?}")).join(", ")
+                        "{flag} takes one of {}, got {}",
+                        ALLOCATORS.map(|n| format!("{n:?}")).join(", "),
+                        quote(&v)
                     ));
                 }
                 if flag == "--only" {
@@ -331,14 +339,19 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
                     out.memory_child = Some(v);
                 }
             }
+            "-h" | "--help" => return Ok(None),
+            // `cargo bench` passes `--bench` to every bench binary, this report's
+            // (`benches/fleet.rs`) too, which refused it: `cargo bench -p slice-alloc` failed.
+            "--bench" => {}
             other => {
                 return Err(format!(
-                    "unknown argument {other:?} (flags: --ops N, --policy extent|largest-extent, --only NAME)"
+                    "unknown argument {} (flags: {FLAGS})",
+                    quote(other)
                 ));
             }
         }
     }
-    Ok(out)
+    Ok(Some(out))
 }
 
 /// Runs the report (or, with `--memory-child`, one allocator's memory measurement).
@@ -348,10 +361,21 @@ pub fn main() {
         policies,
         only,
         memory_child: child,
-    } = parse_args(std::env::args().skip(1)).unwrap_or_else(|e| {
-        eprintln!("fleet_report: {e}");
-        std::process::exit(2)
-    });
+    } = match parse_args(std::env::args().skip(1)) {
+        Ok(Some(args)) => args,
+        Ok(None) => {
+            println!(
+                "fleet_report: slice-alloc and its peers on the same fleet workload\n\nUsage: fleet_report [{}]\n\n  --ops N      mixed operations after the fill, at least {MIN_OPS} (default 1000000)\n  --policy P   device policy: extent or largest-extent (default both)\n  --only NAME  one allocator: {}",
+                FLAGS.replace(", ", "] ["),
+                ALLOCATORS.join(", ")
+            );
+            return;
+        }
+        Err(e) => {
+            eprintln!("fleet_report: {e}");
+            std::process::exit(2)
+        }
+    };
     if let Some(name) = child {
         memory_child(&name, policies[0], ops);
         return;

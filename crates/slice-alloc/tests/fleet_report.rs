@@ -89,3 +89,44 @@ fn a_closed_stdout_ends_the_run_quietly() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Tried as a new user would: `--help` was an unknown argument (status 2); `cargo bench`, which
+/// passes `--bench` to every bench binary, failed on this report (`benches/fleet.rs`) the same
+/// way; and a 100,000-character value was echoed whole.
+#[test]
+fn help_bench_and_long_values() {
+    let out = Command::new(fleet_report()).arg("--help").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(out.stderr.is_empty());
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains(
+            "Usage: fleet_report [--ops N] [--policy extent|largest-extent] [--only NAME]"
+        ),
+        "{help}"
+    );
+    // `--bench` is accepted: the error is about the next flag.
+    let out = Command::new(fleet_report())
+        .args(["--bench", "--ops", "5"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "fleet_report: --ops must be at least 1000 (fewer are too quick to time), got 5\n"
+    );
+    let long = "x".repeat(100_000);
+    for flag in ["--ops", "--policy", "--only", &long] {
+        let out = Command::new(fleet_report())
+            .args([flag, &long])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{flag:.10}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.len() < 400, "{flag:.10}: {} bytes", err.len());
+        assert!(
+            err.contains(&format!("{:?}… (100000 bytes)", &long[..64])),
+            "{flag:.10}: {err:.400}"
+        );
+    }
+}

@@ -599,7 +599,7 @@ impl fmt::Display for ByteRate {
 
 /// A size or rate that could not be read. The message quotes the input and names the rule.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{what} {}: {kind}", shown(.input))]
+#[error("{what} {}: {kind}", quote(.input))]
 pub struct ParseSizeError {
     what: &'static str,
     input: String,
@@ -629,12 +629,12 @@ pub enum ErrorKind {
     #[error("must not be negative")]
     Negative,
     /// Digits that are not a decimal number.
-    #[error("{} is not a decimal number", shown(.0))]
+    #[error("{} is not a decimal number", quote(.0))]
     BadNumber(String),
     /// A suffix that is not a unit.
     #[error(
         "unknown unit {} (use B, kB, MB, GB, TB, PB, EB or KiB, MiB, GiB, TiB, PiB, EiB)",
-        shown(.0)
+        quote(.0)
     )]
     UnknownUnit(String),
     /// A lone `m`: milli in Kubernetes quantities.
@@ -666,19 +666,115 @@ pub enum ErrorKind {
     /// case-sensitive, and a quantity has no space, `B` or `_`.
     #[error(
         "unknown suffix {} (suffixes are case-sensitive: k, M, G, T, P, E, Ki, Mi, Gi, Ti, Pi, Ei, or an exponent such as e3)",
-        shown(.0)
+        quote(.0)
     )]
     UnknownSuffix(String),
 }
 
-/// Text a message quotes: whole up to 64 characters, else its first 64 and its length, so that
-/// an error stays one short line whatever was read (the full text stays in
-/// [`ParseSizeError::input`]).
-fn shown(text: &str) -> String {
-    match text.char_indices().nth(64) {
+/// Most characters of a text that [`quote`] keeps.
+pub const SHOWN_CHARS: usize = 64;
+
+/// `text` as a one-line error message quotes it: in double quotes with control characters,
+/// quotes and backslashes escaped as `{:?}` writes them (a newline in the input cannot break
+/// the line), whole up to [`SHOWN_CHARS`] characters, else its first 64 characters followed by
+/// `…` and the whole text's length in bytes, so that the error stays short whatever was read.
+/// Every crate of the SDK quotes rejected input through it ([`ParseSizeError`] keeps the full
+/// text in [`ParseSizeError::input`]).
+///
+/// ```
+/// use storage_units::quote;
+///
+/// assert_eq!(quote("12 XB"), r#""12 XB""#);
+/// assert_eq!(quote("a\nb"), r#""a\nb""#);
+/// let long = "9".repeat(100_000);
+/// assert_eq!(quote(&long), format!("{:?}… (100000 bytes)", &long[..64]));
+/// ```
+pub fn quote(text: &str) -> String {
+    match cut(text, SHOWN_CHARS) {
         None => format!("{text:?}"),
-        Some((cut, _)) => format!("{:?}… ({} bytes)", &text[..cut], text.len()),
+        Some(at) => format!("{:?}… ({} bytes)", &text[..at], text.len()),
     }
+}
+
+/// `text` shortened to `max_chars` characters as [`quote`] shortens, without the quotes and
+/// escapes: for text that is prose already, such as another library's error message that may
+/// echo a long input, which a caller has made one line.
+///
+/// ```
+/// use storage_units::shorten;
+///
+/// assert_eq!(shorten("invalid type", 64), "invalid type");
+/// let long = "x".repeat(70);
+/// assert_eq!(shorten(&long, 64), format!("{}… (70 bytes)", &long[..64]));
+/// ```
+pub fn shorten(text: &str, max_chars: usize) -> std::borrow::Cow<'_, str> {
+    match cut(text, max_chars) {
+        None => text.into(),
+        Some(at) => format!("{}… ({} bytes)", &text[..at], text.len()).into(),
+    }
+}
+
+/// `message`, another library's (a command-line parser's, say), with the `value` it quotes
+/// whole requoted by [`quote`] when that value is long or holds control characters: `'value'`
+/// (or the bare value) is replaced once. Short printable values are left as the library wrote
+/// them.
+///
+/// ```
+/// use storage_units::requote;
+///
+/// let long = "x".repeat(100);
+/// let message = format!("invalid value '{long}' for '--seed <SEED>'");
+/// assert_eq!(
+///     requote(&message, &long),
+///     format!("invalid value {:?}… (100 bytes) for '--seed <SEED>'", &long[..64])
+/// );
+/// assert_eq!(requote("invalid value 'x' for '--seed'", "x"), "invalid value 'x' for '--seed'");
+/// ```
+pub fn requote<'a>(message: &'a str, value: &str) -> std::borrow::Cow<'a, str> {
+    if cut(value, SHOWN_CHARS).is_none() && !value.chars().any(char::is_control) {
+        return message.into();
+    }
+    let quoted = format!("'{value}'");
+    let old = if message.contains(&quoted) {
+        quoted.as_str()
+    } else {
+        value
+    };
+    message.replacen(old, &quote(value), 1).into()
+}
+
+/// serde's message for an integer out of its type's range (`invalid value: integer `-3`,
+/// expected u32`, as toml reports `racks = -3`) in a reader's words: the range, then the value.
+/// `None` for any other message. For the unsigned types a count or index is read as.
+///
+/// ```
+/// use storage_units::count_rule;
+///
+/// assert_eq!(
+///     count_rule("invalid value: integer `-3`, expected u32").as_deref(),
+///     Some("must be a whole number from 0 to 4294967295, got -3")
+/// );
+/// assert_eq!(count_rule("invalid type: string \"x\", expected u32"), None);
+/// ```
+pub fn count_rule(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("invalid value: integer `")?;
+    let (value, ty) = rest.split_once("`, expected ")?;
+    let max = match ty.trim() {
+        "u8" => u64::from(u8::MAX),
+        "u16" => u64::from(u16::MAX),
+        "u32" => u64::from(u32::MAX),
+        "u64" => u64::MAX,
+        "usize" => usize::MAX as u64,
+        _ => return None,
+    };
+    Some(format!(
+        "must be a whole number from 0 to {max}, got {value}"
+    ))
+}
+
+/// The byte offset of character number `max_chars` of `text`, if it has more characters.
+fn cut(text: &str, max_chars: usize) -> Option<usize> {
+    text.char_indices().nth(max_chars).map(|(at, _)| at)
 }
 
 /// `Gb` → `GB`, `kib` → `KiB`: the byte unit of a bits-looking unit, for [`ErrorKind::Bits`].

@@ -570,3 +570,48 @@ fn serde_names_the_rule_for_every_other_value() {
         "{e}"
     );
 }
+
+/// The one shortening of quoted input for the SDK's messages (four crates had their own, cutting
+/// at 40, 64 or 80 characters, two of them leaving a newline in the input to break the line).
+#[test]
+fn quote_keeps_messages_one_short_line() {
+    use storage_units::{SHOWN_CHARS, quote, shorten};
+    let exact = "é".repeat(SHOWN_CHARS);
+    assert_eq!(quote(&exact), format!("\"{exact}\""));
+    assert_eq!(shorten(&exact, SHOWN_CHARS), exact);
+    // One character more: cut between characters, never inside one, and the length in bytes.
+    let over = format!("{exact}ü");
+    assert_eq!(quote(&over), format!("\"{exact}\"… (130 bytes)"));
+    assert_eq!(shorten(&over, SHOWN_CHARS), format!("{exact}… (130 bytes)"));
+    assert_eq!(shorten(&over, 65), over);
+    // Control characters are escaped, so a quoted value never spans two lines.
+    assert_eq!(quote("a\nb\r\"c\""), r#""a\nb\r\"c\"""#);
+    assert_eq!(quote(""), "\"\"");
+    for text in ["x".repeat(100_000), "\n".repeat(100_000)] {
+        let q = quote(&text);
+        assert!(q.len() < 200 && !q.contains('\n'), "{q}");
+    }
+}
+
+/// Another library's message that quotes a value whole (clap: `invalid value '…' for`) gets
+/// the value quoted short; short printable values keep the library's quotes.
+#[test]
+fn requote_shortens_only_long_or_unprintable_values() {
+    use storage_units::{quote, requote};
+    let long = "y".repeat(1000);
+    let m = format!("unexpected argument '{long}' found");
+    assert_eq!(
+        requote(&m, &long),
+        format!("unexpected argument {} found", quote(&long))
+    );
+    assert_eq!(
+        requote("invalid value 'a\nb' for '--x'", "a\nb"),
+        r#"invalid value "a\nb" for '--x'"#
+    );
+    // Not quoted by the library: the bare value is replaced.
+    assert_eq!(
+        requote(&format!("no {long} here"), &long),
+        format!("no {} here", quote(&long))
+    );
+    assert_eq!(requote("invalid value 'abc'", "abc"), "invalid value 'abc'");
+}

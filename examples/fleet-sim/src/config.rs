@@ -3,8 +3,9 @@
 //! field has a default (the 10,000-server / 100,000-drive fleet of the README), so an empty
 //! TOML file is a valid configuration. [`SimConfig::validate`] names the field and the rule.
 
-use placement::{DriveKind, Mode, Separation, Shape, Spread};
-use serde::{Deserialize, Serialize};
+use placement::{DriveKind, Mode, Separation, Shape, Spread, UnknownName, by_name};
+use serde::{Deserialize, Deserializer, Serialize};
+use storage_units::{SHOWN_CHARS, count_rule, quote, shorten};
 
 use crate::error::SimError;
 use crate::num::exact;
@@ -53,8 +54,30 @@ impl Default for SimConfig {
     }
 }
 
+/// `NAMES` and a `Deserialize` that reads a name in any ASCII case through
+/// [`placement::by_name`], for the enums a configuration names; serde's derive writes them in
+/// lowercase.
+macro_rules! read_by_name {
+    ($ty:ident, $what:literal, [$(($name:literal, $variant:ident)),+ $(,)?]) => {
+        impl $ty {
+            /// Every value with its name as written (and read, in any ASCII case).
+            pub const NAMES: [(&'static str, $ty); [$($name),+].len()] =
+                [$(($name, $ty::$variant)),+];
+        }
+
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let got = String::deserialize(d)?;
+                by_name($what, &$ty::NAMES, &got).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
 /// How volumes choose drives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+///
+/// Written in lowercase; read in any ASCII case, blanks trimmed (as placement reads drive kinds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PolicyKind {
     /// The `placement` engine under each class's request (separation, spreading).
@@ -75,16 +98,17 @@ impl PolicyKind {
         }
     }
 
-    /// Parses a name as [`PolicyKind::name`] prints it.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "engine" => Some(PolicyKind::Engine),
-            "straw2" => Some(PolicyKind::Straw2),
-            "random" => Some(PolicyKind::Random),
-            _ => None,
-        }
+    /// Parses a name as [`PolicyKind::name`] prints it, in any ASCII case.
+    pub fn parse(s: &str) -> Result<Self, UnknownName> {
+        by_name("policy", &Self::NAMES, s)
     }
 }
+
+read_by_name!(
+    PolicyKind,
+    "policy",
+    [("engine", Engine), ("straw2", Straw2), ("random", Random)]
+);
 
 /// The generated fleet. With an inventory file only the level names apply: a configuration
 /// file that sets any other `[fleet]` field together with an inventory is refused (see
@@ -297,8 +321,8 @@ fn one() -> f64 {
     1.0
 }
 
-/// Lifetime distribution family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Lifetime distribution family (read in any ASCII case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Distribution {
     /// Constant hazard.
@@ -306,6 +330,12 @@ pub enum Distribution {
     /// Weibull with a shape parameter.
     Weibull,
 }
+
+read_by_name!(
+    Distribution,
+    "distribution",
+    [("exponential", Exponential), ("weibull", Weibull)]
+);
 
 /// An outage process for a whole failure domain.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -353,8 +383,8 @@ impl Default for RebuildConfig {
     }
 }
 
-/// Rebuild duration model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Rebuild duration model (read in any ASCII case).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RebuildModel {
     /// Fair-share fluid model over drive and bandwidth-domain capacities.
@@ -362,6 +392,12 @@ pub enum RebuildModel {
     /// Constant duration.
     Fixed,
 }
+
+read_by_name!(
+    RebuildModel,
+    "rebuild model",
+    [("bandwidth", Bandwidth), ("fixed", Fixed)]
+);
 
 /// Volume arrivals, lifetimes and the mix of classes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -553,23 +589,10 @@ pub const MAX_MEMBERS: usize = 64;
 /// Most utilisation samples a run takes (`years × 365 / sample_days`).
 const MAX_SAMPLES: f64 = 1_000_000.0;
 
-/// `s` for a one-line message: its first 80 characters and how many more there were (a
-/// 100,000-character value was echoed whole, twice: in the line's text and in TOML's message).
-pub(crate) fn clip(s: &str) -> String {
-    match s.char_indices().nth(80) {
-        None => s.to_string(),
-        Some((cut, _)) => format!(
-            "{}… ({} more characters)",
-            &s[..cut],
-            s[cut..].chars().count()
-        ),
-    }
-}
-
-/// The name of `field` of workload class `i` in errors: `workload.class[i] ('name').field`,
-/// the name shortened by [`clip`] (names have no length limit).
+/// The name of `field` of workload class `i` in errors: `workload.class[i] ("name").field`,
+/// the name quoted short by [`quote`] (names have no length limit).
 pub(crate) fn class_field(i: usize, name: &str, field: &str) -> String {
-    format!("workload.class[{i}] ('{}').{field}", clip(name))
+    format!("workload.class[{i}] ({}).{field}", quote(name))
 }
 
 /// Most arrivals a run expects after the initial population
@@ -599,8 +622,12 @@ impl SimConfig {
             SimError::Syntax {
                 line: before.matches('\n').count() + 1,
                 column: before[line_start..].chars().count() + 1,
-                text: clip(text[line_start..line_end].trim()),
-                message: clip(&e.message().trim().replace('\n', "; ")),
+                text: shorten(text[line_start..line_end].trim(), SHOWN_CHARS).into_owned(),
+                // Long enough for this crate's own messages (which quote their input short) and
+                // TOML's, short for TOML's echo of a long value.
+                message: count_rule(e.message()).unwrap_or_else(|| {
+                    shorten(&e.message().trim().replace('\n', "; "), 200).into_owned()
+                }),
             }
         })
     }

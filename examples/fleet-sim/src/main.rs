@@ -2,14 +2,16 @@
 //! SVG plots, and shows a progress bar on stderr.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
+use clap::error::{ContextKind, ContextValue};
 use fleet_sim::config::generated_fleet_fields;
 use fleet_sim::num::{exact, human};
 use fleet_sim::{PolicyKind, Progress, SimConfig, SimError, svg};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use storage_units::{quote, requote, shorten};
 
 /// Simulate years of a composable data centre: failures, rebuilds and data loss per placement
 /// policy.
@@ -24,15 +26,15 @@ struct Args {
     #[arg(long)]
     inventory: Option<PathBuf>,
     /// Seed (overrides the configuration).
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, allow_negative_numbers = true, value_parser = whole)]
     seed: Option<u64>,
     /// Simulated years (overrides the configuration).
     // Negative numbers are taken as values so that the message states the rule (positive)
     // instead of clap's "unexpected argument '-1'".
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, allow_negative_numbers = true, value_parser = years)]
     years: Option<f64>,
     /// Steady volume population (overrides the configuration).
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, allow_negative_numbers = true, value_parser = whole)]
     volumes: Option<u64>,
     /// Comma-separated policies: engine, straw2, random (overrides the configuration).
     #[arg(long, value_delimiter = ',')]
@@ -54,6 +56,30 @@ struct Args {
     print_config: bool,
 }
 
+/// `--seed`, `--volumes`: a whole number that fits in 64 bits (clap's own message was Rust's
+/// "invalid digit found in string", which states no rule).
+fn whole(text: &str) -> Result<u64, String> {
+    text.parse()
+        .map_err(|_| format!("must be a whole number from 0 to {}", u64::MAX))
+}
+
+/// `--years`: a number; its range is checked with the configuration (clap's own message was
+/// Rust's "invalid float literal").
+fn years(text: &str) -> Result<f64, String> {
+    text.parse()
+        .map_err(|_| "must be a number of years, e.g. 5 or 0.5".to_string())
+}
+
+/// A path in a message: whole up to 256 characters (a 100,000-character `--config` was echoed
+/// whole), or quoted with its control characters escaped (a newline in it broke the line).
+fn shown(p: &Path) -> String {
+    let text = p.display().to_string();
+    if text.chars().any(char::is_control) {
+        return quote(&text);
+    }
+    shorten(&text, 256).into_owned()
+}
+
 fn fail(msg: String) -> ExitCode {
     eprintln!("fleet-sim: {msg}");
     ExitCode::from(2)
@@ -72,7 +98,7 @@ fn invalid(e: SimError, args: &Args) -> String {
         }
     }
     match &args.config {
-        Some(p) => format!("{}: {e}", p.display()),
+        Some(p) => format!("{}: {e}", shown(p)),
         None => e.to_string(),
     }
 }
@@ -88,7 +114,13 @@ fn main() -> ExitCode {
         // One line, like every other error of the tool (clap adds a usage block).
         Err(e) => {
             let text = e.to_string();
-            let first = text.lines().next().unwrap_or("bad arguments");
+            let mut first = text.lines().next().unwrap_or("bad arguments").to_string();
+            // clap quotes a bad value whole: a 100,000-character --years made a 100 kB line.
+            for kind in [ContextKind::InvalidValue, ContextKind::InvalidArg] {
+                if let Some(ContextValue::String(v)) = e.get(kind) {
+                    first = requote(&first, v).into_owned();
+                }
+            }
             return fail(format!(
                 "{} (see --help)",
                 first.trim_start_matches("error: ")
@@ -107,14 +139,14 @@ fn main() -> ExitCode {
                         "{}: {} describe the generated fleet, which --inventory replaces: \
                          remove them or drop --inventory (only fleet.jbod_level and \
                          fleet.rack_level apply to an inventory)",
-                        p.display(),
+                        shown(p),
                         generated_fleet_fields(&t).join(", ")
                     ));
                 }
                 Ok(c) => c,
-                Err(e) => return fail(format!("{}: {e}", p.display())),
+                Err(e) => return fail(format!("{}: {e}", shown(p))),
             },
-            Err(e) => return fail(format!("cannot read {}: {e}", p.display())),
+            Err(e) => return fail(format!("cannot read {}: {e}", shown(p))),
         },
         None => SimConfig::default(),
     };
@@ -130,14 +162,10 @@ fn main() -> ExitCode {
     if let Some(ps) = &args.policies {
         let mut out = Vec::new();
         for p in ps {
-            match PolicyKind::parse(p.trim()) {
-                Some(k) if !out.contains(&k) => out.push(k),
-                Some(_) => return fail(format!("--policies: '{p}' is listed twice")),
-                None => {
-                    return fail(format!(
-                        "--policies: unknown policy '{p}' (expected engine, straw2 or random)"
-                    ));
-                }
+            match PolicyKind::parse(p) {
+                Ok(k) if !out.contains(&k) => out.push(k),
+                Ok(_) => return fail(format!("--policies: {} is listed twice", quote(p))),
+                Err(e) => return fail(format!("--policies: {e}")),
             }
         }
         cfg.policies = out;
@@ -158,32 +186,49 @@ fn main() -> ExitCode {
         Some(p) => {
             let text = match std::fs::read_to_string(p) {
                 Ok(t) => t,
-                Err(e) => return fail(format!("cannot read {}: {e}", p.display())),
+                Err(e) => return fail(format!("cannot read {}: {e}", shown(p))),
             };
             match placement::Inventory::from_toml(&text) {
                 Ok(inv) => Some(inv.spec().clone()),
-                Err(e) => return fail(format!("{}: {e}", p.display())),
+                Err(e) => return fail(format!("{}: {e}", shown(p))),
             }
         }
         None => None,
     };
-    if let Some(dir) = &args.svg_dir
-        && let Err(e) = std::fs::create_dir_all(dir)
-    {
-        return fail(format!("cannot create {}: {e}", dir.display()));
+    // What this run creates is removed again if it fails, so that a failed run leaves nothing
+    // behind (an empty --json-out file and an empty --svg-dir were left).
+    let mut created = Created(Vec::new());
+    if let Some(dir) = &args.svg_dir {
+        if !dir.exists() {
+            created.0.push(dir.clone());
+        }
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            return fail(format!("cannot create {}: {e}", shown(dir)));
+        }
     }
     // Opened before the run (not truncated until the report is ready): a directory or an
     // unwritable path was found only after the whole simulation, whose JSON was then lost.
     let json_out = match &args.json_out {
-        Some(p) => match std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(p)
-        {
-            Ok(f) => Some((p, f)),
-            Err(e) => return fail(format!("cannot write {}: {e}", p.display())),
-        },
+        Some(p) => {
+            let new = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(p);
+            let opened = match new {
+                Ok(f) => {
+                    created.0.push(p.clone());
+                    Ok(f)
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    std::fs::OpenOptions::new().write(true).open(p)
+                }
+                Err(e) => Err(e),
+            };
+            match opened {
+                Ok(f) => Some((p, f)),
+                Err(e) => return fail(format!("cannot write {}: {e}", shown(p))),
+            }
+        }
         None => None,
     };
 
@@ -272,7 +317,7 @@ fn main() -> ExitCode {
             .set_len(0)
             .and_then(|()| f.write_all(report.to_json().as_bytes()))
         {
-            return fail(format!("cannot write {}: {e}", p.display()));
+            return fail(format!("cannot write {}: {e}", shown(p)));
         }
     }
     if let Some(dir) = &args.svg_dir {
@@ -281,10 +326,31 @@ fn main() -> ExitCode {
             ("losses.svg", svg::losses_chart(&report)),
         ] {
             let p = dir.join(name);
+            if !p.exists() {
+                created.0.push(p.clone());
+            }
             if let Err(e) = std::fs::write(&p, body) {
-                return fail(format!("cannot write {}: {e}", p.display()));
+                return fail(format!("cannot write {}: {e}", shown(&p)));
             }
         }
     }
+    created.0.clear();
     ExitCode::SUCCESS
+}
+
+/// Paths a run created, removed (in reverse order; a directory only if empty) when dropped
+/// before the run succeeded.
+struct Created(Vec<PathBuf>);
+
+impl Drop for Created {
+    fn drop(&mut self) {
+        for p in self.0.iter().rev() {
+            // Best effort on the way out of a failed run: its own error is the one to report.
+            let _ = if p.is_dir() {
+                std::fs::remove_dir(p)
+            } else {
+                std::fs::remove_file(p)
+            };
+        }
+    }
 }

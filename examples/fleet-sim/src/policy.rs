@@ -6,8 +6,9 @@ use placement::{DriveKind, Mode, Request, Shape};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::config::{VolumeClass, clip};
+use crate::config::VolumeClass;
 use std::sync::Arc;
+use storage_units::quote;
 
 use crate::fleet::Fleet;
 
@@ -68,8 +69,8 @@ impl ClassInfo {
                 (
                     format!("separation[{i}].level"),
                     format!(
-                        "'{}' is not a level of the inventory ({levels})",
-                        clip(&s.level)
+                        "{} is not a level of the inventory ({levels})",
+                        quote(&s.level)
                     ),
                 )
             })?;
@@ -293,8 +294,8 @@ impl Placer for Straw2 {
                 Some(d) => out.push(d),
                 None => {
                     return Err(format!(
-                        "straw2: no drive for member {m} of '{}' after 50 draws",
-                        clip(&class.class.name)
+                        "straw2: no drive for member {m} of {} after 50 draws",
+                        quote(&class.class.name)
                     ));
                 }
             }
@@ -331,8 +332,8 @@ impl Placer for Straw2 {
             });
             let d = found.ok_or_else(|| {
                 format!(
-                    "straw2: no replacement drive for member {m} of '{}'",
-                    clip(&class.class.name)
+                    "straw2: no replacement drive for member {m} of {}",
+                    quote(&class.class.name)
                 )
             })?;
             now[m] = d;
@@ -408,8 +409,8 @@ impl Placer for RandomPlacer {
         for m in 0..n {
             let d = self.pick(st, class.kinds, size, &out).ok_or_else(|| {
                 format!(
-                    "random: no drive with room for member {m} of '{}' in 1000 draws",
-                    clip(&class.class.name)
+                    "random: no drive with room for member {m} of {} in 1000 draws",
+                    quote(&class.class.name)
                 )
             })?;
             out.push(d);
@@ -434,8 +435,8 @@ impl Placer for RandomPlacer {
         for &m in members {
             let d = self.pick(st, class.kinds, size, &avoid).ok_or_else(|| {
                 format!(
-                    "random: no replacement drive for member {m} of '{}'",
-                    clip(&class.class.name)
+                    "random: no replacement drive for member {m} of {}",
+                    quote(&class.class.name)
                 )
             })?;
             avoid.push(d);

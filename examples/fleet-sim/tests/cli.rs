@@ -122,7 +122,7 @@ fn usage_errors_are_one_line_naming_the_flag() {
     .unwrap();
     exact(
         &["--inventory", inv.to_str().unwrap(), "--years", "0.1"],
-        "fleet-sim: config: workload.class[0] ('raid1').separation[0].level 'rack' is not a level of the inventory (it has none)\n",
+        "fleet-sim: config: workload.class[0] (\"raid1\").separation[0].level \"rack\" is not a level of the inventory (it has none)\n",
     );
     // The same rule broken by the configuration file names the file, although it is found
     // only once the fleet is built (it was "fleet-sim: config: …", without the file).
@@ -148,7 +148,7 @@ fn usage_errors_are_one_line_naming_the_flag() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.starts_with(&format!(
-            "fleet-sim: {path}: config: workload.class[0] ('a').separation[0].level 'row' is not a level of the inventory"
+            "fleet-sim: {path}: config: workload.class[0] (\"a\").separation[0].level \"row\" is not a level of the inventory"
         )),
         "{err}"
     );
@@ -168,7 +168,16 @@ fn usage_errors_are_one_line_naming_the_flag() {
 #[test]
 fn bad_input_exits_2_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
-    expect_usage_error(&["--policies", "engine,crush"], "unknown policy 'crush'");
+    expect_usage_error(
+        &["--policies", "engine,crush"],
+        "--policies: unknown policy \"crush\", expected one of engine, straw2, random (any case)",
+    );
+    // Names are read in any case, as in a configuration file.
+    let out = succeed(&["--policies", "Engine, RANDOM", "--print-config"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("policies = [\n    \"engine\",\n    \"random\",\n]")
+    );
     expect_usage_error(&["--policies", "engine,engine"], "listed twice");
     expect_usage_error(&["--years=-1"], "--years: must be a positive number");
     expect_usage_error(&["--years", "abc"], "invalid value");
@@ -190,7 +199,7 @@ fn bad_input_exits_2_with_a_clear_message() {
         ("[rebuild]\nshare = 0\n", "rebuild.share"),
         (
             "[fleet]\nracks = 2\ndrives_per_rack = 60\n[[workload.class]]\nname = \"w\"\nweight = 1\nshape = { type = \"mirror\", legs = 2 }\nsizes = [\"1 TB\"]\nseparation = [{ level = \"row\" }]\n",
-            "'row' is not a level of the inventory",
+            "\"row\" is not a level of the inventory",
         ),
         (
             "[[workload.class]]\nname = \"wide\"\nweight = 1\nshape = { type = \"raid10\", stripes = 40, mirrors = 2 }\nsizes = [\"1 TB\"]\n",
@@ -394,4 +403,79 @@ fn progress_is_logged_when_stderr_is_not_a_terminal() {
         .output()
         .unwrap();
     assert!(quiet.stderr.is_empty());
+}
+
+/// A run that fails after its outputs were opened (a class the built fleet cannot hold) left an
+/// empty `--json-out` file and an empty `--svg-dir` behind; what the run created is removed,
+/// and an existing file is left as it was.
+#[test]
+fn a_failed_run_leaves_no_output_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("late.toml");
+    std::fs::write(
+        &cfg,
+        "[[workload.class]]\nname = \"a\"\nweight = 1.0\nkinds = [\"hdd\"]\nsizes = [\"1 TB\"]\n\
+         shape = { type = \"mirror\", legs = 2 }\nseparation = [{ level = \"row\" }]\n",
+    )
+    .unwrap();
+    let (json, svg) = (dir.path().join("r.json"), dir.path().join("charts"));
+    let kept = dir.path().join("kept.json");
+    std::fs::write(&kept, "before").unwrap();
+    for out_path in [&json, &kept] {
+        let out = bin()
+            .args(["--config", cfg.to_str().unwrap(), "--quiet"])
+            .args(["--years", "0.01", "--volumes", "10"])
+            .args(["--json-out", out_path.to_str().unwrap()])
+            .args(["--svg-dir", svg.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("is not a level of the inventory"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!svg.exists(), "the --svg-dir this run created is left");
+    }
+    assert!(!json.exists(), "the --json-out this run created is left");
+    assert_eq!(std::fs::read_to_string(&kept).unwrap(), "before");
+}
+
+/// Tried as a new user would: `--volumes 1e6` and `--seed -1` gave Rust's "invalid digit found
+/// in string", `--years abc` "invalid float literal", stating no rule; and a 100,000-character
+/// value was echoed whole. Each is one line naming the flag and the rule, the value quoted short.
+#[test]
+fn flag_values_name_the_rule() {
+    let long = "x".repeat(100_000);
+    let whole = "must be a whole number from 0 to 18446744073709551615";
+    expect_usage_error(
+        &["--volumes", "1e6"],
+        &format!("'1e6' for '--volumes <VOLUMES>': {whole}"),
+    );
+    expect_usage_error(
+        &["--seed", "-1"],
+        &format!("'-1' for '--seed <SEED>': {whole}"),
+    );
+    expect_usage_error(
+        &["--years", "abc"],
+        "'abc' for '--years <YEARS>': must be a number of years, e.g. 5 or 0.5",
+    );
+    let out = bin().args(["--years", &long]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stderr.len() < 300, "{} bytes", out.stderr.len());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "fleet-sim: invalid value {:?}… (100000 bytes) for '--years <YEARS>': must be a number of years, e.g. 5 or 0.5 (see --help)\n",
+            &long[..64]
+        )
+    );
+    let out = bin().args(["--config", &long]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stderr.len() < 400, "{} bytes", out.stderr.len());
+    // A newline in a path broke the one-line message in two.
+    expect_usage_error(
+        &["--config", "no\nsuch.toml"],
+        r#"fleet-sim: cannot read "no\nsuch.toml": "#,
+    );
 }

@@ -287,16 +287,19 @@ fn a_long_bad_line_is_quoted_short() {
         .to_string();
     assert!(e.len() < 400, "{} bytes: {}", e.len(), &e[..400]);
     assert!(e.starts_with("line 1, column 9 (`years = \"xxxx"), "{e}");
-    // The line: `years = "` and 71 x, then the 99,930 characters left of its 100,010.
+    // The line: `years = "` and 55 x of its 100,010 bytes.
     assert!(
-        e.contains("… (99930 more characters)`): invalid type: string"),
+        e.contains(&format!(
+            "{}… (100010 bytes)`): invalid type: string",
+            "x".repeat(55)
+        )),
         "{e}"
     );
-    assert_eq!(e.matches("more characters)").count(), 2, "{e}");
+    assert_eq!(e.matches(" bytes)").count(), 2, "{e}");
 }
 
 /// A class name of 100,000 characters was echoed whole in the field of every error about its
-/// class ("workload.class[0] ('nnn…').weight"); it is shortened as syntax errors are.
+/// class ("workload.class[0] ('nnn…').weight"); it is quoted short as every input is.
 #[test]
 fn a_long_class_name_is_quoted_short() {
     let name = "n".repeat(100_000);
@@ -307,8 +310,81 @@ fn a_long_class_name_is_quoted_short() {
     assert_eq!(
         field,
         format!(
-            "workload.class[0] ('{}… (99920 more characters)').weight",
-            &name[..80]
+            "workload.class[0] ({:?}… (100000 bytes)).weight",
+            &name[..64]
         )
     );
+}
+
+/// The names a configuration gives (a medium's `kind`, a class's `kinds`, `policies`, the drive
+/// failure `distribution`, the rebuild `model`) were read only in lowercase, while placement
+/// reads drive health, and the composer its inventory values, in any case: `kind = "NVMe"` was
+/// refused. They are read in any ASCII case and still written in lowercase.
+#[test]
+fn names_are_read_in_any_case() {
+    let mut text = toml::to_string(&SimConfig::default()).unwrap();
+    for (from, to) in [
+        ("kind = \"nvme\"", "kind = \"NVMe\""),
+        ("\"straw2\"", "\" Straw2 \""),
+        (
+            "distribution = \"exponential\"",
+            "distribution = \"Exponential\"",
+        ),
+        ("model = \"bandwidth\"", "model = \"FIXED\""),
+    ] {
+        assert!(text.contains(from), "{from}");
+        text = text.replacen(from, to, 1);
+    }
+    let cfg = SimConfig::from_toml(&text).unwrap();
+    assert_eq!(cfg.fleet.media[2].kind, placement::DriveKind::Nvme);
+    assert_eq!(cfg.policies[1], fleet_sim::PolicyKind::Straw2);
+    assert_eq!(
+        cfg.failures.drive.distribution,
+        fleet_sim::config::Distribution::Exponential
+    );
+    assert_eq!(cfg.rebuild.model, fleet_sim::config::RebuildModel::Fixed);
+    let again = toml::to_string(&cfg).unwrap();
+    assert!(again.contains("kind = \"nvme\"") && again.contains("model = \"fixed\""));
+
+    let e = SimConfig::from_toml("[rebuild]\nmodel = \"fluid\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("unknown rebuild model \"fluid\", expected one of bandwidth, fixed (any case)"),
+        "{e}"
+    );
+}
+
+/// A class name with a newline broke the one-line error about its class in two, and control
+/// characters reached the terminal raw; the name is quoted with them escaped.
+#[test]
+fn a_class_name_with_control_characters_is_escaped() {
+    let mut cfg = SimConfig::default();
+    cfg.workload.class[0].name = "a\nb\x1b[2J".to_string();
+    cfg.workload.class[0].weight = -1.0;
+    let (field, _) = refused(&cfg);
+    assert_eq!(field, r#"workload.class[0] ("a\nb\u{1b}[2J").weight"#);
+}
+
+/// A negative or too large count was serde's "invalid value: integer `-3`, expected u32",
+/// naming a Rust type instead of the rule; it states the range.
+#[test]
+fn counts_out_of_range_state_the_rule() {
+    for (text, want) in [
+        (
+            "[fleet]\nracks = -3\n",
+            "line 2, column 9 (`racks = -3`): must be a whole number from 0 to 4294967295, got -3",
+        ),
+        (
+            "[fleet]\nracks = 5000000000\n",
+            "line 2, column 9 (`racks = 5000000000`): must be a whole number from 0 to 4294967295, got 5000000000",
+        ),
+        (
+            "seed = -1\n",
+            "line 1, column 8 (`seed = -1`): must be a whole number from 0 to 18446744073709551615, got -1",
+        ),
+    ] {
+        let e = SimConfig::from_toml(text).unwrap_err().to_string();
+        assert_eq!(e, want, "{text}");
+    }
 }
