@@ -521,9 +521,10 @@ fn serve_nbd_refuses_an_export_name_given_twice() {
     }
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
+    // A usage error: what was typed cannot be served.
     assert_eq!(
         status.and_then(|s| s.code()),
-        Some(1),
+        Some(2),
         "still serving: {err}"
     );
     assert!(
@@ -835,7 +836,7 @@ fn create_single_takes_one_member() {
     let files = common::MemberFiles::new(2, 8 << 20);
     let m = files.args();
     let (code, out, err) = run_code(&["create", "--level", "single", m[0], m[1]]);
-    assert_eq!(code, 1, "{out}{err}");
+    assert_eq!(code, 2, "a usage error: {out}{err}");
     assert!(
         err.contains("--level single takes exactly 1 member, got 2"),
         "{err}"
@@ -960,21 +961,29 @@ fn serve_nbd_names_the_export_at_fault() {
         format!("a={p}@10.0.0.1+"),
         format!("a={p}@jbod1"),
     );
-    for (spec, rule) in [
-        (missing.as_str(), "No such file"),
-        ("a=", "PATH is empty"),
-        (a_dir.as_str(), "Is a directory"),
-        (unnamed.as_str(), "export name"),
-        (no_ip.as_str(), "an empty address in the allow-list after @"),
+    // Exit 2 for what cannot be read as NAME=PATH[@IP+IP] (usage), 1 for
+    // an export the file or the server refuses (the operation failed).
+    for (spec, rule, exit) in [
+        (missing.as_str(), "No such file", 1),
+        ("a=", "PATH is empty", 2),
+        ("a", "expected NAME=PATH[@IP+IP]", 2),
+        (a_dir.as_str(), "Is a directory", 1),
+        (unnamed.as_str(), "export name", 1),
+        (
+            no_ip.as_str(),
+            "an empty address in the allow-list after @",
+            2,
+        ),
         (
             trailing.as_str(),
             "an empty address in the allow-list after @",
+            2,
         ),
-        (host.as_str(), "`jbod1` is not an IP address"),
+        (host.as_str(), "`jbod1` is not an IP address", 2),
     ] {
         let (code, out, err) =
             run_code(&["serve-nbd", "--listen", "127.0.0.1:0", "--export", spec]);
-        assert_eq!(code, 1, "{spec}: {out}{err}");
+        assert_eq!(code, exit, "{spec}: {out}{err}");
         assert!(
             err.contains(&format!("raid-engine: --export {spec}: ")) && err.contains(rule),
             "{spec}: {err}"
@@ -1467,9 +1476,18 @@ fn run_is_refused_where_nothing_is_started() {
 /// '-1'", as if it were a flag), one too large for 64 bits (before: "not a
 /// size"), a level that does not exist (before: the `raid` crate's list
 /// without `linear` and `single`, and no flag named) and a layout with a
-/// typo (before: no flag named).
+/// typo (before: no flag named). Each exits 2, a usage error as clap's
+/// own for `--role x` (before: 1, as if the operation had failed).
 #[test]
 fn sizes_and_levels_typed_wrong_name_the_flag_and_the_rule() {
+    // `--help` says which is which.
+    let (code, help, _) = run_code(&["--help"]);
+    assert_eq!(code, 0);
+    assert!(
+        help.contains("2  usage: what was typed cannot be read")
+            && help.contains("1  the operation failed"),
+        "{help}"
+    );
     let files = common::MemberFiles::new(3, 8 << 20);
     let m = files.args();
     let (code, _, err) = run_code(&[&["create", "--level", "raid1"][..], &m[..2]].concat());
@@ -1537,7 +1555,8 @@ fn sizes_and_levels_typed_wrong_name_the_flag_and_the_rule() {
         let members: &[&str] = if args[0] == "create" { &m } else { &m[..2] };
         let args = [&args[..], members].concat();
         let (code, out, err) = run_code(&args);
-        assert_eq!(code, 1, "{args:?}: {out}{err}");
+        // Typed wrong: a usage error, as clap's own (`--role x`).
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
         let line = err.trim_end();
         assert!(!line.contains('\n'), "{args:?}: more than one line: {err}");
         assert!(line.contains(want), "{args:?}: {want:?} not in {err}");

@@ -33,11 +33,14 @@ macro_rules! out {
 const EXIT_CODES: &str = "Exit codes:
   0  success (status: the volume can start, whole or degraded; scrub: every
      byte checked and no mismatch left unrepaired)
-  1  error: bad arguments, unreadable or inconsistent members, I/O error
-     (scrub: a member whose I/O failed is marked failed, the scrub carries
+  1  the operation failed: unreadable or inconsistent members, an I/O
+     error, values that read well but that the members or the volume
+     refuse (a chunk too large for them, a role out of range) (scrub: a member whose I/O failed is marked failed, the scrub carries
      on without it and says so), or (scrub without --repair) mismatches
      found
-  2  command-line usage error
+  2  usage: what was typed cannot be read, and nothing was written (an
+     unknown flag, a value left out or malformed: a number, a size, a
+     level, an --export NAME=PATH, a member count --level single refuses)
   3  the volume cannot start: the missing or failed members hold every copy
      of some data (status still prints every role and why)
   4  scrub: not every byte could be checked (degraded: a single readable
@@ -47,6 +50,9 @@ const EXIT_CODES: &str = "Exit codes:
 
 /// Exit code: an error.
 const EXIT_ERROR: u8 = 1;
+/// Exit code: what was typed cannot be read (clap's usage errors exit 2
+/// too).
+const EXIT_USAGE: u8 = 2;
 /// Exit code: the volume cannot start.
 const EXIT_CANNOT_START: u8 = 3;
 /// Exit code: the scrub could not check every byte.
@@ -353,6 +359,17 @@ impl From<String> for Failure {
     fn from(message: String) -> Self {
         Failure {
             code: EXIT_ERROR,
+            message,
+        }
+    }
+}
+
+impl Failure {
+    /// A value typed wrong: exits [`EXIT_USAGE`], as clap's own usage
+    /// errors (an unknown flag, a `--role` that is not a number) do.
+    fn usage(message: String) -> Self {
+        Failure {
+            code: EXIT_USAGE,
             message,
         }
     }
@@ -673,23 +690,23 @@ fn run(cli: Cli) -> Result<(), Failure> {
         } => {
             let layout = VolumeLayout::parse(&level).map_err(|e| match e {
                 EngineError::Invalid { field, rule } if field == "level" => {
-                    format!("--level {level}: {rule}")
+                    Failure::usage(format!("--level {level}: {rule}"))
                 }
-                e => format!("--level {level}: {e}"),
+                e => Failure::usage(format!("--level {level}: {e}")),
             })?;
             // `single` parses as RAID1 (over one member): more members
             // would silently make a mirror.
             if level.trim().eq_ignore_ascii_case("single") && m.members.len() != 1 {
-                return Err(format!(
+                return Err(Failure::usage(format!(
                     "--level single takes exactly 1 member, got {} (a mirror is --level raid1)",
                     m.members.len()
-                )
-                .into());
+                )));
             }
+            let chunk_bytes =
+                parse_size(&chunk, 1024).map_err(|e| Failure::usage(format!("--chunk: {e}")))?;
             let (devs, secret) = open_members(&m)?;
             let mut opts = CreateOptions::new(layout);
-            opts.chunk_sectors =
-                parse_size(&chunk, 1024).map_err(|e| format!("--chunk: {e}"))? / 512;
+            opts.chunk_sectors = chunk_bytes / 512;
             opts.data_offset_sectors = data_offset;
             opts.secret = secret;
             let sectors = opts.chunk_sectors;
@@ -771,13 +788,15 @@ fn run(cli: Cli) -> Result<(), Failure> {
             // let two clients (two volumes) write it.
             let mut claims = Vec::new();
             for spec in exports {
-                let (name, rest) = spec
-                    .split_once('=')
-                    .ok_or_else(|| format!("--export {spec}: expected NAME=PATH[@IP+IP]"))?;
+                let (name, rest) = spec.split_once('=').ok_or_else(|| {
+                    Failure::usage(format!("--export {spec}: expected NAME=PATH[@IP+IP]"))
+                })?;
                 // The server replaces an export of the same name: a client
                 // asking for it would get the last one given.
                 if !names.insert(name.to_string()) {
-                    return Err(format!("--export {spec}: export name `{name}` given twice").into());
+                    return Err(Failure::usage(format!(
+                        "--export {spec}: export name `{name}` given twice"
+                    )));
                 }
                 let (path, allow) = match rest.split_once('@') {
                     Some((p, ips)) => {
@@ -793,13 +812,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
                                     format!("--export {spec}: `{s}` is not an IP address")
                                 })
                             })
-                            .collect::<Result<Vec<_>, _>>()?;
+                            .collect::<Result<Vec<_>, _>>()
+                            .map_err(Failure::usage)?;
                         (p, AllowList::Only(ips))
                     }
                     None => (rest, AllowList::Any),
                 };
                 if path.is_empty() {
-                    return Err(format!("--export {spec}: PATH is empty").into());
+                    return Err(Failure::usage(format!("--export {spec}: PATH is empty")));
                 }
                 let dev = open_member(path, false).map_err(|e| format!("--export {spec}: {e}"))?;
                 let holder =
@@ -852,7 +872,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             // Every argument is checked before the role is failed: a typo
             // must not leave a healthy volume degraded.
             let rate = rate
-                .map(|r| parse_size(&r, 1).map_err(|e| format!("--rate: {e}")))
+                .map(|r| parse_size(&r, 1).map_err(|e| Failure::usage(format!("--rate: {e}"))))
                 .transpose()?;
             let dev =
                 open_member(&replacement, m.buffered).map_err(|e| format!("--replacement: {e}"))?;
