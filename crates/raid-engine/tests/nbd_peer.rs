@@ -370,3 +370,60 @@ fn a_server_that_never_answers_a_request_fails_it_after_the_request_timeout() {
     drop(dev);
     server.join().unwrap();
 }
+
+/// Every error of a connection names the peer once, as
+/// `nbd://HOST:PORT/EXPORT: ` at the start: a refused TCP connection, an
+/// address that is not HOST:PORT, a peer that is not an NBD server and an
+/// export the server refuses. Before, the last three read
+/// `nbd: nbd://HOST:PORT/EXPORT: ...`.
+#[test]
+fn connection_errors_name_the_peer_once() {
+    use raid_engine::nbd::{AllowList, Export, NbdServer};
+    let once = |e: raid_engine::EngineError, addr: &str, what: &str| {
+        let e = e.to_string();
+        assert!(e.starts_with(&format!("nbd://{addr}/x: ")), "{e}");
+        assert_eq!(e.matches("nbd:").count(), 1, "the peer twice: {e}");
+        assert!(e.contains(what), "{what:?} not in {e}");
+    };
+    // Refused: nothing listens on a port just freed.
+    let addr = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let e = NbdDevice::connect(&addr, "x").expect_err("nothing listens");
+    once(e, &addr, "connect: ");
+    let e = NbdDevice::connect("nohost", "x").expect_err("not HOST:PORT");
+    once(e, "nohost", "is not HOST:PORT");
+    // Not an NBD server: a greeting of the wrong bytes.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.write_all(&[b'x'; 18]).unwrap();
+    });
+    let e = NbdDevice::connect(&addr, "x").expect_err("not an NBD server");
+    once(e, &addr, "not a newstyle NBD server");
+    server.join().unwrap();
+    // Refused by the allow-list of an export of the engine's server.
+    let dir = tempfile::tempdir().unwrap();
+    let file = raid_engine::FileDevice::create(
+        dir.path().join("d"),
+        SIZE,
+        raid_engine::CacheMode::Buffered,
+    )
+    .unwrap();
+    let server = NbdServer::bind("127.0.0.1:0").unwrap();
+    server
+        .add_export(Export {
+            name: "x".into(),
+            device: std::sync::Arc::new(file),
+            allow: AllowList::Only(vec!["10.9.9.9".parse().unwrap()]),
+            read_only: false,
+        })
+        .unwrap();
+    let h = server.spawn().unwrap();
+    let addr = h.local_addr().to_string();
+    let e = NbdDevice::connect(&addr, "x").expect_err("not on the allow-list");
+    once(e, &addr, "NBD_REP_ERR_POLICY");
+    h.shutdown();
+}

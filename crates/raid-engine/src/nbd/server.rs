@@ -237,7 +237,7 @@ fn serve_conn(stream: TcpStream, exports: &Exports, timeout: std::time::Duration
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         if left.is_zero() {
             return Err(EngineError::Nbd(format!(
-                "client {peer}: handshake not done within {timeout:?} ({what}): hung up"
+                "nbd client {peer}: handshake not done within {timeout:?} ({what}): hung up"
             )));
         }
         socket
@@ -249,10 +249,10 @@ fn serve_conn(stream: TcpStream, exports: &Exports, timeout: std::time::Duration
     let late = |what: &'static str| {
         move |e: io::Error| match e.kind() {
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => EngineError::Nbd(format!(
-                "client {peer}: handshake not done within {timeout:?} ({what}): hung up"
+                "nbd client {peer}: handshake not done within {timeout:?} ({what}): hung up"
             )),
             _ => EngineError::Io {
-                what: format!("nbd: client {peer}: {what}"),
+                what: format!("nbd client {peer}: {what}"),
                 source: e,
             },
         }
@@ -273,7 +273,7 @@ fn serve_conn(stream: TcpStream, exports: &Exports, timeout: std::time::Duration
     let cflags = rd_u32(&mut r).map_err(late("read client flags"))?;
     if cflags & !(CFLAG_FIXED_NEWSTYLE | CFLAG_NO_ZEROES) != 0 {
         return Err(EngineError::Nbd(format!(
-            "client flags {cflags:#x} include unknown bits"
+            "nbd client {peer}: client flags {cflags:#x} include unknown bits"
         )));
     }
     let no_zeroes = cflags & CFLAG_NO_ZEROES != 0;
@@ -290,13 +290,15 @@ fn serve_conn(stream: TcpStream, exports: &Exports, timeout: std::time::Duration
         in_time("read option")?;
         let magic = rd_u64(&mut r).map_err(late("read option"))?;
         if magic != IHAVEOPT {
-            return Err(EngineError::Nbd(format!("bad option magic {magic:#x}")));
+            return Err(EngineError::Nbd(format!(
+                "nbd client {peer}: bad option magic {magic:#x}"
+            )));
         }
         let opt = rd_u32(&mut r).map_err(late("read option"))?;
         let len = rd_u32(&mut r).map_err(late("read option"))?;
         if len > 64 * 1024 {
             return Err(EngineError::Nbd(format!(
-                "option {opt} data of {len} bytes is too long"
+                "nbd client {peer}: option {opt} data of {len} bytes is too long"
             )));
         }
         let mut data = vec![0u8; len as usize];
@@ -445,7 +447,9 @@ fn transmission(r: &mut impl Read, w: &mut impl Write, e: &Export) -> Result<()>
     loop {
         let magic = rd_u32(r).map_err(io("nbd: read request"))?;
         if magic != REQUEST_MAGIC {
-            return Err(EngineError::Nbd(format!("bad request magic {magic:#x}")));
+            return Err(EngineError::Nbd(format!(
+                "nbd: bad request magic {magic:#x}"
+            )));
         }
         let flags = rd_u16(r).map_err(io("nbd: read request"))?;
         let cmd = rd_u16(r).map_err(io("nbd: read request"))?;
@@ -470,7 +474,7 @@ fn transmission(r: &mut impl Read, w: &mut impl Write, e: &Export) -> Result<()>
             CMD_WRITE => {
                 if len > MAX_REQUEST_BYTES {
                     return Err(EngineError::Nbd(format!(
-                        "write of {len} bytes exceeds the {MAX_REQUEST_BYTES}-byte maximum"
+                        "nbd: write of {len} bytes exceeds the {MAX_REQUEST_BYTES}-byte maximum"
                     )));
                 }
                 buf.resize(len as usize, 0);
