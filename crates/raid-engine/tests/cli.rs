@@ -1218,6 +1218,39 @@ fn status_lists_every_member_when_they_contradict_each_other() {
     assert!(!err.contains(&format!("{}: belongs", b[0])), "{err}");
 }
 
+/// A member given three times is said once, with the count (before:
+/// "role 0 given twice (also m0)" once per extra copy); one given by two
+/// paths names both; nothing is written.
+#[test]
+fn a_member_given_several_times_is_said_once_with_the_count() {
+    let files = common::MemberFiles::new(2, 8 << 20);
+    let m = files.args();
+    let (code, _, err) = run_code(&[&["create", "--level", "raid1"][..], &m].concat());
+    assert_eq!(code, 0, "{err}");
+    let before = common::metadata(&files.paths);
+    let (code, out, err) = run_code(&["status", m[0], m[0], m[0]]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert_eq!(err.matches("given").count(), 1, "{err}");
+    assert!(
+        err.contains(&format!("member {}: given 3 times (role 0)", m[0])),
+        "{err}"
+    );
+    let link = files.dir.path().join("link");
+    std::os::unix::fs::symlink(m[0], &link).unwrap();
+    let link = link.to_str().unwrap();
+    let (code, out, err) = run_code(&["status", m[0], link, m[1]]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert_eq!(err.matches("given").count(), 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "member {}: role 0 given 2 times ({}, {link})",
+            m[0], m[0]
+        )),
+        "{err}"
+    );
+    assert!(common::metadata(&files.paths) == before, "written");
+}
+
 /// Bad option values are told by the flag the user typed, with its rule,
 /// never by the library's field (`adaptive_poll`, `chunk_sectors`,
 /// `data_offset_sectors`), and a negative number is told it must not be
