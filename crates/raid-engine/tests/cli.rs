@@ -1783,3 +1783,76 @@ fn expose_refuses_a_name_longer_than_the_kernel_takes() {
     assert_eq!(code, 0, "{err}");
     assert!(!out.contains("not shut down cleanly"), "{out}");
 }
+
+/// `--nbd-timeout` typed wrong is a usage error naming the flag and its
+/// rule (exit 2, nothing written); a good one is applied to the NBD
+/// members: a server that completes the handshake and then answers no
+/// request fails the member after it, instead of the command waiting for
+/// ever (the default, no limit).
+#[test]
+fn nbd_timeout_is_checked_and_applied() {
+    use std::io::{Read, Write};
+    let files = common::MemberFiles::new(2, 8 << 20);
+    let m = files.args();
+    let (code, _, err) = run_code(&[&["create", "--level", "raid1"][..], &m].concat());
+    assert_eq!(code, 0, "{err}");
+    let before = common::metadata(&files.paths);
+    for (bad, rule) in [
+        ("0", "must be more than zero"),
+        ("-1", "must not be negative"),
+        ("fast", "is not a duration"),
+        ("30x", "is not a duration"),
+        ("99999999999999999999m", "is too large"),
+        ("--repair", "was the value left out?"),
+    ] {
+        let args = [&["scrub", "--nbd-timeout", bad][..], &m].concat();
+        let (code, out, err) = run_code(&args);
+        assert_eq!(code, 2, "{bad}: {out}{err}");
+        assert!(
+            err.contains("--nbd-timeout") && err.contains(rule),
+            "{bad}: {err}"
+        );
+    }
+    assert!(common::metadata(&files.paths) == before, "written");
+    let (code, _, err) = run_code(&[&["status", "--nbd-timeout", "30s"][..], &m].concat());
+    assert_eq!(code, 0, "{err}");
+
+    // A server that opens its export and then answers nothing.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut greet = 0x4e42_444d_4147_4943u64.to_be_bytes().to_vec();
+        greet.extend_from_slice(&0x4948_4156_454f_5054u64.to_be_bytes());
+        greet.extend_from_slice(&3u16.to_be_bytes());
+        s.write_all(&greet).unwrap();
+        // The client's flags, its NBD_OPT_GO's header and data.
+        let mut head = [0u8; 20];
+        s.read_exact(&mut head).unwrap();
+        let len = u32::from_be_bytes(head[16..20].try_into().unwrap());
+        s.read_exact(&mut vec![0u8; len as usize]).unwrap();
+        let reply = |typ: u32, data: &[u8]| {
+            let mut r = 0x0003_e889_0455_65a9u64.to_be_bytes().to_vec();
+            r.extend_from_slice(&7u32.to_be_bytes());
+            r.extend_from_slice(&typ.to_be_bytes());
+            r.extend_from_slice(&(data.len() as u32).to_be_bytes());
+            r.extend_from_slice(data);
+            r
+        };
+        let mut info = 0u16.to_be_bytes().to_vec();
+        info.extend_from_slice(&(8u64 << 20).to_be_bytes());
+        info.extend_from_slice(&5u16.to_be_bytes());
+        s.write_all(&reply(3, &info)).unwrap();
+        s.write_all(&reply(1, &[])).unwrap();
+        // Requests are read and never answered, until the client leaves.
+        let _ = s.read_to_end(&mut Vec::new());
+    });
+    let url = format!("nbd://{addr}/x");
+    let (code, out, err) = run_code(&["status", "--nbd-timeout", "200ms", &url]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains(&url) && err.contains("nothing within 200ms (the request timeout)"),
+        "{err}"
+    );
+    server.join().unwrap();
+}

@@ -81,6 +81,14 @@ struct Members {
     /// Use buffered I/O instead of O_DIRECT on local members.
     #[arg(long)]
     buffered: bool,
+    /// Give up on an NBD member (and an NBD --replacement) whose server
+    /// answers no request for this long: a whole number with ms, s or m
+    /// (30s; a bare number is seconds). Its requests then fail and the
+    /// member is marked failed, the volume carrying on degraded. Default:
+    /// no limit, since a slow drive is not a failed one (the kernel's nbd
+    /// client gives up after 30 s).
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true, value_parser = duration)]
+    nbd_timeout: Option<Duration>,
 }
 
 /// The members of a volume that the command starts (expose, rebuild, readd,
@@ -243,6 +251,44 @@ fn whole<T: std::str::FromStr>(s: &str) -> Result<T, String> {
         .map_err(|_| format!("`{s}` is not a whole number from 0"))
 }
 
+/// A duration more than zero: a whole number with `ms`, `s` or `m` (a bare
+/// number is seconds). A negative one, or a flag typed where the value was
+/// left out, reaches this through `allow_hyphen_values` and is told so.
+fn duration(s: &str) -> Result<Duration, String> {
+    const RULE: &str = "a whole number with ms, s or m, as 30s";
+    let s = s.trim();
+    if s.starts_with("--") {
+        return Err(format!(
+            "`{s}` is not a duration ({RULE}): was the value left out?"
+        ));
+    }
+    if s.starts_with('-') {
+        return Err(format!("`{s}` must not be negative ({RULE})"));
+    }
+    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+    let (num, unit) = s.split_at(digits);
+    let from: fn(u64) -> Option<Duration> = match unit {
+        "ms" => |n| Some(Duration::from_millis(n)),
+        "" | "s" => |n| Some(Duration::from_secs(n)),
+        "m" => |n| n.checked_mul(60).map(Duration::from_secs),
+        _ => return Err(format!("`{s}` is not a duration ({RULE})")),
+    };
+    if num.is_empty() {
+        return Err(format!("`{s}` is not a duration ({RULE})"));
+    }
+    let d = num
+        .parse()
+        .ok()
+        .and_then(from)
+        .ok_or_else(|| format!("`{s}` is too large"))?;
+    if d.is_zero() {
+        return Err(format!(
+            "`{s}` must be more than zero (leave the flag out for no limit)"
+        ));
+    }
+    Ok(d)
+}
+
 /// A number of microseconds from 0 to `MAX`.
 fn micros<const MAX: u64>(s: &str) -> Result<u64, String> {
     let n: u64 = whole(s)?;
@@ -303,15 +349,22 @@ fn parse_size(s: &str, default_unit: u64) -> Result<u64, String> {
     ))
 }
 
-fn open_member(spec: &str, buffered: bool) -> Result<Arc<dyn BlockDevice>, String> {
+/// Opens a member: a path, or `nbd://HOST:PORT/EXPORT`, whose requests
+/// are given up on after `nbd_timeout` (`None`: no limit).
+fn open_member(
+    spec: &str,
+    buffered: bool,
+    nbd_timeout: Option<Duration>,
+) -> Result<Arc<dyn BlockDevice>, String> {
     if spec.is_empty() {
         return Err("an empty device path (a device is a path or nbd://HOST:PORT/EXPORT)".into());
     }
     if let Some(rest) = spec.strip_prefix("nbd://") {
         let (addr, name) = rest.split_once('/').unwrap_or((rest, ""));
-        return NbdDevice::connect(addr, name)
-            .map(|d| Arc::new(d) as Arc<dyn BlockDevice>)
-            .map_err(|e| e.to_string());
+        let d = NbdDevice::connect(addr, name).map_err(|e| e.to_string())?;
+        d.set_request_timeout(nbd_timeout)
+            .map_err(|e| format!("--nbd-timeout: {e}"))?;
+        return Ok(Arc::new(d));
     }
     let mode = if buffered {
         CacheMode::Buffered
@@ -330,7 +383,7 @@ fn open_members(m: &Members) -> Result<Opened, String> {
     let devs = m
         .members
         .iter()
-        .map(|s| open_member(s, m.buffered))
+        .map(|s| open_member(s, m.buffered, m.nbd_timeout))
         .collect::<Result<Vec<_>, _>>()?;
     Ok((devs, read_secret(m)?))
 }
@@ -515,7 +568,7 @@ fn status(m: &Members) -> Result<(), Failure> {
     let mut views = Vec::with_capacity(m.members.len());
     let mut unreadable = Vec::new();
     for spec in &m.members {
-        let checked = open_member(spec, m.buffered).and_then(|d| {
+        let checked = open_member(spec, m.buffered, m.nbd_timeout).and_then(|d| {
             Volume::examine(std::slice::from_ref(&d), None)
                 .map(|x| (d, x))
                 .map_err(|e| e.to_string())
@@ -821,7 +874,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 if path.is_empty() {
                     return Err(Failure::usage(format!("--export {spec}: PATH is empty")));
                 }
-                let dev = open_member(path, false).map_err(|e| format!("--export {spec}: {e}"))?;
+                let dev =
+                    open_member(path, false, None).map_err(|e| format!("--export {spec}: {e}"))?;
                 let holder =
                     raid_engine::ClaimHolder::new(format!("raid-engine serve-nbd --export {spec}"));
                 claims.push(
@@ -874,8 +928,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let rate = rate
                 .map(|r| parse_size(&r, 1).map_err(|e| Failure::usage(format!("--rate: {e}"))))
                 .transpose()?;
-            let dev =
-                open_member(&replacement, m.buffered).map_err(|e| format!("--replacement: {e}"))?;
+            let dev = open_member(&replacement, m.buffered, m.nbd_timeout)
+                .map_err(|e| format!("--replacement: {e}"))?;
             // A member of another volume (not this one's own device, old
             // or failed: the library decides about those).
             if !force && let Some((uuid, held)) = member_of_a_volume(&dev) {
