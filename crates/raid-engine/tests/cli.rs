@@ -390,23 +390,27 @@ fn rebuild_with_a_wrong_argument_changes_nothing() {
         );
     };
     let spare = spare.to_str().unwrap();
-    for (args, want) in [
+    // A value typed wrong exits 2 (usage), one the volume refuses 1.
+    for (args, want, exit) in [
         (
             vec!["--replacement", spare, "--rate", "fast"],
             "--rate: `fast` is not a size",
+            2,
         ),
         (
             vec!["--replacement", small.to_str().unwrap()],
             "member 1 needs at least",
+            1,
         ),
         (
             vec!["--replacement", m[2]],
             "holds role 2 of this volume, which is in use",
+            1,
         ),
     ] {
         let args = [&["rebuild", "--role", "1"][..], &args, &m].concat();
         let (code, out, err) = run_code(&args);
-        assert_eq!(code, 1, "{args:?}: {out}{err}");
+        assert_eq!(code, exit, "{args:?}: {out}{err}");
         assert!(err.contains(want), "{args:?}: {err}");
         assert!(!out.contains("rebuilt"), "{args:?}: {out}");
         whole(&format!("after {args:?}"));
