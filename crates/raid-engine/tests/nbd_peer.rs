@@ -106,6 +106,20 @@ fn misbehaving(
     (dev, format!("nbd://{addr}/x"), server)
 }
 
+/// Export `x` of the engine's server: a new file of [`SIZE`] bytes in
+/// `dir`, writable, open to the clients `allow` lets in.
+fn export_x(dir: &std::path::Path, allow: raid_engine::nbd::AllowList) -> raid_engine::nbd::Export {
+    let file =
+        raid_engine::FileDevice::create(dir.join("d"), SIZE, raid_engine::CacheMode::Buffered)
+            .unwrap();
+    raid_engine::nbd::Export {
+        name: "x".into(),
+        device: std::sync::Arc::new(file),
+        allow,
+        read_only: false,
+    }
+}
+
 /// The error of a read of `len` bytes at 0, which must fail.
 fn read_error(dev: &NbdDevice, len: usize) -> String {
     let mut buf = vec![0u8; len];
@@ -232,14 +246,8 @@ fn an_export_name_too_long_is_refused_before_it_is_sent() {
 /// completed it may stay idle for longer, and is still served.
 #[test]
 fn the_server_hangs_up_on_a_client_that_never_completes_the_handshake() {
-    use raid_engine::nbd::{AllowList, Export, NbdServer};
+    use raid_engine::nbd::{AllowList, NbdServer};
     let dir = tempfile::tempdir().unwrap();
-    let file = raid_engine::FileDevice::create(
-        dir.path().join("d"),
-        SIZE,
-        raid_engine::CacheMode::Buffered,
-    )
-    .unwrap();
     let timeout = std::time::Duration::from_millis(200);
     let e = NbdServer::bind("127.0.0.1:0")
         .unwrap()
@@ -251,12 +259,7 @@ fn the_server_hangs_up_on_a_client_that_never_completes_the_handshake() {
         .with_handshake_timeout(timeout)
         .unwrap();
     server
-        .add_export(Export {
-            name: "x".into(),
-            device: std::sync::Arc::new(file),
-            allow: AllowList::Any,
-            read_only: false,
-        })
+        .add_export(export_x(dir.path(), AllowList::Any))
         .unwrap();
     let h = server.spawn().unwrap();
     let addr = h.local_addr();
@@ -378,7 +381,7 @@ fn a_server_that_never_answers_a_request_fails_it_after_the_request_timeout() {
 /// `nbd: nbd://HOST:PORT/EXPORT: ...`.
 #[test]
 fn connection_errors_name_the_peer_once() {
-    use raid_engine::nbd::{AllowList, Export, NbdServer};
+    use raid_engine::nbd::{AllowList, NbdServer};
     let once = |e: raid_engine::EngineError, addr: &str, what: &str| {
         let e = e.to_string();
         assert!(e.starts_with(&format!("nbd://{addr}/x: ")), "{e}");
@@ -406,21 +409,9 @@ fn connection_errors_name_the_peer_once() {
     server.join().unwrap();
     // Refused by the allow-list of an export of the engine's server.
     let dir = tempfile::tempdir().unwrap();
-    let file = raid_engine::FileDevice::create(
-        dir.path().join("d"),
-        SIZE,
-        raid_engine::CacheMode::Buffered,
-    )
-    .unwrap();
     let server = NbdServer::bind("127.0.0.1:0").unwrap();
-    server
-        .add_export(Export {
-            name: "x".into(),
-            device: std::sync::Arc::new(file),
-            allow: AllowList::Only(vec!["10.9.9.9".parse().unwrap()]),
-            read_only: false,
-        })
-        .unwrap();
+    let only = AllowList::Only(vec!["10.9.9.9".parse().unwrap()]);
+    server.add_export(export_x(dir.path(), only)).unwrap();
     let h = server.spawn().unwrap();
     let addr = h.local_addr().to_string();
     let e = NbdDevice::connect(&addr, "x").expect_err("not on the allow-list");
