@@ -1328,7 +1328,7 @@ fn option_errors_name_the_flags_typed() {
         ),
         (
             &["expose", "--mount", mnt, "--name", "a/b"],
-            1,
+            2,
             &["--name: \"a/b\" must be a plain file name"],
             "invalid name",
         ),

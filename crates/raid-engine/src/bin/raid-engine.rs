@@ -40,7 +40,8 @@ const EXIT_CODES: &str = "Exit codes:
      found
   2  usage: what was typed cannot be read, and nothing was written (an
      unknown flag, a value left out or malformed: a number, a size, a
-     level, an --export NAME=PATH, a member count --level single refuses)
+     level, an --export NAME=PATH, an expose --name that is not a file
+     name, a member count --level single refuses)
   3  the volume cannot start: the missing or failed members hold every copy
      of some data (status still prints every role and why)
   4  scrub: not every byte could be checked (degraded: a single readable
@@ -1186,13 +1187,22 @@ fn expose(
         raid_engine::fuse::expose_with(v.clone(), mount, name, &opts)
             .map(|exp| (stop, exp))
             .map_err(|e| {
-                Failure::from(flag_error(e, |f| match f {
+                // A --name that is not a file name is typed wrong (usage);
+                // a --mount that is not an empty directory is what is found
+                // there (the operation failed).
+                let typed = matches!(&e, EngineError::Invalid { field, .. } if field == "name");
+                let message = flag_error(e, |f| match f {
                     "mountpoint" => Some("--mount".into()),
                     "name" => Some("--name".into()),
                     "adaptive_poll" => Some("--poll-us".into()),
                     "busy_poll" => Some("--busy-poll-us".into()),
                     _ => None,
-                }))
+                });
+                if typed {
+                    Failure::usage(message)
+                } else {
+                    Failure::from(message)
+                }
             })
     });
     // Refused (a mount point that is not an empty directory, a bad
