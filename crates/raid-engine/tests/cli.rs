@@ -1776,7 +1776,8 @@ fn expose_refuses_a_name_longer_than_the_kernel_takes() {
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(served.is_empty(), "served as {served}");
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    // A --name typed wrong: a usage error.
+    assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
         err.contains("--name: \"vvvv")
             && err.contains("is 256 bytes long: a file name may be at most 255 bytes"),
