@@ -43,7 +43,11 @@ pub enum EngineError {
     #[error("data unavailable: {0}")]
     Unavailable(String),
     /// The NBD peer broke the protocol or refused a request.
-    #[error("nbd: {0}")]
+    ///
+    /// The message starts with the peer, once: `nbd://HOST:PORT/EXPORT: `
+    /// on the client's side, `nbd client IP:PORT: ` on the server's (it is
+    /// shown as it is, with no prefix of its own).
+    #[error("{0}")]
     Nbd(String),
     /// The wrong secret was given for an encrypted volume.
     #[error("encryption: {0}")]

@@ -2898,6 +2898,10 @@ impl Found {
         // mixed-up set of devices needs the whole picture at once.
         let mut problems: Vec<(String, String)> = Vec::new();
         let newest = devices[auth_i].describe();
+        // The other devices given for a role already placed: said once per
+        // role after the loop, with the count (`m0 m0 m0` said "role 0
+        // given twice" twice).
+        let mut again: Vec<Vec<String>> = vec![Vec::new(); n];
         for (d, sb) in devices.into_iter().zip(sbs) {
             let name = d.describe();
             let mut problem = |detail: String| problems.push((name.clone(), detail));
@@ -2921,8 +2925,8 @@ impl Found {
                 ));
                 continue;
             }
-            if let Some(first) = &placed[r] {
-                problem(format!("role {r} given twice (also {})", first.describe()));
+            if placed[r].is_some() {
+                again[r].push(name);
                 continue;
             }
             // A member cut short after it was written (a truncated file, a
@@ -2943,6 +2947,15 @@ impl Found {
             }
             placed[r] = Some(d);
             present_sb[r] = Some(sb);
+        }
+        for (r, others) in again.into_iter().enumerate() {
+            let Some(first) = placed[r].as_ref().map(|d| d.describe()) else {
+                continue;
+            };
+            if others.is_empty() {
+                continue;
+            }
+            problems.push(given_more_than_once(r, first, others));
         }
         if let Some(((member, detail), rest)) = problems.split_first() {
             let mut detail = detail.clone();
@@ -3235,6 +3248,22 @@ fn group_by_member<J>(jobs: Vec<J>, member: impl Fn(&J) -> usize, n: usize) -> V
     }
     groups.retain(|g| !g.is_empty());
     groups
+}
+
+/// The problem of role `r` given more than once: by `first` (the device
+/// placed) and again by `others`, said once with the count, as
+/// `(member, detail)`.
+fn given_more_than_once(r: usize, first: String, others: Vec<String>) -> (String, String) {
+    let times = others.len() + 1;
+    let detail = if others.iter().all(|o| *o == first) {
+        format!("given {times} times (role {r}): give each member once")
+    } else {
+        format!(
+            "role {r} given {times} times ({first}, {}): one device by several paths, or a copy of it; give each member once",
+            others.join(", ")
+        )
+    };
+    (first, detail)
 }
 
 #[cfg(test)]

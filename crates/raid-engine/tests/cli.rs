@@ -390,23 +390,27 @@ fn rebuild_with_a_wrong_argument_changes_nothing() {
         );
     };
     let spare = spare.to_str().unwrap();
-    for (args, want) in [
+    // A value typed wrong exits 2 (usage), one the volume refuses 1.
+    for (args, want, exit) in [
         (
             vec!["--replacement", spare, "--rate", "fast"],
             "--rate: `fast` is not a size",
+            2,
         ),
         (
             vec!["--replacement", small.to_str().unwrap()],
             "member 1 needs at least",
+            1,
         ),
         (
             vec!["--replacement", m[2]],
             "holds role 2 of this volume, which is in use",
+            1,
         ),
     ] {
         let args = [&["rebuild", "--role", "1"][..], &args, &m].concat();
         let (code, out, err) = run_code(&args);
-        assert_eq!(code, 1, "{args:?}: {out}{err}");
+        assert_eq!(code, exit, "{args:?}: {out}{err}");
         assert!(err.contains(want), "{args:?}: {err}");
         assert!(!out.contains("rebuilt"), "{args:?}: {out}");
         whole(&format!("after {args:?}"));
@@ -521,9 +525,10 @@ fn serve_nbd_refuses_an_export_name_given_twice() {
     }
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
+    // A usage error: what was typed cannot be served.
     assert_eq!(
         status.and_then(|s| s.code()),
-        Some(1),
+        Some(2),
         "still serving: {err}"
     );
     assert!(
@@ -835,7 +840,7 @@ fn create_single_takes_one_member() {
     let files = common::MemberFiles::new(2, 8 << 20);
     let m = files.args();
     let (code, out, err) = run_code(&["create", "--level", "single", m[0], m[1]]);
-    assert_eq!(code, 1, "{out}{err}");
+    assert_eq!(code, 2, "a usage error: {out}{err}");
     assert!(
         err.contains("--level single takes exactly 1 member, got 2"),
         "{err}"
@@ -960,21 +965,29 @@ fn serve_nbd_names_the_export_at_fault() {
         format!("a={p}@10.0.0.1+"),
         format!("a={p}@jbod1"),
     );
-    for (spec, rule) in [
-        (missing.as_str(), "No such file"),
-        ("a=", "PATH is empty"),
-        (a_dir.as_str(), "Is a directory"),
-        (unnamed.as_str(), "export name"),
-        (no_ip.as_str(), "an empty address in the allow-list after @"),
+    // Exit 2 for what cannot be read as NAME=PATH[@IP+IP] (usage), 1 for
+    // an export the file or the server refuses (the operation failed).
+    for (spec, rule, exit) in [
+        (missing.as_str(), "No such file", 1),
+        ("a=", "PATH is empty", 2),
+        ("a", "expected NAME=PATH[@IP+IP]", 2),
+        (a_dir.as_str(), "Is a directory", 1),
+        (unnamed.as_str(), "export name", 1),
+        (
+            no_ip.as_str(),
+            "an empty address in the allow-list after @",
+            2,
+        ),
         (
             trailing.as_str(),
             "an empty address in the allow-list after @",
+            2,
         ),
-        (host.as_str(), "`jbod1` is not an IP address"),
+        (host.as_str(), "`jbod1` is not an IP address", 2),
     ] {
         let (code, out, err) =
             run_code(&["serve-nbd", "--listen", "127.0.0.1:0", "--export", spec]);
-        assert_eq!(code, 1, "{spec}: {out}{err}");
+        assert_eq!(code, exit, "{spec}: {out}{err}");
         assert!(
             err.contains(&format!("raid-engine: --export {spec}: ")) && err.contains(rule),
             "{spec}: {err}"
@@ -1209,6 +1222,39 @@ fn status_lists_every_member_when_they_contradict_each_other() {
     assert!(!err.contains(&format!("{}: belongs", b[0])), "{err}");
 }
 
+/// A member given three times is said once, with the count (before:
+/// "role 0 given twice (also m0)" once per extra copy); one given by two
+/// paths names both; nothing is written.
+#[test]
+fn a_member_given_several_times_is_said_once_with_the_count() {
+    let files = common::MemberFiles::new(2, 8 << 20);
+    let m = files.args();
+    let (code, _, err) = run_code(&[&["create", "--level", "raid1"][..], &m].concat());
+    assert_eq!(code, 0, "{err}");
+    let before = common::metadata(&files.paths);
+    let (code, out, err) = run_code(&["status", m[0], m[0], m[0]]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert_eq!(err.matches("given").count(), 1, "{err}");
+    assert!(
+        err.contains(&format!("member {}: given 3 times (role 0)", m[0])),
+        "{err}"
+    );
+    let link = files.dir.path().join("link");
+    std::os::unix::fs::symlink(m[0], &link).unwrap();
+    let link = link.to_str().unwrap();
+    let (code, out, err) = run_code(&["status", m[0], link, m[1]]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert_eq!(err.matches("given").count(), 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "member {}: role 0 given 2 times ({}, {link})",
+            m[0], m[0]
+        )),
+        "{err}"
+    );
+    assert!(common::metadata(&files.paths) == before, "written");
+}
+
 /// Bad option values are told by the flag the user typed, with its rule,
 /// never by the library's field (`adaptive_poll`, `chunk_sectors`,
 /// `data_offset_sectors`), and a negative number is told it must not be
@@ -1282,7 +1328,7 @@ fn option_errors_name_the_flags_typed() {
         ),
         (
             &["expose", "--mount", mnt, "--name", "a/b"],
-            1,
+            2,
             &["--name: \"a/b\" must be a plain file name"],
             "invalid name",
         ),
@@ -1467,9 +1513,18 @@ fn run_is_refused_where_nothing_is_started() {
 /// '-1'", as if it were a flag), one too large for 64 bits (before: "not a
 /// size"), a level that does not exist (before: the `raid` crate's list
 /// without `linear` and `single`, and no flag named) and a layout with a
-/// typo (before: no flag named).
+/// typo (before: no flag named). Each exits 2, a usage error as clap's
+/// own for `--role x` (before: 1, as if the operation had failed).
 #[test]
 fn sizes_and_levels_typed_wrong_name_the_flag_and_the_rule() {
+    // `--help` says which is which.
+    let (code, help, _) = run_code(&["--help"]);
+    assert_eq!(code, 0);
+    assert!(
+        help.contains("2  usage: what was typed cannot be read")
+            && help.contains("1  the operation failed"),
+        "{help}"
+    );
     let files = common::MemberFiles::new(3, 8 << 20);
     let m = files.args();
     let (code, _, err) = run_code(&[&["create", "--level", "raid1"][..], &m[..2]].concat());
@@ -1537,7 +1592,8 @@ fn sizes_and_levels_typed_wrong_name_the_flag_and_the_rule() {
         let members: &[&str] = if args[0] == "create" { &m } else { &m[..2] };
         let args = [&args[..], members].concat();
         let (code, out, err) = run_code(&args);
-        assert_eq!(code, 1, "{args:?}: {out}{err}");
+        // Typed wrong: a usage error, as clap's own (`--role x`).
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
         let line = err.trim_end();
         assert!(!line.contains('\n'), "{args:?}: more than one line: {err}");
         assert!(line.contains(want), "{args:?}: {want:?} not in {err}");
@@ -1720,7 +1776,8 @@ fn expose_refuses_a_name_longer_than_the_kernel_takes() {
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(served.is_empty(), "served as {served}");
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    // A --name typed wrong: a usage error.
+    assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
         err.contains("--name: \"vvvv")
             && err.contains("is 256 bytes long: a file name may be at most 255 bytes"),
@@ -1730,4 +1787,77 @@ fn expose_refuses_a_name_longer_than_the_kernel_takes() {
     let (code, out, err) = run_code(&[&["status"][..], &m].concat());
     assert_eq!(code, 0, "{err}");
     assert!(!out.contains("not shut down cleanly"), "{out}");
+}
+
+/// `--nbd-timeout` typed wrong is a usage error naming the flag and its
+/// rule (exit 2, nothing written); a good one is applied to the NBD
+/// members: a server that completes the handshake and then answers no
+/// request fails the member after it, instead of the command waiting for
+/// ever (the default, no limit).
+#[test]
+fn nbd_timeout_is_checked_and_applied() {
+    use std::io::{Read, Write};
+    let files = common::MemberFiles::new(2, 8 << 20);
+    let m = files.args();
+    let (code, _, err) = run_code(&[&["create", "--level", "raid1"][..], &m].concat());
+    assert_eq!(code, 0, "{err}");
+    let before = common::metadata(&files.paths);
+    for (bad, rule) in [
+        ("0", "must be more than zero"),
+        ("-1", "must not be negative"),
+        ("fast", "is not a duration"),
+        ("30x", "is not a duration"),
+        ("99999999999999999999m", "is too large"),
+        ("--repair", "was the value left out?"),
+    ] {
+        let args = [&["scrub", "--nbd-timeout", bad][..], &m].concat();
+        let (code, out, err) = run_code(&args);
+        assert_eq!(code, 2, "{bad}: {out}{err}");
+        assert!(
+            err.contains("--nbd-timeout") && err.contains(rule),
+            "{bad}: {err}"
+        );
+    }
+    assert!(common::metadata(&files.paths) == before, "written");
+    let (code, _, err) = run_code(&[&["status", "--nbd-timeout", "30s"][..], &m].concat());
+    assert_eq!(code, 0, "{err}");
+
+    // A server that opens its export and then answers nothing.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut greet = 0x4e42_444d_4147_4943u64.to_be_bytes().to_vec();
+        greet.extend_from_slice(&0x4948_4156_454f_5054u64.to_be_bytes());
+        greet.extend_from_slice(&3u16.to_be_bytes());
+        s.write_all(&greet).unwrap();
+        // The client's flags, its NBD_OPT_GO's header and data.
+        let mut head = [0u8; 20];
+        s.read_exact(&mut head).unwrap();
+        let len = u32::from_be_bytes(head[16..20].try_into().unwrap());
+        s.read_exact(&mut vec![0u8; len as usize]).unwrap();
+        let reply = |typ: u32, data: &[u8]| {
+            let mut r = 0x0003_e889_0455_65a9u64.to_be_bytes().to_vec();
+            r.extend_from_slice(&7u32.to_be_bytes());
+            r.extend_from_slice(&typ.to_be_bytes());
+            r.extend_from_slice(&(data.len() as u32).to_be_bytes());
+            r.extend_from_slice(data);
+            r
+        };
+        let mut info = 0u16.to_be_bytes().to_vec();
+        info.extend_from_slice(&(8u64 << 20).to_be_bytes());
+        info.extend_from_slice(&5u16.to_be_bytes());
+        s.write_all(&reply(3, &info)).unwrap();
+        s.write_all(&reply(1, &[])).unwrap();
+        // Requests are read and never answered, until the client leaves.
+        let _ = s.read_to_end(&mut Vec::new());
+    });
+    let url = format!("nbd://{addr}/x");
+    let (code, out, err) = run_code(&["status", "--nbd-timeout", "200ms", &url]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains(&url) && err.contains("nothing within 200ms (the request timeout)"),
+        "{err}"
+    );
+    server.join().unwrap();
 }

@@ -106,6 +106,20 @@ fn misbehaving(
     (dev, format!("nbd://{addr}/x"), server)
 }
 
+/// Export `x` of the engine's server: a new file of [`SIZE`] bytes in
+/// `dir`, writable, open to the clients `allow` lets in.
+fn export_x(dir: &std::path::Path, allow: raid_engine::nbd::AllowList) -> raid_engine::nbd::Export {
+    let file =
+        raid_engine::FileDevice::create(dir.join("d"), SIZE, raid_engine::CacheMode::Buffered)
+            .unwrap();
+    raid_engine::nbd::Export {
+        name: "x".into(),
+        device: std::sync::Arc::new(file),
+        allow,
+        read_only: false,
+    }
+}
+
 /// The error of a read of `len` bytes at 0, which must fail.
 fn read_error(dev: &NbdDevice, len: usize) -> String {
     let mut buf = vec![0u8; len];
@@ -232,14 +246,8 @@ fn an_export_name_too_long_is_refused_before_it_is_sent() {
 /// completed it may stay idle for longer, and is still served.
 #[test]
 fn the_server_hangs_up_on_a_client_that_never_completes_the_handshake() {
-    use raid_engine::nbd::{AllowList, Export, NbdServer};
+    use raid_engine::nbd::{AllowList, NbdServer};
     let dir = tempfile::tempdir().unwrap();
-    let file = raid_engine::FileDevice::create(
-        dir.path().join("d"),
-        SIZE,
-        raid_engine::CacheMode::Buffered,
-    )
-    .unwrap();
     let timeout = std::time::Duration::from_millis(200);
     let e = NbdServer::bind("127.0.0.1:0")
         .unwrap()
@@ -251,12 +259,7 @@ fn the_server_hangs_up_on_a_client_that_never_completes_the_handshake() {
         .with_handshake_timeout(timeout)
         .unwrap();
     server
-        .add_export(Export {
-            name: "x".into(),
-            device: std::sync::Arc::new(file),
-            allow: AllowList::Any,
-            read_only: false,
-        })
+        .add_export(export_x(dir.path(), AllowList::Any))
         .unwrap();
     let h = server.spawn().unwrap();
     let addr = h.local_addr();
@@ -369,4 +372,49 @@ fn a_server_that_never_answers_a_request_fails_it_after_the_request_timeout() {
     assert!(again.contains(&label) && again.contains("200ms"), "{again}");
     drop(dev);
     server.join().unwrap();
+}
+
+/// Every error of a connection names the peer once, as
+/// `nbd://HOST:PORT/EXPORT: ` at the start: a refused TCP connection, an
+/// address that is not HOST:PORT, a peer that is not an NBD server and an
+/// export the server refuses. Before, the last three read
+/// `nbd: nbd://HOST:PORT/EXPORT: ...`.
+#[test]
+fn connection_errors_name_the_peer_once() {
+    use raid_engine::nbd::{AllowList, NbdServer};
+    let once = |e: raid_engine::EngineError, addr: &str, what: &str| {
+        let e = e.to_string();
+        assert!(e.starts_with(&format!("nbd://{addr}/x: ")), "{e}");
+        assert_eq!(e.matches("nbd:").count(), 1, "the peer twice: {e}");
+        assert!(e.contains(what), "{what:?} not in {e}");
+    };
+    // Refused: nothing listens on a port just freed.
+    let addr = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let e = NbdDevice::connect(&addr, "x").expect_err("nothing listens");
+    once(e, &addr, "connect: ");
+    let e = NbdDevice::connect("nohost", "x").expect_err("not HOST:PORT");
+    once(e, "nohost", "is not HOST:PORT");
+    // Not an NBD server: a greeting of the wrong bytes.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.write_all(&[b'x'; 18]).unwrap();
+    });
+    let e = NbdDevice::connect(&addr, "x").expect_err("not an NBD server");
+    once(e, &addr, "not a newstyle NBD server");
+    server.join().unwrap();
+    // Refused by the allow-list of an export of the engine's server.
+    let dir = tempfile::tempdir().unwrap();
+    let server = NbdServer::bind("127.0.0.1:0").unwrap();
+    let only = AllowList::Only(vec!["10.9.9.9".parse().unwrap()]);
+    server.add_export(export_x(dir.path(), only)).unwrap();
+    let h = server.spawn().unwrap();
+    let addr = h.local_addr().to_string();
+    let e = NbdDevice::connect(&addr, "x").expect_err("not on the allow-list");
+    once(e, &addr, "NBD_REP_ERR_POLICY");
+    h.shutdown();
 }

@@ -33,11 +33,15 @@ macro_rules! out {
 const EXIT_CODES: &str = "Exit codes:
   0  success (status: the volume can start, whole or degraded; scrub: every
      byte checked and no mismatch left unrepaired)
-  1  error: bad arguments, unreadable or inconsistent members, I/O error
-     (scrub: a member whose I/O failed is marked failed, the scrub carries
+  1  the operation failed: unreadable or inconsistent members, an I/O
+     error, values that read well but that the members or the volume
+     refuse (a chunk too large for them, a role out of range) (scrub: a member whose I/O failed is marked failed, the scrub carries
      on without it and says so), or (scrub without --repair) mismatches
      found
-  2  command-line usage error
+  2  usage: what was typed cannot be read, and nothing was written (an
+     unknown flag, a value left out or malformed: a number, a size, a
+     level, an --export NAME=PATH, an expose --name that is not a file
+     name, a member count --level single refuses)
   3  the volume cannot start: the missing or failed members hold every copy
      of some data (status still prints every role and why)
   4  scrub: not every byte could be checked (degraded: a single readable
@@ -47,6 +51,9 @@ const EXIT_CODES: &str = "Exit codes:
 
 /// Exit code: an error.
 const EXIT_ERROR: u8 = 1;
+/// Exit code: what was typed cannot be read (clap's usage errors exit 2
+/// too).
+const EXIT_USAGE: u8 = 2;
 /// Exit code: the volume cannot start.
 const EXIT_CANNOT_START: u8 = 3;
 /// Exit code: the scrub could not check every byte.
@@ -75,6 +82,14 @@ struct Members {
     /// Use buffered I/O instead of O_DIRECT on local members.
     #[arg(long)]
     buffered: bool,
+    /// Give up on an NBD member (and an NBD --replacement) whose server
+    /// answers no request for this long: a whole number with ms, s or m
+    /// (30s; a bare number is seconds). Its requests then fail and the
+    /// member is marked failed, the volume carrying on degraded. Default:
+    /// no limit, since a slow drive is not a failed one (the kernel's nbd
+    /// client gives up after 30 s).
+    #[arg(long, value_name = "DURATION", allow_hyphen_values = true, value_parser = duration)]
+    nbd_timeout: Option<Duration>,
 }
 
 /// The members of a volume that the command starts (expose, rebuild, readd,
@@ -237,6 +252,44 @@ fn whole<T: std::str::FromStr>(s: &str) -> Result<T, String> {
         .map_err(|_| format!("`{s}` is not a whole number from 0"))
 }
 
+/// A duration more than zero: a whole number with `ms`, `s` or `m` (a bare
+/// number is seconds). A negative one, or a flag typed where the value was
+/// left out, reaches this through `allow_hyphen_values` and is told so.
+fn duration(s: &str) -> Result<Duration, String> {
+    const RULE: &str = "a whole number with ms, s or m, as 30s";
+    let s = s.trim();
+    if s.starts_with("--") {
+        return Err(format!(
+            "`{s}` is not a duration ({RULE}): was the value left out?"
+        ));
+    }
+    if s.starts_with('-') {
+        return Err(format!("`{s}` must not be negative ({RULE})"));
+    }
+    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+    let (num, unit) = s.split_at(digits);
+    let from: fn(u64) -> Option<Duration> = match unit {
+        "ms" => |n| Some(Duration::from_millis(n)),
+        "" | "s" => |n| Some(Duration::from_secs(n)),
+        "m" => |n| n.checked_mul(60).map(Duration::from_secs),
+        _ => return Err(format!("`{s}` is not a duration ({RULE})")),
+    };
+    if num.is_empty() {
+        return Err(format!("`{s}` is not a duration ({RULE})"));
+    }
+    let d = num
+        .parse()
+        .ok()
+        .and_then(from)
+        .ok_or_else(|| format!("`{s}` is too large"))?;
+    if d.is_zero() {
+        return Err(format!(
+            "`{s}` must be more than zero (leave the flag out for no limit)"
+        ));
+    }
+    Ok(d)
+}
+
 /// A number of microseconds from 0 to `MAX`.
 fn micros<const MAX: u64>(s: &str) -> Result<u64, String> {
     let n: u64 = whole(s)?;
@@ -297,15 +350,22 @@ fn parse_size(s: &str, default_unit: u64) -> Result<u64, String> {
     ))
 }
 
-fn open_member(spec: &str, buffered: bool) -> Result<Arc<dyn BlockDevice>, String> {
+/// Opens a member: a path, or `nbd://HOST:PORT/EXPORT`, whose requests
+/// are given up on after `nbd_timeout` (`None`: no limit).
+fn open_member(
+    spec: &str,
+    buffered: bool,
+    nbd_timeout: Option<Duration>,
+) -> Result<Arc<dyn BlockDevice>, String> {
     if spec.is_empty() {
         return Err("an empty device path (a device is a path or nbd://HOST:PORT/EXPORT)".into());
     }
     if let Some(rest) = spec.strip_prefix("nbd://") {
         let (addr, name) = rest.split_once('/').unwrap_or((rest, ""));
-        return NbdDevice::connect(addr, name)
-            .map(|d| Arc::new(d) as Arc<dyn BlockDevice>)
-            .map_err(|e| e.to_string());
+        let d = NbdDevice::connect(addr, name).map_err(|e| e.to_string())?;
+        d.set_request_timeout(nbd_timeout)
+            .map_err(|e| format!("--nbd-timeout: {e}"))?;
+        return Ok(Arc::new(d));
     }
     let mode = if buffered {
         CacheMode::Buffered
@@ -324,7 +384,7 @@ fn open_members(m: &Members) -> Result<Opened, String> {
     let devs = m
         .members
         .iter()
-        .map(|s| open_member(s, m.buffered))
+        .map(|s| open_member(s, m.buffered, m.nbd_timeout))
         .collect::<Result<Vec<_>, _>>()?;
     Ok((devs, read_secret(m)?))
 }
@@ -353,6 +413,17 @@ impl From<String> for Failure {
     fn from(message: String) -> Self {
         Failure {
             code: EXIT_ERROR,
+            message,
+        }
+    }
+}
+
+impl Failure {
+    /// A value typed wrong: exits [`EXIT_USAGE`], as clap's own usage
+    /// errors (an unknown flag, a `--role` that is not a number) do.
+    fn usage(message: String) -> Self {
+        Failure {
+            code: EXIT_USAGE,
             message,
         }
     }
@@ -498,7 +569,7 @@ fn status(m: &Members) -> Result<(), Failure> {
     let mut views = Vec::with_capacity(m.members.len());
     let mut unreadable = Vec::new();
     for spec in &m.members {
-        let checked = open_member(spec, m.buffered).and_then(|d| {
+        let checked = open_member(spec, m.buffered, m.nbd_timeout).and_then(|d| {
             Volume::examine(std::slice::from_ref(&d), None)
                 .map(|x| (d, x))
                 .map_err(|e| e.to_string())
@@ -673,23 +744,23 @@ fn run(cli: Cli) -> Result<(), Failure> {
         } => {
             let layout = VolumeLayout::parse(&level).map_err(|e| match e {
                 EngineError::Invalid { field, rule } if field == "level" => {
-                    format!("--level {level}: {rule}")
+                    Failure::usage(format!("--level {level}: {rule}"))
                 }
-                e => format!("--level {level}: {e}"),
+                e => Failure::usage(format!("--level {level}: {e}")),
             })?;
             // `single` parses as RAID1 (over one member): more members
             // would silently make a mirror.
             if level.trim().eq_ignore_ascii_case("single") && m.members.len() != 1 {
-                return Err(format!(
+                return Err(Failure::usage(format!(
                     "--level single takes exactly 1 member, got {} (a mirror is --level raid1)",
                     m.members.len()
-                )
-                .into());
+                )));
             }
+            let chunk_bytes =
+                parse_size(&chunk, 1024).map_err(|e| Failure::usage(format!("--chunk: {e}")))?;
             let (devs, secret) = open_members(&m)?;
             let mut opts = CreateOptions::new(layout);
-            opts.chunk_sectors =
-                parse_size(&chunk, 1024).map_err(|e| format!("--chunk: {e}"))? / 512;
+            opts.chunk_sectors = chunk_bytes / 512;
             opts.data_offset_sectors = data_offset;
             opts.secret = secret;
             let sectors = opts.chunk_sectors;
@@ -771,13 +842,15 @@ fn run(cli: Cli) -> Result<(), Failure> {
             // let two clients (two volumes) write it.
             let mut claims = Vec::new();
             for spec in exports {
-                let (name, rest) = spec
-                    .split_once('=')
-                    .ok_or_else(|| format!("--export {spec}: expected NAME=PATH[@IP+IP]"))?;
+                let (name, rest) = spec.split_once('=').ok_or_else(|| {
+                    Failure::usage(format!("--export {spec}: expected NAME=PATH[@IP+IP]"))
+                })?;
                 // The server replaces an export of the same name: a client
                 // asking for it would get the last one given.
                 if !names.insert(name.to_string()) {
-                    return Err(format!("--export {spec}: export name `{name}` given twice").into());
+                    return Err(Failure::usage(format!(
+                        "--export {spec}: export name `{name}` given twice"
+                    )));
                 }
                 let (path, allow) = match rest.split_once('@') {
                     Some((p, ips)) => {
@@ -793,15 +866,17 @@ fn run(cli: Cli) -> Result<(), Failure> {
                                     format!("--export {spec}: `{s}` is not an IP address")
                                 })
                             })
-                            .collect::<Result<Vec<_>, _>>()?;
+                            .collect::<Result<Vec<_>, _>>()
+                            .map_err(Failure::usage)?;
                         (p, AllowList::Only(ips))
                     }
                     None => (rest, AllowList::Any),
                 };
                 if path.is_empty() {
-                    return Err(format!("--export {spec}: PATH is empty").into());
+                    return Err(Failure::usage(format!("--export {spec}: PATH is empty")));
                 }
-                let dev = open_member(path, false).map_err(|e| format!("--export {spec}: {e}"))?;
+                let dev =
+                    open_member(path, false, None).map_err(|e| format!("--export {spec}: {e}"))?;
                 let holder =
                     raid_engine::ClaimHolder::new(format!("raid-engine serve-nbd --export {spec}"));
                 claims.push(
@@ -852,10 +927,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
             // Every argument is checked before the role is failed: a typo
             // must not leave a healthy volume degraded.
             let rate = rate
-                .map(|r| parse_size(&r, 1).map_err(|e| format!("--rate: {e}")))
+                .map(|r| parse_size(&r, 1).map_err(|e| Failure::usage(format!("--rate: {e}"))))
                 .transpose()?;
-            let dev =
-                open_member(&replacement, m.buffered).map_err(|e| format!("--replacement: {e}"))?;
+            let dev = open_member(&replacement, m.buffered, m.nbd_timeout)
+                .map_err(|e| format!("--replacement: {e}"))?;
             // A member of another volume (not this one's own device, old
             // or failed: the library decides about those).
             if !force && let Some((uuid, held)) = member_of_a_volume(&dev) {
@@ -1112,13 +1187,22 @@ fn expose(
         raid_engine::fuse::expose_with(v.clone(), mount, name, &opts)
             .map(|exp| (stop, exp))
             .map_err(|e| {
-                Failure::from(flag_error(e, |f| match f {
+                // A --name that is not a file name is typed wrong (usage);
+                // a --mount that is not an empty directory is what is found
+                // there (the operation failed).
+                let typed = matches!(&e, EngineError::Invalid { field, .. } if field == "name");
+                let message = flag_error(e, |f| match f {
                     "mountpoint" => Some("--mount".into()),
                     "name" => Some("--name".into()),
                     "adaptive_poll" => Some("--poll-us".into()),
                     "busy_poll" => Some("--busy-poll-us".into()),
                     _ => None,
-                }))
+                });
+                if typed {
+                    Failure::usage(message)
+                } else {
+                    Failure::from(message)
+                }
             })
     });
     // Refused (a mount point that is not an empty directory, a bad

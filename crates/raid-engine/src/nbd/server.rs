@@ -178,9 +178,9 @@ impl NbdServer {
             let _ = std::thread::Builder::new()
                 .name("nbd-conn".into())
                 .spawn(move || {
-                    let peer = stream.peer_addr().ok();
+                    // The error names the client (`nbd client IP:PORT: ...`).
                     if let Err(e) = serve_conn(stream, &exports, timeout) {
-                        tracing::debug!(?peer, error = %e, "nbd connection ended");
+                        tracing::debug!("nbd connection ended: {e}");
                     }
                 });
         }
@@ -222,10 +222,12 @@ fn tflags(e: &Export) -> u16 {
 }
 
 fn serve_conn(stream: TcpStream, exports: &Exports, timeout: std::time::Duration) -> Result<()> {
-    let peer = stream
+    // The client's address names it in every error (its port tells two
+    // connections from one host apart); the allow-list goes by its IP.
+    let client = stream
         .peer_addr()
-        .map_err(crate::error::io_err("nbd: peer address"))?
-        .ip();
+        .map_err(crate::error::io_err("nbd: peer address"))?;
+    let peer = client.ip();
     let _ = stream.set_nodelay(true);
     // The handshake has `timeout` in all: each read of it may wait only
     // for what is left (the socket's timeout, shared by its clones).
@@ -237,7 +239,7 @@ fn serve_conn(stream: TcpStream, exports: &Exports, timeout: std::time::Duration
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         if left.is_zero() {
             return Err(EngineError::Nbd(format!(
-                "client {peer}: handshake not done within {timeout:?} ({what}): hung up"
+                "nbd client {client}: handshake not done within {timeout:?} ({what}): hung up"
             )));
         }
         socket
@@ -249,10 +251,10 @@ fn serve_conn(stream: TcpStream, exports: &Exports, timeout: std::time::Duration
     let late = |what: &'static str| {
         move |e: io::Error| match e.kind() {
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => EngineError::Nbd(format!(
-                "client {peer}: handshake not done within {timeout:?} ({what}): hung up"
+                "nbd client {client}: handshake not done within {timeout:?} ({what}): hung up"
             )),
             _ => EngineError::Io {
-                what: format!("nbd: client {peer}: {what}"),
+                what: format!("nbd client {client}: {what}"),
                 source: e,
             },
         }
@@ -264,16 +266,17 @@ fn serve_conn(stream: TcpStream, exports: &Exports, timeout: std::time::Duration
             .map_err(crate::error::io_err("nbd: clone socket"))?,
     );
     let mut w = BufWriter::new(stream);
-    let io = crate::error::io_err;
     w.write_all(&NBDMAGIC.to_be_bytes())
         .and_then(|()| w.write_all(&IHAVEOPT.to_be_bytes()))
         .and_then(|()| w.write_all(&(FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES).to_be_bytes()))
         .and_then(|()| w.flush())
-        .map_err(io("nbd: send greeting"))?;
+        .map_err(crate::error::io_err(format!(
+            "nbd client {client}: send greeting"
+        )))?;
     let cflags = rd_u32(&mut r).map_err(late("read client flags"))?;
     if cflags & !(CFLAG_FIXED_NEWSTYLE | CFLAG_NO_ZEROES) != 0 {
         return Err(EngineError::Nbd(format!(
-            "client flags {cflags:#x} include unknown bits"
+            "nbd client {client}: client flags {cflags:#x} include unknown bits"
         )));
     }
     let no_zeroes = cflags & CFLAG_NO_ZEROES != 0;
@@ -290,13 +293,15 @@ fn serve_conn(stream: TcpStream, exports: &Exports, timeout: std::time::Duration
         in_time("read option")?;
         let magic = rd_u64(&mut r).map_err(late("read option"))?;
         if magic != IHAVEOPT {
-            return Err(EngineError::Nbd(format!("bad option magic {magic:#x}")));
+            return Err(EngineError::Nbd(format!(
+                "nbd client {client}: bad option magic {magic:#x}"
+            )));
         }
         let opt = rd_u32(&mut r).map_err(late("read option"))?;
         let len = rd_u32(&mut r).map_err(late("read option"))?;
         if len > 64 * 1024 {
             return Err(EngineError::Nbd(format!(
-                "option {opt} data of {len} bytes is too long"
+                "nbd client {client}: option {opt} data of {len} bytes is too long"
             )));
         }
         let mut data = vec![0u8; len as usize];
@@ -407,8 +412,12 @@ fn serve_conn(stream: TcpStream, exports: &Exports, timeout: std::time::Duration
                 Ok(None)
             }
         })();
-        w.flush().map_err(io("nbd: send option reply"))?;
-        match res.map_err(crate::error::io_err(format!("nbd: option {opt}")))? {
+        w.flush().map_err(crate::error::io_err(format!(
+            "nbd client {client}: send option reply"
+        )))?;
+        match res.map_err(crate::error::io_err(format!(
+            "nbd client {client}: option {opt}"
+        )))? {
             Some(e) => break e,
             None => continue,
         }
@@ -417,8 +426,10 @@ fn serve_conn(stream: TcpStream, exports: &Exports, timeout: std::time::Duration
     socket
         .set_read_timeout(None)
         .and_then(|()| socket.set_write_timeout(None))
-        .map_err(crate::error::io_err("nbd: clear the handshake timeout"))?;
-    transmission(&mut r, &mut w, &export)
+        .map_err(crate::error::io_err(format!(
+            "nbd client {client}: clear the handshake timeout"
+        )))?;
+    transmission(&mut r, &mut w, &export, client)
 }
 
 fn reply(w: &mut impl Write, err: u32, handle: u64, data: &[u8]) -> io::Result<()> {
@@ -438,20 +449,29 @@ fn errno_of(e: &io::Error) -> u32 {
     }
 }
 
-fn transmission(r: &mut impl Read, w: &mut impl Write, e: &Export) -> Result<()> {
-    let io = crate::error::io_err;
+/// Serves the requests of `client` on export `e` until it disconnects; an
+/// error names the client (`nbd client IP:PORT: read request: ...`).
+fn transmission(
+    r: &mut impl Read,
+    w: &mut impl Write,
+    e: &Export,
+    client: SocketAddr,
+) -> Result<()> {
+    let io = |what: &str| crate::error::io_err(format!("nbd client {client}: {what}"));
     let dev = &e.device;
     let mut buf = Vec::new();
     loop {
-        let magic = rd_u32(r).map_err(io("nbd: read request"))?;
+        let magic = rd_u32(r).map_err(io("read request"))?;
         if magic != REQUEST_MAGIC {
-            return Err(EngineError::Nbd(format!("bad request magic {magic:#x}")));
+            return Err(EngineError::Nbd(format!(
+                "nbd client {client}: bad request magic {magic:#x}"
+            )));
         }
-        let flags = rd_u16(r).map_err(io("nbd: read request"))?;
-        let cmd = rd_u16(r).map_err(io("nbd: read request"))?;
-        let handle = rd_u64(r).map_err(io("nbd: read request"))?;
-        let offset = rd_u64(r).map_err(io("nbd: read request"))?;
-        let len = rd_u32(r).map_err(io("nbd: read request"))?;
+        let flags = rd_u16(r).map_err(io("read request"))?;
+        let cmd = rd_u16(r).map_err(io("read request"))?;
+        let handle = rd_u64(r).map_err(io("read request"))?;
+        let offset = rd_u64(r).map_err(io("read request"))?;
+        let len = rd_u32(r).map_err(io("read request"))?;
         let in_range = offset
             .checked_add(u64::from(len))
             .is_some_and(|end| end <= dev.size());
@@ -470,12 +490,11 @@ fn transmission(r: &mut impl Read, w: &mut impl Write, e: &Export) -> Result<()>
             CMD_WRITE => {
                 if len > MAX_REQUEST_BYTES {
                     return Err(EngineError::Nbd(format!(
-                        "write of {len} bytes exceeds the {MAX_REQUEST_BYTES}-byte maximum"
+                        "nbd client {client}: write of {len} bytes exceeds the {MAX_REQUEST_BYTES}-byte maximum"
                     )));
                 }
                 buf.resize(len as usize, 0);
-                r.read_exact(&mut buf)
-                    .map_err(io("nbd: read write payload"))?;
+                r.read_exact(&mut buf).map_err(io("read write payload"))?;
                 let st = if e.read_only {
                     Err(io::Error::new(io::ErrorKind::PermissionDenied, "read-only"))
                 } else if !in_range {
@@ -517,7 +536,7 @@ fn transmission(r: &mut impl Read, w: &mut impl Write, e: &Export) -> Result<()>
             }
             _ => reply(w, EINVAL, handle, &[]),
         };
-        res.map_err(io("nbd: send reply"))?;
+        res.map_err(io("send reply"))?;
     }
 }
 
@@ -530,4 +549,73 @@ fn write_zeroes(dev: &dyn BlockDevice, offset: u64, len: u64) -> io::Result<()> 
         pos += n as u64;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Serves one connection of a raw client that opens export `x` by
+    /// `NBD_OPT_EXPORT_NAME` and then runs `then`; returns the error that
+    /// ended the connection and the client's address.
+    fn ended_by(then: impl FnOnce(&mut TcpStream) + Send + 'static) -> (String, SocketAddr) {
+        let dir = tempfile::tempdir().unwrap();
+        let file =
+            crate::FileDevice::create(dir.path().join("d"), 1 << 20, crate::CacheMode::Buffered)
+                .unwrap();
+        let exports: Exports = Arc::new(RwLock::new(BTreeMap::new()));
+        add(
+            &exports,
+            Export {
+                name: "x".into(),
+                device: Arc::new(file),
+                allow: AllowList::Any,
+                read_only: false,
+            },
+        )
+        .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = std::thread::spawn(move || {
+            let mut s = TcpStream::connect(addr).unwrap();
+            let me = s.local_addr().unwrap();
+            let mut greeting = [0u8; 18];
+            s.read_exact(&mut greeting).unwrap();
+            let mut hello = (CFLAG_FIXED_NEWSTYLE | CFLAG_NO_ZEROES)
+                .to_be_bytes()
+                .to_vec();
+            hello.extend_from_slice(&IHAVEOPT.to_be_bytes());
+            hello.extend_from_slice(&OPT_EXPORT_NAME.to_be_bytes());
+            hello.extend_from_slice(&1u32.to_be_bytes());
+            hello.push(b'x');
+            s.write_all(&hello).unwrap();
+            // The export's size and flags (no zeroes asked).
+            let mut opened = [0u8; 10];
+            s.read_exact(&mut opened).unwrap();
+            then(&mut s);
+            me
+        });
+        let (stream, _) = listener.accept().unwrap();
+        let e = serve_conn(stream, &exports, HANDSHAKE_TIMEOUT)
+            .expect_err("the connection ended without an error");
+        (e.to_string(), client.join().unwrap())
+    }
+
+    /// An error after the export is open names the client (address and
+    /// port) in its message. Before, it said only "nbd: read request: ..."
+    /// or "nbd: bad request magic ...", the client being a tracing field.
+    #[test]
+    fn errors_after_the_export_is_open_name_the_client() {
+        let (e, me) = ended_by(|s| s.write_all(&[0xab; 28]).unwrap());
+        assert!(
+            e.starts_with(&format!("nbd client {me}: bad request magic 0xabababab")),
+            "{e}"
+        );
+        // A request cut short: the client hangs up in its middle.
+        let (e, me) = ended_by(|s| s.write_all(&REQUEST_MAGIC.to_be_bytes()).unwrap());
+        assert!(
+            e.starts_with(&format!("nbd client {me}: read request: ")),
+            "{e}"
+        );
+    }
 }
