@@ -262,18 +262,17 @@ mod shutdown {
 /// take the port between this check and the serving (before, the check bound the address and let
 /// it go, and the state was opened before the server bound it again).
 ///
-/// A unix socket is in use when it accepts a connection; a path too long to bind, a path that
-/// is not a socket, and a missing directory above the socket's own are refused too. Nothing is
-/// created or removed for it here (the check runs before the state opens); the server's own
-/// start (`csi_types::server::prepare_unix_socket`) removes a stale socket and makes the
-/// socket's directory. That function is not called here because of those effects, and
-/// csi-types has no probe without them, so its tests are repeated.
+/// A unix socket is checked by the server's own rule, touching nothing
+/// (`csi_types::server::check_unix_socket`: the check runs before the state opens): a socket
+/// another process accepts connections on, a path too long to bind, a path that is not a
+/// socket and a missing directory above the socket's own are refused. The server's start
+/// (`prepare_unix_socket`) then removes a stale socket and makes the socket's directory.
 fn claim_endpoint(
     text: &str,
     ep: &csi_types::endpoint::Endpoint,
 ) -> Result<Option<std::net::TcpListener>, String> {
     use csi_types::endpoint::Endpoint;
-    use std::os::unix::fs::FileTypeExt;
+    use csi_types::server::ServeError;
     let in_use = || {
         format!(
             "--endpoint {text}: another process is serving on it (another composer?); nothing \
@@ -281,51 +280,11 @@ fn claim_endpoint(
         )
     };
     match ep {
-        Endpoint::Unix(path) => {
-            // A path too long to bind, said before the state is opened
-            // (before, the state was opened, and made, and then the bind
-            // failed). csi-types' own length check is crate-private;
-            // std's `SocketAddr::from_pathname` applies the same limit.
-            if std::os::unix::net::SocketAddr::from_pathname(path).is_err() {
-                use std::os::unix::ffi::OsStrExt;
-                return Err(format!(
-                    "--endpoint {text}: the socket path is {} bytes, and a unix socket path \
-                     must be shorter than 108 bytes (sun_path): use a shorter directory; \
-                     nothing was opened",
-                    path.as_os_str().as_bytes().len()
-                ));
-            }
-            // What the server's start refuses (`prepare_unix_socket`), said
-            // before the state is opened: before, the state directory and
-            // database were made and then the start failed.
-            match std::fs::symlink_metadata(path) {
-                Ok(m) if m.file_type().is_socket() => {
-                    if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                        return Err(in_use());
-                    }
-                }
-                Ok(_) => {
-                    return Err(format!(
-                        "--endpoint {text}: {} exists and is not a socket; nothing was opened",
-                        path.display()
-                    ));
-                }
-                Err(_) => {}
-            }
-            if let Some(dir) = path.parent()
-                && !dir.is_dir()
-                && let Some(above) = dir.parent()
-                && !above.as_os_str().is_empty()
-                && !above.is_dir()
-            {
-                return Err(format!(
-                    "--endpoint {text}: {} does not exist either (a typo?): only the socket's \
-                     own directory is created; nothing was opened",
-                    above.display()
-                ));
-            }
-            Ok(None)
-        }
+        Endpoint::Unix(path) => match csi_types::server::check_unix_socket(path) {
+            Ok(_) => Ok(None),
+            Err(ServeError::SocketInUse(_)) => Err(in_use()),
+            Err(e) => Err(format!("--endpoint {text}: {e}; nothing was opened")),
+        },
         Endpoint::Tcp(addr) => match std::net::TcpListener::bind(addr) {
             Ok(l) => Ok(Some(l)),
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(in_use()),
