@@ -285,7 +285,7 @@ fn claim_endpoint(
             Err(ServeError::SocketInUse(_)) => Err(in_use()),
             Err(e) => Err(format!("--endpoint {text}: {e}; nothing was opened")),
         },
-        Endpoint::Tcp(addr) => match std::net::TcpListener::bind(addr) {
+        Endpoint::Tcp(addr) => match bind_tcp(addr) {
             Ok(l) => Ok(Some(l)),
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(in_use()),
             Err(e) => Err(format!(
@@ -293,6 +293,26 @@ fn claim_endpoint(
             )),
         },
     }
+}
+
+/// How many connections the kernel holds for the CSI endpoint before the server accepts them:
+/// tokio's `TcpListener::bind` (which `serve` used before the check bound the address) listens
+/// with 1024, std's `TcpListener::bind` with 128 (Linux caps either at `net.core.somaxconn`).
+const TCP_BACKLOG: i32 = 1024;
+
+/// Binds `addr` and listens with [`TCP_BACKLOG`], with `SO_REUSEADDR` set as std sets it (a
+/// restarted composer rebinds at once while old connections are in `TIME_WAIT`).
+fn bind_tcp(addr: &std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    let family = match addr {
+        std::net::SocketAddr::V4(_) => AddressFamily::INET,
+        std::net::SocketAddr::V6(_) => AddressFamily::INET6,
+    };
+    let fd = rustix::net::socket_with(family, SocketType::STREAM, SocketFlags::CLOEXEC, None)?;
+    rustix::net::sockopt::set_socket_reuseaddr(&fd, true)?;
+    rustix::net::bind(&fd, addr)?;
+    rustix::net::listen(&fd, TCP_BACKLOG)?;
+    Ok(std::net::TcpListener::from(fd))
 }
 
 fn load_inventory(file: Option<&PathBuf>) -> Result<Inventory, String> {
@@ -696,6 +716,36 @@ mod tests {
             e.starts_with(&format!("--endpoint {text}: another process")),
             "{e}"
         );
+    }
+
+    /// The TCP address the check binds listens with tokio's backlog of
+    /// 1024, as `serve` did when it bound the address itself; std's bind
+    /// listens with 128. `ss` shows a listening socket's backlog as its
+    /// Send-Q (capped by `net.core.somaxconn`, which is read too).
+    #[test]
+    fn a_checked_tcp_endpoint_listens_with_tokios_backlog() {
+        let text = "tcp://127.0.0.1:0";
+        let listener = claim_endpoint(text, &text.parse().unwrap())
+            .unwrap()
+            .expect("a TCP endpoint is bound by the check");
+        let port = listener.local_addr().unwrap().port();
+        let out = std::process::Command::new("ss")
+            .args(["-ltnH", &format!("sport = :{port}")])
+            .output()
+            .expect("ss (iproute2) runs");
+        assert!(out.status.success(), "{out:?}");
+        let line = String::from_utf8(out.stdout).unwrap();
+        let backlog: u32 = line
+            .split_whitespace()
+            .nth(2)
+            .and_then(|f| f.parse().ok())
+            .unwrap_or_else(|| panic!("no Send-Q in {line:?}"));
+        let cap: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(backlog, cap.min(1024), "{line}");
     }
 
     /// A unix socket path too long to bind is refused by the check, before
