@@ -862,6 +862,25 @@ impl Pool {
         best
     }
 
+    /// A volume id no volume in the pool carries, for a trial plan:
+    /// `capacity-probe`, or `capacity-probe-N` for the first N free.
+    /// The composer hands out `vol-N`, but a stored record may carry any
+    /// id placement accepts (one written through [`crate::Store::commit`]
+    /// by another tool): under a fixed id taken by such a volume, every
+    /// trial failed as a duplicate and GetCapacity answered 0.
+    fn probe_id(&self) -> Result<String, Error> {
+        let mut id = String::from("capacity-probe");
+        for n in 1u64.. {
+            let vid = placement::VolumeId::new(id.as_str())
+                .map_err(|e| Error::Internal(e.to_string()))?;
+            if self.engine.volume(&vid).is_none() {
+                break;
+            }
+            id = format!("capacity-probe-{n}");
+        }
+        Ok(id)
+    }
+
     /// Whether a create of a volume of `p` of `bytes` (the size asked for,
     /// as `required_bytes`) would succeed now, accessible from `topology`:
     /// the volume is planned as a create plans it and taken back at once,
@@ -872,20 +891,19 @@ impl Pool {
         topology: Option<&TopologyRequirement>,
         bytes: u64,
     ) -> Result<bool, Error> {
-        // Not a volume id the composer hands out (those are `vol-N`).
-        const PROBE: &str = "capacity-probe";
         let Ok(range) = CapacityRange::new(Some(bytes), None) else {
             return Ok(false);
         };
+        let probe = self.probe_id()?;
         let req = VolumeRequest {
-            name: PROBE,
+            name: &probe,
             parameters: p,
             range,
             topology,
         };
-        match self.place(PROBE, &req) {
+        match self.place(&probe, &req) {
             Ok(plan) => {
-                self.unplace(PROBE, plan.layout.kind, &plan.members)?;
+                self.unplace(&probe, plan.layout.kind, &plan.members)?;
                 Ok(true)
             }
             Err(_) => Ok(false),

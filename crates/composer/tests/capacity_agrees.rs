@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Arc;
 
-use composer_core::{Composer, Error, Inventory, MemStore};
+use composer_core::{Batch, Composer, Error, Inventory, MemStore, Op, Store};
 use csi_types::types::{CapacityRange, Topology, TopologyRequirement};
 use proptest::prelude::*;
 
@@ -660,4 +660,47 @@ fn a_min_volume_size_no_drive_holds_is_no_capacity() {
         assert_eq!((cap.available, cap.maximum_volume_size), (0, 0), "{kind}");
         assert!(create(&c, "v", &p, 1 << 30).is_err(), "{kind}");
     }
+}
+
+/// A stored volume may carry any id placement accepts (a record written
+/// through [`Store::commit`] by another tool, or by an older composer),
+/// the id GetCapacity's trial plans used included. Before, those trials
+/// planned under the fixed id `capacity-probe`: with a volume of that id
+/// stored, every trial failed as a duplicate and the report was 0 on two
+/// nearly empty SSDs.
+#[test]
+fn a_stored_volume_with_the_trial_id_leaves_capacity_as_it_is() {
+    let toml = "[[site]]\nid = \"dc1\"\n\n[[rack]]\nid = \"r0\"\nsite = \"dc1\"\n\n\
+                [[jbod]]\nid = \"r0-j0\"\nrack = \"r0\"\n\n\
+                [[jbod.drive]]\ncount = 2\nkind = \"ssd\"\ncapacity = \"1 TB\"\n\n\
+                [[server]]\nid = \"r0-n1\"\nrack = \"r0\"\ntransports = [\"nbd\"]\n";
+    let p = params(&[("type", "slice")]);
+    let first = open(toml);
+    create(&first, "v", &p, 1 << 30).unwrap();
+    let expected = first.capacity(&p, None).unwrap();
+    assert!(
+        expected.maximum_volume_size > 900_000_000_000,
+        "{expected:?}"
+    );
+    let store = Arc::new(MemStore::default());
+    // Also the id a fix might fall back to, next to it on the same SSD.
+    for (n, id) in ["capacity-probe", "capacity-probe-1"]
+        .into_iter()
+        .enumerate()
+    {
+        let mut rec = first.records().remove(0);
+        rec.name = format!("stored as {id}");
+        rec.id = id.to_string();
+        let m = &mut rec.members[0];
+        m.offset += n as u64 * m.len;
+        store
+            .commit(Batch::of(vec![Op::PutVolume(Box::new(rec))]))
+            .unwrap();
+    }
+    let c = Composer::open(Inventory::from_toml(toml).unwrap(), store).unwrap();
+    assert_eq!(c.volume_count(), 2);
+    let cap = c.capacity(&p, None).unwrap();
+    assert!(cap.maximum_volume_size > 900_000_000_000, "{cap:?}");
+    create(&c, "w", &p, cap.maximum_volume_size).unwrap();
+    assert_eq!(c.volume_count(), 3);
 }

@@ -233,18 +233,112 @@ pub fn routes(api: Arc<dyn RawCsi>) -> tonic::service::Routes {
     routes
 }
 
-/// Makes `path` ready for a unix socket to be bound there, by the rule
-/// [`serve`] applies to a `unix://` endpoint; public so that a driver's
-/// other sockets (an admin or debug socket) follow the same rule:
+/// What is at a unix socket path that a server could take, as
+/// [`check_unix_socket`] finds it. A path a server cannot take is an error
+/// of [`check_unix_socket`] instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SocketState {
+    /// Nothing is at the path, and the socket's directory exists.
+    Free,
+    /// Nothing is at the path, and the socket's own directory is missing
+    /// (the one above it exists): [`prepare_unix_socket`] creates it.
+    DirectoryMissing,
+    /// A socket that accepts no connection, left by a process that is gone:
+    /// [`prepare_unix_socket`] removes it.
+    Stale,
+}
+
+/// Tells whether a server could bind a unix socket at `path`, by the rule
+/// of [`prepare_unix_socket`] (and so of [`serve`]), creating, removing and
+/// binding nothing: for a program that checks its flags before it opens
+/// anything, and makes the socket ready later.
+///
+/// `Ok` is a path the server can take ([`SocketState`]); refused, with the
+/// error [`prepare_unix_socket`] would return:
 ///
 /// - a path too long for a unix socket (`sun_path`, 108 bytes with its
-///   NUL) is refused, naming the limit, before anything is created;
-/// - a socket left by a process that is gone is removed; a socket another
-///   process listens on is refused ([`ServeError::SocketInUse`]), and so is
-///   anything that is not a socket ([`ServeError::NotASocket`]): neither is
-///   removed;
-/// - the socket's own directory is created if missing, but not a chain of
-///   missing directories, which is more likely a typo in the path.
+///   NUL): [`ServeError::Io`] of kind `InvalidInput`, naming the limit;
+/// - a socket another process accepts connections on:
+///   [`ServeError::SocketInUse`];
+/// - anything that is not a socket: [`ServeError::NotASocket`];
+/// - a missing directory above the socket's own (only that one is
+///   created; a chain of them is more likely a typo): [`ServeError::Io`]
+///   of kind `NotFound`, naming it.
+///
+/// A probe, so a moment old: the path may change before the server binds
+/// it. A live socket is told by connecting to it (and closing at once).
+///
+/// ```
+/// use csi_types::server::{check_unix_socket, ServeError, SocketState};
+/// let dir = std::env::temp_dir().join(format!("csi-types-check-{}", std::process::id()));
+/// # let _ = std::fs::remove_dir_all(&dir);
+/// let socket = dir.join("csi.sock");
+/// // The socket's own directory may be missing: the server makes it.
+/// assert_eq!(check_unix_socket(&socket)?, SocketState::DirectoryMissing);
+/// assert!(!dir.exists(), "nothing is created");
+/// std::fs::create_dir(&dir)?;
+/// assert_eq!(check_unix_socket(&socket)?, SocketState::Free);
+/// let listener = std::os::unix::net::UnixListener::bind(&socket)?;
+/// let e = check_unix_socket(&socket).unwrap_err();
+/// assert!(matches!(e, ServeError::SocketInUse(_)), "{e}");
+/// drop(listener); // the socket file stays, and nothing listens on it
+/// assert_eq!(check_unix_socket(&socket)?, SocketState::Stale);
+/// assert!(socket.exists(), "nothing is removed");
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn check_unix_socket(path: &Path) -> Result<SocketState, ServeError> {
+    use std::os::unix::fs::FileTypeExt;
+    let io = |context: String| move |source| ServeError::Io { context, source };
+    if let Some(e) = crate::endpoint::socket_path_too_long(path) {
+        return Err(io(format!("binding {}", path.display()))(e));
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            return if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                Err(ServeError::SocketInUse(path.to_path_buf()))
+            } else {
+                Ok(SocketState::Stale)
+            };
+        }
+        Ok(_) => return Err(ServeError::NotASocket(path.to_path_buf())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(format!("inspecting {}", path.display()))(e)),
+    }
+    // A relative path in the working directory has the empty path as its parent.
+    let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
+        return Ok(SocketState::Free);
+    };
+    if dir.is_dir() {
+        return Ok(SocketState::Free);
+    }
+    // The socket's own directory is made (`/run/csi-local` for `/run/csi-local/csi.sock`), but
+    // not a chain of them: a typo in a deployment's path (`/var/lib/kubelte/plugins/x/csi.sock`)
+    // used to create every missing directory and serve where nothing would ever connect.
+    if let Some(above) = dir.parent()
+        && !above.as_os_str().is_empty()
+        && !above.is_dir()
+    {
+        return Err(io(format!("creating {}", dir.display()))(
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!(
+                    "{} does not exist either (a typo?): only the socket's own directory is created",
+                    above.display()
+                ),
+            ),
+        ));
+    }
+    Ok(SocketState::DirectoryMissing)
+}
+
+/// Makes `path` ready for a unix socket to be bound there, by the rule
+/// [`serve`] applies to a `unix://` endpoint; public so that a driver's
+/// other sockets (an admin or debug socket) follow the same rule. What
+/// [`check_unix_socket`] refuses is refused, before anything is created or
+/// removed; then a stale socket (left by a process that is gone) is
+/// removed, and a missing socket's own directory is created.
 ///
 /// ```
 /// use csi_types::server::{prepare_unix_socket, ServeError};
@@ -264,46 +358,19 @@ pub fn routes(api: Arc<dyn RawCsi>) -> tonic::service::Routes {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn prepare_unix_socket(path: &Path) -> Result<(), ServeError> {
-    use std::os::unix::fs::FileTypeExt;
     let io = |context: String| move |source| ServeError::Io { context, source };
-    // Before anything is created: `bind` would refuse it after the directories were made.
-    if let Some(e) = crate::endpoint::socket_path_too_long(path) {
-        return Err(io(format!("binding {}", path.display()))(e));
-    }
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => {
-            if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                return Err(ServeError::SocketInUse(path.to_path_buf()));
-            }
+    match check_unix_socket(path)? {
+        SocketState::Free => {}
+        SocketState::Stale => {
             tracing::info!(path = %path.display(), "removing a stale socket");
             std::fs::remove_file(path)
                 .map_err(io(format!("removing stale socket {}", path.display())))?;
         }
-        Ok(_) => return Err(ServeError::NotASocket(path.to_path_buf())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io(format!("inspecting {}", path.display()))(e)),
-    }
-    // The socket's own directory is made (`/run/csi-local` for `/run/csi-local/csi.sock`), but
-    // not a chain of them: a typo in a deployment's path (`/var/lib/kubelte/plugins/x/csi.sock`)
-    // used to create every missing directory and serve where nothing would ever connect.
-    if let Some(dir) = path.parent()
-        && !dir.is_dir()
-    {
-        if let Some(above) = dir.parent()
-            && !above.as_os_str().is_empty()
-            && !above.is_dir()
-        {
-            return Err(io(format!("creating {}", dir.display()))(
-                std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    format!(
-                        "{} does not exist either (a typo?): only the socket's own directory is created",
-                        above.display()
-                    ),
-                ),
-            ));
+        SocketState::DirectoryMissing => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir(dir).map_err(io(format!("creating {}", dir.display())))?;
+            }
         }
-        std::fs::create_dir(dir).map_err(io(format!("creating {}", dir.display())))?;
     }
     Ok(())
 }

@@ -353,3 +353,102 @@ async fn stale_sockets_are_replaced_and_live_ones_refused() {
         "the socket is removed after a graceful shutdown"
     );
 }
+
+/// `check_unix_socket` tells each state of a socket path by the rule of
+/// `prepare_unix_socket`, and creates, removes and binds nothing; each
+/// refusal is the error the server's start gives. Before, csi-types had no
+/// probe without those effects, and a program that checked its endpoint
+/// before opening anything repeated the rules.
+#[test]
+fn check_unix_socket_tells_each_state_and_touches_nothing() {
+    use server::{SocketState, check_unix_socket};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let listing = || {
+        let mut names: Vec<_> = walk(d);
+        names.sort();
+        names
+    };
+    fn walk(p: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(p).unwrap() {
+            let e = e.unwrap().path();
+            if e.is_dir() {
+                out.extend(walk(&e));
+            }
+            out.push(e);
+        }
+        out
+    }
+    std::fs::create_dir(d.join("run")).unwrap();
+    std::fs::write(d.join("run/file"), b"keep me").unwrap();
+    let live = d.join("run/live.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&live).unwrap();
+    let stale = d.join("run/stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    let before = listing();
+
+    assert_eq!(
+        check_unix_socket(&d.join("run/csi.sock")).unwrap(),
+        SocketState::Free
+    );
+    assert_eq!(
+        check_unix_socket(&d.join("csi-local/csi.sock")).unwrap(),
+        SocketState::DirectoryMissing
+    );
+    assert_eq!(check_unix_socket(&stale).unwrap(), SocketState::Stale);
+    let e = check_unix_socket(&live).unwrap_err();
+    assert!(matches!(e, server::ServeError::SocketInUse(_)), "{e}");
+    let e = check_unix_socket(&d.join("run/file")).unwrap_err();
+    assert!(matches!(e, server::ServeError::NotASocket(_)), "{e}");
+    let long = d.join("new-dir").join("s".repeat(120));
+    match check_unix_socket(&long).unwrap_err() {
+        server::ServeError::Io { source, .. } => {
+            assert_eq!(source.kind(), std::io::ErrorKind::InvalidInput);
+            assert!(
+                source.to_string().contains("shorter than 108 bytes"),
+                "{source}"
+            );
+        }
+        e => panic!("{e}"),
+    }
+    let typo = d.join("kubelte/plugins/x/csi.sock");
+    match check_unix_socket(&typo).unwrap_err() {
+        server::ServeError::Io { source, .. } => {
+            assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+            let above = d.join("kubelte/plugins");
+            assert!(
+                source.to_string().starts_with(&format!(
+                    "{} does not exist either (a typo?)",
+                    above.display()
+                )),
+                "{source}"
+            );
+        }
+        e => panic!("{e}"),
+    }
+    // A relative path lies in the working directory, which exists.
+    assert_eq!(
+        check_unix_socket(std::path::Path::new("csi-types-check-unix-socket.sock")).unwrap(),
+        SocketState::Free
+    );
+    assert_eq!(listing(), before, "the check changed the directory");
+    // And `prepare_unix_socket` acts on what the check told.
+    server::prepare_unix_socket(&stale).unwrap();
+    assert!(!stale.exists());
+    server::prepare_unix_socket(&d.join("csi-local/csi.sock")).unwrap();
+    assert!(d.join("csi-local").is_dir());
+    assert!(server::prepare_unix_socket(&live).is_err());
+    assert!(live.exists());
+}
+
+/// A relative socket path lies in the working directory, which exists:
+/// before, its parent (the empty path) was taken for a missing directory
+/// and `prepare_unix_socket` failed creating it.
+#[test]
+fn a_relative_socket_path_is_prepared_in_the_working_directory() {
+    let path = std::path::Path::new("csi-types-prepare-relative.sock");
+    assert!(!path.exists());
+    server::prepare_unix_socket(path).unwrap();
+    assert!(!path.exists(), "nothing is made for a free path");
+}

@@ -262,18 +262,17 @@ mod shutdown {
 /// take the port between this check and the serving (before, the check bound the address and let
 /// it go, and the state was opened before the server bound it again).
 ///
-/// A unix socket is in use when it accepts a connection; a path too long to bind, a path that
-/// is not a socket, and a missing directory above the socket's own are refused too. Nothing is
-/// created or removed for it here (the check runs before the state opens); the server's own
-/// start (`csi_types::server::prepare_unix_socket`) removes a stale socket and makes the
-/// socket's directory. That function is not called here because of those effects, and
-/// csi-types has no probe without them, so its tests are repeated.
+/// A unix socket is checked by the server's own rule, touching nothing
+/// (`csi_types::server::check_unix_socket`: the check runs before the state opens): a socket
+/// another process accepts connections on, a path too long to bind, a path that is not a
+/// socket and a missing directory above the socket's own are refused. The server's start
+/// (`prepare_unix_socket`) then removes a stale socket and makes the socket's directory.
 fn claim_endpoint(
     text: &str,
     ep: &csi_types::endpoint::Endpoint,
 ) -> Result<Option<std::net::TcpListener>, String> {
     use csi_types::endpoint::Endpoint;
-    use std::os::unix::fs::FileTypeExt;
+    use csi_types::server::ServeError;
     let in_use = || {
         format!(
             "--endpoint {text}: another process is serving on it (another composer?); nothing \
@@ -281,52 +280,12 @@ fn claim_endpoint(
         )
     };
     match ep {
-        Endpoint::Unix(path) => {
-            // A path too long to bind, said before the state is opened
-            // (before, the state was opened, and made, and then the bind
-            // failed). csi-types' own length check is crate-private;
-            // std's `SocketAddr::from_pathname` applies the same limit.
-            if std::os::unix::net::SocketAddr::from_pathname(path).is_err() {
-                use std::os::unix::ffi::OsStrExt;
-                return Err(format!(
-                    "--endpoint {text}: the socket path is {} bytes, and a unix socket path \
-                     must be shorter than 108 bytes (sun_path): use a shorter directory; \
-                     nothing was opened",
-                    path.as_os_str().as_bytes().len()
-                ));
-            }
-            // What the server's start refuses (`prepare_unix_socket`), said
-            // before the state is opened: before, the state directory and
-            // database were made and then the start failed.
-            match std::fs::symlink_metadata(path) {
-                Ok(m) if m.file_type().is_socket() => {
-                    if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                        return Err(in_use());
-                    }
-                }
-                Ok(_) => {
-                    return Err(format!(
-                        "--endpoint {text}: {} exists and is not a socket; nothing was opened",
-                        path.display()
-                    ));
-                }
-                Err(_) => {}
-            }
-            if let Some(dir) = path.parent()
-                && !dir.is_dir()
-                && let Some(above) = dir.parent()
-                && !above.as_os_str().is_empty()
-                && !above.is_dir()
-            {
-                return Err(format!(
-                    "--endpoint {text}: {} does not exist either (a typo?): only the socket's \
-                     own directory is created; nothing was opened",
-                    above.display()
-                ));
-            }
-            Ok(None)
-        }
-        Endpoint::Tcp(addr) => match std::net::TcpListener::bind(addr) {
+        Endpoint::Unix(path) => match csi_types::server::check_unix_socket(path) {
+            Ok(_) => Ok(None),
+            Err(ServeError::SocketInUse(_)) => Err(in_use()),
+            Err(e) => Err(format!("--endpoint {text}: {e}; nothing was opened")),
+        },
+        Endpoint::Tcp(addr) => match bind_tcp(addr) {
             Ok(l) => Ok(Some(l)),
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(in_use()),
             Err(e) => Err(format!(
@@ -334,6 +293,26 @@ fn claim_endpoint(
             )),
         },
     }
+}
+
+/// How many connections the kernel holds for the CSI endpoint before the server accepts them:
+/// tokio's `TcpListener::bind` (which `serve` used before the check bound the address) listens
+/// with 1024, std's `TcpListener::bind` with 128 (Linux caps either at `net.core.somaxconn`).
+const TCP_BACKLOG: i32 = 1024;
+
+/// Binds `addr` and listens with [`TCP_BACKLOG`], with `SO_REUSEADDR` set as std sets it (a
+/// restarted composer rebinds at once while old connections are in `TIME_WAIT`).
+fn bind_tcp(addr: &std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    let family = match addr {
+        std::net::SocketAddr::V4(_) => AddressFamily::INET,
+        std::net::SocketAddr::V6(_) => AddressFamily::INET6,
+    };
+    let fd = rustix::net::socket_with(family, SocketType::STREAM, SocketFlags::CLOEXEC, None)?;
+    rustix::net::sockopt::set_socket_reuseaddr(&fd, true)?;
+    rustix::net::bind(&fd, addr)?;
+    rustix::net::listen(&fd, TCP_BACKLOG)?;
+    Ok(std::net::TcpListener::from(fd))
 }
 
 fn load_inventory(file: Option<&PathBuf>) -> Result<Inventory, String> {
@@ -737,6 +716,36 @@ mod tests {
             e.starts_with(&format!("--endpoint {text}: another process")),
             "{e}"
         );
+    }
+
+    /// The TCP address the check binds listens with tokio's backlog of
+    /// 1024, as `serve` did when it bound the address itself; std's bind
+    /// listens with 128. `ss` shows a listening socket's backlog as its
+    /// Send-Q (capped by `net.core.somaxconn`, which is read too).
+    #[test]
+    fn a_checked_tcp_endpoint_listens_with_tokios_backlog() {
+        let text = "tcp://127.0.0.1:0";
+        let listener = claim_endpoint(text, &text.parse().unwrap())
+            .unwrap()
+            .expect("a TCP endpoint is bound by the check");
+        let port = listener.local_addr().unwrap().port();
+        let out = std::process::Command::new("ss")
+            .args(["-ltnH", &format!("sport = :{port}")])
+            .output()
+            .expect("ss (iproute2) runs");
+        assert!(out.status.success(), "{out:?}");
+        let line = String::from_utf8(out.stdout).unwrap();
+        let backlog: u32 = line
+            .split_whitespace()
+            .nth(2)
+            .and_then(|f| f.parse().ok())
+            .unwrap_or_else(|| panic!("no Send-Q in {line:?}"));
+        let cap: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(backlog, cap.min(1024), "{line}");
     }
 
     /// A unix socket path too long to bind is refused by the check, before
