@@ -244,7 +244,8 @@ pub enum SocketState {
     /// Nothing is at the path, and the socket's own directory is missing
     /// (the one above it exists): [`prepare_unix_socket`] creates it.
     DirectoryMissing,
-    /// A socket that accepts no connection, left by a process that is gone:
+    /// A socket whose connections the kernel refuses (`ECONNREFUSED`: no
+    /// process listens on it), left by a process that is gone:
     /// [`prepare_unix_socket`] removes it.
     Stale,
 }
@@ -262,6 +263,9 @@ pub enum SocketState {
 /// - a socket another process accepts connections on:
 ///   [`ServeError::SocketInUse`];
 /// - anything that is not a socket: [`ServeError::NotASocket`];
+/// - a socket whose connection fails other than by being refused
+///   (`EACCES`, `EAGAIN`: a server may be there): [`ServeError::Io`]
+///   with that error, and the socket is left as it is;
 /// - a missing directory above the socket's own (only that one is
 ///   created; a chain of them is more likely a typo): [`ServeError::Io`]
 ///   of kind `NotFound`, naming it.
@@ -296,11 +300,10 @@ pub fn check_unix_socket(path: &Path) -> Result<SocketState, ServeError> {
     }
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
-            return if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                Err(ServeError::SocketInUse(path.to_path_buf()))
-            } else {
-                Ok(SocketState::Stale)
-            };
+            return socket_state(
+                path,
+                std::os::unix::net::UnixStream::connect(path).map(drop),
+            );
         }
         Ok(_) => return Err(ServeError::NotASocket(path.to_path_buf())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -331,6 +334,25 @@ pub fn check_unix_socket(path: &Path) -> Result<SocketState, ServeError> {
         ));
     }
     Ok(SocketState::DirectoryMissing)
+}
+
+/// What a connection attempt to an existing socket file tells: a server listens (in use), or
+/// the kernel refused the connection (`ECONNREFUSED`: nothing listens, the socket is stale).
+/// Any other failure (`EACCES` from a live server's socket this process may not use, `EAGAIN`
+/// from one whose queue is full, …) tells nothing about whether a server is there, so the
+/// socket is neither taken nor removed.
+fn socket_state(path: &Path, connect: std::io::Result<()>) -> Result<SocketState, ServeError> {
+    match connect {
+        Ok(()) => Err(ServeError::SocketInUse(path.to_path_buf())),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok(SocketState::Stale),
+        Err(source) => Err(ServeError::Io {
+            context: format!(
+                "connecting to {} to tell whether a server listens on it (the socket is left as it is)",
+                path.display()
+            ),
+            source,
+        }),
+    }
 }
 
 /// Makes `path` ready for a unix socket to be bound there, by the rule
@@ -879,5 +901,37 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+    }
+}
+
+#[cfg(test)]
+mod socket_state_tests {
+    use super::*;
+
+    #[test]
+    fn only_a_refused_connection_makes_a_socket_stale() {
+        let path = Path::new("/run/x/csi.sock");
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(
+            socket_state(path, Err(refused)).unwrap(),
+            SocketState::Stale
+        );
+        assert!(matches!(
+            socket_state(path, Ok(())),
+            Err(ServeError::SocketInUse(_))
+        ));
+        // A live server's socket this process may not connect to, or whose queue is full:
+        // whether a server is there is not known, and the socket must not be removed.
+        // EACCES and EAGAIN on Linux.
+        for errno in [13, 11] {
+            let err =
+                socket_state(path, Err(std::io::Error::from_raw_os_error(errno))).unwrap_err();
+            let ServeError::Io { context, source } = &err else {
+                panic!("not an I/O error: {err}");
+            };
+            assert_eq!(source.raw_os_error(), Some(errno));
+            assert!(context.contains("/run/x/csi.sock"), "{err}");
+            assert!(context.contains("left as it is"), "{err}");
+        }
     }
 }
