@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use crate::error::Error;
 use crate::inventory::{RESERVED_TAG_PREFIX, Transport, TransportSet};
-use storage_units::ByteSize;
+use storage_units::{ByteSize, quote};
 
 /// What a volume is built from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -207,8 +207,12 @@ fn alternatives<T>(choices: &[(&str, T)]) -> String {
 
 /// [`lookup`], refusing any other value with the key and the allowed ones.
 fn one_of<T: Copy>(key: &str, v: &str, choices: &[(&str, T)]) -> Result<T, Error> {
-    lookup(v, choices)
-        .ok_or_else(|| bad(key, format!("must be {}, got {v:?}", alternatives(choices))))
+    lookup(v, choices).ok_or_else(|| {
+        bad(
+            key,
+            format!("must be {}, got {}", alternatives(choices), quote(v)),
+        )
+    })
 }
 
 fn boolean(key: &str, v: &str) -> Result<bool, Error> {
@@ -221,7 +225,7 @@ fn list(key: &str, v: &str) -> Result<Vec<String>, Error> {
         if item.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(bad(
                 key,
-                format!("item {item:?} must not contain whitespace"),
+                format!("item {} must not contain whitespace", quote(item)),
             ));
         }
         if !out.iter().any(|o| o == item) {
@@ -240,7 +244,7 @@ fn whole(key: &str, v: &str, what: &str) -> Result<u64, Error> {
     let t = v.trim();
     let t = t.strip_prefix('+').unwrap_or(t);
     if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad(key, format!("must be {what}, got {v:?}")));
+        return Err(bad(key, format!("must be {what}, got {}", quote(v))));
     }
     // Only digits: what does not parse is beyond 64 bits.
     Ok(t.parse().unwrap_or(u64::MAX))
@@ -364,7 +368,8 @@ impl Parameters {
                                 bad(
                                     key,
                                     format!(
-                                        "unknown transport {n:?} (expected {})",
+                                        "unknown transport {} (expected {})",
+                                        quote(n),
                                         alternatives(&choices)
                                     ),
                                 )
@@ -405,7 +410,7 @@ impl Parameters {
         if let Some(t) = p.required_tags.iter().find(|t| p.excluded_tags.contains(t)) {
             return Err(bad(
                 "excludedTags",
-                format!("tag {t:?} is also in requiredTags"),
+                format!("tag {} is also in requiredTags", quote(t)),
             ));
         }
         Ok(p)
@@ -453,8 +458,9 @@ impl Parameters {
                     return Err(bad(
                         key,
                         format!(
-                            "{v:?} has an empty entry: values are separated by single commas, \
-                             with none at either end"
+                            "{} has an empty entry: values are separated by single commas, \
+                             with none at either end",
+                            quote(v)
                         ),
                     ));
                 }
@@ -466,7 +472,10 @@ impl Parameters {
                     item.to_string()
                 };
                 if seen.contains(&name) {
-                    return Err(bad(key, format!("{item:?} is listed twice in {v:?}")));
+                    return Err(bad(
+                        key,
+                        format!("{} is listed twice in {}", quote(item), quote(v)),
+                    ));
                 }
                 if matches!(key, "requiredTags" | "excludedTags")
                     && item.starts_with(RESERVED_TAG_PREFIX)
@@ -474,8 +483,9 @@ impl Parameters {
                     return Err(bad(
                         key,
                         format!(
-                            "tag {item:?}: tags starting with {RESERVED_TAG_PREFIX:?} are the \
-                             composer's own and no inventory entry carries them"
+                            "tag {}: tags starting with {RESERVED_TAG_PREFIX:?} are the \
+                             composer's own and no inventory entry carries them",
+                            quote(item)
                         ),
                     ));
                 }
@@ -529,6 +539,29 @@ mod tests {
 
     fn fails(kv: &[(&str, &str)], key: &str, rule: &str) {
         names(&parse(kv).unwrap_err(), key, rule);
+    }
+
+    #[test]
+    fn long_values_are_quoted_short_and_escaped() {
+        let long = "x".repeat(100_000);
+        let twice = format!("iscsi,{long},{long}");
+        let cases: [(&str, &str); 5] = [
+            ("networkTransportsAllowed", &long),
+            ("type", &long),
+            ("rpm", &long),
+            ("requiredTags", &twice),
+            ("fsType", "ext4\nrm -rf"),
+        ];
+        for (key, value) in cases {
+            let map: BTreeMap<String, String> = [(key.to_string(), value.to_string())].into();
+            // Repeated list entries are refused for new classes only.
+            let e = Parameters::parse(&map)
+                .and_then(|_| Parameters::check_new(&map))
+                .unwrap_err();
+            let text = e.to_string();
+            assert!(text.len() < 400, "{key}: {} bytes: {}", text.len(), &text[..400]);
+            assert!(!text.contains('\n'), "{key}: {text}");
+        }
     }
 
     #[test]
