@@ -559,7 +559,12 @@ mod tests {
                 .and_then(|_| Parameters::check_new(&map))
                 .unwrap_err();
             let text = e.to_string();
-            assert!(text.len() < 400, "{key}: {} bytes: {}", text.len(), &text[..400]);
+            assert!(
+                text.len() < 400,
+                "{key}: {} bytes: {}",
+                text.len(),
+                &text[..400]
+            );
             assert!(!text.contains('\n'), "{key}: {text}");
         }
     }
