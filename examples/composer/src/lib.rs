@@ -414,8 +414,24 @@ impl ControllerPublisher for ComposerDriver {
                     // refusal undoes a publication this call made, so the
                     // failed call changes nothing.
                     if let Err(e) = me.sync_agent(c, &id) {
-                        if !v.published.contains_key(&node) {
-                            c.unpublish(&id, Some(&node))?;
+                        // The agent's refusal is what the CO can act on, so
+                        // it is the answer even when the undo fails. No
+                        // re-sync then: a refused sync leaves the agent's
+                        // grants as they were (JbodAgent::sync_volume), and
+                        // a record published without its grant is the state
+                        // a crash between the two steps leaves, which the
+                        // CO's retry (publish or unpublish) settles.
+                        if !v.published.contains_key(&node)
+                            && let Err(undo) = c.unpublish(&id, Some(&node))
+                        {
+                            tracing::warn!(
+                                volume = %id,
+                                node = %node,
+                                error = %undo,
+                                "publish: the JBOD agent refused the volume and undoing its \
+                                 publication failed: the record stays published without a grant \
+                                 until the CO retries"
+                            );
                         }
                         return Err(e);
                     }

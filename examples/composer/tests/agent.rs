@@ -481,3 +481,94 @@ async fn a_publish_the_agent_refuses_records_nothing() {
     );
     agent.shutdown();
 }
+
+/// A store that takes `left` more commits and then refuses every one, as a
+/// store whose disk went read-only does, until `left` is `None` again.
+#[derive(Default)]
+struct RefusingStore {
+    inner: MemStore,
+    left: std::sync::Mutex<Option<usize>>,
+}
+
+impl Store for RefusingStore {
+    fn load(&self) -> Result<composer_core::StoredState, composer_core::Error> {
+        self.inner.load()
+    }
+
+    fn commit(&self, batch: composer_core::Batch) -> Result<u64, composer_core::Error> {
+        {
+            let mut left = self.left.lock().unwrap();
+            match *left {
+                Some(0) => {
+                    return Err(composer_core::Error::Unavailable(
+                        "the store refuses writes: its disk is read-only".into(),
+                    ));
+                }
+                Some(n) => *left = Some(n - 1),
+                None => {}
+            }
+        }
+        self.inner.commit(batch)
+    }
+}
+
+/// A ControllerPublish the agent refuses, whose undo of the publication the
+/// store then refuses too, answers the agent's refusal (the cause the CO can
+/// act on), not the store's error; the agent grants nothing, and the retry
+/// once the store and the drive are free publishes and grants. Before, the
+/// CO was told UNAVAILABLE from the store and never saw why the agent
+/// refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_publish_whose_undo_fails_answers_the_agents_refusal() {
+    use raid_engine::{CacheMode, ClaimHolder, FileDevice};
+    let store = Arc::new(RefusingStore::default());
+    let (dir, agent, driver) = setup(store.clone());
+    let inv = driver.composer().inventory().clone();
+    let plugin = driver.plugin().unwrap();
+    let vol = create(&plugin, "held", NBD_MIRROR).await;
+    let rec = driver
+        .composer()
+        .get(vol.volume_id.as_str())
+        .unwrap()
+        .record;
+    let m = &rec.members[0];
+    let drives = dir.path().join("drives");
+    std::fs::create_dir_all(&drives).unwrap();
+    let file = drives.join(format!("{}.img", m.drive));
+    std::fs::File::create(&file)
+        .unwrap()
+        .set_len(256 << 20)
+        .unwrap();
+    let other = FileDevice::open(&file, CacheMode::Buffered).unwrap();
+    let claim = other
+        .claim_range(&ClaimHolder::new("another exporter"), m.offset, m.len)
+        .unwrap();
+
+    // The publication is recorded; its undo is refused.
+    *store.left.lock().unwrap() = Some(1);
+    let err = Csi::controller_publish_volume(&plugin, publish_req(&vol.volume_id, "r1-n1"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    assert!(err.to_string().contains("another exporter"), "{err}");
+    let n1 = address(&inv, "r1-n1");
+    assert!(
+        rec.members
+            .iter()
+            .all(|m| !agent.allowed(&m.drive).contains(&n1))
+    );
+
+    *store.left.lock().unwrap() = None;
+    drop(claim);
+    Csi::controller_publish_volume(&plugin, publish_req(&vol.volume_id, "r1-n1"))
+        .await
+        .unwrap();
+    let after = driver.composer().get(vol.volume_id.as_str()).unwrap();
+    assert_eq!(after.published.keys().collect::<Vec<_>>(), ["r1-n1"]);
+    assert!(
+        rec.members
+            .iter()
+            .all(|m| agent.allowed(&m.drive).contains(&n1))
+    );
+    agent.shutdown();
+}
