@@ -43,6 +43,12 @@ fn source(s: &common::InProcess) -> std::net::IpAddr {
     composer::agent::server_address(inv.server_index("r1-n1").unwrap()).unwrap()
 }
 
+/// An address nobody listens on (a port bound, then let go).
+fn gone_address() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_volume_over_nbd_holds_its_ranges_of_the_drives_in_the_node() {
     let s = common::InProcess::with_agent();
@@ -166,10 +172,7 @@ async fn an_agent_that_refuses_or_is_gone_is_a_clear_error() {
 
     // An agent address nobody listens on (the agent's, once it stopped).
     common::controller_publish(&s.plugin, &rec.id).await;
-    let gone = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().to_string()
-    };
+    let gone = gone_address();
     side.set_remote(&rec.id, &gone, source(&s)).unwrap();
     let err = side.assemble_unexposed(&rec).unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err}");
@@ -260,11 +263,8 @@ async fn a_refused_stage_over_nbd_leaves_the_agent_the_node_had() {
     let _release = Release(vec![side]);
     let (rec, agent) = published_mirror(&s).await;
     side.set_remote(&rec.id, &agent, source(&s)).unwrap();
-    // An address nobody listens on, that a refused stage names.
-    let gone = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().to_string()
-    };
+    // The address a refused stage names.
+    let gone = gone_address();
     let ctx: csi_types::types::Map = [(composer::agent::CONTEXT_AGENT.to_string(), gone.clone())]
         .into_iter()
         .collect();
