@@ -414,8 +414,24 @@ impl ControllerPublisher for ComposerDriver {
                     // refusal undoes a publication this call made, so the
                     // failed call changes nothing.
                     if let Err(e) = me.sync_agent(c, &id) {
-                        if !v.published.contains_key(&node) {
-                            c.unpublish(&id, Some(&node))?;
+                        // The agent's refusal is what the CO can act on, so
+                        // it is the answer even when the undo fails. No
+                        // re-sync then: a refused sync leaves the agent's
+                        // grants as they were (JbodAgent::sync_volume), and
+                        // a record published without its grant is the state
+                        // a crash between the two steps leaves, which the
+                        // CO's retry (publish or unpublish) settles.
+                        if !v.published.contains_key(&node)
+                            && let Err(undo) = c.unpublish(&id, Some(&node))
+                        {
+                            tracing::warn!(
+                                volume = %id,
+                                node = %node,
+                                error = %undo,
+                                "publish: the JBOD agent refused the volume and undoing its \
+                                 publication failed: the record stays published without a grant \
+                                 until the CO retries"
+                            );
                         }
                         return Err(e);
                     }
@@ -664,20 +680,6 @@ impl NodeStager for ComposerDriver {
                 rec.id
             )));
         }
-        if rec.transport == composer_core::inventory::Transport::Nbd {
-            // Resolves the agent's name: off the runtime's threads.
-            let (me, side, rec, ctx) = (
-                self.clone(),
-                side.clone(),
-                rec.record.clone(),
-                req.publish_context.clone(),
-            );
-            tokio::task::spawn_blocking(move || me.stage_over_nbd(&side, &rec, &ctx))
-                .await
-                .map_err(|e| {
-                    CsiError::internal(format!("the operation did not complete: {e}"))
-                })??;
-        }
         let block = matches!(req.volume_capability.access_type, AccessType::Block);
         if block != rec.block && rec.block {
             return Err(CsiError::failed_precondition(format!(
@@ -709,8 +711,21 @@ impl NodeStager for ComposerDriver {
         };
         let staging = req.staging_target_path.as_path().to_path_buf();
         let secrets: BTreeMap<String, String> = req.secrets.expose().clone();
+        let (me, ctx) = (self.clone(), req.publish_context.clone());
+        // Off the runtime's threads: an `nbd` volume's agent is resolved,
+        // and recorded only if the stage succeeds (a refused stage leaves
+        // the agent the volume had).
         tokio::task::spawn_blocking(move || {
-            side.stage(&rec.record, &staging, block, fs, &flags, &secrets)
+            let remote = if rec.transport == composer_core::inventory::Transport::Nbd {
+                Some(me.stage_over_nbd(&side, &rec.record, &ctx)?)
+            } else {
+                None
+            };
+            side.stage(&rec.record, &staging, block, fs, &flags, &secrets)?;
+            if let Some(r) = remote {
+                r.commit();
+            }
+            Ok::<_, CsiError>(())
         })
         .await
         .map_err(|e| CsiError::internal(format!("the operation did not complete: {e}")))??;
@@ -852,13 +867,14 @@ impl NodeVolumeStats for ComposerDriver {
 
 impl ComposerDriver {
     /// An `nbd` volume is staged over NBD from the JBOD agent the publish
-    /// context names, from this server's own address.
-    fn stage_over_nbd(
+    /// context names, from this server's own address: recorded until the
+    /// returned record is dropped uncommitted.
+    fn stage_over_nbd<'a>(
         &self,
-        side: &node::NodeSide,
+        side: &'a node::NodeSide,
         rec: &composer_core::store::VolumeRecord,
         ctx: &Map,
-    ) -> Result<(), CsiError> {
+    ) -> Result<node::RemoteRecorded<'a>, CsiError> {
         let agent = ctx.get(agent::CONTEXT_AGENT).ok_or_else(|| {
             CsiError::failed_precondition(format!(
                 "volume {} uses the nbd transport but its publish context names no JBOD agent \
@@ -871,7 +887,7 @@ impl ComposerDriver {
             .node
             .and_then(agent::server_address)
             .ok_or_else(|| CsiError::internal("this server has no NBD source address"))?;
-        side.set_remote(&rec.id, agent, source)
+        side.record_remote(&rec.id, agent, source)
     }
 
     fn side(&self) -> Result<&Arc<node::NodeSide>, CsiError> {

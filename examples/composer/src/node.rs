@@ -285,6 +285,35 @@ pub struct NodeSide {
     claim_id: u64,
 }
 
+/// The agent [`NodeSide::record_remote`] recorded for a volume: dropped
+/// before [`RemoteRecorded::commit`], it puts back what the volume had.
+pub(crate) struct RemoteRecorded<'a> {
+    side: &'a NodeSide,
+    id: String,
+    /// The volume's entry before, until committed.
+    undo: Option<Option<(String, std::net::IpAddr)>>,
+}
+
+impl RemoteRecorded<'_> {
+    /// Keeps the agent recorded (the stage it was for succeeded).
+    pub(crate) fn commit(mut self) {
+        self.undo = None;
+    }
+}
+
+impl Drop for RemoteRecorded<'_> {
+    fn drop(&mut self) {
+        let Some(previous) = self.undo.take() else {
+            return;
+        };
+        let mut remote = self.side.remote.lock().unwrap_or_else(|p| p.into_inner());
+        match previous {
+            Some(p) => remote.insert(self.id.clone(), p),
+            None => remote.remove(&self.id),
+        };
+    }
+}
+
 fn internal(what: impl std::fmt::Display) -> CsiError {
     CsiError::internal(what.to_string())
 }
@@ -420,6 +449,20 @@ impl NodeSide {
         agent: &str,
         source: std::net::IpAddr,
     ) -> Result<(), CsiError> {
+        self.record_remote(id, agent, source)
+            .map(RemoteRecorded::commit)
+    }
+
+    /// As [`NodeSide::set_remote`], until the returned record is committed:
+    /// dropped uncommitted (the stage it was for refused), it puts back the
+    /// agent the volume had, or none, so that a refused call changes
+    /// nothing.
+    pub(crate) fn record_remote(
+        &self,
+        id: &str,
+        agent: &str,
+        source: std::net::IpAddr,
+    ) -> Result<RemoteRecorded<'_>, CsiError> {
         let port = agent
             .rsplit_once(':')
             .filter(|(host, _)| !host.is_empty() && !host.contains(char::is_whitespace))
@@ -447,11 +490,16 @@ impl NodeSide {
             .find(|a| a.is_ipv4() == source.is_ipv4())
             .or_else(|| addrs.first())
             .ok_or_else(|| unresolved("it resolves to no address".into()))?;
-        self.remote
+        let previous = self
+            .remote
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id.to_string(), (addr.to_string(), source));
-        Ok(())
+        Ok(RemoteRecorded {
+            side: self,
+            id: id.to_string(),
+            undo: Some(previous),
+        })
     }
 
     /// A member of `rec`: the byte range of its drive, over NBD when the

@@ -424,25 +424,46 @@ async fn a_drive_or_node_missing_from_the_inventory_is_a_failed_precondition() {
     agent.shutdown();
 }
 
-/// A ControllerPublish the agent refuses (another holder has the volume's
-/// bytes of a drive file) changes no record: the volume stays unpublished,
-/// so the refused call left nothing behind, and the retry once the holder
-/// lets go publishes and grants it. Before, the refused publish stayed
-/// recorded as published.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_publish_the_agent_refuses_records_nothing() {
+/// The drives of `rec` open to `ip`.
+fn granted_to(
+    agent: &JbodAgent,
+    rec: &composer_core::store::VolumeRecord,
+    ip: std::net::IpAddr,
+) -> Vec<String> {
+    rec.members
+        .iter()
+        .filter(|m| agent.allowed(&m.drive).contains(&ip))
+        .map(|m| m.drive.clone())
+        .collect()
+}
+
+/// A ControllerPublish of `rec` to r1-n1 once nothing refuses it: recorded,
+/// and every drive of it granted to r1-n1; then the agent stops.
+async fn publish_again_grants(
+    driver: &ComposerDriver,
+    agent: &JbodAgent,
+    rec: &composer_core::store::VolumeRecord,
+) {
+    let id = VolumeId::new(&rec.id).unwrap();
+    Csi::controller_publish_volume(&driver.plugin().unwrap(), publish_req(&id, "r1-n1"))
+        .await
+        .unwrap();
+    let after = driver.composer().get(&rec.id).unwrap();
+    assert_eq!(after.published.keys().collect::<Vec<_>>(), ["r1-n1"]);
+    let n1 = address(driver.composer().inventory(), "r1-n1");
+    assert_eq!(granted_to(agent, rec, n1).len(), rec.members.len());
+    agent.shutdown();
+}
+
+/// "another exporter" holds `rec`'s bytes of its first member's drive file
+/// (under `dir/drives`, the agent's), until the returned claim is dropped.
+fn hold_first_member(
+    dir: &std::path::Path,
+    rec: &composer_core::store::VolumeRecord,
+) -> (raid_engine::FileDevice, raid_engine::Claim) {
     use raid_engine::{CacheMode, ClaimHolder, FileDevice};
-    let (dir, agent, driver) = setup(Arc::new(MemStore::default()));
-    let inv = driver.composer().inventory().clone();
-    let plugin = driver.plugin().unwrap();
-    let vol = create(&plugin, "held", NBD_MIRROR).await;
-    let rec = driver
-        .composer()
-        .get(vol.volume_id.as_str())
-        .unwrap()
-        .record;
     let m = &rec.members[0];
-    let drives = dir.path().join("drives");
+    let drives = dir.join("drives");
     std::fs::create_dir_all(&drives).unwrap();
     let file = drives.join(format!("{}.img", m.drive));
     std::fs::File::create(&file)
@@ -453,6 +474,26 @@ async fn a_publish_the_agent_refuses_records_nothing() {
     let claim = other
         .claim_range(&ClaimHolder::new("another exporter"), m.offset, m.len)
         .unwrap();
+    (other, claim)
+}
+
+/// A ControllerPublish the agent refuses (another holder has the volume's
+/// bytes of a drive file) changes no record: the volume stays unpublished,
+/// so the refused call left nothing behind, and the retry once the holder
+/// lets go publishes and grants it. Before, the refused publish stayed
+/// recorded as published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_the_agent_refuses_records_nothing() {
+    let (dir, agent, driver) = setup(Arc::new(MemStore::default()));
+    let inv = driver.composer().inventory().clone();
+    let plugin = driver.plugin().unwrap();
+    let vol = create(&plugin, "held", NBD_MIRROR).await;
+    let rec = driver
+        .composer()
+        .get(vol.volume_id.as_str())
+        .unwrap()
+        .record;
+    let claim = hold_first_member(dir.path(), &rec);
 
     let err = Csi::controller_publish_volume(&plugin, publish_req(&vol.volume_id, "r1-n1"))
         .await
@@ -462,22 +503,73 @@ async fn a_publish_the_agent_refuses_records_nothing() {
     let after = driver.composer().get(vol.volume_id.as_str()).unwrap();
     assert!(after.published.is_empty(), "{:?}", after.published);
     let n1 = address(&inv, "r1-n1");
-    assert!(
-        rec.members
-            .iter()
-            .all(|m| !agent.allowed(&m.drive).contains(&n1))
-    );
+    assert!(granted_to(&agent, &rec, n1).is_empty());
 
     drop(claim);
-    Csi::controller_publish_volume(&plugin, publish_req(&vol.volume_id, "r1-n1"))
+    publish_again_grants(&driver, &agent, &rec).await;
+}
+
+/// A store that takes `left` more commits and then refuses every one, as a
+/// store whose disk went read-only does, until `left` is `None` again.
+#[derive(Default)]
+struct RefusingStore {
+    inner: MemStore,
+    left: std::sync::Mutex<Option<usize>>,
+}
+
+impl Store for RefusingStore {
+    fn load(&self) -> Result<composer_core::StoredState, composer_core::Error> {
+        self.inner.load()
+    }
+
+    fn commit(&self, batch: composer_core::Batch) -> Result<u64, composer_core::Error> {
+        {
+            let mut left = self.left.lock().unwrap();
+            match *left {
+                Some(0) => {
+                    return Err(composer_core::Error::Unavailable(
+                        "the store refuses writes: its disk is read-only".into(),
+                    ));
+                }
+                Some(n) => *left = Some(n - 1),
+                None => {}
+            }
+        }
+        self.inner.commit(batch)
+    }
+}
+
+/// A ControllerPublish the agent refuses, whose undo of the publication the
+/// store then refuses too, answers the agent's refusal (the cause the CO can
+/// act on), not the store's error; the agent grants nothing, and the retry
+/// once the store and the drive are free publishes and grants. Before, the
+/// CO was told UNAVAILABLE from the store and never saw why the agent
+/// refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_publish_whose_undo_fails_answers_the_agents_refusal() {
+    let store = Arc::new(RefusingStore::default());
+    let (dir, agent, driver) = setup(store.clone());
+    let inv = driver.composer().inventory().clone();
+    let plugin = driver.plugin().unwrap();
+    let vol = create(&plugin, "held", NBD_MIRROR).await;
+    let rec = driver
+        .composer()
+        .get(vol.volume_id.as_str())
+        .unwrap()
+        .record;
+    let claim = hold_first_member(dir.path(), &rec);
+
+    // The publication is recorded; its undo is refused.
+    *store.left.lock().unwrap() = Some(1);
+    let err = Csi::controller_publish_volume(&plugin, publish_req(&vol.volume_id, "r1-n1"))
         .await
-        .unwrap();
-    let after = driver.composer().get(vol.volume_id.as_str()).unwrap();
-    assert_eq!(after.published.keys().collect::<Vec<_>>(), ["r1-n1"]);
-    assert!(
-        rec.members
-            .iter()
-            .all(|m| agent.allowed(&m.drive).contains(&n1))
-    );
-    agent.shutdown();
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    assert!(err.to_string().contains("another exporter"), "{err}");
+    let n1 = address(&inv, "r1-n1");
+    assert!(granted_to(&agent, &rec, n1).is_empty());
+
+    *store.left.lock().unwrap() = None;
+    drop(claim);
+    publish_again_grants(&driver, &agent, &rec).await;
 }

@@ -43,6 +43,12 @@ fn source(s: &common::InProcess) -> std::net::IpAddr {
     composer::agent::server_address(inv.server_index("r1-n1").unwrap()).unwrap()
 }
 
+/// An address nobody listens on (a port bound, then let go).
+fn gone_address() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_volume_over_nbd_holds_its_ranges_of_the_drives_in_the_node() {
     let s = common::InProcess::with_agent();
@@ -166,10 +172,7 @@ async fn an_agent_that_refuses_or_is_gone_is_a_clear_error() {
 
     // An agent address nobody listens on (the agent's, once it stopped).
     common::controller_publish(&s.plugin, &rec.id).await;
-    let gone = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().to_string()
-    };
+    let gone = gone_address();
     side.set_remote(&rec.id, &gone, source(&s)).unwrap();
     let err = side.assemble_unexposed(&rec).unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err}");
@@ -244,4 +247,61 @@ async fn an_agent_spelled_by_name_and_by_address_is_one_agent() {
     let err = err.to_string();
     assert!(err.contains("is in use by"), "{err}");
     assert!(err.contains(&agent), "names the resolved agent: {err}");
+}
+
+/// A NodeStageVolume refused after it read the publish context's agent
+/// (a capability's fs_type the composer does not make, a staging path that
+/// is a file) leaves the agent the node reaches the volume's members from
+/// as it was: the next assembly still reaches the agent it had. Before, the
+/// refused stage recorded its agent first, and the volume was then reached
+/// at an address that was never staged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_stage_over_nbd_leaves_the_agent_the_node_had() {
+    use csi_types::prelude::Csi;
+    let s = common::InProcess::with_agent();
+    let side = s.driver.node_side().unwrap();
+    let _release = Release(vec![side]);
+    let (rec, agent) = published_mirror(&s).await;
+    side.set_remote(&rec.id, &agent, source(&s)).unwrap();
+    // The address a refused stage names.
+    let gone = gone_address();
+    let ctx: csi_types::types::Map = [(composer::agent::CONTEXT_AGENT.to_string(), gone.clone())]
+        .into_iter()
+        .collect();
+    let file = s.dir.path().join("staging-file");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let refusals = [
+        (
+            s.dir.path().join("staging").join("mirror"),
+            "btrfs",
+            Code::InvalidArgument,
+        ),
+        (file, "ext4", Code::FailedPrecondition),
+    ];
+    for (staging, fs, code) in refusals {
+        let err = Csi::node_stage_volume(
+            &s.plugin,
+            csi_types::node::NodeStageVolumeRequest {
+                volume_id: csi_types::ids::VolumeId::new(&rec.id).unwrap(),
+                publish_context: ctx.clone(),
+                staging_target_path: common::np(&staging),
+                volume_capability: csi_types::types::VolumeCapability::mount(
+                    csi_types::types::AccessMode::SingleNodeWriter,
+                )
+                .with_fs_type(fs),
+                secrets: Default::default(),
+                volume_context: Default::default(),
+            },
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.code(), code, "{fs} at {}: {err}", staging.display());
+        assert!(!side.is_staged(&rec.id));
+        // Still reached from the agent it had, not from `gone`.
+        let v = side
+            .assemble_unexposed(&rec)
+            .unwrap_or_else(|e| panic!("after the refusal ({fs}): {e}"));
+        drop(v);
+        side.release_all();
+    }
 }
