@@ -1013,15 +1013,23 @@ fn an_empty_device_path_is_refused_by_name() {
     let files = common::MemberFiles::new(2, 8 << 20);
     let dir = &files.dir;
     let m = files.args();
+    // Typed wrong: exit 2 (before: 1, as if the operation had failed).
     let (code, out, err) = run_code(&["create", "--level", "raid1", m[0], ""]);
-    assert_eq!(code, 1, "{out}{err}");
-    assert!(err.contains("raid-engine: an empty device path"), "{err}");
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains(r#"raid-engine: member "": an empty device path"#),
+        "{err}"
+    );
     let (code, _, err) = run_code(&[&["create", "--level", "raid1"][..], &m].concat());
     assert_eq!(code, 0, "{err}");
     let missing = dir.path().join("missing");
-    for (replacement, rule) in [
-        ("", "an empty device path"),
-        (missing.to_str().unwrap(), "No such file"),
+    for (replacement, status, said) in [
+        (
+            "",
+            2,
+            r#"raid-engine: --replacement "": an empty device path"#,
+        ),
+        (missing.to_str().unwrap(), 1, "raid-engine: --replacement: "),
     ] {
         let (code, out, err) = run_code(
             &[
@@ -1030,11 +1038,9 @@ fn an_empty_device_path_is_refused_by_name() {
             ]
             .concat(),
         );
-        assert_eq!(code, 1, "{out}{err}");
-        assert!(
-            err.contains("raid-engine: --replacement: ") && err.contains(rule),
-            "{err}"
-        );
+        assert_eq!(code, status, "{out}{err}");
+        assert!(err.starts_with(said), "{err}");
+        assert!(status == 2 || err.contains("No such file"), "{err}");
     }
     let (code, out, err) = run_code(&[&["status"][..], &m].concat());
     assert_eq!(code, 0, "{err}");
@@ -1423,23 +1429,64 @@ fn option_errors_name_the_flags_typed() {
     }
 }
 
-/// An NBD member whose address has no port (or no host) is told what is
-/// expected, not the resolver's "invalid socket address".
+/// An NBD member whose address has no port (or no host, or a port that is
+/// not a number), or whose export name is empty or longer than NBD allows,
+/// is typed wrong: exit 2, one line naming the member (quoted short) and
+/// the rule, before anything is opened (before: exit 1, as if the
+/// operation had failed, and a long name echoed whole). A well-formed
+/// address that cannot be reached is an operation that failed: exit 1.
 #[test]
 fn malformed_nbd_addresses_say_what_is_expected() {
-    for (uri, addr) in [
-        ("nbd://nohost/x", "nohost"),
-        ("nbd://", ""),
-        ("nbd://:10809/x", ":10809"),
-        ("nbd://127.0.0.1:/x", "127.0.0.1:"),
+    let long = format!("nbd://127.0.0.1:10809/{}", "x".repeat(5000));
+    for (uri, rule) in [
+        ("nbd://nohost/x", r#"address "nohost" is not HOST:PORT"#),
+        ("nbd://", r#"address "" is not HOST:PORT"#),
+        ("nbd://:10809/x", r#"address ":10809" is not HOST:PORT"#),
+        (
+            "nbd://127.0.0.1:/x",
+            r#"address "127.0.0.1:" is not HOST:PORT"#,
+        ),
+        (
+            "nbd://127.0.0.1:nbd/x",
+            r#"address "127.0.0.1:nbd" is not HOST:PORT"#,
+        ),
+        ("nbd://127.0.0.1:10809/", "the export name is empty"),
+        ("nbd://127.0.0.1:10809", "the export name is empty"),
+        (&long, "the export name of 5000 bytes is too long"),
     ] {
-        let (code, out, err) = run_code(&["status", uri]);
-        assert_eq!(code, 1, "{uri}: {out}{err}");
-        assert!(
-            err.contains(&format!("address `{addr}` is not HOST:PORT")),
-            "{uri}: {err}"
-        );
+        let files = common::MemberFiles::new(1, 8 << 20);
+        let before = common::metadata(&files.paths);
+        for args in [
+            vec!["status", uri],
+            vec!["create", "--level", "raid1", files.args()[0], uri],
+        ] {
+            let (code, out, err) = run_code(&args);
+            assert_eq!(code, 2, "{args:?}: {out}{err}");
+            let line = err.trim_end();
+            assert!(!line.contains('\n'), "{args:?}: more than one line: {err}");
+            assert!(line.len() < 300, "{args:?}: too long: {err}");
+            let member = if uri.len() > 100 {
+                format!("{:?}… ({} bytes)", &uri[..64], uri.len())
+            } else {
+                format!("{uri:?}")
+            };
+            assert!(
+                line.starts_with(&format!("raid-engine: member {member}: {rule}")),
+                "{args:?}: {err}"
+            );
+        }
+        assert!(common::metadata(&files.paths) == before, "{uri} wrote");
     }
+    // Well-formed, but nobody listens there: the operation failed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let uri = format!("nbd://127.0.0.1:{port}/x");
+    let (code, out, err) = run_code(&["status", &uri]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains(&uri), "{err}");
 }
 
 /// An encrypted volume given no secret, or the wrong one, is told by

@@ -13,11 +13,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use raid_engine::nbd::{AllowList, Export, NbdDevice, NbdServer};
+use raid_engine::nbd::{AllowList, Export, MAX_NAME_BYTES, NbdDevice, NbdServer};
 use raid_engine::{
     BlockDevice, CacheMode, CreateOptions, EngineError, FileDevice, Health, Progress,
     RebuildOptions, RoleCondition, Secret, Volume, VolumeLayout,
 };
+use storage_units::quote;
 
 /// `println!` that does not panic when stdout is closed (`| head -1`, a
 /// reader gone): the command carries on, closes its volume and exits with
@@ -41,7 +42,8 @@ const EXIT_CODES: &str = "Exit codes:
   2  usage: what was typed cannot be read, and nothing was written (an
      unknown flag, a value left out or malformed: a number, a size, a
      level, an --export NAME=PATH, an expose --name that is not a file
-     name, a member count --level single refuses)
+     name, a member that is not a path or nbd://HOST:PORT/EXPORT, a member
+     count --level single refuses)
   3  the volume cannot start: the missing or failed members hold every copy
      of some data (status still prints every role and why)
   4  scrub: not every byte could be checked (degraded: a single readable
@@ -350,16 +352,68 @@ fn parse_size(s: &str, default_unit: u64) -> Result<u64, String> {
     ))
 }
 
-/// Opens a member: a path, or `nbd://HOST:PORT/EXPORT`, whose requests
-/// are given up on after `nbd_timeout` (`None`: no limit).
+/// The rule a member's text breaks, if it breaks one: it is a path, or
+/// `nbd://HOST:PORT/EXPORT` with a port and an export name of 1 to
+/// [`MAX_NAME_BYTES`] bytes. Checked for every member before anything is
+/// opened or connected to: such a member is typed wrong (exit 2), where a
+/// well-formed one that cannot be opened or reached is an operation that
+/// failed (exit 1).
+fn member_syntax(spec: &str) -> Result<(), String> {
+    const FORM: &str = "a device is a path or nbd://HOST:PORT/EXPORT";
+    if spec.is_empty() {
+        return Err(format!("an empty device path ({FORM})"));
+    }
+    let Some(rest) = spec.strip_prefix("nbd://") else {
+        return Ok(());
+    };
+    let (addr, name) = rest.split_once('/').unwrap_or((rest, ""));
+    if NbdDevice::check_address(addr).is_err() {
+        return Err(format!(
+            "address {} is not HOST:PORT (NBD's port is usually 10809)",
+            quote(addr)
+        ));
+    }
+    if name.is_empty() {
+        return Err(format!("the export name is empty ({FORM})"));
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return Err(format!(
+            "the export name of {} bytes is too long: NBD allows at most {MAX_NAME_BYTES}",
+            name.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Every member's text, and a rebuild's `--replacement`, checked by
+/// [`member_syntax`] before anything is opened: an error naming the member
+/// and the rule, exit 2.
+fn check_members(cmd: &Cmd) -> Result<(), Failure> {
+    let (m, replacement) = match cmd {
+        Cmd::Create { m, .. } | Cmd::Status { m } => (m, None),
+        Cmd::Expose { m, .. } | Cmd::Readd { m, .. } | Cmd::Scrub { m, .. } => (&m.m, None),
+        Cmd::Rebuild { m, replacement, .. } => (&m.m, Some(replacement)),
+        Cmd::ServeNbd { .. } => return Ok(()),
+    };
+    for spec in &m.members {
+        member_syntax(spec)
+            .map_err(|rule| Failure::usage(format!("member {}: {rule}", quote(spec))))?;
+    }
+    if let Some(r) = replacement {
+        member_syntax(r)
+            .map_err(|rule| Failure::usage(format!("--replacement {}: {rule}", quote(r))))?;
+    }
+    Ok(())
+}
+
+/// Opens a member: a path, or `nbd://HOST:PORT/EXPORT` (its text checked
+/// by [`member_syntax`] first), whose requests are given up on after
+/// `nbd_timeout` (`None`: no limit).
 fn open_member(
     spec: &str,
     buffered: bool,
     nbd_timeout: Option<Duration>,
 ) -> Result<Arc<dyn BlockDevice>, String> {
-    if spec.is_empty() {
-        return Err("an empty device path (a device is a path or nbd://HOST:PORT/EXPORT)".into());
-    }
     if let Some(rest) = spec.strip_prefix("nbd://") {
         let (addr, name) = rest.split_once('/').unwrap_or((rest, ""));
         let d = NbdDevice::connect(addr, name).map_err(|e| e.to_string())?;
@@ -733,6 +787,7 @@ fn end_progress_line() {
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
+    check_members(&cli.cmd)?;
     match cli.cmd {
         Cmd::Create {
             level,
@@ -875,6 +930,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 if path.is_empty() {
                     return Err(Failure::usage(format!("--export {spec}: PATH is empty")));
                 }
+                member_syntax(path)
+                    .map_err(|rule| Failure::usage(format!("--export {spec}: {rule}")))?;
                 let dev =
                     open_member(path, false, None).map_err(|e| format!("--export {spec}: {e}"))?;
                 let holder =
