@@ -1622,7 +1622,7 @@ fn sizes_and_levels_typed_wrong_name_the_flag_and_the_rule() {
         ),
         (
             create("raid5:left-symetric", "64K"),
-            "--level raid5:left-symetric: layout `left-symetric` is not a valid md layout for raid5",
+            r#"--level raid5:left-symetric: layout "left-symetric" is not a valid md layout for raid5"#,
         ),
         (
             rebuild("-1"),
