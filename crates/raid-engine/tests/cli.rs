@@ -993,13 +993,28 @@ fn serve_nbd_names_the_export_at_fault() {
             "{spec}: {err}"
         );
     }
-    // An address to listen on that is not one names --listen (was "nbd:
-    // bind nonsense: ...").
+    // An address to listen on that is not HOST:PORT is typed wrong: exit
+    // 2 naming --listen and the form, before binding (was 1, found only
+    // by the bind, "nbd: bind nonsense: ...").
     let spec = format!("a={p}");
-    let (code, _, err) = run_code(&["serve-nbd", "--listen", "nonsense", "--export", &spec]);
+    for listen in ["nonsense", "127.0.0.1:", ":10809", "127.0.0.1:99999", ""] {
+        let (code, _, err) = run_code(&["serve-nbd", "--listen", listen, "--export", &spec]);
+        assert_eq!(code, 2, "{listen}: {err}");
+        assert_eq!(
+            err.trim_end(),
+            format!(
+                "raid-engine: --listen: {listen:?} is not HOST:PORT (a HOST:PORT to listen on, like 0.0.0.0:10809)"
+            ),
+            "{listen}"
+        );
+    }
+    // Well-formed but in use: the operation failed (exit 1).
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = taken.local_addr().unwrap().to_string();
+    let (code, _, err) = run_code(&["serve-nbd", "--listen", &listen, "--export", &spec]);
     assert_eq!(code, 1, "{err}");
     assert!(
-        err.contains("raid-engine: --listen nonsense: ") && err.contains("ADDRESS:PORT"),
+        err.starts_with(&format!("raid-engine: --listen {listen}: ")) && err.contains("HOST:PORT"),
         "{err}"
     );
 }

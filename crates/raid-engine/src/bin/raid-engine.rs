@@ -42,8 +42,9 @@ const EXIT_CODES: &str = "Exit codes:
   2  usage: what was typed cannot be read, and nothing was written (an
      unknown flag, a value left out or malformed: a number, a size, a
      level, an --export NAME=PATH, an expose --name that is not a file
-     name, a member that is not a path or nbd://HOST:PORT/EXPORT, a member
-     count --level single refuses)
+     name, a member that is not a path or nbd://HOST:PORT/EXPORT, a
+     --listen that is not HOST:PORT, a member count --level single
+     refuses)
   3  the volume cannot start: the missing or failed members hold every copy
      of some data (status still prints every role and why)
   4  scrub: not every byte could be checked (degraded: a single readable
@@ -883,10 +884,24 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Cmd::Status { m } => status(&m)?,
         Cmd::ServeNbd { listen, exports } => {
+            const FORM: &str = "a HOST:PORT to listen on, like 0.0.0.0:10809";
+            // Typed wrong (exit 2) is told before binding; a well-formed
+            // address that cannot be bound (in use, not this host's) is an
+            // operation that failed (exit 1).
+            let well_formed = listen.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty()
+                    && !port.is_empty()
+                    && port.bytes().all(|b| b.is_ascii_digit())
+                    && port.parse::<u16>().is_ok()
+            });
+            if !well_formed {
+                return Err(Failure::usage(format!(
+                    "--listen: {} is not HOST:PORT ({FORM})",
+                    quote(&listen)
+                )));
+            }
             let server = NbdServer::bind(&listen).map_err(|e| match e {
-                EngineError::Io { source, .. } => format!(
-                    "--listen {listen}: {source} (an ADDRESS:PORT to listen on, like 0.0.0.0:10809)"
-                ),
+                EngineError::Io { source, .. } => format!("--listen {listen}: {source} ({FORM})"),
                 e => format!("--listen {listen}: {e}"),
             })?;
             let mut names = std::collections::BTreeSet::new();
