@@ -1666,6 +1666,79 @@ fn sizes_and_levels_typed_wrong_name_the_flag_and_the_rule() {
     }
 }
 
+/// Every value typed wrong is told in the one form `raid-engine: --FLAG:
+/// rule`, one line, exit 2, whether this program's parser refuses it
+/// while clap reads the command line (`--role`, `--data-offset`,
+/// `--poll-us`, `--busy-poll-us`) or after (`--chunk`). Before, the first
+/// came in clap's form: `error: invalid value 'x' for '--role <ROLE>': ...`
+/// then a blank line and "For more information, try '--help'.". Clap's
+/// other errors (an unknown flag) and `--help` are clap's as before.
+#[test]
+fn values_typed_wrong_are_told_in_one_form() {
+    let files = common::MemberFiles::new(2, 8 << 20);
+    let m = files.args();
+    let (code, _, err) = run_code(&[&["create", "--level", "raid1"][..], &m].concat());
+    assert_eq!(code, 0, "{err}");
+    let before = common::metadata(&files.paths);
+    for (args, want) in [
+        (
+            &["rebuild", "--replacement", "x", "--role", "x"][..],
+            "raid-engine: --role: `x` is not a whole number from 0",
+        ),
+        (
+            &["readd", "--role", "-1"],
+            "raid-engine: --role: must not be negative (a whole number from 0)",
+        ),
+        (
+            &[
+                "create",
+                "--force",
+                "--level",
+                "raid1",
+                "--data-offset",
+                "1.5",
+            ],
+            "raid-engine: --data-offset: `1.5` is not a whole number from 0",
+        ),
+        (
+            &["expose", "--mount", "/nonexistent", "--poll-us", "1001"],
+            "raid-engine: --poll-us: 1001 µs is more than the 1000 µs allowed",
+        ),
+        (
+            &["expose", "--mount", "/nonexistent", "--busy-poll-us=x"],
+            "raid-engine: --busy-poll-us: `x` is not a whole number from 0",
+        ),
+        (
+            &["create", "--force", "--level", "raid1", "--chunk", "x"],
+            "raid-engine: --chunk: `x` is not a size",
+        ),
+    ] {
+        let args = [args, &m[..]].concat();
+        let (code, out, err) = run_code(&args);
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
+        let line = err.trim_end();
+        assert!(!line.contains('\n'), "{args:?}: more than one line: {err}");
+        assert!(
+            line.starts_with(want),
+            "{args:?}: {want:?} is not the start of {err}"
+        );
+    }
+    assert!(common::metadata(&files.paths) == before, "written");
+    // Clap's own errors and help are as they were.
+    let (code, _, err) = run_code(&["status", "--no-such-flag", m[0]]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("unexpected argument '--no-such-flag'"),
+        "{err}"
+    );
+    let (code, help, _) = run_code(&["status", "--help"]);
+    assert_eq!(code, 0);
+    assert!(
+        help.contains("--nbd-timeout <DURATION>") && help.contains("Exit codes:"),
+        "{help}"
+    );
+}
+
 /// One file exported under two names (the same path, or another path to
 /// it) is refused naming both exports, before anything is served: two
 /// clients (two volumes) would write it through the two names. Before,
@@ -1875,8 +1948,12 @@ fn nbd_timeout_is_checked_and_applied() {
         let args = [&["scrub", "--nbd-timeout", bad][..], &m].concat();
         let (code, out, err) = run_code(&args);
         assert_eq!(code, 2, "{bad}: {out}{err}");
+        // One line, as `--chunk`'s (before: clap's `error: invalid value`
+        // and its "For more information" line).
+        let line = err.trim_end();
+        assert!(!line.contains('\n'), "{bad}: more than one line: {err}");
         assert!(
-            err.contains("--nbd-timeout") && err.contains(rule),
+            line.starts_with("raid-engine: --nbd-timeout: ") && line.contains(rule),
             "{bad}: {err}"
         );
     }

@@ -1363,12 +1363,42 @@ fn signals() -> Result<Arc<AtomicBool>, String> {
     Ok(stop)
 }
 
+/// A value one of this program's parsers refused (`--role`,
+/// `--data-offset`, `--poll-us`, `--nbd-timeout`, ...) as one line,
+/// `--FLAG: rule`, the form of the values checked after parsing (`--chunk:
+/// ...`), instead of clap's several lines (`error: invalid value ... For
+/// more information, try '--help'.`). `None` for any other clap error.
+fn value_error(e: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() != ErrorKind::ValueValidation {
+        return None;
+    }
+    let rule = std::error::Error::source(e)?;
+    // `--role <ROLE>`: the flag without its value's name.
+    let flag = match e.get(ContextKind::InvalidArg)? {
+        ContextValue::String(arg) => arg.split(' ').next().unwrap_or(arg),
+        _ => return None,
+    };
+    Some(format!("{flag}: {rule}"))
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
-    match run(Cli::parse()) {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => match value_error(&e) {
+            Some(line) => {
+                eprintln!("raid-engine: {line}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+            // Help, version, and clap's other usage errors as clap says them.
+            None => e.exit(),
+        },
+    };
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             eprintln!("raid-engine: {}", f.message);
