@@ -394,7 +394,7 @@ fn rebuild_with_a_wrong_argument_changes_nothing() {
     for (args, want, exit) in [
         (
             vec!["--replacement", spare, "--rate", "fast"],
-            "--rate: `fast` is not a size",
+            "--rate: \"fast\" is not a size",
             2,
         ),
         (
@@ -1610,45 +1610,45 @@ fn sizes_and_levels_typed_wrong_name_the_flag_and_the_rule() {
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
             create("raid5", "-1"),
-            "--chunk: `-1` must not be negative (a size: a whole number with optional K, M or G)",
+            "--chunk: \"-1\" must not be negative (a size: a whole number with optional K, M or G)",
         ),
         (
             create("raid5", "99999999999999999999"),
-            "--chunk: `99999999999999999999` is too large (at most 18446744073709551615 bytes)",
+            "--chunk: \"99999999999999999999\" is too large (at most 18446744073709551615 bytes)",
         ),
         (
             create("raid5", "18014398509481984"),
-            "--chunk: `18014398509481984` is too large",
+            "--chunk: \"18014398509481984\" is too large",
         ),
         (
             create("raid5", "-64K"),
-            "--chunk: `-64K` must not be negative",
+            "--chunk: \"-64K\" must not be negative",
         ),
         (
             create("raid5", "--resync"),
-            "--chunk: `--resync` is not a size (a whole number with optional K, M or G): was the value left out?",
+            "--chunk: \"--resync\" is not a size (a whole number with optional K, M or G): was the value left out?",
         ),
-        (create("raid5", "1e20"), "--chunk: `1e20` is not a size"),
-        (create("raid5", "NaN"), "--chunk: `NaN` is not a size"),
-        (create("raid5", "K"), "--chunk: `K` is not a size"),
+        (create("raid5", "1e20"), "--chunk: \"1e20\" is not a size"),
+        (create("raid5", "NaN"), "--chunk: \"NaN\" is not a size"),
+        (create("raid5", "K"), "--chunk: \"K\" is not a size"),
         (
             create("raid7", "64K"),
-            "--level raid7: `raid7` is not one of linear (or jbod), single, raid0, raid1, raid4, raid5, raid6, raid10",
+            "--level: \"raid7\" is not one of linear (or jbod), single, raid0, raid1, raid4, raid5, raid6, raid10",
         ),
         (
             create("raid5:left-symetric", "64K"),
-            r#"--level raid5:left-symetric: layout "left-symetric" is not a valid md layout for raid5"#,
+            r#"--level: layout "left-symetric" is not a valid md layout for raid5"#,
         ),
         (
             rebuild("-1"),
-            "--rate: `-1` must not be negative (a size: a whole number with optional K, M or G)",
+            "--rate: \"-1\" must not be negative (a size: a whole number with optional K, M or G)",
         ),
         (
             rebuild("99999999999G"),
-            "--rate: `99999999999G` is too large",
+            "--rate: \"99999999999G\" is too large",
         ),
-        (rebuild("NaN"), "--rate: `NaN` is not a size"),
-        (rebuild("-1M"), "--rate: `-1M` must not be negative"),
+        (rebuild("NaN"), "--rate: \"NaN\" is not a size"),
+        (rebuild("-1M"), "--rate: \"-1M\" must not be negative"),
     ];
     for (args, want) in cases {
         let members: &[&str] = if args[0] == "create" { &m } else { &m[..2] };
@@ -1683,7 +1683,7 @@ fn values_typed_wrong_are_told_in_one_form() {
     for (args, want) in [
         (
             &["rebuild", "--replacement", "x", "--role", "x"][..],
-            "raid-engine: --role: `x` is not a whole number from 0",
+            "raid-engine: --role: \"x\" is not a whole number from 0",
         ),
         (
             &["readd", "--role", "-1"],
@@ -1698,7 +1698,7 @@ fn values_typed_wrong_are_told_in_one_form() {
                 "--data-offset",
                 "1.5",
             ],
-            "raid-engine: --data-offset: `1.5` is not a whole number from 0",
+            "raid-engine: --data-offset: \"1.5\" is not a whole number from 0",
         ),
         (
             &["expose", "--mount", "/nonexistent", "--poll-us", "1001"],
@@ -1706,11 +1706,11 @@ fn values_typed_wrong_are_told_in_one_form() {
         ),
         (
             &["expose", "--mount", "/nonexistent", "--busy-poll-us=x"],
-            "raid-engine: --busy-poll-us: `x` is not a whole number from 0",
+            "raid-engine: --busy-poll-us: \"x\" is not a whole number from 0",
         ),
         (
             &["create", "--force", "--level", "raid1", "--chunk", "x"],
-            "raid-engine: --chunk: `x` is not a size",
+            "raid-engine: --chunk: \"x\" is not a size",
         ),
     ] {
         let args = [args, &m[..]].concat();
@@ -1723,6 +1723,34 @@ fn values_typed_wrong_are_told_in_one_form() {
             "{args:?}: {want:?} is not the start of {err}"
         );
     }
+    // A long value is quoted short, not echoed whole (before: a 100 kB
+    // line, 200 kB for --level).
+    let long = "9".repeat(100_000);
+    let shown = format!("{:?}… (100000 bytes)", &long[..64]);
+    for (args, want) in [
+        (
+            &["readd", "--role", &long][..],
+            format!("raid-engine: --role: {shown} is not a whole number from 0"),
+        ),
+        (
+            &["create", "--level", "raid1", "--chunk", &long],
+            format!("raid-engine: --chunk: {shown} is too large"),
+        ),
+        (
+            &["scrub", "--nbd-timeout", &long],
+            format!("raid-engine: --nbd-timeout: {shown} is too large"),
+        ),
+    ] {
+        let args = [args, &m[..]].concat();
+        let (code, out, err) = run_code(&args);
+        assert_eq!(code, 2, "{out}{err}");
+        assert!(err.starts_with(&want), "{want:?} is not the start of {err}");
+        assert!(err.len() < 400, "too long: {err}");
+    }
+    let (code, out, err) = run_code(&[&["create", "--level", &long][..], &m].concat());
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.starts_with("raid-engine: --level: "), "{err}");
+    assert!(err.len() < 400, "too long: {err}");
     assert!(common::metadata(&files.paths) == before, "written");
     // Clap's own errors and help are as they were.
     let (code, _, err) = run_code(&["status", "--no-such-flag", m[0]]);

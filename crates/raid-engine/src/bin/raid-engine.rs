@@ -252,7 +252,7 @@ fn whole<T: std::str::FromStr>(s: &str) -> Result<T, String> {
     }
     s.trim()
         .parse()
-        .map_err(|_| format!("`{s}` is not a whole number from 0"))
+        .map_err(|_| format!("{} is not a whole number from 0", quote(s)))
 }
 
 /// A duration more than zero: a whole number with `ms`, `s` or `m` (a bare
@@ -261,13 +261,14 @@ fn whole<T: std::str::FromStr>(s: &str) -> Result<T, String> {
 fn duration(s: &str) -> Result<Duration, String> {
     const RULE: &str = "a whole number with ms, s or m, as 30s";
     let s = s.trim();
+    let q = quote(s);
     if s.starts_with("--") {
         return Err(format!(
-            "`{s}` is not a duration ({RULE}): was the value left out?"
+            "{q} is not a duration ({RULE}): was the value left out?"
         ));
     }
     if s.starts_with('-') {
-        return Err(format!("`{s}` must not be negative ({RULE})"));
+        return Err(format!("{q} must not be negative ({RULE})"));
     }
     let digits = s.bytes().take_while(u8::is_ascii_digit).count();
     let (num, unit) = s.split_at(digits);
@@ -275,19 +276,19 @@ fn duration(s: &str) -> Result<Duration, String> {
         "ms" => |n| Some(Duration::from_millis(n)),
         "" | "s" => |n| Some(Duration::from_secs(n)),
         "m" => |n| n.checked_mul(60).map(Duration::from_secs),
-        _ => return Err(format!("`{s}` is not a duration ({RULE})")),
+        _ => return Err(format!("{q} is not a duration ({RULE})")),
     };
     if num.is_empty() {
-        return Err(format!("`{s}` is not a duration ({RULE})"));
+        return Err(format!("{q} is not a duration ({RULE})"));
     }
     let d = num
         .parse()
         .ok()
         .and_then(from)
-        .ok_or_else(|| format!("`{s}` is too large"))?;
+        .ok_or_else(|| format!("{q} is too large"))?;
     if d.is_zero() {
         return Err(format!(
-            "`{s}` must be more than zero (leave the flag out for no limit)"
+            "{q} must be more than zero (leave the flag out for no limit)"
         ));
     }
     Ok(d)
@@ -325,9 +326,10 @@ fn flag_error(e: EngineError, flag: impl Fn(&str) -> Option<String>) -> String {
 /// does a flag typed where the value was left out).
 fn parse_size(s: &str, default_unit: u64) -> Result<u64, String> {
     let s = s.trim();
+    let q = quote(s);
     if s.starts_with("--") || (s.starts_with('-') && parse_size(&s[1..], default_unit).is_err()) {
         return Err(format!(
-            "`{s}` is not a size (a whole number with optional K, M or G): was the value left out?"
+            "{q} is not a size (a whole number with optional K, M or G): was the value left out?"
         ));
     }
     let (num, mult) = match s.chars().last() {
@@ -338,7 +340,7 @@ fn parse_size(s: &str, default_unit: u64) -> Result<u64, String> {
     };
     if s.starts_with('-') {
         return Err(format!(
-            "`{s}` must not be negative (a size: a whole number with optional K, M or G)"
+            "{q} must not be negative (a size: a whole number with optional K, M or G)"
         ));
     }
     if !num.is_empty() && num.bytes().all(|b| b.is_ascii_digit()) {
@@ -346,10 +348,10 @@ fn parse_size(s: &str, default_unit: u64) -> Result<u64, String> {
             .parse::<u64>()
             .ok()
             .and_then(|n| n.checked_mul(mult))
-            .ok_or_else(|| format!("`{s}` is too large (at most {} bytes)", u64::MAX));
+            .ok_or_else(|| format!("{q} is too large (at most {} bytes)", u64::MAX));
     }
     Err(format!(
-        "`{s}` is not a size (a whole number with optional K, M or G)"
+        "{q} is not a size (a whole number with optional K, M or G)"
     ))
 }
 
@@ -800,9 +802,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
         } => {
             let layout = VolumeLayout::parse(&level).map_err(|e| match e {
                 EngineError::Invalid { field, rule } if field == "level" => {
-                    Failure::usage(format!("--level {level}: {rule}"))
+                    Failure::usage(format!("--level: {rule}"))
                 }
-                e => Failure::usage(format!("--level {level}: {e}")),
+                e => Failure::usage(format!("--level: {e}")),
             })?;
             // `single` parses as RAID1 (over one member): more members
             // would silently make a mirror.
