@@ -533,7 +533,7 @@ fn serve_nbd_refuses_an_export_name_given_twice() {
     );
     assert!(
         err.contains(&format!(
-            "--export {d0_again}: export name `d0` given twice"
+            "--export {d0_again:?}: export name \"d0\" given twice"
         )),
         "{err}"
     );
@@ -983,16 +983,31 @@ fn serve_nbd_names_the_export_at_fault() {
             "an empty address in the allow-list after @",
             2,
         ),
-        (host.as_str(), "`jbod1` is not an IP address", 2),
+        (host.as_str(), "\"jbod1\" is not an IP address", 2),
     ] {
         let (code, out, err) =
             run_code(&["serve-nbd", "--listen", "127.0.0.1:0", "--export", spec]);
         assert_eq!(code, exit, "{spec}: {out}{err}");
         assert!(
-            err.contains(&format!("raid-engine: --export {spec}: ")) && err.contains(rule),
+            err.contains(&format!("raid-engine: --export {spec:?}: ")) && err.contains(rule),
             "{spec}: {err}"
         );
     }
+    // A long export is quoted short, not echoed whole (before: a 100 kB
+    // line).
+    let long = format!(
+        "{}={}",
+        "n".repeat(100_000),
+        dir.path().join("missing").display()
+    );
+    let (code, out, err) = run_code(&["serve-nbd", "--listen", "127.0.0.1:0", "--export", &long]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.starts_with(&format!("raid-engine: --export {:?}… (", &long[..64]))
+            && err.contains("No such file"),
+        "{err}"
+    );
+    assert!(err.len() < 400, "too long: {err}");
     // An address to listen on that is not HOST:PORT is typed wrong: exit
     // 2 naming --listen and the form, before binding (was 1, found only
     // by the bind, "nbd: bind nonsense: ...").
@@ -1792,8 +1807,8 @@ fn serve_nbd_refuses_one_file_exported_under_two_names() {
     }
     let status = child.wait().unwrap();
     assert!(
-        line.starts_with(&format!("raid-engine: --export {d1}: "))
-            && line.contains(&format!("in use by raid-engine serve-nbd --export {d0}")),
+        line.starts_with(&format!("raid-engine: --export {d1:?}: "))
+            && line.contains(&format!("in use by raid-engine serve-nbd --export {d0:?}")),
         "{line}"
     );
     assert_eq!(status.code(), Some(1), "{line}");

@@ -914,14 +914,18 @@ fn run(cli: Cli) -> Result<(), Failure> {
             // let two clients (two volumes) write it.
             let mut claims = Vec::new();
             for spec in exports {
-                let (name, rest) = spec.split_once('=').ok_or_else(|| {
-                    Failure::usage(format!("--export {spec}: expected NAME=PATH[@IP+IP]"))
-                })?;
+                // The export as typed, quoted short: a long one is not
+                // echoed whole.
+                let flag = format!("--export {}", quote(&spec));
+                let (name, rest) = spec
+                    .split_once('=')
+                    .ok_or_else(|| Failure::usage(format!("{flag}: expected NAME=PATH[@IP+IP]")))?;
                 // The server replaces an export of the same name: a client
                 // asking for it would get the last one given.
                 if !names.insert(name.to_string()) {
                     return Err(Failure::usage(format!(
-                        "--export {spec}: export name `{name}` given twice"
+                        "{flag}: export name {} given twice",
+                        quote(name)
                     )));
                 }
                 let (path, allow) = match rest.split_once('@') {
@@ -931,11 +935,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
                             .map(|s| {
                                 if s.is_empty() {
                                     return Err(format!(
-                                        "--export {spec}: an empty address in the allow-list after @ (NAME=PATH@IP+IP)"
+                                        "{flag}: an empty address in the allow-list after @ (NAME=PATH@IP+IP)"
                                     ));
                                 }
                                 s.parse::<IpAddr>().map_err(|_| {
-                                    format!("--export {spec}: `{s}` is not an IP address")
+                                    format!("{flag}: {} is not an IP address", quote(s))
                                 })
                             })
                             .collect::<Result<Vec<_>, _>>()
@@ -945,18 +949,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     None => (rest, AllowList::Any),
                 };
                 if path.is_empty() {
-                    return Err(Failure::usage(format!("--export {spec}: PATH is empty")));
+                    return Err(Failure::usage(format!("{flag}: PATH is empty")));
                 }
-                member_syntax(path)
-                    .map_err(|rule| Failure::usage(format!("--export {spec}: {rule}")))?;
-                let dev =
-                    open_member(path, false, None).map_err(|e| format!("--export {spec}: {e}"))?;
-                let holder =
-                    raid_engine::ClaimHolder::new(format!("raid-engine serve-nbd --export {spec}"));
-                claims.push(
-                    dev.claim(&holder)
-                        .map_err(|e| format!("--export {spec}: {e}"))?,
-                );
+                member_syntax(path).map_err(|rule| Failure::usage(format!("{flag}: {rule}")))?;
+                let dev = open_member(path, false, None).map_err(|e| format!("{flag}: {e}"))?;
+                let holder = raid_engine::ClaimHolder::new(format!("raid-engine serve-nbd {flag}"));
+                claims.push(dev.claim(&holder).map_err(|e| format!("{flag}: {e}"))?);
                 server
                     .add_export(Export {
                         name: name.to_string(),
@@ -964,7 +962,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                         allow,
                         read_only: false,
                     })
-                    .map_err(|e| format!("--export {spec}: {e}"))?;
+                    .map_err(|e| format!("{flag}: {e}"))?;
             }
             eprintln!(
                 "serving NBD on {}",
