@@ -1023,15 +1023,28 @@ fn serve_nbd_names_the_export_at_fault() {
             "{listen}"
         );
     }
-    // Well-formed but in use: the operation failed (exit 1).
+    // Well-formed but in use, or a host that does not resolve (quoted
+    // short: before, a long one was echoed whole): the operation failed
+    // (exit 1).
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let listen = taken.local_addr().unwrap().to_string();
-    let (code, _, err) = run_code(&["serve-nbd", "--listen", &listen, "--export", &spec]);
-    assert_eq!(code, 1, "{err}");
-    assert!(
-        err.starts_with(&format!("raid-engine: --listen {listen}: ")) && err.contains("HOST:PORT"),
-        "{err}"
-    );
+    let in_use = taken.local_addr().unwrap().to_string();
+    let long = format!("{}.invalid:10809", "h".repeat(100_000));
+    for (listen, shown) in [
+        (in_use.clone(), format!("{in_use:?}")),
+        (
+            long.clone(),
+            format!("{:?}… ({} bytes)", &long[..64], long.len()),
+        ),
+    ] {
+        let (code, _, err) = run_code(&["serve-nbd", "--listen", &listen, "--export", &spec]);
+        assert_eq!(code, 1, "{err}");
+        assert!(
+            err.starts_with(&format!("raid-engine: --listen {shown}: "))
+                && err.contains("HOST:PORT"),
+            "{err}"
+        );
+        assert!(err.len() < 400, "too long: {err}");
+    }
 }
 
 /// An empty device path, as a member or as `--replacement`, is refused

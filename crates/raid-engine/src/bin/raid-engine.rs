@@ -902,9 +902,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     quote(&listen)
                 )));
             }
+            let shown = quote(&listen);
             let server = NbdServer::bind(&listen).map_err(|e| match e {
-                EngineError::Io { source, .. } => format!("--listen {listen}: {source} ({FORM})"),
-                e => format!("--listen {listen}: {e}"),
+                EngineError::Io { source, .. } => format!("--listen {shown}: {source} ({FORM})"),
+                e => format!("--listen {shown}: {e}"),
             })?;
             let mut names = std::collections::BTreeSet::new();
             // The server claims nothing itself (an embedding program may
