@@ -94,9 +94,9 @@ impl VolumeLayout {
             raid::RaidError::BadLevel(_) => crate::error::invalid(
                 "level",
                 format!(
-                    "`{}` is not one of linear (or jbod), single, raid0, raid1, raid4, raid5, \
+                    "{} is not one of linear (or jbod), single, raid0, raid1, raid4, raid5, \
                      raid6, raid10 (also 0/1/4/5/6/10), optionally with :LAYOUT (raid10:f2, raid5:ls)",
-                    s.trim()
+                    storage_units::quote(s.trim())
                 ),
             ),
             e => e.into(),

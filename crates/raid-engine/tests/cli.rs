@@ -394,7 +394,7 @@ fn rebuild_with_a_wrong_argument_changes_nothing() {
     for (args, want, exit) in [
         (
             vec!["--replacement", spare, "--rate", "fast"],
-            "--rate: `fast` is not a size",
+            "--rate: \"fast\" is not a size",
             2,
         ),
         (
@@ -533,7 +533,7 @@ fn serve_nbd_refuses_an_export_name_given_twice() {
     );
     assert!(
         err.contains(&format!(
-            "--export {d0_again}: export name `d0` given twice"
+            "--export {d0_again:?}: export name \"d0\" given twice"
         )),
         "{err}"
     );
@@ -983,25 +983,68 @@ fn serve_nbd_names_the_export_at_fault() {
             "an empty address in the allow-list after @",
             2,
         ),
-        (host.as_str(), "`jbod1` is not an IP address", 2),
+        (host.as_str(), "\"jbod1\" is not an IP address", 2),
     ] {
         let (code, out, err) =
             run_code(&["serve-nbd", "--listen", "127.0.0.1:0", "--export", spec]);
         assert_eq!(code, exit, "{spec}: {out}{err}");
         assert!(
-            err.contains(&format!("raid-engine: --export {spec}: ")) && err.contains(rule),
+            err.contains(&format!("raid-engine: --export {spec:?}: ")) && err.contains(rule),
             "{spec}: {err}"
         );
     }
-    // An address to listen on that is not one names --listen (was "nbd:
-    // bind nonsense: ...").
-    let spec = format!("a={p}");
-    let (code, _, err) = run_code(&["serve-nbd", "--listen", "nonsense", "--export", &spec]);
-    assert_eq!(code, 1, "{err}");
+    // A long export is quoted short, not echoed whole (before: a 100 kB
+    // line).
+    let long = format!(
+        "{}={}",
+        "n".repeat(100_000),
+        dir.path().join("missing").display()
+    );
+    let (code, out, err) = run_code(&["serve-nbd", "--listen", "127.0.0.1:0", "--export", &long]);
+    assert_eq!(code, 1, "{out}{err}");
     assert!(
-        err.contains("raid-engine: --listen nonsense: ") && err.contains("ADDRESS:PORT"),
+        err.starts_with(&format!("raid-engine: --export {:?}… (", &long[..64]))
+            && err.contains("No such file"),
         "{err}"
     );
+    assert!(err.len() < 400, "too long: {err}");
+    // An address to listen on that is not HOST:PORT is typed wrong: exit
+    // 2 naming --listen and the form, before binding (was 1, found only
+    // by the bind, "nbd: bind nonsense: ...").
+    let spec = format!("a={p}");
+    for listen in ["nonsense", "127.0.0.1:", ":10809", "127.0.0.1:99999", ""] {
+        let (code, _, err) = run_code(&["serve-nbd", "--listen", listen, "--export", &spec]);
+        assert_eq!(code, 2, "{listen}: {err}");
+        assert_eq!(
+            err.trim_end(),
+            format!(
+                "raid-engine: --listen: {listen:?} is not HOST:PORT (a HOST:PORT to listen on, like 0.0.0.0:10809)"
+            ),
+            "{listen}"
+        );
+    }
+    // Well-formed but in use, or a host that does not resolve (quoted
+    // short: before, a long one was echoed whole): the operation failed
+    // (exit 1).
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let in_use = taken.local_addr().unwrap().to_string();
+    let long = format!("{}.invalid:10809", "h".repeat(100_000));
+    for (listen, shown) in [
+        (in_use.clone(), format!("{in_use:?}")),
+        (
+            long.clone(),
+            format!("{:?}… ({} bytes)", &long[..64], long.len()),
+        ),
+    ] {
+        let (code, _, err) = run_code(&["serve-nbd", "--listen", &listen, "--export", &spec]);
+        assert_eq!(code, 1, "{err}");
+        assert!(
+            err.starts_with(&format!("raid-engine: --listen {shown}: "))
+                && err.contains("HOST:PORT"),
+            "{err}"
+        );
+        assert!(err.len() < 400, "too long: {err}");
+    }
 }
 
 /// An empty device path, as a member or as `--replacement`, is refused
@@ -1013,15 +1056,23 @@ fn an_empty_device_path_is_refused_by_name() {
     let files = common::MemberFiles::new(2, 8 << 20);
     let dir = &files.dir;
     let m = files.args();
+    // Typed wrong: exit 2 (before: 1, as if the operation had failed).
     let (code, out, err) = run_code(&["create", "--level", "raid1", m[0], ""]);
-    assert_eq!(code, 1, "{out}{err}");
-    assert!(err.contains("raid-engine: an empty device path"), "{err}");
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains(r#"raid-engine: member "": an empty device path"#),
+        "{err}"
+    );
     let (code, _, err) = run_code(&[&["create", "--level", "raid1"][..], &m].concat());
     assert_eq!(code, 0, "{err}");
     let missing = dir.path().join("missing");
-    for (replacement, rule) in [
-        ("", "an empty device path"),
-        (missing.to_str().unwrap(), "No such file"),
+    for (replacement, status, said) in [
+        (
+            "",
+            2,
+            r#"raid-engine: --replacement "": an empty device path"#,
+        ),
+        (missing.to_str().unwrap(), 1, "raid-engine: --replacement: "),
     ] {
         let (code, out, err) = run_code(
             &[
@@ -1030,11 +1081,9 @@ fn an_empty_device_path_is_refused_by_name() {
             ]
             .concat(),
         );
-        assert_eq!(code, 1, "{out}{err}");
-        assert!(
-            err.contains("raid-engine: --replacement: ") && err.contains(rule),
-            "{err}"
-        );
+        assert_eq!(code, status, "{out}{err}");
+        assert!(err.starts_with(said), "{err}");
+        assert!(status == 2 || err.contains("No such file"), "{err}");
     }
     let (code, out, err) = run_code(&[&["status"][..], &m].concat());
     assert_eq!(code, 0, "{err}");
@@ -1423,23 +1472,64 @@ fn option_errors_name_the_flags_typed() {
     }
 }
 
-/// An NBD member whose address has no port (or no host) is told what is
-/// expected, not the resolver's "invalid socket address".
+/// An NBD member whose address has no port (or no host, or a port that is
+/// not a number), or whose export name is empty or longer than NBD allows,
+/// is typed wrong: exit 2, one line naming the member (quoted short) and
+/// the rule, before anything is opened (before: exit 1, as if the
+/// operation had failed, and a long name echoed whole). A well-formed
+/// address that cannot be reached is an operation that failed: exit 1.
 #[test]
 fn malformed_nbd_addresses_say_what_is_expected() {
-    for (uri, addr) in [
-        ("nbd://nohost/x", "nohost"),
-        ("nbd://", ""),
-        ("nbd://:10809/x", ":10809"),
-        ("nbd://127.0.0.1:/x", "127.0.0.1:"),
+    let long = format!("nbd://127.0.0.1:10809/{}", "x".repeat(5000));
+    for (uri, rule) in [
+        ("nbd://nohost/x", r#"address "nohost" is not HOST:PORT"#),
+        ("nbd://", r#"address "" is not HOST:PORT"#),
+        ("nbd://:10809/x", r#"address ":10809" is not HOST:PORT"#),
+        (
+            "nbd://127.0.0.1:/x",
+            r#"address "127.0.0.1:" is not HOST:PORT"#,
+        ),
+        (
+            "nbd://127.0.0.1:nbd/x",
+            r#"address "127.0.0.1:nbd" is not HOST:PORT"#,
+        ),
+        ("nbd://127.0.0.1:10809/", "the export name is empty"),
+        ("nbd://127.0.0.1:10809", "the export name is empty"),
+        (&long, "the export name of 5000 bytes is too long"),
     ] {
-        let (code, out, err) = run_code(&["status", uri]);
-        assert_eq!(code, 1, "{uri}: {out}{err}");
-        assert!(
-            err.contains(&format!("address `{addr}` is not HOST:PORT")),
-            "{uri}: {err}"
-        );
+        let files = common::MemberFiles::new(1, 8 << 20);
+        let before = common::metadata(&files.paths);
+        for args in [
+            vec!["status", uri],
+            vec!["create", "--level", "raid1", files.args()[0], uri],
+        ] {
+            let (code, out, err) = run_code(&args);
+            assert_eq!(code, 2, "{args:?}: {out}{err}");
+            let line = err.trim_end();
+            assert!(!line.contains('\n'), "{args:?}: more than one line: {err}");
+            assert!(line.len() < 300, "{args:?}: too long: {err}");
+            let member = if uri.len() > 100 {
+                format!("{:?}… ({} bytes)", &uri[..64], uri.len())
+            } else {
+                format!("{uri:?}")
+            };
+            assert!(
+                line.starts_with(&format!("raid-engine: member {member}: {rule}")),
+                "{args:?}: {err}"
+            );
+        }
+        assert!(common::metadata(&files.paths) == before, "{uri} wrote");
     }
+    // Well-formed, but nobody listens there: the operation failed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let uri = format!("nbd://127.0.0.1:{port}/x");
+    let (code, out, err) = run_code(&["status", &uri]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains(&uri), "{err}");
 }
 
 /// An encrypted volume given no secret, or the wrong one, is told by
@@ -1548,45 +1638,45 @@ fn sizes_and_levels_typed_wrong_name_the_flag_and_the_rule() {
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
             create("raid5", "-1"),
-            "--chunk: `-1` must not be negative (a size: a whole number with optional K, M or G)",
+            "--chunk: \"-1\" must not be negative (a size: a whole number with optional K, M or G)",
         ),
         (
             create("raid5", "99999999999999999999"),
-            "--chunk: `99999999999999999999` is too large (at most 18446744073709551615 bytes)",
+            "--chunk: \"99999999999999999999\" is too large (at most 18446744073709551615 bytes)",
         ),
         (
             create("raid5", "18014398509481984"),
-            "--chunk: `18014398509481984` is too large",
+            "--chunk: \"18014398509481984\" is too large",
         ),
         (
             create("raid5", "-64K"),
-            "--chunk: `-64K` must not be negative",
+            "--chunk: \"-64K\" must not be negative",
         ),
         (
             create("raid5", "--resync"),
-            "--chunk: `--resync` is not a size (a whole number with optional K, M or G): was the value left out?",
+            "--chunk: \"--resync\" is not a size (a whole number with optional K, M or G): was the value left out?",
         ),
-        (create("raid5", "1e20"), "--chunk: `1e20` is not a size"),
-        (create("raid5", "NaN"), "--chunk: `NaN` is not a size"),
-        (create("raid5", "K"), "--chunk: `K` is not a size"),
+        (create("raid5", "1e20"), "--chunk: \"1e20\" is not a size"),
+        (create("raid5", "NaN"), "--chunk: \"NaN\" is not a size"),
+        (create("raid5", "K"), "--chunk: \"K\" is not a size"),
         (
             create("raid7", "64K"),
-            "--level raid7: `raid7` is not one of linear (or jbod), single, raid0, raid1, raid4, raid5, raid6, raid10",
+            "--level: \"raid7\" is not one of linear (or jbod), single, raid0, raid1, raid4, raid5, raid6, raid10",
         ),
         (
             create("raid5:left-symetric", "64K"),
-            "--level raid5:left-symetric: layout \"left-symetric\" is not a valid md layout for raid5",
+            r#"--level: layout "left-symetric" is not a valid md layout for raid5"#,
         ),
         (
             rebuild("-1"),
-            "--rate: `-1` must not be negative (a size: a whole number with optional K, M or G)",
+            "--rate: \"-1\" must not be negative (a size: a whole number with optional K, M or G)",
         ),
         (
             rebuild("99999999999G"),
-            "--rate: `99999999999G` is too large",
+            "--rate: \"99999999999G\" is too large",
         ),
-        (rebuild("NaN"), "--rate: `NaN` is not a size"),
-        (rebuild("-1M"), "--rate: `-1M` must not be negative"),
+        (rebuild("NaN"), "--rate: \"NaN\" is not a size"),
+        (rebuild("-1M"), "--rate: \"-1M\" must not be negative"),
     ];
     for (args, want) in cases {
         let members: &[&str] = if args[0] == "create" { &m } else { &m[..2] };
@@ -1602,6 +1692,107 @@ fn sizes_and_levels_typed_wrong_name_the_flag_and_the_rule() {
             "{args:?} wrote a member"
         );
     }
+}
+
+/// Every value typed wrong is told in the one form `raid-engine: --FLAG:
+/// rule`, one line, exit 2, whether this program's parser refuses it
+/// while clap reads the command line (`--role`, `--data-offset`,
+/// `--poll-us`, `--busy-poll-us`) or after (`--chunk`). Before, the first
+/// came in clap's form: `error: invalid value 'x' for '--role <ROLE>': ...`
+/// then a blank line and "For more information, try '--help'.". Clap's
+/// other errors (an unknown flag) and `--help` are clap's as before.
+#[test]
+fn values_typed_wrong_are_told_in_one_form() {
+    let files = common::MemberFiles::new(2, 8 << 20);
+    let m = files.args();
+    let (code, _, err) = run_code(&[&["create", "--level", "raid1"][..], &m].concat());
+    assert_eq!(code, 0, "{err}");
+    let before = common::metadata(&files.paths);
+    for (args, want) in [
+        (
+            &["rebuild", "--replacement", "x", "--role", "x"][..],
+            "raid-engine: --role: \"x\" is not a whole number from 0",
+        ),
+        (
+            &["readd", "--role", "-1"],
+            "raid-engine: --role: must not be negative (a whole number from 0)",
+        ),
+        (
+            &[
+                "create",
+                "--force",
+                "--level",
+                "raid1",
+                "--data-offset",
+                "1.5",
+            ],
+            "raid-engine: --data-offset: \"1.5\" is not a whole number from 0",
+        ),
+        (
+            &["expose", "--mount", "/nonexistent", "--poll-us", "1001"],
+            "raid-engine: --poll-us: 1001 µs is more than the 1000 µs allowed",
+        ),
+        (
+            &["expose", "--mount", "/nonexistent", "--busy-poll-us=x"],
+            "raid-engine: --busy-poll-us: \"x\" is not a whole number from 0",
+        ),
+        (
+            &["create", "--force", "--level", "raid1", "--chunk", "x"],
+            "raid-engine: --chunk: \"x\" is not a size",
+        ),
+    ] {
+        let args = [args, &m[..]].concat();
+        let (code, out, err) = run_code(&args);
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
+        let line = err.trim_end();
+        assert!(!line.contains('\n'), "{args:?}: more than one line: {err}");
+        assert!(
+            line.starts_with(want),
+            "{args:?}: {want:?} is not the start of {err}"
+        );
+    }
+    // A long value is quoted short, not echoed whole (before: a 100 kB
+    // line, 200 kB for --level).
+    let long = "9".repeat(100_000);
+    let shown = format!("{:?}… (100000 bytes)", &long[..64]);
+    for (args, want) in [
+        (
+            &["readd", "--role", &long][..],
+            format!("raid-engine: --role: {shown} is not a whole number from 0"),
+        ),
+        (
+            &["create", "--level", "raid1", "--chunk", &long],
+            format!("raid-engine: --chunk: {shown} is too large"),
+        ),
+        (
+            &["scrub", "--nbd-timeout", &long],
+            format!("raid-engine: --nbd-timeout: {shown} is too large"),
+        ),
+    ] {
+        let args = [args, &m[..]].concat();
+        let (code, out, err) = run_code(&args);
+        assert_eq!(code, 2, "{out}{err}");
+        assert!(err.starts_with(&want), "{want:?} is not the start of {err}");
+        assert!(err.len() < 400, "too long: {err}");
+    }
+    let (code, out, err) = run_code(&[&["create", "--level", &long][..], &m].concat());
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.starts_with("raid-engine: --level: "), "{err}");
+    assert!(err.len() < 400, "too long: {err}");
+    assert!(common::metadata(&files.paths) == before, "written");
+    // Clap's own errors and help are as they were.
+    let (code, _, err) = run_code(&["status", "--no-such-flag", m[0]]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("unexpected argument '--no-such-flag'"),
+        "{err}"
+    );
+    let (code, help, _) = run_code(&["status", "--help"]);
+    assert_eq!(code, 0);
+    assert!(
+        help.contains("--nbd-timeout <DURATION>") && help.contains("Exit codes:"),
+        "{help}"
+    );
 }
 
 /// One file exported under two names (the same path, or another path to
@@ -1629,8 +1820,8 @@ fn serve_nbd_refuses_one_file_exported_under_two_names() {
     }
     let status = child.wait().unwrap();
     assert!(
-        line.starts_with(&format!("raid-engine: --export {d1}: "))
-            && line.contains(&format!("in use by raid-engine serve-nbd --export {d0}")),
+        line.starts_with(&format!("raid-engine: --export {d1:?}: "))
+            && line.contains(&format!("in use by raid-engine serve-nbd --export {d0:?}")),
         "{line}"
     );
     assert_eq!(status.code(), Some(1), "{line}");
@@ -1813,8 +2004,12 @@ fn nbd_timeout_is_checked_and_applied() {
         let args = [&["scrub", "--nbd-timeout", bad][..], &m].concat();
         let (code, out, err) = run_code(&args);
         assert_eq!(code, 2, "{bad}: {out}{err}");
+        // One line, as `--chunk`'s (before: clap's `error: invalid value`
+        // and its "For more information" line).
+        let line = err.trim_end();
+        assert!(!line.contains('\n'), "{bad}: more than one line: {err}");
         assert!(
-            err.contains("--nbd-timeout") && err.contains(rule),
+            line.starts_with("raid-engine: --nbd-timeout: ") && line.contains(rule),
             "{bad}: {err}"
         );
     }

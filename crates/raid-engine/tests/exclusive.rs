@@ -210,7 +210,7 @@ fn members_in_use_by_another_process_are_refused() {
                 .into_iter()
                 .chain([format!("d1={m1}")])
                 .collect(),
-            format!("--export d1={m1}: {m1} is in use by another process"),
+            format!("--export \"d1={m1}\": {m1} is in use by another process"),
         ),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_raid-engine"))

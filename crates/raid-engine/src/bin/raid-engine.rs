@@ -13,11 +13,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use raid_engine::nbd::{AllowList, Export, NbdDevice, NbdServer};
+use raid_engine::nbd::{AllowList, Export, MAX_NAME_BYTES, NbdDevice, NbdServer};
 use raid_engine::{
     BlockDevice, CacheMode, CreateOptions, EngineError, FileDevice, Health, Progress,
     RebuildOptions, RoleCondition, Secret, Volume, VolumeLayout,
 };
+use storage_units::quote;
 
 /// `println!` that does not panic when stdout is closed (`| head -1`, a
 /// reader gone): the command carries on, closes its volume and exits with
@@ -41,7 +42,9 @@ const EXIT_CODES: &str = "Exit codes:
   2  usage: what was typed cannot be read, and nothing was written (an
      unknown flag, a value left out or malformed: a number, a size, a
      level, an --export NAME=PATH, an expose --name that is not a file
-     name, a member count --level single refuses)
+     name, a member that is not a path or nbd://HOST:PORT/EXPORT, a
+     --listen that is not HOST:PORT, a member count --level single
+     refuses)
   3  the volume cannot start: the missing or failed members hold every copy
      of some data (status still prints every role and why)
   4  scrub: not every byte could be checked (degraded: a single readable
@@ -249,7 +252,7 @@ fn whole<T: std::str::FromStr>(s: &str) -> Result<T, String> {
     }
     s.trim()
         .parse()
-        .map_err(|_| format!("`{s}` is not a whole number from 0"))
+        .map_err(|_| format!("{} is not a whole number from 0", quote(s)))
 }
 
 /// A duration more than zero: a whole number with `ms`, `s` or `m` (a bare
@@ -258,13 +261,14 @@ fn whole<T: std::str::FromStr>(s: &str) -> Result<T, String> {
 fn duration(s: &str) -> Result<Duration, String> {
     const RULE: &str = "a whole number with ms, s or m, as 30s";
     let s = s.trim();
+    let q = quote(s);
     if s.starts_with("--") {
         return Err(format!(
-            "`{s}` is not a duration ({RULE}): was the value left out?"
+            "{q} is not a duration ({RULE}): was the value left out?"
         ));
     }
     if s.starts_with('-') {
-        return Err(format!("`{s}` must not be negative ({RULE})"));
+        return Err(format!("{q} must not be negative ({RULE})"));
     }
     let digits = s.bytes().take_while(u8::is_ascii_digit).count();
     let (num, unit) = s.split_at(digits);
@@ -272,19 +276,19 @@ fn duration(s: &str) -> Result<Duration, String> {
         "ms" => |n| Some(Duration::from_millis(n)),
         "" | "s" => |n| Some(Duration::from_secs(n)),
         "m" => |n| n.checked_mul(60).map(Duration::from_secs),
-        _ => return Err(format!("`{s}` is not a duration ({RULE})")),
+        _ => return Err(format!("{q} is not a duration ({RULE})")),
     };
     if num.is_empty() {
-        return Err(format!("`{s}` is not a duration ({RULE})"));
+        return Err(format!("{q} is not a duration ({RULE})"));
     }
     let d = num
         .parse()
         .ok()
         .and_then(from)
-        .ok_or_else(|| format!("`{s}` is too large"))?;
+        .ok_or_else(|| format!("{q} is too large"))?;
     if d.is_zero() {
         return Err(format!(
-            "`{s}` must be more than zero (leave the flag out for no limit)"
+            "{q} must be more than zero (leave the flag out for no limit)"
         ));
     }
     Ok(d)
@@ -322,9 +326,10 @@ fn flag_error(e: EngineError, flag: impl Fn(&str) -> Option<String>) -> String {
 /// does a flag typed where the value was left out).
 fn parse_size(s: &str, default_unit: u64) -> Result<u64, String> {
     let s = s.trim();
+    let q = quote(s);
     if s.starts_with("--") || (s.starts_with('-') && parse_size(&s[1..], default_unit).is_err()) {
         return Err(format!(
-            "`{s}` is not a size (a whole number with optional K, M or G): was the value left out?"
+            "{q} is not a size (a whole number with optional K, M or G): was the value left out?"
         ));
     }
     let (num, mult) = match s.chars().last() {
@@ -335,7 +340,7 @@ fn parse_size(s: &str, default_unit: u64) -> Result<u64, String> {
     };
     if s.starts_with('-') {
         return Err(format!(
-            "`{s}` must not be negative (a size: a whole number with optional K, M or G)"
+            "{q} must not be negative (a size: a whole number with optional K, M or G)"
         ));
     }
     if !num.is_empty() && num.bytes().all(|b| b.is_ascii_digit()) {
@@ -343,23 +348,75 @@ fn parse_size(s: &str, default_unit: u64) -> Result<u64, String> {
             .parse::<u64>()
             .ok()
             .and_then(|n| n.checked_mul(mult))
-            .ok_or_else(|| format!("`{s}` is too large (at most {} bytes)", u64::MAX));
+            .ok_or_else(|| format!("{q} is too large (at most {} bytes)", u64::MAX));
     }
     Err(format!(
-        "`{s}` is not a size (a whole number with optional K, M or G)"
+        "{q} is not a size (a whole number with optional K, M or G)"
     ))
 }
 
-/// Opens a member: a path, or `nbd://HOST:PORT/EXPORT`, whose requests
-/// are given up on after `nbd_timeout` (`None`: no limit).
+/// The rule a member's text breaks, if it breaks one: it is a path, or
+/// `nbd://HOST:PORT/EXPORT` with a port and an export name of 1 to
+/// [`MAX_NAME_BYTES`] bytes. Checked for every member before anything is
+/// opened or connected to: such a member is typed wrong (exit 2), where a
+/// well-formed one that cannot be opened or reached is an operation that
+/// failed (exit 1).
+fn member_syntax(spec: &str) -> Result<(), String> {
+    const FORM: &str = "a device is a path or nbd://HOST:PORT/EXPORT";
+    if spec.is_empty() {
+        return Err(format!("an empty device path ({FORM})"));
+    }
+    let Some(rest) = spec.strip_prefix("nbd://") else {
+        return Ok(());
+    };
+    let (addr, name) = rest.split_once('/').unwrap_or((rest, ""));
+    if NbdDevice::check_address(addr).is_err() {
+        return Err(format!(
+            "address {} is not HOST:PORT (NBD's port is usually 10809)",
+            quote(addr)
+        ));
+    }
+    if name.is_empty() {
+        return Err(format!("the export name is empty ({FORM})"));
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return Err(format!(
+            "the export name of {} bytes is too long: NBD allows at most {MAX_NAME_BYTES}",
+            name.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Every member's text, and a rebuild's `--replacement`, checked by
+/// [`member_syntax`] before anything is opened: an error naming the member
+/// and the rule, exit 2.
+fn check_members(cmd: &Cmd) -> Result<(), Failure> {
+    let (m, replacement) = match cmd {
+        Cmd::Create { m, .. } | Cmd::Status { m } => (m, None),
+        Cmd::Expose { m, .. } | Cmd::Readd { m, .. } | Cmd::Scrub { m, .. } => (&m.m, None),
+        Cmd::Rebuild { m, replacement, .. } => (&m.m, Some(replacement)),
+        Cmd::ServeNbd { .. } => return Ok(()),
+    };
+    for spec in &m.members {
+        member_syntax(spec)
+            .map_err(|rule| Failure::usage(format!("member {}: {rule}", quote(spec))))?;
+    }
+    if let Some(r) = replacement {
+        member_syntax(r)
+            .map_err(|rule| Failure::usage(format!("--replacement {}: {rule}", quote(r))))?;
+    }
+    Ok(())
+}
+
+/// Opens a member: a path, or `nbd://HOST:PORT/EXPORT` (its text checked
+/// by [`member_syntax`] first), whose requests are given up on after
+/// `nbd_timeout` (`None`: no limit).
 fn open_member(
     spec: &str,
     buffered: bool,
     nbd_timeout: Option<Duration>,
 ) -> Result<Arc<dyn BlockDevice>, String> {
-    if spec.is_empty() {
-        return Err("an empty device path (a device is a path or nbd://HOST:PORT/EXPORT)".into());
-    }
     if let Some(rest) = spec.strip_prefix("nbd://") {
         let (addr, name) = rest.split_once('/').unwrap_or((rest, ""));
         let d = NbdDevice::connect(addr, name).map_err(|e| e.to_string())?;
@@ -733,6 +790,7 @@ fn end_progress_line() {
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
+    check_members(&cli.cmd)?;
     match cli.cmd {
         Cmd::Create {
             level,
@@ -744,9 +802,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
         } => {
             let layout = VolumeLayout::parse(&level).map_err(|e| match e {
                 EngineError::Invalid { field, rule } if field == "level" => {
-                    Failure::usage(format!("--level {level}: {rule}"))
+                    Failure::usage(format!("--level: {rule}"))
                 }
-                e => Failure::usage(format!("--level {level}: {e}")),
+                e => Failure::usage(format!("--level: {e}")),
             })?;
             // `single` parses as RAID1 (over one member): more members
             // would silently make a mirror.
@@ -828,11 +886,26 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Cmd::Status { m } => status(&m)?,
         Cmd::ServeNbd { listen, exports } => {
+            const FORM: &str = "a HOST:PORT to listen on, like 0.0.0.0:10809";
+            // Typed wrong (exit 2) is told before binding; a well-formed
+            // address that cannot be bound (in use, not this host's) is an
+            // operation that failed (exit 1).
+            let well_formed = listen.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty()
+                    && !port.is_empty()
+                    && port.bytes().all(|b| b.is_ascii_digit())
+                    && port.parse::<u16>().is_ok()
+            });
+            if !well_formed {
+                return Err(Failure::usage(format!(
+                    "--listen: {} is not HOST:PORT ({FORM})",
+                    quote(&listen)
+                )));
+            }
+            let shown = quote(&listen);
             let server = NbdServer::bind(&listen).map_err(|e| match e {
-                EngineError::Io { source, .. } => format!(
-                    "--listen {listen}: {source} (an ADDRESS:PORT to listen on, like 0.0.0.0:10809)"
-                ),
-                e => format!("--listen {listen}: {e}"),
+                EngineError::Io { source, .. } => format!("--listen {shown}: {source} ({FORM})"),
+                e => format!("--listen {shown}: {e}"),
             })?;
             let mut names = std::collections::BTreeSet::new();
             // The server claims nothing itself (an embedding program may
@@ -842,14 +915,18 @@ fn run(cli: Cli) -> Result<(), Failure> {
             // let two clients (two volumes) write it.
             let mut claims = Vec::new();
             for spec in exports {
-                let (name, rest) = spec.split_once('=').ok_or_else(|| {
-                    Failure::usage(format!("--export {spec}: expected NAME=PATH[@IP+IP]"))
-                })?;
+                // The export as typed, quoted short: a long one is not
+                // echoed whole.
+                let flag = format!("--export {}", quote(&spec));
+                let (name, rest) = spec
+                    .split_once('=')
+                    .ok_or_else(|| Failure::usage(format!("{flag}: expected NAME=PATH[@IP+IP]")))?;
                 // The server replaces an export of the same name: a client
                 // asking for it would get the last one given.
                 if !names.insert(name.to_string()) {
                     return Err(Failure::usage(format!(
-                        "--export {spec}: export name `{name}` given twice"
+                        "{flag}: export name {} given twice",
+                        quote(name)
                     )));
                 }
                 let (path, allow) = match rest.split_once('@') {
@@ -859,11 +936,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
                             .map(|s| {
                                 if s.is_empty() {
                                     return Err(format!(
-                                        "--export {spec}: an empty address in the allow-list after @ (NAME=PATH@IP+IP)"
+                                        "{flag}: an empty address in the allow-list after @ (NAME=PATH@IP+IP)"
                                     ));
                                 }
                                 s.parse::<IpAddr>().map_err(|_| {
-                                    format!("--export {spec}: `{s}` is not an IP address")
+                                    format!("{flag}: {} is not an IP address", quote(s))
                                 })
                             })
                             .collect::<Result<Vec<_>, _>>()
@@ -873,16 +950,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     None => (rest, AllowList::Any),
                 };
                 if path.is_empty() {
-                    return Err(Failure::usage(format!("--export {spec}: PATH is empty")));
+                    return Err(Failure::usage(format!("{flag}: PATH is empty")));
                 }
-                let dev =
-                    open_member(path, false, None).map_err(|e| format!("--export {spec}: {e}"))?;
-                let holder =
-                    raid_engine::ClaimHolder::new(format!("raid-engine serve-nbd --export {spec}"));
-                claims.push(
-                    dev.claim(&holder)
-                        .map_err(|e| format!("--export {spec}: {e}"))?,
-                );
+                member_syntax(path).map_err(|rule| Failure::usage(format!("{flag}: {rule}")))?;
+                let dev = open_member(path, false, None).map_err(|e| format!("{flag}: {e}"))?;
+                let holder = raid_engine::ClaimHolder::new(format!("raid-engine serve-nbd {flag}"));
+                claims.push(dev.claim(&holder).map_err(|e| format!("{flag}: {e}"))?);
                 server
                     .add_export(Export {
                         name: name.to_string(),
@@ -890,7 +963,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                         allow,
                         read_only: false,
                     })
-                    .map_err(|e| format!("--export {spec}: {e}"))?;
+                    .map_err(|e| format!("{flag}: {e}"))?;
             }
             eprintln!(
                 "serving NBD on {}",
@@ -1291,12 +1364,42 @@ fn signals() -> Result<Arc<AtomicBool>, String> {
     Ok(stop)
 }
 
+/// A value one of this program's parsers refused (`--role`,
+/// `--data-offset`, `--poll-us`, `--nbd-timeout`, ...) as one line,
+/// `--FLAG: rule`, the form of the values checked after parsing (`--chunk:
+/// ...`), instead of clap's several lines (`error: invalid value ... For
+/// more information, try '--help'.`). `None` for any other clap error.
+fn value_error(e: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() != ErrorKind::ValueValidation {
+        return None;
+    }
+    let rule = std::error::Error::source(e)?;
+    // `--role <ROLE>`: the flag without its value's name.
+    let flag = match e.get(ContextKind::InvalidArg)? {
+        ContextValue::String(arg) => arg.split(' ').next().unwrap_or(arg),
+        _ => return None,
+    };
+    Some(format!("{flag}: {rule}"))
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
-    match run(Cli::parse()) {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => match value_error(&e) {
+            Some(line) => {
+                eprintln!("raid-engine: {line}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+            // Help, version, and clap's other usage errors as clap says them.
+            None => e.exit(),
+        },
+    };
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             eprintln!("raid-engine: {}", f.message);

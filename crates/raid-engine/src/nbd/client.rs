@@ -41,6 +41,42 @@ fn rd<const N: usize>(r: &mut impl Read) -> io::Result<[u8; N]> {
 }
 
 impl NbdDevice {
+    /// Checks that `addr` has the form `HOST:PORT` (a host, then a port
+    /// from 1 to 65535), without resolving or connecting: the rule
+    /// [`NbdDevice::connect`] applies before it connects, for a caller
+    /// that checks what was typed before it opens anything. A host that
+    /// does not resolve, or a server that is not there, is found only by
+    /// connecting.
+    ///
+    /// ```
+    /// use raid_engine::nbd::NbdDevice;
+    ///
+    /// assert!(NbdDevice::check_address("127.0.0.1:10809").is_ok());
+    /// assert!(NbdDevice::check_address("[::1]:10809").is_ok());
+    /// let e = NbdDevice::check_address("nohost").unwrap_err();
+    /// assert_eq!(
+    ///     e.to_string(),
+    ///     "invalid address: `nohost` is not HOST:PORT (NBD's port is usually 10809)"
+    /// );
+    /// assert!(NbdDevice::check_address("host:0").is_err());
+    /// assert!(NbdDevice::check_address("host:http").is_err());
+    /// ```
+    pub fn check_address(addr: &str) -> Result<()> {
+        match addr.rsplit_once(':') {
+            Some((host, port))
+                if !host.is_empty()
+                    && port.bytes().all(|b| b.is_ascii_digit())
+                    && port.parse::<u16>().is_ok_and(|p| p != 0) =>
+            {
+                Ok(())
+            }
+            _ => Err(crate::error::invalid(
+                "address",
+                format!("`{addr}` is not HOST:PORT (NBD's port is usually 10809)"),
+            )),
+        }
+    }
+
     /// Connect to `addr` (`host:port`) and open export `name` with
     /// `NBD_OPT_GO`, giving up after [`HANDSHAKE_TIMEOUT`] without an
     /// answer (see [`NbdDevice::connect_timeout`]). A name longer than
@@ -107,13 +143,8 @@ impl NbdDevice {
         };
         // `host` alone (no port) or an empty address: say what is expected
         // instead of the resolver's "invalid socket address".
-        match addr.rsplit_once(':') {
-            Some((host, port)) if !host.is_empty() && !port.is_empty() => {}
-            _ => {
-                return Err(nbd(format!(
-                    "address `{addr}` is not HOST:PORT (NBD's port is usually 10809)"
-                )));
-            }
+        if let Err(EngineError::Invalid { rule, .. }) = Self::check_address(addr) {
+            return Err(nbd(format!("address {rule}")));
         }
         let sa = addr
             .to_socket_addrs()
