@@ -711,7 +711,7 @@ fn status_describes_the_rest_when_a_superblock_is_unreadable() {
                 m[1]
             ))
             && out.contains(&format!("unreadable: {url}: read superblock: "))
-            && out.contains(&format!("unreadable: {gone}: No such file"))
+            && out.contains(&format!("unreadable: {gone:?}: No such file"))
             && out.contains("state: degraded: role 1 (missing), role 3 (missing) unavailable"),
         "{out}"
     );
@@ -760,7 +760,7 @@ fn create_refuses_a_member_of_another_volume_without_force() {
     assert_eq!(code, 1, "{out}{err}");
     assert!(
         err.contains(&format!(
-            "devices[1] ({}) holds role 1 of an existing raid5 left-symmetric volume of 3 members",
+            "devices[1] ({:?}) holds role 1 of an existing raid5 left-symmetric volume of 3 members",
             m[1]
         )) && err.contains("encrypted")
             && err.contains("give --force"),
@@ -1325,12 +1325,12 @@ fn option_errors_name_the_flags_typed() {
     let empty = files.dir.path().join("empty-secret");
     std::fs::write(&empty, b"").unwrap();
     let empty = empty.to_str().unwrap();
-    let empty_rule = format!("--secret-file {empty}: must be 16 to 1024 bytes long, got 0 bytes");
+    let empty_rule = format!("--secret-file {empty:?}: must be 16 to 1024 bytes long, got 0 bytes");
     let secret = files.dir.path().join("secret");
     std::fs::write(&secret, [7u8; 32]).unwrap();
     let secret = secret.to_str().unwrap();
     let not_encrypted =
-        format!("--secret-file {secret}: a secret was given but the volume is not encrypted");
+        format!("--secret-file {secret:?}: a secret was given but the volume is not encrypted");
     let cases: &[(&[&str], i32, &[&str], &str)] = &[
         (
             &["scrub", "--secret-file", secret],
@@ -1565,7 +1565,9 @@ fn a_wrong_or_missing_secret_names_secret_file() {
         let (code, _, err) = run_code(&[&[cmd, "--secret-file", &wrong][..], &m].concat());
         assert_eq!(code, 1, "{err}");
         assert!(
-            err.contains(&format!("--secret-file {wrong}: the secret does not match")),
+            err.contains(&format!(
+                "--secret-file {wrong:?}: the secret does not match"
+            )),
             "{cmd}: {err}"
         );
     }
@@ -1795,6 +1797,84 @@ fn values_typed_wrong_are_told_in_one_form() {
     );
 }
 
+/// A path that cannot be opened (a member, `--replacement`,
+/// `--secret-file`) or a replacement or `create` member that holds another
+/// volume is named
+/// quoted short, whatever its length: one short line and the exit code of
+/// a failed operation (1), and nothing written. Before, the path was echoed
+/// whole (a 100,000-character path gave a 100 kB line; `status` added it a
+/// second time).
+#[test]
+fn long_paths_are_quoted_short() {
+    let files = common::MemberFiles::new(4, 8 << 20);
+    let m = files.args();
+    let (code, _, err) = run_code(&[&["create", "--level", "raid1"][..], &m[..2]].concat());
+    assert_eq!(code, 0, "{err}");
+    let before = common::metadata(&files.paths);
+    let long = files.dir.path().join("m".repeat(100_000));
+    let long = long.to_str().unwrap();
+    let shown = format!("{:?}… ({} bytes)", &long[..64], long.len());
+    let short = |what: &str, err: &str| {
+        let line = err.trim_end();
+        assert!(!line.contains('\n'), "{what}: more than one line: {err}");
+        assert!(line.len() < 400, "{what}: too long: {}", line.len());
+        assert!(line.contains(&shown), "{what}: {shown} not in {line}");
+    };
+    for args in [
+        &["scrub", m[0], m[1], long][..],
+        &["status", long],
+        &["status", m[0], m[1], long],
+        &["readd", "--role", "1", m[0], long],
+        &["rebuild", "--role", "1", "--replacement", long, m[0], m[1]],
+        &["scrub", "--secret-file", long, m[0], m[1]],
+    ] {
+        let (code, out, err) = run_code(args);
+        assert_eq!(code, 1, "{:?}: {out}{err}", &args[..2]);
+        short(args[0], &err);
+        for line in out.lines() {
+            assert!(
+                line.len() < 400,
+                "{:?}: too long: {}",
+                &args[..2],
+                line.len()
+            );
+        }
+    }
+    // The status of the others is still told, the long one listed short.
+    let (_, out, _) = run_code(&["status", m[0], m[1], long]);
+    assert!(out.contains("state: whole"), "{out}");
+    assert!(out.contains(&format!("unreadable: {shown}: ")), "{out}");
+    assert!(common::metadata(&files.paths) == before, "written");
+    // A replacement holding another volume, at a path too long to echo
+    // (a link, as no file name may be that long).
+    let (code, _, err) = run_code(&[&["create", "--level", "raid1"][..], &m[2..]].concat());
+    assert_eq!(code, 0, "{err}");
+    let deep = files.dir.path().join("d".repeat(200));
+    std::fs::create_dir(&deep).unwrap();
+    let link = deep.join("l".repeat(200));
+    std::os::unix::fs::symlink(&files.paths[2], &link).unwrap();
+    let link = link.to_str().unwrap();
+    let (code, out, err) = run_code(&["rebuild", "--role", "1", "--replacement", link, m[0], m[1]]);
+    assert_eq!(code, 1, "{out}{err}");
+    let shown = format!("{:?}… ({} bytes)", &link[..64], link.len());
+    assert!(
+        err.starts_with(&format!(
+            "raid-engine: --replacement {shown} holds role 0 of"
+        )),
+        "{err}"
+    );
+    assert!(err.trim_end().len() < 400, "too long: {err}");
+    let (code, out, err) = run_code(&["create", "--level", "raid1", link, m[3]]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.starts_with(&format!(
+            "raid-engine: devices[0] ({shown}) holds role 0 of"
+        )),
+        "{err}"
+    );
+    assert!(err.trim_end().len() < 400, "too long: {err}");
+}
+
 /// One file exported under two names (the same path, or another path to
 /// it) is refused naming both exports, before anything is served: two
 /// clients (two volumes) would write it through the two names. Before,
@@ -1900,7 +1980,7 @@ fn rebuild_onto_a_member_of_another_volume_asks_for_force() {
     assert_eq!(code, 1, "{out}{err}");
     assert!(
         err.contains(&format!(
-            "--replacement {} holds role 0 of an existing raid1 volume of 2 members",
+            "--replacement {:?} holds role 0 of an existing raid1 volume of 2 members",
             m[2]
         )) && err.contains("give --force to rebuild onto it anyway"),
         "{err}"

@@ -431,7 +431,16 @@ fn open_member(
     };
     FileDevice::open(spec, mode)
         .map(|d| Arc::new(d) as Arc<dyn BlockDevice>)
-        .map_err(|e| e.to_string())
+        .map_err(|e| {
+            // The library's message starts with the whole path: say it
+            // quoted short instead (a long path was a line as long).
+            let e = e.to_string();
+            let reason = e
+                .strip_prefix(spec)
+                .and_then(|r| r.strip_prefix(": "))
+                .unwrap_or(&e);
+            format!("{}: {reason}", quote(spec))
+        })
 }
 
 /// Opened members and the secret, if one was given.
@@ -449,9 +458,8 @@ fn open_members(m: &Members) -> Result<Opened, String> {
 fn read_secret(m: &Members) -> Result<Option<Secret>, String> {
     match &m.secret_file {
         Some(p) => {
-            let bytes =
-                std::fs::read(p).map_err(|e| format!("--secret-file {}: {e}", p.display()))?;
-            let flag = format!("--secret-file {}", p.display());
+            let flag = format!("--secret-file {}", quote(&p.to_string_lossy()));
+            let bytes = std::fs::read(p).map_err(|e| format!("{flag}: {e}"))?;
             Ok(Some(Secret::new(bytes).map_err(|e| {
                 flag_error(e, |f| (f == "secret").then(|| flag.clone()))
             })?))
@@ -540,7 +548,9 @@ fn assemble(m: &Start, replacing: Option<usize>) -> Result<Volume, Failure> {
 /// told by `--secret-file` (given, or to give).
 fn secret_error(m: &Members, e: EngineError) -> String {
     match (e, &m.secret_file) {
-        (EngineError::Crypto(why), Some(p)) => format!("--secret-file {}: {why}", p.display()),
+        (EngineError::Crypto(why), Some(p)) => {
+            format!("--secret-file {}: {why}", quote(&p.to_string_lossy()))
+        }
         (EngineError::Crypto(why), None) => {
             format!("{why}: give it with --secret-file FILE")
         }
@@ -576,7 +586,7 @@ fn refuse_members_of_volumes(m: &Members, devs: &[Arc<dyn BlockDevice>]) -> Resu
     let probe = raid_engine::ClaimHolder::new("raid-engine create");
     for (i, d) in devs.iter().enumerate() {
         if let Err(e) = d.claim(&probe) {
-            return Err(format!("devices[{i}] ({}): {e}", m.members[i]).into());
+            return Err(format!("devices[{i}] ({}): {e}", quote(&m.members[i])).into());
         }
     }
     for (i, d) in devs.iter().enumerate() {
@@ -585,7 +595,7 @@ fn refuse_members_of_volumes(m: &Members, devs: &[Arc<dyn BlockDevice>]) -> Resu
         };
         return Err(format!(
             "devices[{i}] ({}) holds {held}: create would overwrite it; give --force to create over it anyway",
-            m.members[i],
+            quote(&m.members[i]),
         )
         .into());
     }
@@ -637,8 +647,8 @@ fn status(m: &Members) -> Result<(), Failure> {
                 views.push((spec, x));
             }
             // The engine's messages name the device; say it otherwise.
-            Err(e) if e.contains(spec.as_str()) => unreadable.push(e),
-            Err(e) => unreadable.push(format!("{spec}: {e}")),
+            Err(e) if e.contains(spec.as_str()) || e.contains(&quote(spec)) => unreadable.push(e),
+            Err(e) => unreadable.push(format!("{}: {e}", quote(spec))),
         }
     }
     if devs.is_empty() {
@@ -1012,7 +1022,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 let (members, _) = open_members(&m)?;
                 if Volume::examine(&members, None).is_ok_and(|x| x.uuid != uuid) {
                     return Err(format!(
-                        "--replacement {replacement} holds {held}: the rebuild would overwrite it; give --force to rebuild onto it anyway"
+                        "--replacement {} holds {held}: the rebuild would overwrite it; give --force to rebuild onto it anyway",
+                        quote(&replacement)
                     )
                     .into());
                 }
