@@ -1840,6 +1840,25 @@ fn long_paths_are_quoted_short() {
             );
         }
     }
+    // An NBD member whose host is that long (before: 200 kB, the address
+    // in the resolver's message and again in the member's).
+    let nbd = format!("nbd://{}.invalid:10809/x", "h".repeat(100_000));
+    let (code, out, err) = run_code(&["status", m[0], m[1], &nbd]);
+    assert_eq!(code, 1, "{out}{err}");
+    let line = err.trim_end();
+    assert!(
+        !line.contains('\n') && line.len() < 400,
+        "too long: {}",
+        line.len()
+    );
+    assert!(
+        line.contains(&format!(
+            "{:?}… ({} bytes): resolve ",
+            &nbd[..64],
+            nbd.len()
+        )),
+        "{line}"
+    );
     // The status of the others is still told, the long one listed short.
     let (_, out, _) = run_code(&["status", m[0], m[1], long]);
     assert!(out.contains("state: whole"), "{out}");

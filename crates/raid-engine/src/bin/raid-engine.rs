@@ -18,7 +18,7 @@ use raid_engine::{
     BlockDevice, CacheMode, CreateOptions, EngineError, FileDevice, Health, Progress,
     RebuildOptions, RoleCondition, Secret, Volume, VolumeLayout,
 };
-use storage_units::quote;
+use storage_units::{quote, requote};
 
 /// `println!` that does not panic when stdout is closed (`| head -1`, a
 /// reader gone): the command carries on, closes its volume and exits with
@@ -419,7 +419,13 @@ fn open_member(
 ) -> Result<Arc<dyn BlockDevice>, String> {
     if let Some(rest) = spec.strip_prefix("nbd://") {
         let (addr, name) = rest.split_once('/').unwrap_or((rest, ""));
-        let d = NbdDevice::connect(addr, name).map_err(|e| e.to_string())?;
+        let d = NbdDevice::connect(addr, name).map_err(|e| {
+            // The library names the peer as `nbd://ADDR/NAME` and the
+            // address again when it cannot resolve it.
+            let e = e.to_string();
+            let reason = unprefixed(&e, &format!("nbd://{addr}/{name}"));
+            format!("{}: {}", quote(spec), requote(reason, addr))
+        })?;
         d.set_request_timeout(nbd_timeout)
             .map_err(|e| format!("--nbd-timeout: {e}"))?;
         return Ok(Arc::new(d));
@@ -435,12 +441,17 @@ fn open_member(
             // The library's message starts with the whole path: say it
             // quoted short instead (a long path was a line as long).
             let e = e.to_string();
-            let reason = e
-                .strip_prefix(spec)
-                .and_then(|r| r.strip_prefix(": "))
-                .unwrap_or(&e);
-            format!("{}: {reason}", quote(spec))
+            format!("{}: {}", quote(spec), unprefixed(&e, spec))
         })
+}
+
+/// `message` without its leading `device: `, for the device to be said
+/// quoted short instead.
+fn unprefixed<'a>(message: &'a str, device: &str) -> &'a str {
+    message
+        .strip_prefix(device)
+        .and_then(|r| r.strip_prefix(": "))
+        .unwrap_or(message)
 }
 
 /// Opened members and the secret, if one was given.
