@@ -4,7 +4,8 @@
 //! tolerable set can fail and every byte still reads back. Also with the
 //! members behind NBD and with encryption on.
 //!
-//! 16 cases by default; set `RAID_ENGINE_PROPTEST_CASES` for more.
+//! 16 cases by default; set `RAID_ENGINE_PROPTEST_CASES` (or proptest's
+//! own `PROPTEST_CASES`, read when the first is not set) for more.
 
 mod common;
 
@@ -258,7 +259,7 @@ fn run_case(c: &Case) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(16), ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: common::cases(16), ..ProptestConfig::default() })]
     #[test]
     fn tolerable_failures_never_lose_data(c in case()) {
         run_case(&c);
@@ -292,12 +293,4 @@ fn nbd_members_with_encryption_in_every_run() {
             largest_first: true,
         });
     }
-}
-
-/// `default` cases, or `RAID_ENGINE_PROPTEST_CASES` for longer runs.
-fn cases(default: u32) -> u32 {
-    std::env::var("RAID_ENGINE_PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }

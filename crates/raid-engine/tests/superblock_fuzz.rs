@@ -1,7 +1,8 @@
 //! Superblocks with a valid checksum but odd values (what a damaged or
 //! hostile member can hold): `examine`, `assemble` and, when the volume
 //! starts, reading, scrubbing and closing it answer an error or work, and
-//! never panic. 64 cases by default; `RAID_ENGINE_PROPTEST_CASES` for more.
+//! never panic. 64 cases by default; `RAID_ENGINE_PROPTEST_CASES` (or
+//! proptest's own `PROPTEST_CASES`, read when the first is not set) for more.
 
 mod common;
 
@@ -122,15 +123,28 @@ fn damaged(
     (dir, paths)
 }
 
-fn cases() -> u32 {
-    std::env::var("RAID_ENGINE_PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(64)
+/// The crate's variable first, then proptest's own `PROPTEST_CASES` (before, it was ignored:
+/// `PROPTEST_CASES=4000` ran the default cases), then the default; a value that is not a
+/// number is refused naming its variable.
+#[test]
+fn case_count_reads_the_crate_variable_then_proptest_cases() {
+    use common::pick_cases;
+    assert_eq!(pick_cases(None, None, 64), Ok(64));
+    assert_eq!(pick_cases(None, Some("4000"), 64), Ok(4000));
+    assert_eq!(pick_cases(Some("8000"), Some("4000"), 64), Ok(8000));
+    assert_eq!(pick_cases(Some("8000"), None, 64), Ok(8000));
+    assert_eq!(
+        pick_cases(Some("lots"), Some("4000"), 64),
+        Err(r#"RAID_ENGINE_PROPTEST_CASES: "lots" is not a whole number of cases"#.to_string())
+    );
+    assert_eq!(
+        pick_cases(None, Some("-1"), 64),
+        Err(r#"PROPTEST_CASES: "-1" is not a whole number of cases"#.to_string())
+    );
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: common::cases(64), ..ProptestConfig::default() })]
 
     #[test]
     fn odd_superblocks_never_panic(
