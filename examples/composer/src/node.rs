@@ -502,6 +502,34 @@ impl NodeSide {
         })
     }
 
+    /// The JBOD agent volume `id`'s members are reached from over NBD (the
+    /// resolved `host:port`) and the address this server connects from, as
+    /// the volume's last successful NodeStageVolume (or
+    /// [`NodeSide::set_remote`]) recorded them; `None` for a volume reached
+    /// through the node's own drive files, and once the volume is unstaged
+    /// (its next stage records the agent its publish context names).
+    pub fn agent_of(&self, id: &str) -> Option<(String, std::net::IpAddr)> {
+        self.remote
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// Drops the agent recorded for `id` once nothing of it is staged on
+    /// this node side (in this process or recorded by an earlier one): only
+    /// a stage (which records the agent again) or a staged volume's rebuild
+    /// reaches the members, and a volume id created again may be exported by
+    /// another agent.
+    fn forget_remote_unless_staged(&self, id: &str) {
+        if !self.is_staged(id) {
+            self.remote
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(id);
+        }
+    }
+
     /// A member of `rec`: the byte range of its drive, over NBD when the
     /// volume is remote, else of its file, with the claim the node holds on
     /// it. A volume claims exactly these bytes of the drive: a local
@@ -1197,12 +1225,14 @@ impl NodeSide {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(id);
+                self.forget_remote_unless_staged(id);
                 self.save_state()?;
                 tracing::info!(volume = id, "unstaged (staged before the restart)");
             }
             return Ok(());
         }
         self.unstage_live(id, staging)?;
+        self.forget_remote_unless_staged(id);
         self.save_state()
     }
 

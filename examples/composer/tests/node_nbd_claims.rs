@@ -262,7 +262,6 @@ async fn a_refused_stage_over_nbd_leaves_the_agent_the_node_had() {
     let side = s.driver.node_side().unwrap();
     let _release = Release(vec![side]);
     let (rec, agent) = published_mirror(&s).await;
-    side.set_remote(&rec.id, &agent, source(&s)).unwrap();
     // The address a refused stage names.
     let gone = gone_address();
     let ctx: csi_types::types::Map = [(composer::agent::CONTEXT_AGENT.to_string(), gone.clone())]
@@ -279,6 +278,8 @@ async fn a_refused_stage_over_nbd_leaves_the_agent_the_node_had() {
         (file, "ext4", Code::FailedPrecondition),
     ];
     for (staging, fs, code) in refusals {
+        // Recorded for each round: the unstage below forgets it.
+        side.set_remote(&rec.id, &agent, source(&s)).unwrap();
         let err = Csi::node_stage_volume(
             &s.plugin,
             csi_types::node::NodeStageVolumeRequest {
@@ -298,10 +299,41 @@ async fn a_refused_stage_over_nbd_leaves_the_agent_the_node_had() {
         assert_eq!(err.code(), code, "{fs} at {}: {err}", staging.display());
         assert!(!side.is_staged(&rec.id));
         // Still reached from the agent it had, not from `gone`.
+        assert_eq!(side.agent_of(&rec.id), Some((agent.clone(), source(&s))));
         let v = side
             .assemble_unexposed(&rec)
             .unwrap_or_else(|e| panic!("after the refusal ({fs}): {e}"));
         drop(v);
         side.release_all();
     }
+}
+
+/// An unstage forgets the agent the node reached the volume's members from:
+/// the node side's record of agents does not grow with every volume ever
+/// staged, and a volume id created again is reached from the agent its next
+/// stage names, never from an old one. Before, the entry stayed for the
+/// node's life.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unstage_forgets_the_agent_of_the_volume() {
+    let s = common::InProcess::with_agent();
+    let side = s.driver.node_side().unwrap();
+    let _release = Release(vec![side]);
+    let (rec, agent) = published_mirror(&s).await;
+    let src = source(&s);
+    side.set_remote(&rec.id, &agent, src).unwrap();
+    let v = side.assemble_unexposed(&rec).unwrap();
+    drop(v);
+    assert_eq!(side.agent_of(&rec.id), Some((agent.clone(), src)));
+    // An unstage at another path unstages nothing and keeps it.
+    side.unstage(&rec.id, std::path::Path::new("/elsewhere"))
+        .unwrap();
+    assert!(side.is_staged(&rec.id));
+    assert_eq!(side.agent_of(&rec.id), Some((agent.clone(), src)));
+    side.unstage(&rec.id, std::path::Path::new("")).unwrap();
+    assert!(!side.is_staged(&rec.id));
+    assert_eq!(side.agent_of(&rec.id), None, "forgotten at the unstage");
+    // Not recorded, the members are not reached over NBD: recorded again,
+    // the volume assembles from the agent as before.
+    side.set_remote(&rec.id, &agent, src).unwrap();
+    side.assemble_unexposed(&rec).unwrap();
 }
