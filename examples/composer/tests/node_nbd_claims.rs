@@ -337,3 +337,109 @@ async fn an_unstage_forgets_the_agent_of_the_volume() {
     side.set_remote(&rec.id, &agent, src).unwrap();
     side.assemble_unexposed(&rec).unwrap();
 }
+
+/// The volumes a "waits for the call in progress" event of the node side
+/// named, sent as they are logged (this test binary's global subscriber).
+static WAITS: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>> =
+    std::sync::Mutex::new(None);
+
+struct Waits;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Waits {
+    fn on_event(&self, e: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        #[derive(Default)]
+        struct Fields {
+            volume: Option<String>,
+            message: String,
+        }
+        impl tracing::field::Visit for Fields {
+            fn record_str(&mut self, f: &tracing::field::Field, v: &str) {
+                if f.name() == "volume" {
+                    self.volume = Some(v.to_string());
+                }
+            }
+            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                if f.name() == "message" {
+                    self.message = format!("{v:?}");
+                }
+            }
+        }
+        let mut fields = Fields::default();
+        e.record(&mut fields);
+        if let Some(v) = fields.volume
+            && fields.message.contains("waits for the call")
+            && let Some(tx) = WAITS.lock().unwrap().as_ref()
+        {
+            let _ = tx.send(v);
+        }
+    }
+}
+
+/// Two NodeStageVolume-like calls of one `nbd` volume do not cross: while a
+/// stage that is refused in the end is in progress (it recorded its agent
+/// and hangs connecting to it), a second record of the volume's agent waits
+/// for it, and afterwards the volume is reached from the agent the second
+/// one committed. Before, the second committed at once and the refused
+/// stage's undo then put back what it had seen (no agent) over it. Observed
+/// through an agent address the test holds the connection of, and the node
+/// side's log of a call that waits: no timing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_stage_does_not_undo_what_a_concurrent_call_committed() {
+    use csi_types::prelude::Csi;
+    use tracing_subscriber::layer::SubscriberExt;
+    let (waits_tx, mut waits) = tokio::sync::mpsc::unbounded_channel();
+    *WAITS.lock().unwrap() = Some(waits_tx);
+    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(Waits)).unwrap();
+    let s = common::InProcess::with_agent();
+    let side = s.driver.node_side().unwrap().clone();
+    let _release = Release(vec![&*side]);
+    let (rec, agent) = published_mirror(&s).await;
+    let src = source(&s);
+    // An "agent" that accepts and never answers, until the test lets go.
+    let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hung_addr = hung.local_addr().unwrap().to_string();
+    let ctx: csi_types::types::Map = [(composer::agent::CONTEXT_AGENT.to_string(), hung_addr)]
+        .into_iter()
+        .collect();
+    let plugin = s.plugin.clone();
+    let staging = s.dir.path().join("staging").join("mirror");
+    let id = rec.id.clone();
+    let first = tokio::spawn(async move {
+        Csi::node_stage_volume(
+            &plugin,
+            csi_types::node::NodeStageVolumeRequest {
+                volume_id: csi_types::ids::VolumeId::new(&id).unwrap(),
+                publish_context: ctx,
+                staging_target_path: common::np(&staging),
+                volume_capability: common::cap(),
+                secrets: Default::default(),
+                volume_context: Default::default(),
+            },
+        )
+        .await
+    });
+    // The first stage recorded its agent and is connecting to it.
+    let (conn, _) = hung.accept().await.unwrap();
+    let (done_tx, done) = tokio::sync::oneshot::channel();
+    let (side2, id, agent2) = (side.clone(), rec.id.clone(), agent.clone());
+    let second = std::thread::spawn(move || {
+        let r = side2.set_remote(&id, &agent2, src);
+        let _ = done_tx.send(());
+        r
+    });
+    tokio::select! {
+        _ = done => {}
+        v = waits.recv() => assert_eq!(v.as_deref(), Some(rec.id.as_str())),
+    }
+    // The first stage's agent hangs up: that stage is refused.
+    drop(conn);
+    let err = first.await.unwrap().unwrap_err();
+    assert!(!side.is_staged(&rec.id), "{err}");
+    second.join().unwrap().unwrap();
+    assert_eq!(
+        side.agent_of(&rec.id),
+        Some((agent.clone(), src)),
+        "the committed agent stays (the refused stage failed with: {err})"
+    );
+    side.assemble_unexposed(&rec).unwrap();
+}
