@@ -719,13 +719,16 @@ impl NodeStager for ComposerDriver {
         // over the agent another one committed.
         tokio::task::spawn_blocking(move || {
             let turn = side.turn(&rec.id);
+            // Staged by this process already: the stage answers for the
+            // volume as it is, reached from the agent it was staged from.
+            let live = side.is_live(&rec.id);
             let remote = if rec.transport == composer_core::inventory::Transport::Nbd {
                 Some(me.stage_over_nbd(&turn, &rec.record, &ctx)?)
             } else {
                 None
             };
             turn.stage(&rec.record, &staging, block, fs, &flags, &secrets)?;
-            if let Some(r) = remote {
+            if let Some(r) = remote.filter(|_| !live) {
                 r.commit();
             }
             Ok::<_, CsiError>(())

@@ -958,6 +958,12 @@ impl NodeSide {
                 .contains_key(id)
     }
 
+    /// Whether volume `id` is staged by this process (not only recorded by
+    /// an earlier one).
+    pub(crate) fn is_live(&self, id: &str) -> bool {
+        self.lock().contains_key(id)
+    }
+
     /// The engine volume staged for `id`, if any.
     pub fn volume(&self, id: &str) -> Option<Arc<EngineVolume>> {
         self.lock().get(id).and_then(|s| s.volume.clone())

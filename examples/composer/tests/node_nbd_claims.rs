@@ -443,3 +443,55 @@ async fn a_refused_stage_does_not_undo_what_a_concurrent_call_committed() {
     );
     side.assemble_unexposed(&rec).unwrap();
 }
+
+/// A NodeStageVolume of a volume this node serves already (the CO's retry)
+/// answers for the volume as it is: the agent its members are reached from
+/// stays the one it was staged from, even when the retry's publish context
+/// names another. Before, the retry recorded the other agent while the
+/// volume's connections stayed on the first, and a later assembly (a
+/// rebuild's new member) went to an agent the volume was never staged
+/// from. Needs root, FUSE and loop devices (fails under `CI=true` without).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_stage_keeps_the_agent_the_volume_was_staged_from() {
+    use csi_types::prelude::Csi;
+    if !common::can_mount() {
+        return;
+    }
+    let s = common::InProcess::with_agent();
+    let side = s.driver.node_side().unwrap();
+    let _release = Release(vec![side]);
+    let (rec, agent) = published_mirror(&s).await;
+    let v = common::Vol {
+        id: rec.id.clone(),
+        staging: s.dir.path().join("staging").join("mirror"),
+        target: s.dir.path().join("target").join("mirror"),
+    };
+    let ctx = |a: &str| -> csi_types::types::Map {
+        [(composer::agent::CONTEXT_AGENT.to_string(), a.to_string())]
+            .into_iter()
+            .collect()
+    };
+    common::stage_with(&s.plugin, &v, &ctx(&agent))
+        .await
+        .unwrap();
+    assert_eq!(side.agent_of(&rec.id), Some((agent.clone(), source(&s))));
+    // Retried with another agent in the context: staged as it was.
+    common::stage_with(&s.plugin, &v, &ctx(&gone_address()))
+        .await
+        .unwrap();
+    assert_eq!(
+        side.agent_of(&rec.id),
+        Some((agent.clone(), source(&s))),
+        "the agent the volume was staged from"
+    );
+    Csi::node_unstage_volume(
+        &s.plugin,
+        csi_types::node::NodeUnstageVolumeRequest {
+            volume_id: csi_types::ids::VolumeId::new(&rec.id).unwrap(),
+            staging_target_path: common::np(&v.staging),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(side.agent_of(&rec.id), None);
+}
