@@ -637,6 +637,15 @@ impl NodeSide {
             .get(&rec.id)
             .cloned();
         let Some((agent, source)) = remote else {
+            if rec.transport == composer_core::inventory::Transport::Nbd {
+                // Never this node's own drive files in its stead.
+                return Err(CsiError::failed_precondition(format!(
+                    "volume {}: its members are reached over NBD (transport nbd) but no JBOD \
+                     agent is recorded for it on this node: it is not staged here \
+                     (NodeStageVolume records the agent its publish context names)",
+                    rec.id
+                )));
+            }
             return Ok((self.open_member(drive, offset, len)?, Claim::none()));
         };
         let claim = claim_remote(self.claim_id, &rec.id, &agent, drive, offset, len)?;
@@ -1167,11 +1176,8 @@ impl NodeSide {
                 rec.layout.kind.name()
             )));
         }
-        let remote = self
-            .remote
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(&rec.id);
+        // An `nbd` volume's member is reached over NBD ([`NodeSide::member_of`]).
+        let remote = rec.transport == composer_core::inventory::Transport::Nbd;
         if plain && !remote {
             let m = rec
                 .members

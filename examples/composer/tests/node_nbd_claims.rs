@@ -495,3 +495,29 @@ async fn a_repeated_stage_keeps_the_agent_the_volume_was_staged_from() {
     .unwrap();
     assert_eq!(side.agent_of(&rec.id), None);
 }
+
+/// An `nbd` volume whose agent is not recorded on the node (never staged
+/// here, or unstaged: a rebuild that outlives the unstage) is refused with
+/// FAILED_PRECONDITION naming the volume, and the node's own drive files
+/// are not touched in its stead. Before, its members were taken from (and
+/// created as) the node's own drive files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_nbd_volume_without_its_agent_never_falls_back_to_local_files() {
+    let s = common::InProcess::with_agent();
+    let side = s.driver.node_side().unwrap();
+    let _release = Release(vec![side]);
+    let (rec, _) = published_mirror(&s).await;
+    assert_eq!(side.agent_of(&rec.id), None);
+    let err = side.assemble_unexposed(&rec).unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&rec.id) && msg.contains("no JBOD agent"),
+        "{msg}"
+    );
+    assert!(!side.is_staged(&rec.id));
+    for m in &rec.members {
+        let local = s.dir.path().join("drives").join(format!("{}.img", m.drive));
+        assert!(!local.exists(), "{} was created", local.display());
+    }
+}
