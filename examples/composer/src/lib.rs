@@ -714,15 +714,21 @@ impl NodeStager for ComposerDriver {
         let (me, ctx) = (self.clone(), req.publish_context.clone());
         // Off the runtime's threads: an `nbd` volume's agent is resolved,
         // and recorded only if the stage succeeds (a refused stage leaves
-        // the agent the volume had).
+        // the agent the volume had). In the volume's turn: another stage or
+        // unstage of it waits, so that a refused stage's undo never lands
+        // over the agent another one committed.
         tokio::task::spawn_blocking(move || {
+            let turn = side.turn(&rec.id);
+            // Staged by this process already: the stage answers for the
+            // volume as it is, reached from the agent it was staged from.
+            let live = side.is_live(&rec.id);
             let remote = if rec.transport == composer_core::inventory::Transport::Nbd {
-                Some(me.stage_over_nbd(&side, &rec.record, &ctx)?)
+                Some(me.stage_over_nbd(&turn, &rec.record, &ctx)?)
             } else {
                 None
             };
-            side.stage(&rec.record, &staging, block, fs, &flags, &secrets)?;
-            if let Some(r) = remote {
+            turn.stage(&rec.record, &staging, block, fs, &flags, &secrets)?;
+            if let Some(r) = remote.filter(|_| !live) {
                 r.commit();
             }
             Ok::<_, CsiError>(())
@@ -871,7 +877,7 @@ impl ComposerDriver {
     /// returned record is dropped uncommitted.
     fn stage_over_nbd<'a>(
         &self,
-        side: &'a node::NodeSide,
+        turn: &'a node::Turn<'_>,
         rec: &composer_core::store::VolumeRecord,
         ctx: &Map,
     ) -> Result<node::RemoteRecorded<'a>, CsiError> {
@@ -887,7 +893,7 @@ impl ComposerDriver {
             .node
             .and_then(agent::server_address)
             .ok_or_else(|| CsiError::internal("this server has no NBD source address"))?;
-        side.record_remote(&rec.id, agent, source)
+        turn.record_remote(agent, source)
     }
 
     fn side(&self) -> Result<&Arc<node::NodeSide>, CsiError> {

@@ -43,7 +43,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use composer_core::store::{LayoutKind, VolumeRecord};
 
@@ -283,6 +283,62 @@ pub struct NodeSide {
     /// Who this node side is in its claims of drive ranges over NBD
     /// ([`claim_remote`]), unique in the process.
     claim_id: u64,
+    /// The volumes a call holds its [`Turn`] on ([`NodeSide::turn`]).
+    busy: Mutex<std::collections::BTreeSet<String>>,
+    /// Signalled when a [`Turn`] ends.
+    freed: Condvar,
+}
+
+/// A call's turn on one volume ([`NodeSide::turn`]): while it is held, no
+/// other stage, unstage or agent record of that volume runs on this node
+/// side, so that one call's undo of what it recorded never lands over what
+/// another committed. Other volumes are not held up.
+pub(crate) struct Turn<'a> {
+    side: &'a NodeSide,
+    id: String,
+}
+
+impl Turn<'_> {
+    /// [`NodeSide::record_remote`] of the volume, in this turn: the record
+    /// cannot outlive the turn.
+    pub(crate) fn record_remote(
+        &self,
+        agent: &str,
+        source: std::net::IpAddr,
+    ) -> Result<RemoteRecorded<'_>, CsiError> {
+        self.side.record_remote(&self.id, agent, source)
+    }
+
+    /// [`NodeSide::stage`] of the volume, in this turn.
+    pub(crate) fn stage(
+        &self,
+        rec: &VolumeRecord,
+        staging: &Path,
+        block: bool,
+        fs_type: csi_node::FsType,
+        mount_flags: &[String],
+        secrets: &BTreeMap<String, String>,
+    ) -> Result<(), CsiError> {
+        if rec.id != self.id {
+            return Err(internal(format!(
+                "volume {} staged in the turn of volume {}",
+                rec.id, self.id
+            )));
+        }
+        self.side
+            .stage_in_turn(rec, staging, block, fs_type, mount_flags, secrets)
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.side
+            .busy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+        self.side.freed.notify_all();
+    }
 }
 
 /// The agent [`NodeSide::record_remote`] recorded for a volume: dropped
@@ -430,6 +486,29 @@ impl NodeSide {
                 static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
                 NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             },
+            busy: Mutex::new(std::collections::BTreeSet::new()),
+            freed: Condvar::new(),
+        }
+    }
+
+    /// Waits until no other call holds a turn on volume `id`, and takes it
+    /// ([`Turn`]); the turn ends when dropped. Calls on other volumes run
+    /// meanwhile.
+    pub(crate) fn turn(&self, id: &str) -> Turn<'_> {
+        let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        if busy.contains(id) {
+            tracing::debug!(
+                volume = id,
+                "waits for the call in progress on the volume to finish"
+            );
+            while busy.contains(id) {
+                busy = self.freed.wait(busy).unwrap_or_else(|p| p.into_inner());
+            }
+        }
+        busy.insert(id.to_string());
+        Turn {
+            side: self,
+            id: id.to_string(),
         }
     }
 
@@ -449,15 +528,16 @@ impl NodeSide {
         agent: &str,
         source: std::net::IpAddr,
     ) -> Result<(), CsiError> {
-        self.record_remote(id, agent, source)
+        self.turn(id)
+            .record_remote(agent, source)
             .map(RemoteRecorded::commit)
     }
 
     /// As [`NodeSide::set_remote`], until the returned record is committed:
     /// dropped uncommitted (the stage it was for refused), it puts back the
     /// agent the volume had, or none, so that a refused call changes
-    /// nothing.
-    pub(crate) fn record_remote(
+    /// nothing. Called in the volume's [`Turn`] ([`Turn::record_remote`]).
+    fn record_remote(
         &self,
         id: &str,
         agent: &str,
@@ -502,6 +582,34 @@ impl NodeSide {
         })
     }
 
+    /// The JBOD agent volume `id`'s members are reached from over NBD (the
+    /// resolved `host:port`) and the address this server connects from, as
+    /// the volume's last successful NodeStageVolume (or
+    /// [`NodeSide::set_remote`]) recorded them; `None` for a volume reached
+    /// through the node's own drive files, and once the volume is unstaged
+    /// (its next stage records the agent its publish context names).
+    pub fn agent_of(&self, id: &str) -> Option<(String, std::net::IpAddr)> {
+        self.remote
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// Drops the agent recorded for `id` once nothing of it is staged on
+    /// this node side (in this process or recorded by an earlier one): only
+    /// a stage (which records the agent again) or a staged volume's rebuild
+    /// reaches the members, and a volume id created again may be exported by
+    /// another agent.
+    fn forget_remote_unless_staged(&self, id: &str) {
+        if !self.is_staged(id) {
+            self.remote
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(id);
+        }
+    }
+
     /// A member of `rec`: the byte range of its drive, over NBD when the
     /// volume is remote, else of its file, with the claim the node holds on
     /// it. A volume claims exactly these bytes of the drive: a local
@@ -529,6 +637,15 @@ impl NodeSide {
             .get(&rec.id)
             .cloned();
         let Some((agent, source)) = remote else {
+            if rec.transport == composer_core::inventory::Transport::Nbd {
+                // Never this node's own drive files in its stead.
+                return Err(CsiError::failed_precondition(format!(
+                    "volume {}: its members are reached over NBD (transport nbd) but no JBOD \
+                     agent is recorded for it on this node: it is not staged here \
+                     (NodeStageVolume records the agent its publish context names)",
+                    rec.id
+                )));
+            }
             return Ok((self.open_member(drive, offset, len)?, Claim::none()));
         };
         let claim = claim_remote(self.claim_id, &rec.id, &agent, drive, offset, len)?;
@@ -850,6 +967,12 @@ impl NodeSide {
                 .contains_key(id)
     }
 
+    /// Whether volume `id` is staged by this process (not only recorded by
+    /// an earlier one).
+    pub(crate) fn is_live(&self, id: &str) -> bool {
+        self.lock().contains_key(id)
+    }
+
     /// The engine volume staged for `id`, if any.
     pub fn volume(&self, id: &str) -> Option<Arc<EngineVolume>> {
         self.lock().get(id).and_then(|s| s.volume.clone())
@@ -929,7 +1052,21 @@ impl NodeSide {
 
     /// `NodeStageVolume` for `rec` at `staging`: a volume staged there by an
     /// earlier node process is re-assembled and its publishes bound again.
+    /// Waits for another stage or unstage of the volume to finish first.
     pub fn stage(
+        &self,
+        rec: &VolumeRecord,
+        staging: &Path,
+        block: bool,
+        fs_type: csi_node::FsType,
+        mount_flags: &[String],
+        secrets: &BTreeMap<String, String>,
+    ) -> Result<(), CsiError> {
+        self.turn(&rec.id)
+            .stage(rec, staging, block, fs_type, mount_flags, secrets)
+    }
+
+    fn stage_in_turn(
         &self,
         rec: &VolumeRecord,
         staging: &Path,
@@ -1039,11 +1176,8 @@ impl NodeSide {
                 rec.layout.kind.name()
             )));
         }
-        let remote = self
-            .remote
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(&rec.id);
+        // An `nbd` volume's member is reached over NBD ([`NodeSide::member_of`]).
+        let remote = rec.transport == composer_core::inventory::Transport::Nbd;
         if plain && !remote {
             let m = rec
                 .members
@@ -1141,6 +1275,7 @@ impl NodeSide {
     /// kernel (no FUSE, loop or mount): for hosts without them, and for
     /// tools that do I/O through the engine. Unstage it with an empty path.
     pub fn assemble_unexposed(&self, rec: &VolumeRecord) -> Result<Arc<EngineVolume>, CsiError> {
+        let _turn = self.turn(&rec.id);
         if self.cfg.backend == Backend::Mdadm {
             return Err(mdadm_unavailable());
         }
@@ -1182,8 +1317,10 @@ impl NodeSide {
     /// target is refused with FAILED_PRECONDITION naming the targets, and
     /// stays staged; one staged by an earlier process (its stack is dead) is
     /// taken apart, and a later unpublish of its targets unmounts what that
-    /// publish bound ([`NodeSide::unpublish_sources`]).
+    /// publish bound ([`NodeSide::unpublish_sources`]). Waits for another
+    /// stage or unstage of the volume to finish first.
     pub fn unstage(&self, id: &str, staging: &Path) -> Result<(), CsiError> {
+        let _turn = self.turn(id);
         let r = self
             .recovered
             .lock()
@@ -1197,12 +1334,14 @@ impl NodeSide {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(id);
+                self.forget_remote_unless_staged(id);
                 self.save_state()?;
                 tracing::info!(volume = id, "unstaged (staged before the restart)");
             }
             return Ok(());
         }
         self.unstage_live(id, staging)?;
+        self.forget_remote_unless_staged(id);
         self.save_state()
     }
 
