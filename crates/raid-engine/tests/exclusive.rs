@@ -202,7 +202,7 @@ fn members_in_use_by_another_process_are_refused() {
                 m0.to_string(),
                 m1.to_string(),
             ],
-            format!("devices[0] ({m0}): {m0} is in use by another process"),
+            format!("devices[0] ({m0:?}): {m0} is in use by another process"),
         ),
         (
             ["serve-nbd", "--listen", "127.0.0.1:0", "--export"]
