@@ -45,6 +45,10 @@
 //! # Ok::<(), storage_units::ParseSizeError>(())
 //! ```
 //!
+//! Messages quote what they name through the same crate: rejected input by [`quote`] (escaped,
+//! cut after 64 characters), and paths by [`quote_path`] (plain ones as they are, odd ones
+//! escaped, a long one cut in the middle so that its last component stays visible).
+//!
 //! # Features
 //! - `serde`: `ByteSize` and [`ByteRate`] deserialize from an integer (bytes) or a string with a
 //!   unit, and serialize as an integer. A floating-point number (`1.5e9` in JSON) is refused
@@ -53,6 +57,9 @@
 
 use std::fmt;
 use std::str::FromStr;
+
+mod path;
+pub use path::{PATH_HEAD_CHARS, PATH_SHOWN_CHARS, PATH_TAIL_CHARS, quote_path};
 
 /// A unit a size can be written in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -679,7 +686,8 @@ pub const SHOWN_CHARS: usize = 64;
 /// the line), whole up to [`SHOWN_CHARS`] characters, else its first 64 characters followed by
 /// `…` and the whole text's length in bytes, so that the error stays short whatever was read.
 /// Every crate of the SDK quotes rejected input through it ([`ParseSizeError`] keeps the full
-/// text in [`ParseSizeError::input`]).
+/// text in [`ParseSizeError::input`]); a path is shown by [`quote_path`] instead, which keeps
+/// a long path's tail too.
 ///
 /// ```
 /// use storage_units::quote;
@@ -690,7 +698,20 @@ pub const SHOWN_CHARS: usize = 64;
 /// assert_eq!(quote(&long), format!("{:?}… (100000 bytes)", &long[..64]));
 /// ```
 pub fn quote(text: &str) -> String {
-    match cut(text, SHOWN_CHARS) {
+    quote_within(text, SHOWN_CHARS)
+}
+
+/// `text` quoted as [`quote`] quotes it, cut after `max_chars` characters instead of
+/// [`SHOWN_CHARS`]: for input whose readable length is another (a mount option, say).
+///
+/// ```
+/// use storage_units::quote_within;
+///
+/// assert_eq!(quote_within("ro", 4), r#""ro""#);
+/// assert_eq!(quote_within("noatime", 2), r#""no"… (7 bytes)"#);
+/// ```
+pub fn quote_within(text: &str, max_chars: usize) -> String {
+    match cut(text, max_chars) {
         None => format!("{text:?}"),
         Some(at) => format!("{:?}… ({} bytes)", &text[..at], text.len()),
     }
