@@ -24,6 +24,7 @@ use clap::Parser;
 use clap::error::{ContextKind, ContextValue};
 use placement::{Engine, Inventory, PlacementError, RequestFile, VolumeId};
 use serde_json::json;
+use storage_units::quote_path;
 
 #[derive(Parser)]
 #[command(about = "Dry-run volume placement against an inventory")]
@@ -129,7 +130,7 @@ struct SaveTo {
 
 impl SaveTo {
     fn open(path: &Path) -> Result<Self, String> {
-        let fail = |e: std::io::Error| format!("--save {}: {e}", path.display());
+        let fail = |e: std::io::Error| format!("--save {}: {e}", quote_path(path));
         let created = !path.exists();
         let file = std::fs::OpenOptions::new()
             .write(true)
@@ -151,7 +152,7 @@ impl SaveTo {
             .set_len(0)
             .and_then(|()| self.file.write_all(text.as_bytes()))
             .and_then(|()| self.file.flush())
-            .map_err(|e| format!("--save {}: {e}", self.path.display()))
+            .map_err(|e| format!("--save {}: {e}", quote_path(&self.path)))
     }
 }
 
@@ -166,16 +167,16 @@ impl Drop for SaveTo {
 fn run(args: Args) -> Result<(), Failure> {
     let invalid = Failure::Invalid;
     let read = |p: &PathBuf| {
-        std::fs::read_to_string(p).map_err(|e| invalid(format!("{}: {e}", p.display())))
+        std::fs::read_to_string(p).map_err(|e| invalid(format!("{}: {e}", quote_path(p))))
     };
     let inv = Inventory::from_toml(&read(&args.inventory)?)
-        .map_err(|e| invalid(format!("{}: {e}", args.inventory.display())))?;
+        .map_err(|e| invalid(format!("{}: {e}", quote_path(&args.inventory))))?;
     let mut engine = Engine::new(inv, args.seed)
-        .map_err(|e| invalid(format!("{}: {e}", args.inventory.display())))?;
+        .map_err(|e| invalid(format!("{}: {e}", quote_path(&args.inventory))))?;
     let file = match &args.requests {
         Some(path) => Some(
             RequestFile::from_toml(&read(path)?)
-                .map_err(|e| invalid(format!("{}: {e}", path.display())))?,
+                .map_err(|e| invalid(format!("{}: {e}", quote_path(path))))?,
         ),
         None => None,
     };

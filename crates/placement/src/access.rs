@@ -38,7 +38,8 @@ impl Engine {
         let mut idx = Vec::with_capacity(drives.len());
         for d in drives {
             idx.push(
-                *inv.drive_index
+                *inv.ix
+                    .drive_index
                     .get(d)
                     .ok_or_else(|| PlacementError::UnknownTarget(d.to_string()))?,
             );
@@ -50,13 +51,14 @@ impl Engine {
             .iter()
             .enumerate()
             .filter(|(s, _)| {
-                let sb = &inv.server_bw[*s];
+                let sb = &inv.ix.server_bw[*s];
                 idx.iter().all(|&d| {
                     let bw_ok = sb.is_empty()
-                        || inv.drive_bw[d as usize]
+                        || inv.ix.drive_bw[d as usize]
                             .iter()
                             .any(|b| sb.binary_search(b).is_ok());
-                    let tr = inv.spec.drives[d as usize].transports & inv.server_tr[*s] & allowed;
+                    let tr =
+                        inv.spec.drives[d as usize].transports & inv.ix.server_tr[*s] & allowed;
                     bw_ok && !tr.is_empty()
                 })
             })

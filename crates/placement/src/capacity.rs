@@ -154,7 +154,7 @@ impl Engine {
                 .requisite
                 .iter()
                 .filter_map(|seg| seg.first().map(|&(_, x)| x))
-                .flat_map(|x| self.inventory().dom_drives[x as usize].iter().copied())
+                .flat_map(|x| self.inventory().ix.dom_drives[x as usize].iter().copied())
                 .filter(|&d| !c.pins.contains(&d) && self.is_candidate(c, d))
                 .collect();
             v.sort_unstable_by_key(|&d| (std::cmp::Reverse(self.free_of(d)), d));

@@ -188,7 +188,7 @@ impl VolIndex {
         h.finish()
     }
 
-    fn get(&self, id: &VolumeId, volumes: &[Option<Box<Vol>>]) -> Option<u32> {
+    fn get(&self, id: &VolumeId, volumes: &[Option<Arc<Vol>>]) -> Option<u32> {
         if let Some(&s) = self.by_hash.get(&Self::hash(id))
             && volumes[s as usize]
                 .as_ref()
@@ -212,7 +212,7 @@ impl VolIndex {
     }
 
     /// Removes an id whose record is still in `volumes`.
-    fn remove(&mut self, id: &VolumeId, volumes: &[Option<Box<Vol>>]) -> Option<u32> {
+    fn remove(&mut self, id: &VolumeId, volumes: &[Option<Arc<Vol>>]) -> Option<u32> {
         if let Some(s) = self.collided.remove(id) {
             return Some(s);
         }
@@ -255,8 +255,10 @@ pub struct Engine {
     /// The placed volumes, by slot. A removal moves the last volume into the freed slot (as
     /// removing a drive or domain moves the last entry), so that the table holds exactly the
     /// placed volumes, in the order a rebuild from the snapshot gives them: before, it kept a
-    /// slot for every volume ever placed, so a long-lived engine grew without bound.
-    pub(crate) volumes: Vec<Option<Box<Vol>>>,
+    /// slot for every volume ever placed, so a long-lived engine grew without bound. Each
+    /// record is shared with the engine's clones until one of them changes it (a repair, a
+    /// resize), which copies that record only.
+    pub(crate) volumes: Vec<Option<Arc<Vol>>>,
     vol_index: VolIndex,
     /// One shared copy of each distinct request of the placed volumes (volumes placed under
     /// equal requests point to the same copy; a copy goes when its last volume does).
@@ -409,7 +411,7 @@ impl Engine {
                 }
                 other => other,
             })?;
-            let drives: Vec<u32> = v.members.iter().map(|m| e.inv.drive_index[m]).collect();
+            let drives: Vec<u32> = v.members.iter().map(|m| e.inv.ix.drive_index[m]).collect();
             let mut sorted = drives.clone();
             sorted.sort_unstable();
             if sorted.windows(2).any(|w| w[0] == w[1]) {
@@ -537,6 +539,7 @@ impl Engine {
         for (i, m) in volume.members.iter().enumerate() {
             let &d = self
                 .inv
+                .ix
                 .drive_index
                 .get(m)
                 .ok_or_else(|| bad(format!("members[{i}]"), format!("unknown drive '{m}'")))?;
@@ -633,6 +636,7 @@ impl Engine {
     pub fn remove_server(&mut self, id: &ServerId) -> Result<u64, PlacementError> {
         let &i = self
             .inv
+            .ix
             .server_index
             .get(id)
             .ok_or_else(|| PlacementError::UnknownServer(id.clone()))?;
@@ -650,12 +654,13 @@ impl Engine {
             });
         }
         let inv = &mut self.inv;
-        inv.server_index.remove(id);
+        inv.ix_mut().server_index.remove(id);
         inv.spec.servers.swap_remove(i as usize);
         inv.swap_remove_server(i);
         self.server_users.swap_remove(i as usize);
         if let Some(moved) = inv.spec.servers.get(i as usize) {
-            inv.server_index.insert(moved.id.clone(), i);
+            let id = moved.id.clone();
+            inv.ix_mut().server_index.insert(id, i);
         }
         self.version += 1;
         Ok(self.version)
@@ -761,6 +766,7 @@ impl Engine {
     pub fn remove_drive(&mut self, id: &DriveId) -> Result<u64, PlacementError> {
         let &d = self
             .inv
+            .ix
             .drive_index
             .get(id)
             .ok_or_else(|| PlacementError::UnknownTarget(id.to_string()))?;
@@ -836,7 +842,7 @@ impl Engine {
             self.drive_key[d as usize] = k;
             self.classes[moved.0 as usize].set.insert((k, d));
             for &(slot, m) in &self.drive_members[d as usize] {
-                if let Some(v) = self.volumes[slot as usize].as_mut() {
+                if let Some(v) = self.volumes[slot as usize].as_mut().map(Arc::make_mut) {
                     v.drives[m as usize] = d;
                 }
             }
@@ -883,6 +889,7 @@ impl Engine {
     pub fn remove_domain(&mut self, id: &DomainId) -> Result<u64, PlacementError> {
         let &x = self
             .inv
+            .ix
             .dom_index
             .get(id)
             .ok_or_else(|| PlacementError::UnknownTarget(id.to_string()))?;
@@ -892,26 +899,26 @@ impl Engine {
             target: target.clone(),
             held_by: format!("it holds {n} {what}, e.g. '{example}'; {todo} first"),
         };
-        if let Some(&d) = inv.dom_drives[x as usize].first() {
+        if let Some(&d) = inv.ix.dom_drives[x as usize].first() {
             return Err(in_use(
                 "drive(s)",
-                inv.dom_drives[x as usize].len(),
+                inv.ix.dom_drives[x as usize].len(),
                 inv.spec.drives[d as usize].id.as_str(),
                 "remove them",
             ));
         }
-        if let Some(&c) = inv.dom_children[x as usize].first() {
+        if let Some(&c) = inv.ix.dom_children[x as usize].first() {
             return Err(in_use(
                 "child domain(s)",
-                inv.dom_children[x as usize].len(),
+                inv.ix.dom_children[x as usize].len(),
                 inv.spec.domains[c as usize].id.as_str(),
                 "remove them",
             ));
         }
-        if let Some(&s) = inv.dom_servers[x as usize].first() {
+        if let Some(&s) = inv.ix.dom_servers[x as usize].first() {
             return Err(in_use(
                 "server(s)",
-                inv.dom_servers[x as usize].len(),
+                inv.ix.dom_servers[x as usize].len(),
                 inv.spec.servers[s as usize].id.as_str(),
                 "remove them",
             ));
@@ -919,10 +926,11 @@ impl Engine {
         let alone = self.inv.level_goes(x);
         // A placed volume's request that names it in a topology segment, or separates by or
         // names its level when the level goes with it, would no longer compile.
-        let level = &self.inv.levels[self.inv.dom_level[x as usize] as usize];
+        let level = &self.inv.ix.levels[self.inv.ix.dom_level[x as usize] as usize];
         let gone = alone.then_some(level.as_str());
         let left = self
             .inv
+            .ix
             .levels
             .iter()
             .filter(|l| *l != level)
@@ -1026,12 +1034,16 @@ impl Engine {
     pub fn remove_bandwidth_domain(&mut self, id: &BwDomainId) -> Result<u64, PlacementError> {
         let &b = self
             .inv
+            .ix
             .bw_index
             .get(id)
             .ok_or_else(|| PlacementError::UnknownTarget(id.to_string()))?;
         let target = format!("bandwidth domain '{id}'");
         let inv = &self.inv;
-        let (drives, servers) = (&inv.bw_drives[b as usize], &inv.bw_servers[b as usize]);
+        let (drives, servers) = (
+            &inv.ix.bw_drives[b as usize],
+            &inv.ix.bw_servers[b as usize],
+        );
         let held = if let Some(&d) = drives.first() {
             Some(format!(
                 "{} drive(s) list it, e.g. '{}'; remove them",
@@ -1057,12 +1069,12 @@ impl Engine {
         // domain can break one (a request that spreads over it would no longer compile).
         let renumbering = self.inv.plan_bw_removal(b);
         if let Some(new_of) = &renumbering {
-            let k = self.inv.bw_kind_of[b as usize];
+            let k = self.inv.ix.bw_kind_of[b as usize];
             if new_of[k as usize] == u16::MAX {
-                let kind = self.inv.bw_kinds[k as usize].as_str();
+                let kind = self.inv.ix.bw_kinds[k as usize].as_str();
                 let mut left: Vec<(u16, &str)> = new_of
                     .iter()
-                    .zip(&self.inv.bw_kinds)
+                    .zip(&self.inv.ix.bw_kinds)
                     .filter(|x| *x.0 != u16::MAX)
                     .map(|(&n, name)| (n, name.as_str()))
                     .collect();
@@ -1111,11 +1123,12 @@ impl Engine {
     pub fn remove_storage_group(&mut self, id: &GroupId) -> Result<u64, PlacementError> {
         let &g = self
             .inv
+            .ix
             .group_index
             .get(id)
             .ok_or_else(|| PlacementError::UnknownTarget(id.to_string()))?;
         let target = format!("storage group '{id}'");
-        let drives = &self.inv.group_drives[g as usize];
+        let drives = &self.inv.ix.group_drives[g as usize];
         if let Some(&d) = drives.first() {
             return Err(PlacementError::InUse {
                 target,
@@ -1215,11 +1228,11 @@ impl Engine {
             .request
             .attach_server
             .as_ref()
-            .and_then(|s| self.inv.server_index.get(s))
+            .and_then(|s| self.inv.ix.server_index.get(s))
         {
             self.server_users[*s as usize].push(slot);
         }
-        self.volumes.push(Some(Box::new(Vol { spec, drives })));
+        self.volumes.push(Some(Arc::new(Vol { spec, drives })));
     }
 
     /// Moves the volume in the last slot to `slot` (just freed), renumbering its entries in
@@ -1248,7 +1261,7 @@ impl Engine {
             .request
             .attach_server
             .as_ref()
-            .and_then(|s| self.inv.server_index.get(s))
+            .and_then(|s| self.inv.ix.server_index.get(s))
         {
             self.server_users[i as usize].iter_mut().for_each(renumber);
         }
@@ -1298,9 +1311,9 @@ impl Engine {
             kind: s.kind,
             capacity: s.capacity.0,
             rpm: s.rpm,
-            tags: self.inv.drive_tags[d as usize].clone(),
+            tags: self.inv.ix.drive_tags[d as usize].clone(),
             transports: s.transports,
-            group: self.inv.drive_group[d as usize],
+            group: self.inv.ix.drive_group[d as usize],
             health: Health::Healthy,
         }
     }
@@ -1319,9 +1332,9 @@ impl Engine {
             kind: s.kind,
             capacity: s.capacity.0,
             rpm: s.rpm,
-            tags: self.inv.drive_tags[d as usize].clone(),
+            tags: self.inv.ix.drive_tags[d as usize].clone(),
             transports: s.transports,
-            group: self.inv.drive_group[d as usize],
+            group: self.inv.ix.drive_group[d as usize],
             health: s.health,
         };
         if let Some(&c) = self.class_lookup.get(&key) {
@@ -1416,15 +1429,16 @@ impl Engine {
             (s.free.0 + size).min(s.capacity.0)
         };
         self.free[d as usize] = s.free.0;
-        for &b in &self.inv.drive_bw[d as usize] {
-            let l = &mut self.inv.spec.bandwidth_domains[b as usize].load.0;
+        let (ix, spec) = self.inv.split_mut();
+        for &b in &ix.drive_bw[d as usize] {
+            let l = &mut spec.bandwidth_domains[b as usize].load.0;
             *l = if add {
                 l.saturating_add(demand)
             } else {
                 l.saturating_sub(demand)
             };
         }
-        let g = self.inv.drive_group[d as usize];
+        let g = self.inv.ix.drive_group[d as usize];
         if g != NONE {
             let u = &mut self.inv.spec.storage_groups[g as usize].used.0;
             *u = if add {
@@ -1483,26 +1497,26 @@ impl Engine {
                 ));
             }
             let l = if s.storage_group {
-                inv.levels.len() as u16
+                inv.ix.levels.len() as u16
             } else if let Some(a) = &s.attribute {
-                let &x = inv.attr_index.get(a).ok_or_else(|| {
+                let &x = inv.ix.attr_index.get(a).ok_or_else(|| {
                     bad(
                         format!("separation[{i}].attribute"),
                         format!(
                             "'{a}' is not a drive attribute {}",
-                            known("attributes", &inv.attr_names.join(", "))
+                            known("attributes", &inv.ix.attr_names.join(", "))
                         ),
                     )
                 })?;
-                (inv.levels.len() + 1) as u16 + x
+                (inv.ix.levels.len() + 1) as u16 + x
             } else {
-                *inv.level_index.get(&s.level).ok_or_else(|| {
+                *inv.ix.level_index.get(&s.level).ok_or_else(|| {
                     bad(
                         format!("separation[{i}].level"),
                         format!(
                             "'{}' is not a failure-domain level {}",
                             s.level,
-                            known("levels", &inv.levels.join(", "))
+                            known("levels", &inv.ix.levels.join(", "))
                         ),
                     )
                 })?
@@ -1514,13 +1528,13 @@ impl Engine {
         }
         let mut spreads = Vec::new();
         for (i, s) in req.bandwidth_spread.iter().enumerate() {
-            let k = *inv.bw_kind_index.get(&s.kind).ok_or_else(|| {
+            let k = *inv.ix.bw_kind_index.get(&s.kind).ok_or_else(|| {
                 bad(
                     format!("bandwidth_spread[{i}].kind"),
                     format!(
                         "'{}' is not a bandwidth-domain kind {}",
                         s.kind,
-                        known("kinds", &inv.bw_kinds.join(", "))
+                        known("kinds", &inv.ix.bw_kinds.join(", "))
                     ),
                 )
             })?;
@@ -1539,19 +1553,19 @@ impl Engine {
         let require_tags = req
             .require_tags
             .iter()
-            .map(|t| inv.tag_index.get(t).copied())
+            .map(|t| inv.ix.tag_index.get(t).copied())
             .collect::<Option<Vec<u32>>>();
         let exclude_tags = req
             .exclude_tags
             .iter()
-            .filter_map(|t| inv.tag_index.get(t).copied())
+            .filter_map(|t| inv.ix.tag_index.get(t).copied())
             .collect();
         let groups_allowed = if req.storage_groups.is_empty() {
             None
         } else {
             let mut v = Vec::new();
             for (i, g) in req.storage_groups.iter().enumerate() {
-                v.push(*inv.group_index.get(g).ok_or_else(|| {
+                v.push(*inv.ix.group_index.get(g).ok_or_else(|| {
                     bad(
                         format!("storage_groups[{i}]"),
                         format!("unknown storage group '{g}'"),
@@ -1567,7 +1581,7 @@ impl Engine {
             for (i, seg) in list.iter().enumerate() {
                 let mut v = Vec::new();
                 for (k, val) in seg {
-                    let l = *inv.level_index.get(k).ok_or_else(|| {
+                    let l = *inv.ix.level_index.get(k).ok_or_else(|| {
                         bad(
                             format!("{field}[{i}].{k}"),
                             format!("'{k}' is not a failure-domain level"),
@@ -1575,8 +1589,8 @@ impl Engine {
                     })?;
                     let dom = crate::model::DomainId::new(val.as_str())
                         .ok()
-                        .and_then(|id| inv.dom_index.get(&id).copied())
-                        .filter(|&x| inv.dom_level[x as usize] == l)
+                        .and_then(|id| inv.ix.dom_index.get(&id).copied())
+                        .filter(|&x| inv.ix.dom_level[x as usize] == l)
                         .ok_or_else(|| {
                             bad(
                                 format!("{field}[{i}].{k}"),
@@ -1594,6 +1608,7 @@ impl Engine {
         let server = match &req.attach_server {
             None => NONE,
             Some(s) => *inv
+                .ix
                 .server_index
                 .get(s)
                 .ok_or_else(|| bad("attach_server".into(), format!("unknown server '{s}'")))?,
@@ -1609,7 +1624,7 @@ impl Engine {
                             format!("{member} is out of range (volume has {n} members)"),
                         ));
                     }
-                    let &d = inv.drive_index.get(drive).ok_or_else(|| {
+                    let &d = inv.ix.drive_index.get(drive).ok_or_else(|| {
                         bad(
                             format!("pinned[{i}].drive"),
                             format!("unknown drive '{drive}'"),
@@ -1634,7 +1649,7 @@ impl Engine {
         };
         let mut exclude = Vec::new();
         for (i, x) in req.exclude_drives.iter().enumerate() {
-            exclude.push(*inv.drive_index.get(x).ok_or_else(|| {
+            exclude.push(*inv.ix.drive_index.get(x).ok_or_else(|| {
                 bad(
                     format!("exclude_drives[{i}]"),
                     format!("unknown drive '{x}'"),
@@ -1729,9 +1744,9 @@ impl Engine {
             return Some(Filter::Requisite);
         }
         if c.server != NONE {
-            let sb = &inv.server_bw[c.server as usize];
+            let sb = &inv.ix.server_bw[c.server as usize];
             if !sb.is_empty()
-                && !inv.drive_bw[d as usize]
+                && !inv.ix.drive_bw[d as usize]
                     .iter()
                     .any(|b| sb.binary_search(b).is_ok())
             {
@@ -1745,14 +1760,14 @@ impl Engine {
             return Some(Filter::Capacity);
         }
         if c.demand > 0 {
-            for &b in &inv.drive_bw[d as usize] {
+            for &b in &inv.ix.drive_bw[d as usize] {
                 let bd = &inv.spec.bandwidth_domains[b as usize];
                 if bd.load.0.saturating_add(c.demand) > bd.capacity.0 {
                     return Some(Filter::Bandwidth);
                 }
             }
         }
-        let g = inv.drive_group[d as usize];
+        let g = inv.ix.drive_group[d as usize];
         if g != NONE
             && let Some(q) = inv.spec.storage_groups[g as usize].quota
             && inv.spec.storage_groups[g as usize]
@@ -1773,7 +1788,7 @@ impl Engine {
         let mut t =
             self.inv.spec.drives[d as usize].transports & c.transports.unwrap_or(Transports::all());
         if c.server != NONE {
-            t &= self.inv.server_tr[c.server as usize];
+            t &= self.inv.ix.server_tr[c.server as usize];
         }
         t.fastest()
     }
@@ -1790,7 +1805,7 @@ impl Engine {
         let mut v =
             1.0 - self.free[d as usize].saturating_sub(c.size) as f64 / self.cap[d as usize] as f64;
         let mut bw: f64 = 0.0;
-        for &b in &inv.drive_bw[d as usize] {
+        for &b in &inv.ix.drive_bw[d as usize] {
             let bd = &inv.spec.bandwidth_domains[b as usize];
             if bd.capacity.0 > 0 {
                 bw = bw.max(bd.load.0 as f64 / bd.capacity.0 as f64);
@@ -1802,17 +1817,17 @@ impl Engine {
         // members onto much fuller drives (capacity balance comes first).
         v += 0.05 * bw;
         if c.server != NONE {
-            let sd = inv.server_dom[c.server as usize];
+            let sd = inv.ix.server_dom[c.server as usize];
             if sd != NONE {
                 let mut shared = 0;
                 let mut x = sd;
                 while x != NONE {
-                    if inv.anc(d, inv.dom_level[x as usize]) == x {
+                    if inv.anc(d, inv.ix.dom_level[x as usize]) == x {
                         shared += 1;
                     }
-                    x = inv.dom_parent[x as usize];
+                    x = inv.ix.dom_parent[x as usize];
                 }
-                v -= 0.3 * shared as f64 / inv.levels.len().max(1) as f64;
+                v -= 0.3 * shared as f64 / inv.ix.levels.len().max(1) as f64;
             }
         }
         for (i, seg) in c.preferred.iter().enumerate() {
@@ -1873,17 +1888,17 @@ impl Engine {
         for seg in &c.preferred {
             if let Some(&(_, x)) = seg
                 .iter()
-                .max_by_key(|&&(l, x)| (usize::MAX - self.inv.dom_drives[x as usize].len(), l))
+                .max_by_key(|&&(l, x)| (usize::MAX - self.inv.ix.dom_drives[x as usize].len(), l))
             {
                 local_doms.push(x);
             }
         }
-        if c.server != NONE && self.inv.server_dom[c.server as usize] != NONE {
-            local_doms.push(self.inv.server_dom[c.server as usize]);
+        if c.server != NONE && self.inv.ix.server_dom[c.server as usize] != NONE {
+            local_doms.push(self.inv.ix.server_dom[c.server as usize]);
         }
         if !local_doms.is_empty() {
             for x in local_doms {
-                let mut local: Vec<u32> = self.inv.dom_drives[x as usize]
+                let mut local: Vec<u32> = self.inv.ix.dom_drives[x as usize]
                     .iter()
                     .copied()
                     .filter(|&d| self.is_candidate(c, d))
@@ -2129,7 +2144,7 @@ impl Engine {
     /// per-domain index), not a bandwidth kind or an attribute.
     #[inline]
     fn is_level_entry(inv: &Inventory, e: &(bool, u16, u32)) -> bool {
-        !e.0 && (e.1 as usize) < inv.levels.len()
+        !e.0 && (e.1 as usize) < inv.ix.levels.len()
     }
 
     /// Every candidate, best first.
@@ -2147,7 +2162,7 @@ impl Engine {
                 .requisite
                 .iter()
                 .filter_map(|seg| seg.first().map(|&(_, x)| x))
-                .flat_map(|x| self.inv.dom_drives[x as usize].iter().copied())
+                .flat_map(|x| self.inv.ix.dom_drives[x as usize].iter().copied())
                 .filter(|&d| self.is_candidate(c, d))
                 .collect();
             v.sort_unstable();
@@ -2324,7 +2339,7 @@ impl Engine {
                     out.push(SoftViolation {
                         constraint: format!(
                             "bandwidth spreading over '{}'",
-                            inv.bw_kinds[k as usize]
+                            inv.ix.bw_kinds[k as usize]
                         ),
                         detail: format!(
                             "{whose}{n} members behind '{}' (at most {max})",
@@ -2452,7 +2467,7 @@ impl Engine {
             .request
             .attach_server
             .as_ref()
-            .and_then(|s| self.inv.server_index.get(s))
+            .and_then(|s| self.inv.ix.server_index.get(s))
         {
             self.server_users[*s as usize].retain(|&v| v != slot);
         }
@@ -2468,7 +2483,7 @@ impl Engine {
         self.release(&vol.spec.request);
         self.fill_slot(slot);
         self.version += 1;
-        Ok(vol.spec)
+        Ok(Arc::unwrap_or_clone(vol).spec)
     }
 
     /// Re-places the listed members of a placed volume under its original request, keeping
@@ -2535,7 +2550,7 @@ impl Engine {
             self.charge(n, c.size, c.demand, true);
             self.drive_members[n as usize].push((slot, m as u32));
         }
-        if let Some(v) = self.volumes[slot as usize].as_mut() {
+        if let Some(v) = self.volumes[slot as usize].as_mut().map(Arc::make_mut) {
             v.drives = assign.to_vec();
             v.spec.members = assign
                 .iter()
@@ -2628,7 +2643,7 @@ impl Engine {
             self.drive_members[d as usize].push((slot, m as u32));
         }
         let shared = self.intern_ref(&req);
-        if let Some(v) = self.volumes[slot as usize].as_mut() {
+        if let Some(v) = self.volumes[slot as usize].as_mut().map(Arc::make_mut) {
             v.drives = assign;
             v.spec.members = placement.drives();
             let old = std::mem::replace(&mut v.spec.request, shared);
@@ -2674,7 +2689,7 @@ impl Engine {
 
     /// Whether the drive is in a storage group with a quota.
     pub(crate) fn has_quota(&self, d: u32) -> bool {
-        let g = self.inv.drive_group[d as usize];
+        let g = self.inv.ix.drive_group[d as usize];
         g != NONE && self.inv.spec.storage_groups[g as usize].quota.is_some()
     }
 
@@ -2951,13 +2966,13 @@ impl<'a> Search<'a> {
         }
         let unloaded = |j: usize| c.pins[j] == NONE || !c.pins_loaded;
         if c.demand > 0 {
-            for &b in &inv.drive_bw[d as usize] {
+            for &b in &inv.ix.drive_bw[d as usize] {
                 let k = 1 + self
                     .assign
                     .iter()
                     .enumerate()
                     .filter(|&(j, &a)| {
-                        a != NONE && unloaded(j) && inv.drive_bw[a as usize].contains(&b)
+                        a != NONE && unloaded(j) && inv.ix.drive_bw[a as usize].contains(&b)
                     })
                     .count() as u64;
                 let bd = &inv.spec.bandwidth_domains[b as usize];
@@ -2966,7 +2981,7 @@ impl<'a> Search<'a> {
                 }
             }
         }
-        let g = inv.drive_group[d as usize];
+        let g = inv.ix.drive_group[d as usize];
         if g != NONE {
             let gs = &inv.spec.storage_groups[g as usize];
             if let Some(q) = gs.quota {
@@ -2974,7 +2989,9 @@ impl<'a> Search<'a> {
                     .assign
                     .iter()
                     .enumerate()
-                    .filter(|&(j, &a)| a != NONE && unloaded(j) && inv.drive_group[a as usize] == g)
+                    .filter(|&(j, &a)| {
+                        a != NONE && unloaded(j) && inv.ix.drive_group[a as usize] == g
+                    })
                     .count() as u64;
                 if gs.used.0.saturating_add(c.size.saturating_mul(k)) > q.0 {
                     return false;
@@ -2998,9 +3015,9 @@ impl<'a> Search<'a> {
         }
         if c.demand > 0 {
             s.push(NONE);
-            s.extend_from_slice(&inv.drive_bw[d as usize]);
+            s.extend_from_slice(&inv.ix.drive_bw[d as usize]);
         }
-        let g = inv.drive_group[d as usize];
+        let g = inv.ix.drive_group[d as usize];
         if g != NONE && inv.spec.storage_groups[g as usize].quota.is_some() {
             s.push(NONE - 1);
             s.push(g);
@@ -3136,13 +3153,13 @@ mod tests {
                 self.drive_class.len(),
                 self.drive_key.len(),
                 self.drive_members.len(),
-                self.inv.drive_index.len(),
-                self.inv.drive_bw.len(),
-                self.inv.drive_tags.len(),
-                self.inv.drive_attrs.len(),
-                self.inv.drive_group.len(),
+                self.inv.ix.drive_index.len(),
+                self.inv.ix.drive_bw.len(),
+                self.inv.ix.drive_tags.len(),
+                self.inv.ix.drive_attrs.len(),
+                self.inv.ix.drive_group.len(),
             ];
-            if self.inv.drive_anc.len() != n * self.inv.levels.len() {
+            if self.inv.ix.drive_anc.len() != n * self.inv.ix.levels.len() {
                 return Err("ancestor table length".into());
             }
             if lens.iter().any(|&l| l != n) {
@@ -3156,11 +3173,11 @@ mod tests {
                     != (splitmix(self.seed ^ splitmix(d as u64)) >> 32) as u32
                     || self.free[d as usize] != s.free.0
                     || self.cap[d as usize] != s.capacity.0
-                    || self.inv.drive_index[&s.id] != d
+                    || self.inv.ix.drive_index[&s.id] != d
                     || self.drive_key[d as usize] != self.compute_key(d)
                     || c.key.health != s.health
                     || c.key.capacity != s.capacity.0
-                    || c.key.group != self.inv.drive_group[d as usize]
+                    || c.key.group != self.inv.ix.drive_group[d as usize]
                     || !c.set.contains(&(self.drive_key[d as usize], d))
                 {
                     return Err(format!("tables of drive {d}"));
@@ -3179,11 +3196,11 @@ mod tests {
             if in_sets != self.classes.iter().map(|c| c.set.len()).sum::<usize>() {
                 return Err("class sets hold stale entries".into());
             }
-            let l = self.inv.levels.len();
-            for (x, list) in self.inv.dom_drives.iter().enumerate() {
+            let l = self.inv.ix.levels.len();
+            for (x, list) in self.inv.ix.dom_drives.iter().enumerate() {
                 let want: Vec<u32> = (0..n as u32)
                     .filter(|&d| {
-                        self.inv.drive_anc[d as usize * l..(d as usize + 1) * l]
+                        self.inv.ix.drive_anc[d as usize * l..(d as usize + 1) * l]
                             .contains(&(x as u32))
                     })
                     .collect();
@@ -3197,33 +3214,50 @@ mod tests {
             let fresh = Inventory::from_spec(spec).map_err(|e| e.to_string())?;
             let i = &self.inv;
             if (
-                &fresh.levels,
-                &fresh.dom_level,
-                &fresh.drive_anc,
-                &fresh.dom_parent,
-            ) != (&i.levels, &i.dom_level, &i.drive_anc, &i.dom_parent)
+                &fresh.ix.levels,
+                &fresh.ix.dom_level,
+                &fresh.ix.drive_anc,
+                &fresh.ix.dom_parent,
+            ) != (
+                &i.ix.levels,
+                &i.ix.dom_level,
+                &i.ix.drive_anc,
+                &i.ix.dom_parent,
+            ) || (
+                &fresh.ix.bw_kinds,
+                &fresh.ix.bw_kind_of,
+                &fresh.ix.drive_bw,
+                &fresh.ix.server_bw,
+            ) != (
+                &i.ix.bw_kinds,
+                &i.ix.bw_kind_of,
+                &i.ix.drive_bw,
+                &i.ix.server_bw,
+            ) || fresh.ix.bw_kind_index != i.ix.bw_kind_index
                 || (
-                    &fresh.bw_kinds,
-                    &fresh.bw_kind_of,
-                    &fresh.drive_bw,
-                    &fresh.server_bw,
-                ) != (&i.bw_kinds, &i.bw_kind_of, &i.drive_bw, &i.server_bw)
-                || fresh.bw_kind_index != i.bw_kind_index
-                || (&fresh.bw_drives, &fresh.bw_servers, &fresh.group_drives)
-                    != (&i.bw_drives, &i.bw_servers, &i.group_drives)
-                || (&fresh.dom_children, &fresh.dom_servers, &fresh.level_doms)
-                    != (&i.dom_children, &i.dom_servers, &i.level_doms)
-                || fresh.server_dom != i.server_dom
-                || (&fresh.drive_group, &fresh.attr_names, &fresh.drive_attrs)
-                    != (&i.drive_group, &i.attr_names, &i.drive_attrs)
+                    &fresh.ix.bw_drives,
+                    &fresh.ix.bw_servers,
+                    &fresh.ix.group_drives,
+                ) != (&i.ix.bw_drives, &i.ix.bw_servers, &i.ix.group_drives)
                 || (
-                    &fresh.attr_values,
-                    &fresh.attr_index,
-                    &fresh.attr_value_index,
-                ) != (&i.attr_values, &i.attr_index, &i.attr_value_index)
-                || (&fresh.attr_name_drives, &fresh.attr_value_drives)
-                    != (&i.attr_name_drives, &i.attr_value_drives)
-                || fresh.level_index != i.level_index
+                    &fresh.ix.dom_children,
+                    &fresh.ix.dom_servers,
+                    &fresh.ix.level_doms,
+                ) != (&i.ix.dom_children, &i.ix.dom_servers, &i.ix.level_doms)
+                || fresh.ix.server_dom != i.ix.server_dom
+                || (
+                    &fresh.ix.drive_group,
+                    &fresh.ix.attr_names,
+                    &fresh.ix.drive_attrs,
+                ) != (&i.ix.drive_group, &i.ix.attr_names, &i.ix.drive_attrs)
+                || (
+                    &fresh.ix.attr_values,
+                    &fresh.ix.attr_index,
+                    &fresh.ix.attr_value_index,
+                ) != (&i.ix.attr_values, &i.ix.attr_index, &i.ix.attr_value_index)
+                || (&fresh.ix.attr_name_drives, &fresh.ix.attr_value_drives)
+                    != (&i.ix.attr_name_drives, &i.ix.attr_value_drives)
+                || fresh.ix.level_index != i.ix.level_index
             {
                 return Err("inventory tables differ from a re-index".into());
             }
@@ -3452,12 +3486,13 @@ mod tests {
                         );
                         // Sometimes naming a level, an attribute or a bandwidth kind, which then
                         // cannot go while the volume stays.
-                        if !e.inv.levels.is_empty() && rng.random_range(0..2) == 0 {
-                            let l = rng.random_range(0..e.inv.levels.len());
-                            req = req.separate(&e.inv.levels[l].clone(), Mode::Soft);
+                        if !e.inv.ix.levels.is_empty() && rng.random_range(0..2) == 0 {
+                            let l = rng.random_range(0..e.inv.ix.levels.len());
+                            req = req.separate(&e.inv.ix.levels[l].clone(), Mode::Soft);
                         }
-                        if !e.inv.attr_names.is_empty() && rng.random_range(0..2) == 0 {
-                            let a = &e.inv.attr_names[rng.random_range(0..e.inv.attr_names.len())];
+                        if !e.inv.ix.attr_names.is_empty() && rng.random_range(0..2) == 0 {
+                            let a = &e.inv.ix.attr_names
+                                [rng.random_range(0..e.inv.ix.attr_names.len())];
                             req.separation
                                 .push(crate::request::Separation::attribute(a, Mode::Soft));
                         }
@@ -3466,10 +3501,11 @@ mod tests {
                                 [rng.random_range(0..e.inv.spec.storage_groups.len())];
                             req.storage_groups.push(g.id.clone());
                         }
-                        if !e.inv.bw_kinds.is_empty() && rng.random_range(0..2) == 0 {
+                        if !e.inv.ix.bw_kinds.is_empty() && rng.random_range(0..2) == 0 {
                             req.bandwidth_spread.push(crate::request::Spread {
-                                kind: e.inv.bw_kinds[rng.random_range(0..e.inv.bw_kinds.len())]
-                                    .clone(),
+                                kind: e.inv.ix.bw_kinds
+                                    [rng.random_range(0..e.inv.ix.bw_kinds.len())]
+                                .clone(),
                                 mode: Mode::Soft,
                                 max_per_domain: 1,
                                 per_group: false,
@@ -3517,7 +3553,7 @@ mod tests {
             }
             let rebuilt = Engine::new(e.snapshot(), seed).unwrap();
             rebuilt.check_indexes().unwrap();
-            for level in e.inv.levels.clone() {
+            for level in e.inv.ix.levels.clone() {
                 for legs in 1..5 {
                     let req = Request::new(Shape::Mirror { legs }, 5).separate(&level, Mode::Hard);
                     let (a, b) = (
@@ -3565,9 +3601,9 @@ mod tests {
         }
         let ids: Vec<&str> = e.inv.spec.domains.iter().map(|d| d.id.as_str()).collect();
         assert_eq!(ids, ["c", "p"]);
-        assert_eq!(e.inv.dom_parent, [1, NONE]);
-        assert_eq!(e.inv.server_dom, [1, 0]);
-        assert_eq!(e.inv.levels, ["rack", "zone"]);
+        assert_eq!(e.inv.ix.dom_parent, [1, NONE]);
+        assert_eq!(e.inv.ix.server_dom, [1, 0]);
+        assert_eq!(e.inv.ix.levels, ["rack", "zone"]);
         // p still holds c and s; then both go, and p with them.
         assert!(e.remove_domain(&DomainId::new("p").unwrap()).is_err());
         e.remove_drive(&DriveId::new("d").unwrap()).unwrap();
@@ -3578,7 +3614,7 @@ mod tests {
             e.remove_domain(&DomainId::new(x).unwrap()).unwrap();
             e.check_indexes().unwrap();
         }
-        assert!(e.inv.levels.is_empty());
+        assert!(e.inv.ix.levels.is_empty());
     }
 
     /// Placing and removing volumes for a long time keeps the engine's volume table at the
@@ -3631,8 +3667,50 @@ mod tests {
         }
     }
 
-    fn vol(id: &str) -> Option<Box<Vol>> {
-        Some(Box::new(Vol {
+    /// A clone shares the inventory's indexes with the engine it came from while either places
+    /// and removes volumes (those change only the spec), and a live change of the inventory's
+    /// shape copies them for the engine that makes it, leaving the other as it was.
+    #[test]
+    fn a_clone_shares_the_indexes_until_the_shape_changes() {
+        let inv = Inventory::from_toml(
+            "[[drive]]\nid = \"a\"\nkind = \"hdd\"\ncapacity = 1000\n\
+             [[drive]]\nid = \"b\"\nkind = \"hdd\"\ncapacity = 1000\n",
+        )
+        .unwrap();
+        let mut e = Engine::new(inv, 7).unwrap();
+        let id = |n: &str| VolumeId::new(n).unwrap();
+        e.place(id("v0"), &Request::new(Shape::Single, 10)).unwrap();
+        let mut copy = e.clone();
+        assert!(copy.inv.shares_index_with(&e.inv));
+        let record = |e: &Engine| e.volumes[0].clone().unwrap();
+        assert!(Arc::ptr_eq(&record(&e), &record(&copy)));
+        // An expansion on the clone copies that one record; the engine keeps its own.
+        let mirror = Request::new(Shape::Mirror { legs: 2 }, 10);
+        copy.expand(&id("v0"), &mirror).unwrap();
+        assert!(!Arc::ptr_eq(&record(&e), &record(&copy)));
+        assert_eq!(e.volume(&id("v0")).unwrap().members.len(), 1);
+        assert_eq!(copy.volume(&id("v0")).unwrap().members.len(), 2);
+        copy.place(id("v1"), &Request::new(Shape::Single, 20))
+            .unwrap();
+        e.remove(&id("v0")).unwrap();
+        assert!(copy.inv.shares_index_with(&e.inv));
+        assert_eq!(e.volumes().count(), 0);
+        assert_eq!(copy.volumes().count(), 2);
+        e.check_indexes().unwrap();
+        copy.check_indexes().unwrap();
+        let before = e.snapshot();
+        let mut c = e.inventory().spec().drives[0].clone();
+        c.id = DriveId::new("c").unwrap();
+        copy.add_drive(c).unwrap();
+        assert!(!copy.inv.shares_index_with(&e.inv));
+        assert_eq!(e.snapshot().spec(), before.spec());
+        assert_eq!(copy.inventory().spec().drives.len(), 3);
+        copy.check_indexes().unwrap();
+        e.check_indexes().unwrap();
+    }
+
+    fn vol(id: &str) -> Option<Arc<Vol>> {
+        Some(Arc::new(Vol {
             spec: VolumeSpec {
                 id: VolumeId::new(id).unwrap(),
                 request: Request::new(Shape::Single, 1).into(),

@@ -659,7 +659,7 @@ impl GroupLimit {
         if self.bw {
             format!(
                 "{} bandwidth spreading per group",
-                inv.bw_kinds[self.key as usize]
+                inv.ix.bw_kinds[self.key as usize]
             )
         } else {
             format!("{} separation", inv.scope_of(self.key).short())
@@ -788,7 +788,7 @@ impl Engine {
             let blocker = |domains: usize, room: usize, needed: usize, group: Option<usize>| {
                 if lim.bw {
                     Blocker::Spreading {
-                        kind: inv.bw_kinds[lim.key as usize].clone(),
+                        kind: inv.ix.bw_kinds[lim.key as usize].clone(),
                         domains,
                         room,
                         needed,
@@ -1111,7 +1111,7 @@ impl Engine {
         let mut out: Vec<(Buckets, Box<dyn Fn(usize, usize, usize) -> Blocker>)> = Vec::new();
         let pins: Vec<u32> = c.pins.iter().copied().filter(|&p| p != NONE).collect();
         let unloaded_pins: &[u32] = if c.pins_loaded { &[] } else { &pins };
-        for k in 0..inv.bw_kinds.len() as u16 {
+        for k in 0..inv.ix.bw_kinds.len() as u16 {
             let spread = c
                 .spreads
                 .iter()
@@ -1154,7 +1154,7 @@ impl Engine {
                 });
                 of.push(Some(i));
             }
-            let kind = inv.bw_kinds[k as usize].clone();
+            let kind = inv.ix.bw_kinds[k as usize].clone();
             if let Some(max) = spread {
                 let kind = kind.clone();
                 out.push((
@@ -1205,7 +1205,7 @@ impl Engine {
         let mut room = Vec::new();
         let mut ids = Vec::new();
         for &d in cands {
-            let g = inv.drive_group[d as usize];
+            let g = inv.ix.drive_group[d as usize];
             let quota = (g != NONE)
                 .then(|| inv.spec.storage_groups[g as usize].quota)
                 .flatten();
@@ -1218,7 +1218,7 @@ impl Engine {
                 let r = q.0.saturating_sub(used) / c.size.max(1);
                 let pinned = unloaded_pins
                     .iter()
-                    .filter(|&&p| inv.drive_group[p as usize] == g)
+                    .filter(|&&p| inv.ix.drive_group[p as usize] == g)
                     .count() as u32;
                 room.push((r.min(u32::MAX as u64) as u32).saturating_sub(pinned));
                 ids.push(g);

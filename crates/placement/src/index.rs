@@ -182,13 +182,13 @@ impl DomainIndex {
                 let leaf = inv.spec.drives[d as usize]
                     .domain
                     .as_ref()
-                    .and_then(|x| inv.dom_index.get(x).copied())
+                    .and_then(|x| inv.ix.dom_index.get(x).copied())
                     .unwrap_or(NONE);
                 let mut p = Vec::new();
                 let mut x = leaf;
                 while x != NONE {
                     p.push(x);
-                    x = inv.dom_parent[x as usize];
+                    x = inv.ix.dom_parent[x as usize];
                 }
                 p.reverse();
                 p
@@ -201,6 +201,7 @@ impl DomainIndex {
             pos[d as usize] = (p as u64 + 1) * GAP;
         }
         let dom_range = inv
+            .ix
             .dom_drives
             .iter()
             .map(|ds| {
@@ -254,7 +255,7 @@ impl DomainIndex {
     fn new_position(&self, inv: &Inventory, leaf_domain: u32) -> Option<u64> {
         let mut x = leaf_domain;
         while x != NONE && self.dom_range[x as usize].0 == self.dom_range[x as usize].1 {
-            x = inv.dom_parent[x as usize];
+            x = inv.ix.dom_parent[x as usize];
         }
         let pred = if x == NONE {
             // Positions start at GAP, so 0 is below all of them.
@@ -275,12 +276,12 @@ impl DomainIndex {
     /// with leaf value `val`; its domains must be indexed in `inv`. `false` (and nothing
     /// changed) when no position is free: the caller rebuilds the index.
     pub(crate) fn push(&mut self, inv: &Inventory, d: u32, class: usize, val: u128) -> bool {
-        let l = inv.levels.len();
-        let anc = &inv.drive_anc[d as usize * l..(d as usize + 1) * l];
+        let l = inv.ix.levels.len();
+        let anc = &inv.ix.drive_anc[d as usize * l..(d as usize + 1) * l];
         let leaf_domain = inv.spec.drives[d as usize]
             .domain
             .as_ref()
-            .and_then(|x| inv.dom_index.get(x).copied())
+            .and_then(|x| inv.ix.dom_index.get(x).copied())
             .unwrap_or(NONE);
         let Some(p) = self.new_position(inv, leaf_domain) else {
             return false;
@@ -355,11 +356,13 @@ impl DomainIndex {
         value: impl Fn(u32) -> u128,
     ) -> Result<(), String> {
         let n = inv.spec.drives.len();
-        if self.of.len() != n || self.pos.len() != n || self.dom_range.len() != inv.dom_level.len()
+        if self.of.len() != n
+            || self.pos.len() != n
+            || self.dom_range.len() != inv.ix.dom_level.len()
         {
             return Err("table lengths".into());
         }
-        let l = inv.levels.len();
+        let l = inv.ix.levels.len();
         for d in 0..n as u32 {
             let (c, i) = self.of[d as usize];
             let sc = &self.classes[c as usize];
@@ -373,7 +376,7 @@ impl DomainIndex {
             {
                 return Err(format!("leaf of drive {d}"));
             }
-            let anc = &inv.drive_anc[d as usize * l..(d as usize + 1) * l];
+            let anc = &inv.ix.drive_anc[d as usize * l..(d as usize + 1) * l];
             for (x, &(lo, hi)) in self.dom_range.iter().enumerate() {
                 if (lo <= p && p < hi) != anc.contains(&(x as u32)) {
                     return Err(format!(
@@ -413,7 +416,7 @@ impl DomainIndex {
                 if x == a {
                     return true;
                 }
-                x = inv.dom_parent[x as usize];
+                x = inv.ix.dom_parent[x as usize];
             }
             false
         };

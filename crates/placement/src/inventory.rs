@@ -382,9 +382,25 @@ impl RawInventory {
 ///
 /// Build it with [`Inventory::from_toml`] or [`Inventory::from_spec`]; both check ids, references,
 /// cycles and sizes. Read the data back with [`Inventory::spec`]; save with [`Inventory::to_toml`].
+///
+/// `Clone` is cheap in the indexes: they sit behind one [`Arc`], shared by the copies until one
+/// of them changes the inventory's shape (a live drive, domain or group change, which copies
+/// them then), since placing and releasing volumes changes only the spec's free space, loads,
+/// used bytes and health. The spec itself is copied.
 #[derive(Debug, Clone)]
 pub struct Inventory {
     pub(crate) spec: InventorySpec,
+    /// Everything but the spec, shared between clones (see [`Inventory`]'s `Clone`). Read
+    /// through the field (`inv.ix.levels`); written through [`Inventory::ix_mut`], or
+    /// `Arc::make_mut` where a shape change also writes the spec: both copy it if a clone
+    /// shares it, so every place that can copy it says so.
+    pub(crate) ix: Arc<Index>,
+}
+
+/// The indexes of an [`Inventory`], derived from its spec; they change only with the
+/// inventory's shape, never when a volume is placed or released.
+#[derive(Debug, Clone)]
+pub(crate) struct Index {
     pub(crate) levels: Vec<String>,
     pub(crate) level_index: HashMap<String, u16>,
     /// The domains at each level: levels are numbered by first appearance in domain order, so
@@ -442,6 +458,28 @@ pub struct Inventory {
     pub(crate) attr_value_drives: Vec<BTreeSet<u32>>,
 }
 
+impl Inventory {
+    /// The indexes to write, copied first if a clone shares them (all of them, for every
+    /// drive). Only shape changes call it: placing and releasing volumes change only the spec
+    /// (see [`Inventory::split_mut`]), so they never copy the indexes.
+    pub(crate) fn ix_mut(&mut self) -> &mut Index {
+        Arc::make_mut(&mut self.ix)
+    }
+
+    /// The indexes to read and the spec to write, borrowed apart (a `&self` method would
+    /// borrow the whole inventory).
+    pub(crate) fn split_mut(&mut self) -> (&Index, &mut InventorySpec) {
+        (&self.ix, &mut self.spec)
+    }
+
+    /// Whether `self` and `other` share one copy of the indexes (a clone does until either
+    /// changes shape).
+    #[cfg(test)]
+    pub(crate) fn shares_index_with(&self, other: &Inventory) -> bool {
+        Arc::ptr_eq(&self.ix, &other.ix)
+    }
+}
+
 /// How a drive removal renumbers the attribute tables, worked out by
 /// [`Inventory::plan_drive_removal`] before anything changes: `new_of[old]` for the names and
 /// for the values (`NONE` for one that no drive carries any more), or `None` when every number
@@ -458,13 +496,13 @@ impl AttrRenumbering {
         let Some(new_of) = &self.names else {
             return (
                 Vec::new(),
-                inv.attr_names.iter().map(|x| x.as_str()).collect(),
+                inv.ix.attr_names.iter().map(|x| x.as_str()).collect(),
             );
         };
         let mut left: Vec<(u32, &str)> = Vec::new();
         let mut gone = Vec::new();
         for (o, &n) in new_of.iter().enumerate() {
-            let name = inv.attr_names[o].as_str();
+            let name = inv.ix.attr_names[o].as_str();
             if n == NONE {
                 gone.push(name);
             } else {
@@ -606,20 +644,21 @@ impl Inventory {
 
     /// The failure-domain level names, in order of first appearance.
     pub fn levels(&self) -> &[String] {
-        &self.levels
+        &self.ix.levels
     }
 
     /// Looks a drive up by id.
     pub fn drive(&self, id: &DriveId) -> Option<&DriveSpec> {
-        self.drive_index
+        self.ix
+            .drive_index
             .get(id)
             .map(|&i| &self.spec.drives[i as usize])
     }
 
     /// The ancestor of a drive at a level, if it has one.
     pub fn drive_domain_at(&self, drive: &DriveId, level: &str) -> Option<&DomainId> {
-        let d = *self.drive_index.get(drive)?;
-        let l = *self.level_index.get(level)?;
+        let d = *self.ix.drive_index.get(drive)?;
+        let l = *self.ix.level_index.get(level)?;
         let a = self.anc(d, l);
         (a != NONE).then(|| &self.spec.domains[a as usize].id)
     }
@@ -635,33 +674,33 @@ impl Inventory {
 
     pub(crate) fn target_drives(&self, target: &str) -> Option<Vec<u32>> {
         if let Ok(id) = DriveId::new(target)
-            && let Some(&d) = self.drive_index.get(&id)
+            && let Some(&d) = self.ix.drive_index.get(&id)
         {
             return Some(vec![d]);
         }
         let id = DomainId::new(target).ok()?;
-        let &x = self.dom_index.get(&id)?;
-        Some(self.dom_drives[x as usize].clone())
+        let &x = self.ix.dom_index.get(&id)?;
+        Some(self.ix.dom_drives[x as usize].clone())
     }
 
     #[inline]
     pub(crate) fn anc(&self, d: u32, level: u16) -> u32 {
-        self.drive_anc[d as usize * self.levels.len() + level as usize]
+        self.ix.drive_anc[d as usize * self.ix.levels.len() + level as usize]
     }
 
     /// The drive's value in a separation dimension (a failure domain for a level, a storage
     /// group, an attribute value), or `NONE` when it has none there (unconstrained).
     #[inline]
     pub(crate) fn sep_key(&self, d: u32, dim: u16) -> u32 {
-        let l = self.levels.len();
+        let l = self.ix.levels.len();
         let dim = dim as usize;
         if dim < l {
             self.anc(d, dim as u16)
         } else if dim == l {
-            self.drive_group[d as usize]
+            self.ix.drive_group[d as usize]
         } else {
             let a = (dim - l - 1) as u16;
-            let attrs = &self.drive_attrs[d as usize];
+            let attrs = &self.ix.drive_attrs[d as usize];
             match attrs.binary_search_by_key(&a, |x| x.0) {
                 Ok(i) => attrs[i].1,
                 Err(_) => NONE,
@@ -671,36 +710,36 @@ impl Inventory {
 
     /// The name of a value `x` of dimension `dim` (domain id, group id, attribute value).
     pub(crate) fn sep_value_name(&self, dim: u16, x: u32) -> &str {
-        let l = self.levels.len();
+        let l = self.ix.levels.len();
         let dim = dim as usize;
         if dim < l {
             self.spec.domains[x as usize].id.as_str()
         } else if dim == l {
             self.spec.storage_groups[x as usize].id.as_str()
         } else {
-            &self.attr_values[x as usize]
+            &self.ix.attr_values[x as usize]
         }
     }
 
     /// What a separation dimension separates by.
     pub(crate) fn scope_of(&self, dim: u16) -> crate::explain::Scope {
         use crate::explain::Scope;
-        let l = self.levels.len();
+        let l = self.ix.levels.len();
         let dim = dim as usize;
         if dim < l {
-            Scope::Level(self.levels[dim].clone())
+            Scope::Level(self.ix.levels[dim].clone())
         } else if dim == l {
             Scope::StorageGroup
         } else {
-            Scope::Attribute(self.attr_names[dim - l - 1].clone())
+            Scope::Attribute(self.ix.attr_names[dim - l - 1].clone())
         }
     }
 
     /// The drive's bandwidth domain of a kind, or `NONE`.
     #[inline]
     pub(crate) fn bw_of_kind(&self, d: u32, kind: u16) -> u32 {
-        for &b in &self.drive_bw[d as usize] {
-            if self.bw_kind_of[b as usize] == kind {
+        for &b in &self.ix.drive_bw[d as usize] {
+            if self.ix.bw_kind_of[b as usize] == kind {
                 return b;
             }
         }
@@ -709,7 +748,8 @@ impl Inventory {
 
     /// The index of the failure domain that `entry` names in its `domain`.
     fn domain_ref(&self, entry: &str, x: &DomainId) -> Result<u32, InventoryError> {
-        self.dom_index
+        self.ix
+            .dom_index
             .get(x)
             .copied()
             .ok_or_else(|| InventoryError::UnknownReference {
@@ -722,7 +762,8 @@ impl Inventory {
 
     /// The index of a bandwidth domain that `entry` lists in its `bandwidth_domains`.
     fn bw_ref(&self, entry: &str, b: &BwDomainId) -> Result<u32, InventoryError> {
-        self.bw_index
+        self.ix
+            .bw_index
             .get(b)
             .copied()
             .ok_or_else(|| InventoryError::UnknownReference {
@@ -737,7 +778,7 @@ impl Inventory {
     /// Changes nothing on error.
     pub(crate) fn index_server(&mut self, s: &ServerSpec) -> Result<(), InventoryError> {
         let entry = || format!("server '{}'", s.id);
-        new_id(&self.server_index, "server", &s.id)?;
+        new_id(&self.ix.server_index, "server", &s.id)?;
         let dom = match &s.domain {
             None => NONE,
             Some(x) => self.domain_ref(&entry(), x)?,
@@ -746,31 +787,32 @@ impl Inventory {
         for b in &s.bandwidth_domains {
             bws.push(self.bw_ref(&entry(), b)?);
         }
+        let ix = self.ix_mut();
         bws.sort_unstable();
-        let i = self.server_dom.len() as u32;
+        let i = ix.server_dom.len() as u32;
         for &b in &bws {
             // (A server may list a domain twice: it is listed once.)
-            let list = &mut self.bw_servers[b as usize];
+            let list = &mut ix.bw_servers[b as usize];
             if list.last() != Some(&i) {
                 list.push(i);
             }
         }
-        self.server_index.insert(s.id.clone(), i);
+        ix.server_index.insert(s.id.clone(), i);
         if dom != NONE {
-            self.dom_servers[dom as usize].push(i);
+            ix.dom_servers[dom as usize].push(i);
         }
-        self.server_dom.push(dom);
-        self.server_tr
-            .push(s.transports.unwrap_or(Transports::all()));
-        self.server_bw.push(bws);
+        ix.server_dom.push(dom);
+        ix.server_tr.push(s.transports.unwrap_or(Transports::all()));
+        ix.server_bw.push(bws);
         Ok(())
     }
 
     /// Checks a bandwidth domain appended after the existing ones and indexes it (the spec's
     /// list is the caller's to extend). Nothing changes on error.
     pub(crate) fn index_bw_domain(&mut self, b: &BwDomainSpec) -> Result<(), InventoryError> {
+        let ix = self.ix_mut();
         let entry = || format!("bandwidth_domain '{}'", b.id);
-        new_id(&self.bw_index, "bandwidth_domain", &b.id)?;
+        new_id(&ix.bw_index, "bandwidth_domain", &b.id)?;
         for (field, v) in [("capacity", b.capacity), ("load", b.load)] {
             check_toml_int(&entry, field, v)?;
         }
@@ -790,16 +832,15 @@ impl Inventory {
         if b.kind.trim().is_empty() {
             return Err(invalid(entry(), "kind", "must not be empty"));
         }
-        self.bw_index
-            .insert(b.id.clone(), self.bw_kind_of.len() as u32);
-        let next = self.bw_kinds.len() as u16;
-        let k = *self.bw_kind_index.entry(b.kind.clone()).or_insert(next);
+        ix.bw_index.insert(b.id.clone(), ix.bw_kind_of.len() as u32);
+        let next = ix.bw_kinds.len() as u16;
+        let k = *ix.bw_kind_index.entry(b.kind.clone()).or_insert(next);
         if k == next {
-            self.bw_kinds.push(b.kind.clone());
+            ix.bw_kinds.push(b.kind.clone());
         }
-        self.bw_kind_of.push(k);
-        self.bw_drives.push(Vec::new());
-        self.bw_servers.push(Vec::new());
+        ix.bw_kind_of.push(k);
+        ix.bw_drives.push(Vec::new());
+        ix.bw_servers.push(Vec::new());
         Ok(())
     }
 
@@ -810,28 +851,31 @@ impl Inventory {
     /// domain is new, so this is one copy of the table and no re-index.
     pub(crate) fn index_domain(&mut self, d: &DomainSpec) -> Result<(), InventoryError> {
         let entry = || format!("domain '{}'", d.id);
-        new_id(&self.dom_index, "domain", &d.id)?;
+        new_id(&self.ix.dom_index, "domain", &d.id)?;
         if d.level.trim().is_empty() {
             return Err(invalid(entry(), "level", "must not be empty"));
         }
         let parent = match &d.parent {
             None => NONE,
-            Some(p) => *self
-                .dom_index
-                .get(p)
-                .ok_or_else(|| InventoryError::UnknownReference {
-                    entry: entry(),
-                    field: "parent",
-                    target: "domain",
-                    id: p.to_string(),
-                })?,
+            Some(p) => {
+                *self
+                    .ix
+                    .dom_index
+                    .get(p)
+                    .ok_or_else(|| InventoryError::UnknownReference {
+                        entry: entry(),
+                        field: "parent",
+                        target: "domain",
+                        id: p.to_string(),
+                    })?
+            }
         };
-        let level = self.level_index.get(&d.level).copied();
+        let level = self.ix.level_index.get(&d.level).copied();
         let mut x = parent;
         while let Some(l) = level
             && x != NONE
         {
-            if self.dom_level[x as usize] == l {
+            if self.ix.dom_level[x as usize] == l {
                 return Err(invalid(
                     entry(),
                     "parent",
@@ -841,11 +885,11 @@ impl Inventory {
                     ),
                 ));
             }
-            x = self.dom_parent[x as usize];
+            x = self.ix.dom_parent[x as usize];
         }
         // Reported on the drive, as a re-index of the whole inventory would.
         if let Ok(x) = DriveId::new(d.id.as_str())
-            && self.drive_index.contains_key(&x)
+            && self.ix.drive_index.contains_key(&x)
         {
             return Err(invalid(
                 format!("drive '{x}'"),
@@ -853,42 +897,43 @@ impl Inventory {
                 "also names a failure domain; drive and domain ids share one namespace",
             ));
         }
-        let i = self.dom_level.len() as u32;
+        let ix = self.ix_mut();
+        let i = ix.dom_level.len() as u32;
         let l = match level {
             Some(l) => l,
             None => {
-                let old = self.levels.len();
+                let old = ix.levels.len();
                 let l = old as u16;
-                self.levels.push(d.level.clone());
-                self.level_index.insert(d.level.clone(), l);
-                self.level_doms.push(BTreeSet::new());
-                let rows = self.drive_index.len();
+                ix.levels.push(d.level.clone());
+                ix.level_index.insert(d.level.clone(), l);
+                ix.level_doms.push(BTreeSet::new());
+                let rows = ix.drive_index.len();
                 let mut anc = vec![NONE; rows * (old + 1)];
                 for d in 0..rows {
                     anc[d * (old + 1)..d * (old + 1) + old]
-                        .copy_from_slice(&self.drive_anc[d * old..(d + 1) * old]);
+                        .copy_from_slice(&ix.drive_anc[d * old..(d + 1) * old]);
                 }
-                self.drive_anc = anc;
+                ix.drive_anc = anc;
                 l
             }
         };
-        self.dom_index.insert(d.id.clone(), i);
-        self.dom_level.push(l);
-        self.level_doms[l as usize].insert(i);
-        self.dom_parent.push(parent);
+        ix.dom_index.insert(d.id.clone(), i);
+        ix.dom_level.push(l);
+        ix.level_doms[l as usize].insert(i);
+        ix.dom_parent.push(parent);
         if parent != NONE {
-            self.dom_children[parent as usize].push(i);
+            ix.dom_children[parent as usize].push(i);
         }
-        self.dom_drives.push(Vec::new());
-        self.dom_children.push(Vec::new());
-        self.dom_servers.push(Vec::new());
+        ix.dom_drives.push(Vec::new());
+        ix.dom_children.push(Vec::new());
+        ix.dom_servers.push(Vec::new());
         Ok(())
     }
 
     /// Whether [`Inventory::swap_remove_domain`] of domain `x` takes its level with it (it is
     /// the only domain there).
     pub(crate) fn level_goes(&self, x: u32) -> bool {
-        self.level_doms[self.dom_level[x as usize] as usize].len() == 1
+        self.ix.level_doms[self.ix.dom_level[x as usize] as usize].len() == 1
     }
 
     /// Removes failure domain `x`, which holds no drive, child or server; the last domain takes
@@ -899,44 +944,46 @@ impl Inventory {
     /// is renumbered and the drives' ancestor table has its columns dropped or reordered (one
     /// copy of each, no re-index).
     pub(crate) fn swap_remove_domain(&mut self, x: u32) {
-        let last = self.dom_level.len() as u32 - 1;
-        let l = self.levels.len();
-        self.dom_index.remove(&self.spec.domains[x as usize].id);
-        let px = self.dom_parent[x as usize];
+        let Inventory { spec, ix } = self;
+        let ix = Arc::make_mut(ix);
+        let last = ix.dom_level.len() as u32 - 1;
+        let l = ix.levels.len();
+        ix.dom_index.remove(&spec.domains[x as usize].id);
+        let px = ix.dom_parent[x as usize];
         if px != NONE {
-            sorted_remove(&mut self.dom_children[px as usize], x);
+            sorted_remove(&mut ix.dom_children[px as usize], x);
         }
-        self.level_doms[self.dom_level[x as usize] as usize].remove(&x);
+        ix.level_doms[ix.dom_level[x as usize] as usize].remove(&x);
         if x != last {
-            self.dom_index
-                .insert(self.spec.domains[last as usize].id.clone(), x);
-            let level = self.dom_level[last as usize] as usize;
-            for &d in &self.dom_drives[last as usize] {
-                self.drive_anc[d as usize * l + level] = x;
+            ix.dom_index
+                .insert(spec.domains[last as usize].id.clone(), x);
+            let level = ix.dom_level[last as usize] as usize;
+            for &d in &ix.dom_drives[last as usize] {
+                ix.drive_anc[d as usize * l + level] = x;
             }
-            let pl = self.dom_parent[last as usize];
+            let pl = ix.dom_parent[last as usize];
             if pl != NONE {
-                sorted_move_last(&mut self.dom_children[pl as usize], x);
+                sorted_move_last(&mut ix.dom_children[pl as usize], x);
             }
-            for &c in &self.dom_children[last as usize] {
-                self.dom_parent[c as usize] = x;
+            for &c in &ix.dom_children[last as usize] {
+                ix.dom_parent[c as usize] = x;
             }
-            for &s in &self.dom_servers[last as usize] {
-                self.server_dom[s as usize] = x;
+            for &s in &ix.dom_servers[last as usize] {
+                ix.server_dom[s as usize] = x;
             }
-            self.level_doms[level].remove(&last);
-            self.level_doms[level].insert(x);
+            ix.level_doms[level].remove(&last);
+            ix.level_doms[level].insert(x);
         }
-        self.spec.domains.swap_remove(x as usize);
-        self.dom_level.swap_remove(x as usize);
-        self.dom_parent.swap_remove(x as usize);
-        self.dom_drives.swap_remove(x as usize);
-        self.dom_children.swap_remove(x as usize);
-        self.dom_servers.swap_remove(x as usize);
+        spec.domains.swap_remove(x as usize);
+        ix.dom_level.swap_remove(x as usize);
+        ix.dom_parent.swap_remove(x as usize);
+        ix.dom_drives.swap_remove(x as usize);
+        ix.dom_children.swap_remove(x as usize);
+        ix.dom_servers.swap_remove(x as usize);
         // The old numbers of the levels in their new order of first appearance (a level with
         // no domain left goes).
         let mut firsts: Vec<(u32, u16)> = (0..l)
-            .filter_map(|lv| self.level_doms[lv].first().map(|&f| (f, lv as u16)))
+            .filter_map(|lv| ix.level_doms[lv].first().map(|&f| (f, lv as u16)))
             .collect();
         firsts.sort_unstable();
         let order: Vec<u16> = firsts.into_iter().map(|x| x.1).collect();
@@ -947,36 +994,37 @@ impl Inventory {
         for (n, &o) in order.iter().enumerate() {
             new_of[o as usize] = n as u16;
         }
-        for v in &mut self.dom_level {
+        for v in &mut ix.dom_level {
             *v = new_of[*v as usize];
         }
-        self.levels = order
+        ix.levels = order
             .iter()
-            .map(|&o| self.levels[o as usize].clone())
+            .map(|&o| ix.levels[o as usize].clone())
             .collect();
-        self.level_index = self
+        ix.level_index = ix
             .levels
             .iter()
             .enumerate()
             .map(|(i, name)| (name.clone(), i as u16))
             .collect();
-        self.level_doms = order
+        ix.level_doms = order
             .iter()
-            .map(|&o| std::mem::take(&mut self.level_doms[o as usize]))
+            .map(|&o| std::mem::take(&mut ix.level_doms[o as usize]))
             .collect();
         // A level that goes had no drive below it (its only domain held none).
-        let mut anc = Vec::with_capacity(self.drive_index.len() * order.len());
-        for row in self.drive_anc.chunks_exact(l) {
+        let mut anc = Vec::with_capacity(ix.drive_index.len() * order.len());
+        for row in ix.drive_anc.chunks_exact(l) {
             anc.extend(order.iter().map(|&o| row[o as usize]));
         }
-        self.drive_anc = anc;
+        ix.drive_anc = anc;
     }
 
     /// Checks a storage group appended after the existing ones and indexes it (the spec's
     /// list is the caller's to extend). Nothing changes on error.
     pub(crate) fn index_group(&mut self, g: &GroupSpec) -> Result<(), InventoryError> {
+        let ix = self.ix_mut();
         let entry = || format!("storage_group '{}'", g.id);
-        new_id(&self.group_index, "storage_group", &g.id)?;
+        new_id(&ix.group_index, "storage_group", &g.id)?;
         for (field, v) in [("quota", g.quota.unwrap_or_default()), ("used", g.used)] {
             check_toml_int(&entry, field, v)?;
         }
@@ -995,9 +1043,9 @@ impl Inventory {
                 ),
             ));
         }
-        self.group_index
-            .insert(g.id.clone(), self.group_index.len() as u32);
-        self.group_drives.push(Vec::new());
+        ix.group_index
+            .insert(g.id.clone(), ix.group_index.len() as u32);
+        ix.group_drives.push(Vec::new());
         Ok(())
     }
 
@@ -1013,8 +1061,8 @@ impl Inventory {
                 format!("must be at most {} (the TOML integer range)", i64::MAX),
             ));
         }
-        new_id(&self.drive_index, "drive", &d.id)?;
-        if DomainId::new(d.id.as_str()).is_ok_and(|x| self.dom_index.contains_key(&x)) {
+        new_id(&self.ix.drive_index, "drive", &d.id)?;
+        if DomainId::new(d.id.as_str()).is_ok_and(|x| self.ix.dom_index.contains_key(&x)) {
             return Err(invalid(
                 entry(),
                 "id",
@@ -1033,18 +1081,19 @@ impl Inventory {
         }
         // The drive's ancestor at every level (the chain holds each level once: checked when
         // its domains were indexed).
-        let mut anc = vec![NONE; self.levels.len()];
+        let mut anc = vec![NONE; self.ix.levels.len()];
         if let Some(x) = &d.domain {
             let mut a = self.domain_ref(&entry(), x)?;
             while a != NONE {
-                anc[self.dom_level[a as usize] as usize] = a;
-                a = self.dom_parent[a as usize];
+                anc[self.ix.dom_level[a as usize] as usize] = a;
+                a = self.ix.dom_parent[a as usize];
             }
         }
         let group = match &d.group {
             None => NONE,
             Some(g) => {
                 *self
+                    .ix
                     .group_index
                     .get(g)
                     .ok_or_else(|| InventoryError::UnknownReference {
@@ -1058,10 +1107,9 @@ impl Inventory {
         let mut bws = Vec::new();
         for b in &d.bandwidth_domains {
             let bi = self.bw_ref(&entry(), b)?;
-            if let Some(&other) = bws
-                .iter()
-                .find(|&&o: &&u32| self.bw_kind_of[o as usize] == self.bw_kind_of[bi as usize])
-            {
+            if let Some(&other) = bws.iter().find(|&&o: &&u32| {
+                self.ix.bw_kind_of[o as usize] == self.ix.bw_kind_of[bi as usize]
+            }) {
                 return Err(invalid(
                     entry(),
                     "bandwidth_domains",
@@ -1085,50 +1133,51 @@ impl Inventory {
     /// list is the caller's to extend). O(its domains' depth, tags and attributes) plus the
     /// append to each ancestor's drive list.
     pub(crate) fn push_drive(&mut self, d: &DriveSpec, checked: CheckedDrive) {
-        let i = self.drive_index.len() as u32;
-        self.drive_index.insert(d.id.clone(), i);
+        let ix = self.ix_mut();
+        let i = ix.drive_index.len() as u32;
+        ix.drive_index.insert(d.id.clone(), i);
         for &a in &checked.anc {
             if a != NONE {
-                self.dom_drives[a as usize].push(i);
+                ix.dom_drives[a as usize].push(i);
             }
         }
-        self.drive_anc.extend_from_slice(&checked.anc);
+        ix.drive_anc.extend_from_slice(&checked.anc);
         if checked.group != NONE {
-            self.group_drives[checked.group as usize].push(i);
+            ix.group_drives[checked.group as usize].push(i);
         }
         for &b in &checked.bws {
-            self.bw_drives[b as usize].push(i);
+            ix.bw_drives[b as usize].push(i);
         }
-        self.drive_group.push(checked.group);
-        self.drive_bw.push(checked.bws);
+        ix.drive_group.push(checked.group);
+        ix.drive_bw.push(checked.bws);
         let mut tags = Vec::new();
         for t in &d.tags {
-            let next = self.tag_index.len() as u32;
-            tags.push(*self.tag_index.entry(t.clone()).or_insert(next));
+            let next = ix.tag_index.len() as u32;
+            tags.push(*ix.tag_index.entry(t.clone()).or_insert(next));
         }
         tags.sort_unstable();
         tags.dedup();
-        self.drive_tags.push(tags);
+        ix.drive_tags.push(tags);
         let mut attrs = Vec::new();
         for (name, value) in &d.attributes {
-            let next = self.attr_names.len() as u16;
-            let a = *self.attr_index.entry(name.clone()).or_insert(next);
+            let next = ix.attr_names.len() as u16;
+            let a = *ix.attr_index.entry(name.clone()).or_insert(next);
             if a == next {
-                self.attr_names.push(name.clone());
-                self.attr_name_drives.push(BTreeSet::new());
+                ix.attr_names.push(name.clone());
+                ix.attr_name_drives.push(BTreeSet::new());
             }
-            self.attr_name_drives[a as usize].insert(i);
-            let next = self.attr_values.len() as u32;
-            let v = *self.attr_value_index.entry(value.clone()).or_insert(next);
+            ix.attr_name_drives[a as usize].insert(i);
+            let next = ix.attr_values.len() as u32;
+            let v = *ix.attr_value_index.entry(value.clone()).or_insert(next);
             if v == next {
-                self.attr_values.push(value.clone());
-                self.attr_value_drives.push(BTreeSet::new());
+                ix.attr_values.push(value.clone());
+                ix.attr_value_drives.push(BTreeSet::new());
             }
-            self.attr_value_drives[v as usize].insert(i);
+            ix.attr_value_drives[v as usize].insert(i);
             attrs.push((a, v));
         }
         attrs.sort_unstable();
-        self.drive_attrs.push(attrs);
+        ix.drive_attrs.push(attrs);
     }
 
     /// Works out, without changing anything, how [`Inventory::swap_remove_drive`] of drive `d`
@@ -1139,10 +1188,10 @@ impl Inventory {
     /// its next one in its carrier set. O(those attributes × log drives) when no first
     /// carrier changes; otherwise also O(names + values) for the new order.
     pub(crate) fn plan_drive_removal(&self, d: u32) -> AttrRenumbering {
-        let last = self.drive_index.len() as u32 - 1;
+        let last = self.ix.drive_index.len() as u32 - 1;
         let (da, la) = (
-            &self.drive_attrs[d as usize],
-            &self.drive_attrs[last as usize],
+            &self.ix.drive_attrs[d as usize],
+            &self.ix.drive_attrs[last as usize],
         );
         if da
             .iter()
@@ -1166,7 +1215,7 @@ impl Inventory {
             let name = attrs
                 .iter()
                 .filter(|p| p.1 == v)
-                .map(|p| self.attr_names[p.0 as usize].as_str())
+                .map(|p| self.ix.attr_names[p.0 as usize].as_str())
                 .min()
                 .unwrap_or_default();
             (x, name)
@@ -1180,20 +1229,23 @@ impl Inventory {
         let moved_names = names
             .iter()
             .map(|&a| {
-                let first = first_after(&self.attr_name_drives[a as usize]);
-                (a, first.map(|f| (f, self.attr_names[a as usize].as_str())))
+                let first = first_after(&self.ix.attr_name_drives[a as usize]);
+                (
+                    a,
+                    first.map(|f| (f, self.ix.attr_names[a as usize].as_str())),
+                )
             })
             .collect();
         let moved_values = values
             .iter()
             .map(|&v| {
-                let first = first_after(&self.attr_value_drives[v as usize]);
+                let first = first_after(&self.ix.attr_value_drives[v as usize]);
                 // The drive at `d` is then the last one.
                 let at = |f: u32| {
                     if f == d {
                         la
                     } else {
-                        &self.drive_attrs[f as usize]
+                        &self.ix.drive_attrs[f as usize]
                     }
                 };
                 (v, first.map(|f| value_key(f, v, at(f))))
@@ -1201,15 +1253,15 @@ impl Inventory {
             .collect();
         AttrRenumbering {
             names: renumber(
-                self.attr_names.len(),
-                |a| (self.first_name(a), self.attr_names[a as usize].as_str()),
+                self.ix.attr_names.len(),
+                |a| (self.first_name(a), self.ix.attr_names[a as usize].as_str()),
                 moved_names,
             ),
             values: renumber(
-                self.attr_values.len(),
+                self.ix.attr_values.len(),
                 |v| {
                     let f = self.first_value(v);
-                    value_key(f, v, &self.drive_attrs[f as usize])
+                    value_key(f, v, &self.ix.drive_attrs[f as usize])
                 },
                 moved_values,
             ),
@@ -1218,7 +1270,7 @@ impl Inventory {
 
     /// The first drive carrying attribute name `a` (every name has one).
     fn first_name(&self, a: u32) -> u32 {
-        self.attr_name_drives[a as usize]
+        self.ix.attr_name_drives[a as usize]
             .first()
             .copied()
             .unwrap_or(NONE)
@@ -1226,7 +1278,7 @@ impl Inventory {
 
     /// The first drive carrying attribute value `v` (every value has one).
     fn first_value(&self, v: u32) -> u32 {
-        self.attr_value_drives[v as usize]
+        self.ix.attr_value_drives[v as usize]
             .first()
             .copied()
             .unwrap_or(NONE)
@@ -1238,13 +1290,14 @@ impl Inventory {
     /// name or value have their pairs rewritten. O(names + values + those drives' attributes);
     /// no re-index.
     pub(crate) fn renumber_attrs(&mut self, change: AttrRenumbering) {
+        let ix = self.ix_mut();
         let mut touched: Vec<u32> = Vec::new();
         if let Some(new_of) = &change.names {
             reorder_table(
                 new_of,
-                &mut self.attr_names,
-                &mut self.attr_index,
-                &mut self.attr_name_drives,
+                &mut ix.attr_names,
+                &mut ix.attr_index,
+                &mut ix.attr_name_drives,
                 |x| x as u16,
                 &mut touched,
             );
@@ -1252,9 +1305,9 @@ impl Inventory {
         if let Some(new_of) = &change.values {
             reorder_table(
                 new_of,
-                &mut self.attr_values,
-                &mut self.attr_value_index,
-                &mut self.attr_value_drives,
+                &mut ix.attr_values,
+                &mut ix.attr_value_index,
+                &mut ix.attr_value_drives,
                 |x| x,
                 &mut touched,
             );
@@ -1262,7 +1315,7 @@ impl Inventory {
         touched.sort_unstable();
         touched.dedup();
         for d in touched {
-            let attrs = &mut self.drive_attrs[d as usize];
+            let attrs = &mut ix.drive_attrs[d as usize];
             for p in attrs.iter_mut() {
                 if let Some(new_of) = &change.names {
                     p.0 = new_of[p.0 as usize] as u16;
@@ -1280,11 +1333,11 @@ impl Inventory {
     /// domain order): `new_of[old]`, `u16::MAX` for the kind whose last domain `b` is, or
     /// `None` when every number stays. Changes nothing. O(bandwidth domains).
     pub(crate) fn plan_bw_removal(&self, b: u32) -> Option<Vec<u16>> {
-        let last = self.bw_kind_of.len() - 1;
-        let mut new_of = vec![u16::MAX; self.bw_kinds.len()];
+        let last = self.ix.bw_kind_of.len() - 1;
+        let mut new_of = vec![u16::MAX; self.ix.bw_kinds.len()];
         let mut next = 0u16;
         for i in 0..last {
-            let k = self.bw_kind_of[if i == b as usize { last } else { i }];
+            let k = self.ix.bw_kind_of[if i == b as usize { last } else { i }];
             if new_of[k as usize] == u16::MAX {
                 new_of[k as usize] = next;
                 next += 1;
@@ -1299,17 +1352,18 @@ impl Inventory {
     /// domains): drives and servers list domains, not kinds, so none of their lists changes.
     pub(crate) fn renumber_kinds(&mut self, new_of: &[u16]) {
         let mut kinds = vec![String::new(); new_of.iter().filter(|&&n| n != u16::MAX).count()];
+        let ix = self.ix_mut();
         for (o, &n) in new_of.iter().enumerate() {
-            let kind = std::mem::take(&mut self.bw_kinds[o]);
+            let kind = std::mem::take(&mut ix.bw_kinds[o]);
             if n == u16::MAX {
-                self.bw_kind_index.remove(&kind);
+                ix.bw_kind_index.remove(&kind);
             } else {
-                self.bw_kind_index.insert(kind.clone(), n);
+                ix.bw_kind_index.insert(kind.clone(), n);
                 kinds[n as usize] = kind;
             }
         }
-        self.bw_kinds = kinds;
-        for k in &mut self.bw_kind_of {
+        ix.bw_kinds = kinds;
+        for k in &mut ix.bw_kind_of {
             *k = new_of[*k as usize];
         }
     }
@@ -1319,25 +1373,26 @@ impl Inventory {
     /// servers that list that one are renumbered: O(their lists), no re-index. The kinds are
     /// left as they were: renumber them with [`Inventory::renumber_kinds`].
     pub(crate) fn swap_remove_bw(&mut self, b: u32) {
-        let last = self.bw_kind_of.len() as u32 - 1;
-        self.bw_index
-            .remove(&self.spec.bandwidth_domains[b as usize].id);
-        self.spec.bandwidth_domains.swap_remove(b as usize);
-        self.bw_kind_of.swap_remove(b as usize);
-        self.bw_drives.swap_remove(b as usize);
-        self.bw_servers.swap_remove(b as usize);
+        let Inventory { spec, ix } = self;
+        let ix = Arc::make_mut(ix);
+        let last = ix.bw_kind_of.len() as u32 - 1;
+        ix.bw_index.remove(&spec.bandwidth_domains[b as usize].id);
+        spec.bandwidth_domains.swap_remove(b as usize);
+        ix.bw_kind_of.swap_remove(b as usize);
+        ix.bw_drives.swap_remove(b as usize);
+        ix.bw_servers.swap_remove(b as usize);
         if b != last {
-            self.bw_index
-                .insert(self.spec.bandwidth_domains[b as usize].id.clone(), b);
-            for &d in &self.bw_drives[b as usize] {
-                for x in &mut self.drive_bw[d as usize] {
+            ix.bw_index
+                .insert(spec.bandwidth_domains[b as usize].id.clone(), b);
+            for &d in &ix.bw_drives[b as usize] {
+                for x in &mut ix.drive_bw[d as usize] {
                     if *x == last {
                         *x = b;
                     }
                 }
             }
-            for &s in &self.bw_servers[b as usize] {
-                let list = &mut self.server_bw[s as usize];
+            for &s in &ix.bw_servers[b as usize] {
+                let list = &mut ix.server_bw[s as usize];
                 for x in list.iter_mut() {
                     if *x == last {
                         *x = b;
@@ -1353,45 +1408,47 @@ impl Inventory {
     /// index (as `Vec::swap_remove`). O(the two servers' bandwidth lists and domains' server
     /// lists).
     pub(crate) fn swap_remove_server(&mut self, i: u32) {
-        let last = self.server_dom.len() as u32 - 1;
-        for &b in &self.server_bw[i as usize] {
-            sorted_remove(&mut self.bw_servers[b as usize], i);
+        let ix = self.ix_mut();
+        let last = ix.server_dom.len() as u32 - 1;
+        for &b in &ix.server_bw[i as usize] {
+            sorted_remove(&mut ix.bw_servers[b as usize], i);
         }
-        let x = self.server_dom[i as usize];
+        let x = ix.server_dom[i as usize];
         if x != NONE {
-            sorted_remove(&mut self.dom_servers[x as usize], i);
+            sorted_remove(&mut ix.dom_servers[x as usize], i);
         }
-        let x = self.server_dom[last as usize];
+        let x = ix.server_dom[last as usize];
         if i != last && x != NONE {
-            sorted_move_last(&mut self.dom_servers[x as usize], i);
+            sorted_move_last(&mut ix.dom_servers[x as usize], i);
         }
         if i != last {
             // Each domain once (a server may list one twice).
-            let mut bws = self.server_bw[last as usize].clone();
+            let mut bws = ix.server_bw[last as usize].clone();
             bws.dedup();
             for b in bws {
-                sorted_move_last(&mut self.bw_servers[b as usize], i);
+                sorted_move_last(&mut ix.bw_servers[b as usize], i);
             }
         }
-        self.server_dom.swap_remove(i as usize);
-        self.server_tr.swap_remove(i as usize);
-        self.server_bw.swap_remove(i as usize);
+        ix.server_dom.swap_remove(i as usize);
+        ix.server_tr.swap_remove(i as usize);
+        ix.server_bw.swap_remove(i as usize);
     }
 
     /// Removes storage group `g`, which no drive belongs to, from the spec and the indexes; the
     /// last group takes its place (as `Vec::swap_remove`), and the drives of that group are
     /// renumbered: O(those drives), no re-index.
     pub(crate) fn swap_remove_group(&mut self, g: u32) {
-        let last = self.spec.storage_groups.len() as u32 - 1;
-        self.group_index
-            .remove(&self.spec.storage_groups[g as usize].id);
-        self.spec.storage_groups.swap_remove(g as usize);
-        self.group_drives.swap_remove(g as usize);
+        let Inventory { spec, ix } = self;
+        let ix = Arc::make_mut(ix);
+        let last = spec.storage_groups.len() as u32 - 1;
+        ix.group_index.remove(&spec.storage_groups[g as usize].id);
+        spec.storage_groups.swap_remove(g as usize);
+        ix.group_drives.swap_remove(g as usize);
         if g != last {
-            self.group_index
-                .insert(self.spec.storage_groups[g as usize].id.clone(), g);
-            for &d in &self.group_drives[g as usize] {
-                self.drive_group[d as usize] = g;
+            ix.group_index
+                .insert(spec.storage_groups[g as usize].id.clone(), g);
+            for &d in &ix.group_drives[g as usize] {
+                ix.drive_group[d as usize] = g;
             }
         }
     }
@@ -1402,110 +1459,115 @@ impl Inventory {
     /// with [`Inventory::renumber_attrs`] (planned before, by
     /// [`Inventory::plan_drive_removal`]).
     pub(crate) fn swap_remove_drive(&mut self, d: u32) {
-        let last = self.drive_index.len() as u32 - 1;
-        let l = self.levels.len();
-        for &(a, v) in &self.drive_attrs[d as usize] {
-            self.attr_name_drives[a as usize].remove(&d);
-            self.attr_value_drives[v as usize].remove(&d);
+        let Inventory { spec, ix } = self;
+        let ix = Arc::make_mut(ix);
+        let last = ix.drive_index.len() as u32 - 1;
+        let l = ix.levels.len();
+        for &(a, v) in &ix.drive_attrs[d as usize] {
+            ix.attr_name_drives[a as usize].remove(&d);
+            ix.attr_value_drives[v as usize].remove(&d);
         }
-        let g = self.drive_group[d as usize];
+        let g = ix.drive_group[d as usize];
         if g != NONE {
-            sorted_remove(&mut self.group_drives[g as usize], d);
+            sorted_remove(&mut ix.group_drives[g as usize], d);
         }
-        for &b in &self.drive_bw[d as usize] {
-            sorted_remove(&mut self.bw_drives[b as usize], d);
+        for &b in &ix.drive_bw[d as usize] {
+            sorted_remove(&mut ix.bw_drives[b as usize], d);
         }
         if d != last {
-            let g = self.drive_group[last as usize];
+            let g = ix.drive_group[last as usize];
             if g != NONE {
-                sorted_move_last(&mut self.group_drives[g as usize], d);
+                sorted_move_last(&mut ix.group_drives[g as usize], d);
             }
-            for &b in &self.drive_bw[last as usize] {
-                sorted_move_last(&mut self.bw_drives[b as usize], d);
+            for &b in &ix.drive_bw[last as usize] {
+                sorted_move_last(&mut ix.bw_drives[b as usize], d);
             }
-            for &(a, v) in &self.drive_attrs[last as usize] {
+            for &(a, v) in &ix.drive_attrs[last as usize] {
                 for set in [
-                    &mut self.attr_name_drives[a as usize],
-                    &mut self.attr_value_drives[v as usize],
+                    &mut ix.attr_name_drives[a as usize],
+                    &mut ix.attr_value_drives[v as usize],
                 ] {
                     set.remove(&last);
                     set.insert(d);
                 }
             }
         }
-        for &a in &self.drive_anc[d as usize * l..(d as usize + 1) * l] {
+        for &a in &ix.drive_anc[d as usize * l..(d as usize + 1) * l] {
             if a != NONE {
-                let list = &mut self.dom_drives[a as usize];
+                let list = &mut ix.dom_drives[a as usize];
                 if let Ok(p) = list.binary_search(&d) {
                     list.remove(p);
                 }
             }
         }
-        self.drive_index.remove(&self.spec.drives[d as usize].id);
+        ix.drive_index.remove(&spec.drives[d as usize].id);
         if d != last {
-            for &a in &self.drive_anc[last as usize * l..(last as usize + 1) * l] {
+            for &a in &ix.drive_anc[last as usize * l..(last as usize + 1) * l] {
                 if a != NONE {
-                    let list = &mut self.dom_drives[a as usize];
+                    let list = &mut ix.dom_drives[a as usize];
                     list.pop();
                     let p = list.partition_point(|&x| x < d);
                     list.insert(p, d);
                 }
             }
-            self.drive_anc
+            ix.drive_anc
                 .copy_within(last as usize * l..(last as usize + 1) * l, d as usize * l);
-            self.drive_index
-                .insert(self.spec.drives[last as usize].id.clone(), d);
+            ix.drive_index
+                .insert(spec.drives[last as usize].id.clone(), d);
         }
-        self.drive_anc.truncate(last as usize * l);
-        self.spec.drives.swap_remove(d as usize);
-        self.drive_group.swap_remove(d as usize);
-        self.drive_bw.swap_remove(d as usize);
-        self.drive_tags.swap_remove(d as usize);
-        self.drive_attrs.swap_remove(d as usize);
+        ix.drive_anc.truncate(last as usize * l);
+        spec.drives.swap_remove(d as usize);
+        ix.drive_group.swap_remove(d as usize);
+        ix.drive_bw.swap_remove(d as usize);
+        ix.drive_tags.swap_remove(d as usize);
+        ix.drive_attrs.swap_remove(d as usize);
     }
 
     /// Validates plain data and builds the indexes.
     pub fn from_spec(spec: InventorySpec) -> Result<Self, InventoryError> {
         let mut inv = Inventory {
             spec: InventorySpec::default(),
-            levels: Vec::new(),
-            level_index: HashMap::new(),
-            level_doms: Vec::new(),
-            dom_index: HashMap::new(),
-            dom_level: Vec::new(),
-            dom_parent: Vec::new(),
-            dom_children: Vec::new(),
-            dom_servers: Vec::new(),
-            dom_drives: Vec::new(),
-            drive_index: HashMap::new(),
-            drive_anc: Vec::new(),
-            bw_kinds: Vec::new(),
-            bw_kind_index: HashMap::new(),
-            bw_index: HashMap::new(),
-            bw_kind_of: Vec::new(),
-            drive_bw: Vec::new(),
-            bw_drives: Vec::new(),
-            bw_servers: Vec::new(),
-            group_drives: Vec::new(),
-            group_index: HashMap::new(),
-            drive_group: Vec::new(),
-            server_index: HashMap::new(),
-            server_bw: Vec::new(),
-            server_dom: Vec::new(),
-            server_tr: Vec::new(),
-            tag_index: HashMap::new(),
-            drive_tags: Vec::new(),
-            attr_names: Vec::new(),
-            attr_index: HashMap::new(),
-            attr_values: Vec::new(),
-            attr_value_index: HashMap::new(),
-            drive_attrs: Vec::new(),
-            attr_name_drives: Vec::new(),
-            attr_value_drives: Vec::new(),
+            ix: Arc::new(Index {
+                levels: Vec::new(),
+                level_index: HashMap::new(),
+                level_doms: Vec::new(),
+                dom_index: HashMap::new(),
+                dom_level: Vec::new(),
+                dom_parent: Vec::new(),
+                dom_children: Vec::new(),
+                dom_servers: Vec::new(),
+                dom_drives: Vec::new(),
+                drive_index: HashMap::new(),
+                drive_anc: Vec::new(),
+                bw_kinds: Vec::new(),
+                bw_kind_index: HashMap::new(),
+                bw_index: HashMap::new(),
+                bw_kind_of: Vec::new(),
+                drive_bw: Vec::new(),
+                bw_drives: Vec::new(),
+                bw_servers: Vec::new(),
+                group_drives: Vec::new(),
+                group_index: HashMap::new(),
+                drive_group: Vec::new(),
+                server_index: HashMap::new(),
+                server_bw: Vec::new(),
+                server_dom: Vec::new(),
+                server_tr: Vec::new(),
+                tag_index: HashMap::new(),
+                drive_tags: Vec::new(),
+                attr_names: Vec::new(),
+                attr_index: HashMap::new(),
+                attr_values: Vec::new(),
+                attr_value_index: HashMap::new(),
+                drive_attrs: Vec::new(),
+                attr_name_drives: Vec::new(),
+                attr_value_drives: Vec::new(),
+            }),
         };
+        let ix = inv.ix_mut();
         // Failure domains.
         for (i, d) in spec.domains.iter().enumerate() {
-            if inv.dom_index.insert(d.id.clone(), i as u32).is_some() {
+            if ix.dom_index.insert(d.id.clone(), i as u32).is_some() {
                 return Err(InventoryError::DuplicateId {
                     kind: "domain",
                     id: d.id.to_string(),
@@ -1518,20 +1580,20 @@ impl Inventory {
                     "must not be empty",
                 ));
             }
-            let next = inv.levels.len() as u16;
-            let l = *inv.level_index.entry(d.level.clone()).or_insert(next);
+            let next = ix.levels.len() as u16;
+            let l = *ix.level_index.entry(d.level.clone()).or_insert(next);
             if l == next {
-                inv.levels.push(d.level.clone());
-                inv.level_doms.push(BTreeSet::new());
+                ix.levels.push(d.level.clone());
+                ix.level_doms.push(BTreeSet::new());
             }
-            inv.level_doms[l as usize].insert(i as u32);
-            inv.dom_level.push(l);
+            ix.level_doms[l as usize].insert(i as u32);
+            ix.dom_level.push(l);
         }
         for d in &spec.domains {
             let p = match &d.parent {
                 None => NONE,
                 Some(p) => {
-                    *inv.dom_index
+                    *ix.dom_index
                         .get(p)
                         .ok_or_else(|| InventoryError::UnknownReference {
                             entry: format!("domain '{}'", d.id),
@@ -1541,13 +1603,13 @@ impl Inventory {
                         })?
                 }
             };
-            inv.dom_parent.push(p);
+            ix.dom_parent.push(p);
         }
-        inv.dom_children = vec![Vec::new(); spec.domains.len()];
-        inv.dom_servers = vec![Vec::new(); spec.domains.len()];
-        for (i, &p) in inv.dom_parent.iter().enumerate() {
+        ix.dom_children = vec![Vec::new(); spec.domains.len()];
+        ix.dom_servers = vec![Vec::new(); spec.domains.len()];
+        for (i, &p) in ix.dom_parent.iter().enumerate() {
             if p != NONE {
-                inv.dom_children[p as usize].push(i as u32);
+                ix.dom_children[p as usize].push(i as u32);
             }
         }
         // Cycles, and a level may appear only once on any path to the root.
@@ -1559,7 +1621,7 @@ impl Inventory {
             while x != NONE && state[x as usize] == 0 {
                 state[x as usize] = 1;
                 path.push(x);
-                x = inv.dom_parent[x as usize];
+                x = inv.ix.dom_parent[x as usize];
             }
             if x != NONE && state[x as usize] == 1 {
                 let from = path.iter().position(|&p| p == x).unwrap_or(0);
@@ -1574,13 +1636,13 @@ impl Inventory {
                 state[p as usize] = 2;
             }
         }
-        let n_levels = inv.levels.len();
+        let n_levels = inv.ix.levels.len();
         // Ancestor-per-level table for every domain.
         let mut dom_anc = vec![NONE; n_dom * n_levels];
         for i in 0..n_dom {
             let mut x = i as u32;
             while x != NONE {
-                let l = inv.dom_level[x as usize] as usize;
+                let l = inv.ix.dom_level[x as usize] as usize;
                 let slot = &mut dom_anc[i * n_levels + l];
                 if *slot != NONE {
                     return Err(invalid(
@@ -1588,14 +1650,14 @@ impl Inventory {
                         "parent",
                         format!(
                             "chain holds two '{}' domains ('{}' and '{}'); a level may appear once per path",
-                            inv.levels[l],
+                            inv.ix.levels[l],
                             spec.domains[*slot as usize].id,
                             spec.domains[x as usize].id
                         ),
                     ));
                 }
                 *slot = x;
-                x = inv.dom_parent[x as usize];
+                x = inv.ix.dom_parent[x as usize];
             }
         }
         // Sizes must fit TOML's signed 64-bit integers so that the state can always be saved.
@@ -1617,7 +1679,7 @@ impl Inventory {
             }
         }
         // Drives. (Their errors name bandwidth domains from the spec, which is moved in below.)
-        inv.dom_drives = vec![Vec::new(); n_dom];
+        inv.ix_mut().dom_drives = vec![Vec::new(); n_dom];
         inv.spec.bandwidth_domains = spec.bandwidth_domains.clone();
         for d in &spec.drives {
             let checked = inv.check_drive(d)?;
@@ -1652,7 +1714,7 @@ impl Inventory {
                 ));
             }
             for m in &v.members {
-                if !inv.drive_index.contains_key(m) {
+                if !inv.ix.drive_index.contains_key(m) {
                     return Err(InventoryError::UnknownReference {
                         entry: entry(),
                         field: "members",

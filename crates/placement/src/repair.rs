@@ -183,6 +183,7 @@ impl Engine {
             targets.push(
                 *self
                     .inv
+                    .ix
                     .drive_index
                     .get(id)
                     .ok_or_else(|| stale(format!("unknown drive '{id}'")))?,
@@ -217,6 +218,7 @@ impl Engine {
             }
             let &to = self
                 .inv
+                .ix
                 .drive_index
                 .get(&mv.to)
                 .ok_or_else(|| stale(format!("unknown drive '{}'", mv.to)))?;
@@ -379,7 +381,10 @@ impl Engine {
         self.charge(to, size, demand, true);
         self.drive_members[to as usize].push((slot, m as u32));
         let id = self.inv.spec.drives[to as usize].id.clone();
-        if let Some(v) = self.volumes[slot as usize].as_mut() {
+        if let Some(v) = self.volumes[slot as usize]
+            .as_mut()
+            .map(std::sync::Arc::make_mut)
+        {
             v.drives[m] = to;
             v.spec.members[m] = id;
         }
