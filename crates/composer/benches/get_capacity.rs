@@ -6,13 +6,12 @@
 //! nothing fits (every layout tried and refused); then CreateVolume
 //! latency with and without GetCapacity calls running beside it.
 //!
-//! `Composer::capacity` holds the state lock for the whole call, so the
-//! time of a call is the time a create waits behind it. The lock serves its
-//! waiters in turn: a create waits for the call in progress, not for every
-//! call the GetCapacity loop makes meanwhile (with the standard mutex the
-//! loop took the lock straight back, and a create's worst wait was several
-//! calls: the "max" of the concurrent run).
-//!
+//! `Composer::capacity` plans on a copy of the pool of its own and holds
+//! the state lock only to take the changes made since its last call (the
+//! first call copies the pool there), so creates go on while it plans.
+//! Before, it held the state lock for the whole call, and the time of a call
+//! was the time a create waited behind it (the "max" of the concurrent run).
+
 //! `cargo bench -p composer-core --bench get_capacity` (a few minutes).
 //! `COMPOSER_BENCH_VOLUMES=N` sets the volumes placed first (default 20000);
 //! `COMPOSER_BENCH_SECONDS=S` the length of each concurrent run (default 5).
@@ -170,7 +169,7 @@ fn main() {
         c.inventory().servers()[4321].id.clone(),
     )])
     .unwrap();
-    println!("GetCapacity (the state lock is held for the whole call):");
+    println!("GetCapacity (planned on its copy of the pool, the first call making it):");
     // Classes nothing fits, where every layout is tried and refused (the
     // refusals carry placement's explanations).
     const NOTHING_FITS: &[(&str, &[(&str, &str)])] = &[

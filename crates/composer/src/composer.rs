@@ -2,14 +2,16 @@
 //!
 //! Every change is planned in memory under one lock, made durable with one
 //! [`Batch`] *outside* the lock (so concurrent creates share the store's
-//! group commit), and only then acknowledged. A create's drives stay taken in
+//! group commit), and only then acknowledged. `GetCapacity` plans on a
+//! copy of the pool of its own, kept current by replaying the changes, and
+//! holds the state's lock only to take them. A create's drives stay taken in
 //! memory while its batch is in flight; if the batch fails they are given
 //! back. A delete is recorded first and frees its drives afterwards. So a
 //! controller killed at any instant restarts with every acknowledged volume
 //! and no allocation that is not in a record.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use csi_types::paging::{Page, Paging};
 use csi_types::types::{CapacityRange, Topology, TopologyRequirement};
@@ -17,11 +19,11 @@ use serde::Serialize;
 
 use crate::convert;
 use crate::error::Error;
-use crate::fair::{FairGuard, FairMutex};
 use crate::inventory::{Health, Inventory, Media, TransportSet};
 use crate::params::{Parameters, VolumeType};
 use crate::plan::{Pool, ReconcileReport, SLICE_GRANULARITY, VolumeRequest};
 use crate::store::{Batch, LayoutKind, Op, Store, VolumeRecord};
+use parking_lot::{FairMutex, FairMutexGuard as FairGuard};
 
 /// A volume and where it is accessible from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,20 +113,96 @@ struct State {
     /// or their members are held by a plan in flight); `synced` stays below
     /// the oldest of them.
     deferred: Vec<(String, u64, Option<VolumeRecord>)>,
+    /// The changes of `pool` since `GetCapacity` last brought its copy of
+    /// the pool up to date ([`Composer::capacity_pool`]), in order; `None`
+    /// while there is no copy to keep current.
+    journal: Option<Vec<PoolChange>>,
+    /// Whether `journal` holds every change since the copy was last
+    /// brought up to date: false once a change no replay makes came (a
+    /// repair, a slice's growth) or more than [`JOURNAL_LIMIT`] changes,
+    /// and the next call copies the pool anew. The journal is left for
+    /// that call to drop, with the state unlocked.
+    journal_complete: bool,
+}
+
+/// A change of the pool, as `GetCapacity`'s copy replays it: the same
+/// [`Pool::restore`] that adds another replica's volume and that a
+/// restart builds from, so the copy plans exactly as the pool does
+/// (`capacity_from_the_copy_is_the_answer_of_the_pool` compares them).
+enum PoolChange {
+    /// A volume taken: a create's plan, another writer's record.
+    Restore(VolumeRecord),
+    /// A volume given back: deleted, or a create whose commit failed.
+    Release(VolumeRecord),
+    /// An operator's mark.
+    Mark(String, Health),
+}
+
+impl PoolChange {
+    fn replay(&self, pool: &mut Pool) -> Result<(), Error> {
+        match self {
+            PoolChange::Restore(r) => pool.restore(r),
+            PoolChange::Release(r) => pool.release(r),
+            PoolChange::Mark(t, h) => pool.set_mark(t, *h),
+        }
+    }
+}
+
+/// The changes kept for `GetCapacity`'s copy at most: past them the journal
+/// stops and the next call copies the pool anew (one copy under the
+/// lock, as the first call makes), rather than the journal growing
+/// while no `GetCapacity` comes.
+/// (Four in tests, so that `capacity_from_the_copy_is_the_answer_of_the_pool`
+/// goes past it.)
+const JOURNAL_LIMIT: usize = if cfg!(test) { 4 } else { 1 << 16 };
+
+impl State {
+    /// Records a change of the pool for `GetCapacity`'s copy (made only
+    /// while there is a copy to keep current).
+    fn journal(&mut self, change: impl FnOnce() -> PoolChange) {
+        if !self.journal_complete {
+            return;
+        }
+        match &mut self.journal {
+            Some(j) if j.len() < JOURNAL_LIMIT => j.push(change()),
+            Some(_) => self.journal_complete = false,
+            None => {}
+        }
+    }
+
+    /// Says that the pool changed in a way no [`PoolChange`] replays: the
+    /// next `GetCapacity` copies it anew.
+    fn journal_lost(&mut self) {
+        self.journal_complete = false;
+    }
 }
 
 /// The composer.
 pub struct Composer {
     inv: Arc<Inventory>,
     store: Arc<dyn Store>,
-    /// Served first come, first served: `GetCapacity` holds it for tens of
-    /// milliseconds at 100,000 drives, and with the standard mutex a create
-    /// waited behind several such calls asked back to back.
+    /// Served in turn (parking_lot's `FairMutex`: an unlock hands it to the
+    /// caller waiting longest): with the standard mutex a caller that
+    /// unlocked took it straight back while the one it woke got up, and a
+    /// create waited behind several `GetCapacity` calls asked back to back
+    /// (which then planned under this lock). Not poisoned by a panic, as
+    /// the state stays as the composer's own undo left it.
     state: FairMutex<State>,
     /// How many plans in flight have ended (their names no longer busy),
     /// with its condition: [`Composer::settle`] waits on it without
     /// holding the state (a waiter holding its turn would stop every call).
     settled: (Mutex<u64>, Condvar),
+    /// `GetCapacity`'s copy of the pool, which it plans on holding this
+    /// lock only, so that creates and deletes go on meanwhile: at 100,000
+    /// drives a call plans for tens of milliseconds, and with the state
+    /// held for that time every create waited behind it. Under `state` a
+    /// call only moves the journal of changes out (or, the first time and
+    /// after a change no journal replays, copies the pool); it replays
+    /// them here. Taken before `state`, never while holding it.
+    capacity_pool: Mutex<Option<Pool>>,
+    /// Called by `GetCapacity` once it has its copy, before planning.
+    #[cfg(test)]
+    capacity_hook: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
     report: ReconcileReport,
 }
 
@@ -184,8 +262,13 @@ impl Composer {
                 reported: st.revision,
                 seen: HashMap::new(),
                 deferred: Vec::new(),
+                journal: None,
+                journal_complete: false,
             }),
             settled: (Mutex::new(0), Condvar::new()),
+            capacity_pool: Mutex::new(None),
+            #[cfg(test)]
+            capacity_hook: Mutex::new(None),
             report,
         })
     }
@@ -316,8 +399,12 @@ impl Composer {
                         *c = c.saturating_sub(1);
                     }
                 }
-                if let Err(e) = st.pool.release(old) {
-                    tracing::error!("releasing {id} changed by another replica: {e}");
+                match st.pool.release(old) {
+                    Ok(()) => st.journal(|| PoolChange::Release(old.clone())),
+                    Err(e) => {
+                        st.journal_lost();
+                        tracing::error!("releasing {id} changed by another replica: {e}");
+                    }
                 }
             }
             if let Some(new) = rec {
@@ -326,8 +413,12 @@ impl Composer {
                     // compare-and-swap; applied once that plan is released.
                     tracing::debug!("deferring {id}: {e}");
                     if let Some(old) = old {
-                        if let Err(e) = st.pool.restore(&old) {
-                            tracing::error!("restoring {id}: {e}");
+                        match st.pool.restore(&old) {
+                            Ok(()) => st.journal(|| PoolChange::Restore(old.clone())),
+                            Err(e) => {
+                                st.journal_lost();
+                                tracing::error!("restoring {id}: {e}");
+                            }
                         }
                         st.by_name.insert(old.name.clone(), id.clone());
                         for n in old.published.keys() {
@@ -338,6 +429,7 @@ impl Composer {
                     st.deferred.push((id, rev, Some(new)));
                     continue;
                 }
+                st.journal(|| PoolChange::Restore(new.clone()));
                 st.by_name.insert(new.name.clone(), id.clone());
                 for n in new.published.keys() {
                     *st.attached.entry(n.clone()).or_default() += 1;
@@ -350,8 +442,13 @@ impl Composer {
             st.seen.insert(id, rev);
         }
         for (target, h) in ch.marks {
-            if let Err(e) = st.pool.set_mark(&target, h.unwrap_or(Health::Healthy)) {
-                tracing::error!("applying the mark on {target}: {e}");
+            let h = h.unwrap_or(Health::Healthy);
+            match st.pool.set_mark(&target, h) {
+                Ok(()) => st.journal(|| PoolChange::Mark(target, h)),
+                Err(e) => {
+                    st.journal_lost();
+                    tracing::error!("applying the mark on {target}: {e}");
+                }
             }
         }
         if let Some(n) = ch.next_seq {
@@ -543,10 +640,23 @@ impl Composer {
                 single_node,
                 published: BTreeMap::new(),
             };
+            st.journal(|| PoolChange::Restore(rec.clone()));
             st.busy.insert(name.to_string());
             st.in_flight.insert(id.clone(), (Some(rec.clone()), None));
             (id, rec, st.synced)
         };
+        // The state is held twice, deliberately: the commit (a store round
+        // trip, shared by concurrent creates through the group commit) runs
+        // with it free. Nothing the first hold decided can go stale before
+        // the second: it took the name (`busy`: another create or delete
+        // of it answers `Busy`, another writer's change of it is held back
+        // in `deferred`), the id (`next_seq`) and the drives and slices
+        // (planned into the pool, where no other plan finds them free);
+        // another writer's commit that this plan did not see makes the
+        // store refuse this one (`read_at`: `Conflict`, planned again).
+        // So the second hold re-decides nothing: it records the answer or
+        // gives the plan back. (Tested by
+        // `the_creates_between_a_creates_two_holds_neither_repeat_it_nor_share_its_drives`.)
         let seq = seq_of(&id).unwrap_or(0);
         let result = self.store.commit(Batch::read_at(
             read,
@@ -565,8 +675,12 @@ impl Composer {
                 Ok(self.view(&st, &rec))
             }
             Err(e) => {
-                if let Err(undo) = st.pool.release(&rec) {
-                    tracing::error!("undoing the plan of {id} after a store failure: {undo}");
+                match st.pool.release(&rec) {
+                    Ok(()) => st.journal(|| PoolChange::Release(rec.clone())),
+                    Err(undo) => {
+                        st.journal_lost();
+                        tracing::error!("undoing the plan of {id} after a store failure: {undo}");
+                    }
                 }
                 Err(e)
             }
@@ -630,7 +744,11 @@ impl Composer {
         st.seen.insert(id.to_string(), rev);
         if st.volumes.remove(id).is_some() {
             st.by_name.remove(&rec.name);
-            st.pool.release(&rec)?;
+            if let Err(e) = st.pool.release(&rec) {
+                st.journal_lost();
+                return Err(e);
+            }
+            st.journal(|| PoolChange::Release(rec.clone()));
         }
         Ok(())
     }
@@ -844,6 +962,8 @@ impl Composer {
             new.capacity = want;
         } else if rec.layout.kind == LayoutKind::Slice {
             let member = need.div_ceil(SLICE_GRANULARITY) * SLICE_GRANULARITY;
+            // Re-placed pinned in placement, which no journal replays.
+            st.journal_lost();
             let m = st.pool.grow_slice(&rec, member)?;
             new.members = vec![m];
             new.layout.member_bytes = member;
@@ -902,6 +1022,26 @@ impl Composer {
         // What a create of this class would refuse has no capacity either.
         Parameters::check_new(parameters)?;
         self.inv.check_names(&p)?;
+        let mut copy = self.capacity_copy();
+        #[cfg(test)]
+        if let Some(hook) = &*self.capacity_hook.lock().unwrap_or_else(|e| e.into_inner()) {
+            hook();
+        }
+        self.capacity_on(
+            copy.as_mut().expect("capacity_copy leaves a copy"),
+            &p,
+            topology,
+        )
+    }
+
+    /// `GetCapacity` of `p` within `topology`, planned on `pool`: the
+    /// state's own pool, or `GetCapacity`'s copy of it, which answers alike.
+    fn capacity_on(
+        &self,
+        pool: &mut Pool,
+        p: &Parameters,
+        topology: Option<&Topology>,
+    ) -> Result<Capacity, Error> {
         // A create accessible from the segment asks for it as requisite.
         let within = topology.map(|t| TopologyRequirement {
             requisite: vec![t.clone()],
@@ -911,7 +1051,6 @@ impl Composer {
         let minimum_volume_size = p
             .min_volume_size
             .or((p.kind == VolumeType::Slice).then_some(SLICE_GRANULARITY));
-        let mut st = self.lock_current();
         let scope = match topology {
             None => None,
             Some(t) => match convert::segment_scope(&self.inv, t) {
@@ -937,7 +1076,7 @@ impl Composer {
         let site = scope.as_ref().map(|(s, _)| *s);
         let reached: Vec<TransportSet> = (0..self.inv.file().sites.len() as u32)
             .map(|s| {
-                let healthy = |x: &u32| st.pool.server_health(*x) != Health::Failed;
+                let healthy = |x: &u32| pool.server_health(*x) != Health::Failed;
                 let servers: Vec<u32> = match &scope {
                     Some((_, convert::Scope::Rack(r))) => self.inv.rack_servers(*r).to_vec(),
                     Some((_, convert::Scope::Server(x))) => vec![*x],
@@ -964,7 +1103,7 @@ impl Composer {
                 return true;
             };
             *by_capacity.entry(cap).or_insert_with(|| {
-                crate::plan::smallest_whole_volume(cap, &p).is_some_and(|s| s <= m)
+                crate::plan::smallest_whole_volume(cap, p).is_some_and(|s| s <= m)
             })
         };
         let mut devices: Vec<u32> = Vec::new();
@@ -973,7 +1112,7 @@ impl Composer {
             let i = i as u32;
             if !kinds.contains(&d.kind)
                 || site.is_some_and(|s| s != d.site)
-                || st.pool.drive_health(i) != Health::Healthy
+                || pool.drive_health(i) != Health::Healthy
                 || p.effective_min_rpm().is_some_and(|r| d.rpm < r)
                 || !p.required_tags.iter().all(|t| d.tags.contains(t))
                 || p.excluded_tags.iter().any(|t| d.tags.contains(t))
@@ -991,20 +1130,20 @@ impl Composer {
             }
             if p.kind == VolumeType::Slice {
                 devices.push(i);
-            } else if st.pool.drive_is_unused(i) && takes_a_volume(d.capacity) {
+            } else if pool.drive_is_unused(i) && takes_a_volume(d.capacity) {
                 empty.push((i, d.capacity));
             }
         }
-        let legs = LegRules::new(&self.inv, &p);
+        let legs = LegRules::new(&self.inv, p);
         let (available, max) = if p.kind == VolumeType::Slice {
             // slice-alloc's free bytes and largest slice per eligible SSD,
             // on SSDs no whole-drive volume holds (slice-alloc sees slices
             // only: before, such an SSD counted as all free).
-            let slices = st.pool.slices();
+            let slices = pool.slices();
             let mut free = Vec::with_capacity(devices.len());
             let mut largest = Vec::with_capacity(devices.len());
             for &i in &devices {
-                if st.pool.drive_free(i) == 0 {
+                if pool.drive_free(i) == 0 {
                     continue;
                 }
                 let r = slices
@@ -1034,7 +1173,7 @@ impl Composer {
             } else {
                 empty.iter().map(|x| x.1).sum()
             };
-            (available, st.pool.max_whole_volume(&p, within.as_ref()))
+            (available, pool.max_whole_volume(p, within.as_ref()))
         };
         // The largest device holds the largest volume and its header.
         let max = max.saturating_sub(p.device_overhead());
@@ -1043,7 +1182,7 @@ impl Composer {
         // lowered until one places): before, a slice's estimate counted
         // SSDs no server reached over an allowed transport and mirror legs
         // in one enclosure, and a create of the maximum reported failed.
-        let max = st.pool.largest_placeable(&p, within.as_ref(), max)?;
+        let max = pool.largest_placeable(p, within.as_ref(), max)?;
         // No volume places (a minVolumeSize no drive holds, a maxVolumeSize below every whole
         // drive, crumbs under 1 MiB): no bytes are available to this class either, or a CO
         // tracking capacity would schedule a create here that cannot succeed.
@@ -1053,6 +1192,51 @@ impl Composer {
             maximum_volume_size: max,
             minimum_volume_size,
         })
+    }
+
+    /// `GetCapacity`'s copy of the pool ([`Composer::capacity_pool`]),
+    /// locked and brought up to the state's present: the state is held
+    /// only while the journal of changes is moved out of it (or, on the
+    /// first call and after a change no journal replays, while the pool is
+    /// copied); the changes are replayed with the state free. The guard
+    /// holds `Some`.
+    fn capacity_copy(&self) -> MutexGuard<'_, Option<Pool>> {
+        let mut copy = self.capacity_pool.lock().unwrap_or_else(|e| {
+            // A call that panicked while planning may have left a trial
+            // volume in the copy: copy the pool anew.
+            self.capacity_pool.clear_poison();
+            let mut g = e.into_inner();
+            *g = None;
+            g
+        });
+        let (changes, stale) = {
+            let mut st = self.lock_current();
+            let journal = st.journal.replace(Vec::new());
+            let complete = std::mem::replace(&mut st.journal_complete, true);
+            match (&*copy, journal) {
+                (Some(_), Some(changes)) if complete => (changes, None),
+                // What it replaces is dropped once the state is unlocked:
+                // freeing a large pool or journal takes time too.
+                (_, journal) => (Vec::new(), Some((copy.replace(st.pool.clone()), journal))),
+            }
+        };
+        drop(stale);
+        let pool = copy.as_mut().expect("set above");
+        for c in &changes {
+            if let Err(e) = c.replay(pool) {
+                // Not expected: the pool made the very same change. Copy
+                // it anew rather than answer from a copy that differs.
+                tracing::warn!(
+                    "GetCapacity's copy of the pool did not take a change ({e}); copying the pool anew"
+                );
+                let mut st = self.lock_current();
+                *pool = st.pool.clone();
+                st.journal = Some(Vec::new());
+                st.journal_complete = true;
+                break;
+            }
+        }
+        copy
     }
 
     /// Every drive with its use and health.
@@ -1120,7 +1304,12 @@ impl Composer {
             },
         };
         self.store.commit(Batch::read_at(st.synced, vec![op]))?;
-        st.pool.set_mark(target, health)
+        let r = st.pool.set_mark(target, health);
+        match &r {
+            Ok(()) => st.journal(|| PoolChange::Mark(target.to_string(), health)),
+            Err(_) => st.journal_lost(),
+        }
+        r
     }
 
     /// The mark `target` (a drive, enclosure or server) carries from
@@ -1169,6 +1358,8 @@ impl Composer {
     ) -> Result<placement::RepairPlan, Error> {
         let placement_target = self.repair_target(target)?;
         let mut st = self.lock_synced()?;
+        // Moves members in placement as no journal replays.
+        st.journal_lost();
         let plan = st.pool.plan_repair(&placement_target)?;
         accept(&plan)?;
         let result = (|| -> Result<Vec<(String, u64)>, Error> {
@@ -1375,4 +1566,315 @@ impl<'a> LegRules<'a> {
 fn mirror_usable(leg: u64) -> u64 {
     raid::mdadm::geometry_for_devices(raid::Layout::Raid1, 0, &[leg / 512; 2], None)
         .map_or(0, |g| g.array_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemStore;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    /// How long a call that should go on at once may take before the test
+    /// calls it blocked (a bound that reports, not a measure of speed).
+    const BLOCKED: Duration = Duration::from_secs(30);
+
+    fn kv(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn gib(n: u64) -> CapacityRange {
+        CapacityRange::new(Some(n << 30), None).unwrap()
+    }
+
+    fn composer(store: Arc<dyn Store>) -> Arc<Composer> {
+        Arc::new(Composer::open(Inventory::default_inventory(), store).unwrap())
+    }
+
+    /// Runs `f` on a thread and waits for its answer at most [`BLOCKED`];
+    /// `None` when it did not answer by then.
+    fn within_bound<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(BLOCKED).ok()
+    }
+
+    /// A GetCapacity that is planning does not hold the state: a create and
+    /// a delete on other threads complete meanwhile. Before, GetCapacity
+    /// planned under the state's lock (tens of milliseconds at 100,000
+    /// drives), and every create waited for it.
+    #[test]
+    fn a_create_is_not_blocked_while_get_capacity_plans() {
+        let c = composer(Arc::new(MemStore::default()));
+        let before = c
+            .create("before", &kv(&[]), gib(100), true, true, None)
+            .unwrap();
+        let (parked_tx, parked_rx) = mpsc::channel();
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let go_rx = Mutex::new(go_rx);
+        *c.capacity_hook.lock().unwrap() = Some(Box::new(move || {
+            let _ = parked_tx.send(());
+            let _ = go_rx.lock().unwrap().recv_timeout(2 * BLOCKED);
+        }));
+        let planning = {
+            let c = c.clone();
+            std::thread::spawn(move || c.capacity(&kv(&[("type", "slice")]), None))
+        };
+        parked_rx
+            .recv_timeout(BLOCKED)
+            .expect("GetCapacity reaches its planning");
+        let created = {
+            let c = c.clone();
+            within_bound(move || {
+                let v = c.create(
+                    "during",
+                    &kv(&[("type", "slice")]),
+                    gib(10),
+                    true,
+                    true,
+                    None,
+                )?;
+                c.delete(&before.id)?;
+                Ok::<_, Error>(v)
+            })
+        };
+        let _ = go_tx.send(());
+        let answer = planning.join().unwrap().unwrap();
+        let created = created
+            .expect("a create and a delete answer while GetCapacity plans (they waited for it)")
+            .unwrap();
+        assert_eq!(created.name, "during");
+        assert!(answer.maximum_volume_size > 0);
+        // The next call sees both changes, and answers as the state does.
+        *c.capacity_hook.lock().unwrap() = None;
+        let p = kv(&[("type", "slice")]);
+        let copy = c.capacity(&p, None).unwrap();
+        let mut st = c.lock();
+        let own = c
+            .capacity_on(&mut st.pool, &Parameters::parse(&p).unwrap(), None)
+            .unwrap();
+        assert_eq!(copy, own);
+        assert_ne!(
+            copy, answer,
+            "the slice taken and the drive given back count"
+        );
+    }
+
+    /// Asks every class and segment of `CLASSES` of `GetCapacity` (from its
+    /// copy) and of the state's own pool (as before the copy), and compares.
+    fn answers_alike(c: &Composer, step: &str) {
+        const CLASSES: &[&[(&str, &str)]] = &[
+            &[("striping", "false")],
+            &[("redundancy", "true"), ("striping", "false")],
+            &[("redundancy", "true"), ("raidMaxDrives", "8")],
+            &[("type", "ssd"), ("striping", "false")],
+            &[("type", "slice")],
+            &[("type", "slice"), ("redundancy", "true")],
+        ];
+        let server = Topology::new([(convert::TOPOLOGY_SERVER, "r1-n1")]).ok();
+        assert!(server.is_some());
+        for class in CLASSES {
+            let p = kv(class);
+            for t in [None, server.as_ref()] {
+                let copy = c.capacity(&p, t).unwrap();
+                let mut st = c.lock();
+                let own = c
+                    .capacity_on(&mut st.pool, &Parameters::parse(&p).unwrap(), t)
+                    .unwrap();
+                assert_eq!(copy, own, "{step}: {class:?} in {t:?}");
+            }
+        }
+    }
+
+    /// GetCapacity's copy of the pool, kept current by replaying the
+    /// changes (creates, deletes, marks) or copied anew (more changes than
+    /// the journal keeps, a slice grown, a repair), answers as the state's
+    /// own pool.
+    #[test]
+    fn capacity_from_the_copy_is_the_answer_of_the_pool() {
+        let c = composer(Arc::new(MemStore::default()));
+        answers_alike(&c, "empty");
+        let mut ids = Vec::new();
+        for (i, class) in [
+            &[("type", "slice")][..],
+            &[("type", "slice"), ("redundancy", "true")],
+            &[("redundancy", "true"), ("striping", "false")],
+            &[("type", "ssd"), ("striping", "false")],
+            &[("striping", "false")],
+        ]
+        .iter()
+        .cycle()
+        .take(15)
+        .enumerate()
+        {
+            let v = c
+                .create(
+                    &format!("v{i}"),
+                    &kv(class),
+                    gib(1 + i as u64 * 37),
+                    true,
+                    true,
+                    None,
+                )
+                .unwrap();
+            ids.push(v.id.clone());
+            answers_alike(&c, &format!("create {i}"));
+        }
+        for id in ids.iter().step_by(3) {
+            c.delete(id).unwrap();
+        }
+        answers_alike(&c, "deletes");
+        let drive = c.inventory().drives()[0].id.clone();
+        c.mark(&drive, Health::Failed).unwrap();
+        answers_alike(&c, "mark");
+        c.apply_repair(&drive).unwrap();
+        answers_alike(&c, "repair");
+        c.mark(&drive, Health::Healthy).unwrap();
+        // v5: a single slice (every fifth create), not deleted.
+        let slice = &ids[5];
+        c.expand(slice, gib(600)).unwrap();
+        answers_alike(&c, "expansion");
+        c.create("last", &kv(&[("type", "slice")]), gib(3), true, true, None)
+            .unwrap();
+        answers_alike(&c, "create after the copy was made anew");
+    }
+
+    /// The OS id of the calling thread (Linux: `/proc/thread-self`).
+    fn os_tid() -> String {
+        let link = std::fs::read_link("/proc/thread-self").unwrap();
+        link.file_name().unwrap().to_string_lossy().into_owned()
+    }
+
+    /// Waits (without a deadline: the test runner's own timeout stops a
+    /// hung test) until thread `tid` sleeps: a thread that sent its id and
+    /// then locks sleeps only once parked on the lock.
+    fn until_asleep(tid: &str) {
+        loop {
+            let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
+            // The state follows the command name, which ends with ") ".
+            if stat.rsplit(") ").next().unwrap().starts_with('S') {
+                return;
+            }
+            std::thread::yield_now();
+        }
+    }
+
+    /// The state's lock serves a caller that waits before the holder that
+    /// unlocks and locks again at once (GetCapacity asked back to back, a
+    /// burst of creates): with the standard mutex the holder took it
+    /// straight back.
+    #[test]
+    fn a_waiting_caller_goes_before_the_holder_locking_again() {
+        let m = Arc::new(FairMutex::new(Vec::<&str>::new()));
+        for _ in 0..20 {
+            m.lock().clear();
+            let held = m.lock();
+            let (tid_tx, tid_rx) = mpsc::channel();
+            let waiter = {
+                let m = m.clone();
+                std::thread::spawn(move || {
+                    tid_tx.send(os_tid()).unwrap();
+                    m.lock().push("waiter");
+                })
+            };
+            until_asleep(&tid_rx.recv().unwrap());
+            drop(held);
+            m.lock().push("holder again");
+            waiter.join().unwrap();
+            assert_eq!(*m.lock(), ["waiter", "holder again"]);
+        }
+    }
+
+    /// A store whose first commit of the volume named `held` waits until
+    /// told.
+    struct Parking {
+        inner: MemStore,
+        parked_once: std::sync::atomic::AtomicBool,
+        parked: Mutex<mpsc::Sender<()>>,
+        go: Mutex<mpsc::Receiver<()>>,
+    }
+
+    impl Store for Parking {
+        fn load(&self) -> Result<crate::store::StoredState, Error> {
+            self.inner.load()
+        }
+        fn commit(&self, batch: Batch) -> Result<u64, Error> {
+            if batch
+                .ops
+                .iter()
+                .any(|o| matches!(o, Op::PutVolume(r) if r.name == "held"))
+                && !self
+                    .parked_once
+                    .swap(true, std::sync::atomic::Ordering::SeqCst)
+            {
+                let _ = self.parked.lock().unwrap().send(());
+                let _ = self.go.lock().unwrap().recv_timeout(2 * BLOCKED);
+            }
+            self.inner.commit(batch)
+        }
+    }
+
+    /// Between a create's two holds of the state (its commit in flight),
+    /// another create of its name is refused as busy, and another create
+    /// gets other drives: the first hold took the name and the drives, so
+    /// the second has nothing to re-decide (with the name not taken, both
+    /// creates of `held` succeeded, as two volumes).
+    #[test]
+    fn the_creates_between_a_creates_two_holds_neither_repeat_it_nor_share_its_drives() {
+        let (parked_tx, parked_rx) = mpsc::channel();
+        let (go_tx, go_rx) = mpsc::channel();
+        let c = composer(Arc::new(Parking {
+            inner: MemStore::default(),
+            parked_once: Default::default(),
+            parked: Mutex::new(parked_tx),
+            go: Mutex::new(go_rx),
+        }));
+        let class = kv(&[("striping", "false")]);
+        let held = {
+            let (c, class) = (c.clone(), class.clone());
+            std::thread::spawn(move || c.create("held", &class, gib(100), true, true, None))
+        };
+        parked_rx
+            .recv_timeout(BLOCKED)
+            .expect("the create of `held` commits");
+        let (again, others) = {
+            let (c, class) = (c.clone(), class.clone());
+            within_bound(move || {
+                let again = c.create("held", &class, gib(100), true, true, None);
+                let others: Vec<_> = (0..4)
+                    .map(|i| c.create(&format!("other-{i}"), &class, gib(100), true, true, None))
+                    .collect::<Result<_, _>>()?;
+                Ok::<_, Error>((again, others))
+            })
+            .expect("creates answer while another create's commit is in flight")
+            .unwrap()
+        };
+        go_tx.send(()).unwrap();
+        let held = held.join().unwrap().unwrap();
+        assert!(
+            matches!(again, Err(Error::Busy(_))),
+            "a second create of `held` while the first commits: {:?}",
+            again.as_ref().map(|v| &v.id)
+        );
+        let mut drives: Vec<&str> = held.members.iter().map(|m| m.drive.as_str()).collect();
+        drives.extend(
+            others
+                .iter()
+                .flat_map(|v| v.members.iter().map(|m| m.drive.as_str())),
+        );
+        let n = drives.len();
+        drives.sort_unstable();
+        drives.dedup();
+        assert_eq!(drives.len(), n, "whole drives taken twice");
+        assert_eq!(c.volume_count(), 5);
+        // The retry by name, once it landed, answers that volume.
+        let retry = c
+            .create("held", &class, gib(100), true, true, None)
+            .unwrap();
+        assert_eq!(retry.id, held.id);
+    }
 }

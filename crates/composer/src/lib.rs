@@ -32,7 +32,6 @@
 pub mod composer;
 pub mod convert;
 mod error;
-mod fair;
 pub mod inventory;
 pub mod params;
 pub mod plan;

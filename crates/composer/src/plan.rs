@@ -294,6 +294,13 @@ impl ReconcileReport {
 }
 
 /// The in-memory state volumes are planned against.
+///
+/// `Clone` for the composer's copy that `GetCapacity` plans on (see
+/// `Composer::capacity`): made once and then kept current by replaying the
+/// changes. It shares the placement inventory's indexes and the volume
+/// records with the pool it comes from (see `placement::Inventory`), and
+/// copies the rest (the inventory spec, per-drive tables, slice allocator).
+#[derive(Clone)]
 pub struct Pool {
     inv: Arc<Inventory>,
     engine: placement::Engine,

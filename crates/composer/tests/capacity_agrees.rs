@@ -14,7 +14,9 @@
 //! placement cannot hold, answers as the plain bisection over
 //! `would_place` that it replaced.
 //!
-//! 64 cases by default; set `COMPOSER_CORE_PROPTEST_CASES` for more.
+//! 64 cases by default; set `COMPOSER_CORE_PROPTEST_CASES` for more (or
+//! proptest's own `PROPTEST_CASES`, read when the first is not set; a value
+//! that is not a whole number stops the run naming its variable).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -23,6 +25,10 @@ use std::sync::Arc;
 use composer_core::{Batch, Composer, Error, Inventory, MemStore, Op, Store};
 use csi_types::types::{CapacityRange, Topology, TopologyRequirement};
 use proptest::prelude::*;
+
+#[path = "support/cases.rs"]
+mod cases;
+use cases::cases;
 
 #[path = "support/every_trial_planned.rs"]
 mod support;
@@ -411,14 +417,6 @@ fn segment_of(racks: &[Rack], within: (u8, usize)) -> Option<Topology> {
         )]),
     };
     segment.map(|kv| Topology::new(kv).unwrap())
-}
-
-/// `default` cases, or `COMPOSER_CORE_PROPTEST_CASES` for longer runs.
-fn cases(default: u32) -> u32 {
-    std::env::var("COMPOSER_CORE_PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 /// Two SSDs in one enclosure, one rack (no storage group, no switch) and

@@ -348,6 +348,57 @@ fn a_replica_that_held_back_a_change_is_current_once_it_applies_it() {
     check_etcd(&url, &live, &HashSet::new());
 }
 
+/// GetCapacity plans on a copy of the pool that replays the changes the
+/// replica applies, other replicas' included: after B creates, deletes and
+/// marks while A has its copy, A answers as a replica opened afresh on etcd
+/// (a copy that missed another replica's change answers otherwise).
+#[test]
+fn get_capacity_follows_the_changes_of_other_replicas() {
+    let Some(etcd) = LocalEtcd::start_or_skip("get_capacity_follows_the_changes_of_other_replicas")
+    else {
+        return;
+    };
+    let url = etcd.url();
+    let (a, b) = (replica(&url), replica(&url));
+    for kind in ["slice", "hdd", "ssd"] {
+        a.capacity(&params(kind), None).unwrap();
+    }
+    let drive = b.inventory().drives()[0].id.clone();
+    let caught_up = |a: &Composer, b: &Composer| {
+        let mut polls = 0;
+        while a.records() != b.records() || a.mark_of(&drive) != b.mark_of(&drive) {
+            polls += 1;
+            assert!(polls < 3000, "A never heard of B's changes");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    };
+    let mut made = Vec::new();
+    for i in 0..6 {
+        let kind = ["slice", "hdd", "ssd"][i % 3];
+        made.push(
+            b.create(
+                &format!("b-{i}"),
+                &params(kind),
+                gib(20 + i as u64),
+                true,
+                true,
+                None,
+            )
+            .unwrap(),
+        );
+    }
+    b.mark(&drive, composer_core::Health::Draining).unwrap();
+    caught_up(&a, &b);
+    audit_replica(&a, &url);
+    // Deletes (a release the copy could not replay would make it copy the
+    // pool anew, and hide a change it missed: hence the audit above).
+    b.delete(&made[1].id).unwrap();
+    b.delete(&made[3].id).unwrap();
+    b.mark(&drive, composer_core::Health::Healthy).unwrap();
+    caught_up(&a, &b);
+    audit_replica(&a, &url);
+}
+
 /// Many clients on one replica at once: 64 threads each create 8 volumes
 /// through one composer and its one etcd connection. Every create must
 /// answer (none may wait forever on an etcd transaction; before the fix

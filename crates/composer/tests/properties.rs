@@ -4,7 +4,9 @@
 //! same state and reconciles clean), a failed call changes nothing, and
 //! the parameter parser never panics.
 //!
-//! 24 cases by default; set `COMPOSER_CORE_PROPTEST_CASES` for more.
+//! 24 cases by default; set `COMPOSER_CORE_PROPTEST_CASES` for more (or
+//! proptest's own `PROPTEST_CASES`, read when the first is not set; a value
+//! that is not a whole number stops the run naming its variable).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,6 +14,10 @@ use std::sync::Arc;
 use composer_core::{Composer, Error, Health, Inventory, MemStore, Parameters, Store};
 use csi_types::types::CapacityRange;
 use proptest::prelude::*;
+
+#[path = "support/cases.rs"]
+mod cases;
+use cases::cases;
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -342,12 +348,4 @@ fn luks_takes_its_header_from_the_largest_volume() {
     let v = c.create("luks", &luks, fits, false, true, None).unwrap();
     assert_eq!(v.record.layout.usable_bytes, max);
     assert_eq!(v.record.capacity, max - composer_core::LUKS2_HEADER_BYTES);
-}
-
-/// `default` cases, or `COMPOSER_CORE_PROPTEST_CASES` for longer runs.
-fn cases(default: u32) -> u32 {
-    std::env::var("COMPOSER_CORE_PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
