@@ -49,12 +49,16 @@ impl FromStr for FsType {
 /// that holds no filesystem but a partition table, `"a PTTYPE partition table"` (such as `"a
 /// gpt partition table"`); `None` only for a device that holds neither. A partitioned disk is
 /// not blank: formatting it would destroy its partitions.
+///
+/// A device that a [`mkfs`] of this process is formatting, or whose `mkfs` was killed at its
+/// timeout and may still write to it, is not probed: [`Error::FormatPending`].
 pub fn probe_filesystem(device: &Path) -> Result<Option<String>, Error> {
     if !device.exists() {
         return Err(Error::NotFound {
             path: device.to_path_buf(),
         });
     }
+    check_not_pending(device)?;
     let mut cmd = Tool::Blkid.command();
     cmd.args(["-p", "-o", "export"]).arg(path_arg(device));
     let out = match run(Tool::Blkid, &mut cmd) {
@@ -84,7 +88,8 @@ fn probed(export: &str) -> Option<String> {
 }
 
 /// Formats `device` with `fs`, whatever is on it. Callers that must never destroy data use
-/// [`format_and_mount`], which formats only a blank device.
+/// [`format_and_mount`], which formats only a blank device. A `device` that does not exist is
+/// refused ([`Error::NotFound`]) before any `mkfs` runs.
 ///
 /// A `mkfs` killed at its timeout ([`Error::Timeout`]) may have written part of a filesystem,
 /// superblock included: [`probe_filesystem`] would then find it, and a retried
@@ -92,10 +97,24 @@ fn probed(export: &str) -> Option<String> {
 /// blank). So after such a kill every signature libblkid finds on the device is erased with
 /// `wipefs -a` ([`Tool::Wipefs`]; the same probes [`probe_filesystem`] runs, filesystem, RAID
 /// and partition-table signatures alike, backup superblocks of GPT included), and the device
-/// looks blank again: the retry formats it anew. A `wipefs` that fails is logged as an error
-/// naming the device (run `wipefs -a` on it by hand before the retry); a `mkfs` still blocked
-/// in the kernel after the kill (`exited: false`) may write again after the wipe, which only a
-/// check of the device once it is back can tell.
+/// looks blank again: the retry formats it anew.
+///
+/// The erasing waits until the killed `mkfs` can write no more: until it, and every process of
+/// its group (what a wrapper such as `nsenter` started), has died. A process blocked in the
+/// kernel on a hung device dies of its kill only once the kernel lets it go, and may write
+/// until then; so when the group has not died within a second of the kill (the error's
+/// `exited: false`), the device is erased once it has, whenever that is, and until then every
+/// [`mkfs`], [`probe_filesystem`], [`format_and_mount`] and [`resize_filesystem`] of the
+/// device in this process fails with [`Error::FormatPending`] (ABORTED, naming the stuck
+/// `mkfs`'s pid) instead of finding what it wrote or racing its late writes. The same error
+/// answers while a `mkfs` of the device runs: two formats of one device never overlap.
+///
+/// The device is known by its device number (by device and inode for an image file),
+/// whatever path names it; a device that has other media by the time the `mkfs` dies (a loop
+/// device number attached to another file since, as its disk sequence number tells) is not
+/// erased. Another process (a restarted plugin) knows nothing of a pending erase. A `wipefs`
+/// that fails is logged as an error naming the device (run `wipefs -a` on it by hand before
+/// the retry).
 pub fn mkfs(device: &Path, fs: FsType) -> Result<(), Error> {
     let tool = match fs {
         FsType::Ext4 => Tool::MkfsExt4,
@@ -109,14 +128,149 @@ pub fn mkfs(device: &Path, fs: FsType) -> Result<(), Error> {
         FsType::Xfs => cmd.arg("-q"),
     };
     cmd.arg(path_arg(device));
-    if let Err(e) = run(tool, &mut cmd) {
-        if matches!(e, Error::Timeout { .. }) {
-            wipe_signatures(device);
+    // Held by this call and by the clean-up of a mkfs that outlives it: the device stays
+    // refused until both have let go, the clean-up after its erase.
+    let pending = std::sync::Arc::new(PendingFormat::start(device)?);
+    let late = {
+        let pending = pending.clone();
+        let device = device.to_path_buf();
+        Box::new(move || {
+            // The device may have gone, or its path may name another one by now: another
+            // file attached to the loop device number once the killed mkfs let go of it
+            // (the disk sequence number tells, where the kernel has one).
+            if device_key(&device) == Some(pending.key) && diskseq(pending.key) == pending.seq {
+                wipe_signatures(&device);
+            } else {
+                tracing::error!(device = %device.display(),
+                    "a mkfs killed at its timeout has died, but its device is no longer at its \
+                     path: what it wrote was not erased; run `wipefs -a` on the device before \
+                     staging it again");
+            }
+            drop(pending);
+        })
+    };
+    if let Err(e) = crate::run_with_cleanup(tool, &mut cmd, late) {
+        match e {
+            Error::Timeout { exited: true, .. } => wipe_signatures(device),
+            Error::Timeout { pid, .. } => {
+                pending.stuck(pid);
+                tracing::warn!(device = %device.display(), pid,
+                    "a mkfs killed at its timeout is still blocked in the kernel: its device is \
+                     erased once it dies, and refused until then");
+            }
+            _ => {}
         }
         return Err(e);
     }
     tracing::info!(device = %device.display(), fs = %fs, "formatted");
     Ok(())
+}
+
+/// Which device a path names, whatever the path: a block device's number (`st_rdev`), or an
+/// image file's file system and inode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DeviceKey {
+    Block(u64),
+    File(u64, u64),
+}
+
+fn device_key(path: &Path) -> Option<DeviceKey> {
+    std::fs::metadata(path).ok().map(|m| key_of(&m))
+}
+
+fn key_of(m: &std::fs::Metadata) -> DeviceKey {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    if m.file_type().is_block_device() {
+        DeviceKey::Block(m.rdev())
+    } else {
+        DeviceKey::File(m.dev(), m.ino())
+    }
+}
+
+/// The devices a [`mkfs`] of this process is formatting, or whose killed `mkfs` may still
+/// write: each with a number of its own and the pid of a killed `mkfs` still blocked.
+static PENDING: std::sync::Mutex<Vec<(DeviceKey, u64, Option<u32>)>> =
+    std::sync::Mutex::new(Vec::new());
+
+fn pending() -> std::sync::MutexGuard<'static, Vec<(DeviceKey, u64, Option<u32>)>> {
+    // Plain values, whole after any write: a panic elsewhere spoils nothing.
+    PENDING.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A device's entry in [`PENDING`], taken off when dropped.
+struct PendingFormat {
+    key: DeviceKey,
+    /// The device's disk sequence number when the format began.
+    seq: Option<u64>,
+    id: u64,
+}
+
+/// The disk sequence number of a block device (sysfs `diskseq`, Linux 5.15 and later), which
+/// the kernel changes whenever the device gets other media: a loop device at every attach.
+fn diskseq(key: DeviceKey) -> Option<u64> {
+    let DeviceKey::Block(rdev) = key else {
+        return None;
+    };
+    let path = format!(
+        "/sys/dev/block/{}:{}/diskseq",
+        rustix::fs::major(rdev),
+        rustix::fs::minor(rdev)
+    );
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+impl PendingFormat {
+    /// Enters `device`, unless a format of it is pending already ([`Error::FormatPending`]). A
+    /// path that names nothing is refused ([`Error::NotFound`], or the reason `stat` gives),
+    /// before any `mkfs` runs.
+    fn start(device: &Path) -> Result<Self, Error> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let key = key_of(&std::fs::metadata(device).map_err(|e| Error::io("stat", device, e))?);
+        let mut all = pending();
+        refuse_if_pending(&all, key, device)?;
+        all.push((key, id, None));
+        Ok(PendingFormat {
+            key,
+            seq: diskseq(key),
+            id,
+        })
+    }
+
+    /// Records that the `mkfs` was killed and is still blocked in the kernel as `pid`.
+    fn stuck(&self, pid: u32) {
+        if let Some(entry) = pending().iter_mut().find(|e| e.1 == self.id) {
+            entry.2 = Some(pid);
+        }
+    }
+}
+
+impl Drop for PendingFormat {
+    fn drop(&mut self) {
+        pending().retain(|e| e.1 != self.id);
+    }
+}
+
+fn refuse_if_pending(
+    all: &[(DeviceKey, u64, Option<u32>)],
+    key: DeviceKey,
+    device: &Path,
+) -> Result<(), Error> {
+    match all.iter().find(|e| e.0 == key) {
+        Some(&(_, _, pid)) => Err(Error::FormatPending {
+            device: device.to_path_buf(),
+            pid,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// [`Error::FormatPending`] when a format of `device` is pending (see [`mkfs`]).
+fn check_not_pending(device: &Path) -> Result<(), Error> {
+    match device_key(device) {
+        Some(key) => refuse_if_pending(&pending(), key, device),
+        None => Ok(()),
+    }
 }
 
 /// Erases every signature libblkid finds on `device` (`wipefs -a`): what a `mkfs` killed
@@ -178,7 +332,7 @@ pub fn format_and_mount(
             mounted: crate::mount::describe(&top),
             wanted: format!(
                 "{} ({fs}, {})",
-                device.display(),
+                storage_units::quote_path(device),
                 crate::mount::mode(options.is_read_only())
             ),
         });
@@ -225,9 +379,8 @@ fn check_kinds(device: &Path, target: &Path) -> Result<(), Error> {
             "format",
             device,
             format!(
-                "{} is {}, not a block device: a filesystem is made and mounted on a block \
+                "it is {}, not a block device: a filesystem is made and mounted on a block \
                  device (attach an image file to a loop device first, LoopDevice::attach)",
-                device.display(),
                 if d.is_dir() {
                     "a directory"
                 } else if d.is_file() {
@@ -243,10 +396,7 @@ fn check_kinds(device: &Path, target: &Path) -> Result<(), Error> {
         return refuse(
             "mount",
             target,
-            format!(
-                "{} is not a directory: a filesystem is mounted on a directory",
-                target.display()
-            ),
+            "it is not a directory: a filesystem is mounted on a directory".to_string(),
         );
     }
     Ok(())

@@ -32,8 +32,9 @@ pub struct AttachOptions {
     pub direct_io: bool,
     /// Where the device starts in the file, in bytes (`--offset`); before the end of the file.
     pub offset: u64,
-    /// How many bytes of the file from `offset` the device shows (`--sizelimit`), above 0;
-    /// `None`: up to the end of the file.
+    /// How many bytes of the file from `offset` the device shows (`--sizelimit`), above 0 and
+    /// at most `i64::MAX` (the kernel's limit); past the end of the file, the device ends with
+    /// the file. `None`: up to the end of the file.
     pub size_limit: Option<u64>,
 }
 
@@ -78,9 +79,8 @@ impl LoopDevice {
     /// once it dies at last. Attaches of one file in this process take turns, so that this
     /// never detaches a device another attach made.
     pub fn attach_with(file: &Path, opts: &AttachOptions) -> Result<Self, Error> {
-        let len = fs::metadata(file)
-            .map_err(|e| Error::io("stat", file, e))?
-            .len();
+        let meta = fs::metadata(file).map_err(|e| Error::io("stat", file, e))?;
+        let len = meta.len();
         // losetup takes `--sizelimit 0` for "no limit" and an offset at or past the end for a
         // device of no bytes: neither is what such options ask for.
         let refuse = |rule: String| {
@@ -90,11 +90,24 @@ impl LoopDevice {
                 std::io::Error::new(std::io::ErrorKind::InvalidInput, rule),
             ))
         };
+        if meta.is_dir() {
+            return refuse(
+                "it is a directory: a loop device is made over a regular file (or a block device)"
+                    .into(),
+            );
+        }
         if opts.size_limit == Some(0) {
             return refuse(
                 "size_limit 0 would show the whole file: give None for that, or a size above 0"
                     .into(),
             );
+        }
+        if let Some(limit) = opts.size_limit.filter(|&l| i64::try_from(l).is_err()) {
+            return refuse(format!(
+                "size_limit {limit} is above {} bytes, the largest size the kernel takes \
+                 (a signed 64-bit offset): give None for the whole file",
+                i64::MAX
+            ));
         }
         if opts.offset > 0 && opts.offset >= len {
             return refuse(format!(

@@ -100,10 +100,21 @@ impl MountOptions {
         let mut chosen: Vec<(&str, &str)> = Vec::new();
         for entry in options {
             for option in entry.as_ref().split(',') {
-                if option.is_empty() || option.contains(|c: char| c.is_whitespace() || c == '\0') {
+                let broken = if option.is_empty() {
+                    Some(
+                        "an option is not empty (two commas in a row, or one at an end, leave one)",
+                    )
+                } else if option.contains(char::is_whitespace) {
+                    Some("an option holds no white space")
+                } else if option.contains('\0') {
+                    Some("an option holds no NUL byte")
+                } else {
+                    None
+                };
+                if let Some(rule) = broken {
                     return Err(Error::BadMountOption {
                         option: redacted(entry.as_ref()),
-                        rule: "an option is a non-empty word without spaces".into(),
+                        rule: rule.into(),
                     });
                 }
                 match FLAGS.iter().find(|(name, ..)| *name == option) {
@@ -216,8 +227,10 @@ impl MountOptions {
                 Ok(()) => {}
                 Err(rustix::io::Errno::INVAL) => {
                     // The kernel says why in the context's log ("e ext4: Unknown parameter
-                    // 'x'"); a value is hidden there as everywhere.
-                    let mut log = [0u8; 256];
+                    // 'x'"); a value is hidden there as everywhere. A read whose buffer is
+                    // shorter than the message fails (EMSGSIZE) and drops it, and a key or a
+                    // value may be 255 bytes each: a page holds any message.
+                    let mut log = vec![0u8; FS_LOG_MESSAGE_MAX];
                     let why = rustix::io::read(&fd, &mut log)
                         .ok()
                         .map(|n| String::from_utf8_lossy(&log[..n]).trim().to_string())
@@ -258,6 +271,10 @@ impl MountOptions {
         }
     }
 }
+
+/// Room for one message of a filesystem context's log (`fsopen(2)`): the kernel's text with
+/// a key and a value of at most 255 bytes each.
+const FS_LOG_MESSAGE_MAX: usize = 4096;
 
 /// Mount options as an error may show them: the value of each `key=value` option is left out.
 /// CSI's `mount_flags` MAY carry secrets (`password=…` for a network filesystem), which a plugin
@@ -472,7 +489,7 @@ pub(crate) fn mount_filesystem(
     // The options were checked free of NUL when parsed.
     let c_data = std::ffi::CString::new(data.clone()).map_err(|_| Error::BadMountOption {
         option: redacted(&data),
-        rule: "an option is a non-empty word without spaces".into(),
+        rule: "an option holds no NUL byte".into(),
     })?;
     rustix::mount::mount(device, target, fs_type, options.flags, c_data.as_c_str()).map_err(
         |e| {
@@ -533,7 +550,7 @@ pub fn bind_mount(
                 format!(
                     "{} is {} and the target is {}: a directory is bound on a directory, a file \
                      or a device on a file",
-                    source.display(),
+                    storage_units::quote_path(source),
                     kind(s.is_dir()),
                     kind(t.is_dir())
                 ),
@@ -560,7 +577,11 @@ pub fn bind_mount(
         return Err(Error::AlreadyMounted {
             path: target.to_path_buf(),
             mounted: describe(&top),
-            wanted: format!("a bind of {} ({})", source.display(), mode(wanted_ro)),
+            wanted: format!(
+                "a bind of {} ({})",
+                storage_units::quote_path(source),
+                mode(wanted_ro)
+            ),
         });
     }
     rustix::mount::mount_bind(source, target).map_err(|e| {
@@ -619,12 +640,12 @@ fn undo_bind(target: &Path, failed: Error) -> Error {
 pub(crate) fn describe(m: &MountEntry) -> String {
     format!(
         "{} ({}{}, {})",
-        Path::new(&m.source).display(),
+        storage_units::quote_path(Path::new(&m.source)),
         m.fs_type,
         if m.root == Path::new("/") {
             String::new()
         } else {
-            format!(" at {}", m.root.display())
+            format!(" at {}", storage_units::quote_path(&m.root))
         },
         mode(m.read_only)
     )
@@ -857,6 +878,36 @@ mod tests {
     }
 
     #[test]
+    fn a_malformed_option_is_refused_with_the_rule_it_breaks_on_one_short_line() {
+        for (options, rule) in [
+            (vec!["noatime,,ro"], "two commas in a row"),
+            (vec![",noatime"], "two commas in a row"),
+            (vec![""], "two commas in a row"),
+            (vec!["no atime"], "white space"),
+            (vec!["uid=1\n"], "white space"),
+            (vec!["a\0b"], "NUL byte"),
+        ] {
+            let err = MountOptions::parse(&options).unwrap_err();
+            let msg = err.to_string();
+            assert!(msg.contains(rule), "{options:?}: {msg}");
+            assert!(
+                !msg.contains('\n') && !msg.contains('\0'),
+                "{options:?}: {msg}"
+            );
+        }
+        // An entry of 10,000 characters is cut in the message, with its length.
+        let long = format!("{},", "x".repeat(10_000));
+        let err = MountOptions::parse([&long]).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.len() < 500 && msg.contains("(10001 bytes)"), "{msg}");
+        #[cfg(feature = "csi")]
+        {
+            let status = csi_types::CsiError::from(err);
+            assert!(status.to_string().len() < 600, "{status}");
+        }
+    }
+
+    #[test]
     fn mountinfo_lines() {
         let m = parse_mountinfo_line(
             b"36 35 98:0 /mnt1 /mnt\\0402 ro,noatime master:1 - ext3 /dev/root rw,errors=continue",
@@ -883,6 +934,14 @@ mod tests {
         assert_eq!(m.source.as_bytes(), b"t\xffmp");
         assert_eq!(m.fs_type, "tmpfs");
         assert!(!m.read_only);
+        // An error names such a mount on one line, escaped: a source with a line break (the
+        // kernel writes it `\012`), a root that is not UTF-8.
+        let line = b"813 35 0:99 /r\xff /tmp/y rw shared:9 - ext4 /dev/a\\012b rw";
+        let m = parse_mountinfo_line(line).unwrap();
+        assert_eq!(
+            describe(&m),
+            "\"/dev/a\\nb\" (ext4 at \"/r\\xFF\", read-write)"
+        );
         // One such line among others spoils none of them.
         let table = [
             &b"1 0 8:1 / / rw - ext4 /dev/sda1 rw"[..],

@@ -139,8 +139,23 @@ impl Tool {
     /// keeps its tools outside `PATH` (`/usr/local/sbin/mkfs.xfs` of a newer xfsprogs), or a
     /// wrapper that runs them in the host's mount namespace (`nsenter`). The program is
     /// called with the tool's own arguments.
+    ///
+    /// An empty `program` names no program: it restores the default, the tool's
+    /// [`Tool::name`] looked up in `PATH` (as a configuration that leaves the setting empty
+    /// means), rather than making every later run fail as a missing program with no name.
+    /// (It is not refused with an error, as that would change this method's signature for
+    /// every caller.)
+    ///
+    /// ```
+    /// use csi_node::Tool;
+    /// Tool::Wipefs.set_program("/usr/local/sbin/wipefs");
+    /// assert_eq!(Tool::Wipefs.program(), std::path::Path::new("/usr/local/sbin/wipefs"));
+    /// Tool::Wipefs.set_program("");
+    /// assert_eq!(Tool::Wipefs.program(), std::path::Path::new("wipefs"));
+    /// ```
     pub fn set_program(self, program: impl Into<PathBuf>) {
-        settings_mut()[self.index()].program = Some(program.into());
+        let program = Some(program.into()).filter(|p| !p.as_os_str().is_empty());
+        settings_mut()[self.index()].program = program;
     }
 
     /// A command that runs the tool's program.
@@ -168,16 +183,17 @@ pub(crate) fn run(tool: Tool, cmd: &mut Command) -> Result<String, Error> {
     run_with_cleanup(tool, cmd, Box::new(|| {}))
 }
 
-/// What runs once a killed tool that was still blocked in the kernel when [`run_with_cleanup`]
-/// returned (its error's `exited: false`) has died at last: on the thread that reaps it,
-/// whenever the kernel lets it go.
+/// What runs once a killed tool whose process group was not all dead when [`run_with_cleanup`]
+/// returned (its error's `exited: false`: a process of it blocked in the kernel) has died at
+/// last, every process of the group: on the thread that reaps it, whenever the kernel lets
+/// them go.
 pub(crate) type Cleanup = Box<dyn FnOnce() + Send + 'static>;
 
-/// [`run`], and `cleanup` once a tool killed while blocked in the kernel has died (see
-/// [`Cleanup`]): for what it did until then, such as a `losetup` whose attach of a file on a
-/// hung file system completes after the call returned. Not run for a tool that exits by
-/// itself or dies within the grace after the kill: the caller sees its error and cleans up
-/// then.
+/// [`run`], and `cleanup` once a tool killed while blocked in the kernel has died with its
+/// whole process group (see [`Cleanup`]): for what it did until then, such as a `losetup`
+/// whose attach of a file on a hung file system completes after the call returned. Not run
+/// (dropped) for a tool that exits by itself or whose group dies within the grace after the
+/// kill: the caller sees its error and cleans up then.
 pub(crate) fn run_with_cleanup(
     tool: Tool,
     cmd: &mut Command,
@@ -238,7 +254,7 @@ pub(crate) fn run_with_cleanup(
             let pid = child.id();
             let exited = kill_group(child, &exit, cleanup);
             return Err(Error::Timeout {
-                command: format!("{cmd:?}"),
+                command: command_line(cmd),
                 tool,
                 waited: started.elapsed(),
                 pid,
@@ -262,23 +278,33 @@ pub(crate) fn run_with_cleanup(
         {
             let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
         }
+        // What is left may be blocked in the kernel, and able to write, like a tool itself.
+        let exited = await_group(child.id(), Instant::now() + KILL_GRACE, cleanup);
         return Err(Error::Timeout {
-            command: format!("{cmd:?}"),
+            command: command_line(cmd),
             tool,
             waited: started.elapsed(),
             pid: child.id(),
-            exited: true,
+            exited,
         });
     };
     if status.success() {
         Ok(String::from_utf8_lossy(&out).trim().to_string())
     } else {
         Err(Error::Command {
-            command: format!("{cmd:?}"),
+            command: command_line(cmd),
             status: status.to_string(),
             stderr: String::from_utf8_lossy(&err).trim().to_string(),
         })
     }
+}
+
+/// `cmd`'s program and arguments, whole, for [`Error::Command`] and [`Error::Timeout`].
+fn command_line(cmd: &Command) -> Vec<std::ffi::OsString> {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(ToOwned::to_owned)
+        .collect()
 }
 
 /// Reads `pipe` to its end on a thread of its own; the bytes arrive on the channel.
@@ -321,10 +347,12 @@ fn exit_notice(pid: u32) -> std::sync::mpsc::Receiver<std::io::Result<()>> {
 }
 
 /// Kills the process group that `child` leads (`SIGKILL` to every process in it) and reaps the
-/// child. Returns whether it has exited within a second (`exit`, from [`exit_notice`], tells):
-/// a process blocked in the kernel on a hung device (state `D`) dies only once the kernel lets
-/// go of it, and is then reaped by a thread left waiting for it, which runs `cleanup` next,
-/// so that no zombie stays and what it did meanwhile is undone.
+/// child. Returns whether the whole group has died within a second (`exit`, from
+/// [`exit_notice`], tells of the child; `/proc` of the rest): a process blocked in the kernel
+/// on a hung device (state `D`) dies only once the kernel lets go of it, and may write until
+/// then. Otherwise a thread left waiting reaps the child, waits for the rest of the group, and
+/// runs `cleanup` once every process of it has died, so that no zombie stays and what they
+/// did meanwhile is undone after they can do no more.
 fn kill_group(
     mut child: std::process::Child,
     exit: &std::sync::mpsc::Receiver<std::io::Result<()>>,
@@ -339,15 +367,78 @@ fn kill_group(
         let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
     }
     let _ = child.kill();
-    if let Ok(Ok(())) = exit.recv_timeout(Duration::from_secs(1)) {
+    let pgid = child.id();
+    let grace = Instant::now() + KILL_GRACE;
+    if let Ok(Ok(())) = exit.recv_timeout(KILL_GRACE) {
+        // The leader is dead; the rest of its group (what a wrapper such as `nsenter` started)
+        // may still be blocked in the kernel, and able to write, after it. Reaped now: the
+        // group's id stays reserved while any process of it lives, so it names no one else's
+        // group until the group is seen empty.
         let _ = child.wait();
-        return true;
+        return await_group(pgid, grace, cleanup);
     }
     std::thread::spawn(move || {
         let _ = child.wait();
+        wait_for_group(pgid);
         cleanup();
     });
     false
+}
+
+/// How long a killed tool's process group has to die before the call returns without it.
+const KILL_GRACE: Duration = Duration::from_secs(1);
+
+/// Waits until `until` for every process of the group `pgid` to die, and returns whether they
+/// have. If not, a thread waits on and runs `cleanup` once they have (it is dropped unrun
+/// otherwise).
+fn await_group(pgid: u32, until: Instant, cleanup: Cleanup) -> bool {
+    while group_alive(pgid) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if !group_alive(pgid) {
+        return true;
+    }
+    std::thread::spawn(move || {
+        wait_for_group(pgid);
+        cleanup();
+    });
+    false
+}
+
+/// Returns once every process of the group `pgid` has died. Looks once a second: a look reads
+/// every process's `/proc` entry, and a process may stay blocked in the kernel for hours.
+fn wait_for_group(pgid: u32) {
+    while group_alive(pgid) {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// Whether a process of the group `pgid` is still alive (a zombie is not: it can no longer do
+/// anything), as `/proc` of this process's pid namespace shows.
+fn group_alive(pgid: u32) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let name = e.file_name();
+        if !name
+            .to_str()
+            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return false;
+        }
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            return false;
+        };
+        // After the command's name, which may hold anything: state, parent, group.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            return false;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next();
+        let group = fields.nth(1);
+        state != Some("Z") && state != Some("X") && group == Some(pgid.to_string().as_str())
+    })
 }
 
 #[cfg(test)]
@@ -381,6 +472,24 @@ mod tests {
         let woke = wakeups() - before;
         assert_eq!(out, "done");
         assert!(woke < 10, "the caller woke {woke} times while the tool ran");
+    }
+
+    #[test]
+    fn a_failed_command_shows_a_long_path_argument_by_its_head_and_tail() {
+        let long = format!("/{}/pvc-1/mount", "x".repeat(2000));
+        let err = run(
+            Tool::Losetup,
+            Command::new("sh").args(["-c", "exit 3", "sh", &long]),
+        )
+        .unwrap_err();
+        let Error::Command { ref command, .. } = err else {
+            panic!("not the tool's failure: {err}");
+        };
+        assert_eq!(command.last().map(|a| a.len()), Some(long.len()));
+        let msg = err.to_string();
+        assert!(msg.starts_with("`sh -c \"exit 3\" sh \"/xxx"), "{msg}");
+        assert!(msg.contains("xxx/pvc-1/mount\"` failed"), "{msg}");
+        assert!(msg.len() < 400, "{} bytes: {msg}", msg.len());
     }
 
     #[test]

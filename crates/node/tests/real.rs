@@ -1310,6 +1310,14 @@ fn a_range_of_no_bytes_is_refused_before_anything_is_attached() {
             },
             "past the end",
         ),
+        // And a size above i64::MAX, which the kernel would fail (EOVERFLOW) in losetup.
+        (
+            csi_node::AttachOptions {
+                size_limit: Some(u64::MAX),
+                ..Default::default()
+            },
+            "size_limit 18446744073709551615 is above 9223372036854775807 bytes",
+        ),
     ] {
         let err = LoopDevice::attach_with(&image, &opts).unwrap_err();
         let msg = err.to_string();
@@ -1317,6 +1325,13 @@ fn a_range_of_no_bytes_is_refused_before_anything_is_attached() {
         assert!(msg.contains(&image.display().to_string()), "{msg}");
         assert!(LoopDevice::backed_by(&image).is_empty(), "{opts:?}");
     }
+    // A directory is no backing file (losetup failed on it, INTERNAL, naming no rule).
+    let err = LoopDevice::attach(&s.dir("a-dir"), false).unwrap_err();
+    assert!(
+        matches!(&err, Error::Io { op: "attach", .. })
+            && err.to_string().contains("it is a directory"),
+        "{err}"
+    );
     // A range inside the file is fine.
     let opts = csi_node::AttachOptions {
         offset: 1 << 20,
@@ -1325,6 +1340,15 @@ fn a_range_of_no_bytes_is_refused_before_anything_is_attached() {
     };
     let dev = Attached(LoopDevice::attach_with(&image, &opts).unwrap());
     assert_eq!(csi_node::block_device_size(dev.0.path()).unwrap(), 1 << 20);
+    assert!(dev.0.detach_and_wait(Duration::from_secs(30)).unwrap());
+    // And one that runs past its end ends with the file.
+    let opts = csi_node::AttachOptions {
+        offset: 1 << 20,
+        size_limit: Some(i64::MAX as u64),
+        ..Default::default()
+    };
+    let dev = Attached(LoopDevice::attach_with(&image, &opts).unwrap());
+    assert_eq!(csi_node::block_device_size(dev.0.path()).unwrap(), 3 << 20);
     assert!(dev.0.detach_and_wait(Duration::from_secs(30)).unwrap());
 }
 
@@ -1394,6 +1418,27 @@ fn a_mount_option_the_kernel_refuses_formats_nothing() {
 }
 
 #[test]
+fn the_kernels_reason_for_refusing_a_long_option_is_read_whole() {
+    // The kernel logs "e ext4: Unknown parameter '<key>'" in the filesystem context; a key may
+    // be 255 bytes, and a read into a buffer shorter than the message fails (EMSGSIZE) and
+    // loses it, which left only "invalid argument".
+    let probe = MountOptions::parse(["nosuchoption"]).unwrap();
+    if probe.check_for_filesystem("ext4").is_ok() {
+        return; // no fsopen(2) here: the mount is the check
+    }
+    let key = format!("nosuch{}", "o".repeat(240));
+    let opts = MountOptions::parse([key.as_str()]).unwrap();
+    let err = opts.check_for_filesystem("ext4").unwrap_err();
+    let Error::BadMountOption { ref rule, .. } = err else {
+        panic!("not a refused option: {err}");
+    };
+    assert!(
+        rule.contains("Unknown parameter") && rule.contains(&key),
+        "the kernel's reason is lost: {rule}"
+    );
+}
+
+#[test]
 fn an_image_file_or_a_file_target_is_refused_before_anything_is_formatted() {
     if unavailable(&["blkid", "mkfs.ext4", "losetup"]).is_some() {
         return;
@@ -1410,6 +1455,11 @@ fn an_image_file_or_a_file_target_is_refused_before_anything_is_formatted() {
         "{msg}"
     );
     assert_eq!(
+        msg.matches(image.to_str().unwrap()).count(),
+        1,
+        "the path is named once: {msg}"
+    );
+    assert_eq!(
         csi_node::probe_filesystem(&image).unwrap(),
         None,
         "the image file was formatted"
@@ -1422,6 +1472,11 @@ fn an_image_file_or_a_file_target_is_refused_before_anything_is_formatted() {
     let err = csi_node::format_and_mount(dev.path(), &file, FsType::Ext4, &MountOptions::default())
         .unwrap_err();
     assert!(err.to_string().contains("not a directory"), "{err}");
+    assert_eq!(
+        err.to_string().matches(file.to_str().unwrap()).count(),
+        1,
+        "the path is named once: {err}"
+    );
     assert_eq!(csi_node::probe_filesystem(dev.path()).unwrap(), None);
     // The size of a directory is no number at all.
     let err = csi_node::block_device_size(&staging).unwrap_err();
@@ -1565,4 +1620,48 @@ fn a_filesystem_that_is_not_grown_here_is_a_failed_precondition_not_a_bad_fs_typ
         "{status}"
     );
     assert!(!status.to_string().contains("fs_type"), "{status}");
+}
+
+#[test]
+fn a_missing_empty_or_odd_device_path_is_refused_by_mkfs_naming_it_on_one_line() {
+    use std::os::unix::ffi::OsStrExt;
+    let s = Scratch::new();
+    // A missing device is NOT_FOUND before any mkfs runs (mkfs.ext4 would fail INTERNAL, or
+    // make a file of the name with a size given).
+    let missing = s.path("no-such-device");
+    let err = csi_node::mkfs(&missing, FsType::Ext4).unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+    assert!(err.to_string().contains(missing.to_str().unwrap()), "{err}");
+    assert!(!missing.exists());
+    // An empty path is shown as one, a path with a line break or a byte that is not UTF-8 is
+    // escaped: each message is one line and names what was given.
+    let err = csi_node::mkfs(Path::new(""), FsType::Ext4).unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+    assert_eq!(err.to_string(), "\"\" does not exist");
+    let odd = s.path("new\nline");
+    for (path, shown) in [
+        (odd.clone(), format!("{:?}", odd)),
+        (
+            s.0.path().join(std::ffi::OsStr::from_bytes(b"bad\xffname")),
+            format!(
+                "{:?}",
+                s.0.path().join(std::ffi::OsStr::from_bytes(b"bad\xffname"))
+            ),
+        ),
+    ] {
+        for err in [
+            csi_node::mkfs(&path, FsType::Ext4).unwrap_err(),
+            csi_node::probe_filesystem(&path).unwrap_err(),
+        ] {
+            let msg = err.to_string();
+            assert!(!msg.contains('\n'), "{msg}");
+            assert!(msg.contains(&shown), "{shown} missing: {msg}");
+        }
+    }
+    // A NUL byte, which no path can hold, is the kernel's refusal of that path, not a tool's.
+    let nul = Path::new(std::ffi::OsStr::from_bytes(b"/dev/a\0b"));
+    let err = csi_node::mkfs(nul, FsType::Ext4).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, Error::Io { op: "stat", .. }), "{msg}");
+    assert!(msg.contains("\"/dev/a\\0b\""), "{msg}");
 }

@@ -5,11 +5,13 @@
 //! Each test changes only its own tools.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use csi_node::{AttachOptions, Error, FsType, LoopDevice, Tool};
+
+mod common;
+use common::{Freezer, eventually, script};
 
 /// A script at `DIR/NAME` that records its pid and its grandchild's, then waits for the
 /// grandchild, a `sleep` of 30 seconds: longer than any test should take.
@@ -38,19 +40,6 @@ fn dead(pid: u32) -> bool {
             .rsplit_once(')')
             .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
     }
-}
-
-/// Waits up to ten seconds for `cond`: a bound on a kill that is immediate, not a measure of
-/// speed.
-fn eventually(cond: impl Fn() -> bool) -> bool {
-    let end = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < end {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    cond()
 }
 
 /// Runs `call` with `tool` pointed at a hanging script and a short timeout, and checks that it
@@ -95,7 +84,7 @@ fn assert_killed_on_timeout<T: std::fmt::Debug>(
         "the script's child {grandchild} (its process group) was not killed"
     );
     let status = csi_types::CsiError::from(Error::Timeout {
-        command: "x".into(),
+        command: vec!["x".into()],
         tool,
         waited,
         pid,
@@ -169,12 +158,7 @@ fn a_hung_losetup_is_killed_and_named() {
     // call has returned: that device is detached once the losetup dies, while a device another
     // attach of the file made meanwhile is kept. The block in the kernel is a frozen cgroup
     // (the v1 freezer): a frozen process dies of its SIGKILL only once thawed.
-    let Some(freezer) = Freezer::new() else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI must run the attach-after-the-kill part: it needs the cgroup v1 freezer"
-        );
-        eprintln!("skipped the attach-after-the-kill part: needs the cgroup v1 freezer");
+    let Some(freezer) = Freezer::or_skip("the attach-after-the-kill part") else {
         return;
     };
     let late = attach_after_the_kill(dir.path(), "first", &freezer, &image);
@@ -219,10 +203,11 @@ fn attach_after_the_kill(dir: &Path, name: &str, freezer: &Freezer, image: &Path
         dir,
         &format!("attach-after-the-kill-{name}"),
         &format!(
-            "setsid sh -c 'while [ ! -e {go} ]; do sleep 0.05; done; losetup -f {image} && touch {attached}' \
+            "setsid sh -c 'while [ ! -e {go} ]; do [ -d {dir} ] || exit 1; sleep 0.05; done; losetup -f {image} && touch {attached}' \
              </dev/null >/dev/null 2>&1 &\n\
              echo $$ > {tasks}\necho FROZEN > {state}\nexec sleep 30",
             go = go.display(),
+            dir = dir.display(),
             image = image.display(),
             attached = attached.display(),
             tasks = freezer.dir.join("tasks").display(),
@@ -260,37 +245,6 @@ fn detach_all_over(image: &Path) -> Vec<LoopDevice> {
     left
 }
 
-/// A cgroup of the v1 freezer, removed (thawed, once empty) when dropped.
-struct Freezer {
-    dir: std::path::PathBuf,
-}
-
-impl Freezer {
-    fn new() -> Option<Self> {
-        let root = Path::new("/sys/fs/cgroup/freezer");
-        if !csi_node::is_root() || !root.join("tasks").exists() {
-            return None;
-        }
-        let dir = root.join(format!("csi-node-test-{}", std::process::id()));
-        fs::create_dir(&dir).ok()?;
-        Some(Freezer { dir })
-    }
-
-    fn thaw(&self) {
-        fs::write(self.dir.join("freezer.state"), "THAWED").unwrap();
-    }
-}
-
-impl Drop for Freezer {
-    fn drop(&mut self) {
-        let _ = fs::write(self.dir.join("freezer.state"), "THAWED");
-        eventually(|| {
-            fs::read_to_string(self.dir.join("tasks")).is_ok_and(|t| t.trim().is_empty())
-        });
-        let _ = fs::remove_dir(&self.dir);
-    }
-}
-
 #[test]
 fn settings_are_per_tool_and_a_default_stays_until_set() {
     // Tools no other test here changes.
@@ -305,14 +259,6 @@ fn settings_are_per_tool_and_a_default_stays_until_set() {
             "{tool:?}"
         );
     }
-}
-
-/// A script at `DIR/NAME` running `body`.
-fn script(dir: &Path, name: &str, body: &str) -> std::path::PathBuf {
-    let script = dir.join(name);
-    fs::write(&script, format!("#!/bin/sh\n{body}\n")).unwrap();
-    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
-    script
 }
 
 #[test]
