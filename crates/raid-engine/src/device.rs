@@ -68,7 +68,8 @@ pub trait BlockDevice: Send + Sync + fmt::Debug {
     ///
     /// Contract: a device claimed by another holder, in this process or
     /// another, is refused with [`io::ErrorKind::ResourceBusy`] and a
-    /// message naming the device and who holds it; the same holder may
+    /// message naming the device and who holds it (every error of a claim
+    /// names the device: a volume adds only the role); the same holder may
     /// claim a device again (one device given for two roles is for the
     /// volume to refuse, by its superblock), and every claim must be
     /// dropped before another holder gets it.
@@ -238,14 +239,25 @@ struct Pending {
     files: Option<ClaimFiles>,
 }
 
+/// Where in `claimed` the entry of `key` and `range` is: the published one
+/// (kernel locks taken), or the pending one. Unique either way: a claim of
+/// overlapping bytes waits while one is pending, and claims of the same
+/// bytes by one holder share an entry.
+fn claim_entry(
+    claimed: &[Claimed],
+    key: FileKey,
+    range: ByteRange,
+    published: bool,
+) -> Option<usize> {
+    claimed
+        .iter()
+        .position(|c| c.files.is_some() == published && c.key == key && c.range == range)
+}
+
 impl Drop for Pending {
     fn drop(&mut self) {
         let mut claimed = claimed_table();
-        // Unique: a claim of overlapping bytes waits while this one is pending.
-        if let Some(i) = claimed
-            .iter()
-            .position(|c| c.files.is_none() && c.key == self.key && c.range == self.range)
-        {
+        if let Some(i) = claim_entry(&claimed, self.key, self.range, false) {
             match self.files.take() {
                 Some(files) => claimed[i].files = Some(files),
                 None => {
@@ -300,10 +312,7 @@ struct FileClaim {
 impl Drop for FileClaim {
     fn drop(&mut self) {
         let mut claimed = claimed_table();
-        if let Some(i) = claimed
-            .iter()
-            .position(|c| c.files.is_some() && c.key == self.key && c.range == self.range)
-        {
+        if let Some(i) = claim_entry(&claimed, self.key, self.range, true) {
             claimed[i].count -= 1;
             if claimed[i].count == 0 {
                 // Closing its file description releases its locks.
@@ -337,7 +346,7 @@ pub(crate) fn check_range(dev: &dyn BlockDevice, offset: u64, len: usize) -> io:
             io::ErrorKind::InvalidInput,
             format!(
                 "range {offset}+{len} is beyond the end of {} ({} bytes)",
-                dev.describe(),
+                shown(dev.describe()),
                 dev.size()
             ),
         )),
@@ -386,6 +395,14 @@ impl PagePool {
     }
 }
 
+/// A path or a device's [`BlockDevice::describe`] as messages name it:
+/// quoted, escaped and shortened ([`storage_units::quote`]), so a message
+/// stays one short line. The one way errors and logs of this crate name a
+/// device.
+pub(crate) fn shown(name: impl AsRef<std::ffi::OsStr>) -> String {
+    storage_units::quote(&name.as_ref().to_string_lossy())
+}
+
 /// How to open a [`FileDevice`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheMode {
@@ -426,7 +443,10 @@ impl FileDevice {
     /// Open an existing file or block device read-write.
     pub fn open(path: impl AsRef<Path>, mode: CacheMode) -> io::Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let annotate = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+        // Named once, quoted short: a long path or one with control
+        // characters would otherwise make the message as long, or break it.
+        let shown = shown(&path);
+        let annotate = |e: io::Error| io::Error::new(e.kind(), format!("{shown}: {e}"));
         if mode == CacheMode::DirectIfSupported
             && let Ok(file) = OpenOptions::new()
                 .read(true)
@@ -549,7 +569,7 @@ impl FileDevice {
             (false, st.st_dev as u64, st.st_ino as u64)
         };
         let whole = range.end.is_none();
-        let path = self.path.display();
+        let path = shown(&self.path);
         // What is refused: the file, or the range of it.
         let asked = if whole {
             path.to_string()
@@ -576,10 +596,19 @@ impl FileDevice {
             .iter()
             .find(|c| c.key == key && c.range.overlaps(&range))
         {
-            let held = if whole && c.range == range {
+            // What the holder has, where it differs from what is asked:
+            // other bytes, or the file by another name (a link).
+            let mut how = Vec::new();
+            if !(whole && c.range == range) {
+                how.push(format!("it holds {}", c.range));
+            }
+            if c.path != self.path {
+                how.push(format!("claimed as {}", shown(&c.path)));
+            }
+            let how = if how.is_empty() {
                 String::new()
             } else {
-                format!("it holds {}, ", c.range)
+                format!(" ({})", how.join(", "))
             };
             let who = if c.holder == holder.id {
                 format!("{} (the same one, for another member)", c.what)
@@ -587,8 +616,7 @@ impl FileDevice {
                 c.what.clone()
             };
             return Err(busy(format!(
-                "{asked} is in use by {who} in this process ({held}claimed as {}); {CLAIM_RULE}",
-                c.path.display()
+                "{asked} is in use by {who} in this process{how}; {CLAIM_RULE}"
             )));
         }
         claimed.push(Claimed {
@@ -617,7 +645,7 @@ impl FileDevice {
     /// moment ([`FORK_WINDOW`]).
     fn kernel_locks(&self, range: ByteRange, block: bool, asked: &str) -> io::Result<ClaimFiles> {
         let whole = range.end.is_none();
-        let path = self.path.display();
+        let path = shown(&self.path);
         // A file description of the claim's own: the kernel's locks of two
         // claims exclude each other only if their descriptions differ.
         let lock = self.reopen()?;
@@ -705,7 +733,7 @@ impl FileDevice {
             self.file.as_raw_fd()
         )))
         .or_else(|_| open(&self.path))
-        .map_err(|e| io::Error::new(e.kind(), format!("{}: lock: {e}", self.path.display())))
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: lock: {e}", shown(&self.path))))
     }
 }
 
@@ -866,7 +894,7 @@ impl BlockDevice for FileDevice {
                     io::ErrorKind::InvalidInput,
                     format!(
                         "{}: cannot claim {len} bytes at {offset}: a claimed range must be non-empty and within the {} bytes of the file",
-                        self.path.display(),
+                        shown(&self.path),
                         self.size
                     ),
                 )
@@ -931,7 +959,7 @@ impl SliceDevice {
         if len == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("{}: a slice must not be empty", inner.describe()),
+                format!("{}: a slice must not be empty", shown(inner.describe())),
             ));
         }
         check_range_u64(inner.size(), offset, len).map_err(|_| {
@@ -939,7 +967,7 @@ impl SliceDevice {
                 io::ErrorKind::InvalidInput,
                 format!(
                     "{}: slice {offset}+{len} is beyond the end of the device ({} bytes)",
-                    inner.describe(),
+                    shown(inner.describe()),
                     inner.size()
                 ),
             )

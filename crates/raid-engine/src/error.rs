@@ -61,7 +61,7 @@ pub enum EngineError {
     /// nothing was written.
     #[error("{what}: {detail}")]
     InUse {
-        /// Which member (`devices[1] (/tmp/d1)`, `replacement`).
+        /// Which member (`devices[1]`, `replacement for role 0`).
         what: String,
         /// The device and who holds it.
         detail: String,

@@ -20,7 +20,7 @@ use raid::{FailureModel, Geometry, Layout, Level, Location, MemberContent};
 
 use crate::bitmap::Bitmap;
 use crate::crypt::{Cipher, Secret};
-use crate::device::{BlockDevice, Claim, ClaimHolder, DIRECT_ALIGN, PagePool};
+use crate::device::{BlockDevice, Claim, ClaimHolder, DIRECT_ALIGN, PagePool, shown};
 use crate::error::{EngineError, Result, invalid};
 use crate::fault::Fault;
 use crate::meta::{
@@ -575,7 +575,8 @@ fn same_device(a: &Arc<dyn BlockDevice>, b: &Arc<dyn BlockDevice>) -> bool {
     std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b))
 }
 
-/// `device`'s claim for `holder`, or the error that names it as `what`.
+/// `device`'s claim for `holder`, or the error that says it is `what`
+/// (the member's role: the device's own error names the device).
 fn claim_device(holder: &ClaimHolder, device: &dyn BlockDevice, what: String) -> Result<Claim> {
     match device.claim(holder) {
         Ok(c) => Ok(c),
@@ -600,7 +601,7 @@ fn claim_members(devices: &[Arc<dyn BlockDevice>]) -> Result<(ClaimHolder, Claim
         .iter()
         .enumerate()
         .map(|(i, d)| {
-            let what = format!("devices[{i}] ({})", d.describe());
+            let what = format!("devices[{i}]");
             Ok((d.clone(), claim_device(&holder, &**d, what)?))
         })
         .collect::<Result<Vec<_>>>()?;
@@ -712,7 +713,7 @@ fn plan_create(devices: &[Arc<dyn BlockDevice>], opts: &CreateOptions) -> Result
                         format!("devices[{i}]"),
                         format!(
                             "{} ({} bytes) has no room after the data offset of {data_offset} sectors",
-                            devices[i].describe(),
+                            shown(devices[i].describe()),
                             devices[i].size()
                         ),
                     ));
@@ -863,14 +864,14 @@ impl Volume {
             d.read_at(&mut b, SB_OFFSET)
                 .map_err(crate::error::io_err(format!(
                     "{}: read the metadata area before creating",
-                    d.describe()
+                    shown(d.describe())
                 )))?;
             saved.push((d, b));
         }
         let restore = |e: EngineError| {
             for (d, b) in saved.iter().rev() {
                 if let Err(re) = d.write_at(b, SB_OFFSET).and_then(|()| d.flush()) {
-                    tracing::warn!(device = %d.describe(), error = %re, "restoring the metadata area after a failed create");
+                    tracing::warn!(device = %shown(d.describe()), error = %re, "restoring the metadata area after a failed create");
                 }
             }
             e
@@ -890,11 +891,11 @@ impl Volume {
                     format!("devices[{r}]"),
                     format!(
                         "{} is the same device as devices[{other}] ({}): the superblock written for role {r} reads back as role {other}'s; give each member once",
-                        d.describe(),
+                        shown(d.describe()),
                         vol.slots
                             .get(other)
                             .and_then(|s| s.device())
-                            .map_or_else(|| "?".into(), |o| o.describe()),
+                            .map_or_else(|| "?".into(), |o| shown(o.describe())),
                     ),
                 )));
             }
@@ -1045,7 +1046,7 @@ impl Volume {
                 d.read_at(&mut b, BITMAP_OFFSET)
                     .map_err(crate::error::io_err(format!(
                         "{}: read bitmap",
-                        d.describe()
+                        shown(d.describe())
                     )))?;
                 bits.iter_mut().zip(&b).for_each(|(x, y)| *x |= y);
             }
@@ -1332,13 +1333,11 @@ impl Volume {
         if self.slots[role].state.load(Ordering::SeqCst) != FAILED
             && let Health::DataLost { reason, .. } = self.health_if_failed(&[role])?
         {
-            let dev = self.slots[role]
-                .device()
-                .map_or_else(|| "no device".to_string(), |d| d.describe());
+            // The reason names each role's device, this one's too: once.
             return Err(invalid(
                 "role",
                 format!(
-                    "failing role {role} ({dev}) of the {} volume of {} members is refused \
+                    "failing role {role} of the {} volume of {} members is refused \
                      because it would lose data (as mdadm --fail refuses the last copy): {reason}",
                     self.mapper.layout(),
                     self.slots.len()
@@ -1386,7 +1385,7 @@ impl Volume {
                 _ => "failed",
             };
             match self.slots[r].device() {
-                Some(d) => format!("role {r} ({}, {state})", d.describe()),
+                Some(d) => format!("role {r} ({}, {state})", shown(d.describe())),
                 None => format!("role {r} (missing)"),
             }
         };
@@ -2030,7 +2029,7 @@ impl Volume {
         r.map_err(|e| {
             self.mark_failed(m, &format!("{what} error: {e}"));
             EngineError::Io {
-                what: format!("member {m} ({}): {what}", dev.describe()),
+                what: format!("member {m} ({}): {what}", shown(dev.describe())),
                 source: e,
             }
         })
@@ -2228,7 +2227,7 @@ impl Volume {
     pub fn check_replacement(&self, role: usize, device: &dyn BlockDevice) -> Result<()> {
         self.check_replacement_fits(role, device)?;
         // Another volume or export (here or in another process) uses it.
-        let what = format!("replacement for role {role} ({})", device.describe());
+        let what = format!("replacement for role {role}");
         claim_device(&self.holder, device, what).map(drop)
     }
 
@@ -2249,7 +2248,7 @@ impl Volume {
         device: Arc<dyn BlockDevice>,
     ) -> Result<Replacement> {
         self.check_replacement_fits(role, &*device)?;
-        let what = format!("replacement for role {role} ({})", device.describe());
+        let what = format!("replacement for role {role}");
         let claim = claim_device(&self.holder, &*device, what)?;
         Ok(Replacement {
             array_uuid: self.meta_lock().array_uuid,
@@ -2273,7 +2272,7 @@ impl Volume {
                 "device",
                 format!(
                     "{} has {} bytes; member {role} needs at least {need}",
-                    device.describe(),
+                    shown(device.describe()),
                     device.size()
                 ),
             ));
@@ -2295,7 +2294,7 @@ impl Volume {
                 "device",
                 format!(
                     "{} holds role {holder} of this volume, which is in use: rebuilding role {role} onto it would overwrite role {holder}",
-                    device.describe()
+                    shown(device.describe())
                 ),
             ));
         }
@@ -2364,7 +2363,7 @@ impl Volume {
                 "replacement",
                 format!(
                     "{} was reserved for another volume; reserve it with this volume's reserve_replacement",
-                    reserved.device.describe()
+                    shown(reserved.device.describe())
                 ),
             ));
         }
@@ -2568,7 +2567,7 @@ impl Volume {
         if let Some(d) = dev {
             d.flush().map_err(crate::error::io_err(format!(
                 "member {role} ({}): flush",
-                d.describe()
+                shown(d.describe())
             )))?;
         }
         Ok(Progress {
@@ -2610,11 +2609,11 @@ impl Volume {
             let sb = read_superblock(d.as_ref())?;
             if sb.array_uuid != self.meta_lock().array_uuid || sb.device_uuid != uuid {
                 return Err(EngineError::Metadata {
-                    member: d.describe(),
+                    member: shown(d.describe()),
                     detail: format!("is not the device that left role {role}"),
                 });
             }
-            let what = format!("device for role {role} ({})", d.describe());
+            let what = format!("device for role {role}");
             let claim = claim_device(&self.holder, &*d, what)?;
             self.attach(slot, (d, claim));
         }
@@ -2863,9 +2862,9 @@ fn read_superblock(d: &dyn BlockDevice) -> Result<Superblock> {
     d.read_at(&mut b, SB_OFFSET)
         .map_err(crate::error::io_err(format!(
             "{}: read superblock",
-            d.describe()
+            shown(d.describe())
         )))?;
-    Superblock::decode(&b, &d.describe())
+    Superblock::decode(&b, &shown(d.describe()))
 }
 
 impl Found {
@@ -2883,7 +2882,7 @@ impl Found {
         // overflow at the volume's next event.
         if auth.events > u64::MAX / 2 {
             return Err(EngineError::Metadata {
-                member: devices[auth_i].describe(),
+                member: shown(devices[auth_i].describe()),
                 detail: format!(
                     "event count {} is not plausible (more than 2^63): the superblock is damaged",
                     auth.events
@@ -2897,13 +2896,13 @@ impl Found {
         // member) is named, not only the first: an operator sorting out a
         // mixed-up set of devices needs the whole picture at once.
         let mut problems: Vec<(String, String)> = Vec::new();
-        let newest = devices[auth_i].describe();
+        let newest = shown(devices[auth_i].describe());
         // The other devices given for a role already placed: said once per
         // role after the loop, with the count (`m0 m0 m0` said "role 0
         // given twice" twice).
         let mut again: Vec<Vec<String>> = vec![Vec::new(); n];
         for (d, sb) in devices.into_iter().zip(sbs) {
-            let name = d.describe();
+            let name = shown(d.describe());
             let mut problem = |detail: String| problems.push((name.clone(), detail));
             if sb.array_uuid != auth.array_uuid {
                 problem(format!(
@@ -2949,7 +2948,7 @@ impl Found {
             present_sb[r] = Some(sb);
         }
         for (r, others) in again.into_iter().enumerate() {
-            let Some(first) = placed[r].as_ref().map(|d| d.describe()) else {
+            let Some(first) = placed[r].as_ref().map(|d| shown(d.describe())) else {
                 continue;
             };
             if others.is_empty() {
@@ -3048,7 +3047,7 @@ impl Found {
             .filter(|&r| self.condition(r) != RoleCondition::Active)
             .collect();
         assess(&self.mapper, unavailable, &|r| {
-            let dev = self.placed[r].as_ref().map(|d| d.describe());
+            let dev = self.placed[r].as_ref().map(|d| shown(d.describe()));
             match (self.condition(r), dev) {
                 (RoleCondition::Faulty, Some(d)) => format!("role {r} ({d}, recorded failed)"),
                 (RoleCondition::Spare, Some(d)) => format!("role {r} ({d}, not in sync)"),

@@ -25,18 +25,46 @@ fn run_code(args: &[&str]) -> (i32, String, String) {
 
 /// Starts the command and reads the first line it writes to stderr (a
 /// server's "serving NBD on", or the error that ended it).
-fn started(args: &[&str]) -> (std::process::Child, String) {
+fn started(args: &[&str]) -> (Started, String) {
     use std::io::BufRead;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_raid-engine"))
-        .args(args)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = Started(
+        Command::new(env!("CARGO_BIN_EXE_raid-engine"))
+            .args(args)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let mut line = String::new();
     std::io::BufReader::new(child.stderr.take().unwrap())
         .read_line(&mut line)
         .unwrap();
     (child, line)
+}
+
+/// A `raid-engine` process started by a test, killed (by its PID) when the test ends without
+/// having waited for it: a failing assertion leaves no server running.
+struct Started(std::process::Child);
+
+impl std::ops::Deref for Started {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Started {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
 
 /// `status` and `scrub` on a whole, a degraded and a data-losing member
@@ -266,7 +294,8 @@ fn rebuild_refuses_to_fail_the_last_copy() {
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("role 0 is active and cannot be failed to be replaced")
-            && err.contains(&format!("failing role 0 ({})", m[0]))
+            && err.contains("failing role 0 of the ")
+            && err.contains(&format!("role 0 ({:?}, if failed)", m[0]))
             && err.contains("no byte has a copy left"),
         "{err}"
     );
@@ -656,7 +685,7 @@ fn create_resync_that_fails_closes_the_volume() {
     );
     assert_eq!(code, 1, "{out}{err}");
     assert!(
-        err.contains("--resync: ") && err.contains(&format!("member 0 ({url}): read")),
+        err.contains("--resync: ") && err.contains(&format!("member 0 ({url:?}): read")),
         "{err}"
     );
     assert!(out.contains("role 0: Failed"), "{out}");
@@ -707,10 +736,10 @@ fn status_describes_the_rest_when_a_superblock_is_unreadable() {
             && out.contains("role 1: Missing")
             && out.contains("role 3: Missing")
             && out.contains(&format!(
-                "unreadable: member {}: no raid-engine superblock",
+                "unreadable: member {:?}: no raid-engine superblock",
                 m[1]
             ))
-            && out.contains(&format!("unreadable: {url}: read superblock: "))
+            && out.contains(&format!("unreadable: {url:?}: read superblock: "))
             && out.contains(&format!("unreadable: {gone:?}: No such file"))
             && out.contains("state: degraded: role 1 (missing), role 3 (missing) unavailable"),
         "{out}"
@@ -1194,7 +1223,7 @@ fn a_member_in_use_by_another_process_is_refused() {
         let (code, out, err) = run_code(&[args, &m].concat());
         assert_eq!(code, 1, "{args:?}: {out}{err}");
         assert!(
-            err.contains(&format!("{} is in use by another process", m[0])),
+            err.contains(&format!("{:?} is in use by another process", m[0])),
             "{args:?}: {err}"
         );
     }
@@ -1264,11 +1293,13 @@ fn status_lists_every_member_when_they_contradict_each_other() {
     // Both members of the older volume contradict the newest superblock.
     for m in [a[0], a[1]] {
         assert!(
-            err.contains(&format!("{m}: belongs to another volume (array uuid {ua}")),
+            err.contains(&format!(
+                "{m:?}: belongs to another volume (array uuid {ua}"
+            )),
             "{m} not named: {err}"
         );
     }
-    assert!(!err.contains(&format!("{}: belongs", b[0])), "{err}");
+    assert!(!err.contains(&format!("{:?}: belongs", b[0])), "{err}");
 }
 
 /// A member given three times is said once, with the count (before:
@@ -1285,7 +1316,7 @@ fn a_member_given_several_times_is_said_once_with_the_count() {
     assert_eq!(code, 1, "{out}{err}");
     assert_eq!(err.matches("given").count(), 1, "{err}");
     assert!(
-        err.contains(&format!("member {}: given 3 times (role 0)", m[0])),
+        err.contains(&format!("member {:?}: given 3 times (role 0)", m[0])),
         "{err}"
     );
     let link = files.dir.path().join("link");
@@ -1296,7 +1327,7 @@ fn a_member_given_several_times_is_said_once_with_the_count() {
     assert_eq!(err.matches("given").count(), 1, "{err}");
     assert!(
         err.contains(&format!(
-            "member {}: role 0 given 2 times ({}, {link})",
+            "member {:?}: role 0 given 2 times ({:?}, {link:?})",
             m[0], m[0]
         )),
         "{err}"

@@ -427,7 +427,9 @@ fn a_peer_that_never_answers_the_handshake_times_out() {
         .expect_err("a silent peer was taken for an NBD server");
     let msg = e.to_string();
     assert!(
-        msg.contains(&format!("nbd://{addr}/x: read greeting: no answer within")),
+        msg.contains(&format!(
+            "\"nbd://{addr}/x\": read greeting: no answer within"
+        )),
         "{msg}"
     );
     assert!(

@@ -384,7 +384,7 @@ fn connection_errors_name_the_peer_once() {
     use raid_engine::nbd::{AllowList, NbdServer};
     let once = |e: raid_engine::EngineError, addr: &str, what: &str| {
         let e = e.to_string();
-        assert!(e.starts_with(&format!("nbd://{addr}/x: ")), "{e}");
+        assert!(e.starts_with(&format!("\"nbd://{addr}/x\": ")), "{e}");
         assert_eq!(e.matches("nbd:").count(), 1, "the peer twice: {e}");
         assert!(e.contains(what), "{what:?} not in {e}");
     };

@@ -18,7 +18,7 @@ use raid_engine::{
     BlockDevice, CacheMode, CreateOptions, EngineError, FileDevice, Health, Progress,
     RebuildOptions, RoleCondition, Secret, Volume, VolumeLayout,
 };
-use storage_units::{quote, requote};
+use storage_units::quote;
 
 /// `println!` that does not panic when stdout is closed (`| head -1`, a
 /// reader gone): the command carries on, closes its volume and exits with
@@ -420,11 +420,8 @@ fn open_member(
     if let Some(rest) = spec.strip_prefix("nbd://") {
         let (addr, name) = rest.split_once('/').unwrap_or((rest, ""));
         let d = NbdDevice::connect(addr, name).map_err(|e| {
-            // The library names the peer as `nbd://ADDR/NAME` and the
-            // address again when it cannot resolve it.
-            let e = e.to_string();
-            let reason = unprefixed(&e, &format!("nbd://{addr}/{name}"));
-            format!("{}: {}", quote(spec), requote(reason, addr))
+            // The library names the peer quoted short already.
+            e.to_string()
         })?;
         d.set_request_timeout(nbd_timeout)
             .map_err(|e| format!("--nbd-timeout: {e}"))?;
@@ -438,20 +435,9 @@ fn open_member(
     FileDevice::open(spec, mode)
         .map(|d| Arc::new(d) as Arc<dyn BlockDevice>)
         .map_err(|e| {
-            // The library's message starts with the whole path: say it
-            // quoted short instead (a long path was a line as long).
-            let e = e.to_string();
-            format!("{}: {}", quote(spec), unprefixed(&e, spec))
+            // The library's message names the path quoted short already.
+            e.to_string()
         })
-}
-
-/// `message` without its leading `device: `, for the device to be said
-/// quoted short instead.
-fn unprefixed<'a>(message: &'a str, device: &str) -> &'a str {
-    message
-        .strip_prefix(device)
-        .and_then(|r| r.strip_prefix(": "))
-        .unwrap_or(message)
 }
 
 /// Opened members and the secret, if one was given.
@@ -597,7 +583,8 @@ fn refuse_members_of_volumes(m: &Members, devs: &[Arc<dyn BlockDevice>]) -> Resu
     let probe = raid_engine::ClaimHolder::new("raid-engine create");
     for (i, d) in devs.iter().enumerate() {
         if let Err(e) = d.claim(&probe) {
-            return Err(format!("devices[{i}] ({}): {e}", quote(&m.members[i])).into());
+            // The refusal names the device (the claim contract): once.
+            return Err(format!("devices[{i}]: {e}").into());
         }
     }
     for (i, d) in devs.iter().enumerate() {

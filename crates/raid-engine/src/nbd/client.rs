@@ -23,6 +23,9 @@ pub struct NbdDevice {
     arrived: Condvar,
     size: u64,
     flags: u16,
+    /// `nbd://ADDR/NAME` as given, for [`BlockDevice::describe`].
+    url: String,
+    /// `url` quoted short, as messages name the peer.
     label: String,
     handle: std::sync::atomic::AtomicU64,
     max_in_flight: std::sync::atomic::AtomicUsize,
@@ -116,16 +119,17 @@ impl NbdDevice {
         source: Option<std::net::IpAddr>,
         timeout: Duration,
     ) -> Result<Self> {
+        // Quoted short: an address or name with control characters, or a
+        // long one, would break or drown every message that names the peer.
+        let url = format!("nbd://{addr}/{name}");
+        let label = storage_units::quote(&url);
         if name.len() > MAX_NAME_BYTES {
-            // Said before anything is sent, with the name shortened: the
-            // whole of it would drown the message.
-            let short: String = name.chars().take(32).collect();
+            // Said before anything is sent.
             return Err(EngineError::Nbd(format!(
-                "nbd://{addr}/{short}…: export name of {} bytes is too long: NBD allows at most {MAX_NAME_BYTES}",
+                "{label}: export name of {} bytes is too long: NBD allows at most {MAX_NAME_BYTES}",
                 name.len()
             )));
         }
-        let label = format!("nbd://{addr}/{name}");
         let nbd = |m: String| EngineError::Nbd(format!("{label}: {m}"));
         // A step that got no answer in time says so (the OS says only
         // "Resource temporarily unavailable").
@@ -148,7 +152,7 @@ impl NbdDevice {
         }
         let sa = addr
             .to_socket_addrs()
-            .map_err(ioe(&format!("resolve `{addr}`")))?
+            .map_err(ioe("resolve the address"))?
             .next()
             .ok_or_else(|| nbd("address resolves to nothing".into()))?;
         let mut s = match source {
@@ -264,6 +268,7 @@ impl NbdDevice {
             send: Mutex::new(s),
             size,
             flags,
+            url,
             label,
             handle: std::sync::atomic::AtomicU64::new(1),
             max_in_flight: std::sync::atomic::AtomicUsize::new(WINDOW),
@@ -637,7 +642,7 @@ impl BlockDevice for NbdDevice {
     }
 
     fn describe(&self) -> String {
-        self.label.clone()
+        self.url.clone()
     }
 }
 

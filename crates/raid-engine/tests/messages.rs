@@ -1,0 +1,184 @@
+//! Errors name a path, export or address once, quoted short, on one line:
+//! a 10,000-character path or a name with a newline must not make the
+//! message as long, or break it.
+
+mod common;
+
+use std::sync::Arc;
+
+use raid_engine::nbd::NbdDevice;
+use raid_engine::{BlockDevice, CacheMode, CreateOptions, FileDevice, Volume, VolumeLayout};
+
+/// One line, short, and naming `what` (its quoted start) exactly once.
+fn one_short_line(message: &str, start: &str) {
+    assert!(
+        !message.contains('\n'),
+        "message breaks a line: {message:?}"
+    );
+    assert!(message.len() < 400, "message of {} bytes", message.len());
+    assert_eq!(
+        message.matches(start).count(),
+        1,
+        "{start:?} not named once in {message:?}"
+    );
+}
+
+#[test]
+fn opening_a_very_long_path_names_it_once_short() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x".repeat(10_000));
+    let e = FileDevice::open(&path, CacheMode::Buffered).unwrap_err();
+    let start = format!("\"{}/xxxx", dir.path().display());
+    one_short_line(&e.to_string(), &start);
+}
+
+#[test]
+fn opening_a_path_with_a_newline_names_it_escaped_on_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a\nb");
+    let e = FileDevice::open(&path, CacheMode::DirectIfSupported).unwrap_err();
+    one_short_line(&e.to_string(), "a\\nb\"");
+}
+
+/// A port nothing listens on (bound, then let go).
+fn closed_port() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    drop(l);
+    addr
+}
+
+#[test]
+fn nbd_errors_name_an_export_with_a_newline_on_one_line() {
+    let addr = closed_port();
+    let e = NbdDevice::connect(&addr, "a\nb").unwrap_err();
+    one_short_line(&e.to_string(), "\"nbd://");
+    let e = NbdDevice::connect("no-such-host.invalid:10809", "a\nb").unwrap_err();
+    one_short_line(&e.to_string(), "\"nbd://");
+}
+
+#[test]
+fn nbd_errors_name_a_long_export_once_short() {
+    let addr = closed_port();
+    // Within NBD's limit (sent, refused by the peer) and beyond it.
+    for len in [4000, 10_000] {
+        let e = NbdDevice::connect(&addr, &"n".repeat(len)).unwrap_err();
+        one_short_line(&e.to_string(), "\"nbd://");
+    }
+}
+
+/// A member under another name (a path far longer than a file system
+/// allows, or with a newline), as a device of any kind may describe itself.
+#[derive(Debug)]
+struct Named {
+    inner: Arc<dyn BlockDevice>,
+    name: String,
+}
+
+impl BlockDevice for Named {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.inner.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        self.inner.write_at(buf, offset)
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+    fn describe(&self) -> String {
+        self.name.clone()
+    }
+}
+
+/// The names a member's messages are tried with, and the start of each
+/// as a message quotes it.
+fn odd_names() -> [(String, &'static str); 2] {
+    [
+        (
+            format!("odd-member-{}", "y".repeat(10_000)),
+            "\"odd-member-yyy",
+        ),
+        (
+            "odd-member\nsecond line".to_string(),
+            "\"odd-member\\nsecond line\"",
+        ),
+    ]
+}
+
+fn named(path: &std::path::Path, size: u64, name: &str) -> Arc<dyn BlockDevice> {
+    let file = FileDevice::create(path, size, CacheMode::Buffered).unwrap();
+    Arc::new(Named {
+        inner: Arc::new(file),
+        name: name.to_string(),
+    })
+}
+
+fn raid1(devs: Vec<Arc<dyn BlockDevice>>) -> Volume {
+    let mut opts = CreateOptions::new(VolumeLayout::parse("raid1").unwrap());
+    opts.data_offset_sectors = Some(64);
+    Volume::create(devs, &opts).unwrap()
+}
+
+#[test]
+fn a_refused_replacement_names_the_device_once_short() {
+    for (name, start) in odd_names() {
+        let dir = common::scratch();
+        let (_, devs) = common::members(dir.path(), 2, 1 << 20);
+        let vol = raid1(devs);
+        let small = named(&dir.path().join("small"), 64 << 10, &name);
+        let e = vol.check_replacement(0, &*small).unwrap_err();
+        one_short_line(&e.to_string(), start);
+    }
+}
+
+#[test]
+fn a_refused_failure_names_the_member_once_short() {
+    for (name, start) in odd_names() {
+        let dir = common::scratch();
+        let (_, mut devs) = common::members(dir.path(), 1, 1 << 20);
+        devs.push(named(&dir.path().join("m1"), 1 << 20, &name));
+        let vol = raid1(devs);
+        vol.fail_member(0).unwrap();
+        let e = vol.fail_member(1).unwrap_err();
+        one_short_line(&e.to_string(), start);
+    }
+}
+
+#[test]
+fn a_replacement_in_use_is_named_once_on_one_line() {
+    let dir = common::scratch();
+    let (_, mut devs) = common::members(dir.path(), 1, 1 << 20);
+    let odd = dir.path().join("odd-member\nsecond line");
+    devs.push(Arc::new(
+        FileDevice::create(&odd, 1 << 20, CacheMode::Buffered).unwrap(),
+    ));
+    let _holder = raid1(devs);
+    let other_dir = common::scratch();
+    let (_, others) = common::members(other_dir.path(), 2, 1 << 20);
+    let vol = raid1(others);
+    let again = FileDevice::open(&odd, CacheMode::Buffered).unwrap();
+    let e = vol.check_replacement(0, &again).unwrap_err();
+    one_short_line(&e.to_string(), "odd-member\\nsecond line\"");
+}
+
+#[test]
+fn a_member_given_twice_to_assemble_is_named_once_short() {
+    for (name, start) in odd_names() {
+        let dir = common::scratch();
+        let (paths, devs) = common::members(dir.path(), 2, 1 << 20);
+        drop(raid1(devs));
+        let twice = |_| -> Arc<dyn BlockDevice> {
+            Arc::new(Named {
+                inner: Arc::new(FileDevice::open(&paths[0], CacheMode::Buffered).unwrap()),
+                name: name.clone(),
+            })
+        };
+        let e = Volume::assemble((0..2).map(twice).collect(), None)
+            .map(drop)
+            .unwrap_err();
+        one_short_line(&e.to_string(), start);
+    }
+}
