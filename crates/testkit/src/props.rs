@@ -459,6 +459,15 @@ fn expect_ok<T>(what: &str, r: Result<T, CsiError>) -> Result<T, String> {
     r.map_err(|e| format!("{what}: expected OK, got {}", describe(&e)))
 }
 
+/// Whether a `CreateVolume` of `required` bytes answered `OUT_OF_RANGE` for
+/// a size above the configured volume size: a plugin whose maximum lies
+/// between refuses it rightly ("Unsupported `capacity_range`"), and nothing
+/// is created. (The configured size itself must be allowed: every case
+/// creates volumes of it.)
+fn refused_range<T>(r: &Result<T, CsiError>, required: u64, volume_size: u64) -> bool {
+    required > volume_size && matches!(r, Err(e) if e.code() == Code::OutOfRange)
+}
+
 fn expect_code<T>(what: &str, r: Result<T, CsiError>, want: Code) -> Result<Observed, String> {
     match r {
         Ok(_) => Err(format!("{what}: expected {want}, got OK")),
@@ -566,6 +575,9 @@ impl Seq<'_> {
                     // and ALREADY_EXISTS are both right.
                     v.requested >= required || r.is_ok()
                 };
+                if !fits && refused_range(&r, required, self.c.config().volume_size) {
+                    return Ok(Some((Code::OutOfRange, None)));
+                }
                 if fits && v.source == key {
                     let resp: csi_types::controller::CreateVolumeResponse =
                         self.c.ok(what, r).map_err(case_text)?;
@@ -581,6 +593,9 @@ impl Seq<'_> {
                 }
             }
             None => {
+                if refused_range(&r, required, self.c.config().volume_size) {
+                    return Ok(Some((Code::OutOfRange, None)));
+                }
                 let resp: csi_types::controller::CreateVolumeResponse =
                     self.c.ok(what, r).map_err(case_text)?;
                 let id = resp.volume.volume_id.to_string();
@@ -1108,6 +1123,11 @@ impl Seq<'_> {
                     .await;
                 let what = "ControllerExpandVolume";
                 let Some(old) = old else {
+                    // A size beyond the plugin's maximum may be refused
+                    // before the volume is looked up: both rules apply.
+                    if refused_range(&r, required, size) {
+                        return Ok(Some((Code::OutOfRange, None)));
+                    }
                     return expect_code(what, r, Code::NotFound).map(Some);
                 };
                 // A plugin may refuse a size it does not allow ("Unsupported

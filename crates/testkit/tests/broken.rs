@@ -5,7 +5,7 @@ mod common;
 
 use std::sync::Arc;
 
-use csi_testkit::{Outcome, Report, Suite};
+use csi_testkit::{CaseResult, Outcome, Report, Suite};
 use csi_types::RawCsi;
 
 use common::broken;
@@ -166,7 +166,7 @@ async fn catches_a_create_volume_that_ignores_an_unsatisfiable_requisite() {
     assert_only_failure(
         &report,
         "controller/create_volume/topology_unsatisfiable",
-        "expected RESOURCE_EXHAUSTED, got OK",
+        "expected RESOURCE_EXHAUSTED or INVALID_ARGUMENT, got OK",
     );
     for passes in [
         "controller/create_volume/topology_requisite",
@@ -303,21 +303,66 @@ async fn catches_validation_that_confirms_nothing() {
 /// `ALREADY_EXISTS`. Both used to demand `ALREADY_EXISTS`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_driver_of_unknown_capacity_passes() {
-    let plugin = broken::plugin("unknown-capacity");
-    assert_passes_everything(plugin.clone()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = common::config(dir.path());
-    config.filter = Some("controller/create_volume/incompatible_existing".into());
-    let report = Suite::new(config, plugin.clone(), plugin).run().await;
-    let r = &report.results[0];
-    assert_eq!(r.outcome, Outcome::Pass, "{r}");
+    assert_passes_everything(broken::plugin("unknown-capacity")).await;
+    let r = run_one(
+        "unknown-capacity",
+        "controller/create_volume/incompatible_existing",
+    )
+    .await;
+    assert_passed_with_warning(&r, "answered OK");
     assert!(
-        r.warnings
-            .iter()
-            .any(|w| w.contains("answered OK") && w.contains("unknown")),
+        r.warnings.iter().any(|w| w.contains("unknown")),
         "{:?}",
         r.warnings
     );
+}
+
+/// Runs the one case `name` against the broken driver `kind`.
+async fn run_one(kind: &str, name: &str) -> CaseResult {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::config(dir.path());
+    config.filter = Some(name.into());
+    let plugin = broken::plugin(kind);
+    let report = Suite::new(config, plugin.clone(), plugin).run().await;
+    report.results[0].clone()
+}
+
+/// Asserts that `r` passed with a warning containing `text`.
+fn assert_passed_with_warning(r: &CaseResult, text: &str) {
+    assert_eq!(r.outcome, Outcome::Pass, "{r}");
+    assert!(
+        r.warnings.iter().any(|w| w.contains(text)),
+        "no warning containing {text:?}: {:?}",
+        r.warnings
+    );
+}
+
+/// A plugin that allows no volume of the larger range answers the existing
+/// name with it `OUT_OF_RANGE` or `ALREADY_EXISTS` (both rules apply): the
+/// first passes `create_volume/incompatible_existing` with a warning, once a
+/// new name with that range is refused too; a plugin that refuses the range
+/// only for the existing name fails it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_existing_name_with_a_range_the_plugin_never_allows() {
+    const CASE: &str = "controller/create_volume/incompatible_existing";
+    // The whole suite, the state machine's larger volumes included, passes.
+    assert_passes_everything(broken::plugin("small-maximum")).await;
+    let r = run_one("small-maximum", CASE).await;
+    assert_passed_with_warning(&r, "answered OUT_OF_RANGE");
+    let r = run_one("range-for-name-only", CASE).await;
+    match &r.outcome {
+        Outcome::Fail(why) => assert!(why.contains("under a new name was created"), "{why}"),
+        other => panic!("expected FAIL, got {other:?}"),
+    }
+}
+
+/// A plugin that reports no `maximum_volume_size` may answer a CreateVolume
+/// of 8 EiB `RESOURCE_EXHAUSTED` (it lacks the space) rather than
+/// `OUT_OF_RANGE`: `create_volume/out_of_range` passes with a warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driver_without_a_maximum_volume_size_may_lack_the_space() {
+    let r = run_one("no-maximum", "controller/create_volume/out_of_range").await;
+    assert_passed_with_warning(&r, "answered RESOURCE_EXHAUSTED");
 }
 
 /// A plugin may refuse any `ControllerExpandVolume` it cannot satisfy with
@@ -447,6 +492,7 @@ async fn answers_the_spec_allows() {
     for name in [
         "snapshot_metadata/starting_offset_past_end",
         "snapshot_metadata/get_metadata_delta/different_volumes",
+        "snapshot_metadata/unknown_snapshot",
     ] {
         warned(name, "answered FAILED_PRECONDITION");
     }
@@ -459,6 +505,7 @@ async fn answers_the_spec_allows() {
         "node/expand_volume/unknown_volume_relative_path",
         "group/get/unknown_id_without_snapshot_ids",
         "group/delete/unknown_id_without_snapshot_ids",
+        "controller/create_volume/topology_unsatisfiable",
     ] {
         warned(name, "answered INVALID_ARGUMENT");
     }

@@ -208,7 +208,7 @@ pub(super) fn cases() -> Vec<Case> {
         ),
         case!(
             "controller/create_volume/incompatible_existing",
-            "CreateVolume with an existing name and a capacity the volume cannot satisfy answers ALREADY_EXISTS",
+            "CreateVolume with an existing name and a capacity the volume cannot satisfy answers ALREADY_EXISTS (OUT_OF_RANGE passes with a warning when the plugin refuses that range under a new name too)",
             |c| {
                 need_create(&c)?;
                 let name = c.name("incompat");
@@ -245,7 +245,31 @@ pub(super) fn cases() -> Vec<Case> {
                         "the first answer's capacity_bytes was 0 (unknown), so the suite cannot tell whether the volume satisfies the larger range; ALREADY_EXISTS says it does not",
                     );
                 }
-                code(rpc, c.send_create(req).await, Code::AlreadyExists)
+                let r = c.send_create(req.clone()).await;
+                if matches!(&r, Err(e) if e.code() == Code::OutOfRange) {
+                    // Two rules apply when the plugin allows no volume of the
+                    // larger range at all ("Unsupported `capacity_range`"):
+                    // then the same range under a new name is refused too.
+                    let mut fresh = req;
+                    fresh.name = c.name("incompat-range");
+                    match c.send_create(fresh).await {
+                        Err(e) if e.code() == Code::OutOfRange => {}
+                        Ok(_) => fail!(
+                            "{rpc}: answered OUT_OF_RANGE, but the same range under a new name was created, so the range is allowed and only the existing name's rule applies: expected ALREADY_EXISTS"
+                        ),
+                        Err(e) => fail!(
+                            "{rpc}: answered OUT_OF_RANGE, but the same range under a new name answered {} (not OUT_OF_RANGE), so the range is allowed: expected ALREADY_EXISTS",
+                            crate::ctx::describe(&e)
+                        ),
+                    }
+                }
+                c.answer(
+                    rpc,
+                    r,
+                    Answer::Code(Code::AlreadyExists),
+                    &[Answer::Code(Code::OutOfRange)],
+                    "the plugin allows no volume of the larger range (a new name gets OUT_OF_RANGE too), so both rules apply; ALREADY_EXISTS tells the CO that the name is taken",
+                )
             }
         ),
         case!(
@@ -276,7 +300,7 @@ pub(super) fn cases() -> Vec<Case> {
         ),
         case!(
             "controller/create_volume/out_of_range",
-            "CreateVolume beyond maximum_volume_size (or 8 EiB when unknown) answers OUT_OF_RANGE",
+            "CreateVolume beyond maximum_volume_size (or 8 EiB when unknown) answers OUT_OF_RANGE (for 8 EiB, RESOURCE_EXHAUSTED passes with a warning)",
             |c| {
                 need_create(&c)?;
                 let mut required = i64::MAX as u64;
@@ -302,10 +326,21 @@ pub(super) fn cases() -> Vec<Case> {
                     required_bytes: required as i64,
                     limit_bytes: required as i64,
                 });
-                code(
-                    &format!("CreateVolume (required_bytes {required})"),
-                    c.send_create(req).await,
-                    Code::OutOfRange,
+                let rpc = format!("CreateVolume (required_bytes {required})");
+                let r = c.send_create(req).await;
+                if required < i64::MAX as u64 {
+                    // Beyond the plugin's own maximum_volume_size: the range is
+                    // not allowed, whatever space there is.
+                    return code(&rpc, r, Code::OutOfRange);
+                }
+                // No maximum reported: a plugin that allows any size may
+                // just lack the space, which gRPC's RESOURCE_EXHAUSTED names.
+                c.answer(
+                    &rpc,
+                    r,
+                    Answer::Code(Code::OutOfRange),
+                    &[Answer::Code(Code::ResourceExhausted)],
+                    "no storage serves 8 EiB, so the spec's 'Unsupported capacity_range' applies; a plugin without a maximum_volume_size may answer that it lacks the space instead",
                 )
             }
         ),
@@ -1403,12 +1438,15 @@ pub(super) fn cases() -> Vec<Case> {
             "ControllerExpandVolume of a volume that does not exist answers NOT_FOUND",
             |c| {
                 c.need_controller(CC::EXPAND_VOLUME, "EXPAND_VOLUME")?;
+                // The configured size, which every plugin allows (every case
+                // creates volumes of it): a larger one may be beyond the
+                // plugin's maximum, and OUT_OF_RANGE then applies as well.
                 let r = c
                     .ctl()
                     .raw_controller_expand_volume(proto::ControllerExpandVolumeRequest {
                         volume_id: UNKNOWN_ID.into(),
                         capacity_range: Some(proto::CapacityRange {
-                            required_bytes: c.config().volume_size as i64 * 2,
+                            required_bytes: c.config().volume_size as i64,
                             limit_bytes: 0,
                         }),
                         ..Default::default()

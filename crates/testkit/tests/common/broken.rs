@@ -125,6 +125,17 @@ enum Fault {
     OtherAllowedAnswers,
     /// `ControllerGetVolume` reports a negative `capacity_bytes` (a MUST rule).
     NegativeCapacity,
+    /// Not a bug: volumes are at most 1 MiB (`maximum_volume_size`):
+    /// `CreateVolume` refuses any `required_bytes` above with `OUT_OF_RANGE`,
+    /// checked before the name, and so does `ControllerExpandVolume`, before
+    /// the volume is looked up.
+    SmallMaximum,
+    /// Not a bug: `GetCapacity` reports no `maximum_volume_size`, and
+    /// `CreateVolume` beyond the pool answers `RESOURCE_EXHAUSTED`.
+    NoMaximum,
+    /// `CreateVolume` of an existing name with another range answers
+    /// `OUT_OF_RANGE`, though the range is allowed for a new name.
+    RangeForNameOnly,
 }
 
 impl Faulty {
@@ -234,6 +245,47 @@ raw_impl! {
         RawCsi::raw_probe(&self.0, req).await
     }
 
+    async fn raw_create_volume(&self, req: proto::CreateVolumeRequest) -> Result<proto::CreateVolumeResponse, CsiError> {
+        let required = req.capacity_range.as_ref().map_or(0, |r| r.required_bytes);
+        if self.1 == Fault::SmallMaximum && required > 1 << 20 {
+            return Err(CsiError::out_of_range("volumes are at most 1 MiB"));
+        }
+        let requisite = req.accessibility_requirements.as_ref().is_some_and(|a| !a.requisite.is_empty());
+        match RawCsi::raw_create_volume(&self.0, req).await {
+            // Segment values this plugin has never heard of are judged
+            // invalid rather than unservable.
+            Err(e) if self.other() && requisite && e.code() == Code::ResourceExhausted => Err(CsiError::invalid(
+                "accessibility_requirements.requisite",
+                format!("names no topology this plugin knows (instead of: {e})"),
+            )),
+            Err(e) if self.1 == Fault::NoMaximum && e.code() == Code::OutOfRange => {
+                Err(CsiError::resource_exhausted(format!("not enough space (instead of: {e})")))
+            }
+            Err(e) if self.1 == Fault::RangeForNameOnly && e.code() == Code::AlreadyExists => {
+                Err(CsiError::out_of_range(format!("instead of: {e}")))
+            }
+            r => r,
+        }
+    }
+
+    async fn raw_controller_expand_volume(&self, req: proto::ControllerExpandVolumeRequest) -> Result<proto::ControllerExpandVolumeResponse, CsiError> {
+        let required = req.capacity_range.as_ref().map_or(0, |r| r.required_bytes);
+        if self.1 == Fault::SmallMaximum && required > 1 << 20 {
+            return Err(CsiError::out_of_range("volumes are at most 1 MiB"));
+        }
+        RawCsi::raw_controller_expand_volume(&self.0, req).await
+    }
+
+    async fn raw_get_capacity(&self, req: proto::GetCapacityRequest) -> Result<proto::GetCapacityResponse, CsiError> {
+        let mut r = RawCsi::raw_get_capacity(&self.0, req).await?;
+        match self.1 {
+            Fault::NoMaximum => r.maximum_volume_size = None,
+            Fault::SmallMaximum => r.maximum_volume_size = Some(1 << 20),
+            _ => {}
+        }
+        Ok(r)
+    }
+
     async fn raw_controller_unpublish_volume(&self, req: proto::ControllerUnpublishVolumeRequest) -> Result<proto::ControllerUnpublishVolumeResponse, CsiError> {
         self.unknown_volume_first(&req.volume_id).await?;
         self.unknown_node_first(&req.node_id)?;
@@ -322,9 +374,10 @@ raw_impl! {
     async fn raw_get_metadata_delta(&self, req: proto::GetMetadataDeltaRequest) -> Result<RawStream<proto::GetMetadataDeltaResponse>, CsiError> {
         let r = RawCsi::raw_get_metadata_delta(&self.0, req).await;
         match r {
-            // Storage without changed block tracking: every delta of
-            // snapshots that exist answers FAILED_PRECONDITION.
-            Err(e) if self.other() && e.code() != Code::NotFound => Err(CsiError::failed_precondition(format!(
+            // Storage without changed block tracking: every delta, of
+            // snapshots that exist or not, answers FAILED_PRECONDITION (the
+            // subsystem's state, checked before any lookup).
+            Err(e) if self.other() => Err(CsiError::failed_precondition(format!(
                 "changed block tracking is not enabled (instead of: {e})"
             ))),
             Ok(_) if self.other() => Err(CsiError::failed_precondition(
@@ -337,15 +390,12 @@ raw_impl! {
 
         raw_get_plugin_info(GetPluginInfoRequest) -> GetPluginInfoResponse;
         raw_get_plugin_capabilities(GetPluginCapabilitiesRequest) -> GetPluginCapabilitiesResponse;
-        raw_create_volume(CreateVolumeRequest) -> CreateVolumeResponse;
         raw_validate_volume_capabilities(ValidateVolumeCapabilitiesRequest) -> ValidateVolumeCapabilitiesResponse;
-        raw_get_capacity(GetCapacityRequest) -> GetCapacityResponse;
         raw_controller_get_capabilities(ControllerGetCapabilitiesRequest) -> ControllerGetCapabilitiesResponse;
         raw_create_snapshot(CreateSnapshotRequest) -> CreateSnapshotResponse;
         raw_delete_snapshot(DeleteSnapshotRequest) -> DeleteSnapshotResponse;
         raw_list_snapshots(ListSnapshotsRequest) -> ListSnapshotsResponse;
         raw_get_snapshot(GetSnapshotRequest) -> GetSnapshotResponse;
-        raw_controller_expand_volume(ControllerExpandVolumeRequest) -> ControllerExpandVolumeResponse;
         raw_controller_modify_volume(ControllerModifyVolumeRequest) -> ControllerModifyVolumeResponse;
         raw_group_controller_get_capabilities(GroupControllerGetCapabilitiesRequest) -> GroupControllerGetCapabilitiesResponse;
         raw_create_volume_group_snapshot(CreateVolumeGroupSnapshotRequest) -> CreateVolumeGroupSnapshotResponse;
@@ -923,6 +973,11 @@ pub fn plugin(kind: &str) -> Arc<dyn RawCsi> {
         "wrong-code" => return Arc::new(Faulty(driver.plugin(), Fault::WrongCodeOnDelete)),
         "other-allowed-answers" => {
             return Arc::new(Faulty(driver.plugin(), Fault::OtherAllowedAnswers));
+        }
+        "no-maximum" => return Arc::new(Faulty(driver.plugin(), Fault::NoMaximum)),
+        "small-maximum" => return Arc::new(Faulty(driver.plugin(), Fault::SmallMaximum)),
+        "range-for-name-only" => {
+            return Arc::new(Faulty(driver.plugin(), Fault::RangeForNameOnly));
         }
         "negative-capacity" => {
             return Arc::new(Faulty(driver.plugin(), Fault::NegativeCapacity));
