@@ -446,7 +446,7 @@ pub async fn serve_with_heartbeat(
 ) -> Result<(), String> {
     prepare_socket(path)?;
     let listener = tokio::net::UnixListener::bind(path)
-        .map_err(|e| format!("binding {}: {e}", path.display()))?;
+        .map_err(|e| format!("binding {}: {e}", storage_units::quote_path(path)))?;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -585,7 +585,7 @@ pub async fn call_with(
         format!(
             "{}: {what} for {} s (--idle-timeout): is a composer serving this admin \
              socket (composer serve --admin-socket), and is it responsive?",
-            path.display(),
+            storage_units::quote_path(path),
             idle.as_secs_f64()
         )
     };
@@ -598,7 +598,10 @@ pub async fn call_with(
                 Ok(_) if !is_socket(path) => " (not a socket: --socket names the admin socket)",
                 Ok(_) => " (no process listens on it: is composer serve running?)",
             };
-            format!("connecting to {}: {e}{hint}", path.display())
+            format!(
+                "connecting to {}: {e}{hint}",
+                storage_units::quote_path(path)
+            )
         })?;
     let (r, mut w) = stream.into_split();
     let mut line = serde_json::to_string(req).map_err(|e| e.to_string())?;
@@ -606,7 +609,12 @@ pub async fn call_with(
     tokio::time::timeout(idle, w.write_all(line.as_bytes()))
         .await
         .map_err(|_| silent("the request could not be sent"))?
-        .map_err(|e| format!("{}: sending the request: {e}", path.display()))?;
+        .map_err(|e| {
+            format!(
+                "{}: sending the request: {e}",
+                storage_units::quote_path(path)
+            )
+        })?;
     let mut r = BufReader::new(r);
     // Something other than a composer's admin socket (the CSI endpoint,
     // given by mistake, answers HTTP/2 bytes) is named, not parsed.
@@ -614,7 +622,7 @@ pub async fn call_with(
         format!(
             "{}: the answer is not the composer admin protocol ({e}): is it the admin \
              socket (composer serve --admin-socket), not the CSI endpoint?",
-            path.display()
+            storage_units::quote_path(path)
         )
     };
     loop {
@@ -626,7 +634,7 @@ pub async fn call_with(
         if n == 0 {
             return Err(format!(
                 "{}: the composer closed the connection without answering",
-                path.display()
+                storage_units::quote_path(path)
             ));
         }
         if !line.ends_with('\n') {
@@ -638,7 +646,7 @@ pub async fn call_with(
             return Err(format!(
                 "{}: the composer closed the connection in the middle of an answer \
                  (after {n} bytes of a line)",
-                path.display()
+                storage_units::quote_path(path)
             ));
         }
         let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| foreign(&e))?;

@@ -129,8 +129,12 @@ impl JbodAgent {
     /// Starts the agent for the drives of `inv`, with its files under
     /// `data_dir`, listening on `bind` (for example `127.0.0.1:0`).
     pub fn start(inv: Arc<Inventory>, data_dir: &Path, bind: &str) -> Result<JbodAgent, CsiError> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|e| internal(format!("creating {}: {e}", data_dir.display())))?;
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            internal(format!(
+                "creating {}: {e}",
+                storage_units::quote_path(data_dir)
+            ))
+        })?;
         let server = NbdServer::bind(bind).map_err(|e| internal(e.to_string()))?;
         let handle = server.spawn().map_err(|e| internal(e.to_string()))?;
         Ok(JbodAgent {
@@ -355,24 +359,28 @@ impl JbodAgent {
         })?;
         let cap = self.inv.drives()[i as usize].capacity;
         let path = self.data_dir.join(format!("{drive}.img"));
+        // The standard library's errors do not name the file, the engine's
+        // do: each is named once.
+        let std_err = |what: &str, e: std::io::Error| {
+            internal(format!(
+                "{what} the file of drive {drive}, {}: {e}",
+                storage_units::quote_path(&path)
+            ))
+        };
         let f = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .open(&path)
-            .map_err(|e| internal(format!("opening {}: {e}", path.display())))?;
-        let have = f
-            .metadata()
-            .map_err(|e| internal(format!("{}: {e}", path.display())))?
-            .len();
+            .map_err(|e| std_err("opening", e))?;
+        let have = f.metadata().map_err(|e| std_err("reading", e))?.len();
         if have < cap {
-            f.set_len(cap)
-                .map_err(|e| internal(format!("sizing {}: {e}", path.display())))?;
+            f.set_len(cap).map_err(|e| std_err("sizing", e))?;
         }
         drop(f);
         let dev = FileDevice::open(&path, CacheMode::Buffered)
-            .map_err(|e| internal(format!("opening {}: {e}", path.display())))?;
+            .map_err(|e| internal(format!("opening the file of drive {drive}: {e}")))?;
         Ok(Arc::new(dev))
     }
 

@@ -486,7 +486,7 @@ async fn story(d: &ComposerDriver, dir: &Path, out: &mut dyn Write) -> Result<()
     let t = Instant::now();
     let svg = std::env::temp_dir().join("composer-demo-inventory.svg");
     let r = std::fs::write(&svg, inventory_svg(d.composer(), &targets))
-        .map_err(|er| format!("{}: {er}", svg.display()));
+        .map_err(|er| format!("{}: {er}", storage_units::quote_path(&svg)));
     step(
         out,
         &format!("inventory picture written to {}", svg.display()),
@@ -540,10 +540,11 @@ fn write_data(target: &Path, seed: u64) -> Result<BTreeMap<String, Vec<u8>>, Str
             .collect();
         let name = format!("file-{i:02}");
         let p = target.join(&name);
-        std::fs::write(&p, &data).map_err(|er| format!("{}: {er}", p.display()))?;
+        std::fs::write(&p, &data)
+            .map_err(|er| format!("{}: {er}", storage_units::quote_path(&p)))?;
         std::fs::File::open(&p)
             .and_then(|f| f.sync_all())
-            .map_err(|er| format!("{}: {er}", p.display()))?;
+            .map_err(|er| format!("{}: {er}", storage_units::quote_path(&p)))?;
         files.insert(name, data);
     }
     Ok(files)
@@ -554,9 +555,13 @@ fn verify(v: &Vol) -> Result<(), String> {
     let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
     for (name, data) in &v.files {
         let p = v.target.join(name);
-        let got = std::fs::read(&p).map_err(|er| format!("{}: {er}", p.display()))?;
+        let got =
+            std::fs::read(&p).map_err(|er| format!("{}: {er}", storage_units::quote_path(&p)))?;
         if got != *data {
-            return Err(format!("{} differs from what was written", p.display()));
+            return Err(format!(
+                "{} differs from what was written",
+                storage_units::quote_path(&p)
+            ));
         }
     }
     Ok(())

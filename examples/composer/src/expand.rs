@@ -40,7 +40,7 @@ fn ext4_bytes(dev: &Path) -> Result<Option<u64>, CsiError> {
     if !out.status.success() {
         return Err(CsiError::internal(format!(
             "dumpe2fs -h {}: {}",
-            dev.display(),
+            storage_units::quote_path(dev),
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
@@ -54,7 +54,7 @@ fn ext4_bytes(dev: &Path) -> Result<Option<u64>, CsiError> {
         (Some(n), Some(b)) => Ok(Some(n * b)),
         _ => Err(CsiError::internal(format!(
             "dumpe2fs -h {}: no block count or block size",
-            dev.display()
+            storage_units::quote_path(dev)
         ))),
     }
 }
@@ -90,7 +90,7 @@ pub(crate) fn expand_staged(
             "volume {id}: its device {} holds {dev_bytes} bytes, less than the volume's \
              {capacity}; the composer expands volumes offline (VOLUME_EXPANSION_OFFLINE): \
              unstage it and stage it again to attach the grown device",
-            dev.display()
+            storage_units::quote_path(dev)
         )));
     }
     if !block {

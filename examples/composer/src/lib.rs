@@ -28,6 +28,8 @@ mod expand;
 pub mod luks;
 pub mod node;
 mod persist;
+#[cfg(test)]
+mod turn_tests;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -61,6 +63,7 @@ use csi_types::{
         AccessMode, AccessType, CapacityRange, Map, Volume, VolumeCapability, VolumeCondition,
     },
 };
+use storage_units::quote_path;
 
 /// The plugin name reported by `GetPluginInfo`.
 pub const DRIVER_NAME: &str = "composer.csi.example.com";
@@ -127,7 +130,7 @@ impl ComposerDriver {
                 Error::Internal(format!(
                     "wiping the members of {} in {}: {e}",
                     rec.id,
-                    d.display()
+                    quote_path(d)
                 ))
             })?;
         }
@@ -543,7 +546,7 @@ impl Node for ComposerDriver {
         &self,
         req: NodePublishVolumeRequest,
     ) -> Result<NodePublishVolumeResponse, CsiError> {
-        let side = self.side()?;
+        let side = self.side()?.clone();
         let id = req.volume_id.as_str().to_string();
         let rec = self
             .run({
@@ -551,69 +554,58 @@ impl Node for ComposerDriver {
                 move |c| c.get(&id)
             })
             .await?;
-        let staging = req.staging_target_path.as_ref().ok_or_else(|| {
-            CsiError::failed_precondition(
-                "staging_target_path is required: the composer stages volumes",
-            )
-        })?;
-        let (staged_at, block, dev) = side.staged_at(&rec.id).ok_or_else(|| {
-            CsiError::failed_precondition(format!("volume {id} is not staged on this node"))
-        })?;
-        if staged_at != staging.as_path() {
-            return Err(CsiError::failed_precondition(format!(
-                "volume {id} is staged at {}, not {staging}",
-                staged_at.display()
-            )));
-        }
+        let staging = req
+            .staging_target_path
+            .as_ref()
+            .ok_or_else(|| {
+                CsiError::failed_precondition(
+                    "staging_target_path is required: the composer stages volumes",
+                )
+            })?
+            .as_path()
+            .to_path_buf();
         let want_block = matches!(req.volume_capability.access_type, AccessType::Block);
-        if want_block != block {
-            return Err(CsiError::failed_precondition(format!(
-                "volume {id} is staged for {} access",
-                if block { "block" } else { "mount" }
-            )));
-        }
         let flags = match &req.volume_capability.access_type {
             AccessType::Mount(m) => m.mount_flags.clone(),
             AccessType::Block => Vec::new(),
         };
         let target = req.target_path.as_path().to_path_buf();
         let ro = req.readonly;
-        if !side.claim_target(&target, &id, ro)? {
-            return Ok(NodePublishVolumeResponse {});
-        }
-        let side2 = side.clone();
-        let t2 = target.clone();
-        let r = tokio::task::spawn_blocking(move || -> Result<(), CsiError> {
-            if csi_node::is_mount_point(&target).unwrap_or(false) {
-                return Err(CsiError::already_exists(format!(
-                    "{} is already a mount point",
-                    target.display()
+        // In the volume's turn, from the check that it is staged to the
+        // bind: an unstage of it waits, rather than take the staging apart
+        // under a bind being made (or leave this bind over a path no longer
+        // staged).
+        tokio::task::spawn_blocking(move || -> Result<(), CsiError> {
+            let _turn = side.turn(&rec.id);
+            let (staged_at, block, dev) = side.staged_at(&rec.id).ok_or_else(|| {
+                CsiError::failed_precondition(format!("volume {id} is not staged on this node"))
+            })?;
+            if staged_at != staging {
+                return Err(CsiError::failed_precondition(format!(
+                    "volume {id} is staged at {}, not {}",
+                    quote_path(&staged_at),
+                    quote_path(&staging)
                 )));
             }
-            let source = if block {
-                if !target.exists() {
-                    if let Some(p) = target.parent() {
-                        std::fs::create_dir_all(p)
-                            .map_err(|e| CsiError::internal(e.to_string()))?;
-                    }
-                    std::fs::File::create(&target)
-                        .map_err(|e| CsiError::internal(e.to_string()))?;
-                }
-                dev
-            } else {
-                std::fs::create_dir_all(&target).map_err(|e| CsiError::internal(e.to_string()))?;
-                staged_at
-            };
-            let opts = csi_node::MountOptions::parse(&flags).map_err(CsiError::from)?;
-            csi_node::bind_mount(&source, &target, &opts, ro).map_err(CsiError::from)
+            if want_block != block {
+                return Err(CsiError::failed_precondition(format!(
+                    "volume {id} is staged for {} access",
+                    if block { "block" } else { "mount" }
+                )));
+            }
+            if !side.claim_target(&target, &id, ro)? {
+                return Ok(());
+            }
+            #[cfg(test)]
+            side.test_point("publish-bind", &id);
+            let r = bind_target(&target, block, dev, staged_at, &flags, ro);
+            if r.is_err() {
+                side.release_target(&target);
+            }
+            r
         })
         .await
-        .map_err(|e| CsiError::internal(format!("the operation did not complete: {e}")))
-        .and_then(|r| r);
-        if r.is_err() {
-            side2.release_target(&t2);
-        }
-        r?;
+        .map_err(|e| CsiError::internal(format!("the operation did not complete: {e}")))??;
         Ok(NodePublishVolumeResponse {})
     }
 
@@ -627,6 +619,9 @@ impl Node for ComposerDriver {
         self.run(move |c| c.get(&known)).await?;
         let target = req.target_path.as_path().to_path_buf();
         tokio::task::spawn_blocking(move || -> Result<(), CsiError> {
+            // In the volume's turn: what its publish binds does not change
+            // (a stage or unstage of it) while the binds come off.
+            let _turn = side.turn(&id);
             // Only this volume's binds come off; a mount stacked on them by someone else is
             // refused and stays, and the publish stays recorded.
             let own = side.unpublish_sources(&id, &target);
@@ -767,19 +762,6 @@ impl NodeExpander for ComposerDriver {
         let id = req.volume_id.as_str().to_string();
         let rec = self.run(move |c| c.get(&id)).await?;
         let path = req.volume_path.get()?.as_path().to_path_buf();
-        let (staging, block, dev) = side.staged_at(&rec.id).ok_or_else(|| {
-            CsiError::failed_precondition(format!(
-                "volume {} is not staged on this node: stage it before expanding",
-                rec.id
-            ))
-        })?;
-        if path != staging && !side.is_target_of(&path, &rec.id) {
-            return Err(CsiError::not_found(format!(
-                "volume_path {}: volume {} is neither staged nor published there",
-                path.display(),
-                rec.id
-            )));
-        }
         if let Some(l) = req.capacity_range.as_ref().and_then(|r| r.limit_bytes)
             && rec.capacity > l
         {
@@ -790,6 +772,20 @@ impl NodeExpander for ComposerDriver {
         }
         let (id, cap) = (rec.id.clone(), rec.capacity);
         let bytes = tokio::task::spawn_blocking(move || {
+            // In the volume's turn: an unstage of it waits rather than take
+            // the device apart under the resize.
+            let _turn = side.turn(&id);
+            let (staging, block, dev) = side.staged_at(&id).ok_or_else(|| {
+                CsiError::failed_precondition(format!(
+                    "volume {id} is not staged on this node: stage it before expanding"
+                ))
+            })?;
+            if path != staging && !side.is_target_of(&path, &id) {
+                return Err(CsiError::not_found(format!(
+                    "volume_path {}: volume {id} is neither staged nor published there",
+                    quote_path(&path)
+                )));
+            }
             // A LUKS2 mapping first takes in what its device gained.
             side.resize_encryption(&id)?;
             expand::expand_staged(&id, &dev, block, cap)
@@ -832,7 +828,7 @@ impl NodeVolumeStats for ComposerDriver {
         if !path.exists() {
             return Err(CsiError::not_found(format!(
                 "{} does not exist",
-                path.display()
+                quote_path(&path)
             )));
         }
         let condition = side.condition(&rec.id);
@@ -908,6 +904,38 @@ impl ComposerDriver {
             .ok_or_else(|| CsiError::unimplemented("no node id configured"))?;
         Ok(self.composer.inventory().servers()[s as usize].id.clone())
     }
+}
+
+/// Binds a publish's `target` to the staged volume: its device for block
+/// access, its staging path for mount access.
+fn bind_target(
+    target: &std::path::Path,
+    block: bool,
+    dev: std::path::PathBuf,
+    staged_at: std::path::PathBuf,
+    flags: &[String],
+    ro: bool,
+) -> Result<(), CsiError> {
+    if csi_node::is_mount_point(target).unwrap_or(false) {
+        return Err(CsiError::already_exists(format!(
+            "{} is already a mount point",
+            quote_path(target)
+        )));
+    }
+    let source = if block {
+        if !target.exists() {
+            if let Some(p) = target.parent() {
+                std::fs::create_dir_all(p).map_err(|e| CsiError::internal(e.to_string()))?;
+            }
+            std::fs::File::create(target).map_err(|e| CsiError::internal(e.to_string()))?;
+        }
+        dev
+    } else {
+        std::fs::create_dir_all(target).map_err(|e| CsiError::internal(e.to_string()))?;
+        staged_at
+    };
+    let opts = csi_node::MountOptions::parse(flags).map_err(CsiError::from)?;
+    csi_node::bind_mount(&source, target, &opts, ro).map_err(CsiError::from)
 }
 
 /// A `CreateVolume` request for a single-node block volume of at least

@@ -51,37 +51,40 @@ enum Command {
         #[arg(long)]
         store: Option<String>,
         /// Key prefix in etcd.
-        #[arg(long, default_value = "/composer")]
+        #[arg(long, default_value = "/composer", requires = "store")]
         etcd_prefix: String,
         /// etcd user (authentication); the password comes from
         /// --etcd-password-file, else from ETCD_PASSWORD.
-        #[arg(long)]
+        #[arg(long, requires = "store")]
         etcd_user: Option<String>,
         /// A file holding the etcd user's password (one line).
         #[arg(long)]
         etcd_password_file: Option<PathBuf>,
         /// TLS to etcd: the CA (PEM) that signed etcd's server certificate.
-        #[arg(long)]
+        #[arg(long, requires = "store")]
         etcd_ca: Option<PathBuf>,
         /// TLS client certificate (PEM) for an etcd with --client-cert-auth;
         /// needs --etcd-key and --etcd-ca.
-        #[arg(long)]
+        #[arg(long, requires = "store")]
         etcd_cert: Option<PathBuf>,
         /// The key (PEM) of --etcd-cert.
-        #[arg(long)]
+        #[arg(long, requires = "store")]
         etcd_key: Option<PathBuf>,
         /// Lease of the leader among replicas on etcd, in seconds (1 to
         /// 9000000000, etcd's longest lease): a paused or cut-off leader
         /// loses its background work after at most this long.
-        #[arg(long, default_value_t = 10,
-              value_parser = clap::value_parser!(u64).range(1..=MAX_LEASE_TTL_S))]
+        #[arg(long, default_value_t = 10, requires = "store", allow_negative_numbers = true,
+              value_parser = |s: &str| whole(s, 1, MAX_LEASE_TTL_S,
+                  "must be 1 to 9000000000 seconds (etcd's longest lease)"))]
         etcd_lease_ttl: u64,
         /// This replica's id in the leader key (default: host name and PID).
-        #[arg(long)]
+        #[arg(long, requires = "store")]
         replica_id: Option<String>,
         /// Repair the drives marked failed every this many seconds, on the
         /// leader only (0: never; repairs then run from `composer admin`).
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true,
+              value_parser = |s: &str| whole(s, 0, u64::MAX,
+                  "must not be negative (a whole number of seconds; 0: never)"))]
         repair_every: u64,
         /// Inventory file (default: the built-in inventory).
         #[arg(long)]
@@ -98,7 +101,7 @@ enum Command {
         data_dir: Option<PathBuf>,
         /// How the node side assembles volumes: userspace (raid-engine) or
         /// mdadm (answers FAILED_PRECONDITION where md is absent).
-        #[arg(long, default_value = "userspace")]
+        #[arg(long, default_value = "userspace", requires = "data_dir")]
         backend: composer::node::Backend,
         /// Serve Prometheus metrics at http://ADDRESS/metrics (e.g. 0.0.0.0:9808).
         #[arg(long, value_name = "ADDRESS")]
@@ -109,7 +112,7 @@ enum Command {
         #[arg(long)]
         jbod_agent: Option<PathBuf>,
         /// Where the JBOD agent listens.
-        #[arg(long, default_value = "127.0.0.1:10809")]
+        #[arg(long, default_value = "127.0.0.1:10809", requires = "jbod_agent")]
         jbod_agent_listen: String,
     },
     /// Run the whole story on this machine with real mounts: provision,
@@ -126,7 +129,9 @@ enum Command {
         /// at least every 5 s while it works, and a rebuild streams
         /// progress for as long as it runs.
         #[arg(long, value_name = "SECONDS", default_value_t = admin::DEFAULT_IDLE_TIMEOUT.as_secs(),
-              value_parser = clap::value_parser!(u64).range(1..))]
+              allow_negative_numbers = true,
+              value_parser = |s: &str| whole(s, 1, u64::MAX,
+                  "must be at least 1 second (a whole number of seconds)"))]
         idle_timeout: u64,
         #[command(subcommand)]
         what: AdminCommand,
@@ -183,9 +188,23 @@ enum AdminCommand {
         /// Rebuild rate limit in bytes per second (at least 1; leave it
         /// out for no limit). 0 read as no limit, the opposite of what it
         /// says.
-        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        #[arg(long, allow_negative_numbers = true,
+              value_parser = |s: &str| whole(s, 1, u64::MAX,
+                  "must be at least 1 byte per second (leave it out for no limit)"))]
         max_bytes_per_sec: Option<u64>,
     },
+}
+
+/// A flag's whole number from `lo` to `hi`, else `rule`, the range in
+/// words (clap's message names the flag and the value before it): clap's
+/// own range check said "0 is not in 1..18446744073709551615", and a
+/// negative value read as an unknown flag ("unexpected argument '-1'"), so
+/// its flags also allow negative numbers, to be refused here.
+fn whole(s: &str, lo: u64, hi: u64, rule: &str) -> Result<u64, String> {
+    match s.trim().parse::<i128>() {
+        Ok(n) if n >= i128::from(lo) && n <= i128::from(hi) => Ok(n as u64),
+        _ => Err(rule.to_string()),
+    }
 }
 
 /// etcd's longest lease (`MaxLeaseTTL`, seconds): etcd refuses longer
@@ -319,9 +338,15 @@ fn load_inventory(file: Option<&PathBuf>) -> Result<Inventory, String> {
     match file {
         None => Ok(Inventory::default_inventory()),
         Some(p) => {
-            let text =
-                std::fs::read_to_string(p).map_err(|e| format!("reading {}: {e}", p.display()))?;
-            let inv = Inventory::from_toml(&text).map_err(|e| format!("{}: {e}", p.display()))?;
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| format!("reading {}: {e}", storage_units::quote_path(p)))?;
+            let inv = Inventory::from_toml(&text).map_err(|e| {
+                format!(
+                    "{}: {}",
+                    storage_units::quote_path(p),
+                    one_line(&e.to_string())
+                )
+            })?;
             // Valid TOML with nothing in it (an empty file, a ConfigMap key
             // mounted empty) or without its servers: `Composer::open`
             // refuses it with the same check, but `serve` opens the store
@@ -330,12 +355,30 @@ fn load_inventory(file: Option<&PathBuf>) -> Result<Inventory, String> {
             inv.check_can_serve().map_err(|e| {
                 format!(
                     "{}: {e} (composer inventory --print shows the built-in one)",
-                    p.display()
+                    storage_units::quote_path(p)
                 )
             })?;
             Ok(inv)
         }
     }
+}
+
+/// A parser's message made one line: a TOML error's excerpt of the file
+/// (the lines of the source and the caret under it) is left out, its
+/// position and its reason are kept, joined by `: `.
+fn one_line(message: &str) -> String {
+    let excerpt = |l: &str| {
+        let t = l.trim_start();
+        t.starts_with('|')
+            || t.split_once('|')
+                .is_some_and(|(n, _)| n.trim().parse::<u64>().is_ok())
+    };
+    message
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !excerpt(l))
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 /// `--etcd-user` with its password from `--etcd-password-file` or
@@ -354,7 +397,12 @@ fn etcd_user_of(
     };
     let password = match password_file {
         Some(f) => std::fs::read_to_string(&f)
-            .map_err(|e| format!("--etcd-password-file: reading {}: {e}", f.display()))?
+            .map_err(|e| {
+                format!(
+                    "--etcd-password-file: reading {}: {e}",
+                    storage_units::quote_path(&f)
+                )
+            })?
             .trim_end_matches(['\r', '\n'])
             .to_string(),
         None => std::env::var("ETCD_PASSWORD").map_err(|_| {
@@ -431,7 +479,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 && let Some(dir) = state.parent()
             {
                 std::fs::create_dir_all(dir)
-                    .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+                    .map_err(|e| format!("creating {}: {e}", storage_units::quote_path(dir)))?;
             }
             // Checked before the store opens: the admin task's own errors
             // come too late to stop the start. It makes the socket's own
@@ -572,7 +620,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Demo => {
             let dir = std::env::temp_dir().join(format!("composer-demo-{}", std::process::id()));
             std::fs::create_dir_all(&dir)
-                .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+                .map_err(|e| format!("creating {}: {e}", storage_units::quote_path(&dir)))?;
             println!("composer demo in {}", dir.display());
             let started = std::time::Instant::now();
             let r = composer::demo::run(&dir, &mut std::io::stdout()).await;
@@ -652,7 +700,26 @@ async fn run(cli: Cli) -> Result<(), Failure> {
 
 #[tokio::main]
 async fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Help and version: to stdout, status 0.
+        Err(e) if !e.use_stderr() => e.exit(),
+        // clap quotes a bad value whole: a 10,000-character --idle-timeout
+        // made a 10 kB line. Requoted short, as the SDK quotes input.
+        Err(e) => {
+            let mut text = e.to_string();
+            for kind in [
+                clap::error::ContextKind::InvalidValue,
+                clap::error::ContextKind::InvalidArg,
+            ] {
+                if let Some(clap::error::ContextValue::String(v)) = e.get(kind) {
+                    text = storage_units::requote(&text, v).into_owned();
+                }
+            }
+            eprint!("{text}");
+            std::process::exit(e.exit_code());
+        }
+    };
     // The demo prints its own story: only warnings and errors from the
     // components, unless RUST_LOG asks for more.
     //

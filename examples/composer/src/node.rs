@@ -55,6 +55,7 @@ use raid_engine::{
     BlockDevice, CacheMode, Claim, ClaimHolder, CreateOptions, FileDevice, MemberState, Progress,
     RebuildOptions, Secret, SliceDevice, Volume as EngineVolume, VolumeLayout,
 };
+use storage_units::quote_path;
 
 /// The node-stage secret that keys an `encrypt=true` volume.
 pub const ENCRYPTION_SECRET: &str = "encryptionPassphrase";
@@ -264,6 +265,13 @@ impl std::fmt::Display for FailDriveError {
 
 impl std::error::Error for FailDriveError {}
 
+/// A staged volume with a member on a drive ([`NodeSide::fail_drive`]).
+struct OnDrive {
+    id: String,
+    drives: Vec<String>,
+    volume: Option<Arc<EngineVolume>>,
+}
+
 /// The node side's state: what is staged where.
 pub struct NodeSide {
     cfg: NodeConfig,
@@ -287,7 +295,19 @@ pub struct NodeSide {
     busy: Mutex<std::collections::BTreeSet<String>>,
     /// Signalled when a [`Turn`] ends.
     freed: Condvar,
+    /// Called at the named points of a call (`turn-wait` when a call waits
+    /// for a volume's turn, `publish-bind` between a publish's claim of its
+    /// target and its bind, `stage` in a stage's turn, `unstage` in an
+    /// unstage's, before it takes the volume apart, `resize-encryption` in
+    /// [`NodeSide::resize_encryption`]), so that a test can
+    /// start a second call there.
+    #[cfg(test)]
+    pub(crate) hook: Mutex<Option<TestHook>>,
 }
+
+/// A test's [`NodeSide::hook`]: the point and the volume id.
+#[cfg(test)]
+pub(crate) type TestHook = Arc<dyn Fn(&str, &str) + Send + Sync>;
 
 /// A call's turn on one volume ([`NodeSide::turn`]): while it is held, no
 /// other stage, unstage or agent record of that volume runs on this node
@@ -488,6 +508,17 @@ impl NodeSide {
             },
             busy: Mutex::new(std::collections::BTreeSet::new()),
             freed: Condvar::new(),
+            #[cfg(test)]
+            hook: Mutex::new(None),
+        }
+    }
+
+    /// Runs the test's hook at `point` of a call on volume `id`.
+    #[cfg(test)]
+    pub(crate) fn test_point(&self, point: &str, id: &str) {
+        let hook = self.hook.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(h) = hook {
+            h(point, id);
         }
     }
 
@@ -501,6 +532,8 @@ impl NodeSide {
                 volume = id,
                 "waits for the call in progress on the volume to finish"
             );
+            #[cfg(test)]
+            self.test_point("turn-wait", id);
             while busy.contains(id) {
                 busy = self.freed.wait(busy).unwrap_or_else(|p| p.into_inner());
             }
@@ -723,7 +756,7 @@ impl NodeSide {
         if r.staging != staging || r.block != block {
             return Err(CsiError::already_exists(format!(
                 "volume {id} is staged at {} with another capability or path",
-                r.staging.display()
+                quote_path(&r.staging)
             )));
         }
         let own = self.own_sources(id);
@@ -849,7 +882,7 @@ impl NodeSide {
             Some((v, r)) if v == id && *r == ro => Ok(false),
             Some((v, r)) => Err(CsiError::already_exists(format!(
                 "{} already has volume {v} published {}",
-                target.display(),
+                quote_path(target),
                 if *r { "read-only" } else { "read-write" }
             ))),
             None => {
@@ -930,30 +963,38 @@ impl NodeSide {
     }
 
     fn open_member(&self, drive: &str, offset: u64, len: u64) -> Result<SliceDevice, CsiError> {
-        fs::create_dir_all(&self.cfg.data_dir)
-            .map_err(|e| internal(format!("creating {}: {e}", self.cfg.data_dir.display())))?;
+        // The standard library's errors do not name the file, the engine's
+        // do: each is named once.
+        fs::create_dir_all(&self.cfg.data_dir).map_err(|e| {
+            internal(format!(
+                "creating the drive directory {}: {e}",
+                quote_path(&self.cfg.data_dir)
+            ))
+        })?;
         let path = self.cfg.data_dir.join(format!("{drive}.img"));
+        let std_err = |what: &str, e: io::Error| {
+            internal(format!(
+                "{what} the file of drive {drive}, {}: {e}",
+                quote_path(&path)
+            ))
+        };
         let f = fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .open(&path)
-            .map_err(|e| internal(format!("opening drive {}: {e}", path.display())))?;
+            .map_err(|e| std_err("opening", e))?;
         let need = offset + len;
-        let have = f
-            .metadata()
-            .map_err(|e| internal(format!("drive {}: {e}", path.display())))?
-            .len();
+        let have = f.metadata().map_err(|e| std_err("reading", e))?.len();
         if have < need {
-            f.set_len(need)
-                .map_err(|e| internal(format!("growing drive {}: {e}", path.display())))?;
+            f.set_len(need).map_err(|e| std_err("growing", e))?;
         }
         drop(f);
         let file = FileDevice::open(&path, CacheMode::DirectIfSupported)
-            .map_err(|e| internal(format!("opening drive {}: {e}", path.display())))?;
+            .map_err(|e| internal(format!("opening the file of drive {drive}: {e}")))?;
         SliceDevice::new(Arc::new(file), offset, len)
-            .map_err(|e| internal(format!("drive {}: {e}", path.display())))
+            .map_err(|e| internal(format!("drive {drive}: {e}")))
     }
 
     /// Whether volume `id` is staged on this node: assembled here, or staged
@@ -1078,6 +1119,8 @@ impl NodeSide {
         if self.cfg.backend == Backend::Mdadm {
             return Err(mdadm_unavailable());
         }
+        #[cfg(test)]
+        self.test_point("stage", &rec.id);
         let again = self.clear_recovered(&rec.id, staging, block)?;
         if let Err(e) = self.stage_fresh(rec, staging, block, fs_type, mount_flags, secrets) {
             // Still staged as far as the CO knows: keep the record, for
@@ -1113,7 +1156,7 @@ impl NodeSide {
             return Err(CsiError::already_exists(format!(
                 "volume {} is staged at {} with another capability or path",
                 rec.id,
-                s.staging.display()
+                quote_path(&s.staging)
             )));
         }
         // The parameters as the controller read them: `encrypt` is a
@@ -1163,7 +1206,7 @@ impl NodeSide {
             return Err(CsiError::failed_precondition(format!(
                 "staging_target_path {} exists and is not a directory: a volume staged for \
                  mount access is mounted on a directory (remove it, or stage elsewhere)",
-                staging.display()
+                quote_path(staging)
             )));
         }
         let plain = matches!(rec.layout.kind, LayoutKind::Single | LayoutKind::Slice);
@@ -1220,7 +1263,7 @@ impl NodeSide {
         let volume = Arc::new(volume);
         let fuse_dir = self.cfg.run_dir.join(&rec.id);
         fs::create_dir_all(&fuse_dir)
-            .map_err(|e| internal(format!("creating {}: {e}", fuse_dir.display())))?;
+            .map_err(|e| internal(format!("creating {}: {e}", quote_path(&fuse_dir))))?;
         let exposure = raid_engine::fuse::expose(volume.clone(), &fuse_dir, "volume")
             .map_err(|e| engine_err("exposing the volume through FUSE", e))?;
         let undo = |exposure: FuseExposure, l: Option<&LoopDevice>| {
@@ -1349,13 +1392,13 @@ impl NodeSide {
         // Not under a live publish (the CO unpublishes first; spec,
         // NodeUnstageVolume): an engine volume's FUSE file cannot close
         // while a bind of its file system holds it (the unstage would wait
-        // for it for good, holding the node side), and a plain range's
+        // for it for good, holding the volume's turn), and a plain range's
         // claim must not go while the file system on it is in use.
         let published: Vec<String> = self
             .targets_of(id)
             .into_iter()
             .filter(|t| csi_node::is_mount_point(t).unwrap_or(false))
-            .map(|t| t.display().to_string())
+            .map(|t| quote_path(&t))
             .collect();
         if !published.is_empty() && self.lock().get(id).is_some_and(|s| s.staging == staging) {
             return Err(CsiError::failed_precondition(format!(
@@ -1364,13 +1407,36 @@ impl NodeSide {
                 published.join(", ")
             )));
         }
-        let mut map = self.lock();
-        let Some(s) = map.get_mut(id) else {
+        // Taken out of the map, and taken apart with no lock held but the
+        // volume's turn: the unmount, the loop device's detach and the FUSE
+        // unmount can take long, and calls of other volumes read the map
+        // meanwhile. What a failure leaves of it goes back, for the CO's
+        // retry.
+        let mut s = {
+            let mut map = self.lock();
+            match map.get(id) {
+                Some(s) if s.staging == staging => map.remove(id),
+                _ => None,
+            }
+        };
+        let Some(taken) = s.as_mut() else {
             return Ok(());
         };
-        if s.staging != staging {
-            return Ok(());
+        #[cfg(test)]
+        self.test_point("unstage", id);
+        if let Err(e) = Self::take_apart(id, staging, taken) {
+            if let Some(s) = s {
+                self.lock().insert(id.to_string(), s);
+            }
+            return Err(e);
         }
+        tracing::info!(volume = id, "unstaged");
+        Ok(())
+    }
+
+    /// The I/O of an unstage of `s` (of volume `id`, staged at `staging`):
+    /// what it has taken apart when it fails is gone from `s`.
+    fn take_apart(id: &str, staging: &Path, s: &mut Staged) -> Result<(), CsiError> {
         if !s.block {
             let own: Vec<PathBuf> = s.device().into_iter().collect();
             unmount_own_at("staging_target_path", staging, &own, id)?;
@@ -1407,17 +1473,27 @@ impl NodeSide {
         if s.volume.is_some() {
             let _ = fs::remove_dir(&s.fuse_dir);
         }
-        map.remove(id);
-        tracing::info!(volume = id, "unstaged");
         Ok(())
     }
 
     /// Grows the LUKS2 mapping of staged volume `id` to its device
     /// (`cryptsetup resize`, with the passphrase that opened it); nothing to
-    /// do for a volume without one.
+    /// do for a volume without one. Called in the volume's turn (the
+    /// expand's); calls of other volumes run meanwhile.
     pub fn resize_encryption(&self, id: &str) -> Result<(), CsiError> {
-        let map = self.lock();
-        let Some(m) = map.get(id).and_then(|s| s.luks.as_ref()) else {
+        // A copy (zeroed when dropped), so that `cryptsetup resize` runs
+        // with no lock held but the caller's turn of the volume.
+        let mapping = self
+            .lock()
+            .get(id)
+            .and_then(|s| s.luks.as_ref())
+            .map(|m| LuksMapping {
+                name: m.name.clone(),
+                key: m.key.clone(),
+            });
+        #[cfg(test)]
+        self.test_point("resize-encryption", id);
+        let Some(m) = mapping else {
             return Ok(());
         };
         crate::luks::Luks::new(crate::luks::SystemCryptsetup)
@@ -1534,19 +1610,32 @@ impl NodeSide {
     /// staged volume, as the engine's `fail_member` refuses. Changes
     /// nothing.
     pub fn check_fail_drive(&self, drive: &str) -> Result<(), CsiError> {
-        Self::refusal(&self.lock(), drive)
+        Self::refusal(&self.on_drive(drive), drive)
     }
 
-    fn refusal(map: &BTreeMap<String, Staged>, drive: &str) -> Result<(), CsiError> {
+    /// The staged volumes with a member on `drive`, by id: their members'
+    /// drives and engine volume, taken out of the node side's lock so that
+    /// the engine's checks and writes run without it.
+    fn on_drive(&self, drive: &str) -> Vec<OnDrive> {
+        self.lock()
+            .iter()
+            .filter(|(_, s)| s.drives.iter().any(|d| d == drive))
+            .map(|(id, s)| OnDrive {
+                id: id.clone(),
+                drives: s.drives.clone(),
+                volume: s.volume.clone(),
+            })
+            .collect()
+    }
+
+    fn refusal(volumes: &[OnDrive], drive: &str) -> Result<(), CsiError> {
         let mut lost = Vec::new();
-        for (id, s) in map.iter() {
-            let roles: Vec<usize> = (0..s.drives.len())
-                .filter(|&r| s.drives[r] == drive)
-                .collect();
+        for OnDrive { id, drives, volume } in volumes {
+            let roles: Vec<usize> = (0..drives.len()).filter(|&r| drives[r] == drive).collect();
             if roles.is_empty() {
                 continue;
             }
-            let Some(volume) = &s.volume else {
+            let Some(volume) = volume else {
                 // A single drive or slice staged through a loop device
                 // over its drive file: the drive holds its only copy.
                 lost.push(format!(
@@ -1584,18 +1673,32 @@ impl NodeSide {
     /// volumes whose member on `drive` this call had failed by then
     /// ([`FailDriveError::failed`]): a failed member is not taken back, so
     /// those volumes stay degraded.
+    ///
+    /// Takes the turn of every volume on `drive` (one call per volume at a time), in
+    /// the order of their ids (so that two calls never wait for each other
+    /// in a circle): no stage, unstage, publish or rebuild of them runs
+    /// meanwhile.
     pub fn fail_drive(&self, drive: &str) -> Result<Vec<String>, FailDriveError> {
-        let map = self.lock();
+        let (volumes, _turns) = loop {
+            let ids: Vec<String> = self.on_drive(drive).into_iter().map(|v| v.id).collect();
+            let turns: Vec<Turn<'_>> = ids.iter().map(|id| self.turn(id)).collect();
+            // A volume staged on the drive while this call waited: again
+            // with its turn too.
+            let volumes = self.on_drive(drive);
+            if volumes.iter().all(|v| ids.contains(&v.id)) {
+                break (volumes, turns);
+            }
+        };
         // Checked for every volume first, so that a refusal leaves none
         // of them failed; the engine checks each member again.
-        Self::refusal(&map, drive).map_err(|error| FailDriveError {
+        Self::refusal(&volumes, drive).map_err(|error| FailDriveError {
             error,
             failed: Vec::new(),
         })?;
         let mut hit: Vec<String> = Vec::new();
-        for (id, s) in map.iter() {
-            let Some(volume) = &s.volume else { continue };
-            for (role, d) in s.drives.iter().enumerate() {
+        for OnDrive { id, drives, volume } in &volumes {
+            let Some(volume) = volume else { continue };
+            for (role, d) in drives.iter().enumerate() {
                 if d != drive {
                     continue;
                 }
@@ -1661,13 +1764,18 @@ impl NodeSide {
 
     /// Brings staged volume `rec.id` to `rec`'s members: every role whose
     /// drive changed (a repair plan moved it) gets the new member, rebuilt
-    /// online with `progress`. Returns the roles rebuilt.
+    /// online with `progress`. Returns the roles rebuilt. In the volume's
+    /// turn (one call per volume at a time): a stage, unstage or publish of it waits
+    /// for the rebuild to end.
     pub fn rebuild_to(
         &self,
         rec: &VolumeRecord,
         max_bytes_per_sec: Option<u64>,
         progress: &(dyn Fn(usize, Progress) + Sync),
     ) -> Result<Vec<usize>, CsiError> {
+        // For the whole rebuild: an unstage waits for it to end rather than
+        // close the engine volume under it.
+        let _turn = self.turn(&rec.id);
         let (volume, old) = {
             let map = self.lock();
             let s = map.get(&rec.id).ok_or_else(|| {
@@ -1856,13 +1964,13 @@ fn flush_staged(
     volume: Option<&EngineVolume>,
 ) -> Result<(), String> {
     if let Some((p, block)) = sync_path {
-        let f = fs::File::open(p).map_err(|e| format!("opening {}: {e}", p.display()))?;
+        let f = fs::File::open(p).map_err(|e| format!("opening {}: {e}", quote_path(p)))?;
         if *block {
             f.sync_all()
         } else {
             rustix::fs::syncfs(&f).map_err(io::Error::from)
         }
-        .map_err(|e| format!("syncing {}: {e}", p.display()))?;
+        .map_err(|e| format!("syncing {}: {e}", quote_path(p)))?;
     }
     if let Some(v) = volume {
         v.flush().map_err(|e| format!("flushing the engine: {e}"))?;
@@ -1878,7 +1986,7 @@ fn mount_staging(
     opts: &MountOptions,
 ) -> Result<(), CsiError> {
     fs::create_dir_all(staging)
-        .map_err(|e| internal(format!("creating {}: {e}", staging.display())))?;
+        .map_err(|e| internal(format!("creating {}: {e}", quote_path(staging))))?;
     crate::expand::grow_ext4_before_mount(dev)?;
     csi_node::format_and_mount(dev, staging, fs_type, opts).map_err(CsiError::from)
 }
@@ -1891,8 +1999,9 @@ fn mount_staging(
 /// overlapping volume (plain or not, in this process or another) is
 /// refused with FAILED_PRECONDITION naming the file, the range and the rule.
 fn claim_plain(id: &str, path: &Path, offset: u64, len: u64) -> Result<Claim, CsiError> {
+    // The engine's error names the file.
     let file = FileDevice::open(path, CacheMode::Buffered)
-        .map_err(|e| internal(format!("opening drive {}: {e}", path.display())))?;
+        .map_err(|e| internal(format!("volume {id}: opening its drive file: {e}")))?;
     file.claim_range(&ClaimHolder::new(format!("volume {id}")), offset, len)
         .map_err(|e| {
             let what = format!("volume {id}: claiming its bytes of the drive");
@@ -2034,7 +2143,7 @@ fn attach_range(file: &Path, offset: u64, len: u64) -> Result<LoopDevice, CsiErr
     let _ = l.detach();
     Err(internal(format!(
         "{} shows {seen} bytes, not the volume's {len}",
-        dev.display()
+        quote_path(&dev)
     )))
 }
 
@@ -2139,7 +2248,7 @@ pub(crate) fn unmount_own_at(
             Err(CsiError::failed_precondition(format!(
                 "{field} {} has {mounted} mounted on it, which is not volume {id}'s and which \
                  this plugin did not mount; unmount it or use another path",
-                path.display()
+                quote_path(path)
             )))
         }
         Err(e) => Err(e.into()),
@@ -2183,7 +2292,7 @@ fn detach_left(id: &str, l: &LoopDevice) -> Result<(), CsiError> {
     Err(internal(format!(
         "volume {id}: loop device {} left by the earlier node process is still attached after \
          a detach",
-        l.path().display()
+        quote_path(l.path())
     )))
 }
 
@@ -2237,4 +2346,24 @@ fn open_and_mount(
         return Err(e);
     }
     Ok(mapping)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A drive file the engine cannot open: the answer says what the
+    /// composer was doing and names the file once (the engine's error names
+    /// it). Before, the composer named it a second time.
+    #[test]
+    fn a_failed_open_of_a_drive_file_names_it_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("no-such-drive.img");
+        let err = claim_plain("v1", &path, 0, 4096).unwrap_err();
+        let msg = err.to_string();
+        let name = path.to_str().unwrap();
+        assert_eq!(msg.matches(name).count(), 1, "{msg}");
+        assert!(msg.contains("volume v1: opening its drive file"), "{msg}");
+        assert!(!msg.contains('\n'), "{msg}");
+    }
 }

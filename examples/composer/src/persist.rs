@@ -57,9 +57,10 @@ impl NodeState {
     pub fn load(run_dir: &Path) -> Result<NodeState, String> {
         let path = run_dir.join(FILE);
         match fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| format!("{}: {e}", path.display())),
+            Ok(b) => serde_json::from_slice(&b)
+                .map_err(|e| format!("{}: {e}", storage_units::quote_path(&path))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(NodeState::default()),
-            Err(e) => Err(format!("reading {}: {e}", path.display())),
+            Err(e) => Err(format!("reading {}: {e}", storage_units::quote_path(&path))),
         }
     }
 
@@ -76,14 +77,21 @@ impl NodeState {
             n += 1;
             to = run_dir.join(format!("{FILE}.unreadable.{n}"));
         }
-        fs::rename(&path, &to)
-            .map_err(|e| format!("moving {} to {}: {e}", path.display(), to.display()))?;
+        fs::rename(&path, &to).map_err(|e| {
+            format!(
+                "moving {} to {}: {e}",
+                storage_units::quote_path(&path),
+                storage_units::quote_path(&to)
+            )
+        })?;
         Ok(to)
     }
 
     /// Replaces the state in `run_dir` atomically.
     pub fn save(&self, run_dir: &Path) -> Result<(), String> {
-        let err = |what: &str, p: &Path, e: std::io::Error| format!("{what} {}: {e}", p.display());
+        let err = |what: &str, p: &Path, e: std::io::Error| {
+            format!("{what} {}: {e}", storage_units::quote_path(p))
+        };
         fs::create_dir_all(run_dir).map_err(|e| err("creating", run_dir, e))?;
         let path = run_dir.join(FILE);
         let tmp = run_dir.join(format!("{FILE}.tmp"));

@@ -105,22 +105,24 @@ async fn workload(endpoint: String, ledger: Arc<Mutex<Ledger>>, worker: u64, rou
             Err(e) => panic!("CreateVolume {name}: {e}"),
         }
         if rng.random_bool(0.6) {
+            // Picked and taken out of `live` in one hold: while the delete
+            // is in flight the volume may or may not survive a crash, and no
+            // other worker picks it (before, two workers could pick one
+            // volume: the second's delete answered ABORTED while the first's
+            // ran, put the volume back in `live`, and the first's then
+            // deleted it, so the audit missed a volume that was never lost).
             let victim = {
-                let l = ledger.lock().unwrap();
+                let mut l = ledger.lock().unwrap();
                 let n = l.live.len();
                 if n == 0 {
                     continue;
                 }
-                l.live
-                    .iter()
-                    .nth(rng.random_range(0..n))
-                    .map(|(k, v)| (k.clone(), v.clone()))
+                let k = rng.random_range(0..n);
+                let vname = l.live.keys().nth(k).cloned();
+                vname.and_then(|v| l.live.remove_entry(&v))
             };
             if let Some((vname, id)) = victim {
                 let req = composer::delete_request(&id).unwrap();
-                // Remove from `live` first: while the delete is in flight the
-                // volume may or may not survive a crash.
-                ledger.lock().unwrap().live.remove(&vname);
                 match Csi::delete_volume(&client, req).await {
                     Ok(_) => {
                         ledger.lock().unwrap().deleted.insert(id);

@@ -26,6 +26,49 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// A short path of printable characters as the composer's messages show
+/// it: as it is (`storage_units::quote_path`).
+fn shown(p: &Path) -> String {
+    p.to_str().unwrap().to_string()
+}
+
+/// Paths of 10,000 characters, or with a newline in them, stay one short
+/// line in the messages that name them: the inventory file, the admin
+/// socket. Before, they were shown whole, over several lines.
+#[test]
+fn long_and_multiline_paths_stay_one_short_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = format!("{}/{}", dir.path().display(), "x".repeat(10_000));
+    let newline = format!("{}/in\nventory.toml", dir.path().display());
+    let state = dir.path().join("state.redb");
+    let admin = dir.path().join("admin.sock");
+    for path in [&long, &newline] {
+        for args in [
+            vec!["inventory", path.as_str()],
+            vec!["admin", "--socket", path.as_str(), "drives"],
+            vec![
+                "serve",
+                "--endpoint",
+                "unix:///proc/no-such-dir/csi.sock",
+                "--state",
+                state.to_str().unwrap(),
+                "--admin-socket",
+                admin.to_str().unwrap(),
+                "--inventory",
+                path.as_str(),
+            ],
+        ] {
+            let out = composer(&args);
+            let err = stderr(&out);
+            let what = args[0];
+            assert_eq!(code(&out), 1, "{what}: {err}");
+            assert_eq!(err.trim_end().lines().count(), 1, "{what}: {err}");
+            assert!(err.len() < 400, "{what}: {} bytes: {err:.400}", err.len());
+        }
+    }
+    assert!(!state.exists(), "serve created its state");
+}
+
 #[test]
 fn help_lists_the_exit_statuses() {
     let out = composer(&["--help"]);
@@ -40,6 +83,83 @@ fn help_lists_the_exit_statuses() {
     ] {
         assert!(help.contains(line), "{line:?} missing from:\n{help}");
     }
+}
+
+/// A number flag out of its range says the rule in words, on one line,
+/// and exits 2. Before, `--idle-timeout 0` read "0 is not in
+/// 1..18446744073709551615" and `--repair-every -1` "unexpected argument
+/// '-1' found".
+#[test]
+fn number_flags_out_of_range_say_the_rule_in_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.redb");
+    let state = state.to_str().unwrap();
+    let sock = dir.path().join("admin.sock");
+    let sock = sock.to_str().unwrap();
+    let serve = |flag: &'static str, value: &'static str| {
+        vec![
+            "serve",
+            // Unbindable: had the value been taken, the command ends with 1.
+            "--endpoint",
+            "unix:///proc/no-such-dir/csi.sock",
+            "--state",
+            state,
+            "--admin-socket",
+            sock,
+            flag,
+            value,
+        ]
+    };
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["admin", "--socket", sock, "--idle-timeout", "0", "drives"],
+            "invalid value '0' for '--idle-timeout <SECONDS>': must be at least 1 second",
+        ),
+        (
+            vec!["admin", "--socket", sock, "--idle-timeout", "-5", "drives"],
+            "invalid value '-5' for '--idle-timeout <SECONDS>': must be at least 1 second",
+        ),
+        (
+            serve("--repair-every", "-1"),
+            "invalid value '-1' for '--repair-every <REPAIR_EVERY>': must not be negative",
+        ),
+        (
+            serve("--repair-every", "soon"),
+            "invalid value 'soon' for '--repair-every <REPAIR_EVERY>': must not be negative \
+             (a whole number of seconds; 0: never)",
+        ),
+        (
+            vec![
+                "admin",
+                "--socket",
+                sock,
+                "rebuild",
+                "r1-e1-00",
+                "--max-bytes-per-sec",
+                "-1",
+            ],
+            "'--max-bytes-per-sec <MAX_BYTES_PER_SEC>': must be at least 1 byte per second",
+        ),
+    ];
+    // A long value is shown short (clap showed it whole).
+    let long = "9".repeat(10_000);
+    let cases = cases.into_iter().chain([(
+        vec!["admin", "--socket", sock, "--idle-timeout", &long, "drives"],
+        "… (10000 bytes) for '--idle-timeout <SECONDS>': must be at least 1 second",
+    )]);
+    for (args, says) in cases {
+        let out = composer(&args);
+        let err = stderr(&out);
+        assert_eq!(code(&out), 2, "{args:.200?}: {err:.400}");
+        assert!(err.len() < 400, "{} bytes: {err:.400}", err.len());
+        let said: Vec<&str> = err
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
+            .collect();
+        assert_eq!(said.len(), 1, "{args:?}: {err}");
+        assert!(said[0].contains(says), "{args:?}: {err}");
+    }
+    assert!(!Path::new(state).exists(), "serve created its state");
 }
 
 #[test]
@@ -59,7 +179,8 @@ fn usage_errors_exit_2_before_anything_is_created() {
         // 0 bytes per second was taken as no limit at all.
         (
             &["admin", "rebuild", "r1-e1-00", "--max-bytes-per-sec", "0"],
-            "invalid value '0' for '--max-bytes-per-sec <MAX_BYTES_PER_SEC>': 0 is not in 1..",
+            "invalid value '0' for '--max-bytes-per-sec <MAX_BYTES_PER_SEC>': must be at least 1 \
+             byte per second (leave it out for no limit)",
         ),
         (
             &[
@@ -72,6 +193,72 @@ fn usage_errors_exit_2_before_anything_is_created() {
                 &data,
             ],
             "--data-dir serves the node side and needs --node-id",
+        ),
+        // Flags of a store, an agent or a node side that is not there were
+        // ignored: the composer served with its local state as if asked to.
+        (
+            &[
+                "serve",
+                // Unbindable: had the flag been ignored, the command ends
+                // with 1 rather than serving.
+                "--endpoint",
+                "unix:///proc/no-such-dir/csi.sock",
+                "--state",
+                &state,
+                "--admin-socket",
+                &admin_sock,
+                "--etcd-user",
+                "composer",
+            ],
+            "--store <STORE>",
+        ),
+        (
+            &[
+                "serve",
+                // Unbindable: had the flag been ignored, the command ends
+                // with 1 rather than serving.
+                "--endpoint",
+                "unix:///proc/no-such-dir/csi.sock",
+                "--state",
+                &state,
+                "--admin-socket",
+                &admin_sock,
+                "--replica-id",
+                "a",
+            ],
+            "--store <STORE>",
+        ),
+        (
+            &[
+                "serve",
+                // Unbindable: had the flag been ignored, the command ends
+                // with 1 rather than serving.
+                "--endpoint",
+                "unix:///proc/no-such-dir/csi.sock",
+                "--state",
+                &state,
+                "--admin-socket",
+                &admin_sock,
+                "--jbod-agent-listen",
+                "127.0.0.1:1",
+            ],
+            "--jbod-agent <JBOD_AGENT>",
+        ),
+        (
+            &[
+                "serve",
+                // Unbindable: had the flag been ignored, the command ends
+                // with 1 rather than serving.
+                "--endpoint",
+                "unix:///proc/no-such-dir/csi.sock",
+                "--state",
+                &state,
+                "--admin-socket",
+                &admin_sock,
+                "--backend",
+                "mdadm",
+            ],
+            "--data-dir <DATA_DIR>",
         ),
         (
             &[
@@ -161,20 +348,29 @@ fn failed_operations_exit_1() {
     )
     .unwrap();
     let missing = dir.path().join("admin.sock");
+    // Not TOML: one line, with the parser's position and reason (before,
+    // the file's line and a caret under it, over five lines).
+    let passwd = dir.path().join("passwd");
+    std::fs::write(&passwd, "root:x:0:0:root:/root:/bin/bash\n").unwrap();
+    let out = composer(&["inventory", passwd.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 1, "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("TOML parse error at line 1, column 32: key with no value"),
+        "{err}"
+    );
     let cases: Vec<(Vec<&str>, String)> = vec![
-        (
-            vec!["inventory", bad.to_str().unwrap()],
-            bad.display().to_string(),
-        ),
+        (vec!["inventory", bad.to_str().unwrap()], shown(&bad)),
         (
             vec!["inventory", empty.to_str().unwrap()],
-            format!("{}: inventory: no drives", empty.display()),
+            format!("{}: inventory: no drives", shown(&empty)),
         ),
         (
             vec!["inventory", serverless.to_str().unwrap()],
             format!(
                 "{}: inventory: no servers: a composer needs at least one [[server]]",
-                serverless.display()
+                shown(&serverless)
             ),
         ),
         (
@@ -191,11 +387,11 @@ fn failed_operations_exit_1() {
                 "--admin-socket",
                 missing.to_str().unwrap(),
             ],
-            format!("{}: inventory: no drives", empty.display()),
+            format!("{}: inventory: no drives", shown(&empty)),
         ),
         (
             vec!["admin", "--socket", missing.to_str().unwrap(), "drives"],
-            format!("connecting to {}", missing.display()),
+            format!("connecting to {}", shown(&missing)),
         ),
     ];
     for (args, says) in cases {
@@ -260,7 +456,7 @@ async fn refusals_of_a_running_composer_exit_1() {
     assert!(
         err.contains(&format!(
             "{}: the answer is not the composer admin protocol",
-            csi.display()
+            shown(&csi)
         )) && err.contains("not the CSI endpoint?"),
         "{err}"
     );

@@ -1,0 +1,430 @@
+//! Calls of one volume on the node side take the volume's turn
+//! ([`crate::node::NodeSide::turn`]); calls of different volumes do not wait
+//! for each other. The second call is started from a hook at a named point
+//! of the first ([`crate::node::NodeSide::test_point`]), and the hook sees
+//! it either finish or wait for the turn: no timing.
+//!
+//! Needs root, `/dev/fuse` and loop devices: without them the tests say so
+//! and pass, except under `CI=true`, where they fail.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
+
+use csi_types::prelude::*;
+use csi_types::{
+    controller::ControllerPublishVolumeRequest,
+    ids::{NodeId, NodePath, VolumeId},
+    node::{
+        NodePublishVolumeRequest, NodePublishVolumeResponse, NodeStageVolumeRequest,
+        NodeUnpublishVolumeRequest,
+    },
+    redact::Secrets,
+    types::{AccessMode, Map, VolumeCapability},
+};
+
+use crate::ComposerDriver;
+use crate::node::{Backend, NodeConfig, NodeSide};
+
+fn can_mount() -> bool {
+    let Some(why) = crate::demo::missing_prerequisite() else {
+        return true;
+    };
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "CI=true but this host cannot mount: {why}"
+    );
+    eprintln!("SKIPPED: the node side needs root, FUSE and loop devices: {why}");
+    false
+}
+
+/// Runs `f` to its end on a runtime of the calling thread (a second call's
+/// thread, started from a hook).
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+fn np(p: &Path) -> NodePath {
+    NodePath::new(p.to_str().unwrap()).unwrap()
+}
+
+fn cap() -> VolumeCapability {
+    VolumeCapability::mount(AccessMode::SingleNodeWriter)
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    driver: ComposerDriver,
+    plugin: Plugin,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let inv = composer_core::Inventory::from_toml(crate::demo::DEMO_INVENTORY).unwrap();
+        let store = Arc::new(composer_core::MemStore::default());
+        let driver = ComposerDriver::open(inv, store, Some("r1-n1"))
+            .unwrap()
+            .with_node_side(NodeConfig {
+                data_dir: dir.path().join("drives"),
+                run_dir: dir.path().join("run"),
+                backend: Backend::Userspace,
+            });
+        let plugin = driver.plugin().unwrap();
+        Setup {
+            dir,
+            driver,
+            plugin,
+        }
+    }
+
+    fn side(&self) -> &Arc<NodeSide> {
+        self.driver.node_side().unwrap()
+    }
+
+    fn staging(&self, name: &str) -> PathBuf {
+        self.dir.path().join("staging").join(name)
+    }
+
+    fn target(&self, name: &str) -> PathBuf {
+        self.dir.path().join("target").join(name)
+    }
+
+    /// Creates slice volume `name` and publishes it to r1-n1; its id.
+    async fn create(&self, name: &str) -> String {
+        let mut req = crate::create_request(name, &[("type", "slice")], 64 << 20).unwrap();
+        req.volume_capabilities = vec![cap()];
+        let id = Csi::create_volume(&self.plugin, req)
+            .await
+            .unwrap()
+            .volume
+            .volume_id
+            .as_str()
+            .to_string();
+        Csi::controller_publish_volume(
+            &self.plugin,
+            ControllerPublishVolumeRequest {
+                volume_id: VolumeId::new(&id).unwrap(),
+                node_id: NodeId::new("r1-n1").unwrap(),
+                volume_capability: cap(),
+                readonly: false,
+                secrets: Secrets::default(),
+                volume_context: Map::new(),
+            },
+        )
+        .await
+        .unwrap();
+        id
+    }
+
+    fn stage_req(&self, id: &str, name: &str) -> NodeStageVolumeRequest {
+        NodeStageVolumeRequest {
+            volume_id: VolumeId::new(id).unwrap(),
+            publish_context: Map::new(),
+            staging_target_path: np(&self.staging(name)),
+            volume_capability: cap(),
+            secrets: Secrets::default(),
+            volume_context: Map::new(),
+        }
+    }
+
+    fn publish_req(&self, id: &str, name: &str) -> NodePublishVolumeRequest {
+        NodePublishVolumeRequest {
+            volume_id: VolumeId::new(id).unwrap(),
+            publish_context: Map::new(),
+            staging_target_path: Some(np(&self.staging(name))),
+            target_path: np(&self.target(name)),
+            volume_capability: cap(),
+            readonly: false,
+            secrets: Secrets::default(),
+            volume_context: Map::new(),
+        }
+    }
+
+    fn expand_req(&self, id: &str, name: &str) -> csi_types::node::NodeExpandVolumeRequest {
+        csi_types::node::NodeExpandVolumeRequest {
+            volume_id: VolumeId::new(id).unwrap(),
+            volume_path: np(&self.staging(name)).into(),
+            capacity_range: None,
+            staging_target_path: Some(np(&self.staging(name))).into(),
+            volume_capability: Some(cap()),
+            secrets: Secrets::default(),
+        }
+    }
+
+    /// Creates and stages volumes `a` and `b`; their ids.
+    async fn stage_two(&self) -> (String, String) {
+        let a = self.create("a").await;
+        let b = self.create("b").await;
+        for (id, name) in [(&a, "a"), (&b, "b")] {
+            Csi::node_stage_volume(&self.plugin, self.stage_req(id, name))
+                .await
+                .unwrap();
+        }
+        (a, b)
+    }
+
+    /// At `point` of a call on volume `a`, a publish of volume `b` (staged
+    /// as `b`) on a thread of its own ([`start_at`]).
+    fn publish_at(
+        &self,
+        point: &'static str,
+        a: &str,
+        b: &str,
+    ) -> (
+        Seen,
+        SecondThread<Result<NodePublishVolumeResponse, CsiError>>,
+    ) {
+        let (plugin, req) = (self.plugin.clone(), self.publish_req(b, "b"));
+        start_at(self.side(), point, a, move || {
+            block_on(Csi::node_publish_volume(&plugin, req))
+        })
+    }
+
+    /// Unpublishes and unstages `id` (whatever is left of it).
+    async fn teardown(&self, id: &str, name: &str) {
+        Csi::node_unpublish_volume(
+            &self.plugin,
+            NodeUnpublishVolumeRequest {
+                volume_id: VolumeId::new(id).unwrap(),
+                target_path: np(&self.target(name)),
+            },
+        )
+        .await
+        .unwrap();
+        self.side().unstage(id, &self.staging(name)).unwrap();
+        assert!(!csi_node::is_mount_point(&self.target(name)).unwrap_or(false));
+        assert!(!csi_node::is_mount_point(&self.staging(name)).unwrap_or(false));
+    }
+}
+
+/// How long the hook waits for the second call before it takes it as
+/// stuck behind the first: not a measure of speed, a bound on a deadlock.
+const STUCK: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// What the second call did while the first was at its hook.
+#[derive(Debug)]
+enum Second<T> {
+    /// It waits for the volume's turn.
+    Waits,
+    /// It finished.
+    Done(T),
+}
+
+/// What the hook saw of the second call, once it saw it.
+type Seen = Arc<Mutex<Option<Second<()>>>>;
+
+/// The second call's thread, once started.
+type SecondThread<T> = Arc<Mutex<Option<std::thread::JoinHandle<T>>>>;
+
+/// Waits for the second call, takes the hook down; what the hook saw and
+/// what the second call answered.
+fn finish<T>(side: &NodeSide, seen: &Seen, thread: &SecondThread<T>) -> (Option<Second<()>>, T) {
+    let answer = thread.lock().unwrap().take().unwrap().join().unwrap();
+    *side.hook.lock().unwrap() = None;
+    (seen.lock().unwrap().take(), answer)
+}
+
+/// Sets the node side's hook: at `point` of volume `first`, `second` runs on
+/// a thread of its own, and the hook returns once it has finished or waits
+/// for a turn. Returns what the hook saw, and the second call's thread.
+fn start_at<T: Send + 'static>(
+    side: &Arc<NodeSide>,
+    point: &'static str,
+    first: &str,
+    second: impl FnOnce() -> T + Send + 'static,
+) -> (Seen, SecondThread<T>) {
+    let (tx, rx) = mpsc::channel::<Second<()>>();
+    let tx = Mutex::new(tx);
+    let rx = Mutex::new(rx);
+    let seen = Arc::new(Mutex::new(None));
+    let thread = Arc::new(Mutex::new(None));
+    let second = Mutex::new(Some(second));
+    let (first, seen2, thread2) = (first.to_string(), seen.clone(), thread.clone());
+    let hook: crate::node::TestHook = Arc::new(move |at: &str, id: &str| {
+        if at == "turn-wait" {
+            let _ = tx.lock().unwrap().send(Second::Waits);
+            return;
+        }
+        if at != point || id != first {
+            return;
+        }
+        let Some(f) = second.lock().unwrap().take() else {
+            return;
+        };
+        let done = tx.lock().unwrap().clone();
+        *thread2.lock().unwrap() = Some(std::thread::spawn(move || {
+            let r = f();
+            let _ = done.send(Second::Done(()));
+            r
+        }));
+        // Bounded, so that a second call stuck behind the first (which
+        // cannot go on before this returns) fails the test instead of
+        // hanging it: nothing seen.
+        *seen2.lock().unwrap() = rx.lock().unwrap().recv_timeout(STUCK).ok();
+    });
+    *side.hook.lock().unwrap() = Some(hook);
+    (seen, thread)
+}
+
+/// A publish between its claim of the target and its bind, and an unstage
+/// of the same volume started there: the unstage waits for the publish's
+/// bind and is then refused (the volume is published), so the publish's
+/// target is bound to a volume still staged. Before, the unstage ran in
+/// between and answered OK, and the publish then answered OK with its
+/// target bound to a staging path no longer staged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unstage_waits_for_a_publish_of_the_volume() {
+    if !can_mount() {
+        return;
+    }
+    let s = Setup::new();
+    let id = s.create("v").await;
+    Csi::node_stage_volume(&s.plugin, s.stage_req(&id, "v"))
+        .await
+        .unwrap();
+    let side = s.side().clone();
+    let (side2, staging) = (side.clone(), s.staging("v"));
+    let unstage_id = id.clone();
+    let (seen, thread) = start_at(&side, "publish-bind", &id, move || {
+        side2.unstage(&unstage_id, &staging)
+    });
+    let published = Csi::node_publish_volume(&s.plugin, s.publish_req(&id, "v")).await;
+    let (seen, unstaged) = finish(&side, &seen, &thread);
+    assert!(
+        matches!(seen, Some(Second::Waits)),
+        "the unstage did not wait for the publish: {seen:?}, publish {published:?}, \
+         unstage {unstaged:?}"
+    );
+    published.unwrap();
+    assert_eq!(
+        unstaged.unwrap_err().code(),
+        Code::FailedPrecondition,
+        "the unstage of a published volume"
+    );
+    assert!(side.staged_at(&id).is_some());
+    assert!(csi_node::is_mount_point(&s.target("v")).unwrap());
+    assert!(csi_node::is_mount_point(&s.staging("v")).unwrap());
+    s.teardown(&id, "v").await;
+}
+
+/// A stage of volume A in its turn does not hold up a publish of volume B:
+/// the publish, started in A's stage, finishes while A's stage is still in
+/// its turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stage_of_one_volume_does_not_hold_up_a_publish_of_another() {
+    if !can_mount() {
+        return;
+    }
+    let s = Setup::new();
+    let a = s.create("a").await;
+    let b = s.create("b").await;
+    Csi::node_stage_volume(&s.plugin, s.stage_req(&b, "b"))
+        .await
+        .unwrap();
+    let side = s.side().clone();
+    let (plugin, req) = (s.plugin.clone(), s.publish_req(&b, "b"));
+    let (seen, thread) = start_at(&side, "stage", &a, move || {
+        block_on(Csi::node_publish_volume(&plugin, req))
+    });
+    Csi::node_stage_volume(&s.plugin, s.stage_req(&a, "a"))
+        .await
+        .unwrap();
+    let (seen, published) = finish(&side, &seen, &thread);
+    assert!(
+        matches!(seen, Some(Second::Done(()))),
+        "the publish of b waited for the stage of a: {seen:?}"
+    );
+    published.unwrap();
+    assert!(csi_node::is_mount_point(&s.target("b")).unwrap());
+    s.teardown(&b, "b").await;
+    s.side().unstage(&a, &s.staging("a")).unwrap();
+}
+
+/// An expand of a volume started while a publish of it holds its turn
+/// waits for the turn (an unstage in its turn cannot take the device apart
+/// under the resize). Before, it ran at once, whatever held the volume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expand_waits_for_the_turn_of_the_volume() {
+    if !can_mount() {
+        return;
+    }
+    let s = Setup::new();
+    let id = s.create("v").await;
+    Csi::node_stage_volume(&s.plugin, s.stage_req(&id, "v"))
+        .await
+        .unwrap();
+    let side = s.side().clone();
+    let req = s.expand_req(&id, "v");
+    // The driver's own call, as a program that uses the driver without a
+    // `Plugin` makes it (the `Plugin` refuses a second call of a volume in
+    // progress with ABORTED; the admin socket's rebuild and fail-drive do
+    // not go through it).
+    let driver = s.driver.clone();
+    let (seen, thread) = start_at(&side, "publish-bind", &id, move || {
+        block_on(NodeExpander::node_expand_volume(&driver, req))
+    });
+    Csi::node_publish_volume(&s.plugin, s.publish_req(&id, "v"))
+        .await
+        .unwrap();
+    let (seen, expanded) = finish(&side, &seen, &thread);
+    assert!(
+        matches!(seen, Some(Second::Waits)),
+        "the expand did not wait for the publish: {seen:?}, expand {expanded:?}"
+    );
+    expanded.unwrap();
+    s.teardown(&id, "v").await;
+}
+
+/// An unstage of volume A, parked in its turn before it takes A apart,
+/// does not hold up a publish of volume B. Before, the unstage held the
+/// node side's map across its unmount, detach and FUSE unmount, and the
+/// publish of B waited for all of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unstage_of_one_volume_does_not_hold_up_a_publish_of_another() {
+    if !can_mount() {
+        return;
+    }
+    let s = Setup::new();
+    let (a, b) = s.stage_two().await;
+    let side = s.side().clone();
+    let (seen, thread) = s.publish_at("unstage", &a, &b);
+    side.unstage(&a, &s.staging("a")).unwrap();
+    let (seen, published) = finish(&side, &seen, &thread);
+    assert!(
+        matches!(seen, Some(Second::Done(()))),
+        "the publish of b waited for the unstage of a: {seen:?} (None: stuck behind it)"
+    );
+    published.unwrap();
+    assert!(side.staged_at(&a).is_none());
+    assert!(!csi_node::is_mount_point(&s.staging("a")).unwrap_or(false));
+    assert!(csi_node::is_mount_point(&s.target("b")).unwrap());
+    s.teardown(&b, "b").await;
+}
+
+/// An expand of volume A at its `cryptsetup resize` (in A's turn) does not
+/// hold up a publish of volume B. Before, the resize held the node side's
+/// map, and every call of another volume waited for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expand_of_one_volume_does_not_hold_up_a_publish_of_another() {
+    if !can_mount() {
+        return;
+    }
+    let s = Setup::new();
+    let (a, b) = s.stage_two().await;
+    let side = s.side().clone();
+    let (seen, thread) = s.publish_at("resize-encryption", &a, &b);
+    let expanded = NodeExpander::node_expand_volume(&s.driver, s.expand_req(&a, "a")).await;
+    let (seen, published) = finish(&side, &seen, &thread);
+    assert!(
+        matches!(seen, Some(Second::Done(()))),
+        "the publish of b waited for the expand of a: {seen:?} (None: stuck behind it)"
+    );
+    expanded.unwrap();
+    published.unwrap();
+    assert!(csi_node::is_mount_point(&s.target("b")).unwrap());
+    s.teardown(&b, "b").await;
+    side.unstage(&a, &s.staging("a")).unwrap();
+}
