@@ -2,7 +2,7 @@
 //! SVG plots, and shows a progress bar on stderr.
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -11,7 +11,7 @@ use fleet_sim::config::generated_fleet_fields;
 use fleet_sim::num::{exact, human};
 use fleet_sim::{PolicyKind, Progress, SimConfig, SimError, svg};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use storage_units::{quote, requote, shorten};
+use storage_units::{quote, quote_path, requote};
 
 /// Simulate years of a composable data centre: failures, rebuilds and data loss per placement
 /// policy.
@@ -70,16 +70,6 @@ fn years(text: &str) -> Result<f64, String> {
         .map_err(|_| "must be a number of years, e.g. 5 or 0.5".to_string())
 }
 
-/// A path in a message: whole up to 256 characters (a 100,000-character `--config` was echoed
-/// whole), or quoted with its control characters escaped (a newline in it broke the line).
-fn shown(p: &Path) -> String {
-    let text = p.display().to_string();
-    if text.chars().any(char::is_control) {
-        return quote(&text);
-    }
-    shorten(&text, 256).into_owned()
-}
-
 fn fail(msg: String) -> ExitCode {
     eprintln!("fleet-sim: {msg}");
     ExitCode::from(2)
@@ -98,7 +88,7 @@ fn invalid(e: SimError, args: &Args) -> String {
         }
     }
     match &args.config {
-        Some(p) => format!("{}: {e}", shown(p)),
+        Some(p) => format!("{}: {e}", quote_path(p)),
         None => e.to_string(),
     }
 }
@@ -139,14 +129,14 @@ fn main() -> ExitCode {
                         "{}: {} describe the generated fleet, which --inventory replaces: \
                          remove them or drop --inventory (only fleet.jbod_level and \
                          fleet.rack_level apply to an inventory)",
-                        shown(p),
+                        quote_path(p),
                         generated_fleet_fields(&t).join(", ")
                     ));
                 }
                 Ok(c) => c,
-                Err(e) => return fail(format!("{}: {e}", shown(p))),
+                Err(e) => return fail(format!("{}: {e}", quote_path(p))),
             },
-            Err(e) => return fail(format!("cannot read {}: {e}", shown(p))),
+            Err(e) => return fail(format!("cannot read {}: {e}", quote_path(p))),
         },
         None => SimConfig::default(),
     };
@@ -186,11 +176,11 @@ fn main() -> ExitCode {
         Some(p) => {
             let text = match std::fs::read_to_string(p) {
                 Ok(t) => t,
-                Err(e) => return fail(format!("cannot read {}: {e}", shown(p))),
+                Err(e) => return fail(format!("cannot read {}: {e}", quote_path(p))),
             };
             match placement::Inventory::from_toml(&text) {
                 Ok(inv) => Some(inv.spec().clone()),
-                Err(e) => return fail(format!("{}: {e}", shown(p))),
+                Err(e) => return fail(format!("{}: {e}", quote_path(p))),
             }
         }
         None => None,
@@ -203,7 +193,7 @@ fn main() -> ExitCode {
             created.0.push(dir.clone());
         }
         if let Err(e) = std::fs::create_dir_all(dir) {
-            return fail(format!("cannot create {}: {e}", shown(dir)));
+            return fail(format!("cannot create {}: {e}", quote_path(dir)));
         }
     }
     // Opened before the run (not truncated until the report is ready): a directory or an
@@ -226,7 +216,7 @@ fn main() -> ExitCode {
             };
             match opened {
                 Ok(f) => Some((p, f)),
-                Err(e) => return fail(format!("cannot write {}: {e}", shown(p))),
+                Err(e) => return fail(format!("cannot write {}: {e}", quote_path(p))),
             }
         }
         None => None,
@@ -317,7 +307,7 @@ fn main() -> ExitCode {
             .set_len(0)
             .and_then(|()| f.write_all(report.to_json().as_bytes()))
         {
-            return fail(format!("cannot write {}: {e}", shown(p)));
+            return fail(format!("cannot write {}: {e}", quote_path(p)));
         }
     }
     if let Some(dir) = &args.svg_dir {
@@ -330,7 +320,7 @@ fn main() -> ExitCode {
                 created.0.push(p.clone());
             }
             if let Err(e) = std::fs::write(&p, body) {
-                return fail(format!("cannot write {}: {e}", shown(&p)));
+                return fail(format!("cannot write {}: {e}", quote_path(&p)));
             }
         }
     }

@@ -473,6 +473,12 @@ fn flag_values_name_the_rule() {
     let out = bin().args(["--config", &long]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(out.stderr.len() < 400, "{} bytes", out.stderr.len());
+    // A long path keeps its last component (it showed only its first 256 characters).
+    let deep = format!("/{}/fleet-tail.toml", "d".repeat(1000));
+    let out = bin().args(["--config", &deep]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.len() < 400 && err.contains("/fleet-tail.toml"), "{err}");
     // A newline in a path broke the one-line message in two.
     expect_usage_error(
         &["--config", "no\nsuch.toml"],
