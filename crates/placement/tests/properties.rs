@@ -12,26 +12,6 @@ use common::*;
 use placement::*;
 use proptest::prelude::*;
 
-/// The crate's variable first, then proptest's own `PROPTEST_CASES` (before, it was ignored:
-/// `PROPTEST_CASES=4000` ran the 400 default cases), then the default; a value that is not a
-/// number is refused naming its variable.
-#[test]
-fn case_count_reads_the_crate_variable_then_proptest_cases() {
-    const OWN: &str = "PLACEMENT_PROPTEST_CASES";
-    assert_eq!(pick_cases((OWN, None), None, 400), Ok(400));
-    assert_eq!(pick_cases((OWN, None), Some("4000"), 400), Ok(4000));
-    assert_eq!(pick_cases((OWN, Some("8000")), Some("4000"), 400), Ok(8000));
-    assert_eq!(pick_cases((OWN, Some("8000")), None, 400), Ok(8000));
-    assert_eq!(
-        pick_cases((OWN, Some("lots")), Some("4000"), 400),
-        Err(r#"PLACEMENT_PROPTEST_CASES: "lots" is not a whole number of cases"#.to_string())
-    );
-    assert_eq!(
-        pick_cases((OWN, None), Some("-1"), 400),
-        Err(r#"PROPTEST_CASES: "-1" is not a whole number of cases"#.to_string())
-    );
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(cases(400)))]
 

@@ -123,26 +123,6 @@ fn damaged(
     (dir, paths)
 }
 
-/// The crate's variable first, then proptest's own `PROPTEST_CASES` (before, it was ignored:
-/// `PROPTEST_CASES=4000` ran the default cases), then the default; a value that is not a
-/// number is refused naming its variable.
-#[test]
-fn case_count_reads_the_crate_variable_then_proptest_cases() {
-    use common::pick_cases;
-    assert_eq!(pick_cases(None, None, 64), Ok(64));
-    assert_eq!(pick_cases(None, Some("4000"), 64), Ok(4000));
-    assert_eq!(pick_cases(Some("8000"), Some("4000"), 64), Ok(8000));
-    assert_eq!(pick_cases(Some("8000"), None, 64), Ok(8000));
-    assert_eq!(
-        pick_cases(Some("lots"), Some("4000"), 64),
-        Err(r#"RAID_ENGINE_PROPTEST_CASES: "lots" is not a whole number of cases"#.to_string())
-    );
-    assert_eq!(
-        pick_cases(None, Some("-1"), 64),
-        Err(r#"PROPTEST_CASES: "-1" is not a whole number of cases"#.to_string())
-    );
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: common::cases(64), ..ProptestConfig::default() })]
 

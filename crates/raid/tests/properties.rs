@@ -15,49 +15,9 @@ use raid::{
 };
 
 fn cases(default: u32) -> ProptestConfig {
-    let var = |name| std::env::var(name).ok();
-    let n = pick_cases(
-        var("RAID_PROPTEST_CASES").as_deref(),
-        var("PROPTEST_CASES").as_deref(),
-        default,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let n = storage_units::cases::case_count("RAID_PROPTEST_CASES", default)
+        .unwrap_or_else(|e| panic!("{e}"));
     config_for(n)
-}
-
-/// The case count from `RAID_PROPTEST_CASES` if set, else from proptest's own
-/// `PROPTEST_CASES` if set, else `default`. A value set but not a whole number is an error
-/// naming the variable (not a silent fallback to the default: a typo would run fewer cases
-/// than asked for without saying so).
-fn pick_cases(own: Option<&str>, proptest: Option<&str>, default: u32) -> Result<u32, String> {
-    let (name, value) = match (own, proptest) {
-        (Some(v), _) => ("RAID_PROPTEST_CASES", v),
-        (None, Some(v)) => ("PROPTEST_CASES", v),
-        (None, None) => return Ok(default),
-    };
-    value
-        .trim()
-        .parse()
-        .map_err(|_| format!("{name}: {value:?} is not a whole number of cases"))
-}
-
-/// The crate's variable first, then proptest's own `PROPTEST_CASES` (before, it was ignored:
-/// `PROPTEST_CASES=4000` ran the default cases), then the default; a value that is not a
-/// number is refused naming its variable.
-#[test]
-fn case_count_reads_the_crate_variable_then_proptest_cases() {
-    assert_eq!(pick_cases(None, None, 96), Ok(96));
-    assert_eq!(pick_cases(None, Some("4000"), 96), Ok(4000));
-    assert_eq!(pick_cases(Some("8000"), Some("4000"), 96), Ok(8000));
-    assert_eq!(pick_cases(Some("8000"), None, 96), Ok(8000));
-    assert_eq!(
-        pick_cases(Some("lots"), Some("4000"), 96),
-        Err(r#"RAID_PROPTEST_CASES: "lots" is not a whole number of cases"#.to_string())
-    );
-    assert_eq!(
-        pick_cases(None, Some("-1"), 96),
-        Err(r#"PROPTEST_CASES: "-1" is not a whole number of cases"#.to_string())
-    );
 }
 
 /// `n` cases, and room for the strategies' filters to reject in proportion: the geometry

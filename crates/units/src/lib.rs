@@ -53,11 +53,14 @@
 //! - `serde`: `ByteSize` and [`ByteRate`] deserialize from an integer (bytes) or a string with a
 //!   unit, and serialize as an integer. A floating-point number (`1.5e9` in JSON) is refused
 //!   with the way to write it: the file's parser may already have rounded it.
-//! - `proptest`: `Arbitrary` implementations for both.
+//! - `proptest`: `Arbitrary` implementations for both, and [`cases`], the one way the
+//!   workspace's property tests read their case count from the environment.
 
 use std::fmt;
 use std::str::FromStr;
 
+#[cfg(feature = "proptest")]
+pub mod cases;
 mod path;
 pub use path::{PATH_HEAD_CHARS, PATH_SHOWN_CHARS, PATH_TAIL_CHARS, quote_path};
 

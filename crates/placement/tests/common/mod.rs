@@ -685,37 +685,10 @@ impl<'a> Oracle<'a> {
     }
 }
 
-/// The property tests' case count: `PLACEMENT_PROPTEST_CASES`, else proptest's own
-/// `PROPTEST_CASES`, else `default` (see [`pick_cases`]).
+/// The property tests' case count: `PLACEMENT_PROPTEST_CASES`, else proptest's own `PROPTEST_CASES`, else
+/// `default` (`storage_units::cases`); a value that is not a whole number stops the test naming
+/// its variable.
 pub fn cases(default: u32) -> u32 {
-    let var = |name| std::env::var(name).ok();
-    pick_cases(
-        (
-            "PLACEMENT_PROPTEST_CASES",
-            var("PLACEMENT_PROPTEST_CASES").as_deref(),
-        ),
-        var("PROPTEST_CASES").as_deref(),
-        default,
-    )
-    .unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// The case count from the crate's own variable `(name, value)` if set, else from
-/// `PROPTEST_CASES` if set, else `default`. A value set but not a whole number is an error
-/// naming the variable (not a silent fallback to the default: a typo would run fewer cases
-/// than asked for without saying so).
-pub fn pick_cases(
-    own: (&str, Option<&str>),
-    proptest: Option<&str>,
-    default: u32,
-) -> Result<u32, String> {
-    let (name, value) = match (own, proptest) {
-        ((name, Some(v)), _) => (name, v),
-        (_, Some(v)) => ("PROPTEST_CASES", v),
-        (_, None) => return Ok(default),
-    };
-    value
-        .trim()
-        .parse()
-        .map_err(|_| format!("{name}: {value:?} is not a whole number of cases"))
+    storage_units::cases::case_count("PLACEMENT_PROPTEST_CASES", default)
+        .unwrap_or_else(|e| panic!("{e}"))
 }

@@ -175,30 +175,10 @@ impl BlockDevice for FailingReads {
     }
 }
 
-/// The property tests' case count: `RAID_ENGINE_PROPTEST_CASES`, else proptest's own
-/// `PROPTEST_CASES`, else `default` (see [`pick_cases`]).
+/// The property tests' case count: `RAID_ENGINE_PROPTEST_CASES`, else proptest's own `PROPTEST_CASES`, else
+/// `default` (`storage_units::cases`); a value that is not a whole number stops the test naming
+/// its variable.
 pub fn cases(default: u32) -> u32 {
-    let var = |name| std::env::var(name).ok();
-    pick_cases(
-        var("RAID_ENGINE_PROPTEST_CASES").as_deref(),
-        var("PROPTEST_CASES").as_deref(),
-        default,
-    )
-    .unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// The case count from `RAID_ENGINE_PROPTEST_CASES` if set, else from proptest's own
-/// `PROPTEST_CASES` if set, else `default`. A value set but not a whole number is an error
-/// naming the variable (not a silent fallback to the default: a typo would run fewer cases
-/// than asked for without saying so).
-pub fn pick_cases(own: Option<&str>, proptest: Option<&str>, default: u32) -> Result<u32, String> {
-    let (name, value) = match (own, proptest) {
-        (Some(v), _) => ("RAID_ENGINE_PROPTEST_CASES", v),
-        (None, Some(v)) => ("PROPTEST_CASES", v),
-        (None, None) => return Ok(default),
-    };
-    value
-        .trim()
-        .parse()
-        .map_err(|_| format!("{name}: {value:?} is not a whole number of cases"))
+    storage_units::cases::case_count("RAID_ENGINE_PROPTEST_CASES", default)
+        .unwrap_or_else(|e| panic!("{e}"))
 }
