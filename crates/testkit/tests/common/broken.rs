@@ -620,6 +620,36 @@ impl Snapshotter for KeepsDependents {
     }
 }
 
+/// `CreateSnapshot` that refuses every snapshot with the given code. With
+/// `RESOURCE_EXHAUSTED` it is not a bug: a pool whose snapshot reserve is
+/// full ("Not enough space to create snapshot"). With `FAILED_PRECONDITION`
+/// it is one: the spec gives `CreateSnapshot` of an existing, idle volume
+/// no such answer.
+struct RefusesSnapshots(Arc<MemDriver>, Code);
+
+#[async_trait]
+impl Snapshotter for RefusesSnapshots {
+    async fn create_snapshot(
+        &self,
+        req: CreateSnapshotRequest,
+    ) -> Result<CreateSnapshotResponse, CsiError> {
+        let why = format!(
+            "no snapshot of {} can be cut: the snapshot reserve is full",
+            req.source_volume_id
+        );
+        Err(match self.1 {
+            Code::ResourceExhausted => CsiError::resource_exhausted(why),
+            _ => CsiError::failed_precondition(why),
+        })
+    }
+    async fn delete_snapshot(
+        &self,
+        req: DeleteSnapshotRequest,
+    ) -> Result<DeleteSnapshotResponse, CsiError> {
+        self.0.delete_snapshot(req).await
+    }
+}
+
 /// The capacity of volume `id` as the memdriver lists it, `None` when it
 /// does not know the volume.
 async fn capacity_of(driver: &MemDriver, id: &VolumeId) -> Result<Option<u64>, CsiError> {
@@ -958,6 +988,14 @@ pub fn plugin(kind: &str) -> Arc<dyn RawCsi> {
             b.provisioner(strict.clone()).snapshotter(strict)
         }
         "cannot-list" => b.volume_lister(Arc::new(CannotList)),
+        "no-snapshot-space" => b.snapshotter(Arc::new(RefusesSnapshots(
+            driver.clone(),
+            Code::ResourceExhausted,
+        ))),
+        "snapshot-precondition" => b.snapshotter(Arc::new(RefusesSnapshots(
+            driver.clone(),
+            Code::FailedPrecondition,
+        ))),
         "never-confirms" => b.controller(Arc::new(NeverConfirms(driver.clone()))),
         "unknown-capacity" => {
             let unknown = Arc::new(UnknownCapacity(driver.clone()));
