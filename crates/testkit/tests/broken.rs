@@ -415,6 +415,30 @@ async fn a_snapshot_without_space_in_the_race_passes() {
     }
 }
 
+/// While volumes are added and deleted between pages, a CO "MAY either
+/// witness duplicate volumes in the list, not witness existing volumes, or
+/// both", and an invalidated token answers `ABORTED`: drivers with offset
+/// tokens, or tokens that expire on a change, pass every case, the change
+/// case with a warning (it demanded that no volume be lost and the token
+/// keep working). One that loses a volume with nothing changing still fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_that_shift_or_expire_when_volumes_change_pass() {
+    const CASE: &str = "controller/list_volumes/changes_between_pages";
+    for (kind, warning) in [
+        ("offset-pages", "missed"),
+        ("expiring-pages", "answered ABORTED"),
+    ] {
+        let r = run_one(kind, CASE).await;
+        assert_passed_with_warning(&r, warning);
+        assert_passes_everything(broken::plugin(kind)).await;
+    }
+    let r = run_one("loses-pages", CASE).await;
+    match &r.outcome {
+        Outcome::Fail(why) => assert!(why.contains("started again after the changes"), "{why}"),
+        other => panic!("expected FAIL, got {other:?}"),
+    }
+}
+
 /// A driver whose ids derive from names gives a name created again after
 /// its deletion the old id back; that is not a deleted object reappearing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -403,6 +403,76 @@ raw_impl! {
         raw_node_get_info(NodeGetInfoRequest) -> NodeGetInfoResponse;
 }
 
+/// Not a bug: `ListVolumes` whose `next_token` is an offset into the volumes
+/// sorted by id, so that a volume deleted on an earlier page shifts a later
+/// one out of sight (the spec: a CO paging while volumes change "MAY ...
+/// not witness existing volumes"). With `expire`, a token answers `ABORTED`
+/// ("Invalid `starting_token`") once the volumes have changed since it was
+/// issued.
+struct OffsetPages {
+    inner: Arc<MemDriver>,
+    expire: bool,
+}
+
+impl OffsetPages {
+    /// A fingerprint of the set of volumes the entries list.
+    fn fingerprint(entries: &[csi_types::controller::ListVolumesEntry]) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for e in entries {
+            e.volume.volume_id.as_str().hash(&mut h);
+        }
+        h.finish()
+    }
+}
+
+#[async_trait]
+impl VolumeLister for OffsetPages {
+    async fn list_volumes(&self, req: ListVolumesRequest) -> Result<ListVolumesResponse, CsiError> {
+        let mut all = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .inner
+                .list_volumes(ListVolumesRequest {
+                    max_entries: None,
+                    starting_token: token,
+                })
+                .await?;
+            all.extend(page.entries);
+            match page.next_token {
+                Some(t) => token = Some(t),
+                None => break,
+            }
+        }
+        let now = Self::fingerprint(&all);
+        let start = match &req.starting_token {
+            None => 0,
+            Some(t) => {
+                let bad = || CsiError::aborted(format!("starting_token {t:?} is not valid"));
+                let (offset, issued) = t.split_once('/').ok_or_else(bad)?;
+                let offset: usize = offset.parse().map_err(|_| bad())?;
+                let issued: u64 = issued.parse().map_err(|_| bad())?;
+                if self.expire && issued != now {
+                    return Err(CsiError::aborted(format!(
+                        "starting_token {t:?} was issued before the volumes changed; start again"
+                    )));
+                }
+                offset.min(all.len())
+            }
+        };
+        let end = match req.max_entries {
+            Some(n) if n > 0 => (start + n as usize).min(all.len()),
+            _ => all.len(),
+        };
+        let next_token = (end < all.len()).then(|| format!("{end}/{now}"));
+        Ok(ListVolumesResponse {
+            entries: all.drain(start..end).collect(),
+            next_token,
+        })
+    }
+}
+
 /// `ListVolumes` that drops the first entry of every page after the first.
 struct LosesPages(Arc<MemDriver>);
 
@@ -988,6 +1058,14 @@ pub fn plugin(kind: &str) -> Arc<dyn RawCsi> {
             b.provisioner(strict.clone()).snapshotter(strict)
         }
         "cannot-list" => b.volume_lister(Arc::new(CannotList)),
+        "offset-pages" => b.volume_lister(Arc::new(OffsetPages {
+            inner: driver.clone(),
+            expire: false,
+        })),
+        "expiring-pages" => b.volume_lister(Arc::new(OffsetPages {
+            inner: driver.clone(),
+            expire: true,
+        })),
         "no-snapshot-space" => b.snapshotter(Arc::new(RefusesSnapshots(
             driver.clone(),
             Code::ResourceExhausted,
