@@ -439,6 +439,30 @@ async fn listings_that_shift_or_expire_when_volumes_change_pass() {
     }
 }
 
+/// A plugin whose volumes are at least 2 MiB may refuse any smaller range
+/// with `OUT_OF_RANGE` before looking at anything else; run with a volume
+/// size it allows, it passes every case (`expand_volume/missing_volume_id`
+/// sent 1 MiB, so that both rules applied, and demanded `INVALID_ARGUMENT`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driver_with_a_minimum_volume_size_passes() {
+    let plugin = broken::plugin("large-minimum");
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::config(dir.path());
+    config.volume_size = 2 << 20;
+    config.proptest_cases = 16;
+    let report = Suite::new(config, plugin.clone(), plugin.clone())
+        .run()
+        .await;
+    for r in &report.results {
+        println!("{r}");
+    }
+    assert_eq!(
+        report.outcome("controller/expand_volume/missing_volume_id"),
+        Some(&Outcome::Pass)
+    );
+    assert_eq!(report.failed(), 0, "{}", report.summary());
+}
+
 /// A driver whose ids derive from names gives a name created again after
 /// its deletion the old id back; that is not a deleted object reappearing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

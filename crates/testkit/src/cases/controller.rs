@@ -1453,9 +1453,12 @@ pub(super) fn cases() -> Vec<Case> {
             |c| { c.need_controller(CC::EXPAND_VOLUME, "EXPAND_VOLUME")? },
             "ControllerExpandVolume",
             raw_controller_expand_volume,
+            // The configured size, which every plugin allows: a size below
+            // the plugin's minimum is "Unsupported `capacity_range`", and
+            // OUT_OF_RANGE would apply as well.
             proto::ControllerExpandVolumeRequest {
                 capacity_range: Some(proto::CapacityRange {
-                    required_bytes: 1 << 20,
+                    required_bytes: c.config().volume_size as i64,
                     limit_bytes: 0
                 }),
                 ..Default::default()

@@ -133,6 +133,11 @@ enum Fault {
     /// Not a bug: `GetCapacity` reports no `maximum_volume_size`, and
     /// `CreateVolume` beyond the pool answers `RESOURCE_EXHAUSTED`.
     NoMaximum,
+    /// Not a bug: volumes are at least 2 MiB: `CreateVolume` and
+    /// `ControllerExpandVolume` refuse a `capacity_range` whose
+    /// `required_bytes` is below with `OUT_OF_RANGE`, checked before
+    /// anything else.
+    LargeMinimum,
     /// `CreateVolume` of an existing name with another range answers
     /// `OUT_OF_RANGE`, though the range is allowed for a new name.
     RangeForNameOnly,
@@ -250,6 +255,9 @@ raw_impl! {
         if self.1 == Fault::SmallMaximum && required > 1 << 20 {
             return Err(CsiError::out_of_range("volumes are at most 1 MiB"));
         }
+        if self.1 == Fault::LargeMinimum && req.capacity_range.is_some() && required < 2 << 20 {
+            return Err(CsiError::out_of_range("volumes are at least 2 MiB"));
+        }
         let requisite = req.accessibility_requirements.as_ref().is_some_and(|a| !a.requisite.is_empty());
         match RawCsi::raw_create_volume(&self.0, req).await {
             // Segment values this plugin has never heard of are judged
@@ -272,6 +280,9 @@ raw_impl! {
         let required = req.capacity_range.as_ref().map_or(0, |r| r.required_bytes);
         if self.1 == Fault::SmallMaximum && required > 1 << 20 {
             return Err(CsiError::out_of_range("volumes are at most 1 MiB"));
+        }
+        if self.1 == Fault::LargeMinimum && req.capacity_range.is_some() && required < 2 << 20 {
+            return Err(CsiError::out_of_range("volumes are at least 2 MiB"));
         }
         RawCsi::raw_controller_expand_volume(&self.0, req).await
     }
@@ -1092,6 +1103,7 @@ pub fn plugin(kind: &str) -> Arc<dyn RawCsi> {
         }
         "no-maximum" => return Arc::new(Faulty(driver.plugin(), Fault::NoMaximum)),
         "small-maximum" => return Arc::new(Faulty(driver.plugin(), Fault::SmallMaximum)),
+        "large-minimum" => return Arc::new(Faulty(driver.plugin(), Fault::LargeMinimum)),
         "range-for-name-only" => {
             return Arc::new(Faulty(driver.plugin(), Fault::RangeForNameOnly));
         }
