@@ -463,6 +463,17 @@ async fn a_driver_with_a_minimum_volume_size_passes() {
     assert_eq!(report.failed(), 0, "{}", report.summary());
 }
 
+/// `NodeGetInfo.accessible_topology` is OPTIONAL even with
+/// `VOLUME_ACCESSIBILITY_CONSTRAINTS` (left out, the node is subject to no
+/// constraint): such a driver passes every case, the node case with a
+/// warning (it failed), the cases that need the node's topology skip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_topology_passes() {
+    assert_passes_everything(broken::plugin("node-without-topology")).await;
+    let r = run_one("node-without-topology", "node/get_info/accessible_topology").await;
+    assert_passed_with_warning(&r, "reports no accessible_topology");
+}
+
 /// A driver whose ids derive from names gives a name created again after
 /// its deletion the old id back; that is not a deleted object reappearing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

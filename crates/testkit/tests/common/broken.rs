@@ -574,6 +574,36 @@ impl Node for IgnoresReadonly {
     }
 }
 
+/// Not a bug: `NodeGetInfo` without `accessible_topology`, though the
+/// plugin advertises `VOLUME_ACCESSIBILITY_CONSTRAINTS`: the field is
+/// OPTIONAL, and without it the CO may assume the node is subject to no
+/// topological constraint.
+struct NodeWithoutTopology(Arc<MemDriver>);
+
+#[async_trait]
+impl Node for NodeWithoutTopology {
+    async fn node_publish_volume(
+        &self,
+        req: NodePublishVolumeRequest,
+    ) -> Result<NodePublishVolumeResponse, CsiError> {
+        self.0.node_publish_volume(req).await
+    }
+    async fn node_unpublish_volume(
+        &self,
+        req: NodeUnpublishVolumeRequest,
+    ) -> Result<NodeUnpublishVolumeResponse, CsiError> {
+        self.0.node_unpublish_volume(req).await
+    }
+    async fn node_get_info(
+        &self,
+        req: NodeGetInfoRequest,
+    ) -> Result<NodeGetInfoResponse, CsiError> {
+        let mut r = self.0.node_get_info(req).await?;
+        r.accessible_topology = None;
+        Ok(r)
+    }
+}
+
 /// The snapshots of volume `id`, group members included.
 async fn snapshots_of(driver: &MemDriver, id: &VolumeId) -> Result<Vec<Snapshot>, CsiError> {
     let r = driver
@@ -1058,6 +1088,7 @@ pub fn plugin(kind: &str) -> Arc<dyn RawCsi> {
         "foreign-prefix" => b.volume_lister(Arc::new(ForeignPrefix(driver.clone()))),
         "loses-pages" => b.volume_lister(Arc::new(LosesPages(driver.clone()))),
         "ignores-readonly" => b.node(Arc::new(IgnoresReadonly(driver.clone()))),
+        "node-without-topology" => b.node(Arc::new(NodeWithoutTopology(driver.clone()))),
         "no-volume-condition" => b.volume_getter(Arc::new(NoVolumeCondition(driver.clone()))),
         "abnormal-on-node" => b.node_stats(Arc::new(AbnormalOnNode(driver.clone()))),
         "wrong-topology" => b.provisioner(EditCreate::wrong_topology(&driver)),
