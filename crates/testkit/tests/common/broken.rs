@@ -288,6 +288,16 @@ raw_impl! {
     }
 
     async fn raw_get_capacity(&self, req: proto::GetCapacityRequest) -> Result<proto::GetCapacityResponse, CsiError> {
+        // Segment values this plugin has never heard of are judged invalid,
+        // as in CreateVolume.
+        if self.other()
+            && let Some(t) = &req.accessible_topology
+        {
+            let known: proto::Topology = MemDriverConfig::default().topology.map(Into::into).unwrap_or_default();
+            if t.segments.iter().any(|(k, v)| known.segments.get(k).is_some_and(|own| own != v)) {
+                return Err(CsiError::invalid("accessible_topology", "names no topology this plugin knows"));
+            }
+        }
         let mut r = RawCsi::raw_get_capacity(&self.0, req).await?;
         match self.1 {
             Fault::NoMaximum => r.maximum_volume_size = None,
