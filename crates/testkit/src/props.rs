@@ -1245,6 +1245,19 @@ impl Seq<'_> {
         if existing.as_ref().is_some_and(|g| g.sources != want) {
             return expect_code(what, r, Code::AlreadyExists).map(Some);
         }
+        // "Cannot snapshot multiple volumes together": a plugin may require
+        // the members to be configured alike (the same pool, say), which
+        // clones and restores need not be. Nothing is created.
+        if existing.is_none()
+            && let Err(e) = &r
+            && e.code() == Code::FailedPrecondition
+        {
+            self.c.warn(format!(
+                "{what} of {want:?} answered {} (the volumes cannot be snapshotted together)",
+                describe(e)
+            ));
+            return Ok(Some((Code::FailedPrecondition, None)));
+        }
         let resp = expect_ok(what, r)?;
         let gs = resp
             .group_snapshot

@@ -474,6 +474,21 @@ async fn a_node_without_topology_passes() {
     assert_passed_with_warning(&r, "reports no accessible_topology");
 }
 
+/// `CreateVolumeGroupSnapshot` may answer `FAILED_PRECONDITION` ("Cannot
+/// snapshot multiple volumes together") for volumes not configured as the
+/// plugin requires: such a driver passes every case, the two-volume
+/// lifecycle skipping with the answer, the state machine taking the
+/// refusal as creating nothing (both failed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driver_that_cannot_group_every_volume_passes() {
+    assert_passes_everything(broken::plugin("separate-pools")).await;
+    let r = run_one("separate-pools", "group/lifecycle").await;
+    match &r.outcome {
+        Outcome::Skip(why) => assert!(why.contains("answered FAILED_PRECONDITION"), "{why}"),
+        other => panic!("group/lifecycle: expected SKIP, got {other:?}"),
+    }
+}
+
 /// A driver whose ids derive from names gives a name created again after
 /// its deletion the old id back; that is not a deleted object reappearing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -138,6 +138,10 @@ enum Fault {
     /// `required_bytes` is below with `OUT_OF_RANGE`, checked before
     /// anything else.
     LargeMinimum,
+    /// Not a bug: `CreateVolumeGroupSnapshot` of more than one volume
+    /// answers `FAILED_PRECONDITION` ("Cannot snapshot multiple volumes
+    /// together": each volume is in a pool of its own).
+    SeparatePools,
     /// `CreateVolume` of an existing name with another range answers
     /// `OUT_OF_RANGE`, though the range is allowed for a new name.
     RangeForNameOnly,
@@ -361,6 +365,16 @@ raw_impl! {
         RawCsi::raw_delete_volume_group_snapshot(&self.0, req).await
     }
 
+    async fn raw_create_volume_group_snapshot(&self, req: proto::CreateVolumeGroupSnapshotRequest) -> Result<proto::CreateVolumeGroupSnapshotResponse, CsiError> {
+        if self.1 == Fault::SeparatePools && req.source_volume_ids.len() > 1 {
+            return Err(CsiError::failed_precondition(format!(
+                "volumes {:?} are in separate pools and cannot be snapshotted together",
+                req.source_volume_ids
+            )));
+        }
+        RawCsi::raw_create_volume_group_snapshot(&self.0, req).await
+    }
+
     async fn raw_get_volume_group_snapshot(&self, req: proto::GetVolumeGroupSnapshotRequest) -> Result<proto::GetVolumeGroupSnapshotResponse, CsiError> {
         if !req.group_snapshot_id.is_empty() {
             self.ids_first(&req.snapshot_ids)?;
@@ -419,7 +433,6 @@ raw_impl! {
         raw_get_snapshot(GetSnapshotRequest) -> GetSnapshotResponse;
         raw_controller_modify_volume(ControllerModifyVolumeRequest) -> ControllerModifyVolumeResponse;
         raw_group_controller_get_capabilities(GroupControllerGetCapabilitiesRequest) -> GroupControllerGetCapabilitiesResponse;
-        raw_create_volume_group_snapshot(CreateVolumeGroupSnapshotRequest) -> CreateVolumeGroupSnapshotResponse;
         raw_node_get_capabilities(NodeGetCapabilitiesRequest) -> NodeGetCapabilitiesResponse;
         raw_node_get_info(NodeGetInfoRequest) -> NodeGetInfoResponse;
 }
@@ -1144,6 +1157,7 @@ pub fn plugin(kind: &str) -> Arc<dyn RawCsi> {
         }
         "no-maximum" => return Arc::new(Faulty(driver.plugin(), Fault::NoMaximum)),
         "small-maximum" => return Arc::new(Faulty(driver.plugin(), Fault::SmallMaximum)),
+        "separate-pools" => return Arc::new(Faulty(driver.plugin(), Fault::SeparatePools)),
         "large-minimum" => return Arc::new(Faulty(driver.plugin(), Fault::LargeMinimum)),
         "range-for-name-only" => {
             return Arc::new(Faulty(driver.plugin(), Fault::RangeForNameOnly));
