@@ -1084,8 +1084,7 @@ pub(super) fn cases() -> Vec<Case> {
                     name: c.name("snap"),
                     ..Default::default()
                 };
-                let a: CreateSnapshotResponse =
-                    c.ok("CreateSnapshot", c.send_snapshot(req.clone()).await)?;
+                let a = c.snapshot_made("CreateSnapshot", c.send_snapshot(req.clone()).await)?;
                 let b: CreateSnapshotResponse =
                     c.ok("CreateSnapshot (retry)", c.send_snapshot(req).await)?;
                 ensure!(
@@ -1114,7 +1113,7 @@ pub(super) fn cases() -> Vec<Case> {
                 let v1 = c.volume("snapsrc").await?;
                 let v2 = c.volume("snapsrc").await?;
                 let name = c.name("snap");
-                let _: CreateSnapshotResponse = c.ok(
+                c.snapshot_made(
                     "CreateSnapshot",
                     c.send_snapshot(proto::CreateSnapshotRequest {
                         source_volume_id: v1.volume_id.to_string(),
@@ -1148,7 +1147,7 @@ pub(super) fn cases() -> Vec<Case> {
                     .chars()
                     .take(128)
                     .collect();
-                let _: CreateSnapshotResponse = c.ok(
+                c.snapshot_made(
                     "CreateSnapshot (128-byte name)",
                     c.send_snapshot(proto::CreateSnapshotRequest {
                         source_volume_id: v.volume_id.to_string(),
