@@ -17,7 +17,10 @@
 //!   with duplicates and retries, checked after every step against a model
 //!   of the spec; failures shrink to a minimal list of calls.
 //! - **Concurrency cases**: the same request, or operations on one volume,
-//!   sent at once must succeed or answer `ABORTED` and leave a consistent state.
+//!   sent at once must succeed or answer `ABORTED` (or what the spec gives
+//!   the RPC there: `OUT_OF_RANGE` for a size the plugin does not allow,
+//!   `RESOURCE_EXHAUSTED` for a snapshot without space) and leave a
+//!   consistent state.
 //!
 //! Every object a case creates is deleted after it, pass or fail. A case
 //! that hangs fails after [`Config::case_timeout`]; one that panics fails

@@ -1029,6 +1029,17 @@ impl Seq<'_> {
                         Ok(Some((Code::Ok, Some(s.id.clone()))))
                     }
                     None => {
+                        // "Not enough space to create snapshot": nothing is
+                        // created, and a retry may succeed once space is freed.
+                        if let Err(e) = &r
+                            && e.code() == Code::ResourceExhausted
+                        {
+                            self.c.warn(format!(
+                                "{what} of {vid} answered {} (not enough space to create the snapshot)",
+                                describe(e)
+                            ));
+                            return Ok(Some((Code::ResourceExhausted, None)));
+                        }
                         let resp: csi_types::controller::CreateSnapshotResponse =
                             self.c.ok(what, r).map_err(case_text)?;
                         let id = resp.snapshot.snapshot_id.to_string();
@@ -1244,6 +1255,20 @@ impl Seq<'_> {
         let existing = self.m.groups.get(&group).cloned();
         if existing.as_ref().is_some_and(|g| g.sources != want) {
             return expect_code(what, r, Code::AlreadyExists).map(Some);
+        }
+        // "Cannot snapshot multiple volumes together": a plugin may require
+        // the members to be configured alike (the same pool, say), which
+        // clones and restores need not be. "Not enough space to create group
+        // snapshot" likewise. Nothing is created.
+        if existing.is_none()
+            && let Err(e) = &r
+            && matches!(e.code(), Code::FailedPrecondition | Code::ResourceExhausted)
+        {
+            self.c.warn(format!(
+                "{what} of {want:?} answered {} (the volumes cannot be snapshotted together, or there is not enough space)",
+                describe(e)
+            ));
+            return Ok(Some((e.code(), None)));
         }
         let resp = expect_ok(what, r)?;
         let gs = resp

@@ -396,6 +396,112 @@ async fn catches_an_expansion_refused_only_under_concurrency() {
     );
 }
 
+/// `CreateSnapshot` may answer `RESOURCE_EXHAUSTED` ("Not enough space to
+/// create snapshot"): racing expansions of its source, the concurrency case
+/// passes with a warning (it demanded OK or `ABORTED`); elsewhere the cases
+/// that need a snapshot skip and the state machine warns (they failed). A
+/// code the spec does not give it there, `FAILED_PRECONDITION`, still fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_without_space_in_the_race_passes() {
+    const CASE: &str = "concurrency/same_volume_operations";
+    let r = run_one("no-snapshot-space", CASE).await;
+    assert_passed_with_warning(&r, "answered RESOURCE_EXHAUSTED");
+    // The whole suite: the cases that need a snapshot skip, naming the
+    // answer, and the state machine takes it as creating nothing.
+    assert_passes_everything(broken::plugin("no-snapshot-space")).await;
+    let r = run_one(
+        "no-snapshot-space",
+        "controller/create_volume/from_snapshot",
+    )
+    .await;
+    match &r.outcome {
+        Outcome::Skip(why) => assert!(why.contains("answered RESOURCE_EXHAUSTED"), "{why}"),
+        other => panic!("expected SKIP, got {other:?}"),
+    }
+    let r = run_one("snapshot-precondition", CASE).await;
+    match &r.outcome {
+        Outcome::Fail(why) => assert!(
+            why.contains("CreateSnapshot (concurrent, same volume): expected OK, ABORTED or RESOURCE_EXHAUSTED, got FAILED_PRECONDITION"),
+            "{why}"
+        ),
+        other => panic!("expected FAIL, got {other:?}"),
+    }
+}
+
+/// While volumes are added and deleted between pages, a CO "MAY either
+/// witness duplicate volumes in the list, not witness existing volumes, or
+/// both", and an invalidated token answers `ABORTED`: drivers with offset
+/// tokens, or tokens that expire on a change, pass every case, the change
+/// case with a warning (it demanded that no volume be lost and the token
+/// keep working). One that loses a volume with nothing changing still fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_that_shift_or_expire_when_volumes_change_pass() {
+    const CASE: &str = "controller/list_volumes/changes_between_pages";
+    for (kind, warning) in [
+        ("offset-pages", "missed"),
+        ("expiring-pages", "answered ABORTED"),
+    ] {
+        let r = run_one(kind, CASE).await;
+        assert_passed_with_warning(&r, warning);
+        assert_passes_everything(broken::plugin(kind)).await;
+    }
+    let r = run_one("loses-pages", CASE).await;
+    match &r.outcome {
+        Outcome::Fail(why) => assert!(why.contains("started again after the changes"), "{why}"),
+        other => panic!("expected FAIL, got {other:?}"),
+    }
+}
+
+/// A plugin whose volumes are at least 2 MiB may refuse any smaller range
+/// with `OUT_OF_RANGE` before looking at anything else; run with a volume
+/// size it allows, it passes every case (`expand_volume/missing_volume_id`
+/// sent 1 MiB, so that both rules applied, and demanded `INVALID_ARGUMENT`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driver_with_a_minimum_volume_size_passes() {
+    let plugin = broken::plugin("large-minimum");
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::config(dir.path());
+    config.volume_size = 2 << 20;
+    config.proptest_cases = 16;
+    let report = Suite::new(config, plugin.clone(), plugin.clone())
+        .run()
+        .await;
+    for r in &report.results {
+        println!("{r}");
+    }
+    assert_eq!(
+        report.outcome("controller/expand_volume/missing_volume_id"),
+        Some(&Outcome::Pass)
+    );
+    assert_eq!(report.failed(), 0, "{}", report.summary());
+}
+
+/// `NodeGetInfo.accessible_topology` is OPTIONAL even with
+/// `VOLUME_ACCESSIBILITY_CONSTRAINTS` (left out, the node is subject to no
+/// constraint): such a driver passes every case, the node case with a
+/// warning (it failed), the cases that need the node's topology skip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_topology_passes() {
+    assert_passes_everything(broken::plugin("node-without-topology")).await;
+    let r = run_one("node-without-topology", "node/get_info/accessible_topology").await;
+    assert_passed_with_warning(&r, "reports no accessible_topology");
+}
+
+/// `CreateVolumeGroupSnapshot` may answer `FAILED_PRECONDITION` ("Cannot
+/// snapshot multiple volumes together") for volumes not configured as the
+/// plugin requires: such a driver passes every case, the two-volume
+/// lifecycle skipping with the answer, the state machine taking the
+/// refusal as creating nothing (both failed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driver_that_cannot_group_every_volume_passes() {
+    assert_passes_everything(broken::plugin("separate-pools")).await;
+    let r = run_one("separate-pools", "group/lifecycle").await;
+    match &r.outcome {
+        Outcome::Skip(why) => assert!(why.contains("answered FAILED_PRECONDITION"), "{why}"),
+        other => panic!("group/lifecycle: expected SKIP, got {other:?}"),
+    }
+}
+
 /// A driver whose ids derive from names gives a name created again after
 /// its deletion the old id back; that is not a deleted object reappearing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -506,6 +612,7 @@ async fn answers_the_spec_allows() {
         "group/get/unknown_id_without_snapshot_ids",
         "group/delete/unknown_id_without_snapshot_ids",
         "controller/create_volume/topology_unsatisfiable",
+        "controller/get_capacity/topology",
     ] {
         warned(name, "answered INVALID_ARGUMENT");
     }

@@ -1,8 +1,9 @@
 //! Concurrency cases: the same request, or operations on the same volume,
 //! sent at once. Each call must succeed or answer `ABORTED` (or, for an
 //! expansion that a larger one overtook, `OUT_OF_RANGE`: it asks for a
-//! shrink); the state after must be what a serial order of the successful
-//! calls would leave.
+//! shrink; for a snapshot, `RESOURCE_EXHAUSTED`: the expansions may have
+//! taken its space); the state after must be what a serial order of the
+//! successful calls would leave.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -23,7 +24,7 @@ pub(super) fn cases() -> Vec<Case> {
         ),
         case!(
             "concurrency/same_volume_operations",
-            "expand, snapshot and validate sent at once on one volume each succeed or answer ABORTED, and the volume stays consistent",
+            "expand, snapshot and validate sent at once on one volume each succeed or answer ABORTED (an expansion OUT_OF_RANGE for a size the plugin does not allow, a snapshot RESOURCE_EXHAUSTED with a warning), and the volume stays consistent",
             |c| { same_volume(c).await }
         ),
     ]
@@ -135,6 +136,27 @@ async fn expand_alone(
     fail!("ControllerExpandVolume to {want} bytes still answers ABORTED 50 retries after the race")
 }
 
+const EXPAND: &str = "ControllerExpandVolume";
+const SNAPSHOT: &str = "CreateSnapshot";
+const VALIDATE: &str = "ValidateVolumeCapabilities";
+
+/// The answers the spec allows `rpc` during the race on one existing,
+/// unpublished volume, with fresh snapshot names and no volume capability
+/// in the expansions: `ABORTED` for each ("Operation pending for volume"),
+/// `OUT_OF_RANGE` for an expansion ("Unsupported `capacity_range`", checked
+/// again alone after the race) and `RESOURCE_EXHAUSTED` for a snapshot
+/// ("Not enough space to create snapshot"). The other rows of their tables
+/// do not apply: the volume exists (`NOT_FOUND`), is published nowhere
+/// (`FAILED_PRECONDITION`, "Volume in use"), and each snapshot name is new
+/// (`ALREADY_EXISTS`).
+fn allowed_in_race(rpc: &str) -> &'static str {
+    match rpc {
+        EXPAND => "OK, ABORTED or OUT_OF_RANGE",
+        SNAPSHOT => "OK, ABORTED or RESOURCE_EXHAUSTED",
+        _ => "OK or ABORTED",
+    }
+}
+
 async fn same_volume(c: Ctx) -> Result<(), CaseError> {
     c.need_controller(CC::CREATE_DELETE_VOLUME, "CREATE_DELETE_VOLUME")?;
     let vol = c.volume("shared").await?;
@@ -163,7 +185,7 @@ async fn same_volume(c: Ctx) -> Result<(), CaseError> {
                         })
                         .await;
                     (
-                        "ControllerExpandVolume",
+                        EXPAND,
                         Some(want),
                         r.map(|r| (Some(r.capacity_bytes as u64), None)),
                     )
@@ -177,7 +199,7 @@ async fn same_volume(c: Ctx) -> Result<(), CaseError> {
                         })
                         .await;
                     (
-                        "CreateSnapshot",
+                        SNAPSHOT,
                         None,
                         r.map(|r| (None, r.snapshot.map(|s| s.snapshot_id))),
                     )
@@ -193,7 +215,7 @@ async fn same_volume(c: Ctx) -> Result<(), CaseError> {
                             },
                         )
                         .await;
-                    ("ValidateVolumeCapabilities", None, r.map(|_| (None, None)))
+                    (VALIDATE, None, r.map(|_| (None, None)))
                 }
             }
         }));
@@ -215,11 +237,22 @@ async fn same_volume(c: Ctx) -> Result<(), CaseError> {
                     snaps.insert(s);
                 }
             }
-            Err(e) => match (e.code(), want) {
-                (Code::Aborted, _) => {}
-                (Code::OutOfRange, Some(want)) => refused.push((want, e)),
+            Err(e) => match (rpc, e.code(), want) {
+                // "Operation pending for volume": any of the three may
+                // reject a secondary call.
+                (_, Code::Aborted, _) => {}
+                (EXPAND, Code::OutOfRange, Some(want)) => refused.push((want, e)),
+                // "Not enough space to create snapshot": the expansions
+                // racing it may have taken the space it needed, and the
+                // spec lets a later call succeed once space is freed, so
+                // nothing after the race can tell this answer wrong.
+                (SNAPSHOT, Code::ResourceExhausted, _) => c.warn(format!(
+                    "CreateSnapshot (concurrent, same volume) answered {} (not enough space to create the snapshot)",
+                    describe(&e)
+                )),
                 _ => fail!(
-                    "{rpc} (concurrent, same volume): expected OK or ABORTED, got {}",
+                    "{rpc} (concurrent, same volume): expected {}, got {}",
+                    allowed_in_race(rpc),
                     describe(&e)
                 ),
             },

@@ -158,9 +158,28 @@ impl Ctx {
             name: self.name(tag),
             ..Default::default()
         };
-        let r: csi_types::controller::CreateSnapshotResponse =
-            self.ok("CreateSnapshot", self.send_snapshot(req).await)?;
+        let r = self.snapshot_made("CreateSnapshot", self.send_snapshot(req).await)?;
         Ok(r.snapshot)
+    }
+
+    /// The answer to a case's first `CreateSnapshot` of a snapshot it needs:
+    /// `RESOURCE_EXHAUSTED` ("Not enough space to create snapshot", which
+    /// the spec allows whenever the storage lacks the space) skips the
+    /// case, naming the answer; any other error fails it.
+    pub(crate) fn snapshot_made(
+        &self,
+        rpc: &str,
+        r: Result<proto::CreateSnapshotResponse, csi_types::CsiError>,
+    ) -> Result<csi_types::controller::CreateSnapshotResponse, CaseError> {
+        match r {
+            Err(e) if e.code() == csi_types::Code::ResourceExhausted => {
+                Err(CaseError::Skip(format!(
+                    "{rpc} answered {} (not enough space to create the snapshot the case needs)",
+                    crate::ctx::describe(&e)
+                )))
+            }
+            r => self.ok(rpc, r),
+        }
     }
 
     /// Sends a `CreateSnapshot` and registers the snapshot for cleanup when it succeeds.

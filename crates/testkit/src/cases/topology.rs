@@ -113,22 +113,32 @@ fn same_prefix(seen: &[(&str, Topology)]) -> Result<(), CaseError> {
     Ok(())
 }
 
-/// `GetCapacity` for `topology` (or for all of the plugin when `None`).
-async fn capacity(c: &Ctx, topology: Option<&Topology>) -> Result<u64, CaseError> {
-    let what = match topology {
+/// `GetCapacity` for `topology` (or for all of the plugin when `None`), as
+/// it answered.
+async fn send_capacity(
+    c: &Ctx,
+    topology: Option<&Topology>,
+) -> Result<proto::GetCapacityResponse, csi_types::CsiError> {
+    c.ctl()
+        .raw_get_capacity(proto::GetCapacityRequest {
+            volume_capabilities: vec![rw()],
+            parameters: c.config().parameters.clone().into_iter().collect(),
+            accessible_topology: topology.map(|t| t.clone().into()),
+        })
+        .await
+}
+
+/// The name of a `GetCapacity` call for `topology`.
+fn capacity_rpc(topology: Option<&Topology>) -> String {
+    match topology {
         Some(t) => format!("GetCapacity (accessible_topology {t:?})"),
         None => "GetCapacity".to_string(),
-    };
-    let r: GetCapacityResponse = c.ok(
-        &what,
-        c.ctl()
-            .raw_get_capacity(proto::GetCapacityRequest {
-                volume_capabilities: vec![rw()],
-                parameters: c.config().parameters.clone().into_iter().collect(),
-                accessible_topology: topology.map(|t| t.clone().into()),
-            })
-            .await,
-    )?;
+    }
+}
+
+/// `GetCapacity` for `topology` (or for all of the plugin when `None`).
+async fn capacity(c: &Ctx, topology: Option<&Topology>) -> Result<u64, CaseError> {
+    let r: GetCapacityResponse = c.ok(&capacity_rpc(topology), send_capacity(c, topology).await)?;
     Ok(r.available_capacity)
 }
 
@@ -136,26 +146,25 @@ pub(super) fn cases() -> Vec<Case> {
     vec![
         case!(
             "node/get_info/accessible_topology",
-            "NodeGetInfo reports accessible_topology when the plugin advertises VOLUME_ACCESSIBILITY_CONSTRAINTS, and only then",
+            "NodeGetInfo reports accessible_topology only when the plugin advertises VOLUME_ACCESSIBILITY_CONSTRAINTS (with it, none passes with a warning: the node is then subject to no constraint)",
             |c| {
                 let r: NodeGetInfoResponse = c.ok(
                     "NodeGetInfo",
                     c.nd().raw_node_get_info(Default::default()).await,
                 )?;
                 match (advertises(&c), &r.accessible_topology) {
-                    // The CO matches volume topologies against the node's:
-                    // a plugin that constrains accessibility but places its
-                    // node nowhere leaves the CO nothing to match.
-                    (true, None) => fail!(
-                        "NodeGetInfo: the plugin advertises VOLUME_ACCESSIBILITY_CONSTRAINTS but reports no accessible_topology"
-                    ),
-                    (true, Some(t)) => {
-                        ensure!(
-                            !t.segments().is_empty(),
-                            "NodeGetInfo: accessible_topology has no segments"
+                    // The field is OPTIONAL whatever the capability: left
+                    // out (or empty), "the CO MAY assume the node is not
+                    // subject to any topological constraint". The CO then
+                    // has no topology of this node to match volumes
+                    // against, so the node is reached by every volume.
+                    (true, t) if t.as_ref().is_none_or(|t| t.segments().is_empty()) => {
+                        c.warn(
+                            "NodeGetInfo: the plugin advertises VOLUME_ACCESSIBILITY_CONSTRAINTS but reports no accessible_topology for this node (allowed: the CO may then assume the node is subject to no topological constraint), so the topology cases skip",
                         );
                         Ok(())
                     }
+                    (true, _) => Ok(()),
                     (false, Some(t)) => fail!(
                         "NodeGetInfo: accessible_topology {t:?} is returned, but a plugin that returns it MUST set VOLUME_ACCESSIBILITY_CONSTRAINTS"
                     ),
@@ -272,7 +281,7 @@ pub(super) fn cases() -> Vec<Case> {
         ),
         case!(
             "controller/get_capacity/topology",
-            "GetCapacity for the node's topology reports no more than the total, and for a topology the plugin cannot provision in reports 0",
+            "GetCapacity for the node's topology reports no more than the total, and for a topology the plugin cannot provision in reports 0 (INVALID_ARGUMENT, the segment values judged invalid, passes with a warning)",
             |c| {
                 c.need_controller(CC::GET_CAPACITY, "GET_CAPACITY")?;
                 let node = node_topology(&c)?;
@@ -283,7 +292,22 @@ pub(super) fn cases() -> Vec<Case> {
                     here <= total,
                     "GetCapacity: {here} bytes available in the node's topology {node:?}, more than the {total} available in all"
                 );
-                let there = capacity(&c, Some(&nowhere)).await?;
+                // As in `topology_unsatisfiable`, a plugin may judge segment
+                // values it has never heard of invalid (the general "invalid
+                // value" rule) instead of reporting no capacity there.
+                let r = send_capacity(&c, Some(&nowhere)).await;
+                if let Err(e) = &r
+                    && e.code() == Code::InvalidArgument
+                {
+                    c.warn(format!(
+                        "{} answered {} (the segment values judged invalid); 0 available is the answer for a valid topology the plugin cannot provision in",
+                        capacity_rpc(Some(&nowhere)),
+                        crate::ctx::describe(e)
+                    ));
+                    return Ok(());
+                }
+                let r: GetCapacityResponse = c.ok(&capacity_rpc(Some(&nowhere)), r)?;
+                let there = r.available_capacity;
                 ensure!(
                     there == 0,
                     "GetCapacity: {there} bytes available in {nowhere:?}, where CreateVolume cannot provision"

@@ -133,6 +133,15 @@ enum Fault {
     /// Not a bug: `GetCapacity` reports no `maximum_volume_size`, and
     /// `CreateVolume` beyond the pool answers `RESOURCE_EXHAUSTED`.
     NoMaximum,
+    /// Not a bug: volumes are at least 2 MiB: `CreateVolume` and
+    /// `ControllerExpandVolume` refuse a `capacity_range` whose
+    /// `required_bytes` is below with `OUT_OF_RANGE`, checked before
+    /// anything else.
+    LargeMinimum,
+    /// Not a bug: `CreateVolumeGroupSnapshot` of more than one volume
+    /// answers `FAILED_PRECONDITION` ("Cannot snapshot multiple volumes
+    /// together": each volume is in a pool of its own).
+    SeparatePools,
     /// `CreateVolume` of an existing name with another range answers
     /// `OUT_OF_RANGE`, though the range is allowed for a new name.
     RangeForNameOnly,
@@ -250,6 +259,9 @@ raw_impl! {
         if self.1 == Fault::SmallMaximum && required > 1 << 20 {
             return Err(CsiError::out_of_range("volumes are at most 1 MiB"));
         }
+        if self.1 == Fault::LargeMinimum && req.capacity_range.is_some() && required < 2 << 20 {
+            return Err(CsiError::out_of_range("volumes are at least 2 MiB"));
+        }
         let requisite = req.accessibility_requirements.as_ref().is_some_and(|a| !a.requisite.is_empty());
         match RawCsi::raw_create_volume(&self.0, req).await {
             // Segment values this plugin has never heard of are judged
@@ -273,10 +285,23 @@ raw_impl! {
         if self.1 == Fault::SmallMaximum && required > 1 << 20 {
             return Err(CsiError::out_of_range("volumes are at most 1 MiB"));
         }
+        if self.1 == Fault::LargeMinimum && req.capacity_range.is_some() && required < 2 << 20 {
+            return Err(CsiError::out_of_range("volumes are at least 2 MiB"));
+        }
         RawCsi::raw_controller_expand_volume(&self.0, req).await
     }
 
     async fn raw_get_capacity(&self, req: proto::GetCapacityRequest) -> Result<proto::GetCapacityResponse, CsiError> {
+        // Segment values this plugin has never heard of are judged invalid,
+        // as in CreateVolume.
+        if self.other()
+            && let Some(t) = &req.accessible_topology
+        {
+            let known: proto::Topology = MemDriverConfig::default().topology.map(Into::into).unwrap_or_default();
+            if t.segments.iter().any(|(k, v)| known.segments.get(k).is_some_and(|own| own != v)) {
+                return Err(CsiError::invalid("accessible_topology", "names no topology this plugin knows"));
+            }
+        }
         let mut r = RawCsi::raw_get_capacity(&self.0, req).await?;
         match self.1 {
             Fault::NoMaximum => r.maximum_volume_size = None,
@@ -340,6 +365,16 @@ raw_impl! {
         RawCsi::raw_delete_volume_group_snapshot(&self.0, req).await
     }
 
+    async fn raw_create_volume_group_snapshot(&self, req: proto::CreateVolumeGroupSnapshotRequest) -> Result<proto::CreateVolumeGroupSnapshotResponse, CsiError> {
+        if self.1 == Fault::SeparatePools && req.source_volume_ids.len() > 1 {
+            return Err(CsiError::failed_precondition(format!(
+                "volumes {:?} are in separate pools and cannot be snapshotted together",
+                req.source_volume_ids
+            )));
+        }
+        RawCsi::raw_create_volume_group_snapshot(&self.0, req).await
+    }
+
     async fn raw_get_volume_group_snapshot(&self, req: proto::GetVolumeGroupSnapshotRequest) -> Result<proto::GetVolumeGroupSnapshotResponse, CsiError> {
         if !req.group_snapshot_id.is_empty() {
             self.ids_first(&req.snapshot_ids)?;
@@ -398,9 +433,78 @@ raw_impl! {
         raw_get_snapshot(GetSnapshotRequest) -> GetSnapshotResponse;
         raw_controller_modify_volume(ControllerModifyVolumeRequest) -> ControllerModifyVolumeResponse;
         raw_group_controller_get_capabilities(GroupControllerGetCapabilitiesRequest) -> GroupControllerGetCapabilitiesResponse;
-        raw_create_volume_group_snapshot(CreateVolumeGroupSnapshotRequest) -> CreateVolumeGroupSnapshotResponse;
         raw_node_get_capabilities(NodeGetCapabilitiesRequest) -> NodeGetCapabilitiesResponse;
         raw_node_get_info(NodeGetInfoRequest) -> NodeGetInfoResponse;
+}
+
+/// Not a bug: `ListVolumes` whose `next_token` is an offset into the volumes
+/// sorted by id, so that a volume deleted on an earlier page shifts a later
+/// one out of sight (the spec: a CO paging while volumes change "MAY ...
+/// not witness existing volumes"). With `expire`, a token answers `ABORTED`
+/// ("Invalid `starting_token`") once the volumes have changed since it was
+/// issued.
+struct OffsetPages {
+    inner: Arc<MemDriver>,
+    expire: bool,
+}
+
+impl OffsetPages {
+    /// A fingerprint of the set of volumes the entries list.
+    fn fingerprint(entries: &[csi_types::controller::ListVolumesEntry]) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for e in entries {
+            e.volume.volume_id.as_str().hash(&mut h);
+        }
+        h.finish()
+    }
+}
+
+#[async_trait]
+impl VolumeLister for OffsetPages {
+    async fn list_volumes(&self, req: ListVolumesRequest) -> Result<ListVolumesResponse, CsiError> {
+        let mut all = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .inner
+                .list_volumes(ListVolumesRequest {
+                    max_entries: None,
+                    starting_token: token,
+                })
+                .await?;
+            all.extend(page.entries);
+            match page.next_token {
+                Some(t) => token = Some(t),
+                None => break,
+            }
+        }
+        let now = Self::fingerprint(&all);
+        let start = match &req.starting_token {
+            None => 0,
+            Some(t) => {
+                let bad = || CsiError::aborted(format!("starting_token {t:?} is not valid"));
+                let (offset, issued) = t.split_once('/').ok_or_else(bad)?;
+                let offset: usize = offset.parse().map_err(|_| bad())?;
+                let issued: u64 = issued.parse().map_err(|_| bad())?;
+                if self.expire && issued != now {
+                    return Err(CsiError::aborted(format!(
+                        "starting_token {t:?} was issued before the volumes changed; start again"
+                    )));
+                }
+                offset.min(all.len())
+            }
+        };
+        let end = match req.max_entries {
+            Some(n) if n > 0 => (start + n as usize).min(all.len()),
+            _ => all.len(),
+        };
+        let next_token = (end < all.len()).then(|| format!("{end}/{now}"));
+        Ok(ListVolumesResponse {
+            entries: all.drain(start..end).collect(),
+            next_token,
+        })
+    }
 }
 
 /// `ListVolumes` that drops the first entry of every page after the first.
@@ -490,6 +594,36 @@ impl Node for IgnoresReadonly {
         req: NodeGetInfoRequest,
     ) -> Result<NodeGetInfoResponse, CsiError> {
         self.0.node_get_info(req).await
+    }
+}
+
+/// Not a bug: `NodeGetInfo` without `accessible_topology`, though the
+/// plugin advertises `VOLUME_ACCESSIBILITY_CONSTRAINTS`: the field is
+/// OPTIONAL, and without it the CO may assume the node is subject to no
+/// topological constraint.
+struct NodeWithoutTopology(Arc<MemDriver>);
+
+#[async_trait]
+impl Node for NodeWithoutTopology {
+    async fn node_publish_volume(
+        &self,
+        req: NodePublishVolumeRequest,
+    ) -> Result<NodePublishVolumeResponse, CsiError> {
+        self.0.node_publish_volume(req).await
+    }
+    async fn node_unpublish_volume(
+        &self,
+        req: NodeUnpublishVolumeRequest,
+    ) -> Result<NodeUnpublishVolumeResponse, CsiError> {
+        self.0.node_unpublish_volume(req).await
+    }
+    async fn node_get_info(
+        &self,
+        req: NodeGetInfoRequest,
+    ) -> Result<NodeGetInfoResponse, CsiError> {
+        let mut r = self.0.node_get_info(req).await?;
+        r.accessible_topology = None;
+        Ok(r)
     }
 }
 
@@ -616,6 +750,36 @@ impl Snapshotter for KeepsDependents {
                 req.snapshot_id
             )));
         }
+        self.0.delete_snapshot(req).await
+    }
+}
+
+/// `CreateSnapshot` that refuses every snapshot with the given code. With
+/// `RESOURCE_EXHAUSTED` it is not a bug: a pool whose snapshot reserve is
+/// full ("Not enough space to create snapshot"). With `FAILED_PRECONDITION`
+/// it is one: the spec gives `CreateSnapshot` of an existing, idle volume
+/// no such answer.
+struct RefusesSnapshots(Arc<MemDriver>, Code);
+
+#[async_trait]
+impl Snapshotter for RefusesSnapshots {
+    async fn create_snapshot(
+        &self,
+        req: CreateSnapshotRequest,
+    ) -> Result<CreateSnapshotResponse, CsiError> {
+        let why = format!(
+            "no snapshot of {} can be cut: the snapshot reserve is full",
+            req.source_volume_id
+        );
+        Err(match self.1 {
+            Code::ResourceExhausted => CsiError::resource_exhausted(why),
+            _ => CsiError::failed_precondition(why),
+        })
+    }
+    async fn delete_snapshot(
+        &self,
+        req: DeleteSnapshotRequest,
+    ) -> Result<DeleteSnapshotResponse, CsiError> {
         self.0.delete_snapshot(req).await
     }
 }
@@ -947,6 +1111,7 @@ pub fn plugin(kind: &str) -> Arc<dyn RawCsi> {
         "foreign-prefix" => b.volume_lister(Arc::new(ForeignPrefix(driver.clone()))),
         "loses-pages" => b.volume_lister(Arc::new(LosesPages(driver.clone()))),
         "ignores-readonly" => b.node(Arc::new(IgnoresReadonly(driver.clone()))),
+        "node-without-topology" => b.node(Arc::new(NodeWithoutTopology(driver.clone()))),
         "no-volume-condition" => b.volume_getter(Arc::new(NoVolumeCondition(driver.clone()))),
         "abnormal-on-node" => b.node_stats(Arc::new(AbnormalOnNode(driver.clone()))),
         "wrong-topology" => b.provisioner(EditCreate::wrong_topology(&driver)),
@@ -958,6 +1123,22 @@ pub fn plugin(kind: &str) -> Arc<dyn RawCsi> {
             b.provisioner(strict.clone()).snapshotter(strict)
         }
         "cannot-list" => b.volume_lister(Arc::new(CannotList)),
+        "offset-pages" => b.volume_lister(Arc::new(OffsetPages {
+            inner: driver.clone(),
+            expire: false,
+        })),
+        "expiring-pages" => b.volume_lister(Arc::new(OffsetPages {
+            inner: driver.clone(),
+            expire: true,
+        })),
+        "no-snapshot-space" => b.snapshotter(Arc::new(RefusesSnapshots(
+            driver.clone(),
+            Code::ResourceExhausted,
+        ))),
+        "snapshot-precondition" => b.snapshotter(Arc::new(RefusesSnapshots(
+            driver.clone(),
+            Code::FailedPrecondition,
+        ))),
         "never-confirms" => b.controller(Arc::new(NeverConfirms(driver.clone()))),
         "unknown-capacity" => {
             let unknown = Arc::new(UnknownCapacity(driver.clone()));
@@ -976,6 +1157,8 @@ pub fn plugin(kind: &str) -> Arc<dyn RawCsi> {
         }
         "no-maximum" => return Arc::new(Faulty(driver.plugin(), Fault::NoMaximum)),
         "small-maximum" => return Arc::new(Faulty(driver.plugin(), Fault::SmallMaximum)),
+        "separate-pools" => return Arc::new(Faulty(driver.plugin(), Fault::SeparatePools)),
+        "large-minimum" => return Arc::new(Faulty(driver.plugin(), Fault::LargeMinimum)),
         "range-for-name-only" => {
             return Arc::new(Faulty(driver.plugin(), Fault::RangeForNameOnly));
         }
