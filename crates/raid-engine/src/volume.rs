@@ -3251,15 +3251,22 @@ fn group_by_member<J>(jobs: Vec<J>, member: impl Fn(&J) -> usize, n: usize) -> V
 
 /// The problem of role `r` given more than once: by `first` (the device
 /// placed) and again by `others`, said once with the count, as
-/// `(member, detail)`.
+/// `(member, detail)`. The message names `first` already (as the member),
+/// so the detail names only the other names it was given by, each once.
 fn given_more_than_once(r: usize, first: String, others: Vec<String>) -> (String, String) {
     let times = others.len() + 1;
-    let detail = if others.iter().all(|o| *o == first) {
+    let mut also: Vec<String> = Vec::new();
+    for o in others {
+        if o != first && !also.contains(&o) {
+            also.push(o);
+        }
+    }
+    let detail = if also.is_empty() {
         format!("given {times} times (role {r}): give each member once")
     } else {
         format!(
-            "role {r} given {times} times ({first}, {}): one device by several paths, or a copy of it; give each member once",
-            others.join(", ")
+            "role {r} given {times} times (also as {}): one device by several paths, or a copy of it; give each member once",
+            also.join(", ")
         )
     };
     (first, detail)

@@ -182,3 +182,26 @@ fn a_member_given_twice_to_assemble_is_named_once_short() {
         one_short_line(&e.to_string(), start);
     }
 }
+
+/// One device given by two names (a link, say): the message names the one
+/// placed as the member and each other name once (before, the first was
+/// named twice: as the member and again in the list).
+#[test]
+fn a_member_given_by_two_names_names_each_once() {
+    let dir = common::scratch();
+    let (paths, devs) = common::members(dir.path(), 2, 1 << 20);
+    drop(raid1(devs));
+    let by = |name: &str| -> Arc<dyn BlockDevice> {
+        Arc::new(Named {
+            inner: Arc::new(FileDevice::open(&paths[0], CacheMode::Buffered).unwrap()),
+            name: name.to_string(),
+        })
+    };
+    let e = Volume::assemble(vec![by("first-name"), by("other-name"), by("other-name")], None)
+        .map(drop)
+        .unwrap_err()
+        .to_string();
+    one_short_line(&e, "first-name");
+    one_short_line(&e, "other-name");
+    assert!(e.contains("given 3 times"), "{e}");
+}
