@@ -15,7 +15,13 @@ fn one_short_line(message: &str, start: &str) {
         !message.contains('\n'),
         "message breaks a line: {message:?}"
     );
-    assert!(message.len() < 400, "message of {} bytes", message.len());
+    // A long path is shown by its head and its tail (some 220 characters,
+    // `storage_units::quote_path`), and a message may name two.
+    assert!(
+        message.len() < 700,
+        "message of {} bytes: {message}",
+        message.len()
+    );
     assert_eq!(
         message.matches(start).count(),
         1,
@@ -30,6 +36,21 @@ fn opening_a_very_long_path_names_it_once_short() {
     let e = FileDevice::open(&path, CacheMode::Buffered).unwrap_err();
     let start = format!("\"{}/xxxx", dir.path().display());
     one_short_line(&e.to_string(), &start);
+}
+
+/// A path longer than a message shows whole keeps its tail, the file
+/// name, which tells one member from another (before, only its first 64
+/// characters were shown).
+#[test]
+fn opening_a_long_path_shows_its_file_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let deep = dir.path().join("d/".repeat(150)).join("member-7.img");
+    assert!(deep.as_os_str().len() > 256);
+    let e = FileDevice::open(&deep, CacheMode::Buffered)
+        .unwrap_err()
+        .to_string();
+    one_short_line(&e, "/d/d/member-7.img\"");
+    one_short_line(&e, &format!("\"{}/d/d/", dir.path().display()));
 }
 
 #[test]
@@ -204,4 +225,64 @@ fn a_member_given_by_two_names_names_each_once() {
     one_short_line(&e, "first-name");
     one_short_line(&e, "other-name");
     assert!(e.contains("given 3 times"), "{e}");
+}
+
+/// A device whose I/O errors name it, as an NBD export's do
+/// (`"nbd://HOST:PORT/EXPORT": ...`): writes past the metadata area fail.
+#[derive(Debug)]
+struct SelfNaming {
+    inner: Arc<dyn BlockDevice>,
+}
+
+impl SelfNaming {
+    const NAME: &str = "nbd://peer.invalid:10809/x";
+    /// Where its writes start to fail: past the superblock and bitmap.
+    const FAILS_FROM: u64 = 32 << 10;
+}
+
+impl BlockDevice for SelfNaming {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.inner.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        if offset >= Self::FAILS_FROM {
+            return Err(std::io::Error::other(format!(
+                "{:?}: send: Broken pipe",
+                Self::NAME
+            )));
+        }
+        self.inner.write_at(buf, offset)
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+    fn describe(&self) -> String {
+        Self::NAME.to_string()
+    }
+}
+
+/// A rebuild onto a member whose write fails names the member once when
+/// the member's own error names it already. Before, the volume put the
+/// name in front again: `member 0 ("nbd://…/x"): write: "nbd://…/x": …`.
+#[test]
+fn a_failed_rebuild_write_names_a_self_naming_member_once() {
+    let dir = common::scratch();
+    let (_, devs) = common::members(dir.path(), 2, 1 << 20);
+    let vol = raid1(devs);
+    vol.fail_member(0).unwrap();
+    let file = FileDevice::create(dir.path().join("new"), 1 << 20, CacheMode::Buffered).unwrap();
+    let dev = Arc::new(SelfNaming {
+        inner: Arc::new(file),
+    });
+    vol.replace(0, dev).unwrap();
+    let e = vol
+        .rebuild(0, &raid_engine::RebuildOptions::default())
+        .map(drop)
+        .expect_err("the replacement's writes fail")
+        .to_string();
+    one_short_line(&e, SelfNaming::NAME);
+    assert!(e.contains("member 0"), "{e}");
 }

@@ -418,3 +418,21 @@ fn connection_errors_name_the_peer_once() {
     once(e, &addr, "NBD_REP_ERR_POLICY");
     h.shutdown();
 }
+
+/// A volume that cannot read an NBD member's superblock names the member
+/// once: the device's own error starts with `"nbd://HOST:PORT/EXPORT": `,
+/// and the volume does not put it in front again. Before, the message read
+/// `"nbd://…/x": read superblock: "nbd://…/x": …`.
+#[test]
+fn a_volume_names_an_nbd_member_whose_read_failed_once() {
+    let (dev, label, server) = misbehaving(|p| {
+        p.request();
+    });
+    let e = raid_engine::Volume::assemble(vec![std::sync::Arc::new(dev)], None)
+        .map(drop)
+        .expect_err("the superblock cannot be read")
+        .to_string();
+    server.join().unwrap();
+    assert_eq!(e.matches(&label).count(), 1, "the peer not once: {e}");
+    assert!(e.contains("read superblock"), "{e}");
+}

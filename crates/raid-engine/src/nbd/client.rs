@@ -75,7 +75,10 @@ impl NbdDevice {
             }
             _ => Err(crate::error::invalid(
                 "address",
-                format!("`{addr}` is not HOST:PORT (NBD's port is usually 10809)"),
+                format!(
+                    "{} is not HOST:PORT (NBD's port is usually 10809)",
+                    storage_units::quote(addr)
+                ),
             )),
         }
     }
@@ -147,8 +150,11 @@ impl NbdDevice {
         };
         // `host` alone (no port) or an empty address: say what is expected
         // instead of the resolver's "invalid socket address".
-        if let Err(EngineError::Invalid { rule, .. }) = Self::check_address(addr) {
-            return Err(nbd(format!("address {rule}")));
+        // The address is named once, by the label.
+        if let Err(EngineError::Invalid { .. }) = Self::check_address(addr) {
+            return Err(nbd(
+                "the address is not HOST:PORT (NBD's port is usually 10809)".into(),
+            ));
         }
         let sa = addr
             .to_socket_addrs()
@@ -643,6 +649,11 @@ impl BlockDevice for NbdDevice {
 
     fn describe(&self) -> String {
         self.url.clone()
+    }
+
+    /// The peer as the device's own errors name it.
+    fn shown(&self) -> String {
+        self.label.clone()
     }
 }
 
