@@ -2205,3 +2205,53 @@ fn nbd_timeout_is_checked_and_applied() {
     );
     server.join().unwrap();
 }
+
+/// A member too small for the volume is named as every message names a
+/// path (`storage_units::quote_path`): one with a newline escaped, on one
+/// line. Before, `create` showed it as typed, and the newline broke the
+/// line.
+#[test]
+fn a_member_too_small_is_named_escaped_on_one_line() {
+    let files = common::MemberFiles::new(1, 8 << 20);
+    let small = files.dir.path().join("small\nmember");
+    std::fs::write(&small, vec![0u8; 64 << 10]).unwrap();
+    let small = small.to_str().unwrap();
+    let m = files.args();
+    let (code, out, err) = run_code(&["create", "--level", "raid1", m[0], small]);
+    assert_ne!(code, 0, "{out}{err}");
+    let line = err.trim_end();
+    assert!(!line.contains('\n'), "more than one line: {err}");
+    assert_eq!(line.matches("small\\nmember\"").count(), 1, "{line}");
+    assert!(line.contains("(devices[1])"), "{line}");
+}
+
+/// `expose` names a `--mount` and a `--name` on one line, short: a mount
+/// point with a newline escaped, a 10,000-character name cut (before, the
+/// mount point was shown as it is and the name whole).
+#[test]
+fn expose_names_an_odd_mount_point_and_name_on_one_line() {
+    let files = common::MemberFiles::new(2, 8 << 20);
+    let m = files.args();
+    let (code, _, err) = run_code(&[&["create", "--level", "raid1"][..], &m].concat());
+    assert_eq!(code, 0, "{err}");
+    let odd = files.dir.path().join("no\nmount");
+    let odd = odd.to_str().unwrap();
+    let (code, _, err) = run_code(&[&["expose", "--mount", odd][..], &m].concat());
+    assert_eq!(code, 1, "{err}");
+    let line = err.trim_end();
+    assert!(!line.contains('\n'), "more than one line: {err}");
+    assert!(line.contains("no\\nmount\": must be an existing empty directory"), "{line}");
+    let mnt = files.dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let long = format!("a/{}", "v".repeat(10_000));
+    let (code, _, err) = run_code(
+        &[
+            &["expose", "--mount", mnt.to_str().unwrap(), "--name", &long][..],
+            &m,
+        ]
+        .concat(),
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.len() < 400, "too long: {err}");
+    assert!(err.contains("must be a plain file name"), "{err}");
+}

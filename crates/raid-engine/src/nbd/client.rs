@@ -251,10 +251,17 @@ impl NbdDevice {
                 }
                 REP_INFO => {}
                 t if t & (1 << 31) != 0 => {
+                    // The export is named by the label; the server's own
+                    // words (up to 64 KiB, any bytes) made one line and
+                    // cut short.
+                    let said: String = String::from_utf8_lossy(&body)
+                        .chars()
+                        .map(|c| if c.is_control() { ' ' } else { c })
+                        .collect();
                     return Err(nbd(format!(
-                        "export {name:?}: {}: {}",
+                        "{}: {}",
                         rep_err_name(t),
-                        String::from_utf8_lossy(&body)
+                        storage_units::shorten(&said, 256)
                     )));
                 }
                 t => return Err(nbd(format!("unexpected option reply type {t}"))),
