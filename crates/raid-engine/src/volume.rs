@@ -861,9 +861,10 @@ impl Volume {
         for slot in &vol.slots {
             let Some(d) = slot.device() else { continue };
             let mut b = vec![0u8; meta_len];
-            d.read_at(&mut b, SB_OFFSET).map_err(device_err(&*d, |name| {
-                prefixed(name, "read the metadata area before creating")
-            }))?;
+            d.read_at(&mut b, SB_OFFSET)
+                .map_err(device_err(&*d, |name| {
+                    prefixed(name, "read the metadata area before creating")
+                }))?;
             saved.push((d, b));
         }
         let restore = |e: EngineError| {

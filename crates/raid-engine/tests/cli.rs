@@ -1030,7 +1030,10 @@ fn serve_nbd_names_the_export_at_fault() {
             && !path.is_empty()
         {
             let path = path.split('@').next().unwrap();
-            assert!(err.matches(path).count() <= 1, "{path} more than once: {err}");
+            assert!(
+                err.matches(path).count() <= 1,
+                "{path} more than once: {err}"
+            );
         }
     }
     // A long export is quoted short, not echoed whole (before: a 100 kB
@@ -1304,9 +1307,7 @@ fn status_lists_every_member_when_they_contradict_each_other() {
     // Both members of the older volume contradict the newest superblock.
     for m in [a[0], a[1]] {
         assert!(
-            err.contains(&format!(
-                "{m}: belongs to another volume (array uuid {ua}"
-            )),
+            err.contains(&format!("{m}: belongs to another volume (array uuid {ua}")),
             "{m} not named: {err}"
         );
     }
@@ -1608,9 +1609,7 @@ fn a_wrong_or_missing_secret_names_secret_file() {
         let (code, _, err) = run_code(&[&[cmd, "--secret-file", &wrong][..], &m].concat());
         assert_eq!(code, 1, "{err}");
         assert!(
-            err.contains(&format!(
-                "--secret-file {wrong}: the secret does not match"
-            )),
+            err.contains(&format!("--secret-file {wrong}: the secret does not match")),
             "{cmd}: {err}"
         );
     }
@@ -1856,7 +1855,11 @@ fn long_paths_are_quoted_short() {
     let (code, _, err) = run_code(&[&["create", "--level", "raid1"][..], &m[..2]].concat());
     assert_eq!(code, 0, "{err}");
     let before = common::metadata(&files.paths);
-    let long = files.dir.path().join("m".repeat(100_000)).join("member.img");
+    let long = files
+        .dir
+        .path()
+        .join("m".repeat(100_000))
+        .join("member.img");
     let long = long.to_str().unwrap();
     let shown = storage_units::quote_path(std::path::Path::new(long));
     assert!(shown.ends_with("mmm/member.img\""), "{shown}");
@@ -1864,7 +1867,11 @@ fn long_paths_are_quoted_short() {
         let line = err.trim_end();
         assert!(!line.contains('\n'), "{what}: more than one line: {err}");
         assert!(line.len() < 600, "{what}: too long: {}", line.len());
-        assert_eq!(line.matches(&shown).count(), 1, "{what}: {shown} not once in {line}");
+        assert_eq!(
+            line.matches(&shown).count(),
+            1,
+            "{what}: {shown} not once in {line}"
+        );
     };
     for args in [
         &["scrub", m[0], m[1], long][..],
@@ -1970,7 +1977,10 @@ fn serve_nbd_refuses_one_file_exported_under_two_names() {
     assert!(
         line.starts_with("raid-engine: --export \"d1\": ")
             && line.contains("in use by raid-engine serve-nbd --export \"d0\"")
-            && line.matches(p.file_name().unwrap().to_str().unwrap()).count() == 1,
+            && line
+                .matches(p.file_name().unwrap().to_str().unwrap())
+                .count()
+                == 1,
         "{line}"
     );
     assert_eq!(status.code(), Some(1), "{line}");
@@ -2240,7 +2250,10 @@ fn expose_names_an_odd_mount_point_and_name_on_one_line() {
     assert_eq!(code, 1, "{err}");
     let line = err.trim_end();
     assert!(!line.contains('\n'), "more than one line: {err}");
-    assert!(line.contains("no\\nmount\": must be an existing empty directory"), "{line}");
+    assert!(
+        line.contains("no\\nmount\": must be an existing empty directory"),
+        "{line}"
+    );
     let mnt = files.dir.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
     let long = format!("a/{}", "v".repeat(10_000));

@@ -218,10 +218,13 @@ fn a_member_given_by_two_names_names_each_once() {
             name: name.to_string(),
         })
     };
-    let e = Volume::assemble(vec![by("first-name"), by("other-name"), by("other-name")], None)
-        .map(drop)
-        .unwrap_err()
-        .to_string();
+    let e = Volume::assemble(
+        vec![by("first-name"), by("other-name"), by("other-name")],
+        None,
+    )
+    .map(drop)
+    .unwrap_err()
+    .to_string();
     one_short_line(&e, "first-name");
     one_short_line(&e, "other-name");
     assert!(e.contains("given 3 times"), "{e}");

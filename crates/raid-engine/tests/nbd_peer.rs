@@ -446,7 +446,9 @@ fn the_server_quotes_an_unknown_export_name_short() {
     use raid_engine::nbd::{AllowList, NbdServer};
     let dir = tempfile::tempdir().unwrap();
     let server = NbdServer::bind("127.0.0.1:0").unwrap();
-    server.add_export(export_x(dir.path(), AllowList::Any)).unwrap();
+    server
+        .add_export(export_x(dir.path(), AllowList::Any))
+        .unwrap();
     let h = server.spawn().unwrap();
     let addr = h.local_addr().to_string();
     let name = format!("no\n{}", "n".repeat(4000));

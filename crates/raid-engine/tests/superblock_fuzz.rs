@@ -201,7 +201,7 @@ fn an_event_count_about_to_overflow_is_refused() {
     );
     let want = format!(
         "member {}: event count {} is not plausible",
-        paths[0].display().to_string(),
+        paths[0].display(),
         u64::MAX
     );
     let e = Volume::examine(&common::reopen(&paths), None).unwrap_err();

@@ -883,7 +883,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
                         .strip_prefix("dev_sectors[")
                         .and_then(|i| i.strip_suffix(']')?.parse::<usize>().ok())
                         .and_then(|i| {
-                            Some(format!("{} (devices[{i}])", shown_member(m.members.get(i)?)))
+                            Some(format!(
+                                "{} (devices[{i}])",
+                                shown_member(m.members.get(i)?)
+                            ))
                         }),
                 });
                 msg + &hint
@@ -1384,7 +1387,12 @@ fn expose(
             Err(e) => {
                 let e = format!(
                     "{}; served until it is detached",
-                    naming_once("detaching", "detaching ", &quote_path(dev.path()), &e.to_string())
+                    naming_once(
+                        "detaching",
+                        "detaching ",
+                        &quote_path(dev.path()),
+                        &e.to_string()
+                    )
                 );
                 eprintln!("raid-engine: {e}");
                 Err(e)

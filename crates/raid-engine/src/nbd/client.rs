@@ -59,7 +59,7 @@ impl NbdDevice {
     /// let e = NbdDevice::check_address("nohost").unwrap_err();
     /// assert_eq!(
     ///     e.to_string(),
-    ///     "invalid address: `nohost` is not HOST:PORT (NBD's port is usually 10809)"
+    ///     "invalid address: \"nohost\" is not HOST:PORT (NBD's port is usually 10809)"
     /// );
     /// assert!(NbdDevice::check_address("host:0").is_err());
     /// assert!(NbdDevice::check_address("host:http").is_err());

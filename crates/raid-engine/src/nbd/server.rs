@@ -109,11 +109,10 @@ fn add(exports: &Exports, e: Export) -> Result<()> {
 impl NbdServer {
     /// Bind to `addr` (for example `127.0.0.1:0` for a free port).
     pub fn bind(addr: &str) -> Result<Self> {
-        let listener =
-            TcpListener::bind(addr).map_err(crate::error::io_err(format!(
-                "nbd: bind {}",
-                storage_units::quote(addr)
-            )))?;
+        let listener = TcpListener::bind(addr).map_err(crate::error::io_err(format!(
+            "nbd: bind {}",
+            storage_units::quote(addr)
+        )))?;
         Ok(NbdServer {
             listener,
             exports: Arc::new(RwLock::new(BTreeMap::new())),
