@@ -2878,12 +2878,25 @@ fn device_err(
                 source: std::io::Error::new(source.kind(), rest.to_string()),
             };
         }
-        let named = text.contains(&name);
+        let named = names(&text, &name);
         EngineError::Io {
             what: what((!named).then_some(&name)),
             source,
         }
     }
+}
+
+/// Whether `text` names `name` as a word of its own: at the start or
+/// after a space or `(`, and at the end or before a space or one of
+/// `:,;)`. A short name (`d`) inside a word ("device") is not it.
+fn names(text: &str, name: &str) -> bool {
+    !name.is_empty()
+        && text.match_indices(name).any(|(at, _)| {
+            let before = text[..at].chars().next_back();
+            let after = text[at + name.len()..].chars().next();
+            matches!(before, None | Some(' ' | '('))
+                && matches!(after, None | Some(' ' | ':' | ',' | ';' | ')'))
+        })
 }
 
 /// `text` without `name: ` in front, if it starts so.

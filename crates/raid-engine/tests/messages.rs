@@ -230,15 +230,17 @@ fn a_member_given_by_two_names_names_each_once() {
     assert!(e.contains("given 3 times"), "{e}");
 }
 
-/// A device whose I/O errors name it, as an NBD export's do
-/// (`"nbd://HOST:PORT/EXPORT": ...`): writes past the metadata area fail.
+/// A device whose writes past the metadata area fail with `error`: one
+/// that names the device, as an NBD export's do
+/// (`"nbd://HOST:PORT/EXPORT": ...`), or not.
 #[derive(Debug)]
 struct SelfNaming {
     inner: Arc<dyn BlockDevice>,
+    name: &'static str,
+    error: String,
 }
 
 impl SelfNaming {
-    const NAME: &str = "nbd://peer.invalid:10809/x";
     /// Where its writes start to fail: past the superblock and bitmap.
     const FAILS_FROM: u64 = 32 << 10;
 }
@@ -252,10 +254,7 @@ impl BlockDevice for SelfNaming {
     }
     fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
         if offset >= Self::FAILS_FROM {
-            return Err(std::io::Error::other(format!(
-                "{:?}: send: Broken pipe",
-                Self::NAME
-            )));
+            return Err(std::io::Error::other(self.error.clone()));
         }
         self.inner.write_at(buf, offset)
     }
@@ -263,8 +262,35 @@ impl BlockDevice for SelfNaming {
         self.inner.flush()
     }
     fn describe(&self) -> String {
-        Self::NAME.to_string()
+        self.name.to_string()
     }
+}
+
+/// The error of a rebuild of role 0 onto `dev`, whose writes fail.
+fn failed_rebuild(dev: SelfNaming) -> String {
+    let dir = common::scratch();
+    let (_, devs) = common::members(dir.path(), 2, 1 << 20);
+    let vol = raid1(devs);
+    vol.fail_member(0).unwrap();
+    vol.replace(0, Arc::new(dev)).unwrap();
+    vol.rebuild(0, &raid_engine::RebuildOptions::default())
+        .map(drop)
+        .expect_err("the replacement's writes fail")
+        .to_string()
+}
+
+/// A member with a short name (`d`) whose error does not name it is named
+/// all the same, though its name occurs in the error's words ("device").
+#[test]
+fn a_failed_rebuild_write_names_a_short_named_member() {
+    let dir = common::scratch();
+    let file = FileDevice::create(dir.path().join("new"), 1 << 20, CacheMode::Buffered).unwrap();
+    let e = failed_rebuild(SelfNaming {
+        inner: Arc::new(file),
+        name: "d",
+        error: "device gone".into(),
+    });
+    assert!(e.starts_with("member 0 (d): write: device gone"), "{e}");
 }
 
 /// A rebuild onto a member whose write fails names the member once when
@@ -272,20 +298,23 @@ impl BlockDevice for SelfNaming {
 /// name in front again: `member 0 ("nbd://…/x"): write: "nbd://…/x": …`.
 #[test]
 fn a_failed_rebuild_write_names_a_self_naming_member_once() {
+    const NAME: &str = "nbd://peer.invalid:10809/x";
     let dir = common::scratch();
-    let (_, devs) = common::members(dir.path(), 2, 1 << 20);
-    let vol = raid1(devs);
-    vol.fail_member(0).unwrap();
     let file = FileDevice::create(dir.path().join("new"), 1 << 20, CacheMode::Buffered).unwrap();
-    let dev = Arc::new(SelfNaming {
+    let e = failed_rebuild(SelfNaming {
         inner: Arc::new(file),
+        name: NAME,
+        error: format!("{NAME:?}: send: Broken pipe"),
     });
-    vol.replace(0, dev).unwrap();
-    let e = vol
-        .rebuild(0, &raid_engine::RebuildOptions::default())
-        .map(drop)
-        .expect_err("the replacement's writes fail")
-        .to_string();
-    one_short_line(&e, SelfNaming::NAME);
+    one_short_line(&e, NAME);
     assert!(e.contains("member 0"), "{e}");
+    // An error that names the device further on is not prefixed again.
+    let file = FileDevice::create(dir.path().join("new2"), 1 << 20, CacheMode::Buffered).unwrap();
+    let e = failed_rebuild(SelfNaming {
+        inner: Arc::new(file),
+        name: "/dev/sdz",
+        error: "range 0+4096 is beyond the end of /dev/sdz (0 bytes)".into(),
+    });
+    one_short_line(&e, "/dev/sdz");
+    assert!(e.starts_with("member 0: write: range"), "{e}");
 }
