@@ -318,3 +318,15 @@ fn a_failed_rebuild_write_names_a_self_naming_member_once() {
     one_short_line(&e, "/dev/sdz");
     assert!(e.starts_with("member 0: write: range"), "{e}");
 }
+
+/// A fault list's unknown entry is quoted short (before, `{:?}` showed it
+/// whole).
+#[test]
+fn an_unknown_fault_is_quoted_short() {
+    let long = format!("no\nsuch-{}", "f".repeat(10_000));
+    let e = raid_engine::fault::Fault::parse_list(&format!("stale-q,{long}"))
+        .unwrap_err()
+        .to_string();
+    one_short_line(&e, "\"no\\nsuch-fff");
+    assert!(e.len() < 200, "too long: {e}");
+}
