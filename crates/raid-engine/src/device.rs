@@ -43,6 +43,18 @@ pub trait BlockDevice: Send + Sync + fmt::Debug {
     }
     /// A short human-readable name (a path, `nbd://host:port/name`).
     fn describe(&self) -> String;
+    /// The device's name as a message shows it, on one line: a name that
+    /// starts `nbd://` is an NBD export's and is quoted as other text
+    /// ([`storage_units::quote`]); any other is a path, shown by
+    /// [`storage_units::quote_path`] (whole up to 256 characters, else its
+    /// head and its tail, so that its last component stays visible).
+    /// Errors and logs of this crate name a device this way, once; a
+    /// device whose own I/O errors name it should answer here the text
+    /// they name it by, so that a volume does not name it again. The
+    /// default shows [`describe`](Self::describe).
+    fn shown(&self) -> String {
+        shown_name(&self.describe())
+    }
     /// The alignment (bytes, a power of two) of buffer address, offset and
     /// length at which a write goes to the medium as it is. Writes of any
     /// other alignment still work, but the device has to copy them (and
@@ -346,7 +358,7 @@ pub(crate) fn check_range(dev: &dyn BlockDevice, offset: u64, len: usize) -> io:
             io::ErrorKind::InvalidInput,
             format!(
                 "range {offset}+{len} is beyond the end of {} ({} bytes)",
-                shown(dev.describe()),
+                dev.shown(),
                 dev.size()
             ),
         )),
@@ -395,12 +407,24 @@ impl PagePool {
     }
 }
 
-/// A path or a device's [`BlockDevice::describe`] as messages name it:
-/// quoted, escaped and shortened ([`storage_units::quote`]), so a message
-/// stays one short line. The one way errors and logs of this crate name a
-/// device.
-pub(crate) fn shown(name: impl AsRef<std::ffi::OsStr>) -> String {
-    storage_units::quote(&name.as_ref().to_string_lossy())
+/// A path as messages name it ([`storage_units::quote_path`]): whole and
+/// bare when plain, else quoted and escaped, and a long one cut to its
+/// head and its tail (its file name), so a message stays one short line.
+/// The one way errors and logs of this crate name a path; a device is
+/// named by [`BlockDevice::shown`].
+pub(crate) fn shown(path: impl AsRef<Path>) -> String {
+    storage_units::quote_path(path.as_ref())
+}
+
+/// A device's [`BlockDevice::describe`] as [`BlockDevice::shown`] shows it
+/// by default: an `nbd://` name quoted as text (as the NBD client names
+/// its peer), any other as a path.
+pub(crate) fn shown_name(name: &str) -> String {
+    if name.starts_with("nbd://") {
+        storage_units::quote(name)
+    } else {
+        shown(name)
+    }
 }
 
 /// How to open a [`FileDevice`].
@@ -870,6 +894,13 @@ impl BlockDevice for FileDevice {
         self.path.display().to_string()
     }
 
+    /// The path as it is (a byte that is not UTF-8 escaped, not replaced
+    /// as in [`describe`](BlockDevice::describe)): as the file's own
+    /// errors name it.
+    fn shown(&self) -> String {
+        shown(&self.path)
+    }
+
     /// An exclusive, non-blocking `flock` of the file (what `raid-engine`
     /// commands in other processes take too) and an open-file-description
     /// write lock over all of it (what keeps [`BlockDevice::claim_range`]
@@ -959,7 +990,7 @@ impl SliceDevice {
         if len == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("{}: a slice must not be empty", shown(inner.describe())),
+                format!("{}: a slice must not be empty", inner.shown()),
             ));
         }
         check_range_u64(inner.size(), offset, len).map_err(|_| {
@@ -967,7 +998,7 @@ impl SliceDevice {
                 io::ErrorKind::InvalidInput,
                 format!(
                     "{}: slice {offset}+{len} is beyond the end of the device ({} bytes)",
-                    shown(inner.describe()),
+                    inner.shown(),
                     inner.size()
                 ),
             )
@@ -1015,6 +1046,16 @@ impl BlockDevice for SliceDevice {
         format!(
             "{}[{}..{}]",
             self.inner.describe(),
+            self.offset,
+            self.offset + self.len
+        )
+    }
+
+    /// The device's name as it shows it, and the range: `drive.img[1048576..2097152]`.
+    fn shown(&self) -> String {
+        format!(
+            "{}[{}..{}]",
+            self.inner.shown(),
             self.offset,
             self.offset + self.len
         )

@@ -66,7 +66,8 @@ impl Fault {
                     _ => Err(invalid(
                         "faults",
                         format!(
-                            "{t:?} is not one of skip-intent-bit, stale-q, kill-after=N (N >= 1)"
+                            "{} is not one of skip-intent-bit, stale-q, kill-after=N (N >= 1)",
+                            storage_units::quote(t)
                         ),
                     )),
                 },

@@ -839,7 +839,8 @@ impl ExposeOptions {
 /// the kernel mounts over a regular file, and over a directory's entries,
 /// which then vanish from view until the unmount.
 fn check_mountpoint(mountpoint: &Path) -> Result<()> {
-    let refuse = |rule: String| invalid("mountpoint", format!("{}: {rule}", mountpoint.display()));
+    let shown = crate::device::shown(mountpoint);
+    let refuse = |rule: String| invalid("mountpoint", format!("{shown}: {rule}"));
     let meta = std::fs::metadata(mountpoint)
         .map_err(|e| refuse(format!("must be an existing empty directory ({e})")))?;
     if !meta.is_dir() {
@@ -850,7 +851,7 @@ fn check_mountpoint(mountpoint: &Path) -> Result<()> {
     let mut entries = std::fs::read_dir(mountpoint)
         .map_err(|e| refuse(format!("must be an existing empty directory ({e})")))?;
     if let Some(entry) = entries.next() {
-        let first = entry.map_or_else(|e| e.to_string(), |e| format!("{:?}", e.file_name()));
+        let first = entry.map_or_else(|e| e.to_string(), |e| crate::device::shown(e.file_name()));
         return Err(refuse(format!(
             "must be an empty directory, it holds {first}: mounting over it would hide what it holds"
         )));
@@ -904,17 +905,20 @@ pub fn expose_with(
     if name.is_empty() || name.contains(['/', '\0']) || name == "." || name == ".." {
         return Err(invalid(
             "name",
-            format!("{name:?} must be a plain file name (no `/`, not `.` or `..`)"),
+            format!(
+                "{} must be a plain file name (no `/`, not `.` or `..`)",
+                storage_units::quote(name)
+            ),
         ));
     }
     // The kernel looks up no longer name (NAME_MAX): the file would be
     // served, and nobody could open it.
     if name.len() > NAME_MAX {
-        let short: String = name.chars().take(32).collect();
         return Err(invalid(
             "name",
             format!(
-                "\"{short}…\" is {} bytes long: a file name may be at most {NAME_MAX} bytes",
+                "{} is {} bytes long: a file name may be at most {NAME_MAX} bytes",
+                storage_units::quote(name),
                 name.len()
             ),
         ));
@@ -941,7 +945,7 @@ pub fn expose_with(
     config.clone_fd = true;
     let mut session =
         fuser::Session::new(fs, mountpoint, &config).map_err(|e| EngineError::Io {
-            what: format!("fuse: mount at {}", mountpoint.display()),
+            what: format!("fuse: mount at {}", crate::device::shown(mountpoint)),
             source: e,
         })?;
     let unmounter = session.unmount_callable();
@@ -1016,7 +1020,7 @@ impl FuseExposure {
             // Busy (a loop device still holds the file): detach lazily.
             rustix::mount::unmount(&self.mountpoint, rustix::mount::UnmountFlags::DETACH).map_err(
                 |e| EngineError::Io {
-                    what: format!("fuse: unmount {}", self.mountpoint.display()),
+                    what: format!("fuse: unmount {}", crate::device::shown(&self.mountpoint)),
                     source: e.into(),
                 },
             )?;

@@ -20,7 +20,7 @@ use raid::{FailureModel, Geometry, Layout, Level, Location, MemberContent};
 
 use crate::bitmap::Bitmap;
 use crate::crypt::{Cipher, Secret};
-use crate::device::{BlockDevice, Claim, ClaimHolder, DIRECT_ALIGN, PagePool, shown};
+use crate::device::{BlockDevice, Claim, ClaimHolder, DIRECT_ALIGN, PagePool};
 use crate::error::{EngineError, Result, invalid};
 use crate::fault::Fault;
 use crate::meta::{
@@ -713,7 +713,7 @@ fn plan_create(devices: &[Arc<dyn BlockDevice>], opts: &CreateOptions) -> Result
                         format!("devices[{i}]"),
                         format!(
                             "{} ({} bytes) has no room after the data offset of {data_offset} sectors",
-                            shown(devices[i].describe()),
+                            devices[i].shown(),
                             devices[i].size()
                         ),
                     ));
@@ -862,16 +862,15 @@ impl Volume {
             let Some(d) = slot.device() else { continue };
             let mut b = vec![0u8; meta_len];
             d.read_at(&mut b, SB_OFFSET)
-                .map_err(crate::error::io_err(format!(
-                    "{}: read the metadata area before creating",
-                    shown(d.describe())
-                )))?;
+                .map_err(device_err(&*d, |name| {
+                    prefixed(name, "read the metadata area before creating")
+                }))?;
             saved.push((d, b));
         }
         let restore = |e: EngineError| {
             for (d, b) in saved.iter().rev() {
                 if let Err(re) = d.write_at(b, SB_OFFSET).and_then(|()| d.flush()) {
-                    tracing::warn!(device = %shown(d.describe()), error = %re, "restoring the metadata area after a failed create");
+                    tracing::warn!(device = %d.shown(), error = %re, "restoring the metadata area after a failed create");
                 }
             }
             e
@@ -891,11 +890,11 @@ impl Volume {
                     format!("devices[{r}]"),
                     format!(
                         "{} is the same device as devices[{other}] ({}): the superblock written for role {r} reads back as role {other}'s; give each member once",
-                        shown(d.describe()),
+                        d.shown(),
                         vol.slots
                             .get(other)
                             .and_then(|s| s.device())
-                            .map_or_else(|| "?".into(), |o| shown(o.describe())),
+                            .map_or_else(|| "?".into(), |o| o.shown()),
                     ),
                 )));
             }
@@ -1044,10 +1043,7 @@ impl Volume {
                 }
                 let mut b = vec![0u8; auth.bitmap_bytes as usize];
                 d.read_at(&mut b, BITMAP_OFFSET)
-                    .map_err(crate::error::io_err(format!(
-                        "{}: read bitmap",
-                        shown(d.describe())
-                    )))?;
+                    .map_err(device_err(&**d, |name| prefixed(name, "read bitmap")))?;
                 bits.iter_mut().zip(&b).for_each(|(x, y)| *x |= y);
             }
             let regions = comps
@@ -1385,7 +1381,7 @@ impl Volume {
                 _ => "failed",
             };
             match self.slots[r].device() {
-                Some(d) => format!("role {r} ({}, {state})", shown(d.describe())),
+                Some(d) => format!("role {r} ({}, {state})", d.shown()),
                 None => format!("role {r} (missing)"),
             }
         };
@@ -2028,10 +2024,10 @@ impl Volume {
     ) -> Result<()> {
         r.map_err(|e| {
             self.mark_failed(m, &format!("{what} error: {e}"));
-            EngineError::Io {
-                what: format!("member {m} ({}): {what}", shown(dev.describe())),
-                source: e,
-            }
+            device_err(dev, |name| match name {
+                Some(name) => format!("member {m} ({name}): {what}"),
+                None => format!("member {m}: {what}"),
+            })(e)
         })
     }
 
@@ -2053,9 +2049,14 @@ impl Volume {
         what: &str,
         e: &std::io::Error,
     ) {
-        let device = self.slots[m]
-            .device()
+        let dev = self.slots[m].device();
+        let device = dev
+            .as_ref()
             .map_or_else(|| "no device".to_string(), |d| d.describe());
+        // The report names the device: the error says what happened only
+        // (an NBD export's errors start with its name).
+        let e = e.to_string();
+        let e = dev.map_or(e.as_str(), |d| without_name(&e, &d.shown()));
         let error = format!("{what} error: {e}");
         self.mark_failed(m, &format!("scrub {error}"));
         report.failed_members.push(FailedMember {
@@ -2272,7 +2273,7 @@ impl Volume {
                 "device",
                 format!(
                     "{} has {} bytes; member {role} needs at least {need}",
-                    shown(device.describe()),
+                    device.shown(),
                     device.size()
                 ),
             ));
@@ -2294,7 +2295,7 @@ impl Volume {
                 "device",
                 format!(
                     "{} holds role {holder} of this volume, which is in use: rebuilding role {role} onto it would overwrite role {holder}",
-                    shown(device.describe())
+                    device.shown()
                 ),
             ));
         }
@@ -2363,7 +2364,7 @@ impl Volume {
                 "replacement",
                 format!(
                     "{} was reserved for another volume; reserve it with this volume's reserve_replacement",
-                    shown(reserved.device.describe())
+                    reserved.device.shown()
                 ),
             ));
         }
@@ -2565,10 +2566,10 @@ impl Volume {
         }
         let dev = self.slots[role].device();
         if let Some(d) = dev {
-            d.flush().map_err(crate::error::io_err(format!(
-                "member {role} ({}): flush",
-                shown(d.describe())
-            )))?;
+            d.flush().map_err(device_err(&*d, |name| match name {
+                Some(name) => format!("member {role} ({name}): flush"),
+                None => format!("member {role}: flush"),
+            }))?;
         }
         Ok(Progress {
             done_bytes: done,
@@ -2609,7 +2610,7 @@ impl Volume {
             let sb = read_superblock(d.as_ref())?;
             if sb.array_uuid != self.meta_lock().array_uuid || sb.device_uuid != uuid {
                 return Err(EngineError::Metadata {
-                    member: shown(d.describe()),
+                    member: d.shown(),
                     detail: format!("is not the device that left role {role}"),
                 });
             }
@@ -2856,15 +2857,70 @@ fn uuid_text(u: &[u8; 16]) -> String {
     )
 }
 
+/// The error of `d`'s I/O while doing what `what` says, naming `d` once:
+/// `what` is given the device's name to put in, or `None` where the
+/// device's own error names it already (a file's range errors do). An
+/// error that starts with the name (an NBD export's start with
+/// `"nbd://HOST:PORT/EXPORT": `) is said without it, after `what` with
+/// the name in front: `member 1 ("nbd://10.0.0.2:10809/d1"): write: send:
+/// Broken pipe`, its kind kept.
+fn device_err(
+    d: &dyn BlockDevice,
+    what: impl FnOnce(Option<&str>) -> String,
+) -> impl FnOnce(std::io::Error) -> EngineError {
+    let name = d.shown();
+    move |source| {
+        let text = source.to_string();
+        let rest = without_name(&text, &name);
+        if rest.len() < text.len() {
+            return EngineError::Io {
+                what: what(Some(&name)),
+                source: std::io::Error::new(source.kind(), rest.to_string()),
+            };
+        }
+        let named = names(&text, &name);
+        EngineError::Io {
+            what: what((!named).then_some(&name)),
+            source,
+        }
+    }
+}
+
+/// Whether `text` names `name` as a word of its own: at the start or
+/// after a space or `(`, and at the end or before a space or one of
+/// `:,;)`. A short name (`d`) inside a word ("device") is not it.
+fn names(text: &str, name: &str) -> bool {
+    !name.is_empty()
+        && text.match_indices(name).any(|(at, _)| {
+            let before = text[..at].chars().next_back();
+            let after = text[at + name.len()..].chars().next();
+            matches!(before, None | Some(' ' | '('))
+                && matches!(after, None | Some(' ' | ':' | ',' | ';' | ')'))
+        })
+}
+
+/// `text` without `name: ` in front, if it starts so.
+fn without_name<'a>(text: &'a str, name: &str) -> &'a str {
+    text.strip_prefix(name)
+        .and_then(|r| r.strip_prefix(": "))
+        .unwrap_or(text)
+}
+
+/// `what`, after the device's `name` when it is to be said:
+/// `/dev/sdb: read superblock`.
+fn prefixed(name: Option<&str>, what: &str) -> String {
+    match name {
+        Some(name) => format!("{name}: {what}"),
+        None => what.to_string(),
+    }
+}
+
 /// Reads and decodes member `d`'s superblock.
 fn read_superblock(d: &dyn BlockDevice) -> Result<Superblock> {
     let mut b = vec![0u8; SB_SIZE];
     d.read_at(&mut b, SB_OFFSET)
-        .map_err(crate::error::io_err(format!(
-            "{}: read superblock",
-            shown(d.describe())
-        )))?;
-    Superblock::decode(&b, &shown(d.describe()))
+        .map_err(device_err(d, |name| prefixed(name, "read superblock")))?;
+    Superblock::decode(&b, &d.shown())
 }
 
 impl Found {
@@ -2882,7 +2938,7 @@ impl Found {
         // overflow at the volume's next event.
         if auth.events > u64::MAX / 2 {
             return Err(EngineError::Metadata {
-                member: shown(devices[auth_i].describe()),
+                member: devices[auth_i].shown(),
                 detail: format!(
                     "event count {} is not plausible (more than 2^63): the superblock is damaged",
                     auth.events
@@ -2896,13 +2952,13 @@ impl Found {
         // member) is named, not only the first: an operator sorting out a
         // mixed-up set of devices needs the whole picture at once.
         let mut problems: Vec<(String, String)> = Vec::new();
-        let newest = shown(devices[auth_i].describe());
+        let newest = devices[auth_i].shown();
         // The other devices given for a role already placed: said once per
         // role after the loop, with the count (`m0 m0 m0` said "role 0
         // given twice" twice).
         let mut again: Vec<Vec<String>> = vec![Vec::new(); n];
         for (d, sb) in devices.into_iter().zip(sbs) {
-            let name = shown(d.describe());
+            let name = d.shown();
             let mut problem = |detail: String| problems.push((name.clone(), detail));
             if sb.array_uuid != auth.array_uuid {
                 problem(format!(
@@ -2948,7 +3004,7 @@ impl Found {
             present_sb[r] = Some(sb);
         }
         for (r, others) in again.into_iter().enumerate() {
-            let Some(first) = placed[r].as_ref().map(|d| shown(d.describe())) else {
+            let Some(first) = placed[r].as_ref().map(|d| d.shown()) else {
                 continue;
             };
             if others.is_empty() {
@@ -3047,7 +3103,7 @@ impl Found {
             .filter(|&r| self.condition(r) != RoleCondition::Active)
             .collect();
         assess(&self.mapper, unavailable, &|r| {
-            let dev = self.placed[r].as_ref().map(|d| shown(d.describe()));
+            let dev = self.placed[r].as_ref().map(|d| d.shown());
             match (self.condition(r), dev) {
                 (RoleCondition::Faulty, Some(d)) => format!("role {r} ({d}, recorded failed)"),
                 (RoleCondition::Spare, Some(d)) => format!("role {r} ({d}, not in sync)"),
@@ -3251,15 +3307,22 @@ fn group_by_member<J>(jobs: Vec<J>, member: impl Fn(&J) -> usize, n: usize) -> V
 
 /// The problem of role `r` given more than once: by `first` (the device
 /// placed) and again by `others`, said once with the count, as
-/// `(member, detail)`.
+/// `(member, detail)`. The message names `first` already (as the member),
+/// so the detail names only the other names it was given by, each once.
 fn given_more_than_once(r: usize, first: String, others: Vec<String>) -> (String, String) {
     let times = others.len() + 1;
-    let detail = if others.iter().all(|o| *o == first) {
+    let mut also: Vec<String> = Vec::new();
+    for o in others {
+        if o != first && !also.contains(&o) {
+            also.push(o);
+        }
+    }
+    let detail = if also.is_empty() {
         format!("given {times} times (role {r}): give each member once")
     } else {
         format!(
-            "role {r} given {times} times ({first}, {}): one device by several paths, or a copy of it; give each member once",
-            others.join(", ")
+            "role {r} given {times} times (also as {}): one device by several paths, or a copy of it; give each member once",
+            also.join(", ")
         )
     };
     (first, detail)

@@ -260,7 +260,7 @@ impl Fixture {
         };
         assert!(msg.contains(&self.layout), "{what}: {msg}");
         for &r in set {
-            let dev = format!("{:?}", self.paths[r].display().to_string());
+            let dev = self.paths[r].display().to_string();
             assert!(
                 msg.contains(&format!("role {r} ({dev}, recorded failed)")),
                 "{what}: {msg}"
@@ -395,7 +395,7 @@ fn a_truncated_member_is_refused_naming_it() {
     ] {
         assert!(
             matches!(&e, EngineError::Metadata { member, detail }
-                if *member == format!("{:?}", paths[2].display().to_string()) && detail.contains(&expect)),
+                if *member == paths[2].display().to_string() && detail.contains(&expect)),
             "{e}"
         );
     }

@@ -46,7 +46,7 @@ fn a_second_volume_over_the_same_members_in_one_process_is_refused() {
     let m0 = paths[0].display().to_string();
     assert_in_use(
         Volume::assemble(common::reopen(&paths), None),
-        &format!("devices[0]: {m0:?} is in use"),
+        &format!("devices[0]: {m0} is in use"),
         "in use by a volume in this process",
     );
     assert_in_use(Volume::assemble(devs.clone(), None), &m0, "in use");
@@ -54,7 +54,7 @@ fn a_second_volume_over_the_same_members_in_one_process_is_refused() {
     let swapped = vec![common::reopen(&paths)[1].clone()];
     assert_in_use(
         Volume::assemble(swapped, None),
-        &format!("devices[0]: {:?} is in use", paths[1].display().to_string()),
+        &format!("devices[0]: {} is in use", paths[1].display()),
         "in use",
     );
     // `create` over them (a mistake) is refused as well, before it writes.
@@ -190,7 +190,7 @@ fn members_in_use_by_another_process_are_refused() {
     for (args, want) in [
         (
             vec!["scrub".to_string(), m0.to_string(), m1.to_string()],
-            format!("\"{m0}\" is in use by another process"),
+            format!("{m0} is in use by another process"),
         ),
         // Said before "holds a member of an existing volume ... --force",
         // which would not help.
@@ -202,7 +202,7 @@ fn members_in_use_by_another_process_are_refused() {
                 m0.to_string(),
                 m1.to_string(),
             ],
-            format!("devices[0]: \"{m0}\" is in use by another process"),
+            format!("devices[0]: {m0} is in use by another process"),
         ),
         (
             ["serve-nbd", "--listen", "127.0.0.1:0", "--export"]
@@ -210,7 +210,7 @@ fn members_in_use_by_another_process_are_refused() {
                 .into_iter()
                 .chain([format!("d1={m1}")])
                 .collect(),
-            format!("--export \"d1={m1}\": \"{m1}\" is in use by another process"),
+            format!("--export \"d1\": {m1} is in use by another process"),
         ),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_raid-engine"))
@@ -234,7 +234,7 @@ fn members_in_use_by_another_process_are_refused() {
     let _ = child.wait();
     assert_in_use(
         r,
-        &format!("devices[1]: {:?} is in use", paths[1].display().to_string()),
+        &format!("devices[1]: {} is in use", paths[1].display()),
         "in use by another process",
     );
     Volume::assemble(common::reopen(&paths), None).unwrap();

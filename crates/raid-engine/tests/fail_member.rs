@@ -222,8 +222,9 @@ fn the_refusal_message_names_the_role_its_device_and_the_lost_chunks() {
     opts.data_offset_sectors = Some(DATA_OFFSET_SECTORS);
     let vol = Volume::create(devs, &opts).unwrap();
     vol.fail_member(2).unwrap();
-    // Quoted, as messages name a device.
-    let p = |r: usize| format!("{:?}", paths[r].display().to_string());
+    // As messages name a device (`storage_units::quote_path`): a plain
+    // path as it is.
+    let p = |r: usize| paths[r].display().to_string();
     let msg = vol.fail_member(3).unwrap_err().to_string();
     assert_eq!(
         msg,

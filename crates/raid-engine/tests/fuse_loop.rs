@@ -842,7 +842,7 @@ fn expose_refuses_a_mount_point_that_is_not_an_empty_directory() {
     std::fs::write(full.join("x"), b"keep").unwrap();
     for (mountpoint, rule) in [
         (&file, "not a file"),
-        (&full, "it holds \"x\""),
+        (&full, "it holds x: "),
         (&dir.path().join("nowhere"), "No such file"),
     ] {
         let e = raid_engine::fuse::expose(vol.clone(), mountpoint, "volume").unwrap_err();

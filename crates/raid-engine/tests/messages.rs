@@ -15,7 +15,13 @@ fn one_short_line(message: &str, start: &str) {
         !message.contains('\n'),
         "message breaks a line: {message:?}"
     );
-    assert!(message.len() < 400, "message of {} bytes", message.len());
+    // A long path is shown by its head and its tail (some 220 characters,
+    // `storage_units::quote_path`), and a message may name two.
+    assert!(
+        message.len() < 700,
+        "message of {} bytes: {message}",
+        message.len()
+    );
     assert_eq!(
         message.matches(start).count(),
         1,
@@ -30,6 +36,21 @@ fn opening_a_very_long_path_names_it_once_short() {
     let e = FileDevice::open(&path, CacheMode::Buffered).unwrap_err();
     let start = format!("\"{}/xxxx", dir.path().display());
     one_short_line(&e.to_string(), &start);
+}
+
+/// A path longer than a message shows whole keeps its tail, the file
+/// name, which tells one member from another (before, only its first 64
+/// characters were shown).
+#[test]
+fn opening_a_long_path_shows_its_file_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let deep = dir.path().join("d/".repeat(150)).join("member-7.img");
+    assert!(deep.as_os_str().len() > 256);
+    let e = FileDevice::open(&deep, CacheMode::Buffered)
+        .unwrap_err()
+        .to_string();
+    one_short_line(&e, "/d/d/member-7.img\"");
+    one_short_line(&e, &format!("\"{}/d/d/", dir.path().display()));
 }
 
 #[test]
@@ -181,4 +202,131 @@ fn a_member_given_twice_to_assemble_is_named_once_short() {
             .unwrap_err();
         one_short_line(&e.to_string(), start);
     }
+}
+
+/// One device given by two names (a link, say): the message names the one
+/// placed as the member and each other name once (before, the first was
+/// named twice: as the member and again in the list).
+#[test]
+fn a_member_given_by_two_names_names_each_once() {
+    let dir = common::scratch();
+    let (paths, devs) = common::members(dir.path(), 2, 1 << 20);
+    drop(raid1(devs));
+    let by = |name: &str| -> Arc<dyn BlockDevice> {
+        Arc::new(Named {
+            inner: Arc::new(FileDevice::open(&paths[0], CacheMode::Buffered).unwrap()),
+            name: name.to_string(),
+        })
+    };
+    let e = Volume::assemble(
+        vec![by("first-name"), by("other-name"), by("other-name")],
+        None,
+    )
+    .map(drop)
+    .unwrap_err()
+    .to_string();
+    one_short_line(&e, "first-name");
+    one_short_line(&e, "other-name");
+    assert!(e.contains("given 3 times"), "{e}");
+}
+
+/// A device whose writes past the metadata area fail with `error`: one
+/// that names the device, as an NBD export's do
+/// (`"nbd://HOST:PORT/EXPORT": ...`), or not.
+#[derive(Debug)]
+struct SelfNaming {
+    inner: Arc<dyn BlockDevice>,
+    name: &'static str,
+    error: String,
+}
+
+impl SelfNaming {
+    /// Where its writes start to fail: past the superblock and bitmap.
+    const FAILS_FROM: u64 = 32 << 10;
+}
+
+impl BlockDevice for SelfNaming {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.inner.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        if offset >= Self::FAILS_FROM {
+            return Err(std::io::Error::other(self.error.clone()));
+        }
+        self.inner.write_at(buf, offset)
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+    fn describe(&self) -> String {
+        self.name.to_string()
+    }
+}
+
+/// The error of a rebuild of role 0 onto `dev`, whose writes fail.
+fn failed_rebuild(dev: SelfNaming) -> String {
+    let dir = common::scratch();
+    let (_, devs) = common::members(dir.path(), 2, 1 << 20);
+    let vol = raid1(devs);
+    vol.fail_member(0).unwrap();
+    vol.replace(0, Arc::new(dev)).unwrap();
+    vol.rebuild(0, &raid_engine::RebuildOptions::default())
+        .map(drop)
+        .expect_err("the replacement's writes fail")
+        .to_string()
+}
+
+/// A member with a short name (`d`) whose error does not name it is named
+/// all the same, though its name occurs in the error's words ("device").
+#[test]
+fn a_failed_rebuild_write_names_a_short_named_member() {
+    let dir = common::scratch();
+    let file = FileDevice::create(dir.path().join("new"), 1 << 20, CacheMode::Buffered).unwrap();
+    let e = failed_rebuild(SelfNaming {
+        inner: Arc::new(file),
+        name: "d",
+        error: "device gone".into(),
+    });
+    assert!(e.starts_with("member 0 (d): write: device gone"), "{e}");
+}
+
+/// A rebuild onto a member whose write fails names the member once when
+/// the member's own error names it already. Before, the volume put the
+/// name in front again: `member 0 ("nbd://…/x"): write: "nbd://…/x": …`.
+#[test]
+fn a_failed_rebuild_write_names_a_self_naming_member_once() {
+    const NAME: &str = "nbd://peer.invalid:10809/x";
+    let dir = common::scratch();
+    let file = FileDevice::create(dir.path().join("new"), 1 << 20, CacheMode::Buffered).unwrap();
+    let e = failed_rebuild(SelfNaming {
+        inner: Arc::new(file),
+        name: NAME,
+        error: format!("{NAME:?}: send: Broken pipe"),
+    });
+    one_short_line(&e, NAME);
+    assert!(e.contains("member 0"), "{e}");
+    // An error that names the device further on is not prefixed again.
+    let file = FileDevice::create(dir.path().join("new2"), 1 << 20, CacheMode::Buffered).unwrap();
+    let e = failed_rebuild(SelfNaming {
+        inner: Arc::new(file),
+        name: "/dev/sdz",
+        error: "range 0+4096 is beyond the end of /dev/sdz (0 bytes)".into(),
+    });
+    one_short_line(&e, "/dev/sdz");
+    assert!(e.starts_with("member 0: write: range"), "{e}");
+}
+
+/// A fault list's unknown entry is quoted short (before, `{:?}` showed it
+/// whole).
+#[test]
+fn an_unknown_fault_is_quoted_short() {
+    let long = format!("no\nsuch-{}", "f".repeat(10_000));
+    let e = raid_engine::fault::Fault::parse_list(&format!("stale-q,{long}"))
+        .unwrap_err()
+        .to_string();
+    one_short_line(&e, "\"no\\nsuch-fff");
+    assert!(e.len() < 200, "too long: {e}");
 }

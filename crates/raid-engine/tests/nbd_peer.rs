@@ -386,6 +386,7 @@ fn connection_errors_name_the_peer_once() {
         let e = e.to_string();
         assert!(e.starts_with(&format!("\"nbd://{addr}/x\": ")), "{e}");
         assert_eq!(e.matches("nbd:").count(), 1, "the peer twice: {e}");
+        assert_eq!(e.matches(addr).count(), 1, "the address twice: {e}");
         assert!(e.contains(what), "{what:?} not in {e}");
     };
     // Refused: nothing listens on a port just freed.
@@ -417,4 +418,45 @@ fn connection_errors_name_the_peer_once() {
     let e = NbdDevice::connect(&addr, "x").expect_err("not on the allow-list");
     once(e, &addr, "NBD_REP_ERR_POLICY");
     h.shutdown();
+}
+
+/// A volume that cannot read an NBD member's superblock names the member
+/// once: the device's own error starts with `"nbd://HOST:PORT/EXPORT": `,
+/// and the volume does not put it in front again. Before, the message read
+/// `"nbd://…/x": read superblock: "nbd://…/x": …`.
+#[test]
+fn a_volume_names_an_nbd_member_whose_read_failed_once() {
+    let (dev, label, server) = misbehaving(|p| {
+        p.request();
+    });
+    let e = raid_engine::Volume::assemble(vec![std::sync::Arc::new(dev)], None)
+        .map(drop)
+        .expect_err("the superblock cannot be read")
+        .to_string();
+    server.join().unwrap();
+    assert_eq!(e.matches(&label).count(), 1, "the peer not once: {e}");
+    assert!(e.contains("read superblock"), "{e}");
+}
+
+/// The engine's server names an export a client asked for quoted short
+/// in its refusal: a name of 4,000 bytes with a newline is not sent back
+/// whole (before, `{:?}` of it was).
+#[test]
+fn the_server_quotes_an_unknown_export_name_short() {
+    use raid_engine::nbd::{AllowList, NbdServer};
+    let dir = tempfile::tempdir().unwrap();
+    let server = NbdServer::bind("127.0.0.1:0").unwrap();
+    server
+        .add_export(export_x(dir.path(), AllowList::Any))
+        .unwrap();
+    let h = server.spawn().unwrap();
+    let addr = h.local_addr().to_string();
+    let name = format!("no\n{}", "n".repeat(4000));
+    let e = NbdDevice::connect(&addr, &name)
+        .expect_err("no such export")
+        .to_string();
+    h.shutdown();
+    assert!(!e.contains('\n'), "{e}");
+    assert!(e.contains("no export named"), "{e}");
+    assert!(e.len() < 400, "too long: {e}");
 }

@@ -102,14 +102,14 @@ fn a_volume_on_bytes_another_volume_holds_is_refused_until_that_one_is_dropped()
     assert_refused(
         Volume::assemble(slices(&d, 0, 16 * MIB), None),
         &[
-            &format!("{file:?} bytes 0..16777216 is in use by a volume in this process"),
+            &format!("{file} bytes 0..16777216 is in use by a volume in this process"),
             "one volume or export at a time",
         ],
     );
     assert_refused(
         Volume::create(slices(&d, 15 * MIB, 16 * MIB), &raid1()),
         &[
-            &format!("{file:?} bytes 15728640..32505856"),
+            &format!("{file} bytes 15728640..32505856"),
             "it holds bytes 0..16777216",
             "one volume or export at a time",
         ],
@@ -145,7 +145,7 @@ fn a_whole_file_claim_and_a_slice_claim_on_one_file_exclude_each_other() {
     assert_eq!(e.kind(), std::io::ErrorKind::ResourceBusy, "{e}");
     let msg = e.to_string();
     for w in [
-        &format!("{file:?} is in use by a volume in this process"),
+        &format!("{file} is in use by a volume in this process"),
         "it holds bytes 16777216..33554432",
         "one volume or export at a time",
     ] {
@@ -157,7 +157,7 @@ fn a_whole_file_claim_and_a_slice_claim_on_one_file_exclude_each_other() {
     assert_refused(
         Volume::create(slices(&d, 0, MIB * 4), &raid1()),
         &[
-            &format!("{file:?} bytes 0..4194304 is in use by a backup job in this process"),
+            &format!("{file} bytes 0..4194304 is in use by a backup job in this process"),
             "it holds the whole file",
         ],
     );
@@ -276,7 +276,7 @@ fn slices_held_by_another_process_are_refused_only_where_they_overlap() {
     assert_refused(
         Volume::create(slices(&d, 8 * MIB, 16 * MIB), &raid1()),
         &[
-            &format!("{file:?} bytes 8388608..25165824 is in use by another process"),
+            &format!("{file} bytes 8388608..25165824 is in use by another process"),
             "it holds bytes 0..16777216",
             "one volume or export at a time",
         ],
@@ -297,7 +297,7 @@ fn slices_held_by_another_process_are_refused_only_where_they_overlap() {
     assert_refused(
         Volume::create(slices(&d, 16 * MIB, 16 * MIB), &raid1()),
         &[
-            &format!("{file:?} bytes 16777216..33554432 is in use by another process"),
+            &format!("{file} bytes 16777216..33554432 is in use by another process"),
             "it holds the whole file",
         ],
     );

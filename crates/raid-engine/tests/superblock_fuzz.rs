@@ -180,8 +180,8 @@ fn an_event_count_about_to_overflow_is_refused() {
         &[(0, Change::Events(u64::MAX)), (3, Change::Roles(5))],
     );
     let want = format!(
-        "member {:?}: event count {} is not plausible",
-        paths[0].display().to_string(),
+        "member {}: event count {} is not plausible",
+        paths[0].display(),
         u64::MAX
     );
     let e = Volume::examine(&common::reopen(&paths), None).unwrap_err();

@@ -18,7 +18,7 @@ use raid_engine::{
     BlockDevice, CacheMode, CreateOptions, EngineError, FileDevice, Health, Progress,
     RebuildOptions, RoleCondition, Secret, Volume, VolumeLayout,
 };
-use storage_units::quote;
+use storage_units::{quote, quote_path};
 
 /// `println!` that does not panic when stdout is closed (`| head -1`, a
 /// reader gone): the command carries on, closes its volume and exits with
@@ -355,6 +355,30 @@ fn parse_size(s: &str, default_unit: u64) -> Result<u64, String> {
     ))
 }
 
+/// A member's text (or a device's [`BlockDevice::describe`]) as a message
+/// shows it, once: `nbd://HOST:PORT/EXPORT` quoted as other text (as the
+/// NBD client names its peer), any other as a path
+/// ([`storage_units::quote_path`]: whole when plain, a long one by its
+/// head and its tail), as the library's errors name the device.
+fn shown_member(spec: &str) -> String {
+    if spec.starts_with("nbd://") {
+        quote(spec)
+    } else {
+        quote_path(std::path::Path::new(spec))
+    }
+}
+
+/// `e`, an error about the path shown as `shown`, after what was done
+/// (`what`, or `what_to` with the path where `e` does not name it):
+/// `attaching a loop device to /mnt/v/volume: ...`, the path named once.
+fn naming_once(what: &str, what_to: &str, shown: &str, e: &str) -> String {
+    if e.contains(shown) {
+        format!("{what}: {e}")
+    } else {
+        format!("{what_to}{shown}: {e}")
+    }
+}
+
 /// The rule a member's text breaks, if it breaks one: it is a path, or
 /// `nbd://HOST:PORT/EXPORT` with a port and an export name of 1 to
 /// [`MAX_NAME_BYTES`] bytes. Checked for every member before anything is
@@ -400,11 +424,11 @@ fn check_members(cmd: &Cmd) -> Result<(), Failure> {
     };
     for spec in &m.members {
         member_syntax(spec)
-            .map_err(|rule| Failure::usage(format!("member {}: {rule}", quote(spec))))?;
+            .map_err(|rule| Failure::usage(format!("member {}: {rule}", shown_member(spec))))?;
     }
     if let Some(r) = replacement {
         member_syntax(r)
-            .map_err(|rule| Failure::usage(format!("--replacement {}: {rule}", quote(r))))?;
+            .map_err(|rule| Failure::usage(format!("--replacement {}: {rule}", shown_member(r))))?;
     }
     Ok(())
 }
@@ -455,7 +479,7 @@ fn open_members(m: &Members) -> Result<Opened, String> {
 fn read_secret(m: &Members) -> Result<Option<Secret>, String> {
     match &m.secret_file {
         Some(p) => {
-            let flag = format!("--secret-file {}", quote(&p.to_string_lossy()));
+            let flag = format!("--secret-file {}", quote_path(p));
             let bytes = std::fs::read(p).map_err(|e| format!("{flag}: {e}"))?;
             Ok(Some(Secret::new(bytes).map_err(|e| {
                 flag_error(e, |f| (f == "secret").then(|| flag.clone()))
@@ -546,7 +570,7 @@ fn assemble(m: &Start, replacing: Option<usize>) -> Result<Volume, Failure> {
 fn secret_error(m: &Members, e: EngineError) -> String {
     match (e, &m.secret_file) {
         (EngineError::Crypto(why), Some(p)) => {
-            format!("--secret-file {}: {why}", quote(&p.to_string_lossy()))
+            format!("--secret-file {}: {why}", quote_path(p))
         }
         (EngineError::Crypto(why), None) => {
             format!("{why}: give it with --secret-file FILE")
@@ -569,7 +593,8 @@ fn print_status(v: &Volume) {
             "  role {}: {:?} {}",
             s.role,
             s.state,
-            s.device.unwrap_or_else(|| "(missing)".into())
+            s.device
+                .map_or_else(|| "(missing)".into(), |d| shown_member(&d))
         );
     }
 }
@@ -593,7 +618,7 @@ fn refuse_members_of_volumes(m: &Members, devs: &[Arc<dyn BlockDevice>]) -> Resu
         };
         return Err(format!(
             "devices[{i}] ({}) holds {held}: create would overwrite it; give --force to create over it anyway",
-            quote(&m.members[i]),
+            shown_member(&m.members[i]),
         )
         .into());
     }
@@ -645,8 +670,8 @@ fn status(m: &Members) -> Result<(), Failure> {
                 views.push((spec, x));
             }
             // The engine's messages name the device; say it otherwise.
-            Err(e) if e.contains(spec.as_str()) || e.contains(&quote(spec)) => unreadable.push(e),
-            Err(e) => unreadable.push(format!("{}: {e}", quote(spec))),
+            Err(e) if e.contains(&shown_member(spec)) => unreadable.push(e),
+            Err(e) => unreadable.push(format!("{}: {e}", shown_member(spec))),
         }
     }
     if devs.is_empty() {
@@ -667,7 +692,8 @@ fn status(m: &Members) -> Result<(), Failure> {
                     .find(|r| r.device.is_some())
                     .map_or_else(|| "no role".to_string(), |r| format!("role {}", r.role));
                 out!(
-                    "  {spec}: {role} of volume {} ({}, {} members, {} bytes{}), event {}{}",
+                    "  {}: {role} of volume {} ({}, {} members, {} bytes{}), event {}{}",
+                    shown_member(spec),
                     v.uuid,
                     v.layout,
                     v.roles.len(),
@@ -706,7 +732,7 @@ fn status(m: &Members) -> Result<(), Failure> {
     );
     for r in &x.roles {
         match &r.device {
-            Some(d) => out!("  role {}: {} {d}", r.role, r.condition),
+            Some(d) => out!("  role {}: {} {}", r.role, r.condition, shown_member(d)),
             None => out!("  role {}: {}", r.role, r.condition),
         }
     }
@@ -856,7 +882,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     f => f
                         .strip_prefix("dev_sectors[")
                         .and_then(|i| i.strip_suffix(']')?.parse::<usize>().ok())
-                        .and_then(|i| Some(format!("{} (devices[{i}])", m.members.get(i)?))),
+                        .and_then(|i| {
+                            Some(format!(
+                                "{} (devices[{i}])",
+                                shown_member(m.members.get(i)?)
+                            ))
+                        }),
                 });
                 msg + &hint
             };
@@ -923,18 +954,23 @@ fn run(cli: Cli) -> Result<(), Failure> {
             // let two clients (two volumes) write it.
             let mut claims = Vec::new();
             for spec in exports {
-                // The export as typed, quoted short: a long one is not
-                // echoed whole.
-                let flag = format!("--export {}", quote(&spec));
-                let (name, rest) = spec
-                    .split_once('=')
-                    .ok_or_else(|| Failure::usage(format!("{flag}: expected NAME=PATH[@IP+IP]")))?;
+                let (name, rest) = spec.split_once('=').ok_or_else(|| {
+                    // The export as typed, quoted short: a long one is not
+                    // echoed whole.
+                    Failure::usage(format!(
+                        "--export {}: expected NAME=PATH[@IP+IP]",
+                        quote(&spec)
+                    ))
+                })?;
+                // The export by its name: what is wrong with its path or
+                // addresses names them (the path once, by the device's
+                // own error where there is one).
+                let flag = format!("--export {}", quote(name));
                 // The server replaces an export of the same name: a client
                 // asking for it would get the last one given.
                 if !names.insert(name.to_string()) {
                     return Err(Failure::usage(format!(
-                        "{flag}: export name {} given twice",
-                        quote(name)
+                        "{flag}: the export name is given twice"
                     )));
                 }
                 let (path, allow) = match rest.split_once('@') {
@@ -960,7 +996,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 if path.is_empty() {
                     return Err(Failure::usage(format!("{flag}: PATH is empty")));
                 }
-                member_syntax(path).map_err(|rule| Failure::usage(format!("{flag}: {rule}")))?;
+                member_syntax(path).map_err(|rule| {
+                    Failure::usage(format!("{flag}: {}: {rule}", shown_member(path)))
+                })?;
                 let dev = open_member(path, false, None).map_err(|e| format!("{flag}: {e}"))?;
                 let holder = raid_engine::ClaimHolder::new(format!("raid-engine serve-nbd {flag}"));
                 claims.push(dev.claim(&holder).map_err(|e| format!("{flag}: {e}"))?);
@@ -1021,7 +1059,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 if Volume::examine(&members, None).is_ok_and(|x| x.uuid != uuid) {
                     return Err(format!(
                         "--replacement {} holds {held}: the rebuild would overwrite it; give --force to rebuild onto it anyway",
-                        quote(&replacement)
+                        shown_member(&replacement)
                     )
                     .into());
                 }
@@ -1116,7 +1154,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 out!(
                     "role {} ({}) failed during the scrub ({}): marked failed, scrub carried on without it",
                     f.role,
-                    f.device,
+                    shown_member(&f.device),
                     f.error
                 );
             }
@@ -1158,7 +1196,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 let roles: Vec<String> = r
                     .failed_members
                     .iter()
-                    .map(|f| format!("role {} ({})", f.role, f.device))
+                    .map(|f| format!("role {} ({})", f.role, shown_member(&f.device)))
                     .collect();
                 return Err(format!(
                     "{} failed during the scrub and {} now marked failed: the volume is {}",
@@ -1311,7 +1349,14 @@ fn expose(
                 ..csi_node::AttachOptions::default()
             },
         )
-        .map_err(|e| format!("attaching a loop device to {}: {e}", exp.file().display()))?;
+        .map_err(|e| {
+            naming_once(
+                "attaching a loop device",
+                "attaching a loop device to ",
+                &quote_path(exp.file()),
+                &e.to_string(),
+            )
+        })?;
         out!("{}", dev.path().display());
         attached = Some(dev);
     } else {
@@ -1335,14 +1380,19 @@ fn expose(
                 eprintln!(
                     "{} is still open: served until its last user closes it, \
                      then the kernel detaches it",
-                    dev.path().display()
+                    quote_path(dev.path())
                 );
                 Ok(())
             }
             Err(e) => {
                 let e = format!(
-                    "detaching {}: {e}; served until it is detached",
-                    dev.path().display()
+                    "{}; served until it is detached",
+                    naming_once(
+                        "detaching",
+                        "detaching ",
+                        &quote_path(dev.path()),
+                        &e.to_string()
+                    )
                 );
                 eprintln!("raid-engine: {e}");
                 Err(e)

@@ -59,7 +59,7 @@ impl NbdDevice {
     /// let e = NbdDevice::check_address("nohost").unwrap_err();
     /// assert_eq!(
     ///     e.to_string(),
-    ///     "invalid address: `nohost` is not HOST:PORT (NBD's port is usually 10809)"
+    ///     "invalid address: \"nohost\" is not HOST:PORT (NBD's port is usually 10809)"
     /// );
     /// assert!(NbdDevice::check_address("host:0").is_err());
     /// assert!(NbdDevice::check_address("host:http").is_err());
@@ -75,7 +75,10 @@ impl NbdDevice {
             }
             _ => Err(crate::error::invalid(
                 "address",
-                format!("`{addr}` is not HOST:PORT (NBD's port is usually 10809)"),
+                format!(
+                    "{} is not HOST:PORT (NBD's port is usually 10809)",
+                    storage_units::quote(addr)
+                ),
             )),
         }
     }
@@ -147,8 +150,11 @@ impl NbdDevice {
         };
         // `host` alone (no port) or an empty address: say what is expected
         // instead of the resolver's "invalid socket address".
-        if let Err(EngineError::Invalid { rule, .. }) = Self::check_address(addr) {
-            return Err(nbd(format!("address {rule}")));
+        // The address is named once, by the label.
+        if let Err(EngineError::Invalid { .. }) = Self::check_address(addr) {
+            return Err(nbd(
+                "the address is not HOST:PORT (NBD's port is usually 10809)".into(),
+            ));
         }
         let sa = addr
             .to_socket_addrs()
@@ -245,10 +251,17 @@ impl NbdDevice {
                 }
                 REP_INFO => {}
                 t if t & (1 << 31) != 0 => {
+                    // The export is named by the label; the server's own
+                    // words (up to 64 KiB, any bytes) made one line and
+                    // cut short.
+                    let said: String = String::from_utf8_lossy(&body)
+                        .chars()
+                        .map(|c| if c.is_control() { ' ' } else { c })
+                        .collect();
                     return Err(nbd(format!(
-                        "export {name:?}: {}: {}",
+                        "{}: {}",
                         rep_err_name(t),
-                        String::from_utf8_lossy(&body)
+                        storage_units::shorten(&said, 256)
                     )));
                 }
                 t => return Err(nbd(format!("unexpected option reply type {t}"))),
@@ -643,6 +656,11 @@ impl BlockDevice for NbdDevice {
 
     fn describe(&self) -> String {
         self.url.clone()
+    }
+
+    /// The peer as the device's own errors name it.
+    fn shown(&self) -> String {
+        self.label.clone()
     }
 }
 

@@ -109,8 +109,10 @@ fn add(exports: &Exports, e: Export) -> Result<()> {
 impl NbdServer {
     /// Bind to `addr` (for example `127.0.0.1:0` for a free port).
     pub fn bind(addr: &str) -> Result<Self> {
-        let listener =
-            TcpListener::bind(addr).map_err(crate::error::io_err(format!("nbd: bind {addr}")))?;
+        let listener = TcpListener::bind(addr).map_err(crate::error::io_err(format!(
+            "nbd: bind {}",
+            storage_units::quote(addr)
+        )))?;
         Ok(NbdServer {
             listener,
             exports: Arc::new(RwLock::new(BTreeMap::new())),
@@ -321,7 +323,7 @@ fn serve_conn(stream: TcpStream, exports: &Exports, timeout: std::time::Duration
                     // This option has no error reply: the server hangs up.
                     Err(_) => Err(io::Error::new(
                         io::ErrorKind::PermissionDenied,
-                        format!("export {name:?} refused or unknown"),
+                        format!("export {} refused or unknown", storage_units::quote(&name)),
                     )),
                 }
             }
@@ -382,9 +384,12 @@ fn serve_conn(stream: TcpStream, exports: &Exports, timeout: std::time::Duration
                     Ok(e) => e,
                     Err(code) => {
                         let msg = if code == REP_ERR_POLICY {
-                            format!("client {peer} is not on the allow-list of export {name:?}")
+                            format!(
+                                "client {peer} is not on the allow-list of export {}",
+                                storage_units::quote(&name)
+                            )
                         } else {
-                            format!("no export named {name:?}")
+                            format!("no export named {}", storage_units::quote(&name))
                         };
                         opt_reply(&mut w, opt, code, msg.as_bytes())?;
                         return Ok(None);
