@@ -25,7 +25,9 @@ fn shown_command(words: &[OsString]) -> String {
 }
 
 /// `text` (a tool's standard error) as one line: each run of white space that holds a line break
-/// becomes one space, and what passes 1024 characters is cut, with the length in bytes.
+/// becomes one space, and what passes 1024 characters is cut by [`storage_units::shorten`],
+/// with the length in bytes of that line (the text the message stands for, as everywhere else
+/// a message is cut).
 fn one_line(text: &str) -> String {
     let line = text
         .split('\n')
@@ -33,10 +35,7 @@ fn one_line(text: &str) -> String {
         .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()
         .join(" ");
-    match line.char_indices().nth(1024) {
-        None => line,
-        Some((at, _)) => format!("{}… ({} bytes)", &line[..at], text.len()),
-    }
+    storage_units::shorten(&line, 1024).into_owned()
 }
 
 /// Most characters of a mount option a message shows.
@@ -433,7 +432,17 @@ mod shown_tests {
             stderr: "e\n".repeat(3000),
         };
         let msg = err.to_string();
-        assert!(msg.ends_with("… (6000 bytes)") && msg.len() < 1200, "{msg}");
+        // The line's length, 3000 `e`s and the 2999 spaces between them, as
+        // `storage_units::shorten` says it (not the raw 6000 bytes).
+        let line = vec!["e"; 3000].join(" ");
+        assert_eq!(
+            msg,
+            format!(
+                "`x` failed (exit status: 1): {}",
+                storage_units::shorten(&line, 1024)
+            )
+        );
+        assert!(msg.ends_with("… (5999 bytes)") && msg.len() < 1200, "{msg}");
     }
 }
 

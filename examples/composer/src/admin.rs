@@ -21,7 +21,10 @@
 //! changing nothing, for a drive not marked failed, while a member it
 //! would move is not failed in a
 //! staged volume's engine, or belongs to a single drive or slice staged
-//! here; before the answer, one `{"progress": {…}}` line per percent).
+//! here; before the answer, one `{"progress": {…}}` line per percent;
+//! meanwhile the volumes stay in use: their publishes, unpublishes and
+//! expands run, their unstages are refused `ABORTED` until the rebuild
+//! ends, see [`NodeSide::rebuild_to`]).
 //!
 //! While a request is being answered the socket sends `{"alive": true}`
 //! every [`HEARTBEAT`]; a client ([`call_with`]) gives up after an idle

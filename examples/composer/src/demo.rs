@@ -489,7 +489,7 @@ async fn story(d: &ComposerDriver, dir: &Path, out: &mut dyn Write) -> Result<()
         .map_err(|er| format!("{}: {er}", storage_units::quote_path(&svg)));
     step(
         out,
-        &format!("inventory picture written to {}", svg.display()),
+        &format!("inventory picture written to {}", openable_path(&svg)),
         t,
         r,
     )?;
@@ -686,4 +686,40 @@ pub fn inventory_svg(c: &composer_core::Composer, rebuilt: &[String]) -> String 
 "#,
         ly + 20
     )
+}
+
+/// A path the user is told to open (the demo's picture): always whole, never
+/// cut as [`storage_units::quote_path`] cuts a long path in a message (the
+/// user copies it); bare by `quote_path`'s rule (not empty, no white space
+/// at either end, nothing `{:?}` escapes), else quoted and escaped whole
+/// (`{:?}`), so that a line break or a control character in it (`TMPDIR` is
+/// the user's) cannot break the line or the terminal.
+fn openable_path(path: &Path) -> String {
+    match path.to_str() {
+        // `{:?}` adds exactly the two quotes when it escapes nothing.
+        Some(s) if !s.is_empty() && s.trim() == s && format!("{s:?}").len() == s.len() + 2 => {
+            s.to_string()
+        }
+        _ => format!("{path:?}"),
+    }
+}
+
+#[cfg(test)]
+mod path_tests {
+    use std::path::Path;
+
+    /// The picture's path is printed whole however long, bare when plain,
+    /// quoted and escaped when not. Before, it was printed raw (a line
+    /// break in it broke the line).
+    #[test]
+    fn the_picture_path_is_whole_and_one_line() {
+        let plain = "/tmp/composer-demo-inventory.svg";
+        assert_eq!(super::openable_path(Path::new(plain)), plain);
+        let deep = format!("/tmp/{}composer-demo-inventory.svg", "d/".repeat(200));
+        assert_eq!(super::openable_path(Path::new(&deep)), deep);
+        let odd = Path::new("/tmp/a b\nc/composer-demo-inventory.svg");
+        let shown = super::openable_path(odd);
+        assert_eq!(shown, r#""/tmp/a b\nc/composer-demo-inventory.svg""#);
+        assert!(!shown.contains('\n'));
+    }
 }

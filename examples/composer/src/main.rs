@@ -621,7 +621,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let dir = std::env::temp_dir().join(format!("composer-demo-{}", std::process::id()));
             std::fs::create_dir_all(&dir)
                 .map_err(|e| format!("creating {}: {e}", storage_units::quote_path(&dir)))?;
-            println!("composer demo in {}", dir.display());
+            println!("{}", demo_dir_line(&dir));
             let started = std::time::Instant::now();
             let r = composer::demo::run(&dir, &mut std::io::stdout()).await;
             let _ = std::fs::remove_dir_all(&dir);
@@ -756,8 +756,31 @@ async fn main() {
     std::process::exit(code)
 }
 
+/// The demo's first line, naming its working directory: a message (the
+/// directory is removed at the end), so the path is shown as every message
+/// shows one ([`storage_units::quote_path`]).
+fn demo_dir_line(dir: &std::path::Path) -> String {
+    format!("composer demo in {}", storage_units::quote_path(dir))
+}
+
 #[cfg(test)]
 mod tests {
+    /// A temporary directory with a line break in its name (`TMPDIR` is the
+    /// user's) keeps the demo's first line one line. Before, the path was
+    /// printed raw.
+    #[test]
+    fn the_demo_dir_is_shown_by_the_path_rule() {
+        let plain = std::path::Path::new("/tmp/composer-demo-7");
+        assert_eq!(
+            super::demo_dir_line(plain),
+            "composer demo in /tmp/composer-demo-7"
+        );
+        let odd = std::path::Path::new("/tmp/x\ny/composer-demo-7");
+        let line = super::demo_dir_line(odd);
+        assert_eq!(line, r#"composer demo in "/tmp/x\ny/composer-demo-7""#);
+        assert!(!line.contains('\n'));
+    }
+
     use super::claim_endpoint;
 
     /// The TCP address the check accepted stays bound until `serve` takes

@@ -299,8 +299,9 @@ pub struct NodeSide {
     /// for a volume's turn, `publish-bind` between a publish's claim of its
     /// target and its bind, `stage` in a stage's turn, `unstage` in an
     /// unstage's, before it takes the volume apart, `resize-encryption` in
-    /// [`NodeSide::resize_encryption`]), so that a test can
-    /// start a second call there.
+    /// [`NodeSide::resize_encryption`], `rebuild` at each step of a
+    /// rebuild's copy, outside the turn), so that a test can start a second
+    /// call there.
     #[cfg(test)]
     pub(crate) hook: Mutex<Option<TestHook>>,
 }
@@ -1362,6 +1363,18 @@ impl NodeSide {
     /// taken apart, and a later unpublish of its targets unmounts what that
     /// publish bound ([`NodeSide::unpublish_sources`]). Waits for another
     /// stage or unstage of the volume to finish first.
+    ///
+    /// A volume whose rebuild runs ([`NodeSide::rebuild_to`]) is refused
+    /// `ABORTED`, changing nothing, until the rebuild ends: the copy reads
+    /// and writes the engine volume the unstage would close. Stopping the
+    /// copy instead ([`EngineVolume::interrupt`]) would throw its progress
+    /// away (the engine starts an interrupted rebuild over from the first
+    /// byte), would stop every later rebuild of that volume object too, and
+    /// would leave the volume degraded with the new member already in the
+    /// record, where no later `rebuild_to` finds it to rebuild. `ABORTED` is
+    /// the spec's code for "an operation is pending for the volume"; the CO
+    /// retries with backoff, and the retry after the rebuild unstages (and
+    /// any repeat of it answers OK: the call stays idempotent).
     pub fn unstage(&self, id: &str, staging: &Path) -> Result<(), CsiError> {
         let _turn = self.turn(id);
         let r = self
@@ -1415,7 +1428,12 @@ impl NodeSide {
         let mut s = {
             let mut map = self.lock();
             match map.get(id) {
-                Some(s) if s.staging == staging => map.remove(id),
+                Some(s) if s.staging == staging => {
+                    if let Some((role, done, total)) = s.rebuilding {
+                        return Err(rebuilding_refusal(id, &s.drives[role], role, done, total));
+                    }
+                    map.remove(id)
+                }
                 _ => None,
             }
         };
@@ -1676,8 +1694,9 @@ impl NodeSide {
     ///
     /// Takes the turn of every volume on `drive` (one call per volume at a time), in
     /// the order of their ids (so that two calls never wait for each other
-    /// in a circle): no stage, unstage, publish or rebuild of them runs
-    /// meanwhile.
+    /// in a circle): no stage, unstage, publish or member replacement of
+    /// them runs meanwhile (a rebuild's copy goes on outside the turn; the
+    /// engine serialises a member's failure with it).
     pub fn fail_drive(&self, drive: &str) -> Result<Vec<String>, FailDriveError> {
         let (volumes, _turns) = loop {
             let ids: Vec<String> = self.on_drive(drive).into_iter().map(|v| v.id).collect();
@@ -1764,21 +1783,27 @@ impl NodeSide {
 
     /// Brings staged volume `rec.id` to `rec`'s members: every role whose
     /// drive changed (a repair plan moved it) gets the new member, rebuilt
-    /// online with `progress`. Returns the roles rebuilt. In the volume's
-    /// turn (one call per volume at a time): a stage, unstage or publish of it waits
-    /// for the rebuild to end.
+    /// online with `progress`. Returns the roles rebuilt.
+    ///
+    /// The volume's turn is held only while the node's record of it
+    /// changes: the check that it is staged, each member's replacement and
+    /// the end of the rebuild. The copies run outside it, as md rebuilds in
+    /// the background of a used array: a publish, unpublish or expand of
+    /// the volume runs meanwhile (the copy goes through the engine volume,
+    /// which serves their I/O as any other), so that a pod starts or stops
+    /// while its volume rebuilds. An unstage is refused `ABORTED` until the
+    /// rebuild ends ([`NodeSide::unstage`] says why); a second rebuild of
+    /// the volume too.
     pub fn rebuild_to(
         &self,
         rec: &VolumeRecord,
         max_bytes_per_sec: Option<u64>,
         progress: &(dyn Fn(usize, Progress) + Sync),
     ) -> Result<Vec<usize>, CsiError> {
-        // For the whole rebuild: an unstage waits for it to end rather than
-        // close the engine volume under it.
-        let _turn = self.turn(&rec.id);
         let (volume, old) = {
-            let map = self.lock();
-            let s = map.get(&rec.id).ok_or_else(|| {
+            let _turn = self.turn(&rec.id);
+            let mut map = self.lock();
+            let s = map.get_mut(&rec.id).ok_or_else(|| {
                 CsiError::failed_precondition(format!("volume {} is not staged here", rec.id))
             })?;
             let v = s
@@ -1791,28 +1816,84 @@ impl NodeSide {
                     rec.id
                 ))
             })?;
+            if let Some((role, ..)) = s.rebuilding {
+                return Err(CsiError::aborted(format!(
+                    "volume {} is rebuilding member {role} (drive {}) already: one rebuild \
+                     of a volume at a time (nothing was changed)",
+                    rec.id, s.drives[role]
+                )));
+            }
+            let first = rec
+                .members
+                .iter()
+                .enumerate()
+                .position(|(role, m)| s.drives.get(role) != Some(&m.drive));
+            let Some(first) = first else {
+                return Ok(Vec::new());
+            };
+            // Marks the volume as rebuilding from here to the end of the
+            // last copy: an unstage between two members' copies would close
+            // the engine volume with a member moved in the record but not
+            // in the engine.
+            s.rebuilding = Some((first, 0, 0));
             (v, s.drives.clone())
         };
+        let r = self.rebuild_members(rec, &volume, &old, max_bytes_per_sec, progress);
+        // The end, in the turn: a call that checks for a rebuild in its
+        // turn sees one running until the record says it ended.
+        let _turn = self.turn(&rec.id);
+        if let Some(s) = self.lock().get_mut(&rec.id) {
+            s.rebuilding = None;
+        }
+        r
+    }
+
+    /// The members' replacements and copies of [`NodeSide::rebuild_to`]
+    /// (the volume marked rebuilding).
+    fn rebuild_members(
+        &self,
+        rec: &VolumeRecord,
+        volume: &EngineVolume,
+        old: &[String],
+        max_bytes_per_sec: Option<u64>,
+        progress: &(dyn Fn(usize, Progress) + Sync),
+    ) -> Result<Vec<usize>, CsiError> {
         let mut done = Vec::new();
         for (role, m) in rec.members.iter().enumerate() {
             if old.get(role) == Some(&m.drive) {
                 continue;
             }
-            let (dev, claim) =
-                self.member_of(rec, &m.drive, m.offset, rec.layout.member_bytes.min(m.len))?;
-            volume
-                .replace(role, Arc::new(dev))
-                .map_err(|e| engine_err(&format!("replacing member {role}"), e))?;
-            if let Some(s) = self.lock().get_mut(&rec.id) {
-                s.drives[role] = m.drive.clone();
-                s.rebuilding = Some((role, 0, 0));
-                // The replaced member's bytes go, the new member's are held.
-                if let Some(c) = s.claims.get_mut(role) {
-                    *c = claim;
+            {
+                // The member changes in the engine and in the record
+                // together, in the turn.
+                let _turn = self.turn(&rec.id);
+                if !self.lock().contains_key(&rec.id) {
+                    return Err(CsiError::failed_precondition(format!(
+                        "volume {} is no longer staged here (the node is stopping?): member \
+                         {role} was not rebuilt",
+                        rec.id
+                    )));
+                }
+                let (dev, claim) =
+                    self.member_of(rec, &m.drive, m.offset, rec.layout.member_bytes.min(m.len))?;
+                volume
+                    .replace(role, Arc::new(dev))
+                    .map_err(|e| engine_err(&format!("replacing member {role}"), e))?;
+                if let Some(s) = self.lock().get_mut(&rec.id) {
+                    s.drives[role] = m.drive.clone();
+                    s.rebuilding = Some((role, 0, 0));
+                    // The replaced member's bytes go, the new member's are held.
+                    if let Some(c) = s.claims.get_mut(role) {
+                        *c = claim;
+                    }
                 }
             }
             let id = rec.id.clone();
             let logged = std::sync::atomic::AtomicU64::new(u64::MAX);
+            // Progress goes into the record under the map's lock only, not
+            // the turn: a step of the copy never waits for a publish's
+            // mount. The record cannot go meanwhile (an unstage of a volume
+            // rebuilding is refused).
             let report = |p: Progress| {
                 if let Some(s) = self.lock().get_mut(&id) {
                     s.rebuilding = Some((role, p.done_bytes, p.total_bytes));
@@ -1824,19 +1905,19 @@ impl NodeSide {
                         total = p.total_bytes, "rebuild progress {}%", tenth * 10
                     );
                 }
+                #[cfg(test)]
+                self.test_point("rebuild", &id);
                 progress(role, p);
             };
-            let r = volume.rebuild(
-                role,
-                &RebuildOptions {
-                    max_bytes_per_sec,
-                    progress: Some(&report),
-                },
-            );
-            if let Some(s) = self.lock().get_mut(&rec.id) {
-                s.rebuilding = None;
-            }
-            r.map_err(|e| engine_err(&format!("rebuilding member {role}"), e))?;
+            volume
+                .rebuild(
+                    role,
+                    &RebuildOptions {
+                        max_bytes_per_sec,
+                        progress: Some(&report),
+                    },
+                )
+                .map_err(|e| engine_err(&format!("rebuilding member {role}"), e))?;
             tracing::info!(volume = %rec.id, role, drive = %m.drive, "rebuilt");
             done.push(role);
         }
@@ -2017,6 +2098,17 @@ fn claim_plain(id: &str, path: &Path, offset: u64, len: u64) -> Result<Claim, Cs
 /// says the same of drive files).
 const CLAIM_RULE: &str =
     "a byte of a drive belongs to one volume or export at a time; stop the other holder first";
+
+/// [`NodeSide::unstage`]'s refusal of volume `id` while member `role`
+/// (on `drive`) is being rebuilt, `done` of `total` bytes copied.
+fn rebuilding_refusal(id: &str, drive: &str, role: usize, done: u64, total: u64) -> CsiError {
+    let pct = (done * 100).checked_div(total).unwrap_or(0);
+    CsiError::aborted(format!(
+        "volume {id} is rebuilding member {role} onto drive {drive} ({pct}%, {done}/{total} \
+         bytes): NodeUnstageVolume is refused until the rebuild ends (retry it then; \
+         nothing was unstaged)"
+    ))
+}
 
 /// Ranges of drives reached over NBD that volumes assembled in this process
 /// hold ([`claim_remote`]), by agent, drive and byte range.

@@ -16,7 +16,7 @@ use csi_types::{
     ids::{NodeId, NodePath, VolumeId},
     node::{
         NodePublishVolumeRequest, NodePublishVolumeResponse, NodeStageVolumeRequest,
-        NodeUnpublishVolumeRequest,
+        NodeUnpublishVolumeRequest, NodeUnstageVolumeRequest,
     },
     redact::Secrets,
     types::{AccessMode, Map, VolumeCapability},
@@ -94,7 +94,13 @@ impl Setup {
 
     /// Creates slice volume `name` and publishes it to r1-n1; its id.
     async fn create(&self, name: &str) -> String {
-        let mut req = crate::create_request(name, &[("type", "slice")], 64 << 20).unwrap();
+        self.create_with(name, &[("type", "slice")]).await
+    }
+
+    /// Creates volume `name` with StorageClass `params` and publishes it
+    /// to r1-n1; its id.
+    async fn create_with(&self, name: &str, params: &[(&str, &str)]) -> String {
+        let mut req = crate::create_request(name, params, 64 << 20).unwrap();
         req.volume_capabilities = vec![cap()];
         let id = Csi::create_volume(&self.plugin, req)
             .await
@@ -427,4 +433,111 @@ async fn an_expand_of_one_volume_does_not_hold_up_a_publish_of_another() {
     assert!(csi_node::is_mount_point(&s.target("b")).unwrap());
     s.teardown(&b, "b").await;
     side.unstage(&a, &s.staging("a")).unwrap();
+}
+
+/// Creates, stages (as `v`) and degrades a mirrored volume: the drive of
+/// its member 0 failed in the composer and the engine, and its repair plan
+/// applied. Returns its id and the record to rebuild it to.
+async fn degraded_mirror(s: &Setup) -> (String, composer_core::VolumeRecord) {
+    let id = s
+        .create_with("v", &[("type", "hdd"), ("redundancy", "true")])
+        .await;
+    Csi::node_stage_volume(&s.plugin, s.stage_req(&id, "v"))
+        .await
+        .unwrap();
+    let c = s.driver.composer();
+    let drive = c.get(&id).unwrap().record.members[0].drive.clone();
+    c.mark(&drive, composer_core::Health::Failed).unwrap();
+    assert_eq!(s.side().fail_drive(&drive).unwrap(), vec![id.clone()]);
+    c.apply_repair(&drive).unwrap();
+    let rec = c.get(&id).unwrap().record;
+    assert_ne!(
+        rec.members[0].drive, drive,
+        "a replacement drive was chosen"
+    );
+    (id, rec)
+}
+
+/// A throttle for the rebuilds below: slow, as on a loaded node. The tests
+/// do not depend on it: the second call starts in a step of the copy, which
+/// waits for it.
+const SLOW: Option<u64> = Some(8 << 20);
+
+/// A publish of a volume started while its (throttled) rebuild copies
+/// finishes during the copy: the rebuild holds the volume's turn only to
+/// change the node's record. Before, the rebuild held the turn for the
+/// whole copy and the publish waited for it to end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_completes_while_the_volume_rebuilds() {
+    if !can_mount() {
+        return;
+    }
+    let s = Setup::new();
+    let (id, rec) = degraded_mirror(&s).await;
+    let side = s.side().clone();
+    let (plugin, req) = (s.plugin.clone(), s.publish_req(&id, "v"));
+    let (seen, thread) = start_at(&side, "rebuild", &id, move || {
+        block_on(Csi::node_publish_volume(&plugin, req))
+    });
+    let rebuilt = side.rebuild_to(&rec, SLOW, &|_, _| {});
+    let (seen, published) = finish(&side, &seen, &thread);
+    assert!(
+        matches!(seen, Some(Second::Done(()))),
+        "the publish waited for the rebuild: {seen:?}, publish {published:?}"
+    );
+    published.unwrap();
+    assert_eq!(rebuilt.unwrap(), vec![0]);
+    assert!(csi_node::is_mount_point(&s.target("v")).unwrap());
+    let cond = side.condition(&id).unwrap();
+    assert!(!cond.abnormal, "rebuilt in full: {cond:?}");
+    s.teardown(&id, "v").await;
+}
+
+/// An unstage of a volume started while its rebuild copies is refused
+/// ABORTED at once (retryable), and changes nothing: the rebuild finishes
+/// on the staged volume, and the CO's retry then unstages it and leaves
+/// nothing behind. Before, the unstage waited for the whole rebuild.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unstage_during_a_rebuild_is_refused_aborted_and_retried_after_it() {
+    if !can_mount() {
+        return;
+    }
+    let s = Setup::new();
+    let (id, rec) = degraded_mirror(&s).await;
+    let side = s.side().clone();
+    let unstage_req = || NodeUnstageVolumeRequest {
+        volume_id: VolumeId::new(&id).unwrap(),
+        staging_target_path: np(&s.staging("v")),
+    };
+    let (plugin, req) = (s.plugin.clone(), unstage_req());
+    let (seen, thread) = start_at(&side, "rebuild", &id, move || {
+        block_on(Csi::node_unstage_volume(&plugin, req))
+    });
+    let rebuilt = side.rebuild_to(&rec, SLOW, &|_, _| {});
+    let (seen, unstaged) = finish(&side, &seen, &thread);
+    assert!(
+        matches!(seen, Some(Second::Done(()))),
+        "the unstage waited for the rebuild: {seen:?}, unstage {unstaged:?}"
+    );
+    let e = unstaged.unwrap_err();
+    assert_eq!(e.code(), Code::Aborted, "{e}");
+    assert!(e.to_string().contains("rebuilding member 0"), "{e}");
+    // Nothing was taken apart under the copy: it finished on the volume.
+    assert_eq!(rebuilt.unwrap(), vec![0]);
+    assert!(side.staged_at(&id).is_some());
+    assert!(csi_node::is_mount_point(&s.staging("v")).unwrap());
+    let cond = side.condition(&id).unwrap();
+    assert!(!cond.abnormal, "rebuilt in full: {cond:?}");
+    // The CO's retry, after the rebuild; and again (idempotent).
+    for _ in 0..2 {
+        Csi::node_unstage_volume(&s.plugin, unstage_req())
+            .await
+            .unwrap();
+    }
+    assert!(side.staged_at(&id).is_none() && side.volume(&id).is_none());
+    assert!(!csi_node::is_mount_point(&s.staging("v")).unwrap_or(false));
+    assert!(
+        !s.dir.path().join("run").join(&id).exists(),
+        "FUSE dir left"
+    );
 }
