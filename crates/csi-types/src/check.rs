@@ -63,7 +63,8 @@
 //! - `NodeGetInfo`: `node_id` REQUIRED, at most 256 bytes;
 //!   `max_volumes_per_node` not negative; `accessible_topology` valid.
 //! - `GetMetadataAllocated`, `GetMetadataDelta` (each streamed message): a
-//!   known `block_metadata_type`, offsets and sizes not negative, tuples in
+//!   known `block_metadata_type`, offsets not negative, sizes greater than
+//!   zero, tuples in
 //!   ascending order without overlap (all of one size for `FIXED_LENGTH`),
 //!   `volume_capacity_bytes` not negative. Across messages (the same type,
 //!   ascending offsets) the conformance harness checks the stream.

@@ -3563,7 +3563,14 @@ fn block_metadata_ranges_must_be_ordered_and_disjoint() {
             VariableLength as i32,
             1 << 30,
             vec![range(0, 8192), range(4096, 4096), range(16384, -1)],
-            "invalid `block_metadata[2].size_bytes`: must not be negative, got -1",
+            "invalid `block_metadata[2].size_bytes`: must be greater than zero, got -1",
+        ),
+        (
+            "an empty range",
+            VariableLength as i32,
+            1 << 30,
+            vec![range(0, 4096), range(4096, 0)],
+            "invalid `block_metadata[1].size_bytes`: must be greater than zero, got 0",
         ),
         (
             "a negative offset",
