@@ -1942,13 +1942,9 @@ fn controller_errors_name_the_field() {
 
     run("ListVolumesRequest", any::<ListVolumesRequest>(), |r| {
         type P = proto::ListVolumesRequest;
-        let mut b = field!(P, "max_entries", |p| &mut p.max_entries, count_breaks());
-        b.extend(field!(
-            P,
-            "starting_token",
-            |p| &mut p.starting_token,
-            optional_id_breaks()
-        ));
+        // An overlong `starting_token` is an invalid token, `ABORTED` as the
+        // error table says, not `INVALID_ARGUMENT` (`validate`'s tests).
+        let b = field!(P, "max_entries", |p| &mut p.max_entries, count_breaks());
         check(r, b)
     });
 
@@ -2038,13 +2034,8 @@ fn controller_errors_name_the_field() {
 
     run("ListSnapshotsRequest", any::<ListSnapshotsRequest>(), |r| {
         type P = proto::ListSnapshotsRequest;
+        // An overlong `starting_token` is `ABORTED`, as for ListVolumes.
         let mut b = field!(P, "max_entries", |p| &mut p.max_entries, count_breaks());
-        b.extend(field!(
-            P,
-            "starting_token",
-            |p| &mut p.starting_token,
-            optional_id_breaks()
-        ));
         b.extend(field!(
             P,
             "source_volume_id",
