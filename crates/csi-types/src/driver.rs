@@ -52,6 +52,10 @@ pub trait Identity: Send + Sync {
     /// Plugin capabilities that are properties of the storage rather than
     /// services: `VOLUME_ACCESSIBILITY_CONSTRAINTS`, `VOLUME_EXPANSION_ONLINE`,
     /// `VOLUME_EXPANSION_OFFLINE`. Service bits are derived and ignored here.
+    /// [`crate::PluginBuilder::build`] refuses both expansion modes at once,
+    /// either without a `ControllerExpander` or `NodeExpander`, and
+    /// `VOLUME_EXPANSION_OFFLINE` without a `ControllerExpander` (the spec:
+    /// OFFLINE "MUST implement ... the EXPAND_VOLUME controller capability").
     fn plugin_capabilities(&self) -> PluginCapabilities {
         PluginCapabilities::empty()
     }

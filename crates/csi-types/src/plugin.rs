@@ -307,6 +307,14 @@ impl PluginBuilder {
                 "a ControllerExpander or NodeExpander",
             ));
         }
+        // "When a plugin supports OFFLINE volume expansion it MUST implement
+        // either the EXPAND_VOLUME controller capability or both the
+        // EXPAND_VOLUME controller capability and the EXPAND_VOLUME node
+        // capability": node expansion alone does not serve OFFLINE (ONLINE
+        // accepts either).
+        if pc.contains(P::VOLUME_EXPANSION_OFFLINE) && i.controller_expander.is_none() {
+            return Err(missing("VOLUME_EXPANSION_OFFLINE", "a ControllerExpander"));
+        }
         pc.set(P::CONTROLLER_SERVICE, i.controller.is_some());
         pc.set(P::GROUP_CONTROLLER_SERVICE, i.group_controller.is_some());
         pc.set(P::SNAPSHOT_METADATA_SERVICE, i.snapshot_metadata.is_some());

@@ -13,7 +13,10 @@ use csi_types::{
     controller::{ControllerGetCapabilitiesRequest, ListVolumesRequest},
     identity::{GetPluginCapabilitiesRequest, GetPluginInfoRequest, GetPluginInfoResponse},
     ids::PluginName,
-    node::{NodeGetCapabilitiesRequest, NodeGetInfoResponse},
+    node::{
+        NodeExpandVolumeRequest, NodeExpandVolumeResponse, NodeGetCapabilitiesRequest,
+        NodeGetInfoResponse,
+    },
     proto,
 };
 
@@ -220,6 +223,53 @@ fn builder_refuses_features_without_their_rpcs() {
     });
     let err = Plugin::builder(expanding.clone()).build().err().unwrap();
     assert!(err.to_string().contains("VOLUME_EXPANSION"), "{err}");
+}
+
+/// Expands on the node only.
+struct NodeOnlyExpander;
+
+#[async_trait::async_trait]
+impl NodeExpander for NodeOnlyExpander {
+    async fn node_expand_volume(
+        &self,
+        _: NodeExpandVolumeRequest,
+    ) -> Result<NodeExpandVolumeResponse, CsiError> {
+        Ok(NodeExpandVolumeResponse::default())
+    }
+}
+
+/// OFFLINE expansion needs the controller's EXPAND_VOLUME ("it MUST
+/// implement either the EXPAND_VOLUME controller capability or both the
+/// EXPAND_VOLUME controller capability and the EXPAND_VOLUME node
+/// capability"); ONLINE is served by either alone.
+#[test]
+fn offline_expansion_needs_a_controller_expander() {
+    let build = |caps| {
+        let d = Arc::new(TestDriver {
+            plugin_caps: caps,
+            ..Default::default()
+        });
+        Plugin::builder(d.clone())
+            .node(d)
+            .node_expander(Arc::new(NodeOnlyExpander))
+            .build()
+    };
+    let err = build(PluginCapabilities::VOLUME_EXPANSION_OFFLINE)
+        .err()
+        .unwrap();
+    assert_eq!(
+        err,
+        BuildError::CapabilityWithoutPart {
+            capability: "VOLUME_EXPANSION_OFFLINE",
+            needs: "a ControllerExpander"
+        }
+    );
+    let plugin = build(PluginCapabilities::VOLUME_EXPANSION_ONLINE).unwrap();
+    assert!(
+        plugin
+            .plugin_capabilities()
+            .contains(PluginCapabilities::VOLUME_EXPANSION_ONLINE)
+    );
 }
 
 #[tokio::test]
