@@ -258,8 +258,22 @@ impl PluginBuilder {
             if features.contains(C::PUBLISH_READONLY) && i.publisher.is_none() {
                 return Err(missing("PUBLISH_READONLY", "a ControllerPublisher"));
             }
-            if features.contains(C::LIST_VOLUMES_PUBLISHED_NODES) && i.volume_lister.is_none() {
-                return Err(missing("LIST_VOLUMES_PUBLISHED_NODES", "a VolumeLister"));
+            // The capability covers `published_node_ids` of ListVolumes and
+            // of ControllerGetVolume, so either RPC reports it; and "The SP
+            // MUST also support PUBLISH_UNPUBLISH_VOLUME".
+            if features.contains(C::LIST_VOLUMES_PUBLISHED_NODES) {
+                if i.publisher.is_none() {
+                    return Err(missing(
+                        "LIST_VOLUMES_PUBLISHED_NODES",
+                        "a ControllerPublisher",
+                    ));
+                }
+                if i.volume_lister.is_none() && i.volume_getter.is_none() {
+                    return Err(missing(
+                        "LIST_VOLUMES_PUBLISHED_NODES",
+                        "a VolumeLister or VolumeGetter",
+                    ));
+                }
             }
             if features.contains(C::VOLUME_CONDITION)
                 && i.volume_lister.is_none()

@@ -10,7 +10,11 @@ use csi_types::prelude::*;
 use csi_types::{
     RawCsi,
     capabilities::{ControllerCapabilities, PluginCapabilities},
-    controller::{ControllerGetCapabilitiesRequest, ListVolumesRequest},
+    controller::{
+        ControllerGetCapabilitiesRequest, ControllerGetVolumeRequest, ControllerGetVolumeResponse,
+        ControllerPublishVolumeRequest, ControllerPublishVolumeResponse,
+        ControllerUnpublishVolumeRequest, ControllerUnpublishVolumeResponse, ListVolumesRequest,
+    },
     identity::{GetPluginCapabilitiesRequest, GetPluginInfoRequest, GetPluginInfoResponse},
     ids::PluginName,
     node::{
@@ -223,6 +227,85 @@ fn builder_refuses_features_without_their_rpcs() {
     });
     let err = Plugin::builder(expanding.clone()).build().err().unwrap();
     assert!(err.to_string().contains("VOLUME_EXPANSION"), "{err}");
+}
+
+/// Publishes and reports volumes without listing them.
+struct PublishesAndGets;
+
+#[async_trait::async_trait]
+impl ControllerPublisher for PublishesAndGets {
+    async fn controller_publish_volume(
+        &self,
+        _: ControllerPublishVolumeRequest,
+    ) -> Result<ControllerPublishVolumeResponse, CsiError> {
+        Ok(ControllerPublishVolumeResponse::default())
+    }
+    async fn controller_unpublish_volume(
+        &self,
+        _: ControllerUnpublishVolumeRequest,
+    ) -> Result<ControllerUnpublishVolumeResponse, CsiError> {
+        Ok(ControllerUnpublishVolumeResponse::default())
+    }
+}
+
+#[async_trait::async_trait]
+impl VolumeGetter for PublishesAndGets {
+    async fn controller_get_volume(
+        &self,
+        _: ControllerGetVolumeRequest,
+    ) -> Result<ControllerGetVolumeResponse, CsiError> {
+        Err(CsiError::not_found("no volumes here"))
+    }
+}
+
+/// LIST_VOLUMES_PUBLISHED_NODES: "The SP MUST also support
+/// PUBLISH_UNPUBLISH_VOLUME"; the `published_node_ids` it promises are
+/// those of ListVolumes and of ControllerGetVolume, so either RPC serves it.
+#[test]
+fn published_nodes_need_a_publisher_and_a_lister_or_getter() {
+    let d = Arc::new(TestDriver {
+        controller_features: ControllerCapabilities::LIST_VOLUMES_PUBLISHED_NODES,
+        ..Default::default()
+    });
+    let err = Plugin::builder(d.clone())
+        .controller(d.clone())
+        .volume_lister(d.clone())
+        .build()
+        .err()
+        .unwrap();
+    assert_eq!(
+        err,
+        BuildError::CapabilityWithoutPart {
+            capability: "LIST_VOLUMES_PUBLISHED_NODES",
+            needs: "a ControllerPublisher"
+        }
+    );
+    let other = Arc::new(PublishesAndGets);
+    let err = Plugin::builder(d.clone())
+        .controller(d.clone())
+        .publisher(other.clone())
+        .build()
+        .err()
+        .unwrap();
+    assert_eq!(
+        err,
+        BuildError::CapabilityWithoutPart {
+            capability: "LIST_VOLUMES_PUBLISHED_NODES",
+            needs: "a VolumeLister or VolumeGetter"
+        }
+    );
+    // ControllerGetVolume alone reports the published nodes.
+    let plugin = Plugin::builder(d.clone())
+        .controller(d)
+        .publisher(other.clone())
+        .volume_getter(other)
+        .build()
+        .unwrap();
+    assert!(
+        plugin
+            .controller_capabilities()
+            .contains(ControllerCapabilities::LIST_VOLUMES_PUBLISHED_NODES)
+    );
 }
 
 /// Expands on the node only.
