@@ -312,7 +312,16 @@ impl PluginBuilder {
                 "VOLUME_EXPANSION_OFFLINE",
             ));
         }
+        // Plugin capabilities are "the grand sum of all capabilities of all
+        // instances of the Plugin software", so an instance that serves only
+        // the Controller or only the Node service (a controller Deployment
+        // and a node DaemonSet) advertises expansion its other half may
+        // serve: the rules below look only at the services this instance
+        // serves.
+        let serves_controller = i.controller.is_some();
+        let split_part = serves_controller != i.node.is_some();
         if pc.intersects(P::VOLUME_EXPANSION_ONLINE | P::VOLUME_EXPANSION_OFFLINE)
+            && !split_part
             && i.controller_expander.is_none()
             && i.node_expander.is_none()
         {
@@ -325,8 +334,12 @@ impl PluginBuilder {
         // either the EXPAND_VOLUME controller capability or both the
         // EXPAND_VOLUME controller capability and the EXPAND_VOLUME node
         // capability": node expansion alone does not serve OFFLINE (ONLINE
-        // accepts either).
-        if pc.contains(P::VOLUME_EXPANSION_OFFLINE) && i.controller_expander.is_none() {
+        // accepts either). Only the instance serving the Controller service
+        // can hold that part.
+        if pc.contains(P::VOLUME_EXPANSION_OFFLINE)
+            && serves_controller
+            && i.controller_expander.is_none()
+        {
             return Err(missing("VOLUME_EXPANSION_OFFLINE", "a ControllerExpander"));
         }
         pc.set(P::CONTROLLER_SERVICE, i.controller.is_some());

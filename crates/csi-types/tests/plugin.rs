@@ -333,6 +333,7 @@ fn offline_expansion_needs_a_controller_expander() {
             ..Default::default()
         });
         Plugin::builder(d.clone())
+            .controller(d.clone())
             .node(d)
             .node_expander(Arc::new(NodeOnlyExpander))
             .build()
@@ -352,6 +353,57 @@ fn offline_expansion_needs_a_controller_expander() {
         plugin
             .plugin_capabilities()
             .contains(PluginCapabilities::VOLUME_EXPANSION_ONLINE)
+    );
+}
+
+/// Plugin capabilities are "the grand sum of all capabilities of all
+/// instances": the node-only instance of a plugin that expands on the
+/// controller alone (the spec's GlusterFS example, ONLINE) or the node half
+/// of an OFFLINE plugin advertises expansion without serving it, and the
+/// controller-only instance of a plugin that expands on the node alone
+/// (the spec's third example) does too.
+#[test]
+fn an_instance_serving_one_service_advertises_the_plugins_expansion() {
+    for caps in [
+        PluginCapabilities::VOLUME_EXPANSION_ONLINE,
+        PluginCapabilities::VOLUME_EXPANSION_OFFLINE,
+    ] {
+        let d = Arc::new(TestDriver {
+            plugin_caps: caps,
+            ..Default::default()
+        });
+        let node_half = Plugin::builder(d.clone()).node(d.clone()).build().unwrap();
+        assert!(node_half.plugin_capabilities().contains(caps), "{caps:?}");
+    }
+    let d = Arc::new(TestDriver {
+        plugin_caps: PluginCapabilities::VOLUME_EXPANSION_ONLINE,
+        ..Default::default()
+    });
+    let controller_half = Plugin::builder(d.clone())
+        .controller(d.clone())
+        .build()
+        .unwrap();
+    assert!(
+        controller_half
+            .plugin_capabilities()
+            .contains(PluginCapabilities::VOLUME_EXPANSION_ONLINE)
+    );
+    // The controller half of an OFFLINE plugin is where its expansion is.
+    let d = Arc::new(TestDriver {
+        plugin_caps: PluginCapabilities::VOLUME_EXPANSION_OFFLINE,
+        ..Default::default()
+    });
+    let err = Plugin::builder(d.clone())
+        .controller(d)
+        .build()
+        .err()
+        .unwrap();
+    assert_eq!(
+        err,
+        BuildError::CapabilityWithoutPart {
+            capability: "VOLUME_EXPANSION_OFFLINE",
+            needs: "a ControllerExpander"
+        }
     );
 }
 
