@@ -66,8 +66,11 @@
 //!   known `block_metadata_type`, offsets not negative, sizes greater than
 //!   zero, tuples in
 //!   ascending order without overlap (all of one size for `FIXED_LENGTH`),
-//!   `volume_capacity_bytes` not negative. Across messages (the same type,
-//!   ascending offsets) the conformance harness checks the stream.
+//!   `volume_capacity_bytes` not negative. Against its request, a
+//!   [`crate::Plugin`] also holds what it streams to at most `max_results`
+//!   ranges per message and a first range that ends after `starting_offset`.
+//!   Across messages (the same type, ascending offsets) the conformance
+//!   harness checks the stream.
 //!
 //! ```
 //! use csi_types::{proto, check::ResponseRules, controller::ListVolumesResponse};

@@ -674,7 +674,7 @@ impl Plugin {
     ) -> Result<RawStream<W>, CsiError>
     where
         P: Debug,
-        T: TryFrom<P, Error = CsiError>,
+        T: TryFrom<P, Error = CsiError> + StreamBounds,
         Fut: Future<Output = Result<BlockMetadataStream, CsiError>>,
         W: TryFrom<BlockMetadataResponse, Error = CsiError> + ResponseRules + Send + 'static,
     {
@@ -684,11 +684,71 @@ impl Plugin {
                 req,
                 self.snapshot_metadata(rpc),
                 |_: &T| None,
-                |h, r| async move { call(h, r).await.map(BlockStream) },
+                |h, r| {
+                    let bounds = r.bounds();
+                    async move { call(h, r).await.map(|s| BlockStream(s, bounds)) }
+                },
             )
             .await?;
         Ok(checked_block_messages(rpc, stream))
     }
+}
+
+/// What a SnapshotMetadata request asks of the stream that answers it:
+/// `(starting_offset, max_results)`.
+trait StreamBounds {
+    fn bounds(&self) -> (u64, Option<u32>);
+}
+
+impl StreamBounds for crate::snapshot_metadata::GetMetadataAllocatedRequest {
+    fn bounds(&self) -> (u64, Option<u32>) {
+        (self.starting_offset, self.max_results)
+    }
+}
+
+impl StreamBounds for crate::snapshot_metadata::GetMetadataDeltaRequest {
+    fn bounds(&self) -> (u64, Option<u32>) {
+        (self.starting_offset, self.max_results)
+    }
+}
+
+/// The rules a streamed message owes its request: "If the value of
+/// max_results ... is greater than zero, then the number of entries in this
+/// list MUST be less than or equal to that value", and the stream's first
+/// range must end after `starting_offset` ("if S is the requested
+/// starting_offset, and B0 is block_metadata[0] of the first message in the
+/// response stream, then (S < B0.byte_offset + B0.size_bytes) must be
+/// true"; the first range of a stream whose first messages are empty is
+/// held to it too). `first` is whether no range was streamed before.
+fn within_bounds(
+    m: &BlockMetadataResponse,
+    (starting_offset, max_results): (u64, Option<u32>),
+    first: bool,
+) -> Result<(), CsiError> {
+    if let Some(max) = max_results.filter(|&m| m > 0)
+        && m.block_metadata.len() > max as usize
+    {
+        return Err(CsiError::invalid(
+            "block_metadata",
+            format!(
+                "must hold at most the request's max_results ({max}) ranges, got {}",
+                m.block_metadata.len()
+            ),
+        ));
+    }
+    if let (true, Some(b0)) = (first, m.block_metadata.first()) {
+        let end = b0.byte_offset.saturating_add(b0.size_bytes);
+        if end <= starting_offset {
+            return Err(CsiError::invalid(
+                "block_metadata[0]",
+                format!(
+                    "the stream's first range must end after the request's starting_offset \
+                     ({starting_offset}), but it ends at {end}"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A wire response the plugin checks against the spec before sending it.
@@ -731,10 +791,16 @@ fn checked_block_messages<W>(rpc: &'static str, stream: BlockStream) -> RawStrea
 where
     W: TryFrom<BlockMetadataResponse, Error = CsiError> + ResponseRules + Send + 'static,
 {
-    stream
-        .0
+    let BlockStream(messages, bounds) = stream;
+    let mut first = true;
+    messages
         .map(move |r| {
-            let wire = W::try_from(r?).map_err(|e| e.built_by_driver(&format!("{rpc}Response")))?;
+            let r = r?;
+            within_bounds(&r, bounds, first).map_err(|e| {
+                CsiError::internal(format!("the driver's {rpc} stream breaks the spec: {e}"))
+            })?;
+            first &= r.block_metadata.is_empty();
+            let wire = W::try_from(r).map_err(|e| e.built_by_driver(&format!("{rpc}Response")))?;
             wire.must().map_err(|e| {
                 CsiError::internal(format!("the driver's {rpc} stream breaks the spec: {e}"))
             })?;
@@ -744,7 +810,7 @@ where
 }
 
 /// Lets a stream pass through [`Plugin::unary`], which logs its response with `Debug`.
-struct BlockStream(BlockMetadataStream);
+struct BlockStream(BlockMetadataStream, (u64, Option<u32>));
 
 impl Debug for BlockStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -628,3 +628,142 @@ async fn streamed_messages_that_break_the_spec_are_not_sent() {
         format!("internal error: the driver's GetMetadataDelta stream breaks the spec: {rule}")
     );
 }
+
+/// What a stream owes its request: at most `max_results` ranges per
+/// message, and a first range that ends after `starting_offset`. The driver
+/// here ignores both and streams an empty message, then the ranges
+/// [0, 4096) and [4096, 8192), then [16384, 20480).
+#[tokio::test]
+async fn streamed_messages_respect_the_requests_offset_and_maximum() {
+    use csi_types::snapshot_metadata::{
+        BlockMetadata, BlockMetadataResponse, BlockMetadataType, GetMetadataAllocatedRequest,
+        GetMetadataDeltaRequest,
+    };
+    use futures::StreamExt;
+
+    struct Careless;
+    #[async_trait::async_trait]
+    impl Identity for Careless {
+        async fn get_plugin_info(
+            &self,
+            _: GetPluginInfoRequest,
+        ) -> Result<GetPluginInfoResponse, CsiError> {
+            GetPluginInfoResponse::new(PluginName::new("careless")?, "1")
+        }
+    }
+    fn messages() -> BlockMetadataStream {
+        let message = |ranges: &[(u64, u64)]| {
+            Ok(BlockMetadataResponse {
+                block_metadata_type: BlockMetadataType::FixedLength,
+                volume_capacity_bytes: 1 << 20,
+                block_metadata: ranges
+                    .iter()
+                    .map(|&(byte_offset, size_bytes)| BlockMetadata {
+                        byte_offset,
+                        size_bytes,
+                    })
+                    .collect(),
+            })
+        };
+        futures::stream::iter([
+            message(&[]),
+            message(&[(0, 4096), (4096, 4096)]),
+            message(&[(16384, 4096)]),
+        ])
+        .boxed()
+    }
+    #[async_trait::async_trait]
+    impl SnapshotMetadata for Careless {
+        async fn get_metadata_allocated(
+            &self,
+            _: GetMetadataAllocatedRequest,
+        ) -> Result<BlockMetadataStream, CsiError> {
+            Ok(messages())
+        }
+        async fn get_metadata_delta(
+            &self,
+            _: GetMetadataDeltaRequest,
+        ) -> Result<BlockMetadataStream, CsiError> {
+            Ok(messages())
+        }
+    }
+    let driver = Arc::new(Careless);
+    let plugin = Plugin::builder(driver.clone())
+        .snapshot_metadata(driver)
+        .build()
+        .unwrap();
+    let allocated = |starting_offset, max_results| {
+        let plugin = plugin.clone();
+        async move {
+            RawCsi::raw_get_metadata_allocated(
+                &plugin,
+                proto::GetMetadataAllocatedRequest {
+                    snapshot_id: "s".into(),
+                    starting_offset,
+                    max_results,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap()
+            .map(|m| m.map(|m| m.block_metadata.len()).map_err(|e| e.to_string()))
+            .collect::<Vec<_>>()
+            .await
+        }
+    };
+    let broken = |rule: &str| {
+        Err(format!(
+            "internal error: the driver's GetMetadataAllocated stream breaks the spec: {rule}"
+        ))
+    };
+    // Within both bounds, every message passes.
+    assert_eq!(allocated(4095, 2).await, [Ok(0), Ok(2), Ok(1)]);
+    assert_eq!(allocated(0, 0).await, [Ok(0), Ok(2), Ok(1)]);
+    // Two ranges in a message where the request allows one.
+    assert_eq!(
+        allocated(0, 1).await,
+        [
+            Ok(0),
+            broken(
+                "invalid `block_metadata`: must hold at most the request's max_results (1) \
+                 ranges, got 2"
+            ),
+            Ok(1),
+        ]
+    );
+    // The stream's first range ends at the requested offset: it is not sent.
+    assert_eq!(
+        allocated(4096, 0).await,
+        [
+            Ok(0),
+            broken(
+                "invalid `block_metadata[0]`: the stream's first range must end after the \
+                 request's starting_offset (4096), but it ends at 4096"
+            ),
+            Ok(1),
+        ]
+    );
+    // The same rules hold for GetMetadataDelta.
+    let delta: Vec<_> = RawCsi::raw_get_metadata_delta(
+        &plugin,
+        proto::GetMetadataDeltaRequest {
+            base_snapshot_id: "a".into(),
+            target_snapshot_id: "b".into(),
+            max_results: 1,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+    .collect()
+    .await;
+    assert!(delta[0].is_ok() && delta[2].is_ok(), "{delta:?}");
+    assert!(
+        delta[1]
+            .as_ref()
+            .unwrap_err()
+            .to_string()
+            .contains("max_results (1)"),
+        "{delta:?}"
+    );
+}
