@@ -161,7 +161,9 @@ impl PluginBuilder {
         volume_lister: VolumeLister,
         /// `GetCapacity`: advertises `GET_CAPACITY`.
         capacity_reporter: CapacityReporter,
-        /// `CreateSnapshot`/`DeleteSnapshot`: advertises `CREATE_DELETE_SNAPSHOT`.
+        /// `CreateSnapshot`/`DeleteSnapshot`: advertises `CREATE_DELETE_SNAPSHOT`;
+        /// needs a `provisioner` (such a plugin "MUST support creating volume
+        /// from snapshot").
         snapshotter: Snapshotter,
         /// `ListSnapshots`: advertises `LIST_SNAPSHOTS`.
         snapshot_lister: SnapshotLister,
@@ -252,6 +254,12 @@ impl PluginBuilder {
                     | C::LIST_VOLUMES_PUBLISHED_NODES
                     | C::VOLUME_CONDITION
                     | C::SINGLE_NODE_MULTI_WRITER);
+            // "plugins supporting CREATE_DELETE_SNAPSHOT MUST support
+            // creating volume from snapshot": CreateVolume is the
+            // Provisioner's.
+            if i.snapshotter.is_some() && i.provisioner.is_none() {
+                return Err(missing("CREATE_DELETE_SNAPSHOT", "a Provisioner"));
+            }
             if features.contains(C::CLONE_VOLUME) && i.provisioner.is_none() {
                 return Err(missing("CLONE_VOLUME", "a Provisioner"));
             }

@@ -13,7 +13,8 @@ use csi_types::{
     controller::{
         ControllerGetCapabilitiesRequest, ControllerGetVolumeRequest, ControllerGetVolumeResponse,
         ControllerPublishVolumeRequest, ControllerPublishVolumeResponse,
-        ControllerUnpublishVolumeRequest, ControllerUnpublishVolumeResponse, ListVolumesRequest,
+        ControllerUnpublishVolumeRequest, ControllerUnpublishVolumeResponse, CreateSnapshotRequest,
+        CreateSnapshotResponse, DeleteSnapshotRequest, DeleteSnapshotResponse, ListVolumesRequest,
     },
     identity::{GetPluginCapabilitiesRequest, GetPluginInfoRequest, GetPluginInfoResponse},
     ids::PluginName,
@@ -227,6 +228,57 @@ fn builder_refuses_features_without_their_rpcs() {
     });
     let err = Plugin::builder(expanding.clone()).build().err().unwrap();
     assert!(err.to_string().contains("VOLUME_EXPANSION"), "{err}");
+}
+
+/// Snapshots without provisioning.
+struct SnapshotsOnly;
+
+#[async_trait::async_trait]
+impl Snapshotter for SnapshotsOnly {
+    async fn create_snapshot(
+        &self,
+        _: CreateSnapshotRequest,
+    ) -> Result<CreateSnapshotResponse, CsiError> {
+        Err(CsiError::resource_exhausted("no space for snapshots"))
+    }
+    async fn delete_snapshot(
+        &self,
+        _: DeleteSnapshotRequest,
+    ) -> Result<DeleteSnapshotResponse, CsiError> {
+        Ok(DeleteSnapshotResponse::default())
+    }
+}
+
+/// "plugins supporting CREATE_DELETE_SNAPSHOT MUST support creating volume
+/// from snapshot": a Snapshotter needs the Provisioner that serves
+/// CreateVolume.
+#[test]
+fn snapshots_need_a_provisioner() {
+    let d = Arc::new(TestDriver::default());
+    let err = Plugin::builder(d.clone())
+        .controller(d.clone())
+        .snapshotter(Arc::new(SnapshotsOnly))
+        .build()
+        .err()
+        .unwrap();
+    assert_eq!(
+        err,
+        BuildError::CapabilityWithoutPart {
+            capability: "CREATE_DELETE_SNAPSHOT",
+            needs: "a Provisioner"
+        }
+    );
+    let plugin = Plugin::builder(d.clone())
+        .controller(d.clone())
+        .provisioner(d)
+        .snapshotter(Arc::new(SnapshotsOnly))
+        .build()
+        .unwrap();
+    assert!(
+        plugin
+            .controller_capabilities()
+            .contains(ControllerCapabilities::CREATE_DELETE_SNAPSHOT)
+    );
 }
 
 /// Publishes and reports volumes without listing them.
