@@ -21,6 +21,10 @@
 //! driver cannot build most tolerated oddities anyway, and one that sets a
 //! public field to one (an empty condition message) gets `INTERNAL` instead
 //! of a reply. Strict in what the SDK sends, liberal in what it accepts.
+//! It also holds a response to what the plugin advertises, which a response
+//! alone cannot tell: topology (`Volume.accessible_topology`,
+//! `NodeGetInfoResponse.accessible_topology`) only with
+//! `VOLUME_ACCESSIBILITY_CONSTRAINTS`.
 //!
 //! # Tolerated rules (the complete list)
 //!

@@ -517,7 +517,7 @@ impl Plugin {
                         // Public fields let a driver build a response the
                         // spec forbids (an empty condition message, a map
                         // over 4 KiB); it is refused here, not sent.
-                        wire.check().map_err(|e| {
+                        wire.check(self.inner.plugin_capabilities).map_err(|e| {
                             CsiError::internal(format!(
                                 "the driver's {rpc} response breaks the spec: {e}"
                             ))
@@ -759,10 +759,86 @@ fn within_bounds(
     Ok(())
 }
 
-/// A wire response the plugin checks against the spec before sending it.
+/// A wire response the plugin checks against the spec before sending it;
+/// `plugin` is what the plugin advertises.
 trait WireResponse {
-    fn check(&self) -> Result<(), CsiError>;
+    fn check(&self, plugin: PluginCapabilities) -> Result<(), CsiError>;
 }
+
+/// Where a response reports topology, which only a plugin advertising
+/// `VOLUME_ACCESSIBILITY_CONSTRAINTS` may: "A plugin that returns this field
+/// MUST also set the VOLUME_ACCESSIBILITY_CONSTRAINTS plugin capability"
+/// (`Volume.accessible_topology`, `NodeGetInfoResponse.accessible_topology`).
+trait ReportsTopology {
+    /// The first field that holds topology, if any.
+    fn topology_field(&self) -> Option<String> {
+        None
+    }
+}
+
+/// A volume's topology field under `path`, if set.
+fn volume_topology(path: impl FnOnce() -> String, v: &Option<proto::Volume>) -> Option<String> {
+    v.as_ref()
+        .filter(|v| !v.accessible_topology.is_empty())
+        .map(|_| format!("{}.accessible_topology", path()))
+}
+
+impl ReportsTopology for proto::CreateVolumeResponse {
+    fn topology_field(&self) -> Option<String> {
+        volume_topology(|| "volume".into(), &self.volume)
+    }
+}
+
+impl ReportsTopology for proto::ControllerGetVolumeResponse {
+    fn topology_field(&self) -> Option<String> {
+        volume_topology(|| "volume".into(), &self.volume)
+    }
+}
+
+impl ReportsTopology for proto::ListVolumesResponse {
+    fn topology_field(&self) -> Option<String> {
+        self.entries
+            .iter()
+            .enumerate()
+            .find_map(|(i, e)| volume_topology(|| format!("entries[{i}].volume"), &e.volume))
+    }
+}
+
+impl ReportsTopology for proto::NodeGetInfoResponse {
+    fn topology_field(&self) -> Option<String> {
+        self.accessible_topology
+            .as_ref()
+            .map(|_| "accessible_topology".to_string())
+    }
+}
+
+// Responses without topology.
+impl ReportsTopology for proto::GetPluginInfoResponse {}
+impl ReportsTopology for proto::GetPluginCapabilitiesResponse {}
+impl ReportsTopology for proto::ProbeResponse {}
+impl ReportsTopology for proto::DeleteVolumeResponse {}
+impl ReportsTopology for proto::ControllerPublishVolumeResponse {}
+impl ReportsTopology for proto::ControllerUnpublishVolumeResponse {}
+impl ReportsTopology for proto::ValidateVolumeCapabilitiesResponse {}
+impl ReportsTopology for proto::GetCapacityResponse {}
+impl ReportsTopology for proto::ControllerGetCapabilitiesResponse {}
+impl ReportsTopology for proto::CreateSnapshotResponse {}
+impl ReportsTopology for proto::DeleteSnapshotResponse {}
+impl ReportsTopology for proto::ListSnapshotsResponse {}
+impl ReportsTopology for proto::GetSnapshotResponse {}
+impl ReportsTopology for proto::ControllerExpandVolumeResponse {}
+impl ReportsTopology for proto::ControllerModifyVolumeResponse {}
+impl ReportsTopology for proto::GroupControllerGetCapabilitiesResponse {}
+impl ReportsTopology for proto::CreateVolumeGroupSnapshotResponse {}
+impl ReportsTopology for proto::DeleteVolumeGroupSnapshotResponse {}
+impl ReportsTopology for proto::GetVolumeGroupSnapshotResponse {}
+impl ReportsTopology for proto::NodeStageVolumeResponse {}
+impl ReportsTopology for proto::NodeUnstageVolumeResponse {}
+impl ReportsTopology for proto::NodePublishVolumeResponse {}
+impl ReportsTopology for proto::NodeUnpublishVolumeResponse {}
+impl ReportsTopology for proto::NodeGetVolumeStatsResponse {}
+impl ReportsTopology for proto::NodeExpandVolumeResponse {}
+impl ReportsTopology for proto::NodeGetCapabilitiesResponse {}
 
 macro_rules! wire_responses {
     ($([$server:ident :: $service:ident, $field:ident] {
@@ -770,14 +846,27 @@ macro_rules! wire_responses {
     })*) => {
         $($(
             impl WireResponse for proto::$resp {
-                fn check(&self) -> Result<(), CsiError> {
+                fn check(&self, plugin: PluginCapabilities) -> Result<(), CsiError> {
                     // Both severities: a driver served here is held to
                     // the tolerated rules too (see `crate::check`).
                     if let Some(odd) = crate::check::ResponseRules::tolerated(self).into_iter().next() {
                         let rule = odd.rule.split(';').next().unwrap_or_default();
                         return Err(CsiError::invalid(odd.field, rule));
                     }
-                    crate::check::ResponseRules::must(self)
+                    crate::check::ResponseRules::must(self)?;
+                    match ReportsTopology::topology_field(self) {
+                        Some(field)
+                            if !plugin.contains(PluginCapabilities::VOLUME_ACCESSIBILITY_CONSTRAINTS) =>
+                        {
+                            Err(CsiError::invalid(
+                                field,
+                                "set, but the plugin does not advertise \
+                                 VOLUME_ACCESSIBILITY_CONSTRAINTS (a plugin that returns \
+                                 topology MUST set that capability)",
+                            ))
+                        }
+                        _ => Ok(()),
+                    }
                 }
             }
         )*)*
@@ -788,7 +877,7 @@ crate::api::for_each_unary_rpc!(wire_responses);
 
 impl WireResponse for BlockStream {
     /// The messages are checked one by one as they are streamed.
-    fn check(&self) -> Result<(), CsiError> {
+    fn check(&self, _: PluginCapabilities) -> Result<(), CsiError> {
         Ok(())
     }
 }

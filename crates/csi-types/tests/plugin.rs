@@ -819,3 +819,79 @@ async fn streamed_messages_respect_the_requests_offset_and_maximum() {
         "{delta:?}"
     );
 }
+
+/// "A plugin that returns this field MUST also set the
+/// VOLUME_ACCESSIBILITY_CONSTRAINTS plugin capability": topology in
+/// NodeGetInfo (or a volume) from a plugin that does not advertise it is
+/// the driver's bug, INTERNAL naming the field, and is not sent.
+#[tokio::test]
+async fn topology_needs_the_accessibility_capability() {
+    struct Placed;
+    #[async_trait::async_trait]
+    impl Identity for Placed {
+        async fn get_plugin_info(
+            &self,
+            _: GetPluginInfoRequest,
+        ) -> Result<GetPluginInfoResponse, CsiError> {
+            GetPluginInfoResponse::new(PluginName::new("placed")?, "1")
+        }
+    }
+    #[async_trait::async_trait]
+    impl Node for Placed {
+        async fn node_publish_volume(
+            &self,
+            _: csi_types::node::NodePublishVolumeRequest,
+        ) -> Result<csi_types::node::NodePublishVolumeResponse, CsiError> {
+            Ok(Default::default())
+        }
+        async fn node_unpublish_volume(
+            &self,
+            _: csi_types::node::NodeUnpublishVolumeRequest,
+        ) -> Result<csi_types::node::NodeUnpublishVolumeResponse, CsiError> {
+            Ok(Default::default())
+        }
+        async fn node_get_info(
+            &self,
+            _: csi_types::node::NodeGetInfoRequest,
+        ) -> Result<NodeGetInfoResponse, CsiError> {
+            Ok(NodeGetInfoResponse::try_new("node-1")?.with_topology(
+                csi_types::types::Topology::new([("topology.example.com/zone", "z1")])?,
+            ))
+        }
+    }
+    let d = Arc::new(Placed);
+    let plugin = Plugin::builder(d.clone()).node(d).build().unwrap();
+    let err = RawCsi::raw_node_get_info(&plugin, Default::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Internal);
+    assert_eq!(
+        err.to_string(),
+        "internal error: the driver's NodeGetInfo response breaks the spec: invalid \
+         `accessible_topology`: set, but the plugin does not advertise \
+         VOLUME_ACCESSIBILITY_CONSTRAINTS (a plugin that returns topology MUST set that \
+         capability)"
+    );
+    // The same driver advertising the capability is answered.
+    struct Advertised(Placed);
+    #[async_trait::async_trait]
+    impl Identity for Advertised {
+        async fn get_plugin_info(
+            &self,
+            r: GetPluginInfoRequest,
+        ) -> Result<GetPluginInfoResponse, CsiError> {
+            self.0.get_plugin_info(r).await
+        }
+        fn plugin_capabilities(&self) -> PluginCapabilities {
+            PluginCapabilities::VOLUME_ACCESSIBILITY_CONSTRAINTS
+        }
+    }
+    let plugin = Plugin::builder(Arc::new(Advertised(Placed)))
+        .node(Arc::new(Placed))
+        .build()
+        .unwrap();
+    let info = RawCsi::raw_node_get_info(&plugin, Default::default())
+        .await
+        .unwrap();
+    assert!(info.accessible_topology.is_some());
+}
