@@ -846,10 +846,14 @@ arbitrary! {
             GetMetadataDeltaRequest { base_snapshot_id, target_snapshot_id, starting_offset, max_results, secrets }
         });
     BlockMetadataType => select(vec![BlockMetadataType::FixedLength, BlockMetadataType::VariableLength]);
-    BlockMetadata => (size_bytes(), size_bytes()).prop_map(|(byte_offset, size)| BlockMetadata {
-        byte_offset,
-        // A range never ends beyond what an int64 offset can address.
-        size_bytes: size.min(MAX_SIZE - byte_offset),
+    BlockMetadata => (size_bytes(), size_bytes()).prop_map(|(offset, size)| {
+        // A range is never empty ("size_bytes MUST be greater than zero")
+        // and never ends beyond what an int64 offset can address.
+        let byte_offset = offset.min(MAX_SIZE - 1);
+        BlockMetadata {
+            byte_offset,
+            size_bytes: size.clamp(1, MAX_SIZE - byte_offset),
+        }
     });
     // Ranges in ascending offset order, never overlapping, all of one size
     // for FIXED_LENGTH; the volume is large enough to hold the last one.

@@ -21,6 +21,10 @@
 //! driver cannot build most tolerated oddities anyway, and one that sets a
 //! public field to one (an empty condition message) gets `INTERNAL` instead
 //! of a reply. Strict in what the SDK sends, liberal in what it accepts.
+//! It also holds a response to what the plugin advertises, which a response
+//! alone cannot tell: topology (`Volume.accessible_topology`,
+//! `NodeGetInfoResponse.accessible_topology`) only with
+//! `VOLUME_ACCESSIBILITY_CONSTRAINTS`.
 //!
 //! # Tolerated rules (the complete list)
 //!
@@ -63,10 +67,14 @@
 //! - `NodeGetInfo`: `node_id` REQUIRED, at most 256 bytes;
 //!   `max_volumes_per_node` not negative; `accessible_topology` valid.
 //! - `GetMetadataAllocated`, `GetMetadataDelta` (each streamed message): a
-//!   known `block_metadata_type`, offsets and sizes not negative, tuples in
+//!   known `block_metadata_type`, offsets not negative, sizes greater than
+//!   zero, tuples in
 //!   ascending order without overlap (all of one size for `FIXED_LENGTH`),
-//!   `volume_capacity_bytes` not negative. Across messages (the same type,
-//!   ascending offsets) the conformance harness checks the stream.
+//!   `volume_capacity_bytes` not negative. Against its request, a
+//!   [`crate::Plugin`] also holds what it streams to at most `max_results`
+//!   ranges per message and a first range that ends after `starting_offset`.
+//!   Across messages (the same type, ascending offsets) the conformance
+//!   harness checks the stream.
 //!
 //! ```
 //! use csi_types::{proto, check::ResponseRules, controller::ListVolumesResponse};

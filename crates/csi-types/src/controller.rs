@@ -370,7 +370,9 @@ pub struct ListVolumesRequest {
     /// assert_eq!(proto::ListVolumesRequest::from(r).max_entries, i32::MAX);
     /// ```
     pub max_entries: Option<u32>,
-    /// Continue after a previous page's `next_token`.
+    /// Continue after a previous page's `next_token`. Received, one longer
+    /// than 128 bytes is no token a plugin issued: `ABORTED`, as the error
+    /// table of an invalid `starting_token` says.
     pub starting_token: Option<String>,
 }
 
@@ -379,7 +381,7 @@ impl TryFrom<proto::ListVolumesRequest> for ListVolumesRequest {
     fn try_from(p: proto::ListVolumesRequest) -> Result<Self, CsiError> {
         Ok(ListVolumesRequest {
             max_entries: validate::optional_count("max_entries", p.max_entries)?,
-            starting_token: validate::optional_string("starting_token", p.starting_token)?,
+            starting_token: validate::starting_token(p.starting_token)?,
         })
     }
 }
@@ -850,7 +852,9 @@ pub struct ListSnapshotsRequest {
     /// [`ListVolumesRequest::max_entries`], `Some(0)` is sent as 0 (no maximum) and a value
     /// above `i32::MAX` as `i32::MAX`.
     pub max_entries: Option<u32>,
-    /// Continue after a previous page's `next_token`.
+    /// Continue after a previous page's `next_token`. Received, one longer
+    /// than 128 bytes is no token a plugin issued: `ABORTED`, as the error
+    /// table of an invalid `starting_token` says.
     pub starting_token: Option<String>,
     /// Only snapshots of this volume.
     pub source_volume_id: Option<VolumeId>,
@@ -889,7 +893,7 @@ impl TryFrom<proto::ListSnapshotsRequest> for ListSnapshotsRequest {
     fn try_from(p: proto::ListSnapshotsRequest) -> Result<Self, CsiError> {
         Ok(ListSnapshotsRequest {
             max_entries: validate::optional_count("max_entries", p.max_entries)?,
-            starting_token: validate::optional_string("starting_token", p.starting_token)?,
+            starting_token: validate::starting_token(p.starting_token)?,
             source_volume_id: optional_id("source_volume_id", p.source_volume_id, VolumeId::parse)?,
             snapshot_id: optional_id("snapshot_id", p.snapshot_id, SnapshotId::parse)?,
             secrets: Secrets::parse("secrets", p.secrets)?,

@@ -52,6 +52,15 @@ pub trait Identity: Send + Sync {
     /// Plugin capabilities that are properties of the storage rather than
     /// services: `VOLUME_ACCESSIBILITY_CONSTRAINTS`, `VOLUME_EXPANSION_ONLINE`,
     /// `VOLUME_EXPANSION_OFFLINE`. Service bits are derived and ignored here.
+    /// These are the plugin's as a whole ("the grand sum of all
+    /// capabilities of all instances"), so an instance serving only the
+    /// Controller or only the Node service may advertise expansion its other
+    /// half serves. [`crate::PluginBuilder::build`] refuses both expansion
+    /// modes at once; either without a `ControllerExpander` or
+    /// `NodeExpander` in an instance serving both services (or neither); and
+    /// `VOLUME_EXPANSION_OFFLINE` in an instance serving the Controller
+    /// service without a `ControllerExpander` (the spec: OFFLINE "MUST
+    /// implement ... the EXPAND_VOLUME controller capability").
     fn plugin_capabilities(&self) -> PluginCapabilities {
         PluginCapabilities::empty()
     }

@@ -161,7 +161,9 @@ impl PluginBuilder {
         volume_lister: VolumeLister,
         /// `GetCapacity`: advertises `GET_CAPACITY`.
         capacity_reporter: CapacityReporter,
-        /// `CreateSnapshot`/`DeleteSnapshot`: advertises `CREATE_DELETE_SNAPSHOT`.
+        /// `CreateSnapshot`/`DeleteSnapshot`: advertises `CREATE_DELETE_SNAPSHOT`;
+        /// needs a `provisioner` (such a plugin "MUST support creating volume
+        /// from snapshot").
         snapshotter: Snapshotter,
         /// `ListSnapshots`: advertises `LIST_SNAPSHOTS`.
         snapshot_lister: SnapshotLister,
@@ -252,14 +254,34 @@ impl PluginBuilder {
                     | C::LIST_VOLUMES_PUBLISHED_NODES
                     | C::VOLUME_CONDITION
                     | C::SINGLE_NODE_MULTI_WRITER);
+            // "plugins supporting CREATE_DELETE_SNAPSHOT MUST support
+            // creating volume from snapshot": CreateVolume is the
+            // Provisioner's.
+            if i.snapshotter.is_some() && i.provisioner.is_none() {
+                return Err(missing("CREATE_DELETE_SNAPSHOT", "a Provisioner"));
+            }
             if features.contains(C::CLONE_VOLUME) && i.provisioner.is_none() {
                 return Err(missing("CLONE_VOLUME", "a Provisioner"));
             }
             if features.contains(C::PUBLISH_READONLY) && i.publisher.is_none() {
                 return Err(missing("PUBLISH_READONLY", "a ControllerPublisher"));
             }
-            if features.contains(C::LIST_VOLUMES_PUBLISHED_NODES) && i.volume_lister.is_none() {
-                return Err(missing("LIST_VOLUMES_PUBLISHED_NODES", "a VolumeLister"));
+            // The capability covers `published_node_ids` of ListVolumes and
+            // of ControllerGetVolume, so either RPC reports it; and "The SP
+            // MUST also support PUBLISH_UNPUBLISH_VOLUME".
+            if features.contains(C::LIST_VOLUMES_PUBLISHED_NODES) {
+                if i.publisher.is_none() {
+                    return Err(missing(
+                        "LIST_VOLUMES_PUBLISHED_NODES",
+                        "a ControllerPublisher",
+                    ));
+                }
+                if i.volume_lister.is_none() && i.volume_getter.is_none() {
+                    return Err(missing(
+                        "LIST_VOLUMES_PUBLISHED_NODES",
+                        "a VolumeLister or VolumeGetter",
+                    ));
+                }
             }
             if features.contains(C::VOLUME_CONDITION)
                 && i.volume_lister.is_none()
@@ -298,7 +320,16 @@ impl PluginBuilder {
                 "VOLUME_EXPANSION_OFFLINE",
             ));
         }
+        // Plugin capabilities are "the grand sum of all capabilities of all
+        // instances of the Plugin software", so an instance that serves only
+        // the Controller or only the Node service (a controller Deployment
+        // and a node DaemonSet) advertises expansion its other half may
+        // serve: the rules below look only at the services this instance
+        // serves.
+        let serves_controller = i.controller.is_some();
+        let split_part = serves_controller != i.node.is_some();
         if pc.intersects(P::VOLUME_EXPANSION_ONLINE | P::VOLUME_EXPANSION_OFFLINE)
+            && !split_part
             && i.controller_expander.is_none()
             && i.node_expander.is_none()
         {
@@ -306,6 +337,18 @@ impl PluginBuilder {
                 "VOLUME_EXPANSION",
                 "a ControllerExpander or NodeExpander",
             ));
+        }
+        // "When a plugin supports OFFLINE volume expansion it MUST implement
+        // either the EXPAND_VOLUME controller capability or both the
+        // EXPAND_VOLUME controller capability and the EXPAND_VOLUME node
+        // capability": node expansion alone does not serve OFFLINE (ONLINE
+        // accepts either). Only the instance serving the Controller service
+        // can hold that part.
+        if pc.contains(P::VOLUME_EXPANSION_OFFLINE)
+            && serves_controller
+            && i.controller_expander.is_none()
+        {
+            return Err(missing("VOLUME_EXPANSION_OFFLINE", "a ControllerExpander"));
         }
         pc.set(P::CONTROLLER_SERVICE, i.controller.is_some());
         pc.set(P::GROUP_CONTROLLER_SERVICE, i.group_controller.is_some());
@@ -474,7 +517,7 @@ impl Plugin {
                         // Public fields let a driver build a response the
                         // spec forbids (an empty condition message, a map
                         // over 4 KiB); it is refused here, not sent.
-                        wire.check().map_err(|e| {
+                        wire.check(self.inner.plugin_capabilities).map_err(|e| {
                             CsiError::internal(format!(
                                 "the driver's {rpc} response breaks the spec: {e}"
                             ))
@@ -639,7 +682,7 @@ impl Plugin {
     ) -> Result<RawStream<W>, CsiError>
     where
         P: Debug,
-        T: TryFrom<P, Error = CsiError>,
+        T: TryFrom<P, Error = CsiError> + StreamBounds,
         Fut: Future<Output = Result<BlockMetadataStream, CsiError>>,
         W: TryFrom<BlockMetadataResponse, Error = CsiError> + ResponseRules + Send + 'static,
     {
@@ -649,17 +692,153 @@ impl Plugin {
                 req,
                 self.snapshot_metadata(rpc),
                 |_: &T| None,
-                |h, r| async move { call(h, r).await.map(BlockStream) },
+                |h, r| {
+                    let bounds = r.bounds();
+                    async move { call(h, r).await.map(|s| BlockStream(s, bounds)) }
+                },
             )
             .await?;
         Ok(checked_block_messages(rpc, stream))
     }
 }
 
-/// A wire response the plugin checks against the spec before sending it.
-trait WireResponse {
-    fn check(&self) -> Result<(), CsiError>;
+/// What a SnapshotMetadata request asks of the stream that answers it:
+/// `(starting_offset, max_results)`.
+trait StreamBounds {
+    fn bounds(&self) -> (u64, Option<u32>);
 }
+
+impl StreamBounds for crate::snapshot_metadata::GetMetadataAllocatedRequest {
+    fn bounds(&self) -> (u64, Option<u32>) {
+        (self.starting_offset, self.max_results)
+    }
+}
+
+impl StreamBounds for crate::snapshot_metadata::GetMetadataDeltaRequest {
+    fn bounds(&self) -> (u64, Option<u32>) {
+        (self.starting_offset, self.max_results)
+    }
+}
+
+/// The rules a streamed message owes its request: "If the value of
+/// max_results ... is greater than zero, then the number of entries in this
+/// list MUST be less than or equal to that value", and the stream's first
+/// range must end after `starting_offset` ("if S is the requested
+/// starting_offset, and B0 is block_metadata[0] of the first message in the
+/// response stream, then (S < B0.byte_offset + B0.size_bytes) must be
+/// true"; the first range of a stream whose first messages are empty is
+/// held to it too). `first` is whether no range was streamed before.
+fn within_bounds(
+    m: &BlockMetadataResponse,
+    (starting_offset, max_results): (u64, Option<u32>),
+    first: bool,
+) -> Result<(), CsiError> {
+    if let Some(max) = max_results.filter(|&m| m > 0)
+        && m.block_metadata.len() > max as usize
+    {
+        return Err(CsiError::invalid(
+            "block_metadata",
+            format!(
+                "must hold at most the request's max_results ({max}) ranges, got {}",
+                m.block_metadata.len()
+            ),
+        ));
+    }
+    if let (true, Some(b0)) = (first, m.block_metadata.first()) {
+        let end = b0.byte_offset.saturating_add(b0.size_bytes);
+        if end <= starting_offset {
+            return Err(CsiError::invalid(
+                "block_metadata[0]",
+                format!(
+                    "the stream's first range must end after the request's starting_offset \
+                     ({starting_offset}), but it ends at {end}"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A wire response the plugin checks against the spec before sending it;
+/// `plugin` is what the plugin advertises.
+trait WireResponse {
+    fn check(&self, plugin: PluginCapabilities) -> Result<(), CsiError>;
+}
+
+/// Where a response reports topology, which only a plugin advertising
+/// `VOLUME_ACCESSIBILITY_CONSTRAINTS` may: "A plugin that returns this field
+/// MUST also set the VOLUME_ACCESSIBILITY_CONSTRAINTS plugin capability"
+/// (`Volume.accessible_topology`, `NodeGetInfoResponse.accessible_topology`).
+trait ReportsTopology {
+    /// The first field that holds topology, if any.
+    fn topology_field(&self) -> Option<String> {
+        None
+    }
+}
+
+/// A volume's topology field under `path`, if set.
+fn volume_topology(path: impl FnOnce() -> String, v: &Option<proto::Volume>) -> Option<String> {
+    v.as_ref()
+        .filter(|v| !v.accessible_topology.is_empty())
+        .map(|_| format!("{}.accessible_topology", path()))
+}
+
+impl ReportsTopology for proto::CreateVolumeResponse {
+    fn topology_field(&self) -> Option<String> {
+        volume_topology(|| "volume".into(), &self.volume)
+    }
+}
+
+impl ReportsTopology for proto::ControllerGetVolumeResponse {
+    fn topology_field(&self) -> Option<String> {
+        volume_topology(|| "volume".into(), &self.volume)
+    }
+}
+
+impl ReportsTopology for proto::ListVolumesResponse {
+    fn topology_field(&self) -> Option<String> {
+        self.entries
+            .iter()
+            .enumerate()
+            .find_map(|(i, e)| volume_topology(|| format!("entries[{i}].volume"), &e.volume))
+    }
+}
+
+impl ReportsTopology for proto::NodeGetInfoResponse {
+    fn topology_field(&self) -> Option<String> {
+        self.accessible_topology
+            .as_ref()
+            .map(|_| "accessible_topology".to_string())
+    }
+}
+
+// Responses without topology.
+impl ReportsTopology for proto::GetPluginInfoResponse {}
+impl ReportsTopology for proto::GetPluginCapabilitiesResponse {}
+impl ReportsTopology for proto::ProbeResponse {}
+impl ReportsTopology for proto::DeleteVolumeResponse {}
+impl ReportsTopology for proto::ControllerPublishVolumeResponse {}
+impl ReportsTopology for proto::ControllerUnpublishVolumeResponse {}
+impl ReportsTopology for proto::ValidateVolumeCapabilitiesResponse {}
+impl ReportsTopology for proto::GetCapacityResponse {}
+impl ReportsTopology for proto::ControllerGetCapabilitiesResponse {}
+impl ReportsTopology for proto::CreateSnapshotResponse {}
+impl ReportsTopology for proto::DeleteSnapshotResponse {}
+impl ReportsTopology for proto::ListSnapshotsResponse {}
+impl ReportsTopology for proto::GetSnapshotResponse {}
+impl ReportsTopology for proto::ControllerExpandVolumeResponse {}
+impl ReportsTopology for proto::ControllerModifyVolumeResponse {}
+impl ReportsTopology for proto::GroupControllerGetCapabilitiesResponse {}
+impl ReportsTopology for proto::CreateVolumeGroupSnapshotResponse {}
+impl ReportsTopology for proto::DeleteVolumeGroupSnapshotResponse {}
+impl ReportsTopology for proto::GetVolumeGroupSnapshotResponse {}
+impl ReportsTopology for proto::NodeStageVolumeResponse {}
+impl ReportsTopology for proto::NodeUnstageVolumeResponse {}
+impl ReportsTopology for proto::NodePublishVolumeResponse {}
+impl ReportsTopology for proto::NodeUnpublishVolumeResponse {}
+impl ReportsTopology for proto::NodeGetVolumeStatsResponse {}
+impl ReportsTopology for proto::NodeExpandVolumeResponse {}
+impl ReportsTopology for proto::NodeGetCapabilitiesResponse {}
 
 macro_rules! wire_responses {
     ($([$server:ident :: $service:ident, $field:ident] {
@@ -667,14 +846,27 @@ macro_rules! wire_responses {
     })*) => {
         $($(
             impl WireResponse for proto::$resp {
-                fn check(&self) -> Result<(), CsiError> {
+                fn check(&self, plugin: PluginCapabilities) -> Result<(), CsiError> {
                     // Both severities: a driver served here is held to
                     // the tolerated rules too (see `crate::check`).
                     if let Some(odd) = crate::check::ResponseRules::tolerated(self).into_iter().next() {
                         let rule = odd.rule.split(';').next().unwrap_or_default();
                         return Err(CsiError::invalid(odd.field, rule));
                     }
-                    crate::check::ResponseRules::must(self)
+                    crate::check::ResponseRules::must(self)?;
+                    match ReportsTopology::topology_field(self) {
+                        Some(field)
+                            if !plugin.contains(PluginCapabilities::VOLUME_ACCESSIBILITY_CONSTRAINTS) =>
+                        {
+                            Err(CsiError::invalid(
+                                field,
+                                "set, but the plugin does not advertise \
+                                 VOLUME_ACCESSIBILITY_CONSTRAINTS (a plugin that returns \
+                                 topology MUST set that capability)",
+                            ))
+                        }
+                        _ => Ok(()),
+                    }
                 }
             }
         )*)*
@@ -685,7 +877,7 @@ crate::api::for_each_unary_rpc!(wire_responses);
 
 impl WireResponse for BlockStream {
     /// The messages are checked one by one as they are streamed.
-    fn check(&self) -> Result<(), CsiError> {
+    fn check(&self, _: PluginCapabilities) -> Result<(), CsiError> {
         Ok(())
     }
 }
@@ -696,10 +888,16 @@ fn checked_block_messages<W>(rpc: &'static str, stream: BlockStream) -> RawStrea
 where
     W: TryFrom<BlockMetadataResponse, Error = CsiError> + ResponseRules + Send + 'static,
 {
-    stream
-        .0
+    let BlockStream(messages, bounds) = stream;
+    let mut first = true;
+    messages
         .map(move |r| {
-            let wire = W::try_from(r?).map_err(|e| e.built_by_driver(&format!("{rpc}Response")))?;
+            let r = r?;
+            within_bounds(&r, bounds, first).map_err(|e| {
+                CsiError::internal(format!("the driver's {rpc} stream breaks the spec: {e}"))
+            })?;
+            first &= r.block_metadata.is_empty();
+            let wire = W::try_from(r).map_err(|e| e.built_by_driver(&format!("{rpc}Response")))?;
             wire.must().map_err(|e| {
                 CsiError::internal(format!("the driver's {rpc} stream breaks the spec: {e}"))
             })?;
@@ -709,7 +907,7 @@ where
 }
 
 /// Lets a stream pass through [`Plugin::unary`], which logs its response with `Debug`.
-struct BlockStream(BlockMetadataStream);
+struct BlockStream(BlockMetadataStream, (u64, Option<u32>));
 
 impl Debug for BlockStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -23,12 +23,13 @@ pub enum BlockMetadataType {
 pub struct BlockMetadata {
     /// Where the range starts, in bytes.
     pub byte_offset: u64,
-    /// Its length, in bytes.
+    /// Its length, in bytes; greater than zero ("size_bytes MUST be
+    /// greater than zero"), which the check of a message holding it enforces.
     pub size_bytes: u64,
 }
 
-/// A range its check (`crate::check::must`) accepted: both figures are
-/// not negative.
+/// A range its check (`crate::check::must`) accepted: the offset is not
+/// negative, the size greater than zero.
 impl FromChecked<proto::BlockMetadata> for BlockMetadata {
     fn from_checked(p: proto::BlockMetadata) -> Self {
         BlockMetadata {

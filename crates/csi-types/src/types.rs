@@ -464,7 +464,21 @@ impl CapacityRange {
 
     /// The size to provision: `required_bytes` (or `default` when unset)
     /// rounded up to a multiple of `granularity`, if that lies within the range.
-    /// `None` means the range cannot be honoured (answer `OUT_OF_RANGE`).
+    /// With only `limit_bytes` set, a `default` above the limit gives the
+    /// largest multiple of `granularity` within it: the range has no lower
+    /// bound, so any non-zero size up to the limit honours it.
+    /// `None` means no multiple of `granularity` lies within the range
+    /// (answer `OUT_OF_RANGE`).
+    ///
+    /// ```
+    /// use csi_types::types::CapacityRange;
+    /// // At most 5 GiB and a byte: 5 GiB, not 6 GiB (outside) nor a refusal.
+    /// let r = CapacityRange::new(None, Some((5 << 30) + 1)).unwrap();
+    /// assert_eq!(r.choose(10 << 30, 1 << 30), Some(5 << 30));
+    /// // At least 1.5 GiB and at most 1.75 GiB: no whole GiB fits.
+    /// let r = CapacityRange::new(Some(3 << 29), Some(7 << 28)).unwrap();
+    /// assert_eq!(r.choose(10 << 30, 1 << 30), None);
+    /// ```
     pub fn choose(&self, default: u64, granularity: u64) -> Option<u64> {
         let want = self.required_bytes.unwrap_or(default);
         let want = match self.limit_bytes {
@@ -474,7 +488,19 @@ impl CapacityRange {
         let g = granularity.max(1);
         let size = want.div_ceil(g).checked_mul(g)?;
         let size = if size == 0 { g } else { size };
-        self.contains(size).then_some(size)
+        if self.contains(size) {
+            return Some(size);
+        }
+        // Rounding up passed the limit. With a lower bound, `size` was the
+        // smallest multiple at or above it, so none fits; without one, the
+        // largest non-zero multiple under the limit does.
+        match (self.required_bytes, self.limit_bytes) {
+            (None, Some(l)) => {
+                let below = l / g * g;
+                (below > 0).then_some(below)
+            }
+            _ => None,
+        }
     }
 }
 
@@ -1052,4 +1078,38 @@ try_from_proto! {
     Volume => proto::Volume,
     VolumeCondition => proto::VolumeCondition,
     Snapshot => proto::Snapshot,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A range with only an upper bound is honoured by any non-zero size
+    /// under it: `choose` finds a multiple of the granularity there rather
+    /// than rounding the default up past the limit and giving up.
+    #[test]
+    fn a_limit_only_range_takes_the_largest_multiple_under_the_limit() {
+        let g = 1 << 20;
+        for (limit, default, want) in [
+            ((5 << 20) + 1, 10 << 20, Some(5 << 20)),
+            ((5 << 20) - 1, 10 << 20, Some(4 << 20)),
+            (5 << 20, 10 << 20, Some(5 << 20)),
+            ((5 << 20) + 1, 2 << 20, Some(2 << 20)),
+            // Below one granule nothing fits.
+            (g - 1, 10 << 20, None),
+        ] {
+            let r = CapacityRange::new(None, Some(limit)).unwrap();
+            let got = r.choose(default, g);
+            assert_eq!(got, want, "limit {limit}, default {default}");
+            if let Some(size) = got {
+                assert!(r.contains(size) && size % g == 0 && size > 0, "{size}");
+            }
+        }
+        // With a lower bound the smallest multiple above it is the only
+        // candidate: past the limit, nothing fits.
+        let r = CapacityRange::new(Some((1 << 20) + 1), Some((3 << 20) / 2)).unwrap();
+        assert_eq!(r.choose(10 << 20, g), None);
+        let r = CapacityRange::new(Some((1 << 20) + 1), Some(2 << 20)).unwrap();
+        assert_eq!(r.choose(10 << 20, g), Some(2 << 20));
+    }
 }

@@ -329,9 +329,20 @@ pub(crate) fn wire_size(field: impl FnOnce() -> String, value: u64) -> Result<i6
     })
 }
 
-/// An empty string means "unset".
-pub(crate) fn optional_string(field: &str, value: String) -> Result<Option<String>, CsiError> {
-    string(field, &value)?;
+/// A List request's `starting_token`; empty means unset. A token longer
+/// than the spec's 128-byte string limit was issued by no plugin (a
+/// `next_token` obeys that limit too), so it is an invalid `starting_token`,
+/// whose code the `ListVolumes` and `ListSnapshots` error tables name:
+/// `ABORTED` ("Indicates that `starting_token` is not valid"; the caller
+/// starts the listing again), not the general `INVALID_ARGUMENT`.
+pub(crate) fn starting_token(value: String) -> Result<Option<String>, CsiError> {
+    if value.len() > MAX_STRING_BYTES {
+        return Err(CsiError::aborted(format!(
+            "`starting_token` is not valid: must be at most {MAX_STRING_BYTES} bytes, got {}; \
+             start the listing again with an empty starting_token",
+            value.len()
+        )));
+    }
     Ok((!value.is_empty()).then_some(value))
 }
 
@@ -359,6 +370,39 @@ mod tests {
         assert_eq!(index("x", 9), "x[9]");
         assert_eq!(index("x", 10), "x[10]");
         assert_eq!(index("x", usize::MAX), format!("x[{}]", usize::MAX));
+    }
+
+    /// An overlong `starting_token` is an invalid token: the `ABORTED` the
+    /// List RPCs' error tables name, not `INVALID_ARGUMENT`.
+    #[test]
+    fn an_overlong_starting_token_is_aborted() {
+        use crate::Code;
+        use crate::controller::{ListSnapshotsRequest, ListVolumesRequest};
+        let token = "t".repeat(MAX_STRING_BYTES + 1);
+        let rule = "`starting_token` is not valid: must be at most 128 bytes, got 129; start \
+                    the listing again with an empty starting_token";
+        let volumes = ListVolumesRequest::try_from(crate::proto::ListVolumesRequest {
+            max_entries: 0,
+            starting_token: token.clone(),
+        })
+        .unwrap_err();
+        let snapshots = ListSnapshotsRequest::try_from(crate::proto::ListSnapshotsRequest {
+            starting_token: token,
+            ..Default::default()
+        })
+        .unwrap_err();
+        for e in [volumes, snapshots] {
+            assert_eq!(e.code(), Code::Aborted, "{e}");
+            assert_eq!(e.to_string(), format!("aborted: {rule}"));
+        }
+        // At the limit, the token is the driver's to judge.
+        let at_limit = "t".repeat(MAX_STRING_BYTES);
+        let r = ListVolumesRequest::try_from(crate::proto::ListVolumesRequest {
+            max_entries: 0,
+            starting_token: at_limit.clone(),
+        })
+        .unwrap();
+        assert_eq!(r.starting_token, Some(at_limit));
     }
 
     /// A secret value pasted into a key by mistake is not repeated in the error (which a CO

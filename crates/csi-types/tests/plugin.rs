@@ -10,10 +10,18 @@ use csi_types::prelude::*;
 use csi_types::{
     RawCsi,
     capabilities::{ControllerCapabilities, PluginCapabilities},
-    controller::{ControllerGetCapabilitiesRequest, ListVolumesRequest},
+    controller::{
+        ControllerGetCapabilitiesRequest, ControllerGetVolumeRequest, ControllerGetVolumeResponse,
+        ControllerPublishVolumeRequest, ControllerPublishVolumeResponse,
+        ControllerUnpublishVolumeRequest, ControllerUnpublishVolumeResponse, CreateSnapshotRequest,
+        CreateSnapshotResponse, DeleteSnapshotRequest, DeleteSnapshotResponse, ListVolumesRequest,
+    },
     identity::{GetPluginCapabilitiesRequest, GetPluginInfoRequest, GetPluginInfoResponse},
     ids::PluginName,
-    node::{NodeGetCapabilitiesRequest, NodeGetInfoResponse},
+    node::{
+        NodeExpandVolumeRequest, NodeExpandVolumeResponse, NodeGetCapabilitiesRequest,
+        NodeGetInfoResponse,
+    },
     proto,
 };
 
@@ -220,6 +228,235 @@ fn builder_refuses_features_without_their_rpcs() {
     });
     let err = Plugin::builder(expanding.clone()).build().err().unwrap();
     assert!(err.to_string().contains("VOLUME_EXPANSION"), "{err}");
+}
+
+/// Snapshots without provisioning.
+struct SnapshotsOnly;
+
+#[async_trait::async_trait]
+impl Snapshotter for SnapshotsOnly {
+    async fn create_snapshot(
+        &self,
+        _: CreateSnapshotRequest,
+    ) -> Result<CreateSnapshotResponse, CsiError> {
+        Err(CsiError::resource_exhausted("no space for snapshots"))
+    }
+    async fn delete_snapshot(
+        &self,
+        _: DeleteSnapshotRequest,
+    ) -> Result<DeleteSnapshotResponse, CsiError> {
+        Ok(DeleteSnapshotResponse::default())
+    }
+}
+
+/// "plugins supporting CREATE_DELETE_SNAPSHOT MUST support creating volume
+/// from snapshot": a Snapshotter needs the Provisioner that serves
+/// CreateVolume.
+#[test]
+fn snapshots_need_a_provisioner() {
+    let d = Arc::new(TestDriver::default());
+    let err = Plugin::builder(d.clone())
+        .controller(d.clone())
+        .snapshotter(Arc::new(SnapshotsOnly))
+        .build()
+        .err()
+        .unwrap();
+    assert_eq!(
+        err,
+        BuildError::CapabilityWithoutPart {
+            capability: "CREATE_DELETE_SNAPSHOT",
+            needs: "a Provisioner"
+        }
+    );
+    let plugin = Plugin::builder(d.clone())
+        .controller(d.clone())
+        .provisioner(d)
+        .snapshotter(Arc::new(SnapshotsOnly))
+        .build()
+        .unwrap();
+    assert!(
+        plugin
+            .controller_capabilities()
+            .contains(ControllerCapabilities::CREATE_DELETE_SNAPSHOT)
+    );
+}
+
+/// Publishes and reports volumes without listing them.
+struct PublishesAndGets;
+
+#[async_trait::async_trait]
+impl ControllerPublisher for PublishesAndGets {
+    async fn controller_publish_volume(
+        &self,
+        _: ControllerPublishVolumeRequest,
+    ) -> Result<ControllerPublishVolumeResponse, CsiError> {
+        Ok(ControllerPublishVolumeResponse::default())
+    }
+    async fn controller_unpublish_volume(
+        &self,
+        _: ControllerUnpublishVolumeRequest,
+    ) -> Result<ControllerUnpublishVolumeResponse, CsiError> {
+        Ok(ControllerUnpublishVolumeResponse::default())
+    }
+}
+
+#[async_trait::async_trait]
+impl VolumeGetter for PublishesAndGets {
+    async fn controller_get_volume(
+        &self,
+        _: ControllerGetVolumeRequest,
+    ) -> Result<ControllerGetVolumeResponse, CsiError> {
+        Err(CsiError::not_found("no volumes here"))
+    }
+}
+
+/// LIST_VOLUMES_PUBLISHED_NODES: "The SP MUST also support
+/// PUBLISH_UNPUBLISH_VOLUME"; the `published_node_ids` it promises are
+/// those of ListVolumes and of ControllerGetVolume, so either RPC serves it.
+#[test]
+fn published_nodes_need_a_publisher_and_a_lister_or_getter() {
+    let d = Arc::new(TestDriver {
+        controller_features: ControllerCapabilities::LIST_VOLUMES_PUBLISHED_NODES,
+        ..Default::default()
+    });
+    let err = Plugin::builder(d.clone())
+        .controller(d.clone())
+        .volume_lister(d.clone())
+        .build()
+        .err()
+        .unwrap();
+    assert_eq!(
+        err,
+        BuildError::CapabilityWithoutPart {
+            capability: "LIST_VOLUMES_PUBLISHED_NODES",
+            needs: "a ControllerPublisher"
+        }
+    );
+    let other = Arc::new(PublishesAndGets);
+    let err = Plugin::builder(d.clone())
+        .controller(d.clone())
+        .publisher(other.clone())
+        .build()
+        .err()
+        .unwrap();
+    assert_eq!(
+        err,
+        BuildError::CapabilityWithoutPart {
+            capability: "LIST_VOLUMES_PUBLISHED_NODES",
+            needs: "a VolumeLister or VolumeGetter"
+        }
+    );
+    // ControllerGetVolume alone reports the published nodes.
+    let plugin = Plugin::builder(d.clone())
+        .controller(d)
+        .publisher(other.clone())
+        .volume_getter(other)
+        .build()
+        .unwrap();
+    assert!(
+        plugin
+            .controller_capabilities()
+            .contains(ControllerCapabilities::LIST_VOLUMES_PUBLISHED_NODES)
+    );
+}
+
+/// Expands on the node only.
+struct NodeOnlyExpander;
+
+#[async_trait::async_trait]
+impl NodeExpander for NodeOnlyExpander {
+    async fn node_expand_volume(
+        &self,
+        _: NodeExpandVolumeRequest,
+    ) -> Result<NodeExpandVolumeResponse, CsiError> {
+        Ok(NodeExpandVolumeResponse::default())
+    }
+}
+
+/// OFFLINE expansion needs the controller's EXPAND_VOLUME ("it MUST
+/// implement either the EXPAND_VOLUME controller capability or both the
+/// EXPAND_VOLUME controller capability and the EXPAND_VOLUME node
+/// capability"); ONLINE is served by either alone.
+#[test]
+fn offline_expansion_needs_a_controller_expander() {
+    let build = |caps| {
+        let d = Arc::new(TestDriver {
+            plugin_caps: caps,
+            ..Default::default()
+        });
+        Plugin::builder(d.clone())
+            .controller(d.clone())
+            .node(d)
+            .node_expander(Arc::new(NodeOnlyExpander))
+            .build()
+    };
+    let err = build(PluginCapabilities::VOLUME_EXPANSION_OFFLINE)
+        .err()
+        .unwrap();
+    assert_eq!(
+        err,
+        BuildError::CapabilityWithoutPart {
+            capability: "VOLUME_EXPANSION_OFFLINE",
+            needs: "a ControllerExpander"
+        }
+    );
+    let plugin = build(PluginCapabilities::VOLUME_EXPANSION_ONLINE).unwrap();
+    assert!(
+        plugin
+            .plugin_capabilities()
+            .contains(PluginCapabilities::VOLUME_EXPANSION_ONLINE)
+    );
+}
+
+/// Plugin capabilities are "the grand sum of all capabilities of all
+/// instances": the node-only instance of a plugin that expands on the
+/// controller alone (the spec's GlusterFS example, ONLINE) or the node half
+/// of an OFFLINE plugin advertises expansion without serving it, and the
+/// controller-only instance of a plugin that expands on the node alone
+/// (the spec's third example) does too.
+#[test]
+fn an_instance_serving_one_service_advertises_the_plugins_expansion() {
+    for caps in [
+        PluginCapabilities::VOLUME_EXPANSION_ONLINE,
+        PluginCapabilities::VOLUME_EXPANSION_OFFLINE,
+    ] {
+        let d = Arc::new(TestDriver {
+            plugin_caps: caps,
+            ..Default::default()
+        });
+        let node_half = Plugin::builder(d.clone()).node(d.clone()).build().unwrap();
+        assert!(node_half.plugin_capabilities().contains(caps), "{caps:?}");
+    }
+    let d = Arc::new(TestDriver {
+        plugin_caps: PluginCapabilities::VOLUME_EXPANSION_ONLINE,
+        ..Default::default()
+    });
+    let controller_half = Plugin::builder(d.clone())
+        .controller(d.clone())
+        .build()
+        .unwrap();
+    assert!(
+        controller_half
+            .plugin_capabilities()
+            .contains(PluginCapabilities::VOLUME_EXPANSION_ONLINE)
+    );
+    // The controller half of an OFFLINE plugin is where its expansion is.
+    let d = Arc::new(TestDriver {
+        plugin_caps: PluginCapabilities::VOLUME_EXPANSION_OFFLINE,
+        ..Default::default()
+    });
+    let err = Plugin::builder(d.clone())
+        .controller(d)
+        .build()
+        .err()
+        .unwrap();
+    assert_eq!(
+        err,
+        BuildError::CapabilityWithoutPart {
+            capability: "VOLUME_EXPANSION_OFFLINE",
+            needs: "a ControllerExpander"
+        }
+    );
 }
 
 #[tokio::test]
@@ -442,4 +679,219 @@ async fn streamed_messages_that_break_the_spec_are_not_sent() {
         delta[1].as_ref().unwrap_err().to_string(),
         format!("internal error: the driver's GetMetadataDelta stream breaks the spec: {rule}")
     );
+}
+
+/// What a stream owes its request: at most `max_results` ranges per
+/// message, and a first range that ends after `starting_offset`. The driver
+/// here ignores both and streams an empty message, then the ranges
+/// [0, 4096) and [4096, 8192), then [16384, 20480).
+#[tokio::test]
+async fn streamed_messages_respect_the_requests_offset_and_maximum() {
+    use csi_types::snapshot_metadata::{
+        BlockMetadata, BlockMetadataResponse, BlockMetadataType, GetMetadataAllocatedRequest,
+        GetMetadataDeltaRequest,
+    };
+    use futures::StreamExt;
+
+    struct Careless;
+    #[async_trait::async_trait]
+    impl Identity for Careless {
+        async fn get_plugin_info(
+            &self,
+            _: GetPluginInfoRequest,
+        ) -> Result<GetPluginInfoResponse, CsiError> {
+            GetPluginInfoResponse::new(PluginName::new("careless")?, "1")
+        }
+    }
+    fn messages() -> BlockMetadataStream {
+        let message = |ranges: &[(u64, u64)]| {
+            Ok(BlockMetadataResponse {
+                block_metadata_type: BlockMetadataType::FixedLength,
+                volume_capacity_bytes: 1 << 20,
+                block_metadata: ranges
+                    .iter()
+                    .map(|&(byte_offset, size_bytes)| BlockMetadata {
+                        byte_offset,
+                        size_bytes,
+                    })
+                    .collect(),
+            })
+        };
+        futures::stream::iter([
+            message(&[]),
+            message(&[(0, 4096), (4096, 4096)]),
+            message(&[(16384, 4096)]),
+        ])
+        .boxed()
+    }
+    #[async_trait::async_trait]
+    impl SnapshotMetadata for Careless {
+        async fn get_metadata_allocated(
+            &self,
+            _: GetMetadataAllocatedRequest,
+        ) -> Result<BlockMetadataStream, CsiError> {
+            Ok(messages())
+        }
+        async fn get_metadata_delta(
+            &self,
+            _: GetMetadataDeltaRequest,
+        ) -> Result<BlockMetadataStream, CsiError> {
+            Ok(messages())
+        }
+    }
+    let driver = Arc::new(Careless);
+    let plugin = Plugin::builder(driver.clone())
+        .snapshot_metadata(driver)
+        .build()
+        .unwrap();
+    let allocated = |starting_offset, max_results| {
+        let plugin = plugin.clone();
+        async move {
+            RawCsi::raw_get_metadata_allocated(
+                &plugin,
+                proto::GetMetadataAllocatedRequest {
+                    snapshot_id: "s".into(),
+                    starting_offset,
+                    max_results,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap()
+            .map(|m| m.map(|m| m.block_metadata.len()).map_err(|e| e.to_string()))
+            .collect::<Vec<_>>()
+            .await
+        }
+    };
+    let broken = |rule: &str| {
+        Err(format!(
+            "internal error: the driver's GetMetadataAllocated stream breaks the spec: {rule}"
+        ))
+    };
+    // Within both bounds, every message passes.
+    assert_eq!(allocated(4095, 2).await, [Ok(0), Ok(2), Ok(1)]);
+    assert_eq!(allocated(0, 0).await, [Ok(0), Ok(2), Ok(1)]);
+    // Two ranges in a message where the request allows one.
+    assert_eq!(
+        allocated(0, 1).await,
+        [
+            Ok(0),
+            broken(
+                "invalid `block_metadata`: must hold at most the request's max_results (1) \
+                 ranges, got 2"
+            ),
+            Ok(1),
+        ]
+    );
+    // The stream's first range ends at the requested offset: it is not sent.
+    assert_eq!(
+        allocated(4096, 0).await,
+        [
+            Ok(0),
+            broken(
+                "invalid `block_metadata[0]`: the stream's first range must end after the \
+                 request's starting_offset (4096), but it ends at 4096"
+            ),
+            Ok(1),
+        ]
+    );
+    // The same rules hold for GetMetadataDelta.
+    let delta: Vec<_> = RawCsi::raw_get_metadata_delta(
+        &plugin,
+        proto::GetMetadataDeltaRequest {
+            base_snapshot_id: "a".into(),
+            target_snapshot_id: "b".into(),
+            max_results: 1,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+    .collect()
+    .await;
+    assert!(delta[0].is_ok() && delta[2].is_ok(), "{delta:?}");
+    assert!(
+        delta[1]
+            .as_ref()
+            .unwrap_err()
+            .to_string()
+            .contains("max_results (1)"),
+        "{delta:?}"
+    );
+}
+
+/// "A plugin that returns this field MUST also set the
+/// VOLUME_ACCESSIBILITY_CONSTRAINTS plugin capability": topology in
+/// NodeGetInfo (or a volume) from a plugin that does not advertise it is
+/// the driver's bug, INTERNAL naming the field, and is not sent.
+#[tokio::test]
+async fn topology_needs_the_accessibility_capability() {
+    struct Placed;
+    #[async_trait::async_trait]
+    impl Identity for Placed {
+        async fn get_plugin_info(
+            &self,
+            _: GetPluginInfoRequest,
+        ) -> Result<GetPluginInfoResponse, CsiError> {
+            GetPluginInfoResponse::new(PluginName::new("placed")?, "1")
+        }
+    }
+    #[async_trait::async_trait]
+    impl Node for Placed {
+        async fn node_publish_volume(
+            &self,
+            _: csi_types::node::NodePublishVolumeRequest,
+        ) -> Result<csi_types::node::NodePublishVolumeResponse, CsiError> {
+            Ok(Default::default())
+        }
+        async fn node_unpublish_volume(
+            &self,
+            _: csi_types::node::NodeUnpublishVolumeRequest,
+        ) -> Result<csi_types::node::NodeUnpublishVolumeResponse, CsiError> {
+            Ok(Default::default())
+        }
+        async fn node_get_info(
+            &self,
+            _: csi_types::node::NodeGetInfoRequest,
+        ) -> Result<NodeGetInfoResponse, CsiError> {
+            Ok(NodeGetInfoResponse::try_new("node-1")?.with_topology(
+                csi_types::types::Topology::new([("topology.example.com/zone", "z1")])?,
+            ))
+        }
+    }
+    let d = Arc::new(Placed);
+    let plugin = Plugin::builder(d.clone()).node(d).build().unwrap();
+    let err = RawCsi::raw_node_get_info(&plugin, Default::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Internal);
+    assert_eq!(
+        err.to_string(),
+        "internal error: the driver's NodeGetInfo response breaks the spec: invalid \
+         `accessible_topology`: set, but the plugin does not advertise \
+         VOLUME_ACCESSIBILITY_CONSTRAINTS (a plugin that returns topology MUST set that \
+         capability)"
+    );
+    // The same driver advertising the capability is answered.
+    struct Advertised(Placed);
+    #[async_trait::async_trait]
+    impl Identity for Advertised {
+        async fn get_plugin_info(
+            &self,
+            r: GetPluginInfoRequest,
+        ) -> Result<GetPluginInfoResponse, CsiError> {
+            self.0.get_plugin_info(r).await
+        }
+        fn plugin_capabilities(&self) -> PluginCapabilities {
+            PluginCapabilities::VOLUME_ACCESSIBILITY_CONSTRAINTS
+        }
+    }
+    let plugin = Plugin::builder(Arc::new(Advertised(Placed)))
+        .node(Arc::new(Placed))
+        .build()
+        .unwrap();
+    let info = RawCsi::raw_node_get_info(&plugin, Default::default())
+        .await
+        .unwrap();
+    assert!(info.accessible_topology.is_some());
 }

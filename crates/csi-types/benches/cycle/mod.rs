@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use csi_types::capabilities::PluginCapabilities;
 use csi_types::controller::{
     CreateVolumeRequest, CreateVolumeResponse, DeleteVolumeRequest, DeleteVolumeResponse,
     ValidateVolumeCapabilitiesRequest, ValidateVolumeCapabilitiesResponse,
@@ -31,6 +32,11 @@ impl Identity for Driver {
         _: GetPluginInfoRequest,
     ) -> Result<GetPluginInfoResponse, CsiError> {
         GetPluginInfoResponse::new(PluginName::new("bench.csi.example.com")?, "1.0.0")
+    }
+
+    /// Its volumes carry topology, which the spec allows only with this.
+    fn plugin_capabilities(&self) -> PluginCapabilities {
+        PluginCapabilities::VOLUME_ACCESSIBILITY_CONSTRAINTS
     }
 }
 

@@ -346,13 +346,24 @@ impl Must for proto::VolumeUsage {
 impl Must for proto::BlockMetadata {
     fn must(&self, path: Path<'_>) -> Result<(), CsiError> {
         non_negative(path.at("byte_offset"), self.byte_offset)?;
-        non_negative(path.at("size_bytes"), self.size_bytes)
+        // "size_bytes MUST be greater than zero" (`BlockMetadata`): an empty
+        // range describes no data, and would let two tuples share an offset
+        // that "MUST be strictly increasing".
+        if self.size_bytes > 0 {
+            return Ok(());
+        }
+        named(path.at("size_bytes"), |f| {
+            Err::<(), _>(CsiError::invalid(
+                f,
+                format!("must be greater than zero, got {}", self.size_bytes),
+            ))
+        })
     }
 }
 
 /// The MUST rules of one streamed block-metadata message
 /// (`GetMetadataAllocated` and `GetMetadataDelta` stream the same fields):
-/// a known type, sizes and offsets not negative, then the ranges in
+/// a known type, offsets not negative, sizes greater than zero, then the ranges in
 /// ascending order without overlap, all of one size for `FIXED_LENGTH`. The
 /// order of the ranges is checked after every range's own fields, so the
 /// first error is the one the checks of the fields alone would give.

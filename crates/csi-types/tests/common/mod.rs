@@ -155,9 +155,16 @@ impl Node for TestDriver {
         Ok(NodeUnpublishVolumeResponse {})
     }
     async fn node_get_info(&self, _: NodeGetInfoRequest) -> Result<NodeGetInfoResponse, CsiError> {
-        Ok(NodeGetInfoResponse::new(NodeId::new("node-1")?)
-            .with_max_volumes(8)
-            .with_topology(Topology::new([("topology.example.com/zone", "z1")])?))
+        let info = NodeGetInfoResponse::new(NodeId::new("node-1")?).with_max_volumes(8);
+        // Topology only with the capability that allows it.
+        if self
+            .plugin_caps
+            .contains(PluginCapabilities::VOLUME_ACCESSIBILITY_CONSTRAINTS)
+        {
+            Ok(info.with_topology(Topology::new([("topology.example.com/zone", "z1")])?))
+        } else {
+            Ok(info)
+        }
     }
 }
 
