@@ -65,7 +65,7 @@ fn main() {
     let (pool, _) = Pool::build(Arc::new(inv), BTreeMap::new(), &records).unwrap();
     println!(
         "{} drives, {} volumes; clone time, min / median of 9:",
-        pool.engine().inventory().spec().drives.len(),
+        pool.engine().inventory().drive_count(),
         records.len()
     );
     let parts: [(&str, (Duration, Duration)); 4] = [
@@ -77,7 +77,7 @@ fn main() {
         ),
         (
             "placement::InventorySpec",
-            time(9, || pool.engine().inventory().spec().clone()),
+            time(9, || pool.engine().inventory().spec()),
         ),
     ];
     for (name, (min, med)) in parts {

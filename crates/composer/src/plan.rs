@@ -459,9 +459,7 @@ impl Pool {
     pub fn drive_free(&self, i: u32) -> u64 {
         // The engine's drives are the inventory's, in its order
         // (`convert::placement_spec`); the pool never adds or removes one.
-        let d = &self.engine.inventory().spec().drives[i as usize];
-        debug_assert_eq!(d.id.as_str(), self.inv.drives()[i as usize].id);
-        d.free.0
+        self.engine.inventory().drives_free()[i as usize].0
     }
 
     /// A server's health: the worse of the file's and its mark.
