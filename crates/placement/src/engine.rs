@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::cow::CowVec;
 use crate::explain::{Explanation, Filter, failure};
 use crate::index::{ABSENT, DomainIndex, Node};
 use crate::inventory::{
@@ -263,10 +264,12 @@ pub struct Engine {
     /// One shared copy of each distinct request of the placed volumes (volumes placed under
     /// equal requests point to the same copy; a copy goes when its last volume does).
     requests: HashSet<Arc<Request>>,
-    /// `(volume slot, member)` of every member on each drive.
-    pub(crate) drive_members: Vec<Vec<(u32, u32)>>,
+    /// `(volume slot, member)` of every member on each drive. In chunks shared with the
+    /// engine's clones (a list per drive, 100,000 allocations, made a clone slow); a write
+    /// copies the chunk it lands in while a clone shares it.
+    pub(crate) drive_members: CowVec<Vec<(u32, u32)>>,
     /// Slots of the placed volumes attaching to each server (in the server order of the spec).
-    server_users: Vec<Vec<u32>>,
+    server_users: CowVec<Vec<u32>>,
     search_budget: u64,
     /// Changes on every committed change of state (see [`Engine::version`]).
     version: u64,
@@ -453,8 +456,8 @@ impl Engine {
             volumes: Vec::new(),
             vol_index: VolIndex::default(),
             requests: HashSet::new(),
-            drive_members: vec![Vec::new(); n],
-            server_users: vec![Vec::new(); inv.spec.servers.len()],
+            drive_members: CowVec::from_elem(Vec::new(), n),
+            server_users: CowVec::from_elem(Vec::new(), inv.spec.servers.len()),
             search_budget: DEFAULT_SEARCH_BUDGET,
             version: 0,
             seed,
