@@ -163,7 +163,6 @@ fn main() {
     let drive_spec = engine
         .inventory()
         .drive(&drives[0])
-        .cloned()
         .expect("drive");
     // Each round: a JBOD at a known level, two drives in it, a domain at a new level under
     // it, a server; then the removals (the first drive's removal moves the second into its
