@@ -3174,6 +3174,20 @@ mod tests {
                 self.inv.ix.drive_attrs.len(),
                 self.inv.ix.drive_group.len(),
             ];
+            let live = &self.inv.live;
+            if (
+                live.free.len(),
+                live.health.len(),
+                live.load.len(),
+                live.used.len(),
+            ) != (
+                n,
+                n,
+                self.inv.spec.bandwidth_domains.len(),
+                self.inv.spec.storage_groups.len(),
+            ) {
+                return Err("live value table lengths".into());
+            }
             if self.inv.ix.drive_anc.len() != n * self.inv.ix.levels.len() {
                 return Err("ancestor table length".into());
             }

@@ -389,7 +389,7 @@ impl RawInventory {
 /// the indexes derived from it sit behind [`Arc`]s, shared by the copies until one of them
 /// changes the inventory's shape (a live drive, domain, group or server change), which copies
 /// them then. A change to one copy is never seen by another.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Inventory {
     /// The inventory's shape: everything but the live values, which are in `live`. The
     /// spec's own `free`, `health`, `load` and `used` fields are not kept current and must
@@ -405,6 +405,16 @@ pub struct Inventory {
     /// `Arc::make_mut` where a shape change also writes the spec: both copy it if a clone
     /// shares it, so every place that can copy it says so.
     pub(crate) ix: Arc<Index>,
+}
+
+/// The plain data with its live values ([`Inventory::spec`]): the shape alone would show the
+/// free bytes, health, loads and usage the inventory was built with.
+impl std::fmt::Debug for Inventory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inventory")
+            .field("spec", &self.spec())
+            .finish_non_exhaustive()
+    }
 }
 
 /// The live values of an [`Inventory`], kept apart from its shape so that a clone copies only
