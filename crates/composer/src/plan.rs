@@ -310,8 +310,10 @@ pub struct Pool {
     marks: BTreeMap<String, Health>,
     /// Volumes not in the engine (records naming missing drives).
     unplaced: std::collections::HashSet<String>,
-    /// Accessible topology per (site, transport), computed once.
-    topologies: HashMap<(u32, Transport), Vec<Topology>>,
+    /// Accessible topology per (site, transport), computed once and shared
+    /// with the pool's copies (every server of a site per entry: a copy of
+    /// it took milliseconds of `GetCapacity`'s copy of the pool).
+    topologies: Arc<HashMap<(u32, Transport), Vec<Topology>>>,
     /// Eligible drives in the last refusal of `try_place` (to pick the most
     /// telling explanation among attempts).
     last_eligible: usize,
@@ -402,15 +404,16 @@ impl Pool {
             slice_at,
             marks,
             unplaced,
-            topologies: HashMap::new(),
+            topologies: Arc::default(),
             last_eligible: 0,
         };
+        let mut topologies = HashMap::new();
         for site in 0..pool.inv.file().sites.len() as u32 {
             for t in Transport::FASTEST_FIRST {
-                pool.topologies
-                    .insert((site, t), convert::volume_topology(&pool.inv, site, t));
+                topologies.insert((site, t), convert::volume_topology(&pool.inv, site, t));
             }
         }
+        pool.topologies = Arc::new(topologies);
         Ok((pool, report))
     }
 
@@ -459,9 +462,7 @@ impl Pool {
     pub fn drive_free(&self, i: u32) -> u64 {
         // The engine's drives are the inventory's, in its order
         // (`convert::placement_spec`); the pool never adds or removes one.
-        let d = &self.engine.inventory().spec().drives[i as usize];
-        debug_assert_eq!(d.id.as_str(), self.inv.drives()[i as usize].id);
-        d.free.0
+        self.engine.inventory().drives_free()[i as usize].0
     }
 
     /// A server's health: the worse of the file's and its mark.
@@ -1620,6 +1621,64 @@ mod tests {
         }
         agree(&pool);
         assert!((0..inv.drives().len() as u32).all(|i| pool.drive_is_unused(i)));
+    }
+
+    /// `GetCapacity` plans on a copy of the pool made while the state is
+    /// locked, which shares most of placement's tables with the pool until
+    /// one of them writes: volumes placed and a drive marked on either side
+    /// afterwards are never seen by the other, drive for drive, and each
+    /// matches a pool built anew from its own volumes.
+    #[test]
+    fn a_copy_of_the_pool_sees_none_of_the_changes_after_it() {
+        let inv = Arc::new(Inventory::default_inventory());
+        let (mut pool, _) = Pool::build(inv.clone(), BTreeMap::new(), &BTreeMap::new()).unwrap();
+        let state = |pool: &Pool| -> Vec<(u64, Health)> {
+            (0..inv.drives().len() as u32)
+                .map(|i| (pool.drive_free(i), pool.drive_health(i)))
+                .collect()
+        };
+        let place = |pool: &mut Pool, n: usize| {
+            for (k, kv) in [
+                &[("redundancy", "true")][..],
+                &[("type", "ssd")][..],
+                &[("type", "slice")][..],
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let p = Parameters::parse(
+                    &kv.iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                )
+                .unwrap();
+                let id = format!("vol-{n}-{k}");
+                let req = VolumeRequest {
+                    name: &id,
+                    parameters: &p,
+                    range: CapacityRange::new(Some(1 << 30), None).unwrap(),
+                    topology: None,
+                };
+                pool.place(&id, &req).unwrap();
+            }
+        };
+        place(&mut pool, 0);
+        let mut copy = pool.clone();
+        let before = state(&pool);
+        assert_eq!(state(&copy), before);
+        // Changes to the pool: the copy keeps the state it was made with.
+        place(&mut pool, 1);
+        let marked = inv.drives()[0].id.clone();
+        pool.set_mark(&marked, Health::Failed).unwrap();
+        let after = state(&pool);
+        assert_ne!(after, before);
+        assert_eq!(after[0].1, Health::Failed);
+        assert_eq!(state(&copy), before);
+        // Changes to the copy: the pool keeps its own.
+        place(&mut copy, 2);
+        assert_ne!(state(&copy), before);
+        assert_eq!(state(&pool), after);
+        assert_eq!(copy.drive_health(0), before[0].1);
     }
 
     #[test]

@@ -160,11 +160,7 @@ fn main() {
         .find(|d| d.id.as_str() == jbod)
         .cloned()
         .expect("jbod");
-    let drive_spec = engine
-        .inventory()
-        .drive(&drives[0])
-        .cloned()
-        .expect("drive");
+    let drive_spec = engine.inventory().drive(&drives[0]).expect("drive");
     // Each round: a JBOD at a known level, two drives in it, a domain at a new level under
     // it, a server; then the removals (the first drive's removal moves the second into its
     // index). Then, in rounds of their own, a drive that is the only one with an attribute is

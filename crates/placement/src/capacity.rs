@@ -190,10 +190,9 @@ impl Engine {
         };
         let hi_start = self
             .inventory()
-            .spec()
-            .drives
+            .drives_free()
             .iter()
-            .map(|d| d.free.0)
+            .map(|f| f.0)
             .max()
             .unwrap_or(0)
             .min(cap);

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::cow::CowVec;
 use crate::explain::{Explanation, Filter, failure};
 use crate::index::{ABSENT, DomainIndex, Node};
 use crate::inventory::{
@@ -263,10 +264,12 @@ pub struct Engine {
     /// One shared copy of each distinct request of the placed volumes (volumes placed under
     /// equal requests point to the same copy; a copy goes when its last volume does).
     requests: HashSet<Arc<Request>>,
-    /// `(volume slot, member)` of every member on each drive.
-    pub(crate) drive_members: Vec<Vec<(u32, u32)>>,
+    /// `(volume slot, member)` of every member on each drive. In chunks shared with the
+    /// engine's clones (a list per drive, 100,000 allocations, made a clone slow); a write
+    /// copies the chunk it lands in while a clone shares it.
+    pub(crate) drive_members: CowVec<Vec<(u32, u32)>>,
     /// Slots of the placed volumes attaching to each server (in the server order of the spec).
-    server_users: Vec<Vec<u32>>,
+    server_users: CowVec<Vec<u32>>,
     search_budget: u64,
     /// Changes on every committed change of state (see [`Engine::version`]).
     version: u64,
@@ -397,7 +400,12 @@ impl Engine {
     /// Fails if a stored volume's request does not compile against the inventory or lists a
     /// drive twice.
     pub fn new(mut inv: Inventory, seed: u64) -> Result<Self, PlacementError> {
-        let vols = std::mem::take(&mut inv.spec.volumes);
+        // Taken only when there are some: a shared shape is copied on write.
+        let vols = if inv.spec.volumes.is_empty() {
+            Vec::new()
+        } else {
+            std::mem::take(&mut inv.shape_mut().volumes)
+        };
         let mut e = Engine::bare(inv, seed);
         for v in vols {
             let label = format!("volume '{}'", v.id);
@@ -437,7 +445,7 @@ impl Engine {
             tiebreak: (0..n)
                 .map(|i| (splitmix(seed ^ splitmix(i as u64)) >> 32) as u32)
                 .collect(),
-            free: inv.spec.drives.iter().map(|d| d.free.0).collect(),
+            free: inv.live.free.iter().map(|f| f.0).collect(),
             cap: inv.spec.drives.iter().map(|d| d.capacity.0).collect(),
             drive_class: vec![NONE; n],
             drive_key: vec![0; n],
@@ -448,8 +456,8 @@ impl Engine {
             volumes: Vec::new(),
             vol_index: VolIndex::default(),
             requests: HashSet::new(),
-            drive_members: vec![Vec::new(); n],
-            server_users: vec![Vec::new(); inv.spec.servers.len()],
+            drive_members: CowVec::from_elem(Vec::new(), n),
+            server_users: CowVec::from_elem(Vec::new(), inv.spec.servers.len()),
             search_budget: DEFAULT_SEARCH_BUDGET,
             version: 0,
             seed,
@@ -622,7 +630,7 @@ impl Engine {
         self.inv
             .index_server(&server)
             .map_err(PlacementError::InvalidChange)?;
-        self.inv.spec.servers.push(server);
+        self.inv.shape_mut().servers.push(server);
         self.server_users.push(Vec::new());
         self.version += 1;
         Ok(self.version)
@@ -655,7 +663,7 @@ impl Engine {
         }
         let inv = &mut self.inv;
         inv.ix_mut().server_index.remove(id);
-        inv.spec.servers.swap_remove(i as usize);
+        inv.shape_mut().servers.swap_remove(i as usize);
         inv.swap_remove_server(i);
         self.server_users.swap_remove(i as usize);
         if let Some(moved) = inv.spec.servers.get(i as usize) {
@@ -711,7 +719,9 @@ impl Engine {
         self.inv.push_drive(&drive, checked);
         self.free.push(drive.free.0);
         self.cap.push(drive.capacity.0);
-        self.inv.spec.drives.push(drive);
+        self.inv.live.free.push(drive.free);
+        self.inv.live.health.push(drive.health);
+        self.inv.shape_mut().drives.push(drive);
         // The tie-break of index `d`, as a rebuild derives it.
         self.tiebreak
             .push((splitmix(self.seed ^ splitmix(d as u64)) >> 32) as u32);
@@ -868,7 +878,7 @@ impl Engine {
         self.inv
             .index_domain(&domain)
             .map_err(PlacementError::InvalidChange)?;
-        self.inv.spec.domains.push(domain);
+        self.inv.shape_mut().domains.push(domain);
         self.seg.dom_range.push((0, 0));
         self.version += 1;
         Ok(self.version)
@@ -1016,7 +1026,8 @@ impl Engine {
         self.inv
             .index_bw_domain(&domain)
             .map_err(PlacementError::InvalidChange)?;
-        self.inv.spec.bandwidth_domains.push(domain);
+        self.inv.live.load.push(domain.load);
+        self.inv.shape_mut().bandwidth_domains.push(domain);
         self.version += 1;
         Ok(self.version)
     }
@@ -1107,7 +1118,8 @@ impl Engine {
         self.inv
             .index_group(&group)
             .map_err(PlacementError::InvalidChange)?;
-        self.inv.spec.storage_groups.push(group);
+        self.inv.live.used.push(group.used);
+        self.inv.shape_mut().storage_groups.push(group);
         self.version += 1;
         Ok(self.version)
     }
@@ -1183,7 +1195,7 @@ impl Engine {
     /// [`Inventory::to_toml`].
     pub fn snapshot(&self) -> Inventory {
         let mut inv = self.inv.clone();
-        inv.spec.volumes = self
+        inv.shape_mut().volumes = self
             .volumes
             .iter()
             .flatten()
@@ -1207,9 +1219,8 @@ impl Engine {
 
     /// Fraction of a drive's capacity in use.
     pub fn utilization(&self, id: &DriveId) -> Option<f64> {
-        self.inv
-            .drive(id)
-            .map(|d| 1.0 - d.free.0 as f64 / d.capacity.0 as f64)
+        let &d = self.inv.ix.drive_index.get(id)?;
+        Some(1.0 - self.free[d as usize] as f64 / self.cap[d as usize] as f64)
     }
 
     /// The slot of a placed volume.
@@ -1319,7 +1330,7 @@ impl Engine {
     }
 
     fn leaf_value(&self, d: u32) -> u128 {
-        if self.inv.spec.drives[d as usize].health == Health::Healthy {
+        if self.inv.live.health[d as usize] == Health::Healthy {
             crate::index::leaf(self.drive_key[d as usize], d)
         } else {
             ABSENT
@@ -1335,7 +1346,7 @@ impl Engine {
             tags: self.inv.ix.drive_tags[d as usize].clone(),
             transports: s.transports,
             group: self.inv.ix.drive_group[d as usize],
-            health: s.health,
+            health: self.inv.live.health[d as usize],
         };
         if let Some(&c) = self.class_lookup.get(&key) {
             return c;
@@ -1414,24 +1425,24 @@ impl Engine {
     }
 
     pub(crate) fn set_health(&mut self, d: u32, h: Health) {
-        if self.inv.spec.drives[d as usize].health != h {
-            self.inv.spec.drives[d as usize].health = h;
+        if self.inv.live.health[d as usize] != h {
+            self.inv.live.health[d as usize] = h;
             self.reclass(d);
         }
     }
 
     /// Charges (`sign = true`) or releases one member on drive `d`.
     pub(crate) fn charge(&mut self, d: u32, size: u64, demand: u64, add: bool) {
-        let s = &mut self.inv.spec.drives[d as usize];
-        s.free.0 = if add {
-            s.free.0.saturating_sub(size)
+        let inv = &mut self.inv;
+        let f = &mut inv.live.free[d as usize].0;
+        *f = if add {
+            f.saturating_sub(size)
         } else {
-            (s.free.0 + size).min(s.capacity.0)
+            (*f + size).min(inv.spec.drives[d as usize].capacity.0)
         };
-        self.free[d as usize] = s.free.0;
-        let (ix, spec) = self.inv.split_mut();
-        for &b in &ix.drive_bw[d as usize] {
-            let l = &mut spec.bandwidth_domains[b as usize].load.0;
+        self.free[d as usize] = *f;
+        for &b in &inv.ix.drive_bw[d as usize] {
+            let l = &mut inv.live.load[b as usize].0;
             *l = if add {
                 l.saturating_add(demand)
             } else {
@@ -1440,7 +1451,7 @@ impl Engine {
         }
         let g = self.inv.ix.drive_group[d as usize];
         if g != NONE {
-            let u = &mut self.inv.spec.storage_groups[g as usize].used.0;
+            let u = &mut self.inv.live.used[g as usize].0;
             *u = if add {
                 u.saturating_add(size)
             } else {
@@ -1762,7 +1773,7 @@ impl Engine {
         if c.demand > 0 {
             for &b in &inv.ix.drive_bw[d as usize] {
                 let bd = &inv.spec.bandwidth_domains[b as usize];
-                if bd.load.0.saturating_add(c.demand) > bd.capacity.0 {
+                if inv.live.load[b as usize].0.saturating_add(c.demand) > bd.capacity.0 {
                     return Some(Filter::Bandwidth);
                 }
             }
@@ -1770,11 +1781,7 @@ impl Engine {
         let g = inv.ix.drive_group[d as usize];
         if g != NONE
             && let Some(q) = inv.spec.storage_groups[g as usize].quota
-            && inv.spec.storage_groups[g as usize]
-                .used
-                .0
-                .saturating_add(c.size)
-                > q.0
+            && inv.live.used[g as usize].0.saturating_add(c.size) > q.0
         {
             return Some(Filter::GroupQuota);
         }
@@ -1808,7 +1815,7 @@ impl Engine {
         for &b in &inv.ix.drive_bw[d as usize] {
             let bd = &inv.spec.bandwidth_domains[b as usize];
             if bd.capacity.0 > 0 {
-                bw = bw.max(bd.load.0 as f64 / bd.capacity.0 as f64);
+                bw = bw.max(inv.live.load[b as usize].0 as f64 / bd.capacity.0 as f64);
             } else {
                 bw = 1.0;
             }
@@ -2406,8 +2413,7 @@ impl Engine {
         for (i, &p) in c.pins.iter().enumerate() {
             if p != NONE
                 && let Some(f) = self.drive_filter(&c, p).or_else(|| {
-                    (self.inv.spec.drives[p as usize].health != Health::Healthy)
-                        .then_some(Filter::Health)
+                    (self.inv.live.health[p as usize] != Health::Healthy).then_some(Filter::Health)
                 })
             {
                 return Err(PlacementError::InvalidRequest {
@@ -2976,7 +2982,11 @@ impl<'a> Search<'a> {
                     })
                     .count() as u64;
                 let bd = &inv.spec.bandwidth_domains[b as usize];
-                if bd.load.0.saturating_add(c.demand.saturating_mul(k)) > bd.capacity.0 {
+                if inv.live.load[b as usize]
+                    .0
+                    .saturating_add(c.demand.saturating_mul(k))
+                    > bd.capacity.0
+                {
                     return false;
                 }
             }
@@ -2993,7 +3003,11 @@ impl<'a> Search<'a> {
                         a != NONE && unloaded(j) && inv.ix.drive_group[a as usize] == g
                     })
                     .count() as u64;
-                if gs.used.0.saturating_add(c.size.saturating_mul(k)) > q.0 {
+                if inv.live.used[g as usize]
+                    .0
+                    .saturating_add(c.size.saturating_mul(k))
+                    > q.0
+                {
                     return false;
                 }
             }
@@ -3141,6 +3155,7 @@ fn known(what: &str, names: &str) -> String {
 mod tests {
     use super::*;
     use crate::inventory::InventorySpec;
+    use crate::model::Bytes;
 
     impl Engine {
         /// Checks every per-drive table and index against the inventory.
@@ -3159,6 +3174,20 @@ mod tests {
                 self.inv.ix.drive_attrs.len(),
                 self.inv.ix.drive_group.len(),
             ];
+            let live = &self.inv.live;
+            if (
+                live.free.len(),
+                live.health.len(),
+                live.load.len(),
+                live.used.len(),
+            ) != (
+                n,
+                n,
+                self.inv.spec.bandwidth_domains.len(),
+                self.inv.spec.storage_groups.len(),
+            ) {
+                return Err("live value table lengths".into());
+            }
             if self.inv.ix.drive_anc.len() != n * self.inv.ix.levels.len() {
                 return Err("ancestor table length".into());
             }
@@ -3171,11 +3200,11 @@ mod tests {
                 let c = &self.classes[self.drive_class[d as usize] as usize];
                 if self.tiebreak[d as usize]
                     != (splitmix(self.seed ^ splitmix(d as u64)) >> 32) as u32
-                    || self.free[d as usize] != s.free.0
+                    || self.free[d as usize] != self.inv.live.free[d as usize].0
                     || self.cap[d as usize] != s.capacity.0
                     || self.inv.ix.drive_index[&s.id] != d
                     || self.drive_key[d as usize] != self.compute_key(d)
-                    || c.key.health != s.health
+                    || c.key.health != self.inv.live.health[d as usize]
                     || c.key.capacity != s.capacity.0
                     || c.key.group != self.inv.ix.drive_group[d as usize]
                     || !c.set.contains(&(self.drive_key[d as usize], d))
@@ -3209,7 +3238,7 @@ mod tests {
                 }
             }
             // The inventory's tables are numbered as a re-index numbers them.
-            let mut spec = self.inv.spec.clone();
+            let mut spec = self.inv.spec();
             spec.volumes.clear();
             let fresh = Inventory::from_spec(spec).map_err(|e| e.to_string())?;
             let i = &self.inv;
@@ -3707,6 +3736,77 @@ mod tests {
         assert_eq!(copy.inventory().spec().drives.len(), 3);
         copy.check_indexes().unwrap();
         e.check_indexes().unwrap();
+    }
+
+    /// A clone shares the inventory's shape (ids, capacities, domains: everything but the live
+    /// values) with the engine it came from while either places, removes and marks, and keeps
+    /// its own free bytes, health, bandwidth loads and group usage: a change to either is
+    /// never seen by the other. A change of the shape copies the shape for the engine that
+    /// makes it only.
+    #[test]
+    fn a_clone_shares_the_shape_and_keeps_its_own_live_values() {
+        let inv = Inventory::from_toml(
+            "[[bandwidth_domain]]\nid = \"sw\"\nkind = \"switch\"\ncapacity = 1000\n\
+             [[storage_group]]\nid = \"g\"\nquota = 10000\n\
+             [[drive]]\nid = \"a\"\nkind = \"hdd\"\ncapacity = 1000\ngroup = \"g\"\n\
+             bandwidth_domains = [\"sw\"]\n\
+             [[drive]]\nid = \"b\"\nkind = \"hdd\"\ncapacity = 1000\ngroup = \"g\"\n\
+             bandwidth_domains = [\"sw\"]\n",
+        )
+        .unwrap();
+        let mut e = Engine::new(inv, 7).unwrap();
+        let id = |n: &str| VolumeId::new(n).unwrap();
+        let drive = |n: &str| DriveId::new(n).unwrap();
+        let mut req = Request::new(Shape::Single, 100);
+        req.bandwidth = Bytes(30);
+        e.place(id("v0"), &req).unwrap();
+        let mut copy = e.clone();
+        assert!(copy.inv.shares_shape_with(&e.inv));
+        let before = e.inventory().spec();
+        assert_eq!(copy.inventory().spec(), before);
+        // A placement and a mark on the clone: seen by the clone only.
+        copy.place(id("v1"), &req).unwrap();
+        copy.set_drive_health("a", Health::Failed).unwrap();
+        assert!(copy.inv.shares_shape_with(&e.inv));
+        assert_eq!(e.inventory().spec(), before);
+        let now = copy.inventory().spec();
+        assert_eq!(now.bandwidth_domains[0].load, Bytes(60));
+        assert_eq!(now.storage_groups[0].used, Bytes(200));
+        let free = |e: &Engine| {
+            let spec: Vec<Bytes> = e.inventory().spec().drives.iter().map(|d| d.free).collect();
+            assert_eq!(e.inventory().drives_free(), spec);
+            spec.iter().map(|f| f.0).sum::<u64>()
+        };
+        assert_eq!((free(&e), free(&copy)), (1900, 1800));
+        assert_eq!(
+            copy.inventory().drive_health(&drive("a")),
+            Some(Health::Failed)
+        );
+        assert_eq!(
+            e.inventory().drive_health(&drive("a")),
+            Some(Health::Healthy)
+        );
+        // A removal on the engine: seen by the engine only.
+        e.remove(&id("v0")).unwrap();
+        assert!(copy.inv.shares_shape_with(&e.inv));
+        assert_eq!(free(&e), 2000);
+        assert_eq!(e.inventory().spec().bandwidth_domains[0].load, Bytes(0));
+        assert_eq!(e.inventory().spec().storage_groups[0].used, Bytes(0));
+        assert_eq!(copy.inventory().spec(), now);
+        // A new drive on the engine copies the shape for the engine alone.
+        let mut c = e.inventory().spec().drives[1].clone();
+        c.id = drive("c");
+        e.add_drive(c).unwrap();
+        assert!(!copy.inv.shares_shape_with(&e.inv));
+        assert_eq!(e.inventory().drive_count(), 3);
+        assert_eq!(copy.inventory().spec(), now);
+        e.check_indexes().unwrap();
+        copy.check_indexes().unwrap();
+        // Each matches a rebuild from its own snapshot.
+        for x in [&e, &copy] {
+            let rebuilt = Engine::new(x.snapshot(), 7).unwrap();
+            assert_eq!(rebuilt.snapshot().spec(), x.snapshot().spec());
+        }
     }
 
     fn vol(id: &str) -> Option<Arc<Vol>> {

@@ -1138,7 +1138,7 @@ impl Engine {
                         match bd
                             .capacity
                             .0
-                            .saturating_sub(bd.load.0)
+                            .saturating_sub(inv.live.load[b as usize].0)
                             .checked_div(c.demand)
                         {
                             Some(r) => (r.min(u32::MAX as u64) as u32)
@@ -1214,7 +1214,7 @@ impl Engine {
                 continue;
             };
             let i = *index.entry(g).or_insert_with(|| {
-                let used = inv.spec.storage_groups[g as usize].used.0;
+                let used = inv.live.used[g as usize].0;
                 let r = q.0.saturating_sub(used) / c.size.max(1);
                 let pinned = unloaded_pins
                     .iter()

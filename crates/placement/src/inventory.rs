@@ -383,18 +383,61 @@ impl RawInventory {
 /// Build it with [`Inventory::from_toml`] or [`Inventory::from_spec`]; both check ids, references,
 /// cycles and sizes. Read the data back with [`Inventory::spec`]; save with [`Inventory::to_toml`].
 ///
-/// `Clone` is cheap in the indexes: they sit behind one [`Arc`], shared by the copies until one
-/// of them changes the inventory's shape (a live drive, domain or group change, which copies
-/// them then), since placing and releasing volumes changes only the spec's free space, loads,
-/// used bytes and health. The spec itself is copied.
-#[derive(Debug, Clone)]
+/// `Clone` is cheap: it copies only the values that placing and releasing volumes change (each
+/// drive's free bytes and health, each bandwidth domain's load, each storage group's used
+/// bytes: a few bytes per drive). The rest (ids, kinds, capacities, tags, domains, servers) and
+/// the indexes derived from it sit behind [`Arc`]s, shared by the copies until one of them
+/// changes the inventory's shape (a live drive, domain, group or server change), which copies
+/// them then. A change to one copy is never seen by another.
+#[derive(Clone)]
 pub struct Inventory {
-    pub(crate) spec: InventorySpec,
+    /// The inventory's shape: everything but the live values, which are in `live`. The
+    /// spec's own `free`, `health`, `load` and `used` fields are not kept current and must
+    /// not be read (they hold the values the inventory was built with); [`Inventory::spec`]
+    /// puts the live values in. Shared between clones; written through
+    /// [`Inventory::shape_mut`], which copies it if a clone shares it.
+    pub(crate) spec: Arc<InventorySpec>,
+    /// The values placing and releasing volumes (and marking drives) change, by index in the
+    /// spec's lists. Each clone has its own.
+    pub(crate) live: Live,
     /// Everything but the spec, shared between clones (see [`Inventory`]'s `Clone`). Read
     /// through the field (`inv.ix.levels`); written through [`Inventory::ix_mut`], or
     /// `Arc::make_mut` where a shape change also writes the spec: both copy it if a clone
     /// shares it, so every place that can copy it says so.
     pub(crate) ix: Arc<Index>,
+}
+
+/// The plain data with its live values ([`Inventory::spec`]): the shape alone would show the
+/// free bytes, health, loads and usage the inventory was built with.
+impl std::fmt::Debug for Inventory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inventory")
+            .field("spec", &self.spec())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The live values of an [`Inventory`], kept apart from its shape so that a clone copies only
+/// them: `free[d]` and `health[d]` of drive `d`, `load[b]` of bandwidth domain `b`, `used[g]` of
+/// storage group `g` (indexes of the spec's lists).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Live {
+    pub(crate) free: Vec<Bytes>,
+    pub(crate) health: Vec<Health>,
+    pub(crate) load: Vec<Bytes>,
+    pub(crate) used: Vec<Bytes>,
+}
+
+impl Live {
+    /// The live values a spec gives.
+    fn of(spec: &InventorySpec) -> Live {
+        Live {
+            free: spec.drives.iter().map(|d| d.free).collect(),
+            health: spec.drives.iter().map(|d| d.health).collect(),
+            load: spec.bandwidth_domains.iter().map(|b| b.load).collect(),
+            used: spec.storage_groups.iter().map(|g| g.used).collect(),
+        }
+    }
 }
 
 /// The indexes of an [`Inventory`], derived from its spec; they change only with the
@@ -460,16 +503,16 @@ pub(crate) struct Index {
 
 impl Inventory {
     /// The indexes to write, copied first if a clone shares them (all of them, for every
-    /// drive). Only shape changes call it: placing and releasing volumes change only the spec
-    /// (see [`Inventory::split_mut`]), so they never copy the indexes.
+    /// drive). Only shape changes call it: placing and releasing volumes change only the live
+    /// values (`Inventory::live`), so they never copy the indexes.
     pub(crate) fn ix_mut(&mut self) -> &mut Index {
         Arc::make_mut(&mut self.ix)
     }
 
-    /// The indexes to read and the spec to write, borrowed apart (a `&self` method would
-    /// borrow the whole inventory).
-    pub(crate) fn split_mut(&mut self) -> (&Index, &mut InventorySpec) {
-        (&self.ix, &mut self.spec)
+    /// The shape to write, copied first if a clone shares it. Only shape changes call it;
+    /// placing and releasing volumes write [`Inventory::live`] alone.
+    pub(crate) fn shape_mut(&mut self) -> &mut InventorySpec {
+        Arc::make_mut(&mut self.spec)
     }
 
     /// Whether `self` and `other` share one copy of the indexes (a clone does until either
@@ -477,6 +520,13 @@ impl Inventory {
     #[cfg(test)]
     pub(crate) fn shares_index_with(&self, other: &Inventory) -> bool {
         Arc::ptr_eq(&self.ix, &other.ix)
+    }
+
+    /// Whether `self` and `other` share one copy of the shape (a clone does until either
+    /// changes shape).
+    #[cfg(test)]
+    pub(crate) fn shares_shape_with(&self, other: &Inventory) -> bool {
+        Arc::ptr_eq(&self.spec, &other.spec)
     }
 }
 
@@ -634,12 +684,53 @@ impl Inventory {
         // Serializing plain data with string keys and sizes validated to fit TOML integers
         // cannot fail; fall back to an empty document rather than panic if a future field
         // breaks that.
-        toml::to_string(&self.spec).unwrap_or_default()
+        toml::to_string(&self.spec()).unwrap_or_default()
     }
 
-    /// The inventory as plain data.
-    pub fn spec(&self) -> &InventorySpec {
-        &self.spec
+    /// The inventory as plain data, with every drive's free bytes and health, every bandwidth
+    /// domain's load and every storage group's used bytes as they are now.
+    ///
+    /// This builds a copy: O(the inventory). To read live values often, use
+    /// [`Inventory::drive_free`], [`Inventory::drives_free`] or [`Inventory::drive_health`].
+    pub fn spec(&self) -> InventorySpec {
+        let mut spec = InventorySpec::clone(&self.spec);
+        for (d, s) in spec.drives.iter_mut().enumerate() {
+            s.free = self.live.free[d];
+            s.health = self.live.health[d];
+        }
+        for (b, s) in spec.bandwidth_domains.iter_mut().enumerate() {
+            s.load = self.live.load[b];
+        }
+        for (g, s) in spec.storage_groups.iter_mut().enumerate() {
+            s.used = self.live.used[g];
+        }
+        spec
+    }
+
+    /// The number of drives.
+    pub fn drive_count(&self) -> usize {
+        self.spec.drives.len()
+    }
+
+    /// The free bytes of every drive, in the order of [`InventorySpec::drives`]: O(1), no copy.
+    pub fn drives_free(&self) -> &[Bytes] {
+        &self.live.free
+    }
+
+    /// A drive's free bytes, looked up by id.
+    pub fn drive_free(&self, id: &DriveId) -> Option<Bytes> {
+        self.ix
+            .drive_index
+            .get(id)
+            .map(|&i| self.live.free[i as usize])
+    }
+
+    /// A drive's health, looked up by id.
+    pub fn drive_health(&self, id: &DriveId) -> Option<Health> {
+        self.ix
+            .drive_index
+            .get(id)
+            .map(|&i| self.live.health[i as usize])
     }
 
     /// The failure-domain level names, in order of first appearance.
@@ -647,12 +738,15 @@ impl Inventory {
         &self.ix.levels
     }
 
-    /// Looks a drive up by id.
-    pub fn drive(&self, id: &DriveId) -> Option<&DriveSpec> {
-        self.ix
-            .drive_index
-            .get(id)
-            .map(|&i| &self.spec.drives[i as usize])
+    /// Looks a drive up by id: a copy of its spec with its free bytes and health as they are
+    /// now.
+    pub fn drive(&self, id: &DriveId) -> Option<DriveSpec> {
+        self.ix.drive_index.get(id).map(|&i| {
+            let mut d = self.spec.drives[i as usize].clone();
+            d.free = self.live.free[i as usize];
+            d.health = self.live.health[i as usize];
+            d
+        })
     }
 
     /// The ancestor of a drive at a level, if it has one.
@@ -944,8 +1038,8 @@ impl Inventory {
     /// is renumbered and the drives' ancestor table has its columns dropped or reordered (one
     /// copy of each, no re-index).
     pub(crate) fn swap_remove_domain(&mut self, x: u32) {
-        let Inventory { spec, ix } = self;
-        let ix = Arc::make_mut(ix);
+        let Inventory { spec, ix, .. } = self;
+        let (spec, ix) = (Arc::make_mut(spec), Arc::make_mut(ix));
         let last = ix.dom_level.len() as u32 - 1;
         let l = ix.levels.len();
         ix.dom_index.remove(&spec.domains[x as usize].id);
@@ -1373,8 +1467,9 @@ impl Inventory {
     /// servers that list that one are renumbered: O(their lists), no re-index. The kinds are
     /// left as they were: renumber them with [`Inventory::renumber_kinds`].
     pub(crate) fn swap_remove_bw(&mut self, b: u32) {
-        let Inventory { spec, ix } = self;
-        let ix = Arc::make_mut(ix);
+        let Inventory { spec, ix, live } = self;
+        let (spec, ix) = (Arc::make_mut(spec), Arc::make_mut(ix));
+        live.load.swap_remove(b as usize);
         let last = ix.bw_kind_of.len() as u32 - 1;
         ix.bw_index.remove(&spec.bandwidth_domains[b as usize].id);
         spec.bandwidth_domains.swap_remove(b as usize);
@@ -1438,8 +1533,9 @@ impl Inventory {
     /// last group takes its place (as `Vec::swap_remove`), and the drives of that group are
     /// renumbered: O(those drives), no re-index.
     pub(crate) fn swap_remove_group(&mut self, g: u32) {
-        let Inventory { spec, ix } = self;
-        let ix = Arc::make_mut(ix);
+        let Inventory { spec, ix, live } = self;
+        let (spec, ix) = (Arc::make_mut(spec), Arc::make_mut(ix));
+        live.used.swap_remove(g as usize);
         let last = spec.storage_groups.len() as u32 - 1;
         ix.group_index.remove(&spec.storage_groups[g as usize].id);
         spec.storage_groups.swap_remove(g as usize);
@@ -1459,8 +1555,10 @@ impl Inventory {
     /// with [`Inventory::renumber_attrs`] (planned before, by
     /// [`Inventory::plan_drive_removal`]).
     pub(crate) fn swap_remove_drive(&mut self, d: u32) {
-        let Inventory { spec, ix } = self;
-        let ix = Arc::make_mut(ix);
+        let Inventory { spec, ix, live } = self;
+        let (spec, ix) = (Arc::make_mut(spec), Arc::make_mut(ix));
+        live.free.swap_remove(d as usize);
+        live.health.swap_remove(d as usize);
         let last = ix.drive_index.len() as u32 - 1;
         let l = ix.levels.len();
         for &(a, v) in &ix.drive_attrs[d as usize] {
@@ -1526,7 +1624,8 @@ impl Inventory {
     /// Validates plain data and builds the indexes.
     pub fn from_spec(spec: InventorySpec) -> Result<Self, InventoryError> {
         let mut inv = Inventory {
-            spec: InventorySpec::default(),
+            spec: Arc::default(),
+            live: Live::default(),
             ix: Arc::new(Index {
                 levels: Vec::new(),
                 level_index: HashMap::new(),
@@ -1680,7 +1779,7 @@ impl Inventory {
         }
         // Drives. (Their errors name bandwidth domains from the spec, which is moved in below.)
         inv.ix_mut().dom_drives = vec![Vec::new(); n_dom];
-        inv.spec.bandwidth_domains = spec.bandwidth_domains.clone();
+        inv.shape_mut().bandwidth_domains = spec.bandwidth_domains.clone();
         for d in &spec.drives {
             let checked = inv.check_drive(d)?;
             inv.push_drive(d, checked);
@@ -1724,7 +1823,8 @@ impl Inventory {
                 }
             }
         }
-        inv.spec = spec;
+        inv.live = Live::of(&spec);
+        inv.spec = Arc::new(spec);
         Ok(inv)
     }
 }

@@ -87,6 +87,7 @@
 
 mod access;
 mod capacity;
+mod cow;
 mod engine;
 mod explain;
 mod index;

@@ -104,7 +104,7 @@ impl Engine {
         };
         let saved: Vec<(u32, Health)> = drives
             .iter()
-            .map(|&d| (d, self.inv.spec.drives[d as usize].health))
+            .map(|&d| (d, self.inv.live.health[d as usize]))
             .collect();
         for &d in &drives {
             self.set_health(d, health);
@@ -222,8 +222,7 @@ impl Engine {
                 .drive_index
                 .get(&mv.to)
                 .ok_or_else(|| stale(format!("unknown drive '{}'", mv.to)))?;
-            if self.inv.spec.drives[to as usize].health != Health::Healthy || targets.contains(&to)
-            {
+            if self.inv.live.health[to as usize] != Health::Healthy || targets.contains(&to) {
                 return Err(stale(format!("drive '{}' is not healthy", mv.to)));
             }
             if now.contains(&to) {
@@ -233,7 +232,7 @@ impl Engine {
                 )));
             }
             let size = vol.spec.request.size.0;
-            let spec_free = |d: u32| self.inv.spec.drives[d as usize].free.0;
+            let spec_free = |d: u32| self.inv.live.free[d as usize].0;
             let left = *free.entry(to).or_insert_with(|| spec_free(to));
             if left < size {
                 return Err(stale(format!(
@@ -280,18 +279,20 @@ impl Engine {
         let n = self.inv.spec.drives.len() as u32;
         let util = |e: &Engine, d: u32| {
             let s = &e.inv.spec.drives[d as usize];
-            1.0 - s.free.0 as f64 / s.capacity.0 as f64
+            1.0 - e.inv.live.free[d as usize].0 as f64 / s.capacity.0 as f64
         };
+        let live = &self.inv.live;
         let (used, cap) = self
             .inv
             .spec
             .drives
             .iter()
-            .filter(|d| d.health == Health::Healthy)
-            .fold((0u128, 0u128), |(u, c), d| {
+            .enumerate()
+            .filter(|&(d, _)| live.health[d] == Health::Healthy)
+            .fold((0u128, 0u128), |(u, c), (d, s)| {
                 (
-                    u + (d.capacity.0 - d.free.0) as u128,
-                    c + d.capacity.0 as u128,
+                    u + (s.capacity.0 - live.free[d].0) as u128,
+                    c + s.capacity.0 as u128,
                 )
             });
         let mean = if cap == 0 {
@@ -339,7 +340,9 @@ impl Engine {
                 };
                 let to = assign[m as usize];
                 let t = &self.inv.spec.drives[to as usize];
-                let u_to = 1.0 - t.free.0.saturating_sub(size) as f64 / t.capacity.0 as f64;
+                let u_to = 1.0
+                    - self.inv.live.free[to as usize].0.saturating_sub(size) as f64
+                        / t.capacity.0 as f64;
                 if u_to >= u_src {
                     continue;
                 }

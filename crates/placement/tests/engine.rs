@@ -191,7 +191,7 @@ fn remove_releases_everything() {
         Err(PlacementError::VolumeExists(_))
     ));
     e.remove(&vid("v")).unwrap();
-    assert_eq!(e.inventory().spec(), &before);
+    assert_eq!(e.inventory().spec(), before);
     assert!(matches!(
         e.remove(&vid("v")),
         Err(PlacementError::UnknownVolume(_))
@@ -633,12 +633,12 @@ fn servers_added_and_removed_live_match_a_rebuilt_engine() {
     e.remove_server(&ServerId::new("s1").unwrap()).unwrap();
     e.add_server(server("s0", Some("r3"))).unwrap();
     check(&e);
-    let names: Vec<&str> = e
+    let names: Vec<String> = e
         .inventory()
         .spec()
         .servers
         .iter()
-        .map(|s| s.id.as_str())
+        .map(|s| s.id.to_string())
         .collect();
     assert_eq!(names, ["s2", "s0"]);
     e.remove(&vid("c")).unwrap();
@@ -894,12 +894,12 @@ fn removing_a_group_keeps_the_moved_group_usable() {
             .unwrap()
             > v0
     );
-    let groups: Vec<&str> = e
+    let groups: Vec<String> = e
         .inventory()
         .spec()
         .storage_groups
         .iter()
-        .map(|g| g.id.as_str())
+        .map(|g| g.id.to_string())
         .collect();
     assert_eq!(groups, ["g2", "g1"]);
     let mut rebuilt = Engine::new(e.snapshot(), 5).unwrap();

@@ -429,7 +429,7 @@ proptest! {
             let before = engine.snapshot();
             let stale = matches!(engine.adopt(volume.clone(), version + 1), Err(PlacementError::StaleVersion { .. }));
             prop_assert!(stale, "a stale version was not refused");
-            prop_assert_eq!(&engine.snapshot().spec().clone(), before.spec());
+            prop_assert_eq!(engine.snapshot().spec(), before.spec());
             // Members reversed across groups may break separation: either adopted exactly or
             // refused with nothing changed.
             let mut shuffled = volume.clone();
@@ -437,7 +437,7 @@ proptest! {
             shuffled.members.reverse();
             let mut trial = engine.clone();
             if trial.adopt(shuffled.clone(), version).is_err() {
-                prop_assert_eq!(&trial.snapshot().spec().clone(), before.spec());
+                prop_assert_eq!(trial.snapshot().spec(), before.spec());
             }
             let next = engine.adopt(volume, version).unwrap();
             prop_assert_ne!(next, version);
@@ -469,8 +469,8 @@ proptest! {
             prop_assert!(seen.insert((m.volume.clone(), m.member)), "moved twice");
         }
         engine.apply_plan(&plan).unwrap();
-        let after = engine.snapshot();
-        let oracle = Oracle::new(after.spec());
+        let after = engine.snapshot().spec();
+        let oracle = Oracle::new(&after);
         for v in engine.volumes() {
             let moved: HashSet<usize> = plan.moves.iter().filter(|m| m.volume == v.id).map(|m| m.member).collect();
             if moved.is_empty() {
@@ -517,7 +517,7 @@ proptest! {
                 }
                 Err(PlacementError::Unsatisfiable(_)) | Err(PlacementError::SearchExhausted { .. }) => {
                     // A failed call changes nothing.
-                    prop_assert_eq!(engine.inventory().spec(), &before);
+                    prop_assert_eq!(&engine.inventory().spec(), &before);
                 }
                 Err(other) => prop_assert!(false, "unexpected error {other}"),
             }
@@ -544,7 +544,7 @@ proptest! {
         let before_state = engine.inventory().spec().clone();
         let before: HashMap<VolumeId, VolumeSpec> = engine.volumes().map(|v| (v.id.clone(), v.clone())).collect();
         let plan = if seed % 2 == 0 { engine.plan_evacuation(&target) } else { engine.plan_drain(&target) }.unwrap();
-        prop_assert_eq!(engine.inventory().spec(), &before_state, "planning changed the state");
+        prop_assert_eq!(&engine.inventory().spec(), &before_state, "planning changed the state");
         let in_target: HashSet<DriveId> = plan.drives.iter().cloned().collect();
         // Exactly the affected members appear, once each.
         let mut expected: HashSet<(VolumeId, usize)> = HashSet::new();
