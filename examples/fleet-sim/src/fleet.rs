@@ -223,7 +223,7 @@ impl Fleet {
         }
         // Validate with the placement crate's own rules before deriving anything.
         let inv = Inventory::from_spec(spec).map_err(|e| SimError::Inventory(e.to_string()))?;
-        let spec = inv.spec().clone();
+        let spec = inv.spec();
         if spec.drives.is_empty() {
             return Err(SimError::Inventory("the inventory has no drives".into()));
         }

@@ -179,7 +179,7 @@ fn main() -> ExitCode {
                 Err(e) => return fail(format!("cannot read {}: {e}", quote_path(p))),
             };
             match placement::Inventory::from_toml(&text) {
-                Ok(inv) => Some(inv.spec().clone()),
+                Ok(inv) => Some(inv.spec()),
                 Err(e) => return fail(format!("{}: {e}", quote_path(p))),
             }
         }
