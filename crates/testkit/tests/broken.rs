@@ -528,6 +528,20 @@ async fn catches_a_create_volume_race() {
     );
 }
 
+/// Concurrent `CreateVolume` calls with one name may answer
+/// `RESOURCE_EXHAUSTED` (the pending call holds the space): a warning; a
+/// pool without space for the volume skips the case, naming the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_volume_race_without_space_passes_or_skips() {
+    let r = run_one("reserving", "concurrency/create_volume_same_name").await;
+    assert_passed_with_warning(&r, "RESOURCE_EXHAUSTED");
+    let r = run_one("full-pool", "concurrency/create_volume_same_name").await;
+    match &r.outcome {
+        Outcome::Skip(reason) => assert!(reason.contains("RESOURCE_EXHAUSTED"), "{reason}"),
+        other => panic!("expected SKIP, got {other:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_fails_its_case_only() {
     let report = run(broken::plugin("panics-on-probe")).await;

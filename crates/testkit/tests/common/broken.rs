@@ -911,6 +911,42 @@ impl Provisioner for Racy {
     }
 }
 
+/// Not a bug: `CreateVolume` reserves the volume's space while it creates
+/// it, and a call for a name whose creation is pending answers
+/// `RESOURCE_EXHAUSTED` (the pool is full with the reservation) instead of
+/// `ABORTED`. With `full`, the pool has no space at all: every call answers
+/// `RESOURCE_EXHAUSTED`.
+struct Reserving {
+    inner: Arc<MemDriver>,
+    pending: std::sync::Mutex<std::collections::HashSet<String>>,
+    full: bool,
+}
+
+#[async_trait]
+impl Provisioner for Reserving {
+    async fn create_volume(
+        &self,
+        req: CreateVolumeRequest,
+    ) -> Result<CreateVolumeResponse, CsiError> {
+        let name = req.name.as_str().to_string();
+        if self.full || !self.pending.lock().unwrap().insert(name.clone()) {
+            return Err(CsiError::resource_exhausted(format!(
+                "no space left for volume {name}"
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let r = self.inner.create_volume(req).await;
+        self.pending.lock().unwrap().remove(&name);
+        r
+    }
+    async fn delete_volume(
+        &self,
+        req: DeleteVolumeRequest,
+    ) -> Result<DeleteVolumeResponse, CsiError> {
+        self.inner.delete_volume(req).await
+    }
+}
+
 /// `ControllerGetVolume` that leaves out `volume_condition`, though the
 /// controller advertises `VOLUME_CONDITION`.
 struct NoVolumeCondition(Arc<MemDriver>);
@@ -1173,6 +1209,12 @@ pub fn plugin(kind: &str) -> Arc<dyn RawCsi> {
             inner: driver.clone(),
             names: Default::default(),
             next: AtomicU64::new(0),
+        })),
+        // Without the guard, so that the concurrent calls reach the provisioner.
+        "reserving" | "full-pool" => b.operation_guard(false).provisioner(Arc::new(Reserving {
+            inner: driver.clone(),
+            pending: Default::default(),
+            full: kind == "full-pool",
         })),
         // The memdriver as it is.
         "none" => b,
