@@ -317,6 +317,16 @@ async fn a_driver_of_unknown_capacity_passes() {
     );
 }
 
+/// `NodeGetVolumeStats` whose `available` exceeds `total` (a thin share
+/// reporting its pool's free space): the spec does not forbid it, so the
+/// lifecycle case passes with a warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_share_reporting_more_available_than_total_passes() {
+    assert_passes_everything(broken::plugin("overcommitted-share")).await;
+    let r = run_one("overcommitted-share", "node/lifecycle").await;
+    assert_passed_with_warning(&r, "above total");
+}
+
 /// Runs the one case `name` against the broken driver `kind`.
 async fn run_one(kind: &str, name: &str) -> CaseResult {
     let dir = tempfile::tempdir().unwrap();

@@ -590,11 +590,15 @@ async fn lifecycle(c: Ctx) -> Result<(), CaseError> {
                 })
                 .await,
         )?;
+        // The spec relates none of the figures: a thin share may report its
+        // pool's free space as available, compressed data a used above the
+        // total. Worth a warning, not a failure.
         for u in &s.usage {
-            ensure!(
-                u.used <= u.total && u.available <= u.total,
-                "NodeGetVolumeStats: usage {u:?} has used or available above total"
-            );
+            if u.used > u.total || u.available > u.total {
+                c.warn(format!(
+                    "NodeGetVolumeStats: usage {u:?} has used or available above total (the spec allows it)"
+                ));
+            }
         }
     }
     let online = c

@@ -978,6 +978,25 @@ impl NodeVolumeStats for AbnormalOnNode {
     }
 }
 
+/// Not a bug: a thin share whose `NodeGetVolumeStats` reports as available
+/// the free space of the pool behind it, more than the share's total (the
+/// spec does not relate `available` to `total`).
+struct OvercommittedShare(Arc<MemDriver>);
+
+#[async_trait]
+impl NodeVolumeStats for OvercommittedShare {
+    async fn node_get_volume_stats(
+        &self,
+        req: NodeGetVolumeStatsRequest,
+    ) -> Result<NodeGetVolumeStatsResponse, CsiError> {
+        let mut resp = self.0.node_get_volume_stats(req).await?;
+        for u in &mut resp.usage {
+            u.available = u.total * 4 + 1;
+        }
+        Ok(resp)
+    }
+}
+
 /// The memdriver's `CreateVolume` with the request edited before the call
 /// and the response after it; `DeleteVolume` is the memdriver's.
 struct EditCreate {
@@ -1150,6 +1169,7 @@ pub fn plugin(kind: &str) -> Arc<dyn RawCsi> {
         "node-without-topology" => b.node(Arc::new(NodeWithoutTopology(driver.clone()))),
         "no-volume-condition" => b.volume_getter(Arc::new(NoVolumeCondition(driver.clone()))),
         "abnormal-on-node" => b.node_stats(Arc::new(AbnormalOnNode(driver.clone()))),
+        "overcommitted-share" => b.node_stats(Arc::new(OvercommittedShare(driver.clone()))),
         "wrong-topology" => b.provisioner(EditCreate::wrong_topology(&driver)),
         "delta-ignores-base" => b.snapshot_metadata(Arc::new(DeltaIgnoresBase(driver.clone()))),
         "metadata-backwards" => b.snapshot_metadata(Arc::new(MetadataBackwards(driver.clone()))),
