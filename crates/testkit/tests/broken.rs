@@ -327,6 +327,17 @@ async fn a_share_reporting_more_available_than_total_passes() {
     assert_passed_with_warning(&r, "above total");
 }
 
+/// Space freed in a shared pool raises the available capacity: the spec
+/// does not forbid it (`GetCapacity` reports what can be provisioned now),
+/// so neither the case nor the state machine fails for it, and the case
+/// says so in a warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_whose_capacity_rises_passes() {
+    assert_passes_everything(broken::plugin("space-freed-elsewhere")).await;
+    let r = run_one("space-freed-elsewhere", "controller/get_capacity").await;
+    assert_passed_with_warning(&r, "rose");
+}
+
 /// Runs the one case `name` against the broken driver `kind`.
 async fn run_one(kind: &str, name: &str) -> CaseResult {
     let dir = tempfile::tempdir().unwrap();

@@ -718,7 +718,7 @@ pub(super) fn cases() -> Vec<Case> {
         // ---- GetCapacity
         case!(
             "controller/get_capacity",
-            "GetCapacity answers, and creating a volume does not raise the available capacity",
+            "GetCapacity answers with minimum_volume_size not above maximum_volume_size; available capacity that rises after creating a volume is a warning",
             |c| {
                 c.need_controller(CC::GET_CAPACITY, "GET_CAPACITY")?;
                 let req = proto::GetCapacityRequest {
@@ -740,12 +740,14 @@ pub(super) fn cases() -> Vec<Case> {
                     c.volume("cap").await?;
                     let after: GetCapacityResponse =
                         c.ok("GetCapacity", c.ctl().raw_get_capacity(req).await)?;
-                    ensure!(
-                        after.available_capacity <= before.available_capacity,
-                        "GetCapacity: available capacity rose from {} to {} after creating a volume",
-                        before.available_capacity,
-                        after.available_capacity
-                    );
+                    // Not a spec rule: space freed elsewhere in a shared pool
+                    // raises the available capacity whatever the case made.
+                    if after.available_capacity > before.available_capacity {
+                        c.warn(format!(
+                            "GetCapacity: available capacity rose from {} to {} after creating a volume (the spec allows it: space may have been freed elsewhere)",
+                            before.available_capacity, after.available_capacity
+                        ));
+                    }
                 }
                 Ok(())
             }

@@ -1098,6 +1098,22 @@ impl CapacityReporter for CapacityEverywhere {
     }
 }
 
+/// Not a bug: the pool is shared with another tenant, who frees 1 GiB of
+/// its 32 GiB between any two `GetCapacity` calls: the available capacity
+/// rises while the suite's volumes come and go.
+struct SpaceFreedElsewhere(Arc<MemDriver>, AtomicU64);
+
+#[async_trait]
+impl CapacityReporter for SpaceFreedElsewhere {
+    async fn get_capacity(&self, req: GetCapacityRequest) -> Result<GetCapacityResponse, CsiError> {
+        let mut r = self.0.get_capacity(req).await?;
+        let freed = self.1.fetch_add(1 << 30, Ordering::Relaxed).min(32 << 30);
+        let other = (32u64 << 30) - freed;
+        r.available_capacity = r.available_capacity.saturating_sub(other);
+        Ok(r)
+    }
+}
+
 /// `GetMetadataAllocated` that sends its messages last first: each message
 /// is in order by itself, but the stream's ranges go backwards.
 struct MetadataBackwards(Arc<MemDriver>);
@@ -1207,6 +1223,10 @@ pub fn plugin(kind: &str) -> Arc<dyn RawCsi> {
         }
         "first-preferred" => b.provisioner(EditCreate::first_preferred(&driver)),
         "capacity-everywhere" => b.capacity_reporter(Arc::new(CapacityEverywhere(driver.clone()))),
+        "space-freed-elsewhere" => b.capacity_reporter(Arc::new(SpaceFreedElsewhere(
+            driver.clone(),
+            AtomicU64::new(0),
+        ))),
         "wrong-code" => return Arc::new(Faulty(driver.plugin(), Fault::WrongCodeOnDelete)),
         "other-allowed-answers" => {
             return Arc::new(Faulty(driver.plugin(), Fault::OtherAllowedAnswers));
