@@ -1277,7 +1277,10 @@ impl Seq<'_> {
         let gid = gs.group_snapshot_id;
         let mut got = Vec::new();
         for s in gs.snapshots {
-            if !s.group_snapshot_id.is_empty() && s.group_snapshot_id != gid {
+            // "If this message is inside a VolumeGroupSnapshot message, the
+            // value MUST be the same as the group_snapshot_id in that
+            // message": empty is not the same.
+            if s.group_snapshot_id != gid {
                 return Err(format!(
                     "{what}: member {} has group_snapshot_id {:?}, the group is {gid}",
                     s.snapshot_id, s.group_snapshot_id

@@ -214,6 +214,21 @@ async fn the_state_machine_catches_snapshots_deleted_with_their_volume() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_state_machine_catches_group_members_without_the_group_id() {
+    let plugin = broken::plugin("ungrouped-members");
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::config(dir.path());
+    config.proptest_cases = 64;
+    config.filter = Some("properties/".into());
+    let report = Suite::new(config, plugin.clone(), plugin).run().await;
+    assert_fails(
+        &report,
+        "properties/state_machine",
+        "has group_snapshot_id \"\"",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catches_a_delta_between_snapshots_of_two_volumes() {
     let report = run(broken::plugin("delta-ignores-base")).await;
     assert_only_failure(

@@ -145,6 +145,10 @@ enum Fault {
     /// `CreateVolume` of an existing name with another range answers
     /// `OUT_OF_RANGE`, though the range is allowed for a new name.
     RangeForNameOnly,
+    /// `CreateVolumeGroupSnapshot` answers members with an empty
+    /// `group_snapshot_id` (the spec: inside a `VolumeGroupSnapshot` it
+    /// MUST be the group's id).
+    UngroupedMembers,
 }
 
 impl Faulty {
@@ -372,7 +376,13 @@ raw_impl! {
                 req.source_volume_ids
             )));
         }
-        RawCsi::raw_create_volume_group_snapshot(&self.0, req).await
+        let mut r = RawCsi::raw_create_volume_group_snapshot(&self.0, req).await?;
+        if let (Fault::UngroupedMembers, Some(g)) = (self.1, &mut r.group_snapshot) {
+            for s in &mut g.snapshots {
+                s.group_snapshot_id.clear();
+            }
+        }
+        Ok(r)
     }
 
     async fn raw_get_volume_group_snapshot(&self, req: proto::GetVolumeGroupSnapshotRequest) -> Result<proto::GetVolumeGroupSnapshotResponse, CsiError> {
@@ -1237,6 +1247,9 @@ pub fn plugin(kind: &str) -> Arc<dyn RawCsi> {
         "large-minimum" => return Arc::new(Faulty(driver.plugin(), Fault::LargeMinimum)),
         "range-for-name-only" => {
             return Arc::new(Faulty(driver.plugin(), Fault::RangeForNameOnly));
+        }
+        "ungrouped-members" => {
+            return Arc::new(Faulty(driver.plugin(), Fault::UngroupedMembers));
         }
         "negative-capacity" => {
             return Arc::new(Faulty(driver.plugin(), Fault::NegativeCapacity));
