@@ -353,6 +353,33 @@ async fn a_pool_whose_capacity_rises_passes() {
     assert_passed_with_warning(&r, "rose");
 }
 
+/// A plugin whose ids have a format refuses a made-up id as malformed
+/// (`INVALID_ARGUMENT`): every case passes, those sending the made-up id
+/// with a warning; where a case can, it uses the id of a deleted volume,
+/// which only `NOT_FOUND` answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driver_refusing_malformed_ids_passes() {
+    assert_passes_everything(broken::plugin("formatted-ids")).await;
+    let r = run_one("formatted-ids", "group/get/unknown_id").await;
+    assert_passed_with_warning(&r, "INVALID_ARGUMENT");
+    let r = run_one("formatted-ids", "controller/delete_volume/unknown_id").await;
+    assert_passed_with_warning(&r, "INVALID_ARGUMENT");
+}
+
+/// A deleted volume's id is well formed: a plugin that answers
+/// `INVALID_ARGUMENT` for it (not `NOT_FOUND`) fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catches_invalid_argument_for_a_deleted_volume() {
+    let r = run_one("gone-is-invalid", "controller/get_volume/unknown_volume").await;
+    match &r.outcome {
+        Outcome::Fail(reason) => assert!(
+            reason.contains("expected NOT_FOUND, got INVALID_ARGUMENT"),
+            "{reason}"
+        ),
+        other => panic!("expected FAIL, got {other:?}"),
+    }
+}
+
 /// Runs the one case `name` against the broken driver `kind`.
 async fn run_one(kind: &str, name: &str) -> CaseResult {
     let dir = tempfile::tempdir().unwrap();

@@ -149,11 +149,31 @@ enum Fault {
     /// `group_snapshot_id` (the spec: inside a `VolumeGroupSnapshot` it
     /// MUST be the group's id).
     UngroupedMembers,
+    /// Not a bug: ids have a format (`vol-…`, `snap-…`, `group-…`), and an
+    /// id without it is refused as malformed with `INVALID_ARGUMENT` (the
+    /// spec's "invalid value" row) before any lookup.
+    FormattedIds,
+    /// `ControllerGetVolume` of a volume that does not exist answers
+    /// `INVALID_ARGUMENT`, even for a well-formed id (a deleted volume's).
+    InvalidForUnknown,
 }
 
 impl Faulty {
     fn other(&self) -> bool {
         self.1 == Fault::OtherAllowedAnswers
+    }
+
+    /// `INVALID_ARGUMENT` for a non-empty `id` in `field` without the
+    /// format `prefix-…`, under [`Fault::FormattedIds`].
+    fn formatted(&self, field: &str, prefix: &str, id: &str) -> Result<(), CsiError> {
+        if self.1 == Fault::FormattedIds && !id.is_empty() && !id.starts_with(&format!("{prefix}-"))
+        {
+            return Err(CsiError::invalid(
+                field,
+                format!("malformed id {id:?}: ids are {prefix}-<number>"),
+            ));
+        }
+        Ok(())
     }
 
     /// `NOT_FOUND` for a named volume the plugin does not know, checked
@@ -239,6 +259,7 @@ macro_rules! raw_impl {
 raw_impl! {
     {
     async fn raw_delete_volume(&self, req: proto::DeleteVolumeRequest) -> Result<proto::DeleteVolumeResponse, CsiError> {
+        self.formatted("volume_id", "vol", &req.volume_id)?;
         let r = RawCsi::raw_delete_volume(&self.0, req).await;
         match (self.1, r) {
             (Fault::WrongCodeOnDelete, Err(e)) if e.code() == Code::InvalidArgument => {
@@ -259,6 +280,15 @@ raw_impl! {
     }
 
     async fn raw_create_volume(&self, req: proto::CreateVolumeRequest) -> Result<proto::CreateVolumeResponse, CsiError> {
+        match req.volume_content_source.as_ref().and_then(|s| s.r#type.as_ref()) {
+            Some(proto::volume_content_source::Type::Snapshot(s)) => {
+                self.formatted("volume_content_source.snapshot.snapshot_id", "snap", &s.snapshot_id)?
+            }
+            Some(proto::volume_content_source::Type::Volume(v)) => {
+                self.formatted("volume_content_source.volume.volume_id", "vol", &v.volume_id)?
+            }
+            None => {}
+        }
         let required = req.capacity_range.as_ref().map_or(0, |r| r.required_bytes);
         if self.1 == Fault::SmallMaximum && required > 1 << 20 {
             return Err(CsiError::out_of_range("volumes are at most 1 MiB"));
@@ -285,6 +315,7 @@ raw_impl! {
     }
 
     async fn raw_controller_expand_volume(&self, req: proto::ControllerExpandVolumeRequest) -> Result<proto::ControllerExpandVolumeResponse, CsiError> {
+        self.formatted("volume_id", "vol", &req.volume_id)?;
         let required = req.capacity_range.as_ref().map_or(0, |r| r.required_bytes);
         if self.1 == Fault::SmallMaximum && required > 1 << 20 {
             return Err(CsiError::out_of_range("volumes are at most 1 MiB"));
@@ -316,37 +347,44 @@ raw_impl! {
     }
 
     async fn raw_controller_unpublish_volume(&self, req: proto::ControllerUnpublishVolumeRequest) -> Result<proto::ControllerUnpublishVolumeResponse, CsiError> {
+        self.formatted("volume_id", "vol", &req.volume_id)?;
         self.unknown_volume_first(&req.volume_id).await?;
         self.unknown_node_first(&req.node_id)?;
         RawCsi::raw_controller_unpublish_volume(&self.0, req).await
     }
 
     async fn raw_controller_publish_volume(&self, req: proto::ControllerPublishVolumeRequest) -> Result<proto::ControllerPublishVolumeResponse, CsiError> {
+        self.formatted("volume_id", "vol", &req.volume_id)?;
         self.unknown_node_first(&req.node_id)?;
         RawCsi::raw_controller_publish_volume(&self.0, req).await
     }
 
     async fn raw_node_stage_volume(&self, req: proto::NodeStageVolumeRequest) -> Result<proto::NodeStageVolumeResponse, CsiError> {
+        self.formatted("volume_id", "vol", &req.volume_id)?;
         self.unknown_volume_first(&req.volume_id).await?;
         RawCsi::raw_node_stage_volume(&self.0, req).await
     }
 
     async fn raw_node_unstage_volume(&self, req: proto::NodeUnstageVolumeRequest) -> Result<proto::NodeUnstageVolumeResponse, CsiError> {
+        self.formatted("volume_id", "vol", &req.volume_id)?;
         self.unknown_volume_first(&req.volume_id).await?;
         RawCsi::raw_node_unstage_volume(&self.0, req).await
     }
 
     async fn raw_node_publish_volume(&self, req: proto::NodePublishVolumeRequest) -> Result<proto::NodePublishVolumeResponse, CsiError> {
+        self.formatted("volume_id", "vol", &req.volume_id)?;
         self.unknown_volume_first(&req.volume_id).await?;
         RawCsi::raw_node_publish_volume(&self.0, req).await
     }
 
     async fn raw_node_unpublish_volume(&self, req: proto::NodeUnpublishVolumeRequest) -> Result<proto::NodeUnpublishVolumeResponse, CsiError> {
+        self.formatted("volume_id", "vol", &req.volume_id)?;
         self.unknown_volume_first(&req.volume_id).await?;
         RawCsi::raw_node_unpublish_volume(&self.0, req).await
     }
 
     async fn raw_node_get_volume_stats(&self, req: proto::NodeGetVolumeStatsRequest) -> Result<proto::NodeGetVolumeStatsResponse, CsiError> {
+        self.formatted("volume_id", "vol", &req.volume_id)?;
         if !req.volume_id.is_empty() {
             self.path_first("volume_path", &req.volume_path)?;
         }
@@ -356,6 +394,7 @@ raw_impl! {
     }
 
     async fn raw_node_expand_volume(&self, req: proto::NodeExpandVolumeRequest) -> Result<proto::NodeExpandVolumeResponse, CsiError> {
+        self.formatted("volume_id", "vol", &req.volume_id)?;
         if !req.volume_id.is_empty() {
             self.path_first("volume_path", &req.volume_path)?;
         }
@@ -386,6 +425,7 @@ raw_impl! {
     }
 
     async fn raw_get_volume_group_snapshot(&self, req: proto::GetVolumeGroupSnapshotRequest) -> Result<proto::GetVolumeGroupSnapshotResponse, CsiError> {
+        self.formatted("group_snapshot_id", "group", &req.group_snapshot_id)?;
         if !req.group_snapshot_id.is_empty() {
             self.ids_first(&req.snapshot_ids)?;
         }
@@ -402,7 +442,13 @@ raw_impl! {
     }
 
     async fn raw_controller_get_volume(&self, req: proto::ControllerGetVolumeRequest) -> Result<proto::ControllerGetVolumeResponse, CsiError> {
-        let mut r = RawCsi::raw_controller_get_volume(&self.0, req).await?;
+        self.formatted("volume_id", "vol", &req.volume_id)?;
+        let mut r = match RawCsi::raw_controller_get_volume(&self.0, req).await {
+            Err(e) if self.1 == Fault::InvalidForUnknown && e.code() == Code::NotFound => {
+                return Err(CsiError::invalid("volume_id", format!("unknown volume ({e})")));
+            }
+            r => r?,
+        };
         if let Some(s) = &mut r.status {
             self.loosen(&mut s.published_node_ids, &mut s.volume_condition);
         }
@@ -412,11 +458,34 @@ raw_impl! {
         Ok(r)
     }
 
+    async fn raw_validate_volume_capabilities(&self, req: proto::ValidateVolumeCapabilitiesRequest) -> Result<proto::ValidateVolumeCapabilitiesResponse, CsiError> {
+        self.formatted("volume_id", "vol", &req.volume_id)?;
+        RawCsi::raw_validate_volume_capabilities(&self.0, req).await
+    }
+
+    async fn raw_delete_snapshot(&self, req: proto::DeleteSnapshotRequest) -> Result<proto::DeleteSnapshotResponse, CsiError> {
+        self.formatted("snapshot_id", "snap", &req.snapshot_id)?;
+        RawCsi::raw_delete_snapshot(&self.0, req).await
+    }
+
+    async fn raw_get_snapshot(&self, req: proto::GetSnapshotRequest) -> Result<proto::GetSnapshotResponse, CsiError> {
+        self.formatted("snapshot_id", "snap", &req.snapshot_id)?;
+        RawCsi::raw_get_snapshot(&self.0, req).await
+    }
+
+    async fn raw_controller_modify_volume(&self, req: proto::ControllerModifyVolumeRequest) -> Result<proto::ControllerModifyVolumeResponse, CsiError> {
+        self.formatted("volume_id", "vol", &req.volume_id)?;
+        RawCsi::raw_controller_modify_volume(&self.0, req).await
+    }
+
     async fn raw_get_metadata_allocated(&self, req: proto::GetMetadataAllocatedRequest) -> Result<RawStream<proto::GetMetadataAllocatedResponse>, CsiError> {
+        self.formatted("snapshot_id", "snap", &req.snapshot_id)?;
         RawCsi::raw_get_metadata_allocated(&self.0, req).await
     }
 
     async fn raw_get_metadata_delta(&self, req: proto::GetMetadataDeltaRequest) -> Result<RawStream<proto::GetMetadataDeltaResponse>, CsiError> {
+        self.formatted("base_snapshot_id", "snap", &req.base_snapshot_id)?;
+        self.formatted("target_snapshot_id", "snap", &req.target_snapshot_id)?;
         let r = RawCsi::raw_get_metadata_delta(&self.0, req).await;
         match r {
             // Storage without changed block tracking: every delta, of
@@ -435,13 +504,9 @@ raw_impl! {
 
         raw_get_plugin_info(GetPluginInfoRequest) -> GetPluginInfoResponse;
         raw_get_plugin_capabilities(GetPluginCapabilitiesRequest) -> GetPluginCapabilitiesResponse;
-        raw_validate_volume_capabilities(ValidateVolumeCapabilitiesRequest) -> ValidateVolumeCapabilitiesResponse;
         raw_controller_get_capabilities(ControllerGetCapabilitiesRequest) -> ControllerGetCapabilitiesResponse;
         raw_create_snapshot(CreateSnapshotRequest) -> CreateSnapshotResponse;
-        raw_delete_snapshot(DeleteSnapshotRequest) -> DeleteSnapshotResponse;
         raw_list_snapshots(ListSnapshotsRequest) -> ListSnapshotsResponse;
-        raw_get_snapshot(GetSnapshotRequest) -> GetSnapshotResponse;
-        raw_controller_modify_volume(ControllerModifyVolumeRequest) -> ControllerModifyVolumeResponse;
         raw_group_controller_get_capabilities(GroupControllerGetCapabilitiesRequest) -> GroupControllerGetCapabilitiesResponse;
         raw_node_get_capabilities(NodeGetCapabilitiesRequest) -> NodeGetCapabilitiesResponse;
         raw_node_get_info(NodeGetInfoRequest) -> NodeGetInfoResponse;
@@ -1248,6 +1313,8 @@ pub fn plugin(kind: &str) -> Arc<dyn RawCsi> {
         "range-for-name-only" => {
             return Arc::new(Faulty(driver.plugin(), Fault::RangeForNameOnly));
         }
+        "gone-is-invalid" => return Arc::new(Faulty(driver.plugin(), Fault::InvalidForUnknown)),
+        "formatted-ids" => return Arc::new(Faulty(driver.plugin(), Fault::FormattedIds)),
         "ungrouped-members" => {
             return Arc::new(Faulty(driver.plugin(), Fault::UngroupedMembers));
         }
