@@ -364,6 +364,8 @@ async fn a_driver_refusing_malformed_ids_passes() {
     assert_passed_with_warning(&r, "INVALID_ARGUMENT");
     let r = run_one("formatted-ids", "controller/delete_volume/unknown_id").await;
     assert_passed_with_warning(&r, "INVALID_ARGUMENT");
+    let r = run_one("formatted-ids", "controller/list_snapshots/filters").await;
+    assert_passed_with_warning(&r, "INVALID_ARGUMENT");
 }
 
 /// A deleted volume's id is well formed: a plugin that answers

@@ -468,6 +468,11 @@ raw_impl! {
         RawCsi::raw_delete_snapshot(&self.0, req).await
     }
 
+    async fn raw_list_snapshots(&self, req: proto::ListSnapshotsRequest) -> Result<proto::ListSnapshotsResponse, CsiError> {
+        self.formatted("snapshot_id", "snap", &req.snapshot_id)?;
+        RawCsi::raw_list_snapshots(&self.0, req).await
+    }
+
     async fn raw_get_snapshot(&self, req: proto::GetSnapshotRequest) -> Result<proto::GetSnapshotResponse, CsiError> {
         self.formatted("snapshot_id", "snap", &req.snapshot_id)?;
         RawCsi::raw_get_snapshot(&self.0, req).await
@@ -506,7 +511,6 @@ raw_impl! {
         raw_get_plugin_capabilities(GetPluginCapabilitiesRequest) -> GetPluginCapabilitiesResponse;
         raw_controller_get_capabilities(ControllerGetCapabilitiesRequest) -> ControllerGetCapabilitiesResponse;
         raw_create_snapshot(CreateSnapshotRequest) -> CreateSnapshotResponse;
-        raw_list_snapshots(ListSnapshotsRequest) -> ListSnapshotsResponse;
         raw_group_controller_get_capabilities(GroupControllerGetCapabilitiesRequest) -> GroupControllerGetCapabilitiesResponse;
         raw_node_get_capabilities(NodeGetCapabilitiesRequest) -> NodeGetCapabilitiesResponse;
         raw_node_get_info(NodeGetInfoRequest) -> NodeGetInfoResponse;
