@@ -214,6 +214,21 @@ async fn the_state_machine_catches_snapshots_deleted_with_their_volume() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_state_machine_catches_group_members_without_the_group_id() {
+    let plugin = broken::plugin("ungrouped-members");
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::config(dir.path());
+    config.proptest_cases = 64;
+    config.filter = Some("properties/".into());
+    let report = Suite::new(config, plugin.clone(), plugin).run().await;
+    assert_fails(
+        &report,
+        "properties/state_machine",
+        "has group_snapshot_id \"\"",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catches_a_delta_between_snapshots_of_two_volumes() {
     let report = run(broken::plugin("delta-ignores-base")).await;
     assert_only_failure(
@@ -315,6 +330,56 @@ async fn a_driver_of_unknown_capacity_passes() {
         "{:?}",
         r.warnings
     );
+}
+
+/// `NodeGetVolumeStats` whose `available` exceeds `total` (a thin share
+/// reporting its pool's free space): the spec does not forbid it, so the
+/// lifecycle case passes with a warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_share_reporting_more_available_than_total_passes() {
+    assert_passes_everything(broken::plugin("overcommitted-share")).await;
+    let r = run_one("overcommitted-share", "node/lifecycle").await;
+    assert_passed_with_warning(&r, "above total");
+}
+
+/// Space freed in a shared pool raises the available capacity: the spec
+/// does not forbid it (`GetCapacity` reports what can be provisioned now),
+/// so neither the case nor the state machine fails for it, and the case
+/// says so in a warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_whose_capacity_rises_passes() {
+    assert_passes_everything(broken::plugin("space-freed-elsewhere")).await;
+    let r = run_one("space-freed-elsewhere", "controller/get_capacity").await;
+    assert_passed_with_warning(&r, "rose");
+}
+
+/// A plugin whose ids have a format refuses a made-up id as malformed
+/// (`INVALID_ARGUMENT`): every case passes, those sending the made-up id
+/// with a warning; where a case can, it uses the id of a deleted volume,
+/// which only `NOT_FOUND` answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driver_refusing_malformed_ids_passes() {
+    assert_passes_everything(broken::plugin("formatted-ids")).await;
+    let r = run_one("formatted-ids", "group/get/unknown_id").await;
+    assert_passed_with_warning(&r, "INVALID_ARGUMENT");
+    let r = run_one("formatted-ids", "controller/delete_volume/unknown_id").await;
+    assert_passed_with_warning(&r, "INVALID_ARGUMENT");
+    let r = run_one("formatted-ids", "controller/list_snapshots/filters").await;
+    assert_passed_with_warning(&r, "INVALID_ARGUMENT");
+}
+
+/// A deleted volume's id is well formed: a plugin that answers
+/// `INVALID_ARGUMENT` for it (not `NOT_FOUND`) fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catches_invalid_argument_for_a_deleted_volume() {
+    let r = run_one("gone-is-invalid", "controller/get_volume/unknown_volume").await;
+    match &r.outcome {
+        Outcome::Fail(reason) => assert!(
+            reason.contains("expected NOT_FOUND, got INVALID_ARGUMENT"),
+            "{reason}"
+        ),
+        other => panic!("expected FAIL, got {other:?}"),
+    }
 }
 
 /// Runs the one case `name` against the broken driver `kind`.
@@ -526,6 +591,20 @@ async fn catches_a_create_volume_race() {
         report.outcome("properties/state_machine"),
         Some(&Outcome::Pass)
     );
+}
+
+/// Concurrent `CreateVolume` calls with one name may answer
+/// `RESOURCE_EXHAUSTED` (the pending call holds the space): a warning; a
+/// pool without space for the volume skips the case, naming the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_volume_race_without_space_passes_or_skips() {
+    let r = run_one("reserving", "concurrency/create_volume_same_name").await;
+    assert_passed_with_warning(&r, "RESOURCE_EXHAUSTED");
+    let r = run_one("full-pool", "concurrency/create_volume_same_name").await;
+    match &r.outcome {
+        Outcome::Skip(reason) => assert!(reason.contains("RESOURCE_EXHAUSTED"), "{reason}"),
+        other => panic!("expected SKIP, got {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

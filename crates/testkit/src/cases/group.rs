@@ -9,7 +9,7 @@ use csi_types::{
     proto,
 };
 
-use super::{Case, UNKNOWN_ID, case};
+use super::{Case, Missing, UNKNOWN_ID, case};
 use crate::ctx::{Answer, CaseError, Cleanup, Ctx, code, ensure, ok_raw};
 
 fn need(c: &Ctx) -> Result<(), CaseError> {
@@ -232,7 +232,7 @@ pub(super) fn cases() -> Vec<Case> {
                         ..Default::default()
                     })
                     .await;
-                code("GetVolumeGroupSnapshot", r, Code::NotFound)
+                c.not_found("GetVolumeGroupSnapshot", r, &Missing::made_up())
             }
         ),
         case!(

@@ -38,7 +38,7 @@ use futures::StreamExt;
 
 use super::controller::wait_ready;
 use super::node::unstage_unpublish_order;
-use super::{Case, UNKNOWN_ID, block, case};
+use super::{Case, block, case};
 use crate::ctx::{Answer, CaseError, Ctx, describe, ensure, fail, ok_raw};
 
 /// The `max_results` the range cases send: small, so that a plugin with
@@ -399,14 +399,22 @@ pub(super) fn cases() -> Vec<Case> {
             "GetMetadataAllocated and GetMetadataDelta of snapshot ids that do not exist answer NOT_FOUND (for the delta, FAILED_PRECONDITION, no changed block tracking, passes with a warning)",
             |c| {
                 need_service(&c)?;
-                let r = allocated(&c, UNKNOWN_ID, 0).await?;
-                expect_code("GetMetadataAllocated (unknown snapshot)", r, Code::NotFound)?;
-                let r = delta(&c, UNKNOWN_ID, UNKNOWN_ID, 0).await?;
-                delta_error(
-                    &c,
+                let gone = c.gone_snapshot().await?;
+                let r = allocated(&c, &gone.id, 0).await?;
+                c.not_found("GetMetadataAllocated (unknown snapshot)", r, &gone)?;
+                let r = delta(&c, &gone.id, &gone.id, 0).await?;
+                let mut also = vec![Answer::Code(Code::FailedPrecondition)];
+                if gone.is_made_up() {
+                    // A plugin whose ids have a format may refuse a made-up
+                    // one as malformed (see `Missing`).
+                    also.push(Answer::Code(Code::InvalidArgument));
+                }
+                c.answer(
                     "GetMetadataDelta (unknown snapshots)",
                     r,
-                    Code::NotFound,
+                    Answer::Code(Code::NotFound),
+                    &also,
+                    NO_CBT,
                 )
             }
         ),

@@ -413,5 +413,124 @@ pub(crate) async fn list_all_snapshots(c: &Ctx, page: i32) -> Result<Vec<String>
         .collect())
 }
 
-/// An id no driver has issued: used for the not-found cases.
+/// An id no driver has issued: used for the not-found cases when the case
+/// cannot make a well-formed id of an object that is gone (see
+/// [`Missing`]).
 pub(crate) const UNKNOWN_ID: &str = "csi-testkit-no-such-object-7f3a";
+
+/// An id the case sends for an object that does not exist.
+///
+/// The spec's answer is `NOT_FOUND` ("Volume does not exist"). An id the
+/// plugin issued for an object since deleted has the plugin's own format,
+/// so `NOT_FOUND` is the only right answer. A made-up id ([`UNKNOWN_ID`])
+/// may not: a plugin whose ids have a format (a pool and a volume, say)
+/// may refuse it as malformed, and the spec's general row "Invalid or
+/// unsupported field in the request" gives `INVALID_ARGUMENT` for a field
+/// with an invalid value; that passes with a warning.
+#[derive(Clone, Debug)]
+pub(crate) struct Missing {
+    /// The id to send.
+    pub(crate) id: String,
+    made_up: bool,
+}
+
+impl Missing {
+    /// A made-up id ([`UNKNOWN_ID`]).
+    pub(crate) fn made_up() -> Missing {
+        Missing {
+            id: UNKNOWN_ID.to_string(),
+            made_up: true,
+        }
+    }
+
+    /// Whether the id is made up rather than one the plugin issued.
+    pub(crate) fn is_made_up(&self) -> bool {
+        self.made_up
+    }
+}
+
+impl Ctx {
+    /// A volume id that does not exist: that of a volume the case creates
+    /// and deletes when the plugin can, else [`UNKNOWN_ID`].
+    pub(crate) async fn gone_volume(&self) -> Result<Missing, CaseError> {
+        use csi_types::capabilities::ControllerCapabilities as CC;
+        if !self.found().controller.contains(CC::CREATE_DELETE_VOLUME) {
+            return Ok(Missing::made_up());
+        }
+        let v = self.volume("gone").await?;
+        let id = v.volume_id.into_string();
+        crate::ctx::ok_raw(
+            "DeleteVolume",
+            self.ctl()
+                .raw_delete_volume(proto::DeleteVolumeRequest {
+                    volume_id: id.clone(),
+                    ..Default::default()
+                })
+                .await,
+        )?;
+        self.forget(|c| matches!(c, Cleanup::Volume(x) if *x == id));
+        Ok(Missing { id, made_up: false })
+    }
+
+    /// A snapshot id that does not exist: that of a snapshot the case cuts
+    /// and deletes when the plugin can (and has the space), else
+    /// [`UNKNOWN_ID`].
+    pub(crate) async fn gone_snapshot(&self) -> Result<Missing, CaseError> {
+        use csi_types::capabilities::ControllerCapabilities as CC;
+        let cc = self.found().controller;
+        if !cc.contains(CC::CREATE_DELETE_VOLUME) || !cc.contains(CC::CREATE_DELETE_SNAPSHOT) {
+            return Ok(Missing::made_up());
+        }
+        let v = self.volume("gone-src").await?;
+        let r = self
+            .send_snapshot(proto::CreateSnapshotRequest {
+                source_volume_id: v.volume_id.into_string(),
+                name: self.name("gone"),
+                ..Default::default()
+            })
+            .await;
+        let Some(id) = r
+            .ok()
+            .and_then(|r| r.snapshot)
+            .map(|s| s.snapshot_id)
+            .filter(|id| !id.is_empty())
+        else {
+            // The snapshot cases judge the refusal; this one makes do.
+            return Ok(Missing::made_up());
+        };
+        crate::ctx::ok_raw(
+            "DeleteSnapshot",
+            self.ctl()
+                .raw_delete_snapshot(proto::DeleteSnapshotRequest {
+                    snapshot_id: id.clone(),
+                    ..Default::default()
+                })
+                .await,
+        )?;
+        self.forget(|c| matches!(c, Cleanup::Snapshot(x) if *x == id));
+        Ok(Missing { id, made_up: false })
+    }
+
+    /// Passes when the call about the missing object answered `NOT_FOUND`;
+    /// for a made-up id, `INVALID_ARGUMENT` passes with a warning.
+    pub(crate) fn not_found<P>(
+        &self,
+        rpc: &str,
+        r: Result<P, csi_types::CsiError>,
+        id: &Missing,
+    ) -> Result<(), CaseError> {
+        use crate::ctx::Answer;
+        use csi_types::Code;
+        if id.made_up {
+            self.answer(
+                rpc,
+                r,
+                Answer::Code(Code::NotFound),
+                &[Answer::Code(Code::InvalidArgument)],
+                "the id is made up, and a plugin whose ids have a format may refuse it as malformed, but NOT_FOUND says the object does not exist",
+            )
+        } else {
+            crate::ctx::code(rpc, r, Code::NotFound)
+        }
+    }
+}

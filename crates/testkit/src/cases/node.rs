@@ -417,20 +417,21 @@ pub(super) fn cases() -> Vec<Case> {
             "NodeStageVolume of a volume that does not exist answers NOT_FOUND",
             |c| {
                 c.need_node(NC::STAGE_UNSTAGE_VOLUME, "STAGE_UNSTAGE_VOLUME")?;
+                let gone = c.gone_volume().await?;
                 let path = c.staging_path()?;
                 let r = c
                     .nd()
                     .raw_node_stage_volume(proto::NodeStageVolumeRequest {
-                        volume_id: UNKNOWN_ID.into(),
+                        volume_id: gone.id.clone(),
                         staging_target_path: path.clone(),
                         volume_capability: Some(rw()),
                         ..Default::default()
                     })
                     .await;
                 if r.is_ok() {
-                    c.push(Cleanup::Stage(UNKNOWN_ID.into(), path));
+                    c.push(Cleanup::Stage(gone.id.clone(), path));
                 }
-                code("NodeStageVolume (unknown volume)", r, Code::NotFound)
+                c.not_found("NodeStageVolume (unknown volume)", r, &gone)
             }
         ),
         case!(
@@ -442,12 +443,13 @@ pub(super) fn cases() -> Vec<Case> {
                 } else {
                     None
                 };
+                let gone = c.gone_volume().await?;
                 let req =
-                    c.node_publish_req(UNKNOWN_ID, &staging, rw(), false, &Default::default())?;
-                code(
+                    c.node_publish_req(&gone.id, &staging, rw(), false, &Default::default())?;
+                c.not_found(
                     "NodePublishVolume (unknown volume)",
                     c.send_node_publish(req).await,
-                    Code::NotFound,
+                    &gone,
                 )
             }
         ),
@@ -456,15 +458,16 @@ pub(super) fn cases() -> Vec<Case> {
             "NodeGetVolumeStats of a volume that does not exist answers NOT_FOUND",
             |c| {
                 c.need_node(NC::GET_VOLUME_STATS, "GET_VOLUME_STATS")?;
+                let gone = c.gone_volume().await?;
                 let r = c
                     .nd()
                     .raw_node_get_volume_stats(proto::NodeGetVolumeStatsRequest {
-                        volume_id: UNKNOWN_ID.into(),
+                        volume_id: gone.id.clone(),
                         volume_path: c.target_path()?,
                         ..Default::default()
                     })
                     .await;
-                code("NodeGetVolumeStats (unknown volume)", r, Code::NotFound)
+                c.not_found("NodeGetVolumeStats (unknown volume)", r, &gone)
             }
         ),
         case!(
@@ -472,15 +475,16 @@ pub(super) fn cases() -> Vec<Case> {
             "NodeExpandVolume of a volume that does not exist answers NOT_FOUND",
             |c| {
                 c.need_node(NC::EXPAND_VOLUME, "EXPAND_VOLUME")?;
+                let gone = c.gone_volume().await?;
                 let r = c
                     .nd()
                     .raw_node_expand_volume(proto::NodeExpandVolumeRequest {
-                        volume_id: UNKNOWN_ID.into(),
+                        volume_id: gone.id.clone(),
                         volume_path: c.target_path()?,
                         ..Default::default()
                     })
                     .await;
-                code("NodeExpandVolume (unknown volume)", r, Code::NotFound)
+                c.not_found("NodeExpandVolume (unknown volume)", r, &gone)
             }
         ),
         case!(
@@ -590,11 +594,15 @@ async fn lifecycle(c: Ctx) -> Result<(), CaseError> {
                 })
                 .await,
         )?;
+        // The spec relates none of the figures: a thin share may report its
+        // pool's free space as available, compressed data a used above the
+        // total. Worth a warning, not a failure.
         for u in &s.usage {
-            ensure!(
-                u.used <= u.total && u.available <= u.total,
-                "NodeGetVolumeStats: usage {u:?} has used or available above total"
-            );
+            if u.used > u.total || u.available > u.total {
+                c.warn(format!(
+                    "NodeGetVolumeStats: usage {u:?} has used or available above total (the spec allows it)"
+                ));
+            }
         }
     }
     let online = c

@@ -286,8 +286,12 @@ pub(super) fn cases() -> Vec<Case> {
                 c.need_controller(CC::GET_CAPACITY, "GET_CAPACITY")?;
                 let node = node_topology(&c)?;
                 let nowhere = nowhere(&node)?;
-                let total = capacity(&c, None).await?;
+                // The available capacity may change between calls (space
+                // freed or taken elsewhere): the node's share is compared
+                // with the larger total, read before and after it.
+                let before = capacity(&c, None).await?;
                 let here = capacity(&c, Some(&node)).await?;
+                let total = before.max(capacity(&c, None).await?);
                 ensure!(
                     here <= total,
                     "GetCapacity: {here} bytes available in the node's topology {node:?}, more than the {total} available in all"

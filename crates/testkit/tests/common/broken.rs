@@ -145,11 +145,35 @@ enum Fault {
     /// `CreateVolume` of an existing name with another range answers
     /// `OUT_OF_RANGE`, though the range is allowed for a new name.
     RangeForNameOnly,
+    /// `CreateVolumeGroupSnapshot` answers members with an empty
+    /// `group_snapshot_id` (the spec: inside a `VolumeGroupSnapshot` it
+    /// MUST be the group's id).
+    UngroupedMembers,
+    /// Not a bug: ids have a format (`vol-…`, `snap-…`, `group-…`), and an
+    /// id without it is refused as malformed with `INVALID_ARGUMENT` (the
+    /// spec's "invalid value" row) before any lookup.
+    FormattedIds,
+    /// `ControllerGetVolume` of a volume that does not exist answers
+    /// `INVALID_ARGUMENT`, even for a well-formed id (a deleted volume's).
+    InvalidForUnknown,
 }
 
 impl Faulty {
     fn other(&self) -> bool {
         self.1 == Fault::OtherAllowedAnswers
+    }
+
+    /// `INVALID_ARGUMENT` for a non-empty `id` in `field` without the
+    /// format `prefix-…`, under [`Fault::FormattedIds`].
+    fn formatted(&self, field: &str, prefix: &str, id: &str) -> Result<(), CsiError> {
+        if self.1 == Fault::FormattedIds && !id.is_empty() && !id.starts_with(&format!("{prefix}-"))
+        {
+            return Err(CsiError::invalid(
+                field,
+                format!("malformed id {id:?}: ids are {prefix}-<number>"),
+            ));
+        }
+        Ok(())
     }
 
     /// `NOT_FOUND` for a named volume the plugin does not know, checked
@@ -235,6 +259,7 @@ macro_rules! raw_impl {
 raw_impl! {
     {
     async fn raw_delete_volume(&self, req: proto::DeleteVolumeRequest) -> Result<proto::DeleteVolumeResponse, CsiError> {
+        self.formatted("volume_id", "vol", &req.volume_id)?;
         let r = RawCsi::raw_delete_volume(&self.0, req).await;
         match (self.1, r) {
             (Fault::WrongCodeOnDelete, Err(e)) if e.code() == Code::InvalidArgument => {
@@ -255,6 +280,15 @@ raw_impl! {
     }
 
     async fn raw_create_volume(&self, req: proto::CreateVolumeRequest) -> Result<proto::CreateVolumeResponse, CsiError> {
+        match req.volume_content_source.as_ref().and_then(|s| s.r#type.as_ref()) {
+            Some(proto::volume_content_source::Type::Snapshot(s)) => {
+                self.formatted("volume_content_source.snapshot.snapshot_id", "snap", &s.snapshot_id)?
+            }
+            Some(proto::volume_content_source::Type::Volume(v)) => {
+                self.formatted("volume_content_source.volume.volume_id", "vol", &v.volume_id)?
+            }
+            None => {}
+        }
         let required = req.capacity_range.as_ref().map_or(0, |r| r.required_bytes);
         if self.1 == Fault::SmallMaximum && required > 1 << 20 {
             return Err(CsiError::out_of_range("volumes are at most 1 MiB"));
@@ -281,6 +315,7 @@ raw_impl! {
     }
 
     async fn raw_controller_expand_volume(&self, req: proto::ControllerExpandVolumeRequest) -> Result<proto::ControllerExpandVolumeResponse, CsiError> {
+        self.formatted("volume_id", "vol", &req.volume_id)?;
         let required = req.capacity_range.as_ref().map_or(0, |r| r.required_bytes);
         if self.1 == Fault::SmallMaximum && required > 1 << 20 {
             return Err(CsiError::out_of_range("volumes are at most 1 MiB"));
@@ -312,37 +347,44 @@ raw_impl! {
     }
 
     async fn raw_controller_unpublish_volume(&self, req: proto::ControllerUnpublishVolumeRequest) -> Result<proto::ControllerUnpublishVolumeResponse, CsiError> {
+        self.formatted("volume_id", "vol", &req.volume_id)?;
         self.unknown_volume_first(&req.volume_id).await?;
         self.unknown_node_first(&req.node_id)?;
         RawCsi::raw_controller_unpublish_volume(&self.0, req).await
     }
 
     async fn raw_controller_publish_volume(&self, req: proto::ControllerPublishVolumeRequest) -> Result<proto::ControllerPublishVolumeResponse, CsiError> {
+        self.formatted("volume_id", "vol", &req.volume_id)?;
         self.unknown_node_first(&req.node_id)?;
         RawCsi::raw_controller_publish_volume(&self.0, req).await
     }
 
     async fn raw_node_stage_volume(&self, req: proto::NodeStageVolumeRequest) -> Result<proto::NodeStageVolumeResponse, CsiError> {
+        self.formatted("volume_id", "vol", &req.volume_id)?;
         self.unknown_volume_first(&req.volume_id).await?;
         RawCsi::raw_node_stage_volume(&self.0, req).await
     }
 
     async fn raw_node_unstage_volume(&self, req: proto::NodeUnstageVolumeRequest) -> Result<proto::NodeUnstageVolumeResponse, CsiError> {
+        self.formatted("volume_id", "vol", &req.volume_id)?;
         self.unknown_volume_first(&req.volume_id).await?;
         RawCsi::raw_node_unstage_volume(&self.0, req).await
     }
 
     async fn raw_node_publish_volume(&self, req: proto::NodePublishVolumeRequest) -> Result<proto::NodePublishVolumeResponse, CsiError> {
+        self.formatted("volume_id", "vol", &req.volume_id)?;
         self.unknown_volume_first(&req.volume_id).await?;
         RawCsi::raw_node_publish_volume(&self.0, req).await
     }
 
     async fn raw_node_unpublish_volume(&self, req: proto::NodeUnpublishVolumeRequest) -> Result<proto::NodeUnpublishVolumeResponse, CsiError> {
+        self.formatted("volume_id", "vol", &req.volume_id)?;
         self.unknown_volume_first(&req.volume_id).await?;
         RawCsi::raw_node_unpublish_volume(&self.0, req).await
     }
 
     async fn raw_node_get_volume_stats(&self, req: proto::NodeGetVolumeStatsRequest) -> Result<proto::NodeGetVolumeStatsResponse, CsiError> {
+        self.formatted("volume_id", "vol", &req.volume_id)?;
         if !req.volume_id.is_empty() {
             self.path_first("volume_path", &req.volume_path)?;
         }
@@ -352,6 +394,7 @@ raw_impl! {
     }
 
     async fn raw_node_expand_volume(&self, req: proto::NodeExpandVolumeRequest) -> Result<proto::NodeExpandVolumeResponse, CsiError> {
+        self.formatted("volume_id", "vol", &req.volume_id)?;
         if !req.volume_id.is_empty() {
             self.path_first("volume_path", &req.volume_path)?;
         }
@@ -372,10 +415,17 @@ raw_impl! {
                 req.source_volume_ids
             )));
         }
-        RawCsi::raw_create_volume_group_snapshot(&self.0, req).await
+        let mut r = RawCsi::raw_create_volume_group_snapshot(&self.0, req).await?;
+        if let (Fault::UngroupedMembers, Some(g)) = (self.1, &mut r.group_snapshot) {
+            for s in &mut g.snapshots {
+                s.group_snapshot_id.clear();
+            }
+        }
+        Ok(r)
     }
 
     async fn raw_get_volume_group_snapshot(&self, req: proto::GetVolumeGroupSnapshotRequest) -> Result<proto::GetVolumeGroupSnapshotResponse, CsiError> {
+        self.formatted("group_snapshot_id", "group", &req.group_snapshot_id)?;
         if !req.group_snapshot_id.is_empty() {
             self.ids_first(&req.snapshot_ids)?;
         }
@@ -392,7 +442,13 @@ raw_impl! {
     }
 
     async fn raw_controller_get_volume(&self, req: proto::ControllerGetVolumeRequest) -> Result<proto::ControllerGetVolumeResponse, CsiError> {
-        let mut r = RawCsi::raw_controller_get_volume(&self.0, req).await?;
+        self.formatted("volume_id", "vol", &req.volume_id)?;
+        let mut r = match RawCsi::raw_controller_get_volume(&self.0, req).await {
+            Err(e) if self.1 == Fault::InvalidForUnknown && e.code() == Code::NotFound => {
+                return Err(CsiError::invalid("volume_id", format!("unknown volume ({e})")));
+            }
+            r => r?,
+        };
         if let Some(s) = &mut r.status {
             self.loosen(&mut s.published_node_ids, &mut s.volume_condition);
         }
@@ -402,11 +458,39 @@ raw_impl! {
         Ok(r)
     }
 
+    async fn raw_validate_volume_capabilities(&self, req: proto::ValidateVolumeCapabilitiesRequest) -> Result<proto::ValidateVolumeCapabilitiesResponse, CsiError> {
+        self.formatted("volume_id", "vol", &req.volume_id)?;
+        RawCsi::raw_validate_volume_capabilities(&self.0, req).await
+    }
+
+    async fn raw_delete_snapshot(&self, req: proto::DeleteSnapshotRequest) -> Result<proto::DeleteSnapshotResponse, CsiError> {
+        self.formatted("snapshot_id", "snap", &req.snapshot_id)?;
+        RawCsi::raw_delete_snapshot(&self.0, req).await
+    }
+
+    async fn raw_list_snapshots(&self, req: proto::ListSnapshotsRequest) -> Result<proto::ListSnapshotsResponse, CsiError> {
+        self.formatted("snapshot_id", "snap", &req.snapshot_id)?;
+        RawCsi::raw_list_snapshots(&self.0, req).await
+    }
+
+    async fn raw_get_snapshot(&self, req: proto::GetSnapshotRequest) -> Result<proto::GetSnapshotResponse, CsiError> {
+        self.formatted("snapshot_id", "snap", &req.snapshot_id)?;
+        RawCsi::raw_get_snapshot(&self.0, req).await
+    }
+
+    async fn raw_controller_modify_volume(&self, req: proto::ControllerModifyVolumeRequest) -> Result<proto::ControllerModifyVolumeResponse, CsiError> {
+        self.formatted("volume_id", "vol", &req.volume_id)?;
+        RawCsi::raw_controller_modify_volume(&self.0, req).await
+    }
+
     async fn raw_get_metadata_allocated(&self, req: proto::GetMetadataAllocatedRequest) -> Result<RawStream<proto::GetMetadataAllocatedResponse>, CsiError> {
+        self.formatted("snapshot_id", "snap", &req.snapshot_id)?;
         RawCsi::raw_get_metadata_allocated(&self.0, req).await
     }
 
     async fn raw_get_metadata_delta(&self, req: proto::GetMetadataDeltaRequest) -> Result<RawStream<proto::GetMetadataDeltaResponse>, CsiError> {
+        self.formatted("base_snapshot_id", "snap", &req.base_snapshot_id)?;
+        self.formatted("target_snapshot_id", "snap", &req.target_snapshot_id)?;
         let r = RawCsi::raw_get_metadata_delta(&self.0, req).await;
         match r {
             // Storage without changed block tracking: every delta, of
@@ -425,13 +509,8 @@ raw_impl! {
 
         raw_get_plugin_info(GetPluginInfoRequest) -> GetPluginInfoResponse;
         raw_get_plugin_capabilities(GetPluginCapabilitiesRequest) -> GetPluginCapabilitiesResponse;
-        raw_validate_volume_capabilities(ValidateVolumeCapabilitiesRequest) -> ValidateVolumeCapabilitiesResponse;
         raw_controller_get_capabilities(ControllerGetCapabilitiesRequest) -> ControllerGetCapabilitiesResponse;
         raw_create_snapshot(CreateSnapshotRequest) -> CreateSnapshotResponse;
-        raw_delete_snapshot(DeleteSnapshotRequest) -> DeleteSnapshotResponse;
-        raw_list_snapshots(ListSnapshotsRequest) -> ListSnapshotsResponse;
-        raw_get_snapshot(GetSnapshotRequest) -> GetSnapshotResponse;
-        raw_controller_modify_volume(ControllerModifyVolumeRequest) -> ControllerModifyVolumeResponse;
         raw_group_controller_get_capabilities(GroupControllerGetCapabilitiesRequest) -> GroupControllerGetCapabilitiesResponse;
         raw_node_get_capabilities(NodeGetCapabilitiesRequest) -> NodeGetCapabilitiesResponse;
         raw_node_get_info(NodeGetInfoRequest) -> NodeGetInfoResponse;
@@ -911,6 +990,42 @@ impl Provisioner for Racy {
     }
 }
 
+/// Not a bug: `CreateVolume` reserves the volume's space while it creates
+/// it, and a call for a name whose creation is pending answers
+/// `RESOURCE_EXHAUSTED` (the pool is full with the reservation) instead of
+/// `ABORTED`. With `full`, the pool has no space at all: every call answers
+/// `RESOURCE_EXHAUSTED`.
+struct Reserving {
+    inner: Arc<MemDriver>,
+    pending: std::sync::Mutex<std::collections::HashSet<String>>,
+    full: bool,
+}
+
+#[async_trait]
+impl Provisioner for Reserving {
+    async fn create_volume(
+        &self,
+        req: CreateVolumeRequest,
+    ) -> Result<CreateVolumeResponse, CsiError> {
+        let name = req.name.as_str().to_string();
+        if self.full || !self.pending.lock().unwrap().insert(name.clone()) {
+            return Err(CsiError::resource_exhausted(format!(
+                "no space left for volume {name}"
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let r = self.inner.create_volume(req).await;
+        self.pending.lock().unwrap().remove(&name);
+        r
+    }
+    async fn delete_volume(
+        &self,
+        req: DeleteVolumeRequest,
+    ) -> Result<DeleteVolumeResponse, CsiError> {
+        self.inner.delete_volume(req).await
+    }
+}
+
 /// `ControllerGetVolume` that leaves out `volume_condition`, though the
 /// controller advertises `VOLUME_CONDITION`.
 struct NoVolumeCondition(Arc<MemDriver>);
@@ -938,6 +1053,25 @@ impl NodeVolumeStats for AbnormalOnNode {
     ) -> Result<NodeGetVolumeStatsResponse, CsiError> {
         let mut resp = self.0.node_get_volume_stats(req).await?;
         resp.volume_condition = Some(VolumeCondition::abnormal("the disk is on fire"));
+        Ok(resp)
+    }
+}
+
+/// Not a bug: a thin share whose `NodeGetVolumeStats` reports as available
+/// the free space of the pool behind it, more than the share's total (the
+/// spec does not relate `available` to `total`).
+struct OvercommittedShare(Arc<MemDriver>);
+
+#[async_trait]
+impl NodeVolumeStats for OvercommittedShare {
+    async fn node_get_volume_stats(
+        &self,
+        req: NodeGetVolumeStatsRequest,
+    ) -> Result<NodeGetVolumeStatsResponse, CsiError> {
+        let mut resp = self.0.node_get_volume_stats(req).await?;
+        for u in &mut resp.usage {
+            u.available = u.total * 4 + 1;
+        }
         Ok(resp)
     }
 }
@@ -1043,6 +1177,22 @@ impl CapacityReporter for CapacityEverywhere {
     }
 }
 
+/// Not a bug: the pool is shared with another tenant, who frees 1 GiB of
+/// its 32 GiB between any two `GetCapacity` calls: the available capacity
+/// rises while the suite's volumes come and go.
+struct SpaceFreedElsewhere(Arc<MemDriver>, AtomicU64);
+
+#[async_trait]
+impl CapacityReporter for SpaceFreedElsewhere {
+    async fn get_capacity(&self, req: GetCapacityRequest) -> Result<GetCapacityResponse, CsiError> {
+        let mut r = self.0.get_capacity(req).await?;
+        let freed = self.1.fetch_add(1 << 30, Ordering::Relaxed).min(32 << 30);
+        let other = (32u64 << 30) - freed;
+        r.available_capacity = r.available_capacity.saturating_sub(other);
+        Ok(r)
+    }
+}
+
 /// `GetMetadataAllocated` that sends its messages last first: each message
 /// is in order by itself, but the stream's ranges go backwards.
 struct MetadataBackwards(Arc<MemDriver>);
@@ -1114,6 +1264,7 @@ pub fn plugin(kind: &str) -> Arc<dyn RawCsi> {
         "node-without-topology" => b.node(Arc::new(NodeWithoutTopology(driver.clone()))),
         "no-volume-condition" => b.volume_getter(Arc::new(NoVolumeCondition(driver.clone()))),
         "abnormal-on-node" => b.node_stats(Arc::new(AbnormalOnNode(driver.clone()))),
+        "overcommitted-share" => b.node_stats(Arc::new(OvercommittedShare(driver.clone()))),
         "wrong-topology" => b.provisioner(EditCreate::wrong_topology(&driver)),
         "delta-ignores-base" => b.snapshot_metadata(Arc::new(DeltaIgnoresBase(driver.clone()))),
         "metadata-backwards" => b.snapshot_metadata(Arc::new(MetadataBackwards(driver.clone()))),
@@ -1151,6 +1302,10 @@ pub fn plugin(kind: &str) -> Arc<dyn RawCsi> {
         }
         "first-preferred" => b.provisioner(EditCreate::first_preferred(&driver)),
         "capacity-everywhere" => b.capacity_reporter(Arc::new(CapacityEverywhere(driver.clone()))),
+        "space-freed-elsewhere" => b.capacity_reporter(Arc::new(SpaceFreedElsewhere(
+            driver.clone(),
+            AtomicU64::new(0),
+        ))),
         "wrong-code" => return Arc::new(Faulty(driver.plugin(), Fault::WrongCodeOnDelete)),
         "other-allowed-answers" => {
             return Arc::new(Faulty(driver.plugin(), Fault::OtherAllowedAnswers));
@@ -1161,6 +1316,11 @@ pub fn plugin(kind: &str) -> Arc<dyn RawCsi> {
         "large-minimum" => return Arc::new(Faulty(driver.plugin(), Fault::LargeMinimum)),
         "range-for-name-only" => {
             return Arc::new(Faulty(driver.plugin(), Fault::RangeForNameOnly));
+        }
+        "gone-is-invalid" => return Arc::new(Faulty(driver.plugin(), Fault::InvalidForUnknown)),
+        "formatted-ids" => return Arc::new(Faulty(driver.plugin(), Fault::FormattedIds)),
+        "ungrouped-members" => {
+            return Arc::new(Faulty(driver.plugin(), Fault::UngroupedMembers));
         }
         "negative-capacity" => {
             return Arc::new(Faulty(driver.plugin(), Fault::NegativeCapacity));
@@ -1173,6 +1333,12 @@ pub fn plugin(kind: &str) -> Arc<dyn RawCsi> {
             inner: driver.clone(),
             names: Default::default(),
             next: AtomicU64::new(0),
+        })),
+        // Without the guard, so that the concurrent calls reach the provisioner.
+        "reserving" | "full-pool" => b.operation_guard(false).provisioner(Arc::new(Reserving {
+            inner: driver.clone(),
+            pending: Default::default(),
+            full: kind == "full-pool",
         })),
         // The memdriver as it is.
         "none" => b,
