@@ -202,6 +202,12 @@ struct Staged {
     fuse_dir: PathBuf,
     /// Rebuild in progress: (role, done, total).
     rebuilding: Option<(usize, u64, u64)>,
+    /// Roles whose member was replaced (the record names the new drive)
+    /// but whose copy has not finished: it failed part way, or was
+    /// stopped. The engine keeps such a member as a spare out of sync;
+    /// [`NodeSide::rebuild_to`] rebuilds it again though its drive is the
+    /// record's.
+    unsynced: std::collections::BTreeSet<usize>,
     /// The dm-crypt mapping of an `encryptionFormat=luks` volume, on top of
     /// the loop device.
     luks: Option<LuksMapping>,
@@ -295,6 +301,11 @@ pub struct NodeSide {
     busy: Mutex<std::collections::BTreeSet<String>>,
     /// Signalled when a [`Turn`] ends.
     freed: Condvar,
+    /// The engine volumes whose rebuild ([`NodeSide::rebuild_to`]) runs,
+    /// by volume id: [`NodeSide::shutdown`] stops them.
+    rebuilds: Mutex<BTreeMap<String, Arc<EngineVolume>>>,
+    /// Signalled when a rebuild ends.
+    rebuild_ended: Condvar,
     /// Called at the named points of a call (`turn-wait` when a call waits
     /// for a volume's turn, `publish-bind` between a publish's claim of its
     /// target and its bind, `stage` in a stage's turn, `unstage` in an
@@ -509,6 +520,8 @@ impl NodeSide {
             },
             busy: Mutex::new(std::collections::BTreeSet::new()),
             freed: Condvar::new(),
+            rebuilds: Mutex::new(BTreeMap::new()),
+            rebuild_ended: Condvar::new(),
             #[cfg(test)]
             hook: Mutex::new(None),
         }
@@ -1250,6 +1263,7 @@ impl NodeSide {
                     loopdev: Some(loopdev),
                     fuse_dir: PathBuf::new(),
                     rebuilding: None,
+                    unsynced: Default::default(),
                     luks: mapping,
                     claims: vec![claim],
                 },
@@ -1308,6 +1322,7 @@ impl NodeSide {
                 loopdev: Some(loopdev),
                 fuse_dir,
                 rebuilding: None,
+                unsynced: Default::default(),
                 luks: mapping,
                 claims,
             },
@@ -1349,6 +1364,7 @@ impl NodeSide {
                 loopdev: None,
                 fuse_dir: PathBuf::new(),
                 rebuilding: None,
+                unsynced: Default::default(),
                 luks: None,
                 claims,
             },
@@ -1742,6 +1758,17 @@ impl NodeSide {
         Ok(hit)
     }
 
+    /// The volumes staged here with a member replaced whose copy has not
+    /// finished (it failed part way, or was stopped): a
+    /// [`NodeSide::rebuild_to`] of their record rebuilds it.
+    pub fn unsynced_volumes(&self) -> Vec<String> {
+        self.lock()
+            .iter()
+            .filter(|(_, s)| !s.unsynced.is_empty())
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
     fn is_failed(volume: &EngineVolume, role: usize) -> bool {
         volume
             .status()
@@ -1785,6 +1812,11 @@ impl NodeSide {
     /// drive changed (a repair plan moved it) gets the new member, rebuilt
     /// online with `progress`. Returns the roles rebuilt.
     ///
+    /// A copy that fails part way (an I/O error, a stop at shutdown) leaves
+    /// the new member in the record and in the engine, out of sync (a
+    /// spare): the call answers the error and the next call rebuilds that
+    /// member again, from its start, though its drive did not change.
+    ///
     /// The volume's turn is held only while the node's record of it
     /// changes: the check that it is staged, each member's replacement and
     /// the end of the rebuild. The copies run outside it, as md rebuilds in
@@ -1827,25 +1859,45 @@ impl NodeSide {
                 .members
                 .iter()
                 .enumerate()
-                .position(|(role, m)| s.drives.get(role) != Some(&m.drive));
+                .position(|(role, m)| needs_rebuild(&s.drives, &s.unsynced, role, &m.drive));
             let Some(first) = first else {
                 return Ok(Vec::new());
             };
             // Marks the volume as rebuilding from here to the end of the
             // last copy: an unstage between two members' copies would close
             // the engine volume with a member moved in the record but not
-            // in the engine.
+            // in the engine. Nothing below fails before the end clears it.
             s.rebuilding = Some((first, 0, 0));
-            (v, s.drives.clone())
+            self.rebuilds
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(rec.id.clone(), v.clone());
+            (v, (s.drives.clone(), s.unsynced.clone()))
         };
-        let r = self.rebuild_members(rec, &volume, &old, max_bytes_per_sec, progress);
-        // The end, in the turn: a call that checks for a rebuild in its
-        // turn sees one running until the record says it ended.
-        let _turn = self.turn(&rec.id);
-        if let Some(s) = self.lock().get_mut(&rec.id) {
-            s.rebuilding = None;
+        // The end runs however the copies end, a panic of a progress
+        // callback included: a mark left behind would refuse every unstage
+        // of the volume for good.
+        struct End<'a>(&'a NodeSide, &'a str);
+        impl Drop for End<'_> {
+            fn drop(&mut self) {
+                let (side, id) = (self.0, self.1);
+                {
+                    // In the turn: a call that checks for a rebuild in its
+                    // turn sees one running until the record says it ended.
+                    let _turn = side.turn(id);
+                    if let Some(s) = side.lock().get_mut(id) {
+                        s.rebuilding = None;
+                    }
+                }
+                side.rebuilds
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(id);
+                side.rebuild_ended.notify_all();
+            }
         }
-        r
+        let _end = End(self, &rec.id);
+        self.rebuild_members(rec, &volume, &old, max_bytes_per_sec, progress)
     }
 
     /// The members' replacements and copies of [`NodeSide::rebuild_to`]
@@ -1854,13 +1906,13 @@ impl NodeSide {
         &self,
         rec: &VolumeRecord,
         volume: &EngineVolume,
-        old: &[String],
+        (old, unsynced): &(Vec<String>, std::collections::BTreeSet<usize>),
         max_bytes_per_sec: Option<u64>,
         progress: &(dyn Fn(usize, Progress) + Sync),
     ) -> Result<Vec<usize>, CsiError> {
         let mut done = Vec::new();
         for (role, m) in rec.members.iter().enumerate() {
-            if old.get(role) == Some(&m.drive) {
+            if !needs_rebuild(old, unsynced, role, &m.drive) {
                 continue;
             }
             {
@@ -1881,6 +1933,11 @@ impl NodeSide {
                     .map_err(|e| engine_err(&format!("replacing member {role}"), e))?;
                 if let Some(s) = self.lock().get_mut(&rec.id) {
                     s.drives[role] = m.drive.clone();
+                    // Until its copy finishes: a copy that fails leaves the
+                    // new member a spare out of sync in the engine, which a
+                    // later rebuild_to must rebuild though the record
+                    // already names its drive.
+                    s.unsynced.insert(role);
                     s.rebuilding = Some((role, 0, 0));
                     // The replaced member's bytes go, the new member's are held.
                     if let Some(c) = s.claims.get_mut(role) {
@@ -1918,6 +1975,9 @@ impl NodeSide {
                     },
                 )
                 .map_err(|e| engine_err(&format!("rebuilding member {role}"), e))?;
+            if let Some(s) = self.lock().get_mut(&rec.id) {
+                s.unsynced.remove(&role);
+            }
             tracing::info!(volume = %rec.id, role, drive = %m.drive, "rebuilt");
             done.push(role);
         }
@@ -2101,6 +2161,19 @@ const CLAIM_RULE: &str =
 
 /// [`NodeSide::unstage`]'s refusal of volume `id` while member `role`
 /// (on `drive`) is being rebuilt, `done` of `total` bytes copied.
+/// Whether member `role`, on `drive` in the wanted record, needs a rebuild
+/// on a node whose record of the volume says `drives` and `unsynced`
+/// ([`Staged::unsynced`]): its drive changed, or its last copy did not
+/// finish.
+fn needs_rebuild(
+    drives: &[String],
+    unsynced: &std::collections::BTreeSet<usize>,
+    role: usize,
+    drive: &str,
+) -> bool {
+    drives.get(role).map(String::as_str) != Some(drive) || unsynced.contains(&role)
+}
+
 fn rebuilding_refusal(id: &str, drive: &str, role: usize, done: u64, total: u64) -> CsiError {
     let pct = (done * 100).checked_div(total).unwrap_or(0);
     CsiError::aborted(format!(
@@ -2293,6 +2366,7 @@ fn adopt(cfg: &NodeConfig, id: &str, r: &StagedRecord) -> Option<Staged> {
         loopdev: Some(l),
         fuse_dir: PathBuf::new(),
         rebuilding: None,
+        unsynced: Default::default(),
         luks: None,
         claims: vec![claim],
     })
