@@ -311,8 +311,9 @@ pub struct NodeSide {
     /// target and its bind, `stage` in a stage's turn, `unstage` in an
     /// unstage's, before it takes the volume apart, `resize-encryption` in
     /// [`NodeSide::resize_encryption`], `rebuild` at each step of a
-    /// rebuild's copy, outside the turn), so that a test can start a second
-    /// call there.
+    /// rebuild's copy, outside the turn, `shutdown-interrupted` once
+    /// [`NodeSide::shutdown`] has stopped the rebuilds), so that a test can
+    /// start a second call there.
     #[cfg(test)]
     pub(crate) hook: Mutex<Option<TestHook>>,
 }
@@ -2001,8 +2002,38 @@ impl NodeSide {
     ///
     /// Flushes that do not finish within `bound` (a member that stopped
     /// answering) are reported in the result, never waited for.
+    ///
+    /// A rebuild still copying ([`NodeSide::rebuild_to`]) is stopped, not
+    /// waited for to the end: a copy runs for as long as the member is
+    /// large (minutes to hours), the bound is the seconds the process has
+    /// left. Stopping costs only its progress: the engine keeps the new
+    /// member a spare out of sync, which the next rebuild copies again from
+    /// its start. The call then waits, within `bound`, for each stopped
+    /// rebuild to end (it stops before its next step, at most one chunk
+    /// away), so that none writes on while the members are flushed and the
+    /// process exits; those that do not end in time are reported.
     pub fn shutdown(&self, bound: std::time::Duration) -> ShutdownReport {
+        let deadline = std::time::Instant::now() + bound;
+        // Taken first: no rebuild starts on a volume once it is gone from
+        // the map (rebuild_to checks it in the volume's turn).
         let staged = std::mem::take(&mut *self.lock());
+        // Every engine volume, not only those rebuilding now: a rebuild
+        // between its check and its first step stops at once too. The
+        // engine stops scrubs and re-adds with it; the process is ending.
+        for s in staged.values() {
+            if let Some(v) = &s.volume {
+                v.interrupt();
+            }
+        }
+        let stopping: Vec<String> = {
+            let running = self.rebuilds.lock().unwrap_or_else(|p| p.into_inner());
+            for v in running.values() {
+                v.interrupt();
+            }
+            running.keys().cloned().collect()
+        };
+        #[cfg(test)]
+        self.test_point("shutdown-interrupted", "");
         let mut work = Vec::new();
         for (id, s) in &staged {
             let sync_path = if s.staging.as_os_str().is_empty() {
@@ -2033,12 +2064,37 @@ impl NodeSide {
             }
         }
         drop(tx);
-        let deadline = std::time::Instant::now() + bound;
+        let mut running = self.rebuilds.lock().unwrap_or_else(|p| p.into_inner());
+        while !running.is_empty() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            running = self
+                .rebuild_ended
+                .wait_timeout(running, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        let rebuilds_running: std::collections::BTreeSet<String> =
+            running.keys().cloned().collect();
+        drop(running);
+        for id in &rebuilds_running {
+            tracing::error!(volume = %id, bound_s = bound.as_secs(), "rebuild stopped at shutdown did not end in time");
+        }
         let mut report = ShutdownReport {
             flushed: Vec::new(),
             failed: Vec::new(),
             unfinished: pending,
+            rebuilds_stopped: stopping
+                .into_iter()
+                .filter(|id| !rebuilds_running.contains(id))
+                .collect(),
+            rebuilds_running,
         };
+        for id in &report.rebuilds_stopped {
+            tracing::info!(volume = %id, "rebuild stopped; the next rebuild copies the member again");
+        }
         while !report.unfinished.is_empty() {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match rx.recv_timeout(left) {
@@ -2089,12 +2145,18 @@ pub struct ShutdownReport {
     pub failed: Vec<(String, String)>,
     /// Volumes whose flush had not finished when the bound passed.
     pub unfinished: std::collections::BTreeSet<String>,
+    /// Volumes whose rebuild was stopped and ended: a later
+    /// [`NodeSide::rebuild_to`] copies the member again.
+    pub rebuilds_stopped: Vec<String>,
+    /// Volumes whose rebuild was stopped but had not ended when the bound
+    /// passed.
+    pub rebuilds_running: std::collections::BTreeSet<String>,
 }
 
 impl ShutdownReport {
-    /// Whether every volume was flushed.
+    /// Whether every volume was flushed, and every rebuild stopped.
     pub fn is_complete(&self) -> bool {
-        self.failed.is_empty() && self.unfinished.is_empty()
+        self.failed.is_empty() && self.unfinished.is_empty() && self.rebuilds_running.is_empty()
     }
 }
 
