@@ -542,16 +542,12 @@ async fn an_unstage_during_a_rebuild_is_refused_aborted_and_retried_after_it() {
     );
 }
 
-/// A rebuild still copying when the node process stops: the shutdown stops
-/// it (the rebuild answers the stop), waits for it to end, and flushes the
-/// volume; the new member stays a spare out of sync, to be copied again by
-/// the next rebuild. Before, the shutdown emptied the node's record under
-/// the rebuild, which went on copying during the flush and past it. Runs
-/// through the engine alone (no mounts: the shutdown leaves a volume as
-/// it is, to end with the process).
-#[test]
-fn a_shutdown_stops_a_running_rebuild_and_waits_for_it() {
-    let s = Setup::new();
+/// A mirror assembled without exposing it, whose member 0's drive failed
+/// and was replaced in the record: its id, its record to rebuild it to and
+/// its engine volume.
+fn unexposed_degraded_mirror(
+    s: &Setup,
+) -> (String, composer_core::VolumeRecord, Arc<raid_engine::Volume>) {
     let c = s.driver.composer().clone();
     let side = s.side().clone();
     let params: std::collections::BTreeMap<String, String> = [("type", "slice")]
@@ -572,6 +568,21 @@ fn a_shutdown_stops_a_running_rebuild_and_waits_for_it() {
     c.apply_repair(&drive).unwrap();
     let rec = c.get(&id).unwrap().record;
     assert_ne!(rec.members[0].drive, drive);
+    (id, rec, v)
+}
+
+/// A rebuild still copying when the node process stops: the shutdown stops
+/// it (the rebuild answers the stop), waits for it to end, and flushes the
+/// volume; the new member stays a spare out of sync, to be copied again by
+/// the next rebuild. Before, the shutdown emptied the node's record under
+/// the rebuild, which went on copying during the flush and past it. Runs
+/// through the engine alone (no mounts: the shutdown leaves a volume as
+/// it is, to end with the process).
+#[test]
+fn a_shutdown_stops_a_running_rebuild_and_waits_for_it() {
+    let s = Setup::new();
+    let side = s.side().clone();
+    let (id, rec, v) = unexposed_degraded_mirror(&s);
 
     // The rebuild waits at its first step until told to go on; the hook
     // says when the shutdown has stopped the rebuilds.
@@ -618,4 +629,22 @@ fn a_shutdown_stops_a_running_rebuild_and_waits_for_it() {
         "{:?}",
         v.status()
     );
+}
+
+/// A progress callback that panics part way through a rebuild's copy: the
+/// panic goes to the caller, and the volume is not left marked as
+/// rebuilding. Before, the mark stayed, and every unstage of the volume
+/// was refused ABORTED for as long as the node ran.
+#[test]
+fn a_rebuild_that_panics_leaves_no_mark_that_refuses_the_unstage() {
+    let s = Setup::new();
+    let side = s.side().clone();
+    let (id, rec, v) = unexposed_degraded_mirror(&s);
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        side.rebuild_to(&rec, None, &|_, _| panic!("a progress callback's bug"))
+    }));
+    assert!(panicked.is_err(), "the callback's panic was swallowed");
+    drop(v);
+    side.unstage(&id, Path::new("")).unwrap();
+    assert!(side.volume(&id).is_none());
 }
