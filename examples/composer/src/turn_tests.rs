@@ -547,7 +547,11 @@ async fn an_unstage_during_a_rebuild_is_refused_aborted_and_retried_after_it() {
 /// its engine volume.
 fn unexposed_degraded_mirror(
     s: &Setup,
-) -> (String, composer_core::VolumeRecord, Arc<raid_engine::Volume>) {
+) -> (
+    String,
+    composer_core::VolumeRecord,
+    Arc<raid_engine::Volume>,
+) {
     let c = s.driver.composer().clone();
     let side = s.side().clone();
     let params: std::collections::BTreeMap<String, String> = [("type", "slice")]
@@ -617,7 +621,11 @@ fn a_shutdown_stops_a_running_rebuild_and_waits_for_it() {
     let rebuilt = rebuild.join().unwrap();
     let report = shutdown.join().unwrap();
     *side.hook.lock().unwrap() = None;
-    assert_eq!(interrupted, Ok("interrupted"), "the shutdown stopped nothing");
+    assert_eq!(
+        interrupted,
+        Ok("interrupted"),
+        "the shutdown stopped nothing"
+    );
     let e = rebuilt.expect_err("the rebuild went on copying through the shutdown");
     assert!(e.to_string().contains("stopped after"), "{e}");
     assert_eq!(report.rebuilds_stopped, vec![id.clone()], "{report:?}");

@@ -65,7 +65,10 @@ async fn a_rebuild_whose_copy_failed_part_way_is_completed_by_a_retry() {
         .unwrap()
         .record;
     only(&[a, b]);
-    let rec = c.create("v", &params, range, true, true, None).unwrap().record;
+    let rec = c
+        .create("v", &params, range, true, true, None)
+        .unwrap()
+        .record;
     let id = rec.id.clone();
     let v = side.assemble_unexposed(&rec).unwrap();
     let size = v.size() as usize;
@@ -148,7 +151,12 @@ async fn a_rebuild_whose_copy_failed_part_way_is_completed_by_a_retry() {
         "the new member at {} is not cut by the limit at {limit}",
         moved.members[role].offset
     );
-    assert_eq!(v.status()[role].state, MemberState::Failed, "{:?}", v.status());
+    assert_eq!(
+        v.status()[role].state,
+        MemberState::Failed,
+        "{:?}",
+        v.status()
+    );
     assert_eq!(side.unsynced_volumes(), vec![id.clone()]);
     assert!(side.condition(&id).unwrap().abnormal);
 
@@ -160,7 +168,12 @@ async fn a_rebuild_whose_copy_failed_part_way_is_completed_by_a_retry() {
         serde_json::json!([{ "volume": id, "member": role, "drive": spare }]),
         "{second}"
     );
-    assert_eq!(v.status()[role].state, MemberState::Active, "{:?}", v.status());
+    assert_eq!(
+        v.status()[role].state,
+        MemberState::Active,
+        "{:?}",
+        v.status()
+    );
     assert!(side.unsynced_volumes().is_empty());
     assert!(!side.condition(&id).unwrap().abnormal);
     // And again: nothing left to do.
