@@ -335,6 +335,11 @@ fn rebuild(
     repaired(&plan);
     let mut rebuilt = Vec::new();
     let mut volumes: Vec<String> = plan.moves.iter().map(|m| m.volume.to_string()).collect();
+    // And the volumes staged here whose earlier rebuild did not finish (a
+    // copy that failed part way): their records moved then, so this plan
+    // does not name them again, but the node still has to copy.
+    volumes.extend(side.unsynced_volumes());
+    volumes.sort();
     volumes.dedup();
     for id in volumes {
         if side.volume(&id).is_none() {

@@ -202,6 +202,12 @@ struct Staged {
     fuse_dir: PathBuf,
     /// Rebuild in progress: (role, done, total).
     rebuilding: Option<(usize, u64, u64)>,
+    /// Roles whose member was replaced (the record names the new drive)
+    /// but whose copy has not finished: it failed part way, or was
+    /// stopped. The engine keeps such a member as a spare out of sync;
+    /// [`NodeSide::rebuild_to`] rebuilds it again though its drive is the
+    /// record's.
+    unsynced: std::collections::BTreeSet<usize>,
     /// The dm-crypt mapping of an `encryptionFormat=luks` volume, on top of
     /// the loop device.
     luks: Option<LuksMapping>,
@@ -295,13 +301,19 @@ pub struct NodeSide {
     busy: Mutex<std::collections::BTreeSet<String>>,
     /// Signalled when a [`Turn`] ends.
     freed: Condvar,
+    /// The engine volumes whose rebuild ([`NodeSide::rebuild_to`]) runs,
+    /// by volume id: [`NodeSide::shutdown`] stops them.
+    rebuilds: Mutex<BTreeMap<String, Arc<EngineVolume>>>,
+    /// Signalled when a rebuild ends.
+    rebuild_ended: Condvar,
     /// Called at the named points of a call (`turn-wait` when a call waits
     /// for a volume's turn, `publish-bind` between a publish's claim of its
     /// target and its bind, `stage` in a stage's turn, `unstage` in an
     /// unstage's, before it takes the volume apart, `resize-encryption` in
     /// [`NodeSide::resize_encryption`], `rebuild` at each step of a
-    /// rebuild's copy, outside the turn), so that a test can start a second
-    /// call there.
+    /// rebuild's copy, outside the turn, `shutdown-interrupted` once
+    /// [`NodeSide::shutdown`] has stopped the rebuilds), so that a test can
+    /// start a second call there.
     #[cfg(test)]
     pub(crate) hook: Mutex<Option<TestHook>>,
 }
@@ -509,6 +521,8 @@ impl NodeSide {
             },
             busy: Mutex::new(std::collections::BTreeSet::new()),
             freed: Condvar::new(),
+            rebuilds: Mutex::new(BTreeMap::new()),
+            rebuild_ended: Condvar::new(),
             #[cfg(test)]
             hook: Mutex::new(None),
         }
@@ -1250,6 +1264,7 @@ impl NodeSide {
                     loopdev: Some(loopdev),
                     fuse_dir: PathBuf::new(),
                     rebuilding: None,
+                    unsynced: Default::default(),
                     luks: mapping,
                     claims: vec![claim],
                 },
@@ -1308,6 +1323,7 @@ impl NodeSide {
                 loopdev: Some(loopdev),
                 fuse_dir,
                 rebuilding: None,
+                unsynced: Default::default(),
                 luks: mapping,
                 claims,
             },
@@ -1349,6 +1365,7 @@ impl NodeSide {
                 loopdev: None,
                 fuse_dir: PathBuf::new(),
                 rebuilding: None,
+                unsynced: Default::default(),
                 luks: None,
                 claims,
             },
@@ -1742,6 +1759,17 @@ impl NodeSide {
         Ok(hit)
     }
 
+    /// The volumes staged here with a member replaced whose copy has not
+    /// finished (it failed part way, or was stopped): a
+    /// [`NodeSide::rebuild_to`] of their record rebuilds it.
+    pub fn unsynced_volumes(&self) -> Vec<String> {
+        self.lock()
+            .iter()
+            .filter(|(_, s)| !s.unsynced.is_empty())
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
     fn is_failed(volume: &EngineVolume, role: usize) -> bool {
         volume
             .status()
@@ -1785,6 +1813,11 @@ impl NodeSide {
     /// drive changed (a repair plan moved it) gets the new member, rebuilt
     /// online with `progress`. Returns the roles rebuilt.
     ///
+    /// A copy that fails part way (an I/O error, a stop at shutdown) leaves
+    /// the new member in the record and in the engine, out of sync (a
+    /// spare): the call answers the error and the next call rebuilds that
+    /// member again, from its start, though its drive did not change.
+    ///
     /// The volume's turn is held only while the node's record of it
     /// changes: the check that it is staged, each member's replacement and
     /// the end of the rebuild. The copies run outside it, as md rebuilds in
@@ -1827,25 +1860,45 @@ impl NodeSide {
                 .members
                 .iter()
                 .enumerate()
-                .position(|(role, m)| s.drives.get(role) != Some(&m.drive));
+                .position(|(role, m)| needs_rebuild(&s.drives, &s.unsynced, role, &m.drive));
             let Some(first) = first else {
                 return Ok(Vec::new());
             };
             // Marks the volume as rebuilding from here to the end of the
             // last copy: an unstage between two members' copies would close
             // the engine volume with a member moved in the record but not
-            // in the engine.
+            // in the engine. Nothing below fails before the end clears it.
             s.rebuilding = Some((first, 0, 0));
-            (v, s.drives.clone())
+            self.rebuilds
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(rec.id.clone(), v.clone());
+            (v, (s.drives.clone(), s.unsynced.clone()))
         };
-        let r = self.rebuild_members(rec, &volume, &old, max_bytes_per_sec, progress);
-        // The end, in the turn: a call that checks for a rebuild in its
-        // turn sees one running until the record says it ended.
-        let _turn = self.turn(&rec.id);
-        if let Some(s) = self.lock().get_mut(&rec.id) {
-            s.rebuilding = None;
+        // The end runs however the copies end, a panic of a progress
+        // callback included: a mark left behind would refuse every unstage
+        // of the volume for good.
+        struct End<'a>(&'a NodeSide, &'a str);
+        impl Drop for End<'_> {
+            fn drop(&mut self) {
+                let (side, id) = (self.0, self.1);
+                {
+                    // In the turn: a call that checks for a rebuild in its
+                    // turn sees one running until the record says it ended.
+                    let _turn = side.turn(id);
+                    if let Some(s) = side.lock().get_mut(id) {
+                        s.rebuilding = None;
+                    }
+                }
+                side.rebuilds
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(id);
+                side.rebuild_ended.notify_all();
+            }
         }
-        r
+        let _end = End(self, &rec.id);
+        self.rebuild_members(rec, &volume, &old, max_bytes_per_sec, progress)
     }
 
     /// The members' replacements and copies of [`NodeSide::rebuild_to`]
@@ -1854,13 +1907,13 @@ impl NodeSide {
         &self,
         rec: &VolumeRecord,
         volume: &EngineVolume,
-        old: &[String],
+        (old, unsynced): &(Vec<String>, std::collections::BTreeSet<usize>),
         max_bytes_per_sec: Option<u64>,
         progress: &(dyn Fn(usize, Progress) + Sync),
     ) -> Result<Vec<usize>, CsiError> {
         let mut done = Vec::new();
         for (role, m) in rec.members.iter().enumerate() {
-            if old.get(role) == Some(&m.drive) {
+            if !needs_rebuild(old, unsynced, role, &m.drive) {
                 continue;
             }
             {
@@ -1881,6 +1934,11 @@ impl NodeSide {
                     .map_err(|e| engine_err(&format!("replacing member {role}"), e))?;
                 if let Some(s) = self.lock().get_mut(&rec.id) {
                     s.drives[role] = m.drive.clone();
+                    // Until its copy finishes: a copy that fails leaves the
+                    // new member a spare out of sync in the engine, which a
+                    // later rebuild_to must rebuild though the record
+                    // already names its drive.
+                    s.unsynced.insert(role);
                     s.rebuilding = Some((role, 0, 0));
                     // The replaced member's bytes go, the new member's are held.
                     if let Some(c) = s.claims.get_mut(role) {
@@ -1918,6 +1976,9 @@ impl NodeSide {
                     },
                 )
                 .map_err(|e| engine_err(&format!("rebuilding member {role}"), e))?;
+            if let Some(s) = self.lock().get_mut(&rec.id) {
+                s.unsynced.remove(&role);
+            }
             tracing::info!(volume = %rec.id, role, drive = %m.drive, "rebuilt");
             done.push(role);
         }
@@ -1941,8 +2002,38 @@ impl NodeSide {
     ///
     /// Flushes that do not finish within `bound` (a member that stopped
     /// answering) are reported in the result, never waited for.
+    ///
+    /// A rebuild still copying ([`NodeSide::rebuild_to`]) is stopped, not
+    /// waited for to the end: a copy runs for as long as the member is
+    /// large (minutes to hours), the bound is the seconds the process has
+    /// left. Stopping costs only its progress: the engine keeps the new
+    /// member a spare out of sync, which the next rebuild copies again from
+    /// its start. The call then waits, within `bound`, for each stopped
+    /// rebuild to end (it stops before its next step, at most one chunk
+    /// away), so that none writes on while the members are flushed and the
+    /// process exits; those that do not end in time are reported.
     pub fn shutdown(&self, bound: std::time::Duration) -> ShutdownReport {
+        let deadline = std::time::Instant::now() + bound;
+        // Taken first: no rebuild starts on a volume once it is gone from
+        // the map (rebuild_to checks it in the volume's turn).
         let staged = std::mem::take(&mut *self.lock());
+        // Every engine volume, not only those rebuilding now: a rebuild
+        // between its check and its first step stops at once too. The
+        // engine stops scrubs and re-adds with it; the process is ending.
+        for s in staged.values() {
+            if let Some(v) = &s.volume {
+                v.interrupt();
+            }
+        }
+        let stopping: Vec<String> = {
+            let running = self.rebuilds.lock().unwrap_or_else(|p| p.into_inner());
+            for v in running.values() {
+                v.interrupt();
+            }
+            running.keys().cloned().collect()
+        };
+        #[cfg(test)]
+        self.test_point("shutdown-interrupted", "");
         let mut work = Vec::new();
         for (id, s) in &staged {
             let sync_path = if s.staging.as_os_str().is_empty() {
@@ -1973,12 +2064,37 @@ impl NodeSide {
             }
         }
         drop(tx);
-        let deadline = std::time::Instant::now() + bound;
+        let mut running = self.rebuilds.lock().unwrap_or_else(|p| p.into_inner());
+        while !running.is_empty() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            running = self
+                .rebuild_ended
+                .wait_timeout(running, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        let rebuilds_running: std::collections::BTreeSet<String> =
+            running.keys().cloned().collect();
+        drop(running);
+        for id in &rebuilds_running {
+            tracing::error!(volume = %id, bound_s = bound.as_secs(), "rebuild stopped at shutdown did not end in time");
+        }
         let mut report = ShutdownReport {
             flushed: Vec::new(),
             failed: Vec::new(),
             unfinished: pending,
+            rebuilds_stopped: stopping
+                .into_iter()
+                .filter(|id| !rebuilds_running.contains(id))
+                .collect(),
+            rebuilds_running,
         };
+        for id in &report.rebuilds_stopped {
+            tracing::info!(volume = %id, "rebuild stopped; the next rebuild copies the member again");
+        }
         while !report.unfinished.is_empty() {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match rx.recv_timeout(left) {
@@ -2029,12 +2145,18 @@ pub struct ShutdownReport {
     pub failed: Vec<(String, String)>,
     /// Volumes whose flush had not finished when the bound passed.
     pub unfinished: std::collections::BTreeSet<String>,
+    /// Volumes whose rebuild was stopped and ended: a later
+    /// [`NodeSide::rebuild_to`] copies the member again.
+    pub rebuilds_stopped: Vec<String>,
+    /// Volumes whose rebuild was stopped but had not ended when the bound
+    /// passed.
+    pub rebuilds_running: std::collections::BTreeSet<String>,
 }
 
 impl ShutdownReport {
-    /// Whether every volume was flushed.
+    /// Whether every volume was flushed, and every rebuild stopped.
     pub fn is_complete(&self) -> bool {
-        self.failed.is_empty() && self.unfinished.is_empty()
+        self.failed.is_empty() && self.unfinished.is_empty() && self.rebuilds_running.is_empty()
     }
 }
 
@@ -2101,6 +2223,19 @@ const CLAIM_RULE: &str =
 
 /// [`NodeSide::unstage`]'s refusal of volume `id` while member `role`
 /// (on `drive`) is being rebuilt, `done` of `total` bytes copied.
+/// Whether member `role`, on `drive` in the wanted record, needs a rebuild
+/// on a node whose record of the volume says `drives` and `unsynced`
+/// ([`Staged::unsynced`]): its drive changed, or its last copy did not
+/// finish.
+fn needs_rebuild(
+    drives: &[String],
+    unsynced: &std::collections::BTreeSet<usize>,
+    role: usize,
+    drive: &str,
+) -> bool {
+    drives.get(role).map(String::as_str) != Some(drive) || unsynced.contains(&role)
+}
+
 fn rebuilding_refusal(id: &str, drive: &str, role: usize, done: u64, total: u64) -> CsiError {
     let pct = (done * 100).checked_div(total).unwrap_or(0);
     CsiError::aborted(format!(
@@ -2293,6 +2428,7 @@ fn adopt(cfg: &NodeConfig, id: &str, r: &StagedRecord) -> Option<Staged> {
         loopdev: Some(l),
         fuse_dir: PathBuf::new(),
         rebuilding: None,
+        unsynced: Default::default(),
         luks: None,
         claims: vec![claim],
     })

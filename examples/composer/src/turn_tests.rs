@@ -541,3 +541,118 @@ async fn an_unstage_during_a_rebuild_is_refused_aborted_and_retried_after_it() {
         "FUSE dir left"
     );
 }
+
+/// A mirror assembled without exposing it, whose member 0's drive failed
+/// and was replaced in the record: its id, its record to rebuild it to and
+/// its engine volume.
+fn unexposed_degraded_mirror(
+    s: &Setup,
+) -> (
+    String,
+    composer_core::VolumeRecord,
+    Arc<raid_engine::Volume>,
+) {
+    let c = s.driver.composer().clone();
+    let side = s.side().clone();
+    let params: std::collections::BTreeMap<String, String> = [("type", "slice")]
+        .into_iter()
+        .chain([("redundancy", "true")])
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let range = csi_types::types::CapacityRange::new(Some(64 << 20), None).unwrap();
+    let rec = c
+        .create("v", &params, range, true, true, None)
+        .unwrap()
+        .record;
+    let id = rec.id.clone();
+    let v = side.assemble_unexposed(&rec).unwrap();
+    let drive = rec.members[0].drive.clone();
+    c.mark(&drive, composer_core::Health::Failed).unwrap();
+    assert_eq!(side.fail_drive(&drive).unwrap(), vec![id.clone()]);
+    c.apply_repair(&drive).unwrap();
+    let rec = c.get(&id).unwrap().record;
+    assert_ne!(rec.members[0].drive, drive);
+    (id, rec, v)
+}
+
+/// A rebuild still copying when the node process stops: the shutdown stops
+/// it (the rebuild answers the stop), waits for it to end, and flushes the
+/// volume; the new member stays a spare out of sync, to be copied again by
+/// the next rebuild. Before, the shutdown emptied the node's record under
+/// the rebuild, which went on copying during the flush and past it. Runs
+/// through the engine alone (no mounts: the shutdown leaves a volume as
+/// it is, to end with the process).
+#[test]
+fn a_shutdown_stops_a_running_rebuild_and_waits_for_it() {
+    let s = Setup::new();
+    let side = s.side().clone();
+    let (id, rec, v) = unexposed_degraded_mirror(&s);
+
+    // The rebuild waits at its first step until told to go on; the hook
+    // says when the shutdown has stopped the rebuilds.
+    let (at_tx, at_rx) = mpsc::channel::<&'static str>();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let (at_tx, go_rx) = (Mutex::new(at_tx), Mutex::new(go_rx));
+    let first = std::sync::atomic::AtomicBool::new(true);
+    let hook_id = id.clone();
+    let hook: crate::node::TestHook = Arc::new(move |at: &str, vol: &str| {
+        if at == "shutdown-interrupted" {
+            let _ = at_tx.lock().unwrap().send("interrupted");
+        } else if at == "rebuild"
+            && vol == hook_id
+            && first.swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            let _ = at_tx.lock().unwrap().send("step");
+            let _ = go_rx.lock().unwrap().recv_timeout(STUCK);
+        }
+    });
+    *side.hook.lock().unwrap() = Some(hook);
+    let rebuild = {
+        let side = side.clone();
+        std::thread::spawn(move || side.rebuild_to(&rec, None, &|_, _| {}))
+    };
+    assert_eq!(at_rx.recv_timeout(STUCK), Ok("step"));
+    let shutdown = {
+        let side = side.clone();
+        std::thread::spawn(move || side.shutdown(STUCK))
+    };
+    let interrupted = at_rx.recv_timeout(STUCK);
+    go_tx.send(()).unwrap();
+    let rebuilt = rebuild.join().unwrap();
+    let report = shutdown.join().unwrap();
+    *side.hook.lock().unwrap() = None;
+    assert_eq!(
+        interrupted,
+        Ok("interrupted"),
+        "the shutdown stopped nothing"
+    );
+    let e = rebuilt.expect_err("the rebuild went on copying through the shutdown");
+    assert!(e.to_string().contains("stopped after"), "{e}");
+    assert_eq!(report.rebuilds_stopped, vec![id.clone()], "{report:?}");
+    assert_eq!(report.flushed, vec![id.clone()], "{report:?}");
+    assert!(report.is_complete(), "{report:?}");
+    assert_eq!(
+        v.status()[0].state,
+        raid_engine::MemberState::Failed,
+        "{:?}",
+        v.status()
+    );
+}
+
+/// A progress callback that panics part way through a rebuild's copy: the
+/// panic goes to the caller, and the volume is not left marked as
+/// rebuilding. Before, the mark stayed, and every unstage of the volume
+/// was refused ABORTED for as long as the node ran.
+#[test]
+fn a_rebuild_that_panics_leaves_no_mark_that_refuses_the_unstage() {
+    let s = Setup::new();
+    let side = s.side().clone();
+    let (id, rec, v) = unexposed_degraded_mirror(&s);
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        side.rebuild_to(&rec, None, &|_, _| panic!("a progress callback's bug"))
+    }));
+    assert!(panicked.is_err(), "the callback's panic was swallowed");
+    drop(v);
+    side.unstage(&id, Path::new("")).unwrap();
+    assert!(side.volume(&id).is_none());
+}
