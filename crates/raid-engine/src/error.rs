@@ -67,7 +67,8 @@ pub enum EngineError {
         detail: String,
     },
     /// A long operation (rebuild, re-add, scrub) stopped because
-    /// `Volume::interrupt` asked it to; says how far it got.
+    /// `Volume::interrupt` asked it to, or (a rebuild or re-add) because the
+    /// member it writes was failed meanwhile; says how far it got.
     #[error("interrupted: {0}")]
     Interrupted(String),
 }

@@ -2460,6 +2460,12 @@ impl Volume {
                     // and its fix-up of a recovering member (see
                     // `write_parity`) when the member turns active.
                     let _g = self.gate.write().unwrap_or_else(|p| p.into_inner());
+                    // Failed since the copy's last step: it stays failed.
+                    if let Err(e) = self.check_still_recovering(role, p.done_bytes, p.total_bytes) {
+                        drop(_g);
+                        let _ = self.write_superblocks(false);
+                        return Err(e);
+                    }
                     slot.watermark.store(u64::MAX, Ordering::SeqCst);
                     slot.state.store(ACTIVE, Ordering::SeqCst);
                 }
@@ -2510,6 +2516,20 @@ impl Volume {
         Ok(())
     }
 
+    /// The member a rebuild or re-add writes was failed meanwhile
+    /// ([`Volume::fail_member`], or an I/O error of another request): the
+    /// copy stops rather than go on and make it active at the end. Called
+    /// under the gate, which orders it with the member's last write.
+    fn check_still_recovering(&self, role: usize, done: u64, total: u64) -> Result<()> {
+        if self.slots[role].state.load(Ordering::SeqCst) == RECOVERING {
+            return Ok(());
+        }
+        Err(EngineError::Interrupted(format!(
+            "member {role} was failed during its rebuild, after {done} of {total} bytes: it \
+             stays failed (replace it and rebuild again)"
+        )))
+    }
+
     fn run_copy(
         &self,
         role: usize,
@@ -2525,6 +2545,7 @@ impl Volume {
             self.check_interrupted(done, total)?;
             {
                 let _g = self.gate.write().unwrap_or_else(|p| p.into_inner());
+                self.check_still_recovering(role, done, total)?;
                 match *step {
                     Step::Copy {
                         dst_sector,

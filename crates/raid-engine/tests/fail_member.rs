@@ -241,3 +241,58 @@ fn the_refusal_message_names_the_role_its_device_and_the_lost_chunks() {
     // Roles 0 and 2 hold no chunk's both copies: role 0 may go.
     vol.fail_member(0).unwrap();
 }
+
+/// A member failed while it is being rebuilt stays failed: the rebuild
+/// stops with an error naming it instead of finishing and making the
+/// member active again (reads would then come from a member the caller
+/// failed, with a part of it never copied). Replaced again, it rebuilds and
+/// every byte reads back.
+#[test]
+fn a_member_failed_during_its_rebuild_stays_failed() {
+    for (spec, n) in [("raid1", 3), ("raid10:n2", 4), ("raid5:left-symmetric", 4)] {
+        let dir = common::scratch();
+        let (_, devs) = common::members(dir.path(), n, MEMBER_BYTES);
+        let mut opts = CreateOptions::new(VolumeLayout::parse(spec).unwrap());
+        opts.chunk_sectors = 16;
+        opts.data_offset_sectors = Some(DATA_OFFSET_SECTORS);
+        let vol = Volume::create(devs, &opts).unwrap();
+        let data = common::pattern(7, vol.size() as usize);
+        vol.write_at(&data, 0).unwrap();
+        vol.flush().unwrap();
+        vol.fail_member(0).unwrap();
+        let spare = |name: &str| {
+            let d = dir.path().join(name);
+            std::fs::create_dir(&d).unwrap();
+            common::members(&d, 1, MEMBER_BYTES).1.remove(0)
+        };
+        let fresh = spare("spare");
+        vol.replace(0, fresh).unwrap();
+        let failed_once = std::sync::atomic::AtomicBool::new(false);
+        let fail_it = |_: raid_engine::Progress| {
+            if !failed_once.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                vol.fail_member(0).unwrap();
+            }
+        };
+        let e = vol
+            .rebuild(
+                0,
+                &raid_engine::RebuildOptions {
+                    max_bytes_per_sec: None,
+                    progress: Some(&fail_it),
+                },
+            )
+            .expect_err(spec);
+        assert!(e.to_string().contains("member 0"), "{spec}: {e}");
+        assert_eq!(vol.status()[0].state, MemberState::Failed, "{spec}");
+        assert!(!matches!(vol.health(), Health::Whole), "{spec}");
+        vol.replace(0, spare("again")).unwrap();
+        vol.rebuild(0, &raid_engine::RebuildOptions::default())
+            .unwrap();
+        assert_eq!(vol.status()[0].state, MemberState::Active, "{spec}");
+        // Role 0's bytes are now needed: the rebuilt member serves them.
+        vol.fail_member(1).unwrap();
+        let mut back = vec![0; data.len()];
+        vol.read_at(&mut back, 0).unwrap();
+        assert!(back == data, "{spec}: data differs with role 1 failed");
+    }
+}
