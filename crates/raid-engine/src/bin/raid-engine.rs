@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
+use raid_engine::error::names;
 use raid_engine::nbd::{AllowList, Export, MAX_NAME_BYTES, NbdDevice, NbdServer};
 use raid_engine::{
     BlockDevice, CacheMode, CreateOptions, EngineError, FileDevice, Health, Progress,
@@ -593,8 +594,7 @@ fn print_status(v: &Volume) {
             "  role {}: {:?} {}",
             s.role,
             s.state,
-            s.device
-                .map_or_else(|| "(missing)".into(), |d| shown_member(&d))
+            s.device.unwrap_or_else(|| "(missing)".into())
         );
     }
 }
@@ -670,7 +670,7 @@ fn status(m: &Members) -> Result<(), Failure> {
                 views.push((spec, x));
             }
             // The engine's messages name the device; say it otherwise.
-            Err(e) if e.contains(&shown_member(spec)) => unreadable.push(e),
+            Err(e) if names(&e, &shown_member(spec)) => unreadable.push(e),
             Err(e) => unreadable.push(format!("{}: {e}", shown_member(spec))),
         }
     }
@@ -732,7 +732,7 @@ fn status(m: &Members) -> Result<(), Failure> {
     );
     for r in &x.roles {
         match &r.device {
-            Some(d) => out!("  role {}: {} {}", r.role, r.condition, shown_member(d)),
+            Some(d) => out!("  role {}: {} {d}", r.role, r.condition),
             None => out!("  role {}: {}", r.role, r.condition),
         }
     }
@@ -1154,7 +1154,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 out!(
                     "role {} ({}) failed during the scrub ({}): marked failed, scrub carried on without it",
                     f.role,
-                    shown_member(&f.device),
+                    f.device,
                     f.error
                 );
             }
@@ -1196,7 +1196,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 let roles: Vec<String> = r
                     .failed_members
                     .iter()
-                    .map(|f| format!("role {} ({})", f.role, shown_member(&f.device)))
+                    .map(|f| format!("role {} ({})", f.role, f.device))
                     .collect();
                 return Err(format!(
                     "{} failed during the scrub and {} now marked failed: the volume is {}",
