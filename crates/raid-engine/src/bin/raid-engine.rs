@@ -646,6 +646,19 @@ fn member_of_a_volume(d: &Arc<dyn BlockDevice>) -> Option<(String, String)> {
     Some((x.uuid, held))
 }
 
+/// The `unreadable:` line of member `spec` whose error is `e`: the
+/// engine's messages name the device; it is said in front otherwise. A
+/// member counts as named only where its name is a word of its own (a
+/// member `d` is not named by "No such file or directory").
+fn unreadable_line(spec: &str, e: String) -> String {
+    let shown = shown_member(spec);
+    if names(&e, &shown) {
+        e
+    } else {
+        format!("{shown}: {e}")
+    }
+}
+
 /// `status`: the superblocks' view, without starting the volume.
 ///
 /// A member that cannot be opened, or whose superblock cannot be read or
@@ -669,9 +682,7 @@ fn status(m: &Members) -> Result<(), Failure> {
                 devs.push(d);
                 views.push((spec, x));
             }
-            // The engine's messages name the device; say it otherwise.
-            Err(e) if names(&e, &shown_member(spec)) => unreadable.push(e),
-            Err(e) => unreadable.push(format!("{}: {e}", shown_member(spec))),
+            Err(e) => unreadable.push(unreadable_line(spec, e)),
         }
     }
     if devs.is_empty() {
@@ -1464,5 +1475,23 @@ fn main() -> ExitCode {
             eprintln!("raid-engine: {}", f.message);
             ExitCode::from(f.code)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unreadable_line;
+
+    /// A member with a short name is named even where its name is part of
+    /// a word of the error (before, a substring test took `d` as named by
+    /// "directory" and the line named no member).
+    #[test]
+    fn a_short_member_name_inside_a_word_is_still_said() {
+        let e = "No such file or directory (os error 2)";
+        for spec in ["d", "o", "a"] {
+            assert_eq!(unreadable_line(spec, e.into()), format!("{spec}: {e}"));
+        }
+        let named = "member a: no raid-engine superblock at 4 KiB";
+        assert_eq!(unreadable_line("a", named.into()), named);
     }
 }
