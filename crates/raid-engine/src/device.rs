@@ -890,13 +890,15 @@ impl BlockDevice for FileDevice {
         }
     }
 
+    /// The path as messages show it ([`storage_units::quote_path`]): a
+    /// plain path as it is, any other quoted with each byte that is not
+    /// UTF-8 escaped (not replaced by U+FFFD).
     fn describe(&self) -> String {
-        self.path.display().to_string()
+        shown(&self.path)
     }
 
-    /// The path as it is (a byte that is not UTF-8 escaped, not replaced
-    /// as in [`describe`](BlockDevice::describe)): as the file's own
-    /// errors name it.
+    /// The path as [`describe`](BlockDevice::describe) shows it: as the
+    /// file's own errors name it.
     fn shown(&self) -> String {
         shown(&self.path)
     }

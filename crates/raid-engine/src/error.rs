@@ -87,3 +87,19 @@ pub(crate) fn invalid(field: impl Into<String>, rule: impl Into<String>) -> Engi
         rule: rule.into(),
     }
 }
+
+/// Whether the message `text` names `name` as a word of its own: at the
+/// start or after a space or `(`, and at the end or before a space or one
+/// of `:,;)`. A short name (`d`) inside a word ("device") is not it.
+///
+/// This is how the engine and its command line decide whether a message
+/// already names a device, so as to name it once.
+pub fn names(text: &str, name: &str) -> bool {
+    !name.is_empty()
+        && text.match_indices(name).any(|(at, _)| {
+            let before = text[..at].chars().next_back();
+            let after = text[at + name.len()..].chars().next();
+            matches!(before, None | Some(' ' | '('))
+                && matches!(after, None | Some(' ' | ':' | ',' | ';' | ')'))
+        })
+}

@@ -21,7 +21,7 @@ use raid::{FailureModel, Geometry, Layout, Level, Location, MemberContent};
 use crate::bitmap::Bitmap;
 use crate::crypt::{Cipher, Secret};
 use crate::device::{BlockDevice, Claim, ClaimHolder, DIRECT_ALIGN, PagePool};
-use crate::error::{EngineError, Result, invalid};
+use crate::error::{EngineError, Result, invalid, names};
 use crate::fault::Fault;
 use crate::meta::{
     BITMAP_OFFSET, LINEAR_LEVEL, MAX_MEMBERS, RoleState, SB_OFFSET, SB_SIZE, Superblock, random,
@@ -197,7 +197,8 @@ pub struct MemberStatus {
     pub role: usize,
     /// State.
     pub state: MemberState,
-    /// The device, if one is attached.
+    /// The device, if one is attached, as messages name it
+    /// ([`BlockDevice::shown`]).
     pub device: Option<String>,
 }
 
@@ -296,7 +297,7 @@ pub struct ScrubReport {
 pub struct FailedMember {
     /// The member's role.
     pub role: usize,
-    /// Its device ([`BlockDevice::describe`]).
+    /// Its device, as messages name it ([`BlockDevice::shown`]).
     pub device: String,
     /// What failed: `read error: ...` or `repair write error: ...`.
     pub error: String,
@@ -389,7 +390,8 @@ pub struct RoleExamination {
     pub role: usize,
     /// What the superblocks record for it.
     pub condition: RoleCondition,
-    /// The device holding it, if one was given.
+    /// The device holding it, if one was given, as messages name it
+    /// ([`BlockDevice::shown`]).
     pub device: Option<String>,
     /// Whether the newest superblock records the role in sync. A role
     /// [`RoleCondition::Missing`] now that was in sync when the volume last
@@ -973,7 +975,7 @@ impl Volume {
                 .map(|r| RoleExamination {
                     role: r,
                     condition: found.condition(r),
-                    device: found.placed[r].as_ref().map(|d| d.describe()),
+                    device: found.placed[r].as_ref().map(|d| d.shown()),
                     recorded_active: found.auth.roles[r].0 == RoleState::Active,
                 })
                 .collect(),
@@ -1230,7 +1232,7 @@ impl Volume {
                     },
                     _ => MemberState::Failed,
                 },
-                device: s.device().map(|d| d.describe()),
+                device: s.device().map(|d| d.shown()),
             })
             .collect()
     }
@@ -2052,7 +2054,7 @@ impl Volume {
         let dev = self.slots[m].device();
         let device = dev
             .as_ref()
-            .map_or_else(|| "no device".to_string(), |d| d.describe());
+            .map_or_else(|| "no device".to_string(), |d| d.shown());
         // The report names the device: the error says what happened only
         // (an NBD export's errors start with its name).
         let e = e.to_string();
@@ -2905,19 +2907,6 @@ fn device_err(
             source,
         }
     }
-}
-
-/// Whether `text` names `name` as a word of its own: at the start or
-/// after a space or `(`, and at the end or before a space or one of
-/// `:,;)`. A short name (`d`) inside a word ("device") is not it.
-fn names(text: &str, name: &str) -> bool {
-    !name.is_empty()
-        && text.match_indices(name).any(|(at, _)| {
-            let before = text[..at].chars().next_back();
-            let after = text[at + name.len()..].chars().next();
-            matches!(before, None | Some(' ' | '('))
-                && matches!(after, None | Some(' ' | ':' | ',' | ';' | ')'))
-        })
 }
 
 /// `text` without `name: ` in front, if it starts so.

@@ -2268,3 +2268,28 @@ fn expose_names_an_odd_mount_point_and_name_on_one_line() {
     assert!(err.len() < 400, "too long: {err}");
     assert!(err.contains("must be a plain file name"), "{err}");
 }
+
+/// `status` names a member whose error does not name it, even when its
+/// name is short enough to be found inside a word of the error (`d` in
+/// "directory"). Before, a plain substring test took `d` as named and
+/// the line said "No such file or directory" of no member.
+#[test]
+fn status_names_a_member_with_a_short_name() {
+    let files = common::MemberFiles::new(2, 8 << 20);
+    let m = files.args();
+    let (code, _, err) = run_code(&[&["create", "--level", "raid1"][..], &m].concat());
+    assert_eq!(code, 0, "{err}");
+    for short in ["d", "o", "a"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_raid-engine"))
+            .current_dir(files.dir.path())
+            .args(["status", m[0], m[1], short])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let out = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.contains(&format!("unreadable: {short}: No such file")),
+            "{short}: {out}"
+        );
+    }
+}

@@ -330,3 +330,23 @@ fn an_unknown_fault_is_quoted_short() {
     one_short_line(&e, "\"no\\nsuch-fff");
     assert!(e.len() < 200, "too long: {e}");
 }
+
+/// `describe` and the volume's status show a path that is not UTF-8
+/// escaped, as messages do; before, `describe` replaced the byte by
+/// U+FFFD, so two such paths could look the same.
+#[test]
+fn a_path_that_is_not_utf8_is_described_escaped() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let odd = dir.path().join(std::ffi::OsStr::from_bytes(b"bad\xffname"));
+    let shown = storage_units::quote_path(&odd);
+    assert!(shown.ends_with("bad\\xFFname\""), "{shown}");
+    let file = FileDevice::create(&odd, 4 << 20, CacheMode::Buffered).unwrap();
+    assert_eq!(file.describe(), shown);
+    assert_eq!(file.shown(), shown);
+    let other = FileDevice::create(dir.path().join("m0"), 4 << 20, CacheMode::Buffered).unwrap();
+    let v = raid1(vec![Arc::new(other), Arc::new(file)]);
+    let status = v.status();
+    assert_eq!(status[1].device.as_deref(), Some(shown.as_str()));
+    v.close().unwrap();
+}

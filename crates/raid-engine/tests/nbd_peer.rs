@@ -457,6 +457,32 @@ fn the_server_quotes_an_unknown_export_name_short() {
         .to_string();
     h.shutdown();
     assert!(!e.contains('\n'), "{e}");
-    assert!(e.contains("no export named"), "{e}");
+    assert!(e.contains("no export of that name"), "{e}");
     assert!(e.len() < 400, "too long: {e}");
+}
+
+/// An unknown export, or one the client may not use, is named once in the
+/// client's error, by its label: before, the server's refusal quoted the
+/// name again, so that its first characters showed twice.
+#[test]
+fn a_refused_export_is_named_once() {
+    use raid_engine::nbd::{AllowList, NbdServer};
+    let dir = tempfile::tempdir().unwrap();
+    let server = NbdServer::bind("127.0.0.1:0").unwrap();
+    server
+        .add_export(export_x(dir.path(), AllowList::Any))
+        .unwrap();
+    let h = server.spawn().unwrap();
+    let addr = h.local_addr().to_string();
+    for (name, start) in [
+        ("nope".to_string(), "nope".to_string()),
+        ("q".repeat(4000), "q".repeat(32)),
+    ] {
+        let e = NbdDevice::connect(&addr, &name)
+            .expect_err("no such export")
+            .to_string();
+        assert_eq!(e.matches(&start).count(), 1, "{e}");
+        assert!(e.contains("no export of that name"), "{e}");
+    }
+    h.shutdown();
 }

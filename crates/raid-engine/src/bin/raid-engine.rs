@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
+use raid_engine::error::names;
 use raid_engine::nbd::{AllowList, Export, MAX_NAME_BYTES, NbdDevice, NbdServer};
 use raid_engine::{
     BlockDevice, CacheMode, CreateOptions, EngineError, FileDevice, Health, Progress,
@@ -593,8 +594,7 @@ fn print_status(v: &Volume) {
             "  role {}: {:?} {}",
             s.role,
             s.state,
-            s.device
-                .map_or_else(|| "(missing)".into(), |d| shown_member(&d))
+            s.device.unwrap_or_else(|| "(missing)".into())
         );
     }
 }
@@ -646,6 +646,19 @@ fn member_of_a_volume(d: &Arc<dyn BlockDevice>) -> Option<(String, String)> {
     Some((x.uuid, held))
 }
 
+/// The `unreadable:` line of member `spec` whose error is `e`: the
+/// engine's messages name the device; it is said in front otherwise. A
+/// member counts as named only where its name is a word of its own (a
+/// member `d` is not named by "No such file or directory").
+fn unreadable_line(spec: &str, e: String) -> String {
+    let shown = shown_member(spec);
+    if names(&e, &shown) {
+        e
+    } else {
+        format!("{shown}: {e}")
+    }
+}
+
 /// `status`: the superblocks' view, without starting the volume.
 ///
 /// A member that cannot be opened, or whose superblock cannot be read or
@@ -669,9 +682,7 @@ fn status(m: &Members) -> Result<(), Failure> {
                 devs.push(d);
                 views.push((spec, x));
             }
-            // The engine's messages name the device; say it otherwise.
-            Err(e) if e.contains(&shown_member(spec)) => unreadable.push(e),
-            Err(e) => unreadable.push(format!("{}: {e}", shown_member(spec))),
+            Err(e) => unreadable.push(unreadable_line(spec, e)),
         }
     }
     if devs.is_empty() {
@@ -732,7 +743,7 @@ fn status(m: &Members) -> Result<(), Failure> {
     );
     for r in &x.roles {
         match &r.device {
-            Some(d) => out!("  role {}: {} {}", r.role, r.condition, shown_member(d)),
+            Some(d) => out!("  role {}: {} {d}", r.role, r.condition),
             None => out!("  role {}: {}", r.role, r.condition),
         }
     }
@@ -1154,7 +1165,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 out!(
                     "role {} ({}) failed during the scrub ({}): marked failed, scrub carried on without it",
                     f.role,
-                    shown_member(&f.device),
+                    f.device,
                     f.error
                 );
             }
@@ -1196,7 +1207,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 let roles: Vec<String> = r
                     .failed_members
                     .iter()
-                    .map(|f| format!("role {} ({})", f.role, shown_member(&f.device)))
+                    .map(|f| format!("role {} ({})", f.role, f.device))
                     .collect();
                 return Err(format!(
                     "{} failed during the scrub and {} now marked failed: the volume is {}",
@@ -1464,5 +1475,23 @@ fn main() -> ExitCode {
             eprintln!("raid-engine: {}", f.message);
             ExitCode::from(f.code)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unreadable_line;
+
+    /// A member with a short name is named even where its name is part of
+    /// a word of the error (before, a substring test took `d` as named by
+    /// "directory" and the line named no member).
+    #[test]
+    fn a_short_member_name_inside_a_word_is_still_said() {
+        let e = "No such file or directory (os error 2)";
+        for spec in ["d", "o", "a"] {
+            assert_eq!(unreadable_line(spec, e.into()), format!("{spec}: {e}"));
+        }
+        let named = "member a: no raid-engine superblock at 4 KiB";
+        assert_eq!(unreadable_line("a", named.into()), named);
     }
 }

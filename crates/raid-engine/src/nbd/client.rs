@@ -258,6 +258,7 @@ impl NbdDevice {
                         .chars()
                         .map(|c| if c.is_control() { ' ' } else { c })
                         .collect();
+                    let said = unnamed(&said, name);
                     return Err(nbd(format!(
                         "{}: {}",
                         rep_err_name(t),
@@ -599,6 +600,24 @@ struct Replies {
     broken: Option<String>,
 }
 
+/// A server's words `said` about export `name` without the name, which
+/// the client's label says already: where they quote it (as
+/// [`storage_units::quote`] does, or whole in `"` or `'`), it becomes
+/// "it", so that a long name's first characters are not shown twice.
+fn unnamed(said: &str, name: &str) -> String {
+    if name.is_empty() {
+        return said.to_string();
+    }
+    let forms = [
+        storage_units::quote(name),
+        format!("\"{name}\""),
+        format!("'{name}'"),
+    ];
+    forms.iter().fold(said.to_string(), |said, form| {
+        said.replace(form.as_str(), "it")
+    })
+}
+
 fn read_reply_head(s: &mut TcpStream, label: &str) -> io::Result<(u64, u32)> {
     let rep: [u8; 16] = rd(s)?;
     if rep[..4] != SIMPLE_REPLY_MAGIC.to_be_bytes() {
@@ -672,6 +691,37 @@ impl Drop for NbdDevice {
             hdr[6..8].copy_from_slice(&CMD_DISC.to_be_bytes());
             let _ = s.write_all(&hdr);
             let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unnamed;
+
+    /// Another server's words quoting the name lose it; the label says it.
+    #[test]
+    fn a_server_quoting_the_name_has_it_taken_out() {
+        let long = "n".repeat(300);
+        for (said, name, want) in [
+            (
+                r#"no export named "x""#.to_string(),
+                "x",
+                "no export named it",
+            ),
+            (
+                "export 'x' is unknown".to_string(),
+                "x",
+                "export it is unknown",
+            ),
+            (
+                format!("no export named {}", storage_units::quote(&long)),
+                long.as_str(),
+                "no export named it",
+            ),
+            ("x is unknown".to_string(), "x", "x is unknown"),
+        ] {
+            assert_eq!(unnamed(&said, name), want);
         }
     }
 }
