@@ -783,12 +783,13 @@ trait WireResponse {
     fn check(&self, advertised: Advertised) -> Result<(), CsiError>;
 }
 
-/// Where a response reports topology, which only a plugin advertising
+/// The response rules that depend on what the plugin advertises. Where a
+/// response reports topology, which only a plugin advertising
 /// `VOLUME_ACCESSIBILITY_CONSTRAINTS` may: "A plugin that returns this field
 /// MUST also set the VOLUME_ACCESSIBILITY_CONSTRAINTS plugin capability"
 /// (`Volume.accessible_topology`, `NodeGetInfoResponse.accessible_topology`);
 /// and where a response MUST carry a field because of a capability.
-trait ReportsTopology {
+trait AdvertisedRules {
     /// The first field that holds topology, if any.
     fn topology_field(&self) -> Option<String> {
         None
@@ -824,13 +825,13 @@ fn volume_topology(path: impl FnOnce() -> String, v: &Option<proto::Volume>) -> 
         .map(|_| format!("{}.accessible_topology", path()))
 }
 
-impl ReportsTopology for proto::CreateVolumeResponse {
+impl AdvertisedRules for proto::CreateVolumeResponse {
     fn topology_field(&self) -> Option<String> {
         volume_topology(|| "volume".into(), &self.volume)
     }
 }
 
-impl ReportsTopology for proto::ControllerGetVolumeResponse {
+impl AdvertisedRules for proto::ControllerGetVolumeResponse {
     fn topology_field(&self) -> Option<String> {
         volume_topology(|| "volume".into(), &self.volume)
     }
@@ -853,7 +854,7 @@ impl ReportsTopology for proto::ControllerGetVolumeResponse {
     }
 }
 
-impl ReportsTopology for proto::ListVolumesResponse {
+impl AdvertisedRules for proto::ListVolumesResponse {
     fn topology_field(&self) -> Option<String> {
         self.entries
             .iter()
@@ -893,7 +894,7 @@ impl ReportsTopology for proto::ListVolumesResponse {
     }
 }
 
-impl ReportsTopology for proto::NodeGetVolumeStatsResponse {
+impl AdvertisedRules for proto::NodeGetVolumeStatsResponse {
     fn capability_fields(&self, a: Advertised) -> Result<(), CsiError> {
         if a.node.contains(NodeCapabilities::VOLUME_CONDITION) && self.volume_condition.is_none() {
             return Err(required_by(
@@ -905,7 +906,7 @@ impl ReportsTopology for proto::NodeGetVolumeStatsResponse {
     }
 }
 
-impl ReportsTopology for proto::NodeGetInfoResponse {
+impl AdvertisedRules for proto::NodeGetInfoResponse {
     fn topology_field(&self) -> Option<String> {
         self.accessible_topology
             .as_ref()
@@ -913,32 +914,32 @@ impl ReportsTopology for proto::NodeGetInfoResponse {
     }
 }
 
-// Responses without topology.
-impl ReportsTopology for proto::GetPluginInfoResponse {}
-impl ReportsTopology for proto::GetPluginCapabilitiesResponse {}
-impl ReportsTopology for proto::ProbeResponse {}
-impl ReportsTopology for proto::DeleteVolumeResponse {}
-impl ReportsTopology for proto::ControllerPublishVolumeResponse {}
-impl ReportsTopology for proto::ControllerUnpublishVolumeResponse {}
-impl ReportsTopology for proto::ValidateVolumeCapabilitiesResponse {}
-impl ReportsTopology for proto::GetCapacityResponse {}
-impl ReportsTopology for proto::ControllerGetCapabilitiesResponse {}
-impl ReportsTopology for proto::CreateSnapshotResponse {}
-impl ReportsTopology for proto::DeleteSnapshotResponse {}
-impl ReportsTopology for proto::ListSnapshotsResponse {}
-impl ReportsTopology for proto::GetSnapshotResponse {}
-impl ReportsTopology for proto::ControllerExpandVolumeResponse {}
-impl ReportsTopology for proto::ControllerModifyVolumeResponse {}
-impl ReportsTopology for proto::GroupControllerGetCapabilitiesResponse {}
-impl ReportsTopology for proto::CreateVolumeGroupSnapshotResponse {}
-impl ReportsTopology for proto::DeleteVolumeGroupSnapshotResponse {}
-impl ReportsTopology for proto::GetVolumeGroupSnapshotResponse {}
-impl ReportsTopology for proto::NodeStageVolumeResponse {}
-impl ReportsTopology for proto::NodeUnstageVolumeResponse {}
-impl ReportsTopology for proto::NodePublishVolumeResponse {}
-impl ReportsTopology for proto::NodeUnpublishVolumeResponse {}
-impl ReportsTopology for proto::NodeExpandVolumeResponse {}
-impl ReportsTopology for proto::NodeGetCapabilitiesResponse {}
+// Responses without topology or a capability-dependent field.
+impl AdvertisedRules for proto::GetPluginInfoResponse {}
+impl AdvertisedRules for proto::GetPluginCapabilitiesResponse {}
+impl AdvertisedRules for proto::ProbeResponse {}
+impl AdvertisedRules for proto::DeleteVolumeResponse {}
+impl AdvertisedRules for proto::ControllerPublishVolumeResponse {}
+impl AdvertisedRules for proto::ControllerUnpublishVolumeResponse {}
+impl AdvertisedRules for proto::ValidateVolumeCapabilitiesResponse {}
+impl AdvertisedRules for proto::GetCapacityResponse {}
+impl AdvertisedRules for proto::ControllerGetCapabilitiesResponse {}
+impl AdvertisedRules for proto::CreateSnapshotResponse {}
+impl AdvertisedRules for proto::DeleteSnapshotResponse {}
+impl AdvertisedRules for proto::ListSnapshotsResponse {}
+impl AdvertisedRules for proto::GetSnapshotResponse {}
+impl AdvertisedRules for proto::ControllerExpandVolumeResponse {}
+impl AdvertisedRules for proto::ControllerModifyVolumeResponse {}
+impl AdvertisedRules for proto::GroupControllerGetCapabilitiesResponse {}
+impl AdvertisedRules for proto::CreateVolumeGroupSnapshotResponse {}
+impl AdvertisedRules for proto::DeleteVolumeGroupSnapshotResponse {}
+impl AdvertisedRules for proto::GetVolumeGroupSnapshotResponse {}
+impl AdvertisedRules for proto::NodeStageVolumeResponse {}
+impl AdvertisedRules for proto::NodeUnstageVolumeResponse {}
+impl AdvertisedRules for proto::NodePublishVolumeResponse {}
+impl AdvertisedRules for proto::NodeUnpublishVolumeResponse {}
+impl AdvertisedRules for proto::NodeExpandVolumeResponse {}
+impl AdvertisedRules for proto::NodeGetCapabilitiesResponse {}
 
 macro_rules! wire_responses {
     ($([$server:ident :: $service:ident, $field:ident] {
@@ -954,8 +955,8 @@ macro_rules! wire_responses {
                         return Err(CsiError::invalid(odd.field, rule));
                     }
                     crate::check::ResponseRules::must(self)?;
-                    ReportsTopology::capability_fields(self, advertised)?;
-                    match ReportsTopology::topology_field(self) {
+                    AdvertisedRules::capability_fields(self, advertised)?;
+                    match AdvertisedRules::topology_field(self) {
                         Some(field)
                             if !advertised
                                 .plugin
