@@ -286,7 +286,19 @@ pub fn timestamp() -> BoxedStrategy<SystemTime> {
 /// A topology key prefix, or none: a lower-case domain name of at most 63
 /// characters.
 fn topology_prefix() -> BoxedStrategy<Option<String>> {
-    proptest::option::of(label(LOWER_ALNUM, "-.")).boxed()
+    proptest::option::of(domain(LOWER_ALNUM)).boxed()
+}
+
+/// A domain name of at most 63 characters: one to four labels of `alnum`
+/// with inner '-', joined by '.' (one label alone reaches 63 characters).
+fn domain(alnum: &'static str) -> BoxedStrategy<String> {
+    vec(label(alnum, "-"), 1..=4)
+        .prop_map(|parts| {
+            // Truncating a dotted name can leave a trailing '.' or '-'.
+            let s = truncate(parts.join("."), MAX_LABEL);
+            s.trim_end_matches(['.', '-']).to_string()
+        })
+        .boxed()
 }
 
 /// A [`Topology`] whose keys all carry `prefix` (or none), as the spec asks
@@ -338,14 +350,10 @@ arbitrary! {
     GroupSnapshotName => bounded(name_char(), MAX_STRING)
         .prop_map(|s| valid("GroupSnapshotName", GroupSnapshotName::new(s)));
     PluginName => prop_oneof![
-        3 => label(ALNUM, "-."),
-        2 => vec(label(LOWER_ALNUM, "-"), 2..=4).prop_map(|parts| truncate(parts.join("."), MAX_LABEL)),
+        3 => domain(ALNUM),
+        2 => domain(LOWER_ALNUM),
     ]
-    .prop_map(|s| {
-        // Truncating a dotted name can leave a trailing '.' or '-'.
-        let s = s.trim_end_matches(['.', '-']).to_string();
-        valid("PluginName", PluginName::new(s))
-    });
+    .prop_map(|s| valid("PluginName", PluginName::new(s)));
     NodePath => prop_oneof![
         1 => Just("/".to_string()),
         6 => vec(prop_oneof!["[a-z0-9._-]{1,16}", ".{1,8}"], 1..=8)

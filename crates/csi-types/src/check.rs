@@ -24,7 +24,14 @@
 //! It also holds a response to what the plugin advertises, which a response
 //! alone cannot tell: topology (`Volume.accessible_topology`,
 //! `NodeGetInfoResponse.accessible_topology`) only with
-//! `VOLUME_ACCESSIBILITY_CONSTRAINTS`.
+//! `VOLUME_ACCESSIBILITY_CONSTRAINTS`; each `ListVolumesResponse` entry's
+//! `status` REQUIRED with `LIST_VOLUMES_PUBLISHED_NODES`; `volume_condition`
+//! REQUIRED in `ListVolumes` entries' and `ControllerGetVolume`'s status with
+//! the controller's `VOLUME_CONDITION`, and in `NodeGetVolumeStatsResponse`
+//! with the node's ("This field MUST be specified if the VOLUME_CONDITION
+//! [...] capability is supported"). `published_node_ids` is not checked
+//! against `LIST_VOLUMES_PUBLISHED_NODES`: an empty list is how the wire
+//! says "published to no node".
 //!
 //! # Tolerated rules (the complete list)
 //!

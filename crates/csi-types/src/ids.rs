@@ -473,6 +473,33 @@ mod tests {
     }
 
     #[test]
+    fn every_label_of_a_domain_name_is_non_empty_and_ends_in_alphanumerics() {
+        // RFC 1035 section 2.3.1 (a leading digit as RFC 1123 allows).
+        assert!(PluginName::new("0csi.example.com").is_ok());
+        assert!(PluginName::new("a-b.c--d.e").is_ok());
+        for bad in ["a..b", "a.-b", "a-.b", "csi.-x.example.com"] {
+            let e = PluginName::new(bad).unwrap_err();
+            assert!(
+                e.to_string().contains(
+                    "name: the plugin name must follow domain name notation: each \
+                     dot-separated label must be non-empty and begin and end with an alphanumeric"
+                ),
+                "{bad}: {e}"
+            );
+        }
+        // The topology key prefix follows the same notation, in lower case.
+        assert!(TopologyKey::new("topology.example.com/zone").is_ok());
+        let e = TopologyKey::new("topology..example.com/zone").unwrap_err();
+        assert!(
+            e.to_string().contains(
+                "the topology key prefix must follow domain name notation: each dot-separated \
+                 label must be non-empty and begin and end with a lower-case alphanumeric"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn only_the_response_only_plugin_name_answers_internal() {
         use crate::Code;
         // The driver's bug: INTERNAL, naming the response, field and rule.

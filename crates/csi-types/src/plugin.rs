@@ -517,7 +517,7 @@ impl Plugin {
                         // Public fields let a driver build a response the
                         // spec forbids (an empty condition message, a map
                         // over 4 KiB); it is refused here, not sent.
-                        wire.check(self.inner.plugin_capabilities).map_err(|e| {
+                        wire.check(self.advertised()).map_err(|e| {
                             CsiError::internal(format!(
                                 "the driver's {rpc} response breaks the spec: {e}"
                             ))
@@ -759,21 +759,63 @@ fn within_bounds(
     Ok(())
 }
 
-/// A wire response the plugin checks against the spec before sending it;
-/// `plugin` is what the plugin advertises.
-trait WireResponse {
-    fn check(&self, plugin: PluginCapabilities) -> Result<(), CsiError>;
+/// What a plugin advertises, which some response rules depend on.
+#[derive(Clone, Copy, Debug)]
+struct Advertised {
+    plugin: PluginCapabilities,
+    controller: ControllerCapabilities,
+    node: NodeCapabilities,
 }
 
-/// Where a response reports topology, which only a plugin advertising
+impl Plugin {
+    fn advertised(&self) -> Advertised {
+        Advertised {
+            plugin: self.inner.plugin_capabilities,
+            controller: self.inner.controller_capabilities,
+            node: self.inner.node_capabilities,
+        }
+    }
+}
+
+/// A wire response the plugin checks against the spec before sending it,
+/// and against what the plugin advertises.
+trait WireResponse {
+    fn check(&self, advertised: Advertised) -> Result<(), CsiError>;
+}
+
+/// The response rules that depend on what the plugin advertises. Where a
+/// response reports topology, which only a plugin advertising
 /// `VOLUME_ACCESSIBILITY_CONSTRAINTS` may: "A plugin that returns this field
 /// MUST also set the VOLUME_ACCESSIBILITY_CONSTRAINTS plugin capability"
-/// (`Volume.accessible_topology`, `NodeGetInfoResponse.accessible_topology`).
-trait ReportsTopology {
+/// (`Volume.accessible_topology`, `NodeGetInfoResponse.accessible_topology`);
+/// and where a response MUST carry a field because of a capability.
+trait AdvertisedRules {
     /// The first field that holds topology, if any.
     fn topology_field(&self) -> Option<String> {
         None
     }
+
+    /// The fields the spec makes REQUIRED by an advertised capability:
+    /// `ListVolumesResponse.entries[].status` with
+    /// `LIST_VOLUMES_PUBLISHED_NODES`; the `volume_condition` of
+    /// `ListVolumes` entries and of `ControllerGetVolume` with the
+    /// controller's `VOLUME_CONDITION`, of `NodeGetVolumeStats` with the
+    /// node's ("This field MUST be specified if the VOLUME_CONDITION
+    /// [...] capability is supported"). A `published_node_ids` list is
+    /// not checked: an empty one is how the wire says "published nowhere".
+    fn capability_fields(&self, _: Advertised) -> Result<(), CsiError> {
+        Ok(())
+    }
+}
+
+/// The error for `field`, missing although `capability` is advertised.
+fn required_by(field: String, capability: &str) -> CsiError {
+    CsiError::invalid(
+        field,
+        format!(
+            "this field is REQUIRED: it MUST be specified when the plugin advertises {capability}"
+        ),
+    )
 }
 
 /// A volume's topology field under `path`, if set.
@@ -783,28 +825,88 @@ fn volume_topology(path: impl FnOnce() -> String, v: &Option<proto::Volume>) -> 
         .map(|_| format!("{}.accessible_topology", path()))
 }
 
-impl ReportsTopology for proto::CreateVolumeResponse {
+impl AdvertisedRules for proto::CreateVolumeResponse {
     fn topology_field(&self) -> Option<String> {
         volume_topology(|| "volume".into(), &self.volume)
     }
 }
 
-impl ReportsTopology for proto::ControllerGetVolumeResponse {
+impl AdvertisedRules for proto::ControllerGetVolumeResponse {
     fn topology_field(&self) -> Option<String> {
         volume_topology(|| "volume".into(), &self.volume)
     }
+
+    fn capability_fields(&self, a: Advertised) -> Result<(), CsiError> {
+        // `status` itself is REQUIRED whatever is advertised (a MUST rule).
+        if a.controller
+            .contains(ControllerCapabilities::VOLUME_CONDITION)
+            && self
+                .status
+                .as_ref()
+                .is_some_and(|s| s.volume_condition.is_none())
+        {
+            return Err(required_by(
+                "status.volume_condition".into(),
+                "the controller's VOLUME_CONDITION",
+            ));
+        }
+        Ok(())
+    }
 }
 
-impl ReportsTopology for proto::ListVolumesResponse {
+impl AdvertisedRules for proto::ListVolumesResponse {
     fn topology_field(&self) -> Option<String> {
         self.entries
             .iter()
             .enumerate()
             .find_map(|(i, e)| volume_topology(|| format!("entries[{i}].volume"), &e.volume))
     }
+
+    fn capability_fields(&self, a: Advertised) -> Result<(), CsiError> {
+        type C = ControllerCapabilities;
+        let nodes = a.controller.contains(C::LIST_VOLUMES_PUBLISHED_NODES);
+        let condition = a.controller.contains(C::VOLUME_CONDITION);
+        for (i, e) in self.entries.iter().enumerate() {
+            match &e.status {
+                None if nodes => {
+                    return Err(required_by(
+                        format!("entries[{i}].status"),
+                        "LIST_VOLUMES_PUBLISHED_NODES",
+                    ));
+                }
+                // The condition lives in the status: without one it is missing too.
+                Some(proto::list_volumes_response::VolumeStatus {
+                    volume_condition: None,
+                    ..
+                })
+                | None
+                    if condition =>
+                {
+                    return Err(required_by(
+                        format!("entries[{i}].status.volume_condition"),
+                        "the controller's VOLUME_CONDITION",
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
 }
 
-impl ReportsTopology for proto::NodeGetInfoResponse {
+impl AdvertisedRules for proto::NodeGetVolumeStatsResponse {
+    fn capability_fields(&self, a: Advertised) -> Result<(), CsiError> {
+        if a.node.contains(NodeCapabilities::VOLUME_CONDITION) && self.volume_condition.is_none() {
+            return Err(required_by(
+                "volume_condition".into(),
+                "the node's VOLUME_CONDITION",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl AdvertisedRules for proto::NodeGetInfoResponse {
     fn topology_field(&self) -> Option<String> {
         self.accessible_topology
             .as_ref()
@@ -812,33 +914,32 @@ impl ReportsTopology for proto::NodeGetInfoResponse {
     }
 }
 
-// Responses without topology.
-impl ReportsTopology for proto::GetPluginInfoResponse {}
-impl ReportsTopology for proto::GetPluginCapabilitiesResponse {}
-impl ReportsTopology for proto::ProbeResponse {}
-impl ReportsTopology for proto::DeleteVolumeResponse {}
-impl ReportsTopology for proto::ControllerPublishVolumeResponse {}
-impl ReportsTopology for proto::ControllerUnpublishVolumeResponse {}
-impl ReportsTopology for proto::ValidateVolumeCapabilitiesResponse {}
-impl ReportsTopology for proto::GetCapacityResponse {}
-impl ReportsTopology for proto::ControllerGetCapabilitiesResponse {}
-impl ReportsTopology for proto::CreateSnapshotResponse {}
-impl ReportsTopology for proto::DeleteSnapshotResponse {}
-impl ReportsTopology for proto::ListSnapshotsResponse {}
-impl ReportsTopology for proto::GetSnapshotResponse {}
-impl ReportsTopology for proto::ControllerExpandVolumeResponse {}
-impl ReportsTopology for proto::ControllerModifyVolumeResponse {}
-impl ReportsTopology for proto::GroupControllerGetCapabilitiesResponse {}
-impl ReportsTopology for proto::CreateVolumeGroupSnapshotResponse {}
-impl ReportsTopology for proto::DeleteVolumeGroupSnapshotResponse {}
-impl ReportsTopology for proto::GetVolumeGroupSnapshotResponse {}
-impl ReportsTopology for proto::NodeStageVolumeResponse {}
-impl ReportsTopology for proto::NodeUnstageVolumeResponse {}
-impl ReportsTopology for proto::NodePublishVolumeResponse {}
-impl ReportsTopology for proto::NodeUnpublishVolumeResponse {}
-impl ReportsTopology for proto::NodeGetVolumeStatsResponse {}
-impl ReportsTopology for proto::NodeExpandVolumeResponse {}
-impl ReportsTopology for proto::NodeGetCapabilitiesResponse {}
+// Responses without topology or a capability-dependent field.
+impl AdvertisedRules for proto::GetPluginInfoResponse {}
+impl AdvertisedRules for proto::GetPluginCapabilitiesResponse {}
+impl AdvertisedRules for proto::ProbeResponse {}
+impl AdvertisedRules for proto::DeleteVolumeResponse {}
+impl AdvertisedRules for proto::ControllerPublishVolumeResponse {}
+impl AdvertisedRules for proto::ControllerUnpublishVolumeResponse {}
+impl AdvertisedRules for proto::ValidateVolumeCapabilitiesResponse {}
+impl AdvertisedRules for proto::GetCapacityResponse {}
+impl AdvertisedRules for proto::ControllerGetCapabilitiesResponse {}
+impl AdvertisedRules for proto::CreateSnapshotResponse {}
+impl AdvertisedRules for proto::DeleteSnapshotResponse {}
+impl AdvertisedRules for proto::ListSnapshotsResponse {}
+impl AdvertisedRules for proto::GetSnapshotResponse {}
+impl AdvertisedRules for proto::ControllerExpandVolumeResponse {}
+impl AdvertisedRules for proto::ControllerModifyVolumeResponse {}
+impl AdvertisedRules for proto::GroupControllerGetCapabilitiesResponse {}
+impl AdvertisedRules for proto::CreateVolumeGroupSnapshotResponse {}
+impl AdvertisedRules for proto::DeleteVolumeGroupSnapshotResponse {}
+impl AdvertisedRules for proto::GetVolumeGroupSnapshotResponse {}
+impl AdvertisedRules for proto::NodeStageVolumeResponse {}
+impl AdvertisedRules for proto::NodeUnstageVolumeResponse {}
+impl AdvertisedRules for proto::NodePublishVolumeResponse {}
+impl AdvertisedRules for proto::NodeUnpublishVolumeResponse {}
+impl AdvertisedRules for proto::NodeExpandVolumeResponse {}
+impl AdvertisedRules for proto::NodeGetCapabilitiesResponse {}
 
 macro_rules! wire_responses {
     ($([$server:ident :: $service:ident, $field:ident] {
@@ -846,7 +947,7 @@ macro_rules! wire_responses {
     })*) => {
         $($(
             impl WireResponse for proto::$resp {
-                fn check(&self, plugin: PluginCapabilities) -> Result<(), CsiError> {
+                fn check(&self, advertised: Advertised) -> Result<(), CsiError> {
                     // Both severities: a driver served here is held to
                     // the tolerated rules too (see `crate::check`).
                     if let Some(odd) = crate::check::ResponseRules::tolerated(self).into_iter().next() {
@@ -854,9 +955,12 @@ macro_rules! wire_responses {
                         return Err(CsiError::invalid(odd.field, rule));
                     }
                     crate::check::ResponseRules::must(self)?;
-                    match ReportsTopology::topology_field(self) {
+                    AdvertisedRules::capability_fields(self, advertised)?;
+                    match AdvertisedRules::topology_field(self) {
                         Some(field)
-                            if !plugin.contains(PluginCapabilities::VOLUME_ACCESSIBILITY_CONSTRAINTS) =>
+                            if !advertised
+                                .plugin
+                                .contains(PluginCapabilities::VOLUME_ACCESSIBILITY_CONSTRAINTS) =>
                         {
                             Err(CsiError::invalid(
                                 field,
@@ -877,7 +981,7 @@ crate::api::for_each_unary_rpc!(wire_responses);
 
 impl WireResponse for BlockStream {
     /// The messages are checked one by one as they are streamed.
-    fn check(&self, _: PluginCapabilities) -> Result<(), CsiError> {
+    fn check(&self, _: Advertised) -> Result<(), CsiError> {
         Ok(())
     }
 }

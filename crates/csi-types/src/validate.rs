@@ -168,7 +168,9 @@ pub(crate) fn label(field: &str, what: &str, value: &str) -> Result<(), CsiError
 
 /// A DNS subdomain (RFC 1035 section 2.3.1 style, as the spec uses it for the
 /// plugin name and topology key prefixes): at most 63 characters, beginning
-/// and ending with an alphanumeric, with `-`, `.` and alphanumerics between.
+/// and ending with an alphanumeric, with `-`, `.` and alphanumerics between,
+/// and each dot-separated label non-empty, beginning and ending with an
+/// alphanumeric (no `a..b`, `a.-b` or `a-.b`).
 /// `lower_only` additionally demands lower case (topology key prefixes).
 pub(crate) fn domain_name(
     field: &str,
@@ -197,16 +199,31 @@ pub(crate) fn domain_name(
     };
     let first = value.chars().next().unwrap_or(' ');
     let last = value.chars().last().unwrap_or(' ');
+    let (one, case) = if lower_only {
+        ("a lower-case", "lower-case ")
+    } else {
+        ("an", "")
+    };
     if !alnum(first) || !alnum(last) || !value.chars().all(|c| alnum(c) || matches!(c, '-' | '.')) {
-        let (one, case) = if lower_only {
-            ("a lower-case", "lower-case ")
-        } else {
-            ("an", "")
-        };
         return Err(CsiError::invalid(
             field,
             format!(
                 "{what} must follow domain name notation: begin and end with {one} alphanumeric and contain only {case}alphanumerics, '-' or '.' (got {value:?})"
+            ),
+        ));
+    }
+    // Domain name notation (RFC 1035 section 2.3.1, with RFC 1123's leading
+    // digit): dot-separated labels, each non-empty and beginning and ending
+    // with an alphanumeric. The whole name's ends are checked above; a label
+    // boundary is a '.' next to a '.' or a '-'.
+    let b = value.as_bytes();
+    if b.windows(2)
+        .any(|w| (w[0] == b'.' && matches!(w[1], b'.' | b'-')) || (w[0] == b'-' && w[1] == b'.'))
+    {
+        return Err(CsiError::invalid(
+            field,
+            format!(
+                "{what} must follow domain name notation: each dot-separated label must be non-empty and begin and end with {one} alphanumeric (got {value:?})"
             ),
         ));
     }
