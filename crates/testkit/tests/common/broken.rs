@@ -11,11 +11,10 @@ use csi_types::prelude::*;
 use csi_types::{
     RawCsi,
     controller::{
-        ControllerExpandVolumeRequest, ControllerExpandVolumeResponse, ControllerGetVolumeRequest,
-        ControllerGetVolumeResponse, CreateSnapshotRequest, CreateSnapshotResponse,
-        CreateVolumeRequest, CreateVolumeResponse, DeleteSnapshotRequest, DeleteSnapshotResponse,
-        DeleteVolumeRequest, DeleteVolumeResponse, GetCapacityRequest, GetCapacityResponse,
-        ListSnapshotsRequest, ListVolumesRequest, ListVolumesResponse,
+        ControllerExpandVolumeRequest, ControllerExpandVolumeResponse, CreateSnapshotRequest,
+        CreateSnapshotResponse, CreateVolumeRequest, CreateVolumeResponse, DeleteSnapshotRequest,
+        DeleteSnapshotResponse, DeleteVolumeRequest, DeleteVolumeResponse, GetCapacityRequest,
+        GetCapacityResponse, ListSnapshotsRequest, ListVolumesRequest, ListVolumesResponse,
         ValidateVolumeCapabilitiesRequest, ValidateVolumeCapabilitiesResponse,
     },
     ids::{VolumeId, VolumeName},
@@ -156,6 +155,10 @@ enum Fault {
     /// `ControllerGetVolume` of a volume that does not exist answers
     /// `INVALID_ARGUMENT`, even for a well-formed id (a deleted volume's).
     InvalidForUnknown,
+    /// `ControllerGetVolume` leaves out `volume_condition`, though the
+    /// controller advertises `VOLUME_CONDITION` (on the wire: the SDK's
+    /// `Plugin` refuses to send such a response).
+    NoVolumeCondition,
 }
 
 impl Faulty {
@@ -451,6 +454,9 @@ raw_impl! {
         };
         if let Some(s) = &mut r.status {
             self.loosen(&mut s.published_node_ids, &mut s.volume_condition);
+            if self.1 == Fault::NoVolumeCondition {
+                s.volume_condition = None;
+            }
         }
         if let (Fault::NegativeCapacity, Some(v)) = (self.1, &mut r.volume) {
             v.capacity_bytes = -1;
@@ -1026,22 +1032,6 @@ impl Provisioner for Reserving {
     }
 }
 
-/// `ControllerGetVolume` that leaves out `volume_condition`, though the
-/// controller advertises `VOLUME_CONDITION`.
-struct NoVolumeCondition(Arc<MemDriver>);
-
-#[async_trait]
-impl VolumeGetter for NoVolumeCondition {
-    async fn controller_get_volume(
-        &self,
-        req: ControllerGetVolumeRequest,
-    ) -> Result<ControllerGetVolumeResponse, CsiError> {
-        let mut resp = self.0.controller_get_volume(req).await?;
-        resp.status.volume_condition = None;
-        Ok(resp)
-    }
-}
-
 /// `NodeGetVolumeStats` that reports every volume abnormal.
 struct AbnormalOnNode(Arc<MemDriver>);
 
@@ -1262,7 +1252,6 @@ pub fn plugin(kind: &str) -> Arc<dyn RawCsi> {
         "loses-pages" => b.volume_lister(Arc::new(LosesPages(driver.clone()))),
         "ignores-readonly" => b.node(Arc::new(IgnoresReadonly(driver.clone()))),
         "node-without-topology" => b.node(Arc::new(NodeWithoutTopology(driver.clone()))),
-        "no-volume-condition" => b.volume_getter(Arc::new(NoVolumeCondition(driver.clone()))),
         "abnormal-on-node" => b.node_stats(Arc::new(AbnormalOnNode(driver.clone()))),
         "overcommitted-share" => b.node_stats(Arc::new(OvercommittedShare(driver.clone()))),
         "wrong-topology" => b.provisioner(EditCreate::wrong_topology(&driver)),
@@ -1316,6 +1305,9 @@ pub fn plugin(kind: &str) -> Arc<dyn RawCsi> {
         "large-minimum" => return Arc::new(Faulty(driver.plugin(), Fault::LargeMinimum)),
         "range-for-name-only" => {
             return Arc::new(Faulty(driver.plugin(), Fault::RangeForNameOnly));
+        }
+        "no-volume-condition" => {
+            return Arc::new(Faulty(driver.plugin(), Fault::NoVolumeCondition));
         }
         "gone-is-invalid" => return Arc::new(Faulty(driver.plugin(), Fault::InvalidForUnknown)),
         "formatted-ids" => return Arc::new(Faulty(driver.plugin(), Fault::FormattedIds)),
