@@ -1537,6 +1537,34 @@ fn explain(ex: &placement::Explanation) -> String {
 mod tests {
     use super::*;
 
+    /// Places a mirror, an SSD and a slice of 1 GiB named `PREFIX-0`,
+    /// `PREFIX-1` and `PREFIX-2`, and returns them with their plans.
+    fn place_three(pool: &mut Pool, prefix: &str) -> Vec<(String, Plan)> {
+        let classes = [
+            &[("redundancy", "true")][..],
+            &[("type", "ssd")][..],
+            &[("type", "slice")][..],
+        ];
+        let mut placed = Vec::new();
+        for (n, kv) in classes.into_iter().enumerate() {
+            let kv = kv
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let p = Parameters::parse(&kv).unwrap();
+            let id = format!("{prefix}-{n}");
+            let req = VolumeRequest {
+                name: &id,
+                parameters: &p,
+                range: CapacityRange::new(Some(1 << 30), None).unwrap(),
+                topology: None,
+            };
+            let plan = pool.place(&id, &req).unwrap();
+            placed.push((id, plan));
+        }
+        placed
+    }
+
     /// The estimate itself (no plan check) sees the segment's servers:
     /// SSDs in rack r0, whose server speaks roce only, and a server in r1
     /// speaking nbd. For nbd, r0 reaches none and r1 reaches both.
@@ -1584,31 +1612,7 @@ mod tests {
             }
         };
         agree(&pool);
-        let mut placed = Vec::new();
-        for (n, kv) in [
-            &[("redundancy", "true")][..],
-            &[("type", "ssd")][..],
-            &[("type", "slice")][..],
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            let p = Parameters::parse(
-                &kv.iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-            )
-            .unwrap();
-            let id = format!("vol-{n}");
-            let req = VolumeRequest {
-                name: &id,
-                parameters: &p,
-                range: CapacityRange::new(Some(1 << 30), None).unwrap(),
-                topology: None,
-            };
-            let plan = pool.place(&id, &req).unwrap();
-            placed.push((id, plan));
-        }
+        let placed = place_three(&mut pool, "vol");
         assert!(
             inv.drives()
                 .iter()
@@ -1638,29 +1642,7 @@ mod tests {
                 .collect()
         };
         let place = |pool: &mut Pool, n: usize| {
-            for (k, kv) in [
-                &[("redundancy", "true")][..],
-                &[("type", "ssd")][..],
-                &[("type", "slice")][..],
-            ]
-            .into_iter()
-            .enumerate()
-            {
-                let p = Parameters::parse(
-                    &kv.iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
-                )
-                .unwrap();
-                let id = format!("vol-{n}-{k}");
-                let req = VolumeRequest {
-                    name: &id,
-                    parameters: &p,
-                    range: CapacityRange::new(Some(1 << 30), None).unwrap(),
-                    topology: None,
-                };
-                pool.place(&id, &req).unwrap();
-            }
+            place_three(pool, &format!("vol-{n}"));
         };
         place(&mut pool, 0);
         let mut copy = pool.clone();
