@@ -581,8 +581,7 @@ async fn responses_that_break_the_spec_are_not_sent() {
 #[tokio::test]
 async fn streamed_messages_that_break_the_spec_are_not_sent() {
     use csi_types::snapshot_metadata::{
-        BlockMetadata, BlockMetadataResponse, BlockMetadataType, GetMetadataAllocatedRequest,
-        GetMetadataDeltaRequest,
+        BlockMetadataType, GetMetadataAllocatedRequest, GetMetadataDeltaRequest,
     };
     use futures::StreamExt;
 
@@ -599,19 +598,8 @@ async fn streamed_messages_that_break_the_spec_are_not_sent() {
         }
     }
     fn messages() -> BlockMetadataStream {
-        let message = |ranges: &[(u64, u64)]| {
-            Ok(BlockMetadataResponse {
-                block_metadata_type: BlockMetadataType::VariableLength,
-                volume_capacity_bytes: 1 << 20,
-                block_metadata: ranges
-                    .iter()
-                    .map(|&(byte_offset, size_bytes)| BlockMetadata {
-                        byte_offset,
-                        size_bytes,
-                    })
-                    .collect(),
-            })
-        };
+        let message =
+            |ranges: &[(u64, u64)]| Ok(block_metadata(BlockMetadataType::VariableLength, ranges));
         futures::stream::iter([
             message(&[(0, 4096), (4096, 4096)]),
             message(&[(16384, 8192), (20480, 4096)]),
@@ -688,8 +676,7 @@ async fn streamed_messages_that_break_the_spec_are_not_sent() {
 #[tokio::test]
 async fn streamed_messages_respect_the_requests_offset_and_maximum() {
     use csi_types::snapshot_metadata::{
-        BlockMetadata, BlockMetadataResponse, BlockMetadataType, GetMetadataAllocatedRequest,
-        GetMetadataDeltaRequest,
+        BlockMetadataType, GetMetadataAllocatedRequest, GetMetadataDeltaRequest,
     };
     use futures::StreamExt;
 
@@ -704,19 +691,8 @@ async fn streamed_messages_respect_the_requests_offset_and_maximum() {
         }
     }
     fn messages() -> BlockMetadataStream {
-        let message = |ranges: &[(u64, u64)]| {
-            Ok(BlockMetadataResponse {
-                block_metadata_type: BlockMetadataType::FixedLength,
-                volume_capacity_bytes: 1 << 20,
-                block_metadata: ranges
-                    .iter()
-                    .map(|&(byte_offset, size_bytes)| BlockMetadata {
-                        byte_offset,
-                        size_bytes,
-                    })
-                    .collect(),
-            })
-        };
+        let message =
+            |ranges: &[(u64, u64)]| Ok(block_metadata(BlockMetadataType::FixedLength, ranges));
         futures::stream::iter([
             message(&[]),
             message(&[(0, 4096), (4096, 4096)]),
@@ -894,4 +870,24 @@ async fn topology_needs_the_accessibility_capability() {
         .await
         .unwrap();
     assert!(info.accessible_topology.is_some());
+}
+
+/// A streamed message of a 1 MiB volume's block metadata of `kind`: the
+/// ranges `(byte_offset, size_bytes)` as they are, right or wrong.
+fn block_metadata(
+    kind: csi_types::snapshot_metadata::BlockMetadataType,
+    ranges: &[(u64, u64)],
+) -> csi_types::snapshot_metadata::BlockMetadataResponse {
+    use csi_types::snapshot_metadata::{BlockMetadata, BlockMetadataResponse};
+    BlockMetadataResponse {
+        block_metadata_type: kind,
+        volume_capacity_bytes: 1 << 20,
+        block_metadata: ranges
+            .iter()
+            .map(|&(byte_offset, size_bytes)| BlockMetadata {
+                byte_offset,
+                size_bytes,
+            })
+            .collect(),
+    }
 }
