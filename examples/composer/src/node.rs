@@ -1791,6 +1791,15 @@ impl NodeSide {
             .collect()
     }
 
+    /// The roles of staged volume `id` whose replacement has not been
+    /// copied in full ([`NodeSide::unsynced_volumes`]), in role order.
+    pub fn unsynced_roles(&self, id: &str) -> Vec<usize> {
+        self.lock()
+            .get(id)
+            .map(|s| s.unsynced.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
     fn is_failed(volume: &EngineVolume, role: usize) -> bool {
         volume
             .status()
@@ -2248,12 +2257,7 @@ const CLAIM_RULE: &str =
 /// on a node whose record of the volume says `drives` and `unsynced`
 /// ([`Staged::unsynced`]): its drive changed, or its last copy did not
 /// finish.
-fn needs_rebuild(
-    drives: &[String],
-    unsynced: &Unsynced,
-    role: usize,
-    drive: &str,
-) -> bool {
+fn needs_rebuild(drives: &[String], unsynced: &Unsynced, role: usize, drive: &str) -> bool {
     drives.get(role).map(String::as_str) != Some(drive) || unsynced.contains(&role)
 }
 
