@@ -1846,7 +1846,9 @@ impl NodeSide {
     /// A copy that fails part way (an I/O error, a stop at shutdown) leaves
     /// the new member in the record and in the engine, out of sync (a
     /// spare): the call answers the error and the next call rebuilds that
-    /// member again, from its start, though its drive did not change.
+    /// member again, from its start, though its drive did not change; in a
+    /// node process started since too, which finds such members in the
+    /// superblocks when it assembles the volume.
     ///
     /// The volume's turn is held only while the node's record of it
     /// changes: the check that it is staged, each member's replacement and
