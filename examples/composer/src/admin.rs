@@ -17,7 +17,10 @@
 //! failed, which keep the drive failed, and with none the drive's mark is
 //! put back) and
 //! `{"op":"rebuild","target":DRIVE}` (applies the drive's repair plan and
-//! rebuilds every staged volume it moved onto the replacement; refused,
+//! rebuilds every staged volume it moved onto the replacement, and every
+//! member staged here whose earlier copy did not finish, except one on a
+//! drive failed since, which its answer lists under `waiting` until a
+//! rebuild of that drive moves it; refused,
 //! changing nothing, for a drive not marked failed, while a member it
 //! would move is not failed in a
 //! staged volume's engine, or belongs to a single drive or slice staged
@@ -341,11 +344,32 @@ fn rebuild(
     volumes.extend(side.unsynced_volumes());
     volumes.sort();
     volumes.dedup();
+    // A member whose copy did not finish on a drive failed since (it
+    // failed during the copy) is not copied there again: a rebuild of
+    // that drive moves it. Its volume waits for that rebuild.
+    let failed: std::collections::BTreeSet<String> = c
+        .drive_report()
+        .into_iter()
+        .filter(|r| r.health == Health::Failed)
+        .map(|r| r.id)
+        .collect();
+    let mut waiting = Vec::new();
     for id in volumes {
         if side.volume(&id).is_none() {
             continue;
         }
         let rec = c.get(&id).map_err(|e| e.to_string())?.record;
+        let on_failed: Vec<serde_json::Value> = side
+            .unsynced_roles(&id)
+            .into_iter()
+            .filter_map(|r| rec.members.get(r).map(|m| (r, &m.drive)))
+            .filter(|(_, d)| failed.contains(*d))
+            .map(|(r, d)| serde_json::json!({ "volume": id, "member": r, "drive": d }))
+            .collect();
+        if !on_failed.is_empty() {
+            waiting.extend(on_failed);
+            continue;
+        }
         let roles = side
             .rebuild_to(&rec, max_bytes_per_sec, &|role, p| {
                 progress(serde_json::json!({
@@ -360,7 +384,7 @@ fn rebuild(
             }));
         }
     }
-    Ok(serde_json::json!({ "plan": plan_json(&plan), "rebuilt": rebuilt }))
+    Ok(serde_json::json!({ "plan": plan_json(&plan), "rebuilt": rebuilt, "waiting": waiting }))
 }
 
 /// A rebuild progress bar on stderr. On a terminal it is redrawn in place at

@@ -53,7 +53,7 @@ use csi_types::{CsiError, types::VolumeCondition};
 use raid_engine::fuse::FuseExposure;
 use raid_engine::{
     BlockDevice, CacheMode, Claim, ClaimHolder, CreateOptions, FileDevice, MemberState, Progress,
-    RebuildOptions, Secret, SliceDevice, Volume as EngineVolume, VolumeLayout,
+    RebuildOptions, RoleCondition, Secret, SliceDevice, Volume as EngineVolume, VolumeLayout,
 };
 use storage_units::quote_path;
 
@@ -191,6 +191,10 @@ impl BlockDevice for NodeLocalMeta {
     }
 }
 
+/// Roles of a volume whose replacement has not been copied in full
+/// ([`Staged::unsynced`]).
+type Unsynced = std::collections::BTreeSet<usize>;
+
 /// A staged volume.
 struct Staged {
     staging: PathBuf,
@@ -206,8 +210,10 @@ struct Staged {
     /// but whose copy has not finished: it failed part way, or was
     /// stopped. The engine keeps such a member as a spare out of sync;
     /// [`NodeSide::rebuild_to`] rebuilds it again though its drive is the
-    /// record's.
-    unsynced: std::collections::BTreeSet<usize>,
+    /// record's. Filled at assembly too, from the roles the superblocks
+    /// record as such a spare, so that a node process started after the
+    /// copy failed still rebuilds them.
+    unsynced: Unsynced,
     /// The dm-crypt mapping of an `encryptionFormat=luks` volume, on top of
     /// the loop device.
     luks: Option<LuksMapping>,
@@ -1034,12 +1040,14 @@ impl NodeSide {
         self.lock().get(id).and_then(|s| s.volume.clone())
     }
 
-    /// Assembles (or, on blank members, creates) the volume of `rec`.
+    /// Assembles (or, on blank members, creates) the volume of `rec`; with
+    /// it the roles whose member the superblocks record as a replacement
+    /// not (fully) copied ([`Staged::unsynced`]).
     fn assemble(
         &self,
         rec: &VolumeRecord,
         secret: Option<Secret>,
-    ) -> Result<(EngineVolume, Vec<Claim>), CsiError> {
+    ) -> Result<(EngineVolume, Vec<Claim>, Unsynced), CsiError> {
         // The engine encrypts (encryptionFormat=engine) when given a secret;
         // a LUKS volume is encrypted above the engine instead.
         let engine_encrypted = secret.is_some();
@@ -1066,9 +1074,21 @@ impl NodeSide {
             }
             opts.secret = secret;
             EngineVolume::create(devs, &opts)
-                .map(|v| (v, claims))
+                .map(|v| (v, claims, Unsynced::new()))
                 .map_err(|e| engine_err(&format!("creating volume {}", rec.id), e))
         } else {
+            // A replacement whose copy did not finish (it failed part way,
+            // or a shutdown stopped it) before an earlier node process
+            // ended: the record names its drive already, so only the
+            // superblocks tell that it still needs a rebuild. Read before
+            // the assembly, which does not say why a member is failed.
+            let unsynced: Unsynced = EngineVolume::examine(&devs, None)
+                .map_err(|e| engine_err(&format!("examining volume {}", rec.id), e))?
+                .roles
+                .iter()
+                .filter(|r| r.condition == RoleCondition::Spare)
+                .map(|r| r.role)
+                .collect();
             let v = EngineVolume::assemble(devs, secret.as_ref())
                 .map_err(|e| engine_err(&format!("assembling volume {}", rec.id), e))?;
             if engine_encrypted && !v.is_encrypted() {
@@ -1077,7 +1097,7 @@ impl NodeSide {
                     rec.id
                 )));
             }
-            Ok((v, claims))
+            Ok((v, claims, unsynced))
         }
     }
 
@@ -1271,8 +1291,9 @@ impl NodeSide {
             );
             return Ok(());
         }
-        let (volume, claims) = if plain {
-            self.passthrough(rec)?
+        let (volume, claims, unsynced) = if plain {
+            let (v, c) = self.passthrough(rec)?;
+            (v, c, Unsynced::new())
         } else {
             self.assemble(rec, secret)?
         };
@@ -1323,7 +1344,7 @@ impl NodeSide {
                 loopdev: Some(loopdev),
                 fuse_dir,
                 rebuilding: None,
-                unsynced: Default::default(),
+                unsynced,
                 luks: mapping,
                 claims,
             },
@@ -1352,7 +1373,7 @@ impl NodeSide {
                 rec.id
             )));
         }
-        let (volume, claims) = self.assemble(rec, None)?;
+        let (volume, claims, unsynced) = self.assemble(rec, None)?;
         let volume = Arc::new(volume);
         self.lock().insert(
             rec.id.clone(),
@@ -1365,7 +1386,7 @@ impl NodeSide {
                 loopdev: None,
                 fuse_dir: PathBuf::new(),
                 rebuilding: None,
-                unsynced: Default::default(),
+                unsynced,
                 luks: None,
                 claims,
             },
@@ -1770,6 +1791,15 @@ impl NodeSide {
             .collect()
     }
 
+    /// The roles of staged volume `id` whose replacement has not been
+    /// copied in full ([`NodeSide::unsynced_volumes`]), in role order.
+    pub fn unsynced_roles(&self, id: &str) -> Vec<usize> {
+        self.lock()
+            .get(id)
+            .map(|s| s.unsynced.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
     fn is_failed(volume: &EngineVolume, role: usize) -> bool {
         volume
             .status()
@@ -1816,7 +1846,9 @@ impl NodeSide {
     /// A copy that fails part way (an I/O error, a stop at shutdown) leaves
     /// the new member in the record and in the engine, out of sync (a
     /// spare): the call answers the error and the next call rebuilds that
-    /// member again, from its start, though its drive did not change.
+    /// member again, from its start, though its drive did not change; in a
+    /// node process started since too, which finds such members in the
+    /// superblocks when it assembles the volume.
     ///
     /// The volume's turn is held only while the node's record of it
     /// changes: the check that it is staged, each member's replacement and
@@ -1907,7 +1939,7 @@ impl NodeSide {
         &self,
         rec: &VolumeRecord,
         volume: &EngineVolume,
-        (old, unsynced): &(Vec<String>, std::collections::BTreeSet<usize>),
+        (old, unsynced): &(Vec<String>, Unsynced),
         max_bytes_per_sec: Option<u64>,
         progress: &(dyn Fn(usize, Progress) + Sync),
     ) -> Result<Vec<usize>, CsiError> {
@@ -2227,12 +2259,7 @@ const CLAIM_RULE: &str =
 /// on a node whose record of the volume says `drives` and `unsynced`
 /// ([`Staged::unsynced`]): its drive changed, or its last copy did not
 /// finish.
-fn needs_rebuild(
-    drives: &[String],
-    unsynced: &std::collections::BTreeSet<usize>,
-    role: usize,
-    drive: &str,
-) -> bool {
+fn needs_rebuild(drives: &[String], unsynced: &Unsynced, role: usize, drive: &str) -> bool {
     drives.get(role).map(String::as_str) != Some(drive) || unsynced.contains(&role)
 }
 

@@ -656,3 +656,162 @@ fn a_rebuild_that_panics_leaves_no_mark_that_refuses_the_unstage() {
     side.unstage(&id, Path::new("")).unwrap();
     assert!(side.volume(&id).is_none());
 }
+
+/// [`unexposed_degraded_mirror`] with data written, whose rebuild was
+/// stopped by a failure of the new member's drive (`fail_drive`) at the
+/// copy's first step: its id, record, engine volume and data.
+fn mirror_whose_new_drive_failed_during_the_copy(
+    s: &Setup,
+) -> (
+    String,
+    composer_core::VolumeRecord,
+    Arc<raid_engine::Volume>,
+    Vec<u8>,
+) {
+    let side = s.side().clone();
+    let (id, rec, v) = unexposed_degraded_mirror(s);
+    let size = v.size() as usize;
+    let data: Vec<u8> = (0..size)
+        .map(|i| (i ^ (i >> 12) ^ (i >> 20)) as u8)
+        .collect();
+    v.write_at(&data, 0).unwrap();
+    v.flush().unwrap();
+    let new = rec.members[0].drive.clone();
+    let failed = Arc::new(Mutex::new(None));
+    let first = std::sync::atomic::AtomicBool::new(true);
+    let (hook_id, hook_failed) = (id.clone(), failed.clone());
+    let hook_side = Arc::downgrade(&side);
+    let hook: crate::node::TestHook = Arc::new(move |at: &str, vol: &str| {
+        if at == "rebuild"
+            && vol == hook_id
+            && first.swap(false, std::sync::atomic::Ordering::SeqCst)
+            && let Some(side) = hook_side.upgrade()
+        {
+            let r = side.fail_drive(&new).map_err(|e| e.to_string());
+            *hook_failed.lock().unwrap() = Some(r);
+        }
+    });
+    *side.hook.lock().unwrap() = Some(hook);
+    let rebuilt = side.rebuild_to(&rec, None, &|_, _| {});
+    *side.hook.lock().unwrap() = None;
+    assert_eq!(
+        failed.lock().unwrap().take(),
+        Some(Ok(vec![id.clone()])),
+        "the drive was not failed during the copy"
+    );
+    let e = rebuilt.expect_err("the rebuild completed a member failed during its copy");
+    assert!(e.to_string().contains("failed during its rebuild"), "{e}");
+    (id, rec, v, data)
+}
+
+/// `composer admin rebuild DRIVE` on `side`.
+fn admin_rebuild(s: &Setup, drive: &str) -> serde_json::Value {
+    crate::admin::handle_with(
+        s.driver.composer(),
+        Some(s.side()),
+        crate::admin::Request::Rebuild {
+            target: drive.to_string(),
+            max_bytes_per_sec: None,
+        },
+        &|_| {},
+        None,
+    )
+}
+
+/// The new member's drive failed (`fail_drive`) while the member's rebuild
+/// copies: the rebuild answers an error naming the failure, the member
+/// stays failed and the volume degraded (the engine no longer makes a
+/// member failed during its copy active at the end), and the operator's
+/// rebuild of that drive moves the member to a third drive and completes
+/// it: every byte reads back from the rebuilt member alone. Runs through
+/// the engine alone (no mounts).
+#[test]
+fn a_member_failed_during_its_rebuild_stays_failed_until_a_rebuild_elsewhere() {
+    let s = Setup::new();
+    let side = s.side().clone();
+    let c = s.driver.composer().clone();
+    let (id, rec, v, data) = mirror_whose_new_drive_failed_during_the_copy(&s);
+    let new = rec.members[0].drive.clone();
+    assert_eq!(
+        v.status()[0].state,
+        raid_engine::MemberState::Failed,
+        "{:?}",
+        v.status()
+    );
+    let cond = side.condition(&id).unwrap();
+    assert!(cond.abnormal, "reported whole: {cond:?}");
+
+    // The operator fails the drive in the inventory too and rebuilds it:
+    // the member moves to a third drive and is copied in full.
+    c.mark(&new, composer_core::Health::Failed).unwrap();
+    let retry = admin_rebuild(&s, &new);
+    assert!(retry.get("error").is_none(), "{retry}");
+    let third = c.get(&id).unwrap().record.members[0].drive.clone();
+    assert!(third != new && third != rec.members[1].drive, "{third}");
+    assert_eq!(
+        retry["ok"]["rebuilt"],
+        serde_json::json!([{ "volume": id, "member": 0, "drive": third }]),
+        "{retry}"
+    );
+    assert_eq!(
+        v.status()[0].state,
+        raid_engine::MemberState::Active,
+        "{:?}",
+        v.status()
+    );
+    assert!(side.unsynced_volumes().is_empty());
+    let cond = side.condition(&id).unwrap();
+    assert!(!cond.abnormal, "{cond:?}");
+
+    // Every byte comes from the rebuilt member alone.
+    v.fail_member(1).unwrap();
+    let mut back = vec![0u8; data.len()];
+    v.read_at(&mut back, 0).unwrap();
+    let bad = back.iter().zip(&data).position(|(x, y)| x != y);
+    assert_eq!(bad, None, "the rebuilt member differs at byte {bad:?}");
+    drop(v);
+    side.unstage(&id, Path::new("")).unwrap();
+    assert!(side.volume(&id).is_none());
+}
+
+/// After the new member's drive failed during its copy and was marked
+/// failed in the inventory, a rebuild of another failed drive (the first
+/// drive again: the operator's retry of the command that failed) does not
+/// copy the member onto the failed drive: it names the member as waiting
+/// for a rebuild of its drive, and leaves it failed. Before, every
+/// rebuild copied a member whose copy had not finished again in place,
+/// onto a drive the operator had failed, and reported the volume whole.
+#[test]
+fn a_rebuild_does_not_copy_onto_a_drive_failed_during_the_copy() {
+    let s = Setup::new();
+    let side = s.side().clone();
+    let c = s.driver.composer().clone();
+    let (id, rec, v, _) = mirror_whose_new_drive_failed_during_the_copy(&s);
+    let new = rec.members[0].drive.clone();
+    c.mark(&new, composer_core::Health::Failed).unwrap();
+    let first: Vec<String> = c
+        .drive_report()
+        .iter()
+        .filter(|r| r.health == composer_core::Health::Failed && r.id != new)
+        .map(|r| r.id.clone())
+        .collect();
+    assert_eq!(first.len(), 1, "{first:?}");
+    let answer = admin_rebuild(&s, &first[0]);
+    assert!(answer.get("error").is_none(), "{answer}");
+    assert_eq!(answer["ok"]["rebuilt"], serde_json::json!([]), "{answer}");
+    assert_eq!(
+        answer["ok"]["waiting"],
+        serde_json::json!([{ "volume": id, "member": 0, "drive": new }]),
+        "{answer}"
+    );
+    assert_eq!(
+        v.status()[0].state,
+        raid_engine::MemberState::Failed,
+        "{:?}",
+        v.status()
+    );
+    assert_eq!(side.unsynced_volumes(), vec![id.clone()]);
+    assert!(side.condition(&id).unwrap().abnormal);
+    drop(v);
+    side.unstage(&id, Path::new("")).unwrap();
+}
