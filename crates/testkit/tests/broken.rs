@@ -360,7 +360,13 @@ async fn a_pool_whose_capacity_rises_passes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_driver_refusing_malformed_ids_passes() {
     assert_passes_everything(broken::plugin("formatted-ids")).await;
-    let r = run_one("formatted-ids", "group/get/unknown_id").await;
+    // A group snapshot the case made and deleted: well formed, no warning.
+    for name in ["group/get/unknown_id", "group/delete/unknown_id"] {
+        let r = run_one("formatted-ids", name).await;
+        assert_eq!(r.outcome, Outcome::Pass, "{r}");
+        assert!(r.warnings.is_empty(), "{r}: {:?}", r.warnings);
+    }
+    let r = run_one("formatted-ids", "group/delete/unknown_id_without_snapshot_ids").await;
     assert_passed_with_warning(&r, "INVALID_ARGUMENT");
     let r = run_one("formatted-ids", "controller/delete_volume/unknown_id").await;
     assert_passed_with_warning(&r, "INVALID_ARGUMENT");

@@ -405,6 +405,7 @@ raw_impl! {
     }
 
     async fn raw_delete_volume_group_snapshot(&self, req: proto::DeleteVolumeGroupSnapshotRequest) -> Result<proto::DeleteVolumeGroupSnapshotResponse, CsiError> {
+        self.formatted("group_snapshot_id", "group", &req.group_snapshot_id)?;
         if !req.group_snapshot_id.is_empty() {
             self.ids_first(&req.snapshot_ids)?;
         }
