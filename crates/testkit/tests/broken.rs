@@ -374,6 +374,15 @@ async fn a_driver_refusing_malformed_ids_passes() {
     assert_passed_with_warning(&r, "INVALID_ARGUMENT");
 }
 
+/// The spec ties `minimum_volume_size` to `maximum_volume_size` by no rule:
+/// one above the other passes, with a warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_minimum_volume_size_above_the_maximum_passes() {
+    assert_passes_everything(broken::plugin("minimum-above-maximum")).await;
+    let r = run_one("minimum-above-maximum", "controller/get_capacity").await;
+    assert_passed_with_warning(&r, "exceeds maximum_volume_size");
+}
+
 /// A deleted volume's id is well formed: a plugin that answers
 /// `INVALID_ARGUMENT` for it (not `NOT_FOUND`) fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -144,6 +144,9 @@ enum Fault {
     /// `CreateVolume` of an existing name with another range answers
     /// `OUT_OF_RANGE`, though the range is allowed for a new name.
     RangeForNameOnly,
+    /// Not a bug: `GetCapacity` reports a `minimum_volume_size` above its
+    /// `maximum_volume_size` (the spec bounds them only to be non-negative).
+    MinimumAboveMaximum,
     /// `CreateVolumeGroupSnapshot` answers members with an empty
     /// `group_snapshot_id` (the spec: inside a `VolumeGroupSnapshot` it
     /// MUST be the group's id).
@@ -344,6 +347,9 @@ raw_impl! {
         match self.1 {
             Fault::NoMaximum => r.maximum_volume_size = None,
             Fault::SmallMaximum => r.maximum_volume_size = Some(1 << 20),
+            Fault::MinimumAboveMaximum => {
+                r.minimum_volume_size = r.maximum_volume_size.map(|m| m + 1);
+            }
             _ => {}
         }
         Ok(r)
@@ -1303,6 +1309,9 @@ pub fn plugin(kind: &str) -> Arc<dyn RawCsi> {
         "no-maximum" => return Arc::new(Faulty(driver.plugin(), Fault::NoMaximum)),
         "small-maximum" => return Arc::new(Faulty(driver.plugin(), Fault::SmallMaximum)),
         "separate-pools" => return Arc::new(Faulty(driver.plugin(), Fault::SeparatePools)),
+        "minimum-above-maximum" => {
+            return Arc::new(Faulty(driver.plugin(), Fault::MinimumAboveMaximum));
+        }
         "large-minimum" => return Arc::new(Faulty(driver.plugin(), Fault::LargeMinimum)),
         "range-for-name-only" => {
             return Arc::new(Faulty(driver.plugin(), Fault::RangeForNameOnly));
