@@ -383,6 +383,15 @@ async fn a_minimum_volume_size_above_the_maximum_passes() {
     assert_passed_with_warning(&r, "exceeds maximum_volume_size");
 }
 
+/// Without a topology a plugin may report the pool it would pick, less
+/// than the node's topology: passes, with a warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capacity_without_a_topology_below_the_nodes_passes() {
+    assert_passes_everything(broken::plugin("default-pool-capacity")).await;
+    let r = run_one("default-pool-capacity", "controller/get_capacity/topology").await;
+    assert_passed_with_warning(&r, "reported without a topology");
+}
+
 /// A deleted volume's id is well formed: a plugin that answers
 /// `INVALID_ARGUMENT` for it (not `NOT_FOUND`) fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -147,6 +147,10 @@ enum Fault {
     /// Not a bug: `GetCapacity` reports a `minimum_volume_size` above its
     /// `maximum_volume_size` (the spec bounds them only to be non-negative).
     MinimumAboveMaximum,
+    /// Not a bug: `GetCapacity` without `accessible_topology` reports half
+    /// the available capacity (that of the pool it picks when no topology
+    /// is named), less than for the node's topology.
+    DefaultPoolCapacity,
     /// `CreateVolumeGroupSnapshot` answers members with an empty
     /// `group_snapshot_id` (the spec: inside a `VolumeGroupSnapshot` it
     /// MUST be the group's id).
@@ -343,10 +347,12 @@ raw_impl! {
                 return Err(CsiError::invalid("accessible_topology", "names no topology this plugin knows"));
             }
         }
+        let no_topology = req.accessible_topology.is_none();
         let mut r = RawCsi::raw_get_capacity(&self.0, req).await?;
         match self.1 {
             Fault::NoMaximum => r.maximum_volume_size = None,
             Fault::SmallMaximum => r.maximum_volume_size = Some(1 << 20),
+            Fault::DefaultPoolCapacity if no_topology => r.available_capacity /= 2,
             Fault::MinimumAboveMaximum => {
                 r.minimum_volume_size = r.maximum_volume_size.map(|m| m + 1);
             }
@@ -1311,6 +1317,9 @@ pub fn plugin(kind: &str) -> Arc<dyn RawCsi> {
         "separate-pools" => return Arc::new(Faulty(driver.plugin(), Fault::SeparatePools)),
         "minimum-above-maximum" => {
             return Arc::new(Faulty(driver.plugin(), Fault::MinimumAboveMaximum));
+        }
+        "default-pool-capacity" => {
+            return Arc::new(Faulty(driver.plugin(), Fault::DefaultPoolCapacity));
         }
         "large-minimum" => return Arc::new(Faulty(driver.plugin(), Fault::LargeMinimum)),
         "range-for-name-only" => {
