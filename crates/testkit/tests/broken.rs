@@ -392,6 +392,20 @@ async fn capacity_without_a_topology_below_the_nodes_passes() {
     assert_passed_with_warning(&r, "reported without a topology");
 }
 
+/// The volume's `content_source` is OPTIONAL: a plugin that leaves it out
+/// of a restored or cloned volume passes, with a warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volume_without_its_content_source_passes() {
+    assert_passes_everything(broken::plugin("no-content-source")).await;
+    for name in [
+        "controller/create_volume/from_snapshot",
+        "controller/create_volume/clone",
+    ] {
+        let r = run_one("no-content-source", name).await;
+        assert_passed_with_warning(&r, "no content_source");
+    }
+}
+
 /// A deleted volume's id is well formed: a plugin that answers
 /// `INVALID_ARGUMENT` for it (not `NOT_FOUND`) fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

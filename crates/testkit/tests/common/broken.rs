@@ -151,6 +151,9 @@ enum Fault {
     /// the available capacity (that of the pool it picks when no topology
     /// is named), less than for the node's topology.
     DefaultPoolCapacity,
+    /// Not a bug: `CreateVolume` from a snapshot or a volume leaves out
+    /// the volume's `content_source` (OPTIONAL in the spec).
+    NoContentSource,
     /// `CreateVolumeGroupSnapshot` answers members with an empty
     /// `group_snapshot_id` (the spec: inside a `VolumeGroupSnapshot` it
     /// MUST be the group's id).
@@ -319,6 +322,12 @@ raw_impl! {
             }
             Err(e) if self.1 == Fault::RangeForNameOnly && e.code() == Code::AlreadyExists => {
                 Err(CsiError::out_of_range(format!("instead of: {e}")))
+            }
+            Ok(mut r) if self.1 == Fault::NoContentSource => {
+                if let Some(v) = &mut r.volume {
+                    v.content_source = None;
+                }
+                Ok(r)
             }
             r => r,
         }
@@ -1320,6 +1329,9 @@ pub fn plugin(kind: &str) -> Arc<dyn RawCsi> {
         }
         "default-pool-capacity" => {
             return Arc::new(Faulty(driver.plugin(), Fault::DefaultPoolCapacity));
+        }
+        "no-content-source" => {
+            return Arc::new(Faulty(driver.plugin(), Fault::NoContentSource));
         }
         "large-minimum" => return Arc::new(Faulty(driver.plugin(), Fault::LargeMinimum)),
         "range-for-name-only" => {
