@@ -406,6 +406,21 @@ async fn a_volume_without_its_content_source_passes() {
     }
 }
 
+/// `ListSnapshots` filtered by a deleted volume's id lists nothing: a
+/// plugin answering `NOT_FOUND` fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catches_not_found_for_list_snapshots_of_a_deleted_volume() {
+    let r = run_one(
+        "unknown-source-not-found",
+        "controller/list_snapshots/unknown_source_volume",
+    )
+    .await;
+    match &r.outcome {
+        Outcome::Fail(reason) => assert!(reason.contains("expected OK, got NOT_FOUND"), "{reason}"),
+        other => panic!("expected FAIL, got {other:?}"),
+    }
+}
+
 /// A deleted volume's id is well formed: a plugin that answers
 /// `INVALID_ARGUMENT` for it (not `NOT_FOUND`) fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1352,6 +1352,42 @@ pub(super) fn cases() -> Vec<Case> {
             }
         ),
         case!(
+            "controller/list_snapshots/unknown_source_volume",
+            "ListSnapshots by the source_volume_id of a volume that does not exist answers OK with no entries (for a made-up id, INVALID_ARGUMENT passes with a warning)",
+            |c| {
+                c.need_controller(CC::LIST_SNAPSHOTS, "LIST_SNAPSHOTS")?;
+                let gone = c.gone_volume().await?;
+                let r = c
+                    .ctl()
+                    .raw_list_snapshots(proto::ListSnapshotsRequest {
+                        source_volume_id: gone.id.clone(),
+                        ..Default::default()
+                    })
+                    .await;
+                let rpc = "ListSnapshots(source_volume_id of a volume that does not exist)";
+                // The spec's ListSnapshots has no NOT_FOUND: the filter
+                // selects snapshots, which may outlive their source volume,
+                // and none matching is an empty list.
+                let mut also = Vec::new();
+                if gone.is_made_up() {
+                    also.push(Answer::Code(Code::InvalidArgument));
+                }
+                let r = match r {
+                    Ok(resp) => resp,
+                    Err(e) => {
+                        return c.answer(rpc, Err::<(), _>(e), Answer::Ok, &also, MADE_UP);
+                    }
+                };
+                let none: ListSnapshotsResponse = c.ok(rpc, Ok(r))?;
+                ensure!(
+                    none.entries.is_empty(),
+                    "{rpc} returned {} entries",
+                    none.entries.len()
+                );
+                Ok(())
+            }
+        ),
+        case!(
             "controller/list_snapshots/pagination",
             "ListSnapshots in pages of 2 returns every snapshot exactly once",
             |c| {

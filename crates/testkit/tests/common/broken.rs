@@ -154,6 +154,10 @@ enum Fault {
     /// Not a bug: `CreateVolume` from a snapshot or a volume leaves out
     /// the volume's `content_source` (OPTIONAL in the spec).
     NoContentSource,
+    /// `ListSnapshots` by the `source_volume_id` of a volume that does not
+    /// exist answers `NOT_FOUND` (the spec's `ListSnapshots` has no such
+    /// code: no snapshot matches, which is an empty list).
+    UnknownSourceNotFound,
     /// `CreateVolumeGroupSnapshot` answers members with an empty
     /// `group_snapshot_id` (the spec: inside a `VolumeGroupSnapshot` it
     /// MUST be the group's id).
@@ -498,6 +502,14 @@ raw_impl! {
 
     async fn raw_list_snapshots(&self, req: proto::ListSnapshotsRequest) -> Result<proto::ListSnapshotsResponse, CsiError> {
         self.formatted("snapshot_id", "snap", &req.snapshot_id)?;
+        if self.1 == Fault::UnknownSourceNotFound && !req.source_volume_id.is_empty() {
+            let get = proto::ControllerGetVolumeRequest { volume_id: req.source_volume_id.clone() };
+            if let Err(e) = RawCsi::raw_controller_get_volume(&self.0, get).await
+                && e.code() == Code::NotFound
+            {
+                return Err(e);
+            }
+        }
         RawCsi::raw_list_snapshots(&self.0, req).await
     }
 
@@ -1332,6 +1344,9 @@ pub fn plugin(kind: &str) -> Arc<dyn RawCsi> {
         }
         "no-content-source" => {
             return Arc::new(Faulty(driver.plugin(), Fault::NoContentSource));
+        }
+        "unknown-source-not-found" => {
+            return Arc::new(Faulty(driver.plugin(), Fault::UnknownSourceNotFound));
         }
         "large-minimum" => return Arc::new(Faulty(driver.plugin(), Fault::LargeMinimum)),
         "range-for-name-only" => {
