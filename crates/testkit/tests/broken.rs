@@ -366,7 +366,11 @@ async fn a_driver_refusing_malformed_ids_passes() {
         assert_eq!(r.outcome, Outcome::Pass, "{r}");
         assert!(r.warnings.is_empty(), "{r}: {:?}", r.warnings);
     }
-    let r = run_one("formatted-ids", "group/delete/unknown_id_without_snapshot_ids").await;
+    let r = run_one(
+        "formatted-ids",
+        "group/delete/unknown_id_without_snapshot_ids",
+    )
+    .await;
     assert_passed_with_warning(&r, "INVALID_ARGUMENT");
     let r = run_one("formatted-ids", "controller/delete_volume/unknown_id").await;
     assert_passed_with_warning(&r, "INVALID_ARGUMENT");
