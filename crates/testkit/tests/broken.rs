@@ -360,12 +360,69 @@ async fn a_pool_whose_capacity_rises_passes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_driver_refusing_malformed_ids_passes() {
     assert_passes_everything(broken::plugin("formatted-ids")).await;
-    let r = run_one("formatted-ids", "group/get/unknown_id").await;
+    // A group snapshot the case made and deleted: well formed, no warning.
+    for name in ["group/get/unknown_id", "group/delete/unknown_id"] {
+        let r = run_one("formatted-ids", name).await;
+        assert_eq!(r.outcome, Outcome::Pass, "{r}");
+        assert!(r.warnings.is_empty(), "{r}: {:?}", r.warnings);
+    }
+    let r = run_one(
+        "formatted-ids",
+        "group/delete/unknown_id_without_snapshot_ids",
+    )
+    .await;
     assert_passed_with_warning(&r, "INVALID_ARGUMENT");
     let r = run_one("formatted-ids", "controller/delete_volume/unknown_id").await;
     assert_passed_with_warning(&r, "INVALID_ARGUMENT");
     let r = run_one("formatted-ids", "controller/list_snapshots/filters").await;
     assert_passed_with_warning(&r, "INVALID_ARGUMENT");
+}
+
+/// The spec ties `minimum_volume_size` to `maximum_volume_size` by no rule:
+/// one above the other passes, with a warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_minimum_volume_size_above_the_maximum_passes() {
+    assert_passes_everything(broken::plugin("minimum-above-maximum")).await;
+    let r = run_one("minimum-above-maximum", "controller/get_capacity").await;
+    assert_passed_with_warning(&r, "exceeds maximum_volume_size");
+}
+
+/// Without a topology a plugin may report the pool it would pick, less
+/// than the node's topology: passes, with a warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capacity_without_a_topology_below_the_nodes_passes() {
+    assert_passes_everything(broken::plugin("default-pool-capacity")).await;
+    let r = run_one("default-pool-capacity", "controller/get_capacity/topology").await;
+    assert_passed_with_warning(&r, "reported without a topology");
+}
+
+/// The volume's `content_source` is OPTIONAL: a plugin that leaves it out
+/// of a restored or cloned volume passes, with a warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volume_without_its_content_source_passes() {
+    assert_passes_everything(broken::plugin("no-content-source")).await;
+    for name in [
+        "controller/create_volume/from_snapshot",
+        "controller/create_volume/clone",
+    ] {
+        let r = run_one("no-content-source", name).await;
+        assert_passed_with_warning(&r, "no content_source");
+    }
+}
+
+/// `ListSnapshots` filtered by a deleted volume's id lists nothing: a
+/// plugin answering `NOT_FOUND` fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catches_not_found_for_list_snapshots_of_a_deleted_volume() {
+    let r = run_one(
+        "unknown-source-not-found",
+        "controller/list_snapshots/unknown_source_volume",
+    )
+    .await;
+    match &r.outcome {
+        Outcome::Fail(reason) => assert!(reason.contains("expected OK, got NOT_FOUND"), "{reason}"),
+        other => panic!("expected FAIL, got {other:?}"),
+    }
 }
 
 /// A deleted volume's id is well formed: a plugin that answers

@@ -71,6 +71,51 @@ async fn group(c: &Ctx) -> Result<String, CaseError> {
     Ok(g.group_snapshot.group_snapshot_id.into_string())
 }
 
+/// A group snapshot id that does not exist, with the member snapshot ids
+/// to send along (`snapshot_ids` is REQUIRED): those of a group snapshot
+/// the case makes and deletes when the plugin can, else [`UNKNOWN_ID`]
+/// (see [`Missing`]: a plugin whose ids have a format may refuse a made-up
+/// one as malformed, but a deleted group's id is its own).
+async fn gone_group(c: &Ctx) -> Result<(Missing, Vec<String>), CaseError> {
+    let made_up = || Ok((Missing::made_up(), vec![UNKNOWN_ID.to_string()]));
+    if !c.found().controller.contains(CC::CREATE_DELETE_VOLUME) {
+        return made_up();
+    }
+    let v = c.volume("gone-gsrc").await?;
+    let r = send_create(
+        c,
+        proto::CreateVolumeGroupSnapshotRequest {
+            name: c.name("gone-group"),
+            source_volume_ids: vec![v.volume_id.to_string()],
+            ..Default::default()
+        },
+    )
+    .await;
+    let Some(g) = r
+        .ok()
+        .and_then(|r| r.group_snapshot)
+        .filter(|g| !g.group_snapshot_id.is_empty() && !g.snapshots.is_empty())
+    else {
+        // The group cases judge the refusal or the malformed group; this
+        // one makes do.
+        return made_up();
+    };
+    let id = g.group_snapshot_id;
+    let snapshot_ids: Vec<String> = g.snapshots.into_iter().map(|s| s.snapshot_id).collect();
+    ok_raw(
+        "DeleteVolumeGroupSnapshot",
+        c.ctl()
+            .raw_delete_volume_group_snapshot(proto::DeleteVolumeGroupSnapshotRequest {
+                group_snapshot_id: id.clone(),
+                snapshot_ids: snapshot_ids.clone(),
+                ..Default::default()
+            })
+            .await,
+    )?;
+    c.forget(|x| matches!(x, Cleanup::GroupSnapshot(i, _) if *i == id));
+    Ok((Missing { id, made_up: false }, snapshot_ids))
+}
+
 /// Why the missing group snapshot's answer is preferred to the field's.
 const MISSING_GROUP_FIRST: &str = "the group snapshot does not exist, and `snapshot_ids` only cross-checks an existing group (the SDK's precedence rule answers for the missing object first)";
 
@@ -224,33 +269,45 @@ pub(super) fn cases() -> Vec<Case> {
             "GetVolumeGroupSnapshot of a group snapshot that does not exist answers NOT_FOUND",
             |c| {
                 c.need_group()?;
+                let (gone, snapshot_ids) = gone_group(&c).await?;
                 let r = c
                     .ctl()
                     .raw_get_volume_group_snapshot(proto::GetVolumeGroupSnapshotRequest {
-                        group_snapshot_id: UNKNOWN_ID.into(),
-                        snapshot_ids: vec![UNKNOWN_ID.into()],
+                        group_snapshot_id: gone.id.clone(),
+                        snapshot_ids,
                         ..Default::default()
                     })
                     .await;
-                c.not_found("GetVolumeGroupSnapshot", r, &Missing::made_up())
+                c.not_found("GetVolumeGroupSnapshot", r, &gone)
             }
         ),
         case!(
             "group/delete/unknown_id",
-            "DeleteVolumeGroupSnapshot of a group snapshot that does not exist succeeds",
+            "DeleteVolumeGroupSnapshot of a group snapshot that does not exist succeeds (for a made-up id, INVALID_ARGUMENT passes with a warning)",
             |c| {
                 c.need_group()?;
-                ok_raw(
+                let (gone, snapshot_ids) = gone_group(&c).await?;
+                let r = c
+                    .ctl()
+                    .raw_delete_volume_group_snapshot(proto::DeleteVolumeGroupSnapshotRequest {
+                        group_snapshot_id: gone.id.clone(),
+                        snapshot_ids,
+                        ..Default::default()
+                    })
+                    .await;
+                let mut also = Vec::new();
+                if gone.is_made_up() {
+                    // A plugin whose ids have a format may refuse a made-up
+                    // one as malformed (see `Missing`).
+                    also.push(Answer::Code(Code::InvalidArgument));
+                }
+                c.answer(
                     "DeleteVolumeGroupSnapshot (unknown id)",
-                    c.ctl()
-                        .raw_delete_volume_group_snapshot(proto::DeleteVolumeGroupSnapshotRequest {
-                            group_snapshot_id: UNKNOWN_ID.into(),
-                            snapshot_ids: vec![UNKNOWN_ID.into()],
-                            ..Default::default()
-                        })
-                        .await,
-                )?;
-                Ok(())
+                    r,
+                    Answer::Ok,
+                    &also,
+                    "the spec says a group snapshot that does not exist MUST be answered OK, and a made-up id may be malformed for the plugin",
+                )
             }
         ),
         case!(

@@ -144,6 +144,20 @@ enum Fault {
     /// `CreateVolume` of an existing name with another range answers
     /// `OUT_OF_RANGE`, though the range is allowed for a new name.
     RangeForNameOnly,
+    /// Not a bug: `GetCapacity` reports a `minimum_volume_size` above its
+    /// `maximum_volume_size` (the spec bounds them only to be non-negative).
+    MinimumAboveMaximum,
+    /// Not a bug: `GetCapacity` without `accessible_topology` reports half
+    /// the available capacity (that of the pool it picks when no topology
+    /// is named), less than for the node's topology.
+    DefaultPoolCapacity,
+    /// Not a bug: `CreateVolume` from a snapshot or a volume leaves out
+    /// the volume's `content_source` (OPTIONAL in the spec).
+    NoContentSource,
+    /// `ListSnapshots` by the `source_volume_id` of a volume that does not
+    /// exist answers `NOT_FOUND` (the spec's `ListSnapshots` has no such
+    /// code: no snapshot matches, which is an empty list).
+    UnknownSourceNotFound,
     /// `CreateVolumeGroupSnapshot` answers members with an empty
     /// `group_snapshot_id` (the spec: inside a `VolumeGroupSnapshot` it
     /// MUST be the group's id).
@@ -313,6 +327,12 @@ raw_impl! {
             Err(e) if self.1 == Fault::RangeForNameOnly && e.code() == Code::AlreadyExists => {
                 Err(CsiError::out_of_range(format!("instead of: {e}")))
             }
+            Ok(mut r) if self.1 == Fault::NoContentSource => {
+                if let Some(v) = &mut r.volume {
+                    v.content_source = None;
+                }
+                Ok(r)
+            }
             r => r,
         }
     }
@@ -340,10 +360,15 @@ raw_impl! {
                 return Err(CsiError::invalid("accessible_topology", "names no topology this plugin knows"));
             }
         }
+        let no_topology = req.accessible_topology.is_none();
         let mut r = RawCsi::raw_get_capacity(&self.0, req).await?;
         match self.1 {
             Fault::NoMaximum => r.maximum_volume_size = None,
             Fault::SmallMaximum => r.maximum_volume_size = Some(1 << 20),
+            Fault::DefaultPoolCapacity if no_topology => r.available_capacity /= 2,
+            Fault::MinimumAboveMaximum => {
+                r.minimum_volume_size = r.maximum_volume_size.map(|m| m + 1);
+            }
             _ => {}
         }
         Ok(r)
@@ -405,6 +430,7 @@ raw_impl! {
     }
 
     async fn raw_delete_volume_group_snapshot(&self, req: proto::DeleteVolumeGroupSnapshotRequest) -> Result<proto::DeleteVolumeGroupSnapshotResponse, CsiError> {
+        self.formatted("group_snapshot_id", "group", &req.group_snapshot_id)?;
         if !req.group_snapshot_id.is_empty() {
             self.ids_first(&req.snapshot_ids)?;
         }
@@ -476,6 +502,14 @@ raw_impl! {
 
     async fn raw_list_snapshots(&self, req: proto::ListSnapshotsRequest) -> Result<proto::ListSnapshotsResponse, CsiError> {
         self.formatted("snapshot_id", "snap", &req.snapshot_id)?;
+        if self.1 == Fault::UnknownSourceNotFound && !req.source_volume_id.is_empty() {
+            let get = proto::ControllerGetVolumeRequest { volume_id: req.source_volume_id.clone() };
+            if let Err(e) = RawCsi::raw_controller_get_volume(&self.0, get).await
+                && e.code() == Code::NotFound
+            {
+                return Err(e);
+            }
+        }
         RawCsi::raw_list_snapshots(&self.0, req).await
     }
 
@@ -1302,6 +1336,18 @@ pub fn plugin(kind: &str) -> Arc<dyn RawCsi> {
         "no-maximum" => return Arc::new(Faulty(driver.plugin(), Fault::NoMaximum)),
         "small-maximum" => return Arc::new(Faulty(driver.plugin(), Fault::SmallMaximum)),
         "separate-pools" => return Arc::new(Faulty(driver.plugin(), Fault::SeparatePools)),
+        "minimum-above-maximum" => {
+            return Arc::new(Faulty(driver.plugin(), Fault::MinimumAboveMaximum));
+        }
+        "default-pool-capacity" => {
+            return Arc::new(Faulty(driver.plugin(), Fault::DefaultPoolCapacity));
+        }
+        "no-content-source" => {
+            return Arc::new(Faulty(driver.plugin(), Fault::NoContentSource));
+        }
+        "unknown-source-not-found" => {
+            return Arc::new(Faulty(driver.plugin(), Fault::UnknownSourceNotFound));
+        }
         "large-minimum" => return Arc::new(Faulty(driver.plugin(), Fault::LargeMinimum)),
         "range-for-name-only" => {
             return Arc::new(Faulty(driver.plugin(), Fault::RangeForNameOnly));
