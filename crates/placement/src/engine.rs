@@ -238,10 +238,12 @@ pub(crate) struct Vol {
 
 /// The stateful placement engine. See the crate docs for an example.
 ///
-/// `Clone` is cheap, for a caller that plans on a copy: the clone copies the inventory's live
-/// values (see [`Inventory`]) and shares the inventory's shape and indexes, the volume records
-/// and the per-drive member lists (in chunks) with the engine it came from, each copied on its
-/// first write by either. A change to one copy is never seen by another.
+/// `Clone` is cheap enough for a caller that plans on a copy: the clone shares the inventory's
+/// shape and indexes, the volume records and the per-drive member lists (in chunks) with the
+/// engine it came from, each copied on its first write by either; it copies the inventory's
+/// live values (see [`Inventory`]), the engine's own per-drive arrays (free bytes, capacity,
+/// class), its per-class trees and its volume index. A change to one copy is never seen by
+/// another.
 #[derive(Debug, Clone)]
 pub struct Engine {
     pub(crate) inv: Inventory,
