@@ -1013,6 +1013,14 @@ impl Composer {
     }
 
     /// `GetCapacity` for parameters within a topology segment.
+    ///
+    /// Plans on `GetCapacity`'s own copy of the pool, kept current by a
+    /// journal of the pool's changes, and answers what planning on the
+    /// state's pool answers. It holds the state lock only to take the
+    /// journal, or to copy the pool: on the first call, after a change no
+    /// journal replays (a repair, a slice grown in place) and after 65,536
+    /// changes with no call. Calls take turns with each other on the copy;
+    /// creates and deletes go on meanwhile.
     pub fn capacity(
         &self,
         parameters: &BTreeMap<String, String>,

@@ -297,9 +297,13 @@ impl ReconcileReport {
 ///
 /// `Clone` for the composer's copy that `GetCapacity` plans on (see
 /// `Composer::capacity`): made once and then kept current by replaying the
-/// changes. It shares the placement inventory's indexes and the volume
-/// records with the pool it comes from (see `placement::Inventory`), and
-/// copies the rest (the inventory spec, per-drive tables, slice allocator).
+/// changes. It shares with the pool it comes from the composer's inventory,
+/// the accessible-topology table and, through `placement::Engine`'s cheap
+/// clone, the placement inventory's shape and indexes, the volume records
+/// and the per-drive member lists (in chunks), each copied on its first
+/// write; it copies the placement inventory's live values (each drive's
+/// free bytes and health), the engine's per-drive arrays, class trees and
+/// volume index, the slice allocator and the marks.
 #[derive(Clone)]
 pub struct Pool {
     inv: Arc<Inventory>,

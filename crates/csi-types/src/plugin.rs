@@ -155,7 +155,8 @@ impl PluginBuilder {
         controller: Controller,
         /// `CreateVolume`/`DeleteVolume`: advertises `CREATE_DELETE_VOLUME`.
         provisioner: Provisioner,
-        /// `ControllerPublishVolume`/`ControllerUnpublishVolume`: advertises `PUBLISH_UNPUBLISH_VOLUME`.
+        /// `ControllerPublishVolume`/`ControllerUnpublishVolume`: advertises `PUBLISH_UNPUBLISH_VOLUME`;
+        /// needed by `PUBLISH_READONLY` and `LIST_VOLUMES_PUBLISHED_NODES`.
         publisher: ControllerPublisher,
         /// `ListVolumes`: advertises `LIST_VOLUMES`.
         volume_lister: VolumeLister,
@@ -169,7 +170,9 @@ impl PluginBuilder {
         snapshot_lister: SnapshotLister,
         /// `GetSnapshot`: advertises `GET_SNAPSHOT`.
         snapshot_getter: SnapshotGetter,
-        /// `ControllerExpandVolume`: advertises the controller's `EXPAND_VOLUME`.
+        /// `ControllerExpandVolume`: advertises the controller's `EXPAND_VOLUME`;
+        /// needed by `VOLUME_EXPANSION_OFFLINE` on an instance serving the
+        /// Controller service.
         controller_expander: ControllerExpander,
         /// `ControllerGetVolume`: advertises `GET_VOLUME`.
         volume_getter: VolumeGetter,
@@ -199,6 +202,29 @@ impl PluginBuilder {
 
     /// Derives the capabilities and checks that every declared feature has
     /// the RPCs it needs. The error names the capability and what is missing.
+    ///
+    /// Refused ([`BuildError`]), each as the spec's rule demands:
+    /// - a Controller or Node part without the service's mandatory trait
+    ///   ([`BuildError::MissingService`]);
+    /// - a `snapshotter` without a `provisioner` (`CREATE_DELETE_SNAPSHOT`
+    ///   plugins "MUST support creating volume from snapshot"), and
+    ///   `CLONE_VOLUME` without a `provisioner`;
+    /// - `PUBLISH_READONLY` without a `publisher`;
+    /// - `LIST_VOLUMES_PUBLISHED_NODES` without a `publisher` ("The SP MUST
+    ///   also support PUBLISH_UNPUBLISH_VOLUME"), or without a
+    ///   `volume_lister` or `volume_getter` (either reports
+    ///   `published_node_ids`);
+    /// - the controller's `VOLUME_CONDITION` without a `volume_lister` or
+    ///   `volume_getter`, the node's without a `node_stats`;
+    /// - both `VOLUME_EXPANSION_ONLINE` and `VOLUME_EXPANSION_OFFLINE`
+    ///   ([`BuildError::Exclusive`]);
+    /// - on an instance serving both services, either expansion capability
+    ///   with neither expander; on an instance serving the Controller
+    ///   service, `VOLUME_EXPANSION_OFFLINE` without a
+    ///   `controller_expander` (node expansion alone does not serve it). An
+    ///   instance serving one service alone advertises the plugin's
+    ///   expansion without holding the part its other half serves
+    ///   (capabilities are "the grand sum" of all instances).
     pub fn build(mut self) -> Result<Plugin, BuildError> {
         let i = &mut self.inner;
         let missing = |capability: &'static str, needs: &'static str| {

@@ -237,6 +237,13 @@ pub(crate) struct Vol {
 }
 
 /// The stateful placement engine. See the crate docs for an example.
+///
+/// `Clone` is cheap enough for a caller that plans on a copy: the clone shares the inventory's
+/// shape and indexes, the volume records and the per-drive member lists (in chunks) with the
+/// engine it came from, each copied on its first write by either; it copies the inventory's
+/// live values (see [`Inventory`]), the engine's own per-drive arrays (free bytes, capacity,
+/// class), its per-class trees and its volume index. A change to one copy is never seen by
+/// another.
 #[derive(Debug, Clone)]
 pub struct Engine {
     pub(crate) inv: Inventory,
@@ -705,9 +712,9 @@ impl Engine {
     ///     attributes: Default::default(),
     /// };
     /// engine.add_drive(drive).unwrap();
-    /// assert_eq!(engine.inventory().spec().drives.len(), 1);
+    /// assert_eq!(engine.inventory().drive_count(), 1);
     /// engine.remove_drive(&DriveId::new("j1-d1").unwrap()).unwrap();
-    /// assert!(engine.inventory().spec().drives.is_empty());
+    /// assert_eq!(engine.inventory().drive_count(), 0);
     /// ```
     pub fn add_drive(&mut self, drive: DriveSpec) -> Result<u64, PlacementError> {
         // Validate everything first; nothing below can fail.
@@ -1186,7 +1193,10 @@ impl Engine {
         self.search_budget = steps.max(1);
     }
 
-    /// The inventory, reflecting every committed placement.
+    /// The inventory, reflecting every committed placement in its live values (free bytes,
+    /// loads, group usage). The engine keeps the placed volumes itself: the inventory's
+    /// [`crate::InventorySpec::volumes`] is empty here; read them with [`Engine::volumes`], or take
+    /// [`Engine::snapshot`] for an inventory that lists them.
     pub fn inventory(&self) -> &Inventory {
         &self.inv
     }

@@ -467,7 +467,7 @@ impl FileDevice {
     /// Open an existing file or block device read-write.
     pub fn open(path: impl AsRef<Path>, mode: CacheMode) -> io::Result<Self> {
         let path = path.as_ref().to_path_buf();
-        // Named once, quoted short: a long path or one with control
+        // Named once, by `quote_path`: a long path or one with control
         // characters would otherwise make the message as long, or break it.
         let shown = shown(&path);
         let annotate = |e: io::Error| io::Error::new(e.kind(), format!("{shown}: {e}"));

@@ -2395,6 +2395,12 @@ impl Volume {
     /// Rebuild member `role` (after [`Volume::replace`]) by copying exactly
     /// what `raid`'s rebuild plan lists, chunk by chunk, throttled, while
     /// the volume stays online. The member becomes active at the end.
+    ///
+    /// A member failed while it is being copied ([`Volume::fail_member`], or
+    /// an I/O error of another request) stays failed: the copy stops with
+    /// [`EngineError::Interrupted`] naming it, and a later rebuild (after
+    /// another [`Volume::replace`]) starts over. [`Volume::interrupt`] stops
+    /// it with [`EngineError::Interrupted`] too.
     pub fn rebuild(&self, role: usize, opts: &RebuildOptions<'_>) -> Result<Progress> {
         let g = self
             .geometry()
@@ -2604,6 +2610,10 @@ impl Volume {
     /// `device` if given, which must carry this volume's superblock for the
     /// role) by resyncing only the regions the write-intent bitmap marks.
     /// A member that was never in sync needs [`Volume::replace`] instead.
+    ///
+    /// A member failed again while it is being re-added stays failed: the
+    /// copy stops with [`EngineError::Interrupted`] naming it, as
+    /// [`Volume::rebuild`] does.
     pub fn readd(
         &self,
         role: usize,

@@ -46,7 +46,7 @@
 //! ```
 //!
 //! Messages quote what they name through the same crate: rejected input by [`quote`] (escaped,
-//! cut after 64 characters), and paths by [`quote_path`] (plain ones as they are, odd ones
+//! cut after 64 characters; [`quote_within`] cuts at another length), and paths by [`quote_path`] (plain ones as they are, odd ones
 //! escaped, a long one cut in the middle so that its last component stays visible).
 //!
 //! # Features

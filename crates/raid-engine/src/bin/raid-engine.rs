@@ -460,7 +460,7 @@ fn open_member(
     FileDevice::open(spec, mode)
         .map(|d| Arc::new(d) as Arc<dyn BlockDevice>)
         .map_err(|e| {
-            // The library's message names the path quoted short already.
+            // The library's message names the path already (`quote_path`).
             e.to_string()
         })
 }
