@@ -372,8 +372,10 @@ fn shown_member(spec: &str) -> String {
 /// `e`, an error about the path shown as `shown`, after what was done
 /// (`what`, or `what_to` with the path where `e` does not name it):
 /// `attaching a loop device to /mnt/v/volume: ...`, the path named once.
+/// The path counts as named where it is a word of its own ([`names`]):
+/// `/dev/loop1` is not named by an error about `/dev/loop10`.
 fn naming_once(what: &str, what_to: &str, shown: &str, e: &str) -> String {
-    if e.contains(shown) {
+    if names(e, shown) {
         format!("{what}: {e}")
     } else {
         format!("{what_to}{shown}: {e}")
@@ -1480,7 +1482,18 @@ fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use super::unreadable_line;
+    use super::{naming_once, unreadable_line};
+
+    /// A device or file is named once: not again where the error names it,
+    /// and where the error names only a longer path it is a prefix of
+    /// (`/dev/loop10` for `/dev/loop1`), it is said.
+    #[test]
+    fn naming_once_says_a_path_the_error_names_only_as_a_prefix() {
+        let once = naming_once("detaching", "detaching ", "/dev/loop1", "/dev/loop1: busy");
+        assert_eq!(once, "detaching: /dev/loop1: busy");
+        let said = naming_once("detaching", "detaching ", "/dev/loop1", "/dev/loop10: busy");
+        assert_eq!(said, "detaching /dev/loop1: /dev/loop10: busy");
+    }
 
     /// A member with a short name is named even where its name is part of
     /// a word of the error (before, a substring test took `d` as named by
