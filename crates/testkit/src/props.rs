@@ -889,9 +889,12 @@ impl Seq<'_> {
                     Some(Some(_)) => {
                         let resp = expect_ok(what, r)?;
                         let v = self.m.vols.get(&slot).expect("present");
+                        // Not the idempotency rule (which asks only for
+                        // OK) but the field's: its contents "SHALL NOT be
+                        // mutable" and "SHALL be safe for the CO to cache".
                         if resp.publish_context != v.publish_context {
                             return Err(format!(
-                                "{what}: publishing again returned publish_context {:?}, first {:?}",
+                                "{what}: publishing again returned publish_context {:?}, first {:?} (the spec: its contents SHALL NOT be mutable and SHALL be safe for the CO to cache)",
                                 resp.publish_context, v.publish_context
                             ));
                         }

@@ -258,6 +258,24 @@ async fn assert_passes_everything(plugin: Arc<dyn RawCsi>) {
     assert!(left.entries.is_empty(), "left behind: {:?}", left.entries);
 }
 
+/// The idempotency rule of `ControllerPublishVolume` asks only for OK, but
+/// `publish_context` "SHALL NOT be mutable": a driver that answers a retry
+/// with another context fails the case and the state machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catches_a_publish_context_that_changes_on_retry() {
+    let report = run(broken::plugin("fresh-publish-context")).await;
+    assert_fails(
+        &report,
+        "controller/publish/idempotent",
+        "retried returned another publish_context",
+    );
+    assert_fails(
+        &report,
+        "properties/state_machine",
+        "publishing again returned publish_context",
+    );
+}
+
 /// A mutable parameter may change a volume's size: a `ControllerModifyVolume`
 /// that grows the volume passes the state machine, with a warning (it
 /// failed: it demanded the `ListVolumes` entry unchanged).

@@ -177,7 +177,14 @@ enum Fault {
     /// (as a mutable parameter that picks a tier of another size may): the
     /// spec ties the capacity to no mutable parameter.
     ModifyResizes,
+    /// `ControllerPublishVolume` answers a new `publish_context` on every
+    /// call, retries included (the spec: its contents "SHALL NOT be
+    /// mutable").
+    FreshPublishContext,
 }
+
+/// Counts the calls answered under [`Fault::FreshPublishContext`].
+static PUBLISH_CALLS: AtomicU64 = AtomicU64::new(0);
 
 impl Faulty {
     fn other(&self) -> bool {
@@ -388,7 +395,12 @@ raw_impl! {
     async fn raw_controller_publish_volume(&self, req: proto::ControllerPublishVolumeRequest) -> Result<proto::ControllerPublishVolumeResponse, CsiError> {
         self.formatted("volume_id", "vol", &req.volume_id)?;
         self.unknown_node_first(&req.node_id)?;
-        RawCsi::raw_controller_publish_volume(&self.0, req).await
+        let mut r = RawCsi::raw_controller_publish_volume(&self.0, req).await?;
+        if self.1 == Fault::FreshPublishContext {
+            let n = PUBLISH_CALLS.fetch_add(1, Ordering::Relaxed);
+            r.publish_context.insert("call".into(), n.to_string());
+        }
+        Ok(r)
     }
 
     async fn raw_node_stage_volume(&self, req: proto::NodeStageVolumeRequest) -> Result<proto::NodeStageVolumeResponse, CsiError> {
@@ -1373,6 +1385,9 @@ pub fn plugin(kind: &str) -> Arc<dyn RawCsi> {
         }
         "no-volume-condition" => {
             return Arc::new(Faulty(driver.plugin(), Fault::NoVolumeCondition));
+        }
+        "fresh-publish-context" => {
+            return Arc::new(Faulty(driver.plugin(), Fault::FreshPublishContext));
         }
         "modify-resizes" => return Arc::new(Faulty(driver.plugin(), Fault::ModifyResizes)),
         "gone-is-invalid" => return Arc::new(Faulty(driver.plugin(), Fault::InvalidForUnknown)),
