@@ -278,7 +278,8 @@ async fn catches_a_publish_context_that_changes_on_retry() {
 
 /// A mutable parameter may change a volume's size: a `ControllerModifyVolume`
 /// that grows the volume passes the state machine, with a warning (it
-/// failed: it demanded the `ListVolumes` entry unchanged).
+/// failed: it demanded the `ListVolumes` entry unchanged), and every other
+/// case.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_modify_that_resizes_the_volume_passes() {
     let plugin = broken::plugin("modify-resizes");
@@ -289,6 +290,7 @@ async fn a_modify_that_resizes_the_volume_passes() {
     let report = Suite::new(config, plugin.clone(), plugin).run().await;
     let r = &report.results[0];
     assert_passed_with_warning(r, "ControllerModifyVolume(iops=500): ListVolumes shows");
+    assert_passes_everything(broken::plugin("modify-resizes")).await;
 }
 
 /// The spec lets a plugin refuse to delete a volume with snapshots or
