@@ -889,9 +889,12 @@ impl Seq<'_> {
                     Some(Some(_)) => {
                         let resp = expect_ok(what, r)?;
                         let v = self.m.vols.get(&slot).expect("present");
+                        // Not the idempotency rule (which asks only for
+                        // OK) but the field's: its contents "SHALL NOT be
+                        // mutable" and "SHALL be safe for the CO to cache".
                         if resp.publish_context != v.publish_context {
                             return Err(format!(
-                                "{what}: publishing again returned publish_context {:?}, first {:?}",
+                                "{what}: publishing again returned publish_context {:?}, first {:?} (the spec: its contents SHALL NOT be mutable and SHALL be safe for the CO to cache)",
                                 resp.publish_context, v.publish_context
                             ));
                         }
@@ -1232,9 +1235,10 @@ impl Seq<'_> {
 
     /// `ControllerModifyVolume`: OK on a volume that exists, NOT_FOUND on
     /// one that does not, and what `ListVolumes` shows of the volume (its
-    /// id, capacity, source, topology and the nodes it is published to) is
-    /// the same before and after. Its `volume_context` and condition may
-    /// change: a driver may report the mutable parameters there.
+    /// id, source and the nodes it is published to) is the same before and
+    /// after. Its `volume_context` and condition may change: a driver may
+    /// report the mutable parameters there; so may its capacity and
+    /// accessible topology, with a warning.
     async fn modify(&mut self, slot: u8, param: u8) -> Result<Option<Observed>, String> {
         let cc = self.c.found().controller;
         let params = &self.c.config().mutable_parameters;
@@ -1271,9 +1275,35 @@ impl Seq<'_> {
         expect_ok(&what, r)?;
         if lists {
             let after = listed_volume(self.c, &id).await?;
-            if after != before {
+            // The spec ties neither the capacity nor the accessible topology
+            // to the mutable parameters (a parameter may pick a tier of
+            // another size, or one reachable elsewhere): a change is
+            // reported, and the model follows the new capacity. The id,
+            // source and published nodes stay.
+            let (Some(b), Some(mut a)) = (before, after.clone()) else {
                 return Err(format!(
-                    "{what}: changed what ListVolumes shows of {id}: before {before:?}, after {after:?}"
+                    "{what}: changed whether ListVolumes shows {id}: after {after:?}"
+                ));
+            };
+            let (cap, topology) = (a.volume.capacity_bytes, a.volume.accessible_topology);
+            a.volume.capacity_bytes = b.volume.capacity_bytes;
+            a.volume.accessible_topology = b.volume.accessible_topology.clone();
+            if a != b {
+                return Err(format!(
+                    "{what}: changed what ListVolumes shows of {id}: before {b:?}, after {after:?}"
+                ));
+            }
+            if cap != b.volume.capacity_bytes {
+                self.c.warn(format!(
+                    "{what}: ListVolumes shows {id} with capacity_bytes {cap}, {} before (the spec allows it: a mutable parameter may change the size)",
+                    b.volume.capacity_bytes
+                ));
+                self.m.vols.get_mut(&slot).expect("present").cap = cap;
+            }
+            if topology != b.volume.accessible_topology {
+                self.c.warn(format!(
+                    "{what}: ListVolumes shows {id} with accessible_topology {topology:?}, {:?} before (the spec allows it: a mutable parameter may move the volume)",
+                    b.volume.accessible_topology
                 ));
             }
         }
@@ -1621,8 +1651,8 @@ fn case_text(e: CaseError) -> String {
 }
 
 /// The `ListVolumes` entry of `id`, without the parts
-/// `ControllerModifyVolume` may change: `volume_context` and the volume
-/// condition.
+/// `ControllerModifyVolume` may change silently: `volume_context` and the
+/// volume condition.
 async fn listed_volume(
     c: &Ctx,
     id: &str,

@@ -258,6 +258,41 @@ async fn assert_passes_everything(plugin: Arc<dyn RawCsi>) {
     assert!(left.entries.is_empty(), "left behind: {:?}", left.entries);
 }
 
+/// The idempotency rule of `ControllerPublishVolume` asks only for OK, but
+/// `publish_context` "SHALL NOT be mutable": a driver that answers a retry
+/// with another context fails the case and the state machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catches_a_publish_context_that_changes_on_retry() {
+    let report = run(broken::plugin("fresh-publish-context")).await;
+    assert_fails(
+        &report,
+        "controller/publish/idempotent",
+        "retried returned another publish_context",
+    );
+    assert_fails(
+        &report,
+        "properties/state_machine",
+        "publishing again returned publish_context",
+    );
+}
+
+/// A mutable parameter may change a volume's size: a `ControllerModifyVolume`
+/// that grows the volume passes the state machine, with a warning (it
+/// failed: it demanded the `ListVolumes` entry unchanged), and every other
+/// case.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_modify_that_resizes_the_volume_passes() {
+    let plugin = broken::plugin("modify-resizes");
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::config(dir.path());
+    config.proptest_cases = 64;
+    config.filter = Some("properties/".into());
+    let report = Suite::new(config, plugin.clone(), plugin).run().await;
+    let r = &report.results[0];
+    assert_passed_with_warning(r, "ControllerModifyVolume(iops=500): ListVolumes shows");
+    assert_passes_everything(broken::plugin("modify-resizes")).await;
+}
+
 /// The spec lets a plugin refuse to delete a volume with snapshots or
 /// clones, or a snapshot with restored volumes (`FAILED_PRECONDITION`): such
 /// a driver passes every case, and the state machine's teardown still

@@ -921,9 +921,14 @@ pub(super) fn cases() -> Vec<Case> {
                     "ControllerPublishVolume (retry)",
                     send_publish(&c, req).await,
                 )?;
+                // The idempotency rule asks only for OK, but the field's
+                // own rules forbid another answer: its contents "SHALL NOT
+                // be mutable" and "SHALL be safe for the CO to cache", so a
+                // CO may pass the first context to NodeStageVolume after a
+                // retry it did not see answered.
                 ensure!(
                     a.publish_context == b.publish_context,
-                    "ControllerPublishVolume retried returned another publish_context: {:?} then {:?}",
+                    "ControllerPublishVolume retried returned another publish_context (the spec: its contents SHALL NOT be mutable and SHALL be safe for the CO to cache): {:?} then {:?}",
                     a.publish_context,
                     b.publish_context
                 );

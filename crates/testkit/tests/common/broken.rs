@@ -173,7 +173,18 @@ enum Fault {
     /// controller advertises `VOLUME_CONDITION` (on the wire: the SDK's
     /// `Plugin` refuses to send such a response).
     NoVolumeCondition,
+    /// Not a bug: `ControllerModifyVolume` also grows the volume by 1 MiB
+    /// (as a mutable parameter that picks a tier of another size may): the
+    /// spec ties the capacity to no mutable parameter.
+    ModifyResizes,
+    /// `ControllerPublishVolume` answers a new `publish_context` on every
+    /// call, retries included (the spec: its contents "SHALL NOT be
+    /// mutable").
+    FreshPublishContext,
 }
+
+/// Counts the calls answered under [`Fault::FreshPublishContext`].
+static PUBLISH_CALLS: AtomicU64 = AtomicU64::new(0);
 
 impl Faulty {
     fn other(&self) -> bool {
@@ -384,7 +395,12 @@ raw_impl! {
     async fn raw_controller_publish_volume(&self, req: proto::ControllerPublishVolumeRequest) -> Result<proto::ControllerPublishVolumeResponse, CsiError> {
         self.formatted("volume_id", "vol", &req.volume_id)?;
         self.unknown_node_first(&req.node_id)?;
-        RawCsi::raw_controller_publish_volume(&self.0, req).await
+        let mut r = RawCsi::raw_controller_publish_volume(&self.0, req).await?;
+        if self.1 == Fault::FreshPublishContext {
+            let n = PUBLISH_CALLS.fetch_add(1, Ordering::Relaxed);
+            r.publish_context.insert("call".into(), n.to_string());
+        }
+        Ok(r)
     }
 
     async fn raw_node_stage_volume(&self, req: proto::NodeStageVolumeRequest) -> Result<proto::NodeStageVolumeResponse, CsiError> {
@@ -520,7 +536,22 @@ raw_impl! {
 
     async fn raw_controller_modify_volume(&self, req: proto::ControllerModifyVolumeRequest) -> Result<proto::ControllerModifyVolumeResponse, CsiError> {
         self.formatted("volume_id", "vol", &req.volume_id)?;
-        RawCsi::raw_controller_modify_volume(&self.0, req).await
+        let volume_id = req.volume_id.clone();
+        let r = RawCsi::raw_controller_modify_volume(&self.0, req).await?;
+        if self.1 == Fault::ModifyResizes {
+            let get = proto::ControllerGetVolumeRequest { volume_id: volume_id.clone() };
+            let cap = RawCsi::raw_controller_get_volume(&self.0, get)
+                .await?
+                .volume
+                .map_or(0, |v| v.capacity_bytes);
+            let grow = proto::ControllerExpandVolumeRequest {
+                volume_id,
+                capacity_range: Some(proto::CapacityRange { required_bytes: cap + (1 << 20), limit_bytes: 0 }),
+                ..Default::default()
+            };
+            RawCsi::raw_controller_expand_volume(&self.0, grow).await?;
+        }
+        Ok(r)
     }
 
     async fn raw_get_metadata_allocated(&self, req: proto::GetMetadataAllocatedRequest) -> Result<RawStream<proto::GetMetadataAllocatedResponse>, CsiError> {
@@ -1355,6 +1386,10 @@ pub fn plugin(kind: &str) -> Arc<dyn RawCsi> {
         "no-volume-condition" => {
             return Arc::new(Faulty(driver.plugin(), Fault::NoVolumeCondition));
         }
+        "fresh-publish-context" => {
+            return Arc::new(Faulty(driver.plugin(), Fault::FreshPublishContext));
+        }
+        "modify-resizes" => return Arc::new(Faulty(driver.plugin(), Fault::ModifyResizes)),
         "gone-is-invalid" => return Arc::new(Faulty(driver.plugin(), Fault::InvalidForUnknown)),
         "formatted-ids" => return Arc::new(Faulty(driver.plugin(), Fault::FormattedIds)),
         "ungrouped-members" => {
