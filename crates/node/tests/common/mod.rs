@@ -3,15 +3,33 @@
 #![allow(dead_code)] // Each test binary uses its own part of this module.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A script at `DIR/NAME` running `body`.
+/// A script at `DIR/NAME` running `body`, written by a child process: a file this test
+/// process held open for writing would be inherited by a tool another test thread starts at
+/// that moment, and running the script would then fail with ETXTBSY ("Text file busy") until
+/// that tool had exec'd.
 pub fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
     let script = dir.join(name);
-    fs::write(&script, format!("#!/bin/sh\n{body}\n")).unwrap();
-    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    let mut writer = Command::new("sh")
+        .args(["-c", "cat > \"$1\" && chmod 755 \"$1\"", "sh"])
+        .arg(&script)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = writer.stdin.take().unwrap();
+    stdin
+        .write_all(format!("#!/bin/sh\n{body}\n").as_bytes())
+        .unwrap();
+    drop(stdin);
+    assert!(
+        writer.wait().unwrap().success(),
+        "writing {}",
+        script.display()
+    );
     script
 }
 
