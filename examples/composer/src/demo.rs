@@ -113,6 +113,22 @@ rack = "r1"
 
 const NODE: &str = "r1-n1";
 
+/// For tests that mount: whether this host can (root, `/dev/fuse`, loop
+/// devices). When it cannot, prints why and answers false (the test then
+/// passes), except under `CI=true`, where it panics: CI must not skip them.
+#[doc(hidden)]
+pub fn can_mount_in_tests() -> bool {
+    let Some(why) = missing_prerequisite() else {
+        return true;
+    };
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "CI=true but this host cannot mount: {why}"
+    );
+    eprintln!("SKIPPED: the node side needs root, FUSE and loop devices: {why}");
+    false
+}
+
 /// What the demo needs that this host lacks (root, FUSE, loop), if anything.
 pub fn missing_prerequisite() -> Option<String> {
     if !csi_node::is_root() {

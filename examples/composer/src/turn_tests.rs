@@ -25,17 +25,7 @@ use csi_types::{
 use crate::ComposerDriver;
 use crate::node::{Backend, NodeConfig, NodeSide};
 
-fn can_mount() -> bool {
-    let Some(why) = crate::demo::missing_prerequisite() else {
-        return true;
-    };
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "CI=true but this host cannot mount: {why}"
-    );
-    eprintln!("SKIPPED: the node side needs root, FUSE and loop devices: {why}");
-    false
-}
+use crate::demo::can_mount_in_tests as can_mount;
 
 /// Runs `f` to its end on a runtime of the calling thread (a second call's
 /// thread, started from a hook).
